@@ -1,0 +1,135 @@
+"""The one error tree of vactor_cloud.
+
+Every error is also the builtin it resembles, so ``except FileNotFoundError``
+and ``except LookupError`` keep working::
+
+    VactorError
+    ├── ActorNotFoundError          (LookupError)
+    ├── InvalidActorIdError         (ValueError)
+    ├── ActorDefinitionError        (TypeError)
+    ├── StateSerializationError     (TypeError)
+    ├── CommitConflictError
+    ├── IntegrityError
+    │   └── FormatVersionError      a newer vactor_cloud wrote this object
+    └── StorageError                (OSError)
+        ├── NotFoundError           (FileNotFoundError)
+        ├── AlreadyExistsError      (FileExistsError)
+        ├── PreconditionFailedError
+        └── RetryableStorageError   safe to retry after a pause
+            ├── ConflictError       S3 409 ConditionalRequestConflict
+            └── RateLimitedError    GCS 429, S3 503 SlowDown
+
+Storage errors are raised only by ``vactor_cloud.storage``: backends translate
+botocore / aiohttp / OS errors once, at that boundary, and carry the key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorDefinitionError",
+    "ActorNotFoundError",
+    "AlreadyExistsError",
+    "CommitConflictError",
+    "ConflictError",
+    "FormatVersionError",
+    "IntegrityError",
+    "InvalidActorIdError",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "RateLimitedError",
+    "RetryableStorageError",
+    "StateSerializationError",
+    "StorageError",
+    "VactorError",
+]
+
+
+class VactorError(Exception):
+    """Base of every error raised by vactor_cloud."""
+
+
+class ActorNotFoundError(VactorError, LookupError):
+    """No actor with this id exists under the storage root."""
+
+    def __init__(self, actor_id: str, root: str) -> None:
+        super().__init__(
+            f"no actor {actor_id!r} under {root}; create it with Cls.get_or_create({actor_id!r}, ...)"
+            " or check the storage URL"
+        )
+        self.actor_id = actor_id
+        self.root = root
+
+
+class InvalidActorIdError(VactorError, ValueError):
+    """The actor id cannot be used as part of an object key."""
+
+
+class ActorDefinitionError(VactorError, TypeError):
+    """The decorated class cannot be a virtual actor as written."""
+
+
+class StateSerializationError(VactorError, TypeError):
+    """The actor's state (or a call's result) could not be serialized; nothing was committed."""
+
+
+class CommitConflictError(VactorError):
+    """Other writers kept winning the race for the next step; nothing was committed."""
+
+    def __init__(self, actor_id: str, attempts: int) -> None:
+        super().__init__(
+            f"actor {actor_id!r}: gave up after {attempts} conflicting commit attempts; "
+            "nothing was committed, the call can be retried"
+        )
+        self.actor_id = actor_id
+        self.attempts = attempts
+
+
+class IntegrityError(VactorError):
+    """A stored object is corrupt, truncated, unsigned or signed with another key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class FormatVersionError(IntegrityError):
+    """The object was written by a newer vactor_cloud; upgrade to read it."""
+
+
+class StorageError(VactorError, OSError):
+    """An object-store operation failed. ``key`` names the object."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        OSError.__init__(self, message)
+        self.key = key
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.key))
+
+
+class NotFoundError(StorageError, FileNotFoundError):
+    """The object does not exist."""
+
+
+class AlreadyExistsError(StorageError, FileExistsError):
+    """A create-only put found the key already taken."""
+
+
+class PreconditionFailedError(StorageError):
+    """An if-match put found another version (or no object) at the key."""
+
+
+class RetryableStorageError(StorageError):
+    """A transient refusal; the operation may or may not have been applied."""
+
+
+class ConflictError(RetryableStorageError):
+    """S3 answered 409 ConditionalRequestConflict: a concurrent conditional write is in flight."""
+
+
+class RateLimitedError(RetryableStorageError):
+    """The store asked us to slow down (GCS 429 on one object, S3 503 SlowDown)."""

@@ -1,0 +1,147 @@
+"""The object-store contract every backend implements.
+
+The contract is small on purpose: whole-object reads and writes, a
+create-only put, a compare-and-swap put, sorted listing, delete. Everything
+the actor runtime needs for its commit protocol is expressed with these.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """The bytes of one object and the version they were read at."""
+
+    data: bytes
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatch:
+    """Put mode: replace the object only if its current version is ``version``."""
+
+    version: str
+
+
+PutMode: TypeAlias = Literal["create", "overwrite"] | IfMatch
+
+
+class RequestCounter:
+    """Counts the requests a store sent, by operation kind (``get``, ``put``, ...)."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, kind: str) -> None:
+        self._counts[kind] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def reset(self) -> None:
+        self._counts.clear()
+
+    def __getitem__(self, kind: str) -> int:
+        return self._counts[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+
+class ObjectStore(abc.ABC):
+    """An async object store rooted at ``url``; keys are ``/``-separated and relative to it.
+
+    Guarantees every backend gives:
+
+    * ``put`` is atomic: a reader sees the whole old object or the whole new
+      one, never a part.
+    * ``put(mode="create")`` succeeds for exactly one of any number of
+      concurrent creators; the others get ``AlreadyExistsError``.
+    * ``put(mode=IfMatch(v))`` succeeds only if the object exists at version
+      ``v``; otherwise ``PreconditionFailedError``. Every successful write
+      yields a version never returned before for that key (no ABA).
+    * ``list`` reads the store itself, never a cache: another machine may
+      have written a moment ago.
+
+    Public methods count requests in ``requests`` and delegate to the
+    ``_``-prefixed methods backends implement.
+    """
+
+    url: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.requests = RequestCounter()
+
+    # -- public API -------------------------------------------------------
+    async def get(self, key: str) -> Blob:
+        """Read a whole object. ``NotFoundError`` if it does not exist."""
+        self.requests.add("get")
+        return await self._get(key)
+
+    async def head(self, key: str) -> str | None:
+        """The object's current version, or ``None`` if it does not exist."""
+        self.requests.add("head")
+        return await self._head(key)
+
+    async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        """Write a whole object atomically and return its new version.
+
+        ``mode="create"`` raises ``AlreadyExistsError`` if the key exists;
+        ``mode=IfMatch(v)`` raises ``PreconditionFailedError`` unless the key
+        exists at version ``v``; ``"overwrite"`` always writes.
+        """
+        self.requests.add("put")
+        return await self._put(key, bytes(data), mode)
+
+    async def list(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Keys starting with ``prefix``, sorted, strictly after ``start_after``, at most ``limit``."""
+        self.requests.add("list")
+        return await self._list(prefix, start_after, limit)
+
+    async def delete(self, key: str) -> None:
+        """Delete an object; deleting a missing object is not an error."""
+        self.requests.add("delete")
+        await self._delete(key)
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The store must not be used afterwards."""
+
+    def describe(self) -> str:
+        """A short human-readable name for messages."""
+        return self.url
+
+    # -- backend hooks ----------------------------------------------------
+    @abc.abstractmethod
+    async def _get(self, key: str) -> Blob: ...
+
+    @abc.abstractmethod
+    async def _head(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str: ...
+
+    @abc.abstractmethod
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def _delete(self, key: str) -> None: ...
+
+
+def select_keys(keys: list[str], prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+    """Sort, filter by prefix and ``start_after``, and cut at ``limit``: shared by backends."""
+    out = sorted(k for k in keys if k.startswith(prefix) and (start_after is None or k > start_after))
+    return out if limit is None else out[:limit]
