@@ -1,0 +1,89 @@
+"""Backend lanes: each lane knows how to start its server and hand out fresh, empty stores.
+
+A lane is what a test needs to talk to one backend: ``start()`` brings the
+server up (or raises :class:`LaneUnavailable` with the reason), and
+``new_store()`` returns a :class:`StoreSpec` for an empty bucket or prefix that
+no other test uses. A :class:`StoreSpec` is plain data, so it can be passed to
+child processes, which open the same store with ``spec.open()``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from vactor_cloud.storage import ObjectStore, open_store
+
+__all__ = ["Lane", "LaneUnavailable", "LocalLane", "MemoryLane", "StoreSpec"]
+
+
+class LaneUnavailable(RuntimeError):
+    """A lane's server could not be started; the message says why."""
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """How to open one test store: a URL, fsspec options and environment for child processes."""
+
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def open(self) -> ObjectStore:
+        os.environ.update(self.env)
+        return open_store(self.url, **self.options)
+
+
+class Lane:
+    """One backend under test. Subclasses override ``start``, ``stop`` and ``new_store``."""
+
+    name: str = ""
+    #: True when stores of this lane can be shared by several OS processes.
+    multiprocess: bool = True
+
+    def start(self) -> None:
+        """Bring the server up; raise :class:`LaneUnavailable` with the reason if it cannot."""
+
+    def stop(self) -> None:
+        """Stop the server and remove what it left behind."""
+
+    def new_store(self) -> StoreSpec:
+        raise NotImplementedError
+
+    def drop_store(self, spec: StoreSpec) -> None:  # noqa: B027 - optional hook
+        """Forget a store handed out by ``new_store`` (best effort)."""
+
+
+class MemoryLane(Lane):
+    name = "memory"
+    multiprocess = False
+
+    def new_store(self) -> StoreSpec:
+        return StoreSpec(f"memory://test-{uuid.uuid4().hex}")
+
+    def drop_store(self, spec: StoreSpec) -> None:
+        from vactor_cloud.storage import MemoryStore
+
+        MemoryStore.wipe(spec.url.removeprefix("memory://"))
+
+
+class LocalLane(Lane):
+    name = "local"
+
+    def __init__(self) -> None:
+        self._root: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> None:
+        self._root = tempfile.TemporaryDirectory(prefix="vactor-local-lane-")
+
+    def stop(self) -> None:
+        if self._root is not None:
+            self._root.cleanup()
+            self._root = None
+
+    def new_store(self) -> StoreSpec:
+        assert self._root is not None, "LocalLane.start() was not called"
+        return StoreSpec(f"file://{self._root.name}/{uuid.uuid4().hex}")
