@@ -1,0 +1,349 @@
+"""Amazon S3 and S3-compatible stores (moto, LocalStack, MinIO, ...) over s3fs.
+
+Conditional writes are S3's own, sent as request headers on one single-part
+``PutObject`` (S3 ignores conditions on multipart uploads, so we never use
+them):
+
+* create: ``If-None-Match: *``; S3 answers 412 if the key exists;
+* if-match: ``If-Match: <etag>``; 412 if the ETag differs, 404 if the key
+  is absent (both become :class:`PreconditionFailedError`).
+
+Versions are ETags, exactly as S3 returns them (quoted). Errors are
+translated here, once, into :mod:`vactor_cloud.errors`; above this module
+nobody sees botocore, aiohttp or s3fs exceptions.
+
+s3fs is used only for its client plumbing (credentials, endpoint, retries of
+transport errors and ``SlowDown``): every request goes through
+``S3FileSystem._call_s3`` with explicit parameters, never through fsspec's
+file API (whose ``mode="create"`` is a non-atomic exists-then-write) nor its
+listing cache (another machine may have written a moment ago).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+from typing import Any
+
+import aiohttp
+import botocore.exceptions
+import s3fs
+
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    RateLimitedError,
+    RetryableStorageError,
+    StorageError,
+)
+from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+
+__all__ = ["S3Store"]
+
+# ListObjectsV2 returns at most 1000 keys per page.
+_PAGE = 1000
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_THROTTLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+)
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "403",
+        "Forbidden",
+    }
+)
+
+
+class S3Store(ObjectStore):
+    """Objects under ``s3://bucket/prefix``; keys are relative to the prefix.
+
+    Guarantees, on any S3 that implements conditional writes (AWS S3 since
+    2024, moto >= 5.0.18, LocalStack):
+
+    * ``put`` is one ``PutObject``: a reader sees the whole old or the whole
+      new object.
+    * ``put(mode="create")`` succeeds for exactly one concurrent creator
+      (``If-None-Match: *``). A create whose response was lost and that the
+      client retried can meet its own object and report
+      :class:`AlreadyExistsError`; the commit protocol resolves that by
+      reading the object back.
+    * ``put(mode=IfMatch(etag))`` is a compare-and-swap on the ETag.
+      :class:`ConflictError` (S3's 409 ``ConditionalRequestConflict``) means a
+      concurrent conditional write was in flight: retry after a pause.
+    * ``list`` is a fresh ``ListObjectsV2`` every time.
+
+    One caveat of ETags as versions: an ETag is a digest of the bytes, so
+    writing identical bytes again yields the same version. Callers that
+    need "no ABA" on one key must make every write's bytes unique (the
+    commit protocol's objects carry a write id).
+
+    ``options`` go to :class:`s3fs.S3FileSystem` (``endpoint_url``, ``key``,
+    ``secret``, ``token``, ``client_kwargs``, ``config_kwargs``, ...); the
+    standard ``AWS_ENDPOINT_URL`` / ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` environment is honoured by botocore. The
+    connection is opened lazily on the running event loop; a store used
+    from another loop (after ``fork``, or a second ``asyncio.run``) opens a
+    fresh one there.
+    """
+
+    def __init__(self, path: str, **options: Any) -> None:
+        bucket, _, prefix = path.strip("/").partition("/")
+        if not bucket:
+            raise ValueError(f"s3://{path}: no bucket name; use s3://bucket or s3://bucket/prefix")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        super().__init__(f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}")
+        self._options = {
+            **options,
+            # One filesystem per store: fsspec's instance cache would hand two
+            # stores (or two event loops) the same aiohttp session.
+            "asynchronous": True,
+            "skip_instance_cache": True,
+        }
+        self._fs: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- connection -------------------------------------------------------
+    def _filesystem(self) -> Any:
+        """The s3fs filesystem bound to the running loop, created on first use there."""
+        loop = asyncio.get_running_loop()
+        if self._fs is None or self._loop is not loop:
+            if self._fs is not None:
+                # The old session belongs to another (possibly dead) loop; it
+                # cannot be awaited from here, so only its sockets are closed.
+                self._abandon(self._fs, self._loop)
+            self._fs = s3fs.S3FileSystem(**self._options)
+            self._loop = loop
+        return self._fs
+
+    @staticmethod
+    def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:
+        creator = getattr(fs, "_s3creator", None)
+        if creator is None:
+            return
+        if loop is not None and loop.is_running() and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(creator.__aexit__(None, None, None), loop)
+            return
+        with contextlib.suppress(Exception):
+            creator._client._endpoint.http_session._connector._close()
+
+    async def close(self) -> None:
+        """Close the HTTP session; the store must not be used afterwards."""
+        fs, loop = self._fs, self._loop
+        self._fs = self._loop = None
+        if fs is None:
+            return
+        creator = getattr(fs, "_s3creator", None)
+        if creator is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - close() is a coroutine
+            running = None
+        if running is loop:
+            with contextlib.suppress(Exception):
+                await creator.__aexit__(None, None, None)
+        else:
+            self._abandon(fs, loop)
+
+    def _endpoint(self) -> str:
+        client_kwargs = self._options.get("client_kwargs") or {}
+        return str(
+            self._options.get("endpoint_url")
+            or client_kwargs.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or "AWS S3"
+        )
+
+    def _object_key(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise StorageError(f"{self.url}: invalid key {key!r}: keys are non-empty and relative", key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _call(self, method: str, key: str, mode: PutMode | None = None, **params: Any) -> Any:
+        """One S3 request; every failure leaves here as a :class:`StorageError`."""
+        fs = self._filesystem()
+        try:
+            return await fs._call_s3(method, Bucket=self.bucket, **params)
+        except Exception as exc:
+            raise self._translate(exc, key, method, mode) from exc
+
+    # -- operations -------------------------------------------------------
+    async def _get(self, key: str) -> Blob:
+        response = await self._call("get_object", key, Key=self._object_key(key))
+        try:
+            async with response["Body"] as body:
+                data = await body.read()
+        except Exception as exc:
+            raise self._translate(exc, key, "get_object", None) from exc
+        return Blob(bytes(data), str(response["ETag"]))
+
+    async def _head(self, key: str) -> str | None:
+        try:
+            response = await self._call("head_object", key, Key=self._object_key(key))
+        except NotFoundError:
+            return None
+        return str(response["ETag"])
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        params: dict[str, Any] = {"Key": self._object_key(key), "Body": data}
+        if mode == "create":
+            params["IfNoneMatch"] = "*"
+        elif isinstance(mode, IfMatch):
+            params["IfMatch"] = mode.version
+        elif mode != "overwrite":
+            raise ValueError(f"unknown put mode {mode!r}")
+        response = await self._call("put_object", key, mode, **params)
+        return str(response["ETag"])
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        params: dict[str, Any] = {"Prefix": base + prefix}
+        if start_after is not None:
+            params["StartAfter"] = base + start_after
+        keys: list[str] = []
+        while limit is None or len(keys) < limit:
+            page = _PAGE if limit is None else min(_PAGE, limit - len(keys))
+            response = await self._call("list_objects_v2", prefix, MaxKeys=page, **params)
+            keys.extend(item["Key"][len(base) :] for item in response.get("Contents", ()))
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                break
+            params["ContinuationToken"] = token
+        # S3 lists in UTF-8 byte order, which is code-point order: sorting is a no-op
+        # on a conforming server and a safety net on an emulator that is not.
+        keys.sort()
+        return keys if limit is None else keys[:limit]
+
+    async def _delete(self, key: str) -> None:
+        # S3 answers 204 for a missing key too; a 404 (NoSuchKey on some emulators) is fine.
+        with contextlib.suppress(NotFoundError):
+            await self._call("delete_object", key, Key=self._object_key(key))
+
+    # -- error translation ------------------------------------------------
+    def _translate(self, exc: BaseException, key: str, method: str, mode: PutMode | None) -> StorageError:
+        """Map whatever s3fs / botocore / aiohttp raised to one :class:`StorageError`."""
+        if isinstance(exc, StorageError):
+            return exc
+        where = "/".join(part for part in (f"s3://{self.bucket}", self.prefix, key) if part)
+        operation = method.replace("_", " ")
+        client_error = _client_error(exc)
+        if client_error is not None:
+            return self._translate_response(client_error, key, where, operation, mode)
+        # s3fs translates a ClientError into a builtin and keeps the original as the
+        # cause; if a future s3fs drops the cause, its builtins still tell enough.
+        if isinstance(exc, FileExistsError) and mode == "create":
+            return AlreadyExistsError(f"{where}: already exists (create-only put refused)", key)
+        if isinstance(exc, OSError) and exc.errno == errno.EINVAL and isinstance(mode, IfMatch):
+            return PreconditionFailedError(
+                f"{where}: the object is not at version {mode.version} (changed or deleted); "
+                "re-read it and retry",
+                key,
+            )
+        if isinstance(exc, FileNotFoundError):
+            if isinstance(mode, IfMatch):
+                return PreconditionFailedError(
+                    f"{where}: no object to replace at version {mode.version}; re-read it and retry", key
+                )
+            return NotFoundError(f"{where}: no such object", key)
+        if isinstance(
+            exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
+        ):
+            return StorageError(
+                f"{where}: {operation} failed: no AWS credentials; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY or pass key=/secret= storage options",
+                key,
+            )
+        if isinstance(
+            exc,
+            botocore.exceptions.BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError,
+        ):
+            return StorageError(
+                f"{where}: {operation} failed talking to {self._endpoint()}: {type(exc).__name__}: {exc}; "
+                "check the endpoint (AWS_ENDPOINT_URL), the network and that the server is running; "
+                "a write may or may not have been applied",
+                key,
+            )
+        return StorageError(f"{where}: {operation} failed: {type(exc).__name__}: {exc}", key)
+
+    def _translate_response(
+        self, error: Any, key: str, where: str, operation: str, mode: PutMode | None
+    ) -> StorageError:
+        response = getattr(error, "response", None) or {}
+        details = response.get("Error") or {}
+        code = str(details.get("Code", ""))
+        message = str(details.get("Message", "")) or str(error)
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        said = f"S3 said {status} {code}: {message}"
+        if status == 412 or code == "PreconditionFailed":
+            if mode == "create":
+                return AlreadyExistsError(f"{where}: already exists (create-only put refused; {said})", key)
+            if isinstance(mode, IfMatch):
+                return PreconditionFailedError(
+                    f"{where}: the object is not at version {mode.version} (changed or deleted); "
+                    f"re-read it and retry ({said})",
+                    key,
+                )
+            return StorageError(f"{where}: {operation}: unexpected precondition failure ({said})", key)
+        if code == "ConditionalRequestConflict" or (status == 409 and mode is not None):
+            return ConflictError(
+                f"{where}: a concurrent conditional write to this key was in flight; "
+                f"nothing was written by this request, retry after a pause ({said})",
+                key,
+            )
+        if code == "NoSuchBucket":
+            return StorageError(
+                f"{where}: bucket {self.bucket!r} does not exist at {self._endpoint()}; "
+                f"create it or check the storage URL ({said})",
+                key,
+            )
+        if code in _NOT_FOUND_CODES or status == 404:
+            if isinstance(mode, IfMatch):
+                # Real S3 answers a conditional put on a missing key with 404, not 412.
+                return PreconditionFailedError(
+                    f"{where}: no object to replace at version {mode.version}; re-read it and retry ({said})",
+                    key,
+                )
+            return NotFoundError(f"{where}: no such object ({said})", key)
+        if code in _THROTTLE_CODES or status == 429:
+            return RateLimitedError(
+                f"{where}: {operation} refused, the bucket asked to slow down; retry with backoff "
+                f"or spread writes over more prefixes ({said})",
+                key,
+            )
+        if code in _AUTH_CODES or status == 403:
+            return StorageError(
+                f"{where}: {operation} denied; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                f"(or key=/secret= options) and the bucket policy ({said})",
+                key,
+            )
+        if isinstance(status, int) and status >= 500:
+            return RetryableStorageError(
+                f"{where}: {operation} failed on the server side; it may or may not have been applied, "
+                f"retry after a pause ({said})",
+                key,
+            )
+        return StorageError(f"{where}: {operation} failed ({said})", key)
+
+
+def _client_error(exc: BaseException) -> Any:
+    """The botocore ``ClientError`` behind ``exc`` (s3fs re-raises it as a builtin), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, botocore.exceptions.ClientError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
