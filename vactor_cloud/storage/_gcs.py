@@ -1,0 +1,429 @@
+"""Google Cloud Storage through gcsfs: ``gs://bucket/prefix``.
+
+gcsfs provides the credentials, the endpoint (``STORAGE_EMULATOR_HOST`` or
+``endpoint_url``) and the aiohttp session; every request is written here,
+against the GCS JSON API, because the commit protocol needs what gcsfs does
+not offer:
+
+* create = a single multipart upload with ``ifGenerationMatch=0``;
+* if-match = the same upload with ``ifGenerationMatch=<generation>``;
+  GCS checks the precondition and writes the object in one step, so both are
+  atomic and exactly one of many concurrent creators wins. A single-request
+  upload is also all-or-nothing at any size: readers never see a part.
+* the version is the object's generation, which GCS never reuses for a key;
+* ``list`` pages through the objects list API itself (``prefix`` +
+  ``startOffset``) and never consults fsspec's listing cache;
+* reads return the bytes with the generation they were read at
+  (``x-goog-generation``), from one request.
+
+Errors are translated once, here, from the HTTP status of the request we
+sent (gcsfs would turn every 412 into ``FileExistsError``):
+
+=======================  ==============================================
+412 on a create          :class:`AlreadyExistsError`
+412 on an if-match       :class:`PreconditionFailedError` (also when absent)
+404 on an object         :class:`NotFoundError` (``head`` answers ``None``)
+429, 503                 :class:`RateLimitedError` (GCS allows about one
+                         write per second to one object)
+timeouts, 5xx, resets    :class:`RetryableStorageError`
+anything else            :class:`StorageError`
+=======================  ==============================================
+
+Reads, listings, deletes and overwrites are retried a few times on transient
+failures because repeating them is harmless; conditional puts are never
+retried here: a retried create whose first response was lost would meet its
+own object, and only the caller (which can recognise its own write) can
+resolve that.
+
+Importing this module sets ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` in the
+environment unless it is already set: otherwise gcsfs probes every bucket for
+"zonal" support over gRPC, which stalls for about a minute against an emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import quote
+
+# Before gcsfs is imported: it reads this variable once, at import time.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+import aiohttp
+from gcsfs.core import GCSFileSystem
+
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    PreconditionFailedError,
+    RateLimitedError,
+    RetryableStorageError,
+    StorageError,
+)
+from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+
+__all__ = ["GCSStore"]
+
+_Op = Literal["get", "head", "put", "list", "delete"]
+
+# Statuses after which repeating an idempotent request is reasonable.
+_TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
+_RATE_LIMIT_STATUSES = frozenset({429, 503})
+_IDEMPOTENT_ATTEMPTS = 3
+_LIST_PAGE = 1000
+
+
+class _Response:
+    """The parts of an HTTP response this module looks at, read while the connection was open."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.body)
+        except ValueError as exc:
+            raise ValueError(f"GCS answered HTTP {self.status} with a body that is not JSON") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"GCS answered HTTP {self.status} with JSON that is not an object")
+        return data
+
+    def error_message(self) -> str:
+        """GCS's own explanation of an error response, as short as it allows."""
+        try:
+            error = self.json().get("error")
+        except ValueError:
+            return self.body[:300].decode("utf-8", "replace").strip()
+        if isinstance(error, dict):
+            return str(error.get("message", ""))
+        return str(error or "")
+
+
+class _Transient(Exception):
+    """A failure after which an idempotent request may be repeated."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class GCSStore(ObjectStore):
+    """Objects in a GCS bucket under an optional prefix (``gs://bucket/prefix``).
+
+    ``options`` go to :class:`gcsfs.GCSFileSystem` (``token``, ``project``,
+    ``endpoint_url``, ``requester_pays``, ``session_kwargs``, ...). When
+    ``STORAGE_EMULATOR_HOST`` is set and no ``token`` is given, ``token="anon"``
+    is used, as Google's own clients do for an emulator.
+
+    Guarantees: every put is atomic (one request; the object appears whole or
+    not at all); ``"create"`` and ``IfMatch`` are checked by GCS itself
+    (``ifGenerationMatch``), so they are linearizable across machines; the
+    version is the generation, never reused for a key; ``list`` reads the
+    bucket, never a cache.
+
+    The gcsfs filesystem and its aiohttp session are created lazily on the
+    event loop that first uses the store, and again if a later call runs on
+    another loop or in a forked child (a session cannot cross loops).
+    """
+
+    def __init__(self, path: str, **options: Any) -> None:
+        bucket, _, prefix = path.strip("/").partition("/")
+        if not bucket:
+            raise ValueError(f"GCS URL needs a bucket: gs://<bucket>[/<prefix>], got gs://{path}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        super().__init__(f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}")
+        self._options: dict[str, Any] = dict(options)
+        if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
+            self._options["token"] = "anon"
+        self._fs: GCSFileSystem | None = None
+        self._fs_loop: asyncio.AbstractEventLoop | None = None
+        self._fs_pid = 0
+        self._session_lock: asyncio.Lock | None = None
+
+    # -- connection ---------------------------------------------------------
+    async def _filesystem(self) -> GCSFileSystem:
+        """The gcsfs filesystem bound to the running loop, with its session open."""
+        loop = asyncio.get_running_loop()
+        if self._fs is None or self._fs_loop is not loop or self._fs_pid != os.getpid():
+            # A session left on another loop (or in the parent before fork) is
+            # abandoned, not closed: closing it from here would touch a loop we
+            # do not run. gcsfs's finalizer releases it.
+            try:
+                self._fs = GCSFileSystem(asynchronous=True, skip_instance_cache=True, **self._options)
+            except (TypeError, ValueError):
+                raise
+            except Exception as exc:
+                raise StorageError(
+                    f"{self.url}: could not set up the GCS client: {exc}; check the credentials "
+                    "and the storage options",
+                ) from exc
+            self._fs_loop = loop
+            self._fs_pid = os.getpid()
+            self._session_lock = asyncio.Lock()
+        fs = self._fs
+        assert self._session_lock is not None
+        if fs._session is None:
+            # Concurrent first calls would otherwise each open a session and leak all but one.
+            async with self._session_lock:
+                if fs._session is None:
+                    await fs._set_session()
+        return fs
+
+    async def close(self) -> None:
+        """Close the aiohttp session if it belongs to the running loop; the store can be reopened."""
+        fs, loop = self._fs, self._fs_loop
+        self._fs = self._fs_loop = self._session_lock = None
+        if fs is None or fs._session is None or fs._session.closed:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop and self._fs_pid == os.getpid():
+            await fs._session.close()
+
+    # -- request plumbing ---------------------------------------------------
+    def _name(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise StorageError(f"{self.url}: invalid key {key!r} (empty or starting with '/')", key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _object_url(self, fs: GCSFileSystem, key: str) -> str:
+        return (
+            f"{fs._location}/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(self._name(key), safe='')}"
+        )
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str],
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> _Response:
+        """One HTTP request with gcsfs's auth, endpoint and session; no retries, no translation."""
+        fs = await self._filesystem()
+        try:
+            async with fs._session.request(
+                method,
+                url,
+                params=fs._get_params(params),
+                headers=fs._get_headers(headers),
+                data=data,
+                timeout=fs.requests_timeout,
+            ) as response:
+                body = await response.read()
+                return _Response(response.status, response.headers, body)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _request(
+        self,
+        op: _Op,
+        key: str,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str],
+        idempotent: bool,
+        ok: frozenset[int] = frozenset({200}),
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> _Response:
+        """Send a request; return it when its status is in ``ok`` or a 4xx the caller handles.
+
+        Transient failures of idempotent requests are repeated with jittered
+        backoff; what remains becomes a vactor_cloud error.
+        """
+        attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+            try:
+                response = await self._send(method, url, params=params, headers=headers, data=data)
+            except _Transient as exc:
+                detail = exc.detail
+                cause: BaseException | None = exc.__cause__
+            except StorageError:
+                raise
+            except OSError as exc:
+                # Credential refresh and socket errors outside aiohttp's own tree.
+                raise StorageError(f"{self.url}/{key}: {op} failed: {exc}", key) from exc
+            else:
+                if response.status in ok or response.status in (404, 412):
+                    return response
+                if response.status in _RATE_LIMIT_STATUSES:
+                    raise RateLimitedError(
+                        f"{self.url}/{key}: {op} refused with HTTP {response.status} "
+                        f"({response.error_message() or 'slow down'}); GCS allows about one write "
+                        "per second to one object: back off and retry",
+                        key,
+                    )
+                if response.status not in _TRANSIENT_STATUSES:
+                    raise StorageError(
+                        f"{self.url}/{key}: {op} failed with HTTP {response.status}: "
+                        f"{response.error_message()}{_hint(response.status)}",
+                        key,
+                    )
+                detail, cause = f"HTTP {response.status}: {response.error_message()}", None
+        what = "" if idempotent else " (the write may or may not have been applied)"
+        raise RetryableStorageError(
+            f"{self.url}/{key}: {op} failed after {attempts} attempt(s): {detail}{what}; retry later",
+            key,
+        ) from cause
+
+    # -- ObjectStore --------------------------------------------------------
+    async def _get(self, key: str) -> Blob:
+        fs = await self._filesystem()
+        response = await self._request(
+            "get", key, "GET", self._object_url(fs, key), params={"alt": "media"}, idempotent=True
+        )
+        if response.status == 404:
+            raise NotFoundError(f"{self.url}/{key}: no such object (or no such bucket)", key)
+        generation = response.headers.get("x-goog-generation")
+        if not generation:
+            raise StorageError(
+                f"{self.url}/{key}: GCS sent the object without its generation (x-goog-generation); "
+                "this endpoint is not GCS-compatible enough for vactor_cloud",
+                key,
+            )
+        return Blob(response.body, generation)
+
+    async def _head(self, key: str) -> str | None:
+        fs = await self._filesystem()
+        response = await self._request(
+            "head", key, "GET", self._object_url(fs, key), params={"fields": "generation"}, idempotent=True
+        )
+        if response.status == 404:
+            return None
+        return _generation(response, self.url, key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        params = {"uploadType": "multipart"}
+        if mode == "create":
+            params["ifGenerationMatch"] = "0"
+        elif isinstance(mode, IfMatch):
+            if not mode.version.isdigit() or mode.version == "0":
+                # Not a generation this store handed out; "0" would turn the
+                # if-match into a create.
+                raise PreconditionFailedError(
+                    f"{self.url}/{key}: expected version {mode.version!r} is not a GCS generation; "
+                    "re-read the object and retry with the version it returned",
+                    key,
+                )
+            params["ifGenerationMatch"] = mode.version
+        elif mode != "overwrite":
+            raise ValueError(f"unknown put mode {mode!r}")
+        # Multipart, not media: the JSON API applies ifGenerationMatch to both,
+        # but fake-gcs-server ignores it on media uploads.
+        body, content_type = _multipart(self._name(key), data)
+        fs = await self._filesystem()
+        response = await self._request(
+            "put",
+            key,
+            "POST",
+            f"{fs._location}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o",
+            params=params,
+            headers={"Content-Type": content_type},
+            data=body,
+            idempotent=mode == "overwrite",
+        )
+        if response.status == 412:
+            if mode == "create":
+                raise AlreadyExistsError(f"{self.url}/{key}: already exists (create-only put refused)", key)
+            assert isinstance(mode, IfMatch)
+            raise PreconditionFailedError(
+                f"{self.url}/{key}: expected generation {mode.version}, but the object has another "
+                "generation or does not exist; re-read it and retry",
+                key,
+            )
+        if response.status == 404:
+            raise StorageError(f"{self.url}/{key}: put failed: bucket {self.bucket!r} does not exist", key)
+        return _generation(response, self.url, key)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        fs = await self._filesystem()
+        url = f"{fs._location}/storage/v1/b/{quote(self.bucket, safe='')}/o"
+        root = f"{self.prefix}/" if self.prefix else ""
+        params = {"prefix": root + prefix, "fields": "items(name),nextPageToken"}
+        if start_after is not None:
+            # startOffset is inclusive: the key itself is filtered out below.
+            params["startOffset"] = root + start_after
+        keys: list[str] = []
+        while limit is None or len(keys) < limit:
+            page = min(_LIST_PAGE, limit - len(keys) + 1) if limit is not None else _LIST_PAGE
+            params["maxResults"] = str(page)
+            response = await self._request("list", prefix, "GET", url, params=params, idempotent=True)
+            if response.status == 404:
+                raise StorageError(f"{self.url}: list failed: bucket {self.bucket!r} does not exist", prefix)
+            try:
+                listing = response.json()
+            except ValueError as exc:
+                raise StorageError(f"{self.url}: list of {prefix!r} failed: {exc}", prefix) from exc
+            for item in listing.get("items", []):
+                key = str(item["name"])[len(root) :]
+                if start_after is None or key > start_after:
+                    keys.append(key)
+            token = listing.get("nextPageToken")
+            if not token:
+                break
+            params["pageToken"] = str(token)
+        # GCS lists in UTF-8 byte order, which is code-point order: sorting
+        # only guards against an emulator that pages differently.
+        keys.sort()
+        return keys if limit is None else keys[:limit]
+
+    async def _delete(self, key: str) -> None:
+        fs = await self._filesystem()
+        await self._request(
+            "delete",
+            key,
+            "DELETE",
+            self._object_url(fs, key),
+            params={},
+            idempotent=True,
+            ok=frozenset({200, 204}),
+        )
+
+
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/related upload body: the object's metadata, then its bytes."""
+    boundary = secrets.token_hex(16)
+    while boundary.encode() in data:  # practically never; a clash would corrupt the body
+        boundary = secrets.token_hex(16)
+    metadata = json.dumps({"name": name, "contentType": "application/octet-stream"})
+    head = (
+        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
+        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return b"".join((head, data, tail)), f'multipart/related; boundary="{boundary}"'
+
+
+def _generation(response: _Response, url: str, key: str) -> str:
+    try:
+        generation = response.json().get("generation")
+    except ValueError as exc:
+        raise StorageError(f"{url}/{key}: unexpected GCS answer: {exc}", key) from exc
+    if generation is None:
+        raise StorageError(f"{url}/{key}: GCS answered without the object's generation", key)
+    return str(generation)
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return "; check the credentials (token=...) and the bucket's permissions"
+    if status == 400:
+        return "; the request was malformed (check the key and the storage options)"
+    return ""
