@@ -1,0 +1,253 @@
+"""pytest plugin: backend lanes and fixtures for testing code that uses vactor_cloud.
+
+Installed with vactor_cloud (entry point ``pytest11`` / ``vactor_cloud``), so
+these fixtures are available in every test suite once the package is
+installed:
+
+``store_spec``
+    A :class:`~vactor_cloud.testing.lanes.StoreSpec` for a fresh, empty store,
+    dropped after the test. A test that requests it runs once per lane
+    (``test_x[memory]``, ``test_x[local]``, ``test_x[moto]``, ...). Open it
+    with ``spec.open()`` inside the event loop that will use the store; child
+    processes can be given the spec and open the same store.
+``store_lane``
+    The started :class:`~vactor_cloud.testing.lanes.Lane` behind
+    ``store_spec`` (for example to check ``lane.multiprocess``).
+``vactor_lanes``
+    The session's :class:`LaneRegistry`; ``vactor_lanes.require("moto")``
+    gives one started lane to a test that needs that backend only.
+``spawn_context``
+    A ``multiprocessing`` context using ``"spawn"``: safe with the threads
+    and event loops a test process holds, and what real deployments get.
+
+Lanes: ``memory``, ``local``, ``moto`` (moto server), ``localstack`` (attaches
+to ``$VACTOR_LOCALSTACK_ENDPOINT``) and ``fakegcs`` (fake-gcs-server). Each
+server is started on first use, bound to 127.0.0.1, and stopped at the end of
+the session. Restrict them with ``--lanes memory,local`` or
+``VACTOR_LANES=memory,local``.
+
+When a lane's server cannot start, its tests are skipped with the reason, or
+fail with it when ``CI=true``: in CI a missing backend is a broken build, not
+a reason to go green.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import os
+from collections.abc import Callable, Iterator
+from typing import NoReturn
+
+import pytest
+
+from vactor_cloud.testing.lanes import Lane, LaneUnavailable, LocalLane, MemoryLane, StoreSpec
+
+__all__ = [
+    "LANE_NAMES",
+    "LaneRegistry",
+    "lane_unavailable",
+    "selected_lanes",
+    "spawn_context",
+    "store_lane",
+    "store_spec",
+    "vactor_lanes",
+]
+
+#: Every lane the plugin knows, in the order their tests are generated.
+LANE_NAMES: tuple[str, ...] = ("memory", "local", "moto", "localstack", "fakegcs")
+
+
+def _memory() -> Lane:
+    return MemoryLane()
+
+
+def _local() -> Lane:
+    return LocalLane()
+
+
+# The emulator lanes are imported only when first used: their modules need
+# the optional s3 / gcs extras, and a suite run with --lanes memory,local
+# must not need them.
+def _moto() -> Lane:
+    from vactor_cloud.testing._moto import MotoLane
+
+    return MotoLane()
+
+
+def _localstack() -> Lane:
+    from vactor_cloud.testing._localstack import LocalStackLane
+
+    return LocalStackLane()
+
+
+def _fakegcs() -> Lane:
+    from vactor_cloud.testing._fakegcs import FakeGCSLane
+
+    return FakeGCSLane()
+
+
+_FACTORIES: dict[str, Callable[[], Lane]] = {
+    "memory": _memory,
+    "local": _local,
+    "moto": _moto,
+    "localstack": _localstack,
+    "fakegcs": _fakegcs,
+}
+
+
+def in_ci() -> bool:
+    """True when ``$CI`` says this is a CI run (``true``, ``1`` or ``yes``)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def lane_unavailable(name: str, reason: str) -> NoReturn:
+    """End the current test because lane ``name`` is unavailable: fail in CI, skip elsewhere."""
+    message = f"lane {name!r} unavailable: {reason}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: unavailable lanes fail)", pytrace=False)
+    pytest.skip(message)
+
+
+class LaneRegistry:
+    """The session's lanes: each is started on first use, at most once, and stopped by ``close``.
+
+    A lane that failed to start is not retried; every later request gets the
+    same reason.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[str, Lane] = {}
+        self._failed: dict[str, str] = {}
+
+    def get(self, name: str) -> Lane:
+        """The started lane ``name``; :class:`LaneUnavailable` with the reason if it cannot start."""
+        if name in self._started:
+            return self._started[name]
+        if name in self._failed:
+            raise LaneUnavailable(self._failed[name])
+        factory = _FACTORIES.get(name)
+        if factory is None:
+            raise ValueError(f"unknown lane {name!r}; known lanes: {', '.join(LANE_NAMES)}")
+        try:
+            lane = factory()
+        except ImportError as exc:
+            self._failed[name] = f"cannot import the {name} lane: {exc}"
+            raise LaneUnavailable(self._failed[name]) from exc
+        try:
+            lane.start()
+        except LaneUnavailable as exc:
+            self._failed[name] = str(exc) or type(exc).__name__
+            raise
+        except Exception:
+            # A half-started server must not outlive the session.
+            lane.stop()
+            raise
+        self._started[name] = lane
+        return lane
+
+    def require(self, name: str) -> Lane:
+        """Like :meth:`get`, but skips the test (fails it under ``CI=true``) if the lane is unavailable."""
+        try:
+            return self.get(name)
+        except LaneUnavailable as exc:
+            lane_unavailable(name, str(exc))
+
+    def close(self) -> None:
+        """Stop every started lane, newest first; raise the first error after trying them all."""
+        errors: list[BaseException] = []
+        while self._started:
+            _, lane = self._started.popitem()
+            try:
+                lane.stop()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def selected_lanes(config: pytest.Config) -> list[str]:
+    """The lanes chosen with ``--lanes`` or ``$VACTOR_LANES`` (comma-separated; default: all)."""
+    raw = config.getoption("vactor_lanes") or os.environ.get("VACTOR_LANES", "")
+    names = [n.strip() for n in str(raw).split(",") if n.strip()]
+    if not names or names == ["all"]:
+        return list(LANE_NAMES)
+    unknown = [n for n in names if n not in _FACTORIES]
+    if unknown:
+        raise pytest.UsageError(
+            f"--lanes / VACTOR_LANES: unknown lane(s) {', '.join(unknown)}; "
+            f"known lanes: {', '.join(LANE_NAMES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vactor_cloud")
+    group.addoption(
+        "--lanes",
+        dest="vactor_lanes",
+        default=None,
+        metavar="NAMES",
+        help=(
+            "comma-separated storage lanes that store_spec tests run on "
+            f"({', '.join(LANE_NAMES)}; default: $VACTOR_LANES, else all)"
+        ),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Validate --lanes once, up front, so a typo is a usage error and not a silently empty run.
+    selected_lanes(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that (directly or through fixtures) requests ``store_lane`` once per lane."""
+    if "store_lane" not in metafunc.fixturenames:
+        return
+    # A test may pin its lanes itself with @pytest.mark.parametrize("store_lane", [...], indirect=True).
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        argnames = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+        if isinstance(argnames, str):
+            argnames = [a.strip() for a in argnames.split(",")]
+        if "store_lane" in argnames:
+            return
+    names = selected_lanes(metafunc.config)
+    metafunc.parametrize("store_lane", names, indirect=True, ids=names)
+
+
+@pytest.fixture(scope="session")
+def vactor_lanes() -> Iterator[LaneRegistry]:
+    """The session's lane registry; lanes are stopped when the session ends."""
+    registry = LaneRegistry()
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@pytest.fixture
+def store_lane(request: pytest.FixtureRequest, vactor_lanes: LaneRegistry) -> Lane:
+    """The started lane this test instance runs on (parametrized by the plugin)."""
+    name = getattr(request, "param", None)
+    if not isinstance(name, str):
+        raise pytest.UsageError(
+            "store_lane is parametrized by the vactor_cloud plugin; "
+            "to pin lanes use @pytest.mark.parametrize('store_lane', ['local'], indirect=True)"
+        )
+    return vactor_lanes.require(name)
+
+
+@pytest.fixture
+def store_spec(store_lane: Lane) -> Iterator[StoreSpec]:
+    """A fresh, empty store on the current lane, dropped after the test."""
+    spec = store_lane.new_store()
+    try:
+        yield spec
+    finally:
+        store_lane.drop_store(spec)
+
+
+@pytest.fixture(scope="session")
+def spawn_context() -> multiprocessing.context.SpawnContext:
+    """``multiprocessing.get_context("spawn")``: children start clean, without this process's threads."""
+    return multiprocessing.get_context("spawn")

@@ -1,0 +1,592 @@
+"""The object-store conformance suite: every backend must pass it unchanged.
+
+Subclass :class:`StoreConformance` in a test module; with the vactor_cloud
+pytest plugin loaded, each inherited test runs once per lane::
+
+    from vactor_cloud.testing.store_conformance import StoreConformance
+
+    class TestStoreConformance(StoreConformance):
+        pass
+
+The tests take the plugin's ``store_spec`` fixture (a fresh, empty store) and
+open it inside the event loop that uses it: a store object belongs to one
+loop. Concurrency tests open one store per thread or per process, as
+independent clients would.
+
+What is proved, for every backend (the contract in
+:class:`vactor_cloud.storage.ObjectStore`): whole-object round trips for
+binary, empty and multi-megabyte objects and for keys with unicode and
+spaces; sorted listing with ``start_after`` and ``limit`` that reads the store,
+not a cache; create-only puts with exactly one winner among racing threads
+and racing processes; compare-and-swap puts that refuse stale versions and
+missing keys; versions that are never reused (no ABA); no torn reads; and
+errors from :mod:`vactor_cloud.errors` that name the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing.context
+import multiprocessing.synchronize
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    PreconditionFailedError,
+    StorageError,
+)
+from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+
+__all__ = ["StoreConformance", "run_on_store"]
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+
+
+async def _with_store(spec: StoreSpec, body: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    store = spec.open()
+    try:
+        return await body(store)
+    finally:
+        await store.close()
+
+
+def run_on_store(spec: StoreSpec, body: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    """Open ``spec`` in a new event loop, run ``body(store)`` there, close the store, return the result."""
+    return asyncio.run(_with_store(spec, body))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one contender of a create race saw: ``won`` (detail = version), ``exists`` or ``error``."""
+
+    who: int
+    kind: str
+    detail: str
+    error_type: str = ""
+
+
+async def _race_create(
+    store: ObjectStore, key: str, who: int, payload: bytes, wait_for_start: Callable[[], object]
+) -> _Outcome:
+    # Open the connection before the race so that all contenders reach the store together.
+    await store.head(f"{key}.warmup")
+    await asyncio.to_thread(wait_for_start)
+    try:
+        version = await store.put(key, payload, mode="create")
+    except AlreadyExistsError as exc:
+        return _Outcome(who, "exists", str(exc), type(exc).__name__)
+    except Exception as exc:
+        return _Outcome(who, "error", repr(exc), type(exc).__name__)
+    return _Outcome(who, "won", version)
+
+
+def _payload_of(who: int) -> bytes:
+    return f"contender {who} ".encode() * 64
+
+
+@dataclass(frozen=True)
+class _ProcessRace:
+    """What every child of the multi-process create race needs (picklable for "spawn")."""
+
+    spec: StoreSpec
+    key: str
+    timeout: float
+
+
+def _create_in_process(
+    race: _ProcessRace,
+    who: int,
+    start: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.Queue[_Outcome],
+) -> None:
+    """Child of the multi-process create race; reports its outcome on ``results``."""
+    try:
+        outcome = run_on_store(
+            race.spec,
+            lambda store: _race_create(
+                store, race.key, who, _payload_of(who), lambda: start.wait(race.timeout)
+            ),
+        )
+    except Exception as exc:
+        outcome = _Outcome(who, "error", repr(exc), type(exc).__name__)
+    results.put(outcome)
+
+
+def _uniform(fill: int, size: int) -> bytes:
+    return bytes([fill]) * size
+
+
+def _is_uniform(data: bytes, size: int) -> bool:
+    return len(data) == size and data.count(data[:1]) == size
+
+
+class StoreConformance:
+    """Behaviour every :class:`~vactor_cloud.storage.ObjectStore` backend must have.
+
+    Subclasses may lower the sizes below for slow backends, but the shipped
+    values are what vactor_cloud relies on.
+    """
+
+    #: Size of the "large object" tests: 5 MiB, where S3 clients start to think about multipart.
+    large_size: int = 5 * MiB
+    #: Threads racing to create one key.
+    racing_threads: int = 16
+    #: OS processes racing to create one key (lanes with ``multiprocess=False`` skip this).
+    racing_processes: int = 8
+    #: Upper bound, in seconds, for any wait in a concurrency test (never asserted on).
+    wait_timeout: float = 120.0
+    #: Overwrites the writer performs while the torn-read reader loops.
+    torn_read_writes: int = 6
+
+    # -- empty store, round trips ------------------------------------------
+    def test_new_store_is_empty(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            assert await store.list("") == []
+            assert await store.head("anything") is None
+
+        run_on_store(store_spec, body)
+
+    def test_put_get_head_round_trip(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            version = await store.put("dir/obj", b"hello")
+            assert isinstance(version, str) and version
+            blob = await store.get("dir/obj")
+            assert blob.data == b"hello"
+            assert blob.version == version
+            assert await store.head("dir/obj") == version
+
+        run_on_store(store_spec, body)
+
+    def test_binary_data_round_trips_byte_for_byte(self, store_spec: StoreSpec) -> None:
+        data = bytes(range(256)) * 16 + b"\x00\r\n\x00\xff\xfe" + "ünï".encode("utf-16")
+
+        async def body(store: ObjectStore) -> None:
+            await store.put("bin", data)
+            assert (await store.get("bin")).data == data
+
+        run_on_store(store_spec, body)
+
+    def test_empty_object_exists_and_reads_empty(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            version = await store.put("empty", b"", mode="create")
+            assert await store.head("empty") == version
+            blob = await store.get("empty")
+            assert blob.data == b""
+            assert blob.version == version
+            assert await store.list("") == ["empty"]
+
+        run_on_store(store_spec, body)
+
+    @pytest.mark.parametrize("mode", ["overwrite", "create", "if-match"])
+    def test_large_object_round_trips(self, store_spec: StoreSpec, mode: str) -> None:
+        # One byte over 5 MiB too: a backend that switches to multipart there
+        # must keep its create / if-match guarantees.
+        data = bytes(range(251)) * (self.large_size // 251 + 1)
+        data = data[: self.large_size + 1]
+
+        async def body(store: ObjectStore) -> None:
+            if mode == "if-match":
+                first = await store.put("large", b"small first")
+                version = await store.put("large", data, mode=IfMatch(first))
+            else:
+                version = await store.put("large", data, mode="create" if mode == "create" else "overwrite")
+            blob = await store.get("large")
+            assert len(blob.data) == len(data)
+            assert blob.data == data
+            assert blob.version == version
+            if mode == "create":
+                with pytest.raises(AlreadyExistsError):
+                    await store.put("large", data, mode="create")
+
+        run_on_store(store_spec, body)
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "with space/and more spaces.bin",
+            "ünïcødé/ключ/鍵/🙂",
+            "punct/a+b=c&d;e,f@g!h'(i)~*$",
+            "percent/%20%2F%zz",
+            "dots/a.b..c",
+        ],
+        ids=["spaces", "unicode", "punctuation", "percent", "dots"],
+    )
+    def test_unusual_keys_round_trip_and_list_verbatim(self, store_spec: StoreSpec, key: str) -> None:
+        async def body(store: ObjectStore) -> None:
+            version = await store.put(key, key.encode(), mode="create")
+            assert (await store.get(key)).data == key.encode()
+            assert await store.head(key) == version
+            assert await store.list("") == [key]
+            prefix = key.split("/", maxsplit=1)[0] + "/"
+            assert await store.list(prefix) == [key]
+            await store.delete(key)
+            assert await store.head(key) is None
+
+        run_on_store(store_spec, body)
+
+    def test_overwrite_replaces_bytes_and_version(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            first = await store.put("k", b"one")
+            second = await store.put("k", b"two, longer")
+            assert second != first
+            blob = await store.get("k")
+            assert blob.data == b"two, longer"
+            assert blob.version == second
+            third = await store.put("k", b"3")
+            assert (await store.get("k")).data == b"3"
+            assert third not in (first, second)
+
+        run_on_store(store_spec, body)
+
+    def test_delete_removes_object(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            await store.put("a/doomed", b"x")
+            await store.put("a/kept", b"y")
+            await store.delete("a/doomed")
+            assert await store.head("a/doomed") is None
+            with pytest.raises(NotFoundError):
+                await store.get("a/doomed")
+            assert await store.list("a/") == ["a/kept"]
+
+        run_on_store(store_spec, body)
+
+    def test_delete_missing_is_not_an_error(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            await store.delete("never/written")
+            await store.put("once", b"x")
+            await store.delete("once")
+            await store.delete("once")
+            assert await store.list("") == []
+
+        run_on_store(store_spec, body)
+
+    def test_create_after_delete_succeeds(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            await store.put("k", b"first", mode="create")
+            await store.delete("k")
+            await store.put("k", b"second", mode="create")
+            assert (await store.get("k")).data == b"second"
+
+        run_on_store(store_spec, body)
+
+    # -- listing -----------------------------------------------------------
+    def test_list_is_sorted_recursive_and_prefix_filtered(self, store_spec: StoreSpec) -> None:
+        keys = ["a/10", "a/2", "a/1", "ab", "a/sub/deep/x", "b/1", "a-", "c"]
+
+        async def body(store: ObjectStore) -> None:
+            for key in keys:
+                await store.put(key, key.encode())
+            assert await store.list("") == sorted(keys)
+            assert await store.list("a/") == ["a/1", "a/10", "a/2", "a/sub/deep/x"]
+            assert await store.list("a") == ["a-", "a/1", "a/10", "a/2", "a/sub/deep/x", "ab"]
+            assert await store.list("a/1") == ["a/1", "a/10"]
+            assert await store.list("a/sub/") == ["a/sub/deep/x"]
+            assert await store.list("zzz") == []
+            assert await store.list("a/sub") == ["a/sub/deep/x"]
+
+        run_on_store(store_spec, body)
+
+    def test_list_start_after_and_limit(self, store_spec: StoreSpec) -> None:
+        keys = [f"steps/{n:020d}" for n in range(12)]
+
+        async def body(store: ObjectStore) -> None:
+            for key in reversed(keys):
+                await store.put(key, b"s")
+            await store.put("steps-other", b"not under the prefix")
+            assert await store.list("steps/", start_after=keys[4]) == keys[5:]
+            # start_after need not name an existing key.
+            assert await store.list("steps/", start_after="steps/00000000000000000004x") == keys[5:]
+            assert await store.list("steps/", start_after=keys[-1]) == []
+            assert await store.list("steps/", start_after="steps/") == keys
+            assert await store.list("steps/", limit=3) == keys[:3]
+            assert await store.list("steps/", start_after=keys[2], limit=4) == keys[3:7]
+            assert await store.list("steps/", limit=100) == keys
+            assert await store.list("steps/", start_after=keys[10], limit=5) == keys[11:]
+
+        run_on_store(store_spec, body)
+
+    def test_list_sees_writes_and_deletes_of_another_client(self, store_spec: StoreSpec) -> None:
+        # Another machine may have written a moment ago: listing must not answer from a cache.
+        async def body(store: ObjectStore) -> None:
+            other = store_spec.open()
+            try:
+                await store.put("p/1", b"1")
+                assert await store.list("p/") == ["p/1"]
+                assert await store.head("p/2") is None
+                await other.put("p/2", b"2")
+                assert await store.list("p/") == ["p/1", "p/2"]
+                assert await store.list("p/", start_after="p/1") == ["p/2"]
+                assert (await store.get("p/2")).data == b"2"
+                await other.delete("p/1")
+                assert await store.list("p/") == ["p/2"]
+                assert await store.head("p/1") is None
+            finally:
+                await other.close()
+
+        run_on_store(store_spec, body)
+
+    # -- create-only ---------------------------------------------------------
+    def test_create_refuses_existing_key_and_keeps_its_bytes(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            version = await store.put("once", b"first", mode="create")
+            with pytest.raises(AlreadyExistsError):
+                await store.put("once", b"second", mode="create")
+            blob = await store.get("once")
+            assert blob.data == b"first"
+            assert blob.version == version
+
+        run_on_store(store_spec, body)
+
+    def test_racing_threads_create_exactly_one_winner(self, store_spec: StoreSpec) -> None:
+        n = self.racing_threads
+        start = threading.Barrier(n)
+        key = "race/threads"
+
+        def contender(who: int) -> _Outcome:
+            return run_on_store(
+                store_spec,
+                lambda store: _race_create(
+                    store, key, who, _payload_of(who), lambda: start.wait(self.wait_timeout)
+                ),
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+            futures = [pool.submit(contender, who) for who in range(n)]
+            outcomes = [f.result(timeout=self.wait_timeout) for f in futures]
+        self._check_one_winner(store_spec, key, outcomes, n)
+
+    def test_racing_processes_create_exactly_one_winner(
+        self,
+        store_spec: StoreSpec,
+        store_lane: Lane,
+        spawn_context: multiprocessing.context.SpawnContext,
+    ) -> None:
+        if not store_lane.multiprocess:
+            pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
+        n = self.racing_processes
+        start = spawn_context.Barrier(n)
+        results: multiprocessing.Queue[_Outcome] = spawn_context.Queue()
+        key = "race/processes"
+        procs = [
+            spawn_context.Process(
+                target=_create_in_process,
+                args=(_ProcessRace(store_spec, key, self.wait_timeout), who, start, results),
+                name=f"create-race-{who}",
+            )
+            for who in range(n)
+        ]
+        outcomes: list[_Outcome] = []
+        try:
+            for proc in procs:
+                proc.start()
+            deadline = time.monotonic() + self.wait_timeout
+            while len(outcomes) < n:
+                try:
+                    outcomes.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
+                except queue.Empty:
+                    pytest.fail(
+                        f"only {len(outcomes)} of {n} processes reported within {self.wait_timeout}s; "
+                        f"exit codes {[p.exitcode for p in procs]}"
+                    )
+            for proc in procs:
+                proc.join(timeout=self.wait_timeout)
+        finally:
+            for proc in procs:
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(timeout=10)
+            results.close()
+        assert [p.exitcode for p in procs] == [0] * n
+        self._check_one_winner(store_spec, key, outcomes, n)
+
+    @staticmethod
+    def _check_one_winner(spec: StoreSpec, key: str, outcomes: list[_Outcome], n: int) -> None:
+        errors = [o for o in outcomes if o.kind == "error"]
+        assert not errors, f"contenders failed with errors other than AlreadyExistsError: {errors}"
+        winners = [o for o in outcomes if o.kind == "won"]
+        assert len(winners) == 1, f"expected exactly one winner of {n}, got {winners}"
+        losers = [o for o in outcomes if o.kind == "exists"]
+        assert len(losers) == n - 1
+        assert {o.error_type for o in losers} == {"AlreadyExistsError"}
+        assert all(key in o.detail for o in losers), losers
+        winner = winners[0]
+
+        async def read(store: ObjectStore) -> None:
+            blob = await store.get(key)
+            assert blob.data == _payload_of(winner.who)
+            assert blob.version == winner.detail
+
+        run_on_store(spec, read)
+
+    # -- compare-and-swap ----------------------------------------------------
+    def test_if_match_with_current_version_succeeds_with_new_version(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            v1 = await store.put("cas", b"1", mode="create")
+            v2 = await store.put("cas", b"2", mode=IfMatch(v1))
+            assert v2 != v1
+            assert await store.head("cas") == v2
+            blob = await store.get("cas")
+            assert (blob.data, blob.version) == (b"2", v2)
+            v3 = await store.put("cas", b"3", mode=IfMatch(v2))
+            assert v3 not in (v1, v2)
+            assert (await store.get("cas")).data == b"3"
+
+        run_on_store(store_spec, body)
+
+    def test_if_match_with_stale_version_is_refused(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            stale = await store.put("cas", b"old")
+            current = await store.put("cas", b"new")
+            with pytest.raises(PreconditionFailedError) as info:
+                await store.put("cas", b"lost update", mode=IfMatch(stale))
+            assert "cas" in str(info.value)
+            blob = await store.get("cas")
+            assert (blob.data, blob.version) == (b"new", current)
+
+        run_on_store(store_spec, body)
+
+    def test_if_match_on_missing_key_is_refused(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            version = await store.put("elsewhere", b"x")
+            with pytest.raises(PreconditionFailedError):
+                await store.put("missing", b"y", mode=IfMatch(version))
+            assert await store.head("missing") is None
+            # A key that existed and was deleted is missing too.
+            gone = await store.put("gone", b"z")
+            await store.delete("gone")
+            with pytest.raises(PreconditionFailedError):
+                await store.put("gone", b"again", mode=IfMatch(gone))
+            assert await store.head("gone") is None
+
+        run_on_store(store_spec, body)
+
+    def test_racing_if_match_writers_exactly_one_wins(self, store_spec: StoreSpec) -> None:
+        n = 8
+        start = threading.Barrier(n)
+        base = run_on_store(store_spec, lambda store: store.put("cas", b"base"))
+
+        async def contend(store: ObjectStore, who: int) -> _Outcome:
+            await store.head("cas")
+            await asyncio.to_thread(start.wait, self.wait_timeout)
+            try:
+                version = await store.put("cas", _payload_of(who), mode=IfMatch(base))
+            except PreconditionFailedError as exc:
+                return _Outcome(who, "refused", str(exc), type(exc).__name__)
+            except Exception as exc:
+                return _Outcome(who, "error", repr(exc), type(exc).__name__)
+            return _Outcome(who, "won", version)
+
+        def contender(who: int) -> _Outcome:
+            return run_on_store(store_spec, lambda store: contend(store, who))
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+            outcomes = [
+                f.result(timeout=self.wait_timeout) for f in [pool.submit(contender, w) for w in range(n)]
+            ]
+        winners = [o for o in outcomes if o.kind == "won"]
+        assert [o for o in outcomes if o.kind == "error"] == []
+        assert len(winners) == 1, outcomes
+        blob = run_on_store(store_spec, lambda store: store.get("cas"))
+        assert (blob.data, blob.version) == (_payload_of(winners[0].who), winners[0].detail)
+
+    # -- versions ------------------------------------------------------------
+    def test_rewriting_same_bytes_never_reuses_a_version(self, store_spec: StoreSpec) -> None:
+        # A, B, A again: a content hash would make the third version equal the
+        # first, and a writer holding the first would wrongly win a CAS (ABA).
+        async def body(store: ObjectStore) -> None:
+            seen = [await store.put("aba", b"A", mode="create")]
+            seen.append(await store.put("aba", b"B", mode=IfMatch(seen[-1])))
+            seen.append(await store.put("aba", b"A", mode=IfMatch(seen[-1])))
+            seen.append(await store.put("aba", b"A"))
+            seen.append(await store.put("aba", b"A"))
+            await store.delete("aba")
+            seen.append(await store.put("aba", b"A", mode="create"))
+            assert len(set(seen)) == len(seen), f"a version was reused: {seen}"
+            with pytest.raises(PreconditionFailedError):
+                await store.put("aba", b"ABA", mode=IfMatch(seen[0]))
+            assert (await store.get("aba")).version == seen[-1]
+
+        run_on_store(store_spec, body)
+
+    # -- atomicity -------------------------------------------------------------
+    def test_reader_never_sees_a_partial_object(self, store_spec: StoreSpec) -> None:
+        # Every object written is one repeated byte; a torn read would mix two
+        # fills or come up short.
+        size = self.large_size
+        key = "torn/object"
+        writer_done = threading.Event()
+        run_on_store(store_spec, lambda store: store.put(key, _uniform(1, size)))
+
+        async def write(store: ObjectStore) -> int:
+            version = await store.head(key)
+            assert version is not None
+            try:
+                for i in range(2, 2 + self.torn_read_writes):
+                    mode: PutMode = IfMatch(version) if i % 2 else "overwrite"
+                    version = await store.put(key, _uniform(i, size), mode=mode)
+            finally:
+                writer_done.set()
+            return self.torn_read_writes
+
+        async def read(store: ObjectStore) -> list[int]:
+            fills: list[int] = []
+            deadline = time.monotonic() + self.wait_timeout
+            # One more read after the writer finished, so at least one read always happens.
+            while True:
+                finished = writer_done.is_set()
+                blob = await store.get(key)
+                assert _is_uniform(blob.data, size), (
+                    f"torn read: {len(blob.data)} bytes, first {blob.data[:1]!r}, last {blob.data[-1:]!r}"
+                )
+                fills.append(blob.data[0])
+                if finished or time.monotonic() > deadline:
+                    return fills
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            reader = pool.submit(run_on_store, store_spec, read)
+            writer = pool.submit(run_on_store, store_spec, write)
+            assert writer.result(timeout=self.wait_timeout) == self.torn_read_writes
+            fills = reader.result(timeout=self.wait_timeout)
+        assert fills, "the reader never read"
+        assert fills[-1] == 1 + self.torn_read_writes
+        assert set(fills) <= set(range(1, 2 + self.torn_read_writes))
+
+    # -- errors ---------------------------------------------------------------
+    def test_errors_are_vactor_errors_naming_the_key(self, store_spec: StoreSpec) -> None:
+        key = "errors/some-key"
+
+        async def body(store: ObjectStore) -> tuple[StorageError, StorageError, StorageError]:
+            with pytest.raises(NotFoundError) as missing:
+                await store.get(key)
+            stale = await store.put(key, b"x", mode="create")
+            with pytest.raises(AlreadyExistsError) as exists:
+                await store.put(key, b"y", mode="create")
+            await store.put(key, b"z")
+            with pytest.raises(PreconditionFailedError) as refused:
+                await store.put(key, b"lost", mode=IfMatch(stale))
+            return missing.value, exists.value, refused.value
+
+        missing, exists, refused = run_on_store(store_spec, body)
+        # The builtins callers already catch keep working.
+        assert isinstance(missing, FileNotFoundError)
+        assert isinstance(exists, FileExistsError)
+        for exc in (missing, exists, refused):
+            assert key in str(exc), f"{type(exc).__name__} does not name the key: {exc}"
+            assert exc.key == key
+            # Errors cross process boundaries (executors, multiprocessing) intact.
+            copy: Any = pickle.loads(pickle.dumps(exc))
+            assert type(copy) is type(exc)
+            assert (str(copy), copy.key) == (str(exc), exc.key)
