@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Start LocalStack's S3 on this machine without Docker ("host mode"), on 127.0.0.1 only.
+#
+#   bash localstack/start-host.sh            # prints VACTOR_LOCALSTACK_ENDPOINT=http://127.0.0.1:4566
+#   eval "$(bash localstack/start-host.sh | tail -n 1 | sed 's/^/export /')"
+#
+# Environment (all optional):
+#   PORT                       gateway port (default 4566)
+#   LOCALSTACK_PYTHON          a Python 3.13 interpreter (default: pyenv's 3.13.0)
+#   VACTOR_LOCALSTACK_VENV     where LocalStack's own virtualenv lives (default: <repo>/.localstack-venv)
+#   VACTOR_LOCALSTACK_STATE    pid file, log and LocalStack's data (default: ${TMPDIR:-/tmp}/vactor-localstack-<port>)
+#   VACTOR_LOCALSTACK_TIMEOUT  seconds to wait for S3 to become available (default 180)
+#
+# Idempotent: if a LocalStack started by this script is already healthy on PORT,
+# it only prints the endpoint. Stop it with localstack/stop-host.sh.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PORT="${PORT:-4566}"
+HOST=127.0.0.1  # never 0.0.0.0: the emulator accepts any credentials
+ENDPOINT="http://$HOST:$PORT"
+VENV="${VACTOR_LOCALSTACK_VENV:-$REPO/.localstack-venv}"
+STATE="${VACTOR_LOCALSTACK_STATE:-${TMPDIR:-/tmp}/vactor-localstack-$PORT}"
+TIMEOUT="${VACTOR_LOCALSTACK_TIMEOUT:-180}"
+PIDFILE="$STATE/localstack.pid"
+LOG="$STATE/localstack.log"
+
+# localstack-core 2026.3.0 needs Python 3.13; these pins keep its dependencies importable.
+REQUIREMENTS=(
+  "localstack-core[runtime]==2026.3.0"
+  "cbor2<5.8"
+  "cryptography<44"
+  "pyopenssl<24.3"
+  "service_identity<24.3"
+)
+
+say() { echo "start-host: $*" >&2; }
+
+s3_state() {
+  # Prints the s3 state from the health endpoint, or nothing if unreachable.
+  # --noproxy: a proxy from the environment must not answer for a local server.
+  curl --silent --max-time 3 --noproxy '*' "$ENDPOINT/_localstack/health" 2>/dev/null \
+    | "$1" -c 'import json, sys; print(json.load(sys.stdin).get("services", {}).get("s3", ""))' 2>/dev/null \
+    || true
+}
+
+find_python() {
+  if [[ -n "${LOCALSTACK_PYTHON:-}" ]]; then
+    echo "$LOCALSTACK_PYTHON"
+  elif command -v pyenv >/dev/null 2>&1 && [[ -x "$(pyenv root)/versions/3.13.0/bin/python" ]]; then
+    echo "$(pyenv root)/versions/3.13.0/bin/python"
+  elif command -v python3.13 >/dev/null 2>&1; then
+    command -v python3.13
+  else
+    say "no Python 3.13 found: install it (pyenv install 3.13.0) or set LOCALSTACK_PYTHON"
+    exit 1
+  fi
+}
+
+mkdir -p "$STATE"
+
+if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  if [[ "$(s3_state "$VENV/bin/python")" =~ ^(available|running)$ ]]; then
+    say "already running (pid $(cat "$PIDFILE"))"
+    echo "VACTOR_LOCALSTACK_ENDPOINT=$ENDPOINT"
+    exit 0
+  fi
+  say "a LocalStack (pid $(cat "$PIDFILE")) is running but not healthy; stop it with localstack/stop-host.sh"
+  exit 1
+fi
+
+if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; then
+  PYTHON="$(find_python)"
+  say "creating $VENV with $PYTHON and installing LocalStack (about a minute)"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet "${REQUIREMENTS[@]}"
+fi
+
+if command -v ss >/dev/null 2>&1 && ss -ltn "sport = :$PORT" 2>/dev/null | grep -q LISTEN; then
+  say "port $PORT on $HOST is already taken; choose another with PORT=..."
+  exit 1
+fi
+
+say "starting LocalStack on $ENDPOINT (log: $LOG)"
+# Why each setting:
+# - GATEWAY_SERVER=hypercorn: LocalStack's default (twisted) server ignores the host
+#   part of GATEWAY_LISTEN and binds 0.0.0.0; hypercorn binds what it is told.
+# - OVERRIDE_IN_DOCKER=0: inside any container LocalStack assumes it *is* its own
+#   container and writes to /var/lib/localstack; host mode keeps its files under
+#   FILESYSTEM_ROOT, which we put in the state directory (as CONFIG_DIR and the cwd).
+# - DNS_ADDRESS=0: no DNS server (it would listen on 0.0.0.0:53).
+# - DISABLE_EVENTS=1: no analytics calls home.
+(
+  cd "$STATE"
+  export GATEWAY_LISTEN="$HOST:$PORT"
+  export GATEWAY_SERVER=hypercorn
+  export SERVICES=s3
+  export OVERRIDE_IN_DOCKER=0
+  export FILESYSTEM_ROOT="$STATE/filesystem"
+  export CONFIG_DIR="$STATE/config"
+  export LOCALSTACK_VOLUME_DIR="$STATE/volume"
+  export PERSISTENCE=0
+  export DNS_ADDRESS=0
+  export DISABLE_EVENTS=1
+  nohup "$VENV/bin/python" -m localstack.runtime.main >"$LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+)
+
+deadline=$((SECONDS + TIMEOUT))
+until [[ "$(s3_state "$VENV/bin/python")" =~ ^(available|running)$ ]]; do
+  if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    say "LocalStack exited during startup; last lines of $LOG:"
+    tail -n 30 "$LOG" >&2 || true
+    rm -f "$PIDFILE"
+    exit 1
+  fi
+  if ((SECONDS >= deadline)); then
+    say "S3 not available after ${TIMEOUT}s; see $LOG (stop it with localstack/stop-host.sh)"
+    exit 1
+  fi
+  sleep 1
+done
+
+say "S3 available (pid $(cat "$PIDFILE"))"
+echo "VACTOR_LOCALSTACK_ENDPOINT=$ENDPOINT"
