@@ -1,0 +1,259 @@
+"""LocalStore specifics: random version tokens, hidden temp and lock files, the per-key lock.
+
+The conformance suite covers the contract; these tests look inside the
+directory to prove how the local backend keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import multiprocessing.context
+import multiprocessing.synchronize
+import os
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from vactor_cloud.errors import AlreadyExistsError, PreconditionFailedError, StorageError
+from vactor_cloud.storage import IfMatch, LocalStore
+
+T = TypeVar("T")
+
+PROC_LOCKS = Path("/proc/locks")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def lock_file(root: Path, key: str) -> Path:
+    """Where LocalStore keeps the flock file of ``key``."""
+    return root / ".vactor-locks" / hashlib.sha256(key.encode()).hexdigest()
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_every_write_gets_a_new_version_even_for_identical_bytes(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+
+    async def body() -> list[str]:
+        versions = [await store.put("k", b"same", mode="create")]
+        for _ in range(3):
+            versions.append(await store.put("k", b"same"))
+        versions.append(await store.put("k", b"same", mode=IfMatch(versions[-1])))
+        await store.delete("k")
+        versions.append(await store.put("k", b"same", mode="create"))
+        return versions
+
+    versions = run(body())
+    assert len(set(versions)) == len(versions)
+    # Versions are random tokens stored in front of the bytes, not inode numbers or mtimes.
+    raw = (tmp_path / "k").read_bytes()
+    assert raw == bytes.fromhex(versions[-1]) + b"same"
+
+
+def test_temp_and_lock_files_are_never_listed(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+
+    async def body() -> list[str]:
+        first = await store.put("a/obj", b"1", mode="create")
+        await store.put("a/obj", b"2", mode=IfMatch(first))  # creates the lock directory
+        await store.put("top", b"t")
+        # What a writer killed between its temp write and its link leaves behind.
+        (tmp_path / "a" / ".tmp-0123456789abcdef").write_bytes(b"partial")
+        (tmp_path / ".tmp-fedcba9876543210").write_bytes(b"partial")
+        return await store.list("")
+
+    assert run(body()) == ["a/obj", "top"]
+    assert (tmp_path / ".vactor-locks").is_dir()
+    assert run(store.list("a/")) == ["a/obj"]
+    assert run(store.list("a/.")) == []
+    assert run(store.list(".")) == []
+
+
+def test_a_leftover_temp_file_does_not_block_create(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".tmp-0000000000000000").write_bytes(b"crashed writer")
+    run(store.put("d/k", b"fresh", mode="create"))
+    assert run(store.get("d/k")).data == b"fresh"
+
+
+def test_writes_leave_no_temp_files_whether_they_succeed_or_not(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+
+    async def body() -> None:
+        version = await store.put("k", b"1", mode="create")
+        with pytest.raises(AlreadyExistsError):
+            await store.put("k", b"2", mode="create")
+        await store.put("k", b"3")
+        with pytest.raises(PreconditionFailedError):
+            await store.put("k", b"4", mode=IfMatch(version))
+        with pytest.raises(PreconditionFailedError):
+            await store.put("missing", b"5", mode=IfMatch(version))
+
+    run(body())
+    assert temp_files(tmp_path) == []
+    assert run(store.get("k")).data == b"3"
+
+
+def test_foreign_file_without_version_is_a_storage_error_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "short").write_bytes(b"tiny")
+    store = LocalStore(tmp_path)
+    with pytest.raises(StorageError, match="short") as info:
+        run(store.get("short"))
+    assert info.value.key == "short"
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "../escape", "a/../../b"])
+def test_keys_escaping_the_root_are_refused(tmp_path: Path, key: str) -> None:
+    store = LocalStore(tmp_path / "root")
+    with pytest.raises(StorageError):
+        run(store.put(key, b"x"))
+    assert not (tmp_path / "escape").exists()
+    assert not (tmp_path / "b").exists()
+
+
+def _waiters_on(path: Path) -> int:
+    """How many lock requests on ``path``'s inode are blocked, per /proc/locks."""
+    inode = f":{path.stat().st_ino} "
+    return sum(1 for line in PROC_LOCKS.read_text().splitlines() if "->" in line and inode in line)
+
+
+@pytest.mark.skipif(not PROC_LOCKS.exists(), reason="needs Linux /proc/locks to see a blocked flock")
+def test_if_match_compares_under_the_key_lock(tmp_path: Path) -> None:
+    # Hold the key's lock, let an if-match writer block on it, swap the object
+    # while it waits: it must compare after acquiring the lock, and so refuse.
+    store = LocalStore(tmp_path)
+    v1 = run(store.put("k", b"v1"))
+    path = lock_file(tmp_path, "k")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outcome: list[BaseException | str] = []
+    finished = threading.Event()
+
+    def writer() -> None:
+        try:
+            outcome.append(run(LocalStore(tmp_path).put("k", b"from writer", mode=IfMatch(v1))))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            finished.set()
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    thread = threading.Thread(target=writer, daemon=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not _waiters_on(path) and not finished.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not finished.is_set(), f"the if-match put did not wait for the key lock: {outcome}"
+        assert _waiters_on(path) == 1
+        # What a concurrent compare-and-swap holding the lock would do.
+        run(store.put("k", b"swapped while locked"))
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    thread.join(timeout=30)
+    assert finished.is_set()
+    assert len(outcome) == 1 and isinstance(outcome[0], PreconditionFailedError), outcome
+    assert run(store.get("k")).data == b"swapped while locked"
+
+
+def test_lock_on_one_key_does_not_block_another(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    va = run(store.put("a", b"a"))
+    vb = run(store.put("b", b"b"))
+    path = lock_file(tmp_path, "a")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        done: list[str] = []
+        thread = threading.Thread(
+            target=lambda: done.append(run(LocalStore(tmp_path).put("b", b"b2", mode=IfMatch(vb)))),
+            daemon=True,
+        )
+        thread.start()
+        thread.join(timeout=30)
+        assert len(done) == 1, "an if-match put on 'b' waited for the lock of 'a'"
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert run(store.head("a")) == va
+
+
+def _hold_key_lock(root: str, key: str, held: multiprocessing.synchronize.Event) -> None:
+    store = LocalStore(root)
+    with store._key_lock(key):
+        held.set()
+        time.sleep(600)  # killed by the test long before
+
+
+def test_lock_held_by_a_killed_process_is_released(
+    tmp_path: Path, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    store = LocalStore(tmp_path)
+    version = run(store.put("k", b"before"))
+    held = spawn_context.Event()
+    child = spawn_context.Process(target=_hold_key_lock, args=(str(tmp_path), "k", held))
+    child.start()
+    try:
+        assert held.wait(60), "the child never took the lock"
+    finally:
+        child.kill()
+        child.join(timeout=30)
+    done: list[str] = []
+    thread = threading.Thread(
+        target=lambda: done.append(run(LocalStore(tmp_path).put("k", b"after", mode=IfMatch(version)))),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout=30)
+    assert len(done) == 1, "the killed process's lock was never released"
+    assert run(store.get("k")).data == b"after"
+
+
+def _increment(root: str, times: int) -> None:
+    async def body() -> None:
+        store = LocalStore(root)
+        for _ in range(times):
+            for _attempt in range(1000):
+                blob = await store.get("counter")
+                try:
+                    await store.put("counter", str(int(blob.data) + 1).encode(), mode=IfMatch(blob.version))
+                    break
+                except PreconditionFailedError:
+                    continue
+            else:
+                raise RuntimeError("too many conflicts")
+
+    asyncio.run(body())
+
+
+def test_compare_and_swap_loses_no_update_across_processes(
+    tmp_path: Path, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    store = LocalStore(tmp_path)
+    run(store.put("counter", b"0", mode="create"))
+    procs = [spawn_context.Process(target=_increment, args=(str(tmp_path), 25)) for _ in range(4)]
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=120)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert run(store.get("counter")).data == b"100"

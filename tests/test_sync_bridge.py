@@ -1,0 +1,117 @@
+"""The sync bridge: one IO loop per process, refuses to block its own loop, survives fork."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import sys
+import threading
+
+import pytest
+
+from vactor_cloud import _sync
+from vactor_cloud._sync import get_loop, in_loop_thread, submit, sync
+from vactor_cloud.storage import MemoryStore
+
+
+async def _answer() -> int:
+    await asyncio.sleep(0)
+    return 42
+
+
+def test_sync_runs_a_coroutine_on_the_io_loop_from_a_plain_thread() -> None:
+    async def where() -> tuple[bool, asyncio.AbstractEventLoop]:
+        return in_loop_thread(), asyncio.get_running_loop()
+
+    on_loop_thread, loop = sync(where())
+    assert on_loop_thread
+    assert loop is get_loop()
+    assert not in_loop_thread()
+
+
+def test_sync_is_usable_from_many_threads_at_once() -> None:
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        value = sync(_answer(), timeout=30)
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == [42] * 8
+
+
+def test_sync_refuses_to_block_its_own_loop() -> None:
+    closed: list[bool] = []
+
+    async def nested() -> None:
+        await asyncio.sleep(0)
+
+    async def blocking_call_inside_loop() -> None:
+        coro = nested()
+        try:
+            sync(coro)
+        finally:
+            # The refused coroutine is closed, not left "never awaited".
+            closed.append(coro.cr_frame is None)
+
+    with pytest.raises(RuntimeError, match="async API"):
+        submit(blocking_call_inside_loop()).result(timeout=30)
+    assert closed == [True]
+    # The loop is still healthy afterwards.
+    assert sync(_answer(), timeout=30) == 42
+
+
+def test_sync_propagates_the_coroutine_exception() -> None:
+    async def fail() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        sync(fail(), timeout=30)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_child_can_use_sync_after_fork() -> None:
+    # The parent's loop thread does not exist in a forked child; without the
+    # at-fork reset the child's sync() would wait forever (here: time out).
+    parent_loop = get_loop()
+    assert sync(_answer(), timeout=30) == 42
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            store = MemoryStore("fork-child")
+            version = sync(store.put("k", b"from child", mode="create"), timeout=20)
+            blob = sync(store.get("k"), timeout=20)
+            fresh_loop = _sync._loop is not parent_loop
+            ok = blob.data == b"from child" and blob.version == version and fresh_loop
+            os.write(write_end, b"ok" if ok else b"wrong")
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode()[:500])
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    os.close(write_end)
+    ready: list[int] = []
+    try:
+        ready, _, _ = select.select([read_end], [], [], 60)
+        report = os.read(read_end, 1024) if ready else b"<no answer from the child within 60 s>"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+    assert report == b"ok"
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's loop is untouched by the child's reset.
+    assert get_loop() is parent_loop
+    assert sync(_answer(), timeout=30) == 42
