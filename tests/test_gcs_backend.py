@@ -9,10 +9,15 @@ uploads, and that the emulator really arbitrates concurrent creates.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import multiprocessing
 import os
 import pickle
 import socket
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -240,6 +245,24 @@ def test_invalid_keys_are_refused_before_any_request(spec: StoreSpec) -> None:
             assert store.requests["put"] == 2
 
     run(scenario())
+
+
+def test_uploads_carry_the_md5_gcs_checks_the_body_against(lane: FakeGCSLane, spec: StoreSpec) -> None:
+    # fake-gcs-server stores the md5Hash we send without checking it; real GCS
+    # refuses the upload when it is wrong, so it must be right.
+    data = os.urandom(1000)
+    run(_put(spec, "checked", data))
+    bucket, prefix = spec.url.removeprefix("gs://").split("/", 1)
+    name = urllib.parse.quote(f"{prefix}/checked", safe="")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    with opener.open(f"{lane.endpoint}/storage/v1/b/{bucket}/o/{name}", timeout=10) as response:
+        metadata = json.load(response)
+    assert metadata["md5Hash"] == base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+async def _put(spec: StoreSpec, key: str, data: bytes) -> str:
+    async with opened(spec) as store:
+        return await store.put(key, data)
 
 
 # -- large objects ------------------------------------------------------------------

@@ -43,6 +43,8 @@ environment unless it is already set: otherwise gcsfs probes every bucket for
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import random
@@ -56,6 +58,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import aiohttp
 from gcsfs.core import GCSFileSystem
+from google.auth.exceptions import GoogleAuthError
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -161,11 +164,11 @@ class GCSStore(ObjectStore):
             try:
                 self._fs = GCSFileSystem(asynchronous=True, skip_instance_cache=True, **self._options)
             except (TypeError, ValueError):
-                raise
-            except Exception as exc:
+                raise  # a misspelt or invalid option: the caller's mistake, shown as is
+            except (GoogleAuthError, OSError) as exc:
                 raise StorageError(
                     f"{self.url}: could not set up the GCS client: {exc}; check the credentials "
-                    "and the storage options",
+                    "(token=..., GOOGLE_APPLICATION_CREDENTIALS) and the storage options",
                 ) from exc
             self._fs_loop = loop
             self._fs_pid = os.getpid()
@@ -215,11 +218,20 @@ class GCSStore(ObjectStore):
         """One HTTP request with gcsfs's auth, endpoint and session; no retries, no translation."""
         fs = await self._filesystem()
         try:
+            # gcsfs refreshes an expiring token here, synchronously, as its own
+            # requests do; that is about once an hour.
+            auth_headers = fs._get_headers(headers)
+        except GoogleAuthError as exc:
+            raise StorageError(
+                f"{self.url}: could not obtain GCS credentials: {exc}; check token=... "
+                "or GOOGLE_APPLICATION_CREDENTIALS",
+            ) from exc
+        try:
             async with fs._session.request(
                 method,
                 url,
                 params=fs._get_params(params),
-                headers=fs._get_headers(headers),
+                headers=auth_headers,
                 data=data,
                 timeout=fs.requests_timeout,
             ) as response:
@@ -402,7 +414,10 @@ def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
     boundary = secrets.token_hex(16)
     while boundary.encode() in data:  # practically never; a clash would corrupt the body
         boundary = secrets.token_hex(16)
-    metadata = json.dumps({"name": name, "contentType": "application/octet-stream"})
+    # With md5Hash in the metadata GCS refuses a body damaged on the way
+    # instead of storing it.
+    digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "md5Hash": digest})
     head = (
         f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
         f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
