@@ -1,0 +1,72 @@
+"""vactor_cloud: durable virtual actors whose state lives on an object store.
+
+A class decorated with :data:`virtual_actor` becomes an actor addressed by
+id. Every mutating call restores the state from storage, runs the method and
+commits the new state as an immutable step with a create-only conditional
+put, so processes on different machines can call the same actor safely.
+"""
+
+from __future__ import annotations
+
+from vactor_cloud.batch import CallContext, current_call
+from vactor_cloud.definition import ActorClass, virtual_actor
+from vactor_cloud.errors import (
+    ActorDefinitionError,
+    ActorNotFoundError,
+    CommitConflictError,
+    IntegrityError,
+    InvalidActorIdError,
+    StateSerializationError,
+    StorageError,
+    VactorError,
+)
+from vactor_cloud.future import ActorFuture, get
+from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
+from vactor_cloud.runtime import Settings, get_runtime, init, shutdown
+
+__all__ = [
+    "ActorClass",
+    "ActorDefinitionError",
+    "ActorFuture",
+    "ActorHandle",
+    "ActorMethod",
+    "ActorNotFoundError",
+    "CallContext",
+    "CommitConflictError",
+    "IntegrityError",
+    "InvalidActorIdError",
+    "ReentrantCallError",
+    "Settings",
+    "StateSerializationError",
+    "StorageError",
+    "VactorError",
+    "__version__",
+    "current_call",
+    "get",
+    "get_actor",
+    "get_actor_async",
+    "get_runtime",
+    "init",
+    "shutdown",
+    "virtual_actor",
+]
+
+__version__ = "0.1.0"
+
+
+def get_actor(actor_id: str) -> ActorHandle:
+    """The existing actor ``actor_id``; ``ActorNotFoundError`` if there is none.
+
+    Works in a process that cannot import the actor's class: the class body
+    is then loaded from storage (unless ``init(load_classes_from_storage=False)``).
+    """
+    return get_runtime().get_actor(actor_id)
+
+
+async def get_actor_async(actor_id: str) -> ActorHandle:
+    """Async twin of :func:`get_actor`; awaitable from any event loop."""
+    import asyncio
+
+    from vactor_cloud import _sync
+
+    return await asyncio.wrap_future(_sync.submit(get_runtime().get_actor_async(actor_id)))

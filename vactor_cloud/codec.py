@@ -1,0 +1,118 @@
+"""The envelope every object vactor_cloud writes is wrapped in.
+
+Layout (all integers big-endian)::
+
+    b"VACT" | format: u16 | flags: u16 | meta_len: u32 | meta (UTF-8 JSON) | parts ... | digest (32 bytes)
+
+``meta["parts"]`` lists ``[name, length]`` of the binary parts that follow the
+meta, in order. ``digest`` is SHA-256 over everything before it, or, when the
+object is signed (flag bit 0), HMAC-SHA256 with the signing key over the
+object's key, a NUL byte, and everything before the digest, so a signed
+object cannot be replayed under another key.
+
+Decoding checks magic, format version, lengths and the digest *before*
+anything is parsed further, so corrupt, truncated, unsigned or foreign
+objects are refused without ever being unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vactor_cloud.errors import FormatVersionError, IntegrityError
+
+__all__ = ["FORMAT_VERSION", "Envelope", "decode", "encode"]
+
+FORMAT_VERSION = 1
+_MAGIC = b"VACT"
+_HEADER = struct.Struct(">4sHHI")
+_DIGEST = 32
+_SIGNED = 0x1
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded object: its JSON metadata and its named binary parts."""
+
+    meta: dict[str, Any]
+    parts: dict[str, bytes]
+
+
+def _digest(key: str, body: bytes, signing_key: bytes | None) -> bytes:
+    if signing_key is None:
+        return hashlib.sha256(body).digest()
+    mac = hmac.new(signing_key, key.encode("utf-8") + b"\0", hashlib.sha256)
+    mac.update(body)
+    return mac.digest()
+
+
+def encode(
+    key: str,
+    meta: Mapping[str, Any],
+    parts: Mapping[str, bytes] | None = None,
+    *,
+    signing_key: bytes | None = None,
+) -> bytes:
+    """Wrap ``meta`` and ``parts`` for storage at ``key``; signed when ``signing_key`` is given."""
+    parts = parts or {}
+    full_meta = dict(meta)
+    full_meta["parts"] = [[name, len(data)] for name, data in parts.items()]
+    meta_bytes = json.dumps(full_meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    flags = _SIGNED if signing_key is not None else 0
+    body = b"".join(
+        [_HEADER.pack(_MAGIC, FORMAT_VERSION, flags, len(meta_bytes)), meta_bytes, *parts.values()]
+    )
+    return body + _digest(key, body, signing_key)
+
+
+def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelope:
+    """Check and unwrap an object read from ``key``.
+
+    Raises :class:`IntegrityError` (naming ``key``) for anything corrupt,
+    truncated, unsigned when a signing key is configured, or signed with
+    another key; :class:`FormatVersionError` for a newer format.
+    """
+    if len(data) < _HEADER.size + _DIGEST:
+        raise IntegrityError(key, f"truncated object ({len(data)} bytes)")
+    magic, version, flags, meta_len = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise IntegrityError(key, "not a vactor_cloud object (bad magic)")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            key,
+            f"written in storage format {version}, this vactor_cloud reads up to "
+            f"{FORMAT_VERSION}: upgrade vactor_cloud (pip install -U vactor_cloud)",
+        )
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    signed = bool(flags & _SIGNED)
+    if signing_key is not None and not signed:
+        raise IntegrityError(key, "object is not signed, but a signing key is configured; refused")
+    if signing_key is None and signed:
+        raise IntegrityError(
+            key, "object is signed; pass signing_key= to init() or set $VACTOR_SIGNING_KEY to read it"
+        )
+    if not hmac.compare_digest(digest, _digest(key, body, signing_key)):
+        what = "signature" if signed else "checksum"
+        raise IntegrityError(key, f"{what} mismatch: the object is corrupt, was altered, or uses another key")
+    end = _HEADER.size + meta_len
+    if end > len(body):
+        raise IntegrityError(key, "truncated metadata")
+    try:
+        meta = json.loads(body[_HEADER.size : end].decode("utf-8"))
+        layout = [(str(name), int(size)) for name, size in meta.pop("parts")]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(key, f"unreadable metadata: {exc}") from None
+    parts: dict[str, bytes] = {}
+    offset = end
+    for name, size in layout:
+        parts[name] = body[offset : offset + size]
+        offset += size
+    if offset != len(body):
+        raise IntegrityError(key, "part lengths do not match the object size")
+    return Envelope(meta, parts)

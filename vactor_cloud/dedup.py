@@ -1,0 +1,87 @@
+"""The idempotency table carried inside every step object.
+
+Each entry maps an idempotency key to the outcome of the first call that
+used it (its result, or the exception it raised) and when it was recorded.
+Because the table is part of the step written by the create-only put, a key
+is recorded if and only if its call's effect is committed: deduplication is
+atomic with the commit.
+
+Retention window: an entry is kept while it is among the newest
+``max_keys`` entries *or* younger than ``max_age`` seconds, whichever keeps
+more. Past the window a repeated key runs the method again.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from vactor_cloud.errors import StateSerializationError
+
+__all__ = ["DEFAULT_WINDOW", "DedupTable", "Outcome"]
+
+#: (max_keys, max_age_seconds)
+DEFAULT_WINDOW = (10_000, 24 * 3600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A call's result (``ok``) or the exception it raised."""
+
+    ok: bool
+    value: Any
+
+    def unwrap(self) -> Any:
+        if self.ok:
+            return self.value
+        raise self.value
+
+
+class DedupTable:
+    """Idempotency key -> (time, Outcome), in insertion order."""
+
+    def __init__(self, entries: dict[str, tuple[float, Outcome]] | None = None) -> None:
+        self.entries: dict[str, tuple[float, Outcome]] = entries or {}
+        self.changed = False
+
+    @classmethod
+    def load(cls, data: bytes, serializer: str) -> DedupTable:
+        if not data:
+            return cls()
+        if serializer == "json":
+            raw = json.loads(data.decode("utf-8"))
+            return cls({k: (t, Outcome(ok, v if ok else RuntimeError(v))) for k, t, ok, v in raw})
+        loaded = pickle.loads(data)
+        return cls({k: (t, Outcome(ok, v)) for k, t, ok, v in loaded})
+
+    def get(self, key: str) -> Outcome | None:
+        entry = self.entries.get(key)
+        return None if entry is None else entry[1]
+
+    def record(self, key: str, outcome: Outcome, when: float) -> None:
+        self.entries[key] = (when, outcome)
+        self.changed = True
+
+    def dump(self, serializer: str, window: tuple[int, float], now: float) -> bytes:
+        max_keys, max_age = window
+        items = list(self.entries.items())
+        keep_from = max(0, len(items) - max_keys)
+        kept = [
+            (k, t, o.ok, o.value)
+            for i, (k, (t, o)) in enumerate(items)
+            if i >= keep_from or now - t <= max_age
+        ]
+        try:
+            if serializer == "json":
+                rows = [(k, t, ok, v if ok else repr(v)) for k, t, ok, v in kept]
+                return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+            return bytes(cloudpickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
+        except (TypeError, ValueError, pickle.PicklingError) as exc:
+            raise StateSerializationError(
+                f"cannot record the result of an idempotent call: {exc}; "
+                "idempotent calls must return serializable results"
+            ) from exc

@@ -1,0 +1,228 @@
+"""What ``@virtual_actor`` makes of a class: an :class:`ActorClass` that knows its methods.
+
+The decorator leaves the user's class untouched (it can still be
+instantiated and unit-tested directly) and marks methods with plain
+attributes, so that a class body loaded back from storage is understood the
+same way as the local one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import cloudpickle
+
+from vactor_cloud.errors import ActorDefinitionError
+from vactor_cloud.log import ClassRef
+from vactor_cloud.state import SERIALIZERS, defines_state_protocol
+
+if TYPE_CHECKING:
+    from vactor_cloud.handle import ActorHandle
+
+__all__ = ["ActorClass", "MethodInfo", "VirtualActorDecorator", "lookup_local_class", "virtual_actor"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_READONLY = "__vactor_readonly__"
+_EVENT = "__vactor_event__"
+_OPTIONS = "__vactor_options__"
+
+#: import name ("module:qualname") -> the ActorClass defined in this process
+_REGISTRY: dict[str, ActorClass] = {}
+_PICKLE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class MethodInfo:
+    """One public method of an actor class."""
+
+    name: str
+    function: Callable[..., Any]
+    readonly: bool
+    event: str | None
+    signature: inspect.Signature
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """``TypeError`` now, before anything is queued or written, if the call cannot bind."""
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+
+
+class ActorClass:
+    """A class decorated with ``@virtual_actor``: call ``get_or_create(actor_id, ...)`` on it."""
+
+    def __init__(self, cls: type, *, serializer: str = "pickle") -> None:
+        if not isinstance(cls, type):
+            raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
+        if serializer not in SERIALIZERS:
+            raise ActorDefinitionError(f"unknown serializer {serializer!r}; choose one of {SERIALIZERS}")
+        has_get, has_set = defines_state_protocol(cls)
+        if has_get != has_set:
+            present, missing = ("__getstate__", "__setstate__") if has_get else ("__setstate__", "__getstate__")
+            raise ActorDefinitionError(
+                f"{cls.__qualname__} defines {present} but not {missing}: define both "
+                "(the state is what __getstate__ returns, restored with __setstate__), "
+                "or neither (the state is the instance __dict__)"
+            )
+        setattr(cls, _OPTIONS, {"serializer": serializer})
+        self.cls = cls
+        self.serializer = serializer
+        self.name = f"{cls.__module__}:{cls.__qualname__}"
+        self.methods = _collect_methods(cls)
+        self._ref: ClassRef | None = None
+        self._body: bytes | None = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+
+    @classmethod
+    def from_stored(cls, raw: type) -> ActorClass:
+        """Rebuild the definition of a class body loaded from storage (not registered)."""
+        options = getattr(raw, _OPTIONS, {}) or {}
+        definition = cls.__new__(cls)
+        ActorClass.__init__(definition, raw, serializer=options.get("serializer", "pickle"))
+        return definition
+
+    def register(self) -> None:
+        _REGISTRY[self.name] = self
+
+    # -- the class body as stored --------------------------------------------------
+    def body(self) -> tuple[ClassRef, bytes]:
+        """The class pickled *by value* (so processes without its module can load it) and its ref."""
+        if self._ref is None or self._body is None:
+            module = sys.modules.get(self.cls.__module__)
+            by_value = module is not None and self.cls.__module__ not in ("__main__", "builtins")
+            with _PICKLE_LOCK:
+                if by_value:
+                    cloudpickle.register_pickle_by_value(module)
+                try:
+                    body = bytes(cloudpickle.dumps(self.cls, protocol=pickle.HIGHEST_PROTOCOL))
+                except Exception as exc:
+                    raise ActorDefinitionError(
+                        f"{self.name}: the class body cannot be pickled for storage: {exc}"
+                    ) from exc
+                finally:
+                    if by_value:
+                        cloudpickle.unregister_pickle_by_value(module)
+            self._body = body
+            self._ref = ClassRef(hashlib.sha256(body).hexdigest(), self.name)
+        return self._ref, self._body
+
+    # -- user API -----------------------------------------------------------------
+    def get_or_create(self, actor_id: str, *args: Any, **kwargs: Any) -> ActorHandle:
+        """The actor ``actor_id``, created with ``cls(*args, **kwargs)`` if it does not exist.
+
+        Exactly one of any number of concurrent creators (in any process)
+        creates it; the others, and later callers, get the existing actor and
+        their arguments are ignored.
+        """
+        from vactor_cloud.runtime import get_runtime
+
+        return get_runtime().get_or_create(self, actor_id, args, kwargs)
+
+    async def get_or_create_async(self, actor_id: str, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Async twin of :meth:`get_or_create`."""
+        from vactor_cloud.runtime import get_runtime
+
+        return await get_runtime().get_or_create_async(self, actor_id, args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A plain, non-durable instance of the class (useful in unit tests)."""
+        return self.cls(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<virtual actor class {self.name}>"
+
+
+def _collect_methods(cls: type) -> dict[str, MethodInfo]:
+    methods: dict[str, MethodInfo] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # without object, base classes first
+        for name, value in vars(klass).items():
+            if name.startswith("_"):
+                continue
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            if not callable(function) or isinstance(value, staticmethod | classmethod | type):
+                methods.pop(name, None)
+                continue
+            try:
+                signature = inspect.signature(function)
+            except (TypeError, ValueError):
+                continue
+            methods[name] = MethodInfo(
+                name=name,
+                function=function,
+                readonly=bool(getattr(function, _READONLY, False)),
+                event=getattr(function, _EVENT, None),
+                signature=signature,
+            )
+    return methods
+
+
+def lookup_local_class(name: str) -> ActorClass | None:
+    """The class registered under ``module:qualname`` in this process, importing its module if needed."""
+    found = _REGISTRY.get(name)
+    if found is not None:
+        return found
+    module, _, _ = name.partition(":")
+    if module in ("__main__", "__mp_main__", ""):
+        return None
+    try:
+        __import__(module)
+    except Exception:
+        return None
+    return _REGISTRY.get(name)
+
+
+class VirtualActorDecorator:
+    """``@virtual_actor``, ``@virtual_actor(serializer="json")``, ``@virtual_actor.readonly``."""
+
+    @overload
+    def __call__(self, cls: type, /) -> ActorClass: ...
+
+    @overload
+    def __call__(self, *, serializer: str = "pickle") -> Callable[[type], ActorClass]: ...
+
+    def __call__(
+        self, cls: type | None = None, /, *, serializer: str = "pickle"
+    ) -> ActorClass | Callable[[type], ActorClass]:
+        def decorate(klass: type) -> ActorClass:
+            definition = ActorClass(klass, serializer=serializer)
+            definition.register()
+            return definition
+
+        return decorate if cls is None else decorate(cls)
+
+    @staticmethod
+    def readonly(method: F) -> F:
+        """Mark a method read-only: it runs on the newest committed state and writes nothing.
+
+        Read-only calls skip the log, so they are cheap and run concurrently
+        with writers; any change they make to the instance is discarded.
+        """
+        setattr(method, _READONLY, True)
+        return method
+
+    @staticmethod
+    def on_event(name: str) -> Callable[[F], F]:
+        """Mark a method as the handler of external events called ``name``."""
+        if not isinstance(name, str) or not name:
+            raise ActorDefinitionError("on_event() needs a non-empty event name")
+
+        def mark(method: F) -> F:
+            setattr(method, _EVENT, name)
+            return method
+
+        return mark
+
+
+virtual_actor = VirtualActorDecorator()

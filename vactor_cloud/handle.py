@@ -1,0 +1,148 @@
+"""Handles: what ``get_or_create`` and ``get_actor`` return, and their method proxies."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vactor_cloud import _sync
+from vactor_cloud.batch import PendingCall, current_call
+from vactor_cloud.definition import ActorClass, MethodInfo
+from vactor_cloud.errors import VactorError
+from vactor_cloud.future import ActorFuture
+
+__all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
+
+
+class ReentrantCallError(VactorError, RuntimeError):
+    """An actor's writer method called a method of the same actor (it would deadlock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    idempotency_key: str | None = None
+    at_step: int | None = None
+
+
+def _get_actor_handle(actor_id: str) -> ActorHandle:
+    return ActorHandle(actor_id)
+
+
+class ActorHandle:
+    """A reference to the actor ``actor_id``; cheap, picklable, valid in any process.
+
+    Attribute access gives the actor's methods: ``handle.incr.run(1)``. The
+    handle holds no state of its own; it talks to the current runtime, so it
+    keeps working after ``fork`` and when sent to another process.
+    """
+
+    __slots__ = ("actor_id",)
+
+    def __init__(self, actor_id: str) -> None:
+        self.actor_id = actor_id
+
+    def _definition(self) -> ActorClass:
+        from vactor_cloud.runtime import get_runtime
+
+        core = get_runtime().core(self.actor_id)
+        if core.definition is None:
+            _sync.sync(core.ensure_loaded())
+        assert core.definition is not None
+        return core.definition
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        definition = self._definition()
+        info = definition.methods.get(name)
+        if info is None:
+            raise AttributeError(
+                f"{definition.cls.__qualname__} (actor {self.actor_id!r}) has no method {name!r}; "
+                f"its methods: {', '.join(sorted(definition.methods)) or 'none'}"
+            )
+        return ActorMethod(self.actor_id, info)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_get_actor_handle, (self.actor_id,))
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self.actor_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other.actor_id == self.actor_id
+
+    def __hash__(self) -> int:
+        return hash(("ActorHandle", self.actor_id))
+
+
+class ActorMethod:
+    """One method of one actor: ``run`` blocks, ``run_async`` returns an :class:`ActorFuture`."""
+
+    __slots__ = ("_actor_id", "_info", "_options")
+
+    def __init__(self, actor_id: str, info: MethodInfo, options: CallOptions | None = None) -> None:
+        self._actor_id = actor_id
+        self._info = info
+        self._options = options or CallOptions()
+
+    def options(self, *, idempotency_key: str | None = None) -> ActorMethod:
+        """This method with call options.
+
+        ``idempotency_key``: the first call with this key on this actor
+        commits and records its result; every later call with the key (from
+        any process, within the dedup window) returns that result, or
+        re-raises its exception, without running the method again.
+        """
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+            raise ValueError("idempotency_key must be a non-empty string")
+        if idempotency_key is not None and self._info.readonly:
+            raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
+        return ActorMethod(self._actor_id, self._info, replace(self._options, idempotency_key=idempotency_key))
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method and wait for its result (re-raising its exception)."""
+        if _sync.in_loop_thread():
+            raise RuntimeError(
+                f"{self._info.name}.run() was called on vactor_cloud's IO loop; use `await ...run_async()`"
+            )
+        return self.run_async(*args, **kwargs).result()
+
+    def run_async(self, *args: Any, **kwargs: Any) -> ActorFuture[Any]:
+        """Queue the call and return at once; ``await`` the future or call ``.result()``.
+
+        Calls from this process to one actor apply in the order they were
+        submitted. ``TypeError`` here, before anything is queued, if the
+        arguments do not fit the method.
+        """
+        return self._submit(args, kwargs, self._options.at_step)
+
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], at_step: int | None) -> ActorFuture[Any]:
+        from vactor_cloud.runtime import get_runtime
+
+        self._info.check_arguments(args, kwargs)
+        running = current_call()
+        if running is not None and running.actor_id == self._actor_id and not running.readonly:
+            raise ReentrantCallError(
+                f"{running.method}() of actor {self._actor_id!r} called {self._info.name}() of the same "
+                "actor: a writer cannot call its own actor through a handle (it would wait for itself); "
+                "call the method directly on self instead"
+            )
+        future: ActorFuture[Any] = ActorFuture()
+        key = self._options.idempotency_key
+        call_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else uuid.uuid4().hex
+        call = PendingCall(
+            method=self._info.name,
+            args=args,
+            kwargs=kwargs,
+            readonly=self._info.readonly or at_step is not None,
+            future=future,
+            call_id=call_id,
+            idempotency_key=key,
+            at_step=at_step,
+        )
+        get_runtime().core(self._actor_id).submit(call)
+        return future
+
+    def __repr__(self) -> str:
+        return f"<actor method {self._actor_id}.{self._info.name}>"

@@ -1,0 +1,83 @@
+"""How an actor instance becomes bytes and back.
+
+The state is what ``__getstate__`` returns when the class defines it, else
+the instance ``__dict__``. It is serialized with the actor's serializer:
+
+* ``"pickle"`` (default): cloudpickle; any Python object, but reading it runs
+  code, so only read stores you trust (or sign them, see ``init(signing_key=)``).
+* ``"json"``: plain data only (dict, list, str, int, float, bool, None);
+  reading it never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from vactor_cloud.errors import StateSerializationError
+
+__all__ = [
+    "SERIALIZERS",
+    "capture_state",
+    "defines_state_protocol",
+    "dumps_state",
+    "loads_state",
+    "restore_instance",
+]
+
+SERIALIZERS = ("pickle", "json")
+
+
+def defines_state_protocol(cls: type) -> tuple[bool, bool]:
+    """Whether ``cls`` (not ``object``) defines ``__getstate__`` and ``__setstate__``."""
+    has_get = getattr(cls, "__getstate__", object.__getstate__) is not object.__getstate__
+    has_set = hasattr(cls, "__setstate__")
+    return has_get, has_set
+
+
+def capture_state(instance: Any) -> Any:
+    cls = type(instance)
+    if defines_state_protocol(cls)[0]:
+        return instance.__getstate__()
+    return dict(instance.__dict__)
+
+
+def restore_instance(cls: type, state: Any) -> Any:
+    instance = cls.__new__(cls)
+    if defines_state_protocol(cls)[1]:
+        instance.__setstate__(state)
+    else:
+        if not isinstance(state, dict):
+            raise StateSerializationError(
+                f"{cls.__qualname__}: stored state is a {type(state).__name__}, not an attribute dict; "
+                "define __setstate__ to read it"
+            )
+        instance.__dict__.update(state)
+    return instance
+
+
+def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
+    """Serialize; :class:`StateSerializationError` says what could not be serialized."""
+    try:
+        if serializer == "json":
+            return json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return bytes(cloudpickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
+        hint = (
+            "the json serializer takes only dict, list, str, int, float, bool and None"
+            if serializer == "json"
+            else "make it picklable, or define __getstate__/__setstate__"
+        )
+        raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
+
+
+def loads_state(data: bytes, serializer: str) -> Any:
+    if serializer == "json":
+        return json.loads(data.decode("utf-8"))
+    if serializer == "pickle":
+        return pickle.loads(data)
+    raise StateSerializationError(f"unknown serializer {serializer!r}; this vactor_cloud knows {SERIALIZERS}")
+
