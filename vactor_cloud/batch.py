@@ -20,8 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from vactor_cloud.definition import ActorClass
 from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.definition import ActorClass
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
@@ -127,7 +127,12 @@ def apply_batch(
             # Drop the failed call's partial mutations: rebuild and replay.
             instance = fresh()
             for done in succeeded:
-                _invoke(definition, instance, done, CallContext(actor_id, done.call_id, done.method, False, runtime))
+                _invoke(
+                    definition,
+                    instance,
+                    done,
+                    CallContext(actor_id, done.call_id, done.method, False, runtime),
+                )
         outcomes.append(outcome)
         # A raising call changes nothing, unless its key must remember the exception.
         if outcome.ok or call.idempotency_key is not None:
@@ -205,7 +210,9 @@ def run_readonly(
 ) -> Any:
     """Run a read-only method on a private copy of ``record``'s state; mutations are discarded."""
     instance = restore_instance(definition.cls, loads_state(record.state, record.serializer))
-    return _invoke(definition, instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
+    return _invoke(
+        definition, instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime)
+    )
 
 
 def summarize(value: Any) -> str:

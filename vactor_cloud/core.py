@@ -362,4 +362,4 @@ def _resolve(future: Future[Any], outcome: Outcome) -> None:
 
 def _backoff(attempt: int) -> float:
     """Jittered exponential backoff between conflicting commit attempts (capped at 0.5 s)."""
-    return min(0.5, 0.002 * 2 ** min(attempt, 10)) * random.random()
+    return float(min(0.5, 0.002 * 2 ** min(attempt, 10)) * random.random())

@@ -67,7 +67,9 @@ class ActorClass:
             raise ActorDefinitionError(f"unknown serializer {serializer!r}; choose one of {SERIALIZERS}")
         has_get, has_set = defines_state_protocol(cls)
         if has_get != has_set:
-            present, missing = ("__getstate__", "__setstate__") if has_get else ("__setstate__", "__getstate__")
+            present, missing = (
+                ("__getstate__", "__setstate__") if has_get else ("__setstate__", "__getstate__")
+            )
             raise ActorDefinitionError(
                 f"{cls.__qualname__} defines {present} but not {missing}: define both "
                 "(the state is what __getstate__ returns, restored with __setstate__), "
@@ -187,10 +189,10 @@ class VirtualActorDecorator:
     """``@virtual_actor``, ``@virtual_actor(serializer="json")``, ``@virtual_actor.readonly``."""
 
     @overload
-    def __call__(self, cls: type, /) -> ActorClass: ...
+    def __call__(self, cls: type, /, *, serializer: str = ...) -> ActorClass: ...
 
     @overload
-    def __call__(self, *, serializer: str = "pickle") -> Callable[[type], ActorClass]: ...
+    def __call__(self, cls: None = None, /, *, serializer: str = ...) -> Callable[[type], ActorClass]: ...
 
     def __call__(
         self, cls: type | None = None, /, *, serializer: str = "pickle"

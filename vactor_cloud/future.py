@@ -39,7 +39,7 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
     if isinstance(futures, concurrent.futures.Future):
         return futures.result(timeout)
     items = list(futures)
-    done, not_done = concurrent.futures.wait(items, timeout=timeout)
+    _, not_done = concurrent.futures.wait(items, timeout=timeout)
     if not_done:
         raise TimeoutError(f"{len(not_done)} of {len(items)} calls did not finish within {timeout} s")
     return [f.result() for f in items]

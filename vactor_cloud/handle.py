@@ -98,7 +98,9 @@ class ActorMethod:
             raise ValueError("idempotency_key must be a non-empty string")
         if idempotency_key is not None and self._info.readonly:
             raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
-        return ActorMethod(self._actor_id, self._info, replace(self._options, idempotency_key=idempotency_key))
+        return ActorMethod(
+            self._actor_id, self._info, replace(self._options, idempotency_key=idempotency_key)
+        )
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Call the method and wait for its result (re-raising its exception)."""

@@ -358,7 +358,9 @@ class ActorLog:
     # -- class bodies ------------------------------------------------------------
     async def put_class(self, sha: str, body: bytes, name: str) -> None:
         key = self.class_key(sha)
-        data = codec.encode(key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key)
+        data = codec.encode(
+            key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
+        )
         # Content-addressed: whoever wrote it first wrote the same bytes.
         with contextlib.suppress(AlreadyExistsError):
             await self.store.put(key, data, mode="create")
@@ -380,5 +382,4 @@ class ActorLog:
 
 
 def _backoff(attempt: int) -> float:
-    return min(1.0, 0.01 * 2**attempt) * (0.5 + random.random())
-
+    return float(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))

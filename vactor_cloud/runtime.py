@@ -177,7 +177,9 @@ class Runtime:
             return dumps_state(capture_state(instance), definition.serializer)
 
         state = await asyncio.get_running_loop().run_in_executor(self.executor, initial_state)
-        init_args = ", ".join([summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()])
+        init_args = ", ".join(
+            [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
+        )
         await core.create(definition, state, init_args[:200])
         return ActorHandle(actor_id)
 

@@ -45,8 +45,8 @@ def capture_state(instance: Any) -> Any:
     return dict(instance.__dict__)
 
 
-def restore_instance(cls: type, state: Any) -> Any:
-    instance = cls.__new__(cls)
+def restore_instance(cls: type[Any], state: Any) -> Any:
+    instance = object.__new__(cls)
     if defines_state_protocol(cls)[1]:
         instance.__setstate__(state)
     else:
@@ -80,4 +80,3 @@ def loads_state(data: bytes, serializer: str) -> Any:
     if serializer == "pickle":
         return pickle.loads(data)
     raise StateSerializationError(f"unknown serializer {serializer!r}; this vactor_cloud knows {SERIALIZERS}")
-

@@ -8,6 +8,7 @@ the actor runtime needs for its commit protocol is expressed with these.
 from __future__ import annotations
 
 import abc
+import builtins
 import collections
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class ObjectStore(abc.ABC):
 
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Keys starting with ``prefix``, sorted, strictly after ``start_after``, at most ``limit``."""
         self.requests.add("list")
         return await self._list(prefix, start_after, limit)
@@ -135,7 +136,7 @@ class ObjectStore(abc.ABC):
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str: ...
 
     @abc.abstractmethod
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]: ...
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> builtins.list[str]: ...
 
     @abc.abstractmethod
     async def _delete(self, key: str) -> None: ...

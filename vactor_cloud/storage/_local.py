@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from vactor_cloud.errors import (
@@ -123,7 +124,7 @@ class LocalStore(ObjectStore):
         return version
 
     @contextlib.contextmanager
-    def _key_lock(self, key: str) -> contextlib.Generator[None]:
+    def _key_lock(self, key: str) -> Iterator[None]:
         locks = self.root / _LOCKS
         locks.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(key.encode()).hexdigest()

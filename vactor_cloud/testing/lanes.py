@@ -53,7 +53,7 @@ class Lane:
     def new_store(self) -> StoreSpec:
         raise NotImplementedError
 
-    def drop_store(self, spec: StoreSpec) -> None:  # noqa: B027 - optional hook
+    def drop_store(self, spec: StoreSpec) -> None:
         """Forget a store handed out by ``new_store`` (best effort)."""
 
 
