@@ -1,0 +1,554 @@
+"""S3-specific behaviour of ``S3Store``, over HTTP against real emulators (moto, LocalStack).
+
+The shared conformance suite proves the ObjectStore contract; these tests
+prove what is particular to S3: which wire answers become which
+``vactor_cloud.errors``, that listing never trusts a cache, and that keys and
+sizes S3 users meet in practice work. Answers no emulator gives on demand
+(409 ConditionalRequestConflict, 503 SlowDown, 500) come from a tiny stub S3
+on 127.0.0.1, still over HTTP.
+
+LocalStack tests need ``VACTOR_LOCALSTACK_ENDPOINT`` (``bash
+localstack/start-host.sh`` prints it); without it they skip, or fail when
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import http.server
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    RateLimitedError,
+    RetryableStorageError,
+    StorageError,
+)
+from vactor_cloud.storage import IfMatch, ObjectStore, open_store
+from vactor_cloud.storage._s3 import S3Store
+from vactor_cloud.testing._localstack import ENDPOINT_VARIABLE, LocalStackLane
+from vactor_cloud.testing._moto import MotoLane, S3EmulatorLane
+from vactor_cloud.testing.lanes import LaneUnavailable, StoreSpec
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+
+
+# -- fixtures and helpers ------------------------------------------------------
+@pytest.fixture(scope="module", params=["moto", "localstack"])
+def lane(request: pytest.FixtureRequest) -> Iterator[S3EmulatorLane]:
+    chosen: S3EmulatorLane
+    if request.param == "moto":
+        chosen = MotoLane()
+    else:
+        if not os.environ.get(ENDPOINT_VARIABLE):
+            reason = f"{ENDPOINT_VARIABLE} is not set; run `bash localstack/start-host.sh` and export it"
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        chosen = LocalStackLane()
+    chosen.start()
+    try:
+        yield chosen
+    finally:
+        chosen.stop()
+
+
+@pytest.fixture
+def spec(lane: S3EmulatorLane) -> Iterator[StoreSpec]:
+    store_spec = lane.new_store()
+    try:
+        yield store_spec
+    finally:
+        lane.drop_store(store_spec)
+
+
+def with_store(spec: StoreSpec, body: Callable[[ObjectStore], Awaitable[T]], **extra: Any) -> T:
+    """Open the spec's store on a fresh event loop, run ``body``, close the store."""
+
+    async def main() -> T:
+        store = open_store(spec.url, **{**spec.options, **extra})
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def bucket_and_prefix(spec: StoreSpec) -> tuple[str, str]:
+    bucket, _, prefix = spec.url.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+def ground_truth(spec: StoreSpec) -> Any:
+    """A plain boto3 client on the same bucket: 'another machine' writing around the store."""
+    return boto3.client(
+        "s3",
+        endpoint_url=spec.options["endpoint_url"],
+        aws_access_key_id=spec.options["key"],
+        aws_secret_access_key=spec.options["secret"],
+        region_name=spec.options["client_kwargs"]["region_name"],
+    )
+
+
+# -- conditional writes ----------------------------------------------------------
+def test_create_only_put_refuses_an_existing_key_with_already_exists_error(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> None:
+        await store.put("steps/1", b"first", mode="create")
+        with pytest.raises(AlreadyExistsError) as info:
+            await store.put("steps/1", b"second", mode="create")
+        assert info.value.key == "steps/1"
+        assert "steps/1" in str(info.value)
+        assert isinstance(info.value, FileExistsError)
+        assert (await store.get("steps/1")).data == b"first"
+
+    with_store(spec, body)
+
+
+def test_exactly_one_of_many_concurrent_creates_wins(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> list[bool]:
+        async def attempt(i: int) -> bool:
+            try:
+                await store.put("race", f"writer {i}".encode(), mode="create")
+            except AlreadyExistsError:
+                return False
+            return True
+
+        return await asyncio.gather(*(attempt(i) for i in range(16)))
+
+    assert sum(with_store(spec, body)) == 1
+
+
+def test_if_match_with_a_stale_etag_raises_precondition_failed(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> None:
+        old = await store.put("HEAD", b"v1")
+        new = await store.put("HEAD", b"v2", mode=IfMatch(old))
+        assert new != old
+        with pytest.raises(PreconditionFailedError) as info:
+            await store.put("HEAD", b"v3", mode=IfMatch(old))
+        assert info.value.key == "HEAD"
+        assert old in str(info.value)
+        # s3fs turns this 412 into a bare OSError(EINVAL); it must not leak as such.
+        assert not isinstance(info.value, FileExistsError | FileNotFoundError)
+        assert (await store.get("HEAD")).data == b"v2"
+
+    with_store(spec, body)
+
+
+def test_if_match_on_a_missing_key_raises_precondition_failed(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> None:
+        version = await store.put("elsewhere", b"x")
+        with pytest.raises(PreconditionFailedError) as info:
+            await store.put("missing", b"y", mode=IfMatch(version))
+        assert info.value.key == "missing"
+        assert await store.head("missing") is None
+
+    with_store(spec, body)
+
+
+def test_versions_are_the_etags_s3_reports_everywhere(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> None:
+        version = await store.put("obj", b"payload")
+        assert await store.head("obj") == version
+        assert (await store.get("obj")).version == version
+        response = ground_truth(spec).head_object(
+            Bucket=bucket_and_prefix(spec)[0], Key=f"{bucket_and_prefix(spec)[1]}/obj"
+        )
+        assert response["ETag"] == version
+
+    with_store(spec, body)
+
+
+# -- not found -------------------------------------------------------------------
+def test_missing_key_raises_not_found_error_and_head_says_none(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> None:
+        with pytest.raises(NotFoundError) as info:
+            await store.get("nope")
+        assert info.value.key == "nope"
+        assert isinstance(info.value, FileNotFoundError)
+        assert await store.head("nope") is None
+        await store.delete("nope")  # deleting a missing key is fine
+
+    with_store(spec, body)
+
+
+def test_missing_bucket_is_a_storage_error_not_a_missing_object(lane: S3EmulatorLane) -> None:
+    spec = lane.new_store()
+    bucket, _ = bucket_and_prefix(spec)
+    lane.drop_store(spec)
+
+    async def body(store: ObjectStore) -> None:
+        with pytest.raises(StorageError) as info:
+            await store.put("k", b"x", mode="create")
+        assert not isinstance(info.value, NotFoundError)
+        assert bucket in str(info.value)
+        with pytest.raises(StorageError) as info:
+            await store.get("k")
+        assert not isinstance(info.value, NotFoundError)
+        assert "does not exist" in str(info.value)
+
+    with_store(spec, body)
+
+
+# -- listing ---------------------------------------------------------------------
+def test_listing_sees_what_another_client_wrote_a_moment_ago(spec: StoreSpec) -> None:
+    bucket, prefix = bucket_and_prefix(spec)
+    other = ground_truth(spec)
+
+    async def body(store: ObjectStore) -> None:
+        for n in (0, 1):
+            await store.put(f"actors/a/steps/{n:020d}", b"s", mode="create")
+        assert await store.list("actors/a/steps/") == [f"actors/a/steps/{n:020d}" for n in (0, 1)]
+        # Another machine commits step 2: the same store object must see it at once.
+        other.put_object(Bucket=bucket, Key=f"{prefix}/actors/a/steps/{2:020d}", Body=b"s")
+        after = await store.list("actors/a/steps/", start_after=f"actors/a/steps/{1:020d}")
+        assert after == [f"actors/a/steps/{2:020d}"]
+        other.delete_object(Bucket=bucket, Key=f"{prefix}/actors/a/steps/{0:020d}")
+        assert await store.list("actors/a/steps/") == [f"actors/a/steps/{n:020d}" for n in (1, 2)]
+
+    with_store(spec, body)
+
+
+def test_listing_stays_inside_the_store_prefix(spec: StoreSpec) -> None:
+    bucket, prefix = bucket_and_prefix(spec)
+    other = ground_truth(spec)
+    other.put_object(Bucket=bucket, Key=f"{prefix}-sibling/x", Body=b"")
+    other.put_object(Bucket=bucket, Key="outside", Body=b"")
+
+    async def body(store: ObjectStore) -> None:
+        await store.put("a/b", b"1")
+        assert await store.list("") == ["a/b"]
+        keys = other.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"]
+        assert [item["Key"] for item in keys] == [f"{prefix}/a/b"]
+
+    with_store(spec, body)
+
+
+def test_listing_pages_past_one_thousand_keys_and_honours_limit(spec: StoreSpec) -> None:
+    count = 1105
+
+    async def body(store: ObjectStore) -> None:
+        gate = asyncio.Semaphore(32)
+
+        async def put(i: int) -> None:
+            async with gate:
+                await store.put(f"k/{i:05d}", b"")
+
+        await asyncio.gather(*(put(i) for i in range(count)))
+        every = await store.list("k/")
+        assert every == [f"k/{i:05d}" for i in range(count)]
+        assert await store.list("k/", start_after="k/00999", limit=3) == ["k/01000", "k/01001", "k/01002"]
+        assert len(await store.list("k/", limit=1050)) == 1050
+        assert await store.list("k/", start_after="k/01104") == []
+
+    with_store(spec, body)
+
+
+# -- keys and sizes --------------------------------------------------------------
+UNUSUAL_KEYS = [
+    "dir with space/a b",
+    "dir with space/a+b",
+    "dir with space/\u00e9",
+    "dir with space/\u65e5\u672c\u8a9e \u2713",
+    "dir with space/%20",
+    "dir with space/z",
+]
+
+
+def test_keys_with_unicode_and_spaces_round_trip_and_list_in_order(spec: StoreSpec) -> None:
+    async def body(store: ObjectStore) -> None:
+        for key in UNUSUAL_KEYS:
+            version = await store.put(key, key.encode(), mode="create")
+            blob = await store.get(key)
+            assert (blob.data, blob.version) == (key.encode(), version)
+            await store.put(key, b"again", mode=IfMatch(version))
+            assert await store.head(key) not in (None, version)
+        assert await store.list("dir with space/") == sorted(UNUSUAL_KEYS)
+
+    with_store(spec, body)
+
+
+def test_start_after_compares_keys_not_their_url_encoding(
+    spec: StoreSpec, lane: S3EmulatorLane, request: pytest.FixtureRequest
+) -> None:
+    if lane.name == "localstack":
+        # LocalStack 2026.3.0 applies StartAfter to the URL-encoded keys when the request
+        # carries EncodingType=url (botocore always sends it): "\u00e9" encodes to "%C3%A9",
+        # which sorts before "a". Real S3 and moto compare the keys themselves.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="LocalStack StartAfter on encoded keys"))
+
+    async def body(store: ObjectStore) -> None:
+        for key in UNUSUAL_KEYS:
+            await store.put(key, b"")
+        ordered = sorted(UNUSUAL_KEYS)
+        for i, after in enumerate(ordered):
+            assert await store.list("dir with space/", start_after=after) == ordered[i + 1 :], after
+
+    with_store(spec, body)
+
+
+def test_a_five_mib_object_is_written_in_one_conditional_put(spec: StoreSpec) -> None:
+    data = os.urandom(5 * MIB + 123)
+
+    async def body(store: ObjectStore) -> None:
+        version = await store.put("big", data, mode="create")
+        # A multipart upload would have an ETag ending in "-<parts>".
+        assert "-" not in version
+        assert (await store.get("big")).data == data
+        with pytest.raises(AlreadyExistsError):
+            await store.put("big", data, mode="create")
+        await store.put("big", data[::-1], mode=IfMatch(version))
+        assert (await store.get("big")).data == data[::-1]
+
+    with_store(spec, body)
+
+
+# -- connections and environment -------------------------------------------------
+def test_one_store_works_across_event_loops(spec: StoreSpec) -> None:
+    store = open_store(spec.url, **spec.options)
+    asyncio.run(store.put("k", b"1"))
+    # A second asyncio.run is a new loop: the store must reconnect, not reuse a dead session.
+    assert asyncio.run(store.get("k")).data == b"1"
+    asyncio.run(store.close())
+
+
+def test_the_standard_aws_environment_is_enough(spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in spec.env.items():
+        monkeypatch.setenv(name, value)
+
+    async def body(store: ObjectStore) -> str:
+        return await store.put("from-env", b"x", mode="create")
+
+    async def main() -> str:
+        store = open_store(spec.url)  # no options at all
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    version = asyncio.run(main())
+    assert with_store(spec, lambda store: store.head("from-env")) == version
+
+
+def test_a_child_process_reaches_the_store_through_the_spec(spec: StoreSpec) -> None:
+    with_store(spec, lambda store: store.put("shared", b"from parent"))
+    clone = pickle.loads(pickle.dumps(spec))
+    assert clone == spec
+    script = (
+        "import asyncio, pickle, sys\n"
+        "spec = pickle.loads(sys.stdin.buffer.read())\n"
+        "async def main():\n"
+        "    store = spec.open()\n"
+        "    try:\n"
+        "        sys.stdout.buffer.write((await store.get('shared')).data)\n"
+        "    finally:\n"
+        "        await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=pickle.dumps(spec), capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"from parent"
+
+
+def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key() -> None:
+    port = _free_port()
+    store = S3Store(
+        "bucket/prefix",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        key="k",
+        secret="s",
+        client_kwargs={"region_name": "us-east-1"},
+        config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 2},
+    )
+
+    async def body() -> None:
+        try:
+            with pytest.raises(StorageError) as info:
+                await store.get("some/key")
+            assert info.value.key == "some/key"
+            assert "some/key" in str(info.value) and "127.0.0.1" in str(info.value)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+# -- answers only a stub gives on demand ------------------------------------------
+class StubS3:
+    """A loopback HTTP server that answers every request with one canned S3 error."""
+
+    def __init__(self, status: int, code: str) -> None:
+        stub = self
+        self.status, self.code, self.requests = status, code, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                stub.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                payload = (
+                    f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{stub.code}</Code>"
+                    f"<Message>canned {stub.code}</Message></Error>"
+                ).encode()
+                self.send_response(stub.status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def stub_s3(request: pytest.FixtureRequest) -> Iterator[StubS3]:
+    status, code = request.param
+    stub = StubS3(status, code)
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+def stub_store(stub: StubS3) -> S3Store:
+    return S3Store(
+        "bucket/prefix",
+        endpoint_url=stub.endpoint,
+        key="k",
+        secret="s",
+        client_kwargs={"region_name": "us-east-1"},
+        # One botocore attempt: the translation is under test, not botocore's retry schedule.
+        config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}},
+    )
+
+
+@pytest.mark.parametrize("stub_s3", [(409, "ConditionalRequestConflict")], indirect=True, ids=["409"])
+def test_409_conditional_request_conflict_becomes_a_retryable_conflict_error(stub_s3: StubS3) -> None:
+    async def body() -> None:
+        store = stub_store(stub_s3)
+        try:
+            for mode in ("create", IfMatch('"abc"')):
+                with pytest.raises(ConflictError) as info:
+                    await store.put("actors/a/HEAD", b"x", mode=mode)
+                assert isinstance(info.value, RetryableStorageError)
+                assert info.value.key == "actors/a/HEAD"
+                assert "retry" in str(info.value)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("stub_s3", [(503, "SlowDown")], indirect=True, ids=["503"])
+def test_503_slow_down_becomes_rate_limited_error(stub_s3: StubS3) -> None:
+    async def body() -> None:
+        store = stub_store(stub_s3)
+        try:
+            with pytest.raises(RateLimitedError) as info:
+                await store.put("hot", b"x", mode="create")
+            assert info.value.key == "hot"
+            assert "slow down" in str(info.value)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    "stub_s3", [(500, "InternalError"), (403, "AccessDenied")], indirect=True, ids=["500", "403"]
+)
+def test_other_server_refusals_are_storage_errors_that_say_what_to_do(stub_s3: StubS3) -> None:
+    async def body() -> None:
+        store = stub_store(stub_s3)
+        try:
+            with pytest.raises(StorageError) as info:
+                await store.get("k")
+            assert not isinstance(info.value, NotFoundError | ConflictError | RateLimitedError)
+            assert info.value.key == "k"
+            if stub_s3.status == 500:
+                assert isinstance(info.value, RetryableStorageError)
+            else:
+                assert "AWS_ACCESS_KEY_ID" in str(info.value)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_bare_einval_from_s3fs_on_if_match_is_translated_to_precondition_failed() -> None:
+    # The wire path keeps botocore's ClientError as the cause; this covers an s3fs
+    # that raises its builtin without it.
+    store = S3Store("bucket/prefix")
+    error = store._translate(OSError(errno.EINVAL, "precondition"), "HEAD", "put_object", IfMatch('"e"'))
+    assert isinstance(error, PreconditionFailedError)
+    assert error.key == "HEAD"
+    error = store._translate(FileExistsError("exists"), "s/1", "put_object", "create")
+    assert isinstance(error, AlreadyExistsError)
+
+
+# -- lanes -----------------------------------------------------------------------
+def test_localstack_lane_without_endpoint_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENDPOINT_VARIABLE, raising=False)
+    with pytest.raises(LaneUnavailable, match=r"localstack/start-host\.sh"):
+        LocalStackLane().start()
+
+
+def test_localstack_lane_with_a_dead_endpoint_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENDPOINT_VARIABLE, f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(LaneUnavailable, match="not healthy"):
+        LocalStackLane().start()
+
+
+def test_moto_lane_listens_only_on_loopback() -> None:
+    lane = MotoLane()
+    lane.start()
+    try:
+        assert lane.endpoint is not None and lane.endpoint.startswith("http://127.0.0.1:")
+        spec = lane.new_store()
+        assert json.loads(json.dumps(spec.options)) == spec.options  # plain data, picklable
+    finally:
+        lane.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
