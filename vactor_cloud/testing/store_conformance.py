@@ -33,12 +33,17 @@ import pickle
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from vactor_cloud._sync import sync
 from vactor_cloud.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -296,6 +301,20 @@ class StoreConformance:
             assert await store.list("a/sub/") == ["a/sub/deep/x"]
             assert await store.list("zzz") == []
             assert await store.list("a/sub") == ["a/sub/deep/x"]
+
+        run_on_store(store_spec, body)
+
+    def test_key_and_keys_under_it_coexist(self, store_spec: StoreSpec) -> None:
+        # Object stores have no directories: "a" and "a/b" are two unrelated keys.
+        async def body(store: ObjectStore) -> None:
+            await store.put("a", b"file-like", mode="create")
+            await store.put("a/b", b"under it", mode="create")
+            assert await store.list("a") == ["a", "a/b"]
+            assert (await store.get("a")).data == b"file-like"
+            assert (await store.get("a/b")).data == b"under it"
+            await store.put("c/d", b"first the longer key", mode="create")
+            await store.put("c", b"then the shorter", mode="create")
+            assert await store.list("") == ["a", "a/b", "c", "c/d"]
 
         run_on_store(store_spec, body)
 
@@ -564,6 +583,28 @@ class StoreConformance:
         assert fills[-1] == 1 + self.torn_read_writes
         assert set(fills) <= set(range(1, 2 + self.torn_read_writes))
 
+    # -- model-based ------------------------------------------------------------
+    def test_store_behaves_like_a_dict_model(self, store_spec: StoreSpec) -> None:
+        """Hypothesis drives random operation sequences and compares every answer with a dict."""
+        # One store for all runs, used only on the sync bridge's loop.
+        store = store_spec.open()
+        try:
+            self._run_dict_model(store)
+        finally:
+            sync(store.close())
+
+    @staticmethod
+    def _run_dict_model(store: ObjectStore) -> None:
+        run_state_machine_as_test(
+            _dict_model_machine(store),
+            settings=settings(
+                max_examples=20,
+                stateful_step_count=12,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+
     # -- errors ---------------------------------------------------------------
     def test_errors_are_vactor_errors_naming_the_key(self, store_spec: StoreSpec) -> None:
         key = "errors/some-key"
@@ -590,3 +631,82 @@ class StoreConformance:
             copy: Any = pickle.loads(pickle.dumps(exc))
             assert type(copy) is type(exc)
             assert (str(copy), copy.key) == (str(exc), exc.key)
+
+
+# No key is a prefix-directory of another here ("a" with "a/b"): that case has its own test.
+_MODEL_KEYS = st.sampled_from(["a", "b/c", "b/d", "b/e/f", "ü k"])
+_MODEL_DATA = st.binary(max_size=64)
+
+
+def _dict_model_machine(store: ObjectStore) -> type[RuleBasedStateMachine]:
+    """A state machine comparing a store (used only through the sync bridge's loop) with a dict.
+
+    Each run gets its own key prefix in the test's store, so runs never see
+    each other's objects.
+    """
+
+    class DictModel(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prefix = f"model-{uuid.uuid4().hex}/"
+            self.model: dict[str, tuple[bytes, str]] = {}
+            self.stale: dict[str, str] = {}
+
+        @rule(key=_MODEL_KEYS, data=_MODEL_DATA)
+        def overwrite(self, key: str, data: bytes) -> None:
+            old = self.model.get(key)
+            version = sync(store.put(self.prefix + key, data))
+            if old is not None:
+                assert version != old[1]
+                self.stale[key] = old[1]
+            self.model[key] = (data, version)
+
+        @rule(key=_MODEL_KEYS, data=_MODEL_DATA)
+        def create(self, key: str, data: bytes) -> None:
+            if key in self.model:
+                with pytest.raises(AlreadyExistsError):
+                    sync(store.put(self.prefix + key, data, mode="create"))
+            else:
+                self.model[key] = (data, sync(store.put(self.prefix + key, data, mode="create")))
+
+        @rule(key=_MODEL_KEYS, data=_MODEL_DATA, fresh=st.booleans())
+        def compare_and_swap(self, key: str, data: bytes, fresh: bool) -> None:
+            current = self.model.get(key)
+            expected = current[1] if fresh and current is not None else self.stale.get(key)
+            if expected is None:
+                return
+            if current is not None and expected == current[1]:
+                version = sync(store.put(self.prefix + key, data, mode=IfMatch(expected)))
+                assert version != current[1]
+                self.stale[key] = current[1]
+                self.model[key] = (data, version)
+            else:
+                with pytest.raises(PreconditionFailedError):
+                    sync(store.put(self.prefix + key, data, mode=IfMatch(expected)))
+
+        @rule(key=_MODEL_KEYS)
+        def delete(self, key: str) -> None:
+            sync(store.delete(self.prefix + key))
+            old = self.model.pop(key, None)
+            if old is not None:
+                self.stale[key] = old[1]
+
+        @rule(key=_MODEL_KEYS)
+        def get(self, key: str) -> None:
+            if key in self.model:
+                blob = sync(store.get(self.prefix + key))
+                assert (blob.data, blob.version) == self.model[key]
+            else:
+                with pytest.raises(NotFoundError):
+                    sync(store.get(self.prefix + key))
+
+        @invariant()
+        def listing_matches(self) -> None:
+            listed = sync(store.list(self.prefix))
+            assert listed == sorted(self.prefix + k for k in self.model)
+
+        def teardown(self) -> None:
+            for key in list(self.model):
+                sync(store.delete(self.prefix + key))
+
+    return DictModel
