@@ -5,6 +5,7 @@ and ``except LookupError`` keep working::
 
     VactorError
     ├── ActorNotFoundError          (LookupError)
+    ├── StepNotFoundError           (LookupError) compacted, or not written yet
     ├── InvalidActorIdError         (ValueError)
     ├── ActorDefinitionError        (TypeError)
     ├── StateSerializationError     (TypeError)
@@ -39,6 +40,7 @@ __all__ = [
     "RateLimitedError",
     "RetryableStorageError",
     "StateSerializationError",
+    "StepNotFoundError",
     "StorageError",
     "VactorError",
 ]
@@ -58,6 +60,37 @@ class ActorNotFoundError(VactorError, LookupError):
         )
         self.actor_id = actor_id
         self.root = root
+
+
+class StepNotFoundError(VactorError, LookupError):
+    """A step asked for by number does not exist: it was compacted, or is not written yet.
+
+    ``remaining`` is ``(oldest, newest)``, the steps that can still be read.
+    """
+
+    def __init__(self, actor_id: str, step: int, remaining: tuple[int, int], *, compacted: bool) -> None:
+        oldest, newest = remaining
+        why = (
+            "was compacted (deleted by retention)"
+            if compacted
+            else f"is not written yet (newest is {newest})"
+        )
+        super().__init__(
+            f"actor {actor_id!r}: step {step} {why}; steps {oldest}..{newest} remain, ask for one of those"
+        )
+        self.actor_id = actor_id
+        self.step = step
+        self.remaining = remaining
+        self.compacted = compacted
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_step_not_found, (self.actor_id, self.step, self.remaining, self.compacted))
+
+
+def _step_not_found(
+    actor_id: str, step: int, remaining: tuple[int, int], compacted: bool
+) -> StepNotFoundError:
+    return StepNotFoundError(actor_id, step, remaining, compacted=compacted)
 
 
 class InvalidActorIdError(VactorError, ValueError):
