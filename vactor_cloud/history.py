@@ -1,0 +1,360 @@
+"""History and time travel: what an actor's log says happened, and what it looked like then.
+
+Everything here only *reads* the step log (DESIGN.md §3); nothing is
+written, so it is safe to run against a live bucket from any machine while
+writers keep committing.
+
+* :func:`history` lists committed steps newest first, with the calls each
+  applied (argument and result summaries recorded at commit time).
+* :func:`state_at` restores a detached, read-only instance from one step.
+* :func:`list_actors` enumerates the actors under the storage root, page by
+  page, with one LIST request per actor to skip over its objects.
+
+A step that compaction deleted cannot be read back: asking for it raises
+:class:`~vactor_cloud.errors.StepNotFoundError`, which names the steps that
+remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vactor_cloud import _sync
+from vactor_cloud.errors import ActorNotFoundError, StepNotFoundError
+from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
+from vactor_cloud.state import loads_state, restore_instance
+
+if TYPE_CHECKING:
+    from vactor_cloud.definition import MethodInfo
+    from vactor_cloud.runtime import Runtime
+
+__all__ = [
+    "ActorInfo",
+    "HistoryEntry",
+    "check_at_step",
+    "find_step",
+    "history",
+    "list_actors",
+    "list_actors_async",
+    "raw_state_at",
+    "state_at",
+]
+
+#: steps read concurrently while walking the log backwards
+_READ_AHEAD = 16
+#: actors described concurrently while listing
+_DESCRIBE_CONCURRENCY = 32
+_ACTORS = "actors/"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One committed step as history shows it.
+
+    ``calls`` are the calls the step applied, in order (a group commit
+    applies several); their ``args`` and ``result`` are short ``repr``
+    summaries recorded when the step was committed, not the values.
+    """
+
+    step: int
+    parent: int | None
+    time: float
+    writer: str
+    class_name: str
+    calls: tuple[CallRecord, ...]
+
+    @property
+    def when(self) -> datetime.datetime:
+        """``time`` as an aware UTC datetime."""
+        return datetime.datetime.fromtimestamp(self.time, tz=datetime.UTC)
+
+    @classmethod
+    def from_record(cls, record: StepRecord) -> HistoryEntry:
+        return cls(
+            step=record.step,
+            parent=record.parent,
+            time=record.time,
+            writer=record.writer,
+            class_name=record.class_ref.name,
+            calls=record.calls,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "parent": self.parent,
+            "time": self.time,
+            "when": self.when.isoformat(),
+            "writer": self.writer,
+            "class": self.class_name,
+            "calls": [c.to_json() for c in self.calls],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActorInfo:
+    """One actor found by :func:`list_actors`: its class and newest committed step."""
+
+    actor_id: str
+    class_name: str
+    step: int
+    time: float
+
+    @property
+    def when(self) -> datetime.datetime:
+        """Time of the newest step, as an aware UTC datetime."""
+        return datetime.datetime.fromtimestamp(self.time, tz=datetime.UTC)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "actor_id": self.actor_id,
+            "class": self.class_name,
+            "step": self.step,
+            "time": self.time,
+            "when": self.when.isoformat(),
+        }
+
+
+def _runtime() -> Runtime:
+    from vactor_cloud.runtime import get_runtime
+
+    return get_runtime()
+
+
+def _log(runtime: Runtime, actor_id: str) -> ActorLog:
+    from vactor_cloud.runtime import validate_actor_id
+
+    validate_actor_id(actor_id)
+    return ActorLog(runtime.store, actor_id, signing_key=runtime.settings.signing_key)
+
+
+# -- steps ----------------------------------------------------------------------------------
+
+
+def check_at_step(info: MethodInfo, at_step: object) -> None:
+    """``ValueError`` now, before anything is queued, unless ``at_step`` can time-travel ``info``."""
+    if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+        raise ValueError(f"at_step must be a step number (an int >= 0), got {at_step!r}")
+    if not info.readonly:
+        raise ValueError(
+            f"{info.name}() is a writer method; at_step= runs read-only methods on a past state. "
+            f"To inspect the state itself use handle.state_at({at_step})"
+        )
+
+
+async def find_step(log: ActorLog, step: int) -> StepRecord:
+    """Step ``step`` of ``log``'s actor; :class:`StepNotFoundError` saying why it is not there.
+
+    The error tells a compacted step (below the retention watermark or the
+    oldest remaining step) from one not written yet, and names the range of
+    steps that remain.
+    """
+    if step < 0:
+        raise ValueError(f"step numbers start at 0, got {step}")
+    record = await log.read_step(step)
+    if record is not None:
+        return record
+    oldest_keys, watermark, head = await asyncio.gather(
+        log.list_steps(limit=1), log.read_gc(), log.read_head()
+    )
+    newest = await log.load_latest(head)
+    if newest is None or not oldest_keys:
+        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    oldest = oldest_keys[0]
+    compacted = step < oldest or step < watermark
+    raise StepNotFoundError(log.actor_id, step, (oldest, newest.step), compacted=compacted)
+
+
+async def _history(log: ActorLog, limit: int | None) -> list[HistoryEntry]:
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    newest = await log.load_latest(await log.read_head())
+    if newest is None:
+        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    entries = [HistoryEntry.from_record(newest)]
+    want = newest.step + 1 if limit is None else min(limit, newest.step + 1)
+    next_step = newest.step - 1
+    while len(entries) < want and next_step >= 0:
+        count = min(_READ_AHEAD, want - len(entries), next_step + 1)
+        steps = range(next_step, next_step - count, -1)
+        records = await asyncio.gather(*(log.read_step(s) for s in steps))
+        for record in records:
+            if record is None:
+                # Compaction deletes the oldest steps first: nothing older remains.
+                return entries[:want]
+            entries.append(HistoryEntry.from_record(record))
+        next_step -= count
+    return entries[:want]
+
+
+def history(actor_id: str, limit: int | None = None) -> list[HistoryEntry]:
+    """The actor's committed steps, newest first, at most ``limit`` of them.
+
+    Steps removed by compaction are not listed; the oldest entry is the
+    oldest step that remains. ``ActorNotFoundError`` if the actor has no steps.
+    """
+    runtime = _runtime()
+    return _sync.sync(_history(_log(runtime, actor_id), limit))
+
+
+def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, Any]:
+    """Step ``step`` (default: the newest) and its state as stored, deserialized but not restored.
+
+    The state is what the class's ``__getstate__`` returned (or the
+    instance ``__dict__``). With the pickle serializer this unpickles: read
+    only stores you trust, or sign them (``init(signing_key=)``).
+    """
+    runtime = _runtime()
+    log = _log(runtime, actor_id)
+
+    async def read() -> StepRecord:
+        if step is None:
+            record = await log.load_latest(await log.read_head())
+            if record is None:
+                raise ActorNotFoundError(actor_id, log.store.describe())
+            return record
+        return await find_step(log, step)
+
+    record = _sync.sync(read())
+    return record, loads_state(record.state, record.serializer)
+
+
+def state_at(actor_id: str, step: int) -> Any:
+    """A read-only instance of the actor as it was right after step ``step`` committed.
+
+    The instance is detached: it is restored from the stored step into
+    private memory and nothing done to it ever reaches storage. Assigning
+    or deleting its attributes raises ``AttributeError`` (mutating a
+    contained object is not detected, and is not written either). Call its
+    read-only methods directly, or use ``handle.method.run(at_step=N)``.
+
+    ``StepNotFoundError`` if the step was compacted or is not written yet;
+    the message names the steps that remain.
+    """
+    runtime = _runtime()
+    core = runtime.core(actor_id)
+
+    async def load() -> tuple[StepRecord, type]:
+        record = await find_step(core.log, step)
+        definition = await core._definition_for(record.class_ref)
+        return record, definition.cls
+
+    record, cls = _sync.sync(load())
+    instance = restore_instance(cls, loads_state(record.state, record.serializer))
+    return _freeze(instance, record.step)
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise AttributeError(
+        f"this {type(self).__bases__[0].__qualname__} is a read-only view of a past step; "
+        "call the actor's methods through its handle to change it"
+    )
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    _frozen_setattr(self, name, None)
+
+
+def _freeze(instance: Any, step: int) -> Any:
+    cls = type(instance)
+    frozen = type(
+        cls.__name__,
+        (cls,),
+        {
+            "__slots__": (),
+            "__setattr__": _frozen_setattr,
+            "__delattr__": _frozen_delattr,
+            "__module__": cls.__module__,
+            "__qualname__": f"{cls.__qualname__}@step{step}",
+            "__vactor_step__": step,
+        },
+    )
+    # Exotic layouts (builtin bases) refuse __class__ assignment; the copy is
+    # then still detached, only not guarded.
+    with contextlib.suppress(TypeError):
+        instance.__class__ = frozen
+    return instance
+
+
+# -- listing ----------------------------------------------------------------------------------
+
+
+async def _next_actor_ids(runtime: Runtime, prefix: str, start_after: str | None, count: int) -> list[str]:
+    """Up to ``count`` actor ids with ``prefix``, after ``start_after``: one LIST per id.
+
+    The contract has no delimiter listing, so each LIST asks for one key and
+    the next one starts just past that actor's objects (``"0"`` is the
+    character after ``"/"``, so ``actors/<id>0`` sorts after every key of
+    ``<id>`` and before any longer id).
+    """
+    store = runtime.store
+    ids: list[str] = []
+    cursor = f"{_ACTORS}{start_after}0" if start_after is not None else None
+    list_prefix = f"{_ACTORS}{prefix}"
+    while len(ids) < count:
+        keys = await store.list(list_prefix, start_after=cursor, limit=1)
+        if not keys:
+            break
+        actor_id = keys[0][len(_ACTORS) :].split("/", 1)[0]
+        if keys[0].startswith(actor_prefix(actor_id)):
+            ids.append(actor_id)
+        cursor = f"{_ACTORS}{actor_id}0"
+    return ids
+
+
+async def _describe(runtime: Runtime, actor_id: str) -> ActorInfo | None:
+    log = ActorLog(runtime.store, actor_id, signing_key=runtime.settings.signing_key)
+    record = await log.load_latest(await log.read_head())
+    if record is None:  # objects but no step: a creation that never committed
+        return None
+    return ActorInfo(actor_id, record.class_ref.name, record.step, record.time)
+
+
+async def list_actors_async(
+    prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+) -> list[ActorInfo]:
+    """Async twin of :func:`list_actors`."""
+    runtime = _runtime()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    found: list[ActorInfo] = []
+    cursor = start_after
+    semaphore = asyncio.Semaphore(_DESCRIBE_CONCURRENCY)
+
+    async def describe(actor_id: str) -> ActorInfo | None:
+        async with semaphore:
+            return await _describe(runtime, actor_id)
+
+    while limit is None or len(found) < limit:
+        page_size = _DESCRIBE_CONCURRENCY if limit is None else min(_DESCRIBE_CONCURRENCY, limit - len(found))
+        ids = await _next_actor_ids(runtime, prefix, cursor, page_size)
+        if not ids:
+            break
+        infos = await asyncio.gather(*(describe(i) for i in ids))
+        found.extend(info for info in infos if info is not None)
+        cursor = ids[-1]
+    return found
+
+
+def list_actors(
+    prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+) -> list[ActorInfo]:
+    """Actors whose id starts with ``prefix``, sorted by id, with class, newest step and its time.
+
+    Paged: ``limit`` caps how many are returned and ``start_after`` resumes
+    after the last id of the previous page::
+
+        page = vc.list_actors(limit=100)
+        while page:
+            ...
+            page = vc.list_actors(start_after=page[-1].actor_id, limit=100)
+
+    Costs one LIST per actor plus two or three GETs (HEAD, a probe past
+    it). A consistent snapshot is not promised: actors created or advanced
+    while listing may or may not appear with their newest step.
+    """
+    return _sync.sync(list_actors_async(prefix, start_after=start_after, limit=limit))
