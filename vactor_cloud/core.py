@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from vactor_cloud.batch import PendingCall, apply_batch, run_readonly
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorClass, lookup_local_class
-from vactor_cloud.errors import ActorNotFoundError, CommitConflictError, VactorError
+from vactor_cloud.errors import ActorNotFoundError, CommitConflictError
 from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
 
 if TYPE_CHECKING:
@@ -320,14 +320,10 @@ class ActorCore:
         _settle([call], [Outcome(True, result)])
 
     async def step_at(self, step: int) -> StepRecord:
-        record = await self.log.read_step(step)
-        if record is not None:
-            return record
-        remaining = await self.log.list_steps()
-        span = f"steps {remaining[0]}..{remaining[-1]} remain" if remaining else "no steps remain"
-        raise VactorError(
-            f"actor {self.actor_id!r}: step {step} does not exist (compacted, or not yet written); {span}"
-        )
+        """Step ``step``; ``StepNotFoundError`` (compacted, or not written yet) naming what remains."""
+        from vactor_cloud.history import find_step
+
+        return await find_step(self.log, step)
 
     # -- HEAD ------------------------------------------------------------------------------
     async def flush_head(self) -> None:
