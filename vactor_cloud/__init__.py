@@ -17,11 +17,13 @@ from vactor_cloud.errors import (
     IntegrityError,
     InvalidActorIdError,
     StateSerializationError,
+    StepNotFoundError,
     StorageError,
     VactorError,
 )
 from vactor_cloud.future import ActorFuture, get
 from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
+from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
 from vactor_cloud.runtime import Settings, get_runtime, init, shutdown
 
 __all__ = [
@@ -29,15 +31,18 @@ __all__ = [
     "ActorDefinitionError",
     "ActorFuture",
     "ActorHandle",
+    "ActorInfo",
     "ActorMethod",
     "ActorNotFoundError",
     "CallContext",
     "CommitConflictError",
+    "HistoryEntry",
     "IntegrityError",
     "InvalidActorIdError",
     "ReentrantCallError",
     "Settings",
     "StateSerializationError",
+    "StepNotFoundError",
     "StorageError",
     "VactorError",
     "__version__",
@@ -47,6 +52,7 @@ __all__ = [
     "get_actor_async",
     "get_runtime",
     "init",
+    "list_actors",
     "shutdown",
     "virtual_actor",
 ]

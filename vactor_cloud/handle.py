@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall, current_call
 from vactor_cloud.definition import ActorClass, MethodInfo
 from vactor_cloud.errors import VactorError
 from vactor_cloud.future import ActorFuture
+
+if TYPE_CHECKING:
+    from vactor_cloud.history import HistoryEntry
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
 
@@ -63,6 +66,18 @@ class ActorHandle:
             )
         return ActorMethod(self.actor_id, info)
 
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
+        from vactor_cloud.history import history
+
+        return history(self.actor_id, limit)
+
+    def state_at(self, step: int) -> Any:
+        """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`)."""
+        from vactor_cloud.history import state_at
+
+        return state_at(self.actor_id, step)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_get_actor_handle, (self.actor_id,))
 
@@ -86,20 +101,30 @@ class ActorMethod:
         self._info = info
         self._options = options or CallOptions()
 
-    def options(self, *, idempotency_key: str | None = None) -> ActorMethod:
+    def options(self, *, idempotency_key: str | None = None, at_step: int | None = None) -> ActorMethod:
         """This method with call options.
 
         ``idempotency_key``: the first call with this key on this actor
         commits and records its result; every later call with the key (from
         any process, within the dedup window) returns that result, or
         re-raises its exception, without running the method again.
+
+        ``at_step``: run this read-only method on the state as it was right
+        after step ``at_step`` (time travel); ``StepNotFoundError`` if that
+        step was compacted. ``run(at_step=N)`` is the short form.
         """
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValueError("idempotency_key must be a non-empty string")
         if idempotency_key is not None and self._info.readonly:
             raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
+        if at_step is not None:
+            from vactor_cloud.history import check_at_step
+
+            check_at_step(self._info, at_step)
         return ActorMethod(
-            self._actor_id, self._info, replace(self._options, idempotency_key=idempotency_key)
+            self._actor_id,
+            self._info,
+            replace(self._options, idempotency_key=idempotency_key, at_step=at_step),
         )
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -116,8 +141,18 @@ class ActorMethod:
         Calls from this process to one actor apply in the order they were
         submitted. ``TypeError`` here, before anything is queued, if the
         arguments do not fit the method.
+
+        ``at_step=N`` (read-only methods) runs on the state after step N;
+        when the method has a parameter of its own called ``at_step``, the
+        keyword goes to the method and ``options(at_step=N)`` selects the step.
         """
-        return self._submit(args, kwargs, self._options.at_step)
+        at_step = self._options.at_step
+        if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
+            from vactor_cloud.history import check_at_step
+
+            at_step = kwargs.pop("at_step")
+            check_at_step(self._info, at_step)
+        return self._submit(args, kwargs, at_step)
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], at_step: int | None) -> ActorFuture[Any]:
         from vactor_cloud.runtime import get_runtime
