@@ -1,0 +1,305 @@
+"""FaultyStore: an :class:`ObjectStore` wrapper that injects storage faults, by seed.
+
+Wrap any store and describe the faults as plain data (:class:`FaultConfig`
+holding :class:`FaultRule` s); the config pickles and round-trips through
+JSON, so a child process can wrap its own store with the same faults and a
+seed derived from its index (:meth:`FaultConfig.derive`)::
+
+    config = FaultConfig(seed=7, rules=(FaultRule("lost_response", probability=0.2),))
+    store = FaultyStore(open_store(url), config.derive("worker-3"))
+    # or, inside a vactor_cloud process, right after init():
+    install(config.derive("worker-3"))
+
+Fault kinds (``FaultRule.kind``). "Applied" means the wrapped store really
+performed the operation; every raised error is one of
+:mod:`vactor_cloud.errors`, exactly what a real backend raises after its
+translation:
+
+``fail_before``
+    The request never reaches the store: raise :class:`RetryableStorageError`
+    (or :class:`StorageError` with ``retryable=False``). Nothing is applied.
+``lost_response``
+    Apply the operation, then raise as if the response were lost on the way
+    back (:class:`StorageError`, or :class:`RetryableStorageError` with
+    ``retryable=True``). The caller cannot tell it from ``fail_before``.
+``conflict_before`` / ``conflict_after``
+    S3's 409 ``ConditionalRequestConflict`` (:class:`ConflictError`) before
+    applying, or after applying (a response lost behind a 409).
+``rate_limited``
+    S3's 503 ``SlowDown`` / GCS's 429 (:class:`RateLimitedError`); not applied.
+``delay``
+    Sleep a random time up to ``delay`` seconds, then apply normally.
+``truncate_read`` / ``corrupt_read``
+    ``get`` only: the stored object is intact, but the bytes returned are cut
+    short (a random length, never the whole) or have one byte flipped.
+``crash_before`` / ``crash_after``
+    SIGKILL this very process before sending, or right after the operation
+    was applied (before anyone learns of its success). For crash tests: the
+    kill lands exactly at the chosen point of a commit.
+
+A rule fires either by schedule (``at``: 1-based numbers of the operations
+the rule matches, counted per rule) or with ``probability`` per matching
+operation, drawn from a ``random.Random`` seeded by the config; at most
+``limit`` times. The first rule that fires for an operation wins. What was
+injected is counted in :attr:`FaultyStore.injected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from vactor_cloud.errors import ConflictError, RateLimitedError, RetryableStorageError, StorageError
+from vactor_cloud.storage import Blob, ObjectStore, PutMode
+
+__all__ = [
+    "ALL_OPERATIONS",
+    "FAULT_KINDS",
+    "FaultConfig",
+    "FaultKind",
+    "FaultRule",
+    "FaultyStore",
+    "install",
+]
+
+FaultKind = Literal[
+    "fail_before",
+    "lost_response",
+    "conflict_before",
+    "conflict_after",
+    "rate_limited",
+    "delay",
+    "truncate_read",
+    "corrupt_read",
+    "crash_before",
+    "crash_after",
+]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+ALL_OPERATIONS: frozenset[str] = frozenset({"get", "head", "put", "list", "delete"})
+_READ_ONLY_KINDS = frozenset({"truncate_read", "corrupt_read"})
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    """One kind of fault, the operations and keys it applies to, and when it fires."""
+
+    kind: FaultKind
+    #: operations it applies to: any of ``get``, ``head``, ``put``, ``list``, ``delete``
+    operations: frozenset[str] = frozenset({"put"})
+    #: only keys (or list prefixes) containing this substring; "" matches every key
+    key_contains: str = ""
+    #: chance per matching operation (ignored when ``at`` is given)
+    probability: float = 0.0
+    #: schedule: 1-based numbers of the matching operations that fault
+    at: tuple[int, ...] = ()
+    #: most faults this rule injects (None: no bound)
+    limit: int | None = None
+    #: for ``delay``: the longest pause, in seconds
+    delay: float = 0.05
+    #: for ``fail_before`` / ``lost_response``: raise RetryableStorageError (True) or StorageError
+    retryable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        unknown = set(self.operations) - ALL_OPERATIONS
+        if unknown:
+            raise ValueError(f"unknown operations {sorted(unknown)}; known: {sorted(ALL_OPERATIONS)}")
+        if self.kind in _READ_ONLY_KINDS and set(self.operations) != {"get"}:
+            raise ValueError(f"{self.kind} applies to get only: pass operations=frozenset({{'get'}})")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be within [0, 1], got {self.probability}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["operations"] = sorted(self.operations)
+        out["at"] = list(self.at)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaultRule:
+        values = dict(data)
+        values["operations"] = frozenset(values.get("operations", ("put",)))
+        values["at"] = tuple(values.get("at", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """The faults one :class:`FaultyStore` injects: plain data, picklable, JSON-able."""
+
+    rules: tuple[FaultRule, ...] = ()
+    seed: int = 0
+    #: a label for messages and reports (e.g. the fault kind under test)
+    name: str = field(default="")
+
+    def derive(self, label: object) -> FaultConfig:
+        """The same faults with a seed derived from this one and ``label`` (e.g. a worker index)."""
+        digest = hashlib.sha256(f"{self.seed}/{label}".encode()).digest()
+        return dataclasses.replace(self, seed=int.from_bytes(digest[:8], "big"))
+
+    def to_json(self) -> str:
+        return json.dumps({"seed": self.seed, "name": self.name, "rules": [r.to_json() for r in self.rules]})
+
+    @classmethod
+    def from_json(cls, text: str) -> FaultConfig:
+        data = json.loads(text)
+        return cls(
+            rules=tuple(FaultRule.from_json(r) for r in data.get("rules", ())),
+            seed=int(data.get("seed", 0)),
+            name=str(data.get("name", "")),
+        )
+
+
+class _InjectedFault:
+    """The decision for one operation: which rule fired, and a random source for its details."""
+
+    def __init__(self, rule: FaultRule, rng: random.Random) -> None:
+        self.rule = rule
+        self.rng = rng
+
+
+class FaultyStore(ObjectStore):
+    """Forwards every operation to ``inner`` and injects the faults ``config`` describes.
+
+    Guarantee: apart from the injected faults it behaves exactly like
+    ``inner`` (same keys, same versions, same errors). ``injected`` counts the
+    faults by kind, ``seen`` the operations by name.
+    """
+
+    def __init__(self, inner: ObjectStore, config: FaultConfig) -> None:
+        super().__init__(inner.url)
+        self.inner = inner
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._matched = [0] * len(config.rules)
+        self._fired = [0] * len(config.rules)
+        self.injected: collections.Counter[str] = collections.Counter()
+        self.seen: collections.Counter[str] = collections.Counter()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    # -- decisions --------------------------------------------------------------------
+    def _decide(self, operation: str, key: str) -> _InjectedFault | None:
+        self.seen[operation] += 1
+        for index, rule in enumerate(self.config.rules):
+            if operation not in rule.operations or rule.key_contains not in key:
+                continue
+            self._matched[index] += 1
+            if rule.limit is not None and self._fired[index] >= rule.limit:
+                continue
+            # A probabilistic rule draws even at probability 0, so that the random
+            # stream (and so the schedule) does not depend on other rules' settings.
+            fires = self._matched[index] in rule.at if rule.at else self._rng.random() < rule.probability
+            if fires:
+                self._fired[index] += 1
+                self.injected[rule.kind] += 1
+                return _InjectedFault(rule, random.Random(self._rng.getrandbits(64)))
+        return None
+
+    async def _around(self, operation: str, key: str, run: Any) -> Any:
+        """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it."""
+        fault = self._decide(operation, key)
+        if fault is None:
+            return await run()
+        kind = fault.rule.kind
+        where = f"{self.inner.describe()}/{key}"
+        if kind == "crash_before":
+            _kill_self()
+        if kind == "fail_before":
+            raise _error(
+                fault.rule.retryable, f"{where}: {operation} failed before it was sent (injected)", key
+            )
+        if kind == "rate_limited":
+            raise RateLimitedError(f"{where}: {operation} refused with 503 SlowDown (injected)", key)
+        if kind == "conflict_before":
+            raise ConflictError(
+                f"{where}: {operation} answered 409 ConditionalRequestConflict (injected)", key
+            )
+        if kind == "delay":
+            await asyncio.sleep(fault.rng.uniform(0.0, fault.rule.delay))
+            return await run()
+        result = await run()
+        if kind == "crash_after":
+            _kill_self()
+        if kind == "lost_response":
+            raise _error(
+                fault.rule.retryable,
+                f"{where}: {operation} was applied but its response was lost (injected)",
+                key,
+            )
+        if kind == "conflict_after":
+            raise ConflictError(
+                f"{where}: {operation} was applied, then answered 409 ConditionalRequestConflict (injected)",
+                key,
+            )
+        if kind in _READ_ONLY_KINDS and isinstance(result, Blob):
+            return Blob(_damage(kind, result.data, fault.rng), result.version)
+        return result
+
+    # -- ObjectStore hooks ---------------------------------------------------------------
+    async def _get(self, key: str) -> Blob:
+        blob: Blob = await self._around("get", key, lambda: self.inner.get(key))
+        return blob
+
+    async def _head(self, key: str) -> str | None:
+        version: str | None = await self._around("head", key, lambda: self.inner.head(key))
+        return version
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version: str = await self._around("put", key, lambda: self.inner.put(key, data, mode=mode))
+        return version
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> builtins.list[str]:
+        keys: builtins.list[str] = await self._around(
+            "list", prefix, lambda: self.inner.list(prefix, start_after=start_after, limit=limit)
+        )
+        return keys
+
+    async def _delete(self, key: str) -> None:
+        await self._around("delete", key, lambda: self.inner.delete(key))
+
+
+def _error(retryable: bool, message: str, key: str) -> StorageError:
+    return RetryableStorageError(message, key) if retryable else StorageError(message, key)
+
+
+def _damage(kind: str, data: bytes, rng: random.Random) -> bytes:
+    if not data:
+        return data
+    if kind == "truncate_read":
+        return data[: rng.randrange(len(data))]
+    position = rng.randrange(len(data))
+    return data[:position] + bytes([data[position] ^ (1 << rng.randrange(8))]) + data[position + 1 :]
+
+
+def _kill_self() -> None:
+    # SIGKILL, not an exception: no finally blocks, no atexit, no flushing.
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install(config: FaultConfig) -> FaultyStore:
+    """Wrap the current vactor_cloud runtime's store in a :class:`FaultyStore` and return it.
+
+    Call it right after ``vactor_cloud.init()``, before the first actor is
+    touched: actors already loaded keep the unwrapped store.
+    """
+    from vactor_cloud.runtime import get_runtime
+
+    runtime = get_runtime()
+    store = FaultyStore(runtime.store, config)
+    runtime.store = store
+    return store
