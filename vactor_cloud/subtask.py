@@ -1,0 +1,564 @@
+"""Sub-workflows: durable, memoized child tasks launched from actor methods.
+
+Inside a writer method, ``vactor_cloud.subtask(fn).map(items)`` runs
+``fn(item)`` for every item in parallel on an executor (a thread pool by
+default, a process pool, or a ``dask.distributed.Client``) and returns the
+results in order. ``.run(*args)`` runs one child.
+
+Guarantees:
+
+* Every finished child's result is checkpointed as a create-only object
+  before the method returns, so before the parent call can commit::
+
+      actors/<id>/tasks/<call_id>/<position:06d>
+
+  ``call_id`` is the parent call's id (stable across commit-conflict retries
+  in one process; derived from the idempotency key, so stable across
+  processes, when the call has one). ``position`` counts the children that
+  one run of the method launched, in launch order, starting at 0.
+* A re-run of the same call (a conflict retry, a replay after another call
+  of its batch raised, or the same idempotency key in a new process after a
+  crash) finds the finished children and returns their stored results
+  without running them again. Only children without a checkpoint run.
+* When two runs of one call race, the first checkpoint written for a
+  position wins and every run returns that result, so all runs agree.
+* A failing child is retried ``max_retries`` times; then its exception is
+  raised in the method (after the other children of the batch finished and
+  were checkpointed). Failures are not memoized: a re-run tries again.
+
+What may run twice: a child whose run was cut off before its checkpoint was
+written (crash, kill, lost response), and children of two runs of one call
+racing each other. Children must therefore be safe to repeat (idempotent
+side effects). Memoization is by position: a method must launch the same
+children in the same order on every run. A checkpoint whose function or
+arguments differ from the child now launched at its position is not used;
+that child runs again and its result is not memoized (a warning is logged).
+
+Outside writer methods (read-only methods, plain code) children run in
+parallel without checkpoints: there is no call to memoize them for.
+
+The layout above is what compaction (``vactor_cloud.compaction``) removes:
+``tasks/<call_id>/`` of calls already committed, or older than its minimum
+age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
+import logging
+import multiprocessing
+import os
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, Generic, ParamSpec, TypeVar
+
+import cloudpickle
+
+from vactor_cloud import _sync, codec
+from vactor_cloud.batch import CallContext, current_call
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    NotFoundError,
+    RetryableStorageError,
+    StateSerializationError,
+)
+from vactor_cloud.storage import ObjectStore
+
+__all__ = ["ExecutorSpec", "Subtask", "subtask", "task_key", "tasks_prefix"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("vactor_cloud.subtask")
+
+#: ``"thread"``, ``"process"``, a ``concurrent.futures.Executor`` or a ``dask.distributed.Client``
+ExecutorSpec = str | Executor | Any
+
+_POSITION_DIGITS = 6
+#: attempts to write one checkpoint through transient storage errors
+_WRITE_ATTEMPTS = 5
+#: threads of the default ``"thread"`` executor (children usually wait on I/O or release the GIL)
+_DEFAULT_THREADS = 32
+
+
+def tasks_prefix(actor_id: str, call_id: str) -> str:
+    """Where the children of one call are checkpointed: ``actors/<id>/tasks/<call_id>/``."""
+    return f"actors/{actor_id}/tasks/{call_id}/"
+
+
+def task_key(actor_id: str, call_id: str, position: int) -> str:
+    """The checkpoint key of one child: ``actors/<id>/tasks/<call_id>/<position:06d>``."""
+    return f"{tasks_prefix(actor_id, call_id)}{position:0{_POSITION_DIGITS}d}"
+
+
+def subtask(
+    fn: Callable[P, R], *, executor: ExecutorSpec | None = None, max_retries: int = 0
+) -> Subtask[P, R]:
+    """Wrap ``fn`` so that calls to it run as durable children of the running actor call.
+
+    ``executor``: ``"thread"`` (default, a shared pool of 32 threads),
+    ``"process"`` (a shared pool of spawned processes, one per CPU), any
+    ``concurrent.futures.Executor``, or a ``dask.distributed.Client``. When
+    omitted, ``init(subtask_executor=...)`` decides. ``max_retries``: how
+    many times a failing child is run again before its exception is raised.
+    """
+    return Subtask(fn, executor=executor, max_retries=max_retries)
+
+
+class Subtask(Generic[P, R]):
+    """A function whose calls run as children of the actor call that launches them (see module doc)."""
+
+    def __init__(
+        self, fn: Callable[P, R], *, executor: ExecutorSpec | None = None, max_retries: int = 0
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"subtask() needs a callable, got {type(fn).__name__}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError("max_retries must be an int >= 0")
+        self.fn = fn
+        self.executor = executor
+        self.max_retries = max_retries
+
+    def options(
+        self, *, executor: ExecutorSpec | None = None, max_retries: int | None = None
+    ) -> Subtask[P, R]:
+        """This subtask with another executor and/or retry count."""
+        return Subtask(
+            self.fn,
+            executor=self.executor if executor is None else executor,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+        )
+
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run one child ``fn(*args, **kwargs)`` and return its (possibly memoized) result."""
+        return self._launch([(args, kwargs)])[0]
+
+    def map(self, *iterables: Iterable[Any]) -> list[R]:
+        """Run ``fn`` on every item (several iterables are zipped, like ``map``); results in order.
+
+        All children run in parallel. If some fail (after their retries), the
+        others still finish and are checkpointed; then the exception of the
+        first failing child, by position, is raised.
+        """
+        return self._launch([(args, {}) for args in zip(*iterables, strict=False)])
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.run(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<subtask {_function_name(self.fn)}>"
+
+    # -- running -----------------------------------------------------------------------
+    def _launch(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[R]:
+        if _sync.in_loop_thread():
+            raise RuntimeError(
+                "subtask children were launched on vactor_cloud's IO loop; launch them from a method"
+            )
+        context = current_call()
+        memo = _Memo.start(context, len(calls)) if context is not None and not context.readonly else None
+        runner = _Runner(_resolve_executor(self.executor, context), self.max_retries, _recipe(context))
+        fingerprints = [_fingerprint(self.fn, args, kwargs) for args, kwargs in calls]
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        unmemoized: set[int] = set()
+        if memo is not None:
+            for index, (fingerprint, value) in memo.load().items():
+                if fingerprint == fingerprints[index]:
+                    results[index] = value
+                    todo.remove(index)
+                else:
+                    logger.warning(
+                        "%s: checkpoint %s was written for another child (%s, not %s); running the child "
+                        "again without memoizing it: launch the same children in the same order on every run",
+                        self,
+                        memo.key(index),
+                        fingerprint,
+                        fingerprints[index],
+                    )
+                    unmemoized.add(index)
+        writes: dict[int, concurrent.futures.Future[bytes | None]] = {}
+        failures: dict[int, BaseException] = {}
+        for index, outcome in runner.run(self.fn, [(i, *calls[i]) for i in todo]):
+            if isinstance(outcome, _Failure):
+                failures[index] = outcome.error
+                continue
+            results[index] = outcome.value
+            if memo is not None and index not in unmemoized:
+                try:
+                    writes[index] = memo.store(index, fingerprints[index], outcome.value)
+                except StateSerializationError as exc:
+                    failures[index] = exc
+        for index, write in writes.items():
+            stored = write.result()
+            if stored is not None:
+                # Another run of this call checkpointed this position first: its result counts.
+                results[index] = memo.decode(index, stored)[1] if memo is not None else results[index]
+        if failures:
+            raise failures[min(failures)]
+        return results
+
+
+@dataclasses.dataclass(slots=True)
+class _Failure:
+    error: BaseException
+
+
+@dataclasses.dataclass(slots=True)
+class _Success:
+    value: Any
+
+
+class _Runner:
+    """Runs children on one executor, retrying failures; yields ``(index, outcome)`` as they finish."""
+
+    def __init__(self, executor: Executor | Any, max_retries: int, recipe: _RuntimeRecipe | None) -> None:
+        self.executor: Any = executor
+        self.max_retries = max_retries
+        self.recipe = recipe
+        self.in_process = isinstance(executor, ThreadPoolExecutor)
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self.in_process:
+            future: Future[Any] = self.executor.submit(_call_here, fn, args, kwargs)
+            return future
+        try:
+            payload = cloudpickle.dumps((self.recipe, fn, args, kwargs))
+        except Exception as exc:
+            failed: Future[Any] = Future()
+            failed.set_exception(
+                StateSerializationError(
+                    f"cannot send {_function_name(fn)} and its arguments to the executor: {exc}"
+                )
+            )
+            return failed
+        if _is_dask_client(self.executor):
+            return _from_dask(self.executor.submit(_run_child, payload, pure=False))
+        submitted: Future[Any] = self.executor.submit(_run_child, payload)
+        return submitted
+
+    def run(
+        self, fn: Callable[..., Any], children: list[tuple[int, tuple[Any, ...], dict[str, Any]]]
+    ) -> Iterable[tuple[int, _Success | _Failure]]:
+        attempts: dict[int, int] = {}
+        pending: dict[Future[Any], tuple[int, tuple[Any, ...], dict[str, Any]]] = {}
+        for child in children:
+            attempts[child[0]] = 1
+            pending[self.submit(fn, child[1], child[2])] = child
+        while pending:
+            done, _ = concurrent.futures.wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                child = pending.pop(future)
+                index = child[0]
+                try:
+                    outcome = _unpack(future.result())
+                except BaseException as exc:  # the executor itself failed (worker lost, unpicklable, ...)
+                    outcome = _Failure(exc)
+                if isinstance(outcome, _Failure) and attempts[index] <= self.max_retries:
+                    logger.info(
+                        "child %d of %s failed (attempt %d): %r; retrying",
+                        index,
+                        _function_name(fn),
+                        attempts[index],
+                        outcome.error,
+                    )
+                    attempts[index] += 1
+                    pending[self.submit(fn, child[1], child[2])] = child
+                    continue
+                yield index, outcome
+
+
+def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Success | _Failure:
+    try:
+        return _Success(fn(*args, **kwargs))
+    except Exception as exc:
+        return _Failure(exc)
+
+
+def _unpack(raw: Any) -> _Success | _Failure:
+    if isinstance(raw, _Success | _Failure):
+        return raw
+    ok, value = cloudpickle.loads(raw)
+    return _Success(value) if ok else _Failure(value)
+
+
+def _run_child(payload: bytes) -> bytes:
+    """Entry point in a worker process: run one child, return ``(ok, value)`` pickled.
+
+    Pickling both ways with cloudpickle lets lambdas, closures and functions
+    of ``__main__`` run on process pools and Dask workers.
+    """
+    recipe, fn, args, kwargs = cloudpickle.loads(payload)
+    _adopt_runtime(recipe)
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        return _pack_failure(exc)
+    try:
+        return bytes(cloudpickle.dumps((True, value)))
+    except Exception as exc:
+        return _pack_failure(
+            StateSerializationError(f"the result of {_function_name(fn)} cannot be pickled: {exc}")
+        )
+
+
+def _pack_failure(exc: Exception) -> bytes:
+    remote = "".join(traceback.format_exception(exc))
+    try:
+        exc.add_note(f"raised in child process {os.getpid()}:\n{remote}")
+        return bytes(cloudpickle.dumps((False, exc)))
+    except Exception:
+        return bytes(
+            cloudpickle.dumps((False, RuntimeError(f"child raised {exc!r} (not picklable):\n{remote}")))
+        )
+
+
+# -- executors ------------------------------------------------------------------------------
+_pools: dict[str, Executor] = {}
+_pools_lock = threading.Lock()
+
+
+def _reset_pools_after_fork() -> None:
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_pools_after_fork)
+
+
+def _shared_pool(kind: str) -> Executor:
+    with _pools_lock:
+        pool = _pools.get(kind)
+        if pool is None:
+            if kind == "thread":
+                pool = ThreadPoolExecutor(_DEFAULT_THREADS, thread_name_prefix="vactor-subtask")
+            else:
+                # spawn: the parent holds the IO-loop thread and worker threads, which fork would not carry.
+                pool = ProcessPoolExecutor(
+                    os.cpu_count() or 2, mp_context=multiprocessing.get_context("spawn")
+                )
+            _pools[kind] = pool
+        return pool
+
+
+def _resolve_executor(spec: ExecutorSpec | None, context: CallContext | None) -> Executor | Any:
+    if spec is None:
+        runtime = context.runtime if context is not None else None
+        if runtime is None:
+            from vactor_cloud.runtime import get_runtime
+
+            runtime = get_runtime()
+        spec = getattr(runtime.settings, "subtask_executor", None) or "thread"
+    if isinstance(spec, str):
+        if spec not in ("thread", "process"):
+            raise ValueError(
+                f"unknown subtask executor {spec!r}: use 'thread', 'process', a concurrent.futures.Executor "
+                "or a dask.distributed.Client"
+            )
+        return _shared_pool(spec)
+    if isinstance(spec, Executor) or _is_dask_client(spec):
+        return spec
+    raise TypeError(
+        f"subtask executor {spec!r} is not 'thread', 'process', a concurrent.futures.Executor "
+        "or a dask.distributed.Client"
+    )
+
+
+def _is_dask_client(executor: object) -> bool:
+    # Only a process that imported distributed can hold a Client: never import dask here.
+    distributed = sys.modules.get("distributed")
+    return distributed is not None and isinstance(executor, distributed.Client)
+
+
+def _from_dask(dask_future: Any) -> Future[Any]:
+    """A ``concurrent.futures.Future`` settled when the Dask future is (which it keeps alive)."""
+    future: Future[Any] = Future()
+    future.dask_future = dask_future  # type: ignore[attr-defined]
+
+    def settle(done: Any) -> None:
+        try:
+            future.set_result(done.result())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    dask_future.add_done_callback(settle)
+    return future
+
+
+# -- worker processes reach the same storage ---------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _RuntimeRecipe:
+    """What a worker process needs to open the parent's storage (children may call actors).
+
+    It carries the signing key: executors run the code the parent sends, so
+    they are as trusted as the parent already.
+    """
+
+    pid: int
+    storage: str
+    storage_options: dict[str, Any]
+    signing_key: bytes | None
+    load_classes_from_storage: bool
+
+
+_adopted: _RuntimeRecipe | None = None
+
+
+def _recipe(context: CallContext | None) -> _RuntimeRecipe | None:
+    if context is None or context.runtime is None:
+        return None
+    settings = context.runtime.settings
+    storage = (
+        settings.storage if isinstance(settings.storage, str) else getattr(settings.storage, "url", None)
+    )
+    if not isinstance(storage, str):
+        return None
+    return _RuntimeRecipe(
+        os.getpid(),
+        storage,
+        dict(settings.storage_options),
+        settings.signing_key,
+        settings.load_classes_from_storage,
+    )
+
+
+def _adopt_runtime(recipe: _RuntimeRecipe | None) -> None:
+    """In a worker process, point vactor_cloud at the parent's storage (once per recipe)."""
+    global _adopted
+    if recipe is None or recipe.pid == os.getpid() or recipe == _adopted:
+        return
+    from vactor_cloud.runtime import init
+
+    init(
+        recipe.storage,
+        signing_key=recipe.signing_key,
+        load_classes_from_storage=recipe.load_classes_from_storage,
+        **recipe.storage_options,
+    )
+    _adopted = recipe
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+_cursor = threading.local()
+
+
+class _Memo:
+    """The checkpoints of one launch (a contiguous range of positions) within one run of a call."""
+
+    def __init__(self, context: CallContext, first: int, count: int) -> None:
+        self.context = context
+        self.first = first
+        self.count = count
+        runtime = context.runtime
+        self.objects: ObjectStore = runtime.store
+        self.signing_key: bytes | None = runtime.settings.signing_key
+
+    @classmethod
+    def start(cls, context: CallContext, count: int) -> _Memo:
+        # Positions restart at 0 on every run of the method: batch.py gives each run
+        # (first run, conflict retry, replay) its own CallContext object. The cursor
+        # holds a strong reference, so an ``is`` test cannot be fooled by id reuse.
+        held = getattr(_cursor, "state", None)
+        first = held[1] if held is not None and held[0] is context else 0
+        _cursor.state = (context, first + count)
+        return cls(context, first, count)
+
+    def key(self, index: int) -> str:
+        return task_key(self.context.actor_id, self.context.call_id, self.first + index)
+
+    def load(self) -> dict[int, tuple[str, Any]]:
+        """Checkpoints already written for this launch, by index: ``(fingerprint, value)``."""
+        # Unpickling user objects may be slow: done here, in the method's thread, not on the IO loop.
+        return {index: self.decode(index, data) for index, data in _sync.sync(self._load()).items()}
+
+    async def _load(self) -> dict[int, bytes]:
+        prefix = tasks_prefix(self.context.actor_id, self.context.call_id)
+        start_after = self.key(-1) if self.first > 0 else None
+        keys = await self.objects.list(prefix, start_after=start_after, limit=self.count)
+        wanted = {self.key(i): i for i in range(self.count)}
+        found = [(wanted[k], k) for k in keys if k in wanted]
+
+        async def read(index: int, key: str) -> tuple[int, bytes | None]:
+            try:
+                return index, (await self.objects.get(key)).data
+            except NotFoundError:  # compacted meanwhile: run the child again
+                return index, None
+
+        blobs = await asyncio.gather(*(read(i, k) for i, k in found))
+        return {index: data for index, data in blobs if data is not None}
+
+    def decode(self, index: int, data: bytes) -> tuple[str, Any]:
+        key = self.key(index)
+        envelope = codec.decode(key, data, signing_key=self.signing_key)
+        meta = envelope.meta
+        if (
+            meta.get("kind") != "task"
+            or meta.get("position") != self.first + index
+            or "result" not in envelope.parts
+        ):
+            raise IntegrityError(key, "not a sub-task checkpoint of this position")
+        try:
+            value = cloudpickle.loads(envelope.parts["result"])
+        except Exception as exc:
+            raise IntegrityError(key, f"the checkpointed result cannot be unpickled here: {exc}") from exc
+        return str(meta.get("fingerprint", "")), value
+
+    def store(self, index: int, fingerprint: str, value: Any) -> concurrent.futures.Future[bytes | None]:
+        """Start writing the checkpoint; the future gives ``None``, or the bytes another run wrote first."""
+        key = self.key(index)
+        try:
+            pickled = cloudpickle.dumps(value)
+        except Exception as exc:
+            raise StateSerializationError(
+                f"{key}: the result of this sub-task cannot be pickled, so it cannot be checkpointed: {exc}"
+            ) from exc
+        meta = {
+            "kind": "task",
+            "actor": self.context.actor_id,
+            "call_id": self.context.call_id,
+            "method": self.context.method,
+            "position": self.first + index,
+            "fingerprint": fingerprint,
+            "time": time.time(),
+        }
+        data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)
+        return _sync.submit(self._put(key, data))
+
+    async def _put(self, key: str, data: bytes) -> bytes | None:
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                await self.objects.put(key, data, mode="create")
+                return None
+            except AlreadyExistsError:
+                # Another run won this position, or our own earlier attempt landed
+                # and its response was lost; either way the stored bytes count.
+                return (await self.objects.get(key)).data
+            except RetryableStorageError:
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+def _fingerprint(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Function name and a digest of the arguments, to notice a checkpoint written for another child."""
+    try:
+        digest = hashlib.sha256(cloudpickle.dumps((args, kwargs))).hexdigest()[:16]
+    except Exception:
+        digest = "unpicklable"
+    return f"{_function_name(fn)}:{digest}"
