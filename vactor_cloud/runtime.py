@@ -73,6 +73,8 @@ class Settings:
     dedup_window: tuple[int, float] = DEFAULT_WINDOW
     #: threads running actor methods
     max_workers: int = 32
+    #: default executor of ``vactor_cloud.subtask``: "thread", "process", an Executor or a dask Client
+    subtask_executor: Any = None
 
 
 class HeadFlusher:
@@ -227,6 +229,7 @@ def init(
     *,
     signing_key: str | bytes | None = None,
     load_classes_from_storage: bool = True,
+    subtask_executor: Any = None,
     **storage_options: Any,
 ) -> None:
     """Choose where actors live for this process.
@@ -237,6 +240,7 @@ def init(
     fsspec filesystem. ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every
     object written and refuses unsigned or altered ones before unpickling.
     Tuning knobs of :class:`Settings` may be passed as ``settings=Settings(...)``.
+    ``subtask_executor`` runs the children of ``vactor_cloud.subtask`` (default: threads).
     """
     global _runtime, _settings
     override: Settings | None = storage_options.pop("settings", None)
@@ -246,6 +250,7 @@ def init(
         storage_options=storage_options,
         signing_key=key.encode("utf-8") if isinstance(key, str) else key,
         load_classes_from_storage=load_classes_from_storage,
+        subtask_executor=subtask_executor,
     )
     if override is not None:
         settings = replace(
@@ -254,6 +259,7 @@ def init(
             storage_options=settings.storage_options,
             signing_key=settings.signing_key,
             load_classes_from_storage=settings.load_classes_from_storage,
+            subtask_executor=subtask_executor if subtask_executor is not None else override.subtask_executor,
         )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, settings
