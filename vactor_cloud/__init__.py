@@ -25,6 +25,7 @@ from vactor_cloud.future import ActorFuture, get
 from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
 from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
 from vactor_cloud.runtime import Settings, get_runtime, init, shutdown
+from vactor_cloud.subtask import Subtask, subtask
 
 __all__ = [
     "ActorClass",
@@ -44,6 +45,7 @@ __all__ = [
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
+    "Subtask",
     "VactorError",
     "__version__",
     "current_call",
@@ -54,6 +56,7 @@ __all__ = [
     "init",
     "list_actors",
     "shutdown",
+    "subtask",
     "virtual_actor",
 ]
 
