@@ -55,7 +55,8 @@ def default_storage() -> str:
 class Settings:
     """Everything ``init()`` configures. Defaults suit S3, GCS and local stores alike."""
 
-    storage: str
+    #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests)
+    storage: str | ObjectStore
     storage_options: dict[str, Any] = field(default_factory=dict)
     #: HMAC key: every object written is signed, every object read must carry a valid tag
     signing_key: bytes | None = None
@@ -110,7 +111,11 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store: ObjectStore = open_store(settings.storage, **settings.storage_options)
+        self.store: ObjectStore = (
+            settings.storage
+            if isinstance(settings.storage, ObjectStore)
+            else open_store(settings.storage, **settings.storage_options)
+        )
         self.loop = _sync.get_loop()
         self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-method")
         self.heads = HeadFlusher(settings.head_interval)
@@ -225,7 +230,7 @@ _runtime_lock = threading.Lock()
 
 
 def init(
-    storage: str | os.PathLike[str] | None = None,
+    storage: str | os.PathLike[str] | ObjectStore | None = None,
     *,
     signing_key: str | bytes | None = None,
     load_classes_from_storage: bool = True,
@@ -235,8 +240,9 @@ def init(
     """Choose where actors live for this process.
 
     ``storage`` is a path, ``file://``, ``memory://``, ``s3://bucket/prefix`` or
-    ``gs://bucket/prefix``; default ``$VACTOR_STORAGE``, else the embedded local
-    store under ``~/.local/share/vactor_cloud``. ``storage_options`` go to the
+    ``gs://bucket/prefix`` (or an :class:`~vactor_cloud.storage.ObjectStore`);
+    default ``$VACTOR_STORAGE``, else the embedded local store under
+    ``~/.local/share/vactor_cloud``. ``storage_options`` go to the
     fsspec filesystem. ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every
     object written and refuses unsigned or altered ones before unpickling.
     Tuning knobs of :class:`Settings` may be passed as ``settings=Settings(...)``.
@@ -246,7 +252,13 @@ def init(
     override: Settings | None = storage_options.pop("settings", None)
     key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
     settings = Settings(
-        storage=os.fspath(storage) if storage is not None else default_storage(),
+        storage=(
+            storage
+            if isinstance(storage, ObjectStore)
+            else os.fspath(storage)
+            if storage is not None
+            else default_storage()
+        ),
         storage_options=storage_options,
         signing_key=key.encode("utf-8") if isinstance(key, str) else key,
         load_classes_from_storage=load_classes_from_storage,
