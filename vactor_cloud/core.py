@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from vactor_cloud.batch import PendingCall, apply_batch, run_readonly
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorClass, lookup_local_class
-from vactor_cloud.errors import ActorNotFoundError, CommitConflictError
+from vactor_cloud.errors import ActorNotFoundError, CommitConflictError, CommitOutcomeUnknownError
+from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class ActorCore:
         self._queue: deque[PendingCall] = deque()
         self._draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: external events waiting for this actor (folded into commits, see inbox.py)
+        self.inbox = ActorInbox(self)
         self._load_lock: asyncio.Lock | None = None
 
     # -- submission (any thread) -------------------------------------------------
@@ -216,6 +219,7 @@ class ActorCore:
         settings = self.runtime.settings
         loop = asyncio.get_running_loop()
         attempts = 0
+        give_up_at = time.monotonic() + settings.commit_timeout
         while True:
             try:
                 await self.ensure_loaded()
@@ -225,6 +229,7 @@ class ActorCore:
                 assert base is not None
                 validated = self.validated_at
                 definition = await self._sync_definition(base)
+                calls = await self.inbox.fold(batch, base, definition)
                 live = self._live[1] if self._live is not None and self._live[0] == base.step else None
                 self._live = None
                 result = await loop.run_in_executor(
@@ -234,12 +239,12 @@ class ActorCore:
                     self.actor_id,
                     base,
                     live,
-                    batch,
+                    calls,
                     self.runtime,
                     settings.dedup_window,
                 )
                 if result.state is None:
-                    _settle(batch, result.outcomes)
+                    self.inbox.settle(batch, calls, result)
                     return
                 ref = await self._class_ref_for_commit(definition, base)
                 record = StepRecord(
@@ -254,16 +259,20 @@ class ActorCore:
                     dedup=result.dedup,
                 )
                 put_started = time.monotonic()
-                await self.log.put_step(record)
-                if put_started - validated > settings.fresh_window and not await self._above_watermark(
-                    record
+                clean = await self.log.put_step(record)
+                # Timed at the put's *end*: a put can stall (network, client retries)
+                # past fresh_window and land after a compaction deleted its number.
+                if time.monotonic() - validated > settings.fresh_window and not await self._above_watermark(
+                    record, clean
                 ):
                     raise _BelowWatermarkError
             except (StepTakenError, _BelowWatermarkError) as lost:
                 if isinstance(lost, StepTakenError):
                     self._accept(lost.winner, self.validated_at)
                 attempts += 1
-                if attempts >= settings.max_commit_attempts:
+                # Bounded by time as well as count: under heavy contention a
+                # writer may lose many rounds in a row yet get through soon after.
+                if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
                     _fail(batch, CommitConflictError(self.actor_id, attempts))
                     return
                 await asyncio.sleep(_backoff(attempts))
@@ -274,22 +283,27 @@ class ActorCore:
                 return
             self._accept(record, put_started)
             self._live = (record.step, result.instance)
-            _settle(batch, result.outcomes)
+            self.inbox.settle(batch, calls, result)
             self.runtime.heads.mark(self)
             return
 
-    async def _above_watermark(self, record: StepRecord) -> bool:
+    async def _above_watermark(self, record: StepRecord, clean: bool) -> bool:
         """After a slow commit: is our step above the retention watermark?
 
         A writer stalled longer than ``fresh_window`` may have created a step
         number that a compaction deleted meanwhile. Such an object is not a
-        commit: delete it and retry.
+        commit: delete it and retry. If the put needed a retry (``clean`` is
+        False), an earlier attempt may have committed and been compacted
+        since: retrying could apply the calls twice, so the outcome is
+        reported as unknown instead.
         """
         watermark = await self.log.read_gc()
         if record.step >= watermark:
             return True
         await self.log.store.delete(self.log.step_key(record.step))
         self._invalidate()
+        if not clean:
+            raise CommitOutcomeUnknownError(self.actor_id, record.step)
         return False
 
     async def _class_ref_for_commit(self, definition: ActorClass, base: StepRecord) -> ClassRef:
@@ -357,5 +371,9 @@ def _resolve(future: Future[Any], outcome: Outcome) -> None:
 
 
 def _backoff(attempt: int) -> float:
-    """Jittered exponential backoff between conflicting commit attempts (capped at 0.5 s)."""
-    return float(min(0.5, 0.002 * 2 ** min(attempt, 10)) * random.random())
+    """Jittered exponential backoff between conflicting commit attempts (capped at 50 ms).
+
+    The cap is a few round trips: a loser that sleeps much longer than the
+    winner's commit cycle only falls further behind.
+    """
+    return float(min(0.05, 0.001 * 2 ** min(attempt, 10)) * random.random())

@@ -10,6 +10,7 @@ and ``except LookupError`` keep working::
     ├── ActorDefinitionError        (TypeError)
     ├── StateSerializationError     (TypeError)
     ├── CommitConflictError
+    ├── CommitOutcomeUnknownError   a retried commit raced a compaction
     ├── IntegrityError
     │   └── FormatVersionError      a newer vactor_cloud wrote this object
     └── StorageError                (OSError)
@@ -31,6 +32,7 @@ __all__ = [
     "ActorNotFoundError",
     "AlreadyExistsError",
     "CommitConflictError",
+    "CommitOutcomeUnknownError",
     "ConflictError",
     "FormatVersionError",
     "IntegrityError",
@@ -115,6 +117,24 @@ class CommitConflictError(VactorError):
         )
         self.actor_id = actor_id
         self.attempts = attempts
+
+
+class CommitOutcomeUnknownError(VactorError):
+    """A commit whose put had to be retried landed below the retention watermark.
+
+    An earlier attempt may have committed (and been compacted since) or not;
+    nothing tells which. Raised instead of retrying (which could apply the
+    calls twice) or reporting success (which could be false).
+    """
+
+    def __init__(self, actor_id: str, step: int) -> None:
+        super().__init__(
+            f"actor {actor_id!r}: the commit of step {step} was retried after an ambiguous storage error "
+            "and a compaction deleted that step number meanwhile; the calls may or may not have been "
+            "applied: check the actor's state (or use an idempotency key) before retrying"
+        )
+        self.actor_id = actor_id
+        self.step = step
 
 
 class IntegrityError(VactorError):

@@ -219,7 +219,7 @@ class ActorLog:
             raise IntegrityError(key, f"holds step {record.step}, not {step}")
         return record
 
-    async def put_step(self, record: StepRecord) -> None:
+    async def put_step(self, record: StepRecord) -> bool:
         """Commit ``record`` with a create-only put: the linearization point.
 
         Returns normally when *our* object is at ``steps/N`` — including when
@@ -228,6 +228,10 @@ class ActorLog:
         another writer's object is there. Storage errors after which the
         outcome cannot be learned propagate; the commit may or may not have
         happened.
+
+        Returns ``True`` when the first request created the object outright,
+        ``False`` when it took a retry (an earlier attempt may have landed
+        first: the retention check in the runtime needs to know).
         """
         key = self.step_key(record.step)
         data = record.encode(key, self.signing_key)
@@ -235,7 +239,7 @@ class ActorLog:
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
                 await self.store.put(key, data, mode="create")
-                return
+                return attempt == 0
             except AlreadyExistsError:
                 pass
             except RetryableStorageError as exc:
@@ -253,7 +257,7 @@ class ActorLog:
                 continue
             if existing is not None:
                 if existing.writer == record.writer:
-                    return
+                    return False
                 raise StepTakenError(existing)
             await asyncio.sleep(_backoff(attempt))
         assert last_error is not None
@@ -296,9 +300,10 @@ class ActorLog:
             at_head, after_head = await asyncio.gather(
                 self.read_step(head.step), self.read_step(head.step + 1)
             )
-            start = after_head or at_head
-            if start is not None:
-                return (await self.probe_from(start))[0] if after_head is not None else start
+            # HEAD's own step gone means a compaction passed after we read HEAD: what
+            # lies past it may be a below-watermark leftover, so take the listing path.
+            if at_head is not None:
+                return (await self.probe_from(after_head))[0] if after_head is not None else at_head
         steps = await self.list_steps()
         if not steps:
             return None
