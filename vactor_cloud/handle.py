@@ -13,6 +13,7 @@ from vactor_cloud.errors import VactorError
 from vactor_cloud.future import ActorFuture
 
 if TYPE_CHECKING:
+    from vactor_cloud.compaction import CompactionReport
     from vactor_cloud.history import HistoryEntry
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -77,6 +78,25 @@ class ActorHandle:
         from vactor_cloud.history import state_at
 
         return state_at(self.actor_id, step)
+
+    def compact(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+        """Delete steps older than the ``keep_last`` newest (see :mod:`vactor_cloud.compaction`).
+
+        Never deletes the newest step, nor a step whose successor is younger
+        than ``min_age`` seconds; safe while other processes call the actor.
+        """
+        from vactor_cloud.compaction import compact_actor
+
+        return _sync.sync(compact_actor(self.actor_id, keep_last, min_age=min_age))
+
+    async def compact_async(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+        """Async twin of :meth:`compact`; awaitable from any event loop."""
+        import asyncio
+
+        from vactor_cloud.compaction import compact_actor
+
+        coro = compact_actor(self.actor_id, keep_last, min_age=min_age)
+        return await asyncio.wrap_future(_sync.submit(coro))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_get_actor_handle, (self.actor_id,))

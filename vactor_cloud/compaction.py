@@ -1,0 +1,321 @@
+"""Retention: delete an actor's old steps behind a low-watermark (DESIGN.md §5).
+
+``compact(log, keep_last=K)`` keeps the K newest steps (at least; see
+``min_age``) and deletes the older ones, in this order:
+
+1. find the newest step L (HEAD, then probe past it);
+2. move HEAD forward to L, so that no reader starts from a step about to go;
+3. choose the new watermark M <= L - K + 1 (never above the newest, and
+   lowered further so that no deleted step has a successor younger than
+   ``min_age`` seconds by the successor's recorded wall-clock ``time``);
+4. raise ``actors/<id>/gc`` to ``{"min_step": M}`` (forward only, by
+   create or if-match) *before* deleting anything;
+5. delete every step below M that still exists (including leftovers of an
+   interrupted compaction, or an object a stalled writer re-created);
+6. delete sub-workflow checkpoints under ``actors/<id>/tasks/<call_id>/``
+   whose call was committed in a deleted step or that are older than
+   ``min_age``.
+
+Why this is safe for writers: a commit is a create-only put of ``steps/N+1``.
+A writer that held step N while a compaction deleted N+1 could re-create that
+number. A writer whose cache is older than ``Settings.fresh_window`` (or whose
+put completed later than that after validating) reads ``gc`` after its put and
+treats a step below the watermark as a lost race (it deletes its object and
+retries). A writer with a fresher cache skips that read; it is safe because
+step N+1 can only be deleted once its successor N+2 is ``min_age`` old, and
+N+2 was written after the writer validated: so ``min_age`` must exceed
+``fresh_window`` plus the clock skew between machines. ``ActorHandle.compact``
+refuses a ``min_age`` below the runtime's ``fresh_window``; this function
+takes what it is given (tests use ``min_age=0`` with ``fresh_window=0``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from vactor_cloud import codec
+from vactor_cloud.errors import (
+    ActorNotFoundError,
+    AlreadyExistsError,
+    IntegrityError,
+    NotFoundError,
+    PreconditionFailedError,
+    RetryableStorageError,
+    VactorError,
+)
+from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.storage import IfMatch
+
+__all__ = ["CompactionReport", "compact", "raise_watermark"]
+
+T = TypeVar("T")
+
+#: requests in flight at once while reading or deleting many objects
+_PARALLEL = 16
+#: keys per LIST page while walking the steps to delete
+_PAGE = 1000
+_WATERMARK_ATTEMPTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionReport:
+    """What one compaction did.
+
+    ``watermark`` is the ``gc`` low-watermark after the run: every step below
+    it is gone (or going), every step from it to ``newest`` was kept.
+    ``held_by_min_age`` counts the steps ``keep_last`` alone would have
+    deleted but ``min_age`` kept.
+    """
+
+    actor_id: str
+    newest: int
+    watermark: int
+    deleted_steps: int
+    deleted_tasks: int
+    held_by_min_age: int
+
+    @property
+    def kept_steps(self) -> int:
+        return self.newest - self.watermark + 1
+
+
+async def compact(log: ActorLog, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+    """Delete the steps of ``log``'s actor older than its ``keep_last`` newest.
+
+    Never deletes the newest step, and never a step whose successor was
+    written less than ``min_age`` seconds ago (by the successor's recorded
+    wall-clock time). The watermark is raised before anything is deleted, so
+    a writer stalled across the compaction cannot re-create a deleted step
+    number and report it as committed. Safe to run concurrently with writers,
+    readers and other compactions; idempotent. ``ActorNotFoundError`` if the
+    actor has no steps.
+    """
+    if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
+        raise ValueError(
+            f"keep_last must be an integer >= 1 (the newest step is always kept), got {keep_last!r}"
+        )
+    if min_age < 0:
+        raise ValueError(f"min_age must be >= 0 seconds, got {min_age!r}")
+    started = time.time()
+
+    head = await log.read_head()
+    newest = await log.load_latest(head)
+    if newest is None:
+        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    # Readers start at HEAD: move it past everything we may delete first.
+    await log.advance_head(newest.step, newest.class_ref, head)
+
+    current, _ = await _read_watermark(log)
+    by_count = max(0, newest.step - keep_last + 1)
+    target = by_count
+    if min_age > 0 and by_count > current:
+        target = await _youngest_allowed(log, max(current, 0), by_count, started - min_age)
+    watermark = await raise_watermark(log, max(target, current))
+
+    doomed = await _steps_below(log, watermark)
+    tasks = await _task_calls(log)
+    committed_calls: set[str] = set()
+    if tasks and doomed:
+        committed_calls = await _calls_in(log, doomed)
+    # Ascending order: while this runs, the remaining steps stay contiguous.
+    for chunk in _chunks(doomed, _PARALLEL):
+        await asyncio.gather(*(log.store.delete(log.step_key(step)) for step in chunk))
+    deleted_tasks = await _delete_tasks(log, tasks, committed_calls, started - min_age)
+    return CompactionReport(
+        actor_id=log.actor_id,
+        newest=newest.step,
+        watermark=watermark,
+        deleted_steps=len(doomed),
+        deleted_tasks=deleted_tasks,
+        held_by_min_age=max(0, by_count - max(target, current)),
+    )
+
+
+async def raise_watermark(log: ActorLog, min_step: int) -> int:
+    """Raise the actor's ``gc`` watermark to at least ``min_step``; return its value after.
+
+    Forward only: a concurrent compaction that raised it further wins, and
+    the higher value is returned. Create when absent, else if-match.
+    """
+    for _ in range(_WATERMARK_ATTEMPTS):
+        current, version = await _read_watermark(log)
+        if current >= min_step:
+            return current
+        data = codec.encode(
+            log.gc_key,
+            {"kind": "gc", "min_step": min_step, "time": time.time()},
+            signing_key=log.signing_key,
+        )
+        try:
+            if version is None:
+                await log.store.put(log.gc_key, data, mode="create")
+            else:
+                await log.store.put(log.gc_key, data, mode=IfMatch(version))
+            return min_step
+        except (AlreadyExistsError, PreconditionFailedError, RetryableStorageError):
+            # Another compaction moved it (or the answer was lost): re-read and decide again.
+            continue
+    raise VactorError(
+        f"actor {log.actor_id!r}: could not raise the retention watermark to {min_step} after "
+        f"{_WATERMARK_ATTEMPTS} attempts (concurrent compactions?); nothing was deleted, retry later"
+    )
+
+
+async def _read_watermark(log: ActorLog) -> tuple[int, str | None]:
+    try:
+        blob = await log.store.get(log.gc_key)
+    except NotFoundError:
+        return 0, None
+    env = codec.decode(log.gc_key, blob.data, signing_key=log.signing_key)
+    try:
+        return int(env.meta["min_step"]), blob.version
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IntegrityError(log.gc_key, f"malformed gc watermark: {exc}") from None
+
+
+async def _youngest_allowed(log: ActorLog, low: int, high: int, cutoff: float) -> int:
+    """The largest M in [low, high] whose step was written at or before ``cutoff``.
+
+    Deleting the steps below M deletes no step whose successor is younger
+    than ``cutoff``: the chain is causal, so every successor n+1 <= M was
+    written before step M. Binary search, assuming recorded times grow along
+    the chain (true up to clock skew between writers). Missing steps (already
+    deleted) count as old.
+    """
+    if not await _written_before(log, low, cutoff):
+        return low
+    while low < high:
+        mid = (low + high + 1) // 2
+        if await _written_before(log, mid, cutoff):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+async def _written_before(log: ActorLog, step: int, cutoff: float) -> bool:
+    record = await log.read_step(step)
+    return record is None or record.time <= cutoff
+
+
+async def _steps_below(log: ActorLog, watermark: int) -> list[int]:
+    """Every existing step number below ``watermark``, ascending (LIST, page by page)."""
+    found: list[int] = []
+    after: int | None = None
+    while True:
+        page = await log.list_steps(after=after, limit=_PAGE)
+        below = [step for step in page if step < watermark]
+        found.extend(below)
+        if len(page) < _PAGE or len(below) < len(page):
+            return found
+        after = page[-1]
+
+
+async def _calls_in(log: ActorLog, steps: list[int]) -> set[str]:
+    """Call ids committed in ``steps`` (a step that cannot be read contributes none)."""
+
+    async def calls_of(step: int) -> list[str]:
+        try:
+            record: StepRecord | None = await log.read_step(step)
+        except IntegrityError:
+            return []
+        return [] if record is None else [call.call_id for call in record.calls]
+
+    found: set[str] = set()
+    for chunk in _chunks(steps, _PARALLEL):
+        for ids in await asyncio.gather(*(calls_of(step) for step in chunk)):
+            found.update(ids)
+    return found
+
+
+async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
+    """Sub-workflow checkpoints ``tasks/<call_id>/...`` grouped by call id."""
+    prefix = f"{log.prefix}tasks/"
+    grouped: dict[str, list[str]] = {}
+    for key in await log.store.list(prefix):
+        call_id, sep, _ = key[len(prefix) :].partition("/")
+        if sep:
+            grouped.setdefault(call_id, []).append(key)
+    return grouped
+
+
+async def _delete_tasks(
+    log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float
+) -> int:
+    """Delete the checkpoints of calls committed in deleted steps, or written before ``cutoff``.
+
+    A call committed long ago never runs again (a retry with its idempotency
+    key is answered from the step's table), so its children are not needed.
+    A checkpoint older than ``cutoff`` belongs to a call abandoned (or running
+    longer than ``min_age``, which then recomputes the children it loses).
+    The age is the ``time`` in the checkpoint's metadata; a checkpoint without
+    a readable time is kept.
+    """
+    doomed: list[str] = []
+    undecided = [call_id for call_id in tasks if call_id not in committed_calls]
+    for call_id, keys in tasks.items():
+        if call_id in committed_calls:
+            doomed.extend(keys)
+    for chunk in _chunks(undecided, _PARALLEL):
+        ages = await asyncio.gather(*(_checkpoint_time(log, min(tasks[c])) for c in chunk))
+        for call_id, written in zip(chunk, ages, strict=True):
+            if written is not None and written <= cutoff:
+                doomed.extend(tasks[call_id])
+    for keys in _chunks(doomed, _PARALLEL):
+        await asyncio.gather(*(log.store.delete(key) for key in keys))
+    return len(doomed)
+
+
+async def _checkpoint_time(log: ActorLog, key: str) -> float | None:
+    try:
+        blob = await log.store.get(key)
+        meta = codec.decode(key, blob.data, signing_key=log.signing_key).meta
+        written = meta.get("time")
+    except (NotFoundError, IntegrityError):
+        return None
+    return float(written) if isinstance(written, int | float) else None
+
+
+def _chunks(items: Iterable[T], size: int) -> list[list[T]]:
+    batch: list[T] = []
+    out: list[list[T]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            out.append(batch)
+            batch = []
+    if batch:
+        out.append(batch)
+    return out
+
+
+async def compact_actor(actor_id: str, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+    """Compact the actor ``actor_id`` of the current runtime (what ``ActorHandle.compact`` runs).
+
+    Refuses a ``min_age`` below the runtime's ``Settings.fresh_window``: a
+    writer trusting a cache that fresh does not read the watermark, so a
+    step it is about to re-create must not be deletable yet (see the module
+    docstring). Every process sharing the store should use the same
+    ``fresh_window``, and ``min_age`` should also cover the clock skew
+    between their machines.
+    """
+    from vactor_cloud.runtime import get_runtime
+
+    runtime = get_runtime()
+    fresh_window = runtime.settings.fresh_window
+    if min_age < fresh_window:
+        raise ValueError(
+            f"min_age={min_age} s is below Settings.fresh_window={fresh_window} s: a writer trusting a "
+            "cache that fresh could re-create a deleted step unnoticed; pass min_age >= fresh_window "
+            "plus your machines' clock skew (or lower fresh_window in init(settings=...))"
+        )
+    core = runtime.core(actor_id)
+    report = await compact(core.log, keep_last, min_age=min_age)
+    if core.record is not None and core.record.step < report.watermark:
+        # This process's cache points below the watermark: forget it rather than commit on it.
+        core._invalidate()
+    return report
