@@ -62,8 +62,10 @@ class Settings:
     signing_key: bytes | None = None
     #: False: never unpickle class bodies from storage; only importable classes are used
     load_classes_from_storage: bool = True
-    #: a writer that keeps losing the race gives up after this many attempts
-    max_commit_attempts: int = 50
+    #: a writer that keeps losing the race gives up after this many attempts...
+    max_commit_attempts: int = 2000
+    #: ...or after this many seconds, whichever comes first (CommitConflictError)
+    commit_timeout: float = 120.0
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
     #: HEAD is moved at most this often per actor (seconds)
