@@ -1,0 +1,240 @@
+"""External events: send them to an actor, apply them exactly once, wait for them.
+
+::
+
+    @virtual_actor
+    class Order:
+        @virtual_actor.on_event("paid")
+        def on_paid(self, payload):
+            self.paid = payload["amount"]
+            return self.paid
+
+    send_event("order-7", "paid", {"amount": 30}, event_id="stripe-evt-123")
+    Order.get_or_create("order-7").process_events()          # or any writer call
+    handle.wait_for_event("paid", timeout=10)                 # -> 30
+
+Guarantees (the inbox protocol itself is described in ``inbox.py``):
+
+* ``send_event`` costs one create-only PUT (plus, the first time this
+  process sends to an actor it has not loaded, one LIST to check that the
+  actor exists). It never waits for the actor's writers. Sending the same
+  ``event_id`` twice stores it once.
+* Each event is applied exactly once, by the handler marked
+  ``@virtual_actor.on_event(name)``, in inbox order, folded into the actor's
+  next commit: any writer call, ``process_events()``, ``wait_for_event()``
+  or ``vactor events drain``. The handler's result (or exception) is
+  recorded in that same commit; its mutations are discarded if it raises.
+* An event nobody handles stays in the inbox and is listed by
+  ``vactor events ls``; it is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+import weakref
+from concurrent.futures import Future
+from typing import Any
+
+from vactor_cloud import _sync
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
+from vactor_cloud.inbox import (
+    MAX_EVENTS_PER_COMMIT,
+    PROCESS_EVENTS,
+    encode_event,
+    event_dedup_key,
+    serialize_payload,
+    validate_event_id,
+)
+from vactor_cloud.log import StepRecord
+from vactor_cloud.runtime import Runtime, get_runtime
+
+__all__ = [
+    "applied_event",
+    "process_events",
+    "process_events_async",
+    "send_event",
+    "send_event_async",
+    "wait_for_event",
+    "wait_for_event_async",
+]
+
+#: actors this process knows to exist, per runtime (actors are never deleted)
+_existing: weakref.WeakKeyDictionary[Runtime, set[str]] = weakref.WeakKeyDictionary()
+#: process_events() gives up after this many commits in one call (MAX_EVENTS_PER_COMMIT each)
+_MAX_ROUNDS = 1000
+
+
+def _prepare(name: str, payload: Any, event_id: str | None, serializer: str) -> tuple[str, bytes]:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"the event name must be a non-empty string, got {name!r}")
+    event_id = uuid.uuid4().hex if event_id is None else validate_event_id(event_id)
+    return event_id, serialize_payload(payload, serializer)
+
+
+async def _actor_exists(runtime: Runtime, actor_id: str) -> bool:
+    core = runtime.core(actor_id)
+    known = _existing.setdefault(runtime, set())
+    if core.record is not None or actor_id in known:
+        return True
+    if await runtime.store.list(core.log.steps_prefix, limit=1):
+        known.add(actor_id)
+        return True
+    return False
+
+
+async def _send(
+    actor_id: str, name: str, event_id: str, payload: bytes, serializer: str, create: bool
+) -> str:
+    runtime = get_runtime()
+    if not create and not await _actor_exists(runtime, actor_id):
+        raise ActorNotFoundError(actor_id, runtime.store.describe())
+    key, data = encode_event(actor_id, event_id, name, payload, serializer, runtime.settings.signing_key)
+    try:
+        await runtime.store.put(key, data, mode="create")
+    except AlreadyExistsError:
+        pass  # this event id is already waiting (or our own earlier attempt landed)
+    runtime.core(actor_id).inbox.signal()
+    return event_id
+
+
+def send_event(
+    actor_id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    event_id: str | None = None,
+    create: bool = False,
+    serializer: str = "json",
+) -> str:
+    """Put event ``name`` with ``payload`` into actor ``actor_id``'s inbox; return its event id.
+
+    Give ``event_id`` (a webhook's delivery id, a message id) to make
+    retried sends safe: an event id is stored once and applied once (within
+    the dedup window, even after it left the inbox). Without it a fresh id
+    is generated and every send is a new event.
+
+    ``ActorNotFoundError`` if the actor does not exist, unless
+    ``create=True``: the event then waits in the inbox and is applied after
+    the actor is created (by ``get_or_create``), at its first commit.
+
+    ``serializer``: ``"json"`` (default; plain data, readable by actors using
+    either serializer) or ``"pickle"`` (any Python object; refused, and
+    kept, by actors using the json serializer). A payload that cannot be
+    serialized raises ``StateSerializationError`` before anything is written.
+    """
+    event_id, data = _prepare(name, payload, event_id, serializer)
+    return _sync.sync(_send(actor_id, name, event_id, data, serializer, create))
+
+
+async def send_event_async(
+    actor_id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    event_id: str | None = None,
+    create: bool = False,
+    serializer: str = "json",
+) -> str:
+    """Async twin of :func:`send_event`; awaitable from any event loop."""
+    event_id, data = _prepare(name, payload, event_id, serializer)
+    coro = _send(actor_id, name, event_id, data, serializer, create)
+    return await asyncio.wrap_future(_sync.submit(coro))
+
+
+# -- applying ------------------------------------------------------------------------------
+async def _process(actor_id: str) -> int:
+    runtime = get_runtime()
+    core = runtime.core(actor_id)
+    await core.ensure_loaded()
+    total = 0
+    for _ in range(_MAX_ROUNDS):
+        future: Future[int] = Future()
+        core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+        applied = await asyncio.wrap_future(future)
+        total += applied
+        if applied < MAX_EVENTS_PER_COMMIT:
+            break
+    await core.inbox.wait_deleted()
+    return total
+
+
+def process_events(actor_id: str) -> int:
+    """Apply every pending event of ``actor_id`` now; return how many this call applied.
+
+    Each is applied exactly once (events another process applied meanwhile
+    are only cleaned up), and removed from the inbox after its commit.
+    Events without a handler stay. ``ActorNotFoundError`` if the actor does
+    not exist.
+    """
+    return _sync.sync(_process(actor_id))
+
+
+async def process_events_async(actor_id: str) -> int:
+    """Async twin of :func:`process_events`."""
+    return await asyncio.wrap_future(_sync.submit(_process(actor_id)))
+
+
+def applied_event(record: StepRecord, name: str, event_id: str | None = None) -> Outcome | None:
+    """The recorded outcome of the newest applied event ``name`` (or of ``event_id``) as of ``record``.
+
+    Looks in the idempotency table, so it knows events applied within the
+    dedup window.
+    """
+    table = DedupTable.load(record.dedup, record.serializer)
+    if event_id is not None:
+        return table.get(event_dedup_key(name, event_id))
+    prefix = event_dedup_key(name, "")
+    for key in reversed(list(table.entries)):
+        if key.startswith(prefix):
+            return table.entries[key][1]
+    return None
+
+
+async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
+    runtime = get_runtime()
+    core = runtime.core(actor_id)
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        # The waiter drives the inbox itself: an idle actor has no writer to do it.
+        await _process(actor_id)
+        record = await core.revalidate()
+        outcome = applied_event(record, name, event_id)
+        if outcome is not None:
+            return outcome.unwrap()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
+            raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 1.0)
+
+
+def wait_for_event(
+    actor_id: str, name: str, timeout: float | None = None, *, event_id: str | None = None
+) -> Any:
+    """Block until an event ``name`` has been applied; return its handler's result.
+
+    If one was already applied (within the dedup window), the newest one's
+    result is returned at once; with ``event_id``, that event's. A handler
+    that raised has its exception re-raised here. While waiting, pending
+    events are applied (as ``process_events`` does), polling with a backoff
+    up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
+    """
+    if event_id is not None:
+        validate_event_id(event_id)
+    return _sync.sync(_wait(actor_id, name, timeout, event_id))
+
+
+async def wait_for_event_async(
+    actor_id: str, name: str, timeout: float | None = None, *, event_id: str | None = None
+) -> Any:
+    """Async twin of :func:`wait_for_event`."""
+    if event_id is not None:
+        validate_event_id(event_id)
+    return await asyncio.wrap_future(_sync.submit(_wait(actor_id, name, timeout, event_id)))

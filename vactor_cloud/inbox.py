@@ -1,0 +1,434 @@
+"""An actor's inbox: external events waiting under ``actors/<id>/inbox/``, folded into commits.
+
+Object layout::
+
+    actors/<id>/inbox/<event_id>    one event, create-only: sending an event id twice stores it once
+
+The key is the event id alone, so the create-only put *is* the
+deduplication of pending events. Order cannot come from the key (an event
+id sent again later must land on the same key), so every event object
+records where it stands: its sender's clock (wall time, made monotonic per
+sending process), the sending process's random id, and a per-process
+sequence number.
+
+Inbox order: pending events are applied sorted by ``(time, sender, seq)``.
+Events from one sending process are therefore applied in the order they
+were sent, as long as each send returned before the next began (a send
+that returned is visible to every later listing). Between different
+senders the order follows their clocks; an event that becomes visible
+after later-stamped ones were applied is applied at the next fold, after
+them.
+
+Exactly once: applying an event is an idempotent call whose key is
+``event_dedup_key(name, event_id)``; its outcome (the handler's result or
+exception) goes into the step's idempotency table in the same create-only
+put that commits its effect. Inbox objects are deleted only after that
+commit. A writer that dies between the commit and the deletes leaves
+objects behind that the next fold finds in the table and deletes without
+applying them again. Within the dedup window (see ``dedup.py``) an event id
+is applied at most once even if it is sent again after its object was
+deleted.
+
+When a commit looks at the inbox: a LIST on every warm commit would double
+the requests of the cheapest path, so a commit lists the inbox only when
+
+* ``process_events()`` asked (always), or
+* this process sent an event to the actor since its last listing, or
+* it is the first commit of this actor in this process, or
+* the last listing is older than ``fresh_window`` (5 s by default).
+
+So a busy actor spends at most one LIST per ``fresh_window`` on events from
+other processes, and applies them within that delay; an idle actor applies
+them when someone calls ``process_events()`` (or ``vactor events drain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import os
+import pickle
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from vactor_cloud import codec
+from vactor_cloud.batch import BatchResult, PendingCall
+from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.definition import ActorClass
+from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
+from vactor_cloud.log import StepRecord, actor_prefix
+from vactor_cloud.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from vactor_cloud.core import ActorCore
+
+__all__ = [
+    "MAX_EVENTS_PER_COMMIT",
+    "PAYLOAD_SERIALIZERS",
+    "PROCESS_EVENTS",
+    "ActorInbox",
+    "InboxEvent",
+    "encode_event",
+    "event_dedup_key",
+    "inbox_key",
+    "inbox_prefix",
+    "list_inbox",
+    "read_event",
+    "validate_event_id",
+]
+
+logger = logging.getLogger("vactor_cloud")
+
+#: method name of the queued marker call behind ``process_events()``; never a real method
+PROCESS_EVENTS = "__vactor_process_events__"
+#: most events folded into one commit (the rest go into the next ones)
+MAX_EVENTS_PER_COMMIT = 256
+PAYLOAD_SERIALIZERS = ("json", "pickle")
+_MAX_EVENT_ID_BYTES = 512
+_FETCH_CONCURRENCY = 32
+
+
+def inbox_prefix(actor_id: str) -> str:
+    return f"{actor_prefix(actor_id)}inbox/"
+
+
+def inbox_key(actor_id: str, event_id: str) -> str:
+    return f"{inbox_prefix(actor_id)}{event_id}"
+
+
+def event_dedup_key(name: str, event_id: str) -> str:
+    """The idempotency-table key recording that event ``event_id`` (named ``name``) was applied.
+
+    NUL bytes cannot come from an idempotency key a caller would type, so
+    event keys never collide with call keys.
+    """
+    return f"\x00event\x00{name}\x00{event_id}"
+
+
+def validate_event_id(event_id: object) -> str:
+    """``ValueError`` unless ``event_id`` can name an inbox object on every backend."""
+    if not isinstance(event_id, str) or not event_id:
+        raise ValueError(f"event_id must be a non-empty string, got {event_id!r}")
+    if "/" in event_id or "\\" in event_id or event_id in (".", ".."):
+        raise ValueError(
+            f"event_id {event_id!r} contains a slash or is a path component; use another separator"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in event_id):
+        raise ValueError(f"event_id {event_id!r} contains control characters")
+    if len(event_id.encode("utf-8")) > _MAX_EVENT_ID_BYTES:
+        raise ValueError(f"event_id is longer than {_MAX_EVENT_ID_BYTES} bytes in UTF-8")
+    return event_id
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """One event as stored in an inbox object."""
+
+    key: str
+    event_id: str
+    name: str
+    payload: bytes
+    serializer: str
+    time: float
+    sender: str
+    seq: int
+
+    @property
+    def order(self) -> tuple[float, str, int, str]:
+        """Inbox order: sender clock, then sender, then the sender's sequence number."""
+        return (self.time, self.sender, self.seq, self.event_id)
+
+    @property
+    def dedup_key(self) -> str:
+        return event_dedup_key(self.name, self.event_id)
+
+    def load_payload(self) -> Any:
+        if self.serializer == "json":
+            return json.loads(self.payload.decode("utf-8"))
+        return pickle.loads(self.payload)
+
+
+class _SenderClock:
+    """This process's sender id, monotonic wall clock and sequence numbers (renewed after fork)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.sender = uuid.uuid4().hex
+        self._seq = itertools.count()
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def stamp(self) -> tuple[float, str, int]:
+        with self._lock:
+            self._last = max(time.time(), self._last)
+            return self._last, self.sender, next(self._seq)
+
+
+_clock = _SenderClock()
+os.register_at_fork(after_in_child=_clock.reset)
+
+
+def serialize_payload(payload: Any, serializer: str) -> bytes:
+    """The payload's bytes; :class:`StateSerializationError` before anything is written."""
+    if serializer not in PAYLOAD_SERIALIZERS:
+        raise ValueError(f"unknown payload serializer {serializer!r}; choose one of {PAYLOAD_SERIALIZERS}")
+    try:
+        if serializer == "json":
+            return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return bytes(cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
+        hint = (
+            "json payloads take only dict, list, str, int, float, bool and None; "
+            'pass serializer="pickle" for other Python objects'
+            if serializer == "json"
+            else "make it picklable"
+        )
+        raise StateSerializationError(f"cannot serialize the event payload: {exc}; {hint}") from exc
+
+
+def encode_event(
+    actor_id: str, event_id: str, name: str, payload: bytes, serializer: str, signing_key: bytes | None
+) -> tuple[str, bytes]:
+    """The inbox key and object bytes of a new event, stamped with this process's sender clock."""
+    sent, sender, seq = _clock.stamp()
+    key = inbox_key(actor_id, event_id)
+    meta = {
+        "kind": "event",
+        "event_id": event_id,
+        "name": name,
+        "serializer": serializer,
+        "time": sent,
+        "sender": sender,
+        "seq": seq,
+    }
+    return key, codec.encode(key, meta, {"payload": payload}, signing_key=signing_key)
+
+
+def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent:
+    env = codec.decode(key, data, signing_key=signing_key)
+    meta = env.meta
+    try:
+        if meta.get("kind") != "event":
+            raise ValueError(f"expected an event object, found {meta.get('kind')!r}")
+        event = InboxEvent(
+            key=key,
+            event_id=str(meta["event_id"]),
+            name=str(meta["name"]),
+            payload=env.parts["payload"],
+            serializer=str(meta["serializer"]),
+            time=float(meta["time"]),
+            sender=str(meta["sender"]),
+            seq=int(meta["seq"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IntegrityError(key, f"malformed event object: {exc}") from None
+    if not key.endswith("/" + event.event_id):
+        raise IntegrityError(key, f"holds event {event.event_id!r}, not the one its key names")
+    return event
+
+
+async def list_inbox(store: ObjectStore, actor_id: str) -> list[str]:
+    """Keys of the events waiting in ``actor_id``'s inbox (one LIST)."""
+    return await store.list(inbox_prefix(actor_id))
+
+
+async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) -> InboxEvent | None:
+    """The event at ``key``, or ``None`` if it was deleted (applied) meanwhile."""
+    try:
+        blob = await store.get(key)
+    except NotFoundError:
+        return None
+    return decode_event(key, blob.data, signing_key)
+
+
+async def read_events(store: ObjectStore, keys: list[str], signing_key: bytes | None) -> list[InboxEvent]:
+    """The events at ``keys`` still present, in inbox order; corrupt objects are logged and skipped."""
+    gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+    async def one(key: str) -> InboxEvent | None:
+        async with gate:
+            try:
+                return await read_event(store, key, signing_key)
+            except IntegrityError as exc:
+                logger.error("skipping inbox object %s: %s", key, exc)
+                return None
+
+    found = await asyncio.gather(*(one(k) for k in keys))
+    return sorted((e for e in found if e is not None), key=lambda e: e.order)
+
+
+def event_handlers(definition: ActorClass) -> dict[str, str]:
+    """Event name -> name of the method marked ``@virtual_actor.on_event(name)``."""
+    return {info.event: name for name, info in definition.methods.items() if info.event is not None}
+
+
+def refusal(event: InboxEvent, definition: ActorClass) -> str | None:
+    """Why ``definition`` does not apply ``event`` (it stays in the inbox), or ``None``."""
+    if event.name not in event_handlers(definition):
+        return f"no handler: {definition.cls.__qualname__} has no method marked on_event({event.name!r})"
+    if event.serializer not in PAYLOAD_SERIALIZERS:
+        return f"unknown payload serializer {event.serializer!r}"
+    if event.serializer == "pickle" and definition.serializer == "json":
+        return "pickled payload refused: the actor uses the json serializer, which never unpickles"
+    return None
+
+
+class ActorInbox:
+    """The inbox side of one :class:`ActorCore`: which events to fold into a commit, and cleanup.
+
+    Runs on the IO loop only, like the core.
+    """
+
+    def __init__(self, core: ActorCore) -> None:
+        self.core = core
+        #: pending events fetched from storage, by key (inbox objects are immutable)
+        self._known: dict[str, InboxEvent] = {}
+        self._listed_at = -math.inf
+        self._signalled = False
+        self._listing_error: BaseException | None = None
+        self._deleting: set[str] = set()
+
+    def signal(self) -> None:
+        """This process sent the actor an event: the next commit lists the inbox."""
+        self._signalled = True
+
+    def _due(self, forced: bool) -> bool:
+        interval = self.core.runtime.settings.fresh_window
+        return forced or self._signalled or time.monotonic() - self._listed_at > interval
+
+    async def _refresh(self) -> None:
+        store = self.core.runtime.store
+        started = time.monotonic()
+        self._signalled = False
+        keys = await list_inbox(store, self.core.actor_id)
+        present = set(keys)
+        for gone in [k for k in self._known if k not in present]:
+            del self._known[gone]
+        new = [k for k in keys if k not in self._known and k not in self._deleting]
+        for event in await read_events(store, new, self.core.runtime.settings.signing_key):
+            self._known[event.key] = event
+        self._listed_at = started
+
+    async def fold(
+        self, batch: list[PendingCall], base: StepRecord, definition: ActorClass
+    ) -> list[PendingCall]:
+        """The calls to apply on ``base``: pending events (inbox order, at most
+        ``MAX_EVENTS_PER_COMMIT``) followed by ``batch`` without ``process_events`` markers.
+
+        Never raises for the inbox's sake: a failed listing leaves events for
+        a later commit (and fails the ``process_events`` markers, at settle).
+        """
+        calls = [c for c in batch if c.method != PROCESS_EVENTS]
+        forced = len(calls) != len(batch)
+        self._listing_error = None
+        if self._due(forced):
+            try:
+                await self._refresh()
+            except StorageError as exc:
+                self._signalled = True
+                self._listing_error = exc
+                logger.warning("could not list the inbox of %r: %s", self.core.actor_id, exc)
+        if not self._known:
+            return calls
+        table = DedupTable.load(base.dedup, base.serializer)
+        handlers = event_handlers(definition)
+        folded: list[PendingCall] = []
+        for event in sorted(self._known.values(), key=lambda e: e.order):
+            if table.get(event.dedup_key) is not None:
+                # Applied by an earlier commit whose writer did not get to delete it.
+                self._delete([event.key])
+                continue
+            if len(folded) >= MAX_EVENTS_PER_COMMIT or refusal(event, definition) is not None:
+                continue
+            try:
+                payload = event.load_payload()
+            except Exception as exc:
+                logger.error("event %s: cannot read its payload (%s); it stays in the inbox", event.key, exc)
+                continue
+            folded.append(
+                PendingCall(
+                    method=handlers[event.name],
+                    args=(payload,),
+                    kwargs={},
+                    readonly=False,
+                    future=Future(),
+                    call_id=uuid.uuid5(uuid.NAMESPACE_URL, event.key).hex,
+                    idempotency_key=event.dedup_key,
+                )
+            )
+        if len(folded) >= MAX_EVENTS_PER_COMMIT:
+            self._signalled = True  # more to do: the next commit looks again
+        return folded + calls
+
+    def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
+        """Resolve the callers' futures after ``calls`` were applied (committed if ``result.state``).
+
+        Events whose application was committed are deleted from the inbox;
+        ``process_events`` markers get the number of events this commit applied.
+        """
+        for call, outcome in zip(calls, result.outcomes, strict=True):
+            _resolve(call.future, outcome)
+        applied_keys = (
+            {c.key for c in result.calls if c.key is not None} if result.state is not None else set()
+        )
+        applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
+        self._delete(applied)
+        for call in batch:
+            if call.method != PROCESS_EVENTS:
+                continue
+            if self._listing_error is not None:
+                _resolve(call.future, Outcome(False, self._listing_error))
+            else:
+                _resolve(call.future, Outcome(True, len(applied)))
+
+    def _delete(self, keys: list[str]) -> None:
+        """Delete applied events in the background (a failure only leaves them for the next fold)."""
+        keys = [k for k in keys if k not in self._deleting]
+        if not keys:
+            return
+        for key in keys:
+            self._known.pop(key, None)
+            self._deleting.add(key)
+        store = self.core.runtime.store
+
+        async def delete_all() -> None:
+            gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+            async def one(key: str) -> None:
+                async with gate:
+                    try:
+                        await store.delete(key)
+                    except StorageError as exc:
+                        logger.warning("could not delete applied event %s: %s", key, exc)
+                    finally:
+                        self._deleting.discard(key)
+
+            await asyncio.gather(*(one(k) for k in keys))
+
+        self.core._spawn(delete_all())
+
+    async def wait_deleted(self) -> None:
+        """Until the background deletes started so far are done (for tests and the CLI)."""
+        while self._deleting:
+            await asyncio.sleep(0.01)
+
+
+def _resolve(future: Future[Any], outcome: Outcome) -> None:
+    if future.done():
+        return
+    if outcome.ok:
+        future.set_result(outcome.value)
+    else:
+        future.set_exception(outcome.value)
