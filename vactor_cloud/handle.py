@@ -101,6 +101,49 @@ class ActorHandle:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_get_actor_handle, (self.actor_id,))
 
+    # -- external events (vactor_cloud.events); these names shadow actor methods of the same name
+    def send_event(
+        self, name: str, payload: Any = None, *, event_id: str | None = None, serializer: str = "json"
+    ) -> str:
+        """Send this actor event ``name``; see :func:`vactor_cloud.events.send_event`."""
+        from vactor_cloud.events import send_event
+
+        return send_event(self.actor_id, name, payload, event_id=event_id, serializer=serializer)
+
+    async def send_event_async(
+        self, name: str, payload: Any = None, *, event_id: str | None = None, serializer: str = "json"
+    ) -> str:
+        """Async twin of :meth:`send_event`."""
+        from vactor_cloud.events import send_event_async
+
+        return await send_event_async(self.actor_id, name, payload, event_id=event_id, serializer=serializer)
+
+    def process_events(self) -> int:
+        """Apply pending events now; see :func:`vactor_cloud.events.process_events`."""
+        from vactor_cloud.events import process_events
+
+        return process_events(self.actor_id)
+
+    async def process_events_async(self) -> int:
+        """Async twin of :meth:`process_events`."""
+        from vactor_cloud.events import process_events_async
+
+        return await process_events_async(self.actor_id)
+
+    def wait_for_event(self, name: str, timeout: float | None = None, *, event_id: str | None = None) -> Any:
+        """Block until an event ``name`` was applied; see :func:`vactor_cloud.events.wait_for_event`."""
+        from vactor_cloud.events import wait_for_event
+
+        return wait_for_event(self.actor_id, name, timeout, event_id=event_id)
+
+    async def wait_for_event_async(
+        self, name: str, timeout: float | None = None, *, event_id: str | None = None
+    ) -> Any:
+        """Async twin of :meth:`wait_for_event`."""
+        from vactor_cloud.events import wait_for_event_async
+
+        return await wait_for_event_async(self.actor_id, name, timeout, event_id=event_id)
+
     def __repr__(self) -> str:
         return f"ActorHandle({self.actor_id!r})"
 
