@@ -31,6 +31,7 @@ Guarantees (the inbox protocol itself is described in ``inbox.py``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -94,10 +95,9 @@ async def _send(
     if not create and not await _actor_exists(runtime, actor_id):
         raise ActorNotFoundError(actor_id, runtime.store.describe())
     key, data = encode_event(actor_id, event_id, name, payload, serializer, runtime.settings.signing_key)
-    try:
+    # AlreadyExistsError: this event id is already waiting (or our own earlier attempt landed).
+    with contextlib.suppress(AlreadyExistsError):
         await runtime.store.put(key, data, mode="create")
-    except AlreadyExistsError:
-        pass  # this event id is already waiting (or our own earlier attempt landed)
     runtime.core(actor_id).inbox.signal()
     return event_id
 
