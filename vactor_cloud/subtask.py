@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -550,6 +551,8 @@ class _Memo:
 
 
 def _function_name(fn: Callable[..., Any]) -> str:
+    if isinstance(fn, functools.partial):
+        return _function_name(fn.func)
     module = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{name}"
@@ -558,7 +561,8 @@ def _function_name(fn: Callable[..., Any]) -> str:
 def _fingerprint(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """Function name and a digest of the arguments, to notice a checkpoint written for another child."""
     try:
-        digest = hashlib.sha256(cloudpickle.dumps((args, kwargs))).hexdigest()[:16]
+        bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
+        digest = hashlib.sha256(cloudpickle.dumps((bound, args, kwargs))).hexdigest()[:16]
     except Exception:
         digest = "unpicklable"
     return f"{_function_name(fn)}:{digest}"
