@@ -1,0 +1,278 @@
+"""Retention: compaction behind the gc low-watermark, and writers stalled across it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, codec
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.compaction import CompactionReport, compact
+from vactor_cloud.errors import CommitOutcomeUnknownError, StorageError
+from vactor_cloud.future import ActorFuture
+from vactor_cloud.log import ActorLog
+from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.storage import ObjectStore, PutMode
+from vactor_cloud.storage._base import Blob
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def incr(self, by: int = 1) -> int:
+        self.value += by
+        return self.value
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.value
+
+
+class PausingStore(ObjectStore):
+    """Delegates to ``inner``; when armed, holds the next step put until released.
+
+    ``fail_first`` makes the armed put first fail *before sending* (a
+    connection error), so the held put is the writer's retry.
+    """
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner.url)
+        self.inner = inner
+        self.armed = False
+        self.fail_first = False
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    async def _get(self, key: str) -> Blob:
+        return await self.inner.get(key)
+
+    async def _head(self, key: str) -> str | None:
+        return await self.inner.head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if self.armed and "/steps/" in key:
+            if self.fail_first:
+                self.fail_first = False
+                raise StorageError(f"{key}: simulated connection reset before sending", key)
+            self.armed = False
+            self.paused.set()
+            await asyncio.to_thread(self.release.wait, 30)
+        return await self.inner.put(key, data, mode=mode)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    async def _delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    yield store_spec
+    vc.shutdown()
+
+
+def init(spec: StoreSpec, **settings: Any) -> Runtime:
+    vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, **settings))
+    return vc.get_runtime()
+
+
+def steps(actor_id: str) -> list[int]:
+    return _sync.sync(vc.get_runtime().log(actor_id).list_steps())
+
+
+def call_on(runtime: Runtime, actor_id: str, method: str, *args: Any) -> Any:
+    """Run a writer call through another runtime (another "process" on the same store)."""
+    future: ActorFuture[Any] = ActorFuture()
+    runtime.core(actor_id).submit(PendingCall(method, args, {}, False, future, uuid.uuid4().hex))
+    return future.result(30)
+
+
+def test_compaction_keeps_the_newest_steps_and_raises_the_watermark(spec: StoreSpec) -> None:
+    init(spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    for _ in range(9):
+        handle.incr.run()
+    report = handle.compact(keep_last=3, min_age=0)
+    assert isinstance(report, CompactionReport)
+    assert (report.newest, report.watermark, report.deleted_steps, report.kept_steps) == (9, 7, 7, 3)
+    assert steps("t") == [7, 8, 9]
+    assert _sync.sync(vc.get_runtime().log("t").read_gc()) == 7
+    # HEAD was moved to the newest step before anything was deleted.
+    head = _sync.sync(vc.get_runtime().log("t").read_head())
+    assert head is not None and head.step == 9
+    # The actor lives on, from this runtime and from a fresh one.
+    assert handle.incr.run() == 10
+    vc.shutdown()
+    init(spec)
+    assert vc.get_actor("t").get.run() == 10
+
+
+def test_compaction_never_deletes_the_newest_step_and_is_idempotent(spec: StoreSpec) -> None:
+    init(spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    first = handle.compact(keep_last=1, min_age=0)
+    second = handle.compact(keep_last=1, min_age=0)
+    assert steps("t") == [1]
+    assert (first.deleted_steps, second.deleted_steps, second.watermark) == (1, 0, 1)
+    assert handle.get.run() == 1
+    with pytest.raises(ValueError, match="keep_last"):
+        handle.compact(keep_last=0, min_age=0)
+
+
+def test_min_age_holds_steps_whose_successor_is_young(spec: StoreSpec) -> None:
+    init(spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    for _ in range(5):
+        handle.incr.run()
+    report = handle.compact(keep_last=1, min_age=3600)
+    assert (report.deleted_steps, report.watermark, report.held_by_min_age) == (0, 0, 5)
+    assert steps("t") == [0, 1, 2, 3, 4, 5]
+
+
+def test_min_age_binary_search_stops_at_the_first_young_step(spec: StoreSpec) -> None:
+    runtime = init(spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    for _ in range(6):
+        handle.incr.run()
+    log = runtime.log("t")
+    _age_steps(log, range(4), seconds=7200)
+    report = _sync.sync(compact(log, keep_last=1, min_age=3600))
+    # Step 3 is old, step 4 young: steps 0..2 go (their successors are old), 3 stays.
+    assert (report.watermark, report.deleted_steps, report.held_by_min_age) == (3, 3, 3)
+    assert steps("t") == [3, 4, 5, 6]
+
+
+def test_handle_refuses_min_age_below_fresh_window(spec: StoreSpec) -> None:
+    init(spec, fresh_window=5.0)
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    with pytest.raises(ValueError, match="fresh_window"):
+        handle.compact(keep_last=1, min_age=1.0)
+    assert steps("t") == [0, 1]
+
+
+def test_compact_async_twin(spec: StoreSpec) -> None:
+    init(spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    handle.incr.run()
+    report = asyncio.run(_compact_async(handle))
+    assert report.watermark == 2 and steps("t") == [2]
+
+
+async def _compact_async(handle: vc.ActorHandle) -> CompactionReport:
+    return await handle.compact_async(keep_last=1, min_age=0)
+
+
+def test_task_checkpoints_of_compacted_calls_and_old_ones_are_deleted(spec: StoreSpec) -> None:
+    runtime = init(spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    for _ in range(3):
+        handle.incr.run()
+    log = runtime.log("t")
+    step1 = _sync.sync(log.read_step(1))
+    assert step1 is not None
+    now = time.time()
+    layout = {
+        step1.calls[0].call_id: now,  # committed in step 1, which goes
+        "abandoned": now - 7200,  # older than min_age
+        "inflight": now,  # young and not committed: must stay
+    }
+    for call_id, written in layout.items():
+        for position in range(2):
+            key = f"{log.prefix}tasks/{call_id}/{position:06d}"
+            data = codec.encode(key, {"kind": "task", "time": written}, {"result": b"x"})
+            _sync.sync(log.store.put(key, data, mode="create"))
+    _age_steps(log, range(4), seconds=7200)
+    report = _sync.sync(compact(log, keep_last=1, min_age=3600))
+    assert (report.watermark, report.deleted_steps, report.deleted_tasks) == (3, 3, 4)
+    left = _sync.sync(log.store.list(f"{log.prefix}tasks/"))
+    assert left == [f"{log.prefix}tasks/inflight/{p:06d}" for p in range(2)]
+
+
+def _age_steps(log: ActorLog, numbers: range, *, seconds: float) -> None:
+    for step in numbers:
+        record = _sync.sync(log.read_step(step))
+        if record is None:
+            continue
+        old = dataclasses.replace(record, time=record.time - seconds)
+        _sync.sync(log.store.put(log.step_key(step), old.encode(log.step_key(step), log.signing_key)))
+
+
+def _stall_a_writer_across_a_compaction(
+    spec: StoreSpec, *, fail_first: bool
+) -> tuple[ActorFuture[Any], Runtime, float]:
+    """Steps 0..2 exist; a writer's put of step 3 is held while another runtime commits 3..7
+    and a compaction (min_age=0) deletes steps 0..5; returns the held call, the other runtime
+    and the fresh_window of the stalled one."""
+    fresh_window = 0.3
+    runtime = init(spec, fresh_window=fresh_window)
+    pausing = PausingStore(runtime.store)
+    runtime.store = pausing  # before any core exists: every ActorLog of this runtime uses it
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    handle.incr.run()
+    pausing.fail_first = fail_first
+    pausing.armed = True
+    armed_at = time.monotonic()
+    held = handle.incr.run_async(1)
+    assert pausing.paused.wait(10), "the writer never reached its put"
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
+    for expected in range(3, 8):
+        assert call_on(other, "t", "incr", 1) == expected
+    report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+    assert (report.newest, report.watermark) == (7, 6)
+    assert 3 not in _sync.sync(other.log("t").list_steps())
+    # The held writer validated its cache before `armed_at`; let more than its
+    # fresh_window pass so that only the watermark check can save it.
+    time.sleep(max(0.0, armed_at + 2 * fresh_window - time.monotonic()))
+    pausing.release.set()
+    return held, other, fresh_window
+
+
+def test_writer_stalled_across_a_compaction_does_not_report_a_deleted_step(spec: StoreSpec) -> None:
+    held, other, _ = _stall_a_writer_across_a_compaction(spec, fail_first=False)
+    try:
+        # Had it believed its re-created step 3 committed, it would answer 3.
+        assert held.result(30) == 8
+        log = other.log("t")
+        remaining = _sync.sync(log.list_steps())
+        assert remaining == [6, 7, 8]  # its stray step 3 was deleted again
+        records = [_sync.sync(log.read_step(n)) for n in remaining]
+        assert [r.parent for r in records if r is not None] == [5, 6, 7]
+        assert call_on(other, "t", "incr", 0) == 8
+        assert vc.get_actor("t").get.run() == 8
+    finally:
+        other.close()
+
+
+def test_retried_put_landing_below_the_watermark_reports_an_unknown_outcome(spec: StoreSpec) -> None:
+    held, other, _ = _stall_a_writer_across_a_compaction(spec, fail_first=True)
+    try:
+        # Its first attempt failed before sending, so the call was not applied;
+        # but a writer cannot know that, and must neither retry nor claim success.
+        with pytest.raises(CommitOutcomeUnknownError):
+            held.result(30)
+        assert _sync.sync(other.log("t").list_steps()) == [6, 7]
+        assert call_on(other, "t", "incr", 0) == 7
+        assert vc.get_actor("t").get.run() == 7
+    finally:
+        other.close()
