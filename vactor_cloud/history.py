@@ -343,7 +343,9 @@ async def list_actors_async(
 def list_actors(
     prefix: str = "", *, start_after: str | None = None, limit: int | None = None
 ) -> list[ActorInfo]:
-    """Actors whose id starts with ``prefix``, sorted by id, with class, newest step and its time.
+    """Actors whose id starts with ``prefix``, with class, newest step and its time.
+
+    Ordered as their objects are (by ``id + "/"``: ``"a-1"`` comes before ``"a"``).
 
     Paged: ``limit`` caps how many are returned and ``start_after`` resumes
     after the last id of the previous page::
