@@ -80,6 +80,10 @@ class ObjectStore(abc.ABC):
     """
 
     url: str
+    #: Whether a key may also be a prefix of other keys ("a" and "a/b" both objects).
+    #: True for object stores; a filesystem cannot hold a file and a directory of one name.
+    #: vactor_cloud's own layout never needs it.
+    nested_keys: bool = True
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -41,7 +41,13 @@ _TMP = ".tmp-"
 
 
 class LocalStore(ObjectStore):
-    """Objects as files under ``root`` (``file:///path`` or a plain path)."""
+    """Objects as files under ``root`` (``file:///path`` or a plain path).
+
+    A key cannot be both an object and a prefix of others ("a" and "a/b"):
+    the filesystem cannot hold a file and a directory of one name.
+    """
+
+    nested_keys = False
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
