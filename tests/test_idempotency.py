@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import multiprocessing
 import os
 import queue
@@ -120,7 +119,7 @@ def test_json_serializer_recorded_results_and_exceptions(actor_store: StoreSpec)
         account.fail_custom.options(idempotency_key="c").run()
     assert custom_again.value.type_name == f"{__name__}.CustomError"
     assert "custom" in str(custom_again.value)
-    assert not isinstance(custom_again.value, getattr(builtins, "KeyError"))
+    assert not isinstance(custom_again.value, CustomError)
 
 
 def test_dedup_window_keeps_more_of_count_and_age(actor_store: StoreSpec) -> None:
