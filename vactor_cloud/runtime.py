@@ -39,7 +39,8 @@ __all__ = ["Runtime", "Settings", "default_storage", "get_runtime", "init", "shu
 
 logger = logging.getLogger("vactor_cloud")
 
-_MAX_ID_BYTES = 512
+#: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
+_MAX_ID_BYTES = 255
 
 
 def default_storage() -> str:
