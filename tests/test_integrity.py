@@ -1,0 +1,249 @@
+"""Untrusted storage and bad input: corrupt, truncated and future objects, JSON state, class loading, ids."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, codec, definition
+from vactor_cloud.errors import (
+    ActorDefinitionError,
+    FormatVersionError,
+    IntegrityError,
+    InvalidActorIdError,
+    StateSerializationError,
+)
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
+
+#: what unpickling a Bomb did (it appends here): proof of "never unpickled"
+UNPICKLED: list[str] = []
+
+
+def _detonate(tag: str) -> str:
+    UNPICKLED.append(tag)
+    return tag
+
+
+class Bomb:
+    """Unpickling it runs code (as a malicious pickle would)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_detonate, ("bomb",))
+
+
+@vc.virtual_actor
+class Vault:
+    def __init__(self) -> None:
+        self.value = 0
+        self.payload: Any = Bomb()
+
+    def incr(self) -> int:
+        self.value += 1
+        return self.value
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.value
+
+
+@vc.virtual_actor(serializer="json")
+class Ledger:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.entries: list[dict[str, Any]] = []
+
+    def add(self, item: str, amount: float) -> int:
+        self.entries.append({"item": item, "amount": amount})
+        return len(self.entries)
+
+    def add_object(self) -> None:
+        self.entries.append(object())  # type: ignore[arg-type]
+
+    @vc.virtual_actor.readonly
+    def total(self) -> float:
+        return sum(e["amount"] for e in self.entries)
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    UNPICKLED.clear()
+    vc.init(store_spec.url, **store_spec.options)
+    yield store_spec
+    vc.shutdown()
+
+
+def reopen(spec: StoreSpec, **kwargs: Any) -> None:
+    """A fresh runtime (empty caches), as another process would start."""
+    vc.shutdown()
+    vc.init(spec.url, **spec.options, **kwargs)
+
+
+def raw_get(key: str) -> bytes:
+    return _sync.sync(vc.get_runtime().store.get(key)).data
+
+
+def raw_put(key: str, data: bytes) -> None:
+    _sync.sync(vc.get_runtime().store.put(key, data))
+
+
+def step_key(actor_id: str, step: int) -> str:
+    return vc.get_runtime().log(actor_id).step_key(step)
+
+
+def test_intact_state_is_unpickled_so_the_bomb_is_a_valid_probe(spec: StoreSpec) -> None:
+    Vault.get_or_create("v").incr.run()
+    reopen(spec)
+    assert vc.get_actor("v").get.run() == 1
+    assert UNPICKLED  # reading the state did run the pickle's code
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b[:-1] + bytes([b[-1] ^ 1]), id="digest-bit-flipped"),
+        pytest.param(lambda b: b[:40] + bytes([b[40] ^ 0x20]) + b[41:], id="meta-bit-flipped"),
+        pytest.param(lambda b: b[: len(b) // 2], id="truncated-half"),
+        pytest.param(lambda b: b[:7], id="truncated-header"),
+        pytest.param(lambda b: b"", id="empty"),
+        pytest.param(lambda b: b"\x80\x05garbage-pickle", id="raw-pickle"),
+    ],
+)
+def test_corrupt_step_raises_integrity_error_naming_the_key_and_is_never_unpickled(
+    spec: StoreSpec, damage: Any
+) -> None:
+    Vault.get_or_create("v").incr.run()
+    key = step_key("v", 1)
+    raw_put(key, damage(raw_get(key)))
+    reopen(spec)
+    UNPICKLED.clear()
+    with pytest.raises(IntegrityError) as caught:
+        vc.get_actor("v").get.run()
+    assert caught.value.key == key and key in str(caught.value)
+    assert UNPICKLED == []
+
+
+def test_corrupt_state_bytes_are_refused_before_unpickling(spec: StoreSpec) -> None:
+    Vault.get_or_create("v").incr.run()
+    key = step_key("v", 1)
+    data = bytearray(raw_get(key))
+    # Flip a byte inside the state part (just before the 32-byte digest).
+    data[-40] ^= 0xFF
+    raw_put(key, bytes(data))
+    reopen(spec)
+    UNPICKLED.clear()
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        vc.get_actor("v").incr.run()
+    assert UNPICKLED == []
+
+
+def test_step_from_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
+    Vault.get_or_create("v").incr.run()
+    key = step_key("v", 1)
+    data = bytearray(raw_get(key))
+    struct.pack_into(">H", data, 4, codec.FORMAT_VERSION + 1)
+    raw_put(key, bytes(data))
+    reopen(spec)
+    UNPICKLED.clear()
+    with pytest.raises(FormatVersionError, match="upgrade vactor_cloud") as caught:
+        vc.get_actor("v").get.run()
+    assert caught.value.key == key
+    assert isinstance(caught.value, IntegrityError)
+    assert UNPICKLED == []
+
+
+def test_json_serializer_stores_plain_data(spec: StoreSpec) -> None:
+    ledger = Ledger.get_or_create("l", "ana")
+    assert ledger.add.run("tea", 2.5) == 1
+    assert ledger.add.run("cake", 4.0) == 2
+    record = _sync.sync(vc.get_runtime().log("l").read_step(2))
+    assert record is not None and record.serializer == "json"
+    assert json.loads(record.state) == {
+        "owner": "ana",
+        "entries": [{"item": "tea", "amount": 2.5}, {"item": "cake", "amount": 4.0}],
+    }
+    reopen(spec)
+    assert vc.get_actor("l").total.run() == 6.5
+
+
+def test_json_serializer_refuses_non_json_state_and_commits_nothing(spec: StoreSpec) -> None:
+    ledger = Ledger.get_or_create("l", "ana")
+    ledger.add.run("tea", 2.5)
+    before = _sync.sync(vc.get_runtime().log("l").list_steps())
+    with pytest.raises(StateSerializationError, match="json"):
+        ledger.add_object.run()
+    assert _sync.sync(vc.get_runtime().log("l").list_steps()) == before
+    assert ledger.add.run("cake", 4.0) == 2  # the refused call left no trace
+    with pytest.raises(StateSerializationError):
+        Ledger.get_or_create("m", object())
+    assert _sync.sync(vc.get_runtime().store.list("actors/m/")) == []
+
+
+def _unimportable_actor_class() -> vc.ActorClass:
+    """A class this process cannot import by name, as in a process without the user's code."""
+
+    @vc.virtual_actor
+    class Stranger:
+        def __init__(self) -> None:
+            self.value = 0
+
+        def incr(self) -> int:
+            self.value += 1
+            return self.value
+
+    definition._REGISTRY.pop(Stranger.name)
+    return Stranger
+
+
+def test_class_bodies_are_loaded_from_storage_only_when_allowed(spec: StoreSpec) -> None:
+    stranger = _unimportable_actor_class()
+    stranger.get_or_create("s").incr.run()
+    Vault.get_or_create("v").incr.run()
+
+    reopen(spec, load_classes_from_storage=False)
+    with pytest.raises(ActorDefinitionError, match="load_classes_from_storage=False"):
+        vc.get_actor("s")
+    # Importable classes keep working in that mode.
+    assert vc.get_actor("v").incr.run() == 2
+
+    reopen(spec)
+    assert vc.get_actor("s").incr.run() == 2
+
+
+@pytest.mark.parametrize(
+    "actor_id",
+    ["", "a/b", "a\\b", ".", "..", "tab\there", "nul\x00", "del\x7f", "x" * 256, "é" * 128, 42],
+    ids=[
+        "empty",
+        "slash",
+        "backslash",
+        "dot",
+        "dotdot",
+        "tab",
+        "nul",
+        "del",
+        "too-long",
+        "too-long-utf8",
+        "int",
+    ],
+)
+def test_invalid_actor_ids_are_refused_before_any_request(spec: StoreSpec, actor_id: Any) -> None:
+    store = vc.get_runtime().store
+    store.requests.reset()
+    with pytest.raises(InvalidActorIdError):
+        Vault.get_or_create(actor_id)
+    with pytest.raises(InvalidActorIdError):
+        vc.get_actor(actor_id)
+    assert store.requests.total() == 0
+    assert isinstance(InvalidActorIdError("x"), ValueError)
+
+
+def test_longest_valid_id_and_unicode_work(spec: StoreSpec) -> None:
+    for actor_id in ["x" * 255, "ünïcode-ид-名前", "with space", "a.b-c_d:e@f"]:
+        assert Vault.get_or_create(actor_id).incr.run() == 1
