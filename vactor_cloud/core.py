@@ -116,6 +116,7 @@ class ActorCore:
             if self.record is not None:
                 return
             started = time.monotonic()
+            self.inbox.prefetch()  # overlaps the HEAD read: no round trip of its own
             head = await self.log.read_head()
             definition: ActorClass | None = None
             if head is not None:

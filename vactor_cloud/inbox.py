@@ -299,6 +299,24 @@ class ActorInbox:
         self._signalled = False
         self._listing_error: BaseException | None = None
         self._deleting: set[str] = set()
+        #: the first listing, started while the actor loads (see ``prefetch``)
+        self._prefetch: asyncio.Task[None] | None = None
+
+    def prefetch(self) -> None:
+        """Start this process's first listing now, concurrently with loading the actor.
+
+        The first commit in a process must list the inbox; started alongside
+        the HEAD read it costs that commit a request but no round trip of its own.
+        """
+        if self._prefetch is None and self._listed_at == -math.inf:
+            self._prefetch = asyncio.get_running_loop().create_task(self._quiet_refresh())
+
+    async def _quiet_refresh(self) -> None:
+        # A failure leaves ``_listed_at`` unset, so the commit lists again itself.
+        try:
+            await self._refresh()
+        except StorageError as exc:
+            logger.debug("early listing of the inbox of %r failed: %s", self.core.actor_id, exc)
 
     def signal(self) -> None:
         """This process sent the actor an event: the next commit lists the inbox."""
@@ -333,6 +351,8 @@ class ActorInbox:
         calls = [c for c in batch if c.method != PROCESS_EVENTS]
         forced = len(calls) != len(batch)
         self._listing_error = None
+        if self._prefetch is not None and not self._prefetch.done():
+            await self._prefetch
         if self._due(forced):
             try:
                 await self._refresh()
