@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing.context
 import os
 import subprocess
@@ -14,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 import subtask_workers as workers
 from subtask_workers import Counter, Trainer, events, init_from_spec
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, codec
 from vactor_cloud.subtask import task_key, tasks_prefix
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
@@ -155,6 +157,23 @@ def test_unknown_executor_is_refused_with_the_choices(actors: StoreSpec) -> None
         vc.subtask(abs, executor="gpu").run(1)
 
 
+def test_a_checkpoint_written_for_another_child_is_not_used(
+    actors: StoreSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "events"
+    trainer = Trainer.get_or_create("t")
+    call_id = uuid.uuid5(uuid.NAMESPACE_URL, "t/k").hex  # what a call with key "k" gets
+    key = task_key("t", call_id, 0)
+    meta = {"kind": "task", "position": 0, "fingerprint": "somewhere.else:0", "time": time.time()}
+    foreign = codec.encode(key, meta, {"result": cloudpickle.dumps(999)})
+    _sync.sync(vc.get_runtime().store.put(key, foreign, mode="create"))
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud.subtask"):
+        assert trainer.fan_out.options(idempotency_key="k").run(2, str(log)) == [0, 1]
+    assert sorted(e["index"] for e in events(log, "start")) == [0, 1]
+    assert "written for another child" in caplog.text
+    assert sorted(task_keys("t")) == [key, task_key("t", call_id, 1)]
+
+
 # -- Dask --------------------------------------------------------------------------------------------
 def test_dask_cluster_runs_children_in_parallel_once_each(
     actors: StoreSpec, store_lane: Lane, dask_client: Any, tmp_path: Path
@@ -250,6 +269,13 @@ def test_the_losing_attempt_of_a_race_reuses_its_children(
         assert_parallel_and_once(log, 8, tag)
         assert json.loads((tmp_path / f"out-{tag}").read_text()) == [i * i for i in range(8)]
     assert vc.get_actor("t").run_count.run() == 2
+
+
+def test_process_pool_children_call_other_actors(shared: StoreSpec) -> None:
+    Counter.get_or_create("counter")
+    trainer = Trainer.get_or_create("t")
+    assert sorted(trainer.via_other_actor.run("counter", executor="process")) == [101, 102, 103, 104]
+    assert vc.get_actor("counter").value.run() == 104
 
 
 # -- the example -------------------------------------------------------------------------------------------
