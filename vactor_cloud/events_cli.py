@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="storage option passed to the filesystem (repeatable), e.g. -o endpoint_url=http://...",
+            help="storage option for the filesystem (repeatable; a value starting with { or [ is JSON), "
+            "e.g. -o endpoint_url=http://127.0.0.1:9000",
         )
         if name == "ls":
             cmd.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -76,6 +77,12 @@ def _options(raw: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"-o {item!r}: expected KEY=VALUE")
+        if value[:1] in ("{", "["):  # structured options, e.g. client_kwargs={"region_name": "..."}
+            try:
+                options[key] = json.loads(value)
+                continue
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"-o {key}=...: not valid JSON: {exc}") from None
         options[key] = value
     return options
 
