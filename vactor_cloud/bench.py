@@ -1,0 +1,937 @@
+"""``vactor bench URL``: how close the runtime comes to the storage floor, measured on your store.
+
+Every row is the median over ``repeats`` runs, and every ratio divides two
+things measured in the same run against the same store: the library's
+commit against a raw create-only PUT of the same bytes, the library's
+throughput against a hand-rolled GET + If-Match loop (boto3 for ``s3://``,
+the :class:`~vactor_cloud.storage.ObjectStore` contract elsewhere), and so on.
+
+The benchmark writes under a fresh sub-prefix ``vactor-bench-<run id>`` of
+``URL`` and deletes it at the end (``--keep`` leaves it).
+
+Also runnable as ``python -m vactor_cloud.bench URL [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+from vactor_cloud.log import CallRecord, StepRecord
+from vactor_cloud.runtime import Settings, get_runtime
+from vactor_cloud.storage import IfMatch, ObjectStore, open_store
+
+__all__ = ["PROFILES", "BenchCounter", "Profile", "Row", "add_arguments", "main", "run", "run_bench"]
+
+#: the state payload every benchmark actor carries (1 KB)
+_PAYLOAD = "x" * 1000
+_CONCURRENCY = 64
+
+
+@vc.virtual_actor
+class BenchCounter:
+    """The benchmark's actor: an integer and 1 KB of payload."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.payload = _PAYLOAD
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work each row does. ``quick`` keeps a run to a few minutes per store."""
+
+    name: str
+    repeats: int
+    #: sequential calls per latency/CPU sample
+    samples: int
+    #: seconds per throughput sample
+    duration: float
+    #: steps of the long actor in the "100,000 steps" row
+    long_steps: int
+    #: actors touched in the RSS row
+    rss_actors: int
+    #: processes in the multi-process row
+    processes: int
+
+
+PROFILES: dict[str, Profile] = {
+    "full": Profile(
+        "full", repeats=5, samples=200, duration=5.0, long_steps=100_000, rss_actors=10_000, processes=8
+    ),
+    "quick": Profile(
+        "quick", repeats=3, samples=50, duration=2.0, long_steps=2_000, rss_actors=1_000, processes=8
+    ),
+    # for the smoke test: every row runs, nothing is meaningful
+    "tiny": Profile("tiny", repeats=1, samples=3, duration=0.2, long_steps=12, rss_actors=10, processes=2),
+}
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    name: str
+    target: str
+    value: str
+    ok: bool | None
+    note: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the benchmark writes: a URL, fsspec options and the environment child processes need."""
+
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0].lower() if "://" in self.url else "file"
+
+    @property
+    def multiprocess(self) -> bool:
+        return self.scheme != "memory"
+
+    def sub(self, name: str) -> Target:
+        if self.scheme == "memory":
+            return replace(self, url=f"{self.url.rstrip('/')}-{name}")
+        return replace(self, url=f"{self.url.rstrip('/')}/{name}")
+
+    def init(self, settings: Settings | None = None) -> None:
+        os.environ.update(self.env)
+        if settings is None:
+            vc.init(self.url, **self.options)
+        else:
+            vc.init(self.url, settings=settings, **self.options)
+
+
+# -- request tracing -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    key: str
+    started: float
+    ended: float
+
+
+class RequestTrace:
+    """Records every request a store sends, with its key and interval, while installed."""
+
+    def __init__(self, store: ObjectStore, *, latency: float = 0.0) -> None:
+        self.store = store
+        #: added to every request, so that requests issued together overlap even on a
+        #: store that answers at once (memory): round trips then show the protocol's shape
+        self.latency = latency
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+
+    def _wrap(self, kind: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(type(self.store), kind)
+
+        async def traced(key: str, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                return await method(self.store, key, *args, **kwargs)
+            finally:
+                with self._lock:
+                    self.requests.append(Request(kind, key, started, time.perf_counter()))
+
+        return traced
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[RequestTrace]:
+        kinds = ("get", "head", "put", "list", "delete")
+        for kind in kinds:
+            setattr(self.store, kind, self._wrap(kind))
+        try:
+            yield self
+        finally:
+            for kind in kinds:
+                with contextlib.suppress(AttributeError):
+                    delattr(self.store, kind)
+
+    def on_path(self) -> list[Request]:
+        """Requests other than HEAD moves (those happen in the background, off the critical path)."""
+        return [r for r in self.requests if not (r.kind == "put" and r.key.endswith("/HEAD"))]
+
+
+def sequential_round_trips(requests: list[Request]) -> int:
+    """The longest chain of requests each of which started after the previous one ended."""
+    ordered = sorted(requests, key=lambda r: r.started)
+    depth: list[int] = []
+    for i, request in enumerate(ordered):
+        before = [depth[j] for j in range(i) if ordered[j].ended <= request.started]
+        depth.append(1 + max(before, default=0))
+    return max(depth, default=0)
+
+
+# -- small pieces ------------------------------------------------------------------------
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _p50(samples: list[float]) -> float:
+    return _median(samples)
+
+
+def _run_on_loop(coro: Awaitable[Any]) -> Any:
+    async def wrapper() -> Any:
+        return await coro
+
+    return _sync.sync(wrapper())
+
+
+def _step_bytes(actor_key_prefix: str, state: bytes) -> tuple[str, bytes]:
+    """An encoded step object like the ones commits write (for raw PUTs of the same size)."""
+    record = StepRecord(
+        step=1,
+        parent=0,
+        class_ref=_class_ref(),
+        serializer="pickle",
+        state=state,
+        writer=uuid.uuid4().hex,
+        time=time.time(),
+        calls=(CallRecord("incr", uuid.uuid4().hex, True, time.time(), args="", result="1"),),
+    )
+    key = f"{actor_key_prefix}steps/{1:020d}"
+    return key, record.encode(key, get_runtime().settings.signing_key)
+
+
+def _class_ref() -> Any:
+    return BenchCounter.body()[0]
+
+
+def _actor_id(run_id: str, name: str) -> str:
+    return f"bench-{run_id}-{name}"
+
+
+# -- rows ----------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, target: Target, profile: Profile, run_id: str, advance: Callable[[str], None]) -> None:
+        self.target = target
+        self.profile = profile
+        self.run_id = run_id
+        self.advance = advance
+        self.is_s3 = target.scheme in ("s3", "s3a")
+
+    # warm path ----------------------------------------------------------------------------
+    def warm_rows(self) -> list[Row]:
+        p = self.profile
+        handle = BenchCounter.get_or_create(_actor_id(self.run_id, "warm"))
+        handle.incr.run()
+        handle.value.run()
+        store = get_runtime().store
+        commit_requests: list[int] = []
+        read_requests: list[int] = []
+        ratios: list[float] = []
+        commit_p50s: list[float] = []
+        raw_p50s: list[float] = []
+        core = get_runtime().core(handle.actor_id)
+        assert core.record is not None
+        key_prefix = core.log.prefix
+        for _ in range(p.repeats):
+            trace = RequestTrace(store)
+            with trace.installed():
+                handle.incr.run()
+            commit_requests.append(len(trace.on_path()))
+            trace = RequestTrace(store)
+            with trace.installed():
+                handle.value.run()
+            read_requests.append(len(trace.on_path()))
+            # Interleave library commits and raw puts so drift in the store hits both alike.
+            commits: list[float] = []
+            raws: list[float] = []
+            _, data = _step_bytes(key_prefix, core.record.state)
+            for i in range(p.samples):
+                started = time.perf_counter()
+                handle.incr.run()
+                commits.append(time.perf_counter() - started)
+                key = f"raw/{uuid.uuid4().hex}-{i}"
+                started = time.perf_counter()
+                _sync.sync(store.put(key, data, mode="create"))
+                raws.append(time.perf_counter() - started)
+            commit_p50s.append(_p50(commits))
+            raw_p50s.append(_p50(raws))
+            ratios.append(_p50(commits) / _p50(raws))
+            self.advance("warm")
+        requests = int(_median([float(n) for n in commit_requests]))
+        reads = int(_median([float(n) for n in read_requests]))
+        ratio = _median(ratios)
+        return [
+            Row("warm commit: requests on the critical path", "1", str(requests), requests == 1),
+            Row(
+                "warm commit p50 / raw create-only PUT p50 of the same bytes",
+                "<= 1.25",
+                f"{ratio:.2f}",
+                ratio <= 1.25,
+                f"commit {_median(commit_p50s) * 1e3:.2f} ms, PUT {_median(raw_p50s) * 1e3:.2f} ms",
+            ),
+            Row("warm linearizable read-only call: requests", "1", str(reads), reads == 1),
+        ]
+
+    # cold path ------------------------------------------------------------------------------
+    def cold_row(self) -> Row:
+        actor_id = _actor_id(self.run_id, "cold")
+        handle = BenchCounter.get_or_create(actor_id)
+        handle.incr.run()
+        depths: list[int] = []
+        lists: list[int] = []
+        notes = ""
+        for _ in range(self.profile.repeats):
+            handle.incr.run()
+            _run_on_loop(get_runtime().heads.flush())  # HEAD current, as after a quiet period
+            if self.target.multiprocess:
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(1) as pool:
+                    result = pool.apply(_cold_call_in_child, (self.target, actor_id))
+                notes = "new process (spawn)"
+            else:
+                result = _cold_call_fresh_runtime(self.target, actor_id)
+                notes = "memory store: a fresh runtime in this process, not a new process"
+            depths.append(result["round_trips"])
+            lists.append(result["step_lists"])
+            self.advance("cold")
+        depth = int(_median([float(d) for d in depths]))
+        listed = int(max(lists))
+        return Row(
+            "cold writer call from a new process (get_actor + one call): sequential round trips",
+            "<= 4",
+            str(depth),
+            depth <= 4 and listed == 0,
+            f"{notes}; LIST of steps: {listed}",
+        )
+
+    # throughput against a CAS loop ------------------------------------------------------------
+    def one_actor_row(self) -> Row:
+        p = self.profile
+        handle = BenchCounter.get_or_create(_actor_id(self.run_id, "hot"))
+        handle.incr.run()
+        ratios: list[float] = []
+        lib_rates: list[float] = []
+        cas_rates: list[float] = []
+        for i in range(p.repeats):
+            lib = asyncio.run(_drive(lambda _i: handle.incr.run_async(), _CONCURRENCY, p.duration))
+            if self.is_s3:
+                cas = _boto3_cas_loop(self.target, f"cas-{self.run_id}-{i}", _CONCURRENCY, p.duration)
+            else:
+                cas = _run_on_loop(_store_cas_loop(get_runtime().store, f"cas/{self.run_id}-{i}", p.duration))
+            lib_rates.append(lib)
+            cas_rates.append(cas)
+            ratios.append(lib / cas if cas else float("inf"))
+            self.advance("one actor")
+        ratio = _median(ratios)
+        how = (
+            "boto3 GET + If-Match PUT, 64 threads"
+            if self.is_s3
+            else "ObjectStore get + put(IfMatch), 64 tasks"
+        )
+        return Row(
+            "one actor, one process, 64 concurrent writers: commits/s / GET + If-Match loop commits/s",
+            ">= 20",
+            f"{ratio:.1f}",
+            ratio >= 20,
+            f"{_median(lib_rates):.0f} calls/s vs {_median(cas_rates):.0f}/s ({how})",
+        )
+
+    def fan_out_row(self) -> Row:
+        p = self.profile
+        n_actors = 200
+        handles = [BenchCounter.get_or_create(_actor_id(self.run_id, f"fan-{i}")) for i in range(n_actors)]
+        vc.get([h.incr.run_async() for h in handles])
+        store = get_runtime().store
+        _, data = _step_bytes("raw/", b"x" * 1100)
+        ratios: list[float] = []
+        lib_rates: list[float] = []
+        raw_rates: list[float] = []
+        threads_before = threading.active_count()
+        threads_peak = threads_before
+        for i in range(p.repeats):
+            lib = asyncio.run(
+                _drive(lambda k: handles[k % n_actors].incr.run_async(), _CONCURRENCY, p.duration)
+            )
+            threads_peak = max(threads_peak, threading.active_count())
+            raw = _run_on_loop(_raw_puts(store, f"fanraw/{self.run_id}-{i}", data, p.duration))
+            lib_rates.append(lib)
+            raw_rates.append(raw)
+            ratios.append(lib / raw if raw else float("inf"))
+            self.advance("fan-out")
+        ratio = _median(ratios)
+        return Row(
+            "200 actors, 64 in flight: calls/s / raw create-only PUTs/s at the same concurrency",
+            ">= 0.7",
+            f"{ratio:.2f}",
+            ratio >= 0.7,
+            f"{_median(lib_rates):.0f} calls/s vs {_median(raw_rates):.0f} PUTs/s; one event loop, "
+            f"threads {threads_before}->{threads_peak}",
+        )
+
+    # many processes ------------------------------------------------------------------------------
+    def processes_row(self) -> Row:
+        p = self.profile
+        if not self.target.multiprocess:
+            return Row(
+                f"{p.processes} processes on one actor: aggregate / one process alone",
+                ">= 0.5, each >= 1/16",
+                "n/a",
+                None,
+                "memory:// lives in one process",
+            )
+        ratios: list[float] = []
+        shares: list[float] = []
+        alone_rates: list[float] = []
+        for i in range(p.repeats):
+            actor_id = _actor_id(self.run_id, f"procs-{i}")
+            BenchCounter.get_or_create(actor_id).incr.run()
+            alone = _processes(self.target, actor_id, 1, p.duration)
+            many = _processes(self.target, actor_id, p.processes, p.duration)
+            aggregate = sum(many) / p.duration
+            alone_rate = alone[0] / p.duration
+            alone_rates.append(alone_rate)
+            ratios.append(aggregate / alone_rate if alone_rate else float("nan"))
+            shares.append(min(many) / sum(many) if sum(many) else 0.0)
+            self.advance("processes")
+        ratio = _median(ratios)
+        share = _median(shares)
+        return Row(
+            f"{p.processes} processes on one actor: aggregate / one process alone",
+            ">= 0.5, each >= 1/16",
+            f"{ratio:.2f}, min share {share:.3f}",
+            ratio >= 0.5 and share >= 1 / 16,
+            f"one process alone {_median(alone_rates):.0f} calls/s (sequential calls per process)",
+        )
+
+    # long actors ----------------------------------------------------------------------------------
+    def long_rows(self) -> list[Row]:
+        p = self.profile
+        short_id = _actor_id(self.run_id, "short")
+        long_id = _actor_id(self.run_id, "long")
+        short = BenchCounter.get_or_create(short_id)
+        for _ in range(9):
+            short.incr.run()
+        BenchCounter.get_or_create(long_id)
+        _run_on_loop(_write_steps(long_id, p.long_steps))
+        self.advance("long: steps written")
+        # Both actors are loaded cold by a fresh runtime, as a new process would.
+        self.target.init()
+        long = vc.get_actor(long_id)
+        short = vc.get_actor(short_id)
+        read_ratios: list[float] = []
+        commit_ratios: list[float] = []
+        for _ in range(p.repeats):
+            reads: dict[str, list[float]] = {"short": [], "long": []}
+            commits: dict[str, list[float]] = {"short": [], "long": []}
+            for _i in range(p.samples):
+                for name, handle in (("short", short), ("long", long)):
+                    started = time.perf_counter()
+                    handle.value.run()
+                    reads[name].append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    handle.incr.run()
+                    commits[name].append(time.perf_counter() - started)
+            read_ratios.append(_p50(reads["long"]) / _p50(reads["short"]))
+            commit_ratios.append(_p50(commits["long"]) / _p50(commits["short"]))
+            self.advance("long")
+        steps = f"{p.long_steps:,} steps vs 10"
+        read_ratio, commit_ratio = _median(read_ratios), _median(commit_ratios)
+        return [
+            Row(
+                f"read p50 at {p.long_steps:,} steps / at 10 steps",
+                "<= 1.1",
+                f"{read_ratio:.2f}",
+                read_ratio <= 1.1,
+                steps,
+            ),
+            Row(
+                f"commit p50 at {p.long_steps:,} steps / at 10 steps",
+                "<= 1.1",
+                f"{commit_ratio:.2f}",
+                commit_ratio <= 1.1,
+                steps,
+            ),
+        ]
+
+    # CPU and memory ---------------------------------------------------------------------------------
+    def cpu_row(self) -> Row:
+        """Library CPU per commit on a memory store, whatever URL is benchmarked."""
+        p = self.profile
+        values: list[float] = []
+        with _memory_runtime(self.run_id):
+            handle = BenchCounter.get_or_create("cpu")
+            for _ in range(20):
+                handle.incr.run()
+            for _ in range(p.repeats):
+                n = max(200, p.samples * 20)
+                started = time.process_time()
+                for _i in range(n):
+                    handle.incr.run()
+                values.append((time.process_time() - started) / n)
+                self.advance("cpu")
+        value = _median(values) * 1e6
+        return Row(
+            "library CPU per commit, 1 KB state, memory backend",
+            "<= 100 us",
+            f"{value:.0f} us",
+            value <= 100,
+            "process CPU / sequential run() calls (all threads: caller, IO loop, worker)",
+        )
+
+    def rss_row(self) -> Row:
+        p = self.profile
+        growths: list[float] = []
+        ctx = multiprocessing.get_context("spawn")
+        target = self.target if self.target.multiprocess else Target(f"memory://bench-{self.run_id}-rss")
+        for i in range(p.repeats):
+            with ctx.Pool(1) as pool:
+                growths.append(pool.apply(_rss_in_child, (target, f"{self.run_id}-rss{i}", p.rss_actors)))
+            self.advance("rss")
+        growth = _median(growths)
+        scaled = growth * 10_000 / p.rss_actors
+        note = f"{p.rss_actors:,} actors, one call each, in a new process"
+        if p.rss_actors != 10_000:
+            note += f"; {scaled:.0f} MB scaled to 10,000"
+        if not self.target.multiprocess:
+            note += "; includes the memory store's own objects"
+        return Row(
+            "RSS growth after touching 10,000 actors",
+            "<= 100 MB",
+            f"{growth:.1f} MB",
+            scaled <= 100,
+            note,
+        )
+
+
+# -- drivers -------------------------------------------------------------------------------------
+async def _drive(call: Callable[[int], Awaitable[Any]], concurrency: int, duration: float) -> float:
+    """Calls per second with ``concurrency`` calls in flight on this loop for ``duration`` seconds."""
+    deadline = time.perf_counter() + duration
+    counter = iter(range(10**12))
+    done = 0
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await call(next(counter))
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def _raw_puts(store: ObjectStore, prefix: str, data: bytes, duration: float) -> float:
+    deadline = time.perf_counter() + duration
+    done = 0
+    started = time.perf_counter()
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < deadline:
+            await store.put(f"{prefix}/{w}-{i}", data, mode="create")
+            i += 1
+            done += 1
+
+    await asyncio.gather(*(worker(w) for w in range(_CONCURRENCY)))
+    return done / (time.perf_counter() - started)
+
+
+async def _store_cas_loop(store: ObjectStore, key: str, duration: float) -> float:
+    """The naive design: read the state object, modify it, write it back with If-Match; retry on 412."""
+    await store.put(key, json.dumps({"n": 0, "payload": _PAYLOAD}).encode(), mode="create")
+    deadline = time.perf_counter() + duration
+    done = 0
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            blob = await store.get(key)
+            state = json.loads(blob.data)
+            state["n"] += 1
+            try:
+                await store.put(key, json.dumps(state).encode(), mode=IfMatch(blob.version))
+            except PreconditionFailedError:
+                continue
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(_CONCURRENCY)))
+    return done / (time.perf_counter() - started)
+
+
+def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) -> float:
+    """The same loop hand-rolled with boto3: GET, modify, PUT If-Match, 64 threads."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    bucket, _, prefix = target.url.split("://", 1)[1].partition("/")
+    key = f"{prefix.strip('/')}/{name}".lstrip("/")
+    options = target.options
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    client = boto3.client(
+        "s3",
+        endpoint_url=options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL"),
+        aws_access_key_id=options.get("key"),
+        aws_secret_access_key=options.get("secret"),
+        region_name=client_kwargs.get("region_name"),
+        config=botocore.config.Config(max_pool_connections=threads, retries={"max_attempts": 3}),
+    )
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps({"n": 0, "payload": _PAYLOAD}).encode())
+    deadline = time.perf_counter() + duration
+    counts = [0] * threads
+
+    def worker(w: int) -> None:
+        while time.perf_counter() < deadline:
+            got = client.get_object(Bucket=bucket, Key=key)
+            state = json.loads(got["Body"].read())
+            state["n"] += 1
+            try:
+                client.put_object(
+                    Bucket=bucket, Key=key, Body=json.dumps(state).encode(), IfMatch=got["ETag"]
+                )
+            except botocore.exceptions.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    continue
+                raise
+            counts[w] += 1
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(duration + 60)
+    elapsed = time.perf_counter() - started
+    with contextlib.suppress(Exception):
+        client.delete_object(Bucket=bucket, Key=key)
+    return sum(counts) / elapsed
+
+
+async def _write_steps(actor_id: str, count: int) -> None:
+    """Give ``actor_id`` ``count`` steps by writing step objects directly (commits would take hours)."""
+    runtime = get_runtime()
+    core = runtime.core(actor_id)
+    await core.ensure_loaded()
+    assert core.record is not None
+    base = core.record
+    log = core.log
+    queue = iter(range(base.step + 1, count))
+
+    async def worker() -> None:
+        for step in queue:
+            record = replace(base, step=step, parent=step - 1, writer=uuid.uuid4().hex, calls=())
+            with contextlib.suppress(AlreadyExistsError):
+                await log.store.put(
+                    log.step_key(step), record.encode(log.step_key(step), log.signing_key), mode="create"
+                )
+
+    await asyncio.gather(*(worker() for _ in range(_CONCURRENCY)))
+    newest = await log.read_step(count - 1)
+    assert newest is not None
+    await log.advance_head(newest.step, newest.class_ref, await log.read_head())
+
+
+# -- child processes -------------------------------------------------------------------------------
+def _cold_call_in_child(target: Target, actor_id: str) -> dict[str, int]:
+    target.init()
+    try:
+        return _cold_call(actor_id)
+    finally:
+        vc.shutdown()
+
+
+def _cold_call_fresh_runtime(target: Target, actor_id: str) -> dict[str, int]:
+    target.init()
+    return _cold_call(actor_id)
+
+
+def _cold_call(actor_id: str) -> dict[str, int]:
+    trace = RequestTrace(get_runtime().store, latency=0.005)
+    with trace.installed():
+        handle = vc.get_actor(actor_id)
+        handle.incr.run()
+    path = trace.on_path()
+    return {
+        "round_trips": sequential_round_trips(path),
+        "requests": len(path),
+        "lists": sum(1 for r in path if r.kind == "list"),
+        # the log's own listing (the inbox is listed once per process, alongside the HEAD read)
+        "step_lists": sum(1 for r in path if r.kind == "list" and "/steps/" in r.key),
+    }
+
+
+def _process_writer(
+    target: Target, actor_id: str, start: Any, duration: float, results: Any, index: int
+) -> None:
+    target.init()
+    handle = vc.get_actor(actor_id)
+    handle.value.run()
+    start.wait(60)
+    deadline = time.perf_counter() + duration
+    done = 0
+    while time.perf_counter() < deadline:
+        handle.incr.run()
+        done += 1
+    results.put((index, done))
+    vc.shutdown()
+
+
+def _processes(target: Target, actor_id: str, count: int, duration: float) -> list[int]:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_writer, args=(target, actor_id, start, duration, results, i))
+        for i in range(count)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(0)
+    # Give every child time to import and load the actor before the clock starts.
+    _wait_ready(procs, 3.0 + count * 0.5)
+    start.set()
+    counts = [0] * count
+    for _ in range(count):
+        index, done = results.get(timeout=duration + 120)
+        counts[index] = done
+    for proc in procs:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+    return counts
+
+
+def _wait_ready(procs: list[Any], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and all(p.is_alive() for p in procs):
+        time.sleep(0.1)
+
+
+def _rss_in_child(target: Target, prefix: str, count: int) -> float:
+    target.init()
+    handles = [BenchCounter.get_or_create(f"warmup-{prefix}-{i}") for i in range(4)]
+    vc.get([h.incr.run_async() for h in handles])
+    gc.collect()
+    before = _rss_mb()
+
+    async def touch() -> None:
+        semaphore = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                handle = await BenchCounter.get_or_create_async(f"{prefix}-{i}")
+                await handle.incr.run_async()
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+    asyncio.run(touch())
+    gc.collect()
+    growth = _rss_mb() - before
+    vc.shutdown()
+    return growth
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextlib.contextmanager
+def _memory_runtime(run_id: str) -> Iterator[None]:
+    """Switch this process to a private memory store for a while, then back."""
+    settings = get_runtime().settings
+    vc.init(f"memory://bench-{run_id}-cpu")
+    try:
+        yield
+    finally:
+        vc.init(settings.storage, settings=settings, **settings.storage_options)
+
+
+# -- orchestration ----------------------------------------------------------------------------------
+ROW_GROUPS = ("warm", "cold", "one_actor", "fan_out", "processes", "long", "cpu", "rss")
+
+
+def run_bench(
+    target: Target, profile: Profile, *, progress: Callable[[str], None] | None = None, keep: bool = False
+) -> list[Row]:
+    """Run every row against ``target`` and return the table rows."""
+    run_id = uuid.uuid4().hex[:10]
+    scoped = target.sub(f"vactor-bench-{run_id}")
+    steps = _steps_for(profile)
+    advance = progress or (lambda _label: None)
+    scoped.init()
+    bench = Bench(scoped, profile, run_id, advance)
+    rows: list[Row] = []
+    try:
+        rows.extend(bench.warm_rows())
+        rows.append(bench.cold_row())
+        scoped.init()
+        rows.append(bench.one_actor_row())
+        rows.append(bench.fan_out_row())
+        rows.append(bench.processes_row())
+        rows.extend(bench.long_rows())
+        rows.append(bench.cpu_row())
+        rows.append(bench.rss_row())
+    finally:
+        if not keep:
+            with contextlib.suppress(Exception):
+                scoped.init()
+                _run_on_loop(_delete_prefix(get_runtime().store))
+        vc.shutdown()
+    assert steps > 0
+    return rows
+
+
+def _steps_for(profile: Profile) -> int:
+    """Progress steps: one per repeat of each row group, plus the long actor's setup."""
+    per_repeat = 8 if profile.processes else 7
+    return profile.repeats * per_repeat + 1
+
+
+async def _delete_prefix(store: ObjectStore) -> None:
+    keys = await store.list("")
+    semaphore = asyncio.Semaphore(_CONCURRENCY)
+
+    async def delete(key: str) -> None:
+        async with semaphore:
+            with contextlib.suppress(NotFoundError):
+                await store.delete(key)
+
+    await asyncio.gather(*(delete(k) for k in keys))
+
+
+def render(rows: list[Row], target: Target, profile: Profile) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"vactor bench {target.url} ({profile.name} profile, medians of {profile.repeats} runs)"
+    )
+    table.add_column("row")
+    table.add_column("target", justify="right")
+    table.add_column("measured", justify="right")
+    table.add_column("", justify="center")
+    table.add_column("note")
+    for row in rows:
+        mark = "n/a" if row.ok is None else ("ok" if row.ok else "MISS")
+        table.add_row(row.name, row.target, row.value, mark, row.note)
+    return table
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``vactor bench`` (registered by the ``vactor`` CLI)."""
+    parser.add_argument(
+        "url", help="the store to measure: a path, file://, memory://, s3://bucket/p, gs://bucket/p"
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller samples (a few minutes per store)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="explicit profile (overrides --quick)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="storage option for fsspec (VALUE parsed as JSON when it can be), e.g. endpoint_url=http://...",
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the objects the benchmark wrote")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark as ``vactor bench`` does; 0 when it ran (misses are reported, not errors)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
+    options = dict(getattr(args, "storage_options", None) or {})
+    options.update(_parse_options(args.option))
+    target = Target(args.url, options, dict(getattr(args, "storage_env", None) or {}))
+    console = Console(stderr=True)
+    total = _steps_for(profile)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("bench", total=total)
+
+        def advance(label: str) -> None:
+            bar.update(task, advance=1, description=f"bench: {label}")
+
+        rows = run_bench(target, profile, progress=advance, keep=args.keep)
+    Console().print(render(rows, target, profile))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(
+                {
+                    "url": target.url,
+                    "profile": profile.name,
+                    "rows": [
+                        {"name": r.name, "target": r.target, "value": r.value, "ok": r.ok, "note": r.note}
+                        for r in rows
+                    ],
+                },
+                out,
+                indent=2,
+            )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vactor_cloud.bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    # Run the imported module, not this __main__ copy: spawned children and
+    # stored class names must see ``vactor_cloud.bench``.
+    from vactor_cloud.bench import main as _main
+
+    sys.exit(_main())
