@@ -21,6 +21,7 @@ from vactor_cloud.errors import (
     StorageError,
     VactorError,
 )
+from vactor_cloud.events import send_event, send_event_async
 from vactor_cloud.future import ActorFuture, get
 from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
 from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
@@ -55,6 +56,8 @@ __all__ = [
     "get_runtime",
     "init",
     "list_actors",
+    "send_event",
+    "send_event_async",
     "shutdown",
     "subtask",
     "virtual_actor",
