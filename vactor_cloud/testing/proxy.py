@@ -25,7 +25,10 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
+
+from vactor_cloud.testing.lanes import StoreSpec
 
 __all__ = ["DroppingProxy", "ProxyStats", "is_upload"]
 
@@ -130,6 +133,20 @@ class DroppingProxy:
         asyncio.run_coroutine_threadsafe(shutdown(), loop)
         thread.join(10)
         self._loop = self._thread = self._server = None
+
+    def route(self, spec: StoreSpec) -> StoreSpec:
+        """``spec`` with every mention of the upstream endpoint (options, environment) pointing here."""
+        if not self.endpoint:
+            raise RuntimeError("DroppingProxy.start() was not called")
+
+        def swap(value: Any) -> Any:
+            if isinstance(value, str):
+                return value.replace(self.upstream, self.endpoint)
+            if isinstance(value, dict):
+                return {k: swap(v) for k, v in value.items()}
+            return value
+
+        return StoreSpec(spec.url, swap(spec.options), swap(spec.env))
 
     def __enter__(self) -> DroppingProxy:
         self.start()

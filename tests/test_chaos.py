@@ -1,0 +1,316 @@
+"""Chaos suite: many writers on shared actors under every storage fault kind, on every lane.
+
+For each fault kind (a phase), N OS processes (threads on the memory lane,
+whose stores live in one process) make M calls each on shared actors, every
+call with a unique token, while a :class:`FaultyStore` injects that kind of
+fault at random. Then, through a clean store:
+
+* the step chain of every actor is gapless, each step's parent is the step
+  before, and every step decodes;
+* no acknowledged call is missing (lost), no token was applied twice
+  (duplicated), every applied call was either acknowledged or ended in an
+  error (never a silent success), and every error is a ``VactorError``.
+  So the final count is the acknowledged calls plus some of the errored ones.
+
+Seeded: the seed is printed and in every failure message; rerun with
+``VACTOR_CHAOS_SEED=<seed>``. The default profile is short; ``-m chaos_long``
+runs the long one. With ``VACTOR_CHAOS_REPORT=<file>`` each phase appends a
+JSON row (backend, fault kind, tried, acknowledged, lost, duplicated, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing.context
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, install
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.proxy import DroppingProxy
+
+from chaos_workers import (
+    CallLog,
+    Phase,
+    TokenCounter,
+    account,
+    assert_gapless,
+    chaos_process,
+    chaos_threads,
+    init_from_spec,
+    read_chain,
+)
+
+JOIN_TIMEOUT = 240
+_GET = frozenset({"get"})
+_PUT = frozenset({"put"})
+
+#: fault kind -> the rules injecting it (probabilities per matching operation)
+FAULTS: dict[str, tuple[FaultRule, ...]] = {
+    "fail_before": (
+        FaultRule("fail_before", operations=ALL_OPERATIONS, probability=0.15),
+        FaultRule("fail_before", operations=_PUT, probability=0.1, retryable=False),
+    ),
+    "lost_response": (
+        FaultRule("lost_response", operations=_PUT, probability=0.25, retryable=False),
+        FaultRule("lost_response", operations=ALL_OPERATIONS, probability=0.05),
+    ),
+    "conflict_before": (FaultRule("conflict_before", operations=_PUT, probability=0.25),),
+    "conflict_after": (FaultRule("conflict_after", operations=_PUT, probability=0.25),),
+    "rate_limited": (FaultRule("rate_limited", operations=ALL_OPERATIONS, probability=0.15),),
+    "delay": (FaultRule("delay", operations=ALL_OPERATIONS, probability=0.5, delay=0.03),),
+    "truncate_read": (FaultRule("truncate_read", operations=_GET, probability=0.1),),
+    "corrupt_read": (FaultRule("corrupt_read", operations=_GET, probability=0.1),),
+    "mixed": (
+        FaultRule("lost_response", operations=_PUT, probability=0.08, retryable=False),
+        FaultRule("conflict_after", operations=_PUT, probability=0.05),
+        FaultRule("fail_before", operations=ALL_OPERATIONS, probability=0.05),
+        FaultRule("rate_limited", operations=ALL_OPERATIONS, probability=0.05),
+        FaultRule("truncate_read", operations=_GET, probability=0.03),
+        FaultRule("corrupt_read", operations=_GET, probability=0.03),
+        FaultRule("delay", operations=ALL_OPERATIONS, probability=0.2, delay=0.02),
+    ),
+}
+
+#: (workers, calls per worker per phase, actors per phase)
+SHORT = (3, 8, 2)
+LONG = (6, 40, 3)
+
+
+@pytest.fixture
+def chaos_seed() -> int:
+    raw = os.environ.get("VACTOR_CHAOS_SEED")
+    seed = int(raw) if raw else random.randrange(2**31)
+    print(f"chaos seed {seed} (rerun with VACTOR_CHAOS_SEED={seed})")
+    return seed
+
+
+@pytest.fixture
+def parent_runtime(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+def _phases(kinds: dict[str, tuple[FaultRule, ...]], seed: int, calls: int, actors: int) -> list[Phase]:
+    return [
+        Phase(
+            name=kind,
+            config=FaultConfig(rules=rules, seed=seed, name=kind),
+            actor_ids=tuple(f"{kind}-{j}" for j in range(actors)),
+            calls=calls,
+        )
+        for kind, rules in kinds.items()
+    ]
+
+
+def _run_processes(
+    ctx: multiprocessing.context.SpawnContext,
+    spec: StoreSpec,
+    phases: list[Phase],
+    workers: int,
+    seed: int,
+    tmp_path: Path,
+) -> dict[str, list[CallLog]]:
+    barrier = ctx.Barrier(workers)
+    outs = [tmp_path / f"worker-{i}.json" for i in range(workers)]
+    procs = [
+        ctx.Process(target=chaos_process, args=(spec, phases, i, seed, str(out), barrier))
+        for i, out in enumerate(outs)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(JOIN_TIMEOUT)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(10)
+    assert codes == [0] * workers, f"chaos worker exit codes {codes} (seed {seed})"
+    by_phase: dict[str, list[CallLog]] = {}
+    for out in outs:
+        for entry in json.loads(out.read_text()):
+            log = CallLog.from_json(entry)
+            by_phase.setdefault(log.phase, []).append(log)
+    return by_phase
+
+
+def _run_threads(spec: StoreSpec, phases: list[Phase], workers: int, seed: int) -> dict[str, list[CallLog]]:
+    by_phase = {}
+    for phase in phases:
+        init_from_spec(spec)
+        install(phase.config.derive("threads"))
+        by_phase[phase.name] = chaos_threads(phase, workers, seed)
+        vc.shutdown()
+    return by_phase
+
+
+def run_chaos(
+    lane: Lane,
+    spec: StoreSpec,
+    kinds: dict[str, tuple[FaultRule, ...]],
+    profile: tuple[int, int, int],
+    seed: int,
+    ctx: multiprocessing.context.SpawnContext,
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    workers, calls, actors = profile
+    phases = _phases(kinds, seed, calls, actors)
+    init_from_spec(spec)
+    for phase in phases:
+        for actor_id in phase.actor_ids:
+            TokenCounter.get_or_create(actor_id)
+    vc.shutdown()
+
+    if lane.multiprocess:
+        by_phase = _run_processes(ctx, spec, phases, workers, seed, tmp_path)
+    else:
+        by_phase = _run_threads(spec, phases, workers, seed)
+
+    init_from_spec(spec)  # no faults from here on
+    problems = []
+    for phase in phases:
+        logs = by_phase[phase.name]
+        applied: list[str] = []
+        for actor_id in phase.actor_ids:
+            records = read_chain(actor_id)  # every step decodes
+            assert_gapless(actor_id, records)
+            tokens = vc.get_actor(actor_id).applied.run()
+            in_steps = sum(len(r.calls) for r in records[1:])
+            assert in_steps == len(tokens), (
+                f"{actor_id}: the steps record {in_steps} calls, the state {len(tokens)} (seed {seed})"
+            )
+            applied.extend(tokens)
+        verdict = account(logs, applied)
+        injected: dict[str, int] = {}
+        for log in logs:
+            for kind, n in log.injected.items():
+                injected[kind] = injected.get(kind, 0) + n
+        error_types = Counter(e.split(":", 1)[0] for log in logs for e in log.errors.values())
+        row = {
+            "backend": backend,
+            "fault": phase.name,
+            "seed": seed,
+            **asdict(verdict),
+            "injected": injected,
+            "errors": dict(error_types),
+        }
+        row["lost"], row["duplicated"] = len(verdict.lost), len(verdict.duplicated)
+        _report(row)
+        print(
+            f"{backend:10} {phase.name:16} tried {verdict.tried:4} acked {verdict.acked:4} "
+            f"errored {verdict.errored:3} applied {verdict.applied:4} lost {len(verdict.lost)} "
+            f"duplicated {len(verdict.duplicated)} injected {injected} errors {dict(error_types)}"
+        )
+        for message in _sample_errors(logs)[:3]:
+            print(f"    e.g. {message[:300]}")
+        if verdict.lost or verdict.duplicated or verdict.silent or verdict.untyped:
+            errors = {t: e for log in logs for t, e in log.errors.items()}
+            problems.append(
+                f"{phase.name}: lost {verdict.lost} duplicated {verdict.duplicated} "
+                f"silent {verdict.silent} untyped {[(t, errors[t]) for t in verdict.untyped]}"
+            )
+        if verdict.acked == 0:
+            problems.append(f"{phase.name}: no call succeeded; errors: {_sample_errors(logs)}")
+        if kinds[phase.name] and not injected:
+            problems.append(f"{phase.name}: no fault was injected: the phase tested nothing")
+        if verdict.tried != workers * calls:
+            problems.append(f"{phase.name}: {verdict.tried} outcomes recorded for {workers * calls} calls")
+    vc.shutdown()
+    assert not problems, f"seed {seed} on {backend}:\n" + "\n".join(problems)
+
+
+def _sample_errors(logs: list[CallLog]) -> list[str]:
+    return [e for log in logs for e in log.errors.values()][:5]
+
+
+def _report(row: dict[str, object]) -> None:
+    path = os.environ.get("VACTOR_CHAOS_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def test_chaos_every_fault_kind(
+    parent_runtime: StoreSpec,
+    store_lane: Lane,
+    chaos_seed: int,
+    spawn_context: multiprocessing.context.SpawnContext,
+    tmp_path: Path,
+) -> None:
+    run_chaos(store_lane, parent_runtime, FAULTS, SHORT, chaos_seed, spawn_context, tmp_path, store_lane.name)
+
+
+@pytest.mark.chaos_long
+def test_chaos_every_fault_kind_long(
+    parent_runtime: StoreSpec,
+    store_lane: Lane,
+    chaos_seed: int,
+    spawn_context: multiprocessing.context.SpawnContext,
+    tmp_path: Path,
+) -> None:
+    run_chaos(store_lane, parent_runtime, FAULTS, LONG, chaos_seed, spawn_context, tmp_path, store_lane.name)
+
+
+def _wire_lane(store_lane: Lane) -> str:
+    endpoint = getattr(store_lane, "endpoint", None)
+    if not isinstance(endpoint, str) or not endpoint.startswith("http://"):
+        pytest.skip(f"lane {store_lane.name} has no HTTP server to put a proxy in front of")
+    return endpoint
+
+
+def _wire_chaos(
+    store_lane: Lane,
+    spec: StoreSpec,
+    profile: tuple[int, int, int],
+    seed: int,
+    ctx: multiprocessing.context.SpawnContext,
+    tmp_path: Path,
+) -> None:
+    upstream = _wire_lane(store_lane)
+    with DroppingProxy(upstream, drop_share=0.3, seed=seed) as proxy:
+        routed = proxy.route(spec)
+        run_chaos(
+            store_lane,
+            routed,
+            {"wire_drop": ()},
+            profile,
+            seed,
+            ctx,
+            tmp_path,
+            store_lane.name,
+        )
+        dropped = proxy.stats.dropped
+    print(f"{store_lane.name}: the proxy dropped {dropped} answers to successful uploads")
+    assert dropped > 0, f"the proxy dropped nothing (seed {seed})"
+
+
+def test_chaos_dropped_connections_on_the_wire(
+    parent_runtime: StoreSpec,
+    store_lane: Lane,
+    chaos_seed: int,
+    spawn_context: multiprocessing.context.SpawnContext,
+    tmp_path: Path,
+) -> None:
+    _wire_chaos(store_lane, parent_runtime, SHORT, chaos_seed, spawn_context, tmp_path)
+
+
+@pytest.mark.chaos_long
+def test_chaos_dropped_connections_on_the_wire_long(
+    parent_runtime: StoreSpec,
+    store_lane: Lane,
+    chaos_seed: int,
+    spawn_context: multiprocessing.context.SpawnContext,
+    tmp_path: Path,
+) -> None:
+    _wire_chaos(store_lane, parent_runtime, LONG, chaos_seed, spawn_context, tmp_path)
