@@ -30,12 +30,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-
-import vactor_cloud as vc
-from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, install
-from vactor_cloud.testing.lanes import Lane, StoreSpec
-from vactor_cloud.testing.proxy import DroppingProxy
-
 from chaos_workers import (
     CallLog,
     Phase,
@@ -47,6 +41,11 @@ from chaos_workers import (
     init_from_spec,
     read_chain,
 )
+
+import vactor_cloud as vc
+from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, install
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.proxy import DroppingProxy
 
 JOIN_TIMEOUT = 240
 _GET = frozenset({"get"})

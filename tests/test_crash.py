@@ -30,13 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chaos_workers import TokenCounter, assert_gapless, crash_process, init_from_spec, read_chain
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.testing.faults import FaultConfig, FaultRule
 from vactor_cloud.testing.lanes import Lane, StoreSpec
-
-from chaos_workers import TokenCounter, assert_gapless, crash_process, init_from_spec, read_chain
 
 JOIN_TIMEOUT = 180
 CALLS = 8
@@ -146,7 +145,7 @@ def test_writers_killed_mid_commit_lose_nothing_and_head_is_repaired(
         if p.is_alive():
             p.kill()
             p.join(10)
-    expected = {name: -signal.SIGKILL for name in victims} | {"survivor": 0}
+    expected = dict.fromkeys(victims, -signal.SIGKILL) | {"survivor": 0}
     assert codes == expected, f"exit codes {codes} (seed {seed}): a kill did not land, or a process failed"
 
     acks = {name: _acks(path) for name, path in ack_files.items()}
