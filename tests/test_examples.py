@@ -1,0 +1,90 @@
+"""Every example in examples/ runs: on the embedded store by default, and on a URL given to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.testing.pytest_plugin import LaneRegistry
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> str:
+    """Run ``examples/<name>`` in a fresh interpreter; fail with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0, f"{name} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    """No $VACTOR_STORAGE: the examples use the embedded store, here under a temporary XDG_DATA_HOME."""
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    return env
+
+
+@pytest.fixture
+def moto_store(vactor_lanes: LaneRegistry) -> Iterator[StoreSpec]:
+    lane = vactor_lanes.require("moto")
+    spec = lane.new_store()
+    try:
+        yield spec
+    finally:
+        lane.drop_store(spec)
+
+
+def moto_env(spec: StoreSpec) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    env.update(spec.env)
+    return env
+
+
+def test_quickstart_prints_the_seed_values(tmp_path: Path) -> None:
+    env = {**os.environ, "VACTOR_STORAGE": str(tmp_path / "store")}
+    assert run_example("quickstart.py", env=env).split() == ["10", "20", "30"]
+
+
+def test_bank_transfer_conserves_money_on_the_embedded_store(tmp_path: Path) -> None:
+    out = run_example("bank_transfer.py", env=embedded_env(tmp_path))
+    assert "recovered 1 in-flight transfer(s)" in out
+    assert "invariant holds: total 2000" in out
+    assert (tmp_path / "data" / "vactor_cloud" / "actors").is_dir()
+
+
+def test_bank_transfer_conserves_money_on_s3(moto_store: StoreSpec) -> None:
+    out = run_example("bank_transfer.py", moto_store.url, env=moto_env(moto_store))
+    assert "invariant holds: total 2000" in out
+
+
+def test_serverless_handler_is_exactly_once_across_cold_starts(tmp_path: Path) -> None:
+    out = run_example("serverless_handler.py", env=embedded_env(tmp_path))
+    assert "retry      req-2 -> {'count': 3}" in out
+    assert "exactly once across 6 cold starts" in out
+
+
+def test_serverless_handler_on_s3_via_environment(moto_store: StoreSpec) -> None:
+    env = {**moto_env(moto_store), "VACTOR_STORAGE": moto_store.url}
+    out = run_example("serverless_handler.py", env=env)
+    assert "summary {'count': 4, 'by_page': {'/': 2, '/cart': 1, '/checkout': 1}}" in out
+
+
+def test_batch_dask_totals_match(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    out = run_example("batch_dask.py", str(tmp_path / "store"), env=embedded_env(tmp_path))
+    assert "totals match" in out
+    assert "by 2 Dask worker processes" in out
