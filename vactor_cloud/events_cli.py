@@ -154,11 +154,10 @@ async def _drain(actor: str | None) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Run ``vactor events ls|drain`` as parsed by a parser set up with :func:`add_arguments`."""
     try:
-        options = _options(args.option)
-    except ValueError as exc:
+        init(args.url, **_options(args.option))
+    except (TypeError, ValueError) as exc:  # bad -o, options for a local path, unknown URL scheme
         print(f"vactor events: {exc}", file=sys.stderr)
         return 2
-    init(args.url, **options)
     try:
         if args.events_command == "ls":
             rows, errors = _sync.sync(_ls(args.actor))
