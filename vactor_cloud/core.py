@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 from vactor_cloud.batch import PendingCall, apply_batch, run_readonly
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorClass, lookup_local_class
-from vactor_cloud.errors import ActorNotFoundError, CommitConflictError, CommitOutcomeUnknownError
+from vactor_cloud.errors import (
+    ActorNotFoundError,
+    CommitConflictError,
+    CommitOutcomeUnknownError,
+    VactorError,
+)
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
 
@@ -67,6 +72,9 @@ class ActorCore:
         #: external events waiting for this actor (folded into commits, see inbox.py)
         self.inbox = ActorInbox(self)
         self._load_lock: asyncio.Lock | None = None
+        #: when this process last lost a commit race, and how long its puts take (moving average)
+        self._lost_at = -math.inf
+        self._put_seconds = 0.0
 
     # -- submission (any thread) -------------------------------------------------
     def submit(self, call: PendingCall) -> None:
@@ -221,6 +229,10 @@ class ActorCore:
         loop = asyncio.get_running_loop()
         attempts = 0
         give_up_at = time.monotonic() + settings.commit_timeout
+        if time.monotonic() - self._lost_at < 1.0:
+            # Contended: the previous winner would win again (it alone knows the
+            # newest step at once); a short pause lets the losers' retries through.
+            await asyncio.sleep(random.random() * self._put_seconds)
         while True:
             try:
                 await self.ensure_loaded()
@@ -270,6 +282,8 @@ class ActorCore:
             except (StepTakenError, _BelowWatermarkError) as lost:
                 if isinstance(lost, StepTakenError):
                     self._accept(lost.winner, self.validated_at)
+                    await self._catch_up(lost.winner)
+                self._lost_at = time.monotonic()
                 attempts += 1
                 # Bounded by time as well as count: under heavy contention a
                 # writer may lose many rounds in a row yet get through soon after.
@@ -283,10 +297,26 @@ class ActorCore:
                 _fail(batch, exc)
                 return
             self._accept(record, put_started)
+            self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
             self._live = (record.step, result.instance)
             self.inbox.settle(batch, calls, result)
             self.runtime.heads.mark(self)
             return
+
+    async def _catch_up(self, winner: StepRecord) -> None:
+        """After losing a race, move the cache to the newest step in one probe.
+
+        Retrying from the winner's step alone loses again whenever others
+        committed meanwhile: a writer walking one step per lost put falls
+        further behind and starves while the others keep committing.
+        """
+        started = time.monotonic()
+        try:
+            newest, _ = await self.log.probe_from(winner)
+        except VactorError as exc:  # the next attempt's put finds out as well
+            logger.debug("actor %r: probe after a lost commit failed: %s", self.actor_id, exc)
+            return
+        self._accept(newest, started)
 
     async def _above_watermark(self, record: StepRecord, clean: bool) -> bool:
         """After a slow commit: is our step above the retention watermark?
@@ -377,4 +407,4 @@ def _backoff(attempt: int) -> float:
     The cap is a few round trips: a loser that sleeps much longer than the
     winner's commit cycle only falls further behind.
     """
-    return float(min(0.05, 0.001 * 2 ** min(attempt, 10)) * random.random())
+    return float(0.001 * min(attempt, 5) * random.random())
