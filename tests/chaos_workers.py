@@ -154,6 +154,14 @@ def chaos_threads(phase: Phase, workers: int, seed: int) -> list[CallLog]:
     return logs
 
 
+def chaos_seed(what: str) -> int:
+    """``$VACTOR_CHAOS_SEED``, else a fresh random seed; printed so that a failure can be replayed."""
+    raw = os.environ.get("VACTOR_CHAOS_SEED")
+    seed = int(raw) if raw else random.randrange(2**31)
+    print(f"{what} seed {seed} (rerun with VACTOR_CHAOS_SEED={seed})")
+    return seed
+
+
 # -- checks ---------------------------------------------------------------------------------
 def read_chain(actor_id: str) -> list[StepRecord]:
     """Every step of the actor, decoded (IntegrityError if one does not decode)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import multiprocessing.context
 import os
-import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -37,6 +36,7 @@ from chaos_workers import (
     account,
     assert_gapless,
     chaos_process,
+    chaos_seed,
     chaos_threads,
     init_from_spec,
     read_chain,
@@ -84,11 +84,8 @@ LONG = (6, 40, 3)
 
 
 @pytest.fixture
-def chaos_seed() -> int:
-    raw = os.environ.get("VACTOR_CHAOS_SEED")
-    seed = int(raw) if raw else random.randrange(2**31)
-    print(f"chaos seed {seed} (rerun with VACTOR_CHAOS_SEED={seed})")
-    return seed
+def seed() -> int:
+    return chaos_seed("chaos")
 
 
 @pytest.fixture
@@ -243,22 +240,22 @@ def _report(row: dict[str, object]) -> None:
 def test_chaos_every_fault_kind(
     parent_runtime: StoreSpec,
     store_lane: Lane,
-    chaos_seed: int,
+    seed: int,
     spawn_context: multiprocessing.context.SpawnContext,
     tmp_path: Path,
 ) -> None:
-    run_chaos(store_lane, parent_runtime, FAULTS, SHORT, chaos_seed, spawn_context, tmp_path, store_lane.name)
+    run_chaos(store_lane, parent_runtime, FAULTS, SHORT, seed, spawn_context, tmp_path, store_lane.name)
 
 
 @pytest.mark.chaos_long
 def test_chaos_every_fault_kind_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,
-    chaos_seed: int,
+    seed: int,
     spawn_context: multiprocessing.context.SpawnContext,
     tmp_path: Path,
 ) -> None:
-    run_chaos(store_lane, parent_runtime, FAULTS, LONG, chaos_seed, spawn_context, tmp_path, store_lane.name)
+    run_chaos(store_lane, parent_runtime, FAULTS, LONG, seed, spawn_context, tmp_path, store_lane.name)
 
 
 def _wire_lane(store_lane: Lane) -> str:
@@ -297,19 +294,19 @@ def _wire_chaos(
 def test_chaos_dropped_connections_on_the_wire(
     parent_runtime: StoreSpec,
     store_lane: Lane,
-    chaos_seed: int,
+    seed: int,
     spawn_context: multiprocessing.context.SpawnContext,
     tmp_path: Path,
 ) -> None:
-    _wire_chaos(store_lane, parent_runtime, SHORT, chaos_seed, spawn_context, tmp_path)
+    _wire_chaos(store_lane, parent_runtime, SHORT, seed, spawn_context, tmp_path)
 
 
 @pytest.mark.chaos_long
 def test_chaos_dropped_connections_on_the_wire_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,
-    chaos_seed: int,
+    seed: int,
     spawn_context: multiprocessing.context.SpawnContext,
     tmp_path: Path,
 ) -> None:
-    _wire_chaos(store_lane, parent_runtime, LONG, chaos_seed, spawn_context, tmp_path)
+    _wire_chaos(store_lane, parent_runtime, LONG, seed, spawn_context, tmp_path)

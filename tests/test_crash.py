@@ -22,7 +22,6 @@ Seeded like the chaos suite (``VACTOR_CHAOS_SEED``).
 from __future__ import annotations
 
 import multiprocessing.context
-import os
 import random
 import signal
 from collections import Counter
@@ -30,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chaos_workers import TokenCounter, assert_gapless, crash_process, init_from_spec, read_chain
+from chaos_workers import TokenCounter, assert_gapless, chaos_seed, crash_process, init_from_spec, read_chain
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -44,11 +43,8 @@ _STEP_OPS = frozenset({"get", "put"})
 
 
 @pytest.fixture
-def chaos_seed() -> int:
-    raw = os.environ.get("VACTOR_CHAOS_SEED")
-    seed = int(raw) if raw else random.randrange(2**31)
-    print(f"crash seed {seed} (rerun with VACTOR_CHAOS_SEED={seed})")
-    return seed
+def seed() -> int:
+    return chaos_seed("crash")
 
 
 @pytest.fixture
@@ -113,11 +109,11 @@ def _head_step(actor_id: str) -> int:
 def test_writers_killed_mid_commit_lose_nothing_and_head_is_repaired(
     shared: StoreSpec,
     store_lane: Lane,
-    chaos_seed: int,
+    seed: int,
     spawn_context: multiprocessing.context.SpawnContext,
     tmp_path: Path,
 ) -> None:
-    seed = chaos_seed
+
     victims = _victims(seed)
     init_from_spec(shared)
     for name in victims:
