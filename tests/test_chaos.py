@@ -79,13 +79,20 @@ FAULTS: dict[str, tuple[FaultRule, ...]] = {
 }
 
 #: (workers, calls per worker per phase, actors per phase)
-SHORT = (3, 8, 2)
+SHORT = (3, 6, 2)
 LONG = (6, 40, 3)
 
 
 @pytest.fixture
 def seed() -> int:
     return chaos_seed("chaos")
+
+
+@pytest.fixture
+def long_profile(request: pytest.FixtureRequest) -> None:
+    """Skip the long profile unless it was asked for with ``-m chaos_long``."""
+    if "chaos_long" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("long chaos profile: run it with -m chaos_long")
 
 
 @pytest.fixture
@@ -248,6 +255,7 @@ def test_chaos_every_fault_kind(
 
 
 @pytest.mark.chaos_long
+@pytest.mark.usefixtures("long_profile")
 def test_chaos_every_fault_kind_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,
@@ -302,6 +310,7 @@ def test_chaos_dropped_connections_on_the_wire(
 
 
 @pytest.mark.chaos_long
+@pytest.mark.usefixtures("long_profile")
 def test_chaos_dropped_connections_on_the_wire_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,

@@ -40,7 +40,8 @@ translation:
 A rule fires either by schedule (``at``: 1-based numbers of the operations
 the rule matches, counted per rule) or with ``probability`` per matching
 operation, drawn from a ``random.Random`` seeded by the config; at most
-``limit`` times. The first rule that fires for an operation wins. What was
+``limit`` times. Every rule counts every operation it matches; when several
+fire for one operation, the first in ``rules`` is injected. What was
 injected is counted in :attr:`FaultyStore.injected`.
 """
 
@@ -194,21 +195,24 @@ class FaultyStore(ObjectStore):
 
     # -- decisions --------------------------------------------------------------------
     def _decide(self, operation: str, key: str) -> _InjectedFault | None:
+        """The fault for this operation, if any. Every matching rule counts (and draws for) it."""
         self.seen[operation] += 1
+        chosen: int | None = None
         for index, rule in enumerate(self.config.rules):
             if operation not in rule.operations or rule.key_contains not in key:
                 continue
             self._matched[index] += 1
-            if rule.limit is not None and self._fired[index] >= rule.limit:
-                continue
-            # A probabilistic rule draws even at probability 0, so that the random
-            # stream (and so the schedule) does not depend on other rules' settings.
+            # A probabilistic rule draws even when it cannot fire, so that the random
+            # stream (and so the schedule) does not depend on the other rules.
             fires = self._matched[index] in rule.at if rule.at else self._rng.random() < rule.probability
-            if fires:
-                self._fired[index] += 1
-                self.injected[rule.kind] += 1
-                return _InjectedFault(rule, random.Random(self._rng.getrandbits(64)))
-        return None
+            if fires and chosen is None and (rule.limit is None or self._fired[index] < rule.limit):
+                chosen = index
+        if chosen is None:
+            return None
+        rule = self.config.rules[chosen]
+        self._fired[chosen] += 1
+        self.injected[rule.kind] += 1
+        return _InjectedFault(rule, random.Random(self._rng.getrandbits(64)))
 
     async def _around(self, operation: str, key: str, run: Any) -> Any:
         """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it."""

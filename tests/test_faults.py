@@ -1,0 +1,141 @@
+"""FaultyStore does what its documentation says for each fault kind, deterministically by seed."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import uuid
+
+import pytest
+
+from vactor_cloud.errors import (
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    RetryableStorageError,
+    StorageError,
+)
+from vactor_cloud.storage import MemoryStore
+from vactor_cloud.testing.faults import FAULT_KINDS, FaultConfig, FaultRule, FaultyStore
+
+ALL = frozenset({"get", "head", "put", "list", "delete"})
+
+
+def _store(*rules: FaultRule, seed: int = 1) -> tuple[FaultyStore, MemoryStore]:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    return FaultyStore(inner, FaultConfig(rules, seed)), inner
+
+
+def test_fail_before_raises_and_applies_nothing() -> None:
+    store, inner = _store(
+        FaultRule("fail_before", at=(1,)), FaultRule("fail_before", at=(2,), retryable=False)
+    )
+
+    async def run() -> None:
+        with pytest.raises(RetryableStorageError):
+            await store.put("k", b"x", mode="create")
+        with pytest.raises(StorageError) as info:
+            await store.put("k", b"x", mode="create")
+        assert not isinstance(info.value, RetryableStorageError)
+        assert await inner.head("k") is None
+        await store.put("k", b"x", mode="create")
+        assert (await inner.get("k")).data == b"x"
+
+    asyncio.run(run())
+    assert store.injected == {"fail_before": 2}
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "applied"),
+    [
+        ("lost_response", RetryableStorageError, True),
+        ("conflict_before", ConflictError, False),
+        ("conflict_after", ConflictError, True),
+        ("rate_limited", RateLimitedError, False),
+    ],
+)
+def test_write_faults_raise_typed_errors_and_apply_as_documented(
+    kind: str, error: type[Exception], applied: bool
+) -> None:
+    store, inner = _store(FaultRule(kind, at=(1,)))  # type: ignore[arg-type]
+
+    async def run() -> None:
+        with pytest.raises(error):
+            await store.put("k", b"x", mode="create")
+        assert (await inner.head("k") is not None) is applied
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["truncate_read", "corrupt_read"])
+def test_damaged_reads_leave_the_stored_object_intact(kind: str) -> None:
+    store, inner = _store(FaultRule(kind, operations=frozenset({"get"}), at=(1,)))  # type: ignore[arg-type]
+    data = bytes(range(256))
+
+    async def run() -> None:
+        await inner.put("k", data)
+        damaged = (await store.get("k")).data
+        assert damaged != data
+        if kind == "truncate_read":
+            assert data.startswith(damaged)
+        else:
+            assert len(damaged) == len(data)
+        assert (await store.get("k")).data == data  # only the first read was damaged
+
+    asyncio.run(run())
+
+
+def test_delay_still_applies() -> None:
+    store, _ = _store(FaultRule("delay", operations=ALL, probability=1.0, delay=0.001))
+
+    async def run() -> None:
+        await store.put("k", b"x", mode="create")
+        assert (await store.get("k")).data == b"x"
+        with pytest.raises(NotFoundError):
+            await store.get("missing")
+
+    asyncio.run(run())
+    assert store.injected["delay"] == 3
+
+
+def test_key_filter_limit_and_seeded_schedule_are_deterministic() -> None:
+    rule = FaultRule("fail_before", operations=ALL, key_contains="/steps/", probability=0.5, limit=5)
+
+    async def pattern(seed: int) -> list[bool]:
+        store, _ = _store(rule, seed=seed)
+        out = []
+        for i in range(40):
+            try:
+                await store.put(f"a/steps/{i}", b"x")
+                await store.put(f"a/HEAD{i}", b"x")  # never matches
+                out.append(False)
+            except RetryableStorageError as exc:
+                assert "/steps/" in exc.key
+                out.append(True)
+        return out
+
+    first, again, other = (asyncio.run(pattern(s)) for s in (3, 3, 4))
+    assert first == again
+    assert first != other
+    assert sum(first) == 5  # the limit
+
+
+def test_config_is_plain_data() -> None:
+    config = FaultConfig(
+        (FaultRule("lost_response", operations=ALL, probability=0.2, retryable=False),), seed=9, name="x"
+    )
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert FaultConfig.from_json(config.to_json()) == config
+    child = config.derive("worker-1")
+    assert child.rules == config.rules and child.seed != config.seed
+    assert child == config.derive("worker-1")
+
+
+def test_rules_are_validated() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        FaultRule("explode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="get only"):
+        FaultRule("corrupt_read")
+    with pytest.raises(ValueError, match="probability"):
+        FaultRule("delay", probability=2.0)
+    assert "crash_after" in FAULT_KINDS
