@@ -8,7 +8,11 @@ them):
 * if-match: ``If-Match: <etag>``; 412 if the ETag differs, 404 if the key
   is absent (both become :class:`PreconditionFailedError`).
 
-Versions are ETags, exactly as S3 returns them (quoted). Errors are
+Versions are ETags, exactly as S3 returns them (quoted). An ETag is a digest
+of the bytes, so writing the same bytes twice would give the same version
+back (ABA). Every object therefore starts with a 16-byte random write token,
+stripped on read, like the local store's: each write gets a version never
+seen before, and a stale compare-and-swap can never succeed. Errors are
 translated here, once, into :mod:`vactor_cloud.errors`; above this module
 nobody sees botocore, aiohttp or s3fs exceptions.
 
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import secrets
 from typing import Any
 
 import aiohttp
@@ -46,6 +51,8 @@ __all__ = ["S3Store"]
 
 # ListObjectsV2 returns at most 1000 keys per page.
 _PAGE = 1000
+#: random bytes in front of every object, so that ETags never repeat
+_TOKEN = 16
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _THROTTLE_CODES = frozenset(
@@ -82,10 +89,9 @@ class S3Store(ObjectStore):
       concurrent conditional write was in flight: retry after a pause.
     * ``list`` is a fresh ``ListObjectsV2`` every time.
 
-    One caveat of ETags as versions: an ETag is a digest of the bytes, so
-    writing identical bytes again yields the same version. Callers that
-    need "no ABA" on one key must make every write's bytes unique (the
-    commit protocol's objects carry a write id).
+    Objects are stored as a 16-byte random token followed by the data, so
+    that the ETag (a digest of the stored bytes) changes on every write,
+    even when the data does not: versions are never reused.
 
     ``options`` go to :class:`s3fs.S3FileSystem` (``endpoint_url``, ``key``,
     ``secret``, ``token``, ``client_kwargs``, ``config_kwargs``, ...); the
@@ -187,7 +193,13 @@ class S3Store(ObjectStore):
                 data = await body.read()
         except Exception as exc:
             raise self._translate(exc, key, "get_object", None) from exc
-        return Blob(bytes(data), str(response["ETag"]))
+        if len(data) < _TOKEN:
+            raise StorageError(
+                f"s3://{self.bucket}/{self._object_key(key)}: not written by vactor_cloud (no write token); "
+                "point the store at a prefix that only vactor_cloud writes",
+                key,
+            )
+        return Blob(bytes(data[_TOKEN:]), str(response["ETag"]))
 
     async def _head(self, key: str) -> str | None:
         try:
@@ -197,7 +209,8 @@ class S3Store(ObjectStore):
         return str(response["ETag"])
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        params: dict[str, Any] = {"Key": self._object_key(key), "Body": data}
+        body = secrets.token_bytes(_TOKEN) + data
+        params: dict[str, Any] = {"Key": self._object_key(key), "Body": body}
         if mode == "create":
             params["IfNoneMatch"] = "*"
         elif isinstance(mode, IfMatch):

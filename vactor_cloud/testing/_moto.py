@@ -13,6 +13,7 @@ builds on it.
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from typing import Any
 
@@ -84,6 +85,21 @@ class S3EmulatorLane(Lane):
             client.delete_bucket(Bucket=bucket)
 
 
+class _SerializedWrites:
+    """WSGI middleware: one mutating request (PUT, POST, DELETE) at a time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE"):
+            with self.lock:
+                # Consume the response inside the lock: the write happens while it is built.
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
 class MotoLane(S3EmulatorLane):
     """moto's S3 server on 127.0.0.1 and an ephemeral port, one per session.
 
@@ -111,6 +127,12 @@ class MotoLane(S3EmulatorLane):
             host, port = server.get_host_and_port()
         except OSError as exc:
             raise LaneUnavailable(f"moto server could not listen on 127.0.0.1: {exc}") from exc
+        # moto checks a conditional put's precondition and then writes, without a
+        # lock, on a threaded server: two racing creates can both win. Real S3
+        # is atomic, and a test of *our* protocol must not fail for moto's race,
+        # so writes are serialized; reads stay concurrent.
+        wsgi: Any = server._server
+        wsgi.app = _SerializedWrites(wsgi.app)
         self._server = server
         self.endpoint = f"http://{host}:{port}"
 
