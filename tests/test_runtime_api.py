@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runtime_workers import Counter, init_from_spec
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -22,8 +23,6 @@ from vactor_cloud.errors import (
     StateSerializationError,
 )
 from vactor_cloud.testing.lanes import StoreSpec
-
-from runtime_workers import Counter, init_from_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +56,11 @@ def test_quickstart_script_prints_the_seed_values_on_the_embedded_store(tmp_path
     env["XDG_DATA_HOME"] = str(tmp_path)  # the embedded store lives under it
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        env=env, capture_output=True, text=True, timeout=120, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert out.stdout.split() == ["10", "20", "30"]
     assert (tmp_path / "vactor_cloud" / "actors" / "my_counter" / "HEAD").exists()

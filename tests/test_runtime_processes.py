@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing.context
 import os
 import signal
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import runtime_workers as workers
+from runtime_workers import Counter, init_from_spec
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -19,9 +22,6 @@ from vactor_cloud.log import StepRecord
 from vactor_cloud.state import loads_state
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import Lane, StoreSpec
-
-import runtime_workers as workers
-from runtime_workers import Counter, init_from_spec
 
 JOIN_TIMEOUT = 240
 
@@ -104,7 +104,7 @@ def test_reads_see_committed_values_that_never_go_backwards(
     reads = [int(v) for v in out.read_text().split(",")]
     committed = {loads_state(r.state, r.serializer)["value_"] for r in chain("c")}
     assert reads[-1] == 100
-    assert all(a <= b for a, b in zip(reads, reads[1:], strict=False)), "a reader went backwards"
+    assert all(a <= b for a, b in itertools.pairwise(reads)), "a reader went backwards"
     assert set(reads) <= committed
 
 
