@@ -366,9 +366,24 @@ class ActorLog:
         data = codec.encode(
             key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
         )
-        # Content-addressed: whoever wrote it first wrote the same bytes.
-        with contextlib.suppress(AlreadyExistsError):
-            await self.store.put(key, data, mode="create")
+        # Content-addressed: whoever wrote it first wrote the same bytes, so an
+        # object found at the key after an ambiguous failure (a lost response, a
+        # 409, a 5xx) is as good as our own write; only a missing one is retried.
+        last_error: StorageError | None = None
+        for attempt in range(_AMBIGUOUS_RETRIES):
+            try:
+                await self.store.put(key, data, mode="create")
+                return
+            except AlreadyExistsError:
+                return
+            except StorageError as exc:
+                last_error = exc
+            with contextlib.suppress(StorageError):
+                if await self.store.head(key) is not None:
+                    return
+            await asyncio.sleep(_backoff(attempt))
+        assert last_error is not None
+        raise last_error
 
     async def read_class(self, sha: str) -> bytes:
         key = self.class_key(sha)
