@@ -565,7 +565,10 @@ async def _raw_puts(store: ObjectStore, prefix: str, data: bytes, duration: floa
             done += 1
 
     await asyncio.gather(*(worker(w) for w in range(_CONCURRENCY)))
-    return done / (time.perf_counter() - started)
+    rate = done / (time.perf_counter() - started)
+    # Leave no clutter behind: later rows list prefixes of this store.
+    await _delete_prefix(store, prefix + "/")
+    return rate
 
 
 async def _store_cas_loop(store: ObjectStore, key: str, duration: float) -> float:
@@ -823,8 +826,8 @@ def _steps_for(profile: Profile) -> int:
     return profile.repeats * per_repeat + 1
 
 
-async def _delete_prefix(store: ObjectStore) -> None:
-    keys = await store.list("")
+async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:
+    keys = await store.list(prefix)
     semaphore = asyncio.Semaphore(_CONCURRENCY)
 
     async def delete(key: str) -> None:
