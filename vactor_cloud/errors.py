@@ -63,6 +63,9 @@ class ActorNotFoundError(VactorError, LookupError):
         self.actor_id = actor_id
         self.root = root
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.root))
+
 
 class StepNotFoundError(VactorError, LookupError):
     """A step asked for by number does not exist: it was compacted, or is not written yet.
@@ -118,6 +121,9 @@ class CommitConflictError(VactorError):
         self.actor_id = actor_id
         self.attempts = attempts
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.attempts))
+
 
 class CommitOutcomeUnknownError(VactorError):
     """A commit whose put had to be retried landed below the retention watermark.
@@ -136,6 +142,9 @@ class CommitOutcomeUnknownError(VactorError):
         self.actor_id = actor_id
         self.step = step
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.step))
+
 
 class IntegrityError(VactorError):
     """A stored object is corrupt, truncated, unsigned or signed with another key."""
@@ -144,6 +153,9 @@ class IntegrityError(VactorError):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, self.reason))
 
 
 class FormatVersionError(IntegrityError):
