@@ -38,9 +38,10 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def moto_store(vactor_lanes: LaneRegistry) -> Iterator[StoreSpec]:
-    lane = vactor_lanes.require("moto")
+@pytest.fixture(params=["moto", "localstack"])
+def moto_store(request: pytest.FixtureRequest, vactor_lanes: LaneRegistry) -> Iterator[StoreSpec]:
+    """A fresh bucket on an S3 emulator: moto, and LocalStack (the examples run against both)."""
+    lane = vactor_lanes.require(request.param)
     spec = lane.new_store()
     try:
         yield spec
