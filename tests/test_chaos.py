@@ -67,8 +67,8 @@ FAULTS: dict[str, tuple[FaultRule, ...]] = {
     "conflict_after": (FaultRule("conflict_after", operations=_PUT, probability=0.25),),
     "rate_limited": (FaultRule("rate_limited", operations=ALL_OPERATIONS, probability=0.15),),
     "delay": (FaultRule("delay", operations=ALL_OPERATIONS, probability=0.5, delay=0.03),),
-    "truncate_read": (FaultRule("truncate_read", operations=_GET, probability=0.1),),
-    "corrupt_read": (FaultRule("corrupt_read", operations=_GET, probability=0.1),),
+    "truncate_read": (FaultRule("truncate_read", operations=_GET, probability=0.3),),
+    "corrupt_read": (FaultRule("corrupt_read", operations=_GET, probability=0.3),),
     "mixed": (
         FaultRule("lost_response", operations=_PUT, probability=0.08, retryable=False),
         FaultRule("conflict_after", operations=_PUT, probability=0.05),
