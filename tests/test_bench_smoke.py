@@ -28,7 +28,7 @@ def test_bench_runs_every_row_and_prints_one_table(scheme: str, tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     names = [row["name"] for row in rows]
-    assert len(names) == 12
+    assert len(names) == 11
     assert any(name.startswith("warm commit: requests") for name in names)
     # the request counts are exact even in the tiny profile
     by_name = {row["name"]: row for row in rows}
