@@ -21,6 +21,7 @@ import gc
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -816,6 +817,9 @@ def run_bench(
                 scoped.init()
                 _run_on_loop(_delete_prefix(get_runtime().store))
         vc.shutdown()
+        if not keep and scoped.scheme == "file":
+            # The local store's lock files are not objects: the directory is ours to remove.
+            shutil.rmtree(scoped.url.removeprefix("file://"), ignore_errors=True)
     assert steps > 0
     return rows
 
