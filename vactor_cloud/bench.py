@@ -44,6 +44,8 @@ __all__ = ["PROFILES", "BenchCounter", "Profile", "Row", "add_arguments", "main"
 #: the state payload every benchmark actor carries (1 KB)
 _PAYLOAD = "x" * 1000
 _CONCURRENCY = 64
+#: a child process that has not answered by then is reported, not waited for
+_CHILD_TIMEOUT = 900.0
 
 
 class _Counter:
@@ -317,7 +319,9 @@ class Bench:
             if self.target.multiprocess:
                 ctx = multiprocessing.get_context("spawn")
                 with ctx.Pool(1) as pool:
-                    result = pool.apply(_cold_call_in_child, (self.target, actor_id))
+                    result = pool.apply_async(_cold_call_in_child, (self.target, actor_id)).get(
+                        _CHILD_TIMEOUT
+                    )
                 notes = "new process (spawn)"
             else:
                 result = _cold_call_fresh_runtime(self.target, actor_id)
@@ -516,7 +520,11 @@ class Bench:
         target = self.target if self.target.multiprocess else Target(f"memory://bench-{self.run_id}-rss")
         for i in range(p.repeats):
             with ctx.Pool(1) as pool:
-                growths.append(pool.apply(_rss_in_child, (target, f"{self.run_id}-rss{i}", p.rss_actors)))
+                growths.append(
+                    pool.apply_async(_rss_in_child, (target, f"{self.run_id}-rss{i}", p.rss_actors)).get(
+                        _CHILD_TIMEOUT
+                    )
+                )
             self.advance("rss")
         growth = _median(growths)
         scaled = growth * 10_000 / p.rss_actors
