@@ -133,10 +133,16 @@ class ActorClass:
         return get_runtime().get_or_create(self, actor_id, args, kwargs)
 
     async def get_or_create_async(self, actor_id: str, *args: Any, **kwargs: Any) -> ActorHandle:
-        """Async twin of :meth:`get_or_create`."""
+        """Async twin of :meth:`get_or_create`; awaitable from any event loop."""
+        import asyncio
+
+        from vactor_cloud import _sync
         from vactor_cloud.runtime import get_runtime
 
-        return await get_runtime().get_or_create_async(self, actor_id, args, kwargs)
+        # The runtime's coroutines run on its IO loop, where its connections live:
+        # run on the caller's loop, S3 and GCS requests fail or hang.
+        creating = _sync.submit(get_runtime().get_or_create_async(self, actor_id, args, kwargs))
+        return await asyncio.wrap_future(creating)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A plain, non-durable instance of the class (useful in unit tests)."""
