@@ -116,6 +116,7 @@ class ActorClass:
                 finally:
                     if by_value:
                         cloudpickle.unregister_pickle_by_value(module)
+            body = _with_content_tracker_id(self.cls, body)
             self._body = body
             self._ref = ClassRef(hashlib.sha256(body).hexdigest(), self.name)
         return self._ref, self._body
@@ -150,6 +151,27 @@ class ActorClass:
 
     def __repr__(self) -> str:
         return f"<virtual actor class {self.name}>"
+
+
+def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
+    """Make the pickled class body the same bytes in every process.
+
+    cloudpickle tags a class pickled by value with a random per-process
+    "tracker id" (so that one process unpickling it twice gets one class).
+    Left random, every process would store its own copy of an unchanged
+    class under a new content hash, an extra PUT on each process's first
+    commit. The id is replaced with one derived from the rest of the bytes:
+    same class source, same body, same hash; a changed class gets a new id.
+    """
+    tracker_of = getattr(getattr(cloudpickle, "cloudpickle", None), "_get_or_create_tracker_id", None)
+    if tracker_of is None:
+        return body
+    tracker = str(tracker_of(cls)).encode("ascii")
+    if len(tracker) < 16 or body.count(tracker) != 1:
+        return body
+    placeholder = b"0" * len(tracker)
+    stable = hashlib.sha256(body.replace(tracker, placeholder)).hexdigest()[: len(tracker)]
+    return body.replace(tracker, stable.encode("ascii"))
 
 
 def _collect_methods(cls: type) -> dict[str, MethodInfo]:
