@@ -37,6 +37,8 @@ from vactor_cloud.errors import (
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    IntegrityError,
+    StorageError,
     VactorError,
 )
 from vactor_cloud.inbox import ActorInbox
@@ -233,7 +235,9 @@ class ActorCore:
             # Contended: the previous winner would win again (it alone knows the
             # newest step at once); a short pause lets the losers' retries through.
             await asyncio.sleep(random.random() * self._put_seconds)
+        transient = 0
         while True:
+            put_sent = False
             try:
                 await self.ensure_loaded()
                 if time.monotonic() - self.validated_at > settings.fresh_window:
@@ -272,6 +276,7 @@ class ActorCore:
                     dedup=result.dedup,
                 )
                 put_started = time.monotonic()
+                put_sent = True
                 clean = await self.log.put_step(record)
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
@@ -292,6 +297,16 @@ class ActorCore:
                     return
                 await asyncio.sleep(_backoff(attempts))
                 continue
+            except (StorageError, IntegrityError) as exc:
+                self._invalidate()
+                # Nothing was written before the put: a transient read failure
+                # (or a body damaged in transit) is retried, not reported.
+                if not put_sent and transient < _TRANSIENT_RETRIES and time.monotonic() < give_up_at:
+                    transient += 1
+                    await asyncio.sleep(_backoff(transient + 3))
+                    continue
+                _fail(batch, exc)
+                return
             except Exception as exc:
                 self._invalidate()
                 _fail(batch, exc)
@@ -328,7 +343,7 @@ class ActorCore:
         since: retrying could apply the calls twice, so the outcome is
         reported as unknown instead.
         """
-        watermark = await self.log.read_gc()
+        watermark = await self._read_gc_after_commit(record)
         if record.step >= watermark:
             return True
         await self.log.store.delete(self.log.step_key(record.step))
@@ -336,6 +351,20 @@ class ActorCore:
         if not clean:
             raise CommitOutcomeUnknownError(self.actor_id, record.step)
         return False
+
+    async def _read_gc_after_commit(self, record: StepRecord) -> int:
+        """The watermark, retried: our step is already written, so failing here
+        would report a commit that happened as an error (and invite a retry
+        that applies it twice)."""
+        for attempt in range(_TRANSIENT_RETRIES):
+            try:
+                return await self.log.read_gc()
+            except (StorageError, IntegrityError):
+                await asyncio.sleep(_backoff(attempt + 3))
+        try:
+            return await self.log.read_gc()
+        except (StorageError, IntegrityError) as exc:
+            raise CommitOutcomeUnknownError(self.actor_id, record.step) from exc
 
     async def _class_ref_for_commit(self, definition: ActorClass, base: StepRecord) -> ClassRef:
         if self._stored_sha is not None:
@@ -376,6 +405,10 @@ class ActorCore:
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+#: transient storage errors retried before a commit's put (nothing written yet)
+_TRANSIENT_RETRIES = 5
 
 
 class _BelowWatermarkError(Exception):

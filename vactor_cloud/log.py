@@ -260,7 +260,14 @@ class ActorLog:
                     return False
                 raise StepTakenError(existing)
             await asyncio.sleep(_backoff(attempt))
-        assert last_error is not None
+        if last_error is None:
+            # Every attempt met an object that was gone when read back: only a
+            # compaction racing this commit does that. Nothing tells whose it was.
+            last_error = RetryableStorageError(
+                f"{key}: the step was taken and deleted again while committing (a compaction ran); "
+                "the call was not applied by this attempt",
+                key,
+            )
         raise last_error
 
     async def list_steps(self, *, after: int | None = None, limit: int | None = None) -> list[int]:
@@ -382,7 +389,14 @@ class ActorLog:
                 if await self.store.head(key) is not None:
                     return
             await asyncio.sleep(_backoff(attempt))
-        assert last_error is not None
+        if last_error is None:
+            # Every attempt met an object that was gone when read back: only a
+            # compaction racing this commit does that. Nothing tells whose it was.
+            last_error = RetryableStorageError(
+                f"{key}: the step was taken and deleted again while committing (a compaction ran); "
+                "the call was not applied by this attempt",
+                key,
+            )
         raise last_error
 
     async def read_class(self, sha: str) -> bytes:
