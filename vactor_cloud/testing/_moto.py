@@ -13,6 +13,7 @@ builds on it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
 from typing import Any
@@ -120,6 +121,8 @@ class MotoLane(S3EmulatorLane):
             raise LaneUnavailable(
                 f"moto[server] is not importable ({exc}); install it: pip install 'vactor_cloud[test]'"
             ) from exc
+        # One log line per request drowns test output; errors still show.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # ThreadedMotoServer binds 0.0.0.0 unless told otherwise: never expose it.
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         try:
