@@ -93,7 +93,7 @@ PROCESS_EVENTS = "__vactor_process_events__"
 #: most events folded into one commit (the rest go into the next ones)
 MAX_EVENTS_PER_COMMIT = 256
 PAYLOAD_SERIALIZERS = ("json", "pickle")
-_MAX_EVENT_ID_BYTES = 512
+_MAX_EVENT_ID_BYTES = 255  # one file name on the local store
 _FETCH_CONCURRENCY = 32
 
 
