@@ -29,8 +29,10 @@ import asyncio
 import contextlib
 import errno
 import os
+import random
 import secrets
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 import botocore.exceptions
@@ -51,6 +53,9 @@ __all__ = ["S3Store"]
 
 # ListObjectsV2 returns at most 1000 keys per page.
 _PAGE = 1000
+#: tries of a read (get, head, list) that fails in transit
+_READ_ATTEMPTS = 3
+T = TypeVar("T")
 #: random bytes in front of every object, so that ETags never repeat
 _TOKEN = 16
 
@@ -185,8 +190,24 @@ class S3Store(ObjectStore):
         except Exception as exc:
             raise self._translate(exc, key, method, mode) from exc
 
+    async def _read(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a read (which changes nothing) again after a transient failure, a few times.
+
+        Writes are never retried here: a conditional put's outcome after a
+        lost response can only be resolved by the caller, who knows what it wrote.
+        """
+        for attempt in range(_READ_ATTEMPTS - 1):
+            try:
+                return await operation()
+            except RetryableStorageError:
+                await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+        return await operation()
+
     # -- operations -------------------------------------------------------
     async def _get(self, key: str) -> Blob:
+        return await self._read(lambda: self._get_once(key))
+
+    async def _get_once(self, key: str) -> Blob:
         response = await self._call("get_object", key, Key=self._object_key(key))
         try:
             async with response["Body"] as body:
@@ -202,6 +223,9 @@ class S3Store(ObjectStore):
         return Blob(bytes(data[_TOKEN:]), str(response["ETag"]))
 
     async def _head(self, key: str) -> str | None:
+        return await self._read(lambda: self._head_once(key))
+
+    async def _head_once(self, key: str) -> str | None:
         try:
             response = await self._call("head_object", key, Key=self._object_key(key))
         except NotFoundError:
@@ -221,6 +245,9 @@ class S3Store(ObjectStore):
         return str(response["ETag"])
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await self._read(lambda: self._list_once(prefix, start_after, limit))
+
+    async def _list_once(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         base = f"{self.prefix}/" if self.prefix else ""
         params: dict[str, Any] = {"Prefix": base + prefix}
         if start_after is not None:
@@ -282,7 +309,8 @@ class S3Store(ObjectStore):
             exc,
             botocore.exceptions.BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError,
         ):
-            return StorageError(
+            # Transport failures (reset, truncated body, timeout) are transient by nature.
+            return RetryableStorageError(
                 f"{where}: {operation} failed talking to {self._endpoint()}: {type(exc).__name__}: {exc}; "
                 "check the endpoint (AWS_ENDPOINT_URL), the network and that the server is running; "
                 "a write may or may not have been applied",
