@@ -27,7 +27,6 @@ import random
 import time
 import uuid
 from collections import deque
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.batch import PendingCall, apply_batch, run_readonly
@@ -417,21 +416,12 @@ class _BelowWatermarkError(Exception):
 
 def _settle(calls: list[PendingCall], outcomes: list[Outcome]) -> None:
     for call, outcome in zip(calls, outcomes, strict=True):
-        _resolve(call.future, outcome)
+        outcome.settle(call.future)
 
 
 def _fail(calls: list[PendingCall], exc: BaseException) -> None:
     for call in calls:
-        _resolve(call.future, Outcome(False, exc))
-
-
-def _resolve(future: Future[Any], outcome: Outcome) -> None:
-    if future.done():
-        return
-    if outcome.ok:
-        future.set_result(outcome.value)
-    else:
-        future.set_exception(outcome.value)
+        Outcome(False, exc).settle(call.future)
 
 
 def _backoff(attempt: int) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import json
 import pickle
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,15 @@ class Outcome:
         if self.ok:
             return self.value
         raise self.value
+
+    def settle(self, future: Future[Any]) -> None:
+        """Complete ``future`` with this outcome, unless it is already done (e.g. cancelled)."""
+        if future.done():
+            return
+        if self.ok:
+            future.set_result(self.value)
+        else:
+            future.set_exception(self.value)
 
 
 class DedupTable:

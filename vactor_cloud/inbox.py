@@ -399,7 +399,7 @@ class ActorInbox:
         ``process_events`` markers get the number of events this commit applied.
         """
         for call, outcome in zip(calls, result.outcomes, strict=True):
-            _resolve(call.future, outcome)
+            outcome.settle(call.future)
         applied_keys = (
             {c.key for c in result.calls if c.key is not None} if result.state is not None else set()
         )
@@ -409,9 +409,9 @@ class ActorInbox:
             if call.method != PROCESS_EVENTS:
                 continue
             if self._listing_error is not None:
-                _resolve(call.future, Outcome(False, self._listing_error))
+                Outcome(False, self._listing_error).settle(call.future)
             else:
-                _resolve(call.future, Outcome(True, len(applied)))
+                Outcome(True, len(applied)).settle(call.future)
 
     def _delete(self, keys: list[str]) -> None:
         """Delete applied events in the background (a failure only leaves them for the next fold)."""
@@ -443,12 +443,3 @@ class ActorInbox:
         """Until the background deletes started so far are done (for tests and the CLI)."""
         while self._deleting:
             await asyncio.sleep(0.01)
-
-
-def _resolve(future: Future[Any], outcome: Outcome) -> None:
-    if future.done():
-        return
-    if outcome.ok:
-        future.set_result(outcome.value)
-    else:
-        future.set_exception(outcome.value)

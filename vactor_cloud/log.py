@@ -389,14 +389,7 @@ class ActorLog:
                 if await self.store.head(key) is not None:
                     return
             await asyncio.sleep(_backoff(attempt))
-        if last_error is None:
-            # Every attempt met an object that was gone when read back: only a
-            # compaction racing this commit does that. Nothing tells whose it was.
-            last_error = RetryableStorageError(
-                f"{key}: the step was taken and deleted again while committing (a compaction ran); "
-                "the call was not applied by this attempt",
-                key,
-            )
+        assert last_error is not None  # every way round the loop without returning sets it
         raise last_error
 
     async def read_class(self, sha: str) -> bytes:
