@@ -17,10 +17,9 @@ from runtime_workers import Counter, init_from_spec
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.errors import StorageError
 from vactor_cloud.log import StepRecord
 from vactor_cloud.state import loads_state
-from vactor_cloud.storage import Blob, ObjectStore, PutMode
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 JOIN_TIMEOUT = 240
@@ -108,45 +107,21 @@ def test_reads_see_committed_values_that_never_go_backwards(
     assert set(reads) <= committed
 
 
-class LoseFirstStepResponse(ObjectStore):
-    """Applies the first step put, then raises as if the response had been lost."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
-        self.lost = 0
-
-    async def _get(self, key: str) -> Blob:
-        return await self.inner.get(key)
-
-    async def _head(self, key: str) -> str | None:
-        return await self.inner.head(key)
-
-    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        version = await self.inner.put(key, data, mode=mode)
-        if "/steps/" in key and not key.endswith("0" * 20) and self.lost == 0:
-            self.lost += 1
-            raise StorageError(f"{key}: connection reset after the request was sent", key)
-        return version
-
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        return await self.inner.list(prefix, start_after=start_after, limit=limit)
-
-    async def _delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 def test_a_lost_response_is_resolved_as_our_own_commit(store_spec: StoreSpec) -> None:
     os.environ.update(store_spec.env)
-    lossy = LoseFirstStepResponse(store_spec.open())
+    # The first step put after creation is applied, then its response is lost.
+    lossy = FaultyStore(
+        store_spec.open(),
+        FaultConfig(
+            seed=1,
+            rules=(FaultRule("lost_response", key_contains="/steps/", at=(2,), retryable=False),),
+        ),
+    )
     vc.init(lossy)
     try:
         counter = Counter.get_or_create("c", 0)
         assert counter.incr.run(1) == 1
-        assert lossy.lost == 1
+        assert sum(lossy.injected.values()) == 1
         assert counter.value.run() == 1
         records = chain("c")
         assert_gapless(records)
