@@ -90,6 +90,9 @@ logger = logging.getLogger("vactor_cloud")
 
 #: method name of the queued marker call behind ``process_events()``; never a real method
 PROCESS_EVENTS = "__vactor_process_events__"
+#: internal marker: a background listing found events; commit the ones already fetched
+FOLD_KNOWN = "__vactor_fold_known__"
+_MARKERS = frozenset({PROCESS_EVENTS, FOLD_KNOWN})
 #: most events folded into one commit (the rest go into the next ones)
 MAX_EVENTS_PER_COMMIT = 256
 PAYLOAD_SERIALIZERS = ("json", "pickle")
@@ -301,6 +304,8 @@ class ActorInbox:
         self._deleting: set[str] = set()
         #: the first listing, started while the actor loads (see ``prefetch``)
         self._prefetch: asyncio.Task[None] | None = None
+        #: the periodic listing, run beside commits rather than before them
+        self._background: asyncio.Task[None] | None = None
 
     def prefetch(self) -> None:
         """Start this process's first listing now, concurrently with loading the actor.
@@ -322,9 +327,25 @@ class ActorInbox:
         """This process sent the actor an event: the next commit lists the inbox."""
         self._signalled = True
 
-    def _due(self, forced: bool) -> bool:
-        interval = self.core.runtime.settings.fresh_window
-        return forced or self._signalled or time.monotonic() - self._listed_at > interval
+    def _stale(self) -> bool:
+        return time.monotonic() - self._listed_at > self.core.runtime.settings.fresh_window
+
+    def _list_in_background(self) -> None:
+        """Look for events other processes sent, off the commit's critical path.
+
+        A commit that finds the inbox listing stale does not wait for a LIST
+        (a warm commit stays one PUT): the listing runs beside it, and if it
+        finds events, a follow-up commit applies them at once.
+        """
+        if self._background is not None and not self._background.done():
+            return
+
+        async def refresh_then_fold() -> None:
+            await self._quiet_refresh()
+            if self._known:
+                self.core._enqueue(PendingCall(FOLD_KNOWN, (), {}, False, Future(), uuid.uuid4().hex))
+
+        self._background = asyncio.get_running_loop().create_task(refresh_then_fold())
 
     async def _refresh(self) -> None:
         store = self.core.runtime.store
@@ -348,12 +369,14 @@ class ActorInbox:
         Never raises for the inbox's sake: a failed listing leaves events for
         a later commit (and fails the ``process_events`` markers, at settle).
         """
-        calls = [c for c in batch if c.method != PROCESS_EVENTS]
-        forced = len(calls) != len(batch)
+        calls = [c for c in batch if c.method not in _MARKERS]
+        forced = any(c.method == PROCESS_EVENTS for c in batch)
         self._listing_error = None
         if self._prefetch is not None and not self._prefetch.done():
             await self._prefetch
-        if self._due(forced):
+        if not (forced or self._signalled) and self._stale():
+            self._list_in_background()
+        elif forced or self._signalled:
             try:
                 await self._refresh()
             except StorageError as exc:
@@ -406,6 +429,8 @@ class ActorInbox:
         applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
         self._delete(applied)
         for call in batch:
+            if call.method == FOLD_KNOWN:
+                Outcome(True, len(applied)).settle(call.future)
             if call.method != PROCESS_EVENTS:
                 continue
             if self._listing_error is not None:
