@@ -328,7 +328,7 @@ class ActorInbox:
         self._signalled = True
 
     def _stale(self) -> bool:
-        return time.monotonic() - self._listed_at > self.core.runtime.settings.fresh_window
+        return time.monotonic() - self._listed_at > self.core.runtime.settings.inbox_interval
 
     def _list_in_background(self) -> None:
         """Look for events other processes sent, off the commit's critical path.

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from vactor_cloud import _sync
 from vactor_cloud.batch import summarize
 from vactor_cloud.dedup import DEFAULT_WINDOW
@@ -69,8 +67,14 @@ class Settings:
     commit_timeout: float = 120.0
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
-    #: HEAD is moved at most this often per actor (seconds)
+    #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
     head_interval: float = 1.0
+    #: ...when it lags this many steps behind this process's commits...
+    head_lag_steps: int = 8
+    #: ...or this many seconds after it fell behind (and always at shutdown)
+    head_max_delay: float = 10.0
+    #: a busy actor looks for events sent by other processes this often (seconds), beside its commits
+    inbox_interval: float = 15.0
     #: most writes group-committed in one step
     max_batch: int = 512
     #: idempotency keys kept: (newest N keys, or younger than T seconds), whichever keeps more
@@ -82,29 +86,48 @@ class Settings:
 
 
 class HeadFlusher:
-    """Moves HEAD pointers in the background, coalesced to one write per actor per interval."""
+    """Moves HEAD pointers in the background, off the commit path.
 
-    def __init__(self, interval: float) -> None:
+    HEAD is only a hint (readers probe past it), so moving it after every
+    commit would double the PUTs of a busy store for little gain. An actor's
+    HEAD is written when it is missing, when it lags ``lag_steps`` steps behind
+    what this process committed, or ``max_delay`` seconds after it first fell
+    behind; never more than once per ``interval`` per actor; and always on
+    ``shutdown()`` / interpreter exit.
+    """
+
+    def __init__(self, interval: float, lag_steps: int, max_delay: float) -> None:
         self.interval = interval
-        self._pending: dict[str, ActorCore] = {}
+        self.lag_steps = lag_steps
+        self.max_delay = max_delay
+        #: actor id -> (core, when its HEAD first fell behind)
+        self._pending: dict[str, tuple[ActorCore, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def mark(self, core: ActorCore) -> None:
         """Ask for ``core``'s HEAD to be moved to its newest known step (loop thread only)."""
-        self._pending[core.actor_id] = core
+        self._pending.setdefault(core.actor_id, (core, time.monotonic()))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while self._pending:
             await asyncio.sleep(self.interval)
-            await self.flush()
+            await self.flush(force=False)
 
-    async def flush(self) -> None:
-        cores = list(self._pending.values())
-        self._pending.clear()
-        results = await asyncio.gather(*(c.flush_head() for c in cores), return_exceptions=True)
-        for core, result in zip(cores, results, strict=True):
+    def _due(self, core: ActorCore, since: float, now: float) -> bool:
+        record, head = core.record, core.head
+        if record is None or head is None:
+            return True
+        return record.step - head.step >= self.lag_steps or now - since >= self.max_delay
+
+    async def flush(self, *, force: bool = True) -> None:
+        now = time.monotonic()
+        due = [core for core, since in self._pending.values() if force or self._due(core, since, now)]
+        for core in due:
+            del self._pending[core.actor_id]
+        results = await asyncio.gather(*(c.flush_head() for c in due), return_exceptions=True)
+        for core, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 logger.warning("could not move HEAD of %r: %s", core.actor_id, result)
 
@@ -121,7 +144,7 @@ class Runtime:
         )
         self.loop = _sync.get_loop()
         self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-method")
-        self.heads = HeadFlusher(settings.head_interval)
+        self.heads = HeadFlusher(settings.head_interval, settings.head_lag_steps, settings.head_max_delay)
         self._cores: dict[str, ActorCore] = {}
         self._lock = threading.Lock()
         self._classes: dict[str, ActorClass] = {}
@@ -326,7 +349,3 @@ if _register_early_exit is not None:
     _register_early_exit(shutdown)
 else:  # pragma: no cover - other Pythons
     atexit.register(shutdown)
-
-# cloudpickle must be importable for class bodies; fail early with a clear message.
-_ = cloudpickle
-_unused = time
