@@ -54,6 +54,27 @@ logger = logging.getLogger("vactor_cloud")
 class ActorCore:
     """Per-process state of one actor. Create through ``Runtime.core(actor_id)``."""
 
+    # Slots: a process may touch tens of thousands of actors; every byte counts.
+    __slots__ = (
+        "_draining",
+        "_live",
+        "_load_lock",
+        "_lost_at",
+        "_put_seconds",
+        "_queue",
+        "_stored_classes",
+        "_stored_sha",
+        "_tasks",
+        "actor_id",
+        "definition",
+        "head",
+        "inbox",
+        "log",
+        "record",
+        "runtime",
+        "validated_at",
+    )
+
     def __init__(self, runtime: Runtime, actor_id: str) -> None:
         self.runtime = runtime
         self.actor_id = actor_id
@@ -66,10 +87,11 @@ class ActorCore:
         self.validated_at = -math.inf
         self._live: tuple[int, Any] | None = None
         self.head: Head | None = None
-        self._stored_classes: set[str] = set()
-        self._queue: deque[PendingCall] = deque()
+        self._stored_classes: frozenset[str] = frozenset()
+        #: calls waiting for the drain loop; None while the actor is idle (saves memory)
+        self._queue: deque[PendingCall] | None = None
         self._draining = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None
         #: external events waiting for this actor (folded into commits, see inbox.py)
         self.inbox = ActorInbox(self)
         self._load_lock: asyncio.Lock | None = None
@@ -82,6 +104,8 @@ class ActorCore:
         self.runtime.loop.call_soon_threadsafe(self._enqueue, call)
 
     def _enqueue(self, call: PendingCall) -> None:
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(call)
         if not self._draining:
             self._draining = True
@@ -89,27 +113,33 @@ class ActorCore:
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
+        queue = self._queue
+        assert queue is not None
         try:
             max_batch = self.runtime.settings.max_batch
-            while self._queue:
-                if self._queue[0].readonly:
-                    call = self._queue.popleft()
+            while queue:
+                if queue[0].readonly:
+                    call = queue.popleft()
                     if call.future.set_running_or_notify_cancel():
                         self._spawn(self._read(call))
                     continue
                 batch: list[PendingCall] = []
-                while self._queue and not self._queue[0].readonly and len(batch) < max_batch:
-                    call = self._queue.popleft()
+                while queue and not queue[0].readonly and len(batch) < max_batch:
+                    call = queue.popleft()
                     if call.future.set_running_or_notify_cancel():
                         batch.append(call)
                 if batch:
                     await self._commit(batch)
         finally:
             self._draining = False
+            if not queue:
+                self._queue = None
 
     # -- loading -------------------------------------------------------------------
     def _lock(self) -> asyncio.Lock:
@@ -203,7 +233,7 @@ class ActorCore:
         """Write the class body and step 0; if another creator won, attach to its actor."""
         ref, body = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, definition.body)
         await self.log.put_class(ref.sha, body, ref.name)
-        self._stored_classes.add(ref.sha)
+        self._stored_classes |= {ref.sha}
         record = StepRecord(
             step=0,
             parent=None,
@@ -373,7 +403,7 @@ class ActorCore:
             # This process runs its own (maybe upgraded) class: store its body first
             # so that processes without the class can read the steps it writes.
             await self.log.put_class(ref.sha, body, ref.name)
-        self._stored_classes.add(ref.sha)
+        self._stored_classes |= {ref.sha}
         return ref
 
     # -- reads ---------------------------------------------------------------------------

@@ -294,6 +294,17 @@ class ActorInbox:
     Runs on the IO loop only, like the core.
     """
 
+    __slots__ = (
+        "_background",
+        "_deleting",
+        "_known",
+        "_listed_at",
+        "_listing_error",
+        "_prefetch",
+        "_signalled",
+        "core",
+    )
+
     def __init__(self, core: ActorCore) -> None:
         self.core = core
         #: pending events fetched from storage, by key (inbox objects are immutable)

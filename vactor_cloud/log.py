@@ -184,6 +184,8 @@ class StepTakenError(Exception):
 class ActorLog:
     """Reads and writes one actor's objects. Safe to share between tasks of one loop."""
 
+    __slots__ = ("actor_id", "gc_key", "head_key", "prefix", "signing_key", "steps_prefix", "store")
+
     def __init__(self, store: ObjectStore, actor_id: str, *, signing_key: bytes | None = None) -> None:
         self.store = store
         self.actor_id = actor_id
