@@ -7,7 +7,8 @@
 # Environment (all optional):
 #   PORT                       gateway port (default 4566)
 #   LOCALSTACK_PYTHON          a Python 3.13 interpreter (default: pyenv's 3.13.0)
-#   VACTOR_LOCALSTACK_VENV     where LocalStack's own virtualenv lives (default: <repo>/.localstack-venv)
+#   VACTOR_LOCALSTACK_VENV     where LocalStack's own virtualenv lives (default: ${XDG_CACHE_HOME:-~/.cache}/vactor_cloud/localstack-venv,
+#                              outside the checkout: shared by checkouts, never linted or packaged)
 #   VACTOR_LOCALSTACK_STATE    pid file, log and LocalStack's data (default: ${TMPDIR:-/tmp}/vactor-localstack-<port>)
 #   VACTOR_LOCALSTACK_TIMEOUT  seconds to wait for S3 to become available (default 180)
 #
@@ -20,7 +21,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 PORT="${PORT:-4566}"
 HOST=127.0.0.1  # never 0.0.0.0: the emulator accepts any credentials
 ENDPOINT="http://$HOST:$PORT"
-VENV="${VACTOR_LOCALSTACK_VENV:-$REPO/.localstack-venv}"
+VENV="${VACTOR_LOCALSTACK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vactor_cloud/localstack-venv}"
 STATE="${VACTOR_LOCALSTACK_STATE:-${TMPDIR:-/tmp}/vactor-localstack-$PORT}"
 TIMEOUT="${VACTOR_LOCALSTACK_TIMEOUT:-180}"
 PIDFILE="$STATE/localstack.pid"
