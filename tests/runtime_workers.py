@@ -28,8 +28,7 @@ class Counter:
 
 
 def init_from_spec(spec: StoreSpec, **kwargs: Any) -> None:
-    os.environ.update(spec.env)
-    vc.init(spec.url, **spec.options, **kwargs)
+    spec.init(**kwargs)
 
 
 def increment_many(spec: StoreSpec, actor_id: str, count: int) -> None:

@@ -139,8 +139,7 @@ class Trainer:
 
 
 def init_from_spec(spec: StoreSpec, **kwargs: Any) -> None:
-    os.environ.update(spec.env)
-    vc.init(spec.url, **spec.options, **kwargs)
+    spec.init(**kwargs)
 
 
 def call_fan_out(

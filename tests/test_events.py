@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -58,20 +57,6 @@ class JsonLedger:
     def on_entry(self, payload: Any) -> int:
         self.seen.append(payload)
         return len(self.seen)
-
-
-def _init(spec: StoreSpec) -> None:
-    os.environ.update(spec.env)
-    vc.init(spec.url, **spec.options)
-
-
-@pytest.fixture
-def actor_store(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    _init(store_spec)
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
 
 
 def _inbox_keys(actor_id: str) -> list[str]:
@@ -138,7 +123,7 @@ def test_event_without_handler_is_kept_and_listed(
     assert events_cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "u1" in out and "no handler" in out and "e1" not in out
-    _init(actor_store)
+    actor_store.init()
 
 
 def test_missing_actor_and_bad_payload_write_nothing(actor_store: StoreSpec) -> None:
@@ -206,7 +191,7 @@ def test_events_cli_drain(actor_store: StoreSpec, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "d1: applied 3, 0 left" in out
     assert "d2: not created yet, 1 events wait" in out
-    _init(actor_store)
+    actor_store.init()
     assert vc.get_actor("d1").view.run()[1] == [(0, 0), (0, 1), (0, 2)]
 
 
@@ -214,7 +199,7 @@ def test_events_cli_drain(actor_store: StoreSpec, capsys: pytest.CaptureFixture[
 
 
 def _sender(spec: StoreSpec, actor_id: str, sender: int, count: int, seed: int) -> None:
-    _init(spec)
+    spec.init()
     rng = random.Random(seed)
     sent: list[int] = []
     for seq in range(count):
@@ -227,7 +212,7 @@ def _sender(spec: StoreSpec, actor_id: str, sender: int, count: int, seed: int) 
 
 
 def _drainer(spec: StoreSpec, actor_id: str, stop: Any) -> None:
-    _init(spec)
+    spec.init()
     deadline = time.monotonic() + JOIN_TIMEOUT
     while not stop.is_set() and time.monotonic() < deadline:
         process_events(actor_id)
@@ -303,7 +288,7 @@ class KillOnInboxDelete(ObjectStore):
 
 
 def _doomed_drainer(spec: StoreSpec, actor_id: str, mode: str, started: Any) -> None:
-    _init(spec)
+    spec.init()
     inbox.MAX_EVENTS_PER_COMMIT = 7  # many small commits, so the kill lands mid-drain
     runtime = vc.get_runtime()
     if mode == "at_delete":

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -59,20 +57,6 @@ class JsonAccount:
         raise CustomError("custom")
 
 
-def _init(spec: StoreSpec) -> None:
-    os.environ.update(spec.env)
-    vc.init(spec.url, **spec.options)
-
-
-@pytest.fixture
-def actor_store(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    _init(store_spec)
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
-
-
 def test_repeated_key_returns_recorded_result_without_running_again(actor_store: StoreSpec) -> None:
     account = Account.get_or_create("acct")
     first = account.deposit.options(idempotency_key="k1").run(10, tag="a")
@@ -94,7 +78,7 @@ def test_key_is_recorded_across_processes_view_after_restart(actor_store: StoreS
     account = Account.get_or_create("acct")
     assert account.deposit.options(idempotency_key="k").run(7) == 7
     vc.shutdown()  # a new runtime: nothing cached, the key must come from the step
-    _init(actor_store)
+    actor_store.init()
     assert vc.get_actor("acct").deposit.options(idempotency_key="k").run(7) == 7
     assert vc.get_actor("acct").snapshot.run() == (7, [""])
 
@@ -107,7 +91,7 @@ def test_json_serializer_recorded_results_and_exceptions(actor_store: StoreSpec)
     with pytest.raises(CustomError):
         account.fail_custom.options(idempotency_key="c").run()
     vc.shutdown()
-    _init(actor_store)  # replies now come from the json table, not from memory
+    actor_store.init()  # replies now come from the json table, not from memory
     account = vc.get_actor("json-acct")
     assert account.deposit.options(idempotency_key="d").run(50) == [3, 3]
     with pytest.raises(KeyError) as builtin_again:
@@ -142,7 +126,7 @@ def test_dedup_window_keeps_more_of_count_and_age(actor_store: StoreSpec) -> Non
 
 
 def _deposit_with_key(spec: StoreSpec, barrier: Any, results: Any, index: int) -> None:
-    _init(spec)
+    spec.init()
     account = vc.get_actor("shared")
     barrier.wait(60)
     try:

@@ -8,7 +8,6 @@ import runpy
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def actors(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    """vactor_cloud initialised on a fresh store of the current lane."""
-    init_from_spec(store_spec)
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
+def actors(actor_store: StoreSpec) -> StoreSpec:
+    """vactor_cloud initialised on a fresh store of the current lane (the plugin's fixture)."""
+    return actor_store
 
 
 def steps_of(actor_id: str) -> list[int]:

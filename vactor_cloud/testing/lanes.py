@@ -36,6 +36,16 @@ class StoreSpec:
         os.environ.update(self.env)
         return open_store(self.url, **self.options)
 
+    def init(self, **kwargs: Any) -> None:
+        """``vactor_cloud.init()`` on this store, in this process (a test, or a child process).
+
+        ``kwargs`` go to ``init`` (``signing_key=``, ``settings=``, ...).
+        """
+        import vactor_cloud
+
+        os.environ.update(self.env)
+        vactor_cloud.init(self.url, **self.options, **kwargs)
+
 
 class Lane:
     """One backend under test. Subclasses override ``start``, ``stop`` and ``new_store``."""

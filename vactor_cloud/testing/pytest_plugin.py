@@ -16,6 +16,9 @@ installed:
 ``vactor_lanes``
     The session's :class:`LaneRegistry`; ``vactor_lanes.require("moto")``
     gives one started lane to a test that needs that backend only.
+``actor_store``
+    ``store_spec`` with ``vactor_cloud.init()`` already called on it (and
+    ``vactor_cloud.shutdown()`` after the test): create actors right away.
 ``spawn_context``
     A ``multiprocessing`` context using ``"spawn"``: safe with the threads
     and event loops a test process holds, and what real deployments get.
@@ -46,6 +49,7 @@ from vactor_cloud.testing.lanes import Lane, LaneUnavailable, LocalLane, MemoryL
 __all__ = [
     "LANE_NAMES",
     "LaneRegistry",
+    "actor_store",
     "lane_unavailable",
     "selected_lanes",
     "spawn_context",
@@ -245,6 +249,18 @@ def store_spec(store_lane: Lane) -> Iterator[StoreSpec]:
         yield spec
     finally:
         store_lane.drop_store(spec)
+
+
+@pytest.fixture
+def actor_store(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    """vactor_cloud initialised on a fresh store of the current lane; shut down after the test."""
+    import vactor_cloud
+
+    store_spec.init()
+    try:
+        yield store_spec
+    finally:
+        vactor_cloud.shutdown()
 
 
 @pytest.fixture(scope="session")
