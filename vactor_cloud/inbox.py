@@ -326,6 +326,14 @@ class ActorInbox:
         """
         if self._prefetch is None and self._listed_at == -math.inf:
             self._prefetch = asyncio.get_running_loop().create_task(self._quiet_refresh())
+            self._prefetch.add_done_callback(self._forget_prefetch)
+
+    def _forget_prefetch(self, _: object) -> None:
+        # A finished task still holds its coroutine frame and result: drop it.
+        self._prefetch = None
+
+    def _forget_background(self, _: object) -> None:
+        self._background = None
 
     async def _quiet_refresh(self) -> None:
         # A failure leaves ``_listed_at`` unset, so the commit lists again itself.
@@ -357,6 +365,7 @@ class ActorInbox:
                 self.core._enqueue(PendingCall(FOLD_KNOWN, (), {}, False, Future(), uuid.uuid4().hex))
 
         self._background = asyncio.get_running_loop().create_task(refresh_then_fold())
+        self._background.add_done_callback(self._forget_background)
 
     async def _refresh(self) -> None:
         store = self.core.runtime.store
