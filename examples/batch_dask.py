@@ -95,7 +95,7 @@ def main(storage: str | None) -> None:
         threads_per_worker=2,
         processes=True,
         host="127.0.0.1",  # never listen beyond this machine
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     )
     try:
         with Client(cluster) as client:

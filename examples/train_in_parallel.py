@@ -64,7 +64,11 @@ def main() -> None:
         from dask.distributed import Client, LocalCluster
 
         cluster = LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",  # scheduler, workers and dashboard on loopback only
+            dashboard_address="127.0.0.1:0",
         )
         client = Client(cluster, timeout=60)
     vc.init(args.storage, subtask_executor=client)

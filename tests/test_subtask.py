@@ -60,8 +60,8 @@ def dask_client() -> Iterator[Any]:
         threads_per_worker=4,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
+        worker_dashboard_address="127.0.0.1:0",
         silence_logs=40,
     )
     client = distributed.Client(cluster, timeout=60)
