@@ -19,7 +19,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 PORT="${PORT:-4566}"
-HOST=127.0.0.1  # never 0.0.0.0: the emulator accepts any credentials
+HOST=127.0.0.1  # loopback only, never all interfaces: the emulator accepts any credentials
 ENDPOINT="http://$HOST:$PORT"
 VENV="${VACTOR_LOCALSTACK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vactor_cloud/localstack-venv}"
 STATE="${VACTOR_LOCALSTACK_STATE:-${TMPDIR:-/tmp}/vactor-localstack-$PORT}"
@@ -87,11 +87,11 @@ fi
 say "starting LocalStack on $ENDPOINT (log: $LOG)"
 # Why each setting:
 # - GATEWAY_SERVER=hypercorn: LocalStack's default (twisted) server ignores the host
-#   part of GATEWAY_LISTEN and binds 0.0.0.0; hypercorn binds what it is told.
+#   part of GATEWAY_LISTEN and binds all interfaces; hypercorn binds what it is told.
 # - OVERRIDE_IN_DOCKER=0: inside any container LocalStack assumes it *is* its own
 #   container and writes to /var/lib/localstack; host mode keeps its files under
 #   FILESYSTEM_ROOT, which we put in the state directory (as CONFIG_DIR and the cwd).
-# - DNS_ADDRESS=0: no DNS server (it would listen on 0.0.0.0:53).
+# - DNS_ADDRESS=0: no DNS server (it would listen on port 53 of all interfaces).
 # - DISABLE_EVENTS=1: no analytics calls home.
 (
   cd "$STATE"

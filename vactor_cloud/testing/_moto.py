@@ -123,7 +123,7 @@ class MotoLane(S3EmulatorLane):
             ) from exc
         # One log line per request drowns test output; errors still show.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        # ThreadedMotoServer binds 0.0.0.0 unless told otherwise: never expose it.
+        # ThreadedMotoServer binds all interfaces unless told otherwise: never expose it.
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         try:
             server.start()
