@@ -43,13 +43,13 @@ from chaos_workers import (
     init_from_spec,
     read_chain,
 )
+from child_processes import run_to_end
 
 import vactor_cloud as vc
 from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.proxy import DroppingProxy
 
-JOIN_TIMEOUT = 240
 _GET = frozenset({"get"})
 _PUT = frozenset({"put"})
 
@@ -131,15 +131,7 @@ def _run_processes(
         ctx.Process(target=chaos_process, args=(spec, phases, i, seed, str(out), barrier))
         for i, out in enumerate(outs)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_TIMEOUT)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join(10)
+    codes = run_to_end(procs)
     assert codes == [0] * workers, f"chaos worker exit codes {codes} (seed {seed})"
     by_phase: dict[str, list[CallLog]] = {}
     for out in outs:

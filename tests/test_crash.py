@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from chaos_workers import TokenCounter, assert_gapless, chaos_seed, crash_process, init_from_spec, read_chain
+from child_processes import run_to_end
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -132,15 +133,7 @@ def test_writers_killed_mid_commit_lose_nothing_and_head_is_repaired(
         target=crash_process,
         args=(shared, FaultConfig((), seed, "survivor"), "contended", 2 * CALLS, str(ack_files["survivor"])),
     )
-    for p in procs.values():
-        p.start()
-    for p in procs.values():
-        p.join(JOIN_TIMEOUT)
-    codes = {name: p.exitcode for name, p in procs.items()}
-    for p in procs.values():
-        if p.is_alive():
-            p.kill()
-            p.join(10)
+    codes = dict(zip(procs, run_to_end(procs.values(), JOIN_TIMEOUT), strict=True))
     expected = dict.fromkeys(victims, -signal.SIGKILL) | {"survivor": 0}
     assert codes == expected, f"exit codes {codes} (seed {seed}): a kill did not land, or a process failed"
 

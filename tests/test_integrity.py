@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pickle_bomb import UNPICKLED, Bomb
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
@@ -21,21 +22,6 @@ from vactor_cloud.errors import (
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
-
-#: what unpickling a Bomb did (it appends here): proof of "never unpickled"
-UNPICKLED: list[str] = []
-
-
-def _detonate(tag: str) -> str:
-    UNPICKLED.append(tag)
-    return tag
-
-
-class Bomb:
-    """Unpickling it runs code (as a malicious pickle would)."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_detonate, ("bomb",))
 
 
 @vc.virtual_actor

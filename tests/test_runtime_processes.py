@@ -7,12 +7,11 @@ import multiprocessing.context
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import runtime_workers as workers
+from child_processes import JOIN_TIMEOUT, run_to_end
 from runtime_workers import Counter, init_from_spec
 
 import vactor_cloud as vc
@@ -20,33 +19,12 @@ from vactor_cloud import _sync
 from vactor_cloud.log import StepRecord
 from vactor_cloud.state import loads_state
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
-from vactor_cloud.testing.lanes import Lane, StoreSpec
-
-JOIN_TIMEOUT = 240
-
-
-@pytest.fixture
-def shared(store_spec: StoreSpec, store_lane: Lane) -> Iterator[StoreSpec]:
-    if not store_lane.multiprocess:
-        pytest.skip(f"{store_lane.name} stores live in one process")
-    init_from_spec(store_spec)
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
+from vactor_cloud.testing.lanes import StoreSpec
 
 
 def run_all(ctx: multiprocessing.context.SpawnContext, target: Any, arglists: list[tuple[Any, ...]]) -> None:
-    procs = [ctx.Process(target=target, args=args) for args in arglists]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_TIMEOUT)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert codes == [0] * len(procs), f"child exit codes {codes}"
+    codes = run_to_end(ctx.Process(target=target, args=args) for args in arglists)
+    assert codes == [0] * len(arglists), f"child exit codes {codes}"
 
 
 def chain(actor_id: str) -> list[StepRecord]:

@@ -18,6 +18,7 @@ from typing import Any
 import cloudpickle
 import pytest
 import subtask_workers as workers
+from child_processes import run_to_end
 from subtask_workers import Counter, Trainer, events, init_from_spec
 
 import vactor_cloud as vc
@@ -32,18 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def actors(store_spec: StoreSpec) -> Iterator[StoreSpec]:
     """This process's runtime on the lane's store (every lane)."""
-    init_from_spec(store_spec)
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
-
-
-@pytest.fixture
-def shared(store_spec: StoreSpec, store_lane: Lane) -> Iterator[StoreSpec]:
-    """Like ``actors``, for tests where several OS processes share the store."""
-    if not store_lane.multiprocess:
-        pytest.skip(f"{store_lane.name} stores live in one process")
     init_from_spec(store_spec)
     try:
         yield store_spec
@@ -254,15 +243,7 @@ def test_the_losing_attempt_of_a_race_reuses_its_children(
         )
         for tag in ("a", "b")
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_TIMEOUT)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert codes == [0, 0]
+    assert run_to_end(procs) == [0, 0]
     methods = Tally(e["tag"] for e in events(log, "method"))
     assert sorted(methods.values()) == [1, 2], f"one attempt lost the race and ran again: {methods}"
     for tag in ("a", "b"):
