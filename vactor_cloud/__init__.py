@@ -8,8 +8,8 @@ put, so processes on different machines can call the same actor safely.
 
 from __future__ import annotations
 
+from vactor_cloud.actor import ActorClass, get_actor, get_actor_async, virtual_actor
 from vactor_cloud.batch import CallContext, current_call
-from vactor_cloud.definition import ActorClass, virtual_actor
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
@@ -21,13 +21,15 @@ from vactor_cloud.errors import (
     StateSerializationError,
     StepNotFoundError,
     StorageError,
+    StorageTimeoutError,
     VactorError,
 )
 from vactor_cloud.events import send_event, send_event_async
 from vactor_cloud.future import ActorFuture, get
 from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
 from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
-from vactor_cloud.runtime import Settings, get_runtime, init, shutdown
+from vactor_cloud.runtime import get_runtime, init, shutdown
+from vactor_cloud.settings import Settings
 from vactor_cloud.subtask import Subtask, subtask
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
+    "StorageTimeoutError",
     "Subtask",
     "VactorError",
     "__version__",
@@ -68,21 +71,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-
-def get_actor(actor_id: str) -> ActorHandle:
-    """The existing actor ``actor_id``; ``ActorNotFoundError`` if there is none.
-
-    Works in a process that cannot import the actor's class: the class body
-    is then loaded from storage (unless ``init(load_classes_from_storage=False)``).
-    """
-    return get_runtime().get_actor(actor_id)
-
-
-async def get_actor_async(actor_id: str) -> ActorHandle:
-    """Async twin of :func:`get_actor`; awaitable from any event loop."""
-    import asyncio
-
-    from vactor_cloud import _sync
-
-    return await asyncio.wrap_future(_sync.submit(get_runtime().get_actor_async(actor_id)))

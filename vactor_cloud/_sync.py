@@ -15,7 +15,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["get_loop", "in_loop_thread", "submit", "sync"]
+__all__ = ["BridgeTimeout", "get_loop", "in_loop_thread", "submit", "sync"]
 
 T = TypeVar("T")
 
@@ -67,12 +67,28 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
 
 
+class BridgeTimeout(Exception):
+    """``sync(..., timeout=)`` ran out of time; the coroutine was cancelled."""
+
+
 def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run ``coro`` on the IO loop and wait for its result from a plain thread."""
+    """Run ``coro`` on the IO loop and wait for its result from a plain thread.
+
+    After ``timeout`` seconds the coroutine is cancelled and
+    :class:`BridgeTimeout` raised (a ``TimeoutError`` the coroutine itself
+    raised passes through as it is).
+    """
     if in_loop_thread():
         coro.close()
         raise RuntimeError(
             "vactor_cloud: a blocking call was made on vactor_cloud's own IO loop; "
             "use the async API (await / run_async) there"
         )
-    return submit(coro).result(timeout)
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        if future.done():
+            raise
+        future.cancel()
+        raise BridgeTimeout(f"no result within {timeout} s") from None

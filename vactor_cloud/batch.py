@@ -1,32 +1,51 @@
-"""Applying a batch of queued writer calls to one base state (no I/O here).
+"""Applying a batch of writer calls to one base state, and running read-only calls (no I/O here).
 
-A batch is applied in submission order to an instance restored from the base
-step. A call that raises is excluded: the instance is rebuilt from the base
-and the calls before it are replayed (writer methods must be deterministic
-functions of state and arguments), so its partial mutations never reach the
-committed state. The idempotency table is consulted and extended in the same
-pass, which is what makes deduplication atomic with the commit.
+Guarantees:
+
+* **Run once.** Each method body in a batch runs once per commit attempt.
+  After every call that returns, the state is captured (``__getstate__``
+  and serialized); a call that raises is excluded by restoring the instance
+  from the snapshot taken before it, never by replaying its batch-mates. Only
+  a lost race or a fault runs a body again (on a new attempt).
+* **By value.** Each attempt gets a fresh copy of the call's arguments; a
+  result is copied as the method returns (before a batch-mate can change
+  it), so the caller never holds a reference into the live instance.
+* **Atomic dedup.** The idempotency table is consulted and extended in the
+  same pass, which is what makes deduplication atomic with the commit. It
+  is loaded only when a call carries a key.
+* **Every exception reaches its caller**, ``BaseException`` included
+  (``SystemExit``, ``KeyboardInterrupt``, ``CancelledError``); such a call
+  is excluded and, having no result, not recorded under its key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import reprlib
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
 from vactor_cloud.dedup import DedupTable, Outcome
-from vactor_cloud.definition import ActorClass
-from vactor_cloud.errors import StateSerializationError
+from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
 
-__all__ = ["BatchResult", "CallContext", "PendingCall", "apply_batch", "current_call", "run_readonly"]
+__all__ = [
+    "BatchResult",
+    "CallContext",
+    "CallOptions",
+    "PendingCall",
+    "apply_batch",
+    "current_call",
+    "run_readonly",
+    "summarize",
+]
 
 _summary = reprlib.Repr()
 _summary.maxstring = 60
@@ -34,9 +53,27 @@ _summary.maxother = 60
 _summary.maxlevel = 2
 
 
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call options (``ActorMethod.options``); the defaults cost nothing."""
+
+    idempotency_key: str | None = None
+    at_step: int | None = None
+    #: shown in history (Ray's step ``name`` and ``metadata``)
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+    #: a raising body is run again up to this many times within the same attempt
+    max_retries: int = 0
+    #: deliver ``(result, None)`` or ``(None, exception)`` instead of raising (Ray's option)
+    catch_exceptions: bool = False
+
+
+_NO_OPTIONS = CallOptions()
+
+
 @dataclass(eq=False)
 class PendingCall:
-    """A call queued for an actor, with the future its caller waits on."""
+    """A call made on an actor, with the future its caller waits on."""
 
     method: str
     args: tuple[Any, ...]
@@ -47,6 +84,55 @@ class PendingCall:
     idempotency_key: str | None = None
     at_step: int | None = None
     submitted: float = field(default_factory=time.monotonic)
+    #: the arguments as serialized at the call site (``args``/``kwargs`` are then empty)
+    frozen: Frozen | None = None
+    options: CallOptions = _NO_OPTIONS
+    _claims: itertools.count[int] = field(default_factory=itertools.count, repr=False)
+
+    def claim(self) -> bool:
+        """True for exactly one caller (``next`` on a count is atomic): who runs this call.
+
+        False also when the caller's future was cancelled before it started.
+        """
+        return next(self._claims) == 0 and self.future.set_running_or_notify_cancel()
+
+    @classmethod
+    def by_value(
+        cls,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        readonly: bool,
+        future: Future[Any],
+        call_id: str,
+        options: CallOptions = _NO_OPTIONS,
+    ) -> PendingCall:
+        """A call whose arguments are copied now: ``TypeError`` here if they cannot be."""
+        return cls(
+            method,
+            (),
+            {},
+            readonly,
+            future,
+            call_id,
+            idempotency_key=options.idempotency_key,
+            at_step=options.at_step,
+            frozen=freeze_arguments(args, kwargs),
+            options=options,
+        )
+
+    def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A fresh copy of the arguments for one run of the body."""
+        if self.frozen is not None:
+            return thaw_arguments(self.frozen)
+        return self.args, dict(self.kwargs)
+
+    def deliver(self, outcome: Outcome) -> None:
+        """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``)."""
+        if self.options.catch_exceptions:
+            outcome = Outcome(True, (outcome.value, None) if outcome.ok else (None, outcome.value))
+        outcome.settle(self.future)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +143,7 @@ class CallContext:
     call_id: str
     method: str
     readonly: bool
+    #: the runtime the call runs in (its ``store`` and ``settings``)
     runtime: Any
 
 
@@ -68,11 +155,12 @@ def current_call() -> CallContext | None:
     return getattr(_local, "call", None)
 
 
-def _invoke(definition: ActorClass, instance: Any, call: PendingCall, context: CallContext) -> Any:
+def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     previous = getattr(_local, "call", None)
     _local.call = context
     try:
-        result = getattr(instance, call.method)(*call.args, **call.kwargs)
+        args, kwargs = call.arguments()
+        result = getattr(instance, call.method)(*args, **kwargs)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return result
@@ -92,7 +180,7 @@ class BatchResult:
 
 
 def apply_batch(
-    definition: ActorClass,
+    definition: ActorDefinition,
     actor_id: str,
     base: StepRecord,
     live: Any,
@@ -100,55 +188,56 @@ def apply_batch(
     runtime: Any,
     dedup_window: tuple[int, float],
 ) -> BatchResult:
-    """Apply ``calls`` to ``base`` (or to ``live``, an instance already at ``base``)."""
+    """Apply ``calls`` in order to ``base`` (or to ``live``, an instance already at ``base``)."""
     serializer = definition.serializer
-
-    def fresh() -> Any:
-        return restore_instance(definition.cls, loads_state(base.state, base.serializer))
-
-    instance = live if live is not None else fresh()
-    table = DedupTable.load(base.dedup, serializer)
+    good = base.state  # the state after the last call that succeeded
+    instance = live
+    table: DedupTable | None = None
     outcomes: list[Outcome] = []
-    succeeded: list[PendingCall] = []
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
     for call in calls:
-        if call.idempotency_key is not None:
-            recorded = table.get(call.idempotency_key)
+        key = call.idempotency_key
+        if key is not None:
+            if table is None:
+                table = DedupTable.load(base.dedup, serializer)
+            recorded = table.get(key)
             if recorded is not None:
                 outcomes.append(recorded)
                 continue
         context = CallContext(actor_id, call.call_id, call.method, False, runtime)
-        try:
-            outcome = Outcome(True, _invoke(definition, instance, call, context))
-            succeeded.append(call)
-        except Exception as exc:
-            outcome = Outcome(False, exc)
-            # Drop the failed call's partial mutations: rebuild and replay.
-            instance = fresh()
-            for done in succeeded:
-                _invoke(
-                    definition,
-                    instance,
-                    done,
-                    CallContext(actor_id, done.call_id, done.method, False, runtime),
-                )
+        for attempt in range(call.options.max_retries + 1):
+            if instance is None:
+                instance = restore_instance(definition.cls, loads_state(good, serializer))
+            try:
+                value = _invoke(instance, call, context)
+                frozen = freeze(value)
+                state = dumps_state(capture_state(instance), serializer)
+                if key is not None:
+                    _check_recordable(key, value, serializer, now)
+            except BaseException as exc:
+                # Drop the call's partial mutations: restore the snapshot taken before it.
+                instance = None
+                outcome = Outcome(False, exc)
+                if isinstance(exc, Exception) and attempt < call.options.max_retries:
+                    continue
+                break
+            good = state
+            outcome = Outcome(True, thaw(frozen))
+            break
         outcomes.append(outcome)
+        recordable = outcome.ok or isinstance(outcome.value, Exception)
         # A raising call changes nothing, unless its key must remember the exception.
-        if outcome.ok or call.idempotency_key is not None:
+        if outcome.ok or (key is not None and recordable):
             applied.append((call, outcome))
-        if call.idempotency_key is not None:
-            table.record(call.idempotency_key, outcome, now)
+        if key is not None and recordable:
+            assert table is not None
+            table.record(key, outcome, now)
     if not applied:
         return BatchResult(outcomes)
-    try:
-        state = dumps_state(capture_state(instance), serializer)
-        dedup = table.dump(serializer, dedup_window, now) if table.changed else base.dedup
-    except StateSerializationError as exc:
-        if len(calls) == 1:
-            return BatchResult([Outcome(False, exc)])
-        # Find the culprit(s): apply one call at a time, serializing after each.
-        return _apply_one_by_one(definition, actor_id, base, calls, runtime, dedup_window)
+    dedup = base.dedup
+    if table is not None and table.changed:
+        dedup = table.dump(serializer, dedup_window, now)
     records = [
         CallRecord(
             method=call.method,
@@ -158,65 +247,40 @@ def apply_batch(
             args=_summarize_args(call),
             result=_summary.repr(outcome.value) if outcome.ok else f"raised {outcome.value!r}"[:120],
             key=call.idempotency_key,
+            name=call.options.name,
+            metadata=call.options.metadata,
         )
         for call, outcome in applied
     ]
-    return BatchResult(outcomes, instance, state, dedup, records)
+    if instance is None:
+        instance = restore_instance(definition.cls, loads_state(good, serializer))
+    return BatchResult(outcomes, instance, good, dedup, records)
 
 
-def _apply_one_by_one(
-    definition: ActorClass,
-    actor_id: str,
-    base: StepRecord,
-    calls: list[PendingCall],
-    runtime: Any,
-    dedup_window: tuple[int, float],
-) -> BatchResult:
-    current = base
-    live = None
-    outcomes: list[Outcome] = []
-    records: list[CallRecord] = []
-    result = BatchResult([])
-    for call in calls:
-        single = apply_batch(definition, actor_id, current, live, [call], runtime, dedup_window)
-        outcomes.extend(single.outcomes)
-        if single.state is not None:
-            current = StepRecord(
-                step=current.step,
-                parent=current.parent,
-                class_ref=current.class_ref,
-                serializer=definition.serializer,
-                state=single.state,
-                writer=current.writer,
-                time=current.time,
-                dedup=single.dedup,
-            )
-            live = single.instance
-            records.extend(single.calls)
-            result = single
-    if not records:
-        return BatchResult(outcomes)
-    return BatchResult(outcomes, result.instance, result.state, result.dedup, records)
+def _check_recordable(key: str, value: Any, serializer: str, now: float) -> None:
+    """``StateSerializationError`` now, while the call can still be excluded, if the
+    idempotency table could not store this result."""
+    DedupTable({key: (now, Outcome(True, value))}).dump(serializer, (1, 0.0), now)
 
 
 def _summarize_args(call: PendingCall) -> str:
-    parts = [_summary.repr(a) for a in call.args]
-    parts += [f"{k}={_summary.repr(v)}" for k, v in call.kwargs.items()]
+    args, kwargs = call.arguments()
+    parts = [_summary.repr(a) for a in args]
+    parts += [f"{k}={_summary.repr(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)[:200]
 
 
 def run_readonly(
-    definition: ActorClass, actor_id: str, record: StepRecord, call: PendingCall, runtime: Any
+    definition: ActorDefinition, actor_id: str, record: StepRecord, call: PendingCall, runtime: Any
 ) -> Any:
-    """Run a read-only method on a private copy of ``record``'s state; mutations are discarded."""
-    instance = restore_instance(definition.cls, loads_state(record.state, record.serializer))
-    return _invoke(
-        definition, instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime)
-    )
+    """Run a read-only method on a private copy of ``record``'s state; mutations are discarded.
+
+    The instance is built for this call alone and dropped after it, so its
+    result needs no copy to be independent of any other caller's.
+    """
+    instance = restore_instance(definition.cls, loads_state(record.state, definition.serializer))
+    return _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
 
 
 def summarize(value: Any) -> str:
     return _summary.repr(value)
-
-
-Restorer = Callable[[], Any]

@@ -33,7 +33,7 @@ from typing import Any
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.definition import ActorClass
+from vactor_cloud.actor import ActorClass
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.runtime import Settings, get_runtime
@@ -65,7 +65,7 @@ class _Counter:
 
 
 #: the benchmark's actor class (``vactor_cloud.bench:_Counter``)
-BenchCounter: ActorClass = vc.virtual_actor(_Counter)
+BenchCounter: ActorClass[..., Any] = vc.virtual_actor(_Counter)
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def _step_bytes(actor_key_prefix: str, state: bytes) -> tuple[str, bytes]:
 
 
 def _class_ref() -> Any:
-    return BenchCounter.body()[0]
+    return BenchCounter.definition.body()[0]
 
 
 def _actor_id(run_id: str, name: str) -> str:

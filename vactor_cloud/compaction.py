@@ -47,7 +47,9 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     VactorError,
 )
+from vactor_cloud.keys import tasks_prefix
 from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import IfMatch
 
 __all__ = ["CompactionReport", "compact", "raise_watermark"]
@@ -234,7 +236,7 @@ async def _calls_in(log: ActorLog, steps: list[int]) -> set[str]:
 
 async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
     """Sub-workflow checkpoints ``tasks/<call_id>/...`` grouped by call id."""
-    prefix = f"{log.prefix}tasks/"
+    prefix = tasks_prefix(log.actor_id)
     grouped: dict[str, list[str]] = {}
     for key in await log.store.list(prefix):
         call_id, sep, _ = key[len(prefix) :].partition("/")
@@ -303,8 +305,6 @@ async def compact_actor(actor_id: str, keep_last: int, *, min_age: float = 600.0
     ``fresh_window``, and ``min_age`` should also cover the clock skew
     between their machines.
     """
-    from vactor_cloud.runtime import get_runtime
-
     runtime = get_runtime()
     fresh_window = runtime.settings.fresh_window
     if min_age < fresh_window:
@@ -317,5 +317,5 @@ async def compact_actor(actor_id: str, keep_last: int, *, min_age: float = 600.0
     report = await compact(core.log, keep_last, min_age=min_age)
     if core.record is not None and core.record.step < report.watermark:
         # This process's cache points below the watermark: forget it rather than commit on it.
-        core._invalidate()
+        core.forget()
     return report

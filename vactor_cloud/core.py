@@ -1,8 +1,21 @@
-"""ActorCore: one actor as seen by this process — its cache, its queue, its commit loop.
+"""ActorCore: one actor as seen by this process — its cache, its write queue, its commit loop.
 
-Everything here runs on the process's IO loop (``vactor_cloud._sync``);
-user methods run in the runtime's worker threads so that they may block,
-call other actors, or fan out sub-tasks without stalling the loop.
+Who runs what (DESIGN.md §10):
+
+* **Caller runs.** A blocking ``run()`` on an idle actor claims the actor and
+  runs the commit loop on the calling thread: the method body, then the
+  create-only put (awaited on the IO loop). A call made while another
+  thread holds the actor waits; whoever holds it applies every queued write
+  as one group commit. A waiter whose actor is released with work left
+  takes it over, so progress never depends on a free pool thread: nested
+  calls cannot starve. ``run_async`` hands the work to a small pool, and
+  waiting on its future (``result()``, ``vc.get``) helps in the same way.
+* **Reads beside writes.** A read-only call never enters the write queue:
+  it probes for the newest committed step and runs at once, on a private
+  copy of that state.
+* **Every wait has an end.** I/O goes through :meth:`CoreEnv.run`, which
+  bounds it by ``Settings.deadline``; every exception reaches the caller's
+  future, ``BaseException`` included.
 
 Guarantees (DESIGN.md §4):
 
@@ -13,9 +26,8 @@ Guarantees (DESIGN.md §4):
 * A commit is acknowledged only after its create-only put of
   ``steps/N+1`` succeeded (or was found to have succeeded after a lost
   response). With a fresh cache that put is the only request on the path.
-* A read-only call sees every write submitted before it from this process
-  and every commit acknowledged anywhere before it started (it probes
-  ``steps/N+1``).
+* A read-only call sees every commit acknowledged anywhere before it
+  started (it probes ``steps/N+1``).
 """
 
 from __future__ import annotations
@@ -24,14 +36,17 @@ import asyncio
 import logging
 import math
 import random
+import threading
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
 
-from vactor_cloud.batch import PendingCall, apply_batch, run_readonly
+from vactor_cloud.batch import BatchResult, PendingCall, apply_batch, run_readonly
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.definition import ActorClass, lookup_local_class
+from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorNotFoundError,
     CommitConflictError,
@@ -40,15 +55,66 @@ from vactor_cloud.errors import (
     StorageError,
     VactorError,
 )
-from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
+from vactor_cloud.settings import Settings
+from vactor_cloud.storage import ObjectStore
 
-if TYPE_CHECKING:
-    from vactor_cloud.runtime import Runtime
-
-__all__ = ["ActorCore"]
+__all__ = ["ActorCore", "CommitHook", "CoreEnv"]
 
 logger = logging.getLogger("vactor_cloud")
+
+T = TypeVar("T")
+
+
+class CommitHook(Protocol):
+    """A feature that plugs into the commit loop (external events today).
+
+    ``wants_fold`` is asked on the committing thread and must be cheap: only
+    when it says yes does the commit pay a trip to the IO loop for ``fold``.
+    """
+
+    def wants_fold(self, batch: list[PendingCall]) -> bool: ...
+
+    async def prime(self) -> None:
+        """The actor is being created by this process: look for work sent ahead of it."""
+        ...
+
+    async def fold(
+        self, batch: list[PendingCall], base: StepRecord, definition: ActorDefinition
+    ) -> list[PendingCall]:
+        """The calls to apply: extra ones first, then ``batch`` without markers."""
+        ...
+
+    async def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
+        """After the outcome is known (committed when ``result.state``): cleanup, marker futures."""
+        ...
+
+
+class CoreEnv(Protocol):
+    """What an :class:`ActorCore` needs from its runtime, and nothing more."""
+
+    store: ObjectStore
+    settings: Settings
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
+        ...
+
+    def spawn(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on a pool thread."""
+        ...
+
+    async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorDefinition:
+        """The class body ``ref`` loaded from storage."""
+        ...
+
+    def head_moved(self, core: ActorCore) -> None:
+        """``core`` committed or loaded a step its HEAD does not point at yet."""
+        ...
+
+    def weigh(self, core: ActorCore, delta: int) -> None:
+        """``core``'s cached bytes changed by ``delta``."""
+        ...
 
 
 class ActorCore:
@@ -56,98 +122,96 @@ class ActorCore:
 
     # Slots: a process may touch tens of thousands of actors; every byte counts.
     __slots__ = (
+        "__weakref__",
         "_draining",
         "_live",
         "_load_lock",
         "_lost_at",
+        "_mutex",
         "_put_seconds",
         "_queue",
         "_stored_classes",
         "_stored_sha",
-        "_tasks",
+        "_waiters",
+        "_weight",
         "actor_id",
         "definition",
+        "env",
         "head",
         "inbox",
         "log",
         "record",
-        "runtime",
         "validated_at",
     )
 
-    def __init__(self, runtime: Runtime, actor_id: str) -> None:
-        self.runtime = runtime
+    def __init__(self, env: CoreEnv, actor_id: str, inbox: Callable[[ActorCore], CommitHook]) -> None:
+        self.env = env
         self.actor_id = actor_id
-        self.log = ActorLog(runtime.store, actor_id, signing_key=runtime.settings.signing_key)
-        self.definition: ActorClass | None = None
+        self.log = ActorLog(env.store, actor_id, signing_key=env.settings.signing_key)
+        self.definition: ActorDefinition | None = None
         #: sha of the stored class body in use, or None when the class is local
         self._stored_sha: str | None = None
         self.record: StepRecord | None = None
         #: monotonic time at which ``record`` was last known to be the newest step
         self.validated_at = -math.inf
+        #: (step, instance): the instance that produced ``record``, reused by the next commit
         self._live: tuple[int, Any] | None = None
         self.head: Head | None = None
         self._stored_classes: frozenset[str] = frozenset()
-        #: calls waiting for the drain loop; None while the actor is idle (saves memory)
+        self._mutex = threading.Lock()
+        #: writes waiting for the holder; None while the actor is idle (saves memory)
         self._queue: deque[PendingCall] | None = None
         self._draining = False
-        self._tasks: set[asyncio.Task[Any]] | None = None
-        #: external events waiting for this actor (folded into commits, see inbox.py)
-        self.inbox = ActorInbox(self)
+        #: threads waiting for one of their calls: woken when the actor is released
+        self._waiters: set[threading.Event] | None = None
         self._load_lock: asyncio.Lock | None = None
         #: when this process last lost a commit race, and how long its puts take (moving average)
         self._lost_at = -math.inf
         self._put_seconds = 0.0
+        self._weight = 0
+        self.inbox = inbox(self)
 
-    # -- submission (any thread) -------------------------------------------------
-    def submit(self, call: PendingCall) -> None:
-        self.runtime.loop.call_soon_threadsafe(self._enqueue, call)
+    # -- cache ---------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """No queued or running writes, nobody waiting: safe to evict."""
+        return not self._draining and not self._queue and not self._waiters
 
-    def _enqueue(self, call: PendingCall) -> None:
-        if self._queue is None:
-            self._queue = deque()
-        self._queue.append(call)
-        if not self._draining:
-            self._draining = True
-            self._spawn(self._drain())
+    def _reweigh(self) -> None:
+        record, live = self.record, self._live
+        weight = 0
+        if record is not None:
+            weight = len(record.state) + len(record.dedup) + 512
+            if live is not None:
+                weight += len(record.state)  # the live instance, roughly its serialized size
+        delta, self._weight = weight - self._weight, weight
+        if delta:
+            self.env.weigh(self, delta)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        if self._tasks is None:
-            self._tasks = set()
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+    def _accept(self, record: StepRecord, validated_at: float) -> None:
+        """Adopt ``record`` if it is newer than what we hold; the cache only moves forward."""
+        with self._mutex:
+            if self.record is None or record.step > self.record.step:
+                self.record = record
+                self.validated_at = validated_at
+                if self._live is not None and self._live[0] != record.step:
+                    self._live = None
+            elif record.step == self.record.step:
+                self.validated_at = max(self.validated_at, validated_at)
+        self._reweigh()
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if self._tasks is not None:
-            self._tasks.discard(task)
-            if not self._tasks:
-                self._tasks = None
+    def _invalidate(self) -> None:
+        with self._mutex:
+            self.record = None
+            self._live = None
+            self.validated_at = -math.inf
+        self._reweigh()
 
-    async def _drain(self) -> None:
-        queue = self._queue
-        assert queue is not None
-        try:
-            max_batch = self.runtime.settings.max_batch
-            while queue:
-                if queue[0].readonly:
-                    call = queue.popleft()
-                    if call.future.set_running_or_notify_cancel():
-                        self._spawn(self._read(call))
-                    continue
-                batch: list[PendingCall] = []
-                while queue and not queue[0].readonly and len(batch) < max_batch:
-                    call = queue.popleft()
-                    if call.future.set_running_or_notify_cancel():
-                        batch.append(call)
-                if batch:
-                    await self._commit(batch)
-        finally:
-            self._draining = False
-            if not queue:
-                self._queue = None
+    def forget(self) -> None:
+        """Drop the cached step (a compaction passed it); the next call reloads."""
+        self._invalidate()
 
-    # -- loading -------------------------------------------------------------------
+    # -- loading (IO loop) ------------------------------------------------------------
     def _lock(self) -> asyncio.Lock:
         if self._load_lock is None:
             self._load_lock = asyncio.Lock()
@@ -155,90 +219,89 @@ class ActorCore:
 
     async def ensure_loaded(self) -> None:
         """Load the newest step (and the class, if this process lacks it). ``ActorNotFoundError``."""
-        if self.record is not None:
+        if self.record is not None and self.definition is not None:
             return
         async with self._lock():
-            if self.record is not None:
+            if self.record is not None and self.definition is not None:
                 return
             started = time.monotonic()
-            self.inbox.prefetch()  # overlaps the HEAD read: no round trip of its own
             head = await self.log.read_head()
-            definition: ActorClass | None = None
+            definition: ActorDefinition | None = None
             if head is not None:
                 record, definition = await asyncio.gather(
-                    self.log.load_latest(head), self._definition_for(head.class_ref)
+                    self.log.load_latest(head), self.definition_for(head.class_ref)
                 )
             else:
                 record = await self.log.load_latest(None)
             if record is None:
-                raise ActorNotFoundError(self.actor_id, self.runtime.store.describe())
+                raise ActorNotFoundError(self.actor_id, self.env.store.describe())
             if definition is None or (head is not None and record.class_ref != head.class_ref):
-                definition = await self._definition_for(record.class_ref)
+                definition = await self.definition_for(record.class_ref)
             self._set_definition(definition, record.class_ref)
             self.head = head
             self._accept(record, started)
             if head is None or head.step < record.step:
-                self.runtime.heads.mark(self)
+                self.env.head_moved(self)
 
-    async def _definition_for(self, ref: ClassRef) -> ActorClass:
+    async def definition_for(self, ref: ClassRef) -> ActorDefinition:
+        """The class of steps written with ``ref``: this process's own, else the stored body."""
         local = lookup_local_class(ref.name)
         if local is not None:
             return local
-        return await self.runtime.stored_class(self.log, ref)
+        return await self.env.stored_class(self.log, ref)
 
-    def _set_definition(self, definition: ActorClass, ref: ClassRef) -> None:
+    def _set_definition(self, definition: ActorDefinition, ref: ClassRef) -> None:
         self.definition = definition
         self._stored_sha = None if lookup_local_class(definition.name) is definition else ref.sha
 
-    async def _sync_definition(self, record: StepRecord) -> ActorClass:
+    async def _sync_definition(self, record: StepRecord) -> ActorDefinition:
         """The class to run ``record`` with: ours if we have it, else the one the step names."""
         if self.definition is None or (
             self._stored_sha is not None and self._stored_sha != record.class_ref.sha
         ):
-            self._set_definition(await self._definition_for(record.class_ref), record.class_ref)
+            self._set_definition(await self.definition_for(record.class_ref), record.class_ref)
         assert self.definition is not None
         return self.definition
 
-    def _accept(self, record: StepRecord, validated_at: float) -> None:
-        """Adopt ``record`` if it is newer than what we hold; the cache only moves forward."""
-        if self.record is None or record.step > self.record.step:
-            self.record = record
-            self.validated_at = validated_at
-        elif record.step == self.record.step:
-            self.validated_at = max(self.validated_at, validated_at)
-
-    def _invalidate(self) -> None:
-        self.record = None
-        self._live = None
-        self.validated_at = -math.inf
+    def _definition_now(self, record: StepRecord) -> ActorDefinition:
+        """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
+        definition = self.definition
+        if definition is not None and (self._stored_sha is None or self._stored_sha == record.class_ref.sha):
+            return definition
+        return self.env.run(self._sync_definition(record))
 
     async def revalidate(self) -> StepRecord:
         """Find the newest step from the cached one (one GET when nothing changed).
 
-        A cache older than ``fresh_window`` may predate a compaction, so the
-        retention watermark is read alongside the probe.
+        A cache older than ``fresh_window`` may predate a compaction: the
+        retention watermark is read *after* the probe has answered, so a
+        compaction that deleted steps the probe missed is always seen.
         """
         await self.ensure_loaded()
-        assert self.record is not None
-        started = time.monotonic()
         base = self.record
-        if started - self.validated_at > self.runtime.settings.fresh_window:
-            (newest, _), watermark = await asyncio.gather(self.log.probe_from(base), self.log.read_gc())
-            if watermark > base.step:
+        assert base is not None
+        started = time.monotonic()
+        newest, _ = await self.log.probe_from(base)
+        if started - self.validated_at > self.env.settings.fresh_window:
+            watermark = await self.log.read_gc()
+            if watermark > newest.step:
                 self._invalidate()
                 await self.ensure_loaded()
                 assert self.record is not None
                 return self.record
-        else:
-            newest, _ = await self.log.probe_from(base)
         self._accept(newest, started)
-        return self.record
+        record = self.record
+        assert record is not None
+        return record if record.step >= newest.step else newest
 
-    # -- creation --------------------------------------------------------------------
-    async def create(self, definition: ActorClass, state: bytes, init_args: str) -> None:
-        """Write the class body and step 0; if another creator won, attach to its actor."""
-        ref, body = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, definition.body)
-        await self.log.put_class(ref.sha, body, ref.name)
+    # -- creation (IO loop) -------------------------------------------------------------
+    async def create(self, definition: ActorDefinition, state: bytes, init_args: str) -> bool:
+        """Write the class body and step 0; if another creator won, attach to its actor.
+
+        True when this call created the actor.
+        """
+        ref, body = definition.body()
+        await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
         self._stored_classes |= {ref.sha}
         record = StepRecord(
             step=0,
@@ -251,54 +314,158 @@ class ActorCore:
             calls=(CallRecord("__init__", uuid.uuid4().hex, True, time.time(), args=init_args),),
         )
         started = time.monotonic()
+        created = True
         try:
             await self.log.put_step(record)
         except StepTakenError as taken:
             record = taken.winner
             started = -math.inf  # the actor may have moved on since it was created
+            created = False
         self._set_definition(definition, record.class_ref)
         self._accept(record, started)
-        self.runtime.heads.mark(self)
+        self.env.head_moved(self)
+        return created
 
-    # -- writes ------------------------------------------------------------------------
-    async def _commit(self, batch: list[PendingCall]) -> None:
-        settings = self.runtime.settings
-        loop = asyncio.get_running_loop()
+    # -- submission -------------------------------------------------------------------
+    def call(self, call: PendingCall) -> None:
+        """Queue a write and apply it on this thread if the actor is idle; returns when it settled."""
+        self._enqueue(call)
+        self.help(call.future, None)
+
+    def submit(self, call: PendingCall) -> None:
+        """Queue a write; a pool thread (or a waiter on its future) applies it."""
+        self._enqueue(call)
+        self.env.spawn(self._drain_from_pool)
+
+    def _enqueue(self, call: PendingCall) -> None:
+        with self._mutex:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(call)
+
+    def help(self, future: Future[Any], timeout: float | None) -> None:
+        """Wait until ``future`` is done, applying this actor's queued writes whenever nobody is.
+
+        Returns early (future not done) only when ``timeout`` passed.
+        """
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        wake: threading.Event | None = None
+        try:
+            while not future.done():
+                with self._mutex:
+                    claimed = not self._draining and bool(self._queue)
+                    if claimed:
+                        self._draining = True
+                    elif wake is None:
+                        wake = threading.Event()
+                        if self._waiters is None:
+                            self._waiters = set()
+                        self._waiters.add(wake)
+                        future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
+                if claimed:
+                    self._drain(until=future)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                assert wake is not None
+                wake.wait(None if math.isinf(remaining) else remaining)
+                wake.clear()
+        finally:
+            if wake is not None:
+                with self._mutex:
+                    if self._waiters is not None:
+                        self._waiters.discard(wake)
+                        if not self._waiters:
+                            self._waiters = None
+
+    def _drain_from_pool(self) -> None:
+        with self._mutex:
+            if self._draining or not self._queue:
+                return
+            self._draining = True
+        self._drain(until=None)
+
+    def _release(self) -> bool:
+        """Give the actor up; wake the waiters. True if writes are left for someone else."""
+        with self._mutex:
+            self._draining = False
+            left = bool(self._queue)
+            if not left:
+                self._queue = None
+            waiters = list(self._waiters or ())
+        for wake in waiters:
+            wake.set()
+        return left
+
+    def _drain(self, until: Future[Any] | None) -> None:
+        """Apply queued writes batch by batch (this thread holds the actor).
+
+        With ``until``, stop once that future is done: the caller gets its
+        result without also serving every later call; what is left goes to a
+        waiter or the pool.
+        """
+        max_batch = self.env.settings.max_batch
+        while True:
+            batch: list[PendingCall] = []
+            with self._mutex:
+                queue = self._queue
+                while queue and len(batch) < max_batch:
+                    call = queue.popleft()
+                    if call.claim():
+                        batch.append(call)
+            if not batch:
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
+                return
+            try:
+                self._commit(batch)
+            except BaseException as exc:
+                # Not from a method (those are caught per call): an interrupt
+                # reaching this thread while it waited on I/O. Nothing may hang.
+                _fail(batch, exc)
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
+                raise
+            if until is not None and until.done():
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
+                return
+
+    # -- writes (the holder's thread) ---------------------------------------------------------
+    def _commit(self, batch: list[PendingCall]) -> None:
+        env = self.env
+        settings = env.settings
         attempts = 0
         give_up_at = time.monotonic() + settings.commit_timeout
         if time.monotonic() - self._lost_at < 1.0:
             # Contended: the previous winner would win again (it alone knows the
             # newest step at once); a short pause lets the losers' retries through.
-            await asyncio.sleep(random.random() * self._put_seconds)
+            time.sleep(random.random() * self._put_seconds)
         transient = 0
         while True:
             put_sent = False
+            calls = batch
             try:
-                await self.ensure_loaded()
-                if time.monotonic() - self.validated_at > settings.fresh_window:
-                    await self.revalidate()
-                base = self.record
-                assert base is not None
-                validated = self.validated_at
-                definition = await self._sync_definition(base)
-                calls = await self.inbox.fold(batch, base, definition)
-                live = self._live[1] if self._live is not None and self._live[0] == base.step else None
-                self._live = None
-                result = await loop.run_in_executor(
-                    self.runtime.executor,
-                    apply_batch,
-                    definition,
-                    self.actor_id,
-                    base,
-                    live,
-                    calls,
-                    self.runtime,
-                    settings.dedup_window,
-                )
+                if self.record is None or time.monotonic() - self.validated_at > settings.fresh_window:
+                    env.run(self.revalidate())
+                with self._mutex:
+                    base = self.record
+                    validated = self.validated_at
+                    live = self._live[1] if self._live is not None and base is not None else None
+                    if self._live is not None and (base is None or self._live[0] != base.step):
+                        live = None
+                    self._live = None
+                if base is None:  # invalidated by a compaction meanwhile
+                    continue
+                definition = self._definition_now(base)
+                if self.inbox.wants_fold(batch):
+                    calls = env.run(self.inbox.fold(batch, base, definition))
+                result = apply_batch(definition, self.actor_id, base, live, calls, env, settings.dedup_window)
                 if result.state is None:
-                    self.inbox.settle(batch, calls, result)
+                    self._settle(batch, calls, result)
                     return
-                ref = await self._class_ref_for_commit(definition, base)
+                ref = self._class_ref_for_commit(definition, base)
                 record = StepRecord(
                     step=base.step + 1,
                     parent=base.step,
@@ -312,17 +479,17 @@ class ActorCore:
                 )
                 put_started = time.monotonic()
                 put_sent = True
-                clean = await self.log.put_step(record)
+                clean = env.run(self.log.put_step(record))
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
-                if time.monotonic() - validated > settings.fresh_window and not await self._above_watermark(
-                    record, clean
+                if time.monotonic() - validated > settings.fresh_window and not env.run(
+                    self._above_watermark(record, clean)
                 ):
                     raise _BelowWatermarkError
             except (StepTakenError, _BelowWatermarkError) as lost:
                 if isinstance(lost, StepTakenError):
                     self._accept(lost.winner, self.validated_at)
-                    await self._catch_up(lost.winner)
+                    self._catch_up(lost.winner)
                 self._lost_at = time.monotonic()
                 attempts += 1
                 # Bounded by time as well as count: under heavy contention a
@@ -330,7 +497,7 @@ class ActorCore:
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
                     _fail(batch, CommitConflictError(self.actor_id, attempts))
                     return
-                await asyncio.sleep(_backoff(attempts))
+                time.sleep(_backoff(attempts))
                 continue
             except (StorageError, IntegrityError) as exc:
                 self._invalidate()
@@ -338,7 +505,7 @@ class ActorCore:
                 # (or a body damaged in transit) is retried, not reported.
                 if not put_sent and transient < _TRANSIENT_RETRIES and time.monotonic() < give_up_at:
                     transient += 1
-                    await asyncio.sleep(_backoff(transient + 3))
+                    time.sleep(_backoff(transient + 3))
                     continue
                 _fail(batch, exc)
                 return
@@ -348,12 +515,26 @@ class ActorCore:
                 return
             self._accept(record, put_started)
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
-            self._live = (record.step, result.instance)
-            self.inbox.settle(batch, calls, result)
-            self.runtime.heads.mark(self)
+            with self._mutex:
+                if self.record is record:
+                    self._live = (record.step, result.instance)
+            self._reweigh()
+            self._settle(batch, calls, result)
+            self.env.head_moved(self)
             return
 
-    async def _catch_up(self, winner: StepRecord) -> None:
+    def _settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
+        for call, outcome in zip(calls, result.outcomes, strict=True):
+            call.deliver(outcome)
+        if calls is not batch or any(c not in calls for c in batch):
+            # Events were folded in, or markers were asked for: the inbox settles its part.
+            try:
+                self.env.run(self.inbox.settle(batch, calls, result))
+            except Exception as exc:  # cleanup only: applied events are found again and skipped
+                logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
+                _fail(batch, exc)
+
+    def _catch_up(self, winner: StepRecord) -> None:
         """After losing a race, move the cache to the newest step in one probe.
 
         Retrying from the winner's step alone loses again whenever others
@@ -362,7 +543,7 @@ class ActorCore:
         """
         started = time.monotonic()
         try:
-            newest, _ = await self.log.probe_from(winner)
+            newest, _ = self.env.run(self.log.probe_from(winner))
         except VactorError as exc:  # the next attempt's put finds out as well
             logger.debug("actor %r: probe after a lost commit failed: %s", self.actor_id, exc)
             return
@@ -401,40 +582,34 @@ class ActorCore:
         except (StorageError, IntegrityError) as exc:
             raise CommitOutcomeUnknownError(self.actor_id, record.step) from exc
 
-    async def _class_ref_for_commit(self, definition: ActorClass, base: StepRecord) -> ClassRef:
+    def _class_ref_for_commit(self, definition: ActorDefinition, base: StepRecord) -> ClassRef:
         if self._stored_sha is not None:
             return base.class_ref
         ref, body = definition.body()
         if ref.sha != base.class_ref.sha and ref.sha not in self._stored_classes:
             # This process runs its own (maybe upgraded) class: store its body first
             # so that processes without the class can read the steps it writes.
-            await self.log.put_class(ref.sha, body, ref.name)
+            self.env.run(self.log.put_class(ref.sha, body, ref.name))
         self._stored_classes |= {ref.sha}
         return ref
 
-    # -- reads ---------------------------------------------------------------------------
-    async def _read(self, call: PendingCall) -> None:
+    # -- reads (the caller's thread) --------------------------------------------------------
+    def read(self, call: PendingCall) -> None:
+        """Run a read-only call now, on this thread, against the newest committed step."""
+        if not call.claim():
+            return
         try:
             if call.at_step is not None:
-                record = await self.step_at(call.at_step)
+                record = self.env.run(self.log.find_step(call.at_step))
             else:
-                record = await self.revalidate()
-            definition = await self._sync_definition(record)
-            result = await asyncio.get_running_loop().run_in_executor(
-                self.runtime.executor, run_readonly, definition, self.actor_id, record, call, self.runtime
-            )
-        except Exception as exc:
-            _fail([call], exc)
-            return
-        _settle([call], [Outcome(True, result)])
+                record = self.env.run(self.revalidate())
+            definition = self._definition_now(record)
+            outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, self.env))
+        except BaseException as exc:
+            outcome = Outcome(False, exc)
+        call.deliver(outcome)
 
-    async def step_at(self, step: int) -> StepRecord:
-        """Step ``step``; ``StepNotFoundError`` (compacted, or not written yet) naming what remains."""
-        from vactor_cloud.history import find_step
-
-        return await find_step(self.log, step)
-
-    # -- HEAD ------------------------------------------------------------------------------
+    # -- HEAD --------------------------------------------------------------------------------
     async def flush_head(self) -> None:
         record = self.record
         if record is None or (self.head is not None and self.head.step >= record.step):
@@ -450,18 +625,13 @@ class _BelowWatermarkError(Exception):
     """Our create landed on a step number a compaction had already deleted."""
 
 
-def _settle(calls: list[PendingCall], outcomes: list[Outcome]) -> None:
-    for call, outcome in zip(calls, outcomes, strict=True):
-        outcome.settle(call.future)
-
-
 def _fail(calls: list[PendingCall], exc: BaseException) -> None:
     for call in calls:
-        Outcome(False, exc).settle(call.future)
+        call.deliver(Outcome(False, exc))
 
 
 def _backoff(attempt: int) -> float:
-    """Jittered exponential backoff between conflicting commit attempts (capped at 50 ms).
+    """Jittered backoff between conflicting commit attempts (at most a few ms).
 
     The cap is a few round trips: a loser that sleeps much longer than the
     winner's commit cycle only falls further behind.

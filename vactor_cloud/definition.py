@@ -1,4 +1,4 @@
-"""What ``@virtual_actor`` makes of a class: an :class:`ActorClass` that knows its methods.
+"""What ``@virtual_actor`` knows of a class: an :class:`ActorDefinition` (its methods, serializer, body).
 
 The decorator leaves the user's class untouched (it can still be
 instantiated and unit-tested directly) and marks methods with plain
@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar
 
 import cloudpickle
 
@@ -23,10 +23,7 @@ from vactor_cloud.errors import ActorDefinitionError
 from vactor_cloud.log import ClassRef
 from vactor_cloud.state import SERIALIZERS, defines_state_protocol
 
-if TYPE_CHECKING:
-    from vactor_cloud.handle import ActorHandle
-
-__all__ = ["ActorClass", "MethodInfo", "VirtualActorDecorator", "lookup_local_class", "virtual_actor"]
+__all__ = ["ActorDefinition", "MethodInfo", "lookup_local_class", "mark_event_handler", "mark_readonly"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,8 +31,8 @@ _READONLY = "__vactor_readonly__"
 _EVENT = "__vactor_event__"
 _OPTIONS = "__vactor_options__"
 
-#: import name ("module:qualname") -> the ActorClass defined in this process
-_REGISTRY: dict[str, ActorClass] = {}
+#: import name ("module:qualname") -> the actor class defined in this process
+_REGISTRY: dict[str, ActorDefinition] = {}
 _PICKLE_LOCK = threading.Lock()
 
 
@@ -57,10 +54,11 @@ class MethodInfo:
             raise TypeError(f"{self.name}(): {exc}") from None
 
 
-class ActorClass:
-    """A class decorated with ``@virtual_actor``: call ``get_or_create(actor_id, ...)`` on it."""
+class ActorDefinition:
+    """What the runtime needs to know of an actor class (no I/O, no runtime)."""
 
     def __init__(self, cls: type, *, serializer: str = "pickle") -> None:
+        self.name = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
         if not isinstance(cls, type):
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
         if serializer not in SERIALIZERS:
@@ -78,21 +76,16 @@ class ActorClass:
         setattr(cls, _OPTIONS, {"serializer": serializer})
         self.cls = cls
         self.serializer = serializer
-        self.name = f"{cls.__module__}:{cls.__qualname__}"
         self.methods = _collect_methods(cls)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
-        self.__doc__ = cls.__doc__
-        self.__name__ = cls.__name__
-        self.__qualname__ = cls.__qualname__
-        self.__module__ = cls.__module__
 
     @classmethod
-    def from_stored(cls, raw: type) -> ActorClass:
+    def from_stored(cls, raw: type) -> ActorDefinition:
         """Rebuild the definition of a class body loaded from storage (not registered)."""
         options = getattr(raw, _OPTIONS, {}) or {}
         definition = cls.__new__(cls)
-        ActorClass.__init__(definition, raw, serializer=options.get("serializer", "pickle"))
+        ActorDefinition.__init__(definition, raw, serializer=options.get("serializer", "pickle"))
         return definition
 
     def register(self) -> None:
@@ -121,36 +114,8 @@ class ActorClass:
             self._ref = ClassRef(hashlib.sha256(body).hexdigest(), self.name)
         return self._ref, self._body
 
-    # -- user API -----------------------------------------------------------------
-    def get_or_create(self, actor_id: str, *args: Any, **kwargs: Any) -> ActorHandle:
-        """The actor ``actor_id``, created with ``cls(*args, **kwargs)`` if it does not exist.
-
-        Exactly one of any number of concurrent creators (in any process)
-        creates it; the others, and later callers, get the existing actor and
-        their arguments are ignored.
-        """
-        from vactor_cloud.runtime import get_runtime
-
-        return get_runtime().get_or_create(self, actor_id, args, kwargs)
-
-    async def get_or_create_async(self, actor_id: str, *args: Any, **kwargs: Any) -> ActorHandle:
-        """Async twin of :meth:`get_or_create`; awaitable from any event loop."""
-        import asyncio
-
-        from vactor_cloud import _sync
-        from vactor_cloud.runtime import get_runtime
-
-        # The runtime's coroutines run on its IO loop, where its connections live:
-        # run on the caller's loop, S3 and GCS requests fail or hang.
-        creating = _sync.submit(get_runtime().get_or_create_async(self, actor_id, args, kwargs))
-        return await asyncio.wrap_future(creating)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """A plain, non-durable instance of the class (useful in unit tests)."""
-        return self.cls(*args, **kwargs)
-
     def __repr__(self) -> str:
-        return f"<virtual actor class {self.name}>"
+        return f"<actor definition {self.name}>"
 
 
 def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
@@ -198,7 +163,7 @@ def _collect_methods(cls: type) -> dict[str, MethodInfo]:
     return methods
 
 
-def lookup_local_class(name: str) -> ActorClass | None:
+def lookup_local_class(name: str) -> ActorDefinition | None:
     """The class registered under ``module:qualname`` in this process, importing its module if needed."""
     found = _REGISTRY.get(name)
     if found is not None:
@@ -213,46 +178,19 @@ def lookup_local_class(name: str) -> ActorClass | None:
     return _REGISTRY.get(name)
 
 
-class VirtualActorDecorator:
-    """``@virtual_actor``, ``@virtual_actor(serializer="json")``, ``@virtual_actor.readonly``."""
+def mark_readonly(method: F) -> F:
+    """Mark a method read-only (see ``virtual_actor.readonly``)."""
+    setattr(method, _READONLY, True)
+    return method
 
-    @overload
-    def __call__(self, cls: type, /, *, serializer: str = ...) -> ActorClass: ...
 
-    @overload
-    def __call__(self, cls: None = None, /, *, serializer: str = ...) -> Callable[[type], ActorClass]: ...
+def mark_event_handler(name: str) -> Callable[[F], F]:
+    """Mark a method as the handler of external events called ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ActorDefinitionError("on_event() needs a non-empty event name")
 
-    def __call__(
-        self, cls: type | None = None, /, *, serializer: str = "pickle"
-    ) -> ActorClass | Callable[[type], ActorClass]:
-        def decorate(klass: type) -> ActorClass:
-            definition = ActorClass(klass, serializer=serializer)
-            definition.register()
-            return definition
-
-        return decorate if cls is None else decorate(cls)
-
-    @staticmethod
-    def readonly(method: F) -> F:
-        """Mark a method read-only: it runs on the newest committed state and writes nothing.
-
-        Read-only calls skip the log, so they are cheap and run concurrently
-        with writers; any change they make to the instance is discarded.
-        """
-        setattr(method, _READONLY, True)
+    def mark(method: F) -> F:
+        setattr(method, _EVENT, name)
         return method
 
-    @staticmethod
-    def on_event(name: str) -> Callable[[F], F]:
-        """Mark a method as the handler of external events called ``name``."""
-        if not isinstance(name, str) or not name:
-            raise ActorDefinitionError("on_event() needs a non-empty event name")
-
-        def mark(method: F) -> F:
-            setattr(method, _EVENT, name)
-            return method
-
-        return mark
-
-
-virtual_actor = VirtualActorDecorator()
+    return mark

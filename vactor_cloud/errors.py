@@ -19,7 +19,8 @@ and ``except LookupError`` keep working::
         ├── PreconditionFailedError
         └── RetryableStorageError   safe to retry after a pause
             ├── ConflictError       S3 409 ConditionalRequestConflict
-            └── RateLimitedError    GCS 429, S3 503 SlowDown
+            ├── RateLimitedError    GCS 429, S3 503 SlowDown
+            └── StorageTimeoutError (TimeoutError) a request or an operation ran out of time
 
 Storage errors are raised only by ``vactor_cloud.storage``: backends translate
 botocore / aiohttp / OS errors once, at that boundary, and carry the key.
@@ -44,6 +45,7 @@ __all__ = [
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
+    "StorageTimeoutError",
     "VactorError",
 ]
 
@@ -198,3 +200,19 @@ class ConflictError(RetryableStorageError):
 
 class RateLimitedError(RetryableStorageError):
     """The store asked us to slow down (GCS 429 on one object, S3 503 SlowDown)."""
+
+
+class StorageTimeoutError(RetryableStorageError, TimeoutError):
+    """A storage request (``Settings.timeout``) or a whole operation (``Settings.deadline``)
+    took too long: the endpoint is stalled or unreachable.
+
+    ``write_in_flight`` is True when a write had been sent and not answered:
+    only then may it have been applied (its message says so).
+    """
+
+    def __init__(self, message: str, key: str = "", write_in_flight: bool = False) -> None:
+        super().__init__(message, key)
+        self.write_in_flight = write_in_flight
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.key, self.write_in_flight))

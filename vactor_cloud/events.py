@@ -46,6 +46,7 @@ from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
 from vactor_cloud.inbox import (
     MAX_EVENTS_PER_COMMIT,
     PROCESS_EVENTS,
+    ActorInbox,
     encode_event,
     event_dedup_key,
     serialize_payload,
@@ -98,7 +99,7 @@ async def _send(
     # AlreadyExistsError: this event id is already waiting (or our own earlier attempt landed).
     with contextlib.suppress(AlreadyExistsError):
         await runtime.store.put(key, data, mode="create")
-    runtime.core(actor_id).inbox.signal()
+    _inbox(runtime, actor_id).signal()
     return event_id
 
 
@@ -146,6 +147,12 @@ async def send_event_async(
     return await asyncio.wrap_future(_sync.submit(coro))
 
 
+def _inbox(runtime: Runtime, actor_id: str) -> ActorInbox:
+    inbox = runtime.core(actor_id).inbox
+    assert isinstance(inbox, ActorInbox)
+    return inbox
+
+
 # -- applying ------------------------------------------------------------------------------
 async def _process(actor_id: str) -> int:
     runtime = get_runtime()
@@ -159,7 +166,7 @@ async def _process(actor_id: str) -> int:
         total += applied
         if applied < MAX_EVENTS_PER_COMMIT:
             break
-    await core.inbox.wait_deleted()
+    await _inbox(runtime, actor_id).wait_deleted()
     return total
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Generator, Iterable
+import math
+import time
+from collections.abc import Callable, Generator, Iterable
 from typing import Any, TypeVar, overload
+
+from vactor_cloud._sync import in_loop_thread
 
 __all__ = ["ActorFuture", "get"]
 
@@ -16,10 +20,36 @@ class ActorFuture(concurrent.futures.Future[T]):
     """A :class:`concurrent.futures.Future` that can also be awaited from any event loop.
 
     ``fut.result(timeout)`` blocks a thread; ``await fut`` suspends a coroutine.
+    A thread that blocks on it does the call's work itself when nobody else
+    is (caller runs), so waiting never depends on a free pool thread.
     """
+
+    #: runs the call's pending work on the waiting thread: ``help(timeout)``
+    _help: Callable[[float | None], None] | None = None
+
+    def _wait_helping(self, timeout: float | None) -> None:
+        helper = self._help
+        if helper is not None and not self.done() and not in_loop_thread():
+            helper(timeout)
+
+    def result(self, timeout: float | None = None) -> T:
+        started = time.monotonic()
+        self._wait_helping(timeout)
+        return super().result(_remaining(timeout, started))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        started = time.monotonic()
+        self._wait_helping(timeout)
+        return super().exception(_remaining(timeout, started))
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
+
+
+def _remaining(timeout: float | None, started: float) -> float | None:
+    if timeout is None:
+        return None
+    return max(0.0, timeout - (time.monotonic() - started))
 
 
 @overload
@@ -39,7 +69,15 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
     if isinstance(futures, concurrent.futures.Future):
         return futures.result(timeout)
     items = list(futures)
-    _, not_done = concurrent.futures.wait(items, timeout=timeout)
-    if not_done:
-        raise TimeoutError(f"{len(not_done)} of {len(items)} calls did not finish within {timeout} s")
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
+    for future in items:
+        # Waiting on each in turn lets this thread help with the work (see ActorFuture).
+        left = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+        try:
+            future.exception(left)
+        except concurrent.futures.TimeoutError:
+            not_done = sum(1 for f in items if not f.done())
+            raise TimeoutError(
+                f"{not_done} of {len(items)} calls did not finish within {timeout} s"
+            ) from None
     return [f.result() for f in items]

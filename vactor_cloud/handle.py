@@ -1,44 +1,56 @@
-"""Handles: what ``get_or_create`` and ``get_actor`` return, and their method proxies."""
+"""Handles: what ``get_or_create`` and ``get_actor`` return, and their method proxies.
+
+A handle holds only the actor id; it talks to the current runtime, so it
+keeps working after ``fork`` and when sent to another process. Calls go by
+value: arguments are copied when the call is made (an unpicklable argument
+fails here, at the call site) and results reach the caller as copies.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from vactor_cloud import _sync
-from vactor_cloud.batch import PendingCall, current_call
-from vactor_cloud.definition import ActorClass, MethodInfo
+from vactor_cloud.batch import CallOptions, PendingCall, current_call
+from vactor_cloud.compaction import CompactionReport, compact_actor
+from vactor_cloud.definition import ActorDefinition, MethodInfo
 from vactor_cloud.errors import VactorError
+from vactor_cloud.events import (
+    process_events,
+    process_events_async,
+    send_event,
+    send_event_async,
+    wait_for_event,
+    wait_for_event_async,
+)
 from vactor_cloud.future import ActorFuture
-
-if TYPE_CHECKING:
-    from vactor_cloud.compaction import CompactionReport
-    from vactor_cloud.history import HistoryEntry
+from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
+from vactor_cloud.runtime import get_runtime
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ReentrantCallError(VactorError, RuntimeError):
     """An actor's writer method called a method of the same actor (it would deadlock)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    idempotency_key: str | None = None
-    at_step: int | None = None
-
-
-def _get_actor_handle(actor_id: str) -> ActorHandle:
+def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
     return ActorHandle(actor_id)
 
 
-class ActorHandle:
+class ActorHandle(Generic[T]):
     """A reference to the actor ``actor_id``; cheap, picklable, valid in any process.
 
-    Attribute access gives the actor's methods: ``handle.incr.run(1)``. The
-    handle holds no state of its own; it talks to the current runtime, so it
-    keeps working after ``fork`` and when sent to another process.
+    Attribute access gives the actor's methods: ``handle.incr.run(1)``.
+    ``T`` is the actor's class, for type checkers.
     """
 
     __slots__ = ("actor_id",)
@@ -46,37 +58,56 @@ class ActorHandle:
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
 
-    def _definition(self) -> ActorClass:
-        from vactor_cloud.runtime import get_runtime
+    def _definition(self) -> ActorDefinition:
+        definition = get_runtime().load(self.actor_id).definition
+        assert definition is not None
+        return definition
 
-        core = get_runtime().core(self.actor_id)
-        if core.definition is None:
-            _sync.sync(core.ensure_loaded())
-        assert core.definition is not None
-        return core.definition
+    if not TYPE_CHECKING:
 
-    def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("_"):
+        def __getattr__(self, name: str) -> ActorMethod[..., Any]:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            definition = self._definition()
+            info = definition.methods.get(name)
+            if info is None:
+                raise AttributeError(
+                    f"{definition.cls.__qualname__} (actor {self.actor_id!r}) has no method {name!r}; "
+                    f"its methods: {', '.join(sorted(definition.methods)) or 'none'}"
+                )
+            return ActorMethod(self.actor_id, info)
+
+    else:
+
+        def __getattr__(self, name: str) -> ActorMethod[..., Any]:
             raise AttributeError(name)
-        definition = self._definition()
-        info = definition.methods.get(name)
-        if info is None:
-            raise AttributeError(
-                f"{definition.cls.__qualname__} (actor {self.actor_id!r}) has no method {name!r}; "
-                f"its methods: {', '.join(sorted(definition.methods)) or 'none'}"
-            )
-        return ActorMethod(self.actor_id, info)
+
+    def ready(self) -> ActorFuture[None]:
+        """A future that resolves once the actor exists and its ``__init__`` has committed
+        (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor."""
+        future: ActorFuture[None] = ActorFuture()
+        runtime = get_runtime()
+
+        def check() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                runtime.load(self.actor_id)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        future._help = lambda _timeout: check()
+        runtime.spawn(check)
+        return future
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
-        from vactor_cloud.history import history
-
         return history(self.actor_id, limit)
 
     def state_at(self, step: int) -> Any:
         """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`)."""
-        from vactor_cloud.history import state_at
-
         return state_at(self.actor_id, step)
 
     def compact(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
@@ -85,16 +116,10 @@ class ActorHandle:
         Never deletes the newest step, nor a step whose successor is younger
         than ``min_age`` seconds; safe while other processes call the actor.
         """
-        from vactor_cloud.compaction import compact_actor
-
         return _sync.sync(compact_actor(self.actor_id, keep_last, min_age=min_age))
 
     async def compact_async(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
         """Async twin of :meth:`compact`; awaitable from any event loop."""
-        import asyncio
-
-        from vactor_cloud.compaction import compact_actor
-
         coro = compact_actor(self.actor_id, keep_last, min_age=min_age)
         return await asyncio.wrap_future(_sync.submit(coro))
 
@@ -106,42 +131,30 @@ class ActorHandle:
         self, name: str, payload: Any = None, *, event_id: str | None = None, serializer: str = "json"
     ) -> str:
         """Send this actor event ``name``; see :func:`vactor_cloud.events.send_event`."""
-        from vactor_cloud.events import send_event
-
         return send_event(self.actor_id, name, payload, event_id=event_id, serializer=serializer)
 
     async def send_event_async(
         self, name: str, payload: Any = None, *, event_id: str | None = None, serializer: str = "json"
     ) -> str:
         """Async twin of :meth:`send_event`."""
-        from vactor_cloud.events import send_event_async
-
         return await send_event_async(self.actor_id, name, payload, event_id=event_id, serializer=serializer)
 
     def process_events(self) -> int:
         """Apply pending events now; see :func:`vactor_cloud.events.process_events`."""
-        from vactor_cloud.events import process_events
-
         return process_events(self.actor_id)
 
     async def process_events_async(self) -> int:
         """Async twin of :meth:`process_events`."""
-        from vactor_cloud.events import process_events_async
-
         return await process_events_async(self.actor_id)
 
     def wait_for_event(self, name: str, timeout: float | None = None, *, event_id: str | None = None) -> Any:
         """Block until an event ``name`` was applied; see :func:`vactor_cloud.events.wait_for_event`."""
-        from vactor_cloud.events import wait_for_event
-
         return wait_for_event(self.actor_id, name, timeout, event_id=event_id)
 
     async def wait_for_event_async(
         self, name: str, timeout: float | None = None, *, event_id: str | None = None
     ) -> Any:
         """Async twin of :meth:`wait_for_event`."""
-        from vactor_cloud.events import wait_for_event_async
-
         return await wait_for_event_async(self.actor_id, name, timeout, event_id=event_id)
 
     def __repr__(self) -> str:
@@ -154,7 +167,7 @@ class ActorHandle:
         return hash(("ActorHandle", self.actor_id))
 
 
-class ActorMethod:
+class ActorMethod(Generic[P, R]):
     """One method of one actor: ``run`` blocks, ``run_async`` returns an :class:`ActorFuture`."""
 
     __slots__ = ("_actor_id", "_info", "_options")
@@ -164,7 +177,16 @@ class ActorMethod:
         self._info = info
         self._options = options or CallOptions()
 
-    def options(self, *, idempotency_key: str | None = None, at_step: int | None = None) -> ActorMethod:
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        at_step: int | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_retries: int = 0,
+        catch_exceptions: bool = False,
+    ) -> ActorMethod[P, R]:
         """This method with call options.
 
         ``idempotency_key``: the first call with this key on this actor
@@ -175,51 +197,86 @@ class ActorMethod:
         ``at_step``: run this read-only method on the state as it was right
         after step ``at_step`` (time travel); ``StepNotFoundError`` if that
         step was compacted. ``run(at_step=N)`` is the short form.
+
+        Ray's step options: ``name`` and ``metadata`` (JSON-serializable) are
+        recorded with the call in history; ``max_retries`` runs a raising
+        body again up to that many times (each retry starts from the state
+        before the call); ``catch_exceptions=True`` delivers ``(result, None)``
+        or ``(None, exception)`` instead of raising.
         """
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValueError("idempotency_key must be a non-empty string")
         if idempotency_key is not None and self._info.readonly:
             raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
         if at_step is not None:
-            from vactor_cloud.history import check_at_step
-
             check_at_step(self._info, at_step)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         return ActorMethod(
             self._actor_id,
             self._info,
-            replace(self._options, idempotency_key=idempotency_key, at_step=at_step),
+            replace(
+                self._options,
+                idempotency_key=idempotency_key,
+                at_step=at_step,
+                name=name,
+                metadata=metadata,
+                max_retries=max_retries,
+                catch_exceptions=bool(catch_exceptions),
+            ),
         )
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the method and wait for its result (re-raising its exception)."""
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the method and wait for its result (re-raising its exception).
+
+        The work runs on this thread when the actor is idle here (caller runs).
+        """
         if _sync.in_loop_thread():
             raise RuntimeError(
                 f"{self._info.name}.run() was called on vactor_cloud's IO loop; use `await ...run_async()`"
             )
-        return self.run_async(*args, **kwargs).result()
+        call = self._make_call(args, kwargs)
+        core = get_runtime().core(self._actor_id)
+        if call.readonly:
+            core.read(call)
+        else:
+            core.call(call)
+        return call.future.result()  # type: ignore[no-any-return]
 
-    def run_async(self, *args: Any, **kwargs: Any) -> ActorFuture[Any]:
+    def run_async(self, *args: P.args, **kwargs: P.kwargs) -> ActorFuture[R]:
         """Queue the call and return at once; ``await`` the future or call ``.result()``.
 
         Calls from this process to one actor apply in the order they were
         submitted. ``TypeError`` here, before anything is queued, if the
-        arguments do not fit the method.
+        arguments do not fit the method or cannot be copied.
 
         ``at_step=N`` (read-only methods) runs on the state after step N;
         when the method has a parameter of its own called ``at_step``, the
         keyword goes to the method and ``options(at_step=N)`` selects the step.
         """
-        at_step = self._options.at_step
-        if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
-            from vactor_cloud.history import check_at_step
+        call = self._make_call(args, kwargs)
+        future = call.future
+        assert isinstance(future, ActorFuture)
+        runtime = get_runtime()
+        core = runtime.core(self._actor_id)
+        if call.readonly:
+            future._help = lambda _timeout: core.read(call)
+            runtime.spawn(functools.partial(core.read, call))
+        else:
+            future._help = functools.partial(core.help, future)
+            core.submit(call)
+        return future
 
+    def _make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PendingCall:
+        options = self._options
+        if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
             at_step = kwargs.pop("at_step")
             check_at_step(self._info, at_step)
-        return self._submit(args, kwargs, at_step)
-
-    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], at_step: int | None) -> ActorFuture[Any]:
-        from vactor_cloud.runtime import get_runtime
-
+            options = replace(options, at_step=at_step)
         self._info.check_arguments(args, kwargs)
         running = current_call()
         if running is not None and running.actor_id == self._actor_id and not running.readonly:
@@ -228,21 +285,17 @@ class ActorMethod:
                 "actor: a writer cannot call its own actor through a handle (it would wait for itself); "
                 "call the method directly on self instead"
             )
-        future: ActorFuture[Any] = ActorFuture()
-        key = self._options.idempotency_key
+        key = options.idempotency_key
         call_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else uuid.uuid4().hex
-        call = PendingCall(
-            method=self._info.name,
-            args=args,
-            kwargs=kwargs,
-            readonly=self._info.readonly or at_step is not None,
-            future=future,
+        return PendingCall.by_value(
+            self._info.name,
+            args,
+            kwargs,
+            readonly=self._info.readonly or options.at_step is not None,
+            future=ActorFuture(),
             call_id=call_id,
-            idempotency_key=key,
-            at_step=at_step,
+            options=options,
         )
-        get_runtime().core(self._actor_id).submit(call)
-        return future
 
     def __repr__(self) -> str:
         return f"<actor method {self._actor_id}.{self._info.name}>"

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud import _sync
-from vactor_cloud.errors import ActorNotFoundError, StepNotFoundError
+from vactor_cloud.errors import ActorNotFoundError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
+from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
 from vactor_cloud.state import loads_state, restore_instance
 
 if TYPE_CHECKING:
     from vactor_cloud.definition import MethodInfo
-    from vactor_cloud.runtime import Runtime
 
 __all__ = [
     "ActorInfo",
@@ -120,14 +120,10 @@ class ActorInfo:
 
 
 def _runtime() -> Runtime:
-    from vactor_cloud.runtime import get_runtime
-
     return get_runtime()
 
 
 def _log(runtime: Runtime, actor_id: str) -> ActorLog:
-    from vactor_cloud.runtime import validate_actor_id
-
     validate_actor_id(actor_id)
     return ActorLog(runtime.store, actor_id, signing_key=runtime.settings.signing_key)
 
@@ -147,26 +143,8 @@ def check_at_step(info: MethodInfo, at_step: object) -> None:
 
 
 async def find_step(log: ActorLog, step: int) -> StepRecord:
-    """Step ``step`` of ``log``'s actor; :class:`StepNotFoundError` saying why it is not there.
-
-    The error tells a compacted step (below the retention watermark or the
-    oldest remaining step) from one not written yet, and names the range of
-    steps that remain.
-    """
-    if step < 0:
-        raise ValueError(f"step numbers start at 0, got {step}")
-    record = await log.read_step(step)
-    if record is not None:
-        return record
-    oldest_keys, watermark, head = await asyncio.gather(
-        log.list_steps(limit=1), log.read_gc(), log.read_head()
-    )
-    newest = await log.load_latest(head)
-    if newest is None or not oldest_keys:
-        raise ActorNotFoundError(log.actor_id, log.store.describe())
-    oldest = oldest_keys[0]
-    compacted = step < oldest or step < watermark
-    raise StepNotFoundError(log.actor_id, step, (oldest, newest.step), compacted=compacted)
+    """Step ``step`` of ``log``'s actor; see :meth:`ActorLog.find_step`."""
+    return await log.find_step(step)
 
 
 async def _history(log: ActorLog, limit: int | None) -> list[HistoryEntry]:
@@ -240,7 +218,7 @@ def state_at(actor_id: str, step: int) -> Any:
 
     async def load() -> tuple[StepRecord, type]:
         record = await find_step(core.log, step)
-        definition = await core._definition_for(record.class_ref)
+        definition = await core.definition_for(record.class_ref)
         return record, definition.cls
 
     record, cls = _sync.sync(load())

@@ -54,22 +54,21 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
 from vactor_cloud import codec
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import DedupTable, Outcome
-from vactor_cloud.definition import ActorClass
+from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
-from vactor_cloud.log import StepRecord, actor_prefix
+from vactor_cloud.keys import inbox_key, inbox_prefix
+from vactor_cloud.log import StepRecord
 from vactor_cloud.storage import ObjectStore
-
-if TYPE_CHECKING:
-    from vactor_cloud.core import ActorCore
 
 __all__ = [
     "MAX_EVENTS_PER_COMMIT",
@@ -98,14 +97,6 @@ MAX_EVENTS_PER_COMMIT = 256
 PAYLOAD_SERIALIZERS = ("json", "pickle")
 _MAX_EVENT_ID_BYTES = 255  # one file name on the local store
 _FETCH_CONCURRENCY = 32
-
-
-def inbox_prefix(actor_id: str) -> str:
-    return f"{actor_prefix(actor_id)}inbox/"
-
-
-def inbox_key(actor_id: str, event_id: str) -> str:
-    return f"{inbox_prefix(actor_id)}{event_id}"
 
 
 def event_dedup_key(name: str, event_id: str) -> str:
@@ -272,12 +263,12 @@ async def read_events(store: ObjectStore, keys: list[str], signing_key: bytes | 
     return sorted((e for e in found if e is not None), key=lambda e: e.order)
 
 
-def event_handlers(definition: ActorClass) -> dict[str, str]:
+def event_handlers(definition: ActorDefinition) -> dict[str, str]:
     """Event name -> name of the method marked ``@virtual_actor.on_event(name)``."""
     return {info.event: name for name, info in definition.methods.items() if info.event is not None}
 
 
-def refusal(event: InboxEvent, definition: ActorClass) -> str | None:
+def refusal(event: InboxEvent, definition: ActorDefinition) -> str | None:
     """Why ``definition`` does not apply ``event`` (it stays in the inbox), or ``None``."""
     if event.name not in event_handlers(definition):
         return f"no handler: {definition.cls.__qualname__} has no method marked on_event({event.name!r})"
@@ -289,9 +280,10 @@ def refusal(event: InboxEvent, definition: ActorClass) -> str | None:
 
 
 class ActorInbox:
-    """The inbox side of one :class:`ActorCore`: which events to fold into a commit, and cleanup.
+    """The inbox side of one actor in this process: which events to fold into a commit, and cleanup.
 
-    Runs on the IO loop only, like the core.
+    A :class:`~vactor_cloud.core.CommitHook`. Its state lives on the IO loop:
+    ``fold`` and ``settle`` run there; ``wants_fold`` only reads flags.
     """
 
     __slots__ = (
@@ -300,60 +292,67 @@ class ActorInbox:
         "_known",
         "_listed_at",
         "_listing_error",
-        "_prefetch",
         "_signalled",
-        "core",
+        "_tasks",
+        "actor_id",
+        "request_commit",
+        "settings",
+        "store",
     )
 
-    def __init__(self, core: ActorCore) -> None:
-        self.core = core
+    def __init__(
+        self, actor_id: str, store: ObjectStore, settings: Any, request_commit: Callable[[PendingCall], None]
+    ) -> None:
+        self.actor_id = actor_id
+        self.store = store
+        self.settings = settings
+        #: queues a write on the actor (a pool thread commits it)
+        self.request_commit = request_commit
         #: pending events fetched from storage, by key (inbox objects are immutable)
         self._known: dict[str, InboxEvent] = {}
         self._listed_at = -math.inf
         self._signalled = False
         self._listing_error: BaseException | None = None
         self._deleting: set[str] = set()
-        #: the first listing, started while the actor loads (see ``prefetch``)
-        self._prefetch: asyncio.Task[None] | None = None
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
-
-    def prefetch(self) -> None:
-        """Start this process's first listing now, concurrently with loading the actor.
-
-        The first commit in a process must list the inbox; started alongside
-        the HEAD read it costs that commit a request but no round trip of its own.
-        """
-        if self._prefetch is None and self._listed_at == -math.inf:
-            self._prefetch = asyncio.get_running_loop().create_task(self._quiet_refresh())
-            self._prefetch.add_done_callback(self._forget_prefetch)
-
-    def _forget_prefetch(self, _: object) -> None:
-        # A finished task still holds its coroutine frame and result: drop it.
-        self._prefetch = None
+        self._tasks: set[asyncio.Task[None]] | None = None
 
     def _forget_background(self, _: object) -> None:
+        # A finished task still holds its coroutine frame and result: drop it.
         self._background = None
 
     async def _quiet_refresh(self) -> None:
-        # A failure leaves ``_listed_at`` unset, so the commit lists again itself.
+        # A failure leaves ``_listed_at`` unset, so a later commit lists again.
         try:
             await self._refresh()
         except StorageError as exc:
-            logger.debug("early listing of the inbox of %r failed: %s", self.core.actor_id, exc)
+            logger.debug("listing the inbox of %r failed: %s", self.actor_id, exc)
+
+    async def prime(self) -> None:
+        """Creation lists the inbox once (events sent with ``create=True`` wait there), beside
+        its own requests: the first commit then need not list it."""
+        await self._quiet_refresh()
 
     def signal(self) -> None:
         """This process sent the actor an event: the next commit lists the inbox."""
         self._signalled = True
 
     def _stale(self) -> bool:
-        return time.monotonic() - self._listed_at > self.core.runtime.settings.inbox_interval
+        return bool(time.monotonic() - self._listed_at > self.settings.inbox_interval)
+
+    def wants_fold(self, batch: list[PendingCall]) -> bool:
+        """Cheap, any thread: must the commit look at the inbox (a trip to the IO loop)?"""
+        return (
+            self._signalled or bool(self._known) or self._stale() or any(c.method in _MARKERS for c in batch)
+        )
 
     def _list_in_background(self) -> None:
         """Look for events other processes sent, off the commit's critical path.
 
-        A commit that finds the inbox listing stale does not wait for a LIST
-        (a warm commit stays one PUT): the listing runs beside it, and if it
+        A commit that finds the inbox listing stale (or never made, in this
+        process) does not wait for a LIST (a warm commit stays one PUT, and
+        loading an actor never lists): the listing runs beside it, and if it
         finds events, a follow-up commit applies them at once.
         """
         if self._background is not None and not self._background.done():
@@ -362,26 +361,25 @@ class ActorInbox:
         async def refresh_then_fold() -> None:
             await self._quiet_refresh()
             if self._known:
-                self.core._enqueue(PendingCall(FOLD_KNOWN, (), {}, False, Future(), uuid.uuid4().hex))
+                self.request_commit(PendingCall(FOLD_KNOWN, (), {}, False, Future(), uuid.uuid4().hex))
 
         self._background = asyncio.get_running_loop().create_task(refresh_then_fold())
         self._background.add_done_callback(self._forget_background)
 
     async def _refresh(self) -> None:
-        store = self.core.runtime.store
         started = time.monotonic()
         self._signalled = False
-        keys = await list_inbox(store, self.core.actor_id)
+        keys = await list_inbox(self.store, self.actor_id)
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
         new = [k for k in keys if k not in self._known and k not in self._deleting]
-        for event in await read_events(store, new, self.core.runtime.settings.signing_key):
+        for event in await read_events(self.store, new, self.settings.signing_key):
             self._known[event.key] = event
         self._listed_at = started
 
     async def fold(
-        self, batch: list[PendingCall], base: StepRecord, definition: ActorClass
+        self, batch: list[PendingCall], base: StepRecord, definition: ActorDefinition
     ) -> list[PendingCall]:
         """The calls to apply on ``base``: pending events (inbox order, at most
         ``MAX_EVENTS_PER_COMMIT``) followed by ``batch`` without ``process_events`` markers.
@@ -392,20 +390,18 @@ class ActorInbox:
         calls = [c for c in batch if c.method not in _MARKERS]
         forced = any(c.method == PROCESS_EVENTS for c in batch)
         self._listing_error = None
-        if self._prefetch is not None and not self._prefetch.done():
-            await self._prefetch
-        if not (forced or self._signalled) and self._stale():
-            self._list_in_background()
-        elif forced or self._signalled:
+        if forced or self._signalled:
             try:
                 await self._refresh()
             except StorageError as exc:
                 self._signalled = True
                 self._listing_error = exc
-                logger.warning("could not list the inbox of %r: %s", self.core.actor_id, exc)
+                logger.warning("could not list the inbox of %r: %s", self.actor_id, exc)
+        elif self._stale():
+            self._list_in_background()
         if not self._known:
             return calls
-        table = DedupTable.load(base.dedup, base.serializer)
+        table = DedupTable.load(base.dedup, definition.serializer)
         handlers = event_handlers(definition)
         folded: list[PendingCall] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):
@@ -435,14 +431,10 @@ class ActorInbox:
             self._signalled = True  # more to do: the next commit looks again
         return folded + calls
 
-    def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
-        """Resolve the callers' futures after ``calls`` were applied (committed if ``result.state``).
-
-        Events whose application was committed are deleted from the inbox;
-        ``process_events`` markers get the number of events this commit applied.
+    async def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
+        """After ``calls`` were applied (committed if ``result.state``): delete the events whose
+        application was committed; ``process_events`` markers get how many this commit applied.
         """
-        for call, outcome in zip(calls, result.outcomes, strict=True):
-            outcome.settle(call.future)
         applied_keys = (
             {c.key for c in result.calls if c.key is not None} if result.state is not None else set()
         )
@@ -466,7 +458,7 @@ class ActorInbox:
         for key in keys:
             self._known.pop(key, None)
             self._deleting.add(key)
-        store = self.core.runtime.store
+        store = self.store
 
         async def delete_all() -> None:
             gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
@@ -482,7 +474,17 @@ class ActorInbox:
 
             await asyncio.gather(*(one(k) for k in keys))
 
-        self.core._spawn(delete_all())
+        task = asyncio.get_running_loop().create_task(delete_all())
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
 
     async def wait_deleted(self) -> None:
         """Until the background deletes started so far are done (for tests and the CLI)."""

@@ -24,13 +24,15 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from vactor_cloud import codec
+from vactor_cloud import codec, keys
 from vactor_cloud.errors import (
+    ActorNotFoundError,
     AlreadyExistsError,
     IntegrityError,
     NotFoundError,
     PreconditionFailedError,
     RetryableStorageError,
+    StepNotFoundError,
     StorageError,
 )
 from vactor_cloud.storage import IfMatch, ObjectStore
@@ -45,13 +47,10 @@ __all__ = [
     "actor_prefix",
 ]
 
-_STEP_DIGITS = 20
+actor_prefix = keys.actor_prefix
+
 #: how many times an ambiguous put (response lost, 409, 5xx) is resolved and retried
 _AMBIGUOUS_RETRIES = 5
-
-
-def actor_prefix(actor_id: str) -> str:
-    return f"actors/{actor_id}/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +79,9 @@ class CallRecord:
     args: str = ""
     result: str = ""
     key: str | None = None
+    #: the caller's label and metadata for this call (``options(name=..., metadata=...)``)
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -92,6 +94,10 @@ class CallRecord:
         }
         if self.key is not None:
             out["key"] = self.key
+        if self.name is not None:
+            out["name"] = self.name
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
         return out
 
     @classmethod
@@ -104,6 +110,8 @@ class CallRecord:
             args=str(data.get("args", "")),
             result=str(data.get("result", "")),
             key=data.get("key"),
+            name=data.get("name"),
+            metadata=data.get("metadata"),
         )
 
 
@@ -190,23 +198,23 @@ class ActorLog:
         self.store = store
         self.actor_id = actor_id
         self.signing_key = signing_key
-        self.prefix = actor_prefix(actor_id)
-        self.steps_prefix = f"{self.prefix}steps/"
-        self.head_key = f"{self.prefix}HEAD"
-        self.gc_key = f"{self.prefix}gc"
+        self.prefix = keys.actor_prefix(actor_id)
+        self.steps_prefix = keys.steps_prefix(actor_id)
+        self.head_key = keys.head_key(actor_id)
+        self.gc_key = keys.gc_key(actor_id)
 
     # -- keys ---------------------------------------------------------------
     def step_key(self, step: int) -> str:
-        return f"{self.steps_prefix}{step:0{_STEP_DIGITS}d}"
+        return keys.step_key(self.actor_id, step)
 
     def class_key(self, sha: str) -> str:
-        return f"{self.prefix}class/{sha}"
+        return keys.class_key(self.actor_id, sha)
 
     def step_of(self, key: str) -> int:
-        try:
-            return int(key.rsplit("/", 1)[1])
-        except (IndexError, ValueError):
-            raise IntegrityError(key, "not a step key") from None
+        step = keys.step_of(key)
+        if step is None:
+            raise IntegrityError(key, "not a step key")
+        return step
 
     # -- steps ---------------------------------------------------------------
     async def read_step(self, step: int) -> StepRecord | None:
@@ -302,6 +310,28 @@ class ActorLog:
                     requests += 1
                     if newest is not None:
                         current = newest
+
+    async def find_step(self, step: int) -> StepRecord:
+        """Step ``step``; :class:`StepNotFoundError` saying why it is not there.
+
+        The error tells a compacted step (below the retention watermark or the
+        oldest remaining step) from one not written yet, and names the range of
+        steps that remain.
+        """
+        if step < 0:
+            raise ValueError(f"step numbers start at 0, got {step}")
+        record = await self.read_step(step)
+        if record is not None:
+            return record
+        oldest_keys, watermark, head = await asyncio.gather(
+            self.list_steps(limit=1), self.read_gc(), self.read_head()
+        )
+        newest = await self.load_latest(head)
+        if newest is None or not oldest_keys:
+            raise ActorNotFoundError(self.actor_id, self.store.describe())
+        oldest = oldest_keys[0]
+        compacted = step < oldest or step < watermark
+        raise StepNotFoundError(self.actor_id, step, (oldest, newest.step), compacted=compacted)
 
     async def load_latest(self, head: Head | None) -> StepRecord | None:
         """The newest step, starting from ``head`` if given; ``None`` if the actor has no steps."""

@@ -1,8 +1,13 @@
-"""The process-wide runtime: settings, the store, actor cores, worker threads, HEAD flushing.
+"""The process-wide runtime: the store, settings, a bounded cache of actor cores, HEAD flushing.
 
 ``init()`` creates it; everything else creates a default one on first use.
 After ``fork`` the child gets a fresh runtime with the same settings (the
 parent's loop thread, connections and caches do not exist there).
+
+The runtime is what a core's :class:`~vactor_cloud.core.CoreEnv` asks for:
+the IO loop (every trip to it bounded by ``Settings.deadline``), a small
+pool for ``run_async``, class bodies loaded from storage, HEAD moves and
+the cache's byte accounting. It knows nothing of handles, events or history.
 """
 
 from __future__ import annotations
@@ -10,32 +15,41 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import itertools
 import logging
 import os
 import pickle
 import threading
 import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from vactor_cloud import _sync
-from vactor_cloud.batch import summarize
-from vactor_cloud.dedup import DEFAULT_WINDOW
-from vactor_cloud.definition import ActorClass
-from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, InvalidActorIdError
-from vactor_cloud.log import ActorLog, ClassRef
+from vactor_cloud.batch import PendingCall, summarize
+from vactor_cloud.core import ActorCore, CommitHook
+from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.errors import (
+    ActorDefinitionError,
+    ActorNotFoundError,
+    InvalidActorIdError,
+    StorageTimeoutError,
+)
+from vactor_cloud.inbox import ActorInbox
+from vactor_cloud.log import ActorLog, ClassRef, Head
+from vactor_cloud.settings import Settings
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import ObjectStore, open_store
-
-if TYPE_CHECKING:
-    from vactor_cloud.core import ActorCore
-    from vactor_cloud.handle import ActorHandle
 
 __all__ = ["Runtime", "Settings", "default_storage", "get_runtime", "init", "shutdown", "validate_actor_id"]
 
 logger = logging.getLogger("vactor_cloud")
+
+T = TypeVar("T")
 
 #: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
 _MAX_ID_BYTES = 255
@@ -50,39 +64,14 @@ def default_storage() -> str:
     return str(Path(base) / "vactor_cloud")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything ``init()`` configures. Defaults suit S3, GCS and local stores alike."""
-
-    #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests)
-    storage: str | ObjectStore
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    #: HMAC key: every object written is signed, every object read must carry a valid tag
-    signing_key: bytes | None = None
-    #: False: never unpickle class bodies from storage; only importable classes are used
-    load_classes_from_storage: bool = True
-    #: a writer that keeps losing the race gives up after this many attempts...
-    max_commit_attempts: int = 2000
-    #: ...or after this many seconds, whichever comes first (CommitConflictError)
-    commit_timeout: float = 120.0
-    #: a cache validated this recently is trusted without a probe (seconds)
-    fresh_window: float = 5.0
-    #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
-    head_interval: float = 1.0
-    #: ...when it lags this many steps behind this process's commits...
-    head_lag_steps: int = 8
-    #: ...or this many seconds after it fell behind (and always at shutdown)
-    head_max_delay: float = 10.0
-    #: a busy actor looks for events sent by other processes this often (seconds), beside its commits
-    inbox_interval: float = 15.0
-    #: most writes group-committed in one step
-    max_batch: int = 512
-    #: idempotency keys kept: (newest N keys, or younger than T seconds), whichever keeps more
-    dedup_window: tuple[int, float] = DEFAULT_WINDOW
-    #: threads running actor methods
-    max_workers: int = 32
-    #: default executor of ``vactor_cloud.subtask``: "thread", "process", an Executor or a dask Client
-    subtask_executor: Any = None
+@dataclass(slots=True)
+class _HeadMove:
+    core: weakref.ref[ActorCore]
+    log: ActorLog
+    step: int
+    class_ref: ClassRef
+    head: Head | None
+    since: float
 
 
 class HeadFlusher:
@@ -93,79 +82,164 @@ class HeadFlusher:
     HEAD is written when it is missing, when it lags ``lag_steps`` steps behind
     what this process committed, or ``max_delay`` seconds after it first fell
     behind; never more than once per ``interval`` per actor; and always on
-    ``shutdown()`` / interpreter exit.
+    ``shutdown()`` / interpreter exit. It holds only what a move needs (not
+    the actor's state), so an evicted actor's HEAD still moves.
     """
 
     def __init__(self, interval: float, lag_steps: int, max_delay: float) -> None:
         self.interval = interval
         self.lag_steps = lag_steps
         self.max_delay = max_delay
-        #: actor id -> (core, when its HEAD first fell behind)
-        self._pending: dict[str, tuple[ActorCore, float]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[str, _HeadMove] = {}
+        self._running = False
 
     def mark(self, core: ActorCore) -> None:
-        """Ask for ``core``'s HEAD to be moved to its newest known step (loop thread only)."""
-        self._pending.setdefault(core.actor_id, (core, time.monotonic()))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """Ask for ``core``'s HEAD to be moved to its newest known step (any thread)."""
+        record = core.record
+        if record is None:
+            return
+        with self._lock:
+            move = self._pending.get(core.actor_id)
+            if move is None:
+                self._pending[core.actor_id] = _HeadMove(
+                    weakref.ref(core), core.log, record.step, record.class_ref, core.head, time.monotonic()
+                )
+            elif record.step > move.step:
+                move.step, move.class_ref = record.step, record.class_ref
+            start = not self._running
+            self._running = True
+        if start:
+            _sync.get_loop().call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while self._pending:
+        while True:
             await asyncio.sleep(self.interval)
             await self.flush(force=False)
+            with self._lock:
+                if not self._pending:
+                    self._running = False
+                    return
 
-    def _due(self, core: ActorCore, since: float, now: float) -> bool:
-        record, head = core.record, core.head
-        if record is None or head is None:
+    def _due(self, move: _HeadMove, now: float) -> bool:
+        if move.head is None:
             return True
-        return record.step - head.step >= self.lag_steps or now - since >= self.max_delay
+        return move.step - move.head.step >= self.lag_steps or now - move.since >= self.max_delay
 
     async def flush(self, *, force: bool = True) -> None:
         now = time.monotonic()
-        due = [core for core, since in self._pending.values() if force or self._due(core, since, now)]
-        for core in due:
-            del self._pending[core.actor_id]
-        results = await asyncio.gather(*(c.flush_head() for c in due), return_exceptions=True)
-        for core, result in zip(due, results, strict=True):
+        with self._lock:
+            due = [m for m in self._pending.values() if force or self._due(m, now)]
+            for move in due:
+                del self._pending[move.log.actor_id]
+        results = await asyncio.gather(
+            *(m.log.advance_head(m.step, m.class_ref, m.head) for m in due), return_exceptions=True
+        )
+        for move, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
-                logger.warning("could not move HEAD of %r: %s", core.actor_id, result)
+                logger.warning("could not move HEAD of %r: %s", move.log.actor_id, result)
+                continue
+            core = move.core()
+            if core is not None and (core.head is None or core.head.step < result.step):
+                core.head = result
 
 
 class Runtime:
-    """One process's view of one storage root."""
+    """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.storage is None:
+            settings = replace(settings, storage=default_storage())
         self.settings = settings
+        assert settings.storage is not None
         self.store: ObjectStore = (
             settings.storage
             if isinstance(settings.storage, ObjectStore)
             else open_store(settings.storage, **settings.storage_options)
         )
+        self.store.request_timeout = settings.timeout
         self.loop = _sync.get_loop()
-        self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-method")
+        self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-call")
         self.heads = HeadFlusher(settings.head_interval, settings.head_lag_steps, settings.head_max_delay)
-        self._cores: dict[str, ActorCore] = {}
+        #: actor cores, least recently used first
+        self._cores: OrderedDict[str, ActorCore] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
-        self._classes: dict[str, ActorClass] = {}
+        self._classes: dict[str, ActorDefinition] = {}
         self._pid = os.getpid()
 
-    def core(self, actor_id: str) -> ActorCore:
-        core = self._cores.get(actor_id)
-        if core is None:
-            from vactor_cloud.core import ActorCore
+    # -- the cores' environment -----------------------------------------------------------
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds."""
+        deadline = self.settings.deadline
+        try:
+            return _sync.sync(coro, timeout=deadline)
+        except _sync.BridgeTimeout:
+            raise StorageTimeoutError(
+                f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
+                "(Settings.deadline): the store is stalled or unreachable",
+            ) from None
 
-            validate_actor_id(actor_id)
-            with self._lock:
-                core = self._cores.get(actor_id)
-                if core is None:
-                    core = self._cores[actor_id] = ActorCore(self, actor_id)
-        return core
+    def spawn(self, fn: Callable[[], None]) -> None:
+        self.executor.submit(fn)
+
+    def head_moved(self, core: ActorCore) -> None:
+        self.heads.mark(core)
+
+    def weigh(self, core: ActorCore, delta: int) -> None:
+        with self._lock:
+            if self._cores.get(core.actor_id) is not core:
+                return
+            self._cached_bytes += delta
+            if self._cached_bytes > self.settings.max_cache_bytes:
+                self._evict()
+
+    def _evict(self) -> None:
+        """Drop idle actors, least recently used first, until within both limits (lock held)."""
+        settings = self.settings
+        # At most 1024 looked at: when everything old is busy, try again on the next access.
+        for actor_id in list(itertools.islice(self._cores, 1024)):
+            if (
+                len(self._cores) <= settings.max_cached_actors
+                and self._cached_bytes <= settings.max_cache_bytes
+            ):
+                return
+            core = self._cores[actor_id]
+            if core.idle:
+                del self._cores[actor_id]
+                self._cached_bytes -= core._weight
+
+    def cached(self) -> tuple[int, int]:
+        """(actors, bytes) held in the cache now."""
+        with self._lock:
+            return len(self._cores), self._cached_bytes
+
+    def _inbox(self, core: ActorCore) -> CommitHook:
+        return ActorInbox(core.actor_id, self.store, self.settings, core.submit)
+
+    def core(self, actor_id: str) -> ActorCore:
+        """This process's core of ``actor_id`` (created, or reloaded after an eviction, on demand)."""
+        with self._lock:
+            core = self._cores.get(actor_id)
+            if core is not None:
+                self._cores.move_to_end(actor_id)
+                return core
+        validate_actor_id(actor_id)
+        with self._lock:
+            core = self._cores.get(actor_id)
+            if core is None:
+                core = self._cores[actor_id] = ActorCore(self, actor_id, self._inbox)
+                if len(self._cores) > self.settings.max_cached_actors:
+                    self._evict()
+            return core
 
     def log(self, actor_id: str) -> ActorLog:
         return self.core(actor_id).log
 
-    async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorClass:
+    async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorDefinition:
         """The class body ``ref`` loaded from storage (cached per process)."""
         found = self._classes.get(ref.sha)
         if found is not None:
@@ -178,48 +252,44 @@ class Runtime:
             )
         body = await log.read_class(ref.sha)
         raw = await asyncio.get_running_loop().run_in_executor(self.executor, pickle.loads, body)
-        definition = ActorClass.from_stored(raw)
+        definition = ActorDefinition.from_stored(raw)
         self._classes[ref.sha] = definition
         return definition
 
     # -- actors ------------------------------------------------------------------------
-    async def get_actor_async(self, actor_id: str) -> ActorHandle:
-        from vactor_cloud.handle import ActorHandle
+    def load(self, actor_id: str) -> ActorCore:
+        """The existing actor's core, loaded; ``ActorNotFoundError`` if there is none."""
+        core = self.core(actor_id)
+        if core.record is None or core.definition is None:
+            self.run(core.ensure_loaded())
+        return core
 
+    async def load_async(self, actor_id: str) -> ActorCore:
         core = self.core(actor_id)
         await core.ensure_loaded()
-        return ActorHandle(actor_id)
+        return core
 
-    def get_actor(self, actor_id: str) -> ActorHandle:
-        return _sync.sync(self.get_actor_async(actor_id))
+    def create(
+        self, definition: ActorDefinition, actor_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[ActorCore, bool]:
+        """The actor, created with ``cls(*args, **kwargs)`` if it does not exist (on this thread).
 
-    async def get_or_create_async(
-        self, definition: ActorClass, actor_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> ActorHandle:
-        from vactor_cloud.handle import ActorHandle
-
+        True with it when this call created it.
+        """
         core = self.core(actor_id)
-        try:
-            await core.ensure_loaded()
-            return ActorHandle(actor_id)
-        except ActorNotFoundError:
-            pass
-
-        def initial_state() -> bytes:
-            instance = definition.cls(*args, **kwargs)
-            return dumps_state(capture_state(instance), definition.serializer)
-
-        state = await asyncio.get_running_loop().run_in_executor(self.executor, initial_state)
+        with contextlib.suppress(ActorNotFoundError):
+            self.run(core.ensure_loaded())
+            return core, False
+        instance = definition.cls(*args, **kwargs)
+        state = dumps_state(capture_state(instance), definition.serializer)
         init_args = ", ".join(
             [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
         )
-        await core.create(definition, state, init_args[:200])
-        return ActorHandle(actor_id)
+        return core, self.run(core.create(definition, state, init_args[:200]))
 
-    def get_or_create(
-        self, definition: ActorClass, actor_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> ActorHandle:
-        return _sync.sync(self.get_or_create_async(definition, actor_id, args, kwargs))
+    def call(self, actor_id: str, call: PendingCall) -> None:
+        """Apply a write on this thread (or wait for the thread that holds the actor)."""
+        self.core(actor_id).call(call)
 
     async def aclose(self) -> None:
         """Flush pending HEAD moves and release connections."""
@@ -261,6 +331,7 @@ def init(
     signing_key: str | bytes | None = None,
     load_classes_from_storage: bool = True,
     subtask_executor: Any = None,
+    timeout: float | None = None,
     **storage_options: Any,
 ) -> None:
     """Choose where actors live for this process.
@@ -271,13 +342,17 @@ def init(
     ``~/.local/share/vactor_cloud``. ``storage_options`` go to the
     fsspec filesystem. ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every
     object written and refuses unsigned or altered ones before unpickling.
+    ``timeout``: seconds one storage request may take (default 10; a whole
+    operation is bounded by ``Settings.deadline``, default 30).
     Tuning knobs of :class:`Settings` may be passed as ``settings=Settings(...)``.
     ``subtask_executor`` runs the children of ``vactor_cloud.subtask`` (default: threads).
     """
     global _runtime, _settings
     override: Settings | None = storage_options.pop("settings", None)
     key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
-    settings = Settings(
+    base = override if override is not None else Settings()
+    settings = replace(
+        base,
         storage=(
             storage
             if isinstance(storage, ObjectStore)
@@ -288,17 +363,9 @@ def init(
         storage_options=storage_options,
         signing_key=key.encode("utf-8") if isinstance(key, str) else key,
         load_classes_from_storage=load_classes_from_storage,
-        subtask_executor=subtask_executor,
+        subtask_executor=subtask_executor if subtask_executor is not None else base.subtask_executor,
+        timeout=timeout if timeout is not None else base.timeout,
     )
-    if override is not None:
-        settings = replace(
-            override,
-            storage=settings.storage,
-            storage_options=settings.storage_options,
-            signing_key=settings.signing_key,
-            load_classes_from_storage=settings.load_classes_from_storage,
-            subtask_executor=subtask_executor if subtask_executor is not None else override.subtask_executor,
-        )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, settings
     if old is not None:

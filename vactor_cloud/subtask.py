@@ -72,6 +72,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StateSerializationError,
 )
+from vactor_cloud.keys import task_key, tasks_prefix
 from vactor_cloud.storage import ObjectStore
 
 __all__ = ["ExecutorSpec", "Subtask", "subtask", "task_key", "tasks_prefix"]
@@ -84,21 +85,10 @@ logger = logging.getLogger("vactor_cloud.subtask")
 #: ``"thread"``, ``"process"``, a ``concurrent.futures.Executor`` or a ``dask.distributed.Client``
 ExecutorSpec = str | Executor | Any
 
-_POSITION_DIGITS = 6
 #: attempts to write one checkpoint through transient storage errors
 _WRITE_ATTEMPTS = 5
 #: threads of the default ``"thread"`` executor (children usually wait on I/O or release the GIL)
 _DEFAULT_THREADS = 32
-
-
-def tasks_prefix(actor_id: str, call_id: str) -> str:
-    """Where the children of one call are checkpointed: ``actors/<id>/tasks/<call_id>/``."""
-    return f"actors/{actor_id}/tasks/{call_id}/"
-
-
-def task_key(actor_id: str, call_id: str, position: int) -> str:
-    """The checkpoint key of one child: ``actors/<id>/tasks/<call_id>/<position:06d>``."""
-    return f"{tasks_prefix(actor_id, call_id)}{position:0{_POSITION_DIGITS}d}"
 
 
 def subtask(

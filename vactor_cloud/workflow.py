@@ -6,14 +6,18 @@ The seed example of Ray's virtual actors runs unchanged with
 
 from __future__ import annotations
 
-from vactor_cloud import get_runtime
-from vactor_cloud.definition import virtual_actor
+from typing import Any
+
+from vactor_cloud.actor import get_actor as _get_actor
+from vactor_cloud.actor import virtual_actor
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import init
 
 __all__ = ["get_actor", "init", "virtual_actor"]
 
 
-def get_actor(workflow_id: str) -> ActorHandle:
-    """The actor whose id (Ray: ``workflow_id``) is ``workflow_id``; ``ActorNotFoundError`` if none."""
-    return get_runtime().get_actor(workflow_id)
+def get_actor(workflow_id: str | None = None, *, actor_id: str | None = None) -> ActorHandle[Any]:
+    """The actor whose id (Ray: ``workflow_id`` or ``actor_id``) is given; ``ActorNotFoundError`` if none."""
+    if (workflow_id is None) == (actor_id is None):
+        raise TypeError("get_actor() takes one of workflow_id= or actor_id=")
+    return _get_actor(workflow_id if workflow_id is not None else actor_id)  # type: ignore[arg-type]

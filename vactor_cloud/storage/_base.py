@@ -8,11 +8,15 @@ the actor runtime needs for its commit protocol is expressed with these.
 from __future__ import annotations
 
 import abc
+import asyncio
 import builtins
 import collections
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
+
+from vactor_cloud.errors import StorageTimeoutError
 
 __all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
 
@@ -85,6 +89,10 @@ class ObjectStore(abc.ABC):
     #: vactor_cloud's own layout never needs it.
     nested_keys: bool = True
 
+    #: seconds one request may take before ``StorageTimeoutError`` (None: no limit);
+    #: the runtime sets it from ``Settings.timeout``
+    request_timeout: float | None = None
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.requests = RequestCounter()
@@ -93,12 +101,14 @@ class ObjectStore(abc.ABC):
     async def get(self, key: str) -> Blob:
         """Read a whole object. ``NotFoundError`` if it does not exist."""
         self.requests.add("get")
-        return await self._get(key)
+        async with self._deadline("GET", key):
+            return await self._get(key)
 
     async def head(self, key: str) -> str | None:
         """The object's current version, or ``None`` if it does not exist."""
         self.requests.add("head")
-        return await self._head(key)
+        async with self._deadline("HEAD", key):
+            return await self._head(key)
 
     async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
         """Write a whole object atomically and return its new version.
@@ -108,22 +118,43 @@ class ObjectStore(abc.ABC):
         exists at version ``v``; ``"overwrite"`` always writes.
         """
         self.requests.add("put")
-        return await self._put(key, bytes(data), mode)
+        async with self._deadline("PUT", key, write=True):
+            return await self._put(key, bytes(data), mode)
 
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> builtins.list[str]:
         """Keys starting with ``prefix``, sorted, strictly after ``start_after``, at most ``limit``."""
         self.requests.add("list")
-        return await self._list(prefix, start_after, limit)
+        async with self._deadline("LIST", prefix):
+            return await self._list(prefix, start_after, limit)
 
     async def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object is not an error."""
         self.requests.add("delete")
-        await self._delete(key)
+        async with self._deadline("DELETE", key, write=True):
+            await self._delete(key)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The store must not be used afterwards."""
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, what: str, key: str, *, write: bool = False) -> AsyncIterator[None]:
+        timeout = self.request_timeout
+        if timeout is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                yield
+        except TimeoutError:
+            outcome = " (the write may or may not have been applied)" if write else ""
+            raise StorageTimeoutError(
+                f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}: "
+                "is the endpoint reachable? (Settings.timeout sets this limit)",
+                key,
+                write_in_flight=write,
+            ) from None
 
     def describe(self) -> str:
         """A short human-readable name for messages."""

@@ -1,0 +1,119 @@
+"""``@virtual_actor`` and what it makes of a class: an :class:`ActorClass`.
+
+The decorator leaves the user's class untouched (it can still be
+instantiated and unit-tested directly) and marks methods with plain
+attributes, so that a class body loaded back from storage is understood the
+same way as the local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from vactor_cloud import _sync
+from vactor_cloud.definition import ActorDefinition, mark_event_handler, mark_readonly
+from vactor_cloud.handle import ActorHandle
+from vactor_cloud.runtime import get_runtime
+
+__all__ = ["ActorClass", "VirtualActorDecorator", "get_actor", "get_actor_async", "virtual_actor"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ActorClass(Generic[P, T]):
+    """A class decorated with ``@virtual_actor``: call ``get_or_create(actor_id, ...)`` on it.
+
+    ``P`` are the class's constructor parameters and ``T`` its instances,
+    for type checkers.
+    """
+
+    def __init__(self, cls: Callable[P, T], *, serializer: str = "pickle") -> None:
+        self.definition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
+        self.definition.register()
+        self.cls = cls
+        self.serializer = serializer
+        self.name = self.definition.name
+        self.methods = self.definition.methods
+        self.__doc__ = cls.__doc__
+        self.__name__ = getattr(cls, "__name__", self.name)
+        self.__qualname__ = getattr(cls, "__qualname__", self.name)
+        self.__module__ = cls.__module__
+
+    def get_or_create(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+        """The actor ``actor_id``, created with ``cls(*args, **kwargs)`` if it does not exist.
+
+        Exactly one of any number of concurrent creators (in any process)
+        creates it; the others, and later callers, get the existing actor and
+        their arguments are ignored. ``__init__`` runs on this thread.
+        """
+        get_runtime().create(self.definition, actor_id, args, kwargs)
+        return ActorHandle(actor_id)
+
+    async def get_or_create_async(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+        """Async twin of :meth:`get_or_create`; awaitable from any event loop (runs in a thread)."""
+        await asyncio.to_thread(get_runtime().create, self.definition, actor_id, args, kwargs)
+        return ActorHandle(actor_id)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """A plain, non-durable instance of the class (useful in unit tests)."""
+        return self.cls(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<virtual actor class {self.name}>"
+
+
+def get_actor(actor_id: str) -> ActorHandle[Any]:
+    """The existing actor ``actor_id``; ``ActorNotFoundError`` if there is none.
+
+    Works in a process that cannot import the actor's class: the class body
+    is then loaded from storage (unless ``init(load_classes_from_storage=False)``).
+    """
+    get_runtime().load(actor_id)
+    return ActorHandle(actor_id)
+
+
+async def get_actor_async(actor_id: str) -> ActorHandle[Any]:
+    """Async twin of :func:`get_actor`; awaitable from any event loop."""
+    await asyncio.wrap_future(_sync.submit(get_runtime().load_async(actor_id)))
+    return ActorHandle(actor_id)
+
+
+class VirtualActorDecorator:
+    """``@virtual_actor``, ``@virtual_actor(serializer="json")``, ``@virtual_actor.readonly``."""
+
+    @overload
+    def __call__(self, cls: Callable[P, T], /, *, serializer: str = ...) -> ActorClass[P, T]: ...
+
+    @overload
+    def __call__(
+        self, cls: None = None, /, *, serializer: str = ...
+    ) -> Callable[[Callable[P, T]], ActorClass[P, T]]: ...
+
+    def __call__(
+        self, cls: Callable[P, T] | None = None, /, *, serializer: str = "pickle"
+    ) -> ActorClass[P, T] | Callable[[Callable[P, T]], ActorClass[P, T]]:
+        def decorate(klass: Callable[P, T]) -> ActorClass[P, T]:
+            return ActorClass(klass, serializer=serializer)
+
+        return decorate if cls is None else decorate(cls)
+
+    @staticmethod
+    def readonly(method: F) -> F:
+        """Mark a method read-only: it runs on the newest committed state and writes nothing.
+
+        Read-only calls skip the log, so they are cheap and run concurrently
+        with writers; any change they make to the instance is discarded.
+        """
+        return mark_readonly(method)
+
+    @staticmethod
+    def on_event(name: str) -> Callable[[F], F]:
+        """Mark a method as the handler of external events called ``name``."""
+        return mark_event_handler(name)
+
+
+virtual_actor = VirtualActorDecorator()

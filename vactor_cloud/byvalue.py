@@ -1,0 +1,80 @@
+"""Arguments and results cross the call boundary by value (DESIGN.md §10).
+
+A call's arguments are serialized when the call is made, and each attempt
+to run the method gets its own fresh copy; a result is serialized when the
+method returns, and its caller gets a copy. So no object a caller holds is
+ever shared with the actor's cached live instance: mutating a returned list,
+or an argument after ``run_async``, cannot leak into a later commit.
+
+Immutable scalars (and tuples of them) are passed as they are: copying them
+would change nothing but the cost.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["Frozen", "freeze", "freeze_arguments", "thaw", "thaw_arguments"]
+
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), type(...), range})
+
+
+def _atomic(value: Any) -> bool:
+    kind = type(value)
+    if kind in _ATOMS:
+        return True
+    return kind is tuple and all(_atomic(item) for item in value)
+
+
+class Frozen:
+    """A value held by value: the object itself if immutable, else its pickle."""
+
+    __slots__ = ("data", "value")
+
+    def __init__(self, value: Any, data: bytes | None) -> None:
+        self.value = value
+        self.data = data
+
+
+def _dumps(value: Any, what: str) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    try:
+        # Lambdas, local classes and the like: cloudpickle pickles them by value.
+        return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        raise TypeError(
+            f"{what} cannot be passed by value: {exc}; actor calls copy their {what}s "
+            "(as Ray did), so they must be picklable"
+        ) from exc
+
+
+def freeze(value: Any, what: str = "result") -> Frozen:
+    """``value`` held by value; ``TypeError`` if it cannot be copied."""
+    if _atomic(value):
+        return Frozen(value, None)
+    return Frozen(None, _dumps(value, what))
+
+
+def thaw(frozen: Frozen) -> Any:
+    """A fresh, independent copy of the frozen value."""
+    return frozen.value if frozen.data is None else pickle.loads(frozen.data)
+
+
+def freeze_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Frozen:
+    if _atomic(args) and all(_atomic(v) for v in kwargs.values()):
+        return Frozen((args, dict(kwargs)), None)
+    return Frozen(None, _dumps((args, kwargs), "argument"))
+
+
+def thaw_arguments(frozen: Frozen) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if frozen.data is None:
+        args, kwargs = frozen.value
+        return args, dict(kwargs)
+    args, kwargs = pickle.loads(frozen.data)
+    return args, kwargs

@@ -1,0 +1,93 @@
+"""The object-key layout under a store root, owned here and nowhere else (DESIGN.md §3)::
+
+    actors/<id>/class/<sha256>               class body, content-addressed, create-only
+    actors/<id>/steps/<N:020d>               immutable step objects, create-only; step 0 = creation
+    actors/<id>/HEAD                         advisory pointer to a recent step; forward-only
+    actors/<id>/gc                           retention low-watermark
+    actors/<id>/inbox/<event_id>             external events, create-only
+    actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
+
+Every other module asks this one for a key; none spells a path itself.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTORS",
+    "STEP_DIGITS",
+    "actor_id_of",
+    "actor_prefix",
+    "class_key",
+    "gc_key",
+    "head_key",
+    "inbox_key",
+    "inbox_prefix",
+    "step_key",
+    "step_of",
+    "steps_prefix",
+    "task_key",
+    "tasks_prefix",
+]
+
+#: the prefix every actor's objects live under
+ACTORS = "actors/"
+#: step numbers are zero-padded so that keys sort in step order
+STEP_DIGITS = 20
+
+
+def actor_prefix(actor_id: str) -> str:
+    return f"{ACTORS}{actor_id}/"
+
+
+def actor_id_of(key: str) -> str | None:
+    """The actor id a key under ``actors/`` belongs to, or ``None`` for any other key."""
+    if not key.startswith(ACTORS):
+        return None
+    actor_id, sep, _ = key[len(ACTORS) :].partition("/")
+    return actor_id if sep and actor_id else None
+
+
+def steps_prefix(actor_id: str) -> str:
+    return f"{actor_prefix(actor_id)}steps/"
+
+
+def step_key(actor_id: str, step: int) -> str:
+    return f"{steps_prefix(actor_id)}{step:0{STEP_DIGITS}d}"
+
+
+def step_of(key: str) -> int | None:
+    """The step number a step key names, or ``None`` if ``key`` is not one."""
+    head, _, tail = key.rpartition("/")
+    if not head.endswith("/steps") or len(tail) != STEP_DIGITS or not tail.isdigit():
+        return None
+    return int(tail)
+
+
+def class_key(actor_id: str, sha: str) -> str:
+    return f"{actor_prefix(actor_id)}class/{sha}"
+
+
+def head_key(actor_id: str) -> str:
+    return f"{actor_prefix(actor_id)}HEAD"
+
+
+def gc_key(actor_id: str) -> str:
+    return f"{actor_prefix(actor_id)}gc"
+
+
+def inbox_prefix(actor_id: str) -> str:
+    return f"{actor_prefix(actor_id)}inbox/"
+
+
+def inbox_key(actor_id: str, event_id: str) -> str:
+    return f"{inbox_prefix(actor_id)}{event_id}"
+
+
+def tasks_prefix(actor_id: str, call_id: str | None = None) -> str:
+    """All sub-task checkpoints of an actor, or those of one call."""
+    base = f"{actor_prefix(actor_id)}tasks/"
+    return base if call_id is None else f"{base}{call_id}/"
+
+
+def task_key(actor_id: str, call_id: str, position: int) -> str:
+    return f"{tasks_prefix(actor_id, call_id)}{position:06d}"
