@@ -32,6 +32,7 @@ from typing import Any
 
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
 from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
@@ -133,6 +134,8 @@ class PendingCall:
         if self.options.catch_exceptions:
             outcome = Outcome(True, (outcome.value, None) if outcome.ok else (None, outcome.value))
         outcome.settle(self.future)
+        if isinstance(self.future, ActorFuture):
+            self.future._help = None  # it refers to the actor's core: let an evicted one go
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.errors import ActorNotFoundError, VactorError
-from vactor_cloud.events import _process
+from vactor_cloud.events import _process, applied_event
 from vactor_cloud.inbox import list_inbox, read_events, refusal
 from vactor_cloud.runtime import get_runtime, init, shutdown
 
@@ -100,8 +100,6 @@ async def _actors_with_events(actor: str | None) -> list[str]:
 
 
 async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
-    from vactor_cloud.events import applied_event
-
     runtime = get_runtime()
     rows: list[EventRow] = []
     errors: list[str] = []

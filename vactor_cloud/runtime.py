@@ -218,7 +218,16 @@ class Runtime:
             return len(self._cores), self._cached_bytes
 
     def _inbox(self, core: ActorCore) -> CommitHook:
-        return ActorInbox(core.actor_id, self.store, self.settings, core.submit)
+        # A weak reference: a core and its inbox must not form a cycle, or an evicted
+        # actor's state would wait for the cycle collector instead of going at once.
+        submit = weakref.WeakMethod(core.submit)
+
+        def request_commit(call: PendingCall) -> None:
+            method = submit()
+            if method is not None:
+                method(call)
+
+        return ActorInbox(core.actor_id, self.store, self.settings, request_commit)
 
     def core(self, actor_id: str) -> ActorCore:
         """This process's core of ``actor_id`` (created, or reloaded after an eviction, on demand)."""

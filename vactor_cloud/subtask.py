@@ -73,6 +73,7 @@ from vactor_cloud.errors import (
     StateSerializationError,
 )
 from vactor_cloud.keys import task_key, tasks_prefix
+from vactor_cloud.runtime import get_runtime, init
 from vactor_cloud.storage import ObjectStore
 
 __all__ = ["ExecutorSpec", "Subtask", "subtask", "task_key", "tasks_prefix"]
@@ -345,8 +346,6 @@ def _resolve_executor(spec: ExecutorSpec | None, context: CallContext | None) ->
     if spec is None:
         runtime = context.runtime if context is not None else None
         if runtime is None:
-            from vactor_cloud.runtime import get_runtime
-
             runtime = get_runtime()
         spec = getattr(runtime.settings, "subtask_executor", None) or "thread"
     if isinstance(spec, str):
@@ -427,8 +426,6 @@ def _adopt_runtime(recipe: _RuntimeRecipe | None) -> None:
     global _adopted
     if recipe is None or recipe.pid == os.getpid() or recipe == _adopted:
         return
-    from vactor_cloud.runtime import init
-
     init(
         recipe.storage,
         signing_key=recipe.signing_key,

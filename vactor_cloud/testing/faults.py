@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from vactor_cloud.errors import ConflictError, RateLimitedError, RetryableStorageError, StorageError
+from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 
 __all__ = [
@@ -301,8 +302,6 @@ def install(config: FaultConfig) -> FaultyStore:
     Call it right after ``vactor_cloud.init()``, before the first actor is
     touched: actors already loaded keep the unwrapped store.
     """
-    from vactor_cloud.runtime import get_runtime
-
     runtime = get_runtime()
     store = FaultyStore(runtime.store, config)
     runtime.store = store
