@@ -32,8 +32,8 @@ from typing import Any
 
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
 from vactor_cloud.dedup import DedupTable, Outcome
-from vactor_cloud.future import ActorFuture
 from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
 
