@@ -278,48 +278,62 @@ def _post_order(root: StepNode) -> list[StepNode]:
 
 
 def _launch(nodes: list[StepNode], results: dict[int, Any]) -> list[Any]:
-    """Run function steps in parallel as one subtask launch: one checkpoint position each, in order."""
-    payloads = [
-        (
-            node.target.fn,
-            _replace(node.args, results),
-            _replace(node.kwargs, results),
-            node.target.step_options.max_retries,
-            node.target.step_options.catch_exceptions,
-        )
-        for node in nodes
-        if isinstance(node.target, StepFunction)
-    ]
-    checkpointed = [_checkpointed(n) for n in nodes]
-    if all(checkpointed):
-        return Subtask(_run_step).map(payloads)
-    # checkpoint=False (Ray's option): such steps run again on every re-run of the call.
-    return [
-        Subtask(_run_step).run(payload) if keep else _run_step(payload)
-        for keep, payload in zip(checkpointed, payloads, strict=True)
-    ]
+    """Run ready function steps; one checkpoint position each, in a deterministic order.
+
+    Nodes of one step function run in parallel as one subtask launch; launches
+    of different functions follow each other in order of first appearance.
+    (One launch per function keeps a checkpoint's fingerprint to the
+    function's name and the step's arguments: a function pickled by value,
+    a closure or one of ``__main__``, may pickle to other bytes in another
+    process, and a re-run there must still find its checkpoints.)
+    """
+    values: dict[int, Any] = {}
+    groups: dict[int, list[int]] = {}
+    for index, node in enumerate(nodes):
+        groups.setdefault(id(node.target), []).append(index)
+    for indices in groups.values():
+        target = nodes[indices[0]].target
+        assert isinstance(target, StepFunction)
+        runner = _StepCall(target)
+        args = [_replace(nodes[i].args, results) for i in indices]
+        kwargs = [_replace(nodes[i].kwargs, results) for i in indices]
+        if target.step_options.checkpoint:
+            outputs = Subtask(runner).map(args, kwargs)
+        else:
+            # checkpoint=False (Ray's option): such steps run again on every re-run of the call.
+            outputs = [runner(a, k) for a, k in zip(args, kwargs, strict=True)]
+        values.update(zip(indices, outputs, strict=True))
+    return [values[i] for i in range(len(nodes))]
 
 
-def _checkpointed(node: StepNode) -> bool:
-    return isinstance(node.target, StepFunction) and node.target.step_options.checkpoint
+class _StepCall:
+    """One step function as a subtask child: Ray's retries and ``catch_exceptions`` around it.
 
+    It is named after the user's function (``__module__`` / ``__qualname__``),
+    which is what a checkpoint's fingerprint records.
+    """
 
-def _run_step(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], int, bool]) -> Any:
-    """Run one function step with Ray's retry and catch_exceptions semantics (in a subtask child)."""
-    fn, args, kwargs, max_retries, catch = payload
-    attempt = 0
-    while True:
-        try:
-            value = fn(*args, **kwargs)
-        except Exception as exc:
-            if attempt < max_retries:
-                attempt += 1
-                logger.info("step %r failed (attempt %d): %r; retrying", fn, attempt, exc)
-                continue
-            if catch:
-                return (None, exc)
-            raise
-        return (value, None) if catch else value
+    def __init__(self, target: StepFunction) -> None:
+        self.fn = target.fn
+        self.max_retries = target.step_options.max_retries
+        self.catch = target.step_options.catch_exceptions
+        self.__module__ = getattr(target.fn, "__module__", None) or "?"
+        self.__qualname__ = target.__qualname__
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                value = self.fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt < self.max_retries:
+                    attempt += 1
+                    logger.info("step %s failed (attempt %d): %r; retrying", self.__qualname__, attempt, exc)
+                    continue
+                if self.catch:
+                    return (None, exc)
+                raise
+            return (value, None) if self.catch else value
 
 
 def _nodes_in(value: Any) -> Iterator[StepNode]:
