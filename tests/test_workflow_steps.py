@@ -312,3 +312,23 @@ def test_workflow_status_constants_are_rays_strings():
         "RESUMABLE",
     ]
     assert workflow.WorkflowStatus("FAILED") is workflow.FAILED
+
+
+def test_a_keyed_call_whose_sub_workflow_failed_is_not_resumed(actor_store):
+    @workflow.step(max_retries=0)
+    def boom():
+        raise RuntimeError("boom")
+
+    @workflow.virtual_actor
+    class K:
+        def go(self):
+            return boom.step()
+
+    k = K.get_or_create("k")
+    with pytest.raises(RuntimeError):
+        k.go.options(idempotency_key="once").run()
+    # The key keeps the exception as the call's outcome; resume must not contradict it.
+    assert workflow.get_status("k") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("k")) == []
+    with pytest.raises(RuntimeError):
+        k.go.options(idempotency_key="once").run()

@@ -35,8 +35,9 @@ Here it runs inside the same call, before the call commits:
 * The whole call, continuation included, commits as one step: all or
   nothing. (Ray committed every actor-method step of a sub-workflow on its
   own, so readers could see intermediate states; here they cannot.)
-* A continuation that raises fails the call (nothing is committed) and leaves
-  a *failure record* at ``actors/<id>/tasks/<call_id>/failed`` holding the
+* A continuation that raises fails the call (nothing is committed) and, unless
+  the call has an idempotency key (whose table then holds the exception, the
+  call's final outcome), leaves a *failure record* at ``actors/<id>/tasks/<call_id>/failed`` holding the
   call (method and arguments). ``workflow.resume(actor_id)`` runs the
   recorded calls again with their original call ids, which is what lets them
   reuse the checkpoints of the steps that had finished; the record is
@@ -216,7 +217,9 @@ class StepNode:
         try:
             return evaluate(self, instance, context)
         except Exception:
-            if not context.readonly:
+            # A keyed call's outcome is what its idempotency key recorded (the exception):
+            # running it again under resume would contradict what a retry with the key answers.
+            if not context.readonly and call.idempotency_key is None:
                 _record_failure(context, call)
             raise
 
