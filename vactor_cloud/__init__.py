@@ -18,10 +18,12 @@ from vactor_cloud.errors import (
     FormatVersionError,
     IntegrityError,
     InvalidActorIdError,
+    StateProtocolError,
     StateSerializationError,
     StepNotFoundError,
     StorageError,
     VactorError,
+    VirtualActorNotInitializedError,
 )
 from vactor_cloud.events import send_event, send_event_async
 from vactor_cloud.future import ActorFuture, get
@@ -47,11 +49,13 @@ __all__ = [
     "InvalidActorIdError",
     "ReentrantCallError",
     "Settings",
+    "StateProtocolError",
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
     "Subtask",
     "VactorError",
+    "VirtualActorNotInitializedError",
     "__version__",
     "current_call",
     "get",

@@ -117,7 +117,7 @@ def test_actor_writer_2_failed_calls_are_final_and_resume_has_nothing_to_rerun(a
     s5 = actor.incr.run_async()  # 25
     with pytest.raises(ValueError):
         vc.get(s5)
-    assert actor.val.run() == 23  # Ray's assertion, unchanged
+    assert 23 == actor.val.run()  # Ray's assertion, unchanged
     Path(paths["incr.err"]).unlink()
     # Ray: resume re-ran the two failed calls (25). Ours: their callers were told; nothing to re-run.
     assert vc.get(workflow.resume("sync_counter")) == []

@@ -212,7 +212,7 @@ def test_actor_writer_2(actor_store, tmp_path):
     incr_lock.acquire()
 
     objs = [actor.incr.run_async() for _ in range(10)]
-    assert actor.val.run() == 10
+    assert 10 == actor.val.run()
     Path(val_err).touch()
     with pytest.raises(Exception):
         actor.val.run()
@@ -229,11 +229,11 @@ def test_actor_writer_2(actor_store, tmp_path):
     with pytest.raises(Exception):
         vc.get(s5)
 
-    assert actor.val.run() == 23
+    assert 23 == actor.val.run()
     Path(incr_err).unlink()
     obj = workflow.resume("sync_counter")
-    assert vc.get(obj)[0] == 25
-    assert actor.val.run() == 25
+    assert 25 == vc.get(obj)[0]
+    assert 25 == actor.val.run()
 
 
 def test_writer_actor_pressure_test(actor_store):
