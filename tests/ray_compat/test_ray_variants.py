@@ -11,6 +11,8 @@ they differ, with the reason. The originals stay in the ported files, marked xfa
   ``self.incr.step``) before the rest of the sub-workflow ran.
 * ``test_default_getset``: the default state serializer is pickle, so numpy state is
   stored; Ray needed JSON and failed with ``RaySystemError``.
+* ``test_virtual_actor_logs``: a library installs no log handler, so its lines print only
+  when the application configures logging (Ray printed them unasked).
 """
 
 import time
@@ -299,3 +301,48 @@ def test_default_getset_state_serialization(actor_store):
         JsonActorHavingComplicatedStructure.get_or_create("a3")
     with pytest.raises(vc.ActorNotFoundError):
         workflow.get_actor("a3")
+
+
+@pytest.mark.xfail(
+    reason="needs lead's handle work: ActorMethod.options(name=) and the runtime's 'Workflow job "
+    "created' / 'Step status' log lines",
+    strict=False,
+)
+def test_virtual_actor_logs_when_the_application_configures_logging(shared):
+    # test_virtual_actor_logs, with the one line Ray did not need: a library installs no log
+    # handler (Ray printed its lines unasked), so the driver configures logging itself.
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import logging
+logging.basicConfig(level=logging.INFO)
+import vactor_cloud as ray
+from vactor_cloud import workflow
+
+ray.init({shared.url!r}, **{shared.options!r})
+
+@workflow.virtual_actor
+class Counter:
+    def __init__(self, x: int):
+        self.x = x
+
+    def add(self, y):
+        self.x += y
+        return self.x
+
+couter = Counter.get_or_create("vid", 10)
+couter.add.options(name="add").run(1)
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **shared.env},
+        check=False,
+    )
+    logs = proc.stdout.decode("ascii") + proc.stderr.decode("ascii")
+    assert 'Workflow job created. [id="vid"' in logs
+    assert "Step status [RUNNING]\t[vid@add" in logs
+    assert "Step status [SUCCESSFUL]\t[vid@add" in logs
