@@ -34,6 +34,8 @@ def test_every_public_error_is_exported_from_the_errors_module() -> None:
         (errors.IntegrityError("k", "checksum mismatch"), errors.VactorError),
         (errors.FormatVersionError("k", "upgrade vactor_cloud"), errors.IntegrityError),
         (errors.StepNotFoundError("a", 1, (2, 3), compacted=True), LookupError),
+        (errors.VirtualActorNotInitializedError("a"), errors.ActorNotFoundError),
+        (errors.StateProtocolError("A defines __getstate__ but not __setstate__"), ValueError),
     ],
 )
 def test_errors_are_also_the_builtin_they_resemble_and_survive_pickling(

@@ -18,11 +18,13 @@ from vactor_cloud.errors import (
     FormatVersionError,
     IntegrityError,
     InvalidActorIdError,
+    StateProtocolError,
     StateSerializationError,
     StepNotFoundError,
     StorageError,
     StorageTimeoutError,
     VactorError,
+    VirtualActorNotInitializedError,
 )
 from vactor_cloud.events import send_event, send_event_async
 from vactor_cloud.future import ActorFuture, get
@@ -49,12 +51,14 @@ __all__ = [
     "InvalidActorIdError",
     "ReentrantCallError",
     "Settings",
+    "StateProtocolError",
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
     "StorageTimeoutError",
     "Subtask",
     "VactorError",
+    "VirtualActorNotInitializedError",
     "__version__",
     "current_call",
     "get",

@@ -63,7 +63,8 @@ class ActorClass(Generic[P, T]):
         return self.cls(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<virtual actor class {self.name}>"
+        # getattr: a traceback shows the repr of an instance whose __init__ refused the class.
+        return f"<virtual actor class {getattr(self, 'name', '(not defined)')}>"
 
 
 def get_actor(actor_id: str) -> ActorHandle[Any]:

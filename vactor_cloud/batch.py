@@ -43,6 +43,7 @@ __all__ = [
     "CallOptions",
     "PendingCall",
     "apply_batch",
+    "applying",
     "current_call",
     "run_readonly",
     "summarize",
@@ -158,17 +159,44 @@ def current_call() -> CallContext | None:
     return getattr(_local, "call", None)
 
 
+#: actor id -> writer calls of that actor running in this process now (see ``applying``)
+_applying: dict[str, int] = {}
+_applying_lock = threading.Lock()
+
+
+def applying(actor_id: str) -> bool:
+    """Whether a writer method of ``actor_id`` is running in this process now (Ray's RUNNING)."""
+    return _applying.get(actor_id, 0) > 0
+
+
+def _count_applying(actor_id: str, delta: int) -> None:
+    with _applying_lock:
+        count = _applying.get(actor_id, 0) + delta
+        if count > 0:
+            _applying[actor_id] = count
+        else:
+            _applying.pop(actor_id, None)
+
+
 def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     previous = getattr(_local, "call", None)
     _local.call = context
+    if not context.readonly:
+        _count_applying(context.actor_id, 1)
     try:
         args, kwargs = call.arguments()
         result = getattr(instance, call.method)(*args, **kwargs)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
+        # A result that is a sub-workflow (workflow_steps.StepNode) is run now; its result is the call's.
+        resolve = getattr(type(result), "__vactor_continue__", None)
+        if resolve is not None:
+            result = resolve(result, instance, call, context)
         return result
     finally:
         _local.call = previous
+        if not context.readonly:
+            _count_applying(context.actor_id, -1)
 
 
 @dataclass

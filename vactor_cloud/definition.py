@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import cloudpickle
 
-from vactor_cloud.errors import ActorDefinitionError
+from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.log import ClassRef
 from vactor_cloud.state import SERIALIZERS, defines_state_protocol
 
@@ -68,7 +68,7 @@ class ActorDefinition:
             present, missing = (
                 ("__getstate__", "__setstate__") if has_get else ("__setstate__", "__getstate__")
             )
-            raise ActorDefinitionError(
+            raise StateProtocolError(
                 f"{cls.__qualname__} defines {present} but not {missing}: define both "
                 "(the state is what __getstate__ returns, restored with __setstate__), "
                 "or neither (the state is the instance __dict__)"
@@ -115,7 +115,8 @@ class ActorDefinition:
         return self._ref, self._body
 
     def __repr__(self) -> str:
-        return f"<actor definition {self.name}>"
+        # getattr: tracebacks show the repr of an instance whose __init__ refused the class.
+        return f"<actor definition {getattr(self, 'name', '(not defined)')}>"
 
 
 def _with_content_tracker_id(cls: type, body: bytes) -> bytes:

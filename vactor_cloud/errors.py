@@ -5,9 +5,11 @@ and ``except LookupError`` keep working::
 
     VactorError
     ├── ActorNotFoundError          (LookupError)
+    │   └── VirtualActorNotInitializedError  created, its __init__ not committed yet (Ray's name)
     ├── StepNotFoundError           (LookupError) compacted, or not written yet
     ├── InvalidActorIdError         (ValueError)
     ├── ActorDefinitionError        (TypeError)
+    │   └── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
     ├── StateSerializationError     (TypeError)
     ├── CommitConflictError
     ├── CommitOutcomeUnknownError   a retried commit raced a compaction
@@ -42,11 +44,13 @@ __all__ = [
     "PreconditionFailedError",
     "RateLimitedError",
     "RetryableStorageError",
+    "StateProtocolError",
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
     "StorageTimeoutError",
     "VactorError",
+    "VirtualActorNotInitializedError",
 ]
 
 
@@ -67,6 +71,24 @@ class ActorNotFoundError(VactorError, LookupError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.actor_id, self.root))
+
+
+class VirtualActorNotInitializedError(ActorNotFoundError):
+    """The actor was called before its ``__init__`` committed (Ray's name for this error).
+
+    Raised only for an actor whose creation was asked not to wait for
+    ``__init__``; ``handle.ready()`` waits for it. A ``LookupError``, like
+    every actor that cannot be found (yet).
+    """
+
+    def __init__(self, actor_id: str, root: str = "") -> None:
+        LookupError.__init__(
+            self,
+            f"actor {actor_id!r} is being created: its __init__ has not committed yet; "
+            "wait for handle.ready() before calling it",
+        )
+        self.actor_id = actor_id
+        self.root = root
 
 
 class StepNotFoundError(VactorError, LookupError):
@@ -106,6 +128,10 @@ class InvalidActorIdError(VactorError, ValueError):
 
 class ActorDefinitionError(VactorError, TypeError):
     """The decorated class cannot be a virtual actor as written."""
+
+
+class StateProtocolError(ActorDefinitionError, ValueError):
+    """The class defines only one of ``__getstate__`` / ``__setstate__`` (Ray raised ``ValueError``)."""
 
 
 class StateSerializationError(VactorError, TypeError):

@@ -1,23 +1,190 @@
 """Ray Workflows-compatible facade: ``from vactor_cloud import workflow``.
 
 The seed example of Ray's virtual actors runs unchanged with
-``from vactor_cloud import workflow`` and ``import vactor_cloud as ray``.
+``from vactor_cloud import workflow`` and ``import vactor_cloud as ray``;
+so do Ray's sub-workflows (``@workflow.step``, ``f.step(...)``, an actor
+method returning a step, ``self.method.step(...)``: see
+:mod:`vactor_cloud.workflow_steps`) and Ray's management calls for actors
+(``list_all``, ``get_status``, ``resume``). ``docs/migrating-from-ray.md``
+lists every element of Ray's API and what it is here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import enum
+from collections.abc import Iterable
 from typing import Any
 
+from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor as _get_actor
-from vactor_cloud.actor import virtual_actor
+from vactor_cloud.batch import PendingCall, applying
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.handle import ActorHandle
-from vactor_cloud.runtime import init
+from vactor_cloud.history import list_actors_async
+from vactor_cloud.runtime import Runtime, get_runtime, init
+from vactor_cloud.workflow_steps import (
+    FailedCall,
+    StepFunction,
+    StepNode,
+    WorkflowVirtualActorDecorator,
+    delete_failure,
+    has_failures,
+    list_failures,
+    step,
+)
 
-__all__ = ["get_actor", "init", "virtual_actor"]
+__all__ = [
+    "CANCELED",
+    "FAILED",
+    "RESUMABLE",
+    "RUNNING",
+    "SUCCESSFUL",
+    "StepFunction",
+    "StepNode",
+    "WorkflowStatus",
+    "get_actor",
+    "get_status",
+    "init",
+    "list_all",
+    "resume",
+    "step",
+    "virtual_actor",
+]
+
+#: ``@workflow.virtual_actor``: ``vc.virtual_actor`` whose methods also offer ``self.method.step(...)``
+virtual_actor = WorkflowVirtualActorDecorator()
+
+
+class WorkflowStatus(enum.StrEnum):
+    """Ray's workflow statuses; a member equals its name as a string (``FAILED == "FAILED"``).
+
+    For an actor: ``RUNNING`` while this process runs one of its writer
+    methods, ``FAILED`` while it has a failed sub-workflow that
+    ``resume`` can run again, ``SUCCESSFUL`` otherwise. ``CANCELED`` and
+    ``RESUMABLE`` exist for Ray's spelling; no actor has them.
+    """
+
+    RUNNING = "RUNNING"
+    CANCELED = "CANCELED"
+    SUCCESSFUL = "SUCCESSFUL"
+    FAILED = "FAILED"
+    RESUMABLE = "RESUMABLE"
+
+
+RUNNING = WorkflowStatus.RUNNING
+CANCELED = WorkflowStatus.CANCELED
+SUCCESSFUL = WorkflowStatus.SUCCESSFUL
+FAILED = WorkflowStatus.FAILED
+RESUMABLE = WorkflowStatus.RESUMABLE
 
 
 def get_actor(workflow_id: str | None = None, *, actor_id: str | None = None) -> ActorHandle[Any]:
-    """The actor whose id (Ray: ``workflow_id`` or ``actor_id``) is given; ``ActorNotFoundError`` if none."""
+    """The existing actor with this id; ``ActorNotFoundError`` if none.
+
+    Ray spelled the id both ways: ``get_actor(actor_id=...)`` (its signature)
+    and ``get_actor(workflow_id=...)`` (its documentation); a positional id
+    works too.
+    """
     if (workflow_id is None) == (actor_id is None):
-        raise TypeError("get_actor() takes one of workflow_id= or actor_id=")
-    return _get_actor(workflow_id if workflow_id is not None else actor_id)  # type: ignore[arg-type]
+        raise TypeError("get_actor() takes one id: get_actor(actor_id=...) or get_actor(workflow_id=...)")
+    chosen = actor_id if actor_id is not None else workflow_id
+    assert chosen is not None
+    return _get_actor(chosen)
+
+
+async def _status(runtime: Runtime, actor_id: str) -> WorkflowStatus:
+    if applying(actor_id):
+        return RUNNING
+    if await has_failures(runtime.store, actor_id):
+        return FAILED
+    return SUCCESSFUL
+
+
+def get_status(actor_id: str) -> WorkflowStatus:
+    """The status of the actor ``actor_id`` (see :class:`WorkflowStatus`); ``ActorNotFoundError``."""
+    runtime = get_runtime()
+    runtime.load(actor_id)
+    return _sync.sync(_status(runtime, actor_id))
+
+
+def list_all(
+    status_filter: str | WorkflowStatus | Iterable[str | WorkflowStatus] | None = None,
+) -> list[tuple[str, WorkflowStatus]]:
+    """Every actor of the store as ``(actor_id, status)``, in id order; optionally only some statuses.
+
+    ``RUNNING`` is what this process knows: a writer method running in
+    another process does not show. Costs what ``vc.list_actors()`` costs plus
+    one LIST per actor (for failure records).
+    """
+    if status_filter is None:
+        wanted = set(WorkflowStatus)
+    elif isinstance(status_filter, str):
+        wanted = {WorkflowStatus(status_filter)}
+    else:
+        wanted = {WorkflowStatus(s) for s in status_filter}
+    runtime = get_runtime()
+
+    async def collect() -> list[tuple[str, WorkflowStatus]]:
+        actors = await list_actors_async()
+        statuses = await asyncio.gather(*(_status(runtime, a.actor_id) for a in actors))
+        return [(a.actor_id, s) for a, s in zip(actors, statuses, strict=True) if s in wanted]
+
+    return _sync.sync(collect())
+
+
+def resume(actor_id: str) -> ActorFuture[list[Any]]:
+    """Run again the calls of ``actor_id`` whose sub-workflow failed; a future of their results.
+
+    The calls run in the order they first failed, under their original call
+    ids, so every step that had finished is read back from its checkpoint,
+    not run again. A call that succeeds now commits, and its failure record
+    is deleted; one that fails again stays recorded and the future raises
+    its exception. With nothing to resume the future's result is ``[]``.
+    """
+    runtime = get_runtime()
+    runtime.load(actor_id)
+    failed = _sync.sync(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
+    futures = [_rerun(runtime, call) for call in failed]
+    combined: ActorFuture[list[Any]] = ActorFuture()
+
+    def settle(_: object = None) -> None:
+        if not all(f.done() for f in futures) or combined.done():
+            return
+        try:
+            combined.set_result([f.result() for f in futures])
+        except BaseException as exc:
+            combined.set_exception(exc)
+
+    if not futures:
+        combined.set_result([])
+    for future in futures:
+        future.add_done_callback(settle)
+    return combined
+
+
+def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
+    future: ActorFuture[Any] = ActorFuture()
+    call = PendingCall(
+        method=failed.method,
+        args=failed.args,
+        kwargs=failed.kwargs,
+        readonly=False,
+        future=future,
+        call_id=failed.call_id,
+    )
+    done: ActorFuture[Any] = ActorFuture()
+
+    def forget(finished: concurrent.futures.Future[Any]) -> None:
+        if finished.exception() is not None:
+            done.set_exception(finished.exception())
+            return
+        # Settled on the IO loop: schedule the delete there, and answer once it is done
+        # so that a status read after the result no longer says FAILED.
+        deleting = _sync.submit(delete_failure(runtime.store, failed.actor_id, failed.call_id))
+        deleting.add_done_callback(lambda _: done.set_result(finished.result()))
+
+    future.add_done_callback(forget)
+    runtime.core(failed.actor_id).submit(call)
+    return done

@@ -1,0 +1,515 @@
+"""Ray's sub-workflows: ``@workflow.step`` functions, lazy ``.step(...)`` nodes, continuations.
+
+Ray Workflows let an actor method *return* a workflow instead of a value::
+
+    @workflow.step
+    def double(s):
+        return 2 * s
+
+    @workflow.virtual_actor
+    class Actor:
+        def double(self, update):
+            step = double.step(self.val)              # a lazy node: nothing runs yet
+            return self.update.step(step) if update else step
+
+        def update(self, v):
+            self.val = v
+            return self.val
+
+The method's result is then the result of that workflow (its *continuation*).
+Here it runs inside the same call, before the call commits:
+
+* Function steps (``f.step(...)``) run as children of the call on the
+  ``vactor_cloud.subtask`` executor; steps whose inputs are ready run in
+  parallel. Each finished step is checkpointed under
+  ``actors/<id>/tasks/<call_id>/<position>`` before the call can commit, so a
+  re-run of the call (a conflict retry, a ``workflow.resume``, the same
+  idempotency key after a crash) reads finished steps back instead of running
+  them again. Steps are numbered in a deterministic order (dependencies
+  first, then left to right), so every run of the call launches the same
+  steps at the same positions.
+* Actor-method steps (``self.method.step(...)``) run on the call's own
+  instance, in the calling thread, one after another. They are writer code:
+  like the method itself they are replayed from the committed state on a
+  re-run, never memoized.
+* The whole call, continuation included, commits as one step: all or
+  nothing. (Ray committed every actor-method step of a sub-workflow on its
+  own, so readers could see intermediate states; here they cannot.)
+* A continuation that raises fails the call (nothing is committed) and, unless
+  the call has an idempotency key (whose table then holds the exception, the
+  call's final outcome), leaves a *failure record* at ``actors/<id>/tasks/<call_id>/failed`` holding the
+  call (method and arguments). ``workflow.resume(actor_id)`` runs the
+  recorded calls again with their original call ids, which is what lets them
+  reuse the checkpoints of the steps that had finished; the record is
+  deleted once the re-run succeeds. Compaction deletes records older than
+  its ``min_age`` along with the checkpoints.
+
+Function steps run with Ray's defaults: ``max_retries=3`` (a raising step is
+run again up to three times), ``catch_exceptions=False`` (with ``True`` the
+step's result is ``(value, None)`` or ``(None, exception)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+import cloudpickle
+
+from vactor_cloud import _sync, codec
+from vactor_cloud.actor import ActorClass, VirtualActorDecorator
+from vactor_cloud.batch import CallContext, PendingCall
+from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
+from vactor_cloud.subtask import Subtask, tasks_prefix
+
+if TYPE_CHECKING:
+    from vactor_cloud.storage import ObjectStore
+
+__all__ = [
+    "FailedCall",
+    "MethodStep",
+    "StepFunction",
+    "StepNode",
+    "StepOptions",
+    "WorkflowVirtualActorDecorator",
+    "delete_failure",
+    "failure_key",
+    "list_failures",
+    "step",
+]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+logger = logging.getLogger("vactor_cloud.workflow_steps")
+
+#: Ray's default: a raising step runs again up to three times
+DEFAULT_MAX_RETRIES = 3
+_FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepOptions:
+    """How a function step runs (Ray's ``step.options(...)``)."""
+
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    catch_exceptions: bool = False
+    #: Ray's per-step checkpoint switch; False runs the step without a checkpoint
+    checkpoint: bool = True
+    #: Ray's resource requests (num_cpus, ...): kept for repr, no meaning on a subtask executor
+    ray_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError("max_retries must be an int >= 0")
+        if self.metadata is not None:
+            if not isinstance(self.metadata, dict):
+                raise ValueError("metadata must be a dict")
+            for key, value in self.metadata.items():
+                try:
+                    json.dumps(value)
+                except TypeError as exc:
+                    raise ValueError(f"metadata values must be JSON serializable; {key!r}: {exc}") from None
+
+
+class StepFunction:
+    """A function decorated with ``@workflow.step``: ``f.step(...)`` builds a lazy node."""
+
+    def __init__(self, fn: Callable[..., Any], options: StepOptions | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"@workflow.step decorates functions, not {fn!r}")
+        self.fn = fn
+        self.step_options = options or StepOptions()
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def step(self, *args: Any, **kwargs: Any) -> StepNode:
+        """A node that will run ``fn(*args, **kwargs)``; nodes among the arguments run first."""
+        return StepNode(self, args, kwargs)
+
+    def options(
+        self,
+        *,
+        max_retries: int | None = None,
+        catch_exceptions: bool | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        checkpoint: bool | None = None,
+        **ray_options: Any,
+    ) -> StepFunction:
+        """This step with other options; unspecified ones keep their current value."""
+        current = self.step_options
+        return StepFunction(
+            self.fn,
+            StepOptions(
+                name=current.name if name is None else name,
+                metadata=current.metadata if metadata is None else metadata,
+                max_retries=current.max_retries if max_retries is None else max_retries,
+                catch_exceptions=current.catch_exceptions if catch_exceptions is None else catch_exceptions,
+                checkpoint=current.checkpoint if checkpoint is None else checkpoint,
+                ray_options={**current.ray_options, **ray_options},
+            ),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Ray refused direct calls the same way: a step only runs as part of a workflow.
+        raise TypeError(
+            f"workflow steps cannot be called directly: instead of {self.__name__}(), "
+            f"use {self.__name__}.step() and return it from an actor method"
+        )
+
+    def __repr__(self) -> str:
+        return f"<workflow step {self.step_options.name or self.__qualname__}>"
+
+
+class MethodStep:
+    """``self.method.step(...)`` inside an actor: a node that runs ``method`` on the same instance.
+
+    ``workflow.virtual_actor`` sets this as the ``step`` attribute of every
+    method function, so the bound method ``self.incr`` finds it. It is
+    module-level, hence pickled by reference with a class body.
+    """
+
+    __slots__ = ("method",)
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StepNode:
+        return StepNode(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<actor method step {self.method}>"
+
+
+@dataclasses.dataclass(eq=False)
+class StepNode:
+    """One lazy step of a sub-workflow: what ``f.step(...)`` / ``self.m.step(...)`` return.
+
+    Returning a node from an actor method makes the node's result the call's
+    result (see the module docstring).
+    """
+
+    target: StepFunction | MethodStep
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def options(self, **options: Any) -> StepNode:
+        """This node with other step options (function steps only)."""
+        if not isinstance(self.target, StepFunction):
+            raise TypeError(f"{self.target!r}: options() applies to function steps")
+        return StepNode(self.target.options(**options), self.args, self.kwargs)
+
+    def dependencies(self) -> list[StepNode]:
+        """Nodes among the arguments (also inside lists, tuples and dicts), left to right."""
+        found: list[StepNode] = []
+        for value in (*self.args, *self.kwargs.values()):
+            found.extend(_nodes_in(value))
+        return found
+
+    def __vactor_continue__(self, instance: Any, call: PendingCall, context: CallContext) -> Any:
+        """The call's result: run this sub-workflow (``batch._invoke`` calls this hook)."""
+        try:
+            return evaluate(self, instance, context)
+        except Exception:
+            # A keyed call's outcome is what its idempotency key recorded (the exception):
+            # running it again under resume would contradict what a retry with the key answers.
+            if not context.readonly and call.idempotency_key is None:
+                _record_failure(context, call)
+            raise
+
+    def __repr__(self) -> str:
+        return f"<step node {self.target!r}>"
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def evaluate(node: StepNode, instance: Any, context: CallContext | None) -> Any:
+    """Run the sub-workflow ``node`` (and any sub-workflow a step returns) and return its result."""
+    value: Any = node
+    while isinstance(value, StepNode):
+        value = _run_dag(value, instance, context)
+    return value
+
+
+def _run_dag(root: StepNode, instance: Any, context: CallContext | None) -> Any:
+    order = _post_order(root)
+    results: dict[int, Any] = {}
+    pending = order
+    while pending:
+        ready = [n for n in pending if all(id(d) in results for d in n.dependencies())]
+        functions = [n for n in ready if isinstance(n.target, StepFunction)]
+        if functions:
+            for node, value in zip(functions, _launch(functions, results), strict=True):
+                results[id(node)] = _finish(value, instance, context)
+        for node in ready:
+            if isinstance(node.target, MethodStep):
+                method = getattr(instance, node.target.method)
+                value = method(*_replace(node.args, results), **_replace(node.kwargs, results))
+                results[id(node)] = _finish(value, instance, context)
+        pending = [n for n in pending if id(n) not in results]
+    return results[id(root)]
+
+
+def _finish(value: Any, instance: Any, context: CallContext | None) -> Any:
+    """A step's value; a step that returned a sub-workflow has that sub-workflow's result."""
+    return evaluate(value, instance, context) if isinstance(value, StepNode) else value
+
+
+def _post_order(root: StepNode) -> list[StepNode]:
+    """Every node of the DAG once, dependencies before dependents, left to right (deterministic)."""
+    seen: set[int] = set()
+    order: list[StepNode] = []
+    stack: list[tuple[StepNode, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((dep, False) for dep in reversed(node.dependencies()) if id(dep) not in seen)
+    return order
+
+
+def _launch(nodes: list[StepNode], results: dict[int, Any]) -> list[Any]:
+    """Run ready function steps; one checkpoint position each, in a deterministic order.
+
+    Nodes of one step function run in parallel as one subtask launch; launches
+    of different functions follow each other in order of first appearance.
+    (One launch per function keeps a checkpoint's fingerprint to the
+    function's name and the step's arguments: a function pickled by value,
+    a closure or one of ``__main__``, may pickle to other bytes in another
+    process, and a re-run there must still find its checkpoints.)
+    """
+    values: dict[int, Any] = {}
+    groups: dict[int, list[int]] = {}
+    for index, node in enumerate(nodes):
+        groups.setdefault(id(node.target), []).append(index)
+    for indices in groups.values():
+        target = nodes[indices[0]].target
+        assert isinstance(target, StepFunction)
+        runner = _StepCall(target)
+        args = [_replace(nodes[i].args, results) for i in indices]
+        kwargs = [_replace(nodes[i].kwargs, results) for i in indices]
+        if target.step_options.checkpoint:
+            outputs = Subtask(runner).map(args, kwargs)
+        else:
+            # checkpoint=False (Ray's option): such steps run again on every re-run of the call.
+            outputs = [runner(a, k) for a, k in zip(args, kwargs, strict=True)]
+        values.update(zip(indices, outputs, strict=True))
+    return [values[i] for i in range(len(nodes))]
+
+
+class _StepCall:
+    """One step function as a subtask child: Ray's retries and ``catch_exceptions`` around it.
+
+    It is named after the user's function (``__module__`` / ``__qualname__``),
+    which is what a checkpoint's fingerprint records.
+    """
+
+    def __init__(self, target: StepFunction) -> None:
+        self.fn = target.fn
+        self.max_retries = target.step_options.max_retries
+        self.catch = target.step_options.catch_exceptions
+        self.__module__ = getattr(target.fn, "__module__", None) or "?"
+        self.__qualname__ = target.__qualname__
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                value = self.fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt < self.max_retries:
+                    attempt += 1
+                    logger.info("step %s failed (attempt %d): %r; retrying", self.__qualname__, attempt, exc)
+                    continue
+                if self.catch:
+                    return (None, exc)
+                raise
+            return (value, None) if self.catch else value
+
+
+def _nodes_in(value: Any) -> Iterator[StepNode]:
+    if isinstance(value, StepNode):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _nodes_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _nodes_in(item)
+
+
+@overload
+def _replace(value: tuple[Any, ...], results: dict[int, Any]) -> tuple[Any, ...]: ...
+@overload
+def _replace(value: dict[str, Any], results: dict[int, Any]) -> dict[str, Any]: ...
+@overload
+def _replace(value: Any, results: dict[int, Any]) -> Any: ...
+def _replace(value: Any, results: dict[int, Any]) -> Any:
+    if isinstance(value, StepNode):
+        return results[id(value)]
+    if isinstance(value, list | tuple):
+        replaced = [_replace(item, results) for item in value]
+        return type(value)(replaced) if type(value) in (list, tuple) else replaced
+    if isinstance(value, dict):
+        return {key: _replace(item, results) for key, item in value.items()}
+    return value
+
+
+# -- failure records (what workflow.resume runs again) ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailedCall:
+    """A writer call whose sub-workflow raised: enough to run it again under its own call id."""
+
+    actor_id: str
+    call_id: str
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    time: float
+
+
+def failure_key(actor_id: str, call_id: str) -> str:
+    """Where the failure of one call is recorded: beside its step checkpoints."""
+    return f"{tasks_prefix(actor_id, call_id)}{_FAILED}"
+
+
+def _record_failure(context: CallContext, call: PendingCall) -> None:
+    runtime = context.runtime
+    key = failure_key(context.actor_id, context.call_id)
+    try:
+        pickled = cloudpickle.dumps((call.method, *call.arguments()))
+    except Exception as exc:
+        logger.warning("%s: cannot record the failed call for resume (arguments not picklable: %s)", key, exc)
+        return
+    meta = {
+        "kind": "failed-call",
+        "actor": context.actor_id,
+        "call_id": context.call_id,
+        "method": call.method,
+        "time": time.time(),
+    }
+    data = codec.encode(key, meta, {"call": pickled}, signing_key=runtime.settings.signing_key)
+    try:
+        _sync.sync(runtime.store.put(key, data))
+    except StorageError as exc:
+        logger.warning("%s: could not record the failed call for resume: %s", key, exc)
+
+
+async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | None) -> list[FailedCall]:
+    """The recorded failed calls of ``actor_id``, oldest first."""
+    prefix = f"actors/{actor_id}/tasks/"
+    keys = [k for k in await store.list(prefix) if k.endswith(f"/{_FAILED}")]
+
+    async def read(key: str) -> FailedCall | None:
+        try:
+            envelope = codec.decode(key, (await store.get(key)).data, signing_key=signing_key)
+        except NotFoundError:  # resumed or compacted meanwhile
+            return None
+        meta = envelope.meta
+        if meta.get("kind") != "failed-call" or "call" not in envelope.parts:
+            raise IntegrityError(key, "not a failed-call record")
+        try:
+            method, args, kwargs = cloudpickle.loads(envelope.parts["call"])
+        except Exception as exc:
+            raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
+        call_id, when = str(meta["call_id"]), float(meta["time"])
+        return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when)
+
+    found = [f for f in await asyncio.gather(*(read(k) for k in keys)) if f is not None]
+    return sorted(found, key=lambda f: f.time)
+
+
+async def has_failures(store: ObjectStore, actor_id: str) -> bool:
+    """Whether ``actor_id`` has a recorded failed call (Ray's FAILED status); one LIST."""
+    return any(k.endswith(f"/{_FAILED}") for k in await store.list(f"actors/{actor_id}/tasks/"))
+
+
+async def delete_failure(store: ObjectStore, actor_id: str, call_id: str) -> None:
+    """Forget a failed call once its re-run succeeded."""
+    await store.delete(failure_key(actor_id, call_id))
+
+
+# -- the Ray-spelled decorators ------------------------------------------------------------------
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> StepFunction: ...
+@overload
+def step(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    catch_exceptions: bool = False,
+    checkpoint: bool = True,
+    **ray_options: Any,
+) -> Callable[[Callable[..., Any]], StepFunction]: ...
+def step(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    catch_exceptions: bool = False,
+    checkpoint: bool = True,
+    **ray_options: Any,
+) -> StepFunction | Callable[[Callable[..., Any]], StepFunction]:
+    """``@workflow.step`` or ``@workflow.step(name=..., max_retries=..., catch_exceptions=...)``."""
+    options = StepOptions(name, metadata, max_retries, catch_exceptions, checkpoint, dict(ray_options))
+
+    def decorate(function: Callable[..., Any]) -> StepFunction:
+        return StepFunction(function, options)
+
+    return decorate if fn is None else decorate(fn)
+
+
+class WorkflowVirtualActorDecorator(VirtualActorDecorator):
+    """``workflow.virtual_actor``: ``vc.virtual_actor`` plus ``self.method.step(...)`` on every method."""
+
+    @overload
+    def __call__(self, cls: Callable[_P, _T], /, *, serializer: str = ...) -> ActorClass[_P, _T]: ...
+
+    @overload
+    def __call__(
+        self, cls: None = None, /, *, serializer: str = ...
+    ) -> Callable[[Callable[_P, _T]], ActorClass[_P, _T]]: ...
+
+    def __call__(self, cls: Any = None, /, *, serializer: str = "pickle") -> Any:
+        made = super().__call__(cls, serializer=serializer)
+        if isinstance(made, ActorClass):
+            return _with_method_steps(made)
+
+        def decorate(klass: type) -> ActorClass[..., Any]:
+            return _with_method_steps(made(klass))
+
+        return decorate
+
+
+def _with_method_steps(definition: ActorClass[..., Any]) -> ActorClass[..., Any]:
+    for info in definition.methods.values():
+        if getattr(info.function, "step", None) is None:
+            try:
+                info.function.step = MethodStep(info.name)  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):  # a builtin or slotted callable: no step spelling
+                continue
+    return definition
