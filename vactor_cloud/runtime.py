@@ -15,17 +15,16 @@ import os
 import pickle
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import summarize
-from vactor_cloud.dedup import DEFAULT_WINDOW
 from vactor_cloud.definition import ActorClass
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, InvalidActorIdError
 from vactor_cloud.log import ActorLog, ClassRef
+from vactor_cloud.settings import Settings, default_storage, settings_for_init
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import ObjectStore, open_store
 
@@ -39,50 +38,6 @@ logger = logging.getLogger("vactor_cloud")
 
 #: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
 _MAX_ID_BYTES = 255
-
-
-def default_storage() -> str:
-    """``$VACTOR_STORAGE``, else the embedded store ``$XDG_DATA_HOME/vactor_cloud`` (~/.local/share)."""
-    env = os.environ.get("VACTOR_STORAGE")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "vactor_cloud")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything ``init()`` configures. Defaults suit S3, GCS and local stores alike."""
-
-    #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests)
-    storage: str | ObjectStore
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    #: HMAC key: every object written is signed, every object read must carry a valid tag
-    signing_key: bytes | None = None
-    #: False: never unpickle class bodies from storage; only importable classes are used
-    load_classes_from_storage: bool = True
-    #: a writer that keeps losing the race gives up after this many attempts...
-    max_commit_attempts: int = 2000
-    #: ...or after this many seconds, whichever comes first (CommitConflictError)
-    commit_timeout: float = 120.0
-    #: a cache validated this recently is trusted without a probe (seconds)
-    fresh_window: float = 5.0
-    #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
-    head_interval: float = 1.0
-    #: ...when it lags this many steps behind this process's commits...
-    head_lag_steps: int = 8
-    #: ...or this many seconds after it fell behind (and always at shutdown)
-    head_max_delay: float = 10.0
-    #: a busy actor looks for events sent by other processes this often (seconds), beside its commits
-    inbox_interval: float = 15.0
-    #: most writes group-committed in one step
-    max_batch: int = 512
-    #: idempotency keys kept: (newest N keys, or younger than T seconds), whichever keeps more
-    dedup_window: tuple[int, float] = DEFAULT_WINDOW
-    #: threads running actor methods
-    max_workers: int = 32
-    #: default executor of ``vactor_cloud.subtask``: "thread", "process", an Executor or a dask Client
-    subtask_executor: Any = None
 
 
 class HeadFlusher:
@@ -261,44 +216,31 @@ def init(
     signing_key: str | bytes | None = None,
     load_classes_from_storage: bool = True,
     subtask_executor: Any = None,
-    **storage_options: Any,
+    storage_options: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> None:
     """Choose where actors live for this process.
 
     ``storage`` is a path, ``file://``, ``memory://``, ``s3://bucket/prefix`` or
     ``gs://bucket/prefix`` (or an :class:`~vactor_cloud.storage.ObjectStore`);
     default ``$VACTOR_STORAGE``, else the embedded local store under
-    ``~/.local/share/vactor_cloud``. ``storage_options`` go to the
-    fsspec filesystem. ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every
-    object written and refuses unsigned or altered ones before unpickling.
+    ``~/.local/share/vactor_cloud``. ``storage_options={...}`` (fsspec's
+    convention) or loose keyword options go to the fsspec filesystem; an
+    option the backend does not take is refused here, naming the valid ones.
+    ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every object written
+    and refuses unsigned or altered ones before unpickling.
     Tuning knobs of :class:`Settings` may be passed as ``settings=Settings(...)``.
     ``subtask_executor`` runs the children of ``vactor_cloud.subtask`` (default: threads).
     """
     global _runtime, _settings
-    override: Settings | None = storage_options.pop("settings", None)
-    key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
-    settings = Settings(
-        storage=(
-            storage
-            if isinstance(storage, ObjectStore)
-            else os.fspath(storage)
-            if storage is not None
-            else default_storage()
-        ),
+    settings = settings_for_init(
+        storage,
         storage_options=storage_options,
-        signing_key=key.encode("utf-8") if isinstance(key, str) else key,
+        extra_options=options,
+        signing_key=signing_key,
         load_classes_from_storage=load_classes_from_storage,
         subtask_executor=subtask_executor,
     )
-    if override is not None:
-        settings = replace(
-            override,
-            storage=settings.storage,
-            storage_options=settings.storage_options,
-            signing_key=settings.signing_key,
-            load_classes_from_storage=settings.load_classes_from_storage,
-            subtask_executor=subtask_executor if subtask_executor is not None else override.subtask_executor,
-        )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, settings
     if old is not None:

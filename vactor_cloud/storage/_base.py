@@ -12,7 +12,7 @@ import builtins
 import collections
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import ClassVar, Literal, TypeAlias
 
 __all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
 
@@ -84,6 +84,8 @@ class ObjectStore(abc.ABC):
     #: True for object stores; a filesystem cannot hold a file and a directory of one name.
     #: vactor_cloud's own layout never needs it.
     nested_keys: bool = True
+    #: the keyword options ``open_store(url, **options)`` passes to this backend; anything else is refused
+    accepted_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, url: str) -> None:
         self.url = url
