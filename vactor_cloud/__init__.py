@@ -8,8 +8,11 @@ put, so processes on different machines can call the same actor safely.
 
 from __future__ import annotations
 
-from vactor_cloud.batch import CallContext, current_call
-from vactor_cloud.definition import ActorClass, virtual_actor
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
@@ -23,12 +26,16 @@ from vactor_cloud.errors import (
     StorageError,
     VactorError,
 )
-from vactor_cloud.events import send_event, send_event_async
-from vactor_cloud.future import ActorFuture, get
-from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
-from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
-from vactor_cloud.runtime import Settings, get_runtime, init, shutdown
-from vactor_cloud.subtask import Subtask, subtask
+
+if TYPE_CHECKING:
+    from vactor_cloud.batch import CallContext, current_call
+    from vactor_cloud.definition import ActorClass, virtual_actor
+    from vactor_cloud.events import send_event, send_event_async
+    from vactor_cloud.future import ActorFuture, get
+    from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
+    from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
+    from vactor_cloud.runtime import Settings, get_runtime, init, shutdown
+    from vactor_cloud.subtask import Subtask, subtask
 
 __all__ = [
     "ActorClass",
@@ -69,6 +76,63 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+#: public name -> the module defining it. Imported on first use (PEP 562), so that
+#: ``import vactor_cloud`` costs about as much as starting Python: a serverless
+#: function pays for asyncio, cloudpickle and the storage clients only when it
+#: first uses them.
+_LAZY: dict[str, str] = {
+    "ActorClass": "vactor_cloud.definition",
+    "virtual_actor": "vactor_cloud.definition",
+    "CallContext": "vactor_cloud.batch",
+    "current_call": "vactor_cloud.batch",
+    "send_event": "vactor_cloud.events",
+    "send_event_async": "vactor_cloud.events",
+    "ActorFuture": "vactor_cloud.future",
+    "get": "vactor_cloud.future",
+    "ActorHandle": "vactor_cloud.handle",
+    "ActorMethod": "vactor_cloud.handle",
+    "ReentrantCallError": "vactor_cloud.handle",
+    "ActorInfo": "vactor_cloud.history",
+    "HistoryEntry": "vactor_cloud.history",
+    "list_actors": "vactor_cloud.history",
+    "Settings": "vactor_cloud.settings",
+    "get_runtime": "vactor_cloud.runtime",
+    "init": "vactor_cloud.runtime",
+    "shutdown": "vactor_cloud.runtime",
+    "Subtask": "vactor_cloud.subtask",
+    "subtask": "vactor_cloud.subtask",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vactor_cloud' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``vactor_cloud.subtask`` the function when the module of that name is imported.
+
+    Importing a submodule binds it on its package; with eager imports the
+    ``from vactor_cloud.subtask import subtask`` line rebound the name
+    afterwards, and lazily nothing would: this does it instead.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 def get_actor(actor_id: str) -> ActorHandle:
     """The existing actor ``actor_id``; ``ActorNotFoundError`` if there is none.
@@ -76,6 +140,8 @@ def get_actor(actor_id: str) -> ActorHandle:
     Works in a process that cannot import the actor's class: the class body
     is then loaded from storage (unless ``init(load_classes_from_storage=False)``).
     """
+    from vactor_cloud.runtime import get_runtime
+
     return get_runtime().get_actor(actor_id)
 
 
@@ -84,5 +150,6 @@ async def get_actor_async(actor_id: str) -> ActorHandle:
     import asyncio
 
     from vactor_cloud import _sync
+    from vactor_cloud.runtime import get_runtime
 
     return await asyncio.wrap_future(_sync.submit(get_runtime().get_actor_async(actor_id)))
