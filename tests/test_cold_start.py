@@ -62,3 +62,15 @@ def test_the_subtask_function_survives_importing_its_module() -> None:
     from vactor_cloud.subtask import subtask
 
     assert vc.subtask is subtask
+
+
+def test_the_package_pickles_by_reference_as_a_module_does() -> None:
+    import pickle
+
+    import cloudpickle
+
+    def uses_the_package() -> type:
+        return vc.Settings
+
+    assert pickle.loads(pickle.dumps(vc)) is vc
+    assert cloudpickle.loads(cloudpickle.dumps(uses_the_package))() is vc.Settings

@@ -8,6 +8,7 @@ put, so processes on different machines can call the same actor safely.
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import sys
 import types
@@ -131,6 +132,13 @@ class _Package(types.ModuleType):
         super().__setattr__(name, value)
 
 
+def _reduce_package(module: types.ModuleType) -> tuple[Any, tuple[str]]:
+    # Pickled by reference, as pickle and cloudpickle do for plain modules (their
+    # dispatch is keyed on the exact type, which is now _Package).
+    return importlib.import_module, (module.__name__,)
+
+
+copyreg.pickle(_Package, _reduce_package)
 sys.modules[__name__].__class__ = _Package
 
 
