@@ -9,7 +9,8 @@
 #   LOCALSTACK_PYTHON          a Python 3.13 interpreter (default: pyenv's 3.13.0)
 #   VACTOR_LOCALSTACK_VENV     where LocalStack's own virtualenv lives (default: ${XDG_CACHE_HOME:-~/.cache}/vactor_cloud/localstack-venv,
 #                              outside the checkout: shared by checkouts, never linted or packaged)
-#   VACTOR_LOCALSTACK_STATE    pid file, log and LocalStack's data (default: ${TMPDIR:-/tmp}/vactor-localstack-<port>)
+#   VACTOR_LOCALSTACK_STATE    pid file, log and LocalStack's data
+#                              (default: ${TMPDIR:-/tmp}/vactor-localstack-<checkout hash>-<port>: one per checkout)
 #   VACTOR_LOCALSTACK_TIMEOUT  seconds to wait for S3 to become available (default 180)
 #
 # Idempotent: if a LocalStack started by this script is already healthy on PORT,
@@ -22,7 +23,9 @@ PORT="${PORT:-4566}"
 HOST=127.0.0.1  # loopback only, never all interfaces: the emulator accepts any credentials
 ENDPOINT="http://$HOST:$PORT"
 VENV="${VACTOR_LOCALSTACK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vactor_cloud/localstack-venv}"
-STATE="${VACTOR_LOCALSTACK_STATE:-${TMPDIR:-/tmp}/vactor-localstack-$PORT}"
+# One state directory (and pid file) per checkout and port: two checkouts never share one.
+CHECKOUT_ID="$(printf '%s' "$REPO" | sha256sum | cut -c1-12)"
+STATE="${VACTOR_LOCALSTACK_STATE:-${TMPDIR:-/tmp}/vactor-localstack-$CHECKOUT_ID-$PORT}"
 TIMEOUT="${VACTOR_LOCALSTACK_TIMEOUT:-180}"
 PIDFILE="$STATE/localstack.pid"
 LOG="$STATE/localstack.log"
@@ -61,22 +64,42 @@ find_python() {
 
 mkdir -p "$STATE"
 
-if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+# The identity of a process: pid and start time (field 22 of /proc/PID/stat). A pid
+# file naming a pid that was since reused by another process is then recognised.
+identity() { echo "$1 $(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null || echo gone)"; }
+ours_running() { [[ -f "$PIDFILE" ]] && [[ "$(identity "$(cut -d' ' -f1 "$PIDFILE")")" == "$(cat "$PIDFILE")" ]]; }
+
+if ours_running; then
   if [[ "$(s3_state "$VENV/bin/python")" =~ ^(available|running)$ ]]; then
-    say "already running (pid $(cat "$PIDFILE"))"
+    say "already running (pid $(cut -d' ' -f1 "$PIDFILE"))"
     echo "VACTOR_LOCALSTACK_ENDPOINT=$ENDPOINT"
     exit 0
   fi
-  say "a LocalStack (pid $(cat "$PIDFILE")) is running but not healthy; stop it with localstack/stop-host.sh"
+  say "a LocalStack (pid $(cut -d' ' -f1 "$PIDFILE")) is running but not healthy; stop it with localstack/stop-host.sh"
   exit 1
 fi
 
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; then
-  PYTHON="$(find_python)"
-  say "creating $VENV with $PYTHON and installing LocalStack (about a minute)"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet "${REQUIREMENTS[@]}"
+venv_ready() { [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; }
+
+if ! venv_ready; then
+  # The venv is shared by checkouts: one installer at a time (flock), into a fresh
+  # directory moved into place when complete, so nobody ever sees half a venv.
+  mkdir -p "$(dirname "$VENV")"
+  exec 9>"$VENV.lock"
+  flock 9
+  if ! venv_ready; then
+    PYTHON="$(find_python)"
+    BUILD="$VENV.build.$$"
+    rm -rf "$BUILD"
+    say "creating $VENV with $PYTHON and installing LocalStack (about a minute)"
+    "$PYTHON" -m venv "$BUILD"
+    "$BUILD/bin/python" -m pip install --quiet --upgrade pip
+    "$BUILD/bin/python" -m pip install --quiet "${REQUIREMENTS[@]}"
+    rm -rf "$VENV"
+    mv "$BUILD" "$VENV"
+  fi
+  flock -u 9
+  exec 9>&-
 fi
 
 if command -v ss >/dev/null 2>&1 && ss -ltn "sport = :$PORT" 2>/dev/null | grep -q LISTEN; then
@@ -106,12 +129,12 @@ say "starting LocalStack on $ENDPOINT (log: $LOG)"
   export DNS_ADDRESS=0
   export DISABLE_EVENTS=1
   nohup "$VENV/bin/python" -m localstack.runtime.main >"$LOG" 2>&1 &
-  echo $! >"$PIDFILE"
+  identity $! >"$PIDFILE"
 )
 
 deadline=$((SECONDS + TIMEOUT))
 until [[ "$(s3_state "$VENV/bin/python")" =~ ^(available|running)$ ]]; do
-  if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  if ! ours_running; then
     say "LocalStack exited during startup; last lines of $LOG:"
     tail -n 30 "$LOG" >&2 || true
     rm -f "$PIDFILE"
@@ -124,5 +147,5 @@ until [[ "$(s3_state "$VENV/bin/python")" =~ ^(available|running)$ ]]; do
   sleep 1
 done
 
-say "S3 available (pid $(cat "$PIDFILE"))"
+say "S3 available (pid $(cut -d' ' -f1 "$PIDFILE"))"
 echo "VACTOR_LOCALSTACK_ENDPOINT=$ENDPOINT"

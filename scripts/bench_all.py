@@ -7,7 +7,7 @@ only. moto runs as its own ``moto_server`` process (the lane's threaded
 server would share the benchmark's GIL and distort every number).
 LocalStack is attached to, not started: export ``VACTOR_LOCALSTACK_ENDPOINT``
 (``bash localstack/start-host.sh`` prints it). Each benchmark runs in a
-fresh ``python -m vactor_cloud.bench`` process; tables go to stdout and JSON
+fresh ``python -m vactor_cloud bench`` process; tables go to stdout and JSON
 to ``--out``.
 """
 
@@ -79,13 +79,21 @@ def lane_named(name: str) -> Lane:
 
 
 def bench(spec: StoreSpec, profile: str, out: Path, label: str) -> int:
-    command = [sys.executable, "-m", "vactor_cloud.bench", spec.url, "--profile", profile]
+    command = [sys.executable, "-m", "vactor_cloud", "bench", spec.url, "--profile", profile]
     for key, value in spec.options.items():
-        command += ["--option", f"{key}={json.dumps(value)}"]
-    command += ["--json", str(out / f"{label}.json")]
+        command += ["-o", f"{key}={json.dumps(value)}"]
     env = {**os.environ, **spec.env, "COLUMNS": "200"}
     print(f"== {label}: {spec.url}", flush=True)
-    return subprocess.run(command, env=env, timeout=3600, check=False).returncode
+    # the table, then the same rows as JSON: two runs would measure twice, so JSON only and a table from it
+    path = out / f"{label}.json"
+    with path.open("w") as sink:
+        done = subprocess.run([*command, "--json"], env=env, timeout=3600, check=False, stdout=sink)
+    code = done.returncode
+    if code == 0:
+        for row in json.loads(path.read_text())["rows"]:
+            mark = "n/a" if row["ok"] is None else ("ok" if row["ok"] else "MISS")
+            print(f"{row['name']:<90} {row['target']:>12} {row['value']:>10} {mark:>4}  {row['note']}")
+    return code
 
 
 def main() -> int:

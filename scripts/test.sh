@@ -2,15 +2,29 @@
 # The whole check, as CI runs it: lint, types, tests on every lane, docs.
 #
 #   bash scripts/test.sh                 # everything
-#   bash scripts/test.sh -k conformance  # extra arguments go to pytest
+#   bash scripts/test.sh --quick         # day to day: lint, types, memory and local lanes only
+#   bash scripts/test.sh -k conformance  # other arguments go to pytest
 #   VACTOR_LANES=memory,local bash scripts/test.sh
+#   VACTOR_TEST_WORKERS=1 bash scripts/test.sh   # pytest in one process (default: 2, pytest-xdist)
 #
 # Works on a clean checkout with nothing running: creates .venv if missing,
-# installs the package with its dev extras, starts LocalStack (host mode, on
-# 127.0.0.1) in the background while ruff and mypy run, and stops it on exit.
+# installs the package with its dev extras (skipped while pyproject.toml is
+# unchanged since the last install), starts a LocalStack of its own (host mode,
+# 127.0.0.1, a free port, state in this run's temporary directory) in the
+# background while ruff and mypy run, and stops exactly that process on exit.
 # With CI=true, a lane whose server cannot start fails its tests instead of
-# skipping them.
+# skipping them (this repository's pytest option vactor_strict_lanes = "ci").
 set -euo pipefail
+
+QUICK=0
+PYTEST_ARGS=()
+for arg in "$@"; do
+  if [[ "$arg" == "--quick" ]]; then
+    QUICK=1
+  else
+    PYTEST_ARGS+=("$arg")
+  fi
+done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -51,8 +65,8 @@ cleanup() {
     kill "$LS_PID" 2>/dev/null || true
     wait "$LS_PID" 2>/dev/null || true
   fi
-  # Leave alone a LocalStack that was already running before this script.
-  if [[ -f localstack/stop-host.sh ]] && ! grep -q "already running" "$LS_ERR" 2>/dev/null; then
+  # Stops only the LocalStack this run started: its own state directory names its pid and start time.
+  if [[ -n "${VACTOR_LOCALSTACK_STATE:-}" && -f localstack/stop-host.sh ]]; then
     bash localstack/stop-host.sh || true
   fi
   rm -rf "$WORK"
@@ -62,14 +76,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# LocalStack installs itself (first run) and boots in about a minute: start it first.
-if [[ -f localstack/start-host.sh ]]; then
-  say "starting LocalStack in the background (log: $LS_ERR)"
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+if [[ $QUICK -eq 1 ]]; then
+  export VACTOR_LANES=memory,local
+  say "--quick: lint, types, lanes $VACTOR_LANES"
+elif [[ -f localstack/start-host.sh ]]; then
+  # LocalStack installs itself (first run) and boots in about a minute: start it first.
+  # A port and a state directory of this run's own: parallel checkouts never meet.
+  export PORT VACTOR_LOCALSTACK_STATE="$WORK/localstack"
+  PORT="$(free_port)"
+  say "starting LocalStack on 127.0.0.1:$PORT in the background (log: $LS_ERR)"
   bash localstack/start-host.sh >"$LS_OUT" 2>"$LS_ERR" &
   LS_PID=$!
 else
   say "localstack/start-host.sh not found: the localstack lane will be unavailable"
 fi
+
+STAMP=".venv/.vactor-installed"
+install_key() { echo "$(sha256sum <pyproject.toml | cut -c1-64) $("$PY" -V 2>&1)"; }
 
 make_venv() {
   if [[ ! -x "$PY" ]]; then
@@ -77,8 +104,22 @@ make_venv() {
     python="$(command -v python3.11 || command -v python3)"
     "$python" -m venv .venv
   fi
+  # pyproject.toml unchanged since the last successful install: nothing to do (an
+  # editable install picks up source changes by itself).
+  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(install_key)" ]]; then
+    say "dependencies up to date (pyproject.toml unchanged): pip skipped"
+    return 0
+  fi
   "$PY" -m pip install --quiet --upgrade pip
   "$PY" -m pip install --quiet -e '.[dev]'
+  install_key >"$STAMP"
+}
+
+pytest_workers() {
+  local workers="${VACTOR_TEST_WORKERS:-2}"
+  if [[ "$workers" != "1" ]] && "$PY" -c 'import xdist' 2>/dev/null; then
+    echo "-n $workers"
+  fi
 }
 
 attach_localstack() {
@@ -105,7 +146,8 @@ stage "ruff check" "$PY" -m ruff check .
 stage "ruff format --check" "$PY" -m ruff format --check .
 stage "mypy --strict" "$PY" -m mypy
 stage "wait for LocalStack" attach_localstack
-stage "pytest" "$PY" -m pytest "$@"
-if [[ -f mkdocs.yml ]]; then
+# shellcheck disable=SC2046 # the worker option is two words or none
+stage "pytest" "$PY" -m pytest $(pytest_workers) ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
+if [[ $QUICK -eq 0 && -f mkdocs.yml ]]; then
   stage "mkdocs build --strict" "$PY" -m mkdocs build --strict --site-dir "$WORK/site"
 fi

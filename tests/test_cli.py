@@ -39,6 +39,11 @@ class Tally:
     def value(self) -> int:
         return self.count
 
+    @vc.virtual_actor.readonly
+    def chatty(self) -> int:
+        print("a print inside the method")
+        return self.count
+
 
 @dataclass
 class Result:
@@ -95,7 +100,7 @@ def one_line_error(result: Result) -> str:
 def test_help_names_every_command_and_the_exit_codes(store: StoreSpec) -> None:
     result = vactor(store, "--help")
     assert result.code == EXIT_OK
-    for command in ("ls", "show", "history", "call", "compact", "doctor"):
+    for command in ("ls", "show", "history", "call", "compact", "doctor", "bench", "events"):
         assert f"    {command}" in result.out
     assert "exit codes:" in result.out and "3 actor/step not found" in result.out
     bare = vactor(store)
@@ -151,7 +156,7 @@ def test_call_runs_writers_and_readers_with_json_arguments(store: StoreSpec) -> 
 
 def test_call_errors_are_one_line_with_exit_codes(store: StoreSpec) -> None:
     cases = [
-        (("call", "t1", "nope"), EXIT_USAGE, "has no method 'nope'; its methods: add, value"),
+        (("call", "t1", "nope"), EXIT_USAGE, "has no method 'nope'; its methods: add, chatty, value"),
         (("call", "t1", "add", "x"), EXIT_USAGE, "is not JSON"),
         (("call", "t1", "add", "1", "2", "3"), EXIT_USAGE, "add()"),
         (("call", "t1", "add", "1", "--at-step", "1"), EXIT_USAGE, "writer method"),
@@ -270,3 +275,56 @@ def test_unreachable_storage_is_exit_4_with_a_hint(store: StoreSpec) -> None:
     result = vactor(dead, "ls")
     assert result.code == EXIT_STORAGE, result.err
     assert "check --storage" in one_line_error(result)
+
+
+def test_every_command_takes_storage_from_the_option_or_the_environment(store: StoreSpec) -> None:
+    env_only = vactor(store, "events", "ls", "--json")  # $VACTOR_STORAGE, as for every command
+    assert env_only.code == EXIT_OK, env_only.err
+    assert env_only.json() == []
+    for argv in (("--storage", store.url, "events", "ls"), ("events", "ls", "--storage", store.url)):
+        result = vactor(store, *argv, *_option_args(store), "--json")
+        assert result.code == EXIT_OK, result.err
+        assert result.json() == []
+    drained = vactor(store, "--json", "events", "drain")
+    assert drained.code == EXIT_OK, drained.err
+    assert drained.json() == []
+
+
+def _option_args(spec: StoreSpec) -> list[str]:
+    argv: list[str] = []
+    for key, value in spec.options.items():
+        argv += ["-o", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return argv
+
+
+def test_json_output_is_only_json_and_method_prints_go_to_stderr(store: StoreSpec) -> None:
+    for argv in (("--json", "call", "t1", "chatty"), ("call", "t1", "chatty", "--json")):
+        result = vactor(store, *argv)
+        assert result.code == EXIT_OK, result.err
+        assert result.json() == {"result": 10}
+        assert "a print inside the method" in result.err
+
+
+def test_a_missing_local_directory_is_a_usage_error(store: StoreSpec, tmp_path: object) -> None:
+    for argv in (
+        ("--storage", "/nonexistent/vactor/dir", "ls"),
+        ("events", "ls", "--storage", "/nonexistent/d"),
+    ):
+        result = vactor(store, *argv)
+        assert result.code == EXIT_USAGE, result
+        assert "no such directory" in one_line_error(result)
+
+
+def test_limit_zero_means_none_as_in_python_and_all_means_all(store: StoreSpec) -> None:
+    none = vactor(store, "history", "t1", "--limit", "0", "--json")
+    assert none.code == EXIT_OK, none.err
+    assert none.json() == []
+    every = vactor(store, "history", "t1", "--limit", "all", "--json").json()
+    assert [e["step"] for e in every] == [3, 2, 1, 0]  # type: ignore[index]
+    assert vactor(store, "ls", "--limit", "0").code == EXIT_USAGE
+
+
+def test_unknown_storage_options_are_usage_errors_naming_the_valid_ones(store: StoreSpec) -> None:
+    result = vactor(store, "ls", "-o", "endpoint=http://127.0.0.1:1")
+    assert result.code == EXIT_USAGE
+    assert "'endpoint'" in one_line_error(result) and "valid options" in result.err

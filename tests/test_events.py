@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import events_cli, inbox
+from vactor_cloud import inbox
+from vactor_cloud.cli import main as vactor
 from vactor_cloud.events import process_events, send_event, send_event_async
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -117,10 +118,10 @@ def test_event_without_handler_is_kept_and_listed(
     send_event("l1", "entry", _entry(0, 0), event_id="e1")
     assert ledger.process_events() == 1
     assert [k.rsplit("/", 1)[1] for k in _inbox_keys("l1")] == ["u1"]
-    argv = ["ls", actor_store.url, *_cli_options(actor_store)]
+    argv = ["events", "ls", "--storage", actor_store.url, *_cli_options(actor_store)]
     vc.shutdown()
     capsys.readouterr()
-    assert events_cli.main(argv) == 0
+    assert vactor(argv) == 0
     out = capsys.readouterr().out
     assert "u1" in out and "no handler" in out and "e1" not in out
     actor_store.init()
@@ -187,7 +188,7 @@ def test_events_cli_drain(actor_store: StoreSpec, capsys: pytest.CaptureFixture[
     options = _cli_options(actor_store)
     vc.shutdown()
     capsys.readouterr()
-    assert events_cli.main(["drain", actor_store.url, *options]) == 0
+    assert vactor(["events", "drain", "--storage", actor_store.url, *options]) == 0
     out = capsys.readouterr().out
     assert "d1: applied 3, 0 left" in out
     assert "d2: not created yet, 1 events wait" in out

@@ -18,7 +18,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.bench import (
+from vactor_cloud.cli.bench_harness import (
     BenchCounter,
     Request,
     RequestTrace,

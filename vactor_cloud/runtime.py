@@ -23,10 +23,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from vactor_cloud import _sync
@@ -41,7 +40,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head
-from vactor_cloud.settings import Settings
+from vactor_cloud.settings import Settings, default_storage, settings_for_init
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import ObjectStore, open_store
 
@@ -53,15 +52,6 @@ T = TypeVar("T")
 
 #: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
 _MAX_ID_BYTES = 255
-
-
-def default_storage() -> str:
-    """``$VACTOR_STORAGE``, else the embedded store ``$XDG_DATA_HOME/vactor_cloud`` (~/.local/share)."""
-    env = os.environ.get("VACTOR_STORAGE")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "vactor_cloud")
 
 
 @dataclass(slots=True)
@@ -151,10 +141,7 @@ class Runtime:
     """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
     def __init__(self, settings: Settings) -> None:
-        if settings.storage is None:
-            settings = replace(settings, storage=default_storage())
         self.settings = settings
-        assert settings.storage is not None
         self.store: ObjectStore = (
             settings.storage
             if isinstance(settings.storage, ObjectStore)
@@ -341,39 +328,33 @@ def init(
     load_classes_from_storage: bool = True,
     subtask_executor: Any = None,
     timeout: float | None = None,
-    **storage_options: Any,
+    storage_options: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> None:
     """Choose where actors live for this process.
 
     ``storage`` is a path, ``file://``, ``memory://``, ``s3://bucket/prefix`` or
     ``gs://bucket/prefix`` (or an :class:`~vactor_cloud.storage.ObjectStore`);
     default ``$VACTOR_STORAGE``, else the embedded local store under
-    ``~/.local/share/vactor_cloud``. ``storage_options`` go to the
-    fsspec filesystem. ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every
-    object written and refuses unsigned or altered ones before unpickling.
+    ``~/.local/share/vactor_cloud``. ``storage_options={...}`` (fsspec's
+    convention) or loose keyword options go to the fsspec filesystem; an
+    option the backend does not take is refused here, naming the valid ones.
+    ``signing_key`` (or ``$VACTOR_SIGNING_KEY``) signs every object written
+    and refuses unsigned or altered ones before unpickling.
     ``timeout``: seconds one storage request may take (default 10; a whole
     operation is bounded by ``Settings.deadline``, default 30).
     Tuning knobs of :class:`Settings` may be passed as ``settings=Settings(...)``.
     ``subtask_executor`` runs the children of ``vactor_cloud.subtask`` (default: threads).
     """
     global _runtime, _settings
-    override: Settings | None = storage_options.pop("settings", None)
-    key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
-    base = override if override is not None else Settings()
-    settings = replace(
-        base,
-        storage=(
-            storage
-            if isinstance(storage, ObjectStore)
-            else os.fspath(storage)
-            if storage is not None
-            else default_storage()
-        ),
+    settings = settings_for_init(
+        storage,
         storage_options=storage_options,
-        signing_key=key.encode("utf-8") if isinstance(key, str) else key,
+        extra_options=options,
+        signing_key=signing_key,
         load_classes_from_storage=load_classes_from_storage,
-        subtask_executor=subtask_executor if subtask_executor is not None else base.subtask_executor,
-        timeout=timeout if timeout is not None else base.timeout,
+        subtask_executor=subtask_executor,
+        timeout=timeout,
     )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, settings

@@ -1,27 +1,53 @@
-"""Settings: everything ``init()`` configures, with defaults that suit S3, GCS and local stores alike."""
+"""What ``init()`` configures: :class:`Settings`, its validation, and how ``init``'s arguments merge.
+
+Every field has a default, so ``Settings(fresh_window=1.0)`` is enough to
+tune one knob; the storage defaults to :func:`default_storage`. Numbers are
+checked when the object is built (finite, in range), and an error names the
+field, so a NaN or a negative timeout fails at ``init`` rather than as a hang
+or a busy loop much later.
+
+It imports only the storage contract: a serverless cold start pays for what it imports.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
-from vactor_cloud.dedup import DEFAULT_WINDOW
-from vactor_cloud.storage import ObjectStore
+from vactor_cloud.storage import ObjectStore, check_storage_options
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "default_storage", "settings_for_init"]
+
+#: idempotency keys kept by default: the newest 10,000, or those younger than a day (whichever keeps more).
+#: Spelled here rather than imported from ``dedup`` so that building Settings imports nothing else;
+#: ``tests/test_settings.py`` checks the two agree.
+DEFAULT_DEDUP_WINDOW: tuple[int, float] = (10_000, 24 * 3600.0)
+
+
+def default_storage() -> str:
+    """``$VACTOR_STORAGE``, else the embedded store ``$XDG_DATA_HOME/vactor_cloud`` (~/.local/share)."""
+    env = os.environ.get("VACTOR_STORAGE")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "vactor_cloud")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Tuning of one runtime. Every field has a default; ``Settings()`` is valid.
+    """Everything ``init()`` configures. Defaults suit S3, GCS and local stores alike.
 
-    Numeric fields are checked when the object is made: NaN, infinities and
-    out-of-range values raise ``ValueError`` naming the field.
+    Every field is optional: ``Settings(fresh_window=1.0)`` keeps all other defaults.
+    Numeric fields must be finite and in range; ``ValueError`` names the field otherwise.
     """
 
-    #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests); None: the default
-    storage: str | ObjectStore | None = None
+    #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests);
+    #: default ``$VACTOR_STORAGE``, else the embedded local store
+    storage: str | ObjectStore = field(default_factory=default_storage)
     storage_options: dict[str, Any] = field(default_factory=dict)
     #: HMAC key: every object written is signed, every object read must carry a valid tag
     signing_key: bytes | None = None
@@ -31,9 +57,9 @@ class Settings:
     max_commit_attempts: int = 2000
     #: ...or after this many seconds, whichever comes first (CommitConflictError)
     commit_timeout: float = 120.0
-    #: seconds one storage request may take (StorageTimeoutError); a stalled endpoint fails this fast
+    #: one storage request (GET, PUT, LIST, ...) gives up after this many seconds
     timeout: float = 10.0
-    #: seconds one operation (a load, a read, one commit attempt's I/O) may take in all
+    #: one operation (a call, a load, a get_actor) gives up after this many seconds, retries included
     deadline: float = 30.0
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
@@ -48,10 +74,10 @@ class Settings:
     #: most writes group-committed in one step
     max_batch: int = 512
     #: idempotency keys kept: (newest N keys, or younger than T seconds), whichever keeps more
-    dedup_window: tuple[int, float] = DEFAULT_WINDOW
+    dedup_window: tuple[int, float] = DEFAULT_DEDUP_WINDOW
     #: threads that run calls made with ``run_async`` (a blocking ``run`` runs on its caller's thread)
     max_workers: int = 32
-    #: idle actors cached per process (their newest step and live instance); the oldest are evicted
+    #: idle actors cached per process (their newest step and live instance); the least recently used go
     max_cached_actors: int = 10_000
     #: ...and at most about this many bytes of cached state in all
     max_cache_bytes: int = 128 * 1024 * 1024
@@ -59,42 +85,112 @@ class Settings:
     subtask_executor: Any = None
 
     def __post_init__(self) -> None:
-        for name, low, allow_zero in _NUMERIC:
-            _check_number(name, getattr(self, name), low, allow_zero)
+        for name, (low, inclusive) in _RANGES.items():
+            _check_number(name, getattr(self, name), low, inclusive=inclusive, integer=name in _INTEGERS)
         window = self.dedup_window
-        if not (isinstance(window, tuple) and len(window) == 2):
-            raise ValueError(f"Settings.dedup_window must be (max_keys, max_age_seconds), got {window!r}")
-        _check_number("dedup_window[0]", window[0], 0, True)
-        _check_number("dedup_window[1]", window[1], 0, True)
+        if not isinstance(window, tuple) or len(window) != 2:
+            raise TypeError(f"Settings.dedup_window must be a tuple (keys, seconds), got {window!r}")
+        _check_number("dedup_window[0]", window[0], 0, inclusive=True, integer=True)
+        _check_number("dedup_window[1]", window[1], 0, inclusive=True, integer=False)
+        if not isinstance(self.storage_options, Mapping):
+            raise TypeError(
+                f"Settings.storage_options must be a mapping, got {type(self.storage_options).__name__}"
+            )
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
-
-#: (field, lower bound, whether the bound itself is allowed)
-_NUMERIC: tuple[tuple[str, float, bool], ...] = (
-    ("max_commit_attempts", 1, True),
-    ("commit_timeout", 0, False),
-    ("timeout", 0, False),
-    ("deadline", 0, False),
-    ("fresh_window", 0, True),
-    ("head_interval", 0, True),
-    ("head_lag_steps", 1, True),
-    ("head_max_delay", 0, True),
-    ("inbox_interval", 0, True),
-    ("max_batch", 1, True),
-    ("max_workers", 1, True),
-    ("max_cached_actors", 1, True),
-    ("max_cache_bytes", 0, True),
+#: numeric field -> (lower bound, whether the bound itself is allowed); every one must also be finite
+_RANGES: dict[str, tuple[float, bool]] = {
+    "max_commit_attempts": (1, True),
+    "commit_timeout": (0, False),
+    "timeout": (0, False),
+    "deadline": (0, False),
+    "fresh_window": (0, True),
+    "head_interval": (0, False),
+    "head_lag_steps": (1, True),
+    "head_max_delay": (0, True),
+    "inbox_interval": (0, False),
+    "max_batch": (1, True),
+    "max_workers": (1, True),
+    "max_cached_actors": (1, True),
+    "max_cache_bytes": (0, True),
+}
+_INTEGERS = frozenset(
+    {
+        "max_commit_attempts",
+        "head_lag_steps",
+        "max_batch",
+        "max_workers",
+        "max_cached_actors",
+        "max_cache_bytes",
+    }
 )
 
 
-def _check_number(name: str, value: object, low: float, allow_low: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"Settings.{name} must be a number, got {value!r}")
+def _check_number(name: str, value: object, low: float, *, inclusive: bool, integer: bool) -> None:
+    kind = "an integer" if integer else "a number"
+    allowed = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise TypeError(f"Settings.{name} must be {kind}, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"Settings.{name} must be finite, got {value!r}")
-    if value < low or (value == low and not allow_low):
-        bound = f">= {low}" if allow_low else f"> {low}"
+    if value < low or (value == low and not inclusive):
+        bound = f">= {low}" if inclusive else f"> {low}"
         raise ValueError(f"Settings.{name} must be {bound}, got {value!r}")
+
+
+def settings_for_init(
+    storage: str | os.PathLike[str] | ObjectStore | None,
+    *,
+    storage_options: Mapping[str, Any] | None,
+    extra_options: dict[str, Any],
+    signing_key: str | bytes | None,
+    load_classes_from_storage: bool,
+    subtask_executor: Any,
+    timeout: float | None = None,
+) -> Settings:
+    """The :class:`Settings` that ``init()``'s arguments describe, checked before anything is opened.
+
+    ``storage_options`` (the fsspec / pandas / Dask spelling) and loose keyword
+    arguments are merged; a key given both ways is refused. ``settings=`` among
+    the keywords supplies the tuning knobs. Every option is checked against
+    what the chosen backend accepts; a :class:`Settings` field passed as a
+    storage option is refused with a pointer to ``settings=Settings(...)``.
+    """
+    options = dict(extra_options)
+    override = options.pop("settings", None)
+    if override is not None and not isinstance(override, Settings):
+        raise TypeError(f"init(settings=...) takes a vactor_cloud.Settings, got {type(override).__name__}")
+    if storage_options is not None:
+        if not isinstance(storage_options, Mapping):
+            raise TypeError(f"storage_options must be a mapping, got {type(storage_options).__name__}")
+        both = sorted(set(storage_options) & set(options))
+        if both:
+            raise TypeError(f"storage option(s) {both} given both in storage_options= and as keywords")
+        options = {**storage_options, **options}
+    setting_names = sorted(f.name for f in fields(Settings))
+    misplaced = sorted(set(options) & set(setting_names))
+    if misplaced:
+        raise TypeError(
+            f"{misplaced[0]!r} is a setting, not a storage option: pass "
+            f"init(..., settings=vactor_cloud.Settings({misplaced[0]}=...)); settings are {setting_names}"
+        )
+    if isinstance(storage, ObjectStore):
+        if options:
+            raise TypeError(f"an ObjectStore instance takes no storage options, got {sorted(options)}")
+        resolved: str | ObjectStore = storage
+    else:
+        resolved = os.fspath(storage) if storage is not None else default_storage()
+        check_storage_options(resolved, options)
+    key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
+    given: dict[str, Any] = {
+        "storage": resolved,
+        "storage_options": options,
+        "signing_key": key.encode("utf-8") if isinstance(key, str) else key,
+        "load_classes_from_storage": load_classes_from_storage,
+    }
+    if timeout is not None:
+        given["timeout"] = timeout
+    if override is None:
+        return Settings(**given, subtask_executor=subtask_executor)
+    executor = subtask_executor if subtask_executor is not None else override.subtask_executor
+    return replace(override, **given, subtask_executor=executor)

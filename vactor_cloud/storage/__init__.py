@@ -16,6 +16,8 @@ Keyword options go to the fsspec filesystem (``endpoint_url``, ``key``,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode, RequestCounter
@@ -30,28 +32,77 @@ __all__ = [
     "ObjectStore",
     "PutMode",
     "RequestCounter",
+    "check_storage_options",
     "open_store",
 ]
 
 
-def open_store(url: str, **options: Any) -> ObjectStore:
-    """Open the object store named by ``url``; see the module docstring for the schemes."""
+#: the modules each optional backend needs, and the extra that installs them
+_EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
+    "s3": ("s3", frozenset({"s3fs", "aiobotocore", "botocore", "boto3", "aiohttp"})),
+    "gs": ("gcs", frozenset({"gcsfs", "google", "aiohttp"})),
+}
+
+
+def _backend(url: str) -> tuple[type[ObjectStore], str]:
+    """The store class serving ``url`` and the part of the URL it is given."""
     if "://" not in url:
-        if options:
-            raise TypeError(f"a local path takes no storage options, got {sorted(options)}")
-        return LocalStore(url)
+        return LocalStore, url
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if scheme == "file":
-        return LocalStore(rest)
+        return LocalStore, rest
     if scheme == "memory":
-        return MemoryStore(rest.strip("/") or "default")
+        return MemoryStore, rest
     if scheme in ("s3", "s3a"):
-        from vactor_cloud.storage._s3 import S3Store
-
-        return S3Store(rest, **options)
+        with _extra("s3", url):
+            from vactor_cloud.storage._s3 import S3Store
+        return S3Store, rest
     if scheme in ("gs", "gcs"):
-        from vactor_cloud.storage._gcs import GCSStore
-
-        return GCSStore(rest, **options)
+        with _extra("gs", url):
+            from vactor_cloud.storage._gcs import GCSStore
+        return GCSStore, rest
     raise ValueError(f"unsupported storage URL {url!r}: use a path, file://, memory://, s3:// or gs://")
+
+
+@contextlib.contextmanager
+def _extra(scheme: str, url: str) -> Iterator[None]:
+    """Turn a missing optional dependency into an error that says which extra to install."""
+    extra, modules = _EXTRAS[scheme]
+    try:
+        yield
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in modules:
+            raise
+        raise ModuleNotFoundError(
+            f"{url}: this backend needs {missing!r}, which is not installed: "
+            f"pip install 'vactor_cloud[{extra}]'",
+            name=exc.name,
+        ) from exc
+
+
+def check_storage_options(url: str, options: Mapping[str, Any]) -> None:
+    """``TypeError`` naming the bad key and the valid ones unless ``url``'s backend accepts ``options``.
+
+    Raises ``ModuleNotFoundError`` (with the ``pip install`` line) if the
+    backend's optional dependencies are missing.
+    """
+    store_class, _ = _backend(url)
+    accepted = store_class.accepted_options
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        valid = ", ".join(sorted(accepted)) if accepted else "none"
+        raise TypeError(
+            f"unknown storage option {unknown[0]!r} for {url} ({store_class.__name__}); "
+            f"valid options: {valid}"
+        )
+
+
+def open_store(url: str, **options: Any) -> ObjectStore:
+    """Open the object store named by ``url``; see the module docstring for the schemes."""
+    check_storage_options(url, options)
+    store_class, rest = _backend(url)
+    if store_class is MemoryStore:
+        return MemoryStore(rest.strip("/") or "default")
+    return store_class(rest, **options)

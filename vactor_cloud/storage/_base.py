@@ -14,7 +14,7 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import ClassVar, Literal, TypeAlias
 
 from vactor_cloud.errors import StorageTimeoutError
 
@@ -88,6 +88,8 @@ class ObjectStore(abc.ABC):
     #: True for object stores; a filesystem cannot hold a file and a directory of one name.
     #: vactor_cloud's own layout never needs it.
     nested_keys: bool = True
+    #: the keyword options ``open_store(url, **options)`` passes to this backend; anything else is refused
+    accepted_options: ClassVar[frozenset[str]] = frozenset()
 
     #: seconds one request may take before ``StorageTimeoutError`` (None: no limit);
     #: the runtime sets it from ``Settings.timeout``

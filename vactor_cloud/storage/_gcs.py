@@ -138,6 +138,27 @@ class GCSStore(ObjectStore):
     another loop or in a forked child (a session cannot cross loops).
     """
 
+    #: :class:`gcsfs.GCSFileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
+    accepted_options = frozenset(
+        {
+            "access",
+            "block_size",
+            "cache_timeout",
+            "check_connection",
+            "consistency",
+            "default_location",
+            "endpoint_url",
+            "project",
+            "requester_pays",
+            "requests_timeout",
+            "secure_serialize",
+            "session_kwargs",
+            "timeout",
+            "token",
+            "version_aware",
+        }
+    )
+
     def __init__(self, path: str, **options: Any) -> None:
         bucket, _, prefix = path.strip("/").partition("/")
         if not bucket:

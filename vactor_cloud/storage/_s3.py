@@ -107,6 +107,34 @@ class S3Store(ObjectStore):
     fresh one there.
     """
 
+    #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
+    accepted_options = frozenset(
+        {
+            "anon",
+            "cache_regions",
+            "client_kwargs",
+            "config_kwargs",
+            "default_block_size",
+            "default_cache_type",
+            "default_fill_cache",
+            "endpoint_url",
+            "fixed_upload_size",
+            "key",
+            "local_expiry_check",
+            "max_concurrency",
+            "password",
+            "profile",
+            "requester_pays",
+            "s3_additional_kwargs",
+            "secret",
+            "session",
+            "token",
+            "use_ssl",
+            "username",
+            "version_aware",
+        }
+    )
+
     def __init__(self, path: str, **options: Any) -> None:
         bucket, _, prefix = path.strip("/").partition("/")
         if not bucket:

@@ -26,12 +26,20 @@ installed:
 Lanes: ``memory``, ``local``, ``moto`` (moto server), ``localstack`` (attaches
 to ``$VACTOR_LOCALSTACK_ENDPOINT``) and ``fakegcs`` (fake-gcs-server). Each
 server is started on first use, bound to 127.0.0.1, and stopped at the end of
-the session. Restrict them with ``--lanes memory,local`` or
-``VACTOR_LANES=memory,local``.
+the session.
 
-When a lane's server cannot start, its tests are skipped with the reason, or
-fail with it when ``CI=true``: in CI a missing backend is a broken build, not
-a reason to go green.
+By default only ``memory`` and ``local`` run: nothing to install or start.
+Server lanes are opted into, first match wins:
+
+* ``pytest --vactor-lanes memory,local,moto`` (``--lanes`` is the same; ``all`` = every lane);
+* ``VACTOR_LANES=memory,moto`` in the environment;
+* ``vactor_lanes = "memory,local,moto"`` in the project's pytest ini options.
+
+When a lane's server cannot start, its tests are skipped with the reason.
+Set the ini option ``vactor_strict_lanes`` to ``"ci"`` to make them fail
+instead when ``$CI`` is true (vactor_cloud's own suite does: in its CI a
+missing backend is a broken build), or to ``"always"``. The default,
+``"never"``, keeps a user's CI green when an optional emulator is missing.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ import pytest
 from vactor_cloud.testing.lanes import Lane, LaneUnavailable, LocalLane, MemoryLane, StoreSpec
 
 __all__ = [
+    "DEFAULT_LANES",
     "LANE_NAMES",
     "LaneRegistry",
     "actor_store",
@@ -55,11 +64,18 @@ __all__ = [
     "spawn_context",
     "store_lane",
     "store_spec",
+    "strict_lanes",
     "vactor_lanes",
 ]
 
 #: Every lane the plugin knows, in the order their tests are generated.
 LANE_NAMES: tuple[str, ...] = ("memory", "local", "moto", "localstack", "fakegcs")
+#: The lanes a project gets unless it opts into more: no server, nothing extra to install.
+DEFAULT_LANES: tuple[str, ...] = ("memory", "local")
+#: values of the ``vactor_strict_lanes`` ini option
+_STRICT_CHOICES = ("never", "ci", "always")
+#: Whether an unavailable lane fails its tests; set from the ini option when the session is configured.
+_strict = "never"
 
 
 def _memory() -> Lane:
@@ -105,11 +121,16 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def strict_lanes() -> bool:
+    """Whether an unavailable lane fails its tests (``vactor_strict_lanes``: always, or ci under ``$CI``)."""
+    return _strict == "always" or (_strict == "ci" and in_ci())
+
+
 def lane_unavailable(name: str, reason: str) -> NoReturn:
-    """End the current test because lane ``name`` is unavailable: fail in CI, skip elsewhere."""
+    """End the current test because lane ``name`` is unavailable: skip, or fail under strict lanes."""
     message = f"lane {name!r} unavailable: {reason}"
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: unavailable lanes fail)", pytrace=False)
+    if strict_lanes():
+        pytest.fail(f"{message} (vactor_strict_lanes={_strict}: unavailable lanes fail)", pytrace=False)
     pytest.skip(message)
 
 
@@ -151,7 +172,7 @@ class LaneRegistry:
         return lane
 
     def require(self, name: str) -> Lane:
-        """Like :meth:`get`, but skips the test (fails it under ``CI=true``) if the lane is unavailable."""
+        """Like :meth:`get`, but skips the test (fails it under strict lanes) if the lane is unavailable."""
         try:
             return self.get(name)
         except LaneUnavailable as exc:
@@ -171,16 +192,26 @@ class LaneRegistry:
 
 
 def selected_lanes(config: pytest.Config) -> list[str]:
-    """The lanes chosen with ``--lanes`` or ``$VACTOR_LANES`` (comma-separated; default: all)."""
-    raw = config.getoption("vactor_lanes") or os.environ.get("VACTOR_LANES", "")
+    """The lanes chosen with ``--vactor-lanes``, ``$VACTOR_LANES`` or the ``vactor_lanes`` ini option.
+
+    Comma-separated names, or ``all``; the first of the three that is set wins,
+    and with none set only :data:`DEFAULT_LANES` run.
+    """
+    raw = (
+        config.getoption("vactor_lanes")
+        or os.environ.get("VACTOR_LANES", "").strip()
+        or str(config.getini("vactor_lanes") or "").strip()
+    )
     names = [n.strip() for n in str(raw).split(",") if n.strip()]
-    if not names or names == ["all"]:
+    if not names:
+        return list(DEFAULT_LANES)
+    if names == ["all"]:
         return list(LANE_NAMES)
     unknown = [n for n in names if n not in _FACTORIES]
     if unknown:
         raise pytest.UsageError(
-            f"--lanes / VACTOR_LANES: unknown lane(s) {', '.join(unknown)}; "
-            f"known lanes: {', '.join(LANE_NAMES)}"
+            f"--vactor-lanes / VACTOR_LANES / vactor_lanes: unknown lane(s) {', '.join(unknown)}; "
+            f"known lanes: {', '.join(LANE_NAMES)}, or all"
         )
     return list(dict.fromkeys(names))
 
@@ -188,20 +219,37 @@ def selected_lanes(config: pytest.Config) -> list[str]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vactor_cloud")
     group.addoption(
+        "--vactor-lanes",
         "--lanes",
         dest="vactor_lanes",
         default=None,
         metavar="NAMES",
         help=(
             "comma-separated storage lanes that store_spec tests run on "
-            f"({', '.join(LANE_NAMES)}; default: $VACTOR_LANES, else all)"
+            f"({', '.join(LANE_NAMES)}, or all; default: $VACTOR_LANES, "
+            f"else the vactor_lanes ini option, else {','.join(DEFAULT_LANES)})"
         ),
+    )
+    parser.addini(
+        "vactor_lanes",
+        help=f"storage lanes of store_spec tests (default: {','.join(DEFAULT_LANES)})",
+        default="",
+    )
+    parser.addini(
+        "vactor_strict_lanes",
+        help="when an unavailable lane fails its tests, not skips: never (default), ci (if $CI), always",
+        default="never",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Validate --lanes once, up front, so a typo is a usage error and not a silently empty run.
+    global _strict
+    # Validate the lanes once, up front, so a typo is a usage error and not a silently empty run.
     selected_lanes(config)
+    strict = str(config.getini("vactor_strict_lanes") or "never").strip().lower()
+    if strict not in _STRICT_CHOICES:
+        raise pytest.UsageError(f"vactor_strict_lanes = {strict!r}: use one of {', '.join(_STRICT_CHOICES)}")
+    _strict = strict
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -2,11 +2,11 @@
 
 ::
 
-    vactor events ls URL [--actor ID] [--json]     pending events and why each is waiting
-    vactor events drain URL [--actor ID]           apply pending events now (e.g. from a cron job)
+    vactor events ls [--actor ID] [--json]      pending events and why each is waiting
+    vactor events drain [--actor ID] [--json]   apply pending events now (e.g. from a cron job)
 
-Also runs standalone: ``python -m vactor_cloud.events_cli ls URL``. Storage
-options (endpoint, credentials) go as ``-o KEY=VALUE``. Without ``--actor``
+The store is ``--storage URL`` (else ``$VACTOR_STORAGE``), with ``-o KEY=VALUE``
+options, as for every ``vactor`` command. Without ``--actor``
 every actor is looked at, which lists all keys under ``actors/``: fine for a
 scheduled job, costly on very large buckets, where ``--actor`` is better.
 
@@ -19,43 +19,35 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud import _sync
+from vactor_cloud.cli._options import EXIT_ERROR, EXIT_OK, common_parent, init_runtime
+from vactor_cloud.cli._output import Output
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.inbox import list_inbox, read_events, refusal
-from vactor_cloud.runtime import get_runtime, init, shutdown
+from vactor_cloud.runtime import get_runtime, shutdown
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_commands", "run"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``ls`` and ``drain`` subcommands to ``parser`` (the ``events`` command's parser)."""
-    sub = parser.add_subparsers(dest="events_command", metavar="{ls,drain}")
-    sub.required = True
+def add_commands(sub: Any) -> None:
+    """Register ``vactor events ls|drain`` on the ``vactor`` subparsers ``sub``."""
+    parser = sub.add_parser(
+        "events", parents=[common_parent()], help="inspect and drain actors' external event inboxes"
+    )
+    inner = parser.add_subparsers(dest="events_command", metavar="{ls,drain}")
+    inner.required = True
     for name, text in (
         ("ls", "list pending events per actor and why each one waits"),
         ("drain", "apply every pending event now (each exactly once)"),
     ):
-        cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("url", help="storage URL: a path, file://, memory://, s3://bucket/prefix, gs://...")
+        cmd = inner.add_parser(name, help=text, description=text, parents=[common_parent()])
         cmd.add_argument("--actor", metavar="ID", help="only this actor (default: every actor)")
-        cmd.add_argument(
-            "-o",
-            "--option",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="storage option for the filesystem (repeatable; a value starting with { or [ is JSON), "
-            "e.g. -o endpoint_url=http://127.0.0.1:9000",
-        )
-        if name == "ls":
-            cmd.add_argument("--json", action="store_true", help="one JSON object per event")
+    parser.set_defaults(func=run)
 
 
 @dataclass
@@ -69,22 +61,6 @@ class EventRow:
     def line(self) -> str:
         sent = datetime.datetime.fromtimestamp(self.sent, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return f"{self.actor}\t{self.event_id}\t{self.name}\t{sent}\t{self.status}"
-
-
-def _options(raw: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in raw:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"-o {item!r}: expected KEY=VALUE")
-        if value[:1] in ("{", "["):  # structured options, e.g. client_kwargs={"region_name": "..."}
-            try:
-                options[key] = json.loads(value)
-                continue
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"-o {key}=...: not valid JSON: {exc}") from None
-        options[key] = value
-    return options
 
 
 async def _actors_with_events(actor: str | None) -> list[str]:
@@ -132,53 +108,48 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
     return rows, errors
 
 
-async def _drain(actor: str | None) -> tuple[list[str], list[str]]:
+async def _drain(actor: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     runtime = get_runtime()
-    lines: list[str] = []
+    lines: list[dict[str, Any]] = []
     errors: list[str] = []
     for actor_id in await _actors_with_events(actor):
         try:
             applied = await _process(actor_id)
             left = len(await list_inbox(runtime.store, actor_id))
-            lines.append(f"{actor_id}: applied {applied}, {left} left in the inbox")
+            text = f"{actor_id}: applied {applied}, {left} left in the inbox"
+            lines.append({"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text})
         except ActorNotFoundError:
             left = len(await list_inbox(runtime.store, actor_id))
-            lines.append(f"{actor_id}: not created yet, {left} events wait for it")
+            text = f"{actor_id}: not created yet, {left} events wait for it"
+            lines.append({"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text})
         except (VactorError, OSError) as exc:
             errors.append(f"{actor_id}: {exc}")
     return lines, errors
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``vactor events ls|drain`` as parsed by a parser set up with :func:`add_arguments`."""
-    try:
-        init(args.url, **_options(args.option))
-    except (TypeError, ValueError) as exc:  # bad -o, options for a local path, unknown URL scheme
-        print(f"vactor events: {exc}", file=sys.stderr)
-        return 2
+    """Run ``vactor events ls|drain`` as parsed by the ``vactor`` parser."""
+    out = Output.for_args(args)
+    init_runtime(args)
     try:
         if args.events_command == "ls":
             rows, errors = _sync.sync(_ls(args.actor))
-            for row in rows:
-                print(json.dumps(row.__dict__) if args.json else row.line())
-            if not rows and not args.json:
-                print("no pending events", file=sys.stderr)
+            if out.json:
+                out.emit_json([row.__dict__ for row in rows])
+            else:
+                for row in rows:
+                    out.print(row.line())
+                if not rows:
+                    print("no pending events", file=sys.stderr)
         else:
             lines, errors = _sync.sync(_drain(args.actor))
-            for line in lines:
-                print(line)
+            if out.json:
+                out.emit_json(lines)
+            else:
+                for line in lines:
+                    out.print(line["text"])
     finally:
         shutdown()
     for error in errors:
         print(f"vactor events: {error}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vactor events", description="Inspect and drain actors' inboxes.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return EXIT_ERROR if errors else EXIT_OK

@@ -9,12 +9,12 @@ the :class:`~vactor_cloud.storage.ObjectStore` contract elsewhere), and so on.
 The benchmark writes under a fresh sub-prefix ``vactor-bench-<run id>`` of
 ``URL`` and deletes it at the end (``--keep`` leaves it).
 
-Also runnable as ``python -m vactor_cloud.bench URL [--quick]``.
+The command line (``vactor bench``) lives in :mod:`vactor_cloud.cli.bench`;
+this module is the measurement harness.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -39,7 +40,7 @@ from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.runtime import Settings, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 
-__all__ = ["PROFILES", "BenchCounter", "Profile", "Row", "add_arguments", "main", "run", "run_bench"]
+__all__ = ["PROFILES", "ROW_GROUPS", "BenchCounter", "Profile", "Row", "Target", "run_bench"]
 
 #: the state payload every benchmark actor carries (1 KB)
 _PAYLOAD = "x" * 1000
@@ -528,18 +529,98 @@ class Bench:
             self.advance("rss")
         growth = _median(growths)
         scaled = growth * 10_000 / p.rss_actors
+        # The measured column is what the target is compared with: the growth per 10,000 actors.
         note = f"{p.rss_actors:,} actors, one call each, in a new process"
         if p.rss_actors != 10_000:
-            note += f"; {scaled:.0f} MB scaled to 10,000"
+            note += f"; measured {growth:.1f} MB, scaled to 10,000"
         if not self.target.multiprocess:
             note += "; includes the memory store's own objects"
         return Row(
             "RSS growth after touching 10,000 actors",
             "<= 100 MB",
-            f"{growth:.1f} MB",
+            f"{scaled:.1f} MB",
             scaled <= 100,
             note,
         )
+
+    # cold start of a whole process ------------------------------------------------------------
+    def cold_start_row(self) -> Row:
+        """Process start to first committed call, against a bare script doing one PUT (boto3 on S3)."""
+        if not self.target.multiprocess:
+            return Row(COLD_START_ROW, "<= 1.5 (s3)", "n/a", None, "a memory store lives in one process")
+        ratios: list[float] = []
+        ours: list[float] = []
+        bare: list[float] = []
+        for i in range(self.profile.repeats):
+            actor_id = _actor_id(self.run_id, f"start{i}")
+            ours.append(_time_child(_cold_start_script(self.target, actor_id), self.target))
+            bare.append(
+                _time_child(_bare_put_script(self.target, f"bare-put-{self.run_id}-{i}"), self.target)
+            )
+            ratios.append(ours[-1] / bare[-1])
+            self.advance("cold start")
+        ratio = _median(ratios)
+        baseline = "boto3 put_object" if self.target.scheme in ("s3", "s3a") else "a plain one-object write"
+        return Row(
+            COLD_START_ROW,
+            "<= 1.5 (s3)",
+            f"{ratio:.2f}",
+            ratio <= 1.5 if self.target.scheme in ("s3", "s3a") else None,
+            f"new process: vactor_cloud {_median(ours) * 1e3:.0f} ms, "
+            f"{baseline} {_median(bare) * 1e3:.0f} ms",
+        )
+
+
+COLD_START_ROW = "cold start: new process to first committed call / bare one-PUT script"
+
+
+def _time_child(script: str, target: Target) -> float:
+    """Wall seconds of ``python -c script`` in a fresh process, from start to exit."""
+    env = {**os.environ, **target.env}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=_CHILD_TIMEOUT)
+    return time.perf_counter() - started
+
+
+def _cold_start_script(target: Target, actor_id: str) -> str:
+    """What a serverless function does: import, init, one writer call on a new actor, exit."""
+    return (
+        "import vactor_cloud as vc\n"
+        "@vc.virtual_actor\n"
+        "class Counter:\n"
+        "    def __init__(self): self.n = 0\n"
+        "    def incr(self):\n"
+        "        self.n += 1\n"
+        "        return self.n\n"
+        f"vc.init({target.url!r}, storage_options={target.options!r})\n"
+        f"assert Counter.get_or_create({actor_id!r}).incr.run() == 1\n"
+    )
+
+
+def _bare_put_script(target: Target, name: str) -> str:
+    """The floor: a fresh process writing one object with the store's own client and nothing else."""
+    if target.scheme in ("s3", "s3a"):
+        bucket, _, prefix = target.url.split("://", 1)[1].partition("/")
+        key = f"{prefix.strip('/')}/{name}".lstrip("/")
+        options = target.options
+        region = (options.get("client_kwargs") or {}).get("region_name")
+        return (
+            "import boto3\n"
+            f"boto3.client('s3', endpoint_url={options.get('endpoint_url')!r}, "
+            f"aws_access_key_id={options.get('key')!r}, aws_secret_access_key={options.get('secret')!r}, "
+            f"region_name={region!r}).put_object(Bucket={bucket!r}, Key={key!r}, Body=b'x')\n"
+        )
+    if target.scheme in ("gs", "gcs"):
+        return (
+            "import gcsfs\n"
+            f"fs = gcsfs.GCSFileSystem(**{target.options!r})\n"
+            f"fs.pipe({(target.url.split('://', 1)[1].rstrip('/') + '/' + name)!r}, b'x')\n"
+        )
+    root = target.url.removeprefix("file://")
+    return (
+        f"import os\nos.makedirs({root!r}, exist_ok=True)\n"
+        f"open(os.path.join({root!r}, {name!r}), 'wb').write(b'x')\n"
+    )
 
 
 # -- drivers -------------------------------------------------------------------------------------
@@ -795,7 +876,7 @@ def _memory_runtime(run_id: str) -> Iterator[None]:
 
 
 # -- orchestration ----------------------------------------------------------------------------------
-ROW_GROUPS = ("warm", "cold", "one_actor", "fan_out", "processes", "long", "cpu", "rss")
+ROW_GROUPS = ("warm", "cold", "one_actor", "fan_out", "processes", "long", "cpu", "rss", "cold_start")
 
 
 def run_bench(
@@ -819,6 +900,7 @@ def run_bench(
         rows.extend(bench.long_rows())
         rows.append(bench.cpu_row())
         rows.append(bench.rss_row())
+        rows.append(bench.cold_start_row())
     finally:
         if not keep:
             with contextlib.suppress(Exception):
@@ -834,7 +916,7 @@ def run_bench(
 
 def _steps_for(profile: Profile) -> int:
     """Progress steps: one per repeat of each row group, plus the long actor's setup."""
-    per_repeat = 8 if profile.processes else 7
+    per_repeat = 9 if profile.processes else 8
     return profile.repeats * per_repeat + 1
 
 
@@ -848,109 +930,3 @@ async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:
                 await store.delete(key)
 
     await asyncio.gather(*(delete(k) for k in keys))
-
-
-def render(rows: list[Row], target: Target, profile: Profile) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        title=f"vactor bench {target.url} ({profile.name} profile, medians of {profile.repeats} runs)"
-    )
-    table.add_column("row")
-    table.add_column("target", justify="right")
-    table.add_column("measured", justify="right")
-    table.add_column("", justify="center")
-    table.add_column("note")
-    for row in rows:
-        mark = "n/a" if row.ok is None else ("ok" if row.ok else "MISS")
-        table.add_row(row.name, row.target, row.value, mark, row.note)
-    return table
-
-
-# -- CLI ----------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``vactor bench`` (registered by the ``vactor`` CLI)."""
-    parser.add_argument(
-        "url", help="the store to measure: a path, file://, memory://, s3://bucket/p, gs://bucket/p"
-    )
-    parser.add_argument("--quick", action="store_true", help="smaller samples (a few minutes per store)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), help="explicit profile (overrides --quick)")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="storage option for fsspec (VALUE parsed as JSON when it can be), e.g. endpoint_url=http://...",
-    )
-    parser.add_argument("--keep", action="store_true", help="leave the objects the benchmark wrote")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
-
-
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark as ``vactor bench`` does; 0 when it ran (misses are reported, not errors)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
-    options = dict(getattr(args, "storage_options", None) or {})
-    options.update(_parse_options(args.option))
-    target = Target(args.url, options, dict(getattr(args, "storage_env", None) or {}))
-    console = Console(stderr=True)
-    total = _steps_for(profile)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("bench", total=total)
-
-        def advance(label: str) -> None:
-            bar.update(task, advance=1, description=f"bench: {label}")
-
-        rows = run_bench(target, profile, progress=advance, keep=args.keep)
-    Console().print(render(rows, target, profile))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(
-                {
-                    "url": target.url,
-                    "profile": profile.name,
-                    "rows": [
-                        {"name": r.name, "target": r.target, "value": r.value, "ok": r.ok, "note": r.note}
-                        for r in rows
-                    ],
-                },
-                out,
-                indent=2,
-            )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vactor_cloud.bench", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    # Run the imported module, not this __main__ copy: spawned children and
-    # stored class names must see ``vactor_cloud.bench``.
-    from vactor_cloud.bench import main as _main
-
-    sys.exit(_main())

@@ -1,0 +1,73 @@
+"""The test scripts: a quick path, per-checkout LocalStack state, and never killing a stranger's process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LOCALSTACK = REPO / "localstack"
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the scripts read /proc")
+
+
+def _stop_host(state: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VACTOR_LOCALSTACK_STATE": str(state)}
+    return subprocess.run(
+        ["bash", str(LOCALSTACK / "stop-host.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_stop_host_never_kills_a_process_it_did_not_start(tmp_path: Path) -> None:
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        # a pid file in the old format (a bare pid), then one whose start time is not the stranger's
+        for content in (f"{stranger.pid}\n", f"{stranger.pid} 1\n"):
+            (tmp_path / "localstack.pid").write_text(content)
+            done = _stop_host(tmp_path)
+            assert done.returncode == 0, done.stderr
+            time.sleep(0.2)
+            assert stranger.poll() is None, f"stop-host.sh killed a process it did not start ({content!r})"
+            assert not (tmp_path / "localstack.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_stop_host_stops_the_process_it_recorded(tmp_path: Path) -> None:
+    ours = subprocess.Popen(["sleep", "60"])
+    try:
+        start_time = Path(f"/proc/{ours.pid}/stat").read_text().split()[21]
+        (tmp_path / "localstack.pid").write_text(f"{ours.pid} {start_time}\n")
+        done = _stop_host(tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert ours.wait(timeout=20) is not None
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_localstack_state_is_per_checkout_and_binds_loopback_only() -> None:
+    start = (LOCALSTACK / "start-host.sh").read_text()
+    stop = (LOCALSTACK / "stop-host.sh").read_text()
+    for script in (start, stop):
+        assert "CHECKOUT_ID" in script and "vactor-localstack-$CHECKOUT_ID-$PORT" in script
+    assert "HOST=127.0.0.1" in start and "0.0.0.0" not in start
+    assert "flock" in start  # the shared venv is installed by one process at a time
+
+
+def test_test_script_has_a_quick_path_and_skips_an_unchanged_install() -> None:
+    script = (REPO / "scripts" / "test.sh").read_text()
+    assert '"--quick"' in script and "VACTOR_LANES=memory,local" in script
+    assert "pip skipped" in script
+    assert (REPO / ".ci" / "run").read_text().strip().endswith('exec bash scripts/test.sh "$@"')

@@ -1,0 +1,169 @@
+"""The ``vactor`` command: inspect and operate actors in a bucket, the way ``git`` inspects a repo.
+
+Run ``vactor --help``. Every command takes the store from ``--storage URL``
+(else ``$VACTOR_STORAGE``, else the embedded local store) and reads
+``$VACTOR_SIGNING_KEY`` and the backends' usual environment (``AWS_*``,
+``STORAGE_EMULATOR_HOST``, ...).
+
+Output is a table with colours when stdout is a terminal, plain aligned
+text when it is piped, and JSON with ``--json``. Errors are one line on
+stderr saying what to do; ``--debug`` adds the traceback.
+
+Exit codes (also in ``vactor --help``):
+
+=====  =================================================================
+0      success
+1      error (the called method raised, a corrupt object, anything else)
+2      usage: bad arguments, bad JSON, unknown method or command
+3      not found: no such actor, or the step was compacted / not written
+4      storage: unreachable, credentials refused, bucket missing
+5      ``doctor``: the store lacks a guarantee vactor_cloud needs
+130    interrupted (Ctrl-C)
+=====  =================================================================
+
+Every subcommand takes the same ``--storage``, ``-o`` and ``--json`` (one
+parser, :mod:`vactor_cloud.cli._options`), before or after its name. Under
+``--json`` stdout holds the JSON document only; anything else printed (an
+actor method's ``print``) goes to stderr.
+
+Each command module (``actors``, ``doctor``, ``events``, ``bench``) has an
+``add_commands(subparsers)`` that registers its subcommands; a new command
+is a new module listed in :data:`COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from vactor_cloud.cli._options import (
+    EXIT_DOCTOR,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_STORAGE,
+    EXIT_USAGE,
+    CliError,
+    add_common_options,
+)
+from vactor_cloud.cli._output import Output
+
+__all__ = [
+    "COMMAND_MODULES",
+    "EXIT_DOCTOR",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_USAGE",
+    "CliError",
+    "build_parser",
+    "main",
+]
+
+#: the modules whose ``add_commands(subparsers)`` make up ``vactor``, in the order of ``--help``
+COMMAND_MODULES: tuple[str, ...] = (
+    "vactor_cloud.cli.actors",
+    "vactor_cloud.cli.doctor",
+    "vactor_cloud.cli.bench",
+    "vactor_cloud.cli.events",
+)
+
+_EPILOG = """\
+storage (every command):
+  --storage URL or $VACTOR_STORAGE: a path, file://, memory://, s3://bucket/prefix,
+  gs://bucket/prefix (default: the embedded store ~/.local/share/vactor_cloud).
+  -o KEY=VALUE passes an fsspec option (VALUE parsed as JSON when it can be).
+  --json prints one JSON document on stdout; everything else goes to stderr.
+
+exit codes:
+  0 ok   1 error   2 usage   3 actor/step not found   4 storage unreachable
+  5 doctor found a missing guarantee   130 interrupted
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vactor_cloud import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vactor",
+        description="Inspect and operate durable virtual actors stored in a bucket.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vactor_cloud {__version__}")
+    add_common_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    print(f"vactor: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _hint(debug: bool) -> str:
+    return "" if debug else " (run with --debug for the traceback)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vactor`` console script; returns the exit code."""
+    from vactor_cloud.errors import (
+        ActorNotFoundError,
+        InvalidActorIdError,
+        StepNotFoundError,
+        StorageError,
+        VactorError,
+    )
+
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = bool(args.debug)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return EXIT_USAGE
+        args.output = Output.for_args(args)
+        with args.output.stdout_for_json():
+            return int(args.func(args) or 0)
+    except CliError as exc:
+        _fail(str(exc), exc.code, debug)
+    except (ActorNotFoundError, StepNotFoundError) as exc:
+        _fail(str(exc), EXIT_NOT_FOUND, debug)
+    except InvalidActorIdError as exc:
+        _fail(str(exc), EXIT_USAGE, debug)
+    except StorageError as exc:
+        _fail(
+            f"{exc}; check --storage / $VACTOR_STORAGE, the credentials and the network", EXIT_STORAGE, debug
+        )
+    except VactorError as exc:
+        _fail(str(exc), EXIT_ERROR, debug)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED, debug)
+    except BrokenPipeError:
+        # `vactor ls | head`: the reader left; nothing more to say.
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - swallow the flush at exit
+        return EXIT_OK
+    except Exception as exc:
+        _fail(f"{type(exc).__name__}: {exc}{_hint(debug)}", EXIT_ERROR, debug)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The one option parser of the ``vactor`` command: what every subcommand takes, and how it is read.
+
+``--storage URL``, ``-o KEY=VALUE``, ``--json`` and ``--debug`` are accepted
+before the subcommand and after it, by every subcommand alike; the store is
+``--storage``, else ``$VACTOR_STORAGE``, else the embedded local store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "EXIT_DOCTOR",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_USAGE",
+    "CliError",
+    "StoreChoice",
+    "add_common_options",
+    "common_parent",
+    "init_runtime",
+    "limit_arg",
+    "parse_json_arg",
+    "parse_storage_options",
+    "store_choice",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_STORAGE = 4
+EXIT_DOCTOR = 5
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Add the options every subcommand shares (``suppress``: keep a value given before the subcommand)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        default=default(None),
+        help="storage URL (default: $VACTOR_STORAGE, else the embedded local store)",
+    )
+    parser.add_argument(
+        "-o",
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=default(None),
+        help="fsspec option for the store, repeatable (VALUE parsed as JSON when it can be)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON on stdout (nothing else)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default(False), help="show tracebacks on errors"
+    )
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """A parent parser holding the shared options, for one subcommand."""
+    # A fresh parent per subcommand: argparse shares parents' actions between
+    # the parsers that use them, and one subcommand's edits must not reach another.
+    common = argparse.ArgumentParser(add_help=False)
+    add_common_options(common, suppress=True)
+    return common
+
+
+def parse_storage_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``-o KEY=VALUE`` pairs as a dict; each VALUE is JSON when it parses, else the string."""
+    options: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"-o {pair!r}: expected KEY=VALUE, e.g. -o endpoint_url=http://127.0.0.1:9000", 2)
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+@dataclass(frozen=True)
+class StoreChoice:
+    """The store a command works on, as the options and the environment name it."""
+
+    url: str
+    options: dict[str, Any]
+    #: named by --storage or $VACTOR_STORAGE (not the embedded default)
+    explicit: bool
+
+
+def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreChoice:
+    """The store named by ``--storage`` / ``$VACTOR_STORAGE`` / the default, and its ``-o`` options.
+
+    ``must_exist``: a local directory named explicitly must exist (a typo in a
+    path is a usage error, not an empty store); the embedded default may not exist yet.
+    """
+    from vactor_cloud.settings import default_storage
+
+    given = getattr(args, "storage", None) or os.environ.get("VACTOR_STORAGE") or None
+    url = given or default_storage()
+    options = parse_storage_options(getattr(args, "storage_option", None))
+    if must_exist and given is not None:
+        path = _local_path(url)
+        if path is not None and not os.path.isdir(path):
+            raise CliError(f"--storage {url}: no such directory", EXIT_USAGE)
+    return StoreChoice(url, options, given is not None)
+
+
+def _local_path(url: str) -> str | None:
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return rest if scheme.lower() == "file" else None
+
+
+def init_runtime(args: argparse.Namespace, *, must_exist: bool = True) -> StoreChoice:
+    """``vactor_cloud.init()`` on the chosen store; bad URLs and options are usage errors."""
+    from vactor_cloud.runtime import init
+
+    choice = store_choice(args, must_exist=must_exist)
+    try:
+        init(choice.url, storage_options=choice.options)
+    except (TypeError, ValueError) as exc:  # unknown scheme, unknown option, a setting given as -o
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    except ModuleNotFoundError as exc:  # a missing extra: the message says which pip install
+        raise CliError(str(exc), EXIT_ERROR) from exc
+    return choice
+
+
+def parse_json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise CliError(
+            f"{what} {text!r} is not JSON; quote strings as JSON, e.g. '\"text\"', or pass numbers as 5",
+            EXIT_USAGE,
+        ) from None
+
+
+def limit_arg(text: str) -> int | None:
+    """``--limit``: a count >= 0 (0 shows nothing, as ``history(limit=0)`` does) or ``all``."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'all', got {text!r}")
+    return value

@@ -1,0 +1,137 @@
+"""How the ``vactor`` command prints: rich on a terminal, plain aligned text when piped, JSON on request.
+
+Under ``--json`` stdout carries the JSON document and nothing else: for the
+whole command, ``sys.stdout`` points at stderr (so an actor method's
+``print`` cannot corrupt the document) and :meth:`Output.emit_json` writes to
+the real stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+__all__ = ["Output", "json_fallback", "plain_table", "progress", "when"]
+
+
+@dataclass
+class Output:
+    """Where results go: rich on a terminal, plain text when piped, JSON on request."""
+
+    json: bool
+    rich: bool
+    #: the real stdout (under --json, ``sys.stdout`` is stderr while the command runs)
+    stream: IO[str] = field(default_factory=lambda: sys.stdout)
+
+    @classmethod
+    def for_args(cls, args: argparse.Namespace) -> Output:
+        out: Output | None = getattr(args, "output", None)
+        if out is not None:
+            return out
+        as_json = bool(getattr(args, "json", False))
+        return cls(json=as_json, rich=not as_json and sys.stdout.isatty())
+
+    def console(self) -> Any:
+        from rich.console import Console
+
+        return Console(highlight=False, file=self.stream)
+
+    def print(self, text: str) -> None:
+        self.stream.write(text + "\n")
+
+    def emit_json(self, value: Any) -> None:
+        self.stream.write(json.dumps(value, indent=2, default=json_fallback, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        if self.rich:
+            from rich import box
+            from rich.table import Table
+
+            table = Table(title=title, box=box.ROUNDED, header_style="bold cyan", title_justify="left")
+            styles = {"STEP": "bold magenta", "ACTOR": "bold", "WRITER": "dim", "TIME": "green"}
+            for name in columns:
+                table.add_column(name, style=styles.get(name), overflow="fold")
+            for row in rows:
+                table.add_row(*row)
+            self.console().print(table)
+            return
+        if title:
+            self.print(title)
+        self.print(plain_table(columns, rows))
+
+    @contextlib.contextmanager
+    def stdout_for_json(self) -> Iterator[None]:
+        """Under ``--json``, send everything else printed to stdout (a method's ``print``) to stderr."""
+        if not self.json:
+            yield
+            return
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+
+
+def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns, two spaces apart; multi-line cells continue on indented lines."""
+    split_rows = [[cell.split("\n") for cell in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in split_rows:
+        for i, lines in enumerate(row[:-1]):
+            widths[i] = max(widths[i], *(len(line) for line in lines))
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in split_rows:
+        height = max(len(lines) for lines in row)
+        for n in range(height):
+            cells = [lines[n] if n < len(lines) else "" for lines in row]
+            out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def json_fallback(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return repr(value)
+
+
+def when(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr (when it is a terminal), else one line per item done."""
+    if enabled:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[item]}"),
+            console=Console(stderr=True),
+        ) as bar:
+            task = bar.add_task(label, total=total, item="")
+
+            def advance(item: str) -> None:
+                bar.update(task, advance=1, item=item)
+
+            yield advance
+        return
+    done = 0
+
+    def advance_plain(item: str) -> None:
+        nonlocal done
+        done += 1
+        print(f"{label} {done}/{total} {item}", file=sys.stderr)
+
+    yield advance_plain

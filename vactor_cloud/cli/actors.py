@@ -1,0 +1,275 @@
+"""``vactor ls``, ``show``, ``history``, ``call``, ``compact``: reading and operating actors."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import pprint
+import sys
+from typing import Any
+
+from vactor_cloud.cli._options import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    common_parent,
+    init_runtime,
+    limit_arg,
+    parse_json_arg,
+)
+from vactor_cloud.cli._output import Output, progress, when
+
+__all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_history", "cmd_ls", "cmd_show"]
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from vactor_cloud.history import list_actors
+
+    init_runtime(args)
+    out = Output.for_args(args)
+    if args.limit == 0:  # list_actors(limit=0) refuses; say so as a usage error
+        raise CliError("--limit must be >= 1 (or omitted: all actors)", EXIT_USAGE)
+    infos = list_actors(args.prefix, limit=args.limit)
+    if out.json:
+        out.emit_json([i.to_json() for i in infos])
+        return EXIT_OK
+    if not infos:
+        where = f" with prefix {args.prefix!r}" if args.prefix else ""
+        print(f"no actors{where} under {_describe_storage()}", file=sys.stderr)
+        return EXIT_OK
+    rows = [(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in infos]
+    out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
+    return EXIT_OK
+
+
+def _describe_storage() -> str:
+    from vactor_cloud.runtime import get_runtime
+
+    return get_runtime().store.describe()
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from vactor_cloud.history import raw_state_at
+
+    init_runtime(args)
+    out = Output.for_args(args)
+    try:
+        record, state = raw_state_at(args.actor_id, args.step)
+    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        raise CliError(
+            f"the state of {args.actor_id!r} refers to code this process cannot import ({exc}); "
+            "run vactor with the actor's modules on PYTHONPATH",
+            EXIT_ERROR,
+        ) from exc
+    summary = {
+        "actor_id": args.actor_id,
+        "class": record.class_ref.name,
+        "step": record.step,
+        "time": record.time,
+        "when": datetime.datetime.fromtimestamp(record.time, tz=datetime.UTC).isoformat(),
+        "writer": record.writer,
+        "serializer": record.serializer,
+    }
+    if out.json:
+        out.emit_json({**summary, "state": state})
+        return EXIT_OK
+    if out.rich:
+        from rich.pretty import Pretty
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold cyan")
+        grid.add_column()
+        for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
+            grid.add_row(key, str(summary[key]))
+        grid.add_row("state", Pretty(state, expand_all=False))
+        out.console().print(grid)
+        return EXIT_OK
+    for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
+        out.print(f"{key + ':':<12}{summary[key]}")
+    out.print("state:")
+    out.print(pprint.pformat(state, indent=2, width=100, sort_dicts=False))
+    return EXIT_OK
+
+
+def _call_lines(entry: Any) -> str:
+    lines = []
+    for call in entry.calls:
+        text = f"{call.method}({call.args})"
+        if call.ok:
+            text += f" -> {call.result}" if call.result not in ("", "None") else ""
+        else:
+            text += f" !! {call.result}"
+        if call.key:
+            text += f"  [key {call.key}]"
+        lines.append(text)
+    return "\n".join(lines) or "-"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from vactor_cloud.history import history
+
+    init_runtime(args)
+    out = Output.for_args(args)
+    limit: int | None = args.limit
+    entries = history(args.actor_id, limit)
+    if out.json:
+        out.emit_json([e.to_json() for e in entries])
+        return EXIT_OK
+    rows = [(str(e.step), when(e.time), e.writer[:8], _call_lines(e)) for e in entries]
+    title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
+    out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
+    oldest = entries[-1].step if entries else 0
+    if oldest > 0 and limit is not None and len(entries) == limit:
+        print(f"(newest {len(entries)}; --limit all shows all)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    import vactor_cloud as vc
+
+    init_runtime(args)
+    out = Output.for_args(args)
+    positional = [parse_json_arg(a, "argument") for a in args.args]
+    kwargs = parse_json_arg(args.kwargs, "--kwargs") if args.kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise CliError("--kwargs takes a JSON object, e.g. --kwargs '{\"by\": 2}'", EXIT_USAGE)
+    handle = vc.get_actor(args.actor_id)
+    try:
+        method = getattr(handle, args.method)
+    except AttributeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        method._info.check_arguments(tuple(positional), kwargs)
+        if args.idempotency_key is not None or args.at_step is not None:
+            method = method.options(idempotency_key=args.idempotency_key, at_step=args.at_step)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        result = method.run(*positional, **kwargs)
+    except vc.VactorError:
+        raise
+    except Exception as exc:
+        raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
+    if out.json:
+        out.emit_json({"result": result})
+    elif out.rich:
+        from rich.pretty import Pretty
+
+        out.console().print(Pretty(result))
+    else:
+        try:
+            out.print(json.dumps(result, ensure_ascii=False))
+        except (TypeError, ValueError):
+            out.print(repr(result))
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    import vactor_cloud as vc
+    from vactor_cloud import _sync
+    from vactor_cloud.history import list_actors
+    from vactor_cloud.runtime import get_runtime
+
+    if (args.actor_id is None) == (not args.all):
+        raise CliError("name one actor, or pass --all (not both)", EXIT_USAGE)
+    try:
+        compaction = importlib.import_module("vactor_cloud.compaction")
+    except ModuleNotFoundError:
+        raise CliError("compaction is not available in this vactor_cloud version; upgrade it") from None
+    init_runtime(args)
+    out = Output.for_args(args)
+    ids = [i.actor_id for i in list_actors()] if args.all else [args.actor_id]
+    if args.actor_id is not None:
+        vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
+    runtime = get_runtime()
+    options: dict[str, Any] = {} if args.min_age is None else {"min_age": args.min_age}
+    reports: list[Any] = []
+
+    def compact_one(actor_id: str) -> Any:
+        return _sync.sync(compaction.compact(runtime.log(actor_id), args.keep_last, **options))
+
+    with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
+        for actor_id in ids:
+            reports.append(compact_one(actor_id))
+            advance(actor_id)
+    if out.json:
+        out.emit_json([_report_json(r) for r in reports])
+        return EXIT_OK
+    rows = [
+        (
+            str(getattr(r, "actor_id", "?")),
+            str(getattr(r, "deleted_steps", "?")),
+            f"{getattr(r, 'watermark', '?')}..{getattr(r, 'newest', '?')}",
+            str(getattr(r, "held_by_min_age", 0)),
+        )
+        for r in reports
+    ]
+    out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD BY MIN-AGE"), rows)
+    return EXIT_OK
+
+
+def _report_json(report: Any) -> Any:
+    fields = getattr(report, "__dataclass_fields__", None)
+    if fields is None:
+        return repr(report)
+    return {name: getattr(report, name) for name in fields}
+
+
+def add_commands(sub: Any) -> None:
+    """Register this module's subcommands on the ``vactor`` subparsers ``sub``."""
+    p = sub.add_parser(
+        "ls", parents=[common_parent()], help="list actors: id, class, newest step, last change"
+    )
+    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only ids starting with PREFIX")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="list at most N actors (N >= 1)")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("show", parents=[common_parent()], help="class, step and state of an actor")
+    p.add_argument("actor_id", metavar="ID")
+    p.add_argument("--step", type=int, default=None, metavar="N", help="as it was after step N")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "history", parents=[common_parent()], help="committed steps, newest first, with their calls"
+    )
+    p.add_argument("actor_id", metavar="ID")
+    p.add_argument(
+        "--limit",
+        type=limit_arg,
+        default=20,
+        metavar="N",
+        help="newest N steps (default 20; 'all': every step; 0: none, as history(limit=0))",
+    )
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser(
+        "call",
+        parents=[common_parent()],
+        help="call a method: vactor call ID METHOD [ARG ...], each ARG JSON",
+        description="Call METHOD of actor ID. Each ARG is one JSON value (5, '\"text\"', '[1, 2]').",
+    )
+    p.add_argument("actor_id", metavar="ID")
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("args", nargs="*", metavar="ARG", help="positional argument, as JSON")
+    p.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    p.add_argument("--idempotency-key", metavar="KEY", help="exactly-once key for a writer method")
+    p.add_argument("--at-step", type=int, metavar="N", help="run a read-only method on step N's state")
+    p.set_defaults(func=cmd_call)
+
+    p = sub.add_parser("compact", parents=[common_parent()], help="delete old steps, keeping the newest K")
+    p.add_argument("actor_id", nargs="?", metavar="ID", help="the actor (or --all)")
+    p.add_argument("--all", action="store_true", help="every actor under the storage root")
+    p.add_argument("--keep-last", type=int, required=True, metavar="K", help="steps to keep (>= 1)")
+    p.add_argument(
+        "--min-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="never delete a step whose successor is younger (default 600; keep it above the "
+        "writers' fresh_window, 5 s by default, while writers run)",
+    )
+    p.set_defaults(func=cmd_compact)

@@ -1,0 +1,129 @@
+"""``vactor bench [URL]``: how close the runtime comes to the storage floor, measured on your store.
+
+The store is ``URL``, else ``--storage``, else ``$VACTOR_STORAGE``, with
+``-o KEY=VALUE`` options, as for every ``vactor`` command. ``--json`` prints
+the rows as JSON on stdout instead of the table. The harness (what each row
+measures) is :mod:`vactor_cloud.cli.bench_harness`.
+
+A new option of this command is one ``parser.add_argument`` in
+:func:`add_arguments` and one field read in :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from vactor_cloud.cli._options import EXIT_OK, common_parent, store_choice
+from vactor_cloud.cli._output import Output, plain_table
+
+__all__ = ["PROFILE_NAMES", "add_arguments", "add_commands", "main", "render", "run"]
+
+#: the harness's profiles (``bench_harness.PROFILES``), named here so that building the parser stays cheap
+PROFILE_NAMES = ("full", "quick", "tiny")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``vactor bench`` besides the shared ``--storage``, ``-o``, ``--json``."""
+    parser.add_argument(
+        "url",
+        nargs="?",
+        metavar="URL",
+        help="the store to measure (same as --storage): a path, file://, memory://, s3://bucket/p, gs://bucket/p",
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller samples (a few minutes per store)")
+    parser.add_argument("--profile", choices=PROFILE_NAMES, help="explicit profile (overrides --quick)")
+    parser.add_argument("--keep", action="store_true", help="leave the objects the benchmark wrote")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``vactor bench`` on the ``vactor`` subparsers ``sub``."""
+    parser = sub.add_parser(
+        "bench", parents=[common_parent()], help="measure commit and read latency on a store"
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def render(rows: list[Any], title: str, *, rich: bool) -> Any:
+    """The result table: a rich table for a terminal, else plain aligned text."""
+    columns = ("row", "target", "measured", "", "note")
+    cells = [
+        (row.name, row.target, row.value, "n/a" if row.ok is None else ("ok" if row.ok else "MISS"), row.note)
+        for row in rows
+    ]
+    if not rich:
+        return f"{title}\n{plain_table(columns, cells)}"
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("row")
+    table.add_column("target", justify="right")
+    table.add_column("measured", justify="right")
+    table.add_column("", justify="center")
+    table.add_column("note")
+    for cell in cells:
+        table.add_row(*cell)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark as ``vactor bench`` does; 0 when it ran (misses are reported, not errors)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vactor_cloud.cli.bench_harness import PROFILES, Target, _steps_for, run_bench
+
+    if args.url:
+        args.storage = args.url
+    choice = store_choice(args, must_exist=False)
+    out = Output.for_args(args)
+    profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
+    target = Target(choice.url, choice.options, dict(getattr(args, "storage_env", None) or {}))
+    total = _steps_for(profile)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("bench", total=total)
+
+        def advance(label: str) -> None:
+            bar.update(task, advance=1, description=f"bench: {label}")
+
+        rows = run_bench(target, profile, progress=advance, keep=args.keep)
+    if out.json:
+        out.emit_json(
+            {
+                "url": target.url,
+                "profile": profile.name,
+                "rows": [
+                    {"name": r.name, "target": r.target, "value": r.value, "ok": r.ok, "note": r.note}
+                    for r in rows
+                ],
+            }
+        )
+        return EXIT_OK
+    title = f"vactor bench {target.url} ({profile.name} profile, medians of {profile.repeats} runs)"
+    table = render(rows, title, rich=out.rich)
+    if out.rich:
+        out.console().print(table)
+    else:
+        out.print(table)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vactor_cloud.cli.bench ...``: the same as ``vactor bench ...``."""
+    from vactor_cloud.cli import main as vactor
+
+    return vactor(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
