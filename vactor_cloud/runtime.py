@@ -25,7 +25,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
 from vactor_cloud import _sync
@@ -40,9 +40,9 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head
-from vactor_cloud.settings import Settings, default_storage, settings_for_init
+from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
-from vactor_cloud.storage import ObjectStore, open_store
+from vactor_cloud.storage import ObjectStore, check_storage_options, open_store
 
 __all__ = ["Runtime", "Settings", "default_storage", "get_runtime", "init", "shutdown", "validate_actor_id"]
 
@@ -314,6 +314,64 @@ def validate_actor_id(actor_id: object) -> None:
         raise InvalidActorIdError(f"actor id {actor_id!r} contains control characters")
     if len(actor_id.encode("utf-8")) > _MAX_ID_BYTES:
         raise InvalidActorIdError(f"actor id is longer than {_MAX_ID_BYTES} bytes in UTF-8")
+
+
+def settings_for_init(
+    storage: str | os.PathLike[str] | ObjectStore | None,
+    *,
+    storage_options: Mapping[str, Any] | None,
+    extra_options: dict[str, Any],
+    signing_key: str | bytes | None,
+    load_classes_from_storage: bool,
+    subtask_executor: Any,
+    timeout: float | None = None,
+) -> Settings:
+    """The :class:`Settings` that ``init()``'s arguments describe, checked before anything is opened.
+
+    ``storage_options`` (the fsspec / pandas / Dask spelling) and loose keyword
+    arguments are merged; a key given both ways is refused. ``settings=`` among
+    the keywords supplies the tuning knobs. Every option is checked against
+    what the chosen backend accepts; a :class:`Settings` field passed as a
+    storage option is refused with a pointer to ``settings=Settings(...)``.
+    """
+    options = dict(extra_options)
+    override = options.pop("settings", None)
+    if override is not None and not isinstance(override, Settings):
+        raise TypeError(f"init(settings=...) takes a vactor_cloud.Settings, got {type(override).__name__}")
+    if storage_options is not None:
+        if not isinstance(storage_options, Mapping):
+            raise TypeError(f"storage_options must be a mapping, got {type(storage_options).__name__}")
+        both = sorted(set(storage_options) & set(options))
+        if both:
+            raise TypeError(f"storage option(s) {both} given both in storage_options= and as keywords")
+        options = {**storage_options, **options}
+    setting_names = sorted(f.name for f in fields(Settings))
+    misplaced = sorted(set(options) & set(setting_names))
+    if misplaced:
+        raise TypeError(
+            f"{misplaced[0]!r} is a setting, not a storage option: pass "
+            f"init(..., settings=vactor_cloud.Settings({misplaced[0]}=...)); settings are {setting_names}"
+        )
+    if isinstance(storage, ObjectStore):
+        if options:
+            raise TypeError(f"an ObjectStore instance takes no storage options, got {sorted(options)}")
+        resolved: str | ObjectStore = storage
+    else:
+        resolved = os.fspath(storage) if storage is not None else default_storage()
+        check_storage_options(resolved, options)
+    key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
+    given: dict[str, Any] = {
+        "storage": resolved,
+        "storage_options": options,
+        "signing_key": key.encode("utf-8") if isinstance(key, str) else key,
+        "load_classes_from_storage": load_classes_from_storage,
+    }
+    if timeout is not None:
+        given["timeout"] = timeout
+    if override is None:
+        return Settings(**given, subtask_executor=subtask_executor)
+    executor = subtask_executor if subtask_executor is not None else override.subtask_executor
+    return replace(override, **given, subtask_executor=executor)
 
 
 _runtime: Runtime | None = None

@@ -6,7 +6,7 @@ checked when the object is built (finite, in range), and an error names the
 field, so a NaN or a negative timeout fails at ``init`` rather than as a hang
 or a busy loop much later.
 
-It imports only the storage contract: a serverless cold start pays for what it imports.
+This module imports nothing heavy: a serverless cold start pays for it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vactor_cloud.storage import ObjectStore, check_storage_options
+if TYPE_CHECKING:
+    from vactor_cloud.storage import ObjectStore
 
-__all__ = ["Settings", "default_storage", "settings_for_init"]
+__all__ = ["Settings", "default_storage"]
 
 #: idempotency keys kept by default: the newest 10,000, or those younger than a day (whichever keeps more).
 #: Spelled here rather than imported from ``dedup`` so that building Settings imports nothing else;
@@ -136,61 +137,3 @@ def _check_number(name: str, value: object, low: float, *, inclusive: bool, inte
     if value < low or (value == low and not inclusive):
         bound = f">= {low}" if inclusive else f"> {low}"
         raise ValueError(f"Settings.{name} must be {bound}, got {value!r}")
-
-
-def settings_for_init(
-    storage: str | os.PathLike[str] | ObjectStore | None,
-    *,
-    storage_options: Mapping[str, Any] | None,
-    extra_options: dict[str, Any],
-    signing_key: str | bytes | None,
-    load_classes_from_storage: bool,
-    subtask_executor: Any,
-    timeout: float | None = None,
-) -> Settings:
-    """The :class:`Settings` that ``init()``'s arguments describe, checked before anything is opened.
-
-    ``storage_options`` (the fsspec / pandas / Dask spelling) and loose keyword
-    arguments are merged; a key given both ways is refused. ``settings=`` among
-    the keywords supplies the tuning knobs. Every option is checked against
-    what the chosen backend accepts; a :class:`Settings` field passed as a
-    storage option is refused with a pointer to ``settings=Settings(...)``.
-    """
-    options = dict(extra_options)
-    override = options.pop("settings", None)
-    if override is not None and not isinstance(override, Settings):
-        raise TypeError(f"init(settings=...) takes a vactor_cloud.Settings, got {type(override).__name__}")
-    if storage_options is not None:
-        if not isinstance(storage_options, Mapping):
-            raise TypeError(f"storage_options must be a mapping, got {type(storage_options).__name__}")
-        both = sorted(set(storage_options) & set(options))
-        if both:
-            raise TypeError(f"storage option(s) {both} given both in storage_options= and as keywords")
-        options = {**storage_options, **options}
-    setting_names = sorted(f.name for f in fields(Settings))
-    misplaced = sorted(set(options) & set(setting_names))
-    if misplaced:
-        raise TypeError(
-            f"{misplaced[0]!r} is a setting, not a storage option: pass "
-            f"init(..., settings=vactor_cloud.Settings({misplaced[0]}=...)); settings are {setting_names}"
-        )
-    if isinstance(storage, ObjectStore):
-        if options:
-            raise TypeError(f"an ObjectStore instance takes no storage options, got {sorted(options)}")
-        resolved: str | ObjectStore = storage
-    else:
-        resolved = os.fspath(storage) if storage is not None else default_storage()
-        check_storage_options(resolved, options)
-    key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
-    given: dict[str, Any] = {
-        "storage": resolved,
-        "storage_options": options,
-        "signing_key": key.encode("utf-8") if isinstance(key, str) else key,
-        "load_classes_from_storage": load_classes_from_storage,
-    }
-    if timeout is not None:
-        given["timeout"] = timeout
-    if override is None:
-        return Settings(**given, subtask_executor=subtask_executor)
-    executor = subtask_executor if subtask_executor is not None else override.subtask_executor
-    return replace(override, **given, subtask_executor=executor)
