@@ -105,7 +105,7 @@ def main(storage: str | None) -> None:
     finally:
         cluster.close()
 
-    expected = collections.Counter()
+    expected: collections.Counter[str] = collections.Counter()
     for n in range(DOCUMENTS):
         expected.update(make_document(n).split())
     found: dict[str, int] = {}

@@ -28,6 +28,7 @@ from vactor_cloud.events import send_event, send_event_async
 from vactor_cloud.future import ActorFuture, get
 from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
 from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
+from vactor_cloud.method_select import method
 from vactor_cloud.runtime import get_runtime, init, shutdown
 from vactor_cloud.settings import Settings
 from vactor_cloud.subtask import Subtask, subtask
@@ -63,6 +64,7 @@ __all__ = [
     "get_runtime",
     "init",
     "list_actors",
+    "method",
     "send_event",
     "send_event_async",
     "shutdown",
