@@ -1,4 +1,4 @@
-"""Each line marked ``# E: <text>`` must be reported by the type checker with that text
+"""Each line marked ``# E:`` and a text must be reported by mypy with that text
 (a substring of the message); nothing else may be reported."""
 
 from __future__ import annotations
