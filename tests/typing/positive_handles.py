@@ -61,5 +61,7 @@ def untyped_but_usable() -> None:
     g = vc.get_actor("a")
     assert_type(g, vc.ActorHandle[Any])
     assert_type(g.anything.run(1, 2, x=3), Any)
+    known: vc.ActorHandle[Account] = vc.get_actor("a")
+    assert_type(known.deposit.run(1), int)
     w = workflow.get_actor("a")
     assert_type(w.deposit.run_async(), vc.ActorFuture[Any])
