@@ -169,3 +169,26 @@ def test_pyright_checks_the_examples(tmp_path: Path) -> None:
     examples = [p for p in sorted(EXAMPLES.glob("*.py")) if p != SEED_EXAMPLE]
     errors, output = _run_pyright(tmp_path, "standard", examples)
     assert not errors, output
+
+
+# -- vc.method at runtime ---------------------------------------------------------------------------
+
+
+def test_method_selected_by_lambda_is_the_handles_method(tmp_path: Path) -> None:
+    import vactor_cloud as vc
+
+    @vc.virtual_actor
+    class Adder:
+        def add(self, x: int) -> int:
+            return x + 1
+
+    vc.init(str(tmp_path))
+    try:
+        h = Adder.get_or_create("adder")
+        assert vc.method(h, lambda a: a.add).run(1) == 2
+        with pytest.raises(AttributeError, match="has no method 'sub'"):
+            vc.method(h, lambda a: a.sub)  # type: ignore[attr-defined]
+        with pytest.raises(TypeError, match="must name one method"):
+            vc.method(h, lambda a: 3)
+    finally:
+        vc.shutdown()
