@@ -23,7 +23,7 @@ import random
 import sys
 import uuid
 import zlib
-from typing import Any
+from typing import Any, cast
 
 from distributed import WorkerPlugin
 
@@ -101,11 +101,11 @@ def main(storage: str | None) -> None:
         with Client(cluster) as client:
             client.register_plugin(VactorInit(storage))
             futures = client.map(count_document, [run] * DOCUMENTS, range(DOCUMENTS))
-            words_counted = sum(client.gather(futures))
+            words_counted = sum(cast("list[int]", client.gather(futures)))  # dask's gather is untyped
     finally:
         cluster.close()
 
-    expected = collections.Counter()
+    expected: collections.Counter[str] = collections.Counter()
     for n in range(DOCUMENTS):
         expected.update(make_document(n).split())
     found: dict[str, int] = {}

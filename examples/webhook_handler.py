@@ -22,6 +22,7 @@ from typing import Any
 
 import vactor_cloud as vc
 from vactor_cloud import virtual_actor
+from vactor_cloud.runtime import default_storage
 
 
 @virtual_actor
@@ -66,7 +67,7 @@ def _invocation(storage: str, request: dict[str, Any], answers: Any) -> None:
 
 
 def main(storage: str | None = None) -> dict[str, Any]:
-    storage = storage or vc.runtime.default_storage()
+    storage = storage or default_storage()
     vc.init(storage)
     invoice_id = f"invoice-{uuid.uuid4().hex[:8]}"
     Invoice.get_or_create(invoice_id, 120)

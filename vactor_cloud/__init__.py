@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from vactor_cloud.future import ActorFuture, get
     from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
     from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
+    from vactor_cloud.method_select import method
     from vactor_cloud.runtime import get_runtime, init, shutdown
     from vactor_cloud.settings import Settings
     from vactor_cloud.subtask import Subtask, subtask
@@ -75,6 +76,7 @@ __all__ = [
     "get_runtime",
     "init",
     "list_actors",
+    "method",
     "send_event",
     "send_event_async",
     "shutdown",
@@ -105,6 +107,7 @@ _LAZY: dict[str, str] = {
     "ActorInfo": "vactor_cloud.history",
     "HistoryEntry": "vactor_cloud.history",
     "list_actors": "vactor_cloud.history",
+    "method": "vactor_cloud.method_select",
     "Settings": "vactor_cloud.settings",
     "get_runtime": "vactor_cloud.runtime",
     "init": "vactor_cloud.runtime",

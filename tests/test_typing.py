@@ -1,0 +1,194 @@
+"""Users' type checkers see an actor's method signatures through its handle.
+
+``tests/typing/positive_*.py`` must check cleanly and ``negative_*.py`` must
+produce exactly the errors marked on their lines (``# E:`` and a text for mypy
+with ``vactor_cloud.mypy_plugin``, ``# PE:`` and a text for pyright; the text is
+a substring of the message). Files named ``*_plugin_*`` or ``positive_handles``
+rely on the mypy plugin and are not given to pyright. The examples must
+check too, under mypy --strict with the plugin and pyright's standard mode.
+
+pyright is found as ``$VACTOR_PYRIGHT`` or ``pyright`` next to this Python
+or on ``PATH`` (``pip install pyright``, in the dev extras); without it the
+pyright tests skip, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from mypy import api as mypy_api
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "typing"
+EXAMPLES = ROOT / "examples"
+SEED_EXAMPLE = EXAMPLES / "quickstart.py"  # the seed verbatim: unannotated, so not --strict
+PLUGIN_ONLY = {"positive_handles.py"}
+
+Errors = dict[tuple[str, int], list[str]]
+
+MYPY_CONFIG = """\
+[mypy]
+strict = True
+plugins = vactor_cloud.mypy_plugin
+mypy_path = {root}
+# dask and distributed ship partial types; their untyped functions are not our examples' fault.
+untyped_calls_exclude = dask,distributed
+"""
+
+
+def _marked(path: Path, marker: str) -> Errors:
+    expected: Errors = defaultdict(list)
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for text in re.findall(rf"# {marker}: (.*?)(?=\s+# \w+: |$)", line):
+            expected[str(path), number].append(text.strip())
+    return dict(expected)
+
+
+def _compare(actual: Errors, expected: Errors) -> list[str]:
+    problems = []
+    for (file, line), texts in sorted(expected.items()):
+        messages = actual.get((file, line), [])
+        for text in texts:
+            if not any(text in message for message in messages):
+                problems.append(f"{file}:{line}: expected {text!r}, got {messages}")
+    for (file, line), messages in sorted(actual.items()):
+        if (file, line) not in expected:
+            problems.append(f"{file}:{line}: unexpected {messages}")
+    return problems
+
+
+def _negatives(marker: str) -> list[Path]:
+    return [p for p in sorted(CASES.glob("negative_*.py")) if f"# {marker}: " in p.read_text()]
+
+
+# -- mypy with the plugin -------------------------------------------------------------------------
+
+
+def _run_mypy(tmp: Path, config: str, files: list[Path]) -> tuple[Errors, str]:
+    ini = tmp / "mypy.ini"
+    ini.write_text(config.format(root=ROOT))
+    out, err, _status = mypy_api.run(
+        ["--config-file", str(ini), "--cache-dir", str(tmp / "cache"), "--no-pretty", *map(str, files)]
+    )
+    errors: Errors = defaultdict(list)
+    for match in re.finditer(r"^(.+?):(\d+): error: (.*)$", out, flags=re.MULTILINE):
+        errors[str(Path(match[1]).resolve()), int(match[2])].append(match[3])
+    return dict(errors), out + err
+
+
+@pytest.fixture(scope="module")
+def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> tuple[Errors, str]:
+    files = [*sorted(CASES.glob("positive_*.py")), *_negatives("E")]
+    files += [p for p in sorted(EXAMPLES.glob("*.py")) if p != SEED_EXAMPLE]
+    return _run_mypy(tmp_path_factory.mktemp("mypy"), MYPY_CONFIG, files)
+
+
+def test_mypy_sees_method_types_through_handles_and_examples_check(mypy_errors: tuple[Errors, str]) -> None:
+    errors, output = mypy_errors
+    clean = [*CASES.glob("positive_*.py"), *EXAMPLES.glob("*.py")]
+    found = {key: messages for key, messages in errors.items() if Path(key[0]) in clean}
+    assert not found, output
+
+
+@pytest.mark.parametrize("case", _negatives("E"), ids=lambda p: p.name)
+def test_mypy_reports_wrong_arguments_and_misspelt_methods(
+    case: Path, mypy_errors: tuple[Errors, str]
+) -> None:
+    errors, output = mypy_errors
+    actual = {key: messages for key, messages in errors.items() if key[0] == str(case)}
+    assert not _compare(actual, _marked(case, "E")), output
+
+
+def test_mypy_checks_the_unannotated_seed_example(tmp_path: Path) -> None:
+    config = "[mypy]\nplugins = vactor_cloud.mypy_plugin\nmypy_path = {root}\ncheck_untyped_defs = True\n"
+    errors, output = _run_mypy(tmp_path, config, [SEED_EXAMPLE])
+    assert not errors, output
+
+
+# -- pyright (no plugins) ---------------------------------------------------------------------------
+
+
+def _pyright() -> str:
+    found = os.environ.get("VACTOR_PYRIGHT") or shutil.which(
+        "pyright", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    if found:
+        return found
+    message = "pyright is not installed (pip install pyright; it needs node or downloads it)"
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _run_pyright(tmp: Path, mode: str, files: list[Path]) -> tuple[Errors, str]:
+    config = {
+        "typeCheckingMode": mode,
+        "pythonVersion": "3.11",
+        "extraPaths": [str(ROOT)],
+        "reportUnusedVariable": False,  # negative cases assign to show a type error
+    }
+    (tmp / "pyrightconfig.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [_pyright(), "--outputjson", "-p", str(tmp / "pyrightconfig.json"), "--pythonpath", sys.executable]
+        + [str(f) for f in files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(done.stdout)
+    errors: Errors = defaultdict(list)
+    for diagnostic in report["generalDiagnostics"]:
+        if diagnostic["severity"] == "error":
+            key = (str(Path(diagnostic["file"]).resolve()), diagnostic["range"]["start"]["line"] + 1)
+            errors[key].append(diagnostic["message"])
+    return dict(errors), done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_pyright_types_constructors_and_selected_methods(tmp_path: Path) -> None:
+    positives = [p for p in sorted(CASES.glob("positive_*.py")) if p.name not in PLUGIN_ONLY]
+    errors, output = _run_pyright(tmp_path, "strict", positives)
+    assert not errors, output
+
+
+@pytest.mark.parametrize("case", _negatives("PE"), ids=lambda p: p.name)
+def test_pyright_reports_wrong_arguments_and_misspelt_methods(case: Path, tmp_path: Path) -> None:
+    errors, output = _run_pyright(tmp_path, "strict", [case])
+    assert not _compare(errors, _marked(case, "PE")), output
+
+
+def test_pyright_checks_the_examples(tmp_path: Path) -> None:
+    examples = [p for p in sorted(EXAMPLES.glob("*.py")) if p != SEED_EXAMPLE]
+    errors, output = _run_pyright(tmp_path, "standard", examples)
+    assert not errors, output
+
+
+# -- vc.method at runtime ---------------------------------------------------------------------------
+
+
+def test_method_selected_by_lambda_is_the_handles_method(tmp_path: Path) -> None:
+    import vactor_cloud as vc
+
+    @vc.virtual_actor
+    class Adder:
+        def add(self, x: int) -> int:
+            return x + 1
+
+    vc.init(str(tmp_path))
+    try:
+        h = Adder.get_or_create("adder")
+        assert vc.method(h, lambda a: a.add).run(1) == 2
+        with pytest.raises(AttributeError, match="has no method 'sub'"):
+            vc.method(h, lambda a: a.sub)  # type: ignore[attr-defined]
+        with pytest.raises(TypeError, match="must name one method"):
+            vc.method(h, lambda a: 3)
+    finally:
+        vc.shutdown()

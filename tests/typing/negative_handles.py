@@ -1,0 +1,43 @@
+"""Each line marked ``# E:`` and a text must be reported by mypy with that text
+(a substring of the message); nothing else may be reported."""
+
+from __future__ import annotations
+
+import vactor_cloud as vc
+
+
+@vc.virtual_actor
+class Account:
+    def __init__(self, owner: str, balance: int = 0) -> None:
+        self.owner = owner
+        self.balance = balance
+
+    def deposit(self, amount: int, *, note: str = "") -> int:
+        self.balance += amount
+        return self.balance
+
+    async def audit(self, strict: bool) -> list[str]:
+        return []
+
+    def _private(self) -> None:
+        pass
+
+
+def wrong() -> None:
+    Account.get_or_create("a")  # E: Missing positional argument "owner"
+    Account.get_or_create("a", 1)  # E: Argument 2 to "get_or_create" of "Account" has incompatible
+    Account.get_or_create(1, "ann")  # E: Argument 1 to "get_or_create" of "Account" has incompatible
+    h = Account.get_or_create("a", "ann")
+    h.depositt.run(5)  # E: Actor class "Account" has no method "depositt"
+    h.owner.run()  # E: Actor class "Account" has no method "owner"
+    h._private.run()  # E: Actor class "Account" has no method "_private"
+    h.deposit.run("5")  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "str"
+    h.deposit.run()  # E: Missing positional argument "amount"
+    h.deposit.run(5, 6)  # E: Too many positional arguments
+    h.deposit.run(5, nope=1)  # E: Unexpected keyword argument "nope"
+    h.deposit.options(idempotency_key="k").run("5")  # E: incompatible type "str"
+    h.deposit.run_async("5")  # E: incompatible type "str"
+    text: str = h.deposit.run(5)  # E: (expression has type "int", variable has type "str")
+    later: str = vc.get(h.deposit.run_async(5))  # E: (expression has type "int", variable has type "str")
+    audit: int = h.audit.run(True)  # E: expression has type "list[str]"
+    h.options(idempotency_key="k")  # E: Actor class "Account" has no method "options"

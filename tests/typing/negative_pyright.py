@@ -1,0 +1,34 @@
+"""What pyright (no plugins) reports: a line marked ``# PE:`` and a text must be
+flagged with that text (a substring of the message).
+
+Constructor arguments are checked through ``get_or_create``, and method
+calls through ``vc.method(handle, lambda a: a.name)``; ``handle.name`` itself
+is ``ActorMethod[..., Any]`` under pyright (not checked), see docs/typing.md.
+"""
+
+from __future__ import annotations
+
+import vactor_cloud as vc
+
+
+@vc.virtual_actor
+class Account:
+    def __init__(self, owner: str, balance: int = 0) -> None:
+        self.owner = owner
+        self.balance = balance
+
+    def deposit(self, amount: int, *, note: str = "") -> int:
+        self.balance += amount
+        return self.balance
+
+
+def wrong() -> None:
+    Account.get_or_create("a")  # PE: Argument missing for parameter "owner"
+    Account.get_or_create("a", 1)  # PE: "Literal[1]" is not assignable to "str"
+    h = Account.get_or_create("a", "ann")
+    vc.method(h, lambda a: a.depositt)  # PE: Cannot access attribute "depositt" for class "Account"
+    deposit = vc.method(h, lambda a: a.deposit)
+    deposit.run("5")  # PE: "Literal['5']" is not assignable to "int"
+    deposit.run(5, nope=1)  # PE: No parameter named "nope"
+    text: str = deposit.run(5)  # PE: "int" is not assignable to "str"
+    later: str = vc.get(deposit.run_async(5))  # PE: "int" is not assignable to "str"

@@ -1,0 +1,67 @@
+"""Must type-check cleanly (mypy --strict with the plugin): the types of a handle's methods."""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+import vactor_cloud as vc
+from vactor_cloud import workflow
+
+
+@vc.virtual_actor
+class Account:
+    def __init__(self, owner: str, balance: int = 0) -> None:
+        self.owner = owner
+        self.balance = balance
+
+    def deposit(self, amount: int, *, note: str = "") -> int:
+        self.balance += amount
+        return self.balance
+
+    @vc.virtual_actor.readonly
+    def summary(self) -> dict[str, int]:
+        return {"balance": self.balance}
+
+    async def audit(self, strict: bool) -> list[str]:
+        return []
+
+
+@vc.virtual_actor(serializer="json")
+class Empty:
+    pass
+
+
+def typed() -> None:
+    h = Account.get_or_create("a", "ann")
+    assert_type(h, vc.ActorHandle[Account])
+    assert_type(Account.get_or_create("b", "bob", balance=3), vc.ActorHandle[Account])
+    assert_type(h.deposit.run(5), int)
+    assert_type(h.deposit.run(5, note="x"), int)
+    assert_type(h.deposit.run_async(5), vc.ActorFuture[int])
+    assert_type(vc.get(h.deposit.run_async(5)), int)
+    assert_type(h.deposit.options(idempotency_key="k").run(5), int)
+    assert_type(h.summary.run(), dict[str, int])
+    assert_type(h.audit.run(True), list[str])
+    assert_type(h.audit.run_async(strict=False), vc.ActorFuture[list[str]])
+    assert_type(Empty.get_or_create("e"), vc.ActorHandle[Empty])
+    # The handle's own methods are still there.
+    assert_type(h.actor_id, str)
+    h.ready().result()
+    # A plain instance, as the runtime gives (unit tests).
+    assert_type(Account("ann"), Account)
+
+
+async def typed_async() -> None:
+    h = await Account.get_or_create_async("a", "ann")
+    assert_type(h, vc.ActorHandle[Account])
+    assert_type(await h.deposit.run_async(1), int)
+
+
+def untyped_but_usable() -> None:
+    g = vc.get_actor("a")
+    assert_type(g, vc.ActorHandle[Any])
+    assert_type(g.anything.run(1, 2, x=3), Any)
+    known: vc.ActorHandle[Account] = vc.get_actor("a")
+    assert_type(known.deposit.run(1), int)
+    w = workflow.get_actor("a")
+    assert_type(w.deposit.run_async(), vc.ActorFuture[Any])

@@ -1,0 +1,181 @@
+"""mypy plugin: actor classes and handles with the types of the user's class.
+
+Enable it in the project that uses vactor_cloud::
+
+    # pyproject.toml
+    [tool.mypy]
+    plugins = ["vactor_cloud.mypy_plugin"]
+
+What it adds, because Python's type system cannot say it:
+
+* mypy ignores what a class decorator returns, so after ``@virtual_actor``
+  it still sees the plain class. The plugin gives the class
+  ``get_or_create(actor_id, <__init__'s parameters>) -> ActorHandle[Cls]``
+  and ``get_or_create_async`` (the same, awaited), as the runtime does.
+* ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
+  without self>, <its return type>]``; an ``async def`` method's return type
+  is its result (the runtime awaits it). A name that is not a public method
+  of ``Cls`` is an error naming the class.
+
+``ActorHandle[Any]`` (``get_actor``) keeps ``ActorMethod[..., Any]``: usable,
+unchecked. Nothing here runs at runtime; the module imports only mypy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mypy.erasetype import erase_typevars
+from mypy.errorcodes import ATTR_DEFINED
+from mypy.nodes import (
+    ARG_POS,
+    ARG_STAR,
+    ARG_STAR2,
+    Argument,
+    Decorator,
+    FuncDef,
+    OverloadedFuncDef,
+    TypeInfo,
+    Var,
+)
+from mypy.plugin import AttributeContext, ClassDefContext, Plugin
+from mypy.plugins.common import add_method_to_class
+from mypy.subtypes import find_member
+from mypy.types import (
+    AnyType,
+    CallableType,
+    Instance,
+    Parameters,
+    ProperType,
+    Type,
+    TypeOfAny,
+    get_proper_type,
+    has_type_vars,
+)
+from mypy.typevars import fill_typevars_with_any
+
+__all__ = ["VactorPlugin", "plugin"]
+
+#: ``vc.virtual_actor`` and ``workflow.virtual_actor`` (Ray's spelling, with ``.step`` on methods)
+_DECORATORS = frozenset({"vactor_cloud.actor.virtual_actor", "vactor_cloud.workflow.virtual_actor"})
+_HANDLE = "vactor_cloud.handle.ActorHandle"
+_METHOD = "vactor_cloud.handle.ActorMethod"
+_CONSTRUCTORS = ("get_or_create", "get_or_create_async")
+
+
+class VactorPlugin(Plugin):
+    """The hooks; see the module docstring."""
+
+    def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
+        return _add_constructors if fullname in _DECORATORS else None
+
+    def get_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
+        prefix, _, name = fullname.rpartition(".")
+        if prefix == _HANDLE:
+            return lambda ctx: _handle_attribute(ctx, name)
+        return None
+
+
+def plugin(version: str) -> type[Plugin]:
+    """The entry point mypy calls (any mypy version with these hooks)."""
+    return VactorPlugin
+
+
+# -- @virtual_actor on a class: get_or_create / get_or_create_async ----------------------------------
+
+
+def _add_constructors(ctx: ClassDefContext) -> bool:
+    info = ctx.cls.info
+    handle = ctx.api.lookup_fully_qualified_or_none(_HANDLE)
+    if handle is None or not isinstance(handle.node, TypeInfo):
+        return False  # vactor_cloud.handle not analysed yet: ask to be called again
+    handle_type = Instance(handle.node, [fill_typevars_with_any(info)])
+    args = [Argument(Var("actor_id"), ctx.api.named_type("builtins.str"), None, ARG_POS)]
+    args += _init_arguments(info)
+    awaitable = ctx.api.named_type("typing.Coroutine", [AnyType(TypeOfAny.implementation_artifact)] * 2)
+    for name in _CONSTRUCTORS:
+        returns: Type = handle_type
+        if name.endswith("_async"):
+            returns = awaitable.copy_modified(args=[*awaitable.args[:2], handle_type])
+        add_method_to_class(ctx.api, ctx.cls, name, args, returns, is_classmethod=True)
+    return True
+
+
+def _init_arguments(info: TypeInfo) -> list[Argument]:
+    """``__init__``'s parameters without ``self``; ``*args: Any, **kwargs: Any`` when unknown."""
+    init = info.get_method("__init__")
+    signature = init.type if isinstance(init, FuncDef) else None
+    if isinstance(init, FuncDef) and init.info.fullname == "builtins.object":
+        return []
+    if not isinstance(signature, CallableType) or not signature.arg_kinds:
+        anything = AnyType(TypeOfAny.special_form)
+        if isinstance(init, FuncDef) and init.arguments:
+            # An unannotated __init__: its parameters, each Any.
+            return [Argument(Var(a.variable.name), anything, None, a.kind) for a in init.arguments[1:]]
+        return [
+            Argument(Var("args"), anything, None, ARG_STAR),
+            Argument(Var("kwargs"), anything, None, ARG_STAR2),
+        ]
+    arguments = []
+    for name, kind, typ in zip(
+        signature.arg_names[1:], signature.arg_kinds[1:], signature.arg_types[1:], strict=True
+    ):
+        # A generic actor class's own type variables are not in scope on the class object.
+        plain = erase_typevars(typ) if has_type_vars(typ) else typ
+        arguments.append(Argument(Var(name or "_"), plain, None, kind))
+    return arguments
+
+
+# -- ActorHandle[Cls].name -> ActorMethod[P, R] ----------------------------------------------------
+
+
+def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
+    handle = get_proper_type(ctx.type)
+    if not isinstance(handle, Instance) or not handle.args or handle.type.get(name) is not None:
+        return ctx.default_attr_type  # the handle's own attributes (actor_id, history, ...)
+    actor = get_proper_type(handle.args[0])
+    if not isinstance(actor, Instance):
+        return ctx.default_attr_type  # ActorHandle[Any] from get_actor: untyped on purpose
+    method = None if name.startswith("_") else _method_node(actor.type, name)
+    member = find_member(name, actor, actor) if method is not None else None
+    signature = get_proper_type(member) if member is not None else None
+    if method is None:
+        ctx.api.fail(
+            f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
+        )
+        return AnyType(TypeOfAny.from_error)
+    if not isinstance(signature, CallableType):
+        return ctx.default_attr_type  # overloaded or otherwise unusual: unchecked
+    returns = signature.ret_type
+    if _is_async(method):
+        returns = _coroutine_result(returns)
+    parameters = Parameters(signature.arg_types, signature.arg_kinds, signature.arg_names)
+    default = get_proper_type(ctx.default_attr_type)
+    if not isinstance(default, Instance) or default.type.fullname != _METHOD:
+        return ctx.default_attr_type
+    return default.copy_modified(args=[parameters, returns])
+
+
+def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedFuncDef | None:
+    """The public method ``name`` of the actor class, as the runtime would find it."""
+    symbol = info.get(name)
+    node = symbol.node if symbol is not None else None
+    if isinstance(node, FuncDef) and not (node.is_static or node.is_class):
+        return node
+    if isinstance(node, Decorator) and not (node.func.is_static or node.func.is_class):
+        return node
+    if isinstance(node, OverloadedFuncDef) and not (node.is_static or node.is_class):
+        return node
+    return None
+
+
+def _is_async(node: FuncDef | Decorator | OverloadedFuncDef) -> bool:
+    func = node.func if isinstance(node, Decorator) else node
+    return isinstance(func, FuncDef) and func.is_coroutine
+
+
+def _coroutine_result(typ: Type) -> Type:
+    proper: ProperType = get_proper_type(typ)
+    if isinstance(proper, Instance) and proper.type.fullname == "typing.Coroutine" and len(proper.args) == 3:
+        return proper.args[2]
+    return typ
