@@ -31,6 +31,7 @@ from vactor_cloud.history import ActorInfo, HistoryEntry, list_actors
 from vactor_cloud.runtime import get_runtime, init, shutdown
 from vactor_cloud.settings import Settings
 from vactor_cloud.subtask import Subtask, subtask
+from vactor_cloud.timer_runner import TickReport, fire_due_timers
 
 __all__ = [
     "ActorClass",
@@ -54,9 +55,11 @@ __all__ = [
     "StorageError",
     "StorageTimeoutError",
     "Subtask",
+    "TickReport",
     "VactorError",
     "__version__",
     "current_call",
+    "fire_due_timers",
     "get",
     "get_actor",
     "get_actor_async",

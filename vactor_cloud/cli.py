@@ -69,6 +69,7 @@ EXIT_INTERRUPTED = 130
 PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("vactor_cloud.bench", "measure commit and read latency on a store"),
     "events": ("vactor_cloud.events_cli", "inspect and drain actors' external event inboxes"),
+    "timers": ("vactor_cloud.timers_cli", "fire, list and repair durable timers"),
 }
 
 _EPILOG = """\
