@@ -267,6 +267,9 @@ def apply_batch(
                 if done.ok and edits.ops:
                     timers.apply(edits)
                     applied.append((call, done))
+                    if key is not None:  # scheduling retried with the same key: one timer
+                        assert table is not None
+                        table.record(key, done, now)
                 continue
             fired = True
         consumed = len(edits.ops)
