@@ -277,3 +277,20 @@ def test_a_scheduler_killed_between_commit_and_index_write_loses_nothing(
     time.sleep(0.15)
     assert vc.fire_due_timers().fired == 4
     _assert_each_fired_once({(a, k) for a in ("sched-a", "sched-b") for k in ("k0", "k1")})
+
+
+def test_the_cli_lists_ticks_and_repairs(actors: StoreSpec, capsys: pytest.CaptureFixture[str]) -> None:
+    from vactor_cloud import timers_cli
+
+    Session.get_or_create("cli").touch.run(0.05)
+    vc.shutdown()
+    time.sleep(0.1)
+    options = [f"-o{k}={v}" for k, v in actors.options.items()]
+    assert timers_cli.main(["ls", actors.url, *options, "--json"]) == 0
+    assert '"key": "idle"' in capsys.readouterr().out
+    assert timers_cli.main(["repair", actors.url, *options]) == 0
+    assert "indexed 1 pending timers" in capsys.readouterr().out
+    assert timers_cli.main(["tick", actors.url, *options, "--json", "--shard", "0/1", "--no-claims"]) == 0
+    assert '"fired": 1' in capsys.readouterr().out
+    init_from_spec(actors)
+    assert Session.get_or_create("cli").entries.run() == ["expired idle"]

@@ -79,7 +79,9 @@ def _count_requests(store: Any) -> dict[str, int]:
     return counts
 
 
-def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int] | None) -> None:
+def _runner(
+    url: str, poll: float, until: float, out: Any, shard: tuple[int, int] | None, claims: bool
+) -> None:
     vc.init(url, settings=vc.Settings(storage="", head_interval=1.0, max_workers=16))
     counts = _count_requests(vc.get_runtime().store)
     stop = threading.Event()
@@ -88,7 +90,7 @@ def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int
         if time.time() > until:
             stop.set()
 
-    total = run_timers(poll=poll, stop=stop, lease=30.0, on_tick=on_tick, shard=shard)
+    total = run_timers(poll=poll, stop=stop, lease=30.0, on_tick=on_tick, shard=shard, claims=claims)
     vc.shutdown()
     errors = total.errors[:5]
     out.put({"fired": total.fired, "lateness": total.lateness, "errors": errors, "requests": counts})
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--sharded", action="store_true", help="runner i takes shard i/N (else claims only)")
+    parser.add_argument("--no-claims", dest="claims", action="store_false", help="runners skip claims")
     parser.add_argument("--lead", type=float, default=10.0, help="seconds before the first timer is due")
     args = parser.parse_args(argv)
 
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs = [
         ctx.Process(
             target=_runner,
-            args=(args.url, args.poll, until, out, (i, args.runners) if args.sharded else None),
+            args=(args.url, args.poll, until, out, (i, args.runners) if args.sharded else None, args.claims),
         )
         for i in range(args.runners)
     ]
@@ -158,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runners": args.runners,
         "poll_s": args.poll,
         "sharded": args.sharded,
+        "claims": args.claims,
         "arm_s": round(arm_seconds, 2),
         "fired": fired,
         "not_exactly_once": wrong,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -160,13 +161,17 @@ def fire_due_timers(
     runner_id: str | None = None,
     concurrency: int = 16,
     shard: tuple[int, int] | None = None,
+    claims: bool = True,
 ) -> TickReport:
     """Fire every timer due now, each exactly once, and return what was done.
 
     Safe to run in many processes at once (they split the actors through
     claims) and to kill at any point. ``shard=(i, n)`` takes only the actors
     whose id hashes to ``i`` of ``n`` (static partitioning, e.g. one Dask
-    task per shard); without it, claims alone split the work.
+    task per shard); without it, claims alone split the work. ``claims=False``
+    skips the claim objects (two requests per actor): for runners that own
+    their shard alone; two runners on one shard then only duplicate work,
+    never a firing.
     """
     runtime = runtime or get_runtime()
     store = runtime.store
@@ -187,18 +192,19 @@ def fire_due_timers(
         return report
     workers = max(1, min(concurrency, len(groups)))
     with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
-        for part in pool.map(lambda item: _fire_actor(runtime, runner, lease, *item), groups.items()):
+        fire = functools.partial(_fire_actor, runtime, runner, lease if claims else None)
+        for part in pool.map(lambda item: fire(*item), groups.items()):
             report.merge(part)
     return report
 
 
 def _fire_actor(
-    runtime: Runtime, runner: str, lease: float, actor_id: str, entries: list[IndexEntry]
+    runtime: Runtime, runner: str, lease: float | None, actor_id: str, entries: list[IndexEntry]
 ) -> TickReport:
     store = runtime.store
     report = TickReport()
     try:
-        if not runtime.run(claim_actor(store, actor_id, runner, lease)):
+        if lease is not None and not runtime.run(claim_actor(store, actor_id, runner, lease)):
             report.claimed_elsewhere += 1
             return report
     except VactorError as exc:
@@ -236,8 +242,9 @@ def _fire_actor(
     except VactorError as exc:
         report.errors.append(f"{actor_id}: {exc}")
     finally:
-        with contextlib.suppress(VactorError):
-            runtime.run(release_actor(store, actor_id))
+        if lease is not None:
+            with contextlib.suppress(VactorError):
+                runtime.run(release_actor(store, actor_id))
     return report
 
 
@@ -261,6 +268,7 @@ def run_timers(
     runtime: Runtime | None = None,
     lease: float = DEFAULT_LEASE,
     shard: tuple[int, int] | None = None,
+    claims: bool = True,
     on_tick: Any = None,
 ) -> TickReport:
     """Fire due timers every ``poll`` seconds until ``stop`` is set; the totals.
@@ -273,7 +281,7 @@ def run_timers(
     while not stop.is_set():
         started = time.monotonic()
         try:
-            tick = fire_due_timers(runtime=runtime, lease=lease, runner_id=runner, shard=shard)
+            tick = fire_due_timers(runtime=runtime, lease=lease, runner_id=runner, shard=shard, claims=claims)
         except VactorError as exc:
             logger.warning("timer tick failed: %s", exc)
             tick = TickReport(errors=[str(exc)])

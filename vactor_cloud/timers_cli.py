@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name in ("tick", "run"):
             cmd.add_argument("--lease", type=float, default=DEFAULT_LEASE, help="claim lease, seconds")
             cmd.add_argument("--shard", metavar="I/N", help="only actors hashing to shard I of N")
+            cmd.add_argument(
+                "--no-claims", action="store_true", help="skip claim objects (one runner per shard only)"
+            )
             cmd.add_argument("--json", action="store_true", help="print the report as JSON")
         if name == "run":
             cmd.add_argument("--poll", type=float, default=1.0, help="seconds between ticks (default 1)")
@@ -101,12 +104,14 @@ def run(args: argparse.Namespace) -> int:
         command = args.timers_command
         if command in ("tick", "run"):
             if command == "tick":
-                report = fire_due_timers(lease=args.lease, shard=shard)
+                report = fire_due_timers(lease=args.lease, shard=shard, claims=not args.no_claims)
             else:
                 stop = threading.Event()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: stop.set())
-                report = run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard)
+                report = run_timers(
+                    poll=args.poll, stop=stop, lease=args.lease, shard=shard, claims=not args.no_claims
+                )
             errors = report.errors
             summary = _summary(report)
             print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()))
