@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from vactor_cloud.runtime import get_runtime, init, shutdown
     from vactor_cloud.settings import Settings
     from vactor_cloud.subtask import Subtask, subtask
+    from vactor_cloud.timer_runner import TickReport, fire_due_timers
 
 __all__ = [
     "ActorClass",
@@ -66,10 +67,12 @@ __all__ = [
     "StorageError",
     "StorageTimeoutError",
     "Subtask",
+    "TickReport",
     "VactorError",
     "VirtualActorNotInitializedError",
     "__version__",
     "current_call",
+    "fire_due_timers",
     "get",
     "get_actor",
     "get_actor_async",
@@ -113,6 +116,8 @@ _LAZY: dict[str, str] = {
     "init": "vactor_cloud.runtime",
     "shutdown": "vactor_cloud.runtime",
     "Subtask": "vactor_cloud.subtask",
+    "TickReport": "vactor_cloud.timer_runner",
+    "fire_due_timers": "vactor_cloud.timer_runner",
     "subtask": "vactor_cloud.subtask",
 }
 

@@ -26,8 +26,9 @@ import itertools
 import reprlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
@@ -36,6 +37,16 @@ from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
+from vactor_cloud.timers import (
+    FIRE,
+    MARKERS,
+    SCHEDULE,
+    FireReport,
+    Timer,
+    TimerEdits,
+    TimerTable,
+    timer_dedup_key,
+)
 
 __all__ = [
     "BatchResult",
@@ -149,6 +160,45 @@ class CallContext:
     readonly: bool
     #: the runtime the call runs in (its ``store`` and ``settings``)
     runtime: Any
+    #: this call's timer changes (writer calls only), committed with it or not at all
+    timers: TimerEdits | None = None
+
+    # -- durable timers (vactor_cloud.timers) ------------------------------------------------
+    def schedule(
+        self,
+        method: str | Callable[..., Any],
+        *,
+        after: float | None = None,
+        at: float | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        key: str | None = None,
+        every: float | None = None,
+    ) -> str:
+        """Call ``method(*args, **kwargs)`` on this actor ``after`` seconds from now (or ``at``
+        an epoch time), then every ``every`` seconds if given; returns the timer's key.
+
+        Atomic with this call: the timer exists if and only if this call commits.
+        Scheduling an existing ``key`` replaces that timer. Fired exactly once
+        by whatever timer runner runs next (``vactor timers run|tick``,
+        ``vc.fire_due_timers()``), never before it is due. See docs/timers.md.
+        """
+        edits = self._edits()
+        name = method if isinstance(method, str) else getattr(method, "__name__", repr(method))
+        return edits.schedule(name, args=args, kwargs=kwargs, after=after, at=at, key=key, every=every)
+
+    def cancel_timer(self, key: str) -> bool:
+        """Cancel this actor's pending timer ``key`` (with this call's commit); False if none."""
+        return self._edits().cancel(key)
+
+    def pending_timers(self) -> dict[str, Timer]:
+        """This actor's pending timers as this call sees them (its own changes included)."""
+        return self._edits().view()
+
+    def _edits(self) -> TimerEdits:
+        if self.timers is None:
+            raise RuntimeError(f"{self.method}() is read-only: only writer methods can schedule timers")
+        return self.timers
 
 
 _local = threading.local()
@@ -208,6 +258,8 @@ class BatchResult:
     state: bytes | None = None
     dedup: bytes = b""
     calls: list[CallRecord] = field(default_factory=list)
+    #: ``StepRecord.extra`` of the step to commit (the base's, with timer changes)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def apply_batch(
@@ -227,6 +279,7 @@ def apply_batch(
     outcomes: list[Outcome] = []
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
+    timers = TimerTable(base.extra, serializer)
     for call in calls:
         key = call.idempotency_key
         if key is not None:
@@ -236,12 +289,28 @@ def apply_batch(
             if recorded is not None:
                 outcomes.append(recorded)
                 continue
-        context = CallContext(actor_id, call.call_id, call.method, False, runtime)
+        edits = timers.edits(now)
+        body, fired = call, False
+        if call.method in MARKERS:
+            done, body = _timer_marker(call, timers, edits, now)
+            if done is not None:  # scheduled or cancelled from outside, or a timer already gone
+                outcomes.append(done)
+                if done.ok and edits.ops:
+                    timers.apply(edits)
+                    applied.append((call, done))
+                    if key is not None:  # scheduling retried with the same key: one timer
+                        assert table is not None
+                        table.record(key, done, now)
+                continue
+            fired = True
+        consumed = len(edits.ops)
+        context = CallContext(actor_id, call.call_id, body.method, False, runtime, edits)
         for attempt in range(call.options.max_retries + 1):
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
+            del edits.ops[consumed:]  # a retried or raising body leaves no timer behind
             try:
-                value = _invoke(instance, call, context)
+                value = _invoke(instance, body, context)
                 frozen = freeze(value)
                 state = dumps_state(capture_state(instance), serializer)
                 if key is not None:
@@ -249,6 +318,7 @@ def apply_batch(
             except BaseException as exc:
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
+                del edits.ops[consumed:]
                 outcome = Outcome(False, exc)
                 if isinstance(exc, Exception) and attempt < call.options.max_retries:
                     continue
@@ -256,11 +326,20 @@ def apply_batch(
             good = state
             outcome = Outcome(True, thaw(frozen))
             break
-        outcomes.append(outcome)
         recordable = outcome.ok or isinstance(outcome.value, Exception)
+        if fired:
+            # A fired timer is consumed even when its method raised (recorded, not retried forever).
+            if recordable:
+                timers.apply(edits)
+                applied.append((body, outcome))
+            outcomes.append(_fire_report(outcome))
+            continue
+        outcomes.append(outcome)
         # A raising call changes nothing, unless its key must remember the exception.
         if outcome.ok or (key is not None and recordable):
             applied.append((call, outcome))
+            if outcome.ok:
+                timers.apply(edits)
         if key is not None and recordable:
             assert table is not None
             table.record(key, outcome, now)
@@ -285,7 +364,43 @@ def apply_batch(
     ]
     if instance is None:
         instance = restore_instance(definition.cls, loads_state(good, serializer))
-    return BatchResult(outcomes, instance, good, dedup, records)
+    return BatchResult(outcomes, instance, good, dedup, records, timers.extra(base.extra))
+
+
+def _timer_marker(
+    call: PendingCall, timers: TimerTable, edits: TimerEdits, now: float
+) -> tuple[Outcome | None, PendingCall]:
+    """An internal timer call: its outcome now (schedule, cancel, a timer gone), or the call
+    a due timer makes (its consumption already in ``edits``)."""
+    args, kwargs = call.arguments()
+    try:
+        if call.method == SCHEDULE:
+            return Outcome(True, edits.schedule(*args, **kwargs)), call
+        if call.method != FIRE:
+            return Outcome(True, edits.cancel(*args)), call
+    except Exception as exc:
+        return Outcome(False, exc), call
+    timer = timers.due(args[0], now)
+    if timer is None:
+        return Outcome(True, FireReport(fired=False)), call
+    timers.consume(timer, edits, now)
+    targs, tkwargs = timer.arguments(timers.serializer)
+    body = replace(
+        call,
+        method=timer.method,
+        args=targs,
+        kwargs=tkwargs,
+        frozen=None,
+        idempotency_key=timer_dedup_key(timer.key, timer.due),
+        options=replace(call.options, name=call.options.name or f"timer {timer.key}"),
+    )
+    return None, body
+
+
+def _fire_report(outcome: Outcome) -> Outcome:
+    if outcome.ok:
+        return Outcome(True, FireReport(fired=True))
+    return Outcome(True, FireReport(fired=True, ok=False, error=repr(outcome.value)[:200]))
 
 
 def _check_recordable(key: str, value: Any, serializer: str, now: float) -> None:

@@ -58,6 +58,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.timers import TIMERS, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv"]
 
@@ -476,6 +477,7 @@ class ActorCore:
                     time=time.time(),
                     calls=tuple(result.calls),
                     dedup=result.dedup,
+                    extra=result.extra,
                 )
                 put_started = time.monotonic()
                 put_sent = True
@@ -519,6 +521,8 @@ class ActorCore:
                 if self.record is record:
                     self._live = (record.step, result.instance)
             self._reweigh()
+            if TIMERS in record.extra:
+                self._index_timers(base, record)
             self._settle(batch, calls, result)
             self.env.head_moved(self)
             return
@@ -533,6 +537,14 @@ class ActorCore:
             except Exception as exc:  # cleanup only: applied events are found again and skipped
                 logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
                 _fail(batch, exc)
+
+    def _index_timers(self, base: StepRecord, record: StepRecord) -> None:
+        """Durable timers (vactor_cloud.timers): write the due-index entries of the committed
+        step's timers, after the commit, before its callers hear of it. Only actors with timers."""
+        try:
+            self.env.run(index_after_commit(self.log.store, self.actor_id, base.extra, record.extra))
+        except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
+            logger.warning("actor %r: could not index its timers: %s", self.actor_id, exc)
 
     def _catch_up(self, winner: StepRecord) -> None:
         """After losing a race, move the cache to the newest step in one probe.

@@ -30,6 +30,7 @@ from vactor_cloud.events import (
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.runtime import get_runtime
+from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
 
@@ -157,6 +158,15 @@ class ActorHandle(Generic[T]):
         """Async twin of :meth:`wait_for_event`."""
         return await wait_for_event_async(self.actor_id, name, timeout, event_id=event_id)
 
+    # -- durable timers (vactor_cloud.timer_runner); these names shadow actor methods of the same name
+    def timers(self) -> list[dict[str, Any]]:
+        """The actor's pending timers (key, due, method, args, kwargs, every), earliest first."""
+        return list_timers(self.actor_id)
+
+    def cancel_timer(self, key: str) -> bool:
+        """Cancel the pending timer ``key`` (one commit); False if there was none."""
+        return cancel_timer(self.actor_id, key)
+
     def __repr__(self) -> str:
         return f"ActorHandle({self.actor_id!r})"
 
@@ -170,12 +180,20 @@ class ActorHandle(Generic[T]):
 class ActorMethod(Generic[P, R]):
     """One method of one actor: ``run`` blocks, ``run_async`` returns an :class:`ActorFuture`."""
 
-    __slots__ = ("_actor_id", "_info", "_options")
+    __slots__ = ("_actor_id", "_info", "_options", "_timer")
 
-    def __init__(self, actor_id: str, info: MethodInfo, options: CallOptions | None = None) -> None:
+    def __init__(
+        self,
+        actor_id: str,
+        info: MethodInfo,
+        options: CallOptions | None = None,
+        timer: dict[str, Any] | None = None,
+    ) -> None:
         self._actor_id = actor_id
         self._info = info
         self._options = options or CallOptions()
+        #: ``options(delay=/at=)``: calls schedule a durable timer instead of running now
+        self._timer = timer
 
     def options(
         self,
@@ -186,6 +204,10 @@ class ActorMethod(Generic[P, R]):
         metadata: dict[str, Any] | None = None,
         max_retries: int = 0,
         catch_exceptions: bool = False,
+        delay: float | None = None,
+        at: float | None = None,
+        timer_key: str | None = None,
+        every: float | None = None,
     ) -> ActorMethod[P, R]:
         """This method with call options.
 
@@ -203,6 +225,11 @@ class ActorMethod(Generic[P, R]):
         body again up to that many times (each retry starts from the state
         before the call); ``catch_exceptions=True`` delivers ``(result, None)``
         or ``(None, exception)`` instead of raising.
+
+        Durable timers: ``delay`` (seconds) or ``at`` (epoch seconds) makes
+        ``run``/``run_async`` *schedule* the call instead (one small commit)
+        and return the timer's key (``timer_key``, else a generated one);
+        ``every`` repeats it. A timer runner fires it (docs/timers.md).
         """
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValueError("idempotency_key must be a non-empty string")
@@ -216,6 +243,13 @@ class ActorMethod(Generic[P, R]):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        timer = None
+        if delay is not None or at is not None or timer_key is not None or every is not None:
+            if (delay is None) == (at is None):
+                raise ValueError("a timer takes exactly one of delay= or at=")
+            if self._info.readonly:
+                raise ValueError(f"{self._info.name} is read-only; timers call writer methods")
+            timer = {"delay": delay, "at": at, "key": timer_key, "every": every}
         return ActorMethod(
             self._actor_id,
             self._info,
@@ -228,6 +262,7 @@ class ActorMethod(Generic[P, R]):
                 max_retries=max_retries,
                 catch_exceptions=bool(catch_exceptions),
             ),
+            timer,
         )
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -278,6 +313,10 @@ class ActorMethod(Generic[P, R]):
             check_at_step(self._info, at_step)
             options = replace(options, at_step=at_step)
         self._info.check_arguments(args, kwargs)
+        if self._timer is not None:
+            return scheduling_call(
+                self._info.name, args, kwargs, idempotency_key=options.idempotency_key, **self._timer
+            )
         running = current_call()
         if running is not None and running.actor_id == self._actor_id and not running.readonly:
             raise ReentrantCallError(

@@ -6,6 +6,8 @@
     actors/<id>/gc                           retention low-watermark
     actors/<id>/inbox/<event_id>             external events, create-only
     actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
+    timers/<due_ms:020d>/<id>/<key>          due index of durable timers, create-only (a hint)
+    timer-claims/<id>                        a timer runner's lease on one actor's due timers
 
 Every other module asks this one for a key; none spells a path itself.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 __all__ = [
     "ACTORS",
     "STEP_DIGITS",
+    "TIMER_CLAIMS",
+    "TIMER_INDEX",
     "actor_id_of",
     "actor_prefix",
     "class_key",
@@ -27,6 +31,9 @@ __all__ = [
     "steps_prefix",
     "task_key",
     "tasks_prefix",
+    "timer_claim_key",
+    "timer_index_entry",
+    "timer_index_key",
 ]
 
 #: the prefix every actor's objects live under
@@ -91,3 +98,28 @@ def tasks_prefix(actor_id: str, call_id: str | None = None) -> str:
 
 def task_key(actor_id: str, call_id: str, position: int) -> str:
     return f"{tasks_prefix(actor_id, call_id)}{position:06d}"
+
+
+#: the due index of durable timers: entries sort by due time (milliseconds since the epoch)
+TIMER_INDEX = "timers/"
+#: runners' leases on one actor's due timers
+TIMER_CLAIMS = "timer-claims/"
+_DUE_DIGITS = 20
+
+
+def timer_index_key(due_ms: int, actor_id: str, key: str) -> str:
+    return f"{TIMER_INDEX}{due_ms:0{_DUE_DIGITS}d}/{actor_id}/{key}"
+
+
+def timer_index_entry(key: str) -> tuple[int, str, str] | None:
+    """(due_ms, actor_id, timer key) of a due-index key, or ``None`` if ``key`` is not one."""
+    if not key.startswith(TIMER_INDEX):
+        return None
+    parts = key[len(TIMER_INDEX) :].split("/")
+    if len(parts) != 3 or len(parts[0]) != _DUE_DIGITS or not parts[0].isdigit() or not all(parts[1:]):
+        return None
+    return int(parts[0]), parts[1], parts[2]
+
+
+def timer_claim_key(actor_id: str) -> str:
+    return f"{TIMER_CLAIMS}{actor_id}"

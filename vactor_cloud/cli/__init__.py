@@ -26,7 +26,7 @@ parser, :mod:`vactor_cloud.cli._options`), before or after its name. Under
 ``--json`` stdout holds the JSON document only; anything else printed (an
 actor method's ``print``) goes to stderr.
 
-Each command module (``actors``, ``doctor``, ``events``, ``bench``) has an
+Each command module (``actors``, ``doctor``, ``events``, ``bench``, ``timers``) has an
 ``add_commands(subparsers)`` that registers its subcommands; a new command
 is a new module listed in :data:`COMMAND_MODULES`.
 """
@@ -75,6 +75,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vactor_cloud.cli.doctor",
     "vactor_cloud.cli.bench",
     "vactor_cloud.cli.events",
+    "vactor_cloud.cli.timers",
 )
 
 _EPILOG = """\

@@ -65,7 +65,7 @@ class _Counter:
         return self.n
 
 
-#: the benchmark's actor class (``vactor_cloud.bench:_Counter``)
+#: the benchmark's actor class (``vactor_cloud.cli.bench_harness:_Counter``)
 BenchCounter: ActorClass[..., Any] = vc.virtual_actor(_Counter)
 
 

@@ -1,0 +1,300 @@
+"""Durable timers (issue 16): atomic with the scheduling step, fired exactly once, never early.
+
+Runners race in several processes and are SIGKILLed at each point of firing
+(after the claim, after the commit, before deleting the index entry), and a
+scheduler is killed between its commit and its index write: nothing is
+lost, nothing fires twice.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing.context
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from child_processes import run_to_end
+from test_examples import embedded_env, run_example
+from timer_workers import Alarm, init_from_spec, runner_process, schedule_process
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, keys
+from vactor_cloud.cli.bench_harness import BenchCounter, RequestTrace
+from vactor_cloud.testing.faults import FaultConfig, FaultRule
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.timer_runner import repair_timer_index
+from vactor_cloud.timers import IndexEntry, list_index
+
+_PUT = frozenset({"put"})
+
+
+@pytest.fixture
+def actors(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    init_from_spec(store_spec)
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+@pytest.fixture
+def shared(store_spec: StoreSpec, store_lane: Lane) -> Iterator[StoreSpec]:
+    if not store_lane.multiprocess:
+        pytest.skip(f"{store_lane.name} stores live in one process")
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+def index() -> list[IndexEntry]:
+    return _sync.sync(list_index(vc.get_runtime().store))
+
+
+@vc.virtual_actor
+class Session:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def touch(self, after: float, key: str = "idle") -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("expire", after=after, key=key, args=(key,))
+
+    def touch_then_fail(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("expire", after=0, key="never", args=("never",))
+        raise ValueError("excluded")
+
+    def remind(self, every: float) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule(self.tick, after=every, every=every, key="reminder")
+
+    def tick(self) -> None:
+        self.log.append(f"tick@{time.time():.3f}")
+
+    def expire(self, key: str) -> None:
+        self.log.append(f"expired {key}")
+
+    def stop(self) -> bool:
+        call = vc.current_call()
+        assert call is not None
+        return call.cancel_timer("reminder")
+
+    @vc.virtual_actor.readonly
+    def entries(self) -> list[str]:
+        return list(self.log)
+
+
+def test_a_timer_scheduled_by_a_raising_call_does_not_exist(actors: StoreSpec) -> None:
+    session = Session.get_or_create("raising")
+    with pytest.raises(ValueError, match="excluded"):
+        session.touch_then_fail.run()
+    assert session.timers() == []
+    assert index() == []
+    assert vc.fire_due_timers().fired == 0
+    assert session.entries.run() == []
+
+
+def test_a_timer_fires_once_and_never_before_it_is_due(actors: StoreSpec) -> None:
+    session = Session.get_or_create("once")
+    session.touch.run(0.4)
+    assert [t["key"] for t in session.timers()] == ["idle"]
+    assert [e.key for e in index()] == ["idle"]  # indexed before run() returned
+    assert vc.fire_due_timers().fired == 0  # not due yet
+    time.sleep(0.45)
+    first = vc.fire_due_timers()
+    assert first.fired == 1 and min(first.lateness) >= 0
+    assert vc.fire_due_timers().fired == 0
+    assert session.entries.run() == ["expired idle"]
+    assert session.timers() == [] and index() == []
+
+
+def test_a_stale_index_entry_is_dropped_without_firing(actors: StoreSpec) -> None:
+    session = Session.get_or_create("stale")
+    session.touch.run(0.1)
+    session.touch.run(30)  # the same key, rescheduled: the first entry is stale
+    assert len(index()) == 2
+    time.sleep(0.15)
+    report = vc.fire_due_timers()
+    assert (report.fired, report.stale) == (0, 1)
+    assert session.entries.run() == []
+    assert len(index()) == 1 and session.timers()[0]["due"] > time.time() + 20
+
+
+def test_a_recurring_reminder_schedules_its_next_occurrence_in_the_step_that_fires_it(
+    actors: StoreSpec,
+) -> None:
+    session = Session.get_or_create("reminder")
+    session.remind.run(0.2)
+    fired = 0
+    deadline = time.monotonic() + 10
+    while fired < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        fired += vc.fire_due_timers().fired
+    assert fired == 3
+    record = vc.get_runtime().core("reminder").record
+    assert record is not None and record.calls[-1].method == "tick"
+    assert "reminder" in record.extra["timers"]  # the next occurrence, in the firing step
+    assert [t["key"] for t in session.timers()] == ["reminder"]
+    assert session.stop.run() is True
+    assert session.timers() == []
+    time.sleep(0.25)
+    assert vc.fire_due_timers().fired == 0
+    assert len(session.entries.run()) == 3
+
+
+def test_scheduling_from_outside_listing_and_cancelling(actors: StoreSpec) -> None:
+    session = Session.get_or_create("outside")
+    future = session.expire.options(delay=0.2, timer_key="later").run_async("later")
+    assert future.result(30) == "later"
+    session.expire.options(at=time.time() + 60, timer_key="cancelled").run("cancelled")
+    keyed = session.expire.options(delay=0.2, idempotency_key="once-only")
+    generated = keyed.run("k")
+    assert keyed.run("k") == generated  # a retried schedule is deduplicated: one timer
+    assert sorted(t["key"] for t in session.timers()) == sorted(["cancelled", "later", generated])
+    assert session.cancel_timer("cancelled") is True
+    assert session.cancel_timer("cancelled") is False
+    time.sleep(0.25)
+    assert vc.fire_due_timers().fired == 2
+    log = session.entries.run()
+    assert sorted(log) == ["expired k", "expired later"]
+    assert session.timers() == []
+
+
+def test_an_actor_without_timers_keeps_one_put_per_warm_commit(actors: StoreSpec) -> None:
+    handle = BenchCounter.get_or_create("plain")
+    handle.incr.run()
+    with RequestTrace(vc.get_runtime().store).installed() as t:
+        handle.incr.run()
+    assert [r.kind for r in t.requests] == ["put"]
+    # and an actor whose commit leaves its timers alone pays nothing more either
+    session = Session.get_or_create("quiet")
+    session.touch.run(60)
+    with RequestTrace(vc.get_runtime().store).installed() as t:
+        session.tick.run()
+    assert [r.kind for r in t.requests] == ["put"]
+
+
+def test_the_session_timeout_example_runs(tmp_path: Path) -> None:
+    out = run_example("session_timeout.py", env=embedded_env(tmp_path))
+    assert "expired: idle timeout" in out
+
+
+# -- several processes ----------------------------------------------------------------------------
+
+
+def _arm(actor_ids: list[str], per_actor: int, after: float) -> set[tuple[str, str]]:
+    expected: set[tuple[str, str]] = set()
+    for actor_id in actor_ids:
+        names = [f"k{i}" for i in range(per_actor)]
+        Alarm.get_or_create(actor_id).arm.run(names, after)
+        expected |= {(actor_id, n) for n in names}
+    return expected
+
+
+def _assert_each_fired_once(expected: set[tuple[str, str]]) -> None:
+    fired: dict[tuple[str, str], int] = {}
+    for actor_id in {a for a, _ in expected}:
+        for key, count in vc.get_actor(actor_id).counts.run().items():
+            fired[(actor_id, key)] = count
+    assert set(fired) == expected, f"lost: {sorted(expected - set(fired))[:5]}"
+    doubled = {k: c for k, c in fired.items() if c != 1}
+    assert not doubled, f"fired more than once: {doubled}"
+    assert _sync.sync(list_index(vc.get_runtime().store)) == []
+
+
+def test_racing_runner_processes_fire_each_timer_exactly_once(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    init_from_spec(shared)
+    expected = _arm([f"race-{i}" for i in range(12)], 5, 1.0)
+    vc.shutdown()
+    until = time.time() + 6
+    codes = run_to_end(
+        spawn_context.Process(target=runner_process, args=(shared, until, 0.5, None)) for _ in range(4)
+    )
+    assert codes == [0, 0, 0, 0]
+    init_from_spec(shared)
+    _assert_each_fired_once(expected)
+
+
+_KILL_POINTS = {
+    "after_claim": FaultRule("crash_after", operations=_PUT, key_contains=keys.TIMER_CLAIMS, at=(2,)),
+    "after_commit": FaultRule("crash_after", operations=_PUT, key_contains="/steps/", at=(2,)),
+    "before_index_delete": FaultRule(
+        "crash_before", operations=frozenset({"delete"}), key_contains=keys.TIMER_INDEX, at=(3,)
+    ),
+}
+
+
+@pytest.mark.parametrize("point", sorted(_KILL_POINTS))
+def test_a_runner_killed_at_each_point_of_firing_loses_and_doubles_nothing(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, point: str
+) -> None:
+    init_from_spec(shared)
+    expected = _arm([f"kill-{i}" for i in range(4)], 3, 0.2)
+    vc.shutdown()
+    time.sleep(0.3)
+    config = FaultConfig((_KILL_POINTS[point],), seed=16, name=point)
+    victim = spawn_context.Process(target=runner_process, args=(shared, time.time() + 30, 1.0, config))
+    assert run_to_end([victim]) == [-9]  # SIGKILLed where the rule says
+    init_from_spec(shared)
+    time.sleep(1.1)  # the victim's claim expires
+    deadline = time.monotonic() + 20
+    while _sync.sync(list_index(vc.get_runtime().store)) and time.monotonic() < deadline:
+        vc.fire_due_timers(lease=1.0)
+        time.sleep(0.1)
+    _assert_each_fired_once(expected)
+
+
+def test_a_scheduler_killed_between_commit_and_index_write_loses_nothing(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    init_from_spec(shared)
+    Alarm.get_or_create("sched-a")
+    Alarm.get_or_create("sched-b")
+    vc.shutdown()
+    config = FaultConfig(
+        (FaultRule("crash_before", operations=_PUT, key_contains=keys.TIMER_INDEX, at=(1,)),), name="sched"
+    )
+    for actor_id in ("sched-a", "sched-b"):
+        proc = spawn_context.Process(
+            target=schedule_process, args=(shared, config, actor_id, ["k0", "k1"], 0.1)
+        )
+        assert run_to_end([proc]) == [-9]
+    init_from_spec(shared)
+    assert _sync.sync(list_index(vc.get_runtime().store)) == []  # committed, not indexed
+    assert len(vc.get_actor("sched-a").timers()) == 2
+    # the actor's next commit in a process that has not seen its entries writes them ...
+    vc.get_actor("sched-a").noop.run()
+    assert {e.actor_id for e in _sync.sync(list_index(vc.get_runtime().store))} == {"sched-a"}
+    # ... and the repair scan finds the rest
+    assert repair_timer_index() == 4
+    time.sleep(0.15)
+    assert vc.fire_due_timers().fired == 4
+    _assert_each_fired_once({(a, k) for a in ("sched-a", "sched-b") for k in ("k0", "k1")})
+
+
+def test_the_cli_lists_ticks_and_repairs(actors: StoreSpec, capsys: pytest.CaptureFixture[str]) -> None:
+    from vactor_cloud.cli import main
+
+    Session.get_or_create("cli").touch.run(0.05)
+    vc.shutdown()
+    time.sleep(0.1)
+    options = [f"-o{k}={v}" for k, v in actors.options.items()]
+    assert main(["timers", "ls", "--storage", actors.url, *options, "--json"]) == 0
+    assert [e["key"] for e in json.loads(capsys.readouterr().out)] == ["idle"]
+    assert main(["timers", "repair", "--storage", actors.url, *options]) == 0
+    assert "indexed 1 pending timers" in capsys.readouterr().out
+    assert (
+        main(["timers", "tick", "--storage", actors.url, *options, "--json", "--shard", "0/1", "--no-claims"])
+        == 0
+    )
+    assert '"fired": 1' in capsys.readouterr().out
+    init_from_spec(actors)
+    assert Session.get_or_create("cli").entries.run() == ["expired idle"]

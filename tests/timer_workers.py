@@ -1,0 +1,64 @@
+"""Child processes of the timer tests: runners (some SIGKILLed at a chosen point) and a scheduler."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import vactor_cloud as vc
+from vactor_cloud.testing.faults import FaultConfig, install
+from vactor_cloud.testing.lanes import StoreSpec
+
+#: a fresh cache on every commit would only add probes; HEAD moves rarely
+SETTINGS = vc.Settings(storage="", head_interval=0.5, max_commit_attempts=500)
+
+
+@vc.virtual_actor
+class Alarm:
+    """Counts how often each timer key fired (exactly once is the claim under test)."""
+
+    def __init__(self) -> None:
+        self.fired: dict[str, int] = {}
+
+    def arm(self, keys: list[str], after: float) -> int:
+        call = vc.current_call()
+        assert call is not None
+        for key in keys:
+            call.schedule("ring", after=after, key=key, args=(key,))
+        return len(keys)
+
+    def ring(self, key: str) -> None:
+        self.fired[key] = self.fired.get(key, 0) + 1
+
+    def noop(self) -> None:
+        pass
+
+    @vc.virtual_actor.readonly
+    def counts(self) -> dict[str, int]:
+        return dict(self.fired)
+
+
+def init_from_spec(spec: StoreSpec) -> None:
+    os.environ.update(spec.env)
+    vc.init(spec.url, settings=SETTINGS, **spec.options)
+
+
+def runner_process(spec: StoreSpec, until: float, lease: float, config: FaultConfig | None) -> None:
+    """Fire due timers until the wall clock passes ``until`` (SIGKILLed on the way if ``config`` says)."""
+    init_from_spec(spec)
+    if config is not None:
+        install(config)
+    while time.time() < until:
+        vc.fire_due_timers(lease=lease)
+        time.sleep(0.05)
+    vc.shutdown()
+
+
+def schedule_process(
+    spec: StoreSpec, config: FaultConfig, actor_id: str, keys: list[str], after: float
+) -> None:
+    """Schedule timers on ``actor_id``; ``config`` kills this process between commit and index write."""
+    init_from_spec(spec)
+    install(config)
+    vc.get_actor(actor_id).arm.run(keys, after)
+    vc.shutdown()

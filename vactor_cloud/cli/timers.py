@@ -1,0 +1,163 @@
+"""``vactor timers``: fire, list and repair durable timers.
+
+::
+
+    vactor timers tick [--lease S] [--shard I/N]    fire what is due now, then exit (cron, Lambda)
+    vactor timers run [--poll S] [--lease S]        fire due timers every S seconds until SIGTERM
+    vactor timers ls [--json]                       index entries: due time, lateness, actor, key
+    vactor timers repair [--actor ID]               re-create index entries lost to a crash
+
+The store is ``--storage URL`` (else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE``
+options, as for every ``vactor`` command. Exit
+status: 0 ok, 1 when some timer could not be fired (it stays due and is
+fired by the next tick), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from vactor_cloud import _sync
+from vactor_cloud.cli._options import EXIT_ERROR, EXIT_OK, EXIT_USAGE, common_parent, init_runtime
+from vactor_cloud.cli._output import Output
+from vactor_cloud.runtime import get_runtime, shutdown
+from vactor_cloud.timer_runner import (
+    DEFAULT_LEASE,
+    TickReport,
+    fire_due_timers,
+    repair_timer_index,
+    run_timers,
+)
+from vactor_cloud.timers import list_index
+
+__all__ = ["add_commands", "run"]
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``vactor timers tick|run|ls|repair`` on the ``vactor`` subparsers."""
+    parser = subparsers.add_parser(
+        "timers", parents=[common_parent()], help="fire, list and repair durable timers"
+    )
+    parser.set_defaults(func=run)
+    sub = parser.add_subparsers(dest="timers_command", metavar="{tick,run,ls,repair}")
+    sub.required = True
+    for name, text in (
+        ("tick", "fire every timer due now (each exactly once), then exit"),
+        ("run", "fire due timers every --poll seconds until SIGTERM/SIGINT"),
+        ("ls", "list the due index: when each timer is due and how late it is"),
+        ("repair", "re-create due-index entries from the actors' steps (after a crash)"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text, parents=[common_parent()])
+        if name in ("tick", "run"):
+            cmd.add_argument("--lease", type=float, default=DEFAULT_LEASE, help="claim lease, seconds")
+            cmd.add_argument("--shard", metavar="I/N", help="only actors hashing to shard I of N")
+            cmd.add_argument(
+                "--no-claims", action="store_true", help="skip claim objects (one runner per shard only)"
+            )
+        if name == "run":
+            cmd.add_argument("--poll", type=float, default=1.0, help="seconds between ticks (default 1)")
+        if name == "repair":
+            cmd.add_argument("--actor", action="append", metavar="ID", help="only this actor (repeatable)")
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    i, sep, n = text.partition("/")
+    if not sep or not i.isdigit() or not n.isdigit() or not 0 <= int(i) < int(n):
+        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N")
+    return int(i), int(n)
+
+
+def _utc(timestamp: float) -> str:
+    return f"{datetime.datetime.fromtimestamp(timestamp, datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+
+
+def _summary(report: TickReport) -> dict[str, Any]:
+    late = sorted(report.lateness)
+    return {
+        "listed": report.listed,
+        "due": report.due,
+        "fired": report.fired,
+        "stale": report.stale,
+        "claimed_elsewhere": report.claimed_elsewhere,
+        "errors": len(report.errors),
+        "max_lateness_s": round(late[-1], 3) if late else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``vactor timers tick|run|ls|repair`` as parsed by the ``vactor`` parser."""
+    try:
+        shard = _shard(getattr(args, "shard", None))
+    except ValueError as exc:
+        print(f"vactor timers: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Output.for_args(args)
+    init_runtime(args)
+    errors: list[str] = []
+    try:
+        command = args.timers_command
+        if command in ("tick", "run"):
+            if command == "tick":
+                report = fire_due_timers(lease=args.lease, shard=shard, claims=not args.no_claims)
+            else:
+                stop = threading.Event()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: stop.set())
+                report = run_timers(
+                    poll=args.poll, stop=stop, lease=args.lease, shard=shard, claims=not args.no_claims
+                )
+            errors = report.errors
+            summary = _summary(report)
+            if out.json:
+                out.emit_json(summary)
+            else:
+                out.print(" ".join(f"{k}={v}" for k, v in summary.items()))
+        elif command == "ls":
+            entries = _sync.sync(list_index(get_runtime().store))
+            now = time.time()
+            rows = [
+                {
+                    "due": e.due_ms / 1000,
+                    "late_s": round(now - e.due_ms / 1000, 3),
+                    "actor": e.actor_id,
+                    "key": e.key,
+                }
+                for e in entries
+            ]
+            if out.json:
+                out.emit_json(rows)
+            else:
+                out.table(
+                    None,
+                    ["due (UTC)", "late", "actor", "key"],
+                    [
+                        [
+                            _utc(r["due"]),
+                            f"late {r['late_s']}s" if r["late_s"] > 0 else f"in {-r['late_s']}s",
+                            str(r["actor"]),
+                            str(r["key"]),
+                        ]
+                        for r in rows
+                    ],
+                )
+                if not rows:
+                    print("no pending timers in the index", file=sys.stderr)
+        else:
+            count = repair_timer_index(args.actor)
+            if out.json:
+                out.emit_json({"indexed": count})
+            else:
+                out.print(f"indexed {count} pending timers")
+    finally:
+        shutdown()
+    for error in errors:
+        print(f"vactor timers: {error}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK

@@ -1,0 +1,185 @@
+"""Benchmark row for durable timers (issue 16): many timers due within one minute, several runners.
+
+::
+
+    python -m vactor_cloud.timer_bench URL [--timers 10000] [--actors 1000] [--runners 4]
+        [--window 60] [--poll 1.0]
+
+Arms ``--timers`` timers spread over ``--actors`` actors, due uniformly within
+``--window`` seconds from a start a few seconds ahead; starts ``--runners``
+runner processes (``run_timers`` with ``--poll``); waits until the index is
+empty; checks that every timer was applied exactly once; prints one JSON row:
+p50/p99/max lateness (commit time minus due time, as the runners measured
+it) and requests per fired timer (every request of the runner processes,
+LIST, claims, loads, commits and deletes included, divided by timers fired).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.actor import ActorClass
+from vactor_cloud.timer_runner import TickReport, run_timers
+from vactor_cloud.timers import list_index
+
+__all__ = ["main"]
+
+
+class _Alarm:
+    def __init__(self) -> None:
+        self.fired: dict[str, int] = {}
+
+    def arm(self, timers: list[tuple[str, float]]) -> int:
+        call = vc.current_call()
+        assert call is not None
+        for key, at in timers:
+            call.schedule("ring", at=at, key=key, args=(key,))
+        return len(timers)
+
+    def ring(self, key: str) -> None:
+        self.fired[key] = self.fired.get(key, 0) + 1
+
+    @vc.virtual_actor.readonly
+    def counts(self) -> dict[str, int]:
+        return dict(self.fired)
+
+
+BenchAlarm: ActorClass[..., Any] = vc.virtual_actor(_Alarm)
+
+
+def _category(key: str) -> str:
+    for part, name in (("timer-claims/", "claim"), ("timers/", "index"), ("/steps/", "step")):
+        if part in key:
+            return name
+    return key.rstrip("/").rsplit("/", 1)[-1] if "/inbox" in key or key.endswith("HEAD") else "other"
+
+
+def _count_requests(store: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for kind in ("get", "head", "put", "list", "delete"):
+        method = getattr(store, kind)
+
+        def wrapped(key: str, *args: Any, _m: Any = method, _k: str = kind, **kwargs: Any) -> Any:
+            label = f"{_k} {_category(key)}"
+            counts[label] = counts.get(label, 0) + 1
+            return _m(key, *args, **kwargs)
+
+        setattr(store, kind, wrapped)
+    return counts
+
+
+def _runner(
+    url: str, poll: float, until: float, out: Any, shard: tuple[int, int] | None, claims: bool
+) -> None:
+    vc.init(url, settings=vc.Settings(storage="", head_interval=1.0, max_workers=16))
+    counts = _count_requests(vc.get_runtime().store)
+    stop = threading.Event()
+
+    def on_tick(tick: TickReport) -> None:
+        if time.time() > until:
+            stop.set()
+
+    total = run_timers(poll=poll, stop=stop, lease=30.0, on_tick=on_tick, shard=shard, claims=claims)
+    vc.shutdown()
+    errors = total.errors[:5]
+    out.put({"fired": total.fired, "lateness": total.lateness, "errors": errors, "requests": counts})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vactor_cloud.timer_bench", description=__doc__)
+    parser.add_argument("url")
+    parser.add_argument("--timers", type=int, default=10_000)
+    parser.add_argument("--actors", type=int, default=1_000)
+    parser.add_argument("--runners", type=int, default=4)
+    parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--poll", type=float, default=1.0)
+    parser.add_argument("--sharded", action="store_true", help="runner i takes shard i/N (else claims only)")
+    parser.add_argument("--no-claims", dest="claims", action="store_false", help="runners skip claims")
+    parser.add_argument("--lead", type=float, default=10.0, help="seconds before the first timer is due")
+    args = parser.parse_args(argv)
+
+    vc.init(args.url)
+    rng = random.Random(16)
+    start = time.time() + args.lead
+    per_actor: dict[str, list[tuple[str, float]]] = {}
+    for i in range(args.timers):
+        actor_id = f"timer-bench-{i % args.actors}"
+        per_actor.setdefault(actor_id, []).append((f"t{i}", start + rng.random() * args.window))
+    armed_at = time.monotonic()
+    futures = [BenchAlarm.get_or_create(a).arm.run_async(t) for a, t in per_actor.items()]
+    vc.get(futures, timeout=600)
+    arm_seconds = time.monotonic() - armed_at
+    if time.time() > start:
+        print(f"warning: arming took {arm_seconds:.1f}s, past --lead; lateness is inflated", file=sys.stderr)
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    until = start + args.window + 3 * args.poll + 5
+    procs = [
+        ctx.Process(
+            target=_runner,
+            args=(args.url, args.poll, until, out, (i, args.runners) if args.sharded else None, args.claims),
+        )
+        for i in range(args.runners)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=until - time.time() + 600) for _ in procs]
+    for p in procs:
+        p.join(60)
+
+    fired = sum(r["fired"] for r in results)
+    lateness = sorted(x for r in results for x in r["lateness"])
+    requests: dict[str, int] = {}
+    for r in results:
+        for k, v in r["requests"].items():
+            requests[k] = requests.get(k, 0) + v
+    left = len(_sync.sync(list_index(vc.get_runtime().store)))
+    counts: dict[str, int] = {}
+    for actor_id in per_actor:
+        counts.update(vc.get_actor(actor_id).counts.run())
+    doubled = sum(1 for c in counts.values() if c > 1)
+    unfired = args.timers - len(counts)
+
+    def pct(p: float) -> float | None:
+        return round(lateness[min(len(lateness) - 1, int(p * len(lateness)))], 3) if lateness else None
+
+    row = {
+        "backend": args.url.split(":", 1)[0] if "://" in args.url else "local",
+        "timers": args.timers,
+        "actors": args.actors,
+        "runners": args.runners,
+        "poll_s": args.poll,
+        "sharded": args.sharded,
+        "claims": args.claims,
+        "arm_s": round(arm_seconds, 2),
+        "fired": fired,
+        "doubled": doubled,
+        "unfired_when_runners_stopped": unfired,
+        "index_left": left,
+        "lateness_p50_s": pct(0.5),
+        "lateness_p99_s": pct(0.99),
+        "lateness_max_s": lateness[-1] if lateness else None,
+        "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
+        "requests": requests,
+        "errors": [e for r in results for e in r["errors"]][:5],
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(row))
+    vc.shutdown()
+    return 0 if doubled == 0 and unfired == 0 and left == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""Durable timers: the table carried inside every step, and the due index on storage.
+
+The truth: an actor's pending timers live in its step object
+(``StepRecord.extra["timers"]``), carried from step to step like the
+idempotency table. A timer is added or cancelled by the step that applies
+the call doing it, so it exists if and only if that call committed: a call
+that raised (excluded) or lost its commit race leaves no timer behind.
+
+Firing: a runner applies an internal ``FIRE`` call to the actor. Applying
+it looks the timer up in the base step's table; if the timer is still
+pending and due (by the applying process's clock), the same step removes it
+(or, for a recurring reminder, moves it to its next occurrence) and runs
+the scheduled method. Because removal and effect are one create-only put,
+a timer fires exactly once however many runners race or retry: the loser
+of a race, or a retry after a lost response, finds the timer gone.
+
+The due index, a hint like HEAD::
+
+    timers/<due_ms:020d>/<actor_id>/<key>     create-only, empty; sorted by due time
+
+An entry is written *after* the commit that scheduled its timer, so a crash
+in between leaves a pending timer without an entry. It is written again by
+the next commit of that actor in any process that does not know the entry
+exists (this process's memory of entries it wrote or listed), and by
+``repair_index`` (``vactor timers repair``), which reads every actor's
+newest step. An entry whose timer is gone (fired, cancelled, rescheduled)
+is dropped when a runner meets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import math
+import pickle
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cloudpickle
+
+from vactor_cloud import keys
+from vactor_cloud.errors import AlreadyExistsError, StateSerializationError
+from vactor_cloud.storage import ObjectStore
+
+__all__ = [
+    "CANCEL",
+    "FIRE",
+    "MARKERS",
+    "SCHEDULE",
+    "TIMERS",
+    "FireReport",
+    "IndexEntry",
+    "Timer",
+    "TimerEdits",
+    "TimerTable",
+    "index_after_commit",
+    "list_index",
+    "pending_timers",
+    "remember_listed",
+    "timer_dedup_key",
+    "validate_timer_key",
+]
+
+#: the key of the timer table in ``StepRecord.extra``
+TIMERS = "timers"
+#: internal calls (never real method names): fire a timer, schedule or cancel one from outside
+FIRE = "__vactor_fire_timer__"
+SCHEDULE = "__vactor_schedule_timer__"
+CANCEL = "__vactor_cancel_timer__"
+MARKERS = frozenset({FIRE, SCHEDULE, CANCEL})
+
+_MAX_KEY_BYTES = 200
+
+
+def timer_dedup_key(key: str, due: float) -> str:
+    """The key a fired timer's call is recorded under in history (its own namespace:
+    NUL bytes never come from a caller's idempotency key)."""
+    return f"\x00timer\x00{key}\x00{_ms(due)}"
+
+
+def validate_timer_key(key: object) -> str:
+    """``ValueError`` unless ``key`` can name an index object on every backend."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a timer key must be a non-empty string, got {key!r}")
+    if "/" in key or "\\" in key or key in (".", ".."):
+        raise ValueError(f"timer key {key!r} contains a slash or is a path component")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError(f"timer key {key!r} contains control characters")
+    if len(key.encode("utf-8")) > _MAX_KEY_BYTES:
+        raise ValueError(f"timer key is longer than {_MAX_KEY_BYTES} bytes in UTF-8")
+    return key
+
+
+def _ms(seconds: float) -> int:
+    return math.ceil(seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One pending timer: call ``method(*args, **kwargs)`` at ``due`` (epoch seconds), then every
+    ``every`` seconds if set."""
+
+    key: str
+    due: float
+    method: str
+    #: the arguments as stored: JSON ``[args, kwargs]`` (json actors) or base64 of their pickle
+    payload: str
+    every: float | None = None
+    created: float = 0.0
+
+    @property
+    def due_ms(self) -> int:
+        return _ms(self.due)
+
+    def arguments(self, serializer: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if serializer == "json":
+            args, kwargs = json.loads(self.payload)
+        else:
+            args, kwargs = pickle.loads(base64.b64decode(self.payload))
+        return tuple(args), dict(kwargs)
+
+    def next_due(self, now: float) -> float:
+        """The first occurrence after ``now`` (missed occurrences are skipped, not replayed)."""
+        assert self.every is not None
+        skipped = math.floor(max(0.0, now - self.due) / self.every) + 1
+        return self.due + skipped * self.every
+
+    def to_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"due": self.due, "method": self.method, "p": self.payload, "at": self.created}
+        if self.every is not None:
+            row["every"] = self.every
+        return row
+
+    @classmethod
+    def from_json(cls, key: str, row: dict[str, Any]) -> Timer:
+        every = row.get("every")
+        return cls(
+            key=key,
+            due=float(row["due"]),
+            method=str(row["method"]),
+            payload=str(row["p"]),
+            every=None if every is None else float(every),
+            created=float(row.get("at", 0.0)),
+        )
+
+    def describe(self, serializer: str) -> dict[str, Any]:
+        """What ``handle.timers()`` shows."""
+        try:
+            args, kwargs = self.arguments(serializer)
+        except Exception:  # a class body this process cannot unpickle: show the rest
+            args, kwargs = (), {}
+        return {
+            "key": self.key,
+            "due": self.due,
+            "method": self.method,
+            "args": args,
+            "kwargs": kwargs,
+            "every": self.every,
+        }
+
+
+def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], serializer: str) -> str:
+    """Timer arguments as stored, copied now (by value); ``StateSerializationError`` if they cannot be."""
+    try:
+        if serializer == "json":
+            return json.dumps([list(args), kwargs], separators=(",", ":"), allow_nan=False)
+        return base64.b64encode(cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)).decode()
+    except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
+        raise StateSerializationError(f"cannot store the timer's arguments: {exc}") from exc
+
+
+def pending_timers(extra: dict[str, Any]) -> dict[str, Timer]:
+    """The timers pending after a step, by key (empty for an actor that never had one)."""
+    raw = extra.get(TIMERS)
+    if not raw:
+        return {}
+    return {key: Timer.from_json(key, row) for key, row in raw.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class FireReport:
+    """What a ``FIRE`` call found: ``fired`` (the method ran, its outcome committed) or not (the
+    timer was gone: fired already, cancelled, rescheduled later)."""
+
+    fired: bool
+    ok: bool = True
+    error: str | None = None
+
+
+class TimerEdits:
+    """The timer changes one call makes (``schedule`` / ``cancel_timer``), applied only if it commits."""
+
+    __slots__ = ("_now", "_serializer", "_table", "ops")
+
+    def __init__(self, table: TimerTable, serializer: str, now: float) -> None:
+        self._table = table
+        self._serializer = serializer
+        self._now = now
+        #: (key, Timer) to add or replace, (key, None) to cancel; in call order
+        self.ops: list[tuple[str, Timer | None]] = []
+
+    def view(self) -> dict[str, Timer]:
+        current = dict(self._table.timers)
+        for key, timer in self.ops:
+            if timer is None:
+                current.pop(key, None)
+            else:
+                current[key] = timer
+        return current
+
+    def schedule(
+        self,
+        method: str,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        after: float | None = None,
+        at: float | None = None,
+        key: str | None = None,
+        every: float | None = None,
+        known_methods: frozenset[str] | None = None,
+    ) -> str:
+        if (after is None) == (at is None):
+            raise ValueError("schedule() takes exactly one of after= (seconds from now) or at= (epoch time)")
+        when = self._now + float(after) if after is not None else float(at)  # type: ignore[arg-type]
+        if not math.isfinite(when):
+            raise ValueError(f"the due time must be finite, got {when!r}")
+        if every is not None and (not math.isfinite(every) or every <= 0):
+            raise ValueError(f"every= must be a positive number of seconds, got {every!r}")
+        if not isinstance(method, str) or method.startswith("_"):
+            raise ValueError(f"a timer calls a public method by name, got {method!r}")
+        if known_methods is not None and method not in known_methods:
+            raise ValueError(f"the actor has no writer method {method!r} to call from a timer")
+        key = validate_timer_key(key) if key is not None else f"t-{uuid.uuid4().hex}"
+        payload = encode_arguments(tuple(args), dict(kwargs or {}), self._serializer)
+        timer = Timer(key, when, method, payload, None if every is None else float(every), self._now)
+        self.ops.append((key, timer))
+        return key
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the pending timer ``key``; False if there was none."""
+        existed = key in self.view()
+        self.ops.append((key, None))
+        return existed
+
+
+class TimerTable:
+    """The timers of one base step while a batch is applied; parsed only when a call touches them."""
+
+    __slots__ = ("_extra", "_timers", "changed", "serializer")
+
+    def __init__(self, extra: dict[str, Any], serializer: str) -> None:
+        self._extra = extra
+        self._timers: dict[str, Timer] | None = None
+        self.changed = False
+        self.serializer = serializer
+
+    @property
+    def timers(self) -> dict[str, Timer]:
+        if self._timers is None:
+            self._timers = pending_timers(self._extra)
+        return self._timers
+
+    def edits(self, now: float) -> TimerEdits:
+        return TimerEdits(self, self.serializer, now)
+
+    def apply(self, edits: TimerEdits) -> None:
+        if not edits.ops:
+            return
+        table = self.timers
+        for key, timer in edits.ops:
+            if timer is None:
+                table.pop(key, None)
+            else:
+                table[key] = timer
+        self.changed = True
+
+    def due(self, key: str, now: float) -> Timer | None:
+        """The timer ``key`` if it is pending and due at ``now``."""
+        timer = self.timers.get(key)
+        return timer if timer is not None and timer.due <= now else None
+
+    def consume(self, timer: Timer, edits: TimerEdits, now: float) -> None:
+        """Record in ``edits`` that ``timer`` fired: gone, or moved to its next occurrence."""
+        if timer.every is None:
+            edits.ops.append((timer.key, None))
+        else:
+            edits.ops.append((timer.key, replace(timer, due=timer.next_due(now))))
+
+    def extra(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The ``extra`` of the step being committed: ``base``'s, with the table updated."""
+        if not self.changed:
+            return base
+        out = {k: v for k, v in base.items() if k != TIMERS}
+        if self.timers:
+            out[TIMERS] = {key: t.to_json() for key, t in sorted(self.timers.items())}
+        return out
+
+
+# -- the due index --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One due-index object: timer ``key`` of ``actor_id`` is due at ``due_ms``."""
+
+    due_ms: int
+    actor_id: str
+    key: str
+
+    @property
+    def object_key(self) -> str:
+        return keys.timer_index_key(self.due_ms, self.actor_id, self.key)
+
+
+def parse_entry(object_key: str) -> IndexEntry | None:
+    parsed = keys.timer_index_entry(object_key)
+    return None if parsed is None else IndexEntry(*parsed)
+
+
+async def list_index(store: ObjectStore) -> list[IndexEntry]:
+    """Every due-index entry, earliest first (one LIST)."""
+    found = [parse_entry(k) for k in await store.list(keys.TIMER_INDEX)]
+    return [e for e in found if e is not None]
+
+
+@dataclass
+class _IndexMemory:
+    """Index entries this process knows exist (it wrote or listed them), per store and actor.
+
+    Bounded: forgetting only costs a redundant create-only PUT later.
+    """
+
+    limit: int = 4096
+    actors: OrderedDict[tuple[int, str], set[tuple[str, int]]] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def known(self, store: ObjectStore, actor_id: str) -> set[tuple[str, int]]:
+        with self.lock:
+            return set(self.actors.get((id(store), actor_id), ()))
+
+    def add(self, store: ObjectStore, actor_id: str, entries: set[tuple[str, int]]) -> None:
+        with self.lock:
+            slot = self.actors.setdefault((id(store), actor_id), set())
+            slot |= entries
+            self.actors.move_to_end((id(store), actor_id))
+            while len(self.actors) > self.limit:
+                self.actors.popitem(last=False)
+
+    def drop(self, store: ObjectStore, actor_id: str, entry: tuple[str, int]) -> None:
+        with self.lock:
+            slot = self.actors.get((id(store), actor_id))
+            if slot is not None:
+                slot.discard(entry)
+
+
+_memory = _IndexMemory()
+
+
+def remember_listed(store: ObjectStore, entries: list[IndexEntry]) -> None:
+    """A runner listed these entries: the actors' next commits need not write them again."""
+    by_actor: dict[str, set[tuple[str, int]]] = {}
+    for e in entries:
+        by_actor.setdefault(e.actor_id, set()).add((e.key, e.due_ms))
+    for actor_id, found in by_actor.items():
+        _memory.add(store, actor_id, found)
+
+
+def forget_entry(store: ObjectStore, entry: IndexEntry) -> None:
+    _memory.drop(store, entry.actor_id, (entry.key, entry.due_ms))
+
+
+async def write_entries(store: ObjectStore, actor_id: str, timers: list[Timer]) -> None:
+    """Create the index entries of ``timers`` (an entry that exists already is fine)."""
+
+    async def one(timer: Timer) -> None:
+        with contextlib.suppress(AlreadyExistsError):
+            await store.put(keys.timer_index_key(timer.due_ms, actor_id, timer.key), b"", mode="create")
+
+    await asyncio.gather(*(one(t) for t in timers))
+    _memory.add(store, actor_id, {(t.key, t.due_ms) for t in timers})
+
+
+async def index_after_commit(
+    store: ObjectStore, actor_id: str, base: dict[str, Any], committed: dict[str, Any]
+) -> None:
+    """After a commit: index its new timers, and any carried one this process does not know is indexed.
+
+    Costs nothing for an actor without timers (the caller checks first). A
+    failure is logged by the caller: the step is committed and stays the
+    truth; a later commit or ``repair_index`` writes the entry.
+    """
+    after = pending_timers(committed)
+    if not after:
+        return
+    before = pending_timers(base)
+    known = _memory.known(store, actor_id)
+    todo = [t for key, t in after.items() if before.get(key) != t or (key, t.due_ms) not in known]
+    if todo:
+        await write_entries(store, actor_id, todo)
+
+
+async def repair_index(store: ObjectStore, actor_ids: list[str], read_extra: Any) -> int:
+    """Write the index entries of every pending timer of ``actor_ids``; how many were written.
+
+    ``read_extra(actor_id)`` returns the newest step's ``extra`` (awaitable).
+    """
+    written = 0
+    gate = asyncio.Semaphore(32)
+
+    async def one(actor_id: str) -> None:
+        nonlocal written
+        async with gate:
+            extra = await read_extra(actor_id)
+            timers = list(pending_timers(extra).values())
+            if timers:
+                await write_entries(store, actor_id, timers)
+                written += len(timers)
+
+    await asyncio.gather(*(one(a) for a in actor_ids))
+    return written
