@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         elif command == "ls":
             entries = _sync.sync(list_index(get_runtime().store))
             now = time.time()
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {
                     "due": e.due_ms / 1000,
                     "late_s": round(now - e.due_ms / 1000, 3),
