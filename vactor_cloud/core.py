@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import pickle
 import random
 import threading
 import time
@@ -42,13 +43,16 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from vactor_cloud.batch import BatchResult, PendingCall, apply_batch, run_readonly
+from vactor_cloud.batch import BatchResult, CallOptions, PendingCall, apply_batch, run_readonly
+from vactor_cloud.byvalue import Frozen
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorNotFoundError,
+    CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
@@ -56,6 +60,16 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
+from vactor_cloud.posting import (
+    Post,
+    PostBox,
+    PostedCall,
+    advance_cursor,
+    applied,
+    decode_outcomes,
+    encode_outcomes,
+    expired,
+)
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.timers import TIMERS, index_after_commit
@@ -105,6 +119,10 @@ class CoreEnv(Protocol):
         """Run ``fn`` on a pool thread."""
         ...
 
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the IO loop without waiting for it (cleanup; failures are its own)."""
+        ...
+
     async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorDefinition:
         """The class body ``ref`` loaded from storage."""
         ...
@@ -129,6 +147,8 @@ class ActorCore:
         "_load_lock",
         "_lost_at",
         "_mutex",
+        "_outstanding",
+        "_postbox",
         "_put_seconds",
         "_queue",
         "_stored_classes",
@@ -170,6 +190,10 @@ class ActorCore:
         self._lost_at = -math.inf
         self._put_seconds = 0.0
         self._weight = 0
+        #: contention combining (vactor_cloud.posting): created on the first post
+        self._postbox: PostBox | None = None
+        #: our newest post not yet known applied (later batches post too: order is kept)
+        self._outstanding: _Posted | None = None
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -439,7 +463,13 @@ class ActorCore:
         settings = env.settings
         attempts = 0
         give_up_at = time.monotonic() + settings.commit_timeout
-        if time.monotonic() - self._lost_at < 1.0:
+        posted: _Posted | None = None
+        if self._may_post(batch) and (
+            self._outstanding is not None or time.monotonic() - self._lost_at < settings.combine_window
+        ):
+            # Contended: racing would most likely lose again; post, and fold what others posted.
+            posted = self._post(batch)
+        elif time.monotonic() - self._lost_at < 1.0:
             # Contended: the previous winner would win again (it alone knows the
             # newest step at once); a short pause lets the losers' retries through.
             time.sleep(random.random() * self._put_seconds)
@@ -447,9 +477,12 @@ class ActorCore:
         while True:
             put_sent = False
             calls = batch
+            folded: list[Post] = []
             try:
-                if self.record is None or time.monotonic() - self.validated_at > settings.fresh_window:
-                    env.run(self.revalidate())
+                if posted is not None or (
+                    self.record is None or time.monotonic() - self.validated_at > settings.fresh_window
+                ):
+                    env.run(self.revalidate())  # posted: another process may have folded our calls
                 with self._mutex:
                     base = self.record
                     validated = self.validated_at
@@ -460,13 +493,31 @@ class ActorCore:
                 if base is None:  # invalidated by a compaction meanwhile
                     continue
                 definition = self._definition_now(base)
-                if self.inbox.wants_fold(batch):
-                    calls = env.run(self.inbox.fold(batch, base, definition))
+                if posted is not None:
+                    if self._settle_if_folded(posted, batch, base):
+                        return
+                    calls, folded, stale = self._fold_posts(posted, batch, base)
+                    if stale:
+                        env.background(self._posts().delete(stale))
+                hooked = self.inbox.wants_fold(calls)
+                if hooked:
+                    calls = env.run(self.inbox.fold(calls, base, definition))
                 result = apply_batch(definition, self.actor_id, base, live, calls, env, settings.dedup_window)
                 if result.state is None:
-                    self._settle(batch, calls, result)
-                    return
+                    if not folded:
+                        self._settle(batch, calls, result, hooked)
+                        return
+                    # Posted calls that all raised: their outcomes and the cursor still commit.
+                    result = BatchResult(result.outcomes, None, base.state, base.dedup, [], dict(base.extra))
+                assert result.state is not None
                 ref = self._class_ref_for_commit(definition, base)
+                extra = result.extra
+                posted_part = b""
+                if folded:
+                    extra = advance_cursor(extra, folded, time.time())
+                    posted_part = encode_outcomes(
+                        {c.call_id: o for c, o in zip(calls, result.outcomes, strict=True)}
+                    )
                 record = StepRecord(
                     step=base.step + 1,
                     parent=base.step,
@@ -477,7 +528,8 @@ class ActorCore:
                     time=time.time(),
                     calls=tuple(result.calls),
                     dedup=result.dedup,
-                    extra=result.extra,
+                    extra=extra,
+                    posted=posted_part,
                 )
                 put_started = time.monotonic()
                 put_sent = True
@@ -494,22 +546,38 @@ class ActorCore:
                     self._catch_up(lost.winner)
                 self._lost_at = time.monotonic()
                 attempts += 1
+                if posted is None and self._may_post(batch):
+                    try:
+                        posted = self._post(batch)
+                    except StorageError as exc:  # not posted: race again, as without combining
+                        logger.debug("actor %r: could not post a batch: %s", self.actor_id, exc)
                 # Bounded by time as well as count: under heavy contention a
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
-                    _fail(batch, CommitConflictError(self.actor_id, attempts))
+                    if posted is not None:
+                        _fail(batch, CallPendingError(self.actor_id, [c.call_id for c in batch]))
+                    else:
+                        _fail(batch, CommitConflictError(self.actor_id, attempts))
                     return
-                time.sleep(_backoff(attempts))
+                # A poster mostly waits for another's fold: a pause about one commit long.
+                pause = random.random() * self._put_seconds if posted is not None else 0.0
+                time.sleep(max(_backoff(attempts), pause))
                 continue
             except (StorageError, IntegrityError) as exc:
                 self._invalidate()
                 # Nothing was written before the put: a transient read failure
-                # (or a body damaged in transit) is retried, not reported.
-                if not put_sent and transient < _TRANSIENT_RETRIES and time.monotonic() < give_up_at:
+                # (or a body damaged in transit) is retried, not reported. A posted
+                # batch is always retried until the deadline: it may be applied meanwhile.
+                if (posted is not None or (not put_sent and transient < _TRANSIENT_RETRIES)) and (
+                    time.monotonic() < give_up_at
+                ):
                     transient += 1
                     time.sleep(_backoff(transient + 3))
                     continue
-                _fail(batch, exc)
+                reported: BaseException = exc
+                if posted is not None:
+                    reported = CallPendingError(self.actor_id, [c.call_id for c in batch])
+                _fail(batch, reported)
                 return
             except Exception as exc:
                 self._invalidate()
@@ -523,15 +591,127 @@ class ActorCore:
             self._reweigh()
             if TIMERS in record.extra:
                 self._index_timers(base, record)
-            self._settle(batch, calls, result)
+            if folded:
+                self._outstanding = None
+                env.background(self._posts().delete([p.key for p in folded]))
+            self._settle(batch, calls, result, hooked)
             self.env.head_moved(self)
             return
 
-    def _settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
+    # -- contention combining (vactor_cloud.posting) -------------------------------------------
+    def _may_post(self, batch: list[PendingCall]) -> bool:
+        """Posting needs calls another process can run: pickled actors, no internal markers."""
+        definition = self.definition
+        return (
+            self.env.settings.combine
+            and definition is not None
+            and definition.serializer == "pickle"
+            and all(c.frozen is not None for c in batch)
+        )
+
+    def _posts(self) -> PostBox:
+        if self._postbox is None:
+            self._postbox = PostBox(self.env.store, self.actor_id, self.env.settings.signing_key)
+        return self._postbox
+
+    def _post(self, batch: list[PendingCall]) -> _Posted:
+        """Write ``batch`` as one post; the calls are then applied by whichever commit folds it."""
+        calls = tuple(
+            PostedCall(
+                c.method,
+                c.frozen.data if c.frozen is not None and c.frozen.data is not None else _pickle_frozen(c),
+                c.call_id,
+                c.idempotency_key,
+                c.options.name,
+                c.options.metadata,
+                c.options.max_retries,
+            )
+            for c in batch
+        )
+        base = self.record.step if self.record is not None else -1
+        post = self.env.run(self._posts().send(calls))
+        posted = _Posted(post, base)
+        self._outstanding = posted
+        return posted
+
+    def _settle_if_folded(self, posted: _Posted, batch: list[PendingCall], base: StepRecord) -> bool:
+        """If a commit (ours or another process's) applied our post: deliver its outcomes."""
+        post = posted.post
+        if not applied(base.extra, post.sender, post.seq):
+            return False
+        first = batch[0].call_id
+        found: dict[str, Outcome] | None = None
+        for step in range(base.step, posted.base_step, -1):
+            record = base if step == base.step else self.env.run(self.log.read_step(step))
+            if record is None:
+                break  # compacted: older steps are gone too
+            outcomes = decode_outcomes(record.posted)
+            if first in outcomes:
+                found = outcomes
+                break
+        for call in batch:
+            outcome = (found or {}).get(call.call_id)
+            if outcome is None:
+                outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, base.step))
+            call.deliver(outcome)
+        self._outstanding = None
+        self.env.background(self._posts().delete([post.key]))
+        return True
+
+    def _fold_posts(
+        self, posted: _Posted, batch: list[PendingCall], base: StepRecord
+    ) -> tuple[list[PendingCall], list[Post], list[str]]:
+        """The calls of every pending post (ours as our own calls), in post order; and stale keys."""
+        now = time.time()
+        max_batch = self.env.settings.max_batch
+        calls: list[PendingCall] = []
+        folded: list[Post] = []
+        stale: list[str] = []
+        own = posted.post
+        for post in self.env.run(self._posts().pending()):
+            if applied(base.extra, post.sender, post.seq) or expired(post, now):
+                stale.append(post.key)  # applied by a folder that died before deleting it, or too old
+                continue
+            if post.key == own.key:
+                calls.extend(batch)
+                folded.append(own)
+                continue
+            if len(calls) + len(post.calls) > max_batch and calls:
+                continue
+            folded.append(post)
+            calls.extend(
+                PendingCall(
+                    pc.method,
+                    (),
+                    {},
+                    False,
+                    Future(),
+                    pc.call_id,
+                    idempotency_key=pc.idempotency_key,
+                    frozen=Frozen(None, pc.arguments),
+                    options=CallOptions(
+                        idempotency_key=pc.idempotency_key,
+                        name=pc.name,
+                        metadata=pc.metadata,
+                        max_retries=pc.max_retries,
+                    ),
+                )
+                for pc in post.calls
+            )
+        if own not in folded:
+            # Not listed yet (or listed after the cut): our calls go in anyway; once the
+            # cursor passes our seq the post object is stale and deleted unapplied.
+            calls.extend(batch)
+            folded.append(own)
+        return calls, folded, stale
+
+    def _settle(
+        self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
+    ) -> None:
         for call, outcome in zip(calls, result.outcomes, strict=True):
             call.deliver(outcome)
-        if calls is not batch or any(c not in calls for c in batch):
-            # Events were folded in, or markers were asked for: the inbox settles its part.
+        if hooked:
+            # The inbox looked at this commit (events folded, markers answered): it settles its part.
             try:
                 self.env.run(self.inbox.settle(batch, calls, result))
             except Exception as exc:  # cleanup only: applied events are found again and skipped
@@ -627,6 +807,19 @@ class ActorCore:
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """Our post, and the newest step we knew when we wrote it (the outcome is in a later one)."""
+
+    post: Post
+    base_step: int
+
+
+def _pickle_frozen(call: PendingCall) -> bytes:
+    args, kwargs = call.arguments()
+    return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 #: transient storage errors retried before a commit's put (nothing written yet)

@@ -13,6 +13,7 @@ and ``except LookupError`` keep working::
     ├── StateSerializationError     (TypeError)
     ├── CommitConflictError
     ├── CommitOutcomeUnknownError   a retried commit raced a compaction
+    │   └── CallPendingError        a posted call was not applied yet when its caller stopped waiting
     ├── IntegrityError
     │   └── FormatVersionError      a newer vactor_cloud wrote this object
     └── StorageError                (OSError)
@@ -34,6 +35,7 @@ __all__ = [
     "ActorDefinitionError",
     "ActorNotFoundError",
     "AlreadyExistsError",
+    "CallPendingError",
     "CommitConflictError",
     "CommitOutcomeUnknownError",
     "ConflictError",
@@ -242,3 +244,22 @@ class StorageTimeoutError(RetryableStorageError, TimeoutError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.key, self.write_in_flight))
+
+
+class CallPendingError(CommitOutcomeUnknownError):
+    """A call posted under contention (see ``vactor_cloud.posting``) was not applied within
+    ``Settings.commit_timeout``. It may still be applied, at most once, by a later commit:
+    ``handle.call_outcome(call_id)`` tells whether it was, and its result."""
+
+    def __init__(self, actor_id: str, call_ids: list[str]) -> None:
+        VactorError.__init__(
+            self,
+            f"actor {actor_id!r}: calls {call_ids} were posted and not applied yet; they may still "
+            "be applied (at most once): ask handle.call_outcome(call_id) later",
+        )
+        self.actor_id = actor_id
+        self.step = -1
+        self.call_ids = call_ids
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.call_ids))

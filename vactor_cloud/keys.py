@@ -6,6 +6,7 @@
     actors/<id>/gc                           retention low-watermark
     actors/<id>/inbox/<event_id>             external events, create-only
     actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
+    actors/<id>/posts/<ms>-<sender>-<seq>    calls posted under contention, create-only
     timers/<due_ms:020d>/<id>/<key>          due index of durable timers, create-only (a hint)
     timer-claims/<id>                        a timer runner's lease on one actor's due timers
 
@@ -26,6 +27,8 @@ __all__ = [
     "head_key",
     "inbox_key",
     "inbox_prefix",
+    "post_key",
+    "posts_prefix",
     "step_key",
     "step_of",
     "steps_prefix",
@@ -123,3 +126,12 @@ def timer_index_entry(key: str) -> tuple[int, str, str] | None:
 
 def timer_claim_key(actor_id: str) -> str:
     return f"{TIMER_CLAIMS}{actor_id}"
+
+
+def posts_prefix(actor_id: str) -> str:
+    """Calls posted to the actor by processes that lost a race (``vactor_cloud.posting``)."""
+    return f"{actor_prefix(actor_id)}posts/"
+
+
+def post_key(actor_id: str, time_ms: int, sender: str, seq: int) -> str:
+    return f"{posts_prefix(actor_id)}{time_ms:013d}-{sender}-{seq:010d}"

@@ -129,6 +129,8 @@ class StepRecord:
     calls: tuple[CallRecord, ...] = ()
     #: serialized idempotency table (opaque here); carried from step to step
     dedup: bytes = b""
+    #: outcomes of posted calls this step applied (``vactor_cloud.posting``); not carried forward
+    posted: bytes = b""
     #: metadata of features layered on top (events applied, tasks used, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -147,6 +149,8 @@ class StepRecord:
         parts = {"state": self.state}
         if self.dedup:
             parts["dedup"] = self.dedup
+        if self.posted:
+            parts["posted"] = self.posted
         return codec.encode(key, meta, parts, signing_key=signing_key)
 
     @classmethod
@@ -166,6 +170,7 @@ class StepRecord:
                 time=float(meta["time"]),
                 calls=tuple(CallRecord.from_json(c) for c in meta["calls"]),
                 dedup=env.parts.get("dedup", b""),
+                posted=env.parts.get("posted", b""),
                 extra=dict(meta.get("extra") or {}),
             )
         except (KeyError, ValueError, TypeError) as exc:

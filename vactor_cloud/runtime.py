@@ -173,6 +173,9 @@ class Runtime:
     def spawn(self, fn: Callable[[], None]) -> None:
         self.executor.submit(fn)
 
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        _sync.submit(coro)
+
     def head_moved(self, core: ActorCore) -> None:
         self.heads.mark(core)
 

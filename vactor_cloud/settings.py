@@ -62,6 +62,10 @@ class Settings:
     timeout: float = 10.0
     #: one operation (a call, a load, a get_actor) gives up after this many seconds, retries included
     deadline: float = 30.0
+    #: contention combining: a process that lost a race posts its calls for the next committer to fold
+    combine: bool = True
+    #: ...for this long after its last lost race (seconds); then it races for the next step again
+    combine_window: float = 1.0
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
     #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
@@ -106,6 +110,7 @@ _RANGES: dict[str, tuple[float, bool]] = {
     "timeout": (0, False),
     "deadline": (0, False),
     "fresh_window": (0, True),
+    "combine_window": (0, True),
     "head_interval": (0, False),
     "head_lag_steps": (1, True),
     "head_max_delay": (0, True),

@@ -1,0 +1,133 @@
+"""Many processes, one actor: aggregate throughput, fairness and tail latency (issue 13's rows).
+
+    python scripts/bench_contention.py STORE_URL [--processes 1,8,32] [--duration 5] [--repeats 3]
+        [-o KEY=VALUE ...] [--latency MS]
+
+Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
+seconds. Printed per process count (medians over ``--repeats`` runs): calls/s
+in all, that ÷ one process alone, the slowest process's share of the calls
+(fair = 1/N), p99 latency, and errors. Load is bounded by count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+import vactor_cloud as vc
+
+
+@vc.virtual_actor
+class SharedCounter:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def incr(self) -> int:
+        self.value += 1
+        return self.value
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.value
+
+
+def _worker(url: str, options: dict[str, Any], actor_id: str, start_at: float, duration: float, queue: Any) -> None:
+    vc.init(url, **options)
+    handle = vc.get_actor(actor_id)
+    latencies: list[float] = []
+    errors: list[str] = []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + duration
+    while time.time() < end:
+        began = time.perf_counter()
+        try:
+            handle.incr.run()
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+            continue
+        latencies.append(time.perf_counter() - began)
+    vc.shutdown()
+    queue.put({"calls": len(latencies), "latencies": latencies, "errors": errors})
+
+
+def run_once(url: str, options: dict[str, Any], processes: int, duration: float) -> dict[str, Any]:
+    vc.init(url, **options)
+    actor_id = f"contention-{uuid.uuid4().hex[:8]}"
+    SharedCounter.get_or_create(actor_id)
+    vc.shutdown()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 3.0 + 0.1 * processes  # every child imported and loaded by then
+    procs = [
+        ctx.Process(target=_worker, args=(url, options, actor_id, start_at, duration, queue))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=duration + 120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+    calls = [r["calls"] for r in results]
+    latencies = sorted(x for r in results for x in r["latencies"])
+    errors = [e for r in results for e in r["errors"]]
+    vc.init(url, **options)
+    final = vc.get_actor(actor_id).get.run()
+    vc.shutdown()
+    total = sum(calls)
+    return {
+        "rate": total / duration,
+        "min_share": min(calls) / total if total else 0.0,
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
+        "lost_or_doubled": final - total,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url")
+    parser.add_argument("--processes", default="1,8,32")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("-o", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    options: dict[str, Any] = {}
+    for item in args.o:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    counts = [int(n) for n in args.processes.split(",")]
+    alone: float | None = None
+    print("| processes | calls/s | ÷ one alone | slowest share (fair) | p99 ms | errors | total - calls |")
+    print("|---|---|---|---|---|---|---|")
+    for n in counts:
+        runs = [run_once(args.url, options, n, args.duration) for _ in range(args.repeats)]
+        rate = statistics.median(r["rate"] for r in runs)
+        if n == 1 or alone is None:
+            alone = rate
+        share = statistics.median(r["min_share"] for r in runs)
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        errors = sum(r["errors"] for r in runs)
+        drift = [r["lost_or_doubled"] for r in runs]
+        print(
+            f"| {n} | {rate:.0f} | {rate / alone:.2f} | {share:.3f} ({1 / n:.3f}) | {p99:.0f} | "
+            f"{errors} {sorted({k for r in runs for k in r['error_kinds']})} | {drift} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

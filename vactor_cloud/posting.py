@@ -1,0 +1,246 @@
+"""Contention combining: calls posted to an actor's mailbox and folded into the next commit.
+
+When processes race for one actor, every loser of a race pays a PUT, a GET
+and a re-apply, and tries again; under load most attempts lose. Instead, a
+process that lost a race recently *posts* its batch of calls as one
+create-only object and waits; whoever commits the next step folds every
+pending post into it (group commit across processes). See docs/protocol.md
+("Posting and folding") for the protocol in full.
+
+Object layout::
+
+    actors/<id>/posts/<time_ms:013d>-<sender>-<seq:010d>   one batch of calls, create-only
+
+``sender`` is random per actor per process (a new one after an eviction),
+``seq`` counts that sender's posts. A sender has at most one post
+outstanding (its batches are sequential), so its seqs apply in order.
+
+Exactly once, with no table that grows with the traffic: every step carries
+the **post cursor**, ``extra["post_cursor"] = {sender: [seq, time]}``, the
+newest seq applied per sender. A folder applies a post only if its seq is
+above the sender's cursor, and advances the cursor in the same create-only
+put that commits the calls. A post left behind (its folder died before
+deleting it) has ``seq <= cursor`` and is deleted unapplied. Senders silent
+for ``SENDER_TTL`` leave the cursor; a post older than half that is never
+applied (its poster stopped waiting long before), so a forgotten sender
+cannot have a post applied twice.
+
+Outcomes travel in the step that applied the calls (its ``posted`` part:
+call id -> result or exception), never copied into later steps. A poster
+learns its outcome by reading that step; the cursor tells it whether (and
+from which step on) to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import pickle
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from vactor_cloud import codec
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError
+from vactor_cloud.keys import post_key, posts_prefix
+from vactor_cloud.storage import ObjectStore
+
+__all__ = [
+    "POST_CURSOR",
+    "SENDER_TTL",
+    "Post",
+    "PostBox",
+    "PostedCall",
+    "advance_cursor",
+    "cursor_of",
+    "decode_outcomes",
+    "encode_outcomes",
+]
+
+#: ``StepRecord.extra`` key of the post cursor
+POST_CURSOR = "post_cursor"
+#: a sender silent this long leaves the cursor (seconds); posts older than half of it are expired
+SENDER_TTL = 3600.0
+_FETCH_CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class PostedCall:
+    """One call of a post, as another process needs it to run the call."""
+
+    method: str
+    #: the pickled ``(args, kwargs)``, copied when the call was made
+    arguments: bytes
+    call_id: str
+    idempotency_key: str | None = None
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+    max_retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A batch of calls one sender posted, waiting to be folded into a step."""
+
+    key: str
+    sender: str
+    seq: int
+    time: float
+    calls: tuple[PostedCall, ...]
+
+
+def cursor_of(extra: dict[str, Any]) -> dict[str, list[float]]:
+    """The post cursor a step carries: sender -> [newest applied seq, when]."""
+    raw = extra.get(POST_CURSOR)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def applied(extra: dict[str, Any], sender: str, seq: int) -> bool:
+    """Whether the step with this ``extra`` (or an earlier one) applied post ``seq`` of ``sender``."""
+    entry = cursor_of(extra).get(sender)
+    return entry is not None and int(entry[0]) >= seq
+
+
+def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict[str, Any]:
+    """``extra`` with the cursor moved past ``posts`` and silent senders dropped."""
+    cursor = {s: e for s, e in cursor_of(extra).items() if now - float(e[1]) < SENDER_TTL}
+    for post in posts:
+        cursor[post.sender] = [max(post.seq, int(cursor.get(post.sender, [-1, 0])[0])), now]
+    out = dict(extra)
+    if cursor:
+        out[POST_CURSOR] = cursor
+    else:
+        out.pop(POST_CURSOR, None)
+    return out
+
+
+def expired(post: Post, now: float) -> bool:
+    """Too old to apply: its poster stopped waiting long ago, and its sender may have left the cursor."""
+    return now - post.time > SENDER_TTL / 2
+
+
+def encode_outcomes(outcomes: dict[str, Outcome]) -> bytes:
+    rows = {call_id: (o.ok, o.value) for call_id, o in outcomes.items()}
+    try:
+        return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        # One unpicklable result must not lose the others: record it as its repr.
+        safe: dict[str, tuple[bool, Any]] = {}
+        for call_id, (ok, value) in rows.items():
+            try:
+                cloudpickle.dumps(value)
+                safe[call_id] = (ok, value)
+            except Exception:
+                safe[call_id] = (
+                    False,
+                    RuntimeError(f"the call's result could not be recorded: {value!r}"[:500]),
+                )
+        return bytes(cloudpickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def decode_outcomes(data: bytes) -> dict[str, Outcome]:
+    if not data:
+        return {}
+    rows = pickle.loads(data)
+    return {call_id: Outcome(bool(ok), value) for call_id, (ok, value) in rows.items()}
+
+
+def _encode_post(key: str, post: Post, signing_key: bytes | None) -> bytes:
+    meta = {"kind": "post", "sender": post.sender, "seq": post.seq, "time": post.time}
+    calls = [
+        (c.method, c.arguments, c.call_id, c.idempotency_key, c.name, c.metadata, c.max_retries)
+        for c in post.calls
+    ]
+    body = bytes(cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL))
+    return codec.encode(key, meta, {"calls": body}, signing_key=signing_key)
+
+
+def _decode_post(key: str, data: bytes, signing_key: bytes | None) -> Post:
+    env = codec.decode(key, data, signing_key=signing_key)
+    meta = env.meta
+    try:
+        if meta.get("kind") != "post":
+            raise ValueError(f"expected a post, found {meta.get('kind')!r}")
+        calls = tuple(PostedCall(*row) for row in pickle.loads(env.parts["calls"]))
+        return Post(key, str(meta["sender"]), int(meta["seq"]), float(meta["time"]), calls)
+    except (KeyError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+        raise IntegrityError(key, f"malformed post: {exc}") from None
+
+
+class PostBox:
+    """One actor's posting side in this process: its sender id, and the posts it has read.
+
+    Its state lives on the IO loop (its coroutines run there).
+    """
+
+    __slots__ = ("_known", "_seq", "actor_id", "sender", "signing_key", "store")
+
+    def __init__(self, store: ObjectStore, actor_id: str, signing_key: bytes | None) -> None:
+        self.store = store
+        self.actor_id = actor_id
+        self.signing_key = signing_key
+        self.sender = uuid.uuid4().hex[:16]
+        self._seq = itertools.count()
+        #: posts read from storage, by key (posts are immutable)
+        self._known: dict[str, Post] = {}
+
+    async def send(self, calls: tuple[PostedCall, ...]) -> Post:
+        """Write one post (create-only; a lost response is resolved by reading the key back)."""
+        now = time.time()
+        seq = next(self._seq)
+        key = post_key(self.actor_id, int(now * 1000), self.sender, seq)
+        post = Post(key, self.sender, seq, now, calls)
+        data = _encode_post(key, post, self.signing_key)
+        last: StorageError | None = None
+        for attempt in range(5):
+            try:
+                await self.store.put(key, data, mode="create")
+                return post
+            except AlreadyExistsError:
+                return post  # the key is ours alone: an earlier attempt landed
+            except StorageError as exc:
+                last = exc
+            with contextlib.suppress(StorageError):
+                if await self.store.head(key) is not None:
+                    return post
+            await asyncio.sleep(0.01 * 2**attempt)
+        assert last is not None
+        raise last
+
+    async def pending(self) -> list[Post]:
+        """Every post waiting now, in post order (one LIST, plus a GET per post not read before)."""
+        keys = await self.store.list(posts_prefix(self.actor_id))
+        present = set(keys)
+        for gone in [k for k in self._known if k not in present]:
+            del self._known[gone]
+        gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+        async def read(key: str) -> None:
+            async with gate:
+                try:
+                    blob = await self.store.get(key)
+                except NotFoundError:
+                    return  # applied and deleted meanwhile
+                try:
+                    self._known[key] = _decode_post(key, blob.data, self.signing_key)
+                except IntegrityError:
+                    return  # not applied, never: a forged or damaged post is skipped
+
+        await asyncio.gather(*(read(k) for k in keys if k not in self._known))
+        return [self._known[k] for k in sorted(self._known)]
+
+    async def delete(self, keys: list[str]) -> None:
+        """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
+        for key in keys:
+            self._known.pop(key, None)
+
+        async def one(key: str) -> None:
+            with contextlib.suppress(StorageError):
+                await self.store.delete(key)
+
+        await asyncio.gather(*(one(k) for k in keys))
