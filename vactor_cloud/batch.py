@@ -24,7 +24,7 @@ from vactor_cloud.dedup import DedupTable, Outcome
 from vactor_cloud.definition import ActorClass
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.log import CallRecord, StepRecord
-from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
+from vactor_cloud.state import capture_state, dumps_state, expect_serializer, loads_state, restore_instance
 
 __all__ = ["BatchResult", "CallContext", "PendingCall", "apply_batch", "current_call", "run_readonly"]
 
@@ -101,10 +101,12 @@ def apply_batch(
     dedup_window: tuple[int, float],
 ) -> BatchResult:
     """Apply ``calls`` to ``base`` (or to ``live``, an instance already at ``base``)."""
-    serializer = definition.serializer
+    serializer = expect_serializer(
+        base.serializer, definition.serializer, f"actor {actor_id!r} step {base.step}"
+    )
 
     def fresh() -> Any:
-        return restore_instance(definition.cls, loads_state(base.state, base.serializer))
+        return restore_instance(definition.cls, loads_state(base.state, serializer))
 
     instance = live if live is not None else fresh()
     table = DedupTable.load(base.dedup, serializer)
@@ -209,7 +211,10 @@ def run_readonly(
     definition: ActorClass, actor_id: str, record: StepRecord, call: PendingCall, runtime: Any
 ) -> Any:
     """Run a read-only method on a private copy of ``record``'s state; mutations are discarded."""
-    instance = restore_instance(definition.cls, loads_state(record.state, record.serializer))
+    serializer = expect_serializer(
+        record.serializer, definition.serializer, f"actor {actor_id!r} step {record.step}"
+    )
+    instance = restore_instance(definition.cls, loads_state(record.state, serializer))
     return _invoke(
         definition, instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime)
     )

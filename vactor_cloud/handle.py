@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall, current_call
+from vactor_cloud.compaction import DEFAULT_MIN_AGE
 from vactor_cloud.definition import ActorClass, MethodInfo
 from vactor_cloud.errors import VactorError
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.ids import validate_idempotency_key
 
 if TYPE_CHECKING:
     from vactor_cloud.compaction import CompactionReport
@@ -79,7 +81,7 @@ class ActorHandle:
 
         return state_at(self.actor_id, step)
 
-    def compact(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+    def compact(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Delete steps older than the ``keep_last`` newest (see :mod:`vactor_cloud.compaction`).
 
         Never deletes the newest step, nor a step whose successor is younger
@@ -89,7 +91,7 @@ class ActorHandle:
 
         return _sync.sync(compact_actor(self.actor_id, keep_last, min_age=min_age))
 
-    async def compact_async(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+    async def compact_async(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Async twin of :meth:`compact`; awaitable from any event loop."""
         import asyncio
 
@@ -176,8 +178,8 @@ class ActorMethod:
         after step ``at_step`` (time travel); ``StepNotFoundError`` if that
         step was compacted. ``run(at_step=N)`` is the short form.
         """
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise ValueError("idempotency_key must be a non-empty string")
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
         if idempotency_key is not None and self._info.readonly:
             raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
         if at_step is not None:

@@ -24,7 +24,8 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import summarize
 from vactor_cloud.dedup import DEFAULT_WINDOW
 from vactor_cloud.definition import ActorClass
-from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, InvalidActorIdError
+from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError
+from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.log import ActorLog, ClassRef
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import ObjectStore, open_store
@@ -38,7 +39,6 @@ __all__ = ["Runtime", "Settings", "default_storage", "get_runtime", "init", "shu
 logger = logging.getLogger("vactor_cloud")
 
 #: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
-_MAX_ID_BYTES = 255
 
 
 def default_storage() -> str:
@@ -232,22 +232,6 @@ class Runtime:
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=timeout)
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def validate_actor_id(actor_id: object) -> None:
-    """``InvalidActorIdError`` unless ``actor_id`` can name objects on every backend."""
-    if not isinstance(actor_id, str):
-        raise InvalidActorIdError(f"actor ids are strings, got {type(actor_id).__name__}")
-    if not actor_id:
-        raise InvalidActorIdError("the actor id is empty")
-    if "/" in actor_id or "\\" in actor_id:
-        raise InvalidActorIdError(f"actor id {actor_id!r} contains a slash; use another separator")
-    if actor_id in (".", ".."):
-        raise InvalidActorIdError(f"actor id {actor_id!r} is a path component")
-    if any(ord(c) < 32 or ord(c) == 127 for c in actor_id):
-        raise InvalidActorIdError(f"actor id {actor_id!r} contains control characters")
-    if len(actor_id.encode("utf-8")) > _MAX_ID_BYTES:
-        raise InvalidActorIdError(f"actor id is longer than {_MAX_ID_BYTES} bytes in UTF-8")
 
 
 _runtime: Runtime | None = None

@@ -84,6 +84,11 @@ class ObjectStore(abc.ABC):
     #: True for object stores; a filesystem cannot hold a file and a directory of one name.
     #: vactor_cloud's own layout never needs it.
     nested_keys: bool = True
+    #: Whether ``AlreadyExistsError`` from a create proves that *this* request wrote nothing.
+    #: True when the backend never retries a request internally (local, memory); an HTTP
+    #: client that retries after a lost response can meet its own first attempt and report
+    #: it as "already exists", so S3 and GCS say False.
+    definite_create_conflicts: bool = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -121,6 +126,15 @@ class ObjectStore(abc.ABC):
         """Delete an object; deleting a missing object is not an error."""
         self.requests.add("delete")
         await self._delete(key)
+
+    async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
+        """Remove this backend's own leftovers of interrupted writes under ``prefix``.
+
+        Only the local store has any (``.tmp-*`` files of a process killed
+        mid-write); object stores write atomically and leave nothing. Returns
+        how many were removed. Never touches an object.
+        """
+        return 0
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The store must not be used afterwards."""
