@@ -126,7 +126,7 @@ def test_forged_pickle_step_of_a_json_actor_is_refused_before_decoding(spec: Sto
     forge_step("b", 1, serializer="pickle")
     reopen(spec, load_classes_from_storage=False)
     UNPICKLED.clear()
-    with pytest.raises(IntegrityError, match="serializer 'pickle'.*uses 'json'"):
+    with pytest.raises(IntegrityError, match=r"serializer 'pickle'.*uses 'json'"):
         vc.get_actor("b").get.run()
     with pytest.raises(IntegrityError, match="serializer 'pickle'"):
         vc.get_actor("b").add.run(1)
