@@ -369,12 +369,13 @@ def cmd_compact(args: argparse.Namespace) -> int:
     if args.actor_id is not None:
         vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
     runtime = get_runtime()
-    try:
-        compaction.validate_compaction_args(
-            args.keep_last, min_age, fresh_window=runtime.settings.fresh_window
-        )
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    if not args.force:
+        try:
+            compaction.validate_compaction_args(
+                args.keep_last, min_age, fresh_window=runtime.settings.fresh_window
+            )
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
     options: dict[str, Any] = {"min_age": min_age}
     reports: list[Any] = []
 
@@ -652,12 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="never delete a step whose successor is younger (default 86400, one day; below 3600 "
-        "refused unless --force; never below the writers' fresh_window, 5 s by default)",
+        "or below the writers' fresh_window, 5 s by default, refused unless --force)",
     )
     p.add_argument(
         "--force",
         action="store_true",
-        help="accept a --min-age below the 3600 s floor (only when no writer can be stalled)",
+        help="accept a --min-age below the 3600 s floor and below the writers' fresh_window "
+        "(maintenance only: a writer running or stalled meanwhile may lose its commit)",
     )
     p.set_defaults(func=cmd_compact)
 
