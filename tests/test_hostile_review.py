@@ -298,8 +298,11 @@ def test_a_corrupt_head_is_ignored_by_readers_and_repaired_by_the_next_writer(
     _sync.sync(vc.get_runtime().heads.flush())
     head = _sync.sync(log.read_head())
     assert head is not None and head.step == 3
-    report = _sync.sync(compact(log, keep_last=1, min_age=0))
+    _sync.sync(log.store.put(log.head_key, b"\x00garbage again"))
+    report = _sync.sync(compact(log, keep_last=1, min_age=0))  # repairs it too
     assert (report.newest, report.watermark) == (3, 3)
+    head = _sync.sync(log.read_head())
+    assert head is not None and head.step == 3
 
 
 # -- item 12: local temp files of killed writers are swept ----------------------------------------

@@ -332,8 +332,12 @@ class ActorLog:
         happened.
 
         Returns ``True`` when the first request created the object outright,
-        ``False`` when it took a retry (an earlier attempt may have landed
-        first: the retention check in the runtime needs to know).
+        ``False`` when it took a retry or the step was found to be ours.
+
+        When the object met at ``steps/N`` is gone by the time it is read back
+        (a compaction passed), the ``gc`` record decides: ours (committed, then
+        compacted: returns), another writer's (:class:`StepCompactedError`:
+        not applied, retry), or undecidable (:class:`CommitOutcomeUnknownError`).
         """
         key = self.step_key(record.step)
         data = record.encode(key, self.signing_key)
@@ -386,7 +390,7 @@ class ActorLog:
         :class:`CommitOutcomeUnknownError` when nothing tells. ``False``:
         the number is above the watermark (no compaction took it): retry the create.
         """
-        gc = await self.read_watermark()
+        gc = await self._read_watermark_after_commit(record)
         if record.step >= gc.min_step:
             return False
         verdict = classify_late_commit(gc, record.step, record.writer)
