@@ -210,16 +210,6 @@ def test_s3_credentials_refused_or_denied_are_reported_as_such(
     assert isinstance(missing, AuthenticationError) and "AWS_ACCESS_KEY_ID" in str(missing)
 
 
-def test_gcs_401_and_403_are_authentication_and_permission_errors() -> None:
-    pytest.importorskip("gcsfs")
-    from vactor_cloud.storage import _gcs
-
-    assert _gcs._status_error(401) is AuthenticationError
-    assert _gcs._status_error(403) is PermissionDeniedError
-    assert _gcs._status_error(400) is StorageError
-    assert "GOOGLE_APPLICATION_CREDENTIALS" in _gcs._hint(401) and "IAM" in _gcs._hint(403)
-
-
 # -- item 7: a stale inbox cache does not apply an event twice -----------------------------------
 def test_event_applied_elsewhere_is_not_applied_again_from_a_stale_inbox_cache(spec: StoreSpec) -> None:
     Books.get_or_create("b")

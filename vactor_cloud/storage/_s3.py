@@ -379,7 +379,8 @@ class S3Store(ObjectStore):
         if code in _PERMISSION_CODES or status == 403:
             return PermissionDeniedError(
                 f"{where}: {operation} denied: the credentials were accepted but lack a permission; "
-                "check the IAM policy of this identity and the bucket policy (vactor_cloud needs "
+                "check the IAM policy of this identity (the owner of AWS_ACCESS_KEY_ID, or the "
+                "instance role) and the bucket policy (vactor_cloud needs "
                 f"s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket) ({said})",
                 key,
             )
