@@ -37,7 +37,9 @@ class SharedCounter:
         return self.value
 
 
-def _worker(url: str, options: dict[str, Any], actor_id: str, start_at: float, duration: float, queue: Any) -> None:
+def _worker(
+    url: str, options: dict[str, Any], actor_id: str, start_at: float, duration: float, queue: Any
+) -> None:
     vc.init(url, **options)
     handle = vc.get_actor(actor_id)
     latencies: list[float] = []
@@ -94,7 +96,9 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("url")
     parser.add_argument("--processes", default="1,8,32")
     parser.add_argument("--duration", type=float, default=5.0)

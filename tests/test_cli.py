@@ -182,7 +182,7 @@ def test_python_dash_m_is_the_same_command(store: StoreSpec) -> None:
 
 def test_compact_keeps_the_newest_steps_and_history_says_so(store: StoreSpec) -> None:
     pytest.importorskip("vactor_cloud.compaction")
-    result = vactor(store, "compact", "t1", "--keep-last", "2", "--min-age", "0")
+    result = vactor(store, "compact", "t1", "--keep-last", "2", "--min-age", "0", "--force")
     assert result.code == EXIT_OK, result.err
     assert result.out.splitlines()[1].split()[:3] == ["t1", "2", "2..3"]
     assert "compacting 1/1 t1" in result.err  # the progress, one line per actor when piped
@@ -190,10 +190,31 @@ def test_compact_keeps_the_newest_steps_and_history_says_so(store: StoreSpec) ->
     gone = vactor(store, "show", "t1", "--step", "0")
     assert gone.code == EXIT_NOT_FOUND
     assert "step 0 was compacted" in one_line_error(gone) and "steps 2..3 remain" in gone.err
-    everything = vactor(store, "compact", "--all", "--keep-last", "1", "--min-age", "0", "--json")
+    everything = vactor(store, "compact", "--all", "--keep-last", "1", "--min-age", "0", "--force", "--json")
     assert everything.code == EXIT_OK, everything.err
     assert {r["actor_id"]: r["deleted_steps"] for r in everything.json()} == {"t1": 1, "t2": 0}  # type: ignore[index,union-attr]
     assert vactor(store, "compact", "--keep-last", "1").code == EXIT_USAGE
+
+
+@pytest.mark.parametrize("min_age", ["nan", "inf", "-inf", "-1"])
+def test_compact_refuses_a_min_age_that_is_not_a_finite_non_negative_number(
+    store: StoreSpec, min_age: str
+) -> None:
+    result = vactor(store, "compact", "t1", "--keep-last", "1", f"--min-age={min_age}", "--force")
+    assert result.code == EXIT_USAGE, result.err
+    assert "min_age must be a finite number" in one_line_error(result)
+    assert [e["step"] for e in vactor(store, "history", "t1", "--json").json()] == [3, 2, 1, 0]  # type: ignore[index]
+
+
+def test_compact_refuses_a_min_age_below_the_floor_unless_forced(store: StoreSpec) -> None:
+    refused = vactor(store, "compact", "t1", "--keep-last", "1", "--min-age", "60")
+    assert refused.code == EXIT_USAGE, refused.err
+    assert "below the floor of 3600 s" in one_line_error(refused) and "--force" in refused.err
+    forced = vactor(store, "compact", "t1", "--keep-last", "1", "--min-age", "60", "--force")
+    assert forced.code == EXIT_OK, forced.err
+    # The default (a day) keeps steps written seconds ago.
+    default = vactor(store, "compact", "t1", "--keep-last", "1", "--json")
+    assert default.code == EXIT_OK and default.json()[0]["deleted_steps"] == 0  # type: ignore[index]
 
 
 def test_doctor_passes_on_a_store_that_keeps_its_promises(store: StoreSpec) -> None:

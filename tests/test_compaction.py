@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from vactor_cloud.errors import CommitOutcomeUnknownError, StorageError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import ActorLog
 from vactor_cloud.runtime import Runtime, Settings
-from vactor_cloud.storage import ObjectStore, PutMode
+from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
 from vactor_cloud.storage._base import Blob
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -51,12 +52,24 @@ class PausingStore(ObjectStore):
     def __init__(self, inner: ObjectStore) -> None:
         super().__init__(inner.url)
         self.inner = inner
+        self.definite_create_conflicts = getattr(inner, "definite_create_conflicts", False)
         self.armed = False
         self.fail_first = False
+        #: apply the armed put first, then hold its response (a landed put answered late)
+        self.hold_response = False
+        #: when set, hold the next GET of the key ending with it instead of a put
+        self.hold_get: str | None = None
         self.paused = threading.Event()
         self.release = threading.Event()
 
+    async def _hold(self) -> None:
+        self.paused.set()
+        await asyncio.to_thread(self.release.wait, 30)
+
     async def _get(self, key: str) -> Blob:
+        if self.hold_get is not None and key.endswith(self.hold_get):
+            self.hold_get = None
+            await self._hold()
         return await self.inner.get(key)
 
     async def _head(self, key: str) -> str | None:
@@ -68,8 +81,11 @@ class PausingStore(ObjectStore):
                 self.fail_first = False
                 raise StorageError(f"{key}: simulated connection reset before sending", key)
             self.armed = False
-            self.paused.set()
-            await asyncio.to_thread(self.release.wait, 30)
+            if self.hold_response:
+                version = await self.inner.put(key, data, mode=mode)
+                await self._hold()
+                return version
+            await self._hold()
         return await self.inner.put(key, data, mode=mode)
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
@@ -218,7 +234,7 @@ def _age_steps(log: ActorLog, numbers: range, *, seconds: float) -> None:
 
 
 def _stall_a_writer_across_a_compaction(
-    spec: StoreSpec, *, fail_first: bool
+    spec: StoreSpec, *, fail_first: bool, forget: bool = False
 ) -> tuple[ActorFuture[Any], Runtime, float]:
     """Steps 0..2 exist; a writer's put of step 3 is held while another runtime commits 3..7
     and a compaction (min_age=0) deletes steps 0..5; returns the held call, the other runtime
@@ -244,6 +260,8 @@ def _stall_a_writer_across_a_compaction(
     # The held writer validated its cache before `armed_at`; let more than its
     # fresh_window pass so that only the watermark check can save it.
     time.sleep(max(0.0, armed_at + 2 * fresh_window - time.monotonic()))
+    if forget:
+        _forget_compacted_writers(other.log("t"))
     pausing.release.set()
     return held, other, fresh_window
 
@@ -264,15 +282,140 @@ def test_writer_stalled_across_a_compaction_does_not_report_a_deleted_step(spec:
         other.close()
 
 
-def test_retried_put_landing_below_the_watermark_reports_an_unknown_outcome(spec: StoreSpec) -> None:
+def test_retried_put_landing_below_the_watermark_is_resolved_from_the_compaction_record(
+    spec: StoreSpec,
+) -> None:
     held, other, _ = _stall_a_writer_across_a_compaction(spec, fail_first=True)
     try:
-        # Its first attempt failed before sending, so the call was not applied;
-        # but a writer cannot know that, and must neither retry nor claim success.
+        # Its first attempt failed before sending. The compaction recorded that step 3
+        # was another writer's, so the retried put's object came later: not a commit.
+        assert held.result(30) == 8
+        assert _sync.sync(other.log("t").list_steps()) == [6, 7, 8]
+        assert vc.get_actor("t").get.run() == 8
+    finally:
+        other.close()
+
+
+def _forget_compacted_writers(log: ActorLog) -> None:
+    """Rewrite ``gc`` without its record of deleted writers (as when the number is too old)."""
+    from vactor_cloud.log import GcWatermark, encode_gc
+
+    gc = _sync.sync(log.read_watermark())
+    data = encode_gc(log.gc_key, GcWatermark(gc.min_step, recorded_from=gc.min_step), 0.0, log.signing_key)
+    _sync.sync(log.store.put(log.gc_key, data, mode=IfMatch(gc.version or "")))
+
+
+def test_late_put_whose_number_is_no_longer_recorded_reports_an_unknown_outcome(spec: StoreSpec) -> None:
+    held, other, _ = _stall_a_writer_across_a_compaction(spec, fail_first=True, forget=True)
+    try:
         with pytest.raises(CommitOutcomeUnknownError):
             held.result(30)
-        assert _sync.sync(other.log("t").list_steps()) == [6, 7]
+        assert _sync.sync(other.log("t").list_steps()) == [6, 7]  # its stray step 3 was removed
         assert call_on(other, "t", "incr", 0) == 7
-        assert vc.get_actor("t").get.run() == 7
+    finally:
+        other.close()
+
+
+def test_put_answered_after_its_step_was_compacted_is_not_applied_twice(spec: StoreSpec) -> None:
+    """Issue 12 item 2: the put landed at once, its response came after a compaction deleted it."""
+    runtime = init(spec, fresh_window=0.3)
+    pausing = PausingStore(runtime.store)
+    runtime.store = pausing
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    handle.incr.run()
+    pausing.hold_response = True
+    pausing.armed = True
+    armed_at = time.monotonic()
+    held = handle.incr.run_async(1)
+    assert pausing.paused.wait(10), "the writer never reached its put"
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
+    try:
+        # Step 3 is the held writer's commit: the others build on it.
+        for expected in range(4, 9):
+            assert call_on(other, "t", "incr", 1) == expected
+        report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+        assert (report.newest, report.watermark) == (8, 7)
+        # Only the response is late; the gate, not this wait, orders the race.
+        time.sleep(max(0.0, armed_at + 2 * 0.3 - time.monotonic()))
+        pausing.release.set()
+        assert held.result(30) == 3  # its own commit, answered late: not re-run
+        assert _sync.sync(other.log("t").list_steps()) == [7, 8]
+        assert call_on(other, "t", "incr", 0) == 8  # applied once, not twice
+    finally:
+        other.close()
+
+
+def test_watermark_is_read_after_the_probe_of_a_stale_cache(spec: StoreSpec) -> None:
+    """Issue 12 item 1: the gc read must not be answered before the probe's deletion."""
+    runtime = init(spec, fresh_window=60.0)
+    pausing = PausingStore(runtime.store)
+    runtime.store = pausing
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    handle.incr.run()
+    core = runtime.core("t")
+    core.validated_at = -math.inf  # the cache is stale: the next commit revalidates
+    pausing.hold_get = "/steps/00000000000000000003"
+    held = handle.incr.run_async(1)
+    assert pausing.paused.wait(10), "the writer never probed"
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
+    try:
+        for expected in range(3, 8):
+            assert call_on(other, "t", "incr", 1) == expected
+        report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+        assert report.watermark == 6
+        pausing.release.set()
+        # Had it trusted its stale cache, it would re-create step 3 and answer 3.
+        assert held.result(30) == 8
+        assert _sync.sync(other.log("t").list_steps()) == [6, 7, 8]
+        assert call_on(other, "t", "incr", 0) == 8
+    finally:
+        other.close()
+
+
+def _lose_a_create_to_a_compaction(spec: StoreSpec, *, forget: bool) -> tuple[ActorFuture[Any], Runtime]:
+    """A fresh writer's create of step 3 meets another writer's step 3, which a compaction
+    deletes before the writer reads it back."""
+    runtime = init(spec, fresh_window=60.0)
+    pausing = PausingStore(runtime.store)
+    runtime.store = pausing
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    handle.incr.run()
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
+    for expected in range(3, 8):
+        assert call_on(other, "t", "incr", 1) == expected
+    pausing.hold_get = "/steps/00000000000000000003"  # the read-back after "already exists"
+    held = handle.incr.run_async(1)
+    assert pausing.paused.wait(10), "the writer never read its step back"
+    report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+    assert report.watermark == 6
+    if forget:
+        _forget_compacted_writers(other.log("t"))
+    pausing.release.set()
+    return held, other
+
+
+def test_create_refused_then_compacted_is_retried_not_reported_unknown(spec: StoreSpec) -> None:
+    """Issue 12 item 13, decided by the compaction's record (every backend)."""
+    held, other = _lose_a_create_to_a_compaction(spec, forget=False)
+    try:
+        assert held.result(30) == 8
+        assert call_on(other, "t", "incr", 0) == 8
+    finally:
+        other.close()
+
+
+def test_definite_already_exists_then_compaction_is_retried(spec: StoreSpec) -> None:
+    """Issue 12 item 13 without the record: a local/memory "already exists" wrote nothing."""
+    held, other = _lose_a_create_to_a_compaction(spec, forget=True)
+    try:
+        if getattr(other.store, "definite_create_conflicts", False):
+            assert held.result(30) == 8
+            assert call_on(other, "t", "incr", 0) == 8
+        else:  # an HTTP client may have retried and met its own object: undecidable
+            with pytest.raises(CommitOutcomeUnknownError):
+                held.result(30)
     finally:
         other.close()

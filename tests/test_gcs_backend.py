@@ -28,7 +28,9 @@ from aiohttp import web
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     RateLimitedError,
     RetryableStorageError,
@@ -362,6 +364,28 @@ def test_forbidden_raises_storage_error_with_a_hint() -> None:
                     await store.list("")
                 assert not isinstance(info.value, RetryableStorageError)
                 assert "credentials" in str(info.value)
+            finally:
+                await store.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "hint"),
+    [(401, AuthenticationError, "GOOGLE_APPLICATION_CREDENTIALS"), (403, PermissionDeniedError, "IAM")],
+)
+def test_refused_credentials_and_denied_permissions_are_not_reported_as_unreachable(
+    status: int, expected: type[StorageError], hint: str
+) -> None:
+    async def scenario() -> None:
+        hits: list[str] = []
+        async with answering(status, hits) as endpoint:
+            store = GCSStore("bucket", endpoint_url=endpoint, token="anon", project="p")
+            try:
+                with pytest.raises(expected) as info:
+                    await store.get("k")
+                assert type(info.value) is expected and isinstance(info.value, PermissionError)
+                assert hint in str(info.value) and hits == ["GET"]  # not retried: it will not pass
             finally:
                 await store.close()
 

@@ -77,10 +77,14 @@ if action == "create":
     Tally.get_or_create("t", 10).add.run(1)
     print(json.dumps(vc.get_actor("t").read.run()))
 elif action == "add":
+    if os.environ["EXTRA_PATH"]:
+        import tally_mod
     h = vc.get_actor("t")
     h.add.run(5)
     print(json.dumps(h.read.run()))
 elif action == "read":
+    if os.environ["EXTRA_PATH"]:
+        import tally_mod  # classes are only taken from modules this process imported (never by name)
     print(json.dumps(vc.get_actor("t").read.run()))
 vc.shutdown()
 """

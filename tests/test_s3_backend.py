@@ -32,8 +32,10 @@ import pytest
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     RateLimitedError,
     RetryableStorageError,
@@ -507,6 +509,35 @@ def test_other_server_refusals_are_storage_errors_that_say_what_to_do(stub_s3: S
                 assert isinstance(info.value, RetryableStorageError)
             else:
                 assert "AWS_ACCESS_KEY_ID" in str(info.value)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    ("stub_s3", "expected"),
+    [
+        ((403, "InvalidAccessKeyId"), AuthenticationError),
+        ((403, "SignatureDoesNotMatch"), AuthenticationError),
+        ((403, "AccessDenied"), PermissionDeniedError),
+    ],
+    indirect=["stub_s3"],
+    ids=["unknown-key", "bad-secret", "denied"],
+)
+def test_refused_credentials_and_denied_permissions_are_not_reported_as_unreachable(
+    stub_s3: StubS3, expected: type[StorageError]
+) -> None:
+    async def body() -> None:
+        store = stub_store(stub_s3)
+        try:
+            with pytest.raises(expected) as info:
+                await store.put("k", b"x", mode="create")
+            assert type(info.value) is expected and isinstance(info.value, PermissionError)
+            assert not isinstance(info.value, RetryableStorageError)
+            message = str(info.value)
+            assert "AWS_ACCESS_KEY_ID" in message and "unreachable" not in message
+            assert ("not accept the credentials" in message) == (expected is AuthenticationError)
         finally:
             await store.close()
 

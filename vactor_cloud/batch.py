@@ -36,7 +36,7 @@ from vactor_cloud.dedup import DedupTable, Outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import CallRecord, StepRecord
-from vactor_cloud.state import capture_state, dumps_state, loads_state, restore_instance
+from vactor_cloud.state import capture_state, dumps_state, expect_serializer, loads_state, restore_instance
 from vactor_cloud.timers import (
     FIRE,
     MARKERS,
@@ -272,7 +272,10 @@ def apply_batch(
     dedup_window: tuple[int, float],
 ) -> BatchResult:
     """Apply ``calls`` in order to ``base`` (or to ``live``, an instance already at ``base``)."""
-    serializer = definition.serializer
+    # The class decides the encoding: a stored "pickle" on a json actor is refused before decoding.
+    serializer = expect_serializer(
+        base.serializer, definition.serializer, f"actor {actor_id!r} step {base.step}"
+    )
     good = base.state  # the state after the last call that succeeded
     instance = live
     table: DedupTable | None = None
@@ -424,7 +427,10 @@ def run_readonly(
     The instance is built for this call alone and dropped after it, so its
     result needs no copy to be independent of any other caller's.
     """
-    instance = restore_instance(definition.cls, loads_state(record.state, definition.serializer))
+    serializer = expect_serializer(
+        record.serializer, definition.serializer, f"actor {actor_id!r} step {record.step}"
+    )
+    instance = restore_instance(definition.cls, loads_state(record.state, serializer))
     return _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
 
 

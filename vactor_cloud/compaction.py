@@ -26,12 +26,30 @@ step N+1 can only be deleted once its successor N+2 is ``min_age`` old, and
 N+2 was written after the writer validated: so ``min_age`` must exceed
 ``fresh_window`` plus the clock skew between machines. ``ActorHandle.compact``
 refuses a ``min_age`` below the runtime's ``fresh_window``; this function
-takes what it is given (tests use ``min_age=0`` with ``fresh_window=0``).
+takes any finite ``min_age >= 0`` (tests use ``min_age=0`` with ``fresh_window=0``).
+
+Why a writer whose put answered late is still never applied twice: before
+raising the watermark past a step, the compaction reads the writer id of
+the (committed) object at that number and records it in ``gc`` (the newest
+``GC_RECORDED_STEPS`` of them). A writer that learns only after a
+compaction that its put landed (a stall, SIGSTOP, a slow network) looks its
+number up there: its own id means committed-then-compacted (success),
+another id means its object came later (not a commit: delete, retry), and a
+number no longer recorded means :class:`CommitOutcomeUnknownError`.
+
+Defaults: ``min_age`` is ``DEFAULT_MIN_AGE`` (one day): a writer can trust
+a cached step for ``fresh_window`` seconds, and a writer stalled longer
+than ``min_age`` between validating and committing can only be resolved
+through the record above; a day is past any realistic stall (Delta Lake
+keeps its log 30 days for the same reason). ``vactor compact`` refuses a
+``min_age`` below ``MIN_AGE_FLOOR`` (one hour) unless ``--force``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,11 +66,26 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.keys import tasks_prefix
-from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import IfMatch
 
-__all__ = ["CompactionReport", "compact", "raise_watermark"]
+__all__ = [
+    "DEFAULT_MIN_AGE",
+    "MIN_AGE_FLOOR",
+    "STALE_TEMP_AGE",
+    "CompactionReport",
+    "compact",
+    "raise_watermark",
+    "validate_compaction_args",
+]
+
+#: default ``min_age``: a day, past any realistic stall of a writer (see the module docstring)
+DEFAULT_MIN_AGE = 24 * 3600.0
+#: the smallest ``min_age`` ``vactor compact`` accepts without ``--force``
+MIN_AGE_FLOOR = 3600.0
+#: local store temp files (``.tmp-*``) older than this are a killed writer's leftovers
+STALE_TEMP_AGE = 3600.0
 
 T = TypeVar("T")
 
@@ -85,7 +118,46 @@ class CompactionReport:
         return self.newest - self.watermark + 1
 
 
-async def compact(log: ActorLog, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+def validate_compaction_args(
+    keep_last: object,
+    min_age: object,
+    *,
+    fresh_window: float | None = None,
+    floor: float | None = None,
+) -> tuple[int, float]:
+    """``(keep_last, min_age)`` checked, or ``ValueError`` saying what is wrong.
+
+    ``keep_last`` is an integer >= 1; ``min_age`` a real, finite number of
+    seconds >= 0 (NaN compares false with everything and would slip past
+    every age check, deleting steps seconds old). With ``fresh_window``,
+    ``min_age`` must also be at least that; with ``floor``, at least that
+    (the CLI's documented floor, waived by ``--force``).
+    """
+    if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
+        raise ValueError(
+            f"keep_last must be an integer >= 1 (the newest step is always kept), got {keep_last!r}"
+        )
+    if not isinstance(min_age, numbers.Real) or isinstance(min_age, bool):
+        raise ValueError(f"min_age must be a number of seconds, got {min_age!r}")
+    age = float(min_age)
+    if not math.isfinite(age) or age < 0:
+        raise ValueError(f"min_age must be a finite number of seconds >= 0, got {min_age!r}")
+    if fresh_window is not None and age < fresh_window:
+        raise ValueError(
+            f"min_age={age} s is below Settings.fresh_window={fresh_window} s: a writer trusting a "
+            "cache that fresh could re-create a deleted step unnoticed; pass min_age >= fresh_window "
+            "plus your machines' clock skew (or lower fresh_window in init(settings=...))"
+        )
+    if floor is not None and age < floor:
+        raise ValueError(
+            f"min_age={age} s is below the floor of {floor:g} s: a writer stalled longer than min_age "
+            "(a paused VM, SIGSTOP, a long GC) may find its commit compacted and unresolvable; "
+            "pass --force if no writer can be running"
+        )
+    return keep_last, age
+
+
+async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
     """Delete the steps of ``log``'s actor older than its ``keep_last`` newest.
 
     Never deletes the newest step, and never a step whose successor was
@@ -96,12 +168,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = 600.0) -> C
     readers and other compactions; idempotent. ``ActorNotFoundError`` if the
     actor has no steps.
     """
-    if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
-        raise ValueError(
-            f"keep_last must be an integer >= 1 (the newest step is always kept), got {keep_last!r}"
-        )
-    if min_age < 0:
-        raise ValueError(f"min_age must be >= 0 seconds, got {min_age!r}")
+    keep_last, min_age = validate_compaction_args(keep_last, min_age)
     started = time.time()
 
     head = await log.read_head()
@@ -111,7 +178,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = 600.0) -> C
     # Readers start at HEAD: move it past everything we may delete first.
     await log.advance_head(newest.step, newest.class_ref, head)
 
-    current, _ = await _read_watermark(log)
+    current = (await log.read_watermark()).min_step
     by_count = max(0, newest.step - keep_last + 1)
     target = by_count
     if min_age > 0 and by_count > current:
@@ -127,6 +194,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = 600.0) -> C
     for chunk in _chunks(doomed, _PARALLEL):
         await asyncio.gather(*(log.store.delete(log.step_key(step)) for step in chunk))
     deleted_tasks = await _delete_tasks(log, tasks, committed_calls, started - min_age)
+    await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
     return CompactionReport(
         actor_id=log.actor_id,
         newest=newest.step,
@@ -141,22 +209,32 @@ async def raise_watermark(log: ActorLog, min_step: int) -> int:
     """Raise the actor's ``gc`` watermark to at least ``min_step``; return its value after.
 
     Forward only: a concurrent compaction that raised it further wins, and
-    the higher value is returned. Create when absent, else if-match.
+    the higher value is returned. Create when absent, else if-match. Before
+    each attempt the writer ids of the steps it passes (the newest
+    ``GC_RECORDED_STEPS``) are read and recorded with it, so that a writer
+    answered late can tell whether its step was the committed one.
     """
+    writers: dict[int, str | None] = {}
     for _ in range(_WATERMARK_ATTEMPTS):
-        current, version = await _read_watermark(log)
-        if current >= min_step:
-            return current
-        data = codec.encode(
-            log.gc_key,
-            {"kind": "gc", "min_step": min_step, "time": time.time()},
-            signing_key=log.signing_key,
+        current = await log.read_watermark()
+        if current.min_step >= min_step:
+            return current.min_step
+        low = max(current.min_step, min_step - GC_RECORDED_STEPS)
+        await _read_writers(log, [n for n in range(low, min_step) if n not in writers], writers)
+        recorded = dict(current.compacted)
+        recorded.update({n: w for n in range(low, min_step) if (w := writers.get(n)) is not None})
+        kept = sorted(recorded)[-GC_RECORDED_STEPS:]
+        raised = GcWatermark(
+            min_step,
+            compacted={n: recorded[n] for n in kept},
+            recorded_from=kept[0] if kept else min_step,
         )
+        data = encode_gc(log.gc_key, raised, time.time(), log.signing_key)
         try:
-            if version is None:
+            if current.version is None:
                 await log.store.put(log.gc_key, data, mode="create")
             else:
-                await log.store.put(log.gc_key, data, mode=IfMatch(version))
+                await log.store.put(log.gc_key, data, mode=IfMatch(current.version))
             return min_step
         except (AlreadyExistsError, PreconditionFailedError, RetryableStorageError):
             # Another compaction moved it (or the answer was lost): re-read and decide again.
@@ -167,16 +245,23 @@ async def raise_watermark(log: ActorLog, min_step: int) -> int:
     )
 
 
-async def _read_watermark(log: ActorLog) -> tuple[int, str | None]:
-    try:
-        blob = await log.store.get(log.gc_key)
-    except NotFoundError:
-        return 0, None
-    env = codec.decode(log.gc_key, blob.data, signing_key=log.signing_key)
-    try:
-        return int(env.meta["min_step"]), blob.version
-    except (KeyError, ValueError, TypeError) as exc:
-        raise IntegrityError(log.gc_key, f"malformed gc watermark: {exc}") from None
+async def _read_writers(log: ActorLog, steps: list[int], into: dict[int, str | None]) -> None:
+    """The writer id of each step in ``steps`` (``None``: missing or unreadable), into ``into``.
+
+    These steps are at or above the current watermark, so each object is the
+    one its create-only put committed: nothing was ever deleted there.
+    """
+
+    async def writer_of(step: int) -> str | None:
+        try:
+            record = await log.read_step(step)
+        except IntegrityError:
+            return None
+        return None if record is None else record.writer
+
+    for chunk in _chunks(steps, _PARALLEL):
+        for step, writer in zip(chunk, await asyncio.gather(*(writer_of(n) for n in chunk)), strict=True):
+            into[step] = writer
 
 
 async def _youngest_allowed(log: ActorLog, low: int, high: int, cutoff: float) -> int:
@@ -295,7 +380,9 @@ def _chunks(items: Iterable[T], size: int) -> list[list[T]]:
     return out
 
 
-async def compact_actor(actor_id: str, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+async def compact_actor(
+    actor_id: str, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE
+) -> CompactionReport:
     """Compact the actor ``actor_id`` of the current runtime (what ``ActorHandle.compact`` runs).
 
     Refuses a ``min_age`` below the runtime's ``Settings.fresh_window``: a
@@ -306,13 +393,9 @@ async def compact_actor(actor_id: str, keep_last: int, *, min_age: float = 600.0
     between their machines.
     """
     runtime = get_runtime()
-    fresh_window = runtime.settings.fresh_window
-    if min_age < fresh_window:
-        raise ValueError(
-            f"min_age={min_age} s is below Settings.fresh_window={fresh_window} s: a writer trusting a "
-            "cache that fresh could re-create a deleted step unnoticed; pass min_age >= fresh_window "
-            "plus your machines' clock skew (or lower fresh_window in init(settings=...))"
-        )
+    keep_last, min_age = validate_compaction_args(
+        keep_last, min_age, fresh_window=runtime.settings.fresh_window
+    )
     core = runtime.core(actor_id)
     report = await compact(core.log, keep_last, min_age=min_age)
     if core.record is not None and core.record.step < report.watermark:

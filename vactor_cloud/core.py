@@ -59,7 +59,15 @@ from vactor_cloud.errors import (
     StorageError,
     VactorError,
 )
-from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
+from vactor_cloud.log import (
+    ActorLog,
+    CallRecord,
+    ClassRef,
+    Head,
+    StepCompactedError,
+    StepRecord,
+    StepTakenError,
+)
 from vactor_cloud.posting import (
     Post,
     PostBox,
@@ -299,21 +307,24 @@ class ActorCore:
         """Find the newest step from the cached one (one GET when nothing changed).
 
         A cache older than ``fresh_window`` may predate a compaction: the
-        retention watermark is read *after* the probe has answered, so a
-        compaction that deleted steps the probe missed is always seen.
+        retention watermark is read *after* the probe has answered
+        (``ActorLog.probe_with_watermark``), so a compaction that deleted
+        steps the probe missed is always seen. Steps at or above the
+        watermark are never deleted, so a probe that reached one found the newest.
         """
         await self.ensure_loaded()
         base = self.record
         assert base is not None
         started = time.monotonic()
-        newest, _ = await self.log.probe_from(base)
         if started - self.validated_at > self.env.settings.fresh_window:
-            watermark = await self.log.read_gc()
-            if watermark > newest.step:
+            newest, watermark = await self.log.probe_with_watermark(base)
+            if watermark.min_step > newest.step:
                 self._invalidate()
                 await self.ensure_loaded()
                 assert self.record is not None
                 return self.record
+        else:
+            newest, _ = await self.log.probe_from(base)
         self._accept(newest, started)
         record = self.record
         assert record is not None
@@ -533,17 +544,20 @@ class ActorCore:
                 )
                 put_started = time.monotonic()
                 put_sent = True
-                clean = env.run(self.log.put_step(record))
+                env.run(self.log.put_step(record))
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
                 if time.monotonic() - validated > settings.fresh_window and not env.run(
-                    self._above_watermark(record, clean)
+                    self.log.resolve_late_commit(record)
                 ):
+                    self._invalidate()
                     raise _BelowWatermarkError
-            except (StepTakenError, _BelowWatermarkError) as lost:
+            except (StepTakenError, StepCompactedError, _BelowWatermarkError) as lost:
                 if isinstance(lost, StepTakenError):
                     self._accept(lost.winner, self.validated_at)
                     self._catch_up(lost.winner)
+                elif isinstance(lost, StepCompactedError):
+                    self._invalidate()
                 self._lost_at = time.monotonic()
                 attempts += 1
                 if posted is None and self._may_post(batch):
@@ -740,39 +754,6 @@ class ActorCore:
             logger.debug("actor %r: probe after a lost commit failed: %s", self.actor_id, exc)
             return
         self._accept(newest, started)
-
-    async def _above_watermark(self, record: StepRecord, clean: bool) -> bool:
-        """After a slow commit: is our step above the retention watermark?
-
-        A writer stalled longer than ``fresh_window`` may have created a step
-        number that a compaction deleted meanwhile. Such an object is not a
-        commit: delete it and retry. If the put needed a retry (``clean`` is
-        False), an earlier attempt may have committed and been compacted
-        since: retrying could apply the calls twice, so the outcome is
-        reported as unknown instead.
-        """
-        watermark = await self._read_gc_after_commit(record)
-        if record.step >= watermark:
-            return True
-        await self.log.store.delete(self.log.step_key(record.step))
-        self._invalidate()
-        if not clean:
-            raise CommitOutcomeUnknownError(self.actor_id, record.step)
-        return False
-
-    async def _read_gc_after_commit(self, record: StepRecord) -> int:
-        """The watermark, retried: our step is already written, so failing here
-        would report a commit that happened as an error (and invite a retry
-        that applies it twice)."""
-        for attempt in range(_TRANSIENT_RETRIES):
-            try:
-                return await self.log.read_gc()
-            except (StorageError, IntegrityError):
-                await asyncio.sleep(_backoff(attempt + 3))
-        try:
-            return await self.log.read_gc()
-        except (StorageError, IntegrityError) as exc:
-            raise CommitOutcomeUnknownError(self.actor_id, record.step) from exc
 
     def _class_ref_for_commit(self, definition: ActorDefinition, base: StepRecord) -> ClassRef:
         if self._stored_sha is not None:

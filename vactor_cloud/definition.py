@@ -165,17 +165,15 @@ def _collect_methods(cls: type) -> dict[str, MethodInfo]:
 
 
 def lookup_local_class(name: str) -> ActorDefinition | None:
-    """The class registered under ``module:qualname`` in this process, importing its module if needed."""
-    found = _REGISTRY.get(name)
-    if found is not None:
-        return found
-    module, _, _ = name.partition(":")
-    if module in ("__main__", "__mp_main__", ""):
-        return None
-    try:
-        __import__(module)
-    except Exception:
-        return None
+    """The class registered under ``module:qualname`` in this process, or ``None``.
+
+    Only classes this process has already defined (``@virtual_actor`` ran)
+    are found. The name comes from storage: importing the module it names
+    would let whoever can write the bucket run any importable module's
+    top-level code in every reader (a forged step naming ``this:X``
+    imports ``this``). Import your actor modules before using their actors;
+    otherwise the class body is loaded from storage (when allowed).
+    """
     return _REGISTRY.get(name)
 
 

@@ -20,6 +20,8 @@ and ``except LookupError`` keep working::
         ├── NotFoundError           (FileNotFoundError)
         ├── AlreadyExistsError      (FileExistsError)
         ├── PreconditionFailedError
+        ├── PermissionDeniedError   (PermissionError) credentials valid, access refused
+        │   └── AuthenticationError missing, invalid or expired credentials
         └── RetryableStorageError   safe to retry after a pause
             ├── ConflictError       S3 409 ConditionalRequestConflict
             ├── RateLimitedError    GCS 429, S3 503 SlowDown
@@ -35,6 +37,7 @@ __all__ = [
     "ActorDefinitionError",
     "ActorNotFoundError",
     "AlreadyExistsError",
+    "AuthenticationError",
     "CallPendingError",
     "CommitConflictError",
     "CommitOutcomeUnknownError",
@@ -43,6 +46,7 @@ __all__ = [
     "IntegrityError",
     "InvalidActorIdError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PreconditionFailedError",
     "RateLimitedError",
     "RetryableStorageError",
@@ -156,18 +160,21 @@ class CommitConflictError(VactorError):
 
 
 class CommitOutcomeUnknownError(VactorError):
-    """A commit whose put had to be retried landed below the retention watermark.
+    """A commit's step number was compacted before the writer learned its outcome.
 
-    An earlier attempt may have committed (and been compacted since) or not;
-    nothing tells which. Raised instead of retrying (which could apply the
-    calls twice) or reporting success (which could be false).
+    The put landed (or its outcome was ambiguous) but the writer learned it
+    only after a compaction had deleted that step number, and the retention
+    watermark no longer records whose step it deleted there: the calls may or
+    may not have been applied. Raised instead of retrying (which could apply
+    the calls twice) or reporting success (which could be false).
     """
 
     def __init__(self, actor_id: str, step: int) -> None:
         super().__init__(
-            f"actor {actor_id!r}: the commit of step {step} was retried after an ambiguous storage error "
-            "and a compaction deleted that step number meanwhile; the calls may or may not have been "
-            "applied: check the actor's state (or use an idempotency key) before retrying"
+            f"actor {actor_id!r}: the commit of step {step} was answered late (a stall, or a retry after "
+            "an ambiguous storage error) and a compaction deleted that step number meanwhile; the calls "
+            "may or may not have been applied: check the actor's state (or use an idempotency key) "
+            "before retrying"
         )
         self.actor_id = actor_id
         self.step = step
@@ -216,6 +223,21 @@ class AlreadyExistsError(StorageError, FileExistsError):
 
 class PreconditionFailedError(StorageError):
     """An if-match put found another version (or no object) at the key."""
+
+
+class PermissionDeniedError(StorageError, PermissionError):
+    """The store refused the request: the credentials lack a permission (S3 AccessDenied, GCS 403).
+
+    Not transient: retrying does not help; the message says what to check.
+    """
+
+
+class AuthenticationError(PermissionDeniedError):
+    """The store did not accept the credentials: missing, unknown, expired or mis-signed.
+
+    Distinct from an unreachable store (a :class:`RetryableStorageError`):
+    the server answered, and said who you are is not known to it.
+    """
 
 
 class RetryableStorageError(StorageError):

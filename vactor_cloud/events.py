@@ -43,6 +43,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.dedup import DedupTable, Outcome
 from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
+from vactor_cloud.ids import validate_event_name
 from vactor_cloud.inbox import (
     MAX_EVENTS_PER_COMMIT,
     PROCESS_EVENTS,
@@ -54,6 +55,7 @@ from vactor_cloud.inbox import (
 )
 from vactor_cloud.log import StepRecord
 from vactor_cloud.runtime import Runtime, get_runtime
+from vactor_cloud.state import expect_serializer
 
 __all__ = [
     "applied_event",
@@ -72,8 +74,7 @@ _MAX_ROUNDS = 1000
 
 
 def _prepare(name: str, payload: Any, event_id: str | None, serializer: str) -> tuple[str, bytes]:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"the event name must be a non-empty string, got {name!r}")
+    validate_event_name(name)
     event_id = uuid.uuid4().hex if event_id is None else validate_event_id(event_id)
     return event_id, serialize_payload(payload, serializer)
 
@@ -186,13 +187,16 @@ async def process_events_async(actor_id: str) -> int:
     return await asyncio.wrap_future(_sync.submit(_process(actor_id)))
 
 
-def applied_event(record: StepRecord, name: str, event_id: str | None = None) -> Outcome | None:
+def applied_event(
+    record: StepRecord, name: str, event_id: str | None = None, *, serializer: str
+) -> Outcome | None:
     """The recorded outcome of the newest applied event ``name`` (or of ``event_id``) as of ``record``.
 
     Looks in the idempotency table, so it knows events applied within the
-    dedup window.
+    dedup window. ``serializer`` is the actor class's (never the step's own word).
     """
-    table = DedupTable.load(record.dedup, record.serializer)
+    where = f"step {record.step}"
+    table = DedupTable.load(record.dedup, expect_serializer(record.serializer, serializer, where))
     if event_id is not None:
         return table.get(event_dedup_key(name, event_id))
     prefix = event_dedup_key(name, "")
@@ -211,7 +215,8 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
         # The waiter drives the inbox itself: an idle actor has no writer to do it.
         await _process(actor_id)
         record = await core.revalidate()
-        outcome = applied_event(record, name, event_id)
+        assert core.definition is not None  # set by revalidate (ensure_loaded)
+        outcome = applied_event(record, name, event_id, serializer=core.definition.serializer)
         if outcome is not None:
             return outcome.unwrap()
         remaining = deadline - time.monotonic()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import CallOptions, PendingCall, current_call
-from vactor_cloud.compaction import CompactionReport, compact_actor
+from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.definition import ActorDefinition, MethodInfo
 from vactor_cloud.errors import VactorError
 from vactor_cloud.events import (
@@ -29,6 +29,7 @@ from vactor_cloud.events import (
 )
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
+from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
@@ -111,7 +112,7 @@ class ActorHandle(Generic[T]):
         """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`)."""
         return state_at(self.actor_id, step)
 
-    def compact(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+    def compact(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Delete steps older than the ``keep_last`` newest (see :mod:`vactor_cloud.compaction`).
 
         Never deletes the newest step, nor a step whose successor is younger
@@ -119,7 +120,7 @@ class ActorHandle(Generic[T]):
         """
         return _sync.sync(compact_actor(self.actor_id, keep_last, min_age=min_age))
 
-    async def compact_async(self, keep_last: int, *, min_age: float = 600.0) -> CompactionReport:
+    async def compact_async(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Async twin of :meth:`compact`; awaitable from any event loop."""
         coro = compact_actor(self.actor_id, keep_last, min_age=min_age)
         return await asyncio.wrap_future(_sync.submit(coro))
@@ -231,8 +232,8 @@ class ActorMethod(Generic[P, R]):
         and return the timer's key (``timer_key``, else a generated one);
         ``every`` repeats it. A timer runner fires it (docs/timers.md).
         """
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise ValueError("idempotency_key must be a non-empty string")
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
         if idempotency_key is not None and self._info.readonly:
             raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
         if at_step is not None:

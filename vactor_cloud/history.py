@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud import _sync
-from vactor_cloud.errors import ActorNotFoundError
+from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
-from vactor_cloud.state import loads_state, restore_instance
+from vactor_cloud.state import expect_serializer, loads_state, restore_instance
 
 if TYPE_CHECKING:
-    from vactor_cloud.definition import MethodInfo
+    from vactor_cloud.definition import ActorDefinition, MethodInfo
 
 __all__ = [
     "ActorInfo",
@@ -197,8 +197,19 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
             return record
         return await find_step(log, step)
 
+    async def serializer_of(record: StepRecord) -> str:
+        # The class decides how its state is encoded. Without the class (loading class
+        # bodies from storage disabled), only json is read: it never runs code.
+        try:
+            definition = await runtime.core(actor_id).definition_for(record.class_ref)
+        except ActorDefinitionError:
+            return "json"
+        return definition.serializer
+
     record = _sync.sync(read())
-    return record, loads_state(record.state, record.serializer)
+    expected = _sync.sync(serializer_of(record))
+    where = f"actor {actor_id!r} step {record.step}"
+    return record, loads_state(record.state, expect_serializer(record.serializer, expected, where))
 
 
 def state_at(actor_id: str, step: int) -> Any:
@@ -216,13 +227,14 @@ def state_at(actor_id: str, step: int) -> Any:
     runtime = _runtime()
     core = runtime.core(actor_id)
 
-    async def load() -> tuple[StepRecord, type]:
+    async def load_definition() -> tuple[StepRecord, ActorDefinition]:
         record = await find_step(core.log, step)
-        definition = await core.definition_for(record.class_ref)
-        return record, definition.cls
+        return record, await core.definition_for(record.class_ref)
 
-    record, cls = _sync.sync(load())
-    instance = restore_instance(cls, loads_state(record.state, record.serializer))
+    record, definition = _sync.sync(load_definition())
+    where = f"actor {actor_id!r} step {record.step}"
+    serializer = expect_serializer(record.serializer, definition.serializer, where)
+    instance = restore_instance(definition.cls, loads_state(record.state, serializer))
     return _freeze(instance, record.step)
 
 

@@ -66,8 +66,10 @@ from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import DedupTable, Outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
+from vactor_cloud.ids import event_dedup_key, validate_event_id
 from vactor_cloud.keys import inbox_key, inbox_prefix
 from vactor_cloud.log import StepRecord
+from vactor_cloud.state import expect_serializer
 from vactor_cloud.storage import ObjectStore
 
 __all__ = [
@@ -95,32 +97,7 @@ _MARKERS = frozenset({PROCESS_EVENTS, FOLD_KNOWN})
 #: most events folded into one commit (the rest go into the next ones)
 MAX_EVENTS_PER_COMMIT = 256
 PAYLOAD_SERIALIZERS = ("json", "pickle")
-_MAX_EVENT_ID_BYTES = 255  # one file name on the local store
 _FETCH_CONCURRENCY = 32
-
-
-def event_dedup_key(name: str, event_id: str) -> str:
-    """The idempotency-table key recording that event ``event_id`` (named ``name``) was applied.
-
-    NUL bytes cannot come from an idempotency key a caller would type, so
-    event keys never collide with call keys.
-    """
-    return f"\x00event\x00{name}\x00{event_id}"
-
-
-def validate_event_id(event_id: object) -> str:
-    """``ValueError`` unless ``event_id`` can name an inbox object on every backend."""
-    if not isinstance(event_id, str) or not event_id:
-        raise ValueError(f"event_id must be a non-empty string, got {event_id!r}")
-    if "/" in event_id or "\\" in event_id or event_id in (".", ".."):
-        raise ValueError(
-            f"event_id {event_id!r} contains a slash or is a path component; use another separator"
-        )
-    if any(ord(c) < 32 or ord(c) == 127 for c in event_id):
-        raise ValueError(f"event_id {event_id!r} contains control characters")
-    if len(event_id.encode("utf-8")) > _MAX_EVENT_ID_BYTES:
-        raise ValueError(f"event_id is longer than {_MAX_EVENT_ID_BYTES} bytes in UTF-8")
-    return event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,21 +266,31 @@ class ActorInbox:
     __slots__ = (
         "_background",
         "_deleting",
+        "_fold_base",
         "_known",
         "_listed_at",
+        "_listed_step",
         "_listing_error",
         "_signalled",
         "_tasks",
         "actor_id",
+        "known_step",
         "request_commit",
         "settings",
         "store",
     )
 
     def __init__(
-        self, actor_id: str, store: ObjectStore, settings: Any, request_commit: Callable[[PendingCall], None]
+        self,
+        actor_id: str,
+        store: ObjectStore,
+        settings: Any,
+        request_commit: Callable[[PendingCall], None],
+        known_step: Callable[[], int],
     ) -> None:
         self.actor_id = actor_id
+        #: the newest step this process knows of the actor (-1: none)
+        self.known_step = known_step
         self.store = store
         self.settings = settings
         #: queues a write on the actor (a pool thread commits it)
@@ -311,6 +298,10 @@ class ActorInbox:
         #: pending events fetched from storage, by key (inbox objects are immutable)
         self._known: dict[str, InboxEvent] = {}
         self._listed_at = -math.inf
+        #: the newest step this process knew when ``_known`` was last listed (see ``_cache_trusted``)
+        self._listed_step = -1
+        #: the base step of the fold in progress (settle moves ``_listed_step`` past our own commit)
+        self._fold_base = -1
         self._signalled = False
         self._listing_error: BaseException | None = None
         self._deleting: set[str] = set()
@@ -377,6 +368,22 @@ class ActorInbox:
         for event in await read_events(self.store, new, self.settings.signing_key):
             self._known[event.key] = event
         self._listed_at = started
+        # Known *after* the listing: a step that applied a listed event is at or below
+        # it, so its dedup entry is in that step's table (the fold checks it there).
+        self._listed_step = self.known_step()
+
+    def _cache_trusted(self, base: StepRecord) -> bool:
+        """Whether the cached pending events may be folded onto ``base`` without listing again.
+
+        An inbox object is deleted only after the commit that applied it, so
+        a cached event may have been applied by another process since it was
+        listed; the fold catches that in the dedup table of ``base``, but only
+        while the event is still within the dedup window. The cache is
+        therefore trusted only when no other process committed since the
+        listing: ``base`` is the step known right after it, or one this
+        process committed on top of that (``settle`` keeps track).
+        """
+        return base.step == self._listed_step
 
     async def fold(
         self, batch: list[PendingCall], base: StepRecord, definition: ActorDefinition
@@ -399,9 +406,20 @@ class ActorInbox:
                 logger.warning("could not list the inbox of %r: %s", self.actor_id, exc)
         elif self._stale():
             self._list_in_background()
+        if self._known and not self._cache_trusted(base):
+            # Others committed since our listing (or it predates loading): what we
+            # hold may be applied and out of the dedup window. List again first.
+            try:
+                await self._refresh()
+            except StorageError as exc:
+                logger.warning("could not list the inbox of %r: %s", self.actor_id, exc)
+                self._known.clear()
+                self._signalled = True
+        self._fold_base = base.step
         if not self._known:
             return calls
-        table = DedupTable.load(base.dedup, definition.serializer)
+        where = f"actor {self.actor_id!r} step {base.step}"
+        table = DedupTable.load(base.dedup, expect_serializer(base.serializer, definition.serializer, where))
         handlers = event_handlers(definition)
         folded: list[PendingCall] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):
@@ -438,6 +456,9 @@ class ActorInbox:
         applied_keys = (
             {c.key for c in result.calls if c.key is not None} if result.state is not None else set()
         )
+        if result.state is not None and self._listed_step == self._fold_base:
+            # Our own commit on top of the listed step: the cache stays trusted.
+            self._listed_step = self._fold_base + 1
         applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
         self._delete(applied)
         for call in batch:

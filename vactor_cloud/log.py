@@ -5,7 +5,7 @@ Object layout under the store root (DESIGN.md §3)::
     actors/<id>/class/<sha256>   class body, content-addressed, create-only
     actors/<id>/steps/<N:020d>   immutable step objects, create-only; step 0 = creation
     actors/<id>/HEAD             advisory pointer to a recent step; forward-only, by if-match
-    actors/<id>/gc               retention low-watermark {"min_step": M}
+    actors/<id>/gc               retention low-watermark {"min_step": M} and whose steps it deleted
 
 The step log is the truth. Writing ``steps/N+1`` with a create-only put is
 the linearization point of a commit: exactly one writer can succeed. HEAD is
@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
+import json
+import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,8 @@ from vactor_cloud import codec, keys
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
+    CommitOutcomeUnknownError,
+    FormatVersionError,
     IntegrityError,
     NotFoundError,
     PreconditionFailedError,
@@ -41,13 +47,19 @@ __all__ = [
     "ActorLog",
     "CallRecord",
     "ClassRef",
+    "GcWatermark",
     "Head",
+    "LateCommit",
+    "StepCompactedError",
     "StepRecord",
     "StepTakenError",
     "actor_prefix",
+    "classify_late_commit",
 ]
 
 actor_prefix = keys.actor_prefix
+
+logger = logging.getLogger("vactor_cloud")
 
 #: how many times an ambiguous put (response lost, 409, 5xx) is resolved and retried
 _AMBIGUOUS_RETRIES = 5
@@ -194,6 +206,94 @@ class StepTakenError(Exception):
         self.winner = winner
 
 
+class StepCompactedError(Exception):
+    """Another writer committed the step we tried to write, and a compaction deleted it since.
+
+    Our calls were certainly not applied (the watermark records another
+    writer at that number, or the store's "already exists" was definite):
+    reload from the newest step and retry.
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"step {step} was committed by another writer and compacted since")
+        self.step = step
+
+
+@dataclass(frozen=True, slots=True)
+class GcWatermark:
+    """The ``gc`` object: the retention low-watermark and whose steps compactions deleted.
+
+    ``min_step``: steps below it may have been deleted. ``compacted`` maps
+    step numbers to the writer id of the *committed* step a compaction deleted
+    there (the object present at that number when the watermark passed it),
+    for the newest deleted steps only (at most ``GC_RECORDED_STEPS``);
+    ``recorded_from`` is the lowest number that record covers. A writer whose
+    put answered only after its number was compacted reads this to learn
+    whether its step was the commit (see :func:`classify_late_commit`).
+    """
+
+    min_step: int
+    version: str | None = None
+    compacted: Mapping[int, str] = field(default_factory=dict)
+    recorded_from: int = 0
+
+
+#: how many deleted steps' writers the ``gc`` object remembers (about 45 bytes each)
+GC_RECORDED_STEPS = 512
+
+
+class LateCommit(enum.Enum):
+    """What became of a step whose number was compacted before its writer learned the outcome."""
+
+    #: our object was the committed step (and was compacted later): the calls were applied
+    COMMITTED = "committed"
+    #: another writer's object was the committed step: ours, if present, was created afterwards
+    NOT_COMMITTED = "not committed"
+    #: the watermark no longer records that number (or never could): undecidable
+    UNKNOWN = "unknown"
+
+
+def classify_late_commit(gc: GcWatermark, step: int, writer: str) -> LateCommit:
+    """Was ``writer``'s put of ``step`` (a number now below ``gc.min_step``) the commit?
+
+    Create-only puts make the first object at a number the committed one;
+    a compaction records the writer of the object it found at each number
+    it passed (it reads them before raising the watermark, so no later
+    object can be mistaken for it). The same writer id there means our put
+    landed first: committed, then compacted. Another writer id means ours
+    can only have landed after that deletion: not a commit. A number the
+    record does not cover (older than the newest ``GC_RECORDED_STEPS``
+    deleted, or written before this record existed) is undecidable.
+    """
+    if step >= gc.min_step:
+        raise ValueError(f"step {step} is not below the watermark {gc.min_step}")
+    found = gc.compacted.get(step)
+    if found is None:
+        return LateCommit.UNKNOWN
+    return LateCommit.COMMITTED if found == writer else LateCommit.NOT_COMMITTED
+
+
+def encode_gc(key: str, gc: GcWatermark, now: float, signing_key: bytes | None) -> bytes:
+    """The bytes of a ``gc`` object (the writer record is a JSON part, parsed only when needed)."""
+    rows = sorted(gc.compacted.items())
+    meta = {"kind": "gc", "min_step": gc.min_step, "recorded_from": gc.recorded_from, "time": now}
+    part = json.dumps(rows, separators=(",", ":")).encode("utf-8")
+    return codec.encode(key, meta, {"compacted": part}, signing_key=signing_key)
+
+
+def decode_gc(key: str, data: bytes, version: str | None, signing_key: bytes | None) -> GcWatermark:
+    env = codec.decode(key, data, signing_key=signing_key)
+    try:
+        min_step = int(env.meta["min_step"])
+        raw = env.parts.get("compacted")
+        rows = json.loads(raw.decode("utf-8")) if raw else []
+        compacted = {int(step): str(writer) for step, writer in rows}
+        recorded_from = int(env.meta.get("recorded_from", min_step if not compacted else min(compacted)))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IntegrityError(key, f"malformed gc watermark: {exc}") from None
+    return GcWatermark(min_step, version, compacted, recorded_from)
+
+
 class ActorLog:
     """Reads and writes one actor's objects. Safe to share between tasks of one loop."""
 
@@ -245,8 +345,12 @@ class ActorLog:
         happened.
 
         Returns ``True`` when the first request created the object outright,
-        ``False`` when it took a retry (an earlier attempt may have landed
-        first: the retention check in the runtime needs to know).
+        ``False`` when it took a retry or the step was found to be ours.
+
+        When the object met at ``steps/N`` is gone by the time it is read back
+        (a compaction passed), the ``gc`` record decides: ours (committed, then
+        compacted: returns), another writer's (:class:`StepCompactedError`:
+        not applied, retry), or undecidable (:class:`CommitOutcomeUnknownError`).
         """
         key = self.step_key(record.step)
         data = record.encode(key, self.signing_key)
@@ -274,6 +378,10 @@ class ActorLog:
                 if existing.writer == record.writer:
                     return False
                 raise StepTakenError(existing)
+            # Something was at our number and is gone: a compaction passed it, or
+            # it was never there (an ambiguous failure that did not land).
+            if await self._compacted_step_was_ours(record, definite=last_error is None):
+                return False
             await asyncio.sleep(_backoff(attempt))
         if last_error is None:
             # Every attempt met an object that was gone when read back: only a
@@ -284,6 +392,64 @@ class ActorLog:
                 key,
             )
         raise last_error
+
+    async def _compacted_step_was_ours(self, record: StepRecord, *, definite: bool) -> bool:
+        """After our create met an object that is gone now: decide from the watermark.
+
+        ``True``: the step was ours and was compacted since (committed).
+        Raises :class:`StepCompactedError` when it certainly was not ours
+        (the watermark records another writer, or every failure was a
+        *definite* "already exists", which wrote nothing), and
+        :class:`CommitOutcomeUnknownError` when nothing tells. ``False``:
+        the number is above the watermark (no compaction took it): retry the create.
+        """
+        gc = await self._read_watermark_after_commit(record)
+        if record.step >= gc.min_step:
+            return False
+        verdict = classify_late_commit(gc, record.step, record.writer)
+        if verdict is LateCommit.COMMITTED:
+            return True
+        if verdict is LateCommit.NOT_COMMITTED or (definite and self.store.definite_create_conflicts):
+            raise StepCompactedError(record.step)
+        raise CommitOutcomeUnknownError(self.actor_id, record.step)
+
+    async def resolve_late_commit(self, record: StepRecord) -> bool:
+        """Our put of ``record`` succeeded, but late: is it a commit? (Called by a writer whose
+        put completed longer than ``fresh_window`` after it validated its cache.)
+
+        ``True``: committed, either above the watermark (the common case) or
+        recorded by the compaction that deleted it since as ours. ``False``:
+        not a commit; our object, created after a compaction freed the
+        number, has been deleted: reload and retry. Raises
+        :class:`CommitOutcomeUnknownError` when the watermark cannot tell
+        (never retries: that could apply the calls twice).
+        """
+        gc = await self._read_watermark_after_commit(record)
+        if record.step >= gc.min_step:
+            return True
+        verdict = classify_late_commit(gc, record.step, record.writer)
+        if verdict is LateCommit.COMMITTED:
+            return True
+        # Below the watermark and not the commit (or maybe not): whatever sits at our
+        # number is no part of the history. Remove it; the next compaction would.
+        with contextlib.suppress(StorageError):
+            await self.store.delete(self.step_key(record.step))
+        if verdict is LateCommit.NOT_COMMITTED:
+            return False
+        raise CommitOutcomeUnknownError(self.actor_id, record.step)
+
+    async def _read_watermark_after_commit(self, record: StepRecord) -> GcWatermark:
+        """The watermark, retried: our step is already written, so failing here would
+        report a commit that happened as an error (and invite a retry that applies it twice)."""
+        for attempt in range(_AMBIGUOUS_RETRIES):
+            try:
+                return await self.read_watermark()
+            except (StorageError, IntegrityError):
+                await asyncio.sleep(_backoff(attempt))
+        try:
+            return await self.read_watermark()
+        except (StorageError, IntegrityError) as exc:
+            raise CommitOutcomeUnknownError(self.actor_id, record.step) from exc
 
     async def list_steps(self, *, after: int | None = None, limit: int | None = None) -> list[int]:
         start = None if after is None else self.step_key(after)
@@ -338,6 +504,18 @@ class ActorLog:
         compacted = step < oldest or step < watermark
         raise StepNotFoundError(self.actor_id, step, (oldest, newest.step), compacted=compacted)
 
+    async def probe_with_watermark(self, record: StepRecord) -> tuple[StepRecord, GcWatermark]:
+        """The newest step at or after ``record``, and the watermark read *after* the probe answered.
+
+        The order matters: a compaction raises ``gc`` before it deletes. A
+        probe that missed a step because it was deleted is therefore followed
+        by a ``gc`` read that sees the raised watermark. Read concurrently,
+        the ``gc`` answer could predate the compaction while the probe's
+        postdates its deletes, and a stale cache would pass as the newest step.
+        """
+        newest, _ = await self.probe_from(record)
+        return newest, await self.read_watermark()
+
     async def load_latest(self, head: Head | None) -> StepRecord | None:
         """The newest step, starting from ``head`` if given; ``None`` if the actor has no steps."""
         if head is not None:
@@ -360,19 +538,43 @@ class ActorLog:
 
     # -- HEAD ------------------------------------------------------------------
     async def read_head(self) -> Head | None:
+        """HEAD, or ``None`` when absent *or unreadable*.
+
+        HEAD is advisory: a corrupt, truncated or foreign HEAD is logged and
+        ignored (readers fall back to listing the steps), and the next
+        :meth:`advance_head` replaces it. Only a HEAD in a newer format
+        raises (:class:`FormatVersionError`): it must not be overwritten.
+        """
+        return (await self._read_head_versioned())[0]
+
+    async def _read_head_versioned(self) -> tuple[Head | None, str | None]:
+        """HEAD and its version; ``(None, version)`` when HEAD exists but cannot be read."""
         try:
             blob = await self.store.get(self.head_key)
         except NotFoundError:
-            return None
-        env = codec.decode(self.head_key, blob.data, signing_key=self.signing_key)
+            return None, None
         try:
-            return Head(int(env.meta["step"]), ClassRef.from_json(env.meta["class"]), blob.version)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise IntegrityError(self.head_key, f"malformed HEAD: {exc}") from None
+            env = codec.decode(self.head_key, blob.data, signing_key=self.signing_key)
+            if env.meta.get("kind", "head") != "head":
+                raise IntegrityError(self.head_key, f"holds a {env.meta.get('kind')!r} object")
+            head = Head(int(env.meta["step"]), ClassRef.from_json(env.meta["class"]), blob.version)
+        except FormatVersionError:
+            raise
+        except (IntegrityError, KeyError, ValueError, TypeError) as exc:
+            logger.warning(
+                "actor %r: ignoring an unreadable HEAD (%s); finding the newest step by listing, "
+                "the next writer replaces it",
+                self.actor_id,
+                exc,
+            )
+            return None, blob.version
+        return head, blob.version
 
     async def advance_head(self, step: int, class_ref: ClassRef, known: Head | None) -> Head:
         """Move HEAD forward to ``step`` (never backward) and return what HEAD now holds."""
         current = known
+        #: version of an unreadable HEAD, replaced by if-match (a repair)
+        unreadable: str | None = None
         for _ in range(8):
             if current is not None and current.step >= step:
                 return current
@@ -382,27 +584,29 @@ class ActorLog:
                 signing_key=self.signing_key,
             )
             try:
-                if current is None:
-                    version = await self.store.put(self.head_key, data, mode="create")
-                else:
+                if current is not None:
                     version = await self.store.put(self.head_key, data, mode=IfMatch(current.version))
+                elif unreadable is not None:
+                    version = await self.store.put(self.head_key, data, mode=IfMatch(unreadable))
+                else:
+                    version = await self.store.put(self.head_key, data, mode="create")
                 return Head(step, class_ref, version)
             except (AlreadyExistsError, PreconditionFailedError, RetryableStorageError):
-                current = await self.read_head()
+                current, unreadable = await self._read_head_versioned()
         return current if current is not None else Head(-1, class_ref, "")
 
     # -- retention watermark ---------------------------------------------------
     async def read_gc(self) -> int:
         """The retention low-watermark: steps below it may have been deleted."""
+        return (await self.read_watermark()).min_step
+
+    async def read_watermark(self) -> GcWatermark:
+        """The ``gc`` object: the watermark, its version, and whose steps it deleted."""
         try:
             blob = await self.store.get(self.gc_key)
         except NotFoundError:
-            return 0
-        env = codec.decode(self.gc_key, blob.data, signing_key=self.signing_key)
-        try:
-            return int(env.meta["min_step"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise IntegrityError(self.gc_key, f"malformed gc watermark: {exc}") from None
+            return GcWatermark(0)
+        return decode_gc(self.gc_key, blob.data, blob.version, self.signing_key)
 
     # -- class bodies ------------------------------------------------------------
     async def put_class(self, sha: str, body: bytes, name: str) -> None:

@@ -35,9 +35,9 @@ from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
-    InvalidActorIdError,
     StorageTimeoutError,
 )
+from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head
 from vactor_cloud.settings import Settings, default_storage
@@ -51,7 +51,6 @@ logger = logging.getLogger("vactor_cloud")
 T = TypeVar("T")
 
 #: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
-_MAX_ID_BYTES = 255
 
 
 @dataclass(slots=True)
@@ -210,14 +209,19 @@ class Runtime:
     def _inbox(self, core: ActorCore) -> CommitHook:
         # A weak reference: a core and its inbox must not form a cycle, or an evicted
         # actor's state would wait for the cycle collector instead of going at once.
-        submit = weakref.WeakMethod(core.submit)
+        ref = weakref.ref(core)
 
         def request_commit(call: PendingCall) -> None:
-            method = submit()
-            if method is not None:
-                method(call)
+            alive = ref()
+            if alive is not None:
+                alive.submit(call)
 
-        return ActorInbox(core.actor_id, self.store, self.settings, request_commit)
+        def known_step() -> int:
+            alive = ref()
+            record = None if alive is None else alive.record
+            return -1 if record is None else record.step
+
+        return ActorInbox(core.actor_id, self.store, self.settings, request_commit, known_step)
 
     def core(self, actor_id: str) -> ActorCore:
         """This process's core of ``actor_id`` (created, or reloaded after an eviction, on demand)."""
@@ -301,22 +305,6 @@ class Runtime:
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=timeout)
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def validate_actor_id(actor_id: object) -> None:
-    """``InvalidActorIdError`` unless ``actor_id`` can name objects on every backend."""
-    if not isinstance(actor_id, str):
-        raise InvalidActorIdError(f"actor ids are strings, got {type(actor_id).__name__}")
-    if not actor_id:
-        raise InvalidActorIdError("the actor id is empty")
-    if "/" in actor_id or "\\" in actor_id:
-        raise InvalidActorIdError(f"actor id {actor_id!r} contains a slash; use another separator")
-    if actor_id in (".", ".."):
-        raise InvalidActorIdError(f"actor id {actor_id!r} is a path component")
-    if any(ord(c) < 32 or ord(c) == 127 for c in actor_id):
-        raise InvalidActorIdError(f"actor id {actor_id!r} contains control characters")
-    if len(actor_id.encode("utf-8")) > _MAX_ID_BYTES:
-        raise InvalidActorIdError(f"actor id is longer than {_MAX_ID_BYTES} bytes in UTF-8")
 
 
 def settings_for_init(

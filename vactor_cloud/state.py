@@ -17,13 +17,14 @@ from typing import Any
 
 import cloudpickle
 
-from vactor_cloud.errors import StateSerializationError
+from vactor_cloud.errors import IntegrityError, StateSerializationError
 
 __all__ = [
     "SERIALIZERS",
     "capture_state",
     "defines_state_protocol",
     "dumps_state",
+    "expect_serializer",
     "loads_state",
     "restore_instance",
 ]
@@ -74,7 +75,28 @@ def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
         raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
 
 
+def expect_serializer(stored: str, expected: str, where: str) -> str:
+    """The serializer to decode a stored object with: always ``expected`` (the class's).
+
+    What an object's metadata says about its own encoding is written by
+    whoever wrote the object; trusting it would let a forged step of a
+    json actor name ``"pickle"`` and run code in the reader. The class
+    decides; a stored value that disagrees is an :class:`IntegrityError`,
+    raised before any byte of the state is decoded. ``where`` names the
+    object (its key, or the actor and step) for the message.
+    """
+    if stored != expected:
+        raise IntegrityError(
+            where,
+            f"stored with serializer {stored!r}, but the actor's class uses {expected!r}; refused "
+            "without decoding (a forged or foreign object, or a class whose serializer changed)",
+        )
+    return expected
+
+
 def loads_state(data: bytes, serializer: str) -> Any:
+    """Deserialize ``data`` with ``serializer``, which must come from the class (see
+    :func:`expect_serializer`), never from the stored object."""
     if serializer == "json":
         return json.loads(data.decode("utf-8"))
     if serializer == "pickle":

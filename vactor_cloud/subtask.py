@@ -74,6 +74,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.keys import task_key, tasks_prefix
 from vactor_cloud.runtime import get_runtime, init
+from vactor_cloud.state import dumps_state, expect_serializer, loads_state
 from vactor_cloud.storage import ObjectStore
 
 __all__ = ["ExecutorSpec", "Subtask", "subtask", "task_key", "tasks_prefix"]
@@ -439,6 +440,13 @@ def _adopt_runtime(recipe: _RuntimeRecipe | None) -> None:
 _cursor = threading.local()
 
 
+def _actor_serializer(context: CallContext) -> str:
+    """The serializer of the actor whose method runs in ``context`` (its class's, never storage's)."""
+    core = context.runtime.core(context.actor_id)
+    definition = getattr(core, "definition", None)
+    return str(getattr(definition, "serializer", "pickle"))
+
+
 class _Memo:
     """The checkpoints of one launch (a contiguous range of positions) within one run of a call."""
 
@@ -449,6 +457,8 @@ class _Memo:
         runtime = context.runtime
         self.objects: ObjectStore = runtime.store
         self.signing_key: bytes | None = runtime.settings.signing_key
+        #: how results are checkpointed: the actor class's serializer (a json actor never unpickles)
+        self.serializer = _actor_serializer(context)
 
     @classmethod
     def start(cls, context: CallContext, count: int) -> _Memo:
@@ -494,20 +504,22 @@ class _Memo:
             or "result" not in envelope.parts
         ):
             raise IntegrityError(key, "not a sub-task checkpoint of this position")
+        serializer = expect_serializer(str(meta.get("serializer", "pickle")), self.serializer, key)
         try:
-            value = cloudpickle.loads(envelope.parts["result"])
+            value = loads_state(envelope.parts["result"], serializer)
         except Exception as exc:
-            raise IntegrityError(key, f"the checkpointed result cannot be unpickled here: {exc}") from exc
+            raise IntegrityError(key, f"the checkpointed result cannot be decoded here: {exc}") from exc
         return str(meta.get("fingerprint", "")), value
 
     def store(self, index: int, fingerprint: str, value: Any) -> concurrent.futures.Future[bytes | None]:
         """Start writing the checkpoint; the future gives ``None``, or the bytes another run wrote first."""
         key = self.key(index)
         try:
-            pickled = cloudpickle.dumps(value)
+            pickled = dumps_state(value, self.serializer, what="sub-task result")
         except Exception as exc:
             raise StateSerializationError(
-                f"{key}: the result of this sub-task cannot be pickled, so it cannot be checkpointed: {exc}"
+                f"{key}: the result of this sub-task cannot be serialized ({self.serializer}), "
+                f"so it cannot be checkpointed: {exc}"
             ) from exc
         meta = {
             "kind": "task",
@@ -516,6 +528,7 @@ class _Memo:
             "method": self.context.method,
             "position": self.first + index,
             "fingerprint": fingerprint,
+            "serializer": self.serializer,
             "time": time.time(),
         }
         data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)

@@ -180,13 +180,27 @@ def cmd_compact(args: argparse.Namespace) -> int:
         compaction = importlib.import_module("vactor_cloud.compaction")
     except ModuleNotFoundError:
         raise CliError("compaction is not available in this vactor_cloud version; upgrade it") from None
+    min_age = compaction.DEFAULT_MIN_AGE if args.min_age is None else args.min_age
+    try:
+        compaction.validate_compaction_args(
+            args.keep_last, min_age, floor=None if args.force else compaction.MIN_AGE_FLOOR
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     init_runtime(args)
     out = Output.for_args(args)
     ids = [i.actor_id for i in list_actors()] if args.all else [args.actor_id]
     if args.actor_id is not None:
         vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
     runtime = get_runtime()
-    options: dict[str, Any] = {} if args.min_age is None else {"min_age": args.min_age}
+    if not args.force:
+        try:
+            compaction.validate_compaction_args(
+                args.keep_last, min_age, fresh_window=runtime.settings.fresh_window
+            )
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    options: dict[str, Any] = {"min_age": min_age}
     reports: list[Any] = []
 
     def compact_one(actor_id: str) -> Any:
@@ -269,7 +283,13 @@ def add_commands(sub: Any) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="never delete a step whose successor is younger (default 600; keep it above the "
-        "writers' fresh_window, 5 s by default, while writers run)",
+        help="never delete a step whose successor is younger (default 86400, one day; below 3600 "
+        "or below the writers' fresh_window, 5 s by default, refused unless --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="accept a --min-age below the 3600 s floor and below the writers' fresh_window "
+        "(maintenance only: a writer running or stalled meanwhile may lose its commit)",
     )
     p.set_defaults(func=cmd_compact)

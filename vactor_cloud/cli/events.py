@@ -97,7 +97,10 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
                 continue
             assert core.definition is not None
             for e in events:
-                if applied_event(record, e.name, e.event_id) is not None:
+                if (
+                    applied_event(record, e.name, e.event_id, serializer=core.definition.serializer)
+                    is not None
+                ):
                     status = "applied (inbox cleanup pending)"
                 else:
                     reason = refusal(e, core.definition)

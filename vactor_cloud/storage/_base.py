@@ -94,6 +94,11 @@ class ObjectStore(abc.ABC):
     #: seconds one request may take before ``StorageTimeoutError`` (None: no limit);
     #: the runtime sets it from ``Settings.timeout``
     request_timeout: float | None = None
+    #: Whether ``AlreadyExistsError`` from a create proves that *this* request wrote nothing.
+    #: True when the backend never retries a request internally (local, memory); an HTTP
+    #: client that retries after a lost response can meet its own first attempt and report
+    #: it as "already exists", so S3 and GCS say False.
+    definite_create_conflicts: bool = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -136,6 +141,15 @@ class ObjectStore(abc.ABC):
         self.requests.add("delete")
         async with self._deadline("DELETE", key, write=True):
             await self._delete(key)
+
+    async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
+        """Remove this backend's own leftovers of interrupted writes under ``prefix``.
+
+        Only the local store has any (``.tmp-*`` files of a process killed
+        mid-write); object stores write atomically and leave nothing. Returns
+        how many were removed. Never touches an object.
+        """
+        return 0
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The store must not be used afterwards."""

@@ -62,7 +62,9 @@ from google.auth.exceptions import GoogleAuthError
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     RateLimitedError,
     RetryableStorageError,
@@ -304,7 +306,7 @@ class GCSStore(ObjectStore):
                         key,
                     )
                 if response.status not in _TRANSIENT_STATUSES:
-                    raise StorageError(
+                    raise _status_error(response.status)(
                         f"{self.url}/{key}: {op} failed with HTTP {response.status}: "
                         f"{response.error_message()}{_hint(response.status)}",
                         key,
@@ -457,9 +459,26 @@ def _generation(response: _Response, url: str, key: str) -> str:
     return str(generation)
 
 
+def _status_error(status: int) -> type[StorageError]:
+    """The error class of a final (non-transient) HTTP status."""
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return PermissionDeniedError
+    return StorageError
+
+
 def _hint(status: int) -> str:
-    if status in (401, 403):
-        return "; check the credentials (token=...) and the bucket's permissions"
+    if status == 401:
+        return (
+            "; the server did not accept the credentials: check token= (or "
+            "GOOGLE_APPLICATION_CREDENTIALS) and that they are not expired"
+        )
+    if status == 403:
+        return (
+            "; the credentials were accepted but lack a permission: check the bucket's IAM "
+            "(vactor_cloud needs storage.objects.get/create/delete/list)"
+        )
     if status == 400:
         return "; the request was malformed (check the key and the storage options)"
     return ""

@@ -9,7 +9,10 @@ numbers and mtimes can be). Writes go to a temp file that is fsynced first:
 * if-match: under an ``flock`` on a per-key lock file, compare the token,
   then ``os.replace``.
 
-A reader therefore sees a whole old object or a whole new one. This is safe
+A reader therefore sees a whole old object or a whole new one. A process
+killed mid-write leaves its ``.tmp-*`` file behind (never listed, never
+read); :meth:`LocalStore.remove_stale_temp_files` removes those older than
+a generous age, and every compaction runs it on the actor's directory. This is safe
 for processes of one machine; network filesystems without atomic ``link`` or
 ``flock`` are not supported.
 """
@@ -22,6 +25,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +52,7 @@ class LocalStore(ObjectStore):
     """
 
     nested_keys = False
+    definite_create_conflicts = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -163,6 +168,23 @@ class LocalStore(ObjectStore):
                 keys.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
         return keys
 
+    def _sweep_temp(self, prefix: str, older_than: float) -> int:
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if not name.startswith(_TMP):
+                    continue
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
+
     def _remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(self._path(key))
@@ -185,3 +207,17 @@ class LocalStore(ObjectStore):
 
     async def _delete(self, key: str) -> None:
         await asyncio.to_thread(self._remove, key)
+
+    async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
+        """Remove ``.tmp-*`` files under ``prefix`` last modified more than ``older_than`` s ago.
+
+        A process killed between writing its temp file and linking (or
+        renaming) it into place leaves the temp file behind: a full copy of
+        the object, never read and never listed. A live write holds its temp
+        file for milliseconds; ``older_than`` should be far longer (compaction
+        uses an hour), so that a write in progress is never disturbed.
+        """
+        try:
+            return await asyncio.to_thread(self._sweep_temp, prefix, older_than)
+        except OSError as exc:
+            raise StorageError(f"{self.url}/{prefix}: sweeping temp files failed: {exc}", prefix) from exc

@@ -22,6 +22,8 @@ class MemoryStore(ObjectStore):
     versions are never reused. Nothing survives the process.
     """
 
+    definite_create_conflicts = True
+
     def __init__(self, name: str = "default") -> None:
         super().__init__(f"memory://{name}")
         with _LOCK:

@@ -40,8 +40,10 @@ import s3fs
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     RateLimitedError,
     RetryableStorageError,
@@ -63,17 +65,21 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _THROTTLE_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 )
-_AUTH_CODES = frozenset(
+#: the server does not accept who we say we are (the key, the signature or the token)
+_AUTHENTICATION_CODES = frozenset(
     {
-        "AccessDenied",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "ExpiredToken",
         "InvalidToken",
-        "403",
-        "Forbidden",
+        "TokenRefreshRequired",
+        "AuthorizationHeaderMalformed",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
     }
 )
+#: it knows who we are, and refuses the request
+_PERMISSION_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
 
 
 class S3Store(ObjectStore):
@@ -328,7 +334,7 @@ class S3Store(ObjectStore):
         if isinstance(
             exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
         ):
-            return StorageError(
+            return AuthenticationError(
                 f"{where}: {operation} failed: no AWS credentials; set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY or pass key=/secret= storage options",
                 key,
@@ -391,10 +397,19 @@ class S3Store(ObjectStore):
                 f"or spread writes over more prefixes ({said})",
                 key,
             )
-        if code in _AUTH_CODES or status == 403:
-            return StorageError(
-                f"{where}: {operation} denied; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-                f"(or key=/secret= options) and the bucket policy ({said})",
+        if code in _AUTHENTICATION_CODES or status == 401:
+            return AuthenticationError(
+                f"{where}: {operation} refused: the server did not accept the credentials; check "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (or key=/secret=/token= "
+                f"options), that they are not expired, and the clock of this machine ({said})",
+                key,
+            )
+        if code in _PERMISSION_CODES or status == 403:
+            return PermissionDeniedError(
+                f"{where}: {operation} denied: the credentials were accepted but lack a permission; "
+                "check the IAM policy of this identity (the owner of AWS_ACCESS_KEY_ID, or the "
+                "instance role) and the bucket policy (vactor_cloud needs "
+                f"s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket) ({said})",
                 key,
             )
         if isinstance(status, int) and status >= 500:

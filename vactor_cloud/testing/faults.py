@@ -181,6 +181,8 @@ class FaultyStore(ObjectStore):
     def __init__(self, inner: ObjectStore, config: FaultConfig) -> None:
         super().__init__(inner.url)
         self.inner = inner
+        # No injected fault turns a landed write into "already exists": the inner store's word holds.
+        self.definite_create_conflicts = inner.definite_create_conflicts
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -193,6 +195,9 @@ class FaultyStore(ObjectStore):
 
     async def close(self) -> None:
         await self.inner.close()
+
+    async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
+        return await self.inner.remove_stale_temp_files(prefix, older_than=older_than)
 
     # -- decisions --------------------------------------------------------------------
     def _decide(self, operation: str, key: str) -> _InjectedFault | None:

@@ -1,0 +1,126 @@
+"""What a caller may name things: actor ids, event ids and names, idempotency keys.
+
+One module decides, so that every backend accepts exactly the same names:
+a name that one store could hold and another could not (or could hold but
+not list) is refused up front, with a message that says why.
+
+* Actor and event ids become object keys (``actors/<id>/...``,
+  ``actors/<id>/inbox/<event_id>``): no slash or backslash, no ``.``/``..``,
+  no control characters, at most 255 bytes of UTF-8 (one file name on the
+  local store), valid UTF-8 (a lone surrogate cannot be encoded), and no
+  leading ``.``: the local store keeps its own files (temp files, locks)
+  under dot-names and does not list dot-names, so an id ``.x`` would be
+  stored but never listed there. Refused on every backend, not only local.
+* Event names and idempotency keys live in the step's idempotency table
+  together. An event's entry is ``"\\x00event\\x00<name>\\x00<event_id>"``;
+  idempotency keys may not start with NUL and event names and ids may not
+  contain control characters, so no idempotency key can ever equal an
+  event's entry (and no two events' entries can collide).
+"""
+
+from __future__ import annotations
+
+from vactor_cloud.errors import InvalidActorIdError
+
+__all__ = [
+    "EVENT_KEY_PREFIX",
+    "MAX_ID_BYTES",
+    "event_dedup_key",
+    "validate_actor_id",
+    "validate_event_id",
+    "validate_event_name",
+    "validate_idempotency_key",
+]
+
+#: one file name on the local store
+MAX_ID_BYTES = 255
+#: the namespace of event entries in the idempotency table; no idempotency key starts with it
+EVENT_KEY_PREFIX = "\x00event\x00"
+
+
+def _utf8_length(text: str) -> int | None:
+    """Length in UTF-8, or ``None`` if ``text`` cannot be encoded (a lone surrogate)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _key_component_problem(value: str, what: str) -> str | None:
+    """Why ``value`` cannot be one component of an object key on every backend, or ``None``."""
+    if "/" in value or "\\" in value:
+        return f"{what} {value!r} contains a slash; use another separator"
+    if value in (".", ".."):
+        return f"{what} {value!r} is a path component"
+    if value.startswith("."):
+        return (
+            f"{what} {value!r} starts with '.', which the local store reserves for its own files "
+            "(it would be stored but not listed); refused on every backend"
+        )
+    if _has_control(value):
+        return f"{what} {value!r} contains control characters"
+    size = _utf8_length(value)
+    if size is None:
+        return f"{what} {value!r} is not valid Unicode (a lone surrogate cannot be stored)"
+    if size > MAX_ID_BYTES:
+        return f"{what} is longer than {MAX_ID_BYTES} bytes in UTF-8"
+    return None
+
+
+def validate_actor_id(actor_id: object) -> None:
+    """``InvalidActorIdError`` unless ``actor_id`` can name objects on every backend."""
+    if not isinstance(actor_id, str):
+        raise InvalidActorIdError(f"actor ids are strings, got {type(actor_id).__name__}")
+    if not actor_id:
+        raise InvalidActorIdError("the actor id is empty")
+    problem = _key_component_problem(actor_id, "actor id")
+    if problem is not None:
+        raise InvalidActorIdError(problem)
+
+
+def validate_event_id(event_id: object) -> str:
+    """``ValueError`` unless ``event_id`` can name an inbox object on every backend."""
+    if not isinstance(event_id, str) or not event_id:
+        raise ValueError(f"event_id must be a non-empty string, got {event_id!r}")
+    problem = _key_component_problem(event_id, "event_id")
+    if problem is not None:
+        raise ValueError(problem)
+    return event_id
+
+
+def validate_event_name(name: object) -> str:
+    """``ValueError`` unless ``name`` is a non-empty string without control characters, valid UTF-8."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"the event name must be a non-empty string, got {name!r}")
+    if _has_control(name):
+        raise ValueError(f"the event name {name!r} contains control characters")
+    if _utf8_length(name) is None:
+        raise ValueError(f"the event name {name!r} is not valid Unicode (a lone surrogate)")
+    return name
+
+
+def validate_idempotency_key(key: object) -> str:
+    """``ValueError`` unless ``key`` is a usable idempotency key outside the events' namespace."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("idempotency_key must be a non-empty string")
+    if key.startswith("\x00"):
+        raise ValueError(
+            "idempotency_key may not start with a NUL character: that namespace belongs to "
+            "external events, whose application the same table records"
+        )
+    if _utf8_length(key) is None:
+        raise ValueError(f"idempotency_key {key!r} is not valid Unicode (a lone surrogate)")
+    return key
+
+
+def event_dedup_key(name: str, event_id: str) -> str:
+    """The idempotency-table key recording that event ``event_id`` (named ``name``) was applied.
+
+    Unambiguous: ``name`` and ``event_id`` contain no control characters
+    (validated when the event is sent), and no idempotency key starts with NUL.
+    """
+    return f"{EVENT_KEY_PREFIX}{name}\x00{event_id}"
