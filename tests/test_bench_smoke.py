@@ -37,7 +37,7 @@ def test_bench_runs_every_row_and_prints_json_rows(scheme: str, tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout)["rows"]
     names = [row["name"] for row in rows]
-    assert len(names) == 12
+    assert len(names) == 13
     assert any(name.startswith("warm commit: requests") for name in names)
     # the request counts are exact even in the tiny profile
     by_name = {row["name"]: row for row in rows}
@@ -46,6 +46,13 @@ def test_bench_runs_every_row_and_prints_json_rows(scheme: str, tmp_path: Path) 
     # the measured column is the figure compared with the target: never "<= 100 MB | 0.4 MB | MISS"
     rss = by_name["RSS growth after touching 10,000 actors"]
     assert (float(rss["value"].split()[0]) <= 100) == rss["ok"]
+    # CPU per sequential commit on the benchmarked store: judged on memory://, reported elsewhere
+    cpu = by_name["CPU per sequential commit, 1 KB state, this store"]
+    assert float(cpu["value"].split()[0]) > 0
+    if scheme == "memory":
+        assert cpu["ok"] == (float(cpu["value"].split()[0]) <= 100)
+    else:
+        assert cpu["ok"] is None and "raw create-only PUT" in cpu["note"]
     cold = by_name[COLD_START_ROW]
     if scheme == "memory":
         assert cold["ok"] is None

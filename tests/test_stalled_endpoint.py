@@ -1,0 +1,169 @@
+"""A stalled endpoint fails within the deadline, over real TCP (issue 11, point 7).
+
+A listener on 127.0.0.1 accepts every connection and never answers a byte:
+what a hung load balancer or a black-holed proxy looks like to a client. The
+first runtime gave no error in 590 s against one (104 s with 3 s botocore
+timeouts). Here a read (``get_actor``) and a write (``get_or_create``) each
+fail with :class:`vactor_cloud.StorageTimeoutError` within a bounded time, on
+``s3://`` (s3fs/botocore) and on ``gs://`` (gcsfs/aiohttp).
+
+``tests/test_execution_model.py`` covers the same promise with a store whose
+reads never return (no network); this file covers the clients' own sockets.
+Each test bounds itself: the listener is closed at teardown, the runtime
+shut down, and the whole run is far inside pytest-timeout's 300 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+
+#: the settings under test: one request may take 1 s, an operation 3 s
+SETTINGS = vc.Settings(timeout=1.0, deadline=3.0)
+#: how long a failure may take, generous for a loaded machine (the first runtime: 590 s)
+BOUND = 30.0
+
+
+@vc.virtual_actor
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+
+class SilentListener:
+    """A TCP listener on 127.0.0.1 that accepts connections, keeps them open and never answers."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port: int = self._server.getsockname()[1]
+        self.accepted = 0
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-listener", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._open.append(conn)  # held open, never read from, never written to
+            self.accepted += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in [*self._open, self._server]:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+@pytest.fixture
+def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentListener]:
+    # Nothing from the environment may redirect the clients (a proxy, another endpoint).
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "STORAGE_EMULATOR_HOST",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    silent = SilentListener()
+    try:
+        yield silent
+    finally:
+        with contextlib.suppress(Exception):
+            vc.shutdown()
+        silent.close()
+
+
+def _init_s3(endpoint: str) -> None:
+    vc.init(
+        "s3://stalled-bucket/prefix",
+        endpoint_url=endpoint,
+        key="x",
+        secret="y",
+        client_kwargs={"region_name": "us-east-1"},
+        settings=SETTINGS,
+    )
+
+
+def _init_gcs(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the suite points gcsfs at fake-gcs-server (vactor_cloud/testing/_fakegcs.py).
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    vc.init(
+        "gs://stalled-bucket/prefix",
+        token="anon",
+        project="test",
+        endpoint_url=endpoint,
+        settings=SETTINGS,
+    )
+
+
+def _fails_in_time(action: Callable[[], Any]) -> tuple[vc.StorageTimeoutError, float]:
+    started = time.monotonic()
+    with pytest.raises(vc.StorageTimeoutError) as info:
+        action()
+    elapsed = time.monotonic() - started
+    assert elapsed < BOUND, f"took {elapsed:.1f} s"
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, vc.StorageError)
+    return info.value, elapsed
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_read_against_a_silent_endpoint_fails_within_the_deadline(
+    scheme: str, listener: SilentListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if scheme == "s3":
+        pytest.importorskip("s3fs")
+        _init_s3(listener.endpoint)
+    else:
+        pytest.importorskip("gcsfs")
+        _init_gcs(listener.endpoint, monkeypatch)
+    error, _ = _fails_in_time(lambda: vc.get_actor("x"))
+    # The client really was talking to the silent listener, and only read.
+    assert listener.accepted >= 1
+    assert not error.write_in_flight
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_write_against_a_silent_endpoint_fails_within_the_deadline(
+    scheme: str, listener: SilentListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if scheme == "s3":
+        pytest.importorskip("s3fs")
+        _init_s3(listener.endpoint)
+    else:
+        pytest.importorskip("gcsfs")
+        _init_gcs(listener.endpoint, monkeypatch)
+    _fails_in_time(lambda: Counter.get_or_create("fresh"))
+    assert listener.accepted >= 1
+    # The runtime still answers afterwards: the next call fails in time as well, it does not hang.
+    _fails_in_time(lambda: vc.get_actor("x"))
