@@ -61,7 +61,7 @@ from typing import Any
 
 import cloudpickle
 
-from vactor_cloud import codec
+from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import DedupTable, Outcome
 from vactor_cloud.definition import ActorDefinition
@@ -439,6 +439,7 @@ class ActorInbox:
             {c.key for c in result.calls if c.key is not None} if result.state is not None else set()
         )
         applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
+        counters.count("folded_events", len(applied))
         self._delete(applied)
         for call in batch:
             if call.method == FOLD_KNOWN:

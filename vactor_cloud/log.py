@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from vactor_cloud import codec, keys
+from vactor_cloud import codec, counters, keys
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -272,6 +272,7 @@ class ActorLog:
                 continue
             if existing is not None:
                 if existing.writer == record.writer:
+                    counters.lost_response_resolved(key, last_error)
                     return False
                 raise StepTakenError(existing)
             await asyncio.sleep(_backoff(attempt))
