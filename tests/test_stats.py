@@ -84,7 +84,7 @@ def commit_behind_its_back(actor_id: str) -> None:
     _sync.sync(core.log.put_step(theirs))
 
 
-def test_a_lost_race_counts_a_conflict_and_logs_it_at_debug(
+def test_a_lost_race_counts_a_conflict_logged_at_debug_and_the_posted_batch_when_folded(
     actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
     counter = Counter.get_or_create("c", 0)
@@ -93,7 +93,8 @@ def test_a_lost_race_counts_a_conflict_and_logs_it_at_debug(
     before = vc.stats()
     with caplog.at_level(logging.DEBUG, logger="vactor_cloud"):
         assert counter.incr.run(1) == 2  # applied on their step (value 1 too)
-    assert moved(before) == {"commits": 1, "commit_conflicts": 1}
+    # The loser posted its batch (contention combining) and folded it into its own commit.
+    assert moved(before) == {"commits": 1, "commit_conflicts": 1, "posted_calls": 1, "folded_calls": 1}
     assert records(caplog, logging.DEBUG, "lost the race for step 2")
 
 
