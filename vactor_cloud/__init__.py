@@ -34,6 +34,7 @@ from vactor_cloud.errors import (
 if TYPE_CHECKING:
     from vactor_cloud.actor import ActorClass, get_actor, get_actor_async, virtual_actor
     from vactor_cloud.batch import CallContext, current_call
+    from vactor_cloud.counters import stats
     from vactor_cloud.events import send_event, send_event_async
     from vactor_cloud.future import ActorFuture, get
     from vactor_cloud.handle import ActorHandle, ActorMethod, ReentrantCallError
@@ -83,6 +84,7 @@ __all__ = [
     "send_event",
     "send_event_async",
     "shutdown",
+    "stats",
     "subtask",
     "virtual_actor",
 ]
@@ -100,6 +102,7 @@ _LAZY: dict[str, str] = {
     "get_actor_async": "vactor_cloud.actor",
     "CallContext": "vactor_cloud.batch",
     "current_call": "vactor_cloud.batch",
+    "stats": "vactor_cloud.counters",
     "send_event": "vactor_cloud.events",
     "send_event_async": "vactor_cloud.events",
     "ActorFuture": "vactor_cloud.future",

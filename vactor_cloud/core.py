@@ -46,6 +46,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from vactor_cloud import counters, tracing
 from vactor_cloud.batch import BatchResult, CallOptions, PendingCall, apply_batch, run_readonly
 from vactor_cloud.byvalue import Frozen
 from vactor_cloud.dedup import Outcome
@@ -544,7 +545,11 @@ class ActorCore:
                 )
                 put_started = time.monotonic()
                 put_sent = True
-                env.run(self.log.put_step(record))
+                env.run(
+                    tracing.commit_attempt(
+                        self.log.put_step(record), self.actor_id, record.step, attempts + 1
+                    )
+                )
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
                 if time.monotonic() - validated > settings.fresh_window and not env.run(
@@ -560,6 +565,7 @@ class ActorCore:
                     self._invalidate()
                 self._lost_at = time.monotonic()
                 attempts += 1
+                counters.commit_conflict(self.actor_id, record.step, attempts)
                 if posted is None and self._may_post(batch):
                     try:
                         posted = self._post(batch)
@@ -586,8 +592,10 @@ class ActorCore:
                     time.monotonic() < give_up_at
                 ):
                     transient += 1
+                    counters.transient_retry(self.actor_id, exc)
                     time.sleep(_backoff(transient + 3))
                     continue
+                counters.commit_error(self.actor_id, exc, put_sent or posted is not None)
                 reported: BaseException = exc
                 if posted is not None:
                     reported = CallPendingError(self.actor_id, [c.call_id for c in batch])
@@ -595,8 +603,10 @@ class ActorCore:
                 return
             except Exception as exc:
                 self._invalidate()
+                counters.commit_error(self.actor_id, exc, put_sent)
                 _fail(batch, exc)
                 return
+            counters.committed(sum(len(p.calls) for p in folded))
             self._accept(record, put_started)
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
             with self._mutex:
@@ -644,6 +654,7 @@ class ActorCore:
         )
         base = self.record.step if self.record is not None else -1
         post = self.env.run(self._posts().send(calls))
+        counters.count("posted_calls", len(calls))
         posted = _Posted(post, base)
         self._outstanding = posted
         return posted
@@ -767,10 +778,12 @@ class ActorCore:
         return ref
 
     # -- reads (the caller's thread) --------------------------------------------------------
+    @tracing.actor_span("vactor.read")
     def read(self, call: PendingCall) -> None:
         """Run a read-only call now, on this thread, against the newest committed step."""
         if not call.claim():
             return
+        counters.count("reads")
         try:
             if call.at_step is not None:
                 record = self.env.run(self.log.find_step(call.at_step))

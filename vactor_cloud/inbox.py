@@ -61,7 +61,7 @@ from typing import Any
 
 import cloudpickle
 
-from vactor_cloud import codec
+from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import DedupTable, Outcome
 from vactor_cloud.definition import ActorDefinition
@@ -460,6 +460,7 @@ class ActorInbox:
             # Our own commit on top of the listed step: the cache stays trusted.
             self._listed_step = self._fold_base + 1
         applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
+        counters.count("folded_events", len(applied))
         self._delete(applied)
         for call in batch:
             if call.method == FOLD_KNOWN:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vactor_cloud import codec, keys
+from vactor_cloud import codec, counters, keys
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -376,6 +376,7 @@ class ActorLog:
                 continue
             if existing is not None:
                 if existing.writer == record.writer:
+                    counters.lost_response_resolved(key, last_error)
                     return False
                 raise StepTakenError(existing)
             # Something was at our number and is gone: a compaction passed it, or

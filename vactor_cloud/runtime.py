@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
-from vactor_cloud import _sync
+from vactor_cloud import _sync, counters
 from vactor_cloud.batch import PendingCall, summarize
 from vactor_cloud.core import ActorCore, CommitHook
 from vactor_cloud.definition import ActorDefinition
@@ -164,6 +164,7 @@ class Runtime:
         try:
             return _sync.sync(coro, timeout=deadline)
         except _sync.BridgeTimeout:
+            counters.deadline_timeout(self.store.describe(), deadline)
             raise StorageTimeoutError(
                 f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
                 "(Settings.deadline): the store is stalled or unreachable",
@@ -199,6 +200,7 @@ class Runtime:
             core = self._cores[actor_id]
             if core.idle:
                 del self._cores[actor_id]
+                counters.evicted(actor_id)
                 self._cached_bytes -= core._weight
 
     def cached(self) -> tuple[int, int]:

@@ -100,7 +100,7 @@ async def _doctor_checks(url: str, options: dict[str, Any]) -> list[Check]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from vactor_cloud import _sync
+    from vactor_cloud import _sync, counters
     from vactor_cloud.storage import check_storage_options
 
     if args.url:
@@ -114,8 +114,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     ok = all(c.ok for c in checks)
+    # This process's counters (vactor_cloud.stats()): a timeout or retry met by the checks shows here.
+    stats = counters.stats()
     if out.json:
-        out.emit_json({"url": url, "ok": ok, "checks": [c.__dict__ for c in checks]})
+        out.emit_json({"url": url, "ok": ok, "checks": [c.__dict__ for c in checks], "stats": stats})
     else:
         mark = {True: "ok  ", False: "FAIL"}
         if out.rich:
@@ -126,6 +128,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         else:
             for c in checks:
                 out.print(f"{mark[c.ok]}  {c.name:<28} {c.detail}")
+        out.print("counters (vactor_cloud.stats() of this run):")
+        for name, value in stats.items():
+            out.print(f"      {name:<28} {value}")
         verdict = (
             f"{url}: every guarantee vactor_cloud needs holds"
             if ok

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias
 
+from vactor_cloud import counters
 from vactor_cloud.errors import StorageTimeoutError
 
 __all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
@@ -164,6 +165,7 @@ class ObjectStore(abc.ABC):
             async with asyncio.timeout(timeout):
                 yield
         except TimeoutError:
+            counters.storage_timeout(what, key, timeout)
             outcome = " (the write may or may not have been applied)" if write else ""
             raise StorageTimeoutError(
                 f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}: "
