@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import pickle
 import random
 import threading
@@ -536,7 +537,7 @@ class ActorCore:
                     class_ref=ref,
                     serializer=definition.serializer,
                     state=result.state,
-                    writer=uuid.uuid4().hex,
+                    writer=os.urandom(16).hex(),
                     time=time.time(),
                     calls=tuple(result.calls),
                     dedup=result.dedup,

@@ -46,8 +46,15 @@ class MethodInfo:
     event: str | None
     signature: inspect.Signature
 
+    #: (fewest, most) positional arguments when the method takes plain positional
+    #: parameters only: such a call is checked without binding (binding costs CPU per call)
+    arity: tuple[int, int] | None = None
+
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """``TypeError`` now, before anything is queued or written, if the call cannot bind."""
+        arity = self.arity
+        if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
+            return
         try:
             self.signature.bind(None, *args, **kwargs)
         except TypeError as exc:
@@ -160,8 +167,19 @@ def _collect_methods(cls: type) -> dict[str, MethodInfo]:
                 readonly=bool(getattr(function, _READONLY, False)),
                 event=getattr(function, _EVENT, None),
                 signature=signature,
+                arity=_arity(signature),
             )
     return methods
+
+
+def _arity(signature: inspect.Signature) -> tuple[int, int] | None:
+    """(fewest, most) positional arguments after ``self``, if every parameter is a plain positional one."""
+    params = list(signature.parameters.values())[1:]
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind not in plain for p in params):
+        return None
+    required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+    return required, len(params)
 
 
 def lookup_local_class(name: str) -> ActorDefinition | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -326,7 +327,9 @@ class ActorMethod(Generic[P, R]):
                 "call the method directly on self instead"
             )
         key = options.idempotency_key
-        call_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else uuid.uuid4().hex
+        call_id = (
+            uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else os.urandom(16).hex()
+        )
         return PendingCall.by_value(
             self._info.name,
             args,

@@ -42,7 +42,7 @@ from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
-from vactor_cloud.storage import ObjectStore, check_storage_options, open_store
+from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
 
 __all__ = ["Runtime", "Settings", "default_storage", "get_runtime", "init", "shutdown", "validate_actor_id"]
 
@@ -146,7 +146,10 @@ class Runtime:
             if isinstance(settings.storage, ObjectStore)
             else open_store(settings.storage, **settings.storage_options)
         )
-        self.store.request_timeout = settings.timeout
+        # The in-process memory store cannot stall: its requests are bounded by the
+        # operation deadline alone, and (needing no timeout task) run eagerly on the loop.
+        self.store.request_timeout = None if type(self.store) is MemoryStore else settings.timeout
+        self._eager = self.store.request_timeout is None
         self.loop = _sync.get_loop()
         self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-call")
         self.heads = HeadFlusher(settings.head_interval, settings.head_lag_steps, settings.head_max_delay)
@@ -162,7 +165,7 @@ class Runtime:
         """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds."""
         deadline = self.settings.deadline
         try:
-            return _sync.sync(coro, timeout=deadline)
+            return _sync.sync(coro, timeout=deadline, eager=self._eager)
         except _sync.BridgeTimeout:
             counters.deadline_timeout(self.store.describe(), deadline)
             raise StorageTimeoutError(

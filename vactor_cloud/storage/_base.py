@@ -11,15 +11,16 @@ import abc
 import asyncio
 import builtins
 import collections
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal, TypeAlias
+from typing import ClassVar, Literal, TypeAlias, TypeVar
 
 from vactor_cloud import counters
 from vactor_cloud.errors import StorageTimeoutError
 
 __all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +110,12 @@ class ObjectStore(abc.ABC):
     async def get(self, key: str) -> Blob:
         """Read a whole object. ``NotFoundError`` if it does not exist."""
         self.requests.add("get")
-        async with self._deadline("GET", key):
-            return await self._get(key)
+        return await self._bounded(self._get(key), "GET", key)
 
     async def head(self, key: str) -> str | None:
         """The object's current version, or ``None`` if it does not exist."""
         self.requests.add("head")
-        async with self._deadline("HEAD", key):
-            return await self._head(key)
+        return await self._bounded(self._head(key), "HEAD", key)
 
     async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
         """Write a whole object atomically and return its new version.
@@ -126,22 +125,19 @@ class ObjectStore(abc.ABC):
         exists at version ``v``; ``"overwrite"`` always writes.
         """
         self.requests.add("put")
-        async with self._deadline("PUT", key, write=True):
-            return await self._put(key, bytes(data), mode)
+        return await self._bounded(self._put(key, bytes(data), mode), "PUT", key, write=True)
 
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> builtins.list[str]:
         """Keys starting with ``prefix``, sorted, strictly after ``start_after``, at most ``limit``."""
         self.requests.add("list")
-        async with self._deadline("LIST", prefix):
-            return await self._list(prefix, start_after, limit)
+        return await self._bounded(self._list(prefix, start_after, limit), "LIST", prefix)
 
     async def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object is not an error."""
         self.requests.add("delete")
-        async with self._deadline("DELETE", key, write=True):
-            await self._delete(key)
+        await self._bounded(self._delete(key), "DELETE", key, write=True)
 
     async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
         """Remove this backend's own leftovers of interrupted writes under ``prefix``.
@@ -155,15 +151,15 @@ class ObjectStore(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The store must not be used afterwards."""
 
-    @contextlib.asynccontextmanager
-    async def _deadline(self, what: str, key: str, *, write: bool = False) -> AsyncIterator[None]:
+    async def _bounded(self, request: Awaitable[_T], what: str, key: str, *, write: bool = False) -> _T:
+        """Await one request within ``request_timeout`` (a plain function, not a context
+        manager: this runs on every request and the generator machinery costs CPU)."""
         timeout = self.request_timeout
         if timeout is None:
-            yield
-            return
+            return await request
         try:
             async with asyncio.timeout(timeout):
-                yield
+                return await request
         except TimeoutError:
             counters.storage_timeout(what, key, timeout)
             outcome = " (the write may or may not have been applied)" if write else ""
