@@ -49,14 +49,24 @@ class ActorClass(Generic[P, T]):
         Exactly one of any number of concurrent creators (in any process)
         creates it; the others, and later callers, get the existing actor and
         their arguments are ignored. ``__init__`` runs on this thread.
+
+        With ``Settings(wait_for_init=False)`` (Ray's behaviour) it returns at
+        once and ``__init__`` runs on a pool thread: until the creation
+        commits, this process's writer calls wait for it (and raise its
+        exception if it failed), read-only calls raise
+        ``VirtualActorNotInitializedError``; ``handle.ready()`` resolves when
+        it has committed.
         """
-        get_runtime().create(self.definition, actor_id, args, kwargs)
+        runtime = get_runtime()
+        if runtime.settings.wait_for_init:
+            runtime.create(self.definition, actor_id, args, kwargs)
+        else:
+            runtime.create_nowait(self.definition, actor_id, args, kwargs)
         return ActorHandle(actor_id)
 
     async def get_or_create_async(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
         """Async twin of :meth:`get_or_create`; awaitable from any event loop (runs in a thread)."""
-        await asyncio.to_thread(get_runtime().create, self.definition, actor_id, args, kwargs)
-        return ActorHandle(actor_id)
+        return await asyncio.to_thread(self.get_or_create, actor_id, *args, **kwargs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         """A plain, non-durable instance of the class (useful in unit tests)."""
@@ -72,8 +82,11 @@ def get_actor(actor_id: str) -> ActorHandle[Any]:
 
     Works in a process that cannot import the actor's class: the class body
     is then loaded from storage (unless ``init(load_classes_from_storage=False)``).
+    An actor this process is creating without waiting (``wait_for_init=False``) is found at once.
     """
-    get_runtime().load(actor_id)
+    runtime = get_runtime()
+    if runtime.creating(actor_id) is None:
+        runtime.load(actor_id)
     return ActorHandle(actor_id)
 
 

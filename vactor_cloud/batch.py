@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 import reprlib
 import threading
 import time
@@ -228,6 +229,20 @@ def _count_applying(actor_id: str, delta: int) -> None:
             _applying.pop(actor_id, None)
 
 
+logger = logging.getLogger("vactor_cloud")
+
+
+def _step_status(status: str, actor_id: str, call: PendingCall) -> None:
+    """Ray's step log line, for a call given ``options(name=...)``: ``Step status [RUNNING]\t[id@name]``.
+
+    Logged each time the body runs (a retry, or a batch applied again after a lost commit race,
+    logs again); ``SUCCESSFUL`` means the body returned, the commit follows.
+    """
+    name = call.options.name
+    if name is not None and logger.isEnabledFor(logging.INFO):
+        logger.info("Step status [%s]\t[%s@%s]", status, actor_id, name)
+
+
 def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     previous = getattr(_local, "call", None)
     _local.call = context
@@ -312,6 +327,7 @@ def apply_batch(
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind
+            _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
                 frozen = freeze(value)
@@ -323,11 +339,13 @@ def apply_batch(
                 instance = None
                 del edits.ops[consumed:]
                 outcome = Outcome(False, exc)
+                _step_status("FAILED", actor_id, call)
                 if isinstance(exc, Exception) and attempt < call.options.max_retries:
                     continue
                 break
             good = state
             outcome = Outcome(True, thaw(frozen))
+            _step_status("SUCCESSFUL", actor_id, call)
             break
         recordable = outcome.ok or isinstance(outcome.value, Exception)
         if fired:
@@ -431,7 +449,14 @@ def run_readonly(
         record.serializer, definition.serializer, f"actor {actor_id!r} step {record.step}"
     )
     instance = restore_instance(definition.cls, loads_state(record.state, serializer))
-    return _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
+    _step_status("RUNNING", actor_id, call)
+    try:
+        result = _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
+    except BaseException:
+        _step_status("FAILED", actor_id, call)
+        raise
+    _step_status("SUCCESSFUL", actor_id, call)
+    return result
 
 
 def summarize(value: Any) -> str:

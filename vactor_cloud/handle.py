@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import uuid
 from dataclasses import replace
@@ -19,7 +20,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.definition import ActorDefinition, MethodInfo
-from vactor_cloud.errors import VactorError
+from vactor_cloud.errors import VactorError, VirtualActorNotInitializedError
 from vactor_cloud.events import (
     process_events,
     process_events_async,
@@ -31,7 +32,7 @@ from vactor_cloud.events import (
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
-from vactor_cloud.runtime import get_runtime
+from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -62,7 +63,11 @@ class ActorHandle(Generic[T]):
         self.actor_id = actor_id
 
     def _definition(self) -> ActorDefinition:
-        definition = get_runtime().load(self.actor_id).definition
+        runtime = get_runtime()
+        creation = runtime.creating(self.actor_id)
+        if creation is not None:
+            return creation.definition
+        definition = runtime.load(self.actor_id).definition
         assert definition is not None
         return definition
 
@@ -87,21 +92,27 @@ class ActorHandle(Generic[T]):
 
     def ready(self) -> ActorFuture[None]:
         """A future that resolves once the actor exists and its ``__init__`` has committed
-        (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor."""
+        (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
+        or the exception of this process's pending creation of it if that failed."""
         future: ActorFuture[None] = ActorFuture()
         runtime = get_runtime()
+        claims = itertools.count()  # the pool thread and a waiter may both try: one checks
 
         def check() -> None:
-            if not future.set_running_or_notify_cancel():
+            if next(claims) != 0 or not future.set_running_or_notify_cancel():
                 return
             try:
+                failed = runtime.wait_created(self.actor_id)
+                if failed is not None:
+                    raise failed
                 runtime.load(self.actor_id)
             except BaseException as exc:
                 future.set_exception(exc)
             else:
                 future.set_result(None)
 
-        future._help = lambda _timeout: check()
+        # A waiter helps unless a creation is pending here (that wait would ignore its timeout).
+        future._help = lambda _timeout: None if runtime.creating(self.actor_id) else check()
         runtime.spawn(check)
         return future
 
@@ -277,8 +288,12 @@ class ActorMethod(Generic[P, R]):
                 f"{self._info.name}.run() was called on vactor_cloud's IO loop; use `await ...run_async()`"
             )
         call = self._make_call(args, kwargs)
-        core = get_runtime().core(self._actor_id)
-        if call.readonly:
+        runtime = get_runtime()
+        core = runtime.core(self._actor_id)
+        if self._after_creation(runtime, call):
+            assert isinstance(call.future, ActorFuture)
+            call.future._help = functools.partial(core.help, call.future)
+        elif call.readonly:
             core.read(call)
         else:
             core.call(call)
@@ -300,13 +315,37 @@ class ActorMethod(Generic[P, R]):
         assert isinstance(future, ActorFuture)
         runtime = get_runtime()
         core = runtime.core(self._actor_id)
-        if call.readonly:
+        if self._after_creation(runtime, call):
+            future._help = functools.partial(core.help, future)
+        elif call.readonly:
             future._help = lambda _timeout: core.read(call)
             runtime.spawn(functools.partial(core.read, call))
         else:
             future._help = functools.partial(core.help, future)
             core.submit(call)
         return future
+
+    def _after_creation(self, runtime: Runtime, call: PendingCall) -> bool:
+        """While this process creates the actor without waiting: a writer is queued behind the
+        creation (and fails with its exception), a read-only call fails (Ray's behaviour). False
+        when no such creation is pending: the caller goes on as usual."""
+        creation = runtime.creating(self._actor_id)
+        if creation is None:
+            return False
+        if call.readonly:
+            if call.claim():
+                call.future.set_exception(
+                    VirtualActorNotInitializedError(self._actor_id, runtime.store.describe())
+                )
+            return True
+
+        def submit(error: BaseException | None) -> None:
+            if error is None:
+                runtime.core(self._actor_id).submit(call)
+            elif call.claim():
+                call.future.set_exception(error)
+
+        return creation.defer(submit)
 
     def _make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PendingCall:
         options = self._options

@@ -136,6 +136,38 @@ class HeadFlusher:
                 core.head = result
 
 
+class Creation:
+    """A creation this process started without waiting for it (``Settings.wait_for_init=False``).
+
+    Writer calls made while it is pending are queued here, in order, and
+    submitted (or failed with the creation's exception) when it settles.
+    """
+
+    __slots__ = ("deferred", "definition", "done", "error", "lock", "settled")
+
+    def __init__(self, definition: ActorDefinition) -> None:
+        self.definition = definition
+        self.lock = threading.Lock()
+        self.deferred: list[Callable[[BaseException | None], None]] = []
+        self.settled = False
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def defer(self, fn: Callable[[BaseException | None], None]) -> bool:
+        """Run ``fn(error)`` once the creation settled; False (``fn`` not kept) if it already has."""
+        with self.lock:
+            if not self.settled:
+                self.deferred.append(fn)
+            return not self.settled
+
+    def settle(self, error: BaseException | None) -> None:
+        with self.lock:
+            self.settled, self.error = True, error
+            for fn in self.deferred:
+                fn(error)
+            self.deferred.clear()
+
+
 class Runtime:
     """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
@@ -158,6 +190,8 @@ class Runtime:
         self._cached_bytes = 0
         self._lock = threading.Lock()
         self._classes: dict[str, ActorDefinition] = {}
+        #: creations started by ``create_nowait`` that have not settled yet
+        self._creations: dict[str, Creation] = {}
         self._pid = os.getpid()
 
     # -- the cores' environment -----------------------------------------------------------
@@ -293,7 +327,57 @@ class Runtime:
         init_args = ", ".join(
             [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
         )
-        return core, self.run(core.create(definition, state, init_args[:200]))
+        created = self.run(core.create(definition, state, init_args[:200]))
+        if created:
+            logger.info(
+                'Workflow job created. [id="%s", storage_url="%s"]. Type: virtual actor %s.',
+                actor_id,
+                self.store.describe(),
+                definition.name,
+            )
+        return core, created
+
+    def create_nowait(
+        self, definition: ActorDefinition, actor_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Start :meth:`create` on a pool thread unless the actor exists; return at once (Ray's way).
+
+        See :meth:`creating` for what calls do until it commits.
+        """
+        with contextlib.suppress(ActorNotFoundError):
+            self.load(actor_id)
+            return
+        creation = Creation(definition)
+        with self._lock:
+            if actor_id in self._creations:
+                return
+            self._creations[actor_id] = creation
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                self.create(definition, actor_id, args, kwargs)
+            except BaseException as exc:
+                error = exc
+            creation.settle(error)
+            with self._lock:
+                del self._creations[actor_id]
+            creation.done.set()
+
+        self.spawn(run)
+
+    def creating(self, actor_id: str) -> Creation | None:
+        """This process's pending creation of ``actor_id`` (``create_nowait``), if any."""
+        creation = self._creations.get(actor_id)
+        return None if creation is None or creation.settled else creation
+
+    def wait_created(self, actor_id: str) -> BaseException | None:
+        """Wait for this process's pending creation of ``actor_id``, if any; its exception, if it failed."""
+        creation = self._creations.get(actor_id)
+        if creation is None:
+            return None
+        creation.done.wait()
+        return creation.error
 
     def call(self, actor_id: str, call: PendingCall) -> None:
         """Apply a write on this thread (or wait for the thread that holds the actor)."""

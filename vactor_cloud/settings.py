@@ -88,6 +88,9 @@ class Settings:
     max_cache_bytes: int = 128 * 1024 * 1024
     #: default executor of ``vactor_cloud.subtask``: "thread", "process", an Executor or a dask Client
     subtask_executor: Any = None
+    #: False: ``get_or_create`` returns before ``__init__`` committed (Ray's behaviour); until then this
+    #: process's writer calls wait for the creation, read-only calls raise ``VirtualActorNotInitializedError``
+    wait_for_init: bool = True
 
     def __post_init__(self) -> None:
         for name, (low, inclusive) in _RANGES.items():

@@ -48,6 +48,7 @@ def _live() -> Any:
         return None
     return tracer
 
+
 __all__ = ["actor_span", "commit_attempt", "enabled", "span"]
 
 T = TypeVar("T")

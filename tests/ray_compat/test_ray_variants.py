@@ -293,11 +293,6 @@ def test_default_getset_state_serialization(actor_store):
         workflow.get_actor("a3")
 
 
-@pytest.mark.xfail(
-    reason="needs lead's handle work: ActorMethod.options(name=) and the runtime's 'Workflow job "
-    "created' / 'Step status' log lines",
-    strict=False,
-)
 def test_virtual_actor_logs_when_the_application_configures_logging(shared):
     # test_virtual_actor_logs, with the one line Ray did not need: a library installs no log
     # handler (Ray printed its lines unasked), so the driver configures logging itself.

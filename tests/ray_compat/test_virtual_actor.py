@@ -90,13 +90,9 @@ class SlowInit:
         self.x = state
 
 
-@pytest.mark.xfail(
-    reason="needs lead's handle work: a creation that returns before __init__ commits "
-    "(Ray's VirtualActorNotInitializedError) and handle.ready()",
-    strict=False,
-)
-def test_actor_ready(actor_store):
-    # Changed: fixture, ray.get -> vc.get. Waits for: non-blocking creation, handle.ready().
+def test_actor_ready(ray_actor_store):
+    # Changed: fixture (-> ray_actor_store: Ray's creation, get_or_create does not wait for
+    # __init__; our default waits), ray.get -> vc.get.
     actor = SlowInit.get_or_create("SlowInit", 42)
     with pytest.raises(virtual_actor_class.VirtualActorNotInitializedError):
         actor.readonly_get.run()
