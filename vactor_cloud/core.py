@@ -41,7 +41,7 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -576,7 +576,7 @@ class ActorCore:
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
                     if posted is not None:
-                        _fail(batch, CallPendingError(self.actor_id, [c.call_id for c in batch]))
+                        _fail(batch, self._pending_error(posted, batch))
                     else:
                         _fail(batch, CommitConflictError(self.actor_id, attempts))
                     return
@@ -599,7 +599,7 @@ class ActorCore:
                 counters.commit_error(self.actor_id, exc, put_sent or posted is not None)
                 reported: BaseException = exc
                 if posted is not None:
-                    reported = CallPendingError(self.actor_id, [c.call_id for c in batch])
+                    reported = self._pending_error(posted, batch)
                 _fail(batch, reported)
                 return
             except Exception as exc:
@@ -683,6 +683,44 @@ class ActorCore:
         self._outstanding = None
         self.env.background(self._posts().delete([post.key]))
         return True
+
+    def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
+        """The caller stops waiting; remember the post so ``call_outcome`` can tell later."""
+        for call in batch:
+            _GAVE_UP[(self.actor_id, call.call_id)] = posted
+            while len(_GAVE_UP) > _GAVE_UP_MAX:
+                _GAVE_UP.popitem(last=False)
+        self._outstanding = posted  # our next batch posts too, after this one: order is kept
+        return CallPendingError(self.actor_id, [c.call_id for c in batch])
+
+    def call_outcome(self, call_id: str, scan: int = 1000) -> Outcome:
+        """The outcome of a call posted under contention whose caller stopped waiting.
+
+        ``CallPendingError`` while it may still be applied; ``LookupError``
+        when it was not applied and never will be, or is not found among the
+        newest ``scan`` steps (nor known to this process).
+        """
+        newest = self.env.run(self.revalidate())
+        posted = _GAVE_UP.get((self.actor_id, call_id))
+        if posted is not None and not applied(newest.extra, posted.post.sender, posted.post.seq):
+            if self.env.run(self.env.store.head(posted.post.key)) is not None:
+                raise CallPendingError(self.actor_id, [call_id])
+            newest = self.env.run(self.revalidate())  # applied just before its post was deleted?
+            if not applied(newest.extra, posted.post.sender, posted.post.seq):
+                raise LookupError(
+                    f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
+                )
+        stop = posted.base_step if posted is not None else max(-1, newest.step - scan)
+        for step in range(newest.step, stop, -1):
+            record = newest if step == newest.step else self.env.run(self.log.read_step(step))
+            if record is None:
+                break  # compacted: older steps are gone too
+            found = decode_outcomes(record.posted).get(call_id)
+            if found is not None:
+                return found
+        if posted is not None:  # applied, but the step that holds its result was compacted
+            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1))
+        raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
     def _fold_posts(
         self, posted: _Posted, batch: list[PendingCall], base: StepRecord
@@ -816,6 +854,10 @@ def _pickle_frozen(call: PendingCall) -> bytes:
     args, kwargs = call.arguments()
     return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
 
+
+#: posts whose callers stopped waiting (CallPendingError), by (actor id, call id): call_outcome reads them
+_GAVE_UP: OrderedDict[tuple[str, str], _Posted] = OrderedDict()
+_GAVE_UP_MAX = 10_000
 
 #: transient storage errors retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5

@@ -116,6 +116,15 @@ class ActorHandle(Generic[T]):
         runtime.spawn(check)
         return future
 
+    def call_outcome(self, call_id: str) -> Any:
+        """The result of a call whose caller got ``CallPendingError`` (it was posted under
+        contention and not applied while its caller waited); its exception is re-raised.
+
+        ``CallPendingError`` again while it may still be applied; ``LookupError``
+        when it was not applied and never will be. ``error.call_ids`` names the calls.
+        """
+        return get_runtime().core(self.actor_id).call_outcome(call_id).unwrap()
+
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
         return history(self.actor_id, limit)
