@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
+    CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
     FormatVersionError,
@@ -54,6 +55,7 @@ __all__ = [
     "ActorMethod",
     "ActorNotFoundError",
     "CallContext",
+    "CallPendingError",
     "CommitConflictError",
     "CommitOutcomeUnknownError",
     "FormatVersionError",

@@ -71,6 +71,7 @@ from vactor_cloud.log import (
     StepTakenError,
 )
 from vactor_cloud.posting import (
+    SENDER_TTL,
     Post,
     PostBox,
     PostedCall,
@@ -78,7 +79,7 @@ from vactor_cloud.posting import (
     applied,
     decode_outcomes,
     encode_outcomes,
-    expired,
+    identity,
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
@@ -509,7 +510,12 @@ class ActorCore:
                 if posted is not None:
                     if self._settle_if_folded(posted, batch, base):
                         return
-                    calls, folded, stale = self._fold_posts(posted, batch, base)
+                    keys = env.run(self._posts().keys())
+                    if not self._folds_now(posted, base, keys):
+                        # An older post waits: its poster folds ours with it. Look again soon.
+                        time.sleep((0.5 + random.random()) * max(self._put_seconds, 0.001))
+                        continue
+                    calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     if stale:
                         env.background(self._posts().delete(stale))
                 hooked = self.inbox.wants_fold(calls)
@@ -656,7 +662,9 @@ class ActorCore:
         base = self.record.step if self.record is not None else -1
         post = self.env.run(self._posts().send(calls))
         counters.count("posted_calls", len(calls))
-        posted = _Posted(post, base)
+        # Waiting for the oldest poster's fold is bounded: about ten commits, then fold ourselves.
+        patience = min(0.25, max(0.005, 10 * self._put_seconds))
+        posted = _Posted(post, base, time.monotonic() + patience)
         self._outstanding = posted
         return posted
 
@@ -683,6 +691,18 @@ class ActorCore:
         self._outstanding = None
         self.env.background(self._posts().delete([post.key]))
         return True
+
+    def _folds_now(self, posted: _Posted, base: StepRecord, keys: list[str]) -> bool:
+        """Whether this poster folds now: its post is the oldest pending one (the oldest
+        poster folds for all, so N posters do not each read every post), or it has waited
+        long enough that the oldest one's poster may be gone."""
+        if time.monotonic() >= posted.patience_until:
+            return True
+        for key in keys:
+            ident = identity(key)
+            if ident is not None and not applied(base.extra, ident[1], ident[2]):
+                return key == posted.post.key
+        return True  # ours is not listed yet: fold it ourselves
 
     def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
         """The caller stops waiting; remember the post so ``call_outcome`` can tell later."""
@@ -723,25 +743,38 @@ class ActorCore:
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
     def _fold_posts(
-        self, posted: _Posted, batch: list[PendingCall], base: StepRecord
+        self, posted: _Posted, batch: list[PendingCall], base: StepRecord, keys: list[str]
     ) -> tuple[list[PendingCall], list[Post], list[str]]:
-        """The calls of every pending post (ours as our own calls), in post order; and stale keys."""
+        """The calls of every pending post (ours as our own calls), in post order; and stale keys.
+
+        A post the cursor has passed (its folder died before deleting it) or
+        too old to apply is stale: told from its key alone, without reading it.
+        """
         now = time.time()
         max_batch = self.env.settings.max_batch
         calls: list[PendingCall] = []
         folded: list[Post] = []
         stale: list[str] = []
         own = posted.post
-        for post in self.env.run(self._posts().pending()):
-            if applied(base.extra, post.sender, post.seq) or expired(post, now):
-                stale.append(post.key)  # applied by a folder that died before deleting it, or too old
-                continue
-            if post.key == own.key:
+        wanted: list[str] = []
+        for key in keys:
+            ident = identity(key)
+            if ident is None or applied(base.extra, ident[1], ident[2]) or now - ident[0] > SENDER_TTL / 2:
+                stale.append(key)
+            else:
+                wanted.append(key)
+        others = [k for k in wanted if k != own.key]
+        read = {p.key: p for p in self.env.run(self._posts().read(others))} if others else {}
+        for key in wanted:
+            if key == own.key:
                 calls.extend(batch)
                 folded.append(own)
                 continue
+            post = read.get(key)
+            if post is None:
+                continue  # applied and deleted meanwhile, or unreadable (never applied)
             if len(calls) + len(post.calls) > max_batch and calls:
-                continue
+                break
             folded.append(post)
             calls.extend(
                 PendingCall(
@@ -848,6 +881,8 @@ class _Posted:
 
     post: Post
     base_step: int
+    #: until this (monotonic) time a poster whose post is not the oldest waits for its fold
+    patience_until: float = 0.0
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:

@@ -57,9 +57,12 @@ __all__ = [
     "PostBox",
     "PostedCall",
     "advance_cursor",
+    "applied",
     "cursor_of",
     "decode_outcomes",
     "encode_outcomes",
+    "expired",
+    "identity",
 ]
 
 #: ``StepRecord.extra`` key of the post cursor
@@ -117,6 +120,15 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
     else:
         out.pop(POST_CURSOR, None)
     return out
+
+
+def identity(key: str) -> tuple[float, str, int] | None:
+    """(time, sender, seq) as a post's key spells them, or None for a key that is not a post's."""
+    name = key.rpartition("/")[2]
+    parts = name.split("-")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+        return None
+    return int(parts[0]) / 1000, parts[1], int(parts[2])
 
 
 def expired(post: Post, now: float) -> bool:
@@ -212,12 +224,16 @@ class PostBox:
         assert last is not None
         raise last
 
-    async def pending(self) -> list[Post]:
-        """Every post waiting now, in post order (one LIST, plus a GET per post not read before)."""
+    async def keys(self) -> list[str]:
+        """The keys of every post waiting now, oldest first (one LIST)."""
         keys = await self.store.list(posts_prefix(self.actor_id))
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
+        return keys
+
+    async def read(self, keys: list[str]) -> list[Post]:
+        """The posts at ``keys`` still there, in key order (a GET per post not read before)."""
         gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
         async def read(key: str) -> None:
@@ -232,7 +248,7 @@ class PostBox:
                     return  # not applied, never: a forged or damaged post is skipped
 
         await asyncio.gather(*(read(k) for k in keys if k not in self._known))
-        return [self._known[k] for k in sorted(self._known)]
+        return [self._known[k] for k in keys if k in self._known]
 
     async def delete(self, keys: list[str]) -> None:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
