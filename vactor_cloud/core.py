@@ -765,14 +765,20 @@ class ActorCore:
                 wanted.append(key)
         others = [k for k in wanted if k != own.key]
         read = {p.key: p for p in self.env.run(self._posts().read(others))} if others else {}
+        blocked: set[str] = set()
         for key in wanted:
             if key == own.key:
                 calls.extend(batch)
                 folded.append(own)
                 continue
             post = read.get(key)
-            if post is None:
-                continue  # applied and deleted meanwhile, or unreadable (never applied)
+            ident = identity(key)
+            if post is None or (ident is not None and ident[1] in blocked):
+                # Deleted meanwhile (applied after our base: this commit loses anyway), or
+                # unreadable: a sender's later posts wait too, or the cursor would pass it.
+                if ident is not None:
+                    blocked.add(ident[1])
+                continue
             if len(calls) + len(post.calls) > max_batch and calls:
                 break
             folded.append(post)

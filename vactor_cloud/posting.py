@@ -190,7 +190,7 @@ class PostBox:
     Its state lives on the IO loop (its coroutines run there).
     """
 
-    __slots__ = ("_known", "_seq", "actor_id", "sender", "signing_key", "store")
+    __slots__ = ("_known", "_last_ms", "_seq", "actor_id", "sender", "signing_key", "store")
 
     def __init__(self, store: ObjectStore, actor_id: str, signing_key: bytes | None) -> None:
         self.store = store
@@ -198,6 +198,8 @@ class PostBox:
         self.signing_key = signing_key
         self.sender = uuid.uuid4().hex[:16]
         self._seq = itertools.count()
+        #: the time part of our newest key: never smaller than the one before, whatever the clock does
+        self._last_ms = 0
         #: posts read from storage, by key (posts are immutable)
         self._known: dict[str, Post] = {}
 
@@ -205,7 +207,10 @@ class PostBox:
         """Write one post (create-only; a lost response is resolved by reading the key back)."""
         now = time.time()
         seq = next(self._seq)
-        key = post_key(self.actor_id, int(now * 1000), self.sender, seq)
+        # Our posts must sort in seq order (a folder applies them in key order, and the
+        # cursor passing seq s means every post of ours up to s was applied).
+        self._last_ms = max(int(now * 1000), self._last_ms)
+        key = post_key(self.actor_id, self._last_ms, self.sender, seq)
         post = Post(key, self.sender, seq, now, calls)
         data = _encode_post(key, post, self.signing_key)
         last: StorageError | None = None
