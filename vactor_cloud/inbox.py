@@ -30,16 +30,18 @@ is applied at most once even if it is sent again after its object was
 deleted.
 
 When a commit looks at the inbox: a LIST on every warm commit would double
-the requests of the cheapest path, so a commit lists the inbox only when
+the requests of the cheapest path, and loading an actor or reading it never
+lists (a cold start stays a few GETs). A commit lists the inbox *before*
+applying only when ``process_events()`` asked or this process sent the actor
+an event since its last listing. Otherwise, when this process never listed
+it or its last listing is older than ``Settings.inbox_interval`` (15 s), the
+listing runs *beside* the commit, and a follow-up commit applies what it
+found. Creating an actor lists its inbox once, beside the creation's own
+requests (events sent with ``create=True`` wait there).
 
-* ``process_events()`` asked (always), or
-* this process sent an event to the actor since its last listing, or
-* it is the first commit of this actor in this process, or
-* the last listing is older than ``fresh_window`` (5 s by default).
-
-So a busy actor spends at most one LIST per ``fresh_window`` on events from
-other processes, and applies them within that delay; an idle actor applies
-them when someone calls ``process_events()`` (or ``vactor events drain``).
+So a busy actor spends at most one LIST per ``inbox_interval`` on events from
+other processes, and applies them within about that delay; an idle actor
+applies them when someone calls ``process_events()`` (or ``vactor events drain``).
 """
 
 from __future__ import annotations
