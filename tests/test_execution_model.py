@@ -305,3 +305,23 @@ def test_touching_many_actors_with_large_states_keeps_memory_bounded() -> None:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["peak_kb"] < 300 * 1024, report
     assert report["cached_bytes"] <= vc.Settings().max_cache_bytes, report
+
+
+def test_a_stalled_write_reports_that_its_outcome_may_be_unknown() -> None:
+    class StalledPuts(MemoryStore):
+        async def _put(self, key: str, data: bytes, mode: Any) -> str:
+            if "/steps/" in key and not key.endswith("0" * 20):
+                await asyncio.sleep(3600)
+            return await super()._put(key, data, mode)
+
+    vc.init(StalledPuts("stalled-puts"), settings=vc.Settings(timeout=0.3, deadline=1.5))
+    try:
+        box = Box.get_or_create("w")
+        started = time.monotonic()
+        with pytest.raises(vc.StorageTimeoutError) as info:
+            box.bump.run("stalled")
+        assert time.monotonic() - started < 20
+        assert info.value.write_in_flight
+        assert "may or may not have been applied" in str(info.value)
+    finally:
+        vc.shutdown()

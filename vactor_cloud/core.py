@@ -59,6 +59,7 @@ from vactor_cloud.errors import (
     CommitOutcomeUnknownError,
     IntegrityError,
     StorageError,
+    StorageTimeoutError,
     VactorError,
 )
 from vactor_cloud.log import (
@@ -606,6 +607,14 @@ class ActorCore:
                 reported: BaseException = exc
                 if posted is not None:
                     reported = self._pending_error(posted, batch)
+                elif put_sent and isinstance(exc, StorageTimeoutError) and not exc.write_in_flight:
+                    # The deadline passed with our step's put sent: it may still land.
+                    reported = StorageTimeoutError(
+                        f"actor {self.actor_id!r}: the commit did not finish within the deadline after "
+                        f"its write was sent; the calls may or may not have been applied ({exc})",
+                        exc.key,
+                        write_in_flight=True,
+                    )
                 _fail(batch, reported)
                 return
             except Exception as exc:
