@@ -211,8 +211,11 @@ class ActorCore:
     # -- cache ---------------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        """No queued or running writes, nobody waiting: safe to evict."""
-        return not self._draining and not self._queue and not self._waiters
+        """No queued or running writes, nobody waiting, no post of ours pending: safe to evict.
+
+        (A core with a pending post stays: its next batch must post after it, in order.)
+        """
+        return not self._draining and not self._queue and not self._waiters and self._outstanding is None
 
     def _reweigh(self) -> None:
         record, live = self.record, self._live
