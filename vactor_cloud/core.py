@@ -578,10 +578,7 @@ class ActorCore:
                 attempts += 1
                 counters.commit_conflict(self.actor_id, record.step, attempts)
                 if posted is None and self._may_post(batch):
-                    try:
-                        posted = self._post(batch)
-                    except StorageError as exc:  # not posted: race again, as without combining
-                        logger.debug("actor %r: could not post a batch: %s", self.actor_id, exc)
+                    posted = self._post(batch)
                 # Bounded by time as well as count: under heavy contention a
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -672,7 +669,15 @@ class ActorCore:
             for c in batch
         )
         base = self.record.step if self.record is not None else -1
-        post = self.env.run(self._posts().send(calls))
+        box = self._posts()
+        post = box.prepare(calls)
+        try:
+            self.env.run(box.send(post))
+        except StorageError as exc:
+            # It may have landed unseen: from now on the batch is this post and nothing
+            # else. Whoever commits our calls passes our seq in the cursor, which makes
+            # the post (if it exists) stale: applied at most once either way.
+            logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
         # Waiting for the oldest poster's fold is bounded: about ten commits, then fold ourselves.
         patience = min(0.25, max(0.005, 10 * self._put_seconds))
@@ -813,9 +818,12 @@ class ActorCore:
                 )
                 for pc in post.calls
             )
-        if own not in folded:
-            # Not listed yet (or listed after the cut): our calls go in anyway; once the
-            # cursor passes our seq the post object is stale and deleted unapplied.
+        ours_waiting = any(
+            (ident := identity(k)) is not None and ident[1] == own.sender and k != own.key for k in wanted
+        )
+        if own.key not in wanted and not ours_waiting:
+            # Not listed (yet, or its write failed unseen): our calls go in anyway; once the
+            # cursor passes our seq the post object, if any, is stale and deleted unapplied.
             calls.extend(batch)
             folded.append(own)
         return calls, folded, stale

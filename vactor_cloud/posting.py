@@ -203,28 +203,36 @@ class PostBox:
         #: posts read from storage, by key (posts are immutable)
         self._known: dict[str, Post] = {}
 
-    async def send(self, calls: tuple[PostedCall, ...]) -> Post:
-        """Write one post (create-only; a lost response is resolved by reading the key back)."""
+    def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
+        """The next post of this sender (its key and seq fixed now, before any write)."""
         now = time.time()
         seq = next(self._seq)
         # Our posts must sort in seq order (a folder applies them in key order, and the
         # cursor passing seq s means every post of ours up to s was applied).
         self._last_ms = max(int(now * 1000), self._last_ms)
         key = post_key(self.actor_id, self._last_ms, self.sender, seq)
-        post = Post(key, self.sender, seq, now, calls)
+        return Post(key, self.sender, seq, now, calls)
+
+    async def send(self, post: Post) -> None:
+        """Write ``post`` (create-only; a lost response is resolved by reading the key back).
+
+        Raises the last storage error when it could not tell: the post may or
+        may not exist then (the caller must treat it as written).
+        """
+        key = post.key
         data = _encode_post(key, post, self.signing_key)
         last: StorageError | None = None
         for attempt in range(5):
             try:
                 await self.store.put(key, data, mode="create")
-                return post
+                return
             except AlreadyExistsError:
-                return post  # the key is ours alone: an earlier attempt landed
+                return  # the key is ours alone: an earlier attempt landed
             except StorageError as exc:
                 last = exc
             with contextlib.suppress(StorageError):
                 if await self.store.head(key) is not None:
-                    return post
+                    return
             await asyncio.sleep(0.01 * 2**attempt)
         assert last is not None
         raise last
