@@ -28,7 +28,8 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process
-from vactor_cloud.inbox import list_inbox, read_events, refusal
+from vactor_cloud.history import iter_actor_ids
+from vactor_cloud.inbox import inbox_prefix, list_inbox, read_events, refusal
 from vactor_cloud.runtime import get_runtime, init, shutdown
 
 __all__ = ["add_arguments", "main", "run"]
@@ -88,15 +89,20 @@ def _options(raw: list[str]) -> dict[str, Any]:
 
 
 async def _actors_with_events(actor: str | None) -> list[str]:
+    """The named actor, or every actor whose inbox holds an event.
+
+    Without a name this pages through the actor ids (one listing that skips
+    each actor's steps) and asks each inbox for one key: never a LIST of
+    every object under ``actors/``.
+    """
     if actor is not None:
         return [actor]
-    keys = await get_runtime().store.list("actors/")
-    found: dict[str, None] = {}
-    for key in keys:
-        parts = key.split("/")
-        if len(parts) >= 4 and parts[2] == "inbox":
-            found[parts[1]] = None
-    return list(found)
+    store = get_runtime().store
+    found: list[str] = []
+    async for actor_id in iter_actor_ids(store):
+        if await store.list(inbox_prefix(actor_id), limit=1):
+            found.append(actor_id)
+    return found
 
 
 async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
