@@ -7,7 +7,11 @@ throughput against a hand-rolled GET + If-Match loop (boto3 for ``s3://``,
 the :class:`~vactor_cloud.storage.ObjectStore` contract elsewhere), and so on.
 
 The benchmark writes under a fresh sub-prefix ``vactor-bench-<run id>`` of
-``URL`` and deletes it at the end (``--keep`` leaves it).
+``URL`` and deletes it at the end (``--keep`` leaves it). ``--latency MS[,JITTER]``
+delays every request the benchmark's processes send (a
+:class:`~vactor_cloud.testing.latency.LatencyStore`), so rows measured on a
+local directory or an emulator show what a remote bucket would; ``--rows``
+picks row groups.
 
 Also runnable as ``python -m vactor_cloud.bench URL [--quick]``.
 """
@@ -27,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +42,7 @@ from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionF
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.runtime import Settings, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.testing.latency import Latency, install
 
 __all__ = ["PROFILES", "BenchCounter", "Profile", "Row", "add_arguments", "main", "run", "run_bench"]
 
@@ -117,6 +122,8 @@ class Target:
     url: str
     options: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: added to every request of every process the benchmark runs
+    latency: Latency | None = None
 
     @property
     def scheme(self) -> str:
@@ -137,6 +144,8 @@ class Target:
             vc.init(self.url, **self.options)
         else:
             vc.init(self.url, settings=settings, **self.options)
+        if self.latency is not None:
+            install(self.latency)
 
 
 # -- request tracing -------------------------------------------------------------------
@@ -349,7 +358,7 @@ class Bench:
         cas_rates: list[float] = []
         for i in range(p.repeats):
             lib = asyncio.run(_drive(lambda _i: handle.incr.run_async(), _CONCURRENCY, p.duration))
-            if self.is_s3:
+            if self.is_s3 and self.target.latency is None:
                 cas = _boto3_cas_loop(self.target, f"cas-{self.run_id}-{i}", _CONCURRENCY, p.duration)
             else:
                 cas = _run_on_loop(_store_cas_loop(get_runtime().store, f"cas/{self.run_id}-{i}", p.duration))
@@ -360,7 +369,7 @@ class Bench:
         ratio = _median(ratios)
         how = (
             "boto3 GET + If-Match PUT, 64 threads"
-            if self.is_s3
+            if self.is_s3 and self.target.latency is None
             else "ObjectStore get + put(IfMatch), 64 tasks"
         )
         return Row(
@@ -799,26 +808,39 @@ ROW_GROUPS = ("warm", "cold", "one_actor", "fan_out", "processes", "long", "cpu"
 
 
 def run_bench(
-    target: Target, profile: Profile, *, progress: Callable[[str], None] | None = None, keep: bool = False
+    target: Target,
+    profile: Profile,
+    *,
+    progress: Callable[[str], None] | None = None,
+    keep: bool = False,
+    groups: Sequence[str] = ROW_GROUPS,
 ) -> list[Row]:
-    """Run every row against ``target`` and return the table rows."""
+    """Run the rows of ``groups`` (default: all) against ``target`` and return the table rows."""
     run_id = uuid.uuid4().hex[:10]
     scoped = target.sub(f"vactor-bench-{run_id}")
-    steps = _steps_for(profile)
+    steps = _steps_for(profile, groups)
     advance = progress or (lambda _label: None)
     scoped.init()
     bench = Bench(scoped, profile, run_id, advance)
     rows: list[Row] = []
     try:
-        rows.extend(bench.warm_rows())
-        rows.append(bench.cold_row())
-        scoped.init()
-        rows.append(bench.one_actor_row())
-        rows.append(bench.fan_out_row())
-        rows.append(bench.processes_row())
-        rows.extend(bench.long_rows())
-        rows.append(bench.cpu_row())
-        rows.append(bench.rss_row())
+        if "warm" in groups:
+            rows.extend(bench.warm_rows())
+        if "cold" in groups:
+            rows.append(bench.cold_row())
+            scoped.init()
+        if "one_actor" in groups:
+            rows.append(bench.one_actor_row())
+        if "fan_out" in groups:
+            rows.append(bench.fan_out_row())
+        if "processes" in groups:
+            rows.append(bench.processes_row())
+        if "long" in groups:
+            rows.extend(bench.long_rows())
+        if "cpu" in groups:
+            rows.append(bench.cpu_row())
+        if "rss" in groups:
+            rows.append(bench.rss_row())
     finally:
         if not keep:
             with contextlib.suppress(Exception):
@@ -832,10 +854,10 @@ def run_bench(
     return rows
 
 
-def _steps_for(profile: Profile) -> int:
+def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS) -> int:
     """Progress steps: one per repeat of each row group, plus the long actor's setup."""
-    per_repeat = 8 if profile.processes else 7
-    return profile.repeats * per_repeat + 1
+    per_repeat = len([g for g in groups if g != "processes" or profile.processes])
+    return profile.repeats * per_repeat + (1 if "long" in groups else 0)
 
 
 async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:
@@ -853,9 +875,10 @@ async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:
 def render(rows: list[Row], target: Target, profile: Profile) -> Any:
     from rich.table import Table
 
-    table = Table(
-        title=f"vactor bench {target.url} ({profile.name} profile, medians of {profile.repeats} runs)"
-    )
+    how = f"{profile.name} profile, medians of {profile.repeats} runs"
+    if target.latency is not None:
+        how += f", +{target.latency.describe()} per request"
+    table = Table(title=f"vactor bench {target.url} ({how})")
     table.add_column("row")
     table.add_column("target", justify="right")
     table.add_column("measured", justify="right")
@@ -883,7 +906,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="storage option for fsspec (VALUE parsed as JSON when it can be), e.g. endpoint_url=http://...",
     )
     parser.add_argument("--keep", action="store_true", help="leave the objects the benchmark wrote")
+    parser.add_argument(
+        "--latency",
+        metavar="MS[,JITTER]",
+        type=Latency.parse,
+        help="delay every request by MS milliseconds (+- JITTER), as a remote bucket would",
+    )
+    parser.add_argument(
+        "--rows",
+        metavar="GROUP,...",
+        type=_parse_groups,
+        default=ROW_GROUPS,
+        help=f"row groups to run (default: all): {','.join(ROW_GROUPS)}",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+
+
+def _parse_groups(text: str) -> tuple[str, ...]:
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    unknown = sorted(set(groups) - set(ROW_GROUPS))
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(f"unknown row groups {unknown}; choose from {','.join(ROW_GROUPS)}")
+    return groups
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -907,9 +951,12 @@ def run(args: argparse.Namespace) -> int:
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     options = dict(getattr(args, "storage_options", None) or {})
     options.update(_parse_options(args.option))
-    target = Target(args.url, options, dict(getattr(args, "storage_env", None) or {}))
+    target = Target(
+        args.url, options, dict(getattr(args, "storage_env", None) or {}), getattr(args, "latency", None)
+    )
+    groups = tuple(getattr(args, "rows", None) or ROW_GROUPS)
     console = Console(stderr=True)
-    total = _steps_for(profile)
+    total = _steps_for(profile, groups)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -923,7 +970,7 @@ def run(args: argparse.Namespace) -> int:
         def advance(label: str) -> None:
             bar.update(task, advance=1, description=f"bench: {label}")
 
-        rows = run_bench(target, profile, progress=advance, keep=args.keep)
+        rows = run_bench(target, profile, progress=advance, keep=args.keep, groups=groups)
     Console().print(render(rows, target, profile))
     if args.json:
         with open(args.json, "w") as out:
@@ -931,6 +978,8 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "url": target.url,
                     "profile": profile.name,
+                    "latency_ms": None if target.latency is None else target.latency.seconds * 1e3,
+                    "jitter_ms": None if target.latency is None else target.latency.jitter * 1e3,
                     "rows": [
                         {"name": r.name, "target": r.target, "value": r.value, "ok": r.ok, "note": r.note}
                         for r in rows
