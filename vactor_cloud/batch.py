@@ -5,7 +5,8 @@ step. A call that raises is excluded: the instance is rebuilt from the base
 and the calls before it are replayed (writer methods must be deterministic
 functions of state and arguments), so its partial mutations never reach the
 committed state. The idempotency table is consulted and extended in the same
-pass, which is what makes deduplication atomic with the commit.
+pass, which is what makes deduplication atomic with the commit (the caller
+loads it first when a call carries a key: ``StepDedup.prepare``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup
 from vactor_cloud.definition import ActorClass
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.log import CallRecord, StepRecord
@@ -87,7 +88,7 @@ class BatchResult:
     outcomes: list[Outcome]
     instance: Any = None
     state: bytes | None = None
-    dedup: bytes = b""
+    dedup: DedupFields = field(default_factory=DedupFields)
     calls: list[CallRecord] = field(default_factory=list)
 
 
@@ -99,22 +100,31 @@ def apply_batch(
     calls: list[PendingCall],
     runtime: Any,
     dedup_window: tuple[int, float],
+    table: StepDedup | None = None,
 ) -> BatchResult:
-    """Apply ``calls`` to ``base`` (or to ``live``, an instance already at ``base``)."""
+    """Apply ``calls`` to ``base`` (or to ``live``, an instance already at ``base``).
+
+    ``table`` is ``base``'s idempotency table, loaded if any call carries a
+    key (``None``: only a format-1 base, whose step holds the whole table).
+    """
     serializer = definition.serializer
 
     def fresh() -> Any:
         return restore_instance(definition.cls, loads_state(base.state, base.serializer))
 
     instance = live if live is not None else fresh()
-    table = DedupTable.load(base.dedup, serializer)
+    if table is None:
+        table = StepDedup(None, base)
+    mark = table.mark()
     outcomes: list[Outcome] = []
     succeeded: list[PendingCall] = []
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
     for call in calls:
         if call.idempotency_key is not None:
-            recorded = table.get(call.idempotency_key)
+            if not table.load_without_io():
+                raise RuntimeError("the idempotency table needs I/O to load: prepare() it before apply_batch")
+            recorded = table.get(call.idempotency_key, window=dedup_window, now=now)
             if recorded is not None:
                 outcomes.append(recorded)
                 continue
@@ -143,12 +153,13 @@ def apply_batch(
         return BatchResult(outcomes)
     try:
         state = dumps_state(capture_state(instance), serializer)
-        dedup = table.dump(serializer, dedup_window, now) if table.changed else base.dedup
+        dedup = table.fields(serializer, dedup_window, now, base.step + 1)
     except StateSerializationError as exc:
+        table.rollback(mark)
         if len(calls) == 1:
             return BatchResult([Outcome(False, exc)])
         # Find the culprit(s): apply one call at a time, serializing after each.
-        return _apply_one_by_one(definition, actor_id, base, calls, runtime, dedup_window)
+        return _apply_one_by_one(definition, actor_id, base, calls, runtime, dedup_window, table)
     records = [
         CallRecord(
             method=call.method,
@@ -171,6 +182,7 @@ def _apply_one_by_one(
     calls: list[PendingCall],
     runtime: Any,
     dedup_window: tuple[int, float],
+    table: StepDedup,
 ) -> BatchResult:
     current = base
     live = None
@@ -178,7 +190,7 @@ def _apply_one_by_one(
     records: list[CallRecord] = []
     result = BatchResult([])
     for call in calls:
-        single = apply_batch(definition, actor_id, current, live, [call], runtime, dedup_window)
+        single = apply_batch(definition, actor_id, current, live, [call], runtime, dedup_window, table)
         outcomes.extend(single.outcomes)
         if single.state is not None:
             current = StepRecord(
@@ -189,14 +201,13 @@ def _apply_one_by_one(
                 state=single.state,
                 writer=current.writer,
                 time=current.time,
-                dedup=single.dedup,
             )
             live = single.instance
             records.extend(single.calls)
             result = single
     if not records:
         return BatchResult(outcomes)
-    return BatchResult(outcomes, result.instance, result.state, result.dedup, records)
+    return replace(result, outcomes=outcomes, calls=records)
 
 
 def _summarize_args(call: PendingCall) -> str:

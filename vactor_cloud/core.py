@@ -30,7 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.batch import PendingCall, apply_batch, run_readonly
-from vactor_cloud.dedup import Outcome
+from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.definition import ActorClass, lookup_local_class
 from vactor_cloud.errors import (
     ActorNotFoundError,
@@ -282,6 +282,8 @@ class ActorCore:
                 validated = self.validated_at
                 definition = await self._sync_definition(base)
                 calls = await self.inbox.fold(batch, base, definition)
+                # The idempotency table is read only if a call carries a key (events do).
+                table = await StepDedup(self.log, base).prepare(c.idempotency_key for c in calls)
                 live = self._live[1] if self._live is not None and self._live[0] == base.step else None
                 self._live = None
                 result = await loop.run_in_executor(
@@ -294,6 +296,7 @@ class ActorCore:
                     calls,
                     self.runtime,
                     settings.dedup_window,
+                    table,
                 )
                 if result.state is None:
                     self.inbox.settle(batch, calls, result)
@@ -308,7 +311,9 @@ class ActorCore:
                     writer=uuid.uuid4().hex,
                     time=time.time(),
                     calls=tuple(result.calls),
-                    dedup=result.dedup,
+                    dedup=result.dedup.data,
+                    dedup_base=result.dedup.base,
+                    dedup_checkpoint=result.dedup.checkpoint,
                 )
                 put_started = time.monotonic()
                 put_sent = True

@@ -41,7 +41,7 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
 from vactor_cloud.inbox import (
     MAX_EVENTS_PER_COMMIT,
@@ -51,7 +51,7 @@ from vactor_cloud.inbox import (
     serialize_payload,
     validate_event_id,
 )
-from vactor_cloud.log import StepRecord
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.runtime import Runtime, get_runtime
 
 __all__ = [
@@ -179,20 +179,18 @@ async def process_events_async(actor_id: str) -> int:
     return await asyncio.wrap_future(_sync.submit(_process(actor_id)))
 
 
-def applied_event(record: StepRecord, name: str, event_id: str | None = None) -> Outcome | None:
+async def applied_event(
+    log: ActorLog, record: StepRecord, name: str, event_id: str | None = None
+) -> Outcome | None:
     """The recorded outcome of the newest applied event ``name`` (or of ``event_id``) as of ``record``.
 
-    Looks in the idempotency table, so it knows events applied within the
-    dedup window.
+    Looks in the idempotency table (read through ``log``), so it knows events
+    applied within the dedup window.
     """
-    table = DedupTable.load(record.dedup, record.serializer)
+    table = await StepDedup(log, record).load()
     if event_id is not None:
         return table.get(event_dedup_key(name, event_id))
-    prefix = event_dedup_key(name, "")
-    for key in reversed(list(table.entries)):
-        if key.startswith(prefix):
-            return table.entries[key][1]
-    return None
+    return table.newest(event_dedup_key(name, ""))
 
 
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
@@ -204,7 +202,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
         # The waiter drives the inbox itself: an idle actor has no writer to do it.
         await _process(actor_id)
         record = await core.revalidate()
-        outcome = applied_event(record, name, event_id)
+        outcome = await applied_event(core.log, record, name, event_id)
         if outcome is not None:
             return outcome.unwrap()
         remaining = deadline - time.monotonic()

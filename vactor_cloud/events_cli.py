@@ -129,7 +129,7 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
                 continue
             assert core.definition is not None
             for e in events:
-                if applied_event(record, e.name, e.event_id) is not None:
+                if await applied_event(core.log, record, e.name, e.event_id) is not None:
                     status = "applied (inbox cleanup pending)"
                 else:
                     reason = refusal(e, core.definition)

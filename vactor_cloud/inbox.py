@@ -62,7 +62,7 @@ import cloudpickle
 
 from vactor_cloud import codec
 from vactor_cloud.batch import BatchResult, PendingCall
-from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.definition import ActorClass
 from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
 from vactor_cloud.log import StepRecord, actor_prefix
@@ -405,7 +405,7 @@ class ActorInbox:
                 logger.warning("could not list the inbox of %r: %s", self.core.actor_id, exc)
         if not self._known:
             return calls
-        table = DedupTable.load(base.dedup, base.serializer)
+        table = await StepDedup(self.core.log, base).load()
         handlers = event_handlers(definition)
         folded: list[PendingCall] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):

@@ -6,6 +6,7 @@ Object layout under the store root (DESIGN.md §3)::
     actors/<id>/steps/<N:020d>   immutable step objects, create-only; step 0 = creation
     actors/<id>/HEAD             advisory pointer to a recent step; forward-only, by if-match
     actors/<id>/gc               retention low-watermark {"min_step": M}
+    actors/<id>/dedup/<N:020d>-<token>   idempotency-table checkpoint, create-only, named by a step
 
 The step log is the truth. Writing ``steps/N+1`` with a create-only put is
 the linearization point of a commit: exactly one writer can succeed. HEAD is
@@ -119,8 +120,13 @@ class StepRecord:
     writer: str
     time: float
     calls: tuple[CallRecord, ...] = ()
-    #: serialized idempotency table (opaque here); carried from step to step
+    #: serialized idempotency table (opaque here): the whole table when ``dedup_base`` is
+    #: None (format 1), else the entries recorded since checkpoint ``dedup_base`` (format 2)
     dedup: bytes = b""
+    #: name of the checkpoint object (``dedup/<name>``) ``dedup`` is a delta on
+    dedup_base: str | None = None
+    #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
+    dedup_checkpoint: bytes = b""
     #: metadata of features layered on top (events applied, tasks used, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -139,7 +145,10 @@ class StepRecord:
         parts = {"state": self.state}
         if self.dedup:
             parts["dedup"] = self.dedup
-        return codec.encode(key, meta, parts, signing_key=signing_key)
+        if self.dedup_base is None:
+            return codec.encode(key, meta, parts, signing_key=signing_key)
+        meta["dedup_base"] = self.dedup_base
+        return codec.encode(key, meta, parts, signing_key=signing_key, version=2)
 
     @classmethod
     def decode(cls, key: str, data: bytes, signing_key: bytes | None) -> StepRecord:
@@ -158,6 +167,7 @@ class StepRecord:
                 time=float(meta["time"]),
                 calls=tuple(CallRecord.from_json(c) for c in meta["calls"]),
                 dedup=env.parts.get("dedup", b""),
+                dedup_base=None if meta.get("dedup_base") is None else str(meta["dedup_base"]),
                 extra=dict(meta.get("extra") or {}),
             )
         except (KeyError, ValueError, TypeError) as exc:
@@ -184,7 +194,17 @@ class StepTakenError(Exception):
 class ActorLog:
     """Reads and writes one actor's objects. Safe to share between tasks of one loop."""
 
-    __slots__ = ("actor_id", "gc_key", "head_key", "prefix", "signing_key", "steps_prefix", "store")
+    __slots__ = (
+        "actor_id",
+        "dedup_cache",
+        "dedup_prefix",
+        "gc_key",
+        "head_key",
+        "prefix",
+        "signing_key",
+        "steps_prefix",
+        "store",
+    )
 
     def __init__(self, store: ObjectStore, actor_id: str, *, signing_key: bytes | None = None) -> None:
         self.store = store
@@ -194,6 +214,9 @@ class ActorLog:
         self.steps_prefix = f"{self.prefix}steps/"
         self.head_key = f"{self.prefix}HEAD"
         self.gc_key = f"{self.prefix}gc"
+        self.dedup_prefix = f"{self.prefix}dedup/"
+        #: the newest idempotency checkpoint this process decoded: (name, table), owned by dedup.py
+        self.dedup_cache: tuple[str, Any] | None = None
 
     # -- keys ---------------------------------------------------------------
     def step_key(self, step: int) -> str:
@@ -201,6 +224,9 @@ class ActorLog:
 
     def class_key(self, sha: str) -> str:
         return f"{self.prefix}class/{sha}"
+
+    def dedup_key(self, name: str) -> str:
+        return f"{self.dedup_prefix}{name}"
 
     def step_of(self, key: str) -> int:
         try:
@@ -237,6 +263,9 @@ class ActorLog:
         """
         key = self.step_key(record.step)
         data = record.encode(key, self.signing_key)
+        if record.dedup_checkpoint and record.dedup_base is not None:
+            # Before the step: a committed step never names a checkpoint that is not there.
+            await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
@@ -323,6 +352,38 @@ class ActorLog:
                 return (await self.probe_from(record))[0]
         return None
 
+    # -- idempotency checkpoints ------------------------------------------------
+    async def put_dedup_checkpoint(self, name: str, table: bytes, serializer: str) -> None:
+        """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer)."""
+        key = self.dedup_key(name)
+        data = codec.encode(
+            key,
+            {"kind": "dedup", "serializer": serializer},
+            {"table": table},
+            signing_key=self.signing_key,
+            version=2,
+        )
+        # Unique to this writer: an object found at the key after an ambiguous
+        # failure is our own earlier attempt.
+        await self._put_own(key, data)
+
+    async def read_dedup_checkpoint(self, name: str) -> tuple[bytes, str]:
+        """Checkpoint ``dedup/<name>``: its serialized table and serializer.
+
+        ``NotFoundError`` once compacted away (only a reader of a step older
+        than the retention watermark can ask for such a one).
+        """
+        key = self.dedup_key(name)
+        blob = await self.store.get(key)
+        env = codec.decode(key, blob.data, signing_key=self.signing_key)
+        if env.meta.get("kind") != "dedup" or "table" not in env.parts:
+            raise IntegrityError(key, "not an idempotency checkpoint")
+        return env.parts["table"], str(env.meta.get("serializer", "pickle"))
+
+    async def list_dedup_checkpoints(self) -> list[str]:
+        """Names of the checkpoint objects, oldest first."""
+        return [k[len(self.dedup_prefix) :] for k in await self.store.list(self.dedup_prefix)]
+
     # -- HEAD ------------------------------------------------------------------
     async def read_head(self) -> Head | None:
         try:
@@ -378,6 +439,10 @@ class ActorLog:
         # Content-addressed: whoever wrote it first wrote the same bytes, so an
         # object found at the key after an ambiguous failure (a lost response, a
         # 409, a 5xx) is as good as our own write; only a missing one is retried.
+        await self._put_own(key, data)
+
+    async def _put_own(self, key: str, data: bytes) -> None:
+        """Create ``key``; an object already there is this very write (same bytes by construction)."""
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
