@@ -244,14 +244,19 @@ class LocalStore(ObjectStore):
             os.close(fd)
 
     def _entries(
-        self, directory: Path, decoded: str, in_chain: bool, prefix: str, start_after: str | None
+        self,
+        directory: Path,
+        decoded: str,
+        in_chain: bool,
+        prefix: str,
+        start_after: str | None,
+        chunked: bool,
     ) -> list[tuple[str, bool, Path, bool]]:
         """One directory's entries as ``(key prefix, is file, path, in chain)``, sorted and pruned.
 
         A file's key prefix is its key; a directory's is what every key under
         it starts with.
         """
-        chunked = self._chunked is True
         out: list[tuple[str, bool, Path, bool]] = []
         self.listing.directories += 1
         try:
@@ -288,18 +293,25 @@ class LocalStore(ObjectStore):
         return out
 
     def _walk(
-        self, directory: Path, decoded: str, in_chain: bool, prefix: str, start_after: str | None
+        self,
+        directory: Path,
+        decoded: str,
+        in_chain: bool,
+        prefix: str,
+        start_after: str | None,
+        chunked: bool,
     ) -> Iterator[str]:
         """Keys under ``directory`` in key order, reading subdirectories only when reached.
 
-        Sibling ranges can interleave (``ab-c`` sorts before ``ab/x``, which
-        sorts before ``abc``, stored under chain ``ab``... and so on), so the
-        children are merged; a child is opened only once every key already
-        in the merge sorts after the prefix it stands for.
+        Sibling ranges can interleave (``abc-x`` and ``abcd`` both live under
+        the chain ``abc+``, and ``abc/y``, under the directory ``abc``, sorts
+        between them), so the children are merged; a child is opened only
+        once every key already in the merge sorts after the prefix it stands
+        for.
         """
         heap: list[tuple[str, int, Iterator[str]]] = []
         for index, (lower, is_file, path, chain) in enumerate(
-            self._entries(directory, decoded, in_chain, prefix, start_after)
+            self._entries(directory, decoded, in_chain, prefix, start_after, chunked)
         ):
             if lower > prefix and not lower.startswith(prefix):
                 break  # sorted: nothing from here on carries the prefix
@@ -310,7 +322,9 @@ class LocalStore(ObjectStore):
                     heapq.heappop(heap)
                 else:
                     heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
-            children = iter((lower,)) if is_file else self._walk(path, lower, chain, prefix, start_after)
+            children = (
+                iter((lower,)) if is_file else self._walk(path, lower, chain, prefix, start_after, chunked)
+            )
             first = next(children, None)
             if first is not None:
                 heapq.heappush(heap, (first, index, children))
@@ -323,11 +337,11 @@ class LocalStore(ObjectStore):
                 heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
 
     def _scan(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        self._layout_chunked()
+        chunked = self._layout_chunked()
         keys: list[str] = []
         if limit is not None and limit <= 0:
             return keys
-        for key in self._walk(self.root, "", False, prefix, start_after):
+        for key in self._walk(self.root, "", False, prefix, start_after, chunked):
             keys.append(key)
             if limit is not None and len(keys) >= limit:
                 break
