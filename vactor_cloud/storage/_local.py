@@ -15,15 +15,16 @@ for processes of one machine; network filesystems without atomic ``link`` or
 
 Layout: LIST must cost what it returns, and a directory of 100,000 files can
 only be read whole (``readdir`` has no order and no seek by name). So a key
-component longer than three characters is split into a chain of directories,
-three characters each, ending in ``+``, and a last segment of one to three
+component longer than two characters is split into a chain of directories,
+two characters each, ending in ``+``, and a last segment of one or two
 characters: ``steps/00000000000000012345`` is stored as
-``ste+/ps/000+/000+/000+/000+/000+/123+/45``. Every directory then holds at
-most one entry per three-character chunk, a LIST reads the directories on
-its way in key order and stops at ``limit``, and keys still sort as their
-paths do (the walk merges siblings by the key prefix they stand for). A
-segment of the form ``xyz+`` is always a chain directory, never a key's own
-name, because names of four or more characters are always split.
+``st+/ep+/s/00+/00+/00+/00+/00+/00+/00+/01+/23+/45``. A directory then holds
+at most one entry per two-character chunk (100 for digits), a LIST reads the
+directories on its way in key order and stops at ``limit``, and keys still
+sort as their paths do (the walk merges siblings by the key prefix they
+stand for). A name of the form ``xy+`` is always a chain directory, never a
+key's own segment, because names of three or more characters are always
+split (a last segment that would be ``.`` or ``..`` takes the chunk before it).
 
 A root that already holds objects in the flat layout of earlier versions (no
 ``.vactor-layout`` marker) is read and written flat, listed by the same
@@ -56,9 +57,9 @@ _TOKEN = 16
 _LOCKS = ".vactor-locks"
 _TMP = ".tmp-"
 _LAYOUT = ".vactor-layout"
-_LAYOUT_CHUNKED = b"chunked-3\n"
-#: characters per chain directory; a directory of digit keys holds at most 10**3 chains
-_CHUNK = 3
+_LAYOUT_CHUNKED = b"chunked-2\n"
+#: characters per chain directory: a directory of digit names holds at most 10**2 chains
+_CHUNK = 2
 _CHAIN = "+"
 _WRITE_ATTEMPTS = 5
 
@@ -67,8 +68,11 @@ def encode_component(name: str) -> list[str]:
     """The path segments that store one key component in the chunked layout."""
     if len(name) <= _CHUNK:
         return [name]
-    tail = len(name) % _CHUNK or _CHUNK
-    cut = len(name) - tail
+    cut = len(name) - (len(name) % _CHUNK or _CHUNK)
+    if name[cut:] in (".", ".."):
+        # No file can be named "." or "..": the last chunk joins the tail, which
+        # then ends in "." and so can never be mistaken for a chain.
+        cut -= _CHUNK
     return [name[i : i + _CHUNK] + _CHAIN for i in range(0, cut, _CHUNK)] + [name[cut:]]
 
 
@@ -110,6 +114,8 @@ class LocalStore(ObjectStore):
             return self._chunked
         marker = self.root / _LAYOUT
         if marker.exists():
+            if marker.read_bytes() != _LAYOUT_CHUNKED:
+                raise StorageError(f"{self.url}: unknown directory layout {marker.read_bytes()!r}", _LAYOUT)
             self._chunked = True
             return True
         try:
@@ -245,41 +251,42 @@ class LocalStore(ObjectStore):
 
     def _entries(
         self,
-        directory: Path,
+        directory: str,
         decoded: str,
         in_chain: bool,
         prefix: str,
         start_after: str | None,
         chunked: bool,
-    ) -> list[tuple[str, bool, Path, bool]]:
+    ) -> list[tuple[str, bool, str, bool]]:
         """One directory's entries as ``(key prefix, is file, path, in chain)``, sorted and pruned.
 
         A file's key prefix is its key; a directory's is what every key under
         it starts with.
         """
-        out: list[tuple[str, bool, Path, bool]] = []
+        out: list[tuple[str, bool, str, bool]] = []
         self.listing.directories += 1
         try:
-            scanned = list(os.scandir(directory))
+            with os.scandir(directory) as scanned:
+                entries = list(scanned)
         except (FileNotFoundError, NotADirectoryError):
             return out
-        self.listing.entries += len(scanned)
-        for entry in scanned:
+        self.listing.entries += len(entries)
+        for entry in entries:
             name = entry.name
+            if not in_chain and name[:1] == ".":
+                continue  # temp files, locks, the layout marker, hidden keys
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
-            if not in_chain and name.startswith("."):
-                continue  # temp files, locks, the layout marker, hidden keys
-            if chunked and is_dir and _is_chain(name):
+            if is_dir and chunked and len(name) == _CHUNK + 1 and name[-1] == _CHAIN:
                 lower, is_file, chain = decoded + name[:_CHUNK], False, True
-            elif in_chain and len(name) > _CHUNK:
+            elif in_chain and name.startswith(_TMP):
                 continue  # a temp file of a write in progress
+            elif is_dir:
+                lower, is_file, chain = decoded + name + "/", False, False
             else:
-                lower, is_file, chain = decoded + name, not is_dir, False
-            if is_dir and not chain:
-                lower += "/"
+                lower, is_file, chain = decoded + name, True, False
             if is_file:
                 if not lower.startswith(prefix) or (start_after is not None and lower <= start_after):
                     continue
@@ -288,13 +295,13 @@ class LocalStore(ObjectStore):
                     continue
                 if start_after is not None and lower < start_after and not start_after.startswith(lower):
                     continue  # every key under it sorts before start_after
-            out.append((lower, is_file, Path(entry.path), chain))
+            out.append((lower, is_file, entry.path, chain))
         out.sort()
         return out
 
     def _walk(
         self,
-        directory: Path,
+        directory: str,
         decoded: str,
         in_chain: bool,
         prefix: str,
@@ -341,7 +348,7 @@ class LocalStore(ObjectStore):
         keys: list[str] = []
         if limit is not None and limit <= 0:
             return keys
-        for key in self._walk(self.root, "", False, prefix, start_after, chunked):
+        for key in self._walk(str(self.root), "", False, prefix, start_after, chunked):
             keys.append(key)
             if limit is not None and len(keys) >= limit:
                 break
