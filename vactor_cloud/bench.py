@@ -322,6 +322,7 @@ class Bench:
         depths: list[int] = []
         lists: list[int] = []
         notes = ""
+        elapsed: list[float] = []
         for _ in range(self.profile.repeats):
             handle.incr.run()
             _run_on_loop(get_runtime().heads.flush())  # HEAD current, as after a quiet period
@@ -337,6 +338,7 @@ class Bench:
                 notes = "memory store: a fresh runtime in this process, not a new process"
             depths.append(result["round_trips"])
             lists.append(result["step_lists"])
+            elapsed.append(result["elapsed_us"] / 1e3)
             self.advance("cold")
         depth = int(_median([float(d) for d in depths]))
         listed = int(max(lists))
@@ -345,7 +347,8 @@ class Bench:
             "<= 4",
             str(depth),
             depth <= 4 and listed == 0,
-            f"{notes}; LIST of steps: {listed}",
+            f"{notes}; LIST of steps: {listed}; {_median(elapsed):.0f} ms"
+            + ("" if self.target.latency is None else " at the injected latency"),
         )
 
     # throughput against a CAS loop ------------------------------------------------------------
@@ -690,23 +693,28 @@ async def _write_steps(actor_id: str, count: int) -> None:
 def _cold_call_in_child(target: Target, actor_id: str) -> dict[str, int]:
     target.init()
     try:
-        return _cold_call(actor_id)
+        return _cold_call(actor_id, target.latency is not None)
     finally:
         vc.shutdown()
 
 
 def _cold_call_fresh_runtime(target: Target, actor_id: str) -> dict[str, int]:
     target.init()
-    return _cold_call(actor_id)
+    return _cold_call(actor_id, target.latency is not None)
 
 
-def _cold_call(actor_id: str) -> dict[str, int]:
-    trace = RequestTrace(get_runtime().store, latency=0.005)
+def _cold_call(actor_id: str, delayed: bool = False) -> dict[str, int]:
+    # A store that answers at once gets 5 ms per request, so that requests sent
+    # together overlap and round trips show; one already delayed needs none.
+    trace = RequestTrace(get_runtime().store, latency=0.0 if delayed else 0.005)
+    started = time.perf_counter()
     with trace.installed():
         handle = vc.get_actor(actor_id)
         handle.incr.run()
+    elapsed_us = int((time.perf_counter() - started) * 1e6)
     path = trace.on_path()
     return {
+        "elapsed_us": elapsed_us,
         "round_trips": sequential_round_trips(path),
         "requests": len(path),
         "lists": sum(1 for r in path if r.kind == "list"),
