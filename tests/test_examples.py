@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vactor_cloud.storage import LocalStore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.testing.pytest_plugin import LaneRegistry
 
@@ -64,7 +66,8 @@ def test_bank_transfer_conserves_money_on_the_embedded_store(tmp_path: Path) -> 
     out = run_example("bank_transfer.py", env=embedded_env(tmp_path))
     assert "recovered 1 in-flight transfer(s)" in out
     assert "invariant holds: total 2000" in out
-    assert (tmp_path / "data" / "vactor_cloud" / "actors").is_dir()
+    embedded = LocalStore(tmp_path / "data" / "vactor_cloud")
+    assert asyncio.run(embedded.list("actors/", limit=1))
 
 
 def test_bank_transfer_conserves_money_on_s3(moto_store: StoreSpec) -> None:

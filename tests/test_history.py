@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
+from vactor_cloud.history import iter_actor_ids
+from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -156,3 +159,41 @@ def test_history_and_state_of_a_missing_actor_raise_actor_not_found(actors: Stor
         history("nobody")
     with pytest.raises(vc.ActorNotFoundError):
         state_at("nobody", 0)
+
+
+def test_actor_ids_page_through_one_listing_skipping_each_actors_objects() -> None:
+    store = MemoryStore("actor-id-paging")
+    listed: list[tuple[str, str | None, int | None]] = []
+    real_list = store._list
+
+    async def recording(prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed.append((prefix, start_after, limit))
+        return await real_list(prefix, start_after, limit)
+
+    store._list = recording  # type: ignore[method-assign]
+
+    async def body() -> tuple[list[str], list[str]]:
+        for i in range(40):
+            steps = 500 if i % 10 == 3 else 2  # a few actors with long logs
+            for step in range(steps):
+                await store.put(f"actors/a{i:02d}/steps/{step:020d}", b"s")
+            await store.put(f"actors/a{i:02d}/HEAD", b"h")
+        await store.put("actors/not-an-actor", b"x")
+        first: list[str] = []
+        async for actor_id in iter_actor_ids(store):
+            first.append(actor_id)
+            if len(first) == 5:
+                break
+        listed.clear()
+        resumed = [actor_id async for actor_id in iter_actor_ids(store, start_after="a30")]
+        return first, resumed
+
+    try:
+        first, resumed = asyncio.run(body())
+    finally:
+        MemoryStore.wipe("actor-id-paging")
+    assert first == [f"a{i:02d}" for i in range(5)]
+    assert resumed == [f"a{i:02d}" for i in range(31, 40)]
+    # Every LIST is bounded, and one per page or per long log, not one per key or per actor.
+    assert all(limit is not None for _, _, limit in listed)
+    assert len(listed) <= 3, listed

@@ -257,3 +257,127 @@ def test_compare_and_swap_loses_no_update_across_processes(
                 proc.join(timeout=10)
     assert [p.exitcode for p in procs] == [0] * 4
     assert run(store.get("counter")).data == b"100"
+
+
+# -- listing cost: the chunked layout ------------------------------------------------------------
+
+
+def _fill(store: LocalStore, keys: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Durability is not what these tests are about: skip the fsyncs to build thousands of keys fast.
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+    async def body() -> None:
+        for key in keys:
+            await store.put(key, b"s", mode="create")
+
+    run(body())
+    monkeypatch.undo()
+
+
+@pytest.mark.parametrize("count", [100, 5000])
+def test_a_list_of_limit_steps_reads_a_bounded_number_of_directory_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    store = LocalStore(tmp_path)
+    _fill(store, [f"actors/a/steps/{n:020d}" for n in range(count)], monkeypatch)
+    start = f"actors/a/steps/{count - 20:020d}"
+    store.listing.reset()
+    keys = run(store.list("actors/a/steps/", start_after=start, limit=10))
+    assert keys == [f"actors/a/steps/{n:020d}" for n in range(count - 19, count - 9)]
+    # Whatever the count, a LIST reads the directories on the way to start_after
+    # (at most 100 chains of two digits each) and the leaf it returns from.
+    assert store.listing.entries <= 250, store.listing.entries
+    assert store.listing.directories <= 24, store.listing.directories
+
+
+def test_listing_actors_reads_only_what_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path)
+    keys = [
+        f"actors/actor-{i:05d}/{leaf}" for i in range(2000) for leaf in ("HEAD", "steps/00000000000000000000")
+    ]
+    _fill(store, keys, monkeypatch)
+    store.listing.reset()
+    assert run(store.list("actors/", start_after="actors/actor-01000/HEAD", limit=2)) == [
+        "actors/actor-01000/steps/00000000000000000000",
+        "actors/actor-01001/HEAD",
+    ]
+    assert store.listing.entries <= 300, store.listing.entries
+
+
+# No key is also a prefix of another ("a" and "a/b"): a filesystem cannot hold both.
+_TRICKY = [
+    "a-",
+    "a/b",
+    "a-x/c",
+    "ab",
+    "abc-x/y",
+    "abc/d",
+    "abcd",
+    "abce/f",
+    "ab+",
+    "abc+",
+    "abc+d",
+    "x/abc+/y",
+    "x/ab./z",
+    "x/abc../q",
+    "x/abcd.",
+    "x/a..",
+    "x/.hidden",
+    "x/abcdefgh",
+    "x/abcdefgi/j",
+    "x/abcdefg",
+    "x/abcdef-",
+    "é/ü",
+    "zz",
+]
+
+
+def test_chunked_listing_is_in_key_order_whatever_the_names(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+
+    async def body() -> None:
+        for key in _TRICKY:
+            await store.put(key, key.encode(), mode="create")
+
+    run(body())
+    visible = sorted(k for k in _TRICKY if not any(part.startswith(".") for part in k.split("/")))
+    assert run(store.list("")) == visible
+    for after in ["", *visible, "a.", "abc-", "x/abcdefg/", "x/abcdefgh"]:
+        for prefix in ["", "a", "ab", "abc", "x/", "x/abcdef"]:
+            expect = [k for k in visible if k.startswith(prefix) and k > after]
+            assert run(store.list(prefix, start_after=after)) == expect, (prefix, after)
+            assert run(store.list(prefix, start_after=after, limit=2)) == expect[:2], (prefix, after)
+    for key in visible:
+        assert run(store.get(key)).data == key.encode()
+    assert (tmp_path / ".vactor-layout").is_file()
+
+
+def test_a_flat_root_of_an_earlier_version_stays_flat_and_readable(tmp_path: Path) -> None:
+    token = bytes(16)
+    (tmp_path / "actors" / "old-one" / "steps").mkdir(parents=True)
+    (tmp_path / "actors" / "old-one" / "steps" / f"{0:020d}").write_bytes(token + b"step0")
+    store = LocalStore(tmp_path)
+    assert run(store.list("actors/")) == [f"actors/old-one/steps/{0:020d}"]
+    run(store.put(f"actors/old-one/steps/{1:020d}", b"step1", mode="create"))
+    assert (tmp_path / "actors" / "old-one" / "steps" / f"{1:020d}").is_file()
+    assert run(store.list("actors/old-one/steps/", start_after=f"actors/old-one/steps/{0:020d}")) == [
+        f"actors/old-one/steps/{1:020d}"
+    ]
+    assert not (tmp_path / ".vactor-layout").exists()
+
+
+def test_deleting_keys_prunes_the_chain_directories_they_leave_empty(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    keys = [f"steps/{n:020d}" for n in range(1500)]
+
+    async def body() -> None:
+        for key in keys:
+            await store.put(key, b"s", mode="create")
+        for key in keys[:1200]:
+            await store.delete(key)
+
+    run(body())
+    store.listing.reset()
+    assert run(store.list("steps/", limit=1)) == [keys[1200]]
+    assert store.listing.directories <= 16
+    assert run(store.list("steps/")) == keys[1200:]

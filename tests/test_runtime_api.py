@@ -21,6 +21,7 @@ from vactor_cloud.errors import (
     InvalidActorIdError,
     StateSerializationError,
 )
+from vactor_cloud.storage import LocalStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,8 @@ def test_quickstart_script_prints_the_seed_values_on_the_embedded_store(tmp_path
         check=True,
     )
     assert out.stdout.split() == ["10", "20", "30"]
-    assert (tmp_path / "vactor_cloud" / "actors" / "my_counter" / "HEAD").exists()
+    embedded = LocalStore(tmp_path / "vactor_cloud")
+    assert asyncio.run(embedded.head("actors/my_counter/HEAD")) is not None
 
 
 def test_get_or_create_returns_the_existing_actor_and_ignores_arguments(actors: StoreSpec) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
-from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.dedup import DedupFields, DedupTable, Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import CallRecord, StepRecord
@@ -271,7 +271,7 @@ class BatchResult:
     outcomes: list[Outcome]
     instance: Any = None
     state: bytes | None = None
-    dedup: bytes = b""
+    dedup: DedupFields = field(default_factory=DedupFields)
     calls: list[CallRecord] = field(default_factory=list)
     #: ``StepRecord.extra`` of the step to commit (the base's, with timer changes)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -285,15 +285,21 @@ def apply_batch(
     calls: list[PendingCall],
     runtime: Any,
     dedup_window: tuple[int, float],
+    table: StepDedup | None = None,
 ) -> BatchResult:
-    """Apply ``calls`` in order to ``base`` (or to ``live``, an instance already at ``base``)."""
+    """Apply ``calls`` in order to ``base`` (or to ``live``, an instance already at ``base``).
+
+    ``table`` is ``base``'s idempotency table, loaded (``StepDedup.prepare``)
+    when a call carries a key; None: only a table that needs no I/O to read.
+    """
     # The class decides the encoding: a stored "pickle" on a json actor is refused before decoding.
     serializer = expect_serializer(
         base.serializer, definition.serializer, f"actor {actor_id!r} step {base.step}"
     )
     good = base.state  # the state after the last call that succeeded
     instance = live
-    table: DedupTable | None = None
+    if table is None:
+        table = StepDedup(None, base, serializer)
     outcomes: list[Outcome] = []
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
@@ -301,9 +307,9 @@ def apply_batch(
     for call in calls:
         key = call.idempotency_key
         if key is not None:
-            if table is None:
-                table = DedupTable.load(base.dedup, serializer)
-            recorded = table.get(key)
+            if not table.load_without_io():
+                raise RuntimeError("the idempotency table needs I/O to load: prepare() it before apply_batch")
+            recorded = table.get(key, window=dedup_window, now=now)
             if recorded is not None:
                 outcomes.append(recorded)
                 continue
@@ -317,7 +323,6 @@ def apply_batch(
                     timers.apply(edits)
                     applied.append((call, done))
                     if key is not None:  # scheduling retried with the same key: one timer
-                        assert table is not None
                         table.record(key, done, now)
                 continue
             fired = True
@@ -362,13 +367,10 @@ def apply_batch(
             if outcome.ok:
                 timers.apply(edits)
         if key is not None and recordable:
-            assert table is not None
             table.record(key, outcome, now)
     if not applied:
         return BatchResult(outcomes)
-    dedup = base.dedup
-    if table is not None and table.changed:
-        dedup = table.dump(serializer, dedup_window, now)
+    dedup = table.fields(serializer, dedup_window, now, base.step + 1)
     records = [
         CallRecord(
             method=call.method,

@@ -29,7 +29,10 @@ from vactor_cloud.errors import FormatVersionError, IntegrityError
 
 __all__ = ["FORMAT_VERSION", "Envelope", "decode", "encode"]
 
-FORMAT_VERSION = 1
+#: the newest format this version reads. Objects are written in the oldest format that can
+#: hold them (1), so older readers keep reading everything but steps whose idempotency
+#: table is a delta on a checkpoint object (2), which they refuse instead of misreading.
+FORMAT_VERSION = 2
 _MAGIC = b"VACT"
 _HEADER = struct.Struct(">4sHHI")
 _DIGEST = 32
@@ -58,16 +61,15 @@ def encode(
     parts: Mapping[str, bytes] | None = None,
     *,
     signing_key: bytes | None = None,
+    version: int = 1,
 ) -> bytes:
-    """Wrap ``meta`` and ``parts`` for storage at ``key``; signed when ``signing_key`` is given."""
+    """Wrap ``meta`` and ``parts`` for ``key`` in format ``version``; signed when ``signing_key`` is given."""
     parts = parts or {}
     full_meta = dict(meta)
     full_meta["parts"] = [[name, len(data)] for name, data in parts.items()]
     meta_bytes = json.dumps(full_meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     flags = _SIGNED if signing_key is not None else 0
-    body = b"".join(
-        [_HEADER.pack(_MAGIC, FORMAT_VERSION, flags, len(meta_bytes)), meta_bytes, *parts.values()]
-    )
+    body = b"".join([_HEADER.pack(_MAGIC, version, flags, len(meta_bytes)), meta_bytes, *parts.values()])
     return body + _digest(key, body, signing_key)
 
 

@@ -195,6 +195,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
         await asyncio.gather(*(log.store.delete(log.step_key(step)) for step in chunk))
     deleted_tasks = await _delete_tasks(log, tasks, committed_calls, started - min_age)
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
+    await _delete_dedup_checkpoints(log, watermark)
     return CompactionReport(
         actor_id=log.actor_id,
         newest=newest.step,
@@ -354,6 +355,28 @@ async def _delete_tasks(
                 doomed.extend(tasks[call_id])
     for keys in _chunks(doomed, _PARALLEL):
         await asyncio.gather(*(log.store.delete(key) for key in keys))
+    return len(doomed)
+
+
+async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
+    """Delete the idempotency checkpoints older than the one the oldest kept step names.
+
+    A step names the checkpoint it was written on, and names only grow along
+    the chain (each is ``<step>-<token>`` of the commit that wrote it), so
+    every kept step names that one or a newer one. Older checkpoints were
+    named only by deleted steps, or by none (a commit that lost its race).
+    """
+    oldest = await log.read_step(watermark)
+    if oldest is None or oldest.dedup_base is None:
+        # No kept step names a checkpoint older than the watermark step itself.
+        floor = f"{watermark:020d}" if oldest is not None else None
+    else:
+        floor = oldest.dedup_base
+    if floor is None:
+        return 0
+    doomed = [name for name in await log.list_dedup_checkpoints() if name < floor]
+    for names in _chunks(doomed, _PARALLEL):
+        await asyncio.gather(*(log.store.delete(log.dedup_key(name)) for name in names))
     return len(doomed)
 
 

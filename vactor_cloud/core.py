@@ -50,7 +50,7 @@ from typing import Any, Protocol, TypeVar
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import BatchResult, CallOptions, PendingCall, apply_batch, run_readonly
 from vactor_cloud.byvalue import Frozen
-from vactor_cloud.dedup import Outcome
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorNotFoundError,
@@ -525,13 +525,26 @@ class ActorCore:
                 hooked = self.inbox.wants_fold(calls)
                 if hooked:
                     calls = env.run(self.inbox.fold(calls, base, definition))
-                result = apply_batch(definition, self.actor_id, base, live, calls, env, settings.dedup_window)
+                # The idempotency table is read only if a call carries a key (events do).
+                table = (
+                    env.run(
+                        StepDedup(self.log, base, definition.serializer).prepare(
+                            c.idempotency_key for c in calls
+                        )
+                    )
+                    if any(c.idempotency_key is not None for c in calls)
+                    else None
+                )
+                result = apply_batch(
+                    definition, self.actor_id, base, live, calls, env, settings.dedup_window, table
+                )
                 if result.state is None:
                     if not folded:
                         self._settle(batch, calls, result, hooked)
                         return
                     # Posted calls that all raised: their outcomes and the cursor still commit.
-                    result = BatchResult(result.outcomes, None, base.state, base.dedup, [], dict(base.extra))
+                    carried = DedupFields(base.dedup, base.dedup_base)
+                    result = BatchResult(result.outcomes, None, base.state, carried, [], dict(base.extra))
                 assert result.state is not None
                 ref = self._class_ref_for_commit(definition, base)
                 extra = result.extra
@@ -550,7 +563,9 @@ class ActorCore:
                     writer=os.urandom(16).hex(),
                     time=time.time(),
                     calls=tuple(result.calls),
-                    dedup=result.dedup,
+                    dedup=result.dedup.data,
+                    dedup_base=result.dedup.base,
+                    dedup_checkpoint=result.dedup.checkpoint,
                     extra=extra,
                     posted=posted_part,
                 )

@@ -1,10 +1,22 @@
-"""The idempotency table carried inside every step object.
+"""The idempotency table, reachable from every step object.
 
 Each entry maps an idempotency key to the outcome of the first call that
 used it (its result, or the exception it raised) and when it was recorded.
-Because the table is part of the step written by the create-only put, a key
-is recorded if and only if its call's effect is committed: deduplication is
-atomic with the commit.
+Because what a commit records is part of the step written by the create-only
+put, a key is recorded if and only if its call's effect is committed:
+deduplication is atomic with the commit.
+
+Where the table lives (:class:`StepDedup`): a step carries the whole table
+only while it is small (at most :data:`DELTA_MAX_BYTES` serialized, format
+1, as every step did before). Past that, a step names a *checkpoint*, an
+immutable object ``dedup/<step>-<token>`` holding the table as it was then,
+and carries only the entries recorded since (the delta, format 2). When the
+delta outgrows :data:`DELTA_MAX_BYTES`, the commit that grew it writes a new
+checkpoint (the merged table, cut to the window) before its step and starts
+an empty delta. So a step's size and an unkeyed commit's cost do not depend
+on the window: an unkeyed commit carries the delta's bytes over without
+reading them, and the checkpoint is read (once per process and checkpoint)
+only when a call carries a key or an event is folded.
 
 Retention window: an entry is kept while it is among the newest
 ``max_keys`` entries *or* younger than ``max_age`` seconds, whichever keeps
@@ -25,18 +37,34 @@ from __future__ import annotations
 import builtins
 import json
 import pickle
+import uuid
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from vactor_cloud.errors import StateSerializationError, VactorError
+from vactor_cloud.state import expect_serializer
 
-__all__ = ["DEFAULT_WINDOW", "DedupTable", "Outcome", "RecordedError"]
+if TYPE_CHECKING:
+    from vactor_cloud.log import ActorLog, StepRecord
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "DELTA_MAX_BYTES",
+    "DedupFields",
+    "DedupTable",
+    "Outcome",
+    "RecordedError",
+    "StepDedup",
+]
 
 #: (max_keys, max_age_seconds)
 DEFAULT_WINDOW = (10_000, 24 * 3600.0)
+#: a table or delta a step may carry before the commit writes a checkpoint instead
+DELTA_MAX_BYTES = 2048
 
 
 class RecordedError(VactorError, RuntimeError):
@@ -127,22 +155,221 @@ class DedupTable:
         self.entries[key] = (when, outcome)
         self.changed = True
 
-    def dump(self, serializer: str, window: tuple[int, float], now: float) -> bytes:
+    def trimmed(self, window: tuple[int, float], now: float) -> dict[str, tuple[float, Outcome]]:
+        """The entries inside the window: the newest ``max_keys``, and any younger than ``max_age``."""
         max_keys, max_age = window
-        items = list(self.entries.items())
-        keep_from = max(0, len(items) - max_keys)
-        kept = [
-            (k, t, o.ok, o.value)
-            for i, (k, (t, o)) in enumerate(items)
+        keep_from = max(0, len(self.entries) - max_keys)
+        return {
+            k: (t, o)
+            for i, (k, (t, o)) in enumerate(self.entries.items())
             if i >= keep_from or now - t <= max_age
-        ]
-        try:
-            if serializer == "json":
-                rows = [(k, t, ok, v if ok else _exception_to_json(v)) for k, t, ok, v in kept]
-                return json.dumps(rows, separators=(",", ":"), allow_nan=False).encode("utf-8")
-            return bytes(cloudpickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
-        except (TypeError, ValueError, pickle.PicklingError) as exc:
-            raise StateSerializationError(
-                f"cannot record the result of an idempotent call: {exc}; "
-                "idempotent calls must return serializable results"
-            ) from exc
+        }
+
+    def dump(self, serializer: str, window: tuple[int, float], now: float) -> bytes:
+        return _serialize(self.trimmed(window, now).items(), serializer)
+
+
+def _serialize(entries: Iterable[tuple[str, tuple[float, Outcome]]], serializer: str) -> bytes:
+    rows = [(k, t, o.ok, o.value) for k, (t, o) in entries]
+    try:
+        if serializer == "json":
+            plain = [(k, t, ok, v if ok else _exception_to_json(v)) for k, t, ok, v in rows]
+            return json.dumps(plain, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    except (TypeError, ValueError, pickle.PicklingError) as exc:
+        raise StateSerializationError(
+            f"cannot record the result of an idempotent call: {exc}; "
+            "idempotent calls must return serializable results"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DedupFields:
+    """What a new step carries of the table (see :class:`~vactor_cloud.log.StepRecord`)."""
+
+    #: the whole table (``base`` None) or the delta on checkpoint ``base``
+    data: bytes = b""
+    base: str | None = None
+    #: a checkpoint to write at ``base`` before the step (empty: ``base`` already exists)
+    checkpoint: bytes = b""
+
+
+class _Checkpoint:
+    """A decoded checkpoint: entries in order and each key's position (shared, never mutated)."""
+
+    __slots__ = ("entries", "position")
+
+    def __init__(self, entries: dict[str, tuple[float, Outcome]]) -> None:
+        self.entries = entries
+        self.position = {key: i for i, key in enumerate(entries)}
+
+
+_EMPTY = _Checkpoint({})
+
+
+class StepDedup:
+    """The idempotency table as of one step, read only when a call needs it.
+
+    ``await load()`` (or ``prepare(calls)``, which loads only if a call
+    carries a key) before :meth:`get`; :meth:`record` adds this commit's
+    entries, :meth:`fields` says what the next step carries. An unkeyed
+    commit never loads: it carries the base step's bytes over as they are.
+    """
+
+    def __init__(self, log: ActorLog | None, base: StepRecord, serializer: str | None = None) -> None:
+        """``serializer`` is the actor class's: a table stored under another one is refused
+        (``IntegrityError``) before a byte of it is decoded. None: trust the step (tests only)."""
+        self._log = log
+        self._serializer = (
+            base.serializer
+            if serializer is None
+            else expect_serializer(base.serializer, serializer, f"step {base.step} (idempotency table)")
+        )
+        self._base_name = base.dedup_base
+        self._base_data = base.dedup
+        self._checkpoint: _Checkpoint | None = None
+        self._delta: dict[str, tuple[float, Outcome]] = {}
+        self._added: dict[str, tuple[float, Outcome]] = {}
+
+    @property
+    def loaded(self) -> bool:
+        return self._checkpoint is not None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._added)
+
+    async def prepare(self, keys: Iterable[str | None]) -> StepDedup:
+        """Load the table if any of ``keys`` (the calls' idempotency keys) is set."""
+        if any(key is not None for key in keys):
+            await self.load()
+        return self
+
+    async def load(self) -> StepDedup:
+        """Read the table: the checkpoint the step names (once per process), then its delta."""
+        if self.load_without_io():
+            return self
+        if self._log is None or self._base_name is None:
+            raise RuntimeError("a step whose table is a delta needs its ActorLog to load the checkpoint")
+        data, stored = await self._log.read_dedup_checkpoint(self._base_name)
+        serializer = expect_serializer(stored, self._serializer, f"idempotency checkpoint {self._base_name}")
+        checkpoint = _Checkpoint(DedupTable.load(data, serializer).entries)
+        self._log.dedup_cache = (self._base_name, checkpoint)
+        self._use(checkpoint)
+        return self
+
+    def load_without_io(self) -> bool:
+        """Load if no request is needed (a format-1 step, or a checkpoint this process holds)."""
+        if self._checkpoint is not None:
+            return True
+        if self._base_name is None:
+            # Format 1: the step holds the whole table (small, or from an older writer).
+            self._checkpoint = _Checkpoint(DedupTable.load(self._base_data, self._serializer).entries)
+            return True
+        cached = None if self._log is None else self._log.dedup_cache
+        if cached is not None and cached[0] == self._base_name:
+            self._use(cached[1])
+            return True
+        return False
+
+    def _use(self, checkpoint: _Checkpoint) -> None:
+        self._delta = DedupTable.load(self._base_data, self._serializer).entries
+        self._checkpoint = checkpoint
+
+    def _need(self) -> _Checkpoint:
+        if self._checkpoint is None:
+            raise RuntimeError("StepDedup: await load() (or prepare()) before reading the table")
+        return self._checkpoint
+
+    def _newer_than(self, key: str, checkpoint: _Checkpoint) -> int | None:
+        """How many entries were recorded after ``key``'s (``None``: no entry)."""
+        if key in self._added:
+            return len(self._added) - 1 - list(self._added).index(key)
+        if key in self._delta:
+            return len(self._added) + len(self._delta) - 1 - list(self._delta).index(key)
+        index = checkpoint.position.get(key)
+        if index is None:
+            return None
+        return len(self._added) + len(self._delta) + len(checkpoint.entries) - 1 - index
+
+    def _entry(self, key: str, checkpoint: _Checkpoint) -> tuple[float, Outcome] | None:
+        for entries in (self._added, self._delta, checkpoint.entries):
+            found = entries.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def get(self, key: str, *, window: tuple[int, float] | None = None, now: float = 0.0) -> Outcome | None:
+        """The outcome recorded for ``key``; with ``window``, only if still inside it at ``now``."""
+        checkpoint = self._need()
+        entry = self._entry(key, checkpoint)
+        if entry is None:
+            return None
+        if window is not None:
+            max_keys, max_age = window
+            newer = self._newer_than(key, checkpoint)
+            if newer is not None and newer >= max_keys and now - entry[0] > max_age:
+                return None
+        return entry[1]
+
+    def newest(self, prefix: str) -> Outcome | None:
+        """The outcome of the most recently recorded key starting with ``prefix``."""
+        checkpoint = self._need()
+        for entries in (self._added, self._delta, checkpoint.entries):
+            for key in reversed(entries):
+                if key.startswith(prefix):
+                    return entries[key][1]
+        return None
+
+    def record(self, key: str, outcome: Outcome, when: float) -> None:
+        self._need()
+        self._added.pop(key, None)
+        self._added[key] = (when, outcome)
+
+    def mark(self) -> int:
+        """A point to :meth:`rollback` to: entries recorded after it are forgotten."""
+        return len(self._added)
+
+    def rollback(self, mark: int) -> None:
+        for key in list(self._added)[mark:]:
+            del self._added[key]
+
+    def fields(self, serializer: str, window: tuple[int, float], now: float, step: int) -> DedupFields:
+        """What step ``step`` carries of the table, in ``serializer``; may start a checkpoint."""
+        if not self._added:
+            if self._base_name is None and len(self._base_data) > DELTA_MAX_BYTES:
+                # A whole table from an older writer: it becomes the first checkpoint, unread.
+                return DedupFields(b"", _checkpoint_name(step), self._base_data)
+            if serializer == self._serializer:
+                return DedupFields(self._base_data, self._base_name)
+            self._need()  # the serializer changed: re-encode below, starting a checkpoint
+        checkpoint = self._need()
+        if self._base_name is None:
+            merged = DedupTable(_merge(checkpoint.entries, self._added)).trimmed(window, now)
+            data = _serialize(merged.items(), serializer)
+            if len(data) <= DELTA_MAX_BYTES:
+                return DedupFields(data, None)
+        else:
+            delta = _serialize(_merge(self._delta, self._added).items(), serializer)
+            if len(delta) <= DELTA_MAX_BYTES and serializer == self._serializer:
+                return DedupFields(delta, self._base_name)
+            merged = DedupTable(_merge(checkpoint.entries, self._delta, self._added)).trimmed(window, now)
+        name = _checkpoint_name(step)
+        table = _serialize(merged.items(), serializer)
+        if self._log is not None:
+            # Unique to this commit: if the step loses, nobody ever names it.
+            self._log.dedup_cache = (name, _Checkpoint(merged))
+        return DedupFields(b"", name, table)
+
+
+def _merge(*layers: dict[str, tuple[float, Outcome]]) -> dict[str, tuple[float, Outcome]]:
+    merged: dict[str, tuple[float, Outcome]] = {}
+    for layer in layers:
+        for key, entry in layer.items():
+            merged.pop(key, None)
+            merged[key] = entry
+    return merged
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"{step:020d}-{uuid.uuid4().hex[:16]}"

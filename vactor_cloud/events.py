@@ -41,7 +41,7 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.inbox import (
@@ -53,9 +53,8 @@ from vactor_cloud.inbox import (
     serialize_payload,
     validate_event_id,
 )
-from vactor_cloud.log import StepRecord
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.runtime import Runtime, get_runtime
-from vactor_cloud.state import expect_serializer
 
 __all__ = [
     "applied_event",
@@ -187,23 +186,19 @@ async def process_events_async(actor_id: str) -> int:
     return await asyncio.wrap_future(_sync.submit(_process(actor_id)))
 
 
-def applied_event(
-    record: StepRecord, name: str, event_id: str | None = None, *, serializer: str
+async def applied_event(
+    log: ActorLog, record: StepRecord, name: str, event_id: str | None = None, *, serializer: str
 ) -> Outcome | None:
     """The recorded outcome of the newest applied event ``name`` (or of ``event_id``) as of ``record``.
 
-    Looks in the idempotency table, so it knows events applied within the
-    dedup window. ``serializer`` is the actor class's (never the step's own word).
+    Looks in the idempotency table (read through ``log``), so it knows events
+    applied within the dedup window. ``serializer`` is the actor class's
+    (never the step's own word).
     """
-    where = f"step {record.step}"
-    table = DedupTable.load(record.dedup, expect_serializer(record.serializer, serializer, where))
+    table = await StepDedup(log, record, serializer).load()
     if event_id is not None:
         return table.get(event_dedup_key(name, event_id))
-    prefix = event_dedup_key(name, "")
-    for key in reversed(list(table.entries)):
-        if key.startswith(prefix):
-            return table.entries[key][1]
-    return None
+    return table.newest(event_dedup_key(name, ""))
 
 
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
@@ -216,7 +211,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
         await _process(actor_id)
         record = await core.revalidate()
         assert core.definition is not None  # set by revalidate (ensure_loaded)
-        outcome = applied_event(record, name, event_id, serializer=core.definition.serializer)
+        outcome = await applied_event(core.log, record, name, event_id, serializer=core.definition.serializer)
         if outcome is not None:
             return outcome.unwrap()
         remaining = deadline - time.monotonic()

@@ -7,8 +7,8 @@ writers keep committing.
 * :func:`history` lists committed steps newest first, with the calls each
   applied (argument and result summaries recorded at commit time).
 * :func:`state_at` restores a detached, read-only instance from one step.
-* :func:`list_actors` enumerates the actors under the storage root, page by
-  page, with one LIST request per actor to skip over its objects.
+* :func:`list_actors` enumerates the actors under the storage root, paging
+  through one listing that skips over each actor's objects.
 
 A step that compaction deleted cannot be read back: asking for it raises
 :class:`~vactor_cloud.errors.StepNotFoundError`, which names the steps that
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
 from vactor_cloud.state import expect_serializer, loads_state, restore_instance
+from vactor_cloud.storage import ObjectStore
 
 if TYPE_CHECKING:
     from vactor_cloud.definition import ActorDefinition, MethodInfo
@@ -38,6 +40,7 @@ __all__ = [
     "check_at_step",
     "find_step",
     "history",
+    "iter_actor_ids",
     "list_actors",
     "list_actors_async",
     "raw_state_at",
@@ -49,6 +52,8 @@ _READ_AHEAD = 16
 #: actors described concurrently while listing
 _DESCRIBE_CONCURRENCY = 32
 _ACTORS = "actors/"
+#: keys per LIST while enumerating actor ids
+_ID_PAGE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,27 +278,41 @@ def _freeze(instance: Any, step: int) -> Any:
 # -- listing ----------------------------------------------------------------------------------
 
 
-async def _next_actor_ids(runtime: Runtime, prefix: str, start_after: str | None, count: int) -> list[str]:
-    """Up to ``count`` actor ids with ``prefix``, after ``start_after``: one LIST per id.
+async def iter_actor_ids(
+    store: ObjectStore, prefix: str = "", *, start_after: str | None = None
+) -> AsyncGenerator[str, None]:
+    """Actor ids with ``prefix`` after ``start_after``, in key order, paging through one listing.
 
-    The contract has no delimiter listing, so each LIST asks for one key and
-    the next one starts just past that actor's objects (``"0"`` is the
+    The contract has no delimiter listing, so each LIST asks for a page of
+    keys from the cursor; every actor id the page shows is yielded, and the
+    next page starts just past the last one's objects (``"0"`` is the
     character after ``"/"``, so ``actors/<id>0`` sorts after every key of
-    ``<id>`` and before any longer id).
+    ``<id>`` and before any longer id). A page therefore costs what it
+    returns, and an actor with many steps is skipped in one request.
     """
-    store = runtime.store
-    ids: list[str] = []
     cursor = f"{_ACTORS}{start_after}0" if start_after is not None else None
     list_prefix = f"{_ACTORS}{prefix}"
-    while len(ids) < count:
-        keys = await store.list(list_prefix, start_after=cursor, limit=1)
-        if not keys:
-            break
-        actor_id = keys[0][len(_ACTORS) :].split("/", 1)[0]
-        if keys[0].startswith(actor_prefix(actor_id)):
-            ids.append(actor_id)
-        cursor = f"{_ACTORS}{actor_id}0"
-    return ids
+    while True:
+        keys = await store.list(list_prefix, start_after=cursor, limit=_ID_PAGE)
+        last: str | None = None
+        for key in keys:
+            actor_id = key[len(_ACTORS) :].split("/", 1)[0]
+            if actor_id == last:
+                continue
+            last = actor_id
+            if key.startswith(actor_prefix(actor_id)):
+                yield actor_id
+        if len(keys) < _ID_PAGE or last is None:
+            return
+        cursor = f"{_ACTORS}{last}0"
+
+
+async def _take(ids: AsyncIterator[str], count: int) -> AsyncIterator[str]:
+    for _ in range(count):
+        try:
+            yield await anext(ids)
+        except StopAsyncIteration:
+            return
 
 
 async def _describe(runtime: Runtime, actor_id: str) -> ActorInfo | None:
@@ -312,21 +331,25 @@ async def list_actors_async(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     found: list[ActorInfo] = []
-    cursor = start_after
     semaphore = asyncio.Semaphore(_DESCRIBE_CONCURRENCY)
 
     async def describe(actor_id: str) -> ActorInfo | None:
         async with semaphore:
             return await _describe(runtime, actor_id)
 
-    while limit is None or len(found) < limit:
-        page_size = _DESCRIBE_CONCURRENCY if limit is None else min(_DESCRIBE_CONCURRENCY, limit - len(found))
-        ids = await _next_actor_ids(runtime, prefix, cursor, page_size)
-        if not ids:
-            break
-        infos = await asyncio.gather(*(describe(i) for i in ids))
-        found.extend(info for info in infos if info is not None)
-        cursor = ids[-1]
+    ids = iter_actor_ids(runtime.store, prefix, start_after=start_after)
+    try:
+        while limit is None or len(found) < limit:
+            page_size = _DESCRIBE_CONCURRENCY
+            if limit is not None:
+                page_size = min(page_size, limit - len(found))
+            page = [actor_id async for actor_id in _take(ids, page_size)]
+            if not page:
+                break
+            infos = await asyncio.gather(*(describe(i) for i in page))
+            found.extend(info for info in infos if info is not None)
+    finally:
+        await ids.aclose()
     return found
 
 
@@ -345,7 +368,8 @@ def list_actors(
             ...
             page = vc.list_actors(start_after=page[-1].actor_id, limit=100)
 
-    Costs one LIST per actor plus two or three GETs (HEAD, a probe past
+    Costs one LIST per page of keys (an actor's objects are skipped in one
+    request) plus two or three GETs per actor returned (HEAD, a probe past
     it). A consistent snapshot is not promised: actors created or advanced
     while listing may or may not appear with their newest step.
     """

@@ -65,13 +65,12 @@ import cloudpickle
 
 from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
-from vactor_cloud.dedup import DedupTable, Outcome
+from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
 from vactor_cloud.ids import event_dedup_key, validate_event_id
 from vactor_cloud.keys import inbox_key, inbox_prefix
-from vactor_cloud.log import StepRecord
-from vactor_cloud.state import expect_serializer
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.storage import ObjectStore
 
 __all__ = [
@@ -277,6 +276,7 @@ class ActorInbox:
         "_tasks",
         "actor_id",
         "known_step",
+        "log",
         "request_commit",
         "settings",
         "store",
@@ -284,13 +284,15 @@ class ActorInbox:
 
     def __init__(
         self,
-        actor_id: str,
-        store: ObjectStore,
+        log: ActorLog,
         settings: Any,
         request_commit: Callable[[PendingCall], None],
         known_step: Callable[[], int],
     ) -> None:
-        self.actor_id = actor_id
+        self.actor_id = log.actor_id
+        #: the actor's log: its store, and the idempotency checkpoints the fold reads
+        self.log = log
+        store = log.store
         #: the newest step this process knows of the actor (-1: none)
         self.known_step = known_step
         self.store = store
@@ -420,8 +422,7 @@ class ActorInbox:
         self._fold_base = base.step
         if not self._known:
             return calls
-        where = f"actor {self.actor_id!r} step {base.step}"
-        table = DedupTable.load(base.dedup, expect_serializer(base.serializer, definition.serializer, where))
+        table = await StepDedup(self.log, base, definition.serializer).load()
         handlers = event_handlers(definition)
         folded: list[PendingCall] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):

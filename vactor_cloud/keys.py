@@ -4,6 +4,7 @@
     actors/<id>/steps/<N:020d>               immutable step objects, create-only; step 0 = creation
     actors/<id>/HEAD                         advisory pointer to a recent step; forward-only
     actors/<id>/gc                           retention low-watermark
+    actors/<id>/dedup/<N:020d>-<token>       idempotency-table checkpoints, create-only
     actors/<id>/inbox/<event_id>             external events, create-only
     actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
     actors/<id>/posts/<ms>-<sender>-<seq>    calls posted under contention, create-only
@@ -23,6 +24,7 @@ __all__ = [
     "actor_id_of",
     "actor_prefix",
     "class_key",
+    "dedup_prefix",
     "gc_key",
     "head_key",
     "inbox_key",
@@ -135,3 +137,8 @@ def posts_prefix(actor_id: str) -> str:
 
 def post_key(actor_id: str, time_ms: int, sender: str, seq: int) -> str:
     return f"{posts_prefix(actor_id)}{time_ms:013d}-{sender}-{seq:010d}"
+
+
+def dedup_prefix(actor_id: str) -> str:
+    """Idempotency-table checkpoints (``vactor_cloud.dedup``): ``dedup/<N:020d>-<token>``."""
+    return f"{actor_prefix(actor_id)}dedup/"

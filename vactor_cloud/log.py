@@ -6,6 +6,7 @@ Object layout under the store root (DESIGN.md §3)::
     actors/<id>/steps/<N:020d>   immutable step objects, create-only; step 0 = creation
     actors/<id>/HEAD             advisory pointer to a recent step; forward-only, by if-match
     actors/<id>/gc               retention low-watermark {"min_step": M} and whose steps it deleted
+    actors/<id>/dedup/<N:020d>-<token>   idempotency-table checkpoint, create-only, named by a step
 
 The step log is the truth. Writing ``steps/N+1`` with a create-only put is
 the linearization point of a commit: exactly one writer can succeed. HEAD is
@@ -139,10 +140,15 @@ class StepRecord:
     writer: str
     time: float
     calls: tuple[CallRecord, ...] = ()
-    #: serialized idempotency table (opaque here); carried from step to step
+    #: serialized idempotency table (opaque here): the whole table when ``dedup_base`` is
+    #: None (format 1), else the entries recorded since checkpoint ``dedup_base`` (format 2)
     dedup: bytes = b""
     #: outcomes of posted calls this step applied (``vactor_cloud.posting``); not carried forward
     posted: bytes = b""
+    #: name of the checkpoint object (``dedup/<name>``) ``dedup`` is a delta on
+    dedup_base: str | None = None
+    #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
+    dedup_checkpoint: bytes = b""
     #: metadata of features layered on top (events applied, tasks used, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -163,7 +169,10 @@ class StepRecord:
             parts["dedup"] = self.dedup
         if self.posted:
             parts["posted"] = self.posted
-        return codec.encode(key, meta, parts, signing_key=signing_key)
+        if self.dedup_base is None:
+            return codec.encode(key, meta, parts, signing_key=signing_key)
+        meta["dedup_base"] = self.dedup_base
+        return codec.encode(key, meta, parts, signing_key=signing_key, version=2)
 
     @classmethod
     def decode(cls, key: str, data: bytes, signing_key: bytes | None) -> StepRecord:
@@ -183,6 +192,7 @@ class StepRecord:
                 calls=tuple(CallRecord.from_json(c) for c in meta["calls"]),
                 dedup=env.parts.get("dedup", b""),
                 posted=env.parts.get("posted", b""),
+                dedup_base=None if meta.get("dedup_base") is None else str(meta["dedup_base"]),
                 extra=dict(meta.get("extra") or {}),
             )
         except (KeyError, ValueError, TypeError) as exc:
@@ -297,7 +307,17 @@ def decode_gc(key: str, data: bytes, version: str | None, signing_key: bytes | N
 class ActorLog:
     """Reads and writes one actor's objects. Safe to share between tasks of one loop."""
 
-    __slots__ = ("actor_id", "gc_key", "head_key", "prefix", "signing_key", "steps_prefix", "store")
+    __slots__ = (
+        "actor_id",
+        "dedup_cache",
+        "dedup_prefix",
+        "gc_key",
+        "head_key",
+        "prefix",
+        "signing_key",
+        "steps_prefix",
+        "store",
+    )
 
     def __init__(self, store: ObjectStore, actor_id: str, *, signing_key: bytes | None = None) -> None:
         self.store = store
@@ -307,6 +327,9 @@ class ActorLog:
         self.steps_prefix = keys.steps_prefix(actor_id)
         self.head_key = keys.head_key(actor_id)
         self.gc_key = keys.gc_key(actor_id)
+        self.dedup_prefix = keys.dedup_prefix(actor_id)
+        #: the newest idempotency checkpoint this process decoded: (name, table), owned by dedup.py
+        self.dedup_cache: tuple[str, Any] | None = None
 
     # -- keys ---------------------------------------------------------------
     def step_key(self, step: int) -> str:
@@ -314,6 +337,9 @@ class ActorLog:
 
     def class_key(self, sha: str) -> str:
         return keys.class_key(self.actor_id, sha)
+
+    def dedup_key(self, name: str) -> str:
+        return f"{self.dedup_prefix}{name}"
 
     def step_of(self, key: str) -> int:
         step = keys.step_of(key)
@@ -354,6 +380,9 @@ class ActorLog:
         """
         key = self.step_key(record.step)
         data = record.encode(key, self.signing_key)
+        if record.dedup_checkpoint and record.dedup_base is not None:
+            # Before the step: a committed step never names a checkpoint that is not there.
+            await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
@@ -537,6 +566,38 @@ class ActorLog:
                 return (await self.probe_from(record))[0]
         return None
 
+    # -- idempotency checkpoints ------------------------------------------------
+    async def put_dedup_checkpoint(self, name: str, table: bytes, serializer: str) -> None:
+        """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer)."""
+        key = self.dedup_key(name)
+        data = codec.encode(
+            key,
+            {"kind": "dedup", "serializer": serializer},
+            {"table": table},
+            signing_key=self.signing_key,
+            version=2,
+        )
+        # Unique to this writer: an object found at the key after an ambiguous
+        # failure is our own earlier attempt.
+        await self._put_own(key, data)
+
+    async def read_dedup_checkpoint(self, name: str) -> tuple[bytes, str]:
+        """Checkpoint ``dedup/<name>``: its serialized table and serializer.
+
+        ``NotFoundError`` once compacted away (only a reader of a step older
+        than the retention watermark can ask for such a one).
+        """
+        key = self.dedup_key(name)
+        blob = await self.store.get(key)
+        env = codec.decode(key, blob.data, signing_key=self.signing_key)
+        if env.meta.get("kind") != "dedup" or "table" not in env.parts:
+            raise IntegrityError(key, "not an idempotency checkpoint")
+        return env.parts["table"], str(env.meta.get("serializer", "pickle"))
+
+    async def list_dedup_checkpoints(self) -> list[str]:
+        """Names of the checkpoint objects, oldest first."""
+        return [k[len(self.dedup_prefix) :] for k in await self.store.list(self.dedup_prefix)]
+
     # -- HEAD ------------------------------------------------------------------
     async def read_head(self) -> Head | None:
         """HEAD, or ``None`` when absent *or unreadable*.
@@ -618,6 +679,10 @@ class ActorLog:
         # Content-addressed: whoever wrote it first wrote the same bytes, so an
         # object found at the key after an ambiguous failure (a lost response, a
         # 409, a 5xx) is as good as our own write; only a missing one is retried.
+        await self._put_own(key, data)
+
+    async def _put_own(self, key: str, data: bytes) -> None:
+        """Create ``key``; an object already there is this very write (same bytes by construction)."""
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:

@@ -260,7 +260,7 @@ class Runtime:
             record = None if alive is None else alive.record
             return -1 if record is None else record.step
 
-        return ActorInbox(core.actor_id, self.store, self.settings, request_commit, known_step)
+        return ActorInbox(core.log, self.settings, request_commit, known_step)
 
     def core(self, actor_id: str) -> ActorCore:
         """This process's core of ``actor_id`` (created, or reloaded after an eviction, on demand)."""

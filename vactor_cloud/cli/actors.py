@@ -168,10 +168,16 @@ def cmd_call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _all_actor_ids() -> list[str]:
+    from vactor_cloud.history import iter_actor_ids
+    from vactor_cloud.runtime import get_runtime
+
+    return [actor_id async for actor_id in iter_actor_ids(get_runtime().store)]
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
     from vactor_cloud import _sync
-    from vactor_cloud.history import list_actors
     from vactor_cloud.runtime import get_runtime
 
     if (args.actor_id is None) == (not args.all):
@@ -189,7 +195,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     init_runtime(args)
     out = Output.for_args(args)
-    ids = [i.actor_id for i in list_actors()] if args.all else [args.actor_id]
+    ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
     if args.actor_id is not None:
         vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
     runtime = get_runtime()

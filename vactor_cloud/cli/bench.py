@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from vactor_cloud.cli._options import EXIT_OK, common_parent, store_choice
+from vactor_cloud.cli._options import EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
 from vactor_cloud.cli._output import Output, plain_table
 
 __all__ = ["PROFILE_NAMES", "add_arguments", "add_commands", "main", "render", "run"]
@@ -35,6 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller samples (a few minutes per store)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="explicit profile (overrides --quick)")
     parser.add_argument("--keep", action="store_true", help="leave the objects the benchmark wrote")
+    parser.add_argument(
+        "--latency",
+        metavar="MS[,JITTER]",
+        help="delay every request by MS milliseconds (+- JITTER), as a remote bucket would",
+    )
+    parser.add_argument(
+        "--rows",
+        metavar="GROUP,...",
+        help="row groups to run (default: all): warm,cold,one_actor,fan_out,processes,long,cpu,rss",
+    )
 
 
 def add_commands(sub: Any) -> None:
@@ -73,15 +83,26 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vactor_cloud.cli.bench_harness import PROFILES, Target, _steps_for, run_bench
+    from vactor_cloud.cli.bench_harness import PROFILES, ROW_GROUPS, Target, _steps_for, run_bench
+    from vactor_cloud.testing.latency import Latency
 
     if args.url:
         args.storage = args.url
     choice = store_choice(args, must_exist=False)
     out = Output.for_args(args)
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
-    target = Target(choice.url, choice.options, dict(getattr(args, "storage_env", None) or {}))
-    total = _steps_for(profile)
+    try:
+        latency = Latency.parse(args.latency) if args.latency else None
+    except ValueError as exc:
+        raise CliError(f"--latency {args.latency!r}: {exc}", EXIT_USAGE) from None
+    groups = tuple(g.strip() for g in (args.rows or ",".join(ROW_GROUPS)).split(",") if g.strip())
+    unknown = sorted(set(groups) - set(ROW_GROUPS))
+    if unknown or not groups:
+        raise CliError(
+            f"--rows: unknown row groups {unknown}; choose from {','.join(ROW_GROUPS)}", EXIT_USAGE
+        )
+    target = Target(choice.url, choice.options, dict(getattr(args, "storage_env", None) or {}), latency)
+    total = _steps_for(profile, groups)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -96,12 +117,13 @@ def run(args: argparse.Namespace) -> int:
         def advance(label: str) -> None:
             bar.update(task, advance=1, description=f"bench: {label}")
 
-        rows = run_bench(target, profile, progress=advance, keep=args.keep)
+        rows = run_bench(target, profile, progress=advance, keep=args.keep, groups=groups)
     if out.json:
         out.emit_json(
             {
                 "url": target.url,
                 "profile": profile.name,
+                "latency_ms": None if latency is None else latency.seconds * 1e3,
                 "rows": [
                     {"name": r.name, "target": r.target, "value": r.value, "ok": r.ok, "note": r.note}
                     for r in rows
@@ -109,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    title = f"vactor bench {target.url} ({profile.name} profile, medians of {profile.repeats} runs)"
+    how = f"{profile.name} profile, medians of {profile.repeats} runs"
+    if latency is not None:
+        how += f", +{latency.describe()} per request"
+    title = f"vactor bench {target.url} ({how})"
     table = render(rows, title, rich=out.rich)
     if out.rich:
         out.console().print(table)

@@ -7,7 +7,11 @@ throughput against a hand-rolled GET + If-Match loop (boto3 for ``s3://``,
 the :class:`~vactor_cloud.storage.ObjectStore` contract elsewhere), and so on.
 
 The benchmark writes under a fresh sub-prefix ``vactor-bench-<run id>`` of
-``URL`` and deletes it at the end (``--keep`` leaves it).
+``URL`` and deletes it at the end (``--keep`` leaves it). ``--latency MS[,JITTER]``
+delays every request the benchmark's processes send (a
+:class:`~vactor_cloud.testing.latency.LatencyStore`), so rows measured on a
+local directory or an emulator show what a remote bucket would; ``--rows``
+picks row groups.
 
 The command line (``vactor bench``) lives in :mod:`vactor_cloud.cli.bench`;
 this module is the measurement harness.
@@ -28,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +43,7 @@ from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionF
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.runtime import Settings, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.testing.latency import Latency, install
 
 __all__ = ["PROFILES", "ROW_GROUPS", "BenchCounter", "Profile", "Row", "Target", "run_bench"]
 
@@ -118,6 +123,8 @@ class Target:
     url: str
     options: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: added to every request of every process the benchmark runs
+    latency: Latency | None = None
 
     @property
     def scheme(self) -> str:
@@ -138,6 +145,8 @@ class Target:
             vc.init(self.url, **self.options)
         else:
             vc.init(self.url, settings=settings, **self.options)
+        if self.latency is not None:
+            install(self.latency)
 
 
 # -- request tracing -------------------------------------------------------------------
@@ -314,6 +323,7 @@ class Bench:
         depths: list[int] = []
         lists: list[int] = []
         notes = ""
+        elapsed: list[float] = []
         for _ in range(self.profile.repeats):
             handle.incr.run()
             _run_on_loop(get_runtime().heads.flush())  # HEAD current, as after a quiet period
@@ -329,6 +339,7 @@ class Bench:
                 notes = "memory store: a fresh runtime in this process, not a new process"
             depths.append(result["round_trips"])
             lists.append(result["step_lists"])
+            elapsed.append(result["elapsed_us"] / 1e3)
             self.advance("cold")
         depth = int(_median([float(d) for d in depths]))
         listed = int(max(lists))
@@ -337,7 +348,8 @@ class Bench:
             "<= 4",
             str(depth),
             depth <= 4 and listed == 0,
-            f"{notes}; LIST of steps: {listed}",
+            f"{notes}; LIST of steps: {listed}; {_median(elapsed):.0f} ms"
+            + ("" if self.target.latency is None else " at the injected latency"),
         )
 
     # throughput against a CAS loop ------------------------------------------------------------
@@ -350,7 +362,7 @@ class Bench:
         cas_rates: list[float] = []
         for i in range(p.repeats):
             lib = asyncio.run(_drive(lambda _i: handle.incr.run_async(), _CONCURRENCY, p.duration))
-            if self.is_s3:
+            if self.is_s3 and self.target.latency is None:
                 cas = _boto3_cas_loop(self.target, f"cas-{self.run_id}-{i}", _CONCURRENCY, p.duration)
             else:
                 cas = _run_on_loop(_store_cas_loop(get_runtime().store, f"cas/{self.run_id}-{i}", p.duration))
@@ -361,7 +373,7 @@ class Bench:
         ratio = _median(ratios)
         how = (
             "boto3 GET + If-Match PUT, 64 threads"
-            if self.is_s3
+            if self.is_s3 and self.target.latency is None
             else "ObjectStore get + put(IfMatch), 64 tasks"
         )
         return Row(
@@ -821,23 +833,28 @@ async def _write_steps(actor_id: str, count: int) -> None:
 def _cold_call_in_child(target: Target, actor_id: str) -> dict[str, int]:
     target.init()
     try:
-        return _cold_call(actor_id)
+        return _cold_call(actor_id, target.latency is not None)
     finally:
         vc.shutdown()
 
 
 def _cold_call_fresh_runtime(target: Target, actor_id: str) -> dict[str, int]:
     target.init()
-    return _cold_call(actor_id)
+    return _cold_call(actor_id, target.latency is not None)
 
 
-def _cold_call(actor_id: str) -> dict[str, int]:
-    trace = RequestTrace(get_runtime().store, latency=0.005)
+def _cold_call(actor_id: str, delayed: bool = False) -> dict[str, int]:
+    # A store that answers at once gets 5 ms per request, so that requests sent
+    # together overlap and round trips show; one already delayed needs none.
+    trace = RequestTrace(get_runtime().store, latency=0.0 if delayed else 0.005)
+    started = time.perf_counter()
     with trace.installed():
         handle = vc.get_actor(actor_id)
         handle.incr.run()
+    elapsed_us = int((time.perf_counter() - started) * 1e6)
     path = trace.on_path()
     return {
+        "elapsed_us": elapsed_us,
         "round_trips": sequential_round_trips(path),
         "requests": len(path),
         "lists": sum(1 for r in path if r.kind == "list"),
@@ -950,28 +967,42 @@ ROW_GROUPS = (
 
 
 def run_bench(
-    target: Target, profile: Profile, *, progress: Callable[[str], None] | None = None, keep: bool = False
+    target: Target,
+    profile: Profile,
+    *,
+    progress: Callable[[str], None] | None = None,
+    keep: bool = False,
+    groups: Sequence[str] = ROW_GROUPS,
 ) -> list[Row]:
-    """Run every row against ``target`` and return the table rows."""
+    """Run the rows of ``groups`` (default: all) against ``target`` and return the table rows."""
     run_id = uuid.uuid4().hex[:10]
     scoped = target.sub(f"vactor-bench-{run_id}")
-    steps = _steps_for(profile)
+    steps = _steps_for(profile, groups)
     advance = progress or (lambda _label: None)
     scoped.init()
     bench = Bench(scoped, profile, run_id, advance)
     rows: list[Row] = []
     try:
-        rows.extend(bench.warm_rows())
-        rows.append(bench.cold_row())
-        scoped.init()
-        rows.append(bench.one_actor_row())
-        rows.append(bench.fan_out_row())
-        rows.append(bench.processes_row())
-        rows.extend(bench.long_rows())
-        rows.append(bench.store_cpu_row())
-        rows.append(bench.cpu_row())
-        rows.append(bench.rss_row())
-        rows.append(bench.cold_start_row())
+        if "warm" in groups:
+            rows.extend(bench.warm_rows())
+        if "cold" in groups:
+            rows.append(bench.cold_row())
+            scoped.init()
+        if "one_actor" in groups:
+            rows.append(bench.one_actor_row())
+        if "fan_out" in groups:
+            rows.append(bench.fan_out_row())
+        if "processes" in groups:
+            rows.append(bench.processes_row())
+        if "long" in groups:
+            rows.extend(bench.long_rows())
+        if "cpu" in groups:
+            rows.append(bench.store_cpu_row())
+            rows.append(bench.cpu_row())
+        if "rss" in groups:
+            rows.append(bench.rss_row())
+        if "cold" in groups:
+            rows.append(bench.cold_start_row())
     finally:
         if not keep:
             with contextlib.suppress(Exception):
@@ -985,10 +1016,12 @@ def run_bench(
     return rows
 
 
-def _steps_for(profile: Profile) -> int:
+def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS) -> int:
     """Progress steps: one per repeat of each row group, plus the long actor's setup."""
-    per_repeat = 10 if profile.processes else 9
-    return profile.repeats * per_repeat + 1
+    per_repeat = len([g for g in groups if g != "processes" or profile.processes])
+    # the cpu group has two rows (the store's and the library's), cold two (in-process and new process)
+    per_repeat += ("cpu" in groups) + ("cold" in groups)
+    return profile.repeats * per_repeat + (1 if "long" in groups else 0)
 
 
 async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:

@@ -28,7 +28,8 @@ from vactor_cloud.cli._options import EXIT_ERROR, EXIT_OK, common_parent, init_r
 from vactor_cloud.cli._output import Output
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
-from vactor_cloud.inbox import list_inbox, read_events, refusal
+from vactor_cloud.history import iter_actor_ids
+from vactor_cloud.inbox import inbox_prefix, list_inbox, read_events, refusal
 from vactor_cloud.runtime import get_runtime, shutdown
 
 __all__ = ["add_commands", "run"]
@@ -64,15 +65,20 @@ class EventRow:
 
 
 async def _actors_with_events(actor: str | None) -> list[str]:
+    """The named actor, or every actor whose inbox holds an event.
+
+    Without a name this pages through the actor ids (one listing that skips
+    each actor's steps) and asks each inbox for one key: never a LIST of
+    every object under ``actors/``.
+    """
     if actor is not None:
         return [actor]
-    keys = await get_runtime().store.list("actors/")
-    found: dict[str, None] = {}
-    for key in keys:
-        parts = key.split("/")
-        if len(parts) >= 4 and parts[2] == "inbox":
-            found[parts[1]] = None
-    return list(found)
+    store = get_runtime().store
+    found: list[str] = []
+    async for actor_id in iter_actor_ids(store):
+        if await store.list(inbox_prefix(actor_id), limit=1):
+            found.append(actor_id)
+    return found
 
 
 async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
@@ -98,7 +104,9 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
             assert core.definition is not None
             for e in events:
                 if (
-                    applied_event(record, e.name, e.event_id, serializer=core.definition.serializer)
+                    await applied_event(
+                        core.log, record, e.name, e.event_id, serializer=core.definition.serializer
+                    )
                     is not None
                 ):
                     status = "applied (inbox cleanup pending)"

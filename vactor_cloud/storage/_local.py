@@ -15,6 +15,23 @@ read); :meth:`LocalStore.remove_stale_temp_files` removes those older than
 a generous age, and every compaction runs it on the actor's directory. This is safe
 for processes of one machine; network filesystems without atomic ``link`` or
 ``flock`` are not supported.
+
+Layout: LIST must cost what it returns, and a directory of 100,000 files can
+only be read whole (``readdir`` has no order and no seek by name). So a key
+component longer than two characters is split into a chain of directories,
+two characters each, ending in ``+``, and a last segment of one or two
+characters: ``steps/00000000000000012345`` is stored as
+``st+/ep+/s/00+/00+/00+/00+/00+/00+/00+/01+/23+/45``. A directory then holds
+at most one entry per two-character chunk (100 for digits), a LIST reads the
+directories on its way in key order and stops at ``limit``, and keys still
+sort as their paths do (the walk merges siblings by the key prefix they
+stand for). A name of the form ``xy+`` is always a chain directory, never a
+key's own segment, because names of three or more characters are always
+split (a last segment that would be ``.`` or ``..`` takes the chunk before it).
+
+A root that already holds objects in the flat layout of earlier versions (no
+``.vactor-layout`` marker) is read and written flat, listed by the same
+ordered walk; new roots get the marker on their first write.
 """
 
 from __future__ import annotations
@@ -23,6 +40,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import heapq
 import os
 import secrets
 import time
@@ -35,13 +53,47 @@ from vactor_cloud.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode, select_keys
+from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["LocalStore"]
 
 _TOKEN = 16
 _LOCKS = ".vactor-locks"
 _TMP = ".tmp-"
+_LAYOUT = ".vactor-layout"
+_LAYOUT_CHUNKED = b"chunked-2\n"
+#: characters per chain directory: a directory of digit names holds at most 10**2 chains
+_CHUNK = 2
+_CHAIN = "+"
+_WRITE_ATTEMPTS = 5
+
+
+def encode_component(name: str) -> list[str]:
+    """The path segments that store one key component in the chunked layout."""
+    if len(name) <= _CHUNK:
+        return [name]
+    cut = len(name) - (len(name) % _CHUNK or _CHUNK)
+    if name[cut:] in (".", ".."):
+        # No file can be named "." or "..": the last chunk joins the tail, which
+        # then ends in "." and so can never be mistaken for a chain.
+        cut -= _CHUNK
+    return [name[i : i + _CHUNK] + _CHAIN for i in range(0, cut, _CHUNK)] + [name[cut:]]
+
+
+def _is_chain(name: str) -> bool:
+    return len(name) == _CHUNK + 1 and name.endswith(_CHAIN)
+
+
+class ListingStats:
+    """What LISTs read: directories opened and entries seen (for tests and benchmarks)."""
+
+    def __init__(self) -> None:
+        self.directories = 0
+        self.entries = 0
+
+    def reset(self) -> None:
+        self.directories = 0
+        self.entries = 0
 
 
 class LocalStore(ObjectStore):
@@ -57,11 +109,51 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         super().__init__(f"file://{self.root}")
+        self._chunked: bool | None = None
+        self.listing = ListingStats()
 
-    def _path(self, key: str) -> Path:
-        if not key or key.startswith("/") or ".." in key.split("/"):
+    # -- layout -------------------------------------------------------------
+    def _layout_chunked(self, *, writing: bool = False) -> bool:
+        """Whether keys are stored chunked; decided once per store, from the root."""
+        if self._chunked is not None:
+            return self._chunked
+        marker = self.root / _LAYOUT
+        if marker.exists():
+            if marker.read_bytes() != _LAYOUT_CHUNKED:
+                raise StorageError(f"{self.url}: unknown directory layout {marker.read_bytes()!r}", _LAYOUT)
+            self._chunked = True
+            return True
+        try:
+            holds_objects = any(not e.name.startswith(".") for e in os.scandir(self.root))
+        except FileNotFoundError:
+            holds_objects = False
+        if holds_objects:
+            # A chunked root writes its marker before its first object: seen
+            # now, it was there when that object was; absent, the root is flat.
+            self._chunked = marker.exists()
+            return self._chunked
+        if not writing:
+            return True  # empty: nothing to read either way; decide on the first write
+        self.root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, _LAYOUT_CHUNKED)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._sync_dir(self.root)
+        self._chunked = True
+        return True
+
+    def _path(self, key: str, *, writing: bool = False) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or ".." in parts or "" in parts:
             raise StorageError(f"{self.url}: invalid key {key!r}", key)
-        return self.root / key
+        if not self._layout_chunked(writing=writing):
+            return self.root / key
+        segments = [segment for part in parts for segment in encode_component(part)]
+        return self.root.joinpath(*segments)
 
     # -- sync implementations, run in a worker thread ---------------------
     def _read(self, key: str) -> Blob:
@@ -102,9 +194,17 @@ class LocalStore(ObjectStore):
         return temp, token.hex()
 
     def _write(self, key: str, data: bytes, mode: PutMode) -> str:
-        target = self._path(key)
         try:
-            temp, version = self._write_temp(target, data)
+            target = self._path(key, writing=True)
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    temp, version = self._write_temp(target, data)
+                    break
+                except FileNotFoundError:
+                    # A delete pruned the empty chain directory between our mkdir
+                    # and our open: make it again.
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: write failed: {exc}", key) from exc
         try:
@@ -154,18 +254,109 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
-    def _scan(self, prefix: str) -> list[str]:
-        # Walk only the deepest directory the prefix names, not the whole root.
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root / base if base else self.root
-        keys: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = os.path.relpath(dirpath, self.root)
-            for name in filenames:
-                if name.startswith("."):
+    def _entries(
+        self,
+        directory: str,
+        decoded: str,
+        in_chain: bool,
+        prefix: str,
+        start_after: str | None,
+        chunked: bool,
+    ) -> list[tuple[str, bool, str, bool]]:
+        """One directory's entries as ``(key prefix, is file, path, in chain)``, sorted and pruned.
+
+        A file's key prefix is its key; a directory's is what every key under
+        it starts with.
+        """
+        out: list[tuple[str, bool, str, bool]] = []
+        self.listing.directories += 1
+        try:
+            with os.scandir(directory) as scanned:
+                entries = list(scanned)
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        self.listing.entries += len(entries)
+        for entry in entries:
+            name = entry.name
+            if not in_chain and name[:1] == ".":
+                continue  # temp files, locks, the layout marker, hidden keys
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir and chunked and len(name) == _CHUNK + 1 and name[-1] == _CHAIN:
+                lower, is_file, chain = decoded + name[:_CHUNK], False, True
+            elif in_chain and name.startswith(_TMP):
+                continue  # a temp file of a write in progress
+            elif is_dir:
+                lower, is_file, chain = decoded + name + "/", False, False
+            else:
+                lower, is_file, chain = decoded + name, True, False
+            if is_file:
+                if not lower.startswith(prefix) or (start_after is not None and lower <= start_after):
                     continue
-                keys.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+            else:
+                if not (lower.startswith(prefix) or prefix.startswith(lower)):
+                    continue
+                if start_after is not None and lower < start_after and not start_after.startswith(lower):
+                    continue  # every key under it sorts before start_after
+            out.append((lower, is_file, entry.path, chain))
+        out.sort()
+        return out
+
+    def _walk(
+        self,
+        directory: str,
+        decoded: str,
+        in_chain: bool,
+        prefix: str,
+        start_after: str | None,
+        chunked: bool,
+    ) -> Iterator[str]:
+        """Keys under ``directory`` in key order, reading subdirectories only when reached.
+
+        Sibling ranges can interleave (``abc-x`` and ``abcd`` both live under
+        the chain ``abc+``, and ``abc/y``, under the directory ``abc``, sorts
+        between them), so the children are merged; a child is opened only
+        once every key already in the merge sorts after the prefix it stands
+        for.
+        """
+        heap: list[tuple[str, int, Iterator[str]]] = []
+        for index, (lower, is_file, path, chain) in enumerate(
+            self._entries(directory, decoded, in_chain, prefix, start_after, chunked)
+        ):
+            if lower > prefix and not lower.startswith(prefix):
+                break  # sorted: nothing from here on carries the prefix
+            while heap and heap[0][0] < lower:
+                yield heap[0][0]
+                following = next(heap[0][2], None)
+                if following is None:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
+            children = (
+                iter((lower,)) if is_file else self._walk(path, lower, chain, prefix, start_after, chunked)
+            )
+            first = next(children, None)
+            if first is not None:
+                heapq.heappush(heap, (first, index, children))
+        while heap:
+            yield heap[0][0]
+            following = next(heap[0][2], None)
+            if following is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
+
+    def _scan(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        chunked = self._layout_chunked()
+        keys: list[str] = []
+        if limit is not None and limit <= 0:
+            return keys
+        for key in self._walk(str(self.root), "", False, prefix, start_after, chunked):
+            keys.append(key)
+            if limit is not None and len(keys) >= limit:
+                break
         return keys
 
     def _sweep_temp(self, prefix: str, older_than: float) -> int:
@@ -186,8 +377,19 @@ class LocalStore(ObjectStore):
         return removed
 
     def _remove(self, key: str) -> None:
+        path = self._path(key)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            os.unlink(self._path(key))
+            os.unlink(path)
+        # Prune chain directories left empty, so that listings after a
+        # compaction do not open them; a writer that loses its directory to
+        # this makes it again (see _write).
+        parent = path.parent
+        while self._chunked and parent != self.root and _is_chain(parent.name):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     # -- async API --------------------------------------------------------
     async def _get(self, key: str) -> Blob:
@@ -202,8 +404,7 @@ class LocalStore(ObjectStore):
         return await asyncio.to_thread(self._write, key, data, mode)
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        keys = await asyncio.to_thread(self._scan, prefix)
-        return select_keys(keys, prefix, start_after, limit)
+        return await asyncio.to_thread(self._scan, prefix, start_after, limit)
 
     async def _delete(self, key: str) -> None:
         await asyncio.to_thread(self._remove, key)

@@ -1,16 +1,30 @@
-"""In-process store: a dict and a lock. Stores with the same name share data."""
+"""In-process store: a dict, a sorted key list and a lock. Stores with the same name share data.
+
+The sorted list makes a LIST cost what it returns (a bisection to
+``start_after``, then ``limit`` keys), as on the other backends.
+"""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode, select_keys
+from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["MemoryStore"]
 
-_SPACES: dict[str, dict[str, Blob]] = {}
+
+class _Space:
+    __slots__ = ("keys", "objects")
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Blob] = {}
+        self.keys: list[str] = []
+
+
+_SPACES: dict[str, _Space] = {}
 _LOCK = threading.Lock()
 _VERSIONS = itertools.count(1)
 
@@ -27,7 +41,8 @@ class MemoryStore(ObjectStore):
     def __init__(self, name: str = "default") -> None:
         super().__init__(f"memory://{name}")
         with _LOCK:
-            self._objects = _SPACES.setdefault(name, {})
+            self._space = _SPACES.setdefault(name, _Space())
+            self._objects = self._space.objects
 
     async def _get(self, key: str) -> Blob:
         with _LOCK:
@@ -52,17 +67,31 @@ class MemoryStore(ObjectStore):
                     f"{self.url}/{key}: expected version {mode.version}, found {found}", key
                 )
             version = str(next(_VERSIONS))
+            if current is None:
+                bisect.insort(self._space.keys, key)
             self._objects[key] = Blob(data, version)
             return version
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        out: list[str] = []
         with _LOCK:
-            keys = list(self._objects)
-        return select_keys(keys, prefix, start_after, limit)
+            keys = self._space.keys
+            index = bisect.bisect_left(keys, prefix)
+            if start_after is not None:
+                index = max(index, bisect.bisect_right(keys, start_after))
+            while index < len(keys) and (limit is None or len(out) < limit):
+                key = keys[index]
+                if not key.startswith(prefix):
+                    break
+                out.append(key)
+                index += 1
+        return out
 
     async def _delete(self, key: str) -> None:
         with _LOCK:
-            self._objects.pop(key, None)
+            if self._objects.pop(key, None) is not None:
+                keys = self._space.keys
+                del keys[bisect.bisect_left(keys, key)]
 
     @staticmethod
     def wipe(name: str) -> None:
