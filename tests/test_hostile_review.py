@@ -301,8 +301,8 @@ def test_a_corrupt_head_is_ignored_by_readers_and_repaired_by_the_next_writer(
 @pytest.mark.parametrize("store_lane", ["local"], indirect=True)
 def test_compaction_removes_stale_local_temp_files_only(spec: StoreSpec) -> None:
     Counter.get_or_create("c").incr.run()
-    root = Path(spec.url.removeprefix("file://"))
-    steps = root / "actors" / "c" / "steps"
+    store = vc.get_runtime().store
+    steps = store._path(vc.get_runtime().log("c").step_key(1)).parent  # type: ignore[attr-defined]
     stale, fresh = steps / ".tmp-killed0000000", steps / ".tmp-inflight00000"
     stale.write_bytes(b"x" * 100)
     fresh.write_bytes(b"y" * 100)

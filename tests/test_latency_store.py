@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import bench
+from vactor_cloud.cli import bench_harness as bench
+from vactor_cloud.cli import main as vactor
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import MemoryStore
@@ -74,11 +74,12 @@ def test_install_wraps_the_runtime_store_and_actors_use_it() -> None:
         MemoryStore.wipe("latency-install")
 
 
-def test_bench_takes_latency_and_row_groups() -> None:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["memory://x", "--latency", "20,5", "--rows", "cold,processes"])
-    assert args.latency == Latency(0.02, 0.005)
-    assert args.rows == ("cold", "processes")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["memory://x", "--rows", "nope"])
+def test_bench_takes_latency_and_row_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    assert Latency.parse("20,5") == Latency(0.02, 0.005)
+    with pytest.raises(SystemExit) as bad_rows:
+        vactor(["bench", "memory://x", "--rows", "nope"])
+    assert bad_rows.value.code == 2
+    assert "unknown row groups" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad_latency:
+        vactor(["bench", "memory://x", "--latency", "x"])
+    assert bad_latency.value.code == 2

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rows",
         metavar="GROUP,...",
-        help="row groups to run (default: all): warm,cold,one_actor,fan_out,processes,long,cpu,rss",
+        help="row groups to run (default: all): warm,cold,one_actor,fan_out,processes,long,store_cpu,cpu,"
+        "rss,cold_start",
     )
 
 

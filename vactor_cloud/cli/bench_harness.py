@@ -996,12 +996,13 @@ def run_bench(
             rows.append(bench.processes_row())
         if "long" in groups:
             rows.extend(bench.long_rows())
-        if "cpu" in groups:
+        if "store_cpu" in groups:
             rows.append(bench.store_cpu_row())
+        if "cpu" in groups:
             rows.append(bench.cpu_row())
         if "rss" in groups:
             rows.append(bench.rss_row())
-        if "cold" in groups:
+        if "cold_start" in groups:
             rows.append(bench.cold_start_row())
     finally:
         if not keep:
@@ -1019,8 +1020,6 @@ def run_bench(
 def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS) -> int:
     """Progress steps: one per repeat of each row group, plus the long actor's setup."""
     per_repeat = len([g for g in groups if g != "processes" or profile.processes])
-    # the cpu group has two rows (the store's and the library's), cold two (in-process and new process)
-    per_repeat += ("cpu" in groups) + ("cold" in groups)
     return profile.repeats * per_repeat + (1 if "long" in groups else 0)
 
 

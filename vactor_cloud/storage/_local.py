@@ -361,7 +361,7 @@ class LocalStore(ObjectStore):
 
     def _sweep_temp(self, prefix: str, older_than: float) -> int:
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root / base if base else self.root
+        start = self._path(base) if base else self.root  # the chunked layout maps prefixes too
         cutoff = time.time() - older_than
         removed = 0
         for dirpath, dirnames, filenames in os.walk(start):
