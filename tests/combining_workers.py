@@ -9,6 +9,7 @@ Each child writes ``try``/``ack``/``err`` lines to its own file with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.errors import VactorError
 from vactor_cloud.log import StepRecord
 from vactor_cloud.runtime import get_runtime
@@ -83,11 +85,14 @@ def hammer(
     faults: str | None,
     kill_after_fold: int | None,
     start_at: float,
+    lose_first: bool = False,
 ) -> None:
     """Make up to ``calls`` sequential calls ``add("<who>/<i>")``; log each try and outcome.
 
     ``faults`` is a :class:`FaultConfig` as JSON to install; ``kill_after_fold``
-    SIGKILLs the process right after its n-th committed fold.
+    SIGKILLs the process right after its n-th committed fold. ``lose_first``:
+    commit a step behind this process's back before the start, so that its
+    first call loses a race and it posts from then on (within ``combine_window``).
     """
     spec.init(settings=vc.Settings(storage="", **settings))
     store: FaultyStore | None = None
@@ -104,6 +109,13 @@ def hammer(
         except VactorError:
             time.sleep(0.02)
     assert handle is not None
+    if lose_first:
+        handle.applied.run()  # loads the newest step into this process's cache
+        core = get_runtime().core(actor_id)
+        mine = core.record
+        assert mine is not None
+        theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="behind-its-back")
+        _sync.sync(core.log.put_step(theirs))
     while time.time() < start_at:
         time.sleep(0.002)
     for i in range(calls):

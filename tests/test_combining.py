@@ -334,13 +334,26 @@ def _run_hammers(
     settings: dict[str, Any],
     beside: Callable[[Callable[[], bool]], None] | None = None,
 ) -> tuple[dict[str, ChildLog], dict[str, int | None]]:
-    """Start one ``hammer`` child per worker (name -> (calls, faults JSON, kill_after_fold))."""
+    """Start one ``hammer`` child per worker (name -> (calls, faults JSON, kill_after_fold)).
+
+    A worker named ``victim`` loses its first race on purpose (``lose_first``)."""
     start_at = time.time() + 4.0  # every child imported and loaded by then
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
         who: ctx.Process(
             target=hammer,
-            args=(spec, actor_id, who, calls, str(outs[who]), settings, faults, kill, start_at),
+            args=(
+                spec,
+                actor_id,
+                who,
+                calls,
+                str(outs[who]),
+                settings,
+                faults,
+                kill,
+                start_at,
+                who == "victim",
+            ),
         )
         for who, (calls, faults, kill) in workers.items()
     }
@@ -455,9 +468,11 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
             (FaultRule("crash_before", operations=frozenset({"list"}), key_contains="/posts/", at=(1,)),),
             name=point,
         ).to_json()
-    workers = {"victim": (400, faults, kill), "s0": (40, None, None), "s1": (40, None, None)}
+    # The survivors outlast the victim's first lost race, and fold what it leaves behind.
+    workers = {"victim": (400, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
     logs, codes = _run_hammers(spawn_context, shared, tmp_path, "victim", workers, POSTING)
-    assert codes == {"victim": -9, "s0": 0, "s1": 0}, f"{point}: the kill did not land: {codes}"
+    done = {who: log.done for who, log in logs.items()}
+    assert codes == {"victim": -9, "s0": 0, "s1": 0}, f"{point}: the kill did not land: {codes} {done}"
     victim = logs["victim"]
     in_flight = [t for t in victim.tried if t not in set(victim.acked) and t not in victim.errors]
     assert len(in_flight) == 1, victim.tried[-3:]
