@@ -535,3 +535,25 @@ def test_posters_that_give_up_get_call_pending_and_their_calls_apply_at_most_onc
     assert "CallPendingError" in kinds, kinds
     assert _posted_calls(logs) > 0
     assert kinds <= {"CallPendingError", "CommitConflictError"}, kinds
+
+
+def test_bench_contention_script_runs_without_combining(tmp_path: Path) -> None:
+    """``scripts/bench_contention.py --no-combine``: the 'before' column of issue 13's rows."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    argv = [str(tmp_path / "store"), "--processes", "2", "--duration", "0.5", "--repeats", "1"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_contention.py"), *argv, "--no-combine"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = done.stdout.strip().splitlines()[-1]
+    assert row.startswith("| 2 |") and row.endswith("| [0] |"), row
