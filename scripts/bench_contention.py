@@ -1,12 +1,14 @@
 """Many processes, one actor: aggregate throughput, fairness and tail latency (issue 13's rows).
 
     python scripts/bench_contention.py STORE_URL [--processes 1,8,32] [--duration 5] [--repeats 3]
-        [-o KEY=VALUE ...] [--latency MS]
+        [-o KEY=VALUE ...] [--latency MS] [--no-combine]
 
 Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
 seconds. Printed per process count (medians over ``--repeats`` runs): calls/s
 in all, that ÷ one process alone, the slowest process's share of the calls
 (fair = 1/N), p99 latency, and errors. Load is bounded by count and time.
+``--no-combine`` runs with ``Settings(combine=False)`` (every process races for
+each step, as before contention combining): the "before" column in one run.
 """
 
 from __future__ import annotations
@@ -37,10 +39,19 @@ class SharedCounter:
         return self.value
 
 
+def _init(url: str, options: dict[str, Any]) -> None:
+    combine = options.pop("combine", True)
+    if combine:
+        vc.init(url, **options)
+    else:
+        vc.init(url, settings=vc.Settings(storage="", combine=False), **options)
+    options["combine"] = combine
+
+
 def _worker(
     url: str, options: dict[str, Any], actor_id: str, start_at: float, duration: float, queue: Any
 ) -> None:
-    vc.init(url, **options)
+    _init(url, options)
     handle = vc.get_actor(actor_id)
     latencies: list[float] = []
     errors: list[str] = []
@@ -60,7 +71,7 @@ def _worker(
 
 
 def run_once(url: str, options: dict[str, Any], processes: int, duration: float) -> dict[str, Any]:
-    vc.init(url, **options)
+    _init(url, options)
     actor_id = f"contention-{uuid.uuid4().hex[:8]}"
     SharedCounter.get_or_create(actor_id)
     vc.shutdown()
@@ -81,7 +92,7 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
     calls = [r["calls"] for r in results]
     latencies = sorted(x for r in results for x in r["latencies"])
     errors = [e for r in results for e in r["errors"]]
-    vc.init(url, **options)
+    _init(url, options)
     final = vc.get_actor(actor_id).get.run()
     vc.shutdown()
     total = sum(calls)
@@ -104,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("-o", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--no-combine", action="store_true", help="Settings(combine=False): race for every step"
+    )
     args = parser.parse_args(argv)
     options: dict[str, Any] = {}
+    if args.no_combine:
+        options["combine"] = False
     for item in args.o:
         key, _, value = item.partition("=")
         try:

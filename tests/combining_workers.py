@@ -1,0 +1,194 @@
+"""Actors, child-process entry points and checks of the contention-combining tests.
+
+Kept in an importable module so ``spawn``-started children can find them.
+Every call appends ``"<who>/<seq>"`` to one shared list: the checks can tell
+which call was lost, applied twice, or applied out of its process's order.
+Each child writes ``try``/``ack``/``err`` lines to its own file with
+``os.write`` on an ``O_APPEND`` descriptor, so a SIGKILL cannot lose a line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.errors import VactorError
+from vactor_cloud.log import StepRecord
+from vactor_cloud.runtime import get_runtime
+from vactor_cloud.storage import PutMode
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore, _kill_self, install
+from vactor_cloud.testing.lanes import StoreSpec
+
+#: every child of these tests: a lost race makes a process post for the rest of the run
+POSTING = {"combine_window": 60.0, "head_interval": 0.2}
+
+
+@vc.virtual_actor
+class OrderLog:
+    """Appends each call's token, in commit order."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+class KillAfterFold(FaultyStore):
+    """SIGKILLs this process right after its ``at``-th step put that folded posted calls.
+
+    The step is stored (the fold is committed); the kill lands before the
+    posts are deleted and before any caller hears of the commit.
+    """
+
+    def __init__(self, inner: Any, config: FaultConfig, at: int) -> None:
+        super().__init__(inner, config)
+        self.at = at
+        self.folds = 0
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version = await super()._put(key, data, mode)
+        if "/steps/" in key and StepRecord.decode(key, data, None).posted:
+            self.folds += 1
+            if self.folds == self.at:
+                _kill_self()
+        return version
+
+
+def install_kill_after_fold(at: int) -> KillAfterFold:
+    runtime = get_runtime()
+    store = KillAfterFold(runtime.store, FaultConfig(name="kill_after_fold"), at)
+    runtime.store = store
+    return store
+
+
+def hammer(
+    spec: StoreSpec,
+    actor_id: str,
+    who: str,
+    calls: int,
+    out_path: str,
+    settings: dict[str, Any],
+    faults: str | None,
+    kill_after_fold: int | None,
+    start_at: float,
+    lose_first: bool = False,
+) -> None:
+    """Make up to ``calls`` sequential calls ``add("<who>/<i>")``; log each try and outcome.
+
+    ``faults`` is a :class:`FaultConfig` as JSON to install; ``kill_after_fold``
+    SIGKILLs the process right after its n-th committed fold. ``lose_first``:
+    commit a step behind this process's back before the start, so that its
+    first call loses a race and it posts from then on (within ``combine_window``).
+    """
+    spec.init(settings=vc.Settings(storage="", **settings))
+    store: FaultyStore | None = None
+    if faults is not None:
+        store = install(FaultConfig.from_json(faults).derive(who))
+    if kill_after_fold is not None:
+        store = install_kill_after_fold(kill_after_fold)
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    handle = None
+    for _ in range(50):  # loading may meet injected faults
+        try:
+            handle = vc.get_actor(actor_id)
+            break
+        except VactorError:
+            time.sleep(0.02)
+    assert handle is not None
+    if lose_first:
+        handle.applied.run()  # loads the newest step into this process's cache
+        core = get_runtime().core(actor_id)
+        mine = core.record
+        assert mine is not None
+        theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="behind-its-back")
+        _sync.sync(core.log.put_step(theirs))
+    while time.time() < start_at:
+        time.sleep(0.002)
+    for i in range(calls):
+        token = f"{who}/{i}"
+        os.write(fd, f"try {token}\n".encode())
+        try:
+            handle.add.run(token)
+        except VactorError as exc:
+            os.write(fd, f"err {token} {type(exc).__name__}\n".encode())
+        except Exception as exc:  # untyped: a defect the checks report
+            os.write(fd, f"untyped {token} {type(exc).__name__}\n".encode())
+        else:
+            os.write(fd, f"ack {token}\n".encode())
+    stats = vc.stats()
+    posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
+    injected = dict(store.injected) if store is not None else {}
+    vc.shutdown()
+    os.write(fd, f"done posted={posted} injected={injected}\n".encode())
+    os.close(fd)
+
+
+@dataclass
+class ChildLog:
+    """What one child recorded: tokens tried, acknowledged, failed (by error type)."""
+
+    tried: list[str] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    untyped: dict[str, str] = field(default_factory=dict)
+    done: str | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> ChildLog:
+        log = cls()
+        for line in path.read_text().splitlines() if path.exists() else []:
+            verb, _, rest = line.partition(" ")
+            if verb == "try":
+                log.tried.append(rest)
+            elif verb == "ack":
+                log.acked.append(rest)
+            elif verb in ("err", "untyped"):
+                token, _, kind = rest.partition(" ")
+                (log.errors if verb == "err" else log.untyped)[token] = kind
+            elif verb == "done":
+                log.done = rest
+        return log
+
+
+def check_once_and_in_order(logs: Iterable[ChildLog], applied: list[str]) -> list[str]:
+    """Problems: acknowledged calls missing, tokens applied twice, a process's calls out of order,
+    calls applied that were never tried, untyped errors."""
+    logs = list(logs)
+    counts = Counter(applied)
+    acked = {t for log in logs for t in log.acked}
+    tried = {t for log in logs for t in log.tried}
+    problems = []
+    lost = sorted(acked - counts.keys())
+    doubled = sorted(t for t, n in counts.items() if n > 1)
+    unknown = sorted(counts.keys() - tried)
+    if lost:
+        problems.append(f"lost (acknowledged, not applied): {lost}")
+    if doubled:
+        problems.append(f"applied twice: {doubled}")
+    if unknown:
+        problems.append(f"applied but never tried: {unknown}")
+    by_who: dict[str, list[int]] = {}
+    for token in applied:
+        who, _, seq = token.rpartition("/")
+        by_who.setdefault(who, []).append(int(seq))
+    for who, seqs in by_who.items():
+        if seqs != sorted(seqs):
+            problems.append(f"{who}: applied out of submission order: {seqs}")
+    untyped = {t: k for log in logs for t, k in log.untyped.items()}
+    if untyped:
+        problems.append(f"untyped errors: {untyped}")
+    return problems
