@@ -647,10 +647,15 @@ class ActorCore:
             if TIMERS in record.extra:
                 self._index_timers(base, record)
             if folded:
-                self._outstanding = None
                 env.background(self._posts().delete([p.key for p in folded]))
-            self._settle(batch, calls, result, hooked)
             self.env.head_moved(self)
+            if posted is not None and posted.post not in folded:
+                # We folded older posts only (the batch was full): ours waits for the next fold.
+                self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
+                continue
+            if folded:
+                self._outstanding = None
+            self._settle(batch, calls, result, hooked)
             return
 
     # -- contention combining (vactor_cloud.posting) -------------------------------------------
