@@ -38,6 +38,11 @@ from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
+#: These tests exercise behaviour above the storage contract: memory and local, and moto for
+#: S3; the shipped conformance suite covers every backend.
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
 _PUT = frozenset({"put"})
 
 

@@ -27,6 +27,11 @@ from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.timer_runner import repair_timer_index
 from vactor_cloud.timers import IndexEntry, list_index
 
+#: These tests exercise behaviour above the storage contract: memory and local, and moto for
+#: S3; the shipped conformance suite covers every backend.
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
 _PUT = frozenset({"put"})
 
 
@@ -286,7 +291,7 @@ def test_the_cli_lists_ticks_and_repairs(actors: StoreSpec, capsys: pytest.Captu
     Session.get_or_create("cli").touch.run(0.05)
     vc.shutdown()
     time.sleep(0.1)
-    options = [f"-o{k}={v}" for k, v in actors.options.items()]
+    options = [f"-o{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in actors.options.items()]
     assert main(["timers", "ls", "--storage", actors.url, *options, "--json"]) == 0
     assert [e["key"] for e in json.loads(capsys.readouterr().out)] == ["idle"]
     assert main(["timers", "repair", "--storage", actors.url, *options]) == 0

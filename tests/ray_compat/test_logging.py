@@ -14,6 +14,10 @@ import sys
 
 import pytest
 
+#: Ray's tests exercise behaviour above the storage contract: memory and local, and moto for S3
+#: (as issue 15 asks); the shipped conformance suite covers every backend.
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
 
 @pytest.mark.xfail(
     reason="cannot pass as written: the lines are logged (logger 'vactor_cloud', INFO), but a "
@@ -27,6 +31,8 @@ def test_virtual_actor_logs(shared):
     script = f"""
 import vactor_cloud as ray
 from vactor_cloud import workflow
+
+
 
 ray.init({shared.url!r}, **{shared.options!r})
 

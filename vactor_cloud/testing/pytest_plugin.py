@@ -244,6 +244,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     global _strict
+    config.addinivalue_line(
+        "markers", "vactor_lanes(*names): run this test on these backend lanes only (of those selected)"
+    )
     # Validate the lanes once, up front, so a typo is a usage error and not a silently empty run.
     selected_lanes(config)
     strict = str(config.getini("vactor_strict_lanes") or "never").strip().lower()
@@ -264,6 +267,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "store_lane" in argnames:
             return
     names = selected_lanes(metafunc.config)
+    # @pytest.mark.vactor_lanes("memory", "local", ...): a test that needs only some backends.
+    only = metafunc.definition.get_closest_marker("vactor_lanes")
+    if only is not None:
+        names = [n for n in names if n in only.args]
     metafunc.parametrize("store_lane", names, indirect=True, ids=names)
 
 
