@@ -26,18 +26,19 @@ def test_latency_parses_milliseconds_with_optional_jitter() -> None:
 
 def test_every_request_waits_and_acts_in_the_middle_of_its_wait() -> None:
     inner = MemoryStore("latency-store")
-    store = LatencyStore(inner, Latency(0.04))
+    # Long enough that a loaded machine's scheduling delays (tens of ms) cannot blur the halves.
+    store = LatencyStore(inner, Latency(0.4))
 
     async def body() -> None:
         started = time.perf_counter()
         put = asyncio.create_task(store.put("k", b"v", mode="create"))
-        await asyncio.sleep(0.005)
-        assert await inner.head("k") is None  # still on its way there
-        await asyncio.sleep(0.03)
+        await asyncio.sleep(0.05)
+        assert await inner.head("k") is None  # still on its way there (until 0.2 s)
+        await asyncio.sleep(0.25)
         assert await inner.head("k") is not None  # applied, the answer on its way back
-        assert not put.done()
+        assert not put.done()  # (until 0.4 s)
         await put
-        assert time.perf_counter() - started >= 0.04
+        assert time.perf_counter() - started >= 0.4
         for operation in (
             store.get("k"),
             store.head("k"),
@@ -46,7 +47,7 @@ def test_every_request_waits_and_acts_in_the_middle_of_its_wait() -> None:
         ):
             started = time.perf_counter()
             await operation
-            assert time.perf_counter() - started >= 0.04
+            assert time.perf_counter() - started >= 0.4
         # Errors are the wrapped store's, unchanged.
         with pytest.raises(NotFoundError):
             await store.get("k")

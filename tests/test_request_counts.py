@@ -31,7 +31,8 @@ from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 #: HEAD never moves during a test unless the test flushes it, and caches stay fresh
 #: however slow the emulator: counts stay exact
-_QUIET = vc.Settings(storage="", head_interval=3600.0, fresh_window=600.0)
+# No background HEAD moves or inbox listings inside a measured window, however slow the server.
+_QUIET = vc.Settings(storage="", head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0)
 
 _gate = threading.Event()
 _entered = threading.Event()
