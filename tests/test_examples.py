@@ -64,7 +64,10 @@ def test_quickstart_prints_the_seed_values(tmp_path: Path) -> None:
 
 def test_bank_transfer_conserves_money_on_the_embedded_store(tmp_path: Path) -> None:
     out = run_example("bank_transfer.py", env=embedded_env(tmp_path))
-    assert "recovered 1 in-flight transfer(s)" in out
+    # The 'crashing' transfer crashes only if its debit went through (it may find the
+    # balance insufficient, depending on how the processes interleaved).
+    crashed = 1 if "'crashed': 1" in out else 0
+    assert f"recovered {crashed} in-flight transfer(s)" in out
     assert "invariant holds: total 2000" in out
     embedded = LocalStore(tmp_path / "data" / "vactor_cloud")
     assert asyncio.run(embedded.list("actors/", limit=1))
