@@ -189,9 +189,3 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     async def _delete(self, key: str) -> None: ...
-
-
-def select_keys(keys: list[str], prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-    """Sort, filter by prefix and ``start_after``, and cut at ``limit``: shared by backends."""
-    out = sorted(k for k in keys if k.startswith(prefix) and (start_after is None or k > start_after))
-    return out if limit is None else out[:limit]
