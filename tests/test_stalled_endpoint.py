@@ -137,6 +137,14 @@ def _fails_in_time(action: Callable[[], Any]) -> tuple[vc.StorageTimeoutError, f
     return info.value, elapsed
 
 
+def _accepted_soon(listener: SilentListener, within: float = 5.0) -> bool:
+    """Whether the listener has accepted a connection (its accept loop may lag on a loaded machine)."""
+    until = time.monotonic() + within
+    while listener.accepted < 1 and time.monotonic() < until:
+        time.sleep(0.05)
+    return listener.accepted >= 1
+
+
 @pytest.mark.parametrize("scheme", ["s3", "gs"])
 def test_a_read_against_a_silent_endpoint_fails_within_the_deadline(
     scheme: str, listener: SilentListener, monkeypatch: pytest.MonkeyPatch
@@ -148,9 +156,13 @@ def test_a_read_against_a_silent_endpoint_fails_within_the_deadline(
         pytest.importorskip("gcsfs")
         _init_gcs(listener.endpoint, monkeypatch)
     error, _ = _fails_in_time(lambda: vc.get_actor("x"))
-    # The client really was talking to the silent listener, and only read.
-    assert listener.accepted >= 1
     assert not error.write_in_flight
+    # The client really was talking to the silent listener. On a loaded machine the
+    # first request's 1 s may go to building the client (botocore loads its service
+    # model) before any connection is made: the second read starts with a client.
+    again, _ = _fails_in_time(lambda: vc.get_actor("x"))
+    assert not again.write_in_flight
+    assert _accepted_soon(listener)
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gs"])
@@ -164,6 +176,6 @@ def test_a_write_against_a_silent_endpoint_fails_within_the_deadline(
         pytest.importorskip("gcsfs")
         _init_gcs(listener.endpoint, monkeypatch)
     _fails_in_time(lambda: Counter.get_or_create("fresh"))
-    assert listener.accepted >= 1
     # The runtime still answers afterwards: the next call fails in time as well, it does not hang.
     _fails_in_time(lambda: vc.get_actor("x"))
+    assert _accepted_soon(listener)
