@@ -3,6 +3,7 @@ vactor_cloud pytest plugin (entry point ``pytest11``), loaded because the packag
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,3 +22,46 @@ def shared(store_spec: StoreSpec, store_lane: Lane) -> Iterator[StoreSpec]:
         yield store_spec
     finally:
         vc.shutdown()
+
+
+#: Modules that run on every lane. The second S3 server (LocalStack) and the GCS emulator
+#: run these only: the shipped conformance suite (every store behaves alike), the
+#: backend-specific files, the runtime's API end to end, and the suites whose promise is
+#: "on every backend" (SIGKILL, injected faults, idempotency across processes, the
+#: examples). Every other test exercises the runtime above the store interface, which
+#: the conformance suite pins: it runs on memory, local and moto (one real S3 server).
+#: ``VACTOR_FULL_MATRIX=1`` runs every test on every selected lane.
+EVERY_LANE_MODULES = frozenset(
+    {
+        "test_store_conformance",
+        "test_s3_backend",
+        "test_gcs_backend",
+        "test_runtime_api",
+        "test_wire_faults",
+        "test_crash",
+        "test_chaos",
+        "test_idempotency",
+        "test_examples",
+    }
+)
+#: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
+CONFORMANCE_ONLY_LANES = frozenset({"fakegcs", "localstack"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("VACTOR_FULL_MATRIX", "").strip() not in ("", "0"):
+        return
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        lane = callspec.params.get("store_lane") if callspec is not None else None
+        module_obj = getattr(item, "module", None)
+        module = module_obj.__name__.rpartition(".")[2] if module_obj is not None else ""
+        if lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
