@@ -15,6 +15,7 @@ shut down, and the whole run is far inside pytest-timeout's 300 s.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -179,3 +180,29 @@ def test_a_write_against_a_silent_endpoint_fails_within_the_deadline(
     # The runtime still answers afterwards: the next call fails in time as well, it does not hang.
     _fails_in_time(lambda: vc.get_actor("x"))
     assert _accepted_soon(listener)
+
+
+def test_a_client_slower_to_build_than_the_timeout_is_built_once_and_then_used(
+    listener: SilentListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore's client build (its service model) can take longer than Settings.timeout on a
+    # loaded machine or a small serverless instance. A request cancelled meanwhile must not
+    # throw the half-built client away: the next request uses it and reaches the endpoint.
+    s3fs = pytest.importorskip("s3fs")
+    original = s3fs.S3FileSystem.set_session
+    builds = []
+
+    async def slow_set_session(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._s3 is None:
+            builds.append(1)
+            await asyncio.sleep(1.5)  # beyond the 1 s request timeout
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "set_session", slow_set_session)
+    _init_s3(listener.endpoint)
+    _fails_in_time(lambda: vc.get_actor("x"))
+    assert listener.accepted == 0  # the first request's second went to the build
+    time.sleep(0.7)  # the build finishes on the runtime's loop meanwhile
+    _fails_in_time(lambda: vc.get_actor("x"))
+    assert _accepted_soon(listener)
+    assert len(builds) == 1

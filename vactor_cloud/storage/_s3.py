@@ -157,6 +157,7 @@ class S3Store(ObjectStore):
         }
         self._fs: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._client_task: asyncio.Future[Any] | None = None
 
     # -- connection -------------------------------------------------------
     def _filesystem(self) -> Any:
@@ -169,7 +170,25 @@ class S3Store(ObjectStore):
                 self._abandon(self._fs, self._loop)
             self._fs = s3fs.S3FileSystem(**self._options)
             self._loop = loop
+            self._client_task = None
         return self._fs
+
+    async def _client_ready(self, fs: Any) -> None:
+        """Build the botocore client once, beyond any one request's timeout.
+
+        Building it loads botocore's service model: a fraction of a second, seconds on
+        a loaded machine or a small serverless instance. Under a short
+        ``Settings.timeout`` a request cancelled while the client was being built
+        would otherwise throw the half-built client away, and the next request would
+        start over, never reaching the endpoint. The build runs as its own task; a
+        cancelled request stops waiting for it, the next one finds it done.
+        """
+        if fs._s3 is not None:
+            return
+        task = self._client_task
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._client_task = asyncio.ensure_future(fs.set_session())
+        await asyncio.shield(task)
 
     @staticmethod
     def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -186,6 +205,9 @@ class S3Store(ObjectStore):
         """Close the HTTP session; the store must not be used afterwards."""
         fs, loop = self._fs, self._loop
         self._fs = self._loop = None
+        task, self._client_task = self._client_task, None
+        if task is not None and not task.done():
+            task.cancel()
         if fs is None:
             return
         creator = getattr(fs, "_s3creator", None)
@@ -220,6 +242,7 @@ class S3Store(ObjectStore):
         """One S3 request; every failure leaves here as a :class:`StorageError`."""
         fs = self._filesystem()
         try:
+            await self._client_ready(fs)
             return await fs._call_s3(method, Bucket=self.bucket, **params)
         except Exception as exc:
             raise self._translate(exc, key, method, mode) from exc
