@@ -571,11 +571,16 @@ class ActorCore:
                 )
                 put_started = time.monotonic()
                 put_sent = True
-                env.run(
-                    tracing.commit_attempt(
-                        self.log.put_step(record), self.actor_id, record.step, attempts + 1
+                if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
+                    rest = self.log.put_step_now(record)
+                    if rest is not None:  # the key was taken: read it back, on the loop
+                        env.run(rest)
+                else:
+                    env.run(
+                        tracing.commit_attempt(
+                            self.log.put_step(record), self.actor_id, record.step, attempts + 1
+                        )
                     )
-                )
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
                 if time.monotonic() - validated > settings.fresh_window and not env.run(

@@ -36,20 +36,29 @@ else:
     _Proxies = (_otel_trace.ProxyTracer,)
 
 
+#: a tracer provider was seen configured (OpenTelemetry sets one at most once: it stays)
+_provider_seen = False
+
+
 def _live() -> Any:
     """The tracer to use now, or None: the API alone (no provider configured) records nothing,
     and its no-op spans still cost about a sixth of a warm commit's CPU: skip them."""
+    global _provider_seen
     tracer = _tracer
-    if tracer is None:
+    if tracer is None or _provider_seen or not isinstance(tracer, _Proxies):
+        return tracer
+    if isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider):
         return None
-    if isinstance(tracer, _Proxies) and isinstance(
-        _otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider
-    ):
-        return None
+    _provider_seen = True
     return tracer
 
 
-__all__ = ["actor_span", "commit_attempt", "enabled", "span"]
+def live() -> bool:
+    """Whether spans would be recorded now (OpenTelemetry installed and a provider configured)."""
+    return _live() is not None
+
+
+__all__ = ["actor_span", "commit_attempt", "enabled", "live", "span"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
