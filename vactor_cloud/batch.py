@@ -378,7 +378,7 @@ def apply_batch(
             ok=outcome.ok,
             time=now,
             args=_summarize_args(call),
-            result=_summary.repr(outcome.value) if outcome.ok else f"raised {outcome.value!r}"[:120],
+            result=_summarize(outcome.value) if outcome.ok else f"raised {outcome.value!r}"[:120],
             key=call.idempotency_key,
             name=call.options.name,
             metadata=call.options.metadata,
@@ -432,10 +432,31 @@ def _check_recordable(key: str, value: Any, serializer: str, now: float) -> None
     DedupTable({key: (now, Outcome(True, value))}).dump(serializer, (1, 0.0), now)
 
 
+#: scalars whose ``repr`` the summary keeps as it is when it fits (reprlib's own result, sooner)
+_PLAIN_REPR = frozenset({int, float, bool, type(None)})
+
+
+def _summarize(value: Any) -> str:
+    """``_summary.repr(value)``; the common short scalars without reprlib's dispatch."""
+    kind = type(value)
+    if kind in _PLAIN_REPR:
+        text = repr(value)
+        if len(text) <= _summary.maxlong and len(text) <= _summary.maxother:
+            return text
+    elif kind is str and len(value) <= _summary.maxstring:
+        text = repr(value)
+        if len(text) <= _summary.maxstring:
+            return text
+    return _summary.repr(value)
+
+
 def _summarize_args(call: PendingCall) -> str:
+    frozen = call.frozen
+    if frozen is not None and frozen.data is None and frozen.value == ((), {}):
+        return ""  # no arguments
     args, kwargs = call.arguments()
-    parts = [_summary.repr(a) for a in args]
-    parts += [f"{k}={_summary.repr(v)}" for k, v in kwargs.items()]
+    parts = [_summarize(a) for a in args]
+    parts += [f"{k}={_summarize(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)[:200]
 
 

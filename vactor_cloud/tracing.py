@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +37,7 @@ else:
     _Proxies = (_otel_trace.ProxyTracer,)
 
 
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
 #: a tracer provider was seen configured (OpenTelemetry sets one at most once: it stays)
 _provider_seen = False
 
@@ -47,6 +49,10 @@ def _live() -> Any:
     tracer = _tracer
     if tracer is None or _provider_seen or not isinstance(tracer, _Proxies):
         return tracer
+    # What get_tracer_provider() checks first, without its call: no provider set in code,
+    # none named in the environment (this runs on every commit).
+    if getattr(_otel_trace, "_TRACER_PROVIDER", True) is None and _PROVIDER_VARIABLE not in os.environ:
+        return None
     if isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider):
         return None
     _provider_seen = True
