@@ -249,8 +249,14 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     if not context.readonly:
         _count_applying(context.actor_id, 1)
     try:
-        args, kwargs = call.arguments()
-        result = getattr(instance, call.method)(*args, **kwargs)
+        frozen = call.frozen
+        if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
+            result = getattr(instance, call.method)()
+        else:
+            args, kwargs = call.arguments()
+            result = getattr(instance, call.method)(*args, **kwargs)
+        if type(result) in _SCALARS:
+            return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         # A result that is a sub-workflow (workflow_steps.StepNode) is run now; its result is the call's.
@@ -262,6 +268,11 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         _local.call = previous
         if not context.readonly:
             _count_applying(context.actor_id, -1)
+
+
+#: ``Frozen.value`` of a call without arguments
+_NO_ARGUMENTS: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+_SCALARS = frozenset({int, float, bool, str, bytes, type(None)})
 
 
 @dataclass
@@ -332,7 +343,8 @@ def apply_batch(
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind
-            _step_status("RUNNING", actor_id, call)
+            if call.options.name is not None:
+                _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
                 frozen = freeze(value)
@@ -350,7 +362,8 @@ def apply_batch(
                 break
             good = state
             outcome = Outcome(True, thaw(frozen))
-            _step_status("SUCCESSFUL", actor_id, call)
+            if call.options.name is not None:
+                _step_status("SUCCESSFUL", actor_id, call)
             break
         recordable = outcome.ok or isinstance(outcome.value, Exception)
         if fired:
@@ -452,8 +465,8 @@ def _summarize(value: Any) -> str:
 
 def _summarize_args(call: PendingCall) -> str:
     frozen = call.frozen
-    if frozen is not None and frozen.data is None and frozen.value == ((), {}):
-        return ""  # no arguments
+    if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
+        return ""
     args, kwargs = call.arguments()
     parts = [_summarize(a) for a in args]
     parts += [f"{k}={_summarize(v)}" for k, v in kwargs.items()]

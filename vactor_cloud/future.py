@@ -84,7 +84,9 @@ class CallFuture(concurrent.futures.Future[T]):
             if self._state != _PENDING:
                 return False
             self._state = _CANCELLED
-        self._finish()
+            event, callbacks = self._event, self._done_callbacks
+            self._done_callbacks = []
+        self._notify(event, callbacks)
         return True
 
     def set_running_or_notify_cancel(self) -> bool:
@@ -102,7 +104,10 @@ class CallFuture(concurrent.futures.Future[T]):
                 raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
             self._result = result
             self._state = _FINISHED
-        self._finish()
+            event, callbacks = self._event, self._done_callbacks
+            self._done_callbacks = []
+        if event is not None or callbacks:
+            self._notify(event, callbacks)
 
     def set_exception(self, exception: BaseException | None) -> None:
         with self._lock:
@@ -110,12 +115,13 @@ class CallFuture(concurrent.futures.Future[T]):
                 raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
             self._exception = exception
             self._state = _FINISHED
-        self._finish()
-
-    def _finish(self) -> None:
-        with self._lock:
             event, callbacks = self._event, self._done_callbacks
             self._done_callbacks = []
+        self._notify(event, callbacks)
+
+    def _notify(
+        self, event: threading.Event | None, callbacks: list[Callable[[concurrent.futures.Future[T]], object]]
+    ) -> None:
         if event is not None:
             event.set()
         for callback in callbacks:

@@ -303,7 +303,7 @@ class ActorMethod(Generic[P, R]):
         creating = runtime.creating(self._actor_id) is not None
         call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture())
         core = runtime.core(self._actor_id)
-        if self._after_creation(runtime, call):
+        if creating and self._after_creation(runtime, call):
             if isinstance(call.future, ActorFuture):
                 call.future._help = functools.partial(core.help, call.future)
         elif call.readonly:
