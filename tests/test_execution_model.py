@@ -7,6 +7,7 @@ delivered, every wait bounded. Each runs on every lane.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import _sync, counters
 from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -323,5 +325,44 @@ def test_a_stalled_write_reports_that_its_outcome_may_be_unknown() -> None:
         assert time.monotonic() - started < 20
         assert info.value.write_in_flight
         assert "may or may not have been applied" in str(info.value)
+    finally:
+        vc.shutdown()
+
+
+# -- 8. the in-process store's commit put skips the IO loop, and loses races as any other ------------
+def test_memory_commits_put_on_the_calling_thread_and_a_lost_race_still_resolves() -> None:
+    # (HEAD moves only at shutdown: its flusher would make trips of its own)
+    vc.init("memory://inline-puts", settings=vc.Settings(head_interval=3600.0, head_max_delay=3600.0))
+    try:
+        store = vc.get_runtime().store
+        assert store.inline
+        box = Box.get_or_create("i")
+        box.bump.run("a")
+        # A warm commit: one create-only put, made without a trip to the IO loop.
+        hops: list[object] = []
+        loop = vc.get_runtime().loop
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a, **k: hops.append(a) or real(*a, **k)  # type: ignore[method-assign]
+        try:
+            puts = store.requests["put"]
+            assert box.bump.run("b") == 2
+            assert store.requests["put"] == puts + 1
+            assert hops == []
+        finally:
+            del loop.call_soon_threadsafe  # type: ignore[method-assign]
+        # Another writer takes the next step behind this process's back: the inline
+        # put meets it, reads it back (on the loop), and the call commits on top of it.
+        core = vc.get_runtime().core("i")
+        mine = core.record
+        assert mine is not None
+        theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="someone-else")
+        _sync.sync(core.log.put_step(theirs))
+        conflicts = counters.stats().get("commit_conflicts", 0)
+        assert box.bump.run("c") == 3  # their step has our state at 2: ours applies on top
+        assert counters.stats()["commit_conflicts"] == conflicts + 1
+        assert core.record is not None and core.record.step == mine.step + 2
+        # A store whose puts are wrapped (a request tracer) or overridden is never bypassed.
+        store.put = store.put  # type: ignore[method-assign]
+        assert not store.inline
     finally:
         vc.shutdown()

@@ -23,12 +23,15 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
+#: the IO loop thread's ``threading.get_ident()`` (cheaper to compare than the thread object)
+_thread_ident: int | None = None
 
 
 def _reset_after_fork() -> None:
-    global _loop, _thread, _lock
+    global _loop, _thread, _thread_ident, _lock
     _loop = None
     _thread = None
+    _thread_ident = None
     _lock = threading.Lock()
 
 
@@ -37,7 +40,7 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 
 def get_loop() -> asyncio.AbstractEventLoop:
     """The process's IO loop, started on first use in a daemon thread."""
-    global _loop, _thread
+    global _loop, _thread, _thread_ident
     loop = _loop
     if loop is not None:
         return loop
@@ -54,13 +57,13 @@ def get_loop() -> asyncio.AbstractEventLoop:
             thread = threading.Thread(target=run, name="vactor-io", daemon=True)
             thread.start()
             ready.wait()
-            _loop, _thread = new_loop, thread
+            _loop, _thread, _thread_ident = new_loop, thread, thread.ident
         return _loop
 
 
 def in_loop_thread() -> bool:
     """True when called from the IO loop's own thread."""
-    return _thread is not None and threading.current_thread() is _thread
+    return _thread_ident is not None and _thread_ident == threading.get_ident()
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

@@ -249,8 +249,14 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     if not context.readonly:
         _count_applying(context.actor_id, 1)
     try:
-        args, kwargs = call.arguments()
-        result = getattr(instance, call.method)(*args, **kwargs)
+        frozen = call.frozen
+        if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
+            result = getattr(instance, call.method)()
+        else:
+            args, kwargs = call.arguments()
+            result = getattr(instance, call.method)(*args, **kwargs)
+        if type(result) in _SCALARS:
+            return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         # A result that is a sub-workflow (workflow_steps.StepNode) is run now; its result is the call's.
@@ -262,6 +268,11 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         _local.call = previous
         if not context.readonly:
             _count_applying(context.actor_id, -1)
+
+
+#: ``Frozen.value`` of a call without arguments
+_NO_ARGUMENTS: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+_SCALARS = frozenset({int, float, bool, str, bytes, type(None)})
 
 
 @dataclass
@@ -332,7 +343,8 @@ def apply_batch(
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind
-            _step_status("RUNNING", actor_id, call)
+            if call.options.name is not None:
+                _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
                 frozen = freeze(value)
@@ -350,7 +362,8 @@ def apply_batch(
                 break
             good = state
             outcome = Outcome(True, thaw(frozen))
-            _step_status("SUCCESSFUL", actor_id, call)
+            if call.options.name is not None:
+                _step_status("SUCCESSFUL", actor_id, call)
             break
         recordable = outcome.ok or isinstance(outcome.value, Exception)
         if fired:
@@ -378,7 +391,7 @@ def apply_batch(
             ok=outcome.ok,
             time=now,
             args=_summarize_args(call),
-            result=_summary.repr(outcome.value) if outcome.ok else f"raised {outcome.value!r}"[:120],
+            result=_summarize(outcome.value) if outcome.ok else f"raised {outcome.value!r}"[:120],
             key=call.idempotency_key,
             name=call.options.name,
             metadata=call.options.metadata,
@@ -432,10 +445,31 @@ def _check_recordable(key: str, value: Any, serializer: str, now: float) -> None
     DedupTable({key: (now, Outcome(True, value))}).dump(serializer, (1, 0.0), now)
 
 
+#: scalars whose ``repr`` the summary keeps as it is when it fits (reprlib's own result, sooner)
+_PLAIN_REPR = frozenset({int, float, bool, type(None)})
+
+
+def _summarize(value: Any) -> str:
+    """``_summary.repr(value)``; the common short scalars without reprlib's dispatch."""
+    kind = type(value)
+    if kind in _PLAIN_REPR:
+        text = repr(value)
+        if len(text) <= _summary.maxlong and len(text) <= _summary.maxother:
+            return text
+    elif kind is str and len(value) <= _summary.maxstring:
+        text = repr(value)
+        if len(text) <= _summary.maxstring:
+            return text
+    return _summary.repr(value)
+
+
 def _summarize_args(call: PendingCall) -> str:
+    frozen = call.frozen
+    if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
+        return ""
     args, kwargs = call.arguments()
-    parts = [_summary.repr(a) for a in args]
-    parts += [f"{k}={_summary.repr(v)}" for k, v in kwargs.items()]
+    parts = [_summarize(a) for a in args]
+    parts += [f"{k}={_summarize(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)[:200]
 
 

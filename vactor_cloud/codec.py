@@ -47,6 +47,10 @@ class Envelope:
     parts: dict[str, bytes]
 
 
+#: what ``json.dumps(meta, separators=(",", ":"), ensure_ascii=False)`` builds on every call
+_META_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _digest(key: str, body: bytes, signing_key: bytes | None) -> bytes:
     if signing_key is None:
         return hashlib.sha256(body).digest()
@@ -67,9 +71,11 @@ def encode(
     parts = parts or {}
     full_meta = dict(meta)
     full_meta["parts"] = [[name, len(data)] for name, data in parts.items()]
-    meta_bytes = json.dumps(full_meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    meta_bytes = _META_ENCODER.encode(full_meta).encode("utf-8")
     flags = _SIGNED if signing_key is not None else 0
     body = b"".join([_HEADER.pack(_MAGIC, version, flags, len(meta_bytes)), meta_bytes, *parts.values()])
+    if signing_key is None:
+        return body + hashlib.sha256(body).digest()
     return body + _digest(key, body, signing_key)
 
 

@@ -228,13 +228,19 @@ class ActorCore:
         if delta:
             self.env.weigh(self, delta)
 
-    def _accept(self, record: StepRecord, validated_at: float) -> None:
-        """Adopt ``record`` if it is newer than what we hold; the cache only moves forward."""
+    def _accept(self, record: StepRecord, validated_at: float, instance: Any = None) -> None:
+        """Adopt ``record`` if it is newer than what we hold; the cache only moves forward.
+
+        ``instance``: the live instance that produced ``record`` (our own commit), kept
+        for the next commit if ``record`` is adopted.
+        """
         with self._mutex:
             if self.record is None or record.step > self.record.step:
                 self.record = record
                 self.validated_at = validated_at
-                if self._live is not None and self._live[0] != record.step:
+                if instance is not None:
+                    self._live = (record.step, instance)
+                elif self._live is not None and self._live[0] != record.step:
                     self._live = None
             elif record.step == self.record.step:
                 self.validated_at = max(self.validated_at, validated_at)
@@ -571,11 +577,16 @@ class ActorCore:
                 )
                 put_started = time.monotonic()
                 put_sent = True
-                env.run(
-                    tracing.commit_attempt(
-                        self.log.put_step(record), self.actor_id, record.step, attempts + 1
+                if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
+                    rest = self.log.put_step_now(record)
+                    if rest is not None:  # the key was taken: read it back, on the loop
+                        env.run(rest)
+                else:
+                    env.run(
+                        tracing.commit_attempt(
+                            self.log.put_step(record), self.actor_id, record.step, attempts + 1
+                        )
                     )
-                )
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
                 if time.monotonic() - validated > settings.fresh_window and not env.run(
@@ -637,13 +648,9 @@ class ActorCore:
                 counters.commit_error(self.actor_id, exc, put_sent)
                 _fail(batch, exc)
                 return
-            counters.committed(sum(len(p.calls) for p in folded))
-            self._accept(record, put_started)
+            counters.committed(sum(len(p.calls) for p in folded) if folded else 0)
+            self._accept(record, put_started, result.instance)
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
-            with self._mutex:
-                if self.record is record:
-                    self._live = (record.step, result.instance)
-            self._reweigh()
             if TIMERS in record.extra:
                 self._index_timers(base, record)
             if folded:

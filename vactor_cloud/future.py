@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, TypeVar, overload
 
 from vactor_cloud._sync import in_loop_thread
 
-__all__ = ["ActorFuture", "get"]
+__all__ = ["ActorFuture", "CallFuture", "get"]
 
 T = TypeVar("T")
 
@@ -44,6 +46,128 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
+
+
+_PENDING, _RUNNING, _CANCELLED, _FINISHED = "PENDING", "RUNNING", "CANCELLED", "FINISHED"
+
+
+class CallFuture(concurrent.futures.Future[T]):
+    """The future of a blocking ``run()``: internal, never handed to user code.
+
+    The same states and methods as :class:`concurrent.futures.Future`, on one
+    plain lock instead of a condition variable (whose Python-level enter and
+    exit a warm commit paid seven times). Not for ``concurrent.futures.wait``
+    or ``as_completed``, which reach into the stdlib's internals.
+    """
+
+    def __init__(self) -> None:  # no super().__init__(): no condition variable
+        self._lock = threading.Lock()
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
+        self._event: threading.Event | None = None
+
+    def done(self) -> bool:
+        return self._state in (_CANCELLED, _FINISHED)
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._state == _CANCELLED:
+                return True
+            if self._state != _PENDING:
+                return False
+            self._state = _CANCELLED
+            event, callbacks = self._event, self._done_callbacks
+            self._done_callbacks = []
+        self._notify(event, callbacks)
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._lock:
+            if self._state == _CANCELLED:
+                return False
+            if self._state != _PENDING:
+                raise RuntimeError(f"Future in unexpected state: {self._state}")
+            self._state = _RUNNING
+            return True
+
+    def set_result(self, result: T) -> None:
+        with self._lock:
+            if self._state in (_CANCELLED, _FINISHED):
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = _FINISHED
+            event, callbacks = self._event, self._done_callbacks
+            self._done_callbacks = []
+        if event is not None or callbacks:
+            self._notify(event, callbacks)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with self._lock:
+            if self._state in (_CANCELLED, _FINISHED):
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._exception = exception
+            self._state = _FINISHED
+            event, callbacks = self._event, self._done_callbacks
+            self._done_callbacks = []
+        self._notify(event, callbacks)
+
+    def _notify(
+        self, event: threading.Event | None, callbacks: list[Callable[[concurrent.futures.Future[T]], object]]
+    ) -> None:
+        if event is not None:
+            event.set()
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logging.getLogger("concurrent.futures").exception("exception calling callback for %r", self)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        with self._lock:
+            if self._state not in (_CANCELLED, _FINISHED):
+                self._done_callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            logging.getLogger("concurrent.futures").exception("exception calling callback for %r", self)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state in (_CANCELLED, _FINISHED):
+            return
+        with self._lock:
+            if self._state in (_CANCELLED, _FINISHED):
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if not event.wait(timeout):
+            raise concurrent.futures.TimeoutError()
+
+    def result(self, timeout: float | None = None) -> T:
+        self._wait(timeout)
+        if self._state == _CANCELLED:
+            raise concurrent.futures.CancelledError()
+        if self._exception is not None:
+            raise self._exception
+        return self._result  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        if self._state == _CANCELLED:
+            raise concurrent.futures.CancelledError()
+        return self._exception
+
+    def __repr__(self) -> str:
+        return f"<CallFuture at {id(self):#x} state={self._state.lower()}>"
 
 
 def _remaining(timeout: float | None, started: float) -> float | None:

@@ -9,6 +9,7 @@ fails here, at the call site) and results reach the caller as copies.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import itertools
 import os
@@ -17,7 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from vactor_cloud import _sync
-from vactor_cloud.batch import CallOptions, PendingCall, current_call
+from vactor_cloud.batch import _NO_OPTIONS, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.definition import ActorDefinition, MethodInfo
 from vactor_cloud.errors import VactorError, VirtualActorNotInitializedError
@@ -29,7 +30,7 @@ from vactor_cloud.events import (
     wait_for_event,
     wait_for_event_async,
 )
-from vactor_cloud.future import ActorFuture
+from vactor_cloud.future import ActorFuture, CallFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.runtime import Runtime, get_runtime
@@ -213,7 +214,7 @@ class ActorMethod(Generic[P, R]):
     ) -> None:
         self._actor_id = actor_id
         self._info = info
-        self._options = options or CallOptions()
+        self._options = options or _NO_OPTIONS
         #: ``options(delay=/at=)``: calls schedule a durable timer instead of running now
         self._timer = timer
 
@@ -296,12 +297,15 @@ class ActorMethod(Generic[P, R]):
             raise RuntimeError(
                 f"{self._info.name}.run() was called on vactor_cloud's IO loop; use `await ...run_async()`"
             )
-        call = self._make_call(args, kwargs)
         runtime = get_runtime()
+        # The future stays here (nobody else waits on it): a light one, unless a creation
+        # is pending, whose queued calls are helped along by whoever waits on their futures.
+        creating = runtime.creating(self._actor_id) is not None
+        call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture())
         core = runtime.core(self._actor_id)
-        if self._after_creation(runtime, call):
-            assert isinstance(call.future, ActorFuture)
-            call.future._help = functools.partial(core.help, call.future)
+        if creating and self._after_creation(runtime, call):
+            if isinstance(call.future, ActorFuture):
+                call.future._help = functools.partial(core.help, call.future)
         elif call.readonly:
             core.read(call)
         else:
@@ -319,7 +323,7 @@ class ActorMethod(Generic[P, R]):
         when the method has a parameter of its own called ``at_step``, the
         keyword goes to the method and ``options(at_step=N)`` selects the step.
         """
-        call = self._make_call(args, kwargs)
+        call = self._make_call(args, kwargs, ActorFuture())
         future = call.future
         assert isinstance(future, ActorFuture)
         runtime = get_runtime()
@@ -356,7 +360,9 @@ class ActorMethod(Generic[P, R]):
 
         return creation.defer(submit)
 
-    def _make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PendingCall:
+    def _make_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], future: concurrent.futures.Future[Any]
+    ) -> PendingCall:
         options = self._options
         if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
             at_step = kwargs.pop("at_step")
@@ -383,7 +389,7 @@ class ActorMethod(Generic[P, R]):
             args,
             kwargs,
             readonly=self._info.readonly or options.at_step is not None,
-            future=ActorFuture(),
+            future=future,
             call_id=call_id,
             options=options,
         )

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,14 +378,38 @@ class ActorLog:
         compacted: returns), another writer's (:class:`StepCompactedError`:
         not applied, retry), or undecidable (:class:`CommitOutcomeUnknownError`).
         """
+        return await self._put_step(record, None)
+
+    def put_step_now(self, record: StepRecord) -> Coroutine[Any, Any, bool] | None:
+        """:meth:`put_step`'s first create, done on the calling thread through the store's
+        synchronous ``put_now`` (only where ``store.inline``: the in-process memory store).
+
+        ``None``: committed, with that one request. Otherwise the key was
+        taken: the returned coroutine finishes what :meth:`put_step` does
+        then (read back, ``StepTakenError``, ...), on the IO loop. A step
+        that needs a dedup checkpoint first must go through :meth:`put_step`.
+        """
+        assert not record.dedup_checkpoint, "a step with a dedup checkpoint goes through put_step"
         key = self.step_key(record.step)
         data = record.encode(key, self.signing_key)
-        if record.dedup_checkpoint and record.dedup_base is not None:
+        try:
+            self.store.put_now(key, data, mode="create")
+        except AlreadyExistsError:
+            return self._put_step(record, data)
+        return None
+
+    async def _put_step(self, record: StepRecord, taken: bytes | None) -> bool:
+        """``taken``: the step's bytes, whose first create already met an existing object."""
+        key = self.step_key(record.step)
+        data = taken if taken is not None else record.encode(key, self.signing_key)
+        if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
             # Before the step: a committed step never names a checkpoint that is not there.
             await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
+                if attempt == 0 and taken is not None:
+                    raise AlreadyExistsError(f"{key}: already exists", key)
                 await self.store.put(key, data, mode="create")
                 return attempt == 0
             except AlreadyExistsError:

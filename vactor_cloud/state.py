@@ -65,6 +65,10 @@ def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
     try:
         if serializer == "json":
             return json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        if _plain(state):
+            # Plain data pickles to the same bytes with or without cloudpickle (whose
+            # hooks see only functions, classes and the like), minus cloudpickle's setup.
+            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return bytes(cloudpickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
@@ -73,6 +77,36 @@ def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
             else "make it picklable, or define __getstate__/__setstate__"
         )
         raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS = frozenset({dict, list, tuple})
+#: how many values ``_plain`` looks at before it gives up (a large state goes to cloudpickle)
+_PLAIN_BUDGET = 64
+
+
+def _plain(state: Any) -> bool:
+    """Whether ``state`` is a small tree of builtin scalars in dicts, lists and tuples."""
+    stack = [state]
+    budget = _PLAIN_BUDGET
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind in _ATOMS:
+            continue
+        if kind not in _CONTAINERS:
+            return False
+        budget -= len(value)
+        if budget < 0:
+            return False
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) not in _ATOMS:
+                    return False
+                stack.append(item)
+        else:
+            stack.extend(value)
+    return True
 
 
 def expect_serializer(stored: str, expected: str, where: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -36,20 +37,34 @@ else:
     _Proxies = (_otel_trace.ProxyTracer,)
 
 
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
+#: a tracer provider was seen configured (OpenTelemetry sets one at most once: it stays)
+_provider_seen = False
+
+
 def _live() -> Any:
     """The tracer to use now, or None: the API alone (no provider configured) records nothing,
     and its no-op spans still cost about a sixth of a warm commit's CPU: skip them."""
+    global _provider_seen
     tracer = _tracer
-    if tracer is None:
+    if tracer is None or _provider_seen or not isinstance(tracer, _Proxies):
+        return tracer
+    # What get_tracer_provider() checks first, without its call: no provider set in code,
+    # none named in the environment (this runs on every commit).
+    if getattr(_otel_trace, "_TRACER_PROVIDER", True) is None and _PROVIDER_VARIABLE not in os.environ:
         return None
-    if isinstance(tracer, _Proxies) and isinstance(
-        _otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider
-    ):
+    if isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider):
         return None
+    _provider_seen = True
     return tracer
 
 
-__all__ = ["actor_span", "commit_attempt", "enabled", "span"]
+def live() -> bool:
+    """Whether spans would be recorded now (OpenTelemetry installed and a provider configured)."""
+    return _live() is not None
+
+
+__all__ = ["actor_span", "commit_attempt", "enabled", "live", "span"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -127,6 +127,17 @@ class ObjectStore(abc.ABC):
         self.requests.add("put")
         return await self._bounded(self._put(key, bytes(data), mode), "PUT", key, write=True)
 
+    @property
+    def inline(self) -> bool:
+        """Whether :meth:`put_now` may be used: requests answered on the calling thread, never
+        waiting (the in-process memory store). The runtime then skips the trip to the IO loop."""
+        return False
+
+    def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        """``put`` done synchronously on the calling thread, counted like ``put``; only
+        where :attr:`inline` is true (``NotImplementedError`` elsewhere)."""
+        raise NotImplementedError(f"{type(self).__name__} has no synchronous put")
+
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> builtins.list[str]:
