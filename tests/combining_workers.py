@@ -48,29 +48,33 @@ class OrderLog:
 
 
 class KillAfterFold(FaultyStore):
-    """SIGKILLs this process right after its ``at``-th step put that folded posted calls.
+    """SIGKILLs this process right after its ``at``-th step put that folded another process's
+    posted calls (a call whose token is not ``who``'s).
 
     The step is stored (the fold is committed); the kill lands before the
     posts are deleted and before any caller hears of the commit.
     """
 
-    def __init__(self, inner: Any, config: FaultConfig, at: int) -> None:
+    def __init__(self, inner: Any, config: FaultConfig, at: int, who: str) -> None:
         super().__init__(inner, config)
         self.at = at
+        self.who = who
         self.folds = 0
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         version = await super()._put(key, data, mode)
-        if "/steps/" in key and StepRecord.decode(key, data, None).posted:
-            self.folds += 1
-            if self.folds == self.at:
-                _kill_self()
+        if "/steps/" in key:
+            record = StepRecord.decode(key, data, None)
+            if record.posted and any(f"{self.who}/" not in (c.args or "") for c in record.calls):
+                self.folds += 1
+                if self.folds == self.at:
+                    _kill_self()
         return version
 
 
-def install_kill_after_fold(at: int) -> KillAfterFold:
+def install_kill_after_fold(at: int, who: str) -> KillAfterFold:
     runtime = get_runtime()
-    store = KillAfterFold(runtime.store, FaultConfig(name="kill_after_fold"), at)
+    store = KillAfterFold(runtime.store, FaultConfig(name="kill_after_fold"), at, who)
     runtime.store = store
     return store
 
@@ -99,7 +103,7 @@ def hammer(
     if faults is not None:
         store = install(FaultConfig.from_json(faults).derive(who))
     if kill_after_fold is not None:
-        store = install_kill_after_fold(kill_after_fold)
+        store = install_kill_after_fold(kill_after_fold, who)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     handle = None
     for _ in range(50):  # loading may meet injected faults

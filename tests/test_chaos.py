@@ -89,7 +89,7 @@ LONG = (6, 40, 3)
 POSTING_FAULTS: dict[str, tuple[FaultRule, ...]] = {
     "posting": (
         FaultRule(
-            "lost_response", operations=_PUT, key_contains="/posts/", probability=0.25, retryable=False
+            "lost_response", operations=_PUT, key_contains="/mail/", probability=0.25, retryable=False
         ),
         FaultRule(
             "lost_response", operations=_PUT, key_contains="/steps/", probability=0.15, retryable=False

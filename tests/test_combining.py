@@ -163,7 +163,7 @@ def test_lost_responses_on_the_post_put_and_on_the_folding_step_put_apply_once(
 ) -> None:
     faults = FaultConfig(
         (
-            FaultRule("lost_response", operations=_PUT, key_contains="/posts/", at=(1,), retryable=False),
+            FaultRule("lost_response", operations=_PUT, key_contains="/mail/", at=(1,), retryable=False),
             # the folding commit's put of step 3 lands, its answer is lost
             FaultRule("lost_response", operations=_PUT, key_contains=f"steps/{3:020d}", at=(1,)),
         ),
@@ -228,13 +228,13 @@ def test_a_post_skipped_for_max_batch_is_not_overtaken_by_a_later_post_of_its_se
 def test_a_post_whose_put_landed_unseen_is_not_applied_again_after_the_batch_raced(
     store_spec: StoreSpec,
 ) -> None:
-    posts = "/posts/"
+    posts = "/mail/"
     faults = FaultConfig(
         (
             # the post lands, its answer is lost; then the store is unreachable for a moment
             FaultRule("lost_response", operations=_PUT, key_contains=posts, at=(1,), retryable=False),
             FaultRule("fail_before", operations=_PUT, key_contains=posts, at=(2, 3, 4, 5)),
-            FaultRule("fail_before", operations=frozenset({"head"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
+            FaultRule("fail_before", operations=frozenset({"get"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
         ),
         name="post_landed_unseen",
     )
@@ -252,12 +252,12 @@ def test_a_post_whose_put_landed_unseen_is_not_applied_again_after_the_batch_rac
 def test_a_post_that_may_have_landed_is_folded_by_its_poster_once_not_reported_as_retryable(
     store_spec: StoreSpec,
 ) -> None:
-    posts = "/posts/"
+    posts = "/mail/"
     faults = FaultConfig(
         (
             FaultRule("lost_response", operations=_PUT, key_contains=posts, at=(2,), retryable=False),
             FaultRule("fail_before", operations=_PUT, key_contains=posts, at=(3, 4, 5, 6)),
-            FaultRule("fail_before", operations=frozenset({"head"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
+            FaultRule("fail_before", operations=frozenset({"get"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
         ),
         name="post_landed_unseen",
     )
@@ -311,10 +311,12 @@ def _run_hammers(
     workers: dict[str, tuple[int, str | None, int | None]],
     settings: dict[str, Any],
     beside: Callable[[Callable[[], bool]], None] | None = None,
+    delays: dict[str, float] | None = None,
 ) -> tuple[dict[str, ChildLog], dict[str, int | None]]:
     """Start one ``hammer`` child per worker (name -> (calls, faults JSON, kill_after_fold)).
 
-    A worker named ``victim`` loses its first race on purpose (``lose_first``)."""
+    A worker named ``victim`` loses its first race on purpose (``lose_first``). ``delays``:
+    a worker starts its calls this many seconds after the others."""
     start_at = time.time() + 4.0  # every child imported and loaded by then
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
@@ -329,7 +331,7 @@ def _run_hammers(
                 settings,
                 faults,
                 kill,
-                start_at,
+                start_at + (delays or {}).get(who, 0.0),
                 who == "victim",
             ),
         )
@@ -400,7 +402,7 @@ def test_lost_responses_on_post_and_step_puts_lose_and_duplicate_nothing_across_
     faults = FaultConfig(
         (
             FaultRule(
-                "lost_response", operations=_PUT, key_contains="/posts/", probability=0.3, retryable=False
+                "lost_response", operations=_PUT, key_contains="/mail/", probability=0.3, retryable=False
             ),
             FaultRule(
                 "lost_response", operations=_PUT, key_contains="/steps/", probability=0.2, retryable=False
@@ -439,16 +441,20 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
         kill = 1  # the step that folded posts is stored; the posts are not deleted yet
     elif point == "after_posting":
         faults = FaultConfig(
-            (FaultRule("crash_after", operations=_PUT, key_contains="/posts/", at=(1,)),), name=point
+            (FaultRule("crash_after", operations=_PUT, key_contains="/mail/", at=(1,)),), name=point
         ).to_json()
     else:  # the LIST that starts a fold
         faults = FaultConfig(
-            (FaultRule("crash_before", operations=frozenset({"list"}), key_contains="/posts/", at=(1,)),),
+            (FaultRule("crash_before", operations=frozenset({"list"}), key_contains="/mail/", at=(1,)),),
             name=point,
         ).to_json()
-    # The survivors outlast the victim's first lost race, and fold what it leaves behind.
+    # The victim starts first: it loses its first race, posts, and takes the folder lease
+    # (nobody holds it); the survivors then post for it to fold. Killed, it leaves the lease
+    # held: the survivors wait for it to expire, take it over, and fold what it left behind.
     workers = {"victim": (400, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
-    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "victim", workers, POSTING)
+    logs, codes = _run_hammers(
+        spawn_context, shared, tmp_path, "victim", workers, POSTING, delays={"s0": 1.0, "s1": 1.0}
+    )
     done = {who: log.done for who, log in logs.items()}
     assert codes == {"victim": -9, "s0": 0, "s1": 0}, f"{point}: the kill did not land: {codes} {done}"
     victim = logs["victim"]
