@@ -79,6 +79,23 @@ def install_kill_after_fold(at: int, who: str) -> KillAfterFold:
     return store
 
 
+def pretend_to_hold_the_lease() -> None:
+    """Every read of the folder lease finds it free and every write of it succeeds: each
+    contended process of this kind believes it holds the lease, and folds."""
+    from vactor_cloud import lease
+
+    async def read(self: lease.LeaseStore) -> lease.Lease:
+        return lease.Lease("", 0.0, -1, "", None)
+
+    async def write(
+        self: lease.LeaseStore, seen: lease.Lease, holder: str, seconds: float, step: int
+    ) -> lease.Lease:
+        return lease.Lease(holder, time.time() + seconds if seconds > 0 else 0.0, step, "t", "v")
+
+    lease.LeaseStore.read = read  # type: ignore[method-assign]
+    lease.LeaseStore.write = write  # type: ignore[method-assign]
+
+
 def hammer(
     spec: StoreSpec,
     actor_id: str,
@@ -90,6 +107,7 @@ def hammer(
     kill_after_fold: int | None,
     start_at: float,
     lose_first: bool = False,
+    every_one_holds_the_lease: bool = False,
 ) -> None:
     """Make up to ``calls`` sequential calls ``add("<who>/<i>")``; log each try and outcome.
 
@@ -98,6 +116,8 @@ def hammer(
     commit a step behind this process's back before the start, so that its
     first call loses a race and it posts from then on (within ``combine_window``).
     """
+    if every_one_holds_the_lease:
+        pretend_to_hold_the_lease()
     spec.init(settings=vc.Settings(storage="", **settings))
     store: FaultyStore | None = None
     if faults is not None:
@@ -135,9 +155,10 @@ def hammer(
             os.write(fd, f"ack {token}\n".encode())
     stats = vc.stats()
     posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
+    leases = stats.get("leases_taken", 0) if isinstance(stats, dict) else 0
     injected = dict(store.injected) if store is not None else {}
     vc.shutdown()
-    os.write(fd, f"done posted={posted} injected={injected}\n".encode())
+    os.write(fd, f"done posted={posted} leases={leases} injected={injected}\n".encode())
     os.close(fd)
 
 
