@@ -855,13 +855,15 @@ class ActorCore:
 
     @property
     def leased(self) -> bool:
-        """Whether this process may hold the actor's folder lease (released at shutdown)."""
-        return self._held_until != -math.inf
+        """Whether this process posted or folded for this actor (it has work to finish at shutdown)."""
+        return self._postbox is not None
 
     async def shutdown_lease(self) -> None:
-        """At shutdown: release the folder lease if we hold it."""
-        if self.leased:
+        """At shutdown: release the folder lease if we hold it; finish deleting applied posts."""
+        if self._held_until != -math.inf:
             await self._release_lease()
+        if self._postbox is not None:
+            await self._postbox.flush()
 
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers

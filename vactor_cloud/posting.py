@@ -1,19 +1,22 @@
 """Contention combining: calls posted to an actor's mailbox and folded into the next commit.
 
 When processes race for one actor, every loser of a race pays a PUT, a GET
-and a re-apply, and tries again; under load most attempts lose. Instead, a
-process that lost a race recently *posts* its batch of calls as one
-create-only object and waits; whoever commits the next step folds every
-pending post into it (group commit across processes). See docs/protocol.md
-("Posting and folding") for the protocol in full.
+and a re-apply, and tries again; under load most attempts lose. Instead, one
+process holds the actor's advisory folder lease (``vactor_cloud.lease``);
+the others *post* their batches of calls as one create-only object each and
+wait; the holder folds every pending post into its next step (group commit
+across processes). See docs/protocol.md ("Posting and folding") for the
+protocol in full.
 
 Object layout::
 
-    actors/<id>/posts/<time_ms:013d>-<sender>-<seq:010d>   one batch of calls, create-only
+    actors/<id>/mail/<name>   one batch of calls, create-only; name = 9 base-32 digits of
+                              the time in ms, then 3 random ones (short: cheap on the local store)
 
-``sender`` is random per actor per process (a new one after an eviction),
-``seq`` counts that sender's posts. A sender has at most one post
-outstanding (its batches are sequential), so its seqs apply in order.
+``sender`` (in the post's meta) is random per actor per process (a new one
+after an eviction), ``seq`` counts that sender's posts. A sender has at most
+one post outstanding (its batches are sequential) and its names grow, so its
+seqs apply in order.
 
 Exactly once, with no table that grows with the traffic: every step carries
 the **post cursor**, ``extra["post_cursor"] = {sender: [seq, time]}``, the
@@ -208,7 +211,17 @@ class PostBox:
     Its state lives on the IO loop (its coroutines run there).
     """
 
-    __slots__ = ("_known", "_last_ms", "_seq", "actor_id", "sender", "signing_key", "store", "unreadable")
+    __slots__ = (
+        "_deleting",
+        "_known",
+        "_last_ms",
+        "_seq",
+        "actor_id",
+        "sender",
+        "signing_key",
+        "store",
+        "unreadable",
+    )
 
     def __init__(self, store: ObjectStore, actor_id: str, signing_key: bytes | None) -> None:
         self.store = store
@@ -220,6 +233,8 @@ class PostBox:
         self._last_ms = 0
         #: posts read from storage, by key (posts are immutable)
         self._known: dict[str, Post] = {}
+        #: deletes in flight (awaited at shutdown, so that a process leaves no applied post behind)
+        self._deleting: set[asyncio.Task[Any]] = set()
         #: keys whose reads failed their digest or did not decode: how many times in a row
         self.unreadable: dict[str, int] = {}
 
@@ -286,6 +301,11 @@ class PostBox:
         self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
         return keys
 
+    async def flush(self) -> None:
+        """Wait for the deletes in flight (at shutdown)."""
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in list(self._deleting) if t is not current), return_exceptions=True)
+
     def cached(self, key: str) -> Post | None:
         """The post at ``key`` if this process read it already."""
         return self._known.get(key)
@@ -314,6 +334,10 @@ class PostBox:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
         for key in keys:
             self._known.pop(key, None)
+        task = asyncio.current_task()
+        if task is not None:
+            self._deleting.add(task)
+            task.add_done_callback(self._deleting.discard)
 
         async def one(key: str) -> None:
             with contextlib.suppress(StorageError):
