@@ -315,12 +315,15 @@ def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call
     call (posted when it lost its first race) applies once."""
     store = init_switchable(store_spec, combine_window=60.0, lease_seconds=0.3)
     stalled: list[str] = []
+    stalling = threading.Event()
+    resume = threading.Event()
     inner_around = store._around
 
     async def stall_first_put_of_step_3(operation: str, key: str, run: Any) -> Any:
         if operation == "put" and key.endswith(f"steps/{3:020d}") and not stalled:
             stalled.append(key)
-            await asyncio.sleep(0.8)
+            stalling.set()
+            await asyncio.get_running_loop().run_in_executor(None, resume.wait, 30)
         return await inner_around(operation, key, run)
 
     store._around = stall_first_put_of_step_3  # type: ignore[method-assign]
@@ -332,10 +335,14 @@ def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call
     took_over: list[Lease | None] = []
 
     def take_over() -> None:
-        time.sleep(0.45)  # our lease (0.3 s) expired while the put of step 3 stalls
-        seen = _sync.sync(leases.read())
-        took_over.append(_sync.sync(leases.write(seen, "0" * 16, 0.3, 2)))
-        commit_behind_its_back("a")  # step 3, before the stalled put lands
+        try:
+            assert stalling.wait(30)
+            time.sleep(0.35)  # our lease (0.3 s, taken before the put) expired while the put stalls
+            seen = _sync.sync(leases.read())
+            took_over.append(_sync.sync(leases.write(seen, "0" * 16, 0.3, 2)))
+            commit_behind_its_back("a")  # step 3, before the stalled put lands
+        finally:
+            resume.set()
 
     other = threading.Thread(target=take_over)
     other.start()
