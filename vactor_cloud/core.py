@@ -748,8 +748,12 @@ class ActorCore:
         if self._holding():
             return True
         lease = self._lease
-        if lease is None or lease.expires == 0 or lease.holder == self._posts().sender:
+        if lease is None or lease.expires == 0:
             return False
+        if lease.holder == self._posts().sender:
+            # Ours, though our margin ran out (a renewal failed or came late): take it again
+            # rather than race the posters waiting for our folds.
+            return lease.valid()
         if not lease.valid():
             # We saw another process hold the lease: see whether it still does (one GET per
             # renewal of it, about every lease_seconds / 2; none once it was given up).
