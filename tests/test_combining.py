@@ -509,7 +509,8 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
     # The victim starts first: it loses its first race, posts, and takes the folder lease
     # (nobody holds it); the survivors then post for it to fold. Killed, it leaves the lease
     # held: the survivors wait for it to expire, take it over, and fold what it left behind.
-    workers = {"victim": (400, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
+    # (Enough calls that the victim is still calling when the survivors start.)
+    workers = {"victim": (4000, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
     logs, codes = _run_hammers(
         spawn_context, shared, tmp_path, "victim", workers, POSTING, delays={"s0": 1.0, "s1": 1.0}
     )
