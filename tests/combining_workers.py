@@ -48,31 +48,52 @@ class OrderLog:
 
 
 class KillAfterFold(FaultyStore):
-    """SIGKILLs this process right after its ``at``-th step put that folded posted calls.
+    """SIGKILLs this process right after its ``at``-th step put that folded another process's
+    posted calls (a call whose token is not ``who``'s).
 
     The step is stored (the fold is committed); the kill lands before the
     posts are deleted and before any caller hears of the commit.
     """
 
-    def __init__(self, inner: Any, config: FaultConfig, at: int) -> None:
+    def __init__(self, inner: Any, config: FaultConfig, at: int, who: str) -> None:
         super().__init__(inner, config)
         self.at = at
+        self.who = who
         self.folds = 0
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         version = await super()._put(key, data, mode)
-        if "/steps/" in key and StepRecord.decode(key, data, None).posted:
-            self.folds += 1
-            if self.folds == self.at:
-                _kill_self()
+        if "/steps/" in key:
+            record = StepRecord.decode(key, data, None)
+            if record.posted and any(f"{self.who}/" not in (c.args or "") for c in record.calls):
+                self.folds += 1
+                if self.folds == self.at:
+                    _kill_self()
         return version
 
 
-def install_kill_after_fold(at: int) -> KillAfterFold:
+def install_kill_after_fold(at: int, who: str) -> KillAfterFold:
     runtime = get_runtime()
-    store = KillAfterFold(runtime.store, FaultConfig(name="kill_after_fold"), at)
+    store = KillAfterFold(runtime.store, FaultConfig(name="kill_after_fold"), at, who)
     runtime.store = store
     return store
+
+
+def pretend_to_hold_the_lease() -> None:
+    """Every read of the folder lease finds it free and every write of it succeeds: each
+    contended process of this kind believes it holds the lease, and folds."""
+    from vactor_cloud import lease
+
+    async def read(self: lease.LeaseStore) -> lease.Lease:
+        return lease.Lease("", 0.0, -1, "", None)
+
+    async def write(
+        self: lease.LeaseStore, seen: lease.Lease, holder: str, seconds: float, step: int
+    ) -> lease.Lease:
+        return lease.Lease(holder, time.time() + seconds if seconds > 0 else 0.0, step, "t", "v")
+
+    lease.LeaseStore.read = read  # type: ignore[method-assign]
+    lease.LeaseStore.write = write  # type: ignore[method-assign]
 
 
 def hammer(
@@ -86,6 +107,7 @@ def hammer(
     kill_after_fold: int | None,
     start_at: float,
     lose_first: bool = False,
+    every_one_holds_the_lease: bool = False,
 ) -> None:
     """Make up to ``calls`` sequential calls ``add("<who>/<i>")``; log each try and outcome.
 
@@ -94,12 +116,14 @@ def hammer(
     commit a step behind this process's back before the start, so that its
     first call loses a race and it posts from then on (within ``combine_window``).
     """
+    if every_one_holds_the_lease:
+        pretend_to_hold_the_lease()
     spec.init(settings=vc.Settings(storage="", **settings))
     store: FaultyStore | None = None
     if faults is not None:
         store = install(FaultConfig.from_json(faults).derive(who))
     if kill_after_fold is not None:
-        store = install_kill_after_fold(kill_after_fold)
+        store = install_kill_after_fold(kill_after_fold, who)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     handle = None
     for _ in range(50):  # loading may meet injected faults
@@ -131,9 +155,10 @@ def hammer(
             os.write(fd, f"ack {token}\n".encode())
     stats = vc.stats()
     posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
+    leases = stats.get("leases_taken", 0) if isinstance(stats, dict) else 0
     injected = dict(store.injected) if store is not None else {}
     vc.shutdown()
-    os.write(fd, f"done posted={posted} injected={injected}\n".encode())
+    os.write(fd, f"done posted={posted} leases={leases} injected={injected}\n".encode())
     os.close(fd)
 
 

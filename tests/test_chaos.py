@@ -88,9 +88,7 @@ LONG = (6, 40, 3)
 #: and most calls are posted and folded; answers lost on post puts and on (folding) step puts
 POSTING_FAULTS: dict[str, tuple[FaultRule, ...]] = {
     "posting": (
-        FaultRule(
-            "lost_response", operations=_PUT, key_contains="/posts/", probability=0.25, retryable=False
-        ),
+        FaultRule("lost_response", operations=_PUT, key_contains="/mail/", probability=0.25, retryable=False),
         FaultRule(
             "lost_response", operations=_PUT, key_contains="/steps/", probability=0.15, retryable=False
         ),

@@ -14,9 +14,11 @@ later application of the pending call, and the uncontended request count.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import multiprocessing.context
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ from vactor_cloud import _sync
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
+from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.posting import POST_CURSOR, PostBox, PostedCall, decode_outcomes
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
@@ -163,7 +166,7 @@ def test_lost_responses_on_the_post_put_and_on_the_folding_step_put_apply_once(
 ) -> None:
     faults = FaultConfig(
         (
-            FaultRule("lost_response", operations=_PUT, key_contains="/posts/", at=(1,), retryable=False),
+            FaultRule("lost_response", operations=_PUT, key_contains="/mail/", at=(1,), retryable=False),
             # the folding commit's put of step 3 lands, its answer is lost
             FaultRule("lost_response", operations=_PUT, key_contains=f"steps/{3:020d}", at=(1,)),
         ),
@@ -228,13 +231,13 @@ def test_a_post_skipped_for_max_batch_is_not_overtaken_by_a_later_post_of_its_se
 def test_a_post_whose_put_landed_unseen_is_not_applied_again_after_the_batch_raced(
     store_spec: StoreSpec,
 ) -> None:
-    posts = "/posts/"
+    posts = "/mail/"
     faults = FaultConfig(
         (
             # the post lands, its answer is lost; then the store is unreachable for a moment
             FaultRule("lost_response", operations=_PUT, key_contains=posts, at=(1,), retryable=False),
             FaultRule("fail_before", operations=_PUT, key_contains=posts, at=(2, 3, 4, 5)),
-            FaultRule("fail_before", operations=frozenset({"head"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
+            FaultRule("fail_before", operations=frozenset({"get"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
         ),
         name="post_landed_unseen",
     )
@@ -252,12 +255,12 @@ def test_a_post_whose_put_landed_unseen_is_not_applied_again_after_the_batch_rac
 def test_a_post_that_may_have_landed_is_folded_by_its_poster_once_not_reported_as_retryable(
     store_spec: StoreSpec,
 ) -> None:
-    posts = "/posts/"
+    posts = "/mail/"
     faults = FaultConfig(
         (
             FaultRule("lost_response", operations=_PUT, key_contains=posts, at=(2,), retryable=False),
             FaultRule("fail_before", operations=_PUT, key_contains=posts, at=(3, 4, 5, 6)),
-            FaultRule("fail_before", operations=frozenset({"head"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
+            FaultRule("fail_before", operations=frozenset({"get"}), key_contains=posts, at=(1, 2, 3, 4, 5)),
         ),
         name="post_landed_unseen",
     )
@@ -302,6 +305,59 @@ def test_an_uncontended_warm_commit_is_one_put_and_no_list_also_after_a_contende
         assert_one_put_of_the_next_step()
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call_applies_once(
+    store_spec: StoreSpec,
+) -> None:
+    """The holder's fold put stalls past its lease; another process takes the lease over and
+    commits that step number first. The stalled put loses; the old holder does not fold on a
+    lease it lost: it waits as a poster, takes the lease once the other's expired, and its
+    call (posted when it lost its first race) applies once."""
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=0.3)
+    stalled: list[str] = []
+    stalling = threading.Event()
+    resume = threading.Event()
+    inner_around = store._around
+
+    async def stall_first_put_of_step_3(operation: str, key: str, run: Any) -> Any:
+        if operation == "put" and key.endswith(f"steps/{3:020d}") and not stalled:
+            stalled.append(key)
+            stalling.set()
+            await asyncio.get_running_loop().run_in_executor(None, resume.wait, 30)
+        return await inner_around(operation, key, run)
+
+    store._around = stall_first_put_of_step_3  # type: ignore[method-assign]
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    commit_behind_its_back("a")  # step 2: our next put (of step 2) loses, we post and take the lease
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    took_over: list[Lease | None] = []
+
+    def take_over() -> None:
+        try:
+            assert stalling.wait(30)
+            time.sleep(0.35)  # our lease (0.3 s, taken before the put) expired while the put stalls
+            seen = _sync.sync(leases.read())
+            took_over.append(_sync.sync(leases.write(seen, "0" * 16, 0.3, 2)))
+            commit_behind_its_back("a")  # step 3, before the stalled put lands
+        finally:
+            resume.set()
+
+    other = threading.Thread(target=take_over)
+    other.start()
+    before = vc.stats().get("leases_taken", 0)
+    assert log.add.run("me/1") == 2
+    other.join()
+    assert took_over and took_over[0] is not None, "the other process could not take the lease"
+    assert log.applied.run() == ["me/0", "me/1"]
+    assert stalled, "the fold's put was not stalled"
+    assert vc.stats()["leases_taken"] >= before + 2  # taken, lost to the other, taken again
+    chain = read_chain("a")
+    assert [r.writer for r in chain[2:4]] == ["someone-else", "someone-else"]
+    assert wait_for_no_posts("a") == []
+
+
 # -- several OS processes ----------------------------------------------------------------------------
 def _run_hammers(
     ctx: multiprocessing.context.SpawnContext,
@@ -311,10 +367,13 @@ def _run_hammers(
     workers: dict[str, tuple[int, str | None, int | None]],
     settings: dict[str, Any],
     beside: Callable[[Callable[[], bool]], None] | None = None,
+    delays: dict[str, float] | None = None,
+    fake_lease: bool = False,
 ) -> tuple[dict[str, ChildLog], dict[str, int | None]]:
     """Start one ``hammer`` child per worker (name -> (calls, faults JSON, kill_after_fold)).
 
-    A worker named ``victim`` loses its first race on purpose (``lose_first``)."""
+    A worker named ``victim`` loses its first race on purpose (``lose_first``). ``delays``:
+    a worker starts its calls this many seconds after the others."""
     start_at = time.time() + 4.0  # every child imported and loaded by then
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
@@ -329,8 +388,9 @@ def _run_hammers(
                 settings,
                 faults,
                 kill,
-                start_at,
-                who == "victim",
+                start_at + (delays or {}).get(who, 0.0),
+                who == "victim" or fake_lease,  # pretending holders: each loses a race first
+                fake_lease,
             ),
         )
         for who, (calls, faults, kill) in workers.items()
@@ -400,7 +460,7 @@ def test_lost_responses_on_post_and_step_puts_lose_and_duplicate_nothing_across_
     faults = FaultConfig(
         (
             FaultRule(
-                "lost_response", operations=_PUT, key_contains="/posts/", probability=0.3, retryable=False
+                "lost_response", operations=_PUT, key_contains="/mail/", probability=0.3, retryable=False
             ),
             FaultRule(
                 "lost_response", operations=_PUT, key_contains="/steps/", probability=0.2, retryable=False
@@ -439,16 +499,21 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
         kill = 1  # the step that folded posts is stored; the posts are not deleted yet
     elif point == "after_posting":
         faults = FaultConfig(
-            (FaultRule("crash_after", operations=_PUT, key_contains="/posts/", at=(1,)),), name=point
+            (FaultRule("crash_after", operations=_PUT, key_contains="/mail/", at=(1,)),), name=point
         ).to_json()
     else:  # the LIST that starts a fold
         faults = FaultConfig(
-            (FaultRule("crash_before", operations=frozenset({"list"}), key_contains="/posts/", at=(1,)),),
+            (FaultRule("crash_before", operations=frozenset({"list"}), key_contains="/mail/", at=(1,)),),
             name=point,
         ).to_json()
-    # The survivors outlast the victim's first lost race, and fold what it leaves behind.
-    workers = {"victim": (400, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
-    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "victim", workers, POSTING)
+    # The victim starts first: it loses its first race, posts, and takes the folder lease
+    # (nobody holds it); the survivors then post for it to fold. Killed, it leaves the lease
+    # held: the survivors wait for it to expire, take it over, and fold what it left behind.
+    # (Enough calls that the victim is still calling when the survivors start.)
+    workers = {"victim": (4000, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
+    logs, codes = _run_hammers(
+        spawn_context, shared, tmp_path, "victim", workers, POSTING, delays={"s0": 1.0, "s1": 1.0}
+    )
     done = {who: log.done for who, log in logs.items()}
     assert codes == {"victim": -9, "s0": 0, "s1": 0}, f"{point}: the kill did not land: {codes} {done}"
     victim = logs["victim"]
@@ -459,6 +524,38 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
     assert applied.count(in_flight[0]) <= 1
     # The survivors' later folds find the victim's posts: applied ones deleted, pending ones folded.
     assert wait_for_no_posts("victim") == [], point
+
+
+def _leases_taken(logs: dict[str, ChildLog]) -> dict[str, int]:
+    """Folder leases each child took (its ``vc.stats()["leases_taken"]`` at the end)."""
+    taken = {}
+    for who, log in logs.items():
+        for word in (log.done or "").split():
+            if word.startswith("leases="):
+                taken[who] = int(word.removeprefix("leases="))
+    return taken
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_order(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+) -> None:
+    """The lease is a hint: with every process folding at once (each finds it free and
+    takes it), the create-only step puts and the post cursor still apply each call once."""
+    OrderLog.get_or_create("all-hold")
+    vc.shutdown()
+    workers = {f"p{i}": (50, None, None) for i in range(3)}
+    logs, codes = _run_hammers(
+        spawn_context, shared, tmp_path, "all-hold", workers, POSTING, delays={"p0": 0.0}, fake_lease=True
+    )
+    assert set(codes.values()) == {0}, codes
+    applied = _applied(shared, "all-hold")
+    assert check_once_and_in_order(logs.values(), applied) == []
+    assert sorted(applied) == sorted(t for log in logs.values() for t in log.acked)
+    assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
+    holders = [who for who, n in _leases_taken(logs).items() if n > 0]
+    assert len(holders) >= 2, f"fewer than two processes believed they held the lease: {holders}"
+    assert wait_for_no_posts("all-hold") == []
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -94,7 +94,13 @@ def test_a_lost_race_counts_a_conflict_logged_at_debug_and_the_posted_batch_when
     with caplog.at_level(logging.DEBUG, logger="vactor_cloud"):
         assert counter.incr.run(1) == 2  # applied on their step (value 1 too)
     # The loser posted its batch (contention combining) and folded it into its own commit.
-    assert moved(before) == {"commits": 1, "commit_conflicts": 1, "posted_calls": 1, "folded_calls": 1}
+    assert moved(before) == {
+        "commits": 1,
+        "commit_conflicts": 1,
+        "posted_calls": 1,
+        "folded_calls": 1,
+        "leases_taken": 1,  # nobody held the folder lease: the loser took it, and folded
+    }
     assert records(caplog, logging.DEBUG, "lost the race for step 2")
 
 

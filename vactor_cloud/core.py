@@ -62,6 +62,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
     VactorError,
 )
+from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import (
     ActorLog,
     CallRecord,
@@ -154,7 +155,12 @@ class ActorCore:
     # Slots: a process may touch tens of thousands of actors; every byte counts.
     __slots__ = (
         "__weakref__",
+        "_cycle",
         "_draining",
+        "_foreign_at",
+        "_held_until",
+        "_lease",
+        "_leases",
         "_live",
         "_load_lock",
         "_lost_at",
@@ -163,9 +169,12 @@ class ActorCore:
         "_postbox",
         "_put_seconds",
         "_queue",
+        "_renewing",
+        "_serving",
         "_stored_classes",
         "_stored_sha",
         "_waiters",
+        "_wake",
         "_weight",
         "actor_id",
         "definition",
@@ -206,6 +215,18 @@ class ActorCore:
         self._postbox: PostBox | None = None
         #: our newest post not yet known applied (later batches post too: order is kept)
         self._outstanding: _Posted | None = None
+        #: the advisory folder lease (vactor_cloud.lease): the newest state of it we know (ours or
+        #: another process's), until when (monotonic) we hold it, when we last folded another's post
+        self._leases: LeaseStore | None = None
+        self._lease: Lease | None = None
+        self._held_until = -math.inf
+        self._foreign_at = -math.inf
+        self._renewing = False
+        #: the lease holder folds others' posts from a pool thread while its callers are quiet
+        self._serving = False
+        self._wake: threading.Event | None = None
+        #: seconds between the steps a poster sees committed (moving average): how often it polls
+        self._cycle = 0.005
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -391,6 +412,9 @@ class ActorCore:
             if self._queue is None:
                 self._queue = deque()
             self._queue.append(call)
+        wake = self._wake
+        if wake is not None:
+            wake.set()  # a serving lease holder takes it into its next fold
 
     def help(self, future: Future[Any], timeout: float | None) -> None:
         """Wait until ``future`` is done, applying this actor's queued writes whenever nobody is.
@@ -436,7 +460,8 @@ class ActorCore:
         self._drain(until=None)
 
     def _release(self) -> bool:
-        """Give the actor up; wake the waiters. True if writes are left for someone else."""
+        """Give the actor up; wake the waiters. True if writes are left for someone else
+        (or if we hold the folder lease: a pool thread goes on folding others' posts)."""
         with self._mutex:
             self._draining = False
             left = bool(self._queue)
@@ -445,6 +470,8 @@ class ActorCore:
             waiters = list(self._waiters or ())
         for wake in waiters:
             wake.set()
+        if not left and self._holding() and not self._serving:
+            self.env.spawn(self._serve)
         return left
 
     def _drain(self, until: Future[Any] | None) -> None:
@@ -482,23 +509,48 @@ class ActorCore:
                 return
 
     # -- writes (the holder's thread) ---------------------------------------------------------
-    def _commit(self, batch: list[PendingCall]) -> None:
+    def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None:
+        """Commit ``batch`` (may be empty: a lease holder folding others' posts only).
+
+        Three ways, decided per batch: race for the next step (uncontended, one
+        PUT); fold (we hold the folder lease: list the posts, apply them with
+        our calls, commit); post and wait (another process holds the lease, or
+        an earlier post of ours is pending). ``keys``: a listing of ``posts/``
+        the caller just made.
+        """
         env = self.env
         settings = env.settings
         attempts = 0
         give_up_at = time.monotonic() + settings.commit_timeout
         posted: _Posted | None = None
-        if self._may_post(batch) and (
-            self._outstanding is not None or time.monotonic() - self._lost_at < settings.combine_window
-        ):
-            # Contended: racing would most likely lose again; post, and fold what others posted.
-            posted = self._post(batch)
+        #: we fold posted calls into our commit (we hold the folder lease)
+        fold = False
+        if not batch:
+            fold = self._holding()
+            if not fold:
+                return
+        elif self._may_post(batch) and self._contended():
+            if self._outstanding is not None:
+                posted = self._post(batch)  # after our pending post: order is kept
+                fold = self._lease_for_fold()
+            elif self._lease_for_fold():
+                fold = True
+            else:
+                posted = self._post(batch)  # another process folds: post and wait
         elif time.monotonic() - self._lost_at < 1.0:
             # Contended: the previous winner would win again (it alone knows the
             # newest step at once); a short pause lets the losers' retries through.
             time.sleep(random.random() * self._put_seconds)
         transient = 0
         while True:
+            if posted is not None and not fold:
+                waited = self._wait_for_fold(posted, batch, give_up_at)
+                if waited == "done":
+                    return
+                if waited == "timeout":
+                    _fail(batch, self._pending_error(posted, batch))
+                    return
+                fold = True  # the lease was free and we took it: fold our post with the others'
             put_sent = False
             calls = batch
             folded: list[Post] = []
@@ -517,17 +569,25 @@ class ActorCore:
                 if base is None:  # invalidated by a compaction meanwhile
                     continue
                 definition = self._definition_now(base)
-                if posted is not None:
-                    if self._settle_if_folded(posted, batch, base):
-                        return
-                    keys = env.run(self._posts().keys())
-                    if not self._folds_now(posted, base, keys):
-                        # An older post waits: its poster folds ours with it. Look again soon.
-                        time.sleep((0.5 + random.random()) * max(self._put_seconds, 0.001))
+                if posted is not None and self._settle_if_folded(posted, batch, base):
+                    return
+                if fold:
+                    if not self._holding() and not self._lease_for_fold():
+                        # The lease expired mid-fold or another process took it over: it folds.
+                        fold = False
+                        if not batch:
+                            return
+                        if posted is None:
+                            posted = self._post(batch)
                         continue
+                    if keys is None:
+                        keys = env.run(self._posts().keys())
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
+                    keys = None
                     if stale:
                         env.background(self._posts().delete(stale))
+                    if not calls:
+                        return  # nothing left to fold (a fold-only commit, posts gone meanwhile)
                 hooked = self.inbox.wants_fold(calls)
                 if hooked:
                     calls = env.run(self.inbox.fold(calls, base, definition))
@@ -603,8 +663,9 @@ class ActorCore:
                 self._lost_at = time.monotonic()
                 attempts += 1
                 counters.commit_conflict(self.actor_id, record.step, attempts)
-                if posted is None and self._may_post(batch):
-                    posted = self._post(batch)
+                lost_race = not fold and posted is None and self._may_post(batch)
+                if lost_race:
+                    posted = self._post(batch)  # lost a race: post the batch
                 # Bounded by time as well as count: under heavy contention a
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -613,12 +674,14 @@ class ActorCore:
                     else:
                         _fail(batch, CommitConflictError(self.actor_id, attempts))
                     return
-                # A poster mostly waits for another's fold: a pause about one commit long.
-                pause = random.random() * self._put_seconds if posted is not None else 0.0
-                time.sleep(max(_backoff(attempts), pause))
+                if lost_race:
+                    fold = self._lease_for_fold()  # nobody holds the lease: fold it ourselves
+                if not fold or posted is None:
+                    time.sleep(_backoff(attempts))
                 continue
             except (StorageError, IntegrityError) as exc:
                 self._invalidate()
+                keys = None
                 # Nothing was written before the put: a transient read failure
                 # (or a body damaged in transit) is retried, not reported. A posted
                 # batch is always retried until the deadline: it may be applied meanwhile.
@@ -655,17 +718,22 @@ class ActorCore:
                 self._index_timers(base, record)
             if folded:
                 env.background(self._posts().delete([p.key for p in folded]))
+                sender = self._posts().sender
+                if any(p.sender != sender for p in folded):
+                    self._foreign_at = time.monotonic()
+            if fold:
+                self._renew_lease(record.step)
             self.env.head_moved(self)
             if posted is not None and posted.post not in folded:
                 # We folded older posts only (the batch was full): ours waits for the next fold.
                 self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
                 continue
-            if folded:
+            if posted is not None:
                 self._outstanding = None
             self._settle(batch, calls, result, hooked)
             return
 
-    # -- contention combining (vactor_cloud.posting) -------------------------------------------
+    # -- contention combining (vactor_cloud.posting, vactor_cloud.lease) -------------------------
     def _may_post(self, batch: list[PendingCall]) -> bool:
         """Posting needs calls another process can run: pickled actors, no internal markers."""
         definition = self.definition
@@ -675,6 +743,180 @@ class ActorCore:
             and definition.serializer == "pickle"
             and all(c.frozen is not None for c in batch)
         )
+
+    def _contended(self) -> bool:
+        """Whether this batch combines (posts, or folds as the lease holder) instead of racing.
+
+        Cheap and local: an actor that never lost a race here answers from memory.
+        """
+        now = time.monotonic()
+        if self._outstanding is not None or now - self._lost_at < self.env.settings.combine_window:
+            return True
+        if self._holding():
+            return True
+        lease = self._lease
+        if lease is None or lease.expires == 0:
+            return False
+        if lease.holder == self._posts().sender:
+            # Ours, though our margin ran out (a renewal failed or came late): take it again
+            # rather than race the posters waiting for our folds.
+            return lease.valid()
+        if not lease.valid():
+            # We saw another process hold the lease: see whether it still does (one GET per
+            # renewal of it, about every lease_seconds / 2; none once it was given up).
+            try:
+                lease = self._lease = self.env.run(self._lease_store().read())
+            except (StorageError, IntegrityError):
+                self._lease = None
+                return False
+        return lease.valid() and lease.holder != self._posts().sender
+
+    def _lease_store(self) -> LeaseStore:
+        if self._leases is None:
+            self._leases = LeaseStore(self.env.store, self.actor_id, self.env.settings.signing_key)
+        return self._leases
+
+    def _holding(self) -> bool:
+        """Whether we hold the folder lease with time to spare; gives it up once idle.
+
+        Idle: no other process's post folded for ``combine_window`` (the lease is released
+        in the background, so that nobody waits for it to expire).
+        """
+        now = time.monotonic()
+        settings = self.env.settings
+        if now >= self._held_until - 0.25 * settings.lease_seconds:
+            return False
+        if now - self._foreign_at > settings.combine_window:
+            self._held_until = -math.inf
+            self.env.background(self._release_lease())
+            return False
+        return True
+
+    def _lease_for_fold(self) -> bool:
+        """True: we hold the folder lease (taken now if it was free) and fold; False: another
+        process holds it, so post and wait. One GET of the lease, and a conditional PUT to take it.
+
+        A storage error answers False: the poster's wait looks again later.
+        """
+        if self._holding():
+            return True
+        sender = self._posts().sender
+        leases = self._lease_store()
+        try:
+            seen = self.env.run(leases.read())
+            if seen.valid() and seen.holder != sender:
+                self._lease = seen
+                return False
+            started = time.monotonic()
+            step = self.record.step if self.record is not None else -1
+            mine = self.env.run(leases.write(seen, sender, self.env.settings.lease_seconds, step))
+            if mine is None:  # another process took it first
+                self._lease = self.env.run(leases.read())
+                return False
+        except (StorageError, IntegrityError) as exc:
+            logger.debug("actor %r: the folder lease could not be read or taken: %s", self.actor_id, exc)
+            self._lease = None
+            return False
+        self._lease = mine
+        self._held_until = started + self.env.settings.lease_seconds
+        self._foreign_at = started
+        counters.count("leases_taken")
+        return True
+
+    def _renew_lease(self, step: int) -> None:
+        """After a fold: extend our lease once half of it has run out (in the background)."""
+        seconds = self.env.settings.lease_seconds
+        if self._renewing or time.monotonic() < self._held_until - 0.5 * seconds:
+            return
+        lease = self._lease
+        if lease is None or self._held_until == -math.inf:
+            return
+        self._renewing = True
+
+        async def renew() -> None:
+            try:
+                started = time.monotonic()
+                mine = await self._lease_store().write(lease, lease.holder, seconds, step)
+                if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
+                    self._held_until = -math.inf
+                    self._lease = None
+                elif self._held_until != -math.inf:
+                    self._lease = mine
+                    self._held_until = started + seconds
+            except (StorageError, IntegrityError) as exc:
+                logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
+            finally:
+                self._renewing = False
+
+        self.env.background(renew())
+
+    async def _release_lease(self) -> None:
+        """Give the folder lease up (expires = 0), so that contended processes need not wait
+        for it to expire. Only if the stored lease is still the one we wrote (if-match)."""
+        self._held_until = -math.inf
+        lease = self._lease
+        if lease is None or self._postbox is None or lease.holder != self._postbox.sender:
+            return
+        step = self.record.step if self.record is not None else -1
+        try:
+            self._lease = await self._lease_store().write(lease, lease.holder, 0.0, step)
+        except (StorageError, IntegrityError) as exc:
+            logger.debug("actor %r: releasing the folder lease failed: %s", self.actor_id, exc)
+            self._lease = None
+
+    @property
+    def leased(self) -> bool:
+        """Whether this process posted or folded for this actor (it has work to finish at shutdown)."""
+        return self._postbox is not None
+
+    async def shutdown_lease(self) -> None:
+        """At shutdown: release the folder lease if we hold it; finish deleting applied posts."""
+        if self._held_until != -math.inf:
+            await self._release_lease()
+        if self._postbox is not None:
+            await self._postbox.flush()
+
+    def _serve(self) -> None:
+        """The lease holder, on a pool thread: fold others' posts while this process's callers
+        are quiet (their calls join the next fold). Ends when the lease is given up."""
+        with self._mutex:
+            if self._draining or self._serving:
+                return
+            self._draining = True
+            self._serving = True
+            if self._wake is None:
+                self._wake = threading.Event()
+            wake = self._wake
+        max_batch = self.env.settings.max_batch
+        try:
+            while self._holding():
+                batch: list[PendingCall] = []
+                with self._mutex:
+                    queue = self._queue
+                    while queue and len(batch) < max_batch:
+                        call = queue.popleft()
+                        if call.claim():
+                            batch.append(call)
+                if batch:
+                    self._commit(batch)
+                    continue
+                wake.clear()
+                try:
+                    keys = self.env.run(self._posts().keys())
+                except (StorageError, IntegrityError):
+                    keys = None
+                base = self.record
+                if keys and base is not None and any(_pending(self._posts(), base, k) for k in keys):
+                    self._commit([], keys)
+                    continue
+                wake.wait(min(0.01, max(0.001, self._put_seconds)))
+        except Exception as exc:  # a defect or a closed store: the next caller takes over
+            logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
+        finally:
+            with self._mutex:
+                self._serving = False
+            if self._release():
+                self.env.spawn(self._drain_from_pool)
 
     def _posts(self) -> PostBox:
         if self._postbox is None:
@@ -699,18 +941,86 @@ class ActorCore:
         box = self._posts()
         post = box.prepare(calls)
         try:
-            self.env.run(box.send(post))
+            post = self.env.run(box.send(post))
         except StorageError as exc:
             # It may have landed unseen: from now on the batch is this post and nothing
             # else. Whoever commits our calls passes our seq in the cursor, which makes
             # the post (if it exists) stale: applied at most once either way.
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
-        # Waiting for the oldest poster's fold is bounded: about ten commits, then fold ourselves.
-        patience = min(0.25, max(0.005, 10 * self._put_seconds))
-        posted = _Posted(post, base, time.monotonic() + patience)
+        posted = _Posted(post, base)
         self._outstanding = posted
         return posted
+
+    def _wait_for_fold(self, posted: _Posted, batch: list[PendingCall], give_up_at: float) -> str:
+        """A poster waits for the lease holder's fold, polling the next step.
+
+        ``"done"``: applied, outcomes delivered; ``"fold"``: the lease was free and we
+        took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed.
+        """
+        progress_at = time.monotonic()
+        seen_step = self.record.step if self.record is not None else -1
+        # The first look about one holder commit after posting, then less and less often.
+        pause = max(0.001, min(0.02, self._cycle))
+        while True:
+            now = time.monotonic()
+            if now >= give_up_at:
+                return "timeout"
+            time.sleep(pause * (0.75 + 0.5 * random.random()))
+            pause = min(0.05, pause * 1.5)
+            try:
+                if self._poll_steps(posted, batch):
+                    return "done"
+                step = self.record.step if self.record is not None else -1
+                if step != seen_step:
+                    seen_step, progress_at = step, time.monotonic()
+                lease = self._lease
+                # No step for a long while: the holder may have given the lease up or died.
+                stalled = time.monotonic() - progress_at > max(0.25, 20 * self._cycle)
+                if lease is None or not lease.valid() or stalled:
+                    if self._lease_for_fold():
+                        return "fold"
+                    progress_at = time.monotonic()
+            except (StorageError, IntegrityError) as exc:
+                counters.transient_retry(self.actor_id, exc)
+                self._invalidate()
+
+    def _poll_steps(self, posted: _Posted, batch: list[PendingCall]) -> bool:
+        """Read the steps committed since our cache (a GET each, and one that misses); deliver
+        our outcomes if one of them applied our post. True when delivered."""
+        env = self.env
+        record = self.record
+        if record is None or time.monotonic() - self.validated_at > env.settings.fresh_window:
+            return self._settle_if_folded(posted, batch, env.run(self.revalidate()))
+        post = posted.post
+        started = time.monotonic()
+        current = record
+        for _ in range(16):
+            nxt = env.run(self.log.read_step(current.step + 1))
+            if nxt is None:
+                self._accept(current, started)  # the newest step, as of ``started``
+                return False
+            if nxt.time > current.time:
+                # How long a commit of the holder takes (its steps' spacing, when it is busy).
+                self._cycle = 0.8 * self._cycle + 0.2 * min(0.02, nxt.time - current.time)
+            if applied(nxt.extra, post.sender, post.seq):
+                self._accept(nxt, -math.inf)
+                self._deliver_posted(posted, batch, nxt, decode_outcomes(nxt.posted))
+                return True
+            current = nxt
+        self._accept(current, -math.inf)
+        return self._settle_if_folded(posted, batch, env.run(self.revalidate()))  # far behind
+
+    def _deliver_posted(
+        self, posted: _Posted, batch: list[PendingCall], newest: StepRecord, found: dict[str, Outcome] | None
+    ) -> None:
+        for call in batch:
+            outcome = (found or {}).get(call.call_id)
+            if outcome is None:
+                outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step))
+            call.deliver(outcome)
+        if self._outstanding is posted:
+            self._outstanding = None
 
     def _settle_if_folded(self, posted: _Posted, batch: list[PendingCall], base: StepRecord) -> bool:
         """If a commit (ours or another process's) applied our post: deliver its outcomes."""
@@ -727,26 +1037,8 @@ class ActorCore:
             if first in outcomes:
                 found = outcomes
                 break
-        for call in batch:
-            outcome = (found or {}).get(call.call_id)
-            if outcome is None:
-                outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, base.step))
-            call.deliver(outcome)
-        self._outstanding = None
-        self.env.background(self._posts().delete([post.key]))
+        self._deliver_posted(posted, batch, base, found)
         return True
-
-    def _folds_now(self, posted: _Posted, base: StepRecord, keys: list[str]) -> bool:
-        """Whether this poster folds now: its post is the oldest pending one (the oldest
-        poster folds for all, so N posters do not each read every post), or it has waited
-        long enough that the oldest one's poster may be gone."""
-        if time.monotonic() >= posted.patience_until:
-            return True
-        for key in keys:
-            ident = identity(key)
-            if ident is not None and not applied(base.extra, ident[1], ident[2]):
-                return key == posted.post.key
-        return True  # ours is not listed yet: fold it ourselves
 
     def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
         """The caller stops waiting; remember the post so ``call_outcome`` can tell later."""
@@ -787,9 +1079,12 @@ class ActorCore:
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
     def _fold_posts(
-        self, posted: _Posted, batch: list[PendingCall], base: StepRecord, keys: list[str]
+        self, posted: _Posted | None, batch: list[PendingCall], base: StepRecord, keys: list[str]
     ) -> tuple[list[PendingCall], list[Post], list[str]]:
         """The calls of every pending post (ours as our own calls), in post order; and stale keys.
+
+        ``posted``: our own post, if ``batch`` was posted; else ``batch`` (never posted:
+        nothing of ours is pending) goes last, after the posts.
 
         A post the cursor has passed (its folder died before deleting it) or
         too old to apply is stale: told from its key alone, without reading it.
@@ -799,30 +1094,40 @@ class ActorCore:
         calls: list[PendingCall] = []
         folded: list[Post] = []
         stale: list[str] = []
-        own = posted.post
+        if posted is None:
+            # Room for our own calls, after the posts.
+            max_batch = max(1, max_batch - len(batch))
+            own = Post("", "", -1, 0.0, ())
+        else:
+            own = posted.post
         wanted: list[str] = []
         for key in keys:
-            ident = identity(key)
-            if ident is None or applied(base.extra, ident[1], ident[2]) or now - ident[0] > SENDER_TTL / 2:
-                stale.append(key)
+            written = identity(key)
+            if written is None or now - written > SENDER_TTL / 2:
+                stale.append(key)  # not a post, or expired: deleted unread
             else:
                 wanted.append(key)
         others = [k for k in wanted if k != own.key]
         read = {p.key: p for p in self.env.run(self._posts().read(others))} if others else {}
-        blocked: set[str] = set()
+        ours_waiting = False
         for key in wanted:
             if key == own.key:
                 calls.extend(batch)
                 folded.append(own)
                 continue
             post = read.get(key)
-            ident = identity(key)
-            if post is None or (ident is not None and ident[1] in blocked):
-                # Deleted meanwhile (applied after our base: this commit loses anyway), or
-                # unreadable: a sender's later posts wait too, or the cursor would pass it.
-                if ident is not None:
-                    blocked.add(ident[1])
+            if post is None:
+                if 0 < self._posts().unreadable.get(key, 0) < _UNREADABLE_TRIES:
+                    # Damaged (in transit, maybe): whose it is is unknown, and a sender's later
+                    # posts must not pass it. Nothing after it in this fold. (Still damaged after
+                    # a few folds: forged or corrupt at rest, never applied, skipped.)
+                    break
+                continue  # deleted meanwhile: applied after our base (this commit loses anyway)
+            if applied(base.extra, post.sender, post.seq):
+                stale.append(key)  # applied; its folder died (or failed) before deleting it
                 continue
+            if post.sender == own.sender:
+                ours_waiting = True  # an earlier post of ours, still pending: it goes first
             if len(calls) + len(post.calls) > max_batch and calls:
                 break
             folded.append(post)
@@ -845,9 +1150,9 @@ class ActorCore:
                 )
                 for pc in post.calls
             )
-        ours_waiting = any(
-            (ident := identity(k)) is not None and ident[1] == own.sender and k != own.key for k in wanted
-        )
+        if posted is None:
+            calls.extend(batch)
+            return calls, folded, stale
         if own.key not in wanted and not ours_waiting:
             # Not listed (yet, or its write failed unseen): our calls go in anyway; once the
             # cursor passes our seq the post object, if any, is stale and deleted unapplied.
@@ -934,8 +1239,15 @@ class _Posted:
 
     post: Post
     base_step: int
-    #: until this (monotonic) time a poster whose post is not the oldest waits for its fold
-    patience_until: float = 0.0
+
+
+def _pending(box: PostBox, base: StepRecord, key: str) -> bool:
+    """Whether the post at ``key`` may wait for a fold (not known applied by ``base``, not expired)."""
+    written = identity(key)
+    if written is None or time.time() - written > SENDER_TTL / 2:
+        return False
+    post = box.cached(key)
+    return post is None or not applied(base.extra, post.sender, post.seq)
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:
@@ -946,6 +1258,9 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 #: posts whose callers stopped waiting (CallPendingError), by (actor id, call id): call_outcome reads them
 _GAVE_UP: OrderedDict[tuple[str, str], _Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
+
+#: folds that stop at a post whose reads fail their digest before it is skipped for good
+_UNREADABLE_TRIES = 3
 
 #: transient storage errors retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5

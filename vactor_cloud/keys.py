@@ -7,7 +7,8 @@
     actors/<id>/dedup/<N:020d>-<token>       idempotency-table checkpoints, create-only
     actors/<id>/inbox/<event_id>             external events, create-only
     actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
-    actors/<id>/posts/<ms>-<sender>-<seq>    calls posted under contention, create-only
+    actors/<id>/mail/<name>                  calls posted under contention, create-only
+    actors/<id>/lease                        advisory folder lease under contention (a hint)
     timers/<due_ms:020d>/<id>/<key>          due index of durable timers, create-only (a hint)
     timer-claims/<id>                        a timer runner's lease on one actor's due timers
 
@@ -29,6 +30,7 @@ __all__ = [
     "head_key",
     "inbox_key",
     "inbox_prefix",
+    "lease_key",
     "post_key",
     "posts_prefix",
     "step_key",
@@ -131,12 +133,23 @@ def timer_claim_key(actor_id: str) -> str:
 
 
 def posts_prefix(actor_id: str) -> str:
-    """Calls posted to the actor by processes that lost a race (``vactor_cloud.posting``)."""
-    return f"{actor_prefix(actor_id)}posts/"
+    """Calls posted to the actor by processes under contention (``vactor_cloud.posting``).
+
+    (``mail/``, not the ``posts/`` of the first posting format: those used long keys, costly
+    on the local store's chunked layout; a process of that release neither reads nor deletes
+    these.)
+    """
+    return f"{actor_prefix(actor_id)}mail/"
 
 
-def post_key(actor_id: str, time_ms: int, sender: str, seq: int) -> str:
-    return f"{posts_prefix(actor_id)}{time_ms:013d}-{sender}-{seq:010d}"
+def post_key(actor_id: str, name: str) -> str:
+    """A post: ``name`` is 12 base-32 characters, the time (ms) then 3 random characters."""
+    return f"{posts_prefix(actor_id)}{name}"
+
+
+def lease_key(actor_id: str) -> str:
+    """The advisory folder lease of a contended actor (``vactor_cloud.lease``): never the truth."""
+    return f"{actor_prefix(actor_id)}lease"
 
 
 def dedup_prefix(actor_id: str) -> str:

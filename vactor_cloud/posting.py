@@ -1,19 +1,22 @@
 """Contention combining: calls posted to an actor's mailbox and folded into the next commit.
 
 When processes race for one actor, every loser of a race pays a PUT, a GET
-and a re-apply, and tries again; under load most attempts lose. Instead, a
-process that lost a race recently *posts* its batch of calls as one
-create-only object and waits; whoever commits the next step folds every
-pending post into it (group commit across processes). See docs/protocol.md
-("Posting and folding") for the protocol in full.
+and a re-apply, and tries again; under load most attempts lose. Instead, one
+process holds the actor's advisory folder lease (``vactor_cloud.lease``);
+the others *post* their batches of calls as one create-only object each and
+wait; the holder folds every pending post into its next step (group commit
+across processes). See docs/protocol.md ("Posting and folding") for the
+protocol in full.
 
 Object layout::
 
-    actors/<id>/posts/<time_ms:013d>-<sender>-<seq:010d>   one batch of calls, create-only
+    actors/<id>/mail/<name>   one batch of calls, create-only; name = 9 base-32 digits of
+                              the time in ms, then 3 random ones (short: cheap on the local store)
 
-``sender`` is random per actor per process (a new one after an eviction),
-``seq`` counts that sender's posts. A sender has at most one post
-outstanding (its batches are sequential), so its seqs apply in order.
+``sender`` (in the post's meta) is random per actor per process (a new one
+after an eviction), ``seq`` counts that sender's posts. A sender has at most
+one post outstanding (its batches are sequential) and its names grow, so its
+seqs apply in order.
 
 Exactly once, with no table that grows with the traffic: every step carries
 the **post cursor**, ``extra["post_cursor"] = {sender: [seq, time]}``, the
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import itertools
 import pickle
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -63,6 +67,7 @@ __all__ = [
     "encode_outcomes",
     "expired",
     "identity",
+    "post_name",
 ]
 
 #: ``StepRecord.extra`` key of the post cursor
@@ -122,13 +127,29 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
     return out
 
 
-def identity(key: str) -> tuple[float, str, int] | None:
-    """(time, sender, seq) as a post's key spells them, or None for a key that is not a post's."""
+#: the digits of post names: base 32, in byte order
+_DIGITS = "0123456789abcdefghijklmnopqrstuv"
+_TIME_DIGITS = 9  # 45 bits of milliseconds: until the year 3084
+_RANDOM_DIGITS = 3
+
+
+def post_name(time_ms: int, rand: int) -> str:
+    """The name of a post written at ``time_ms``: sorts by time; ``rand`` (15 bits) tells apart
+    posts of one millisecond."""
+    value = (time_ms << (5 * _RANDOM_DIGITS)) | (rand & ((1 << (5 * _RANDOM_DIGITS)) - 1))
+    digits = []
+    for _ in range(_TIME_DIGITS + _RANDOM_DIGITS):
+        digits.append(_DIGITS[value & 31])
+        value >>= 5
+    return "".join(reversed(digits))
+
+
+def identity(key: str) -> float | None:
+    """The time (seconds) a post's key spells, or None for a key that is not a post's."""
     name = key.rpartition("/")[2]
-    parts = name.split("-")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+    if len(name) != _TIME_DIGITS + _RANDOM_DIGITS or any(c not in _DIGITS for c in name):
         return None
-    return int(parts[0]) / 1000, parts[1], int(parts[2])
+    return int(name[:_TIME_DIGITS], 32) / 1000
 
 
 def expired(post: Post, now: float) -> bool:
@@ -190,7 +211,17 @@ class PostBox:
     Its state lives on the IO loop (its coroutines run there).
     """
 
-    __slots__ = ("_known", "_last_ms", "_seq", "actor_id", "sender", "signing_key", "store")
+    __slots__ = (
+        "_deleting",
+        "_known",
+        "_last_ms",
+        "_seq",
+        "actor_id",
+        "sender",
+        "signing_key",
+        "store",
+        "unreadable",
+    )
 
     def __init__(self, store: ObjectStore, actor_id: str, signing_key: bytes | None) -> None:
         self.store = store
@@ -202,40 +233,64 @@ class PostBox:
         self._last_ms = 0
         #: posts read from storage, by key (posts are immutable)
         self._known: dict[str, Post] = {}
+        #: deletes in flight (awaited at shutdown, so that a process leaves no applied post behind)
+        self._deleting: set[asyncio.Task[Any]] = set()
+        #: keys whose reads failed their digest or did not decode: how many times in a row
+        self.unreadable: dict[str, int] = {}
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
-        now = time.time()
-        seq = next(self._seq)
-        # Our posts must sort in seq order (a folder applies them in key order, and the
-        # cursor passing seq s means every post of ours up to s was applied).
-        self._last_ms = max(int(now * 1000), self._last_ms)
-        key = post_key(self.actor_id, self._last_ms, self.sender, seq)
-        return Post(key, self.sender, seq, now, calls)
+        return self._named(next(self._seq), calls)
 
-    async def send(self, post: Post) -> None:
+    def _named(self, seq: int, calls: tuple[PostedCall, ...]) -> Post:
+        now = time.time()
+        # Our posts must sort in seq order (a folder applies them in key order, and the
+        # cursor passing seq s means every post of ours up to s was applied): a later
+        # millisecond for each, whatever the clock does.
+        self._last_ms = max(int(now * 1000), self._last_ms + 1)
+        key = post_key(self.actor_id, post_name(self._last_ms, secrets.randbits(15)))
+        return Post(key, self.sender, seq, self._last_ms / 1000, calls)
+
+    async def send(self, post: Post) -> Post:
         """Write ``post`` (create-only; a lost response is resolved by reading the key back).
+        Returns the post as written: under another name if its name was taken by another post.
 
         Raises the last storage error when it could not tell: the post may or
         may not exist then (the caller must treat it as written).
         """
-        key = post.key
-        data = _encode_post(key, post, self.signing_key)
         last: StorageError | None = None
         for attempt in range(5):
+            data = _encode_post(post.key, post, self.signing_key)
             try:
-                await self.store.put(key, data, mode="create")
-                return
+                await self.store.put(post.key, data, mode="create")
+                return post
             except AlreadyExistsError:
-                return  # the key is ours alone: an earlier attempt landed
+                if await self._landed(post):
+                    return post  # an earlier attempt landed
+                # Another post's name (or ours, applied and deleted since: then the copy
+                # written under the new name is stale by the cursor, and never applied).
+                post = self._named(post.seq, post.calls)
+                continue
             except StorageError as exc:
                 last = exc
             with contextlib.suppress(StorageError):
-                if await self.store.head(key) is not None:
-                    return
+                if await self._landed(post):
+                    return post
             await asyncio.sleep(0.01 * 2**attempt)
         assert last is not None
         raise last
+
+    async def _landed(self, post: Post) -> bool:
+        """Whether the object at ``post.key`` is this post (not another's, nor none)."""
+        try:
+            blob = await self.store.get(post.key)
+        except NotFoundError:
+            return False
+        try:
+            found = _decode_post(post.key, blob.data, self.signing_key)
+        except IntegrityError:
+            return False
+        return found.sender == post.sender and found.seq == post.seq
 
     async def keys(self) -> list[str]:
         """The keys of every post waiting now, oldest first (one LIST)."""
@@ -243,7 +298,17 @@ class PostBox:
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
+        self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
         return keys
+
+    async def flush(self) -> None:
+        """Wait for the deletes in flight (at shutdown)."""
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in list(self._deleting) if t is not current), return_exceptions=True)
+
+    def cached(self, key: str) -> Post | None:
+        """The post at ``key`` if this process read it already."""
+        return self._known.get(key)
 
     async def read(self, keys: list[str]) -> list[Post]:
         """The posts at ``keys`` still there, in key order (a GET per post not read before)."""
@@ -257,8 +322,10 @@ class PostBox:
                     return  # applied and deleted meanwhile
                 try:
                     self._known[key] = _decode_post(key, blob.data, self.signing_key)
+                    self.unreadable.pop(key, None)
                 except IntegrityError:
-                    return  # not applied, never: a forged or damaged post is skipped
+                    # not applied while damaged; the fold stops at it a few times, then skips it
+                    self.unreadable[key] = self.unreadable.get(key, 0) + 1
 
         await asyncio.gather(*(read(k) for k in keys if k not in self._known))
         return [self._known[k] for k in keys if k in self._known]
@@ -267,6 +334,10 @@ class PostBox:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
         for key in keys:
             self._known.pop(key, None)
+        task = asyncio.current_task()
+        if task is not None:
+            self._deleting.add(task)
+            task.add_done_callback(self._deleting.discard)
 
         async def one(key: str) -> None:
             with contextlib.suppress(StorageError):

@@ -384,7 +384,11 @@ class Runtime:
         self.core(actor_id).call(call)
 
     async def aclose(self) -> None:
-        """Flush pending HEAD moves and release connections."""
+        """Release folder leases, flush pending HEAD moves and release connections."""
+        with self._lock:
+            cores = list(self._cores.values())
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(core.shutdown_lease() for core in cores if core.leased))
         await self.heads.flush()
         await self.store.close()
 

@@ -64,8 +64,12 @@ class Settings:
     deadline: float = 30.0
     #: contention combining: a process that lost a race posts its calls for the next committer to fold
     combine: bool = True
-    #: ...for this long after its last lost race (seconds); then it races for the next step again
+    #: ...for this long after its last lost race (seconds); then it races for the next step again.
+    #: A folder-lease holder gives its lease up after folding no other process's post for this long
     combine_window: float = 1.0
+    #: length of the advisory folder lease (seconds): while another process holds it, a contended
+    #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
+    lease_seconds: float = 2.0
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
     #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
@@ -114,6 +118,7 @@ _RANGES: dict[str, tuple[float, bool]] = {
     "deadline": (0, False),
     "fresh_window": (0, True),
     "combine_window": (0, True),
+    "lease_seconds": (0, False),
     "head_interval": (0, False),
     "head_lag_steps": (1, True),
     "head_max_delay": (0, True),
