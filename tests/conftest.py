@@ -10,6 +10,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.pytest_plugin import LANE_NAMES, selected_lanes
 
 
 @pytest.fixture
@@ -48,9 +49,24 @@ EVERY_LANE_MODULES = frozenset(
 CONFORMANCE_ONLY_LANES = frozenset({"fakegcs", "localstack"})
 
 
+def _unselected_lane(item: pytest.Item, selected: set[str]) -> bool:
+    """Whether the item is pinned (by any fixture parameter) to a server lane not selected.
+
+    Tests that need one emulator whatever the selection (``moto_store`` params, pinned
+    ``store_lane``) would otherwise start it under ``--quick`` (lanes memory and local).
+    """
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return False
+    return any(
+        isinstance(value, str) and value in LANE_NAMES and value not in selected
+        for value in callspec.params.values()
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("VACTOR_FULL_MATRIX", "").strip() not in ("", "0"):
-        return
+    full_matrix = os.environ.get("VACTOR_FULL_MATRIX", "").strip() not in ("", "0")
+    selected = set(selected_lanes(config))
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
@@ -58,7 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         lane = callspec.params.get("store_lane") if callspec is not None else None
         module_obj = getattr(item, "module", None)
         module = module_obj.__name__.rpartition(".")[2] if module_obj is not None else ""
-        if lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES:
+        trimmed = not full_matrix and lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES
+        if trimmed or _unselected_lane(item, selected):
             dropped.append(item)
         else:
             keep.append(item)
