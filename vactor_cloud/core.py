@@ -84,7 +84,7 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
-from vactor_cloud.timers import TIMERS, index_after_commit
+from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv"]
 
@@ -497,10 +497,19 @@ class ActorCore:
             calls = batch
             folded: list[Post] = []
             try:
-                if posted is not None or (
-                    self.record is None or time.monotonic() - self.validated_at > settings.fresh_window
+                if (
+                    posted is not None
+                    or self.record is None
+                    or (
+                        time.monotonic() - self.validated_at > settings.fresh_window
+                        and not all(c.method == FIRE for c in batch)
+                    )
                 ):
-                    env.run(self.revalidate())  # posted: another process may have folded our calls
+                    # posted: another process may have folded our calls. A batch of timer
+                    # firings alone skips the probe: its create-only put tells whether the
+                    # cache was the newest step (a late put is resolved by the watermark, as
+                    # any), and a FIRE that finds nothing is checked by its runner.
+                    env.run(self.revalidate())
                 with self._mutex:
                     base = self.record
                     validated = self.validated_at
@@ -865,7 +874,15 @@ class ActorCore:
         """Durable timers (vactor_cloud.timers): write the due-index entries of the committed
         step's timers, after the commit, before its callers hear of it. Only actors with timers."""
         try:
-            self.env.run(index_after_commit(self.log.store, self.actor_id, base.extra, record.extra))
+            self.env.run(
+                index_after_commit(
+                    self.log.store,
+                    self.actor_id,
+                    base.extra,
+                    record.extra,
+                    firing_only=firing_only(record.calls),
+                )
+            )
         except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
             logger.warning("actor %r: could not index its timers: %s", self.actor_id, exc)
 
