@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import vactor_cloud as vc
@@ -86,8 +87,18 @@ def long_runner_process(
 
         timer_runner.Membership.refresh = refresh  # type: ignore[method-assign]
     stop = threading.Event()
-    threading.Timer(max(0.0, until - time.time()), stop.set).start()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    timer = threading.Timer(max(0.0, until - time.time()), stop.set)
+    timer.start()
     timer_runner.run_timers(poll=poll, stop=stop, lease=lease, runner_id=runner_id)
+    timer.cancel()
+    vc.shutdown()
+
+
+def arm_process(spec: StoreSpec, actor_id: str, keys: list[str], after: float) -> None:
+    """Schedule timers on ``actor_id`` from another process."""
+    init_from_spec(spec)
+    vc.get_actor(actor_id).arm.run(keys, after)
     vc.shutdown()
 
 

@@ -139,8 +139,9 @@ class CoreEnv(Protocol):
         """The class body ``ref`` loaded from storage."""
         ...
 
-    def head_moved(self, core: ActorCore) -> None:
-        """``core`` committed or loaded a step its HEAD does not point at yet."""
+    def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
+        """``core`` committed or loaded a step its HEAD does not point at yet (``lazy``: a step
+        that only fired timers; HEAD may wait longer)."""
         ...
 
     def weigh(self, core: ActorCore, delta: int) -> None:
@@ -657,7 +658,7 @@ class ActorCore:
                 self._index_timers(base, record)
             if folded:
                 env.background(self._posts().delete([p.key for p in folded]))
-            self.env.head_moved(self)
+            self.env.head_moved(self, lazy=firing_only(record.calls))
             if posted is not None and posted.post not in folded:
                 # We folded older posts only (the batch was full): ours waits for the next fold.
                 self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
