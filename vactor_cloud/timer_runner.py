@@ -509,10 +509,11 @@ class TimerRunner:
     def _in_shard(self, actor_id: str) -> bool:
         return self.shard is None or _shard_of(actor_id, self.shard[1]) == self.shard[0]
 
-    def _list(self, due_by_ms: float) -> list[IndexEntry]:
+    def _list(self, due_by_ms: float, limit: int | None) -> list[IndexEntry]:
         store = self.runtime.store
-        entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=_MAX_LISTED))
-        remember_listed(store, entries, complete_until_ms=None if len(entries) >= _MAX_LISTED else due_by_ms)
+        entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=limit))
+        complete = limit is None or len(entries) < limit
+        remember_listed(store, entries, complete_until_ms=due_by_ms if complete else None)
         return entries
 
     def _fire(self, actor_id: str, entries: list[IndexEntry]) -> tuple[TickReport, list[IndexEntry]]:
@@ -531,7 +532,7 @@ class TimerRunner:
         try:
             report = TickReport()
             self._refresh(report)
-            entries = self._list(time.time() * 1000)
+            entries = self._list(time.time() * 1000, None)  # every due entry (not the future ones)
             report.listed = len(entries)
             groups: dict[str, list[IndexEntry]] = {}
             elsewhere: set[str] = set()
@@ -610,7 +611,7 @@ class TimerRunner:
             try:
                 self._refresh(report)
                 listed_at = time.monotonic()
-                entries = self._list(time.time() * 1000 + self.horizon * 1000)
+                entries = self._list(time.time() * 1000 + self.horizon * 1000, _MAX_LISTED)
                 report.listed = len(entries)
                 self._take(state, entries, listed_at, report)
             except VactorError as exc:
