@@ -255,7 +255,8 @@ class Membership:
         others = [r for r in listed if r != self.runner_id]
         stale = [r for r in others if r not in self._seen or self._seen[r].recheck <= now]
         reads = await asyncio.gather(*(self._read(r, now) for r in stale))
-        seen = {r: s for r, s in self._seen.items() if r in set(others)}
+        present = set(others)
+        seen = {r: s for r, s in self._seen.items() if r in present}
         for runner_id, found in zip(stale, reads, strict=True):
             if found is None:
                 seen.pop(runner_id, None)
@@ -562,8 +563,9 @@ class TimerRunner:
         seconds and puts the entries this runner owns (due within
         ``horizon``) into a heap; this thread pops each as it falls due and
         hands the actor's group to a pool of ``concurrency`` threads. On stop,
-        fires in flight finish, then the heartbeat is deleted.
-        ``on_tick(report)`` is called after each listing, with what happened since the previous one.
+        fires in flight finish (queued ones are left to the next runner), then
+        the heartbeat is deleted. ``on_tick(report)`` is called after each
+        listing, with what happened since the previous one.
         """
         state = _RunState()
         self._join()
@@ -583,7 +585,7 @@ class TimerRunner:
             stop.set()
             with state.cond:
                 state.cond.notify_all()
-            pool.shutdown(wait=True)  # fires in flight finish
+            pool.shutdown(wait=True, cancel_futures=True)  # fires in flight finish; queued ones are left
             if lister.is_alive():
                 lister.join()
             if renewer.is_alive():
