@@ -105,7 +105,7 @@ DEFAULT_LEASE = 30.0
 Split = Literal["runners", "claims", "none"]
 SPLITS: tuple[Split, ...] = ("runners", "claims", "none")
 #: a long-running runner keeps the entries due within this many polls in its heap
-_HORIZON_POLLS = 3.0
+_HORIZON_POLLS = 2.0
 #: ...and lists at most this many entries per poll (a backlog is taken a slice at a time)
 _MAX_LISTED = 20_000
 
