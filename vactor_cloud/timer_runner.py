@@ -38,6 +38,7 @@ the newest step agrees (the cache may be behind a step that scheduled it).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import heapq
@@ -55,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vactor_cloud import keys
+from vactor_cloud import _sync, keys
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.errors import (
     ActorNotFoundError,
@@ -353,9 +354,16 @@ def _fire_round(runtime: Runtime, actor_id: str, entries: list[IndexEntry]) -> l
 
 
 def _fire_actor(
-    runtime: Runtime, runner: str, lease: float | None, actor_id: str, entries: list[IndexEntry]
+    runtime: Runtime,
+    runner: str,
+    lease: float | None,
+    actor_id: str,
+    entries: list[IndexEntry],
+    *,
+    delete: bool = True,
 ) -> tuple[TickReport, list[IndexEntry]]:
-    """Fire ``entries`` of one actor; the report and the entries deleted (fired or stale).
+    """Fire ``entries`` of one actor; the report and the entries done with (fired or stale),
+    deleted unless ``delete`` is False (the caller deletes them).
 
     An entry whose ``FIRE`` found no due timer is deleted only if the newest
     step (one probe) agrees that the timer is gone or rescheduled: a cache
@@ -377,7 +385,8 @@ def _fire_actor(
             core = runtime.load(actor_id)
         except ActorNotFoundError:
             report.stale += len(entries)  # the actor is gone (or never was): nothing to fire
-            runtime.run(_delete_entries(store, entries))
+            if delete:
+                runtime.run(_delete_entries(store, entries))
             return report, list(entries)
         todo = list(entries)
         for attempt in range(2):
@@ -409,7 +418,8 @@ def _fire_actor(
                     todo.append(entry)  # our cache was behind the step that scheduled it
             if not todo:
                 break
-        runtime.run(_delete_entries(store, done))
+        if delete:
+            runtime.run(_delete_entries(store, done))
     except VactorError as exc:
         report.errors.append(f"{actor_id}: {exc}")
     finally:
@@ -586,6 +596,9 @@ class TimerRunner:
             with state.cond:
                 state.cond.notify_all()
             pool.shutdown(wait=True, cancel_futures=True)  # fires in flight finish; queued ones are left
+            with state.cond:
+                deleting = list(state.deleting)
+            concurrent.futures.wait(deleting, timeout=self.runtime.settings.deadline)
             if lister.is_alive():
                 lister.join()
             if renewer.is_alive():
@@ -674,18 +687,36 @@ class TimerRunner:
                 pool.submit(self._fire_held, state, actor_id, group)
 
     def _fire_held(self, state: _RunState, actor_id: str, group: list[IndexEntry]) -> None:
+        """Fire one actor's group (a pool thread); its entries are deleted off the pool thread."""
+        claims = self.split == "claims"
         try:
-            report, deleted = self._fire(actor_id, group)
+            if claims:
+                report, done = self._fire(actor_id, group)
+            else:
+                report, done = _fire_actor(self.runtime, self.runner_id, None, actor_id, group, delete=False)
         except Exception as exc:  # never lose the pool thread; the entries are listed again
             logger.exception("timer runner %s: firing %r failed", self.runner_id, actor_id)
-            report, deleted = TickReport(errors=[f"{actor_id}: {exc!r}"]), []
-        now = time.monotonic()
+            report, done = TickReport(errors=[f"{actor_id}: {exc!r}"]), []
+
+        def finish(deleting: concurrent.futures.Future[None] | None = None) -> None:
+            now = time.monotonic()
+            with state.cond:
+                for entry in group:
+                    state.held.discard(entry.object_key)
+                for entry in done:
+                    state.deleted[entry.object_key] = now
+                state.since.merge(report)
+                if deleting is not None:
+                    state.deleting.discard(deleting)
+
+        if claims or not done:
+            finish()
+            return
+        # The entries stay held until their deletes finish: a listing meanwhile must not fire them.
+        deleting = _sync.submit(_delete_entries(self.runtime.store, done))
         with state.cond:
-            for entry in group:
-                state.held.discard(entry.object_key)
-            for entry in deleted:
-                state.deleted[entry.object_key] = now
-            state.since.merge(report)
+            state.deleting.add(deleting)
+        deleting.add_done_callback(finish)
 
 
 @dataclass
@@ -699,6 +730,8 @@ class _RunState:
     held: set[str] = field(default_factory=set)
     #: object keys this runner deleted, and when (monotonic): a listing that began before is stale
     deleted: dict[str, float] = field(default_factory=dict)
+    #: deletes of fired entries in flight (a graceful stop waits for them)
+    deleting: set[concurrent.futures.Future[None]] = field(default_factory=set)
     #: fires finished since the last listing, and the totals
     since: TickReport = field(default_factory=TickReport)
     total: TickReport = field(default_factory=TickReport)
