@@ -520,9 +520,33 @@ class TimerRunner:
     def _in_shard(self, actor_id: str) -> bool:
         return self.shard is None or _shard_of(actor_id, self.shard[1]) == self.shard[0]
 
-    def _list(self, due_by_ms: float, limit: int | None) -> list[IndexEntry]:
+    def _list(
+        self, due_by_ms: float, limit: int | None, refresh: bool = False, report: TickReport | None = None
+    ) -> list[IndexEntry]:
+        """The index entries due by ``due_by_ms``; with ``refresh``, the runners listed beside."""
         store = self.runtime.store
-        entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=limit))
+        if refresh and self.membership is not None and report is not None:
+            membership = self.membership
+
+            async def both() -> list[IndexEntry]:
+                view, found = await asyncio.gather(
+                    membership.refresh(),
+                    list_index(store, due_by_ms=due_by_ms, limit=limit),
+                    return_exceptions=True,
+                )
+                if isinstance(view, VactorError):  # keep the previous view
+                    logger.warning("timer runner %s: could not list the runners: %s", self.runner_id, view)
+                elif isinstance(view, BaseException):
+                    raise view
+                else:
+                    report.runners = len(view)
+                if isinstance(found, BaseException):
+                    raise found
+                return found
+
+            entries = self.runtime.run(both())
+        else:
+            entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=limit))
         complete = limit is None or len(entries) < limit
         remember_listed(store, entries, complete_until_ms=due_by_ms if complete else None)
         return entries
@@ -620,13 +644,24 @@ class TimerRunner:
     def _list_loop(
         self, stop: threading.Event, state: _RunState, on_tick: Callable[[TickReport], Any] | None
     ) -> None:
+        period = self.poll  # how long a listing round really takes, when slower than the poll
+        refreshed = -math.inf
+        previous: float | None = None
         while not stop.is_set():
             started = time.monotonic()
-            report = TickReport()
+            if previous is not None:
+                period = max(self.poll, 0.5 * period + 0.5 * (started - previous))
+            previous = started
+            report = TickReport(runners=len(self.membership.live) if self.membership else 1)
             try:
-                self._refresh(report)
+                # The runners are listed at most every lease/10 (a graceful leave is seen within
+                # that), beside the index listing; the horizon covers two rounds as they run.
+                refresh = self.membership is not None and started - refreshed >= self.lease / 10
+                if refresh:
+                    refreshed = started
                 listed_at = time.monotonic()
-                entries = self._list(time.time() * 1000 + self.horizon * 1000, _MAX_LISTED)
+                horizon = max(self.horizon, 2 * period)
+                entries = self._list(time.time() * 1000 + horizon * 1000, _MAX_LISTED, refresh, report)
                 report.listed = len(entries)
                 self._take(state, entries, listed_at, report)
             except VactorError as exc:
