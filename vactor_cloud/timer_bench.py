@@ -101,7 +101,15 @@ def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int
     )
     vc.shutdown()
     errors = total.errors[:5]
-    out.put({"fired": total.fired, "lateness": total.lateness, "errors": errors, "requests": counts})
+    out.put(
+        {
+            "fired": total.fired,
+            "stale": total.stale,
+            "lateness": total.lateness,
+            "errors": errors,
+            "requests": counts,
+        }
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "split": args.split,
         "arm_s": round(arm_seconds, 2),
         "fired": fired,
+        "stale_met": sum(r.get("stale", 0) for r in results),
         "doubled": doubled,
         "unfired_when_runners_stopped": unfired,
         "index_left": left,
