@@ -644,24 +644,19 @@ class TimerRunner:
     def _list_loop(
         self, stop: threading.Event, state: _RunState, on_tick: Callable[[TickReport], Any] | None
     ) -> None:
-        period = self.poll  # how long a listing round really takes, when slower than the poll
         refreshed = -math.inf
-        previous: float | None = None
         while not stop.is_set():
             started = time.monotonic()
-            if previous is not None:
-                period = max(self.poll, 0.5 * period + 0.5 * (started - previous))
-            previous = started
             report = TickReport(runners=len(self.membership.live) if self.membership else 1)
             try:
                 # The runners are listed at most every lease/10 (a graceful leave is seen within
-                # that), beside the index listing; the horizon covers two rounds as they run.
+                # that), beside the index listing.
                 refresh = self.membership is not None and started - refreshed >= self.lease / 10
                 if refresh:
                     refreshed = started
                 listed_at = time.monotonic()
-                horizon = max(self.horizon, 2 * period)
-                entries = self._list(time.time() * 1000 + horizon * 1000, _MAX_LISTED, refresh, report)
+                due_by_ms = time.time() * 1000 + self.horizon * 1000
+                entries = self._list(due_by_ms, _MAX_LISTED, refresh, report)
                 report.listed = len(entries)
                 self._take(state, entries, listed_at, report)
             except VactorError as exc:
