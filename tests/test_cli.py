@@ -6,9 +6,11 @@ import http.client
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -349,3 +351,34 @@ def test_unknown_storage_options_are_usage_errors_naming_the_valid_ones(store: S
     result = vactor(store, "ls", "-o", "endpoint=http://127.0.0.1:1")
     assert result.code == EXIT_USAGE
     assert "'endpoint'" in one_line_error(result) and "valid options" in result.err
+
+
+def test_timers_run_stops_on_sigterm_and_deletes_its_heartbeat(store: StoreSpec) -> None:
+    from vactor_cloud import _sync, keys
+
+    def heartbeats() -> list[str]:
+        return _sync.sync(vc.get_runtime().store.list(keys.TIMER_RUNNERS))
+
+    env = {**os.environ, **store.env, "VACTOR_STORAGE": store.url, "AWS_MAX_ATTEMPTS": "2"}
+    proc = subprocess.Popen(
+        [_console_script(), "timers", "run", "--poll", "0.2", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not heartbeats():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the runner never wrote its heartbeat"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_OK, err
+    assert json.loads(out)["runners"] == 1
+    assert heartbeats() == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing.context
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +18,21 @@ from pathlib import Path
 import pytest
 from child_processes import run_to_end
 from test_examples import embedded_env, run_example
-from timer_workers import Alarm, init_from_spec, runner_process, schedule_process
+from timer_workers import (
+    Alarm,
+    arm_process,
+    init_from_spec,
+    long_runner_process,
+    runner_process,
+    schedule_process,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys
 from vactor_cloud.cli.bench_harness import BenchCounter, RequestTrace
 from vactor_cloud.testing.faults import FaultConfig, FaultRule
 from vactor_cloud.testing.lanes import Lane, StoreSpec
-from vactor_cloud.timer_runner import repair_timer_index
+from vactor_cloud.timer_runner import Membership, TickReport, owner_of, repair_timer_index, run_timers
 from vactor_cloud.timers import IndexEntry, list_index
 
 #: These tests exercise behaviour above the storage contract: memory and local, and moto for
@@ -303,3 +311,193 @@ def test_the_cli_lists_ticks_and_repairs(actors: StoreSpec, capsys: pytest.Captu
     assert '"fired": 1' in capsys.readouterr().out
     init_from_spec(actors)
     assert Session.get_or_create("cli").entries.run() == ["expired idle"]
+
+
+# -- how runners split the work: heartbeats and rendezvous hashing --------------------------------
+
+
+def _heartbeats() -> list[str]:
+    return [
+        r
+        for k in _sync.sync(vc.get_runtime().store.list(keys.TIMER_RUNNERS))
+        if (r := keys.timer_runner_of(k))
+    ]
+
+
+def test_rendezvous_hashing_moves_only_the_actors_of_a_runner_that_comes_or_goes() -> None:
+    actors = [f"a{i}" for i in range(2000)]
+    three = {a: owner_of(a, ["r1", "r2", "r3"]) for a in actors}
+    assert {r: sum(1 for o in three.values() if o == r) for r in ("r1", "r2", "r3")} == pytest.approx(
+        {"r1": 667, "r2": 667, "r3": 667}, abs=100
+    )
+    four = {a: owner_of(a, ["r1", "r2", "r3", "r4"]) for a in actors}
+    moved = [a for a in actors if three[a] != four[a]]
+    assert all(four[a] == "r4" for a in moved)  # only to the newcomer
+    assert len(moved) == pytest.approx(500, abs=80)
+    assert {a: owner_of(a, ["r3", "r2", "r1"]) for a in actors} == three  # order does not matter
+
+
+def test_list_index_reads_only_what_is_due_by_then(actors: StoreSpec) -> None:
+    store = vc.get_runtime().store
+    for i in range(25):
+        _sync.sync(store.put(keys.timer_index_key(1000 + i, f"a{i}", "k"), b""))
+    assert len(_sync.sync(list_index(store))) == 25
+    assert [e.due_ms for e in _sync.sync(list_index(store, due_by_ms=1009, page=4))] == list(
+        range(1000, 1010)
+    )
+    assert len(_sync.sync(list_index(store, due_by_ms=5000, limit=7, page=3))) == 7
+    assert len(_sync.sync(list_index(store, due_by_ms=5000, page=5))) == 25
+
+
+def test_a_tick_registers_for_its_duration_and_leaves_the_actors_of_live_runners(actors: StoreSpec) -> None:
+    for i in range(12):
+        Session.get_or_create(f"split-{i}").touch.run(0.05)
+    time.sleep(0.1)
+    other = Membership(vc.get_runtime().store, "other-runner", 30.0, "all")
+    _sync.sync(other.beat())
+    first = vc.fire_due_timers(runner_id="me")
+    assert first.runners == 2 and first.assigned_elsewhere > 0
+    assert first.fired == 12 - first.assigned_elsewhere
+    assert _heartbeats() == ["other-runner"]  # the tick removed its own
+    _sync.sync(other.leave())  # a graceful leave hands its actors over at once
+    assert vc.fire_due_timers(runner_id="me").fired == first.assigned_elsewhere
+    assert index() == [] and _heartbeats() == []
+    # runners of another group (another shard) are no members
+    for i in range(12):
+        Session.get_or_create(f"split-{i}").touch.run(0.05)
+    time.sleep(0.1)
+    _sync.sync(other.beat())
+    sharded = vc.fire_due_timers(runner_id="me", shard=(0, 1))
+    assert (sharded.fired, sharded.runners, sharded.assigned_elsewhere) == (12, 1, 0)
+
+
+def test_an_expired_heartbeat_is_no_member_and_is_removed_after_its_lease(actors: StoreSpec) -> None:
+    Session.get_or_create("expired").touch.run(0.05)
+    time.sleep(0.1)
+    store = vc.get_runtime().store
+    dead = Membership(store, "dead-runner", 0.2, "all")
+    _sync.sync(dead.beat())
+    time.sleep(0.25)  # expired, not yet for a whole lease: still listed, not live
+    assert vc.fire_due_timers(runner_id="me", lease=0.2).fired == 1
+    assert _heartbeats() == ["dead-runner"]
+    time.sleep(0.25)
+    vc.fire_due_timers(runner_id="me", lease=0.2)
+    assert _heartbeats() == []
+
+
+def test_a_long_running_runner_fires_a_timer_when_it_falls_due_not_at_its_next_poll(
+    actors: StoreSpec,
+) -> None:
+    session = Session.get_or_create("punctual")
+    session.touch.run(1.0)
+    stop = threading.Event()
+    reports: list[TickReport] = []
+    thread = threading.Thread(
+        target=lambda: reports.append(run_timers(poll=5.0, stop=stop, runner_id="punctual-runner"))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while session.entries.run() == [] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _heartbeats() == ["punctual-runner"]
+    finally:
+        stop.set()
+        thread.join(30)
+    assert session.entries.run() == ["expired idle"]
+    (total,) = reports
+    # listed once at start (due in 1 s, within the horizon): fired from the heap, not 5 s later
+    assert total.fired == 1 and total.lateness[0] < 2.5
+    assert _heartbeats() == []  # a graceful stop deletes the heartbeat
+
+
+def test_a_runner_whose_cache_is_behind_does_not_drop_a_new_timer(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    """The runner fired the actor a moment ago (its cache is fresh); another process then
+    schedules a timer on it. The runner's FIRE, applied on its cached step, finds no such
+    timer: the entry must survive (a probe of the newest step shows the timer) and fire."""
+    init_from_spec(shared)
+    Alarm.get_or_create("behind").arm.run(["first"], 0.0)
+    assert vc.fire_due_timers().fired == 1  # this process's cache of "behind" is now fresh
+    proc = spawn_context.Process(target=arm_process, args=(shared, "behind", ["second"], 0.0))
+    assert run_to_end([proc]) == [0]
+    report = vc.fire_due_timers()
+    assert (report.fired, report.stale) == (1, 0)
+    _assert_each_fired_once({("behind", "first"), ("behind", "second")})
+
+
+def _wait_for_heartbeat(runner_id: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while runner_id not in _heartbeats():
+        assert time.monotonic() < deadline, f"runner {runner_id} never wrote its heartbeat"
+        time.sleep(0.05)
+
+
+def test_runners_that_disagree_about_who_is_alive_fire_each_timer_once(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    """Each of two runners believes it is alone: both fire every actor's timers."""
+    init_from_spec(shared)
+    expected = _arm([f"disagree-{i}" for i in range(8)], 4, 4.0)
+    until = time.time() + 12
+    procs = [
+        spawn_context.Process(target=long_runner_process, args=(shared, name, until, 5.0, 0.2, None, [name]))
+        for name in ("left", "right")
+    ]
+    assert run_to_end(procs) == [0, 0]
+    _assert_each_fired_once(expected)
+    assert _heartbeats() == []
+
+
+def test_the_actors_of_a_killed_runner_fire_once_its_heartbeat_expires(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    init_from_spec(shared)
+    ids = [f"orphan-{i}" for i in range(10)]
+    for actor_id in ids:
+        Alarm.get_or_create(actor_id)
+    lease = 2.0
+    until = time.time() + 60
+    die_at_first_commit = FaultConfig(
+        (FaultRule("crash_before", operations=_PUT, key_contains="/steps/", at=(1,)),), name="victim"
+    )
+    victim = spawn_context.Process(
+        target=long_runner_process, args=(shared, "victim", until, lease, 0.2, die_at_first_commit)
+    )
+    survivor = spawn_context.Process(target=long_runner_process, args=(shared, "survivor", until, lease, 0.2))
+    victim.start()
+    try:
+        _wait_for_heartbeat("victim")
+        survivor.start()
+        _wait_for_heartbeat("survivor")
+        time.sleep(0.6)  # both have listed the runners: each owns its rendezvous share
+        mine = [a for a in ids if owner_of(a, ["survivor", "victim"]) == "victim"]
+        assert mine, "the victim owns none of the actors: pick other ids"
+        armed_at = time.time()
+        expected = _arm(ids, 2, 0.3)
+        victim.join(60)
+        assert victim.exitcode == -9  # killed at its first commit, its heartbeat left behind
+        deadline = time.monotonic() + 60
+        while not _all_fired(expected) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fired_at = time.time()
+        survivor.terminate()  # SIGTERM: a graceful stop
+        survivor.join(60)
+        assert survivor.exitcode == 0
+    finally:
+        for proc in (victim, survivor):
+            if proc.is_alive():
+                proc.kill()
+            proc.join(10)
+    _assert_each_fired_once(expected)
+    # the victim's share waited for its heartbeat to expire: at most a lease after its last renewal
+    assert fired_at - armed_at < lease + 10
+    assert "survivor" not in _heartbeats()
+
+
+def _all_fired(expected: set[tuple[str, str]]) -> bool:
+    fired: set[tuple[str, str]] = set()
+    for actor_id in {a for a, _ in expected}:
+        fired |= {(actor_id, k) for k in vc.get_actor(actor_id).counts.run()}
+    return expected <= fired

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import vactor_cloud as vc
@@ -43,14 +44,61 @@ def init_from_spec(spec: StoreSpec) -> None:
     vc.init(spec.url, settings=SETTINGS, **spec.options)
 
 
-def runner_process(spec: StoreSpec, until: float, lease: float, config: FaultConfig | None) -> None:
+def runner_process(
+    spec: StoreSpec, until: float, lease: float, config: FaultConfig | None, split: str = "claims"
+) -> None:
     """Fire due timers until the wall clock passes ``until`` (SIGKILLed on the way if ``config`` says)."""
     init_from_spec(spec)
     if config is not None:
         install(config)
     while time.time() < until:
-        vc.fire_due_timers(lease=lease)
+        vc.fire_due_timers(lease=lease, split=split)  # type: ignore[arg-type]
         time.sleep(0.05)
+    vc.shutdown()
+
+
+def long_runner_process(
+    spec: StoreSpec,
+    runner_id: str,
+    until: float,
+    lease: float,
+    poll: float,
+    config: FaultConfig | None = None,
+    view: list[str] | None = None,
+) -> None:
+    """``run_timers`` until ``until`` (SIGKILLed on the way if ``config`` says).
+
+    ``view``: pretend the live runners are exactly these, whatever the
+    heartbeats say (two runners that disagree about who is alive).
+    """
+    import threading
+
+    from vactor_cloud import timer_runner
+
+    init_from_spec(spec)
+    if config is not None:
+        install(config)
+    if view is not None:
+        fixed = tuple(sorted(view))
+
+        async def refresh(self: timer_runner.Membership) -> tuple[str, ...]:
+            self._live = fixed
+            return fixed
+
+        timer_runner.Membership.refresh = refresh  # type: ignore[method-assign]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    timer = threading.Timer(max(0.0, until - time.time()), stop.set)
+    timer.start()
+    timer_runner.run_timers(poll=poll, stop=stop, lease=lease, runner_id=runner_id)
+    timer.cancel()
+    vc.shutdown()
+
+
+def arm_process(spec: StoreSpec, actor_id: str, keys: list[str], after: float) -> None:
+    """Schedule timers on ``actor_id`` from another process."""
+    init_from_spec(spec)
+    vc.get_actor(actor_id).arm.run(keys, after)
     vc.shutdown()
 
 

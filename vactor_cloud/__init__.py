@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from vactor_cloud.runtime import get_runtime, init, shutdown
     from vactor_cloud.settings import Settings
     from vactor_cloud.subtask import Subtask, subtask
-    from vactor_cloud.timer_runner import TickReport, fire_due_timers
+    from vactor_cloud.timer_runner import TickReport, fire_due_timers, run_timers
 
 __all__ = [
     "ActorClass",
@@ -83,6 +83,7 @@ __all__ = [
     "init",
     "list_actors",
     "method",
+    "run_timers",
     "send_event",
     "send_event_async",
     "shutdown",
@@ -123,6 +124,7 @@ _LAZY: dict[str, str] = {
     "Subtask": "vactor_cloud.subtask",
     "TickReport": "vactor_cloud.timer_runner",
     "fire_due_timers": "vactor_cloud.timer_runner",
+    "run_timers": "vactor_cloud.timer_runner",
     "subtask": "vactor_cloud.subtask",
 }
 

@@ -418,7 +418,10 @@ def _timer_marker(
         return Outcome(False, exc), call
     timer = timers.due(args[0], now)
     if timer is None:
-        return Outcome(True, FireReport(fired=False)), call
+        pending = timers.pending(args[0])
+        return Outcome(
+            True, FireReport(fired=False, pending_due_ms=None if pending is None else pending.due_ms)
+        ), call
     timers.consume(timer, edits, now)
     targs, tkwargs = timer.arguments(timers.serializer)
     body = replace(

@@ -85,7 +85,7 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
-from vactor_cloud.timers import TIMERS, index_after_commit
+from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv"]
 
@@ -140,8 +140,9 @@ class CoreEnv(Protocol):
         """The class body ``ref`` loaded from storage."""
         ...
 
-    def head_moved(self, core: ActorCore) -> None:
-        """``core`` committed or loaded a step its HEAD does not point at yet."""
+    def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
+        """``core`` committed or loaded a step its HEAD does not point at yet (``lazy``: a step
+        that only fired timers; HEAD may wait longer)."""
         ...
 
     def weigh(self, core: ActorCore, delta: int) -> None:
@@ -555,10 +556,19 @@ class ActorCore:
             calls = batch
             folded: list[Post] = []
             try:
-                if posted is not None or (
-                    self.record is None or time.monotonic() - self.validated_at > settings.fresh_window
+                if (
+                    posted is not None
+                    or self.record is None
+                    or (
+                        time.monotonic() - self.validated_at > settings.fresh_window
+                        and not all(c.method == FIRE for c in batch)
+                    )
                 ):
-                    env.run(self.revalidate())  # posted: another process may have folded our calls
+                    # posted: another process may have folded our calls. A batch of timer
+                    # firings alone skips the probe: its create-only put tells whether the
+                    # cache was the newest step (a late put is resolved by the watermark, as
+                    # any), and a FIRE that finds nothing is checked by its runner.
+                    env.run(self.revalidate())
                 with self._mutex:
                     base = self.record
                     validated = self.validated_at
@@ -723,7 +733,7 @@ class ActorCore:
                     self._foreign_at = time.monotonic()
             if fold:
                 self._renew_lease(record.step)
-            self.env.head_moved(self)
+            self.env.head_moved(self, lazy=firing_only(record.calls))
             if posted is not None and posted.post not in folded:
                 # We folded older posts only (the batch was full): ours waits for the next fold.
                 self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
@@ -1177,7 +1187,15 @@ class ActorCore:
         """Durable timers (vactor_cloud.timers): write the due-index entries of the committed
         step's timers, after the commit, before its callers hear of it. Only actors with timers."""
         try:
-            self.env.run(index_after_commit(self.log.store, self.actor_id, base.extra, record.extra))
+            self.env.run(
+                index_after_commit(
+                    self.log.store,
+                    self.actor_id,
+                    base.extra,
+                    record.extra,
+                    firing_only=firing_only(record.calls),
+                )
+            )
         except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
             logger.warning("actor %r: could not index its timers: %s", self.actor_id, exc)
 

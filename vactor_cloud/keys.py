@@ -11,6 +11,7 @@
     actors/<id>/lease                        advisory folder lease under contention (a hint)
     timers/<due_ms:020d>/<id>/<key>          due index of durable timers, create-only (a hint)
     timer-claims/<id>                        a timer runner's lease on one actor's due timers
+    timer-runners/<runner_id>                a live timer runner's heartbeat (its expiry)
 
 Every other module asks this one for a key; none spells a path itself.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "STEP_DIGITS",
     "TIMER_CLAIMS",
     "TIMER_INDEX",
+    "TIMER_RUNNERS",
     "actor_id_of",
     "actor_prefix",
     "class_key",
@@ -41,6 +43,8 @@ __all__ = [
     "timer_claim_key",
     "timer_index_entry",
     "timer_index_key",
+    "timer_runner_key",
+    "timer_runner_of",
 ]
 
 #: the prefix every actor's objects live under
@@ -130,6 +134,22 @@ def timer_index_entry(key: str) -> tuple[int, str, str] | None:
 
 def timer_claim_key(actor_id: str) -> str:
     return f"{TIMER_CLAIMS}{actor_id}"
+
+
+#: heartbeats of live timer runners: the members among which they split the actors
+TIMER_RUNNERS = "timer-runners/"
+
+
+def timer_runner_key(runner_id: str) -> str:
+    return f"{TIMER_RUNNERS}{runner_id}"
+
+
+def timer_runner_of(key: str) -> str | None:
+    """The runner id a heartbeat key names, or ``None`` if ``key`` is not one."""
+    if not key.startswith(TIMER_RUNNERS):
+        return None
+    runner_id = key[len(TIMER_RUNNERS) :]
+    return runner_id if runner_id and "/" not in runner_id else None
 
 
 def posts_prefix(actor_id: str) -> str:

@@ -61,6 +61,12 @@ class _HeadMove:
     class_ref: ClassRef
     head: Head | None
     since: float
+    #: only timer firings moved the actor since HEAD fell behind: wait longer (see ``mark``)
+    lazy: bool = False
+
+
+#: a HEAD behind by timer firings alone waits this many times ``max_delay`` (or ``lag_steps``)
+_LAZY_DELAY = 6
 
 
 class HeadFlusher:
@@ -83,8 +89,14 @@ class HeadFlusher:
         self._pending: dict[str, _HeadMove] = {}
         self._running = False
 
-    def mark(self, core: ActorCore) -> None:
-        """Ask for ``core``'s HEAD to be moved to its newest known step (any thread)."""
+    def mark(self, core: ActorCore, *, lazy: bool = False) -> None:
+        """Ask for ``core``'s HEAD to be moved to its newest known step (any thread).
+
+        ``lazy``: the step only fired timers (a runner's commit). Such steps
+        come every few seconds for an actor with many timers and nobody
+        reads from a runner: HEAD then moves after ``lag_steps`` steps or
+        ``_LAZY_DELAY`` times ``max_delay`` (readers probe past a lagging HEAD).
+        """
         record = core.record
         if record is None:
             return
@@ -92,10 +104,18 @@ class HeadFlusher:
             move = self._pending.get(core.actor_id)
             if move is None:
                 self._pending[core.actor_id] = _HeadMove(
-                    weakref.ref(core), core.log, record.step, record.class_ref, core.head, time.monotonic()
+                    weakref.ref(core),
+                    core.log,
+                    record.step,
+                    record.class_ref,
+                    core.head,
+                    time.monotonic(),
+                    lazy,
                 )
-            elif record.step > move.step:
-                move.step, move.class_ref = record.step, record.class_ref
+            else:
+                move.lazy = move.lazy and lazy
+                if record.step > move.step:
+                    move.step, move.class_ref = record.step, record.class_ref
             start = not self._running
             self._running = True
         if start:
@@ -116,7 +136,8 @@ class HeadFlusher:
     def _due(self, move: _HeadMove, now: float) -> bool:
         if move.head is None:
             return True
-        return move.step - move.head.step >= self.lag_steps or now - move.since >= self.max_delay
+        delay = self.max_delay * (_LAZY_DELAY if move.lazy else 1)
+        return move.step - move.head.step >= self.lag_steps or now - move.since >= delay
 
     async def flush(self, *, force: bool = True) -> None:
         now = time.monotonic()
@@ -213,8 +234,8 @@ class Runtime:
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         _sync.submit(coro)
 
-    def head_moved(self, core: ActorCore) -> None:
-        self.heads.mark(core)
+    def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
+        self.heads.mark(core, lazy=lazy)
 
     def weigh(self, core: ActorCore, delta: int) -> None:
         with self._lock:

@@ -3,15 +3,18 @@
 ::
 
     python -m vactor_cloud.timer_bench URL [--timers 10000] [--actors 1000] [--runners 4]
-        [--window 60] [--poll 1.0]
+        [--window 60] [--poll 1.0] [--split runners|claims|none] [--sharded]
 
 Arms ``--timers`` timers spread over ``--actors`` actors, due uniformly within
 ``--window`` seconds from a start a few seconds ahead; starts ``--runners``
-runner processes (``run_timers`` with ``--poll``); waits until the index is
-empty; checks that every timer was applied exactly once; prints one JSON row:
+runner processes (``run_timers`` with ``--poll`` and ``--split``; ``--sharded``
+gives runner i the shard i/N); waits until the index is empty; checks that
+every timer was applied exactly once; prints one JSON row:
 p50/p99/max lateness (commit time minus due time, as the runners measured
 it) and requests per fired timer (every request of the runner processes,
-LIST, claims, loads, commits and deletes included, divided by timers fired).
+LIST, heartbeats, claims, loads, commits and deletes included, divided by
+timers fired; each store call counts once: a runner's listing asks for at
+most 1,000 keys, one S3 page).
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.actor import ActorClass
-from vactor_cloud.timer_runner import TickReport, run_timers
+from vactor_cloud.timer_runner import Split, TickReport, run_timers
 from vactor_cloud.timers import list_index
 
 __all__ = ["main"]
@@ -59,7 +62,12 @@ BenchAlarm: ActorClass[..., Any] = vc.virtual_actor(_Alarm)
 
 
 def _category(key: str) -> str:
-    for part, name in (("timer-claims/", "claim"), ("timers/", "index"), ("/steps/", "step")):
+    for part, name in (
+        ("timer-claims/", "claim"),
+        ("timer-runners/", "heartbeat"),
+        ("timers/", "index"),
+        ("/steps/", "step"),
+    ):
         if part in key:
             return name
     return key.rstrip("/").rsplit("/", 1)[-1] if "/inbox" in key or key.endswith("HEAD") else "other"
@@ -79,9 +87,7 @@ def _count_requests(store: Any) -> dict[str, int]:
     return counts
 
 
-def _runner(
-    url: str, poll: float, until: float, out: Any, shard: tuple[int, int] | None, claims: bool
-) -> None:
+def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int] | None, split: str) -> None:
     vc.init(url, settings=vc.Settings(storage="", head_interval=1.0, max_workers=16))
     counts = _count_requests(vc.get_runtime().store)
     stop = threading.Event()
@@ -90,10 +96,20 @@ def _runner(
         if time.time() > until:
             stop.set()
 
-    total = run_timers(poll=poll, stop=stop, lease=30.0, on_tick=on_tick, shard=shard, claims=claims)
+    total = run_timers(
+        poll=poll, stop=stop, lease=30.0, on_tick=on_tick, shard=shard, split=cast(Split, split)
+    )
     vc.shutdown()
     errors = total.errors[:5]
-    out.put({"fired": total.fired, "lateness": total.lateness, "errors": errors, "requests": counts})
+    out.put(
+        {
+            "fired": total.fired,
+            "stale": total.stale,
+            "lateness": total.lateness,
+            "errors": errors,
+            "requests": counts,
+        }
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,9 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--sharded", action="store_true", help="runner i takes shard i/N (else claims only)")
-    parser.add_argument("--no-claims", dest="claims", action="store_false", help="runners skip claims")
+    parser.add_argument(
+        "--split", choices=["runners", "claims", "none"], default="runners", help="how runners share actors"
+    )
+    parser.add_argument("--no-claims", action="store_true", help="the same as --split none (older spelling)")
     parser.add_argument("--lead", type=float, default=10.0, help="seconds before the first timer is due")
     args = parser.parse_args(argv)
+    if args.no_claims:
+        args.split = "none"
 
     vc.init(args.url)
     rng = random.Random(16)
@@ -129,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs = [
         ctx.Process(
             target=_runner,
-            args=(args.url, args.poll, until, out, (i, args.runners) if args.sharded else None, args.claims),
+            args=(args.url, args.poll, until, out, (i, args.runners) if args.sharded else None, args.split),
         )
         for i in range(args.runners)
     ]
@@ -162,9 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runners": args.runners,
         "poll_s": args.poll,
         "sharded": args.sharded,
-        "claims": args.claims,
+        "split": args.split,
         "arm_s": round(arm_seconds, 2),
         "fired": fired,
+        "stale_met": sum(r.get("stale", 0) for r in results),
         "doubled": doubled,
         "unfired_when_runners_stopped": unfired,
         "index_left": left,

@@ -1,48 +1,62 @@
 """Firing due timers, and the timer operations of handles (schedule from outside, list, cancel).
 
-One code path for every runner: :func:`fire_due_timers` (``vc.fire_due_timers()``,
-``vactor timers tick``) fires what is due now and returns; :func:`run_timers`
-(``vactor timers run``) calls it every ``poll`` seconds until stopped.
+One code path for every runner, :class:`TimerRunner`: :func:`fire_due_timers`
+(``vc.fire_due_timers()``, ``vactor timers tick``) fires what is due now and
+returns; :func:`run_timers` (``vactor timers run``) keeps firing until stopped.
 
-One tick:
+How runners split the work (``split=``), without a coordinator:
 
-1. LIST the due index (``timers/``), earliest first; entries due by now are
-   grouped by actor (every listed entry is remembered, so the actors' next
-   commits in this process need not write them again).
-2. For each actor, a *claim*: a create-only put of ``timer-claims/<actor>``
-   holding a lease; an expired lease is taken over with an if-match put.
-   Runners that lose the claim skip the actor: several runners split the
-   work without a coordinator. Claims only save work; they are not what
-   makes firing exactly once.
-3. Queue one ``FIRE`` call per entry on the actor: they group-commit as one
-   step, which removes each due timer and applies its call (see
-   :mod:`vactor_cloud.timers`): exactly once, whatever other runner raced.
-4. Delete the entries whose timers fired or were gone, then the claim.
+* ``"runners"`` (the default): each runner heartbeats ``timer-runners/<id>``
+  (its expiry, renewed every ``lease/3``, deleted on a graceful stop) and,
+  every poll, lists that prefix; an actor belongs to the live runner of the
+  same group (same ``shard``) that rendezvous hashing of (actor, runner)
+  ranks first. No request per actor. Runners whose views differ for a
+  moment (one just started, one just stopped) only duplicate work.
+* ``"claims"``: per actor, a create-only ``timer-claims/<actor>`` holding a
+  lease (two requests per actor and firing; losers pay more).
+* ``"none"``: this runner fires every due timer (of its shard): one runner
+  per shard, or a lone tick.
 
-A runner killed at any point leaves either a claim (its lease expires),
-entries whose timers already fired (met again, found gone, deleted), or
-entries not yet fired (fired by the next tick after the lease).
+None of them is what makes firing exactly once: the actor's step is. A
+``FIRE`` call removes its timer in the step that applies it, so a second
+runner, a retry or a stale index entry finds the timer gone.
+
+A long-running runner (:meth:`TimerRunner.run`) lists the due index every
+``poll`` seconds, but only the entries due within ``horizon`` seconds
+(pages of 1,000 keys): the ones it owns go into a local heap, and each
+actor's group is fired, on a bounded pool, as soon as it is due (entries due
+within ``coalesce`` seconds of each other commit together). A timer indexed
+at least a poll before its due time is therefore fired about when it is due,
+not a poll later.
+
+Firing one actor's group: queue one ``FIRE`` per entry (they group-commit
+as one step), then delete the entries whose timers fired or are gone. An
+entry whose ``FIRE`` found nothing to fire is deleted only after a probe of
+the newest step agrees (the cache may be behind a step that scheduled it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import functools
+import hashlib
+import heapq
 import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from vactor_cloud import keys
+from vactor_cloud import _sync, keys
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.errors import (
     ActorNotFoundError,
@@ -70,7 +84,12 @@ from vactor_cloud.timers import (
 )
 
 __all__ = [
+    "DEFAULT_LEASE",
+    "SPLITS",
+    "Membership",
+    "Split",
     "TickReport",
+    "TimerRunner",
     "cancel_timer",
     "fire_due_timers",
     "list_timers",
@@ -81,21 +100,32 @@ __all__ = [
 
 logger = logging.getLogger("vactor_cloud")
 
-#: how long a runner's claim on an actor holds before another runner may take over
+#: seconds a runner's heartbeat (or claim) holds: a runner killed without a word is replaced after this
 DEFAULT_LEASE = 30.0
+#: how runners split the actors among themselves
+Split = Literal["runners", "claims", "none"]
+SPLITS: tuple[Split, ...] = ("runners", "claims", "none")
+#: a long-running runner keeps the entries due within this many polls in its heap
+_HORIZON_POLLS = 2.0
+#: ...and lists at most this many entries per poll (a backlog is taken a slice at a time)
+_MAX_LISTED = 20_000
 
 
 @dataclass
 class TickReport:
-    """What one :func:`fire_due_timers` pass did."""
+    """What one :func:`fire_due_timers` pass (or a :func:`run_timers` run) did."""
 
     listed: int = 0
     due: int = 0
     fired: int = 0
     #: entries whose timer was gone (fired by someone else, cancelled, rescheduled): dropped
     stale: int = 0
-    #: actors skipped because another runner holds their claim
+    #: actors skipped because another runner holds their claim (``split="claims"``)
     claimed_elsewhere: int = 0
+    #: actors with due entries left to another live runner (``split="runners"``)
+    assigned_elsewhere: int = 0
+    #: live runners in this runner's group, itself included, as last seen (``split="runners"``)
+    runners: int = 1
     errors: list[str] = field(default_factory=list)
     #: seconds between each fired timer's due time and its commit
     lateness: list[float] = field(default_factory=list)
@@ -104,8 +134,158 @@ class TickReport:
         self.fired += other.fired
         self.stale += other.stale
         self.claimed_elsewhere += other.claimed_elsewhere
+        self.assigned_elsewhere += other.assigned_elsewhere
         self.errors += other.errors
         self.lateness += other.lateness
+
+
+def _split_of(split: str | None, claims: bool | None) -> Split:
+    """``split=``, or the older ``claims=`` flag (True: claims; False: none)."""
+    if split is None:
+        return "runners" if claims is None else ("claims" if claims else "none")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if claims is not None and (split == "claims") != claims:
+        raise ValueError(f"claims={claims!r} contradicts split={split!r}")
+    return split
+
+
+# -- membership: heartbeats and rendezvous hashing ------------------------------------------------
+
+
+def _weight(actor_id: str, runner_id: str) -> int:
+    digest = hashlib.blake2b(f"{actor_id}\0{runner_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def owner_of(actor_id: str, runners: Iterable[str]) -> str:
+    """The runner that fires ``actor_id``'s timers among ``runners``: highest random weight."""
+    return max(runners, key=lambda runner: (_weight(actor_id, runner), runner))
+
+
+@dataclass
+class _Seen:
+    """Another runner's heartbeat as last read."""
+
+    until: float
+    group: str | None
+    #: its writer's lease (a heartbeat expired for longer than that is removed)
+    lease: float
+    #: wall-clock time at which to read it again
+    recheck: float
+
+
+class Membership:
+    """This runner's heartbeat, ``timer-runners/<id>``, and its view of the live runners.
+
+    A heartbeat holds its expiry (``until``, the writer's clock plus
+    ``lease``) and its group (the shard it serves, ``"all"`` without one);
+    runners of other groups are ignored. Another runner's heartbeat is read
+    once when it first appears and again only when its known expiry passes
+    (a live runner has renewed it by then): the usual cost is one LIST per
+    refresh. A heartbeat that expired more than its lease ago is deleted.
+    """
+
+    def __init__(self, store: ObjectStore, runner_id: str, lease: float, group: str) -> None:
+        if not runner_id or "/" in runner_id:
+            raise ValueError(f"a runner id must be a non-empty name without '/', got {runner_id!r}")
+        if not math.isfinite(lease) or lease <= 0:
+            raise ValueError(f"the lease must be a positive number of seconds, got {lease!r}")
+        self.store = store
+        self.runner_id = runner_id
+        self.lease = lease
+        self.group = group
+        self.key = keys.timer_runner_key(runner_id)
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
+        self._live: tuple[str, ...] = (runner_id,)
+        self._owners: dict[str, str] = {}
+
+    @property
+    def live(self) -> tuple[str, ...]:
+        """The runners this one believes alive in its group, itself included (sorted)."""
+        return self._live
+
+    async def beat(self) -> None:
+        """Write (or renew) the heartbeat."""
+        body = {
+            "runner": self.runner_id,
+            "until": time.time() + self.lease,
+            "lease": self.lease,
+            "group": self.group,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        await self.store.put(self.key, json.dumps(body).encode())
+
+    async def leave(self) -> None:
+        """Delete the heartbeat (graceful stop): the others take this runner's actors at their next poll."""
+        with contextlib.suppress(NotFoundError):
+            await self.store.delete(self.key)
+
+    async def _read(self, runner_id: str, now: float) -> _Seen | None:
+        key = keys.timer_runner_key(runner_id)
+        try:
+            blob = await self.store.get(key)
+        except NotFoundError:
+            return None
+        try:
+            body = json.loads(blob.data)
+            until, lease, group = (
+                float(body["until"]),
+                float(body.get("lease", self.lease)),
+                body.get("group"),
+            )
+            if not math.isfinite(until) or not math.isfinite(lease):
+                raise ValueError("not finite")
+        except (ValueError, KeyError, TypeError):  # unreadable: not a live member; look again later
+            return _Seen(-math.inf, None, self.lease, now + self.lease)
+        if until <= now and now - until > max(lease, self.lease):
+            # dead for longer than its lease: remove it (a runner that comes back writes it again)
+            with contextlib.suppress(StorageError):
+                await self.store.delete(key)
+            return None
+        return _Seen(
+            until, group if isinstance(group, str) else None, lease, until if until > now else now + lease
+        )
+
+    async def refresh(self) -> tuple[str, ...]:
+        """List the heartbeats, read the new and the expiring ones; the live runners of this group."""
+        listed = [r for k in await self.store.list(keys.TIMER_RUNNERS) if (r := keys.timer_runner_of(k))]
+        now = time.time()
+        others = [r for r in listed if r != self.runner_id]
+        stale = [r for r in others if r not in self._seen or self._seen[r].recheck <= now]
+        reads = await asyncio.gather(*(self._read(r, now) for r in stale))
+        present = set(others)
+        seen = {r: s for r, s in self._seen.items() if r in present}
+        for runner_id, found in zip(stale, reads, strict=True):
+            if found is None:
+                seen.pop(runner_id, None)
+            else:
+                seen[runner_id] = found
+        self._seen = seen
+        live = tuple(
+            sorted({self.runner_id} | {r for r, s in seen.items() if s.until > now and s.group == self.group})
+        )
+        with self._lock:
+            if live != self._live:
+                self._live = live
+                self._owners = {}
+        return live
+
+    def owns(self, actor_id: str) -> bool:
+        """Whether this runner fires ``actor_id``'s timers, by its current view."""
+        with self._lock:
+            owner = self._owners.get(actor_id)
+            live = self._live
+        if owner is None:
+            owner = owner_of(actor_id, live)
+            with self._lock:
+                if self._live is live:
+                    if len(self._owners) > 100_000:
+                        self._owners.clear()
+                    self._owners[actor_id] = owner
+        return owner == self.runner_id
 
 
 # -- claims ---------------------------------------------------------------------------------------
@@ -147,105 +327,106 @@ async def release_actor(store: ObjectStore, actor_id: str) -> None:
         logger.debug("could not release the timer claim on %r: %s", actor_id, exc)
 
 
-# -- firing ---------------------------------------------------------------------------------------
+# -- firing one actor's entries -------------------------------------------------------------------
 
 
 def _shard_of(actor_id: str, count: int) -> int:
     return zlib.crc32(actor_id.encode("utf-8")) % count
 
 
-def fire_due_timers(
-    *,
-    runtime: Runtime | None = None,
-    lease: float = DEFAULT_LEASE,
-    runner_id: str | None = None,
-    concurrency: int = 16,
-    shard: tuple[int, int] | None = None,
-    claims: bool = True,
-) -> TickReport:
-    """Fire every timer due now, each exactly once, and return what was done.
-
-    Safe to run in many processes at once (they split the actors through
-    claims) and to kill at any point. ``shard=(i, n)`` takes only the actors
-    whose id hashes to ``i`` of ``n`` (static partitioning, e.g. one Dask
-    task per shard); without it, claims alone split the work. ``claims=False``
-    skips the claim objects (two requests per actor): for runners that own
-    their shard alone; two runners on one shard then only duplicate work,
-    never a firing.
-    """
-    runtime = runtime or get_runtime()
-    store = runtime.store
-    runner = runner_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    entries = runtime.run(list_index(store))
-    remember_listed(store, entries)
-    now_ms = time.time() * 1000
-    report = TickReport(listed=len(entries))
-    groups: dict[str, list[IndexEntry]] = {}
-    for entry in entries:
-        if entry.due_ms > now_ms:
-            break  # sorted by due time
-        if shard is not None and _shard_of(entry.actor_id, shard[1]) != shard[0]:
+def _fire_round(runtime: Runtime, actor_id: str, entries: list[IndexEntry]) -> list[FireReport | Exception]:
+    """Queue one ``FIRE`` per entry (they group-commit as one step); what each found."""
+    core = runtime.core(actor_id)
+    calls = [PendingCall(FIRE, (e.key,), {}, False, ActorFuture(), uuid.uuid4().hex) for e in entries]
+    for call in calls:
+        core.submit(call)
+    found: list[FireReport | Exception] = []
+    for call in calls:
+        core.help(call.future, None)
+        try:
+            outcome = call.future.result()
+        except Exception as exc:  # the commit failed: the entry stays for a later round
+            found.append(exc)
             continue
-        groups.setdefault(entry.actor_id, []).append(entry)
-        report.due += 1
-    if not groups:
-        return report
-    workers = max(1, min(concurrency, len(groups)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
-        fire = functools.partial(_fire_actor, runtime, runner, lease if claims else None)
-        for part in pool.map(lambda item: fire(*item), groups.items()):
-            report.merge(part)
-    return report
+        assert isinstance(outcome, FireReport)
+        found.append(outcome)
+    return found
 
 
 def _fire_actor(
-    runtime: Runtime, runner: str, lease: float | None, actor_id: str, entries: list[IndexEntry]
-) -> TickReport:
+    runtime: Runtime,
+    runner: str,
+    lease: float | None,
+    actor_id: str,
+    entries: list[IndexEntry],
+    *,
+    delete: bool = True,
+) -> tuple[TickReport, list[IndexEntry]]:
+    """Fire ``entries`` of one actor; the report and the entries done with (fired or stale),
+    deleted unless ``delete`` is False (the caller deletes them).
+
+    An entry whose ``FIRE`` found no due timer is deleted only if the newest
+    step (one probe) agrees that the timer is gone or rescheduled: a cache
+    behind the step that scheduled it must not drop its entry. A timer the
+    newest step shows due is fired once more; one not yet due keeps its entry.
+    """
     store = runtime.store
     report = TickReport()
     try:
         if lease is not None and not runtime.run(claim_actor(store, actor_id, runner, lease)):
             report.claimed_elsewhere += 1
-            return report
+            return report, []
     except VactorError as exc:
         report.errors.append(f"{actor_id}: claim: {exc}")
-        return report
+        return report, []
     done: list[IndexEntry] = []
     try:
-        core = runtime.core(actor_id)
         try:
-            runtime.load(actor_id)
+            core = runtime.load(actor_id)
         except ActorNotFoundError:
-            done = list(entries)  # the actor is gone (or never was): nothing to fire
-            report.stale += len(entries)
-            entries = []
-        calls = [PendingCall(FIRE, (e.key,), {}, False, ActorFuture(), uuid.uuid4().hex) for e in entries]
-        for call in calls:
-            core.submit(call)
-        for entry, call in zip(entries, calls, strict=True):
-            core.help(call.future, None)
-            try:
-                outcome = call.future.result()
-            except Exception as exc:  # the commit failed: the entry stays for the next tick
-                report.errors.append(f"{actor_id}/{entry.key}: {exc}")
-                continue
-            done.append(entry)
-            assert isinstance(outcome, FireReport)
-            if outcome.fired:
-                report.fired += 1
-                report.lateness.append(time.time() - entry.due_ms / 1000)
-                if not outcome.ok:
-                    logger.warning("timer %s of %r raised: %s", entry.key, actor_id, outcome.error)
-            else:
-                report.stale += 1
-        runtime.run(_delete_entries(store, done))
+            report.stale += len(entries)  # the actor is gone (or never was): nothing to fire
+            if delete:
+                runtime.run(_delete_entries(store, entries))
+            return report, list(entries)
+        todo = list(entries)
+        for attempt in range(2):
+            unsure: list[IndexEntry] = []
+            for entry, found in zip(todo, _fire_round(runtime, actor_id, todo), strict=True):
+                if isinstance(found, Exception):
+                    report.errors.append(f"{actor_id}/{entry.key}: {found}")
+                elif found.fired:
+                    done.append(entry)
+                    report.fired += 1
+                    report.lateness.append(time.time() - entry.due_ms / 1000)
+                    if not found.ok:
+                        logger.warning("timer %s of %r raised: %s", entry.key, actor_id, found.error)
+                elif found.pending_due_ms is not None and found.pending_due_ms != entry.due_ms:
+                    done.append(entry)  # rescheduled: its own entry is another one
+                    report.stale += 1
+                else:
+                    unsure.append(entry)
+            if not unsure:
+                break
+            newest = pending_timers(runtime.run(core.revalidate()).extra)
+            todo = []
+            for entry in unsure:
+                timer = newest.get(entry.key)
+                if timer is None or timer.due_ms != entry.due_ms:
+                    done.append(entry)
+                    report.stale += 1
+                elif timer.due <= time.time() and attempt == 0:
+                    todo.append(entry)  # our cache was behind the step that scheduled it
+            if not todo:
+                break
+        if delete:
+            runtime.run(_delete_entries(store, done))
     except VactorError as exc:
         report.errors.append(f"{actor_id}: {exc}")
     finally:
         if lease is not None:
             with contextlib.suppress(VactorError):
                 runtime.run(release_actor(store, actor_id))
-    return report
+    return report, done
 
 
 async def _delete_entries(store: ObjectStore, entries: list[IndexEntry]) -> None:
@@ -261,6 +442,362 @@ async def _delete_entries(store: ObjectStore, entries: list[IndexEntry]) -> None
     await asyncio.gather(*(one(e) for e in entries))
 
 
+# -- runners --------------------------------------------------------------------------------------
+
+
+class TimerRunner:
+    """One timer runner: :meth:`tick` fires what is due now; :meth:`run` keeps firing until stopped.
+
+    ``split`` says how runners share the actors (see the module's docstring);
+    ``shard=(i, n)`` first keeps only the actors whose id hashes (CRC32) to
+    ``i`` of ``n``, and with ``split="runners"`` only runners of the same
+    shard split them. ``lease`` is the heartbeat's (or claim's) lifetime.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime | None = None,
+        *,
+        split: Split = "runners",
+        lease: float = DEFAULT_LEASE,
+        shard: tuple[int, int] | None = None,
+        concurrency: int = 16,
+        runner_id: str | None = None,
+        poll: float = 1.0,
+        horizon: float | None = None,
+        coalesce: float = 0.03,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+        if not math.isfinite(poll) or poll <= 0:
+            raise ValueError(f"poll must be a positive number of seconds, got {poll!r}")
+        self.runtime = runtime or get_runtime()
+        self.split = split
+        self.lease = lease
+        self.shard = shard
+        self.concurrency = max(1, concurrency)
+        self.runner_id = runner_id or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.poll = poll
+        self.horizon = _HORIZON_POLLS * poll if horizon is None else horizon
+        self.coalesce = coalesce
+        group = "all" if shard is None else f"{shard[0]}/{shard[1]}"
+        self.membership = (
+            Membership(self.runtime.store, self.runner_id, lease, group) if split == "runners" else None
+        )
+
+    # -- pieces shared by tick and run ---------------------------------------------------------
+    def _join(self) -> None:
+        if self.membership is None:
+            return
+        try:
+            self.runtime.run(self.membership.beat())
+        except VactorError as exc:  # the others do not see us: they duplicate our work, no more
+            logger.warning("timer runner %s: could not write its heartbeat: %s", self.runner_id, exc)
+
+    def _leave(self) -> None:
+        if self.membership is None:
+            return
+        try:
+            self.runtime.run(self.membership.leave())
+        except VactorError as exc:  # it expires by itself
+            logger.warning("timer runner %s: could not delete its heartbeat: %s", self.runner_id, exc)
+
+    def _refresh(self, report: TickReport) -> None:
+        if self.membership is None:
+            return
+        try:
+            report.runners = len(self.runtime.run(self.membership.refresh()))
+        except VactorError as exc:  # keep the previous view
+            logger.warning("timer runner %s: could not list the runners: %s", self.runner_id, exc)
+
+    def _mine(self, actor_id: str) -> bool:
+        if self.shard is not None and _shard_of(actor_id, self.shard[1]) != self.shard[0]:
+            return False
+        return self.membership is None or self.membership.owns(actor_id)
+
+    def _in_shard(self, actor_id: str) -> bool:
+        return self.shard is None or _shard_of(actor_id, self.shard[1]) == self.shard[0]
+
+    def _list(
+        self, due_by_ms: float, limit: int | None, refresh: bool = False, report: TickReport | None = None
+    ) -> list[IndexEntry]:
+        """The index entries due by ``due_by_ms``; with ``refresh``, the runners listed beside."""
+        store = self.runtime.store
+        if refresh and self.membership is not None and report is not None:
+            membership = self.membership
+
+            async def both() -> list[IndexEntry]:
+                view, found = await asyncio.gather(
+                    membership.refresh(),
+                    list_index(store, due_by_ms=due_by_ms, limit=limit),
+                    return_exceptions=True,
+                )
+                if isinstance(view, VactorError):  # keep the previous view
+                    logger.warning("timer runner %s: could not list the runners: %s", self.runner_id, view)
+                elif isinstance(view, BaseException):
+                    raise view
+                else:
+                    report.runners = len(view)
+                if isinstance(found, BaseException):
+                    raise found
+                return found
+
+            entries = self.runtime.run(both())
+        else:
+            entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=limit))
+        complete = limit is None or len(entries) < limit
+        remember_listed(store, entries, complete_until_ms=due_by_ms if complete else None)
+        return entries
+
+    def _fire(self, actor_id: str, entries: list[IndexEntry]) -> tuple[TickReport, list[IndexEntry]]:
+        lease = self.lease if self.split == "claims" else None
+        return _fire_actor(self.runtime, self.runner_id, lease, actor_id, entries)
+
+    # -- one pass ------------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        """Fire every timer due now that this runner owns, each exactly once; what was done.
+
+        With ``split="runners"`` the tick registers itself for its duration
+        (heartbeat written first, deleted at the end), so that concurrent
+        ticks and long-running runners split the actors with it.
+        """
+        self._join()
+        try:
+            report = TickReport()
+            self._refresh(report)
+            entries = self._list(time.time() * 1000, None)  # every due entry (not the future ones)
+            report.listed = len(entries)
+            groups: dict[str, list[IndexEntry]] = {}
+            elsewhere: set[str] = set()
+            for entry in entries:
+                if not self._in_shard(entry.actor_id):
+                    continue
+                if not self._mine(entry.actor_id):
+                    elsewhere.add(entry.actor_id)
+                    continue
+                groups.setdefault(entry.actor_id, []).append(entry)
+                report.due += 1
+            report.assigned_elsewhere = len(elsewhere)
+            if groups:
+                workers = min(self.concurrency, len(groups))
+                with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
+                    for part, _ in pool.map(lambda item: self._fire(*item), groups.items()):
+                        report.merge(part)
+            return report
+        finally:
+            self._leave()
+
+    # -- long-running ----------------------------------------------------------------------------
+    def run(self, stop: threading.Event, on_tick: Callable[[TickReport], Any] | None = None) -> TickReport:
+        """Fire timers as they fall due until ``stop`` is set; the totals.
+
+        A listing thread reads the runners and the due index every ``poll``
+        seconds and puts the entries this runner owns (due within
+        ``horizon``) into a heap; this thread pops each as it falls due and
+        hands the actor's group to a pool of ``concurrency`` threads. On stop,
+        fires in flight finish (queued ones are left to the next runner), then
+        the heartbeat is deleted. ``on_tick(report)`` is called after each
+        listing, with what happened since the previous one.
+        """
+        state = _RunState()
+        self._join()
+        renewer = threading.Thread(
+            target=self._renew, args=(stop,), name="vactor-timer-heartbeat", daemon=True
+        )
+        lister = threading.Thread(
+            target=self._list_loop, args=(stop, state, on_tick), name="vactor-timer-lister", daemon=True
+        )
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="vactor-timers")
+        try:
+            if self.membership is not None:
+                renewer.start()
+            lister.start()
+            self._dispatch(stop, state, pool)
+        finally:
+            stop.set()
+            with state.cond:
+                state.cond.notify_all()
+            pool.shutdown(wait=True, cancel_futures=True)  # fires in flight finish; queued ones are left
+            with state.cond:
+                deleting = list(state.deleting)
+            concurrent.futures.wait(deleting, timeout=self.runtime.settings.deadline)
+            if lister.is_alive():
+                lister.join()
+            if renewer.is_alive():
+                renewer.join()
+            self._leave()
+        with state.cond:
+            total = state.total
+            total.merge(state.since)
+        return total
+
+    def _renew(self, stop: threading.Event) -> None:
+        assert self.membership is not None
+        while not stop.wait(self.lease / 3):
+            try:
+                self.runtime.run(self.membership.beat())
+            except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
+                logger.warning("timer runner %s: could not renew its heartbeat: %s", self.runner_id, exc)
+
+    def _list_loop(
+        self, stop: threading.Event, state: _RunState, on_tick: Callable[[TickReport], Any] | None
+    ) -> None:
+        refreshed = -math.inf
+        while not stop.is_set():
+            started = time.monotonic()
+            report = TickReport(runners=len(self.membership.live) if self.membership else 1)
+            try:
+                # The runners are listed at most every lease/10 (a graceful leave is seen within
+                # that), beside the index listing.
+                refresh = self.membership is not None and started - refreshed >= self.lease / 10
+                if refresh:
+                    refreshed = started
+                listed_at = time.monotonic()
+                due_by_ms = time.time() * 1000 + self.horizon * 1000
+                entries = self._list(due_by_ms, _MAX_LISTED, refresh, report)
+                report.listed = len(entries)
+                self._take(state, entries, listed_at, report)
+            except VactorError as exc:
+                logger.warning("timer runner %s: listing the due index failed: %s", self.runner_id, exc)
+                report.errors.append(str(exc))
+            with state.cond:
+                done, state.since = state.since, TickReport()
+            report.merge(done)
+            with state.cond:
+                state.total.listed += report.listed
+                state.total.due += report.due
+                state.total.runners = report.runners
+                state.total.merge(report)
+            if on_tick is not None:
+                on_tick(report)
+            stop.wait(max(0.0, self.poll - (time.monotonic() - started)))
+        with state.cond:
+            state.cond.notify_all()
+
+    def _take(
+        self, state: _RunState, entries: list[IndexEntry], listed_at: float, report: TickReport
+    ) -> None:
+        """Put the listed entries this runner owns and does not hold yet into the heap."""
+        elsewhere: set[str] = set()
+        with state.cond:
+            for entry in entries:
+                key = entry.object_key
+                if key in state.held or key in state.deleted or not self._in_shard(entry.actor_id):
+                    continue
+                if not self._mine(entry.actor_id):
+                    elsewhere.add(entry.actor_id)
+                    continue
+                state.held.add(key)
+                heapq.heappush(state.heap, (entry.due_ms, key, entry))
+                report.due += 1
+            # A delete that finished before this listing started cannot show in later ones.
+            state.deleted = {k: t for k, t in state.deleted.items() if t >= listed_at}
+            state.cond.notify_all()
+        report.assigned_elsewhere = len(elsewhere)
+
+    def _dispatch(self, stop: threading.Event, state: _RunState, pool: ThreadPoolExecutor) -> None:
+        coalesce_ms = self.coalesce * 1000
+        while not stop.is_set():
+            groups: dict[str, list[IndexEntry]] = {}
+            with state.cond:
+                now_ms = time.time() * 1000
+                if not state.heap or state.heap[0][0] + coalesce_ms > now_ms:
+                    wait = 0.25 if not state.heap else (state.heap[0][0] + coalesce_ms - now_ms) / 1000
+                    state.cond.wait(min(0.25, max(0.001, wait)))
+                    continue
+                while state.heap and state.heap[0][0] <= now_ms:
+                    _, key, entry = heapq.heappop(state.heap)
+                    if not self._mine(entry.actor_id):  # the view changed: the new owner fires it
+                        state.held.discard(key)
+                        continue
+                    groups.setdefault(entry.actor_id, []).append(entry)
+            for actor_id, group in groups.items():
+                pool.submit(self._fire_held, state, actor_id, group)
+
+    def _fire_held(self, state: _RunState, actor_id: str, group: list[IndexEntry]) -> None:
+        """Fire one actor's group (a pool thread); its entries are deleted off the pool thread."""
+        claims = self.split == "claims"
+        try:
+            if claims:
+                report, done = self._fire(actor_id, group)
+            else:
+                report, done = _fire_actor(self.runtime, self.runner_id, None, actor_id, group, delete=False)
+        except Exception as exc:  # never lose the pool thread; the entries are listed again
+            logger.exception("timer runner %s: firing %r failed", self.runner_id, actor_id)
+            report, done = TickReport(errors=[f"{actor_id}: {exc!r}"]), []
+
+        def finish(deleting: concurrent.futures.Future[None] | None = None) -> None:
+            now = time.monotonic()
+            with state.cond:
+                for entry in group:
+                    state.held.discard(entry.object_key)
+                for entry in done:
+                    state.deleted[entry.object_key] = now
+                state.since.merge(report)
+                if deleting is not None:
+                    state.deleting.discard(deleting)
+
+        if claims or not done:
+            finish()
+            return
+        # The entries stay held until their deletes finish: a listing meanwhile must not fire them.
+        deleting = _sync.submit(_delete_entries(self.runtime.store, done))
+        with state.cond:
+            state.deleting.add(deleting)
+        deleting.add_done_callback(finish)
+
+
+@dataclass
+class _RunState:
+    """What the listing thread, the dispatcher and the pool share (under ``cond``)."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    #: (due_ms, object key, entry) of owned entries waiting for their due time
+    heap: list[tuple[int, str, IndexEntry]] = field(default_factory=list)
+    #: object keys in the heap or being fired: a listing does not add them again
+    held: set[str] = field(default_factory=set)
+    #: object keys this runner deleted, and when (monotonic): a listing that began before is stale
+    deleted: dict[str, float] = field(default_factory=dict)
+    #: deletes of fired entries in flight (a graceful stop waits for them)
+    deleting: set[concurrent.futures.Future[None]] = field(default_factory=set)
+    #: fires finished since the last listing, and the totals
+    since: TickReport = field(default_factory=TickReport)
+    total: TickReport = field(default_factory=TickReport)
+
+
+def fire_due_timers(
+    *,
+    runtime: Runtime | None = None,
+    lease: float = DEFAULT_LEASE,
+    runner_id: str | None = None,
+    concurrency: int = 16,
+    shard: tuple[int, int] | None = None,
+    split: Split | None = None,
+    claims: bool | None = None,
+) -> TickReport:
+    """Fire every timer due now, each exactly once, and return what was done.
+
+    Safe to run in many processes at once and to kill at any point. By
+    default (``split="runners"``) the pass registers itself as a runner for
+    its duration and takes its rendezvous share of the actors, beside the
+    other live runners of its group; ``split="none"`` takes every due timer
+    (``claims=False``, as before), ``split="claims"`` claims each actor
+    (``claims=True``). ``shard=(i, n)`` keeps only the actors whose id hashes
+    to ``i`` of ``n`` (e.g. one Dask task per shard).
+    """
+    runner = TimerRunner(
+        runtime,
+        split=_split_of(split, claims),
+        lease=lease,
+        shard=shard,
+        concurrency=concurrency,
+        runner_id=runner_id,
+    )
+    return runner.tick()
+
+
 def run_timers(
     *,
     poll: float = 1.0,
@@ -268,30 +805,27 @@ def run_timers(
     runtime: Runtime | None = None,
     lease: float = DEFAULT_LEASE,
     shard: tuple[int, int] | None = None,
-    claims: bool = True,
-    on_tick: Any = None,
+    split: Split | None = None,
+    claims: bool | None = None,
+    concurrency: int = 16,
+    runner_id: str | None = None,
+    on_tick: Callable[[TickReport], Any] | None = None,
 ) -> TickReport:
-    """Fire due timers every ``poll`` seconds until ``stop`` is set; the totals.
+    """Fire timers as they fall due until ``stop`` is set; the totals (see :meth:`TimerRunner.run`).
 
-    A tick in progress finishes before returning (graceful shutdown).
+    Fires in flight finish before returning (graceful shutdown), and the
+    runner's heartbeat is deleted so that the others take its actors at once.
     """
-    stop = stop or threading.Event()
-    runner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    total = TickReport()
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            tick = fire_due_timers(runtime=runtime, lease=lease, runner_id=runner, shard=shard, claims=claims)
-        except VactorError as exc:
-            logger.warning("timer tick failed: %s", exc)
-            tick = TickReport(errors=[str(exc)])
-        total.listed += tick.listed
-        total.due += tick.due
-        total.merge(tick)
-        if on_tick is not None:
-            on_tick(tick)
-        stop.wait(max(0.0, poll - (time.monotonic() - started)))
-    return total
+    runner = TimerRunner(
+        runtime,
+        split=_split_of(split, claims),
+        lease=lease,
+        shard=shard,
+        concurrency=concurrency,
+        runner_id=runner_id,
+        poll=poll,
+    )
+    return runner.run(stop or threading.Event(), on_tick)
 
 
 # -- repair ---------------------------------------------------------------------------------------

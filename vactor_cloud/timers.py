@@ -50,6 +50,7 @@ from vactor_cloud.storage import ObjectStore
 __all__ = [
     "CANCEL",
     "FIRE",
+    "INDEX_PAGE",
     "MARKERS",
     "SCHEDULE",
     "TIMERS",
@@ -80,7 +81,10 @@ _MAX_KEY_BYTES = 200
 def timer_dedup_key(key: str, due: float) -> str:
     """The key a fired timer's call is recorded under in history (its own namespace:
     NUL bytes never come from a caller's idempotency key)."""
-    return f"\x00timer\x00{key}\x00{_ms(due)}"
+    return f"{_TIMER_KEY_PREFIX}{key}\x00{_ms(due)}"
+
+
+_TIMER_KEY_PREFIX = "\x00timer\x00"
 
 
 def validate_timer_key(key: object) -> str:
@@ -190,6 +194,9 @@ class FireReport:
     fired: bool
     ok: bool = True
     error: str | None = None
+    #: not fired because the timer is pending but not due yet (by the applying process's clock):
+    #: its due time, so that a runner keeps an entry that is still the timer's own
+    pending_due_ms: int | None = None
 
 
 class TimerEdits:
@@ -285,6 +292,10 @@ class TimerTable:
         timer = self.timers.get(key)
         return timer if timer is not None and timer.due <= now else None
 
+    def pending(self, key: str) -> Timer | None:
+        """The timer ``key`` if it is pending, due or not."""
+        return self.timers.get(key)
+
     def consume(self, timer: Timer, edits: TimerEdits, now: float) -> None:
         """Record in ``edits`` that ``timer`` fired: gone, or moved to its next occurrence."""
         if timer.every is None:
@@ -323,10 +334,45 @@ def parse_entry(object_key: str) -> IndexEntry | None:
     return None if parsed is None else IndexEntry(*parsed)
 
 
-async def list_index(store: ObjectStore) -> list[IndexEntry]:
-    """Every due-index entry, earliest first (one LIST)."""
-    found = [parse_entry(k) for k in await store.list(keys.TIMER_INDEX)]
-    return [e for e in found if e is not None]
+#: keys per LIST request when the index is read page by page (S3's largest page)
+INDEX_PAGE = 1000
+
+
+async def list_index(
+    store: ObjectStore,
+    *,
+    due_by_ms: float | None = None,
+    limit: int | None = None,
+    page: int = INDEX_PAGE,
+) -> list[IndexEntry]:
+    """Due-index entries, earliest first.
+
+    Without ``due_by_ms`` or ``limit``: every entry (one LIST of the whole
+    prefix). With them: only the entries due by ``due_by_ms``, at most
+    ``limit`` of them, read in pages of ``page`` keys until a page reaches
+    past either; a runner then pays for what is due soon, not for every
+    far-future timer (one request per page, at most one page past).
+    """
+    if due_by_ms is None and limit is None:
+        found = [parse_entry(k) for k in await store.list(keys.TIMER_INDEX)]
+        return [e for e in found if e is not None]
+    out: list[IndexEntry] = []
+    after: str | None = None
+    while True:
+        size = page if limit is None else max(1, min(page, limit - len(out)))
+        batch = await store.list(keys.TIMER_INDEX, start_after=after, limit=size)
+        for key in batch:
+            entry = parse_entry(key)
+            if entry is None:
+                continue
+            if due_by_ms is not None and entry.due_ms > due_by_ms:
+                return out
+            out.append(entry)
+            if limit is not None and len(out) >= limit:
+                return out
+        if len(batch) < size:
+            return out
+        after = batch[-1]
 
 
 @dataclass
@@ -339,6 +385,8 @@ class _IndexMemory:
     limit: int = 4096
     actors: OrderedDict[tuple[int, str], set[tuple[str, int]]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: per store: a runner listed the whole index up to this due time (ms), remembering every entry
+    complete_until: dict[int, float] = field(default_factory=dict)
 
     def known(self, store: ObjectStore, actor_id: str) -> set[tuple[str, int]]:
         with self.lock:
@@ -362,13 +410,27 @@ class _IndexMemory:
 _memory = _IndexMemory()
 
 
-def remember_listed(store: ObjectStore, entries: list[IndexEntry]) -> None:
-    """A runner listed these entries: the actors' next commits need not write them again."""
+def remember_listed(
+    store: ObjectStore, entries: list[IndexEntry], *, complete_until_ms: float | None = None
+) -> None:
+    """A runner listed these entries: the actors' next commits need not write them again.
+
+    ``complete_until_ms``: the listing held every entry due by then (see
+    :func:`index_after_commit`).
+    """
     by_actor: dict[str, set[tuple[str, int]]] = {}
     for e in entries:
         by_actor.setdefault(e.actor_id, set()).add((e.key, e.due_ms))
     for actor_id, found in by_actor.items():
         _memory.add(store, actor_id, found)
+    if complete_until_ms is not None:
+        with _memory.lock:
+            _memory.complete_until[id(store)] = complete_until_ms
+
+
+def firing_only(calls: Any) -> bool:
+    """Whether a step's call records are all fired timers (their keys are in the timer namespace)."""
+    return bool(calls) and all(isinstance(c.key, str) and c.key.startswith(_TIMER_KEY_PREFIX) for c in calls)
 
 
 def forget_entry(store: ObjectStore, entry: IndexEntry) -> None:
@@ -387,9 +449,20 @@ async def write_entries(store: ObjectStore, actor_id: str, timers: list[Timer]) 
 
 
 async def index_after_commit(
-    store: ObjectStore, actor_id: str, base: dict[str, Any], committed: dict[str, Any]
+    store: ObjectStore,
+    actor_id: str,
+    base: dict[str, Any],
+    committed: dict[str, Any],
+    *,
+    firing_only: bool = False,
 ) -> None:
     """After a commit: index its new timers, and any carried one this process does not know is indexed.
+
+    A step that only fired timers (``firing_only``, a runner's) re-writes a
+    carried entry it does not know of only if it is due within what this
+    process's last complete listing covered (so it knows the entry is
+    missing): a runner does not pay a PUT for every far-future timer of each
+    actor it fires. Other commits and ``repair_index`` re-create the rest.
 
     Costs nothing for an actor without timers (the caller checks first). A
     failure is logged by the caller: the step is committed and stays the
@@ -400,7 +473,15 @@ async def index_after_commit(
         return
     before = pending_timers(base)
     known = _memory.known(store, actor_id)
-    todo = [t for key, t in after.items() if before.get(key) != t or (key, t.due_ms) not in known]
+    covered = math.inf
+    if firing_only:
+        with _memory.lock:
+            covered = _memory.complete_until.get(id(store), -math.inf)
+    todo = [
+        t
+        for key, t in after.items()
+        if before.get(key) != t or ((key, t.due_ms) not in known and t.due_ms <= covered)
+    ]
     if todo:
         await write_entries(store, actor_id, todo)
 

@@ -2,14 +2,16 @@
 
 ::
 
-    vactor timers tick [--lease S] [--shard I/N]    fire what is due now, then exit (cron, Lambda)
-    vactor timers run [--poll S] [--lease S]        fire due timers every S seconds until SIGTERM
+    vactor timers tick [--split S] [--lease S] [--shard I/N]   fire what is due now, then exit (cron)
+    vactor timers run [--poll S] [--split S] [--lease S]       fire timers as they fall due until SIGTERM
     vactor timers ls [--json]                       index entries: due time, lateness, actor, key
     vactor timers repair [--actor ID]               re-create index entries lost to a crash
 
-The store is ``--storage URL`` (else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE``
-options, as for every ``vactor`` command. Exit
-status: 0 ok, 1 when some timer could not be fired (it stays due and is
+``--split runners`` (the default) shares the actors among the live runners
+through heartbeats; ``claims`` claims each actor; ``none`` fires everything
+(``--no-claims`` is its older spelling). The store is ``--storage URL``
+(else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE`` options, as for every
+``vactor`` command. Exit status: 0 ok, 1 when some timer could not be fired (it stays due and is
 fired by the next tick), 2 on bad usage.
 """
 
@@ -29,6 +31,7 @@ from vactor_cloud.cli._output import Output
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
     DEFAULT_LEASE,
+    SPLITS,
     TickReport,
     fire_due_timers,
     repair_timer_index,
@@ -49,19 +52,26 @@ def add_commands(subparsers: Any) -> None:
     sub.required = True
     for name, text in (
         ("tick", "fire every timer due now (each exactly once), then exit"),
-        ("run", "fire due timers every --poll seconds until SIGTERM/SIGINT"),
+        ("run", "fire timers as they fall due (listing every --poll seconds) until SIGTERM/SIGINT"),
         ("ls", "list the due index: when each timer is due and how late it is"),
         ("repair", "re-create due-index entries from the actors' steps (after a crash)"),
     ):
         cmd = sub.add_parser(name, help=text, description=text, parents=[common_parent()])
         if name in ("tick", "run"):
-            cmd.add_argument("--lease", type=float, default=DEFAULT_LEASE, help="claim lease, seconds")
-            cmd.add_argument("--shard", metavar="I/N", help="only actors hashing to shard I of N")
             cmd.add_argument(
-                "--no-claims", action="store_true", help="skip claim objects (one runner per shard only)"
+                "--split",
+                choices=SPLITS,
+                help="how runners share the actors: runners (heartbeats, the default), claims, none",
             )
+            cmd.add_argument(
+                "--lease", type=float, default=DEFAULT_LEASE, help="heartbeat (or claim) lease, seconds"
+            )
+            cmd.add_argument("--shard", metavar="I/N", help="only actors hashing to shard I of N")
+            cmd.add_argument("--no-claims", action="store_true", help="the same as --split none")
         if name == "run":
-            cmd.add_argument("--poll", type=float, default=1.0, help="seconds between ticks (default 1)")
+            cmd.add_argument(
+                "--poll", type=float, default=1.0, help="seconds between listings of the index (default 1)"
+            )
         if name == "repair":
             cmd.add_argument("--actor", action="append", metavar="ID", help="only this actor (repeatable)")
 
@@ -87,6 +97,8 @@ def _summary(report: TickReport) -> dict[str, Any]:
         "fired": report.fired,
         "stale": report.stale,
         "claimed_elsewhere": report.claimed_elsewhere,
+        "assigned_elsewhere": report.assigned_elsewhere,
+        "runners": report.runners,
         "errors": len(report.errors),
         "max_lateness_s": round(late[-1], 3) if late else None,
     }
@@ -96,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``vactor timers tick|run|ls|repair`` as parsed by the ``vactor`` parser."""
     try:
         shard = _shard(getattr(args, "shard", None))
+        split = getattr(args, "split", None)
+        if getattr(args, "no_claims", False):
+            if split not in (None, "none"):
+                raise ValueError(f"--no-claims contradicts --split {split}")
+            split = "none"
     except ValueError as exc:
         print(f"vactor timers: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,14 +123,12 @@ def run(args: argparse.Namespace) -> int:
         command = args.timers_command
         if command in ("tick", "run"):
             if command == "tick":
-                report = fire_due_timers(lease=args.lease, shard=shard, claims=not args.no_claims)
+                report = fire_due_timers(lease=args.lease, shard=shard, split=split)
             else:
                 stop = threading.Event()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: stop.set())
-                report = run_timers(
-                    poll=args.poll, stop=stop, lease=args.lease, shard=shard, claims=not args.no_claims
-                )
+                report = run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard, split=split)
             errors = report.errors
             summary = _summary(report)
             if out.json:
