@@ -28,8 +28,8 @@ def shared(store_spec: StoreSpec, store_lane: Lane) -> Iterator[StoreSpec]:
 #: Modules that run on every lane. The second S3 server (LocalStack) and the GCS emulator
 #: run these only: the shipped conformance suite (every store behaves alike), the
 #: backend-specific files, the runtime's API end to end, and the suites whose promise is
-#: "on every backend" (SIGKILL, injected faults, idempotency across processes, the
-#: examples). Every other test exercises the runtime above the store interface, which
+#: "on every backend" (the execution model's points, SIGKILL, injected faults, idempotency
+#: across processes, the examples). Every other test exercises the runtime above the store interface, which
 #: the conformance suite pins: it runs on memory, local and moto (one real S3 server).
 #: ``VACTOR_FULL_MATRIX=1`` runs every test on every selected lane.
 EVERY_LANE_MODULES = frozenset(
@@ -38,6 +38,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_s3_backend",
         "test_gcs_backend",
         "test_runtime_api",
+        "test_execution_model",
         "test_wire_faults",
         "test_crash",
         "test_chaos",
