@@ -375,6 +375,7 @@ def _run_hammers(
     A worker named ``victim`` loses its first race on purpose (``lose_first``). ``delays``:
     a worker starts its calls this many seconds after the others."""
     start_at = time.time() + 4.0  # every child imported and loaded by then
+    tmp_path.mkdir(parents=True, exist_ok=True)
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
         who: ctx.Process(
@@ -491,8 +492,6 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
     tmp_path: Path,
     point: str,
 ) -> None:
-    OrderLog.get_or_create("victim")
-    vc.shutdown()
     faults: str | None = None
     kill: int | None = None
     if point == "after_the_folding_step_put":
@@ -509,21 +508,37 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
     # The victim starts first: it loses its first race, posts, and takes the folder lease
     # (nobody holds it); the survivors then post for it to fold. Killed, it leaves the lease
     # held: the survivors wait for it to expire, take it over, and fold what it left behind.
-    # (Enough calls that the victim is still calling when the survivors start.)
+    # (Enough calls that the victim is still calling when the survivors start.) On a loaded
+    # machine the children may not overlap as planned and the victim never reaches the
+    # point: every attempt is checked for loss and duplication, and the scenario is tried
+    # again (on a new actor) until the kill lands, three times at most.
     workers = {"victim": (4000, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
-    logs, codes = _run_hammers(
-        spawn_context, shared, tmp_path, "victim", workers, POSTING, delays={"s0": 1.0, "s1": 1.0}
-    )
+    for attempt in range(3):
+        actor_id = f"victim-{attempt}"
+        OrderLog.get_or_create(actor_id)
+        vc.shutdown()
+        logs, codes = _run_hammers(
+            spawn_context,
+            shared,
+            tmp_path / actor_id,
+            actor_id,
+            workers,
+            POSTING,
+            delays={"s0": 1.0, "s1": 1.0},
+        )
+        applied = _applied(shared, actor_id)
+        assert check_once_and_in_order(logs.values(), applied) == []
+        assert codes["s0"] == 0 and codes["s1"] == 0, codes
+        if codes["victim"] == -9:
+            break
     done = {who: log.done for who, log in logs.items()}
     assert codes == {"victim": -9, "s0": 0, "s1": 0}, f"{point}: the kill did not land: {codes} {done}"
     victim = logs["victim"]
     in_flight = [t for t in victim.tried if t not in set(victim.acked) and t not in victim.errors]
     assert len(in_flight) == 1, victim.tried[-3:]
-    applied = _applied(shared, "victim")
-    assert check_once_and_in_order(logs.values(), applied) == []
     assert applied.count(in_flight[0]) <= 1
     # The survivors' later folds find the victim's posts: applied ones deleted, pending ones folded.
-    assert wait_for_no_posts("victim") == [], point
+    assert wait_for_no_posts(actor_id) == [], point
 
 
 def _leases_taken(logs: dict[str, ChildLog]) -> dict[str, int]:
@@ -542,20 +557,33 @@ def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_
 ) -> None:
     """The lease is a hint: with every process folding at once (each finds it free and
     takes it), the create-only step puts and the post cursor still apply each call once."""
-    OrderLog.get_or_create("all-hold")
-    vc.shutdown()
     workers = {f"p{i}": (50, None, None) for i in range(3)}
-    logs, codes = _run_hammers(
-        spawn_context, shared, tmp_path, "all-hold", workers, POSTING, delays={"p0": 0.0}, fake_lease=True
-    )
-    assert set(codes.values()) == {0}, codes
-    applied = _applied(shared, "all-hold")
-    assert check_once_and_in_order(logs.values(), applied) == []
-    assert sorted(applied) == sorted(t for log in logs.values() for t in log.acked)
-    assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
-    holders = [who for who, n in _leases_taken(logs).items() if n > 0]
+    # Each attempt is checked; the scenario (two processes or more folding as holders) is
+    # tried again on a new actor when the children did not overlap (a loaded machine).
+    for attempt in range(3):
+        actor_id = f"all-hold-{attempt}"
+        OrderLog.get_or_create(actor_id)
+        vc.shutdown()
+        logs, codes = _run_hammers(
+            spawn_context,
+            shared,
+            tmp_path / actor_id,
+            actor_id,
+            workers,
+            POSTING,
+            delays={"p0": 0.0},
+            fake_lease=True,
+        )
+        assert set(codes.values()) == {0}, codes
+        applied = _applied(shared, actor_id)
+        assert check_once_and_in_order(logs.values(), applied) == []
+        assert sorted(applied) == sorted(t for log in logs.values() for t in log.acked)
+        assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
+        assert wait_for_no_posts(actor_id) == []
+        holders = [who for who, n in _leases_taken(logs).items() if n > 0]
+        if len(holders) >= 2:
+            break
     assert len(holders) >= 2, f"fewer than two processes believed they held the lease: {holders}"
-    assert wait_for_no_posts("all-hold") == []
 
 
 @pytest.mark.usefixtures("runtime_off")
