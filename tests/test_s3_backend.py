@@ -573,6 +573,11 @@ def test_moto_lane_listens_only_on_loopback() -> None:
     lane.start()
     try:
         assert lane.endpoint is not None and lane.endpoint.startswith("http://127.0.0.1:")
+        # The server (a process of its own) listens on loopback and nowhere else.
+        psutil = pytest.importorskip("psutil")
+        server = psutil.Process(lane._server.pid)
+        listening = [c.laddr for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
         spec = lane.new_store()
         assert json.loads(json.dumps(spec.options)) == spec.options  # plain data, picklable
     finally:

@@ -13,7 +13,9 @@ builds on it.
 from __future__ import annotations
 
 import contextlib
-import logging
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from typing import Any
@@ -116,31 +118,70 @@ class MotoLane(S3EmulatorLane):
 
     def start(self) -> None:
         try:
-            from moto.server import ThreadedMotoServer
+            import moto.server  # noqa: F401
         except ImportError as exc:
             raise LaneUnavailable(
                 f"moto[server] is not importable ({exc}); install it: pip install 'vactor_cloud[test]'"
             ) from exc
-        # One log line per request drowns test output; errors still show.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        # ThreadedMotoServer binds all interfaces unless told otherwise: never expose it.
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        try:
-            server.start()
-            host, port = server.get_host_and_port()
-        except OSError as exc:
-            raise LaneUnavailable(f"moto server could not listen on 127.0.0.1: {exc}") from exc
-        # moto checks a conditional put's precondition and then writes, without a
-        # lock, on a threaded server: two racing creates can both win. Real S3
-        # is atomic, and a test of *our* protocol must not fail for moto's race,
-        # so writes are serialized; reads stay concurrent.
-        wsgi: Any = server._server
-        wsgi.app = _SerializedWrites(wsgi.app)
-        self._server = server
-        self.endpoint = f"http://{host}:{port}"
+        # The server runs in a process of its own: in a thread of the test process it
+        # would share that process's GIL with the code under test, and a busy test (or
+        # a busy xdist worker) would starve the server its child processes talk to.
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER_SCRIPT, str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = _read_line(proc, timeout=60.0)
+        if not line.startswith("PORT "):
+            proc.kill()
+            proc.wait(10)
+            raise LaneUnavailable(f"moto server could not listen on 127.0.0.1: {line or 'no answer in 60 s'}")
+        self._server = proc
+        self.endpoint = f"http://127.0.0.1:{int(line.split()[1])}"
 
     def stop(self) -> None:
-        server, self._server = self._server, None
+        proc, self._server = self._server, None
         self.endpoint = None
-        if server is not None:
-            server.stop()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The child's first line of output, or "" after ``timeout`` seconds or at its exit."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    return lines[0].strip() if lines else ""
+
+
+#: The moto server process: 127.0.0.1 only (ThreadedMotoServer binds every interface
+#: unless told otherwise), writes serialized (see _SerializedWrites), and gone as soon
+#: as the process that started it is (it watches its parent's pid).
+_SERVER_SCRIPT = """
+import logging, os, sys, threading, time
+from moto.server import ThreadedMotoServer
+from vactor_cloud.testing._moto import _SerializedWrites
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+parent = int(sys.argv[1])
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+try:
+    server.start()
+except OSError as exc:
+    print(f"ERROR {exc}", flush=True)
+    sys.exit(1)
+server._server.app = _SerializedWrites(server._server.app)
+host, port = server.get_host_and_port()
+print(f"PORT {port}", flush=True)
+while os.getppid() == parent:
+    time.sleep(0.5)
+server.stop()
+"""
