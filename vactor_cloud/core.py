@@ -160,6 +160,7 @@ class ActorCore:
         "_foreign_at",
         "_held_until",
         "_lease",
+        "_lease_read_at",
         "_leases",
         "_live",
         "_load_lock",
@@ -219,6 +220,8 @@ class ActorCore:
         #: another process's), until when (monotonic) we hold it, when we last folded another's post
         self._leases: LeaseStore | None = None
         self._lease: Lease | None = None
+        #: when (monotonic) we last read another process's valid lease
+        self._lease_read_at = -math.inf
         self._held_until = -math.inf
         self._foreign_at = -math.inf
         self._renewing = False
@@ -533,6 +536,8 @@ class ActorCore:
             if self._outstanding is not None:
                 posted = self._post(batch)  # after our pending post: order is kept
                 fold = self._lease_for_fold()
+            elif self._other_folds():
+                posted = self._post(batch)  # another process folds: post and wait
             elif self._lease_for_fold():
                 fold = True
             else:
@@ -582,6 +587,7 @@ class ActorCore:
                         continue
                     if keys is None:
                         keys = env.run(self._posts().keys())
+                    keys = self._linger(keys)
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     keys = None
                     if stale:
@@ -718,6 +724,7 @@ class ActorCore:
                 self._index_timers(base, record)
             if folded:
                 env.background(self._posts().delete([p.key for p in folded]))
+                self._posts().folded(folded)
                 sender = self._posts().sender
                 if any(p.sender != sender for p in folded):
                     self._foreign_at = time.monotonic()
@@ -771,6 +778,43 @@ class ActorCore:
                 return False
         return lease.valid() and lease.holder != self._posts().sender
 
+    def _other_folds(self) -> bool:
+        """Whether another process held the folder lease when we read it lately (a quarter of
+        ``lease_seconds``): post without reading it again. A poster whose folder went away
+        finds out in its wait (no step for a while: it reads the lease and may take it)."""
+        lease = self._lease
+        return (
+            lease is not None
+            and lease.valid()
+            and lease.holder != self._posts().sender
+            and time.monotonic() - self._lease_read_at < 0.25 * self.env.settings.lease_seconds
+        )
+
+    def _linger(self, keys: list[str]) -> list[str]:
+        """The lease holder, about to fold ``keys``: while fewer posts are pending than
+        processes posted lately and more keep arriving, list again, for at most
+        ``fold_linger`` (and never longer than a step put of ours takes)."""
+        budget = min(self.env.settings.fold_linger, self._put_seconds)
+        if budget <= 0:
+            return keys
+        box = self._posts()
+        # A sender with a post folded within about ten of our folds is counted as active.
+        expected = box.active(max(0.05, 10 * self._put_seconds))
+        if len(keys) >= expected:
+            return keys
+        deadline = time.monotonic() + budget
+        while len(keys) < expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, budget / 2))
+            more = self.env.run(box.keys())
+            arrived = len(more) > len(keys)
+            keys = more
+            if not arrived:
+                break  # nothing arrived meanwhile: fold what there is
+        return keys
+
     def _lease_store(self) -> LeaseStore:
         if self._leases is None:
             self._leases = LeaseStore(self.env.store, self.actor_id, self.env.settings.signing_key)
@@ -806,12 +850,14 @@ class ActorCore:
             seen = self.env.run(leases.read())
             if seen.valid() and seen.holder != sender:
                 self._lease = seen
+                self._lease_read_at = time.monotonic()
                 return False
             started = time.monotonic()
             step = self.record.step if self.record is not None else -1
             mine = self.env.run(leases.write(seen, sender, self.env.settings.lease_seconds, step))
             if mine is None:  # another process took it first
                 self._lease = self.env.run(leases.read())
+                self._lease_read_at = time.monotonic()
                 return False
         except (StorageError, IntegrityError) as exc:
             logger.debug("actor %r: the folder lease could not be read or taken: %s", self.actor_id, exc)
@@ -994,6 +1040,9 @@ class ActorCore:
             return self._settle_if_folded(posted, batch, env.run(self.revalidate()))
         post = posted.post
         started = time.monotonic()
+        # Steps read past ``record`` are newer than what was newest when ``record`` was
+        # validated: they keep that time (a later step than the newest then is no less fresh).
+        validated = self.validated_at
         current = record
         for _ in range(16):
             nxt = env.run(self.log.read_step(current.step + 1))
@@ -1004,7 +1053,7 @@ class ActorCore:
                 # How long a commit of the holder takes (its steps' spacing, when it is busy).
                 self._cycle = 0.8 * self._cycle + 0.2 * min(0.02, nxt.time - current.time)
             if applied(nxt.extra, post.sender, post.seq):
-                self._accept(nxt, -math.inf)
+                self._accept(nxt, validated)
                 self._deliver_posted(posted, batch, nxt, decode_outcomes(nxt.posted))
                 return True
             current = nxt

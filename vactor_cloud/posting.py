@@ -75,6 +75,8 @@ POST_CURSOR = "post_cursor"
 #: a sender silent this long leaves the cursor (seconds); posts older than half of it are expired
 SENDER_TTL = 3600.0
 _FETCH_CONCURRENCY = 32
+#: seconds a key this process deleted stays out of its listings at most
+_DELETED_FOR = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +214,14 @@ class PostBox:
     """
 
     __slots__ = (
+        "_deleted",
         "_deleting",
         "_known",
         "_last_ms",
         "_seq",
         "actor_id",
         "sender",
+        "senders",
         "signing_key",
         "store",
         "unreadable",
@@ -237,6 +241,11 @@ class PostBox:
         self._deleting: set[asyncio.Task[Any]] = set()
         #: keys whose reads failed their digest or did not decode: how many times in a row
         self.unreadable: dict[str, int] = {}
+        #: keys this process deleted (or is deleting), by when: left out of listings that still
+        #: show them (a delete in flight), so that a fold does not read an applied post again
+        self._deleted: dict[str, float] = {}
+        #: other processes' senders whose posts this process folded, by when (monotonic)
+        self.senders: dict[str, float] = {}
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
@@ -299,7 +308,27 @@ class PostBox:
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
         self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
+        if self._deleted:
+            # Forgotten once a listing no longer shows them, or after a while (a failed
+            # delete: the post is found stale by the cursor and deleted again).
+            now = time.monotonic()
+            self._deleted = {k: t for k, t in self._deleted.items() if k in present and now - t < _DELETED_FOR}
+            keys = [k for k in keys if k not in self._deleted]
         return keys
+
+    def folded(self, posts: list[Post]) -> None:
+        """Note the senders of posts a commit of ours just applied (the linger counts them)."""
+        now = time.monotonic()
+        for post in posts:
+            if post.sender != self.sender:
+                self.senders[post.sender] = now
+        if len(self.senders) > 4 * _FETCH_CONCURRENCY:
+            self.senders = dict(sorted(self.senders.items(), key=lambda e: e[1])[-_FETCH_CONCURRENCY:])
+
+    def active(self, within: float) -> int:
+        """How many other senders had a post folded here within the last ``within`` seconds."""
+        now = time.monotonic()
+        return sum(1 for t in self.senders.values() if now - t < within)
 
     async def flush(self) -> None:
         """Wait for the deletes in flight (at shutdown)."""
@@ -332,8 +361,10 @@ class PostBox:
 
     async def delete(self, keys: list[str]) -> None:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
+        now = time.monotonic()
         for key in keys:
             self._known.pop(key, None)
+            self._deleted[key] = now
         task = asyncio.current_task()
         if task is not None:
             self._deleting.add(task)
