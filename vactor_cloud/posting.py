@@ -221,7 +221,6 @@ class PostBox:
         "_seq",
         "actor_id",
         "sender",
-        "senders",
         "signing_key",
         "store",
         "unreadable",
@@ -244,8 +243,6 @@ class PostBox:
         #: keys this process deleted (or is deleting), by when: left out of listings that still
         #: show them (a delete in flight), so that a fold does not read an applied post again
         self._deleted: dict[str, float] = {}
-        #: other processes' senders whose posts this process folded, by when (monotonic)
-        self.senders: dict[str, float] = {}
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
@@ -312,23 +309,11 @@ class PostBox:
             # Forgotten once a listing no longer shows them, or after a while (a failed
             # delete: the post is found stale by the cursor and deleted again).
             now = time.monotonic()
-            self._deleted = {k: t for k, t in self._deleted.items() if k in present and now - t < _DELETED_FOR}
+            self._deleted = {
+                k: t for k, t in self._deleted.items() if k in present and now - t < _DELETED_FOR
+            }
             keys = [k for k in keys if k not in self._deleted]
         return keys
-
-    def folded(self, posts: list[Post]) -> None:
-        """Note the senders of posts a commit of ours just applied (the linger counts them)."""
-        now = time.monotonic()
-        for post in posts:
-            if post.sender != self.sender:
-                self.senders[post.sender] = now
-        if len(self.senders) > 4 * _FETCH_CONCURRENCY:
-            self.senders = dict(sorted(self.senders.items(), key=lambda e: e[1])[-_FETCH_CONCURRENCY:])
-
-    def active(self, within: float) -> int:
-        """How many other senders had a post folded here within the last ``within`` seconds."""
-        now = time.monotonic()
-        return sum(1 for t in self.senders.values() if now - t < within)
 
     async def flush(self) -> None:
         """Wait for the deletes in flight (at shutdown)."""

@@ -70,10 +70,6 @@ class Settings:
     #: length of the advisory folder lease (seconds): while another process holds it, a contended
     #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
     lease_seconds: float = 2.0
-    #: the lease holder waits up to this long (seconds; and never longer than one of its step
-    #: puts takes) for more posts before it folds, while posts keep arriving and fewer are
-    #: pending than processes that posted lately: bigger folds, fewer steps. 0: fold at once
-    fold_linger: float = 0.005
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
     #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
@@ -123,7 +119,6 @@ _RANGES: dict[str, tuple[float, bool]] = {
     "fresh_window": (0, True),
     "combine_window": (0, True),
     "lease_seconds": (0, False),
-    "fold_linger": (0, True),
     "head_interval": (0, False),
     "head_lag_steps": (1, True),
     "head_max_delay": (0, True),
