@@ -5,8 +5,9 @@
 
 Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
 seconds, from one moment once every process has started and loaded the actor.
-Printed per process count (medians over ``--repeats`` runs): calls/s in all, that ÷ one process alone, the slowest process's share of the calls
-(fair = 1/N), p99 latency, and errors. Load is bounded by count and time.
+Printed per process count (medians over ``--repeats`` runs): calls/s in all,
+that ÷ one process alone, the slowest process's share of the calls (fair = 1/N),
+p99 latency, and errors. Load is bounded by count and time.
 ``--no-combine`` runs with ``Settings(combine=False)`` (every process races for
 each step, as before contention combining): the "before" column in one run.
 """

@@ -75,8 +75,6 @@ POST_CURSOR = "post_cursor"
 #: a sender silent this long leaves the cursor (seconds); posts older than half of it are expired
 SENDER_TTL = 3600.0
 _FETCH_CONCURRENCY = 32
-#: seconds a key this process deleted stays out of its listings at most
-_DELETED_FOR = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +238,9 @@ class PostBox:
         self._deleting: set[asyncio.Task[Any]] = set()
         #: keys whose reads failed their digest or did not decode: how many times in a row
         self.unreadable: dict[str, int] = {}
-        #: keys this process deleted (or is deleting), by when: left out of listings that still
-        #: show them (a delete in flight), so that a fold does not read an applied post again
-        self._deleted: dict[str, float] = {}
+        #: keys this process is deleting (None) or deleted (when it finished, monotonic): left out
+        #: of listings that may predate the delete, so that a fold does not read them again
+        self._deleted: dict[str, float | None] = {}
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
@@ -300,19 +298,18 @@ class PostBox:
 
     async def keys(self) -> list[str]:
         """The keys of every post waiting now, oldest first (one LIST)."""
+        listed_at = time.monotonic()
         keys = await self.store.list(posts_prefix(self.actor_id))
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
         self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
         if self._deleted:
-            # Forgotten once a listing no longer shows them, or after a while (a failed
-            # delete: the post is found stale by the cursor and deleted again).
-            now = time.monotonic()
-            self._deleted = {
-                k: t for k, t in self._deleted.items() if k in present and now - t < _DELETED_FOR
-            }
-            keys = [k for k in keys if k not in self._deleted]
+            # Hidden while our delete of it is in flight, or finished after this listing began;
+            # a key listed after that is there (a failed delete, or a new post of the name).
+            hidden = {k for k, done in self._deleted.items() if done is None or done > listed_at}
+            self._deleted = {k: self._deleted[k] for k in hidden}
+            keys = [k for k in keys if k not in hidden]
         return keys
 
     async def flush(self) -> None:
@@ -346,17 +343,20 @@ class PostBox:
 
     async def delete(self, keys: list[str]) -> None:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
-        now = time.monotonic()
         for key in keys:
             self._known.pop(key, None)
-            self._deleted[key] = now
+            self._deleted[key] = None
         task = asyncio.current_task()
         if task is not None:
             self._deleting.add(task)
             task.add_done_callback(self._deleting.discard)
 
         async def one(key: str) -> None:
-            with contextlib.suppress(StorageError):
-                await self.store.delete(key)
+            try:
+                with contextlib.suppress(StorageError):
+                    await self.store.delete(key)
+            finally:
+                if key in self._deleted:
+                    self._deleted[key] = time.monotonic()
 
         await asyncio.gather(*(one(k) for k in keys))
