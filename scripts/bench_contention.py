@@ -4,9 +4,10 @@
         [-o KEY=VALUE ...] [--latency MS] [--no-combine]
 
 Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
-seconds. Printed per process count (medians over ``--repeats`` runs): calls/s
-in all, that ÷ one process alone, the slowest process's share of the calls
-(fair = 1/N), p99 latency, and errors. Load is bounded by count and time.
+seconds, from one moment once every process has started and loaded the actor.
+Printed per process count (medians over ``--repeats`` runs): calls/s in all,
+that ÷ one process alone, the slowest process's share of the calls (fair = 1/N),
+p99 latency, and errors. Load is bounded by count and time.
 ``--no-combine`` runs with ``Settings(combine=False)`` (every process races for
 each step, as before contention combining): the "before" column in one run.
 """
@@ -49,15 +50,19 @@ def _init(url: str, options: dict[str, Any]) -> None:
 
 
 def _worker(
-    url: str, options: dict[str, Any], actor_id: str, start_at: float, duration: float, queue: Any
+    url: str, options: dict[str, Any], actor_id: str, start: Any, duration: float, queue: Any, ready: Any
 ) -> None:
     _init(url, options)
     handle = vc.get_actor(actor_id)
+    handle.get.run()  # loaded and warm before the clock starts
     latencies: list[float] = []
     errors: list[str] = []
-    while time.time() < start_at:
+    ready.put(None)
+    while start.value == 0.0:
+        time.sleep(0.005)
+    while time.time() < start.value:
         time.sleep(0.001)
-    end = start_at + duration
+    end = start.value + duration
     while time.time() < end:
         began = time.perf_counter()
         try:
@@ -77,13 +82,19 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
     vc.shutdown()
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    start_at = time.time() + 3.0 + 0.1 * processes  # every child imported and loaded by then
+    ready = ctx.Queue()
+    start = ctx.Value("d", 0.0)
     procs = [
-        ctx.Process(target=_worker, args=(url, options, actor_id, start_at, duration, queue))
+        ctx.Process(target=_worker, args=(url, options, actor_id, start, duration, queue, ready))
         for _ in range(processes)
     ]
     for p in procs:
         p.start()
+    # Every child imported, loaded and warm first: on a busy machine 32 interpreters take
+    # longer to start than a run lasts, and a late child would count as starved.
+    for _ in procs:
+        ready.get(timeout=300)
+    start.value = time.time() + 0.2
     results = [queue.get(timeout=duration + 120) for _ in procs]
     for p in procs:
         p.join(30)

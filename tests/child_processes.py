@@ -17,6 +17,12 @@ def run_to_end(procs: Iterable[BaseProcess], timeout: float = JOIN_TIMEOUT) -> l
     started = list(procs)
     for p in started:
         p.start()
+    return join_all(started, timeout)
+
+
+def join_all(procs: Iterable[BaseProcess], timeout: float = JOIN_TIMEOUT) -> list[int | None]:
+    """Join started ``procs`` each within ``timeout``, kill any still alive; their exit codes, in order."""
+    started = list(procs)
     for p in started:
         p.join(timeout)
     codes = [p.exitcode for p in started]

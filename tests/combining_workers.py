@@ -105,7 +105,9 @@ def hammer(
     settings: dict[str, Any],
     faults: str | None,
     kill_after_fold: int | None,
-    start_at: float,
+    start: Any,
+    delay: float,
+    ready: Any,
     lose_first: bool = False,
     every_one_holds_the_lease: bool = False,
 ) -> None:
@@ -115,6 +117,8 @@ def hammer(
     SIGKILLs the process right after its n-th committed fold. ``lose_first``:
     commit a step behind this process's back before the start, so that its
     first call loses a race and it posts from then on (within ``combine_window``).
+    ``start`` (a shared double, 0 until set): the calls begin ``delay`` seconds after that
+    time; the parent sets it once every child put its name on ``ready`` (loaded, set up).
     """
     if every_one_holds_the_lease:
         pretend_to_hold_the_lease()
@@ -140,6 +144,10 @@ def hammer(
         assert mine is not None
         theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="behind-its-back")
         _sync.sync(core.log.put_step(theirs))
+    ready.put(who)
+    while start.value == 0.0:
+        time.sleep(0.005)
+    start_at = start.value + delay
     while time.time() < start_at:
         time.sleep(0.002)
     for i in range(calls):

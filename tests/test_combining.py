@@ -15,9 +15,11 @@ later application of the pending call, and the uncontended request count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import multiprocessing.context
 import pickle
+import queue
 import threading
 import time
 import uuid
@@ -27,7 +29,7 @@ from typing import Any
 
 import pytest
 from chaos_workers import read_chain
-from child_processes import run_to_end
+from child_processes import join_all
 from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order, hammer
 
 import vactor_cloud as vc
@@ -374,8 +376,11 @@ def _run_hammers(
 
     A worker named ``victim`` loses its first race on purpose (``lose_first``). ``delays``:
     a worker starts its calls this many seconds after the others."""
-    start_at = time.time() + 4.0  # every child imported and loaded by then
     tmp_path.mkdir(parents=True, exist_ok=True)
+    # The calls start once every child is imported, loaded and set up (on a busy machine that
+    # can take longer than any fixed head start, and a victim set up late is no victim).
+    ready = ctx.Queue()
+    start = ctx.Value("d", 0.0)
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
         who: ctx.Process(
@@ -389,18 +394,26 @@ def _run_hammers(
                 settings,
                 faults,
                 kill,
-                start_at + (delays or {}).get(who, 0.0),
+                start,
+                (delays or {}).get(who, 0.0),
+                ready,
                 who == "victim" or fake_lease,  # pretending holders: each loses a race first
                 fake_lease,
             ),
         )
         for who, (calls, faults, kill) in workers.items()
     }
+    for p in procs.values():
+        p.start()
+    waiting = set(workers)
+    give_up = time.monotonic() + 240
+    while waiting and time.monotonic() < give_up and any(p.is_alive() for p in procs.values()):
+        with contextlib.suppress(queue.Empty):
+            waiting.discard(ready.get(timeout=0.5))
+    start.value = time.time() + 0.2
     if beside is None:
-        codes = run_to_end(procs.values())
+        codes = join_all(procs.values())
     else:
-        for p in procs.values():
-            p.start()
         beside(lambda: any(p.is_alive() for p in procs.values()))
         for p in procs.values():
             p.join(240)

@@ -128,7 +128,7 @@ def test_dedup_window_keeps_more_of_count_and_age(actor_store: StoreSpec) -> Non
 def _deposit_with_key(spec: StoreSpec, barrier: Any, results: Any, index: int) -> None:
     spec.init()
     account = vc.get_actor("shared")
-    barrier.wait(60)
+    barrier.wait(JOIN_TIMEOUT)  # 8 interpreters starting on a busy machine can take over a minute
     try:
         results.put(
             (index, "ok", account.deposit.options(idempotency_key="same-key").run(25, tag=str(index)))

@@ -381,3 +381,39 @@ def test_deleting_keys_prunes_the_chain_directories_they_leave_empty(tmp_path: P
     assert run(store.list("steps/", limit=1)) == [keys[1200]]
     assert store.listing.directories <= 16
     assert run(store.list("steps/")) == keys[1200:]
+
+
+def test_mailbox_keys_are_stored_whole_unsynced_and_listed_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post (``actors/<id>/mail/<name>``) is one file in the ``mail`` directory, written
+    without fsync: no chain directories to make and prune per post, no sync per post."""
+    store = LocalStore(tmp_path)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    names = ["00000000z", "0000000100a", "0000001", "a", "zz", "0123456789ab", "0123456789ac"]
+    keys = [f"actors/abcdef/mail/{n}" for n in names]
+    neighbours = ["actors/abcdef/lease", "actors/abcdef/mailbox", f"actors/abcdef/steps/{3:020d}"]
+
+    async def body() -> None:
+        for key in neighbours:
+            await store.put(key, b"x", mode="create")
+        synced.clear()
+        for key in keys:
+            await store.put(key, key.encode(), mode="create")
+        assert not synced
+        with pytest.raises(AlreadyExistsError):
+            await store.put(keys[0], b"again", mode="create")
+
+    run(body())
+    mail_dir = store._path(keys[0]).parent
+    assert sorted(p.name for p in mail_dir.iterdir() if not p.name.startswith(".")) == sorted(names)
+    assert run(store.list("actors/abcdef/mail/")) == sorted(keys)
+    assert run(store.list("actors/abcdef/")) == sorted(keys + neighbours)
+    assert run(store.list("actors/abcdef/mail/", start_after=sorted(keys)[2], limit=2)) == sorted(keys)[3:5]
+    for key in keys:
+        assert run(store.get(key)).data == key.encode()
+        run(store.delete(key))
+    assert run(store.list("actors/abcdef/mail/")) == []
+    assert run(store.list("actors/abcdef/")) == sorted(neighbours)

@@ -160,7 +160,9 @@ class ActorCore:
         "_draining",
         "_foreign_at",
         "_held_until",
+        "_last_commit_at",
         "_lease",
+        "_lease_read_at",
         "_leases",
         "_live",
         "_load_lock",
@@ -174,6 +176,7 @@ class ActorCore:
         "_serving",
         "_stored_classes",
         "_stored_sha",
+        "_streak",
         "_waiters",
         "_wake",
         "_weight",
@@ -220,6 +223,11 @@ class ActorCore:
         #: another process's), until when (monotonic) we hold it, when we last folded another's post
         self._leases: LeaseStore | None = None
         self._lease: Lease | None = None
+        #: when (monotonic) we last read another process's valid lease
+        self._lease_read_at = -math.inf
+        #: commits in a row, each soon after the one before (a hot writer), and when the last was
+        self._streak = 0
+        self._last_commit_at = -math.inf
         self._held_until = -math.inf
         self._foreign_at = -math.inf
         self._renewing = False
@@ -534,6 +542,8 @@ class ActorCore:
             if self._outstanding is not None:
                 posted = self._post(batch)  # after our pending post: order is kept
                 fold = self._lease_for_fold()
+            elif self._other_folds():
+                posted = self._post(batch)  # another process folds: post and wait
             elif self._lease_for_fold():
                 fold = True
             else:
@@ -724,6 +734,9 @@ class ActorCore:
             counters.committed(sum(len(p.calls) for p in folded) if folded else 0)
             self._accept(record, put_started, result.instance)
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
+            now = time.monotonic()
+            self._streak = self._streak + 1 if now - self._last_commit_at < _STREAK_GAP else 1
+            self._last_commit_at = now
             if TIMERS in record.extra:
                 self._index_timers(base, record)
             if folded:
@@ -766,7 +779,7 @@ class ActorCore:
             return True
         lease = self._lease
         if lease is None or lease.expires == 0:
-            return False
+            return self._hot_writer_sees_a_folder()
         if lease.holder == self._posts().sender:
             # Ours, though our margin ran out (a renewal failed or came late): take it again
             # rather than race the posters waiting for our folds.
@@ -780,6 +793,39 @@ class ActorCore:
                 self._lease = None
                 return False
         return lease.valid() and lease.holder != self._posts().sender
+
+    def _hot_writer_sees_a_folder(self) -> bool:
+        """A writer that keeps winning never loses a race, so it would never learn that others
+        post and wait while their folder's puts lose to it. Committing back to back for
+        ``_STREAK_COMMITS`` commits, it reads the lease once per ``lease_seconds / 4``: held by
+        another process = contended (post). An uncontended writer pays one GET per such
+        interval of continuous commits, never one per commit."""
+        if self._streak < _STREAK_COMMITS or time.monotonic() - self._last_commit_at > _STREAK_GAP:
+            return False
+        now = time.monotonic()
+        if now - self._lease_read_at < 0.25 * self.env.settings.lease_seconds:
+            return False
+        self._lease_read_at = now
+        try:
+            lease = self.env.run(self._lease_store().read())
+        except (StorageError, IntegrityError):
+            return False
+        if not lease.valid() or lease.holder == self._posts().sender:
+            return False
+        self._lease = lease
+        return True
+
+    def _other_folds(self) -> bool:
+        """Whether another process held the folder lease when we read it lately (a quarter of
+        ``lease_seconds``): post without reading it again. A poster whose folder went away
+        finds out in its wait (no step for a while: it reads the lease and may take it)."""
+        lease = self._lease
+        return (
+            lease is not None
+            and lease.valid()
+            and lease.holder != self._posts().sender
+            and time.monotonic() - self._lease_read_at < 0.25 * self.env.settings.lease_seconds
+        )
 
     def _lease_store(self) -> LeaseStore:
         if self._leases is None:
@@ -816,12 +862,14 @@ class ActorCore:
             seen = self.env.run(leases.read())
             if seen.valid() and seen.holder != sender:
                 self._lease = seen
+                self._lease_read_at = time.monotonic()
                 return False
             started = time.monotonic()
             step = self.record.step if self.record is not None else -1
             mine = self.env.run(leases.write(seen, sender, self.env.settings.lease_seconds, step))
             if mine is None:  # another process took it first
                 self._lease = self.env.run(leases.read())
+                self._lease_read_at = time.monotonic()
                 return False
         except (StorageError, IntegrityError) as exc:
             logger.debug("actor %r: the folder lease could not be read or taken: %s", self.actor_id, exc)
@@ -971,13 +1019,16 @@ class ActorCore:
         progress_at = time.monotonic()
         seen_step = self.record.step if self.record is not None else -1
         # The first look about one holder commit after posting, then less and less often.
-        pause = max(0.001, min(0.02, self._cycle))
+        pause = max(0.001, self._cycle)
+        # Looks no further apart than the holder's commits (at least 50 ms): each look is a GET,
+        # and on a remote store the holder's commits take longer than a few looks.
+        longest = max(0.05, self._cycle)
         while True:
             now = time.monotonic()
             if now >= give_up_at:
                 return "timeout"
             time.sleep(pause * (0.75 + 0.5 * random.random()))
-            pause = min(0.05, pause * 1.5)
+            pause = min(longest, pause * 1.5)
             try:
                 if self._poll_steps(posted, batch):
                     return "done"
@@ -986,7 +1037,7 @@ class ActorCore:
                     seen_step, progress_at = step, time.monotonic()
                 lease = self._lease
                 # No step for a long while: the holder may have given the lease up or died.
-                stalled = time.monotonic() - progress_at > max(0.25, 20 * self._cycle)
+                stalled = time.monotonic() - progress_at > max(0.25, 20 * min(0.02, self._cycle))
                 if lease is None or not lease.valid() or stalled:
                     if self._lease_for_fold():
                         return "fold"
@@ -1004,6 +1055,9 @@ class ActorCore:
             return self._settle_if_folded(posted, batch, env.run(self.revalidate()))
         post = posted.post
         started = time.monotonic()
+        # Steps read past ``record`` are newer than what was newest when ``record`` was
+        # validated: they keep that time (a later step than the newest then is no less fresh).
+        validated = self.validated_at
         current = record
         for _ in range(16):
             nxt = env.run(self.log.read_step(current.step + 1))
@@ -1012,9 +1066,9 @@ class ActorCore:
                 return False
             if nxt.time > current.time:
                 # How long a commit of the holder takes (its steps' spacing, when it is busy).
-                self._cycle = 0.8 * self._cycle + 0.2 * min(0.02, nxt.time - current.time)
+                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, nxt.time - current.time)
             if applied(nxt.extra, post.sender, post.seq):
-                self._accept(nxt, -math.inf)
+                self._accept(nxt, validated)
                 self._deliver_posted(posted, batch, nxt, decode_outcomes(nxt.posted))
                 return True
             current = nxt
@@ -1279,6 +1333,13 @@ _GAVE_UP_MAX = 10_000
 
 #: folds that stop at a post whose reads fail their digest before it is skipped for good
 _UNREADABLE_TRIES = 3
+
+#: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
+_CYCLE_MAX = 0.25
+
+#: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
+_STREAK_COMMITS = 16
+_STREAK_GAP = 0.1
 
 #: transient storage errors retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5

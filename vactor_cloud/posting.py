@@ -212,6 +212,7 @@ class PostBox:
     """
 
     __slots__ = (
+        "_deleted",
         "_deleting",
         "_known",
         "_last_ms",
@@ -237,6 +238,9 @@ class PostBox:
         self._deleting: set[asyncio.Task[Any]] = set()
         #: keys whose reads failed their digest or did not decode: how many times in a row
         self.unreadable: dict[str, int] = {}
+        #: keys this process is deleting (None) or deleted (when it finished, monotonic): left out
+        #: of listings that may predate the delete, so that a fold does not read them again
+        self._deleted: dict[str, float | None] = {}
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
@@ -294,11 +298,18 @@ class PostBox:
 
     async def keys(self) -> list[str]:
         """The keys of every post waiting now, oldest first (one LIST)."""
+        listed_at = time.monotonic()
         keys = await self.store.list(posts_prefix(self.actor_id))
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
         self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
+        if self._deleted:
+            # Hidden while our delete of it is in flight, or finished after this listing began;
+            # a key listed after that is there (a failed delete, or a new post of the name).
+            hidden = {k for k, done in self._deleted.items() if done is None or done > listed_at}
+            self._deleted = {k: self._deleted[k] for k in hidden}
+            keys = [k for k in keys if k not in hidden]
         return keys
 
     async def flush(self) -> None:
@@ -334,13 +345,18 @@ class PostBox:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
         for key in keys:
             self._known.pop(key, None)
+            self._deleted[key] = None
         task = asyncio.current_task()
         if task is not None:
             self._deleting.add(task)
             task.add_done_callback(self._deleting.discard)
 
         async def one(key: str) -> None:
-            with contextlib.suppress(StorageError):
-                await self.store.delete(key)
+            try:
+                with contextlib.suppress(StorageError):
+                    await self.store.delete(key)
+            finally:
+                if key in self._deleted:
+                    self._deleted[key] = time.monotonic()
 
         await asyncio.gather(*(one(k) for k in keys))

@@ -29,6 +29,18 @@ stand for). A name of the form ``xy+`` is always a chain directory, never a
 key's own segment, because names of three or more characters are always
 split (a last segment that would be ``.`` or ``..`` takes the chunk before it).
 
+Mailboxes are the exception: the last component of a key whose parent
+component is ``mail`` (an actor's posted calls, ``actors/<id>/mail/<name>``)
+is stored whole, one file in the ``mail`` directory, and written without
+fsync. Such keys are few at a time and short-lived (a post is written,
+folded into a step and deleted within milliseconds), so the directory stays
+small enough to read whole, and a post matters only while the process that
+wrote it waits on this machine (a crash of the machine ends that process
+too; a post that reads back damaged after one is never applied). Chains
+would cost a ``mkdir`` per two characters on every write and an ``rmdir``
+each on every delete. The ordered walk lists them like any file (a whole
+name is never of the chain form ``xy+``).
+
 A root that already holds objects in the flat layout of earlier versions (no
 ``.vactor-layout`` marker) is read and written flat, listed by the same
 ordered walk; new roots get the marker on their first write.
@@ -66,6 +78,8 @@ _LAYOUT_CHUNKED = b"chunked-2\n"
 _CHUNK = 2
 _CHAIN = "+"
 _WRITE_ATTEMPTS = 5
+#: a key component with this name stores the component after it whole, unsynced (see above)
+_MAILBOX = "mail"
 
 
 def encode_component(name: str) -> list[str]:
@@ -152,8 +166,17 @@ class LocalStore(ObjectStore):
             raise StorageError(f"{self.url}: invalid key {key!r}", key)
         if not self._layout_chunked(writing=writing):
             return self.root / key
+        if len(parts) > 1 and parts[-2] == _MAILBOX:
+            segments = [segment for part in parts[:-1] for segment in encode_component(part)]
+            return self.root.joinpath(*segments, parts[-1])
         segments = [segment for part in parts for segment in encode_component(part)]
         return self.root.joinpath(*segments)
+
+    @staticmethod
+    def _ephemeral(key: str) -> bool:
+        """A mailbox key: written without fsync (see the module's docstring)."""
+        head, _, _ = key.rpartition("/")
+        return head.rpartition("/")[2] == _MAILBOX
 
     # -- sync implementations, run in a worker thread ---------------------
     def _read(self, key: str) -> Blob:
@@ -177,7 +200,7 @@ class LocalStore(ObjectStore):
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         return token.hex()
 
-    def _write_temp(self, target: Path, data: bytes) -> tuple[Path, str]:
+    def _write_temp(self, target: Path, data: bytes, sync: bool = True) -> tuple[Path, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         token = secrets.token_bytes(_TOKEN)
         temp = target.parent / f"{_TMP}{secrets.token_hex(8)}"
@@ -188,7 +211,8 @@ class LocalStore(ObjectStore):
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return temp, token.hex()
@@ -196,9 +220,10 @@ class LocalStore(ObjectStore):
     def _write(self, key: str, data: bytes, mode: PutMode) -> str:
         try:
             target = self._path(key, writing=True)
+            sync = not self._ephemeral(key)
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
-                    temp, version = self._write_temp(target, data)
+                    temp, version = self._write_temp(target, data, sync)
                     break
                 except FileNotFoundError:
                     # A delete pruned the empty chain directory between our mkdir
@@ -224,7 +249,8 @@ class LocalStore(ObjectStore):
                             f"{self.url}/{key}: expected version {mode.version}, found {found}", key
                         )
                     os.replace(temp, target)
-            self._sync_dir(target.parent)
+            if sync:
+                self._sync_dir(target.parent)
         except StorageError:
             raise
         except OSError as exc:
