@@ -48,6 +48,20 @@ EVERY_LANE_MODULES = frozenset(
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
 CONFORMANCE_ONLY_LANES = frozenset({"fakegcs", "localstack"})
+#: The CLI is the same code on every store (each command a subprocess paying a cold start):
+#: on moto it runs the commands whose S3 path differs (storage options and the environment,
+#: an unreachable endpoint, a proxy, doctor, timers' heartbeat); the rest runs on local.
+CLI_ON_MOTO = frozenset(
+    {
+        "test_every_command_takes_storage_from_the_option_or_the_environment",
+        "test_unknown_storage_options_are_usage_errors_naming_the_valid_ones",
+        "test_unreachable_storage_is_exit_4_with_a_hint",
+        "test_doctor_passes_on_a_store_that_keeps_its_promises",
+        "test_doctor_says_plainly_when_a_proxy_drops_the_conditional_headers",
+        "test_call_runs_writers_and_readers_with_json_arguments",
+        "test_timers_run_stops_on_sigterm_and_deletes_its_heartbeat",
+    }
+)
 
 
 def _unselected_lane(item: pytest.Item, selected: set[str]) -> bool:
@@ -75,7 +89,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         lane = callspec.params.get("store_lane") if callspec is not None else None
         module_obj = getattr(item, "module", None)
         module = module_obj.__name__.rpartition(".")[2] if module_obj is not None else ""
-        trimmed = not full_matrix and lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES
+        trimmed = not full_matrix and (
+            (lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES)
+            or (
+                module == "test_cli"
+                and lane == "moto"
+                and getattr(item, "originalname", "") not in CLI_ON_MOTO
+            )
+        )
         if trimmed or _unselected_lane(item, selected):
             dropped.append(item)
         else:
