@@ -48,6 +48,16 @@ EVERY_LANE_MODULES = frozenset(
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
 CONFORMANCE_ONLY_LANES = frozenset({"fakegcs", "localstack"})
+#: Contention combining's many-process scenarios (SIGKILL at each point, every process a
+#: holder, posters giving up) run on local; on moto the cross-process suite keeps its
+#: hammering, lost-response and compaction scenarios and every single-process one.
+LOCAL_PROCESSES_ONLY = frozenset(
+    {
+        "test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplicates_nothing",
+        "test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_order",
+        "test_posters_that_give_up_get_call_pending_and_their_calls_apply_at_most_once",
+    }
+)
 #: The CLI is the same code on every store (each command a subprocess paying a cold start):
 #: on moto it runs the commands whose S3 path differs (storage options and the environment,
 #: an unreachable endpoint, a proxy, doctor, timers' heartbeat); the rest runs on local.
@@ -89,13 +99,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         lane = callspec.params.get("store_lane") if callspec is not None else None
         module_obj = getattr(item, "module", None)
         module = module_obj.__name__.rpartition(".")[2] if module_obj is not None else ""
+        name = getattr(item, "originalname", "")
         trimmed = not full_matrix and (
             (lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES)
-            or (
-                module == "test_cli"
-                and lane == "moto"
-                and getattr(item, "originalname", "") not in CLI_ON_MOTO
-            )
+            or (module == "test_cli" and lane == "moto" and name not in CLI_ON_MOTO)
+            or (lane == "moto" and name in LOCAL_PROCESSES_ONLY)
         )
         if trimmed or _unselected_lane(item, selected):
             dropped.append(item)
