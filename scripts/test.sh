@@ -60,10 +60,6 @@ cleanup() {
   if [[ -n "$STAGE" ]]; then
     say "== $STAGE: FAILED (exit $rc) after $(elapsed "$STAGE_START") s"
   fi
-  if [[ -n "${TYPING_PID:-}" ]] && kill -0 "$TYPING_PID" 2>/dev/null; then
-    kill "$TYPING_PID" 2>/dev/null || true
-    wait "$TYPING_PID" 2>/dev/null || true
-  fi
   if [[ -n "$LS_PID" ]] && kill -0 "$LS_PID" 2>/dev/null; then
     # start-host.sh is still waiting for LocalStack: stop waiting; stop-host.sh stops the server.
     kill "$LS_PID" 2>/dev/null || true
@@ -165,34 +161,20 @@ attach_localstack() {
 }
 
 stage "venv + pip install -e .[dev]" make_venv
-MAIN_PYTEST_ARGS=()
-TYPING_PID=""
-if [[ -n "$LS_PID" ]]; then
-  # Users' type checkers on tests/typing and the examples (mypy with the plugin, pyright): CPU
-  # work that runs beside LocalStack's boot and the first minutes of pytest (whose workers
-  # mostly wait on servers and child processes), joined after pytest.
-  MAIN_PYTEST_ARGS+=(--ignore=tests/test_typing.py)
-  say "typing checks (tests/test_typing.py) in the background (log: $WORK/typing.out)"
-  "$PY" -m pytest -q -p no:cacheprovider tests/test_typing.py >"$WORK/typing.out" 2>&1 &
-  TYPING_PID=$!
-fi
-join_typing() {
-  local rc=0
-  wait "$TYPING_PID" || rc=$?
-  TYPING_PID=""
-  tail -n 5 "$WORK/typing.out" >&2
-  return "$rc"
-}
 stage "ruff check" "$PY" -m ruff check .
 stage "ruff format --check" "$PY" -m ruff format --check .
 stage "mypy --strict" "$PY" -m mypy
+MAIN_PYTEST_ARGS=()
+if [[ -n "$LS_PID" ]]; then
+  # Users' type checkers on tests/typing and the examples (mypy with the plugin, pyright): CPU
+  # work that fits in the time LocalStack takes to boot, so it runs then, not in the pytest stage.
+  stage "typing checks (tests/test_typing.py)" "$PY" -m pytest -q -p no:cacheprovider tests/test_typing.py
+  MAIN_PYTEST_ARGS+=(--ignore=tests/test_typing.py)
+fi
 stage "wait for LocalStack" attach_localstack
 # shellcheck disable=SC2046 # the worker option is two words or none
 stage "pytest" "$PY" -m pytest $(pytest_workers) ${MAIN_PYTEST_ARGS[@]+"${MAIN_PYTEST_ARGS[@]}"} \
   ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
-if [[ -n "$TYPING_PID" ]]; then
-  stage "typing checks (tests/test_typing.py, started before pytest)" join_typing
-fi
 if [[ $QUICK -eq 0 && -f mkdocs.yml ]]; then
   stage "mkdocs build --strict" "$PY" -m mkdocs build --strict --site-dir "$WORK/site"
 fi
