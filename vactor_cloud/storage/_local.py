@@ -55,6 +55,7 @@ import hashlib
 import heapq
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,14 +150,22 @@ class LocalStore(ObjectStore):
         if not writing:
             return True  # empty: nothing to read either way; decide on the first write
         self.root.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, _LAYOUT_CHUNKED)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._sync_dir(self.root)
+        # Written whole under a temporary name, then linked into place (create-only): a
+        # writer racing this one never reads a marker that exists but is still empty.
+        temp = self.root / f"{_LAYOUT}.tmp-{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, _LAYOUT_CHUNKED)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.link(temp, marker)
+                self._sync_dir(self.root)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
         self._chunked = True
         return True
 
