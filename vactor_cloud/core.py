@@ -483,6 +483,17 @@ class ActorCore:
             self.env.spawn(self._serve)
         return left
 
+    def _claim_batch(self, max_batch: int) -> list[PendingCall]:
+        """Take up to ``max_batch`` queued calls that no other thread has claimed."""
+        batch: list[PendingCall] = []
+        with self._mutex:
+            queue = self._queue
+            while queue and len(batch) < max_batch:
+                call = queue.popleft()
+                if call.claim():
+                    batch.append(call)
+        return batch
+
     def _drain(self, until: Future[Any] | None) -> None:
         """Apply queued writes batch by batch (this thread holds the actor).
 
@@ -492,13 +503,7 @@ class ActorCore:
         """
         max_batch = self.env.settings.max_batch
         while True:
-            batch: list[PendingCall] = []
-            with self._mutex:
-                queue = self._queue
-                while queue and len(batch) < max_batch:
-                    call = queue.popleft()
-                    if call.claim():
-                        batch.append(call)
+            batch = self._claim_batch(max_batch)
             if not batch:
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
@@ -948,13 +953,7 @@ class ActorCore:
         max_batch = self.env.settings.max_batch
         try:
             while self._holding():
-                batch: list[PendingCall] = []
-                with self._mutex:
-                    queue = self._queue
-                    while queue and len(batch) < max_batch:
-                        call = queue.popleft()
-                        if call.claim():
-                            batch.append(call)
+                batch = self._claim_batch(max_batch)
                 if batch:
                     self._commit(batch)
                     continue
