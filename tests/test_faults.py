@@ -139,3 +139,33 @@ def test_rules_are_validated() -> None:
     with pytest.raises(ValueError, match="probability"):
         FaultRule("delay", probability=2.0)
     assert "crash_after" in FAULT_KINDS
+
+
+@pytest.mark.parametrize("outcome", ["applied", "lost the race", "missing"])
+def test_a_scheduled_crash_after_lands_whatever_the_answer(
+    outcome: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash test schedules its kill at the k-th matching request; a put that lost its
+    race or a get of a missing key still counts, so the kill must land there too (a
+    scheduled kill that silently did not happen failed the crash suite on CI)."""
+    from vactor_cloud.testing import faults
+
+    kills: list[str] = []
+    monkeypatch.setattr(faults, "_kill_self", lambda: kills.append(outcome))
+    operation = "get" if outcome == "missing" else "put"
+    store, inner = _store(FaultRule("crash_after", operations=frozenset({operation}), at=(1,)))
+
+    async def run() -> None:
+        if outcome == "lost the race":
+            await inner.put("k", b"first", mode="create")
+        if operation == "put":
+            try:
+                await store.put("k", b"x", mode="create")
+            except StorageError:
+                assert outcome == "lost the race"
+        else:
+            with pytest.raises(NotFoundError):
+                await store.get("k")
+
+    asyncio.run(run())
+    assert kills == [outcome]

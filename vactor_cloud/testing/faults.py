@@ -34,8 +34,10 @@ translation:
     short (a random length, never the whole) or have one byte flipped.
 ``crash_before`` / ``crash_after``
     SIGKILL this very process before sending, or right after the operation
-    was applied (before anyone learns of its success). For crash tests: the
-    kill lands exactly at the chosen point of a commit.
+    was answered (before anyone learns of its outcome), whatever the answer:
+    a create-only put that lost its race or a get of a missing key is killed
+    after the answer too, so a scheduled kill always lands. For crash tests:
+    the kill lands exactly at the chosen point of a commit.
 
 A rule fires either by schedule (``at``: 1-based numbers of the operations
 the rule matches, counted per rule) or with ``probability`` per matching
@@ -242,9 +244,12 @@ class FaultyStore(ObjectStore):
         if kind == "delay":
             await asyncio.sleep(fault.rng.uniform(0.0, fault.rule.delay))
             return await run()
-        result = await run()
         if kind == "crash_after":
-            _kill_self()
+            try:
+                return await run()
+            finally:
+                _kill_self()  # never returns outside tests
+        result = await run()
         if kind == "lost_response":
             raise _error(
                 fault.rule.retryable,
