@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from child_processes import report_stacks_on_request
+
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.errors import VactorError
@@ -25,6 +27,8 @@ from vactor_cloud.testing.faults import FaultConfig, FaultyStore, install
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: Settings of every chaos process: a short HEAD interval so HEAD moves (and faults on it) happen.
+report_stacks_on_request()
+
 CHAOS_SETTINGS = vc.Settings(storage="", head_interval=0.2, max_commit_attempts=200)
 _LOAD_ATTEMPTS = 30
 

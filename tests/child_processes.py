@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
+import sys
+import time
 from collections.abc import Iterable
 from multiprocessing.process import BaseProcess
+
+
+def report_stacks_on_request() -> None:
+    """Make this (child) process print every thread's stack on SIGUSR1.
+
+    :func:`join_all` sends SIGUSR1 to a child that is still running at its
+    timeout before killing it, so a hang seen once on CI can be diagnosed
+    from its log. Modules holding child entry points call this at import.
+    """
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
 
 #: how long a test waits for its child processes (a hung child fails the test, not the suite)
 JOIN_TIMEOUT = 240.0
@@ -26,8 +43,14 @@ def join_all(procs: Iterable[BaseProcess], timeout: float = JOIN_TIMEOUT) -> lis
     for p in started:
         p.join(timeout)
     codes = [p.exitcode for p in started]
-    for p in started:
-        if p.is_alive():
-            p.kill()
-            p.join(10)
+    hung = [p for p in started if p.is_alive()]
+    for p in hung:
+        if hasattr(signal, "SIGUSR1") and p.pid is not None:
+            print(f"child {p.name} (pid {p.pid}) still running after {timeout} s: its stacks follow")
+            os.kill(p.pid, signal.SIGUSR1)
+    if hung:
+        time.sleep(2.0)
+    for p in hung:
+        p.kill()
+        p.join(10)
     return codes
