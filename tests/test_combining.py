@@ -144,6 +144,29 @@ def test_a_foreign_post_is_folded_once_and_its_outcome_travels_in_the_applying_s
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_hangs(
+    store_spec: StoreSpec,
+) -> None:
+    """A damaged read of another sender's post (in transit) ends the fold before it; when
+    our own post comes after it, the fold had no calls and returned without settling our
+    call: the caller waited forever (a chaos worker hung in the corrupt_read phase)."""
+    faults = FaultConfig(
+        (FaultRule("corrupt_read", operations=frozenset({"get"}), key_contains="/mail/", at=(1,)),),
+        name="damaged_post_read",
+    )
+    store = init_switchable(store_spec, faults, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    post_adds(foreign_box("a"), ["other/0"])  # listed before our own post
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    future = log.add.run_async("me/1")
+    assert vc.get(future, timeout=20) == 3
+    assert store.injected["corrupt_read"] == 1
+    assert log.applied.run() == ["me/0", "other/0", "me/1"]
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_post_left_behind_after_its_fold_is_deleted_unapplied(store_spec: StoreSpec) -> None:
     store = init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")

@@ -267,6 +267,23 @@ def test_a_base_exception_in_a_method_reaches_its_caller(actor_store: StoreSpec,
     assert vc.get_runtime().loop.is_running()
 
 
+def test_a_commit_that_forgets_a_call_fails_it_instead_of_hanging_its_caller(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net under every commit path: a call ``_commit`` returned without settling
+    (a defect, as the fold that found only a damaged post was) reaches its caller as an
+    error. Both ways in: the caller's own thread, and a pool thread for ``run_async``."""
+    from vactor_cloud.core import ActorCore
+
+    box = Box.get_or_create("forgotten")
+    monkeypatch.setattr(ActorCore, "_commit", lambda self, batch, keys=None: None)
+    with pytest.raises(vc.VactorError, match="without settling"):
+        box.bump.run("lost")
+    assert isinstance(box.bump.run_async("lost").exception(30), vc.VactorError)
+    monkeypatch.undo()
+    assert box.bump.run("after") == 1
+
+
 # -- 6. a stalled endpoint fails within the deadline ------------------------------------------------
 def test_a_stalled_store_fails_within_the_deadline() -> None:
     class Stalled(MemoryStore):

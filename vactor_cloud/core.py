@@ -494,6 +494,22 @@ class ActorCore:
                     batch.append(call)
         return batch
 
+    def _fail_unsettled(self, batch: list[PendingCall]) -> None:
+        """A call ``_commit`` returned without settling would leave its caller waiting
+        forever: a defect, reported to the caller (and logged) rather than a hang."""
+        left = [c for c in batch if not c.future.done()]
+        if left:
+            logger.error(
+                "actor %r: %d call(s) left unsettled by a commit (a defect)", self.actor_id, len(left)
+            )
+            _fail(
+                left,
+                VactorError(
+                    f"actor {self.actor_id!r}: the commit ended without settling this call (a defect in "
+                    "vactor_cloud: please report it); the call may or may not have been applied"
+                ),
+            )
+
     def _drain(self, until: Future[Any] | None) -> None:
         """Apply queued writes batch by batch (this thread holds the actor).
 
@@ -517,6 +533,7 @@ class ActorCore:
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
                 raise
+            self._fail_unsettled(batch)
             if until is not None and until.done():
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
@@ -611,8 +628,18 @@ class ActorCore:
                     keys = None
                     if stale:
                         env.background(self._posts().delete(stale))
-                    if not calls:
+                    if not calls and not batch:
                         return  # nothing left to fold (a fold-only commit, posts gone meanwhile)
+                    if not calls:
+                        # Our post waits behind one whose read was damaged: read them again
+                        # (a post still damaged after a few reads is skipped), until the deadline.
+                        if time.monotonic() > give_up_at:
+                            assert posted is not None
+                            _fail(batch, self._pending_error(posted, batch))
+                            return
+                        transient += 1
+                        time.sleep(_backoff(transient + 3))
+                        continue
                 hooked = self.inbox.wants_fold(calls)
                 if hooked:
                     calls = env.run(self.inbox.fold(calls, base, definition))
@@ -956,6 +983,7 @@ class ActorCore:
                 batch = self._claim_batch(max_batch)
                 if batch:
                     self._commit(batch)
+                    self._fail_unsettled(batch)
                     continue
                 wake.clear()
                 try:
