@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 import vactor_cloud as vc
+from vactor_cloud.testing.latency import Latency, install
 
 
 @vc.virtual_actor
@@ -42,11 +43,17 @@ class SharedCounter:
 
 def _init(url: str, options: dict[str, Any]) -> None:
     combine = options.pop("combine", True)
-    if combine:
-        vc.init(url, **options)
-    else:
-        vc.init(url, settings=vc.Settings(storage="", combine=False), **options)
-    options["combine"] = combine
+    latency = options.pop("latency", None)
+    try:
+        if combine:
+            vc.init(url, **options)
+        else:
+            vc.init(url, settings=vc.Settings(storage="", combine=False), **options)
+    finally:
+        options["combine"] = combine
+        options["latency"] = latency
+    if latency is not None:
+        install(Latency.parse(latency))  # every request waits as long as a real bucket's would
 
 
 def _worker(
@@ -129,8 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-combine", action="store_true", help="Settings(combine=False): race for every step"
     )
+    parser.add_argument(
+        "--latency", metavar="MS[,JITTER]", help="delay every request (LatencyStore), as a real bucket would"
+    )
     args = parser.parse_args(argv)
     options: dict[str, Any] = {}
+    if args.latency:
+        Latency.parse(args.latency)  # a bad value fails here, not in every child
+        options["latency"] = args.latency
     if args.no_combine:
         options["combine"] = False
     for item in args.o:
