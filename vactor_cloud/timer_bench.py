@@ -91,8 +91,10 @@ def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int
     vc.init(url, settings=vc.Settings(storage="", head_interval=1.0, max_workers=16))
     counts = _count_requests(vc.get_runtime().store)
     stop = threading.Event()
+    views: dict[int, int] = {}  # runners this one saw alive -> ticks
 
     def on_tick(tick: TickReport) -> None:
+        views[tick.runners] = views.get(tick.runners, 0) + 1
         if time.time() > until:
             stop.set()
 
@@ -108,6 +110,7 @@ def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int
             "lateness": total.lateness,
             "errors": errors,
             "requests": counts,
+            "views": views,
         }
     )
 
@@ -196,6 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
         "requests": requests,
         "errors": [e for r in results for e in r["errors"]][:5],
+        # per runner: timers fired, median lateness, how many runners it saw alive (-> ticks)
+        "per_runner": [
+            {
+                "fired": r["fired"],
+                "p50_s": round(sorted(r["lateness"])[len(r["lateness"]) // 2], 3) if r["lateness"] else None,
+                "views": r["views"],
+            }
+            for r in results
+        ],
         "cpus": os.cpu_count(),
     }
     print(json.dumps(row))
