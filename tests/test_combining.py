@@ -677,13 +677,14 @@ def test_posters_that_give_up_get_call_pending_and_their_calls_apply_at_most_onc
 
 
 def test_bench_contention_script_runs_without_combining(tmp_path: Path) -> None:
-    """``scripts/bench_contention.py --no-combine``: the 'before' column of issue 13's rows."""
+    """``scripts/bench_contention.py --no-combine --latency 1``: the 'before' column of issue 13's rows."""
     import os
     import subprocess
     import sys
 
     root = Path(__file__).parent.parent
     argv = [str(tmp_path / "store"), "--processes", "2", "--duration", "0.5", "--repeats", "1"]
+    argv += ["--latency", "1"]  # every request 1 ms later
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
         [sys.executable, str(root / "scripts" / "bench_contention.py"), *argv, "--no-combine"],
