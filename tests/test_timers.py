@@ -8,10 +8,12 @@ lost, nothing fires twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing.context
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from timer_workers import (
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys
 from vactor_cloud.cli.bench_harness import BenchCounter, RequestTrace
+from vactor_cloud.storage import Blob, MemoryStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.timer_runner import Membership, TickReport, owner_of, repair_timer_index, run_timers
@@ -525,3 +528,78 @@ def test_the_timer_bench_fires_each_timer_once_and_reports_every_runner(tmp_path
     assert len(row["per_runner"]) == 2
     assert sum(r["fired"] for r in row["per_runner"]) == 40
     assert all(r["views"] for r in row["per_runner"])
+
+
+class _Stallable(MemoryStore):
+    """A memory store whose every request hangs while ``stalled`` is set (a listener that
+    accepts and never answers); commits go through the IO loop like any remote store's."""
+
+    stalled = False
+
+    @property
+    def inline(self) -> bool:
+        return False
+
+    async def _wait(self) -> None:
+        while self.stalled:
+            await asyncio.sleep(0.05)
+
+    async def _get(self, key: str) -> Blob:
+        await self._wait()
+        return await super()._get(key)
+
+    async def _head(self, key: str) -> str | None:
+        await self._wait()
+        return await super()._head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        await self._wait()
+        return await super()._put(key, data, mode)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        await self._wait()
+        return await super()._list(prefix, start_after, limit)
+
+    async def _delete(self, key: str) -> None:
+        await self._wait()
+        await super()._delete(key)
+
+
+def test_a_runner_rides_out_a_stalled_store_and_stops_within_its_deadline_while_stalled() -> None:
+    """A stalled endpoint neither hangs a timer runner nor makes it fire twice: while the
+    store answers nothing its listings fail within the deadline (reported, retried next
+    poll); once it answers again the due timer fires once; a stop during a stall returns
+    within the deadlines too (the heartbeat delete times out and is logged)."""
+    store = _Stallable(f"stall-{uuid.uuid4().hex}")
+    vc.init(store, settings=vc.Settings(timeout=0.3, deadline=1.0))
+    try:
+        session = Session.get_or_create("stalled")
+        session.touch.run(0.3)
+        store.stalled = True
+        stop = threading.Event()
+        reports: list[TickReport] = []
+        thread = threading.Thread(
+            target=lambda: reports.append(run_timers(poll=0.2, stop=stop, runner_id="stall-runner"))
+        )
+        thread.start()
+        time.sleep(2.0)  # due meanwhile; nothing answers
+        store.stalled = False
+        deadline = time.monotonic() + 30
+        while session.entries.run() == [] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert session.entries.run() == ["expired idle"]
+        store.stalled = True
+        stopped_at = time.monotonic()
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the runner did not stop while the store was stalled"
+        stopping = time.monotonic() - stopped_at
+        store.stalled = False
+        (total,) = reports
+        assert total.fired == 1
+        assert total.errors, "the failed listings during the stall were not reported"
+        assert session.entries.run() == ["expired idle"]  # once, not twice
+        print(f"stopped in {stopping:.1f} s while stalled; errors reported: {len(total.errors)}")
+    finally:
+        store.stalled = False
+        vc.shutdown()
