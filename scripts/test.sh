@@ -173,7 +173,8 @@ if [[ -n "$LS_PID" ]]; then
 fi
 stage "wait for LocalStack" attach_localstack
 # shellcheck disable=SC2046 # the worker option is two words or none
-stage "pytest" "$PY" -m pytest $(pytest_workers) ${MAIN_PYTEST_ARGS[@]+"${MAIN_PYTEST_ARGS[@]}"} \
+# --durations: the slowest tests in every log, for keeping the suite within its 10 minutes.
+stage "pytest" "$PY" -m pytest $(pytest_workers) --durations=25 ${MAIN_PYTEST_ARGS[@]+"${MAIN_PYTEST_ARGS[@]}"} \
   ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
 if [[ $QUICK -eq 0 && -f mkdocs.yml ]]; then
   stage "mkdocs build --strict" "$PY" -m mkdocs build --strict --site-dir "$WORK/site"
