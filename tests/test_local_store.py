@@ -383,6 +383,61 @@ def test_deleting_keys_prunes_the_chain_directories_they_leave_empty(tmp_path: P
     assert run(store.list("steps/")) == keys[1200:]
 
 
+def test_deleting_keys_prunes_every_directory_they_leave_empty_not_only_chains(tmp_path: Path) -> None:
+    """Keys of several long components (the timers' due index, ``timers/<due>/<actor>/<key>``):
+    each component's last chunk is a plain directory. Pruning stopped at the first one, so
+    every fired timer left a dozen empty directories behind, and every later LIST of the
+    index walked them all (a timer runner spent most of its CPU there)."""
+    store = LocalStore(tmp_path)
+    keys = [f"timers/{1764000000000 + 7919 * n:013d}/timer-bench-{n % 37}/t{n}" for n in range(400)]
+
+    async def body() -> None:
+        for key in keys:
+            await store.put(key, b"", mode="create")
+        for key in keys[:-1]:
+            await store.delete(key)
+
+    run(body())
+    left = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_dir())
+    kept = [p for p in left if not str(p).startswith(".")]
+    # Only the directories holding the one key left (one per path segment of it).
+    assert len(kept) == len(store._path(keys[-1]).relative_to(tmp_path).parts) - 1, kept[:20]
+    store.listing.reset()
+    assert run(store.list("timers/", limit=10)) == [keys[-1]]
+    assert store.listing.directories <= 40, store.listing.directories
+    run(store.delete(keys[-1]))
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_writers_and_deleters_sharing_directories_never_fail_while_pruning(tmp_path: Path) -> None:
+    """A delete prunes directories a writer may have just made (empty until its temp file
+    lands in the leaf): the writer makes them again; every write succeeds and is readable."""
+    store = LocalStore(tmp_path)
+    failures: list[BaseException] = []
+
+    async def writes_and_deletes(worker: int) -> None:
+        for n in range(40):
+            key = f"timers/{1764000000000 + n % 3:013d}/timer-bench-{n % 2}/w{worker}-{n}"
+            await store.put(key, b"x", mode="create")
+            assert (await store.get(key)).data == b"x"
+            await store.delete(key)
+
+    def churn(worker: int) -> None:
+        try:
+            run(writes_and_deletes(worker))
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    assert run(store.list("timers/")) == []
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+
+
 def test_mailbox_keys_are_stored_whole_unsynced_and_listed_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,10 +95,6 @@ def encode_component(name: str) -> list[str]:
     return [name[i : i + _CHUNK] + _CHAIN for i in range(0, cut, _CHUNK)] + [name[cut:]]
 
 
-def _is_chain(name: str) -> bool:
-    return len(name) == _CHUNK + 1 and name.endswith(_CHAIN)
-
-
 class ListingStats:
     """What LISTs read: directories opened and entries seen (for tests and benchmarks)."""
 
@@ -415,11 +411,15 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(path)
-        # Prune chain directories left empty, so that listings after a
-        # compaction do not open them; a writer that loses its directory to
-        # this makes it again (see _write).
+        # Prune every directory left empty up to the root, chains and the plain
+        # directory of a component's last chunk alike, so that later listings
+        # do not open them (a due index keyed by time would otherwise keep a
+        # dozen empty directories per fired timer, walked by every LIST). An
+        # object store has no empty directories to keep; rmdir fails on one
+        # that is not empty, and a writer that loses its directory to this
+        # makes it again (see _write).
         parent = path.parent
-        while self._chunked and parent != self.root and _is_chain(parent.name):
+        while self._chunked and parent != self.root:
             try:
                 parent.rmdir()
             except OSError:
