@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vactor_cloud.cli import bench, build_parser
-from vactor_cloud.cli.bench_harness import COLD_START_ROW, PROFILES
+from vactor_cloud.cli.bench_harness import COLD_START_ROW, PROFILES, TIMERS_ROW
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,6 +61,19 @@ def test_bench_runs_every_row_and_prints_json_rows(scheme: str, tmp_path: Path) 
     if scheme == "local":
         # what the benchmark wrote is gone again
         assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
+
+
+def test_the_timers_row_runs_only_when_named_and_fires_each_timer_once(tmp_path: Path) -> None:
+    """``--rows timers``: runner processes fire timers due together; not part of the default set
+    (the row above counts 13 without it); an unknown group names it among the choices."""
+    done = _bench("--json", "--rows", "timers", env={"VACTOR_STORAGE": f"file://{tmp_path / 'store'}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(done.stdout)["rows"]
+    assert row["name"] == TIMERS_ROW
+    assert "40 fired, 0 doubled" in row["note"], row
+    assert row["ok"] == (float(row["value"].split()[0]) <= 2.0)
+    refused = _bench("--rows", "timerz", env={"VACTOR_STORAGE": "memory://x"})
+    assert refused.returncode != 0 and "timers" in refused.stderr
 
 
 def test_bench_prints_a_plain_table_when_piped() -> None:

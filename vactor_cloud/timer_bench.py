@@ -3,7 +3,7 @@
 ::
 
     python -m vactor_cloud.timer_bench URL [--timers 10000] [--actors 1000] [--runners 4]
-        [--window 60] [--poll 1.0] [--split runners|claims|none] [--sharded]
+        [--window 60] [--poll 1.0] [--split runners|claims|none] [--sharded] [--storage-options JSON]
 
 Arms ``--timers`` timers spread over ``--actors`` actors, due uniformly within
 ``--window`` seconds from a start a few seconds ahead; starts ``--runners``
@@ -87,8 +87,20 @@ def _count_requests(store: Any) -> dict[str, int]:
     return counts
 
 
-def _runner(url: str, poll: float, until: float, out: Any, shard: tuple[int, int] | None, split: str) -> None:
-    vc.init(url, settings=vc.Settings(storage="", head_interval=1.0, max_workers=16))
+def _runner(
+    url: str,
+    poll: float,
+    until: float,
+    out: Any,
+    shard: tuple[int, int] | None,
+    split: str,
+    options: dict[str, Any],
+) -> None:
+    vc.init(
+        url,
+        settings=vc.Settings(storage="", head_interval=1.0, max_workers=16),
+        storage_options=options,
+    )
     counts = _count_requests(vc.get_runtime().store)
     stop = threading.Event()
     views: dict[int, int] = {}  # runners this one saw alive -> ticks
@@ -129,11 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-claims", action="store_true", help="the same as --split none (older spelling)")
     parser.add_argument("--lead", type=float, default=10.0, help="seconds before the first timer is due")
+    parser.add_argument(
+        "--storage-options", default="{}", metavar="JSON", help="the store's options (endpoint_url, key, ...)"
+    )
     args = parser.parse_args(argv)
     if args.no_claims:
         args.split = "none"
+    options = json.loads(args.storage_options)
+    if not isinstance(options, dict):
+        parser.error('--storage-options: a JSON object, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'')
 
-    vc.init(args.url)
+    vc.init(args.url, storage_options=options)
     rng = random.Random(16)
     start = time.time() + args.lead
     per_actor: dict[str, list[tuple[str, float]]] = {}
@@ -153,7 +171,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs = [
         ctx.Process(
             target=_runner,
-            args=(args.url, args.poll, until, out, (i, args.runners) if args.sharded else None, args.split),
+            args=(
+                args.url,
+                args.poll,
+                until,
+                out,
+                (i, args.runners) if args.sharded else None,
+                args.split,
+                options,
+            ),
         )
         for i in range(args.runners)
     ]

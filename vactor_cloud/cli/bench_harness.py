@@ -635,6 +635,47 @@ class Bench:
 
 
 COLD_START_ROW = "cold start: new process to first committed call / bare one-PUT script"
+TIMERS_ROW = "timers due together, several runner processes: p99 lateness"
+#: (timers, actors, window s, lead s, runners) of the timers row, per profile
+_TIMER_SIZES: dict[str, tuple[int, int, float, float, int]] = {
+    "full": (10_000, 1_000, 60.0, 45.0, 4),
+    "quick": (1_000, 100, 10.0, 10.0, 4),
+    "tiny": (40, 8, 2.0, 3.0, 2),
+}
+
+
+def _timers_row(target: Target, profile: Profile) -> Row:
+    """``python -m vactor_cloud.timer_bench`` in a child: timers due within one window, fired
+    by several runner processes polling every second (target: p99 ≤ poll + 1 s)."""
+    goal = "<= poll + 1 s (2 s)"
+    if not target.multiprocess:
+        return Row(TIMERS_ROW, goal, "n/a", None, "a memory store lives in one process")
+    timers, actors, window, lead, runners = _TIMER_SIZES[profile.name]
+    sizes = ["--timers", str(timers), "--actors", str(actors), "--window", str(window)]
+    sizes += ["--lead", str(lead), "--runners", str(runners), "--storage-options", json.dumps(target.options)]
+    done = subprocess.run(
+        [sys.executable, "-m", "vactor_cloud.timer_bench", target.url, *sizes],
+        env={**os.environ, **target.env},
+        capture_output=True,
+        text=True,
+        timeout=lead + window + _CHILD_TIMEOUT,
+        check=False,
+    )
+    try:
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        p99 = float(row["lateness_p99_s"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        failed = f"timer_bench exited {done.returncode}: {done.stderr[-300:]}"
+        return Row(TIMERS_ROW, goal, "error", False, failed)
+    complete = row["doubled"] == 0 and row["unfired_when_runners_stopped"] == 0
+    note = (
+        f"{timers:,} timers / {actors:,} actors due within {window:g} s, {runners} runners: "
+        f"p50 {row['lateness_p50_s']} s, {row['requests_per_timer']} requests per timer, "
+        f"{row['fired']} fired, {row['doubled']} doubled"
+    )
+    if target.latency is not None:
+        note += "; without the injected latency"
+    return Row(TIMERS_ROW, goal, f"{p99:.3f} s", p99 <= 2.0 and complete, note)
 
 
 def _time_child(script: str, target: Target) -> float:
@@ -964,6 +1005,8 @@ ROW_GROUPS = (
     "rss",
     "cold_start",
 )
+#: row groups run only when asked for with ``--rows`` (they take a minute or more)
+OPTIONAL_ROW_GROUPS = ("timers",)
 
 
 def run_bench(
@@ -1004,6 +1047,14 @@ def run_bench(
             rows.append(bench.rss_row())
         if "cold_start" in groups:
             rows.append(bench.cold_start_row())
+        if "timers" in groups:
+            timers = scoped.sub("timers")
+            try:
+                rows.append(_timers_row(timers, profile))
+            finally:
+                if timers.scheme == "file":  # its own store: its lock files are not objects either
+                    shutil.rmtree(timers.url.removeprefix("file://"), ignore_errors=True)
+            advance("timers")
     finally:
         if not keep:
             with contextlib.suppress(Exception):
@@ -1019,8 +1070,8 @@ def run_bench(
 
 def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS) -> int:
     """Progress steps: one per repeat of each row group, plus the long actor's setup."""
-    per_repeat = len([g for g in groups if g != "processes" or profile.processes])
-    return profile.repeats * per_repeat + (1 if "long" in groups else 0)
+    per_repeat = len([g for g in groups if g != "timers" and (g != "processes" or profile.processes)])
+    return profile.repeats * per_repeat + (1 if "long" in groups else 0) + (1 if "timers" in groups else 0)
 
 
 async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:
