@@ -14,7 +14,7 @@ import multiprocessing.synchronize
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,25 @@ PROC_LOCKS = Path("/proc/locks")
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def in_threads(count: int, target: Callable[[int], object], timeout: float = 60) -> list[BaseException]:
+    """Run ``target(i)`` for i in range(count), each on its own thread; what they raised."""
+    failures: list[BaseException] = []
+
+    def each(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:  # collected for the caller's assertion
+            failures.append(exc)
+
+    threads = [threading.Thread(target=each, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return failures
 
 
 def lock_file(root: Path, key: str) -> Path:
@@ -413,7 +432,6 @@ def test_writers_and_deleters_sharing_directories_never_fail_while_pruning(tmp_p
     """A delete prunes directories a writer may have just made (empty until its temp file
     lands in the leaf): the writer makes them again; every write succeeds and is readable."""
     store = LocalStore(tmp_path)
-    failures: list[BaseException] = []
 
     async def writes_and_deletes(worker: int) -> None:
         for n in range(40):
@@ -422,18 +440,7 @@ def test_writers_and_deleters_sharing_directories_never_fail_while_pruning(tmp_p
             assert (await store.get(key)).data == b"x"
             await store.delete(key)
 
-    def churn(worker: int) -> None:
-        try:
-            run(writes_and_deletes(worker))
-        except BaseException as exc:  # reported below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=churn, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert failures == []
+    assert in_threads(4, lambda worker: run(writes_and_deletes(worker)), timeout=120) == []
     assert run(store.list("timers/")) == []
     assert [p for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
 
@@ -478,7 +485,6 @@ def test_writers_racing_on_a_fresh_root_never_read_a_half_written_layout_marker(
     # Threads (or processes) writing the first objects of an empty root all decide its
     # layout; one writes the marker, the others read it. A marker created and not yet
     # written read as b"" ("unknown directory layout") in about 1 trial in 20.
-    failures: list[BaseException] = []
     for trial in range(100):
         root = tmp_path / f"root-{trial}"
         barrier = threading.Barrier(8)
@@ -486,14 +492,6 @@ def test_writers_racing_on_a_fresh_root_never_read_a_half_written_layout_marker(
         def write(i: int, root: Path = root, barrier: threading.Barrier = barrier) -> None:
             store = LocalStore(str(root))
             barrier.wait()
-            try:
-                asyncio.run(store.put(f"race/k{i}", b"x", mode="create"))
-            except BaseException as exc:
-                failures.append(exc)
+            asyncio.run(store.put(f"race/k{i}", b"x", mode="create"))
 
-        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    assert failures == []
+        assert in_threads(8, write, timeout=30) == [], f"trial {trial}"
