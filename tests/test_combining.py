@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from chaos_workers import read_chain
@@ -49,7 +49,6 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 
 _PUT = frozenset({"put"})
-T = TypeVar("T")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -144,27 +143,36 @@ def test_a_foreign_post_is_folded_once_and_its_outcome_travels_in_the_applying_s
     assert wait_for_no_posts("a") == []
 
 
+@pytest.mark.parametrize("damage", ["in transit", "at rest"])
 @pytest.mark.usefixtures("runtime_off")
 def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_hangs(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, damage: str
 ) -> None:
-    """A damaged read of another sender's post (in transit) ends the fold before it; when
-    our own post comes after it, the fold had no calls and returned without settling our
-    call: the caller waited forever (a chaos worker hung in the corrupt_read phase)."""
-    faults = FaultConfig(
-        (FaultRule("corrupt_read", operations=frozenset({"get"}), key_contains="/mail/", at=(1,)),),
-        name="damaged_post_read",
+    """A damaged read of another sender's post ends the fold before it; when our own post
+    comes after it, the fold had no calls and returned without settling our call: the caller
+    waited forever (a chaos worker hung in the corrupt_read phase). Damaged in transit, the
+    next read folds it; damaged at rest (forged), it is skipped after a few reads, never
+    applied, and our call goes through."""
+    reads = frozenset({"get"})
+    rule = (
+        FaultRule("corrupt_read", operations=reads, key_contains="/mail/", at=(1,))
+        if damage == "in transit"
+        else FaultRule("corrupt_read", operations=reads, key_contains="/mail/", probability=1.0)
     )
-    store = init_switchable(store_spec, faults, combine_window=60.0)
+    store = init_switchable(store_spec, FaultConfig((rule,), name="damaged_post_read"), combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     post_adds(foreign_box("a"), ["other/0"])  # listed before our own post
     commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
     future = log.add.run_async("me/1")
-    assert vc.get(future, timeout=20) == 3
-    assert store.injected["corrupt_read"] == 1
-    assert log.applied.run() == ["me/0", "other/0", "me/1"]
-    assert wait_for_no_posts("a") == []
+    if damage == "in transit":
+        assert vc.get(future, timeout=20) == 3
+        assert store.injected["corrupt_read"] == 1
+        assert log.applied.run() == ["me/0", "other/0", "me/1"]
+    else:
+        assert vc.get(future, timeout=20) == 2
+        assert store.injected["corrupt_read"] >= 3
+        assert log.applied.run() == ["me/0", "me/1"]
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -551,24 +559,21 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
     # again (on a new actor) until the kill lands, three times at most.
     workers = {"victim": (4000, faults, kill), "s0": (100, None, None), "s1": (100, None, None)}
 
-    def scenario(actor_id: str) -> tuple[dict[str, ChildLog], dict[str, int | None], list[str]]:
-        OrderLog.get_or_create(actor_id)
-        vc.shutdown()
-        logs, codes = _run_hammers(
-            spawn_context,
-            shared,
-            tmp_path / actor_id,
-            actor_id,
-            workers,
-            POSTING,
-            delays={"s0": 1.0, "s1": 1.0},
-        )
-        applied = _applied(shared, actor_id)
-        assert check_once_and_in_order(logs.values(), applied) == []
+    def survivors_finished(
+        actor_id: str, logs: dict[str, ChildLog], codes: dict[str, int | None], applied: list[str]
+    ) -> None:
         assert codes["s0"] == 0 and codes["s1"] == 0, codes
-        return logs, codes, applied
 
-    actor_id, (logs, codes, applied) = _until_it_happens("victim", scenario, lambda r: r[1]["victim"] == -9)
+    actor_id, logs, codes, applied = _hammer_until(
+        "victim",
+        lambda logs, codes: codes["victim"] == -9,
+        survivors_finished,
+        spawn_context,
+        shared,
+        tmp_path,
+        workers,
+        delays={"s0": 1.0, "s1": 1.0},
+    )
     done = {who: log.done for who, log in logs.items()}
     assert codes == {"victim": -9, "s0": 0, "s1": 0}, f"{point}: the kill did not land: {codes} {done}"
     victim = logs["victim"]
@@ -579,22 +584,36 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
     assert wait_for_no_posts(actor_id) == [], point
 
 
-def _until_it_happens(
-    prefix: str, scenario: Callable[[str], T], happened: Callable[[T], bool]
-) -> tuple[str, T]:
-    """Run ``scenario`` on a new actor (``<prefix>-<attempt>``) until ``happened(result)``, three
-    times at most; the last actor id and result.
+def _hammer_until(
+    prefix: str,
+    happened: Callable[[dict[str, ChildLog], dict[str, int | None]], bool],
+    check: Callable[[str, dict[str, ChildLog], dict[str, int | None], list[str]], None],
+    spawn_context: multiprocessing.context.SpawnContext,
+    shared: StoreSpec,
+    tmp_path: Path,
+    workers: dict[str, tuple[int, str | None, int | None]],
+    **hammers: Any,
+) -> tuple[str, dict[str, ChildLog], dict[str, int | None], list[str]]:
+    """Hammer a new actor (``<prefix>-<attempt>``) with ``workers`` until ``happened(logs,
+    codes)``, three times at most; the last actor id, logs, exit codes and applied tokens.
 
     On a loaded machine child processes may not overlap as a test planned, and the scenario
-    it meant to build does not occur; ``scenario`` checks loss, duplication and order itself
-    on every attempt, so an attempt that missed the scenario still tested something.
+    it meant to build does not occur. Every attempt is checked all the same: each call
+    applied once and in its process's order, then ``check(actor_id, logs, codes, applied)``.
     """
     for attempt in range(3):
         actor_id = f"{prefix}-{attempt}"
-        result = scenario(actor_id)
-        if happened(result):
+        OrderLog.get_or_create(actor_id)
+        vc.shutdown()
+        logs, codes = _run_hammers(
+            spawn_context, shared, tmp_path / actor_id, actor_id, workers, POSTING, **hammers
+        )
+        applied = _applied(shared, actor_id)
+        assert check_once_and_in_order(logs.values(), applied) == []
+        check(actor_id, logs, codes, applied)
+        if happened(logs, codes):
             break
-    return actor_id, result
+    return actor_id, logs, codes, applied
 
 
 def _leases_taken(logs: dict[str, ChildLog]) -> dict[str, int]:
@@ -615,30 +634,31 @@ def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_
     takes it), the create-only step puts and the post cursor still apply each call once."""
     workers = {f"p{i}": (50, None, None) for i in range(3)}
 
-    def scenario(actor_id: str) -> list[str]:
-        OrderLog.get_or_create(actor_id)
-        vc.shutdown()
-        logs, codes = _run_hammers(
-            spawn_context,
-            shared,
-            tmp_path / actor_id,
-            actor_id,
-            workers,
-            POSTING,
-            delays={"p0": 0.0},
-            fake_lease=True,
-        )
+    def holders(logs: dict[str, ChildLog]) -> list[str]:
+        return [who for who, n in _leases_taken(logs).items() if n > 0]
+
+    def all_acked_and_cleaned(
+        actor_id: str, logs: dict[str, ChildLog], codes: dict[str, int | None], applied: list[str]
+    ) -> None:
         assert set(codes.values()) == {0}, codes
-        applied = _applied(shared, actor_id)
-        assert check_once_and_in_order(logs.values(), applied) == []
         assert sorted(applied) == sorted(t for log in logs.values() for t in log.acked)
         assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
         assert wait_for_no_posts(actor_id) == []
-        return [who for who, n in _leases_taken(logs).items() if n > 0]
 
     # The scenario is two processes or more folding as holders at once.
-    _, holders = _until_it_happens("all-hold", scenario, lambda found: len(found) >= 2)
-    assert len(holders) >= 2, f"fewer than two processes believed they held the lease: {holders}"
+    _, logs, _, _ = _hammer_until(
+        "all-hold",
+        lambda logs, codes: len(holders(logs)) >= 2,
+        all_acked_and_cleaned,
+        spawn_context,
+        shared,
+        tmp_path,
+        workers,
+        delays={"p0": 0.0},
+        fake_lease=True,
+    )
+    found = holders(logs)
+    assert len(found) >= 2, f"fewer than two processes believed they held the lease: {found}"
 
 
 @pytest.mark.usefixtures("runtime_off")
