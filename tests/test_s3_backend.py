@@ -371,10 +371,11 @@ def test_a_child_process_reaches_the_store_through_the_spec(spec: StoreSpec) -> 
     assert done.stdout == b"from parent"
 
 
-def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key() -> None:
+def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key(s3_transport: str) -> None:
     port = _free_port()
     store = S3Store(
         "bucket/prefix",
+        transport=s3_transport,
         endpoint_url=f"http://127.0.0.1:{port}",
         key="k",
         secret="s",
@@ -401,6 +402,7 @@ class StubS3:
     def __init__(self, status: int, code: str) -> None:
         stub = self
         self.status, self.code, self.requests = status, code, 0
+        self.transport = "botocore"
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -440,10 +442,17 @@ class StubS3:
         self.thread.join()
 
 
+@pytest.fixture(params=["botocore", "s3fs"])
+def s3_transport(request: pytest.FixtureRequest) -> str:
+    """Each S3 transport (the store's ``transport`` option) meets the same answers."""
+    return str(request.param)
+
+
 @pytest.fixture
-def stub_s3(request: pytest.FixtureRequest) -> Iterator[StubS3]:
+def stub_s3(request: pytest.FixtureRequest, s3_transport: str) -> Iterator[StubS3]:
     status, code = request.param
     stub = StubS3(status, code)
+    stub.transport = s3_transport
     try:
         yield stub
     finally:
@@ -453,6 +462,7 @@ def stub_s3(request: pytest.FixtureRequest) -> Iterator[StubS3]:
 def stub_store(stub: StubS3) -> S3Store:
     return S3Store(
         "bucket/prefix",
+        transport=stub.transport,
         endpoint_url=stub.endpoint,
         key="k",
         secret="s",

@@ -111,21 +111,28 @@ def test_declared_s3_and_gcs_options_are_ones_the_fsspec_filesystems_take() -> N
     from vactor_cloud.storage._s3 import S3Store
 
     s3 = set(inspect.signature(s3fs.S3FileSystem.__init__).parameters) | {"profile"}
-    assert S3Store.accepted_options <= s3
+    assert S3Store.accepted_options - {"transport"} <= s3  # transport: the store's own
     assert GCSStore.accepted_options <= set(inspect.signature(GCSFileSystem.__init__).parameters)
 
 
 @pytest.mark.parametrize(
-    ("url", "module", "extra"), [("s3://b/p", "aiohttp", "s3"), ("gs://b", "gcsfs", "gcs")]
+    ("url", "module", "extra", "options"),
+    [
+        ("s3://b/p", "botocore", "s3", {}),
+        ("s3://b/p", "aiohttp", "s3", {"transport": "s3fs"}),
+        ("gs://b", "gcsfs", "gcs", {}),
+    ],
 )
-def test_a_missing_extra_says_which_to_install(url: str, module: str, extra: str) -> None:
+def test_a_missing_extra_says_which_to_install(
+    url: str, module: str, extra: str, options: dict[str, str]
+) -> None:
     script = textwrap.dedent(
         f"""
         import sys
         sys.modules[{module!r}] = None  # as if it were not installed
         import vactor_cloud as vc
         try:
-            vc.init({url!r})
+            vc.init({url!r}, **{options!r})
         except ModuleNotFoundError as exc:
             print(exc)
         """

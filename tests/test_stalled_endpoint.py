@@ -5,7 +5,9 @@ what a hung load balancer or a black-holed proxy looks like to a client. The
 first runtime gave no error in 590 s against one (104 s with 3 s botocore
 timeouts). Here a read (``get_actor``) and a write (``get_or_create``) each
 fail with :class:`vactor_cloud.StorageTimeoutError` within a bounded time, on
-``s3://`` (s3fs/botocore) and on ``gs://`` (gcsfs/aiohttp).
+``s3://`` (both transports: botocore on threads, s3fs/aiobotocore) and on
+``gs://`` (gcsfs/aiohttp). A process whose requests are stuck there still
+exits at once.
 
 ``tests/test_execution_model.py`` covers the same promise with a store whose
 reads never return (no network); this file covers the clients' own sockets.
@@ -103,9 +105,10 @@ def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentListener]:
         silent.close()
 
 
-def _init_s3(endpoint: str) -> None:
+def _init_s3(endpoint: str, transport: str = "botocore") -> None:
     vc.init(
         "s3://stalled-bucket/prefix",
+        transport=transport,
         endpoint_url=endpoint,
         key="x",
         secret="y",
@@ -146,13 +149,13 @@ def _accepted_soon(listener: SilentListener, within: float = 5.0) -> bool:
     return listener.accepted >= 1
 
 
-@pytest.mark.parametrize("scheme", ["s3", "gs"])
+@pytest.mark.parametrize("scheme", ["s3", "s3+s3fs", "gs"])
 def test_a_read_against_a_silent_endpoint_fails_within_the_deadline(
     scheme: str, listener: SilentListener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if scheme == "s3":
+    if scheme.startswith("s3"):
         pytest.importorskip("s3fs")
-        _init_s3(listener.endpoint)
+        _init_s3(listener.endpoint, "s3fs" if scheme == "s3+s3fs" else "botocore")
     else:
         pytest.importorskip("gcsfs")
         _init_gcs(listener.endpoint, monkeypatch)
@@ -166,13 +169,13 @@ def test_a_read_against_a_silent_endpoint_fails_within_the_deadline(
     assert _accepted_soon(listener)
 
 
-@pytest.mark.parametrize("scheme", ["s3", "gs"])
+@pytest.mark.parametrize("scheme", ["s3", "s3+s3fs", "gs"])
 def test_a_write_against_a_silent_endpoint_fails_within_the_deadline(
     scheme: str, listener: SilentListener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if scheme == "s3":
+    if scheme.startswith("s3"):
         pytest.importorskip("s3fs")
-        _init_s3(listener.endpoint)
+        _init_s3(listener.endpoint, "s3fs" if scheme == "s3+s3fs" else "botocore")
     else:
         pytest.importorskip("gcsfs")
         _init_gcs(listener.endpoint, monkeypatch)
@@ -182,27 +185,80 @@ def test_a_write_against_a_silent_endpoint_fails_within_the_deadline(
     assert _accepted_soon(listener)
 
 
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
 def test_a_client_slower_to_build_than_the_timeout_is_built_once_and_then_used(
-    listener: SilentListener, monkeypatch: pytest.MonkeyPatch
+    transport: str, listener: SilentListener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # botocore's client build (its service model) can take longer than Settings.timeout on a
     # loaded machine or a small serverless instance. A request cancelled meanwhile must not
     # throw the half-built client away: the next request uses it and reaches the endpoint.
-    s3fs = pytest.importorskip("s3fs")
-    original = s3fs.S3FileSystem.set_session
     builds = []
+    if transport == "s3fs":
+        s3fs = pytest.importorskip("s3fs")
+        original = s3fs.S3FileSystem.set_session
 
-    async def slow_set_session(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._s3 is None:
+        async def slow_set_session(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if self._s3 is None:
+                builds.append(1)
+                await asyncio.sleep(1.5)  # beyond the 1 s request timeout
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(s3fs.S3FileSystem, "set_session", slow_set_session)
+    else:
+        from vactor_cloud.storage._s3_threads import BotocoreTransport
+
+        build = BotocoreTransport.build_client
+
+        def slow_build(self: BotocoreTransport) -> Any:
             builds.append(1)
-            await asyncio.sleep(1.5)  # beyond the 1 s request timeout
-        return await original(self, *args, **kwargs)
+            time.sleep(1.5)  # beyond the 1 s request timeout, on the request's thread
+            return build(self)
 
-    monkeypatch.setattr(s3fs.S3FileSystem, "set_session", slow_set_session)
-    _init_s3(listener.endpoint)
+        monkeypatch.setattr(BotocoreTransport, "build_client", slow_build)
+    _init_s3(listener.endpoint, transport)
     _fails_in_time(lambda: vc.get_actor("x"))
     assert listener.accepted == 0  # the first request's second went to the build
-    time.sleep(0.7)  # the build finishes on the runtime's loop meanwhile
+    time.sleep(0.7)  # the build finishes meanwhile
     _fails_in_time(lambda: vc.get_actor("x"))
     assert _accepted_soon(listener)
     assert len(builds) == 1
+
+
+_EXIT_SCRIPT = """
+import sys, time
+import vactor_cloud as vc
+vc.init("s3://stalled-bucket/prefix", transport=sys.argv[2], endpoint_url=sys.argv[1], key="x",
+        secret="y", client_kwargs={"region_name": "us-east-1"},
+        settings=vc.Settings(timeout=1.0, deadline=2.0))
+for _ in range(2):  # the first request's second may go to building the client
+    try:
+        vc.get_actor("x")
+    except vc.StorageTimeoutError:
+        print("timed out", flush=True)
+"""
+
+
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
+def test_a_process_whose_requests_hang_on_a_silent_endpoint_still_exits_at_once(
+    transport: str, listener: SilentListener
+) -> None:
+    # The request threads of the botocore transport are still blocked in botocore's read
+    # (15 s, then its retries) when the script ends: they must not hold the process. A
+    # ThreadPoolExecutor's threads would (it joins them at exit): about a minute here.
+    import subprocess
+    import sys
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, listener.endpoint, transport],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["timed", "out"] * 2
+    assert _accepted_soon(listener)
+    # Interpreter start and a 1 s request deadline, then exit; the stuck reads would add 15 s or more.
+    assert elapsed < 14, f"the process took {elapsed:.1f} s to exit"

@@ -1,4 +1,4 @@
-"""Amazon S3 and S3-compatible stores (moto, LocalStack, MinIO, ...) over s3fs.
+"""Amazon S3 and S3-compatible stores (moto, LocalStack, MinIO, ...) over botocore or s3fs.
 
 Conditional writes are S3's own, sent as request headers on one single-part
 ``PutObject`` (S3 ignores conditions on multipart uploads, so we never use
@@ -16,11 +16,20 @@ seen before, and a stale compare-and-swap can never succeed. Errors are
 translated here, once, into :mod:`vactor_cloud.errors`; above this module
 nobody sees botocore, aiohttp or s3fs exceptions.
 
-s3fs is used only for its client plumbing (credentials, endpoint, retries of
-transport errors and ``SlowDown``): every request goes through
-``S3FileSystem._call_s3`` with explicit parameters, never through fsspec's
-file API (whose ``mode="create"`` is a non-atomic exists-then-write) nor its
-listing cache (another machine may have written a moment ago).
+Requests go through a transport, chosen by the storage option ``transport``:
+
+* ``"botocore"`` (the default): a botocore client whose blocking requests run
+  on a few daemon threads (:mod:`._s3_threads`). It imports half of what s3fs
+  does, which is most of a serverless function's cold start.
+* ``"s3fs"``: aiobotocore on the event loop through s3fs (:mod:`._s3_aio`),
+  every request in flight without a thread of its own; also chosen when the
+  options carry an aiobotocore ``session``.
+
+Both take s3fs's options (``key``, ``secret``, ``endpoint_url``,
+``client_kwargs``, ``config_kwargs``, ...) and send explicit parameters,
+never fsspec's file API (whose ``mode="create"`` is a non-atomic
+exists-then-write) nor its listing cache (another machine may have written a
+moment ago).
 """
 
 from __future__ import annotations
@@ -31,12 +40,10 @@ import errno
 import os
 import random
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
-import aiohttp
 import botocore.exceptions
-import s3fs
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -80,6 +87,47 @@ _AUTHENTICATION_CODES = frozenset(
 )
 #: it knows who we are, and refuses the request
 _PERMISSION_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
+#: the transports, by the name the ``transport`` option takes
+TRANSPORTS = ("botocore", "s3fs")
+
+
+class Transport(Protocol):
+    """How the store's requests reach S3: one call per request, errors raised as the client raises them."""
+
+    #: exception types that mean a failure in transit (besides ``OSError``)
+    transport_errors: tuple[type[BaseException], ...]
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``method`` (``put_object``, ...) with ``Bucket`` and ``params``; ``get_object``'s body as bytes."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def open_transport(bucket: str, options: Mapping[str, Any]) -> Transport:
+    """The transport the ``transport`` option names (``botocore`` unless an aiobotocore session is given)."""
+    options = dict(options)
+    name = options.pop("transport", None) or ("s3fs" if options.get("session") is not None else "botocore")
+    if name == "botocore":
+        if options.get("session") is not None:
+            raise ValueError(
+                "storage option session= is an aiobotocore session, used by transport='s3fs'; "
+                "pass transport='s3fs' or drop session= (profile= names a credentials profile)"
+            )
+        from vactor_cloud.storage._s3_threads import BotocoreTransport  # noqa: PLC0415 - lazy: cold start
+
+        return BotocoreTransport(bucket, options)
+    if name == "s3fs":
+        try:
+            from vactor_cloud.storage._s3_aio import S3fsTransport  # noqa: PLC0415 - lazy: cold start
+        except ImportError as exc:
+            raise ModuleNotFoundError(
+                f"transport='s3fs' needs {exc.name!r}, which is not installed: "
+                "pip install 'vactor_cloud[s3]'",
+                name=exc.name,
+            ) from exc
+        return S3fsTransport(bucket, options)
+    raise ValueError(f"unknown storage option transport={name!r}; valid: {', '.join(map(repr, TRANSPORTS))}")
 
 
 class S3Store(ObjectStore):
@@ -104,18 +152,18 @@ class S3Store(ObjectStore):
     that the ETag (a digest of the stored bytes) changes on every write,
     even when the data does not: versions are never reused.
 
-    ``options`` go to :class:`s3fs.S3FileSystem` (``endpoint_url``, ``key``,
-    ``secret``, ``token``, ``client_kwargs``, ``config_kwargs``, ...); the
-    standard ``AWS_ENDPOINT_URL`` / ``AWS_ACCESS_KEY_ID`` /
+    ``options`` are :class:`s3fs.S3FileSystem`'s (``endpoint_url``, ``key``,
+    ``secret``, ``token``, ``client_kwargs``, ``config_kwargs``, ...) and
+    ``transport`` (``"botocore"``, the default, or ``"s3fs"``; see the module
+    docstring); the standard ``AWS_ENDPOINT_URL`` / ``AWS_ACCESS_KEY_ID`` /
     ``AWS_SECRET_ACCESS_KEY`` environment is honoured by botocore. The
-    connection is opened lazily on the running event loop; a store used
-    from another loop (after ``fork``, or a second ``asyncio.run``) opens a
-    fresh one there.
+    connection is opened lazily, on first use.
     """
 
     #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {
+            "transport",
             "anon",
             "cache_regions",
             "client_kwargs",
@@ -148,80 +196,13 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         super().__init__(f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}")
-        self._options = {
-            **options,
-            # One filesystem per store: fsspec's instance cache would hand two
-            # stores (or two event loops) the same aiohttp session.
-            "asynchronous": True,
-            "skip_instance_cache": True,
-        }
-        self._fs: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client_task: asyncio.Future[Any] | None = None
-
-    # -- connection -------------------------------------------------------
-    def _filesystem(self) -> Any:
-        """The s3fs filesystem bound to the running loop, created on first use there."""
-        loop = asyncio.get_running_loop()
-        if self._fs is None or self._loop is not loop:
-            if self._fs is not None:
-                # The old session belongs to another (possibly dead) loop; it
-                # cannot be awaited from here, so only its sockets are closed.
-                self._abandon(self._fs, self._loop)
-            self._fs = s3fs.S3FileSystem(**self._options)
-            self._loop = loop
-            self._client_task = None
-        return self._fs
-
-    async def _client_ready(self, fs: Any) -> None:
-        """Build the botocore client once, beyond any one request's timeout.
-
-        Building it loads botocore's service model: a fraction of a second, seconds on
-        a loaded machine or a small serverless instance. Under a short
-        ``Settings.timeout`` a request cancelled while the client was being built
-        would otherwise throw the half-built client away, and the next request would
-        start over, never reaching the endpoint. The build runs as its own task; a
-        cancelled request stops waiting for it, the next one finds it done.
-        """
-        if fs._s3 is not None:
-            return
-        task = self._client_task
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = self._client_task = asyncio.ensure_future(fs.set_session())
-        await asyncio.shield(task)
-
-    @staticmethod
-    def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:
-        creator = getattr(fs, "_s3creator", None)
-        if creator is None:
-            return
-        if loop is not None and loop.is_running() and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(creator.__aexit__(None, None, None), loop)
-            return
-        with contextlib.suppress(Exception):
-            creator._client._endpoint.http_session._connector._close()
+        self._options = dict(options)
+        self._transport = open_transport(bucket, options)
+        self._transport_errors = (*self._transport.transport_errors, OSError)
 
     async def close(self) -> None:
-        """Close the HTTP session; the store must not be used afterwards."""
-        fs, loop = self._fs, self._loop
-        self._fs = self._loop = None
-        task, self._client_task = self._client_task, None
-        if task is not None and not task.done():
-            task.cancel()
-        if fs is None:
-            return
-        creator = getattr(fs, "_s3creator", None)
-        if creator is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - close() is a coroutine
-            running = None
-        if running is loop:
-            with contextlib.suppress(Exception):
-                await creator.__aexit__(None, None, None)
-        else:
-            self._abandon(fs, loop)
+        """Close the connections; the store must not be used afterwards."""
+        await self._transport.close()
 
     def _endpoint(self) -> str:
         client_kwargs = self._options.get("client_kwargs") or {}
@@ -240,10 +221,8 @@ class S3Store(ObjectStore):
 
     async def _call(self, method: str, key: str, mode: PutMode | None = None, **params: Any) -> Any:
         """One S3 request; every failure leaves here as a :class:`StorageError`."""
-        fs = self._filesystem()
         try:
-            await self._client_ready(fs)
-            return await fs._call_s3(method, Bucket=self.bucket, **params)
+            return await self._transport.call(method, params)
         except Exception as exc:
             raise self._translate(exc, key, method, mode) from exc
 
@@ -266,11 +245,7 @@ class S3Store(ObjectStore):
 
     async def _get_once(self, key: str) -> Blob:
         response = await self._call("get_object", key, Key=self._object_key(key))
-        try:
-            async with response["Body"] as body:
-                data = await body.read()
-        except Exception as exc:
-            raise self._translate(exc, key, "get_object", None) from exc
+        data = response["Body"]
         if len(data) < _TOKEN:
             raise StorageError(
                 f"s3://{self.bucket}/{self._object_key(key)}: not written by vactor_cloud (no write token); "
@@ -330,7 +305,7 @@ class S3Store(ObjectStore):
 
     # -- error translation ------------------------------------------------
     def _translate(self, exc: BaseException, key: str, method: str, mode: PutMode | None) -> StorageError:
-        """Map whatever s3fs / botocore / aiohttp raised to one :class:`StorageError`."""
+        """Map whatever botocore (or s3fs, aiohttp) raised to one :class:`StorageError`."""
         if isinstance(exc, StorageError):
             return exc
         where = "/".join(part for part in (f"s3://{self.bucket}", self.prefix, key) if part)
@@ -362,10 +337,7 @@ class S3Store(ObjectStore):
                 "AWS_SECRET_ACCESS_KEY or pass key=/secret= storage options",
                 key,
             )
-        if isinstance(
-            exc,
-            botocore.exceptions.BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError,
-        ):
+        if isinstance(exc, self._transport_errors):
             # Transport failures (reset, truncated body, timeout) are transient by nature.
             return RetryableStorageError(
                 f"{where}: {operation} failed talking to {self._endpoint()}: {type(exc).__name__}: {exc}; "

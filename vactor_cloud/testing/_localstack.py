@@ -34,6 +34,9 @@ class LocalStackLane(S3EmulatorLane):
     #: LocalStack accepts any credentials; ``test`` is its documented default.
     access_key = "test"
     secret_key = "test"
+    #: The S3 store's second transport (aiobotocore through s3fs) is tested here, on every
+    #: suite LocalStack runs; moto runs the default one (botocore on threads).
+    transport = "s3fs"
 
     def start(self) -> None:
         endpoint = os.environ.get(ENDPOINT_VARIABLE, "").strip().rstrip("/")

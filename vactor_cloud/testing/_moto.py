@@ -37,6 +37,8 @@ class S3EmulatorLane(Lane):
     #: Static credentials the emulator accepts; they open nothing real.
     access_key = "testing"
     secret_key = "testing"
+    #: the S3 store's ``transport`` option for this lane's stores (``None``: the default)
+    transport: str | None = None
 
     def __init__(self) -> None:
         self.endpoint: str | None = None
@@ -66,6 +68,7 @@ class S3EmulatorLane(Lane):
                 "key": self.access_key,
                 "secret": self.secret_key,
                 "client_kwargs": {"region_name": _REGION},
+                **({"transport": self.transport} if self.transport else {}),
             },
             # What a child process (or code that reads only the environment) needs.
             env={

@@ -1,0 +1,234 @@
+"""The S3 store's two transports: which one a store gets, what the botocore one maps and promises.
+
+Both transports run the whole S3 suite on real servers: moto's lane uses the
+default (botocore on daemon threads), LocalStack's lane ``transport="s3fs"``,
+and the stub-server tests in ``test_s3_backend.py`` run on both. This file
+covers what is particular to the botocore transport: option mapping, its
+thread pool, ``fork``, and the cold-start promise (no aiohttp, no s3fs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("botocore")
+
+import vactor_cloud as vc
+from vactor_cloud.storage._s3 import S3Store
+from vactor_cloud.storage._s3_threads import BotocoreTransport, _DaemonPool
+from vactor_cloud.testing._moto import MotoLane
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoLane]:
+    lane = MotoLane()
+    lane.start()
+    try:
+        yield lane
+    finally:
+        lane.stop()
+
+
+@pytest.fixture
+def spec(moto: MotoLane) -> Iterator[StoreSpec]:
+    store_spec = moto.new_store()
+    try:
+        yield store_spec
+    finally:
+        moto.drop_store(store_spec)
+
+
+# -- which transport -------------------------------------------------------------------
+def test_the_default_transport_is_botocore_and_s3fs_is_chosen_by_name() -> None:
+    assert type(S3Store("bucket/p")._transport).__name__ == "BotocoreTransport"
+    assert type(S3Store("bucket/p", transport="s3fs")._transport).__name__ == "S3fsTransport"
+
+
+def test_an_unknown_transport_or_a_session_without_s3fs_is_refused_at_init() -> None:
+    with pytest.raises(ValueError, match=r"transport='boto'.*'botocore', 's3fs'"):
+        vc.init("s3://bucket/p", transport="boto")
+    with pytest.raises(ValueError, match="transport='s3fs'"):
+        S3Store("bucket/p", transport="botocore", session=object())
+
+
+def test_importing_and_opening_the_s3_store_loads_neither_aiohttp_nor_s3fs() -> None:
+    # What a serverless function's cold start pays: botocore only (issue 14, point 8).
+    script = (
+        "import sys, asyncio\n"
+        "from vactor_cloud.storage import open_store\n"
+        "store = open_store('s3://bucket/p', endpoint_url='http://127.0.0.1:9', key='k', secret='s')\n"
+        "heavy = sorted(m for m in ('aiohttp', 's3fs', 'aiobotocore', 'fsspec') if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "none"
+
+
+# -- option mapping --------------------------------------------------------------------
+def test_s3fs_style_options_become_botocore_client_arguments() -> None:
+    transport = BotocoreTransport(
+        "bucket",
+        {
+            "key": "AK",
+            "secret": "SK",
+            "token": "T",
+            "endpoint_url": "http://127.0.0.1:9",
+            "client_kwargs": {"region_name": "eu-west-3"},
+            "config_kwargs": {"read_timeout": 3, "max_pool_connections": 4},
+        },
+    )
+    client = transport.build_client()
+    try:
+        credentials = client._request_signer._credentials
+        assert (credentials.access_key, credentials.secret_key, credentials.token) == ("AK", "SK", "T")
+        assert client.meta.endpoint_url == "http://127.0.0.1:9"
+        assert client.meta.region_name == "eu-west-3"
+        assert client.meta.config.read_timeout == 3
+        assert client.meta.config.connect_timeout == 5  # s3fs's default, kept
+        assert transport._pool_size == 4
+    finally:
+        client.close()
+
+
+def test_anonymous_access_sends_unsigned_requests() -> None:
+    from botocore import UNSIGNED
+
+    client = BotocoreTransport("bucket", {"anon": True, "key": "AK", "secret": "SK"}).build_client()
+    try:
+        assert client.meta.config.signature_version is UNSIGNED
+    finally:
+        client.close()
+
+
+def test_requester_pays_and_additional_kwargs_go_only_where_the_operation_takes_them() -> None:
+    transport = BotocoreTransport(
+        "bucket",
+        {"requester_pays": True, "s3_additional_kwargs": {"ACL": "private"}, "endpoint_url": "http://x:9"},
+    )
+    client = transport.build_client()
+    try:
+        assert transport._extra_parameters(client, "put_object") == {
+            "ACL": "private",
+            "RequestPayer": "requester",
+        }
+        assert transport._extra_parameters(client, "list_objects_v2") == {"RequestPayer": "requester"}
+    finally:
+        client.close()
+
+
+# -- the thread pool -------------------------------------------------------------------
+def test_a_job_whose_caller_gave_up_before_a_thread_took_it_never_runs() -> None:
+    pool = _DaemonPool(1, "test")
+    release = threading.Event()
+    ran: list[str] = []
+    first = pool.submit(lambda: (release.wait(10), ran.append("first")))
+    second = pool.submit(lambda: ran.append("second"))
+    assert second.cancel()  # still queued behind the one thread
+    release.set()
+    first.result(10)
+    third = pool.submit(lambda: ran.append("third"))
+    third.result(10)
+    assert ran == ["first", "third"]
+    assert pool._threads == 1
+
+
+def test_the_pool_grows_to_its_size_for_concurrent_requests_and_no_further() -> None:
+    pool = _DaemonPool(3, "test")
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def job() -> str:
+        started.release()
+        release.wait(10)
+        return threading.current_thread().name
+
+    futures = [pool.submit(job) for _ in range(5)]
+    for _ in range(3):
+        assert started.acquire(timeout=10)
+    assert not started.acquire(timeout=0.2)  # two wait for a thread
+    release.set()
+    names = {future.result(10) for future in futures}
+    assert len(names) == 3 and pool._threads == 3
+    # Finished threads are reused, not multiplied.
+    assert pool.submit(lambda: threading.current_thread().name).result(10) in names
+    assert pool._threads == 3
+
+
+def test_an_exception_of_any_kind_reaches_the_caller() -> None:
+    pool = _DaemonPool(1, "test")
+
+    def exits() -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        pool.submit(exits).result(10)
+    assert pool.submit(lambda: 7).result(10) == 7  # the thread survived
+
+
+# -- against moto ----------------------------------------------------------------------
+def test_requests_cancelled_by_the_deadline_leave_the_store_usable(spec: StoreSpec) -> None:
+    async def body() -> None:
+        store = spec.open()
+        try:
+            await store.put("k", b"v", mode="create")
+            store.request_timeout = 1e-6  # every request gives up at once
+            for _ in range(20):
+                with pytest.raises(vc.StorageTimeoutError):
+                    await store.get("k")
+            store.request_timeout = 10.0
+            assert (await store.get("k")).data == b"v"
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_builds_its_own_client_and_threads(spec: StoreSpec) -> None:
+    async def parent_write(store: Any) -> None:
+        await store.put("from-parent", b"p", mode="create")
+
+    store = spec.open()
+    asyncio.run(parent_write(store))  # the parent's pool and client exist now
+    parent_client = store._transport._client
+    assert parent_client is not None
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+
+            async def child() -> None:
+                assert (await store.get("from-parent")).data == b"p"
+                await store.put("from-child", b"c", mode="create")
+                assert store._transport._client is not parent_client
+
+            asyncio.run(child())
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "the forked child hung"
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    async def parent_reads() -> bytes:
+        try:
+            return (await store.get("from-child")).data
+        finally:
+            await store.close()
+
+    assert asyncio.run(parent_reads()) == b"c"

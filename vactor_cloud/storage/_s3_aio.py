@@ -1,0 +1,123 @@
+"""The S3 store's s3fs transport: aiobotocore on the running event loop (``transport="s3fs"``).
+
+Chosen with the storage option ``transport="s3fs"``, or when the options
+include an aiobotocore ``session``. Every request goes through
+``S3FileSystem._call_s3`` with explicit parameters, never through fsspec's
+file API (whose ``mode="create"`` is a non-atomic exists-then-write) nor its
+listing cache (another machine may have written a moment ago). s3fs brings
+its client plumbing: credentials, endpoint, retries of transport errors and
+``SlowDown``, all requests in flight on one loop without a thread each.
+
+The connection is opened lazily on the running event loop; a store used
+from another loop (after ``fork``, or a second ``asyncio.run``) opens a
+fresh one there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import botocore.exceptions
+import s3fs
+
+__all__ = ["S3fsTransport"]
+
+
+class S3fsTransport:
+    """Requests through one :class:`s3fs.S3FileSystem` per event loop."""
+
+    transport_errors: tuple[type[BaseException], ...] = (
+        botocore.exceptions.BotoCoreError,
+        aiohttp.ClientError,
+        asyncio.TimeoutError,
+    )
+
+    def __init__(self, bucket: str, options: Mapping[str, Any]) -> None:
+        self.bucket = bucket
+        self._options = {
+            **options,
+            # One filesystem per store: fsspec's instance cache would hand two
+            # stores (or two event loops) the same aiohttp session.
+            "asynchronous": True,
+            "skip_instance_cache": True,
+        }
+        self._fs: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client_task: asyncio.Future[Any] | None = None
+
+    def _filesystem(self) -> Any:
+        """The s3fs filesystem bound to the running loop, created on first use there."""
+        loop = asyncio.get_running_loop()
+        if self._fs is None or self._loop is not loop:
+            if self._fs is not None:
+                # The old session belongs to another (possibly dead) loop; it
+                # cannot be awaited from here, so only its sockets are closed.
+                self._abandon(self._fs, self._loop)
+            self._fs = s3fs.S3FileSystem(**self._options)
+            self._loop = loop
+            self._client_task = None
+        return self._fs
+
+    async def _client_ready(self, fs: Any) -> None:
+        """Build the botocore client once, beyond any one request's timeout.
+
+        Building it loads botocore's service model: a fraction of a second, seconds on
+        a loaded machine or a small serverless instance. Under a short
+        ``Settings.timeout`` a request cancelled while the client was being built
+        would otherwise throw the half-built client away, and the next request would
+        start over, never reaching the endpoint. The build runs as its own task; a
+        cancelled request stops waiting for it, the next one finds it done.
+        """
+        if fs._s3 is not None:
+            return
+        task = self._client_task
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._client_task = asyncio.ensure_future(fs.set_session())
+        await asyncio.shield(task)
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One request; ``get_object``'s body comes back read, as bytes."""
+        fs = self._filesystem()
+        await self._client_ready(fs)
+        response: dict[str, Any] = await fs._call_s3(method, Bucket=self.bucket, **params)
+        if method == "get_object":
+            async with response["Body"] as body:
+                response["Body"] = await body.read()
+        return response
+
+    @staticmethod
+    def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:
+        creator = getattr(fs, "_s3creator", None)
+        if creator is None:
+            return
+        if loop is not None and loop.is_running() and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(creator.__aexit__(None, None, None), loop)
+            return
+        with contextlib.suppress(Exception):
+            creator._client._endpoint.http_session._connector._close()
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        fs, loop = self._fs, self._loop
+        self._fs = self._loop = None
+        task, self._client_task = self._client_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        if fs is None:
+            return
+        creator = getattr(fs, "_s3creator", None)
+        if creator is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - close() is a coroutine
+            running = None
+        if running is loop:
+            with contextlib.suppress(Exception):
+                await creator.__aexit__(None, None, None)
+        else:
+            self._abandon(fs, loop)

@@ -1,0 +1,230 @@
+"""The S3 store's default transport: a botocore client, its blocking requests run on daemon threads.
+
+Why not aiobotocore (s3fs's client)? A serverless function pays for every
+import on every cold start, and aiohttp, aiobotocore and s3fs together cost
+about twice what botocore alone does (aiohttp builds its TLS contexts at
+import). botocore is the part every S3 client shares; this transport needs
+nothing else.
+
+Requests run on a small pool of daemon threads, at most
+``max_pool_connections`` (botocore's connection pool size; 32 unless
+``config_kwargs`` says otherwise), started as needed. Daemon threads, not a
+:class:`concurrent.futures.ThreadPoolExecutor`: the executor joins its
+threads at interpreter exit, so a request stuck on a silent endpoint would
+hold the process for botocore's whole read timeout and retries. A request
+whose caller stopped waiting before a thread took it up is never sent.
+
+The client is built once, on a request's thread, under a lock: building it
+loads botocore's service model (a fraction of a second, longer on a loaded
+machine), and a request that gives up meanwhile leaves the build to finish
+for the next one. After ``fork`` the child builds its own pool and client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import botocore.exceptions
+import botocore.session
+
+__all__ = ["BotocoreTransport", "botocore_client_arguments"]
+
+#: s3fs's defaults, kept so that the two transports time out alike
+_CONNECT_TIMEOUT = 5
+_READ_TIMEOUT = 15
+_POOL = 32
+#: storage options that only tune s3fs's file API, which the store never uses
+IGNORED_OPTIONS = frozenset(
+    {
+        "cache_regions",
+        "default_block_size",
+        "default_cache_type",
+        "default_fill_cache",
+        "fixed_upload_size",
+        "local_expiry_check",
+        "max_concurrency",
+        "version_aware",
+    }
+)
+
+
+def botocore_client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """``(profile, create_client keyword arguments)`` for s3fs-style storage ``options``.
+
+    The mapping follows :class:`s3fs.S3FileSystem`: ``key``/``username``,
+    ``secret``/``password``, ``token``, ``endpoint_url``, ``use_ssl``, ``anon``
+    (unsigned requests), ``client_kwargs`` (to ``create_client``) and
+    ``config_kwargs`` (to :class:`botocore.config.Config`), with s3fs's
+    connect and read timeouts unless ``config_kwargs`` sets them.
+    """
+    from botocore.config import Config  # noqa: PLC0415 - part of botocore.session's import anyway
+
+    config_kwargs = {
+        "connect_timeout": _CONNECT_TIMEOUT,
+        "read_timeout": _READ_TIMEOUT,
+        "max_pool_connections": _POOL,
+        **(options.get("config_kwargs") or {}),
+    }
+    arguments: dict[str, Any] = {
+        "aws_access_key_id": options.get("key") or options.get("username"),
+        "aws_secret_access_key": options.get("secret") or options.get("password"),
+        "aws_session_token": options.get("token"),
+        "endpoint_url": options.get("endpoint_url"),
+        "use_ssl": options.get("use_ssl"),
+    }
+    arguments = {name: value for name, value in arguments.items() if value is not None}
+    arguments.update(options.get("client_kwargs") or {})
+    if options.get("anon"):
+        from botocore import UNSIGNED  # noqa: PLC0415
+
+        for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+            arguments.pop(name, None)
+        config_kwargs["signature_version"] = UNSIGNED
+    arguments["config"] = Config(**config_kwargs)
+    return options.get("profile"), arguments
+
+
+#: guards a transport's setup in a process (re-made in a forked child, where it may be held)
+_SETUP = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _SETUP  # the one lock that must be new in each process
+    _SETUP = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _DaemonPool:
+    """At most ``size`` daemon threads taking ``(future, function)`` jobs from one queue."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = max(1, size)
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            # Each job claims an idle thread, or starts one while there are fewer than ``size``;
+            # beyond that it waits in the queue for the next thread to finish.
+            start = False
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self._size:
+                self._threads += 1
+                start = True
+        self._jobs.put((future, function))
+        if start:
+            threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, function = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = function()
+                except BaseException as exc:  # handed to the waiting caller, whatever it is
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, function
+            with self._lock:
+                self._idle += 1
+
+
+class BotocoreTransport:
+    """One S3 request at a time per thread, with a botocore client built once per process."""
+
+    #: what a failure in transit looks like here (besides ``OSError``)
+    transport_errors: tuple[type[BaseException], ...] = (botocore.exceptions.BotoCoreError,)
+
+    def __init__(self, bucket: str, options: Mapping[str, Any]) -> None:
+        self.bucket = bucket
+        self._profile, self._arguments = botocore_client_arguments(options)
+        self._extra: dict[str, Any] = dict(options.get("s3_additional_kwargs") or {})
+        if options.get("requester_pays"):
+            self._extra["RequestPayer"] = "requester"
+        #: per method, the extra parameters its operation accepts
+        self._extra_for: dict[str, dict[str, Any]] = {}
+        self._pool_size = int(self._arguments["config"].max_pool_connections or _POOL)
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._pool: _DaemonPool | None = None
+        self._client: Any = None
+
+    # -- the client, built once per process ----------------------------------------------
+    def _pool_here(self) -> _DaemonPool:
+        pid = os.getpid()
+        if self._pool is None or self._pid != pid:
+            with _SETUP:
+                if self._pool is None or self._pid != pid:
+                    # After fork the parent's threads, sockets and lock (perhaps held by one of
+                    # those threads, which do not exist here) are not ours: start afresh.
+                    self._lock = threading.Lock()
+                    self._client = None
+                    self._pool = _DaemonPool(self._pool_size, "vactor-s3")
+                    self._pid = pid
+        return self._pool
+
+    def client(self) -> Any:
+        """The botocore S3 client, built on first use (under a lock, on the calling thread)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = self.build_client()
+        return client
+
+    def build_client(self) -> Any:
+        session = botocore.session.Session(profile=self._profile)
+        return session.create_client("s3", **self._arguments)
+
+    # -- requests -----------------------------------------------------------------------
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One request on a pool thread; ``get_object``'s body comes back read, as bytes."""
+        future = self._pool_here().submit(lambda: self._request(method, params))
+        return await asyncio.wrap_future(future)
+
+    def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        client = self.client()
+        if self._extra:
+            params = {**self._extra_parameters(client, method), **params}
+        response: dict[str, Any] = getattr(client, method)(Bucket=self.bucket, **params)
+        if method == "get_object":
+            body = response["Body"]
+            try:
+                response["Body"] = body.read()
+            finally:
+                body.close()
+        return response
+
+    def _extra_parameters(self, client: Any, method: str) -> dict[str, Any]:
+        """``s3_additional_kwargs`` and ``RequestPayer`` that ``method`` accepts (as s3fs filters them)."""
+        extra = self._extra_for.get(method)
+        if extra is None:
+            operation = client.meta.method_to_api_mapping[method]
+            members = client.meta.service_model.operation_model(operation).input_shape.members
+            extra = self._extra_for[method] = {k: v for k, v in self._extra.items() if k in members}
+        return extra
+
+    async def close(self) -> None:
+        """Close the connection pool; requests still on a thread fail or finish on their own."""
+        client, self._client = self._client, None
+        self._pool = None
+        if client is not None and self._pid == os.getpid():
+            client.close()
