@@ -164,6 +164,51 @@ def test_the_pool_grows_to_its_size_for_concurrent_requests_and_no_further() -> 
     assert pool._threads == 3
 
 
+def _alive(name: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(f"{name}-"))
+
+
+def test_idle_threads_end_and_a_shut_down_pool_leaves_no_thread() -> None:
+    # A store dropped without close() must not keep its threads forever; close() ends them.
+    pool = _DaemonPool(4, "idle-test", idle=0.2)
+    release = threading.Event()
+    futures = [pool.submit(lambda: release.wait(10)) for _ in range(4)]
+    assert _alive("idle-test") == 4
+    release.set()
+    for future in futures:
+        future.result(10)
+    deadline = time.monotonic() + 10
+    while _alive("idle-test") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive("idle-test") == 0 and pool._threads == 0
+    assert pool.submit(lambda: 5).result(10) == 5  # a new job starts a thread again
+
+    closing = _DaemonPool(3, "shutdown-test", idle=60)
+    futures = [closing.submit(lambda: time.sleep(0.1)) for _ in range(3)]
+    closing.shutdown()
+    for future in futures:
+        future.result(10)  # jobs queued before the shutdown still run
+    deadline = time.monotonic() + 10
+    while _alive("shutdown-test") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive("shutdown-test") == 0
+
+
+def test_closing_the_store_ends_its_threads(spec: StoreSpec) -> None:
+    async def body() -> None:
+        store = spec.open()
+        await asyncio.gather(*(store.put(f"k{i}", b"v") for i in range(8)))
+        assert _alive("vactor-s3") >= 1
+        await store.close()
+
+    before = _alive("vactor-s3")
+    asyncio.run(body())
+    deadline = time.monotonic() + 10
+    while _alive("vactor-s3") > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive("vactor-s3") <= before  # (threads of earlier stores may end meanwhile)
+
+
 def test_an_exception_of_any_kind_reaches_the_caller() -> None:
     pool = _DaemonPool(1, "test")
 

@@ -103,37 +103,59 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _DaemonPool:
-    """At most ``size`` daemon threads taking ``(future, function)`` jobs from one queue."""
+    """At most ``size`` daemon threads taking ``(future, function)`` jobs from one queue.
 
-    def __init__(self, size: int, name: str) -> None:
+    A thread is started when a job finds every thread busy (up to ``size``),
+    and ends after ``idle`` seconds without work or at :meth:`shutdown`: a
+    store dropped without ``close()`` leaves no thread behind for long.
+    """
+
+    def __init__(self, size: int, name: str, idle: float = 30.0) -> None:
         self._size = max(1, size)
         self._name = name
-        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = (
+        self._idle = idle
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
         )
         self._lock = threading.Lock()
         self._threads = 0
-        self._idle = 0
+        #: jobs submitted and not finished (queued or running)
+        self._pending = 0
 
     def submit(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            # Each job claims an idle thread, or starts one while there are fewer than ``size``;
-            # beyond that it waits in the queue for the next thread to finish.
-            start = False
-            if self._idle:
-                self._idle -= 1
-            elif self._threads < self._size:
+            self._pending += 1
+            start = self._threads < min(self._size, self._pending)
+            if start:
                 self._threads += 1
-                start = True
         self._jobs.put((future, function))
         if start:
             threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
         return future
 
+    def shutdown(self) -> None:
+        """Let every thread end once it has taken the jobs queued before this."""
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._jobs.put(None)
+
     def _work(self) -> None:
         while True:
-            future, function = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=self._idle)
+            except queue.Empty:
+                with self._lock:
+                    if self._pending < self._threads:  # more threads than work: this one may go
+                        self._threads -= 1
+                        return
+                continue
+            if job is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            future, function = job
             if future.set_running_or_notify_cancel():
                 try:
                     result = function()
@@ -141,9 +163,9 @@ class _DaemonPool:
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
-            del future, function
+            del job, future, function
             with self._lock:
-                self._idle += 1
+                self._pending -= 1
 
 
 class BotocoreTransport:
@@ -225,6 +247,10 @@ class BotocoreTransport:
     async def close(self) -> None:
         """Close the connection pool; requests still on a thread fail or finish on their own."""
         client, self._client = self._client, None
-        self._pool = None
-        if client is not None and self._pid == os.getpid():
+        pool, self._pool = self._pool, None
+        if self._pid != os.getpid():
+            return  # a forked child's copy: the parent's threads and sockets are not ours to close
+        if pool is not None:
+            pool.shutdown()
+        if client is not None:
             client.close()
