@@ -102,6 +102,18 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_LOADER: Any = None
+
+
+def _shared_loader(session: Any) -> Any:
+    """The process's one botocore data loader (made from the first session's data path)."""
+    global _LOADER  # one per process: immutable data, parsed once
+    with _SETUP:
+        if _LOADER is None:
+            _LOADER = session.get_component("data_loader")
+        return _LOADER
+
+
 class _DaemonPool:
     """At most ``size`` daemon threads taking ``(future, function)`` jobs from one queue.
 
@@ -214,6 +226,11 @@ class BotocoreTransport:
 
     def build_client(self) -> Any:
         session = botocore.session.Session(profile=self._profile)
+        # Every store of the process reads botocore's data (the S3 model, the endpoint
+        # rules: megabytes of parsed JSON) through one loader, which keeps what it parsed:
+        # a second client costs milliseconds and no second copy. A session is per client:
+        # its credentials and configuration are read from the environment of the moment.
+        session.register_component("data_loader", _shared_loader(session))
         return session.create_client("s3", **self._arguments)
 
     # -- requests -----------------------------------------------------------------------
