@@ -81,6 +81,10 @@ _CHAIN = "+"
 _WRITE_ATTEMPTS = 5
 #: a key component with this name stores the component after it whole, unsynced (see above)
 _MAILBOX = "mail"
+#: objects up to this size are read on the IO loop itself (larger ones on a worker thread)
+_INLINE_BYTES = 256 * 1024
+#: listings of at most this many keys (or of a mailbox) run on the IO loop itself
+_INLINE_LIST = 1000
 
 
 def encode_component(name: str) -> list[str]:
@@ -184,13 +188,27 @@ class LocalStore(ObjectStore):
         return head.rpartition("/")[2] == _MAILBOX
 
     # -- sync implementations, run in a worker thread ---------------------
-    def _read(self, key: str) -> Blob:
+    def _read(self, key: str, *, small: bool = False) -> Blob | None:
+        """The object at ``key``. ``small``: None (nothing read) if it is larger than
+        ``_INLINE_BYTES`` (the caller reads it again from a worker thread)."""
         try:
-            raw = self._path(key).read_bytes()
+            fd = os.open(self._path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.url}/{key}: no such object", key) from None
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
+        try:
+            size = os.fstat(fd).st_size
+            if small and size > _INLINE_BYTES:
+                return None
+            chunks: list[bytes] = []
+            while chunk := os.read(fd, size + 1 if not chunks else 1 << 20):
+                chunks.append(chunk)
+            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except OSError as exc:
+            raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
+        finally:
+            os.close(fd)
         if len(raw) < _TOKEN:
             raise StorageError(f"{self.url}/{key}: not written by vactor_cloud (no version)", key)
         return Blob(raw[_TOKEN:], raw[:_TOKEN].hex())
@@ -427,22 +445,34 @@ class LocalStore(ObjectStore):
             parent = parent.parent
 
     # -- async API --------------------------------------------------------
+    # Requests that never wait on the disk (reads, listings and deletes answered from
+    # the page cache, unsynced mailbox writes) run on the IO loop itself: a trip to a
+    # worker thread and back costs more CPU than the request. Synced writes (fsync of
+    # the file and its directory) go to a worker thread.
     async def _get(self, key: str) -> Blob:
-        return await asyncio.to_thread(self._read, key)
+        blob = self._read(key, small=True)
+        if blob is None:
+            blob = await asyncio.to_thread(self._read, key)
+        assert blob is not None
+        return blob
 
     async def _head(self, key: str) -> str | None:
-        return await asyncio.to_thread(self._read_version, key)
+        return self._read_version(key)
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
             raise ValueError(f"unknown put mode {mode!r}")
+        if self._ephemeral(key) and not isinstance(mode, IfMatch):
+            return self._write(key, data, mode)
         return await asyncio.to_thread(self._write, key, data, mode)
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if (limit is not None and limit <= _INLINE_LIST) or self._ephemeral(prefix + "x"):
+            return self._scan(prefix, start_after, limit)
         return await asyncio.to_thread(self._scan, prefix, start_after, limit)
 
     async def _delete(self, key: str) -> None:
-        await asyncio.to_thread(self._remove, key)
+        self._remove(key)
 
     async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
         """Remove ``.tmp-*`` files under ``prefix`` last modified more than ``older_than`` s ago.
