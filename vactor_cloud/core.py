@@ -623,7 +623,7 @@ class ActorCore:
                             posted = self._post(batch)
                         continue
                     if keys is None:
-                        keys = env.run(self._posts().keys())
+                        keys = self._post_keys()
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     keys = None
                     if stale:
@@ -987,7 +987,7 @@ class ActorCore:
                     continue
                 wake.clear()
                 try:
-                    keys = self.env.run(self._posts().keys())
+                    keys = self._post_keys()
                 except (StorageError, IntegrityError):
                     keys = None
                 base = self.record
@@ -1002,6 +1002,20 @@ class ActorCore:
                 self._serving = False
             if self._release():
                 self.env.spawn(self._drain_from_pool)
+
+    def _read_step(self, step: int) -> StepRecord | None:
+        """``log.read_step``, on this thread where the store answers there (no trip to the loop)."""
+        if self.log.store.inline:
+            return self.log.read_step_now(step)
+        return self.env.run(self.log.read_step(step))
+
+    def _post_keys(self) -> list[str]:
+        box = self._posts()
+        return box.keys_now() if self.log.store.inline else self.env.run(box.keys())
+
+    def _read_posts(self, keys: list[str]) -> list[Post]:
+        box = self._posts()
+        return box.read_now(keys) if self.log.store.inline else self.env.run(box.read(keys))
 
     def _posts(self) -> PostBox:
         if self._postbox is None:
@@ -1026,7 +1040,8 @@ class ActorCore:
         box = self._posts()
         post = box.prepare(calls)
         try:
-            post = self.env.run(box.send(post))
+            if not (self.log.store.inline and box.send_now(post)):
+                post = self.env.run(box.send(post))
         except StorageError as exc:
             # It may have landed unseen: from now on the batch is this post and nothing
             # else. Whoever commits our calls passes our seq in the cursor, which makes
@@ -1087,7 +1102,7 @@ class ActorCore:
         validated = self.validated_at
         current = record
         for _ in range(16):
-            nxt = env.run(self.log.read_step(current.step + 1))
+            nxt = self._read_step(current.step + 1)
             if nxt is None:
                 self._accept(current, started)  # the newest step, as of ``started``
                 return False
@@ -1121,7 +1136,7 @@ class ActorCore:
         first = batch[0].call_id
         found: dict[str, Outcome] | None = None
         for step in range(base.step, posted.base_step, -1):
-            record = base if step == base.step else self.env.run(self.log.read_step(step))
+            record = base if step == base.step else self._read_step(step)
             if record is None:
                 break  # compacted: older steps are gone too
             outcomes = decode_outcomes(record.posted)
@@ -1199,7 +1214,7 @@ class ActorCore:
             else:
                 wanted.append(key)
         others = [k for k in wanted if k != own.key]
-        read = {p.key: p for p in self.env.run(self._posts().read(others))} if others else {}
+        read = {p.key: p for p in self._read_posts(others)} if others else {}
         ours_waiting = False
         for key in wanted:
             if key == own.key:

@@ -360,6 +360,18 @@ class ActorLog:
             raise IntegrityError(key, f"holds step {record.step}, not {step}")
         return record
 
+    def read_step_now(self, step: int) -> StepRecord | None:
+        """:meth:`read_step` on the calling thread (only where ``store.inline``)."""
+        key = self.step_key(step)
+        try:
+            blob = self.store.get_now(key)
+        except NotFoundError:
+            return None
+        record = StepRecord.decode(key, blob.data, self.signing_key)
+        if record.step != step:
+            raise IntegrityError(key, f"holds step {record.step}, not {step}")
+        return record
+
     async def put_step(self, record: StepRecord) -> bool:
         """Commit ``record`` with a create-only put: the linearization point.
 
@@ -382,7 +394,7 @@ class ActorLog:
 
     def put_step_now(self, record: StepRecord) -> Coroutine[Any, Any, bool] | None:
         """:meth:`put_step`'s first create, done on the calling thread through the store's
-        synchronous ``put_now`` (only where ``store.inline``: the in-process memory store).
+        synchronous ``put_now`` (only where ``store.inline``: the memory and local stores).
 
         ``None``: committed, with that one request. Otherwise the key was
         taken: the returned coroutine finishes what :meth:`put_step` does

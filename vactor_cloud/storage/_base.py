@@ -129,14 +129,39 @@ class ObjectStore(abc.ABC):
 
     @property
     def inline(self) -> bool:
-        """Whether :meth:`put_now` may be used: requests answered on the calling thread, never
-        waiting (the in-process memory store). The runtime then skips the trip to the IO loop."""
+        """Whether :meth:`put_now`, :meth:`get_now` and :meth:`list_now` may be used: requests
+        answered on the calling thread, without an IO loop (the in-process memory store; the
+        local store, whose requests are system calls). The runtime then skips the trip to the
+        IO loop on its hot paths. Such requests are not bounded by ``Settings.timeout``."""
         return False
+
+    def _plain(self, owner: type[ObjectStore]) -> bool:
+        """For :attr:`inline`: no request method overridden below ``owner`` (a test's stalling or
+        failing subclass) nor wrapped on the instance (a request tracer): those see every request."""
+        cls = type(self)
+        for name in ("get", "put", "list", "delete", "head"):
+            if name in self.__dict__ or getattr(cls, name) is not getattr(ObjectStore, name):
+                return False
+            if getattr(cls, f"_{name}") is not getattr(owner, f"_{name}"):
+                return False
+        return True
 
     def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
         """``put`` done synchronously on the calling thread, counted like ``put``; only
         where :attr:`inline` is true (``NotImplementedError`` elsewhere)."""
         raise NotImplementedError(f"{type(self).__name__} has no synchronous put")
+
+    def get_now(self, key: str) -> Blob:
+        """``get`` done synchronously on the calling thread, counted like ``get``; only
+        where :attr:`inline` is true (``NotImplementedError`` elsewhere)."""
+        raise NotImplementedError(f"{type(self).__name__} has no synchronous get")
+
+    def list_now(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> builtins.list[str]:
+        """``list`` done synchronously on the calling thread, counted like ``list``; only
+        where :attr:`inline` is true (``NotImplementedError`` elsewhere)."""
+        raise NotImplementedError(f"{type(self).__name__} has no synchronous list")
 
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None

@@ -474,6 +474,29 @@ class LocalStore(ObjectStore):
     async def _delete(self, key: str) -> None:
         self._remove(key)
 
+    # -- synchronous requests (ObjectStore.inline) ---------------------------
+    @property
+    def inline(self) -> bool:
+        # The runtime may make requests on its calling threads: a request is a few system
+        # calls (a synced write waits for the disk there, as it would on a worker thread).
+        return self._plain(LocalStore)
+
+    def get_now(self, key: str) -> Blob:
+        self.requests.add("get")
+        blob = self._read(key)
+        assert blob is not None
+        return blob
+
+    def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        self.requests.add("put")
+        if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
+            raise ValueError(f"unknown put mode {mode!r}")
+        return self._write(key, bytes(data), mode)
+
+    def list_now(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        self.requests.add("list")
+        return self._scan(prefix, start_after, limit)
+
     async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
         """Remove ``.tmp-*`` files under ``prefix`` last modified more than ``older_than`` s ago.
 
