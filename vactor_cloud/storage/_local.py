@@ -123,6 +123,7 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
+        self._root = str(self.root).rstrip("/")
         super().__init__(f"file://{self.root}")
         self._chunked: bool | None = None
         self.listing = ListingStats()
@@ -170,16 +171,22 @@ class LocalStore(ObjectStore):
         return True
 
     def _path(self, key: str, *, writing: bool = False) -> Path:
+        return Path(self._fspath(key, writing=writing))
+
+    def _fspath(self, key: str, *, writing: bool = False) -> str:
+        """The file that stores ``key`` (a string: pathlib costs more than the request here)."""
         parts = key.split("/")
         if not key or key.startswith("/") or ".." in parts or "" in parts:
             raise StorageError(f"{self.url}: invalid key {key!r}", key)
+        root = self._root
         if not self._layout_chunked(writing=writing):
-            return self.root / key
+            return f"{root}/{key}"
         if len(parts) > 1 and parts[-2] == _MAILBOX:
             segments = [segment for part in parts[:-1] for segment in encode_component(part)]
-            return self.root.joinpath(*segments, parts[-1])
-        segments = [segment for part in parts for segment in encode_component(part)]
-        return self.root.joinpath(*segments)
+            segments.append(parts[-1])
+        else:
+            segments = [segment for part in parts for segment in encode_component(part)]
+        return f"{root}/{'/'.join(segments)}"
 
     @staticmethod
     def _ephemeral(key: str) -> bool:
@@ -192,7 +199,7 @@ class LocalStore(ObjectStore):
         """The object at ``key``. ``small``: None (nothing read) if it is larger than
         ``_INLINE_BYTES`` (the caller reads it again from a worker thread)."""
         try:
-            fd = os.open(self._path(key), os.O_RDONLY)
+            fd = os.open(self._fspath(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.url}/{key}: no such object", key) from None
         except OSError as exc:
@@ -215,7 +222,7 @@ class LocalStore(ObjectStore):
 
     def _read_version(self, key: str) -> str | None:
         try:
-            with self._path(key).open("rb") as f:
+            with open(self._fspath(key), "rb") as f:
                 token = f.read(_TOKEN)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -223,11 +230,15 @@ class LocalStore(ObjectStore):
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         return token.hex()
 
-    def _write_temp(self, target: Path, data: bytes, sync: bool = True) -> tuple[Path, str]:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def _write_temp(self, target: str, data: bytes, sync: bool = True) -> tuple[str, str]:
+        parent = os.path.dirname(target)
         token = secrets.token_bytes(_TOKEN)
-        temp = target.parent / f"{_TMP}{secrets.token_hex(8)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        temp = f"{parent}/{_TMP}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, token)
             view = memoryview(data)
@@ -242,7 +253,7 @@ class LocalStore(ObjectStore):
 
     def _write(self, key: str, data: bytes, mode: PutMode) -> str:
         try:
-            target = self._path(key, writing=True)
+            target = self._fspath(key, writing=True)
             sync = not self._ephemeral(key)
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
@@ -273,7 +284,7 @@ class LocalStore(ObjectStore):
                         )
                     os.replace(temp, target)
             if sync:
-                self._sync_dir(target.parent)
+                self._sync_dir(os.path.dirname(target))
         except StorageError:
             raise
         except OSError as exc:
@@ -296,7 +307,7 @@ class LocalStore(ObjectStore):
             os.close(fd)
 
     @staticmethod
-    def _sync_dir(path: Path) -> None:
+    def _sync_dir(path: str | Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -426,7 +437,7 @@ class LocalStore(ObjectStore):
         return removed
 
     def _remove(self, key: str) -> None:
-        path = self._path(key)
+        path = self._fspath(key)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(path)
         # Prune every directory left empty up to the root, chains and the plain
@@ -436,13 +447,13 @@ class LocalStore(ObjectStore):
         # object store has no empty directories to keep; rmdir fails on one
         # that is not empty, and a writer that loses its directory to this
         # makes it again (see _write).
-        parent = path.parent
-        while self._chunked and parent != self.root:
+        parent = os.path.dirname(path)
+        while self._chunked and parent != self._root and len(parent) > len(self._root):
             try:
-                parent.rmdir()
+                os.rmdir(parent)
             except OSError:
                 break
-            parent = parent.parent
+            parent = os.path.dirname(parent)
 
     # -- async API --------------------------------------------------------
     # Requests that never wait on the disk (reads, listings and deletes answered from
