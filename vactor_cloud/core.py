@@ -1062,6 +1062,7 @@ class ActorCore:
         seen_step = self.record.step if self.record is not None else -1
         # The first look about one holder commit after posting, then less and less often.
         pause = max(0.001, self._cycle)
+        first = True
         # Looks no further apart than the holder's commits (at least 50 ms): each look is a GET,
         # and on a remote store the holder's commits take longer than a few looks.
         longest = max(0.05, self._cycle)
@@ -1072,8 +1073,9 @@ class ActorCore:
             time.sleep(pause * (0.75 + 0.5 * random.random()))
             pause = min(longest, pause * 1.5)
             try:
-                if self._poll_steps(posted, batch):
+                if self._poll_steps(posted, batch, skip=first):
                     return "done"
+                first = False
                 step = self.record.step if self.record is not None else -1
                 if step != seen_step:
                     seen_step, progress_at = step, time.monotonic()
@@ -1088,9 +1090,16 @@ class ActorCore:
                 counters.transient_retry(self.actor_id, exc)
                 self._invalidate()
 
-    def _poll_steps(self, posted: _Posted, batch: list[PendingCall]) -> bool:
+    def _poll_steps(self, posted: _Posted, batch: list[PendingCall], *, skip: bool = False) -> bool:
         """Read the steps committed since our cache (a GET each, and one that misses); deliver
-        our outcomes if one of them applied our post. True when delivered."""
+        our outcomes if one of them applied our post. True when delivered.
+
+        ``skip`` (the first look after posting): the step after the one we knew when we
+        posted was most likely being built already, without our post: read the one after
+        it first. The cursor is cumulative, so that step tells whether ours was applied by
+        then; only when it was, but not there, or when it is not there yet, is the skipped
+        one read.
+        """
         env = self.env
         record = self.record
         if record is None or time.monotonic() - self.validated_at > env.settings.fresh_window:
@@ -1101,19 +1110,29 @@ class ActorCore:
         # validated: they keep that time (a later step than the newest then is no less fresh).
         validated = self.validated_at
         current = record
+        ahead = 2 if skip and record.step == posted.base_step else 1
         for _ in range(16):
-            nxt = self._read_step(current.step + 1)
+            nxt = self._read_step(current.step + ahead)
             if nxt is None:
+                if ahead > 1:
+                    ahead = 1  # not there yet: the skipped step may be the newest, and ours
+                    continue
                 self._accept(current, started)  # the newest step, as of ``started``
                 return False
             if nxt.time > current.time:
                 # How long a commit of the holder takes (its steps' spacing, when it is busy).
-                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, nxt.time - current.time)
+                spacing = (nxt.time - current.time) / ahead
+                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, spacing)
             if applied(nxt.extra, post.sender, post.seq):
                 self._accept(nxt, validated)
-                self._deliver_posted(posted, batch, nxt, decode_outcomes(nxt.posted))
+                outcomes = decode_outcomes(nxt.posted)
+                if ahead > 1 and batch and batch[0].call_id not in outcomes:
+                    # Applied by the step we skipped: its outcomes are there.
+                    return self._settle_if_folded(posted, batch, nxt)
+                self._deliver_posted(posted, batch, nxt, outcomes)
                 return True
             current = nxt
+            ahead = 1
         self._accept(current, -math.inf)
         return self._settle_if_folded(posted, batch, env.run(self.revalidate()))  # far behind
 
