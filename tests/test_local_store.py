@@ -479,6 +479,17 @@ def test_mailbox_keys_are_stored_whole_unsynced_and_listed_in_order(
         run(store.delete(key))
     assert run(store.list("actors/abcdef/mail/")) == []
     assert run(store.list("actors/abcdef/")) == sorted(neighbours)
+    # A mailbox is listed from its one directory: a write in progress (its temp file) is not
+    # a key, and a key nested below the mailbox (not a post: stored in chains) still is one.
+    run(store.put(keys[0], b"again", mode="create"))
+    (mail_dir / ".tmp-0123456789abcdef").write_bytes(b"partial")
+    assert run(store.list("actors/abcdef/mail/")) == [keys[0]]
+    nested = "actors/abcdef/mail/sub/x"
+    run(store.put(nested, b"n", mode="create"))
+    assert run(store.list("actors/abcdef/mail/")) == sorted([keys[0], nested])
+    assert run(store.list("actors/abcdef/mail/", start_after=keys[0])) == sorted([keys[0], nested])[1:]
+    assert run(store.list("actors/abcdef/mail/", limit=1)) == sorted([keys[0], nested])[:1]
+    assert run(store.list("actors/nobody/mail/")) == []
 
 
 def test_writers_racing_on_a_fresh_root_never_read_a_half_written_layout_marker(tmp_path: Path) -> None:

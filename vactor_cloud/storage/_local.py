@@ -413,11 +413,47 @@ class LocalStore(ObjectStore):
         keys: list[str] = []
         if limit is not None and limit <= 0:
             return keys
+        if chunked and prefix.endswith(f"/{_MAILBOX}/"):
+            mailbox = self._scan_mailbox(prefix, start_after, limit)
+            if mailbox is not None:
+                return mailbox
         for key in self._walk(str(self.root), "", False, prefix, start_after, chunked):
             keys.append(key)
             if limit is not None and len(keys) >= limit:
                 break
         return keys
+
+    def _scan_mailbox(self, prefix: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """A listing of the mailbox ``prefix`` (``.../mail/``) from its one directory, without
+        walking the chains above it (they hold nothing else under this prefix); None when
+        the directory holds something other than files (then the ordered walk lists it)."""
+        parts = prefix[:-1].split("/")
+        if ".." in parts or "" in parts or prefix.startswith("/"):
+            return None
+        segments = [seg for part in parts for seg in encode_component(part)]
+        directory = f"{self._root}/{'/'.join(segments)}"
+        self.listing.directories += 1
+        try:
+            with os.scandir(directory) as scanned:
+                entries = list(scanned)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        self.listing.entries += len(entries)
+        keys: list[str] = []
+        for entry in entries:
+            name = entry.name
+            if name[:1] == ".":
+                continue  # temp files of writes in progress
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    return None
+            except OSError:
+                continue
+            key = prefix + name
+            if start_after is None or key > start_after:
+                keys.append(key)
+        keys.sort()
+        return keys if limit is None else keys[:limit]
 
     def _sweep_temp(self, prefix: str, older_than: float) -> int:
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
