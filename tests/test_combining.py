@@ -76,7 +76,11 @@ class Switchable(FaultyStore):
 
 
 def init_switchable(spec: StoreSpec, config: FaultConfig | None = None, **settings: Any) -> Switchable:
-    """``vc.init`` on ``spec`` with ``settings``, its store wrapped before any actor is touched."""
+    """``vc.init`` on ``spec`` with ``settings``, its store wrapped before any actor is touched.
+
+    ``combine_after`` defaults to 1 here: these tests lose one race on purpose to reach the
+    posting path."""
+    settings.setdefault("combine_after", 1)
     spec.init(settings=vc.Settings(storage="", **settings))
     runtime = vc.get_runtime()
     store = Switchable(runtime.store, config)
@@ -468,6 +472,45 @@ def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_
         folded.set()
         folder.join()
     assert vc.stats()["posted_calls"] == before + 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_by_default_a_single_lost_race_is_raced_again_and_a_second_in_a_row_posts(
+    store_spec: StoreSpec,
+) -> None:
+    """``combine_after=2`` (the default): a batch that loses one race catches up and races
+    again (light contention: cheaper than posting); one that loses twice in a row posts,
+    and its caller still gets its own result, the call applied once."""
+    store = init_switchable(store_spec, combine_window=60.0, combine_after=2)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    other = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    beaten = [0]  # how many of our next step puts another writer beats
+    inner_around = store._around
+
+    async def another_writer_first(operation: str, key: str, run: Any) -> Any:
+        if operation == "put" and "/steps/" in key and beaten[0] > 0:
+            beaten[0] -= 1
+            step = int(key.rsplit("/", 1)[-1])
+            previous = await other.read_step(step - 1)
+            assert previous is not None
+            await other.put_step(dataclasses.replace(previous, step=step, parent=step - 1, writer="else"))
+        return await inner_around(operation, key, run)
+
+    store._around = another_writer_first  # type: ignore[method-assign]
+    before = vc.stats()
+    beaten[0] = 1
+    assert log.add.run("me/1") == 2  # lost once, raced again and won
+    after = vc.stats()
+    assert after["commit_conflicts"] == before["commit_conflicts"] + 1
+    assert after["posted_calls"] == before["posted_calls"]
+    beaten[0] = 2
+    assert log.add.run("me/2") == 3  # lost twice in a row: posted, folded (the lease was free)
+    assert vc.stats()["commit_conflicts"] == after["commit_conflicts"] + 2
+    assert vc.stats()["posted_calls"] == after["posted_calls"] + 1
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
+    assert wait_for_no_posts("a") == []
 
 
 # -- several OS processes ----------------------------------------------------------------------------

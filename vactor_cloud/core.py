@@ -158,6 +158,7 @@ class ActorCore:
         "__weakref__",
         "_cycle",
         "_draining",
+        "_fold_after",
         "_foreign_at",
         "_held_until",
         "_last_commit_at",
@@ -170,6 +171,7 @@ class ActorCore:
         "_mutex",
         "_outstanding",
         "_postbox",
+        "_posted_at",
         "_put_seconds",
         "_queue",
         "_renewing",
@@ -213,6 +215,8 @@ class ActorCore:
         self._load_lock: asyncio.Lock | None = None
         #: when this process last lost a commit race, and how long its puts take (moving average)
         self._lost_at = -math.inf
+        #: when this process last posted a batch for lost races: contended until combine_window later
+        self._posted_at = -math.inf
         self._put_seconds = 0.0
         self._weight = 0
         #: contention combining (vactor_cloud.posting): created on the first post
@@ -236,6 +240,9 @@ class ActorCore:
         self._wake: threading.Event | None = None
         #: seconds between the steps a poster sees committed (moving average): how often it polls
         self._cycle = 0.005
+        #: seconds from a post of ours to the holder's record of the step that applied it (moving
+        #: average, wall clocks): a poster's first look comes about then, if sooner than a cycle
+        self._fold_after = 0.005
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -715,9 +722,15 @@ class ActorCore:
                 self._lost_at = time.monotonic()
                 attempts += 1
                 counters.commit_conflict(self.actor_id, record.step, attempts)
-                lost_race = not fold and posted is None and self._may_post(batch)
+                lost_race = (
+                    not fold
+                    and posted is None
+                    and attempts >= settings.combine_after
+                    and self._may_post(batch)
+                )
                 if lost_race:
-                    posted = self._post(batch)  # lost a race: post the batch
+                    posted = self._post(batch)  # lost races: post the batch
+                    self._posted_at = time.monotonic()
                 # Bounded by time as well as count: under heavy contention a
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -805,7 +818,7 @@ class ActorCore:
         Cheap and local: an actor that never lost a race here answers from memory.
         """
         now = time.monotonic()
-        if self._outstanding is not None or now - self._lost_at < self.env.settings.combine_window:
+        if self._outstanding is not None or now - self._posted_at < self.env.settings.combine_window:
             return True
         if self._holding():
             return True
@@ -978,12 +991,15 @@ class ActorCore:
                 self._wake = threading.Event()
             wake = self._wake
         max_batch = self.env.settings.max_batch
+        #: listings in a row that found nothing: the next one waits longer (up to 10 ms)
+        empty = 0
         try:
             while self._holding():
                 batch = self._claim_batch(max_batch)
                 if batch:
                     self._commit(batch)
                     self._fail_unsettled(batch)
+                    empty = 0
                     continue
                 wake.clear()
                 try:
@@ -993,8 +1009,11 @@ class ActorCore:
                 base = self.record
                 if keys and base is not None and any(_pending(self._posts(), base, k) for k in keys):
                     self._commit([], keys)
+                    empty = 0
                     continue
-                wake.wait(min(0.01, max(0.001, self._put_seconds)))
+                # About a put's time after a fold; less often while nothing comes (a LIST each).
+                wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
+                empty += 1
         except Exception as exc:  # a defect or a closed store: the next caller takes over
             logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
         finally:
@@ -1060,8 +1079,10 @@ class ActorCore:
         """
         progress_at = time.monotonic()
         seen_step = self.record.step if self.record is not None else -1
-        # The first look about one holder commit after posting, then less and less often.
-        pause = max(0.001, self._cycle)
+        # The first look about one holder commit after posting (or, sooner, about when our
+        # posts were folded lately: a holder that waits for posts folds one at once), then
+        # less and less often.
+        pause = max(0.001, min(self._cycle, 1.5 * self._fold_after + 0.001))
         first = True
         # Looks no further apart than the holder's commits (at least 50 ms): each look is a GET,
         # and on a remote store the holder's commits take longer than a few looks.
@@ -1129,7 +1150,7 @@ class ActorCore:
                 if ahead > 1 and batch and batch[0].call_id not in outcomes:
                     # Applied by the step we skipped: its outcomes are there.
                     return self._settle_if_folded(posted, batch, nxt)
-                self._deliver_posted(posted, batch, nxt, outcomes)
+                self._deliver_posted(posted, batch, nxt, outcomes, nxt)
                 return True
             current = nxt
             ahead = 1
@@ -1137,8 +1158,17 @@ class ActorCore:
         return self._settle_if_folded(posted, batch, env.run(self.revalidate()))  # far behind
 
     def _deliver_posted(
-        self, posted: _Posted, batch: list[PendingCall], newest: StepRecord, found: dict[str, Outcome] | None
+        self,
+        posted: _Posted,
+        batch: list[PendingCall],
+        newest: StepRecord,
+        found: dict[str, Outcome] | None,
+        folded_in: StepRecord | None = None,
     ) -> None:
+        if folded_in is not None:
+            # When the holder built the step that applied our post, after we wrote it.
+            after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
+            self._fold_after = 0.8 * self._fold_after + 0.2 * after
         for call in batch:
             outcome = (found or {}).get(call.call_id)
             if outcome is None:
@@ -1154,15 +1184,16 @@ class ActorCore:
             return False
         first = batch[0].call_id
         found: dict[str, Outcome] | None = None
+        folded_in: StepRecord | None = None
         for step in range(base.step, posted.base_step, -1):
             record = base if step == base.step else self._read_step(step)
             if record is None:
                 break  # compacted: older steps are gone too
             outcomes = decode_outcomes(record.posted)
             if first in outcomes:
-                found = outcomes
+                found, folded_in = outcomes, record
                 break
-        self._deliver_posted(posted, batch, base, found)
+        self._deliver_posted(posted, batch, base, found, folded_in)
         return True
 
     def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
