@@ -41,6 +41,15 @@ would cost a ``mkdir`` per two characters on every write and an ``rmdir``
 each on every delete. The ordered walk lists them like any file (a whole
 name is never of the chain form ``xy+``).
 
+Where requests run: the runtime makes its hot-path requests (step puts,
+posters' step reads and post puts, a folder's listing and post reads) on its
+own calling thread (``ObjectStore.inline``: a request is a few system calls,
+cheaper than a trip to the IO loop). Through the async API, reads, small
+listings, deletes and unsynced mailbox writes run on the IO loop itself;
+synced writes and reads over 256 KiB go to a worker thread. A mailbox is
+listed from its one directory (no walk from the root). Requests made
+inline are not bounded by ``Settings.timeout``.
+
 A root that already holds objects in the flat layout of earlier versions (no
 ``.vactor-layout`` marker) is read and written flat, listed by the same
 ordered walk; new roots get the marker on their first write.
@@ -194,7 +203,7 @@ class LocalStore(ObjectStore):
         head, _, _ = key.rpartition("/")
         return head.rpartition("/")[2] == _MAILBOX
 
-    # -- sync implementations, run in a worker thread ---------------------
+    # -- sync implementations: on the calling thread, the IO loop or a worker thread -
     def _read(self, key: str, *, small: bool = False) -> Blob | None:
         """The object at ``key``. ``small``: None (nothing read) if it is larger than
         ``_INLINE_BYTES`` (the caller reads it again from a worker thread)."""
