@@ -175,6 +175,7 @@ class ActorCore:
         "_put_seconds",
         "_queue",
         "_renewing",
+        "_seen_at",
         "_serving",
         "_stored_classes",
         "_stored_sha",
@@ -243,6 +244,8 @@ class ActorCore:
         #: seconds from a post of ours to the holder's record of the step that applied it (moving
         #: average, wall clocks): a poster's first look comes about then, if sooner than a cycle
         self._fold_after = 0.005
+        #: when (monotonic) this process read or wrote the step it holds as ``record``
+        self._seen_at = -math.inf
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -780,6 +783,7 @@ class ActorCore:
             self._accept(record, put_started, result.instance)
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
             now = time.monotonic()
+            self._seen_at = now
             self._streak = self._streak + 1 if now - self._last_commit_at < _STREAK_GAP else 1
             self._last_commit_at = now
             if TIMERS in record.extra:
@@ -1115,11 +1119,12 @@ class ActorCore:
         """Read the steps committed since our cache (a GET each, and one that misses); deliver
         our outcomes if one of them applied our post. True when delivered.
 
-        ``skip`` (the first look after posting): the step after the one we knew when we
-        posted was most likely being built already, without our post: read the one after
-        it first. The cursor is cumulative, so that step tells whether ours was applied by
-        then; only when it was, but not there, or when it is not there yet, is the skipped
-        one read.
+        ``skip`` (the first look after posting): the steps committed since we read our cache
+        (about one per holder cycle), and the one being built when we posted (most likely
+        without our post), are skipped: the first read is the step after them. The cursor is
+        cumulative, so that step tells whether ours was applied by then (if so but not
+        there, we walk back to the one that did); when it is not there yet, we walk back to
+        the newest step.
         """
         env = self.env
         record = self.record
@@ -1131,15 +1136,23 @@ class ActorCore:
         # validated: they keep that time (a later step than the newest then is no less fresh).
         validated = self.validated_at
         current = record
-        ahead = 2 if skip and record.step == posted.base_step else 1
-        for _ in range(16):
+        ahead = 1
+        if skip and record.step == posted.base_step:
+            since = started - self._seen_at
+            ahead = 2 + (min(_SKIP_MAX, int(since / self._cycle)) if 0 < since < _CYCLE_MAX * 8 else 0)
+        #: a step above the one we read was missing: that one is the newest
+        newest = False
+        for _ in range(16 + ahead):
             nxt = self._read_step(current.step + ahead)
             if nxt is None:
                 if ahead > 1:
-                    ahead = 1  # not there yet: the skipped step may be the newest, and ours
+                    ahead -= 1  # not there yet: walk back to the newest step (ours, maybe)
+                    newest = True
                     continue
                 self._accept(current, started)  # the newest step, as of ``started``
+                self._seen_at = time.monotonic()
                 return False
+            self._seen_at = time.monotonic()
             if nxt.time > current.time:
                 # How long a commit of the holder takes (its steps' spacing, when it is busy).
                 spacing = (nxt.time - current.time) / ahead
@@ -1148,10 +1161,13 @@ class ActorCore:
                 self._accept(nxt, validated)
                 outcomes = decode_outcomes(nxt.posted)
                 if ahead > 1 and batch and batch[0].call_id not in outcomes:
-                    # Applied by the step we skipped: its outcomes are there.
+                    # Applied by a step we skipped: its outcomes are there.
                     return self._settle_if_folded(posted, batch, nxt)
                 self._deliver_posted(posted, batch, nxt, outcomes, nxt)
                 return True
+            if newest:
+                self._accept(nxt, started)  # the newest step (the next was missing), not ours yet
+                return False
             current = nxt
             ahead = 1
         self._accept(current, -math.inf)
@@ -1428,6 +1444,9 @@ _UNREADABLE_TRIES = 3
 
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
 _CYCLE_MAX = 0.25
+
+#: a poster's first look skips at most this many steps it estimates were committed since its cache
+_SKIP_MAX = 6
 
 #: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
 _STREAK_COMMITS = 16
