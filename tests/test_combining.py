@@ -475,12 +475,12 @@ def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_by_default_a_single_lost_race_is_raced_again_and_a_second_in_a_row_posts(
+def test_with_combine_after_2_a_single_lost_race_is_raced_again_and_a_second_in_a_row_posts(
     store_spec: StoreSpec,
 ) -> None:
-    """``combine_after=2`` (the default): a batch that loses one race catches up and races
-    again (light contention: cheaper than posting); one that loses twice in a row posts,
-    and its caller still gets its own result, the call applied once."""
+    """``combine_after=2``: a batch that loses one race catches up and races again (light
+    contention: cheaper than posting); one that loses twice in a row posts, and its caller
+    still gets its own result, the call applied once."""
     store = init_switchable(store_spec, combine_window=60.0, combine_after=2)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1

@@ -1137,7 +1137,9 @@ class ActorCore:
         validated = self.validated_at
         current = record
         ahead = 1
-        if skip and record.step == posted.base_step:
+        # Only where a look that misses costs a failed open(), not a request (the local and
+        # memory stores): on a remote store a wrong guess costs more GETs than it saves.
+        if skip and record.step == posted.base_step and self.log.store.inline:
             since = started - self._seen_at
             ahead = 2 + (min(_SKIP_MAX, int(since / self._cycle)) if 0 < since < _CYCLE_MAX * 8 else 0)
         #: a step above the one we read was missing: that one is the newest

@@ -64,9 +64,9 @@ class Settings:
     deadline: float = 30.0
     #: contention combining: a process that lost a race posts its calls for the next committer to fold
     combine: bool = True
-    #: ...once one batch lost this many races in a row (1: at its first lost race). A single lost
-    #: race is retried by racing again: cheaper than posting while contention is light
-    combine_after: int = 2
+    #: ...once one batch lost this many races in a row (1, the default: at its first lost race;
+    #: 2: a single lost race is raced again, cheaper on a local store under light contention)
+    combine_after: int = 1
     #: ...for this long after it last posted for lost races (seconds); then it races for the next
     #: step again. A folder-lease holder gives its lease up after folding no other process's post
     #: for this long
