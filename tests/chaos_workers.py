@@ -29,7 +29,8 @@ from vactor_cloud.testing.lanes import StoreSpec
 #: Settings of every chaos process: a short HEAD interval so HEAD moves (and faults on it) happen.
 report_stacks_on_request()
 
-CHAOS_SETTINGS = vc.Settings(storage="", head_interval=0.2, max_commit_attempts=200)
+#: (combine_after=1: a lost race posts at once, so that the posting path sees every fault)
+CHAOS_SETTINGS = vc.Settings(storage="", head_interval=0.2, max_commit_attempts=200, combine_after=1)
 _LOAD_ATTEMPTS = 30
 
 

@@ -28,7 +28,8 @@ from vactor_cloud.testing.faults import FaultConfig, FaultyStore, _kill_self, in
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: every child of these tests: a lost race makes a process post for the rest of the run
-POSTING = {"combine_window": 60.0, "head_interval": 0.2}
+#: (combine_after=1: the first lost race posts, as the tests of the posting path need)
+POSTING = {"combine_window": 60.0, "head_interval": 0.2, "combine_after": 1}
 
 
 @vc.virtual_actor

@@ -35,10 +35,19 @@ from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_ord
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.posting import POST_CURSOR, PostBox, PostedCall, decode_outcomes
+from vactor_cloud.log import ActorLog
+from vactor_cloud.posting import (
+    POST_CURSOR,
+    PostBox,
+    PostedCall,
+    advance_cursor,
+    decode_outcomes,
+    encode_outcomes,
+)
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -67,7 +76,11 @@ class Switchable(FaultyStore):
 
 
 def init_switchable(spec: StoreSpec, config: FaultConfig | None = None, **settings: Any) -> Switchable:
-    """``vc.init`` on ``spec`` with ``settings``, its store wrapped before any actor is touched."""
+    """``vc.init`` on ``spec`` with ``settings``, its store wrapped before any actor is touched.
+
+    ``combine_after`` defaults to 1 here: these tests lose one race on purpose to reach the
+    posting path."""
+    settings.setdefault("combine_after", 1)
     spec.init(settings=vc.Settings(storage="", **settings))
     runtime = vc.get_runtime()
     store = Switchable(runtime.store, config)
@@ -389,6 +402,114 @@ def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call
     assert vc.stats()["leases_taken"] >= before + 2  # taken, lost to the other, taken again
     chain = read_chain("a")
     assert [r.writer for r in chain[2:4]] == ["someone-else", "someone-else"]
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("later_step", [True, False], ids=["later-step-there", "later-step-not-yet"])
+def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_there(
+    store_spec: StoreSpec, later_step: bool
+) -> None:
+    """A poster's first look skips the step after the one it knew when it posted (usually
+    built without its post) and reads the one after. Here the skipped step is the one that
+    applied the post: the poster must still get the outcome recorded there, never another
+    step's nor an unknown outcome; from the later step's cursor (``later-step-there``: it
+    walks back) or, that step not being there yet, by reading the skipped one."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    # Another process holds the folder lease: our next call posts and waits for its fold.
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    commit_behind_its_back("a")  # step 2: our put of step 2 loses, we post (knowing step 2)
+    posted = threading.Event()
+    folded = threading.Event()
+    inner_around = store._around
+
+    async def hold_step_reads_until_folded(operation: str, key: str, run: Any) -> Any:
+        if operation == "put" and "/mail/" in key:
+            result = await inner_around(operation, key, run)
+            posted.set()
+            return result
+        if operation == "get" and "/steps/" in key and posted.is_set() and not folded.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
+        return await inner_around(operation, key, run)
+
+    store._around = hold_step_reads_until_folded  # type: ignore[method-assign]
+    # The other process reads and writes around the hold (the inner store).
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    before = vc.stats()["posted_calls"]
+
+    def fold_as_another_process() -> None:
+        try:
+            assert posted.wait(30)
+            box = PostBox(store.inner, "a", runtime.settings.signing_key)
+            (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+            (call,) = post.calls
+            two = _sync.sync(log_.read_step(2))
+            assert two is not None
+            three = dataclasses.replace(
+                two,
+                step=3,
+                parent=2,
+                writer="folder",
+                extra=advance_cursor(two.extra, [post], time.time()),
+                posted=encode_outcomes({call.call_id: Outcome(True, "from step 3")}),
+            )
+            _sync.sync(log_.put_step(three))
+            if later_step:
+                four = dataclasses.replace(three, step=4, parent=3, writer="folder", posted=b"")
+                _sync.sync(log_.put_step(four))
+        finally:
+            folded.set()
+
+    folder = threading.Thread(target=fold_as_another_process)
+    folder.start()
+    try:
+        assert log.add.run("me/1") == "from step 3"
+    finally:
+        folded.set()
+        folder.join()
+    assert vc.stats()["posted_calls"] == before + 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_with_combine_after_2_a_single_lost_race_is_raced_again_and_a_second_in_a_row_posts(
+    store_spec: StoreSpec,
+) -> None:
+    """``combine_after=2``: a batch that loses one race catches up and races again (light
+    contention: cheaper than posting); one that loses twice in a row posts, and its caller
+    still gets its own result, the call applied once."""
+    store = init_switchable(store_spec, combine_window=60.0, combine_after=2)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    other = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    beaten = [0]  # how many of our next step puts another writer beats
+    inner_around = store._around
+
+    async def another_writer_first(operation: str, key: str, run: Any) -> Any:
+        if operation == "put" and "/steps/" in key and beaten[0] > 0:
+            beaten[0] -= 1
+            step = int(key.rsplit("/", 1)[-1])
+            previous = await other.read_step(step - 1)
+            assert previous is not None
+            await other.put_step(dataclasses.replace(previous, step=step, parent=step - 1, writer="else"))
+        return await inner_around(operation, key, run)
+
+    store._around = another_writer_first  # type: ignore[method-assign]
+    before = vc.stats()
+    beaten[0] = 1
+    assert log.add.run("me/1") == 2  # lost once, raced again and won
+    after = vc.stats()
+    assert after["commit_conflicts"] == before["commit_conflicts"] + 1
+    assert after["posted_calls"] == before["posted_calls"]
+    beaten[0] = 2
+    assert log.add.run("me/2") == 3  # lost twice in a row: posted, folded (the lease was free)
+    assert vc.stats()["commit_conflicts"] == after["commit_conflicts"] + 2
+    assert vc.stats()["posted_calls"] == after["posted_calls"] + 1
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
     assert wait_for_no_posts("a") == []
 
 

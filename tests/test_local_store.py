@@ -479,6 +479,17 @@ def test_mailbox_keys_are_stored_whole_unsynced_and_listed_in_order(
         run(store.delete(key))
     assert run(store.list("actors/abcdef/mail/")) == []
     assert run(store.list("actors/abcdef/")) == sorted(neighbours)
+    # A mailbox is listed from its one directory: a write in progress (its temp file) is not
+    # a key, and a key nested below the mailbox (not a post: stored in chains) still is one.
+    run(store.put(keys[0], b"again", mode="create"))
+    (mail_dir / ".tmp-0123456789abcdef").write_bytes(b"partial")
+    assert run(store.list("actors/abcdef/mail/")) == [keys[0]]
+    nested = "actors/abcdef/mail/sub/x"
+    run(store.put(nested, b"n", mode="create"))
+    assert run(store.list("actors/abcdef/mail/")) == sorted([keys[0], nested])
+    assert run(store.list("actors/abcdef/mail/", start_after=keys[0])) == sorted([keys[0], nested])[1:]
+    assert run(store.list("actors/abcdef/mail/", limit=1)) == sorted([keys[0], nested])[:1]
+    assert run(store.list("actors/nobody/mail/")) == []
 
 
 def test_writers_racing_on_a_fresh_root_never_read_a_half_written_layout_marker(tmp_path: Path) -> None:
@@ -495,3 +506,66 @@ def test_writers_racing_on_a_fresh_root_never_read_a_half_written_layout_marker(
             asyncio.run(store.put(f"race/k{i}", b"x", mode="create"))
 
         assert in_threads(8, write, timeout=30) == [], f"trial {trial}"
+
+
+# -- requests made on the calling thread (ObjectStore.inline) ---------------------------------------
+@pytest.mark.parametrize("where", ["after-landing", "before-landing"])
+def test_a_step_put_made_on_the_calling_thread_that_fails_is_resolved_like_a_lost_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The local store answers a commit's put on the calling thread. A put that raises may
+    still have landed (its directory's fsync failed after the link): the commit reads its
+    step back and is acknowledged once, never reported failed nor applied twice; one that
+    failed before landing is put again."""
+    import vactor_cloud as vc
+
+    @vc.virtual_actor
+    class InlineTally:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def add(self) -> int:
+            self.n += 1
+            return self.n
+
+        @vc.virtual_actor.readonly
+        def get(self) -> int:
+            return self.n
+
+    vc.init(str(tmp_path / "store"), settings=vc.Settings(head_interval=3600.0, head_max_delay=3600.0))
+    try:
+        store = vc.get_runtime().store
+        assert isinstance(store, LocalStore) and store.inline
+        tally = InlineTally.get_or_create("t")
+        assert tally.add.run() == 1
+        failures = [1]
+        if where == "after-landing":
+            real_sync_dir = LocalStore._sync_dir
+
+            def failing_sync_dir(path: Any) -> None:
+                if failures and "/st+/ep+/s/" in str(path):
+                    failures.pop()
+                    raise OSError("injected: the directory's fsync failed after the link")
+                real_sync_dir(path)
+
+            monkeypatch.setattr(LocalStore, "_sync_dir", staticmethod(failing_sync_dir))
+        else:
+            real_write_temp = LocalStore._write_temp
+
+            def failing_write_temp(self: LocalStore, target: str, data: bytes, sync: bool = True) -> Any:
+                if failures and "/st+/ep+/s/" in target:
+                    failures.pop()
+                    raise OSError("injected: the temp file could not be written")
+                return real_write_temp(self, target, data, sync)
+
+            monkeypatch.setattr(LocalStore, "_write_temp", failing_write_temp)
+        assert store.inline  # (a patched helper, not a request method: still answered inline)
+        resolved = vc.stats()["lost_responses_resolved"]
+        assert tally.add.run() == 2
+        assert not failures, "the failure was not injected"
+        assert tally.get.run() == 2
+        assert tally.add.run() == 3
+        if where == "after-landing":
+            assert vc.stats()["lost_responses_resolved"] == resolved + 1
+    finally:
+        vc.shutdown()

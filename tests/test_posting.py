@@ -40,8 +40,9 @@ class Tally:
 
 @pytest.fixture
 def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    # fresh_window: a long trust in the cache, so a put goes out without a probe and can lose.
-    store_spec.init(settings=Settings(storage=store_spec.url, fresh_window=300.0))
+    # fresh_window: a long trust in the cache, so a put goes out without a probe and can lose;
+    # combine_after=1: that one lost race posts the batch.
+    store_spec.init(settings=Settings(storage=store_spec.url, fresh_window=300.0, combine_after=1))
     try:
         yield store_spec
     finally:
@@ -97,7 +98,7 @@ def test_a_poster_that_stops_waiting_can_ask_for_its_outcome_later(spec: StoreSp
     Tally.get_or_create("slow").add.run("a")
     vc.shutdown()
     # A caller that waits almost not at all: its posted call is still pending when it gives up.
-    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, max_commit_attempts=1))
+    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, max_commit_attempts=1, combine_after=1))
     handle = vc.get_actor("slow")
     handle.get.run()
     _commit_behind_its_back(spec, "slow", "b")
@@ -110,7 +111,7 @@ def test_a_poster_that_stops_waiting_can_ask_for_its_outcome_later(spec: StoreSp
     assert len(_posts("slow")) == 1
     # A runtime that waits long enough posts its own call (it loses a race too) and folds ours.
     vc.shutdown()
-    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0))
+    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, combine_after=1))
     handle = vc.get_actor("slow")
     handle.get.run()
     _commit_behind_its_back(spec, "slow", "d")

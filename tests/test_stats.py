@@ -87,6 +87,8 @@ def commit_behind_its_back(actor_id: str) -> None:
 def test_a_lost_race_counts_a_conflict_logged_at_debug_and_the_posted_batch_when_folded(
     actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
+    vc.shutdown()
+    actor_store.init(settings=vc.Settings(storage="", combine_after=1))  # one lost race posts
     counter = Counter.get_or_create("c", 0)
     counter.incr.run(1)
     commit_behind_its_back("c")

@@ -158,6 +158,7 @@ class ActorCore:
         "__weakref__",
         "_cycle",
         "_draining",
+        "_fold_after",
         "_foreign_at",
         "_held_until",
         "_last_commit_at",
@@ -170,9 +171,11 @@ class ActorCore:
         "_mutex",
         "_outstanding",
         "_postbox",
+        "_posted_at",
         "_put_seconds",
         "_queue",
         "_renewing",
+        "_seen_at",
         "_serving",
         "_stored_classes",
         "_stored_sha",
@@ -213,6 +216,8 @@ class ActorCore:
         self._load_lock: asyncio.Lock | None = None
         #: when this process last lost a commit race, and how long its puts take (moving average)
         self._lost_at = -math.inf
+        #: when this process last posted a batch for lost races: contended until combine_window later
+        self._posted_at = -math.inf
         self._put_seconds = 0.0
         self._weight = 0
         #: contention combining (vactor_cloud.posting): created on the first post
@@ -236,6 +241,11 @@ class ActorCore:
         self._wake: threading.Event | None = None
         #: seconds between the steps a poster sees committed (moving average): how often it polls
         self._cycle = 0.005
+        #: seconds from a post of ours to the holder's record of the step that applied it (moving
+        #: average, wall clocks): a poster's first look comes about then, if sooner than a cycle
+        self._fold_after = 0.005
+        #: when (monotonic) this process read or wrote the step it holds as ``record``
+        self._seen_at = -math.inf
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -623,7 +633,7 @@ class ActorCore:
                             posted = self._post(batch)
                         continue
                     if keys is None:
-                        keys = env.run(self._posts().keys())
+                        keys = self._post_keys()
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     keys = None
                     if stale:
@@ -715,9 +725,15 @@ class ActorCore:
                 self._lost_at = time.monotonic()
                 attempts += 1
                 counters.commit_conflict(self.actor_id, record.step, attempts)
-                lost_race = not fold and posted is None and self._may_post(batch)
+                lost_race = (
+                    not fold
+                    and posted is None
+                    and attempts >= settings.combine_after
+                    and self._may_post(batch)
+                )
                 if lost_race:
-                    posted = self._post(batch)  # lost a race: post the batch
+                    posted = self._post(batch)  # lost races: post the batch
+                    self._posted_at = time.monotonic()
                 # Bounded by time as well as count: under heavy contention a
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -767,6 +783,7 @@ class ActorCore:
             self._accept(record, put_started, result.instance)
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
             now = time.monotonic()
+            self._seen_at = now
             self._streak = self._streak + 1 if now - self._last_commit_at < _STREAK_GAP else 1
             self._last_commit_at = now
             if TIMERS in record.extra:
@@ -805,7 +822,7 @@ class ActorCore:
         Cheap and local: an actor that never lost a race here answers from memory.
         """
         now = time.monotonic()
-        if self._outstanding is not None or now - self._lost_at < self.env.settings.combine_window:
+        if self._outstanding is not None or now - self._posted_at < self.env.settings.combine_window:
             return True
         if self._holding():
             return True
@@ -978,23 +995,29 @@ class ActorCore:
                 self._wake = threading.Event()
             wake = self._wake
         max_batch = self.env.settings.max_batch
+        #: listings in a row that found nothing: the next one waits longer (up to 10 ms)
+        empty = 0
         try:
             while self._holding():
                 batch = self._claim_batch(max_batch)
                 if batch:
                     self._commit(batch)
                     self._fail_unsettled(batch)
+                    empty = 0
                     continue
                 wake.clear()
                 try:
-                    keys = self.env.run(self._posts().keys())
+                    keys = self._post_keys()
                 except (StorageError, IntegrityError):
                     keys = None
                 base = self.record
                 if keys and base is not None and any(_pending(self._posts(), base, k) for k in keys):
                     self._commit([], keys)
+                    empty = 0
                     continue
-                wake.wait(min(0.01, max(0.001, self._put_seconds)))
+                # About a put's time after a fold; less often while nothing comes (a LIST each).
+                wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
+                empty += 1
         except Exception as exc:  # a defect or a closed store: the next caller takes over
             logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
         finally:
@@ -1002,6 +1025,20 @@ class ActorCore:
                 self._serving = False
             if self._release():
                 self.env.spawn(self._drain_from_pool)
+
+    def _read_step(self, step: int) -> StepRecord | None:
+        """``log.read_step``, on this thread where the store answers there (no trip to the loop)."""
+        if self.log.store.inline:
+            return self.log.read_step_now(step)
+        return self.env.run(self.log.read_step(step))
+
+    def _post_keys(self) -> list[str]:
+        box = self._posts()
+        return box.keys_now() if self.log.store.inline else self.env.run(box.keys())
+
+    def _read_posts(self, keys: list[str]) -> list[Post]:
+        box = self._posts()
+        return box.read_now(keys) if self.log.store.inline else self.env.run(box.read(keys))
 
     def _posts(self) -> PostBox:
         if self._postbox is None:
@@ -1026,7 +1063,8 @@ class ActorCore:
         box = self._posts()
         post = box.prepare(calls)
         try:
-            post = self.env.run(box.send(post))
+            if not (self.log.store.inline and box.send_now(post)):
+                post = self.env.run(box.send(post))
         except StorageError as exc:
             # It may have landed unseen: from now on the batch is this post and nothing
             # else. Whoever commits our calls passes our seq in the cursor, which makes
@@ -1045,8 +1083,11 @@ class ActorCore:
         """
         progress_at = time.monotonic()
         seen_step = self.record.step if self.record is not None else -1
-        # The first look about one holder commit after posting, then less and less often.
-        pause = max(0.001, self._cycle)
+        # The first look about one holder commit after posting (or, sooner, about when our
+        # posts were folded lately: a holder that waits for posts folds one at once), then
+        # less and less often.
+        pause = max(0.001, min(self._cycle, 1.5 * self._fold_after + 0.001))
+        first = True
         # Looks no further apart than the holder's commits (at least 50 ms): each look is a GET,
         # and on a remote store the holder's commits take longer than a few looks.
         longest = max(0.05, self._cycle)
@@ -1057,8 +1098,9 @@ class ActorCore:
             time.sleep(pause * (0.75 + 0.5 * random.random()))
             pause = min(longest, pause * 1.5)
             try:
-                if self._poll_steps(posted, batch):
+                if self._poll_steps(posted, batch, skip=first):
                     return "done"
+                first = False
                 step = self.record.step if self.record is not None else -1
                 if step != seen_step:
                     seen_step, progress_at = step, time.monotonic()
@@ -1073,9 +1115,17 @@ class ActorCore:
                 counters.transient_retry(self.actor_id, exc)
                 self._invalidate()
 
-    def _poll_steps(self, posted: _Posted, batch: list[PendingCall]) -> bool:
+    def _poll_steps(self, posted: _Posted, batch: list[PendingCall], *, skip: bool = False) -> bool:
         """Read the steps committed since our cache (a GET each, and one that misses); deliver
-        our outcomes if one of them applied our post. True when delivered."""
+        our outcomes if one of them applied our post. True when delivered.
+
+        ``skip`` (the first look after posting): the steps committed since we read our cache
+        (about one per holder cycle), and the one being built when we posted (most likely
+        without our post), are skipped: the first read is the step after them. The cursor is
+        cumulative, so that step tells whether ours was applied by then (if so but not
+        there, we walk back to the one that did); when it is not there yet, we walk back to
+        the newest step.
+        """
         env = self.env
         record = self.record
         if record is None or time.monotonic() - self.validated_at > env.settings.fresh_window:
@@ -1086,25 +1136,57 @@ class ActorCore:
         # validated: they keep that time (a later step than the newest then is no less fresh).
         validated = self.validated_at
         current = record
-        for _ in range(16):
-            nxt = env.run(self.log.read_step(current.step + 1))
+        ahead = 1
+        # Only where a look that misses costs a failed open(), not a request (the local and
+        # memory stores): on a remote store a wrong guess costs more GETs than it saves.
+        if skip and record.step == posted.base_step and self.log.store.inline:
+            since = started - self._seen_at
+            ahead = 2 + (min(_SKIP_MAX, int(since / self._cycle)) if 0 < since < _CYCLE_MAX * 8 else 0)
+        #: a step above the one we read was missing: that one is the newest
+        newest = False
+        for _ in range(16 + ahead):
+            nxt = self._read_step(current.step + ahead)
             if nxt is None:
+                if ahead > 1:
+                    ahead -= 1  # not there yet: walk back to the newest step (ours, maybe)
+                    newest = True
+                    continue
                 self._accept(current, started)  # the newest step, as of ``started``
+                self._seen_at = time.monotonic()
                 return False
+            self._seen_at = time.monotonic()
             if nxt.time > current.time:
                 # How long a commit of the holder takes (its steps' spacing, when it is busy).
-                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, nxt.time - current.time)
+                spacing = (nxt.time - current.time) / ahead
+                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, spacing)
             if applied(nxt.extra, post.sender, post.seq):
                 self._accept(nxt, validated)
-                self._deliver_posted(posted, batch, nxt, decode_outcomes(nxt.posted))
+                outcomes = decode_outcomes(nxt.posted)
+                if ahead > 1 and batch and batch[0].call_id not in outcomes:
+                    # Applied by a step we skipped: its outcomes are there.
+                    return self._settle_if_folded(posted, batch, nxt)
+                self._deliver_posted(posted, batch, nxt, outcomes, nxt)
                 return True
+            if newest:
+                self._accept(nxt, started)  # the newest step (the next was missing), not ours yet
+                return False
             current = nxt
+            ahead = 1
         self._accept(current, -math.inf)
         return self._settle_if_folded(posted, batch, env.run(self.revalidate()))  # far behind
 
     def _deliver_posted(
-        self, posted: _Posted, batch: list[PendingCall], newest: StepRecord, found: dict[str, Outcome] | None
+        self,
+        posted: _Posted,
+        batch: list[PendingCall],
+        newest: StepRecord,
+        found: dict[str, Outcome] | None,
+        folded_in: StepRecord | None = None,
     ) -> None:
+        if folded_in is not None:
+            # When the holder built the step that applied our post, after we wrote it.
+            after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
+            self._fold_after = 0.8 * self._fold_after + 0.2 * after
         for call in batch:
             outcome = (found or {}).get(call.call_id)
             if outcome is None:
@@ -1120,15 +1202,16 @@ class ActorCore:
             return False
         first = batch[0].call_id
         found: dict[str, Outcome] | None = None
+        folded_in: StepRecord | None = None
         for step in range(base.step, posted.base_step, -1):
-            record = base if step == base.step else self.env.run(self.log.read_step(step))
+            record = base if step == base.step else self._read_step(step)
             if record is None:
                 break  # compacted: older steps are gone too
             outcomes = decode_outcomes(record.posted)
             if first in outcomes:
-                found = outcomes
+                found, folded_in = outcomes, record
                 break
-        self._deliver_posted(posted, batch, base, found)
+        self._deliver_posted(posted, batch, base, found, folded_in)
         return True
 
     def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
@@ -1199,7 +1282,7 @@ class ActorCore:
             else:
                 wanted.append(key)
         others = [k for k in wanted if k != own.key]
-        read = {p.key: p for p in self.env.run(self._posts().read(others))} if others else {}
+        read = {p.key: p for p in self._read_posts(others)} if others else {}
         ours_waiting = False
         for key in wanted:
             if key == own.key:
@@ -1363,6 +1446,9 @@ _UNREADABLE_TRIES = 3
 
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
 _CYCLE_MAX = 0.25
+
+#: a poster's first look skips at most this many steps it estimates were committed since its cache
+_SKIP_MAX = 6
 
 #: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
 _STREAK_COMMITS = 16

@@ -360,6 +360,18 @@ class ActorLog:
             raise IntegrityError(key, f"holds step {record.step}, not {step}")
         return record
 
+    def read_step_now(self, step: int) -> StepRecord | None:
+        """:meth:`read_step` on the calling thread (only where ``store.inline``)."""
+        key = self.step_key(step)
+        try:
+            blob = self.store.get_now(key)
+        except NotFoundError:
+            return None
+        record = StepRecord.decode(key, blob.data, self.signing_key)
+        if record.step != step:
+            raise IntegrityError(key, f"holds step {record.step}, not {step}")
+        return record
+
     async def put_step(self, record: StepRecord) -> bool:
         """Commit ``record`` with a create-only put: the linearization point.
 
@@ -382,12 +394,13 @@ class ActorLog:
 
     def put_step_now(self, record: StepRecord) -> Coroutine[Any, Any, bool] | None:
         """:meth:`put_step`'s first create, done on the calling thread through the store's
-        synchronous ``put_now`` (only where ``store.inline``: the in-process memory store).
+        synchronous ``put_now`` (only where ``store.inline``: the memory and local stores).
 
         ``None``: committed, with that one request. Otherwise the key was
-        taken: the returned coroutine finishes what :meth:`put_step` does
-        then (read back, ``StepTakenError``, ...), on the IO loop. A step
-        that needs a dedup checkpoint first must go through :meth:`put_step`.
+        taken, or the put failed (it may have landed all the same): the
+        returned coroutine finishes what :meth:`put_step` does then (read
+        back, ``StepTakenError``, a retry, ...), on the IO loop. A step that
+        needs a dedup checkpoint first must go through :meth:`put_step`.
         """
         assert not record.dedup_checkpoint, "a step with a dedup checkpoint goes through put_step"
         key = self.step_key(record.step)
@@ -396,10 +409,15 @@ class ActorLog:
             self.store.put_now(key, data, mode="create")
         except AlreadyExistsError:
             return self._put_step(record, data)
+        except StorageError as exc:
+            return self._put_step(record, data, failed=exc)
         return None
 
-    async def _put_step(self, record: StepRecord, taken: bytes | None) -> bool:
-        """``taken``: the step's bytes, whose first create already met an existing object."""
+    async def _put_step(
+        self, record: StepRecord, taken: bytes | None, *, failed: StorageError | None = None
+    ) -> bool:
+        """``taken``: the step's bytes, whose first create already met an existing object
+        (or, with ``failed``, whose first create failed so: it may have landed)."""
         key = self.step_key(record.step)
         data = taken if taken is not None else record.encode(key, self.signing_key)
         if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
@@ -408,6 +426,8 @@ class ActorLog:
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
+                if attempt == 0 and failed is not None:
+                    raise failed
                 if attempt == 0 and taken is not None:
                     raise AlreadyExistsError(f"{key}: already exists", key)
                 await self.store.put(key, data, mode="create")

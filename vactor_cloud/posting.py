@@ -41,8 +41,10 @@ import contextlib
 import itertools
 import pickle
 import secrets
+import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +218,7 @@ class PostBox:
         "_deleting",
         "_known",
         "_last_ms",
+        "_lock",
         "_seq",
         "actor_id",
         "sender",
@@ -241,6 +244,7 @@ class PostBox:
         #: keys this process is deleting (None) or deleted (when it finished, monotonic): left out
         #: of listings that may predate the delete, so that a fold does not read them again
         self._deleted: dict[str, float | None] = {}
+        self._lock = threading.Lock()
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
@@ -284,6 +288,16 @@ class PostBox:
         assert last is not None
         raise last
 
+    def send_now(self, post: Post) -> bool:
+        """The first attempt of :meth:`send` on the calling thread (only where ``store.inline``):
+        True when it wrote the post; False after any error (then :meth:`send` goes on: an
+        attempt that landed after all is found by its read-back)."""
+        try:
+            self.store.put_now(post.key, _encode_post(post.key, post, self.signing_key), mode="create")
+        except StorageError:
+            return False
+        return True
+
     async def _landed(self, post: Post) -> bool:
         """Whether the object at ``post.key`` is this post (not another's, nor none)."""
         try:
@@ -299,17 +313,25 @@ class PostBox:
     async def keys(self) -> list[str]:
         """The keys of every post waiting now, oldest first (one LIST)."""
         listed_at = time.monotonic()
-        keys = await self.store.list(posts_prefix(self.actor_id))
+        return self._listed(await self.store.list(posts_prefix(self.actor_id)), listed_at)
+
+    def keys_now(self) -> list[str]:
+        """:meth:`keys` on the calling thread (only where ``store.inline``)."""
+        listed_at = time.monotonic()
+        return self._listed(self.store.list_now(posts_prefix(self.actor_id)), listed_at)
+
+    def _listed(self, keys: list[str], listed_at: float) -> list[str]:
         present = set(keys)
-        for gone in [k for k in self._known if k not in present]:
-            del self._known[gone]
-        self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
-        if self._deleted:
-            # Hidden while our delete of it is in flight, or finished after this listing began;
-            # a key listed after that is there (a failed delete, or a new post of the name).
-            hidden = {k for k, done in self._deleted.items() if done is None or done > listed_at}
-            self._deleted = {k: self._deleted[k] for k in hidden}
-            keys = [k for k in keys if k not in hidden]
+        with self._lock:  # (deletes finish on the IO loop; a fold may list on another thread)
+            for gone in [k for k in self._known if k not in present]:
+                del self._known[gone]
+            self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
+            if self._deleted:
+                # Hidden while our delete of it is in flight, or finished after this listing began;
+                # a key listed after that is there (a failed delete, or a new post of the name).
+                hidden = {k for k, done in self._deleted.items() if done is None or done > listed_at}
+                self._deleted = {k: self._deleted[k] for k in hidden}
+                keys = [k for k in keys if k not in hidden]
         return keys
 
     async def flush(self) -> None:
@@ -331,21 +353,47 @@ class PostBox:
                     blob = await self.store.get(key)
                 except NotFoundError:
                     return  # applied and deleted meanwhile
-                try:
-                    self._known[key] = _decode_post(key, blob.data, self.signing_key)
-                    self.unreadable.pop(key, None)
-                except IntegrityError:
-                    # not applied while damaged; the fold stops at it a few times, then skips it
-                    self.unreadable[key] = self.unreadable.get(key, 0) + 1
+                self._learn(key, blob.data)
 
         await asyncio.gather(*(read(k) for k in keys if k not in self._known))
         return [self._known[k] for k in keys if k in self._known]
 
-    async def delete(self, keys: list[str]) -> None:
-        """Delete posts (applied, or found stale); a failure leaves them for the next fold."""
+    def read_now(self, keys: list[str]) -> list[Post]:
+        """:meth:`read` on the calling thread, one GET after the other (only where ``store.inline``)."""
         for key in keys:
-            self._known.pop(key, None)
-            self._deleted[key] = None
+            if key not in self._known:
+                try:
+                    blob = self.store.get_now(key)
+                except NotFoundError:
+                    continue  # applied and deleted meanwhile
+                self._learn(key, blob.data)
+        return [self._known[k] for k in keys if k in self._known]
+
+    def _learn(self, key: str, data: bytes) -> None:
+        try:
+            post = _decode_post(key, data, self.signing_key)
+        except IntegrityError:
+            # not applied while damaged; the fold stops at it a few times, then skips it
+            with self._lock:
+                self.unreadable[key] = self.unreadable.get(key, 0) + 1
+            return
+        with self._lock:
+            self._known[key] = post
+            self.unreadable.pop(key, None)
+
+    def delete(self, keys: list[str]) -> Coroutine[Any, Any, None]:
+        """Delete posts (applied, or found stale); a failure leaves them for the next fold.
+
+        The keys are left out of listings from now on (this call, on the caller's thread),
+        while the deletes run where the returned coroutine is awaited (in the background).
+        """
+        with self._lock:
+            for key in keys:
+                self._known.pop(key, None)
+                self._deleted[key] = None
+        return self._delete(keys)
+
+    async def _delete(self, keys: list[str]) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._deleting.add(task)
@@ -356,7 +404,8 @@ class PostBox:
                 with contextlib.suppress(StorageError):
                     await self.store.delete(key)
             finally:
-                if key in self._deleted:
-                    self._deleted[key] = time.monotonic()
+                with self._lock:
+                    if key in self._deleted:
+                        self._deleted[key] = time.monotonic()
 
         await asyncio.gather(*(one(k) for k in keys))

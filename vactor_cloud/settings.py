@@ -64,8 +64,12 @@ class Settings:
     deadline: float = 30.0
     #: contention combining: a process that lost a race posts its calls for the next committer to fold
     combine: bool = True
-    #: ...for this long after its last lost race (seconds); then it races for the next step again.
-    #: A folder-lease holder gives its lease up after folding no other process's post for this long
+    #: ...once one batch lost this many races in a row (1, the default: at its first lost race;
+    #: 2: a single lost race is raced again, cheaper on a local store under light contention)
+    combine_after: int = 1
+    #: ...for this long after it last posted for lost races (seconds); then it races for the next
+    #: step again. A folder-lease holder gives its lease up after folding no other process's post
+    #: for this long
     combine_window: float = 1.0
     #: length of the advisory folder lease (seconds): while another process holds it, a contended
     #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
@@ -117,6 +121,7 @@ _RANGES: dict[str, tuple[float, bool]] = {
     "timeout": (0, False),
     "deadline": (0, False),
     "fresh_window": (0, True),
+    "combine_after": (1, True),
     "combine_window": (0, True),
     "lease_seconds": (0, False),
     "head_interval": (0, False),
@@ -131,6 +136,7 @@ _RANGES: dict[str, tuple[float, bool]] = {
 _INTEGERS = frozenset(
     {
         "max_commit_attempts",
+        "combine_after",
         "head_lag_steps",
         "max_batch",
         "max_workers",

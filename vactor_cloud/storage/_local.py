@@ -41,6 +41,15 @@ would cost a ``mkdir`` per two characters on every write and an ``rmdir``
 each on every delete. The ordered walk lists them like any file (a whole
 name is never of the chain form ``xy+``).
 
+Where requests run: the runtime makes its hot-path requests (step puts,
+posters' step reads and post puts, a folder's listing and post reads) on its
+own calling thread (``ObjectStore.inline``: a request is a few system calls,
+cheaper than a trip to the IO loop). Through the async API, reads, small
+listings, deletes and unsynced mailbox writes run on the IO loop itself;
+synced writes and reads over 256 KiB go to a worker thread. A mailbox is
+listed from its one directory (no walk from the root). Requests made
+inline are not bounded by ``Settings.timeout``.
+
 A root that already holds objects in the flat layout of earlier versions (no
 ``.vactor-layout`` marker) is read and written flat, listed by the same
 ordered walk; new roots get the marker on their first write.
@@ -81,6 +90,10 @@ _CHAIN = "+"
 _WRITE_ATTEMPTS = 5
 #: a key component with this name stores the component after it whole, unsynced (see above)
 _MAILBOX = "mail"
+#: objects up to this size are read on the IO loop itself (larger ones on a worker thread)
+_INLINE_BYTES = 256 * 1024
+#: listings of at most this many keys (or of a mailbox) run on the IO loop itself
+_INLINE_LIST = 1000
 
 
 def encode_component(name: str) -> list[str]:
@@ -119,6 +132,7 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
+        self._root = str(self.root).rstrip("/")
         super().__init__(f"file://{self.root}")
         self._chunked: bool | None = None
         self.listing = ListingStats()
@@ -166,16 +180,22 @@ class LocalStore(ObjectStore):
         return True
 
     def _path(self, key: str, *, writing: bool = False) -> Path:
+        return Path(self._fspath(key, writing=writing))
+
+    def _fspath(self, key: str, *, writing: bool = False) -> str:
+        """The file that stores ``key`` (a string: pathlib costs more than the request here)."""
         parts = key.split("/")
         if not key or key.startswith("/") or ".." in parts or "" in parts:
             raise StorageError(f"{self.url}: invalid key {key!r}", key)
+        root = self._root
         if not self._layout_chunked(writing=writing):
-            return self.root / key
+            return f"{root}/{key}"
         if len(parts) > 1 and parts[-2] == _MAILBOX:
             segments = [segment for part in parts[:-1] for segment in encode_component(part)]
-            return self.root.joinpath(*segments, parts[-1])
-        segments = [segment for part in parts for segment in encode_component(part)]
-        return self.root.joinpath(*segments)
+            segments.append(parts[-1])
+        else:
+            segments = [segment for part in parts for segment in encode_component(part)]
+        return f"{root}/{'/'.join(segments)}"
 
     @staticmethod
     def _ephemeral(key: str) -> bool:
@@ -183,21 +203,35 @@ class LocalStore(ObjectStore):
         head, _, _ = key.rpartition("/")
         return head.rpartition("/")[2] == _MAILBOX
 
-    # -- sync implementations, run in a worker thread ---------------------
-    def _read(self, key: str) -> Blob:
+    # -- sync implementations: on the calling thread, the IO loop or a worker thread -
+    def _read(self, key: str, *, small: bool = False) -> Blob | None:
+        """The object at ``key``. ``small``: None (nothing read) if it is larger than
+        ``_INLINE_BYTES`` (the caller reads it again from a worker thread)."""
         try:
-            raw = self._path(key).read_bytes()
+            fd = os.open(self._fspath(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.url}/{key}: no such object", key) from None
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
+        try:
+            size = os.fstat(fd).st_size
+            if small and size > _INLINE_BYTES:
+                return None
+            chunks: list[bytes] = []
+            while chunk := os.read(fd, size + 1 if not chunks else 1 << 20):
+                chunks.append(chunk)
+            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except OSError as exc:
+            raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
+        finally:
+            os.close(fd)
         if len(raw) < _TOKEN:
             raise StorageError(f"{self.url}/{key}: not written by vactor_cloud (no version)", key)
         return Blob(raw[_TOKEN:], raw[:_TOKEN].hex())
 
     def _read_version(self, key: str) -> str | None:
         try:
-            with self._path(key).open("rb") as f:
+            with open(self._fspath(key), "rb") as f:
                 token = f.read(_TOKEN)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -205,11 +239,15 @@ class LocalStore(ObjectStore):
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         return token.hex()
 
-    def _write_temp(self, target: Path, data: bytes, sync: bool = True) -> tuple[Path, str]:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def _write_temp(self, target: str, data: bytes, sync: bool = True) -> tuple[str, str]:
+        parent = os.path.dirname(target)
         token = secrets.token_bytes(_TOKEN)
-        temp = target.parent / f"{_TMP}{secrets.token_hex(8)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        temp = f"{parent}/{_TMP}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, token)
             view = memoryview(data)
@@ -224,7 +262,7 @@ class LocalStore(ObjectStore):
 
     def _write(self, key: str, data: bytes, mode: PutMode) -> str:
         try:
-            target = self._path(key, writing=True)
+            target = self._fspath(key, writing=True)
             sync = not self._ephemeral(key)
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
@@ -255,7 +293,7 @@ class LocalStore(ObjectStore):
                         )
                     os.replace(temp, target)
             if sync:
-                self._sync_dir(target.parent)
+                self._sync_dir(os.path.dirname(target))
         except StorageError:
             raise
         except OSError as exc:
@@ -278,7 +316,7 @@ class LocalStore(ObjectStore):
             os.close(fd)
 
     @staticmethod
-    def _sync_dir(path: Path) -> None:
+    def _sync_dir(path: str | Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -384,11 +422,47 @@ class LocalStore(ObjectStore):
         keys: list[str] = []
         if limit is not None and limit <= 0:
             return keys
+        if chunked and prefix.endswith(f"/{_MAILBOX}/"):
+            mailbox = self._scan_mailbox(prefix, start_after, limit)
+            if mailbox is not None:
+                return mailbox
         for key in self._walk(str(self.root), "", False, prefix, start_after, chunked):
             keys.append(key)
             if limit is not None and len(keys) >= limit:
                 break
         return keys
+
+    def _scan_mailbox(self, prefix: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """A listing of the mailbox ``prefix`` (``.../mail/``) from its one directory, without
+        walking the chains above it (they hold nothing else under this prefix); None when
+        the directory holds something other than files (then the ordered walk lists it)."""
+        parts = prefix[:-1].split("/")
+        if ".." in parts or "" in parts or prefix.startswith("/"):
+            return None
+        segments = [seg for part in parts for seg in encode_component(part)]
+        directory = f"{self._root}/{'/'.join(segments)}"
+        self.listing.directories += 1
+        try:
+            with os.scandir(directory) as scanned:
+                entries = list(scanned)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        self.listing.entries += len(entries)
+        keys: list[str] = []
+        for entry in entries:
+            name = entry.name
+            if name[:1] == ".":
+                continue  # temp files of writes in progress
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    return None
+            except OSError:
+                continue
+            key = prefix + name
+            if start_after is None or key > start_after:
+                keys.append(key)
+        keys.sort()
+        return keys if limit is None else keys[:limit]
 
     def _sweep_temp(self, prefix: str, older_than: float) -> int:
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -408,7 +482,7 @@ class LocalStore(ObjectStore):
         return removed
 
     def _remove(self, key: str) -> None:
-        path = self._path(key)
+        path = self._fspath(key)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(path)
         # Prune every directory left empty up to the root, chains and the plain
@@ -418,31 +492,66 @@ class LocalStore(ObjectStore):
         # object store has no empty directories to keep; rmdir fails on one
         # that is not empty, and a writer that loses its directory to this
         # makes it again (see _write).
-        parent = path.parent
-        while self._chunked and parent != self.root:
+        parent = os.path.dirname(path)
+        while self._chunked and parent != self._root and len(parent) > len(self._root):
             try:
-                parent.rmdir()
+                os.rmdir(parent)
             except OSError:
                 break
-            parent = parent.parent
+            parent = os.path.dirname(parent)
 
     # -- async API --------------------------------------------------------
+    # Requests that never wait on the disk (reads, listings and deletes answered from
+    # the page cache, unsynced mailbox writes) run on the IO loop itself: a trip to a
+    # worker thread and back costs more CPU than the request. Synced writes (fsync of
+    # the file and its directory) go to a worker thread.
     async def _get(self, key: str) -> Blob:
-        return await asyncio.to_thread(self._read, key)
+        blob = self._read(key, small=True)
+        if blob is None:
+            blob = await asyncio.to_thread(self._read, key)
+        assert blob is not None
+        return blob
 
     async def _head(self, key: str) -> str | None:
-        return await asyncio.to_thread(self._read_version, key)
+        return self._read_version(key)
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
             raise ValueError(f"unknown put mode {mode!r}")
+        if self._ephemeral(key) and not isinstance(mode, IfMatch):
+            return self._write(key, data, mode)
         return await asyncio.to_thread(self._write, key, data, mode)
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if (limit is not None and limit <= _INLINE_LIST) or self._ephemeral(prefix + "x"):
+            return self._scan(prefix, start_after, limit)
         return await asyncio.to_thread(self._scan, prefix, start_after, limit)
 
     async def _delete(self, key: str) -> None:
-        await asyncio.to_thread(self._remove, key)
+        self._remove(key)
+
+    # -- synchronous requests (ObjectStore.inline) ---------------------------
+    @property
+    def inline(self) -> bool:
+        # The runtime may make requests on its calling threads: a request is a few system
+        # calls (a synced write waits for the disk there, as it would on a worker thread).
+        return self._plain(LocalStore)
+
+    def get_now(self, key: str) -> Blob:
+        self.requests.add("get")
+        blob = self._read(key)
+        assert blob is not None
+        return blob
+
+    def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        self.requests.add("put")
+        if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
+            raise ValueError(f"unknown put mode {mode!r}")
+        return self._write(key, bytes(data), mode)
+
+    def list_now(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        self.requests.add("list")
+        return self._scan(prefix, start_after, limit)
 
     async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
         """Remove ``.tmp-*`` files under ``prefix`` last modified more than ``older_than`` s ago.
