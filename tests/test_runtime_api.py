@@ -243,3 +243,35 @@ def test_an_actor_method_may_call_another_actor(actors: StoreSpec) -> None:
     forwarder = Forwarder.get_or_create("fwd")
     assert forwarder.forward.run("target") == 10
     assert vc.get_actor("target").value.run() == 10
+
+
+def test_shutdown_waits_for_a_head_move_already_in_flight(caplog: pytest.LogCaptureFixture) -> None:
+    # A periodic HEAD flush in flight when shutdown() ran used to be left behind: the last
+    # flush found nothing pending and returned, the runtime closed its executor, and the
+    # move failed afterwards ("could not move HEAD ...: cannot schedule new futures after
+    # shutdown", seen at Dask workers' exit). Shutdown now waits for it.
+    from vactor_cloud.storage import MemoryStore
+
+    started, finished = threading.Event(), threading.Event()
+
+    class SlowHead(MemoryStore):
+        async def _put(self, key: str, data: bytes, mode: object) -> str:
+            if key.endswith("/HEAD") and started.is_set() is False and "slow" in key:
+                started.set()
+                await asyncio.sleep(0.5)
+                version = await super()._put(key, data, mode)  # type: ignore[arg-type]
+                finished.set()
+                return version
+            return await super()._put(key, data, mode)  # type: ignore[arg-type]
+
+    settings = vc.Settings(head_interval=0.01, head_max_delay=0.01, head_lag_steps=1000)
+    vc.init(SlowHead("slow-head"), settings=settings)
+    try:
+        counter = Counter.get_or_create("slow")
+        counter.incr.run()
+        counter.incr.run()
+        assert started.wait(10), "no periodic HEAD move started"
+    finally:
+        vc.shutdown()
+    assert finished.is_set(), "shutdown returned with a HEAD move still in flight"
+    assert "could not move HEAD" not in caplog.text

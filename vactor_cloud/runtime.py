@@ -88,6 +88,9 @@ class HeadFlusher:
         self._lock = threading.Lock()
         self._pending: dict[str, _HeadMove] = {}
         self._running = False
+        #: one flush at a time (made on the IO loop): the last one at shutdown waits for a
+        #: periodic one in flight, whose moves would otherwise outlive the runtime's executor
+        self._flushing: asyncio.Lock | None = None
 
     def mark(self, core: ActorCore, *, lazy: bool = False) -> None:
         """Ask for ``core``'s HEAD to be moved to its newest known step (any thread).
@@ -140,11 +143,19 @@ class HeadFlusher:
         return move.step - move.head.step >= self.lag_steps or now - move.since >= delay
 
     async def flush(self, *, force: bool = True) -> None:
+        if self._flushing is None:
+            self._flushing = asyncio.Lock()
+        async with self._flushing:
+            await self._flush(force)
+
+    async def _flush(self, force: bool) -> None:
         now = time.monotonic()
         with self._lock:
             due = [m for m in self._pending.values() if force or self._due(m, now)]
             for move in due:
                 del self._pending[move.log.actor_id]
+        if not due:
+            return
         results = await asyncio.gather(
             *(m.log.advance_head(m.step, m.class_ref, m.head) for m in due), return_exceptions=True
         )
