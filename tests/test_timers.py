@@ -378,12 +378,16 @@ def test_an_expired_heartbeat_is_no_member_and_is_removed_after_its_lease(actors
     Session.get_or_create("expired").touch.run(0.05)
     time.sleep(0.1)
     store = vc.get_runtime().store
-    dead = Membership(store, "dead-runner", 0.2, "all")
+    # The dead runner's own lease (1.5 s) decides: expired 1.5 s after its beat, removed
+    # once expired for another lease. The tick between takes well under the 1.4 s window
+    # even against a loaded emulator (a 0.2 s lease left 0.15 s, and a CI run missed it).
+    dead = Membership(store, "dead-runner", 1.5, "all")
     _sync.sync(dead.beat())
-    time.sleep(0.25)  # expired, not yet for a whole lease: still listed, not live
+    beat_at = time.monotonic()  # its "until" was set before this
+    time.sleep(max(0.0, beat_at + 1.6 - time.monotonic()))  # expired, not for a whole lease
     assert vc.fire_due_timers(runner_id="me", lease=0.2).fired == 1
     assert _heartbeats() == ["dead-runner"]
-    time.sleep(0.25)
+    time.sleep(max(0.0, beat_at + 3.1 - time.monotonic()))
     vc.fire_due_timers(runner_id="me", lease=0.2)
     assert _heartbeats() == []
 
