@@ -569,3 +569,23 @@ def test_a_step_put_made_on_the_calling_thread_that_fails_is_resolved_like_a_los
             assert vc.stats()["lost_responses_resolved"] == resolved + 1
     finally:
         vc.shutdown()
+
+
+def test_writes_still_land_when_the_interpreter_s_executors_refuse_work(tmp_path: Path) -> None:
+    # At interpreter exit concurrent.futures' hook may run before the runtime's last HEAD
+    # flush (seen at Dask workers' exit: "could not move HEAD ...: cannot schedule new
+    # futures after shutdown"). A synced write then runs on the loop instead of failing.
+    import concurrent.futures
+
+    store = LocalStore(str(tmp_path / "exiting"))
+
+    async def body() -> None:
+        version = await store.put("actors/a/HEAD", b"one", mode="create")
+        refusing = concurrent.futures.ThreadPoolExecutor(1)
+        refusing.shutdown()
+        asyncio.get_running_loop().set_default_executor(refusing)
+        await store.put("actors/a/HEAD", b"two", mode=IfMatch(version))
+        assert (await store.get("actors/a/HEAD")).data == b"two"
+        assert await store.list("actors/", limit=None) == ["actors/a/HEAD"]
+
+    asyncio.run(body())

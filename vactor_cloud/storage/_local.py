@@ -66,8 +66,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -118,6 +119,21 @@ class ListingStats:
     def reset(self) -> None:
         self.directories = 0
         self.entries = 0
+
+
+_R = TypeVar("_R")
+
+
+async def _off_loop(function: Callable[..., _R], *args: Any) -> _R:
+    """``function(*args)`` on the loop's default executor; on the loop itself once the
+    interpreter is exiting (``concurrent.futures``' exit hook may run before the runtime's:
+    its executors then refuse work, and a last HEAD move would fail for nothing)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pending = loop.run_in_executor(None, function, *args)
+    except RuntimeError:
+        return function(*args)
+    return await pending
 
 
 class LocalStore(ObjectStore):
@@ -508,7 +524,7 @@ class LocalStore(ObjectStore):
     async def _get(self, key: str) -> Blob:
         blob = self._read(key, small=True)
         if blob is None:
-            blob = await asyncio.to_thread(self._read, key)
+            blob = await _off_loop(self._read, key)
         assert blob is not None
         return blob
 
@@ -520,12 +536,12 @@ class LocalStore(ObjectStore):
             raise ValueError(f"unknown put mode {mode!r}")
         if self._ephemeral(key) and not isinstance(mode, IfMatch):
             return self._write(key, data, mode)
-        return await asyncio.to_thread(self._write, key, data, mode)
+        return await _off_loop(self._write, key, data, mode)
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         if (limit is not None and limit <= _INLINE_LIST) or self._ephemeral(prefix + "x"):
             return self._scan(prefix, start_after, limit)
-        return await asyncio.to_thread(self._scan, prefix, start_after, limit)
+        return await _off_loop(self._scan, prefix, start_after, limit)
 
     async def _delete(self, key: str) -> None:
         self._remove(key)
@@ -563,6 +579,6 @@ class LocalStore(ObjectStore):
         uses an hour), so that a write in progress is never disturbed.
         """
         try:
-            return await asyncio.to_thread(self._sweep_temp, prefix, older_than)
+            return await _off_loop(self._sweep_temp, prefix, older_than)
         except OSError as exc:
             raise StorageError(f"{self.url}/{prefix}: sweeping temp files failed: {exc}", prefix) from exc
