@@ -355,10 +355,7 @@ class ActorLog:
             blob = await self.store.get(key)
         except NotFoundError:
             return None
-        record = StepRecord.decode(key, blob.data, self.signing_key)
-        if record.step != step:
-            raise IntegrityError(key, f"holds step {record.step}, not {step}")
-        return record
+        return self._step_record(key, step, blob.data)
 
     def read_step_now(self, step: int) -> StepRecord | None:
         """:meth:`read_step` on the calling thread (only where ``store.inline``)."""
@@ -367,7 +364,11 @@ class ActorLog:
             blob = self.store.get_now(key)
         except NotFoundError:
             return None
-        record = StepRecord.decode(key, blob.data, self.signing_key)
+        return self._step_record(key, step, blob.data)
+
+    def _step_record(self, key: str, step: int, data: bytes) -> StepRecord:
+        """The record stored at ``key``, which must be step ``step`` (a forged or moved object is not)."""
+        record = StepRecord.decode(key, data, self.signing_key)
         if record.step != step:
             raise IntegrityError(key, f"holds step {record.step}, not {step}")
         return record

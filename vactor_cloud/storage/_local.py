@@ -277,6 +277,8 @@ class LocalStore(ObjectStore):
         return temp, token.hex()
 
     def _write(self, key: str, data: bytes, mode: PutMode) -> str:
+        if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
+            raise ValueError(f"unknown put mode {mode!r}")
         try:
             target = self._fspath(key, writing=True)
             sync = not self._ephemeral(key)
@@ -452,11 +454,10 @@ class LocalStore(ObjectStore):
         """A listing of the mailbox ``prefix`` (``.../mail/``) from its one directory, without
         walking the chains above it (they hold nothing else under this prefix); None when
         the directory holds something other than files (then the ordered walk lists it)."""
-        parts = prefix[:-1].split("/")
-        if ".." in parts or "" in parts or prefix.startswith("/"):
+        try:
+            directory = os.path.dirname(self._fspath(prefix + "x"))  # where its posts are
+        except StorageError:
             return None
-        segments = [seg for part in parts for seg in encode_component(part)]
-        directory = f"{self._root}/{'/'.join(segments)}"
         self.listing.directories += 1
         try:
             with os.scandir(directory) as scanned:
@@ -509,7 +510,7 @@ class LocalStore(ObjectStore):
         # that is not empty, and a writer that loses its directory to this
         # makes it again (see _write).
         parent = os.path.dirname(path)
-        while self._chunked and parent != self._root and len(parent) > len(self._root):
+        while self._chunked and len(parent) > len(self._root):
             try:
                 os.rmdir(parent)
             except OSError:
@@ -532,8 +533,6 @@ class LocalStore(ObjectStore):
         return self._read_version(key)
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
-            raise ValueError(f"unknown put mode {mode!r}")
         if self._ephemeral(key) and not isinstance(mode, IfMatch):
             return self._write(key, data, mode)
         return await _off_loop(self._write, key, data, mode)
@@ -561,8 +560,6 @@ class LocalStore(ObjectStore):
 
     def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
         self.requests.add("put")
-        if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
-            raise ValueError(f"unknown put mode {mode!r}")
         return self._write(key, bytes(data), mode)
 
     def list_now(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
