@@ -8,7 +8,9 @@ seconds, from one moment once every process has started and loaded the actor.
 Printed per process count (medians over ``--repeats`` rounds; every round measures
 one process alone first, and each ratio divides by that round's): calls/s in all,
 that ÷ one process alone, the slowest process's share of the calls (fair = 1/N),
-p99 latency, and errors. Load is bounded by count and time.
+p99 latency, and errors; before them, the requests each call cost (by kind, summed over
+the processes of the last round) and the commits, lost races and posted calls per call.
+Load is bounded by count and time.
 ``--no-combine`` runs with ``Settings(combine=False)`` (every process races for
 each step, as before contention combining): the "before" column in one run.
 """
@@ -25,6 +27,7 @@ import uuid
 from typing import Any
 
 import vactor_cloud as vc
+from vactor_cloud import counters
 from vactor_cloud.testing.latency import Latency, install
 
 
@@ -65,6 +68,8 @@ def _worker(
     handle.get.run()  # loaded and warm before the clock starts
     latencies: list[float] = []
     errors: list[str] = []
+    vc.get_runtime().store.requests.reset()
+    counters.reset()
     ready.put(None)
     while start.value == 0.0:
         time.sleep(0.005)
@@ -79,8 +84,12 @@ def _worker(
             errors.append(type(exc).__name__)
             continue
         latencies.append(time.perf_counter() - began)
+    requests = vc.get_runtime().store.requests.snapshot()
+    stats = counters.stats()
+    for name in ("commits", "commit_conflicts", "posted_calls", "folded_calls", "leases_taken"):
+        requests[f"({name})"] = stats.get(name, 0)
     vc.shutdown()
-    queue.put({"calls": len(latencies), "latencies": latencies, "errors": errors})
+    queue.put({"calls": len(latencies), "latencies": latencies, "errors": errors, "requests": requests})
 
 
 def run_once(url: str, options: dict[str, Any], processes: int, duration: float) -> dict[str, Any]:
@@ -111,6 +120,10 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
     calls = [r["calls"] for r in results]
     latencies = sorted(x for r in results for x in r["latencies"])
     errors = [e for r in results for e in r["errors"]]
+    requests: dict[str, int] = {}
+    for r in results:
+        for kind, n in r["requests"].items():
+            requests[kind] = requests.get(kind, 0) + n
     _init(url, options)
     final = vc.get_actor(actor_id).get.run()
     vc.shutdown()
@@ -122,6 +135,7 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
         "lost_or_doubled": final - total,
+        "requests_per_call": {k: round(n / total, 2) for k, n in sorted(requests.items())} if total else {},
     }
 
 
@@ -165,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             result = alone if n == 1 else run_once(args.url, options, n, args.duration)
             runs[n].append(result)
             ratios[n].append(result["rate"] / alone["rate"] if alone["rate"] else float("nan"))
+    print("requests per call (and events per call, in brackets), last round:")
+    for n in counts:
+        print(f"  {n} processes: {runs[n][-1]['requests_per_call']}")
+    print()
     print("| processes | calls/s | ÷ one alone | slowest share (fair) | p99 ms | errors | total - calls |")
     print("|---|---|---|---|---|---|---|")
     for n in counts:

@@ -159,7 +159,9 @@ class ActorCore:
         "_cycle",
         "_draining",
         "_fold_after",
+        "_folded_wall",
         "_foreign_at",
+        "_gather",
         "_held_until",
         "_last_commit_at",
         "_lease",
@@ -176,6 +178,7 @@ class ActorCore:
         "_queue",
         "_renewing",
         "_seen_at",
+        "_served_at",
         "_serving",
         "_stored_classes",
         "_stored_sha",
@@ -246,6 +249,13 @@ class ActorCore:
         self._fold_after = 0.005
         #: when (monotonic) this process read or wrote the step it holds as ``record``
         self._seen_at = -math.inf
+        #: when (monotonic) another process's fold last applied a post of ours: it folds
+        self._served_at = -math.inf
+        #: the lease holder's group commit: the wall time of its last fold that applied another
+        #: process's post, and how long after such a fold the posts of the next one come in
+        #: (moving average): the next fold lists no sooner than that, so that it gathers them
+        self._folded_wall = -math.inf
+        self._gather = 0.0
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -633,6 +643,7 @@ class ActorCore:
                             posted = self._post(batch)
                         continue
                     if keys is None:
+                        self._gather_posts()
                         keys = self._post_keys()
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     keys = None
@@ -696,6 +707,9 @@ class ActorCore:
                     dedup_checkpoint=result.dedup.checkpoint,
                     extra=extra,
                     posted=posted_part,
+                    # The parent's outcomes too, when small: a poster that reads this step
+                    # first (it skipped the parent) finds its own without another GET.
+                    carried=base.posted if folded and len(base.posted) <= _CARRY_MAX else b"",
                 )
                 put_started = time.monotonic()
                 put_sent = True
@@ -791,8 +805,10 @@ class ActorCore:
             if folded:
                 env.background(self._posts().delete([p.key for p in folded]))
                 sender = self._posts().sender
-                if any(p.sender != sender for p in folded):
+                foreign = [p for p in folded if p.sender != sender]
+                if foreign:
                     self._foreign_at = time.monotonic()
+                    self._learn_gather(foreign, record.time)
             if fold:
                 self._renew_lease(record.step)
             self.env.head_moved(self, lazy=firing_only(record.calls))
@@ -822,7 +838,8 @@ class ActorCore:
         Cheap and local: an actor that never lost a race here answers from memory.
         """
         now = time.monotonic()
-        if self._outstanding is not None or now - self._posted_at < self.env.settings.combine_window:
+        window = self.env.settings.combine_window
+        if self._outstanding is not None or now - max(self._posted_at, self._served_at) < window:
             return True
         if self._holding():
             return True
@@ -865,9 +882,12 @@ class ActorCore:
         return True
 
     def _other_folds(self) -> bool:
-        """Whether another process held the folder lease when we read it lately (a quarter of
-        ``lease_seconds``): post without reading it again. A poster whose folder went away
-        finds out in its wait (no step for a while: it reads the lease and may take it)."""
+        """Whether another process folds: its fold applied a post of ours, or it held the folder
+        lease when we read it, lately (a quarter of ``lease_seconds``): post without reading
+        the lease. A poster whose folder went away finds out in its wait (no step for a
+        while: it reads the lease and may take it)."""
+        if self._served_lately():
+            return True
         lease = self._lease
         return (
             lease is not None
@@ -875,6 +895,11 @@ class ActorCore:
             and lease.holder != self._posts().sender
             and time.monotonic() - self._lease_read_at < 0.25 * self.env.settings.lease_seconds
         )
+
+    def _served_lately(self) -> bool:
+        """Whether another process's fold applied a post of ours in the last quarter of
+        ``lease_seconds``: a folder is at work (no need to read the lease to know)."""
+        return time.monotonic() - self._served_at < 0.25 * self.env.settings.lease_seconds
 
     def _lease_store(self) -> LeaseStore:
         if self._leases is None:
@@ -1006,6 +1031,9 @@ class ActorCore:
                     empty = 0
                     continue
                 wake.clear()
+                self._gather_posts(wake)
+                if wake.is_set():
+                    continue  # our callers have calls: they fold now
                 try:
                     keys = self._post_keys()
                 except (StorageError, IntegrityError):
@@ -1025,6 +1053,36 @@ class ActorCore:
                 self._serving = False
             if self._release():
                 self.env.spawn(self._drain_from_pool)
+
+    def _gather_posts(self, wake: threading.Event | None = None) -> None:
+        """Group commit: a fold lists the posts no sooner than the other processes usually post
+        after our previous fold (they learn their outcomes from it, then post their next batch),
+        so that one step applies all of them: fewer steps, listings and reads per call. At most
+        ``_GATHER_PUTS`` puts' time after that fold (``_GATHER_MAX`` seconds)."""
+        if self._gather <= 0.0:
+            return
+        wait = self._folded_wall + self._gather - time.time()
+        if wait > 0.0:
+            wait = min(wait, self._gather_limit())
+            if wake is None:
+                time.sleep(wait)
+            else:
+                wake.wait(wait)
+
+    def _gather_limit(self) -> float:
+        return min(_GATHER_MAX, _GATHER_PUTS * max(self._put_seconds, 0.0005))
+
+    def _learn_gather(self, foreign: list[Post], now: float) -> None:
+        """After a fold that applied ``foreign`` posts (at wall time ``now``): how long after
+        our previous fold the last of them was written, plus a put's time to land."""
+        previous, self._folded_wall = self._folded_wall, now
+        if now - previous > 1.0:
+            return  # no fold of ours just before: nothing to measure from
+        lags = [p.time - previous for p in foreign if p.time > previous]
+        if not lags:
+            return
+        lag = min(self._gather_limit(), max(lags) + self._put_seconds)
+        self._gather = 0.7 * self._gather + 0.3 * lag
 
     def _read_step(self, step: int) -> StepRecord | None:
         """``log.read_step``, on this thread where the store answers there (no trip to the loop)."""
@@ -1107,7 +1165,7 @@ class ActorCore:
                 lease = self._lease
                 # No step for a long while: the holder may have given the lease up or died.
                 stalled = time.monotonic() - progress_at > max(0.25, 20 * min(0.02, self._cycle))
-                if lease is None or not lease.valid() or stalled:
+                if stalled or ((lease is None or not lease.valid()) and not self._served_lately()):
                     if self._lease_for_fold():
                         return "fold"
                     progress_at = time.monotonic()
@@ -1137,11 +1195,13 @@ class ActorCore:
         validated = self.validated_at
         current = record
         ahead = 1
-        # Only where a look that misses costs a failed open(), not a request (the local and
-        # memory stores): on a remote store a wrong guess costs more GETs than it saves.
-        if skip and record.step == posted.base_step and self.log.store.inline:
+        if skip and record.step == posted.base_step:
             since = started - self._seen_at
             ahead = 2 + (min(_SKIP_MAX, int(since / self._cycle)) if 0 < since < _CYCLE_MAX * 8 else 0)
+        if not self.log.store.inline:
+            # Each look a request: skip at most one step we estimate was committed meanwhile
+            # (a step we overshoot carries the outcomes of the one before it).
+            return self._poll_remote(posted, batch, record, started, validated, min(ahead, 3))
         #: a step above the one we read was missing: that one is the newest
         newest = False
         for _ in range(16 + ahead):
@@ -1160,10 +1220,11 @@ class ActorCore:
                 spacing = (nxt.time - current.time) / ahead
                 self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, spacing)
             if applied(nxt.extra, post.sender, post.seq):
+                self._served_at = time.monotonic()
                 self._accept(nxt, validated)
                 outcomes = decode_outcomes(nxt.posted)
                 if ahead > 1 and batch and batch[0].call_id not in outcomes:
-                    # Applied by a step we skipped: its outcomes are there.
+                    # Applied by a step we skipped: its outcomes are there (or carried here).
                     return self._settle_if_folded(posted, batch, nxt)
                 self._deliver_posted(posted, batch, nxt, outcomes, nxt)
                 return True
@@ -1174,6 +1235,58 @@ class ActorCore:
             ahead = 1
         self._accept(current, -math.inf)
         return self._settle_if_folded(posted, batch, env.run(self.revalidate()))  # far behind
+
+    def _poll_remote(
+        self,
+        posted: _Posted,
+        batch: list[PendingCall],
+        record: StepRecord,
+        started: float,
+        validated: float,
+        ahead: int,
+    ) -> bool:
+        """``_poll_steps`` where each look is a request: read the step we aim at, not every step.
+
+        A step that does not show our post applied tells that no earlier one does (the cursor
+        is cumulative): the steps between our cache and it need not be read. A look aims at
+        the step most likely to apply our post (the first: the one after those we estimate
+        were committed since our cache and the one being built when we posted); a miss
+        there waits for it (a GET per look, as when nothing changed), and a second miss at
+        the same step walks back one. A step that applies ours holds its outcomes, or carries
+        them when its parent applied it (``StepRecord.carried``); else we walk back to them.
+        """
+        aim = posted.aim if posted.aim > record.step else record.step + ahead
+        current = record
+        for _ in range(16 + ahead):
+            nxt = self._read_step(aim)
+            if nxt is None:
+                if aim > current.step + 1 and posted.missed == aim:
+                    aim -= 1  # missing twice: we aimed too far; the one before may be ours
+                    continue
+                posted.aim, posted.missed = aim, aim
+                if aim == current.step + 1:
+                    self._accept(current, started)  # the newest step, as of ``started``
+                self._seen_at = time.monotonic()
+                return False
+            self._seen_at = time.monotonic()
+            if nxt.time > current.time and nxt.step > current.step:
+                spacing = (nxt.time - current.time) / (nxt.step - current.step)
+                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, spacing)
+            if applied(nxt.extra, posted.post.sender, posted.post.seq):
+                self._served_at = time.monotonic()
+                self._accept(nxt, validated)
+                outcomes = decode_outcomes(nxt.posted)
+                if batch and batch[0].call_id not in outcomes:
+                    return self._settle_if_folded(posted, batch, nxt)  # carried, or walk back
+                self._deliver_posted(posted, batch, nxt, outcomes, nxt)
+                return True
+            if nxt.step > current.step:
+                self._accept(nxt, validated)
+                current = nxt
+            aim = nxt.step + 1
+            posted.aim = aim
+        self._accept(current, -math.inf)
+        return self._settle_if_folded(posted, batch, self.env.run(self.revalidate()))  # far behind
 
     def _deliver_posted(
         self,
@@ -1210,6 +1323,10 @@ class ActorCore:
             outcomes = decode_outcomes(record.posted)
             if first in outcomes:
                 found, folded_in = outcomes, record
+                break
+            carried = decode_outcomes(record.carried)
+            if first in carried:
+                found = carried  # applied by the step before (its time is not known here)
                 break
         self._deliver_posted(posted, batch, base, found, folded_in)
         return True
@@ -1415,12 +1532,18 @@ class ActorCore:
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Posted:
-    """Our post, and the newest step we knew when we wrote it (the outcome is in a later one)."""
+    """Our post, and the newest step we knew when we wrote it (the outcome is in a later one).
+
+    On a remote store, the step the next look reads (``aim``) and the last step a look
+    found missing (``missed``): see ``ActorCore._poll_remote``.
+    """
 
     post: Post
     base_step: int
+    aim: int = -1
+    missed: int = -1
 
 
 def _pending(box: PostBox, base: StepRecord, key: str) -> bool:
@@ -1452,6 +1575,11 @@ _SKIP_MAX = 6
 
 #: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
 _STREAK_COMMITS = 16
+#: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
+_CARRY_MAX = 4096
+#: a fold waits for the posts of the next round at most this many puts' time, and seconds
+_GATHER_PUTS = 3
+_GATHER_MAX = 0.05
 _STREAK_GAP = 0.1
 
 #: transient storage errors retried before a commit's put (nothing written yet)

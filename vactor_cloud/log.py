@@ -145,6 +145,10 @@ class StepRecord:
     dedup: bytes = b""
     #: outcomes of posted calls this step applied (``vactor_cloud.posting``); not carried forward
     posted: bytes = b""
+    #: the parent step's ``posted`` part, copied when small (``vactor_cloud.posting``): a
+    #: poster that reads this step finds its outcomes without reading the parent; never
+    #: copied further
+    carried: bytes = b""
     #: name of the checkpoint object (``dedup/<name>``) ``dedup`` is a delta on
     dedup_base: str | None = None
     #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
@@ -169,6 +173,8 @@ class StepRecord:
             parts["dedup"] = self.dedup
         if self.posted:
             parts["posted"] = self.posted
+        if self.carried:
+            parts["carried"] = self.carried
         if self.dedup_base is None:
             return codec.encode(key, meta, parts, signing_key=signing_key)
         meta["dedup_base"] = self.dedup_base
@@ -192,6 +198,7 @@ class StepRecord:
                 calls=tuple(CallRecord.from_json(c) for c in meta["calls"]),
                 dedup=env.parts.get("dedup", b""),
                 posted=env.parts.get("posted", b""),
+                carried=env.parts.get("carried", b""),
                 dedup_base=None if meta.get("dedup_base") is None else str(meta["dedup_base"]),
                 extra=dict(meta.get("extra") or {}),
             )
