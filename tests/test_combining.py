@@ -68,11 +68,11 @@ class Switchable(FaultyStore):
         super().__init__(inner, config or FaultConfig())
         self.fail: Callable[[str, str], Exception | None] = lambda operation, key: None
 
-    async def _around(self, operation: str, key: str, run: Any) -> Any:
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
         error = self.fail(operation, key)
         if error is not None:
             raise error
-        return await super()._around(operation, key, run)
+        return await super()._around(operation, key, run, **batch)
 
 
 def init_switchable(spec: StoreSpec, config: FaultConfig | None = None, **settings: Any) -> Switchable:
@@ -366,12 +366,12 @@ def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call
     resume = threading.Event()
     inner_around = store._around
 
-    async def stall_first_put_of_step_3(operation: str, key: str, run: Any) -> Any:
+    async def stall_first_put_of_step_3(operation: str, key: str, run: Any, **batch: Any) -> Any:
         if operation == "put" and key.endswith(f"steps/{3:020d}") and not stalled:
             stalled.append(key)
             stalling.set()
             await asyncio.get_running_loop().run_in_executor(None, resume.wait, 30)
-        return await inner_around(operation, key, run)
+        return await inner_around(operation, key, run, **batch)
 
     store._around = stall_first_put_of_step_3  # type: ignore[method-assign]
     log = OrderLog.get_or_create("a")
@@ -427,14 +427,14 @@ def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_
     folded = threading.Event()
     inner_around = store._around
 
-    async def hold_step_reads_until_folded(operation: str, key: str, run: Any) -> Any:
+    async def hold_step_reads_until_folded(operation: str, key: str, run: Any, **batch: Any) -> Any:
         if operation == "put" and "/mail/" in key:
-            result = await inner_around(operation, key, run)
+            result = await inner_around(operation, key, run, **batch)
             posted.set()
             return result
         if operation == "get" and "/steps/" in key and posted.is_set() and not folded.is_set():
             await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
-        return await inner_around(operation, key, run)
+        return await inner_around(operation, key, run, **batch)
 
     store._around = hold_step_reads_until_folded  # type: ignore[method-assign]
     # The other process reads and writes around the hold (the inner store).
@@ -564,14 +564,14 @@ def test_with_combine_after_2_a_single_lost_race_is_raced_again_and_a_second_in_
     beaten = [0]  # how many of our next step puts another writer beats
     inner_around = store._around
 
-    async def another_writer_first(operation: str, key: str, run: Any) -> Any:
+    async def another_writer_first(operation: str, key: str, run: Any, **batch: Any) -> Any:
         if operation == "put" and "/steps/" in key and beaten[0] > 0:
             beaten[0] -= 1
             step = int(key.rsplit("/", 1)[-1])
             previous = await other.read_step(step - 1)
             assert previous is not None
             await other.put_step(dataclasses.replace(previous, step=step, parent=step - 1, writer="else"))
-        return await inner_around(operation, key, run)
+        return await inner_around(operation, key, run, **batch)
 
     store._around = another_writer_first  # type: ignore[method-assign]
     before = vc.stats()

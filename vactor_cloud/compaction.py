@@ -190,9 +190,10 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
     committed_calls: set[str] = set()
     if tasks and doomed:
         committed_calls = await _calls_in(log, doomed)
-    # Ascending order: while this runs, the remaining steps stay contiguous.
+    # Oldest first, a chunk at a time (a chunk's deletes land in any order): while this
+    # runs, the remaining steps stay contiguous but for the chunk being deleted.
     for chunk in _chunks(doomed, _PARALLEL):
-        await asyncio.gather(*(log.store.delete(log.step_key(step)) for step in chunk))
+        await log.store.delete_many([log.step_key(step) for step in chunk])
     deleted_tasks = await _delete_tasks(log, tasks, committed_calls, started - min_age)
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
     await _delete_dedup_checkpoints(log, watermark)
@@ -353,8 +354,7 @@ async def _delete_tasks(
         for call_id, written in zip(chunk, ages, strict=True):
             if written is not None and written <= cutoff:
                 doomed.extend(tasks[call_id])
-    for keys in _chunks(doomed, _PARALLEL):
-        await asyncio.gather(*(log.store.delete(key) for key in keys))
+    await log.store.delete_many(doomed)  # in any order: nothing reads them any more
     return len(doomed)
 
 
@@ -375,8 +375,8 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     if floor is None:
         return 0
     doomed = [name for name in await log.list_dedup_checkpoints() if name < floor]
-    for names in _chunks(doomed, _PARALLEL):
-        await asyncio.gather(*(log.store.delete(log.dedup_key(name)) for name in names))
+    # In any order: no kept step names them.
+    await log.store.delete_many([log.dedup_key(name) for name in doomed])
     return len(doomed)
 
 

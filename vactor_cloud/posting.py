@@ -399,13 +399,14 @@ class PostBox:
             self._deleting.add(task)
             task.add_done_callback(self._deleting.discard)
 
-        async def one(key: str) -> None:
-            try:
-                with contextlib.suppress(StorageError):
-                    await self.store.delete(key)
-            finally:
-                with self._lock:
+        try:
+            # One request for all of them where the store has a batch delete (S3). A failure
+            # may leave some in place: the next fold lists them and deletes them as stale.
+            with contextlib.suppress(StorageError):
+                await self.store.delete_many(keys)
+        finally:
+            done = time.monotonic()
+            with self._lock:
+                for key in keys:
                     if key in self._deleted:
-                        self._deleted[key] = time.monotonic()
-
-        await asyncio.gather(*(one(k) for k in keys))
+                        self._deleted[key] = done

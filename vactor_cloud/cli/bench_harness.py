@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -184,15 +184,34 @@ class RequestTrace:
 
         return traced
 
+    def _wrap_delete_many(self) -> Callable[[Iterable[str]], Coroutine[Any, Any, None]]:
+        method = type(self.store).delete_many
+
+        async def traced(keys: Iterable[str]) -> None:
+            keys = list(keys)
+            started = time.perf_counter()
+            try:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                await method(self.store, keys)
+            finally:
+                ended = time.perf_counter()
+                with self._lock:
+                    # One row per key, as kind "delete": what was deleted, and when.
+                    self.requests.extend(Request("delete", key, started, ended) for key in keys)
+
+        return traced
+
     @contextlib.contextmanager
     def installed(self) -> Iterator[RequestTrace]:
         kinds = ("get", "head", "put", "list", "delete")
         for kind in kinds:
             setattr(self.store, kind, self._wrap(kind))
+        self.store.delete_many = self._wrap_delete_many()  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
-            for kind in kinds:
+            for kind in (*kinds, "delete_many"):
                 with contextlib.suppress(AttributeError):
                     delattr(self.store, kind)
 

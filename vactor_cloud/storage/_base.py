@@ -3,6 +3,8 @@
 The contract is small on purpose: whole-object reads and writes, a
 create-only put, a compare-and-swap put, sorted listing, delete. Everything
 the actor runtime needs for its commit protocol is expressed with these.
+``delete_many`` is the one convenience: a backend with a batch request (S3's
+DeleteObjects) sends fewer requests for it; the others delete key by key.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import abc
 import asyncio
 import builtins
 import collections
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias, TypeVar
 
 from vactor_cloud import counters
-from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.errors import StorageError, StorageTimeoutError
 
 __all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
 
@@ -67,8 +69,10 @@ class RequestCounter:
 
 
 #: the request methods (and their ``_``-prefixed hooks) that :attr:`ObjectStore.inline` bypasses
-_REQUESTS = frozenset({"get", "put", "list", "delete", "head"})
+_REQUESTS = frozenset({"get", "put", "list", "delete", "delete_many", "head"})
 _PLAIN_CLASSES: dict[tuple[type, type], bool] = {}
+#: delete requests of one ``delete_many`` in flight at once
+_DELETE_PARALLEL = 16
 
 
 class ObjectStore(abc.ABC):
@@ -106,6 +110,10 @@ class ObjectStore(abc.ABC):
     #: client that retries after a lost response can meet its own first attempt and report
     #: it as "already exists", so S3 and GCS say False.
     definite_create_conflicts: bool = False
+    #: The most keys one delete request can carry: 1 where the backend has no batch delete
+    #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an
+    #: instance to exercise the splitting without writing a thousand objects.
+    delete_batch: int = 1
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -184,6 +192,47 @@ class ObjectStore(abc.ABC):
         self.requests.add("delete")
         await self._bounded(self._delete(key), "DELETE", key, write=True)
 
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete every object in ``keys``; missing objects are not an error.
+
+        Sent as requests of up to :attr:`delete_batch` keys each (S3: one DeleteObjects per
+        1000 keys; elsewhere one DELETE per key), a few in flight at once; each is bounded
+        by ``request_timeout`` and counted in ``requests`` as one ``"delete"``. An empty
+        ``keys`` sends nothing.
+
+        Not atomic, and in no particular order: a failure raises :class:`StorageError`
+        (the first one, once every request has finished) and then some of the keys may
+        be deleted and others not, each object either gone or untouched. Retrying with
+        the same keys is safe. Callers that need deletes in an order make one call per step
+        of that order.
+        """
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return
+        size = max(1, self.delete_batch)
+        batches = [unique[i : i + size] for i in range(0, len(unique), size)]
+        if len(batches) == 1:
+            await self._delete_batch(batches[0])
+            return
+        gate = asyncio.Semaphore(_DELETE_PARALLEL)
+
+        async def send(batch: builtins.list[str]) -> None:
+            async with gate:
+                await self._delete_batch(batch)
+
+        outcomes = await asyncio.gather(*(send(b) for b in batches), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            # A storage failure is what callers handle; anything else (a bug) goes first.
+            failures.sort(key=lambda exc: isinstance(exc, StorageError))
+            raise failures[0]
+
+    async def _delete_batch(self, keys: builtins.list[str]) -> None:
+        """One delete request (counted and bounded) for at most ``delete_batch`` keys."""
+        self.requests.add("delete")
+        what = "DELETE" if len(keys) == 1 else f"DELETE of {len(keys)} keys, the first"
+        await self._bounded(self._delete_many(keys), what, keys[0], write=True)
+
     async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
         """Remove this backend's own leftovers of interrupted writes under ``prefix``.
 
@@ -234,3 +283,16 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     async def _delete(self, key: str) -> None: ...
+
+    async def _delete_many(self, keys: builtins.list[str]) -> None:
+        """Delete ``keys`` (at most :attr:`delete_batch` of them) in one request.
+
+        The default, for backends without a batch request (``delete_batch = 1``), runs
+        ``_delete`` for each key, concurrently. A backend that overrides it sets
+        ``delete_batch``; a subclass that overrides ``_delete`` to watch or fail deletes
+        must override this too when its base class has a batch request.
+        """
+        if len(keys) == 1:
+            await self._delete(keys[0])
+            return
+        await asyncio.gather(*(self._delete(key) for key in keys))

@@ -62,6 +62,8 @@ __all__ = ["S3Store"]
 
 # ListObjectsV2 returns at most 1000 keys per page.
 _PAGE = 1000
+#: DeleteObjects takes at most 1000 keys
+_DELETE_BATCH = 1000
 #: tries of a read (get, head, list) that fails in transit
 _READ_ATTEMPTS = 3
 T = TypeVar("T")
@@ -87,6 +89,8 @@ _AUTHENTICATION_CODES = frozenset(
 )
 #: it knows who we are, and refuses the request
 _PERMISSION_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
+#: a transient failure on the server's side (per key, in a DeleteObjects answer)
+_RETRYABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "500", "503"})
 #: the transports, by the name the ``transport`` option takes
 TRANSPORTS = ("botocore", "s3fs")
 
@@ -147,6 +151,9 @@ class S3Store(ObjectStore):
       :class:`ConflictError` (S3's 409 ``ConditionalRequestConflict``) means a
       concurrent conditional write was in flight: retry after a pause.
     * ``list`` is a fresh ``ListObjectsV2`` every time.
+    * ``delete_many`` is one ``DeleteObjects`` (quiet mode) per 1000 keys; a
+      key the response reports as not deleted raises :class:`StorageError`
+      naming it.
 
     Objects are stored as a 16-byte random token followed by the data, so
     that the ETag (a digest of the stored bytes) changes on every write,
@@ -160,6 +167,7 @@ class S3Store(ObjectStore):
     connection is opened lazily, on first use.
     """
 
+    delete_batch = _DELETE_BATCH
     #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {
@@ -302,6 +310,47 @@ class S3Store(ObjectStore):
         # S3 answers 204 for a missing key too; a 404 (NoSuchKey on some emulators) is fine.
         with contextlib.suppress(NotFoundError):
             await self._call("delete_object", key, Key=self._object_key(key))
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        # DeleteObjects must carry a checksum of its body: botocore adds one (CRC32 since
+        # 1.36, Content-MD5 before), on both transports. Quiet: the answer lists failures only.
+        # A missing key counts as deleted, as with DeleteObject.
+        if len(keys) > _DELETE_BATCH:
+            raise ValueError(f"DeleteObjects takes at most {_DELETE_BATCH} keys, got {len(keys)}")
+        objects = {self._object_key(key): key for key in keys}
+        response = await self._call(
+            "delete_objects",
+            keys[0],
+            Delete={"Objects": [{"Key": name} for name in objects], "Quiet": True},
+        )
+        errors = [
+            error
+            for error in response.get("Errors") or ()
+            if str(error.get("Code", "")) not in _NOT_FOUND_CODES  # some emulators say so
+        ]
+        if errors:
+            raise self._batch_error(errors, objects)
+
+    def _batch_error(self, errors: list[dict[str, Any]], objects: dict[str, str]) -> StorageError:
+        """The error for the keys a DeleteObjects answered as not deleted (the others were)."""
+        failed = [objects.get(str(error.get("Key", "")), str(error.get("Key", ""))) for error in errors]
+        first = errors[0]
+        code, message = str(first.get("Code", "")), str(first.get("Message", ""))
+        shown = ", ".join(repr(key) for key in failed[:5]) + (
+            f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        )
+        where = "/".join(part for part in (f"s3://{self.bucket}", self.prefix) if part)
+        said = (
+            f"{where}: delete objects left {len(failed)} of {len(objects)} keys in place ({shown}): "
+            f"S3 said {code}: {message}"
+        )
+        if code in _PERMISSION_CODES:
+            return PermissionDeniedError(f"{said}; the identity lacks s3:DeleteObject", failed[0])
+        if code in _THROTTLE_CODES:
+            return RateLimitedError(f"{said}; retry with backoff", failed[0])
+        if code in _RETRYABLE_CODES:
+            return RetryableStorageError(f"{said}; retry after a pause", failed[0])
+        return StorageError(said, failed[0])
 
     # -- error translation ------------------------------------------------
     def _translate(self, exc: BaseException, key: str, method: str, mode: PutMode | None) -> StorageError:

@@ -39,6 +39,12 @@ translation:
     after the answer too, so a scheduled kill always lands. For crash tests:
     the kill lands exactly at the chosen point of a commit.
 
+``delete_many`` is the operation ``delete``, decided once per request it
+sends (:attr:`~vactor_cloud.storage.ObjectStore.delete_batch` keys, taken
+from the wrapped store: one key on memory, local and GCS, up to 1000 on S3);
+``key_contains`` matches when any key of the request contains it. A fault
+hits the whole request: ``lost_response`` deletes every key of it, then raises.
+
 A rule fires either by schedule (``at``: 1-based numbers of the operations
 the rule matches, counted per rule) or with ``probability`` per matching
 operation, drawn from a ``random.Random`` seeded by the config; at most
@@ -185,6 +191,8 @@ class FaultyStore(ObjectStore):
         self.inner = inner
         # No injected fault turns a landed write into "already exists": the inner store's word holds.
         self.definite_create_conflicts = inner.definite_create_conflicts
+        # One decision per request the wrapped store would send.
+        self.delete_batch = inner.delete_batch
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -202,12 +210,12 @@ class FaultyStore(ObjectStore):
         return await self.inner.remove_stale_temp_files(prefix, older_than=older_than)
 
     # -- decisions --------------------------------------------------------------------
-    def _decide(self, operation: str, key: str) -> _InjectedFault | None:
+    def _decide(self, operation: str, keys: tuple[str, ...]) -> _InjectedFault | None:
         """The fault for this operation, if any. Every matching rule counts (and draws for) it."""
         self.seen[operation] += 1
         chosen: int | None = None
         for index, rule in enumerate(self.config.rules):
-            if operation not in rule.operations or rule.key_contains not in key:
+            if operation not in rule.operations or not any(rule.key_contains in key for key in keys):
                 continue
             self._matched[index] += 1
             # A probabilistic rule draws even when it cannot fire, so that the random
@@ -222,13 +230,17 @@ class FaultyStore(ObjectStore):
         self.injected[rule.kind] += 1
         return _InjectedFault(rule, random.Random(self._rng.getrandbits(64)))
 
-    async def _around(self, operation: str, key: str, run: Any) -> Any:
-        """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it."""
-        fault = self._decide(operation, key)
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it.
+
+        ``batch``: every key of a request on many (``key`` is its first)."""
+        fault = self._decide(operation, batch or (key,))
         if fault is None:
             return await run()
         kind = fault.rule.kind
         where = f"{self.inner.describe()}/{key}"
+        if len(batch) > 1:
+            where += f" (and {len(batch) - 1} more keys)"
         if kind == "crash_before":
             _kill_self()
         if kind == "fail_before":
@@ -286,6 +298,12 @@ class FaultyStore(ObjectStore):
 
     async def _delete(self, key: str) -> None:
         await self._around("delete", key, lambda: self.inner.delete(key))
+
+    async def _delete_many(self, keys: builtins.list[str]) -> None:
+        if len(keys) == 1:  # the wrapped store has no batch delete: exactly a delete
+            await self._delete(keys[0])
+            return
+        await self._around("delete", keys[0], lambda: self.inner.delete_many(keys), batch=tuple(keys))
 
 
 def _error(retryable: bool, message: str, key: str) -> StorageError:

@@ -68,6 +68,7 @@ class LatencyStore(ObjectStore):
         self.inner = inner
         self.latency = latency
         self.nested_keys = inner.nested_keys
+        self.delete_batch = inner.delete_batch
         self._rng = random.Random(seed)
 
     def describe(self) -> str:
@@ -99,6 +100,9 @@ class LatencyStore(ObjectStore):
 
     async def _delete(self, key: str) -> None:
         await self._delayed(lambda: self.inner.delete(key))
+
+    async def _delete_many(self, keys: builtins.list[str]) -> None:
+        await self._delayed(lambda: self.inner.delete_many(keys))
 
 
 def install(latency: Latency) -> LatencyStore:
