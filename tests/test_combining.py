@@ -58,6 +58,7 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 
 _PUT = frozenset({"put"})
+_DELETE = frozenset({"delete"})
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -205,6 +206,112 @@ def test_a_post_left_behind_after_its_fold_is_deleted_unapplied(store_spec: Stor
     log.add.run("me/2")  # still within combine_window: posts, and finds the stale post
     assert log.applied.run().count("other/0") == 1
     assert wait_for_no_posts("a") == []
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_whose_post_deletes_fail_leaves_the_posts_to_a_later_fold_which_deletes_them_unapplied(
+    store_spec: StoreSpec,
+) -> None:
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    post_adds(box, ["other/0"])
+    post_adds(box, ["other/1"])
+    refused: list[str] = []
+
+    def refuse_post_deletes(operation: str, key: str) -> Exception | None:
+        if operation == "delete" and "/mail/" in key:
+            refused.append(key)
+            return RetryableStorageError("injected: the post delete failed", key)
+        return None
+
+    store.fail = refuse_post_deletes
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 4  # folds other/0, other/1 and its own post
+    assert wait_for(lambda: bool(refused))
+    assert len(pending_posts("a")) == 3  # every delete failed: all left behind
+    store.fail = lambda operation, key: None
+    assert wait_for_no_posts("a") == []  # a later fold found them stale and deleted them
+    assert log.add.run("me/2") == 5
+    assert log.applied.run() == ["me/0", "other/0", "other/1", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_delete_failing_in_the_middle_leaves_only_its_posts_and_nothing_applies_twice(
+    store_spec: StoreSpec,
+) -> None:
+    # Two keys a delete request: the fold's four posts take two requests, the second fails.
+    faults = FaultConfig(
+        (FaultRule("fail_before", operations=_DELETE, key_contains="/mail/", at=(2,)),), name="middle"
+    )
+    store = init_switchable(store_spec, faults, combine_window=60.0)
+    store.delete_batch = 2
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    for n in range(3):
+        post_adds(box, [f"other/{n}"])
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 5
+    assert wait_for_no_posts("a") == []
+    assert dict(store.injected) == {"fail_before": 1}
+    assert store.seen["delete"] >= 3  # the failed request's posts were deleted by a later fold
+    assert log.add.run("me/2") == 6
+    assert log.applied.run() == ["me/0", "other/0", "other/1", "other/2", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_lost_response_on_a_batch_post_delete_deletes_them_and_applies_nothing_twice(
+    store_spec: StoreSpec,
+) -> None:
+    faults = FaultConfig(
+        (FaultRule("lost_response", operations=_DELETE, key_contains="/mail/", at=(1,)),), name="lost"
+    )
+    store = init_switchable(store_spec, faults, combine_window=60.0)
+    store.delete_batch = 10  # one request for the fold's posts, whatever the backend
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    post_adds(box, ["other/0"])
+    post_adds(box, ["other/1"])
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 4
+    assert wait_for(lambda: store.injected["lost_response"] == 1)
+    assert wait_for_no_posts("a") == []
+    assert log.add.run("me/2") == 5
+    assert log.applied.run() == ["me/0", "other/0", "other/1", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_posts_whose_delete_failed_are_listed_again_once_it_finished_and_deleted_ones_never(
+    store_spec: StoreSpec,
+) -> None:
+    store = init_switchable(store_spec)
+    store.delete_batch = 2
+    box = foreign_box("a")
+    for n in range(3):
+        post_adds(box, [f"other/{n}"])
+    keys = _sync.sync(box.keys())
+    assert len(keys) == 3
+    # The second request (the third post) fails; the first deletes two posts.
+    store.fail = lambda operation, key: (
+        RetryableStorageError("injected", key) if operation == "delete" and key == keys[2] else None
+    )
+    before = time.monotonic()
+    _sync.sync(box.delete(keys))  # a failure is not raised: the posts wait for the next fold
+    assert pending_posts("a") == [keys[2]]
+    # A listing that began before the delete finished may predate it: all three hidden.
+    assert box._listed(list(keys), before) == []
+    # One that began after: the post left behind is there again, for the next fold.
+    assert _sync.sync(box.keys()) == [keys[2]]
 
 
 @pytest.mark.usefixtures("runtime_off")

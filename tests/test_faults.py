@@ -169,3 +169,64 @@ def test_a_scheduled_crash_after_lands_whatever_the_answer(
 
     asyncio.run(run())
     assert kills == [outcome]
+
+
+# -- delete_many --------------------------------------------------------------------------------
+def _fill(inner: MemoryStore, keys: list[str]) -> None:
+    async def put_all() -> None:
+        for key in keys:
+            await inner.put(key, b"x")
+
+    asyncio.run(put_all())
+
+
+def test_delete_many_faults_are_decided_once_per_request_of_the_wrapped_store() -> None:
+    # memory has no batch delete: each key is a request, and a fault hits that key alone
+    store, inner = _store(FaultRule("fail_before", operations=frozenset({"delete"}), at=(2,)))
+    keys = [f"m/{n}" for n in range(4)]
+    _fill(inner, keys)
+
+    async def run() -> None:
+        with pytest.raises(RetryableStorageError) as info:
+            await store.delete_many(keys)
+        assert info.value.key == "m/1"
+        assert await inner.list("") == ["m/1"]  # the others were deleted all the same
+
+    asyncio.run(run())
+    assert store.seen["delete"] == 4
+    assert store.requests["delete"] == inner.requests["delete"] + 1 == 4
+
+
+def test_lost_response_on_a_batch_delete_deletes_every_key_of_it_then_raises() -> None:
+    store, inner = _store(
+        FaultRule("lost_response", operations=frozenset({"delete"}), key_contains="/mail/", at=(1,))
+    )
+    store.delete_batch = 3  # as if the wrapped store took three keys a request (S3 takes 1000)
+    keys = ["a/steps/1", "a/mail/1", "a/steps/2", "b/steps/1", "b/steps/2"]
+    _fill(inner, [*keys, "kept"])
+
+    async def run() -> None:
+        with pytest.raises(RetryableStorageError) as info:
+            await store.delete_many(keys)
+        # the first request's keys matched (one of them is a post's); named by its first key
+        assert info.value.key == "a/steps/1"
+        assert "and 2 more keys" in str(info.value)
+        assert await inner.list("") == ["kept"]
+
+    asyncio.run(run())
+    assert dict(store.injected) == {"lost_response": 1}
+    assert store.seen["delete"] == 2  # two requests: three keys, then two
+    assert store.requests["delete"] == 2
+
+
+def test_a_batch_delete_whose_keys_do_not_match_the_rule_is_left_alone() -> None:
+    store, inner = _store(FaultRule("fail_before", operations=frozenset({"delete"}), key_contains="/mail/"))
+    store.delete_batch = 10
+    _fill(inner, ["a/steps/1", "a/steps/2"])
+
+    async def run() -> None:
+        await store.delete_many(["a/steps/1", "a/steps/2"])
+        assert await inner.list("") == []
+
+    asyncio.run(run())
+    assert not store.injected

@@ -26,6 +26,8 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import boto3
 import pytest
@@ -459,7 +461,7 @@ def stub_s3(request: pytest.FixtureRequest, s3_transport: str) -> Iterator[StubS
         stub.close()
 
 
-def stub_store(stub: StubS3) -> S3Store:
+def stub_store(stub: StubS3 | DeleteObjectsStub) -> S3Store:
     return S3Store(
         "bucket/prefix",
         transport=stub.transport,
@@ -552,6 +554,132 @@ def test_refused_credentials_and_denied_permissions_are_not_reported_as_unreacha
             await store.close()
 
     asyncio.run(body())
+
+
+class DeleteObjectsStub:
+    """A loopback S3 that answers DeleteObjects only: keys under ``refuse/`` fail with
+    ``code``, keys under ``gone/`` fail with NoSuchKey (as some emulators report a missing key),
+    the others are deleted. Records each request's headers and keys."""
+
+    def __init__(self, code: str = "InternalError") -> None:
+        stub = self
+        self.code = code
+        self.transport = "botocore"
+        self.seen: list[tuple[dict[str, str], list[str], bool]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                root = ElementTree.fromstring(body)
+                keys = [element.text or "" for element in root.iter() if element.tag.endswith("Key")]
+                quiet = any(e.tag.endswith("Quiet") and e.text == "true" for e in root.iter())
+                stub.seen.append(({k.lower(): v for k, v in self.headers.items()}, keys, quiet))
+                errors = "".join(
+                    f"<Error><Key>{escape(key)}</Key><Code>{code}</Code><Message>canned</Message></Error>"
+                    for key in keys
+                    for code in (
+                        [stub.code] if "/refuse/" in key else ["NoSuchKey"] if "/gone/" in key else []
+                    )
+                )
+                payload = (
+                    '<?xml version="1.0" encoding="UTF-8"?>'
+                    f'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{errors}</DeleteResult>'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def delete_stub(s3_transport: str) -> Iterator[DeleteObjectsStub]:
+    stub = DeleteObjectsStub()
+    stub.transport = s3_transport
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+def test_delete_many_is_one_quiet_checksummed_delete_objects_and_names_the_keys_s3_kept(
+    delete_stub: DeleteObjectsStub,
+) -> None:
+    keys = ["ok/1", "refuse/1", "gone/1", "ok/2", "refuse/<&2>"]
+
+    async def body() -> None:
+        store = stub_store(delete_stub)
+        try:
+            with pytest.raises(RetryableStorageError) as info:
+                await store.delete_many(keys)
+        finally:
+            await store.close()
+        assert info.value.key == "refuse/1"
+        message = str(info.value)
+        assert "'refuse/1'" in message and "'refuse/<&2>'" in message
+        assert "2 of 5 keys" in message and "gone/1" not in message  # NoSuchKey: deleted
+        assert store.requests["delete"] == 1
+
+    asyncio.run(body())
+    [(headers, sent, quiet)] = delete_stub.seen
+    assert sent == [f"prefix/{key}" for key in keys]
+    assert quiet
+    # DeleteObjects is refused without a checksum of its body: botocore sends one
+    assert "content-md5" in headers or any(name.startswith("x-amz-checksum-") for name in headers)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"), [("AccessDenied", PermissionDeniedError), ("SlowDown", RateLimitedError)]
+)
+def test_delete_many_per_key_refusals_are_typed_like_single_requests(
+    delete_stub: DeleteObjectsStub, code: str, expected: type[StorageError]
+) -> None:
+    delete_stub.code = code
+
+    async def body() -> None:
+        store = stub_store(delete_stub)
+        try:
+            with pytest.raises(expected) as info:
+                await store.delete_many(["ok/1", "refuse/1"])
+        finally:
+            await store.close()
+        assert info.value.key == "refuse/1"
+
+    asyncio.run(body())
+
+
+def test_delete_many_sends_a_thousand_keys_a_request(delete_stub: DeleteObjectsStub) -> None:
+    keys = [f"k/{n:05d}" for n in range(2500)]
+
+    async def body() -> None:
+        store = stub_store(delete_stub)
+        try:
+            await store.delete_many(keys)
+        finally:
+            await store.close()
+        assert store.requests["delete"] == 3
+
+    asyncio.run(body())
+    assert sorted(len(sent) for _, sent, _ in delete_stub.seen) == [500, 1000, 1000]
+    assert sorted(key for _, sent, _ in delete_stub.seen for key in sent) == [f"prefix/{k}" for k in keys]
 
 
 def test_bare_einval_from_s3fs_on_if_match_is_translated_to_precondition_failed() -> None:

@@ -19,7 +19,8 @@ binary, empty and multi-megabyte objects and for keys with unicode and
 spaces; sorted listing with ``start_after`` and ``limit`` that reads the store,
 not a cache; create-only puts with exactly one winner among racing threads
 and racing processes; compare-and-swap puts that refuse stale versions and
-missing keys; versions that are never reused (no ABA); no torn reads; and
+missing keys; versions that are never reused (no ABA); no torn reads; deletes
+of many keys at once (missing ones fine, one counted request per batch); and
 errors from :mod:`vactor_cloud.errors` that name the key.
 """
 
@@ -284,6 +285,80 @@ class StoreConformance:
             await store.delete("k")
             await store.put("k", b"second", mode="create")
             assert (await store.get("k")).data == b"second"
+
+        run_on_store(store_spec, body)
+
+    # -- delete_many -----------------------------------------------------------
+    #: keys per delete request in the delete_many tests (lower than S3's 1000, so that splitting
+    #: a call into several requests is tested without writing a thousand objects)
+    delete_batch_under_test: int = 3
+
+    def _small_batches(self, store: ObjectStore) -> int:
+        """Lower ``store.delete_batch`` for the test; the keys one request now carries."""
+        store.delete_batch = min(store.delete_batch, self.delete_batch_under_test)
+        return store.delete_batch
+
+    def test_delete_many_deletes_every_key_and_nothing_else(self, store_spec: StoreSpec) -> None:
+        doomed = [f"many/{n:03d}" for n in range(8)]
+        kept = ["many-not/0", "many/kept", "other/000"]
+
+        async def body(store: ObjectStore) -> None:
+            per_request = self._small_batches(store)
+            for key in doomed + kept:
+                await store.put(key, key.encode())
+            before = store.requests["delete"]
+            await store.delete_many(reversed(doomed))
+            assert await store.list("") == sorted(kept)
+            for key in doomed:
+                assert await store.head(key) is None
+            # one per request sent: ceil(8 / per_request)
+            assert store.requests["delete"] - before == -(-len(doomed) // per_request)
+
+        run_on_store(store_spec, body)
+
+    def test_delete_many_of_missing_and_repeated_keys_is_not_an_error(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            self._small_batches(store)
+            await store.delete_many(["never/1", "never/2"])
+            await store.put("there/1", b"x")
+            await store.put("there/2", b"y")
+            await store.delete_many(["never/3", "there/1", "there/1", "never/4", "there/2", "there/2"])
+            assert await store.list("") == []
+            await store.delete_many(["there/1", "there/2"])  # again: already gone
+            assert await store.list("") == []
+
+        run_on_store(store_spec, body)
+
+    def test_delete_many_of_nothing_sends_no_request(self, store_spec: StoreSpec) -> None:
+        async def body(store: ObjectStore) -> None:
+            await store.put("k", b"x")
+            before = store.requests.snapshot()
+            await store.delete_many([])
+            await store.delete_many(iter(()))
+            assert store.requests.snapshot() == before
+            assert await store.list("") == ["k"]
+
+        run_on_store(store_spec, body)
+
+    def test_delete_many_takes_the_keys_vactor_cloud_writes_verbatim(self, store_spec: StoreSpec) -> None:
+        # Post, step, dedup and task keys, and ids with characters that need escaping in
+        # a URL or in XML (S3's DeleteObjects sends the keys in an XML body).
+        doomed = [
+            "actors/a-b_c.d/mail/1k8qll07v5ij",
+            "actors/a-b_c.d/mail/1k8qll07v5ik",
+            f"actors/a-b_c.d/steps/{12:020d}",
+            "actors/ünï cødé 🙂/dedup/00000000000000000003-0a1b",
+            "actors/x&y<z>'\"q%20+/tasks/call/0",
+            "actors/x&y<z>'\"q%20+/mail/000000000000",
+        ]
+        kept = ["actors/a-b_c.d/HEAD", "actors/ünï cødé 🙂/HEAD"]
+
+        async def body(store: ObjectStore) -> None:
+            self._small_batches(store)
+            for key in doomed + kept:
+                await store.put(key, b"x")
+            await store.delete_many(doomed)
+            assert await store.list("") == sorted(kept)
 
         run_on_store(store_spec, body)
 
