@@ -295,4 +295,7 @@ class ObjectStore(abc.ABC):
         if len(keys) == 1:
             await self._delete(keys[0])
             return
-        await asyncio.gather(*(self._delete(key) for key in keys))
+        outcomes = await asyncio.gather(*(self._delete(key) for key in keys), return_exceptions=True)
+        for outcome in outcomes:  # none left running behind the error
+            if isinstance(outcome, BaseException):
+                raise outcome
