@@ -26,6 +26,8 @@ from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore, _kill_self, install
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.testing.latency import Latency
+from vactor_cloud.testing.latency import install as install_latency
 
 #: every child of these tests: a lost race makes a process post for the rest of the run
 #: (combine_after=1: the first lost race posts, as the tests of the posting path need)
@@ -123,7 +125,11 @@ def hammer(
     """
     if every_one_holds_the_lease:
         pretend_to_hold_the_lease()
+    settings = dict(settings)
+    latency = settings.pop("latency", None)  # "MS[,JITTER]": every request that much later
     spec.init(settings=vc.Settings(storage="", **settings))
+    if latency is not None:
+        install_latency(Latency.parse(latency))
     store: FaultyStore | None = None
     if faults is not None:
         store = install(FaultConfig.from_json(faults).derive(who))

@@ -801,6 +801,33 @@ def test_processes_hammering_one_actor_apply_each_acknowledged_call_once_in_proc
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_on_a_slow_store_a_writer_that_keeps_winning_does_not_starve_a_poster(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+) -> None:
+    """Every request takes 120 ms (a far bucket). Six processes start together; one of them
+    commits back to back and never loses a race, the others lose and post. The poster's calls must be applied
+    while the racer runs, not after it stops. (It used to starve: the racer's commits, a
+    put's time apart, never counted as back to back, so it never read the lease and kept
+    racing; the folder's probe chased the racer's steps without end; and a folder whose
+    puts kept losing gave the lease up as idle.)"""
+    OrderLog.get_or_create("far")
+    vc.shutdown()
+    workers: dict[str, tuple[int, str | None, int | None]] = {"racer": (60, None, None)}
+    workers |= {f"p{i}": (3, None, None) for i in range(5)}
+    settings = {**POSTING, "latency": "120"}
+    delays = {f"p{i}": 1.0 for i in range(5)}  # the racer commits alone for a while first
+    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "far", workers, settings, delays=delays)
+    assert set(codes.values()) == {0}, codes
+    applied = _applied(shared, "far")
+    assert check_once_and_in_order(logs.values(), applied) == []
+    assert sorted(applied) == sorted(t for log in logs.values() for t in log.acked)  # no errors
+    racer = [t for t in applied if t.startswith("racer/")]
+    assert len(racer) == 60
+    # Every other process's calls applied while the racer still had 20 calls to make.
+    assert max(applied.index(f"p{i}/2") for i in range(5)) < applied.index(racer[-20]), applied
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_lost_responses_on_post_and_step_puts_lose_and_duplicate_nothing_across_processes(
     shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
 ) -> None:

@@ -647,6 +647,10 @@ class ActorCore:
                         keys = self._post_keys()
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     keys = None
+                    if any(p.sender != self._posts().sender for p in folded):
+                        # Others' calls wait for this fold: the lease is not idle (kept even
+                        # while our puts lose races to a writer that does not post yet).
+                        self._foreign_at = time.monotonic()
                     if stale:
                         env.background(self._posts().delete(stale))
                     if not calls and not batch:
@@ -798,7 +802,7 @@ class ActorCore:
             self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
             now = time.monotonic()
             self._seen_at = now
-            self._streak = self._streak + 1 if now - self._last_commit_at < _STREAK_GAP else 1
+            self._streak = self._streak + 1 if now - self._last_commit_at < self._streak_gap() else 1
             self._last_commit_at = now
             if TIMERS in record.extra:
                 self._index_timers(base, record)
@@ -866,7 +870,7 @@ class ActorCore:
         ``_STREAK_COMMITS`` commits, it reads the lease once per ``lease_seconds / 4``: held by
         another process = contended (post). An uncontended writer pays one GET per such
         interval of continuous commits, never one per commit."""
-        if self._streak < _STREAK_COMMITS or time.monotonic() - self._last_commit_at > _STREAK_GAP:
+        if self._streak < _STREAK_COMMITS or time.monotonic() - self._last_commit_at > self._streak_gap():
             return False
         now = time.monotonic()
         if now - self._lease_read_at < 0.25 * self.env.settings.lease_seconds:
@@ -880,6 +884,12 @@ class ActorCore:
             return False
         self._lease = lease
         return True
+
+    def _streak_gap(self) -> float:
+        """Commits closer than this are back to back: ``_STREAK_GAP``, or a few of our puts' time
+        when puts are slow (an overloaded machine or store, where a writer that keeps winning
+        would otherwise never count as hot, and a folder's commits lose to it every time)."""
+        return max(_STREAK_GAP, _STREAK_PUTS * self._put_seconds)
 
     def _other_folds(self) -> bool:
         """Whether another process folds: its fold applied a post of ours, or it held the folder
@@ -1574,13 +1584,14 @@ _CYCLE_MAX = 0.25
 _SKIP_MAX = 6
 
 #: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
-_STREAK_COMMITS = 16
+_STREAK_COMMITS = 8
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
 #: a fold waits for the posts of the next round at most this many puts' time, and seconds
 _GATHER_PUTS = 3
 _GATHER_MAX = 0.05
 _STREAK_GAP = 0.1
+_STREAK_PUTS = 4
 
 #: transient storage errors retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5

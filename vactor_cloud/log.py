@@ -542,7 +542,11 @@ class ActorLog:
         """The newest step at or after ``record``, and how many requests that took.
 
         Reads ``steps/N+1``, ``N+2``, ... until one is missing; after two hits
-        in a row it lists once to jump to the end instead of walking.
+        in a row it lists once to jump to the end instead of walking, and answers
+        the newest step of that listing: the newest as of the LIST, which came
+        after the probe began. (Walking on from it until a miss would never end
+        while another writer commits as fast as the probe reads: a folder or a
+        poster behind a busy writer on a slow store chased it for seconds.)
         """
         current = record
         requests = 0
@@ -558,11 +562,13 @@ class ActorLog:
                 later = await self.list_steps(after=current.step)
                 requests += 1
                 hits = 0
-                if later:
-                    newest = await self.read_step(later[-1])
-                    requests += 1
-                    if newest is not None:
-                        current = newest
+                if not later:
+                    return current, requests
+                newest = await self.read_step(later[-1])
+                requests += 1
+                if newest is not None:
+                    return newest, requests
+                # gone since the listing (compacted meanwhile): walk on from ours
 
     async def find_step(self, step: int) -> StepRecord:
         """Step ``step``; :class:`StepNotFoundError` saying why it is not there.
