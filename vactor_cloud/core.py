@@ -1139,7 +1139,7 @@ class ActorCore:
             # the post (if it exists) stale: applied at most once either way.
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
-        posted = _Posted(post, base)
+        posted = _Posted(post, base, time.monotonic())
         self._outstanding = posted
         return posted
 
@@ -1206,7 +1206,9 @@ class ActorCore:
         current = record
         ahead = 1
         if skip and record.step == posted.base_step:
-            since = started - self._seen_at
+            # Where a look that overshoots costs a request, only the steps committed between
+            # our look at the cache and our post (they cannot hold it); elsewhere, up to now.
+            since = (started if self.log.store.inline else posted.at) - self._seen_at
             ahead = 2 + (min(_SKIP_MAX, int(since / self._cycle)) if 0 < since < _CYCLE_MAX * 8 else 0)
         if not self.log.store.inline:
             # Each look a request: skip at most one step we estimate was committed meanwhile
@@ -1552,6 +1554,8 @@ class _Posted:
 
     post: Post
     base_step: int
+    #: when (monotonic) the post was written
+    at: float = -math.inf
     aim: int = -1
     missed: int = -1
 
