@@ -11,7 +11,9 @@ protocol in full.
 Object layout::
 
     actors/<id>/mail/<name>   one batch of calls, create-only; name = 9 base-32 digits of
-                              the time in ms, then 3 random ones (short: cheap on the local store)
+                              the time in ms, then 3 random ones (short: cheap on the local store);
+                              a small post's name goes on with "." and the post itself
+                              (base64url, authenticated): a folder learns it from the LIST, no GET
 
 ``sender`` (in the post's meta) is random per actor per process (a new one
 after an eviction), ``seq`` counts that sender's posts. A sender has at most
@@ -37,9 +39,14 @@ from which step on) to look.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
+import hmac
 import itertools
 import pickle
+import re
 import secrets
 import threading
 import time
@@ -69,7 +76,9 @@ __all__ = [
     "encode_outcomes",
     "expired",
     "identity",
+    "inline_name",
     "post_name",
+    "read_name",
 ]
 
 #: ``StepRecord.extra`` key of the post cursor
@@ -147,11 +156,189 @@ def post_name(time_ms: int, rand: int) -> str:
 
 
 def identity(key: str) -> float | None:
-    """The time (seconds) a post's key spells, or None for a key that is not a post's."""
+    """The time (seconds) a post's key spells, or None for a key that is not a post's.
+
+    A post's name is its 12-character prefix alone, or that prefix, ``"."`` and more (the
+    post itself, see :func:`inline_name`; what follows the ``"."`` does not matter here)."""
     name = key.rpartition("/")[2]
-    if len(name) != _TIME_DIGITS + _RANDOM_DIGITS or any(c not in _DIGITS for c in name):
+    prefix = name[:_PREFIX]
+    if len(prefix) != _PREFIX or any(c not in _DIGITS for c in prefix):
+        return None
+    if len(name) > _PREFIX and name[_PREFIX] != _INLINE_SEP:
         return None
     return int(name[:_TIME_DIGITS], 32) / 1000
+
+
+#: a post's name prefix: the time, then the random digits
+_PREFIX = _TIME_DIGITS + _RANDOM_DIGITS
+#: between a post's prefix and the post it carries in its name
+_INLINE_SEP = "."
+#: the first byte of a name-carried post (its format; a reader that does not know it GETs the body)
+_INLINE_VERSION = 1
+#: a name carries its post only while the whole name is at most this many bytes: keys of S3 and
+#: GCS may be 1024 bytes long, but the local store makes a mailbox name one file name (255 bytes
+#: on Linux, stored as is)
+INLINE_NAME_LIMIT = 200
+_HEX_SENDER = re.compile(r"[0-9a-f]{16}")
+_HEX_CALL_ID = re.compile(r"[0-9a-f]{32}")
+#: call flags in a name-carried post
+_RAW_CALL_ID = 0x1
+_HAS_KEY = 0x2
+_HAS_NAME = 0x4
+
+
+def _varint(value: int, out: bytearray) -> None:
+    """Unsigned LEB128."""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return
+
+
+def _name_digest(prefix_key: str, payload: bytes, signing_key: bytes | None) -> bytes:
+    """The envelope's digest (see ``codec``) with the key cut after the name's prefix."""
+    if signing_key is None:
+        return hashlib.sha256(payload).digest()
+    mac = hmac.new(signing_key, prefix_key.encode("utf-8") + b"\0", hashlib.sha256)
+    mac.update(payload)
+    return mac.digest()
+
+
+def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> bytes | None:
+    """A post's fields as a name carries them (before the digest), or None if they do not fit
+    that encoding (calls with metadata, a sender that is not 16 hex digits, ...)."""
+    if not calls or seq < 0 or not _HEX_SENDER.fullmatch(sender):
+        return None
+    out = bytearray([_INLINE_VERSION])
+    out += bytes.fromhex(sender)
+    _varint(seq, out)
+    _varint(len(calls), out)
+    try:
+        for call in calls:
+            if call.metadata is not None or call.max_retries < 0 or not isinstance(call.arguments, bytes):
+                return None
+            raw_id = _HEX_CALL_ID.fullmatch(call.call_id) is not None
+            flags = (
+                (_RAW_CALL_ID if raw_id else 0)
+                | (_HAS_KEY if call.idempotency_key is not None else 0)
+                | (_HAS_NAME if call.name is not None else 0)
+            )
+            out.append(flags)
+            for text in (call.method, call.arguments, None if raw_id else call.call_id):
+                if text is None:
+                    continue
+                data = text if isinstance(text, bytes) else text.encode("utf-8")
+                _varint(len(data), out)
+                out += data
+            if raw_id:
+                out += bytes.fromhex(call.call_id)
+            for text in (call.idempotency_key, call.name):
+                if text is not None:
+                    data = text.encode("utf-8")
+                    _varint(len(data), out)
+                    out += data
+            _varint(call.max_retries, out)
+    except UnicodeEncodeError:  # a lone surrogate: the body (pickle) carries it
+        return None
+    return bytes(out)
+
+
+def inline_name(
+    actor_id: str, prefix: str, sender: str, seq: int, calls: tuple[PostedCall, ...], signing_key: bytes | None
+) -> str | None:
+    """The name of a post that carries the post itself, or None when it would be longer than
+    :data:`INLINE_NAME_LIMIT` or the calls do not fit the encoding (then the name is ``prefix``)."""
+    payload = _inline_payload(sender, seq, calls)
+    # (unpadded base64 of the payload and its 32-byte digest: 4 characters per 3 bytes)
+    if payload is None or _PREFIX + 1 + -(-(len(payload) + 32) * 4 // 3) > INLINE_NAME_LIMIT:
+        return None
+    digest = _name_digest(post_key(actor_id, prefix), payload, signing_key)
+    encoded = base64.urlsafe_b64encode(payload + digest).rstrip(b"=").decode("ascii")
+    return f"{prefix}{_INLINE_SEP}{encoded}"
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _parse_payload(payload: bytes) -> tuple[str, int, tuple[PostedCall, ...]]:
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > len(payload):
+            raise _Malformed("truncated")
+        pos += n
+        return payload[pos - n : pos]
+
+    def varint() -> int:
+        value = shift = 0
+        while True:
+            byte = take(1)[0]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+            if shift > 63:
+                raise _Malformed("varint too long")
+
+    def text() -> str:
+        return take(varint()).decode("utf-8")
+
+    if take(1)[0] != _INLINE_VERSION:
+        raise _Malformed("unknown version")
+    sender = take(8).hex()
+    seq = varint()
+    calls = []
+    for _ in range(varint()):
+        flags = take(1)[0]
+        if flags & ~(_RAW_CALL_ID | _HAS_KEY | _HAS_NAME):
+            raise _Malformed("unknown call flags")
+        method = text()
+        arguments = take(varint())
+        call_id = take(16).hex() if flags & _RAW_CALL_ID else text()
+        idempotency_key = text() if flags & _HAS_KEY else None
+        name = text() if flags & _HAS_NAME else None
+        calls.append(PostedCall(method, arguments, call_id, idempotency_key, name, None, varint()))
+    if pos != len(payload):
+        raise _Malformed("trailing bytes")
+    return sender, seq, tuple(calls)
+
+
+def read_name(key: str, signing_key: bytes | None) -> Post | None:
+    """The post a key's name carries, authenticated; None when it carries none, or one this
+    process cannot trust or read (damaged, forged, another format, not the canonical
+    encoding): then the object's body is read instead, as for any post."""
+    head, _, name = key.rpartition("/")
+    if len(name) <= _PREFIX + 1 or name[_PREFIX] != _INLINE_SEP or identity(key) is None:
+        return None
+    prefix_key = f"{head}/{name[:_PREFIX]}"
+    encoded = name[_PREFIX + 1 :]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) <= 32:
+        return None
+    payload, digest = raw[:-32], raw[-32:]
+    if not hmac.compare_digest(digest, _name_digest(prefix_key, payload, signing_key)):
+        return None
+    try:
+        sender, seq, calls = _parse_payload(payload)
+    except (_Malformed, UnicodeDecodeError):
+        return None
+    # One post, one name: a name that is not the canonical encoding of what it carries (other
+    # base64 or varint spellings of the same bytes) is not read, so that a copy under such a
+    # name cannot pass for another post.
+    if _inline_payload(sender, seq, calls) != payload or (
+        base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != encoded
+    ):
+        return None
+    return Post(key, sender, seq, int(name[:_TIME_DIGITS], 32) / 1000, calls)
 
 
 def expired(post: Post, now: float) -> bool:
@@ -256,8 +443,10 @@ class PostBox:
         # cursor passing seq s means every post of ours up to s was applied): a later
         # millisecond for each, whatever the clock does.
         self._last_ms = max(int(now * 1000), self._last_ms + 1)
-        key = post_key(self.actor_id, post_name(self._last_ms, secrets.randbits(15)))
-        return Post(key, self.sender, seq, self._last_ms / 1000, calls)
+        name = post_name(self._last_ms, secrets.randbits(15))
+        # A small post carries itself in its name too: a folder learns it from the LIST.
+        name = inline_name(self.actor_id, name, self.sender, seq, calls, self.signing_key) or name
+        return Post(post_key(self.actor_id, name), self.sender, seq, self._last_ms / 1000, calls)
 
     async def send(self, post: Post) -> Post:
         """Write ``post`` (create-only; a lost response is resolved by reading the key back).
@@ -332,6 +521,17 @@ class PostBox:
                 hidden = {k for k, done in self._deleted.items() if done is None or done > listed_at}
                 self._deleted = {k: self._deleted[k] for k in hidden}
                 keys = [k for k in keys if k not in hidden]
+        # Posts are immutable: one whose name carries it is known from now on (read with no GET).
+        learned = [
+            (key, post)
+            for key in keys
+            if key not in self._known and (post := read_name(key, self.signing_key)) is not None
+        ]
+        if learned:
+            with self._lock:
+                for key, post in learned:
+                    if key not in self._deleted:
+                        self._known[key] = post
         return keys
 
     async def flush(self) -> None:
