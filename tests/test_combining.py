@@ -33,7 +33,7 @@ from child_processes import join_all
 from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order, hammer
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, posting
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
@@ -160,13 +160,15 @@ def test_a_foreign_post_is_folded_once_and_its_outcome_travels_in_the_applying_s
 @pytest.mark.parametrize("damage", ["in transit", "at rest"])
 @pytest.mark.usefixtures("runtime_off")
 def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_hangs(
-    store_spec: StoreSpec, damage: str
+    store_spec: StoreSpec, damage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A damaged read of another sender's post ends the fold before it; when our own post
     comes after it, the fold had no calls and returned without settling our call: the caller
     waited forever (a chaos worker hung in the corrupt_read phase). Damaged in transit, the
     next read folds it; damaged at rest (forged), it is skipped after a few reads, never
-    applied, and our call goes through."""
+    applied, and our call goes through. (Posts read by GET here: none carries itself in its
+    name; forged names: test_posting.py.)"""
+    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
     reads = frozenset({"get"})
     rule = (
         FaultRule("corrupt_read", operations=reads, key_contains="/mail/", at=(1,))
