@@ -1,0 +1,321 @@
+"""Posts that carry themselves in their names (docs/protocol.md, "Post objects").
+
+A small post's name is its 12-character prefix, ``"."`` and the base64url of the
+post with its digest (the envelope's digest, bound to the name's prefix): a
+folder learns it from the LIST and GETs nothing. A big one keeps the bare
+prefix and is read by GET. A name that does not authenticate is never applied
+from the name: the folder reads the body, which authenticates it or not as for
+any post.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from combining_workers import OrderLog
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, posting
+from vactor_cloud.keys import post_key, posts_prefix
+from vactor_cloud.posting import (
+    INLINE_NAME_LIMIT,
+    POST_CURSOR,
+    Post,
+    PostBox,
+    PostedCall,
+    identity,
+    inline_name,
+    read_name,
+)
+from vactor_cloud.storage import MemoryStore, ObjectStore
+from vactor_cloud.testing.lanes import StoreSpec
+from test_combining import Switchable, commit_behind_its_back, init_switchable, wait_for_no_posts
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+KEY = b"correct horse battery staple"
+
+
+def calls_of(*tokens: Any) -> tuple[PostedCall, ...]:
+    return tuple(PostedCall("add", pickle.dumps(((t,), {})), uuid.uuid4().hex) for t in tokens)
+
+
+def init_signed(spec: StoreSpec) -> Switchable:
+    """``init_switchable`` with the runtime signing with ``KEY``."""
+    spec.init(signing_key=KEY, settings=vc.Settings(storage="", combine_after=1, combine_window=60.0))
+    runtime = vc.get_runtime()
+    assert runtime.settings.signing_key == KEY
+    store = Switchable(runtime.store)
+    runtime.store = store
+    return store
+
+
+def name_of(key: str) -> str:
+    return key.rpartition("/")[2]
+
+
+def post_adds(box: PostBox, tokens: list[Any]) -> Post:
+    post = _sync.sync(box.send(box.prepare(calls_of(*tokens))))
+    time.sleep(0.003)  # the next post gets a later millisecond
+    return post
+
+
+@pytest.fixture
+def runtime_off() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        vc.shutdown()
+
+
+# -- the name, alone ----------------------------------------------------------------------------
+@pytest.mark.parametrize("signing_key", [None, KEY])
+def test_a_small_post_carries_itself_in_its_name_and_a_big_one_does_not(signing_key: bytes | None) -> None:
+    box = PostBox(MemoryStore("inline-names"), "a", signing_key)
+    small = box.prepare(calls_of(1))
+    name = name_of(small.key)
+    assert len(name) > 13 and name[12] == "." and len(name.encode()) <= INLINE_NAME_LIMIT
+    assert all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+    assert identity(small.key) == small.time
+    assert read_name(small.key, signing_key) == small
+    big = box.prepare(calls_of("x" * INLINE_NAME_LIMIT))
+    assert len(name_of(big.key)) == 12 and read_name(big.key, signing_key) is None
+    assert identity(big.key) == big.time
+    # Calls the compact encoding does not hold (metadata) are read from the body.
+    meta = box.prepare((PostedCall("add", b"x", uuid.uuid4().hex, metadata={"k": 1}),))
+    assert len(name_of(meta.key)) == 12
+    # Idempotency keys, names, retries and call ids of any form ride along.
+    odd = box.prepare(
+        (PostedCall("add", b"\x00\xff", "call-1", idempotency_key="k\u00e9", name="n", max_retries=3),)
+    )
+    assert len(name_of(odd.key)) > 12 and read_name(odd.key, signing_key) == odd
+
+
+def test_a_senders_posts_sort_in_seq_order_whatever_their_sizes() -> None:
+    box = PostBox(MemoryStore("inline-order"), "a", None)
+    posts = [box.prepare(calls_of("x" * (300 * (i % 3 == 1)) or i)) for i in range(60)]
+    assert {len(name_of(p.key)) == 12 for p in posts} == {True, False}
+    assert [p.seq for p in sorted(posts, key=lambda p: p.key)] == list(range(60))
+
+
+def test_identity_reads_the_time_of_both_name_forms_and_nothing_else() -> None:
+    assert identity("actors/a/mail/000000001000") == 0.001  # 1 ms, random digits 000
+    assert identity("actors/a/mail/00000000w000") is None  # not a base-32 digit
+    assert identity("actors/a/mail/000000001000.anything") is not None
+    assert identity("actors/a/mail/000000001000-x") is None
+    assert identity("actors/a/mail/00000000100") is None
+
+
+@pytest.mark.parametrize("signing_key", [None, KEY])
+def test_a_damaged_forged_or_moved_name_is_not_read(signing_key: bytes | None) -> None:
+    box = PostBox(MemoryStore("inline-forged"), "a", signing_key)
+    post = box.prepare(calls_of(1))
+    head, prefix, encoded = post.key.rpartition("/")[0], name_of(post.key)[:12], name_of(post.key)[13:]
+    raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    # The wrong key, or none where one is configured (and the other way round).
+    assert read_name(post.key, b"another key") is None
+    assert read_name(post.key, None if signing_key else KEY) is None
+    # Every single changed character of the encoding.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i in range(len(encoded)):
+        other = alphabet[(alphabet.index(encoded[i]) + 1) % 64]
+        damaged = f"{head}/{prefix}.{encoded[:i]}{other}{encoded[i + 1 :]}"
+        assert read_name(damaged, signing_key) is None, i
+    # Truncated, or with an extra character.
+    assert read_name(post.key[:-1], signing_key) is None
+    assert read_name(post.key + "A", signing_key) is None
+    if signing_key is not None:
+        # Replayed under another time or another actor: the digest binds both.
+        later = posting.post_name(int(post.time * 1000) + 1, 0)
+        assert read_name(f"{head}/{later}.{encoded}", signing_key) is None
+        assert read_name(f"{posts_prefix('b')}{prefix}.{encoded}", signing_key) is None
+    # A payload changed by someone without the key, its digest made with the wrong one.
+    forged = inline_name("a", prefix, box.sender, 0, calls_of(666), b"guessed key")
+    assert forged is not None and read_name(f"{head}/{forged}", signing_key or b"x") is None
+    # Not the canonical spelling of its bytes: padding.
+    assert len(raw) % 3 != 0
+    assert read_name(f"{post.key}=", signing_key) is None
+
+
+# -- folds: requests ------------------------------------------------------------------------------
+def _keys(box: PostBox) -> list[str]:
+    return box.keys_now() if box.store.inline else _sync.sync(box.keys())
+
+
+def _read(box: PostBox, keys: list[str]) -> list[Post]:
+    return box.read_now(keys) if box.store.inline else _sync.sync(box.read(keys))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_folder_learns_small_posts_from_the_listing_with_no_get(store_spec: StoreSpec) -> None:
+    store_spec.init(signing_key=KEY)
+    store: ObjectStore = vc.get_runtime().store
+    sender = PostBox(store, "a", KEY)
+    small = [post_adds(sender, [i]) for i in range(3)]
+    big = post_adds(sender, ["x" * INLINE_NAME_LIMIT])
+    last = post_adds(sender, [3])
+    folder = PostBox(store, "a", KEY)
+    store.requests.reset()
+    keys = _keys(folder)
+    assert store.requests.snapshot() == {"list": 1}
+    posts = _read(folder, keys)
+    assert store.requests.snapshot() == {"list": 1, "get": 1}  # the big one only
+    assert [p.seq for p in posts] == [0, 1, 2, 3, 4]
+    assert [p.calls for p in posts] == [p.calls for p in [*small, big, last]]
+    assert keys == [p.key for p in [*small, big, last]]
+    store.requests.reset()
+    _read(folder, _keys(folder))  # all known now: read before, or carried by their names
+    assert store.requests.snapshot() == {"list": 1}
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_of_small_posts_gets_no_post(store_spec: StoreSpec) -> None:
+    store = init_switchable(store_spec, combine_window=60.0)
+    seen: list[tuple[str, str]] = []
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = PostBox(store, "a", None)
+    for i in range(3):
+        post_adds(box, [f"other/{i}"])
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+
+    def record(op: str, key: str) -> None:
+        seen.append((op, key))
+
+    store.fail = lambda op, key: record(op, key)
+    assert log.add.run("me/1") == 5
+    assert log.applied.run() == ["me/0", "other/0", "other/1", "other/2", "me/1"]
+    assert [k for op, k in seen if op == "list" and "/mail/" in k]
+    assert [k for op, k in seen if op == "get" and "/mail/" in k] == []
+    assert wait_for_no_posts("a") == []
+
+
+# -- folds: forged, damaged, replayed --------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_forged_name_is_never_applied_and_does_not_stop_the_folds(store_spec: StoreSpec) -> None:
+    """Someone without the signing key writes a mail/ object whose name carries a call (its
+    digest made up) and a body copied from a real post: the name does not authenticate, so the
+    folder reads the body, which does not either (it binds the real key): like a damaged
+    post, it ends a few folds, then is skipped for good, never applied."""
+    store = init_signed(store_spec)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    honest = PostBox(store.inner, "a", KEY)
+    real = post_adds(honest, ["other/0"])
+    body = _sync.sync(store.inner.get(real.key)).data
+    prefix = posting.post_name(int(time.time() * 1000) - 1000, 7)  # sorts before everything
+    forged = inline_name("a", prefix, "f" * 16, 0, calls_of("forged/0"), b"a guess")
+    assert forged is not None
+    _sync.sync(store.inner.put(post_key("a", forged), body, mode="create"))
+    reads: list[str] = []
+    store.fail = lambda op, key: reads.append(key) if op == "get" and "/mail/" in key else None  # type: ignore[func-returns-value]
+    for i in range(1, 6):
+        commit_behind_its_back("a")
+        log.add.run(f"me/{i}")
+    applied = log.applied.run()
+    assert "forged/0" not in applied
+    assert applied.count("other/0") == 1
+    assert reads and set(reads) == {post_key("a", forged)}  # the forged one by GET, the real one not
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_without_a_signing_key_a_damaged_name_falls_back_to_its_body(store_spec: StoreSpec) -> None:
+    """Unsigned, the body's checksum does not bind its key: a post whose name was damaged
+    (its body intact) is read by GET and applied from the body, once."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = PostBox(store.inner, "a", None)
+    post = box.prepare(calls_of("other/0"))
+    data = posting._encode_post(post.key, post, None)
+    damaged = post.key[:-3] + ("AAA" if not post.key.endswith("AAA") else "BBB")
+    assert read_name(damaged, None) is None
+    _sync.sync(store.inner.put(damaged, data, mode="create"))
+    commit_behind_its_back("a")
+    log.add.run("me/1")
+    assert log.applied.run() == ["me/0", "other/0", "me/1"]
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_applied_posts_name_written_again_with_another_body_is_deleted_unapplied(
+    store_spec: StoreSpec,
+) -> None:
+    """The name authenticates the post it carries, not the body: a name that reads is applied
+    from the name, never the body. Replayed after its fold (whatever the body), the cursor
+    has passed its seq: deleted unapplied, with no GET."""
+    store = init_signed(store_spec)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = PostBox(store.inner, "a", KEY)
+    post = post_adds(box, ["other/0"])
+    commit_behind_its_back("a")
+    log.add.run("me/1")
+    assert wait_for_no_posts("a") == []
+    other = box.prepare(calls_of("other/1"))
+    _sync.sync(store.inner.put(post.key, posting._encode_post(other.key, other, KEY), mode="create"))
+    reads: list[str] = []
+    store.fail = lambda op, key: reads.append(key) if op == "get" and "/mail/" in key else None  # type: ignore[func-returns-value]
+    log.add.run("me/2")
+    assert log.applied.run() == ["me/0", "other/0", "me/1", "me/2"]
+    assert wait_for_no_posts("a") == []
+    assert reads == []
+    assert vc.get_runtime().core("a").record.extra[POST_CURSOR][box.sender][0] == 0  # type: ignore[union-attr]
+
+
+# -- mixed versions -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_folder_that_ignores_names_reads_the_bodies_and_one_that_reads_them_folds_bare_names(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body of a post is the same whatever its name: a folder that does not read names
+    (the previous release reads every post by GET) folds name-carrying posts by their bodies;
+    posts under bare 12-character names (the previous release's, or big ones) are read by GET."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = PostBox(store.inner, "a", None)
+    post_adds(box, ["other/0"])
+    with monkeypatch.context() as m:
+        m.setattr(posting, "INLINE_NAME_LIMIT", 0)  # posted as before
+        post_adds(box, ["other/1"])
+    post_adds(box, ["other/2"])
+    assert [len(name_of(k)) == 12 for k in _sync.sync(store.inner.list(posts_prefix("a")))] == [
+        False,
+        True,
+        False,
+    ]
+    with monkeypatch.context() as m:
+        m.setattr(posting, "read_name", lambda key, signing_key: None)  # names not read
+        reads: list[str] = []
+        store.fail = lambda op, key: reads.append(key) if op == "get" and "/mail/" in key else None  # type: ignore[func-returns-value]
+        commit_behind_its_back("a")
+        log.add.run("me/1")
+        assert len(reads) == 3
+    assert log.applied.run() == ["me/0", "other/0", "other/1", "other/2", "me/1"]
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_name_taken_by_another_post_is_posted_again_under_a_new_name(store_spec: StoreSpec) -> None:
+    """The "already exists" read-back of send() with a name that carries the post: our own
+    earlier attempt = posted; another object there = posted again under a new name."""
+    store_spec.init()
+    store = vc.get_runtime().store
+    box = PostBox(store, "a", None)
+    post = box.prepare(calls_of("other/0"))
+    assert _sync.sync(box.send(post)) == post
+    assert _sync.sync(box.send(post)) == post  # its earlier attempt landed
+    taken = box.prepare(calls_of("other/1"))
+    squatter = PostBox(store, "a", None).prepare(calls_of("x"))
+    _sync.sync(store.put(taken.key, posting._encode_post(taken.key, squatter, None), mode="create"))
+    moved = _sync.sync(box.send(taken))
+    assert moved.key != taken.key and moved.seq == taken.seq and moved.calls == taken.calls
+    assert read_name(moved.key, None) == moved
+    assert moved.key > taken.key  # later, so the sender's order holds
