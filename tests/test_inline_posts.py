@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from combining_workers import OrderLog
+from test_combining import Switchable, commit_behind_its_back, init_switchable, wait_for_no_posts
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
@@ -35,7 +36,6 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.storage import MemoryStore, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
-from test_combining import Switchable, commit_behind_its_back, init_switchable, wait_for_no_posts
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
@@ -185,10 +185,7 @@ def test_a_fold_of_small_posts_gets_no_post(store_spec: StoreSpec) -> None:
         post_adds(box, [f"other/{i}"])
     commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
 
-    def record(op: str, key: str) -> None:
-        seen.append((op, key))
-
-    store.fail = lambda op, key: record(op, key)
+    store.fail = lambda op, key: seen.append((op, key))  # type: ignore[func-returns-value]
     assert log.add.run("me/1") == 5
     assert log.applied.run() == ["me/0", "other/0", "other/1", "other/2", "me/1"]
     assert [k for op, k in seen if op == "list" and "/mail/" in k]

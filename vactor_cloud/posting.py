@@ -248,7 +248,12 @@ def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> byt
 
 
 def inline_name(
-    actor_id: str, prefix: str, sender: str, seq: int, calls: tuple[PostedCall, ...], signing_key: bytes | None
+    actor_id: str,
+    prefix: str,
+    sender: str,
+    seq: int,
+    calls: tuple[PostedCall, ...],
+    signing_key: bytes | None,
 ) -> str | None:
     """The name of a post that carries the post itself, or None when it would be longer than
     :data:`INLINE_NAME_LIMIT` or the calls do not fit the encoding (then the name is ``prefix``)."""
