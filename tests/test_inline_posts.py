@@ -316,3 +316,27 @@ def test_a_name_taken_by_another_post_is_posted_again_under_a_new_name(store_spe
     assert moved.key != taken.key and moved.seq == taken.seq and moved.calls == taken.calls
     assert read_name(moved.key, None) == moved
     assert moved.key > taken.key  # later, so the sender's order holds
+
+
+@pytest.mark.parametrize("size", ["small", "big"])
+@pytest.mark.usefixtures("runtime_off")
+def test_an_idle_folder_deletes_a_post_left_behind_whatever_its_size(
+    store_spec: StoreSpec, size: str
+) -> None:
+    """A post left behind after its fold (its folder died before the delete) is deleted by
+    the lease holder's next listing, with no call to fold: known stale from its name (small)
+    or from its body (big)."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = PostBox(store.inner, "a", None)
+    token = "other/0" if size == "small" else "x" * INLINE_NAME_LIMIT
+    post = post_adds(box, [token])
+    assert (len(name_of(post.key)) == 12) == (size == "big")
+    data = _sync.sync(store.inner.get(post.key)).data
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # folds it; this process holds the lease and keeps folding for others
+    assert wait_for_no_posts("a") == []
+    _sync.sync(store.inner.put(post.key, data, mode="create"))
+    assert wait_for_no_posts("a") == []
+    assert log.applied.run() == ["me/0", token, "me/1"]
