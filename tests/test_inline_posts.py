@@ -234,6 +234,7 @@ def test_without_a_signing_key_a_damaged_name_falls_back_to_its_body(store_spec:
     damaged = post.key[:-3] + ("AAA" if not post.key.endswith("AAA") else "BBB")
     assert read_name(damaged, None) is None
     _sync.sync(store.inner.put(damaged, data, mode="create"))
+    time.sleep(0.003)  # our post gets a later millisecond: it sorts after this one
     commit_behind_its_back("a")
     log.add.run("me/1")
     assert log.applied.run() == ["me/0", "other/0", "me/1"]
