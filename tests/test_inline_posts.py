@@ -341,3 +341,48 @@ def test_an_idle_folder_deletes_a_post_left_behind_whatever_its_size(
     _sync.sync(store.inner.put(post.key, data, mode="create"))
     assert wait_for_no_posts("a") == []
     assert log.applied.run() == ["me/0", token, "me/1"]
+
+
+@pytest.mark.parametrize("signing_key", [None, KEY])
+def test_the_name_is_built_byte_for_byte_as_the_protocol_page_specifies(signing_key: bytes | None) -> None:
+    """docs/protocol.md ("Posts carried by their names"), built by hand: a second implementation
+    that follows the page writes the same names and reads ours."""
+    import hashlib
+    import hmac
+
+    calls = (
+        PostedCall("add", b"\x80\x05N.", "0123456789abcdef0123456789abcdef"),
+        PostedCall("m\u00e9", b"", "not-hex", idempotency_key="k", name="n", max_retries=300),
+    )
+    raw_id = bytes.fromhex("0123456789abcdef0123456789abcdef")
+    payload = (
+        b"\x01"  # format
+        + bytes.fromhex("00112233445566ff")  # sender
+        + b"\x05"  # seq
+        + b"\x02"  # two calls
+        + b"\x01" + b"\x03add" + b"\x04\x80\x05N." + raw_id + b"\x00"
+        + b"\x06" + b"\x03m\xc3\xa9" + b"\x00" + b"\x07not-hex" + b"\x01k" + b"\x01n" + b"\xac\x02"
+    )  # fmt: skip
+    k = "actors/a/mail/000000001000"
+    digest = (
+        hashlib.sha256(payload).digest()
+        if signing_key is None
+        else hmac.new(signing_key, k.encode() + b"\0" + payload, hashlib.sha256).digest()
+    )
+    expected = "000000001000." + base64.urlsafe_b64encode(payload + digest).decode().rstrip("=")
+    assert inline_name("a", "000000001000", "00112233445566ff", 5, calls, signing_key) == expected
+    read = read_name(f"actors/a/mail/{expected}", signing_key)
+    assert read == Post(f"actors/a/mail/{expected}", "00112233445566ff", 5, 0.001, calls)
+    # The same call id spelt as text though it is hex (flag bit 0 clear): not the one spelling.
+    other = payload.replace(
+        b"\x01\x03add\x04\x80\x05N." + raw_id,
+        b"\x00\x03add\x04\x80\x05N.\x200123456789abcdef0123456789abcdef",
+    )
+    assert other != payload
+    forged_digest = (
+        hashlib.sha256(other).digest()
+        if signing_key is None
+        else hmac.new(signing_key, k.encode() + b"\0" + other, hashlib.sha256).digest()
+    )
+    spelt = "000000001000." + base64.urlsafe_b64encode(other + forged_digest).decode().rstrip("=")
+    assert read_name(f"actors/a/mail/{spelt}", signing_key) is None

@@ -219,7 +219,16 @@ def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> byt
     _varint(len(calls), out)
     try:
         for call in calls:
-            if call.metadata is not None or call.max_retries < 0 or not isinstance(call.arguments, bytes):
+            if not (
+                call.metadata is None
+                and isinstance(call.method, str)
+                and isinstance(call.arguments, bytes)
+                and isinstance(call.call_id, str)
+                and isinstance(call.idempotency_key, str | None)
+                and isinstance(call.name, str | None)
+                and type(call.max_retries) is int
+                and call.max_retries >= 0
+            ):
                 return None
             raw_id = _HEX_CALL_ID.fullmatch(call.call_id) is not None
             flags = (
