@@ -48,7 +48,10 @@ def calls_of(*tokens: Any) -> tuple[PostedCall, ...]:
 
 def init_signed(spec: StoreSpec) -> Switchable:
     """``init_switchable`` with the runtime signing with ``KEY``."""
-    spec.init(signing_key=KEY, settings=vc.Settings(storage="", combine_after=1, combine_window=60.0))
+    spec.init(
+        signing_key=KEY,
+        settings=vc.Settings(storage="", combine_after=1, combine_window=60.0, post_names=True),
+    )
     runtime = vc.get_runtime()
     assert runtime.settings.signing_key == KEY
     store = Switchable(runtime.store)
@@ -77,7 +80,7 @@ def runtime_off() -> Iterator[None]:
 # -- the name, alone ----------------------------------------------------------------------------
 @pytest.mark.parametrize("signing_key", [None, KEY])
 def test_a_small_post_carries_itself_in_its_name_and_a_big_one_does_not(signing_key: bytes | None) -> None:
-    box = PostBox(MemoryStore("inline-names"), "a", signing_key)
+    box = PostBox(MemoryStore("inline-names"), "a", signing_key, names=True)
     small = box.prepare(calls_of(1))
     name = name_of(small.key)
     assert len(name) > 13 and name[12] == "." and len(name.encode()) <= INLINE_NAME_LIMIT
@@ -98,7 +101,7 @@ def test_a_small_post_carries_itself_in_its_name_and_a_big_one_does_not(signing_
 
 
 def test_a_senders_posts_sort_in_seq_order_whatever_their_sizes() -> None:
-    box = PostBox(MemoryStore("inline-order"), "a", None)
+    box = PostBox(MemoryStore("inline-order"), "a", None, names=True)
     posts = [box.prepare(calls_of("x" * (300 * (i % 3 == 1)) or i)) for i in range(60)]
     assert {len(name_of(p.key)) == 12 for p in posts} == {True, False}
     assert [p.seq for p in sorted(posts, key=lambda p: p.key)] == list(range(60))
@@ -114,7 +117,7 @@ def test_identity_reads_the_time_of_both_name_forms_and_nothing_else() -> None:
 
 @pytest.mark.parametrize("signing_key", [None, KEY])
 def test_a_damaged_forged_or_moved_name_is_not_read(signing_key: bytes | None) -> None:
-    box = PostBox(MemoryStore("inline-forged"), "a", signing_key)
+    box = PostBox(MemoryStore("inline-forged"), "a", signing_key, names=True)
     post = box.prepare(calls_of(1))
     head, prefix, encoded = post.key.rpartition("/")[0], name_of(post.key)[:12], name_of(post.key)[13:]
     raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
@@ -156,11 +159,11 @@ def _read(box: PostBox, keys: list[str]) -> list[Post]:
 def test_a_folder_learns_small_posts_from_the_listing_with_no_get(store_spec: StoreSpec) -> None:
     store_spec.init(signing_key=KEY)
     store: ObjectStore = vc.get_runtime().store
-    sender = PostBox(store, "a", KEY)
+    sender = PostBox(store, "a", KEY, names=True)
     small = [post_adds(sender, [i]) for i in range(3)]
     big = post_adds(sender, ["x" * INLINE_NAME_LIMIT])
     last = post_adds(sender, [3])
-    folder = PostBox(store, "a", KEY)
+    folder = PostBox(store, "a", KEY, names=True)
     store.requests.reset()
     keys = _keys(folder)
     assert store.requests.snapshot() == {"list": 1}
@@ -180,7 +183,7 @@ def test_a_fold_of_small_posts_gets_no_post(store_spec: StoreSpec) -> None:
     seen: list[tuple[str, str]] = []
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    box = PostBox(store, "a", None)
+    box = PostBox(store, "a", None, names=True)
     for i in range(3):
         post_adds(box, [f"other/{i}"])
     commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
@@ -203,7 +206,7 @@ def test_a_forged_name_is_never_applied_and_does_not_stop_the_folds(store_spec: 
     store = init_signed(store_spec)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    honest = PostBox(store.inner, "a", KEY)
+    honest = PostBox(store.inner, "a", KEY, names=True)
     real = post_adds(honest, ["other/0"])
     body = _sync.sync(store.inner.get(real.key)).data
     prefix = posting.post_name(int(time.time() * 1000) - 1000, 7)  # sorts before everything
@@ -228,7 +231,7 @@ def test_without_a_signing_key_a_damaged_name_falls_back_to_its_body(store_spec:
     store = init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    box = PostBox(store.inner, "a", None)
+    box = PostBox(store.inner, "a", None, names=True)
     post = box.prepare(calls_of("other/0"))
     data = posting._encode_post(post.key, post, None)
     damaged = post.key[:-3] + ("AAA" if not post.key.endswith("AAA") else "BBB")
@@ -251,7 +254,7 @@ def test_an_applied_posts_name_written_again_with_another_body_is_deleted_unappl
     store = init_signed(store_spec)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    box = PostBox(store.inner, "a", KEY)
+    box = PostBox(store.inner, "a", KEY, names=True)
     post = post_adds(box, ["other/0"])
     commit_behind_its_back("a")
     log.add.run("me/1")
@@ -278,7 +281,7 @@ def test_a_folder_that_ignores_names_reads_the_bodies_and_one_that_reads_them_fo
     store = init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    box = PostBox(store.inner, "a", None)
+    box = PostBox(store.inner, "a", None, names=True)
     post_adds(box, ["other/0"])
     with monkeypatch.context() as m:
         m.setattr(posting, "INLINE_NAME_LIMIT", 0)  # posted as before
@@ -306,12 +309,12 @@ def test_a_name_taken_by_another_post_is_posted_again_under_a_new_name(store_spe
     earlier attempt = posted; another object there = posted again under a new name."""
     store_spec.init()
     store = vc.get_runtime().store
-    box = PostBox(store, "a", None)
+    box = PostBox(store, "a", None, names=True)
     post = box.prepare(calls_of("other/0"))
     assert _sync.sync(box.send(post)) == post
     assert _sync.sync(box.send(post)) == post  # its earlier attempt landed
     taken = box.prepare(calls_of("other/1"))
-    squatter = PostBox(store, "a", None).prepare(calls_of("x"))
+    squatter = PostBox(store, "a", None, names=True).prepare(calls_of("x"))
     _sync.sync(store.put(taken.key, posting._encode_post(taken.key, squatter, None), mode="create"))
     moved = _sync.sync(box.send(taken))
     assert moved.key != taken.key and moved.seq == taken.seq and moved.calls == taken.calls
@@ -330,7 +333,7 @@ def test_an_idle_folder_deletes_a_post_left_behind_whatever_its_size(
     store = init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    box = PostBox(store.inner, "a", None)
+    box = PostBox(store.inner, "a", None, names=True)
     token = "other/0" if size == "small" else "x" * INLINE_NAME_LIMIT
     post = post_adds(box, [token])
     assert (len(name_of(post.key)) == 12) == (size == "big")
@@ -386,3 +389,22 @@ def test_the_name_is_built_byte_for_byte_as_the_protocol_page_specifies(signing_
     )
     spelt = "000000001000." + base64.urlsafe_b64encode(other + forged_digest).decode().rstrip("=")
     assert read_name(f"actors/a/mail/{spelt}", signing_key) is None
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_by_default_a_post_keeps_the_bare_name_an_older_release_folds(store_spec: StoreSpec) -> None:
+    """``Settings.post_names`` is off by default: releases before it delete a ``mail/`` name
+    longer than the bare 12 characters unread when they fold, so a process that might share
+    an actor with one must not write such names. With the setting on, a small post does."""
+    store_spec.init()
+    store = vc.get_runtime().store
+    assert vc.get_runtime().settings.post_names is False
+    for names, expected in ((False, 12), (True, None)):
+        box = PostBox(store, "a", None, names=names)
+        name = name_of(box.prepare(calls_of("x")).key)
+        if expected is not None:
+            assert len(name) == expected, name
+        else:
+            assert len(name) > 12 and name[12] == ".", name
+    core = vc.get_runtime().core("a")
+    assert core._posts().names is False

@@ -1110,7 +1110,10 @@ class ActorCore:
 
     def _posts(self) -> PostBox:
         if self._postbox is None:
-            self._postbox = PostBox(self.env.store, self.actor_id, self.env.settings.signing_key)
+            settings = self.env.settings
+            self._postbox = PostBox(
+                self.env.store, self.actor_id, settings.signing_key, names=settings.post_names
+            )
         return self._postbox
 
     def _post(self, batch: list[PendingCall]) -> _Posted:

@@ -422,14 +422,20 @@ class PostBox:
         "_lock",
         "_seq",
         "actor_id",
+        "names",
         "sender",
         "signing_key",
         "store",
         "unreadable",
     )
 
-    def __init__(self, store: ObjectStore, actor_id: str, signing_key: bytes | None) -> None:
+    def __init__(
+        self, store: ObjectStore, actor_id: str, signing_key: bytes | None, *, names: bool = False
+    ) -> None:
         self.store = store
+        #: our small posts carry themselves in their names (``Settings.post_names``); any
+        #: process reads such names, whatever its own setting
+        self.names = names
         self.actor_id = actor_id
         self.signing_key = signing_key
         self.sender = uuid.uuid4().hex[:16]
@@ -459,7 +465,8 @@ class PostBox:
         self._last_ms = max(int(now * 1000), self._last_ms + 1)
         name = post_name(self._last_ms, secrets.randbits(15))
         # A small post carries itself in its name too: a folder learns it from the LIST.
-        name = inline_name(self.actor_id, name, self.sender, seq, calls, self.signing_key) or name
+        if self.names:
+            name = inline_name(self.actor_id, name, self.sender, seq, calls, self.signing_key) or name
         return Post(post_key(self.actor_id, name), self.sender, seq, self._last_ms / 1000, calls)
 
     async def send(self, post: Post) -> Post:
