@@ -1,7 +1,7 @@
 """Many processes, one actor: aggregate throughput, fairness and tail latency (issue 13's rows).
 
     python scripts/bench_contention.py STORE_URL [--processes 1,8,32] [--duration 5] [--repeats 3]
-        [-o KEY=VALUE ...] [--latency MS] [--no-combine]
+        [-o KEY=VALUE ...] [--latency MS] [--no-combine] [--post-names]
 
 Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
 seconds, from one moment once every process has started and loaded the actor.
@@ -48,14 +48,13 @@ class SharedCounter:
 def _init(url: str, options: dict[str, Any]) -> None:
     combine = options.pop("combine", True)
     latency = options.pop("latency", None)
+    names = options.pop("post_names", False)
     try:
-        if combine:
-            vc.init(url, **options)
-        else:
-            vc.init(url, settings=vc.Settings(storage="", combine=False), **options)
+        vc.init(url, settings=vc.Settings(storage="", combine=combine, post_names=names), **options)
     finally:
         options["combine"] = combine
         options["latency"] = latency
+        options["post_names"] = names
     if latency is not None:
         install(Latency.parse(latency))  # every request waits as long as a real bucket's would
 
@@ -152,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-combine", action="store_true", help="Settings(combine=False): race for every step"
     )
     parser.add_argument(
+        "--post-names",
+        action="store_true",
+        help="Settings(post_names=True): small posts carried by their names",
+    )
+    parser.add_argument(
         "--latency", metavar="MS[,JITTER]", help="delay every request (LatencyStore), as a real bucket would"
     )
     args = parser.parse_args(argv)
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         options["latency"] = args.latency
     if args.no_combine:
         options["combine"] = False
+    if args.post_names:
+        options["post_names"] = True
     for item in args.o:
         key, _, value = item.partition("=")
         try:
