@@ -157,6 +157,32 @@ def test_a_foreign_post_is_folded_once_and_its_outcome_travels_in_the_applying_s
     assert wait_for_no_posts("a") == []
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_where_one_request_deletes_many_folded_posts_wait_to_share_it_and_shutdown_sends_it(
+    store_spec: StoreSpec,
+) -> None:
+    """On a store that deletes many keys per request (S3), the folds of a short while share
+    one delete: the applied posts stay a moment, out of this process's listings, and are
+    never applied again; shutdown sends the delete still waiting."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    store.delete_batch = 1000  # as S3's DeleteObjects
+    store.inner.delete_batch = 1000
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    post_adds(foreign_box("a"), ["other/0"])
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    log.add.run("me/1")
+    assert pending_posts("a"), "the folded posts were deleted at once, not together later"
+    post_adds(foreign_box("a"), ["other/1"])
+    log.add.run("me/2")  # folds other/1 (our lease): its delete joins the waiting one
+    assert log.applied.run() == ["me/0", "other/0", "me/1", "other/1", "me/2"]
+    deletes = store.inner.requests["delete"]
+    vc.shutdown()  # sends the waiting delete
+    left = _sync.sync(store.inner.list(posts_prefix("a")))
+    assert left == [], left
+    assert store.inner.requests["delete"] == deletes + 1  # one request for all of them
+
+
 @pytest.mark.parametrize("damage", ["in transit", "at rest"])
 @pytest.mark.usefixtures("runtime_off")
 def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_hangs(

@@ -408,6 +408,12 @@ def _decode_post(key: str, data: bytes, signing_key: bytes | None) -> Post:
         raise IntegrityError(key, f"malformed post: {exc}") from None
 
 
+#: where a store deletes many keys per request: applied posts are deleted together, this many
+#: seconds after the first of them was applied, or once this many are waiting
+_DELETE_AFTER = 0.25
+_DELETE_KEYS = 256
+
+
 class PostBox:
     """One actor's posting side in this process: its sender id, and the posts it has read.
 
@@ -417,10 +423,12 @@ class PostBox:
     __slots__ = (
         "_deleted",
         "_deleting",
+        "_doomed",
         "_known",
         "_last_ms",
         "_lock",
         "_seq",
+        "_sleeper",
         "actor_id",
         "names",
         "sender",
@@ -446,6 +454,10 @@ class PostBox:
         self._known: dict[str, Post] = {}
         #: deletes in flight (awaited at shutdown, so that a process leaves no applied post behind)
         self._deleting: set[asyncio.Task[Any]] = set()
+        #: where the store deletes many keys in one request (S3): applied posts whose delete
+        #: waits to go with others, and the task that sends them once it waited enough
+        self._doomed: list[str] = []
+        self._sleeper: asyncio.Task[Any] | None = None
         #: keys whose reads failed their digest or did not decode: how many times in a row
         self.unreadable: dict[str, int] = {}
         #: keys this process is deleting (None) or deleted (when it finished, monotonic): left out
@@ -556,8 +568,15 @@ class PostBox:
         return keys
 
     async def flush(self) -> None:
-        """Wait for the deletes in flight (at shutdown)."""
+        """Send the deletes still waiting and wait for those in flight (at shutdown)."""
         current = asyncio.current_task()
+        sleeper = self._sleeper
+        if sleeper is not None and sleeper is not current:
+            sleeper.cancel()
+        with self._lock:
+            doomed, self._doomed = self._doomed, []
+        if doomed:
+            await self._delete(doomed)
         await asyncio.gather(*(t for t in list(self._deleting) if t is not current), return_exceptions=True)
 
     def cached(self, key: str) -> Post | None:
@@ -612,7 +631,31 @@ class PostBox:
             for key in keys:
                 self._known.pop(key, None)
                 self._deleted[key] = None
-        return self._delete(keys)
+            if self.store.delete_batch <= 1:
+                return self._delete(keys)  # a request per key anyway: now
+            self._doomed.extend(keys)
+        return self._delete_soon()
+
+    async def _delete_soon(self) -> None:
+        """Where one request deletes many keys: the folds of about ``_DELETE_AFTER`` seconds
+        (or ``_DELETE_KEYS`` posts) share one. Applied posts left a little longer cost
+        nothing: they are out of this process's listings, and stale for any other folder."""
+        with self._lock:
+            if self._sleeper is not None and len(self._doomed) < _DELETE_KEYS:
+                return  # the waiting task sends these too
+            mine = self._sleeper is None
+            if mine:
+                self._sleeper = asyncio.current_task()
+        try:
+            if mine and len(self._doomed) < _DELETE_KEYS:
+                await asyncio.sleep(_DELETE_AFTER)
+        finally:
+            with self._lock:
+                if mine:
+                    self._sleeper = None
+                doomed, self._doomed = self._doomed, []
+        if doomed:
+            await self._delete(doomed)
 
     async def _delete(self, keys: list[str]) -> None:
         task = asyncio.current_task()
