@@ -650,10 +650,11 @@ class PostBox:
             if mine and len(self._doomed) < _DELETE_KEYS:
                 await asyncio.sleep(_DELETE_AFTER)
         finally:
-            with self._lock:
-                if mine:
-                    self._sleeper = None
-                doomed, self._doomed = self._doomed, []
+            if mine:
+                self._sleeper = None
+        # (Not taken in ``finally``: cancelled by ``flush``, which sends them itself.)
+        with self._lock:
+            doomed, self._doomed = self._doomed, []
         if doomed:
             await self._delete(doomed)
 
