@@ -159,11 +159,13 @@ def test_a_foreign_post_is_folded_once_and_its_outcome_travels_in_the_applying_s
 
 @pytest.mark.usefixtures("runtime_off")
 def test_where_one_request_deletes_many_folded_posts_wait_to_share_it_and_shutdown_sends_it(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a store that deletes many keys per request (S3), the folds of a short while share
     one delete: the applied posts stay a moment, out of this process's listings, and are
-    never applied again; shutdown sends the delete still waiting."""
+    never applied again; shutdown sends the delete still waiting. (The wait is made long
+    here, so that on a slow lane it does not run out before shutdown.)"""
+    monkeypatch.setattr(posting, "_DELETE_AFTER", 120.0)
     store = init_switchable(store_spec, combine_window=60.0)
     store.delete_batch = 1000  # as S3's DeleteObjects
     store.inner.delete_batch = 1000
