@@ -112,3 +112,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+@pytest.fixture
+def runtime_off() -> Iterator[None]:
+    """Shuts the runtime down after a test that starts it itself."""
+    try:
+        yield
+    finally:
+        vc.shutdown()

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +124,6 @@ def wait_for_no_posts(actor_id: str, seconds: float = 10.0) -> list[str]:
         time.sleep(0.05)
         left = pending_posts(actor_id)
     return left
-
-
-@pytest.fixture
-def runtime_off() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        vc.shutdown()
 
 
 # -- one process, every lane ------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import base64
 import pickle
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -67,14 +66,6 @@ def post_adds(box: PostBox, tokens: list[Any]) -> Post:
     post = _sync.sync(box.send(box.prepare(calls_of(*tokens))))
     time.sleep(0.003)  # the next post gets a later millisecond
     return post
-
-
-@pytest.fixture
-def runtime_off() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        vc.shutdown()
 
 
 # -- the name, alone ----------------------------------------------------------------------------

@@ -398,7 +398,25 @@ def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key(s3_transport:
 
 
 # -- answers only a stub gives on demand ------------------------------------------
-class StubS3:
+class _LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 (an ephemeral port) for one test's handler."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+class StubS3(_LoopbackServer):
     """A loopback HTTP server that answers every request with one canned S3 error."""
 
     def __init__(self, status: int, code: str) -> None:
@@ -430,18 +448,7 @@ class StubS3:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self._serve(Handler)
 
 
 @pytest.fixture(params=["botocore", "s3fs"])
@@ -556,7 +563,7 @@ def test_refused_credentials_and_denied_permissions_are_not_reported_as_unreacha
     asyncio.run(body())
 
 
-class DeleteObjectsStub:
+class DeleteObjectsStub(_LoopbackServer):
     """A loopback S3 that answers DeleteObjects only: keys under ``refuse/`` fail with
     ``code``, keys under ``gone/`` fail with NoSuchKey (as some emulators report a missing key),
     the others are deleted. Records each request's headers and keys."""
@@ -596,18 +603,7 @@ class DeleteObjectsStub:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self._serve(Handler)
 
 
 @pytest.fixture

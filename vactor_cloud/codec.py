@@ -27,7 +27,7 @@ from typing import Any
 
 from vactor_cloud.errors import FormatVersionError, IntegrityError
 
-__all__ = ["FORMAT_VERSION", "Envelope", "decode", "encode"]
+__all__ = ["FORMAT_VERSION", "Envelope", "decode", "digest", "encode"]
 
 #: the newest format this version reads. Objects are written in the oldest format that can
 #: hold them (1), so older readers keep reading everything but steps whose idempotency
@@ -51,7 +51,8 @@ class Envelope:
 _META_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def _digest(key: str, body: bytes, signing_key: bytes | None) -> bytes:
+def digest(key: str, body: bytes, signing_key: bytes | None) -> bytes:
+    """An envelope's digest of ``body``: SHA-256, or with a signing key an HMAC bound to ``key``."""
     if signing_key is None:
         return hashlib.sha256(body).digest()
     mac = hmac.new(signing_key, key.encode("utf-8") + b"\0", hashlib.sha256)
@@ -76,7 +77,7 @@ def encode(
     body = b"".join([_HEADER.pack(_MAGIC, version, flags, len(meta_bytes)), meta_bytes, *parts.values()])
     if signing_key is None:
         return body + hashlib.sha256(body).digest()
-    return body + _digest(key, body, signing_key)
+    return body + digest(key, body, signing_key)
 
 
 def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelope:
@@ -97,7 +98,7 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
             f"written in storage format {version}, this vactor_cloud reads up to "
             f"{FORMAT_VERSION}: upgrade vactor_cloud (pip install -U vactor_cloud)",
         )
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    body, stored = data[:-_DIGEST], data[-_DIGEST:]
     signed = bool(flags & _SIGNED)
     if signing_key is not None and not signed:
         raise IntegrityError(key, "object is not signed, but a signing key is configured; refused")
@@ -105,7 +106,7 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         raise IntegrityError(
             key, "object is signed; pass signing_key= to init() or set $VACTOR_SIGNING_KEY to read it"
         )
-    if not hmac.compare_digest(digest, _digest(key, body, signing_key)):
+    if not hmac.compare_digest(stored, digest(key, body, signing_key)):
         what = "signature" if signed else "checksum"
         raise IntegrityError(key, f"{what} mismatch: the object is corrupt, was altered, or uses another key")
     end = _HEADER.size + meta_len

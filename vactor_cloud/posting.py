@@ -42,7 +42,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import hmac
 import itertools
 import pickle
@@ -199,15 +198,6 @@ def _varint(value: int, out: bytearray) -> None:
             return
 
 
-def _name_digest(prefix_key: str, payload: bytes, signing_key: bytes | None) -> bytes:
-    """The envelope's digest (see ``codec``) with the key cut after the name's prefix."""
-    if signing_key is None:
-        return hashlib.sha256(payload).digest()
-    mac = hmac.new(signing_key, prefix_key.encode("utf-8") + b"\0", hashlib.sha256)
-    mac.update(payload)
-    return mac.digest()
-
-
 def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> bytes | None:
     """A post's fields as a name carries them (before the digest), or None if they do not fit
     that encoding (calls with metadata, a sender that is not 16 hex digits, ...)."""
@@ -270,7 +260,7 @@ def inline_name(
     # (unpadded base64 of the payload and its 32-byte digest: 4 characters per 3 bytes)
     if payload is None or _PREFIX + 1 + -(-(len(payload) + 32) * 4 // 3) > INLINE_NAME_LIMIT:
         return None
-    digest = _name_digest(post_key(actor_id, prefix), payload, signing_key)
+    digest = codec.digest(post_key(actor_id, prefix), payload, signing_key)
     encoded = base64.urlsafe_b64encode(payload + digest).rstrip(b"=").decode("ascii")
     return f"{prefix}{_INLINE_SEP}{encoded}"
 
@@ -339,7 +329,7 @@ def read_name(key: str, signing_key: bytes | None) -> Post | None:
     if len(raw) <= 32:
         return None
     payload, digest = raw[:-32], raw[-32:]
-    if not hmac.compare_digest(digest, _name_digest(prefix_key, payload, signing_key)):
+    if not hmac.compare_digest(digest, codec.digest(prefix_key, payload, signing_key)):
         return None
     try:
         sender, seq, calls = _parse_payload(payload)
