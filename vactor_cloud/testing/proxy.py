@@ -124,10 +124,18 @@ class DroppingProxy:
             return
 
         async def shutdown() -> None:
+            # Every connection's task ends (cancelled and awaited) before the loop
+            # stops: a task left suspended would run its cleanup when garbage
+            # collected, on a closed loop, as an unraisable error in some later test.
             if self._server is not None:
                 self._server.close()
             for writer in list(self._clients):
                 writer.transport.abort()
+            current = asyncio.current_task()
+            pending = [task for task in asyncio.all_tasks() if task is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             loop.stop()
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop)
