@@ -595,6 +595,8 @@ class ActorCore:
             # newest step at once); a short pause lets the losers' retries through.
             time.sleep(random.random() * self._put_seconds)
         transient = 0
+        #: our last fold carried other processes' posts and its put lost: they still wait
+        others_wait = False
         while True:
             if posted is not None and not fold:
                 waited = self._wait_for_fold(posted, batch, give_up_at)
@@ -634,6 +636,10 @@ class ActorCore:
                 if posted is not None and self._settle_if_folded(posted, batch, base):
                     return
                 if fold:
+                    if others_wait:
+                        # Others' posts still wait for us (our put lost a race since): not
+                        # idle, however long the lost put and the reload took.
+                        self._foreign_at = time.monotonic()
                     if not self._holding() and not self._lease_for_fold():
                         # The lease expired mid-fold or another process took it over: it folds.
                         fold = False
@@ -647,7 +653,8 @@ class ActorCore:
                         keys = self._post_keys()
                     calls, folded, stale = self._fold_posts(posted, batch, base, keys)
                     keys = None
-                    if any(p.sender != self._posts().sender for p in folded):
+                    others_wait = any(p.sender != self._posts().sender for p in folded)
+                    if others_wait:
                         # Others' calls wait for this fold: the lease is not idle (kept even
                         # while our puts lose races to a writer that does not post yet).
                         self._foreign_at = time.monotonic()
