@@ -36,7 +36,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, posting
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError, RetryableStorageError
+from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog
@@ -575,6 +575,83 @@ def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call
     chain = read_chain("a")
     assert [r.writer for r in chain[2:4]] == ["someone-else", "someone-else"]
     assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_poster_walking_back_to_its_step_through_damaged_reads_keeps_its_progress(
+    store_spec: StoreSpec,
+) -> None:
+    """Another process's fold applied our post at step 3 and wrote 17 steps after it that do not
+    carry its outcomes; every fourth step we read arrives damaged. The walk back from the newest
+    step to step 3 must go on past the steps already read after a damaged read, not start
+    over: it used to, and a poster never got through 17 reads in a row and waited out
+    ``commit_timeout`` (the long chaos profile, 30 % damaged reads, found it)."""
+    store = init_switchable(store_spec, combine_window=60.0, fresh_window=0.0, commit_timeout=8.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    # Another process holds the folder lease: our next call posts and waits for its fold.
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    posted = threading.Event()
+    folded = threading.Event()
+    step_reads = 0
+    inner_around = store._around
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+
+    async def damage_every_fourth_step_read(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        nonlocal step_reads
+        if operation == "put" and key.endswith("/steps/" + "0" * 19 + "2") and not posted.is_set():
+            # Another writer commits step 2 just before ours (fresh_window 0: every commit
+            # probes first, so the race is lost here): we post, knowing step 2.
+            one = await log_.read_step(1)
+            assert one is not None
+            await log_.put_step(dataclasses.replace(one, step=2, parent=1, writer="someone-else"))
+        if operation == "put" and "/mail/" in key:
+            result = await inner_around(operation, key, run, **kw)
+            posted.set()
+            return result
+        if operation == "get" and "/steps/" in key and posted.is_set():
+            if not folded.is_set():
+                await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
+            step_reads += 1
+            if step_reads % 4 == 0:
+                raise IntegrityError(key, "checksum mismatch (damaged in transit, by the test)")
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = damage_every_fourth_step_read  # type: ignore[method-assign]
+
+    def fold_as_another_process() -> None:
+        try:
+            assert posted.wait(30)
+            box = PostBox(store.inner, "a", runtime.settings.signing_key)
+            (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+            (call,) = post.calls
+            two = _sync.sync(log_.read_step(2))
+            assert two is not None
+            record = dataclasses.replace(
+                two,
+                step=3,
+                parent=2,
+                writer="folder",
+                extra=advance_cursor(two.extra, [post], time.time()),
+                posted=encode_outcomes({call.call_id: Outcome(True, "from step 3")}),
+            )
+            _sync.sync(log_.put_step(record))
+            for step in range(4, 21):  # later steps of that folder, carrying nothing of ours
+                record = dataclasses.replace(record, step=step, parent=step - 1, posted=b"", carried=b"")
+                _sync.sync(log_.put_step(record))
+        finally:
+            folded.set()
+
+    folder = threading.Thread(target=fold_as_another_process)
+    folder.start()
+    try:
+        assert log.add.run("me/1") == "from step 3"
+    finally:
+        folded.set()
+        folder.join()
+    assert step_reads >= 20, step_reads  # it did meet damaged reads on its way
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -44,7 +44,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
@@ -302,6 +302,17 @@ class ActorCore:
             self._live = None
             self.validated_at = -math.inf
         self._reweigh()
+
+    def _distrust(self) -> None:
+        """After a failed request: the cached step stays (it is a step that was read and
+        verified), but is no longer taken for the newest; the next look probes from it
+        (and reads the retention watermark). Unlike ``_invalidate``, what was learned is
+        kept: under frequent read faults a reload from scratch reads HEAD and walks every
+        step since, and one damaged read among them started it all over (a poster waited
+        out ``commit_timeout`` so, the long chaos profile at 30 % damaged reads)."""
+        with self._mutex:
+            self._live = None
+            self.validated_at = -math.inf
 
     def forget(self) -> None:
         """Drop the cached step (a compaction passed it); the next call reloads."""
@@ -773,7 +784,7 @@ class ActorCore:
                     time.sleep(_backoff(attempts))
                 continue
             except (StorageError, IntegrityError) as exc:
-                self._invalidate()
+                self._distrust()
                 keys = None
                 # Nothing was written before the put: a transient read failure
                 # (or a body damaged in transit) is retried, not reported. A posted
@@ -1201,7 +1212,7 @@ class ActorCore:
                     progress_at = time.monotonic()
             except (StorageError, IntegrityError) as exc:
                 counters.transient_retry(self.actor_id, exc)
-                self._invalidate()
+                self._distrust()
 
     def _poll_steps(self, posted: _Posted, batch: list[PendingCall], *, skip: bool = False) -> bool:
         """Read the steps committed since our cache (a GET each, and one that misses); deliver
@@ -1349,6 +1360,8 @@ class ActorCore:
         found: dict[str, Outcome] | None = None
         folded_in: StepRecord | None = None
         for step in range(base.step, posted.base_step, -1):
+            if step in posted.passed:
+                continue
             record = base if step == base.step else self._read_step(step)
             if record is None:
                 break  # compacted: older steps are gone too
@@ -1360,6 +1373,7 @@ class ActorCore:
             if first in carried:
                 found = carried  # applied by the step before (its time is not known here)
                 break
+            posted.passed.add(step)
         self._deliver_posted(posted, batch, base, found, folded_in)
         return True
 
@@ -1578,6 +1592,9 @@ class _Posted:
     at: float = -math.inf
     aim: int = -1
     missed: int = -1
+    #: steps read since that neither record nor carry our outcomes: a walk back to the step
+    #: that applied our post goes on past them after a failed read, not from its start
+    passed: set[int] = field(default_factory=set)
 
 
 def _pending(box: PostBox, base: StepRecord, key: str) -> bool:
