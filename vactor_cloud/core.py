@@ -1454,10 +1454,10 @@ class ActorCore:
                 continue
             post = read.get(key)
             if post is None:
-                if 0 < self._posts().unreadable.get(key, 0) < _UNREADABLE_TRIES:
+                if self._posts().waits_for(key):
                     # Damaged (in transit, maybe): whose it is is unknown, and a sender's later
                     # posts must not pass it. Nothing after it in this fold. (Still damaged after
-                    # a few folds: forged or corrupt at rest, never applied, skipped.)
+                    # a few folds and seconds: forged or corrupt at rest, never applied, skipped.)
                     break
                 continue  # deleted meanwhile: applied after our base (this commit loses anyway)
             if applied(base.extra, post.sender, post.seq):
@@ -1618,7 +1618,6 @@ _GAVE_UP: OrderedDict[tuple[str, str], _Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
 
 #: folds that stop at a post whose reads fail their digest before it is skipped for good
-_UNREADABLE_TRIES = 3
 
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
 _CYCLE_MAX = 0.25
