@@ -1617,8 +1617,6 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 _GAVE_UP: OrderedDict[tuple[str, str], _Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
 
-#: folds that stop at a post whose reads fail their digest before it is skipped for good
-
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
 _CYCLE_MAX = 0.25
 
