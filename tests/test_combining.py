@@ -39,7 +39,7 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.log import ActorLog
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.posting import (
     POST_CURSOR,
     PostBox,
@@ -124,6 +124,47 @@ def wait_for_no_posts(actor_id: str, seconds: float = 10.0) -> list[str]:
         time.sleep(0.05)
         left = pending_posts(actor_id)
     return left
+
+
+def fold_the_post_at_step_3(store: Switchable, log_: ActorLog) -> StepRecord:
+    """Another process's fold: step 3 applies the one pending post (outcome "from step 3")."""
+    box = PostBox(store.inner, "a", vc.get_runtime().settings.signing_key)
+    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+    (call,) = post.calls
+    two = _sync.sync(log_.read_step(2))
+    assert two is not None
+    three = dataclasses.replace(
+        two,
+        step=3,
+        parent=2,
+        writer="folder",
+        extra=advance_cursor(two.extra, [post], time.time()),
+        posted=encode_outcomes({call.call_id: Outcome(True, "from step 3")}),
+    )
+    _sync.sync(log_.put_step(three))
+    return three
+
+
+def add_while_another_process_folds(
+    log: Any, posted: threading.Event, folded: threading.Event, fold: Callable[[], None]
+) -> Any:
+    """``log.add.run("me/1")`` while a thread, once our post is written, runs ``fold``
+    (another process's fold) and then sets ``folded``; the call's result."""
+
+    def fold_as_another_process() -> None:
+        try:
+            assert posted.wait(30)
+            fold()
+        finally:
+            folded.set()
+
+    folder = threading.Thread(target=fold_as_another_process)
+    folder.start()
+    try:
+        return log.add.run("me/1")
+    finally:
+        folded.set()
+        folder.join()
 
 
 # -- one process, every lane ------------------------------------------------------------------------
@@ -623,36 +664,13 @@ def test_a_poster_walking_back_to_its_step_through_damaged_reads_keeps_its_progr
 
     store._around = damage_every_fourth_step_read  # type: ignore[method-assign]
 
-    def fold_as_another_process() -> None:
-        try:
-            assert posted.wait(30)
-            box = PostBox(store.inner, "a", runtime.settings.signing_key)
-            (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
-            (call,) = post.calls
-            two = _sync.sync(log_.read_step(2))
-            assert two is not None
-            record = dataclasses.replace(
-                two,
-                step=3,
-                parent=2,
-                writer="folder",
-                extra=advance_cursor(two.extra, [post], time.time()),
-                posted=encode_outcomes({call.call_id: Outcome(True, "from step 3")}),
-            )
+    def fold() -> None:
+        record = fold_the_post_at_step_3(store, log_)
+        for step in range(4, 21):  # later steps of that folder, carrying nothing of ours
+            record = dataclasses.replace(record, step=step, parent=step - 1, posted=b"", carried=b"")
             _sync.sync(log_.put_step(record))
-            for step in range(4, 21):  # later steps of that folder, carrying nothing of ours
-                record = dataclasses.replace(record, step=step, parent=step - 1, posted=b"", carried=b"")
-                _sync.sync(log_.put_step(record))
-        finally:
-            folded.set()
 
-    folder = threading.Thread(target=fold_as_another_process)
-    folder.start()
-    try:
-        assert log.add.run("me/1") == "from step 3"
-    finally:
-        folded.set()
-        folder.join()
+    assert add_while_another_process_folds(log, posted, folded, fold) == "from step 3"
     assert step_reads >= 20, step_reads  # it did meet damaged reads on its way
 
 
@@ -699,37 +717,14 @@ def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
     before = vc.stats()["posted_calls"]
 
-    def fold_as_another_process() -> None:
-        try:
-            assert posted.wait(30)
-            box = PostBox(store.inner, "a", runtime.settings.signing_key)
-            (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
-            (call,) = post.calls
-            two = _sync.sync(log_.read_step(2))
-            assert two is not None
-            three = dataclasses.replace(
-                two,
-                step=3,
-                parent=2,
-                writer="folder",
-                extra=advance_cursor(two.extra, [post], time.time()),
-                posted=encode_outcomes({call.call_id: Outcome(True, "from step 3")}),
-            )
-            _sync.sync(log_.put_step(three))
-            if later != "not-yet":
-                carried = three.posted if later == "carries" else b""
-                four = dataclasses.replace(three, step=4, parent=3, posted=b"", carried=carried)
-                _sync.sync(log_.put_step(four))
-        finally:
-            folded.set()
+    def fold() -> None:
+        three = fold_the_post_at_step_3(store, log_)
+        if later != "not-yet":
+            carried = three.posted if later == "carries" else b""
+            four = dataclasses.replace(three, step=4, parent=3, posted=b"", carried=carried)
+            _sync.sync(log_.put_step(four))
 
-    folder = threading.Thread(target=fold_as_another_process)
-    folder.start()
-    try:
-        assert log.add.run("me/1") == "from step 3"
-    finally:
-        folded.set()
-        folder.join()
+    assert add_while_another_process_folds(log, posted, folded, fold) == "from step 3"
     assert vc.stats()["posted_calls"] == before + 1
     assert (3 in reads) == (later != "carries"), reads
     if later != "not-yet":
