@@ -44,7 +44,6 @@ import binascii
 import contextlib
 import hmac
 import itertools
-import math
 import pickle
 import re
 import secrets
@@ -416,7 +415,6 @@ class PostBox:
     """
 
     __slots__ = (
-        "_damaged_since",
         "_deleted",
         "_deleting",
         "_doomed",
@@ -454,10 +452,9 @@ class PostBox:
         #: waits to go with others, and the task that sends them once it waited enough
         self._doomed: list[str] = []
         self._sleeper: asyncio.Task[Any] | None = None
-        #: keys whose reads failed their digest or did not decode: how many times in a row
-        self.unreadable: dict[str, int] = {}
-        #: when (monotonic) the first of those failed reads was
-        self._damaged_since: dict[str, float] = {}
+        #: keys whose reads failed their digest or did not decode: how many times in a row,
+        #: and when (monotonic) the first of them failed
+        self.unreadable: dict[str, tuple[int, float]] = {}
         #: keys this process is deleting (None) or deleted (when it finished, monotonic): left out
         #: of listings that may predate the delete, so that a fold does not read them again
         self._deleted: dict[str, float | None] = {}
@@ -546,7 +543,6 @@ class PostBox:
             for gone in [k for k in self._known if k not in present]:
                 del self._known[gone]
             self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
-            self._damaged_since = {k: t for k, t in self._damaged_since.items() if k in present}
             if self._deleted:
                 # Hidden while our delete of it is in flight, or finished after this listing began;
                 # a key listed after that is there (a failed delete, or a new post of the name).
@@ -612,15 +608,14 @@ class PostBox:
         try:
             post = _decode_post(key, data, self.signing_key)
         except IntegrityError:
-            # not applied while damaged; the fold stops at it a few times, then skips it
+            # not applied while damaged; the fold stops at it for a while, then skips it
             with self._lock:
-                self.unreadable[key] = self.unreadable.get(key, 0) + 1
-                self._damaged_since.setdefault(key, time.monotonic())
+                failed, since = self.unreadable.get(key, (0, time.monotonic()))
+                self.unreadable[key] = (failed + 1, since)
             return
         with self._lock:
             self._known[key] = post
             self.unreadable.pop(key, None)
-            self._damaged_since.pop(key, None)
 
     def waits_for(self, key: str) -> bool:
         """Whether a fold stops at ``key``: its reads failed, but not yet often enough and
@@ -628,8 +623,7 @@ class PostBox:
         good, never applied). Both: at 30 % damaged reads in transit, three in a row
         happen to about one post in 37, and its caller waited out ``commit_timeout``."""
         with self._lock:
-            failed = self.unreadable.get(key, 0)
-            since = self._damaged_since.get(key, math.inf)
+            failed, since = self.unreadable.get(key, (0, 0.0))
         return failed > 0 and (failed < DAMAGED_READS or time.monotonic() - since < DAMAGED_SECONDS)
 
     def delete(self, keys: list[str]) -> Coroutine[Any, Any, None]:
