@@ -563,6 +563,11 @@ def test_an_uncontended_warm_commit_is_one_put_and_no_list_also_after_a_contende
     assert vc.stats()["posted_calls"] == before["posted_calls"] + 1
     assert wait_for_no_posts("a") == []
     time.sleep(0.4)  # the combine window passed: race for the next step again
+    # The idle lease is released in the background: wait until that write landed (on a
+    # loaded moto it once had not, and the next commit wrote the lease on its path).
+    leases = LeaseStore(vc.get_runtime().store, "a", vc.get_runtime().settings.signing_key)
+    assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0)
+    time.sleep(0.05)  # (and the releasing thread recorded it)
     for _ in range(3):
         assert_one_put_of_the_next_step()
 
