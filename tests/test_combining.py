@@ -538,6 +538,59 @@ def test_a_post_that_may_have_landed_is_folded_by_its_poster_once_not_reported_a
     assert log.applied.run() == ["me/0", "me/1", "me/2", "me/3"]
 
 
+class LeaseGate(Switchable):
+    """Holds every write of the folder lease while ``held`` is set (at most 20 s each)."""
+
+    def __init__(self, inner: ObjectStore, config: FaultConfig | None = None) -> None:
+        super().__init__(inner, config)
+        self.held = threading.Event()
+        self.waiting = 0
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if operation == "put" and key.endswith("/lease") and self.held.is_set():
+            self.waiting += 1
+            deadline = time.monotonic() + 20.0
+            while self.held.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            self.waiting -= 1
+        return await super()._around(operation, key, run, **batch)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_commit_while_the_idle_lease_release_is_in_flight_races_and_pays_one_put(
+    store_spec: StoreSpec,
+) -> None:
+    """Once the folder lease is given up as idle, the next commit races for its step (one PUT)
+    even while the release's write has not landed: it does not read and rewrite its own lease
+    on its path (it did: the lease it remembered was still its own and valid)."""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=0.3))
+    runtime = vc.get_runtime()
+    store = runtime.store = LeaseGate(runtime.store)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # lost, posted, folded: this process took the lease
+    core = runtime.core("a")
+    store.held.set()  # from now on the lease's writes (the idle release) wait
+    try:
+        assert wait_for(lambda: store.waiting == 1), "the idle lease was not released"
+        time.sleep(0.4)  # the combine window passed too
+        for _ in range(3):
+            record = core.record
+            assert record is not None
+            with RequestTrace(store).installed() as trace:
+                log.add.run("me/x")
+            assert [(r.kind, r.key.rsplit("/", 1)[-1]) for r in trace.on_path()] == [
+                ("put", f"{record.step + 1:020d}")
+            ]
+        assert store.waiting == 1  # the release was in flight throughout
+    finally:
+        store.held.clear()
+    leases = LeaseStore(store, "a", runtime.settings.signing_key)
+    assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0)
+    assert log.applied.run() == ["me/0", "me/1", "me/x", "me/x", "me/x"]
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_an_uncontended_warm_commit_is_one_put_and_no_list_also_after_a_contended_spell(
     store_spec: StoreSpec,

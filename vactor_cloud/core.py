@@ -870,8 +870,10 @@ class ActorCore:
             return self._hot_writer_sees_a_folder()
         if lease.holder == self._posts().sender:
             # Ours, though our margin ran out (a renewal failed or came late): take it again
-            # rather than race the posters waiting for our folds.
-            return lease.valid()
+            # rather than race the posters waiting for our folds. Not once we gave it up as
+            # idle (held_until = -inf): its release may still be in flight, and this commit
+            # races (one PUT), as an uncontended one does.
+            return lease.valid() and self._held_until != -math.inf
         if not lease.valid():
             # We saw another process hold the lease: see whether it still does (one GET per
             # renewal of it, about every lease_seconds / 2; none once it was given up).
