@@ -742,6 +742,59 @@ def test_a_poster_walking_back_to_its_step_through_damaged_reads_keeps_its_progr
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_poster_waiting_on_a_stalled_store_gets_call_pending_in_time_and_its_call_applies_later(
+    store_spec: StoreSpec,
+) -> None:
+    """Another process holds the folder lease; our call posts, and from then on every read
+    (GET, LIST) the poster sends hangs, as on a black-holed endpoint. Its wait must end
+    with ``CallPendingError`` about ``commit_timeout`` later (each read fails at the
+    deadline), not hang; once the store answers again its call applies once, in order,
+    before our next one, and its outcome can be asked for."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=3.0, timeout=1.0, deadline=2.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    leases = LeaseStore(store.inner, "a", runtime.settings.signing_key)
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    commit_behind_its_back("a")  # step 2: our put loses, we post
+    posted = threading.Event()
+    stalled = threading.Event()
+    hung: list[str] = []
+    inner_around = store._around
+
+    async def stall_reads_once_posted(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and "/mail/" in key and not posted.is_set():
+            result = await inner_around(operation, key, run, **kw)
+            posted.set()
+            stalled.set()
+            return result
+        if operation in ("get", "list", "head") and stalled.is_set():
+            hung.append(f"{operation} {key.rsplit('/', 2)[-2]}")
+            while stalled.is_set():
+                await asyncio.sleep(0.05)  # cancelled at the deadline
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = stall_reads_once_posted  # type: ignore[method-assign]
+    started = time.monotonic()
+    try:
+        with pytest.raises(CallPendingError) as raised:
+            log.add.run("me/1")
+        waited = time.monotonic() - started
+    finally:
+        stalled.clear()
+    assert posted.is_set() and hung, "the poster did not wait on the stalled store"
+    assert waited < 30, f"the poster's wait took {waited:.1f} s (commit_timeout 3 s, deadline 2 s)"
+    assert len(pending_posts("a")) == 1  # its post waits for a fold
+    # The store answers again and the lease is given up: our next call posts after the pending
+    # one, takes the lease and folds both, in post order.
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 0.0, 2)) is not None
+    assert log.add.run("me/2") == 3
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
+    assert vc.get_actor("a").call_outcome(raised.value.call_ids[0]) == 2
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("later", ["carries", "there", "not-yet"])
 def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_there(
     store_spec: StoreSpec, later: str
