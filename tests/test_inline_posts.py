@@ -320,8 +320,10 @@ def test_an_idle_folder_deletes_a_post_left_behind_whatever_its_size(
 ) -> None:
     """A post left behind after its fold (its folder died before the delete) is deleted by
     the lease holder's next listing, with no call to fold: known stale from its name (small)
-    or from its body (big)."""
-    store = init_switchable(store_spec, combine_window=60.0)
+    or from its body (big). (lease_seconds: the holder folds in the background only while its
+    lease, not renewed while it folds nothing, has time left: 1.5 s by default, too short for
+    the steps below on a loaded emulator.)"""
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     box = PostBox(store.inner, "a", None, names=True)

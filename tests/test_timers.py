@@ -151,7 +151,7 @@ def test_a_recurring_reminder_schedules_its_next_occurrence_in_the_step_that_fir
     session = Session.get_or_create("reminder")
     session.remind.run(0.2)
     fired = 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # (only bounds the loop: a pass is ~7 requests)
     while fired < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
         fired += vc.fire_due_timers().fired
@@ -381,16 +381,19 @@ def test_an_expired_heartbeat_is_no_member_and_is_removed_after_its_lease(actors
     Session.get_or_create("expired").touch.run(0.05)
     time.sleep(0.1)
     store = vc.get_runtime().store
-    # The dead runner's own lease (1.5 s) decides: expired 1.5 s after its beat, removed
-    # once expired for another lease. The tick between takes well under the 1.4 s window
-    # even against a loaded emulator (a 0.2 s lease left 0.15 s, and a CI run missed it).
-    dead = Membership(store, "dead-runner", 1.5, "all")
+    # The dead runner's own lease decides: expired a lease after its beat, removed once
+    # expired for another lease. The tick between must list the heartbeats inside that
+    # second lease (a 0.2 s lease left 0.15 s, and a CI run missed it; 1.5 s left 1.4 s).
+    lease = 3.0
+    dead = Membership(store, "dead-runner", lease, "all")
+    before = time.time()  # its "until" is set after this
     _sync.sync(dead.beat())
-    beat_at = time.monotonic()  # its "until" was set before this
-    time.sleep(max(0.0, beat_at + 1.6 - time.monotonic()))  # expired, not for a whole lease
+    beat_at = time.monotonic()  # and before this
+    time.sleep(max(0.0, beat_at + lease + 0.1 - time.monotonic()))  # expired, not for a whole lease
     assert vc.fire_due_timers(runner_id="me", lease=0.2).fired == 1
+    assert time.time() < before + 2 * lease, "the tick was too slow to see it expired but kept"
     assert _heartbeats() == ["dead-runner"]
-    time.sleep(max(0.0, beat_at + 3.1 - time.monotonic()))
+    time.sleep(max(0.0, beat_at + 2 * lease + 0.1 - time.monotonic()))
     vc.fire_due_timers(runner_id="me", lease=0.2)
     assert _heartbeats() == []
 
@@ -399,15 +402,15 @@ def test_a_long_running_runner_fires_a_timer_when_it_falls_due_not_at_its_next_p
     actors: StoreSpec,
 ) -> None:
     session = Session.get_or_create("punctual")
-    session.touch.run(1.0)
+    session.touch.run(3.0)
     stop = threading.Event()
     reports: list[TickReport] = []
     thread = threading.Thread(
-        target=lambda: reports.append(run_timers(poll=5.0, stop=stop, runner_id="punctual-runner"))
+        target=lambda: reports.append(run_timers(poll=30.0, stop=stop, runner_id="punctual-runner"))
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 45
         while session.entries.run() == [] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _heartbeats() == ["punctual-runner"]
@@ -416,8 +419,9 @@ def test_a_long_running_runner_fires_a_timer_when_it_falls_due_not_at_its_next_p
         thread.join(30)
     assert session.entries.run() == ["expired idle"]
     (total,) = reports
-    # listed once at start (due in 1 s, within the horizon): fired from the heap, not 5 s later
-    assert total.fired == 1 and total.lateness[0] < 2.5
+    # listed once at start (due in 3 s, within the horizon): fired from the heap, not at the
+    # next poll (about 27 s late); the bound leaves a loaded machine room
+    assert total.fired == 1 and total.lateness[0] < 10
     assert _heartbeats() == []  # a graceful stop deletes the heartbeat
 
 
@@ -484,10 +488,10 @@ def test_the_actors_of_a_killed_runner_fire_once_its_heartbeat_expires(
         time.sleep(0.6)  # both have listed the runners: each owns its rendezvous share
         mine = [a for a in ids if owner_of(a, ["survivor", "victim"]) == "victim"]
         assert mine, "the victim owns none of the actors: pick other ids"
-        armed_at = time.time()
         expected = _arm(ids, 2, 0.3)
         victim.join(60)
         assert victim.exitcode == -9  # killed at its first commit, its heartbeat left behind
+        died_at = time.time()  # its heartbeat is renewed no more
         deadline = time.monotonic() + 60
         while not _all_fired(expected) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -502,7 +506,7 @@ def test_the_actors_of_a_killed_runner_fire_once_its_heartbeat_expires(
             proc.join(10)
     _assert_each_fired_once(expected)
     # the victim's share waited for its heartbeat to expire: at most a lease after its last renewal
-    assert fired_at - armed_at < lease + 10
+    assert fired_at - died_at < lease + 10
     assert "survivor" not in _heartbeats()
 
 

@@ -1610,14 +1610,15 @@ class _Posted:
 
 
 def _pending(box: PostBox, base: StepRecord, key: str) -> bool:
-    """Whether the post at ``key`` gives a fold work (a post's key, not expired): it waits for
-    one, or it was applied (by ``base`` or earlier) and left behind, and the fold deletes it.
+    """Whether the post at ``key`` gives a fold work (a post's key, not expired, not skipped for
+    good as damaged): it waits for one, or it was applied (by ``base`` or earlier) and left
+    behind, and the fold deletes it.
 
     (A post known applied used to count as no work: known only once a fold had read it, and
     then deleted by that fold. A post carried by its name is known from the listing, and one
     left behind stayed until the next fold with calls.)"""
     written = identity(key)
-    return written is not None and time.time() - written <= SENDER_TTL / 2
+    return written is not None and time.time() - written <= SENDER_TTL / 2 and not box.skipped(key)
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:

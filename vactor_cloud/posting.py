@@ -590,13 +590,13 @@ class PostBox:
                     return  # applied and deleted meanwhile
                 self._learn(key, blob.data)
 
-        await asyncio.gather(*(read(k) for k in keys if k not in self._known))
+        await asyncio.gather(*(read(k) for k in keys if k not in self._known and not self.skipped(k)))
         return [self._known[k] for k in keys if k in self._known]
 
     def read_now(self, keys: list[str]) -> list[Post]:
         """:meth:`read` on the calling thread, one GET after the other (only where ``store.inline``)."""
         for key in keys:
-            if key not in self._known:
+            if key not in self._known and not self.skipped(key):
                 try:
                     blob = self.store.get_now(key)
                 except NotFoundError:
@@ -625,6 +625,14 @@ class PostBox:
         with self._lock:
             failed, since = self.unreadable.get(key, (0, 0.0))
         return failed > 0 and (failed < DAMAGED_READS or time.monotonic() - since < DAMAGED_SECONDS)
+
+    def skipped(self, key: str) -> bool:
+        """Whether ``key`` is skipped for good (damaged at rest or forged, see :meth:`waits_for`):
+        this process reads it no more while it is listed (a fold does not GET it each time, nor
+        does an idle holder take it for work); it is deleted unread once expired."""
+        with self._lock:
+            failed, since = self.unreadable.get(key, (0, 0.0))
+        return failed >= DAMAGED_READS and time.monotonic() - since >= DAMAGED_SECONDS
 
     def delete(self, keys: list[str]) -> Coroutine[Any, Any, None]:
         """Delete posts (applied, or found stale); a failure leaves them for the next fold.
