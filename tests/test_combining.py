@@ -580,6 +580,27 @@ class LeaseGate(Switchable):
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_holder_whose_lease_nears_its_end_with_nothing_to_fold_releases_it(store_spec: StoreSpec) -> None:
+    """The holder folds in the background only while its lease has a quarter left; a lease is
+    renewed by folds. Idle for longer than that (but not for ``combine_window``), its folding
+    stops: it must release the lease then, not leave it to lapse while posters read it as
+    held and wait for it to expire."""
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=1.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    post_adds(foreign_box("a"), ["other/0"])
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # lost, posted, took the lease, folded other/0 and its own post
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    held = _sync.sync(leases.read())
+    assert held.valid() and held.expires > 0
+    # Released once the holder stops folding (after 0.75 s), long before combine_window:
+    assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0, 30)
+    assert log.add.run("me/2") == 4  # and the next call goes through
+    assert log.applied.run() == ["me/0", "other/0", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_commit_while_the_idle_lease_release_is_in_flight_races_and_pays_one_put(
     store_spec: StoreSpec,
 ) -> None:

@@ -1101,8 +1101,21 @@ class ActorCore:
         finally:
             with self._mutex:
                 self._serving = False
+            self._release_nearly_lapsed_lease()
             if self._release():
                 self.env.spawn(self._drain_from_pool)
+
+    def _release_nearly_lapsed_lease(self) -> None:
+        """When the holder stops folding because its lease nears its end (renewed by folds
+        only: nothing came for a while, though not for ``combine_window``), release the lease
+        rather than let it lapse: posters would read it as held and wait for it to expire.
+        Not while a renewal is in flight (it extends the lease), nor once released."""
+        held_until = self._held_until
+        if held_until == -math.inf or self._renewing:
+            return
+        if time.monotonic() >= held_until - 0.25 * self.env.settings.lease_seconds:
+            self._held_until = -math.inf
+            self.env.background(self._release_lease())
 
     def _gather_posts(self, wake: threading.Event | None = None) -> None:
         """Group commit: a fold lists the posts no sooner than the other processes usually post

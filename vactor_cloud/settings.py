@@ -69,7 +69,7 @@ class Settings:
     combine_after: int = 1
     #: ...for this long after it last posted for lost races (seconds); then it races for the next
     #: step again. A folder-lease holder gives its lease up after folding no other process's post
-    #: for this long
+    #: for this long (or sooner, once its lease nears its end: only folds renew it)
     combine_window: float = 1.0
     #: length of the advisory folder lease (seconds): while another process holds it, a contended
     #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
