@@ -33,6 +33,7 @@ Guarantees (DESIGN.md §4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -132,7 +133,7 @@ class CoreEnv(Protocol):
         """Run ``fn`` on a pool thread."""
         ...
 
-    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         """Run ``coro`` on the IO loop without waiting for it (cleanup; failures are its own)."""
         ...
 
@@ -176,6 +177,7 @@ class ActorCore:
         "_posted_at",
         "_put_seconds",
         "_queue",
+        "_releasing",
         "_renewing",
         "_seen_at",
         "_served_at",
@@ -239,6 +241,8 @@ class ActorCore:
         self._held_until = -math.inf
         self._foreign_at = -math.inf
         self._renewing = False
+        #: our release of the folder lease, while it runs in the background
+        self._releasing: Future[None] | None = None
         #: the lease holder folds others' posts from a pool thread while its callers are quiet
         self._serving = False
         self._wake: threading.Event | None = None
@@ -960,7 +964,8 @@ class ActorCore:
             return False
         if now - self._foreign_at > settings.combine_window:
             self._held_until = -math.inf
-            self.env.background(self._release_lease())
+            if not self._renewing:  # (else the renewal, landing, releases what it renewed)
+                self._start_release()
             return False
         return True
 
@@ -1017,6 +1022,12 @@ class ActorCore:
                 elif self._held_until != -math.inf:
                     self._lease = mine
                     self._held_until = started + seconds
+                else:
+                    # Given up meanwhile (idle, or it neared its end): nobody folds with the
+                    # lease we just extended, so release it rather than leave it to posters.
+                    self._lease = mine
+                    self._renewing = False
+                    await self._release_lease()
             except (StorageError, IntegrityError) as exc:
                 logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
             finally:
@@ -1033,10 +1044,16 @@ class ActorCore:
             return
         step = self.record.step if self.record is not None else -1
         try:
-            self._lease = await self._lease_store().write(lease, lease.holder, 0.0, step)
+            released = await self._lease_store().write(lease, lease.holder, 0.0, step)
         except (StorageError, IntegrityError) as exc:
             logger.debug("actor %r: releasing the folder lease failed: %s", self.actor_id, exc)
-            self._lease = None
+            released = None
+        if self._lease is lease:  # (not if we took the lease again meanwhile)
+            self._lease = released
+
+    def _start_release(self) -> None:
+        """Release the folder lease in the background; shutdown waits for it."""
+        self._releasing = self.env.background(self._release_lease())
 
     @property
     def leased(self) -> bool:
@@ -1044,9 +1061,14 @@ class ActorCore:
         return self._postbox is not None
 
     async def shutdown_lease(self) -> None:
-        """At shutdown: release the folder lease if we hold it; finish deleting applied posts."""
+        """At shutdown: release the folder lease if we hold it (or wait for a release in
+        flight); finish deleting applied posts."""
         if self._held_until != -math.inf:
             await self._release_lease()
+        releasing, self._releasing = self._releasing, None
+        if releasing is not None and not releasing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(releasing)
         if self._postbox is not None:
             await self._postbox.flush()
 
@@ -1082,17 +1104,21 @@ class ActorCore:
                     keys = self._post_keys()
                 except (StorageError, IntegrityError):
                     keys = None
-                base = self.record
-                if keys and base is not None and any(_pending(self._posts(), base, k) for k in keys):
+                if keys and any(_pending(self._posts(), k) for k in keys):
+                    # (no cached step, after a compaction's forget(): the commit loads it)
+                    before = self.record.step if self.record is not None else None
                     self._commit([], keys)
-                    if self.record is None or self.record.step != base.step:
+                    if self.record is None or self.record.step != before:
                         empty = stuck = 0
                         continue
                     # Nothing committed: the posts went meanwhile, or the first one waits
-                    # behind a damaged read. Pause before listing and reading it again.
+                    # behind a damaged read. Pause before listing and reading it again
+                    # (not once the lease is given up: the loop ends).
                     stuck += 1
-                    wake.wait(_damaged_pause(stuck))
+                    if self._holding():
+                        wake.wait(_damaged_pause(stuck))
                     continue
+                stuck = 0
                 # About a put's time after a fold; less often while nothing comes (a LIST each).
                 wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
                 empty += 1
@@ -1111,11 +1137,12 @@ class ActorCore:
         rather than let it lapse: posters would read it as held and wait for it to expire.
         Not while a renewal is in flight (it extends the lease), nor once released."""
         held_until = self._held_until
-        if held_until == -math.inf or self._renewing:
+        if held_until == -math.inf:
             return
         if time.monotonic() >= held_until - 0.25 * self.env.settings.lease_seconds:
             self._held_until = -math.inf
-            self.env.background(self._release_lease())
+            if not self._renewing:  # (else the renewal, landing, releases what it renewed)
+                self._start_release()
 
     def _gather_posts(self, wake: threading.Event | None = None) -> None:
         """Group commit: a fold lists the posts no sooner than the other processes usually post
@@ -1622,10 +1649,10 @@ class _Posted:
     passed: set[int] = field(default_factory=set)
 
 
-def _pending(box: PostBox, base: StepRecord, key: str) -> bool:
-    """Whether the post at ``key`` gives a fold work (a post's key, not expired, not skipped for
-    good as damaged): it waits for one, or it was applied (by ``base`` or earlier) and left
-    behind, and the fold deletes it.
+def _pending(box: PostBox, key: str) -> bool:
+    """Whether the post at ``key`` gives a fold work (a post's key, not expired, not skipped as
+    damaged just now): it waits for one, or it was applied and left behind, and the fold
+    deletes it.
 
     (A post known applied used to count as no work: known only once a fold had read it, and
     then deleted by that fold. A post carried by its name is known from the listing, and one
@@ -1675,10 +1702,10 @@ def _fail(calls: list[PendingCall], exc: BaseException) -> None:
 
 
 def _damaged_pause(attempt: int) -> float:
-    """Before reading a damaged post again: 20 ms, doubling to 250 ms (jittered). A post damaged
-    in transit reads fine at once; one damaged at rest is read a few times over
+    """Before reading a damaged post again: 10 ms, doubling to 100 ms (jittered). A post damaged
+    in transit reads fine at once; one damaged at rest is read about twenty times over
     ``posting.DAMAGED_SECONDS`` before it is skipped, not a LIST and a GET every few ms."""
-    return float(min(0.25, 0.02 * 2 ** min(attempt - 1, 4)) * (0.5 + random.random()))
+    return float(min(0.1, 0.01 * 2 ** min(attempt - 1, 4)) * (0.5 + random.random()))
 
 
 def _backoff(attempt: int) -> float:

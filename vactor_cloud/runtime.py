@@ -24,7 +24,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -242,8 +242,8 @@ class Runtime:
     def spawn(self, fn: Callable[[], None]) -> None:
         self.executor.submit(fn)
 
-    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
-        _sync.submit(coro)
+    def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return _sync.submit(coro)
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
         self.heads.mark(core, lazy=lazy)
