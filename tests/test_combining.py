@@ -368,6 +368,49 @@ def test_a_post_damaged_in_transit_until_it_was_skipped_is_applied_by_a_later_cl
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_two_copies_of_one_post_in_one_listing_apply_once(store_spec: StoreSpec) -> None:
+    """A sender may leave two copies of one post (same sender and seq) under two names: its
+    put's answer was lost and the read-back arrived damaged, so it wrote the post again under
+    a new name. A fold that lists both must apply the calls once (the chaos suite's mixed
+    profile applied one call twice)."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    post = box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), uuid.uuid4().hex),))
+    _sync.sync(box.send(post))
+    again = dataclasses.replace(post, key=box._named(post.seq, post.calls).key)
+    _sync.sync(box.send(again))
+    assert len(pending_posts("a")) == 2
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # loses, posts, folds both copies and its own post
+    assert log.applied.run() == ["me/0", "other/0", "me/1"]
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_lost_post_answer_with_damaged_read_backs_leaves_one_copy(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The post's put lands but its answer is lost; every read-back then arrives damaged for a
+    while. The sender must not take its own post for another's and write a second copy."""
+    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
+    faults = FaultConfig(
+        (
+            FaultRule("lost_response", operations=_PUT, key_contains="/mail/", at=(1,), retryable=False),
+            FaultRule("corrupt_read", operations=frozenset({"get"}), key_contains="/mail/", at=(1, 2, 3)),
+        ),
+        name="lost_then_damaged",
+    )
+    store = init_switchable(store_spec, faults)
+    box = PostBox(store, "a", None)
+    post = box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), uuid.uuid4().hex),))
+    assert _sync.sync(box.send(post)) == post
+    assert store.injected["corrupt_read"] >= 1
+    assert pending_posts("a") == [post.key]
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_post_left_behind_after_its_fold_is_deleted_unapplied(store_spec: StoreSpec) -> None:
     store = init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")

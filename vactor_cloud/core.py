@@ -1499,12 +1499,28 @@ class ActorCore:
         others = [k for k in wanted if k != own.key]
         read = {p.key: p for p in self._read_posts(others)} if others else {}
         ours_waiting = False
+        #: per sender, the newest seq this fold applies: a second copy of a post (its sender
+        #: wrote it again under a new name, unsure whether the first landed) is stale like an
+        #: applied one, and a copy of our own post stands for it
+        folding: dict[str, int] = {}
+        own_in = False
         for key in wanted:
             if key == own.key:
-                calls.extend(batch)
-                folded.append(own)
+                if not own_in:
+                    own_in = True
+                    calls.extend(batch)
+                    folded.append(own)
+                    folding[own.sender] = max(own.seq, folding.get(own.sender, -1))
                 continue
             post = read.get(key)
+            if post is not None and posted is not None and (post.sender, post.seq) == (own.sender, own.seq):
+                stale.append(key)  # a copy of our post: our calls go in once, as our post
+                if not own_in:
+                    own_in = True
+                    calls.extend(batch)
+                    folded.append(own)
+                    folding[own.sender] = max(own.seq, folding.get(own.sender, -1))
+                continue
             if post is None:
                 if self._posts().waits_for(key):
                     # Damaged (in transit, maybe): whose it is is unknown, and a sender's later
@@ -1512,7 +1528,7 @@ class ActorCore:
                     # a few folds and seconds: forged or corrupt at rest, never applied, skipped.)
                     break
                 continue  # deleted meanwhile: applied after our base (this commit loses anyway)
-            if applied(base.extra, post.sender, post.seq):
+            if applied(base.extra, post.sender, post.seq) or post.seq <= folding.get(post.sender, -1):
                 stale.append(key)  # applied; its folder died (or failed) before deleting it
                 continue
             if post.sender == own.sender:
@@ -1520,6 +1536,7 @@ class ActorCore:
             if len(calls) + len(post.calls) > max_batch and calls:
                 break
             folded.append(post)
+            folding[post.sender] = max(post.seq, folding.get(post.sender, -1))
             calls.extend(
                 PendingCall(
                     pc.method,
@@ -1542,7 +1559,7 @@ class ActorCore:
         if posted is None:
             calls.extend(batch)
             return calls, folded, stale
-        if own.key not in wanted and not ours_waiting:
+        if not own_in and own.key not in wanted and not ours_waiting:
             # Not listed (yet, or its write failed unseen): our calls go in anyway; once the
             # cursor passes our seq the post object, if any, is stale and deleted unapplied.
             calls.extend(batch)

@@ -58,7 +58,13 @@ import cloudpickle
 
 from vactor_cloud import codec
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    NotFoundError,
+    RetryableStorageError,
+    StorageError,
+)
 from vactor_cloud.keys import post_key, posts_prefix
 from vactor_cloud.storage import ObjectStore
 
@@ -85,6 +91,8 @@ POST_CURSOR = "post_cursor"
 #: a sender silent this long leaves the cursor (seconds); posts older than half of it are expired
 SENDER_TTL = 3600.0
 _FETCH_CONCURRENCY = 32
+#: reads of our own post back (after a lost answer) before a damaged one counts as unknown
+_READ_BACKS = 5
 #: a post whose reads failed this many times in a row, over at least this many seconds, is
 #: taken for damaged at rest (or forged) and skipped; until then a fold stops at it. A fold
 #: stopped so reads it again 10 ms later, doubling to 100 ms (about twenty reads in the 2 s):
@@ -518,16 +526,28 @@ class PostBox:
         return True
 
     async def _landed(self, post: Post) -> bool:
-        """Whether the object at ``post.key`` is this post (not another's, nor none)."""
-        try:
-            blob = await self.store.get(post.key)
-        except NotFoundError:
-            return False
-        try:
-            found = _decode_post(post.key, blob.data, self.signing_key)
-        except IntegrityError:
-            return False
-        return found.sender == post.sender and found.seq == post.seq
+        """Whether the object at ``post.key`` is this post (not another's, nor none).
+
+        A read that arrives damaged tells nothing: it is read again (a few times); still
+        damaged, ``RetryableStorageError`` (unknown). It used to answer "not ours", and the
+        sender wrote its post again under a new name: two copies of one post."""
+        for attempt in range(_READ_BACKS):
+            try:
+                blob = await self.store.get(post.key)
+            except NotFoundError:
+                return False
+            try:
+                found = _decode_post(post.key, blob.data, self.signing_key)
+            except IntegrityError as exc:
+                if attempt == _READ_BACKS - 1:
+                    raise RetryableStorageError(
+                        f"{post.key}: reading our post back arrived damaged {_READ_BACKS} times ({exc})",
+                        post.key,
+                    ) from exc
+                await asyncio.sleep(0.01 * 2**attempt)
+                continue
+            return found.sender == post.sender and found.seq == post.seq
+        raise AssertionError("unreachable")
 
     async def keys(self) -> list[str]:
         """The keys of every post waiting now, oldest first (one LIST)."""
