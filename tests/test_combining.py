@@ -43,6 +43,7 @@ from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.posting import (
     POST_CURSOR,
+    Post,
     PostBox,
     PostedCall,
     advance_cursor,
@@ -385,6 +386,31 @@ def test_two_copies_of_one_post_in_one_listing_apply_once(store_spec: StoreSpec)
     commit_behind_its_back("a")
     log.add.run("me/1")  # loses, posts, folds both copies and its own post
     assert log.applied.run() == ["me/0", "other/0", "me/1"]
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_copy_of_the_folders_own_post_applies_its_calls_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our own post landed twice (its first write's answer was lost, and the sender wrote it
+    again under a new, later name): the fold that takes our calls meets the first copy
+    before our post. Our calls go in once, and both copies are deleted."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    send = PostBox.send
+
+    async def send_twice(self: PostBox, post: Post) -> Post:
+        await send(self, post)  # the first copy, taken for lost
+        return await send(self, dataclasses.replace(post, key=self._named(post.seq, post.calls).key))
+
+    monkeypatch.setattr(PostBox, "send", send_twice)
+    monkeypatch.setattr(PostBox, "send_now", lambda self, post: False)
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 2  # loses, posts (two copies), folds
+    monkeypatch.undo()
+    assert log.applied.run() == ["me/0", "me/1"]
     assert wait_for_no_posts("a") == []
 
 
