@@ -92,14 +92,23 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
     magic, version, flags, meta_len = _HEADER.unpack_from(data)
     if magic != _MAGIC:
         raise IntegrityError(key, "not a vactor_cloud object (bad magic)")
+    body, stored = data[:-_DIGEST], data[-_DIGEST:]
+    signed = bool(flags & _SIGNED)
     if version > FORMAT_VERSION:
+        # Every format ends with this digest of the body, so a newer object verifies and a
+        # damaged header does not: a version byte damaged in transit is not "upgrade" (a HEAD
+        # in a newer format must not be overwritten; a damaged one is repaired).
+        if (not signed or signing_key is not None) and not hmac.compare_digest(
+            stored, digest(key, body, signing_key if signed else None)
+        ):
+            raise IntegrityError(
+                key, f"checksum mismatch: the object is corrupt (its header names format {version})"
+            )
         raise FormatVersionError(
             key,
             f"written in storage format {version}, this vactor_cloud reads up to "
             f"{FORMAT_VERSION}: upgrade vactor_cloud (pip install -U vactor_cloud)",
         )
-    body, stored = data[:-_DIGEST], data[-_DIGEST:]
-    signed = bool(flags & _SIGNED)
     if signing_key is not None and not signed:
         raise IntegrityError(key, "object is not signed, but a signing key is configured; refused")
     if signing_key is None and signed:
