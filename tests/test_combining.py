@@ -23,6 +23,7 @@ import pickle
 import queue
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_ord
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
 from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.core import ActorCore, _Posted
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
@@ -412,6 +414,42 @@ def test_a_copy_of_the_folders_own_post_applies_its_calls_once(
     monkeypatch.undo()
     assert log.applied.run() == ["me/0", "me/1"]
     assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.parametrize("stop", ["damaged", "full"])
+def test_a_fold_that_stops_early_does_not_pass_an_earlier_post_of_ours(stop: str) -> None:
+    """The folder's earlier post (seq 4) is still pending (its caller got CallPendingError);
+    its next post (seq 5) was never written (every attempt failed). The fold stops before
+    seq 4, at a damaged post or a full batch: it must not apply seq 5 directly, which would
+    pass seq 4 (out of order) and leave it stale, never applied."""
+    now = int(time.time() * 1000)
+    me, other = "f" * 16, "a" * 16
+
+    def post(ms: int, sender: str, seq: int, call: str) -> Post:
+        return Post(
+            posts_prefix("a") + posting.post_name(ms, 1),
+            sender,
+            seq,
+            ms / 1000,
+            (PostedCall("add", b"", call),),
+        )
+
+    first = post(now, other, 0, "x0")
+    second = post(now + 1, other, 1, "x1")
+    mine_4 = post(now + 2, me, 4, "f4")
+    mine_5 = post(now + 5, me, 5, "f5")  # ours now: never written
+    readable = (second, mine_4) if stop == "damaged" else (first, second, mine_4)
+    box = types.SimpleNamespace(waits_for=lambda key: key == first.key)
+    fake = types.SimpleNamespace(
+        env=types.SimpleNamespace(settings=types.SimpleNamespace(max_batch=1)),
+        _read_posts=lambda keys: [p for p in readable if p.key in keys],
+        _posts=lambda: box,
+    )
+    base = types.SimpleNamespace(extra=advance_cursor({}, [dataclasses.replace(mine_4, seq=3)], time.time()))
+    batch = ["<the batch of seq 5>"]
+    keys = [first.key, second.key, mine_4.key]
+    calls, folded, _ = ActorCore._fold_posts(fake, _Posted(mine_5, 0), batch, base, keys)  # type: ignore[arg-type]
+    assert mine_5 not in folded and batch[0] not in calls, (calls, folded)
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -1504,6 +1504,9 @@ class ActorCore:
         #: applied one, and a copy of our own post stands for it
         folding: dict[str, int] = {}
         own_in = False
+        #: the fold ended before the end of the listing (a damaged post, a full batch): an
+        #: earlier post of ours may be among the posts it did not reach
+        stopped = False
         for key in wanted:
             if key == own.key:
                 if not own_in:
@@ -1526,6 +1529,7 @@ class ActorCore:
                     # Damaged (in transit, maybe): whose it is is unknown, and a sender's later
                     # posts must not pass it. Nothing after it in this fold. (Still damaged after
                     # a few folds and seconds: forged or corrupt at rest, never applied, skipped.)
+                    stopped = True
                     break
                 continue  # deleted meanwhile: applied after our base (this commit loses anyway)
             if applied(base.extra, post.sender, post.seq) or post.seq <= folding.get(post.sender, -1):
@@ -1534,6 +1538,7 @@ class ActorCore:
             if post.sender == own.sender:
                 ours_waiting = True  # an earlier post of ours, still pending: it goes first
             if len(calls) + len(post.calls) > max_batch and calls:
+                stopped = True
                 break
             folded.append(post)
             folding[post.sender] = max(post.seq, folding.get(post.sender, -1))
@@ -1559,9 +1564,11 @@ class ActorCore:
         if posted is None:
             calls.extend(batch)
             return calls, folded, stale
-        if not own_in and own.key not in wanted and not ours_waiting:
+        if not own_in and own.key not in wanted and not ours_waiting and not stopped:
             # Not listed (yet, or its write failed unseen): our calls go in anyway; once the
             # cursor passes our seq the post object, if any, is stale and deleted unapplied.
+            # Not when the fold stopped early: an earlier post of ours it did not reach goes
+            # first (passing it would apply our calls out of order, and leave it stale).
             calls.extend(batch)
             folded.append(own)
         return calls, folded, stale
