@@ -36,6 +36,7 @@ from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_ord
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
+from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore, _Posted
 from vactor_cloud.dedup import Outcome
@@ -647,6 +648,37 @@ def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_o
     if hasattr(vc.get_actor("a"), "call_outcome"):
         outcome = vc.get_actor("a").call_outcome(raised.value.call_ids[0])  # type: ignore[attr-defined]
         assert outcome == 2
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our batch was posted, and our own fold of it then fails on something unexpected (here
+    a defect in applying the batch). The post stays, and a later fold may apply it: the
+    caller must hear CallPendingError (with the failure as its cause), not a definite error
+    it might retry; the call then applies once, in order."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    real = core_module.apply_batch
+    applies: list[int] = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        applies.append(1)
+        if len(applies) == 2:  # the first is the lost race's, the second our fold's
+            raise RuntimeError("a defect while applying the batch (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core_module, "apply_batch", fails_once)
+    commit_behind_its_back("a")
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run("me/1")  # loses, posts, takes the lease, folds: the apply fails
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert len(pending_posts("a")) == 1
+    assert log.add.run("me/2") == 3  # posts after it, folds both in order
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
+    assert vc.get_actor("a").call_outcome(raised.value.call_ids[0]) == 2
 
 
 @pytest.mark.usefixtures("runtime_off")

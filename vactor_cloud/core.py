@@ -819,7 +819,13 @@ class ActorCore:
             except Exception as exc:
                 self._invalidate()
                 counters.commit_error(self.actor_id, exc, put_sent)
-                _fail(batch, exc)
+                if posted is not None:
+                    # Our post stays and another folder may apply it: not a definite failure.
+                    pending = self._pending_error(posted, batch)
+                    pending.__cause__ = exc
+                    _fail(batch, pending)
+                else:
+                    _fail(batch, exc)
                 return
             counters.committed(sum(len(p.calls) for p in folded) if folded else 0)
             self._accept(record, put_started, result.instance)
