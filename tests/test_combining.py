@@ -682,6 +682,40 @@ def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_finds_a_call_applied_before_its_sender_left_the_cursor(store_spec: StoreSpec) -> None:
+    """A poster gave up (CallPendingError); its call was applied later; then its sender left
+    the cursor (silent for SENDER_TTL; here a later step without the entry). call_outcome
+    must find the outcome in the step that applied it, not answer "not applied (and never
+    will be)", which invites a retry that applies the call twice."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    refused = RetryableStorageError("injected: step puts refused", "k")
+    store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run("me/1")
+    store.fail = lambda op, key: None
+    assert log.add.run("me/2") == 3  # folds both
+    assert wait_for_no_posts("a") == []
+    core = vc.get_runtime().core("a")
+    mine = core.record
+    assert mine is not None and POST_CURSOR in mine.extra
+    # A later step whose cursor no longer names our sender (dropped after SENDER_TTL):
+    later = dataclasses.replace(
+        mine,
+        step=mine.step + 1,
+        parent=mine.step,
+        writer="someone-else",
+        extra={k: v for k, v in mine.extra.items() if k != POST_CURSOR},
+        posted=b"",
+        carried=b"",
+    )
+    _sync.sync(core.log.put_step(later))
+    assert vc.get_actor("a").call_outcome(raised.value.call_ids[0]) == 2
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_post_skipped_for_max_batch_is_not_overtaken_by_a_later_post_of_its_sender(
     store_spec: StoreSpec,
 ) -> None:

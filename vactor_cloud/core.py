@@ -80,6 +80,7 @@ from vactor_cloud.posting import (
     PostedCall,
     advance_cursor,
     applied,
+    cursor_of,
     decode_outcomes,
     encode_outcomes,
     identity,
@@ -1453,22 +1454,32 @@ class ActorCore:
         """
         newest = self.env.run(self.revalidate())
         posted = _GAVE_UP.get((self.actor_id, call_id))
+        #: not applied by the newest step's cursor, which no longer names our sender: it may
+        #: have been applied and the entry dropped since (SENDER_TTL without a post): the
+        #: steps since we posted tell
+        unsure = False
         if posted is not None and not applied(newest.extra, posted.post.sender, posted.post.seq):
             if self.env.run(self.env.store.head(posted.post.key)) is not None:
                 raise CallPendingError(self.actor_id, [call_id])
             newest = self.env.run(self.revalidate())  # applied just before its post was deleted?
             if not applied(newest.extra, posted.post.sender, posted.post.seq):
-                raise LookupError(
-                    f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
-                )
+                if posted.post.sender in cursor_of(newest.extra):
+                    raise LookupError(
+                        f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
+                    )
+                unsure = True
         stop = posted.base_step if posted is not None else max(-1, newest.step - scan)
+        complete = True
         for step in range(newest.step, stop, -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
+                complete = False
                 break  # compacted: older steps are gone too
             found = decode_outcomes(record.posted).get(call_id)
             if found is not None:
                 return found
+        if unsure and complete:  # no step since we posted applied it
+            raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
         if posted is not None:  # applied, but the step that holds its result was compacted
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1))
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
