@@ -626,11 +626,9 @@ def test_lost_responses_on_the_post_put_and_on_the_folding_step_put_apply_once(
     assert wait_for_no_posts("a") == []
 
 
-@pytest.mark.usefixtures("runtime_off")
-def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_order_later(
-    store_spec: StoreSpec,
-) -> None:
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+def give_up_on_a_post(store: Switchable) -> tuple[Any, CallPendingError]:
+    """``me/0`` commits; ``me/1`` loses a race and posts, and every step put is refused until
+    ``commit_timeout``: its caller gets CallPendingError with the post still there."""
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
@@ -638,15 +636,24 @@ def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_o
     store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
     with pytest.raises(CallPendingError) as raised:
         log.add.run("me/1")
-    assert isinstance(raised.value, vc.errors.CommitOutcomeUnknownError)
-    assert len(raised.value.call_ids) == 1
+    return log, raised.value
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_order_later(
+    store_spec: StoreSpec,
+) -> None:
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    log, raised = give_up_on_a_post(store)
+    assert isinstance(raised, vc.errors.CommitOutcomeUnknownError)
+    assert len(raised.call_ids) == 1
     assert len(pending_posts("a")) == 1  # the post waits for a fold
     store.fail = lambda op, key: None
     assert log.add.run("me/2") == 3  # posts after its pending post, folds both in post order
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
     assert wait_for_no_posts("a") == []
     if hasattr(vc.get_actor("a"), "call_outcome"):
-        outcome = vc.get_actor("a").call_outcome(raised.value.call_ids[0])  # type: ignore[attr-defined]
+        outcome = vc.get_actor("a").call_outcome(raised.call_ids[0])  # type: ignore[attr-defined]
         assert outcome == 2
 
 
@@ -688,13 +695,7 @@ def test_call_outcome_finds_a_call_applied_before_its_sender_left_the_cursor(sto
     must find the outcome in the step that applied it, not answer "not applied (and never
     will be)", which invites a retry that applies the call twice."""
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")
-    commit_behind_its_back("a")
-    refused = RetryableStorageError("injected: step puts refused", "k")
-    store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
-    with pytest.raises(CallPendingError) as raised:
-        log.add.run("me/1")
+    log, raised = give_up_on_a_post(store)
     store.fail = lambda op, key: None
     assert log.add.run("me/2") == 3  # folds both
     assert wait_for_no_posts("a") == []
@@ -712,7 +713,7 @@ def test_call_outcome_finds_a_call_applied_before_its_sender_left_the_cursor(sto
         carried=b"",
     )
     _sync.sync(core.log.put_step(later))
-    assert vc.get_actor("a").call_outcome(raised.value.call_ids[0]) == 2
+    assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
 
 
 @pytest.mark.usefixtures("runtime_off")

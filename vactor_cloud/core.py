@@ -970,9 +970,7 @@ class ActorCore:
         if now >= self._held_until - 0.25 * settings.lease_seconds:
             return False
         if now - self._foreign_at > settings.combine_window:
-            self._held_until = -math.inf
-            if not self._renewing:  # (else the renewal, landing, releases what it renewed)
-                self._start_release()
+            self._give_up_lease()
             return False
         return True
 
@@ -1033,8 +1031,7 @@ class ActorCore:
                     # Given up meanwhile (idle, or it neared its end): nobody folds with the
                     # lease we just extended, so release it rather than leave it to posters.
                     self._lease = mine
-                    self._renewing = False
-                    await self._release_lease()
+                    self._start_release()
             except (StorageError, IntegrityError) as exc:
                 logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
             finally:
@@ -1057,6 +1054,13 @@ class ActorCore:
             released = None
         if self._lease is lease:  # (not if we took the lease again meanwhile)
             self._lease = released
+
+    def _give_up_lease(self) -> None:
+        """Fold no more with the lease, and release it in the background (unless a renewal is
+        in flight: landing, it releases what it renewed)."""
+        self._held_until = -math.inf
+        if not self._renewing:
+            self._start_release()
 
     def _start_release(self) -> None:
         """Release the folder lease in the background; shutdown waits for it."""
@@ -1147,9 +1151,7 @@ class ActorCore:
         if held_until == -math.inf:
             return
         if time.monotonic() >= held_until - 0.25 * self.env.settings.lease_seconds:
-            self._held_until = -math.inf
-            if not self._renewing:  # (else the renewal, landing, releases what it renewed)
-                self._start_release()
+            self._give_up_lease()
 
     def _gather_posts(self, wake: threading.Event | None = None) -> None:
         """Group commit: a fold lists the posts no sooner than the other processes usually post
@@ -1525,16 +1527,11 @@ class ActorCore:
         #: earlier post of ours may be among the posts it did not reach
         stopped = False
         for key in wanted:
-            if key == own.key:
-                if not own_in:
-                    own_in = True
-                    calls.extend(batch)
-                    folded.append(own)
-                    folding[own.sender] = max(own.seq, folding.get(own.sender, -1))
-                continue
-            post = read.get(key)
-            if post is not None and posted is not None and (post.sender, post.seq) == (own.sender, own.seq):
-                stale.append(key)  # a copy of our post: our calls go in once, as our post
+            post = None if key == own.key else read.get(key)
+            copy = post is not None and (post.sender, post.seq) == (own.sender, own.seq)
+            if key == own.key or copy:
+                if copy:
+                    stale.append(key)  # a copy of our post: our calls go in once, as our post
                 if not own_in:
                     own_in = True
                     calls.extend(batch)
