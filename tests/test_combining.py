@@ -371,6 +371,48 @@ def test_a_post_damaged_in_transit_until_it_was_skipped_is_applied_by_a_later_cl
     assert len(damaged) >= posting.DAMAGED_READS
 
 
+class _RenamedThenLost(Switchable):
+    """Posts under any name but ``taken`` land, and their answers are lost; reading them back fails."""
+
+    def __init__(self, inner: ObjectStore, taken: str) -> None:
+        super().__init__(inner)
+        self.taken = taken
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if "/mail/" not in key or key == self.taken or operation not in ("put", "get"):
+            return await super()._around(operation, key, run, **batch)
+        if operation == "put":
+            with contextlib.suppress(Exception):
+                await run()
+            raise RetryableStorageError(f"{key}: the answer was lost (test)", key)
+        raise RetryableStorageError(f"{key}: reading it back failed (test)", key)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_whose_write_ends_in_doubt_after_a_rename_reports_the_name_it_tried_last() -> None:
+    """A post's first name was taken by another's post, so the sender wrote it under a new name;
+    that write's answer was lost and nothing could be read back. The error must name the post
+    as it may exist now (the new name): the sender keeps that one as its post, and asks about
+    it later (``call_outcome``). It kept the first name, another sender's post."""
+    vc.init("memory://", settings=vc.Settings(storage=""))
+    runtime = vc.get_runtime()
+    box = foreign_box("a")
+    theirs = box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), uuid.uuid4().hex),))
+    _sync.sync(box.send(theirs))
+    store = _RenamedThenLost(runtime.store, theirs.key)
+    mine = PostBox(store, "a", runtime.settings.signing_key)
+    post = dataclasses.replace(
+        mine.prepare((PostedCall("add", pickle.dumps((("me/0",), {})), uuid.uuid4().hex),)),
+        key=theirs.key,  # the same name as theirs (same millisecond, same random part)
+    )
+    with pytest.raises(posting.PostInDoubtError) as caught:
+        _sync.sync(mine.send(post))
+    assert caught.value.post.key != theirs.key
+    blob = _sync.sync(runtime.store.get(caught.value.post.key))
+    found = posting._decode_post(caught.value.post.key, blob.data, runtime.settings.signing_key)
+    assert (found.sender, found.seq) == (mine.sender, post.seq)
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_two_copies_of_one_post_in_one_listing_apply_once(store_spec: StoreSpec) -> None:
     """A sender may leave two copies of one post (same sender and seq) under two names: its

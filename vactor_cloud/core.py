@@ -78,6 +78,7 @@ from vactor_cloud.posting import (
     Post,
     PostBox,
     PostedCall,
+    PostInDoubtError,
     advance_cursor,
     applied,
     cursor_of,
@@ -1229,6 +1230,8 @@ class ActorCore:
             # It may have landed unseen: from now on the batch is this post and nothing
             # else. Whoever commits our calls passes our seq in the cursor, which makes
             # the post (if it exists) stale: applied at most once either way.
+            if isinstance(exc, PostInDoubtError):
+                post = exc.post  # under the name it may exist by (not one another's post took)
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
         posted = _Posted(post, base, time.monotonic())

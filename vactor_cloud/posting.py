@@ -73,6 +73,7 @@ __all__ = [
     "SENDER_TTL",
     "Post",
     "PostBox",
+    "PostInDoubtError",
     "PostedCall",
     "advance_cursor",
     "applied",
@@ -99,6 +100,19 @@ _READ_BACKS = 5
 #: at 30 % damaged reads in transit, 15 in a row happen to one post in ~70 million
 DAMAGED_READS = 15
 DAMAGED_SECONDS = 2.0
+
+
+class PostInDoubtError(RetryableStorageError):
+    """:meth:`PostBox.send` could not tell whether the post landed. ``post`` is the post as it
+    may exist now: under the last name tried (a name taken by another's post is left for a new
+    one, so it may differ from the post given to ``send``)."""
+
+    def __init__(self, message: str, key: str, post: Post) -> None:
+        super().__init__(message, key)
+        self.post = post
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.key, self.post))
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,30 +504,36 @@ class PostBox:
         """Write ``post`` (create-only; a lost response is resolved by reading the key back).
         Returns the post as written: under another name if its name was taken by another post.
 
-        Raises the last storage error when it could not tell: the post may or
-        may not exist then (the caller must treat it as written).
+        Raises :class:`PostInDoubtError` when it could not tell: the post may or may not
+        exist then, under the name the error gives (the caller must treat it as written).
         """
-        last: StorageError | None = None
-        for attempt in range(5):
-            data = _encode_post(post.key, post, self.signing_key)
-            try:
-                await self.store.put(post.key, data, mode="create")
-                return post
-            except AlreadyExistsError:
-                if await self._landed(post):
-                    return post  # an earlier attempt landed
-                # Another post's name (or ours, applied and deleted since: then the copy
-                # written under the new name is stale by the cursor, and never applied).
-                post = self._named(post.seq, post.calls)
-                continue
-            except StorageError as exc:
-                last = exc
-            with contextlib.suppress(StorageError):
-                if await self._landed(post):
+        try:
+            last: StorageError | None = None
+            for attempt in range(5):
+                data = _encode_post(post.key, post, self.signing_key)
+                try:
+                    await self.store.put(post.key, data, mode="create")
                     return post
-            await asyncio.sleep(0.01 * 2**attempt)
-        assert last is not None
-        raise last
+                except AlreadyExistsError:
+                    if await self._landed(post):
+                        return post  # an earlier attempt landed
+                    # Another post's name (or ours, applied and deleted since: then the copy
+                    # written under the new name is stale by the cursor, and never applied).
+                    post = self._named(post.seq, post.calls)
+                    continue
+                except StorageError as exc:
+                    last = exc
+                with contextlib.suppress(StorageError):
+                    if await self._landed(post):
+                        return post
+                await asyncio.sleep(0.01 * 2**attempt)
+            assert last is not None
+            raise last
+        except StorageError as exc:
+            # Under the name tried last: an earlier one was another's post (or ours, gone).
+            raise PostInDoubtError(
+                f"{post.key}: the post may or may not exist: {exc}", post.key, post
+            ) from exc
 
     def send_now(self, post: Post) -> bool:
         """The first attempt of :meth:`send` on the calling thread (only where ``store.inline``):
