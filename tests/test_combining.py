@@ -994,6 +994,37 @@ def test_shutdown_waits_for_the_idle_lease_release_in_flight(store_spec: StoreSp
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_shutdown_with_the_lease_release_stalled_ends_within_the_request_deadline(
+    store_spec: StoreSpec,
+) -> None:
+    """The release of the folder lease never gets an answer (a stalled endpoint): shutdown
+    waits for it no longer than the request's deadline (``Settings.timeout``), and the
+    lease is left to expire (posters take it over once it has)."""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=0.3, timeout=0.5))
+    runtime = vc.get_runtime()
+    if runtime.store.request_timeout is None:
+        vc.shutdown()
+        pytest.skip("the in-process memory store's requests have no deadline: nothing to stall")
+    store = runtime.store = LeaseGate(runtime.store)
+    store.request_timeout = 0.5  # as the runtime set it on the store this wraps
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # lost, posted, took the lease
+    store.held.set()  # every lease write stalls (20 s) from now on
+    try:
+        stopping = threading.Thread(target=vc.shutdown)
+        began = time.monotonic()
+        stopping.start()
+        stopping.join(15)
+        assert not stopping.is_alive(), "shutdown hung on the stalled release"
+        assert time.monotonic() - began < 10
+    finally:
+        store.held.clear()
+        stopping.join(30)
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_commit_while_the_idle_lease_release_is_in_flight_races_and_pays_one_put(
     store_spec: StoreSpec,
 ) -> None:
