@@ -160,6 +160,26 @@ def test_a_version_field_damaged_in_transit_is_a_checksum_mismatch_not_upgrade(s
     assert not isinstance(caught.value, FormatVersionError)
 
 
+def test_a_newer_format_is_upgrade_only_once_the_signature_or_its_absence_checks_out(spec: StoreSpec) -> None:
+    """A reader without a signing key cannot check a signed object, whatever its format: it
+    is told to configure the key (without it an upgrade would not help, and the header,
+    unchecked, may be damaged or forged), not to upgrade. A reader with a key refuses an
+    unsigned object whatever format it claims (a forged HEAD "in a newer format" would stop
+    every writer, which must not overwrite a newer HEAD)."""
+    key = "actors/v/steps/00000000000000000001"
+    data = codec.encode(key, {"x": 1}, signing_key=b"k" * 32, version=codec.FORMAT_VERSION + 1)
+    with pytest.raises(IntegrityError, match="signing_key") as caught:
+        codec.decode(key, data)
+    assert not isinstance(caught.value, FormatVersionError)
+    with pytest.raises(FormatVersionError, match="upgrade vactor_cloud"):
+        codec.decode(key, data, signing_key=b"k" * 32)  # with the key: it verifies, a newer format
+    # An unsigned object claiming a newer format, where objects are signed: refused, not "upgrade".
+    unsigned = codec.encode(key, {"x": 1}, version=codec.FORMAT_VERSION + 1)
+    with pytest.raises(IntegrityError, match="not signed") as refused:
+        codec.decode(key, unsigned, signing_key=b"k" * 32)
+    assert not isinstance(refused.value, FormatVersionError)
+
+
 def test_json_serializer_stores_plain_data(spec: StoreSpec) -> None:
     ledger = Ledger.get_or_create("l", "ana")
     assert ledger.add.run("tea", 2.5) == 1

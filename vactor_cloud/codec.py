@@ -94,13 +94,20 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         raise IntegrityError(key, "not a vactor_cloud object (bad magic)")
     body, stored = data[:-_DIGEST], data[-_DIGEST:]
     signed = bool(flags & _SIGNED)
+    # Whatever format the header names: unchecked, it may be damaged or forged (an unsigned
+    # object claiming a newer format must not pass for one where every object is signed),
+    # and a newer vactor_cloud without the key would not read a signed object either.
+    if signing_key is not None and not signed:
+        raise IntegrityError(key, "object is not signed, but a signing key is configured; refused")
+    if signing_key is None and signed:
+        raise IntegrityError(
+            key, "object is signed; pass signing_key= to init() or set $VACTOR_SIGNING_KEY to read it"
+        )
     if version > FORMAT_VERSION:
         # Every format ends with this digest of the body, so a newer object verifies and a
         # damaged header does not: a version byte damaged in transit is not "upgrade" (a HEAD
         # in a newer format must not be overwritten; a damaged one is repaired).
-        if (not signed or signing_key is not None) and not hmac.compare_digest(
-            stored, digest(key, body, signing_key if signed else None)
-        ):
+        if not hmac.compare_digest(stored, digest(key, body, signing_key)):
             raise IntegrityError(
                 key, f"checksum mismatch: the object is corrupt (its header names format {version})"
             )
@@ -108,12 +115,6 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
             key,
             f"written in storage format {version}, this vactor_cloud reads up to "
             f"{FORMAT_VERSION}: upgrade vactor_cloud (pip install -U vactor_cloud)",
-        )
-    if signing_key is not None and not signed:
-        raise IntegrityError(key, "object is not signed, but a signing key is configured; refused")
-    if signing_key is None and signed:
-        raise IntegrityError(
-            key, "object is signed; pass signing_key= to init() or set $VACTOR_SIGNING_KEY to read it"
         )
     if not hmac.compare_digest(stored, digest(key, body, signing_key)):
         what = "signature" if signed else "checksum"
