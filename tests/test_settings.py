@@ -75,6 +75,43 @@ def test_init_accepts_fsspec_storage_options(tmp_path: Path) -> None:
         vc.shutdown()
 
 
+def test_init_uses_the_storage_signing_and_class_loading_of_the_settings_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``init(settings=Settings(storage=..., signing_key=..., load_classes_from_storage=False))``:
+    those fields are used (they were replaced by init's own defaults: the actors went to the
+    embedded store, unsigned, with class bodies unpickled)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv("VACTOR_STORAGE", raising=False)
+    monkeypatch.delenv("VACTOR_SIGNING_KEY", raising=False)
+    vc.init(
+        settings=Settings(storage="memory://mine", signing_key=b"k" * 32, load_classes_from_storage=False)
+    )
+    try:
+        settings = vc.get_runtime().settings
+        assert settings.storage == "memory://mine"
+        assert settings.signing_key == b"k" * 32
+        assert settings.load_classes_from_storage is False
+    finally:
+        vc.shutdown()
+    # init's own arguments win where the settings leave the field at its default
+    vc.init("memory://arg", settings=Settings(storage="", fresh_window=1.0))
+    try:
+        assert vc.get_runtime().settings.storage == "memory://arg"
+        assert vc.get_runtime().settings.fresh_window == 1.0
+    finally:
+        vc.shutdown()
+
+
+def test_init_refuses_a_storage_or_key_given_both_as_argument_and_in_settings_when_they_differ() -> None:
+    with pytest.raises(TypeError, match=r"storage.*both"):
+        vc.init("memory://a", settings=Settings(storage="memory://b"))
+    with pytest.raises(TypeError, match=r"signing_key.*both"):
+        vc.init("memory://a", signing_key="one", settings=Settings(storage="", signing_key=b"two"))
+    vc.init("memory://a", signing_key="same", settings=Settings(storage="memory://a", signing_key=b"same"))
+    vc.shutdown()
+
+
 def test_init_refuses_a_misspelt_storage_option_naming_it_and_the_valid_ones() -> None:
     with pytest.raises(TypeError, match=r"'endpoint'.*valid options: .*endpoint_url"):
         vc.init("s3://bucket/prefix", storage_options={"endpoint": "http://127.0.0.1:1"})

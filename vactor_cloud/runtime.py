@@ -461,6 +461,12 @@ def settings_for_init(
         if both:
             raise TypeError(f"storage option(s) {both} given both in storage_options= and as keywords")
         options = {**storage_options, **options}
+    if override is not None:
+        # The settings' storage, options, key and class loading count like init's own
+        # arguments (a field left at its default gives way to them; two values, refused).
+        storage, options = _storage_of(storage, options, override)
+        signing_key = _key_of(signing_key, override)
+        load_classes_from_storage = load_classes_from_storage and override.load_classes_from_storage
     setting_names = sorted(f.name for f in fields(Settings))
     misplaced = sorted(set(options) & set(setting_names))
     if misplaced:
@@ -488,6 +494,43 @@ def settings_for_init(
         return Settings(**given, subtask_executor=subtask_executor)
     executor = subtask_executor if subtask_executor is not None else override.subtask_executor
     return replace(override, **given, subtask_executor=executor)
+
+
+def _storage_of(
+    storage: str | os.PathLike[str] | ObjectStore | None, options: dict[str, Any], settings: Settings
+) -> tuple[str | os.PathLike[str] | ObjectStore | None, dict[str, Any]]:
+    """init's storage and options, or those of ``settings`` (``""``, or the default: not given)."""
+    chosen = settings.storage
+    if chosen != "" and not (isinstance(chosen, str) and chosen == default_storage()):
+        if storage is None:
+            storage = chosen
+        elif (os.fspath(storage) if not isinstance(storage, ObjectStore) else storage) != chosen:
+            raise TypeError(
+                f"the storage is given both to init() ({storage!r}) and in its settings "
+                f"({chosen!r}): give it once"
+            )
+    elif storage is None and chosen != "":
+        storage = chosen
+    if settings.storage_options:
+        if options and options != settings.storage_options:
+            raise TypeError(
+                f"storage options are given both to init() ({sorted(options)}) and in its settings "
+                f"({sorted(settings.storage_options)}): give them once"
+            )
+        options = dict(settings.storage_options)
+    return storage, options
+
+
+def _key_of(signing_key: str | bytes | None, settings: Settings) -> str | bytes | None:
+    """init's signing key, or that of ``settings``; both given and different: refused."""
+    if settings.signing_key is None:
+        return signing_key
+    given = signing_key.encode("utf-8") if isinstance(signing_key, str) else signing_key
+    if given is not None and given != settings.signing_key:
+        raise TypeError(
+            "the signing_key is given both to init() and in its settings, and they differ: give it once"
+        )
+    return settings.signing_key
 
 
 _runtime: Runtime | None = None
