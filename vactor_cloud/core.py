@@ -597,6 +597,11 @@ class ActorCore:
             fold = self._holding()
             if not fold:
                 return
+        elif self._outstanding is not None and not self._may_post(batch):
+            # Internal calls (a timer's cancel or firing, inbox markers) cannot be posted, and
+            # must not pass our pending post either: first it is applied (by us, if we fold).
+            if not self._behind_our_post(batch, give_up_at):
+                return
         elif self._may_post(batch) and self._contended():
             if self._outstanding is not None:
                 posted = self._post(batch)  # after our pending post: order is kept
@@ -794,6 +799,9 @@ class ActorCore:
             except (StorageError, IntegrityError) as exc:
                 self._distrust()
                 keys = None
+                if posted is not None and put_sent:
+                    # Our fold's step put (it may carry our calls) may still land.
+                    posted.may_land_until = time.monotonic() + settings.deadline
                 # Nothing was written before the put: a transient read failure
                 # (or a body damaged in transit) is retried, not reported. A posted
                 # batch is always retried until the deadline: it may be applied meanwhile.
@@ -839,7 +847,7 @@ class ActorCore:
             if TIMERS in record.extra:
                 self._index_timers(base, record)
             if folded:
-                env.background(self._posts().delete([p.key for p in folded]))
+                env.background(self._posts().delete(list(dict.fromkeys(p.key for p in folded))))
                 sender = self._posts().sender
                 foreign = [p for p in folded if p.sender != sender]
                 if foreign:
@@ -858,6 +866,40 @@ class ActorCore:
             return
 
     # -- contention combining (vactor_cloud.posting, vactor_cloud.lease) -------------------------
+    def _behind_our_post(self, batch: list[PendingCall], give_up_at: float) -> bool:
+        """Wait until our pending post is applied: True, ``batch`` may commit now (after it);
+        False: ``commit_timeout`` passed first, and ``batch`` failed (nothing of it applied).
+
+        We fold it ourselves whenever the folder lease is free (the fold applies every
+        pending post, ours in its place); else the holder's folds apply it."""
+        pause = 0.005
+        while True:
+            pending = self._outstanding
+            if pending is None:
+                return True
+            try:
+                newest = self.env.run(self.revalidate())
+                if applied(newest.extra, pending.post.sender, pending.post.seq):
+                    if self._outstanding is pending:
+                        self._outstanding = None
+                    return True
+                if self._lease_for_fold():
+                    self._commit([])  # fold the pending posts, ours among them
+                    continue
+            except (StorageError, IntegrityError) as exc:
+                counters.transient_retry(self.actor_id, exc)
+            if time.monotonic() >= give_up_at:
+                why = (
+                    f"an earlier call of this process (posted under contention, call "
+                    f"{pending.post.calls[0].call_id if pending.post.calls else '?'}) is still "
+                    f"pending after commit_timeout={self.env.settings.commit_timeout:g} s, and this "
+                    "batch (timer or inbox calls among it) may not pass it"
+                )
+                _fail(batch, CommitConflictError(self.actor_id, 0, why))
+                return False
+            time.sleep(pause)
+            pause = min(0.1, pause * 2)
+
     def _may_post(self, batch: list[PendingCall]) -> bool:
         """Posting needs calls another process can run: pickled actors, no internal markers."""
         definition = self.definition
@@ -1223,6 +1265,7 @@ class ActorCore:
         base = self.record.step if self.record is not None else -1
         box = self._posts()
         post = box.prepare(calls)
+        doubt = False
         try:
             if not (self.log.store.inline and box.send_now(post)):
                 post = self.env.run(box.send(post))
@@ -1230,11 +1273,14 @@ class ActorCore:
             # It may have landed unseen: from now on the batch is this post and nothing
             # else. Whoever commits our calls passes our seq in the cursor, which makes
             # the post (if it exists) stale: applied at most once either way.
+            doubt = True
             if isinstance(exc, PostInDoubtError):
                 post = exc.post  # under the name it may exist by (not one another's post took)
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
-        posted = _Posted(post, base, time.monotonic())
+        posted = _Posted(post, base, time.monotonic(), doubt=doubt)
+        if doubt:
+            posted.may_land_until = time.monotonic() + self.env.settings.deadline
         self._outstanding = posted
         return posted
 
@@ -1294,6 +1340,10 @@ class ActorCore:
         if record is None or time.monotonic() - self.validated_at > env.settings.fresh_window:
             return self._settle_if_folded(posted, batch, env.run(self.revalidate()))
         post = posted.post
+        if applied(record.extra, post.sender, post.seq):
+            # Our cache already shows it: another thread's read (or call_outcome) moved the
+            # cache past the step that applied our post. Its outcomes are there or below.
+            return self._settle_if_folded(posted, batch, record)
         started = time.monotonic()
         # Steps read past ``record`` are newer than what was newest when ``record`` was
         # validated: they keep that time (a later step than the newest then is no less fresh).
@@ -1330,8 +1380,9 @@ class ActorCore:
                 self._served_at = time.monotonic()
                 self._accept(nxt, validated)
                 outcomes = decode_outcomes(nxt.posted)
-                if ahead > 1 and batch and batch[0].call_id not in outcomes:
-                    # Applied by a step we skipped: its outcomes are there (or carried here).
+                if batch and batch[0].call_id not in outcomes:
+                    # Applied by a step below this one (one we skipped, or the one our cache
+                    # held when another thread moved it): its outcomes are there, or carried here.
                     return self._settle_if_folded(posted, batch, nxt)
                 self._deliver_posted(posted, batch, nxt, outcomes, nxt)
                 return True
@@ -1469,6 +1520,7 @@ class ActorCore:
             newest = self.env.run(self.revalidate())  # applied just before its post was deleted?
             if not applied(newest.extra, posted.post.sender, posted.post.seq):
                 if posted.post.sender in cursor_of(newest.extra):
+                    self._unless_a_write_may_land(posted, call_id)
                     raise LookupError(
                         f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
                     )
@@ -1484,10 +1536,18 @@ class ActorCore:
             if found is not None:
                 return found
         if unsure and complete:  # no step since we posted applied it
+            assert posted is not None
+            self._unless_a_write_may_land(posted, call_id)
             raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
         if posted is not None:  # applied, but the step that holds its result was compacted
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1))
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
+
+    def _unless_a_write_may_land(self, posted: _Posted, call_id: str) -> None:
+        """Before "never": ``CallPendingError`` while a write of ours that carries the call (the
+        post, or the step put of our own fold) may still land."""
+        if time.monotonic() < posted.may_land_until:
+            raise CallPendingError(self.actor_id, [call_id])
 
     def _fold_posts(
         self, posted: _Posted | None, batch: list[PendingCall], base: StepRecord, keys: list[str]
@@ -1505,6 +1565,8 @@ class ActorCore:
         calls: list[PendingCall] = []
         folded: list[Post] = []
         stale: list[str] = []
+        #: the object at our post's key may be another's post: read it like theirs
+        doubt = posted is not None and posted.doubt
         if posted is None:
             # Room for our own calls, after the posts.
             max_batch = max(1, max_batch - len(batch))
@@ -1518,7 +1580,7 @@ class ActorCore:
                 stale.append(key)  # not a post, or expired: deleted unread
             else:
                 wanted.append(key)
-        others = [k for k in wanted if k != own.key]
+        others = [k for k in wanted if k != own.key or doubt]
         read = {p.key: p for p in self._read_posts(others)} if others else {}
         ours_waiting = False
         #: per sender, the newest seq this fold applies: a second copy of a post (its sender
@@ -1530,10 +1592,11 @@ class ActorCore:
         #: earlier post of ours may be among the posts it did not reach
         stopped = False
         for key in wanted:
-            post = None if key == own.key else read.get(key)
+            mine = key == own.key and not doubt
+            post = None if mine else read.get(key)
             copy = post is not None and (post.sender, post.seq) == (own.sender, own.seq)
-            if key == own.key or copy:
-                if copy:
+            if mine or copy:
+                if copy and key != own.key:
                     stale.append(key)  # a copy of our post: our calls go in once, as our post
                 if not own_in:
                     own_in = True
@@ -1581,7 +1644,7 @@ class ActorCore:
         if posted is None:
             calls.extend(batch)
             return calls, folded, stale
-        if not own_in and own.key not in wanted and not ours_waiting and not stopped:
+        if not own_in and (own.key not in wanted or doubt) and not ours_waiting and not stopped:
             # Not listed (yet, or its write failed unseen): our calls go in anyway; once the
             # cursor passes our seq the post object, if any, is stale and deleted unapplied.
             # Not when the fold stopped early: an earlier post of ours it did not reach goes
@@ -1688,6 +1751,12 @@ class _Posted:
     #: steps read since that neither record nor carry our outcomes: a walk back to the step
     #: that applied our post goes on past them after a failed read, not from its start
     passed: set[int] = field(default_factory=set)
+    #: its write ended in doubt: the object at its key may be ours, or another's post (whose
+    #: name ours drew): a fold reads it before it takes it for ours
+    doubt: bool = False
+    #: until when (monotonic) a write that carries our calls may still land (a post or a
+    #: step put of ours whose outcome is unknown): ``call_outcome`` does not say "never" before
+    may_land_until: float = -math.inf
 
 
 def _pending(box: PostBox, key: str) -> bool:

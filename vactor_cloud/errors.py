@@ -147,16 +147,15 @@ class StateSerializationError(VactorError, TypeError):
 class CommitConflictError(VactorError):
     """Other writers kept winning the race for the next step; nothing was committed."""
 
-    def __init__(self, actor_id: str, attempts: int) -> None:
-        super().__init__(
-            f"actor {actor_id!r}: gave up after {attempts} conflicting commit attempts; "
-            "nothing was committed, the call can be retried"
-        )
+    def __init__(self, actor_id: str, attempts: int, reason: str | None = None) -> None:
+        why = reason if reason is not None else f"gave up after {attempts} conflicting commit attempts"
+        super().__init__(f"actor {actor_id!r}: {why}; nothing was committed, the call can be retried")
         self.actor_id = actor_id
         self.attempts = attempts
+        self.reason = reason
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.actor_id, self.attempts))
+        return (type(self), (self.actor_id, self.attempts, self.reason))
 
 
 class CommitOutcomeUnknownError(VactorError):

@@ -515,12 +515,17 @@ class PostBox:
                     await self.store.put(post.key, data, mode="create")
                     return post
                 except AlreadyExistsError:
-                    if await self._landed(post):
-                        return post  # an earlier attempt landed
-                    # Another post's name (or ours, applied and deleted since: then the copy
-                    # written under the new name is stale by the cursor, and never applied).
-                    post = self._named(post.seq, post.calls)
-                    continue
+                    try:
+                        landed = await self._landed(post)
+                    except StorageError as exc:
+                        last = exc  # whose it is, unknown: the next attempt asks again
+                    else:
+                        if landed:
+                            return post  # an earlier attempt landed
+                        # Another post's name (or ours, applied and deleted since: then the copy
+                        # written under the new name is stale by the cursor, and never applied).
+                        post = self._named(post.seq, post.calls)
+                        continue
                 except StorageError as exc:
                     last = exc
                 with contextlib.suppress(StorageError):
