@@ -9,18 +9,27 @@ Guarantees:
   a lost race or a fault runs a body again (on a new attempt).
 * **By value.** Each attempt gets a fresh copy of the call's arguments; a
   result is copied as the method returns (before a batch-mate can change
-  it), so the caller never holds a reference into the live instance.
+  it), so the caller never holds a reference into the live instance. A
+  result that cannot be copied (or read back) fails its own call only.
+  What the idempotency table records is its own copy, read back from its
+  encoding, and each caller a recorded outcome is delivered to gets a fresh
+  copy of it: no two callers share a result object.
 * **Atomic dedup.** The idempotency table is consulted and extended in the
   same pass, which is what makes deduplication atomic with the commit. It
   is loaded only when a call carries a key.
 * **Every exception reaches its caller**, ``BaseException`` included
   (``SystemExit``, ``KeyboardInterrupt``, ``CancelledError``); such a call
-  is excluded and, having no result, not recorded under its key.
+  is excluded and, having no result, not recorded under its key. The
+  original exception reaches its caller even when the table can record only
+  a stand-in for it (``dedup.recorded_exception``).
+* **Async methods** run to completion in the call: on this thread, or on a
+  helper thread when this thread already runs an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import itertools
 import logging
@@ -33,7 +42,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
-from vactor_cloud.dedup import DedupFields, DedupTable, Outcome, StepDedup
+from vactor_cloud.dedup import (
+    DedupFields,
+    Outcome,
+    StepDedup,
+    delivered,
+    recorded_exception,
+    recorded_outcome,
+    safe_repr,
+)
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import CallRecord, StepRecord
@@ -258,7 +275,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         if type(result) in _SCALARS:
             return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            result = _run_coroutine(result, context)
         # A result that is a sub-workflow (workflow_steps.StepNode) is run now; its result is the call's.
         resolve = getattr(type(result), "__vactor_continue__", None)
         if resolve is not None:
@@ -268,6 +285,31 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         _local.call = previous
         if not context.readonly:
             _count_applying(context.actor_id, -1)
+
+
+def _run_coroutine(coro: Any, context: CallContext) -> Any:
+    """Run an async method's coroutine to completion, its result the call's.
+
+    On this thread, unless it already runs an event loop (the call was made from inside
+    ``async def``): ``asyncio.run`` cannot nest, so then on a helper thread, with this
+    thread's context variables and ``current_call()``, while this one waits.
+    """
+    if asyncio._get_running_loop() is None:
+        return asyncio.run(coro)
+    outcome: list[Outcome] = []
+    copied = contextvars.copy_context()
+
+    def run() -> None:
+        _local.call = context
+        try:
+            outcome.append(Outcome(True, copied.run(asyncio.run, coro)))
+        except BaseException as exc:
+            outcome.append(Outcome(False, exc))
+
+    helper = threading.Thread(target=run, name=f"vactor-async {context.method}", daemon=True)
+    helper.start()
+    helper.join()
+    return outcome[0].unwrap()
 
 
 #: ``Frozen.value`` of a call without arguments
@@ -322,7 +364,7 @@ def apply_batch(
                 raise RuntimeError("the idempotency table needs I/O to load: prepare() it before apply_batch")
             recorded = table.get(key, window=dedup_window, now=now)
             if recorded is not None:
-                outcomes.append(recorded)
+                outcomes.append(delivered(recorded))  # each caller its own copy
                 continue
         edits = timers.edits(now)
         body, fired = call, False
@@ -339,6 +381,7 @@ def apply_batch(
             fired = True
         consumed = len(edits.ops)
         context = CallContext(actor_id, call.call_id, body.method, False, runtime, edits)
+        kept: Outcome | None = None  # what the table records of a keyed call's result
         for attempt in range(call.options.max_retries + 1):
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
@@ -349,8 +392,10 @@ def apply_batch(
                 value = _invoke(instance, body, context)
                 frozen = freeze(value)
                 state = dumps_state(capture_state(instance), serializer)
-                if key is not None:
-                    _check_recordable(key, value, serializer, now)
+                # The caller's copy, read back now: a result that cannot be fails this call alone.
+                result = thaw(frozen)
+                if key is not None:  # the table's own copy, read back from its encoding
+                    kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
@@ -361,7 +406,7 @@ def apply_batch(
                     continue
                 break
             good = state
-            outcome = Outcome(True, thaw(frozen))
+            outcome = Outcome(True, result)
             if call.options.name is not None:
                 _step_status("SUCCESSFUL", actor_id, call)
             break
@@ -380,7 +425,10 @@ def apply_batch(
             if outcome.ok:
                 timers.apply(edits)
         if key is not None and recordable:
-            table.record(key, outcome, now)
+            if not outcome.ok:  # the caller gets the original; the table what it can hold of it
+                kept = Outcome(False, recorded_exception(outcome.value, serializer))
+            assert kept is not None
+            table.record(key, kept, now)
     if not applied:
         return BatchResult(outcomes)
     dedup = table.fields(serializer, dedup_window, now, base.step + 1)
@@ -391,7 +439,7 @@ def apply_batch(
             ok=outcome.ok,
             time=now,
             args=_summarize_args(call),
-            result=_summarize(outcome.value) if outcome.ok else f"raised {outcome.value!r}"[:120],
+            result=_summarize(outcome.value) if outcome.ok else f"raised {safe_repr(outcome.value)}"[:120],
             key=call.idempotency_key,
             name=call.options.name,
             metadata=call.options.metadata,
@@ -439,13 +487,7 @@ def _timer_marker(
 def _fire_report(outcome: Outcome) -> Outcome:
     if outcome.ok:
         return Outcome(True, FireReport(fired=True))
-    return Outcome(True, FireReport(fired=True, ok=False, error=repr(outcome.value)[:200]))
-
-
-def _check_recordable(key: str, value: Any, serializer: str, now: float) -> None:
-    """``StateSerializationError`` now, while the call can still be excluded, if the
-    idempotency table could not store this result."""
-    DedupTable({key: (now, Outcome(True, value))}).dump(serializer, (1, 0.0), now)
+    return Outcome(True, FireReport(fired=True, ok=False, error=safe_repr(outcome.value)[:200]))
 
 
 #: scalars whose ``repr`` the summary keeps as it is when it fits (reprlib's own result, sooner)
@@ -470,7 +512,10 @@ def _summarize_args(call: PendingCall) -> str:
     frozen = call.frozen
     if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
         return ""
-    args, kwargs = call.arguments()
+    try:
+        args, kwargs = call.arguments()
+    except Exception as exc:  # the call failed with it already; its history line must not fail
+        return f"<arguments not readable: {safe_repr(exc)}>"[:200]
     parts = [_summarize(a) for a in args]
     parts += [f"{k}={_summarize(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)[:200]

@@ -2,7 +2,8 @@
 
 A call's arguments are serialized when the call is made, and each attempt
 to run the method gets its own fresh copy; a result is serialized when the
-method returns, and its caller gets a copy. So no object a caller holds is
+method returns, and its caller gets a copy (one that cannot be read back
+fails that call alone, with ``TypeError``). So no object a caller holds is
 ever shared with the actor's cached live instance: mutating a returned list,
 or an argument after ``run_async``, cannot leak into a later commit.
 
@@ -61,9 +62,16 @@ def freeze(value: Any, what: str = "result") -> Frozen:
     return Frozen(None, _dumps(value, what))
 
 
-def thaw(frozen: Frozen) -> Any:
-    """A fresh, independent copy of the frozen value."""
-    return frozen.value if frozen.data is None else pickle.loads(frozen.data)
+def thaw(frozen: Frozen, what: str = "result") -> Any:
+    """A fresh, independent copy of the frozen value; ``TypeError`` if it cannot be read back."""
+    if frozen.data is None:
+        return frozen.value
+    try:
+        return pickle.loads(frozen.data)
+    except Exception as exc:
+        raise TypeError(
+            f"{what} cannot be passed by value: it pickles, but reading it back fails: {exc!r}"
+        ) from exc
 
 
 def freeze_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Frozen:

@@ -22,8 +22,17 @@ Retention window: an entry is kept while it is among the newest
 ``max_keys`` entries *or* younger than ``max_age`` seconds, whichever keeps
 more. Past the window a repeated key runs the method again.
 
+Recorded outcomes are held by value: what the table records is decoded
+from its own encoding when the call is recorded (:func:`recorded_outcome`),
+so it never is an object a caller holds, and each caller a recorded outcome
+is delivered to gets its own copy (:func:`delivered`).
+
 Recorded exceptions: with the ``"pickle"`` serializer the exception object
-itself is stored and re-raised as it was. With ``"json"`` (which never runs
+itself is stored and re-raised as it was, if it survives the trip
+(``loads(dumps(exc))``); one that does not (an ``__init__`` whose arguments
+are not ``args``, an unpicklable attribute) is recorded as a
+:class:`RecordedError` naming its type and message, while its caller still
+gets the original. With ``"json"`` (which never runs
 code on read) only its type name, arguments and repr are stored: a builtin
 exception type (``ValueError``, ``KeyError``, ...) whose arguments are plain
 data is rebuilt as the same type with the same arguments; any other
@@ -45,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from vactor_cloud.byvalue import freeze, thaw
 from vactor_cloud.errors import StateSerializationError, VactorError
 from vactor_cloud.state import expect_serializer
 
@@ -59,6 +69,9 @@ __all__ = [
     "Outcome",
     "RecordedError",
     "StepDedup",
+    "delivered",
+    "recorded_exception",
+    "recorded_outcome",
 ]
 
 #: (max_keys, max_age_seconds)
@@ -68,7 +81,8 @@ DELTA_MAX_BYTES = 2048
 
 
 class RecordedError(VactorError, RuntimeError):
-    """An exception recorded under the json serializer whose type cannot be rebuilt safely.
+    """A recorded exception that cannot be rebuilt as it was: its type is not safe to
+    rebuild (json serializer), or it does not survive pickling (pickle serializer).
 
     ``type_name`` is ``module.qualname`` of the original exception; the
     message is its ``repr``.
@@ -82,13 +96,31 @@ class RecordedError(VactorError, RuntimeError):
         return (type(self), (self.type_name, str(self)))
 
 
+def _type_name(value: object) -> str:
+    cls = value if isinstance(value, type) else type(value)
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls.__name__)}"
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a stand-in naming its type when its ``__repr__`` raises."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{_type_name(value)} (repr failed)>"
+
+
+def _stand_in(exc: BaseException) -> RecordedError:
+    return RecordedError(_type_name(exc), safe_repr(exc))
+
+
 def _exception_to_json(exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    row: dict[str, Any] = {"type": f"{cls.__module__}.{cls.__qualname__}", "repr": repr(exc)}
+    if isinstance(exc, RecordedError):  # a stand-in stays one for the exception it names
+        return {"type": exc.type_name, "repr": str(exc)}
+    row: dict[str, Any] = {"type": _type_name(exc), "repr": safe_repr(exc)}
     try:
         json.dumps(exc.args, allow_nan=False)
         row["args"] = list(exc.args)
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError, RecursionError, ...
         pass
     return row
 
@@ -169,18 +201,86 @@ class DedupTable:
         return _serialize(self.trimmed(window, now).items(), serializer)
 
 
+def _encode(rows: list[tuple[str, float, bool, Any]], serializer: str) -> bytes:
+    if serializer == "json":
+        plain = [(k, t, ok, v if ok else _exception_to_json(v)) for k, t, ok, v in rows]
+        return json.dumps(plain, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def _serialize(entries: Iterable[tuple[str, tuple[float, Outcome]]], serializer: str) -> bytes:
     rows = [(k, t, o.ok, o.value) for k, (t, o) in entries]
     try:
-        if serializer == "json":
-            plain = [(k, t, ok, v if ok else _exception_to_json(v)) for k, t, ok, v in rows]
-            return json.dumps(plain, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
-    except (TypeError, ValueError, pickle.PicklingError) as exc:
+        return _encode(rows, serializer)
+    except Exception:
+        pass
+    # Outcomes are checked when recorded (recorded_outcome), so this is a row from elsewhere
+    # (an older table, an event): it alone is recorded as a stand-in, not the commit failed.
+    safe: list[tuple[str, float, bool, Any]] = []
+    for k, t, ok, v in rows:
+        try:
+            _encode([(k, t, ok, v)], serializer)
+            safe.append((k, t, ok, v))
+        except Exception as exc:
+            what = f"{_type_name(v)} (it cannot be recorded: {exc})"
+            safe.append((k, t, False, RecordedError(_type_name(v), what)))
+    return _encode(safe, serializer)
+
+
+def _decode(data: bytes, serializer: str) -> list[Any]:
+    """The rows of ``data``, strictly (no stand-ins)."""
+    if serializer == "json":
+        return list(json.loads(data.decode("utf-8")))
+    return list(pickle.loads(data))
+
+
+def recorded_outcome(outcome: Outcome, serializer: str) -> Outcome:
+    """``outcome`` as the table will give it back: encoded as the table encodes it, then
+    decoded. So the table never holds an object a caller holds, and never a row that a
+    later load of the table could not rebuild.
+
+    A result that cannot make the trip raises ``StateSerializationError`` (while its call
+    can still be excluded); an exception that cannot is recorded as a :class:`RecordedError`
+    naming it (:func:`recorded_exception`).
+    """
+    if not outcome.ok:
+        return Outcome(False, recorded_exception(outcome.value, serializer))
+    try:
+        value = _decode(_encode([("", 0.0, True, outcome.value)], serializer), serializer)[0][3]
+    except Exception as exc:
         raise StateSerializationError(
             f"cannot record the result of an idempotent call: {exc}; "
-            "idempotent calls must return serializable results"
+            "idempotent calls must return results that can be serialized and read back"
         ) from exc
+    return Outcome(True, value)
+
+
+def recorded_exception(exc: BaseException, serializer: str) -> BaseException:
+    """``exc`` as the table will give it back; never raises.
+
+    ``"pickle"``: a copy of ``exc`` if it survives ``loads(dumps(exc))``, else a
+    :class:`RecordedError` with its type name and repr. ``"json"``: what
+    :func:`_exception_from_json` rebuilds.
+    """
+    try:
+        if serializer == "json":
+            row = json.loads(json.dumps(_exception_to_json(exc), allow_nan=False))
+            return _exception_from_json(row)
+        copy = pickle.loads(cloudpickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+        if isinstance(copy, BaseException):
+            return copy
+    except Exception:
+        pass
+    return _stand_in(exc)
+
+
+def delivered(outcome: Outcome) -> Outcome:
+    """A recorded outcome for one caller: its own copy, so that no two callers (nor the
+    table) share a result or an exception object. An atomic value is passed as it is."""
+    try:
+        return Outcome(outcome.ok, thaw(freeze(outcome.value)))
+    except Exception:
+        return outcome  # recorded values were read back once: this is not expected
 
 
 @dataclass(frozen=True, slots=True)
