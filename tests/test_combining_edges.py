@@ -266,3 +266,24 @@ def test_call_outcome_does_not_say_never_while_a_step_put_carrying_the_call_may_
     applied = log.applied.run()
     assert "me/1" in applied
     assert not isinstance(said, LookupError), f"call_outcome said {said!r}, then the call applied: {applied}"
+
+
+# -- 5. a posted call's exception that cannot be rebuilt cost every outcome of its step ------------
+class _TwoArgError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")  # args is one string: unpickling calls E(args[0])
+        self.code = code
+
+
+def test_an_exception_that_cannot_be_rebuilt_does_not_cost_the_other_outcomes_of_its_step() -> None:
+    """The outcomes of a fold's calls travel in one part of its step: an exception of one call
+    that pickles but cannot be unpickled made the whole part unreadable (every poster of that
+    step got an error instead of its result). It is recorded as a RecordedError naming it."""
+    from vactor_cloud.dedup import RecordedError
+    from vactor_cloud.posting import decode_outcomes
+
+    data = encode_outcomes({"a": Outcome(False, _TwoArgError(7, "declined")), "b": Outcome(True, [5])})
+    got = decode_outcomes(data)
+    assert got["b"] == Outcome(True, [5])
+    assert not got["a"].ok and isinstance(got["a"].value, RecordedError)
+    assert got["a"].value.type_name.endswith("_TwoArgError") and "declined" in str(got["a"].value)

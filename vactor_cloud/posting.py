@@ -57,7 +57,7 @@ from typing import Any
 import cloudpickle
 
 from vactor_cloud import codec
-from vactor_cloud.dedup import Outcome
+from vactor_cloud.dedup import Outcome, recorded_exception, safe_repr
 from vactor_cloud.errors import (
     AlreadyExistsError,
     IntegrityError,
@@ -379,7 +379,13 @@ def expired(post: Post, now: float) -> bool:
 
 
 def encode_outcomes(outcomes: dict[str, Outcome]) -> bytes:
-    rows = {call_id: (o.ok, o.value) for call_id, o in outcomes.items()}
+    # An exception that would not load back (its __init__ does not take its args) is recorded
+    # as a RecordedError naming it: one call's exception must not make every outcome of the
+    # step unreadable. (Results were read back already: they travel by value.)
+    rows = {
+        call_id: (o.ok, o.value if o.ok else recorded_exception(o.value, "pickle"))
+        for call_id, o in outcomes.items()
+    }
     try:
         return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:
@@ -392,7 +398,7 @@ def encode_outcomes(outcomes: dict[str, Outcome]) -> bytes:
             except Exception:
                 safe[call_id] = (
                     False,
-                    RuntimeError(f"the call's result could not be recorded: {value!r}"[:500]),
+                    RuntimeError(f"the call's result could not be recorded: {safe_repr(value)}"[:500]),
                 )
         return bytes(cloudpickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL))
 
