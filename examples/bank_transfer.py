@@ -29,6 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import shlex
 import sys
 import uuid
 
@@ -145,7 +146,8 @@ def main(storage: str | None) -> None:
     for account_id, s in zip(accounts, snapshots, strict=True):
         print(f"{account_id}: balance {s['balance']}")
     print(f"invariant holds: total {2 * INITIAL}")
-    print(f"see what happened: vactor history {accounts[0]}")
+    where = f"--storage {shlex.quote(storage)} " if storage else ""  # not the default: say which store
+    print(f"see what happened: vactor {where}history {accounts[0]}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import shlex
 import sys
 import uuid
 import zlib
@@ -116,7 +117,8 @@ def main(storage: str | None) -> None:
     print(f"{DOCUMENTS} documents, {words_counted} words counted by 2 Dask worker processes")
     for word, n in sorted(found.items(), key=lambda item: -item[1])[:5]:
         print(f"  {word:<8} {n}")
-    print(f"totals match; inspect a shard: vactor history words-{run}-0")
+    where = f"--storage {shlex.quote(storage)} " if storage else ""  # not the default: say which store
+    print(f"totals match; inspect a shard: vactor {where}history words-{run}-0")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -87,7 +88,8 @@ def main(storage: str | None) -> None:
     summary = invoke_cold({"site": site, "op": "summary"}, storage)["body"]
     print("summary", summary)
     assert summary == {"count": 4, "by_page": {"/": 2, "/cart": 1, "/checkout": 1}}, summary
-    print(f"exactly once across {len(events) + 2} cold starts; inspect: vactor history {site}")
+    where = f"--storage {shlex.quote(storage)} " if storage else ""  # not the default: say which store
+    print(f"exactly once across {len(events) + 2} cold starts; inspect: vactor {where}history {site}")
 
 
 if __name__ == "__main__":

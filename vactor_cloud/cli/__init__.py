@@ -36,10 +36,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from vactor_cloud.cli._options import (
@@ -51,6 +52,7 @@ from vactor_cloud.cli._options import (
     EXIT_STORAGE,
     EXIT_USAGE,
     CliError,
+    CliParser,
     add_common_options,
 )
 from vactor_cloud.cli._output import Output
@@ -66,8 +68,25 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "build_parser",
+    "cli_logging",
     "main",
 ]
+
+#: loggers of vactor_cloud and of the storage clients under it, quiet in the CLI unless --debug: a
+#: failure reaches the user once, as the one ``vactor: error: ...`` line (docs/cli.md)
+LIBRARY_LOGGERS: tuple[str, ...] = (
+    "vactor_cloud",
+    "asyncio",
+    "botocore",
+    "boto3",
+    "aiobotocore",
+    "s3fs",
+    "gcsfs",
+    "fsspec",
+    "urllib3",
+    "aiohttp",
+    "google",
+)
 
 #: the modules whose ``add_commands(subparsers)`` make up ``vactor``, in the order of ``--help``
 COMMAND_MODULES: tuple[str, ...] = (
@@ -94,7 +113,7 @@ exit codes:
 def build_parser() -> argparse.ArgumentParser:
     from vactor_cloud import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="vactor",
         description="Inspect and operate durable virtual actors stored in a bucket.",
         epilog=_EPILOG,
@@ -109,6 +128,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- main ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
+    """Library log records while a command runs: none, unless ``--debug`` (or ``warnings``).
+
+    Without a handler Python prints every WARNING on stderr (``logging.lastResort``):
+    an unreachable store would print the library's warning and then the CLI's
+    error line. Here the library's loggers get a handler of their own: a
+    ``NullHandler``; with ``debug``, one that prints every record of
+    ``vactor_cloud`` (DEBUG and up) and the others' warnings; with ``warnings``
+    (``vactor timers run``, a long-running process whose log is its output),
+    warnings only, as ``vactor: warning: ...``. The loggers are restored on exit.
+    """
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate)
+        for logger in (logging.getLogger(name) for name in LIBRARY_LOGGERS)
+    ]
+    if debug:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("vactor: %(levelname)s %(name)s: %(message)s"))
+    elif warnings:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("vactor: %(levelname)s: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    for logger, _, _, _ in saved:
+        logger.handlers = [handler]
+        logger.propagate = False
+        if debug and logger.name == "vactor_cloud":
+            logger.setLevel(logging.DEBUG)
+        elif debug or warnings:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def _fail(message: str, code: int, debug: bool) -> NoReturn:
@@ -141,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         args.output = Output.for_args(args)
-        with args.output.stdout_for_json():
+        long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
+        with cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "EXIT_DOCTOR",
@@ -23,13 +25,20 @@ __all__ = [
     "EXIT_STORAGE",
     "EXIT_USAGE",
     "CliError",
+    "CliParser",
     "StoreChoice",
+    "actor_id_arg",
     "add_common_options",
     "common_parent",
+    "errors_error",
     "init_runtime",
     "limit_arg",
+    "non_negative_float",
+    "non_negative_int",
     "parse_json_arg",
     "parse_storage_options",
+    "positive_float",
+    "positive_int",
     "store_choice",
 ]
 
@@ -50,6 +59,33 @@ class CliError(Exception):
         self.code = code
 
 
+class CliParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, ``vactor: error: ...``, exit 2.
+
+    argparse's own format (the usage, then ``vactor SUB: error: ...``) is two
+    lines or more; ``docs/cli.md`` promises one line for every error.
+    Subparsers inherit the class (``add_subparsers`` uses ``type(self)``).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("vactor").strip()
+        hint = f"vactor {where} --help" if where else "vactor --help"
+        sys.stderr.write(f"vactor: error: {message} (see {hint})\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def errors_error(errors: Sequence[str], what: str) -> CliError:
+    """The one-line error (exit 1) of a command that went on past ``errors``: the first, and a count.
+
+    ``what`` says what failed (``"timers could not be fired"``); with ``--debug``
+    the others are printed too, one per line, before it.
+    """
+    first = errors[0]
+    if len(errors) == 1:
+        return CliError(first, EXIT_ERROR)
+    return CliError(f"{len(errors)} {what}; the first: {first} (--debug lists them all)", EXIT_ERROR)
+
+
 def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Add the options every subcommand shares (``suppress``: keep a value given before the subcommand)."""
 
@@ -59,6 +95,7 @@ def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> No
     parser.add_argument(
         "--storage",
         metavar="URL",
+        type=storage_arg,
         default=default(None),
         help="storage URL (default: $VACTOR_STORAGE, else the embedded local store)",
     )
@@ -74,7 +111,10 @@ def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> No
         "--json", action="store_true", default=default(False), help="print JSON on stdout (nothing else)"
     )
     parser.add_argument(
-        "--debug", action="store_true", default=default(False), help="show tracebacks on errors"
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show tracebacks on errors, and the library's log",
     )
 
 
@@ -82,7 +122,7 @@ def common_parent() -> argparse.ArgumentParser:
     """A parent parser holding the shared options, for one subcommand."""
     # A fresh parent per subcommand: argparse shares parents' actions between
     # the parsers that use them, and one subcommand's edits must not reach another.
-    common = argparse.ArgumentParser(add_help=False)
+    common = CliParser(add_help=False)
     add_common_options(common, suppress=True)
     return common
 
@@ -119,7 +159,13 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     """
     from vactor_cloud.settings import default_storage
 
-    given = getattr(args, "storage", None) or os.environ.get("VACTOR_STORAGE") or None
+    named = getattr(args, "storage", None)
+    if named is not None and not named.strip():  # `vactor bench ''`, `vactor doctor ''`
+        raise CliError(
+            "the storage URL is empty; name a store, or omit it for $VACTOR_STORAGE, else the embedded store",
+            EXIT_USAGE,
+        )
+    given = named or os.environ.get("VACTOR_STORAGE") or None
     url = given or default_storage()
     options = parse_storage_options(getattr(args, "storage_option", None))
     if must_exist and given is not None:
@@ -171,3 +217,67 @@ def limit_arg(text: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'all', got {text!r}")
     return value
+
+
+def storage_arg(text: str) -> str:
+    """``--storage``: a non-empty URL (an empty one would silently mean the embedded store)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a storage URL or path, got an empty string (omit --storage for $VACTOR_STORAGE, "
+            "else the embedded store)"
+        )
+    return text
+
+
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number of seconds > 0 (``--lease``, ``--poll``)."""
+    value = _number(text, float)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of seconds >= 0 (``--min-age``)."""
+    value = _number(text, float)
+    if not math.isfinite(value) or value < 0:
+        # the words of vactor_cloud.compaction.validate_compaction_args, which the library says too
+        raise argparse.ArgumentTypeError(f"min_age must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (``--step``, ``--at-step``: step numbers start at 0)."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (step numbers start at 0), got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--keep-last``, ``ls --limit``)."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def actor_id_arg(text: str) -> str:
+    """An actor id as every backend can store it (``ID`` and ``--actor`` of every command)."""
+    from vactor_cloud.errors import InvalidActorIdError
+    from vactor_cloud.ids import validate_actor_id
+
+    try:
+        validate_actor_id(text)
+    except InvalidActorIdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

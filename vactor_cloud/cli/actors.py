@@ -15,10 +15,14 @@ from vactor_cloud.cli._options import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    actor_id_arg,
     common_parent,
     init_runtime,
     limit_arg,
+    non_negative_float,
+    non_negative_int,
     parse_json_arg,
+    positive_int,
 )
 from vactor_cloud.cli._output import Output, progress, when
 
@@ -95,18 +99,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _call_lines(entry: Any) -> str:
-    lines = []
-    for call in entry.calls:
-        text = f"{call.method}({call.args})"
-        if call.ok:
-            text += f" -> {call.result}" if call.result not in ("", "None") else ""
-        else:
-            text += f" !! {call.result}"
-        if call.key:
-            text += f"  [key {call.key}]"
-        lines.append(text)
-    return "\n".join(lines) or "-"
+#: calls shown per step on a terminal (a group commit may hold hundreds); piped output shows all
+RICH_CALLS_PER_STEP = 10
+
+
+def _call_text(call: Any) -> str:
+    text = f"{call.method}({call.args})"
+    if call.ok:
+        text += f" -> {call.result}" if call.result not in ("", "None") else ""
+    else:
+        text += f" !! {call.result}"
+    if call.key:
+        text += f"  [key {call.key}]"
+    return text
+
+
+def _call_lines(entry: Any, cap: int | None = None) -> list[str]:
+    """One text per call of ``entry`` (``["-"]`` for none); past ``cap``, one ``… N more`` line."""
+    lines = [_call_text(call) for call in entry.calls] or ["-"]
+    if cap is not None and len(lines) > cap:
+        lines = [*lines[:cap], f"… {len(lines) - cap} more (--json shows all)"]
+    return lines
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -119,7 +132,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     if out.json:
         out.emit_json([e.to_json() for e in entries])
         return EXIT_OK
-    rows = [(str(e.step), when(e.time), e.writer[:8], _call_lines(e)) for e in entries]
+    if out.rich:  # one row per step, its calls stacked in the cell (at most RICH_CALLS_PER_STEP)
+        rows = [
+            (str(e.step), when(e.time), e.writer[:8], "\n".join(_call_lines(e, RICH_CALLS_PER_STEP)))
+            for e in entries
+        ]
+    else:  # piped: one line per call, a group commit's step, time and writer repeated on each
+        rows = [(str(e.step), when(e.time), e.writer[:8], line) for e in entries for line in _call_lines(e)]
     title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
     out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
     oldest = entries[-1].step if entries else 0
@@ -142,6 +161,12 @@ def cmd_call(args: argparse.Namespace) -> int:
         method = getattr(handle, args.method)
     except AttributeError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    if args.at_step is not None and not method._info.readonly:
+        raise CliError(
+            f"{args.method}() is a writer method; --at-step runs read-only methods on a past state. "
+            f"To see the state itself: vactor show {args.actor_id} --step {args.at_step}",
+            EXIT_USAGE,
+        )
     try:
         method._info.check_arguments(tuple(positional), kwargs)
         if args.idempotency_key is not None or args.at_step is not None:
@@ -187,25 +212,32 @@ def cmd_compact(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         raise CliError("compaction is not available in this vactor_cloud version; upgrade it") from None
     min_age = compaction.DEFAULT_MIN_AGE if args.min_age is None else args.min_age
-    try:
-        compaction.validate_compaction_args(
-            args.keep_last, min_age, floor=None if args.force else compaction.MIN_AGE_FLOOR
-        )
+    try:  # --keep-last and --min-age are checked by argparse; the library checks again
+        compaction.validate_compaction_args(args.keep_last, min_age)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    floor = compaction.MIN_AGE_FLOOR
+    if not args.force and min_age < floor:
+        raise CliError(
+            f"--min-age {min_age:g} is below the floor of {floor:g} s: a writer stalled longer than that "
+            "(a paused VM, SIGSTOP, a long GC) may find its commit compacted and unresolvable; "
+            "pass --force if no writer can be running",
+            EXIT_USAGE,
+        )
     init_runtime(args)
     out = Output.for_args(args)
     ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
     if args.actor_id is not None:
         vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
     runtime = get_runtime()
-    if not args.force:
-        try:
-            compaction.validate_compaction_args(
-                args.keep_last, min_age, fresh_window=runtime.settings.fresh_window
-            )
-        except ValueError as exc:
-            raise CliError(str(exc), EXIT_USAGE) from None
+    fresh_window = runtime.settings.fresh_window
+    if not args.force and min_age < fresh_window:
+        raise CliError(
+            f"--min-age {min_age:g} is below the writers' fresh_window of {fresh_window:g} s: a writer "
+            "trusting a cache that fresh could re-create a deleted step unnoticed; pass a --min-age of "
+            "at least fresh_window plus your machines' clock skew, or --force if no writer can be running",
+            EXIT_USAGE,
+        )
     options: dict[str, Any] = {"min_age": min_age}
     reports: list[Any] = []
 
@@ -218,6 +250,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
             advance(actor_id)
     if out.json:
         out.emit_json([_report_json(r) for r in reports])
+        return EXIT_OK
+    if not reports:
+        print(f"no actors under {_describe_storage()}: nothing to compact", file=sys.stderr)
         return EXIT_OK
     rows = [
         (
@@ -245,18 +280,20 @@ def add_commands(sub: Any) -> None:
         "ls", parents=[common_parent()], help="list actors: id, class, newest step, last change"
     )
     p.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only ids starting with PREFIX")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="list at most N actors (N >= 1)")
+    p.add_argument(
+        "--limit", type=positive_int, default=None, metavar="N", help="list at most N actors (N >= 1)"
+    )
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", parents=[common_parent()], help="class, step and state of an actor")
-    p.add_argument("actor_id", metavar="ID")
-    p.add_argument("--step", type=int, default=None, metavar="N", help="as it was after step N")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
+    p.add_argument("--step", type=non_negative_int, default=None, metavar="N", help="as it was after step N")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser(
         "history", parents=[common_parent()], help="committed steps, newest first, with their calls"
     )
-    p.add_argument("actor_id", metavar="ID")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
     p.add_argument(
         "--limit",
         type=limit_arg,
@@ -272,21 +309,24 @@ def add_commands(sub: Any) -> None:
         help="call a method: vactor call ID METHOD [ARG ...], each ARG JSON",
         description="Call METHOD of actor ID. Each ARG is one JSON value (5, '\"text\"', '[1, 2]').",
     )
-    p.add_argument("actor_id", metavar="ID")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
     p.add_argument("method", metavar="METHOD")
-    p.add_argument("args", nargs="*", metavar="ARG", help="positional argument, as JSON")
+    # default=[]: without it argparse counts ARG among the required arguments in its error
+    p.add_argument("args", nargs="*", default=[], metavar="ARG", help="positional argument, as JSON")
     p.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
     p.add_argument("--idempotency-key", metavar="KEY", help="exactly-once key for a writer method")
-    p.add_argument("--at-step", type=int, metavar="N", help="run a read-only method on step N's state")
+    p.add_argument(
+        "--at-step", type=non_negative_int, metavar="N", help="run a read-only method on step N's state"
+    )
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("compact", parents=[common_parent()], help="delete old steps, keeping the newest K")
-    p.add_argument("actor_id", nargs="?", metavar="ID", help="the actor (or --all)")
+    p.add_argument("actor_id", nargs="?", type=actor_id_arg, metavar="ID", help="the actor (or --all)")
     p.add_argument("--all", action="store_true", help="every actor under the storage root")
-    p.add_argument("--keep-last", type=int, required=True, metavar="K", help="steps to keep (>= 1)")
+    p.add_argument("--keep-last", type=positive_int, required=True, metavar="K", help="steps to keep (>= 1)")
     p.add_argument(
         "--min-age",
-        type=float,
+        type=non_negative_float,
         default=None,
         metavar="SECONDS",
         help="never delete a step whose successor is younger (default 86400, one day; below 3600 "

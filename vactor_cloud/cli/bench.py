@@ -12,7 +12,13 @@ A new option of this command is one ``parser.add_argument`` in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vactor_cloud.cli._options import EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
@@ -95,11 +101,13 @@ def run(args: argparse.Namespace) -> int:
     )
     from vactor_cloud.testing.latency import Latency
 
-    if args.url:
+    if args.url is not None:
         args.storage = args.url
     choice = store_choice(args, must_exist=False)
     out = Output.for_args(args)
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
+    if args.latency is not None:
+        _check_latency(args.latency)
     try:
         latency = Latency.parse(args.latency) if args.latency else None
     except ValueError as exc:
@@ -113,21 +121,32 @@ def run(args: argparse.Namespace) -> int:
         )
     target = Target(choice.url, choice.options, dict(getattr(args, "storage_env", None) or {}), latency)
     total = _steps_for(profile, groups)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not sys.stderr.isatty(),
-    ) as bar:
+    interactive = sys.stderr.isatty()
+    with (
+        Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not interactive,
+        ) as bar,
+        _sigterm_interrupts(),
+    ):
         task = bar.add_task("bench", total=total)
+        plain = PlainProgress(total)
 
         def advance(label: str) -> None:
-            bar.update(task, advance=1, description=f"bench: {label}")
+            if interactive:
+                bar.update(task, advance=1, description=f"bench: {label}")
+            else:
+                plain.advance(label)
 
+        # SIGINT/SIGTERM: run_bench's finally deletes the vactor-bench-* prefix (unless --keep)
         rows = run_bench(target, profile, progress=advance, keep=args.keep, groups=groups)
+        if not interactive:
+            plain.finish()
     if out.json:
         out.emit_json(
             {
@@ -151,6 +170,73 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.print(table)
     return EXIT_OK
+
+
+def _check_latency(text: str) -> None:
+    """``--latency MS[,JITTER]``: one or two finite numbers of milliseconds >= 0, said in milliseconds."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise CliError(f"--latency {text!r}: expected MS or MS,JITTER (milliseconds)", EXIT_USAGE)
+    for name, part in zip(("MS", "JITTER"), parts, strict=False):
+        try:
+            value = float(part)
+        except ValueError:
+            raise CliError(
+                f"--latency {text!r}: {name} must be a number of milliseconds, got {part!r}", EXIT_USAGE
+            ) from None
+        if not math.isfinite(value) or value < 0:
+            raise CliError(
+                f"--latency {text!r}: {name} must be a finite number of milliseconds >= 0, "
+                f"got {part.strip()}",
+                EXIT_USAGE,
+            )
+
+
+class PlainProgress:
+    """Progress when stderr is not a terminal: one line per row group, when its last repeat is done.
+
+    The harness reports each repeat of a row group under the group's label; a
+    group is done when the label changes (or at the end).
+    """
+
+    def __init__(self, total: int, write: Callable[[str], None] | None = None) -> None:
+        self.total = total
+        self.done = 0
+        self.current: str | None = None
+        self.started = time.monotonic()
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def advance(self, label: str) -> None:
+        if self.current is not None and label != self.current:
+            self._emit(self.current)
+        self.current = label
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self._emit(self.current)
+            self.current = None
+
+    def _emit(self, label: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.write(f"bench: {label} done ({self.done}/{self.total} steps, {elapsed:.0f} s)")
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` as SIGINT does, so that the benchmark cleans up and exits 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

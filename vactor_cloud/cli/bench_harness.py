@@ -1041,10 +1041,11 @@ def run_bench(
     scoped = target.sub(f"vactor-bench-{run_id}")
     steps = _steps_for(profile, groups)
     advance = progress or (lambda _label: None)
-    scoped.init()
-    bench = Bench(scoped, profile, run_id, advance)
     rows: list[Row] = []
     try:
+        # (Inside the try: an interrupt as soon as the prefix exists still removes it.)
+        scoped.init()
+        bench = Bench(scoped, profile, run_id, advance)
         if "warm" in groups:
             rows.extend(bench.warm_rows())
         if "cold" in groups:

@@ -103,7 +103,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from vactor_cloud import _sync, counters
     from vactor_cloud.storage import check_storage_options
 
-    if args.url:
+    if args.url is not None:
         args.storage = args.url
     choice = store_choice(args, must_exist=False)
     url, options = choice.url, choice.options

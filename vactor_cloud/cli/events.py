@@ -12,7 +12,9 @@ scheduled job, costly on very large buckets, where ``--actor`` is better.
 
 Exit status: 0 when everything asked for was done (events that wait for a
 handler or for their actor to be created are reported, not errors), 1 when
-an actor could not be read or drained, 2 on bad usage.
+an actor could not be read or drained, 2 on bad usage (an invalid ``--actor``
+id included), 3 when ``--actor`` names an actor that does not exist and has
+no events waiting for it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud import _sync
-from vactor_cloud.cli._options import EXIT_ERROR, EXIT_OK, common_parent, init_runtime
+from vactor_cloud.actor import get_actor_async
+from vactor_cloud.cli._options import EXIT_OK, actor_id_arg, common_parent, errors_error, init_runtime
 from vactor_cloud.cli._output import Output
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
@@ -47,7 +50,9 @@ def add_commands(sub: Any) -> None:
         ("drain", "apply every pending event now (each exactly once)"),
     ):
         cmd = inner.add_parser(name, help=text, description=text, parents=[common_parent()])
-        cmd.add_argument("--actor", metavar="ID", help="only this actor (default: every actor)")
+        cmd.add_argument(
+            "--actor", type=actor_id_arg, metavar="ID", help="only this actor (default: every actor)"
+        )
     parser.set_defaults(func=run)
 
 
@@ -71,9 +76,11 @@ async def _actors_with_events(actor: str | None) -> list[str]:
     each actor's steps) and asks each inbox for one key: never a LIST of
     every object under ``actors/``.
     """
-    if actor is not None:
-        return [actor]
     store = get_runtime().store
+    if actor is not None:
+        if not await list_inbox(store, actor):
+            await get_actor_async(actor)  # ActorNotFoundError (exit 3): neither the actor nor its events
+        return [actor]
     found: list[str] = []
     async for actor_id in iter_actor_ids(store):
         if await store.list(inbox_prefix(actor_id), limit=1):
@@ -159,8 +166,14 @@ def run(args: argparse.Namespace) -> int:
             else:
                 for line in lines:
                     out.print(line["text"])
+                if not lines and not errors:
+                    print("no pending events: nothing to drain", file=sys.stderr)
     finally:
         shutdown()
-    for error in errors:
-        print(f"vactor events: {error}", file=sys.stderr)
-    return EXIT_ERROR if errors else EXIT_OK
+    if errors:
+        if args.debug:
+            for error in errors:
+                print(f"vactor: {error}", file=sys.stderr)
+        what = "actors could not be read" if args.events_command == "ls" else "actors could not be drained"
+        raise errors_error(errors, what)
+    return EXIT_OK

@@ -12,7 +12,8 @@ through heartbeats; ``claims`` claims each actor; ``none`` fires everything
 (``--no-claims`` is its older spelling). The store is ``--storage URL``
 (else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE`` options, as for every
 ``vactor`` command. Exit status: 0 ok, 1 when some timer could not be fired (it stays due and is
-fired by the next tick), 2 on bad usage.
+fired by the next tick), 2 on bad usage (a bad number, shard or actor id), 3 when ``repair --actor``
+names an actor that does not exist. Errors are one line, ``vactor: error: ...``, as everywhere.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ import time
 from typing import Any
 
 from vactor_cloud import _sync
-from vactor_cloud.cli._options import EXIT_ERROR, EXIT_OK, EXIT_USAGE, common_parent, init_runtime
+from vactor_cloud.actor import get_actor
+from vactor_cloud.cli._options import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    actor_id_arg,
+    common_parent,
+    errors_error,
+    init_runtime,
+    positive_float,
+)
 from vactor_cloud.cli._output import Output
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
@@ -64,16 +75,30 @@ def add_commands(subparsers: Any) -> None:
                 help="how runners share the actors: runners (heartbeats, the default), claims, none",
             )
             cmd.add_argument(
-                "--lease", type=float, default=DEFAULT_LEASE, help="heartbeat (or claim) lease, seconds"
+                "--lease",
+                type=positive_float,
+                default=DEFAULT_LEASE,
+                metavar="S",
+                help=f"heartbeat (or claim) lease, seconds (default {DEFAULT_LEASE:g})",
             )
             cmd.add_argument("--shard", metavar="I/N", help="only actors hashing to shard I of N")
             cmd.add_argument("--no-claims", action="store_true", help="the same as --split none")
         if name == "run":
             cmd.add_argument(
-                "--poll", type=float, default=1.0, help="seconds between listings of the index (default 1)"
+                "--poll",
+                type=positive_float,
+                default=1.0,
+                metavar="S",
+                help="seconds between listings of the index (default 1)",
             )
         if name == "repair":
-            cmd.add_argument("--actor", action="append", metavar="ID", help="only this actor (repeatable)")
+            cmd.add_argument(
+                "--actor",
+                action="append",
+                type=actor_id_arg,
+                metavar="ID",
+                help="only this actor (repeatable)",
+            )
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
@@ -104,6 +129,11 @@ def _summary(report: TickReport) -> dict[str, Any]:
     }
 
 
+def _summary_line(summary: dict[str, Any]) -> str:
+    """``key=value`` pairs; ``max_lateness_s`` only when something fired (JSON says ``null``)."""
+    return " ".join(f"{k}={v}" for k, v in summary.items() if v is not None)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``vactor timers tick|run|ls|repair`` as parsed by the ``vactor`` parser."""
     try:
@@ -114,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--no-claims contradicts --split {split}")
             split = "none"
     except ValueError as exc:
-        print(f"vactor timers: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise CliError(str(exc), EXIT_USAGE) from None
     out = Output.for_args(args)
     init_runtime(args)
     errors: list[str] = []
@@ -134,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             if out.json:
                 out.emit_json(summary)
             else:
-                out.print(" ".join(f"{k}={v}" for k, v in summary.items()))
+                out.print(_summary_line(summary))
         elif command == "ls":
             entries = _sync.sync(list_index(get_runtime().store))
             now = time.time()
@@ -166,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
                 if not rows:
                     print("no pending timers in the index", file=sys.stderr)
         else:
+            for actor_id in args.actor or ():
+                get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
             count = repair_timer_index(args.actor)
             if out.json:
                 out.emit_json({"indexed": count})
@@ -173,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
                 out.print(f"indexed {count} pending timers")
     finally:
         shutdown()
-    for error in errors:
-        print(f"vactor timers: {error}", file=sys.stderr)
-    return EXIT_ERROR if errors else EXIT_OK
+    if errors:
+        if args.debug:
+            for error in errors:
+                print(f"vactor: {error}", file=sys.stderr)
+        raise errors_error(errors, "timers could not be fired (they stay due for the next tick)")
+    return EXIT_OK

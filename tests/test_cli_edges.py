@@ -1,0 +1,546 @@
+"""Edges of the `vactor` command: exit codes, one-line errors, piped output, docs that match it.
+
+Most commands run in this process (``vactor_cloud.cli.main(argv)``, output captured
+by capsys) against a local store in ``tmp_path``; the ones whose promise involves
+a process (a signal, an example printing a command to paste) run as subprocesses.
+Nothing here contacts a host other than 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+@vc.virtual_actor
+class Meter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def slow(self) -> None:
+        time.sleep(0.5)
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+Vactor = Callable[..., Result]
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty local store, named by $VACTOR_STORAGE for the commands run in this process."""
+    url = str(tmp_path / "store")
+    os.makedirs(url)
+    monkeypatch.setenv("VACTOR_STORAGE", url)
+    try:
+        yield url
+    finally:
+        vc.shutdown()
+
+
+@pytest.fixture
+def vactor(capsys: pytest.CaptureFixture[str]) -> Vactor:
+    """Run ``vactor ARGV...`` in this process (stdout is not a terminal: plain output)."""
+
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            vc.shutdown()
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def one_line_error(result: Result) -> str:
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith("vactor: error: "), result.err
+    return lines[0]
+
+
+def _seed(url: str, *actor_ids: str) -> None:
+    vc.init(url)
+    try:
+        for actor_id in actor_ids:
+            Meter.get_or_create(actor_id).incr.run()
+    finally:
+        vc.shutdown()
+
+
+# -- 1. docs/events.md and docs/timers.md snippets -------------------------------------------------
+
+
+def _python_blocks(doc: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+
+
+def test_the_first_events_snippet_runs_as_written_and_returns_70(tmp_path: Path) -> None:
+    snippet = _python_blocks(DOCS / "events.md")[0]
+    last = snippet.rstrip().splitlines()[-1]
+    assert last.startswith("inv.wait_for_event(") and last.endswith("# -> 70"), last
+    code = snippet + f"\nprint('RESULT', {last.split('#')[0].strip()})\n"
+    env = {**os.environ, "VACTOR_STORAGE": str(tmp_path / "store")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "RESULT 70" in done.stdout
+
+
+def test_the_first_timers_snippet_runs_as_written(tmp_path: Path) -> None:
+    snippet = _python_blocks(DOCS / "timers.md")[0]
+    code = snippet + "\nprint('KEYS', sorted(t['key'] for t in session.timers()))\n"
+    env = {**os.environ, "VACTOR_STORAGE": str(tmp_path / "store")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "KEYS [" in done.stdout and "'renewal'" in done.stdout
+
+
+def test_timers_docs_pass_the_store_as_an_option_not_a_positional_url() -> None:
+    text = (DOCS / "timers.md").read_text()
+    assert not re.search(r"timers tick (s3|gs)://", text)
+    assert '"tick", "s3://' not in text
+
+
+# -- 2. docs/cli.md shows the current help and every option -----------------------------------------
+
+
+def test_cli_md_shows_the_current_help(vactor: Vactor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    result = vactor("--help")
+    assert result.code == EXIT_OK
+    documented = (DOCS / "cli.md").read_text()
+    block = documented.split("```console\n$ vactor --help\n", 1)[1].split("```", 1)[0]
+    assert block == result.out
+
+
+def _subcommand_options(vactor: Vactor, *argv: str) -> set[str]:
+    result = vactor(*argv, "--help")
+    assert result.code == EXIT_OK, result.err
+    common = {"-h", "--help", "--storage", "-o", "--storage-option", "--json", "--debug"}
+    return set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", result.out)) - common
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("ls",),
+        ("show",),
+        ("history",),
+        ("call",),
+        ("compact",),
+        ("doctor",),
+        ("bench",),
+        ("events", "ls"),
+        ("events", "drain"),
+        ("timers", "tick"),
+        ("timers", "run"),
+        ("timers", "repair"),
+    ],
+)
+def test_cli_md_documents_every_option_of_every_command(vactor: Vactor, argv: tuple[str, ...]) -> None:
+    commands = (DOCS / "cli.md").read_text().split("## Commands", 1)[1].split("## Exit codes", 1)[0]
+    entries = [e for e in re.split(r"\n(?=`vactor )", commands) if e.startswith(f"`vactor {argv[0]}")]
+    assert entries, f"docs/cli.md has no entry for vactor {argv[0]}"
+    missing = {opt for opt in _subcommand_options(vactor, *argv) if opt not in " ".join(entries)}
+    assert not missing, f"vactor {' '.join(argv)}: {sorted(missing)} not in docs/cli.md"
+
+
+# -- 4. the examples print a command that works on the store they ran on ----------------------------
+
+
+@pytest.mark.parametrize("example", ["serverless_handler.py", "bank_transfer.py", "batch_dask.py"])
+def test_examples_print_an_inspect_command_that_names_their_store(tmp_path: Path, example: str) -> None:
+    if example == "batch_dask.py":
+        pytest.importorskip("distributed")
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the default store: not the one the example used
+    url = str(tmp_path / "given")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example), url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    command = done.stdout.strip().splitlines()[-1].split(": ", 1)[-1]
+    argv = shlex.split(command)
+    assert argv[0] == "vactor" and "--storage" in argv, command
+    console = os.path.join(os.path.dirname(sys.executable), "vactor")
+    shown = subprocess.run(
+        [console, *argv[1:]], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert shown.stdout.startswith("STEP"), shown.stdout  # piped history, on the example's store
+
+
+# -- 5. exit codes and one-line errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("show", "m1", "--step", "-1"),
+        ("call", "m1", "value", "--at-step", "-1"),
+        ("timers", "tick", "--lease", "-1"),
+        ("timers", "tick", "--lease", "0"),
+        ("timers", "tick", "--lease", "nan"),
+        ("timers", "tick", "--lease", "inf"),
+        ("timers", "run", "--poll", "0"),
+        ("timers", "run", "--poll", "nan"),
+        ("timers", "run", "--poll", "-1"),
+        ("timers", "tick", "--shard", "3/2"),
+        ("events", "drain", "--actor", "a/b"),
+        ("events", "drain", "--actor", ""),
+        ("events", "ls", "--actor", "a/b"),
+        ("timers", "repair", "--actor", "a/b"),
+        ("history", "a/b"),
+        ("compact", "--keep-last", "1", "a/b"),
+        ("ls", "--limit", "0"),
+        ("call",),
+        ("no-such-command",),
+    ],
+)
+def test_bad_arguments_are_exit_2_with_one_line(vactor: Vactor, store: str, argv: tuple[str, ...]) -> None:
+    _seed(store, "m1")
+    result = vactor(*argv)
+    assert result.code == EXIT_USAGE, result
+    one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("timers", "repair", "--actor", "nope"),
+        ("events", "ls", "--actor", "nope"),
+        ("events", "drain", "--actor", "nope"),
+    ],
+)
+def test_a_missing_actor_is_exit_3(vactor: Vactor, store: str, argv: tuple[str, ...]) -> None:
+    _seed(store, "m1")
+    result = vactor(*argv)
+    assert result.code == EXIT_NOT_FOUND, result
+    assert "no actor 'nope'" in one_line_error(result)
+
+
+def test_events_waiting_for_an_actor_not_created_yet_are_listed_not_an_error(
+    vactor: Vactor, store: str
+) -> None:
+    vc.init(store)
+    vc.send_event("later", "ping", {"n": 1}, event_id="e1", create=True)
+    vc.shutdown()
+    listed = vactor("events", "ls", "--actor", "later")
+    assert listed.code == EXIT_OK, listed.err
+    assert "waiting: actor not created" in listed.out
+    drained = vactor("events", "drain", "--actor", "later")
+    assert drained.code == EXIT_OK, drained.err
+    assert "not created yet, 1 events wait for it" in drained.out
+
+
+def test_an_empty_storage_option_is_a_usage_error(vactor: Vactor, store: str) -> None:
+    for argv in (("--storage", "", "ls"), ("ls", "--storage", ""), ("doctor", ""), ("bench", "")):
+        result = vactor(*argv)
+        assert result.code == EXIT_USAGE, (argv, result)
+        assert "empty" in one_line_error(result)
+
+
+# -- 6. piped history: one line per call; a terminal caps the calls per step ------------------------
+
+
+def _group_commit(url: str) -> None:
+    """``g1`` with a step holding many calls: incr calls queued behind a slow commit."""
+    vc.init(url)
+    try:
+        for _ in range(5):
+            handle = Meter.get_or_create("g1")
+            slow = handle.slow.run_async()
+            time.sleep(0.1)
+            futures = [handle.incr.run_async(i) for i in range(25)]
+            slow.result()
+            for future in futures:
+                future.result()
+            if max(len(e.calls) for e in handle.history(limit=None)) >= 12:
+                return
+        pytest.fail("no group commit of 12 calls or more in 5 tries")
+    finally:
+        vc.shutdown()
+
+
+def test_piped_history_prints_one_line_per_call_with_its_step(vactor: Vactor, store: str) -> None:
+    _group_commit(store)
+    as_json = vactor("history", "g1", "--limit", "all", "--json").json()
+    assert isinstance(as_json, list)
+    expected = [(str(e["step"]), call["method"]) for e in as_json for call in e["calls"]]
+    result = vactor("history", "g1", "--limit", "all")
+    assert result.code == EXIT_OK, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["STEP", "TIME", "WRITER", "CALLS"]
+    got = [(line.split()[0], line.split()[5].split("(")[0]) for line in lines[1:]]
+    assert got == expected
+
+
+def test_history_on_a_terminal_shows_at_most_ten_calls_per_step(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _group_commit(store)
+    as_json = vactor("history", "g1", "--limit", "all", "--json").json()
+    assert isinstance(as_json, list)
+    biggest = max(len(e["calls"]) for e in as_json)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "160")
+    result = vactor("history", "g1", "--limit", "all")
+    assert result.code == EXIT_OK, result.err
+    assert f"… {biggest - 10} more" in result.out
+    assert result.out.count("incr(") <= 10 * len(as_json)
+
+
+# -- 7. an unreachable store: one line on stderr -----------------------------------------------------
+
+
+class SilentListener:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port: int = self._server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._open.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in [*self._open, self._server]:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+#: ``vactor ARGV...`` in a fresh interpreter whose requests time out after 1 s (the CLI has no
+#: timeout option; the default is 10 s): pytest's log handlers are not installed there, so what
+#: Python prints for an unhandled library warning reaches stderr as it would in a terminal
+QUICK_TIMEOUT_VACTOR = """
+import sys
+import vactor_cloud.runtime as runtime
+real_init = runtime.init
+runtime.init = lambda *args, **kwargs: real_init(*args, timeout=1.0, **kwargs)
+from vactor_cloud.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stalled_store_prints_one_error_line_and_no_library_warning() -> None:
+    pytest.importorskip("boto3")
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE" and not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    listener = SilentListener()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                QUICK_TIMEOUT_VACTOR,
+                "--storage",
+                "s3://bucket/p",
+                "-o",
+                f"endpoint_url=http://127.0.0.1:{listener.port}",
+                "ls",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        listener.close()
+    result = Result(done.returncode, done.stdout, done.stderr)
+    assert result.code == EXIT_STORAGE, result
+    assert "check --storage" in one_line_error(result)
+
+
+def test_cli_logging_is_quiet_unless_debug_and_restores_the_loggers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from vactor_cloud.cli import cli_logging
+
+    logger = logging.getLogger("vactor_cloud")
+    before = (logger.handlers[:], logger.level, logger.propagate)
+    capsys.readouterr()
+    with cli_logging(False):
+        logger.warning("a library warning")
+        logging.getLogger("botocore").warning("a client warning")
+    assert capsys.readouterr().err == ""
+    with cli_logging(True):
+        logger.warning("shown under --debug")
+    assert "shown under --debug" in capsys.readouterr().err
+    with cli_logging(False, warnings=True):
+        logger.warning("a timer raised")
+        logger.info("not this")
+    err = capsys.readouterr().err
+    assert "a timer raised" in err and "not this" not in err
+    assert (logger.handlers, logger.level, logger.propagate) == before
+
+
+# -- 9. bench: progress when piped, its prefix removed on SIGTERM ------------------------------------
+
+
+def test_bench_prints_one_progress_line_per_row_group_when_piped(vactor: Vactor, tmp_path: Path) -> None:
+    result = vactor(
+        "bench", f"memory://edges-{os.getpid()}", "--profile", "tiny", "--rows", "warm,cpu", "--json"
+    )
+    assert result.code == EXIT_OK, result.err
+    progress = [line for line in result.err.splitlines() if line.startswith("bench: ")]
+    assert [line.split()[1] for line in progress] == ["warm", "cpu"], result.err
+    assert "done (" in progress[-1]
+
+
+def test_bench_removes_its_prefix_on_sigterm(tmp_path: Path) -> None:
+    root = tmp_path / "bench"
+    root.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    console = os.path.join(os.path.dirname(sys.executable), "vactor")
+    proc = subprocess.Popen(
+        [console, "bench", str(root), "--profile", "quick", "--rows", "warm,long,cpu,rss"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith("vactor-bench-") for p in root.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the benchmark never wrote its prefix"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the benchmark ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")] == []
+
+
+# -- 10. messages in the CLI's own words ------------------------------------------------------------
+
+
+def test_compact_names_its_flags(vactor: Vactor, store: str) -> None:
+    _seed(store, "m1")
+    floor = vactor("compact", "m1", "--keep-last", "1", "--min-age", "10")
+    assert floor.code == EXIT_USAGE
+    line = one_line_error(floor)
+    assert "--min-age 10 " in line and "min_age" not in line
+    keep = vactor("compact", "m1", "--keep-last", "0")
+    assert keep.code == EXIT_USAGE
+    line = one_line_error(keep)
+    assert "--keep-last" in line and "keep_last" not in line
+
+
+def test_call_at_step_on_a_writer_suggests_vactor_show(vactor: Vactor, store: str) -> None:
+    _seed(store, "m1")
+    result = vactor("call", "m1", "incr", "--at-step", "1")
+    assert result.code == EXIT_USAGE
+    line = one_line_error(result)
+    assert "vactor show m1 --step 1" in line and "state_at" not in line
+
+
+def test_bench_latency_errors_are_in_milliseconds(vactor: Vactor) -> None:
+    result = vactor("bench", "memory://x", "--latency=-5")
+    assert result.code == EXIT_USAGE
+    line = one_line_error(result)
+    assert "-5" in line and "milliseconds" in line and "0.005" not in line
+
+
+def test_call_without_arguments_does_not_call_arg_required(vactor: Vactor) -> None:
+    result = vactor("call")
+    assert result.code == EXIT_USAGE
+    line = one_line_error(result)
+    assert "ID, METHOD" in line and "ARG" not in line
+
+
+def test_timers_tick_with_nothing_fired_prints_no_none(vactor: Vactor, store: str) -> None:
+    result = vactor("timers", "tick")
+    assert result.code == EXIT_OK, result.err
+    assert "fired=0" in result.out and "None" not in result.out
+    assert vactor("timers", "tick", "--json").json()["max_lateness_s"] is None  # type: ignore[index]
+
+
+def test_empty_stores_say_so(vactor: Vactor, store: str) -> None:
+    compacted = vactor("compact", "--all", "--keep-last", "1")
+    assert compacted.code == EXIT_OK, compacted.err
+    assert compacted.out == "" and "no actors" in compacted.err
+    drained = vactor("events", "drain")
+    assert drained.code == EXIT_OK, drained.err
+    assert drained.out == "" and "no pending events" in drained.err
