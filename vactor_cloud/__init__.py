@@ -15,6 +15,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.errors import (
+    ActorBusyError,
     ActorDefinitionError,
     ActorNotFoundError,
     CallPendingError,
@@ -23,6 +24,7 @@ from vactor_cloud.errors import (
     FormatVersionError,
     IntegrityError,
     InvalidActorIdError,
+    RuntimeShutdownError,
     StateProtocolError,
     StateSerializationError,
     StepNotFoundError,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from vactor_cloud.timer_runner import TickReport, fire_due_timers, run_timers
 
 __all__ = [
+    "ActorBusyError",
     "ActorClass",
     "ActorDefinitionError",
     "ActorFuture",
@@ -63,6 +66,7 @@ __all__ = [
     "IntegrityError",
     "InvalidActorIdError",
     "ReentrantCallError",
+    "RuntimeShutdownError",
     "Settings",
     "StateProtocolError",
     "StateSerializationError",

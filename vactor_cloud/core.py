@@ -49,16 +49,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
-from vactor_cloud.batch import BatchResult, CallOptions, PendingCall, apply_batch, run_readonly
+from vactor_cloud.batch import (
+    BatchResult,
+    CallOptions,
+    PendingCall,
+    apply_batch,
+    current_call,
+    run_readonly,
+)
 from vactor_cloud.byvalue import Frozen
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
+    ActorBusyError,
     ActorNotFoundError,
     CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
+    ReentrantCallError,
     StorageError,
     StorageTimeoutError,
     VactorError,
@@ -151,6 +160,39 @@ class CoreEnv(Protocol):
     def weigh(self, core: ActorCore, delta: int) -> None:
         """``core``'s cached bytes changed by ``delta``."""
         ...
+
+
+#: per thread: actor ids whose writer method runs on this thread while it waits for (or
+#: runs) another call, outermost first (the innermost running writer is ``current_call()``)
+_waiting_writers = threading.local()
+
+
+def writers_on_this_thread() -> list[str]:
+    """(``ActorCore.help``'s helper) Actors whose writer method runs on this thread now, outermost
+    first: a call that would wait for one of them would wait for itself."""
+    held = list(getattr(_waiting_writers, "stack", ()))
+    running = current_call()
+    if running is not None and not running.readonly:
+        held.append(running.actor_id)
+    return held
+
+
+class WaitingInsideWriter:
+    """(``ActorCore.help``'s helper) ``with WaitingInsideWriter():`` while this thread waits for
+    (or runs) another call from inside a writer method, that writer stays on this thread's list
+    (``writers_on_this_thread``)."""
+
+    __slots__ = ("pushed",)
+
+    def __enter__(self) -> None:
+        running = current_call()
+        self.pushed = running is not None and not running.readonly
+        if running is not None and self.pushed:
+            _waiting_writers.__dict__.setdefault("stack", []).append(running.actor_id)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pushed:
+            _waiting_writers.stack.pop()
 
 
 class ActorCore:
@@ -465,31 +507,70 @@ class ActorCore:
     def help(self, future: Future[Any], timeout: float | None) -> None:
         """Wait until ``future`` is done, applying this actor's queued writes whenever nobody is.
 
-        Returns early (future not done) only when ``timeout`` passed.
+        Returns early (future not done) only when ``timeout`` passed. Never waits for
+        itself: if this actor's writer runs on this thread (an outer call of a cycle
+        A -> B -> A), the call is withdrawn and fails with ``ReentrantCallError``. A call
+        still queued (not started) after ``max(Settings.deadline, Settings.commit_timeout)``
+        seconds in which the actor made no progress (its holder stuck: a method running that
+        long, or a cycle of calls across threads) is withdrawn and fails with ``ActorBusyError``:
+        it was not applied. A call that started is waited for: its commit is bounded.
         """
+        if future.done():
+            return
+        held = writers_on_this_thread()
+        if self.actor_id in held:
+            cycle = " -> ".join([*held[held.index(self.actor_id) :], self.actor_id])
+            error = ReentrantCallError(
+                f"a call to actor {self.actor_id!r} waits for that actor while a writer method of it "
+                f"runs on this same thread (a call cycle {cycle}): it would wait for itself; it was "
+                "not applied. Let the outer method do that work itself, or call the actor after "
+                "its method has returned"
+            )
+            if not self._withdraw(future, error):
+                raise error
+            return
+        bound = max(self.env.settings.deadline, self.env.settings.commit_timeout)
         deadline = math.inf if timeout is None else time.monotonic() + timeout
+        progress = -1 if self.record is None else self.record.step
+        stalled_at = time.monotonic() + bound
         wake: threading.Event | None = None
         try:
-            while not future.done():
-                with self._mutex:
-                    claimed = not self._draining and bool(self._queue)
+            with WaitingInsideWriter():
+                while not future.done():
+                    with self._mutex:
+                        claimed = not self._draining and bool(self._queue)
+                        if claimed:
+                            self._draining = True
+                        elif wake is None:
+                            wake = threading.Event()
+                            if self._waiters is None:
+                                self._waiters = set()
+                            self._waiters.add(wake)
+                            future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
                     if claimed:
-                        self._draining = True
-                    elif wake is None:
-                        wake = threading.Event()
-                        if self._waiters is None:
-                            self._waiters = set()
-                        self._waiters.add(wake)
-                        future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
-                if claimed:
-                    self._drain(until=future)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                assert wake is not None
-                wake.wait(None if math.isinf(remaining) else remaining)
-                wake.clear()
+                        self._drain(until=future)
+                        continue
+                    now = time.monotonic()
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        return
+                    step = -1 if self.record is None else self.record.step
+                    if step != progress:
+                        progress, stalled_at = step, now + bound
+                    elif now >= stalled_at:
+                        busy = ActorBusyError(
+                            f"actor {self.actor_id!r}: this call waited {bound:g} s "
+                            "(max of Settings.deadline and commit_timeout) for the actor's writer, "
+                            "held all that time by another thread without progress (a method "
+                            "running that long, or a cycle of calls across threads: A -> B -> A); "
+                            "it was withdrawn before it started: not applied, it can be retried"
+                        )
+                        if self._withdraw(future, busy):
+                            return
+                        stalled_at = now + bound  # it started: its batch settles it
+                    assert wake is not None
+                    wake.wait(min(remaining, stalled_at - now))
+                    wake.clear()
         finally:
             if wake is not None:
                 with self._mutex:
@@ -497,6 +578,19 @@ class ActorCore:
                         self._waiters.discard(wake)
                         if not self._waiters:
                             self._waiters = None
+
+    def _withdraw(self, future: Future[Any], error: BaseException) -> bool:
+        """(``help``'s helper) Take the queued, not yet started call of ``future`` out of the
+        queue and fail it with ``error``: True. False when it is not queued (it runs or ran)."""
+        with self._mutex:
+            queue = self._queue
+            found = next((c for c in queue if c.future is future), None) if queue else None
+            if found is None or queue is None:
+                return False
+            queue.remove(found)
+        if found.claim():
+            found.deliver(Outcome(False, error))
+        return True
 
     def _drain_from_pool(self) -> None:
         with self._mutex:

@@ -9,10 +9,14 @@ same way as the local one.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
+import io
+import logging
 import pickle
 import sys
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,7 +27,16 @@ from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.log import ClassRef
 from vactor_cloud.state import SERIALIZERS, defines_state_protocol
 
-__all__ = ["ActorDefinition", "MethodInfo", "lookup_local_class", "mark_event_handler", "mark_readonly"]
+__all__ = [
+    "RESERVED_METHOD_NAMES",
+    "ActorDefinition",
+    "MethodInfo",
+    "lookup_local_class",
+    "mark_event_handler",
+    "mark_readonly",
+]
+
+logger = logging.getLogger("vactor_cloud")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +47,30 @@ _OPTIONS = "__vactor_options__"
 #: import name ("module:qualname") -> the actor class defined in this process
 _REGISTRY: dict[str, ActorDefinition] = {}
 _PICKLE_LOCK = threading.Lock()
+
+#: The public attributes of ``ActorHandle``: ``handle.<name>`` is the handle's own, so an actor
+#: method of one of these names could never be called through a handle; such a class is refused.
+RESERVED_METHOD_NAMES = frozenset(
+    {
+        "actor_id",
+        "call_outcome",
+        "cancel_timer",
+        "compact",
+        "compact_async",
+        "history",
+        "process_events",
+        "process_events_async",
+        "ready",
+        "send_event",
+        "send_event_async",
+        "state_at",
+        "timers",
+        "wait_for_event",
+        "wait_for_event_async",
+    }
+)
+#: modules that exist in no other process under their name: their globals are stored by value
+_PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +101,7 @@ class MethodInfo:
 class ActorDefinition:
     """What the runtime needs to know of an actor class (no I/O, no runtime)."""
 
-    def __init__(self, cls: type, *, serializer: str = "pickle") -> None:
+    def __init__(self, cls: type, *, serializer: str = "pickle", stored: bool = False) -> None:
         self.name = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
         if not isinstance(cls, type):
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
@@ -84,6 +121,8 @@ class ActorDefinition:
         self.cls = cls
         self.serializer = serializer
         self.methods = _collect_methods(cls)
+        if not stored:  # a body already in storage stays readable (its shadowed methods as before)
+            _refuse_reserved_names(cls, self.methods)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
 
@@ -92,7 +131,7 @@ class ActorDefinition:
         """Rebuild the definition of a class body loaded from storage (not registered)."""
         options = getattr(raw, _OPTIONS, {}) or {}
         definition = cls.__new__(cls)
-        ActorDefinition.__init__(definition, raw, serializer=options.get("serializer", "pickle"))
+        ActorDefinition.__init__(definition, raw, serializer=options.get("serializer", "pickle"), stored=True)
         return definition
 
     def register(self) -> None:
@@ -100,30 +139,217 @@ class ActorDefinition:
 
     # -- the class body as stored --------------------------------------------------
     def body(self) -> tuple[ClassRef, bytes]:
-        """The class pickled *by value* (so processes without its module can load it) and its ref."""
+        """The class as stored, and its ref (content-addressed: ``sha256`` of the bytes).
+
+        Pickled *by value* (its module registered with cloudpickle), so that a process
+        without the module can load it: its methods, and the functions and classes of its
+        module they use. Not the module's *data*: a global that a method reads and that is
+        not a number, ``None``, a module, a function, a class or an actor class (a token,
+        a lock, a client, a dict ...) is stored by name only, and looked up in the module
+        when the body is loaded (undefined there if the module is not imported). A class of
+        ``__main__`` (no other process has its module) keeps such values by value where
+        they can be pickled. A class that cannot be pickled so is stored by reference
+        (``module:qualname``), with a warning naming what failed. See docs/security.md.
+        """
         if self._ref is None or self._body is None:
             module = sys.modules.get(self.cls.__module__)
-            by_value = module is not None and self.cls.__module__ not in ("__main__", "builtins")
+            by_value = module is not None and self.cls.__module__ != "builtins"
+            body: bytes | None = None
+            failure: Exception | None = None
             with _PICKLE_LOCK:
-                if by_value:
+                if module is not None and by_value:
                     cloudpickle.register_pickle_by_value(module)
                 try:
-                    body = bytes(cloudpickle.dumps(self.cls, protocol=pickle.HIGHEST_PROTOCOL))
+                    body = _dumps_by_value(self.cls, module if by_value else None)
                 except Exception as exc:
-                    raise ActorDefinitionError(
-                        f"{self.name}: the class body cannot be pickled for storage: {exc}"
-                    ) from exc
+                    failure = exc
                 finally:
-                    if by_value:
+                    if module is not None and by_value:
                         cloudpickle.unregister_pickle_by_value(module)
-            body = _with_content_tracker_id(self.cls, body)
+            body = self._by_reference(failure) if body is None else _with_content_tracker_id(self.cls, body)
             self._body = body
             self._ref = ClassRef(hashlib.sha256(body).hexdigest(), self.name)
         return self._ref, self._body
 
+    def _by_reference(self, failure: Exception | None) -> bytes:
+        """The class stored as its name only, after pickling it by value failed."""
+        parts = _unpicklable_parts(self.cls)
+        what = f" (what cannot be pickled: {', '.join(parts)})" if parts else ""
+        logger.warning(
+            "%s: the class body cannot be pickled by value for storage: %s%s. It is stored by "
+            "reference: only a process that imports %s can run this actor. Keep such objects "
+            "out of the class (create them in a module-level function or on first use) to "
+            "store the class by value",
+            self.name,
+            failure,
+            what,
+            self.cls.__module__,
+        )
+        try:
+            return pickle.dumps(_ClassByName(self.cls.__module__, self.cls.__qualname__), protocol=4)
+        except Exception as exc:  # pragma: no cover - a str pair always pickles
+            raise ActorDefinitionError(f"{self.name}: the class cannot be stored: {exc}") from exc
+
     def __repr__(self) -> str:
         # getattr: tracebacks show the repr of an instance whose __init__ refused the class.
         return f"<actor definition {getattr(self, 'name', '(not defined)')}>"
+
+
+class _BodyPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's pickler, keeping the data globals of the class's module out of its methods.
+
+    A function of the module (pickled by value) normally carries every global it reads.
+    Here a global that is data (see :func:`_kept_by_value`) is stored by name only, and
+    restored from the module on load (:func:`_restore_function`). For a module no other
+    process has (``__main__``), data that pickles is kept by value (the code exists nowhere
+    else), and what does not pickle (a lock) by name.
+    """
+
+    def __init__(self, file: io.BytesIO, module: types.ModuleType) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.module = module
+        self.snapshot = module.__name__ in _PROCESS_ONLY_MODULES or getattr(module, "__spec__", None) is None
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        reduced = super()._dynamic_function_reduce(func)
+        if func.__globals__ is not vars(self.module) or not isinstance(reduced, tuple) or len(reduced) != 6:
+            return reduced
+        make, newargs, state, _, _, _ = reduced
+        fstate, slotstate = state
+        module_globals = slotstate["__globals__"]
+        by_name = tuple(
+            sorted(
+                name
+                for name, value in module_globals.items()
+                if not _kept_by_value(name, value, self.module.__name__)
+                and not (self.snapshot and _picklable(value))
+            )
+        )
+        if not by_name:
+            return reduced
+        slotstate = dict(slotstate)
+        slotstate["__globals__"] = {k: v for k, v in module_globals.items() if k not in by_name}
+        restore = (fstate, slotstate, self.module.__name__, by_name)
+        return (make, newargs, restore, None, None, _restore_function)
+
+
+def _dumps_by_value(cls: type, module: types.ModuleType | None) -> bytes:
+    if module is None:
+        return bytes(cloudpickle.dumps(cls, protocol=pickle.HIGHEST_PROTOCOL))
+    file = io.BytesIO()
+    _BodyPickler(file, module).dump(cls)
+    return file.getvalue()
+
+
+def _kept_by_value(name: str, value: Any, module_name: str) -> bool:
+    """Whether a module global a stored method reads goes into the stored body: code (modules,
+    functions, classes, actor classes: cloudpickle stores an importable one by reference) and
+    numbers. Any other value (a str, a lock, a client, a container ...) is data: stored by name."""
+    if name.startswith("__") and name.endswith("__"):
+        return True  # the module's own __name__, __file__ ...: cloudpickle keeps them anyway
+    if type(value) in (int, float, complex, bool, type(None)):
+        return True
+    if isinstance(
+        value, types.ModuleType | types.FunctionType | types.BuiltinFunctionType | types.MethodType | type
+    ):
+        return True
+    return isinstance(getattr(value, "definition", None), ActorDefinition)  # an @virtual_actor class
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return False
+    return True
+
+
+#: (module, names) already reported missing in this process
+_REPORTED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _restore_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:
+    """Unpickle a stored method: cloudpickle's own restore, then the module's data globals
+    it reads, looked up by name in the module if this process has imported it (never imported
+    here: storage does not choose what this process imports)."""
+    fstate, slotstate, module_name, names = state
+    cloudpickle.cloudpickle._function_setstate(func, (fstate, slotstate))
+    module = None if module_name in _PROCESS_ONLY_MODULES else sys.modules.get(module_name)
+    found = vars(module) if module is not None else {}
+    missing = []
+    for name in names:
+        if name in func.__globals__:
+            continue
+        if name in found:
+            func.__globals__[name] = found[name]
+        else:
+            missing.append(name)
+    report = (module_name, tuple(missing))
+    if missing and report not in _REPORTED:
+        _REPORTED.add(report)
+        where = (
+            f"the class was defined in {module_name} of another program"
+            if module is None and module_name in _PROCESS_ONLY_MODULES
+            else f"module {module_name} is not imported in this process"
+        )
+        logger.warning(
+            "%s.%s, loaded from storage, reads module-level values that are not stored with the "
+            "class (%s) and %s: they are undefined here (NameError if used); import the module "
+            "before using the actor (see docs/security.md)",
+            module_name,
+            func.__qualname__,
+            ", ".join(missing),
+            where,
+        )
+
+
+class _ClassByName:
+    """A class stored by reference: loading it imports its module (see ``_load_class_by_name``)."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_class_by_name, (self.module, self.qualname))
+
+
+def _load_class_by_name(module_name: str, qualname: str) -> type:
+    """The class of a body stored by reference; loading it runs the class's module, which
+    registers the class (``@virtual_actor``) in this process."""
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    target = getattr(target, "cls", target)  # the module holds the @virtual_actor wrapper
+    if not isinstance(target, type):
+        raise TypeError(f"{module_name}:{qualname} is not a class here")
+    return target
+
+
+def _unpicklable_parts(cls: type) -> list[str]:
+    """What of ``cls`` cannot be pickled: class attributes and the globals its methods read."""
+    parts: list[str] = []
+    for attr, value in vars(cls).items():
+        if attr.startswith("__") and attr.endswith("__"):
+            continue
+        function = getattr(value, "__func__", value)
+        if isinstance(function, types.FunctionType):
+            for name in function.__code__.co_names:
+                if name in function.__globals__ and not _picklable(function.__globals__[name]):
+                    parts.append(f"the global {name} (read by {attr})")
+        elif not _picklable(value):
+            parts.append(f"{cls.__qualname__}.{attr}")
+    return sorted(set(parts))
+
+
+def _refuse_reserved_names(cls: type, methods: dict[str, MethodInfo]) -> None:
+    shadowed = sorted(set(methods) & RESERVED_METHOD_NAMES)
+    if shadowed:
+        raise ActorDefinitionError(
+            f"{cls.__qualname__}: method name(s) {', '.join(shadowed)} are taken by the actor "
+            "handle itself (handle.<name> would be the handle's own, never this method): rename "
+            f"the method(s). Reserved names: {', '.join(sorted(RESERVED_METHOD_NAMES))}"
+        )
 
 
 def _with_content_tracker_id(cls: type, body: bytes) -> bytes:

@@ -12,6 +12,9 @@ and ``except LookupError`` keep working::
     │   └── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
     ├── StateSerializationError     (TypeError)
     ├── CommitConflictError
+    ├── ReentrantCallError          (RuntimeError) a writer's call would wait for its own actor
+    ├── ActorBusyError              (TimeoutError) a queued call waited too long, not applied
+    ├── RuntimeShutdownError        (RuntimeError) the runtime shut down before the call ran
     ├── CommitOutcomeUnknownError   a retried commit raced a compaction
     │   └── CallPendingError        a posted call was not applied yet when its caller stopped waiting
     ├── IntegrityError
@@ -34,6 +37,7 @@ botocore / aiohttp / OS errors once, at that boundary, and carry the key.
 from __future__ import annotations
 
 __all__ = [
+    "ActorBusyError",
     "ActorDefinitionError",
     "ActorNotFoundError",
     "AlreadyExistsError",
@@ -49,7 +53,9 @@ __all__ = [
     "PermissionDeniedError",
     "PreconditionFailedError",
     "RateLimitedError",
+    "ReentrantCallError",
     "RetryableStorageError",
+    "RuntimeShutdownError",
     "StateProtocolError",
     "StateSerializationError",
     "StepNotFoundError",
@@ -284,3 +290,21 @@ class CallPendingError(CommitOutcomeUnknownError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.actor_id, self.call_ids))
+
+
+class ReentrantCallError(VactorError, RuntimeError):
+    """A call would wait for an actor whose writer method is running on this very thread:
+    the writer called its own actor, directly or through other actors (A -> B -> A).
+    It would deadlock; it is refused before anything is queued."""
+
+
+class ActorBusyError(VactorError, TimeoutError):
+    """A queued call waited longer than ``max(Settings.deadline, Settings.commit_timeout)``
+    for the actor's writer, held all that time by another thread that made no progress (a
+    method running that long, or a cycle of calls across threads). It was withdrawn before
+    it started: it was not applied, and can be retried."""
+
+
+class RuntimeShutdownError(VactorError, RuntimeError):
+    """The runtime was shut down (``vc.shutdown()``, or ``init()`` again) before the call
+    started: it was not applied. A new runtime starts on the next use; retry there."""

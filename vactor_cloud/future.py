@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from vactor_cloud._sync import in_loop_thread
@@ -45,7 +46,38 @@ class ActorFuture(concurrent.futures.Future[T]):
         return super().exception(_remaining(timeout, started))
 
     def __await__(self) -> Generator[Any, None, T]:
-        return asyncio.wrap_future(self).__await__()
+        # Not asyncio.wrap_future: it copies the outcome into an asyncio future, which refuses
+        # StopIteration (the await would then hang). Here the awaiting coroutine is only woken,
+        # and reads the outcome itself.
+        if not self.done():
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                    loop.call_soon_threadsafe(_wake, waiter)
+
+            self.add_done_callback(wake)
+            try:
+                yield from waiter.__await__()
+            except asyncio.CancelledError:
+                self.cancel()  # as wrap_future: a call not started yet is cancelled with its awaiter
+                raise
+        if self.cancelled():
+            raise asyncio.CancelledError
+        error = concurrent.futures.Future.exception(self, 0)
+        if isinstance(error, StopIteration):
+            # As PEP 479 does for generators: StopIteration cannot cross an await.
+            raise RuntimeError(
+                "the call raised StopIteration, which cannot be raised through an await; it is this "
+                "error's __cause__ (fut.result() raises it as it is)"
+            ) from error
+        return concurrent.futures.Future.result(self, 0)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 _PENDING, _RUNNING, _CANCELLED, _FINISHED = "PENDING", "RUNNING", "CANCELLED", "FINISHED"
@@ -192,7 +224,18 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
     """
     if isinstance(futures, concurrent.futures.Future):
         return futures.result(timeout)
+    if isinstance(futures, str | bytes | Mapping) or not isinstance(futures, Iterable):
+        raise TypeError(
+            "vc.get() takes a future (what run_async() returns) or a list of futures, "
+            f"got {type(futures).__name__}"
+        )
     items = list(futures)
+    for index, item in enumerate(items):
+        if not isinstance(item, concurrent.futures.Future):
+            raise TypeError(
+                "vc.get() takes a future (what run_async() returns) or a list of futures, "
+                f"got a {type(futures).__name__} whose item {index} is a {type(item).__name__}"
+            )
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     for future in items:
         # Waiting on each in turn lets this thread help with the work (see ActorFuture).

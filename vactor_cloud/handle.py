@@ -18,10 +18,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from vactor_cloud import _sync
-from vactor_cloud.batch import _NO_OPTIONS, CallOptions, PendingCall, current_call
+from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
+from vactor_cloud.core import ActorCore, WaitingInsideWriter, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo
-from vactor_cloud.errors import VactorError, VirtualActorNotInitializedError
+from vactor_cloud.errors import ReentrantCallError, VirtualActorNotInitializedError
 from vactor_cloud.events import (
     process_events,
     process_events_async,
@@ -43,8 +44,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class ReentrantCallError(VactorError, RuntimeError):
-    """An actor's writer method called a method of the same actor (it would deadlock)."""
+def _refuse(call: PendingCall, error: BaseException) -> None:
+    """Settle a call that will never run (the runtime shut down before it started)."""
+    if call.claim():
+        call.future.set_exception(error)
+
+
+def _read_waiting(core: ActorCore, call: PendingCall, _timeout: float | None) -> None:
+    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list)."""
+    with WaitingInsideWriter():
+        core.read(call)
 
 
 def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
@@ -112,9 +121,13 @@ class ActorHandle(Generic[T]):
             else:
                 future.set_result(None)
 
+        def shut_down(error: BaseException) -> None:
+            if next(claims) == 0 and future.set_running_or_notify_cancel():
+                future.set_exception(error)
+
         # A waiter helps unless a creation is pending here (that wait would ignore its timeout).
         future._help = lambda _timeout: None if runtime.creating(self.actor_id) else check()
-        runtime.spawn(check)
+        runtime.spawn(check, on_shutdown=shut_down)
         return future
 
     def call_outcome(self, call_id: str) -> Any:
@@ -303,14 +316,15 @@ class ActorMethod(Generic[P, R]):
         creating = runtime.creating(self._actor_id) is not None
         call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture())
         core = runtime.core(self._actor_id)
-        if creating and self._after_creation(runtime, call):
-            if isinstance(call.future, ActorFuture):
-                call.future._help = functools.partial(core.help, call.future)
-        elif call.readonly:
-            core.read(call)
-        else:
-            core.call(call)
-        return call.future.result()  # type: ignore[no-any-return]
+        with WaitingInsideWriter():  # a call back into this writer's actor is refused meanwhile
+            if creating and self._after_creation(runtime, call):
+                if isinstance(call.future, ActorFuture):
+                    call.future._help = functools.partial(core.help, call.future)
+            elif call.readonly:
+                core.read(call)
+            else:
+                core.call(call)
+            return call.future.result()  # type: ignore[no-any-return]
 
     def run_async(self, *args: P.args, **kwargs: P.kwargs) -> ActorFuture[R]:
         """Queue the call and return at once; ``await`` the future or call ``.result()``.
@@ -331,8 +345,8 @@ class ActorMethod(Generic[P, R]):
         if self._after_creation(runtime, call):
             future._help = functools.partial(core.help, future)
         elif call.readonly:
-            future._help = lambda _timeout: core.read(call)
-            runtime.spawn(functools.partial(core.read, call))
+            future._help = functools.partial(_read_waiting, core, call)
+            runtime.spawn(functools.partial(core.read, call), on_shutdown=functools.partial(_refuse, call))
         else:
             future._help = functools.partial(core.help, future)
             core.submit(call)
@@ -374,12 +388,8 @@ class ActorMethod(Generic[P, R]):
                 self._info.name, args, kwargs, idempotency_key=options.idempotency_key, **self._timer
             )
         running = current_call()
-        if running is not None and running.actor_id == self._actor_id and not running.readonly:
-            raise ReentrantCallError(
-                f"{running.method}() of actor {self._actor_id!r} called {self._info.name}() of the same "
-                "actor: a writer cannot call its own actor through a handle (it would wait for itself); "
-                "call the method directly on self instead"
-            )
+        if running is not None:
+            self._refuse_reentry(running)
         key = options.idempotency_key
         call_id = (
             uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else os.urandom(16).hex()
@@ -392,6 +402,28 @@ class ActorMethod(Generic[P, R]):
             future=future,
             call_id=call_id,
             options=options,
+        )
+
+    def _refuse_reentry(self, running: CallContext) -> None:
+        """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
+        wait for itself (directly, or through other actors: A -> B -> A)."""
+        held = writers_on_this_thread()
+        if self._actor_id not in held:
+            return
+        if running.actor_id == self._actor_id and not running.readonly:
+            raise ReentrantCallError(
+                f"{running.method}() of actor {self._actor_id!r} called {self._info.name}() of the same "
+                "actor: a writer cannot call its own actor through a handle (it would wait for itself); "
+                "call the method directly on self instead"
+            )
+        chain = held[held.index(self._actor_id) :] + ([running.actor_id] if running.readonly else [])
+        cycle = " -> ".join([*chain, self._actor_id])
+        raise ReentrantCallError(
+            f"{running.method}() of actor {running.actor_id!r} called {self._info.name}() of actor "
+            f"{self._actor_id!r}, whose writer method is waiting for it on this same thread (a call "
+            f"cycle {cycle}): it would wait for itself, so nothing was queued. Break the cycle: let "
+            f"{running.actor_id!r} return what {self._actor_id!r} needs and apply it in "
+            f"{self._actor_id!r}'s own method, or make this call after that method has returned"
         )
 
     def __repr__(self) -> str:

@@ -30,11 +30,14 @@ from typing import Any, TypeVar
 
 from vactor_cloud import _sync, counters
 from vactor_cloud.batch import PendingCall, summarize
+from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
+from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
+    RuntimeShutdownError,
     StorageTimeoutError,
 )
 from vactor_cloud.ids import validate_actor_id
@@ -224,6 +227,8 @@ class Runtime:
         self._classes: dict[str, ActorDefinition] = {}
         #: creations started by ``create_nowait`` that have not settled yet
         self._creations: dict[str, Creation] = {}
+        #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
+        self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
 
     # -- the cores' environment -----------------------------------------------------------
@@ -239,8 +244,47 @@ class Runtime:
                 "(Settings.deadline): the store is stalled or unreachable",
             ) from None
 
-    def spawn(self, fn: Callable[[], None]) -> None:
-        self.executor.submit(fn)
+    def spawn(
+        self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Run ``fn`` on the pool. ``on_shutdown(error)``: settles what ``fn`` would have, if
+        the runtime shuts down before ``fn`` starts (or has shut down already)."""
+        try:
+            task = self.executor.submit(fn)
+        except RuntimeError:  # the runtime (or the interpreter) has shut down
+            error = self._shutdown_error()
+            if on_shutdown is not None:
+                on_shutdown(error)
+            owner = getattr(fn, "__self__", None)
+            if isinstance(owner, ActorCore):
+                self._fail_queued(owner, error)
+            return
+        if on_shutdown is not None:
+            self._settle_on_shutdown[task] = on_shutdown
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: Future[None]) -> None:
+        if not task.cancelled():
+            self._settle_on_shutdown.pop(task, None)
+
+    def _shutdown_error(self) -> RuntimeShutdownError:
+        return RuntimeShutdownError(
+            f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "
+            "init() again) before this call started: it was not applied; retry it (the next call "
+            "starts a new runtime)"
+        )
+
+    @staticmethod
+    def _fail_queued(core: ActorCore, error: BaseException) -> None:
+        """Fail ``core``'s queued calls that no thread has started (they never will)."""
+        with core._mutex:
+            queue = core._queue
+            calls = list(queue) if queue else []
+            if queue:
+                queue.clear()
+        for call in calls:
+            if call.claim():
+                call.deliver(Outcome(False, error))
 
     def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return _sync.submit(coro)
@@ -325,7 +369,15 @@ class Runtime:
                 "make the class importable here"
             )
         body = await log.read_class(ref.sha)
-        raw = await asyncio.get_running_loop().run_in_executor(self.executor, pickle.loads, body)
+        try:
+            raw = await asyncio.get_running_loop().run_in_executor(self.executor, pickle.loads, body)
+        except Exception as exc:
+            raise ActorDefinitionError(
+                f"actor {log.actor_id!r} is an instance of {ref.name}, whose class body stored in "
+                f"actors/{log.actor_id}/class/{ref.sha} cannot be loaded here ({type(exc).__name__}: "
+                f"{exc}); it may be stored by reference (see docs/security.md): import the class's "
+                "module in this process"
+            ) from exc
         definition = ActorDefinition.from_stored(raw)
         self._classes[ref.sha] = definition
         return definition
@@ -348,17 +400,25 @@ class Runtime:
     ) -> tuple[ActorCore, bool]:
         """The actor, created with ``cls(*args, **kwargs)`` if it does not exist (on this thread).
 
-        True with it when this call created it.
+        True with it when this call created it. The arguments are copied first (by value,
+        as a method call's are): ``__init__`` never gets the caller's own objects, and an
+        argument that cannot be copied is refused here with ``TypeError``. An existing actor
+        of another class: ``ActorDefinitionError``.
         """
+        return self._create(definition, actor_id, freeze_arguments(args, kwargs))
+
+    def _create(self, definition: ActorDefinition, actor_id: str, frozen: Frozen) -> tuple[ActorCore, bool]:
         core = self.core(actor_id)
         with contextlib.suppress(ActorNotFoundError):
             self.run(core.ensure_loaded())
+            _check_class(actor_id, core.definition, definition)
             return core, False
-        instance = definition.cls(*args, **kwargs)
-        state = dumps_state(capture_state(instance), definition.serializer)
+        args, kwargs = thaw_arguments(frozen)
         init_args = ", ".join(
             [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
         )
+        instance = definition.cls(*args, **kwargs)
+        state = dumps_state(capture_state(instance), definition.serializer)
         created = self.run(core.create(definition, state, init_args[:200]))
         if created:
             logger.info(
@@ -367,6 +427,14 @@ class Runtime:
                 self.store.describe(),
                 definition.name,
             )
+        else:
+            # Another creator won the race: its actor may be of another class (the core
+            # then took ours for its class: drop it, the next use loads the stored one).
+            record = core.record
+            if record is not None and record.class_ref.name != definition.name:
+                core.definition = None
+                core.forget()
+                raise _other_class(actor_id, record.class_ref.name, definition)
         return core, created
 
     def create_nowait(
@@ -374,29 +442,39 @@ class Runtime:
     ) -> None:
         """Start :meth:`create` on a pool thread unless the actor exists; return at once (Ray's way).
 
-        See :meth:`creating` for what calls do until it commits.
+        See :meth:`creating` for what calls do until it commits. The arguments are copied
+        here, before this returns (later changes to them do not reach the actor).
         """
+        frozen = freeze_arguments(args, kwargs)
         with contextlib.suppress(ActorNotFoundError):
-            self.load(actor_id)
+            core = self.load(actor_id)
+            _check_class(actor_id, core.definition, definition)
             return
         creation = Creation(definition)
         with self._lock:
-            if actor_id in self._creations:
-                return
-            self._creations[actor_id] = creation
+            pending = self._creations.get(actor_id)
+            if pending is None:
+                self._creations[actor_id] = creation
+        if pending is not None:
+            _check_class(actor_id, pending.definition, definition)
+            return
+
+        def finish(error: BaseException | None) -> None:
+            creation.settle(error)
+            with self._lock:
+                if self._creations.get(actor_id) is creation:
+                    del self._creations[actor_id]
+            creation.done.set()
 
         def run() -> None:
             error: BaseException | None = None
             try:
-                self.create(definition, actor_id, args, kwargs)
+                self._create(definition, actor_id, frozen)
             except BaseException as exc:
                 error = exc
-            creation.settle(error)
-            with self._lock:
-                del self._creations[actor_id]
-            creation.done.set()
+            finish(error)
 
-        self.spawn(run)
+        self.spawn(run, on_shutdown=finish)
 
     def creating(self, actor_id: str) -> Creation | None:
         """This process's pending creation of ``actor_id`` (``create_nowait``), if any."""
@@ -425,11 +503,37 @@ class Runtime:
         await self.store.close()
 
     def close(self, timeout: float = 30.0) -> None:
+        """Flush and release (``aclose``), stop the pool, and settle every call that has not
+        started: its caller gets ``RuntimeShutdownError`` (not applied). Calls already running
+        finish on their threads and settle as usual."""
         if os.getpid() != self._pid:
             return
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=timeout)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        error = self._shutdown_error()
+        for task, settle in list(self._settle_on_shutdown.items()):
+            if task.cancelled():
+                self._settle_on_shutdown.pop(task, None)
+                settle(error)
+        with self._lock:
+            cores = list(self._cores.values())
+        for core in cores:
+            self._fail_queued(core, error)
+
+
+def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> ActorDefinitionError:
+    return ActorDefinitionError(
+        f"actor {actor_id!r} already exists as an instance of {stored}, not {requested.name}: "
+        f"get_or_create never changes an actor's class; call the existing actor with "
+        f"vc.get_actor({actor_id!r}), or choose another id for a new {requested.cls.__qualname__}"
+    )
+
+
+def _check_class(actor_id: str, found: ActorDefinition | None, requested: ActorDefinition) -> None:
+    """``ActorDefinitionError`` if the existing actor's class is not the one asked for."""
+    if found is not None and found.name != requested.name:
+        raise _other_class(actor_id, found.name, requested)
 
 
 def settings_for_init(
