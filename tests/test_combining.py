@@ -430,7 +430,10 @@ def test_two_copies_of_one_post_in_one_listing_apply_once(store_spec: StoreSpec)
     assert len(pending_posts("a")) == 2
     commit_behind_its_back("a")
     log.add.run("me/1")  # loses, posts, folds both copies and its own post
-    assert log.applied.run() == ["me/0", "other/0", "me/1"]
+    wait_for(lambda: "other/0" in log.applied.run())
+    # Once each. (Their order is not promised across processes: under load our cache may have
+    # gone stale first, and me/1 raced and won before a later fold took the posts.)
+    assert sorted(log.applied.run()) == ["me/0", "me/1", "other/0"]
     assert wait_for_no_posts("a") == []
 
 

@@ -3,6 +3,7 @@ was written against. Helpers come from test_combining (imported by name, no test
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import threading
 import time
@@ -279,6 +280,7 @@ def test_an_exception_that_cannot_be_rebuilt_does_not_cost_the_other_outcomes_of
     """The outcomes of a fold's calls travel in one part of its step: an exception of one call
     that pickles but cannot be unpickled made the whole part unreadable (every poster of that
     step got an error instead of its result). It is recorded as a RecordedError naming it."""
+    copyreg.dispatch_table.pop(_TwoArgError, None)  # tblib (Dask) may have made it round-trip
     from vactor_cloud.dedup import RecordedError
     from vactor_cloud.posting import decode_outcomes
 

@@ -11,6 +11,7 @@ that async methods run when called from a thread that runs an event loop.
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import sys
 import threading
 from typing import Any
@@ -31,6 +32,14 @@ class TwoArgError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+@pytest.fixture(autouse=True)
+def _exceptions_pickle_as_python_does() -> None:
+    """tblib (which Dask's distributed installs in a process that ran a Dask test) registers
+    a reducer for every exception class then defined, which makes TwoArgError round-trip:
+    these tests are about exceptions pickled as Python pickles them."""
+    copyreg.dispatch_table.pop(TwoArgError, None)
 
 
 class Unloadable:
