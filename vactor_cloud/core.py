@@ -517,6 +517,9 @@ class ActorCore:
         """
         if future.done():
             return
+        if current_call() is None and not getattr(_waiting_writers, "stack", None):
+            self._help(future, timeout)  # no actor method runs on this thread: nothing to refuse
+            return
         held = writers_on_this_thread()
         if self.actor_id in held:
             cycle = " -> ".join([*held[held.index(self.actor_id) :], self.actor_id])
@@ -529,48 +532,55 @@ class ActorCore:
             if not self._withdraw(future, error):
                 raise error
             return
-        bound = max(self.env.settings.deadline, self.env.settings.commit_timeout)
+        with WaitingInsideWriter():
+            self._help(future, timeout)
+
+    def _help(self, future: Future[Any], timeout: float | None) -> None:
+        """``help``'s loop (see there)."""
         deadline = math.inf if timeout is None else time.monotonic() + timeout
-        progress = -1 if self.record is None else self.record.step
-        stalled_at = time.monotonic() + bound
+        #: (set once this call first waits: the common caller drains at once) how long a
+        #: holder may make no progress, the step it was at, and when that wait ends
+        bound = progress = stalled_at = -1.0
         wake: threading.Event | None = None
         try:
-            with WaitingInsideWriter():
-                while not future.done():
-                    with self._mutex:
-                        claimed = not self._draining and bool(self._queue)
-                        if claimed:
-                            self._draining = True
-                        elif wake is None:
-                            wake = threading.Event()
-                            if self._waiters is None:
-                                self._waiters = set()
-                            self._waiters.add(wake)
-                            future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
+            while not future.done():
+                with self._mutex:
+                    claimed = not self._draining and bool(self._queue)
                     if claimed:
-                        self._drain(until=future)
-                        continue
-                    now = time.monotonic()
-                    remaining = deadline - now
-                    if remaining <= 0:
+                        self._draining = True
+                    elif wake is None:
+                        wake = threading.Event()
+                        if self._waiters is None:
+                            self._waiters = set()
+                        self._waiters.add(wake)
+                        future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
+                if claimed:
+                    self._drain(until=future)
+                    continue
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    return
+                step = -1 if self.record is None else self.record.step
+                if bound < 0:
+                    bound = max(self.env.settings.deadline, self.env.settings.commit_timeout)
+                    progress, stalled_at = step, now + bound
+                elif step != progress:
+                    progress, stalled_at = step, now + bound
+                elif now >= stalled_at:
+                    busy = ActorBusyError(
+                        f"actor {self.actor_id!r}: this call waited {bound:g} s "
+                        "(max of Settings.deadline and commit_timeout) for the actor's writer, "
+                        "held all that time by another thread without progress (a method "
+                        "running that long, or a cycle of calls across threads: A -> B -> A); "
+                        "it was withdrawn before it started: not applied, it can be retried"
+                    )
+                    if self._withdraw(future, busy):
                         return
-                    step = -1 if self.record is None else self.record.step
-                    if step != progress:
-                        progress, stalled_at = step, now + bound
-                    elif now >= stalled_at:
-                        busy = ActorBusyError(
-                            f"actor {self.actor_id!r}: this call waited {bound:g} s "
-                            "(max of Settings.deadline and commit_timeout) for the actor's writer, "
-                            "held all that time by another thread without progress (a method "
-                            "running that long, or a cycle of calls across threads: A -> B -> A); "
-                            "it was withdrawn before it started: not applied, it can be retried"
-                        )
-                        if self._withdraw(future, busy):
-                            return
-                        stalled_at = now + bound  # it started: its batch settles it
-                    assert wake is not None
-                    wake.wait(min(remaining, stalled_at - now))
-                    wake.clear()
+                    stalled_at = now + bound  # it started: its batch settles it
+                assert wake is not None
+                wake.wait(min(remaining, stalled_at - now))
+                wake.clear()
         finally:
             if wake is not None:
                 with self._mutex:

@@ -316,15 +316,20 @@ class ActorMethod(Generic[P, R]):
         creating = runtime.creating(self._actor_id) is not None
         call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture())
         core = runtime.core(self._actor_id)
+        if current_call() is None:  # not inside an actor method: no writer of ours to keep listed
+            return self._run(runtime, core, call, creating)
         with WaitingInsideWriter():  # a call back into this writer's actor is refused meanwhile
-            if creating and self._after_creation(runtime, call):
-                if isinstance(call.future, ActorFuture):
-                    call.future._help = functools.partial(core.help, call.future)
-            elif call.readonly:
-                core.read(call)
-            else:
-                core.call(call)
-            return call.future.result()  # type: ignore[no-any-return]
+            return self._run(runtime, core, call, creating)
+
+    def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: bool) -> R:
+        if creating and self._after_creation(runtime, call):
+            if isinstance(call.future, ActorFuture):
+                call.future._help = functools.partial(core.help, call.future)
+        elif call.readonly:
+            core.read(call)
+        else:
+            core.call(call)
+        return call.future.result()  # type: ignore[no-any-return]
 
     def run_async(self, *args: P.args, **kwargs: P.kwargs) -> ActorFuture[R]:
         """Queue the call and return at once; ``await`` the future or call ``.result()``.
