@@ -751,6 +751,12 @@ class ActorCore:
                     # cache was the newest step (a late put is resolved by the watermark, as
                     # any), and a FIRE that finds nothing is checked by its runner.
                     env.run(self.revalidate())
+                elif time.monotonic() - self.validated_at > settings.fresh_window and (
+                    self.record.step + 1 < env.run(self.log.read_gc())
+                ):
+                    # ...unless a compaction freed the number after our cache: the put would
+                    # re-create a deleted step (a stray, then CommitOutcomeUnknownError).
+                    env.run(self.revalidate())
                 with self._mutex:
                     base = self.record
                     validated = self.validated_at

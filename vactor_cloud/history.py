@@ -161,8 +161,11 @@ async def _history(log: ActorLog, limit: int | None) -> list[HistoryEntry]:
     entries = [HistoryEntry.from_record(newest)]
     want = newest.step + 1 if limit is None else min(limit, newest.step + 1)
     next_step = newest.step - 1
-    while len(entries) < want and next_step >= 0:
-        count = min(_READ_AHEAD, want - len(entries), next_step + 1)
+    # Below the retention watermark nothing is history (a stray a stalled writer's late put
+    # left at a freed number is not listed).
+    floor = await log.read_gc() if want > 1 else 0
+    while len(entries) < want and next_step >= floor:
+        count = min(_READ_AHEAD, want - len(entries), next_step + 1 - floor)
         steps = range(next_step, next_step - count, -1)
         records = await asyncio.gather(*(log.read_step(s) for s in steps))
         for record in records:

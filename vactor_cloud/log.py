@@ -579,16 +579,16 @@ class ActorLog:
         """
         if step < 0:
             raise ValueError(f"step numbers start at 0, got {step}")
-        record = await self.read_step(step)
-        if record is not None:
+        # The watermark too: an object below it is no step of the history (a stalled writer's
+        # late put re-created a freed number, deleted again by its own check, or left by a crash).
+        record, watermark = await asyncio.gather(self.read_step(step), self.read_gc())
+        if record is not None and step >= watermark:
             return record
-        oldest_keys, watermark, head = await asyncio.gather(
-            self.list_steps(limit=1), self.read_gc(), self.read_head()
-        )
+        oldest_keys, head = await asyncio.gather(self.list_steps(limit=1), self.read_head())
         newest = await self.load_latest(head)
         if newest is None or not oldest_keys:
             raise ActorNotFoundError(self.actor_id, self.store.describe())
-        oldest = oldest_keys[0]
+        oldest = max(oldest_keys[0], min(watermark, newest.step))
         compacted = step < oldest or step < watermark
         raise StepNotFoundError(self.actor_id, step, (oldest, newest.step), compacted=compacted)
 

@@ -75,6 +75,7 @@ from vactor_cloud.timers import (
     SCHEDULE,
     FireReport,
     IndexEntry,
+    checked_due,
     forget_entry,
     list_index,
     pending_timers,
@@ -885,8 +886,7 @@ def scheduling_call(
     if at is None:
         assert delay is not None
         at = time.time() + float(delay)
-    if not math.isfinite(at):
-        raise ValueError(f"the due time must be finite, got {at!r}")
+    at = checked_due(float(at), None if every is None else float(every))
     spec = {"args": tuple(args), "kwargs": dict(kwargs), "at": float(at), "key": key, "every": every}
     call_id = uuid.uuid4().hex
     if idempotency_key is not None:

@@ -104,6 +104,25 @@ def _ms(seconds: float) -> int:
     return math.ceil(seconds * 1000)
 
 
+#: the latest due time a timer may have (epoch seconds): its index key holds 20 digits of ms
+LATEST_DUE = (10**20 - 1) / 1000
+#: the shortest period of a repeating timer (seconds)
+SHORTEST_EVERY = 0.001
+
+
+def checked_due(when: float, every: float | None = None) -> float:
+    """A timer's due time as scheduled: finite, at most :data:`LATEST_DUE`; a time before
+    the epoch is the epoch (in the past: due at once, as any past time). ``every``, if
+    given, at least :data:`SHORTEST_EVERY`. ``ValueError`` otherwise."""
+    if not math.isfinite(when):
+        raise ValueError(f"the due time must be finite, got {when!r}")
+    if when > LATEST_DUE:
+        raise ValueError(f"the due time {when!r} is too far ahead: at most {LATEST_DUE:.0f} (epoch seconds)")
+    if every is not None and (not math.isfinite(every) or every < SHORTEST_EVERY):
+        raise ValueError(f"every= must be at least {SHORTEST_EVERY} seconds, got {every!r}")
+    return max(0.0, when)
+
+
 @dataclass(frozen=True, slots=True)
 class Timer:
     """One pending timer: call ``method(*args, **kwargs)`` at ``due`` (epoch seconds), then every
@@ -235,10 +254,7 @@ class TimerEdits:
         if (after is None) == (at is None):
             raise ValueError("schedule() takes exactly one of after= (seconds from now) or at= (epoch time)")
         when = self._now + float(after) if after is not None else float(at)  # type: ignore[arg-type]
-        if not math.isfinite(when):
-            raise ValueError(f"the due time must be finite, got {when!r}")
-        if every is not None and (not math.isfinite(every) or every <= 0):
-            raise ValueError(f"every= must be a positive number of seconds, got {every!r}")
+        when = checked_due(when, None if every is None else float(every))
         if not isinstance(method, str) or method.startswith("_"):
             raise ValueError(f"a timer calls a public method by name, got {method!r}")
         if known_methods is not None and method not in known_methods:
