@@ -349,9 +349,9 @@ class GCSStore(ObjectStore):
         if mode == "create":
             params["ifGenerationMatch"] = "0"
         elif isinstance(mode, IfMatch):
-            if not mode.version.isdigit() or mode.version == "0":
-                # Not a generation this store handed out; "0" would turn the
-                # if-match into a create.
+            if not (mode.version.isascii() and mode.version.isdigit()) or int(mode.version) == 0:
+                # Not a generation this store handed out; "0" (or "00") would turn
+                # the if-match into a create.
                 raise PreconditionFailedError(
                     f"{self.url}/{key}: expected version {mode.version!r} is not a GCS generation; "
                     "re-read the object and retry with the version it returned",

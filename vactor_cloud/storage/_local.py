@@ -64,6 +64,7 @@ import hashlib
 import heapq
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -225,18 +226,23 @@ class LocalStore(ObjectStore):
         ``_INLINE_BYTES`` (the caller reads it again from a worker thread)."""
         try:
             fd = os.open(self._fspath(key), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # (a prefix only)
             raise NotFoundError(f"{self.url}/{key}: no such object", key) from None
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         try:
-            size = os.fstat(fd).st_size
+            status = os.fstat(fd)
+            if stat.S_ISDIR(status.st_mode):  # a directory of longer keys: no object here
+                raise NotFoundError(f"{self.url}/{key}: no such object", key)
+            size = status.st_size
             if small and size > _INLINE_BYTES:
                 return None
             chunks: list[bytes] = []
             while chunk := os.read(fd, size + 1 if not chunks else 1 << 20):
                 chunks.append(chunk)
             raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except NotFoundError:
+            raise
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         finally:
@@ -249,7 +255,7 @@ class LocalStore(ObjectStore):
         try:
             with open(self._fspath(key), "rb") as f:
                 token = f.read(_TOKEN)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # (a prefix only)
             return None
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
@@ -265,15 +271,20 @@ class LocalStore(ObjectStore):
             os.makedirs(parent, exist_ok=True)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, token)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                os.write(fd, token)
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)  # (a full disk must not fill up with partial temp files)
+            raise
         return temp, token.hex()
 
     def _write(self, key: str, data: bytes, mode: PutMode) -> str:
@@ -300,7 +311,10 @@ class LocalStore(ObjectStore):
                 except FileExistsError:
                     raise AlreadyExistsError(f"{self.url}/{key}: already exists", key) from None
             elif mode == "overwrite":
-                os.replace(temp, target)
+                # Under the key's lock if an if-match writer ever used one: an overwrite between
+                # its version check and its rename would be lost.
+                with self._key_lock_if_used(key):
+                    os.replace(temp, target)
             else:
                 with self._key_lock(key):
                     current = self._read_version(key)
@@ -320,6 +334,26 @@ class LocalStore(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
         return version
+
+    @contextlib.contextmanager
+    def _key_lock_if_used(self, key: str) -> Iterator[None]:
+        """The key's lock if its lock file exists (an if-match write made it), else nothing.
+
+        (Not created here: overwrites and deletes of keys never written by if-match, such
+        as compacted steps, leave no lock file. An if-match writer that creates the lock
+        file after our check and also read the version before our write can still race
+        us: a window of a few system calls, against the whole check-and-rename before.)"""
+        name = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            fd = os.open(self.root / _LOCKS / name, os.O_RDWR)
+        except FileNotFoundError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:
@@ -360,7 +394,7 @@ class LocalStore(ObjectStore):
         try:
             with os.scandir(directory) as scanned:
                 entries = list(scanned)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # (a prefix only)
             return out
         self.listing.entries += len(entries)
         for entry in entries:
@@ -462,7 +496,7 @@ class LocalStore(ObjectStore):
         try:
             with os.scandir(directory) as scanned:
                 entries = list(scanned)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # (a prefix only)
             return []
         self.listing.entries += len(entries)
         keys: list[str] = []
@@ -500,7 +534,12 @@ class LocalStore(ObjectStore):
 
     def _remove(self, key: str) -> None:
         path = self._fspath(key)
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        # Under the key's lock if an if-match writer ever used one for it: a delete between its
+        # version check and its rename would be undone (the object brought back).
+        with (
+            self._key_lock_if_used(key),
+            contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError),
+        ):
             os.unlink(path)
         # Prune every directory left empty up to the root, chains and the plain
         # directory of a component's last chunk alike, so that later listings

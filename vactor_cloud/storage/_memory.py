@@ -82,6 +82,8 @@ class MemoryStore(ObjectStore):
         return self._list_now(prefix, start_after, limit)
 
     def _put_now(self, key: str, data: bytes, mode: PutMode) -> str:
+        if not isinstance(mode, IfMatch) and mode not in ("create", "overwrite"):
+            raise ValueError(f"unknown put mode {mode!r}")
         with _LOCK:
             current = self._objects.get(key)
             if mode == "create" and current is not None:

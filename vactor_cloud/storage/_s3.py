@@ -90,7 +90,27 @@ _AUTHENTICATION_CODES = frozenset(
 #: it knows who we are, and refuses the request
 _PERMISSION_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
 #: a transient failure on the server's side (per key, in a DeleteObjects answer)
-_RETRYABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "500", "503"})
+#: botocore errors of the client's configuration (BotoCoreErrors, but no transport failure)
+_CONFIG_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(botocore.exceptions, name)
+    for name in (
+        "ProfileNotFound",
+        "ConfigNotFound",
+        "ConfigParseError",
+        "ParamValidationError",
+        "NoRegionError",
+        "InvalidConfigError",
+        "InvalidRegionError",
+        "UnknownServiceError",
+        "UnknownEndpointError",
+        "InvalidEndpointConfigurationError",
+    )
+    if hasattr(botocore.exceptions, name)
+)
+#: (RequestTimeout: a 400 that botocore's own retry modes take for transient)
+_RETRYABLE_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "500", "503", "RequestTimeout", "RequestTimeoutException"}
+)
 #: the transports, by the name the ``transport`` option takes
 TRANSPORTS = ("botocore", "s3fs")
 
@@ -386,6 +406,13 @@ class S3Store(ObjectStore):
                 "AWS_SECRET_ACCESS_KEY or pass key=/secret= storage options",
                 key,
             )
+        if isinstance(exc, _CONFIG_ERRORS):
+            # A BotoCoreError too, but no transport failure: retrying cannot help.
+            return StorageError(
+                f"{where}: {operation}: the S3 client is misconfigured: {type(exc).__name__}: {exc}; "
+                "check the AWS profile, region and storage options",
+                key,
+            )
         if isinstance(exc, self._transport_errors):
             # Transport failures (reset, truncated body, timeout) are transient by nature.
             return RetryableStorageError(
@@ -405,6 +432,20 @@ class S3Store(ObjectStore):
         message = str(details.get("Message", "")) or str(error)
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
         said = f"S3 said {status} {code}: {message}"
+        retried = int((response.get("ResponseMetadata") or {}).get("RetryAttempts") or 0)
+        if (
+            isinstance(mode, IfMatch)
+            and retried
+            and (status in (404, 412) or code in ("PreconditionFailed", *_NOT_FOUND_CODES))
+        ):
+            # botocore sent it again after an answer it did not get: the object may have moved
+            # past the version because an earlier attempt of this very request wrote it.
+            return RetryableStorageError(
+                f"{where}: {operation}: the answer to an attempt was lost and a retry of it found the "
+                f"object no longer at version {mode.version}: the write may or may not have been "
+                f"applied; re-read the object ({said})",
+                key,
+            )
         if status == 412 or code == "PreconditionFailed":
             if mode == "create":
                 return AlreadyExistsError(f"{where}: already exists (create-only put refused; {said})", key)
@@ -456,7 +497,7 @@ class S3Store(ObjectStore):
                 f"s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket) ({said})",
                 key,
             )
-        if isinstance(status, int) and status >= 500:
+        if code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500):
             return RetryableStorageError(
                 f"{where}: {operation} failed on the server side; it may or may not have been applied, "
                 f"retry after a pause ({said})",
