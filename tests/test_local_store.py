@@ -176,8 +176,11 @@ def test_if_match_compares_under_the_key_lock(tmp_path: Path) -> None:
             time.sleep(0.01)
         assert not finished.is_set(), f"the if-match put did not wait for the key lock: {outcome}"
         assert _waiters_on(path) == 1
-        # What a concurrent compare-and-swap holding the lock would do.
-        run(store.put("k", b"swapped while locked"))
+        # What a concurrent compare-and-swap holding the lock does: replace the file. (Not a
+        # plain overwrite: that takes the key's lock too, once an if-match writer made one.)
+        target = store._fspath("k", writing=True)
+        temp, _ = store._write_temp(target, b"swapped while locked")
+        os.replace(temp, target)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
