@@ -1,7 +1,7 @@
 """Many processes, one actor: aggregate throughput, fairness and tail latency (issue 13's rows).
 
     python scripts/bench_contention.py STORE_URL [--processes 1,8,32] [--duration 5] [--repeats 3]
-        [-o KEY=VALUE ...] [--latency MS] [--no-combine] [--post-names]
+        [-o KEY=VALUE ...] [--latency MS] [--no-combine] [--post-names] [--think MS]
 
 Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
 seconds, from one moment once every process has started and loaded the actor.
@@ -10,7 +10,7 @@ one process alone first, and each ratio divides by that round's): calls/s in all
 that ÷ one process alone, the slowest process's share of the calls (fair = 1/N),
 p99 latency, and errors; before them, the requests each call cost (by kind, summed over
 the processes of the last round) and the commits, lost races and posted calls per call.
-Load is bounded by count and time.
+Load is bounded by count and time. ``-o`` takes storage options and ``Settings`` fields alike.
 ``--no-combine`` runs with ``Settings(combine=False)`` (every process races for
 each step, as before contention combining): the "before" column in one run.
 """
@@ -46,15 +46,20 @@ class SharedCounter:
 
 
 def _init(url: str, options: dict[str, Any]) -> None:
+    think = options.pop("think", 0.0)
     combine = options.pop("combine", True)
     latency = options.pop("latency", None)
     names = options.pop("post_names", False)
     try:
-        vc.init(url, settings=vc.Settings(storage="", combine=combine, post_names=names), **options)
+        fields = set(vc.Settings.__dataclass_fields__)
+        tuning = {k: v for k, v in options.items() if k in fields}
+        rest = {k: v for k, v in options.items() if k not in fields}
+        vc.init(url, settings=vc.Settings(storage="", combine=combine, post_names=names, **tuning), **rest)
     finally:
         options["combine"] = combine
         options["latency"] = latency
         options["post_names"] = names
+        options["think"] = think
     if latency is not None:
         install(Latency.parse(latency))  # every request waits as long as a real bucket's would
 
@@ -75,7 +80,10 @@ def _worker(
     while time.time() < start.value:
         time.sleep(0.001)
     end = start.value + duration
+    think = options.get("think", 0.0)
     while time.time() < end:
+        if think:
+            time.sleep(think)  # work between calls (a Dask task's overhead): light contention
         began = time.perf_counter()
         try:
             handle.incr.run()
@@ -156,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Settings(post_names=True): small posts carried by their names",
     )
     parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="sleep this long before each call (light contention, as between a Dask worker's tasks)",
+    )
+    parser.add_argument(
         "--latency", metavar="MS[,JITTER]", help="delay every request (LatencyStore), as a real bucket would"
     )
     args = parser.parse_args(argv)
@@ -163,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency:
         Latency.parse(args.latency)  # a bad value fails here, not in every child
         options["latency"] = args.latency
+    if args.think:
+        options["think"] = args.think / 1000
     if args.no_combine:
         options["combine"] = False
     if args.post_names:

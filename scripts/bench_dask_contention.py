@@ -3,6 +3,8 @@
     python scripts/bench_dask_contention.py STORE_URL [--tasks 1000] [--workers 4] [--repeats 3]
         [-o KEY=VALUE ...] [--no-combine]
 
+``-o`` takes storage options and ``Settings`` fields alike (``-o combine_after=2``).
+
 Starts a ``distributed.LocalCluster`` on 127.0.0.1 (``--workers`` processes, one
 thread each), submits ``--tasks`` tasks that each call ``incr.run()`` on one
 actor, and prints per run: the wall time from the first submit to the last
@@ -39,10 +41,12 @@ class DaskCounter:
 
 
 def _init(url: str, options: dict[str, Any], combine: bool) -> None:
-    if combine:
-        vc.init(url, **options)
-    else:
-        vc.init(url, settings=vc.Settings(storage="", combine=False), **options)
+    fields = set(vc.Settings.__dataclass_fields__)
+    tuning = {k: v for k, v in options.items() if k in fields}
+    rest = {k: v for k, v in options.items() if k not in fields}
+    if not combine:
+        tuning["combine"] = False
+    vc.init(url, settings=vc.Settings(storage="", **tuning), **rest)
 
 
 _initialised: set[tuple[str, bool]] = set()

@@ -1748,3 +1748,29 @@ def test_bench_contention_script_runs_without_combining(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     row = done.stdout.strip().splitlines()[-1]
     assert row.startswith("| 2 |") and row.endswith("| [0] |"), row
+
+
+def test_bench_contention_script_takes_settings_and_think_time(tmp_path: Path) -> None:
+    """``-o combine_after=2 --think 2``: a Settings field goes to Settings (not to the store,
+    which refuses it), and each call is preceded by 2 ms of work (the light-contention row)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    argv = [str(tmp_path / "store"), "--processes", "2", "--duration", "0.5", "--repeats", "1"]
+    argv += ["-o", "combine_after=2", "--think", "2"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_contention.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = done.stdout.strip().splitlines()[-1]
+    assert row.startswith("| 2 |") and row.endswith("| [0] |"), row
+    calls_per_second = float(row.split("|")[2])
+    assert calls_per_second <= 2 * 1000 / 2, row  # two processes, at most one call per 2 ms each
