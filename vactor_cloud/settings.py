@@ -75,10 +75,10 @@ class Settings:
     #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
     lease_seconds: float = 2.0
     #: a small post also carries its calls in its object name, so the folder learns them from its
-    #: LIST without a GET (about one request less per posted call). On since the first release
-    #: (0.1.0). Pre-release snapshots of main before 2026-12-02 delete such names unread when they
-    #: fold: set False while any such process may fold for the same actors
-    post_names: bool = True
+    #: LIST without a GET (about one request less per posted call). Off by default: releases before
+    #: 2026-12-02 delete such names unread when they fold (their calls would never apply), so turn
+    #: it on only once every process that may fold for the same actors runs this release or later
+    post_names: bool = False
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
     #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
