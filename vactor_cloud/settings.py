@@ -75,9 +75,11 @@ class Settings:
     #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
     lease_seconds: float = 2.0
     #: a small post also carries its calls in its object name, so the folder learns them from its
-    #: LIST without a GET (about one request less per posted call). Off by default: releases before
-    #: 2026-12-02 delete such names unread when they fold (their calls would never apply), so turn
-    #: it on only once every process that may fold for the same actors runs this release or later
+    #: LIST without a GET (about one request less per posted call). Off by default: the name then
+    #: holds the calls' method names and pickled arguments (base64, not encrypted), and object
+    #: names reach places bodies do not (server access logs, CloudTrail data events, inventories);
+    #: turn it on when call arguments are not sensitive. Pre-release snapshots of main from before
+    #: 2026-12-02 delete such names unread when they fold: never turn it on beside them
     post_names: bool = False
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
