@@ -1727,39 +1727,14 @@ def test_posters_that_give_up_get_call_pending_and_their_calls_apply_at_most_onc
     assert kinds <= {"CallPendingError", "CommitConflictError"}, kinds
 
 
-def test_bench_contention_script_runs_without_combining(tmp_path: Path) -> None:
-    """``scripts/bench_contention.py --no-combine --latency 1``: the 'before' column of issue 13's rows."""
+def _bench_contention_row(tmp_path: Path, *extra: str) -> str:
+    """Run ``scripts/bench_contention.py`` with 2 processes for 0.5 s and ``extra``; its table row."""
     import os
     import subprocess
     import sys
 
     root = Path(__file__).parent.parent
-    argv = [str(tmp_path / "store"), "--processes", "2", "--duration", "0.5", "--repeats", "1"]
-    argv += ["--latency", "1"]  # every request 1 ms later
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run(
-        [sys.executable, str(root / "scripts" / "bench_contention.py"), *argv, "--no-combine"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    row = done.stdout.strip().splitlines()[-1]
-    assert row.startswith("| 2 |") and row.endswith("| [0] |"), row
-
-
-def test_bench_contention_script_takes_settings_and_think_time(tmp_path: Path) -> None:
-    """``-o combine_after=2 --think 2``: a Settings field goes to Settings (not to the store,
-    which refuses it), and each call is preceded by 2 ms of work (the light-contention row)."""
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).parent.parent
-    argv = [str(tmp_path / "store"), "--processes", "2", "--duration", "0.5", "--repeats", "1"]
-    argv += ["-o", "combine_after=2", "--think", "2"]
+    argv = [str(tmp_path / "store"), "--processes", "2", "--duration", "0.5", "--repeats", "1", *extra]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
         [sys.executable, str(root / "scripts" / "bench_contention.py"), *argv],
@@ -1772,5 +1747,17 @@ def test_bench_contention_script_takes_settings_and_think_time(tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-2000:]
     row = done.stdout.strip().splitlines()[-1]
     assert row.startswith("| 2 |") and row.endswith("| [0] |"), row
+    return row
+
+
+def test_bench_contention_script_runs_without_combining(tmp_path: Path) -> None:
+    """``scripts/bench_contention.py --no-combine --latency 1``: the 'before' column of issue 13's rows."""
+    _bench_contention_row(tmp_path, "--latency", "1", "--no-combine")  # every request 1 ms later
+
+
+def test_bench_contention_script_takes_settings_and_think_time(tmp_path: Path) -> None:
+    """``-o combine_after=2 --think 20``: a Settings field goes to Settings (not to the store,
+    which refuses it), and each call is preceded by 20 ms of work (the light-contention row)."""
+    row = _bench_contention_row(tmp_path, "-o", "combine_after=2", "--think", "20")
     calls_per_second = float(row.split("|")[2])
-    assert calls_per_second <= 2 * 1000 / 2, row  # two processes, at most one call per 2 ms each
+    assert calls_per_second <= 2 * 1000 / 20, row  # two processes, at most one call per 20 ms each
