@@ -495,6 +495,40 @@ def test_bench_removes_its_prefix_on_sigterm(tmp_path: Path) -> None:
     assert [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")] == []
 
 
+def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt that lands while a row's coroutine writes on the IO loop (the long actor's
+    steps): the coroutine is cancelled before the prefix is deleted. It kept writing and
+    re-created objects under the deleted prefix (6 of 15 SIGTERMs at random times left one)."""
+    import asyncio
+
+    from vactor_cloud.cli import bench_harness
+
+    written: list[str] = []
+
+    async def endless_steps(actor_id: str, count: int) -> None:
+        store = vc.get_runtime().store
+        for i in range(5_000):  # bounded
+            key = f"actors/{actor_id}/extra/{i:08d}"
+            await store.put(key, b"x", mode="create")
+            written.append(key)
+            if len(written) == 20:
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C (or SIGTERM, mapped by the CLI)
+            await asyncio.sleep(0.0005)
+
+    monkeypatch.setattr(bench_harness, "_write_steps", endless_steps)
+    root = tmp_path / "bench"
+    with pytest.raises(KeyboardInterrupt):
+        bench_harness.run_bench(
+            bench_harness.Target(str(root)), bench_harness.PROFILES["tiny"], groups=("long",)
+        )
+    assert 20 <= len(written) < 2_000, len(written)  # stopped soon after the interrupt
+    time.sleep(0.3)  # a write left running would land meanwhile
+    left = [str(p.relative_to(root)) for p in root.rglob("*")] if root.exists() else []
+    assert left == [], left[:5]
+
+
 # -- 10. messages in the CLI's own words ------------------------------------------------------------
 
 
