@@ -267,7 +267,10 @@ def _cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> None:
         task.add_done_callback(lambda _task: finished.set())
         task.cancel()
 
-    _sync.get_loop().call_soon_threadsafe(cancel)
+    try:
+        _sync.get_loop().call_soon_threadsafe(cancel)
+    except RuntimeError:  # the loop is closed: nothing runs on it any more
+        return
     finished.wait(seconds)
 
 
