@@ -1070,7 +1070,6 @@ def run_bench(
     steps = _steps_for(profile, groups)
     advance = progress or (lambda _label: None)
     rows: list[Row] = []
-    interrupted = False
     try:
         # (Inside the try: an interrupt as soon as the prefix exists still removes it.)
         scoped.init()
@@ -1104,30 +1103,19 @@ def run_bench(
                 if timers.scheme == "file":  # its own store: its lock files are not objects either
                     shutil.rmtree(timers.url.removeprefix("file://"), ignore_errors=True)
             advance("timers")
-    except BaseException:
-        interrupted = True
-        raise
     finally:
-        # Interrupted: a request sent just before the interrupt (a thread's file write, an
-        # HTTP PUT) may land after a first pass; a second pass, a moment later, removes it.
-        _remove_prefix(scoped, keep)
-        if interrupted and not keep:
-            time.sleep(0.5)
-            _remove_prefix(scoped, keep)
+        # (An interrupted row's coroutine was cancelled and waited for by _run_on_loop: none
+        # of its writes lands after this.)
+        if not keep:
+            with contextlib.suppress(Exception):
+                scoped.init()
+                _run_on_loop(_delete_prefix(get_runtime().store))
+        vc.shutdown()
+        if not keep and scoped.scheme == "file":
+            # The local store's lock files are not objects: the directory is ours to remove.
+            shutil.rmtree(scoped.url.removeprefix("file://"), ignore_errors=True)
     assert steps > 0
     return rows
-
-
-def _remove_prefix(scoped: Target, keep: bool) -> None:
-    """The end of a benchmark: delete its prefix (unless ``keep``) and shut the runtime down."""
-    if not keep:
-        with contextlib.suppress(Exception):
-            scoped.init()
-            _run_on_loop(_delete_prefix(get_runtime().store))
-    vc.shutdown()
-    if not keep and scoped.scheme == "file":
-        # The local store's lock files are not objects: the directory is ours to remove.
-        shutil.rmtree(scoped.url.removeprefix("file://"), ignore_errors=True)
 
 
 def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS) -> int:
