@@ -1,7 +1,7 @@
 """Many processes, one actor: aggregate throughput, fairness and tail latency (issue 13's rows).
 
     python scripts/bench_contention.py STORE_URL [--processes 1,8,32] [--duration 5] [--repeats 3]
-        [-o KEY=VALUE ...] [--latency MS] [--no-combine] [--post-names] [--think MS]
+        [-o KEY=VALUE ...] [--latency MS] [--no-combine] [--no-post-names] [--think MS]
 
 Each process calls ``incr.run()`` on one shared actor in a loop for ``--duration``
 seconds, from one moment once every process has started and loaded the actor.
@@ -49,7 +49,7 @@ def _init(url: str, options: dict[str, Any]) -> None:
     think = options.pop("think", 0.0)
     combine = options.pop("combine", True)
     latency = options.pop("latency", None)
-    names = options.pop("post_names", False)
+    names = options.pop("post_names", True)
     try:
         fields = set(vc.Settings.__dataclass_fields__)
         tuning = {k: v for k, v in options.items() if k in fields}
@@ -159,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-combine", action="store_true", help="Settings(combine=False): race for every step"
     )
     parser.add_argument(
-        "--post-names",
+        "--no-post-names",
         action="store_true",
-        help="Settings(post_names=True): small posts carried by their names",
+        help="Settings(post_names=False): every post under a bare name, read by GET",
     )
     parser.add_argument(
         "--think",
@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         options["think"] = args.think / 1000
     if args.no_combine:
         options["combine"] = False
-    if args.post_names:
-        options["post_names"] = True
+    if args.no_post_names:
+        options["post_names"] = False
     for item in args.o:
         key, _, value = item.partition("=")
         try:

@@ -1374,6 +1374,12 @@ class ActorCore:
         )
         base = self.record.step if self.record is not None else -1
         box = self._posts()
+        if box.names and box.mail.key is None:
+            # The store's mail key seals a post carried by its name: read (or made) once.
+            if self.log.store.inline:
+                box.mail.load_now(create=True)
+            else:
+                self.env.run(box.mail.load(create=True))
         post = box.prepare(calls)
         doubt = False
         try:

@@ -9,6 +9,7 @@
     actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
     actors/<id>/mail/<name>                  calls posted under contention, create-only
     actors/<id>/lease                        advisory folder lease under contention (a hint)
+    mail-key                                 the key that seals posts carried by their names
     timers/<due_ms:020d>/<id>/<key>          due index of durable timers, create-only (a hint)
     timer-claims/<id>                        a timer runner's lease on one actor's due timers
     timer-runners/<runner_id>                a live timer runner's heartbeat (its expiry)
@@ -33,6 +34,7 @@ __all__ = [
     "inbox_key",
     "inbox_prefix",
     "lease_key",
+    "mail_seal_key",
     "post_key",
     "posts_prefix",
     "step_key",
@@ -166,6 +168,12 @@ def post_key(actor_id: str, name: str) -> str:
     """A post: ``name`` is 12 base-32 characters, the time (ms) then 3 random characters, then
     for a small post ``"."`` and the post itself (``vactor_cloud.posting.inline_name``)."""
     return f"{posts_prefix(actor_id)}{name}"
+
+
+def mail_seal_key() -> str:
+    """The store's key that seals (encrypts) the posts carried by their names, create-only:
+    object names reach where bodies do not (access logs, inventories), this key does not."""
+    return "mail-key"
 
 
 def lease_key(actor_id: str) -> str:

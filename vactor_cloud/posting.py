@@ -56,7 +56,7 @@ from typing import Any
 
 import cloudpickle
 
-from vactor_cloud import codec
+from vactor_cloud import codec, mailkey
 from vactor_cloud.dedup import Outcome, recorded_exception, safe_repr
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -85,6 +85,7 @@ __all__ = [
     "inline_name",
     "post_name",
     "read_name",
+    "sealed",
 ]
 
 #: ``StepRecord.extra`` key of the post cursor
@@ -202,6 +203,8 @@ _PREFIX = _TIME_DIGITS + _RANDOM_DIGITS
 _INLINE_SEP = "."
 #: the first byte of a name-carried post (its format; a reader that does not know it GETs the body)
 _INLINE_VERSION = 1
+#: the first byte of a sealed one: then the nonce, and the format-1 payload sealed with the mail key
+_SEALED_VERSION = 2
 #: a name carries its post only while the whole name is at most this many bytes: keys of S3 and
 #: GCS may be 1024 bytes long, but the local store makes a mailbox name one file name (255 bytes
 #: on Linux, stored as is)
@@ -281,10 +284,19 @@ def inline_name(
     seq: int,
     calls: tuple[PostedCall, ...],
     signing_key: bytes | None,
+    seal_key: bytes | None = None,
 ) -> str | None:
     """The name of a post that carries the post itself, or None when it would be longer than
-    :data:`INLINE_NAME_LIMIT` or the calls do not fit the encoding (then the name is ``prefix``)."""
+    :data:`INLINE_NAME_LIMIT` or the calls do not fit the encoding (then the name is ``prefix``).
+
+    With ``seal_key`` (the store's mail key, ``vactor_cloud.mailkey``) the post is sealed
+    (format 2): what vactor_cloud writes. Without, in the clear (format 1): read still, for
+    the names of snapshots that wrote them, and not written any more."""
     payload = _inline_payload(sender, seq, calls)
+    if payload is not None and seal_key is not None:
+        nonce = secrets.token_bytes(mailkey.NONCE_BYTES)
+        head = bytes([_SEALED_VERSION]) + mailkey.key_id(seal_key) + nonce
+        payload = head + mailkey.seal(seal_key, nonce, payload)
     # (unpadded base64 of the payload and its 32-byte digest: 4 characters per 3 bytes)
     if payload is None or _PREFIX + 1 + -(-(len(payload) + 32) * 4 // 3) > INLINE_NAME_LIMIT:
         return None
@@ -341,10 +353,25 @@ def _parse_payload(payload: bytes) -> tuple[str, int, tuple[PostedCall, ...]]:
     return sender, seq, tuple(calls)
 
 
-def read_name(key: str, signing_key: bytes | None) -> Post | None:
+def sealed(key: str) -> bool:
+    """Whether a post's name carries a sealed post (format 2): reading it needs the mail key."""
+    name = key.rpartition("/")[2]
+    # (the first 6 bits of the first byte, then 2 and 4 of the next: "A" then g-v for byte 2)
+    head = name[_PREFIX + 1 : _PREFIX + 3]
+    return len(name) > _PREFIX + 2 and name[_PREFIX] == _INLINE_SEP and head in _SEALED_HEAD
+
+
+#: how the base64 of a sealed payload begins (byte 2, then any byte)
+_SEALED_HEAD = frozenset(
+    base64.urlsafe_b64encode(bytes([_SEALED_VERSION, b]))[:2].decode() for b in range(256)
+)
+
+
+def read_name(key: str, signing_key: bytes | None, seal_key: bytes | None = None) -> Post | None:
     """The post a key's name carries, authenticated; None when it carries none, or one this
     process cannot trust or read (damaged, forged, another format, not the canonical
-    encoding): then the object's body is read instead, as for any post."""
+    encoding, sealed with a key other than ``seal_key``, or sealed and no key): then the
+    object's body is read instead, as for any post."""
     head, _, name = key.rpartition("/")
     if len(name) <= _PREFIX + 1 or name[_PREFIX] != _INLINE_SEP or identity(key) is None:
         return None
@@ -359,6 +386,15 @@ def read_name(key: str, signing_key: bytes | None) -> Post | None:
     payload, digest = raw[:-32], raw[-32:]
     if not hmac.compare_digest(digest, codec.digest(prefix_key, payload, signing_key)):
         return None
+    if payload[0] == _SEALED_VERSION:
+        # Sealed with our key (its id), or read from the body: another key's bytes would
+        # unseal to noise, and noise must not get its one chance in many to parse.
+        start = 1 + mailkey.KEY_ID_BYTES + mailkey.NONCE_BYTES
+        if seal_key is None or len(payload) <= start:
+            return None
+        if payload[1 : 1 + mailkey.KEY_ID_BYTES] != mailkey.key_id(seal_key):
+            return None
+        payload = mailkey.seal(seal_key, payload[1 + mailkey.KEY_ID_BYTES : start], payload[start:])
     try:
         sender, seq, calls = _parse_payload(payload)
     except (_Malformed, UnicodeDecodeError):
@@ -454,6 +490,7 @@ class PostBox:
         "_seq",
         "_sleeper",
         "actor_id",
+        "mail",
         "names",
         "sender",
         "signing_key",
@@ -465,9 +502,11 @@ class PostBox:
         self, store: ObjectStore, actor_id: str, signing_key: bytes | None, *, names: bool = False
     ) -> None:
         self.store = store
-        #: our small posts carry themselves in their names (``Settings.post_names``); any
-        #: process reads such names, whatever its own setting
+        #: our small posts carry themselves in their names, sealed (``Settings.post_names``);
+        #: any process reads such names, whatever its own setting
         self.names = names
+        #: the store's mail key, which seals them (loaded when first needed)
+        self.mail = mailkey.mail_keys(store, signing_key)
         self.actor_id = actor_id
         self.signing_key = signing_key
         self.sender = uuid.uuid4().hex[:16]
@@ -502,8 +541,10 @@ class PostBox:
         self._last_ms = max(int(now * 1000), self._last_ms + 1)
         name = post_name(self._last_ms, secrets.randbits(15))
         # A small post carries itself in its name too: a folder learns it from the LIST.
-        if self.names:
-            name = inline_name(self.actor_id, name, self.sender, seq, calls, self.signing_key) or name
+        seal_key = self.mail.key
+        if self.names and seal_key is not None:
+            sender, signing_key = self.sender, self.signing_key
+            name = inline_name(self.actor_id, name, sender, seq, calls, signing_key, seal_key) or name
         return Post(post_key(self.actor_id, name), self.sender, seq, self._last_ms / 1000, calls)
 
     async def send(self, post: Post) -> Post:
@@ -581,14 +622,24 @@ class PostBox:
         raise AssertionError("unreachable")
 
     async def keys(self) -> list[str]:
-        """The keys of every post waiting now, oldest first (one LIST)."""
+        """The keys of every post waiting now, oldest first (one LIST; and one GET of the
+        mail key, once per process, when a sealed name is first listed)."""
         listed_at = time.monotonic()
-        return self._listed(await self.store.list(posts_prefix(self.actor_id)), listed_at)
+        keys = await self.store.list(posts_prefix(self.actor_id))
+        if self._wants_key(keys):
+            await self.mail.load(create=False)
+        return self._listed(keys, listed_at)
 
     def keys_now(self) -> list[str]:
         """:meth:`keys` on the calling thread (only where ``store.inline``)."""
         listed_at = time.monotonic()
-        return self._listed(self.store.list_now(posts_prefix(self.actor_id)), listed_at)
+        keys = self.store.list_now(posts_prefix(self.actor_id))
+        if self._wants_key(keys):
+            self.mail.load_now(create=False)
+        return self._listed(keys, listed_at)
+
+    def _wants_key(self, keys: list[str]) -> bool:
+        return self.mail.key is None and any(sealed(k) and k not in self._known for k in keys)
 
     def _listed(self, keys: list[str], listed_at: float) -> list[str]:
         present = set(keys)
@@ -603,10 +654,11 @@ class PostBox:
                 self._deleted = {k: self._deleted[k] for k in hidden}
                 keys = [k for k in keys if k not in hidden]
         # Posts are immutable: one whose name carries it is known from now on (read with no GET).
+        seal_key = self.mail.key
         learned = [
             (key, post)
             for key in keys
-            if key not in self._known and (post := read_name(key, self.signing_key)) is not None
+            if key not in self._known and (post := read_name(key, self.signing_key, seal_key)) is not None
         ]
         if learned:
             with self._lock:

@@ -74,13 +74,13 @@ class Settings:
     #: length of the advisory folder lease (seconds): while another process holds it, a contended
     #: process posts and waits instead of racing; renewed at half-life, taken over once it expired
     lease_seconds: float = 2.0
-    #: a small post also carries its calls in its object name, so the folder learns them from its
-    #: LIST without a GET (about one request less per posted call). Off by default: the name then
-    #: holds the calls' method names and pickled arguments (base64, not encrypted), and object
-    #: names reach places bodies do not (server access logs, CloudTrail data events, inventories);
-    #: turn it on when call arguments are not sensitive. Pre-release snapshots of main from before
-    #: 2026-12-02 delete such names unread when they fold: never turn it on beside them
-    post_names: bool = False
+    #: a small post also carries its calls in its object name, so the folder learns it from its
+    #: LIST without a GET (about one request less per posted call). Sealed: encrypted with the
+    #: store's mail key (the ``mail-key`` object, made once), so that what names reach (server
+    #: access logs, CloudTrail data events, inventories) holds no method name nor argument.
+    #: Pre-release snapshots of main from before 2026-12-02 delete such names unread when they
+    #: fold: turn it off while one of them may fold an actor this process posts to
+    post_names: bool = True
     #: a cache validated this recently is trusted without a probe (seconds)
     fresh_window: float = 5.0
     #: HEAD is moved at most this often per actor (seconds; GCS allows ~1 write/s per object)...
