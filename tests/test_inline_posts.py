@@ -14,6 +14,7 @@ import base64
 import pickle
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from combining_workers import OrderLog
 from test_combining import Switchable, commit_behind_its_back, init_switchable, wait_for_no_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, mailkey, posting
 from vactor_cloud.keys import mail_seal_key, post_key, posts_prefix
 from vactor_cloud.posting import (
     INLINE_NAME_LIMIT,
@@ -34,6 +35,7 @@ from vactor_cloud.posting import (
     read_name,
 )
 from vactor_cloud.storage import MemoryStore, ObjectStore
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -217,6 +219,25 @@ def test_the_mail_key_is_made_once_and_read_once_per_process() -> None:
     # Another process (another store object on the same bucket) reads the one there.
     elsewhere = PostBox(MemoryStore("sealed-once"), "a", None, names=True)
     assert _sync.sync(elsewhere.mail.load(create=True)) == first.mail.key
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_processes_racing_to_make_the_mail_key_all_use_the_one_that_landed(store_spec: StoreSpec) -> None:
+    """Eight first posters at once, each its own store object (as many processes), one of
+    them losing the answer to its create-only PUT: one key, the same for all of them."""
+    store_spec.init()
+    stores: list[ObjectStore] = [store_spec.open() for _ in range(8)]
+    lose = FaultRule("lost_response", key_contains=mail_seal_key(), at=(1,))
+    stores[0] = FaultyStore(stores[0], FaultConfig(seed=1, rules=(lose,)))
+    boxes = [PostBox(store, "a", None, names=True) for store in stores]
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda box: _sync.sync(box.mail.load(create=True)), boxes))
+    assert stores[0].injected  # type: ignore[attr-defined]
+    assert keys[0] is not None and set(keys) == {keys[0]}
+    there = _sync.sync(vc.get_runtime().store.get(mail_seal_key())).data
+    assert mailkey._decode(there, None) == keys[0]
+    for store in stores:
+        _sync.sync(store.close())
 
 
 def test_a_reader_with_another_mail_key_reads_the_body() -> None:
