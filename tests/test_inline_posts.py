@@ -273,11 +273,15 @@ def test_a_folder_that_writes_bare_names_reads_sealed_ones() -> None:
     store.requests.reset()
     assert _read(folder, _keys(folder)) == posts
     assert store.requests.snapshot() == {"list": 1, "get": 1}  # the key's GET, no post's
-    # No key there: nothing is made by a reader; it reads bodies.
+    # No key there: nothing is made by a reader; it reads bodies. The same process's first
+    # post then makes one at once (not after the 30 s a failed load waits).
     store = MemoryStore("sealed-reader-none")
     plain = PostBox(store, "a", None, names=False)
     assert _sync.sync(plain.mail.load(create=False)) is None
     assert _sync.sync(store.list("")) == []
+    poster = PostBox(store, "b", None, names=True)
+    assert _sync.sync(poster.mail.load(create=True)) is not None
+    assert _sync.sync(store.list("")) == [mail_seal_key()]
 
 
 def test_a_damaged_mail_key_leaves_bare_names_and_says_what_to_do(caplog: pytest.LogCaptureFixture) -> None:

@@ -73,13 +73,15 @@ def _decode(data: bytes, signing_key: bytes | None) -> bytes:
 class MailKeys:
     """The mail key of one store, loaded once per process (shared by its actors)."""
 
-    __slots__ = ("_key", "_lock", "_tried_at", "signing_key", "store")
+    __slots__ = ("_absent", "_key", "_lock", "_tried_at", "signing_key", "store")
 
     def __init__(self, store: ObjectStore, signing_key: bytes | None) -> None:
         self.store = store
         self.signing_key = signing_key
         self._key: bytes | None = None
         self._tried_at = -float("inf")
+        #: the last try found no key and made none (a reader's): a poster's try makes one at once
+        self._absent = False
         self._lock = threading.Lock()
 
     @property
@@ -87,21 +89,24 @@ class MailKeys:
         """The key if loaded (None: not yet, or it could not be read: bare names)."""
         return self._key
 
-    def _due(self) -> bool:
-        return self._key is None and time.monotonic() - self._tried_at >= RETRY_AFTER
+    def _due(self, create: bool) -> bool:
+        if self._key is not None:
+            return False
+        return (create and self._absent) or time.monotonic() - self._tried_at >= RETRY_AFTER
 
     async def load(self, *, create: bool) -> bytes | None:
         """The key: read (one GET), or with ``create`` made if there is none yet (a create-only
         PUT; the winner's is read back if another process made one first)."""
-        if not self._due():
+        if not self._due(create):
             return self._key
-        self._tried_at = time.monotonic()
+        self._tried_at, self._absent = time.monotonic(), False
         store = self.store
         try:
             try:
                 self._key = _decode((await store.get(mail_seal_key())).data, self.signing_key)
             except NotFoundError:
                 if not create:
+                    self._absent = True
                     return None
                 key = secrets.token_bytes(KEY_BYTES)
                 try:
@@ -116,15 +121,16 @@ class MailKeys:
     def load_now(self, *, create: bool) -> bytes | None:
         """:meth:`load` on the calling thread (only where ``store.inline``)."""
         with self._lock:
-            if not self._due():
+            if not self._due(create):
                 return self._key
-            self._tried_at = time.monotonic()
+            self._tried_at, self._absent = time.monotonic(), False
             store = self.store
             try:
                 try:
                     self._key = _decode(store.get_now(mail_seal_key()).data, self.signing_key)
                 except NotFoundError:
                     if not create:
+                        self._absent = True
                         return None
                     key = secrets.token_bytes(KEY_BYTES)
                     try:
