@@ -10,8 +10,10 @@ any post.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import pickle
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +240,45 @@ def test_processes_racing_to_make_the_mail_key_all_use_the_one_that_landed(store
     assert mailkey._decode(there, None) == keys[0]
     for store in stores:
         _sync.sync(store.close())
+
+
+class GatedKey(Switchable):
+    """Requests for the mail key wait until ``gate`` is set (a stalled endpoint, for that key)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        while key == mail_seal_key() and not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        return await super()._around(operation, key, run, **batch)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_does_not_wait_for_the_mail_key(store_spec: StoreSpec) -> None:
+    """The key is read (or made) in the background: while its requests stall, a process's post
+    goes out under a bare name and its call returns; once the key is at hand, posts are sealed."""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=60.0))
+    runtime = vc.get_runtime()
+    store = GatedKey(runtime.store)
+    runtime.store = store
+    puts: list[str] = []
+    store.fail = lambda op, key: puts.append(key) if op == "put" and "/mail/" in key else None  # type: ignore[func-returns-value]
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # loses the race, posts, folds its post
+    assert puts and [len(name_of(k)) for k in puts] == [12] * len(puts)
+    box = runtime.core("a")._posts()
+    assert box.mail.key is None  # still waiting behind the gate
+    store.gate.set()
+    give_up = time.monotonic() + 30
+    while box.mail.key is None and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert box.mail.key is not None
+    assert posting.sealed(box.prepare(calls_of("x")).key)
+    assert log.applied.run() == ["me/0", "me/1"]
 
 
 def test_a_reader_with_another_mail_key_reads_the_body() -> None:

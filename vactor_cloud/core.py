@@ -1375,11 +1375,10 @@ class ActorCore:
         base = self.record.step if self.record is not None else -1
         box = self._posts()
         if box.names and box.mail.key is None:
-            # The store's mail key seals a post carried by its name: read (or made) once.
-            if self.log.store.inline:
-                box.mail.load_now(create=True)
-            else:
-                self.env.run(box.mail.load(create=True))
+            # The store's mail key seals a post carried by its name: read (or made) once per
+            # process, in the background. Until it is at hand, posts keep bare names (a
+            # serverless call that posts once pays no request for a key it would not use).
+            self.env.background(box.mail.load(create=True))
         post = box.prepare(calls)
         doubt = False
         try:

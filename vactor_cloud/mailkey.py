@@ -5,7 +5,9 @@ so that a folder learns it from its LIST, with no GET. Object names reach places
 not (server access logs, CloudTrail data events, inventories, any principal allowed to
 LIST), so the post in a name is sealed with this key: 32 random bytes in one create-only
 object at the store root (``keys.mail_seal_key``), as readable as any body and no more.
-Whoever creates it first wins; everyone reads the winner's. A process that cannot read it
+Whoever creates it first wins; everyone reads the winner's. A poster loads it in the
+background (its posts keep bare names meanwhile); a folder that lists a sealed name reads
+it before it reads the names (never makes one). A process that cannot read it
 (an error, a damaged or forged object) writes bare names and GETs the bodies, as before
 names carried posts. See docs/protocol.md ("Posts carried by their names").
 
@@ -23,7 +25,7 @@ import threading
 import time
 import weakref
 
-from vactor_cloud import codec
+from vactor_cloud import _sync, codec
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.keys import mail_seal_key
 from vactor_cloud.storage import ObjectStore
@@ -73,7 +75,7 @@ def _decode(data: bytes, signing_key: bytes | None) -> bytes:
 class MailKeys:
     """The mail key of one store, loaded once per process (shared by its actors)."""
 
-    __slots__ = ("_absent", "_key", "_lock", "_tried_at", "signing_key", "store")
+    __slots__ = ("_absent", "_key", "_tried_at", "signing_key", "store")
 
     def __init__(self, store: ObjectStore, signing_key: bytes | None) -> None:
         self.store = store
@@ -82,7 +84,6 @@ class MailKeys:
         self._tried_at = -float("inf")
         #: the last try found no key and made none (a reader's): a poster's try makes one at once
         self._absent = False
-        self._lock = threading.Lock()
 
     @property
     def key(self) -> bytes | None:
@@ -119,28 +120,8 @@ class MailKeys:
         return self._key
 
     def load_now(self, *, create: bool) -> bytes | None:
-        """:meth:`load` on the calling thread (only where ``store.inline``)."""
-        with self._lock:
-            if not self._due(create):
-                return self._key
-            self._tried_at, self._absent = time.monotonic(), False
-            store = self.store
-            try:
-                try:
-                    self._key = _decode(store.get_now(mail_seal_key()).data, self.signing_key)
-                except NotFoundError:
-                    if not create:
-                        self._absent = True
-                        return None
-                    key = secrets.token_bytes(KEY_BYTES)
-                    try:
-                        store.put_now(mail_seal_key(), _encode(key, self.signing_key), mode="create")
-                        self._key = key
-                    except StorageError:
-                        self._key = _decode(store.get_now(mail_seal_key()).data, self.signing_key)
-            except (StorageError, IntegrityError) as exc:
-                _unreadable(exc)
-            return self._key
+        """:meth:`load` from a thread that is not the IO loop's (a fold on the local store)."""
+        return _sync.sync(self.load(create=create)) if self._due(create) else self._key
 
 
 def _unreadable(exc: BaseException) -> None:
