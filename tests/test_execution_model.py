@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, counters
 from vactor_cloud.storage import MemoryStore
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: bodies run, by (actor id, label): a body that runs twice shows up here
@@ -383,3 +385,58 @@ def test_memory_commits_put_on_the_calling_thread_and_a_lost_race_still_resolves
         assert not store.inline
     finally:
         vc.shutdown()
+
+
+class _Interrupted(BaseException):
+    """What this test's SIGINT handler raises (a KeyboardInterrupt would stop pytest)."""
+
+
+def test_ctrl_c_during_a_commit_stops_its_write(store_spec: StoreSpec) -> None:
+    """A call interrupted (Ctrl-C) while its step's put waits for the store: the caller gets
+    the interrupt, the put is cancelled with it, and the call is not applied later behind
+    the caller's back (the put used to carry on on the IO loop and land once the store
+    answered)."""
+    if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs signals delivered to the main thread")
+
+    class HeldSteps(FaultyStore):
+        def __init__(self, inner: Any) -> None:
+            super().__init__(inner, FaultConfig())
+            self.hold = False
+            self.held = threading.Event()
+            self.release = threading.Event()
+
+        async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+            if self.hold and operation == "put" and "/steps/" in key:
+                self.held.set()
+                while not self.release.is_set():
+                    await asyncio.sleep(0.005)
+            return await super()._around(operation, key, run, **batch)
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    store = HeldSteps(runtime.store)
+    runtime.store = store
+    box = Box.get_or_create("interrupted")
+    box.bump.run("first")
+    store.hold = True
+
+    def interrupt() -> None:
+        if store.held.wait(30):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGINT, raise_interrupted)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(_Interrupted):
+            box.bump.run("interrupted", 100)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        store.hold = False
+        store.release.set()
+    time.sleep(0.2)  # time for a put that carried on to land
+    assert box.bump.run("after") == 2
+    assert box.bump.run("again") == 3

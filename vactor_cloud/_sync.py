@@ -80,7 +80,9 @@ def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: b
 
     After ``timeout`` seconds the coroutine is cancelled and
     :class:`BridgeTimeout` raised (a ``TimeoutError`` the coroutine itself
-    raised passes through as it is).
+    raised passes through as it is). An exception raised in the waiting
+    thread (``KeyboardInterrupt`` at Ctrl-C) cancels the coroutine as well and
+    reaches the caller.
 
     ``eager``: run the coroutine's first step at once on the loop rather than
     as a new task; a coroutine that never suspends (the memory store's
@@ -97,7 +99,14 @@ def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: b
     loop = get_loop()
     waiter = _Waiter()
     loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
-    if not waiter.done.acquire(timeout=-1 if timeout is None else timeout):
+    try:
+        finished = waiter.done.acquire(timeout=-1 if timeout is None else timeout)
+    except BaseException:
+        # Interrupted while waiting (Ctrl-C: KeyboardInterrupt, or a signal handler's
+        # exception): the work stops too rather than carrying on unseen on the loop.
+        loop.call_soon_threadsafe(waiter.cancel)
+        raise
+    if not finished:
         loop.call_soon_threadsafe(waiter.cancel)
         # The task may finish between the timeout and the cancel: then its outcome stands.
         if not waiter.done.acquire(timeout=5.0) or waiter.cancelled:
