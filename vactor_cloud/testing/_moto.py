@@ -179,7 +179,7 @@ from vactor_cloud.testing._moto import _SerializedWrites
 # (about 120 stats before "s3"): a third of the server's CPU under load. The list
 # does not change while the server runs.
 _modules = tuple(moto.backends.list_of_moto_modules())
-if not os.environ.get('XSTOCK'): moto.backends.list_of_moto_modules = lambda: _modules
+moto.backends.list_of_moto_modules = lambda: _modules
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 parent = int(sys.argv[1])
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
