@@ -98,12 +98,13 @@ def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: b
         )
     loop = get_loop()
     waiter = _Waiter()
-    loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
     try:
+        loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
         finished = waiter.done.acquire(timeout=-1 if timeout is None else timeout)
     except BaseException:
-        # Interrupted while waiting (Ctrl-C: KeyboardInterrupt, or a signal handler's
-        # exception): the work stops too rather than carrying on unseen on the loop.
+        # Interrupted (Ctrl-C: KeyboardInterrupt, or a signal handler's exception), even
+        # before the wait began: the work stops too rather than carrying on unseen on the
+        # loop. The cancel runs after the start (the loop runs its callbacks in order).
         loop.call_soon_threadsafe(waiter.cancel)
         raise
     if not finished:
