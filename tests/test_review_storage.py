@@ -7,7 +7,10 @@ docstring says which.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from timer_workers import init_from_spec
 
 import vactor_cloud as vc
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.errors import AlreadyExistsError, IntegrityError, StorageError
+from vactor_cloud.errors import AlreadyExistsError, IntegrityError, StorageError, StorageTimeoutError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.keys import post_key
 from vactor_cloud.posting import post_name
@@ -27,6 +30,7 @@ from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import LocalStore
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.testing.store_conformance import run_on_store
 
 
 def run(coro: Any) -> Any:
@@ -163,3 +167,166 @@ def test_a_timer_whose_key_starts_with_a_dot_fires_on_the_local_store(store_spec
         assert session.entries.run() == ["expired .x"]
     finally:
         vc.shutdown()
+
+
+# -- keys and prefixes with URL-special characters, on every lane -----------------------------------
+
+_URLISH = ["q/a#b", "q/a?b=c&d", "q/%23", "q/%3F", "q/a b+c", "q/?", "q/#", "q/é%2Fx"]
+
+
+@pytest.mark.vactor_lanes("memory", "local", "moto")
+def test_keys_and_prefixes_with_url_syntax_round_trip_and_list_exactly(store_spec: StoreSpec) -> None:
+    """Not covered elsewhere: ``#`` and ``?`` (a URL's fragment and query) in keys, and as the
+    *prefix* and ``start_after`` of a listing. A client that put them in the URL unencoded would
+    write, read or list another key."""
+
+    async def body(store: Any) -> None:
+        for key in _URLISH:
+            version = await store.put(key, key.encode(), mode="create")
+            blob = await store.get(key)
+            assert (blob.data, blob.version) == (key.encode(), version)
+            assert await store.head(key) == version
+        ordered = sorted(_URLISH)
+        assert await store.list("q/") == ordered
+        for prefix in ("q/a#", "q/a?", "q/%", "q/#", "q/?", "q/é%"):
+            assert await store.list(prefix) == [k for k in ordered if k.startswith(prefix)], prefix
+        for i, after in enumerate(ordered):
+            assert await store.list("q/", start_after=after) == ordered[i + 1 :], after
+        await store.delete_many(ordered[:3])
+        assert await store.list("q/") == ordered[3:]
+
+    run_on_store(store_spec, body)
+
+
+# -- the botocore transport's threads when requests stall ---------------------------------------------
+
+
+class _StallingServer:
+    """127.0.0.1 HTTP server: connections accepted while ``stalled`` get no byte ever; later ones
+    get ``404`` to every request (HEAD of a missing object: ``head`` answers None)."""
+
+    def __init__(self) -> None:
+        self.stalled = True
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self.port: int = self._server.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.stalled:
+                self._held.append(conn)
+            else:
+                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with contextlib.suppress(OSError), conn:
+            buffer = b""
+            while not self._stop.is_set():
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+                while b"\r\n\r\n" in buffer:
+                    _, buffer = buffer.split(b"\r\n\r\n", 1)
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in [*self._held, self._server]:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+@pytest.fixture
+def stalling(monkeypatch: pytest.MonkeyPatch) -> Iterator[_StallingServer]:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = _StallingServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_store_whose_requests_stalled_answers_again_once_the_endpoint_recovers(
+    stalling: _StallingServer,
+) -> None:
+    """Every request has a deadline, and keeps it here: but on the botocore transport a request
+    whose caller gave up stays on its pool thread, blocked in the socket for botocore's
+    ``read_timeout`` (15 s) and its retries. A stall as long as the deadline, on as many
+    requests as the pool has threads (``max_pool_connections``), so leaves the store unusable
+    for 15 s to a minute after the endpoint came back: every request queued behind the
+    abandoned ones and timed out. (The s3fs transport closes a cancelled request's connection:
+    it answers at once.) Now a thread whose caller gave up no longer counts toward the pool's
+    size (botocore's urllib3 pool, ``block=False``, opens a connection beyond its size)."""
+    from vactor_cloud.storage._s3 import S3Store
+
+    async def body() -> None:
+        store = S3Store(
+            "bucket/prefix",
+            endpoint_url=f"http://127.0.0.1:{stalling.port}",
+            key="x",
+            secret="y",
+            client_kwargs={"region_name": "us-east-1"},
+            config_kwargs={"max_pool_connections": 2},
+        )
+        store.request_timeout = 1.0
+        try:
+            outcomes = await asyncio.gather(*(store.head(f"k{i}") for i in range(4)), return_exceptions=True)
+            assert all(isinstance(o, StorageTimeoutError) for o in outcomes), outcomes
+            stalling.stalled = False  # the endpoint is back
+            assert await store.head("after") is None
+        finally:
+            await store.close()
+
+    started = time.monotonic()
+    asyncio.run(body())
+    assert time.monotonic() - started < 10
+
+
+def test_abandoned_jobs_free_their_pool_slots_up_to_the_pool_size_and_their_threads_then_end() -> None:
+    """The bound on the fix above: at most ``size`` abandoned jobs are set aside (a silent
+    endpoint with callers giving up at a steady rate must not start a thread per request),
+    and the threads started in their place do not outlive them."""
+    from vactor_cloud.storage._s3_threads import _DaemonPool
+
+    pool = _DaemonPool(2, "abandon-test", idle=60)
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def job() -> None:
+        started.release()
+        release.wait(10)
+
+    first = [pool.submit(job) for _ in range(2)]
+    for _ in range(2):
+        assert started.acquire(timeout=10)
+    for future in first:
+        pool.abandon(future)
+    second = [pool.submit(job) for _ in range(2)]
+    for _ in range(2):
+        assert started.acquire(timeout=10)  # ran beside the abandoned two
+    for future in second:
+        pool.abandon(future)  # past the bound: still counted
+    third = pool.submit(job)
+    assert not started.acquire(timeout=0.3)  # waits for a thread, as without abandonment
+    release.set()
+    for future in [*first, *second, third]:
+        future.result(10)
+    deadline = time.monotonic() + 10  # (a thread counts itself out just after its result)
+    while (pool._threads != 2 or pool._abandoned) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool._threads == 2 and not pool._abandoned
+    pool.shutdown()
