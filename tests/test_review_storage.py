@@ -7,11 +7,13 @@ docstring says which.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -330,3 +332,78 @@ def test_abandoned_jobs_free_their_pool_slots_up_to_the_pool_size_and_their_thre
         time.sleep(0.01)
     assert pool._threads == 2 and not pool._abandoned
     pool.shutdown()
+
+
+# -- damaged GET bodies on the S3 transports -----------------------------------------------------------
+
+_BODY = b"T" * 16 + b"0123456789abcdefghij"
+
+
+def _damaged_answer(mode: str) -> bytes:
+    head = b'HTTP/1.1 200 OK\r\nETag: "e"\r\n'
+    if mode == "short":  # the connection closes before Content-Length bytes came
+        return head + b"Content-Length: %d\r\n\r\n" % (len(_BODY) + 10) + _BODY
+    if mode == "chunked":  # the last chunk never comes
+        return head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(_BODY) + _BODY[:-5]
+    checksum = base64.b64encode(zlib.crc32(_BODY).to_bytes(4, "big"))
+    flipped = _BODY[:-1] + b"X"  # "crc": a byte flipped on the way; S3's checksum header says so
+    fields = b"x-amz-checksum-crc32: %s\r\nContent-Length: %d\r\n\r\n" % (checksum, len(flipped))
+    return head + fields + flipped
+
+
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
+@pytest.mark.parametrize("mode", ["short", "chunked", "crc"])
+def test_a_get_body_cut_short_or_damaged_in_transit_is_an_error_never_data(transport: str, mode: str) -> None:
+    """Not covered elsewhere: a GET whose body ends before its ``Content-Length`` or its last
+    chunk, or whose bytes do not match S3's ``x-amz-checksum-crc32`` header, fails (retryable)
+    on both transports instead of returning the bytes that came."""
+    from vactor_cloud.errors import RetryableStorageError
+    from vactor_cloud.storage._s3 import S3Store
+
+    server = socket.create_server(("127.0.0.1", 0))
+    answers = 0
+
+    def serve() -> None:
+        nonlocal answers
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    request += chunk
+                conn.sendall(_damaged_answer(mode))
+                answers += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def body() -> None:
+        store = S3Store(
+            "bucket",
+            transport=transport,
+            endpoint_url=f"http://127.0.0.1:{server.getsockname()[1]}",
+            key="x",
+            secret="y",
+            client_kwargs={"region_name": "us-east-1"},
+            config_kwargs={"retries": {"max_attempts": 1}},  # (the store's own read retries remain)
+        )
+        store.request_timeout = 20.0
+        try:
+            with pytest.raises(RetryableStorageError):
+                await store.get("k")
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.close()
+        thread.join(5)
+    assert answers >= 1
