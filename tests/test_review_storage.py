@@ -407,3 +407,17 @@ def test_a_get_body_cut_short_or_damaged_in_transit_is_an_error_never_data(trans
         server.close()
         thread.join(5)
     assert answers >= 1
+
+
+def test_a_local_create_of_a_key_that_is_a_prefix_of_others_is_not_already_exists(tmp_path: Path) -> None:
+    """``AlreadyExistsError`` from the local store is *definite* (``definite_create_conflicts``:
+    someone else's object is there). A create of ``a`` while ``a/b`` exists (a key the local
+    store cannot hold beside its longer keys, ``nested_keys = False``) said "already exists"
+    although ``head("a")`` is None: it must be a plain StorageError saying why."""
+    store = LocalStore(tmp_path)
+    run(store.put("a/b", b"longer key first"))
+    assert run(store.head("a")) is None
+    with pytest.raises(StorageError, match="prefix") as info:
+        run(store.put("a", b"x", mode="create"))
+    assert not isinstance(info.value, AlreadyExistsError)
+    assert info.value.key == "a"

@@ -329,6 +329,12 @@ class LocalStore(ObjectStore):
                 try:
                     os.link(temp, target)
                 except FileExistsError:
+                    if os.path.isdir(target):  # no object here: the directory of longer keys
+                        raise StorageError(
+                            f"{self.url}/{key}: the key is a prefix of other keys ({key}/...), which a "
+                            "local directory cannot hold beside them",
+                            key,
+                        ) from None
                     raise AlreadyExistsError(f"{self.url}/{key}: already exists", key) from None
             elif mode == "overwrite":
                 # Under the key's lock if an if-match writer ever used one: an overwrite between
