@@ -344,7 +344,6 @@ _TRICKY = [
     "x/abc../q",
     "x/abcd.",
     "x/a..",
-    "x/.hidden",
     "x/abcdefgh",
     "x/abcdefgi/j",
     "x/abcdefg",
@@ -362,7 +361,8 @@ def test_chunked_listing_is_in_key_order_whatever_the_names(tmp_path: Path) -> N
             await store.put(key, key.encode(), mode="create")
 
     run(body())
-    visible = sorted(k for k in _TRICKY if not any(part.startswith(".") for part in k.split("/")))
+    # (Keys with a component starting with "." are refused: tests/test_review_storage.py.)
+    visible = sorted(_TRICKY)
     assert run(store.list("")) == visible
     for after in ["", *visible, "a.", "abc-", "x/abcdefg/", "x/abcdefgh"]:
         for prefix in ["", "a", "ab", "abc", "x/", "x/abcdef"]:

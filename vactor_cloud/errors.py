@@ -18,7 +18,8 @@ and ``except LookupError`` keep working::
     ├── CommitOutcomeUnknownError   a retried commit raced a compaction
     │   └── CallPendingError        a posted call was not applied yet when its caller stopped waiting
     ├── IntegrityError
-    │   └── FormatVersionError      a newer vactor_cloud wrote this object
+    │   ├── FormatVersionError      a newer vactor_cloud wrote this object
+    │   └── TruncatedObjectError    (also a StorageError) shorter than the store's own header
     └── StorageError                (OSError)
         ├── NotFoundError           (FileNotFoundError)
         ├── AlreadyExistsError      (FileExistsError)
@@ -61,6 +62,7 @@ __all__ = [
     "StepNotFoundError",
     "StorageError",
     "StorageTimeoutError",
+    "TruncatedObjectError",
     "VactorError",
     "VirtualActorNotInitializedError",
 ]
@@ -213,6 +215,20 @@ class StorageError(VactorError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.key))
+
+
+class TruncatedObjectError(IntegrityError, StorageError):
+    """An object is shorter than the write token the store puts in front of every object (S3,
+    local): a write torn by a crash (an unsynced mailbox file on the local store) or bytes
+    vactor_cloud did not write. Both an :class:`IntegrityError` (damaged: never data) and a
+    :class:`StorageError` (raised by a store, naming the key)."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        StorageError.__init__(self, message, key)
+        self.reason = message
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.key))

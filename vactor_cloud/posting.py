@@ -693,6 +693,9 @@ class PostBox:
                     blob = await self.store.get(key)
                 except NotFoundError:
                     return  # applied and deleted meanwhile
+                except IntegrityError:
+                    self._damaged(key)  # cut short of the store's header (a torn local write)
+                    return
                 self._learn(key, blob.data)
 
         await asyncio.gather(*(read(k) for k in keys if k not in self._known and not self.skipped(k)))
@@ -706,6 +709,9 @@ class PostBox:
                     blob = self.store.get_now(key)
                 except NotFoundError:
                     continue  # applied and deleted meanwhile
+                except IntegrityError:
+                    self._damaged(key)  # cut short of the store's header (a torn local write)
+                    continue
                 self._learn(key, blob.data)
         return [self._known[k] for k in keys if k in self._known]
 
@@ -713,15 +719,19 @@ class PostBox:
         try:
             post = _decode_post(key, data, self.signing_key)
         except IntegrityError:
-            # not applied while damaged; the fold stops at it for a while, then skips it
-            now = time.monotonic()
-            with self._lock:
-                failed, since, _ = self.unreadable.get(key, (0, now, now))
-                self.unreadable[key] = (failed + 1, since, now)
+            self._damaged(key)
             return
         with self._lock:
             self._known[key] = post
             self.unreadable.pop(key, None)
+
+    def _damaged(self, key: str) -> None:
+        """A read of ``key`` found it damaged: not applied while so; the fold stops at it for
+        a while, then skips it."""
+        now = time.monotonic()
+        with self._lock:
+            failed, since, _ = self.unreadable.get(key, (0, now, now))
+            self.unreadable[key] = (failed + 1, since, now)
 
     def waits_for(self, key: str) -> bool:
         """Whether a fold stops at ``key``: its reads failed, but not yet often enough and

@@ -93,6 +93,11 @@ def validate_timer_key(key: object) -> str:
         raise ValueError(f"a timer key must be a non-empty string, got {key!r}")
     if "/" in key or "\\" in key or key in (".", ".."):
         raise ValueError(f"timer key {key!r} contains a slash or is a path component")
+    if key.startswith("."):
+        raise ValueError(
+            f"timer key {key!r} starts with '.', which the local store reserves for its own files "
+            "(its due-index entry would be stored but never listed); refused on every backend"
+        )
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise ValueError(f"timer key {key!r} contains control characters")
     if len(key.encode("utf-8")) > _MAX_KEY_BYTES:

@@ -9,7 +9,12 @@ numbers and mtimes can be). Writes go to a temp file that is fsynced first:
 * if-match: under an ``flock`` on a per-key lock file, compare the token,
   then ``os.replace``.
 
-A reader therefore sees a whole old object or a whole new one. A process
+A reader therefore sees a whole old object or a whole new one; a file cut
+short of its token (an unsynced mailbox write torn by a machine crash) reads
+as :class:`~vactor_cloud.errors.TruncatedObjectError`, never as data. Keys
+with a component starting with ``.`` are refused: ``.`` and ``..`` are path
+components, and the other such names are this store's own (temp files,
+locks), which listings skip. A process
 killed mid-write leaves its ``.tmp-*`` file behind (never listed, never
 read); :meth:`LocalStore.remove_stale_temp_files` removes those older than
 a generous age, and every compaction runs it on the actor's directory. This is safe
@@ -76,6 +81,7 @@ from vactor_cloud.errors import (
     NotFoundError,
     PreconditionFailedError,
     StorageError,
+    TruncatedObjectError,
 )
 from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
 
@@ -202,8 +208,16 @@ class LocalStore(ObjectStore):
     def _fspath(self, key: str, *, writing: bool = False) -> str:
         """The file that stores ``key`` (a string: pathlib costs more than the request here)."""
         parts = key.split("/")
-        if not key or key.startswith("/") or ".." in parts or "" in parts:
+        if not key or key.startswith("/") or "" in parts or "\x00" in key:
             raise StorageError(f"{self.url}: invalid key {key!r}", key)
+        if any(part[0] == "." for part in parts):
+            # "." and ".." are path components (an alias, an escape); other names starting with
+            # "." are this store's own files (temp files, locks), never listed: refused alike.
+            raise StorageError(
+                f"{self.url}: invalid key {key!r}: a component starting with '.' cannot be stored "
+                "in a local directory (a path component, or a name the store keeps for its own files)",
+                key,
+            )
         root = self._root
         if not self._layout_chunked(writing=writing):
             return f"{root}/{key}"
@@ -248,7 +262,11 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
         if len(raw) < _TOKEN:
-            raise StorageError(f"{self.url}/{key}: not written by vactor_cloud (no version)", key)
+            raise TruncatedObjectError(
+                f"{self.url}/{key}: {len(raw)} bytes, shorter than the {_TOKEN}-byte write token: "
+                "a write torn by a crash, or a file vactor_cloud did not write (no version)",
+                key,
+            )
         return Blob(raw[_TOKEN:], raw[:_TOKEN].hex())
 
     def _read_version(self, key: str) -> str | None:
@@ -302,6 +320,8 @@ class LocalStore(ObjectStore):
                     # and our open: make it again.
                     if attempt == _WRITE_ATTEMPTS - 1:
                         raise
+        except StorageError:
+            raise
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: write failed: {exc}", key) from exc
         try:
@@ -309,6 +329,12 @@ class LocalStore(ObjectStore):
                 try:
                     os.link(temp, target)
                 except FileExistsError:
+                    if os.path.isdir(target):  # no object here: the directory of longer keys
+                        raise StorageError(
+                            f"{self.url}/{key}: the key is a prefix of other keys ({key}/...), which a "
+                            "local directory cannot hold beside them",
+                            key,
+                        ) from None
                     raise AlreadyExistsError(f"{self.url}/{key}: already exists", key) from None
             elif mode == "overwrite":
                 # Under the key's lock if an if-match writer ever used one: an overwrite between

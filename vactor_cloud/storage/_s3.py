@@ -55,6 +55,7 @@ from vactor_cloud.errors import (
     RateLimitedError,
     RetryableStorageError,
     StorageError,
+    TruncatedObjectError,
 )
 from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
 
@@ -275,7 +276,7 @@ class S3Store(ObjectStore):
         response = await self._call("get_object", key, Key=self._object_key(key))
         data = response["Body"]
         if len(data) < _TOKEN:
-            raise StorageError(
+            raise TruncatedObjectError(
                 f"s3://{self.bucket}/{self._object_key(key)}: not written by vactor_cloud (no write token); "
                 "point the store at a prefix that only vactor_cloud writes",
                 key,

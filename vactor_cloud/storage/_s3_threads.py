@@ -12,7 +12,9 @@ Requests run on a small pool of daemon threads, at most
 :class:`concurrent.futures.ThreadPoolExecutor`: the executor joins its
 threads at interpreter exit, so a request stuck on a silent endpoint would
 hold the process for botocore's whole read timeout and retries. A request
-whose caller stopped waiting before a thread took it up is never sent.
+whose caller stopped waiting before a thread took it up is never sent; one
+already running keeps its thread, which then no longer counts toward the
+pool's size (a stall does not hold the pool once the endpoint answers again).
 
 The client is built once, on a request's thread, under a lock: building it
 loads botocore's service model (a fraction of a second, longer on a loaded
@@ -120,6 +122,13 @@ class _DaemonPool:
     A thread is started when a job finds every thread busy (up to ``size``),
     and ends after ``idle`` seconds without work or at :meth:`shutdown`: a
     store dropped without ``close()`` leaves no thread behind for long.
+
+    A running job whose caller stopped waiting (:meth:`abandon`: its deadline
+    passed) no longer counts toward ``size``, up to ``size`` such jobs: a request
+    stuck in a silent socket holds its thread for botocore's read timeout and
+    retries (15 s to a minute), and the store must answer again as soon as the
+    endpoint does, not once those ran out. The thread ends when its job does if
+    the pool has more threads than ``size`` then.
     """
 
     def __init__(self, size: int, name: str, idle: float = 30.0) -> None:
@@ -133,18 +142,28 @@ class _DaemonPool:
         self._threads = 0
         #: jobs submitted and not finished (queued or running)
         self._pending = 0
+        #: running jobs whose caller stopped waiting (see :meth:`abandon`)
+        self._abandoned: set[concurrent.futures.Future[Any]] = set()
 
     def submit(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             self._pending += 1
-            start = self._threads < min(self._size, self._pending)
+            abandoned = len(self._abandoned)
+            start = self._threads - abandoned < min(self._size, self._pending - abandoned)
             if start:
                 self._threads += 1
         self._jobs.put((future, function))
         if start:
             threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
         return future
+
+    def abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        """The caller of ``future``'s job stopped waiting for it while it ran: stop counting its
+        thread toward ``size`` (at most ``size`` jobs at a time are so set aside)."""
+        with self._lock:
+            if future.running() and len(self._abandoned) < self._size:
+                self._abandoned.add(future)
 
     def shutdown(self) -> None:
         """Let every thread end once it has taken the jobs queued before this."""
@@ -175,9 +194,15 @@ class _DaemonPool:
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
-            del job, future, function
+            del job, function
             with self._lock:
                 self._pending -= 1
+                if future in self._abandoned:
+                    self._abandoned.discard(future)
+                    if self._threads > self._size:  # a thread started in this one's place
+                        self._threads -= 1
+                        return
+            del future
 
 
 class BotocoreTransport:
@@ -236,8 +261,13 @@ class BotocoreTransport:
     # -- requests -----------------------------------------------------------------------
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One request on a pool thread; ``get_object``'s body comes back read, as bytes."""
-        future = self._pool_here().submit(lambda: self._request(method, params))
-        return await asyncio.wrap_future(future)
+        pool = self._pool_here()
+        future = pool.submit(lambda: self._request(method, params))
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            pool.abandon(future)  # (a job not started yet was cancelled and never runs)
+            raise
 
     def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         client = self.client()
