@@ -108,6 +108,13 @@ _CONFIG_ERRORS: tuple[type[BaseException], ...] = tuple(
     )
     if hasattr(botocore.exceptions, name)
 )
+#: a body that arrived cut short or not matching its checksum (botocore's names; a
+#: transport failure, but not the network's silence the generic message suggests)
+_DAMAGED_BODY: tuple[type[BaseException], ...] = tuple(
+    getattr(botocore.exceptions, name)
+    for name in ("FlexibleChecksumError", "IncompleteReadError", "ResponseStreamingError", "ChecksumError")
+    if hasattr(botocore.exceptions, name)
+)
 #: (RequestTimeout: a 400 that botocore's own retry modes take for transient)
 _RETRYABLE_CODES = frozenset(
     {"InternalError", "ServiceUnavailable", "500", "503", "RequestTimeout", "RequestTimeoutException"}
@@ -412,6 +419,14 @@ class S3Store(ObjectStore):
             return StorageError(
                 f"{where}: {operation}: the S3 client is misconfigured: {type(exc).__name__}: {exc}; "
                 "check the AWS profile, region and storage options",
+                key,
+            )
+        if isinstance(exc, _DAMAGED_BODY):
+            return RetryableStorageError(
+                f"{where}: {operation}: the answer's body arrived cut short or damaged "
+                f"({type(exc).__name__}: {exc}); retried as a transient failure. If it keeps "
+                f"happening, something between this process and {self._endpoint()} truncates or "
+                "alters responses (a proxy, a faulty network device)",
                 key,
             )
         if isinstance(exc, self._transport_errors):
