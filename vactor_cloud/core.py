@@ -58,7 +58,7 @@ from vactor_cloud.batch import (
     run_readonly,
 )
 from vactor_cloud.byvalue import Frozen
-from vactor_cloud.dedup import DedupFields, Outcome, StepDedup
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, safe_repr
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorBusyError,
@@ -81,6 +81,7 @@ from vactor_cloud.log import (
     StepCompactedError,
     StepRecord,
     StepTakenError,
+    unrecordable,
 )
 from vactor_cloud.posting import (
     SENDER_TTL,
@@ -1749,8 +1750,8 @@ class ActorCore:
                     frozen=Frozen(None, pc.arguments),
                     options=CallOptions(
                         idempotency_key=pc.idempotency_key,
-                        name=pc.name,
-                        metadata=pc.metadata,
+                        name=_recordable_name(pc.name),
+                        metadata=_recordable_metadata(pc.metadata),
                         max_retries=pc.max_retries,
                     ),
                 )
@@ -1884,6 +1885,20 @@ def _pending(box: PostBox, key: str) -> bool:
     left behind stayed until the next fold with calls.)"""
     written = identity(key)
     return written is not None and time.time() - written <= SENDER_TTL / 2 and not box.skipped(key)
+
+
+def _recordable_name(name: str | None) -> str | None:
+    """A posted call's ``name`` as its step can record it (its repr if not UTF-8: a poster
+    that did not check it must not fail every fold that includes its post)."""
+    return name if name is None or unrecordable(name, None) is None else safe_repr(name)[:200]
+
+
+def _recordable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A posted call's ``metadata`` as its step can record it (a stand-in naming its repr if
+    it is not JSON: see ``_recordable_name``)."""
+    if metadata is None or unrecordable(None, metadata) is None:
+        return metadata
+    return {"unrecordable_metadata": safe_repr(metadata)[:200]}
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:

@@ -1,0 +1,79 @@
+"""The posting and folding path, from a hostile review (review-h1): each test failed on the code
+it was written against. Helpers come from test_combining (imported by name, no tests)."""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+import time
+import uuid
+from typing import Any
+
+import pytest
+from combining_workers import OrderLog
+from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.posting import PostedCall
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+def _post_add(box: Any, token: str, **fields: Any) -> str:
+    call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex, **fields)
+    _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)  # the next post gets a later millisecond
+    return call.call_id
+
+
+# -- 1. metadata that pickles but is not JSON: one poster's post poisons every fold --------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_whose_metadata_is_not_json_does_not_fail_the_folders_calls_nor_later_folds(
+    store_spec: StoreSpec,
+) -> None:
+    """``options(metadata=...)`` is documented JSON-serializable but was not checked. A post
+    carries the metadata pickled (a ``datetime`` pickles), and the folder records it in its
+    step's JSON meta: the step's encoding raised ``TypeError``, the fold failed, the folder's
+    own innocent calls failed with it, and the post stayed, so every later fold of any process
+    failed the same way until the post expired (30 min)."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    _post_add(box, "bad/0", metadata={"when": datetime.datetime(2026, 1, 1)})
+    _post_add(box, "other/1")
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    assert log.add.run("me/1") >= 3
+    assert log.add.run("me/2") >= 4
+    applied = log.applied.run()
+    assert applied.count("me/1") == 1 and applied.count("me/2") == 1
+    assert applied.count("other/1") == 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_metadata_that_is_not_json_is_refused_when_the_call_is_made(store_spec: StoreSpec) -> None:
+    """The same, in the calling process: refused at ``options()`` (``TypeError``), before it
+    can reach a post, a batch or a step (it used to fail its batch-mates' commit too)."""
+    store_spec.init(settings=vc.Settings(storage=""))
+    log = OrderLog.get_or_create("a")
+    with pytest.raises(TypeError, match="JSON"):
+        log.add.options(metadata={"when": datetime.datetime(2026, 1, 1)})
+    assert log.add.options(metadata={"ok": [1, "x", None]}).run("me/0") == 1
+    assert pending_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_whose_name_is_not_utf8_does_not_fail_the_folders_calls(store_spec: StoreSpec) -> None:
+    """The same with ``options(name=...)`` holding a lone surrogate (a ``str``, so it passed
+    the type check): the step's meta did not encode as UTF-8 and the fold failed."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    _post_add(foreign_box("a"), "bad/0", name="step \udc80")
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 3
+    assert log.applied.run() == ["me/0", "bad/0", "me/1"]
+    with pytest.raises(ValueError, match="UTF-8"):
+        log.add.options(name="step \udc80")
