@@ -3,6 +3,7 @@ it was written against. Helpers come from test_combining (imported by name, no t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import pickle
 import time
@@ -14,8 +15,10 @@ from combining_workers import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
-from vactor_cloud.posting import PostedCall
+from vactor_cloud import _sync, posting
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.log import ActorLog
+from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -77,3 +80,57 @@ def test_a_post_whose_name_is_not_utf8_does_not_fail_the_folders_calls(store_spe
     assert log.applied.run() == ["me/0", "bad/0", "me/1"]
     with pytest.raises(ValueError, match="UTF-8"):
         log.add.options(name="step \udc80")
+
+
+# -- 2. a post's key written again by another sender after its fold ----------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_under_the_key_of_an_applied_post_this_process_had_read_is_applied_not_deleted(
+    store_spec: StoreSpec,
+) -> None:
+    """A bare name is 9 digits of milliseconds and 15 random bits: two senders (clocks apart
+    by the time a fold takes) can draw the same one, the second after the first's post was
+    applied and deleted (the create-only put then succeeds). A process that had read the
+    first post (a fold of its that lost its race) and listed nothing since kept it cached by
+    key, took the new post for the applied one (stale by the cursor) and deleted it unapplied:
+    a lost call (its caller waits out ``commit_timeout``, and its sender's next post passes
+    its seq, so the cursor says it was applied)."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    core = vc.get_runtime().core("a")
+    first = foreign_box("a")
+    _post_add(first, "A/0")
+    core._read_posts(core._post_keys())  # a fold of ours read it (and lost its race)
+    (key,) = pending_posts("a")
+    fold_the_post_at_step_2(store.inner, key)  # another process's fold applies and deletes it
+    second = foreign_box("a")
+    call = PostedCall("add", pickle.dumps((("B/0",), {})), uuid.uuid4().hex)
+    theirs = Post(key, second.sender, 0, posting.identity(key) or 0.0, (call,))
+    _sync.sync(second.send(theirs))  # the same name, drawn by another sender
+    assert pending_posts("a") == [key]
+    log.add.run("me/1")  # our put loses to step 2: we post and fold
+    assert log.applied.run() == ["me/0", "A/0", "B/0", "me/1"]
+
+
+def fold_the_post_at_step_2(store: Any, key: str) -> None:
+    """Another process's fold of the post at ``key``: step 2 applies it, and it is deleted."""
+    runtime = vc.get_runtime()
+    log_ = ActorLog(store, "a", signing_key=runtime.settings.signing_key)
+    box = PostBox(store, "a", runtime.settings.signing_key)
+    (post,) = _sync.sync(box.read([key]))
+    (call,) = post.calls
+    one = _sync.sync(log_.read_step(1))
+    assert one is not None
+    state = pickle.loads(one.state)
+    state["tokens"] = [*state["tokens"], "A/0"]
+    two = dataclasses.replace(
+        one,
+        step=2,
+        parent=1,
+        writer="folder",
+        state=pickle.dumps(state),
+        extra=advance_cursor(one.extra, [post], time.time()),
+        posted=encode_outcomes({call.call_id: Outcome(True, 2)}),
+    )
+    _sync.sync(log_.put_step(two))
+    _sync.sync(store.delete(key))

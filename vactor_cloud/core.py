@@ -91,6 +91,7 @@ from vactor_cloud.posting import (
     PostInDoubtError,
     advance_cursor,
     applied,
+    bare,
     cursor_of,
     decode_outcomes,
     encode_outcomes,
@@ -1697,7 +1698,19 @@ class ActorCore:
             else:
                 wanted.append(key)
         others = [k for k in wanted if k != own.key or doubt]
+        box = self._posts()
+        cached = [k for k in others if bare(k) and box.cached(k) is not None]
         read = {p.key: p for p in self._read_posts(others)} if others else {}
+        # A bare name does not carry its post: after the post we read there was applied and
+        # deleted, another sender's post may have drawn the name (same millisecond and random
+        # part, clocks apart). One read before, now applied by the cursor, is read again rather
+        # than deleted unread (rare: a post left behind, or one another folder applied first).
+        again = [k for k in cached if k in read and applied(base.extra, read[k].sender, read[k].seq)]
+        if again:
+            box.forget(again)
+            for key in again:
+                del read[key]
+            read.update((p.key, p) for p in self._read_posts(again))
         ours_waiting = False
         #: per sender, the newest seq this fold applies: a second copy of a post (its sender
         #: wrote it again under a new name, unsure whether the first landed) is stale like an

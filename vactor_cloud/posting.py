@@ -77,6 +77,7 @@ __all__ = [
     "PostedCall",
     "advance_cursor",
     "applied",
+    "bare",
     "cursor_of",
     "decode_outcomes",
     "encode_outcomes",
@@ -409,6 +410,12 @@ def read_name(key: str, signing_key: bytes | None, seal_key: bytes | None = None
     return Post(key, sender, seq, int(name[:_TIME_DIGITS], 32) / 1000, calls)
 
 
+def bare(key: str) -> bool:
+    """Whether ``key`` is a post's bare name (its prefix alone): a name that does not carry
+    its post, which another sender's post may take again once this one was deleted."""
+    return len(key.rpartition("/")[2]) == _PREFIX
+
+
 def expired(post: Post, now: float) -> bool:
     """Too old to apply: its poster stopped waiting long ago, and its sender may have left the cursor."""
     return now - post.time > SENDER_TTL / 2
@@ -682,6 +689,12 @@ class PostBox:
     def cached(self, key: str) -> Post | None:
         """The post at ``key`` if this process read it already."""
         return self._known.get(key)
+
+    def forget(self, keys: list[str]) -> None:
+        """Read the posts at ``keys`` again when next asked (what is there may be another post)."""
+        with self._lock:
+            for key in keys:
+                self._known.pop(key, None)
 
     async def read(self, keys: list[str]) -> list[Post]:
         """The posts at ``keys`` still there, in key order (a GET per post not read before)."""
