@@ -729,7 +729,16 @@ class ActorCore:
         others_wait = False
         while True:
             if posted is not None and not fold:
-                waited = self._wait_for_fold(posted, batch, give_up_at)
+                try:
+                    waited = self._wait_for_fold(posted, batch, give_up_at)
+                except Exception as exc:
+                    # Not a storage error (those are retried inside): our post stays and may
+                    # be applied, or was (its outcomes did not load): pending, not failed.
+                    counters.commit_error(self.actor_id, exc, True)
+                    pending = self._pending_error(posted, batch)
+                    pending.__cause__ = exc
+                    _fail(batch, pending)
+                    return
                 if waited == "done":
                     return
                 if waited == "timeout":
