@@ -231,3 +231,30 @@ def _hold_lease_elsewhere(actor_id: str, seconds: float = 60.0) -> None:
     runtime = vc.get_runtime()
     leases = LeaseStore(runtime.store, actor_id, runtime.settings.signing_key)
     assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, seconds, 1)) is not None
+
+
+# -- 4. a post whose calls do not load in the folder ------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_whose_calls_do_not_load_here_is_not_applied_and_does_not_fail_the_fold(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post's ``calls`` part is a pickle; one that passes its digest but does not load in the
+    folder (its metadata holds an object of a module the folder lacks: a process of another
+    service, or of a release before metadata was checked) raised ``ModuleNotFoundError`` out
+    of the post's decoding, which only turned ``KeyError``/``ValueError``/``TypeError``/
+    ``UnpicklingError`` into "malformed": the fold failed, the folder's own calls with it, at
+    every fold until the post expired. Documented: a post that does not decode is never
+    applied (and is left in place)."""
+    init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    module = types.ModuleType("review_h1_only_in_the_poster")
+    exec("class Tag:\n    pass\n", module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    box = foreign_box("a")
+    _post_add(box, "bad/0", metadata={"tag": module.Tag()})
+    del sys.modules[module.__name__]  # the folder has no such module
+    _post_add(foreign_box("a"), "other/0")
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    assert vc.get(log.add.run_async("me/1"), timeout=30) == 3
+    assert log.applied.run() == ["me/0", "other/0", "me/1"]
