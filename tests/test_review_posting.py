@@ -258,3 +258,30 @@ def test_a_post_whose_calls_do_not_load_here_is_not_applied_and_does_not_fail_th
     commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
     assert vc.get(log.add.run_async("me/1"), timeout=30) == 3
     assert log.applied.run() == ["me/0", "other/0", "me/1"]
+
+
+# -- 5. a posted call whose history line does not encode --------------------------------------------
+class Sneaky:
+    """An argument whose ``repr`` holds a lone surrogate (a name decoded with
+    ``surrogateescape``, shown as is by a custom ``__repr__``)."""
+
+    def __repr__(self) -> str:
+        return "<file \udcff>"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_posted_call_whose_argument_repr_is_not_utf8_does_not_fail_the_fold(store_spec: StoreSpec) -> None:
+    """A step records each call's arguments and result as ``repr`` summaries in its JSON meta;
+    a summary holding a lone surrogate did not encode as UTF-8 and failed the whole commit: a
+    fold including such a post failed (the folder's own calls with it) at every try, until
+    the post expired; committed directly, it failed its batch-mates."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    call = PostedCall("add", pickle.dumps(((Sneaky(),), {})), uuid.uuid4().hex)
+    box = foreign_box("a")
+    _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 3
+    assert [c.args for e in log.history() for c in e.calls if "udcff" in c.args] == ["<file \\udcff>"]
