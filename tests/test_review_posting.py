@@ -18,13 +18,15 @@ from test_combining import commit_behind_its_back, foreign_box, init_switchable,
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError
+from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timers import CANCEL
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -285,3 +287,42 @@ def test_a_posted_call_whose_argument_repr_is_not_utf8_does_not_fail_the_fold(st
     commit_behind_its_back("a")
     assert log.add.run("me/1") == 3
     assert [c.args for e in log.history() for c in e.calls if "udcff" in c.args] == ["<file \\udcff>"]
+
+
+# -- 6. an internal batch behind a post of ours that never landed ----------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_an_internal_batch_does_not_wait_forever_behind_a_post_of_ours_that_never_landed(
+    store_spec: StoreSpec,
+) -> None:
+    """Our post's every write failed (``PostInDoubtError``: it may exist) and its caller got
+    ``CallPendingError``. A later batch holding an internal call (a timer's cancel here) waits
+    until that post is applied, folding it itself when the lease is free. But the post never
+    landed: no fold can apply it and the cursor never passes it. With the lease free, the
+    wait folded, found nothing, and folded again at once: a busy loop of LISTs that never
+    reached its ``commit_timeout`` check (the caller hung; with the lease held elsewhere, every
+    such batch failed with ``CommitConflictError`` until an ordinary call cleared it). Once
+    no write of it may land (``Settings.deadline`` after the attempt) and the object is not
+    there, it never will be applied (what ``call_outcome`` concludes too): the batch goes on."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.5, deadline=0.5)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    _hold_lease_elsewhere("a")  # a stalled holder: we post and wait
+    commit_behind_its_back("a")  # step 2
+    store.fail = lambda op, key: (
+        RetryableStorageError("injected: the post's write failed", key)
+        if op == "put" and "/mail/" in key
+        else None
+    )
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run("me/1")
+    store.fail = lambda op, key: None
+    assert pending_posts("a") == []
+    _hold_lease_elsewhere("a", 0.0)  # the holder is gone: we may fold
+    time.sleep(0.6)  # past Settings.deadline: no write of the post may land any more
+    with pytest.raises(LookupError):
+        vc.get_actor("a").call_outcome(raised.value.call_ids[0])  # "never": agreed
+    core = vc.get_runtime().core("a")
+    cancel = PendingCall(CANCEL, ("no-such-timer",), {}, False, vc.ActorFuture(), uuid.uuid4().hex)
+    core._enqueue(cancel)
+    log.add.run("me/2")
+    assert log.applied.run() == ["me/0", "me/2"]

@@ -1006,7 +1006,14 @@ class ActorCore:
                     return True
                 if self._lease_for_fold():
                     self._commit([])  # fold the pending posts, ours among them
-                    continue
+                    if self._never_applied(pending):
+                        # Our fold found no post of ours to apply: it never landed (its every
+                        # write failed) or expired. Nothing of it will apply: nothing to wait for.
+                        if self._outstanding is pending:
+                            self._outstanding = None
+                        return True
+                    # (Not at once again: a fold that applied nothing would list in a busy loop,
+                    # past commit_timeout.)
             except (StorageError, IntegrityError) as exc:
                 counters.transient_retry(self.actor_id, exc)
             if time.monotonic() >= give_up_at:
@@ -1020,6 +1027,17 @@ class ActorCore:
                 return False
             time.sleep(pause)
             pause = min(0.1, pause * 2)
+
+    def _never_applied(self, pending: _Posted) -> bool:
+        """Whether our pending post will never be applied: no write of it may land any more,
+        the object is not there, and (read after that) the newest cursor has not passed it.
+        (Deleted only once applied, or expired: an applied one shows in the cursor.)"""
+        if time.monotonic() < pending.may_land_until:
+            return False
+        if self.env.run(self.env.store.head(pending.post.key)) is not None:
+            return False
+        newest = self.env.run(self.revalidate())
+        return not applied(newest.extra, pending.post.sender, pending.post.seq)
 
     def _may_post(self, batch: list[PendingCall]) -> bool:
         """Posting needs calls another process can run: pickled actors, no internal markers."""
