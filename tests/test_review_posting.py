@@ -24,7 +24,7 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
-from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, encode_outcomes
+from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, decode_outcomes, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
 
@@ -326,3 +326,64 @@ def test_an_internal_batch_does_not_wait_forever_behind_a_post_of_ours_that_neve
     core._enqueue(cancel)
     log.add.run("me/2")
     assert log.applied.run() == ["me/0", "me/2"]
+
+
+# -- 7. BaseException in a folded call, and results by value across a fold (coverage) -------------
+@vc.virtual_actor
+class Interrupting:
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> list[str]:
+        self.tokens.append(token)
+        return self.tokens  # the live list: the caller must get a copy
+
+    def interrupt(self, kind: str) -> None:
+        self.tokens.append("partial")
+        raise {"ki": KeyboardInterrupt, "se": SystemExit}[kind](kind)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_folded_call_raising_a_base_exception_fails_alone_and_results_travel_by_value(
+    store_spec: StoreSpec,
+) -> None:
+    """(Coverage: no posting test had a folded call raise a ``BaseException``, nor mutated a
+    result a fold delivered.) Another process's posted calls raise ``KeyboardInterrupt`` and
+    ``SystemExit`` inside our fold: each is that call's outcome alone (recorded for its poster,
+    its partial change dropped); the folder goes on, and its own caller gets a copy of its
+    result, whose mutation reaches neither the actor nor the recorded outcomes."""
+    init_switchable(store_spec, combine_window=60.0)
+    handle = Interrupting.get_or_create("i")
+    handle.add.run("me/0")
+    box = foreign_box("i")
+    ids = [
+        _post_call(box, "interrupt", "ki"),
+        _post_call(box, "add", "other/0"),
+        _post_call(box, "interrupt", "se"),
+    ]
+    commit_behind_its_back("i")
+    mine = handle.add.run("me/1")
+    assert mine == ["me/0", "other/0", "me/1"]
+    mine.append("mutated by the caller")
+    assert handle.applied.run() == ["me/0", "other/0", "me/1"]
+    assert handle.add.run("me/2") == ["me/0", "other/0", "me/1", "me/2"]
+    three = _sync.sync(vc.get_runtime().core("i").log.read_step(3))
+    assert three is not None
+    posted = decode_outcomes(three.posted)
+    assert [(posted[i].ok, type(posted[i].value)) for i in ids] == [
+        (False, KeyboardInterrupt),
+        (True, list),
+        (False, SystemExit),
+    ]
+    assert posted[ids[1]].value == ["me/0", "other/0"]
+
+
+def _post_call(box: Any, method: str, arg: str) -> str:
+    call = PostedCall(method, pickle.dumps(((arg,), {})), uuid.uuid4().hex)
+    _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)
+    return call.call_id
