@@ -387,3 +387,32 @@ def _post_call(box: Any, method: str, arg: str) -> str:
     _sync.sync(box.send(box.prepare((call,))))
     time.sleep(0.003)
     return call.call_id
+
+
+# -- 8. reads beside a waiting poster (coverage) -----------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_read_only_call_does_not_wait_behind_a_poster_waiting_for_the_fold(store_spec: StoreSpec) -> None:
+    """(Coverage: no posting test read while a poster waited.) A poster holds this process's
+    writer for as long as it waits for another process's fold (here a stalled holder: until
+    ``commit_timeout``); a read-only call on another thread answers at once, from the newest
+    step."""
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=3.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    _hold_lease_elsewhere("a")  # a holder that does not fold
+    commit_behind_its_back("a")
+    future = log.add.run_async("me/1")  # loses, posts, waits
+    assert wait_for_post("a")
+    started = time.monotonic()
+    assert log.applied.run() == ["me/0"]
+    assert time.monotonic() - started < 0.5
+    assert not future.done()
+    with pytest.raises(CallPendingError):
+        vc.get(future, timeout=20)
+
+
+def wait_for_post(actor_id: str, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not pending_posts(actor_id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(pending_posts(actor_id))
