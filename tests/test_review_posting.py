@@ -22,6 +22,7 @@ from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
+from vactor_cloud.keys import post_key
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, decode_outcomes, encode_outcomes
@@ -416,3 +417,50 @@ def wait_for_post(actor_id: str, seconds: float = 10.0) -> bool:
     while not pending_posts(actor_id) and time.monotonic() < deadline:
         time.sleep(0.01)
     return bool(pending_posts(actor_id))
+
+
+# -- 9. a post from a clock far ahead, left behind by its fold ---------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_left_behind_from_a_clock_far_ahead_is_not_applied_again_once_an_hour_passed(
+    store_spec: StoreSpec,
+) -> None:
+    """A post expires ``SENDER_TTL / 2`` after the time its name spells (the poster's clock);
+    its sender's cursor entry was dropped ``SENDER_TTL`` after the fold that applied it (the
+    folder's clock). A post left behind (its folder died before deleting it) was safe only
+    while the poster's clock ran less than 30 min ahead of the folders': a poster 45 min
+    ahead, applied at t, left behind, its sender silent, had its entry dropped by a fold at
+    t + 60 min while its post expired only at t + 75 min: the next fold applied it again.
+    The entry's time is now never before the time of the post it records."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    box = foreign_box("a")
+    ahead_ms = int((time.time() + 45 * 60) * 1000)  # its clock runs 45 min ahead
+    call = PostedCall("add", pickle.dumps((("late/0",), {})), uuid.uuid4().hex)
+    late = Post(post_key("a", posting.post_name(ahead_ms, 7)), box.sender, 0, ahead_ms / 1000, (call,))
+    _sync.sync(box.send(late))
+    store.fail = lambda op, key: (
+        RetryableStorageError("injected: the folder died before deleting it", key)
+        if op in ("delete", "delete_many") and key == late.key
+        else None
+    )
+    commit_behind_its_back("a")  # step 2
+    assert log.add.run("me/1") == 2  # step 3 folds me/1 and late/0; the post is left behind
+    assert log.applied.run() == ["me/0", "me/1", "late/0"]
+    core = vc.get_runtime().core("a")
+    three = core.record
+    assert three is not None and three.step == 3
+    # An hour later another process's fold (of nothing of this sender's) writes the cursor:
+    later = dataclasses.replace(
+        three,
+        step=4,
+        parent=3,
+        writer="an-hour-later",
+        extra=advance_cursor(three.extra, [], time.time() + posting.SENDER_TTL + 1),
+        posted=b"",
+        carried=b"",
+    )
+    _sync.sync(core.log.put_step(later))
+    assert pending_posts("a") != []  # still left behind, not expired by its name's time
+    log.add.run("me/2")  # loses to step 4, posts, folds what is pending
+    assert log.applied.run().count("late/0") == 1, log.applied.run()

@@ -158,7 +158,11 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
     """``extra`` with the cursor moved past ``posts`` and silent senders dropped."""
     cursor = {s: e for s, e in cursor_of(extra).items() if now - float(e[1]) < SENDER_TTL}
     for post in posts:
-        cursor[post.sender] = [max(post.seq, int(cursor.get(post.sender, [-1, 0])[0])), now]
+        # Never before the post's own time (its poster's clock): the entry must outlive the
+        # post's expiry (SENDER_TTL / 2 after that time), or a copy left behind by a folder
+        # that died would be applied again once the entry was dropped, whatever clock skew.
+        seq, since = cursor.get(post.sender, [-1, 0.0])
+        cursor[post.sender] = [max(post.seq, int(seq)), max(now, post.time, float(since))]
     out = dict(extra)
     if cursor:
         out[POST_CURSOR] = cursor
