@@ -485,7 +485,7 @@ def test_a_fold_that_stops_early_does_not_pass_an_earlier_post_of_ours(stop: str
     mine_4 = post(now + 2, me, 4, "f4")
     mine_5 = post(now + 5, me, 5, "f5")  # ours now: never written
     readable = (second, mine_4) if stop == "damaged" else (first, second, mine_4)
-    box = types.SimpleNamespace(waits_for=lambda key: key == first.key)
+    box = types.SimpleNamespace(waits_for=lambda key: key == first.key, cached=lambda key: None)
     fake = types.SimpleNamespace(
         env=types.SimpleNamespace(settings=types.SimpleNamespace(max_batch=1)),
         _read_posts=lambda keys: [p for p in readable if p.key in keys],

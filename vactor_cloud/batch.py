@@ -438,8 +438,10 @@ def apply_batch(
             call_id=call.call_id,
             ok=outcome.ok,
             time=now,
-            args=_summarize_args(call),
-            result=_summarize(outcome.value) if outcome.ok else f"raised {safe_repr(outcome.value)}"[:120],
+            args=_utf8(_summarize_args(call)),
+            result=_utf8(
+                _summarize(outcome.value) if outcome.ok else f"raised {safe_repr(outcome.value)}"[:120]
+            ),
             key=call.idempotency_key,
             name=call.options.name,
             metadata=call.options.metadata,
@@ -506,6 +508,14 @@ def _summarize(value: Any) -> str:
         if len(text) <= _summary.maxstring:
             return text
     return _summary.repr(value)
+
+
+def _utf8(text: str) -> str:
+    """``text`` as a step's UTF-8 JSON meta can hold it: a lone surrogate (a custom ``__repr__``
+    showing a name decoded with ``surrogateescape``) escaped, not failing the whole commit."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _summarize_args(call: PendingCall) -> str:

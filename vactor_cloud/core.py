@@ -58,7 +58,7 @@ from vactor_cloud.batch import (
     run_readonly,
 )
 from vactor_cloud.byvalue import Frozen
-from vactor_cloud.dedup import DedupFields, Outcome, StepDedup
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, safe_repr
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorBusyError,
@@ -81,6 +81,7 @@ from vactor_cloud.log import (
     StepCompactedError,
     StepRecord,
     StepTakenError,
+    unrecordable,
 )
 from vactor_cloud.posting import (
     SENDER_TTL,
@@ -90,6 +91,7 @@ from vactor_cloud.posting import (
     PostInDoubtError,
     advance_cursor,
     applied,
+    bare,
     cursor_of,
     decode_outcomes,
     encode_outcomes,
@@ -727,7 +729,16 @@ class ActorCore:
         others_wait = False
         while True:
             if posted is not None and not fold:
-                waited = self._wait_for_fold(posted, batch, give_up_at)
+                try:
+                    waited = self._wait_for_fold(posted, batch, give_up_at)
+                except Exception as exc:
+                    # Not a storage error (those are retried inside): our post stays and may
+                    # be applied, or was (its outcomes did not load): pending, not failed.
+                    counters.commit_error(self.actor_id, exc, True)
+                    pending = self._pending_error(posted, batch)
+                    pending.__cause__ = exc
+                    _fail(batch, pending)
+                    return
                 if waited == "done":
                     return
                 if waited == "timeout":
@@ -995,7 +1006,14 @@ class ActorCore:
                     return True
                 if self._lease_for_fold():
                     self._commit([])  # fold the pending posts, ours among them
-                    continue
+                    if self._never_applied(pending):
+                        # Our fold found no post of ours to apply: it never landed (its every
+                        # write failed) or expired. Nothing of it will apply: nothing to wait for.
+                        if self._outstanding is pending:
+                            self._outstanding = None
+                        return True
+                    # (Not at once again: a fold that applied nothing would list in a busy loop,
+                    # past commit_timeout.)
             except (StorageError, IntegrityError) as exc:
                 counters.transient_retry(self.actor_id, exc)
             if time.monotonic() >= give_up_at:
@@ -1009,6 +1027,17 @@ class ActorCore:
                 return False
             time.sleep(pause)
             pause = min(0.1, pause * 2)
+
+    def _never_applied(self, pending: _Posted) -> bool:
+        """Whether our pending post will never be applied: no write of it may land any more,
+        the object is not there, and (read after that) the newest cursor has not passed it.
+        (Deleted only once applied, or expired: an applied one shows in the cursor.)"""
+        if time.monotonic() < pending.may_land_until:
+            return False
+        if self.env.run(self.env.store.head(pending.post.key)) is not None:
+            return False
+        newest = self.env.run(self.revalidate())
+        return not applied(newest.extra, pending.post.sender, pending.post.seq)
 
     def _may_post(self, batch: list[PendingCall]) -> bool:
         """Posting needs calls another process can run: pickled actors, no internal markers."""
@@ -1696,7 +1725,19 @@ class ActorCore:
             else:
                 wanted.append(key)
         others = [k for k in wanted if k != own.key or doubt]
+        box = self._posts()
+        cached = [k for k in others if bare(k) and box.cached(k) is not None]
         read = {p.key: p for p in self._read_posts(others)} if others else {}
+        # A bare name does not carry its post: after the post we read there was applied and
+        # deleted, another sender's post may have drawn the name (same millisecond and random
+        # part, clocks apart). One read before, now applied by the cursor, is read again rather
+        # than deleted unread (rare: a post left behind, or one another folder applied first).
+        again = [k for k in cached if k in read and applied(base.extra, read[k].sender, read[k].seq)]
+        if again:
+            box.forget(again)
+            for key in again:
+                del read[key]
+            read.update((p.key, p) for p in self._read_posts(again))
         ours_waiting = False
         #: per sender, the newest seq this fold applies: a second copy of a post (its sender
         #: wrote it again under a new name, unsure whether the first landed) is stale like an
@@ -1749,8 +1790,8 @@ class ActorCore:
                     frozen=Frozen(None, pc.arguments),
                     options=CallOptions(
                         idempotency_key=pc.idempotency_key,
-                        name=pc.name,
-                        metadata=pc.metadata,
+                        name=_recordable_name(pc.name),
+                        metadata=_recordable_metadata(pc.metadata),
                         max_retries=pc.max_retries,
                     ),
                 )
@@ -1884,6 +1925,20 @@ def _pending(box: PostBox, key: str) -> bool:
     left behind stayed until the next fold with calls.)"""
     written = identity(key)
     return written is not None and time.time() - written <= SENDER_TTL / 2 and not box.skipped(key)
+
+
+def _recordable_name(name: str | None) -> str | None:
+    """A posted call's ``name`` as its step can record it (its repr if not UTF-8: a poster
+    that did not check it must not fail every fold that includes its post)."""
+    return name if name is None or unrecordable(name, None) is None else safe_repr(name)[:200]
+
+
+def _recordable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A posted call's ``metadata`` as its step can record it (a stand-in naming its repr if
+    it is not JSON: see ``_recordable_name``)."""
+    if metadata is None or unrecordable(None, metadata) is None:
+        return metadata
+    return {"unrecordable_metadata": safe_repr(metadata)[:200]}
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:

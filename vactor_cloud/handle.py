@@ -34,6 +34,7 @@ from vactor_cloud.events import (
 from vactor_cloud.future import ActorFuture, CallFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
+from vactor_cloud.log import unrecordable
 from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
@@ -277,6 +278,9 @@ class ActorMethod(Generic[P, R]):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        why = unrecordable(name, metadata)
+        if why is not None:  # it would fail the commit of every call batched (or folded) with it
+            raise (TypeError if metadata is not None and "metadata" in why else ValueError)(why)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         timer = None

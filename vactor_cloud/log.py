@@ -56,6 +56,7 @@ __all__ = [
     "StepTakenError",
     "actor_prefix",
     "classify_late_commit",
+    "unrecordable",
 ]
 
 actor_prefix = keys.actor_prefix
@@ -126,6 +127,30 @@ class CallRecord:
             name=data.get("name"),
             metadata=data.get("metadata"),
         )
+
+
+def unrecordable(name: object, metadata: object) -> str | None:
+    """Why a call's ``name`` or ``metadata`` cannot be recorded in a step's JSON meta (UTF-8
+    JSON: a ``datetime``, a set or a lone surrogate cannot), or None when both can.
+
+    Checked when the call is made (``options()``), and by a folder for the calls of other
+    processes' posts: a step whose meta does not encode fails its whole commit, and a post
+    carrying such a call would fail every fold that includes it."""
+    if name is not None:
+        if not isinstance(name, str):
+            return f"name must be a string, got {type(name).__name__}"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"name cannot be recorded as UTF-8: {exc}"
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            return f"metadata must be a dict, got {type(metadata).__name__}"
+        try:
+            json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:
+            return f"metadata must be JSON-serializable (it is recorded in the step's JSON meta): {exc}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ __all__ = [
     "PostedCall",
     "advance_cursor",
     "applied",
+    "bare",
     "cursor_of",
     "decode_outcomes",
     "encode_outcomes",
@@ -157,7 +158,11 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
     """``extra`` with the cursor moved past ``posts`` and silent senders dropped."""
     cursor = {s: e for s, e in cursor_of(extra).items() if now - float(e[1]) < SENDER_TTL}
     for post in posts:
-        cursor[post.sender] = [max(post.seq, int(cursor.get(post.sender, [-1, 0])[0])), now]
+        # Never before the post's own time (its poster's clock): the entry must outlive the
+        # post's expiry (SENDER_TTL / 2 after that time), or a copy left behind by a folder
+        # that died would be applied again once the entry was dropped, whatever clock skew.
+        seq, since = cursor.get(post.sender, [-1, 0.0])
+        cursor[post.sender] = [max(post.seq, int(seq)), max(now, post.time, float(since))]
     out = dict(extra)
     if cursor:
         out[POST_CURSOR] = cursor
@@ -409,6 +414,12 @@ def read_name(key: str, signing_key: bytes | None, seal_key: bytes | None = None
     return Post(key, sender, seq, int(name[:_TIME_DIGITS], 32) / 1000, calls)
 
 
+def bare(key: str) -> bool:
+    """Whether ``key`` is a post's bare name (its prefix alone): a name that does not carry
+    its post, which another sender's post may take again once this one was deleted."""
+    return len(key.rpartition("/")[2]) == _PREFIX
+
+
 def expired(post: Post, now: float) -> bool:
     """Too old to apply: its poster stopped waiting long ago, and its sender may have left the cursor."""
     return now - post.time > SENDER_TTL / 2
@@ -464,8 +475,10 @@ def _decode_post(key: str, data: bytes, signing_key: bytes | None) -> Post:
             raise ValueError(f"expected a post, found {meta.get('kind')!r}")
         calls = tuple(PostedCall(*row) for row in pickle.loads(env.parts["calls"]))
         return Post(key, str(meta["sender"]), int(meta["seq"]), float(meta["time"]), calls)
-    except (KeyError, ValueError, TypeError, pickle.UnpicklingError) as exc:
-        raise IntegrityError(key, f"malformed post: {exc}") from None
+    except Exception as exc:
+        # Whatever stops the calls from loading here (a module this process lacks: ImportError,
+        # AttributeError) makes the post unreadable, never a failure of the fold reading it.
+        raise IntegrityError(key, f"malformed post: {exc!r}") from None
 
 
 #: where a store deletes many keys per request: applied posts are deleted together, this many
@@ -682,6 +695,12 @@ class PostBox:
     def cached(self, key: str) -> Post | None:
         """The post at ``key`` if this process read it already."""
         return self._known.get(key)
+
+    def forget(self, keys: list[str]) -> None:
+        """Read the posts at ``keys`` again when next asked (what is there may be another post)."""
+        with self._lock:
+            for key in keys:
+                self._known.pop(key, None)
 
     async def read(self, keys: list[str]) -> list[Post]:
         """The posts at ``keys`` still there, in key order (a GET per post not read before)."""
