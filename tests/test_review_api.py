@@ -5,6 +5,10 @@ Each test here failed before its fix (or is marked xfail with the fix it needs).
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+
 import pytest
 
 import vactor_cloud as vc
@@ -55,3 +59,62 @@ class SlotsWithState:
 def test_a_class_with_slots_and_a_state_protocol_keeps_its_slots(actor_store: StoreSpec) -> None:
     counter = SlotsWithState.get_or_create("slots-ok")
     assert [counter.incr.run() for _ in range(3)] == [1, 2, 3]
+
+
+# -- a future's timeout -------------------------------------------------------------------------
+GATE = threading.Event()
+ENTERED = threading.Event()
+
+
+@vc.virtual_actor
+class Slow:
+    def __init__(self) -> None:
+        self.val = 0
+
+    def hold(self) -> None:
+        here = sys.modules[__name__]  # this process's own events, not copies from the stored body
+        here.ENTERED.set()
+        assert here.GATE.wait(30), "the test never released the pool thread"
+
+    def work(self, seconds: float) -> int:
+        time.sleep(seconds)
+        self.val += 1
+        return self.val
+
+    @vc.virtual_actor.readonly
+    def look(self, seconds: float) -> int:
+        time.sleep(seconds)
+        return self.val
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a waiter with a timeout runs the queued call itself (caller runs) and is bound by the "
+    "method's duration, not by its timeout. Fix: ActorFuture._wait_helping helps only when "
+    "timeout is None (a bounded waiter waits for the pool), at the cost of a starved pool "
+    "timing out such waits instead of the waiter doing the work",
+)
+@pytest.mark.parametrize("method", ["work", "look"])
+def test_a_result_timeout_bounds_the_wait_when_the_waiter_would_run_the_call(
+    store_spec: StoreSpec, method: str
+) -> None:
+    # vc.get's docstring: "timeout bounds the whole wait; TimeoutError when it passes".
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    GATE.clear()
+    ENTERED.clear()
+    try:
+        Slow.get_or_create("slow-busy")
+        slow = Slow.get_or_create("slow")
+        busy = vc.get_actor("slow-busy").hold.run_async()  # the pool's one thread is busy
+        assert ENTERED.wait(30)
+        future = getattr(slow, method).run_async(2.0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            vc.get(future, timeout=0.3)
+        assert time.monotonic() - started < 1.5
+        GATE.set()
+        busy.result(30)
+        future.result(30)
+    finally:
+        GATE.set()
+        vc.shutdown()
