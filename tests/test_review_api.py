@@ -5,9 +5,13 @@ Each test here failed before its fix (or is marked xfail with the fix it needs).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +122,84 @@ def test_a_result_timeout_bounds_the_wait_when_the_waiter_would_run_the_call(
     finally:
         GATE.set()
         vc.shutdown()
+
+
+# -- the vactor command -------------------------------------------------------------------------
+@vc.virtual_actor
+class Gauge:
+    def __init__(self) -> None:
+        self.level = 0.0
+
+    def set_level(self, level: float) -> float:
+        self.level = level
+        return self.level
+
+    def quit(self, code: int) -> None:
+        self.level = -1.0
+        raise SystemExit(code)
+
+    @vc.virtual_actor.readonly
+    def reading(self) -> float:
+        return self.level
+
+
+def _vactor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from vactor_cloud.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        vc.shutdown()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = str(tmp_path / "store")
+    os.makedirs(url)
+    monkeypatch.setenv("VACTOR_STORAGE", url)
+    vc.init(url)
+    try:
+        Gauge.get_or_create("gauge")
+    finally:
+        vc.shutdown()
+    yield url
+    vc.shutdown()
+
+
+@pytest.mark.parametrize("code", [0, 7])
+def test_vactor_call_of_a_method_raising_system_exit_is_an_error_not_its_exit_code(
+    cli_store: str, capsys: pytest.CaptureFixture[str], code: int
+) -> None:
+    # docs/cli.md: exit 1 when "the called method raised", one line on stderr. SystemExit(0)
+    # from the method exited 0 silently, as if the call had succeeded; it was not applied.
+    status, out, err = _vactor(capsys, "call", "gauge", "quit", str(code))
+    assert status == 1, (status, out, err)
+    assert err.strip().startswith("vactor: error: quit() raised SystemExit"), err
+    vc.init(cli_store)
+    assert vc.get_actor("gauge").reading.run() == 0.0  # not applied
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_vactor_json_output_is_json_when_a_result_or_state_is_not_finite(
+    cli_store: str, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # "--json: one JSON document on stdout"; json.dumps wrote NaN / Infinity, which no JSON
+    # parser but Python's accepts. Such a value is shown as its repr, like other non-JSON values.
+    status, out, err = _vactor(
+        capsys, "--json", "call", "gauge", "set_level", "--kwargs", f'{{"level": {value}}}'
+    )
+    assert status == 0, err
+    assert json.loads(out, parse_constant=_refuse) == {"result": repr(float(value))}
+    status, out, err = _vactor(capsys, "--json", "show", "gauge")
+    assert status == 0, err
+    assert repr(float(value)) in out
+    json.loads(out, parse_constant=_refuse)
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant}")
