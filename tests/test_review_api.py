@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,3 +204,37 @@ def test_vactor_json_output_is_json_when_a_result_or_state_is_not_finite(
 
 def _refuse(constant: str) -> None:
     raise ValueError(f"not JSON: {constant}")
+
+
+# -- events -------------------------------------------------------------------------------------
+@vc.virtual_actor
+class Inbox:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    @vc.virtual_actor.on_event("ping")
+    def on_ping(self, payload: int) -> int:
+        self.seen += payload
+        return self.seen
+
+
+@pytest.mark.parametrize(("timeout", "error"), [(float("nan"), ValueError), ("3", TypeError)])
+def test_wait_for_event_refuses_a_timeout_that_is_not_a_number_instead_of_waiting_forever(
+    actor_store: StoreSpec, timeout: Any, error: type[Exception]
+) -> None:
+    # With NaN, "remaining <= 0" was never true: the wait polled forever ("every wait has an end").
+    inbox = Inbox.get_or_create("inbox")
+    outcome: list[BaseException | object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(inbox.wait_for_event("ping", timeout=timeout))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "wait_for_event(timeout=nan) never returns"
+    assert len(outcome) == 1 and isinstance(outcome[0], error), outcome
+    assert "timeout must be a number of seconds" in str(outcome[0])

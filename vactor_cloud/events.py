@@ -233,8 +233,7 @@ def wait_for_event(
     events are applied (as ``process_events`` does), polling with a backoff
     up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
     """
-    if event_id is not None:
-        validate_event_id(event_id)
+    _check_wait(timeout, event_id)
     return _sync.sync(_wait(actor_id, name, timeout, event_id))
 
 
@@ -242,6 +241,16 @@ async def wait_for_event_async(
     actor_id: str, name: str, timeout: float | None = None, *, event_id: str | None = None
 ) -> Any:
     """Async twin of :func:`wait_for_event`."""
+    _check_wait(timeout, event_id)
+    return await asyncio.wrap_future(_sync.submit(_wait(actor_id, name, timeout, event_id)))
+
+
+def _check_wait(timeout: float | None, event_id: str | None) -> None:
+    """Refuse, before waiting, a timeout that is not a number (NaN never passes: the wait never ended)."""
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+        if math.isnan(timeout):
+            raise ValueError("timeout must be a number of seconds or None, got nan")
     if event_id is not None:
         validate_event_id(event_id)
-    return await asyncio.wrap_future(_sync.submit(_wait(actor_id, name, timeout, event_id)))
