@@ -238,3 +238,37 @@ def test_wait_for_event_refuses_a_timeout_that_is_not_a_number_instead_of_waitin
     assert not thread.is_alive(), "wait_for_event(timeout=nan) never returns"
     assert len(outcome) == 1 and isinstance(outcome[0], error), outcome
     assert "timeout must be a number of seconds" in str(outcome[0])
+
+
+# -- inheritance --------------------------------------------------------------------------------
+@vc.virtual_actor
+class Account:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def deposit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    @vc.virtual_actor.readonly
+    def total(self) -> int:
+        return self.balance
+
+
+def test_a_subclass_of_an_actor_class_is_a_class_that_can_be_an_actor_too(actor_store: StoreSpec) -> None:
+    # "class Savings(Account)" failed with "metaclass conflict: the metaclass of a derived class
+    # must be ...", which says nothing of the decorator. It subclasses the decorated class.
+    class Savings(Account):
+        def add_interest(self, percent: int) -> int:
+            self.balance += self.balance * percent // 100
+            return int(self.balance)
+
+    assert Savings.__mro__[1] is Account.cls
+    plain = Savings()
+    assert plain.deposit(10) == 10 and plain.add_interest(10) == 11
+
+    savings = vc.virtual_actor(Savings).get_or_create("savings")
+    assert savings.deposit.run(100) == 100
+    assert savings.add_interest.run(5) == 105
+    assert savings.total.run() == 105
+    assert [entry.step for entry in savings.history()] == [2, 1, 0]  # total() is read-only there too

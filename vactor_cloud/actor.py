@@ -72,6 +72,11 @@ class ActorClass(Generic[P, T]):
         """A plain, non-durable instance of the class (useful in unit tests)."""
         return self.cls(*args, **kwargs)
 
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        """``class Sub(DecoratedClass)`` subclasses the decorated class itself (PEP 560): ``Sub``
+        is a plain class, an actor class once decorated with ``@virtual_actor`` in turn."""
+        return (self.cls,)  # type: ignore[return-value]
+
     def __repr__(self) -> str:
         # getattr: a traceback shows the repr of an instance whose __init__ refused the class.
         return f"<virtual actor class {getattr(self, 'name', '(not defined)')}>"
