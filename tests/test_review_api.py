@@ -66,6 +66,46 @@ def test_a_class_with_slots_and_a_state_protocol_keeps_its_slots(actor_store: St
     assert [counter.incr.run() for _ in range(3)] == [1, 2, 3]
 
 
+def test_a_class_extending_a_builtin_container_without_a_state_protocol_is_refused() -> None:
+    # Its contents are not in the instance __dict__: the actor was created (step 0, contents
+    # dropped) and every later call failed with "object.__new__(Registry) is not safe".
+    with pytest.raises(vc.StateProtocolError, match=r"extends dict.*__getstate__ and __setstate__"):
+
+        @vc.virtual_actor
+        class Registry(dict):  # type: ignore[type-arg]
+            def put(self, key: str, value: int) -> int:
+                self[key] = value
+                return len(self)
+
+
+@vc.virtual_actor
+class Tally(dict):  # type: ignore[type-arg]
+    def __getstate__(self) -> dict[str, int]:
+        return dict(self)
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.update(state)
+
+    def hit(self, key: str) -> int:
+        self[key] = self.get(key, 0) + 1
+        return int(self[key])
+
+
+def test_a_class_extending_a_builtin_container_with_a_state_protocol_works(store_spec: StoreSpec) -> None:
+    store_spec.init()
+    try:
+        tally = Tally.get_or_create("tally")
+        assert [tally.hit.run("a"), tally.hit.run("a"), tally.hit.run("b")] == [1, 2, 1]
+    finally:
+        vc.shutdown()
+    store_spec.init()  # a fresh runtime restores the instance from storage
+    try:
+        assert vc.get_actor("tally").hit.run("a") == 3
+        assert dict(vc.get_actor("tally").state_at(3)) == {"a": 2, "b": 1}
+    finally:
+        vc.shutdown()
+
+
 # -- a future's timeout -------------------------------------------------------------------------
 GATE = threading.Event()
 ENTERED = threading.Event()

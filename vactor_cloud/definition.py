@@ -25,7 +25,7 @@ import cloudpickle
 
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.log import ClassRef
-from vactor_cloud.state import SERIALIZERS, defines_state_protocol
+from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
 
 __all__ = [
     "RESERVED_METHOD_NAMES",
@@ -116,6 +116,13 @@ class ActorDefinition:
                 f"{cls.__qualname__} defines {present} but not {missing}: define both "
                 "(the state is what __getstate__ returns, restored with __setstate__), "
                 "or neither (the state is the instance __dict__)"
+            )
+        base = builtin_base(cls)
+        if base is not object and not has_get:
+            raise StateProtocolError(
+                f"{cls.__qualname__} extends {base.__qualname__}, whose contents are not in the "
+                "instance __dict__ that is stored as the state: they would be lost at the first "
+                "commit. Define __getstate__ and __setstate__ (returning and restoring them)"
             )
         slots = _instance_slots(cls)
         if slots and not has_get:
