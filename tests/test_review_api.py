@@ -106,6 +106,37 @@ def test_a_class_extending_a_builtin_container_with_a_state_protocol_works(store
         vc.shutdown()
 
 
+class Plugin:
+    def __init_subclass__(cls, *, kind: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = kind
+
+
+@vc.virtual_actor
+class PluginStore(Plugin, kind="store"):
+    def __init__(self) -> None:
+        self.val = 0
+
+    def incr(self) -> int:
+        self.val += 1
+        return self.val
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.val
+
+
+def test_state_at_of_a_class_whose_init_subclass_needs_keywords(actor_store: StoreSpec) -> None:
+    # state_at subclasses the class to guard the view against assignment; that ran
+    # Plugin.__init_subclass__ without its keyword: TypeError, no view of any step.
+    store = PluginStore.get_or_create("plugin-store")
+    store.incr.run()
+    store.incr.run()
+    assert store.value.run(at_step=1) == 1
+    view = store.state_at(1)
+    assert isinstance(view, PluginStore.cls) and view.value() == 1
+
+
 # -- a future's timeout -------------------------------------------------------------------------
 GATE = threading.Event()
 ENTERED = threading.Event()
