@@ -343,3 +343,26 @@ def test_a_subclass_of_an_actor_class_is_a_class_that_can_be_an_actor_too(actor_
     assert savings.add_interest.run(5) == 105
     assert savings.total.run() == 105
     assert [entry.step for entry in savings.history()] == [2, 1, 0]  # total() is read-only there too
+
+
+def test_shutdown_ends_a_wait_for_event_without_a_timeout(store_spec: StoreSpec) -> None:
+    # "Shutdown settles every call": a thread in wait_for_event(timeout=None) kept polling the
+    # closed runtime forever (and would have applied events through it).
+    store_spec.init()
+    inbox = Inbox.get_or_create("inbox-shutdown")
+    outcome: list[BaseException | object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(inbox.wait_for_event("ping"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    vc.shutdown()
+    thread.join(10)
+    assert not thread.is_alive(), "wait_for_event still waits on a runtime that was shut down"
+    assert len(outcome) == 1 and isinstance(outcome[0], vc.RuntimeShutdownError), outcome
+    assert "wait_for_event" in str(outcome[0])

@@ -42,7 +42,7 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup
-from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
+from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError, RuntimeShutdownError
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.inbox import (
     MAX_EVENTS_PER_COMMIT,
@@ -207,6 +207,11 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     while True:
+        if runtime.closed:
+            raise RuntimeShutdownError(
+                f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
+                f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
+            )
         # The waiter drives the inbox itself: an idle actor has no writer to do it.
         await _process(actor_id)
         record = await core.revalidate()

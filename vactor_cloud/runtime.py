@@ -230,6 +230,8 @@ class Runtime:
         #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
         self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
+        #: set by ``close``: waits that poll this runtime (``wait_for_event``) end
+        self.closed = False
 
     # -- the cores' environment -----------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -508,6 +510,7 @@ class Runtime:
         finish on their threads and settle as usual."""
         if os.getpid() != self._pid:
             return
+        self.closed = True
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=timeout)
         self.executor.shutdown(wait=False, cancel_futures=True)
