@@ -366,3 +366,19 @@ def test_shutdown_ends_a_wait_for_event_without_a_timeout(store_spec: StoreSpec)
     assert not thread.is_alive(), "wait_for_event still waits on a runtime that was shut down"
     assert len(outcome) == 1 and isinstance(outcome[0], vc.RuntimeShutdownError), outcome
     assert "wait_for_event" in str(outcome[0])
+
+
+# -- vc.method ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "select",
+    [lambda a: a.deposit(1), lambda a: a.deposit.run, lambda a: a.deposit.options(name="x")],
+    ids=["called", "attribute-of-method", "options"],
+)
+def test_method_says_how_to_name_a_method_when_the_lambda_does_more(select: Any) -> None:
+    # docs: "TypeError if select does more than name one attribute of its argument"; calling it
+    # ("lambda a: a.deposit(1)", the natural slip) said "'_MethodName' object is not callable",
+    # and an attribute of it was an AttributeError.
+    from vactor_cloud.handle import ActorHandle
+
+    with pytest.raises(TypeError, match="select must name one method of the actor"):
+        vc.method(ActorHandle("acct"), select)
