@@ -382,3 +382,14 @@ def test_method_says_how_to_name_a_method_when_the_lambda_does_more(select: Any)
 
     with pytest.raises(TypeError, match="select must name one method of the actor"):
         vc.method(ActorHandle("acct"), select)
+
+
+# -- list_actors --------------------------------------------------------------------------------
+def test_list_actors_lists_only_ids_that_start_with_the_prefix(actor_store: StoreSpec) -> None:
+    # "Actors whose id starts with prefix": a prefix reaching into an actor's objects ("acct/",
+    # "acct/steps") listed that actor, whose id does not start with it.
+    Account.get_or_create("acct")
+    Account.get_or_create("acct-2")
+    assert [info.actor_id for info in vc.list_actors("acct")] == ["acct-2", "acct"]
+    assert vc.list_actors("acct/") == []
+    assert vc.list_actors("acct/steps") == []

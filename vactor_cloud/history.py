@@ -308,7 +308,8 @@ async def iter_actor_ids(
             if actor_id == last:
                 continue
             last = actor_id
-            if key.startswith(actor_prefix(actor_id)):
+            # (a prefix reaching past an id, "a/steps", lists that actor's keys: not its id)
+            if key.startswith(actor_prefix(actor_id)) and actor_id.startswith(prefix):
                 yield actor_id
         if len(keys) < _ID_PAGE or last is None:
             return
