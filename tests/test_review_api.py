@@ -393,3 +393,13 @@ def test_list_actors_lists_only_ids_that_start_with_the_prefix(actor_store: Stor
     assert [info.actor_id for info in vc.list_actors("acct")] == ["acct-2", "acct"]
     assert vc.list_actors("acct/") == []
     assert vc.list_actors("acct/steps") == []
+
+
+# -- init ---------------------------------------------------------------------------------------
+def test_init_refuses_two_different_timeouts(tmp_path: Path) -> None:
+    # init's storage, options and signing key given both ways and different are refused ("give
+    # it once"); a timeout given both ways was settled silently (init's won).
+    with pytest.raises(TypeError, match="timeout is given both"):
+        vc.init(str(tmp_path), settings=vc.Settings(timeout=5.0), timeout=3.0)
+    vc.init(str(tmp_path), settings=vc.Settings(timeout=5.0), timeout=5.0)  # the same: fine
+    vc.shutdown()

@@ -573,6 +573,12 @@ def settings_for_init(
         # arguments (a field left at its default gives way to them; two values, refused).
         storage, options = _storage_of(storage, options, override)
         signing_key = _key_of(signing_key, override)
+        default_timeout = next(f.default for f in fields(Settings) if f.name == "timeout")
+        if timeout is not None and override.timeout not in (default_timeout, timeout):
+            raise TypeError(
+                f"the timeout is given both to init() ({timeout}) and in its settings "
+                f"({override.timeout}), and they differ: give it once"
+            )
         load_classes_from_storage = load_classes_from_storage and override.load_classes_from_storage
     setting_names = sorted(f.name for f in fields(Settings))
     misplaced = sorted(set(options) & set(setting_names))
