@@ -403,3 +403,60 @@ def test_init_refuses_two_different_timeouts(tmp_path: Path) -> None:
         vc.init(str(tmp_path), settings=vc.Settings(timeout=5.0), timeout=3.0)
     vc.init(str(tmp_path), settings=vc.Settings(timeout=5.0), timeout=5.0)  # the same: fine
     vc.shutdown()
+
+
+# -- get_or_create: two classes racing for one id -----------------------------------------------
+@vc.virtual_actor
+class Left:
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+
+
+@vc.virtual_actor
+class Right:
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+
+
+def test_get_or_create_racing_another_class_in_this_process_is_refused_every_time(
+    actor_store: StoreSpec,
+) -> None:
+    # "OtherClass.get_or_create(id) on an existing actor of another class raises
+    # ActorDefinitionError". When the losing class's threads raced each other, one of them
+    # cleared the shared core's class (core.definition = None) and another then passed the
+    # check with None: it returned a handle to the winner's actor, of the other class.
+    wrong: list[str] = []
+    for trial in range(12):
+        actor_id = f"race-{trial}"
+        outcomes: list[tuple[str, str]] = []
+        barrier = threading.Barrier(6)
+
+        def create(
+            cls: Any, tag: int, actor_id: str = actor_id, outcomes: Any = outcomes, barrier: Any = barrier
+        ) -> None:
+            barrier.wait(30)
+            try:
+                cls.get_or_create(actor_id, tag)
+                outcomes.append((cls.__name__, "ok"))
+            except vc.ActorDefinitionError:
+                outcomes.append((cls.__name__, "refused"))
+
+        threads = [
+            threading.Thread(target=create, args=(Left if i % 2 else Right, i), daemon=True) for i in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stored = vc.get_actor(actor_id).history()[-1].class_name.rsplit(":", 1)[-1]
+        wrong += [
+            f"{actor_id}: {name} ok on a {stored}"
+            for name, result in outcomes
+            if result == "ok" and name != stored
+        ]
+        wrong += [
+            f"{actor_id}: {name} refused on a {stored}"
+            for name, result in outcomes
+            if result != "ok" and name == stored
+        ]
+    assert not wrong, wrong

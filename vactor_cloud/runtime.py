@@ -430,13 +430,15 @@ class Runtime:
                 definition.name,
             )
         else:
-            # Another creator won the race: its actor may be of another class (the core
-            # then took ours for its class: drop it, the next use loads the stored one).
+            # Another creator won the race: its actor may be of another class (the core did
+            # not take ours for it then). Decided by the stored step, never by a shared field
+            # another thread may be changing.
+            self.run(core.ensure_loaded())
             record = core.record
-            if record is not None and record.class_ref.name != definition.name:
-                core.definition = None
-                core.forget()
-                raise _other_class(actor_id, record.class_ref.name, definition)
+            stored = record.class_ref.name if record is not None else None
+            if stored is not None and stored != definition.name:
+                raise _other_class(actor_id, stored, definition)
+            _check_class(actor_id, core.definition, definition)
         return core, created
 
     def create_nowait(
