@@ -5,6 +5,7 @@ Each test here failed before its fix (or is marked xfail with the fix it needs).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -460,3 +461,55 @@ def test_get_or_create_racing_another_class_in_this_process_is_refused_every_tim
             if result != "ok" and name == stored
         ]
     assert not wrong, wrong
+
+
+# -- a writer driving its own actor's inbox ------------------------------------------------------
+@vc.virtual_actor
+class SelfDriven:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def drive(self, how: str) -> Any:
+        me = vc.get_actor(vc.current_call().actor_id)  # type: ignore[union-attr]
+        if how == "process_events":
+            return me.process_events()
+        if how == "process_events_async":
+            return asyncio.run(me.process_events_async())
+        if how == "wait_for_event":
+            return me.wait_for_event("ping", timeout=2)
+        return asyncio.run(me.wait_for_event_async("ping", timeout=2))
+
+    @vc.virtual_actor.on_event("ping")
+    def on_ping(self, payload: int) -> int:
+        self.seen += payload
+        return self.seen
+
+    def bump(self) -> int:
+        self.seen += 1
+        return self.seen
+
+
+@pytest.mark.parametrize(
+    "how", ["process_events", "process_events_async", "wait_for_event", "wait_for_event_async"]
+)
+def test_a_writer_driving_its_own_actors_events_is_refused_not_hung(actor_store: StoreSpec, how: str) -> None:
+    # "No call waits for itself ... refused at once with ReentrantCallError". process_events()
+    # (and wait_for_event, which applies pending events) queued a commit on the actor that this
+    # thread's writer holds, then waited for it: the method never returned, no deadline ended
+    # it, and every later writer call to the actor failed with ActorBusyError.
+    actor = SelfDriven.get_or_create(f"self-{how}")
+    actor.send_event("ping", 1)
+    outcome: list[BaseException | object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(actor.drive.run(how))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), f"{how}() inside the actor's own writer method hangs"
+    assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
+    assert actor.bump.run() == 2  # the event, applied with this commit, and the bump
