@@ -513,3 +513,29 @@ def test_a_writer_driving_its_own_actors_events_is_refused_not_hung(actor_store:
     assert not thread.is_alive(), f"{how}() inside the actor's own writer method hangs"
     assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
     assert actor.bump.run() == 2  # the event, applied with this commit, and the bump
+
+
+@vc.virtual_actor
+class Reminder:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def ring(self) -> int:
+        self.count += 1
+        return self.count
+
+    def snooze(self) -> Any:
+        me = vc.get_actor(vc.current_call().actor_id)  # type: ignore[union-attr]
+        return me.ring.options(delay=60).run()
+
+
+def test_a_writer_scheduling_its_own_actor_through_its_handle_is_told_to_use_schedule(
+    actor_store: StoreSpec,
+) -> None:
+    # The documented way is vc.current_call().schedule(...) (docs/timers.md); the refusal said
+    # "a call cycle r -> r -> r ... Let the outer method do that work itself".
+    reminder = Reminder.get_or_create("reminder")
+    with pytest.raises(vc.ReentrantCallError, match=r"current_call\(\)\.schedule") as refused:
+        reminder.snooze.run()
+    assert "reminder -> reminder -> reminder" not in str(refused.value)
+    assert reminder.timers() == []

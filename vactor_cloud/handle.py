@@ -389,6 +389,14 @@ class ActorMethod(Generic[P, R]):
             options = replace(options, at_step=at_step)
         self._info.check_arguments(args, kwargs)
         if self._timer is not None:
+            running = current_call()
+            if running is not None and running.actor_id == self._actor_id and not running.readonly:
+                raise ReentrantCallError(
+                    f"{running.method}() of actor {self._actor_id!r} scheduled {self._info.name}() of "
+                    "the same actor through a handle (a commit on the actor its own method holds: it "
+                    "would wait for itself); schedule it with the call instead: "
+                    f"vc.current_call().schedule({self._info.name!r}, after=...)"
+                )
             return scheduling_call(
                 self._info.name, args, kwargs, idempotency_key=options.idempotency_key, **self._timer
             )
