@@ -539,3 +539,23 @@ def test_a_writer_scheduling_its_own_actor_through_its_handle_is_told_to_use_sch
         reminder.snooze.run()
     assert "reminder -> reminder -> reminder" not in str(refused.value)
     assert reminder.timers() == []
+
+
+# -- get_or_create: an __init__ parameter called actor_id ------------------------------------------
+@vc.virtual_actor
+class Session:
+    def __init__(self, actor_id: str, user: str) -> None:
+        self.owner = actor_id
+        self.user = user
+
+    @vc.virtual_actor.readonly
+    def who(self) -> tuple[str, str]:
+        return self.owner, self.user
+
+
+def test_get_or_create_passes_an_init_keyword_called_actor_id(actor_store: StoreSpec) -> None:
+    # get_or_create(actor_id, *args, **kwargs): "got multiple values for argument 'actor_id'".
+    session = Session.get_or_create("s-1", actor_id="owner-1", user="u")
+    assert session.who.run() == ("owner-1", "u")
+    again = asyncio.run(Session.get_or_create_async("s-2", actor_id="owner-2", user="v"))
+    assert again.who.run() == ("owner-2", "v")

@@ -43,7 +43,7 @@ class ActorClass(Generic[P, T]):
         self.__qualname__ = getattr(cls, "__qualname__", self.name)
         self.__module__ = cls.__module__
 
-    def get_or_create(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+    def get_or_create(self, actor_id: str, /, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
         """The actor ``actor_id``, created with ``cls(*args, **kwargs)`` if it does not exist.
 
         Exactly one of any number of concurrent creators (in any process)
@@ -64,7 +64,9 @@ class ActorClass(Generic[P, T]):
             runtime.create_nowait(self.definition, actor_id, args, kwargs)
         return ActorHandle(actor_id)
 
-    async def get_or_create_async(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+    async def get_or_create_async(
+        self, actor_id: str, /, *args: P.args, **kwargs: P.kwargs
+    ) -> ActorHandle[T]:
         """Async twin of :meth:`get_or_create`; awaitable from any event loop (runs in a thread)."""
         return await asyncio.to_thread(self.get_or_create, actor_id, *args, **kwargs)
 
