@@ -179,21 +179,21 @@ def test_a_result_timeout_bounds_the_wait_when_the_waiter_would_run_the_call(
     store_spec.init(settings=vc.Settings(max_workers=1))
     GATE.clear()
     ENTERED.clear()
+    running: list[vc.ActorFuture[Any]] = []
     try:
         Slow.get_or_create("slow-busy")
         slow = Slow.get_or_create("slow")
-        busy = vc.get_actor("slow-busy").hold.run_async()  # the pool's one thread is busy
+        running.append(vc.get_actor("slow-busy").hold.run_async())  # the pool's one thread is busy
         assert ENTERED.wait(30)
-        future = getattr(slow, method).run_async(2.0)
+        running.append(getattr(slow, method).run_async(2.0))
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            vc.get(future, timeout=0.3)
+            vc.get(running[-1], timeout=0.3)
         assert time.monotonic() - started < 1.5
-        GATE.set()
-        busy.result(30)
-        future.result(30)
     finally:
         GATE.set()
+        for call in running:  # settled before the store goes: no write lands after the test
+            call.exception(30)
         vc.shutdown()
 
 
