@@ -559,3 +559,27 @@ def test_get_or_create_passes_an_init_keyword_called_actor_id(actor_store: Store
     assert session.who.run() == ("owner-1", "u")
     again = asyncio.run(Session.get_or_create_async("s-2", actor_id="owner-2", user="v"))
     assert again.who.run() == ("owner-2", "v")
+
+
+# -- options() chained ----------------------------------------------------------------------------
+@vc.virtual_actor
+class Ticker:
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def tick(self) -> int:
+        self.ticks += 1
+        return self.ticks
+
+
+def test_chained_options_keep_the_earlier_ones(actor_store: StoreSpec) -> None:
+    # Each options() call started from the defaults: m.options(delay=3600).options(
+    # idempotency_key="k") ran the call at once instead of in an hour, and
+    # options(name=...).options(max_retries=2) lost the name. (Ray's .options() merges.)
+    ticker = Ticker.get_or_create("ticker")
+    key = ticker.tick.options(delay=3600).options(idempotency_key="once").run()
+    assert isinstance(key, str) and [t["key"] for t in ticker.timers()] == [key]
+    assert ticker.tick.options(name="named").options(max_retries=2).run() == 1
+    assert [c.name for c in ticker.history(limit=1)[0].calls] == ["named"]
+    later = ticker.tick.options(delay=60, timer_key="t").options(at=time.time() + 120).run()
+    assert later == "t"  # at= replaces delay=, the key stays

@@ -238,8 +238,8 @@ class ActorMethod(Generic[P, R]):
         at_step: int | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
-        max_retries: int = 0,
-        catch_exceptions: bool = False,
+        max_retries: int | None = None,
+        catch_exceptions: bool | None = None,
         delay: float | None = None,
         at: float | None = None,
         timer_key: str | None = None,
@@ -266,7 +266,24 @@ class ActorMethod(Generic[P, R]):
         ``run``/``run_async`` *schedule* the call instead (one small commit)
         and return the timer's key (``timer_key``, else a generated one);
         ``every`` repeats it. A timer runner fires it (docs/timers.md).
+
+        Chained calls add up: ``m.options(delay=60).options(idempotency_key="k")``
+        keeps the delay (an option not given keeps its earlier value; ``at=`` and
+        ``delay=`` replace each other).
         """
+        current = self._options
+        idempotency_key = current.idempotency_key if idempotency_key is None else idempotency_key
+        at_step = current.at_step if at_step is None else at_step
+        name = current.name if name is None else name
+        metadata = current.metadata if metadata is None else metadata
+        max_retries = current.max_retries if max_retries is None else max_retries
+        catch_exceptions = current.catch_exceptions if catch_exceptions is None else catch_exceptions
+        earlier = self._timer
+        if earlier is not None:
+            if delay is None and at is None:
+                delay, at = earlier["delay"], earlier["at"]
+            timer_key = earlier["key"] if timer_key is None else timer_key
+            every = earlier["every"] if every is None else every
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
         if idempotency_key is not None and self._info.readonly:
