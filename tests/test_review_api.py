@@ -583,3 +583,12 @@ def test_chained_options_keep_the_earlier_ones(actor_store: StoreSpec) -> None:
     assert [c.name for c in ticker.history(limit=1)[0].calls] == ["named"]
     later = ticker.tick.options(delay=60, timer_key="t").options(at=time.time() + 120).run()
     assert later == "t"  # at= replaces delay=, the key stays
+
+
+def test_calling_an_actor_method_directly_says_to_use_run(actor_store: StoreSpec) -> None:
+    # "'ActorMethod' object is not callable" (Ray: "Actor methods cannot be called directly.
+    # Instead of running 'object.method()', try 'object.method.remote()'").
+    ticker = Ticker.get_or_create("ticker-direct")
+    with pytest.raises(TypeError, match=r"tick\.run\(\.\.\.\).*tick\.run_async\(\.\.\.\)"):
+        ticker.tick()  # type: ignore[operator]
+    assert ticker.tick.run() == 1  # nothing was applied by the refused call

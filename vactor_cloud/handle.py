@@ -456,5 +456,14 @@ class ActorMethod(Generic[P, R]):
             f"{self._actor_id!r}'s own method, or make this call after that method has returned"
         )
 
+    if not TYPE_CHECKING:  # for type checkers an ActorMethod stays not callable
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            name = self._info.name
+            raise TypeError(
+                f"actor methods are not called directly: {name}.run(...) calls actor "
+                f"{self._actor_id!r} and waits for the result, {name}.run_async(...) returns a future"
+            )
+
     def __repr__(self) -> str:
         return f"<actor method {self._actor_id}.{self._info.name}>"
