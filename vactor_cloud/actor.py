@@ -43,7 +43,7 @@ class ActorClass(Generic[P, T]):
         self.__qualname__ = getattr(cls, "__qualname__", self.name)
         self.__module__ = cls.__module__
 
-    def get_or_create(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+    def get_or_create(self, actor_id: str, /, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
         """The actor ``actor_id``, created with ``cls(*args, **kwargs)`` if it does not exist.
 
         Exactly one of any number of concurrent creators (in any process)
@@ -64,13 +64,20 @@ class ActorClass(Generic[P, T]):
             runtime.create_nowait(self.definition, actor_id, args, kwargs)
         return ActorHandle(actor_id)
 
-    async def get_or_create_async(self, actor_id: str, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+    async def get_or_create_async(
+        self, actor_id: str, /, *args: P.args, **kwargs: P.kwargs
+    ) -> ActorHandle[T]:
         """Async twin of :meth:`get_or_create`; awaitable from any event loop (runs in a thread)."""
         return await asyncio.to_thread(self.get_or_create, actor_id, *args, **kwargs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         """A plain, non-durable instance of the class (useful in unit tests)."""
         return self.cls(*args, **kwargs)
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        """``class Sub(DecoratedClass)`` subclasses the decorated class itself (PEP 560): ``Sub``
+        is a plain class, an actor class once decorated with ``@virtual_actor`` in turn."""
+        return (self.cls,)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         # getattr: a traceback shows the repr of an instance whose __init__ refused the class.

@@ -481,6 +481,10 @@ class ActorCore:
             record = taken.winner
             started = -math.inf  # the actor may have moved on since it was created
             created = False
+            if record.class_ref.name != definition.name:
+                # Another class won: ours is not this actor's (the caller refuses the creation).
+                # The core is shared with this process's other callers: leave it as it is.
+                return False
         self._set_definition(definition, record.class_ref)
         self._accept(record, started)
         self.env.head_moved(self)

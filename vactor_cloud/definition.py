@@ -25,7 +25,7 @@ import cloudpickle
 
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.log import ClassRef
-from vactor_cloud.state import SERIALIZERS, defines_state_protocol
+from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
 
 __all__ = [
     "RESERVED_METHOD_NAMES",
@@ -116,6 +116,20 @@ class ActorDefinition:
                 f"{cls.__qualname__} defines {present} but not {missing}: define both "
                 "(the state is what __getstate__ returns, restored with __setstate__), "
                 "or neither (the state is the instance __dict__)"
+            )
+        base = builtin_base(cls)
+        if base is not object and not has_get:
+            raise StateProtocolError(
+                f"{cls.__qualname__} extends {base.__qualname__}, whose contents are not in the "
+                "instance __dict__ that is stored as the state: they would be lost at the first "
+                "commit. Define __getstate__ and __setstate__ (returning and restoring them)"
+            )
+        slots = _instance_slots(cls)
+        if slots and not has_get:
+            raise StateProtocolError(
+                f"{cls.__qualname__} keeps attributes in __slots__ ({', '.join(slots)}), which are "
+                "not in the instance __dict__ that is stored as the state: they would be lost at "
+                "the first commit. Define __getstate__ and __setstate__, or drop __slots__"
             )
         setattr(cls, _OPTIONS, {"serializer": serializer})
         self.cls = cls
@@ -340,6 +354,17 @@ def _unpicklable_parts(cls: type) -> list[str]:
         elif not _picklable(value):
             parts.append(f"{cls.__qualname__}.{attr}")
     return sorted(set(parts))
+
+
+def _instance_slots(cls: type) -> list[str]:
+    """The ``__slots__`` attributes of ``cls``'s instances (``__dict__`` and ``__weakref__`` aside)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__") and name not in names:
+                names.append(name)
+    return names
 
 
 def _refuse_reserved_names(cls: type, methods: dict[str, MethodInfo]) -> None:

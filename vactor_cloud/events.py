@@ -41,8 +41,14 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.core import writers_on_this_thread
 from vactor_cloud.dedup import Outcome, StepDedup
-from vactor_cloud.errors import ActorNotFoundError, AlreadyExistsError
+from vactor_cloud.errors import (
+    ActorNotFoundError,
+    AlreadyExistsError,
+    ReentrantCallError,
+    RuntimeShutdownError,
+)
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.inbox import (
     MAX_EVENTS_PER_COMMIT,
@@ -178,12 +184,28 @@ def process_events(actor_id: str) -> int:
     Events without a handler stay. ``ActorNotFoundError`` if the actor does
     not exist.
     """
+    _refuse_own_writer(actor_id, "process_events")
     return _sync.sync(_process(actor_id))
 
 
 async def process_events_async(actor_id: str) -> int:
     """Async twin of :func:`process_events`."""
+    _refuse_own_writer(actor_id, "process_events_async")
     return await asyncio.wrap_future(_sync.submit(_process(actor_id)))
+
+
+def _refuse_own_writer(actor_id: str, what: str) -> None:
+    """``ReentrantCallError`` when a writer method of ``actor_id`` runs on this thread: applying
+    events commits on that actor, which would wait for the method, which waits for it."""
+    held = writers_on_this_thread()
+    if actor_id in held:
+        cycle = " -> ".join([*held[held.index(actor_id) :], actor_id])
+        raise ReentrantCallError(
+            f"{what}() of actor {actor_id!r} was called while a writer method of it runs on this "
+            f"same thread (a call cycle {cycle}): applying events commits on that actor, which "
+            "waits for the method, so it would wait for itself; nothing was applied. Events are "
+            "applied with the actor's next commit anyway: call it after the method has returned"
+        )
 
 
 async def applied_event(
@@ -207,6 +229,11 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     while True:
+        if runtime.closed:
+            raise RuntimeShutdownError(
+                f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
+                f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
+            )
         # The waiter drives the inbox itself: an idle actor has no writer to do it.
         await _process(actor_id)
         record = await core.revalidate()
@@ -233,8 +260,8 @@ def wait_for_event(
     events are applied (as ``process_events`` does), polling with a backoff
     up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
     """
-    if event_id is not None:
-        validate_event_id(event_id)
+    _check_wait(timeout, event_id)
+    _refuse_own_writer(actor_id, "wait_for_event")
     return _sync.sync(_wait(actor_id, name, timeout, event_id))
 
 
@@ -242,6 +269,17 @@ async def wait_for_event_async(
     actor_id: str, name: str, timeout: float | None = None, *, event_id: str | None = None
 ) -> Any:
     """Async twin of :func:`wait_for_event`."""
+    _check_wait(timeout, event_id)
+    _refuse_own_writer(actor_id, "wait_for_event_async")
+    return await asyncio.wrap_future(_sync.submit(_wait(actor_id, name, timeout, event_id)))
+
+
+def _check_wait(timeout: float | None, event_id: str | None) -> None:
+    """Refuse, before waiting, a timeout that is not a number (NaN never passes: the wait never ended)."""
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+        if math.isnan(timeout):
+            raise ValueError("timeout must be a number of seconds or None, got nan")
     if event_id is not None:
         validate_event_id(event_id)
-    return await asyncio.wrap_future(_sync.submit(_wait(actor_id, name, timeout, event_id)))

@@ -239,8 +239,8 @@ class ActorMethod(Generic[P, R]):
         at_step: int | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
-        max_retries: int = 0,
-        catch_exceptions: bool = False,
+        max_retries: int | None = None,
+        catch_exceptions: bool | None = None,
         delay: float | None = None,
         at: float | None = None,
         timer_key: str | None = None,
@@ -267,7 +267,24 @@ class ActorMethod(Generic[P, R]):
         ``run``/``run_async`` *schedule* the call instead (one small commit)
         and return the timer's key (``timer_key``, else a generated one);
         ``every`` repeats it. A timer runner fires it (docs/timers.md).
+
+        Chained calls add up: ``m.options(delay=60).options(idempotency_key="k")``
+        keeps the delay (an option not given keeps its earlier value; ``at=`` and
+        ``delay=`` replace each other).
         """
+        current = self._options
+        idempotency_key = current.idempotency_key if idempotency_key is None else idempotency_key
+        at_step = current.at_step if at_step is None else at_step
+        name = current.name if name is None else name
+        metadata = current.metadata if metadata is None else metadata
+        max_retries = current.max_retries if max_retries is None else max_retries
+        catch_exceptions = current.catch_exceptions if catch_exceptions is None else catch_exceptions
+        earlier = self._timer
+        if earlier is not None:
+            if delay is None and at is None:
+                delay, at = earlier["delay"], earlier["at"]
+            timer_key = earlier["key"] if timer_key is None else timer_key
+            every = earlier["every"] if every is None else every
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
         if idempotency_key is not None and self._info.readonly:
@@ -393,6 +410,14 @@ class ActorMethod(Generic[P, R]):
             options = replace(options, at_step=at_step)
         self._info.check_arguments(args, kwargs)
         if self._timer is not None:
+            running = current_call()
+            if running is not None and running.actor_id == self._actor_id and not running.readonly:
+                raise ReentrantCallError(
+                    f"{running.method}() of actor {self._actor_id!r} scheduled {self._info.name}() of "
+                    "the same actor through a handle (a commit on the actor its own method holds: it "
+                    "would wait for itself); schedule it with the call instead: "
+                    f"vc.current_call().schedule({self._info.name!r}, after=...)"
+                )
             return scheduling_call(
                 self._info.name, args, kwargs, idempotency_key=options.idempotency_key, **self._timer
             )
@@ -434,6 +459,15 @@ class ActorMethod(Generic[P, R]):
             f"{running.actor_id!r} return what {self._actor_id!r} needs and apply it in "
             f"{self._actor_id!r}'s own method, or make this call after that method has returned"
         )
+
+    if not TYPE_CHECKING:  # for type checkers an ActorMethod stays not callable
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            name = self._info.name
+            raise TypeError(
+                f"actor methods are not called directly: {name}.run(...) calls actor "
+                f"{self._actor_id!r} and waits for the result, {name}.run_async(...) returns a future"
+            )
 
     def __repr__(self) -> str:
         return f"<actor method {self._actor_id}.{self._info.name}>"

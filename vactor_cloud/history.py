@@ -226,7 +226,8 @@ def state_at(actor_id: str, step: int) -> Any:
     The instance is detached: it is restored from the stored step into
     private memory and nothing done to it ever reaches storage. Assigning
     or deleting its attributes raises ``AttributeError`` (mutating a
-    contained object is not detected, and is not written either). Call its
+    contained object is not detected, and is not written either; a class
+    that cannot be subclassed to guard it gets an unguarded view). Call its
     read-only methods directly, or use ``handle.method.run(at_step=N)``.
 
     ``StepNotFoundError`` if the step was compacted or is not written yet;
@@ -259,20 +260,24 @@ def _frozen_delattr(self: Any, name: str) -> None:
 
 def _freeze(instance: Any, step: int) -> Any:
     cls = type(instance)
-    frozen = type(
-        cls.__name__,
-        (cls,),
-        {
-            "__slots__": (),
-            "__setattr__": _frozen_setattr,
-            "__delattr__": _frozen_delattr,
-            "__module__": cls.__module__,
-            "__qualname__": f"{cls.__qualname__}@step{step}",
-            "__vactor_step__": step,
-        },
-    )
-    # Exotic layouts (builtin bases) refuse __class__ assignment; the copy is
-    # then still detached, only not guarded.
+    try:
+        frozen = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__slots__": (),
+                "__setattr__": _frozen_setattr,
+                "__delattr__": _frozen_delattr,
+                "__module__": cls.__module__,
+                "__qualname__": f"{cls.__qualname__}@step{step}",
+                "__vactor_step__": step,
+            },
+        )
+    except Exception:
+        # The class refuses to be subclassed so (an __init_subclass__ that needs keywords, a
+        # metaclass): the copy is still detached, only not guarded.
+        return instance
+    # Exotic layouts (builtin bases) refuse __class__ assignment; likewise not guarded then.
     with contextlib.suppress(TypeError):
         instance.__class__ = frozen
     return instance
@@ -303,7 +308,8 @@ async def iter_actor_ids(
             if actor_id == last:
                 continue
             last = actor_id
-            if key.startswith(actor_prefix(actor_id)):
+            # (a prefix reaching past an id, "a/steps", lists that actor's keys: not its id)
+            if key.startswith(actor_prefix(actor_id)) and actor_id.startswith(prefix):
                 yield actor_id
         if len(keys) < _ID_PAGE or last is None:
             return

@@ -28,6 +28,9 @@ class _MethodName:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"it calls {self.name}(); name it: `lambda a: a.{self.name}`, then .run(...)")
+
 
 class _Recorder:
     """Stands in for the actor's instance: ``recorder.x`` is ``_MethodName("x")``."""
@@ -53,8 +56,12 @@ def method(handle: ActorHandle[Any], select: Callable[[Any], Any]) -> ActorMetho
     actor's methods if there is none); ``TypeError`` if ``select`` does more
     than name one attribute of its argument.
     """
-    chosen = select(_Recorder())
+    wrong = "select must name one method of the actor, as in `lambda a: a.deposit` (not called)"
+    try:
+        chosen = select(_Recorder())
+    except (TypeError, AttributeError) as exc:  # it called the method, or went past its name
+        raise TypeError(f"{wrong}: {exc}") from None
     if not isinstance(chosen, _MethodName):
-        raise TypeError("select must name one method of the actor, as in `lambda a: a.deposit`")
+        raise TypeError(wrong)
     found: ActorMethod[Any, Any] = getattr(handle, chosen.name)
     return found

@@ -90,7 +90,7 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
     if handle is None or not isinstance(handle.node, TypeInfo):
         return False  # vactor_cloud.handle not analysed yet: ask to be called again
     handle_type = Instance(handle.node, [fill_typevars_with_any(info)])
-    args = [Argument(Var("actor_id"), ctx.api.named_type("builtins.str"), None, ARG_POS)]
+    args = [Argument(Var("__actor_id"), ctx.api.named_type("builtins.str"), None, ARG_POS, pos_only=True)]
     args += _init_arguments(info)
     awaitable = ctx.api.named_type("typing.Coroutine", [AnyType(TypeOfAny.implementation_artifact)] * 2)
     for name in _CONSTRUCTORS:

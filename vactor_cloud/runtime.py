@@ -230,6 +230,8 @@ class Runtime:
         #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
         self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
+        #: set by ``close``: waits that poll this runtime (``wait_for_event``) end
+        self.closed = False
 
     # -- the cores' environment -----------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -428,13 +430,15 @@ class Runtime:
                 definition.name,
             )
         else:
-            # Another creator won the race: its actor may be of another class (the core
-            # then took ours for its class: drop it, the next use loads the stored one).
+            # Another creator won the race: its actor may be of another class (the core did
+            # not take ours for it then). Decided by the stored step, never by a shared field
+            # another thread may be changing.
+            self.run(core.ensure_loaded())
             record = core.record
-            if record is not None and record.class_ref.name != definition.name:
-                core.definition = None
-                core.forget()
-                raise _other_class(actor_id, record.class_ref.name, definition)
+            stored = record.class_ref.name if record is not None else None
+            if stored is not None and stored != definition.name:
+                raise _other_class(actor_id, stored, definition)
+            _check_class(actor_id, core.definition, definition)
         return core, created
 
     def create_nowait(
@@ -508,6 +512,7 @@ class Runtime:
         finish on their threads and settle as usual."""
         if os.getpid() != self._pid:
             return
+        self.closed = True
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=timeout)
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -570,6 +575,12 @@ def settings_for_init(
         # arguments (a field left at its default gives way to them; two values, refused).
         storage, options = _storage_of(storage, options, override)
         signing_key = _key_of(signing_key, override)
+        default_timeout = next(f.default for f in fields(Settings) if f.name == "timeout")
+        if timeout is not None and override.timeout not in (default_timeout, timeout):
+            raise TypeError(
+                f"the timeout is given both to init() ({timeout}) and in its settings "
+                f"({override.timeout}), and they differ: give it once"
+            )
         load_classes_from_storage = load_classes_from_storage and override.load_classes_from_storage
     setting_names = sorted(f.name for f in fields(Settings))
     misplaced = sorted(set(options) & set(setting_names))

@@ -21,6 +21,7 @@ from vactor_cloud.errors import IntegrityError, StateSerializationError
 
 __all__ = [
     "SERIALIZERS",
+    "builtin_base",
     "capture_state",
     "defines_state_protocol",
     "dumps_state",
@@ -46,8 +47,23 @@ def capture_state(instance: Any) -> Any:
     return dict(instance.__dict__)
 
 
+#: ``type.__flags__`` bit of classes defined in Python (``Py_TPFLAGS_HEAPTYPE``)
+_HEAPTYPE = 1 << 9
+
+
+def builtin_base(cls: type) -> type:
+    """The nearest base of ``cls`` implemented in C (``object``, ``dict``, ``list`` ...): it
+    decides the instance layout, and makes the empty instance (``__init__`` not run)."""
+    for klass in cls.__mro__:
+        if not klass.__flags__ & _HEAPTYPE:
+            return klass
+    return object  # pragma: no cover - every MRO ends with object
+
+
 def restore_instance(cls: type[Any], state: Any) -> Any:
-    instance = object.__new__(cls)
+    base = builtin_base(cls)
+    # As copyreg does: the C base's __new__, not the class's own (whose __init__ is not run either).
+    instance = object.__new__(cls) if base is object else base.__new__(cls)  # type: ignore[call-overload]
     if defines_state_protocol(cls)[1]:
         instance.__setstate__(state)
     else:

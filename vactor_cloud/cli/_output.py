@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ class Output:
         self.stream.write(text + "\n")
 
     def emit_json(self, value: Any) -> None:
-        self.stream.write(json.dumps(value, indent=2, default=json_fallback, ensure_ascii=False) + "\n")
+        text = json.dumps(_finite(value), indent=2, default=json_fallback, ensure_ascii=False)
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -96,8 +98,20 @@ def json_fallback(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, set | frozenset | tuple):
-        return list(value)
+        return _finite(list(value))
     return repr(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by its repr: ``json.dumps`` would write
+    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def when(timestamp: float) -> str:

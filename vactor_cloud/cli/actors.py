@@ -177,7 +177,9 @@ def cmd_call(args: argparse.Namespace) -> int:
         result = method.run(*positional, **kwargs)
     except vc.VactorError:
         raise
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: the method's, not this command's exit status
         raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     if out.json:
         out.emit_json({"result": result})
