@@ -391,6 +391,7 @@ class _Interrupted(BaseException):
     """What this test's SIGINT handler raises (a KeyboardInterrupt would stop pytest)."""
 
 
+@pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_during_a_commit_stops_its_write(store_spec: StoreSpec) -> None:
     """A call interrupted (Ctrl-C) while its step's put waits for the store: the caller gets
     the interrupt, the put is cancelled with it, and the call is not applied later behind

@@ -164,13 +164,6 @@ class Slow:
         return self.val
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a waiter with a timeout runs the queued call itself (caller runs) and is bound by the "
-    "method's duration, not by its timeout. Fix: ActorFuture._wait_helping helps only when "
-    "timeout is None (a bounded waiter waits for the pool), at the cost of a starved pool "
-    "timing out such waits instead of the waiter doing the work",
-)
 @pytest.mark.parametrize("method", ["work", "look"])
 def test_a_result_timeout_bounds_the_wait_when_the_waiter_would_run_the_call(
     store_spec: StoreSpec, method: str

@@ -31,8 +31,11 @@ class ActorFuture(concurrent.futures.Future[T]):
     _help: Callable[[float | None], None] | None = None
 
     def _wait_helping(self, timeout: float | None) -> None:
+        # Only an unbounded wait runs the call itself: a method body cannot be stopped half
+        # way, so a waiter with a timeout that ran it would wait as long as the body takes.
+        # A bounded wait leaves the call to the pool (a busy pool: TimeoutError, as asked).
         helper = self._help
-        if helper is not None and not self.done() and not in_loop_thread():
+        if helper is not None and timeout is None and not self.done() and not in_loop_thread():
             helper(timeout)
 
     def result(self, timeout: float | None = None) -> T:
