@@ -585,3 +585,14 @@ def test_calling_an_actor_method_directly_says_to_use_run(actor_store: StoreSpec
     with pytest.raises(TypeError, match=r"tick\.run\(\.\.\.\).*tick\.run_async\(\.\.\.\)"):
         ticker.tick()  # type: ignore[operator]
     assert ticker.tick.run() == 1  # nothing was applied by the refused call
+
+
+def test_timer_options_take_numbers_not_strings(actor_store: StoreSpec) -> None:
+    # options(delay="5") was accepted (and float()-ed much later, when the call ran);
+    # "5s" then failed inside the call, far from where it was written.
+    ticker = Ticker.get_or_create("ticker-typed")
+    for bad in ({"delay": "5"}, {"at": "1700000000"}, {"delay": 5, "every": "60"}, {"delay": True}):
+        with pytest.raises(TypeError, match="takes seconds as a number"):
+            ticker.tick.options(**bad)  # type: ignore[arg-type]
+    assert ticker.timers() == []
+    assert isinstance(ticker.tick.options(delay=5).run(), str)

@@ -304,6 +304,9 @@ class ActorMethod(Generic[P, R]):
         if delay is not None or at is not None or timer_key is not None or every is not None:
             if (delay is None) == (at is None):
                 raise ValueError("a timer takes exactly one of delay= or at=")
+            for label, number in (("delay", delay), ("at", at), ("every", every)):
+                if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)):
+                    raise TypeError(f"{label}= takes seconds as a number, got {number!r}")
             if self._info.readonly:
                 raise ValueError(f"{self._info.name} is read-only; timers call writer methods")
             timer = {"delay": delay, "at": at, "key": timer_key, "every": every}
