@@ -361,14 +361,18 @@ def test_a_get_body_cut_short_or_damaged_in_transit_is_an_error_never_data(trans
     from vactor_cloud.storage._s3 import S3Store
 
     server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)  # accept() wakes to see `stop` (closing the socket does not wake it)
+    stop = threading.Event()
     answers = 0
     messages: list[str] = []
 
     def serve() -> None:
         nonlocal answers
-        while True:
+        while not stop.is_set():
             try:
                 conn, _ = server.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with contextlib.suppress(OSError), conn:
@@ -406,6 +410,7 @@ def test_a_get_body_cut_short_or_damaged_in_transit_is_an_error_never_data(trans
     try:
         asyncio.run(body())
     finally:
+        stop.set()
         server.close()
         thread.join(5)
     assert answers >= 1
