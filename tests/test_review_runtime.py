@@ -117,3 +117,26 @@ def test_an_actor_evicted_while_a_caller_queues_on_it_keeps_submission_order_and
         assert BODY_RUNS["evicted"] == 1, "the method body ran again after a race with ourselves"
     finally:
         vc.shutdown()
+
+
+# -- Settings: switches ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["combine", "post_names", "load_classes_from_storage", "wait_for_init"])
+@pytest.mark.parametrize("value", ["False", "no", 0, None])
+def test_a_switch_that_is_not_a_bool_is_refused_naming_the_field(name: str, value: Any) -> None:
+    # Numbers were checked, switches not: Settings(load_classes_from_storage="False") (a value read
+    # from an environment variable or a config file) was accepted and truthy, so class bodies
+    # were unpickled from storage by a process whose operator had turned that off.
+    with pytest.raises(TypeError, match=rf"Settings\.{name} must be True or False"):
+        vc.Settings(**{name: value})
+
+
+@pytest.mark.parametrize("with_settings", [False, True])
+def test_init_refuses_a_load_classes_switch_that_is_not_a_bool(with_settings: bool) -> None:
+    # With settings= given, init combined its argument with the settings' by `and`:
+    # `"False" and True` is True, so the string slipped past Settings' own check.
+    extra: dict[str, Any] = {"settings": vc.Settings()} if with_settings else {}
+    try:
+        with pytest.raises(TypeError, match="load_classes_from_storage must be True or False"):
+            vc.init("memory://switch", load_classes_from_storage="False", **extra)  # type: ignore[arg-type]
+    finally:
+        vc.shutdown()

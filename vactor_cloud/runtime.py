@@ -597,6 +597,10 @@ def settings_for_init(
                 f"the timeout is given both to init() ({timeout}) and in its settings "
                 f"({override.timeout}), and they differ: give it once"
             )
+        if not isinstance(load_classes_from_storage, bool):  # `"False" and True` is True
+            raise TypeError(
+                f"Settings.load_classes_from_storage must be True or False, got {load_classes_from_storage!r}"
+            )
         load_classes_from_storage = load_classes_from_storage and override.load_classes_from_storage
     setting_names = sorted(f.name for f in fields(Settings))
     misplaced = sorted(set(options) & set(setting_names))
