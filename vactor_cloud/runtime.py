@@ -222,6 +222,10 @@ class Runtime:
         self.heads = HeadFlusher(settings.head_interval, settings.head_lag_steps, settings.head_max_delay)
         #: actor cores, least recently used first
         self._cores: OrderedDict[str, ActorCore] = OrderedDict()
+        #: cores evicted while still referenced (a caller between ``core()`` and queueing on it, a
+        #: future, a running read): taken back rather than doubled, so that one process never has
+        #: two cores of one actor racing each other (out of submission order, bodies re-run)
+        self._evicted: weakref.WeakValueDictionary[str, ActorCore] = weakref.WeakValueDictionary()
         self._cached_bytes = 0
         self._lock = threading.Lock()
         self._classes: dict[str, ActorDefinition] = {}
@@ -292,7 +296,10 @@ class Runtime:
         return _sync.submit(coro)
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
-        self.heads.mark(core, lazy=lazy)
+        # After close (a call that was running at shutdown committed): dropped. HEAD is a hint;
+        # a move flushed later would write to a store its user may have deleted meanwhile.
+        if not self.closed:
+            self.heads.mark(core, lazy=lazy)
 
     def weigh(self, core: ActorCore, delta: int) -> None:
         with self._lock:
@@ -315,6 +322,7 @@ class Runtime:
             core = self._cores[actor_id]
             if core.idle:
                 del self._cores[actor_id]
+                self._evicted[actor_id] = core
                 counters.evicted(actor_id)
                 self._cached_bytes -= core._weight
 
@@ -351,8 +359,16 @@ class Runtime:
         with self._lock:
             core = self._cores.get(actor_id)
             if core is None:
-                core = self._cores[actor_id] = ActorCore(self, actor_id, self._inbox)
-                if len(self._cores) > self.settings.max_cached_actors:
+                core = self._evicted.pop(actor_id, None)
+                if core is None:
+                    core = ActorCore(self, actor_id, self._inbox)
+                else:
+                    self._cached_bytes += core._weight
+                self._cores[actor_id] = core
+                if (
+                    len(self._cores) > self.settings.max_cached_actors
+                    or self._cached_bytes > self.settings.max_cache_bytes
+                ):
                     self._evict()
             return core
 
@@ -580,6 +596,10 @@ def settings_for_init(
             raise TypeError(
                 f"the timeout is given both to init() ({timeout}) and in its settings "
                 f"({override.timeout}), and they differ: give it once"
+            )
+        if not isinstance(load_classes_from_storage, bool):  # `"False" and True` is True
+            raise TypeError(
+                f"Settings.load_classes_from_storage must be True or False, got {load_classes_from_storage!r}"
             )
         load_classes_from_storage = load_classes_from_storage and override.load_classes_from_storage
     setting_names = sorted(f.name for f in fields(Settings))

@@ -110,6 +110,9 @@ class Settings:
     def __post_init__(self) -> None:
         for name, (low, inclusive) in _RANGES.items():
             _check_number(name, getattr(self, name), low, inclusive=inclusive, integer=name in _INTEGERS)
+        for name in _SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Settings.{name} must be True or False, got {getattr(self, name)!r}")
         window = self.dedup_window
         if not isinstance(window, tuple) or len(window) != 2:
             raise TypeError(f"Settings.dedup_window must be a tuple (keys, seconds), got {window!r}")
@@ -121,6 +124,8 @@ class Settings:
             )
 
 
+#: fields that are True or False (a string such as "False" is truthy: refused)
+_SWITCHES = ("combine", "post_names", "load_classes_from_storage", "wait_for_init")
 #: numeric field -> (lower bound, whether the bound itself is allowed); every one must also be finite
 _RANGES: dict[str, tuple[float, bool]] = {
     "max_commit_attempts": (1, True),
