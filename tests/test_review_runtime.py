@@ -140,3 +140,16 @@ def test_init_refuses_a_load_classes_switch_that_is_not_a_bool(with_settings: bo
             vc.init("memory://switch", load_classes_from_storage="False", **extra)  # type: ignore[arg-type]
     finally:
         vc.shutdown()
+
+
+def test_an_empty_signing_key_is_refused_not_taken_for_no_signing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VACTOR_SIGNING_KEY="" (a secret that came through empty) ran unsigned, silently.
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", "")
+    with pytest.raises(ValueError, match="set but empty"):
+        vc.init(f"file://{tmp_path}/s")
+    monkeypatch.delenv("VACTOR_SIGNING_KEY")
+    for bad in (b"", ""):
+        with pytest.raises((ValueError, TypeError), match="signing_key"):
+            vc.Settings(storage="", signing_key=bad)  # type: ignore[arg-type]

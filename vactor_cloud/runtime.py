@@ -616,7 +616,7 @@ def settings_for_init(
     else:
         resolved = os.fspath(storage) if storage is not None else default_storage()
         check_storage_options(resolved, options)
-    key = signing_key if signing_key is not None else os.environ.get("VACTOR_SIGNING_KEY")
+    key = signing_key if signing_key is not None else _env_key()
     given: dict[str, Any] = {
         "storage": resolved,
         "storage_options": options,
@@ -731,7 +731,12 @@ def get_runtime() -> Runtime:
 
 def _env_key() -> bytes | None:
     key = os.environ.get("VACTOR_SIGNING_KEY")
-    return key.encode("utf-8") if key else None
+    if key == "":  # a secret that came through empty must not mean "unsigned" silently
+        raise ValueError(
+            "$VACTOR_SIGNING_KEY is set but empty: set it to the signing key, or unset it to run "
+            "without signing"
+        )
+    return key.encode("utf-8") if key is not None else None
 
 
 def shutdown() -> None:

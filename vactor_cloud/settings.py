@@ -118,6 +118,12 @@ class Settings:
             raise TypeError(f"Settings.dedup_window must be a tuple (keys, seconds), got {window!r}")
         _check_number("dedup_window[0]", window[0], 0, inclusive=True, integer=True)
         _check_number("dedup_window[1]", window[1], 0, inclusive=True, integer=False)
+        key = self.signing_key
+        if key is not None and (not isinstance(key, bytes) or not key):
+            # An empty key (a secret that came through empty) must not mean "unsigned" silently.
+            raise (ValueError if isinstance(key, bytes) else TypeError)(
+                f"Settings.signing_key must be non-empty bytes or None (no signing), got {key!r}"
+            )
         if not isinstance(self.storage_options, Mapping):
             raise TypeError(
                 f"Settings.storage_options must be a mapping, got {type(self.storage_options).__name__}"
