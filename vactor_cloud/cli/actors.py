@@ -205,6 +205,7 @@ async def _all_actor_ids() -> list[str]:
 def cmd_compact(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
     from vactor_cloud import _sync
+    from vactor_cloud.errors import ActorNotFoundError
     from vactor_cloud.runtime import get_runtime
 
     if (args.actor_id is None) == (not args.all):
@@ -248,7 +249,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
         for actor_id in ids:
-            reports.append(compact_one(actor_id))
+            try:
+                reports.append(compact_one(actor_id))
+            except ActorNotFoundError:
+                if not args.all:
+                    raise
+                # objects but no step (a creation that never committed): `vactor ls` skips it too
             advance(actor_id)
     if out.json:
         out.emit_json([_report_json(r) for r in reports])
