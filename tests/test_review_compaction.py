@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, codec
 from vactor_cloud.cli import EXIT_OK, main
 from vactor_cloud.compaction import compact
-from vactor_cloud.errors import StepNotFoundError
+from vactor_cloud.errors import IntegrityError, StepNotFoundError
 from vactor_cloud.log import ActorLog
 from vactor_cloud.runtime import Settings
 from vactor_cloud.storage import ObjectStore, PutMode
@@ -152,3 +154,16 @@ def test_history_never_lists_a_stray_below_a_watermark_raised_while_it_read(spec
     racing = ActorLog(StrayAfterGcRead(store, "c", 1, stray), "c")
     entries = _sync.sync(_history(racing, None))
     assert [(e.step, e.writer == "stalled-writer") for e in entries] == [(3, False), (2, False)]
+
+
+@pytest.mark.parametrize("meta", [b'"a string"', b"[" * 100_000 + b"]" * 100_000])
+def test_a_well_checksummed_object_with_unusable_metadata_is_an_integrity_error(meta: bytes) -> None:
+    # Metadata that is JSON but not an object ("a string") raised AttributeError from
+    # meta.pop, and nesting deep enough raised RecursionError: a reader of an unsigned store
+    # met a crash, not the IntegrityError naming the object that security.md promises for
+    # a corrupt or foreign one.
+    key = "actors/a/steps/00000000000000000001"
+    body = struct.pack(">4sHHI", b"VACT", 1, 0, len(meta)) + meta
+    data = body + hashlib.sha256(body).digest()
+    with pytest.raises(IntegrityError, match="unreadable metadata"):
+        codec.decode(key, data)
