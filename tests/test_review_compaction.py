@@ -16,7 +16,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
-from vactor_cloud.cli import EXIT_OK, main
+from vactor_cloud.cli import EXIT_ERROR, EXIT_OK, main
 from vactor_cloud.compaction import compact
 from vactor_cloud.errors import IntegrityError, StepNotFoundError
 from vactor_cloud.log import ActorLog
@@ -167,3 +167,26 @@ def test_a_well_checksummed_object_with_unusable_metadata_is_an_integrity_error(
     data = body + hashlib.sha256(body).digest()
     with pytest.raises(IntegrityError, match="unreadable metadata"):
         codec.decode(key, data)
+
+
+def test_compact_all_goes_on_past_an_actor_it_cannot_compact_and_says_which(
+    local_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One actor with a damaged newest step stopped `vactor compact --all` there: every actor
+    # after it was left uncompacted, and nothing said they were. The others are compacted,
+    # the failure is named, and the exit code is not 0.
+    vc.init(local_store)
+    for actor_id in ("a-damaged", "b-real"):
+        handle = Counter.get_or_create(actor_id)
+        handle.incr.run()
+        handle.incr.run()
+    store = vc.get_runtime().store
+    key = ActorLog(store, "a-damaged").step_key(2)
+    data = _sync.sync(store.get(key)).data
+    _sync.sync(store.put(key, data[:-1] + bytes([data[-1] ^ 1]), mode="overwrite"))
+    vc.shutdown()
+    code = main(["compact", "--all", "--keep-last", "1", "--min-age", "0", "--force", "--json"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_ERROR, err
+    assert {r["actor_id"]: r["deleted_steps"] for r in json.loads(out)} == {"b-real": 2}
+    assert "a-damaged" in err and "checksum mismatch" in err and "1 of 2 actors" in err
