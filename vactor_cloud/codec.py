@@ -124,8 +124,10 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         raise IntegrityError(key, "truncated metadata")
     try:
         meta = json.loads(body[_HEADER.size : end].decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise TypeError(f"metadata is a JSON {type(meta).__name__}, not an object")
         layout = [(str(name), int(size)) for name, size in meta.pop("parts")]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise IntegrityError(key, f"unreadable metadata: {exc}") from None
     parts: dict[str, bytes] = {}
     offset = end

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import itertools
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -161,19 +162,23 @@ async def _history(log: ActorLog, limit: int | None) -> list[HistoryEntry]:
     entries = [HistoryEntry.from_record(newest)]
     want = newest.step + 1 if limit is None else min(limit, newest.step + 1)
     next_step = newest.step - 1
-    # Below the retention watermark nothing is history (a stray a stalled writer's late put
-    # left at a freed number is not listed).
-    floor = await log.read_gc() if want > 1 else 0
-    while len(entries) < want and next_step >= floor:
-        count = min(_READ_AHEAD, want - len(entries), next_step + 1 - floor)
+    while len(entries) < want and next_step >= 0:
+        count = min(_READ_AHEAD, want - len(entries), next_step + 1)
         steps = range(next_step, next_step - count, -1)
         records = await asyncio.gather(*(log.read_step(s) for s in steps))
-        for record in records:
-            if record is None:
-                # Compaction deletes the oldest steps first: nothing older remains.
-                return entries[:want]
-            entries.append(HistoryEntry.from_record(record))
+        found = list(itertools.takewhile(lambda r: r is not None, records))
+        # (compaction deletes the oldest steps first: past a missing one nothing older remains)
+        entries.extend(HistoryEntry.from_record(r) for r in found if r is not None)
+        if len(found) < len(records):
+            break
         next_step -= count
+    if len(entries) > 1:
+        # Below the retention watermark nothing is history: a stalled writer's late put may
+        # re-create a freed number (a stray), and a compaction may leave steps it has not
+        # deleted yet. Read after the steps: a stray exists only once a compaction raised the
+        # watermark past it, so this read sees that (one read before could predate it).
+        floor = await log.read_gc()
+        entries = [e for e in entries if e.step >= floor or e.step == newest.step]
     return entries[:want]
 
 

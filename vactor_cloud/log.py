@@ -606,7 +606,11 @@ class ActorLog:
             raise ValueError(f"step numbers start at 0, got {step}")
         # The watermark too: an object below it is no step of the history (a stalled writer's
         # late put re-created a freed number, deleted again by its own check, or left by a crash).
-        record, watermark = await asyncio.gather(self.read_step(step), self.read_gc())
+        # Read *after* the step: such an object exists only once a compaction raised the
+        # watermark past it, so a later gc read sees that; read concurrently, a gc answer from
+        # before the compaction could vouch for a stray read after it.
+        record = await self.read_step(step)
+        watermark = await self.read_gc()
         if record is not None and step >= watermark:
             return record
         oldest_keys, head = await asyncio.gather(self.list_steps(limit=1), self.read_head())

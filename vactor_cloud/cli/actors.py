@@ -205,6 +205,7 @@ async def _all_actor_ids() -> list[str]:
 def cmd_compact(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
     from vactor_cloud import _sync
+    from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
     from vactor_cloud.runtime import get_runtime
 
     if (args.actor_id is None) == (not args.all):
@@ -246,16 +247,36 @@ def cmd_compact(args: argparse.Namespace) -> int:
     def compact_one(actor_id: str) -> Any:
         return _sync.sync(compaction.compact(runtime.log(actor_id), args.keep_last, **options))
 
+    failed: list[tuple[str, Exception]] = []
     with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
         for actor_id in ids:
-            reports.append(compact_one(actor_id))
+            try:
+                reports.append(compact_one(actor_id))
+            except ActorNotFoundError:
+                if not args.all:
+                    raise
+                # objects but no step (a creation that never committed): `vactor ls` skips it too
+            except (VactorError, StorageError) as exc:
+                if not args.all:
+                    raise
+                failed.append((actor_id, exc))  # one damaged actor does not stop the others
             advance(actor_id)
+    for actor_id, error in failed:
+        print(f"vactor: error: {actor_id}: {error}", file=sys.stderr)
+    if failed:
+        print(
+            f"vactor: error: {len(failed)} of {len(failed) + len(reports)} actors could not be "
+            "compacted (above); the others were",
+            file=sys.stderr,
+        )
+    code = EXIT_ERROR if failed else EXIT_OK
     if out.json:
         out.emit_json([_report_json(r) for r in reports])
-        return EXIT_OK
+        return code
     if not reports:
-        print(f"no actors under {_describe_storage()}: nothing to compact", file=sys.stderr)
-        return EXIT_OK
+        if not failed:
+            print(f"no actors under {_describe_storage()}: nothing to compact", file=sys.stderr)
+        return code
     rows = [
         (
             str(getattr(r, "actor_id", "?")),
@@ -266,7 +287,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         for r in reports
     ]
     out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD BY MIN-AGE"), rows)
-    return EXIT_OK
+    return code
 
 
 def _report_json(report: Any) -> Any:
