@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -62,3 +63,61 @@ def test_wait_for_event_times_out_while_a_writer_method_of_the_actor_runs(actors
     finally:
         GATE.set()
         running.exception(30)
+
+
+# -- timers: a fired method's sub-tasks ---------------------------------------------------------
+CHILD_RUNS: list[str] = []
+
+
+def _side_effect(tag: str) -> str:
+    CHILD_RUNS.append(tag)
+    return tag
+
+
+@vc.virtual_actor
+class Chore:
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    def arm(self) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule("work", after=0, key="job", args=("job",))
+
+    def work(self, tag: str) -> None:
+        self.done.append(vc.subtask(_side_effect).run(tag))
+
+    @vc.virtual_actor.readonly
+    def log(self) -> list[str]:
+        return list(self.done)
+
+
+def test_a_timer_fired_again_after_a_failed_commit_reuses_its_finished_sub_tasks(
+    store_spec: StoreSpec,
+) -> None:
+    # docs/subworkflows.md / subtask.py: a re-run of the same call (a retry after a storage fault,
+    # a keyed call sent again after a crash) finds the finished children and does not run them
+    # again. A timer is such a call: the runner that fires it again after the first firing's
+    # commit failed (or the runner died) must not repeat the children's side effects.
+    store_spec.init()
+    try:
+        # puts of steps: 1 create, 2 arm, 3-7 the first firing and its own retries (fail: nothing committed)
+        rule = FaultRule(
+            "fail_before",
+            operations=frozenset({"put"}),
+            key_contains="/steps/",
+            at=(3, 4, 5, 6, 7),
+            retryable=False,
+        )
+        install(FaultConfig((rule,), name="fire-fails"))
+        CHILD_RUNS.clear()
+        chore = Chore.get_or_create("chore")
+        chore.arm.run()
+        first = vc.fire_due_timers()
+        assert first.fired == 0 and first.errors, first
+        second = vc.fire_due_timers()
+        assert second.fired == 1, second
+        assert chore.log.run() == ["job"]
+        assert CHILD_RUNS == ["job"]  # the first firing's checkpointed child, not run again
+    finally:
+        vc.shutdown()

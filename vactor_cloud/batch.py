@@ -36,6 +36,7 @@ import logging
 import reprlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -380,7 +381,7 @@ def apply_batch(
                 continue
             fired = True
         consumed = len(edits.ops)
-        context = CallContext(actor_id, call.call_id, body.method, False, runtime, edits)
+        context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits)
         kept: Outcome | None = None  # what the table records of a keyed call's result
         for attempt in range(call.options.max_retries + 1):
             if instance is None:
@@ -481,6 +482,11 @@ def _timer_marker(
         kwargs=tkwargs,
         frozen=None,
         idempotency_key=timer_dedup_key(timer.key, timer.due),
+        # One id for every firing of this occurrence (runner retries, a runner that died):
+        # its sub-tasks' checkpoints (tasks/<call_id>/) are found again, as a keyed call's are.
+        call_id=uuid.uuid5(
+            uuid.NAMESPACE_URL, f"{timer_dedup_key(timer.key, timer.due)}\x00{timer.created!r}"
+        ).hex,
         options=replace(call.options, name=call.options.name or f"timer {timer.key}"),
     )
     return None, body
