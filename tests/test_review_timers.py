@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -113,6 +115,7 @@ def test_a_timer_fired_again_after_a_failed_commit_reuses_its_finished_sub_tasks
         CHILD_RUNS.clear()
         chore = Chore.get_or_create("chore")
         chore.arm.run()
+        time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
         first = vc.fire_due_timers()
         assert first.fired == 0 and first.errors, first
         second = vc.fire_due_timers()
@@ -121,3 +124,36 @@ def test_a_timer_fired_again_after_a_failed_commit_reuses_its_finished_sub_tasks
         assert CHILD_RUNS == ["job"]  # the first firing's checkpointed child, not run again
     finally:
         vc.shutdown()
+
+
+# -- timers: a fired method that raises SystemExit ---------------------------------------------
+@vc.virtual_actor
+class Quitter:
+    def __init__(self) -> None:
+        self.fired = 0
+
+    def arm(self) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule("bail", after=0, key="bail")
+
+    def bail(self) -> None:
+        self.fired += 1
+        raise SystemExit(3)
+
+
+def test_a_timer_whose_method_raises_system_exit_is_not_left_pending_without_an_index_entry(
+    actors: StoreSpec,
+) -> None:
+    # A call raising a BaseException that is not an Exception is excluded (batch.py): nothing
+    # commits, so the timer stays pending. The runner reported it fired and deleted its index
+    # entry: a pending timer nothing would ever fire again (docs/timers.md: the index entry is
+    # dropped only when its timer was cancelled, fired or rescheduled).
+    quitter = Quitter.get_or_create("quitter")
+    quitter.arm.run()
+    time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+    report = vc.fire_due_timers()
+    assert report.fired == 0 and report.errors, report
+    pending = [t["key"] for t in quitter.timers()]
+    listed = [e.key for e in _sync.sync(list_index(vc.get_runtime().store))]
+    assert pending == listed == ["bail"]
