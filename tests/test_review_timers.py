@@ -157,3 +157,37 @@ def test_a_timer_whose_method_raises_system_exit_is_not_left_pending_without_an_
     pending = [t["key"] for t in quitter.timers()]
     listed = [e.key for e in _sync.sync(list_index(vc.get_runtime().store))]
     assert pending == listed == ["bail"]
+
+
+# -- timers: what schedule() calls ------------------------------------------------------------
+@vc.virtual_actor
+class Planner:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def plan(self, method: str) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule(method, after=60)
+
+    def bump(self) -> None:
+        self.n += 1
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.n
+
+
+@pytest.mark.parametrize("method", ["bmup", "peek"])
+def test_schedule_refuses_a_method_that_is_not_a_writer_of_the_actor_when_it_is_scheduled(
+    actors: StoreSpec, method: str
+) -> None:
+    # The handle refuses a read-only method for options(delay=) ("timers call writer methods"),
+    # and TimerEdits.schedule has the check ("the actor has no writer method ... to call from a
+    # timer"), but schedule() inside a method never passed it the actor's methods: a typo was
+    # committed and surfaced only when the timer fired, as an AttributeError in history.
+    planner = Planner.get_or_create(f"planner-{method}")
+    with pytest.raises(ValueError, match="no writer method"):
+        planner.plan.run(method)
+    assert planner.timers() == []
+    assert planner.plan.run("bump").startswith("t-")  # a writer method is scheduled
