@@ -191,3 +191,12 @@ def test_schedule_refuses_a_method_that_is_not_a_writer_of_the_actor_when_it_is_
         planner.plan.run(method)
     assert planner.timers() == []
     assert planner.plan.run("bump").startswith("t-")  # a writer method is scheduled
+
+
+def test_wait_for_event_with_timeout_zero_returns_an_event_already_applied(actors: StoreSpec) -> None:
+    # docs/events.md: "If such an event was already applied (within the window) it returns at
+    # once". Guards the bound on the wait above: a zero budget still looks once.
+    ledger = Ledger.get_or_create("zero-ledger")
+    ledger.send_event("paid", 5, event_id="p1")
+    assert ledger.process_events() == 1
+    assert ledger.wait_for_event("paid", timeout=0, event_id="p1") == 5

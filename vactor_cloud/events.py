@@ -38,7 +38,7 @@ import uuid
 import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
@@ -62,8 +62,6 @@ from vactor_cloud.inbox import (
 )
 from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.runtime import Runtime, get_runtime
-
-_T = TypeVar("_T")
 
 __all__ = [
     "applied_event",
@@ -237,34 +235,35 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
                 f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
                 f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
             )
-        what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
-        late = TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
         # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
-        # queues behind a writer method of the actor that is running: bounded by the timeout.
-        await _by(_process(actor_id), deadline, late)
-        record = await _by(core.revalidate(), deadline, late)
+        # queues behind a writer method of the actor that is running: bounded by the timeout
+        # (cut off, it goes on in the background; the newest step is still looked at).
+        await _by(_process(actor_id), deadline)
+        record = await core.revalidate()
         assert core.definition is not None  # set by revalidate (ensure_loaded)
         outcome = await applied_event(core.log, record, name, event_id, serializer=core.definition.serializer)
         if outcome is not None:
             return outcome.unwrap()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise late
+            what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
+            raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
 
 
-async def _by(step: Coroutine[Any, Any, _T], deadline: float, late: TimeoutError) -> _T:
-    """``step``'s result, or ``late`` once ``deadline`` (monotonic) passes; a step cut off
-    finishes in the background (applying events that were due anyway)."""
+async def _by(step: Coroutine[Any, Any, Any], deadline: float) -> None:
+    """Await ``step`` until ``deadline`` (monotonic) at most; a step cut off finishes in the
+    background (applying events that were due anyway)."""
     if deadline == math.inf:
-        return await step
+        await step
+        return
     task = asyncio.ensure_future(step)
     await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
-    if not task.done():
+    if task.done():
+        task.result()
+    else:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        raise late
-    return task.result()
 
 
 def wait_for_event(
