@@ -200,3 +200,31 @@ def test_wait_for_event_with_timeout_zero_returns_an_event_already_applied(actor
     ledger.send_event("paid", 5, event_id="p1")
     assert ledger.process_events() == 1
     assert ledger.wait_for_event("paid", timeout=0, event_id="p1") == 5
+
+
+# -- timers: the due index when a key is re-armed at the same due time ---------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="the index key timers/<due_ms>/<actor>/<key> names no particular timer: re-arming a "
+    "key at the due time of the occurrence just fired finds the fired one's entry (create-only "
+    "put: already exists, taken as written), which the runner then deletes. Fix: put the "
+    "timer's scheduling time (or a generation) in the index key, or have the scheduler "
+    "re-create its entry when an existing one may be a fired timer's (a protocol change)",
+)
+def test_a_timer_re_armed_at_the_due_time_of_the_one_just_fired_keeps_its_index_entry(
+    actors: StoreSpec,
+) -> None:
+    from vactor_cloud.timer_runner import _delete_entries, _fire_actor
+
+    runtime = vc.get_runtime()
+    planner = Planner.get_or_create("re-armed")
+    at = float(int(time.time()) - 5)  # a fixed epoch time, as an application re-arming "renewal" uses
+    planner.bump.options(at=at, timer_key="renewal").run()
+    entries = _sync.sync(list_index(runtime.store))
+    report, done = _fire_actor(runtime, "runner-a", None, "re-armed", entries, delete=False)
+    assert report.fired == 1 and done == entries
+    planner.bump.options(at=at, timer_key="renewal").run()  # re-armed before the runner's delete
+    _sync.sync(_delete_entries(runtime.store, done))
+    assert [t["key"] for t in planner.timers()] == ["renewal"]
+    assert vc.fire_due_timers().fired == 1
+    assert planner.peek.run() == 2
