@@ -228,3 +228,20 @@ def test_a_timer_re_armed_at_the_due_time_of_the_one_just_fired_keeps_its_index_
     assert [t["key"] for t in planner.timers()] == ["renewal"]
     assert vc.fire_due_timers().fired == 1
     assert planner.peek.run() == 2
+
+
+# -- timers: call options given with delay=/at= -------------------------------------------------
+@pytest.mark.parametrize(
+    "options",
+    [{"max_retries": 2}, {"name": "nightly"}, {"metadata": {"team": "a"}}, {"catch_exceptions": True}],
+    ids=lambda o: next(iter(o)),
+)
+def test_call_options_a_timer_would_drop_are_refused_with_delay(actors: StoreSpec, options: Any) -> None:
+    # options(delay=..., max_retries=2) scheduled a timer that fired with none of them: the body
+    # ran once and its failure consumed the timer; name/metadata were not in history. Refused.
+    planner = Planner.get_or_create("with-options")
+    with pytest.raises(ValueError, match="timer"):
+        planner.bump.options(delay=0.0, **options).run()
+    with pytest.raises(ValueError, match="timer"):
+        planner.bump.options(**options).options(at=time.time()).run()
+    assert planner.timers() == []
