@@ -36,6 +36,7 @@ import logging
 import reprlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -356,7 +357,7 @@ def apply_batch(
     outcomes: list[Outcome] = []
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
-    timers = TimerTable(base.extra, serializer)
+    timers = TimerTable(base.extra, serializer, definition.writer_names)
     for call in calls:
         key = call.idempotency_key
         if key is not None:
@@ -367,9 +368,9 @@ def apply_batch(
                 outcomes.append(delivered(recorded))  # each caller its own copy
                 continue
         edits = timers.edits(now)
-        body, fired = call, False
+        body, fired = call, None
         if call.method in MARKERS:
-            done, body = _timer_marker(call, timers, edits, now)
+            done, body, fired = _timer_marker(call, timers, edits, now)
             if done is not None:  # scheduled or cancelled from outside, or a timer already gone
                 outcomes.append(done)
                 if done.ok and edits.ops:
@@ -378,9 +379,8 @@ def apply_batch(
                     if key is not None:  # scheduling retried with the same key: one timer
                         table.record(key, done, now)
                 continue
-            fired = True
         consumed = len(edits.ops)
-        context = CallContext(actor_id, call.call_id, body.method, False, runtime, edits)
+        context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits)
         kept: Outcome | None = None  # what the table records of a keyed call's result
         for attempt in range(call.options.max_retries + 1):
             if instance is None:
@@ -411,12 +411,16 @@ def apply_batch(
                 _step_status("SUCCESSFUL", actor_id, call)
             break
         recordable = outcome.ok or isinstance(outcome.value, Exception)
-        if fired:
+        if fired is not None:
             # A fired timer is consumed even when its method raised (recorded, not retried forever).
             if recordable:
                 timers.apply(edits)
                 applied.append((body, outcome))
-            outcomes.append(_fire_report(outcome))
+                outcomes.append(_fire_report(outcome))
+            else:  # excluded like any call (SystemExit, ...): the timer stays, so does its entry
+                error = safe_repr(outcome.value)[:200]
+                report = FireReport(fired=False, ok=False, error=error, pending_due_ms=fired.due_ms)
+                outcomes.append(Outcome(True, report))
             continue
         outcomes.append(outcome)
         # A raising call changes nothing, unless its key must remember the exception.
@@ -455,23 +459,27 @@ def apply_batch(
 
 def _timer_marker(
     call: PendingCall, timers: TimerTable, edits: TimerEdits, now: float
-) -> tuple[Outcome | None, PendingCall]:
+) -> tuple[Outcome | None, PendingCall, Timer | None]:
     """An internal timer call: its outcome now (schedule, cancel, a timer gone), or the call
-    a due timer makes (its consumption already in ``edits``)."""
+    a due timer makes (its consumption already in ``edits``) and that timer."""
     args, kwargs = call.arguments()
     try:
         if call.method == SCHEDULE:
-            return Outcome(True, edits.schedule(*args, **kwargs)), call
+            return Outcome(True, edits.schedule(*args, **kwargs)), call, None
         if call.method != FIRE:
-            return Outcome(True, edits.cancel(*args)), call
+            return Outcome(True, edits.cancel(*args)), call, None
     except Exception as exc:
-        return Outcome(False, exc), call
+        return Outcome(False, exc), call, None
     timer = timers.due(args[0], now)
     if timer is None:
         pending = timers.pending(args[0])
-        return Outcome(
-            True, FireReport(fired=False, pending_due_ms=None if pending is None else pending.due_ms)
-        ), call
+        return (
+            Outcome(
+                True, FireReport(fired=False, pending_due_ms=None if pending is None else pending.due_ms)
+            ),
+            call,
+            None,
+        )
     timers.consume(timer, edits, now)
     targs, tkwargs = timer.arguments(timers.serializer)
     body = replace(
@@ -481,9 +489,14 @@ def _timer_marker(
         kwargs=tkwargs,
         frozen=None,
         idempotency_key=timer_dedup_key(timer.key, timer.due),
+        # One id for every firing of this occurrence (runner retries, a runner that died):
+        # its sub-tasks' checkpoints (tasks/<call_id>/) are found again, as a keyed call's are.
+        call_id=uuid.uuid5(
+            uuid.NAMESPACE_URL, f"{timer_dedup_key(timer.key, timer.due)}\x00{timer.created!r}"
+        ).hex,
         options=replace(call.options, name=call.options.name or f"timer {timer.key}"),
     )
-    return None, body
+    return None, body, timer
 
 
 def _fire_report(outcome: Outcome) -> Outcome:

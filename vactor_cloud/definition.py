@@ -135,6 +135,8 @@ class ActorDefinition:
         self.cls = cls
         self.serializer = serializer
         self.methods = _collect_methods(cls)
+        #: what a durable timer may call: the public writer methods
+        self.writer_names = frozenset(name for name, info in self.methods.items() if not info.readonly)
         if not stored:  # a body already in storage stays readable (its shadowed methods as before)
             _refuse_reserved_names(cls, self.methods)
         self._ref: ClassRef | None = None

@@ -36,6 +36,7 @@ import math
 import time
 import uuid
 import weakref
+from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
 
@@ -234,8 +235,10 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
                 f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
                 f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
             )
-        # The waiter drives the inbox itself: an idle actor has no writer to do it.
-        await _process(actor_id)
+        # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
+        # queues behind a writer method of the actor that is running: bounded by the timeout
+        # (cut off, it goes on in the background; the newest step is still looked at).
+        await _by(_process(actor_id), deadline)
         record = await core.revalidate()
         assert core.definition is not None  # set by revalidate (ensure_loaded)
         outcome = await applied_event(core.log, record, name, event_id, serializer=core.definition.serializer)
@@ -247,6 +250,20 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
             raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
+
+
+async def _by(step: Coroutine[Any, Any, Any], deadline: float) -> None:
+    """Await ``step`` until ``deadline`` (monotonic) at most; a step cut off finishes in the
+    background (applying events that were due anyway)."""
+    if deadline == math.inf:
+        await step
+        return
+    task = asyncio.ensure_future(step)
+    await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+    if task.done():
+        task.result()
+    else:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def wait_for_event(

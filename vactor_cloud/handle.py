@@ -309,6 +309,20 @@ class ActorMethod(Generic[P, R]):
                     raise TypeError(f"{label}= takes seconds as a number, got {number!r}")
             if self._info.readonly:
                 raise ValueError(f"{self._info.name} is read-only; timers call writer methods")
+            dropped = [
+                label
+                for label, given in (
+                    ("max_retries", max_retries),
+                    ("name", name is not None),
+                    ("metadata", metadata is not None),
+                    ("catch_exceptions", catch_exceptions),
+                )
+                if given
+            ]
+            if dropped:  # the timer stores the method and its arguments only: it would fire without them
+                raise ValueError(
+                    f"{', '.join(dropped)} cannot be given with a timer (delay=/at=): it fires without"
+                )
             timer = {"delay": delay, "at": at, "key": timer_key, "every": every}
         return ActorMethod(
             self._actor_id,

@@ -401,6 +401,8 @@ def _fire_actor(
                     report.lateness.append(time.time() - entry.due_ms / 1000)
                     if not found.ok:
                         logger.warning("timer %s of %r raised: %s", entry.key, actor_id, found.error)
+                elif not found.ok:  # its call was excluded (SystemExit, ...): timer and entry stay
+                    report.errors.append(f"{actor_id}/{entry.key}: not committed: {found.error}")
                 elif found.pending_due_ms is not None and found.pending_due_ms != entry.due_ms:
                     done.append(entry)  # rescheduled: its own entry is another one
                     report.stale += 1

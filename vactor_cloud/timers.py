@@ -38,6 +38,7 @@ import pickle
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -213,7 +214,9 @@ def pending_timers(extra: dict[str, Any]) -> dict[str, Timer]:
 @dataclass(frozen=True, slots=True)
 class FireReport:
     """What a ``FIRE`` call found: ``fired`` (the method ran, its outcome committed) or not (the
-    timer was gone: fired already, cancelled, rescheduled later)."""
+    timer was gone: fired already, cancelled, rescheduled later). Not fired and not ``ok``: the
+    method raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``, ...), which
+    excludes its call like any other: the timer stays pending, and so must its index entry."""
 
     fired: bool
     ok: bool = True
@@ -254,7 +257,7 @@ class TimerEdits:
         at: float | None = None,
         key: str | None = None,
         every: float | None = None,
-        known_methods: frozenset[str] | None = None,
+        known_methods: Container[str] | None = None,
     ) -> str:
         if (after is None) == (at is None):
             raise ValueError("schedule() takes exactly one of after= (seconds from now) or at= (epoch time)")
@@ -262,7 +265,8 @@ class TimerEdits:
         when = checked_due(when, None if every is None else float(every))
         if not isinstance(method, str) or method.startswith("_"):
             raise ValueError(f"a timer calls a public method by name, got {method!r}")
-        if known_methods is not None and method not in known_methods:
+        writers = self._table.writers if known_methods is None else known_methods
+        if writers is not None and method not in writers:
             raise ValueError(f"the actor has no writer method {method!r} to call from a timer")
         key = validate_timer_key(key) if key is not None else f"t-{uuid.uuid4().hex}"
         payload = encode_arguments(tuple(args), dict(kwargs or {}), self._serializer)
@@ -280,13 +284,15 @@ class TimerEdits:
 class TimerTable:
     """The timers of one base step while a batch is applied; parsed only when a call touches them."""
 
-    __slots__ = ("_extra", "_timers", "changed", "serializer")
+    __slots__ = ("_extra", "_timers", "changed", "serializer", "writers")
 
-    def __init__(self, extra: dict[str, Any], serializer: str) -> None:
+    def __init__(self, extra: dict[str, Any], serializer: str, writers: Container[str] | None = None) -> None:
         self._extra = extra
         self._timers: dict[str, Timer] | None = None
         self.changed = False
         self.serializer = serializer
+        #: the names a timer may call (the actor's writer methods); None: not checked
+        self.writers = writers
 
     @property
     def timers(self) -> dict[str, Timer]:
