@@ -5,7 +5,7 @@ key replaces it, so only the last touch counts. The timer is part of the
 step that ``touch`` commits: if ``touch`` raised, no timer would exist.
 Whatever runs the timers next (here ``vc.fire_due_timers()`` in a loop; in
 production ``vactor timers run --storage URL`` or a cron job calling ``vactor timers
-tick URL``) calls ``expire`` exactly once, never before it is due.
+tick --storage URL``) calls ``expire`` exactly once, never before it is due.
 
 Run: ``python examples/session_timeout.py [STORAGE_URL]``
 """
