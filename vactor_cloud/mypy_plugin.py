@@ -97,7 +97,11 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
         returns: Type = handle_type
         if name.endswith("_async"):
             returns = awaitable.copy_modified(args=[*awaitable.args[:2], handle_type])
-        add_method_to_class(ctx.api, ctx.cls, name, args, returns, is_classmethod=True)
+        func = add_method_to_class(ctx.api, ctx.cls, name, args, returns, is_classmethod=True)
+        # Kept in the symbol table but out of the class body, which the checker walks: else an
+        # actor subclass's ``get_or_create`` (returning ``ActorHandle[Sub]``, taking ``Sub``'s
+        # ``__init__`` parameters) is reported as an incompatible override of its base's.
+        ctx.cls.defs.body.remove(func)
     return True
 
 
@@ -149,7 +153,10 @@ def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
     returns = signature.ret_type
     if _is_async(method):
         returns = _coroutine_result(returns)
-    parameters = Parameters(signature.arg_types, signature.arg_kinds, signature.arg_names)
+    # A generic method's type variables go with its parameters: ``run`` binds them per call.
+    parameters = Parameters(
+        signature.arg_types, signature.arg_kinds, signature.arg_names, variables=signature.variables
+    )
     default = get_proper_type(ctx.default_attr_type)
     if not isinstance(default, Instance) or default.type.fullname != _METHOD:
         return ctx.default_attr_type
@@ -162,9 +169,11 @@ def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedF
     node = symbol.node if symbol is not None else None
     if isinstance(node, FuncDef) and not (node.is_static or node.is_class):
         return node
-    if isinstance(node, Decorator) and not (node.func.is_static or node.func.is_class):
-        return node
-    if isinstance(node, OverloadedFuncDef) and not (node.is_static or node.is_class):
+    # A property is no method at runtime (not callable on the class): ``h.prop`` is an AttributeError.
+    if isinstance(node, Decorator):
+        func = node.func
+        return None if func.is_static or func.is_class or func.is_property else node
+    if isinstance(node, OverloadedFuncDef) and not (node.is_static or node.is_class or node.is_property):
         return node
     return None
 

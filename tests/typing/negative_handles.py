@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import vactor_cloud as vc
+
+T = TypeVar("T")
 
 
 @vc.virtual_actor
@@ -21,6 +25,13 @@ class Account:
 
     def _private(self) -> None:
         pass
+
+    def first(self, items: list[T]) -> T:
+        return items[0]
+
+    @property
+    def label(self) -> str:
+        return self.owner
 
 
 def wrong() -> None:
@@ -40,4 +51,7 @@ def wrong() -> None:
     text: str = h.deposit.run(5)  # E: (expression has type "int", variable has type "str")
     later: str = vc.get(h.deposit.run_async(5))  # E: (expression has type "int", variable has type "str")
     audit: int = h.audit.run(True)  # E: expression has type "list[str]"
+    h.label.run()  # E: Actor class "Account" has no method "label"
+    h.first.run(1)  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "int"
+    first: str = h.first.run([1])  # E: (expression has type "int", variable has type "str")
     h.options(idempotency_key="k")  # E: Actor class "Account" has no method "options"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, assert_type
+from typing import Any, TypeVar, assert_type
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
+
+T = TypeVar("T")
 
 
 @vc.virtual_actor
@@ -24,6 +26,21 @@ class Account:
 
     async def audit(self, strict: bool) -> list[str]:
         return []
+
+    def first(self, items: list[T]) -> T:
+        return items[0]
+
+
+@vc.virtual_actor
+class Savings(Account):
+    """A subclass actor with its own ``__init__``: no false override error on ``get_or_create``."""
+
+    def __init__(self, owner: str, rate: float) -> None:
+        super().__init__(owner)
+        self.rate = rate
+
+    def accrue(self) -> int:
+        return self.balance
 
 
 @vc.virtual_actor(serializer="json")
@@ -44,6 +61,13 @@ def typed() -> None:
     assert_type(h.audit.run(True), list[str])
     assert_type(h.audit.run_async(strict=False), vc.ActorFuture[list[str]])
     assert_type(Empty.get_or_create("e"), vc.ActorHandle[Empty])
+    # A generic method's type variables are bound per call.
+    assert_type(h.first.run([1, 2]), int)
+    assert_type(h.first.run_async(["a"]), vc.ActorFuture[str])
+    s = Savings.get_or_create("s", "sue", 0.5)
+    assert_type(s, vc.ActorHandle[Savings])
+    assert_type(s.deposit.run(1), int)
+    assert_type(s.accrue.run(), int)
     # The handle's own methods are still there.
     assert_type(h.actor_id, str)
     h.ready().result()
