@@ -4,9 +4,12 @@ vactor_cloud pytest plugin (entry point ``pytest11``), loaded because the packag
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
+from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -121,3 +124,28 @@ def runtime_off() -> Iterator[None]:
         yield
     finally:
         vc.shutdown()
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[Callable[[threading.Event], None]]:
+    """``ctrl_c(event)``: once ``event`` is set, SIGINT reaches the main thread, where it raises
+    :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt). Skips where signals cannot be
+    aimed at the main thread, or the test does not run there."""
+    if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs signals delivered to the main thread")
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    def when(event: threading.Event) -> None:
+        def interrupt() -> None:
+            if event.wait(30):
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+        threading.Thread(target=interrupt, daemon=True).start()
+
+    previous = signal.signal(signal.SIGINT, raise_interrupted)
+    try:
+        yield when
+    finally:
+        signal.signal(signal.SIGINT, previous)

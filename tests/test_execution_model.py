@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, counters
@@ -387,18 +388,14 @@ def test_memory_commits_put_on_the_calling_thread_and_a_lost_race_still_resolves
         vc.shutdown()
 
 
-class _Interrupted(BaseException):
-    """What this test's SIGINT handler raises (a KeyboardInterrupt would stop pytest)."""
-
-
 @pytest.mark.usefixtures("runtime_off")
-def test_ctrl_c_during_a_commit_stops_its_write(store_spec: StoreSpec) -> None:
+def test_ctrl_c_during_a_commit_stops_its_write(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
     """A call interrupted (Ctrl-C) while its step's put waits for the store: the caller gets
     the interrupt, the put is cancelled with it, and the call is not applied later behind
     the caller's back (the put used to carry on on the IO loop and land once the store
     answered)."""
-    if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
-        pytest.skip("needs signals delivered to the main thread")
 
     class HeldSteps(FaultyStore):
         def __init__(self, inner: Any) -> None:
@@ -421,21 +418,11 @@ def test_ctrl_c_during_a_commit_stops_its_write(store_spec: StoreSpec) -> None:
     box = Box.get_or_create("interrupted")
     box.bump.run("first")
     store.hold = True
-
-    def interrupt() -> None:
-        if store.held.wait(30):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    def raise_interrupted(signum: int, frame: object) -> None:
-        raise _Interrupted
-
-    previous = signal.signal(signal.SIGINT, raise_interrupted)
+    ctrl_c(store.held)
     try:
-        threading.Thread(target=interrupt, daemon=True).start()
-        with pytest.raises(_Interrupted):
+        with pytest.raises(Interrupted):
             box.bump.run("interrupted", 100)
     finally:
-        signal.signal(signal.SIGINT, previous)
         store.hold = False
         store.release.set()
     time.sleep(0.2)  # time for a put that carried on to land

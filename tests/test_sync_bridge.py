@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import pytest
+from interrupts import Interrupted
 
 from vactor_cloud import _sync
 from vactor_cloud._sync import get_loop, in_loop_thread, submit, sync
@@ -77,16 +78,11 @@ def test_sync_propagates_the_coroutine_exception() -> None:
         sync(fail(), timeout=30)
 
 
-class _Interrupted(BaseException):
-    """What the test's SIGINT handler raises (a KeyboardInterrupt would reach pytest)."""
-
-
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
-def test_an_interrupt_while_waiting_cancels_the_coroutine_and_reaches_the_caller() -> None:
+def test_an_interrupt_while_waiting_cancels_the_coroutine_and_reaches_the_caller(
+    ctrl_c: Callable[[threading.Event], None],
+) -> None:
     """Ctrl-C during a blocking call: the work on the IO loop stops too (it used to carry
     on unseen: a commit could land after its caller had been told it was interrupted)."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
     started = threading.Event()
     outcome: list[str] = []
 
@@ -99,20 +95,9 @@ def test_an_interrupt_while_waiting_cancels_the_coroutine_and_reaches_the_caller
             outcome.append("cancelled")
             raise
 
-    def interrupt() -> None:
-        if started.wait(30):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    def raise_interrupted(signum: int, frame: object) -> None:
-        raise _Interrupted
-
-    previous = signal.signal(signal.SIGINT, raise_interrupted)
-    try:
-        threading.Thread(target=interrupt, daemon=True).start()
-        with pytest.raises(_Interrupted):
-            sync(long_io(), timeout=30)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    ctrl_c(started)
+    with pytest.raises(Interrupted):
+        sync(long_io(), timeout=30)
     for _ in range(300):
         if outcome:
             break

@@ -179,6 +179,15 @@ def writers_on_this_thread() -> list[str]:
     return held
 
 
+def call_cycle(actor_id: str) -> str | None:
+    """``"a -> b -> a"`` when a writer method of ``actor_id`` runs on this thread (a call that
+    would wait for that actor would wait for itself), else None."""
+    held = writers_on_this_thread()
+    if actor_id not in held:
+        return None
+    return " -> ".join([*held[held.index(actor_id) :], actor_id])
+
+
 class WaitingInsideWriter:
     """(``ActorCore.help``'s helper) ``with WaitingInsideWriter():`` while this thread waits for
     (or runs) another call from inside a writer method, that writer stays on this thread's list
@@ -526,9 +535,8 @@ class ActorCore:
         if current_call() is None and not getattr(_waiting_writers, "stack", None):
             self._help(future, timeout)  # no actor method runs on this thread: nothing to refuse
             return
-        held = writers_on_this_thread()
-        if self.actor_id in held:
-            cycle = " -> ".join([*held[held.index(self.actor_id) :], self.actor_id])
+        cycle = call_cycle(self.actor_id)
+        if cycle is not None:
             error = ReentrantCallError(
                 f"a call to actor {self.actor_id!r} waits for that actor while a writer method of it "
                 f"runs on this same thread (a call cycle {cycle}): it would wait for itself; it was "

@@ -42,7 +42,7 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.core import writers_on_this_thread
+from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.errors import (
     ActorNotFoundError,
@@ -198,9 +198,8 @@ async def process_events_async(actor_id: str) -> int:
 def _refuse_own_writer(actor_id: str, what: str) -> None:
     """``ReentrantCallError`` when a writer method of ``actor_id`` runs on this thread: applying
     events commits on that actor, which would wait for the method, which waits for it."""
-    held = writers_on_this_thread()
-    if actor_id in held:
-        cycle = " -> ".join([*held[held.index(actor_id) :], actor_id])
+    cycle = call_cycle(actor_id)
+    if cycle is not None:
         raise ReentrantCallError(
             f"{what}() of actor {actor_id!r} was called while a writer method of it runs on this "
             f"same thread (a call cycle {cycle}): applying events commits on that actor, which "
