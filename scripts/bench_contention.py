@@ -81,6 +81,7 @@ def _worker(
         time.sleep(0.001)
     end = start.value + duration
     think = options.get("think", 0.0)
+    cpu = time.process_time()
     while time.time() < end:
         if think:
             time.sleep(think)  # work between calls (a Dask task's overhead): light contention
@@ -92,6 +93,7 @@ def _worker(
             continue
         latencies.append(time.perf_counter() - began)
     requests = vc.get_runtime().store.requests.snapshot()
+    requests["(cpu_ms)"] = round(1000 * (time.process_time() - cpu))
     stats = counters.stats()
     for name in ("commits", "commit_conflicts", "posted_calls", "folded_calls", "leases_taken"):
         requests[f"({name})"] = stats.get(name, 0)

@@ -17,11 +17,11 @@ from combining_workers import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, compaction, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError, RetryableStorageError
+from vactor_cloud.errors import CallPendingError, CommitOutcomeUnknownError, RetryableStorageError
 from vactor_cloud.keys import post_key
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
@@ -464,3 +464,62 @@ def test_a_post_left_behind_from_a_clock_far_ahead_is_not_applied_again_once_an_
     assert pending_posts("a") != []  # still left behind, not expired by its name's time
     log.add.run("me/2")  # loses to step 4, posts, folds what is pending
     assert log.applied.run().count("late/0") == 1, log.applied.run()
+
+
+# -- a stray step below the watermark, read by a walk back to a posted call's outcome -------------
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark(
+    store_spec: StoreSpec,
+) -> None:
+    """A caller gave up waiting (``CallPendingError``); another process's fold applied its call
+    later, and compaction deleted that step. A stalled folder's late put then re-created the
+    freed step number (a stray: its outcome is not the history's). ``call_outcome`` walked
+    back from the newest step, read the stray like a step of the history and returned the
+    stray's result. A step below the watermark is no step of the history: the result of the
+    call is compacted, and ``call_outcome`` says so (``CommitOutcomeUnknownError``).
+    (Compaction's ``min_age=0`` here, past a short ``fresh_window``; a real one waits far longer.)"""
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=0.5, deadline=0.5, fresh_window=0.3)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    _hold_lease_elsewhere("a")  # a stalled holder: we post and wait
+    commit_behind_its_back("a")  # step 2
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run("me/1")
+    (call_id,) = raised.value.call_ids
+    runtime = vc.get_runtime()
+    log_ = ActorLog(runtime.store, "a", signing_key=runtime.settings.signing_key)
+    box = PostBox(runtime.store, "a", runtime.settings.signing_key)
+    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+    two = _sync.sync(log_.read_step(2))
+    assert two is not None
+
+    def fold(step: int, parent: dict[str, Any], result: str, writer: str) -> Any:
+        return dataclasses.replace(
+            two,
+            step=step,
+            parent=step - 1,
+            writer=writer,
+            extra=advance_cursor(parent, [post], time.time()),
+            posted=encode_outcomes({call_id: Outcome(True, result)}),
+            carried=b"",
+        )
+
+    three = fold(3, two.extra, "from the history", "folder")
+    _sync.sync(log_.put_step(three))  # the holder's fold applies our call
+    _sync.sync(runtime.store.delete(post.key))
+    parent = three
+    for step in (4, 5, 6):  # more of the holder's steps, applying nothing of ours
+        parent = dataclasses.replace(parent, step=step, parent=step - 1, posted=b"", carried=b"")
+        _sync.sync(log_.put_step(parent))
+    time.sleep(0.35)  # past fresh_window: our cache may predate a compaction
+    _sync.sync(compaction.compact(log_, keep_last=3, min_age=0))
+    assert _sync.sync(log_.read_gc()) == 4
+    assert _sync.sync(log_.read_step(3)) is None  # compacted
+    stray = fold(3, two.extra, "from a stray", "stalled-folder")
+    _sync.sync(
+        runtime.store.put(
+            log_.step_key(3), stray.encode(log_.step_key(3), runtime.settings.signing_key), mode="create"
+        )
+    )
+    with pytest.raises(CommitOutcomeUnknownError):
+        vc.get_actor("a").call_outcome(call_id)

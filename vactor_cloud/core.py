@@ -1639,14 +1639,26 @@ class ActorCore:
             outcomes = decode_outcomes(record.posted)
             if first in outcomes:
                 found, folded_in = outcomes, record
-                break
-            carried = decode_outcomes(record.carried)
-            if first in carried:
-                found = carried  # applied by the step before (its time is not known here)
+            else:
+                carried = decode_outcomes(record.carried)
+                if first in carried:
+                    found = carried  # applied by the step before (its time is not known here)
+            if found is not None:
+                if step != base.step and self._below_watermark(step):
+                    found = folded_in = None  # a stray, not the history's: the step was compacted
                 break
             posted.passed.add(step)
         self._deliver_posted(posted, batch, base, found, folded_in)
         return True
+
+    def _below_watermark(self, step: int) -> bool:
+        """Whether ``step``, just read on a walk back from a validated step, lies below the
+        retention watermark: then it is no step of the history but a stray (a stalled
+        writer's late put re-created a number a compaction had freed), and what it says
+        must not be taken. The watermark is read *after* the step (as ``ActorLog.find_step``
+        does): a compaction raises it before deleting, so a stray read before this answer
+        shows below it. One request, only when a walk back found what it looked for."""
+        return step < self.env.run(self.log.read_gc())
 
     def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
         """The caller stops waiting; remember the post so ``call_outcome`` can tell later."""
@@ -1690,6 +1702,9 @@ class ActorCore:
                 break  # compacted: older steps are gone too
             found = decode_outcomes(record.posted).get(call_id)
             if found is not None:
+                if step != newest.step and self._below_watermark(step):
+                    complete = False  # a stray, not the history's: the step was compacted
+                    break
                 return found
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
