@@ -153,6 +153,36 @@ def test_a_damaged_gc_watermark_says_which_actor_and_what_to_do(spec: StoreSpec,
     assert vc.get_actor("v").incr.run() == 3
 
 
+def test_a_step_copied_from_another_actors_log_is_refused_before_unpickling(spec: StoreSpec) -> None:
+    """Without a signing key the digest covers the bytes, not the key: a step object copied
+    from actor a's log to the same number in b's verifies. Each step records its actor, so b
+    refuses it instead of taking a's state as its own (with a key, the MAC covers the key)."""
+    a = Vault.get_or_create("a")
+    a.incr.run()
+    a.incr.run()
+    Vault.get_or_create("b")  # step 0 only: a's step 1 fits b's log by number and parent
+    key = step_key("b", 1)
+    raw_put(key, raw_get(step_key("a", 1)))
+    reopen(spec)
+    UNPICKLED.clear()
+    with pytest.raises(IntegrityError) as caught:
+        vc.get_actor("b").get.run()
+    assert caught.value.key == key
+    assert "belongs to actor 'a', not 'b'" in str(caught.value)
+    assert UNPICKLED == []
+    assert vc.get_actor("a").get.run() == 2  # the original is untouched
+
+
+def test_a_step_written_before_steps_recorded_their_actor_is_still_read(spec: StoreSpec) -> None:
+    Vault.get_or_create("v").incr.run()
+    key = step_key("v", 1)
+    env = codec.decode(key, raw_get(key))
+    assert env.meta.pop("actor") == "v"  # recorded now
+    raw_put(key, codec.encode(key, env.meta, env.parts))
+    reopen(spec)
+    assert vc.get_actor("v").incr.run() == 2
+
+
 def test_corrupt_state_bytes_are_refused_before_unpickling(spec: StoreSpec) -> None:
     Vault.get_or_create("v").incr.run()
     key = step_key("v", 1)
