@@ -116,6 +116,73 @@ def test_corrupt_step_raises_integrity_error_naming_the_key_and_is_never_unpickl
     assert UNPICKLED == []
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b[:-1] + bytes([b[-1] ^ 1]), id="digest-bit-flipped"),
+        pytest.param(lambda b: b[: len(b) // 2], id="truncated-half"),
+        pytest.param(lambda b: b"", id="empty"),
+        pytest.param(lambda b: b'{"min_step": 1}', id="not-an-envelope"),
+    ],
+)
+def test_a_damaged_gc_watermark_says_which_actor_and_what_to_do(spec: StoreSpec, damage: Any) -> None:
+    """Every load of the actor reads its ``gc`` object, so a damaged one stops the actor: the
+    error must name the object and the actor and say how to recover (restore it: no value
+    written by hand is safe, too low lets stray steps pass for history, too high hides it)."""
+    from vactor_cloud.log import GcWatermark, encode_gc
+
+    vault = Vault.get_or_create("v")
+    vault.incr.run()
+    vault.incr.run()
+    log = vc.get_runtime().log("v")
+    raw_put(log.gc_key, damage(encode_gc(log.gc_key, GcWatermark(1), 0.0, None)))
+    # fresh_window=0: every call validates its cache, reading the watermark (by default a
+    # process does so once its cache is 5 s old); history reads it on every call.
+    reopen(spec, settings=vc.Settings(storage=spec.url, fresh_window=0.0))
+    for call in (vc.get_actor("v").incr.run, vc.get_actor("v").history):
+        with pytest.raises(IntegrityError) as caught:
+            call()
+        message = str(caught.value)
+        assert caught.value.key == log.gc_key and message.startswith(f"{log.gc_key}: ")
+        assert "retention watermark of actor 'v'" in message
+        assert "damaged or cannot be verified" in message
+        assert "restore it from a backup or an earlier version" in message
+        assert "bucket versioning" in message
+        assert "too low" in message and "too high" in message
+    raw_put(log.gc_key, encode_gc(log.gc_key, GcWatermark(1), 0.0, None))  # restored
+    assert vc.get_actor("v").incr.run() == 3
+
+
+def test_a_step_copied_from_another_actors_log_is_refused_before_unpickling(spec: StoreSpec) -> None:
+    """Without a signing key the digest covers the bytes, not the key: a step object copied
+    from actor a's log to the same number in b's verifies. Each step records its actor, so b
+    refuses it instead of taking a's state as its own (with a key, the MAC covers the key)."""
+    a = Vault.get_or_create("a")
+    a.incr.run()
+    a.incr.run()
+    Vault.get_or_create("b")  # step 0 only: a's step 1 fits b's log by number and parent
+    key = step_key("b", 1)
+    raw_put(key, raw_get(step_key("a", 1)))
+    reopen(spec)
+    UNPICKLED.clear()
+    with pytest.raises(IntegrityError) as caught:
+        vc.get_actor("b").get.run()
+    assert caught.value.key == key
+    assert "belongs to actor 'a', not 'b'" in str(caught.value)
+    assert UNPICKLED == []
+    assert vc.get_actor("a").get.run() == 2  # the original is untouched
+
+
+def test_a_step_written_before_steps_recorded_their_actor_is_still_read(spec: StoreSpec) -> None:
+    Vault.get_or_create("v").incr.run()
+    key = step_key("v", 1)
+    env = codec.decode(key, raw_get(key))
+    assert env.meta.pop("actor") == "v"  # recorded now
+    raw_put(key, codec.encode(key, env.meta, env.parts))
+    reopen(spec)
+    assert vc.get_actor("v").incr.run() == 2
+
+
 def test_corrupt_state_bytes_are_refused_before_unpickling(spec: StoreSpec) -> None:
     Vault.get_or_create("v").incr.run()
     key = step_key("v", 1)

@@ -41,6 +41,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StepNotFoundError,
     StorageError,
+    TruncatedObjectError,
 )
 from vactor_cloud.storage import IfMatch, ObjectStore
 
@@ -185,6 +186,8 @@ class StepRecord:
         meta = {
             "kind": "step",
             "step": self.step,
+            # Whose step it is: an unsigned digest covers the bytes, not the key (see decode).
+            "actor": keys.actor_id_of(key),
             "parent": self.parent,
             "class": self.class_ref.to_json(),
             "serializer": self.serializer,
@@ -209,6 +212,15 @@ class StepRecord:
     def decode(cls, key: str, data: bytes, signing_key: bytes | None) -> StepRecord:
         env = codec.decode(key, data, signing_key=signing_key)
         meta = env.meta
+        # A signature covers the key; a plain checksum does not, so a step copied from another
+        # actor's log would verify there. Steps written before they recorded it carry none.
+        owner = meta.get("actor")
+        if owner is not None and owner != keys.actor_id_of(key):
+            raise IntegrityError(
+                key,
+                f"belongs to actor {owner!r}, not {keys.actor_id_of(key)!r}: a step object copied "
+                "from another actor's log is no step of this one",
+            )
         try:
             if meta.get("kind") != "step":
                 raise ValueError(f"expected a step object, found {meta.get('kind')!r}")
@@ -334,6 +346,26 @@ def decode_gc(key: str, data: bytes, version: str | None, signing_key: bytes | N
     except (KeyError, ValueError, TypeError) as exc:
         raise IntegrityError(key, f"malformed gc watermark: {exc}") from None
     return GcWatermark(min_step, version, compacted, recorded_from)
+
+
+def _unusable_gc(actor_id: str, key: str, exc: IntegrityError) -> IntegrityError:
+    """``exc`` (a ``gc`` object that does not verify or decode) reworded to say what it stops
+    and what to do. No value can be put back safely without the original: a watermark too
+    low lets stray steps below it (a stalled writer's late puts) pass for history, one too
+    high hides history, and the record of compacted writers would be lost either way."""
+    detail = str(exc) if isinstance(exc, TruncatedObjectError) else exc.reason
+    reason = (
+        f"the retention watermark of actor {actor_id!r} is damaged or cannot be verified ({detail}). "
+        "The actor cannot be used (calls, history, compaction) until it reads: which of its steps are "
+        "history depends on it. If a retry reads it, it was damaged in transit; if every object "
+        "fails alike, check the signing key (signing_key= / $VACTOR_SIGNING_KEY). Otherwise restore "
+        "it from a backup or an earlier version (S3 bucket versioning, GCS object versioning); the "
+        "steps are untouched. Do not delete it or write one by hand: a watermark too low lets stray "
+        "steps below it pass for history, one too high hides history."
+    )
+    if isinstance(exc, TruncatedObjectError):  # also a StorageError: keep what callers catch
+        return TruncatedObjectError(f"{key}: {reason}", key)
+    return IntegrityError(key, reason)
 
 
 class ActorLog:
@@ -753,9 +785,13 @@ class ActorLog:
         """The ``gc`` object: the watermark, its version, and whose steps it deleted."""
         try:
             blob = await self.store.get(self.gc_key)
+            return decode_gc(self.gc_key, blob.data, blob.version, self.signing_key)
         except NotFoundError:
             return GcWatermark(0)
-        return decode_gc(self.gc_key, blob.data, blob.version, self.signing_key)
+        except FormatVersionError:
+            raise  # its message already says what to do: upgrade
+        except IntegrityError as exc:
+            raise _unusable_gc(self.actor_id, self.gc_key, exc) from None
 
     # -- class bodies ------------------------------------------------------------
     async def put_class(self, sha: str, body: bytes, name: str) -> None:

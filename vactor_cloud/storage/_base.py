@@ -122,11 +122,13 @@ class ObjectStore(abc.ABC):
     # -- public API -------------------------------------------------------
     async def get(self, key: str) -> Blob:
         """Read a whole object. ``NotFoundError`` if it does not exist."""
+        self._check_key(key)
         self.requests.add("get")
         return await self._bounded(self._get(key), "GET", key)
 
     async def head(self, key: str) -> str | None:
         """The object's current version, or ``None`` if it does not exist."""
+        self._check_key(key)
         self.requests.add("head")
         return await self._bounded(self._head(key), "HEAD", key)
 
@@ -137,6 +139,7 @@ class ObjectStore(abc.ABC):
         ``mode=IfMatch(v)`` raises ``PreconditionFailedError`` unless the key
         exists at version ``v``; ``"overwrite"`` always writes.
         """
+        self._check_key(key)
         self.requests.add("put")
         return await self._bounded(self._put(key, bytes(data), mode), "PUT", key, write=True)
 
@@ -189,6 +192,7 @@ class ObjectStore(abc.ABC):
 
     async def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object is not an error."""
+        self._check_key(key)
         self.requests.add("delete")
         await self._bounded(self._delete(key), "DELETE", key, write=True)
 
@@ -209,6 +213,8 @@ class ObjectStore(abc.ABC):
         unique = list(dict.fromkeys(keys))
         if not unique:
             return
+        for key in unique:  # all of them before any request: a bad key deletes nothing
+            self._check_key(key)
         size = max(1, self.delete_batch)
         batches = [unique[i : i + size] for i in range(0, len(unique), size)]
         if len(batches) == 1:
@@ -263,6 +269,15 @@ class ObjectStore(abc.ABC):
                 key,
                 write_in_flight=write,
             ) from None
+
+    def _check_key(self, key: str) -> None:
+        """Refuse a key no backend can store alike: ``""`` names no object, and ``"/k"`` would
+        be another object on S3 and GCS (``prefix//k``) than in a directory. Checked here, for
+        every backend, before a request is counted or sent (and by the ``*_now`` methods)."""
+        if not key or key[0] == "/":
+            raise StorageError(
+                f"{self.url}: invalid key {key!r}: keys are non-empty and relative (no leading '/')", key
+            )
 
     def describe(self) -> str:
         """A short human-readable name for messages."""

@@ -220,8 +220,7 @@ class GCSStore(ObjectStore):
 
     # -- request plumbing ---------------------------------------------------
     def _name(self, key: str) -> str:
-        if not key or key.startswith("/"):
-            raise StorageError(f"{self.url}: invalid key {key!r} (empty or starting with '/')", key)
+        self._check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _object_url(self, fs: GCSFileSystem, key: str) -> str:

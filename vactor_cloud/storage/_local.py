@@ -207,9 +207,14 @@ class LocalStore(ObjectStore):
 
     def _fspath(self, key: str, *, writing: bool = False) -> str:
         """The file that stores ``key`` (a string: pathlib costs more than the request here)."""
+        self._check_key(key)
         parts = key.split("/")
-        if not key or key.startswith("/") or "" in parts or "\x00" in key:
-            raise StorageError(f"{self.url}: invalid key {key!r}", key)
+        if "" in parts or "\x00" in key:
+            raise StorageError(
+                f"{self.url}: invalid key {key!r}: an empty component or a NUL byte cannot be stored "
+                "in a local directory",
+                key,
+            )
         if any(part[0] == "." for part in parts):
             # "." and ".." are path components (an alias, an escape); other names starting with
             # "." are this store's own files (temp files, locks), never listed: refused alike.
@@ -618,12 +623,14 @@ class LocalStore(ObjectStore):
         return self._plain(LocalStore)
 
     def get_now(self, key: str) -> Blob:
+        self._check_key(key)
         self.requests.add("get")
         blob = self._read(key)
         assert blob is not None
         return blob
 
     def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        self._check_key(key)
         self.requests.add("put")
         return self._write(key, bytes(data), mode)
 

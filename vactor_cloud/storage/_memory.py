@@ -70,10 +70,12 @@ class MemoryStore(ObjectStore):
 
     def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
         """``put`` done synchronously on the calling thread (it never waits: a dict and a lock)."""
+        self._check_key(key)
         self.requests.add("put")
         return self._put_now(key, bytes(data), mode)
 
     def get_now(self, key: str) -> Blob:
+        self._check_key(key)
         self.requests.add("get")
         return self._get_now(key)
 

@@ -251,8 +251,7 @@ class S3Store(ObjectStore):
         )
 
     def _object_key(self, key: str) -> str:
-        if not key or key.startswith("/"):
-            raise StorageError(f"{self.url}: invalid key {key!r}: keys are non-empty and relative", key)
+        self._check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     async def _call(self, method: str, key: str, mode: PutMode | None = None, **params: Any) -> Any:

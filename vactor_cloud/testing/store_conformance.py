@@ -21,7 +21,8 @@ not a cache; create-only puts with exactly one winner among racing threads
 and racing processes; compare-and-swap puts that refuse stale versions and
 missing keys; versions that are never reused (no ABA); no torn reads; deletes
 of many keys at once (missing ones fine, one counted request per batch); and
-errors from :mod:`vactor_cloud.errors` that name the key.
+errors from :mod:`vactor_cloud.errors` that name the key; and empty or absolute
+(``/``-led) keys refused alike, before any request.
 """
 
 from __future__ import annotations
@@ -361,6 +362,46 @@ class StoreConformance:
             assert await store.list("") == sorted(kept)
 
         run_on_store(store_spec, body)
+
+    @pytest.mark.parametrize(
+        "key", ["", "/", "/abs", "/abs/deeper"], ids=["empty", "slash", "absolute", "absolute-deep"]
+    )
+    def test_empty_and_absolute_keys_are_refused_before_any_request(
+        self, store_spec: StoreSpec, key: str
+    ) -> None:
+        # Keys are relative to the store's root: "" names no object and "/k" would be a
+        # different object on S3 and GCS ("prefix//k") than on a filesystem. Every backend
+        # refuses both alike, with the same error, and sends nothing for them.
+        async def body(store: ObjectStore) -> list[StorageError]:
+            requests: list[Callable[[], Awaitable[object]]] = [
+                lambda: store.get(key),
+                lambda: store.head(key),
+                lambda: store.put(key, b"x"),
+                lambda: store.put(key, b"x", mode="create"),
+                lambda: store.put(key, b"x", mode=IfMatch("1")),
+                lambda: store.delete(key),
+                lambda: store.delete_many(["fine", key]),
+            ]
+            errors: list[StorageError] = []
+            for request in requests:
+                with pytest.raises(StorageError) as refused:
+                    await request()
+                errors.append(refused.value)
+            if store.inline:  # the synchronous requests of the memory and local stores
+                for now in (lambda: store.put_now(key, b"x"), lambda: store.get_now(key)):
+                    with pytest.raises(StorageError) as refused:
+                        now()
+                    errors.append(refused.value)
+            assert store.requests.total() == 0, store.requests.snapshot()
+            assert await store.list("") == []
+            return errors
+
+        for exc in run_on_store(store_spec, body):
+            assert type(exc) is StorageError
+            assert exc.key == key
+            assert str(exc).endswith(
+                f": invalid key {key!r}: keys are non-empty and relative (no leading '/')"
+            )
 
     # -- listing -----------------------------------------------------------
     def test_list_is_sorted_recursive_and_prefix_filtered(self, store_spec: StoreSpec) -> None:
