@@ -357,7 +357,7 @@ def apply_batch(
     outcomes: list[Outcome] = []
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
-    timers = TimerTable(base.extra, serializer, definition.writer_names)
+    timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
     for call in calls:
         key = call.idempotency_key
         if key is not None:

@@ -10,7 +10,8 @@
     actors/<id>/mail/<name>                  calls posted under contention, create-only
     actors/<id>/lease                        advisory folder lease under contention (a hint)
     mail-key                                 the key that seals posts carried by their names
-    timers/<due_ms:020d>/<id>/<key>          due index of durable timers, create-only (a hint)
+    timers/<due_ms:020d>-<gen>/<id>/<key>    due index of durable timers, create-only (a hint);
+                                             timers/<due_ms:020d>/<id>/<key> before generations
     timer-claims/<id>                        a timer runner's lease on one actor's due timers
     timer-runners/<runner_id>                a live timer runner's heartbeat (its expiry)
 
@@ -120,18 +121,30 @@ TIMER_CLAIMS = "timer-claims/"
 _DUE_DIGITS = 20
 
 
-def timer_index_key(due_ms: int, actor_id: str, key: str) -> str:
-    return f"{TIMER_INDEX}{due_ms:0{_DUE_DIGITS}d}/{actor_id}/{key}"
+def timer_index_key(due_ms: int, actor_id: str, key: str, gen: int | None = None) -> str:
+    """The due-index entry of one timer occurrence; ``gen`` is the step that scheduled it (None:
+    the name written before generations, which names no particular occurrence)."""
+    due = f"{due_ms:0{_DUE_DIGITS}d}" if gen is None else f"{due_ms:0{_DUE_DIGITS}d}-{gen}"
+    return f"{TIMER_INDEX}{due}/{actor_id}/{key}"
 
 
-def timer_index_entry(key: str) -> tuple[int, str, str] | None:
-    """(due_ms, actor_id, timer key) of a due-index key, or ``None`` if ``key`` is not one."""
+def timer_index_entry(key: str) -> tuple[int, str, str, int | None] | None:
+    """(due_ms, actor_id, timer key, generation or None) of a due-index key, or ``None`` if ``key``
+    is not one. Only the spelling :func:`timer_index_key` writes is one: an entry is deleted by
+    the key rebuilt from these parts."""
     if not key.startswith(TIMER_INDEX):
         return None
     parts = key[len(TIMER_INDEX) :].split("/")
-    if len(parts) != 3 or len(parts[0]) != _DUE_DIGITS or not parts[0].isdigit() or not all(parts[1:]):
+    if len(parts) != 3 or not all(parts[1:]):
         return None
-    return int(parts[0]), parts[1], parts[2]
+    due, dash, gen = parts[0].partition("-")
+    if len(due) != _DUE_DIGITS or not (due.isascii() and due.isdigit()):
+        return None
+    if not dash:
+        return int(due), parts[1], parts[2], None
+    if not (gen.isascii() and gen.isdigit()) or str(int(gen)) != gen:
+        return None
+    return int(due), parts[1], parts[2], int(gen)
 
 
 def timer_claim_key(actor_id: str) -> str:

@@ -16,7 +16,15 @@ of a race, or a retry after a lost response, finds the timer gone.
 
 The due index, a hint like HEAD::
 
-    timers/<due_ms:020d>/<actor_id>/<key>     create-only, empty; sorted by due time
+    timers/<due_ms:020d>-<gen>/<actor_id>/<key>     create-only, empty; sorted by due time
+
+``gen`` is the number of the step that put this occurrence in the table
+(scheduled it, or moved a recurring timer to it): each occurrence has an
+entry of its own. Without it, a key re-armed at the due time of the
+occurrence a runner had just fired found that one's entry (create-only:
+"exists") and lost it to the runner's delete. Timers scheduled before
+generations carry none; their entries keep the old name,
+``timers/<due_ms:020d>/<actor_id>/<key>``, which runners still fire.
 
 An entry is written *after* the commit that scheduled its timer, so a crash
 in between leaves a pending timer without an entry. It is written again by
@@ -141,10 +149,16 @@ class Timer:
     payload: str
     every: float | None = None
     created: float = 0.0
+    #: the step that put this occurrence in the table; None: written before generations
+    gen: int | None = None
 
     @property
     def due_ms(self) -> int:
         return _ms(self.due)
+
+    def index_key(self, actor_id: str) -> str:
+        """The name of this occurrence's due-index entry."""
+        return keys.timer_index_key(self.due_ms, actor_id, self.key, self.gen)
 
     def arguments(self, serializer: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if serializer == "json":
@@ -163,11 +177,14 @@ class Timer:
         row: dict[str, Any] = {"due": self.due, "method": self.method, "p": self.payload, "at": self.created}
         if self.every is not None:
             row["every"] = self.every
+        if self.gen is not None:
+            row["g"] = self.gen
         return row
 
     @classmethod
     def from_json(cls, key: str, row: dict[str, Any]) -> Timer:
         every = row.get("every")
+        gen = row.get("g")
         return cls(
             key=key,
             due=float(row["due"]),
@@ -175,6 +192,7 @@ class Timer:
             payload=str(row["p"]),
             every=None if every is None else float(every),
             created=float(row.get("at", 0.0)),
+            gen=None if gen is None else int(gen),
         )
 
     def describe(self, serializer: str) -> dict[str, Any]:
@@ -270,7 +288,9 @@ class TimerEdits:
             raise ValueError(f"the actor has no writer method {method!r} to call from a timer")
         key = validate_timer_key(key) if key is not None else f"t-{uuid.uuid4().hex}"
         payload = encode_arguments(tuple(args), dict(kwargs or {}), self._serializer)
-        timer = Timer(key, when, method, payload, None if every is None else float(every), self._now)
+        timer = Timer(
+            key, when, method, payload, None if every is None else float(every), self._now, self._table.step
+        )
         self.ops.append((key, timer))
         return key
 
@@ -284,15 +304,19 @@ class TimerEdits:
 class TimerTable:
     """The timers of one base step while a batch is applied; parsed only when a call touches them."""
 
-    __slots__ = ("_extra", "_timers", "changed", "serializer", "writers")
+    __slots__ = ("_extra", "_timers", "changed", "serializer", "step", "writers")
 
-    def __init__(self, extra: dict[str, Any], serializer: str, writers: Container[str] | None = None) -> None:
+    def __init__(
+        self, extra: dict[str, Any], serializer: str, writers: Container[str] | None, *, step: int
+    ) -> None:
         self._extra = extra
         self._timers: dict[str, Timer] | None = None
         self.changed = False
         self.serializer = serializer
         #: the names a timer may call (the actor's writer methods); None: not checked
         self.writers = writers
+        #: the number of the step being applied: the generation of the occurrences it puts in
+        self.step = step
 
     @property
     def timers(self) -> dict[str, Timer]:
@@ -327,8 +351,8 @@ class TimerTable:
         """Record in ``edits`` that ``timer`` fired: gone, or moved to its next occurrence."""
         if timer.every is None:
             edits.ops.append((timer.key, None))
-        else:
-            edits.ops.append((timer.key, replace(timer, due=timer.next_due(now))))
+        else:  # a new occurrence, with an entry of its own
+            edits.ops.append((timer.key, replace(timer, due=timer.next_due(now), gen=self.step)))
 
     def extra(self, base: dict[str, Any]) -> dict[str, Any]:
         """The ``extra`` of the step being committed: ``base``'s, with the table updated."""
@@ -345,15 +369,17 @@ class TimerTable:
 
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
-    """One due-index object: timer ``key`` of ``actor_id`` is due at ``due_ms``."""
+    """One due-index object: timer ``key`` of ``actor_id`` is due at ``due_ms``, in the occurrence
+    step ``gen`` scheduled (None: an entry named before generations, of any occurrence)."""
 
     due_ms: int
     actor_id: str
     key: str
+    gen: int | None = None
 
     @property
     def object_key(self) -> str:
-        return keys.timer_index_key(self.due_ms, self.actor_id, self.key)
+        return keys.timer_index_key(self.due_ms, self.actor_id, self.key, self.gen)
 
 
 def parse_entry(object_key: str) -> IndexEntry | None:
@@ -402,6 +428,10 @@ async def list_index(
         after = batch[-1]
 
 
+#: what names an entry within its actor: (timer key, due_ms, generation)
+_Named = tuple[str, int, int | None]
+
+
 @dataclass
 class _IndexMemory:
     """Index entries this process knows exist (it wrote or listed them), per store and actor.
@@ -410,16 +440,16 @@ class _IndexMemory:
     """
 
     limit: int = 4096
-    actors: OrderedDict[tuple[int, str], set[tuple[str, int]]] = field(default_factory=OrderedDict)
+    actors: OrderedDict[tuple[int, str], set[_Named]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: per store: a runner listed the whole index up to this due time (ms), remembering every entry
     complete_until: dict[int, float] = field(default_factory=dict)
 
-    def known(self, store: ObjectStore, actor_id: str) -> set[tuple[str, int]]:
+    def known(self, store: ObjectStore, actor_id: str) -> set[_Named]:
         with self.lock:
             return set(self.actors.get((id(store), actor_id), ()))
 
-    def add(self, store: ObjectStore, actor_id: str, entries: set[tuple[str, int]]) -> None:
+    def add(self, store: ObjectStore, actor_id: str, entries: set[_Named]) -> None:
         with self.lock:
             slot = self.actors.setdefault((id(store), actor_id), set())
             slot |= entries
@@ -427,7 +457,7 @@ class _IndexMemory:
             while len(self.actors) > self.limit:
                 self.actors.popitem(last=False)
 
-    def drop(self, store: ObjectStore, actor_id: str, entry: tuple[str, int]) -> None:
+    def drop(self, store: ObjectStore, actor_id: str, entry: _Named) -> None:
         with self.lock:
             slot = self.actors.get((id(store), actor_id))
             if slot is not None:
@@ -445,9 +475,9 @@ def remember_listed(
     ``complete_until_ms``: the listing held every entry due by then (see
     :func:`index_after_commit`).
     """
-    by_actor: dict[str, set[tuple[str, int]]] = {}
+    by_actor: dict[str, set[_Named]] = {}
     for e in entries:
-        by_actor.setdefault(e.actor_id, set()).add((e.key, e.due_ms))
+        by_actor.setdefault(e.actor_id, set()).add((e.key, e.due_ms, e.gen))
     for actor_id, found in by_actor.items():
         _memory.add(store, actor_id, found)
     if complete_until_ms is not None:
@@ -461,18 +491,20 @@ def firing_only(calls: Any) -> bool:
 
 
 def forget_entry(store: ObjectStore, entry: IndexEntry) -> None:
-    _memory.drop(store, entry.actor_id, (entry.key, entry.due_ms))
+    _memory.drop(store, entry.actor_id, (entry.key, entry.due_ms, entry.gen))
 
 
 async def write_entries(store: ObjectStore, actor_id: str, timers: list[Timer]) -> None:
-    """Create the index entries of ``timers`` (an entry that exists already is fine)."""
+    """Create the index entries of ``timers``. An entry that exists already is fine: its name
+    holds the step that scheduled the occurrence, so it is this occurrence's own (a timer
+    scheduled before generations has the old name, as it had then)."""
 
     async def one(timer: Timer) -> None:
         with contextlib.suppress(AlreadyExistsError):
-            await store.put(keys.timer_index_key(timer.due_ms, actor_id, timer.key), b"", mode="create")
+            await store.put(timer.index_key(actor_id), b"", mode="create")
 
     await asyncio.gather(*(one(t) for t in timers))
-    _memory.add(store, actor_id, {(t.key, t.due_ms) for t in timers})
+    _memory.add(store, actor_id, {(t.key, t.due_ms, t.gen) for t in timers})
 
 
 async def index_after_commit(
@@ -507,7 +539,7 @@ async def index_after_commit(
     todo = [
         t
         for key, t in after.items()
-        if before.get(key) != t or ((key, t.due_ms) not in known and t.due_ms <= covered)
+        if before.get(key) != t or ((key, t.due_ms, t.gen) not in known and t.due_ms <= covered)
     ]
     if todo:
         await write_entries(store, actor_id, todo)
