@@ -10,21 +10,23 @@ import sys
 import time
 import types
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import cloudpickle
 import pytest
 from combining_workers import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, compaction, posting
+from vactor_cloud import _sync, codec, compaction, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, CommitOutcomeUnknownError, RetryableStorageError
 from vactor_cloud.keys import post_key
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import ActorLog
+from vactor_cloud.log import ActorLog, ClassRef, StepRecord
 from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, decode_outcomes, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
@@ -146,30 +148,34 @@ def fold_the_post_at_step_2(store: Any, key: str) -> None:
 
 # -- 3. another caller's result that this process cannot load -----------------------------------
 @pytest.mark.usefixtures("runtime_off")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the posted part is one pickle of every outcome of the step: one result this process "
-    "cannot load (its class lives in a module only the other caller's process has) makes every "
-    "outcome unreadable. Fix: a format with each outcome pickled on its own (a new part, so that "
-    "older readers do not take the bytes for results), decoded per call id",
-)
 def test_a_poster_gets_its_result_when_another_callers_result_in_the_step_does_not_load_here(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Processes sharing an actor need not share every module: a caller in another service
     gets a result of a class only it (and the folder) can import. A poster of this process
-    whose call the same fold applied could not decode the step's ``posted`` part: its call,
-    applied, ended with ``CallPendingError`` (caused by ``ModuleNotFoundError``), and
-    ``call_outcome`` fails the same way for good."""
-    log = _fold_with_a_result_this_process_cannot_load(store_spec, monkeypatch)
+    whose call the same fold applied could not decode the step's ``posted`` part (one pickle
+    of every outcome): its call, applied, ended with ``CallPendingError`` (caused by
+    ``ModuleNotFoundError``), and ``call_outcome`` failed the same way for good. Each outcome
+    is pickled on its own now (part ``outcomes``) and loaded only by the call's own reader."""
+    log, ids = _fold_with_a_result_this_process_cannot_load(store_spec, monkeypatch)
     assert log.add.run("me/1") == "from step 3"
+    assert vc.get_actor("a").call_outcome(ids["ours"]) == "from step 3"
+    with pytest.raises(ModuleNotFoundError):  # theirs does not load here, and says so
+        vc.get_actor("a").call_outcome(ids["theirs"])
 
 
 def _fold_with_a_result_this_process_cannot_load(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> Any:
+    store_spec: StoreSpec,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    unloadable: str | None = "theirs",
+    encode: Callable[[dict[str, Outcome]], bytes] = encode_outcomes,
+) -> tuple[Any, dict[str, str]]:
     """Our next call posts and waits; before its first look, another process's fold applies it
-    in step 3 beside another service's call whose result is of a class this process lacks."""
+    in step 3 beside another service's call; the result of one (``unloadable``: ``"theirs"``
+    or ``"ours"``; None: neither) is of a class this process lacks, the others are ``"from
+    step 3"`` (ours) and ``7`` (theirs). Also the call ids (``"ours"``, ``"theirs"``), once
+    the fold ran."""
     store_spec.init(
         settings=vc.Settings(storage="", combine_after=1, combine_window=60.0, commit_timeout=2.0)
     )
@@ -182,6 +188,7 @@ def _fold_with_a_result_this_process_cannot_load(
     monkeypatch.setitem(sys.modules, module.__name__, module)
     real_poll = ActorCore._poll_steps
     looks = 0
+    ids: dict[str, str] = {}
 
     def poll(self: ActorCore, *args: Any, **kwargs: Any) -> bool:
         nonlocal looks
@@ -193,40 +200,95 @@ def _fold_with_a_result_this_process_cannot_load(
             (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
             two = _sync.sync(log_.read_step(2))
             assert two is not None
-            outcomes = {
-                post.calls[0].call_id: Outcome(True, "from step 3"),
-                uuid.uuid4().hex: Outcome(True, module.Receipt()),
-            }
+            ids.update(ours=post.calls[0].call_id, theirs=uuid.uuid4().hex)
+            outcomes = {ids["ours"]: Outcome(True, "from step 3"), ids["theirs"]: Outcome(True, 7)}
+            if unloadable is not None:
+                outcomes[ids[unloadable]] = Outcome(True, module.Receipt())
             three = dataclasses.replace(
                 two,
                 step=3,
                 parent=2,
                 writer="folder",
                 extra=advance_cursor(two.extra, [post], time.time()),
-                posted=encode_outcomes(outcomes),
+                posted=encode(outcomes),
             )
             _sync.sync(log_.put_step(three))
             del sys.modules[module.__name__]  # this process has no such module
         return real_poll(self, *args, **kwargs)
 
     monkeypatch.setattr(ActorCore, "_poll_steps", poll)
-    return log
+    return log, ids
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_a_poster_whose_outcomes_do_not_load_gets_call_pending_not_a_raw_error(
+def test_a_poster_whose_outcome_does_not_load_gets_call_pending_not_a_raw_error(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whatever ends a poster's wait unexpectedly (here the step's outcomes that do not load),
-    its caller must not get that error raw: an ordinary exception says the call failed, and
-    this one was applied (a caller that retries it applies it twice). The wait ran outside
+    """Whatever ends a poster's wait unexpectedly (here its own outcome, which does not load
+    here), its caller must not get that error raw: an ordinary exception says the call failed,
+    and this one was applied (a caller that retries it applies it twice). The wait ran outside
     ``_commit``'s handlers: ``ModuleNotFoundError`` reached the caller (and the draining
     thread, whichever caller's it was). Documented: ``CallPendingError``, the failure as its
-    cause."""
-    log = _fold_with_a_result_this_process_cannot_load(store_spec, monkeypatch)
+    cause; ``call_outcome`` raises that failure (the other call's outcome still loads)."""
+    log, ids = _fold_with_a_result_this_process_cannot_load(store_spec, monkeypatch, unloadable="ours")
     with pytest.raises(CallPendingError) as caught:
         log.add.run("me/1")
     assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+    assert caught.value.call_ids == [ids["ours"]]
+    with pytest.raises(ModuleNotFoundError):
+        vc.get_actor("a").call_outcome(ids["ours"])
+    assert vc.get_actor("a").call_outcome(ids["theirs"]) == 7
+
+
+def _one_pickle(outcomes: dict[str, Outcome]) -> bytes:
+    """A step's outcomes as written before they were encoded per call: one pickle of them all."""
+    rows = {call_id: (o.ok, o.value) for call_id, o in outcomes.items()}
+    return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_poster_reads_its_result_from_a_step_written_as_one_pickle(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps written before outcomes were encoded per call hold them in part ``posted`` (one
+    pickle of ``{call_id: (ok, value)}``): read still, by posters and ``call_outcome``."""
+    log, ids = _fold_with_a_result_this_process_cannot_load(
+        store_spec, monkeypatch, unloadable=None, encode=_one_pickle
+    )
+    assert log.add.run("me/1") == "from step 3"
+    runtime = vc.get_runtime()
+    log_ = ActorLog(runtime.store, "a", signing_key=runtime.settings.signing_key)
+    three = codec.decode(
+        log_.step_key(3),
+        _sync.sync(runtime.store.get(log_.step_key(3))).data,
+        signing_key=runtime.settings.signing_key,
+    )
+    assert "posted" in three.parts and "outcomes" not in three.parts
+    assert vc.get_actor("a").call_outcome(ids["theirs"]) == 7
+
+
+def test_outcomes_encoded_per_call_go_in_parts_a_reader_of_the_one_pickle_does_not_know() -> None:
+    """A reader of the one pickle unpickles parts ``posted`` and ``carried`` whole: outcomes
+    encoded per call go in ``outcomes`` and ``carried_outcomes`` (it finds no outcomes there,
+    never takes the bytes for a pickle). A pickle (a parent's, carried) keeps its old name."""
+    new = encode_outcomes({"a": Outcome(True, 1), "b": Outcome(False, ValueError("no"))})
+    old = _one_pickle({"c": Outcome(True, [3])})
+    for posted, carried, names in [
+        (new, new, {"outcomes", "carried_outcomes"}),
+        (new, old, {"outcomes", "carried"}),
+        (old, old, {"posted", "carried"}),
+    ]:
+        record = StepRecord(
+            3, 2, ClassRef("0" * 64, "m:C"), "pickle", b"s", "w", 1.0, posted=posted, carried=carried
+        )
+        data = record.encode("actors/a/steps/3", None)
+        assert set(codec.decode("actors/a/steps/3", data, signing_key=None).parts) == {"state"} | names
+        back = StepRecord.decode("actors/a/steps/3", data, None)
+        assert (back.posted, back.carried) == (posted, carried)
+    outcomes = decode_outcomes(new)
+    assert list(outcomes) == ["a", "b"] and outcomes["a"] == Outcome(True, 1)
+    assert not outcomes["b"].ok and str(outcomes["b"].value) == "no"
+    assert dict(decode_outcomes(old)) == {"c": Outcome(True, [3])}
 
 
 def _hold_lease_elsewhere(actor_id: str, seconds: float = 60.0) -> None:

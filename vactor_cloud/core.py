@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -1607,18 +1607,18 @@ class ActorCore:
         posted: _Posted,
         batch: list[PendingCall],
         newest: StepRecord,
-        found: dict[str, Outcome] | None,
+        found: Mapping[str, Outcome] | None,
         folded_in: StepRecord | None = None,
     ) -> None:
         if folded_in is not None:
             # When the holder built the step that applied our post, after we wrote it.
             after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
             self._fold_after = 0.8 * self._fold_after + 0.2 * after
-        for call in batch:
-            outcome = (found or {}).get(call.call_id)
-            if outcome is None:
-                outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step))
-            call.deliver(outcome)
+        # Each outcome loads here, ours alone (not another caller's): all of them before any is
+        # delivered, so that one that does not load leaves the whole batch to the caller's handler.
+        outcomes = [(found or {}).get(call.call_id) for call in batch]
+        for call, outcome in zip(batch, outcomes, strict=True):
+            call.deliver(outcome or Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step)))
         if self._outstanding is posted:
             self._outstanding = None
 
@@ -1628,7 +1628,7 @@ class ActorCore:
         if not applied(base.extra, post.sender, post.seq):
             return False
         first = batch[0].call_id
-        found: dict[str, Outcome] | None = None
+        found: Mapping[str, Outcome] | None = None
         folded_in: StepRecord | None = None
         for step in range(base.step, posted.base_step, -1):
             if step in posted.passed:

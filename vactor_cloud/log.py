@@ -46,6 +46,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.storage import IfMatch, ObjectStore
 
 __all__ = [
+    "OUTCOMES_MAGIC",
     "ActorLog",
     "CallRecord",
     "ClassRef",
@@ -66,6 +67,10 @@ logger = logging.getLogger("vactor_cloud")
 
 #: how many times an ambiguous put (response lost, 409, 5xx) is resolved and retried
 _AMBIGUOUS_RETRIES = 5
+
+#: how a step's outcomes encoded per call begin (``vactor_cloud.posting``; the one pickle
+#: written before begins with 0x80): they go in parts a reader of the pickle does not know
+OUTCOMES_MAGIC = b"VOC2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +174,12 @@ class StepRecord:
     #: serialized idempotency table (opaque here): the whole table when ``dedup_base`` is
     #: None (format 1), else the entries recorded since checkpoint ``dedup_base`` (format 2)
     dedup: bytes = b""
-    #: outcomes of posted calls this step applied (``vactor_cloud.posting``); not carried forward
+    #: outcomes of posted calls this step applied (``vactor_cloud.posting``); not carried
+    #: forward. Part ``outcomes`` (encoded per call), or ``posted`` (one pickle: read still)
     posted: bytes = b""
     #: the parent step's ``posted`` part, copied when small (``vactor_cloud.posting``): a
     #: poster that reads this step finds its outcomes without reading the parent; never
-    #: copied further
+    #: copied further. Part ``carried_outcomes``, or ``carried`` (one pickle: read still)
     carried: bytes = b""
     #: name of the checkpoint object (``dedup/<name>``) ``dedup`` is a delta on
     dedup_base: str | None = None
@@ -199,10 +205,12 @@ class StepRecord:
         parts = {"state": self.state}
         if self.dedup:
             parts["dedup"] = self.dedup
+        # Encoded per call, under new names: a reader that knows only the one pickle finds
+        # no outcomes there (never takes those bytes for a pickle of them).
         if self.posted:
-            parts["posted"] = self.posted
+            parts["outcomes" if self.posted.startswith(OUTCOMES_MAGIC) else "posted"] = self.posted
         if self.carried:
-            parts["carried"] = self.carried
+            parts["carried_outcomes" if self.carried.startswith(OUTCOMES_MAGIC) else "carried"] = self.carried
         if self.dedup_base is None:
             return codec.encode(key, meta, parts, signing_key=signing_key)
         meta["dedup_base"] = self.dedup_base
@@ -234,13 +242,25 @@ class StepRecord:
                 time=float(meta["time"]),
                 calls=tuple(CallRecord.from_json(c) for c in meta["calls"]),
                 dedup=env.parts.get("dedup", b""),
-                posted=env.parts.get("posted", b""),
-                carried=env.parts.get("carried", b""),
+                posted=_outcomes_part(env.parts, "outcomes", "posted"),
+                carried=_outcomes_part(env.parts, "carried_outcomes", "carried"),
                 dedup_base=None if meta.get("dedup_base") is None else str(meta["dedup_base"]),
                 extra=dict(meta.get("extra") or {}),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise IntegrityError(key, f"malformed step object: {exc}") from None
+
+
+def _outcomes_part(parts: dict[str, bytes], new: str, old: str) -> bytes:
+    """A step's outcomes encoded per call (part ``new``) or as one pickle (part ``old``), not both."""
+    if new not in parts:
+        data = parts.get(old, b"")
+        if data.startswith(OUTCOMES_MAGIC):
+            raise ValueError(f"part {old!r} not a pickle")
+        return data
+    if old in parts or not parts[new].startswith(OUTCOMES_MAGIC):
+        raise ValueError(f"part {new!r} beside {old!r}, or not encoded per call")
+    return parts[new]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,9 @@ for ``SENDER_TTL`` leave the cursor; a post older than half that is never
 applied (its poster stopped waiting long before), so a forgotten sender
 cannot have a post applied twice.
 
-Outcomes travel in the step that applied the calls (its ``posted`` part:
-call id -> result or exception), never copied into later steps. A poster
+Outcomes travel in the step that applied the calls (``StepRecord.posted``:
+call id -> result or exception, each pickled on its own), never copied into
+later steps (but the next one's ``carried``, when small). A poster
 learns its outcome by reading that step; the cursor tells it whether (and
 from which step on) to look.
 """
@@ -47,10 +48,11 @@ import itertools
 import pickle
 import re
 import secrets
+import struct
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,11 +68,13 @@ from vactor_cloud.errors import (
     StorageError,
 )
 from vactor_cloud.keys import post_key, posts_prefix
+from vactor_cloud.log import OUTCOMES_MAGIC
 from vactor_cloud.storage import ObjectStore
 
 __all__ = [
     "POST_CURSOR",
     "SENDER_TTL",
+    "Outcomes",
     "Post",
     "PostBox",
     "PostInDoubtError",
@@ -425,36 +429,92 @@ def expired(post: Post, now: float) -> bool:
     return now - post.time > SENDER_TTL / 2
 
 
+_COUNT = struct.Struct(">I")
+_ID_LEN = struct.Struct(">I")
+_VALUE_LEN = struct.Struct(">Q")
+
+
 def encode_outcomes(outcomes: dict[str, Outcome]) -> bytes:
-    # An exception that would not load back (its __init__ does not take its args) is recorded
-    # as a RecordedError naming it: one call's exception must not make every outcome of the
-    # step unreadable. (Results were read back already: they travel by value.)
-    rows = {
-        call_id: (o.ok, o.value if o.ok else recorded_exception(o.value, "pickle"))
-        for call_id, o in outcomes.items()
-    }
-    try:
-        return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        # One unpicklable result must not lose the others: record it as its repr.
-        safe: dict[str, tuple[bool, Any]] = {}
-        for call_id, (ok, value) in rows.items():
-            try:
-                cloudpickle.dumps(value)
-                safe[call_id] = (ok, value)
-            except Exception:
-                safe[call_id] = (
-                    False,
-                    RuntimeError(f"the call's result could not be recorded: {safe_repr(value)}"[:500]),
-                )
-        return bytes(cloudpickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL))
+    """A step's outcomes, encoded per call: each pickled on its own, so that a result one process
+    cannot load (its class is in a module only its caller's process has) fails the reads of
+    that call's outcome alone. Layout: docs/protocol.md ("Step objects")."""
+    out = bytearray(OUTCOMES_MAGIC)
+    out += _COUNT.pack(len(outcomes))
+    for call_id, o in outcomes.items():
+        # An exception that would not load back (its __init__ does not take its args) is
+        # recorded as a RecordedError naming it. (Results were read back already: they
+        # travel by value.)
+        ok, value = o.ok, o.value if o.ok else recorded_exception(o.value, "pickle")
+        try:
+            data = bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            # One unpicklable result must not lose the others: record it as its repr.
+            ok = False
+            error = RuntimeError(f"the call's result could not be recorded: {safe_repr(value)}"[:500])
+            data = bytes(cloudpickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL))
+        name = call_id.encode("utf-8", "surrogatepass")  # (ids vactor_cloud makes are hex)
+        out += _ID_LEN.pack(len(name)) + name + bytes([ok]) + _VALUE_LEN.pack(len(data)) + data
+    return bytes(out)
 
 
-def decode_outcomes(data: bytes) -> dict[str, Outcome]:
+class Outcomes(Mapping[str, Outcome]):
+    """A step's outcomes (encoded per call) by call id, each unpickled when first read: a lookup of
+    one call's outcome raises only if that outcome does not load here. ``in``, ``len`` and
+    iteration load nothing."""
+
+    __slots__ = ("_loaded", "_raw")
+
+    def __init__(self, raw: dict[str, tuple[bool, bytes]]) -> None:
+        self._raw = raw
+        self._loaded: dict[str, Outcome] = {}
+
+    def __getitem__(self, call_id: str) -> Outcome:
+        found = self._loaded.get(call_id)
+        if found is None:
+            ok, data = self._raw[call_id]
+            found = self._loaded[call_id] = Outcome(ok, pickle.loads(data))
+        return found
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def decode_outcomes(data: bytes) -> Mapping[str, Outcome]:
+    """A step's ``posted`` (or ``carried``) outcomes by call id. Encoded per call (:func:`encode_outcomes`):
+    each outcome loads when it is read; as one pickle of ``{call_id: (ok, value)}``,
+    written before) loads them all now, and fails whole."""
     if not data:
         return {}
-    rows = pickle.loads(data)
-    return {call_id: Outcome(bool(ok), value) for call_id, (ok, value) in rows.items()}
+    if not data.startswith(OUTCOMES_MAGIC):
+        rows = pickle.loads(data)
+        return {call_id: Outcome(bool(ok), value) for call_id, (ok, value) in rows.items()}
+    pos = len(OUTCOMES_MAGIC)
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > len(data):
+            raise ValueError("outcomes: truncated")
+        pos += n
+        return data[pos - n : pos]
+
+    raw: dict[str, tuple[bool, bytes]] = {}
+    (count,) = _COUNT.unpack(take(_COUNT.size))
+    for _ in range(count):
+        call_id = take(_ID_LEN.unpack(take(_ID_LEN.size))[0]).decode("utf-8", "surrogatepass")
+        ok = take(1)[0]
+        value = take(_VALUE_LEN.unpack(take(_VALUE_LEN.size))[0])
+        if ok > 1 or call_id in raw:
+            raise ValueError("outcomes: malformed")
+        raw[call_id] = (bool(ok), value)
+    if pos != len(data):
+        raise ValueError("outcomes: trailing bytes")
+    return Outcomes(raw)
 
 
 def _encode_post(key: str, post: Post, signing_key: bytes | None) -> bytes:
