@@ -585,3 +585,62 @@ def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark
     )
     with pytest.raises(CommitOutcomeUnknownError):
         vc.get_actor("a").call_outcome(call_id)
+
+
+# -- a fold's outcomes, as a reader of the earlier encoding finds them ------------------------------
+@vc.virtual_actor
+class Echo:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def echo(self, value: str) -> str:
+        self.calls += 1
+        return value
+
+
+def _read_as_before(parts: dict[str, bytes]) -> dict[str, Outcome]:
+    """What a process of a release before per-call outcomes reads: part ``posted``, one pickle."""
+    rows = pickle.loads(parts["posted"]) if "posted" in parts else {}
+    return {call_id: Outcome(bool(ok), value) for call_id, (ok, value) in rows.items()}
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_also_writes_small_outcomes_in_the_encoding_earlier_releases_read(
+    store_spec: StoreSpec,
+) -> None:
+    """During a rolling upgrade, a process of the earlier release posts to an actor and a
+    process of this one folds its call: it reads part ``posted`` only, and with outcomes
+    encoded per call (part ``outcomes``) it found none, so its caller got
+    ``CommitOutcomeUnknownError`` for an applied call. A fold writes the one pickle too, as
+    ``posted``, when it is small (4 KB at most: large results stay in one part only); this
+    release reads ``outcomes`` when both are there."""
+    init_switchable(store_spec, combine_window=60.0)
+    echo = Echo.get_or_create("a")
+    echo.echo.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    log_ = ActorLog(runtime.store, "a", signing_key=runtime.settings.signing_key)
+
+    def fold_a_post_of(value: str) -> tuple[str, dict[str, bytes]]:
+        """Another process posts ``echo(value)``; our next call loses its race and folds it."""
+        call_id = _post_call(foreign_box("a"), "echo", value)
+        commit_behind_its_back("a")
+        assert echo.echo.run("me") == "me"
+        record = vc.get_runtime().core("a").record
+        assert record is not None
+        for step in range(record.step, 0, -1):  # (we hold the lease: we may have folded it alone)
+            key = log_.step_key(step)
+            data = _sync.sync(runtime.store.get(key)).data
+            parts = codec.decode(key, data, signing_key=runtime.settings.signing_key).parts
+            if "outcomes" in parts and call_id in decode_outcomes(parts["outcomes"]):
+                return call_id, parts
+        raise AssertionError(f"no step applied {value!r}")
+
+    small, parts = fold_a_post_of("old/0")
+    assert {"outcomes", "posted"} <= set(parts)
+    assert _read_as_before(parts)[small] == Outcome(True, "old/0")
+    assert decode_outcomes(parts["outcomes"])[small] == Outcome(True, "old/0")
+    three = _sync.sync(log_.read_step(3))
+    assert three is not None and three.posted == parts["outcomes"]  # this release reads ``outcomes``
+    large, parts = fold_a_post_of("x" * 5000)  # too large for the earlier encoding's copy
+    assert "posted" not in parts
+    assert decode_outcomes(parts["outcomes"])[large] == Outcome(True, "x" * 5000)

@@ -96,6 +96,7 @@ from vactor_cloud.posting import (
     decode_outcomes,
     encode_outcomes,
     identity,
+    legacy_outcomes,
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
@@ -855,12 +856,12 @@ class ActorCore:
                 assert result.state is not None
                 ref = self._class_ref_for_commit(definition, base)
                 extra = result.extra
-                posted_part = b""
+                posted_part = legacy = b""
                 if folded:
                     extra = advance_cursor(extra, folded, time.time())
-                    posted_part = encode_outcomes(
-                        {c.call_id: o for c, o in zip(calls, result.outcomes, strict=True)}
-                    )
+                    outcomes = {c.call_id: o for c, o in zip(calls, result.outcomes, strict=True)}
+                    posted_part = encode_outcomes(outcomes)
+                    legacy = legacy_outcomes(outcomes, _CARRY_MAX)
                 record = StepRecord(
                     step=base.step + 1,
                     parent=base.step,
@@ -875,6 +876,7 @@ class ActorCore:
                     dedup_checkpoint=result.dedup.checkpoint,
                     extra=extra,
                     posted=posted_part,
+                    legacy=legacy,
                     # The parent's outcomes too, when small: a poster that reads this step
                     # first (it skipped the parent) finds its own without another GET.
                     carried=base.posted if folded and len(base.posted) <= _CARRY_MAX else b"",

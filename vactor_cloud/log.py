@@ -181,6 +181,9 @@ class StepRecord:
     #: poster that reads this step finds its outcomes without reading the parent; never
     #: copied further. Part ``carried_outcomes``, or ``carried`` (one pickle: read still)
     carried: bytes = b""
+    #: writing side only: ``posted``'s outcomes in the earlier encoding (one pickle), written
+    #: beside it as part ``posted`` when small, for readers that know only that part
+    legacy: bytes = b""
     #: name of the checkpoint object (``dedup/<name>``) ``dedup`` is a delta on
     dedup_base: str | None = None
     #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
@@ -209,6 +212,8 @@ class StepRecord:
         # no outcomes there (never takes those bytes for a pickle of them).
         if self.posted:
             parts["outcomes" if self.posted.startswith(OUTCOMES_MAGIC) else "posted"] = self.posted
+        if self.legacy and self.posted.startswith(OUTCOMES_MAGIC):
+            parts["posted"] = self.legacy
         if self.carried:
             parts["carried_outcomes" if self.carried.startswith(OUTCOMES_MAGIC) else "carried"] = self.carried
         if self.dedup_base is None:
@@ -252,14 +257,15 @@ class StepRecord:
 
 
 def _outcomes_part(parts: dict[str, bytes], new: str, old: str) -> bytes:
-    """A step's outcomes encoded per call (part ``new``) or as one pickle (part ``old``), not both."""
+    """A step's outcomes encoded per call (part ``new``) or as one pickle (part ``old``). Both
+    may be there (the pickle for readers of the earlier encoding): ``new`` is read then."""
+    data = parts.get(old, b"")
+    if data.startswith(OUTCOMES_MAGIC):
+        raise ValueError(f"part {old!r} not a pickle")
     if new not in parts:
-        data = parts.get(old, b"")
-        if data.startswith(OUTCOMES_MAGIC):
-            raise ValueError(f"part {old!r} not a pickle")
         return data
-    if old in parts or not parts[new].startswith(OUTCOMES_MAGIC):
-        raise ValueError(f"part {new!r} beside {old!r}, or not encoded per call")
+    if not parts[new].startswith(OUTCOMES_MAGIC):
+        raise ValueError(f"part {new!r} not encoded per call")
     return parts[new]
 
 

@@ -88,6 +88,7 @@ __all__ = [
     "expired",
     "identity",
     "inline_name",
+    "legacy_outcomes",
     "post_name",
     "read_name",
     "sealed",
@@ -455,6 +456,22 @@ def encode_outcomes(outcomes: dict[str, Outcome]) -> bytes:
         name = call_id.encode("utf-8", "surrogatepass")  # (ids vactor_cloud makes are hex)
         out += _ID_LEN.pack(len(name)) + name + bytes([ok]) + _VALUE_LEN.pack(len(data)) + data
     return bytes(out)
+
+
+def legacy_outcomes(outcomes: dict[str, Outcome], limit: int) -> bytes:
+    """``outcomes`` in the earlier encoding (one pickle of ``{call_id: (ok, value)}``), for a
+    reader that knows only that (a process of an earlier release posting to the same actor):
+    ``b""`` when it would be longer than ``limit`` bytes or a value does not pickle (such a
+    reader then gets ``CommitOutcomeUnknownError``, as for a compacted step)."""
+    rows = {
+        call_id: (o.ok, o.value if o.ok else recorded_exception(o.value, "pickle"))
+        for call_id, o in outcomes.items()
+    }
+    try:
+        data = bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return b""
+    return data if len(data) <= limit else b""
 
 
 class Outcomes(Mapping[str, Outcome]):
