@@ -125,6 +125,32 @@ def test_local_if_match_resurrects_concurrently_deleted_object(tmp_path: Path) -
     )
 
 
+@pytest.mark.parametrize("mode", ["create", "overwrite", "if-match"])
+def test_local_write_deleted_before_its_directory_sync_is_not_reported_failed(
+    tmp_path: Path, mode: str
+) -> None:
+    # A write is atomic at its rename (or link); the directory's fsync after it runs outside the
+    # key's lock. Another process's delete landing in between removed the object and pruned its
+    # chain directory, and the fsync's FileNotFoundError made the write fail ("write failed")
+    # although it had landed (and was then deleted: linearizable as write, then delete). The
+    # if-match test above hit it under load in CI.
+    store = LocalStore(tmp_path)
+    other = LocalStore(tmp_path)
+    v1 = store.put_now("HEAD", b"v1")
+    if mode == "create":
+        run(other.delete("HEAD"))
+    real = store._sync_dir
+
+    def delete_then_sync(path: str | Path) -> None:
+        run(other.delete("HEAD"))  # another process's delete, landed right after the rename
+        real(path)
+
+    store._sync_dir = delete_then_sync  # type: ignore[method-assign]
+    put_mode: Any = IfMatch(v1) if mode == "if-match" else mode
+    assert store.put_now("HEAD", b"v2", mode=put_mode)
+    assert run(other.head("HEAD")) is None
+
+
 # ---------------------------------------------------------------------------
 # 2. LocalStore: a write that fails while filling its temp file (ENOSPC, EIO,
 #    EFBIG) leaves the partial .tmp-* file behind.

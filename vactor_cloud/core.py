@@ -861,7 +861,8 @@ class ActorCore:
                     extra = advance_cursor(extra, folded, time.time())
                     outcomes = {c.call_id: o for c, o in zip(calls, result.outcomes, strict=True)}
                     posted_part = encode_outcomes(outcomes)
-                    legacy = legacy_outcomes(outcomes, _CARRY_MAX)
+                    if len(posted_part) <= 2 * _CARRY_MAX:  # (a large result: not pickled twice)
+                        legacy = legacy_outcomes(outcomes, _CARRY_MAX)
                 record = StepRecord(
                     step=base.step + 1,
                     parent=base.step,

@@ -356,7 +356,11 @@ class LocalStore(ObjectStore):
                         )
                     os.replace(temp, target)
             if sync:
-                self._sync_dir(os.path.dirname(target))
+                # Outside the key's lock: another process's delete may have removed the object
+                # and pruned its directory since the rename. The write landed (then was deleted):
+                # nothing is left to make durable.
+                with contextlib.suppress(FileNotFoundError):
+                    self._sync_dir(os.path.dirname(target))
         except StorageError:
             raise
         except OSError as exc:
