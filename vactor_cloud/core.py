@@ -1538,7 +1538,7 @@ class ActorCore:
             if applied(nxt.extra, post.sender, post.seq):
                 self._served_at = time.monotonic()
                 self._accept(nxt, validated)
-                outcomes = decode_outcomes(nxt.posted)
+                outcomes = decode_outcomes(nxt.posted, self.log.step_key(nxt.step))
                 if batch and batch[0].call_id not in outcomes:
                     # Applied by a step below this one (one we skipped, or the one our cache
                     # held when another thread moved it): its outcomes are there, or carried here.
@@ -1592,7 +1592,7 @@ class ActorCore:
             if applied(nxt.extra, posted.post.sender, posted.post.seq):
                 self._served_at = time.monotonic()
                 self._accept(nxt, validated)
-                outcomes = decode_outcomes(nxt.posted)
+                outcomes = decode_outcomes(nxt.posted, self.log.step_key(nxt.step))
                 if batch and batch[0].call_id not in outcomes:
                     return self._settle_if_folded(posted, batch, nxt)  # carried, or walk back
                 self._deliver_posted(posted, batch, nxt, outcomes, nxt)
@@ -1617,10 +1617,19 @@ class ActorCore:
             # When the holder built the step that applied our post, after we wrote it.
             after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
             self._fold_after = 0.8 * self._fold_after + 0.2 * after
-        # Each outcome loads here, ours alone (not another caller's): all of them before any is
-        # delivered, so that one that does not load leaves the whole batch to the caller's handler.
-        outcomes = [(found or {}).get(call.call_id) for call in batch]
-        for call, outcome in zip(batch, outcomes, strict=True):
+        # Each outcome loads here, ours alone (not another caller's). One that does not load
+        # (its class is not here, or its bytes are malformed) fails that call alone: applied,
+        # so CallPendingError with the load error as its cause (call_outcome raises it).
+        for call in batch:
+            try:
+                outcome = (found or {}).get(call.call_id)
+            except Exception as exc:
+                _GAVE_UP[(self.actor_id, call.call_id)] = posted
+                while len(_GAVE_UP) > _GAVE_UP_MAX:
+                    _GAVE_UP.popitem(last=False)
+                pending = CallPendingError(self.actor_id, [call.call_id])
+                pending.__cause__ = exc
+                outcome = Outcome(False, pending)
             call.deliver(outcome or Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step)))
         if self._outstanding is posted:
             self._outstanding = None
@@ -1639,11 +1648,11 @@ class ActorCore:
             record = base if step == base.step else self._read_step(step)
             if record is None:
                 break  # compacted: older steps are gone too
-            outcomes = decode_outcomes(record.posted)
+            outcomes = decode_outcomes(record.posted, self.log.step_key(record.step))
             if first in outcomes:
                 found, folded_in = outcomes, record
             else:
-                carried = decode_outcomes(record.carried)
+                carried = decode_outcomes(record.carried, self.log.step_key(record.step))
                 if first in carried:
                     found = carried  # applied by the step before (its time is not known here)
             if found is not None:
@@ -1703,7 +1712,7 @@ class ActorCore:
             if record is None:
                 complete = False
                 break  # compacted: older steps are gone too
-            found = decode_outcomes(record.posted).get(call_id)
+            found = decode_outcomes(record.posted, self.log.step_key(record.step)).get(call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted

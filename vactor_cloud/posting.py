@@ -479,17 +479,26 @@ class Outcomes(Mapping[str, Outcome]):
     one call's outcome raises only if that outcome does not load here. ``in``, ``len`` and
     iteration load nothing."""
 
-    __slots__ = ("_loaded", "_raw")
+    __slots__ = ("_key", "_loaded", "_raw")
 
-    def __init__(self, raw: dict[str, tuple[bool, bytes]]) -> None:
+    def __init__(self, raw: dict[str, tuple[bool, bytes]], key: str = "outcomes") -> None:
         self._raw = raw
+        self._key = key
         self._loaded: dict[str, Outcome] = {}
 
     def __getitem__(self, call_id: str) -> Outcome:
         found = self._loaded.get(call_id)
         if found is None:
             ok, data = self._raw[call_id]
-            found = self._loaded[call_id] = Outcome(ok, pickle.loads(data))
+            try:
+                value = pickle.loads(data)
+            except (ImportError, AttributeError):
+                raise  # its class is not here: that call's outcome alone does not load
+            except Exception as exc:
+                # Bytes that are no pickle (or that raise while loading; a KeyError would pass
+                # for "no outcome for this call" with ``get``).
+                raise IntegrityError(self._key, f"outcome of call {call_id!r}: {exc!r}") from exc
+            found = self._loaded[call_id] = Outcome(ok, value)
         return found
 
     def __contains__(self, call_id: object) -> bool:
@@ -502,15 +511,35 @@ class Outcomes(Mapping[str, Outcome]):
         return len(self._raw)
 
 
-def decode_outcomes(data: bytes) -> Mapping[str, Outcome]:
+def decode_outcomes(data: bytes, key: str = "outcomes") -> Mapping[str, Outcome]:
     """A step's ``posted`` (or ``carried``) outcomes by call id. Encoded per call (:func:`encode_outcomes`):
     each outcome loads when it is read; as one pickle of ``{call_id: (ok, value)}``,
-    written before) loads them all now, and fails whole."""
+    written before) loads them all now, and fails whole. Malformed: ``IntegrityError`` (``key``:
+    the step's)."""
     if not data:
         return {}
     if not data.startswith(OUTCOMES_MAGIC):
-        rows = pickle.loads(data)
+        try:
+            rows = pickle.loads(data)
+        except (ImportError, AttributeError):
+            raise  # a class not here: as before, the whole part does not load
+        except Exception as exc:
+            raise IntegrityError(key, f"malformed outcomes (one pickle): {exc!r}") from exc
+        if not isinstance(rows, dict) or not all(
+            isinstance(call_id, str) and isinstance(row, tuple) and len(row) == 2
+            for call_id, row in rows.items()
+        ):
+            raise IntegrityError(key, "malformed outcomes (one pickle): not {call_id: (ok, value)}")
         return {call_id: Outcome(bool(ok), value) for call_id, (ok, value) in rows.items()}
+    try:
+        return Outcomes(_parse_outcomes(data), key)
+    except (ValueError, struct.error) as exc:  # (UnicodeDecodeError is a ValueError)
+        raise IntegrityError(key, f"malformed outcomes: {exc}") from None
+
+
+def _parse_outcomes(data: bytes) -> dict[str, tuple[bool, bytes]]:
+    """Outcomes encoded per call, by call id, their values still pickled. Every length is
+    checked against what is left before anything is taken (no allocation beyond ``data``)."""
     pos = len(OUTCOMES_MAGIC)
 
     def take(n: int) -> bytes:
@@ -531,7 +560,7 @@ def decode_outcomes(data: bytes) -> Mapping[str, Outcome]:
         raw[call_id] = (bool(ok), value)
     if pos != len(data):
         raise ValueError("outcomes: trailing bytes")
-    return Outcomes(raw)
+    return raw
 
 
 def _encode_post(key: str, post: Post, signing_key: bytes | None) -> bytes:
