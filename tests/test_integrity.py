@@ -173,14 +173,121 @@ def test_a_step_copied_from_another_actors_log_is_refused_before_unpickling(spec
     assert vc.get_actor("a").get.run() == 2  # the original is untouched
 
 
+def unbound(meta: dict[str, Any], parts: dict[str, bytes] | None = None) -> bytes:
+    """An unsigned envelope as releases before objects recorded their actor wrote it (no
+    ``"actor"`` in the meta; ``codec.encode`` now always adds the key's)."""
+    parts = parts or {}
+    full = {k: v for k, v in meta.items() if k != "actor"}
+    full["parts"] = [[name, len(data)] for name, data in parts.items()]
+    raw = json.dumps(full, separators=(",", ":")).encode("utf-8")
+    body = struct.pack(">4sHHI", b"VACT", 1, 0, len(raw)) + raw + b"".join(parts.values())
+    return body + hashlib.sha256(body).digest()
+
+
 def test_a_step_written_before_steps_recorded_their_actor_is_still_read(spec: StoreSpec) -> None:
     Vault.get_or_create("v").incr.run()
     key = step_key("v", 1)
     env = codec.decode(key, raw_get(key))
     assert env.meta.pop("actor") == "v"  # recorded now
-    raw_put(key, codec.encode(key, env.meta, env.parts))
+    raw_put(key, unbound(env.meta, env.parts))
     reopen(spec)
     assert vc.get_actor("v").incr.run() == 2
+
+
+def test_a_gc_watermark_copied_from_another_actor_is_refused(spec: StoreSpec) -> None:
+    """A's ``gc`` copied to B verifies without a signing key (the checksum covers the bytes, not
+    the key): B would take a's watermark, hiding its history (too high) or letting stray steps
+    pass for history (too low). The object records its actor, so B refuses it."""
+    from vactor_cloud.log import GcWatermark, encode_gc
+
+    for actor_id in ("a", "b"):
+        vault = Vault.get_or_create(actor_id)
+        vault.incr.run()
+        vault.incr.run()
+    log_a, log_b = vc.get_runtime().log("a"), vc.get_runtime().log("b")
+    raw_put(log_a.gc_key, encode_gc(log_a.gc_key, GcWatermark(2), 0.0, None))
+    raw_put(log_b.gc_key, raw_get(log_a.gc_key))
+    reopen(spec, settings=vc.Settings(storage=spec.url, fresh_window=0.0))
+    for call in (vc.get_actor("b").incr.run, vc.get_actor("b").history):
+        with pytest.raises(IntegrityError) as caught:
+            call()
+        assert caught.value.key == log_b.gc_key
+        assert "belongs to actor 'a', not 'b'" in str(caught.value)
+        assert "retention watermark of actor 'b'" in str(caught.value)
+    assert vc.get_actor("a").incr.run() == 3  # the original is read as before
+
+
+def test_a_gc_watermark_written_before_objects_recorded_their_actor_is_still_read(
+    spec: StoreSpec,
+) -> None:
+    vault = Vault.get_or_create("v")
+    vault.incr.run()
+    log = vc.get_runtime().log("v")
+    assert codec.decode(log.gc_key, codec.encode(log.gc_key, {"kind": "gc"})).meta["actor"] == "v"
+    raw_put(log.gc_key, unbound({"kind": "gc", "min_step": 1, "recorded_from": 1, "time": 0.0}))
+    reopen(spec, settings=vc.Settings(storage=spec.url, fresh_window=0.0))
+    assert vc.get_actor("v").incr.run() == 2
+    assert _sync.sync(vc.get_runtime().log("v").read_gc()) == 1
+
+
+def test_an_idempotency_checkpoint_copied_from_another_actor_is_refused(spec: StoreSpec) -> None:
+    Vault.get_or_create("a")
+    Vault.get_or_create("b")
+    log_a, log_b = vc.get_runtime().log("a"), vc.get_runtime().log("b")
+    name = "00000000000000000001-0123456789abcdef"
+    _sync.sync(log_a.put_dedup_checkpoint(name, b"table", "pickle"))
+    raw_put(log_b.dedup_key(name), raw_get(log_a.dedup_key(name)))
+    with pytest.raises(IntegrityError) as caught:
+        _sync.sync(log_b.read_dedup_checkpoint(name))
+    assert caught.value.key == log_b.dedup_key(name)
+    assert "belongs to actor 'a', not 'b'" in str(caught.value)
+    assert _sync.sync(log_a.read_dedup_checkpoint(name)) == (b"table", "pickle")
+    # one written before checkpoints recorded their actor is read as before
+    raw_put(log_b.dedup_key(name), unbound({"kind": "dedup", "serializer": "pickle"}, {"table": b"t"}))
+    assert _sync.sync(log_b.read_dedup_checkpoint(name)) == (b"t", "pickle")
+
+
+def test_a_head_copied_from_another_actor_is_ignored_as_unreadable(spec: StoreSpec) -> None:
+    """HEAD is advisory: a foreign one is ignored like a damaged one (never taken for b's newest
+    step), and the next writer replaces it."""
+    a = Vault.get_or_create("a")
+    for _ in range(3):
+        a.incr.run()
+    Vault.get_or_create("b").incr.run()
+    log_a, log_b = vc.get_runtime().log("a"), vc.get_runtime().log("b")
+    _sync.sync(log_a.advance_head(3, _sync.sync(log_a.read_step(3)).class_ref, None))  # type: ignore[union-attr]
+    raw_put(log_b.head_key, raw_get(log_a.head_key))
+    assert _sync.sync(log_b.read_head()) is None
+    reopen(spec)
+    assert vc.get_actor("b").incr.run() == 2
+    assert vc.get_actor("a").incr.run() == 4
+
+
+def test_a_post_and_an_event_copied_from_another_actor_are_refused(spec: StoreSpec) -> None:
+    from vactor_cloud import inbox, posting
+    from vactor_cloud.keys import inbox_key, post_key
+
+    call = posting.PostedCall("incr", b"args", "c1")
+    post = posting.Post(post_key("a", "0000000000abc"), "00" * 8, 1, 1.0, (call,))
+    data = posting._encode_post(post.key, post, None)
+    assert posting._decode_post(post.key, data, None).calls == (call,)
+    with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
+        posting._decode_post(post_key("b", "0000000000abc"), data, None)
+    key, data = inbox.encode_event("a", "e1", "ping", b"{}", "json", None)
+    assert inbox.decode_event(key, data, None).event_id == "e1"
+    with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
+        inbox.decode_event(inbox_key("b", "e1"), data, None)
+
+
+def test_an_actors_object_copied_outside_actors_is_refused_and_encode_checks_the_meta(
+    spec: StoreSpec,
+) -> None:
+    data = codec.encode("actors/a/HEAD", {"kind": "head"})
+    with pytest.raises(IntegrityError, match="belongs to actor 'a', read from a key outside actors/"):
+        codec.decode("mail-key", data)
+    assert "actor" not in codec.decode("mail-key", codec.encode("mail-key", {"kind": "mail-key"})).meta
+    with pytest.raises(ValueError, match="names actor 'b'"):
+        codec.encode("actors/a/HEAD", {"kind": "head", "actor": "b"})
 
 
 def test_corrupt_state_bytes_are_refused_before_unpickling(spec: StoreSpec) -> None:

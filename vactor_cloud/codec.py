@@ -10,6 +10,13 @@ object is signed (flag bit 0), HMAC-SHA256 with the signing key over the
 object's key, a NUL byte, and everything before the digest, so a signed
 object cannot be replayed under another key.
 
+An object under ``actors/<id>/`` records ``meta["actor"] = "<id>"``, and decoding
+refuses one whose recorded actor is not its key's: without a signing key the
+digest covers the bytes, not the key, so this is what refuses an object copied
+from one actor's keys to another's (a ``gc``, ``HEAD``, checkpoint, post,
+event...). Objects written before it was recorded carry none and are read as
+before. It catches mistakes, not forgeries: only signing authenticates.
+
 Decoding checks magic, format version, lengths and the digest *before*
 anything is parsed further, so corrupt, truncated, unsigned or foreign
 objects are refused without ever being unpickled.
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud.errors import FormatVersionError, IntegrityError
+from vactor_cloud.keys import actor_id_of
 
 __all__ = ["FORMAT_VERSION", "Envelope", "decode", "digest", "encode"]
 
@@ -71,6 +79,10 @@ def encode(
     """Wrap ``meta`` and ``parts`` for ``key`` in format ``version``; signed when ``signing_key`` is given."""
     parts = parts or {}
     full_meta = dict(meta)
+    # Whose object it is: an unsigned digest covers the bytes, not the key (see decode).
+    actor = actor_id_of(key)
+    if actor is not None and full_meta.setdefault("actor", actor) != actor:
+        raise ValueError(f"{key}: meta names actor {full_meta['actor']!r}, not the key's {actor!r}")
     full_meta["parts"] = [[name, len(data)] for name, data in parts.items()]
     meta_bytes = _META_ENCODER.encode(full_meta).encode("utf-8")
     flags = _SIGNED if signing_key is not None else 0
@@ -129,6 +141,17 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         layout = [(str(name), int(size)) for name, size in meta.pop("parts")]
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise IntegrityError(key, f"unreadable metadata: {exc}") from None
+    # A signature covers the key; a plain checksum does not, so an object copied from another
+    # actor's keys would verify here. Objects written before they recorded it carry none.
+    owner = meta.get("actor")
+    if owner is not None and owner != actor_id_of(key):
+        here = actor_id_of(key)
+        where = f"not {here!r}" if here is not None else "read from a key outside actors/"
+        raise IntegrityError(
+            key,
+            f"belongs to actor {owner!r}, {where}: an object copied from another actor's keys "
+            "is not this actor's",
+        )
     parts: dict[str, bytes] = {}
     offset = end
     for name, size in layout:

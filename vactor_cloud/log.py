@@ -195,8 +195,6 @@ class StepRecord:
         meta = {
             "kind": "step",
             "step": self.step,
-            # Whose step it is: an unsigned digest covers the bytes, not the key (see decode).
-            "actor": keys.actor_id_of(key),
             "parent": self.parent,
             "class": self.class_ref.to_json(),
             "serializer": self.serializer,
@@ -225,15 +223,8 @@ class StepRecord:
     def decode(cls, key: str, data: bytes, signing_key: bytes | None) -> StepRecord:
         env = codec.decode(key, data, signing_key=signing_key)
         meta = env.meta
-        # A signature covers the key; a plain checksum does not, so a step copied from another
-        # actor's log would verify there. Steps written before they recorded it carry none.
-        owner = meta.get("actor")
-        if owner is not None and owner != keys.actor_id_of(key):
-            raise IntegrityError(
-                key,
-                f"belongs to actor {owner!r}, not {keys.actor_id_of(key)!r}: a step object copied "
-                "from another actor's log is no step of this one",
-            )
+        # (its "actor", recorded by codec.encode, is checked by codec.decode: a step copied
+        # from another actor's log is refused there, before any part is read)
         try:
             if meta.get("kind") != "step":
                 raise ValueError(f"expected a step object, found {meta.get('kind')!r}")
