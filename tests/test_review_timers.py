@@ -408,3 +408,43 @@ def test_call_options_a_timer_would_drop_are_refused_with_delay(actors: StoreSpe
     with pytest.raises(ValueError, match="timer"):
         planner.bump.options(**options).options(at=time.time()).run()
     assert planner.timers() == []
+
+
+# -- timers: the index memory, far-future times, guards (review h12) -----------------------------
+def test_the_index_memory_of_an_actor_re_armed_many_times_holds_only_its_pending_occurrences(
+    actors: StoreSpec,
+) -> None:
+    # _IndexMemory bounded the number of actors, not what it held per actor: every re-arm of a
+    # key (each occurrence now has a name of its own) added a name that nothing in the writing
+    # process ever dropped (the runner that deletes entries is usually another process). A
+    # session-expiry timer re-armed on every call grew the set by one name per call, for good.
+    from vactor_cloud.timers import _memory
+
+    store = vc.get_runtime().store
+    planner = Planner.get_or_create("re-armed-often")
+    at = float(int(time.time()) + 3600)
+    for i in range(40):
+        planner.bump.options(at=at + (i % 2), timer_key="expire").run()
+    planner.bump.options(at=at, timer_key="other").run()
+    (pending,) = [t for t in planner.timers() if t["key"] == "expire"]
+    known = _memory.known(store, "re-armed-often")
+    assert len(known) <= 2, f"{len(known)} names remembered for 2 pending timers"
+    # what it still remembers are the pending occurrences' own entries: no rewrite is skipped
+    listed = {(e.key, e.due_ms, e.gen) for e in _sync.sync(list_index(store))}
+    assert known <= listed
+    assert ("expire", math.ceil(pending["due"] * 1000)) in {(k, d) for k, d, _ in known}
+
+
+def test_a_runner_listing_other_runners_actors_remembers_a_bounded_number_of_their_entries() -> None:
+    # A runner remembers every entry it lists (split=runners: also those of actors another runner
+    # fires and deletes). A recurring timer listed at each poll added a name per occurrence,
+    # never dropped: a long-running runner's memory grew with every occurrence it had seen.
+    from vactor_cloud.storage import MemoryStore
+    from vactor_cloud.timers import _memory, remember_listed
+
+    store = MemoryStore()
+    for n in range(50):
+        due = 1_000_000 + n * 1000
+        entries = [IndexEntry(due, "elsewhere", "every-second", 10 + n)]
+        remember_listed(store, entries, complete_until_ms=due + 500)
+    assert _memory.known(store, "elsewhere") == {("every-second", 1_000_000 + 49_000, 59)}

@@ -436,7 +436,11 @@ _Named = tuple[str, int, int | None]
 class _IndexMemory:
     """Index entries this process knows exist (it wrote or listed them), per store and actor.
 
-    Bounded: forgetting only costs a redundant create-only PUT later.
+    Bounded: forgetting only costs a redundant create-only PUT later (remembering an entry
+    that is gone would cost a timer its entry, so only names seen or written are added). Per
+    actor it holds the names of its pending occurrences (pruned at each commit, see
+    :func:`index_after_commit`) and of the entries a complete listing showed (pruned at the
+    next one); no more than ``limit`` actors.
     """
 
     limit: int = 4096
@@ -463,6 +467,22 @@ class _IndexMemory:
             if slot is not None:
                 slot.discard(entry)
 
+    def keep_only(self, store: ObjectStore, actor_id: str, names: set[_Named]) -> None:
+        """Forget the actor's names not in ``names`` (its pending occurrences after a commit)."""
+        with self.lock:
+            slot = self.actors.get((id(store), actor_id))
+            if slot is not None:
+                slot &= names
+
+    def listed(self, store: ObjectStore, actor_id: str, found: set[_Named], until_ms: float) -> None:
+        """A complete listing up to ``until_ms`` found these of the actor's entries: forget its
+        names due by then that it did not show (deleted meanwhile, by this process or another)."""
+        with self.lock:
+            slot = self.actors.get((id(store), actor_id))
+            if slot is not None:
+                slot -= {n for n in slot if n[1] <= until_ms and n not in found}
+        self.add(store, actor_id, found)
+
 
 _memory = _IndexMemory()
 
@@ -479,7 +499,10 @@ def remember_listed(
     for e in entries:
         by_actor.setdefault(e.actor_id, set()).add((e.key, e.due_ms, e.gen))
     for actor_id, found in by_actor.items():
-        _memory.add(store, actor_id, found)
+        if complete_until_ms is None:
+            _memory.add(store, actor_id, found)
+        else:
+            _memory.listed(store, actor_id, found, complete_until_ms)
     if complete_until_ms is not None:
         with _memory.lock:
             _memory.complete_until[id(store)] = complete_until_ms
@@ -528,6 +551,8 @@ async def index_after_commit(
     truth; a later commit or ``repair_index`` writes the entry.
     """
     after = pending_timers(committed)
+    current = {(key, t.due_ms, t.gen) for key, t in after.items()}
+    _memory.keep_only(store, actor_id, current)  # names of occurrences gone are of no use
     if not after:
         return
     before = pending_timers(base)
