@@ -448,3 +448,35 @@ def test_a_runner_listing_other_runners_actors_remembers_a_bounded_number_of_the
         entries = [IndexEntry(due, "elsewhere", "every-second", 10 + n)]
         remember_listed(store, entries, complete_until_ms=due + 500)
     assert _memory.known(store, "elsewhere") == {("every-second", 1_000_000 + 49_000, 59)}
+
+
+def test_a_timer_due_at_the_latest_due_time_has_an_entry_runners_can_read(actors: StoreSpec) -> None:
+    # LATEST_DUE was (10**20 - 1) / 1000, which is 1e17 as a float: its due_ms has 21 digits,
+    # an entry name no runner parses (never listed, never fired, never dropped).
+    from vactor_cloud.timers import LATEST_DUE
+
+    planner = Planner.get_or_create("latest")
+    planner.bump.options(at=LATEST_DUE, timer_key="last").run()
+    assert [e.key for e in _sync.sync(list_index(vc.get_runtime().store))] == ["last"]
+
+
+def test_a_recurring_timer_with_a_huge_period_does_not_break_repair_of_every_actor(
+    actors: StoreSpec,
+) -> None:
+    # every= had no upper bound: the occurrence after the first was due past LATEST_DUE, its
+    # entry a name no runner parses (21 digits), or its due_ms infinite (OverflowError on every
+    # index write, repair included, which then failed for every actor).
+    from vactor_cloud.timers import LATEST_DUE
+
+    huge = Planner.get_or_create("huge-period")
+    plain = Planner.get_or_create("plain")
+    with pytest.raises(ValueError, match="every"):
+        huge.bump.options(at=float(int(time.time()) - 5), timer_key="never", every=1e306).run()
+    huge.bump.options(at=float(int(time.time()) - 5), timer_key="once", every=LATEST_DUE).run()
+    assert vc.fire_due_timers().fired == 1
+    plain.bump.options(at=float(int(time.time()) + 3600), timer_key="later").run()
+    store = vc.get_runtime().store
+    for entry in _sync.sync(list_index(store)):
+        _sync.sync(store.delete(entry.object_key))
+    assert repair_timer_index() == 2
+    assert {e.key for e in _sync.sync(list_index(store))} == {"once", "later"}

@@ -119,7 +119,8 @@ def _ms(seconds: float) -> int:
 
 
 #: the latest due time a timer may have (epoch seconds): its index key holds 20 digits of ms
-LATEST_DUE = (10**20 - 1) / 1000
+#: (the float just below 1e17: (10**20 - 1) / 1000 rounds up to 1e17, whose ms have 21 digits)
+LATEST_DUE = math.nextafter(1e17, 0.0)
 #: the shortest period of a repeating timer (seconds)
 SHORTEST_EVERY = 0.001
 
@@ -127,13 +128,15 @@ SHORTEST_EVERY = 0.001
 def checked_due(when: float, every: float | None = None) -> float:
     """A timer's due time as scheduled: finite, at most :data:`LATEST_DUE`; a time before
     the epoch is the epoch (in the past: due at once, as any past time). ``every``, if
-    given, at least :data:`SHORTEST_EVERY`. ``ValueError`` otherwise."""
+    given, at least :data:`SHORTEST_EVERY` and at most :data:`LATEST_DUE`. ``ValueError`` otherwise."""
     if not math.isfinite(when):
         raise ValueError(f"the due time must be finite, got {when!r}")
     if when > LATEST_DUE:
         raise ValueError(f"the due time {when!r} is too far ahead: at most {LATEST_DUE:.0f} (epoch seconds)")
-    if every is not None and (not math.isfinite(every) or every < SHORTEST_EVERY):
-        raise ValueError(f"every= must be at least {SHORTEST_EVERY} seconds, got {every!r}")
+    if every is not None and (not math.isfinite(every) or not SHORTEST_EVERY <= every <= LATEST_DUE):
+        raise ValueError(
+            f"every= must be at least {SHORTEST_EVERY} and at most {LATEST_DUE:.0f} seconds, got {every!r}"
+        )
     return max(0.0, when)
 
 
@@ -154,7 +157,7 @@ class Timer:
 
     @property
     def due_ms(self) -> int:
-        return _ms(self.due)
+        return _ms(min(self.due, LATEST_DUE))  # (a row stored before every= was bounded)
 
     def index_key(self, actor_id: str) -> str:
         """The name of this occurrence's due-index entry."""
@@ -168,10 +171,11 @@ class Timer:
         return tuple(args), dict(kwargs)
 
     def next_due(self, now: float) -> float:
-        """The first occurrence after ``now`` (missed occurrences are skipped, not replayed)."""
+        """The first occurrence after ``now`` (missed occurrences are skipped, not replayed), at
+        most :data:`LATEST_DUE` (an index entry names no later time)."""
         assert self.every is not None
         skipped = math.floor(max(0.0, now - self.due) / self.every) + 1
-        return self.due + skipped * self.every
+        return min(self.due + skipped * self.every, LATEST_DUE)
 
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"due": self.due, "method": self.method, "p": self.payload, "at": self.created}
