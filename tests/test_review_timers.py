@@ -480,3 +480,25 @@ def test_a_recurring_timer_with_a_huge_period_does_not_break_repair_of_every_act
         _sync.sync(store.delete(entry.object_key))
     assert repair_timer_index() == 2
     assert {e.key for e in _sync.sync(list_index(store))} == {"once", "later"}
+
+
+def test_timers_ls_shows_a_far_future_timer_and_each_entry_s_generation(
+    actors: StoreSpec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `vactor timers ls` printed due times with datetime.fromtimestamp: a timer due after the
+    # year 9999 (accepted up to LATEST_DUE) made the command fail with an OverflowError/ValueError.
+    import json
+
+    from vactor_cloud.cli import main
+
+    planner = Planner.get_or_create("far-future")
+    planner.bump.options(at=1e15, timer_key="far").run()
+    planner.bump.options(at=float(int(time.time()) + 60), timer_key="soon").run()
+    (soon,) = [e for e in _sync.sync(list_index(vc.get_runtime().store)) if e.key == "soon"]
+    options = [f"-o{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in actors.options.items()]
+    assert main(["timers", "ls", "--storage", actors.url, *options]) == 0
+    out = capsys.readouterr().out
+    assert "far" in out and "soon" in out
+    assert main(["timers", "ls", "--storage", actors.url, *options, "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["soon"]["gen"] == soon.gen is not None
