@@ -502,3 +502,32 @@ def test_timers_ls_shows_a_far_future_timer_and_each_entry_s_generation(
     assert main(["timers", "ls", "--storage", actors.url, *options, "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["soon"]["gen"] == soon.gen is not None
+
+
+def test_a_runner_whose_cache_predates_a_reschedule_keeps_the_rescheduled_timer_s_entry(
+    actors: StoreSpec,
+) -> None:
+    # A batch of FIREs skips the probe of the newest step, and a FIRE that fires nothing commits
+    # nothing: what it reports is the runner's cache. A cache from before the timer was moved
+    # earlier (by another process) shows it pending at its old due time, and the runner took
+    # "pending at another due time" as proof that the entry was stale, without the probe it
+    # makes for "gone": it deleted the moved occurrence's own entry, which then never fired.
+    from vactor_cloud.runtime import Runtime
+    from vactor_cloud.settings import Settings
+    from vactor_cloud.timer_runner import _fire_actor
+
+    actor_id = "moved-earlier"
+    planner = Planner.get_or_create(actor_id)
+    planner.bump.options(at=float(int(time.time()) + 3600), timer_key="renewal").run()
+    runner = Runtime(Settings(storage=actors.url, storage_options=actors.options))
+    try:
+        runner.load(actor_id)  # the runner's cache: renewal due in an hour
+        planner.bump.options(at=float(int(time.time()) - 5), timer_key="renewal").run()  # now due
+        store = vc.get_runtime().store
+        due = _sync.sync(list_index(store, due_by_ms=time.time() * 1000))
+        assert [e.key for e in due] == ["renewal"]
+        report, _ = _fire_actor(runner, "runner-a", None, actor_id, due)
+        assert report.fired + vc.fire_due_timers().fired == 1, "the moved timer lost its entry"
+    finally:
+        runner.close()
+    assert planner.peek.run() == 1
