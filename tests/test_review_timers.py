@@ -531,3 +531,67 @@ def test_a_runner_whose_cache_predates_a_reschedule_keeps_the_rescheduled_timer_
     finally:
         runner.close()
     assert planner.peek.run() == 1
+
+
+# -- guards (review h12): these passed on the code as reviewed; each can fail ---------------------
+@vc.virtual_actor
+class Looper:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def tick(self, at: float) -> None:
+        self.n += 1
+        if self.n < 4:  # a recurring timer re-armed by its method at its own (past) due time
+            call = vc.current_call()
+            assert call is not None
+            call.schedule("tick", at=at, key="loop", args=(at,), every=3600)
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.n
+
+
+def test_a_recurring_timer_re_armed_by_each_occurrence_at_its_own_due_time_fires_each_time(
+    actors: StoreSpec,
+) -> None:
+    looper = Looper.get_or_create("looper")
+    at = float(int(time.time()) - 5)
+    looper.tick.options(at=at, timer_key="loop", every=3600).run(at)
+    for n in range(1, 5):
+        assert vc.fire_due_timers().fired == 1, f"occurrence {n} did not fire"
+        assert looper.peek.run() == n
+    assert vc.fire_due_timers().fired == 0
+    (pending,) = looper.timers()
+    assert pending["due"] == at + 3600
+    listed = _sync.sync(list_index(vc.get_runtime().store))
+    assert [(e.key, e.due_ms) for e in listed] == [("loop", math.ceil((at + 3600) * 1000))]
+
+
+@pytest.mark.parametrize("key", ["-", "0-1", "00000000000000001234-5", "ü ñ%+", "a b", "~x", "x" * 200])
+def test_timer_keys_with_unusual_characters_fire_once_and_leave_no_entry(actors: StoreSpec, key: str) -> None:
+    planner = Planner.get_or_create("odd-keys")
+    planner.bump.options(at=float(int(time.time()) - 5), timer_key=key).run()
+    (entry,) = _sync.sync(list_index(vc.get_runtime().store))
+    assert entry.key == key and parse_entry(entry.object_key) == entry
+    assert vc.fire_due_timers().fired == 1
+    assert vc.fire_due_timers().fired == 0
+    assert planner.peek.run() == 1
+    assert _sync.sync(list_index(vc.get_runtime().store)) == []
+
+
+def test_two_runners_ticking_at_once_fire_each_timer_once(actors: StoreSpec) -> None:
+    at = float(int(time.time()) - 5)
+    planners = [Planner.get_or_create(f"two-runners-{i}") for i in range(12)]
+    for planner in planners:
+        planner.bump.options(at=at, timer_key="once").run()
+    reports: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: reports.append(vc.fire_due_timers(split="none"))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sum(r.fired for r in reports) == 12
+    assert [p.peek.run() for p in planners] == [1] * 12
+    assert _sync.sync(list_index(vc.get_runtime().store)) == []
