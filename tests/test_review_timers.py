@@ -408,3 +408,190 @@ def test_call_options_a_timer_would_drop_are_refused_with_delay(actors: StoreSpe
     with pytest.raises(ValueError, match="timer"):
         planner.bump.options(**options).options(at=time.time()).run()
     assert planner.timers() == []
+
+
+# -- timers: the index memory, far-future times, guards (review h12) -----------------------------
+def test_the_index_memory_of_an_actor_re_armed_many_times_holds_only_its_pending_occurrences(
+    actors: StoreSpec,
+) -> None:
+    # _IndexMemory bounded the number of actors, not what it held per actor: every re-arm of a
+    # key (each occurrence now has a name of its own) added a name that nothing in the writing
+    # process ever dropped (the runner that deletes entries is usually another process). A
+    # session-expiry timer re-armed on every call grew the set by one name per call, for good.
+    from vactor_cloud.timers import _memory
+
+    store = vc.get_runtime().store
+    planner = Planner.get_or_create("re-armed-often")
+    at = float(int(time.time()) + 3600)
+    for i in range(40):
+        planner.bump.options(at=at + (i % 2), timer_key="expire").run()
+    planner.bump.options(at=at, timer_key="other").run()
+    (pending,) = [t for t in planner.timers() if t["key"] == "expire"]
+    known = _memory.known(store, "re-armed-often")
+    assert len(known) <= 2, f"{len(known)} names remembered for 2 pending timers"
+    # what it still remembers are the pending occurrences' own entries: no rewrite is skipped
+    listed = {(e.key, e.due_ms, e.gen) for e in _sync.sync(list_index(store))}
+    assert known <= listed
+    assert ("expire", math.ceil(pending["due"] * 1000)) in {(k, d) for k, d, _ in known}
+
+
+def test_a_runner_listing_other_runners_actors_remembers_a_bounded_number_of_their_entries() -> None:
+    # A runner remembers every entry it lists (split=runners: also those of actors another runner
+    # fires and deletes). A recurring timer listed at each poll added a name per occurrence,
+    # never dropped: a long-running runner's memory grew with every occurrence it had seen.
+    from vactor_cloud.storage import MemoryStore
+    from vactor_cloud.timers import _memory, remember_listed
+
+    store = MemoryStore()
+    for n in range(50):
+        due = 1_000_000 + n * 1000
+        entries = [IndexEntry(due, "elsewhere", "every-second", 10 + n)]
+        remember_listed(store, entries, complete_until_ms=due + 500)
+    assert _memory.known(store, "elsewhere") == {("every-second", 1_000_000 + 49_000, 59)}
+
+
+def test_a_timer_due_at_the_latest_due_time_has_an_entry_runners_can_read(actors: StoreSpec) -> None:
+    # LATEST_DUE was (10**20 - 1) / 1000, which is 1e17 as a float: its due_ms has 21 digits,
+    # an entry name no runner parses (never listed, never fired, never dropped).
+    from vactor_cloud.timers import LATEST_DUE
+
+    planner = Planner.get_or_create("latest")
+    planner.bump.options(at=LATEST_DUE, timer_key="last").run()
+    assert [e.key for e in _sync.sync(list_index(vc.get_runtime().store))] == ["last"]
+
+
+def test_a_recurring_timer_with_a_huge_period_does_not_break_repair_of_every_actor(
+    actors: StoreSpec,
+) -> None:
+    # every= had no upper bound: the occurrence after the first was due past LATEST_DUE, its
+    # entry a name no runner parses (21 digits), or its due_ms infinite (OverflowError on every
+    # index write, repair included, which then failed for every actor).
+    from vactor_cloud.timers import LATEST_DUE
+
+    huge = Planner.get_or_create("huge-period")
+    plain = Planner.get_or_create("plain")
+    with pytest.raises(ValueError, match="every"):
+        huge.bump.options(at=float(int(time.time()) - 5), timer_key="never", every=1e306).run()
+    huge.bump.options(at=float(int(time.time()) - 5), timer_key="once", every=LATEST_DUE).run()
+    assert vc.fire_due_timers().fired == 1
+    plain.bump.options(at=float(int(time.time()) + 3600), timer_key="later").run()
+    store = vc.get_runtime().store
+    for entry in _sync.sync(list_index(store)):
+        _sync.sync(store.delete(entry.object_key))
+    assert repair_timer_index() == 2
+    assert {e.key for e in _sync.sync(list_index(store))} == {"once", "later"}
+
+
+def test_timers_ls_shows_a_far_future_timer_and_each_entry_s_generation(
+    actors: StoreSpec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `vactor timers ls` printed due times with datetime.fromtimestamp: a timer due after the
+    # year 9999 (accepted up to LATEST_DUE) made the command fail with an OverflowError/ValueError.
+    import json
+
+    from vactor_cloud.cli import main
+
+    planner = Planner.get_or_create("far-future")
+    planner.bump.options(at=1e15, timer_key="far").run()
+    planner.bump.options(at=float(int(time.time()) + 60), timer_key="soon").run()
+    (soon,) = [e for e in _sync.sync(list_index(vc.get_runtime().store)) if e.key == "soon"]
+    options = [f"-o{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in actors.options.items()]
+    assert main(["timers", "ls", "--storage", actors.url, *options]) == 0
+    out = capsys.readouterr().out
+    assert "far" in out and "soon" in out
+    assert main(["timers", "ls", "--storage", actors.url, *options, "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["soon"]["gen"] == soon.gen is not None
+
+
+def test_a_runner_whose_cache_predates_a_reschedule_keeps_the_rescheduled_timer_s_entry(
+    actors: StoreSpec,
+) -> None:
+    # A batch of FIREs skips the probe of the newest step, and a FIRE that fires nothing commits
+    # nothing: what it reports is the runner's cache. A cache from before the timer was moved
+    # earlier (by another process) shows it pending at its old due time, and the runner took
+    # "pending at another due time" as proof that the entry was stale, without the probe it
+    # makes for "gone": it deleted the moved occurrence's own entry, which then never fired.
+    from vactor_cloud.runtime import Runtime
+    from vactor_cloud.settings import Settings
+    from vactor_cloud.timer_runner import _fire_actor
+
+    actor_id = "moved-earlier"
+    planner = Planner.get_or_create(actor_id)
+    planner.bump.options(at=float(int(time.time()) + 3600), timer_key="renewal").run()
+    runner = Runtime(Settings(storage=actors.url, storage_options=actors.options))
+    try:
+        runner.load(actor_id)  # the runner's cache: renewal due in an hour
+        planner.bump.options(at=float(int(time.time()) - 5), timer_key="renewal").run()  # now due
+        store = vc.get_runtime().store
+        due = _sync.sync(list_index(store, due_by_ms=time.time() * 1000))
+        assert [e.key for e in due] == ["renewal"]
+        report, _ = _fire_actor(runner, "runner-a", None, actor_id, due)
+        assert report.fired + vc.fire_due_timers().fired == 1, "the moved timer lost its entry"
+    finally:
+        runner.close()
+    assert planner.peek.run() == 1
+
+
+# -- guards (review h12): these passed on the code as reviewed; each can fail ---------------------
+@vc.virtual_actor
+class Looper:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def tick(self, at: float) -> None:
+        self.n += 1
+        if self.n < 4:  # a recurring timer re-armed by its method at its own (past) due time
+            call = vc.current_call()
+            assert call is not None
+            call.schedule("tick", at=at, key="loop", args=(at,), every=3600)
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.n
+
+
+def test_a_recurring_timer_re_armed_by_each_occurrence_at_its_own_due_time_fires_each_time(
+    actors: StoreSpec,
+) -> None:
+    looper = Looper.get_or_create("looper")
+    at = float(int(time.time()) - 5)
+    looper.tick.options(at=at, timer_key="loop", every=3600).run(at)
+    for n in range(1, 5):
+        assert vc.fire_due_timers().fired == 1, f"occurrence {n} did not fire"
+        assert looper.peek.run() == n
+    assert vc.fire_due_timers().fired == 0
+    (pending,) = looper.timers()
+    assert pending["due"] == at + 3600
+    listed = _sync.sync(list_index(vc.get_runtime().store))
+    assert [(e.key, e.due_ms) for e in listed] == [("loop", math.ceil((at + 3600) * 1000))]
+
+
+@pytest.mark.parametrize("key", ["-", "0-1", "00000000000000001234-5", "ü ñ%+", "a b", "~x", "x" * 200])
+def test_timer_keys_with_unusual_characters_fire_once_and_leave_no_entry(actors: StoreSpec, key: str) -> None:
+    planner = Planner.get_or_create("odd-keys")
+    planner.bump.options(at=float(int(time.time()) - 5), timer_key=key).run()
+    (entry,) = _sync.sync(list_index(vc.get_runtime().store))
+    assert entry.key == key and parse_entry(entry.object_key) == entry
+    assert vc.fire_due_timers().fired == 1
+    assert vc.fire_due_timers().fired == 0
+    assert planner.peek.run() == 1
+    assert _sync.sync(list_index(vc.get_runtime().store)) == []
+
+
+def test_two_runners_ticking_at_once_fire_each_timer_once(actors: StoreSpec) -> None:
+    at = float(int(time.time()) - 5)
+    planners = [Planner.get_or_create(f"two-runners-{i}") for i in range(12)]
+    for planner in planners:
+        planner.bump.options(at=at, timer_key="once").run()
+    reports: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: reports.append(vc.fire_due_timers(split="none"))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sum(r.fired for r in reports) == 12
+    assert [p.peek.run() for p in planners] == [1] * 12
+    assert _sync.sync(list_index(vc.get_runtime().store)) == []

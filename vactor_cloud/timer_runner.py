@@ -366,9 +366,10 @@ def _fire_actor(
     """Fire ``entries`` of one actor; the report and the entries done with (fired or stale),
     deleted unless ``delete`` is False (the caller deletes them).
 
-    An entry whose ``FIRE`` found no due timer is deleted only if the newest
-    step (one probe) agrees that the timer is gone or rescheduled: a cache
-    behind the step that scheduled it must not drop its entry. A timer the
+    An entry whose ``FIRE`` found no due timer (gone, or pending at another due
+    time or not yet due) is deleted only if the newest step (one probe) agrees
+    that the timer is gone or rescheduled: a cache behind the step that
+    scheduled it must not drop its entry. A timer the
     newest step shows due is fired once more; one not yet due keeps its entry.
     """
     store = runtime.store
@@ -403,10 +404,11 @@ def _fire_actor(
                         logger.warning("timer %s of %r raised: %s", entry.key, actor_id, found.error)
                 elif not found.ok:  # its call was excluded (SystemExit, ...): timer and entry stay
                     report.errors.append(f"{actor_id}/{entry.key}: not committed: {found.error}")
-                elif found.pending_due_ms is not None and found.pending_due_ms != entry.due_ms:
-                    done.append(entry)  # rescheduled: its own entry is another one
-                    report.stale += 1
                 else:
+                    # Gone, or pending at another due time (rescheduled: its own entry is another
+                    # one), or not due yet; but a FIRE that fires nothing commits nothing, so
+                    # this is what our cache says, which may predate the step that scheduled
+                    # this entry's occurrence: the newest step decides.
                     unsure.append(entry)
             if not unsure:
                 break

@@ -119,7 +119,8 @@ def _ms(seconds: float) -> int:
 
 
 #: the latest due time a timer may have (epoch seconds): its index key holds 20 digits of ms
-LATEST_DUE = (10**20 - 1) / 1000
+#: (the float just below 1e17: (10**20 - 1) / 1000 rounds up to 1e17, whose ms have 21 digits)
+LATEST_DUE = math.nextafter(1e17, 0.0)
 #: the shortest period of a repeating timer (seconds)
 SHORTEST_EVERY = 0.001
 
@@ -127,13 +128,15 @@ SHORTEST_EVERY = 0.001
 def checked_due(when: float, every: float | None = None) -> float:
     """A timer's due time as scheduled: finite, at most :data:`LATEST_DUE`; a time before
     the epoch is the epoch (in the past: due at once, as any past time). ``every``, if
-    given, at least :data:`SHORTEST_EVERY`. ``ValueError`` otherwise."""
+    given, at least :data:`SHORTEST_EVERY` and at most :data:`LATEST_DUE`. ``ValueError`` otherwise."""
     if not math.isfinite(when):
         raise ValueError(f"the due time must be finite, got {when!r}")
     if when > LATEST_DUE:
         raise ValueError(f"the due time {when!r} is too far ahead: at most {LATEST_DUE:.0f} (epoch seconds)")
-    if every is not None and (not math.isfinite(every) or every < SHORTEST_EVERY):
-        raise ValueError(f"every= must be at least {SHORTEST_EVERY} seconds, got {every!r}")
+    if every is not None and (not math.isfinite(every) or not SHORTEST_EVERY <= every <= LATEST_DUE):
+        raise ValueError(
+            f"every= must be at least {SHORTEST_EVERY} and at most {LATEST_DUE:.0f} seconds, got {every!r}"
+        )
     return max(0.0, when)
 
 
@@ -154,7 +157,7 @@ class Timer:
 
     @property
     def due_ms(self) -> int:
-        return _ms(self.due)
+        return _ms(min(self.due, LATEST_DUE))  # (a row stored before every= was bounded)
 
     def index_key(self, actor_id: str) -> str:
         """The name of this occurrence's due-index entry."""
@@ -168,10 +171,11 @@ class Timer:
         return tuple(args), dict(kwargs)
 
     def next_due(self, now: float) -> float:
-        """The first occurrence after ``now`` (missed occurrences are skipped, not replayed)."""
+        """The first occurrence after ``now`` (missed occurrences are skipped, not replayed), at
+        most :data:`LATEST_DUE` (an index entry names no later time)."""
         assert self.every is not None
         skipped = math.floor(max(0.0, now - self.due) / self.every) + 1
-        return self.due + skipped * self.every
+        return min(self.due + skipped * self.every, LATEST_DUE)
 
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"due": self.due, "method": self.method, "p": self.payload, "at": self.created}
@@ -436,7 +440,11 @@ _Named = tuple[str, int, int | None]
 class _IndexMemory:
     """Index entries this process knows exist (it wrote or listed them), per store and actor.
 
-    Bounded: forgetting only costs a redundant create-only PUT later.
+    Bounded: forgetting only costs a redundant create-only PUT later (remembering an entry
+    that is gone would cost a timer its entry, so only names seen or written are added). Per
+    actor it holds the names of its pending occurrences (pruned at each commit, see
+    :func:`index_after_commit`) and of the entries a complete listing showed (pruned at the
+    next one); no more than ``limit`` actors.
     """
 
     limit: int = 4096
@@ -463,6 +471,22 @@ class _IndexMemory:
             if slot is not None:
                 slot.discard(entry)
 
+    def keep_only(self, store: ObjectStore, actor_id: str, names: set[_Named]) -> None:
+        """Forget the actor's names not in ``names`` (its pending occurrences after a commit)."""
+        with self.lock:
+            slot = self.actors.get((id(store), actor_id))
+            if slot is not None:
+                slot &= names
+
+    def listed(self, store: ObjectStore, actor_id: str, found: set[_Named], until_ms: float) -> None:
+        """A complete listing up to ``until_ms`` found these of the actor's entries: forget its
+        names due by then that it did not show (deleted meanwhile, by this process or another)."""
+        with self.lock:
+            slot = self.actors.get((id(store), actor_id))
+            if slot is not None:
+                slot -= {n for n in slot if n[1] <= until_ms and n not in found}
+        self.add(store, actor_id, found)
+
 
 _memory = _IndexMemory()
 
@@ -479,7 +503,10 @@ def remember_listed(
     for e in entries:
         by_actor.setdefault(e.actor_id, set()).add((e.key, e.due_ms, e.gen))
     for actor_id, found in by_actor.items():
-        _memory.add(store, actor_id, found)
+        if complete_until_ms is None:
+            _memory.add(store, actor_id, found)
+        else:
+            _memory.listed(store, actor_id, found, complete_until_ms)
     if complete_until_ms is not None:
         with _memory.lock:
             _memory.complete_until[id(store)] = complete_until_ms
@@ -528,6 +555,8 @@ async def index_after_commit(
     truth; a later commit or ``repair_index`` writes the entry.
     """
     after = pending_timers(committed)
+    current = {(key, t.due_ms, t.gen) for key, t in after.items()}
+    _memory.keep_only(store, actor_id, current)  # names of occurrences gone are of no use
     if not after:
         return
     before = pending_timers(base)

@@ -4,7 +4,7 @@
 
     vactor timers tick [--split S] [--lease S] [--shard I/N]   fire what is due now, then exit (cron)
     vactor timers run [--poll S] [--split S] [--lease S]       fire timers as they fall due until SIGTERM
-    vactor timers ls [--json]                       index entries: due time, lateness, actor, key
+    vactor timers ls [--json]                       index entries: due time, lateness, actor, key, gen
     vactor timers repair [--actor ID]               re-create index entries lost to a crash
 
 ``--split runners`` (the default) shares the actors among the live runners
@@ -111,7 +111,10 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _utc(timestamp: float) -> str:
-    return f"{datetime.datetime.fromtimestamp(timestamp, datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+    try:
+        return f"{datetime.datetime.fromtimestamp(timestamp, datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+    except (ValueError, OverflowError, OSError):  # after the year 9999 (timers go up to LATEST_DUE)
+        return f"{timestamp:.3f} (epoch s)"
 
 
 def _summary(report: TickReport) -> dict[str, Any]:
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                     "late_s": round(now - e.due_ms / 1000, 3),
                     "actor": e.actor_id,
                     "key": e.key,
+                    # the step that scheduled the occurrence; None: an entry named before generations
+                    "gen": e.gen,
                 }
                 for e in entries
             ]
@@ -181,13 +186,14 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.table(
                     None,
-                    ["due (UTC)", "late", "actor", "key"],
+                    ["due (UTC)", "late", "actor", "key", "gen"],
                     [
                         [
                             _utc(r["due"]),
                             f"late {r['late_s']}s" if r["late_s"] > 0 else f"in {-r['late_s']}s",
                             str(r["actor"]),
                             str(r["key"]),
+                            "-" if r["gen"] is None else str(r["gen"]),
                         ]
                         for r in rows
                     ],
