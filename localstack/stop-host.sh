@@ -30,13 +30,14 @@ if [[ "$(identity "$PID")" != "$RECORDED" ]]; then
   exit 0
 fi
 kill -TERM "$PID"
-# LocalStack shuts down its services on SIGTERM; give it a bounded while.
-for _ in $(seq 1 30); do
+# LocalStack shuts down its services on SIGTERM; give it a bounded while (its state here is
+# a throwaway directory: nothing is lost to the SIGKILL after it).
+for _ in $(seq 1 10); do
   [[ "$(identity "$PID")" == "$RECORDED" ]] || break
   sleep 0.5
 done
 if [[ "$(identity "$PID")" == "$RECORDED" ]]; then
-  echo "stop-host: pid $PID ignored SIGTERM for 15 s; sending SIGKILL" >&2
+  echo "stop-host: pid $PID ignored SIGTERM for 5 s; sending SIGKILL" >&2
   kill -KILL "$PID" 2>/dev/null || true
 fi
 echo "stop-host: stopped LocalStack (pid $PID)" >&2
