@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import http.client
 import http.server
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
@@ -110,6 +112,53 @@ def ground_truth(spec: StoreSpec) -> Any:
         aws_secret_access_key=spec.options["secret"],
         region_name=spec.options["client_kwargs"]["region_name"],
     )
+
+
+# -- the lane's own server -------------------------------------------------------
+def test_the_moto_server_keeps_a_connection_open_across_requests_of_every_shape(
+    lane: S3EmulatorLane, spec: StoreSpec
+) -> None:
+    """As S3 does: werkzeug's stock server closes every connection after one answer, so each
+    request also cost a connect and a server thread (and a refused conditional PUT about
+    10 ms more, waiting to drain its unread body). Signed as botocore signs, but for the
+    chunked upload (its body is a stream: sent unsigned, which moto accepts for a PUT)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    if lane.name != "moto":
+        pytest.skip("about the moto lane's own server")
+    bucket, prefix = bucket_and_prefix(spec)
+    assert lane.endpoint is not None
+    where = urlsplit(lane.endpoint)
+    connection = http.client.HTTPConnection(where.hostname or "", where.port, timeout=30)
+
+    def ask(method: str, key: str, body: Any = None, **headers: str) -> tuple[int, str | None, bytes]:
+        path = f"/{bucket}/{prefix}/{key}"
+        if not hasattr(body, "__next__"):
+            request = AWSRequest(method, f"{lane.endpoint}{path}", data=body, headers=headers)
+            S3SigV4Auth(Credentials(lane.access_key, lane.secret_key), "s3", "us-east-1").add_auth(request)
+            headers = dict(request.headers.items())
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("Content-Length"), answer.read()
+
+    try:
+        assert ask("PUT", "a", b"x" * 10)[0] == 200
+        sock = connection.sock
+        assert sock is not None
+        # refused before moto reads the body: the body must still be consumed
+        assert ask("PUT", "a", b"y" * 1000, **{"If-None-Match": "*"})[0] == 412
+        assert ask("GET", "a") == (200, "10", b"x" * 10)
+        assert ask("HEAD", "a") == (200, "10", b"")
+        assert ask("GET", "missing")[0] == 404
+        assert ask("PUT", "b", iter([b"ab", b"cd"]))[0] == 200  # chunked transfer coding
+        assert ask("GET", "b") == (200, "4", b"abcd")
+        assert ask("DELETE", "b")[0] == 204
+        assert ask("GET", "b")[0] == 404
+        assert connection.sock is sock
+    finally:
+        connection.close()
 
 
 # -- conditional writes ----------------------------------------------------------

@@ -1624,9 +1624,7 @@ class ActorCore:
             try:
                 outcome = (found or {}).get(call.call_id)
             except Exception as exc:
-                _GAVE_UP[(self.actor_id, call.call_id)] = posted
-                while len(_GAVE_UP) > _GAVE_UP_MAX:
-                    _GAVE_UP.popitem(last=False)
+                self._remember_given_up(posted, [call])
                 pending = CallPendingError(self.actor_id, [call.call_id])
                 pending.__cause__ = exc
                 outcome = Outcome(False, pending)
@@ -1674,12 +1672,17 @@ class ActorCore:
 
     def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
         """The caller stops waiting; remember the post so ``call_outcome`` can tell later."""
-        for call in batch:
+        self._remember_given_up(posted, batch)
+        self._outstanding = posted  # our next batch posts too, after this one: order is kept
+        return CallPendingError(self.actor_id, [c.call_id for c in batch])
+
+    def _remember_given_up(self, posted: _Posted, calls: list[PendingCall]) -> None:
+        """Keep ``posted`` for ``call_outcome`` under each call's id (the newest
+        ``_GAVE_UP_MAX`` such calls of the process)."""
+        for call in calls:
             _GAVE_UP[(self.actor_id, call.call_id)] = posted
             while len(_GAVE_UP) > _GAVE_UP_MAX:
                 _GAVE_UP.popitem(last=False)
-        self._outstanding = posted  # our next batch posts too, after this one: order is kept
-        return CallPendingError(self.actor_id, [c.call_id for c in batch])
 
     def call_outcome(self, call_id: str, scan: int = 1000) -> Outcome:
         """The outcome of a call posted under contention whose caller stopped waiting.

@@ -1,9 +1,10 @@
 """The moto lane: one moto S3 server per test session, on 127.0.0.1, a fresh bucket per store.
 
-The server is moto's ``ThreadedMotoServer`` (a real HTTP server in a thread
-of this process), never the in-process ``mock_aws`` patch: the code under
-test must speak HTTP to it exactly as it would to S3, and child processes
-must be able to reach it too.
+The server is moto's WSGI app behind werkzeug's threaded server (what
+``ThreadedMotoServer`` runs), in a process of its own and with keep-alive
+connections (:func:`keep_alive_handler`), never the in-process ``mock_aws``
+patch: the code under test must speak HTTP to it exactly as it would to S3,
+and child processes must be able to reach it too.
 
 :class:`S3EmulatorLane` holds what every S3 emulator lane shares (bucket
 creation and removal, the :class:`StoreSpec` shape); the LocalStack lane
@@ -91,6 +92,80 @@ class S3EmulatorLane(Lane):
             client.delete_bucket(Bucket=bucket)
 
 
+def keep_alive_handler() -> type:
+    """moto's request handler with HTTP/1.1 keep-alive (werkzeug's dev server closes every
+    connection after one response).
+
+    S3 clients keep their connections open between requests; against a server that
+    closes each one, every request also pays a TCP connect in the client and a new
+    thread in the server, which real S3 does not make them pay. This handler reads
+    the request body whole before the app runs (so the next request on the
+    connection starts where it should, whatever the app read), and answers with a
+    ``Content-Length`` instead of closing. moto's answers are built in memory
+    anyway. A request it cannot parse, or an app that raises, closes the connection.
+    """
+    import io  # (here: only the server's process needs these)
+    import traceback
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import DechunkedInput
+
+    class KeepAliveHandler(MotoRequestHandler):
+        #: an idle connection's thread ends after this long (the client opens another)
+        timeout = 60
+        #: TCP_NODELAY: the body follows the headers in a second send, which Nagle's
+        #: algorithm would hold until the client's delayed ACK (40 ms) on a kept connection
+        disable_nagle_algorithm = True
+
+        def run_wsgi(self) -> None:
+            environ = self.make_environ()
+            if environ.get("wsgi.input_terminated"):
+                body = DechunkedInput(self.rfile).read()  # type: ignore[arg-type]
+                environ.pop("wsgi.input_terminated")
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+            else:
+                body = self.rfile.read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            answer: list[Any] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                answer[:] = [status, headers]
+                return chunks.append
+
+            chunks: list[bytes] = []
+            try:
+                result = self.server.app(environ, start_response)
+                try:
+                    chunks.extend(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+            except Exception:  # answered as werkzeug would, then the connection closes
+                traceback.print_exc()
+                answer[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")]]
+                chunks[:] = [b"Internal Server Error"]
+                self.close_connection = True
+            status, headers = answer
+            code, _, reason = status.partition(" ")
+            payload = b"".join(chunks)
+            self.send_response(int(code), reason)
+            bodiless = self.command == "HEAD" or int(code) in (204, 304) or 100 <= int(code) < 200
+            dropped = {"connection", "transfer-encoding"} | (set() if bodiless else {"content-length"})
+            for name, value in headers:
+                if name.lower() not in dropped:
+                    self.send_header(name, value)
+            if not bodiless:
+                self.send_header("Content-Length", str(len(payload)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if not bodiless:
+                self.wfile.write(payload)
+
+    return KeepAliveHandler
+
+
 class _SerializedWrites:
     """WSGI middleware: one mutating request (PUT, POST, DELETE) at a time."""
 
@@ -167,13 +242,16 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 #: The moto server process: 127.0.0.1 only (ThreadedMotoServer binds every interface
-#: unless told otherwise), writes serialized (see _SerializedWrites), and gone as soon
-#: as the process that started it is (it watches its parent's pid).
+#: unless told otherwise; this binds its own server), writes serialized (see
+#: _SerializedWrites), connections kept open (VACTOR_MOTO_KEEPALIVE=0: werkzeug's stock
+#: handler, which closes each one, for comparisons), and gone as soon as the process that
+#: started it is (it watches its parent's pid).
 _SERVER_SCRIPT = """
 import logging, os, sys, threading, time
-from moto.server import ThreadedMotoServer
 import moto.backends
-from vactor_cloud.testing._moto import _SerializedWrites
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+from vactor_cloud.testing._moto import _SerializedWrites, keep_alive_handler
 # moto's dispatcher asks, for every request and under one lock, whether the service
 # is one of its modules by listing its package directory and stat-ing each entry
 # (about 120 stats before "s3"): a third of the server's CPU under load. The list
@@ -182,16 +260,18 @@ _modules = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _modules
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 parent = int(sys.argv[1])
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+app = _SerializedWrites(DomainDispatcherApplication(create_backend_app))
+handler = keep_alive_handler() if os.environ.get("VACTOR_MOTO_KEEPALIVE", "1") != "0" else None
+if handler is None:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler as handler
 try:
-    server.start()
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=handler)
 except OSError as exc:
     print(f"ERROR {exc}", flush=True)
     sys.exit(1)
-server._server.app = _SerializedWrites(server._server.app)
-host, port = server.get_host_and_port()
-print(f"PORT {port}", flush=True)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"PORT {server.server_address[1]}", flush=True)
 while os.getppid() == parent:
     time.sleep(0.5)
-server.stop()
+server.shutdown()
 """
