@@ -703,6 +703,29 @@ def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_o
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: StoreSpec) -> None:
+    """``call_outcome`` keeps up to 10,000 posts whose callers gave up: by count, so each must
+    be small, whatever the call's arguments (a megabyte each would be 10 GB). What it needs
+    is the post's key, sender and seq; the arguments are in the stored post."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    refused = RetryableStorageError("injected: step puts refused", "k")
+    store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
+    big = "me/1" + "x" * 1_000_000
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run(big)
+    (call_id,) = raised.value.call_ids
+    remembered = core_module._GAVE_UP[("a", call_id)]
+    assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
+    store.fail = lambda op, key: None
+    assert log.add.run("me/2") == 3  # the pending post applies first, from the stored post
+    assert log.applied.run() == ["me/0", big, "me/2"]
+    assert vc.get_actor("a").call_outcome(call_id) == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
@@ -1678,7 +1678,15 @@ class ActorCore:
 
     def _remember_given_up(self, posted: _Posted, calls: list[PendingCall]) -> None:
         """Keep ``posted`` for ``call_outcome`` under each call's id (the newest
-        ``_GAVE_UP_MAX`` such calls of the process)."""
+        ``_GAVE_UP_MAX`` such calls of the process).
+
+        Without its calls' arguments: bounded by count, each entry must be small whatever
+        they were. The post is written; what is asked of it from here on is its key, sender
+        and seq (a fold applies it from the stored object, ours included)."""
+        if any(c.arguments or c.metadata for c in posted.post.calls):
+            posted.post = replace(
+                posted.post, calls=tuple(replace(c, arguments=b"", metadata=None) for c in posted.post.calls)
+            )
         for call in calls:
             _GAVE_UP[(self.actor_id, call.call_id)] = posted
             while len(_GAVE_UP) > _GAVE_UP_MAX:
