@@ -14,8 +14,9 @@ import functools
 import itertools
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
@@ -488,3 +489,39 @@ class ActorMethod(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<actor method {self._actor_id}.{self._info.name}>"
+
+
+if TYPE_CHECKING:
+    RunF = TypeVar("RunF", bound=Callable[..., Any])
+    AsyncF = TypeVar("AsyncF", bound=Callable[..., Any])
+
+    # Only the mypy plugin names this class (by its full name): not a runtime class.
+    class _OverloadedActorMethod(  # pyright: ignore[reportUnusedClass]
+        ActorMethod[..., Any], Generic[RunF, AsyncF]
+    ):
+        """What the mypy plugin makes of an overloaded actor method (``@typing.overload``).
+
+        ``run`` and ``run_async`` are overloaded like the method: the plugin passes both
+        ``Overloaded`` types as the arguments (one item per overload; ``run_async``'s return
+        ``ActorFuture``s). For type checkers only: at runtime the object is an
+        :class:`ActorMethod`. ``options`` keeps ``ActorMethod.options``'s keywords (mypy's
+        override check fails if they part) and returns the same type, overloads included.
+        """
+
+        run: RunF  # pyright: ignore[reportIncompatibleMethodOverride]
+        run_async: AsyncF  # pyright: ignore[reportIncompatibleMethodOverride]
+
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: bool | None = None,
+            delay: float | None = None,
+            at: float | None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> Self: ...

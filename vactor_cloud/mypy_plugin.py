@@ -16,6 +16,11 @@ What it adds, because Python's type system cannot say it:
   without self>, <its return type>]``; an ``async def`` method's return type
   is its result (the runtime awaits it). A name that is not a public method
   of ``Cls`` is an error naming the class.
+* An overloaded method (``@typing.overload``) becomes
+  ``_OverloadedActorMethod[<run's overloads>, <run_async's overloads>]``
+  (``vactor_cloud.handle``, for type checkers only): one ``run`` item per
+  overload item, as above, and one ``run_async`` item returning an
+  ``ActorFuture`` of its result.
 
 ``ActorHandle[Any]`` (``get_actor``) keeps ``ActorMethod[..., Any]``: usable,
 unchecked. Nothing here runs at runtime; the module imports only mypy.
@@ -45,6 +50,7 @@ from mypy.types import (
     AnyType,
     CallableType,
     Instance,
+    Overloaded,
     Parameters,
     ProperType,
     Type,
@@ -60,6 +66,8 @@ __all__ = ["VactorPlugin", "plugin"]
 _DECORATORS = frozenset({"vactor_cloud.actor.virtual_actor", "vactor_cloud.workflow.virtual_actor"})
 _HANDLE = "vactor_cloud.handle.ActorHandle"
 _METHOD = "vactor_cloud.handle.ActorMethod"
+_OVERLOADED_METHOD = "vactor_cloud.handle._OverloadedActorMethod"
+_FUTURE = "vactor_cloud.future.ActorFuture"
 _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
 
 
@@ -72,8 +80,12 @@ class VactorPlugin(Plugin):
     def get_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
         prefix, _, name = fullname.rpartition(".")
         if prefix == _HANDLE:
-            return lambda ctx: _handle_attribute(ctx, name)
+            return lambda ctx: _handle_attribute(ctx, name, self._type_info)
         return None
+
+    def _type_info(self, fullname: str) -> TypeInfo | None:
+        symbol = self.lookup_fully_qualified(fullname)
+        return symbol.node if symbol is not None and isinstance(symbol.node, TypeInfo) else None
 
 
 def plugin(version: str) -> type[Plugin]:
@@ -133,7 +145,7 @@ def _init_arguments(info: TypeInfo) -> list[Argument]:
 # -- ActorHandle[Cls].name -> ActorMethod[P, R] ----------------------------------------------------
 
 
-def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
+def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str], TypeInfo | None]) -> Type:
     handle = get_proper_type(ctx.type)
     if not isinstance(handle, Instance) or not handle.args or handle.type.get(name) is not None:
         return ctx.default_attr_type  # the handle's own attributes (actor_id, history, ...)
@@ -148,8 +160,10 @@ def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
             f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
         )
         return AnyType(TypeOfAny.from_error)
+    if isinstance(signature, Overloaded):
+        return _overloaded_method(ctx, method, signature, type_info)
     if not isinstance(signature, CallableType):
-        return ctx.default_attr_type  # overloaded or otherwise unusual: unchecked
+        return ctx.default_attr_type  # otherwise unusual: unchecked
     returns = signature.ret_type
     if _is_async(method):
         returns = _coroutine_result(returns)
@@ -161,6 +175,37 @@ def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
     if not isinstance(default, Instance) or default.type.fullname != _METHOD:
         return ctx.default_attr_type
     return default.copy_modified(args=[parameters, returns])
+
+
+def _overloaded_method(
+    ctx: AttributeContext,
+    method: FuncDef | Decorator | OverloadedFuncDef,
+    signature: Overloaded,
+    type_info: Callable[[str], TypeInfo | None],
+) -> Type:
+    """``_OverloadedActorMethod[<run's overloads>, <run_async's overloads>]``: per overload item
+    of the method, one of ``run`` (its parameters without self, its return type; an ``async def``
+    item's result, as the runtime awaits it) and one of ``run_async`` (an ``ActorFuture`` of it)."""
+    overloaded, future = type_info(_OVERLOADED_METHOD), type_info(_FUTURE)
+    if overloaded is None or future is None:
+        return ctx.default_attr_type  # not expected: vactor_cloud.handle defines and imports both
+    run: list[CallableType] = []
+    run_async: list[CallableType] = []
+    for item, is_async in zip(signature.items, _async_items(method, len(signature.items)), strict=True):
+        returns = _coroutine_result(item.ret_type) if is_async else item.ret_type
+        # No link to the actor's method: messages print no ``self``, fresh or from mypy's cache.
+        run.append(item.copy_modified(ret_type=returns, name="run", definition=None))
+        run_async.append(
+            item.copy_modified(ret_type=Instance(future, [returns]), name="run_async", definition=None)
+        )
+    return Instance(overloaded, [Overloaded(run), Overloaded(run_async)])
+
+
+def _async_items(node: FuncDef | Decorator | OverloadedFuncDef, count: int) -> list[bool]:
+    """Which of the ``count`` overload items of ``node`` are ``async def``."""
+    if isinstance(node, OverloadedFuncDef) and len(node.items) == count:
+        return [(item.func if isinstance(item, Decorator) else item).is_coroutine for item in node.items]
+    return [_is_async(node)] * count
 
 
 def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedFuncDef | None:
