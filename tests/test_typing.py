@@ -247,18 +247,3 @@ def test_method_selected_by_lambda_is_the_handles_method(tmp_path: Path) -> None
             vc.method(h, lambda a: 3)
     finally:
         vc.shutdown()
-
-
-# -- known gaps: each file must check cleanly once fixed ---------------------------------------------
-
-GAPS = CASES / "known_gaps"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyright takes an ActorClass instance as no base class; fix: type virtual_actor so pyright "
-    "sees a class (e.g. ActorClass as a metaclass-built class or a type[T] result) or document Base.cls",
-)
-def test_pyright_accepts_actor_subclasses(tmp_path: Path) -> None:
-    errors, output = _run_pyright(tmp_path, "strict", [GAPS / "pyright_subclass.py"])
-    assert not errors, output

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.definition import ActorDefinition, mark_event_handler, mark_readonly
@@ -22,16 +22,36 @@ __all__ = ["ActorClass", "VirtualActorDecorator", "get_actor", "get_actor_async"
 T = TypeVar("T")
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
+#: the decorated class, ``type[Account]``; read only, hence covariant. Not bound to ``type``:
+#: the methods match it against ``Callable[P, T]`` to read the constructor's signature.
+C_co = TypeVar("C_co", covariant=True)
+#: what ``@virtual_actor`` decorates: a class
+K = TypeVar("K", bound=type)
+
+if TYPE_CHECKING:
+    # For type checkers an ActorClass is a class object of ``C_co`` (an instance of a ``type``
+    # subclass): pyright then takes ``class Sub(Account)`` as subclassing ``Account`` itself, as
+    # ``__mro_entries__`` does at runtime. Only for type checkers: at runtime it is a plain object.
+    _ClassObject = type
+else:
+    _ClassObject = object
 
 
-class ActorClass(Generic[P, T]):
+class ActorClass(Generic[C_co], _ClassObject):
     """A class decorated with ``@virtual_actor``: call ``get_or_create(actor_id, ...)`` on it.
 
-    ``P`` are the class's constructor parameters and ``T`` its instances,
-    for type checkers.
+    ``C_co`` is the decorated class (``ActorClass[type[Account]]``), for type
+    checkers: ``get_or_create`` takes its constructor's parameters and
+    returns ``ActorHandle[Account]``. For type checkers only, it derives from
+    ``type`` (``_ClassObject``), so that pyright takes ``class Sub(Account)``
+    for a subclass of ``Account``; at runtime it is a plain object.
     """
 
-    def __init__(self, cls: Callable[P, T], *, serializer: str = "pickle") -> None:
+    if TYPE_CHECKING:  # else type checkers take ``ActorClass(cls)`` for ``type.__new__``'s 1 or 3 arguments
+
+        def __new__(cls, klass: C_co, *, serializer: str = "pickle") -> ActorClass[C_co]: ...
+
+    def __init__(self, cls: C_co, *, serializer: str = "pickle") -> None:
         self.definition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
         self.definition.register()
         self.cls = cls
@@ -43,7 +63,9 @@ class ActorClass(Generic[P, T]):
         self.__qualname__ = getattr(cls, "__qualname__", self.name)
         self.__module__ = cls.__module__
 
-    def get_or_create(self, actor_id: str, /, *args: P.args, **kwargs: P.kwargs) -> ActorHandle[T]:
+    def get_or_create(
+        self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs
+    ) -> ActorHandle[T]:
         """The actor ``actor_id``, created with ``cls(*args, **kwargs)`` if it does not exist.
 
         Exactly one of any number of concurrent creators (in any process)
@@ -65,12 +87,12 @@ class ActorClass(Generic[P, T]):
         return ActorHandle(actor_id)
 
     async def get_or_create_async(
-        self, actor_id: str, /, *args: P.args, **kwargs: P.kwargs
+        self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs
     ) -> ActorHandle[T]:
         """Async twin of :meth:`get_or_create`; awaitable from any event loop (runs in a thread)."""
         return await asyncio.to_thread(self.get_or_create, actor_id, *args, **kwargs)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self: ActorClass[Callable[P, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """A plain, non-durable instance of the class (useful in unit tests)."""
         return self.cls(*args, **kwargs)
 
@@ -107,17 +129,15 @@ class VirtualActorDecorator:
     """``@virtual_actor``, ``@virtual_actor(serializer="json")``, ``@virtual_actor.readonly``."""
 
     @overload
-    def __call__(self, cls: Callable[P, T], /, *, serializer: str = ...) -> ActorClass[P, T]: ...
+    def __call__(self, cls: K, /, *, serializer: str = ...) -> ActorClass[K]: ...
 
     @overload
-    def __call__(
-        self, cls: None = None, /, *, serializer: str = ...
-    ) -> Callable[[Callable[P, T]], ActorClass[P, T]]: ...
+    def __call__(self, cls: None = None, /, *, serializer: str = ...) -> Callable[[K], ActorClass[K]]: ...
 
     def __call__(
-        self, cls: Callable[P, T] | None = None, /, *, serializer: str = "pickle"
-    ) -> ActorClass[P, T] | Callable[[Callable[P, T]], ActorClass[P, T]]:
-        def decorate(klass: Callable[P, T]) -> ActorClass[P, T]:
+        self, cls: K | None = None, /, *, serializer: str = "pickle"
+    ) -> ActorClass[K] | Callable[[K], ActorClass[K]]:
+        def decorate(klass: K) -> ActorClass[K]:
             return ActorClass(klass, serializer=serializer)
 
         return decorate if cls is None else decorate(cls)

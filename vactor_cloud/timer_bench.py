@@ -58,7 +58,7 @@ class _Alarm:
         return dict(self.fired)
 
 
-BenchAlarm: ActorClass[..., Any] = vc.virtual_actor(_Alarm)
+BenchAlarm: ActorClass[Any] = vc.virtual_actor(_Alarm)
 
 
 def _category(key: str) -> str:

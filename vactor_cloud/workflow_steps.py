@@ -57,7 +57,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import cloudpickle
 
@@ -83,8 +83,7 @@ __all__ = [
     "step",
 ]
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
+_K = TypeVar("_K", bound=type)
 
 logger = logging.getLogger("vactor_cloud.workflow_steps")
 
@@ -487,25 +486,23 @@ class WorkflowVirtualActorDecorator(VirtualActorDecorator):
     """``workflow.virtual_actor``: ``vc.virtual_actor`` plus ``self.method.step(...)`` on every method."""
 
     @overload
-    def __call__(self, cls: Callable[_P, _T], /, *, serializer: str = ...) -> ActorClass[_P, _T]: ...
+    def __call__(self, cls: _K, /, *, serializer: str = ...) -> ActorClass[_K]: ...
 
     @overload
-    def __call__(
-        self, cls: None = None, /, *, serializer: str = ...
-    ) -> Callable[[Callable[_P, _T]], ActorClass[_P, _T]]: ...
+    def __call__(self, cls: None = None, /, *, serializer: str = ...) -> Callable[[_K], ActorClass[_K]]: ...
 
     def __call__(self, cls: Any = None, /, *, serializer: str = "pickle") -> Any:
         made = super().__call__(cls, serializer=serializer)
         if isinstance(made, ActorClass):
             return _with_method_steps(made)
 
-        def decorate(klass: type) -> ActorClass[..., Any]:
+        def decorate(klass: type) -> ActorClass[Any]:
             return _with_method_steps(made(klass))
 
         return decorate
 
 
-def _with_method_steps(definition: ActorClass[..., Any]) -> ActorClass[..., Any]:
+def _with_method_steps(definition: ActorClass[Any]) -> ActorClass[Any]:
     for info in definition.methods.values():
         if getattr(info.function, "step", None) is None:
             try:

@@ -32,3 +32,5 @@ def wrong() -> None:
     deposit.run(5, nope=1)  # PE: No parameter named "nope"
     text: str = deposit.run(5)  # PE: "int" is not assignable to "str"
     later: str = vc.get(deposit.run_async(5))  # PE: "int" is not assignable to "str"
+    # The class's name in a type is its ActorClass to pyright, not the class: no ActorHandle[Account].
+    named: vc.ActorHandle[Account] = h  # PE: "Account" is not the same as "ActorClass[type[Account]]"

@@ -71,7 +71,7 @@ class _Counter:
 
 
 #: the benchmark's actor class (``vactor_cloud.cli.bench_harness:_Counter``)
-BenchCounter: ActorClass[..., Any] = vc.virtual_actor(_Counter)
+BenchCounter: ActorClass[Any] = vc.virtual_actor(_Counter)
 
 
 @dataclass(frozen=True)
