@@ -7,11 +7,13 @@ bound the library keeps; each failed before its fix.
 from __future__ import annotations
 
 import gc
+import threading
+import time
 
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import events, mailkey
+from vactor_cloud import events, mailkey, timer_runner
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -56,3 +58,49 @@ def test_sending_events_to_many_actors_remembers_a_bounded_number_of_them(store_
     runtime = vc.get_runtime()
     assert len(events._existing.get(runtime, ())) <= 10
     assert events.process_events(ids[0]) == 1  # (still delivered, to an actor no longer remembered)
+
+
+@vc.virtual_actor
+class Alarms:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def arm(self, count: int) -> None:
+        call = vc.current_call()
+        assert call is not None
+        for i in range(count):
+            call.schedule("ring", after=0, key=f"t{i}")
+
+    def ring(self) -> None:
+        self.rang += 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_long_running_timer_runner_keeps_bounded_totals(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_timers`` returns its totals when stopped: they kept one lateness figure per timer
+    fired (and every error) for the runner's whole life, hours of it in ``vactor timers run``.
+    With the bound lowered to 50, 240 firings keep 50 of them; the counts stay whole."""
+    monkeypatch.setattr(timer_runner, "_TOTAL_LATENESS", 50, raising=False)
+    store_spec.init()
+    for n in range(4):
+        Alarms.get_or_create(f"alarms-{n}").arm.run(60)
+    time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+    stop = threading.Event()
+    fired = 0
+
+    def on_tick(report: timer_runner.TickReport) -> None:
+        nonlocal fired
+        fired += report.fired
+        if fired >= 240:
+            stop.set()
+
+    deadline = threading.Timer(60, stop.set)
+    deadline.start()
+    try:
+        total = timer_runner.run_timers(poll=0.05, stop=stop, on_tick=on_tick)
+    finally:
+        deadline.cancel()
+    assert total.fired == 240
+    assert len(total.lateness) <= 50
