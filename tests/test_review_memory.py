@@ -7,6 +7,7 @@ bound the library keeps; each failed before its fix.
 from __future__ import annotations
 
 import gc
+import pickle
 import threading
 import time
 
@@ -14,6 +15,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import events, mailkey, timer_runner
+from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -104,3 +106,40 @@ def test_a_long_running_timer_runner_keeps_bounded_totals(
         deadline.cancel()
     assert total.fired == 240
     assert len(total.lateness) <= 50
+
+
+@vc.virtual_actor
+class Keyed:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def work(self, size: int) -> bytes:
+        self.calls += 1
+        return b"x" * size
+
+
+def _checkpoint_bytes_held(store: object) -> int:
+    """Bytes (pickled) of every idempotency checkpoint held decoded by an ActorLog of ``store``."""
+    gc.collect()
+    held = 0
+    for thing in gc.get_objects():
+        if isinstance(thing, ActorLog) and thing.store is store and thing.dedup_cache is not None:
+            held += len(pickle.dumps(thing.dedup_cache[1].entries))
+    return held
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_cached_idempotency_tables_count_against_max_cache_bytes(store_spec: StoreSpec) -> None:
+    """Each actor's log keeps the idempotency checkpoint it decoded last (up to the dedup window:
+    10,000 keys or a day's, with their results). The actor cache weighed only the step's
+    state and its 2 KB delta, so ``max_cache_bytes`` did not bound them: 12 actors with 20 keyed
+    results of 20 KB held 4.8 MB against a 1 MB bound. (HEAD moves waiting to be flushed held
+    evicted actors' logs, with their checkpoints, for up to a minute too.)"""
+    bound = 1_000_000
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cache_bytes=bound))
+    for n in range(12):
+        actor = Keyed.get_or_create(f"keyed-{n}")
+        for i in range(20):
+            assert len(actor.work.options(idempotency_key=f"key-{i}").run(20_000)) == 20_000
+    assert Keyed.get_or_create("keyed-0").work.options(idempotency_key="key-3").run(1) == b"x" * 20_000
+    assert _checkpoint_bytes_held(vc.get_runtime().store) <= 2 * bound
