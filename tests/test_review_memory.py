@@ -14,7 +14,7 @@ import time
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import events, mailkey, timer_runner
+from vactor_cloud import events, inbox, mailkey, timer_runner
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -143,3 +143,54 @@ def test_cached_idempotency_tables_count_against_max_cache_bytes(store_spec: Sto
             assert len(actor.work.options(idempotency_key=f"key-{i}").run(20_000)) == 20_000
     assert Keyed.get_or_create("keyed-0").work.options(idempotency_key="key-3").run(1) == b"x" * 20_000
     assert _checkpoint_bytes_held(vc.get_runtime().store) <= 2 * bound
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_events_an_actor_refuses_are_not_held_with_their_payloads(store_spec: StoreSpec) -> None:
+    """Events without a handler stay in the inbox (docs/events.md), and the actor's inbox kept
+    each one it listed in memory, payload and all, for as long as the actor stayed cached (its
+    weight in the cache did not count them): 100 refused events of 20 KB, 2 MB for one actor."""
+    store_spec.init()
+    Inbox.get_or_create("refuser")
+    for i in range(100):
+        events.send_event("refuser", "unknown", "x" * 20_000, event_id=f"e{i}")
+    events.send_event("refuser", "ping", 1)
+    assert events.process_events("refuser") == 1
+    assert events.process_events("refuser") == 0
+    known = vc.get_runtime().core("refuser").inbox._known  # type: ignore[attr-defined]
+    assert len(known) == 100  # still known: a listing does not read them again
+    assert sum(len(event.payload) for event in known.values()) <= 100_000
+    keys = vc._sync.sync(inbox.list_inbox(vc.get_runtime().store, "refuser"))
+    assert len(keys) == 100  # and they stay in the inbox
+
+
+@vc.virtual_actor
+class Taker:
+    def __init__(self) -> None:
+        self.taken: list[object] = []
+
+    @vc.virtual_actor.on_event("unknown")
+    def on_unknown(self, payload: object) -> None:
+        self.taken.append(payload)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_refused_event_held_without_its_payload_is_read_again_when_a_class_takes_it(
+    store_spec: StoreSpec,
+) -> None:
+    """(The other side of the bound above.) A class that has the handler (the actor's stored class
+    replaced by another process) gets the event whole, in inbox order: read again first."""
+    store_spec.init()
+    Inbox.get_or_create("converted")
+    events.send_event("converted", "unknown", "first", event_id="e1")
+    events.send_event("converted", "unknown", "second", event_id="e2")
+    assert events.process_events("converted") == 0
+    core = vc.get_runtime().core("converted")
+    box = core.inbox
+    assert all(e.stripped for e in box._known.values())  # type: ignore[attr-defined]
+    assert core.record is not None
+    taker = Taker.definition
+    calls = vc._sync.sync(box.fold([], core.record, taker))  # type: ignore[attr-defined]
+    assert calls == []  # not with an empty payload: it is read again first
+    calls = vc._sync.sync(box.fold([], core.record, taker))  # type: ignore[attr-defined]
+    assert [c.args for c in calls] == [("first",), ("second",)]
