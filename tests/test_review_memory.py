@@ -14,7 +14,7 @@ import time
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import events, inbox, mailkey, timer_runner
+from vactor_cloud import events, inbox, mailkey, timer_runner, timers
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -194,3 +194,17 @@ def test_a_refused_event_held_without_its_payload_is_read_again_when_a_class_tak
     assert calls == []  # not with an empty payload: it is read again first
     calls = vc._sync.sync(box.fold([], core.record, taker))  # type: ignore[attr-defined]
     assert [c.args for c in calls] == [("first",), ("second",)]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_timer_passes_on_many_runtimes_leave_no_memory_per_store(store_spec: StoreSpec) -> None:
+    """A runner's complete listing is remembered per store, by ``id(store)``, and was never
+    forgotten: one entry per store object a pass ever ran on (a worker that inits a runtime
+    per job and fires due timers in it), and a new store at a freed address inherited it."""
+    before = len(timers._memory.complete_until)
+    for _ in range(100):
+        store_spec.init()
+        timer_runner.fire_due_timers(split="none")
+        vc.shutdown()
+    gc.collect()
+    assert len(timers._memory.complete_until) - before <= 2
