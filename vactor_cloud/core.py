@@ -58,7 +58,7 @@ from vactor_cloud.batch import (
     run_readonly,
 )
 from vactor_cloud.byvalue import Frozen
-from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, safe_repr
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes, safe_repr
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorBusyError,
@@ -329,9 +329,9 @@ class ActorCore:
 
     def _reweigh(self) -> None:
         record, live = self.record, self._live
-        weight = 0
+        weight = cached_bytes(self.log)  # the idempotency checkpoint it keeps decoded, if any
         if record is not None:
-            weight = len(record.state) + len(record.dedup) + 512
+            weight += len(record.state) + len(record.dedup) + 512
             if live is not None:
                 weight += len(record.state)  # the live instance, roughly its serialized size
         delta, self._weight = weight - self._weight, weight

@@ -36,6 +36,7 @@ import math
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
@@ -73,8 +74,9 @@ __all__ = [
     "wait_for_event_async",
 ]
 
-#: actors this process knows to exist, per runtime (actors are never deleted)
-_existing: weakref.WeakKeyDictionary[Runtime, set[str]] = weakref.WeakKeyDictionary()
+#: actors this process knows to exist, per runtime (actors are never deleted), the most recently
+#: used ``Settings.max_cached_actors`` of them: one more is a LIST on its next send, no more
+_existing: weakref.WeakKeyDictionary[Runtime, OrderedDict[str, None]] = weakref.WeakKeyDictionary()
 #: process_events() gives up after this many commits in one call (MAX_EVENTS_PER_COMMIT each)
 _MAX_ROUNDS = 1000
 
@@ -87,11 +89,16 @@ def _prepare(name: str, payload: Any, event_id: str | None, serializer: str) -> 
 
 async def _actor_exists(runtime: Runtime, actor_id: str) -> bool:
     core = runtime.core(actor_id)
-    known = _existing.setdefault(runtime, set())
-    if core.record is not None or actor_id in known:
+    known = _existing.setdefault(runtime, OrderedDict())
+    if core.record is not None:
+        return True
+    if actor_id in known:
+        known.move_to_end(actor_id)
         return True
     if await runtime.store.list(core.log.steps_prefix, limit=1):
-        known.add(actor_id)
+        known[actor_id] = None
+        while len(known) > runtime.settings.max_cached_actors:
+            known.popitem(last=False)
         return True
     return False
 

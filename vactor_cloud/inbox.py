@@ -47,6 +47,7 @@ applies them when someone calls ``process_events()`` (or ``vactor events drain``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -113,6 +114,8 @@ class InboxEvent:
     time: float
     sender: str
     seq: int
+    #: held without its payload (refused by the class that listed it): read again to apply it
+    stripped: bool = False
 
     @property
     def order(self) -> tuple[float, str, int, str]:
@@ -430,8 +433,23 @@ class ActorInbox:
                 # Applied by an earlier commit whose writer did not get to delete it.
                 self._delete([event.key])
                 continue
-            if len(folded) >= MAX_EVENTS_PER_COMMIT or refusal(event, definition) is not None:
+            if len(folded) >= MAX_EVENTS_PER_COMMIT:
                 continue
+            if refusal(event, definition) is not None:
+                # It stays in the inbox, maybe for good: known (a listing does not read it
+                # again), but not with its payload (kept so, the cache held every refused
+                # event's bytes for as long as the actor stayed cached, uncounted).
+                if not event.stripped:
+                    self._known[event.key] = dataclasses.replace(event, payload=b"", stripped=True)
+                continue
+            if event.stripped:
+                # Refused before, its payload dropped: this class takes it. Read again (with
+                # every other held so) at the next listing, which the next commit makes; the
+                # events after it wait for it (inbox order).
+                for key in [k for k, e in self._known.items() if e.stripped]:
+                    del self._known[key]
+                self._signalled = True
+                break
             try:
                 payload = event.load_payload()
             except Exception as exc:

@@ -75,10 +75,12 @@ def _decode(data: bytes, signing_key: bytes | None) -> bytes:
 class MailKeys:
     """The mail key of one store, loaded once per process (shared by its actors)."""
 
-    __slots__ = ("_absent", "_key", "_tried_at", "signing_key", "store")
+    __slots__ = ("_absent", "_key", "_store", "_tried_at", "signing_key")
 
     def __init__(self, store: ObjectStore, signing_key: bytes | None) -> None:
-        self.store = store
+        #: weakly: ``_KEYS`` is keyed weakly by the store, and a value holding its key strongly
+        #: kept every store that ever posted (its transport, pools) alive for the process's life
+        self._store = weakref.ref(store)
         self.signing_key = signing_key
         self._key: bytes | None = None
         self._tried_at = -float("inf")
@@ -100,8 +102,10 @@ class MailKeys:
         PUT; the winner's is read back if another process made one first)."""
         if not self._due(create):
             return self._key
+        store = self._store()
+        if store is None:  # (its actors are gone with it)
+            return self._key
         self._tried_at, self._absent = time.monotonic(), False
-        store = self.store
         try:
             try:
                 self._key = _decode((await store.get(mail_seal_key())).data, self.signing_key)

@@ -111,7 +111,9 @@ class HeadFlusher:
             if move is None:
                 self._pending[core.actor_id] = _HeadMove(
                     weakref.ref(core),
-                    core.log,
+                    # A log of its own: the core's keeps the idempotency checkpoint it decoded,
+                    # which an evicted actor's pending move would hold until it is flushed
+                    ActorLog(core.log.store, core.actor_id, signing_key=core.log.signing_key),
                     record.step,
                     record.class_ref,
                     core.head,

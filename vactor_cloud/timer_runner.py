@@ -110,6 +110,10 @@ SPLITS: tuple[Split, ...] = ("runners", "claims", "none")
 _HORIZON_POLLS = 2.0
 #: ...and lists at most this many entries per poll (a backlog is taken a slice at a time)
 _MAX_LISTED = 20_000
+#: a long-running runner's totals keep the newest this many lateness figures and errors (the
+#: counts stay whole): one per timer fired, for the runner's life, is no bound
+_TOTAL_LATENESS = 100_000
+_TOTAL_ERRORS = 1_000
 
 
 @dataclass
@@ -127,8 +131,10 @@ class TickReport:
     assigned_elsewhere: int = 0
     #: live runners in this runner's group, itself included, as last seen (``split="runners"``)
     runners: int = 1
+    #: (in the totals of :meth:`TimerRunner.run`: the newest ``_TOTAL_ERRORS``)
     errors: list[str] = field(default_factory=list)
-    #: seconds between each fired timer's due time and its commit
+    #: seconds between each fired timer's due time and its commit (in the totals of
+    #: :meth:`TimerRunner.run`: the newest ``_TOTAL_LATENESS``)
     lateness: list[float] = field(default_factory=list)
 
     def merge(self, other: TickReport) -> None:
@@ -138,6 +144,11 @@ class TickReport:
         self.assigned_elsewhere += other.assigned_elsewhere
         self.errors += other.errors
         self.lateness += other.lateness
+
+    def _trim(self) -> None:
+        """Keep the newest ``_TOTAL_LATENESS`` lateness figures and ``_TOTAL_ERRORS`` errors."""
+        del self.lateness[: max(0, len(self.lateness) - _TOTAL_LATENESS)]
+        del self.errors[: max(0, len(self.errors) - _TOTAL_ERRORS)]
 
 
 def _split_of(split: str | None, claims: bool | None) -> Split:
@@ -596,7 +607,8 @@ class TimerRunner:
 
     # -- long-running ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_tick: Callable[[TickReport], Any] | None = None) -> TickReport:
-        """Fire timers as they fall due until ``stop`` is set; the totals.
+        """Fire timers as they fall due until ``stop`` is set; the totals (of their lateness
+        figures and errors, the newest 100,000 and 1,000).
 
         A listing thread reads the runners and the due index every ``poll``
         seconds and puts the entries this runner owns (due within
@@ -636,6 +648,7 @@ class TimerRunner:
         with state.cond:
             total = state.total
             total.merge(state.since)
+            total._trim()
         return total
 
     def _renew(self, stop: threading.Event) -> None:
@@ -675,6 +688,7 @@ class TimerRunner:
                 state.total.due += report.due
                 state.total.runners = report.runners
                 state.total.merge(report)
+                state.total._trim()
             if on_tick is not None:
                 on_tick(report)
             stop.wait(max(0.0, self.poll - (time.monotonic() - started)))

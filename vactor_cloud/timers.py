@@ -45,6 +45,7 @@ import math
 import pickle
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass, field, replace
@@ -451,7 +452,11 @@ class _IndexMemory:
     actors: OrderedDict[tuple[int, str], set[_Named]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: per store: a runner listed the whole index up to this due time (ms), remembering every entry
-    complete_until: dict[int, float] = field(default_factory=dict)
+    #: (weakly keyed: by ``id(store)`` it outlived its store, one entry per store a pass ran on,
+    #: and a new store at a freed address inherited it)
+    complete_until: weakref.WeakKeyDictionary[ObjectStore, float] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     def known(self, store: ObjectStore, actor_id: str) -> set[_Named]:
         with self.lock:
@@ -509,7 +514,7 @@ def remember_listed(
             _memory.listed(store, actor_id, found, complete_until_ms)
     if complete_until_ms is not None:
         with _memory.lock:
-            _memory.complete_until[id(store)] = complete_until_ms
+            _memory.complete_until[store] = complete_until_ms
 
 
 def firing_only(calls: Any) -> bool:
@@ -564,7 +569,7 @@ async def index_after_commit(
     covered = math.inf
     if firing_only:
         with _memory.lock:
-            covered = _memory.complete_until.get(id(store), -math.inf)
+            covered = _memory.complete_until.get(store, -math.inf)
     todo = [
         t
         for key, t in after.items()

@@ -1,0 +1,210 @@
+"""Hostile review: memory stays bounded in a long-lived process.
+
+Each test measures a process-lifetime structure after many actors, stores or calls, with a
+bound the library keeps; each failed before its fix.
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import threading
+import time
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import events, inbox, mailkey, timer_runner, timers
+from vactor_cloud.log import ActorLog
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_store_that_posted_is_freed_with_its_runtime(store_spec: StoreSpec) -> None:
+    """The mail keys are remembered per store object, weakly keyed; each MailKeys held its store
+    strongly, so the entry (and the store: its transport, its pools) never went. A process that
+    inits a runtime per job (or ``subtask`` workers adopting one per recipe) kept every store
+    whose actors ever posted."""
+    before = len(mailkey._KEYS)
+    for _ in range(200):
+        store_spec.init()
+        vc.get_runtime().core("poster")._posts()  # the first post of an actor makes its PostBox
+        vc.shutdown()
+    gc.collect()
+    assert len(mailkey._KEYS) - before <= 2
+
+
+@vc.virtual_actor
+class Inbox:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    @vc.virtual_actor.on_event("ping")
+    def on_ping(self, payload: object) -> int:
+        self.seen += 1
+        return self.seen
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_sending_events_to_many_actors_remembers_a_bounded_number_of_them(store_spec: StoreSpec) -> None:
+    """``send_event`` remembers which actors it found to exist (a LIST saved on the next send):
+    one entry per actor id ever sent to, for the runtime's life, however few actors are cached."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cached_actors=10))
+    ids = [f"inbox-{i}" for i in range(200)]
+    for actor_id in ids:
+        Inbox.get_or_create(actor_id)
+    for actor_id in ids:
+        events.send_event(actor_id, "ping", 1)
+    runtime = vc.get_runtime()
+    assert len(events._existing.get(runtime, ())) <= 10
+    assert events.process_events(ids[0]) == 1  # (still delivered, to an actor no longer remembered)
+
+
+@vc.virtual_actor
+class Alarms:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def arm(self, count: int) -> None:
+        call = vc.current_call()
+        assert call is not None
+        for i in range(count):
+            call.schedule("ring", after=0, key=f"t{i}")
+
+    def ring(self) -> None:
+        self.rang += 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_long_running_timer_runner_keeps_bounded_totals(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_timers`` returns its totals when stopped: they kept one lateness figure per timer
+    fired (and every error) for the runner's whole life, hours of it in ``vactor timers run``.
+    With the bound lowered to 50, 240 firings keep 50 of them; the counts stay whole."""
+    monkeypatch.setattr(timer_runner, "_TOTAL_LATENESS", 50, raising=False)
+    store_spec.init()
+    for n in range(4):
+        Alarms.get_or_create(f"alarms-{n}").arm.run(60)
+    time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+    stop = threading.Event()
+    fired = 0
+
+    def on_tick(report: timer_runner.TickReport) -> None:
+        nonlocal fired
+        fired += report.fired
+        if fired >= 240:
+            stop.set()
+
+    deadline = threading.Timer(60, stop.set)
+    deadline.start()
+    try:
+        total = timer_runner.run_timers(poll=0.05, stop=stop, on_tick=on_tick)
+    finally:
+        deadline.cancel()
+    assert total.fired == 240
+    assert len(total.lateness) <= 50
+
+
+@vc.virtual_actor
+class Keyed:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def work(self, size: int) -> bytes:
+        self.calls += 1
+        return b"x" * size
+
+
+def _checkpoint_bytes_held(store: object) -> int:
+    """Bytes (pickled) of every idempotency checkpoint held decoded by an ActorLog of ``store``."""
+    gc.collect()
+    held = 0
+    for thing in gc.get_objects():
+        if isinstance(thing, ActorLog) and thing.store is store and thing.dedup_cache is not None:
+            held += len(pickle.dumps(thing.dedup_cache[1].entries))
+    return held
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_cached_idempotency_tables_count_against_max_cache_bytes(store_spec: StoreSpec) -> None:
+    """Each actor's log keeps the idempotency checkpoint it decoded last (up to the dedup window:
+    10,000 keys or a day's, with their results). The actor cache weighed only the step's
+    state and its 2 KB delta, so ``max_cache_bytes`` did not bound them: 12 actors with 20 keyed
+    results of 20 KB held 4.8 MB against a 1 MB bound. (HEAD moves waiting to be flushed held
+    evicted actors' logs, with their checkpoints, for up to a minute too.)"""
+    bound = 1_000_000
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cache_bytes=bound))
+    for n in range(12):
+        actor = Keyed.get_or_create(f"keyed-{n}")
+        for i in range(20):
+            assert len(actor.work.options(idempotency_key=f"key-{i}").run(20_000)) == 20_000
+    assert Keyed.get_or_create("keyed-0").work.options(idempotency_key="key-3").run(1) == b"x" * 20_000
+    assert _checkpoint_bytes_held(vc.get_runtime().store) <= 2 * bound
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_events_an_actor_refuses_are_not_held_with_their_payloads(store_spec: StoreSpec) -> None:
+    """Events without a handler stay in the inbox (docs/events.md), and the actor's inbox kept
+    each one it listed in memory, payload and all, for as long as the actor stayed cached (its
+    weight in the cache did not count them): 100 refused events of 20 KB, 2 MB for one actor."""
+    store_spec.init()
+    Inbox.get_or_create("refuser")
+    for i in range(100):
+        events.send_event("refuser", "unknown", "x" * 20_000, event_id=f"e{i}")
+    events.send_event("refuser", "ping", 1)
+    assert events.process_events("refuser") == 1
+    assert events.process_events("refuser") == 0
+    known = vc.get_runtime().core("refuser").inbox._known  # type: ignore[attr-defined]
+    assert len(known) == 100  # still known: a listing does not read them again
+    assert sum(len(event.payload) for event in known.values()) <= 100_000
+    keys = vc._sync.sync(inbox.list_inbox(vc.get_runtime().store, "refuser"))
+    assert len(keys) == 100  # and they stay in the inbox
+
+
+@vc.virtual_actor
+class Taker:
+    def __init__(self) -> None:
+        self.taken: list[object] = []
+
+    @vc.virtual_actor.on_event("unknown")
+    def on_unknown(self, payload: object) -> None:
+        self.taken.append(payload)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_refused_event_held_without_its_payload_is_read_again_when_a_class_takes_it(
+    store_spec: StoreSpec,
+) -> None:
+    """(The other side of the bound above.) A class that has the handler (the actor's stored class
+    replaced by another process) gets the event whole, in inbox order: read again first."""
+    store_spec.init()
+    Inbox.get_or_create("converted")
+    events.send_event("converted", "unknown", "first", event_id="e1")
+    events.send_event("converted", "unknown", "second", event_id="e2")
+    assert events.process_events("converted") == 0
+    core = vc.get_runtime().core("converted")
+    box = core.inbox
+    assert all(e.stripped for e in box._known.values())  # type: ignore[attr-defined]
+    assert core.record is not None
+    taker = Taker.definition
+    calls = vc._sync.sync(box.fold([], core.record, taker))  # type: ignore[attr-defined]
+    assert calls == []  # not with an empty payload: it is read again first
+    calls = vc._sync.sync(box.fold([], core.record, taker))  # type: ignore[attr-defined]
+    assert [c.args for c in calls] == [("first",), ("second",)]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_timer_passes_on_many_runtimes_leave_no_memory_per_store(store_spec: StoreSpec) -> None:
+    """A runner's complete listing is remembered per store, by ``id(store)``, and was never
+    forgotten: one entry per store object a pass ever ran on (a worker that inits a runtime
+    per job and fires due timers in it), and a new store at a freed address inherited it."""
+    before = len(timers._memory.complete_until)
+    for _ in range(100):
+        store_spec.init()
+        timer_runner.fire_due_timers(split="none")
+        vc.shutdown()
+    gc.collect()
+    assert len(timers._memory.complete_until) - before <= 2
