@@ -85,6 +85,7 @@ def test_a_long_running_timer_runner_keeps_bounded_totals(
     fired (and every error) for the runner's whole life, hours of it in ``vactor timers run``.
     With the bound lowered to 50, 240 firings keep 50 of them; the counts stay whole."""
     monkeypatch.setattr(timer_runner, "_TOTAL_LATENESS", 50, raising=False)
+    monkeypatch.setattr(timer_runner, "_TOTAL_ERRORS", 2, raising=False)
     store_spec.init()
     for n in range(4):
         Alarms.get_or_create(f"alarms-{n}").arm.run(60)
@@ -106,6 +107,23 @@ def test_a_long_running_timer_runner_keeps_bounded_totals(
         deadline.cancel()
     assert total.fired == 240
     assert len(total.lateness) <= 50
+    assert total.max_lateness is not None and total.max_lateness >= max(total.lateness)
+
+
+def test_trimmed_totals_still_count_every_error_and_the_largest_lateness() -> None:
+    """What the bounds trim still counts: ``vactor timers run`` prints ``errors`` and
+    ``max_lateness_s`` from the totals."""
+    total = timer_runner.TickReport()
+    for n in range(3 * timer_runner._TOTAL_ERRORS):
+        total.merge(timer_runner.TickReport(errors=[f"e{n}"], lateness=[100.0 if n == 0 else 0.5]))
+        total._trim()
+    for _ in range(timer_runner._TOTAL_LATENESS // 1000 + 1):
+        total.merge(timer_runner.TickReport(lateness=[0.25] * 1000))
+        total._trim()
+    assert len(total.errors) == timer_runner._TOTAL_ERRORS
+    assert total.error_count == 3 * timer_runner._TOTAL_ERRORS
+    assert 100.0 not in total.lateness  # trimmed: the first figure of all
+    assert total.max_lateness == 100.0
 
 
 @vc.virtual_actor

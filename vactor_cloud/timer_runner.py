@@ -136,6 +136,23 @@ class TickReport:
     #: seconds between each fired timer's due time and its commit (in the totals of
     #: :meth:`TimerRunner.run`: the newest ``_TOTAL_LATENESS``)
     lateness: list[float] = field(default_factory=list)
+    #: errors trimmed from ``errors`` (totals only): ``error_count`` stays whole
+    errors_dropped: int = 0
+    #: the largest lateness trimmed from ``lateness`` (totals only): ``max_lateness`` stays whole
+    lateness_dropped_max: float | None = None
+
+    @property
+    def error_count(self) -> int:
+        """Every error of the pass (or run), trimmed ones included."""
+        return len(self.errors) + self.errors_dropped
+
+    @property
+    def max_lateness(self) -> float | None:
+        """The largest lateness of every timer fired, trimmed figures included (``None``: none)."""
+        figures = list(self.lateness)
+        if self.lateness_dropped_max is not None:
+            figures.append(self.lateness_dropped_max)
+        return max(figures) if figures else None
 
     def merge(self, other: TickReport) -> None:
         self.fired += other.fired
@@ -144,11 +161,25 @@ class TickReport:
         self.assigned_elsewhere += other.assigned_elsewhere
         self.errors += other.errors
         self.lateness += other.lateness
+        self.errors_dropped += other.errors_dropped
+        self._note_dropped(other.lateness_dropped_max)
+
+    def _note_dropped(self, lateness: float | None) -> None:
+        if lateness is not None:
+            top = self.lateness_dropped_max
+            self.lateness_dropped_max = lateness if top is None else max(top, lateness)
 
     def _trim(self) -> None:
-        """Keep the newest ``_TOTAL_LATENESS`` lateness figures and ``_TOTAL_ERRORS`` errors."""
-        del self.lateness[: max(0, len(self.lateness) - _TOTAL_LATENESS)]
-        del self.errors[: max(0, len(self.errors) - _TOTAL_ERRORS)]
+        """Keep the newest ``_TOTAL_LATENESS`` lateness figures and ``_TOTAL_ERRORS`` errors
+        (what goes still counts in ``error_count`` and ``max_lateness``)."""
+        cut = len(self.lateness) - _TOTAL_LATENESS
+        if cut > 0:
+            self._note_dropped(max(self.lateness[:cut]))
+            del self.lateness[:cut]
+        cut = len(self.errors) - _TOTAL_ERRORS
+        if cut > 0:
+            self.errors_dropped += cut
+            del self.errors[:cut]
 
 
 def _split_of(split: str | None, claims: bool | None) -> Split:

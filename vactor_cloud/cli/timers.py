@@ -118,7 +118,7 @@ def _utc(timestamp: float) -> str:
 
 
 def _summary(report: TickReport) -> dict[str, Any]:
-    late = sorted(report.lateness)
+    late = report.max_lateness
     return {
         "listed": report.listed,
         "due": report.due,
@@ -127,8 +127,8 @@ def _summary(report: TickReport) -> dict[str, Any]:
         "claimed_elsewhere": report.claimed_elsewhere,
         "assigned_elsewhere": report.assigned_elsewhere,
         "runners": report.runners,
-        "errors": len(report.errors),
-        "max_lateness_s": round(late[-1], 3) if late else None,
+        "errors": report.error_count,
+        "max_lateness_s": None if late is None else round(late, 3),
     }
 
 
