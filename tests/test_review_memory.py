@@ -226,3 +226,25 @@ def test_timer_passes_on_many_runtimes_leave_no_memory_per_store(store_spec: Sto
         vc.shutdown()
     gc.collect()
     assert len(timers._memory.complete_until) - before <= 2
+
+
+def test_a_store_at_a_dead_stores_address_inherits_none_of_its_index_memory() -> None:
+    """The index memory is keyed by store and actor: by ``id(store)``, a store made where a
+    dead one was (another bucket, say) took that one's names for entries it had, and skipped
+    writing them (remembering an entry that is not there costs its timer the entry: it never
+    fires until ``vactor timers repair``). Each store object now has a number never reused."""
+    from vactor_cloud.storage import open_store
+
+    memory = timers._IndexMemory()
+    entry = ("k", 1_900_000_000_000, 1)
+    addresses: set[int] = set()
+    reused = 0
+    for n in range(200):
+        store = open_store(f"memory://index-memory-{n}-{time.monotonic_ns()}")
+        reused += id(store) in addresses
+        addresses.add(id(store))
+        assert memory.known(store, "a") == set(), f"store {n} inherited a dead store's names"
+        memory.add(store, "a", {entry})
+        del store
+        gc.collect()
+    assert reused, "no address was reused: the test showed nothing"

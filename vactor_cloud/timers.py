@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import math
 import pickle
@@ -47,7 +48,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -449,7 +450,11 @@ class _IndexMemory:
     """
 
     limit: int = 4096
+    #: by (the store's number, actor id); numbered, not by ``id(store)``: a store made where a
+    #: dead one was took that one's names for entries it had, and did not write them
     actors: OrderedDict[tuple[int, str], set[_Named]] = field(default_factory=OrderedDict)
+    numbers: weakref.WeakKeyDictionary[ObjectStore, int] = field(default_factory=weakref.WeakKeyDictionary)
+    counter: Iterator[int] = field(default_factory=itertools.count)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: per store: a runner listed the whole index up to this due time (ms), remembering every entry
     #: (weakly keyed: by ``id(store)`` it outlived its store, one entry per store a pass ran on,
@@ -458,28 +463,36 @@ class _IndexMemory:
         default_factory=weakref.WeakKeyDictionary
     )
 
+    def _slot(self, store: ObjectStore, actor_id: str) -> tuple[int, str]:
+        """The key of the store's actor (under ``lock``): the store's number, never reused."""
+        number = self.numbers.get(store)
+        if number is None:
+            number = self.numbers[store] = next(self.counter)
+        return number, actor_id
+
     def known(self, store: ObjectStore, actor_id: str) -> set[_Named]:
         with self.lock:
-            return set(self.actors.get((id(store), actor_id), ()))
+            return set(self.actors.get(self._slot(store, actor_id), ()))
 
     def add(self, store: ObjectStore, actor_id: str, entries: set[_Named]) -> None:
         with self.lock:
-            slot = self.actors.setdefault((id(store), actor_id), set())
+            key = self._slot(store, actor_id)
+            slot = self.actors.setdefault(key, set())
             slot |= entries
-            self.actors.move_to_end((id(store), actor_id))
+            self.actors.move_to_end(key)
             while len(self.actors) > self.limit:
                 self.actors.popitem(last=False)
 
     def drop(self, store: ObjectStore, actor_id: str, entry: _Named) -> None:
         with self.lock:
-            slot = self.actors.get((id(store), actor_id))
+            slot = self.actors.get(self._slot(store, actor_id))
             if slot is not None:
                 slot.discard(entry)
 
     def keep_only(self, store: ObjectStore, actor_id: str, names: set[_Named]) -> None:
         """Forget the actor's names not in ``names`` (its pending occurrences after a commit)."""
         with self.lock:
-            slot = self.actors.get((id(store), actor_id))
+            slot = self.actors.get(self._slot(store, actor_id))
             if slot is not None:
                 slot &= names
 
@@ -487,7 +500,7 @@ class _IndexMemory:
         """A complete listing up to ``until_ms`` found these of the actor's entries: forget its
         names due by then that it did not show (deleted meanwhile, by this process or another)."""
         with self.lock:
-            slot = self.actors.get((id(store), actor_id))
+            slot = self.actors.get(self._slot(store, actor_id))
             if slot is not None:
                 slot -= {n for n in slot if n[1] <= until_ms and n not in found}
         self.add(store, actor_id, found)
