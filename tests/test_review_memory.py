@@ -247,3 +247,30 @@ def test_a_store_at_a_dead_stores_address_inherits_none_of_its_index_memory() ->
         memory.add(store, "a", {entry})
         del store  # freed at once (no gc.collect: 200 of them took 80 s in a busy test worker)
     assert reused, "no address was reused: the test showed nothing"
+
+
+@vc.virtual_actor
+class Chunky:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def work(self) -> int:
+        self.runs += 1
+        return sum(vc.subtask(abs).map([-1, -2]))
+
+
+def test_a_thread_that_ran_subtasks_keeps_no_runtime_alive_after_shutdown(store_spec: StoreSpec) -> None:
+    """``subtask``'s per-thread cursor held the thread's last ``CallContext`` strongly, and with
+    it that call's runtime, its store and its actor cache, after ``vc.shutdown()``: until the
+    thread's next subtask, for good in a thread that ran none again (a worker that inits a
+    runtime per job)."""
+    import weakref
+
+    from vactor_cloud.runtime import get_runtime
+
+    store_spec.init()
+    assert Chunky.get_or_create("chunky").work.run() == 3
+    runtime = weakref.ref(get_runtime())
+    vc.shutdown()
+    gc.collect()
+    assert runtime() is None, [type(r).__name__ for r in gc.get_referrers(runtime())]

@@ -169,7 +169,7 @@ class PendingCall:
             self.future._help = None  # it refers to the actor's core: let an evicted one go
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class CallContext:
     """What code running inside an actor method can learn about the call (``current_call()``)."""
 

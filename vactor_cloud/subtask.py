@@ -57,6 +57,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -464,10 +465,12 @@ class _Memo:
     def start(cls, context: CallContext, count: int) -> _Memo:
         # Positions restart at 0 on every run of the method: batch.py gives each run
         # (first run, conflict retry, replay) its own CallContext object. The cursor
-        # holds a strong reference, so an ``is`` test cannot be fooled by id reuse.
+        # holds it weakly (a strong reference kept the thread's last call, its runtime and
+        # that runtime's cache alive after shutdown()); a dead reference is no context, so
+        # the ``is`` test cannot be fooled by id reuse either.
         held = getattr(_cursor, "state", None)
-        first = held[1] if held is not None and held[0] is context else 0
-        _cursor.state = (context, first + count)
+        first = held[1] if held is not None and held[0]() is context else 0
+        _cursor.state = (weakref.ref(context), first + count)
         return cls(context, first, count)
 
     def key(self, index: int) -> str:
