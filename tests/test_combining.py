@@ -726,6 +726,18 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_call_given_up_on_is_remembered_without_the_steps_its_wait_walked(store_spec: StoreSpec) -> None:
+    """The other part of an entry that grows: the steps its wait read that did not apply it
+    (one per step committed meanwhile, up to ``commit_timeout`` of them). Nothing reads them
+    once the caller gave up (``call_outcome`` walks from the newest step)."""
+    store_spec.init()
+    core = vc.get_runtime().core("walked")
+    posted = _Posted(Post("k", "sender", 1, 0.0, ()), base_step=0, passed=set(range(5000)))
+    core._remember_given_up(posted, [types.SimpleNamespace(call_id="c1")])  # type: ignore[list-item]
+    assert core_module._GAVE_UP[("walked", "c1")].passed == set()
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

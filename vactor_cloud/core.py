@@ -1680,9 +1680,11 @@ class ActorCore:
         """Keep ``posted`` for ``call_outcome`` under each call's id (the newest
         ``_GAVE_UP_MAX`` such calls of the process).
 
-        Without its calls' arguments: bounded by count, each entry must be small whatever
-        they were. The post is written; what is asked of it from here on is its key, sender
-        and seq (a fold applies it from the stored object, ours included)."""
+        Without its calls' arguments, nor the steps its wait walked: bounded by count, each
+        entry must be small whatever they were. The post is written; what is asked of it from
+        here on is its key, sender and seq (a fold applies it from the stored object, ours
+        included; ``call_outcome`` walks back from the newest step)."""
+        posted.passed.clear()
         if any(c.arguments or c.metadata for c in posted.post.calls):
             posted.post = replace(
                 posted.post, calls=tuple(replace(c, arguments=b"", metadata=None) for c in posted.post.calls)
