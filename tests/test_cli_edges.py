@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
@@ -194,10 +194,9 @@ def test_cli_md_documents_every_option_of_every_command(vactor: Vactor, argv: tu
 # -- 4. the examples print a command that works on the store they ran on ----------------------------
 
 
-@pytest.mark.parametrize("example", ["serverless_handler.py", "bank_transfer.py", "batch_dask.py"])
+# (batch_dask.py: checked where tests/test_examples.py runs it, not run a second time here)
+@pytest.mark.parametrize("example", ["serverless_handler.py", "bank_transfer.py"])
 def test_examples_print_an_inspect_command_that_names_their_store(tmp_path: Path, example: str) -> None:
-    if example == "batch_dask.py":
-        pytest.importorskip("distributed")
     env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
     env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the default store: not the one the example used
     url = str(tmp_path / "given")
@@ -211,15 +210,7 @@ def test_examples_print_an_inspect_command_that_names_their_store(tmp_path: Path
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    command = done.stdout.strip().splitlines()[-1].split(": ", 1)[-1]
-    argv = shlex.split(command)
-    assert argv[0] == "vactor" and "--storage" in argv, command
-    console = os.path.join(os.path.dirname(sys.executable), "vactor")
-    shown = subprocess.run(
-        [console, *argv[1:]], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert shown.returncode == EXIT_OK, shown.stderr
-    assert shown.stdout.startswith("STEP"), shown.stdout  # piped history, on the example's store
+    check_printed_inspect_command(done.stdout, env)
 
 
 # -- 5. exit codes and one-line errors ---------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from example_commands import check_printed_inspect_command
 
 from vactor_cloud.storage import LocalStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -92,6 +93,8 @@ def test_serverless_handler_on_s3_via_environment(moto_store: StoreSpec) -> None
 
 def test_batch_dask_totals_match(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
-    out = run_example("batch_dask.py", str(tmp_path / "store"), env=embedded_env(tmp_path))
+    env = embedded_env(tmp_path)  # the default store is not the one the example is given
+    out = run_example("batch_dask.py", str(tmp_path / "store"), env=env)
     assert "totals match" in out
     assert "by 2 Dask worker processes" in out
+    check_printed_inspect_command(out, env)  # (the example's one run serves both checks)
