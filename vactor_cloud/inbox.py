@@ -100,6 +100,8 @@ _MARKERS = frozenset({PROCESS_EVENTS, FOLD_KNOWN})
 MAX_EVENTS_PER_COMMIT = 256
 PAYLOAD_SERIALIZERS = ("json", "pickle")
 _FETCH_CONCURRENCY = 32
+#: a listing reads new events this many at a time, trimming payloads after each slice
+_READ_SLICE = 4 * _FETCH_CONCURRENCY
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +116,8 @@ class InboxEvent:
     time: float
     sender: str
     seq: int
-    #: held without its payload (refused by the class that listed it): read again to apply it
+    #: held without its payload (past the first MAX_EVENTS_PER_COMMIT pending, or refused by the
+    #: class that listed it): the fold reads it again when it is due
     stripped: bool = False
 
     @property
@@ -275,6 +278,7 @@ class ActorInbox:
         "_listed_at",
         "_listed_step",
         "_listing_error",
+        "_refold",
         "_signalled",
         "_tasks",
         "actor_id",
@@ -311,6 +315,8 @@ class ActorInbox:
         self._fold_base = -1
         self._signalled = False
         self._listing_error: BaseException | None = None
+        #: the last fold held back an event it read again (see ``_reread``): fold once more
+        self._refold = False
         self._deleting: set[str] = set()
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
@@ -335,6 +341,10 @@ class ActorInbox:
     def signal(self) -> None:
         """This process sent the actor an event: the next commit lists the inbox."""
         self._signalled = True
+
+    def more_to_do(self) -> bool:
+        """The last fold held back an event it read again, due now: ``process_events`` folds again."""
+        return self._refold
 
     def _stale(self) -> bool:
         return bool(time.monotonic() - self._listed_at > self.settings.inbox_interval)
@@ -372,12 +382,55 @@ class ActorInbox:
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
         new = [k for k in keys if k not in self._known and k not in self._deleting]
-        for event in await read_events(self.store, new, self.settings.signing_key):
-            self._known[event.key] = event
+        # A slice at a time, each trimmed at once: a backlog's payloads are never all held.
+        for at in range(0, len(new), _READ_SLICE):
+            for event in await read_events(self.store, new[at : at + _READ_SLICE], self.settings.signing_key):
+                self._known[event.key] = event
+            self._trim()
         self._listed_at = started
         # Known *after* the listing: a step that applied a listed event is at or below
         # it, so its dedup entry is in that step's table (the fold checks it there).
         self._listed_step = self.known_step()
+
+    def _trim(self) -> None:
+        """Hold payloads for the first ``MAX_EVENTS_PER_COMMIT`` pending events in inbox order
+        only (one commit applies no more); the rest keep their place, and are read again when
+        their turn comes (``_reread``). Memory per actor is then its backlog's keys and order,
+        not its payloads."""
+        whole = [e for e in self._known.values() if not e.stripped]
+        if len(whole) <= MAX_EVENTS_PER_COMMIT:
+            return
+        whole.sort(key=lambda e: e.order)
+        for event in whole[MAX_EVENTS_PER_COMMIT:]:
+            self._known[event.key] = dataclasses.replace(event, payload=b"", stripped=True)
+
+    async def _reread(self, chosen: list[InboxEvent]) -> list[InboxEvent]:
+        """``chosen`` (in inbox order) with the payloads of those held without them read again.
+
+        One gone meanwhile was applied by another process (deleted only after its commit):
+        dropped. One found with another place in the order (its object was deleted unapplied
+        and its id sent again) is held anew and waits for the next fold, which the next commit
+        makes: it became visible now, so it may come after events stamped later.
+        """
+        held = [e.key for e in chosen if e.stripped]
+        if not held:
+            return chosen
+        fresh = {e.key: e for e in await read_events(self.store, held, self.settings.signing_key)}
+        ready: list[InboxEvent] = []
+        for event in chosen:
+            if not event.stripped:
+                ready.append(event)
+                continue
+            again = fresh.get(event.key)
+            if again is None:
+                self._known.pop(event.key, None)
+                continue
+            self._known[event.key] = again
+            if again.order != event.order or again.dedup_key != event.dedup_key:
+                self._refold = True
+                continue
+            ready.append(again)
+        return ready
 
     def _cache_trusted(self, base: StepRecord) -> bool:
         """Whether the cached pending events may be folded onto ``base`` without listing again.
@@ -404,6 +457,7 @@ class ActorInbox:
         calls = [c for c in batch if c.method not in _MARKERS]
         forced = any(c.method == PROCESS_EVENTS for c in batch)
         self._listing_error = None
+        self._refold = False
         if forced or self._signalled:
             try:
                 await self._refresh()
@@ -427,13 +481,13 @@ class ActorInbox:
             return calls
         table = await StepDedup(self.log, base, definition.serializer).load()
         handlers = event_handlers(definition)
-        folded: list[PendingCall] = []
+        chosen: list[InboxEvent] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):
             if table.get(event.dedup_key) is not None:
                 # Applied by an earlier commit whose writer did not get to delete it.
                 self._delete([event.key])
                 continue
-            if len(folded) >= MAX_EVENTS_PER_COMMIT:
+            if len(chosen) >= MAX_EVENTS_PER_COMMIT:
                 continue
             if refusal(event, definition) is not None:
                 # It stays in the inbox, maybe for good: known (a listing does not read it
@@ -442,14 +496,11 @@ class ActorInbox:
                 if not event.stripped:
                     self._known[event.key] = dataclasses.replace(event, payload=b"", stripped=True)
                 continue
-            if event.stripped:
-                # Refused before, its payload dropped: this class takes it. Read again (with
-                # every other held so) at the next listing, which the next commit makes; the
-                # events after it wait for it (inbox order).
-                for key in [k for k, e in self._known.items() if e.stripped]:
-                    del self._known[key]
-                self._signalled = True
-                break
+            chosen.append(event)
+        # Held without their payloads (past the first MAX_EVENTS_PER_COMMIT when listed, or
+        # refused by the class that listed them): read again now that they are due.
+        folded: list[PendingCall] = []
+        for event in await self._reread(chosen):
             try:
                 payload = event.load_payload()
             except Exception as exc:
@@ -466,7 +517,7 @@ class ActorInbox:
                     idempotency_key=event.dedup_key,
                 )
             )
-        if len(folded) >= MAX_EVENTS_PER_COMMIT:
+        if len(chosen) >= MAX_EVENTS_PER_COMMIT:
             self._signalled = True  # more to do: the next commit looks again
         return folded + calls
 
