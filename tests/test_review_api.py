@@ -339,6 +339,22 @@ def test_a_subclass_of_an_actor_class_is_a_class_that_can_be_an_actor_too(actor_
     assert [entry.step for entry in savings.history()] == [2, 1, 0]  # total() is read-only there too
 
 
+def test_isinstance_and_issubclass_take_a_decorated_class_as_the_class_it_decorates() -> None:
+    # mypy and pyright accept isinstance(x, Account) (for both, Account is a class), and at
+    # runtime it raised "TypeError: isinstance() arg 2 must be a type, a tuple of types, or a
+    # union": Account is an ActorClass object there. It now answers for the decorated class.
+    class Savings(Account):
+        pass
+
+    plain = Account()
+    assert isinstance(plain, Account) and isinstance(Savings(), Account)
+    assert not isinstance(object(), Account)
+    assert isinstance(plain, (int, Account))
+    assert issubclass(Savings, Account) and issubclass(Account.cls, Account)
+    assert not issubclass(int, Account)
+    assert not isinstance(vc.ActorHandle("some-id"), Account)  # a handle is not an instance
+
+
 def test_shutdown_ends_a_wait_for_event_without_a_timeout(store_spec: StoreSpec) -> None:
     # "Shutdown settles every call": a thread in wait_for_event(timeout=None) kept polling the
     # closed runtime forever (and would have applied events through it).

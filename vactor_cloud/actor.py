@@ -101,6 +101,15 @@ class ActorClass(Generic[C_co], _ClassObject):
         is a plain class, an actor class once decorated with ``@virtual_actor`` in turn."""
         return (self.cls,)  # type: ignore[return-value]
 
+    def __instancecheck__(self, instance: Any) -> bool:
+        """``isinstance(x, DecoratedClass)`` asks about the decorated class, as type checkers
+        read it (for them it is that class); a handle is not an instance."""
+        return isinstance(instance, self.cls)  # type: ignore[arg-type]
+
+    def __subclasscheck__(self, subclass: type) -> bool:
+        """``issubclass(Sub, DecoratedClass)``: about the decorated class (see ``__instancecheck__``)."""
+        return issubclass(subclass, self.cls)  # type: ignore[arg-type]
+
     def __repr__(self) -> str:
         # getattr: a traceback shows the repr of an instance whose __init__ refused the class.
         return f"<virtual actor class {getattr(self, 'name', '(not defined)')}>"
