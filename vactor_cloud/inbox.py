@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import uuid
@@ -203,11 +204,12 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
         event = InboxEvent(
             key=key,
             event_id=str(meta["event_id"]),
-            name=str(meta["name"]),
+            # Shared by many events (a backlog is held as these: see ActorInbox._trim): interned.
+            name=sys.intern(str(meta["name"])),
             payload=env.parts["payload"],
-            serializer=str(meta["serializer"]),
+            serializer=sys.intern(str(meta["serializer"])),
             time=float(meta["time"]),
-            sender=str(meta["sender"]),
+            sender=sys.intern(str(meta["sender"])),
             seq=int(meta["seq"]),
         )
     except (KeyError, ValueError, TypeError) as exc:
