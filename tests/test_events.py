@@ -259,6 +259,34 @@ def test_events_from_8_senders_with_duplicates_drained_by_2_processes(
     assert _inbox_keys("busy") == []
 
 
+def test_a_backlog_past_one_commit_drained_by_2_processes_applies_each_event_once_in_order(
+    actor_store: StoreSpec, store_lane: Lane, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    """A backlog larger than one commit takes (256): each drainer holds payloads for the first
+    256 only and reads the rest again when due, while the other drainer's commits apply and
+    delete them; each event is still applied once, in send order."""
+    if not store_lane.multiprocess:
+        pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
+    total = 700 if store_lane.name in ("local",) else 300
+    Ledger.get_or_create("backlog")
+    for seq in range(total):
+        send_event("backlog", "entry", _entry(0, seq), event_id=f"b-{seq}")
+    stop = spawn_context.Event()
+    drainers = [spawn_context.Process(target=_drainer, args=(actor_store, "backlog", stop)) for _ in range(2)]
+    for proc in drainers:
+        proc.start()
+    try:
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while _inbox_keys("backlog") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        _join(drainers)
+    _, entries = vc.get_actor("backlog").view.run()
+    assert entries == [(0, seq) for seq in range(total)]
+    assert _inbox_keys("backlog") == []
+
+
 # -- a writer killed mid-drain ---------------------------------------------------------------
 
 

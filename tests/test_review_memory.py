@@ -228,6 +228,9 @@ class Recorder:
     def seen(self) -> list[int]:
         return self.order
 
+    def noop(self) -> int:
+        return len(self.order)
+
 
 def _held_payload_bytes(actor_id: str) -> int:
     known = vc.get_runtime().core(actor_id).inbox._known  # type: ignore[attr-defined]
@@ -358,3 +361,43 @@ def test_an_event_held_without_its_payload_and_sent_again_meanwhile_is_applied_o
     assert events.process_events("moved") == 300
     expected = [i for i in range(300) if f"e{i:04d}" != event_id] + [1000]
     assert actor.seen.run() == expected
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_failed_read_of_held_back_events_fails_no_writer_call_and_loses_no_event(
+    store_spec: StoreSpec,
+) -> None:
+    """The fold reads held-back events again when they are due; a storage error there must not
+    fail the writer call whose commit folds them (the inbox never fails a call: a failed listing
+    leaves events for a later commit), and ``process_events`` raises rather than returning short.
+    Nothing is lost or applied twice: once the store answers, they are applied in order."""
+    from vactor_cloud.errors import StorageError
+    from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
+
+    store_spec.init()
+    # Every GET of an inbox object after the first listing's 300 fails.
+    faulty = install(
+        FaultConfig(
+            rules=(
+                FaultRule(
+                    "fail_before",
+                    operations=frozenset({"get"}),
+                    key_contains="/inbox/",
+                    at=tuple(range(301, 100_000)),
+                    retryable=False,
+                ),
+            )
+        )
+    )
+    actor = Recorder.get_or_create("flaky")
+    for i in range(300):
+        events.send_event("flaky", "ping", {"i": i, "pad": ""}, event_id=f"e{i:04d}")
+    with pytest.raises(StorageError):
+        events.process_events("flaky")
+    assert faulty.injected["fail_before"] > 0
+    assert actor.seen.run() == list(range(256))
+    assert actor.noop.run() == 256  # its commit's fold could not read the held-back events
+    faulty.config = FaultConfig()
+    faulty._matched, faulty._fired = [], []
+    assert events.process_events("flaky") == 44
+    assert actor.seen.run() == list(range(300))

@@ -501,8 +501,17 @@ class ActorInbox:
             chosen.append(event)
         # Held without their payloads (past the first MAX_EVENTS_PER_COMMIT when listed, or
         # refused by the class that listed them): read again now that they are due.
+        try:
+            ready = await self._reread(chosen)
+        except StorageError as exc:
+            # Like a failed listing: the calls commit; the events wait (in order: the ones
+            # before the first held back go now) and process_events says it did not finish.
+            logger.warning("could not read pending events of %r: %s", self.actor_id, exc)
+            self._listing_error = exc
+            self._signalled = True
+            ready = list(itertools.takewhile(lambda e: not e.stripped, chosen))
         folded: list[PendingCall] = []
-        for event in await self._reread(chosen):
+        for event in ready:
             try:
                 payload = event.load_payload()
             except Exception as exc:
