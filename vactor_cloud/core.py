@@ -77,12 +77,7 @@ from vactor_cloud.log import (
     StepTakenError,
 )
 from vactor_cloud.poster import CombiningEnv, Posted
-from vactor_cloud.posting import (
-    Post,
-    advance_cursor,
-    encode_outcomes,
-    legacy_outcomes,
-)
+from vactor_cloud.posting import Post, advance_cursor, encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv"]
