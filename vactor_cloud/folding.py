@@ -43,9 +43,12 @@ logger = logging.getLogger("vactor_cloud")
 
 class Folder(Poster):
     """An actor core as the folder: it decides whether a batch combines (posts, or folds as the
-    lease holder) or races; takes, renews and releases the folder lease; serves others' posts
-    while its callers are quiet; folds the pending posts into its commit."""
+    lease holder) or races; takes, renews and releases the folder lease; gathers the pending
+    posts and folds them into its commit (``ActorCore._commit``, and ``ActorCore._serve`` for
+    the others while this process's callers are quiet)."""
 
+    # The core's commit loop writes some of them too (the streak, _foreign_at): kept here, where
+    # they are read.
     __slots__ = (
         "_folded_wall",
         "_foreign_at",

@@ -81,6 +81,8 @@ class Poster:
     """An actor core as a poster: post a batch, wait for the fold that applies it, deliver
     its outcomes; ``call_outcome`` for a caller that stopped waiting."""
 
+    # The core's commit loop writes some of them too (_outstanding, _posted_at, _seen_at): kept
+    # here, where they are read.
     __slots__ = (
         "_cycle",
         "_fold_after",
