@@ -35,15 +35,16 @@ from child_processes import join_all
 from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order, hammer
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, poster, posting
 from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
-from vactor_cloud.core import ActorCore, _Posted
+from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.poster import Posted
 from vactor_cloud.posting import (
     POST_CURSOR,
     Post,
@@ -494,7 +495,7 @@ def test_a_fold_that_stops_early_does_not_pass_an_earlier_post_of_ours(stop: str
     base = types.SimpleNamespace(extra=advance_cursor({}, [dataclasses.replace(mine_4, seq=3)], time.time()))
     batch = ["<the batch of seq 5>"]
     keys = [first.key, second.key, mine_4.key]
-    calls, folded, _ = ActorCore._fold_posts(fake, _Posted(mine_5, 0), batch, base, keys)  # type: ignore[arg-type]
+    calls, folded, _ = ActorCore._fold_posts(fake, Posted(mine_5, 0), batch, base, keys)  # type: ignore[arg-type]
     assert mine_5 not in folded and batch[0] not in calls, (calls, folded)
 
 
@@ -717,7 +718,7 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
     with pytest.raises(CallPendingError) as raised:
         log.add.run(big)
     (call_id,) = raised.value.call_ids
-    remembered = core_module._GAVE_UP[("a", call_id)]
+    remembered = poster._GAVE_UP[("a", call_id)]
     assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
     store.fail = lambda op, key: None
     assert log.add.run("me/2") == 3  # the pending post applies first, from the stored post
@@ -732,9 +733,9 @@ def test_a_call_given_up_on_is_remembered_without_the_steps_its_wait_walked(stor
     once the caller gave up (``call_outcome`` walks from the newest step)."""
     store_spec.init()
     core = vc.get_runtime().core("walked")
-    posted = _Posted(Post("k", "sender", 1, 0.0, ()), base_step=0, passed=set(range(5000)))
+    posted = Posted(Post("k", "sender", 1, 0.0, ()), base_step=0, passed=set(range(5000)))
     core._remember_given_up(posted, [types.SimpleNamespace(call_id="c1")])  # type: ignore[list-item]
-    assert core_module._GAVE_UP[("walked", "c1")].passed == set()
+    assert poster._GAVE_UP[("walked", "c1")].passed == set()
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -115,3 +115,18 @@ def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
         "vactor_cloud.inbox",
         "vactor_cloud.history",
     }
+
+
+def test_contention_combining_sits_below_the_core() -> None:
+    """The poster's side and the folder's side of combining are parts of ``ActorCore`` (its
+    bases): what they need of the core they declare, and neither imports it; the folder's
+    side builds on the poster's, never the reverse."""
+    modules = _modules()
+    known = set(modules)
+    poster = _imports("vactor_cloud.poster", modules["vactor_cloud.poster"], known)
+    folding = _imports("vactor_cloud.folding", modules["vactor_cloud.folding"], known)
+    assert not poster & {"vactor_cloud.core", "vactor_cloud.folding"}
+    assert "vactor_cloud.core" not in folding
+    assert {"vactor_cloud.poster", "vactor_cloud.folding"} <= _imports(
+        "vactor_cloud.core", modules["vactor_cloud.core"], known
+    )

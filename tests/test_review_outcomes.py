@@ -17,10 +17,10 @@ from test_review_posting import _fold_with_a_result_this_process_cannot_load
 
 import vactor_cloud as vc
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.core import _Posted
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, CommitOutcomeUnknownError, IntegrityError
 from vactor_cloud.log import OUTCOMES_MAGIC
+from vactor_cloud.poster import Posted
 from vactor_cloud.posting import Post, decode_outcomes, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -124,7 +124,7 @@ def test_an_outcome_of_ours_that_does_not_load_fails_that_call_alone_not_its_bat
     assert list(raw) == ids[:3]
     batch = [PendingCall("add", (), {}, False, vc.ActorFuture(), call_id) for call_id in ids]
     post = Post("actors/a/mail/x", "0" * 16, 0, time.time(), ())
-    posted = _Posted(post, record.step)
+    posted = Posted(post, record.step)
     core._deliver_posted(posted, batch, record, raw)
     assert batch[0].future.result(timeout=1) == "mine"
     with pytest.raises(CallPendingError) as pending:

@@ -75,6 +75,7 @@ __all__ = [
     "apply_batch",
     "applying",
     "current_call",
+    "fail_calls",
     "run_readonly",
     "summarize",
 ]
@@ -167,6 +168,12 @@ class PendingCall:
         outcome.settle(self.future)
         if isinstance(self.future, ActorFuture):
             self.future._help = None  # it refers to the actor's core: let an evicted one go
+
+
+def fail_calls(calls: list[PendingCall], exc: BaseException) -> None:
+    """Complete every call of ``calls`` with the exception ``exc``."""
+    for call in calls:
+        call.deliver(Outcome(False, exc))
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

@@ -33,46 +33,40 @@ Guarantees (DESIGN.md §4):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
-import pickle
 import random
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
     BatchResult,
-    CallOptions,
     PendingCall,
     apply_batch,
     current_call,
+    fail_calls,
     run_readonly,
 )
-from vactor_cloud.byvalue import Frozen
-from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes, safe_repr
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     ActorBusyError,
     ActorNotFoundError,
-    CallPendingError,
     CommitConflictError,
-    CommitOutcomeUnknownError,
     IntegrityError,
     ReentrantCallError,
     StorageError,
     StorageTimeoutError,
     VactorError,
 )
-from vactor_cloud.lease import Lease, LeaseStore
+from vactor_cloud.folding import Folder, damaged_pause, gives_fold_work
 from vactor_cloud.log import (
     ActorLog,
     CallRecord,
@@ -81,32 +75,14 @@ from vactor_cloud.log import (
     StepCompactedError,
     StepRecord,
     StepTakenError,
-    unrecordable,
 )
-from vactor_cloud.posting import (
-    SENDER_TTL,
-    Post,
-    PostBox,
-    PostedCall,
-    PostInDoubtError,
-    advance_cursor,
-    applied,
-    bare,
-    cursor_of,
-    decode_outcomes,
-    encode_outcomes,
-    identity,
-    legacy_outcomes,
-)
-from vactor_cloud.settings import Settings
-from vactor_cloud.storage import ObjectStore
+from vactor_cloud.poster import CombiningEnv, Posted
+from vactor_cloud.posting import Post, advance_cursor, encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv"]
 
 logger = logging.getLogger("vactor_cloud")
-
-T = TypeVar("T")
 
 
 class CommitHook(Protocol):
@@ -133,23 +109,10 @@ class CommitHook(Protocol):
         ...
 
 
-class CoreEnv(Protocol):
-    """What an :class:`ActorCore` needs from its runtime, and nothing more."""
-
-    store: ObjectStore
-    settings: Settings
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
-        ...
-
-    def spawn(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on a pool thread."""
-        ...
-
-    def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Run ``coro`` on the IO loop without waiting for it (cleanup; failures are its own)."""
-        ...
+class CoreEnv(CombiningEnv, Protocol):
+    """What an :class:`ActorCore` needs from its runtime, and nothing more: what contention
+    combining needs (:class:`~vactor_cloud.poster.CombiningEnv`: the store, the settings, the
+    IO loop, the pool), and the following."""
 
     async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorDefinition:
         """The class body ``ref`` loaded from storage."""
@@ -207,40 +170,26 @@ class WaitingInsideWriter:
             _waiting_writers.stack.pop()
 
 
-class ActorCore:
-    """Per-process state of one actor. Create through ``Runtime.core(actor_id)``."""
+class ActorCore(Folder):
+    """Per-process state of one actor. Create through ``Runtime.core(actor_id)``.
 
-    # Slots: a process may touch tens of thousands of actors; every byte counts.
+    Contention combining is in its bases, each with its own fields: the poster's side
+    (:class:`~vactor_cloud.poster.Poster`) and the folder's side (:class:`~vactor_cloud.folding.Folder`).
+    """
+
+    # Slots (and the bases' too): a process may touch tens of thousands of actors; every byte counts.
     __slots__ = (
         "__weakref__",
-        "_cycle",
         "_draining",
-        "_fold_after",
-        "_folded_wall",
-        "_foreign_at",
-        "_gather",
-        "_held_until",
-        "_last_commit_at",
-        "_lease",
-        "_lease_read_at",
-        "_leases",
         "_live",
         "_load_lock",
         "_lost_at",
         "_mutex",
-        "_outstanding",
-        "_postbox",
-        "_posted_at",
         "_put_seconds",
         "_queue",
-        "_releasing",
-        "_renewing",
-        "_seen_at",
-        "_served_at",
         "_serving",
         "_stored_classes",
         "_stored_sha",
-        "_streak",
         "_waiters",
         "_wake",
         "_weight",
@@ -255,7 +204,8 @@ class ActorCore:
     )
 
     def __init__(self, env: CoreEnv, actor_id: str, inbox: Callable[[ActorCore], CommitHook]) -> None:
-        self.env = env
+        super().__init__()
+        self.env: CoreEnv = env
         self.actor_id = actor_id
         self.log = ActorLog(env.store, actor_id, signing_key=env.settings.signing_key)
         self.definition: ActorDefinition | None = None
@@ -277,45 +227,11 @@ class ActorCore:
         self._load_lock: asyncio.Lock | None = None
         #: when this process last lost a commit race, and how long its puts take (moving average)
         self._lost_at = -math.inf
-        #: when this process last posted a batch for lost races: contended until combine_window later
-        self._posted_at = -math.inf
         self._put_seconds = 0.0
         self._weight = 0
-        #: contention combining (vactor_cloud.posting): created on the first post
-        self._postbox: PostBox | None = None
-        #: our newest post not yet known applied (later batches post too: order is kept)
-        self._outstanding: _Posted | None = None
-        #: the advisory folder lease (vactor_cloud.lease): the newest state of it we know (ours or
-        #: another process's), until when (monotonic) we hold it, when we last folded another's post
-        self._leases: LeaseStore | None = None
-        self._lease: Lease | None = None
-        #: when (monotonic) we last read another process's valid lease
-        self._lease_read_at = -math.inf
-        #: commits in a row, each soon after the one before (a hot writer), and when the last was
-        self._streak = 0
-        self._last_commit_at = -math.inf
-        self._held_until = -math.inf
-        self._foreign_at = -math.inf
-        self._renewing = False
-        #: our release of the folder lease, while it runs in the background
-        self._releasing: Future[None] | None = None
         #: the lease holder folds others' posts from a pool thread while its callers are quiet
         self._serving = False
         self._wake: threading.Event | None = None
-        #: seconds between the steps a poster sees committed (moving average): how often it polls
-        self._cycle = 0.005
-        #: seconds from a post of ours to the holder's record of the step that applied it (moving
-        #: average, wall clocks): a poster's first look comes about then, if sooner than a cycle
-        self._fold_after = 0.005
-        #: when (monotonic) this process read or wrote the step it holds as ``record``
-        self._seen_at = -math.inf
-        #: when (monotonic) another process's fold last applied a post of ours: it folds
-        self._served_at = -math.inf
-        #: the lease holder's group commit: the wall time of its last fold that applied another
-        #: process's post, and how long after such a fold the posts of the next one come in
-        #: (moving average): the next fold lists no sooner than that, so that it gathers them
-        self._folded_wall = -math.inf
-        self._gather = 0.0
         self.inbox = inbox(self)
 
     # -- cache ---------------------------------------------------------------------
@@ -658,7 +574,7 @@ class ActorCore:
             logger.error(
                 "actor %r: %d call(s) left unsettled by a commit (a defect)", self.actor_id, len(left)
             )
-            _fail(
+            fail_calls(
                 left,
                 VactorError(
                     f"actor {self.actor_id!r}: the commit ended without settling this call (a defect in "
@@ -685,7 +601,7 @@ class ActorCore:
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
-                _fail(batch, exc)
+                fail_calls(batch, exc)
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
                 raise
@@ -694,6 +610,65 @@ class ActorCore:
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
                 return
+
+    def _serve(self) -> None:
+        """The lease holder, on a pool thread: fold others' posts while this process's callers
+        are quiet (their calls join the next fold). Ends when the lease is given up."""
+        with self._mutex:
+            if self._draining or self._serving:
+                return
+            self._draining = True
+            self._serving = True
+            if self._wake is None:
+                self._wake = threading.Event()
+            wake = self._wake
+        max_batch = self.env.settings.max_batch
+        #: listings in a row that found nothing: the next one waits longer (up to 10 ms)
+        empty = 0
+        #: fold-only commits in a row that committed nothing
+        stuck = 0
+        try:
+            while self._holding():
+                batch = self._claim_batch(max_batch)
+                if batch:
+                    self._commit(batch)
+                    self._fail_unsettled(batch)
+                    empty = 0
+                    continue
+                wake.clear()
+                self._gather_posts(wake)
+                if wake.is_set():
+                    continue  # our callers have calls: they fold now
+                try:
+                    keys = self._post_keys()
+                except (StorageError, IntegrityError):
+                    keys = None
+                if keys and any(gives_fold_work(self._posts(), k) for k in keys):
+                    # (no cached step, after a compaction's forget(): the commit loads it)
+                    before = self.record.step if self.record is not None else None
+                    self._commit([], keys)
+                    if self.record is None or self.record.step != before:
+                        empty = stuck = 0
+                        continue
+                    # Nothing committed: the posts went meanwhile, or the first one waits
+                    # behind a damaged read. Pause before listing and reading it again
+                    # (not once the lease is given up: the loop ends).
+                    stuck += 1
+                    if self._holding():
+                        wake.wait(damaged_pause(stuck))
+                    continue
+                stuck = 0
+                # About a put's time after a fold; less often while nothing comes (a LIST each).
+                wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
+                empty += 1
+        except Exception as exc:  # a defect or a closed store: the next caller takes over
+            logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
+        finally:
+            with self._mutex:
+                self._serving = False
+            self._release_nearly_lapsed_lease()
+            if self._release():
+                self.env.spawn(self._drain_from_pool)
 
     # -- writes (the holder's thread) ---------------------------------------------------------
     def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None:
@@ -709,7 +684,7 @@ class ActorCore:
         settings = env.settings
         attempts = 0
         give_up_at = time.monotonic() + settings.commit_timeout
-        posted: _Posted | None = None
+        posted: Posted | None = None
         #: we fold posted calls into our commit (we hold the folder lease)
         fold = False
         if not batch:
@@ -750,12 +725,12 @@ class ActorCore:
                     counters.commit_error(self.actor_id, exc, True)
                     pending = self._pending_error(posted, batch)
                     pending.__cause__ = exc
-                    _fail(batch, pending)
+                    fail_calls(batch, pending)
                     return
                 if waited == "done":
                     return
                 if waited == "timeout":
-                    _fail(batch, self._pending_error(posted, batch))
+                    fail_calls(batch, self._pending_error(posted, batch))
                     return
                 fold = True  # the lease was free and we took it: fold our post with the others'
             put_sent = False
@@ -825,10 +800,10 @@ class ActorCore:
                         # (a post still damaged after a few reads is skipped), until the deadline.
                         if time.monotonic() > give_up_at:
                             assert posted is not None
-                            _fail(batch, self._pending_error(posted, batch))
+                            fail_calls(batch, self._pending_error(posted, batch))
                             return
                         damaged += 1
-                        time.sleep(_damaged_pause(damaged))
+                        time.sleep(damaged_pause(damaged))
                         continue
                 hooked = self.inbox.wants_fold(calls)
                 if hooked:
@@ -923,9 +898,9 @@ class ActorCore:
                 # writer may lose many rounds in a row yet get through soon after.
                 if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
                     if posted is not None:
-                        _fail(batch, self._pending_error(posted, batch))
+                        fail_calls(batch, self._pending_error(posted, batch))
                     else:
-                        _fail(batch, CommitConflictError(self.actor_id, attempts))
+                        fail_calls(batch, CommitConflictError(self.actor_id, attempts))
                     return
                 if lost_race:
                     fold = self._lease_for_fold()  # nobody holds the lease: fold it ourselves
@@ -960,7 +935,7 @@ class ActorCore:
                         exc.key,
                         write_in_flight=True,
                     )
-                _fail(batch, reported)
+                fail_calls(batch, reported)
                 return
             except Exception as exc:
                 self._invalidate()
@@ -969,9 +944,9 @@ class ActorCore:
                     # Our post stays and another folder may apply it: not a definite failure.
                     pending = self._pending_error(posted, batch)
                     pending.__cause__ = exc
-                    _fail(batch, pending)
+                    fail_calls(batch, pending)
                 else:
-                    _fail(batch, exc)
+                    fail_calls(batch, exc)
                 return
             counters.committed(sum(len(p.calls) for p in folded) if folded else 0)
             self._accept(record, put_started, result.instance)
@@ -1001,866 +976,6 @@ class ActorCore:
             self._settle(batch, calls, result, hooked)
             return
 
-    # -- contention combining (vactor_cloud.posting, vactor_cloud.lease) -------------------------
-    def _behind_our_post(self, batch: list[PendingCall], give_up_at: float) -> bool:
-        """Wait until our pending post is applied: True, ``batch`` may commit now (after it);
-        False: ``commit_timeout`` passed first, and ``batch`` failed (nothing of it applied).
-
-        We fold it ourselves whenever the folder lease is free (the fold applies every
-        pending post, ours in its place); else the holder's folds apply it."""
-        pause = 0.005
-        while True:
-            pending = self._outstanding
-            if pending is None:
-                return True
-            try:
-                newest = self.env.run(self.revalidate())
-                if applied(newest.extra, pending.post.sender, pending.post.seq):
-                    if self._outstanding is pending:
-                        self._outstanding = None
-                    return True
-                if self._lease_for_fold():
-                    self._commit([])  # fold the pending posts, ours among them
-                    if self._never_applied(pending):
-                        # Our fold found no post of ours to apply: it never landed (its every
-                        # write failed) or expired. Nothing of it will apply: nothing to wait for.
-                        if self._outstanding is pending:
-                            self._outstanding = None
-                        return True
-                    # (Not at once again: a fold that applied nothing would list in a busy loop,
-                    # past commit_timeout.)
-            except (StorageError, IntegrityError) as exc:
-                counters.transient_retry(self.actor_id, exc)
-            if time.monotonic() >= give_up_at:
-                why = (
-                    f"an earlier call of this process (posted under contention, call "
-                    f"{pending.post.calls[0].call_id if pending.post.calls else '?'}) is still "
-                    f"pending after commit_timeout={self.env.settings.commit_timeout:g} s, and this "
-                    "batch (timer or inbox calls among it) may not pass it"
-                )
-                _fail(batch, CommitConflictError(self.actor_id, 0, why))
-                return False
-            time.sleep(pause)
-            pause = min(0.1, pause * 2)
-
-    def _never_applied(self, pending: _Posted) -> bool:
-        """Whether our pending post will never be applied: no write of it may land any more,
-        the object is not there, and (read after that) the newest cursor has not passed it.
-        (Deleted only once applied, or expired: an applied one shows in the cursor.)"""
-        if time.monotonic() < pending.may_land_until:
-            return False
-        if self.env.run(self.env.store.head(pending.post.key)) is not None:
-            return False
-        newest = self.env.run(self.revalidate())
-        return not applied(newest.extra, pending.post.sender, pending.post.seq)
-
-    def _may_post(self, batch: list[PendingCall]) -> bool:
-        """Posting needs calls another process can run: pickled actors, no internal markers."""
-        definition = self.definition
-        return (
-            self.env.settings.combine
-            and definition is not None
-            and definition.serializer == "pickle"
-            and all(c.frozen is not None for c in batch)
-        )
-
-    def _contended(self) -> bool:
-        """Whether this batch combines (posts, or folds as the lease holder) instead of racing.
-
-        Cheap and local: an actor that never lost a race here answers from memory.
-        """
-        now = time.monotonic()
-        window = self.env.settings.combine_window
-        if self._outstanding is not None or now - max(self._posted_at, self._served_at) < window:
-            return True
-        if self._holding():
-            return True
-        lease = self._lease
-        if lease is None or lease.expires == 0:
-            return self._hot_writer_sees_a_folder()
-        if lease.holder == self._posts().sender:
-            # Ours, though our margin ran out (a renewal failed or came late): take it again
-            # rather than race the posters waiting for our folds. Not once we gave it up as
-            # idle (held_until = -inf): its release may still be in flight, and this commit
-            # races (one PUT), as an uncontended one does.
-            return lease.valid() and self._held_until != -math.inf
-        if not lease.valid():
-            # We saw another process hold the lease: see whether it still does (one GET per
-            # renewal of it, about every lease_seconds / 2; none once it was given up).
-            try:
-                lease = self._lease = self.env.run(self._lease_store().read())
-            except (StorageError, IntegrityError):
-                self._lease = None
-                return False
-        return lease.valid() and lease.holder != self._posts().sender
-
-    def _hot_writer_sees_a_folder(self) -> bool:
-        """A writer that keeps winning never loses a race, so it would never learn that others
-        post and wait while their folder's puts lose to it. Committing back to back for
-        ``_STREAK_COMMITS`` commits, it reads the lease once per ``lease_seconds / 4`` (or 16
-        puts' time, if longer), in the background: held by another process = its next commit
-        is contended (posts). An uncontended writer pays one GET per such interval of
-        continuous commits, never one per commit, and never on a commit's path."""
-        if self._streak < _STREAK_COMMITS or time.monotonic() - self._last_commit_at > self._streak_gap():
-            return False
-        now = time.monotonic()
-        # At most once per lease_seconds / 4, and per 16 puts' time: on a slow store a GET per
-        # 0.5 s would be one request more per few commits.
-        every = max(0.25 * self.env.settings.lease_seconds, _HOT_READ_PUTS * self._put_seconds)
-        if now - self._lease_read_at < every:
-            return False
-        self._lease_read_at = now
-        sender = self._posts().sender
-
-        async def look() -> None:
-            # In the background, off this commit's path: the next commit sees what it found.
-            try:
-                lease = await self._lease_store().read()
-            except (StorageError, IntegrityError):
-                return
-            if lease.valid() and lease.holder != sender:
-                self._lease = lease
-                self._lease_read_at = time.monotonic()
-
-        self.env.background(look())
-        return False
-
-    def _streak_gap(self) -> float:
-        """Commits closer than this are back to back: ``_STREAK_GAP``, or a few of our puts' time
-        when puts are slow (an overloaded machine or store, where a writer that keeps winning
-        would otherwise never count as hot, and a folder's commits lose to it every time)."""
-        return max(_STREAK_GAP, _STREAK_PUTS * self._put_seconds)
-
-    def _other_folds(self) -> bool:
-        """Whether another process folds: its fold applied a post of ours, or it held the folder
-        lease when we read it, lately (a quarter of ``lease_seconds``): post without reading
-        the lease. A poster whose folder went away finds out in its wait (no step for a
-        while: it reads the lease and may take it)."""
-        if self._served_lately():
-            return True
-        lease = self._lease
-        return (
-            lease is not None
-            and lease.valid()
-            and lease.holder != self._posts().sender
-            and time.monotonic() - self._lease_read_at < 0.25 * self.env.settings.lease_seconds
-        )
-
-    def _served_lately(self) -> bool:
-        """Whether another process's fold applied a post of ours in the last quarter of
-        ``lease_seconds``: a folder is at work (no need to read the lease to know)."""
-        return time.monotonic() - self._served_at < 0.25 * self.env.settings.lease_seconds
-
-    def _lease_store(self) -> LeaseStore:
-        if self._leases is None:
-            self._leases = LeaseStore(self.env.store, self.actor_id, self.env.settings.signing_key)
-        return self._leases
-
-    def _holding(self) -> bool:
-        """Whether we hold the folder lease with time to spare; gives it up once idle.
-
-        Idle: no other process's post folded for ``combine_window`` (the lease is released
-        in the background, so that nobody waits for it to expire).
-        """
-        now = time.monotonic()
-        settings = self.env.settings
-        if now >= self._held_until - 0.25 * settings.lease_seconds:
-            return False
-        if now - self._foreign_at > settings.combine_window:
-            self._give_up_lease()
-            return False
-        return True
-
-    def _lease_for_fold(self) -> bool:
-        """True: we hold the folder lease (taken now if it was free) and fold; False: another
-        process holds it, so post and wait. One GET of the lease, and a conditional PUT to take it.
-
-        A storage error answers False: the poster's wait looks again later.
-        """
-        if self._holding():
-            return True
-        sender = self._posts().sender
-        leases = self._lease_store()
-        try:
-            seen = self.env.run(leases.read())
-            if seen.valid() and seen.holder != sender:
-                self._lease = seen
-                self._lease_read_at = time.monotonic()
-                return False
-            started = time.monotonic()
-            step = self.record.step if self.record is not None else -1
-            mine = self.env.run(leases.write(seen, sender, self.env.settings.lease_seconds, step))
-            if mine is None:  # another process took it first
-                self._lease = self.env.run(leases.read())
-                self._lease_read_at = time.monotonic()
-                return False
-        except (StorageError, IntegrityError) as exc:
-            logger.debug("actor %r: the folder lease could not be read or taken: %s", self.actor_id, exc)
-            self._lease = None
-            return False
-        self._lease = mine
-        self._held_until = started + self.env.settings.lease_seconds
-        self._foreign_at = started
-        counters.count("leases_taken")
-        return True
-
-    def _renew_lease(self, step: int) -> None:
-        """After a fold: extend our lease once half of it has run out (in the background)."""
-        seconds = self.env.settings.lease_seconds
-        if self._renewing or time.monotonic() < self._held_until - 0.5 * seconds:
-            return
-        lease = self._lease
-        if lease is None or self._held_until == -math.inf:
-            return
-        self._renewing = True
-
-        async def renew() -> None:
-            try:
-                started = time.monotonic()
-                mine = await self._lease_store().write(lease, lease.holder, seconds, step)
-                if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
-                    self._held_until = -math.inf
-                    self._lease = None
-                elif self._held_until != -math.inf:
-                    self._lease = mine
-                    self._held_until = started + seconds
-                else:
-                    # Given up meanwhile (idle, or it neared its end): nobody folds with the
-                    # lease we just extended, so release it rather than leave it to posters.
-                    self._lease = mine
-                    self._start_release()
-            except (StorageError, IntegrityError) as exc:
-                logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
-            finally:
-                self._renewing = False
-
-        self.env.background(renew())
-
-    async def _release_lease(self) -> None:
-        """Give the folder lease up (expires = 0), so that contended processes need not wait
-        for it to expire. Only if the stored lease is still the one we wrote (if-match)."""
-        self._held_until = -math.inf
-        lease = self._lease
-        if lease is None or self._postbox is None or lease.holder != self._postbox.sender:
-            return
-        step = self.record.step if self.record is not None else -1
-        try:
-            released = await self._lease_store().write(lease, lease.holder, 0.0, step)
-        except (StorageError, IntegrityError) as exc:
-            logger.debug("actor %r: releasing the folder lease failed: %s", self.actor_id, exc)
-            released = None
-        if self._lease is lease:  # (not if we took the lease again meanwhile)
-            self._lease = released
-
-    def _give_up_lease(self) -> None:
-        """Fold no more with the lease, and release it in the background (unless a renewal is
-        in flight: landing, it releases what it renewed)."""
-        self._held_until = -math.inf
-        if not self._renewing:
-            self._start_release()
-
-    def _start_release(self) -> None:
-        """Release the folder lease in the background; shutdown waits for it."""
-        self._releasing = self.env.background(self._release_lease())
-
-    @property
-    def leased(self) -> bool:
-        """Whether this process posted or folded for this actor (it has work to finish at shutdown)."""
-        return self._postbox is not None
-
-    async def shutdown_lease(self) -> None:
-        """At shutdown: release the folder lease if we hold it (or wait for a release in
-        flight); finish deleting applied posts."""
-        if self._held_until != -math.inf:
-            await self._release_lease()
-        releasing, self._releasing = self._releasing, None
-        if releasing is not None and not releasing.done():
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(releasing)
-        if self._postbox is not None:
-            await self._postbox.flush()
-
-    def _serve(self) -> None:
-        """The lease holder, on a pool thread: fold others' posts while this process's callers
-        are quiet (their calls join the next fold). Ends when the lease is given up."""
-        with self._mutex:
-            if self._draining or self._serving:
-                return
-            self._draining = True
-            self._serving = True
-            if self._wake is None:
-                self._wake = threading.Event()
-            wake = self._wake
-        max_batch = self.env.settings.max_batch
-        #: listings in a row that found nothing: the next one waits longer (up to 10 ms)
-        empty = 0
-        #: fold-only commits in a row that committed nothing
-        stuck = 0
-        try:
-            while self._holding():
-                batch = self._claim_batch(max_batch)
-                if batch:
-                    self._commit(batch)
-                    self._fail_unsettled(batch)
-                    empty = 0
-                    continue
-                wake.clear()
-                self._gather_posts(wake)
-                if wake.is_set():
-                    continue  # our callers have calls: they fold now
-                try:
-                    keys = self._post_keys()
-                except (StorageError, IntegrityError):
-                    keys = None
-                if keys and any(_pending(self._posts(), k) for k in keys):
-                    # (no cached step, after a compaction's forget(): the commit loads it)
-                    before = self.record.step if self.record is not None else None
-                    self._commit([], keys)
-                    if self.record is None or self.record.step != before:
-                        empty = stuck = 0
-                        continue
-                    # Nothing committed: the posts went meanwhile, or the first one waits
-                    # behind a damaged read. Pause before listing and reading it again
-                    # (not once the lease is given up: the loop ends).
-                    stuck += 1
-                    if self._holding():
-                        wake.wait(_damaged_pause(stuck))
-                    continue
-                stuck = 0
-                # About a put's time after a fold; less often while nothing comes (a LIST each).
-                wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
-                empty += 1
-        except Exception as exc:  # a defect or a closed store: the next caller takes over
-            logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
-        finally:
-            with self._mutex:
-                self._serving = False
-            self._release_nearly_lapsed_lease()
-            if self._release():
-                self.env.spawn(self._drain_from_pool)
-
-    def _release_nearly_lapsed_lease(self) -> None:
-        """When the holder stops folding because its lease nears its end (renewed by folds
-        only: nothing came for a while, though not for ``combine_window``), release the lease
-        rather than let it lapse: posters would read it as held and wait for it to expire.
-        Not while a renewal is in flight (it extends the lease), nor once released."""
-        held_until = self._held_until
-        if held_until == -math.inf:
-            return
-        if time.monotonic() >= held_until - 0.25 * self.env.settings.lease_seconds:
-            self._give_up_lease()
-
-    def _gather_posts(self, wake: threading.Event | None = None) -> None:
-        """Group commit: a fold lists the posts no sooner than the other processes usually post
-        after our previous fold (they learn their outcomes from it, then post their next batch),
-        so that one step applies all of them: fewer steps, listings and reads per call. At most
-        ``_GATHER_PUTS`` puts' time after that fold (``_GATHER_MAX`` seconds)."""
-        if self._gather <= 0.0:
-            return
-        wait = self._folded_wall + self._gather - time.time()
-        if wait > 0.0:
-            wait = min(wait, self._gather_limit())
-            if wake is None:
-                time.sleep(wait)
-            else:
-                wake.wait(wait)
-
-    def _gather_limit(self) -> float:
-        return min(_GATHER_MAX, _GATHER_PUTS * max(self._put_seconds, 0.0005))
-
-    def _learn_gather(self, foreign: list[Post], now: float) -> None:
-        """After a fold that applied ``foreign`` posts (at wall time ``now``): how long after
-        our previous fold the last of them was written, plus a put's time to land."""
-        previous, self._folded_wall = self._folded_wall, now
-        if now - previous > 1.0:
-            return  # no fold of ours just before: nothing to measure from
-        lags = [p.time - previous for p in foreign if p.time > previous]
-        if not lags:
-            return
-        lag = min(self._gather_limit(), max(lags) + self._put_seconds)
-        self._gather = 0.7 * self._gather + 0.3 * lag
-
-    def _read_step(self, step: int) -> StepRecord | None:
-        """``log.read_step``, on this thread where the store answers there (no trip to the loop)."""
-        if self.log.store.inline:
-            return self.log.read_step_now(step)
-        return self.env.run(self.log.read_step(step))
-
-    def _post_keys(self) -> list[str]:
-        box = self._posts()
-        return box.keys_now() if self.log.store.inline else self.env.run(box.keys())
-
-    def _read_posts(self, keys: list[str]) -> list[Post]:
-        box = self._posts()
-        return box.read_now(keys) if self.log.store.inline else self.env.run(box.read(keys))
-
-    def _posts(self) -> PostBox:
-        if self._postbox is None:
-            settings = self.env.settings
-            self._postbox = PostBox(
-                self.env.store, self.actor_id, settings.signing_key, names=settings.post_names
-            )
-        return self._postbox
-
-    def _post(self, batch: list[PendingCall]) -> _Posted:
-        """Write ``batch`` as one post; the calls are then applied by whichever commit folds it."""
-        calls = tuple(
-            PostedCall(
-                c.method,
-                c.frozen.data if c.frozen is not None and c.frozen.data is not None else _pickle_frozen(c),
-                c.call_id,
-                c.idempotency_key,
-                c.options.name,
-                c.options.metadata,
-                c.options.max_retries,
-            )
-            for c in batch
-        )
-        base = self.record.step if self.record is not None else -1
-        box = self._posts()
-        if box.names and box.mail.key is None:
-            # The store's mail key seals a post carried by its name: read (or made) once per
-            # process, in the background. Until it is at hand, posts keep bare names (a
-            # serverless call that posts once pays no request for a key it would not use).
-            self.env.background(box.mail.load(create=True))
-        post = box.prepare(calls)
-        doubt = False
-        try:
-            if not (self.log.store.inline and box.send_now(post)):
-                post = self.env.run(box.send(post))
-        except StorageError as exc:
-            # It may have landed unseen: from now on the batch is this post and nothing
-            # else. Whoever commits our calls passes our seq in the cursor, which makes
-            # the post (if it exists) stale: applied at most once either way.
-            doubt = True
-            if isinstance(exc, PostInDoubtError):
-                post = exc.post  # under the name it may exist by (not one another's post took)
-            logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
-        counters.count("posted_calls", len(calls))
-        posted = _Posted(post, base, time.monotonic(), doubt=doubt)
-        if doubt:
-            posted.may_land_until = time.monotonic() + self.env.settings.deadline
-        self._outstanding = posted
-        return posted
-
-    def _wait_for_fold(self, posted: _Posted, batch: list[PendingCall], give_up_at: float) -> str:
-        """A poster waits for the lease holder's fold, polling the next step.
-
-        ``"done"``: applied, outcomes delivered; ``"fold"``: the lease was free and we
-        took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed.
-        """
-        progress_at = time.monotonic()
-        seen_step = self.record.step if self.record is not None else -1
-        # The first look about one holder commit after posting (or, sooner, about when our
-        # posts were folded lately: a holder that waits for posts folds one at once), then
-        # less and less often.
-        pause = max(0.001, min(self._cycle, 1.5 * self._fold_after + 0.001))
-        first = True
-        # Looks no further apart than the holder's commits (at least 50 ms): each look is a GET,
-        # and on a remote store the holder's commits take longer than a few looks.
-        longest = max(0.05, self._cycle)
-        while True:
-            now = time.monotonic()
-            if now >= give_up_at:
-                return "timeout"
-            time.sleep(pause * (0.75 + 0.5 * random.random()))
-            pause = min(longest, pause * 1.5)
-            try:
-                if self._poll_steps(posted, batch, skip=first):
-                    return "done"
-                first = False
-                step = self.record.step if self.record is not None else -1
-                if step != seen_step:
-                    seen_step, progress_at = step, time.monotonic()
-                lease = self._lease
-                # No step for a long while: the holder may have given the lease up or died.
-                stalled = time.monotonic() - progress_at > max(0.25, 20 * min(0.02, self._cycle))
-                if stalled or ((lease is None or not lease.valid()) and not self._served_lately()):
-                    if self._lease_for_fold():
-                        return "fold"
-                    progress_at = time.monotonic()
-            except (StorageError, IntegrityError) as exc:
-                counters.transient_retry(self.actor_id, exc)
-                self._distrust()
-
-    def _poll_steps(self, posted: _Posted, batch: list[PendingCall], *, skip: bool = False) -> bool:
-        """Read the steps committed since our cache (a GET each, and one that misses); deliver
-        our outcomes if one of them applied our post. True when delivered.
-
-        ``skip`` (the first look after posting): the steps committed since we read our cache
-        (about one per holder cycle), and the one being built when we posted (most likely
-        without our post), are skipped: the first read is the step after them. The cursor is
-        cumulative, so that step tells whether ours was applied by then (if so but not
-        there, we walk back to the one that did); when it is not there yet, we walk back to
-        the newest step.
-        """
-        env = self.env
-        record = self.record
-        if record is None or time.monotonic() - self.validated_at > env.settings.fresh_window:
-            return self._settle_if_folded(posted, batch, env.run(self.revalidate()))
-        post = posted.post
-        if applied(record.extra, post.sender, post.seq):
-            # Our cache already shows it: another thread's read (or call_outcome) moved the
-            # cache past the step that applied our post. Its outcomes are there or below.
-            return self._settle_if_folded(posted, batch, record)
-        started = time.monotonic()
-        # Steps read past ``record`` are newer than what was newest when ``record`` was
-        # validated: they keep that time (a later step than the newest then is no less fresh).
-        validated = self.validated_at
-        current = record
-        ahead = 1
-        if skip and record.step == posted.base_step:
-            # Where a look that overshoots costs a request, only the steps committed between
-            # our look at the cache and our post (they cannot hold it); elsewhere, up to now.
-            since = (started if self.log.store.inline else posted.at) - self._seen_at
-            ahead = 2 + (min(_SKIP_MAX, int(since / self._cycle)) if 0 < since < _CYCLE_MAX * 8 else 0)
-        if not self.log.store.inline:
-            # Each look a request: skip at most one step we estimate was committed meanwhile
-            # (a step we overshoot carries the outcomes of the one before it).
-            return self._poll_remote(posted, batch, record, started, validated, min(ahead, 3))
-        #: a step above the one we read was missing: that one is the newest
-        newest = False
-        for _ in range(16 + ahead):
-            nxt = self._read_step(current.step + ahead)
-            if nxt is None:
-                if ahead > 1:
-                    ahead -= 1  # not there yet: walk back to the newest step (ours, maybe)
-                    newest = True
-                    continue
-                self._accept(current, started)  # the newest step, as of ``started``
-                self._seen_at = time.monotonic()
-                return False
-            self._seen_at = time.monotonic()
-            if nxt.time > current.time:
-                # How long a commit of the holder takes (its steps' spacing, when it is busy).
-                spacing = (nxt.time - current.time) / ahead
-                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, spacing)
-            if applied(nxt.extra, post.sender, post.seq):
-                self._served_at = time.monotonic()
-                self._accept(nxt, validated)
-                outcomes = decode_outcomes(nxt.posted, self.log.step_key(nxt.step))
-                if batch and batch[0].call_id not in outcomes:
-                    # Applied by a step below this one (one we skipped, or the one our cache
-                    # held when another thread moved it): its outcomes are there, or carried here.
-                    return self._settle_if_folded(posted, batch, nxt)
-                self._deliver_posted(posted, batch, nxt, outcomes, nxt)
-                return True
-            if newest:
-                self._accept(nxt, started)  # the newest step (the next was missing), not ours yet
-                return False
-            current = nxt
-            ahead = 1
-        self._accept(current, -math.inf)
-        return self._settle_if_folded(posted, batch, env.run(self.revalidate()))  # far behind
-
-    def _poll_remote(
-        self,
-        posted: _Posted,
-        batch: list[PendingCall],
-        record: StepRecord,
-        started: float,
-        validated: float,
-        ahead: int,
-    ) -> bool:
-        """``_poll_steps`` where each look is a request: read the step we aim at, not every step.
-
-        A step that does not show our post applied tells that no earlier one does (the cursor
-        is cumulative): the steps between our cache and it need not be read. A look aims at
-        the step most likely to apply our post (the first: the one after those we estimate
-        were committed since our cache and the one being built when we posted); a miss
-        there waits for it (a GET per look, as when nothing changed), and a second miss at
-        the same step walks back one. A step that applies ours holds its outcomes, or carries
-        them when its parent applied it (``StepRecord.carried``); else we walk back to them.
-        """
-        aim = posted.aim if posted.aim > record.step else record.step + ahead
-        current = record
-        for _ in range(16 + ahead):
-            nxt = self._read_step(aim)
-            if nxt is None:
-                if aim > current.step + 1 and posted.missed == aim:
-                    aim -= 1  # missing twice: we aimed too far; the one before may be ours
-                    continue
-                posted.aim, posted.missed = aim, aim
-                if aim == current.step + 1:
-                    self._accept(current, started)  # the newest step, as of ``started``
-                self._seen_at = time.monotonic()
-                return False
-            self._seen_at = time.monotonic()
-            if nxt.time > current.time and nxt.step > current.step:
-                spacing = (nxt.time - current.time) / (nxt.step - current.step)
-                self._cycle = 0.8 * self._cycle + 0.2 * min(_CYCLE_MAX, spacing)
-            if applied(nxt.extra, posted.post.sender, posted.post.seq):
-                self._served_at = time.monotonic()
-                self._accept(nxt, validated)
-                outcomes = decode_outcomes(nxt.posted, self.log.step_key(nxt.step))
-                if batch and batch[0].call_id not in outcomes:
-                    return self._settle_if_folded(posted, batch, nxt)  # carried, or walk back
-                self._deliver_posted(posted, batch, nxt, outcomes, nxt)
-                return True
-            if nxt.step > current.step:
-                self._accept(nxt, validated)
-                current = nxt
-            aim = nxt.step + 1
-            posted.aim = aim
-        self._accept(current, -math.inf)
-        return self._settle_if_folded(posted, batch, self.env.run(self.revalidate()))  # far behind
-
-    def _deliver_posted(
-        self,
-        posted: _Posted,
-        batch: list[PendingCall],
-        newest: StepRecord,
-        found: Mapping[str, Outcome] | None,
-        folded_in: StepRecord | None = None,
-    ) -> None:
-        if folded_in is not None:
-            # When the holder built the step that applied our post, after we wrote it.
-            after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
-            self._fold_after = 0.8 * self._fold_after + 0.2 * after
-        # Each outcome loads here, ours alone (not another caller's). One that does not load
-        # (its class is not here, or its bytes are malformed) fails that call alone: applied,
-        # so CallPendingError with the load error as its cause (call_outcome raises it).
-        for call in batch:
-            try:
-                outcome = (found or {}).get(call.call_id)
-            except Exception as exc:
-                self._remember_given_up(posted, [call])
-                pending = CallPendingError(self.actor_id, [call.call_id])
-                pending.__cause__ = exc
-                outcome = Outcome(False, pending)
-            call.deliver(outcome or Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step)))
-        if self._outstanding is posted:
-            self._outstanding = None
-
-    def _settle_if_folded(self, posted: _Posted, batch: list[PendingCall], base: StepRecord) -> bool:
-        """If a commit (ours or another process's) applied our post: deliver its outcomes."""
-        post = posted.post
-        if not applied(base.extra, post.sender, post.seq):
-            return False
-        first = batch[0].call_id
-        found: Mapping[str, Outcome] | None = None
-        folded_in: StepRecord | None = None
-        for step in range(base.step, posted.base_step, -1):
-            if step in posted.passed:
-                continue
-            record = base if step == base.step else self._read_step(step)
-            if record is None:
-                break  # compacted: older steps are gone too
-            outcomes = decode_outcomes(record.posted, self.log.step_key(record.step))
-            if first in outcomes:
-                found, folded_in = outcomes, record
-            else:
-                carried = decode_outcomes(record.carried, self.log.step_key(record.step))
-                if first in carried:
-                    found = carried  # applied by the step before (its time is not known here)
-            if found is not None:
-                if step != base.step and self._below_watermark(step):
-                    found = folded_in = None  # a stray, not the history's: the step was compacted
-                break
-            posted.passed.add(step)
-        self._deliver_posted(posted, batch, base, found, folded_in)
-        return True
-
-    def _below_watermark(self, step: int) -> bool:
-        """Whether ``step``, just read on a walk back from a validated step, lies below the
-        retention watermark: then it is no step of the history but a stray (a stalled
-        writer's late put re-created a number a compaction had freed), and what it says
-        must not be taken. The watermark is read *after* the step (as ``ActorLog.find_step``
-        does): a compaction raises it before deleting, so a stray read before this answer
-        shows below it. One request, only when a walk back found what it looked for."""
-        return step < self.env.run(self.log.read_gc())
-
-    def _pending_error(self, posted: _Posted, batch: list[PendingCall]) -> CallPendingError:
-        """The caller stops waiting; remember the post so ``call_outcome`` can tell later."""
-        self._remember_given_up(posted, batch)
-        self._outstanding = posted  # our next batch posts too, after this one: order is kept
-        return CallPendingError(self.actor_id, [c.call_id for c in batch])
-
-    def _remember_given_up(self, posted: _Posted, calls: list[PendingCall]) -> None:
-        """Keep ``posted`` for ``call_outcome`` under each call's id (the newest
-        ``_GAVE_UP_MAX`` such calls of the process).
-
-        Without its calls' arguments, nor the steps its wait walked: bounded by count, each
-        entry must be small whatever they were. The post is written; what is asked of it from
-        here on is its key, sender and seq (a fold applies it from the stored object, ours
-        included; ``call_outcome`` walks back from the newest step)."""
-        posted.passed.clear()
-        if any(c.arguments or c.metadata for c in posted.post.calls):
-            posted.post = replace(
-                posted.post, calls=tuple(replace(c, arguments=b"", metadata=None) for c in posted.post.calls)
-            )
-        for call in calls:
-            _GAVE_UP[(self.actor_id, call.call_id)] = posted
-            while len(_GAVE_UP) > _GAVE_UP_MAX:
-                _GAVE_UP.popitem(last=False)
-
-    def call_outcome(self, call_id: str, scan: int = 1000) -> Outcome:
-        """The outcome of a call posted under contention whose caller stopped waiting.
-
-        ``CallPendingError`` while it may still be applied; ``LookupError``
-        when it was not applied and never will be, or is not found among the
-        newest ``scan`` steps (nor known to this process).
-        """
-        newest = self.env.run(self.revalidate())
-        posted = _GAVE_UP.get((self.actor_id, call_id))
-        #: not applied by the newest step's cursor, which no longer names our sender: it may
-        #: have been applied and the entry dropped since (SENDER_TTL without a post): the
-        #: steps since we posted tell
-        unsure = False
-        if posted is not None and not applied(newest.extra, posted.post.sender, posted.post.seq):
-            if self.env.run(self.env.store.head(posted.post.key)) is not None:
-                raise CallPendingError(self.actor_id, [call_id])
-            newest = self.env.run(self.revalidate())  # applied just before its post was deleted?
-            if not applied(newest.extra, posted.post.sender, posted.post.seq):
-                if posted.post.sender in cursor_of(newest.extra):
-                    self._unless_a_write_may_land(posted, call_id)
-                    raise LookupError(
-                        f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
-                    )
-                unsure = True
-        stop = posted.base_step if posted is not None else max(-1, newest.step - scan)
-        complete = True
-        for step in range(newest.step, stop, -1):
-            record = newest if step == newest.step else self.env.run(self.log.read_step(step))
-            if record is None:
-                complete = False
-                break  # compacted: older steps are gone too
-            found = decode_outcomes(record.posted, self.log.step_key(record.step)).get(call_id)
-            if found is not None:
-                if step != newest.step and self._below_watermark(step):
-                    complete = False  # a stray, not the history's: the step was compacted
-                    break
-                return found
-        if unsure and complete:  # no step since we posted applied it
-            assert posted is not None
-            self._unless_a_write_may_land(posted, call_id)
-            raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
-        if posted is not None:  # applied, but the step that holds its result was compacted
-            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1))
-        raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
-
-    def _unless_a_write_may_land(self, posted: _Posted, call_id: str) -> None:
-        """Before "never": ``CallPendingError`` while a write of ours that carries the call (the
-        post, or the step put of our own fold) may still land."""
-        if time.monotonic() < posted.may_land_until:
-            raise CallPendingError(self.actor_id, [call_id])
-
-    def _fold_posts(
-        self, posted: _Posted | None, batch: list[PendingCall], base: StepRecord, keys: list[str]
-    ) -> tuple[list[PendingCall], list[Post], list[str]]:
-        """The calls of every pending post (ours as our own calls), in post order; and stale keys.
-
-        ``posted``: our own post, if ``batch`` was posted; else ``batch`` (never posted:
-        nothing of ours is pending) goes last, after the posts.
-
-        A post the cursor has passed (its folder died before deleting it) or
-        too old to apply is stale: told from its key alone, without reading it.
-        """
-        now = time.time()
-        max_batch = self.env.settings.max_batch
-        calls: list[PendingCall] = []
-        folded: list[Post] = []
-        stale: list[str] = []
-        #: the object at our post's key may be another's post: read it like theirs
-        doubt = posted is not None and posted.doubt
-        if posted is None:
-            # Room for our own calls, after the posts.
-            max_batch = max(1, max_batch - len(batch))
-            own = Post("", "", -1, 0.0, ())
-        else:
-            own = posted.post
-        wanted: list[str] = []
-        for key in keys:
-            written = identity(key)
-            if written is None or now - written > SENDER_TTL / 2:
-                stale.append(key)  # not a post, or expired: deleted unread
-            else:
-                wanted.append(key)
-        others = [k for k in wanted if k != own.key or doubt]
-        box = self._posts()
-        cached = [k for k in others if bare(k) and box.cached(k) is not None]
-        read = {p.key: p for p in self._read_posts(others)} if others else {}
-        # A bare name does not carry its post: after the post we read there was applied and
-        # deleted, another sender's post may have drawn the name (same millisecond and random
-        # part, clocks apart). One read before, now applied by the cursor, is read again rather
-        # than deleted unread (rare: a post left behind, or one another folder applied first).
-        again = [k for k in cached if k in read and applied(base.extra, read[k].sender, read[k].seq)]
-        if again:
-            box.forget(again)
-            for key in again:
-                del read[key]
-            read.update((p.key, p) for p in self._read_posts(again))
-        ours_waiting = False
-        #: per sender, the newest seq this fold applies: a second copy of a post (its sender
-        #: wrote it again under a new name, unsure whether the first landed) is stale like an
-        #: applied one, and a copy of our own post stands for it
-        folding: dict[str, int] = {}
-        own_in = False
-        #: the fold ended before the end of the listing (a damaged post, a full batch): an
-        #: earlier post of ours may be among the posts it did not reach
-        stopped = False
-        for key in wanted:
-            mine = key == own.key and not doubt
-            post = None if mine else read.get(key)
-            copy = post is not None and (post.sender, post.seq) == (own.sender, own.seq)
-            if mine or copy:
-                if copy and key != own.key:
-                    stale.append(key)  # a copy of our post: our calls go in once, as our post
-                if not own_in:
-                    own_in = True
-                    calls.extend(batch)
-                    folded.append(own)
-                    folding[own.sender] = max(own.seq, folding.get(own.sender, -1))
-                continue
-            if post is None:
-                if self._posts().waits_for(key):
-                    # Damaged (in transit, maybe): whose it is is unknown, and a sender's later
-                    # posts must not pass it. Nothing after it in this fold. (Still damaged after
-                    # a few folds and seconds: forged or corrupt at rest, never applied, skipped.)
-                    stopped = True
-                    break
-                continue  # deleted meanwhile: applied after our base (this commit loses anyway)
-            if applied(base.extra, post.sender, post.seq) or post.seq <= folding.get(post.sender, -1):
-                stale.append(key)  # applied; its folder died (or failed) before deleting it
-                continue
-            if post.sender == own.sender:
-                ours_waiting = True  # an earlier post of ours, still pending: it goes first
-            if len(calls) + len(post.calls) > max_batch and calls:
-                stopped = True
-                break
-            folded.append(post)
-            folding[post.sender] = max(post.seq, folding.get(post.sender, -1))
-            calls.extend(
-                PendingCall(
-                    pc.method,
-                    (),
-                    {},
-                    False,
-                    Future(),
-                    pc.call_id,
-                    idempotency_key=pc.idempotency_key,
-                    frozen=Frozen(None, pc.arguments),
-                    options=CallOptions(
-                        idempotency_key=pc.idempotency_key,
-                        name=_recordable_name(pc.name),
-                        metadata=_recordable_metadata(pc.metadata),
-                        max_retries=pc.max_retries,
-                    ),
-                )
-                for pc in post.calls
-            )
-        if posted is None:
-            calls.extend(batch)
-            return calls, folded, stale
-        if not own_in and (own.key not in wanted or doubt) and not ours_waiting and not stopped:
-            # Not listed (yet, or its write failed unseen): our calls go in anyway; once the
-            # cursor passes our seq the post object, if any, is stale and deleted unapplied.
-            # Not when the fold stopped early: an earlier post of ours it did not reach goes
-            # first (passing it would apply our calls out of order, and leave it stale).
-            calls.extend(batch)
-            folded.append(own)
-        return calls, folded, stale
-
     def _settle(
         self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
     ) -> None:
@@ -1872,7 +987,7 @@ class ActorCore:
                 self.env.run(self.inbox.settle(batch, calls, result))
             except Exception as exc:  # cleanup only: applied events are found again and skipped
                 logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
-                _fail(batch, exc)
+                fail_calls(batch, exc)
 
     def _index_timers(self, base: StepRecord, record: StepRecord) -> None:
         """Durable timers (vactor_cloud.timers): write the due-index entries of the committed
@@ -1942,83 +1057,8 @@ class ActorCore:
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
 
 
-@dataclass(slots=True)
-class _Posted:
-    """Our post, and the newest step we knew when we wrote it (the outcome is in a later one).
-
-    On a remote store, the step the next look reads (``aim``) and the last step a look
-    found missing (``missed``): see ``ActorCore._poll_remote``.
-    """
-
-    post: Post
-    base_step: int
-    #: when (monotonic) the post was written
-    at: float = -math.inf
-    aim: int = -1
-    missed: int = -1
-    #: steps read since that neither record nor carry our outcomes: a walk back to the step
-    #: that applied our post goes on past them after a failed read, not from its start
-    passed: set[int] = field(default_factory=set)
-    #: its write ended in doubt: the object at its key may be ours, or another's post (whose
-    #: name ours drew): a fold reads it before it takes it for ours
-    doubt: bool = False
-    #: until when (monotonic) a write that carries our calls may still land (a post or a
-    #: step put of ours whose outcome is unknown): ``call_outcome`` does not say "never" before
-    may_land_until: float = -math.inf
-
-
-def _pending(box: PostBox, key: str) -> bool:
-    """Whether the post at ``key`` gives a fold work (a post's key, not expired, not skipped as
-    damaged just now): it waits for one, or it was applied and left behind, and the fold
-    deletes it.
-
-    (A post known applied used to count as no work: known only once a fold had read it, and
-    then deleted by that fold. A post carried by its name is known from the listing, and one
-    left behind stayed until the next fold with calls.)"""
-    written = identity(key)
-    return written is not None and time.time() - written <= SENDER_TTL / 2 and not box.skipped(key)
-
-
-def _recordable_name(name: str | None) -> str | None:
-    """A posted call's ``name`` as its step can record it (its repr if not UTF-8: a poster
-    that did not check it must not fail every fold that includes its post)."""
-    return name if name is None or unrecordable(name, None) is None else safe_repr(name)[:200]
-
-
-def _recordable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A posted call's ``metadata`` as its step can record it (a stand-in naming its repr if
-    it is not JSON: see ``_recordable_name``)."""
-    if metadata is None or unrecordable(None, metadata) is None:
-        return metadata
-    return {"unrecordable_metadata": safe_repr(metadata)[:200]}
-
-
-def _pickle_frozen(call: PendingCall) -> bytes:
-    args, kwargs = call.arguments()
-    return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-#: posts whose callers stopped waiting (CallPendingError), by (actor id, call id): call_outcome reads them
-_GAVE_UP: OrderedDict[tuple[str, str], _Posted] = OrderedDict()
-_GAVE_UP_MAX = 10_000
-
-#: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
-_CYCLE_MAX = 0.25
-
-#: a poster's first look skips at most this many steps it estimates were committed since its cache
-_SKIP_MAX = 6
-
-#: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
-_STREAK_COMMITS = 8
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
-#: a fold waits for the posts of the next round at most this many puts' time, and seconds
-_GATHER_PUTS = 3
-_GATHER_MAX = 0.05
-_STREAK_GAP = 0.1
-_STREAK_PUTS = 4
-#: a hot writer reads the lease no more often than once per this many of its puts' time
-_HOT_READ_PUTS = 16
 
 #: transient storage errors retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5
@@ -2026,18 +1066,6 @@ _TRANSIENT_RETRIES = 5
 
 class _BelowWatermarkError(Exception):
     """Our create landed on a step number a compaction had already deleted."""
-
-
-def _fail(calls: list[PendingCall], exc: BaseException) -> None:
-    for call in calls:
-        call.deliver(Outcome(False, exc))
-
-
-def _damaged_pause(attempt: int) -> float:
-    """Before reading a damaged post again: 10 ms, doubling to 100 ms (jittered). A post damaged
-    in transit reads fine at once; one damaged at rest is read about twenty times over
-    ``posting.DAMAGED_SECONDS`` before it is skipped, not a LIST and a GET every few ms."""
-    return float(min(0.1, 0.01 * 2 ** min(attempt - 1, 4)) * (0.5 + random.random()))
 
 
 def _backoff(attempt: int) -> float:
