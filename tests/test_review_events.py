@@ -102,3 +102,35 @@ def test_an_event_under_the_key_of_an_applied_event_this_process_had_listed_is_a
     assert process_events("t") == 1
     assert vc.get_actor("t").view.run() == [("paid", 30), ("refunded", 30)]
     assert inbox_ids("t") == []
+
+
+# -- results by value ------------------------------------------------------------------------------
+@vc.virtual_actor
+class Echo:
+    def __init__(self) -> None:
+        self.count = 0
+
+    @vc.virtual_actor.on_event("echo")
+    def on_echo(self, payload: Any) -> list[Any]:
+        self.count += 1
+        return [payload, {"count": self.count}]
+
+
+@pytest.mark.parametrize("size", [10, 5_000])
+def test_a_result_wait_for_event_returned_is_the_callers_own(spec: StoreSpec, size: int) -> None:
+    """By value ("results reach the caller as independent objects"): ``wait_for_event`` handed each caller
+    the idempotency table's own decoded outcome (the process keeps the table it decoded last),
+    so a caller that changed the list it got changed what the next waiter got, in this process,
+    for as long as the table stayed cached (a result over 2 KB: from the first wait on)."""
+    echo = Echo.get_or_create("echo")
+    echo.send_event("echo", "x" * size, event_id="e1")
+    first = echo.wait_for_event("echo", timeout=30, event_id="e1")
+    first[0] = "changed by the first caller"
+    first[1]["count"] = -1
+    for i in range(3):  # more events: the entry moves from the step into a checkpoint
+        echo.send_event("echo", i, event_id=f"more-{i}")
+        assert echo.process_events() == 1
+    second = echo.wait_for_event("echo", timeout=30, event_id="e1")
+    assert second == ["x" * size, {"count": 1}]
+    second.append("changed by the second caller")
+    assert echo.wait_for_event("echo", timeout=30, event_id="e1") == ["x" * size, {"count": 1}]

@@ -44,7 +44,7 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import call_cycle
-from vactor_cloud.dedup import Outcome, StepDedup
+from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -224,12 +224,15 @@ async def applied_event(
 
     Looks in the idempotency table (read through ``log``), so it knows events
     applied within the dedup window. ``serializer`` is the actor class's
-    (never the step's own word).
+    (never the step's own word). The outcome is the caller's own copy: the
+    table this process decoded stays cached, and is what the next caller reads.
     """
     table = await StepDedup(log, record, serializer).load()
     if event_id is not None:
-        return table.get(event_dedup_key(name, event_id))
-    return table.newest(event_dedup_key(name, ""))
+        outcome = table.get(event_dedup_key(name, event_id))
+    else:
+        outcome = table.newest(event_dedup_key(name, ""))
+    return None if outcome is None else delivered(outcome)
 
 
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
