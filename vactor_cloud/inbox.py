@@ -432,37 +432,6 @@ class ActorInbox:
             ready.append(again)
         return ready
 
-    async def _left_behind(self, applied: list[InboxEvent]) -> None:
-        """Delete the objects of ``applied`` (events read before this fold, which the table says
-        were applied), each read again first: what is at its key now may be another event.
-
-        A key is free again once its event was applied and deleted, and an event id is
-        remembered with its name: another event under that id (or the same one sent again,
-        with a new place in the order) may be there now, and a listing does not read a key it
-        holds already. One found there is held anew and waits for the next fold (which
-        ``process_events`` makes at once); only the object that was applied is deleted. (A
-        GET per event left behind by a writer that died, or applied by another process since
-        this one read it; events read by this fold's own listing are deleted unread.)
-        """
-        try:
-            found = await read_events(self.store, [e.key for e in applied], self.settings.signing_key)
-        except StorageError as exc:  # left for a later fold: the table keeps them from applying
-            logger.debug("could not read applied events of %r again: %s", self.actor_id, exc)
-            return
-        fresh = {e.key: e for e in found}
-        stale: list[str] = []
-        for event in applied:
-            again = fresh.get(event.key)
-            if again is None:
-                self._known.pop(event.key, None)
-            elif again.order == event.order and again.dedup_key == event.dedup_key:
-                stale.append(event.key)
-            else:
-                self._known[event.key] = again
-                self._refold = True
-        self._delete(stale)
-        self._trim()
-
     def _cache_trusted(self, base: StepRecord) -> bool:
         """Whether the cached pending events may be folded onto ``base`` without listing again.
 
@@ -515,14 +484,19 @@ class ActorInbox:
         table = await StepDedup(self.log, base, definition.serializer).load()
         handlers = event_handlers(definition)
         chosen: list[InboxEvent] = []
-        left: list[InboxEvent] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):
             if table.get(event.dedup_key) is not None:
-                # Applied by an earlier commit whose writer did not get to delete it (or has
-                # not yet): deleted; if read before this fold, once read again (``_left_behind``).
                 if event.key in held:
-                    left.append(event)
+                    # Read before this fold, and applied since (by another process, or a
+                    # writer that died before deleting it): what is at its key now may be
+                    # another event (an id is remembered with its name, and its key is free
+                    # again once the applied object is deleted). Forgotten, not deleted: the
+                    # next listing reads the key again if it is still there.
+                    self._known.pop(event.key, None)
+                    self._refold = True
                 else:
+                    # Read by this fold's listing: applied by an earlier commit whose writer
+                    # did not get to delete it.
                     self._delete([event.key])
                 continue
             if len(chosen) >= MAX_EVENTS_PER_COMMIT:
@@ -535,8 +509,6 @@ class ActorInbox:
                     self._known[event.key] = dataclasses.replace(event, payload=b"", stripped=True)
                 continue
             chosen.append(event)
-        if left:
-            await self._left_behind(left)
         # Held without their payloads (past the first MAX_EVENTS_PER_COMMIT when listed, or
         # refused by the class that listed them): read again now that they are due.
         folded: list[PendingCall] = []
