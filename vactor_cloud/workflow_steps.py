@@ -21,7 +21,9 @@ Here it runs inside the same call, before the call commits:
 
 * Function steps (``f.step(...)``) run as children of the call on the
   ``vactor_cloud.subtask`` executor; steps whose inputs are ready run in
-  parallel. Each finished step is checkpointed under
+  parallel, each on its own copy of its inputs (by value, as Ray passes them:
+  a step that changes an input changes neither the instance nor what another
+  step gets). Each finished step is checkpointed under
   ``actors/<id>/tasks/<call_id>/<position>`` before the call can commit, so a
   re-run of the call (a conflict retry, a ``workflow.resume``, the same
   idempotency key after a crash) reads finished steps back instead of running
@@ -64,6 +66,7 @@ import cloudpickle
 from vactor_cloud import _sync, codec
 from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
+from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.subtask import Subtask, tasks_prefix
 
@@ -300,8 +303,13 @@ def _launch(nodes: list[StepNode], results: dict[int, Any]) -> list[Any]:
         target = nodes[indices[0]].target
         assert isinstance(target, StepFunction)
         runner = _StepCall(target)
-        args = [_replace(nodes[i].args, results) for i in indices]
-        kwargs = [_replace(nodes[i].kwargs, results) for i in indices]
+        # By value, as Ray's object store passes them: a step runs on another thread (and is
+        # memoized), so it must not share an object with the instance or with another step.
+        inputs = [
+            _by_value(_replace(nodes[i].args, results), _replace(nodes[i].kwargs, results)) for i in indices
+        ]
+        args = [a for a, _ in inputs]
+        kwargs = [k for _, k in inputs]
         if target.step_options.checkpoint:
             outputs = Subtask(runner).map(args, kwargs)
         else:
@@ -339,6 +347,11 @@ class _StepCall:
                     return (None, exc)
                 raise
             return (value, None) if self.catch else value
+
+
+def _by_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A function step's own copy of its inputs (``TypeError`` if they cannot be copied)."""
+    return thaw_arguments(freeze_arguments(args, kwargs))
 
 
 def _nodes_in(value: Any) -> Iterator[StepNode]:

@@ -1,0 +1,70 @@
+"""Ray-spelled sub-workflows (``workflow_steps.py``) and ``subtask``, from a hostile review
+(review-h19): each test failed on the code it was written against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vactor_cloud import workflow
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@workflow.step
+def make() -> list[int]:
+    return [1]
+
+
+@workflow.step
+def grow(items: list[int]) -> int:
+    items.append(len(items) + 1)  # a step that changes its argument: its own copy
+    return len(items)
+
+
+@workflow.step
+def tag(tags: set[str]) -> int:
+    tags.add("tagged by the step")  # a step that changes its argument: its own copy
+    return len(tags)
+
+
+@workflow.step
+def pair(a: int, b: int) -> tuple[int, int]:
+    return a, b
+
+
+@workflow.virtual_actor
+class Shop:
+    def __init__(self) -> None:
+        self.tags = {"new"}
+
+    def diamond(self) -> Any:
+        made = make.step()
+        return pair.step(grow.step(made), grow.step(made))
+
+    def from_state(self) -> Any:
+        return tag.step(self.tags)
+
+    @workflow.virtual_actor.readonly
+    def view(self) -> set[str]:
+        return self.tags
+
+
+def test_steps_sharing_an_input_each_get_their_own_copy(actor_store: StoreSpec) -> None:
+    """Ray passes a step's inputs by value (through its object store): two steps fed by one
+    step's result each see that result as it was returned. Here the ready steps ran on the
+    subtask thread pool with the one object, so each saw the other's change (a data race
+    between threads), and a re-run reading the result back from its checkpoint saw neither."""
+    assert Shop.get_or_create("s").diamond.run() == (2, 2)
+
+
+def test_a_step_given_the_actors_state_does_not_change_it_behind_the_method(actor_store: StoreSpec) -> None:
+    """A function step runs on another thread, and is memoized: it must not reach into the
+    instance. Given ``self.tags`` (a set: lists, tuples and dicts were copied on the way, other
+    objects not), it changed the live set, so the committed state held a change no method made
+    (and a re-run, reading the step back from its checkpoint, would not)."""
+    shop = Shop.get_or_create("s")
+    assert shop.from_state.run() == 2
+    assert shop.view.run() == {"new"}
