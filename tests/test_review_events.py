@@ -12,6 +12,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.dedup import RecordedError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.runtime import Runtime, Settings
@@ -134,3 +135,35 @@ def test_a_result_wait_for_event_returned_is_the_callers_own(spec: StoreSpec, si
     assert second == ["x" * size, {"count": 1}]
     second.append("changed by the second caller")
     assert echo.wait_for_event("echo", timeout=30, event_id="e1") == ["x" * size, {"count": 1}]
+
+
+# -- a handler whose result cannot be recorded --------------------------------------------------
+@vc.virtual_actor(serializer="json")
+class Tags:
+    def __init__(self) -> None:
+        self.count = 0
+
+    @vc.virtual_actor.on_event("tag")
+    def on_tag(self, payload: Any) -> Any:
+        self.count += 1
+        return {payload} if payload == "set" else payload  # a set is no JSON
+
+    @vc.virtual_actor.readonly
+    def view(self) -> int:
+        return self.count
+
+
+def test_a_handler_whose_result_cannot_be_recorded_is_applied_as_raising_and_removed(spec: StoreSpec) -> None:
+    """docs/events.md said such an event "stays in the inbox"; it is applied like a handler that
+    raised (as any call whose result cannot be copied): mutations discarded, the error recorded
+    and re-raised by ``wait_for_event``, the event removed, its commit-mates applied. The doc
+    now says so; this pins it (an event kept would be re-run by every later commit)."""
+    tags = Tags.get_or_create("tags")
+    tags.send_event("tag", "set", event_id="bad")
+    tags.send_event("tag", "plain", event_id="good")
+    assert tags.process_events() == 2
+    assert tags.view.run() == 1
+    with pytest.raises(RecordedError, match="StateSerializationError"):
+        tags.wait_for_event("tag", timeout=30, event_id="bad")
+    assert tags.wait_for_event("tag", timeout=30, event_id="good") == "plain"
+    assert inbox_ids("tags") == []
