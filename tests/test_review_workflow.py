@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import vactor_cloud as vc
 from vactor_cloud import workflow
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -68,3 +69,40 @@ def test_a_step_given_the_actors_state_does_not_change_it_behind_the_method(acto
     shop = Shop.get_or_create("s")
     assert shop.from_state.run() == 2
     assert shop.view.run() == {"new"}
+
+
+# -- subtask: a body run again by options(max_retries=...) ------------------------------------------
+_charged: list[str] = []
+_failures_left: list[int] = []
+
+
+def charge(order: str) -> str:
+    _charged.append(order)  # the side effect a subtask exists to make once
+    return f"receipt for {order}"
+
+
+@workflow.virtual_actor
+class Checkout:
+    def __init__(self) -> None:
+        self.receipts: list[str] = []
+
+    def pay(self, order: str) -> str:
+        receipt = vc.subtask(charge).run(order)
+        if _failures_left:
+            _failures_left.pop()
+            raise ConnectionError("the ledger blinked after the card was charged")
+        self.receipts.append(receipt)
+        return receipt
+
+
+def test_a_body_retried_by_max_retries_reuses_its_finished_children(actor_store: StoreSpec) -> None:
+    """Children are memoized per run of the call, by position; each run starts at position 0.
+    A run was told apart by its ``CallContext``, but ``options(max_retries=N)`` runs the body
+    again with the same one: the retry's children took new positions (1, 2, ...), found no
+    checkpoint and ran again (the card charged twice), which a conflict retry, a resume or a
+    keyed re-send never does."""
+    _charged.clear()
+    _failures_left[:] = [1]
+    checkout = Checkout.get_or_create("c")
+    assert checkout.pay.options(max_retries=2).run("o-1") == "receipt for o-1"
+    assert _charged == ["o-1"]

@@ -17,7 +17,8 @@ Guarantees:
   processes, when the call has one). ``position`` counts the children that
   one run of the method launched, in launch order, starting at 0.
 * A re-run of the same call (a conflict retry, a retry after a storage
-  fault, or the same idempotency key in a new process after a crash) finds
+  fault, a run of the body again by ``options(max_retries=...)``, or the
+  same idempotency key in a new process after a crash) finds
   the finished children and returns their stored results without running
   them again. Only children without a checkpoint run.
 * When two runs of one call race, the first checkpoint written for a
