@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import _sync, codec, workflow
+from vactor_cloud.keys import task_key
+from vactor_cloud.state import dumps_state
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -106,3 +108,35 @@ def test_a_body_retried_by_max_retries_reuses_its_finished_children(actor_store:
     checkout = Checkout.get_or_create("c")
     assert checkout.pay.options(max_retries=2).run("o-1") == "receipt for o-1"
     assert _charged == ["o-1"]
+
+
+# -- subtask: a checkpoint another run wrote first, for another child ------------------------------
+def plant_then_compute(actor_id: str, call_id: str, x: int) -> int:
+    """A child that, while it runs, has another run of its call checkpoint position 0 first, for
+    another child (a method whose runs launch different children: not deterministic)."""
+    key = task_key(actor_id, call_id, 0)
+    meta = {"kind": "task", "position": 0, "fingerprint": "elsewhere:other-child", "serializer": "pickle"}
+    data = codec.encode(key, meta, {"result": dumps_state("the other child's result", "pickle")})
+    _sync.sync(vc.get_runtime().store.put(key, data, mode="create"))
+    return x * 10
+
+
+@vc.virtual_actor
+class Planter:
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    def work(self, x: int) -> Any:
+        call = vc.current_call()
+        assert call is not None
+        value = vc.subtask(plant_then_compute).run(call.actor_id, call.call_id, x)
+        self.got.append(value)
+        return value
+
+
+def test_a_checkpoint_another_run_wrote_first_for_another_child_is_not_taken(actor_store: StoreSpec) -> None:
+    """A checkpoint written for another child than the one now at its position "is not used"
+    (subtask.py): read before the children run, it was not; but one that
+    another run wrote first, found when this run's create-only put failed, was taken whatever it
+    was written for: the method got another child's result."""
+    assert Planter.get_or_create("p").work.run(4) == 40

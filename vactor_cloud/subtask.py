@@ -194,9 +194,22 @@ class Subtask(Generic[P, R]):
                     failures[index] = exc
         for index, write in writes.items():
             stored = write.result()
-            if stored is not None:
-                # Another run of this call checkpointed this position first: its result counts.
-                results[index] = memo.decode(index, stored)[1] if memo is not None else results[index]
+            if stored is not None and memo is not None:
+                # Another run of this call checkpointed this position first: its result counts,
+                # if it was written for this child (as for a checkpoint found before running).
+                fingerprint, value = memo.decode(index, stored)
+                if fingerprint == fingerprints[index]:
+                    results[index] = value
+                else:
+                    logger.warning(
+                        "%s: checkpoint %s was written first by another run, for another child (%s, "
+                        "not %s); this child's result is used, not memoized: launch the same children "
+                        "in the same order on every run",
+                        self,
+                        memo.key(index),
+                        fingerprint,
+                        fingerprints[index],
+                    )
         if failures:
             raise failures[min(failures)]
         return results
