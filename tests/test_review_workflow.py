@@ -140,3 +140,45 @@ def test_a_checkpoint_another_run_wrote_first_for_another_child_is_not_taken(act
     another run wrote first, found when this run's create-only put failed, was taken whatever it
     was written for: the method got another child's result."""
     assert Planter.get_or_create("p").work.run(4) == 40
+
+
+# -- a failure record left by a run that a later run of the same call overcame ---------------------
+_step_failures_left: list[int] = []
+
+
+@workflow.step(max_retries=0)
+def flaky_total(amount: int) -> int:
+    if _step_failures_left:
+        _step_failures_left.pop()
+        raise ConnectionError("the pricing service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Wallet:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def deposit(self, amount: int) -> Any:
+        return self.credit.step(flaky_total.step(amount))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    @workflow.virtual_actor.readonly
+    def view(self) -> int:
+        return self.balance
+
+
+def test_a_call_whose_retry_succeeded_is_not_left_for_resume_to_apply_again(actor_store: StoreSpec) -> None:
+    """A sub-workflow that raises records its call for ``workflow.resume``. A call run again
+    (``options(max_retries=N)``; also a batch re-run after a lost commit race) that succeeds
+    commits, but its record stayed: ``get_status`` said FAILED and ``resume`` applied the
+    committed, unkeyed call a second time (a deposit credited twice)."""
+    _step_failures_left[:] = [1]
+    wallet = Wallet.get_or_create("w")
+    assert wallet.deposit.options(max_retries=1).run(5) == 5
+    assert workflow.get_status("w") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("w")) == []
+    assert wallet.view.run() == 5

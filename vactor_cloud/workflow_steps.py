@@ -43,7 +43,10 @@ Here it runs inside the same call, before the call commits:
   call (method and arguments). ``workflow.resume(actor_id)`` runs the
   recorded calls again with their original call ids, which is what lets them
   reuse the checkpoints of the steps that had finished; the record is
-  deleted once the re-run succeeds. Compaction deletes records older than
+  deleted once the re-run succeeds. A call that this process runs again
+  itself (``options(max_retries=N)``, or its batch applied again after a
+  lost commit race) and whose sub-workflow then succeeds deletes its record
+  before it commits: resume never applies a call that committed. Compaction deletes records older than
   its ``min_age`` along with the checkpoints.
 
 Function steps run with Ray's defaults: ``max_retries=3`` (a raising step is
@@ -58,6 +61,7 @@ import dataclasses
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -220,13 +224,21 @@ class StepNode:
     def __vactor_continue__(self, instance: Any, call: PendingCall, context: CallContext) -> Any:
         """The call's result: run this sub-workflow (``batch._invoke`` calls this hook)."""
         try:
-            return evaluate(self, instance, context)
+            value = evaluate(self, instance, context)
         except Exception:
             # A keyed call's outcome is what its idempotency key recorded (the exception):
             # running it again under resume would contradict what a retry with the key answers.
             if not context.readonly and call.idempotency_key is None:
                 _record_failure(context, call)
+                _recorded.add(call)
             raise
+        if call in _recorded:
+            # An earlier run of this very call recorded its failure, and this run (a retry by
+            # ``max_retries``, or the batch applied again after a lost race) got through: the
+            # call now commits with this result, and resume must not apply it a second time.
+            _forget_failure(context)
+            _recorded.discard(call)
+        return value
 
     def __repr__(self) -> str:
         return f"<step node {self.target!r}>"
@@ -402,6 +414,10 @@ def failure_key(actor_id: str, call_id: str) -> str:
     return f"{tasks_prefix(actor_id, call_id)}{_FAILED}"
 
 
+#: calls (this process's submissions) whose failure a run of theirs recorded, until a run succeeds
+_recorded: weakref.WeakSet[PendingCall] = weakref.WeakSet()
+
+
 def _record_failure(context: CallContext, call: PendingCall) -> None:
     runtime = context.runtime
     key = failure_key(context.actor_id, context.call_id)
@@ -422,6 +438,18 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
         _sync.sync(runtime.store.put(key, data))
     except StorageError as exc:
         logger.warning("%s: could not record the failed call for resume: %s", key, exc)
+
+
+def _forget_failure(context: CallContext) -> None:
+    key = failure_key(context.actor_id, context.call_id)
+    try:
+        _sync.sync(context.runtime.store.delete(key))
+    except StorageError as exc:
+        # Left behind, resume would run a call that commits now a second time: fail this run
+        # (nothing is committed; the caller may retry) rather than leave it.
+        raise StorageError(
+            f"{key}: could not delete the failure record of a call that now succeeds: {exc}"
+        ) from exc
 
 
 async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | None) -> list[FailedCall]:
