@@ -3,6 +3,8 @@ hostile review (review-h19): each test failed on the code it was written against
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -167,3 +169,59 @@ def test_a_handler_whose_result_cannot_be_recorded_is_applied_as_raising_and_rem
         tags.wait_for_event("tag", timeout=30, event_id="bad")
     assert tags.wait_for_event("tag", timeout=30, event_id="good") == "plain"
     assert inbox_ids("tags") == []
+
+
+# -- two processes draining one backlog past a commit's worth -------------------------------------
+@vc.virtual_actor
+class Tape:
+    def __init__(self) -> None:
+        self.numbers: list[int] = []
+
+    @vc.virtual_actor.on_event("n")
+    def on_n(self, payload: dict[str, Any]) -> int:
+        self.numbers.append(payload["n"])
+        return len(self.numbers)
+
+    @vc.virtual_actor.readonly
+    def view(self) -> list[int]:
+        return self.numbers
+
+
+def test_two_processes_draining_a_backlog_past_what_one_commit_holds_apply_each_once_in_order(
+    spec: StoreSpec,
+) -> None:
+    """Each drainer holds payloads for the first 256 pending events only and reads the others
+    again when due (the bounded backlog); racing another drainer, the events it holds are
+    applied by the other, deleted, and its re-reads find them gone. Every event is applied
+    once, in send order, and the inbox ends empty."""
+    count = 600
+    Tape.get_or_create("tape")
+    for n in range(count):
+        send_event("tape", "n", {"n": n, "pad": "x" * 200}, event_id=f"n{n:04d}")
+    runtimes = [other_runtime(spec), other_runtime(spec)]
+    errors: list[BaseException] = []
+
+    def drain(runtime: Runtime) -> None:
+        try:
+            deadline = time.monotonic() + 120
+            for _ in range(100):  # bounded: a few rounds of up to 256 events each suffice
+                drain_on(runtime, "tape")
+                if not inbox_ids("tape") or time.monotonic() > deadline:
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(r,)) for r in runtimes]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+    finally:
+        for runtime in runtimes:
+            runtime.close()
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert process_events("tape") == 0
+    assert vc.get_actor("tape").view.run() == list(range(count))
+    assert inbox_ids("tape") == []
