@@ -60,8 +60,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import threading
 import time
-import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -230,14 +231,14 @@ class StepNode:
             # running it again under resume would contradict what a retry with the key answers.
             if not context.readonly and call.idempotency_key is None:
                 _record_failure(context, call)
-                _recorded.add(call)
+                _recorded.add(context.actor_id, context.call_id)
             raise
-        if call in _recorded:
+        if _recorded.has(context.actor_id, context.call_id):
             # An earlier run of this very call recorded its failure, and this run (a retry by
             # ``max_retries``, or the batch applied again after a lost race) got through: the
             # call now commits with this result, and resume must not apply it a second time.
             _forget_failure(context)
-            _recorded.discard(call)
+            _recorded.discard(context.actor_id, context.call_id)
         return value
 
     def __repr__(self) -> str:
@@ -414,8 +415,32 @@ def failure_key(actor_id: str, call_id: str) -> str:
     return f"{tasks_prefix(actor_id, call_id)}{_FAILED}"
 
 
-#: calls (this process's submissions) whose failure a run of theirs recorded, until a run succeeds
-_recorded: weakref.WeakSet[PendingCall] = weakref.WeakSet()
+class _RecordedFailures:
+    """The calls whose failure a run in this process recorded, until a later run of the same
+    call (same actor and call id: a retry, a batch applied again, a posted call folded again)
+    gets through. The most recent ``limit`` only: those runs follow each other closely."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._calls: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def add(self, actor_id: str, call_id: str) -> None:
+        with self._lock:
+            self._calls[(actor_id, call_id)] = None
+            self._calls.move_to_end((actor_id, call_id))
+            while len(self._calls) > self._limit:
+                self._calls.popitem(last=False)
+
+    def has(self, actor_id: str, call_id: str) -> bool:
+        return (actor_id, call_id) in self._calls
+
+    def discard(self, actor_id: str, call_id: str) -> None:
+        with self._lock:
+            self._calls.pop((actor_id, call_id), None)
+
+
+_recorded = _RecordedFailures()
 
 
 def _record_failure(context: CallContext, call: PendingCall) -> None:
