@@ -182,3 +182,21 @@ def test_a_call_whose_retry_succeeded_is_not_left_for_resume_to_apply_again(acto
     assert workflow.get_status("w") == workflow.SUCCESSFUL
     assert vc.get(workflow.resume("w")) == []
     assert wallet.view.run() == 5
+
+
+def test_resume_called_again_while_a_resume_runs_applies_the_call_once(actor_store: StoreSpec) -> None:
+    """``workflow.resume`` re-runs each recorded call under its call id, unkeyed. A second
+    ``resume`` (a retry loop, a second click) while the first still ran listed the same record
+    and submitted the call again: both were applied (the deposit credited twice)."""
+    _step_failures_left[:] = [1, 1, 1, 1]  # a first run and its three Ray-default retries: none
+    wallet = Wallet.get_or_create("w")
+    with pytest.raises(ConnectionError):
+        wallet.deposit.run(5)
+    assert workflow.get_status("w") == workflow.FAILED
+    _step_failures_left.clear()
+    first, second = workflow.resume("w"), workflow.resume("w")
+    assert vc.get(first, timeout=60) == [5]
+    # The same re-run's result, or nothing left to resume if the first was done already.
+    assert vc.get(second, timeout=60) in ([5], [])
+    assert wallet.view.run() == 5
+    assert workflow.get_status("w") == workflow.SUCCESSFUL
