@@ -143,6 +143,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     not run again. A call that succeeds now commits, and its failure record
     is deleted; one that fails again stays recorded and the future raises
     its exception. With nothing to resume the future's result is ``[]``.
+    A call this process is already re-running is not run again (its
+    re-run's result is given); resume an actor from one process at a time:
+    calls run again unkeyed, so two processes resuming at once could both
+    apply one.
     """
     runtime = get_runtime()
     runtime.load(actor_id)
