@@ -200,3 +200,43 @@ def test_resume_called_again_while_a_resume_runs_applies_the_call_once(actor_sto
     assert vc.get(second, timeout=60) in ([5], [])
     assert wallet.view.run() == 5
     assert workflow.get_status("w") == workflow.SUCCESSFUL
+
+
+# -- subtask positions around a nested actor call -----------------------------------------------------
+@vc.virtual_actor
+class Helper:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def help(self) -> str:
+        self.runs += 1
+        return vc.subtask(charge).run(f"helper-{self.runs}")
+
+
+@vc.virtual_actor
+class Outer:
+    def __init__(self) -> None:
+        self.receipts: list[str] = []
+
+    def work(self) -> list[str]:
+        first = vc.subtask(charge).run("outer-first")
+        nested = Helper.get_or_create("helper").help.run()  # runs on this thread: the caller runs
+        second = vc.subtask(charge).run("outer-second")
+        if _failures_left:
+            _failures_left.pop()
+            raise ConnectionError("blinked after every child finished")
+        self.receipts += [first, nested, second]
+        return self.receipts
+
+
+def test_a_nested_actor_call_does_not_restart_the_callers_sub_task_positions(actor_store: StoreSpec) -> None:
+    """Positions count the children one run of a call launches. A method calling another actor
+    (run on the same thread) whose method launched children of its own reset the thread's count:
+    the caller's next launch took position 0 again, met the first launch's checkpoint (another
+    child), ran unmemoized, and ran again on the retry (charged twice)."""
+    _charged.clear()
+    _failures_left[:] = [1]
+    receipts = Outer.get_or_create("outer").work.options(max_retries=1).run()
+    # (The nested call is a call of its own, made again by the retry: the helper's second.)
+    assert receipts == ["receipt for outer-first", "receipt for helper-2", "receipt for outer-second"]
+    assert sorted(_charged) == ["helper-1", "helper-2", "outer-first", "outer-second"]

@@ -478,13 +478,21 @@ class _Memo:
     @classmethod
     def start(cls, context: CallContext, count: int) -> _Memo:
         # Positions restart at 0 on every run of the method: batch.py gives each run
-        # (first run, conflict retry, replay) its own CallContext object. The cursor
+        # (first run, conflict retry, max_retries retry, replay) its own CallContext object. The cursor
         # holds it weakly (a strong reference kept the thread's last call, its runtime and
         # that runtime's cache alive after shutdown()); a dead reference is no context, so
         # the ``is`` test cannot be fooled by id reuse either.
-        held = getattr(_cursor, "state", None)
-        first = held[1] if held is not None and held[0]() is context else 0
-        _cursor.state = (weakref.ref(context), first + count)
+        #
+        # Per context, not one per thread: a method calling another actor runs that actor's
+        # method on this same thread (the caller runs), and its launches must not restart the
+        # caller's count (the caller's next launch took position 0 again: another child's).
+        held: dict[int, tuple[weakref.ref[CallContext], int]] = getattr(_cursor, "state", None) or {}
+        for key in [k for k, (ref, _) in held.items() if ref() is None]:
+            del held[key]
+        entry = held.get(id(context))
+        first = entry[1] if entry is not None and entry[0]() is context else 0
+        held[id(context)] = (weakref.ref(context), first + count)
+        _cursor.state = held
         return cls(context, first, count)
 
     def key(self, index: int) -> str:
