@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.cli import events as events_cli
 from vactor_cloud.dedup import RecordedError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.future import ActorFuture
@@ -225,3 +227,26 @@ def test_two_processes_draining_a_backlog_past_what_one_commit_holds_apply_each_
     assert process_events("tape") == 0
     assert vc.get_actor("tape").view.run() == list(range(count))
     assert inbox_ids("tape") == []
+
+
+# -- vactor events ls on a backlog -------------------------------------------------------------------
+@pytest.mark.vactor_lanes("memory", "local")
+def test_events_ls_holds_no_backlogs_payloads(spec: StoreSpec) -> None:
+    """The inbox of a process holds payloads for one commit's worth of events only (bf6f091); the
+    operator's ``vactor events ls`` read every pending event whole, at once, and kept them all
+    while it looked each one up (1,000 events of 10 KB: 10 MB; 100,000: a gigabyte) though it
+    prints their ids, names and times only."""
+    size, count = 10_000, 1_000
+    Tape.get_or_create("listed")
+    for n in range(count):
+        send_event("listed", "n", {"n": n, "pad": "x" * size}, event_id=f"n{n:04d}")
+    tracemalloc.start()
+    try:
+        rows, errors = _sync.sync(events_cli._ls("listed"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert errors == []
+    assert [row.event_id for row in rows] == [f"n{n:04d}" for n in range(count)]
+    assert {row.status for row in rows} == {"pending"}
+    assert peak < size * count / 2, f"peak {peak / 1e6:.1f} MB"
