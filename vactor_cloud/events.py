@@ -53,7 +53,6 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.inbox import (
-    MAX_EVENTS_PER_COMMIT,
     PROCESS_EVENTS,
     ActorInbox,
     encode_event,
@@ -178,9 +177,10 @@ async def _process(actor_id: str) -> int:
         core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
         applied = await asyncio.wrap_future(future)
         total += applied
-        # Fewer than a commit's worth: done, unless the fold left work it saw (an event whose
-        # place in the order changed when it was read again waits for the next fold).
-        if applied < MAX_EVENTS_PER_COMMIT and not _inbox(runtime, actor_id).more_to_do():
+        # Done unless the fold left work it saw: a commit's worth chosen (it may have applied
+        # fewer: a handler raising SystemExit is excluded), or an event whose place in the
+        # order changed when it was read again (it waits for the next fold).
+        if not _inbox(runtime, actor_id).more_to_do(applied):
             break
     await _inbox(runtime, actor_id).wait_deleted()
     return total

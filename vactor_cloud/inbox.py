@@ -273,6 +273,7 @@ class ActorInbox:
     __slots__ = (
         "_background",
         "_deleting",
+        "_filled",
         "_fold_base",
         "_known",
         "_listed_at",
@@ -317,6 +318,8 @@ class ActorInbox:
         self._listing_error: BaseException | None = None
         #: the last fold held back an event it read again (see ``_reread``): fold once more
         self._refold = False
+        #: the last fold chose a commit's worth of events: more may be pending
+        self._filled = False
         self._deleting: set[str] = set()
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
@@ -342,9 +345,12 @@ class ActorInbox:
         """This process sent the actor an event: the next commit lists the inbox."""
         self._signalled = True
 
-    def more_to_do(self) -> bool:
-        """The last fold held back an event it read again, due now: ``process_events`` folds again."""
-        return self._refold
+    def more_to_do(self, applied: int) -> bool:
+        """Whether ``process_events`` folds again after a commit that applied ``applied`` events:
+        the last fold held back an event it read again (due now), or it chose a commit's worth
+        and applied some (fewer than it chose when a handler raised SystemExit, or an event
+        was gone when read again; a full fold that applied none would only repeat itself)."""
+        return self._refold or (self._filled and applied > 0)
 
     def _stale(self) -> bool:
         return bool(time.monotonic() - self._listed_at > self.settings.inbox_interval)
@@ -460,6 +466,7 @@ class ActorInbox:
         held = set(self._known)
         self._listing_error = None
         self._refold = False
+        self._filled = False
         if forced or self._signalled:
             try:
                 await self._refresh()
@@ -531,6 +538,7 @@ class ActorInbox:
             )
         if len(chosen) >= MAX_EVENTS_PER_COMMIT:
             self._signalled = True  # more to do: the next commit looks again
+            self._filled = True
         return folded + calls
 
     async def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
