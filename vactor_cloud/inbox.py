@@ -129,6 +129,15 @@ class InboxEvent:
     def dedup_key(self) -> str:
         return event_dedup_key(self.name, self.event_id)
 
+    @property
+    def call_id(self) -> str:
+        """The id of the call applying this event: the same for every fold of this object (its
+        handler's sub-tasks are checkpointed under it, and a drainer that died mid-handler is
+        followed by one that finds them), another for another event under the same key (another
+        name, or the id sent again after this one was applied and deleted)."""
+        stamp = f"{self.key}\x00{self.name}\x00{self.time!r}\x00{self.sender}\x00{self.seq}"
+        return uuid.uuid5(uuid.NAMESPACE_URL, stamp).hex
+
     def load_payload(self) -> Any:
         if self.serializer == "json":
             return json.loads(self.payload.decode("utf-8"))
@@ -532,7 +541,7 @@ class ActorInbox:
                     kwargs={},
                     readonly=False,
                     future=Future(),
-                    call_id=uuid.uuid5(uuid.NAMESPACE_URL, event.key).hex,
+                    call_id=event.call_id,
                     idempotency_key=event.dedup_key,
                 )
             )
