@@ -477,11 +477,11 @@ class _Memo:
 
     @classmethod
     def start(cls, context: CallContext, count: int) -> _Memo:
-        # Positions restart at 0 on every run of the method: batch.py gives each run
-        # (first run, conflict retry, max_retries retry, replay) its own CallContext object. The cursor
-        # holds it weakly (a strong reference kept the thread's last call, its runtime and
-        # that runtime's cache alive after shutdown()); a dead reference is no context, so
-        # the ``is`` test cannot be fooled by id reuse either.
+        # Positions restart at 0 on every run of the method: batch.py gives each run (first
+        # run, conflict retry, max_retries retry, replay) its own CallContext object. The
+        # cursor holds it weakly (a strong reference kept the thread's last call, its runtime
+        # and that runtime's cache alive after shutdown()); a dead reference is no context,
+        # so the ``is`` test cannot be fooled by id reuse either.
         #
         # Per context, not one per thread: a method calling another actor runs that actor's
         # method on this same thread (the caller runs), and its launches must not restart the

@@ -46,8 +46,10 @@ Here it runs inside the same call, before the call commits:
   deleted once the re-run succeeds. A call that this process runs again
   itself (``options(max_retries=N)``, or its batch applied again after a
   lost commit race) and whose sub-workflow then succeeds deletes its record
-  before it commits: resume never applies a call that committed. Compaction deletes records older than
-  its ``min_age`` along with the checkpoints.
+  before it commits, so resume does not apply it a second time. (Not
+  covered: a posted call whose sub-workflow failed in one folding process
+  and succeeded in another's fold; its record stays.) Compaction deletes
+  records older than its ``min_age`` along with the checkpoints.
 
 Function steps run with Ray's defaults: ``max_retries=3`` (a raising step is
 run again up to three times), ``catch_exceptions=False`` (with ``True`` the
