@@ -387,9 +387,11 @@ def apply_batch(
                         table.record(key, done, now)
                 continue
         consumed = len(edits.ops)
-        context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits)
         kept: Outcome | None = None  # what the table records of a keyed call's result
         for attempt in range(call.options.max_retries + 1):
+            # A context per run of the body: a run's sub-task positions start at 0 (subtask.py
+            # tells runs apart by it), so a retry finds the children an earlier run finished.
+            context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits)
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind

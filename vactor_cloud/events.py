@@ -44,7 +44,7 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import call_cycle
-from vactor_cloud.dedup import Outcome, StepDedup
+from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -53,7 +53,6 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.inbox import (
-    MAX_EVENTS_PER_COMMIT,
     PROCESS_EVENTS,
     ActorInbox,
     encode_event,
@@ -178,9 +177,10 @@ async def _process(actor_id: str) -> int:
         core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
         applied = await asyncio.wrap_future(future)
         total += applied
-        # Fewer than a commit's worth: done, unless the fold left work it saw (an event whose
-        # place in the order changed when it was read again waits for the next fold).
-        if applied < MAX_EVENTS_PER_COMMIT and not _inbox(runtime, actor_id).more_to_do():
+        # Done unless the fold left work it saw: a commit's worth chosen (it may have applied
+        # fewer: a handler raising SystemExit is excluded), or an event whose place in the
+        # order changed when it was read again (it waits for the next fold).
+        if not _inbox(runtime, actor_id).more_to_do(applied):
             break
     await _inbox(runtime, actor_id).wait_deleted()
     return total
@@ -224,12 +224,15 @@ async def applied_event(
 
     Looks in the idempotency table (read through ``log``), so it knows events
     applied within the dedup window. ``serializer`` is the actor class's
-    (never the step's own word).
+    (never the step's own word). The outcome is the caller's own copy: the
+    table this process decoded stays cached, and is what the next caller reads.
     """
     table = await StepDedup(log, record, serializer).load()
     if event_id is not None:
-        return table.get(event_dedup_key(name, event_id))
-    return table.newest(event_dedup_key(name, ""))
+        outcome = table.get(event_dedup_key(name, event_id))
+    else:
+        outcome = table.newest(event_dedup_key(name, ""))
+    return None if outcome is None else delivered(outcome)
 
 
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:

@@ -130,6 +130,15 @@ class InboxEvent:
     def dedup_key(self) -> str:
         return event_dedup_key(self.name, self.event_id)
 
+    @property
+    def call_id(self) -> str:
+        """The id of the call applying this event: the same for every fold of this object (its
+        handler's sub-tasks are checkpointed under it, and a drainer that died mid-handler is
+        followed by one that finds them), another for another event under the same key (another
+        name, or the id sent again after this one was applied and deleted)."""
+        stamp = f"{self.key}\x00{self.name}\x00{self.time!r}\x00{self.sender}\x00{self.seq}"
+        return uuid.uuid5(uuid.NAMESPACE_URL, stamp).hex
+
     def load_payload(self) -> Any:
         if self.serializer == "json":
             return json.loads(self.payload.decode("utf-8"))
@@ -275,6 +284,7 @@ class ActorInbox:
     __slots__ = (
         "_background",
         "_deleting",
+        "_filled",
         "_fold_base",
         "_known",
         "_listed_at",
@@ -319,6 +329,8 @@ class ActorInbox:
         self._listing_error: BaseException | None = None
         #: the last fold held back an event it read again (see ``_reread``): fold once more
         self._refold = False
+        #: the last fold chose a commit's worth of events: more may be pending
+        self._filled = False
         self._deleting: set[str] = set()
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
@@ -344,9 +356,12 @@ class ActorInbox:
         """This process sent the actor an event: the next commit lists the inbox."""
         self._signalled = True
 
-    def more_to_do(self) -> bool:
-        """The last fold held back an event it read again, due now: ``process_events`` folds again."""
-        return self._refold
+    def more_to_do(self, applied: int) -> bool:
+        """Whether ``process_events`` folds again after a commit that applied ``applied`` events:
+        the last fold held back an event it read again (due now), or it chose a commit's worth
+        and applied some (fewer than it chose when a handler raised SystemExit, or an event
+        was gone when read again; a full fold that applied none would only repeat itself)."""
+        return self._refold or (self._filled and applied > 0)
 
     def _stale(self) -> bool:
         return bool(time.monotonic() - self._listed_at > self.settings.inbox_interval)
@@ -458,8 +473,11 @@ class ActorInbox:
         """
         calls = [c for c in batch if c.method not in _MARKERS]
         forced = any(c.method == PROCESS_EVENTS for c in batch)
+        #: held before this fold listed: what is at such a key now may be another event
+        held = set(self._known)
         self._listing_error = None
         self._refold = False
+        self._filled = False
         if forced or self._signalled:
             try:
                 await self._refresh()
@@ -486,8 +504,18 @@ class ActorInbox:
         chosen: list[InboxEvent] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):
             if table.get(event.dedup_key) is not None:
-                # Applied by an earlier commit whose writer did not get to delete it.
-                self._delete([event.key])
+                if event.key in held:
+                    # Read before this fold, and applied since (by another process, or a
+                    # writer that died before deleting it): what is at its key now may be
+                    # another event (an id is remembered with its name, and its key is free
+                    # again once the applied object is deleted). Forgotten, not deleted: the
+                    # next listing reads the key again if it is still there.
+                    self._known.pop(event.key, None)
+                    self._refold = True
+                else:
+                    # Read by this fold's listing: applied by an earlier commit whose writer
+                    # did not get to delete it.
+                    self._delete([event.key])
                 continue
             if len(chosen) >= MAX_EVENTS_PER_COMMIT:
                 continue
@@ -524,12 +552,13 @@ class ActorInbox:
                     kwargs={},
                     readonly=False,
                     future=Future(),
-                    call_id=uuid.uuid5(uuid.NAMESPACE_URL, event.key).hex,
+                    call_id=event.call_id,
                     idempotency_key=event.dedup_key,
                 )
             )
         if len(chosen) >= MAX_EVENTS_PER_COMMIT:
             self._signalled = True  # more to do: the next commit looks again
+            self._filled = True
         return folded + calls
 
     async def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:

@@ -17,7 +17,8 @@ Guarantees:
   processes, when the call has one). ``position`` counts the children that
   one run of the method launched, in launch order, starting at 0.
 * A re-run of the same call (a conflict retry, a retry after a storage
-  fault, or the same idempotency key in a new process after a crash) finds
+  fault, a run of the body again by ``options(max_retries=...)``, or the
+  same idempotency key in a new process after a crash) finds
   the finished children and returns their stored results without running
   them again. Only children without a checkpoint run.
 * When two runs of one call race, the first checkpoint written for a
@@ -193,9 +194,22 @@ class Subtask(Generic[P, R]):
                     failures[index] = exc
         for index, write in writes.items():
             stored = write.result()
-            if stored is not None:
-                # Another run of this call checkpointed this position first: its result counts.
-                results[index] = memo.decode(index, stored)[1] if memo is not None else results[index]
+            if stored is not None and memo is not None:
+                # Another run of this call checkpointed this position first: its result counts,
+                # if it was written for this child (as for a checkpoint found before running).
+                fingerprint, value = memo.decode(index, stored)
+                if fingerprint == fingerprints[index]:
+                    results[index] = value
+                else:
+                    logger.warning(
+                        "%s: checkpoint %s was written first by another run, for another child (%s, "
+                        "not %s); this child's result is used, not memoized: launch the same children "
+                        "in the same order on every run",
+                        self,
+                        memo.key(index),
+                        fingerprint,
+                        fingerprints[index],
+                    )
         if failures:
             raise failures[min(failures)]
         return results
@@ -463,14 +477,22 @@ class _Memo:
 
     @classmethod
     def start(cls, context: CallContext, count: int) -> _Memo:
-        # Positions restart at 0 on every run of the method: batch.py gives each run
-        # (first run, conflict retry, replay) its own CallContext object. The cursor
-        # holds it weakly (a strong reference kept the thread's last call, its runtime and
-        # that runtime's cache alive after shutdown()); a dead reference is no context, so
-        # the ``is`` test cannot be fooled by id reuse either.
-        held = getattr(_cursor, "state", None)
-        first = held[1] if held is not None and held[0]() is context else 0
-        _cursor.state = (weakref.ref(context), first + count)
+        # Positions restart at 0 on every run of the method: batch.py gives each run (first
+        # run, conflict retry, max_retries retry, replay) its own CallContext object. The
+        # cursor holds it weakly (a strong reference kept the thread's last call, its runtime
+        # and that runtime's cache alive after shutdown()); a dead reference is no context,
+        # so the ``is`` test cannot be fooled by id reuse either.
+        #
+        # Per context, not one per thread: a method calling another actor runs that actor's
+        # method on this same thread (the caller runs), and its launches must not restart the
+        # caller's count (the caller's next launch took position 0 again: another child's).
+        held: dict[int, tuple[weakref.ref[CallContext], int]] = getattr(_cursor, "state", None) or {}
+        for key in [k for k, (ref, _) in held.items() if ref() is None]:
+            del held[key]
+        entry = held.get(id(context))
+        first = entry[1] if entry is not None and entry[0]() is context else 0
+        held[id(context)] = (weakref.ref(context), first + count)
+        _cursor.state = held
         return cls(context, first, count)
 
     def key(self, index: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -142,11 +143,15 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     not run again. A call that succeeds now commits, and its failure record
     is deleted; one that fails again stays recorded and the future raises
     its exception. With nothing to resume the future's result is ``[]``.
+    A call this process is already re-running is not run again (its
+    re-run's result is given); resume an actor from one process at a time:
+    calls run again unkeyed, so two processes resuming at once could both
+    apply one.
     """
     runtime = get_runtime()
     runtime.load(actor_id)
     failed = _sync.sync(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
-    futures = [_rerun(runtime, call) for call in failed]
+    futures = [_rerun_once(runtime, call) for call in failed]
     combined: ActorFuture[list[Any]] = ActorFuture()
 
     def settle(_: object = None) -> None:
@@ -162,6 +167,47 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     for future in futures:
         future.add_done_callback(settle)
     return combined
+
+
+#: re-runs this process started and that have not settled yet (their record not yet deleted)
+_rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
+_rerunning_lock = threading.Lock()
+
+
+def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
+    """The re-run of ``failed``: the one already under way in this process, if any.
+
+    A recorded call runs again unkeyed, under its call id: a second ``resume`` while the
+    first runs (its record is deleted only after its commit) would apply it a second time.
+    """
+    key = (failed.actor_id, failed.call_id)
+    with _rerunning_lock:
+        running = _rerunning.get(key)
+        if running is not None:
+            return running
+        shared: ActorFuture[Any] = ActorFuture()
+        _rerunning[key] = shared
+
+    def settle(finished: concurrent.futures.Future[Any]) -> None:
+        with _rerunning_lock:  # gone first: a resume after the answer lists the records again
+            if _rerunning.get(key) is shared:
+                del _rerunning[key]
+        error = finished.exception()
+        if error is not None:
+            shared.set_exception(error)
+        else:
+            shared.set_result(finished.result())
+
+    try:
+        # Outside the lock: the call may run on this thread, and its method may resume others.
+        rerun = _rerun(runtime, failed)
+    except BaseException as exc:
+        with _rerunning_lock:
+            del _rerunning[key]
+        shared.set_exception(exc)
+        raise
+    rerun.add_done_callback(settle)
+    return shared
 
 
 def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:

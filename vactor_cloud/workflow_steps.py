@@ -21,7 +21,9 @@ Here it runs inside the same call, before the call commits:
 
 * Function steps (``f.step(...)``) run as children of the call on the
   ``vactor_cloud.subtask`` executor; steps whose inputs are ready run in
-  parallel. Each finished step is checkpointed under
+  parallel, each on its own copy of its inputs (by value, as Ray passes them:
+  a step that changes an input changes neither the instance nor what another
+  step gets). Each finished step is checkpointed under
   ``actors/<id>/tasks/<call_id>/<position>`` before the call can commit, so a
   re-run of the call (a conflict retry, a ``workflow.resume``, the same
   idempotency key after a crash) reads finished steps back instead of running
@@ -41,8 +43,13 @@ Here it runs inside the same call, before the call commits:
   call (method and arguments). ``workflow.resume(actor_id)`` runs the
   recorded calls again with their original call ids, which is what lets them
   reuse the checkpoints of the steps that had finished; the record is
-  deleted once the re-run succeeds. Compaction deletes records older than
-  its ``min_age`` along with the checkpoints.
+  deleted once the re-run succeeds. A call that this process runs again
+  itself (``options(max_retries=N)``, or its batch applied again after a
+  lost commit race) and whose sub-workflow then succeeds deletes its record
+  before it commits, so resume does not apply it a second time. (Not
+  covered: a posted call whose sub-workflow failed in one folding process
+  and succeeded in another's fold; its record stays.) Compaction deletes
+  records older than its ``min_age`` along with the checkpoints.
 
 Function steps run with Ray's defaults: ``max_retries=3`` (a raising step is
 run again up to three times), ``catch_exceptions=False`` (with ``True`` the
@@ -55,7 +62,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -64,6 +73,7 @@ import cloudpickle
 from vactor_cloud import _sync, codec
 from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
+from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.subtask import Subtask, tasks_prefix
 
@@ -217,13 +227,21 @@ class StepNode:
     def __vactor_continue__(self, instance: Any, call: PendingCall, context: CallContext) -> Any:
         """The call's result: run this sub-workflow (``batch._invoke`` calls this hook)."""
         try:
-            return evaluate(self, instance, context)
+            value = evaluate(self, instance, context)
         except Exception:
             # A keyed call's outcome is what its idempotency key recorded (the exception):
             # running it again under resume would contradict what a retry with the key answers.
             if not context.readonly and call.idempotency_key is None:
                 _record_failure(context, call)
+                _recorded.add(context.actor_id, context.call_id)
             raise
+        if _recorded.has(context.actor_id, context.call_id):
+            # An earlier run of this very call recorded its failure, and this run (a retry by
+            # ``max_retries``, or the batch applied again after a lost race) got through: the
+            # call now commits with this result, and resume must not apply it a second time.
+            _forget_failure(context)
+            _recorded.discard(context.actor_id, context.call_id)
+        return value
 
     def __repr__(self) -> str:
         return f"<step node {self.target!r}>"
@@ -300,8 +318,13 @@ def _launch(nodes: list[StepNode], results: dict[int, Any]) -> list[Any]:
         target = nodes[indices[0]].target
         assert isinstance(target, StepFunction)
         runner = _StepCall(target)
-        args = [_replace(nodes[i].args, results) for i in indices]
-        kwargs = [_replace(nodes[i].kwargs, results) for i in indices]
+        # By value, as Ray's object store passes them: a step runs on another thread (and is
+        # memoized), so it must not share an object with the instance or with another step.
+        inputs = [
+            _by_value(_replace(nodes[i].args, results), _replace(nodes[i].kwargs, results)) for i in indices
+        ]
+        args = [a for a, _ in inputs]
+        kwargs = [k for _, k in inputs]
         if target.step_options.checkpoint:
             outputs = Subtask(runner).map(args, kwargs)
         else:
@@ -339,6 +362,11 @@ class _StepCall:
                     return (None, exc)
                 raise
             return (value, None) if self.catch else value
+
+
+def _by_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A function step's own copy of its inputs (``TypeError`` if they cannot be copied)."""
+    return thaw_arguments(freeze_arguments(args, kwargs))
 
 
 def _nodes_in(value: Any) -> Iterator[StepNode]:
@@ -389,6 +417,34 @@ def failure_key(actor_id: str, call_id: str) -> str:
     return f"{tasks_prefix(actor_id, call_id)}{_FAILED}"
 
 
+class _RecordedFailures:
+    """The calls whose failure a run in this process recorded, until a later run of the same
+    call (same actor and call id: a retry, a batch applied again, a posted call folded again)
+    gets through. The most recent ``limit`` only: those runs follow each other closely."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._calls: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def add(self, actor_id: str, call_id: str) -> None:
+        with self._lock:
+            self._calls[(actor_id, call_id)] = None
+            self._calls.move_to_end((actor_id, call_id))
+            while len(self._calls) > self._limit:
+                self._calls.popitem(last=False)
+
+    def has(self, actor_id: str, call_id: str) -> bool:
+        return (actor_id, call_id) in self._calls
+
+    def discard(self, actor_id: str, call_id: str) -> None:
+        with self._lock:
+            self._calls.pop((actor_id, call_id), None)
+
+
+_recorded = _RecordedFailures()
+
+
 def _record_failure(context: CallContext, call: PendingCall) -> None:
     runtime = context.runtime
     key = failure_key(context.actor_id, context.call_id)
@@ -409,6 +465,18 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
         _sync.sync(runtime.store.put(key, data))
     except StorageError as exc:
         logger.warning("%s: could not record the failed call for resume: %s", key, exc)
+
+
+def _forget_failure(context: CallContext) -> None:
+    key = failure_key(context.actor_id, context.call_id)
+    try:
+        _sync.sync(context.runtime.store.delete(key))
+    except StorageError as exc:
+        # Left behind, resume would run a call that commits now a second time: fail this run
+        # (nothing is committed; the caller may retry) rather than leave it.
+        raise StorageError(
+            f"{key}: could not delete the failure record of a call that now succeeds: {exc}"
+        ) from exc
 
 
 async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | None) -> list[FailedCall]:

@@ -20,6 +20,7 @@ no events waiting for it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
 from dataclasses import dataclass
@@ -32,8 +33,9 @@ from vactor_cloud.cli._output import Output
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids
-from vactor_cloud.inbox import inbox_prefix, list_inbox, read_events, refusal
+from vactor_cloud.inbox import InboxEvent, inbox_prefix, list_inbox, read_events, refusal
 from vactor_cloud.runtime import get_runtime, shutdown
+from vactor_cloud.storage import ObjectStore
 
 __all__ = ["add_commands", "run"]
 
@@ -88,6 +90,22 @@ async def _actors_with_events(actor: str | None) -> list[str]:
     return found
 
 
+#: events read at a time by ``ls``: only their ids, names and times are kept
+_LS_SLICE = 128
+
+
+async def _read_without_payloads(
+    store: ObjectStore, keys: list[str], signing_key: bytes | None
+) -> list[InboxEvent]:
+    """The events at ``keys``, in inbox order, without their payloads (a slice read at a time):
+    a backlog's payloads are never all held, as in a process's inbox."""
+    events: list[InboxEvent] = []
+    for at in range(0, len(keys), _LS_SLICE):
+        for event in await read_events(store, keys[at : at + _LS_SLICE], signing_key):
+            events.append(dataclasses.replace(event, payload=b"", stripped=True))
+    return sorted(events, key=lambda e: e.order)
+
+
 async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
     runtime = get_runtime()
     rows: list[EventRow] = []
@@ -95,7 +113,7 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
     for actor_id in await _actors_with_events(actor):
         try:
             keys = await list_inbox(runtime.store, actor_id)
-            events = await read_events(runtime.store, keys, runtime.settings.signing_key)
+            events = await _read_without_payloads(runtime.store, keys, runtime.settings.signing_key)
             if not events:
                 continue
             core = runtime.core(actor_id)
