@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -156,11 +157,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     kwargs = parse_json_arg(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise CliError("--kwargs takes a JSON object, e.g. --kwargs '{\"by\": 2}'", EXIT_USAGE)
-    handle = vc.get_actor(args.actor_id)
-    try:
-        method = getattr(handle, args.method)
-    except AttributeError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    method = _actor_method(vc.get_actor(args.actor_id), args.method)
     if args.at_step is not None and not method._info.readonly:
         raise CliError(
             f"{args.method}() is a writer method; --at-step runs read-only methods on a past state. "
@@ -193,6 +190,29 @@ def cmd_call(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+def _actor_method(handle: Any, name: str) -> Any:
+    """The actor's method ``name``; a usage error naming its methods if it has none of that name.
+
+    ``getattr(handle, name)`` alone would also find the handle's own attributes (``history``,
+    ``compact``, ``actor_id``, dunders), which are not methods of the actor.
+    """
+    from vactor_cloud.handle import ActorMethod
+    from vactor_cloud.runtime import get_runtime
+
+    if not name.startswith("_"):
+        with contextlib.suppress(AttributeError):
+            method = type(handle).__getattr__(handle, name)
+            if isinstance(method, ActorMethod):
+                return method
+    definition = get_runtime().load(handle.actor_id).definition
+    methods = ", ".join(sorted(definition.methods)) or "none"
+    raise CliError(
+        f"{definition.cls.__qualname__} (actor {handle.actor_id!r}) has no method {name!r}; "
+        f"its methods: {methods}",
+        EXIT_USAGE,
+    )
 
 
 async def _all_actor_ids() -> list[str]:

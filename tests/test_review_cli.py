@@ -1,0 +1,115 @@
+"""A hostile review of the `vactor` command: what a new user meets, each case failing before its fix.
+
+The commands run in this process (``vactor_cloud.cli.main(argv)``, output captured by
+capsys, stdout not a terminal: plain output) against a local store in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.cli import EXIT_USAGE, main
+
+
+@vc.virtual_actor
+class Gauge:
+    def __init__(self) -> None:
+        self.n = 0
+        # tuple keys: ordinary Python, not JSON
+        self.by_pair: dict[tuple[int, int], str] = {(1, 2): "a"}
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def pairs(self) -> dict[tuple[int, int], str]:
+        self.by_pair[(3, 4)] = "b"
+        return dict(self.by_pair)
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+Vactor = Callable[..., Result]
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty local store, named by $VACTOR_STORAGE for the commands run in this process."""
+    url = str(tmp_path / "store")
+    os.makedirs(url)
+    monkeypatch.setenv("VACTOR_STORAGE", url)
+    try:
+        yield url
+    finally:
+        vc.shutdown()
+
+
+@pytest.fixture
+def vactor(capsys: pytest.CaptureFixture[str]) -> Vactor:
+    """Run ``vactor ARGV...`` in this process (stdout is not a terminal: plain output)."""
+
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            vc.shutdown()
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def one_line_error(result: Result) -> str:
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith("vactor: error: "), result.err
+    return lines[0]
+
+
+def _seed(url: str, *actor_ids: str) -> None:
+    vc.init(url)
+    try:
+        for actor_id in actor_ids:
+            Gauge.get_or_create(actor_id).incr.run()
+    finally:
+        vc.shutdown()
+
+
+# -- vactor call METHOD: only the actor's methods ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["history", "compact", "ready", "actor_id", "__init__", "__class__", "_x"])
+def test_call_of_a_name_that_is_no_method_of_the_actor_is_a_usage_error_listing_its_methods(
+    vactor: Vactor, store: str, name: str
+) -> None:
+    """The handle's own attributes (``history``, ``compact``, ...) and private names are not methods
+    of the actor: before, ``vactor call m1 history`` said ``AttributeError: 'function' object has
+    no attribute '_info'`` (exit 1) and ``vactor call m1 _x`` said only ``_x``."""
+    _seed(store, "m1")
+    result = vactor("call", "m1", name)
+    assert result.code == EXIT_USAGE, result
+    line = one_line_error(result)
+    assert f"has no method {name!r}" in line and "incr, pairs, value" in line, line
