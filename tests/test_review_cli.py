@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_USAGE, main
+from vactor_cloud.cli import EXIT_OK, EXIT_USAGE, main
 
 
 @vc.virtual_actor
@@ -113,3 +113,24 @@ def test_call_of_a_name_that_is_no_method_of_the_actor_is_a_usage_error_listing_
     assert result.code == EXIT_USAGE, result
     line = one_line_error(result)
     assert f"has no method {name!r}" in line and "incr, pairs, value" in line, line
+
+
+# -- vactor call: options anywhere, as the docs say --------------------------------------------------
+
+
+def test_call_takes_its_options_between_and_after_its_arguments(vactor: Vactor, store: str) -> None:
+    """Before, an option after METHOD ended ARG: ``vactor call m1 incr --json 2`` was
+    ``unrecognized arguments: 2``, though docs/cli.md says ``--json`` goes anywhere."""
+    _seed(store, "m1")  # n == 1
+    assert vactor("call", "m1", "incr", "--json", "2").json() == {"result": 3}
+    keyed = vactor("call", "m1", "incr", "--idempotency-key", "k1", "5")
+    assert (keyed.code, keyed.out.strip()) == (EXIT_OK, "8"), keyed
+    again = vactor("call", "m1", "incr", "--idempotency-key", "k1", "5")  # applied once
+    assert (again.code, again.out.strip()) == (EXIT_OK, "8"), again
+    assert vactor("call", "m1", "incr", "--json", "-3").json() == {"result": 5}
+    assert vactor("call", "m1", "incr", "--json", "--", "-1").json() == {"result": 4}
+    assert vactor("call", "m1", "incr", "1", "--json").json() == {"result": 5}
+    assert vactor("call", "--json", "m1", "incr", "1").json() == {"result": 6}
+    stray = vactor("call", "m1", "incr", "--nope", "1")
+    assert stray.code == EXIT_USAGE, stray
+    assert "--nope" in one_line_error(stray)

@@ -67,6 +67,24 @@ class CliParser(argparse.ArgumentParser):
     Subparsers inherit the class (``add_subparsers`` uses ``type(self)``).
     """
 
+    #: positionals may come after options (``vactor call ID METHOD --json 2``), as
+    #: ``parse_intermixed_args`` reads them; plain argparse ends a ``nargs="*"`` positional at
+    #: the first option and calls what follows unrecognized
+    intermixed = False
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if not self.intermixed or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        # parse_known_intermixed_args calls parse_known_args twice (options, then positionals)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
     def error(self, message: str) -> NoReturn:
         where = self.prog.removeprefix("vactor").strip()
         hint = f"vactor {where} --help" if where else "vactor --help"

@@ -207,6 +207,7 @@ def _actor_method(handle: Any, name: str) -> Any:
             if isinstance(method, ActorMethod):
                 return method
     definition = get_runtime().load(handle.actor_id).definition
+    assert definition is not None  # load() raises for an actor that does not exist
     methods = ", ".join(sorted(definition.methods)) or "none"
     raise CliError(
         f"{definition.cls.__qualname__} (actor {handle.actor_id!r}) has no method {name!r}; "
@@ -361,6 +362,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--at-step", type=non_negative_int, metavar="N", help="run a read-only method on step N's state"
     )
+    p.intermixed = True  # options between the ARGs: `vactor call ID METHOD --json 2`
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("compact", parents=[common_parent()], help="delete old steps, keeping the newest K")
