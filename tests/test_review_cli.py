@@ -6,6 +6,7 @@ capsys, stdout not a terminal: plain output) against a local store in ``tmp_path
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -134,3 +135,28 @@ def test_call_takes_its_options_between_and_after_its_arguments(vactor: Vactor, 
     stray = vactor("call", "m1", "incr", "--nope", "1")
     assert stray.code == EXIT_USAGE, stray
     assert "--nope" in one_line_error(stray)
+
+
+# -- --json: every state and result, as docs/cli.md promises ------------------------------------------
+
+
+def test_json_renders_a_state_and_a_result_whose_dicts_have_non_string_keys(
+    vactor: Vactor, store: str
+) -> None:
+    """Before, a tuple key made ``show --json`` and ``call --json`` fail with ``TypeError: keys must
+    be str, ...`` (exit 1): for ``call``, after the call had been committed."""
+    _seed(store, "m1")
+    shown = vactor("show", "m1", "--json")
+    assert shown.code == EXIT_OK, shown
+    assert shown.json()["state"]["by_pair"] == {"(1, 2)": "a"}  # type: ignore[index]
+    called = vactor("call", "m1", "pairs", "--json")
+    assert called.code == EXIT_OK, called
+    assert called.json() == {"result": {"(1, 2)": "a", "(3, 4)": "b"}}
+    # keys JSON can hold stay as json.dumps writes them
+    from vactor_cloud.cli._output import Output
+
+    stream = io.StringIO()
+    Output(json=True, rich=False, stream=stream).emit_json(
+        {1: "int", None: "none", "s": {2.5: [float("nan")]}}
+    )
+    assert json.loads(stream.getvalue()) == {"1": "int", "null": "none", "s": {"2.5": ["nan"]}}

@@ -102,13 +102,21 @@ def json_fallback(value: Any) -> Any:
     return repr(value)
 
 
+#: the dict keys ``json.dumps`` accepts (it writes them as strings)
+_JSON_KEYS = (str, int, float, bool, type(None))
+
+
 def _finite(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by its repr: ``json.dumps`` would write
-    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document)."""
+    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document).
+    Dict keys that JSON cannot hold become their repr too."""
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        # a key JSON cannot hold (a tuple, a frozenset) as its repr: json.dumps raises TypeError
+        return {
+            key if isinstance(key, _JSON_KEYS) else repr(key): _finite(item) for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
