@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_OK, EXIT_USAGE, main
+from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
 
 
 @vc.virtual_actor
@@ -160,3 +160,30 @@ def test_json_renders_a_state_and_a_result_whose_dicts_have_non_string_keys(
         {1: "int", None: "none", "s": {2.5: [float("nan")]}}
     )
     assert json.loads(stream.getvalue()) == {"1": "int", "null": "none", "s": {"2.5": ["nan"]}}
+
+
+# -- Ctrl-C during vactor call: say what may have happened ------------------------------------------
+
+
+def test_an_interrupted_writer_call_says_it_may_have_been_applied_and_how_to_see(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, Ctrl-C during ``vactor call`` printed ``interrupted`` only: the call could have been
+    committed (its PUT sent) or not, and nothing said so."""
+    from vactor_cloud.handle import ActorMethod
+
+    _seed(store, "m1")
+
+    def interrupted(self: object, *args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ActorMethod, "run", interrupted)
+    writer = vactor("call", "m1", "incr", "2")
+    assert writer.code == EXIT_INTERRUPTED, writer
+    line = one_line_error(writer)
+    assert "may or may not have been applied" in line and "vactor history m1" in line, line
+    keyed = vactor("call", "m1", "incr", "2", "--idempotency-key", "k7")
+    assert "a retry with --idempotency-key k7 applies it at most once" in one_line_error(keyed)
+    reader = vactor("call", "m1", "value")
+    assert reader.code == EXIT_INTERRUPTED, reader
+    assert one_line_error(reader) == "vactor: error: interrupted"  # a read-only call changes nothing

@@ -13,6 +13,7 @@ from typing import Any
 
 from vactor_cloud.cli._options import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -175,7 +176,19 @@ def cmd_call(args: argparse.Namespace) -> int:
     except vc.VactorError:
         raise
     except KeyboardInterrupt:
-        raise
+        if method._info.readonly:
+            raise
+        # The commit may have been sent before the interrupt: say so, and how to find out.
+        retry = (
+            f"; a retry with --idempotency-key {args.idempotency_key} applies it at most once"
+            if args.idempotency_key
+            else ""
+        )
+        raise CliError(
+            f"interrupted: {args.method}() on {args.actor_id!r} may or may not have been applied; "
+            f"vactor history {args.actor_id} shows whether it was{retry}",
+            EXIT_INTERRUPTED,
+        ) from None
     except BaseException as exc:  # SystemExit too: the method's, not this command's exit status
         raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     if out.json:
