@@ -187,3 +187,22 @@ def test_an_interrupted_writer_call_says_it_may_have_been_applied_and_how_to_see
     reader = vactor("call", "m1", "value")
     assert reader.code == EXIT_INTERRUPTED, reader
     assert one_line_error(reader) == "vactor: error: interrupted"  # a read-only call changes nothing
+
+
+# -- vactor doctor PATH: a typo is not a new store ------------------------------------------------
+
+
+def test_doctor_of_a_local_directory_that_does_not_exist_is_a_usage_error_and_creates_nothing(
+    vactor: Vactor, tmp_path: Path
+) -> None:
+    """docs/cli.md: a local directory that does not exist is a usage error, for every command.
+    Before, ``vactor doctor /typo`` created the directory, checked the new empty store and said
+    "every guarantee vactor_cloud needs holds" (exit 0)."""
+    typo = tmp_path / "no" / "such"
+    for argv in (("doctor", str(typo)), ("doctor", "--storage", f"file://{typo}")):
+        result = vactor(*argv)
+        assert result.code == EXIT_USAGE, (argv, result)
+        assert f"no such directory; fix the path, or create it first (mkdir -p {typo})" in one_line_error(
+            result
+        )
+        assert not (tmp_path / "no").exists()

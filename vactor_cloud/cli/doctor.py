@@ -105,7 +105,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     if args.url is not None:
         args.storage = args.url
-    choice = store_choice(args, must_exist=False)
+    choice = store_choice(args)  # a typo in a path is a usage error, not a new store that passes
     url, options = choice.url, choice.options
     out = Output.for_args(args)
     try:
