@@ -206,3 +206,28 @@ def test_doctor_of_a_local_directory_that_does_not_exist_is_a_usage_error_and_cr
             result
         )
         assert not (tmp_path / "no").exists()
+
+
+# -- a stray argument: the hint names the command's own --help ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (("ls", "a", "b"), "vactor ls --help"),
+        (("doctor", "a", "b"), "vactor doctor --help"),
+        (("timers", "ls", "--actor", "x"), "vactor timers ls --help"),
+        (("events", "ls", "extra"), "vactor events ls --help"),
+        (("--json", "history", "m1", "--bogus"), "vactor history --help"),
+        (("--bogus",), "vactor --help"),
+    ],
+)
+def test_an_unrecognized_argument_points_at_the_help_of_its_command(
+    vactor: Vactor, store: str, argv: tuple[str, ...], hint: str
+) -> None:
+    """Before, every unrecognized argument said ``(see vactor --help)``, the top-level help, which
+    does not list the options of ``timers ls`` or ``history``."""
+    result = vactor(*argv)
+    assert result.code == EXIT_USAGE, result
+    line = one_line_error(result)
+    assert "unrecognized arguments" in line and line.endswith(f"(see {hint})"), line

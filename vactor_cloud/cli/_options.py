@@ -85,6 +85,23 @@ class CliParser(argparse.ArgumentParser):
         finally:
             self._intermixing = False
 
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # said by the command's parser, whose --help lists the options it takes
+            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> CliParser:
+        """The parser of the (sub)command that ``parsed`` names, the deepest one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(str(getattr(parsed, action.dest, None)))
+                if isinstance(sub, CliParser):
+                    return sub._chosen(parsed)
+        return self
+
     def error(self, message: str) -> NoReturn:
         where = self.prog.removeprefix("vactor").strip()
         hint = f"vactor {where} --help" if where else "vactor --help"
