@@ -231,3 +231,29 @@ def test_an_unrecognized_argument_points_at_the_help_of_its_command(
     assert result.code == EXIT_USAGE, result
     line = one_line_error(result)
     assert "unrecognized arguments" in line and line.endswith(f"(see {hint})"), line
+
+
+# -- vactor events ls: a table like every other listing ----------------------------------------------
+
+
+def test_events_ls_prints_an_aligned_table_with_a_header_when_piped(vactor: Vactor, store: str) -> None:
+    """docs/cli.md: piped output is plain aligned text, header first (a table on a terminal).
+    Before, ``events ls`` printed headerless tab-separated lines, on a terminal too."""
+    _seed(store, "m1")
+    vc.init(store)
+    vc.send_event("m1", "ping", {"n": 1}, event_id="e1")
+    vc.send_event("a-much-longer-actor-id", "ping", None, event_id="e2", create=True)
+    vc.shutdown()
+    result = vactor("events", "ls")
+    assert result.code == EXIT_OK, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["ACTOR", "EVENT", "NAME", "SENT", "STATUS"], result.out
+    assert "\t" not in result.out
+    rows = sorted(lines[1:])
+    assert [row.split()[:3] for row in rows] == [
+        ["a-much-longer-actor-id", "e2", "ping"],
+        ["m1", "e1", "ping"],
+    ]
+    for column in ("EVENT", "NAME", "SENT", "STATUS"):  # aligned: each column starts where its header does
+        start = lines[0].index(column)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), (column, result.out)
