@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,39 @@ def test_events_ls_prints_an_aligned_table_with_a_header_when_piped(vactor: Vact
     for column in ("EVENT", "NAME", "SENT", "STATUS"):  # aligned: each column starts where its header does
         start = lines[0].index(column)
         assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), (column, result.out)
+
+
+# -- a reader of stderr that leaves does not stop the work --------------------------------------------
+
+
+class BrokenStream(io.StringIO):
+    """A stream whose reader left (``vactor ... 2>&1 | head -1``, ``| less`` quit early)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_compact_all_finishes_when_the_reader_of_its_progress_lines_leaves(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the first progress line written to a closed stderr raised BrokenPipeError, which the
+    CLI takes for ``| head`` on stdout: the compaction stopped after one actor, exit 0, unsaid."""
+    _seed(store, "m1", "m2", "m3")  # steps 0 and 1 each
+    monkeypatch.setattr(sys, "stderr", BrokenStream())
+    result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force", "--json")
+    assert result.code == EXIT_OK
+    reports = result.json()
+    assert isinstance(reports, list)
+    assert [(r["actor_id"], r["deleted_steps"]) for r in reports] == [("m1", 1), ("m2", 1), ("m3", 1)]
+
+
+def test_bench_finishes_when_the_reader_of_its_progress_lines_leaves(
+    vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stderr", BrokenStream())
+    result = vactor(
+        "bench", f"memory://review-{os.getpid()}", "--profile", "tiny", "--rows", "warm,cpu", "--json"
+    )
+    assert result.code == EXIT_OK
+    rows = result.json()["rows"]  # type: ignore[index]
+    assert len(rows) >= 2, rows

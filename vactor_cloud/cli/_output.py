@@ -13,12 +13,13 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Output", "json_fallback", "plain_table", "progress", "when"]
+__all__ = ["Output", "json_fallback", "note", "plain_table", "progress", "when"]
 
 
 @dataclass
@@ -122,6 +123,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def note(text: str) -> None:
+    """Print one line on stderr (a progress line); if its reader left, go on without it.
+
+    ``vactor compact --all 2>&1 | head -1`` or a ``less`` quit early: the work is not
+    stopped half-done by a BrokenPipeError (which ``main`` takes for ``| head`` on stdout
+    and exits 0). stderr becomes ``/dev/null``, so that nothing fails again, at exit included.
+    """
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the rest of the process's stderr
+
+
 def when(timestamp: float) -> str:
     moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -154,6 +168,6 @@ def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str
     def advance_plain(item: str) -> None:
         nonlocal done
         done += 1
-        print(f"{label} {done}/{total} {item}", file=sys.stderr)
+        note(f"{label} {done}/{total} {item}")
 
     yield advance_plain

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vactor_cloud.cli._options import EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
-from vactor_cloud.cli._output import Output, plain_table
+from vactor_cloud.cli._output import Output, note, plain_table
 
 __all__ = ["PROFILE_NAMES", "add_arguments", "add_commands", "main", "render", "run"]
 
@@ -204,7 +204,7 @@ class PlainProgress:
         self.done = 0
         self.current: str | None = None
         self.started = time.monotonic()
-        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.write = write or note
 
     def advance(self, label: str) -> None:
         if self.current is not None and label != self.current:
