@@ -6,6 +6,7 @@ capsys, stdout not a terminal: plain output) against a local store in ``tmp_path
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -294,3 +295,36 @@ def test_bench_finishes_when_the_reader_of_its_progress_lines_leaves(
     assert result.code == EXIT_OK
     rows = result.json()["rows"]  # type: ignore[index]
     assert len(rows) >= 2, rows
+
+
+# -- Ctrl-C during vactor compact --all: say how far it got ------------------------------------------
+
+
+def test_an_interrupted_compact_all_says_how_far_it_got(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, Ctrl-C said ``interrupted`` only: which actors were compacted, and that the
+    interrupted one may keep steps below its watermark until the next run, went unsaid."""
+    from vactor_cloud.cli import actors
+
+    _seed(store, "m1", "m2", "m3", "m4")
+    real_progress = actors.progress
+
+    @contextlib.contextmanager
+    def interrupted_after_two(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str], None]]:
+        with real_progress(total, label, enabled=enabled) as advance:
+
+            def advance_then_interrupt(item: str) -> None:
+                advance(item)
+                if item == "m2":
+                    raise KeyboardInterrupt  # Ctrl-C as the third actor starts
+
+            yield advance_then_interrupt
+
+    monkeypatch.setattr(actors, "progress", interrupted_after_two)
+    result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == EXIT_INTERRUPTED, result
+    line = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
+    assert len(line) == 1 and "Traceback" not in result.err, result.err
+    assert "interrupted after compacting 2 of 4 actors" in line[0], line
+    assert "run it again to finish" in line[0], line

@@ -282,19 +282,30 @@ def cmd_compact(args: argparse.Namespace) -> int:
         return _sync.sync(compaction.compact(runtime.log(actor_id), args.keep_last, **options))
 
     failed: list[tuple[str, Exception]] = []
-    with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
-        for actor_id in ids:
-            try:
-                reports.append(compact_one(actor_id))
-            except ActorNotFoundError:
-                if not args.all:
-                    raise
-                # objects but no step (a creation that never committed): `vactor ls` skips it too
-            except (VactorError, StorageError) as exc:
-                if not args.all:
-                    raise
-                failed.append((actor_id, exc))  # one damaged actor does not stop the others
-            advance(actor_id)
+    done = 0
+    try:
+        with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
+            for actor_id in ids:
+                try:
+                    reports.append(compact_one(actor_id))
+                except ActorNotFoundError:
+                    if not args.all:
+                        raise
+                    # objects but no step (a creation that never committed): `vactor ls` skips it too
+                except (VactorError, StorageError) as exc:
+                    if not args.all:
+                        raise
+                    failed.append((actor_id, exc))  # one damaged actor does not stop the others
+                done += 1
+                advance(actor_id)
+    except KeyboardInterrupt:
+        # Safe to stop anywhere (docs/retention.md): an actor interrupted half-way keeps some steps
+        # below its watermark, which the next compaction deletes.
+        raise CliError(
+            f"interrupted after compacting {done} of {len(ids)} actors; an actor interrupted half-way "
+            "keeps some old steps until its next compaction: run it again to finish",
+            EXIT_INTERRUPTED,
+        ) from None
     for actor_id, error in failed:
         print(f"vactor: error: {actor_id}: {error}", file=sys.stderr)
     if failed:
