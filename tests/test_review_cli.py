@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
+from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
 
 
 @vc.virtual_actor
@@ -328,3 +329,43 @@ def test_an_interrupted_compact_all_says_how_far_it_got(
     assert len(line) == 1 and "Traceback" not in result.err, result.err
     assert "interrupted after compacting 2 of 4 actors" in line[0], line
     assert "run it again to finish" in line[0], line
+
+
+# -- vactor doctor on a stalled endpoint: bounded as every other command ------------------------------
+
+
+def test_doctor_of_a_stalled_endpoint_fails_within_the_request_timeout() -> None:
+    """Every request of the runtime is bounded by ``Settings.timeout`` (10 s); ``doctor`` opened
+    its store without that bound and waited for botocore's own read timeouts and retries:
+    163 s against an endpoint that accepts connections and never answers, where ``vactor ls``
+    took 10 s. Now its requests are bounded alike (a put, then the cleanup's delete)."""
+    pytest.importorskip("boto3")
+    from test_cli_edges import SilentListener
+
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE" and not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    listener = SilentListener()
+    try:
+        endpoint = f"endpoint_url=http://127.0.0.1:{listener.port}"
+        done = subprocess.run(
+            [sys.executable, "-m", "vactor_cloud", "doctor", "s3://bucket/p", "-o", endpoint],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,  # a hang guard: 2 requests of 10 s each, on a busy machine
+            check=False,
+        )
+    finally:
+        listener.close()
+    result = Result(done.returncode, done.stdout, done.stderr)
+    assert result.code == EXIT_STORAGE, result
+    assert "got no answer within 10 s" in one_line_error(result)

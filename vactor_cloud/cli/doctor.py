@@ -24,9 +24,13 @@ class Check:
 async def _doctor_checks(url: str, options: dict[str, Any]) -> list[Check]:
     """Try every guarantee the commit protocol relies on, on a scratch key, and clean up."""
     from vactor_cloud.errors import AlreadyExistsError, PreconditionFailedError
+    from vactor_cloud.settings import Settings
     from vactor_cloud.storage import IfMatch, open_store
 
     store = open_store(url, **options)
+    # Each request bounded as the runtime bounds them (Settings.timeout): without it a stalled
+    # endpoint meets the client's own read timeouts and retries, minutes rather than seconds.
+    store.request_timeout = Settings().timeout
     key = f"_vactor_doctor/{uuid.uuid4().hex}/probe"
     checks: list[Check] = []
 
