@@ -369,3 +369,18 @@ def test_doctor_of_a_stalled_endpoint_fails_within_the_request_timeout() -> None
     result = Result(done.returncode, done.stdout, done.stderr)
     assert result.code == EXIT_STORAGE, result
     assert "got no answer within 10 s" in one_line_error(result)
+
+
+# -- -o SETTING=...: the error speaks of the command, not of init() -----------------------------------
+
+
+def test_a_runtime_setting_given_as_a_storage_option_is_explained_in_the_commands_terms(
+    vactor: Vactor, store: str
+) -> None:
+    """Before: ``pass init(..., settings=vactor_cloud.Settings(timeout=...))``, a Python call the
+    user of ``vactor`` cannot make."""
+    result = vactor("-o", "timeout=2", "ls")
+    assert result.code == EXIT_USAGE, result
+    line = one_line_error(result)
+    assert "init(" not in line, line
+    assert "-o timeout=...: 'timeout' is a setting of the runtime, not an option of the store" in line, line

@@ -202,7 +202,9 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
         )
     given = named or os.environ.get("VACTOR_STORAGE") or None
     url = given or default_storage()
-    options = parse_storage_options(getattr(args, "storage_option", None))
+    pairs = getattr(args, "storage_option", None)
+    options = parse_storage_options(pairs)
+    _refuse_settings(pairs or ())
     if must_exist and given is not None:
         path = _local_path(url)
         if path is not None and not os.path.isdir(path):
@@ -211,6 +213,34 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
                 EXIT_USAGE,
             )
     return StoreChoice(url, options, given is not None)
+
+
+#: what to do instead of ``-o SETTING=...``, for the settings the command does take another way
+_SETTING_INSTEAD = {
+    "storage": "name the store with --storage URL",
+    "storage_options": "pass each option as -o KEY=VALUE",
+    "signing_key": "set $VACTOR_SIGNING_KEY",
+}
+
+
+def _refuse_settings(pairs: Sequence[str]) -> None:
+    """``-o timeout=2``: a setting of the runtime (``vactor_cloud.Settings``), not a store option.
+
+    The error does not echo the value: it may be a key."""
+    from dataclasses import fields
+
+    from vactor_cloud.settings import Settings
+
+    names = {f.name for f in fields(Settings)}
+    for pair in pairs:
+        key = pair.partition("=")[0]
+        if key in names:
+            instead = _SETTING_INSTEAD.get(key, "the vactor command runs with the default settings")
+            raise CliError(
+                f"-o {key}=...: {key!r} is a setting of the runtime, not an option of the store; {instead} "
+                "(-o passes options to the store's client, e.g. -o endpoint_url=http://127.0.0.1:9000)",
+                EXIT_USAGE,
+            )
 
 
 def _local_path(url: str) -> str | None:
