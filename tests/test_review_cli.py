@@ -33,6 +33,9 @@ class Gauge:
         self.n += by
         return self.n
 
+    def note(self, text: str) -> str:
+        return text
+
     def pairs(self) -> dict[tuple[int, int], str]:
         self.by_pair[(3, 4)] = "b"
         return dict(self.by_pair)
@@ -116,7 +119,7 @@ def test_call_of_a_name_that_is_no_method_of_the_actor_is_a_usage_error_listing_
     result = vactor("call", "m1", name)
     assert result.code == EXIT_USAGE, result
     line = one_line_error(result)
-    assert f"has no method {name!r}" in line and "incr, pairs, value" in line, line
+    assert f"has no method {name!r}" in line and "incr, note, pairs, value" in line, line
 
 
 # -- vactor call: options anywhere, as the docs say --------------------------------------------------
@@ -384,3 +387,32 @@ def test_a_runtime_setting_given_as_a_storage_option_is_explained_in_the_command
     line = one_line_error(result)
     assert "init(" not in line, line
     assert "-o timeout=...: 'timeout' is a setting of the runtime, not an option of the store" in line, line
+
+
+# -- a terminal shows ids and arguments as they are, not as rich markup --------------------------------
+
+
+def test_a_terminal_shows_brackets_in_ids_and_arguments_as_they_are(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich reads ``[bold]`` in a str cell as markup: before, ``vactor ls`` on a terminal showed the
+    actor ``g[bold]1`` as ``g1`` (an id that does not exist), ``history`` dropped ``[red]`` from an
+    argument, and an argument ``'[/]'`` failed the command: ``MarkupError`` (exit 1)."""
+    vc.init(store)
+    gauge = Gauge.get_or_create("g[bold]1")
+    gauge.note.run("[red]alert[/red]")
+    gauge.note.run("[/]")
+    vc.shutdown()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    listed = vactor("ls")
+    assert listed.code == EXIT_OK, listed
+    assert "g[bold]1" in listed.out, listed.out
+    history = vactor("history", "g[bold]1")
+    assert history.code == EXIT_OK, history
+    assert "g[bold]1" in history.out and "note('[red]alert[/red]')" in history.out, history.out
+    assert "note('[/]')" in history.out, history.out
+    shown = vactor("show", "g[bold]1")
+    assert shown.code == EXIT_OK, shown
+    assert "g[bold]1" in shown.out, shown.out

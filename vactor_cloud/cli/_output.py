@@ -56,13 +56,21 @@ class Output:
         if self.rich:
             from rich import box
             from rich.table import Table
+            from rich.text import Text
 
-            table = Table(title=title, box=box.ROUNDED, header_style="bold cyan", title_justify="left")
+            # Text, not str: rich reads "[bold]" in a str as markup (an id or argument holding
+            # brackets would be shown altered, and "[/]" fails with MarkupError)
+            table = Table(
+                title=None if title is None else Text(title, style="table.title"),
+                box=box.ROUNDED,
+                header_style="bold cyan",
+                title_justify="left",
+            )
             styles = {"STEP": "bold magenta", "ACTOR": "bold", "WRITER": "dim", "TIME": "green"}
             for name in columns:
-                table.add_column(name, style=styles.get(name), overflow="fold")
+                table.add_column(Text(name), style=styles.get(name), overflow="fold")
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*(Text(cell) for cell in row))
             self.console().print(table)
             return
         if title:

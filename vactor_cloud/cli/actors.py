@@ -85,12 +85,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     if out.rich:
         from rich.pretty import Pretty
         from rich.table import Table
+        from rich.text import Text
 
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold cyan")
         grid.add_column()
         for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
-            grid.add_row(key, str(summary[key]))
+            grid.add_row(key, Text(str(summary[key])))  # Text: brackets in an id are not markup
         grid.add_row("state", Pretty(state, expand_all=False))
         out.console().print(grid)
         return EXIT_OK

@@ -74,15 +74,16 @@ def render(rows: list[Any], title: str, *, rich: bool) -> Any:
     if not rich:
         return f"{title}\n{plain_table(columns, cells)}"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))  # Text: brackets in the URL or a note are not markup
     table.add_column("row")
     table.add_column("target", justify="right")
     table.add_column("measured", justify="right")
     table.add_column("", justify="center")
     table.add_column("note")
     for cell in cells:
-        table.add_row(*cell)
+        table.add_row(*(Text(str(text)) for text in cell))
     return table
 
 

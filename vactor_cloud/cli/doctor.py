@@ -125,10 +125,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         mark = {True: "ok  ", False: "FAIL"}
         if out.rich:
+            from rich.markup import escape
+
             console = out.console()
             for c in checks:
                 style = "green" if c.ok else "bold red"
-                console.print(f"[{style}]{mark[c.ok]}[/]  {c.name:<28} {c.detail}")
+                console.print(f"[{style}]{mark[c.ok]}[/]  {c.name:<28} {escape(c.detail)}")
         else:
             for c in checks:
                 out.print(f"{mark[c.ok]}  {c.name:<28} {c.detail}")
