@@ -416,3 +416,16 @@ def test_a_terminal_shows_brackets_in_ids_and_arguments_as_they_are(
     shown = vactor("show", "g[bold]1")
     assert shown.code == EXIT_OK, shown
     assert "g[bold]1" in shown.out, shown.out
+
+
+def test_the_progress_bar_of_compact_shows_the_actor_id_as_it_is(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's item column read the id as markup: ``p[bold]1`` was shown as ``p1``."""
+    _seed(store, "p[bold]1")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == EXIT_OK, result
+    assert "p[bold]1" in result.err, result.err

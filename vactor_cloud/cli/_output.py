@@ -161,7 +161,7 @@ def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[item]}"),
+            TextColumn("{task.fields[item]}", markup=False),  # an actor id, not rich markup
             console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(label, total=total, item="")
