@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
+from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
 
 
 @vc.virtual_actor
@@ -34,6 +34,8 @@ class Gauge:
         return self.n
 
     def note(self, text: str) -> str:
+        if not text:
+            raise ValueError("2 validation errors\n  text: empty\n  text: too short")  # as pydantic's
         return text
 
     def pairs(self) -> dict[tuple[int, int], str]:
@@ -429,3 +431,16 @@ def test_the_progress_bar_of_compact_shows_the_actor_id_as_it_is(
     result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
     assert result.code == EXIT_OK, result
     assert "p[bold]1" in result.err, result.err
+
+
+# -- errors are one line, a multi-line exception message included ----------------------------------
+
+
+def test_a_method_error_with_a_multi_line_message_is_one_error_line(vactor: Vactor, store: str) -> None:
+    """docs/cli.md: errors are one line on stderr. Before, a method's multi-line message (pydantic's
+    validation errors are) printed its lines after ``vactor: error:``, each a line of its own."""
+    _seed(store, "m1")
+    result = vactor("call", "m1", "note", '""')
+    assert result.code == EXIT_ERROR, result
+    line = one_line_error(result)
+    assert "raised ValueError: 2 validation errors | text: empty | text: too short" in line, line

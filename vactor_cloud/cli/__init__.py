@@ -174,7 +174,10 @@ def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
 def _fail(message: str, code: int, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
-    print(f"vactor: error: {message}", file=sys.stderr)
+    # One line, as docs/cli.md promises (and `grep 'vactor: error'` relies on): a multi-line
+    # message (a method's exception, pydantic's validation errors) has its lines joined by " | ".
+    one_line = " | ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"vactor: error: {one_line}", file=sys.stderr)
     raise SystemExit(code)
 
 
