@@ -444,3 +444,20 @@ def test_a_method_error_with_a_multi_line_message_is_one_error_line(vactor: Vact
     assert result.code == EXIT_ERROR, result
     line = one_line_error(result)
     assert "raised ValueError: 2 validation errors | text: empty | text: too short" in line, line
+
+
+# -- a string that is not valid Unicode (a lone surrogate) --------------------------------------------
+
+
+def test_a_result_holding_a_lone_surrogate_is_printed_as_json_escapes(vactor: Vactor, store: str) -> None:
+    """``b"caf\\xe9".decode("utf-8", "surrogateescape")`` is an ordinary Python str that UTF-8 cannot
+    encode: on a UTF-8 terminal (stdout strict) ``call --json`` and plain ``call`` failed with
+    ``UnicodeEncodeError`` (exit 1), the call committed. Now the JSON escapes it (``\\udce9``)."""
+    _seed(store, "m1")
+    as_json = vactor("call", "m1", "note", '"caf\\udce9"', "--json")
+    assert as_json.code == EXIT_OK, as_json
+    assert as_json.json() == {"result": "caf\udce9"}
+    assert "\\udce9" in as_json.out
+    plain = vactor("call", "m1", "note", '"caf\\udce9 \u00e9t\u00e9"')
+    assert plain.code == EXIT_OK, plain
+    assert json.loads(plain.out) == "caf\udce9 \u00e9t\u00e9"

@@ -48,9 +48,23 @@ class Output:
         self.stream.write(text + "\n")
 
     def emit_json(self, value: Any) -> None:
-        text = json.dumps(_finite(value), indent=2, default=json_fallback, ensure_ascii=False)
-        self.stream.write(text + "\n")
+        self.stream.write(self.json_text(_finite(value), indent=2, default=json_fallback) + "\n")
         self.stream.flush()
+
+    def json_text(self, value: Any, **dumps: Any) -> str:
+        """``json.dumps(value)``, non-ASCII as itself when the stream can encode it, else escaped.
+
+        A str may hold what its encoding cannot write: a lone surrogate (``bytes.decode(...,
+        "surrogateescape")``), or any non-Latin text on a Latin-1 terminal. Written as is, it
+        fails (UnicodeEncodeError) or writes bytes that are not UTF-8 (not JSON); as
+        ``\\udce9`` escapes it is valid JSON that every parser reads.
+        """
+        text = json.dumps(value, ensure_ascii=False, **dumps)
+        try:
+            text.encode(getattr(self.stream, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            return json.dumps(value, ensure_ascii=True, **dumps)
+        return text
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         if self.rich:

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import datetime
 import importlib
-import json
 import pprint
 import sys
 from typing import Any
@@ -200,7 +199,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         out.console().print(Pretty(result))
     else:
         try:
-            out.print(json.dumps(result, ensure_ascii=False))
+            out.print(out.json_text(result))
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
