@@ -461,3 +461,26 @@ def test_a_result_holding_a_lone_surrogate_is_printed_as_json_escapes(vactor: Va
     plain = vactor("call", "m1", "note", '"caf\\udce9 \u00e9t\u00e9"')
     assert plain.code == EXIT_OK, plain
     assert json.loads(plain.out) == "caf\udce9 \u00e9t\u00e9"
+
+
+# -- a damaged object: exit 1 (docs/cli.md), not "storage unreachable" -------------------------------
+
+
+def test_a_torn_object_is_exit_1_without_the_network_hint(vactor: Vactor, store: str) -> None:
+    """docs/cli.md: 1 is "a corrupt or foreign object", 4 "storage unreachable, credentials refused,
+    bucket missing". A file shorter than the local store's write token (a write torn by a crash) is a
+    ``TruncatedObjectError``, also a ``StorageError``: before, exit 4 and "check --storage /
+    $VACTOR_STORAGE, the credentials and the network", which would not help."""
+    _seed(store, "m1")
+    vc.init(store)
+    try:
+        runtime = vc.get_runtime()
+        path = runtime.store._path(runtime.log("m1").step_key(1))  # type: ignore[attr-defined]
+    finally:
+        vc.shutdown()
+    path.write_bytes(b"torn")
+    for argv in (("show", "m1"), ("history", "m1"), ("ls",)):
+        result = vactor(*argv)
+        assert result.code == EXIT_ERROR, (argv, result)
+        line = one_line_error(result)
+        assert "shorter than" in line and "the network" not in line, line

@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vactor`` console script; returns the exit code."""
     from vactor_cloud.errors import (
         ActorNotFoundError,
+        IntegrityError,
         InvalidActorIdError,
         StepNotFoundError,
         StorageError,
@@ -213,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), EXIT_NOT_FOUND, debug)
     except InvalidActorIdError as exc:
         _fail(str(exc), EXIT_USAGE, debug)
+    except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network
+        _fail(str(exc), EXIT_ERROR, debug)
     except StorageError as exc:
         _fail(
             f"{exc}; check --storage / $VACTOR_STORAGE, the credentials and the network", EXIT_STORAGE, debug
