@@ -484,3 +484,24 @@ def test_a_torn_object_is_exit_1_without_the_network_hint(vactor: Vactor, store:
         assert result.code == EXIT_ERROR, (argv, result)
         line = one_line_error(result)
         assert "shorter than" in line and "the network" not in line, line
+
+
+def test_ls_lists_the_other_actors_when_one_is_damaged(vactor: Vactor, store: str) -> None:
+    """Before, one damaged actor failed ``vactor ls`` for the whole bucket (nothing listed, exit 1):
+    the command that would find the damaged actor could not list any."""
+    _seed(store, "m1", "m2", "m3")
+    vc.init(store)
+    try:
+        runtime = vc.get_runtime()
+        path = runtime.store._path(runtime.log("m2").step_key(1))  # type: ignore[attr-defined]
+    finally:
+        vc.shutdown()
+    path.write_bytes(b"\x00" * 64)  # not a vactor_cloud object
+    result = vactor("ls")
+    assert result.code == EXIT_ERROR, result
+    assert [line.split()[0] for line in result.out.splitlines()] == ["ACTOR", "m1", "m3"], result.out
+    line = one_line_error(result)
+    assert "m2: " in line and "bad magic" in line, line
+    as_json = vactor("ls", "--json")
+    assert as_json.code == EXIT_ERROR, as_json
+    assert [a["actor_id"] for a in as_json.json()] == ["m1", "m3"]  # type: ignore[index]

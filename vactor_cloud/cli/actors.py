@@ -18,6 +18,7 @@ from vactor_cloud.cli._options import (
     CliError,
     actor_id_arg,
     common_parent,
+    errors_error,
     init_runtime,
     limit_arg,
     non_negative_float,
@@ -37,16 +38,24 @@ def cmd_ls(args: argparse.Namespace) -> int:
     out = Output.for_args(args)
     if args.limit == 0:  # list_actors(limit=0) refuses; say so as a usage error
         raise CliError("--limit must be >= 1 (or omitted: all actors)", EXIT_USAGE)
-    infos = list_actors(args.prefix, limit=args.limit)
+    # one damaged actor is named (exit 1), not a failure of the whole listing
+    damaged: list[str] = []
+    infos = list_actors(
+        args.prefix, limit=args.limit, on_damaged=lambda actor_id, exc: damaged.append(f"{actor_id}: {exc}")
+    )
     if out.json:
         out.emit_json([i.to_json() for i in infos])
-        return EXIT_OK
-    if not infos:
+    elif infos:
+        rows = [(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in infos]
+        out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
+    elif not damaged:
         where = f" with prefix {args.prefix!r}" if args.prefix else ""
         print(f"no actors{where} under {_describe_storage()}", file=sys.stderr)
-        return EXIT_OK
-    rows = [(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in infos]
-    out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
+    if damaged:
+        if args.debug:
+            for error in damaged:
+                print(f"vactor: {error}", file=sys.stderr)
+        raise errors_error(damaged, "actors could not be read")
     return EXIT_OK
 
 
