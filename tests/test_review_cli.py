@@ -505,3 +505,26 @@ def test_ls_lists_the_other_actors_when_one_is_damaged(vactor: Vactor, store: st
     as_json = vactor("ls", "--json")
     assert as_json.code == EXIT_ERROR, as_json
     assert [a["actor_id"] for a in as_json.json()] == ["m1", "m3"]  # type: ignore[index]
+
+
+# -- history's "--limit all shows all" hint only when there is more -----------------------------------
+
+
+def test_history_says_more_steps_exist_only_when_they_do(vactor: Vactor, store: str) -> None:
+    """Before, after ``compact --keep-last 2``, ``history --limit 2`` said ``(newest 2; --limit all
+    shows all)`` though those were all the steps left (the oldest shown was not step 0)."""
+    _seed(store, "m1")
+    vc.init(store)
+    try:
+        for _ in range(3):
+            Gauge.get_or_create("m1").incr.run()  # steps 0..4
+    finally:
+        vc.shutdown()
+    assert vactor("compact", "m1", "--keep-last", "2", "--min-age", "0", "--force").code == EXIT_OK
+    left = vactor("history", "m1", "--limit", "2")
+    assert left.code == EXIT_OK, left
+    assert [line.split()[0] for line in left.out.splitlines()[1:]] == ["4", "3"]
+    assert "--limit all" not in left.err, left.err
+    more = vactor("history", "m1", "--limit", "1")
+    assert [line.split()[0] for line in more.out.splitlines()[1:]] == ["4"]
+    assert "(newest 1; --limit all shows all)" in more.err, more.err

@@ -139,7 +139,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     init_runtime(args)
     out = Output.for_args(args)
     limit: int | None = args.limit
-    entries = history(args.actor_id, limit)
+    # one step more than shown: whether older steps exist (compaction may have left none)
+    entries = history(args.actor_id, limit + 1 if limit else limit)  # --limit 0: none, no hint
+    more = bool(limit) and len(entries) > (limit or 0)
+    entries = entries[:limit]
     if out.json:
         out.emit_json([e.to_json() for e in entries])
         return EXIT_OK
@@ -152,8 +155,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         rows = [(str(e.step), when(e.time), e.writer[:8], line) for e in entries for line in _call_lines(e)]
     title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
     out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
-    oldest = entries[-1].step if entries else 0
-    if oldest > 0 and limit is not None and len(entries) == limit:
+    if more:
         print(f"(newest {len(entries)}; --limit all shows all)", file=sys.stderr)
     return EXIT_OK
 
