@@ -261,6 +261,7 @@ def test_events_applied_by_a_commit_are_counted_as_folded(actor_store: StoreSpec
 @pytest.mark.parametrize("store_lane", ["local"], indirect=True)
 def test_doctor_prints_the_counters_and_puts_them_in_its_json(store_spec: StoreSpec) -> None:
     env = {**os.environ, **store_spec.env, "VACTOR_STORAGE": store_spec.url}
+    os.makedirs(store_spec.url.removeprefix("file://"), exist_ok=True)  # doctor checks an existing store
 
     def doctor(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "vactor_cloud", "doctor", *args]

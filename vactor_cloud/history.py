@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import datetime
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud import _sync
-from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError
+from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
 from vactor_cloud.state import expect_serializer, loads_state, restore_instance
@@ -338,7 +338,11 @@ async def _describe(runtime: Runtime, actor_id: str) -> ActorInfo | None:
 
 
 async def list_actors_async(
-    prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    prefix: str = "",
+    *,
+    start_after: str | None = None,
+    limit: int | None = None,
+    on_damaged: Callable[[str, IntegrityError], None] | None = None,
 ) -> list[ActorInfo]:
     """Async twin of :func:`list_actors`."""
     runtime = _runtime()
@@ -349,7 +353,13 @@ async def list_actors_async(
 
     async def describe(actor_id: str) -> ActorInfo | None:
         async with semaphore:
-            return await _describe(runtime, actor_id)
+            try:
+                return await _describe(runtime, actor_id)
+            except IntegrityError as exc:
+                if on_damaged is None:
+                    raise
+                on_damaged(actor_id, exc)
+                return None
 
     ids = iter_actor_ids(runtime.store, prefix, start_after=start_after)
     try:
@@ -368,7 +378,11 @@ async def list_actors_async(
 
 
 def list_actors(
-    prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    prefix: str = "",
+    *,
+    start_after: str | None = None,
+    limit: int | None = None,
+    on_damaged: Callable[[str, IntegrityError], None] | None = None,
 ) -> list[ActorInfo]:
     """Actors whose id starts with ``prefix``, with class, newest step and its time.
 
@@ -386,5 +400,10 @@ def list_actors(
     request) plus two or three GETs per actor returned (HEAD, a probe past
     it). A consistent snapshot is not promised: actors created or advanced
     while listing may or may not appear with their newest step.
+
+    An actor whose objects cannot be read (a torn write, a file vactor_cloud did not
+    write, a signature that does not match) raises :class:`IntegrityError`; with
+    ``on_damaged``, that function is called with the actor's id and the error instead
+    (on the IO loop's thread), the actor is left out, and the listing goes on.
     """
-    return _sync.sync(list_actors_async(prefix, start_after=start_after, limit=limit))
+    return _sync.sync(list_actors_async(prefix, start_after=start_after, limit=limit, on_damaged=on_damaged))

@@ -174,7 +174,10 @@ def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
 def _fail(message: str, code: int, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
-    print(f"vactor: error: {message}", file=sys.stderr)
+    # One line, as docs/cli.md promises (and `grep 'vactor: error'` relies on): a multi-line
+    # message (a method's exception, pydantic's validation errors) has its lines joined by " | ".
+    one_line = " | ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"vactor: error: {one_line}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -186,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vactor`` console script; returns the exit code."""
     from vactor_cloud.errors import (
         ActorNotFoundError,
+        IntegrityError,
         InvalidActorIdError,
         StepNotFoundError,
         StorageError,
@@ -210,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), EXIT_NOT_FOUND, debug)
     except InvalidActorIdError as exc:
         _fail(str(exc), EXIT_USAGE, debug)
+    except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network
+        _fail(str(exc), EXIT_ERROR, debug)
     except StorageError as exc:
         _fail(
             f"{exc}; check --storage / $VACTOR_STORAGE, the credentials and the network", EXIT_STORAGE, debug

@@ -67,6 +67,41 @@ class CliParser(argparse.ArgumentParser):
     Subparsers inherit the class (``add_subparsers`` uses ``type(self)``).
     """
 
+    #: positionals may come after options (``vactor call ID METHOD --json 2``), as
+    #: ``parse_intermixed_args`` reads them; plain argparse ends a ``nargs="*"`` positional at
+    #: the first option and calls what follows unrecognized
+    intermixed = False
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if not self.intermixed or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        # parse_known_intermixed_args calls parse_known_args twice (options, then positionals)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # said by the command's parser, whose --help lists the options it takes
+            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> CliParser:
+        """The parser of the (sub)command that ``parsed`` names, the deepest one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(str(getattr(parsed, action.dest, None)))
+                if isinstance(sub, CliParser):
+                    return sub._chosen(parsed)
+        return self
+
     def error(self, message: str) -> NoReturn:
         where = self.prog.removeprefix("vactor").strip()
         hint = f"vactor {where} --help" if where else "vactor --help"
@@ -167,12 +202,45 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
         )
     given = named or os.environ.get("VACTOR_STORAGE") or None
     url = given or default_storage()
-    options = parse_storage_options(getattr(args, "storage_option", None))
+    pairs = getattr(args, "storage_option", None)
+    options = parse_storage_options(pairs)
+    _refuse_settings(pairs or ())
     if must_exist and given is not None:
         path = _local_path(url)
         if path is not None and not os.path.isdir(path):
-            raise CliError(f"--storage {url}: no such directory", EXIT_USAGE)
+            raise CliError(
+                f"--storage {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
+                EXIT_USAGE,
+            )
     return StoreChoice(url, options, given is not None)
+
+
+#: what to do instead of ``-o SETTING=...``, for the settings the command does take another way
+_SETTING_INSTEAD = {
+    "storage": "name the store with --storage URL",
+    "storage_options": "pass each option as -o KEY=VALUE",
+    "signing_key": "set $VACTOR_SIGNING_KEY",
+}
+
+
+def _refuse_settings(pairs: Sequence[str]) -> None:
+    """``-o timeout=2``: a setting of the runtime (``vactor_cloud.Settings``), not a store option.
+
+    The error does not echo the value: it may be a key."""
+    from dataclasses import fields
+
+    from vactor_cloud.settings import Settings
+
+    names = {f.name for f in fields(Settings)}
+    for pair in pairs:
+        key = pair.partition("=")[0]
+        if key in names:
+            instead = _SETTING_INSTEAD.get(key, "the vactor command runs with the default settings")
+            raise CliError(
+                f"-o {key}=...: {key!r} is a setting of the runtime, not an option of the store; {instead} "
+                "(-o passes options to the store's client, e.g. -o endpoint_url=http://127.0.0.1:9000)",
+                EXIT_USAGE,
+            )
 
 
 def _local_path(url: str) -> str | None:

@@ -13,12 +13,13 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Output", "json_fallback", "plain_table", "progress", "when"]
+__all__ = ["Output", "json_fallback", "note", "plain_table", "progress", "when"]
 
 
 @dataclass
@@ -47,21 +48,43 @@ class Output:
         self.stream.write(text + "\n")
 
     def emit_json(self, value: Any) -> None:
-        text = json.dumps(_finite(value), indent=2, default=json_fallback, ensure_ascii=False)
-        self.stream.write(text + "\n")
+        self.stream.write(self.json_text(_finite(value), indent=2, default=json_fallback) + "\n")
         self.stream.flush()
+
+    def json_text(self, value: Any, **dumps: Any) -> str:
+        """``json.dumps(value)``, non-ASCII as itself when the stream can encode it, else escaped.
+
+        A str may hold what its encoding cannot write: a lone surrogate (``bytes.decode(...,
+        "surrogateescape")``), or any non-Latin text on a Latin-1 terminal. Written as is, it
+        fails (UnicodeEncodeError) or writes bytes that are not UTF-8 (not JSON); as
+        ``\\udce9`` escapes it is valid JSON that every parser reads.
+        """
+        text = json.dumps(value, ensure_ascii=False, **dumps)
+        try:
+            text.encode(getattr(self.stream, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            return json.dumps(value, ensure_ascii=True, **dumps)
+        return text
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         if self.rich:
             from rich import box
             from rich.table import Table
+            from rich.text import Text
 
-            table = Table(title=title, box=box.ROUNDED, header_style="bold cyan", title_justify="left")
+            # Text, not str: rich reads "[bold]" in a str as markup (an id or argument holding
+            # brackets would be shown altered, and "[/]" fails with MarkupError)
+            table = Table(
+                title=None if title is None else Text(title, style="table.title"),
+                box=box.ROUNDED,
+                header_style="bold cyan",
+                title_justify="left",
+            )
             styles = {"STEP": "bold magenta", "ACTOR": "bold", "WRITER": "dim", "TIME": "green"}
             for name in columns:
-                table.add_column(name, style=styles.get(name), overflow="fold")
+                table.add_column(Text(name), style=styles.get(name), overflow="fold")
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*(Text(cell) for cell in row))
             self.console().print(table)
             return
         if title:
@@ -102,16 +125,37 @@ def json_fallback(value: Any) -> Any:
     return repr(value)
 
 
+#: the dict keys ``json.dumps`` accepts (it writes them as strings)
+_JSON_KEYS = (str, int, float, bool, type(None))
+
+
 def _finite(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by its repr: ``json.dumps`` would write
-    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document)."""
+    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document).
+    Dict keys that JSON cannot hold become their repr too."""
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        # a key JSON cannot hold (a tuple, a frozenset) as its repr: json.dumps raises TypeError
+        return {
+            key if isinstance(key, _JSON_KEYS) else repr(key): _finite(item) for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
+
+
+def note(text: str) -> None:
+    """Print one line on stderr (a progress line); if its reader left, go on without it.
+
+    ``vactor compact --all 2>&1 | head -1`` or a ``less`` quit early: the work is not
+    stopped half-done by a BrokenPipeError (which ``main`` takes for ``| head`` on stdout
+    and exits 0). stderr becomes ``/dev/null``, so that nothing fails again, at exit included.
+    """
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the rest of the process's stderr
 
 
 def when(timestamp: float) -> str:
@@ -131,7 +175,7 @@ def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[item]}"),
+            TextColumn("{task.fields[item]}", markup=False),  # an actor id, not rich markup
             console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(label, total=total, item="")
@@ -146,6 +190,6 @@ def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str
     def advance_plain(item: str) -> None:
         nonlocal done
         done += 1
-        print(f"{label} {done}/{total} {item}", file=sys.stderr)
+        note(f"{label} {done}/{total} {item}")
 
     yield advance_plain

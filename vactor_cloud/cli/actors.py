@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
-import json
 import pprint
 import sys
 from typing import Any
 
 from vactor_cloud.cli._options import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
     actor_id_arg,
     common_parent,
+    errors_error,
     init_runtime,
     limit_arg,
     non_negative_float,
@@ -36,16 +38,24 @@ def cmd_ls(args: argparse.Namespace) -> int:
     out = Output.for_args(args)
     if args.limit == 0:  # list_actors(limit=0) refuses; say so as a usage error
         raise CliError("--limit must be >= 1 (or omitted: all actors)", EXIT_USAGE)
-    infos = list_actors(args.prefix, limit=args.limit)
+    # one damaged actor is named (exit 1), not a failure of the whole listing
+    damaged: list[str] = []
+    infos = list_actors(
+        args.prefix, limit=args.limit, on_damaged=lambda actor_id, exc: damaged.append(f"{actor_id}: {exc}")
+    )
     if out.json:
         out.emit_json([i.to_json() for i in infos])
-        return EXIT_OK
-    if not infos:
+    elif infos:
+        rows = [(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in infos]
+        out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
+    elif not damaged:
         where = f" with prefix {args.prefix!r}" if args.prefix else ""
         print(f"no actors{where} under {_describe_storage()}", file=sys.stderr)
-        return EXIT_OK
-    rows = [(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in infos]
-    out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
+    if damaged:
+        if args.debug:
+            for error in damaged:
+                print(f"vactor: {error}", file=sys.stderr)
+        raise errors_error(damaged, "actors could not be read")
     return EXIT_OK
 
 
@@ -83,12 +93,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     if out.rich:
         from rich.pretty import Pretty
         from rich.table import Table
+        from rich.text import Text
 
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold cyan")
         grid.add_column()
         for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
-            grid.add_row(key, str(summary[key]))
+            grid.add_row(key, Text(str(summary[key])))  # Text: brackets in an id are not markup
         grid.add_row("state", Pretty(state, expand_all=False))
         out.console().print(grid)
         return EXIT_OK
@@ -128,7 +139,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     init_runtime(args)
     out = Output.for_args(args)
     limit: int | None = args.limit
-    entries = history(args.actor_id, limit)
+    # one step more than shown: whether older steps exist (compaction may have left none)
+    entries = history(args.actor_id, limit + 1 if limit else limit)  # --limit 0: none, no hint
+    more = bool(limit) and len(entries) > (limit or 0)
+    entries = entries[:limit]
     if out.json:
         out.emit_json([e.to_json() for e in entries])
         return EXIT_OK
@@ -141,8 +155,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         rows = [(str(e.step), when(e.time), e.writer[:8], line) for e in entries for line in _call_lines(e)]
     title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
     out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
-    oldest = entries[-1].step if entries else 0
-    if oldest > 0 and limit is not None and len(entries) == limit:
+    if more:
         print(f"(newest {len(entries)}; --limit all shows all)", file=sys.stderr)
     return EXIT_OK
 
@@ -156,11 +169,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     kwargs = parse_json_arg(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise CliError("--kwargs takes a JSON object, e.g. --kwargs '{\"by\": 2}'", EXIT_USAGE)
-    handle = vc.get_actor(args.actor_id)
-    try:
-        method = getattr(handle, args.method)
-    except AttributeError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    method = _actor_method(vc.get_actor(args.actor_id), args.method)
     if args.at_step is not None and not method._info.readonly:
         raise CliError(
             f"{args.method}() is a writer method; --at-step runs read-only methods on a past state. "
@@ -178,7 +187,19 @@ def cmd_call(args: argparse.Namespace) -> int:
     except vc.VactorError:
         raise
     except KeyboardInterrupt:
-        raise
+        if method._info.readonly:
+            raise
+        # The commit may have been sent before the interrupt: say so, and how to find out.
+        retry = (
+            f"; a retry with --idempotency-key {args.idempotency_key} applies it at most once"
+            if args.idempotency_key
+            else ""
+        )
+        raise CliError(
+            f"interrupted: {args.method}() on {args.actor_id!r} may or may not have been applied; "
+            f"vactor history {args.actor_id} shows whether it was{retry}",
+            EXIT_INTERRUPTED,
+        ) from None
     except BaseException as exc:  # SystemExit too: the method's, not this command's exit status
         raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     if out.json:
@@ -189,10 +210,34 @@ def cmd_call(args: argparse.Namespace) -> int:
         out.console().print(Pretty(result))
     else:
         try:
-            out.print(json.dumps(result, ensure_ascii=False))
+            out.print(out.json_text(result))
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+def _actor_method(handle: Any, name: str) -> Any:
+    """The actor's method ``name``; a usage error naming its methods if it has none of that name.
+
+    ``getattr(handle, name)`` alone would also find the handle's own attributes (``history``,
+    ``compact``, ``actor_id``, dunders), which are not methods of the actor.
+    """
+    from vactor_cloud.handle import ActorMethod
+    from vactor_cloud.runtime import get_runtime
+
+    if not name.startswith("_"):
+        with contextlib.suppress(AttributeError):
+            method = type(handle).__getattr__(handle, name)
+            if isinstance(method, ActorMethod):
+                return method
+    definition = get_runtime().load(handle.actor_id).definition
+    assert definition is not None  # load() raises for an actor that does not exist
+    methods = ", ".join(sorted(definition.methods)) or "none"
+    raise CliError(
+        f"{definition.cls.__qualname__} (actor {handle.actor_id!r}) has no method {name!r}; "
+        f"its methods: {methods}",
+        EXIT_USAGE,
+    )
 
 
 async def _all_actor_ids() -> list[str]:
@@ -248,19 +293,30 @@ def cmd_compact(args: argparse.Namespace) -> int:
         return _sync.sync(compaction.compact(runtime.log(actor_id), args.keep_last, **options))
 
     failed: list[tuple[str, Exception]] = []
-    with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
-        for actor_id in ids:
-            try:
-                reports.append(compact_one(actor_id))
-            except ActorNotFoundError:
-                if not args.all:
-                    raise
-                # objects but no step (a creation that never committed): `vactor ls` skips it too
-            except (VactorError, StorageError) as exc:
-                if not args.all:
-                    raise
-                failed.append((actor_id, exc))  # one damaged actor does not stop the others
-            advance(actor_id)
+    done = 0
+    try:
+        with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
+            for actor_id in ids:
+                try:
+                    reports.append(compact_one(actor_id))
+                except ActorNotFoundError:
+                    if not args.all:
+                        raise
+                    # objects but no step (a creation that never committed): `vactor ls` skips it too
+                except (VactorError, StorageError) as exc:
+                    if not args.all:
+                        raise
+                    failed.append((actor_id, exc))  # one damaged actor does not stop the others
+                done += 1
+                advance(actor_id)
+    except KeyboardInterrupt:
+        # Safe to stop anywhere (docs/retention.md): an actor interrupted half-way keeps some steps
+        # below its watermark, which the next compaction deletes.
+        raise CliError(
+            f"interrupted after compacting {done} of {len(ids)} actors; an actor interrupted half-way "
+            "keeps some old steps until its next compaction: run it again to finish",
+            EXIT_INTERRUPTED,
+        ) from None
     for actor_id, error in failed:
         print(f"vactor: error: {actor_id}: {error}", file=sys.stderr)
     if failed:
@@ -341,6 +397,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--at-step", type=non_negative_int, metavar="N", help="run a read-only method on step N's state"
     )
+    p.intermixed = True  # options between the ARGs: `vactor call ID METHOD --json 2`
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("compact", parents=[common_parent()], help="delete old steps, keeping the newest K")

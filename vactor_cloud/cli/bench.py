@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vactor_cloud.cli._options import EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
-from vactor_cloud.cli._output import Output, plain_table
+from vactor_cloud.cli._output import Output, note, plain_table
 
 __all__ = ["PROFILE_NAMES", "add_arguments", "add_commands", "main", "render", "run"]
 
@@ -74,15 +74,16 @@ def render(rows: list[Any], title: str, *, rich: bool) -> Any:
     if not rich:
         return f"{title}\n{plain_table(columns, cells)}"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))  # Text: brackets in the URL or a note are not markup
     table.add_column("row")
     table.add_column("target", justify="right")
     table.add_column("measured", justify="right")
     table.add_column("", justify="center")
     table.add_column("note")
     for cell in cells:
-        table.add_row(*cell)
+        table.add_row(*(Text(str(text)) for text in cell))
     return table
 
 
@@ -204,7 +205,7 @@ class PlainProgress:
         self.done = 0
         self.current: str | None = None
         self.started = time.monotonic()
-        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.write = write or note
 
     def advance(self, label: str) -> None:
         if self.current is not None and label != self.current:

@@ -24,9 +24,13 @@ class Check:
 async def _doctor_checks(url: str, options: dict[str, Any]) -> list[Check]:
     """Try every guarantee the commit protocol relies on, on a scratch key, and clean up."""
     from vactor_cloud.errors import AlreadyExistsError, PreconditionFailedError
+    from vactor_cloud.settings import Settings
     from vactor_cloud.storage import IfMatch, open_store
 
     store = open_store(url, **options)
+    # Each request bounded as the runtime bounds them (Settings.timeout): without it a stalled
+    # endpoint meets the client's own read timeouts and retries, minutes rather than seconds.
+    store.request_timeout = Settings().timeout
     key = f"_vactor_doctor/{uuid.uuid4().hex}/probe"
     checks: list[Check] = []
 
@@ -105,7 +109,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     if args.url is not None:
         args.storage = args.url
-    choice = store_choice(args, must_exist=False)
+    choice = store_choice(args)  # a typo in a path is a usage error, not a new store that passes
     url, options = choice.url, choice.options
     out = Output.for_args(args)
     try:
@@ -121,10 +125,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         mark = {True: "ok  ", False: "FAIL"}
         if out.rich:
+            from rich.markup import escape
+
             console = out.console()
             for c in checks:
                 style = "green" if c.ok else "bold red"
-                console.print(f"[{style}]{mark[c.ok]}[/]  {c.name:<28} {c.detail}")
+                console.print(f"[{style}]{mark[c.ok]}[/]  {c.name:<28} {escape(c.detail)}")
         else:
             for c in checks:
                 out.print(f"{mark[c.ok]}  {c.name:<28} {c.detail}")
