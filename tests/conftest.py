@@ -15,6 +15,9 @@ import vactor_cloud as vc
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.pytest_plugin import LANE_NAMES, selected_lanes
 
+#: the CLI tests' fixtures (``store``, ``vactor``): one harness for test_cli_edges and test_review_cli
+pytest_plugins = ("cli_harness",)
+
 
 @pytest.fixture
 def shared(store_spec: StoreSpec, store_lane: Lane) -> Iterator[StoreSpec]:

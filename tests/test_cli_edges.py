@@ -8,26 +8,21 @@ Nothing here contacts a host other than 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_harness import Result, SilentListener, Vactor, offline_aws_env, one_line_error
 from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
+from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_STORAGE, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -48,57 +43,6 @@ class Meter:
     @vc.virtual_actor.readonly
     def value(self) -> int:
         return self.n
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> object:
-        return json.loads(self.out)
-
-
-Vactor = Callable[..., Result]
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An empty local store, named by $VACTOR_STORAGE for the commands run in this process."""
-    url = str(tmp_path / "store")
-    os.makedirs(url)
-    monkeypatch.setenv("VACTOR_STORAGE", url)
-    try:
-        yield url
-    finally:
-        vc.shutdown()
-
-
-@pytest.fixture
-def vactor(capsys: pytest.CaptureFixture[str]) -> Vactor:
-    """Run ``vactor ARGV...`` in this process (stdout is not a terminal: plain output)."""
-
-    def run(*argv: str) -> Result:
-        capsys.readouterr()
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            vc.shutdown()
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
-def one_line_error(result: Result) -> str:
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    assert lines[0].startswith("vactor: error: "), result.err
-    return lines[0]
 
 
 def _seed(url: str, *actor_ids: str) -> None:
@@ -336,36 +280,6 @@ def test_history_on_a_terminal_shows_at_most_ten_calls_per_step(
 # -- 7. an unreachable store: one line on stderr -----------------------------------------------------
 
 
-class SilentListener:
-    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.2)
-        self.port: int = self._server.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._open.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in [*self._open, self._server]:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-
 #: ``vactor ARGV...`` in a fresh interpreter whose requests time out after 1 s (the CLI has no
 #: timeout option; the default is 10 s): pytest's log handlers are not installed there, so what
 #: Python prints for an unhandled library warning reaches stderr as it would in a terminal
@@ -381,18 +295,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_stalled_store_prints_one_error_line_and_no_library_warning() -> None:
     pytest.importorskip("boto3")
-    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE" and not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_MAX_ATTEMPTS": "1",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
-    )
+    env = offline_aws_env(AWS_MAX_ATTEMPTS="1")
     listener = SilentListener()
     try:
         done = subprocess.run(

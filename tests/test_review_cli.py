@@ -13,13 +13,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_harness import Result, SilentListener, Vactor, offline_aws_env, one_line_error
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
+from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE
 
 
 @vc.virtual_actor
@@ -45,57 +45,6 @@ class Gauge:
     @vc.virtual_actor.readonly
     def value(self) -> int:
         return self.n
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> object:
-        return json.loads(self.out)
-
-
-Vactor = Callable[..., Result]
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An empty local store, named by $VACTOR_STORAGE for the commands run in this process."""
-    url = str(tmp_path / "store")
-    os.makedirs(url)
-    monkeypatch.setenv("VACTOR_STORAGE", url)
-    try:
-        yield url
-    finally:
-        vc.shutdown()
-
-
-@pytest.fixture
-def vactor(capsys: pytest.CaptureFixture[str]) -> Vactor:
-    """Run ``vactor ARGV...`` in this process (stdout is not a terminal: plain output)."""
-
-    def run(*argv: str) -> Result:
-        capsys.readouterr()
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            vc.shutdown()
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
-def one_line_error(result: Result) -> str:
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    assert lines[0].startswith("vactor: error: "), result.err
-    return lines[0]
 
 
 def _seed(url: str, *actor_ids: str) -> None:
@@ -345,19 +294,7 @@ def test_doctor_of_a_stalled_endpoint_fails_within_the_request_timeout() -> None
     163 s against an endpoint that accepts connections and never answers, where ``vactor ls``
     took 10 s. Now its requests are bounded alike (a put, then the cleanup's delete)."""
     pytest.importorskip("boto3")
-    from test_cli_edges import SilentListener
-
-    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE" and not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
-    )
+    env = offline_aws_env()
     listener = SilentListener()
     try:
         endpoint = f"endpoint_url=http://127.0.0.1:{listener.port}"

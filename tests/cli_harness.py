@@ -1,0 +1,120 @@
+"""Shared by the CLI test files: run ``vactor ARGV...`` in this process on an empty local store.
+
+Its fixtures (``store``, ``vactor``) are registered by ``tests/conftest.py`` (``pytest_plugins``);
+a test file that defines its own (``test_cli.py``'s ``store``) keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.cli import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+Vactor = Callable[..., Result]
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty local store, named by $VACTOR_STORAGE for the commands run in this process."""
+    url = str(tmp_path / "store")
+    os.makedirs(url)
+    monkeypatch.setenv("VACTOR_STORAGE", url)
+    try:
+        yield url
+    finally:
+        vc.shutdown()
+
+
+@pytest.fixture
+def vactor(capsys: pytest.CaptureFixture[str]) -> Vactor:
+    """Run ``vactor ARGV...`` in this process (stdout is not a terminal: plain output)."""
+
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            vc.shutdown()
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def one_line_error(result: Result) -> str:
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith("vactor: error: "), result.err
+    return lines[0]
+
+
+def offline_aws_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child ``vactor`` on S3 with test credentials and no
+    AWS configuration of the machine's (no $VACTOR_STORAGE, no config files, no metadata)."""
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE" and not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class SilentListener:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port: int = self._server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._open.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in [*self._open, self._server]:
+            with contextlib.suppress(OSError):
+                conn.close()
