@@ -401,3 +401,26 @@ def test_a_failed_read_of_held_back_events_fails_no_writer_call_and_loses_no_eve
     faulty._matched, faulty._fired = [], []
     assert events.process_events("flaky") == 44
     assert actor.seen.run() == list(range(300))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_held_and_folded_event_payloads_are_bounded_in_bytes_too(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """256 events is a bound by count: 256 payloads of 10 MB were held between commits, and
+    folded into one commit, 2.5 GB. Payloads held and folded into one commit are bounded in
+    bytes as well (at least one event a commit); every event is still applied once, in order."""
+    monkeypatch.setattr(inbox, "_PAYLOAD_BYTES", 100_000)
+    store_spec.init()
+    actor = Recorder.get_or_create("heavy")
+    size = 10_000
+    for i in range(30):
+        events.send_event("heavy", "ping", {"i": i, "pad": "x" * size}, event_id=f"e{i:04d}")
+    box = vc.get_runtime().core("heavy").inbox
+    vc._sync.sync(box._refresh())  # type: ignore[attr-defined]
+    assert len(box._known) == 30  # type: ignore[attr-defined]
+    assert _held_payload_bytes("heavy") <= 100_000 + size + 100
+    steps_before = len(actor.history())
+    assert events.process_events("heavy") == 30
+    assert actor.seen.run() == list(range(30))
+    assert len(actor.history()) - steps_before >= 3  # 30 x 10 KB in commits of at most ~100 KB

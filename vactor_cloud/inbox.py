@@ -103,6 +103,8 @@ PAYLOAD_SERIALIZERS = ("json", "pickle")
 _FETCH_CONCURRENCY = 32
 #: a listing reads new events this many at a time, trimming payloads after each slice
 _READ_SLICE = 4 * _FETCH_CONCURRENCY
+#: payload bytes held between commits, and folded into one commit (at least one event)
+_PAYLOAD_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +119,19 @@ class InboxEvent:
     time: float
     sender: str
     seq: int
-    #: held without its payload (past the first MAX_EVENTS_PER_COMMIT pending, or refused by the
-    #: class that listed it): the fold reads it again when it is due
+    #: held without its payload (past the first MAX_EVENTS_PER_COMMIT pending or _PAYLOAD_BYTES,
+    #: or refused by the class that listed it): the fold reads it again when it is due
     stripped: bool = False
+    #: the payload's length, also once stripped (what reading it again brings back)
+    size: int = 0
+
+    def without_payload(self) -> InboxEvent:
+        """This event held for its place in the order only."""
+        return dataclasses.replace(self, payload=b"", stripped=True, size=self.payload_size)
+
+    @property
+    def payload_size(self) -> int:
+        return self.size if self.stripped else len(self.payload)
 
     @property
     def order(self) -> tuple[float, str, int, str]:
@@ -410,16 +422,16 @@ class ActorInbox:
         self._listed_step = self.known_step()
 
     def _trim(self) -> None:
-        """Hold payloads for the first ``MAX_EVENTS_PER_COMMIT`` pending events in inbox order
-        only (one commit applies no more); the rest keep their place, and are read again when
-        their turn comes (``_reread``). Memory per actor is then its backlog's keys and order,
-        not its payloads."""
-        whole = [e for e in self._known.values() if not e.stripped]
-        if len(whole) <= MAX_EVENTS_PER_COMMIT:
-            return
-        whole.sort(key=lambda e: e.order)
-        for event in whole[MAX_EVENTS_PER_COMMIT:]:
-            self._known[event.key] = dataclasses.replace(event, payload=b"", stripped=True)
+        """Hold payloads for the first pending events in inbox order only, as many as one commit
+        applies (``MAX_EVENTS_PER_COMMIT``, and ``_PAYLOAD_BYTES`` of payloads, at least one);
+        the rest keep their place, and are read again when their turn comes (``_reread``).
+        Memory per actor is then its backlog's keys and order, not its payloads."""
+        whole = sorted((e for e in self._known.values() if not e.stripped), key=lambda e: e.order)
+        held = 0
+        for count, event in enumerate(whole):
+            held += event.payload_size
+            if count >= MAX_EVENTS_PER_COMMIT or (count > 0 and held > _PAYLOAD_BYTES):
+                self._known[event.key] = event.without_payload()
 
     async def _reread(self, chosen: list[InboxEvent]) -> list[InboxEvent]:
         """``chosen`` (in inbox order) with the payloads of those held without them read again.
@@ -466,7 +478,8 @@ class ActorInbox:
         self, batch: list[PendingCall], base: StepRecord, definition: ActorDefinition
     ) -> list[PendingCall]:
         """The calls to apply on ``base``: pending events (inbox order, at most
-        ``MAX_EVENTS_PER_COMMIT``) followed by ``batch`` without ``process_events`` markers.
+        ``MAX_EVENTS_PER_COMMIT`` and ``_PAYLOAD_BYTES`` of payloads, at least one) followed by
+        ``batch`` without ``process_events`` markers.
 
         Never raises for the inbox's sake: a failed listing leaves events for
         a later commit (and fails the ``process_events`` markers, at settle).
@@ -502,6 +515,9 @@ class ActorInbox:
         table = await StepDedup(self.log, base, definition.serializer).load()
         handlers = event_handlers(definition)
         chosen: list[InboxEvent] = []
+        #: a commit's worth chosen: MAX_EVENTS_PER_COMMIT, or _PAYLOAD_BYTES of payloads
+        full = False
+        weight = 0
         for event in sorted(self._known.values(), key=lambda e: e.order):
             if table.get(event.dedup_key) is not None:
                 if event.key in held:
@@ -517,16 +533,21 @@ class ActorInbox:
                     # did not get to delete it.
                     self._delete([event.key])
                 continue
-            if len(chosen) >= MAX_EVENTS_PER_COMMIT:
+            if full:
                 continue
             if refusal(event, definition) is not None:
                 # It stays in the inbox, maybe for good: known (a listing does not read it
                 # again), but not with its payload (kept so, the cache held every refused
                 # event's bytes for as long as the actor stayed cached, uncounted).
                 if not event.stripped:
-                    self._known[event.key] = dataclasses.replace(event, payload=b"", stripped=True)
+                    self._known[event.key] = event.without_payload()
+                continue
+            if chosen and weight + event.payload_size > _PAYLOAD_BYTES:
+                full = True
                 continue
             chosen.append(event)
+            weight += event.payload_size
+            full = len(chosen) >= MAX_EVENTS_PER_COMMIT
         # Held without their payloads (past the first MAX_EVENTS_PER_COMMIT when listed, or
         # refused by the class that listed them): read again now that they are due.
         try:
@@ -556,7 +577,7 @@ class ActorInbox:
                     idempotency_key=event.dedup_key,
                 )
             )
-        if len(chosen) >= MAX_EVENTS_PER_COMMIT:
+        if full:
             self._signalled = True  # more to do: the next commit looks again
             self._filled = True
         return folded + calls

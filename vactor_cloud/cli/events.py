@@ -20,7 +20,6 @@ no events waiting for it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import sys
 from dataclasses import dataclass
@@ -103,7 +102,7 @@ async def _read_without_payloads(
     events: list[InboxEvent] = []
     for at in range(0, len(keys), _LS_SLICE):
         for event in await read_events(store, keys[at : at + _LS_SLICE], signing_key):
-            events.append(dataclasses.replace(event, payload=b"", stripped=True))
+            events.append(event.without_payload())
     return sorted(events, key=lambda e: e.order)
 
 
