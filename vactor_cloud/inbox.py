@@ -105,6 +105,10 @@ _FETCH_CONCURRENCY = 32
 _READ_SLICE = 4 * _FETCH_CONCURRENCY
 #: payload bytes held between commits, and folded into one commit (at least one event)
 _PAYLOAD_BYTES = 32 * 1024 * 1024
+#: reads of an inbox object that arrive damaged, in a row, before the fold stops waiting for it
+#: (its place in the order is inside it); then it is read again this often (seconds)
+_DAMAGED_READS = 3
+_DAMAGED_RECHECK = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +258,11 @@ async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) ->
     return decode_event(key, blob.data, signing_key)
 
 
-async def read_events(store: ObjectStore, keys: list[str], signing_key: bytes | None) -> list[InboxEvent]:
-    """The events at ``keys`` still present, in inbox order; corrupt objects are logged and skipped."""
+async def read_events(
+    store: ObjectStore, keys: list[str], signing_key: bytes | None, damaged: list[str] | None = None
+) -> list[InboxEvent]:
+    """The events at ``keys`` still present, in inbox order; objects read damaged (or forged)
+    are logged and left out, their keys added to ``damaged``."""
     gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
     async def one(key: str) -> InboxEvent | None:
@@ -263,7 +270,9 @@ async def read_events(store: ObjectStore, keys: list[str], signing_key: bytes | 
             try:
                 return await read_event(store, key, signing_key)
             except IntegrityError as exc:
-                logger.error("skipping inbox object %s: %s", key, exc)
+                logger.error("inbox object %s read damaged: %s", key, exc)
+                if damaged is not None:
+                    damaged.append(key)
                 return None
 
     found = await asyncio.gather(*(one(k) for k in keys))
@@ -295,6 +304,7 @@ class ActorInbox:
 
     __slots__ = (
         "_background",
+        "_damaged",
         "_deleting",
         "_filled",
         "_fold_base",
@@ -344,6 +354,8 @@ class ActorInbox:
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
         self._deleting: set[str] = set()
+        #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
+        self._damaged: dict[str, tuple[int, float]] = {}
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -410,16 +422,38 @@ class ActorInbox:
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
-        new = [k for k in keys if k not in self._known and k not in self._deleting]
+        for gone in [k for k in self._damaged if k not in present]:
+            del self._damaged[gone]
+        new = [
+            k for k in keys if k not in self._known and k not in self._deleting and self._read_due(k, started)
+        ]
         # A slice at a time, each trimmed at once: a backlog's payloads are never all held.
         for at in range(0, len(new), _READ_SLICE):
-            for event in await read_events(self.store, new[at : at + _READ_SLICE], self.settings.signing_key):
+            damaged: list[str] = []
+            for event in await read_events(
+                self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged
+            ):
                 self._known[event.key] = event
+                self._damaged.pop(event.key, None)
+            for key in damaged:
+                self._damaged[key] = (self._damaged.get(key, (0, 0.0))[0] + 1, started)
             self._trim()
         self._listed_at = started
         # Known *after* the listing: a step that applied a listed event is at or below
         # it, so its dedup entry is in that step's table (the fold checks it there).
         self._listed_step = self.known_step()
+
+    def _read_due(self, key: str, now: float) -> bool:
+        """Whether a listing reads ``key``: yes, unless its reads kept arriving damaged (then
+        once every ``_DAMAGED_RECHECK`` seconds)."""
+        failed = self._damaged.get(key)
+        return failed is None or failed[0] < _DAMAGED_READS or now - failed[1] >= _DAMAGED_RECHECK
+
+    def _waiting_on_damaged(self) -> bool:
+        """An object read damaged fewer than ``_DAMAGED_READS`` times in a row: most likely cut
+        in transit, and its place in the order is inside it, so no event is applied before it
+        is read again (by the next listing, which the next commit makes)."""
+        return any(failed < _DAMAGED_READS for failed, _ in self._damaged.values())
 
     def _trim(self) -> None:
         """Hold payloads for the first pending events in inbox order only, as many as one commit
@@ -510,6 +544,10 @@ class ActorInbox:
                 self._known.clear()
                 self._signalled = True
         self._fold_base = base.step
+        if self._waiting_on_damaged():
+            self._signalled = True
+            self._refold = True
+            return calls
         if not self._known:
             return calls
         table = await StepDedup(self.log, base, definition.serializer).load()

@@ -62,12 +62,17 @@ class EventRow:
     actor: str
     event_id: str
     name: str
-    sent: float
+    #: None: unknown (the object cannot be read)
+    sent: float | None
     status: str
 
     def cells(self) -> tuple[str, str, str, str, str]:
         """The row of ``vactor events ls``; the time without spaces, one field for ``awk``."""
-        sent = datetime.datetime.fromtimestamp(self.sent, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sent = (
+            "-"
+            if self.sent is None
+            else datetime.datetime.fromtimestamp(self.sent, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
         return (self.actor, self.event_id, self.name, sent, self.status)
 
 
@@ -95,15 +100,20 @@ _LS_SLICE = 128
 
 
 async def _read_without_payloads(
-    store: ObjectStore, keys: list[str], signing_key: bytes | None
+    store: ObjectStore, keys: list[str], signing_key: bytes | None, damaged: list[str]
 ) -> list[InboxEvent]:
     """The events at ``keys``, in inbox order, without their payloads (a slice read at a time):
-    a backlog's payloads are never all held, as in a process's inbox."""
+    a backlog's payloads are never all held, as in a process's inbox. Keys of objects read
+    damaged go to ``damaged``."""
     events: list[InboxEvent] = []
     for at in range(0, len(keys), _LS_SLICE):
-        for event in await read_events(store, keys[at : at + _LS_SLICE], signing_key):
+        for event in await read_events(store, keys[at : at + _LS_SLICE], signing_key, damaged):
             events.append(event.without_payload())
     return sorted(events, key=lambda e: e.order)
+
+
+#: the status of an inbox object that cannot be read
+_DAMAGED = "damaged: read failed its integrity check (cut short, altered, or not signed with this key); kept"
 
 
 async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
@@ -113,7 +123,11 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
     for actor_id in await _actors_with_events(actor):
         try:
             keys = await list_inbox(runtime.store, actor_id)
-            events = await _read_without_payloads(runtime.store, keys, runtime.settings.signing_key)
+            damaged: list[str] = []
+            events = await _read_without_payloads(runtime.store, keys, runtime.settings.signing_key, damaged)
+            rows += [
+                EventRow(actor_id, key.rsplit("/", 1)[-1], "?", None, _DAMAGED) for key in sorted(damaged)
+            ]
             if not events:
                 continue
             core = runtime.core(actor_id)
