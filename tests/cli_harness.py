@@ -6,19 +6,19 @@ a test file that defines its own (``test_cli.py``'s ``store``) keeps it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from silent_listener import SilentListener
 
 import vactor_cloud as vc
 from vactor_cloud.cli import main
+
+__all__ = ["Result", "SilentListener", "Vactor", "offline_aws_env", "one_line_error", "store", "vactor"]
 
 
 @dataclass
@@ -88,33 +88,3 @@ def offline_aws_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-class SilentListener:
-    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.2)
-        self.port: int = self._server.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._open.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in [*self._open, self._server]:
-            with contextlib.suppress(OSError):
-                conn.close()
