@@ -612,3 +612,48 @@ def test_timer_options_take_numbers_not_strings(actor_store: StoreSpec) -> None:
             ticker.tick.options(**bad)  # type: ignore[arg-type]
     assert ticker.timers() == []
     assert isinstance(ticker.tick.options(delay=5).run(), str)
+
+
+# -- a state that pickles but does not unpickle ---------------------------------------------------
+class CodedError(Exception):
+    """Pickles, and does not unpickle: ``__init__`` takes other arguments than it passes on."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@vc.virtual_actor
+class ErrorLog:
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def keep(self, code: int) -> int:
+        self.errors.append(CodedError(code, "kept"))
+        return len(self.errors)
+
+    def keep_plain(self, message: str) -> int:
+        self.errors.append(ValueError(message))
+        return len(self.errors)
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return len(self.errors)
+
+
+def test_a_state_that_does_not_unpickle_is_refused_by_the_call_that_made_it(actor_store: StoreSpec) -> None:
+    """A method that kept such an object in the state committed, and the actor could not be
+    loaded again: every later cold load (another process, ``vactor show``, this process after
+    an eviction) failed with "TypeError: CodedError.__init__() missing 1 required positional
+    argument". The call that made the state now raises ``StateSerializationError`` naming the
+    cause, and commits nothing, like a state that does not pickle."""
+    from vactor_cloud.errors import StateSerializationError
+
+    log = ErrorLog.get_or_create("log")
+    assert log.keep_plain.run("fine") == 1
+    with pytest.raises(StateSerializationError, match="does not unpickle"):
+        log.keep.run(7)
+    assert log.count.run() == 1
+    vc.shutdown()
+    actor_store.init()
+    assert vc.get_actor("log").count.run() == 1  # loads from storage

@@ -11,6 +11,7 @@ the instance ``__dict__``. It is serialized with the actor's serializer:
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from typing import Any
@@ -76,16 +77,37 @@ def restore_instance(cls: type[Any], state: Any) -> Any:
     return instance
 
 
+class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+    """cloudpickle, noting whether it pickled an exception: the usual object that pickles and
+    does not unpickle (an ``__init__`` taking other arguments than it passes on), so a state
+    holding one is read back before it is stored. Others are not: reading every state back
+    would cost as much as writing it (a class of ``__main__``, pickled by value, 0.2 ms)."""
+
+    def __init__(self, file: io.BytesIO, protocol: int) -> None:
+        super().__init__(file, protocol=protocol)
+        self.saw_exception = False
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException):
+            self.saw_exception = True
+        return super().reducer_override(obj)
+
+
 def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
-    """Serialize; :class:`StateSerializationError` says what could not be serialized."""
+    """Serialize; :class:`StateSerializationError` says what could not be serialized, or what
+    pickled but does not unpickle (stored, it could never be read back)."""
     try:
         if serializer == "json":
             return json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
         if _plain(state):
             # Plain data pickles to the same bytes with or without cloudpickle (whose
-            # hooks see only functions, classes and the like), minus cloudpickle's setup.
+            # hooks see only functions, classes and the like), minus cloudpickle's setup;
+            # and it always unpickles.
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        return bytes(cloudpickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        with io.BytesIO() as file:
+            pickler = _StatePickler(file, protocol=pickle.HIGHEST_PROTOCOL)
+            pickler.dump(state)
+            data = file.getvalue()
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
             "the json serializer takes only dict, list, str, int, float, bool and None"
@@ -93,6 +115,18 @@ def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
             else "make it picklable, or define __getstate__/__setstate__"
         )
         raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
+    if not pickler.saw_exception:
+        return data
+    try:
+        pickle.loads(data)
+    except Exception as exc:
+        raise StateSerializationError(
+            f"the actor's {what} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
+            "it could never be read back. The usual cause is an exception class whose __init__ takes "
+            "other arguments than it passes to Exception.__init__: pass them all to "
+            "super().__init__(), or define __reduce__"
+        ) from exc
+    return data
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes})

@@ -546,17 +546,6 @@ class _Memo:
                 f"{key}: the result of this sub-task cannot be serialized ({self.serializer}), "
                 f"so it cannot be checkpointed: {exc}"
             ) from exc
-        try:
-            # Read back now, by the run that made it: written as is, every later run of the call
-            # would read it back and fail, for good.
-            loads_state(pickled, self.serializer)
-        except Exception as exc:
-            raise StateSerializationError(
-                f"{key}: the result of this sub-task serializes ({self.serializer}) but does not "
-                f"unpickle ({type(exc).__name__}: {exc}), so it cannot be checkpointed; an exception "
-                "class whose __init__ takes other arguments than it passes to Exception.__init__ is "
-                "the usual cause: pass them all to super().__init__(), or define __reduce__"
-            ) from exc
         meta = {
             "kind": "task",
             "actor": self.context.actor_id,
