@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 
 import vactor_cloud as vc
@@ -615,12 +617,17 @@ def test_timer_options_take_numbers_not_strings(actor_store: StoreSpec) -> None:
 
 
 # -- a state that pickles but does not unpickle ---------------------------------------------------
-class CodedError(Exception):
-    """Pickles, and does not unpickle: ``__init__`` takes other arguments than it passes on."""
+def coded_error_class() -> type[Exception]:
+    """A new exception class that pickles and does not unpickle (``__init__`` takes other arguments
+    than it passes on). Made at run time: importing ``distributed`` (the Dask tests) registers
+    tblib's exception pickling for every exception class that exists then, which round-trips."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    class CodedError(Exception):
+        def __init__(self, code: int, message: str) -> None:
+            super().__init__(message)
+            self.code = code
+
+    return CodedError
 
 
 @vc.virtual_actor
@@ -628,8 +635,8 @@ class ErrorLog:
     def __init__(self) -> None:
         self.errors: list[Exception] = []
 
-    def keep(self, code: int) -> int:
-        self.errors.append(CodedError(code, "kept"))
+    def keep(self, error_class: type[Exception], code: int) -> int:
+        self.errors.append(error_class(code, "kept"))
         return len(self.errors)
 
     def keep_plain(self, message: str) -> int:
@@ -649,10 +656,13 @@ def test_a_state_that_does_not_unpickle_is_refused_by_the_call_that_made_it(acto
     cause, and commits nothing, like a state that does not pickle."""
     from vactor_cloud.errors import StateSerializationError
 
+    error_class = coded_error_class()
+    with pytest.raises(TypeError):  # the premise
+        pickle.loads(cloudpickle.dumps(error_class(1, "m")))
     log = ErrorLog.get_or_create("log")
     assert log.keep_plain.run("fine") == 1
     with pytest.raises(StateSerializationError, match="does not unpickle"):
-        log.keep.run(7)
+        log.keep.run(error_class, 7)
     assert log.count.run() == 1
     vc.shutdown()
     actor_store.init()

@@ -243,17 +243,8 @@ def test_a_nested_actor_call_does_not_restart_the_callers_sub_task_positions(act
 
 
 # -- subtask: a result that pickles but does not unpickle ------------------------------------------
-class CodedError(Exception):
-    """The usual way to make an exception that pickles but does not unpickle: ``__init__`` takes
-    other arguments than it passes to ``Exception.__init__``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def make_coded(code: int) -> CodedError:
-    return CodedError(code, "coded")
+def make_coded(error_class: type[Exception], code: int) -> Exception:
+    return error_class(code, "coded")
 
 
 _blinks: list[int] = []
@@ -264,13 +255,13 @@ class Coder:
     def __init__(self) -> None:
         self.codes: list[int] = []
 
-    def work(self, code: int) -> int:
-        made = vc.subtask(make_coded).run(code)
+    def work(self, error_class: type[Exception], code: int) -> int:
+        made = vc.subtask(make_coded).run(error_class, code)
         if _blinks:
             _blinks.pop()
             raise ConnectionError("blinked after the child finished")
-        self.codes.append(made.code)
-        return made.code
+        self.codes.append(made.code)  # type: ignore[attr-defined]
+        return int(made.code)  # type: ignore[attr-defined]
 
 
 def test_a_sub_task_result_that_does_not_unpickle_fails_its_first_run_not_every_re_run(
@@ -280,9 +271,11 @@ def test_a_sub_task_result_that_does_not_unpickle_fails_its_first_run_not_every_
     run of the call (a retry, a conflict, the same key after a crash) then read it back and failed
     with "IntegrityError: the checkpointed result cannot be decoded", for good. It is refused when
     it is written, by the run that made it, with the fix named."""
+    from test_review_api import coded_error_class
+
     from vactor_cloud.errors import StateSerializationError
 
     _blinks[:] = [1]
     coder = Coder.get_or_create("coder")
     with pytest.raises(StateSerializationError, match="does not unpickle"):
-        coder.work.options(max_retries=1).run(7)
+        coder.work.options(max_retries=1).run(coded_error_class(), 7)
