@@ -126,3 +126,36 @@ def test_the_python_blocks_of_the_page_run_as_written(page: Path, tmp_path: Path
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert "DOC BLOCKS OK" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_code_fences_open_with_a_language_and_close_bare(page: Path) -> None:
+    """A closing fence with text after it does not close (the rest of the page renders as code)."""
+    inside: str | None = None  # the open fence's indentation
+    for n, line in enumerate(page.read_text().splitlines(), 1):
+        stripped = line.lstrip()
+        if not stripped.startswith("```"):
+            continue
+        indent = line[: len(line) - len(stripped)]
+        if inside is None:
+            assert _FENCE.match(line), f"{page.name}:{n}: an opening fence is ``` and a language only"
+            inside = indent
+        else:
+            assert stripped.rstrip() == "```", f"{page.name}:{n}: a closing fence is ``` alone: {line!r}"
+            inside = None
+    assert inside is None, f"{page.name}: a code block is never closed"
+
+
+def test_vactor_help_is_what_cli_md_shows() -> None:
+    shown = re.search(r"```console\n\$ vactor --help\n(.*?)```", (ROOT / "docs" / "cli.md").read_text(), re.S)
+    assert shown, "docs/cli.md shows `vactor --help`"
+    env = {**os.environ, "COLUMNS": "100", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "vactor_cloud", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == shown.group(1)
