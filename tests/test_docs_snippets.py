@@ -100,11 +100,9 @@ def test_every_not_run_mark_gives_a_reason_and_sits_on_a_python_block() -> None:
                 )
 
 
-@pytest.mark.parametrize("page", _pages_with_blocks(), ids=lambda p: p.name)
-def test_the_python_blocks_of_the_page_run_as_written(page: Path, tmp_path: Path) -> None:
+def run_page(page: Path, tmp_path: Path) -> dict[str, str]:
+    """Run the page's unmarked python blocks in a fresh interpreter; return the environment it had."""
     runnable = [b for b in python_blocks(page) if b.not_run is None]
-    if not runnable:
-        pytest.skip(f"every python block of {page.name} is marked 'not run'")
     blocks_file = tmp_path / "blocks.json"
     blocks_file.write_text(json.dumps([{"page": b.page, "line": b.line, "code": b.code} for b in runnable]))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VACTOR_", "AWS_"))}
@@ -126,6 +124,35 @@ def test_the_python_blocks_of_the_page_run_as_written(page: Path, tmp_path: Path
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert "DOC BLOCKS OK" in done.stdout, done.stdout
+    return env
+
+
+@pytest.mark.parametrize("page", _pages_with_blocks(), ids=lambda p: p.name)
+def test_the_python_blocks_of_the_page_run_as_written(page: Path, tmp_path: Path) -> None:
+    if all(b.not_run is not None for b in python_blocks(page)):
+        pytest.skip(f"every python block of {page.name} is marked 'not run'")
+    run_page(page, tmp_path)
+
+
+def test_vactor_ls_after_getting_started_prints_what_the_page_shows(tmp_path: Path) -> None:
+    page = ROOT / "docs" / "getting-started.md"
+    env = run_page(page, tmp_path)
+    shown = re.search(r"\$ vactor ls\n(.*?)\n\$", page.read_text(), re.S)
+    assert shown, "getting-started.md shows `vactor ls` and its output"
+    done = subprocess.run(
+        [sys.executable, "-m", "vactor_cloud", "ls"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    # The same columns and rows; the time of the change is today's, not the page's.
+    def shape(text: str) -> list[list[str]]:
+        return [line.split()[:3] for line in text.strip().splitlines()]
+
+    assert shape(done.stdout) == shape(shown.group(1)), done.stdout
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
