@@ -19,6 +19,10 @@ once a few names exist may instead be preceded by hidden set-up code, run first:
     -->
 
 An unmarked block that fails fails its page's test.
+
+Console blocks are checked where that is cheap and local: ``vactor --help`` in cli.md,
+``vactor ls`` after getting-started's blocks, and every ``$ python examples/...`` shown with
+its output (tests/test_examples.py checks what the examples do; this, what the pages show).
 """
 
 from __future__ import annotations
