@@ -16,7 +16,7 @@ Comments that are neither (``# -> 1796...``, prose) are not checked. Top-level `
 
 Docs spell placeholder buckets (``s3://my-bucket/actors``): ``vc.init`` and ``workflow.init``
 are wrapped so that a URL on one of PLACEHOLDER_BUCKETS opens a local directory under
-STORE_DIR instead (one directory per URL), with no storage options. Every other URL is used
+STORE_DIR instead (one directory per URL), without its storage options. Every other URL is used
 as written, so a block that needs a real bucket must be marked ``<!-- not run: ... -->``.
 """
 
@@ -27,6 +27,7 @@ import asyncio
 import builtins
 import dataclasses
 import functools
+import inspect
 import io
 import json
 import re
@@ -54,19 +55,25 @@ def _patch_init(store_dir: Path) -> None:
     def local(url: str) -> str:
         return str(store_dir / re.sub(r"[^A-Za-z0-9]+", "-", url))
 
+    # What init takes besides storage options (those name the placeholder's endpoint, say).
+    own = {n for n, p in inspect.signature(real_init).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    own = (own - {"storage_options"}) | {"settings"}
+
     @functools.wraps(real_init)
     def init(storage: Any = None, **kwargs: Any) -> None:
         settings = kwargs.get("settings")
-        if _is_placeholder(storage) or (settings is not None and _is_placeholder(settings.storage)):
-            url = storage if _is_placeholder(storage) else settings.storage
-            kwargs = {k: v for k, v in kwargs.items() if k in {"settings", "signing_key"}}
-            if settings is not None and _is_placeholder(settings.storage):
-                kwargs["settings"] = dataclasses.replace(settings, storage=local(settings.storage))
-            storage = local(url) if storage is not None else None
+        placeholder = _is_placeholder(storage)
+        if placeholder:
+            storage = local(storage)
+        if settings is not None and _is_placeholder(settings.storage):
+            kwargs["settings"] = dataclasses.replace(settings, storage=local(settings.storage))
+            placeholder = True
+        if placeholder:
+            kwargs = {k: v for k, v in kwargs.items() if k in own}
         real_init(storage, **kwargs)
 
-    vactor_cloud.init = init  # type: ignore[assignment]
-    workflow.init = init  # type: ignore[assignment]
+    vactor_cloud.init = init
+    workflow.init = init
 
 
 def _comments(source: str) -> dict[int, str]:

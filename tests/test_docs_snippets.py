@@ -96,8 +96,9 @@ def test_every_not_run_mark_gives_a_reason_and_sits_on_a_python_block() -> None:
         lines = page.read_text().splitlines()
         for n, line in enumerate(lines):
             if "not run" in line and "<!--" in line:
-                assert _NOT_RUN.match(line), f"{page.name}:{n + 1}: write '<!-- not run: REASON -->'"
-                assert _NOT_RUN.match(line).group("reason"), f"{page.name}:{n + 1}: give the reason"  # type: ignore[union-attr]
+                mark = _NOT_RUN.match(line)
+                assert mark, f"{page.name}:{n + 1}: write '<!-- not run: REASON -->'"
+                assert mark.group("reason"), f"{page.name}:{n + 1}: give the reason"
                 nxt = lines[n + 1] if n + 1 < len(lines) else ""
                 assert re.match(r"^\s*```python\s*$", nxt), (
                     f"{page.name}:{n + 1}: a 'not run' mark must be the line before a ```python fence"
