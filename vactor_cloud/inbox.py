@@ -349,7 +349,7 @@ class ActorInbox:
         self._fold_base = -1
         self._signalled = False
         self._listing_error: BaseException | None = None
-        #: the last fold held back an event it read again (see ``_reread``): fold once more
+        #: the last fold left known events for the next one (``more_to_do``): fold once more
         self._refold = False
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
@@ -382,9 +382,11 @@ class ActorInbox:
 
     def more_to_do(self, applied: int) -> bool:
         """Whether ``process_events`` folds again after a commit that applied ``applied`` events:
-        the last fold held back an event it read again (due now), or it chose a commit's worth
-        and applied some (fewer than it chose when a handler raised SystemExit, or an event
-        was gone when read again; a full fold that applied none would only repeat itself)."""
+        the last fold left events it knows of for the next one (``_refold``: one held back when
+        read again, one forgotten as applied to be listed again, or a read that arrived damaged
+        to be read again), or it chose a commit's worth and applied some (fewer than it chose
+        when a handler raised SystemExit, or an event was gone when read again; a full fold
+        that applied none would only repeat itself)."""
         return self._refold or (self._filled and applied > 0)
 
     def _stale(self) -> bool:
