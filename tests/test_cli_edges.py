@@ -217,7 +217,7 @@ def test_events_waiting_for_an_actor_not_created_yet_are_listed_not_an_error(
     assert "waiting: actor not created" in listed.out
     drained = vactor("events", "drain", "--actor", "later")
     assert drained.code == EXIT_OK, drained.err
-    assert "not created yet, 1 events wait for it" in drained.out
+    assert "not created yet, 1 event waits for it" in drained.out
 
 
 def test_an_empty_storage_option_is_a_usage_error(vactor: Vactor, store: str) -> None:

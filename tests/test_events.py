@@ -191,7 +191,7 @@ def test_events_cli_drain(actor_store: StoreSpec, capsys: pytest.CaptureFixture[
     assert vactor(["events", "drain", "--storage", actor_store.url, *options]) == 0
     out = capsys.readouterr().out
     assert "d1: applied 3, 0 left" in out
-    assert "d2: not created yet, 1 events wait" in out
+    assert "d2: not created yet, 1 event waits" in out
     actor_store.init()
     assert vc.get_actor("d1").view.run()[1] == [(0, 0), (0, 1), (0, 2)]
 

@@ -153,3 +153,8 @@ def test_an_empty_signing_key_is_refused_not_taken_for_no_signing(
     for bad in (b"", ""):
         with pytest.raises((ValueError, TypeError), match="signing_key"):
             vc.Settings(storage="", signing_key=bad)  # type: ignore[arg-type]
+    # init(signing_key="") said "Settings.signing_key must be non-empty bytes ..., got b''", naming
+    # neither the argument the user gave nor the way to run unsigned.
+    for bad in (b"", ""):
+        with pytest.raises(ValueError, match=r"init\(signing_key=\.\.\.\) is empty.*signing_key=None"):
+            vc.init(f"file://{tmp_path}/s", signing_key=bad)

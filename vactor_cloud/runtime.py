@@ -618,6 +618,11 @@ def settings_for_init(
     else:
         resolved = os.fspath(storage) if storage is not None else default_storage()
         check_storage_options(resolved, options)
+    if signing_key is not None and len(signing_key) == 0:
+        # A secret that came through empty must not mean "unsigned" silently (as for the variable).
+        raise ValueError(
+            "init(signing_key=...) is empty: pass the signing key, or signing_key=None to run without signing"
+        )
     key = signing_key if signing_key is not None else _env_key()
     given: dict[str, Any] = {
         "storage": resolved,

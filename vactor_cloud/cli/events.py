@@ -170,7 +170,9 @@ async def _drain(actor: str | None) -> tuple[list[dict[str, Any]], list[str]]:
             lines.append({"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text})
         except ActorNotFoundError:
             left = len(await list_inbox(runtime.store, actor_id))
-            text = f"{actor_id}: not created yet, {left} events wait for it"
+            text = (
+                f"{actor_id}: not created yet, {left} {'event waits' if left == 1 else 'events wait'} for it"
+            )
             lines.append({"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text})
         except (VactorError, OSError) as exc:
             errors.append(f"{actor_id}: {exc}")
