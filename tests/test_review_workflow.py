@@ -202,6 +202,37 @@ def test_resume_called_again_while_a_resume_runs_applies_the_call_once(actor_sto
     assert workflow.get_status("w") == workflow.SUCCESSFUL
 
 
+def test_a_resume_whose_listing_raced_another_resumes_re_run_applies_the_call_once(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above, with the window it left forced: the second ``resume`` lists the record
+    while the first re-run is under way, and that re-run finishes (commits, deletes the record)
+    before the second looks up what is under way. It found nothing running and applied the call
+    again (balance 10; the test above failed so in a CI run)."""
+    import asyncio
+
+    _step_failures_left[:] = [1, 1, 1, 1]
+    wallet = Wallet.get_or_create("w")
+    with pytest.raises(ConnectionError):
+        wallet.deposit.run(5)
+    _step_failures_left.clear()
+    real = workflow.list_failures
+    runs: dict[str, Any] = {}
+
+    async def listing(store: Any, actor_id: str, signing_key: Any) -> Any:
+        found = await real(store, actor_id, signing_key)
+        if "first" in runs:  # the second resume: the first re-run ends after this listing
+            await asyncio.wrap_future(runs["first"])
+        return found
+
+    monkeypatch.setattr(workflow, "list_failures", listing)
+    runs["first"] = workflow.resume("w")
+    second = workflow.resume("w")
+    assert vc.get(runs["first"], timeout=60) == [5]
+    assert vc.get(second, timeout=60) in ([5], [])
+    assert wallet.view.run() == 5
+
+
 # -- subtask positions around a nested actor call -----------------------------------------------------
 @vc.virtual_actor
 class Helper:

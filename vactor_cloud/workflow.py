@@ -12,6 +12,7 @@ lists every element of Ray's API and what it is here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import enum
 import threading
@@ -143,8 +144,9 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     not run again. A call that succeeds now commits, and its failure record
     is deleted; one that fails again stays recorded and the future raises
     its exception. With nothing to resume the future's result is ``[]``.
-    A call this process is already re-running is not run again (its
-    re-run's result is given); resume an actor from one process at a time:
+    A call this process is re-running, or re-ran lately (its record may
+    still be listed by a resume that raced its delete), is not run again:
+    that re-run's result is given. Resume an actor from one process at a time:
     calls run again unkeyed, so two processes resuming at once could both
     apply one.
     """
@@ -171,6 +173,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
 #: re-runs this process started and that have not settled yet (their record not yet deleted)
 _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
+#: re-runs that succeeded lately (their record deleted): a resume whose listing was made before
+#: that delete finds the record still listed, and must not run the call again (newest last)
+_rerun_done: collections.OrderedDict[tuple[str, str], ActorFuture[Any]] = collections.OrderedDict()
+_RERUN_DONE_MAX = 4096
 _rerunning_lock = threading.Lock()
 
 
@@ -182,7 +188,7 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     """
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
-        running = _rerunning.get(key)
+        running = _rerunning.get(key) or _rerun_done.get(key)
         if running is not None:
             return running
         shared: ActorFuture[Any] = ActorFuture()
@@ -192,6 +198,10 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         with _rerunning_lock:  # gone first: a resume after the answer lists the records again
             if _rerunning.get(key) is shared:
                 del _rerunning[key]
+            if finished.exception() is None:  # its record is deleted: remembered, bounded
+                _rerun_done[key] = shared
+                while len(_rerun_done) > _RERUN_DONE_MAX:
+                    _rerun_done.popitem(last=False)
         error = finished.exception()
         if error is not None:
             shared.set_exception(error)
