@@ -10,6 +10,7 @@ import gc
 import pickle
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -232,6 +233,19 @@ class Recorder:
         return len(self.order)
 
 
+def _send_backlog(actor_id: str, count: int, pad: int = 0) -> None:
+    """``count`` ping events numbered 0.. (ids e0000..), each with ``pad`` bytes of padding."""
+    for i in range(count):
+        events.send_event(actor_id, "ping", {"i": i, "pad": "x" * pad}, event_id=f"e{i:04d}")
+
+
+def _listed(actor_id: str) -> Any:
+    """The actor's inbox in this process, after one listing."""
+    box = vc.get_runtime().core(actor_id).inbox
+    vc._sync.sync(box._refresh())  # type: ignore[attr-defined]
+    return box
+
+
 def _held_payload_bytes(actor_id: str) -> int:
     known = vc.get_runtime().core(actor_id).inbox._known  # type: ignore[attr-defined]
     return sum(len(event.payload) for event in known.values())
@@ -247,10 +261,8 @@ def test_an_inbox_backlog_is_held_with_at_most_one_commits_worth_of_payloads(sto
     store_spec.init()
     actor = Recorder.get_or_create("backlog")
     size = 10_000
-    for i in range(600):
-        events.send_event("backlog", "ping", {"i": i, "pad": "x" * size}, event_id=f"e{i:04d}")
-    box = vc.get_runtime().core("backlog").inbox
-    vc._sync.sync(box._refresh())  # type: ignore[attr-defined]
+    _send_backlog("backlog", 600, size)
+    box = _listed("backlog")
     assert len(box._known) == 600  # type: ignore[attr-defined]
     assert _held_payload_bytes("backlog") <= inbox.MAX_EVENTS_PER_COMMIT * (size + 100)
     assert events.process_events("backlog") == 600
@@ -268,10 +280,8 @@ def test_an_event_held_without_its_payload_and_gone_when_read_again_is_not_appli
     with an empty payload; the ones after it are applied in order."""
     store_spec.init()
     actor = Recorder.get_or_create("gone")
-    for i in range(300):
-        events.send_event("gone", "ping", {"i": i, "pad": ""}, event_id=f"e{i:04d}")
-    box = vc.get_runtime().core("gone").inbox
-    vc._sync.sync(box._refresh())  # type: ignore[attr-defined]
+    _send_backlog("gone", 300)
+    box = _listed("gone")
     stripped = sorted(k for k, e in box._known.items() if e.stripped)  # type: ignore[attr-defined]
     assert len(stripped) == 300 - inbox.MAX_EVENTS_PER_COMMIT
     vc._sync.sync(vc.get_runtime().store.delete(stripped[0]))
@@ -350,10 +360,8 @@ def test_an_event_held_without_its_payload_and_sent_again_meanwhile_is_applied_o
     ``process_events`` call; not with the old object's place, not skipped."""
     store_spec.init()
     actor = Recorder.get_or_create("moved")
-    for i in range(300):
-        events.send_event("moved", "ping", {"i": i, "pad": ""}, event_id=f"e{i:04d}")
-    box = vc.get_runtime().core("moved").inbox
-    vc._sync.sync(box._refresh())  # type: ignore[attr-defined]
+    _send_backlog("moved", 300)
+    box = _listed("moved")
     moved = min(k for k, e in box._known.items() if e.stripped)  # type: ignore[attr-defined]
     event_id = moved.rsplit("/", 1)[1]
     vc._sync.sync(vc.get_runtime().store.delete(moved))
@@ -390,8 +398,7 @@ def test_a_failed_read_of_held_back_events_fails_no_writer_call_and_loses_no_eve
         )
     )
     actor = Recorder.get_or_create("flaky")
-    for i in range(300):
-        events.send_event("flaky", "ping", {"i": i, "pad": ""}, event_id=f"e{i:04d}")
+    _send_backlog("flaky", 300)
     with pytest.raises(StorageError):
         events.process_events("flaky")
     assert faulty.injected["fail_before"] > 0
@@ -414,10 +421,8 @@ def test_held_and_folded_event_payloads_are_bounded_in_bytes_too(
     store_spec.init()
     actor = Recorder.get_or_create("heavy")
     size = 10_000
-    for i in range(30):
-        events.send_event("heavy", "ping", {"i": i, "pad": "x" * size}, event_id=f"e{i:04d}")
-    box = vc.get_runtime().core("heavy").inbox
-    vc._sync.sync(box._refresh())  # type: ignore[attr-defined]
+    _send_backlog("heavy", 30, size)
+    box = _listed("heavy")
     assert len(box._known) == 30  # type: ignore[attr-defined]
     assert _held_payload_bytes("heavy") <= 100_000 + size + 100
     steps_before = len(actor.history())
