@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import http.client
 import http.server
 import json
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -765,6 +767,48 @@ def test_moto_lane_listens_only_on_loopback() -> None:
         assert json.loads(json.dumps(spec.options)) == spec.options  # plain data, picklable
     finally:
         lane.stop()
+
+
+def test_the_moto_lane_computes_an_etag_under_the_objects_lock() -> None:
+    # moto hashes an object for its ETag by seeking its shared buffer and reading it,
+    # while a GET of the same object seeks and reads that buffer under a lock the ETag
+    # did not take: the hash could be of b"" and the PUT's answer named a version the
+    # object never had (a CI run's If-Match was refused so), and the GET could read
+    # b"" (a torn read the store never made). The lane's server runs
+    # lock_etag(); here the same race is run in this process, bounded to 2 s.
+    from vactor_cloud.testing._moto import lock_etag
+
+    models = pytest.importorskip("moto.s3.models")
+    lock_etag()
+    body = b"\x03" * (1 << 20)
+    expected = f'"{hashlib.md5(body).hexdigest()}"'
+    key = models.FakeKey("k", body, account_id="123456789012", region_name="us-east-1")
+    stop = threading.Event()
+
+    torn: list[int] = []
+
+    def read() -> None:  # unlocked, the reads came up short too (b"")
+        while not stop.is_set():
+            value = key.value
+            if value != body:
+                torn.append(len(value))
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # many interleavings: unlocked, about 4 wrong hashes a second
+    reader = threading.Thread(target=read)
+    reader.start()
+    wrong: list[str] = []
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            key._etag = None
+            if key.etag != expected:
+                wrong.append(key.etag)
+    finally:
+        stop.set()
+        reader.join(10)
+        sys.setswitchinterval(switch)
+    assert (wrong, torn) == ([], [])
 
 
 def _free_port() -> int:

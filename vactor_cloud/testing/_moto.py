@@ -23,7 +23,7 @@ from typing import Any
 
 from vactor_cloud.testing.lanes import Lane, LaneUnavailable, StoreSpec
 
-__all__ = ["MotoLane", "S3EmulatorLane"]
+__all__ = ["MotoLane", "S3EmulatorLane", "lock_etag"]
 
 _REGION = "us-east-1"
 
@@ -166,6 +166,35 @@ def keep_alive_handler() -> type:
     return KeepAliveHandler
 
 
+def lock_etag() -> None:
+    """Make moto's ``FakeKey.etag`` read the object under the key's own lock.
+
+    moto (5.x) computes an ETag lazily by seeking the object's shared buffer to 0 and
+    reading it, without the lock its ``value`` getter takes. A GET of the same object
+    at that moment (it seeks and reads the same buffer) can leave the ETag reader at
+    the end: it hashes nothing and caches the MD5 of b"" -- or two threads each
+    compute one and the PUT's answer names a version the object never has. A writer
+    that then puts with ``If-Match`` on that version is refused (a CI run failed so:
+    ``test_reader_never_sees_a_partial_object[moto]``, If-Match
+    ``"d41d8cd98f00b204e9800998ecf8427e"``). The GET can come up short as well: the
+    ETag's seek lands between its seek and its read, and it answers b"". Real S3
+    computes the ETag once, at the write; this makes moto do the same, as far as
+    readers can tell.
+    """
+    from moto.s3.models import FakeKey  # (here: only the server's process needs moto)
+
+    compute: Any = vars(FakeKey)["etag"].fget
+    if getattr(compute, "_vactor_locked", False):
+        return
+
+    def etag(key: Any) -> str:
+        with key.lock:
+            return str(compute(key))
+
+    etag._vactor_locked = True  # type: ignore[attr-defined]
+    FakeKey.etag = property(etag)  # type: ignore[method-assign,assignment]
+
+
 class _SerializedWrites:
     """WSGI middleware: one mutating request (PUT, POST, DELETE) at a time."""
 
@@ -251,7 +280,8 @@ import logging, os, sys, threading, time
 import moto.backends
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
-from vactor_cloud.testing._moto import _SerializedWrites, keep_alive_handler
+from vactor_cloud.testing._moto import _SerializedWrites, keep_alive_handler, lock_etag
+lock_etag()
 # moto's dispatcher asks, for every request and under one lock, whether the service
 # is one of its modules by listing its package directory and stat-ing each entry
 # (about 120 stats before "s3"): a third of the server's CPU under load. The list
