@@ -718,12 +718,35 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
     with pytest.raises(CallPendingError) as raised:
         log.add.run(big)
     (call_id,) = raised.value.call_ids
-    remembered = poster._GAVE_UP[("a", call_id)]
+    remembered = poster._GAVE_UP[(store.url, "a", call_id)]
     assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
     store.fail = lambda op, key: None
     assert log.add.run("me/2") == 3  # the pending post applies first, from the stored post
     assert log.applied.run() == ["me/0", big, "me/2"]
     assert vc.get_actor("a").call_outcome(call_id) == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_keyed_call_given_up_on_in_one_store_says_nothing_of_another_store(store_spec: StoreSpec) -> None:
+    """A keyed call's id derives from the actor id and its key, so the same call in another
+    store (a process that works on staging, then on production) has the same id. What this
+    process remembers of giving up on it in the first store must not answer for the second:
+    there the call committed, and "not applied (and never will be)" would be false."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    refused = RetryableStorageError("injected: step puts refused", "k")
+    store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
+    with pytest.raises(CallPendingError) as raised:
+        log.add.options(idempotency_key="k").run("me/1")
+    (call_id,) = raised.value.call_ids
+    vc.shutdown()
+    vc.init(settings=vc.Settings(storage=f"memory://other-{uuid.uuid4().hex}", combine_window=60.0))
+    other = OrderLog.get_or_create("a")
+    assert other.add.options(idempotency_key="k").run("me/1") == 1  # applied here, not posted
+    with pytest.raises(LookupError, match="no posted call"):
+        vc.get_actor("a").call_outcome(call_id)  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -735,7 +758,7 @@ def test_a_call_given_up_on_is_remembered_without_the_steps_its_wait_walked(stor
     core = vc.get_runtime().core("walked")
     posted = Posted(Post("k", "sender", 1, 0.0, ()), base_step=0, passed=set(range(5000)))
     core._remember_given_up(posted, [types.SimpleNamespace(call_id="c1")])  # type: ignore[list-item]
-    assert poster._GAVE_UP[("walked", "c1")].passed == set()
+    assert poster._GAVE_UP[(core.env.store.url, "walked", "c1")].passed == set()
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -496,7 +496,7 @@ class Poster:
                 posted.post, calls=tuple(replace(c, arguments=b"", metadata=None) for c in posted.post.calls)
             )
         for call in calls:
-            _GAVE_UP[(self.actor_id, call.call_id)] = posted
+            _GAVE_UP[(self.env.store.url, self.actor_id, call.call_id)] = posted
             while len(_GAVE_UP) > _GAVE_UP_MAX:
                 _GAVE_UP.popitem(last=False)
 
@@ -508,7 +508,7 @@ class Poster:
         newest ``scan`` steps (nor known to this process).
         """
         newest = self.env.run(self.revalidate())
-        posted = _GAVE_UP.get((self.actor_id, call_id))
+        posted = _GAVE_UP.get((self.env.store.url, self.actor_id, call_id))
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the
         #: steps since we posted tell
@@ -583,7 +583,9 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 
 
 #: posts whose callers stopped waiting (CallPendingError), by (actor id, call id): call_outcome reads them
-_GAVE_UP: OrderedDict[tuple[str, str], Posted] = OrderedDict()
+#: (store URL, actor id, call id): a keyed call's id is the same wherever it is made (it
+#: derives from the actor id and key), and one process may use two stores in turn
+_GAVE_UP: OrderedDict[tuple[str, str, str], Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
 
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
