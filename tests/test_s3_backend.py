@@ -46,6 +46,7 @@ from vactor_cloud.errors import (
     RateLimitedError,
     RetryableStorageError,
     StorageError,
+    StorageTimeoutError,
 )
 from vactor_cloud.storage import IfMatch, ObjectStore, open_store
 from vactor_cloud.storage._s3 import S3Store
@@ -442,6 +443,32 @@ def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key(s3_transport:
                 await store.get("some/key")
             assert info.value.key == "some/key"
             assert "some/key" in str(info.value) and "127.0.0.1" in str(info.value)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_request_out_of_time_on_a_refused_port_names_the_refusal() -> None:
+    # botocore retries a refused connection on its own for up to half a minute, so the
+    # request runs out of Settings.timeout first: "got no answer" alone sent users looking
+    # for a stalled server when nothing listens there.
+    store = S3Store(
+        "bucket/prefix",
+        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        key="k",
+        secret="s",
+        client_kwargs={"region_name": "us-east-1"},
+    )
+    store.request_timeout = 1.5
+
+    async def body() -> None:
+        try:
+            with pytest.raises(StorageTimeoutError) as info:
+                await store.get("some/key")
+            message = str(info.value)
+            assert "got no answer within 1.5 s" in message
+            assert "EndpointConnectionError" in message and "Could not connect" in message, message
         finally:
             await store.close()
 

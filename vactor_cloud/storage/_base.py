@@ -264,7 +264,8 @@ class ObjectStore(abc.ABC):
             counters.storage_timeout(what, key, timeout)
             outcome = " (the write may or may not have been applied)" if write else ""
             raise StorageTimeoutError(
-                f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}: "
+                f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}"
+                f"{self._stall_hint(timeout)}: "
                 "is the endpoint reachable? (Settings.timeout sets this limit)",
                 key,
                 write_in_flight=write,
@@ -282,6 +283,11 @@ class ObjectStore(abc.ABC):
     def describe(self) -> str:
         """A short human-readable name for messages."""
         return self.url
+
+    def _stall_hint(self, timeout: float) -> str:
+        """What a request that timed out met meanwhile, if the backend knows (its client
+        retried a refused connection, say), as `` (...)``; "" when nothing is known."""
+        return ""
 
     # -- backend hooks ----------------------------------------------------
     @abc.abstractmethod

@@ -40,6 +40,7 @@ import errno
 import os
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -128,6 +129,9 @@ class Transport(Protocol):
 
     #: exception types that mean a failure in transit (besides ``OSError``)
     transport_errors: tuple[type[BaseException], ...]
+    #: (monotonic time, error) of the newest attempt the client failed and retried on its
+    #: own, if the transport sees them; named when a request then runs out of time
+    last_failure: tuple[float, BaseException] | None
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """``method`` (``put_object``, ...) with ``Bucket`` and ``params``; ``get_object``'s body as bytes."""
@@ -249,6 +253,12 @@ class S3Store(ObjectStore):
             or os.environ.get("AWS_ENDPOINT_URL")
             or "AWS S3"
         )
+
+    def _stall_hint(self, timeout: float) -> str:
+        failure = self._transport.last_failure
+        if failure is None or time.monotonic() - failure[0] > timeout:
+            return ""
+        return f" (its client's attempts failed meanwhile: {type(failure[1]).__name__}: {failure[1]})"
 
     def _object_key(self, key: str) -> str:
         self._check_key(key)

@@ -35,6 +35,8 @@ class S3fsTransport:
         aiohttp.ClientError,
         asyncio.TimeoutError,
     )
+    #: s3fs retries out of sight (see ``Transport.last_failure``)
+    last_failure: tuple[float, BaseException] | None = None
 
     def __init__(self, bucket: str, options: Mapping[str, Any]) -> None:
         self.bucket = bucket

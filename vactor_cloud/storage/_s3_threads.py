@@ -29,6 +29,7 @@ import concurrent.futures
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -224,6 +225,9 @@ class BotocoreTransport:
         self._pid = -1
         self._pool: _DaemonPool | None = None
         self._client: Any = None
+        #: see ``Transport.last_failure``: botocore retries a refused connection for up to
+        #: half a minute, and the request's deadline would otherwise say only "no answer"
+        self.last_failure: tuple[float, BaseException] | None = None
 
     # -- the client, built once per process ----------------------------------------------
     def _pool_here(self) -> _DaemonPool:
@@ -256,7 +260,14 @@ class BotocoreTransport:
         # a second client costs milliseconds and no second copy. A session is per client:
         # its credentials and configuration are read from the environment of the moment.
         session.register_component("data_loader", _shared_loader(session))
-        return session.create_client("s3", **self._arguments)
+        client = session.create_client("s3", **self._arguments)
+        client.meta.events.register("needs-retry.s3", self._note_failure)
+        return client
+
+    def _note_failure(self, caught_exception: BaseException | None = None, **_: Any) -> None:
+        """botocore's retry check, before each retry it may make: keep the error it caught."""
+        if caught_exception is not None:
+            self.last_failure = (time.monotonic(), caught_exception)
 
     # -- requests -----------------------------------------------------------------------
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
