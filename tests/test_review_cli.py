@@ -19,7 +19,7 @@ import pytest
 from cli_harness import Result, SilentListener, Vactor, offline_aws_env, one_line_error
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE
+from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_STORAGE, EXIT_USAGE
 
 
 @vc.virtual_actor
@@ -465,3 +465,43 @@ def test_history_says_more_steps_exist_only_when_they_do(vactor: Vactor, store: 
     more = vactor("history", "m1", "--limit", "1")
     assert [line.split()[0] for line in more.out.splitlines()[1:]] == ["4"]
     assert "(newest 1; --limit all shows all)" in more.err, more.err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ls"],
+        ["show", "abc"],
+        ["events", "ls"],
+        ["events", "drain"],
+        ["timers", "ls"],
+        ["compact", "--all", "--keep-last", "1"],
+    ],
+    ids=" ".join,
+)
+def test_a_memory_store_that_shows_nothing_says_it_lives_in_one_process(
+    vactor: Vactor, command: list[str]
+) -> None:
+    # `vactor --storage memory://x ls` is a process of its own: it can never see what another
+    # process wrote there, and "no actors under memory://x" alone read as an empty store.
+    result = vactor("--storage", f"memory://review-{os.getpid()}-empty", *command)
+    assert result.code in (EXIT_OK, EXIT_NOT_FOUND), result
+    assert "lives in the memory of one process" in result.err, result.err
+    assert result.out == ""  # nothing on stdout, not even a header over nothing
+
+
+def test_a_memory_store_of_this_process_lists_what_it_holds_without_the_hint(vactor: Vactor) -> None:
+    url = f"memory://review-{os.getpid()}-full"
+    vc.init(url)
+    Gauge.get_or_create("g").incr.run()
+    vc.shutdown()
+    result = vactor("--storage", url, "ls")  # in-process (a notebook, a test): the same memory
+    assert result.code == EXIT_OK and "g" in result.out and "Gauge" in result.out, result
+    assert "lives in the memory" not in result.err
+
+
+def test_an_empty_local_store_gets_no_memory_hint(vactor: Vactor, store: str) -> None:
+    for command in (["ls"], ["timers", "ls"], ["events", "ls"]):
+        result = vactor(*command)
+        assert result.code == EXIT_OK and result.out == "" and result.err.startswith("no "), result
+        assert "memory" not in result.err

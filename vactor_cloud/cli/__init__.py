@@ -54,6 +54,7 @@ from vactor_cloud.cli._options import (
     CliError,
     CliParser,
     add_common_options,
+    memory_hint,
 )
 from vactor_cloud.cli._output import Output
 
@@ -100,7 +101,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 _EPILOG = """\
 storage (every command):
   --storage URL or $VACTOR_STORAGE: a path, file://, memory://, s3://bucket/prefix,
-  gs://bucket/prefix (default: the embedded store ~/.local/share/vactor_cloud).
+  gs://bucket/prefix (default: the embedded store ~/.local/share/vactor_cloud);
+  memory:// is this process's memory only (for bench and doctor).
   -o KEY=VALUE passes an fsspec option (VALUE parsed as JSON when it can be).
   --json prints one JSON document on stdout; everything else goes to stderr.
 
@@ -197,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -211,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _fail(str(exc), exc.code, debug)
     except (ActorNotFoundError, StepNotFoundError) as exc:
-        _fail(str(exc), EXIT_NOT_FOUND, debug)
+        named = getattr(args, "storage", None) or os.environ.get("VACTOR_STORAGE")
+        _fail(f"{exc}{memory_hint(named or '')}", EXIT_NOT_FOUND, debug)
     except InvalidActorIdError as exc:
         _fail(str(exc), EXIT_USAGE, debug)
     except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network

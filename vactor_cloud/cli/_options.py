@@ -8,6 +8,7 @@ before the subcommand and after it, by every subcommand alike; the store is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -241,6 +242,23 @@ def _refuse_settings(pairs: Sequence[str]) -> None:
                 "(-o passes options to the store's client, e.g. -o endpoint_url=http://127.0.0.1:9000)",
                 EXIT_USAGE,
             )
+
+
+def memory_hint(url: str | None = None) -> str:
+    """What to add where a command found nothing on a ``memory://`` store (``url``, else the
+    runtime's): such a store lives in one process, and a ``vactor`` command is a process of
+    its own; it sees only what it wrote itself (or what its caller wrote, run in-process)."""
+    if url is None:
+        from vactor_cloud.runtime import get_runtime
+
+        with contextlib.suppress(Exception):
+            url = get_runtime().store.url
+    if url is None or not url.lower().startswith("memory://"):
+        return ""
+    return (
+        f" ({url} lives in the memory of one process; this command sees nothing another process "
+        "wrote there: name a directory or a bucket)"
+    )
 
 
 def _local_path(url: str) -> str | None:

@@ -21,6 +21,7 @@ from vactor_cloud.cli._options import (
     errors_error,
     init_runtime,
     limit_arg,
+    memory_hint,
     non_negative_float,
     non_negative_int,
     parse_json_arg,
@@ -50,7 +51,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
     elif not damaged:
         where = f" with prefix {args.prefix!r}" if args.prefix else ""
-        print(f"no actors{where} under {_describe_storage()}", file=sys.stderr)
+        print(f"no actors{where} under {_describe_storage()}{memory_hint()}", file=sys.stderr)
     if damaged:
         if args.debug:
             for error in damaged:
@@ -331,7 +332,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         return code
     if not reports:
         if not failed:
-            print(f"no actors under {_describe_storage()}: nothing to compact", file=sys.stderr)
+            where = f"{_describe_storage()}: nothing to compact{memory_hint()}"
+            print(f"no actors under {where}", file=sys.stderr)
         return code
     rows = [
         (

@@ -27,7 +27,14 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor_async
-from vactor_cloud.cli._options import EXIT_OK, actor_id_arg, common_parent, errors_error, init_runtime
+from vactor_cloud.cli._options import (
+    EXIT_OK,
+    actor_id_arg,
+    common_parent,
+    errors_error,
+    init_runtime,
+    memory_hint,
+)
 from vactor_cloud.cli._output import Output
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             elif rows:
                 out.table(None, ("ACTOR", "EVENT", "NAME", "SENT", "STATUS"), [row.cells() for row in rows])
             else:
-                print("no pending events", file=sys.stderr)
+                print(f"no pending events{memory_hint()}", file=sys.stderr)
         else:
             lines, errors = _sync.sync(_drain(args.actor))
             if out.json:
@@ -200,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 for line in lines:
                     out.print(line["text"])
                 if not lines and not errors:
-                    print("no pending events: nothing to drain", file=sys.stderr)
+                    print(f"no pending events: nothing to drain{memory_hint()}", file=sys.stderr)
     finally:
         shutdown()
     if errors:

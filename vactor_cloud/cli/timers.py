@@ -36,6 +36,7 @@ from vactor_cloud.cli._options import (
     common_parent,
     errors_error,
     init_runtime,
+    memory_hint,
     positive_float,
 )
 from vactor_cloud.cli._output import Output
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             if out.json:
                 out.emit_json(rows)
-            else:
+            elif rows:
                 out.table(
                     None,
                     ["due (UTC)", "late", "actor", "key", "gen"],
@@ -198,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
                         for r in rows
                     ],
                 )
-                if not rows:
-                    print("no pending timers in the index", file=sys.stderr)
+            else:  # as ls and events ls: no header over nothing, on stdout
+                print(f"no pending timers in the index{memory_hint()}", file=sys.stderr)
         else:
             for actor_id in args.actor or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
