@@ -505,3 +505,13 @@ def test_an_empty_local_store_gets_no_memory_hint(vactor: Vactor, store: str) ->
         result = vactor(*command)
         assert result.code == EXIT_OK and result.out == "" and result.err.startswith("no "), result
         assert "memory" not in result.err
+
+
+def test_a_storage_option_that_json_made_a_number_says_how_to_pass_a_string(vactor: Vactor) -> None:
+    result = vactor("--storage", "s3://bucket/prefix", "-o", "key=123", "ls")
+    assert result.code == EXIT_USAGE, result
+    assert "'key'" in result.err and "must be str, got int" in result.err
+    assert "-o 'key=\"...\"'" in result.err
+    result = vactor("--storage", "s3://bucket/prefix", "-o", "config_kwargs=5", "ls")
+    assert result.code == EXIT_USAGE and "must be a mapping, got int" in result.err, result
+    assert "quote a string" not in result.err

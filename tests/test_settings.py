@@ -121,6 +121,26 @@ def test_init_refuses_a_misspelt_storage_option_naming_it_and_the_valid_ones() -
         vc.init("gs://bucket", storage_options={"projekt": "p"})
 
 
+def test_a_storage_option_of_the_wrong_type_is_refused_at_init_naming_it_not_its_value() -> None:
+    # It failed at the first request instead, deep in the client: "'int' object is not
+    # iterable" for endpoint_url=123, "'int' object is not a mapping" for config_kwargs=5.
+    with pytest.raises(
+        TypeError, match=r"'endpoint_url' for s3://bucket/prefix \(S3Store\) must be str, got int"
+    ):
+        vc.init("s3://bucket/prefix", endpoint_url=123)
+    with pytest.raises(TypeError, match=r"'config_kwargs' .* must be a mapping, got int"):
+        vc.init("s3://bucket/prefix", storage_options={"config_kwargs": 5})
+    with pytest.raises(TypeError, match=r"'use_ssl' .* must be bool, got str"):
+        vc.init("s3://bucket/prefix", use_ssl="no")  # "no" is truthy: SSL would stay on
+    with pytest.raises(TypeError, match=r"'secret' .* must be str, got int") as refused:
+        open_store("s3://bucket/prefix", secret=987654321)
+    assert "987654321" not in str(refused.value)  # a secret is not echoed
+    with pytest.raises(TypeError, match=r"'session_kwargs' .* must be a mapping, got list"):
+        open_store("gs://bucket", session_kwargs=[1])
+    # None is "not given"; right types pass
+    check_storage_options("s3://bucket/p", {"endpoint_url": None, "use_ssl": False, "client_kwargs": {}})
+
+
 def test_init_refuses_a_setting_passed_as_a_storage_option_naming_the_settings() -> None:
     with pytest.raises(TypeError, match=r"'fresh_window' is a setting.*settings=vactor_cloud\.Settings"):
         vc.init("memory://x", fresh_window=1)

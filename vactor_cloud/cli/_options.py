@@ -276,6 +276,14 @@ def init_runtime(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     try:
         init(choice.url, storage_options=choice.options)
     except (TypeError, ValueError) as exc:  # unknown scheme, unknown option, a setting given as -o
+        wrong = [name for name in choice.options if f"option {name!r}" in str(exc)]
+        if isinstance(exc, TypeError) and wrong and "must be str" in str(exc):
+            # `-o key=123` gave the int 123: say how to pass the string
+            raise CliError(
+                f"{exc} (-o reads VALUE as JSON when it parses as JSON; quote a string: "
+                f"-o '{wrong[0]}=\"...\"')",
+                EXIT_USAGE,
+            ) from exc
         raise CliError(str(exc), EXIT_USAGE) from exc
     except ModuleNotFoundError as exc:  # a missing extra: the message says which pip install
         raise CliError(str(exc), EXIT_ERROR) from exc

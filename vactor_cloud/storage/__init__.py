@@ -97,6 +97,15 @@ def check_storage_options(url: str, options: Mapping[str, Any]) -> None:
             f"unknown storage option {unknown[0]!r} for {url} ({store_class.__name__}); "
             f"valid options: {valid}"
         )
+    for name, value in options.items():
+        types = store_class.option_types.get(name)
+        if types is not None and value is not None and not isinstance(value, types):
+            wanted = " or ".join("a mapping" if t is Mapping else t.__name__ for t in types)
+            # (not the value: it may be a secret)
+            raise TypeError(
+                f"storage option {name!r} for {url} ({store_class.__name__}) must be {wanted}, "
+                f"got {type(value).__name__}"
+            )
 
 
 def open_store(url: str, **options: Any) -> ObjectStore:

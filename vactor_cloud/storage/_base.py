@@ -13,7 +13,7 @@ import abc
 import asyncio
 import builtins
 import collections
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias, TypeVar
 
@@ -101,6 +101,9 @@ class ObjectStore(abc.ABC):
     nested_keys: bool = True
     #: the keyword options ``open_store(url, **options)`` passes to this backend; anything else is refused
     accepted_options: ClassVar[frozenset[str]] = frozenset()
+    #: the types some of those options must have (checked by ``open_store``, so that a wrong one
+    #: fails there, naming the option, not at the first request deep in the client)
+    option_types: ClassVar[Mapping[str, tuple[type, ...]]] = {}
 
     #: seconds one request may take before ``StorageTimeoutError`` (None: no limit);
     #: the runtime sets it from ``Settings.timeout``

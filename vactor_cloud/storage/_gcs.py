@@ -50,7 +50,7 @@ import os
 import random
 import secrets
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 # Before gcsfs is imported: it reads this variable once, at import time.
@@ -160,6 +160,12 @@ class GCSStore(ObjectStore):
             "version_aware",
         }
     )
+
+    option_types: ClassVar[Mapping[str, tuple[type, ...]]] = {
+        **dict.fromkeys(("endpoint_url", "project", "access", "consistency", "default_location"), (str,)),
+        "session_kwargs": (Mapping,),
+        **dict.fromkeys(("timeout", "requests_timeout", "cache_timeout"), (int, float)),
+    }
 
     def __init__(self, path: str, **options: Any) -> None:
         bucket, _, prefix = path.strip("/").partition("/")

@@ -42,7 +42,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import botocore.exceptions
 
@@ -228,6 +228,14 @@ class S3Store(ObjectStore):
             "version_aware",
         }
     )
+
+    option_types: ClassVar[Mapping[str, tuple[type, ...]]] = {
+        **dict.fromkeys(
+            ("endpoint_url", "key", "secret", "token", "username", "password", "profile", "transport"), (str,)
+        ),
+        **dict.fromkeys(("anon", "use_ssl", "requester_pays"), (bool,)),
+        **dict.fromkeys(("client_kwargs", "config_kwargs", "s3_additional_kwargs"), (Mapping,)),
+    }
 
     def __init__(self, path: str, **options: Any) -> None:
         bucket, _, prefix = path.strip("/").partition("/")
