@@ -5,6 +5,7 @@ Each test here failed before its fix (or is marked xfail with the fix it needs).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -15,9 +16,11 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
+from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.storage import ObjectStore
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, install
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import repair_timer_index
+from vactor_cloud.timer_runner import fire_due_timers, repair_timer_index
 from vactor_cloud.timers import IndexEntry, list_index, parse_entry
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -595,3 +598,34 @@ def test_two_runners_ticking_at_once_fire_each_timer_once(actors: StoreSpec) -> 
     assert sum(r.fired for r in reports) == 12
     assert [p.peek.run() for p in planners] == [1] * 12
     assert _sync.sync(list_index(vc.get_runtime().store)) == []
+
+
+class _Stalled(FaultyStore):
+    """Every request runs out of its time (it yields once first, as a request in flight does)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, FaultConfig())
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        self.seen.append(("start", operation, key.split("/", maxsplit=1)[0]))
+        await asyncio.sleep(0)
+        self.seen.append(("end", operation, key.split("/", maxsplit=1)[0]))
+        raise StorageTimeoutError(f"{operation} {key}: no answer (injected)", key)
+
+
+def test_a_tick_on_a_stalled_store_waits_out_two_request_timeouts_not_four(store_spec: StoreSpec) -> None:
+    # `vactor timers tick` on a stalled endpoint took four request timeouts in a row (40 s):
+    # the heartbeat, the runners' listing, the timers' listing, the heartbeat's delete. The
+    # two listings go together, and after they ran out of time the heartbeat is left to expire.
+    store_spec.init()
+    runtime = vc.get_runtime()
+    stalled = _Stalled(runtime.store)
+    runtime.store = stalled
+    with pytest.raises(StorageTimeoutError):
+        fire_due_timers()
+    assert stalled.seen[:2] == [("start", "put", "timer-runners"), ("end", "put", "timer-runners")]
+    listings = stalled.seen[2:]
+    assert sorted(listings[:2]) == [("start", "list", "timer-runners"), ("start", "list", "timers")], listings
+    assert [step for step, _, _ in listings] == ["start", "start", "end", "end"]  # one wait, not two
+    assert all(operation != "delete" for _, operation, _ in stalled.seen)

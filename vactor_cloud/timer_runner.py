@@ -64,6 +64,7 @@ from vactor_cloud.errors import (
     NotFoundError,
     PreconditionFailedError,
     StorageError,
+    StorageTimeoutError,
     VactorError,
 )
 from vactor_cloud.future import ActorFuture
@@ -611,10 +612,16 @@ class TimerRunner:
         ticks and long-running runners split the actors with it.
         """
         self._join()
+        stalled = False
         try:
             report = TickReport()
-            self._refresh(report)
-            entries = self._list(time.time() * 1000, None)  # every due entry (not the future ones)
+            try:
+                # every due entry (not the future ones), the runners listed beside: a stalled
+                # store costs one request timeout here, not two in a row
+                entries = self._list(time.time() * 1000, None, refresh=True, report=report)
+            except StorageTimeoutError:
+                stalled = True
+                raise
             report.listed = len(entries)
             groups: dict[str, list[IndexEntry]] = {}
             elsewhere: set[str] = set()
@@ -634,7 +641,15 @@ class TimerRunner:
                         report.merge(part)
             return report
         finally:
-            self._leave()
+            if stalled:  # a third request timeout in a row would tell nothing new
+                logger.warning(
+                    "timer runner %s: the store did not answer; its heartbeat is left to expire "
+                    "(within %g s)",
+                    self.runner_id,
+                    self.lease,
+                )
+            else:
+                self._leave()
 
     # -- long-running ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_tick: Callable[[TickReport], Any] | None = None) -> TickReport:

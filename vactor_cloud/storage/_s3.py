@@ -266,7 +266,7 @@ class S3Store(ObjectStore):
         failure = self._transport.last_failure
         if failure is None or time.monotonic() - failure[0] > timeout:
             return ""
-        return f" (its client's attempts failed meanwhile: {type(failure[1]).__name__}: {failure[1]})"
+        return f" (this endpoint's requests failed meanwhile: {type(failure[1]).__name__}: {failure[1]})"
 
     def _object_key(self, key: str) -> str:
         self._check_key(key)
