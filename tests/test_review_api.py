@@ -667,3 +667,47 @@ def test_a_state_that_does_not_unpickle_is_refused_by_the_call_that_made_it(acto
     vc.shutdown()
     actor_store.init()
     assert vc.get_actor("log").count.run() == 1  # loads from storage
+
+
+@vc.virtual_actor
+class CallsItself:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+    def twice_as_a_step(self) -> Any:
+        return self.incr.step()  # type: ignore[attr-defined]
+
+    def twice_as_a_handle(self) -> Any:
+        return self.incr.run()  # type: ignore[attr-defined]
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> Any:
+        return self.incr.options(name="x")  # type: ignore[attr-defined]
+
+    def broken(self) -> Any:
+        return self.missing.step()  # type: ignore[attr-defined]
+
+
+def test_a_method_calling_self_m_as_a_handle_is_told_what_to_write(store_spec: StoreSpec) -> None:
+    # `self.incr.step()` on a plain @virtual_actor (a Ray sub-workflow idiom) raised a bare
+    # "'function' object has no attribute 'step'"; the error now says what to write instead.
+    store_spec.init()
+    actor = CallsItself.get_or_create("self-calls")
+    with pytest.raises(AttributeError) as raised:
+        actor.twice_as_a_step.run()
+    notes = " ".join(getattr(raised.value, "__notes__", ()))
+    assert "vactor_cloud.workflow.virtual_actor" in notes and "call self.incr(...)" in notes, notes
+    with pytest.raises(AttributeError) as raised:
+        actor.twice_as_a_handle.run()
+    assert "call self.incr(...)" in " ".join(getattr(raised.value, "__notes__", ()))
+    with pytest.raises(AttributeError) as raised:
+        actor.peek.run()  # a read-only method too
+    assert "call self.incr(...)" in " ".join(getattr(raised.value, "__notes__", ()))
+    with pytest.raises(AttributeError) as raised:
+        actor.broken.run()  # an attribute that is no method: no note
+    assert not getattr(raised.value, "__notes__", None)
+    assert actor.incr.run() == 1  # nothing of the failed calls applied

@@ -289,10 +289,43 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         if resolve is not None:
             result = resolve(result, instance, call, context)
         return result
+    except AttributeError as exc:
+        _note_self_call(exc, instance)
+        raise
     finally:
         _local.call = previous
         if not context.readonly:
             _count_applying(context.actor_id, -1)
+
+
+#: what a handle's method has and a method of the instance (``self.m``) has not
+_HANDLE_ONLY = frozenset({"step", "run", "run_async", "options", "remote"})
+
+
+def _note_self_call(exc: AttributeError, instance: Any) -> None:
+    """``self.m.step()`` / ``self.m.run()`` inside a method: say what to write instead.
+
+    ``self.m`` is the method itself, not a handle's method: the bare AttributeError
+    (``'function' object has no attribute 'step'``) did not say so."""
+    target = getattr(exc, "obj", None)
+    name = getattr(target, "__name__", None)
+    if exc.name not in _HANDLE_ONLY or not callable(target) or not isinstance(name, str):
+        return
+    if getattr(type(instance), name, None) is None:
+        return
+    if exc.name == "step":
+        note = (
+            f"self.{name}.step(...) builds a sub-workflow step: decorate the class with "
+            "vactor_cloud.workflow.virtual_actor for that (docs/subworkflows.md); to apply the "
+            f"method now, in this call's step, call self.{name}(...)"
+        )
+    else:
+        note = (
+            f"inside a method of the actor, call self.{name}(...): it applies in the same step as "
+            f"this call (.{exc.name} is a handle's, for callers outside the actor)"
+        )
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
 
 
 def _run_coroutine(coro: Any, context: CallContext) -> Any:
