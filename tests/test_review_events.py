@@ -20,6 +20,7 @@ from vactor_cloud.dedup import RecordedError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -410,3 +411,42 @@ def test_events_ls_lists_an_inbox_object_that_cannot_be_read(store_spec: StoreSp
     assert by_id["e0"].status == "pending"
     assert by_id["bad"].status.startswith("damaged") and by_id["bad"].sent is None
     assert by_id["bad"].cells()[3] == "-"
+
+
+class _PagedListings(FaultyStore):
+    """Listings of several pages: the first inbox listing that could see ``hidden`` misses it
+    (it landed behind the page cursor while the listing ran) and sees what landed after it."""
+
+    def __init__(self, inner: Any, hidden: str) -> None:
+        super().__init__(inner, FaultConfig())
+        self.snapshot_list_keys = 1  # every listing that found anything took pages
+        self.hidden: str | None = hidden
+        self.inbox_listings = 0
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        result = await super()._around(operation, key, run, batch=batch)
+        if operation == "list" and key.endswith("/inbox/"):
+            self.inbox_listings += 1
+            kept = [k for k in result if self.hidden is None or not k.endswith("/" + self.hidden)]
+            if len(kept) < len(result):
+                self.hidden = None  # once
+            result = kept
+        return result
+
+
+def test_one_senders_events_apply_in_order_when_a_paged_listing_missed_the_first(spec: StoreSpec) -> None:
+    # A listing of several pages is no single moment: the first of two events a process sent
+    # one after the other can land behind the page being read (unseen) while the second is
+    # seen. That listing applied the second first ([2, 1]). Events first seen by such a
+    # listing now wait for a second listing, and their sender's later events behind them.
+    runtime = vc.get_runtime()
+    paged = _PagedListings(runtime.store, hidden="b-first")
+    runtime.store = paged
+    Till.get_or_create("t")
+    send_event("t", "paid", 1, event_id="b-first")
+    send_event("t", "paid", 2, event_id="y-second")  # sent after the first send returned
+    for _ in range(5):
+        if process_events("t") == 0 and not inbox_ids("t"):
+            break
+    assert vc.get_actor("t").view.run() == [("paid", 1), ("paid", 2)]
+    assert paged.inbox_listings >= 3  # the listing that missed it, and those that confirmed

@@ -14,7 +14,13 @@ sequence number.
 Inbox order: pending events are applied sorted by ``(time, sender, seq)``.
 Events from one sending process are therefore applied in the order they
 were sent, as long as each send returned before the next began (a send
-that returned is visible to every later listing). Between different
+that returned is visible to every later listing). A listing of several
+requests (S3 and GCS past 1,000 keys; the local store's directory walk) is
+no single moment: an event sent while it runs may land behind its cursor,
+unseen, while the same sender's next one is seen. Events first seen by such
+a listing are applied only once a later listing saw them too (the fold
+lists twice; see ``ObjectStore.snapshot_list_keys``), and a sender's later
+events wait behind them. Between different
 senders the order follows their clocks; an event that becomes visible
 after later-stamped ones were applied is applied at the next fold, after
 them.
@@ -315,6 +321,7 @@ class ActorInbox:
         "_refold",
         "_signalled",
         "_tasks",
+        "_unconfirmed",
         "actor_id",
         "known_step",
         "log",
@@ -356,6 +363,10 @@ class ActorInbox:
         self._deleting: set[str] = set()
         #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
         self._damaged: dict[str, tuple[int, float]] = {}
+        #: keys first seen by a listing of several pages (``ObjectStore.snapshot_list_keys``):
+        #: an earlier event of the same sender may have landed behind its cursor, unseen.
+        #: Applied (with their sender's later events) once a later listing saw them too
+        self._unconfirmed: set[str] = set()
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -367,7 +378,7 @@ class ActorInbox:
     async def _quiet_refresh(self) -> None:
         # A failure leaves ``_listed_at`` unset, so a later commit lists again.
         try:
-            await self._refresh()
+            await self._list_confirmed()
         except StorageError as exc:
             logger.debug("listing the inbox of %r failed: %s", self.actor_id, exc)
 
@@ -417,10 +428,23 @@ class ActorInbox:
         self._background = asyncio.get_running_loop().create_task(refresh_then_fold())
         self._background.add_done_callback(self._forget_background)
 
+    async def _list_confirmed(self) -> None:
+        """``_refresh``, and once more at once if that listing took several pages and found
+        new events: the second one confirms them (see ``_unconfirmed``)."""
+        await self._refresh()
+        if self._unconfirmed:
+            await self._refresh()
+
     async def _refresh(self) -> None:
         started = time.monotonic()
         self._signalled = False
         keys = await list_inbox(self.store, self.actor_id)
+        limit = self.store.snapshot_list_keys
+        #: one moment's listing: of one sender's events, it holds none without those sent before
+        snapshot = limit is None or len(keys) < limit
+        # Seen by the listing before this one, which ended before this one began: every
+        # event of its sender sent before it had landed by then, so this listing saw them.
+        self._unconfirmed.clear()
         present = set(keys)
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
@@ -437,6 +461,8 @@ class ActorInbox:
             ):
                 self._known[event.key] = event
                 self._damaged.pop(event.key, None)
+                if not snapshot:
+                    self._unconfirmed.add(event.key)
             for key in damaged:
                 self._damaged[key] = (self._damaged.get(key, (0, 0.0))[0] + 1, started)
             self._trim()
@@ -529,7 +555,7 @@ class ActorInbox:
         self._filled = False
         if forced or self._signalled:
             try:
-                await self._refresh()
+                await self._list_confirmed()
             except StorageError as exc:
                 self._signalled = True
                 self._listing_error = exc
@@ -540,7 +566,7 @@ class ActorInbox:
             # Others committed since our listing (or it predates loading): what we
             # hold may be applied and out of the dedup window. List again first.
             try:
-                await self._refresh()
+                await self._list_confirmed()
             except StorageError as exc:
                 logger.warning("could not list the inbox of %r: %s", self.actor_id, exc)
                 self._known.clear()
@@ -558,6 +584,8 @@ class ActorInbox:
         #: a commit's worth chosen: MAX_EVENTS_PER_COMMIT, or _PAYLOAD_BYTES of payloads
         full = False
         weight = 0
+        #: senders with an event not confirmed yet: it and their later events wait
+        waiting: set[str] = set()
         for event in sorted(self._known.values(), key=lambda e: e.order):
             if table.get(event.dedup_key) is not None:
                 if event.key in held:
@@ -572,6 +600,9 @@ class ActorInbox:
                     # Read by this fold's listing: applied by an earlier commit whose writer
                     # did not get to delete it.
                     self._delete([event.key])
+                continue
+            if event.key in self._unconfirmed or event.sender in waiting:
+                waiting.add(event.sender)
                 continue
             if full:
                 continue
@@ -620,6 +651,11 @@ class ActorInbox:
         if full:
             self._signalled = True  # more to do: the next commit looks again
             self._filled = True
+        if waiting:
+            # The next commit lists again (and process_events folds again): that listing
+            # confirms them, or finds what an earlier one missed
+            self._signalled = True
+            self._refold = True
         return folded + calls
 
     async def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:

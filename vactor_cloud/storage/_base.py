@@ -117,6 +117,13 @@ class ObjectStore(abc.ABC):
     #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an
     #: instance to exercise the splitting without writing a thousand objects.
     delete_batch: int = 1
+    #: A listing that returned fewer keys than this was made by one request, at one moment:
+    #: of two objects written one after the other, it never holds the second without the
+    #: first. A longer listing took several requests (pages), and an object written
+    #: meanwhile behind the page being read is missed while a later one ahead of it is seen
+    #: (the inbox waits for a second listing before it trusts such a one). None: every
+    #: listing is one moment (the memory store lists under its lock).
+    snapshot_list_keys: int | None = None
 
     def __init__(self, url: str) -> None:
         self.url = url

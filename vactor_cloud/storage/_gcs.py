@@ -140,6 +140,8 @@ class GCSStore(ObjectStore):
     another loop or in a forked child (a session cannot cross loops).
     """
 
+    #: one objects.list page
+    snapshot_list_keys = _LIST_PAGE
     #: :class:`gcsfs.GCSFileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {

@@ -152,6 +152,10 @@ class LocalStore(ObjectStore):
 
     nested_keys = False
     definite_create_conflicts = True
+    #: a listing walks directories (a chunk of the key each, in the chunked layout) one
+    #: after another: a file created in one already walked is missed, one created in one
+    #: not walked yet is seen, whatever the count
+    snapshot_list_keys = 0
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()

@@ -200,6 +200,8 @@ class S3Store(ObjectStore):
     """
 
     delete_batch = _DELETE_BATCH
+    #: one ListObjectsV2 page
+    snapshot_list_keys = _PAGE
     #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {

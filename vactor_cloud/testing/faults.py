@@ -193,6 +193,7 @@ class FaultyStore(ObjectStore):
         self.definite_create_conflicts = inner.definite_create_conflicts
         # One decision per request the wrapped store would send.
         self.delete_batch = inner.delete_batch
+        self.snapshot_list_keys = inner.snapshot_list_keys
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
