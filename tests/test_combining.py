@@ -486,7 +486,9 @@ def test_a_fold_that_stops_early_does_not_pass_an_earlier_post_of_ours(stop: str
     mine_4 = post(now + 2, me, 4, "f4")
     mine_5 = post(now + 5, me, 5, "f5")  # ours now: never written
     readable = (second, mine_4) if stop == "damaged" else (first, second, mine_4)
-    box = types.SimpleNamespace(waits_for=lambda key: key == first.key, cached=lambda key: None)
+    box = types.SimpleNamespace(
+        waits_for=lambda key: key == first.key, cached=lambda key: None, unsure=lambda key: False
+    )
     fake = types.SimpleNamespace(
         env=types.SimpleNamespace(settings=types.SimpleNamespace(max_batch=1)),
         _read_posts=lambda keys: [p for p in readable if p.key in keys],
@@ -1823,3 +1825,56 @@ def test_bench_contention_script_takes_settings_and_think_time(tmp_path: Path) -
     row = _bench_contention_row(tmp_path, "-o", "combine_after=2", "--think", "20")
     calls_per_second = float(row.split("|")[2])
     assert calls_per_second <= 2 * 1000 / 20, row  # two processes, at most one call per 20 ms each
+
+
+class _PagedMail(Switchable):
+    """Mailbox listings of several pages: the first listing that could see ``hidden`` misses it
+    (the post landed behind the page cursor while the listing ran) and sees the sender's
+    next post, which landed ahead of it."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.hidden: str | None = None
+
+    def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
+        return not keys  # every listing that found anything took pages
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        result = await super()._around(operation, key, run, **batch)
+        if operation == "list" and key.endswith("/mail/") and self.hidden is not None:
+            kept = [k for k in result if k != self.hidden]
+            if len(kept) < len(result):
+                self.hidden = None  # once
+            result = kept
+        return result
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_paged_mail_listing_that_missed_a_senders_first_post_applies_both_in_order(
+    store_spec: StoreSpec,
+) -> None:
+    """Another process has two posts pending, the second written after the first returned. A
+    listing of several pages saw the second but not the first (it landed behind the cursor):
+    the fold applied the second, the cursor passed the first's seq, and the first was then
+    deleted unapplied as stale: its call lost. A post first seen by such a listing now waits
+    for the next one, and its sender's later posts behind it."""
+    spec_store = init_switchable(store_spec, combine_window=60.0)
+    runtime = vc.get_runtime()
+    paged = _PagedMail(spec_store.inner)
+    runtime.store = paged
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    first = box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), uuid.uuid4().hex),))
+    _sync.sync(box.send(first))
+    time.sleep(0.003)
+    post_adds(box, ["other/1"])
+    paged.hidden = first.key
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # loses, posts, takes the lease, folds
+    wait_for(lambda: {"other/0", "other/1"} <= set(log.applied.run()))
+    applied = log.applied.run()
+    assert sorted(applied) == ["me/0", "me/1", "other/0", "other/1"], applied
+    assert applied.index("other/0") < applied.index("other/1")
+    assert paged.hidden is None  # the listing that missed it happened
+    assert wait_for_no_posts("a") == []

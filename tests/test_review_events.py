@@ -419,9 +419,11 @@ class _PagedListings(FaultyStore):
 
     def __init__(self, inner: Any, hidden: str) -> None:
         super().__init__(inner, FaultConfig())
-        self.snapshot_list_keys = 1  # every listing that found anything took pages
         self.hidden: str | None = hidden
         self.inbox_listings = 0
+
+    def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
+        return not keys  # every listing that found anything took pages
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         result = await super()._around(operation, key, run, batch=batch)

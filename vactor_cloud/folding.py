@@ -403,10 +403,16 @@ class Folder(Poster):
         #: the fold ended before the end of the listing (a damaged post, a full batch): an
         #: earlier post of ours may be among the posts it did not reach
         stopped = False
+        #: senders with a post the listing may have seen without an earlier one of theirs
+        #: (``PostBox.unsure``): it and their later posts wait for the next listing
+        waiting: set[str] = set()
         for key in wanted:
             mine = key == own.key and not doubt
             post = None if mine else read.get(key)
             copy = post is not None and (post.sender, post.seq) == (own.sender, own.seq)
+            if (mine or copy) and own.sender in waiting:
+                ours_waiting = True  # behind an earlier post of ours not sure yet: next fold
+                continue
             if mine or copy:
                 if copy and key != own.key:
                     stale.append(key)  # a copy of our post: our calls go in once, as our post
@@ -426,6 +432,11 @@ class Folder(Poster):
                 continue  # deleted meanwhile: applied after our base (this commit loses anyway)
             if applied(base.extra, post.sender, post.seq) or post.seq <= folding.get(post.sender, -1):
                 stale.append(key)  # applied; its folder died (or failed) before deleting it
+                continue
+            if post.sender in waiting or box.unsure(key):
+                waiting.add(post.sender)
+                if post.sender == own.sender:
+                    ours_waiting = True
                 continue
             if post.sender == own.sender:
                 ours_waiting = True  # an earlier post of ours, still pending: it goes first

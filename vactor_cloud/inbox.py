@@ -19,7 +19,7 @@ requests (S3 and GCS past 1,000 keys; the local store's directory walk) is
 no single moment: an event sent while it runs may land behind its cursor,
 unseen, while the same sender's next one is seen. Events first seen by such
 a listing are applied only once a later listing saw them too (the fold
-lists twice; see ``ObjectStore.snapshot_list_keys``), and a sender's later
+lists twice; see ``ObjectStore.listed_at_one_moment``), and a sender's later
 events wait behind them. Between different
 senders the order follows their clocks; an event that becomes visible
 after later-stamped ones were applied is applied at the next fold, after
@@ -363,7 +363,7 @@ class ActorInbox:
         self._deleting: set[str] = set()
         #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
         self._damaged: dict[str, tuple[int, float]] = {}
-        #: keys first seen by a listing of several pages (``ObjectStore.snapshot_list_keys``):
+        #: keys first seen by a listing of several pages (``ObjectStore.listed_at_one_moment``):
         #: an earlier event of the same sender may have landed behind its cursor, unseen.
         #: Applied (with their sender's later events) once a later listing saw them too
         self._unconfirmed: set[str] = set()
@@ -439,9 +439,8 @@ class ActorInbox:
         started = time.monotonic()
         self._signalled = False
         keys = await list_inbox(self.store, self.actor_id)
-        limit = self.store.snapshot_list_keys
-        #: one moment's listing: of one sender's events, it holds none without those sent before
-        snapshot = limit is None or len(keys) < limit
+        #: of one sender's events, it holds none without those sent before
+        snapshot = self.store.listed_at_one_moment(inbox_prefix(self.actor_id), keys)
         # Seen by the listing before this one, which ended before this one began: every
         # event of its sender sent before it had landed by then, so this listing saw them.
         self._unconfirmed.clear()

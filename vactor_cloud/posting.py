@@ -608,6 +608,8 @@ class PostBox:
         "_lock",
         "_seq",
         "_sleeper",
+        "_sure",
+        "_unsure",
         "actor_id",
         "mail",
         "names",
@@ -646,6 +648,12 @@ class PostBox:
         #: keys this process is deleting (None) or deleted (when it finished, monotonic): left out
         #: of listings that may predate the delete, so that a fold does not read them again
         self._deleted: dict[str, float | None] = {}
+        #: keys first seen by a listing that was no single moment (``listed_at_one_moment``), and
+        #: when (monotonic) that listing ended: an earlier post of the same sender may have
+        #: landed behind its cursor, unseen. Sure once a listing begun after that saw it again
+        self._unsure: dict[str, float] = {}
+        #: listed keys known to have been there for a whole listing (or seen at one moment)
+        self._sure: set[str] = set()
         self._lock = threading.Lock()
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
@@ -762,9 +770,22 @@ class PostBox:
 
     def _listed(self, keys: list[str], listed_at: float) -> list[str]:
         present = set(keys)
+        ended = time.monotonic()
+        one_moment = self.store.listed_at_one_moment(posts_prefix(self.actor_id), keys)
         with self._lock:  # (deletes finish on the IO loop; a fold may list on another thread)
             for gone in [k for k in self._known if k not in present]:
                 del self._known[gone]
+            self._sure &= present
+            self._unsure = {k: t for k, t in self._unsure.items() if k in present}
+            for key in keys:
+                if key in self._sure:
+                    continue
+                first = self._unsure.get(key)
+                if one_moment or (first is not None and first <= listed_at):
+                    self._unsure.pop(key, None)
+                    self._sure.add(key)
+                elif first is None:
+                    self._unsure[key] = ended
             self.unreadable = {k: n for k, n in self.unreadable.items() if k in present}
             if self._deleted:
                 # Hidden while our delete of it is in flight, or finished after this listing began;
@@ -797,6 +818,12 @@ class PostBox:
         if doomed:
             await self._delete(doomed)
         await asyncio.gather(*(t for t in list(self._deleting) if t is not current), return_exceptions=True)
+
+    def unsure(self, key: str) -> bool:
+        """Whether the post at ``key`` was first seen by a listing that was no single moment and
+        not since by a later one: its sender's earlier posts may exist unseen (it waits, and
+        its sender's later posts behind it, for the next listing)."""
+        return key in self._unsure
 
     def cached(self, key: str) -> Post | None:
         """The post at ``key`` if this process read it already."""

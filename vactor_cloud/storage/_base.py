@@ -117,12 +117,9 @@ class ObjectStore(abc.ABC):
     #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an
     #: instance to exercise the splitting without writing a thousand objects.
     delete_batch: int = 1
-    #: A listing that returned fewer keys than this was made by one request, at one moment:
-    #: of two objects written one after the other, it never holds the second without the
-    #: first. A longer listing took several requests (pages), and an object written
-    #: meanwhile behind the page being read is missed while a later one ahead of it is seen
-    #: (the inbox waits for a second listing before it trusts such a one). None: every
-    #: listing is one moment (the memory store lists under its lock).
+    #: A listing that returned fewer keys than this was made by one request, at one moment
+    #: (see :meth:`listed_at_one_moment`). None: every listing is one moment (the memory
+    #: store lists under its lock).
     snapshot_list_keys: int | None = None
 
     def __init__(self, url: str) -> None:
@@ -293,6 +290,16 @@ class ObjectStore(abc.ABC):
     def describe(self) -> str:
         """A short human-readable name for messages."""
         return self.url
+
+    def listed_at_one_moment(self, prefix: str, keys: builtins.list[str]) -> bool:
+        """Whether ``keys``, a listing of ``prefix`` just made, shows the store at one moment:
+        of two objects written one after the other, it never holds the second without the
+        first. A listing of several requests (pages) does not: an object written meanwhile
+        behind the page being read is missed while a later one ahead of it is seen. Readers
+        that keep a writer's order (the inbox, the mailbox) wait for a second listing before
+        they trust what such a one found first."""
+        limit = self.snapshot_list_keys
+        return limit is None or len(keys) < limit
 
     def _stall_hint(self, timeout: float) -> str:
         """What a request that timed out met meanwhile, if the backend knows (its client

@@ -68,6 +68,7 @@ import fcntl
 import hashlib
 import heapq
 import os
+import platform
 import secrets
 import stat
 import threading
@@ -98,6 +99,10 @@ _CHAIN = "+"
 _WRITE_ATTEMPTS = 5
 #: a key component with this name stores the component after it whole, unsynced (see above)
 _MAILBOX = "mail"
+#: bytes one readdir reads at once (the C library's getdents buffer: glibc 32 KB, musl 2 KB)
+_ONE_READDIR = 32768 if platform.libc_ver()[0] == "glibc" else 2048
+#: bytes of a directory entry besides its name (struct linux_dirent64, rounded up)
+_DIRENT = 32
 #: objects up to this size are read on the IO loop itself (larger ones on a worker thread)
 _INLINE_BYTES = 256 * 1024
 #: listings of at most this many keys (or of a mailbox) run on the IO loop itself
@@ -154,7 +159,7 @@ class LocalStore(ObjectStore):
     definite_create_conflicts = True
     #: a listing walks directories (a chunk of the key each, in the chunked layout) one
     #: after another: a file created in one already walked is missed, one created in one
-    #: not walked yet is seen, whatever the count
+    #: not walked yet is seen, whatever the count (but see ``listed_at_one_moment``)
     snapshot_list_keys = 0
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -622,6 +627,19 @@ class LocalStore(ObjectStore):
 
     async def _delete(self, key: str) -> None:
         self._remove(key)
+
+    def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
+        """A mailbox of the chunked layout is one directory (``_scan_mailbox``), read by one
+        ``getdents`` call while its entries fit the C library's buffer (glibc: 32 KB; the
+        kernel makes a call atomic with respect to creates in the directory): one moment
+        while the names take at most a quarter of it (the rest for temp files of writes in
+        flight). Any other listing walks directories: not one moment."""
+        if not keys:
+            return True
+        if not (prefix.endswith(f"/{_MAILBOX}/") and self._layout_chunked()):
+            return False
+        budget = _ONE_READDIR // 4
+        return sum(_DIRENT + len(key.encode()) - len(prefix) for key in keys) <= budget
 
     # -- synchronous requests (ObjectStore.inline) ---------------------------
     @property

@@ -193,7 +193,6 @@ class FaultyStore(ObjectStore):
         self.definite_create_conflicts = inner.definite_create_conflicts
         # One decision per request the wrapped store would send.
         self.delete_batch = inner.delete_batch
-        self.snapshot_list_keys = inner.snapshot_list_keys
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -230,6 +229,9 @@ class FaultyStore(ObjectStore):
         self._fired[chosen] += 1
         self.injected[rule.kind] += 1
         return _InjectedFault(rule, random.Random(self._rng.getrandbits(64)))
+
+    def listed_at_one_moment(self, prefix: str, keys: builtins.list[str]) -> bool:
+        return self.inner.listed_at_one_moment(prefix, keys)
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it.

@@ -69,7 +69,6 @@ class LatencyStore(ObjectStore):
         self.latency = latency
         self.nested_keys = inner.nested_keys
         self.delete_batch = inner.delete_batch
-        self.snapshot_list_keys = inner.snapshot_list_keys
         self._rng = random.Random(seed)
 
     def describe(self) -> str:
@@ -77,6 +76,9 @@ class LatencyStore(ObjectStore):
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
+        return self.inner.listed_at_one_moment(prefix, keys)
 
     async def _delayed(self, run: Callable[[], Awaitable[T]]) -> T:
         jitter = self.latency.jitter
