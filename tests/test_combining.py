@@ -674,16 +674,18 @@ def test_lost_responses_on_the_post_put_and_on_the_folding_step_put_apply_once(
     assert wait_for_no_posts("a") == []
 
 
-def give_up_on_a_post(store: Switchable) -> tuple[Any, CallPendingError]:
-    """``me/0`` commits; ``me/1`` loses a race and posts, and every step put is refused until
-    ``commit_timeout``: its caller gets CallPendingError with the post still there."""
+def give_up_on_a_post(
+    store: Switchable, call: Callable[[Any], Any] = lambda log: log.add.run("me/1")
+) -> tuple[Any, CallPendingError]:
+    """``me/0`` commits; ``call(log)`` (``me/1``) loses a race and posts, and every step put is
+    refused until ``commit_timeout``: its caller gets CallPendingError with the post still there."""
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
     refused = RetryableStorageError("injected: step puts refused", "k")
     store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
     with pytest.raises(CallPendingError) as raised:
-        log.add.run("me/1")
+        call(log)
     return log, raised.value
 
 
@@ -711,15 +713,9 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
     be small, whatever the call's arguments (a megabyte each would be 10 GB). What it needs
     is the post's key, sender and seq; the arguments are in the stored post."""
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")
-    commit_behind_its_back("a")
-    refused = RetryableStorageError("injected: step puts refused", "k")
-    store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
     big = "me/1" + "x" * 1_000_000
-    with pytest.raises(CallPendingError) as raised:
-        log.add.run(big)
-    (call_id,) = raised.value.call_ids
+    log, raised = give_up_on_a_post(store, lambda log: log.add.run(big))
+    (call_id,) = raised.call_ids
     remembered = poster._GAVE_UP[(store.url, "a", call_id)]
     assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
     store.fail = lambda op, key: None
@@ -735,14 +731,8 @@ def test_a_keyed_call_given_up_on_in_one_store_says_nothing_of_another_store(sto
     process remembers of giving up on it in the first store must not answer for the second:
     there the call committed, and "not applied (and never will be)" would be false."""
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")
-    commit_behind_its_back("a")
-    refused = RetryableStorageError("injected: step puts refused", "k")
-    store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
-    with pytest.raises(CallPendingError) as raised:
-        log.add.options(idempotency_key="k").run("me/1")
-    (call_id,) = raised.value.call_ids
+    _, raised = give_up_on_a_post(store, lambda log: log.add.options(idempotency_key="k").run("me/1"))
+    (call_id,) = raised.call_ids
     vc.shutdown()
     vc.init(settings=vc.Settings(storage=f"memory://other-{uuid.uuid4().hex}", combine_window=60.0))
     other = OrderLog.get_or_create("a")
