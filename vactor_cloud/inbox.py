@@ -363,10 +363,11 @@ class ActorInbox:
         self._deleting: set[str] = set()
         #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
         self._damaged: dict[str, tuple[int, float]] = {}
-        #: keys first seen by a listing of several pages (``ObjectStore.listed_at_one_moment``):
-        #: an earlier event of the same sender may have landed behind its cursor, unseen.
-        #: Applied (with their sender's later events) once a later listing saw them too
-        self._unconfirmed: set[str] = set()
+        #: keys first seen by a listing of several pages (``ObjectStore.listed_at_one_moment``),
+        #: and when (monotonic) it ended: an earlier event of the same sender may have landed
+        #: behind its cursor, unseen. Applied (with their sender's later events) once a listing
+        #: begun after that saw them too
+        self._unconfirmed: dict[str, float] = {}
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -439,12 +440,18 @@ class ActorInbox:
         started = time.monotonic()
         self._signalled = False
         keys = await list_inbox(self.store, self.actor_id)
+        ended = time.monotonic()
         #: of one sender's events, it holds none without those sent before
         snapshot = self.store.listed_at_one_moment(inbox_prefix(self.actor_id), keys)
-        # Seen by the listing before this one, which ended before this one began: every
-        # event of its sender sent before it had landed by then, so this listing saw them.
-        self._unconfirmed.clear()
         present = set(keys)
+        # Confirmed: seen by a listing that ended before this one began (every event its sender
+        # sent before it had landed by then, so this listing saw them), or by this one if it
+        # was one moment. (Listings may overlap: the background one and a fold's.)
+        self._unconfirmed = (
+            {}
+            if snapshot
+            else {k: first for k, first in self._unconfirmed.items() if k in present and first > started}
+        )
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
         for gone in [k for k in self._damaged if k not in present]:
@@ -461,7 +468,7 @@ class ActorInbox:
                 self._known[event.key] = event
                 self._damaged.pop(event.key, None)
                 if not snapshot:
-                    self._unconfirmed.add(event.key)
+                    self._unconfirmed.setdefault(event.key, ended)
             for key in damaged:
                 self._damaged[key] = (self._damaged.get(key, (0, 0.0))[0] + 1, started)
             self._trim()
