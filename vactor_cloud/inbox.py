@@ -237,7 +237,7 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
             sender=sys.intern(str(meta["sender"])),
             seq=int(meta["seq"]),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed event object: {exc}") from None
     if not key.endswith("/" + event.event_id):
         raise IntegrityError(key, f"holds event {event.event_id!r}, not the one its key names")

@@ -243,7 +243,7 @@ class StepRecord:
                 dedup_base=None if meta.get("dedup_base") is None else str(meta["dedup_base"]),
                 extra=dict(meta.get("extra") or {}),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
             raise IntegrityError(key, f"malformed step object: {exc}") from None
 
 
@@ -360,7 +360,7 @@ def decode_gc(key: str, data: bytes, version: str | None, signing_key: bytes | N
         rows = json.loads(raw.decode("utf-8")) if raw else []
         compacted = {int(step): str(writer) for step, writer in rows}
         recorded_from = int(env.meta.get("recorded_from", min_step if not compacted else min(compacted)))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed gc watermark: {exc}") from None
     return GcWatermark(min_step, version, compacted, recorded_from)
 
@@ -758,7 +758,7 @@ class ActorLog:
             head = Head(int(env.meta["step"]), ClassRef.from_json(env.meta["class"]), blob.version)
         except FormatVersionError:
             raise
-        except (IntegrityError, KeyError, ValueError, TypeError) as exc:
+        except (IntegrityError, KeyError, ValueError, TypeError, OverflowError) as exc:
             logger.warning(
                 "actor %r: ignoring an unreadable HEAD (%s); finding the newest step by listing, "
                 "the next writer replaces it",

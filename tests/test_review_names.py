@@ -1,0 +1,209 @@
+"""A hostile review of names, keys and objects someone else wrote: each case fails before its fix.
+
+What is attacked: strings that reach an operator's terminal from storage (ids, idempotency
+keys, call summaries a caller's ``repr`` made), objects whose checksum is valid but whose
+fields are not what this version writes, and values the by-value boundary must refuse
+cleanly.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cli_harness import Vactor
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, codec
+from vactor_cloud.cli import EXIT_OK
+from vactor_cloud.errors import IntegrityError
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+@vc.virtual_actor
+class Pad:
+    def __init__(self) -> None:
+        self.n = 0
+        self.notes: list[Any] = []
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def note(self, value: Any) -> Any:
+        self.notes.append(value)
+        return value
+
+    def nest(self, depth: int) -> Any:
+        value: Any = ()
+        for _ in range(depth):
+            value = (value,)
+        return value
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    store_spec.init()
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+# -- strings from storage reach the operator's terminal escaped ------------------------------------
+
+
+class Sneaky:
+    """An argument whose repr (recorded in the step's call summary) holds terminal escapes."""
+
+    def __repr__(self) -> str:
+        return "Sneaky(\x1b]0;owned\x1b\\\x1b[2J)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Sneaky, ())
+
+
+#: an actor id with a C1 control (8-bit CSI) and a bidi override: both valid ids
+ODD_ID = "p\x9b31m\u202eq"
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "piped"])
+def test_history_and_ls_never_write_control_characters_from_storage_to_the_terminal(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    """An idempotency key (any string but a leading NUL), a call summary (the caller's ``repr``)
+    and an actor id (C1 controls and bidi overrides are valid) were printed as they are: ESC
+    sequences a caller chose reached whoever ran ``vactor history`` (set the window title,
+    clear the screen, or OSC 52: write the clipboard). They are shown escaped, as repr does."""
+    vc.init(store)
+    pad = Pad.get_or_create(ODD_ID)
+    pad.note.options(idempotency_key="k\x1b[31m").run(Sneaky())
+    vc.shutdown()
+    if terminal:
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+        monkeypatch.setenv("COLUMNS", "300")
+        monkeypatch.setenv("NO_COLOR", "1")
+    for argv in (("history", ODD_ID), ("ls",), ("show", ODD_ID)):
+        result = vactor(*argv)
+        assert result.code == EXIT_OK, result
+        shown = result.out + result.err
+        # (rich styles its own output with ESC sequences: look for the ones from storage)
+        for bad in ("\x1b]0;owned", "\x1b[2J", "k\x1b[31m", "\x9b", "\u202e"):
+            assert bad not in shown, (argv, shown)
+        assert "p\\x9b31m\\u202eq" in shown, (argv, shown)
+    history = vactor("history", ODD_ID)
+    assert "Sneaky(\\x1b]0;owned\\x1b\\\\x1b[2J)" in history.out, history.out
+    assert "k\\x1b[31m" in history.out, history.out
+
+
+# -- objects with a valid checksum and fields this version never writes -----------------------------
+
+
+def _rewrite(key: str, **changes: Any) -> None:
+    """Rewrite the object at ``key`` unsigned with meta ``changes`` (a valid checksum)."""
+    store = vc.get_runtime().store
+    env = codec.decode(key, _sync.sync(store.get(key)).data)
+    meta = {**env.meta, **changes}
+    meta.pop("parts", None)
+    _sync.sync(store.put(key, codec.encode(key, meta, env.parts)))
+
+
+def _write_head(actor_id: str, step: float) -> None:
+    store = vc.get_runtime().store
+    first = f"actors/{actor_id}/steps/{0:020d}"
+    class_ref = codec.decode(first, _sync.sync(store.get(first)).data).meta["class"]
+    key = f"actors/{actor_id}/HEAD"
+    _sync.sync(store.put(key, codec.encode(key, {"kind": "head", "step": step, "class": class_ref})))
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf], ids=["inf", "-inf"])
+def test_a_head_naming_an_infinite_step_is_ignored_and_replaced_like_an_unreadable_one(
+    spec: StoreSpec, number: float
+) -> None:
+    """JSON as Python reads it takes ``Infinity``: ``int()`` of it raises ``OverflowError``, which
+    the HEAD reader did not take for "unreadable", so every call to the actor failed with it."""
+    pad = Pad.get_or_create("h")
+    pad.incr.run()
+    _write_head("h", number)
+    spec.init()  # a fresh process: nothing cached
+    assert vc.get_actor("h").value.run() == 1
+    assert vc.get_actor("h").incr.run() == 2
+
+
+def test_a_step_whose_numbers_are_infinite_is_an_integrity_error_naming_it(spec: StoreSpec) -> None:
+    """The same in a step's ``parent``: a raw ``OverflowError`` with no key, not the
+    ``IntegrityError`` naming the object that every other malformed field gives."""
+    pad = Pad.get_or_create("s")
+    pad.incr.run()
+    _rewrite(f"actors/s/steps/{1:020d}", parent=math.inf)
+    spec.init()
+    with pytest.raises(IntegrityError, match=r"steps/0+1.*malformed step"):
+        vc.get_actor("s").value.run()
+
+
+def test_a_watermark_naming_an_infinite_step_says_restore_it_not_overflow(spec: StoreSpec) -> None:
+    from vactor_cloud.log import GcWatermark, encode_gc
+
+    Pad.get_or_create("w").incr.run()
+    key = "actors/w/gc"
+    _sync.sync(vc.get_runtime().store.put(key, encode_gc(key, GcWatermark(1), 0.0, None)))
+    _rewrite(key, min_step=math.inf)
+    spec.init()
+    with pytest.raises(IntegrityError, match="retention watermark of actor 'w'"):
+        vc.get_actor("w").history()
+
+
+def test_an_event_or_lease_whose_numbers_are_infinite_is_unreadable_not_an_overflow(spec: StoreSpec) -> None:
+    """An inbox event is refused (``IntegrityError`` naming it, as for any malformed event) and a
+    lease is a hint read as unreadable (free to take), not a raw ``OverflowError``."""
+    from vactor_cloud.inbox import decode_event, encode_event
+    from vactor_cloud.lease import LeaseStore
+
+    key, data = encode_event("e", "ev-1", "paid", b"{}", "json", None)
+    env = codec.decode(key, data)
+    forged = codec.encode(
+        key, {**{k: v for k, v in env.meta.items() if k != "parts"}, "seq": math.inf}, env.parts
+    )
+    with pytest.raises(IntegrityError, match="malformed event"):
+        decode_event(key, forged, None)
+    store = vc.get_runtime().store
+    lease_key = "actors/e/lease"
+    meta = {"kind": "lease", "holder": "x", "expires": 1e12, "step": math.inf, "token": "t"}
+    _sync.sync(store.put(lease_key, codec.encode(lease_key, meta)))
+    lease = _sync.sync(LeaseStore(store, "e", None).read())
+    assert lease.holder == "" and lease.expires == 0.0 and lease.version is not None
+
+
+# -- by value: what cannot be copied is a TypeError --------------------------------------------------
+
+
+def _nested_tuple(depth: int) -> tuple[Any, ...]:
+    value: tuple[Any, ...] = ()
+    for _ in range(depth):
+        value = (value,)
+    return value
+
+
+def test_an_argument_nested_too_deep_to_copy_is_a_type_error_and_applies_nothing(spec: StoreSpec) -> None:
+    """``freeze`` looked for immutability by recursion: a tuple nested deeper than the
+    interpreter's recursion limit raised ``RecursionError`` from the call site instead of the
+    documented ``TypeError`` ("cannot be passed by value")."""
+    pad = Pad.get_or_create("d")
+    with pytest.raises(TypeError, match="cannot be passed by value"):
+        pad.note.run(_nested_tuple(100_000))
+    assert pad.incr.run() == 1
+    assert [e.step for e in pad.history()] == [1, 0]
+
+
+def test_a_result_nested_too_deep_to_copy_fails_its_call_with_a_type_error(spec: StoreSpec) -> None:
+    pad = Pad.get_or_create("r")
+    with pytest.raises(TypeError, match="cannot be passed by value"):
+        pad.nest.run(100_000)
+    assert pad.incr.run() == 1
