@@ -55,7 +55,7 @@ from vactor_cloud.cli._options import (
     CliParser,
     add_common_options,
 )
-from vactor_cloud.cli._output import Output
+from vactor_cloud.cli._output import Output, printable
 
 __all__ = [
     "COMMAND_MODULES",
@@ -177,7 +177,7 @@ def _fail(message: str, code: int, debug: bool) -> NoReturn:
     # One line, as docs/cli.md promises (and `grep 'vactor: error'` relies on): a multi-line
     # message (a method's exception, pydantic's validation errors) has its lines joined by " | ".
     one_line = " | ".join(line.strip() for line in message.splitlines() if line.strip())
-    print(f"vactor: error: {one_line}", file=sys.stderr)
+    print(f"vactor: error: {printable(one_line)}", file=sys.stderr)
     raise SystemExit(code)
 
 

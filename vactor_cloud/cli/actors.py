@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import json
 import pprint
 import sys
 from typing import Any
@@ -26,7 +27,7 @@ from vactor_cloud.cli._options import (
     parse_json_arg,
     positive_int,
 )
-from vactor_cloud.cli._output import Output, progress, when
+from vactor_cloud.cli._output import Output, printable, progress, when
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -99,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         grid.add_column(style="bold cyan")
         grid.add_column()
         for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
-            grid.add_row(key, Text(str(summary[key])))  # Text: brackets in an id are not markup
+            grid.add_row(key, Text(printable(str(summary[key]))))  # Text: brackets are not markup
         grid.add_row("state", Pretty(state, expand_all=False))
         out.console().print(grid)
         return EXIT_OK
@@ -210,7 +211,10 @@ def cmd_call(args: argparse.Namespace) -> int:
         out.console().print(Pretty(result))
     else:
         try:
-            out.print(out.json_text(result))
+            text = out.json_text(result)
+            if printable(text) != text:  # a control or bidi character in a string: as a JSON escape
+                text = json.dumps(result, ensure_ascii=True)
+            out.print(text)
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
