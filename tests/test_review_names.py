@@ -201,6 +201,54 @@ def test_an_event_or_lease_whose_numbers_are_infinite_is_unreadable_not_an_overf
     assert lease.holder == "" and lease.expires == 0.0 and lease.version is not None
 
 
+# -- keys under steps/ that name no step ------------------------------------------------------------
+
+
+def _without_head(spec: StoreSpec, actor_id: str) -> None:
+    """A fresh process that finds the actor by listing its steps (HEAD gone, nothing cached)."""
+    spec.init()  # (shutdown's last HEAD move is behind us)
+    _sync.sync(vc.get_runtime().store.delete(f"actors/{actor_id}/HEAD"))
+    spec.init()
+
+
+def test_a_key_spelling_a_step_in_other_digits_is_not_taken_for_that_step(spec: StoreSpec) -> None:
+    """``step_of`` took any Unicode digits for a step number: an object named
+    ``steps/`` + 20 Arabic-Indic digits spelling 1 (empty: its content is never read, so a
+    signing key does not help) sorts after every real step, so a listing took it for the
+    newest, read the real step 1 and stopped there: a read returned the state of step 1
+    while step 5 was committed. Only ASCII digits spell a step."""
+    pad = Pad.get_or_create("u")
+    for _ in range(5):
+        pad.incr.run()
+    stray = "actors/u/steps/" + "\u0660" * 19 + "\u0661"
+    _sync.sync(vc.get_runtime().store.put(stray, b"", mode="create"))
+    _without_head(spec, "u")
+    assert vc.get_actor("u").value.run() == 5
+    assert vc.get_actor("u").incr.run() == 6
+    assert [e.step for e in vc.get_actor("u").history(limit=2)] == [6, 5]
+
+
+@pytest.mark.parametrize("stray", ["actors/v/steps/", "actors/v/steps/notes.txt", "actors/v/steps/0001"])
+def test_objects_under_steps_that_name_no_step_are_passed_over_not_fatal(spec: StoreSpec, stray: str) -> None:
+    """A folder marker (what an S3 console's "Create folder" or a sync tool writes), a note or a
+    short name under ``steps/``: every listing of the steps raised ``IntegrityError`` ("not a
+    step key"), so the actor could not be loaded without HEAD, nor compacted. No reader reads
+    such a key as a step (steps are read by their exact keys): listings pass over it."""
+    pad = Pad.get_or_create("v")
+    for _ in range(3):
+        pad.incr.run()
+    try:
+        _sync.sync(vc.get_runtime().store.put(stray, b"", mode="create"))
+    except vc.StorageError:
+        pytest.skip("this store cannot hold that key")
+    _without_head(spec, "v")
+    assert vc.get_actor("v").value.run() == 3
+    assert vc.get_actor("v").incr.run() == 4
+    report = vc.get_actor("v").compact(keep_last=1, min_age=3600)
+    assert report.newest == 4
+    assert _sync.sync(vc.get_runtime().store.list(stray))[:1] == [stray]  # left where it was
+
+
 # -- by value: a tuple of atoms however deep is immutable, passed as it is ------------------------------
 
 
