@@ -249,6 +249,46 @@ def test_objects_under_steps_that_name_no_step_are_passed_over_not_fatal(spec: S
     assert _sync.sync(vc.get_runtime().store.list(stray))[:1] == [stray]  # left where it was
 
 
+# -- timer index entries naming no possible actor --------------------------------------------------
+
+
+@vc.virtual_actor
+class Alarm:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def arm(self) -> None:
+        vc.current_call().schedule("ring", at=1.0, key="bell")  # in the past: due at once
+
+    def ring(self) -> None:
+        self.rang += 1
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.rang
+
+
+def test_index_entries_naming_no_possible_actor_are_ignored_not_an_error_every_tick(spec: StoreSpec) -> None:
+    """Keys under ``timers/`` whose actor part no writer could have written (a control
+    character, a backslash, over 255 bytes: ids refused everywhere) were fired like any entry:
+    loading the actor failed, the entry was kept, and every tick of every runner reported the
+    same errors for ever. Such keys are "any other key under timers/", which readers ignore."""
+    from vactor_cloud.timer_runner import TimerRunner
+    from vactor_cloud.timers import list_index
+
+    Alarm.get_or_create("alarm").arm.run()
+    store = vc.get_runtime().store
+    due = 1_000_000_000_000
+    for bad in ("a\x01b", "a\\b", "x" * 300):
+        _sync.sync(store.put(f"timers/{due:020d}-1/{bad}/k", b"", mode="create"))
+    assert [e.actor_id for e in _sync.sync(list_index(store))] == ["alarm"]
+    runner = TimerRunner(split="none")
+    report = runner.tick()
+    assert report.errors == [] and report.fired == 1
+    assert vc.get_actor("alarm").count.run() == 1
+    assert runner.tick().errors == []
+
+
 # -- by value: a tuple of atoms however deep is immutable, passed as it is ------------------------------
 
 
