@@ -103,6 +103,9 @@ def test_history_and_ls_never_write_control_characters_from_storage_to_the_termi
             assert bad not in shown, (argv, shown)
         if argv[0] != "history" or terminal:  # (piped, history shows no title)
             assert "p\\x9b31m\\u202eq" in shown, (argv, shown)
+    listed = vactor("ls", "--json")
+    assert "\x9b" not in listed.out and "\u202e" not in listed.out, listed.out
+    assert [a["actor_id"] for a in json.loads(listed.out)] == [ODD_ID]
     history = vactor("history", ODD_ID)
     assert "Sneaky(\\x1b]0;owned\\x1b\\\\x1b[2J)" in history.out, history.out
     assert "k\\x1b[31m" in history.out, history.out

@@ -75,9 +75,12 @@ class Output:
         A str may hold what its encoding cannot write: a lone surrogate (``bytes.decode(...,
         "surrogateescape")``), or any non-Latin text on a Latin-1 terminal. Written as is, it
         fails (UnicodeEncodeError) or writes bytes that are not UTF-8 (not JSON); as
-        ``\\udce9`` escapes it is valid JSON that every parser reads.
+        ``\\udce9`` escapes it is valid JSON that every parser reads. So is a control or bidi
+        character JSON allows raw (C1, U+202E): a terminal would obey it (see ``printable``).
         """
         text = json.dumps(value, ensure_ascii=False, **dumps)
+        if printable(text) != text:  # a C1 control or a bidi override, which JSON allows raw
+            return json.dumps(value, ensure_ascii=True, **dumps)
         try:
             text.encode(getattr(self.stream, "encoding", None) or "utf-8")
         except (UnicodeEncodeError, LookupError):

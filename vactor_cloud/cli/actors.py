@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import datetime
 import importlib
-import json
 import pprint
 import sys
 from typing import Any
@@ -211,10 +210,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         out.console().print(Pretty(result))
     else:
         try:
-            text = out.json_text(result)
-            if printable(text) != text:  # a control or bidi character in a string: as a JSON escape
-                text = json.dumps(result, ensure_ascii=True)
-            out.print(text)
+            out.print(out.json_text(result))
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
