@@ -126,6 +126,19 @@ def test_call_prints_a_result_holding_control_characters_as_json_escapes(vactor:
     assert "\x1b" not in failed.err and "\\x1b[2J" in failed.err, failed.err
 
 
+def test_the_errors_ls_names_on_stderr_show_an_actor_id_escaped(vactor: Vactor, store: str) -> None:
+    """``vactor ls --debug`` names each actor it could not read on its own stderr line (as do
+    ``compact --all``, ``events`` and ``timers run`` for theirs): the id went out raw."""
+    vc.init(store)
+    Pad.get_or_create("d\x9bq").incr.run()
+    key = f"actors/d\x9bq/steps/{1:020d}"
+    _sync.sync(vc.get_runtime().store.put(key, b"damaged"))
+    vc.shutdown()
+    result = vactor("--debug", "ls")
+    assert result.code != EXIT_OK
+    assert "\x9b" not in result.err and "d\\x9bq" in result.err, result.err
+
+
 # -- objects with a valid checksum and fields this version never writes -----------------------------
 
 

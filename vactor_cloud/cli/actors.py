@@ -54,7 +54,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if damaged:
         if args.debug:
             for error in damaged:
-                print(f"vactor: {error}", file=sys.stderr)
+                print(printable(f"vactor: {error}"), file=sys.stderr)
         raise errors_error(damaged, "actors could not be read")
     return EXIT_OK
 
@@ -318,7 +318,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     for actor_id, error in failed:
-        print(f"vactor: error: {actor_id}: {error}", file=sys.stderr)
+        print(printable(f"vactor: error: {actor_id}: {error}"), file=sys.stderr)
     if failed:
         print(
             f"vactor: error: {len(failed)} of {len(failed) + len(reports)} actors could not be "

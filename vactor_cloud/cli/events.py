@@ -28,7 +28,7 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor_async
 from vactor_cloud.cli._options import EXIT_OK, actor_id_arg, common_parent, errors_error, init_runtime
-from vactor_cloud.cli._output import Output
+from vactor_cloud.cli._output import Output, printable
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         if args.debug:
             for error in errors:
-                print(f"vactor: {error}", file=sys.stderr)
+                print(printable(f"vactor: {error}"), file=sys.stderr)
         what = "actors could not be read" if args.events_command == "ls" else "actors could not be drained"
         raise errors_error(errors, what)
     return EXIT_OK
