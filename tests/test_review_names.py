@@ -18,7 +18,7 @@ import pytest
 from cli_harness import Vactor
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec
+from vactor_cloud import _sync, codec, workflow
 from vactor_cloud.cli import EXIT_OK
 from vactor_cloud.errors import IntegrityError
 from vactor_cloud.testing.lanes import StoreSpec
@@ -303,6 +303,65 @@ def test_index_entries_naming_no_possible_actor_are_ignored_not_an_error_every_t
     assert report.errors == [] and report.fired == 1
     assert vc.get_actor("alarm").count.run() == 1
     assert runner.tick().errors == []
+
+
+# -- a failed-call record under another call's key ----------------------------------------------------
+
+_total_failures: list[int] = []
+
+
+@workflow.step(max_retries=0)
+def _total(amount: int) -> int:
+    if _total_failures:
+        _total_failures.pop()
+        raise ConnectionError("the pricing service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Purse:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def deposit(self, amount: int) -> Any:
+        return self.credit.step(_total.step(amount))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    @workflow.virtual_actor.readonly
+    def view(self) -> int:
+        return self.balance
+
+
+def test_a_failed_call_record_copied_under_another_calls_key_is_refused_not_resumed_twice(
+    spec: StoreSpec,
+) -> None:
+    """``workflow.resume`` took the call id from the record's metadata, never from its key: a
+    record copied to ``tasks/<other>/failed`` (a restore, a copy by hand: without a signing key
+    its checksum holds) was resumed as the call it names, and that re-run deleted the record of
+    the call it named, never the copy: one failure counted as two re-runs, and every later
+    ``resume`` (in any process) re-ran the call again while ``get_status`` said FAILED for
+    ever. Steps and events check the number or id their key names; so does this record now,
+    naming the key to delete."""
+    from vactor_cloud.workflow_steps import failure_key
+
+    _total_failures[:] = [1, 1, 1, 1]
+    purse = Purse.get_or_create("p")
+    with pytest.raises(ConnectionError):
+        purse.deposit.run(5)
+    _total_failures.clear()
+    store = vc.get_runtime().store
+    (original,) = [k for k in _sync.sync(store.list("actors/p/tasks/")) if k.endswith("/failed")]
+    copy = failure_key("p", "0" * 32)
+    _sync.sync(store.put(copy, _sync.sync(store.get(original)).data, mode="create"))
+    with pytest.raises(IntegrityError, match="names call"):
+        vc.get(workflow.resume("p"), timeout=60)
+    _sync.sync(store.delete(copy))
+    assert vc.get(workflow.resume("p"), timeout=60) == [5]
+    assert vc.get(workflow.resume("p"), timeout=60) == []
+    assert purse.view.run() == 5
 
 
 # -- by value: a tuple of atoms however deep is immutable, passed as it is ------------------------------
