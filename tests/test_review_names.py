@@ -265,6 +265,22 @@ def test_objects_under_steps_that_name_no_step_are_passed_over_not_fatal(spec: S
     assert _sync.sync(vc.get_runtime().store.list(stray))[:1] == [stray]  # left where it was
 
 
+def test_an_event_to_an_actor_whose_steps_hold_only_a_folder_marker_is_actor_not_found(
+    spec: StoreSpec,
+) -> None:
+    """``send_event`` asked whether the actor exists by listing one key under ``steps/``: a
+    folder marker there (no step) passed for the actor, and the event was written to the inbox
+    of an actor that does not exist."""
+    store = vc.get_runtime().store
+    try:
+        _sync.sync(store.put("actors/ghost/steps/", b"", mode="create"))
+    except vc.StorageError:
+        pytest.skip("this store cannot hold that key")
+    with pytest.raises(vc.ActorNotFoundError):
+        vc.send_event("ghost", "paid", {"amount": 1})
+    assert _sync.sync(store.list("actors/ghost/inbox/")) == []
+
+
 # -- timer index entries naming no possible actor --------------------------------------------------
 
 
