@@ -321,6 +321,20 @@ def test_index_entries_naming_no_possible_actor_are_ignored_not_an_error_every_t
     assert runner.tick().errors == []
 
 
+@pytest.mark.parametrize("runner_id", [".r", "..", "r\nx", "r" * 256, "r\\x"])
+def test_a_runner_id_no_backend_could_name_its_heartbeat_by_is_refused_everywhere(
+    spec: StoreSpec, runner_id: str
+) -> None:
+    """A runner's heartbeat is ``timer-runners/<runner_id>``; only ``/`` was refused: ``.r`` or
+    ``..`` was written on S3 and refused by the local store at every beat (the runner was
+    invisible to the others, who then fired its actors too), a newline is no GCS name. Runner
+    ids follow the rules of actor ids, on every backend, when the runner is made."""
+    from vactor_cloud.timer_runner import TimerRunner
+
+    with pytest.raises(ValueError, match="runner id"):
+        TimerRunner(split="runners", runner_id=runner_id)
+
+
 # -- a failed-call record under another call's key ----------------------------------------------------
 
 _total_failures: list[int] = []
