@@ -111,6 +111,32 @@ def test_history_and_ls_never_write_control_characters_from_storage_to_the_termi
     assert "k\\x1b[31m" in history.out, history.out
 
 
+class TwoLines:
+    """An argument whose repr spans lines, one of them shaped like a row of ``vactor history``."""
+
+    def __repr__(self) -> str:
+        return "TwoLines()\n9     2026-01-01 00:00:00 UTC  deadbeef  transfer(1000000)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TwoLines, ())
+
+
+def test_piped_history_is_one_line_per_call_whatever_a_call_summary_holds(vactor: Vactor, store: str) -> None:
+    """Piped, ``history`` prints one line per call ("stable for grep/awk"): a newline in a call
+    summary (the repr a caller's object chose) split the call over two lines, the second
+    shaped as the caller liked (here, a step 9 that never was). Newlines inside a call's
+    summary are shown escaped, as the other control characters are."""
+    vc.init(store)
+    Pad.get_or_create("n").note.run(TwoLines())
+    vc.shutdown()
+    result = vactor("history", "n")
+    assert result.code == EXIT_OK, result
+    lines = result.out.splitlines()
+    assert len(lines) == 3, lines  # the header, the note, the creation
+    assert not any(line.startswith("9") for line in lines), lines
+    assert "TwoLines()\\n9" in lines[1], lines
+
+
 def test_call_prints_a_result_holding_control_characters_as_json_escapes(vactor: Vactor, store: str) -> None:
     """``vactor call`` prints a result as JSON with non-ASCII as itself: a C1 control or a bidi
     override in a string went out raw (JSON allows them); ESC in an error line too."""

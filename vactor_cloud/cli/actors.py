@@ -122,7 +122,9 @@ def _call_text(call: Any) -> str:
         text += f" !! {call.result}"
     if call.key:
         text += f"  [key {call.key}]"
-    return text
+    # One line per call (a summary is the repr a caller's object chose; a cell's own lines are
+    # the calls of its step); the other control characters are escaped where it is printed.
+    return text.replace("\n", "\\n")
 
 
 def _call_lines(entry: Any, cap: int | None = None) -> list[str]:
