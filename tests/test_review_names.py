@@ -253,16 +253,23 @@ def _without_head(spec: StoreSpec, actor_id: str) -> None:
     spec.init()
 
 
-def test_a_key_spelling_a_step_in_other_digits_is_not_taken_for_that_step(spec: StoreSpec) -> None:
+@pytest.mark.parametrize(
+    "stray",
+    ["actors/u/steps/" + "\u0660" * 19 + "\u0661", f"actors/u/steps/x/steps/{1:020d}"],
+    ids=["arabic-indic-digits", "nested"],
+)
+def test_a_key_spelling_a_step_in_other_digits_is_not_taken_for_that_step(
+    spec: StoreSpec, stray: str
+) -> None:
     """``step_of`` took any Unicode digits for a step number: an object named
     ``steps/`` + 20 Arabic-Indic digits spelling 1 (empty: its content is never read, so a
     signing key does not help) sorts after every real step, so a listing took it for the
     newest, read the real step 1 and stopped there: a read returned the state of step 1
-    while step 5 was committed. Only ASCII digits spell a step."""
+    while step 5 was committed. Only ASCII digits spell a step. So did a key spelling step 1
+    one level down (``steps/x/steps/<1>``: it too ends in ``/steps/`` and 20 digits)."""
     pad = Pad.get_or_create("u")
     for _ in range(5):
         pad.incr.run()
-    stray = "actors/u/steps/" + "\u0660" * 19 + "\u0661"
     _sync.sync(vc.get_runtime().store.put(stray, b"", mode="create"))
     _without_head(spec, "u")
     assert vc.get_actor("u").value.run() == 5

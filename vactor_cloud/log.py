@@ -614,7 +614,8 @@ class ActorLog:
             want = None if limit is None else limit - len(found)
             listed = await self.store.list(self.steps_prefix, start_after=start, limit=want)
             for key in listed:
-                step = keys.step_of(key)
+                # (one level only: "steps/x/steps/<20 digits>" also ends as a step key does)
+                step = keys.step_of(key) if "/" not in key[len(self.steps_prefix) :] else None
                 if step is not None:
                     found.append(step)
                 elif key not in _STRAYS_SEEN:
