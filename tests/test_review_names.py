@@ -427,6 +427,18 @@ def test_a_failed_call_record_copied_under_another_calls_key_is_refused_not_resu
     assert purse.view.run() == 5
 
 
+def test_an_event_object_one_level_down_in_the_inbox_is_not_that_event() -> None:
+    """An event checked that its key *ended* with ``/<event_id>``: a copy under
+    ``inbox/<anything>/<event_id>`` (unsigned, its checksum holds) passed for the event. It
+    must be at the key the event's id names."""
+    from vactor_cloud.inbox import decode_event, encode_event
+
+    key, data = encode_event("e", "ev-1", "paid", b"{}", "json", None)
+    assert decode_event(key, data, None).event_id == "ev-1"
+    with pytest.raises(IntegrityError, match="not the one its key names"):
+        decode_event("actors/e/inbox/other/ev-1", data, None)
+
+
 # -- by value: a tuple of atoms however deep is immutable, passed as it is ------------------------------
 
 

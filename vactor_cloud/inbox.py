@@ -71,7 +71,7 @@ from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
 from vactor_cloud.ids import event_dedup_key, validate_event_id
-from vactor_cloud.keys import inbox_key, inbox_prefix
+from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.storage import ObjectStore
 
@@ -239,7 +239,9 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
         )
     except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed event object: {exc}") from None
-    if not key.endswith("/" + event.event_id):
+    owner = actor_id_of(key)
+    if owner is None or key != inbox_key(owner, event.event_id):
+        # (not a suffix test: an object under inbox/<a>/<id> is no event's, whatever its id)
         raise IntegrityError(key, f"holds event {event.event_id!r}, not the one its key names")
     return event
 
