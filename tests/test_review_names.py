@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -241,6 +242,39 @@ def test_an_event_or_lease_whose_numbers_are_infinite_is_unreadable_not_an_overf
     _sync.sync(store.put(lease_key, codec.encode(lease_key, meta)))
     lease = _sync.sync(LeaseStore(store, "e", None).read())
     assert lease.holder == "" and lease.expires == 0.0 and lease.version is not None
+
+
+@vc.virtual_actor(serializer="json")
+class Ledger:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+
+def test_call_outcome_of_a_json_actor_unpickles_nothing_from_storage(spec: StoreSpec) -> None:
+    """``serializer="json"`` with ``load_classes_from_storage=False`` promises that no byte from
+    storage is ever unpickled. ``call_outcome`` read the outcome parts of the actor's steps
+    whatever its serializer: a step given a ``posted`` part (one pickle, the earlier encoding;
+    unsigned, its checksum holds) was unpickled whole by any ``call_outcome`` of the actor.
+    A json actor never posts (docs/protocol.md), so its steps hold no outcome to look up."""
+    from pickle_bomb import UNPICKLED, Bomb
+
+    Ledger.get_or_create("j").add.run(1)
+    store = vc.get_runtime().store
+    key = f"actors/j/steps/{1:020d}"
+    env = codec.decode(key, _sync.sync(store.get(key)).data)
+    meta = {k: v for k, v in env.meta.items() if k != "parts"}
+    parts = {**env.parts, "posted": pickle.dumps({"c" * 32: (True, Bomb())}, protocol=2)}
+    _sync.sync(store.put(key, codec.encode(key, meta, parts)))
+    vc.shutdown()
+    vc.init(spec.url, **spec.options, load_classes_from_storage=False)
+    UNPICKLED.clear()
+    with pytest.raises(LookupError):
+        vc.get_actor("j").call_outcome("c" * 32)
+    assert UNPICKLED == []
 
 
 # -- keys under steps/ that name no step ------------------------------------------------------------
