@@ -1,9 +1,12 @@
 """A hostile review of names, keys and objects someone else wrote: each case fails before its fix.
 
 What is attacked: strings that reach an operator's terminal from storage (ids, idempotency
-keys, call summaries a caller's ``repr`` made), objects whose checksum is valid but whose
-fields are not what this version writes, and values the by-value boundary must refuse
-cleanly.
+keys, call summaries a caller's ``repr`` made); objects whose checksum is valid but whose
+fields are not what this version writes (``Infinity``); keys that are not what their prefix
+promises (a step spelt in other digits or one level down, a folder marker under ``steps/``, an
+index entry naming no possible actor, an event or a failed-call record under another key);
+names no backend could hold (runner ids); bytes a json actor must never unpickle; and values
+at the by-value boundary (a tuple nested past the recursion limit).
 """
 
 from __future__ import annotations
@@ -432,7 +435,7 @@ class Purse:
         return self.balance
 
 
-def test_a_failed_call_record_copied_under_another_calls_key_is_refused_not_resumed_twice(
+def test_a_failed_call_record_copied_under_another_calls_key_is_refused_not_resumed_for_ever(
     spec: StoreSpec,
 ) -> None:
     """``workflow.resume`` took the call id from the record's metadata, never from its key: a
