@@ -476,6 +476,45 @@ def test_an_event_object_one_level_down_in_the_inbox_is_not_that_event() -> None
         decode_event("actors/e/inbox/other/ev-1", data, None)
 
 
+@vc.virtual_actor
+class Till:
+    def __init__(self) -> None:
+        self.total = 0
+
+    @vc.virtual_actor.on_event("paid")
+    def paid(self, payload: dict[str, int]) -> int:
+        self.total += payload["amount"]
+        return self.total
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.total
+
+
+@pytest.mark.parametrize("stray", ["actors/t/inbox/", "actors/t/inbox/a/b"])
+def test_keys_in_an_inbox_no_event_can_have_are_passed_over_not_read_as_damaged_events(
+    spec: StoreSpec, stray: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder marker (``inbox/``) or a key one level down: each was read as an event, found
+    damaged, logged as an error at every look (once a minute after the third) for ever, and
+    listed by ``vactor events ls``. An inbox holds events under their ids only; other keys
+    are passed over."""
+    from vactor_cloud.inbox import list_inbox
+
+    Till.get_or_create("t")
+    store = vc.get_runtime().store
+    try:
+        _sync.sync(store.put(stray, b"", mode="create"))
+    except vc.StorageError:
+        pytest.skip("this store cannot hold that key")
+    vc.send_event("t", "paid", {"amount": 5}, event_id="e1")
+    assert _sync.sync(list_inbox(store, "t")) == ["actors/t/inbox/e1"]
+    with caplog.at_level("ERROR", logger="vactor_cloud"):
+        assert vc.get_actor("t").process_events() == 1
+    assert "damaged" not in caplog.text
+    assert vc.get_actor("t").get.run() == 5
+
+
 # -- by value: a tuple of atoms however deep is immutable, passed as it is ------------------------------
 
 

@@ -247,8 +247,14 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
 
 
 async def list_inbox(store: ObjectStore, actor_id: str) -> list[str]:
-    """Keys of the events waiting in ``actor_id``'s inbox (one LIST)."""
-    return await store.list(inbox_prefix(actor_id))
+    """Keys of the events waiting in ``actor_id``'s inbox (one LIST).
+
+    Only keys an event can have: ``inbox/<event_id>``. Another key there (a folder marker an
+    S3 console or a sync tool made, ``inbox/``; a key one level down) holds no event, whatever
+    it holds: it is passed over, not read as a damaged event once a minute for ever. (Ids
+    that today's rules refuse but an earlier version wrote are still read.)"""
+    prefix = inbox_prefix(actor_id)
+    return [key for key in await store.list(prefix) if (name := key[len(prefix) :]) and "/" not in name]
 
 
 async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) -> InboxEvent | None:
