@@ -24,10 +24,17 @@ _ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), type(...)
 
 
 def _atomic(value: Any) -> bool:
-    kind = type(value)
-    if kind in _ATOMS:
-        return True
-    return kind is tuple and all(_atomic(item) for item in value)
+    # Iterative: a tuple nested deeper than the recursion limit is still a tuple of atoms (by
+    # recursion its check raised RecursionError from the call site, not a copy nor TypeError).
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is tuple:
+            pending.extend(item)
+        elif kind not in _ATOMS:
+            return False
+    return True
 
 
 class Frozen:

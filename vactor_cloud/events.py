@@ -94,7 +94,7 @@ async def _actor_exists(runtime: Runtime, actor_id: str) -> bool:
     if actor_id in known:
         known.move_to_end(actor_id)
         return True
-    if await runtime.store.list(core.log.steps_prefix, limit=1):
+    if await core.log.list_steps(limit=1):  # (a key under steps/ naming no step is no step)
         known[actor_id] = None
         while len(known) > runtime.settings.max_cached_actors:
             known.popitem(last=False)

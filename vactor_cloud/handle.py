@@ -137,7 +137,8 @@ class ActorHandle(Generic[T]):
         contention and not applied while its caller waited); its exception is re-raised.
 
         ``CallPendingError`` again while it may still be applied; ``LookupError``
-        when it was not applied and never will be. ``error.call_ids`` names the calls.
+        when it was not applied and never will be (and for an actor whose serializer is
+        ``"json"``: its calls are never posted). ``error.call_ids`` names the calls.
         """
         return get_runtime().core(self.actor_id).call_outcome(call_id).unwrap()
 

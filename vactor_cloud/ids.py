@@ -30,6 +30,7 @@ __all__ = [
     "validate_event_id",
     "validate_event_name",
     "validate_idempotency_key",
+    "validate_runner_id",
 ]
 
 #: one file name on the local store
@@ -90,6 +91,17 @@ def validate_event_id(event_id: object) -> str:
     if problem is not None:
         raise ValueError(problem)
     return event_id
+
+
+def validate_runner_id(runner_id: object) -> str:
+    """``ValueError`` unless ``runner_id`` can name a timer runner's heartbeat object
+    (``timer-runners/<runner_id>``) on every backend: the rules of actor ids."""
+    if not isinstance(runner_id, str) or not runner_id:
+        raise ValueError(f"a runner id must be a non-empty string, got {runner_id!r}")
+    problem = _key_component_problem(runner_id, "runner id")
+    if problem is not None:
+        raise ValueError(problem)
+    return runner_id
 
 
 def validate_event_name(name: object) -> str:

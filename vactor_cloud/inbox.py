@@ -77,7 +77,7 @@ from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
 from vactor_cloud.ids import event_dedup_key, validate_event_id
-from vactor_cloud.keys import inbox_key, inbox_prefix
+from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.storage import ObjectStore
 
@@ -243,16 +243,29 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
             sender=sys.intern(str(meta["sender"])),
             seq=int(meta["seq"]),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed event object: {exc}") from None
-    if not key.endswith("/" + event.event_id):
+    owner = actor_id_of(key)
+    if owner is None or key != inbox_key(owner, event.event_id):
+        # (not a suffix test: an object under inbox/<a>/<id> is no event's, whatever its id)
         raise IntegrityError(key, f"holds event {event.event_id!r}, not the one its key names")
     return event
 
 
 async def list_inbox(store: ObjectStore, actor_id: str) -> list[str]:
-    """Keys of the events waiting in ``actor_id``'s inbox (one LIST)."""
-    return await store.list(inbox_prefix(actor_id))
+    """Keys of the events waiting in ``actor_id``'s inbox (one LIST).
+
+    Only keys an event can have: ``inbox/<event_id>``. Another key there (a folder marker an
+    S3 console or a sync tool made, ``inbox/``; a key one level down) holds no event, whatever
+    it holds: it is passed over, not read as a damaged event once a minute for ever. (Ids
+    that today's rules refuse but an earlier version wrote are still read.)"""
+    prefix = inbox_prefix(actor_id)
+    return event_keys(prefix, await store.list(prefix))
+
+
+def event_keys(prefix: str, listed: list[str]) -> list[str]:
+    """The keys of a listing of ``prefix`` (an inbox) that an event can have (see ``list_inbox``)."""
+    return [key for key in listed if (name := key[len(prefix) :]) and "/" not in name]
 
 
 async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) -> InboxEvent | None:
@@ -439,10 +452,12 @@ class ActorInbox:
     async def _refresh(self) -> None:
         started = time.monotonic()
         self._signalled = False
-        keys = await list_inbox(self.store, self.actor_id)
+        prefix = inbox_prefix(self.actor_id)
+        listed = await self.store.list(prefix)
         ended = time.monotonic()
         #: of one sender's events, it holds none without those sent before
-        snapshot = self.store.listed_at_one_moment(inbox_prefix(self.actor_id), keys)
+        snapshot = self.store.listed_at_one_moment(prefix, listed)
+        keys = event_keys(prefix, listed)
         present = set(keys)
         # Confirmed: seen by a listing that ended before this one began (every event its sender
         # sent before it had landed by then, so this listing saw them), or by this one if it

@@ -79,7 +79,9 @@ def step_key(actor_id: str, step: int) -> str:
 def step_of(key: str) -> int | None:
     """The step number a step key names, or ``None`` if ``key`` is not one."""
     head, _, tail = key.rpartition("/")
-    if not head.endswith("/steps") or len(tail) != STEP_DIGITS or not tail.isdigit():
+    # ASCII digits only: int() also reads other scripts' digits ("\u0661" is 1), and a key
+    # spelling a number so is no step key (steps are read by the key step_key spells)
+    if not head.endswith("/steps") or len(tail) != STEP_DIGITS or not (tail.isascii() and tail.isdigit()):
         return None
     return int(tail)
 

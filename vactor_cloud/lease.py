@@ -92,7 +92,7 @@ class LeaseStore:
             )
         except FormatVersionError:
             raise
-        except (IntegrityError, KeyError, ValueError, TypeError):
+        except (IntegrityError, KeyError, ValueError, TypeError, OverflowError):  # (int() of Infinity)
             # A hint: an unreadable lease is replaced (by if-match on its version), never trusted.
             return Lease("", 0.0, -1, "", blob.version)
 

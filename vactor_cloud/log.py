@@ -243,7 +243,7 @@ class StepRecord:
                 dedup_base=None if meta.get("dedup_base") is None else str(meta["dedup_base"]),
                 extra=dict(meta.get("extra") or {}),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
             raise IntegrityError(key, f"malformed step object: {exc}") from None
 
 
@@ -360,7 +360,7 @@ def decode_gc(key: str, data: bytes, version: str | None, signing_key: bytes | N
         rows = json.loads(raw.decode("utf-8")) if raw else []
         compacted = {int(step): str(writer) for step, writer in rows}
         recorded_from = int(env.meta.get("recorded_from", min_step if not compacted else min(compacted)))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed gc watermark: {exc}") from None
     return GcWatermark(min_step, version, compacted, recorded_from)
 
@@ -421,12 +421,6 @@ class ActorLog:
 
     def dedup_key(self, name: str) -> str:
         return f"{self.dedup_prefix}{name}"
-
-    def step_of(self, key: str) -> int:
-        step = keys.step_of(key)
-        if step is None:
-            raise IntegrityError(key, "not a step key")
-        return step
 
     # -- steps ---------------------------------------------------------------
     async def read_step(self, step: int) -> StepRecord | None:
@@ -608,9 +602,30 @@ class ActorLog:
             raise CommitOutcomeUnknownError(self.actor_id, record.step) from exc
 
     async def list_steps(self, *, after: int | None = None, limit: int | None = None) -> list[int]:
+        """Step numbers in order, after ``after``, at most ``limit`` (fewer: there are no more).
+
+        Keys under ``steps/`` that name no step (a folder marker an S3 console or a sync tool
+        made, a copy by hand) are passed over, with a warning: no reader reads one as a step
+        (steps are read by the keys :func:`keys.step_key` spells), and they are left in place.
+        """
         start = None if after is None else self.step_key(after)
-        keys = await self.store.list(self.steps_prefix, start_after=start, limit=limit)
-        return [self.step_of(k) for k in keys]
+        found: list[int] = []
+        while True:
+            want = None if limit is None else limit - len(found)
+            listed = await self.store.list(self.steps_prefix, start_after=start, limit=want)
+            for key in listed:
+                # (one level only: "steps/x/steps/<20 digits>" also ends as a step key does)
+                step = keys.step_of(key) if "/" not in key[len(self.steps_prefix) :] else None
+                if step is not None:
+                    found.append(step)
+                elif key not in _STRAYS_SEEN:
+                    if len(_STRAYS_SEEN) >= 1024:
+                        _STRAYS_SEEN.clear()
+                    _STRAYS_SEEN.add(key)
+                    logger.warning("actor %r: passing over %r, which names no step", self.actor_id, key)
+            if want is None or len(listed) < want or len(found) == limit:
+                return found
+            start = listed[-1]
 
     async def probe_from(self, record: StepRecord) -> tuple[StepRecord, int]:
         """The newest step at or after ``record``, and how many requests that took.
@@ -758,7 +773,7 @@ class ActorLog:
             head = Head(int(env.meta["step"]), ClassRef.from_json(env.meta["class"]), blob.version)
         except FormatVersionError:
             raise
-        except (IntegrityError, KeyError, ValueError, TypeError) as exc:
+        except (IntegrityError, KeyError, ValueError, TypeError, OverflowError) as exc:
             logger.warning(
                 "actor %r: ignoring an unreadable HEAD (%s); finding the newest step by listing, "
                 "the next writer replaces it",
@@ -853,6 +868,10 @@ class ActorLog:
     async def exists(self) -> bool:
         head, steps = await asyncio.gather(self.read_head(), self.list_steps(limit=1))
         return head is not None or bool(steps)
+
+
+#: keys under steps/ naming no step that this process has warned about (once each; bounded)
+_STRAYS_SEEN: set[str] = set()
 
 
 def _backoff(attempt: int) -> float:

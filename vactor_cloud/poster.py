@@ -508,6 +508,13 @@ class Poster:
         newest ``scan`` steps (nor known to this process).
         """
         newest = self.env.run(self.revalidate())
+        if self.definition is not None and self.definition.serializer != "pickle":
+            # Its calls are never posted: no step of it holds outcomes, and reading a part so
+            # named would unpickle bytes from storage, which a json actor never does.
+            raise LookupError(
+                f"actor {self.actor_id!r} uses the {self.definition.serializer!r} serializer, whose "
+                f"calls are never posted: no posted call {call_id}"
+            )
         posted = _GAVE_UP.get((self.env.store.url, self.actor_id, call_id))
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the

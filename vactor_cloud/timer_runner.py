@@ -68,6 +68,7 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.timers import (
@@ -231,8 +232,7 @@ class Membership:
     """
 
     def __init__(self, store: ObjectStore, runner_id: str, lease: float, group: str) -> None:
-        if not runner_id or "/" in runner_id:
-            raise ValueError(f"a runner id must be a non-empty name without '/', got {runner_id!r}")
+        validate_runner_id(runner_id)  # (only '/' was refused: ".r" was written on S3, not locally)
         if not math.isfinite(lease) or lease <= 0:
             raise ValueError(f"the lease must be a positive number of seconds, got {lease!r}")
         self.store = store

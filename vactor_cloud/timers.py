@@ -55,7 +55,8 @@ from typing import Any
 import cloudpickle
 
 from vactor_cloud import keys
-from vactor_cloud.errors import AlreadyExistsError, StateSerializationError
+from vactor_cloud.errors import AlreadyExistsError, InvalidActorIdError, StateSerializationError
+from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.storage import ObjectStore
 
 __all__ = [
@@ -389,8 +390,17 @@ class IndexEntry:
 
 
 def parse_entry(object_key: str) -> IndexEntry | None:
+    """The entry ``object_key`` names, or ``None`` for any other key (ignored, never deleted):
+    one whose actor part is no actor id either (no writer writes it, and no actor could be
+    loaded to fire or find it stale: every tick would report it again)."""
     parsed = keys.timer_index_entry(object_key)
-    return None if parsed is None else IndexEntry(*parsed)
+    if parsed is None:
+        return None
+    try:
+        validate_actor_id(parsed[1])
+    except InvalidActorIdError:
+        return None
+    return IndexEntry(*parsed)
 
 
 #: keys per LIST request when the index is read page by page (S3's largest page)

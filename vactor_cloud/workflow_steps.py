@@ -492,11 +492,20 @@ async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | 
         meta = envelope.meta
         if meta.get("kind") != "failed-call" or "call" not in envelope.parts:
             raise IntegrityError(key, "not a failed-call record")
+        # The call its key names (a record copied under another call's key, unsigned, verifies:
+        # resumed, it re-ran the call it names and deleted that call's record, never this one)
+        # and its time, before anything is unpickled.
+        call_id = key[len(prefix) : -len(f"/{_FAILED}")]
+        try:
+            named, when = str(meta["call_id"]), float(meta["time"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(key, f"malformed failed-call record: {exc!r}") from None
+        if named != call_id:
+            raise IntegrityError(key, f"names call {named!r}, not the call {call_id!r} its key names")
         try:
             method, args, kwargs = cloudpickle.loads(envelope.parts["call"])
         except Exception as exc:
             raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
-        call_id, when = str(meta["call_id"]), float(meta["time"])
         return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when)
 
     found = [f for f in await asyncio.gather(*(read(k) for k in keys)) if f is not None]

@@ -56,7 +56,7 @@ from vactor_cloud.cli._options import (
     add_common_options,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output
+from vactor_cloud.cli._output import Output, printable
 
 __all__ = [
     "COMMAND_MODULES",
@@ -174,12 +174,12 @@ def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
 
 
 def _fail(message: str, code: int, debug: bool) -> NoReturn:
-    if debug:
-        traceback.print_exc()
+    if debug:  # (escaped too: exception messages hold ids, keys and arguments)
+        sys.stderr.write(printable(traceback.format_exc()))
     # One line, as docs/cli.md promises (and `grep 'vactor: error'` relies on): a multi-line
     # message (a method's exception, pydantic's validation errors) has its lines joined by " | ".
     one_line = " | ".join(line.strip() for line in message.splitlines() if line.strip())
-    print(f"vactor: error: {one_line}", file=sys.stderr)
+    print(f"vactor: error: {printable(one_line)}", file=sys.stderr)
     raise SystemExit(code)
 
 

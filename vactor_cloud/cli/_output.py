@@ -19,7 +19,25 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Output", "json_fallback", "note", "plain_table", "progress", "when"]
+__all__ = ["Output", "json_fallback", "note", "plain_table", "printable", "progress", "when"]
+
+
+#: what a terminal takes for a command rather than text: C0 controls but the newline (ESC starts
+#: sequences that set the title, clear the screen or, OSC 52, write the clipboard), DEL, C1
+#: controls (U+009B is an 8-bit CSI), and the bidi embeddings, overrides and isolates (which
+#: reorder what is shown: "Trojan Source"). Ids, idempotency keys, call summaries (the repr a
+#: caller's object chose) and class names come from storage, written by anyone who can write it.
+_UNPRINTABLE = {
+    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    if code != 0x0A
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would obey instead of show (``_UNPRINTABLE``) escaped as repr
+    escapes it (``\\x1b``, ``\\u202e``); newlines are kept."""
+    return text.translate(_UNPRINTABLE)
 
 
 @dataclass
@@ -45,7 +63,7 @@ class Output:
         return Console(highlight=False, file=self.stream)
 
     def print(self, text: str) -> None:
-        self.stream.write(text + "\n")
+        self.stream.write(printable(text) + "\n")
 
     def emit_json(self, value: Any) -> None:
         self.stream.write(self.json_text(_finite(value), indent=2, default=json_fallback) + "\n")
@@ -57,9 +75,12 @@ class Output:
         A str may hold what its encoding cannot write: a lone surrogate (``bytes.decode(...,
         "surrogateescape")``), or any non-Latin text on a Latin-1 terminal. Written as is, it
         fails (UnicodeEncodeError) or writes bytes that are not UTF-8 (not JSON); as
-        ``\\udce9`` escapes it is valid JSON that every parser reads.
+        ``\\udce9`` escapes it is valid JSON that every parser reads. So is a control or bidi
+        character JSON allows raw (C1, U+202E): a terminal would obey it (see ``printable``).
         """
         text = json.dumps(value, ensure_ascii=False, **dumps)
+        if printable(text) != text:  # a C1 control or a bidi override, which JSON allows raw
+            return json.dumps(value, ensure_ascii=True, **dumps)
         try:
             text.encode(getattr(self.stream, "encoding", None) or "utf-8")
         except (UnicodeEncodeError, LookupError):
@@ -75,7 +96,7 @@ class Output:
             # Text, not str: rich reads "[bold]" in a str as markup (an id or argument holding
             # brackets would be shown altered, and "[/]" fails with MarkupError)
             table = Table(
-                title=None if title is None else Text(title, style="table.title"),
+                title=None if title is None else Text(printable(title), style="table.title"),
                 box=box.ROUNDED,
                 header_style="bold cyan",
                 title_justify="left",
@@ -84,12 +105,12 @@ class Output:
             for name in columns:
                 table.add_column(Text(name), style=styles.get(name), overflow="fold")
             for row in rows:
-                table.add_row(*(Text(cell) for cell in row))
+                table.add_row(*(Text(printable(cell)) for cell in row))
             self.console().print(table)
             return
         if title:
             self.print(title)
-        self.print(plain_table(columns, rows))
+        self.print(plain_table(columns, [[printable(cell) for cell in row] for row in rows]))
 
     @contextlib.contextmanager
     def stdout_for_json(self) -> Iterator[None]:
@@ -153,7 +174,7 @@ def note(text: str) -> None:
     and exits 0). stderr becomes ``/dev/null``, so that nothing fails again, at exit included.
     """
     try:
-        print(text, file=sys.stderr, flush=True)
+        print(printable(text), file=sys.stderr, flush=True)
     except BrokenPipeError:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the rest of the process's stderr
 
@@ -181,7 +202,7 @@ def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str
             task = bar.add_task(label, total=total, item="")
 
             def advance(item: str) -> None:
-                bar.update(task, advance=1, item=item)
+                bar.update(task, advance=1, item=printable(item))
 
             yield advance
         return

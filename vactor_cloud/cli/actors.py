@@ -27,7 +27,7 @@ from vactor_cloud.cli._options import (
     parse_json_arg,
     positive_int,
 )
-from vactor_cloud.cli._output import Output, progress, when
+from vactor_cloud.cli._output import Output, printable, progress, when
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -55,7 +55,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if damaged:
         if args.debug:
             for error in damaged:
-                print(f"vactor: {error}", file=sys.stderr)
+                print(printable(f"vactor: {error}"), file=sys.stderr)
         raise errors_error(damaged, "actors could not be read")
     return EXIT_OK
 
@@ -100,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         grid.add_column(style="bold cyan")
         grid.add_column()
         for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
-            grid.add_row(key, Text(str(summary[key])))  # Text: brackets in an id are not markup
+            grid.add_row(key, Text(printable(str(summary[key]))))  # Text: brackets are not markup
         grid.add_row("state", Pretty(state, expand_all=False))
         out.console().print(grid)
         return EXIT_OK
@@ -123,7 +123,9 @@ def _call_text(call: Any) -> str:
         text += f" !! {call.result}"
     if call.key:
         text += f"  [key {call.key}]"
-    return text
+    # One line per call (a summary is the repr a caller's object chose; a cell's own lines are
+    # the calls of its step); the other control characters are escaped where it is printed.
+    return text.replace("\n", "\\n")
 
 
 def _call_lines(entry: Any, cap: int | None = None) -> list[str]:
@@ -319,7 +321,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     for actor_id, error in failed:
-        print(f"vactor: error: {actor_id}: {error}", file=sys.stderr)
+        print(printable(f"vactor: error: {actor_id}: {error}"), file=sys.stderr)
     if failed:
         print(
             f"vactor: error: {len(failed)} of {len(failed) + len(reports)} actors could not be "

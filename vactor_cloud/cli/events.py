@@ -35,7 +35,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output
+from vactor_cloud.cli._output import Output, printable
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         if args.debug:
             for error in errors:
-                print(f"vactor: {error}", file=sys.stderr)
+                print(printable(f"vactor: {error}"), file=sys.stderr)
         what = "actors could not be read" if args.events_command == "ls" else "actors could not be drained"
         raise errors_error(errors, what)
     return EXIT_OK

@@ -39,7 +39,7 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output
+from vactor_cloud.cli._output import Output, printable
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
     DEFAULT_LEASE,
@@ -214,6 +214,6 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         if args.debug:
             for error in errors:
-                print(f"vactor: {error}", file=sys.stderr)
+                print(printable(f"vactor: {error}"), file=sys.stderr)
         raise errors_error(errors, "timers could not be fired (they stay due for the next tick)")
     return EXIT_OK
