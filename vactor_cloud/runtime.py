@@ -688,6 +688,7 @@ def init(
     subtask_executor: Any = None,
     timeout: float | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
     **options: Any,
 ) -> None:
     """Choose where actors live for this process.
@@ -706,17 +707,17 @@ def init(
     ``subtask_executor`` runs the children of ``vactor_cloud.subtask`` (default: threads).
     """
     global _runtime, _settings
-    settings = settings_for_init(
+    chosen = settings_for_init(
         storage,
         storage_options=storage_options,
-        extra_options=options,
+        extra_options=options if settings is None else {**options, "settings": settings},
         signing_key=signing_key,
         load_classes_from_storage=load_classes_from_storage,
         subtask_executor=subtask_executor,
         timeout=timeout,
     )
     with _runtime_lock:
-        old, _runtime, _settings = _runtime, None, settings
+        old, _runtime, _settings = _runtime, None, chosen
     if old is not None:
         old.close()
     get_runtime()

@@ -55,3 +55,8 @@ def wrong() -> None:
     h.first.run(1)  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "int"
     first: str = h.first.run([1])  # E: (expression has type "int", variable has type "str")
     h.options(idempotency_key="k")  # E: Actor class "Account" has no method "options"
+
+
+def wrong_settings() -> None:
+    vc.init("memory://x", settings=vc.Settings(storage=""))  # the right type passes
+    vc.init("memory://x", settings={"timeout": 2})  # E: Argument "settings" to "init" has incompatible type
