@@ -26,7 +26,7 @@ SETTINGS: dict[str, Any] = {
     "head_interval": 0.2,
     "combine_after": 1,
     "fresh_window": 0.2,
-    "commit_timeout": 5.0,
+    "commit_timeout": float(os.environ.get("H24_TIMEOUT", "5.0")),
 }
 
 
@@ -95,6 +95,8 @@ def drive(
         time.sleep(0.005)
     while time.time() < start.value:
         time.sleep(0.002)
+    #: calls whose caller got CallPendingError: token -> call id (asked again at the end)
+    pending: dict[str, str] = {}
     for i in range(ops):
         token = f"{who}/{i}"
         kind = rng.choices(
@@ -138,9 +140,30 @@ def drive(
             else:
                 handle.process_events()
         except VactorError as exc:
+            if isinstance(exc, vc.CallPendingError) and kind in ("add", "arm"):
+                pending[token] = exc.call_ids[0]
             _log(fd, f"err {token} {kind} {type(exc).__name__}: {str(exc)[:200]!r}")
         except Exception as exc:  # untyped: a defect the checks report
             _log(fd, f"untyped {token} {kind} {type(exc).__name__}: {str(exc)[:200]!r}")
+    # What call_outcome says of each call given up on: never (LookupError) must mean never.
+    deadline = time.monotonic() + 60
+    for token, call_id in pending.items():
+        while True:
+            try:
+                handle.call_outcome(call_id)
+                _log(fd, f"outcome {token} applied")
+            except vc.CallPendingError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                _log(fd, f"outcome {token} pending")
+            except LookupError:
+                _log(fd, f"outcome {token} never")
+            except vc.CommitOutcomeUnknownError:
+                _log(fd, f"outcome {token} unknown")
+            except VactorError as exc:
+                _log(fd, f"outcome {token} error {type(exc).__name__}")
+            break
     stats = vc.stats()
     posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
     vc.shutdown()

@@ -77,6 +77,7 @@ def _problems(logs: dict[str, list[str]], tokens: list[str]) -> list[str]:
     acked: set[str] = set()
     sent: set[str] = set()
     arms: set[str] = set()
+    never: set[str] = set()
     for who, lines in logs.items():
         if not any(line.startswith("done") for line in lines):
             problems.append(f"{who} did not finish")
@@ -91,10 +92,15 @@ def _problems(logs: dict[str, list[str]], tokens: list[str]) -> list[str]:
                 acked.add(token)
             elif verb == "sent":
                 sent.add(token)
+            elif verb == "outcome" and rest.endswith(" never"):
+                never.add(token)
+            elif verb == "outcome" and rest.endswith(" applied"):
+                acked.add(token)
             elif verb in ("dup", "untyped"):
                 problems.append(f"{who}: {line}")
     calls = [t for t in tokens if ":" not in t]
     problems += [f"acknowledged, not applied: {t}" for t in sorted(acked - counts.keys())]
+    problems += [f"call_outcome said never, applied: {t}" for t in sorted(never & counts.keys())]
     problems += [f"applied, never tried: {t}" for t in sorted(set(calls) - tried)]
     by_who: dict[str, list[int]] = {}
     for t in calls:
@@ -121,7 +127,7 @@ MIXED_FAULTS = FaultConfig(
 
 
 @pytest.mark.parametrize("faults", [None, MIXED_FAULTS], ids=["clean", "faults"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [int(s) for s in __import__("os").environ.get("H24_SEEDS", "1,2").split(",")])
 def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
     shared: StoreSpec,
     spawn_context: multiprocessing.context.SpawnContext,
@@ -138,7 +144,7 @@ def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
         tmp_path,
         "mix",
         3,
-        40,
+        int(__import__("os").environ.get("H24_OPS", "40")),
         seed,
         None if faults is None else faults.to_json(),
     )
