@@ -26,7 +26,7 @@ SETTINGS: dict[str, Any] = {
     "head_interval": 0.2,
     "combine_after": 1,
     "fresh_window": 0.2,
-    "commit_timeout": float(os.environ.get("H24_TIMEOUT", "5.0")),
+    "commit_timeout": 5.0,
 }
 
 
@@ -74,10 +74,11 @@ def drive(
     faults: str | None,
     start: Any,
     ready: Any,
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Make ``ops`` random operations on ``actor_id``; log ``try``/``ack``/``err`` per call token,
     ``sent`` per event, ``dup`` when a keyed retry got a result other than the first one's."""
-    spec.init(settings=vc.Settings(storage="", **SETTINGS))
+    spec.init(settings=vc.Settings(storage="", **{**SETTINGS, **(overrides or {})}))
     if faults is not None:
         install(FaultConfig.from_json(faults).derive(who))
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

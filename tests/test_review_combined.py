@@ -6,15 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing.context
+import os
+import pickle
 import queue
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from combined_workers import Ledger, drive
+from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
+from vactor_cloud import _sync, workflow
+from vactor_cloud.batch import applying
+from vactor_cloud.errors import StorageError
+from vactor_cloud.posting import PostedCall
 from vactor_cloud.testing.faults import FaultConfig, FaultRule
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -22,6 +31,9 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 _PUT = frozenset({"put"})
 _GET = frozenset({"get"})
+#: the model check's seeds and operations per process (more: VACTOR_COMBINED_SEEDS=3,4,5 ...)
+SEEDS = [int(s) for s in os.environ.get("VACTOR_COMBINED_SEEDS", "1").split(",")]
+OPS = int(os.environ.get("VACTOR_COMBINED_OPS", "40"))
 
 
 def _run_drivers(
@@ -33,12 +45,16 @@ def _run_drivers(
     ops: int,
     seed: int,
     faults: str | None,
+    overrides: dict[str, Any],
 ) -> dict[str, list[str]]:
     ready = ctx.Queue()
     start = ctx.Value("d", 0.0)
     outs = {f"p{i}": tmp_path / f"p{i}.log" for i in range(workers)}
     procs = [
-        ctx.Process(target=drive, args=(spec, actor_id, who, ops, seed, str(out), faults, start, ready))
+        ctx.Process(
+            target=drive,
+            args=(spec, actor_id, who, ops, seed, str(out), faults, start, ready, overrides),
+        )
         for who, out in outs.items()
     ]
     for p in procs:
@@ -127,14 +143,22 @@ MIXED_FAULTS = FaultConfig(
 
 
 @pytest.mark.parametrize("faults", [None, MIXED_FAULTS], ids=["clean", "faults"])
-@pytest.mark.parametrize("seed", [int(s) for s in __import__("os").environ.get("H24_SEEDS", "1,2").split(",")])
+@pytest.mark.parametrize("patience", [5.0, 0.3], ids=["patient", "impatient"])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
     shared: StoreSpec,
     spawn_context: multiprocessing.context.SpawnContext,
     tmp_path: Path,
     faults: FaultConfig | None,
+    patience: float,
     seed: int,
 ) -> None:
+    """Three processes each make a seeded random mix of calls, keyed calls (each retried with
+    its key, and called once more after it succeeded), events (some sent twice under one id),
+    calls arming timers, timer passes, compactions and ``process_events`` on one actor, with
+    and without injected faults; impatient, their posted calls often end in
+    ``CallPendingError`` and ``call_outcome`` is asked about each. Then every event and due
+    timer is applied, and the final tokens are checked against the model."""
     shared.init(settings=vc.Settings(storage="", combine_after=1))
     Ledger.get_or_create("mix")
     vc.shutdown()
@@ -144,12 +168,103 @@ def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
         tmp_path,
         "mix",
         3,
-        int(__import__("os").environ.get("H24_OPS", "40")),
+        OPS,
         seed,
         None if faults is None else faults.to_json(),
+        {"commit_timeout": patience},
     )
     shared.init()
     tokens = _settle_everything("mix")
     every = [line for lines in logs.values() for line in lines]
     print("\n".join(line for line in every if not line.startswith(("try", "ack", "sent"))))
     assert _problems(logs, tokens) == [], "\n".join(every)
+
+
+# -- a posted sub-workflow call run by two processes ------------------------------------------------
+_price_failures_left: list[int] = []
+
+
+@workflow.step(max_retries=0)
+def flaky_price(amount: int) -> int:
+    if _price_failures_left:
+        _price_failures_left.pop()
+        raise ConnectionError("the pricing service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Till:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def deposit(self, amount: int) -> Any:
+        return self.credit.step(flaky_price.step(amount))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    def touch(self) -> None:
+        pass
+
+    @workflow.virtual_actor.readonly
+    def view(self) -> int:
+        return self.balance
+
+
+def _fold_posts_here(actor_id: str, handle: Any) -> None:
+    """This process loses a race, posts, takes the free lease and folds every pending post."""
+    commit_behind_its_back(actor_id)
+    handle.touch.run()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_posted_sub_workflow_call_that_failed_in_one_folder_and_succeeded_in_another_is_not_resumed(
+    store_spec: StoreSpec,
+) -> None:
+    """A posted call may run in two processes: a folder runs it, its sub-workflow fails (the
+    failure is recorded for ``workflow.resume``), and that fold never commits (the folder died
+    before its put, or lost the lease mid-fold); the post stays and another process's fold
+    runs it again, and it succeeds. Only the process that recorded the failure deleted the
+    record on success: it stayed, ``get_status`` said FAILED and ``resume`` applied the
+    committed, unkeyed deposit a second time (balance 10)."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
+    till = Till.get_or_create("till")
+    till.view.run()
+    # Another process posts deposit(5) ...
+    call_id = uuid.uuid4().hex
+    box = foreign_box("till")
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), call_id),))))
+    # ... a folder (this process, standing for the one that dies) runs it: the sub-workflow
+    # fails and is recorded; its step put never lands (the folder "dies" before it) ...
+    _price_failures_left[:] = [1] * 1000  # every run of this "process" fails
+    commit_behind_its_back("till")
+    store.fail = lambda operation, key: (
+        StorageError(f"{key}: the folder died") if operation == "put" and "/steps/" in key else None
+    )
+    with pytest.raises(vc.CallPendingError):
+        till.touch.run()
+    vc.shutdown()  # the folder dies
+    give_up = time.monotonic() + 30
+    while applying("till") and time.monotonic() < give_up:
+        time.sleep(0.01)  # (its last run, cut short by the shutdown)
+    # ... and a fold in another process (a fresh one: nothing of the first run in memory)
+    # applies it, and the sub-workflow succeeds.
+    _price_failures_left.clear()
+    _forget_the_failed_runs_of_this_process()
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    till = Till.get_or_create("till")
+    assert workflow.get_status("till") == workflow.FAILED
+    assert till.view.run() == 0
+    assert pending_posts("till"), "the post stays for the next folder"
+    _fold_posts_here("till", till)
+    assert till.view.run() == 5
+    assert workflow.get_status("till") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("till"), timeout=60) == []
+    assert till.view.run() == 5
+
+
+def _forget_the_failed_runs_of_this_process() -> None:
+    from vactor_cloud import workflow_steps
+
+    workflow_steps._recorded = type(workflow_steps._recorded)()

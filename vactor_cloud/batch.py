@@ -120,6 +120,9 @@ class PendingCall:
     #: the arguments as serialized at the call site (``args``/``kwargs`` are then empty)
     frozen: Frozen | None = None
     options: CallOptions = _NO_OPTIONS
+    #: written in a post: any process's fold may run it, so a run elsewhere may have left
+    #: what a successful run must undo (a failed sub-workflow's record for resume)
+    posted: bool = False
     _claims: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def claim(self) -> bool:

@@ -450,6 +450,7 @@ class Folder(Poster):
                         metadata=_recordable_metadata(pc.metadata),
                         max_retries=pc.max_retries,
                     ),
+                    posted=True,
                 )
                 for pc in post.calls
             )

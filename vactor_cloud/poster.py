@@ -222,6 +222,8 @@ class Poster:
             )
             for c in batch
         )
+        for c in batch:
+            c.posted = True  # another process may run it now
         base = self.record.step if self.record is not None else -1
         box = self._posts()
         if box.names and box.mail.key is None:

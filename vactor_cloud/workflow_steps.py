@@ -235,10 +235,12 @@ class StepNode:
                 _record_failure(context, call)
                 _recorded.add(context.actor_id, context.call_id)
             raise
-        if _recorded.has(context.actor_id, context.call_id):
+        if _recorded.has(context.actor_id, context.call_id) or (call.posted and call.idempotency_key is None):
             # An earlier run of this very call recorded its failure, and this run (a retry by
             # ``max_retries``, or the batch applied again after a lost race) got through: the
             # call now commits with this result, and resume must not apply it a second time.
+            # A posted call may have had that earlier run in another process (a folder that
+            # died, or lost the lease, before its step landed): its record is deleted too.
             _forget_failure(context)
             _recorded.discard(context.actor_id, context.call_id)
         return value
