@@ -10,6 +10,8 @@ calls in its order. Each child logs with ``os.write`` on an ``O_APPEND`` descrip
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import time
@@ -17,7 +19,7 @@ from typing import Any
 
 import vactor_cloud as vc
 from vactor_cloud.errors import VactorError
-from vactor_cloud.testing.faults import FaultConfig, install
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: combining on, a lost race posts at once, compaction may run close behind the writers
@@ -75,12 +77,18 @@ def drive(
     start: Any,
     ready: Any,
     overrides: dict[str, Any] | None = None,
+    kill: str | None = None,
 ) -> None:
     """Make ``ops`` random operations on ``actor_id``; log ``try``/``ack``/``err`` per call token,
     ``sent`` per event, ``dup`` when a keyed retry got a result other than the first one's."""
     spec.init(settings=vc.Settings(storage="", **{**SETTINGS, **(overrides or {})}))
-    if faults is not None:
-        install(FaultConfig.from_json(faults).derive(who))
+    rules = FaultConfig.from_json(faults).derive(who) if faults is not None else FaultConfig()
+    if kill is not None:
+        # SIGKILL this process right after the chosen put was answered (a folder or poster dies)
+        killing = FaultRule.from_json(json.loads(kill))
+        rules = dataclasses.replace(rules, rules=(killing, *rules.rules))
+    if faults is not None or kill is not None:
+        install(rules)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     rng = random.Random(f"{seed}/{who}")
     handle = None
