@@ -290,8 +290,8 @@ def _forget_the_failed_runs_of_this_process() -> None:
 
 
 KILLS = {
-    "after-a-step-put": FaultRule("crash_after", operations=_PUT, key_contains="/steps/", at=(12,)),
-    "after-a-post-put": FaultRule("crash_after", operations=_PUT, key_contains="/mail/", at=(3,)),
+    "after-a-step-put": FaultRule("crash_after", operations=_PUT, key_contains="/steps/", at=(5,)),
+    "after-a-post-put": FaultRule("crash_after", operations=_PUT, key_contains="/mail/", at=(1,)),
     "before-an-index-write": FaultRule("crash_before", operations=_PUT, key_contains="timers/", at=(1,)),
     "after-an-event-put": FaultRule("crash_after", operations=_PUT, key_contains="/inbox/", at=(1,)),
 }
