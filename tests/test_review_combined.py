@@ -25,7 +25,8 @@ from vactor_cloud import _sync, workflow
 from vactor_cloud.batch import applying
 from vactor_cloud.errors import StorageError
 from vactor_cloud.posting import PostedCall
-from vactor_cloud.testing.faults import FaultConfig, FaultRule
+from vactor_cloud.storage import Blob, PutMode
+from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import repair_timer_index
 
@@ -160,7 +161,22 @@ MIXED_FAULTS = FaultConfig(
 )
 
 
-@pytest.mark.parametrize("faults", [None, MIXED_FAULTS], ids=["clean", "faults"])
+HARSH_FAULTS = FaultConfig(
+    (
+        FaultRule("lost_response", operations=_PUT, probability=0.08, retryable=False),
+        FaultRule("conflict_after", operations=_PUT, probability=0.05),
+        FaultRule("fail_before", operations=ALL_OPERATIONS, probability=0.05),
+        FaultRule("rate_limited", operations=ALL_OPERATIONS, probability=0.05),
+        FaultRule("truncate_read", operations=_GET, probability=0.03),
+        FaultRule("corrupt_read", operations=_GET, probability=0.03),
+        FaultRule("delay", operations=ALL_OPERATIONS, probability=0.2, delay=0.02),
+    ),
+    seed=12,
+    name="combined-harsh",
+)
+
+
+@pytest.mark.parametrize("faults", [None, MIXED_FAULTS, HARSH_FAULTS], ids=["clean", "faults", "harsh"])
 @pytest.mark.parametrize("patience", [5.0, 0.3], ids=["patient", "impatient"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
@@ -317,3 +333,57 @@ def test_a_process_killed_in_a_mix_of_every_feature_loses_and_duplicates_nothing
     tokens = _settle_everything("killed")
     killed = frozenset(who for who, code in codes.items() if code != 0)
     assert _problems(logs, tokens, killed) == [], "\n".join(line for lines in logs.values() for line in lines)
+
+
+# -- a lost response on a step put whose read back arrives damaged ----------------------------------
+class LostThenDamaged(FaultyStore):
+    """Once ``armed``: the next step put is applied and its answer lost; the next ``damaged``
+    reads of a step arrive damaged in transit (a flipped byte), as any GET may."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.armed = False
+        self.damaged = 0
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version = await super()._put(key, data, mode)
+        if self.armed and "/steps/" in key:
+            self.armed = False
+            raise StorageError(f"{key}: the put was applied, its answer lost (test)", key)
+        return version
+
+    async def _get(self, key: str) -> Blob:
+        blob = await super()._get(key)
+        if self.damaged and "/steps/" in key:
+            self.damaged -= 1
+            middle = len(blob.data) // 2
+            return Blob(
+                blob.data[:middle] + bytes([blob.data[middle] ^ 1]) + blob.data[middle + 1 :], blob.version
+            )
+        return blob
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("damaged", [1, 3])
+def test_a_commit_whose_answer_was_lost_reads_its_step_back_through_damaged_reads(
+    store_spec: StoreSpec, damaged: int
+) -> None:
+    """A step put whose answer is lost is resolved by reading the step back (ours: committed).
+    A read back that arrived damaged in transit ended the commit at once with
+    ``IntegrityError`` ("the object is corrupt"): the call had been applied, and its caller was
+    told of corruption instead of its result (a damaged read is retried everywhere else)."""
+    store_spec.init(settings=vc.Settings(storage="", combine=False))
+    runtime = vc.get_runtime()
+    store = LostThenDamaged(runtime.store)
+    runtime.store = store
+    ledger = Ledger.get_or_create("lost")
+    assert ledger.add.run("a") == 1
+    store.armed, store.damaged = True, damaged
+    assert ledger.add.run("b") == 2
+    assert ledger.applied.run() == ["a", "b"]
+    # Damaged at every read: the outcome is unknown (it is ours), not "corrupt".
+    store.armed, store.damaged = True, 1000
+    with pytest.raises(vc.CommitOutcomeUnknownError):
+        ledger.add.run("c")
+    store.damaged = 0
+    assert ledger.applied.run() == ["a", "b", "c"]
