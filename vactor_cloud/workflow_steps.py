@@ -46,10 +46,12 @@ Here it runs inside the same call, before the call commits:
   deleted once the re-run succeeds. A call that this process runs again
   itself (``options(max_retries=N)``, or its batch applied again after a
   lost commit race) and whose sub-workflow then succeeds deletes its record
-  before it commits, so resume does not apply it a second time. (Not
-  covered: a posted call whose sub-workflow failed in one folding process
-  and succeeded in another's fold; its record stays.) Compaction deletes
-  records older than its ``min_age`` along with the checkpoints.
+  before it commits, so resume does not apply it a second time. So does a
+  posted call (written for any process's fold to apply) whose sub-workflow
+  succeeds, whichever process runs it: its failure may have been recorded by
+  another folding process whose step never landed (it died, or lost the
+  lease); that costs one DELETE per such call. Compaction deletes records
+  older than its ``min_age`` along with the checkpoints.
 
 Function steps run with Ray's defaults: ``max_retries=3`` (a raising step is
 run again up to three times), ``catch_exceptions=False`` (with ``True`` the
