@@ -387,3 +387,22 @@ def test_a_commit_whose_answer_was_lost_reads_its_step_back_through_damaged_read
         ledger.add.run("c")
     store.damaged = 0
     assert ledger.applied.run() == ["a", "b", "c"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_one_id_used_as_an_event_id_and_as_an_idempotency_key_applies_both_once(
+    store_spec: StoreSpec,
+) -> None:
+    """Events are recorded in the same idempotency table as keyed calls: an event id that
+    equals a call's key must not answer the call with the event's outcome, nor the reverse,
+    and neither applies twice when sent or called again."""
+    store_spec.init()
+    ledger = Ledger.get_or_create("same-id")
+    vc.send_event("same-id", "ev", "from-event", event_id="k1")
+    assert ledger.add.options(idempotency_key="k1").run("from-call") == 2  # the event folds first
+    vc.send_event("same-id", "ev", "from-event", event_id="k1")
+    assert ledger.add.options(idempotency_key="k1").run("from-call") == 2
+    ledger.process_events()
+    assert ledger.applied.run() == ["ev:from-event", "from-call"]
+    with pytest.raises(ValueError, match="NUL"):
+        ledger.add.options(idempotency_key="\x00event\x00ev\x00k1")
