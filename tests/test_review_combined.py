@@ -18,13 +18,20 @@ from typing import Any
 
 import pytest
 from combined_workers import Ledger, drive
-from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
+from test_combining import (
+    commit_behind_its_back,
+    foreign_box,
+    give_up_on_a_post,
+    init_switchable,
+    pending_posts,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
 from vactor_cloud.batch import applying
+from vactor_cloud.compaction import compact
 from vactor_cloud.errors import StorageError
-from vactor_cloud.posting import PostedCall
+from vactor_cloud.posting import PostedCall, decode_outcomes
 from vactor_cloud.storage import Blob, PutMode
 from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -406,3 +413,27 @@ def test_one_id_used_as_an_event_id_and_as_an_idempotency_key_applies_both_once(
     assert ledger.applied.run() == ["ev:from-event", "from-call"]
     with pytest.raises(ValueError, match="NUL"):
         ledger.add.options(idempotency_key="\x00event\x00ev\x00k1")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_after_the_applying_step_was_compacted_reads_the_copy_its_successor_carries(
+    store_spec: StoreSpec,
+) -> None:
+    """A fold's step carries its parent's outcomes (``carried_outcomes``) so that a poster
+    reading it need not read the parent. ``call_outcome`` read only each step's own outcomes:
+    once compaction had deleted the applying step it answered "compacted, unknown" while the
+    next step, kept, held the result."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    log, raised = give_up_on_a_post(store)
+    store.fail = lambda op, key: None
+    assert log.add.run("me/2") == 3  # a fold applies me/1 (result 2), the next me/2
+    core = vc.get_runtime().core("a")
+    newest = core.record
+    assert newest is not None
+    call_id = raised.call_ids[0]
+    # The newest step did not apply me/1 but carries the outcomes of the one that did.
+    assert call_id not in decode_outcomes(newest.posted)
+    assert decode_outcomes(newest.carried)[call_id].value == 2
+    report = _sync.sync(compact(core.log, 1, min_age=0.0))
+    assert report.watermark == newest.step  # the applying step is gone
+    assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2

@@ -533,7 +533,12 @@ class Poster:
             if record is None:
                 complete = False
                 break  # compacted: older steps are gone too
-            found = decode_outcomes(record.posted, self.log.step_key(record.step)).get(call_id)
+            key = self.log.step_key(record.step)
+            found = decode_outcomes(record.posted, key).get(call_id)
+            if found is None:
+                # Applied by the step below, whose outcomes this fold carries (the applying
+                # step may be compacted by now: the copy is all that is left of them).
+                found = decode_outcomes(record.carried, key).get(call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted
