@@ -390,8 +390,10 @@ def test_a_commit_whose_answer_was_lost_reads_its_step_back_through_damaged_read
     assert ledger.applied.run() == ["a", "b"]
     # Damaged at every read: the outcome is unknown (it is ours), not "corrupt".
     store.armed, store.damaged = True, 1000
-    with pytest.raises(vc.CommitOutcomeUnknownError):
+    with pytest.raises(vc.CommitOutcomeUnknownError, match="never read back whole") as unknown:
         ledger.add.run("c")
+    again = pickle.loads(pickle.dumps(unknown.value))
+    assert (str(again), again.step) == (str(unknown.value), unknown.value.step)
     store.damaged = 0
     assert ledger.applied.run() == ["a", "b", "c"]
 

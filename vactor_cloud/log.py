@@ -551,7 +551,13 @@ class ActorLog:
             )
         if isinstance(last_error, IntegrityError):
             # The step at our number never read back whole: it may be ours (committed).
-            raise CommitOutcomeUnknownError(self.actor_id, record.step) from last_error
+            raise CommitOutcomeUnknownError(
+                self.actor_id,
+                record.step,
+                f"step {record.step} never read back whole after its put's answer was lost "
+                f"({last_error}); the calls may or may not have been applied: check the actor's "
+                "state (or use an idempotency key) before retrying",
+            ) from last_error
         raise last_error
 
     async def _compacted_step_was_ours(self, record: StepRecord, *, definite: bool) -> bool:

@@ -436,7 +436,13 @@ class Poster:
                 pending = CallPendingError(self.actor_id, [call.call_id])
                 pending.__cause__ = exc
                 outcome = Outcome(False, pending)
-            call.deliver(outcome or Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step)))
+            if outcome is None:
+                why = (
+                    f"call {call.call_id} was applied (by step {newest.step} at the latest), but the "
+                    "step holding its outcome has been compacted"
+                )
+                outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step, why))
+            call.deliver(outcome)
         if self._outstanding is posted:
             self._outstanding = None
 
@@ -549,7 +555,8 @@ class Poster:
             self._unless_a_write_may_land(posted, call_id)
             raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
         if posted is not None:  # applied, but the step that holds its result was compacted
-            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1))
+            why = f"call {call_id} was applied, but the step holding its outcome has been compacted"
+            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:
