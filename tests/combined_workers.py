@@ -109,7 +109,8 @@ def drive(
     for i in range(ops):
         token = f"{who}/{i}"
         kind = rng.choices(
-            ["add", "keyed", "arm", "event", "compact", "tick", "drain"], [6, 4, 2, 2, 1, 1, 1]
+            ["add", "keyed", "arm", "schedule", "event", "compact", "tick", "drain"],
+            [6, 4, 2, 2, 2, 1, 1, 1],
         )[0]
         try:
             if kind == "add":
@@ -119,6 +120,21 @@ def drive(
             elif kind == "arm":
                 _log(fd, f"try {token} {kind}")
                 handle.arm.run(token)
+                _log(fd, f"ack {token}")
+            elif kind == "schedule":
+                # From outside, keyed, retried with its key: one timer, however often it is sent
+                _log(fd, f"try {token} {kind}")
+                timer = handle.ring.options(
+                    delay=0, timer_key=f"s-{token.replace('/', '-')}", idempotency_key=f"s:{token}"
+                )
+                for attempt in range(4):
+                    try:
+                        timer.run(token)
+                        break
+                    except VactorError as exc:
+                        _log(fd, f"retry {token} {type(exc).__name__}")
+                        if attempt == 3:
+                            raise
                 _log(fd, f"ack {token}")
             elif kind == "keyed":
                 _log(fd, f"try {token} {kind}")

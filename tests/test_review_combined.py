@@ -120,6 +120,8 @@ def _problems(
     sent: set[str] = set()
     arms: set[str] = set()
     never: set[str] = set()
+    #: timers scheduled from outside (no token of their own: only their firing shows)
+    scheduled: set[str] = set()
     for who, lines in logs.items():
         if who not in killed and not any(line.startswith("done") for line in lines):
             problems.append(f"{who} did not finish")
@@ -130,6 +132,8 @@ def _problems(
                 tried.add(token)
                 if rest.split(" ")[1] == "arm":
                     arms.add(token)
+                elif rest.split(" ")[1] == "schedule":
+                    scheduled.add(token)
             elif verb == "ack":
                 acked.add(token)
             elif verb == "sent":
@@ -141,7 +145,7 @@ def _problems(
             elif verb in ("dup", "untyped"):
                 problems.append(f"{who}: {line}")
     calls = [t for t in tokens if ":" not in t]
-    problems += [f"acknowledged, not applied: {t}" for t in sorted(acked - counts.keys())]
+    problems += [f"acknowledged, not applied: {t}" for t in sorted(acked - scheduled - counts.keys())]
     problems += [f"call_outcome said never, applied: {t}" for t in sorted(never & counts.keys())]
     problems += [f"applied, never tried: {t}" for t in sorted(set(calls) - tried)]
     by_who: dict[str, list[int]] = {}
@@ -151,7 +155,8 @@ def _problems(
     problems += [f"{who} out of order: {seq}" for who, seq in by_who.items() if seq != sorted(seq)]
     problems += [f"event lost: {t}" for t in sorted(sent) if counts[f"ev:{t}"] != 1]
     rung = {t[len("ring:") :] for t in tokens if t.startswith("ring:")}
-    problems += [f"timer of an unapplied call fired: {t}" for t in sorted(rung - counts.keys())]
+    problems += [f"timer of an unapplied call fired: {t}" for t in sorted(rung - counts.keys() - scheduled)]
+    problems += [f"scheduled timer never fired: {t}" for t in sorted((scheduled & acked) - rung)]
     problems += [f"timer never fired: {t}" for t in sorted(arms & counts.keys() - rung)]
     return problems
 
