@@ -450,7 +450,7 @@ class Folder(Poster):
                         metadata=_recordable_metadata(pc.metadata),
                         max_retries=pc.max_retries,
                     ),
-                    posted=True,
+                    posted=(post.key, post.sender, post.seq),
                 )
                 for pc in post.calls
             )

@@ -222,8 +222,6 @@ class Poster:
             )
             for c in batch
         )
-        for c in batch:
-            c.posted = True  # another process may run it now
         base = self.record.step if self.record is not None else -1
         box = self._posts()
         if box.names and box.mail.key is None:
@@ -245,6 +243,8 @@ class Poster:
                 post = exc.post  # under the name it may exist by (not one another's post took)
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
+        for c in batch:
+            c.posted = (post.key, post.sender, post.seq)  # another process may run it now
         posted = Posted(post, base, time.monotonic(), doubt=doubt)
         if doubt:
             posted.may_land_until = time.monotonic() + self.env.settings.deadline

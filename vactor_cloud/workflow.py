@@ -22,9 +22,11 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
+from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
+from vactor_cloud.posting import applied
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (
     FailedCall,
@@ -146,7 +148,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     its exception. With nothing to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran lately (its record may
     still be listed by a resume that raced its delete), is not run again:
-    that re-run's result is given. Resume an actor from one process at a time:
+    that re-run's result is given. A call that came in a post (under contention) whose post
+    may still be applied by a fold (the folder that recorded its failure died, or lost the
+    lease, before its step landed) is not run: its future raises ``CallPendingError``, and
+    the fold that applies the post runs it. Resume an actor from one process at a time:
     calls run again unkeyed, so two processes resuming at once could both
     apply one.
     """
@@ -220,7 +225,27 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     return shared
 
 
+def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
+    """Whether the post ``failed`` came in may still be applied by a fold: it is there, and the
+    newest step (read after it) does not show it applied. (A folder that ran the call and
+    recorded its failure died, or lost the lease, before its step landed: the post stays.)"""
+    if failed.post is None:
+        return False
+    key, sender, seq = failed.post
+    core = runtime.core(failed.actor_id)
+    if applied(_sync.sync(core.revalidate()).extra, sender, seq):
+        return False
+    if _sync.sync(runtime.store.head(key)) is None:
+        return False  # applied and deleted since (the newest step shows it), or expired
+    return not applied(_sync.sync(core.revalidate()).extra, sender, seq)
+
+
 def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
+    done: ActorFuture[Any] = ActorFuture()
+    if _post_pending(runtime, failed):
+        # Any process's fold may still apply it: run here too, it would apply twice.
+        done.set_exception(CallPendingError(failed.actor_id, [failed.call_id]))
+        return done
     future: ActorFuture[Any] = ActorFuture()
     call = PendingCall(
         method=failed.method,
@@ -230,7 +255,6 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         future=future,
         call_id=failed.call_id,
     )
-    done: ActorFuture[Any] = ActorFuture()
 
     def forget(finished: concurrent.futures.Future[Any]) -> None:
         if finished.exception() is not None:

@@ -237,7 +237,9 @@ class StepNode:
                 _record_failure(context, call)
                 _recorded.add(context.actor_id, context.call_id)
             raise
-        if _recorded.has(context.actor_id, context.call_id) or (call.posted and call.idempotency_key is None):
+        if _recorded.has(context.actor_id, context.call_id) or (
+            call.posted is not None and call.idempotency_key is None
+        ):
             # An earlier run of this very call recorded its failure, and this run (a retry by
             # ``max_retries``, or the batch applied again after a lost race) got through: the
             # call now commits with this result, and resume must not apply it a second time.
@@ -414,6 +416,9 @@ class FailedCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     time: float
+    #: ``(key, sender, seq)`` of the post the call came in, if it was posted: while that post
+    #: may still be applied by a fold, resume must not run the call (it would apply twice)
+    post: tuple[str, str, int] | None = None
 
 
 def failure_key(actor_id: str, call_id: str) -> str:
@@ -457,13 +462,15 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
     except Exception as exc:
         logger.warning("%s: cannot record the failed call for resume (arguments not picklable: %s)", key, exc)
         return
-    meta = {
+    meta: dict[str, Any] = {
         "kind": "failed-call",
         "actor": context.actor_id,
         "call_id": context.call_id,
         "method": call.method,
         "time": time.time(),
     }
+    if call.posted is not None:
+        meta["post"] = list(call.posted)
     data = codec.encode(key, meta, {"call": pickled}, signing_key=runtime.settings.signing_key)
     try:
         _sync.sync(runtime.store.put(key, data))
@@ -501,7 +508,11 @@ async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | 
         except Exception as exc:
             raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
         call_id, when = str(meta["call_id"]), float(meta["time"])
-        return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when)
+        post = meta.get("post")
+        ref = None
+        if isinstance(post, list) and len(post) == 3:
+            ref = (str(post[0]), str(post[1]), int(post[2]))
+        return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when, ref)
 
     found = [f for f in await asyncio.gather(*(read(k) for k in keys)) if f is not None]
     return sorted(found, key=lambda f: f.time)
