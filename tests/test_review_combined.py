@@ -36,6 +36,7 @@ from vactor_cloud.storage import Blob, PutMode
 from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import repair_timer_index
+from vactor_cloud.workflow_steps import list_failures
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -485,5 +486,43 @@ def test_resume_does_not_run_again_a_posted_call_whose_post_is_still_pending(sto
     _fold_posts_here("till", till)
     assert till.view.run() == 5
     assert workflow.get_status("till") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("till"), timeout=60) == []
+    assert till.view.run() == 5
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_resume_whose_listing_predates_a_successful_fold_of_the_posted_call_does_not_run_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``resume`` lists the failure record of a posted call; meanwhile another process's fold
+    runs the post, succeeds (deleting the record) and commits. The listing still named the
+    call and resume ran it again: credited twice (balance 10)."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
+    till = Till.get_or_create("till")
+    till.view.run()
+    box = foreign_box("till")
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
+    _price_failures_left[:] = [1] * 1000
+    commit_behind_its_back("till")
+    store.fail = lambda operation, key: (
+        StorageError(f"{key}: the folder died") if operation == "put" and "/steps/" in key else None
+    )
+    with pytest.raises(vc.CallPendingError):
+        till.touch.run()
+    _die_as_a_folder("till")
+    _price_failures_left.clear()
+    _forget_the_failed_runs_of_this_process()
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    till = Till.get_or_create("till")
+    runtime = vc.get_runtime()
+    listed = _sync.sync(list_failures(runtime.store, "till", runtime.settings.signing_key))
+    assert [f.method for f in listed] == ["deposit"]
+    _fold_posts_here("till", till)  # the fold runs it, and it succeeds
+    assert till.view.run() == 5
+
+    async def the_earlier_listing(*args: Any) -> Any:
+        return listed
+
+    monkeypatch.setattr(workflow, "list_failures", the_earlier_listing)
     assert vc.get(workflow.resume("till"), timeout=60) == []
     assert till.view.run() == 5

@@ -34,6 +34,7 @@ from vactor_cloud.workflow_steps import (
     StepNode,
     WorkflowVirtualActorDecorator,
     delete_failure,
+    failure_key,
     has_failures,
     list_failures,
     step,
@@ -158,6 +159,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     runtime = get_runtime()
     runtime.load(actor_id)
     failed = _sync.sync(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
+    failed = [call for call in failed if not _applied_elsewhere(runtime, call)]
     futures = [_rerun_once(runtime, call) for call in failed]
     combined: ActorFuture[list[Any]] = ActorFuture()
 
@@ -223,6 +225,25 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         raise
     rerun.add_done_callback(settle)
     return shared
+
+
+def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
+    """Whether a posted call listed as failed was applied since by a fold whose run of it
+    succeeded: the newest step shows its post applied, and the record is gone (a run that
+    succeeds deletes it before its step is written). Listed before that delete, it is no
+    longer to resume: run again, it would apply twice."""
+    if failed.post is None:
+        return False
+    key = (failed.actor_id, failed.call_id)
+    with _rerunning_lock:
+        if key in _rerunning or key in _rerun_done:
+            return False  # our own re-run: its result is given
+    _, sender, seq = failed.post
+    core = runtime.core(failed.actor_id)
+    if not applied(_sync.sync(core.revalidate()).extra, sender, seq):
+        return False
+    record = failure_key(failed.actor_id, failed.call_id)
+    return _sync.sync(runtime.store.head(record)) is None
 
 
 def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
