@@ -176,6 +176,9 @@ class CommitOutcomeUnknownError(VactorError):
     the calls twice) or reporting success (which could be false).
     """
 
+    #: why the outcome is unknown, when it is not the case above (None: that case)
+    reason: str | None = None
+
     def __init__(self, actor_id: str, step: int, reason: str | None = None) -> None:
         super().__init__(
             f"actor {actor_id!r}: {reason}"
@@ -187,7 +190,6 @@ class CommitOutcomeUnknownError(VactorError):
         )
         self.actor_id = actor_id
         self.step = step
-        #: why the outcome is unknown, when it is not the case above
         self.reason = reason
 
     def __reduce__(self) -> tuple[object, ...]:

@@ -834,7 +834,7 @@ class ActorLog:
 
     async def _put_own(self, key: str, data: bytes) -> None:
         """Create ``key``; an object already there is this very write (same bytes by construction)."""
-        last_error: StorageError | IntegrityError | None = None
+        last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
                 await self.store.put(key, data, mode="create")
