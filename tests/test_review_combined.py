@@ -39,7 +39,7 @@ from vactor_cloud.storage import Blob, PutMode
 from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import repair_timer_index
-from vactor_cloud.workflow_steps import list_failures
+from vactor_cloud.workflow_steps import failure_key, list_failures
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -528,3 +528,59 @@ def test_resume_whose_listing_predates_a_successful_fold_of_the_posted_call_does
     monkeypatch.setattr(workflow, "list_failures", the_earlier_listing)
     assert vc.get(workflow.resume("till"), timeout=60) == []
     assert till.view.run() == 5
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_resume_does_not_run_a_posted_call_whose_failure_record_landed_after_a_fold_ran_it_ok(
+    store_spec: StoreSpec,
+) -> None:
+    """Two processes may fold at once (the lease is a hint): one's run of a posted call fails
+    and its record's put lands late, after the other's run succeeded (deleting what was there)
+    and committed; the failing fold's own step never lands. The record named a call that had
+    been applied, and resume applied it again (balance 10)."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
+    till = Till.get_or_create("till")
+    till.view.run()
+    call_id = uuid.uuid4().hex
+    box = foreign_box("till")
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), call_id),))))
+    _price_failures_left[:] = [1] * 1000
+    commit_behind_its_back("till")
+    store.fail = lambda operation, key: (
+        StorageError(f"{key}: the folder stalls") if operation == "put" and "/steps/" in key else None
+    )
+    with pytest.raises(vc.CallPendingError):
+        till.touch.run()
+    _die_as_a_folder("till")
+    _price_failures_left.clear()
+    _forget_the_failed_runs_of_this_process()
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    till = Till.get_or_create("till")
+    runtime = vc.get_runtime()
+    record_key = failure_key("till", call_id)
+    late = _sync.sync(runtime.store.get(record_key)).data  # the failing folder's record, in flight
+    _fold_posts_here("till", till)  # the other folder's run succeeds and commits
+    assert till.view.run() == 5
+    _sync.sync(runtime.store.put(record_key, late))  # ... and then the late record lands
+    assert workflow.get_status("till") == workflow.FAILED
+    assert vc.get(workflow.resume("till"), timeout=60) == []
+    assert till.view.run() == 5
+    assert workflow.get_status("till") == workflow.SUCCESSFUL
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_resume_runs_a_posted_call_whose_fold_committed_its_failure(store_spec: StoreSpec) -> None:
+    """The other side of the checks above: a posted call whose sub-workflow failed in a fold
+    that committed (its poster got the exception) is resumed once, like any failed call."""
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    till = Till.get_or_create("till")
+    till.view.run()
+    box = foreign_box("till")
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
+    _price_failures_left[:] = [1]
+    _fold_posts_here("till", till)  # applied: its outcome is the ConnectionError
+    assert till.view.run() == 0
+    assert workflow.get_status("till") == workflow.FAILED
+    assert vc.get(workflow.resume("till"), timeout=60) == [5]
+    assert till.view.run() == 5
+    assert workflow.get_status("till") == workflow.SUCCESSFUL

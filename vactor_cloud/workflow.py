@@ -26,7 +26,7 @@ from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
-from vactor_cloud.posting import applied
+from vactor_cloud.posting import applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (
     FailedCall,
@@ -152,7 +152,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     that re-run's result is given. A call that came in a post (under contention) whose post
     may still be applied by a fold (the folder that recorded its failure died, or lost the
     lease, before its step landed) is not run: its future raises ``CallPendingError``, and
-    the fold that applies the post runs it. Resume an actor from one process at a time:
+    the fold that applies the post runs it; one whose post a fold applied with a successful
+    run (its record listed before that run deleted it, or written late by another folder whose
+    run failed and whose step never landed) is not run either, and its stale record goes.
+    Resume an actor from one process at a time:
     calls run again unkeyed, so two processes resuming at once could both
     apply one.
     """
@@ -243,7 +246,45 @@ def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
     if not applied(_sync.sync(core.revalidate()).extra, sender, seq):
         return False
     record = failure_key(failed.actor_id, failed.call_id)
-    return _sync.sync(runtime.store.head(record)) is None
+    if _sync.sync(runtime.store.head(record)) is None:
+        return True
+    if not _ran_ok_where_applied(runtime, failed):
+        return False
+    # A stale record: a folder whose run failed wrote it late, after another folder's run
+    # succeeded (and deleted what was there) and committed; its own step never landed.
+    _sync.sync(delete_failure(runtime.store, failed.actor_id, failed.call_id))
+    return True
+
+
+#: how many steps back from the newest resume looks for the step that applied a posted call
+_SCAN_STEPS = 1000
+
+
+def _ran_ok_where_applied(runtime: Runtime, failed: FailedCall) -> bool:
+    """Whether the step that applied the post ``failed`` came in records the call's outcome as
+    a success (its outcomes, or the copy the next fold carries). False when it does not, or
+    when that cannot be told (the step compacted, an outcome that does not load here)."""
+    assert failed.post is not None
+    _, sender, seq = failed.post
+    core = runtime.core(failed.actor_id)
+    newest = record = _sync.sync(core.revalidate())
+    for _ in range(_SCAN_STEPS):
+        if not applied(record.extra, sender, seq):
+            return False  # below the step that applied it, and not found on the way
+        key = core.log.step_key(record.step)
+        for part in (record.posted, record.carried):
+            try:
+                outcome = decode_outcomes(part, key).get(failed.call_id)
+            except Exception:
+                return False
+            if outcome is not None:
+                # (A step below the watermark is a stray, not the history's: not taken.)
+                return outcome.ok and (record is newest or record.step >= _sync.sync(core.log.read_gc()))
+        below = _sync.sync(core.log.read_step(record.step - 1)) if record.step > 0 else None
+        if below is None:
+            return False  # compacted
+        record = below
+    return False
 
 
 def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
