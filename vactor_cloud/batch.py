@@ -120,6 +120,10 @@ class PendingCall:
     #: the arguments as serialized at the call site (``args``/``kwargs`` are then empty)
     frozen: Frozen | None = None
     options: CallOptions = _NO_OPTIONS
+    #: ``(key, sender, seq)`` of the post it was written in: any process's fold may run it, so
+    #: a run elsewhere may have left what a successful run must undo (a failed sub-workflow's
+    #: record for resume), and resume must not run it while that post may still be applied
+    posted: tuple[str, str, int] | None = None
     _claims: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def claim(self) -> bool:

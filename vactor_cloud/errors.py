@@ -176,18 +176,24 @@ class CommitOutcomeUnknownError(VactorError):
     the calls twice) or reporting success (which could be false).
     """
 
-    def __init__(self, actor_id: str, step: int) -> None:
+    #: why the outcome is unknown, when it is not the case above (None: that case)
+    reason: str | None = None
+
+    def __init__(self, actor_id: str, step: int, reason: str | None = None) -> None:
         super().__init__(
-            f"actor {actor_id!r}: the commit of step {step} was answered late (a stall, or a retry after "
-            "an ambiguous storage error) and a compaction deleted that step number meanwhile; the calls "
-            "may or may not have been applied: check the actor's state (or use an idempotency key) "
+            f"actor {actor_id!r}: {reason}"
+            if reason is not None
+            else f"actor {actor_id!r}: the commit of step {step} was answered late (a stall, or a retry "
+            "after an ambiguous storage error) and a compaction deleted that step number meanwhile; the "
+            "calls may or may not have been applied: check the actor's state (or use an idempotency key) "
             "before retrying"
         )
         self.actor_id = actor_id
         self.step = step
+        self.reason = reason
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.actor_id, self.step))
+        return (type(self), (self.actor_id, self.step, self.reason))
 
 
 class IntegrityError(VactorError):

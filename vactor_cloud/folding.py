@@ -461,6 +461,7 @@ class Folder(Poster):
                         metadata=_recordable_metadata(pc.metadata),
                         max_retries=pc.max_retries,
                     ),
+                    posted=(post.key, post.sender, post.seq),
                 )
                 for pc in post.calls
             )

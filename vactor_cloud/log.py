@@ -499,7 +499,7 @@ class ActorLog:
         if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
             # Before the step: a committed step never names a checkpoint that is not there.
             await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
-        last_error: StorageError | None = None
+        last_error: StorageError | IntegrityError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
                 if attempt == 0 and failed is not None:
@@ -518,7 +518,9 @@ class ActorLog:
                 last_error = exc
             try:
                 existing = await self.read_step(record.step)
-            except (RetryableStorageError, StorageError) as exc:
+            except (StorageError, IntegrityError) as exc:
+                # Damaged in transit tells nothing either (read again, as a failed read is):
+                # the step may be ours, and a commit it is must not be reported as corrupt.
                 last_error = exc
                 existing = None
                 await asyncio.sleep(_backoff(attempt))
@@ -541,6 +543,15 @@ class ActorLog:
                 "the call was not applied by this attempt",
                 key,
             )
+        if isinstance(last_error, IntegrityError):
+            # The step at our number never read back whole: it may be ours (committed).
+            raise CommitOutcomeUnknownError(
+                self.actor_id,
+                record.step,
+                f"step {record.step} never read back whole after its put's answer was lost "
+                f"({last_error}); the calls may or may not have been applied: check the actor's "
+                "state (or use an idempotency key) before retrying",
+            ) from last_error
         raise last_error
 
     async def _compacted_step_was_ours(self, record: StepRecord, *, definite: bool) -> bool:

@@ -243,6 +243,8 @@ class Poster:
                 post = exc.post  # under the name it may exist by (not one another's post took)
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
         counters.count("posted_calls", len(calls))
+        for c in batch:
+            c.posted = (post.key, post.sender, post.seq)  # another process may run it now
         posted = Posted(post, base, time.monotonic(), doubt=doubt)
         if doubt:
             posted.may_land_until = time.monotonic() + self.env.settings.deadline
@@ -434,7 +436,13 @@ class Poster:
                 pending = CallPendingError(self.actor_id, [call.call_id])
                 pending.__cause__ = exc
                 outcome = Outcome(False, pending)
-            call.deliver(outcome or Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step)))
+            if outcome is None:
+                why = (
+                    f"call {call.call_id} was applied (by step {newest.step} at the latest), but the "
+                    "step holding its outcome has been compacted"
+                )
+                outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step, why))
+            call.deliver(outcome)
         if self._outstanding is posted:
             self._outstanding = None
 
@@ -538,7 +546,12 @@ class Poster:
             if record is None:
                 complete = False
                 break  # compacted: older steps are gone too
-            found = decode_outcomes(record.posted, self.log.step_key(record.step)).get(call_id)
+            key = self.log.step_key(record.step)
+            found = decode_outcomes(record.posted, key).get(call_id)
+            if found is None:
+                # Applied by the step below, whose outcomes this fold carries (the applying
+                # step may be compacted by now: the copy is all that is left of them).
+                found = decode_outcomes(record.carried, key).get(call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted
@@ -549,7 +562,8 @@ class Poster:
             self._unless_a_write_may_land(posted, call_id)
             raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
         if posted is not None:  # applied, but the step that holds its result was compacted
-            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1))
+            why = f"call {call_id} was applied, but the step holding its outcome has been compacted"
+            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:

@@ -22,9 +22,11 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
+from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
+from vactor_cloud.posting import applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (
     FailedCall,
@@ -32,6 +34,7 @@ from vactor_cloud.workflow_steps import (
     StepNode,
     WorkflowVirtualActorDecorator,
     delete_failure,
+    failure_key,
     has_failures,
     list_failures,
     step,
@@ -146,13 +149,20 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     its exception. With nothing to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran lately (its record may
     still be listed by a resume that raced its delete), is not run again:
-    that re-run's result is given. Resume an actor from one process at a time:
+    that re-run's result is given. A call that came in a post (under contention) whose post
+    may still be applied by a fold (the folder that recorded its failure died, or lost the
+    lease, before its step landed) is not run: its future raises ``CallPendingError``, and
+    the fold that applies the post runs it; one whose post a fold applied with a successful
+    run (its record listed before that run deleted it, or written late by another folder whose
+    run failed and whose step never landed) is not run either, and its stale record goes.
+    Resume an actor from one process at a time:
     calls run again unkeyed, so two processes resuming at once could both
     apply one.
     """
     runtime = get_runtime()
     runtime.load(actor_id)
     failed = _sync.sync(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
+    failed = [call for call in failed if not _applied_elsewhere(runtime, call)]
     futures = [_rerun_once(runtime, call) for call in failed]
     combined: ActorFuture[list[Any]] = ActorFuture()
 
@@ -220,7 +230,84 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     return shared
 
 
+def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
+    """Whether a posted call listed as failed was applied since by a fold whose run of it
+    succeeded: the newest step shows its post applied, and the record is gone (a run that
+    succeeds deletes it before its step is written). Listed before that delete, it is no
+    longer to resume: run again, it would apply twice."""
+    if failed.post is None:
+        return False
+    key = (failed.actor_id, failed.call_id)
+    with _rerunning_lock:
+        if key in _rerunning or key in _rerun_done:
+            return False  # our own re-run: its result is given
+    _, sender, seq = failed.post
+    core = runtime.core(failed.actor_id)
+    if not applied(_sync.sync(core.revalidate()).extra, sender, seq):
+        return False
+    record = failure_key(failed.actor_id, failed.call_id)
+    if _sync.sync(runtime.store.head(record)) is None:
+        return True
+    if not _ran_ok_where_applied(runtime, failed):
+        return False
+    # A stale record: a folder whose run failed wrote it late, after another folder's run
+    # succeeded (and deleted what was there) and committed; its own step never landed.
+    _sync.sync(delete_failure(runtime.store, failed.actor_id, failed.call_id))
+    return True
+
+
+#: how many steps back from the newest resume looks for the step that applied a posted call
+_SCAN_STEPS = 1000
+
+
+def _ran_ok_where_applied(runtime: Runtime, failed: FailedCall) -> bool:
+    """Whether the step that applied the post ``failed`` came in records the call's outcome as
+    a success (its outcomes, or the copy the next fold carries). False when it does not, or
+    when that cannot be told (the step compacted, an outcome that does not load here)."""
+    assert failed.post is not None
+    _, sender, seq = failed.post
+    core = runtime.core(failed.actor_id)
+    newest = record = _sync.sync(core.revalidate())
+    for _ in range(_SCAN_STEPS):
+        if not applied(record.extra, sender, seq):
+            return False  # below the step that applied it, and not found on the way
+        key = core.log.step_key(record.step)
+        for part in (record.posted, record.carried):
+            try:
+                outcome = decode_outcomes(part, key).get(failed.call_id)
+            except Exception:
+                return False
+            if outcome is not None:
+                # (A step below the watermark is a stray, not the history's: not taken.)
+                return outcome.ok and (record is newest or record.step >= _sync.sync(core.log.read_gc()))
+        below = _sync.sync(core.log.read_step(record.step - 1)) if record.step > 0 else None
+        if below is None:
+            return False  # compacted
+        record = below
+    return False
+
+
+def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
+    """Whether the post ``failed`` came in may still be applied by a fold: it is there, and the
+    newest step (read after it) does not show it applied. (A folder that ran the call and
+    recorded its failure died, or lost the lease, before its step landed: the post stays.)"""
+    if failed.post is None:
+        return False
+    key, sender, seq = failed.post
+    core = runtime.core(failed.actor_id)
+    if applied(_sync.sync(core.revalidate()).extra, sender, seq):
+        return False
+    if _sync.sync(runtime.store.head(key)) is None:
+        return False  # applied and deleted since (the newest step shows it), or expired
+    return not applied(_sync.sync(core.revalidate()).extra, sender, seq)
+
+
 def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
+    done: ActorFuture[Any] = ActorFuture()
+    if _post_pending(runtime, failed):
+        # Any process's fold may still apply it: run here too, it would apply twice.
+        done.set_exception(CallPendingError(failed.actor_id, [failed.call_id]))
+        return done
     future: ActorFuture[Any] = ActorFuture()
     call = PendingCall(
         method=failed.method,
@@ -230,7 +317,6 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         future=future,
         call_id=failed.call_id,
     )
-    done: ActorFuture[Any] = ActorFuture()
 
     def forget(finished: concurrent.futures.Future[Any]) -> None:
         if finished.exception() is not None:

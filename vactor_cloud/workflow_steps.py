@@ -46,10 +46,12 @@ Here it runs inside the same call, before the call commits:
   deleted once the re-run succeeds. A call that this process runs again
   itself (``options(max_retries=N)``, or its batch applied again after a
   lost commit race) and whose sub-workflow then succeeds deletes its record
-  before it commits, so resume does not apply it a second time. (Not
-  covered: a posted call whose sub-workflow failed in one folding process
-  and succeeded in another's fold; its record stays.) Compaction deletes
-  records older than its ``min_age`` along with the checkpoints.
+  before it commits, so resume does not apply it a second time. So does a
+  posted call (written for any process's fold to apply) whose sub-workflow
+  succeeds, whichever process runs it: its failure may have been recorded by
+  another folding process whose step never landed (it died, or lost the
+  lease); that costs one DELETE per such call. Compaction deletes records
+  older than its ``min_age`` along with the checkpoints.
 
 Function steps run with Ray's defaults: ``max_retries=3`` (a raising step is
 run again up to three times), ``catch_exceptions=False`` (with ``True`` the
@@ -235,10 +237,14 @@ class StepNode:
                 _record_failure(context, call)
                 _recorded.add(context.actor_id, context.call_id)
             raise
-        if _recorded.has(context.actor_id, context.call_id):
+        if _recorded.has(context.actor_id, context.call_id) or (
+            call.posted is not None and call.idempotency_key is None
+        ):
             # An earlier run of this very call recorded its failure, and this run (a retry by
             # ``max_retries``, or the batch applied again after a lost race) got through: the
             # call now commits with this result, and resume must not apply it a second time.
+            # A posted call may have had that earlier run in another process (a folder that
+            # died, or lost the lease, before its step landed): its record is deleted too.
             _forget_failure(context)
             _recorded.discard(context.actor_id, context.call_id)
         return value
@@ -410,6 +416,9 @@ class FailedCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     time: float
+    #: ``(key, sender, seq)`` of the post the call came in, if it was posted: while that post
+    #: may still be applied by a fold, resume must not run the call (it would apply twice)
+    post: tuple[str, str, int] | None = None
 
 
 def failure_key(actor_id: str, call_id: str) -> str:
@@ -453,13 +462,15 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
     except Exception as exc:
         logger.warning("%s: cannot record the failed call for resume (arguments not picklable: %s)", key, exc)
         return
-    meta = {
+    meta: dict[str, Any] = {
         "kind": "failed-call",
         "actor": context.actor_id,
         "call_id": context.call_id,
         "method": call.method,
         "time": time.time(),
     }
+    if call.posted is not None:
+        meta["post"] = list(call.posted)
     data = codec.encode(key, meta, {"call": pickled}, signing_key=runtime.settings.signing_key)
     try:
         _sync.sync(runtime.store.put(key, data))
@@ -506,7 +517,14 @@ async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | 
             method, args, kwargs = cloudpickle.loads(envelope.parts["call"])
         except Exception as exc:
             raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
-        return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when)
+        post = meta.get("post")
+        ref = None
+        if isinstance(post, list) and len(post) == 3:
+            try:
+                ref = (str(post[0]), str(post[1]), int(post[2]))
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise IntegrityError(key, f"malformed failed-call record: post {exc!r}") from None
+        return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when, ref)
 
     found = [f for f in await asyncio.gather(*(read(k) for k in keys)) if f is not None]
     return sorted(found, key=lambda f: f.time)
