@@ -78,6 +78,7 @@ __all__ = [
     "fail_calls",
     "run_readonly",
     "summarize",
+    "swap_current_call",
 ]
 
 _summary = reprlib.Repr()
@@ -233,6 +234,14 @@ _local = threading.local()
 def current_call() -> CallContext | None:
     """The actor call running in this thread, or ``None`` outside actor methods."""
     return getattr(_local, "call", None)
+
+
+def swap_current_call(context: CallContext | None) -> CallContext | None:
+    """Make ``context`` the call running in this thread; the one it replaces is returned (for
+    ``core.run_detached``, which runs work on a thread as a fresh thread would)."""
+    previous: CallContext | None = getattr(_local, "call", None)
+    _local.call = context
+    return previous
 
 
 #: actor id -> writer calls of that actor running in this process now (see ``applying``)

@@ -33,6 +33,7 @@ Guarantees (DESIGN.md §4):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
@@ -53,6 +54,7 @@ from vactor_cloud.batch import (
     current_call,
     fail_calls,
     run_readonly,
+    swap_current_call,
 )
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
@@ -80,7 +82,9 @@ from vactor_cloud.poster import CombiningEnv, Posted
 from vactor_cloud.posting import Post, advance_cursor, encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
-__all__ = ["ActorCore", "CommitHook", "CoreEnv"]
+__all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -150,6 +154,26 @@ def call_cycle(actor_id: str) -> str | None:
     if actor_id not in held:
         return None
     return " -> ".join([*held[held.index(actor_id) :], actor_id])
+
+
+def run_detached(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on this thread as a fresh pool thread would run it: no actor call runs here
+    (``current_call()`` is None), no writer waits here, in an empty ``contextvars`` context.
+
+    For work a thread takes from a pool's queue while it waits for that work (caller runs):
+    it must not pass for part of the actor call the waiting thread is in.
+    """
+    previous = swap_current_call(None)
+    stack = getattr(_waiting_writers, "stack", None)
+    _waiting_writers.stack = []
+    try:
+        return contextvars.Context().run(fn, *args)
+    finally:
+        swap_current_call(previous)
+        if stack is None:
+            del _waiting_writers.stack
+        else:
+            _waiting_writers.stack = stack
 
 
 class WaitingInsideWriter:

@@ -1,0 +1,135 @@
+"""Hostile review: hangs, deadlines, leaks and bounded memory.
+
+Each test shows a way the runtime could wait forever or wedge an actor for the rest of the
+process; each failed before its fix. Waits are bounded (a join with a timeout, then the
+assertion), never timed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+#: how long a test waits for what must finish at once before calling it a hang
+HANG = 30.0
+
+
+def _finishes(fn: Any, *args: Any) -> tuple[bool, Any]:
+    """Run ``fn(*args)`` on a daemon thread; (finished within HANG, its result or exception)."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(fn(*args))
+        except BaseException as exc:  # the test looks at it
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    return (not thread.is_alive(), box[0] if box else None)
+
+
+# -- sub-tasks: a pool exists only for fan-out, never as a resource nested calls can starve ----------
+
+
+def _leaf(x: int) -> int:
+    return 2 * x
+
+
+@vc.virtual_actor
+class Worker:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def work(self, x: int) -> int:
+        self.total += sum(vc.subtask(_leaf).map([x, x]))
+        return self.total
+
+
+def _call_worker(i: int) -> int:
+    return vc.get_actor(f"worker-{i}").work.run(i)  # type: ignore[no-any-return]
+
+
+@vc.virtual_actor
+class Fan:
+    def __init__(self) -> None:
+        self.results: list[int] = []
+
+    def fan(self, n: int) -> list[int]:
+        self.results = vc.subtask(_call_worker).map(range(n))
+        return self.results
+
+
+@pytest.fixture
+def small_pool(store_spec: StoreSpec) -> Iterator[ThreadPoolExecutor]:
+    """The runtime with a two-thread sub-task pool (the default pool has 32 threads; the
+    deadlock needs as many children waiting as the pool has threads)."""
+    pool = ThreadPoolExecutor(2, thread_name_prefix="review-subtask")
+    store_spec.init(subtask_executor=pool)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # (before the fix: unblocks the hung chain)
+        vc.shutdown()
+
+
+def test_children_calling_actors_that_launch_sub_tasks_on_the_same_pool_do_not_deadlock(
+    small_pool: ThreadPoolExecutor,
+) -> None:
+    """A method fans out children that call other actors (documented as allowed), whose methods
+    launch sub-tasks of their own on the same (default) executor. Once every pool thread ran a
+    child waiting for its grandchildren, the grandchildren waited in the pool's queue for a
+    thread that never came: the call hung forever. A thread waiting for its children now runs
+    those no pool thread has started (caller runs)."""
+    for i in range(4):
+        Worker.get_or_create(f"worker-{i}")
+    fan = Fan.get_or_create("fan")
+    finished, result = _finishes(fan.fan.run, 4)
+    assert finished, "the fan-out hung: its grandchildren never got a pool thread"
+    assert result == [0, 4, 8, 12]
+    assert [vc.get_actor(f"worker-{i}").work.run(0) for i in range(4)] == [0, 4, 8, 12]
+
+
+#: set by the child that only the waiting method can run (both pool threads wait for it)
+_released = threading.Event()
+
+
+def _child(i: int) -> bool:
+    """Children 0 and 1 hold both pool threads until child 2 ran; each says whether it saw no
+    actor call (a child is not an actor call, wherever it runs)."""
+    if i < 2:
+        _released.wait(HANG)
+    else:
+        _released.set()
+    return vc.current_call() is None
+
+
+@vc.virtual_actor
+class Launcher:
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def launch(self) -> list[bool]:
+        self.seen = vc.subtask(_child).map(range(3))
+        return self.seen
+
+
+def test_a_child_run_by_its_waiting_parent_sees_no_actor_call(small_pool: ThreadPoolExecutor) -> None:
+    """A child no pool thread can take (both wait for it) is run by the method waiting for it,
+    and sees there what it would see on a pool thread: no actor call (so its own launches are
+    not taken for the method's memoized children)."""
+    _released.clear()
+    launcher = Launcher.get_or_create("launcher")
+    finished, result = _finishes(launcher.launch.run)
+    assert finished and _released.is_set()
+    assert result == [True, True, True]
