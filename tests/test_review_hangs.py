@@ -7,6 +7,7 @@ assertion), never timed.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -133,3 +134,52 @@ def test_a_child_run_by_its_waiting_parent_sees_no_actor_call(small_pool: Thread
     finished, result = _finishes(launcher.launch.run)
     assert finished and _released.is_set()
     assert result == [True, True, True]
+
+
+# -- a call chain deeper than the interpreter's recursion limit -------------------------------------
+
+
+@vc.virtual_actor
+class Link:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.calls = 0
+
+    def down(self, depth: int) -> int:
+        self.calls += 1
+        if depth == 0:
+            return 0
+        return 1 + vc.get_actor(f"link-{self.index + 1}").down.run(depth - 1)  # type: ignore[no-any-return]
+
+
+@pytest.mark.usefixtures("actor_store")
+def test_a_call_chain_past_the_recursion_limit_fails_and_wedges_no_actor() -> None:
+    """Actors calling each other in a chain deeper than ``sys.getrecursionlimit()`` allows
+    (about 100 links): the ``RecursionError`` reached the caller, but it was raised again in the
+    runtime's own cleanup of some link (failing its batch, giving the actor up), which left that
+    actor held by nobody: every later call to it waited, then failed with ``ActorBusyError``,
+    for the rest of the process. A nested call that would leave the runtime too few frames is
+    now refused at its call site, before anything is queued."""
+    depth = sys.getrecursionlimit() // 4  # more links than the limit allows (about 10 frames each)
+    for i in range(depth + 1):
+        Link.get_or_create(f"link-{i}", i)
+
+    def every_link_answers() -> list[int]:
+        return [vc.get_actor(f"link-{i}").down.run(0) for i in range(depth + 1)]
+
+    # Started at each offset within a link's frames, the limit is met at each point of the runtime.
+    for pad in range(16):
+        with pytest.raises(RecursionError, match="recursion limit"):
+            _padded(pad, vc.get_actor("link-0").down.run, depth)
+        finished, result = _finishes(every_link_answers)
+        assert finished, f"(pad {pad}) an actor of the chain is held by nobody: its calls wait for it"
+        assert result == [0] * (depth + 1)
+    # A shorter chain still runs end to end.
+    assert vc.get_actor("link-0").down.run(20) == 20
+
+
+def _padded(frames: int, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` called ``frames`` frames deeper than this."""
+    if frames == 0:
+        return fn(*args)
+    return _padded(frames - 1, fn, *args)

@@ -13,6 +13,7 @@ import concurrent.futures
 import functools
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -56,6 +57,22 @@ def _read_waiting(core: ActorCore, call: PendingCall, _timeout: float | None) ->
     """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list)."""
     with WaitingInsideWriter():
         core.read(call)
+
+
+#: frames a call keeps free below the recursion limit for the runtime's own work: a call chain
+#: meeting the limit inside the runtime (settling a batch, giving an actor up) left that actor
+#: held by nobody for the rest of the process
+_FRAMES_KEPT = 100
+
+
+def _too_deep() -> bool:
+    """Whether this thread's stack is within ``_FRAMES_KEPT`` frames of the recursion limit
+    (one walk in C: ``sys._getframe(n)`` fails when the stack is shallower than ``n``)."""
+    try:
+        sys._getframe(sys.getrecursionlimit() - _FRAMES_KEPT)
+    except ValueError:
+        return False
+    return True
 
 
 def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
@@ -421,6 +438,14 @@ class ActorMethod(Generic[P, R]):
     def _make_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], future: concurrent.futures.Future[Any]
     ) -> PendingCall:
+        if _too_deep():
+            raise RecursionError(
+                f"{self._info.name}() of actor {self._actor_id!r} was called with fewer than "
+                f"{_FRAMES_KEPT} frames left below the recursion limit ({sys.getrecursionlimit()}): "
+                "actor calls nested that deep (a chain of methods calling other actors, or deep "
+                "recursion around a call) would leave the runtime no room to settle them; the call "
+                "was not made"
+            )
         options = self._options
         if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
             at_step = kwargs.pop("at_step")
