@@ -183,3 +183,53 @@ def _padded(frames: int, fn: Any, *args: Any) -> Any:
     if frames == 0:
         return fn(*args)
     return _padded(frames - 1, fn, *args)
+
+
+# -- waiting for events from methods run on the pool ----------------------------------------------------
+
+
+@vc.virtual_actor
+class Mailbox:
+    def __init__(self) -> None:
+        self.pings = 0
+
+    @vc.virtual_actor.on_event("ping")
+    def on_ping(self, payload: int) -> int:
+        self.pings += payload
+        return self.pings
+
+
+@vc.virtual_actor
+class Reader:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.got: Any = None
+
+    def pull(self, how: str) -> Any:
+        mailbox = vc.get_actor(f"mailbox-{self.index}")
+        if how == "process":
+            self.got = mailbox.process_events()
+        else:
+            self.got = mailbox.wait_for_event("ping", timeout=None)
+        return self.got
+
+
+@pytest.mark.parametrize("how", ["process", "wait"])
+@pytest.mark.usefixtures("runtime_off")
+def test_methods_on_the_pool_applying_other_actors_events_do_not_starve_it(
+    store_spec: StoreSpec, how: str
+) -> None:
+    """``run_async`` calls whose methods apply another actor's events (``process_events`` or
+    ``wait_for_event``, documented for that): the events' commit was handed to the pool, whose
+    every thread was such a method waiting for it, so nothing was ever applied: the calls (and
+    whoever waited on them) hung forever. The thread that waits now applies the events itself
+    when nobody else does (caller runs), as a ``run()`` does."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_workers=2))
+    for i in range(4):
+        Reader.get_or_create(f"reader-{i}", i)
+        Mailbox.get_or_create(f"mailbox-{i}")
+        vc.send_event(f"mailbox-{i}", "ping", i + 1)
+    futures = [vc.get_actor(f"reader-{i}").pull.run_async(how) for i in range(4)]
+    finished, result = _finishes(lambda: [f.result() for f in futures])
+    assert finished, "the pool's threads all wait for commits queued behind them"
+    assert result == ([1, 1, 1, 1] if how == "process" else [1, 2, 3, 4])
