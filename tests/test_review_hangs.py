@@ -233,3 +233,51 @@ def test_methods_on_the_pool_applying_other_actors_events_do_not_starve_it(
     finished, result = _finishes(lambda: [f.result() for f in futures])
     assert finished, "the pool's threads all wait for commits queued behind them"
     assert result == ([1, 1, 1, 1] if how == "process" else [1, 2, 3, 4])
+
+
+# -- creations that do not wait (Settings.wait_for_init=False) started from methods on the pool ---------
+
+
+@vc.virtual_actor
+class Made:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def incr(self) -> int:
+        self.calls += 1
+        return self.calls
+
+
+@vc.virtual_actor
+class Maker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def make(self, how: str) -> Any:
+        made = Made.get_or_create(f"made-{self.index}")  # returns before __init__ commits
+        if how == "run":
+            return made.incr.run()
+        if how == "async":
+            return made.incr.run_async().result()
+        return made.ready().result()
+
+
+@pytest.mark.parametrize("how", ["run", "async", "ready"])
+@pytest.mark.usefixtures("runtime_off")
+def test_methods_on_the_pool_creating_actors_without_waiting_do_not_starve_it(
+    store_spec: StoreSpec, how: str
+) -> None:
+    """With ``wait_for_init=False`` (Ray's way), ``get_or_create`` hands the creation to the pool
+    and a call made meanwhile waits for it. Methods on the pool (``run_async``) doing so filled the
+    pool with threads waiting for creations queued behind them: the calls hung forever. A thread
+    that waits for a creation no thread has started now runs it itself (caller runs)."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_workers=2, wait_for_init=False))
+    for i in range(4):
+        Maker.get_or_create(f"maker-{i}", i).ready().result()
+    futures = [vc.get_actor(f"maker-{i}").make.run_async(how) for i in range(4)]
+    finished, result = _finishes(lambda: [f.result() for f in futures])
+    assert finished, "the pool's threads all wait for creations queued behind them"
+    assert result == ([None] * 4 if how == "ready" else [1, 1, 1, 1])
+    assert [vc.get_actor(f"made-{i}").incr.run() for i in range(4)] == (
+        [1] * 4 if how == "ready" else [2] * 4
+    )

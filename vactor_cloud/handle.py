@@ -75,6 +75,15 @@ def _too_deep() -> bool:
     return True
 
 
+def _help_after_creation(
+    runtime: Runtime, core: ActorCore, future: concurrent.futures.Future[Any], timeout: float | None
+) -> None:
+    """A waiter on a call queued behind this process's pending creation of the actor runs that
+    creation if no thread has started it (caller runs), then applies the call as any waiter."""
+    runtime.wait_created(core.actor_id)
+    core.help(future, timeout)
+
+
 def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
     return ActorHandle(actor_id)
 
@@ -144,8 +153,9 @@ class ActorHandle(Generic[T]):
             if next(claims) == 0 and future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
-        # A waiter helps unless a creation is pending here (that wait would ignore its timeout).
-        future._help = lambda _timeout: None if runtime.creating(self.actor_id) else check()
+        # A waiter (one without a timeout: see ActorFuture) checks itself, running a creation
+        # pending here that no thread has started.
+        future._help = lambda _timeout: check()
         runtime.spawn(check, on_shutdown=shut_down)
         return future
 
@@ -380,7 +390,7 @@ class ActorMethod(Generic[P, R]):
     def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: bool) -> R:
         if creating and self._after_creation(runtime, call):
             if isinstance(call.future, ActorFuture):
-                call.future._help = functools.partial(core.help, call.future)
+                call.future._help = functools.partial(_help_after_creation, runtime, core, call.future)
         elif call.readonly:
             core.read(call)
         else:
@@ -404,7 +414,7 @@ class ActorMethod(Generic[P, R]):
         runtime = get_runtime()
         core = runtime.core(self._actor_id)
         if self._after_creation(runtime, call):
-            future._help = functools.partial(core.help, future)
+            future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
             future._help = functools.partial(_read_waiting, core, call)
             runtime.spawn(functools.partial(core.read, call), on_shutdown=functools.partial(_refuse, call))
