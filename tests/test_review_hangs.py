@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import workflow
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -281,3 +282,58 @@ def test_methods_on_the_pool_creating_actors_without_waiting_do_not_starve_it(
     assert [vc.get_actor(f"made-{i}").incr.run() for i in range(4)] == (
         [1] * 4 if how == "ready" else [2] * 4
     )
+
+
+# -- workflow.resume waited on from methods on the pool ---------------------------------------------------
+
+#: how many times the flaky step still fails
+_flaky_failures: list[int] = []
+
+
+@workflow.step(max_retries=0)
+def _flaky(amount: int) -> int:
+    if _flaky_failures:
+        _flaky_failures.pop()
+        raise ConnectionError("the pricing service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Account:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def deposit(self, amount: int) -> Any:
+        return self.credit.step(_flaky.step(amount))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+
+@vc.virtual_actor
+class Resumer:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def resume(self) -> Any:
+        return workflow.resume(f"account-{self.index}").result()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_methods_on_the_pool_waiting_for_a_resume_do_not_starve_it(store_spec: StoreSpec) -> None:
+    """``workflow.resume(...)`` queues its re-runs for the pool; its future, unlike a call's, did
+    not let a waiting thread run them. Methods on the pool (``run_async``) waiting for a resume
+    filled the pool with threads waiting for re-runs queued behind them: hung forever."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_workers=2))
+    for i in range(4):
+        _flaky_failures[:] = [1]
+        account = Account.get_or_create(f"account-{i}")
+        with pytest.raises(ConnectionError):
+            account.deposit.run(i + 1)
+        Resumer.get_or_create(f"resumer-{i}", i)
+    futures = [vc.get_actor(f"resumer-{i}").resume.run_async() for i in range(4)]
+    finished, result = _finishes(lambda: [f.result() for f in futures])
+    assert finished, "the pool's threads all wait for re-runs queued behind them"
+    assert result == [[1], [2], [3], [4]]
+    assert [workflow.get_status(f"account-{i}") for i in range(4)] == [workflow.SUCCESSFUL] * 4

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import concurrent.futures
 import enum
+import functools
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -164,10 +165,17 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
         except BaseException as exc:
             combined.set_exception(exc)
 
+    def help_each(timeout: float | None) -> None:
+        for future in futures:
+            future._wait_helping(timeout)
+
     if not futures:
         combined.set_result([])
     for future in futures:
         future.add_done_callback(settle)
+    # A waiter applies the re-runs when nobody else does (caller runs), as a call's waiter does:
+    # a method on the pool waiting for them must not wait for a pool thread.
+    combined._help = help_each
     return combined
 
 
@@ -216,6 +224,7 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
             del _rerunning[key]
         shared.set_exception(exc)
         raise
+    shared._help = rerun._help
     rerun.add_done_callback(settle)
     return shared
 
@@ -242,5 +251,7 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         deleting.add_done_callback(lambda _: done.set_result(finished.result()))
 
     future.add_done_callback(forget)
-    runtime.core(failed.actor_id).submit(call)
+    core = runtime.core(failed.actor_id)
+    core.submit(call)
+    done._help = functools.partial(core.help, future)  # (see resume)
     return done
