@@ -337,3 +337,45 @@ def test_methods_on_the_pool_waiting_for_a_resume_do_not_starve_it(store_spec: S
     assert finished, "the pool's threads all wait for re-runs queued behind them"
     assert result == [[1], [2], [3], [4]]
     assert [workflow.get_status(f"account-{i}") for i in range(4)] == [workflow.SUCCESSFUL] * 4
+
+
+# -- a done-callback raising a BaseException ----------------------------------------------------------
+
+#: opened by the test once every call is queued behind the one waiting for it
+_gate = threading.Event()
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def hold(self) -> int:
+        _gate.wait(HANG)
+        self.count += 100
+        return self.count
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+
+@pytest.mark.usefixtures("actor_store")
+def test_a_done_callback_raising_a_base_exception_does_not_fail_the_other_calls_of_its_batch() -> None:
+    """One caller's done-callback raised ``SystemExit`` (futures catch ``Exception`` only) while
+    its batch was being settled: the exception left the settling loop, and every later call of
+    that committed batch got the *callback's* ``SystemExit`` instead of its result, as if it had
+    not been applied (a retry would apply it twice). Each call now gets its own outcome."""
+    _gate.clear()
+    tally = Tally.get_or_create("tally")
+    held = tally.hold.run_async()
+    futures = [tally.incr.run_async() for _ in range(4)]
+
+    def leave(_: object) -> None:
+        raise SystemExit("raised by a done-callback")
+
+    futures[0].add_done_callback(leave)
+    _gate.set()
+    assert held.result(HANG) == 100
+    assert [f.result(HANG) for f in futures] == [101, 102, 103, 104]
+    assert tally.incr.run() == 105

@@ -37,7 +37,7 @@ import reprlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -75,6 +75,7 @@ __all__ = [
     "apply_batch",
     "applying",
     "current_call",
+    "deliver_all",
     "fail_calls",
     "run_readonly",
     "summarize",
@@ -173,8 +174,21 @@ class PendingCall:
 
 def fail_calls(calls: list[PendingCall], exc: BaseException) -> None:
     """Complete every call of ``calls`` with the exception ``exc``."""
-    for call in calls:
-        call.deliver(Outcome(False, exc))
+    deliver_all([(call, Outcome(False, exc)) for call in calls])
+
+
+def deliver_all(settled: Iterable[tuple[PendingCall, Outcome]]) -> None:
+    """Deliver each call its outcome. A done-callback of a caller's future that raises a
+    ``BaseException`` (futures catch ``Exception`` only) is raised again once every call has
+    its own outcome, never instead of settling the calls after it."""
+    raised: BaseException | None = None
+    for call, outcome in settled:
+        try:
+            call.deliver(outcome)
+        except BaseException as exc:
+            raised = raised or exc
+    if raised is not None:
+        raise raised
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

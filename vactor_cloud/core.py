@@ -52,6 +52,7 @@ from vactor_cloud.batch import (
     PendingCall,
     apply_batch,
     current_call,
+    deliver_all,
     fail_calls,
     run_readonly,
     swap_current_call,
@@ -1003,15 +1004,16 @@ class ActorCore(Folder):
     def _settle(
         self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
     ) -> None:
-        for call, outcome in zip(calls, result.outcomes, strict=True):
-            call.deliver(outcome)
-        if hooked:
-            # The inbox looked at this commit (events folded, markers answered): it settles its part.
-            try:
-                self.env.run(self.inbox.settle(batch, calls, result))
-            except Exception as exc:  # cleanup only: applied events are found again and skipped
-                logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
-                fail_calls(batch, exc)
+        try:
+            deliver_all(zip(calls, result.outcomes, strict=True))
+        finally:
+            if hooked:
+                # The inbox looked at this commit (events folded, markers answered): it settles its part.
+                try:
+                    self.env.run(self.inbox.settle(batch, calls, result))
+                except Exception as exc:  # cleanup only: applied events are found again and skipped
+                    logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
+                    fail_calls(batch, exc)
 
     def _index_timers(self, base: StepRecord, record: StepRecord) -> None:
         """Durable timers (vactor_cloud.timers): write the due-index entries of the committed
