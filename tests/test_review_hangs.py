@@ -7,6 +7,8 @@ assertion), never timed.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import _sync, workflow
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -379,3 +381,81 @@ def test_a_done_callback_raising_a_base_exception_does_not_fail_the_other_calls_
     assert held.result(HANG) == 100
     assert [f.result(HANG) for f in futures] == [101, 102, 103, 104]
     assert tally.incr.run() == 105
+
+
+# -- a BaseException raised on the IO loop ---------------------------------------------------------------
+
+
+class _ExitsWhenLoaded:
+    """A payload whose unpickling raises ``SystemExit`` while the test says so (a class changed
+    by a new deployment, a ``__setstate__`` calling ``sys.exit``)."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if os.environ.get("VACTOR_REVIEW_PAYLOAD_EXITS"):
+            raise SystemExit("a payload's __setstate__ called sys.exit()")
+        self.__dict__.update(state)
+
+
+@vc.virtual_actor
+class Hub:
+    def __init__(self) -> None:
+        self.events = 0
+        self.calls = 0
+
+    @vc.virtual_actor.on_event("load")
+    def on_load(self, payload: Any) -> int:
+        self.events += 1
+        return self.events
+
+    def incr(self) -> int:
+        self.calls += 1
+        return self.calls
+
+
+def test_a_system_exit_raised_on_the_io_loop_reaches_its_waiter_and_the_loop_carries_on() -> None:
+    """asyncio lets ``SystemExit`` and ``KeyboardInterrupt`` out of its loop once the task that
+    raised them has them as its outcome: the IO thread ended, and every later operation of the
+    process failed at its deadline or, where none applies, hung forever. User code does run
+    there (a pickled event payload is decoded when a commit folds it). The loop now carries on;
+    the exception reaches the thread that waited for that work."""
+
+    async def leave() -> None:
+        await asyncio.sleep(0)
+        raise SystemExit("raised on the IO loop")
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    for _ in range(3):
+        finished, outcome = _finishes(_sync.sync, leave())
+        assert finished and isinstance(outcome, SystemExit), outcome
+        finished, outcome = _finishes(_sync.sync, answer(), 5.0)
+        assert finished and outcome == 42, outcome
+
+
+@pytest.mark.usefixtures("actor_store")
+def test_an_event_whose_payload_raises_system_exit_when_loaded_stays_and_fails_no_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event payload (pickle) whose unpickling raised ``SystemExit`` was not caught like one
+    raising an ``Exception`` (logged, the event stays in the inbox): it failed every writer call
+    of the actor and every ``process_events`` while the event was there (and, raised on the IO
+    loop, ended the loop: the test above). It now stays in the inbox like any unreadable payload,
+    and is applied once it loads."""
+    hub = Hub.get_or_create("hub")
+    other = Hub.get_or_create("other")
+    vc.send_event("hub", "load", _ExitsWhenLoaded(), serializer="pickle")
+    monkeypatch.setenv("VACTOR_REVIEW_PAYLOAD_EXITS", "1")
+    finished, outcome = _finishes(hub.process_events)
+    assert finished and outcome == 0, outcome
+    finished, outcome = _finishes(hub.incr.run)
+    assert finished and outcome == 1, outcome
+    finished, outcome = _finishes(other.incr.run)
+    assert finished and outcome == 1, outcome
+    monkeypatch.delenv("VACTOR_REVIEW_PAYLOAD_EXITS")
+    assert hub.process_events() == 1
+    assert hub.incr.run() == 2
