@@ -11,11 +11,13 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
@@ -345,6 +347,8 @@ def test_methods_on_the_pool_waiting_for_a_resume_do_not_starve_it(store_spec: S
 
 #: opened by the test once every call is queued behind the one waiting for it
 _gate = threading.Event()
+#: set by ``Tally.hold`` once it runs (the actor is then held by its thread)
+_holding = threading.Event()
 
 
 @vc.virtual_actor
@@ -353,6 +357,7 @@ class Tally:
         self.count = 0
 
     def hold(self) -> int:
+        _holding.set()
         _gate.wait(HANG)
         self.count += 100
         return self.count
@@ -459,3 +464,38 @@ def test_an_event_whose_payload_raises_system_exit_when_loaded_stays_and_fails_n
     monkeypatch.delenv("VACTOR_REVIEW_PAYLOAD_EXITS")
     assert hub.process_events() == 1
     assert hub.incr.run() == 2
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_call_interrupted_while_queued_behind_another_thread_is_not_applied_later(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C reaching a ``run()`` that waits behind another thread holding the actor: the
+    caller got the interrupt, but its call stayed queued, and the holder applied it once its
+    method returned, behind the caller's back (as the interrupted commit's put once did: see
+    test_ctrl_c_during_a_commit_stops_its_write). A call not started is now withdrawn."""
+    store_spec.init()
+    _gate.clear()
+    _holding.clear()
+    tally = Tally.get_or_create("queued")
+    held = tally.hold.run_async()
+    assert _holding.wait(HANG)
+    core = vc.get_runtime().core("queued")
+    waiting = threading.Event()
+
+    def watch() -> None:  # the interrupt once the call waits (bounded)
+        for _ in range(int(HANG / 0.005)):
+            if core._waiters:
+                waiting.set()
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    ctrl_c(waiting)
+    try:
+        with pytest.raises(Interrupted):
+            tally.incr.run()
+    finally:
+        _gate.set()
+    assert held.result(HANG) == 100
+    assert tally.incr.run() == 101, "the interrupted call was applied after all"

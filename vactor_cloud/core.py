@@ -535,7 +535,13 @@ class ActorCore(Folder):
                         return
                     stalled_at = now + bound  # it started: its batch settles it
                 assert wake is not None
-                wake.wait(min(remaining, stalled_at - now))
+                try:
+                    wake.wait(min(remaining, stalled_at - now))
+                except BaseException as exc:
+                    # Interrupted (Ctrl-C) while queued behind another thread: a call not started
+                    # is withdrawn with it, never applied later behind its caller's back.
+                    self._withdraw(future, exc)
+                    raise
                 wake.clear()
         finally:
             if wake is not None:
