@@ -499,3 +499,33 @@ def test_a_call_interrupted_while_queued_behind_another_thread_is_not_applied_la
         _gate.set()
     assert held.result(HANG) == 100
     assert tally.incr.run() == 101, "the interrupted call was applied after all"
+
+
+# -- async methods awaiting other actors' calls, run on the pool -----------------------------------------
+
+
+@vc.virtual_actor
+class Awaiter:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    async def pull(self) -> Any:
+        return await vc.get_actor(f"awaited-{self.index}").incr.run_async()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_async_methods_on_the_pool_awaiting_other_actors_calls_do_not_starve_it(
+    store_spec: StoreSpec,
+) -> None:
+    """An ``async def`` method runs to completion on the calling thread (its own event loop);
+    ``await`` on another actor's ``run_async()`` future there only waited for the pool, where a
+    blocking ``.result()`` would have run the call (caller runs). ``run_async`` calls of such
+    methods filled the pool with threads waiting for calls queued behind them: hung forever."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_workers=2))
+    for i in range(4):
+        Awaiter.get_or_create(f"awaiter-{i}", i)
+        Tally.get_or_create(f"awaited-{i}")
+    futures = [vc.get_actor(f"awaiter-{i}").pull.run_async() for i in range(4)]
+    finished, result = _finishes(lambda: [f.result() for f in futures])
+    assert finished, "the pool's threads all await calls queued behind them"
+    assert result == [1, 1, 1, 1]

@@ -52,6 +52,15 @@ class ActorFuture(concurrent.futures.Future[T]):
         # Not asyncio.wrap_future: it copies the outcome into an asyncio future, which refuses
         # StopIteration (the await would then hang). Here the awaiting coroutine is only woken,
         # and reads the outcome itself.
+        if not self.done() and self._help is not None:
+            from vactor_cloud.batch import current_call  # noqa: PLC0415 - batch imports this module
+
+            if current_call() is not None:
+                # Awaited in an async actor method, which runs to completion on its caller's thread,
+                # on an event loop of its own: as a blocking wait there would, do the call's work
+                # here if nobody is (caller runs). Left to the pool, methods doing so on the pool
+                # waited for calls queued behind them.
+                self._wait_helping(None)
         if not self.done():
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
