@@ -20,7 +20,7 @@ import pytest
 from interrupts import Interrupted
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, workflow
+from vactor_cloud import _sync, definition, workflow
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -529,3 +529,47 @@ def test_async_methods_on_the_pool_awaiting_other_actors_calls_do_not_starve_it(
     finished, result = _finishes(lambda: [f.result() for f in futures])
     assert finished, "the pool's threads all await calls queued behind them"
     assert result == [1, 1, 1, 1]
+
+
+# -- class bodies loaded from storage by methods on the pool ---------------------------------------------
+
+
+@vc.virtual_actor
+class Stranger:
+    """Made importable here, then forgotten: this process loads its body from storage."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def incr(self) -> int:
+        self.calls += 1
+        return self.calls
+
+
+@vc.virtual_actor
+class Caller:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def call(self) -> Any:
+        return vc.get_actor(f"stranger-{self.index}").incr.run()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_methods_on_the_pool_loading_a_class_body_do_not_starve_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class this process cannot import is unpickled from storage off the IO loop, on the
+    runtime's pool: methods on that pool calling such actors waited for a pool thread their
+    like held, and failed with ``StorageTimeoutError`` at the deadline (forever busy, had the
+    deadline been longer than their wait). The body is now unpickled on a thread of its own."""
+    settings = vc.Settings(storage=store_spec.url, max_workers=2, deadline=5.0)
+    store_spec.init(settings=settings)
+    for i in range(4):
+        Stranger.get_or_create(f"stranger-{i}")
+        Caller.get_or_create(f"caller-{i}", i)
+    monkeypatch.delitem(definition._REGISTRY, Stranger.name)
+    store_spec.init(settings=settings)  # a fresh runtime: no class body loaded yet
+    futures = [vc.get_actor(f"caller-{i}").call.run_async() for i in range(4)]
+    finished, result = _finishes(lambda: [f.result() for f in futures])
+    assert finished and result == [1, 1, 1, 1], result

@@ -398,7 +398,10 @@ class Runtime:
             )
         body = await log.read_class(ref.sha)
         try:
-            raw = await asyncio.get_running_loop().run_in_executor(self.executor, pickle.loads, body)
+            # Off the loop, on its default executor (short blocking work only: the local store's
+            # file calls), not on the run_async pool: methods on that pool loading a class waited
+            # for a pool thread their like held, until the deadline.
+            raw = await asyncio.get_running_loop().run_in_executor(None, pickle.loads, body)
         except Exception as exc:
             raise ActorDefinitionError(
                 f"actor {log.actor_id!r} is an instance of {ref.name}, whose class body stored in "
