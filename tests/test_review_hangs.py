@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import sys
 import threading
 import time
@@ -294,8 +295,15 @@ def test_methods_on_the_pool_creating_actors_without_waiting_do_not_starve_it(
 _flaky_failures: list[int] = []
 
 
+#: while not empty, the flaky step waits for ``_gate`` (after setting ``_holding``)
+_flaky_holds: list[int] = []
+
+
 @workflow.step(max_retries=0)
 def _flaky(amount: int) -> int:
+    if _flaky_holds:
+        _holding.set()
+        _gate.wait(HANG)
     if _flaky_failures:
         _flaky_failures.pop()
         raise ConnectionError("the pricing service blinked")
@@ -573,3 +581,50 @@ def test_methods_on_the_pool_loading_a_class_body_do_not_starve_it(
     futures = [vc.get_actor(f"caller-{i}").call.run_async() for i in range(4)]
     finished, result = _finishes(lambda: [f.result() for f in futures])
     assert finished and result == [1, 1, 1, 1], result
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.usefixtures("actor_store")
+def test_a_resume_in_a_child_forked_while_the_parent_re_ran_the_call_does_not_wait_for_the_parent() -> None:
+    """``workflow.resume`` hands out the re-run this process has under way. A child forked while
+    the parent re-ran a call inherited that in-flight record, whose re-run (the parent's threads)
+    does not exist there: the child's ``resume`` returned it, and its future never settled. The
+    child forgets what the parent's threads were doing (as it does the runtime)."""
+    _flaky_failures[:] = [1]
+    account = Account.get_or_create("forked-account")
+    with pytest.raises(ConnectionError):
+        account.deposit.run(5)
+    _gate.clear()
+    _holding.clear()
+    _flaky_holds[:] = [1]
+    try:
+        parent = workflow.resume("forked-account")
+        assert _holding.wait(HANG)  # the parent's re-run waits in its step
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                os.close(read_end)
+                _flaky_holds.clear()
+                answer = repr(workflow.resume("forked-account").result(HANG / 2))
+                os.write(write_end, answer.encode()[:500])
+                code = 0
+            except BaseException as exc:
+                os.write(write_end, repr(exc).encode()[:500])
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], HANG)
+            report = os.read(read_end, 1024) if ready else b"<no answer from the child>"
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+    finally:
+        _flaky_holds.clear()
+        _gate.set()
+    assert report == b"[5]"
+    # On a store both share, the parent's re-run applies on top of the child's (documented:
+    # resume an actor from one process at a time); on the memory lane each has its own copy.
+    assert parent.result(HANG) in ([5], [10])

@@ -33,6 +33,7 @@ import contextvars
 import inspect
 import itertools
 import logging
+import os
 import reprlib
 import threading
 import time
@@ -261,6 +262,16 @@ def swap_current_call(context: CallContext | None) -> CallContext | None:
 #: actor id -> writer calls of that actor running in this process now (see ``applying``)
 _applying: dict[str, int] = {}
 _applying_lock = threading.Lock()
+
+
+def _forget_applying_after_fork() -> None:
+    """A forked child runs none of the parent's methods (its threads are not there)."""
+    global _applying_lock
+    _applying.clear()
+    _applying_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_applying_after_fork)
 
 
 def applying(actor_id: str) -> bool:

@@ -16,6 +16,7 @@ import collections
 import concurrent.futures
 import enum
 import functools
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -186,6 +187,16 @@ _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
 _rerun_done: collections.OrderedDict[tuple[str, str], ActorFuture[Any]] = collections.OrderedDict()
 _RERUN_DONE_MAX = 4096
 _rerunning_lock = threading.Lock()
+
+
+def _forget_reruns_after_fork() -> None:
+    """A forked child has none of the parent's threads: their re-runs never settle there."""
+    global _rerunning_lock
+    _rerunning.clear()
+    _rerunning_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_reruns_after_fork)
 
 
 def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
