@@ -54,7 +54,7 @@ from vactor_cloud.dedup import (
     safe_repr,
 )
 from vactor_cloud.definition import ActorDefinition
-from vactor_cloud.future import ActorFuture
+from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, expect_serializer, loads_state, restore_instance
 from vactor_cloud.timers import (
@@ -249,6 +249,10 @@ _local = threading.local()
 def current_call() -> CallContext | None:
     """The actor call running in this thread, or ``None`` outside actor methods."""
     return getattr(_local, "call", None)
+
+
+# ``await`` on a call's future inside an async actor method helps like a blocking wait there.
+install_method_probe(lambda: current_call() is not None)
 
 
 def swap_current_call(context: CallContext | None) -> CallContext | None:
