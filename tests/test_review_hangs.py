@@ -8,6 +8,7 @@ assertion), never timed.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import select
 import sys
@@ -21,7 +22,8 @@ import pytest
 from interrupts import Interrupted
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, definition, workflow
+from vactor_cloud import _sync, definition, mailkey, workflow
+from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -628,3 +630,74 @@ def test_a_resume_in_a_child_forked_while_the_parent_re_ran_the_call_does_not_wa
     # On a store both share, the parent's re-run applies on top of the child's (documented:
     # resume an actor from one process at a time); on the memory lane each has its own copy.
     assert parent.result(HANG) in ([5], [10])
+
+
+# -- process-wide locks another thread may hold at a fork -------------------------------------------------
+
+
+def _memory_request() -> None:
+    _sync.sync(MemoryStore("forked-child").put("k", b"v"), timeout=HANG / 3)
+
+
+def _class_body() -> None:
+    class Fresh:
+        def incr(self) -> int:
+            return 1
+
+    definition.ActorDefinition(Fresh).body()
+
+
+def _mail_keys() -> None:
+    mailkey.mail_keys(MemoryStore("forked-child"), None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize(
+    ("module", "lock", "use"),
+    [
+        ("vactor_cloud.storage._memory", "_LOCK", _memory_request),
+        ("vactor_cloud.definition", "_PICKLE_LOCK", _class_body),
+        ("vactor_cloud.mailkey", "_KEYS_LOCK", _mail_keys),
+    ],
+)
+def test_a_child_forked_while_another_thread_held_a_process_wide_lock_can_take_it(
+    module: str, lock: str, use: Any
+) -> None:
+    """A process-wide lock held by another thread at ``fork`` (a memory-store request, a class
+    body being pickled, a mail key looked up: all happen on the runtime's threads) stays held
+    forever in the child, where that thread does not exist: the child's first use waited for
+    ever. Each such lock is new in the child (as the IO loop's and the runtime's are)."""
+    held = getattr(importlib.import_module(module), lock)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            taken.set()
+            release.wait(HANG)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert taken.wait(HANG)
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                os.close(read_end)
+                finished, outcome = _finishes(use)
+                os.write(write_end, b"ok" if finished and outcome is None else repr(outcome).encode()[:300])
+                code = 0
+            except BaseException as exc:
+                os.write(write_end, repr(exc).encode()[:300])
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], 2 * HANG)
+            report = os.read(read_end, 1024) if ready else b"<no answer from the child>"
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+    finally:
+        release.set()
+    assert report == b"ok"
