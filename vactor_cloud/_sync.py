@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import threading
 import types
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 __all__ = ["BridgeTimeout", "get_loop", "in_loop_thread", "submit", "sync"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("vactor_cloud")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -52,7 +55,17 @@ def get_loop() -> asyncio.AbstractEventLoop:
             def run() -> None:
                 asyncio.set_event_loop(new_loop)
                 ready.set()
-                new_loop.run_forever()
+                while True:
+                    try:
+                        new_loop.run_forever()
+                    except BaseException as exc:
+                        # asyncio lets SystemExit and KeyboardInterrupt out of the loop once the
+                        # task that raised them has them as its outcome (a pickled payload or
+                        # value unpickled here called sys.exit()): that task's waiter gets the
+                        # exception; the loop carries on for everyone else.
+                        logger.warning("vactor_cloud's IO loop carries on after %r", exc)
+                        continue
+                    return  # stopped on purpose (nothing in vactor_cloud does)
 
             thread = threading.Thread(target=run, name="vactor-io", daemon=True)
             thread.start()

@@ -33,11 +33,12 @@ import contextvars
 import inspect
 import itertools
 import logging
+import os
 import reprlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,7 +54,7 @@ from vactor_cloud.dedup import (
     safe_repr,
 )
 from vactor_cloud.definition import ActorDefinition
-from vactor_cloud.future import ActorFuture
+from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import capture_state, dumps_state, expect_serializer, loads_state, restore_instance
 from vactor_cloud.timers import (
@@ -75,9 +76,11 @@ __all__ = [
     "apply_batch",
     "applying",
     "current_call",
+    "deliver_all",
     "fail_calls",
     "run_readonly",
     "summarize",
+    "swap_current_call",
 ]
 
 _summary = reprlib.Repr()
@@ -176,8 +179,21 @@ class PendingCall:
 
 def fail_calls(calls: list[PendingCall], exc: BaseException) -> None:
     """Complete every call of ``calls`` with the exception ``exc``."""
-    for call in calls:
-        call.deliver(Outcome(False, exc))
+    deliver_all([(call, Outcome(False, exc)) for call in calls])
+
+
+def deliver_all(settled: Iterable[tuple[PendingCall, Outcome]]) -> None:
+    """Deliver each call its outcome. A done-callback of a caller's future that raises a
+    ``BaseException`` (futures catch ``Exception`` only) is raised again once every call has
+    its own outcome, never instead of settling the calls after it."""
+    raised: BaseException | None = None
+    for call, outcome in settled:
+        try:
+            call.deliver(outcome)
+        except BaseException as exc:
+            raised = raised or exc
+    if raised is not None:
+        raise raised
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -239,9 +255,31 @@ def current_call() -> CallContext | None:
     return getattr(_local, "call", None)
 
 
+# ``await`` on a call's future inside an async actor method helps like a blocking wait there.
+install_method_probe(lambda: current_call() is not None)
+
+
+def swap_current_call(context: CallContext | None) -> CallContext | None:
+    """Make ``context`` the call running in this thread; the one it replaces is returned (for
+    ``core.run_detached``, which runs work on a thread as a fresh thread would)."""
+    previous: CallContext | None = getattr(_local, "call", None)
+    _local.call = context
+    return previous
+
+
 #: actor id -> writer calls of that actor running in this process now (see ``applying``)
 _applying: dict[str, int] = {}
 _applying_lock = threading.Lock()
+
+
+def _forget_applying_after_fork() -> None:
+    """A forked child runs none of the parent's methods (its threads are not there)."""
+    global _applying_lock
+    _applying.clear()
+    _applying_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_applying_after_fork)
 
 
 def applying(actor_id: str) -> bool:

@@ -33,6 +33,7 @@ Guarantees (DESIGN.md §4):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
@@ -51,8 +52,10 @@ from vactor_cloud.batch import (
     PendingCall,
     apply_batch,
     current_call,
+    deliver_all,
     fail_calls,
     run_readonly,
+    swap_current_call,
 )
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
@@ -80,7 +83,9 @@ from vactor_cloud.poster import CombiningEnv, Posted
 from vactor_cloud.posting import Post, advance_cursor, encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
-__all__ = ["ActorCore", "CommitHook", "CoreEnv"]
+__all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -150,6 +155,26 @@ def call_cycle(actor_id: str) -> str | None:
     if actor_id not in held:
         return None
     return " -> ".join([*held[held.index(actor_id) :], actor_id])
+
+
+def run_detached(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on this thread as a fresh pool thread would run it: no actor call runs here
+    (``current_call()`` is None), no writer waits here, in an empty ``contextvars`` context.
+
+    For work a thread takes from a pool's queue while it waits for that work (caller runs):
+    it must not pass for part of the actor call the waiting thread is in.
+    """
+    previous = swap_current_call(None)
+    stack = getattr(_waiting_writers, "stack", None)
+    _waiting_writers.stack = []
+    try:
+        return contextvars.Context().run(fn, *args)
+    finally:
+        swap_current_call(previous)
+        if stack is None:
+            del _waiting_writers.stack
+        else:
+            _waiting_writers.stack = stack
 
 
 class WaitingInsideWriter:
@@ -510,7 +535,13 @@ class ActorCore(Folder):
                         return
                     stalled_at = now + bound  # it started: its batch settles it
                 assert wake is not None
-                wake.wait(min(remaining, stalled_at - now))
+                try:
+                    wake.wait(min(remaining, stalled_at - now))
+                except BaseException as exc:
+                    # Interrupted (Ctrl-C) while queued behind another thread: a call not started
+                    # is withdrawn with it, never applied later behind its caller's back.
+                    self._withdraw(future, exc)
+                    raise
                 wake.clear()
         finally:
             if wake is not None:
@@ -979,15 +1010,16 @@ class ActorCore(Folder):
     def _settle(
         self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
     ) -> None:
-        for call, outcome in zip(calls, result.outcomes, strict=True):
-            call.deliver(outcome)
-        if hooked:
-            # The inbox looked at this commit (events folded, markers answered): it settles its part.
-            try:
-                self.env.run(self.inbox.settle(batch, calls, result))
-            except Exception as exc:  # cleanup only: applied events are found again and skipped
-                logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
-                fail_calls(batch, exc)
+        try:
+            deliver_all(zip(calls, result.outcomes, strict=True))
+        finally:
+            if hooked:
+                # The inbox looked at this commit (events folded, markers answered): it settles its part.
+                try:
+                    self.env.run(self.inbox.settle(batch, calls, result))
+                except Exception as exc:  # cleanup only: applied events are found again and skipped
+                    logger.warning("actor %r: inbox cleanup after a commit failed: %s", self.actor_id, exc)
+                    fail_calls(batch, exc)
 
     def _index_timers(self, base: StepRecord, record: StepRecord) -> None:
         """Durable timers (vactor_cloud.timers): write the due-index entries of the committed

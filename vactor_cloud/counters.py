@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 
 from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError, StorageError
@@ -57,6 +58,14 @@ COUNTERS: dict[str, str] = {
 
 _lock = threading.Lock()
 _counts: collections.Counter[str] = collections.Counter()
+
+
+def _new_lock_after_fork() -> None:
+    global _lock  # another thread of the parent may have held it at the fork
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def count(name: str, n: int = 1) -> None:

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import io
 import logging
+import os
 import pickle
 import sys
 import threading
@@ -47,6 +48,14 @@ _OPTIONS = "__vactor_options__"
 #: import name ("module:qualname") -> the actor class defined in this process
 _REGISTRY: dict[str, ActorDefinition] = {}
 _PICKLE_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _PICKLE_LOCK  # another thread of the parent may have held it at the fork
+    _PICKLE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 #: The public attributes of ``ActorHandle``: ``handle.<name>`` is the handle's own, so an actor
 #: method of one of these names could never be called through a handle; such a class is refused.

@@ -195,7 +195,31 @@ def process_events(actor_id: str) -> int:
     not exist.
     """
     _refuse_own_writer(actor_id, "process_events")
-    return _sync.sync(_process(actor_id))
+    return _process_here(get_runtime(), actor_id, None)
+
+
+def _process_here(runtime: Runtime, actor_id: str, timeout: float | None) -> int:
+    """:func:`_process` for a plain thread, which applies the events itself whenever nobody else
+    does (caller runs, as ``run()`` does). Handed to the pool alone, the commit waited for a pool
+    thread, and a pool thread calling this from an actor method (``run_async``) waited for it:
+    with every pool thread doing so, forever. ``timeout``: stop waiting then (a commit queued
+    goes on in the background; one this thread runs is finished first)."""
+    core = runtime.core(actor_id)
+    runtime.run(core.ensure_loaded())
+    ends = math.inf if timeout is None else time.monotonic() + timeout
+    total = 0
+    for _ in range(_MAX_ROUNDS):
+        future: Future[int] = Future()
+        core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+        core.help(future, None if ends == math.inf else max(0.0, ends - time.monotonic()))
+        if not future.done():
+            return total
+        applied = future.result()
+        total += applied
+        if not _inbox(runtime, actor_id).more_to_do(applied):  # (see _process)
+            break
+    _sync.sync(_inbox(runtime, actor_id).wait_deleted())
+    return total
 
 
 async def process_events_async(actor_id: str) -> int:
@@ -237,30 +261,66 @@ async def applied_event(
 
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
     runtime = get_runtime()
-    core = runtime.core(actor_id)
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     while True:
-        if runtime.closed:
-            raise RuntimeShutdownError(
-                f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
-                f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
-            )
+        _check_open(runtime, actor_id, name)
         # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
         # queues behind a writer method of the actor that is running: bounded by the timeout
         # (cut off, it goes on in the background; the newest step is still looked at).
         await _by(_process(actor_id), deadline)
-        record = await core.revalidate()
-        assert core.definition is not None  # set by revalidate (ensure_loaded)
-        outcome = await applied_event(core.log, record, name, event_id, serializer=core.definition.serializer)
+        outcome = await _applied_now(runtime, actor_id, name, event_id)
         if outcome is not None:
             return outcome.unwrap()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
-            raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
+        remaining = _remaining(deadline, actor_id, name, timeout, event_id)
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
+
+
+def _wait_here(
+    runtime: Runtime, actor_id: str, name: str, timeout: float | None, event_id: str | None
+) -> Any:
+    """:func:`_wait` for a plain thread, applying the events itself (see :func:`_process_here`)."""
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        _check_open(runtime, actor_id, name)
+        _process_here(
+            runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+        )
+        outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+        if outcome is not None:
+            return outcome.unwrap()
+        remaining = _remaining(deadline, actor_id, name, timeout, event_id)
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 1.0)
+
+
+def _check_open(runtime: Runtime, actor_id: str, name: str) -> None:
+    if runtime.closed:
+        raise RuntimeShutdownError(
+            f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
+            f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
+        )
+
+
+async def _applied_now(runtime: Runtime, actor_id: str, name: str, event_id: str | None) -> Outcome | None:
+    """The outcome of the event waited for, as of the newest step (None: not applied yet)."""
+    core = runtime.core(actor_id)
+    record = await core.revalidate()
+    assert core.definition is not None  # set by revalidate (ensure_loaded)
+    return await applied_event(core.log, record, name, event_id, serializer=core.definition.serializer)
+
+
+def _remaining(
+    deadline: float, actor_id: str, name: str, timeout: float | None, event_id: str | None
+) -> float:
+    """Seconds left until ``deadline``; ``TimeoutError`` when none are."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
+        raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
+    return remaining
 
 
 async def _by(step: Coroutine[Any, Any, Any], deadline: float) -> None:
@@ -290,7 +350,7 @@ def wait_for_event(
     """
     _check_wait(timeout, event_id)
     _refuse_own_writer(actor_id, "wait_for_event")
-    return _sync.sync(_wait(actor_id, name, timeout, event_id))
+    return _wait_here(get_runtime(), actor_id, name, timeout, event_id)
 
 
 async def wait_for_event_async(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 
 from vactor_cloud._sync import in_loop_thread
 
-__all__ = ["ActorFuture", "CallFuture", "get"]
+__all__ = ["ActorFuture", "CallFuture", "get", "install_method_probe"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,12 @@ class ActorFuture(concurrent.futures.Future[T]):
         # Not asyncio.wrap_future: it copies the outcome into an asyncio future, which refuses
         # StopIteration (the await would then hang). Here the awaiting coroutine is only woken,
         # and reads the outcome itself.
+        if not self.done() and self._help is not None and _method_running():
+            # Awaited in an async actor method, which runs to completion on its caller's thread,
+            # on an event loop of its own: as a blocking wait there would, do the call's work
+            # here if nobody is (caller runs). Left to the pool, methods doing so on the pool
+            # waited for calls queued behind them.
+            self._wait_helping(None)
         if not self.done():
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
@@ -76,6 +82,20 @@ class ActorFuture(concurrent.futures.Future[T]):
                 "error's __cause__ (fut.result() raises it as it is)"
             ) from error
         return concurrent.futures.Future.result(self, 0)
+
+
+#: whether an actor method runs on this thread; installed by :mod:`vactor_cloud.batch` (which
+#: imports this module, so the import goes one way)
+_probes: list[Callable[[], bool]] = []
+
+
+def _method_running() -> bool:
+    return bool(_probes) and _probes[0]()
+
+
+def install_method_probe(probe: Callable[[], bool]) -> None:
+    """(For :mod:`vactor_cloud.batch`) Tell ``ActorFuture`` how to know an actor method runs here."""
+    _probes[:] = [probe]
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

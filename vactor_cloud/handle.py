@@ -13,6 +13,7 @@ import concurrent.futures
 import functools
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -56,6 +57,31 @@ def _read_waiting(core: ActorCore, call: PendingCall, _timeout: float | None) ->
     """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list)."""
     with WaitingInsideWriter():
         core.read(call)
+
+
+#: frames a call keeps free below the recursion limit for the runtime's own work: a call chain
+#: meeting the limit inside the runtime (settling a batch, giving an actor up) left that actor
+#: held by nobody for the rest of the process
+_FRAMES_KEPT = 100
+
+
+def _too_deep() -> bool:
+    """Whether this thread's stack is within ``_FRAMES_KEPT`` frames of the recursion limit
+    (one walk in C: ``sys._getframe(n)`` fails when the stack is shallower than ``n``)."""
+    try:
+        sys._getframe(sys.getrecursionlimit() - _FRAMES_KEPT)
+    except ValueError:
+        return False
+    return True
+
+
+def _help_after_creation(
+    runtime: Runtime, core: ActorCore, future: concurrent.futures.Future[Any], timeout: float | None
+) -> None:
+    """A waiter on a call queued behind this process's pending creation of the actor runs that
+    creation if no thread has started it (caller runs), then applies the call as any waiter."""
+    runtime.wait_created(core.actor_id)
+    core.help(future, timeout)
 
 
 def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
@@ -127,8 +153,9 @@ class ActorHandle(Generic[T]):
             if next(claims) == 0 and future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
-        # A waiter helps unless a creation is pending here (that wait would ignore its timeout).
-        future._help = lambda _timeout: None if runtime.creating(self.actor_id) else check()
+        # A waiter (one without a timeout: see ActorFuture) checks itself, running a creation
+        # pending here that no thread has started.
+        future._help = lambda _timeout: check()
         runtime.spawn(check, on_shutdown=shut_down)
         return future
 
@@ -364,7 +391,7 @@ class ActorMethod(Generic[P, R]):
     def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: bool) -> R:
         if creating and self._after_creation(runtime, call):
             if isinstance(call.future, ActorFuture):
-                call.future._help = functools.partial(core.help, call.future)
+                call.future._help = functools.partial(_help_after_creation, runtime, core, call.future)
         elif call.readonly:
             core.read(call)
         else:
@@ -388,7 +415,7 @@ class ActorMethod(Generic[P, R]):
         runtime = get_runtime()
         core = runtime.core(self._actor_id)
         if self._after_creation(runtime, call):
-            future._help = functools.partial(core.help, future)
+            future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
             future._help = functools.partial(_read_waiting, core, call)
             runtime.spawn(functools.partial(core.read, call), on_shutdown=functools.partial(_refuse, call))
@@ -422,6 +449,14 @@ class ActorMethod(Generic[P, R]):
     def _make_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], future: concurrent.futures.Future[Any]
     ) -> PendingCall:
+        if _too_deep():
+            raise RecursionError(
+                f"{self._info.name}() of actor {self._actor_id!r} was called with fewer than "
+                f"{_FRAMES_KEPT} frames left below the recursion limit ({sys.getrecursionlimit()}): "
+                "actor calls nested that deep (a chain of methods calling other actors, or deep "
+                "recursion around a call) would leave the runtime no room to settle them; the call "
+                "was not made"
+            )
         options = self._options
         if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
             at_step = kwargs.pop("at_step")

@@ -655,8 +655,8 @@ class ActorInbox:
         for event in ready:
             try:
                 payload = event.load_payload()
-            except Exception as exc:
-                logger.error("event %s: cannot read its payload (%s); it stays in the inbox", event.key, exc)
+            except BaseException as exc:  # SystemExit from a payload's __setstate__ too: not the caller's
+                logger.error("event %s: cannot read its payload (%r); it stays in the inbox", event.key, exc)
                 continue
             folded.append(
                 PendingCall(

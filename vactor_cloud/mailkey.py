@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -142,6 +143,14 @@ def _unreadable(exc: BaseException) -> None:
 #: one per store object, shared by the actors of a process
 _KEYS: weakref.WeakKeyDictionary[ObjectStore, MailKeys] = weakref.WeakKeyDictionary()
 _KEYS_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _KEYS_LOCK  # another thread of the parent may have held it at the fork
+    _KEYS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def mail_keys(store: ObjectStore, signing_key: bytes | None) -> MailKeys:

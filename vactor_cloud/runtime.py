@@ -180,7 +180,7 @@ class Creation:
     submitted (or failed with the creation's exception) when it settles.
     """
 
-    __slots__ = ("deferred", "definition", "done", "error", "lock", "settled")
+    __slots__ = ("_claims", "deferred", "definition", "done", "error", "lock", "settled", "start")
 
     def __init__(self, definition: ActorDefinition) -> None:
         self.definition = definition
@@ -189,6 +189,14 @@ class Creation:
         self.settled = False
         self.error: BaseException | None = None
         self.done = threading.Event()
+        #: runs the creation on the calling thread unless a thread has started it (or shutdown
+        #: settled it): the pool's task, and any thread that waits for the creation, call it
+        self.start: Callable[[], None] = lambda: None
+        self._claims = itertools.count()
+
+    def claim(self) -> bool:
+        """True for exactly one caller (``next`` on a count is atomic): who runs (or fails) it."""
+        return next(self._claims) == 0
 
     def defer(self, fn: Callable[[BaseException | None], None]) -> bool:
         """Run ``fn(error)`` once the creation settled; False (``fn`` not kept) if it already has."""
@@ -390,7 +398,10 @@ class Runtime:
             )
         body = await log.read_class(ref.sha)
         try:
-            raw = await asyncio.get_running_loop().run_in_executor(self.executor, pickle.loads, body)
+            # Off the loop, on its default executor (short blocking work only: the local store's
+            # file calls), not on the run_async pool: methods on that pool loading a class waited
+            # for a pool thread their like held, until the deadline.
+            raw = await asyncio.get_running_loop().run_in_executor(None, pickle.loads, body)
         except Exception as exc:
             raise ActorDefinitionError(
                 f"actor {log.actor_id!r} is an instance of {ref.name}, whose class body stored in "
@@ -488,7 +499,9 @@ class Runtime:
                     del self._creations[actor_id]
             creation.done.set()
 
-        def run() -> None:
+        def start() -> None:
+            if not creation.claim():
+                return
             error: BaseException | None = None
             try:
                 self._create(definition, actor_id, frozen)
@@ -496,7 +509,14 @@ class Runtime:
                 error = exc
             finish(error)
 
-        self.spawn(run, on_shutdown=finish)
+        def shut_down(error: BaseException) -> None:
+            if creation.claim():
+                finish(error)
+
+        # The pool runs it, or whoever waits for it first (caller runs): a method on the pool
+        # waiting for a creation queued behind it and its like would wait for it forever.
+        creation.start = start
+        self.spawn(start, on_shutdown=shut_down)
 
     def creating(self, actor_id: str) -> Creation | None:
         """This process's pending creation of ``actor_id`` (``create_nowait``), if any."""
@@ -504,10 +524,12 @@ class Runtime:
         return None if creation is None or creation.settled else creation
 
     def wait_created(self, actor_id: str) -> BaseException | None:
-        """Wait for this process's pending creation of ``actor_id``, if any; its exception, if it failed."""
+        """Wait for this process's pending creation of ``actor_id``, if any (running it on this
+        thread if no thread has started it); its exception, if it failed."""
         creation = self._creations.get(actor_id)
         if creation is None:
             return None
+        creation.start()
         creation.done.wait()
         return creation.error
 

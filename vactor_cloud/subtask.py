@@ -67,6 +67,7 @@ import cloudpickle
 
 from vactor_cloud import _sync, codec
 from vactor_cloud.batch import CallContext, current_call
+from vactor_cloud.core import run_detached
 from vactor_cloud.errors import (
     AlreadyExistsError,
     IntegrityError,
@@ -262,7 +263,13 @@ class _Runner:
             attempts[child[0]] = 1
             pending[self.submit(fn, child[1], child[2])] = child
         while pending:
-            done, _ = concurrent.futures.wait(list(pending), return_when=FIRST_COMPLETED)
+            done, _ = concurrent.futures.wait(
+                list(pending), timeout=0 if self.in_process else None, return_when=FIRST_COMPLETED
+            )
+            if not done:
+                if self._run_one_here(fn, pending):
+                    continue
+                done, _ = concurrent.futures.wait(list(pending), return_when=FIRST_COMPLETED)
             for future in done:
                 child = pending.pop(future)
                 index = child[0]
@@ -282,6 +289,32 @@ class _Runner:
                     pending[self.submit(fn, child[1], child[2])] = child
                     continue
                 yield index, outcome
+
+    @staticmethod
+    def _run_one_here(
+        fn: Callable[..., Any], pending: dict[Future[Any], tuple[int, tuple[Any, ...], dict[str, Any]]]
+    ) -> bool:
+        """(Thread pools) Run on this waiting thread a child no pool thread has started: True.
+
+        Caller runs, as for actor calls: every pool thread may be a child waiting for children
+        of its own (a child calling an actor whose method launches sub-tasks on the same pool),
+        and the children they wait for would wait in the pool's queue forever. Run as a pool
+        thread runs it (``run_detached``: outside the actor call this thread is in), its outcome
+        in a future of its own. False when every child has started: the caller waits for them.
+        """
+        for future in reversed(list(pending)):  # the newest first: the pool's threads take the oldest
+            if not future.cancel():  # started (or done): a pool thread has it
+                continue
+            child = pending.pop(future)
+            ran: Future[Any] = Future()
+            ran.set_running_or_notify_cancel()
+            try:
+                ran.set_result(run_detached(_call_here, fn, child[1], child[2]))
+            except BaseException as exc:  # as a pool's worker does: the child's outcome, not ours
+                ran.set_exception(exc)
+            pending[ran] = child
+            return True
+        return False
 
 
 def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Success | _Failure:

@@ -15,6 +15,8 @@ import asyncio
 import collections
 import concurrent.futures
 import enum
+import functools
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -174,10 +176,17 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
         except BaseException as exc:
             combined.set_exception(exc)
 
+    def help_each(timeout: float | None) -> None:
+        for future in futures:
+            future._wait_helping(timeout)
+
     if not futures:
         combined.set_result([])
     for future in futures:
         future.add_done_callback(settle)
+    # A waiter applies the re-runs when nobody else does (caller runs), as a call's waiter does:
+    # a method on the pool waiting for them must not wait for a pool thread.
+    combined._help = help_each
     return combined
 
 
@@ -188,6 +197,16 @@ _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
 _rerun_done: collections.OrderedDict[tuple[str, str], ActorFuture[Any]] = collections.OrderedDict()
 _RERUN_DONE_MAX = 4096
 _rerunning_lock = threading.Lock()
+
+
+def _forget_reruns_after_fork() -> None:
+    """A forked child has none of the parent's threads: their re-runs never settle there."""
+    global _rerunning_lock
+    _rerunning.clear()
+    _rerunning_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_reruns_after_fork)
 
 
 def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
@@ -226,6 +245,7 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
             del _rerunning[key]
         shared.set_exception(exc)
         raise
+    shared._help = rerun._help
     rerun.add_done_callback(settle)
     return shared
 
@@ -328,5 +348,7 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         deleting.add_done_callback(lambda _: done.set_result(finished.result()))
 
     future.add_done_callback(forget)
-    runtime.core(failed.actor_id).submit(call)
+    core = runtime.core(failed.actor_id)
+    core.submit(call)
+    done._help = functools.partial(core.help, future)  # (see resume)
     return done

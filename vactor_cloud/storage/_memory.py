@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 import threading
 
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
@@ -26,6 +27,14 @@ class _Space:
 
 _SPACES: dict[str, _Space] = {}
 _LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _LOCK  # another thread of the parent may have held it at the fork: never released here
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 _VERSIONS = itertools.count(1)
 
 
