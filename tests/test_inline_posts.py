@@ -25,6 +25,7 @@ from test_combining import Switchable, commit_behind_its_back, init_switchable, 
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, mailkey, posting
+from vactor_cloud.errors import NotFoundError
 from vactor_cloud.keys import mail_seal_key, post_key, posts_prefix
 from vactor_cloud.posting import (
     INLINE_NAME_LIMIT,
@@ -223,14 +224,40 @@ def test_the_mail_key_is_made_once_and_read_once_per_process() -> None:
     assert _sync.sync(elsewhere.mail.load(create=True)) == first.mail.key
 
 
+class _AllReadFirst(FaultyStore):
+    """A reader of the mail key that found none waits (bounded) until ``readers`` have."""
+
+    def __init__(
+        self, inner: ObjectStore, found_none: list[int], readers: int, rules: tuple[FaultRule, ...]
+    ) -> None:
+        super().__init__(inner, FaultConfig(seed=1, rules=rules))
+        self.found_none, self.readers = found_none, readers
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        try:
+            return await super()._around(operation, key, run, batch=batch)
+        except NotFoundError:
+            if operation == "get" and key == mail_seal_key():
+                self.found_none.append(1)  # (list.append: atomic across threads)
+                deadline = time.monotonic() + 30
+                while len(self.found_none) < self.readers and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)  # (on the IO loop every store shares: never block it)
+            raise
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_processes_racing_to_make_the_mail_key_all_use_the_one_that_landed(store_spec: StoreSpec) -> None:
     """Eight first posters at once, each its own store object (as many processes), one of
     them losing the answer to its create-only PUT: one key, the same for all of them."""
     store_spec.init()
-    stores: list[ObjectStore] = [store_spec.open() for _ in range(8)]
+    # Every one reads "no key yet" before any makes one (each then puts): without that, the
+    # one losing its answer may read the key another made and never put (the premise failed
+    # so once on moto, in CI).
+    found_none: list[int] = []
     lose = FaultRule("lost_response", key_contains=mail_seal_key(), at=(1,))
-    stores[0] = FaultyStore(stores[0], FaultConfig(seed=1, rules=(lose,)))
+    stores: list[ObjectStore] = [
+        _AllReadFirst(store_spec.open(), found_none, 8, (lose,) if i == 0 else ()) for i in range(8)
+    ]
     boxes = [PostBox(store, "a", None, names=True) for store in stores]
     with ThreadPoolExecutor(8) as pool:
         keys = list(pool.map(lambda box: _sync.sync(box.mail.load(create=True)), boxes))
