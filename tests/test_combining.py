@@ -767,7 +767,13 @@ def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
     real = core_module.apply_batch
     applies: list[int] = []
 
+    runtime = vc.get_runtime()
+
     def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if args[5] is not runtime:
+            # Another runtime's (a fold an earlier test's runtime still finishes after its
+            # shutdown, on this worker): not ours to count (a CI run failed so on moto)
+            return real(*args, **kwargs)
         applies.append(1)
         if len(applies) == 2:  # the first is the lost race's, the second our fold's
             raise RuntimeError("a defect while applying the batch (injected)")

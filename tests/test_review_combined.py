@@ -268,6 +268,31 @@ def _fold_posts_here(actor_id: str, handle: Any) -> None:
     handle.touch.run()
 
 
+def _a_posted_deposit_failed_in_a_folder_that_died(store_spec: StoreSpec) -> tuple[Any, str]:
+    """Another process posts deposit(5); a folder (this process, standing for the one that dies)
+    runs it, its sub-workflow fails and is recorded for resume, and its step put never lands.
+    Then a fresh process (nothing of that run in memory) starts on the store: its handle of
+    the actor, and the posted call's id."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
+    till = Till.get_or_create("till")
+    till.view.run()
+    call_id = uuid.uuid4().hex
+    box = foreign_box("till")
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), call_id),))))
+    _price_failures_left[:] = [1] * 1000  # every run of this "process" fails
+    commit_behind_its_back("till")
+    store.fail = lambda operation, key: (
+        StorageError(f"{key}: the folder died") if operation == "put" and "/steps/" in key else None
+    )
+    with pytest.raises(vc.CallPendingError):
+        till.touch.run()
+    _die_as_a_folder("till")
+    _price_failures_left.clear()
+    _forget_the_failed_runs_of_this_process()
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    return Till.get_or_create("till"), call_id
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_posted_sub_workflow_call_that_failed_in_one_folder_and_succeeded_in_another_is_not_resumed(
     store_spec: StoreSpec,
@@ -278,29 +303,7 @@ def test_a_posted_sub_workflow_call_that_failed_in_one_folder_and_succeeded_in_a
     runs it again, and it succeeds. Only the process that recorded the failure deleted the
     record on success: it stayed, ``get_status`` said FAILED and ``resume`` applied the
     committed, unkeyed deposit a second time (balance 10)."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
-    till = Till.get_or_create("till")
-    till.view.run()
-    # Another process posts deposit(5) ...
-    call_id = uuid.uuid4().hex
-    box = foreign_box("till")
-    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), call_id),))))
-    # ... a folder (this process, standing for the one that dies) runs it: the sub-workflow
-    # fails and is recorded; its step put never lands (the folder "dies" before it) ...
-    _price_failures_left[:] = [1] * 1000  # every run of this "process" fails
-    commit_behind_its_back("till")
-    store.fail = lambda operation, key: (
-        StorageError(f"{key}: the folder died") if operation == "put" and "/steps/" in key else None
-    )
-    with pytest.raises(vc.CallPendingError):
-        till.touch.run()
-    _die_as_a_folder("till")
-    # ... and a fold in another process (a fresh one: nothing of the first run in memory)
-    # applies it, and the sub-workflow succeeds.
-    _price_failures_left.clear()
-    _forget_the_failed_runs_of_this_process()
-    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
-    till = Till.get_or_create("till")
+    till, _ = _a_posted_deposit_failed_in_a_folder_that_died(store_spec)
     assert workflow.get_status("till") == workflow.FAILED
     assert till.view.run() == 0
     assert pending_posts("till"), "the post stays for the next folder"
@@ -463,24 +466,7 @@ def test_resume_does_not_run_again_a_posted_call_whose_post_is_still_pending(sto
     died before its step landed: the post stays, and any later fold applies it. ``resume``
     ran the call again all the same (the record said FAILED): then the next fold applied the
     post too, and the deposit was credited twice (balance 10)."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
-    till = Till.get_or_create("till")
-    till.view.run()
-    call_id = uuid.uuid4().hex
-    box = foreign_box("till")
-    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), call_id),))))
-    _price_failures_left[:] = [1] * 1000
-    commit_behind_its_back("till")
-    store.fail = lambda operation, key: (
-        StorageError(f"{key}: the folder died") if operation == "put" and "/steps/" in key else None
-    )
-    with pytest.raises(vc.CallPendingError):
-        till.touch.run()
-    _die_as_a_folder("till")
-    _price_failures_left.clear()
-    _forget_the_failed_runs_of_this_process()
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
-    till = Till.get_or_create("till")
+    till, _ = _a_posted_deposit_failed_in_a_folder_that_died(store_spec)
     assert workflow.get_status("till") == workflow.FAILED
     assert pending_posts("till")
     with pytest.raises(vc.CallPendingError):
@@ -499,23 +485,7 @@ def test_resume_whose_listing_predates_a_successful_fold_of_the_posted_call_does
     """``resume`` lists the failure record of a posted call; meanwhile another process's fold
     runs the post, succeeds (deleting the record) and commits. The listing still named the
     call and resume ran it again: credited twice (balance 10)."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
-    till = Till.get_or_create("till")
-    till.view.run()
-    box = foreign_box("till")
-    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
-    _price_failures_left[:] = [1] * 1000
-    commit_behind_its_back("till")
-    store.fail = lambda operation, key: (
-        StorageError(f"{key}: the folder died") if operation == "put" and "/steps/" in key else None
-    )
-    with pytest.raises(vc.CallPendingError):
-        till.touch.run()
-    _die_as_a_folder("till")
-    _price_failures_left.clear()
-    _forget_the_failed_runs_of_this_process()
-    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
-    till = Till.get_or_create("till")
+    till, _ = _a_posted_deposit_failed_in_a_folder_that_died(store_spec)
     runtime = vc.get_runtime()
     listed = _sync.sync(list_failures(runtime.store, "till", runtime.settings.signing_key))
     assert [f.method for f in listed] == ["deposit"]
@@ -538,24 +508,7 @@ def test_resume_does_not_run_a_posted_call_whose_failure_record_landed_after_a_f
     and its record's put lands late, after the other's run succeeded (deleting what was there)
     and committed; the failing fold's own step never lands. The record named a call that had
     been applied, and resume applied it again (balance 10)."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0)
-    till = Till.get_or_create("till")
-    till.view.run()
-    call_id = uuid.uuid4().hex
-    box = foreign_box("till")
-    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), call_id),))))
-    _price_failures_left[:] = [1] * 1000
-    commit_behind_its_back("till")
-    store.fail = lambda operation, key: (
-        StorageError(f"{key}: the folder stalls") if operation == "put" and "/steps/" in key else None
-    )
-    with pytest.raises(vc.CallPendingError):
-        till.touch.run()
-    _die_as_a_folder("till")
-    _price_failures_left.clear()
-    _forget_the_failed_runs_of_this_process()
-    init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
-    till = Till.get_or_create("till")
+    till, call_id = _a_posted_deposit_failed_in_a_folder_that_died(store_spec)
     runtime = vc.get_runtime()
     record_key = failure_key("till", call_id)
     late = _sync.sync(runtime.store.get(record_key)).data  # the failing folder's record, in flight

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cli_harness import Vactor
+from test_review_workflow import Wallet, _step_failures_left
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, workflow
@@ -406,33 +407,7 @@ def test_a_runner_id_no_backend_could_name_its_heartbeat_by_is_refused_everywher
 
 
 # -- a failed-call record under another call's key ----------------------------------------------------
-
-_total_failures: list[int] = []
-
-
-@workflow.step(max_retries=0)
-def _total(amount: int) -> int:
-    if _total_failures:
-        _total_failures.pop()
-        raise ConnectionError("the pricing service blinked")
-    return amount
-
-
-@workflow.virtual_actor
-class Purse:
-    def __init__(self) -> None:
-        self.balance = 0
-
-    def deposit(self, amount: int) -> Any:
-        return self.credit.step(_total.step(amount))
-
-    def credit(self, amount: int) -> int:
-        self.balance += amount
-        return self.balance
-
-    @workflow.virtual_actor.readonly
-    def view(self) -> int:
-        return self.balance
+# (the actor and its flaky step: test_review_workflow's Wallet)
 
 
 def test_a_failed_call_record_copied_under_another_calls_key_is_refused_not_resumed_for_ever(
@@ -447,11 +422,11 @@ def test_a_failed_call_record_copied_under_another_calls_key_is_refused_not_resu
     naming the key to delete."""
     from vactor_cloud.workflow_steps import failure_key
 
-    _total_failures[:] = [1, 1, 1, 1]
-    purse = Purse.get_or_create("p")
+    _step_failures_left[:] = [1, 1, 1, 1]
+    purse = Wallet.get_or_create("p")
     with pytest.raises(ConnectionError):
         purse.deposit.run(5)
-    _total_failures.clear()
+    _step_failures_left.clear()
     store = vc.get_runtime().store
     (original,) = [k for k in _sync.sync(store.list("actors/p/tasks/")) if k.endswith("/failed")]
     copy = failure_key("p", "0" * 32)
