@@ -492,7 +492,7 @@ def test_resume_whose_listing_predates_a_successful_fold_of_the_posted_call_does
     _fold_posts_here("till", till)  # the fold runs it, and it succeeds
     assert till.view.run() == 5
 
-    async def the_earlier_listing(*args: Any) -> Any:
+    async def the_earlier_listing(*args: Any, **kwargs: Any) -> Any:
         return listed
 
     monkeypatch.setattr(workflow, "list_failures", the_earlier_listing)

@@ -219,8 +219,8 @@ def test_a_resume_whose_listing_raced_another_resumes_re_run_applies_the_call_on
     real = workflow.list_failures
     runs: dict[str, Any] = {}
 
-    async def listing(store: Any, actor_id: str, signing_key: Any) -> Any:
-        found = await real(store, actor_id, signing_key)
+    async def listing(store: Any, actor_id: str, signing_key: Any, **kwargs: Any) -> Any:
+        found = await real(store, actor_id, signing_key, **kwargs)
         if "first" in runs:  # the second resume: the first re-run ends after this listing
             await asyncio.wrap_future(runs["first"])
         return found

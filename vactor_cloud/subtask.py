@@ -80,7 +80,7 @@ from vactor_cloud.runtime import get_runtime, init
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
 from vactor_cloud.storage import ObjectStore
 
-__all__ = ["ExecutorSpec", "Subtask", "subtask", "task_key", "tasks_prefix"]
+__all__ = ["ExecutorSpec", "Subtask", "actor_serializer", "subtask", "task_key", "tasks_prefix"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -488,7 +488,7 @@ def _adopt_runtime(recipe: _RuntimeRecipe | None) -> None:
 _cursor = threading.local()
 
 
-def _actor_serializer(context: CallContext) -> str:
+def actor_serializer(context: CallContext) -> str:
     """The serializer of the actor whose method runs in ``context`` (its class's, never storage's)."""
     core = context.runtime.core(context.actor_id)
     definition = getattr(core, "definition", None)
@@ -506,7 +506,7 @@ class _Memo:
         self.objects: ObjectStore = runtime.store
         self.signing_key: bytes | None = runtime.settings.signing_key
         #: how results are checkpointed: the actor class's serializer (a json actor never unpickles)
-        self.serializer = _actor_serializer(context)
+        self.serializer = actor_serializer(context)
 
     @classmethod
     def start(cls, context: CallContext, count: int) -> _Memo:

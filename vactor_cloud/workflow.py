@@ -162,8 +162,13 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     apply one.
     """
     runtime = get_runtime()
-    runtime.load(actor_id)
-    failed = _sync.sync(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
+    core = runtime.load(actor_id)
+    # A json actor in a process that loads no class body from storage unpickles nothing from it.
+    json_actor = core.definition is not None and core.definition.serializer == "json"
+    unpickle = runtime.settings.load_classes_from_storage or not json_actor
+    failed = _sync.sync(
+        list_failures(runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle)
+    )
     failed = [call for call in failed if not _applied_elsewhere(runtime, call)]
     futures = [_rerun_once(runtime, call) for call in failed]
     combined: ActorFuture[list[Any]] = ActorFuture()

@@ -77,7 +77,7 @@ from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
 from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
-from vactor_cloud.subtask import Subtask, tasks_prefix
+from vactor_cloud.subtask import Subtask, actor_serializer, tasks_prefix
 
 if TYPE_CHECKING:
     from vactor_cloud.storage import ObjectStore
@@ -102,6 +102,8 @@ logger = logging.getLogger("vactor_cloud.workflow_steps")
 #: Ray's default: a raising step runs again up to three times
 DEFAULT_MAX_RETRIES = 3
 _FAILED = "failed"
+#: the part of a failed-call record holding the call as JSON (a json actor's, when JSON carries it)
+_JSON_CALL = "call.json"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -457,11 +459,20 @@ _recorded = _RecordedFailures()
 def _record_failure(context: CallContext, call: PendingCall) -> None:
     runtime = context.runtime
     key = failure_key(context.actor_id, context.call_id)
-    try:
-        pickled = cloudpickle.dumps((call.method, *call.arguments()))
-    except Exception as exc:
-        logger.warning("%s: cannot record the failed call for resume (arguments not picklable: %s)", key, exc)
-        return
+    args, kwargs = call.arguments()
+    parts = {}
+    if actor_serializer(context) == "json":
+        # A json actor's process may refuse to unpickle anything from storage: its call is
+        # recorded as JSON whenever JSON carries the arguments exactly as they are.
+        parts = _call_as_json(call.method, args, kwargs)
+    if not parts:
+        try:
+            parts = {"call": cloudpickle.dumps((call.method, args, kwargs))}
+        except Exception as exc:
+            logger.warning(
+                "%s: cannot record the failed call for resume (arguments not picklable: %s)", key, exc
+            )
+            return
     meta: dict[str, Any] = {
         "kind": "failed-call",
         "actor": context.actor_id,
@@ -471,7 +482,7 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
     }
     if call.posted is not None:
         meta["post"] = list(call.posted)
-    data = codec.encode(key, meta, {"call": pickled}, signing_key=runtime.settings.signing_key)
+    data = codec.encode(key, meta, parts, signing_key=runtime.settings.signing_key)
     try:
         _sync.sync(runtime.store.put(key, data))
     except StorageError as exc:
@@ -490,8 +501,67 @@ def _forget_failure(context: CallContext) -> None:
         ) from exc
 
 
-async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | None) -> list[FailedCall]:
-    """The recorded failed calls of ``actor_id``, oldest first."""
+def _call_as_json(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, bytes]:
+    """The part ``call.json`` recording ``method(*args, **kwargs)``, or ``{}`` when JSON would not
+    give back these very arguments (a tuple inside, a set, a float NaN, a dict's int key)."""
+    row = {"method": method, "args": list(args), "kwargs": kwargs}
+    try:
+        data = json.dumps(row, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    if not _same_json(json.loads(data), row):
+        return {}
+    return {_JSON_CALL: data}
+
+
+def _same_json(decoded: Any, value: Any) -> bool:
+    """``decoded`` (JSON's reading) is ``value`` with the very types (``1 == 1.0 == True`` aside)."""
+    if type(decoded) is not type(value):
+        return False
+    if isinstance(value, dict):
+        return decoded.keys() == value.keys() and all(_same_json(decoded[k], value[k]) for k in value)
+    if isinstance(value, list):
+        return len(decoded) == len(value) and all(
+            _same_json(d, v) for d, v in zip(decoded, value, strict=True)
+        )
+    return bool(decoded == value)
+
+
+def _recorded_call(
+    key: str, parts: dict[str, bytes], unpickle: bool
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """``(method, args, kwargs)`` of a failed-call record; a pickled one only if ``unpickle``."""
+    if _JSON_CALL in parts:
+        try:
+            row = json.loads(parts[_JSON_CALL].decode("utf-8"))
+            method, args, kwargs = row["method"], row["args"], row["kwargs"]
+            if not isinstance(method, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise TypeError("not {method: str, args: list, kwargs: dict}")
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise IntegrityError(key, f"malformed failed-call record: {exc!r}") from None
+        return method, tuple(args), kwargs
+    if "call" not in parts:
+        raise IntegrityError(key, "not a failed-call record")
+    if not unpickle:
+        raise IntegrityError(
+            key,
+            "this failed call is recorded pickled (its arguments are not plain JSON data, or an earlier "
+            "release wrote it), and this process never unpickles storage for a json actor "
+            "(load_classes_from_storage=False); resume it from a process that trusts the store "
+            "(load_classes_from_storage=True), or delete the record to give the call up",
+        )
+    try:
+        method, args, kwargs = cloudpickle.loads(parts["call"])
+    except Exception as exc:
+        raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
+    return method, tuple(args), dict(kwargs)
+
+
+async def list_failures(
+    store: ObjectStore, actor_id: str, signing_key: bytes | None, *, unpickle: bool = True
+) -> list[FailedCall]:
+    """The recorded failed calls of ``actor_id``, oldest first. ``unpickle=False`` (a json actor
+    in a process that loads no class body from storage) refuses a record held as a pickle."""
     prefix = f"actors/{actor_id}/tasks/"
     keys = [k for k in await store.list(prefix) if k.endswith(f"/{_FAILED}")]
 
@@ -501,7 +571,7 @@ async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | 
         except NotFoundError:  # resumed or compacted meanwhile
             return None
         meta = envelope.meta
-        if meta.get("kind") != "failed-call" or "call" not in envelope.parts:
+        if meta.get("kind") != "failed-call" or not {"call", _JSON_CALL} & envelope.parts.keys():
             raise IntegrityError(key, "not a failed-call record")
         # The call its key names (a record copied under another call's key, unsigned, verifies:
         # resumed, it re-ran the call it names and deleted that call's record, never this one)
@@ -513,10 +583,7 @@ async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | 
             raise IntegrityError(key, f"malformed failed-call record: {exc!r}") from None
         if named != call_id:
             raise IntegrityError(key, f"names call {named!r}, not the call {call_id!r} its key names")
-        try:
-            method, args, kwargs = cloudpickle.loads(envelope.parts["call"])
-        except Exception as exc:
-            raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
+        method, args, kwargs = _recorded_call(key, envelope.parts, unpickle)
         post = meta.get("post")
         ref = None
         if isinstance(post, list) and len(post) == 3:
@@ -524,7 +591,7 @@ async def list_failures(store: ObjectStore, actor_id: str, signing_key: bytes | 
                 ref = (str(post[0]), str(post[1]), int(post[2]))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise IntegrityError(key, f"malformed failed-call record: post {exc!r}") from None
-        return FailedCall(actor_id, call_id, method, tuple(args), dict(kwargs), when, ref)
+        return FailedCall(actor_id, call_id, method, args, kwargs, when, ref)
 
     found = [f for f in await asyncio.gather(*(read(k) for k in keys)) if f is not None]
     return sorted(found, key=lambda f: f.time)
