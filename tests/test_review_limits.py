@@ -15,7 +15,9 @@ from dataclasses import replace
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud import _sync
+from vactor_cloud.cli.bench_harness import Request, RequestTrace
+from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -95,3 +97,40 @@ def test_a_store_prefix_that_leaves_the_longest_key_no_room_is_refused_at_init(
         vc.init(url + "p" * 600)
     assert "prefix" in str(refused.value)
     vc.init(url + "p" * 400)  # room enough: nothing is sent until the first call
+
+
+# -- 2. a HEAD past the newest step --------------------------------------------------------------
+def reopen(spec: StoreSpec) -> None:
+    """A fresh runtime (empty caches), as another process would start."""
+    vc.shutdown()
+    spec.init(settings=replace(_QUIET, storage=spec.url))
+
+
+def step_listings(requests: list[Request]) -> int:
+    return sum(1 for r in requests if r.kind == "list" and "/steps/" in r.key)
+
+
+def test_a_head_past_the_newest_step_is_pulled_back_by_the_next_load(spec: StoreSpec) -> None:
+    """HEAD moved only forward: a HEAD naming a step no one wrote (forged, or restored from
+    another copy of the bucket) stayed there until the log grew past it, and every cold load
+    meanwhile read two missing steps and listed ``steps/``. Now the load that finds it so pulls
+    it back to the newest step, by if-match; the next cold load reads HEAD and steps only."""
+    handle = Tally.get_or_create("ahead")
+    for _ in range(3):
+        handle.incr.run()
+    runtime = vc.get_runtime()
+    _sync.sync(runtime.heads.flush())
+    log = ActorLog(runtime.store, "ahead")
+    head = _sync.sync(log.read_head())
+    assert head is not None and head.step == 3
+    _sync.sync(log.advance_head(head.step + 50, head.class_ref, head))  # forged: 50 steps ahead
+    reopen(spec)
+    assert vc.get_actor("ahead").value.run() == 3  # this load finds HEAD past the log
+    head = _sync.sync(ActorLog(vc.get_runtime().store, "ahead").read_head())
+    assert head is not None and head.step == 3  # pulled back, never below the newest step
+    reopen(spec)
+    with trace().installed() as t:
+        assert vc.get_actor("ahead").incr.run() == 4
+    assert step_listings(t.requests) == 0
+    reopen(spec)
+    assert vc.get_actor("ahead").value.run() == 4

@@ -336,8 +336,8 @@ class ActorCore(Folder):
             head = await self.log.read_head()
             definition: ActorDefinition | None = None
             if head is not None:
-                record, definition = await asyncio.gather(
-                    self.log.load_latest(head), self.definition_for(head.class_ref)
+                (record, head), definition = await asyncio.gather(
+                    self.log.load_latest_and_head(head), self.definition_for(head.class_ref)
                 )
             else:
                 record = await self.log.load_latest(None)
