@@ -9,13 +9,16 @@ whose handlers keep raising ``SystemExit``, and a sender whose clock runs ahead.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
@@ -134,3 +137,40 @@ def test_a_head_past_the_newest_step_is_pulled_back_by_the_next_load(spec: Store
     assert step_listings(t.requests) == 0
     reopen(spec)
     assert vc.get_actor("ahead").value.run() == 4
+
+
+# -- 3. a heartbeat or claim stamped far ahead ---------------------------------------------------
+def test_a_heartbeat_stamped_far_ahead_holds_no_share_of_the_actors(
+    spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A runner's heartbeat holds its expiry as the writer's clock plus its lease; a reader
+    believed any expiry. One stamped ten days ahead (a runner whose clock ran ahead, then
+    died; or a forged object) kept its runner "live" for ten days, and the actors rendezvous
+    hashing gave it were fired by no one. Now an expiry further ahead than a lease and the
+    clock skew runners are assumed to have is taken for an expired one, with a warning."""
+    store = vc.get_runtime().store
+    ghost = {"runner": "ghost", "until": time.time() + 10 * 86400, "lease": 30.0, "group": "all"}
+    _sync.sync(store.put(keys.timer_runner_key("ghost"), json.dumps(ghost).encode()))
+    honest = {"runner": "other", "until": time.time() + 30.0, "lease": 30.0, "group": "all"}
+    _sync.sync(store.put(keys.timer_runner_key("other"), json.dumps(honest).encode()))
+    membership = timer_runner.Membership(store, "me", 30.0, "all")
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        assert _sync.sync(membership.refresh()) == ("me", "other")
+    assert "ghost" in caplog.text and "ahead" in caplog.text
+
+
+def test_a_claim_stamped_far_ahead_is_taken_over(spec: StoreSpec, caplog: pytest.LogCaptureFixture) -> None:
+    """A timer claim (``split="claims"``) holds its writer's clock plus the lease; one stamped
+    ten days ahead kept every runner off the actor's due timers for ten days. Now it is taken
+    over like an expired one, with a warning; an honest claim of another runner still holds."""
+    store = vc.get_runtime().store
+    far = {"runner": "ghost", "until": time.time() + 10 * 86400}
+    _sync.sync(store.put(keys.timer_claim_key("held"), json.dumps(far).encode()))
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        assert _sync.sync(timer_runner.claim_actor(store, "held", "me", 30.0))
+    assert "ahead" in caplog.text
+    claim = json.loads(_sync.sync(store.get(keys.timer_claim_key("held"))).data)
+    assert claim["runner"] == "me"
+    near = {"runner": "other", "until": time.time() + 30.0}
+    _sync.sync(store.put(keys.timer_claim_key("kept"), json.dumps(near).encode()))
+    assert not _sync.sync(timer_runner.claim_actor(store, "kept", "me", 30.0))
