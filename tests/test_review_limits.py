@@ -20,6 +20,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
+from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -27,6 +28,17 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 #: HEAD moves only when a test flushes it, and caches stay fresh: request counts stay exact
 _QUIET = vc.Settings(storage="", head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0)
+
+
+def _refuse_to_load() -> object:
+    raise RuntimeError("this object cannot be rebuilt")
+
+
+class Trap:
+    """Pickles (its ``__reduce__`` names a callable) and never unpickles (the callable raises)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())
 
 
 @vc.virtual_actor
@@ -41,6 +53,10 @@ class Tally:
 
     def keep(self, value: object) -> int:
         self.kept.append(value)
+        return len(self.kept)
+
+    def keep_trap(self) -> int:
+        self.kept.append(Trap())
         return len(self.kept)
 
     @vc.virtual_actor.readonly
@@ -174,3 +190,21 @@ def test_a_claim_stamped_far_ahead_is_taken_over(spec: StoreSpec, caplog: pytest
     near = {"runner": "other", "until": time.time() + 30.0}
     _sync.sync(store.put(keys.timer_claim_key("kept"), json.dumps(near).encode()))
     assert not _sync.sync(timer_runner.claim_actor(store, "kept", "me", 30.0))
+
+
+# -- 4. a state that pickles and never unpickles -----------------------------------------------------
+def test_a_state_that_would_not_load_back_is_refused_and_the_actor_stays_loadable(spec: StoreSpec) -> None:
+    """The commit read a state back only when it held an exception (the usual object that
+    pickles and does not unpickle). A state holding any other such object (here one whose
+    ``__reduce__`` names a callable that raises) was committed, and from then on no process
+    could load the actor: every call failed. Now such a state is read back before it is
+    stored: the call fails with StateSerializationError saying why, nothing is committed,
+    and its batch-mates commit."""
+    handle = Tally.get_or_create("trapped")
+    assert handle.incr.run() == 1
+    with pytest.raises(StateSerializationError, match="does not unpickle"):
+        handle.keep_trap.run()
+    assert handle.incr.run() == 2
+    reopen(spec)
+    assert vc.get_actor("trapped").value.run() == 2  # a fresh process loads it
+    assert vc.get_actor("trapped").incr.run() == 3
