@@ -16,11 +16,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from test_review_events import Tape, inbox_ids
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.errors import StateSerializationError
+from vactor_cloud.events import process_events, send_event
+from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -208,3 +211,25 @@ def test_a_state_that_would_not_load_back_is_refused_and_the_actor_stays_loadabl
     reopen(spec)
     assert vc.get_actor("trapped").value.run() == 2  # a fresh process loads it
     assert vc.get_actor("trapped").incr.run() == 3
+
+
+# -- 5. events whose handlers raise SystemExit --------------------------------------------------------
+def test_events_whose_handlers_exit_do_not_hold_back_the_events_after_them(spec: StoreSpec) -> None:
+    """An event whose handler raises ``SystemExit`` is excluded and stays in the inbox, tried
+    again by the next fold (docs/events.md). But each fold chose the first 256 pending events
+    in inbox order: with 256 or more such events first, every fold chose them again, and the
+    events sent after them were never applied (``process_events`` applied none). Now a fold
+    chooses events not excluded before ahead of those that were; they are still tried, and
+    still kept."""
+    Tape.get_or_create("exits")
+    stops = MAX_EVENTS_PER_COMMIT + 44
+    for n in range(stops):
+        send_event("exits", "stop", None, event_id=f"a-stop-{n:04d}")
+    for n in range(10):
+        send_event("exits", "n", {"n": n}, event_id=f"b-n{n:04d}")
+    assert process_events("exits") == 10
+    assert vc.get_actor("exits").view.run() == list(range(10))
+    assert inbox_ids("exits") == [f"a-stop-{n:04d}" for n in range(stops)]  # excluded, kept
+    send_event("exits", "n", {"n": 10}, event_id="c-n0010")
+    assert process_events("exits") == 1
+    assert vc.get_actor("exits").view.run() == list(range(11))

@@ -325,6 +325,7 @@ class ActorInbox:
         "_background",
         "_damaged",
         "_deleting",
+        "_excluded",
         "_filled",
         "_fold_base",
         "_known",
@@ -374,6 +375,9 @@ class ActorInbox:
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
         self._deleting: set[str] = set()
+        #: pending events whose handler raised a BaseException that is no Exception (SystemExit):
+        #: excluded, kept in the inbox, and chosen after the others (see ``fold``)
+        self._excluded: set[str] = set()
         #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
         self._damaged: dict[str, tuple[int, float]] = {}
         #: keys first seen by a listing of several pages (``ObjectStore.listed_at_one_moment``),
@@ -471,6 +475,7 @@ class ActorInbox:
             del self._known[gone]
         for gone in [k for k in self._damaged if k not in present]:
             del self._damaged[gone]
+        self._excluded &= present
         new = [
             k for k in keys if k not in self._known and k not in self._deleting and self._read_due(k, started)
         ]
@@ -607,6 +612,9 @@ class ActorInbox:
         weight = 0
         #: senders with an event not confirmed yet: it and their later events wait
         waiting: set[str] = set()
+        #: events whose handler was excluded before (SystemExit): chosen after the others, so
+        #: that a commit's worth of them never holds back the events behind them
+        excluded: list[InboxEvent] = []
         for event in sorted(self._known.values(), key=lambda e: e.order):
             if table.get(event.dedup_key) is not None:
                 if event.key in held:
@@ -634,9 +642,19 @@ class ActorInbox:
                 if not event.stripped:
                     self._known[event.key] = event.without_payload()
                 continue
+            if event.key in self._excluded:
+                excluded.append(event)
+                continue
             if chosen and weight + event.payload_size > _PAYLOAD_BYTES:
                 full = True
                 continue
+            chosen.append(event)
+            weight += event.payload_size
+            full = len(chosen) >= MAX_EVENTS_PER_COMMIT
+        for event in excluded:  # tried again (docs/events.md), with the room the others left
+            if full or (chosen and weight + event.payload_size > _PAYLOAD_BYTES):
+                full = True
+                break
             chosen.append(event)
             weight += event.payload_size
             full = len(chosen) >= MAX_EVENTS_PER_COMMIT
@@ -692,6 +710,7 @@ class ActorInbox:
         applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
         counters.count("folded_events", len(applied))
         self._delete(applied)
+        self._note_excluded(calls, result)
         for call in batch:
             if call.method == FOLD_KNOWN:
                 Outcome(True, len(applied)).settle(call.future)
@@ -702,6 +721,19 @@ class ActorInbox:
             else:
                 Outcome(True, len(applied)).settle(call.future)
 
+    def _note_excluded(self, calls: list[PendingCall], result: BatchResult) -> None:
+        """Remember the events whose handler raised a BaseException that is no Exception: they
+        stay in the inbox, and the next folds choose them after the others. Newly excluded
+        ones make ``process_events`` fold again (what they held back may be applied now)."""
+        keys = {e.dedup_key: e.key for e in self._known.values()}
+        for call, outcome in zip(calls, result.outcomes, strict=True):
+            key = keys.get(call.idempotency_key) if call.idempotency_key is not None else None
+            if key is None or outcome.ok or isinstance(outcome.value, Exception):
+                continue
+            if key not in self._excluded:
+                self._excluded.add(key)
+                self._refold = True
+
     def _delete(self, keys: list[str]) -> None:
         """Delete applied events in the background (a failure only leaves them for the next fold)."""
         keys = [k for k in keys if k not in self._deleting]
@@ -709,6 +741,7 @@ class ActorInbox:
             return
         for key in keys:
             self._known.pop(key, None)
+            self._excluded.discard(key)
             self._deleting.add(key)
         store = self.store
 
