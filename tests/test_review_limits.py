@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from test_review_events import Tape, inbox_ids
+from test_review_events import Tape, drain_on, inbox_ids
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud import _sync, codec, keys, timer_runner
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.events import process_events, send_event
@@ -233,3 +233,34 @@ def test_events_whose_handlers_exit_do_not_hold_back_the_events_after_them(spec:
     send_event("exits", "n", {"n": 10}, event_id="c-n0010")
     assert process_events("exits") == 1
     assert vc.get_actor("exits").view.run() == list(range(11))
+
+
+# -- 6. a sender whose clock runs ahead ---------------------------------------------------------------
+def _send_stamped(actor_id: str, event_id: str, n: int, sent: float, sender: str, seq: int) -> None:
+    """An event as another process whose clock reads ``sent`` writes it."""
+    key = keys.inbox_key(actor_id, event_id)
+    meta = {"kind": "event", "event_id": event_id, "name": "n", "serializer": "json"}
+    meta |= {"time": sent, "sender": sender, "seq": seq}
+    data = codec.encode(key, meta, {"payload": json.dumps({"n": n}).encode()}, signing_key=None)
+    _sync.sync(vc.get_runtime().store.put(key, data, mode="create"))
+
+
+def test_a_sender_whose_clock_runs_ahead_is_not_starved_by_a_backlog(spec: StoreSpec) -> None:
+    """Pending events are applied in order of their senders' clocks, a commit's worth (256) at
+    a time. A sender whose clock ran an hour ahead had its events sorted after every event the
+    others sent in that hour: under a backlog that never drained, they waited the whole hour
+    (here: three folds of 256, each after 256 more events from an honest sender, and none of
+    its five applied). Now a fold orders an event by its sender's time or, when that lies
+    ahead, by when this process first listed it; one sender's events keep their order."""
+    Tape.get_or_create("fair")
+    ahead = time.time() + 3600
+    for i in range(5):
+        _send_stamped("fair", f"fast-{i}", 10_000 + i, ahead + i, "fast-sender", i)
+    runtime = vc.get_runtime()
+    for round_ in range(3):
+        for n in range(MAX_EVENTS_PER_COMMIT):
+            send_event("fair", "n", {"n": round_ * 1000 + n}, event_id=f"n-{round_}-{n:04d}")
+        assert drain_on(runtime, "fair") == MAX_EVENTS_PER_COMMIT  # one commit's worth
+    applied = vc.get_actor("fair").view.run()
+    fast = [n for n in applied if n >= 10_000]
+    assert fast == [10_000 + i for i in range(5)]  # all of them, in their sender's order

@@ -11,7 +11,9 @@ records where it stands: its sender's clock (wall time, made monotonic per
 sending process), the sending process's random id, and a per-process
 sequence number.
 
-Inbox order: pending events are applied sorted by ``(time, sender, seq)``.
+Inbox order: pending events are applied sorted by ``(time, sender, seq)``, where a
+``time`` ahead of when this process first listed the event counts as that moment (a sender
+whose clock ran an hour ahead otherwise waited behind everything others sent in that hour).
 Events from one sending process are therefore applied in the order they
 were sent, as long as each send returned before the next began (a send
 that returned is visible to every later listing). A listing of several
@@ -134,6 +136,8 @@ class InboxEvent:
     stripped: bool = False
     #: the payload's length, also once stripped (what reading it again brings back)
     size: int = 0
+    #: this process's clock (wall, made monotonic) when it first listed the event: see ``rank``
+    seen: float = math.inf
 
     def without_payload(self) -> InboxEvent:
         """This event held for its place in the order only."""
@@ -147,6 +151,15 @@ class InboxEvent:
     def order(self) -> tuple[float, str, int, str]:
         """Inbox order: sender clock, then sender, then the sender's sequence number."""
         return (self.time, self.sender, self.seq, self.event_id)
+
+    @property
+    def rank(self) -> tuple[float, str, int, str]:
+        """Where a fold puts the event: :attr:`order`, with a sender time ahead of when this
+        process first listed the event taken as that time. A sender whose clock ran an hour
+        ahead otherwise had its events applied after every event others sent in that hour:
+        never, under a backlog that does not drain. (One sender's events keep their order:
+        their times grow, and so do the times they are first listed at.)"""
+        return (min(self.time, self.seen), self.sender, self.seq, self.event_id)
 
     @property
     def dedup_key(self) -> str:
@@ -333,6 +346,7 @@ class ActorInbox:
         "_listed_step",
         "_listing_error",
         "_refold",
+        "_seen_clock",
         "_signalled",
         "_tasks",
         "_unconfirmed",
@@ -378,6 +392,8 @@ class ActorInbox:
         #: pending events whose handler raised a BaseException that is no Exception (SystemExit):
         #: excluded, kept in the inbox, and chosen after the others (see ``fold``)
         self._excluded: set[str] = set()
+        #: the wall clock when a listing ended, made monotonic (``InboxEvent.seen``)
+        self._seen_clock = -math.inf
         #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
         self._damaged: dict[str, tuple[int, float]] = {}
         #: keys first seen by a listing of several pages (``ObjectStore.listed_at_one_moment``),
@@ -459,6 +475,8 @@ class ActorInbox:
         prefix = inbox_prefix(self.actor_id)
         listed = await self.store.list(prefix)
         ended = time.monotonic()
+        # every listed event was written by now: an honest sender's time is at most this
+        self._seen_clock = seen = max(self._seen_clock, time.time())
         #: of one sender's events, it holds none without those sent before
         snapshot = self.store.listed_at_one_moment(prefix, listed)
         keys = event_keys(prefix, listed)
@@ -485,7 +503,7 @@ class ActorInbox:
             for event in await read_events(
                 self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged
             ):
-                self._known[event.key] = event
+                self._known[event.key] = dataclasses.replace(event, seen=seen)
                 self._damaged.pop(event.key, None)
                 if not snapshot:
                     self._unconfirmed.setdefault(event.key, ended)
@@ -514,7 +532,7 @@ class ActorInbox:
         applies (``MAX_EVENTS_PER_COMMIT``, and ``_PAYLOAD_BYTES`` of payloads, at least one);
         the rest keep their place, and are read again when their turn comes (``_reread``).
         Memory per actor is then its backlog's keys and order, not its payloads."""
-        whole = sorted((e for e in self._known.values() if not e.stripped), key=lambda e: e.order)
+        whole = sorted((e for e in self._known.values() if not e.stripped), key=lambda e: e.rank)
         held = 0
         for count, event in enumerate(whole):
             held += event.payload_size
@@ -542,8 +560,14 @@ class ActorInbox:
             if again is None:
                 self._known.pop(event.key, None)
                 continue
+            # (the same event keeps the rank it was first listed with; another one under its key
+            # is listed now)
+            same = again.order == event.order
+            again = dataclasses.replace(
+                again, seen=event.seen if same else max(self._seen_clock, time.time())
+            )
             self._known[event.key] = again
-            if again.order != event.order or again.dedup_key != event.dedup_key:
+            if not same or again.dedup_key != event.dedup_key:
                 self._refold = True
                 continue
             ready.append(again)
@@ -615,7 +639,7 @@ class ActorInbox:
         #: events whose handler was excluded before (SystemExit): chosen after the others, so
         #: that a commit's worth of them never holds back the events behind them
         excluded: list[InboxEvent] = []
-        for event in sorted(self._known.values(), key=lambda e: e.order):
+        for event in sorted(self._known.values(), key=lambda e: e.rank):
             if table.get(event.dedup_key) is not None:
                 if event.key in held:
                     # Read before this fold, and applied since (by another process, or a
