@@ -23,7 +23,7 @@ from vactor_cloud import _sync, codec, keys, timer_runner
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.events import process_events, send_event
-from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT
+from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT, InboxEvent, fold_order
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -264,3 +264,25 @@ def test_a_sender_whose_clock_runs_ahead_is_not_starved_by_a_backlog(spec: Store
     applied = vc.get_actor("fair").view.run()
     fast = [n for n in applied if n >= 10_000]
     assert fast == [10_000 + i for i in range(5)]  # all of them, in their sender's order
+
+
+def test_a_fold_keeps_each_senders_order_when_an_earlier_event_is_listed_later() -> None:
+    """The guard of the fix above: a listing of several pages may see a sender's later event
+    before its earlier one. Both stamped ahead, the earlier one counts from when it was listed,
+    later; it still goes first (its sender's next event counts from no earlier a time)."""
+
+    def event(event_id: str, sent: float, sender: str, seq: int, seen: float) -> InboxEvent:
+        return InboxEvent(
+            f"actors/a/inbox/{event_id}", event_id, "n", b"{}", "json", sent, sender, seq, seen=seen
+        )
+
+    first = event("first", 5_000.0, "fast", 0, seen=200.0)
+    second = event("second", 5_001.0, "fast", 1, seen=100.0)
+    other = event("other", 150.0, "slow", 0, seen=300.0)
+    honest = event("honest", 250.0, "slow", 1, seen=300.0)
+    assert [e.event_id for e in fold_order([second, honest, first, other])] == [
+        "other",
+        "first",
+        "second",
+        "honest",
+    ]

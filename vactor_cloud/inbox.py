@@ -66,7 +66,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +136,7 @@ class InboxEvent:
     stripped: bool = False
     #: the payload's length, also once stripped (what reading it again brings back)
     size: int = 0
-    #: this process's clock (wall, made monotonic) when it first listed the event: see ``rank``
+    #: this process's clock (wall, made monotonic) when it first listed the event: see ``fold_order``
     seen: float = math.inf
 
     def without_payload(self) -> InboxEvent:
@@ -151,15 +151,6 @@ class InboxEvent:
     def order(self) -> tuple[float, str, int, str]:
         """Inbox order: sender clock, then sender, then the sender's sequence number."""
         return (self.time, self.sender, self.seq, self.event_id)
-
-    @property
-    def rank(self) -> tuple[float, str, int, str]:
-        """Where a fold puts the event: :attr:`order`, with a sender time ahead of when this
-        process first listed the event taken as that time. A sender whose clock ran an hour
-        ahead otherwise had its events applied after every event others sent in that hour:
-        never, under a backlog that does not drain. (One sender's events keep their order:
-        their times grow, and so do the times they are first listed at.)"""
-        return (min(self.time, self.seen), self.sender, self.seq, self.event_id)
 
     @property
     def dedup_key(self) -> str:
@@ -178,6 +169,29 @@ class InboxEvent:
         if self.serializer == "json":
             return json.loads(self.payload.decode("utf-8"))
         return pickle.loads(self.payload)
+
+
+def fold_order(events: Iterable[InboxEvent]) -> list[InboxEvent]:
+    """``events`` in the order a fold applies them: inbox order (:attr:`InboxEvent.order`), but
+    with a sender time ahead of when this process first listed the event (``seen``) taken as
+    that moment. A sender whose clock ran an hour ahead otherwise had its events applied after
+    every event others sent in that hour: never, under a backlog that does not drain.
+
+    Each sender's events keep their order: the time an event counts with is at least the one
+    its sender's previous event counts with (an earlier event may be listed after a later one,
+    by a listing of several pages: it must still go first, or wait with it).
+    """
+    by_sender: dict[str, list[InboxEvent]] = {}
+    for event in events:
+        by_sender.setdefault(event.sender, []).append(event)
+    ranked: list[tuple[float, str, int, str, InboxEvent]] = []
+    for own in by_sender.values():
+        counts = -math.inf
+        for event in sorted(own, key=lambda e: e.order):
+            counts = max(counts, min(event.time, event.seen))
+            ranked.append((counts, event.sender, event.seq, event.event_id, event))
+    ranked.sort(key=lambda row: row[:4])
+    return [row[4] for row in ranked]
 
 
 class _SenderClock:
@@ -532,7 +546,7 @@ class ActorInbox:
         applies (``MAX_EVENTS_PER_COMMIT``, and ``_PAYLOAD_BYTES`` of payloads, at least one);
         the rest keep their place, and are read again when their turn comes (``_reread``).
         Memory per actor is then its backlog's keys and order, not its payloads."""
-        whole = sorted((e for e in self._known.values() if not e.stripped), key=lambda e: e.rank)
+        whole = [e for e in fold_order(self._known.values()) if not e.stripped]
         held = 0
         for count, event in enumerate(whole):
             held += event.payload_size
@@ -560,7 +574,7 @@ class ActorInbox:
             if again is None:
                 self._known.pop(event.key, None)
                 continue
-            # (the same event keeps the rank it was first listed with; another one under its key
+            # (the same event keeps the time it was first listed at; another one under its key
             # is listed now)
             same = again.order == event.order
             again = dataclasses.replace(
@@ -639,7 +653,7 @@ class ActorInbox:
         #: events whose handler was excluded before (SystemExit): chosen after the others, so
         #: that a commit's worth of them never holds back the events behind them
         excluded: list[InboxEvent] = []
-        for event in sorted(self._known.values(), key=lambda e: e.rank):
+        for event in fold_order(self._known.values()):
             if table.get(event.dedup_key) is not None:
                 if event.key in held:
                     # Read before this fold, and applied since (by another process, or a
