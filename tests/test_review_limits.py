@@ -24,7 +24,7 @@ from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT, InboxEvent, fold_order
-from vactor_cloud.log import ActorLog
+from vactor_cloud.log import ActorLog, ClassRef
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -65,6 +65,17 @@ class Tally:
     @vc.virtual_actor.readonly
     def value(self) -> int:
         return self.n
+
+
+@vc.virtual_actor
+class Decoy:
+    """Another class, importable here: what a HEAD naming it would have a load run."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self, by: int = 1) -> str:
+        return "decoy"
 
 
 @pytest.fixture
@@ -286,3 +297,45 @@ def test_a_fold_keeps_each_senders_order_when_an_earlier_event_is_listed_later()
         "second",
         "honest",
     ]
+
+
+def _write_head(actor_id: str, step: int, ref: ClassRef) -> None:
+    """HEAD as another process (or an older version of the class) wrote it."""
+    store = vc.get_runtime().store
+    key = keys.head_key(actor_id)
+    data = codec.encode(key, {"kind": "head", "step": step, "class": ref.to_json()}, signing_key=None)
+    _sync.sync(store.put(key, data))
+
+
+@pytest.mark.parametrize("ahead", [0, 5], ids=["at-the-newest-step", "past-it"])
+def test_a_head_naming_a_class_this_process_cannot_load_does_not_stop_the_load(
+    store_spec: StoreSpec, ahead: int, runtime_off: None
+) -> None:
+    """HEAD names the class of the step it points at, and a load fetched that class beside the
+    steps. A HEAD whose class this process cannot load (written before the class was renamed,
+    the old name no longer importable, with ``load_classes_from_storage=False``; or forged)
+    failed every load, though the newest step's class was importable: HEAD is only a hint,
+    and the step's class decides. (Past the newest step, the HEAD pulled back named the step's
+    class, and the class fetched for the old HEAD was kept: the actor ran as another class.)"""
+    settings = replace(_QUIET, storage=store_spec.url, load_classes_from_storage=False)
+    store_spec.init(settings=settings)
+    handle = Tally.get_or_create("renamed")
+    assert handle.incr.run() == 1
+    _write_head("renamed", 1 + ahead, ClassRef("0" * 64, "gone_module:Renamed"))
+    vc.shutdown()
+    store_spec.init(settings=settings)
+    assert vc.get_actor("renamed").incr.run() == 2
+    assert vc.get_actor("renamed").value.run() == 2
+
+
+def test_a_head_pulled_back_leaves_the_load_with_the_class_of_the_newest_step(spec: StoreSpec) -> None:
+    """A load fetched the class HEAD names beside the steps, and kept it when the newest step
+    named the same class as HEAD. A HEAD past the newest step is pulled back to that step (and
+    names its class): compared with the HEAD pulled back, a class fetched for the HEAD as read
+    (here another importable class) was kept, and the actor ran as that class."""
+    handle = Tally.get_or_create("decoyed")
+    assert handle.incr.run() == 1
+    decoy = ClassRef("1" * 64, f"{Decoy.__module__}:Decoy")
+    _write_head("decoyed", 9, decoy)
+    reopen(spec)
+    assert vc.get_actor("decoyed").incr.run() == 2
