@@ -21,7 +21,7 @@ from test_review_events import Tape, drain_on, inbox_ids
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, keys, timer_runner
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
-from vactor_cloud.errors import StateSerializationError
+from vactor_cloud.errors import ActorDefinitionError, StateSerializationError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT, InboxEvent, fold_order
 from vactor_cloud.log import ActorLog, ClassRef
@@ -339,3 +339,17 @@ def test_a_head_pulled_back_leaves_the_load_with_the_class_of_the_newest_step(sp
     _write_head("decoyed", 9, decoy)
     reopen(spec)
     assert vc.get_actor("decoyed").incr.run() == 2
+
+
+def test_an_event_name_is_held_to_the_limit_of_names_when_sent_and_when_handled(spec: StoreSpec) -> None:
+    """Event names had no length limit (and a handler's name no rule at all): an event named
+    with 100,000 bytes was stored and, applied, recorded in the idempotency table of every
+    step of its window; a handler for a name no event can carry (a control character) was
+    accepted and never called. Now both are refused, saying why, before anything is written."""
+    Tape.get_or_create("named")
+    with trace().installed() as t, pytest.raises(ValueError, match="255"):
+        send_event("named", "e" * 256, None)
+    assert t.requests == []
+    for bad in ("e" * 256, "tab\there"):
+        with pytest.raises(ActorDefinitionError, match="on_event"):
+            vc.virtual_actor.on_event(bad)

@@ -131,13 +131,18 @@ def validate_timer_key(key: object) -> str:
 
 
 def validate_event_name(name: object) -> str:
-    """``ValueError`` unless ``name`` is a non-empty string without control characters, valid UTF-8."""
+    """``ValueError`` unless ``name`` is a non-empty string without control characters, valid
+    UTF-8, at most :data:`MAX_ID_BYTES`."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"the event name must be a non-empty string, got {name!r}")
     if _has_control(name):
         raise ValueError(f"the event name {name!r} contains control characters")
-    if _utf8_length(name) is None:
+    size = _utf8_length(name)
+    if size is None:
         raise ValueError(f"the event name {name!r} is not valid Unicode (a lone surrogate)")
+    if size > MAX_ID_BYTES:
+        # (recorded with the event id in the table of every step of its window)
+        raise ValueError(_too_long("the event name", size, MAX_ID_BYTES))
     return name
 
 
