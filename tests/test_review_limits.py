@@ -24,6 +24,7 @@ from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.errors import ActorDefinitionError, StateSerializationError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT, InboxEvent, fold_order
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog, ClassRef
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -353,3 +354,35 @@ def test_an_event_name_is_held_to_the_limit_of_names_when_sent_and_when_handled(
     for bad in ("e" * 256, "tab\there"):
         with pytest.raises(ActorDefinitionError, match="on_event"):
             vc.virtual_actor.on_event(bad)
+
+
+def _write_lease(actor_id: str, holder: str, expires: float, written: float | None) -> None:
+    """A folder lease as a process whose clock reads ``written`` wrote it."""
+    key = keys.lease_key(actor_id)
+    meta = {"kind": "lease", "holder": holder, "expires": expires, "step": 0, "token": "0" * 16}
+    if written is not None:
+        meta["time"] = written
+    _sync.sync(vc.get_runtime().store.put(key, codec.encode(key, meta, {}, signing_key=None)))
+
+
+def test_a_folder_lease_stamped_far_ahead_is_free_to_take(
+    spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The folder lease holds its writer's clock plus ``lease_seconds`` (2 s). One written by a
+    process whose clock ran a day ahead, which then died, read as held for that day: no process
+    in contention took it over (free = expired, docs/protocol.md), and posters waited for a
+    folder that was gone. Now a lease whose writer's clock lies further ahead than the clock
+    skew processes are assumed to have is read as expired (with a warning), free to take by
+    if-match."""
+    lease_store = LeaseStore(vc.get_runtime().store, "leased", None)
+    now = time.time()
+    _write_lease("leased", "ghost", now + 86400 + 2.0, now + 86400)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        assert not _sync.sync(lease_store.read()).valid()
+    assert "ahead" in caplog.text
+    _write_lease("leased", "ghost", now + 86400, None)  # (written before leases recorded their time)
+    assert not _sync.sync(lease_store.read()).valid()
+    _write_lease("leased", "alive", now + 2.0, now)  # an honest lease still holds
+    assert _sync.sync(lease_store.read()).valid()
+    _write_lease("leased", "alive", now + 2.0, None)
+    assert _sync.sync(lease_store.read()).valid()

@@ -69,6 +69,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.ids import validate_runner_id
+from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
 from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.timers import (
@@ -105,29 +106,6 @@ logger = logging.getLogger("vactor_cloud")
 
 #: seconds a runner's heartbeat (or claim) holds: a runner killed without a word is replaced after this
 DEFAULT_LEASE = 30.0
-#: how far (seconds) runners' clocks may run ahead of each other: an expiry (a heartbeat's or a
-#: claim's) further ahead of the reader's clock than the lease plus this is taken for an expired
-#: one (a runner whose clock ran ahead, or a forged object, held its share for as long as it said)
-CLOCK_SKEW = 300.0
-#: the longest lease a heartbeat may declare for that bound (a longer one counts as this)
-_MAX_DECLARED_LEASE = 3600.0
-
-
-def _too_far_ahead(until: float, now: float, lease: float, what: str) -> bool:
-    """Whether expiry ``until`` lies further ahead of ``now`` than ``lease`` and the clock skew
-    allow (then it is taken for an expired one, with a warning)."""
-    ahead = until - now
-    if ahead <= lease + CLOCK_SKEW:
-        return False
-    logger.warning(
-        "%s expires %.0f s ahead of this clock, more than its lease (%g s) and the clock skew "
-        "runners may have (%g s): taken for an expired one (a clock running ahead, or a forged object)",
-        what,
-        ahead,
-        lease,
-        CLOCK_SKEW,
-    )
-    return True
 
 
 #: how runners split the actors among themselves
@@ -309,8 +287,8 @@ class Membership:
                 raise ValueError("not finite")
         except (ValueError, KeyError, TypeError):  # unreadable: not a live member; look again later
             return _Seen(-math.inf, None, self.lease, now + self.lease)
-        bound = max(self.lease, min(lease, _MAX_DECLARED_LEASE))
-        if _too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
+        bound = max(self.lease, min(lease, LONGEST_LEASE))
+        if expiry_too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
             return _Seen(-math.inf, None, self.lease, now + self.lease)  # not a live member; look again later
         if until <= now and now - until > max(lease, self.lease):
             # dead for longer than its lease: remove it (a runner that comes back writes it again)
@@ -383,7 +361,7 @@ async def claim_actor(store: ObjectStore, actor_id: str, runner: str, lease: flo
             live = (
                 until > now
                 and held.get("runner") != runner
-                and not _too_far_ahead(until, now, lease, f"the timer claim on {actor_id!r}")
+                and not expiry_too_far_ahead(until, now, lease, f"the timer claim on {actor_id!r}")
             )
         except (ValueError, KeyError, TypeError):
             live = False  # unreadable: treat as expired
