@@ -115,8 +115,9 @@ class LeaseStore:
             expires = float(meta["expires"])
             written = meta.get("time")
             # its length as written (expires - time), else none: a lease of lease_seconds
-            length = min(max(expires - float(written), 0.0), LONGEST_LEASE) if written is not None else 0.0
-            if expires > 0 and math.isfinite(length):
+            length = expires - float(written) if written is not None else 0.0
+            length = min(max(length, 0.0), LONGEST_LEASE) if math.isfinite(length) else 0.0
+            if expires > 0:
                 what = f"the folder lease of {self.actor_id!r} (held by {meta['holder']!r})"
                 if expiry_too_far_ahead(expires, time.time(), length, what):
                     expires = 0.0  # free: replaced by if-match on its version, as an expired one
