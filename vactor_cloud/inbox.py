@@ -91,6 +91,7 @@ __all__ = [
     "InboxEvent",
     "encode_event",
     "event_dedup_key",
+    "fold_order",
     "inbox_key",
     "inbox_prefix",
     "list_inbox",
