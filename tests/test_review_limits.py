@@ -122,10 +122,10 @@ def test_a_store_prefix_that_leaves_the_longest_key_no_room_is_refused_at_init(
 ) -> None:
     """S3 and GCS refuse object keys over 1,024 bytes, the store's prefix included; ids and
     event ids are held to 255 bytes each, so vactor_cloud's own keys reach 524 bytes
-    (``actors/<id>/inbox/<event_id>``). Under a prefix of 600 bytes such a key was sent and
-    refused by the server (after the actor's steps were written), while the memory and local
-    stores took it. Now ``init`` refuses the prefix, saying the limit and the longest prefix
-    that works."""
+    (``actors/<id>/inbox/<event_id>``). Under a prefix of 600 bytes ``init`` took the store,
+    and such a key would have been sent, past the limit the servers enforce, after the actor's
+    steps were written (the memory and local stores take it). Now ``init`` refuses the prefix,
+    saying the limit and by how much to shorten it."""
     pytest.importorskip("boto3" if url.startswith("s3") else "gcsfs")
     with pytest.raises(ValueError, match="1,024") as refused:
         vc.init(url + "p" * 600)
