@@ -335,21 +335,36 @@ class ActorCore(Folder):
             started = time.monotonic()
             head = await self.log.read_head()
             definition: ActorDefinition | None = None
+            #: the class HEAD names, fetched beside the steps (HEAD may name another than the
+            #: newest step's, or be pulled back to that step's: then it is fetched again)
+            hinted = None if head is None else head.class_ref
             if head is not None:
-                record, definition = await asyncio.gather(
-                    self.log.load_latest(head), self.definition_for(head.class_ref)
+                (record, head), definition = await asyncio.gather(
+                    self.log.load_latest_and_head(head), self._hinted_definition(head.class_ref)
                 )
             else:
                 record = await self.log.load_latest(None)
             if record is None:
                 raise ActorNotFoundError(self.actor_id, self.env.store.describe())
-            if definition is None or (head is not None and record.class_ref != head.class_ref):
+            if definition is None or record.class_ref != hinted:
                 definition = await self.definition_for(record.class_ref)
             self._set_definition(definition, record.class_ref)
             self.head = head
             self._accept(record, started)
             if head is None or head.step < record.step:
                 self.env.head_moved(self)
+
+    async def _hinted_definition(self, ref: ClassRef) -> ActorDefinition | None:
+        """The class HEAD names, or None if this process cannot have it: HEAD is a hint (it may
+        lag behind a rename, or be forged), and the newest step's class decides. A failure to
+        load it here failed every load, whatever the step named."""
+        try:
+            return await self.definition_for(ref)
+        except Exception as exc:
+            logger.debug(
+                "actor %r: the class HEAD names (%s) is not loadable here: %s", self.actor_id, ref.name, exc
+            )
+            return None
 
     async def definition_for(self, ref: ClassRef) -> ActorDefinition:
         """The class of steps written with ``ref``: this process's own, else the stored body."""

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import cloudpickle
 
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
+from vactor_cloud.ids import validate_event_name
 from vactor_cloud.log import ClassRef
 from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
 
@@ -467,6 +468,10 @@ def mark_event_handler(name: str) -> Callable[[F], F]:
     """Mark a method as the handler of external events called ``name``."""
     if not isinstance(name, str) or not name:
         raise ActorDefinitionError("on_event() needs a non-empty event name")
+    try:
+        validate_event_name(name)  # a name no event can carry would never be handled
+    except ValueError as exc:
+        raise ActorDefinitionError(f"on_event(): {exc}") from None
 
     def mark(method: F) -> F:
         setattr(method, _EVENT, name)

@@ -15,7 +15,9 @@ not list) is refused up front, with a message that says why.
   together. An event's entry is ``"\\x00event\\x00<name>\\x00<event_id>"``;
   idempotency keys may not start with NUL and event names and ids may not
   contain control characters, so no idempotency key can ever equal an
-  event's entry (and no two events' entries can collide).
+  event's entry (and no two events' entries can collide). An idempotency key is
+  held to :data:`MAX_ID_BYTES` too: it is recorded in the table of every step of
+  its window (a longer one is best replaced by its digest).
 """
 
 from __future__ import annotations
@@ -25,16 +27,22 @@ from vactor_cloud.errors import InvalidActorIdError
 __all__ = [
     "EVENT_KEY_PREFIX",
     "MAX_ID_BYTES",
+    "MAX_TIMER_KEY_BYTES",
     "event_dedup_key",
     "validate_actor_id",
     "validate_event_id",
     "validate_event_name",
     "validate_idempotency_key",
     "validate_runner_id",
+    "validate_timer_key",
 ]
 
 #: one file name on the local store
 MAX_ID_BYTES = 255
+#: a timer key's limit: the due index's key holds the actor id as well (``keys.timer_index_key``)
+MAX_TIMER_KEY_BYTES = 200
+#: what a refusal of a long name suggests instead
+_SHORTEN = "use a shorter one, or a digest of it: hashlib.sha256(name.encode()).hexdigest() (64 characters)"
 #: the namespace of event entries in the idempotency table; no idempotency key starts with it
 EVENT_KEY_PREFIX = "\x00event\x00"
 
@@ -51,7 +59,11 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
-def _key_component_problem(value: str, what: str) -> str | None:
+def _too_long(what: str, size: int, limit: int) -> str:
+    return f"{what} is {size} bytes in UTF-8, longer than the limit of {limit}; {_SHORTEN}"
+
+
+def _key_component_problem(value: str, what: str, limit: int = MAX_ID_BYTES) -> str | None:
     """Why ``value`` cannot be one component of an object key on every backend, or ``None``."""
     if "/" in value or "\\" in value:
         return f"{what} {value!r} contains a slash; use another separator"
@@ -67,8 +79,11 @@ def _key_component_problem(value: str, what: str) -> str | None:
     size = _utf8_length(value)
     if size is None:
         return f"{what} {value!r} is not valid Unicode (a lone surrogate cannot be stored)"
-    if size > MAX_ID_BYTES:
-        return f"{what} is longer than {MAX_ID_BYTES} bytes in UTF-8"
+    if size > limit:
+        return (
+            _too_long(what, size, limit)
+            + " (a name must be one file name on the local store and fit an S3 or GCS object key)"
+        )
     return None
 
 
@@ -104,14 +119,30 @@ def validate_runner_id(runner_id: object) -> str:
     return runner_id
 
 
+def validate_timer_key(key: object) -> str:
+    """``ValueError`` unless ``key`` can name a timer's due-index entry on every backend: the
+    rules of actor ids, at most :data:`MAX_TIMER_KEY_BYTES`."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a timer key must be a non-empty string, got {key!r}")
+    problem = _key_component_problem(key, "timer key", MAX_TIMER_KEY_BYTES)
+    if problem is not None:
+        raise ValueError(problem)
+    return key
+
+
 def validate_event_name(name: object) -> str:
-    """``ValueError`` unless ``name`` is a non-empty string without control characters, valid UTF-8."""
+    """``ValueError`` unless ``name`` is a non-empty string without control characters, valid
+    UTF-8, at most :data:`MAX_ID_BYTES`."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"the event name must be a non-empty string, got {name!r}")
     if _has_control(name):
         raise ValueError(f"the event name {name!r} contains control characters")
-    if _utf8_length(name) is None:
+    size = _utf8_length(name)
+    if size is None:
         raise ValueError(f"the event name {name!r} is not valid Unicode (a lone surrogate)")
+    if size > MAX_ID_BYTES:
+        # (recorded with the event id in the table of every step of its window)
+        raise ValueError(_too_long("the event name", size, MAX_ID_BYTES))
     return name
 
 
@@ -124,8 +155,12 @@ def validate_idempotency_key(key: object) -> str:
             "idempotency_key may not start with a NUL character: that namespace belongs to "
             "external events, whose application the same table records"
         )
-    if _utf8_length(key) is None:
+    size = _utf8_length(key)
+    if size is None:
         raise ValueError(f"idempotency_key {key!r} is not valid Unicode (a lone surrogate)")
+    if size > MAX_ID_BYTES:
+        # (recorded in the table of every step of its window, and in every call record)
+        raise ValueError(_too_long("idempotency_key", size, MAX_ID_BYTES))
     return key
 
 

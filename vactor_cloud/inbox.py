@@ -11,7 +11,9 @@ records where it stands: its sender's clock (wall time, made monotonic per
 sending process), the sending process's random id, and a per-process
 sequence number.
 
-Inbox order: pending events are applied sorted by ``(time, sender, seq)``.
+Inbox order: pending events are applied sorted by ``(time, sender, seq)``, where a
+``time`` ahead of when this process first listed the event counts as that moment (a sender
+whose clock ran an hour ahead otherwise waited behind everything others sent in that hour).
 Events from one sending process are therefore applied in the order they
 were sent, as long as each send returned before the next began (a send
 that returned is visible to every later listing). A listing of several
@@ -64,7 +66,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +91,7 @@ __all__ = [
     "InboxEvent",
     "encode_event",
     "event_dedup_key",
+    "fold_order",
     "inbox_key",
     "inbox_prefix",
     "list_inbox",
@@ -134,6 +137,8 @@ class InboxEvent:
     stripped: bool = False
     #: the payload's length, also once stripped (what reading it again brings back)
     size: int = 0
+    #: this process's clock (wall, made monotonic) when it first listed the event: see ``fold_order``
+    seen: float = math.inf
 
     def without_payload(self) -> InboxEvent:
         """This event held for its place in the order only."""
@@ -165,6 +170,29 @@ class InboxEvent:
         if self.serializer == "json":
             return json.loads(self.payload.decode("utf-8"))
         return pickle.loads(self.payload)
+
+
+def fold_order(events: Iterable[InboxEvent]) -> list[InboxEvent]:
+    """``events`` in the order a fold applies them: inbox order (:attr:`InboxEvent.order`), but
+    with a sender time ahead of when this process first listed the event (``seen``) taken as
+    that moment. A sender whose clock ran an hour ahead otherwise had its events applied after
+    every event others sent in that hour: never, under a backlog that does not drain.
+
+    Each sender's events keep their order: the time an event counts with is at least the one
+    its sender's previous event counts with (an earlier event may be listed after a later one,
+    by a listing of several pages: it must still go first, or wait with it).
+    """
+    by_sender: dict[str, list[InboxEvent]] = {}
+    for event in events:
+        by_sender.setdefault(event.sender, []).append(event)
+    ranked: list[tuple[float, str, int, str, InboxEvent]] = []
+    for own in by_sender.values():
+        counts = -math.inf
+        for event in sorted(own, key=lambda e: e.order):
+            counts = max(counts, min(event.time, event.seen))
+            ranked.append((counts, event.sender, event.seq, event.event_id, event))
+    ranked.sort(key=lambda row: row[:4])
+    return [row[4] for row in ranked]
 
 
 class _SenderClock:
@@ -325,6 +353,7 @@ class ActorInbox:
         "_background",
         "_damaged",
         "_deleting",
+        "_excluded",
         "_filled",
         "_fold_base",
         "_known",
@@ -332,6 +361,7 @@ class ActorInbox:
         "_listed_step",
         "_listing_error",
         "_refold",
+        "_seen_clock",
         "_signalled",
         "_tasks",
         "_unconfirmed",
@@ -374,6 +404,11 @@ class ActorInbox:
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
         self._deleting: set[str] = set()
+        #: pending events whose handler raised a BaseException that is no Exception (SystemExit):
+        #: excluded, kept in the inbox, and chosen after the others (see ``fold``)
+        self._excluded: set[str] = set()
+        #: the wall clock when a listing ended, made monotonic (``InboxEvent.seen``)
+        self._seen_clock = -math.inf
         #: listed keys whose reads arrived damaged: how many in a row, and when last read (monotonic)
         self._damaged: dict[str, tuple[int, float]] = {}
         #: keys first seen by a listing of several pages (``ObjectStore.listed_at_one_moment``),
@@ -455,6 +490,8 @@ class ActorInbox:
         prefix = inbox_prefix(self.actor_id)
         listed = await self.store.list(prefix)
         ended = time.monotonic()
+        # every listed event was written by now: an honest sender's time is at most this
+        self._seen_clock = seen = max(self._seen_clock, time.time())
         #: of one sender's events, it holds none without those sent before
         snapshot = self.store.listed_at_one_moment(prefix, listed)
         keys = event_keys(prefix, listed)
@@ -471,6 +508,7 @@ class ActorInbox:
             del self._known[gone]
         for gone in [k for k in self._damaged if k not in present]:
             del self._damaged[gone]
+        self._excluded &= present
         new = [
             k for k in keys if k not in self._known and k not in self._deleting and self._read_due(k, started)
         ]
@@ -480,7 +518,7 @@ class ActorInbox:
             for event in await read_events(
                 self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged
             ):
-                self._known[event.key] = event
+                self._known[event.key] = dataclasses.replace(event, seen=seen)
                 self._damaged.pop(event.key, None)
                 if not snapshot:
                     self._unconfirmed.setdefault(event.key, ended)
@@ -509,7 +547,7 @@ class ActorInbox:
         applies (``MAX_EVENTS_PER_COMMIT``, and ``_PAYLOAD_BYTES`` of payloads, at least one);
         the rest keep their place, and are read again when their turn comes (``_reread``).
         Memory per actor is then its backlog's keys and order, not its payloads."""
-        whole = sorted((e for e in self._known.values() if not e.stripped), key=lambda e: e.order)
+        whole = [e for e in fold_order(self._known.values()) if not e.stripped]
         held = 0
         for count, event in enumerate(whole):
             held += event.payload_size
@@ -537,8 +575,14 @@ class ActorInbox:
             if again is None:
                 self._known.pop(event.key, None)
                 continue
+            # (the same event keeps the time it was first listed at; another one under its key
+            # is listed now)
+            same = again.order == event.order
+            again = dataclasses.replace(
+                again, seen=event.seen if same else max(self._seen_clock, time.time())
+            )
             self._known[event.key] = again
-            if again.order != event.order or again.dedup_key != event.dedup_key:
+            if not same or again.dedup_key != event.dedup_key:
                 self._refold = True
                 continue
             ready.append(again)
@@ -607,7 +651,10 @@ class ActorInbox:
         weight = 0
         #: senders with an event not confirmed yet: it and their later events wait
         waiting: set[str] = set()
-        for event in sorted(self._known.values(), key=lambda e: e.order):
+        #: events whose handler was excluded before (SystemExit): chosen after the others, so
+        #: that a commit's worth of them never holds back the events behind them
+        excluded: list[InboxEvent] = []
+        for event in fold_order(self._known.values()):
             if table.get(event.dedup_key) is not None:
                 if event.key in held:
                     # Read before this fold, and applied since (by another process, or a
@@ -634,9 +681,19 @@ class ActorInbox:
                 if not event.stripped:
                     self._known[event.key] = event.without_payload()
                 continue
+            if event.key in self._excluded:
+                excluded.append(event)
+                continue
             if chosen and weight + event.payload_size > _PAYLOAD_BYTES:
                 full = True
                 continue
+            chosen.append(event)
+            weight += event.payload_size
+            full = len(chosen) >= MAX_EVENTS_PER_COMMIT
+        for event in excluded:  # tried again (docs/events.md), with the room the others left
+            if full or (chosen and weight + event.payload_size > _PAYLOAD_BYTES):
+                full = True
+                break
             chosen.append(event)
             weight += event.payload_size
             full = len(chosen) >= MAX_EVENTS_PER_COMMIT
@@ -692,6 +749,7 @@ class ActorInbox:
         applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
         counters.count("folded_events", len(applied))
         self._delete(applied)
+        self._note_excluded(calls, result)
         for call in batch:
             if call.method == FOLD_KNOWN:
                 Outcome(True, len(applied)).settle(call.future)
@@ -702,6 +760,19 @@ class ActorInbox:
             else:
                 Outcome(True, len(applied)).settle(call.future)
 
+    def _note_excluded(self, calls: list[PendingCall], result: BatchResult) -> None:
+        """Remember the events whose handler raised a BaseException that is no Exception: they
+        stay in the inbox, and the next folds choose them after the others. Newly excluded
+        ones make ``process_events`` fold again (what they held back may be applied now)."""
+        keys = {e.dedup_key: e.key for e in self._known.values()}
+        for call, outcome in zip(calls, result.outcomes, strict=True):
+            key = keys.get(call.idempotency_key) if call.idempotency_key is not None else None
+            if key is None or outcome.ok or isinstance(outcome.value, Exception):
+                continue
+            if key not in self._excluded:
+                self._excluded.add(key)
+                self._refold = True
+
     def _delete(self, keys: list[str]) -> None:
         """Delete applied events in the background (a failure only leaves them for the next fold)."""
         keys = [k for k in keys if k not in self._deleting]
@@ -709,6 +780,7 @@ class ActorInbox:
             return
         for key in keys:
             self._known.pop(key, None)
+            self._excluded.discard(key)
             self._deleting.add(key)
         store = self.store
 

@@ -20,8 +20,11 @@ Every other module asks this one for a key; none spells a path itself.
 
 from __future__ import annotations
 
+from vactor_cloud.ids import MAX_ID_BYTES, MAX_TIMER_KEY_BYTES
+
 __all__ = [
     "ACTORS",
+    "LONGEST_KEY",
     "STEP_DIGITS",
     "TIMER_CLAIMS",
     "TIMER_INDEX",
@@ -199,3 +202,13 @@ def lease_key(actor_id: str) -> str:
 def dedup_prefix(actor_id: str) -> str:
     """Idempotency-table checkpoints (``vactor_cloud.dedup``): ``dedup/<N:020d>-<token>``."""
     return f"{actor_prefix(actor_id)}dedup/"
+
+
+#: The longest key this layout spells (UTF-8 bytes), every name at its limit (``vactor_cloud.ids``):
+#: an event in an inbox, ``actors/<id>/inbox/<event_id>``. A store must hold keys this long
+#: (``ObjectStore.max_key_bytes``; S3 and GCS under a long prefix may not).
+LONGEST_KEY = max(
+    len(inbox_key("i" * MAX_ID_BYTES, "e" * MAX_ID_BYTES)),
+    len(timer_index_key(10**20 - 1, "i" * MAX_ID_BYTES, "k" * MAX_TIMER_KEY_BYTES, 10**20 - 1)),
+    len(post_key("i" * MAX_ID_BYTES, "n" * MAX_ID_BYTES)),
+)

@@ -21,6 +21,8 @@ lease. The lease only decides who *tries*.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +39,34 @@ from vactor_cloud.errors import (
 from vactor_cloud.keys import lease_key
 from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
 
-__all__ = ["Lease", "LeaseStore"]
+__all__ = ["CLOCK_SKEW", "LONGEST_LEASE", "Lease", "LeaseStore", "expiry_too_far_ahead"]
+
+logger = logging.getLogger("vactor_cloud")
+
+#: How far (seconds) the clocks of processes sharing a store may run apart. An expiry another
+#: process wrote (this lease; a timer runner's heartbeat or claim) further ahead of this clock
+#: than the lease's length and this is taken for an expired one: its writer's clock ran ahead,
+#: or the object is forged, and believed, it held for as long as it said.
+CLOCK_SKEW = 300.0
+#: the longest lease such an object may declare for that bound (a longer one counts as this)
+LONGEST_LEASE = 3600.0
+
+
+def expiry_too_far_ahead(until: float, now: float, length: float, what: str) -> bool:
+    """Whether expiry ``until`` lies further ahead of ``now`` than a lease of ``length`` seconds
+    and :data:`CLOCK_SKEW` allow; then it is to be taken for an expired one (a warning says so)."""
+    ahead = until - now
+    if ahead <= length + CLOCK_SKEW:
+        return False
+    logger.warning(
+        "%s expires %.0f s ahead of this clock, more than its lease (%g s) and the clock skew "
+        "processes may have (%g s): taken for an expired one (a clock running ahead, or a forged object)",
+        what,
+        ahead,
+        length,
+        CLOCK_SKEW,
+    )
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +112,16 @@ class LeaseStore:
             meta = codec.decode(self.key, blob.data, signing_key=self.signing_key).meta
             if meta.get("kind") != "lease":
                 raise IntegrityError(self.key, f"holds a {meta.get('kind')!r} object")
-            return Lease(
-                str(meta["holder"]),
-                float(meta["expires"]),
-                int(meta["step"]),
-                str(meta["token"]),
-                blob.version,
-            )
+            expires = float(meta["expires"])
+            written = meta.get("time")
+            # its length as written (expires - time), else none: a lease of lease_seconds
+            length = expires - float(written) if written is not None else 0.0
+            length = min(max(length, 0.0), LONGEST_LEASE) if math.isfinite(length) else 0.0
+            if expires > 0:
+                what = f"the folder lease of {self.actor_id!r} (held by {meta['holder']!r})"
+                if expiry_too_far_ahead(expires, time.time(), length, what):
+                    expires = 0.0  # free: replaced by if-match on its version, as an expired one
+            return Lease(str(meta["holder"]), expires, int(meta["step"]), str(meta["token"]), blob.version)
         except FormatVersionError:
             raise
         except (IntegrityError, KeyError, ValueError, TypeError, OverflowError):  # (int() of Infinity)

@@ -710,6 +710,11 @@ class ActorLog:
 
     async def load_latest(self, head: Head | None) -> StepRecord | None:
         """The newest step, starting from ``head`` if given; ``None`` if the actor has no steps."""
+        return (await self.load_latest_and_head(head))[0]
+
+    async def load_latest_and_head(self, head: Head | None) -> tuple[StepRecord | None, Head | None]:
+        """:meth:`load_latest`, and HEAD as it is after it: ``head``, unless it named a step past
+        the newest one (see :meth:`_pull_back_head`); ``None`` when that is not known."""
         if head is not None:
             at_head, after_head = await asyncio.gather(
                 self.read_step(head.step), self.read_step(head.step + 1)
@@ -717,7 +722,13 @@ class ActorLog:
             # HEAD's own step gone means a compaction passed after we read HEAD: what
             # lies past it may be a below-watermark leftover, so take the listing path.
             if at_head is not None:
-                return (await self.probe_from(after_head))[0] if after_head is not None else at_head
+                return (await self.probe_from(after_head))[0] if after_head is not None else at_head, head
+        newest = await self._list_latest()
+        if head is not None and newest is not None and newest.step < head.step:
+            return newest, await self._pull_back_head(head, newest)
+        return newest, head
+
+    async def _list_latest(self) -> StepRecord | None:
         steps = await self.list_steps()
         if not steps:
             return None
@@ -727,6 +738,44 @@ class ActorLog:
             if record is not None:
                 return (await self.probe_from(record))[0]
         return None
+
+    async def _pull_back_head(self, head: Head, newest: StepRecord) -> Head | None:
+        """Move ``head``, which names a step past every step listed after it was read, back to
+        ``newest``; what HEAD then holds (``None``: not known).
+
+        HEAD moves forward only, after the step it names is committed, and the newest step is
+        never deleted: a HEAD whose step is missing while no later step is listed was never a
+        committed step's (forged, or restored from another copy of the store). Left there,
+        every load read two missing steps and listed the log until the log grew past it. The
+        move is the compare-and-swap every HEAD move makes (``IfMatch`` of the version read),
+        so it never replaces a HEAD another process wrote meanwhile; a step committed after
+        the listing (whose writer saw HEAD ahead and left it) is probed for, and HEAD moved on
+        to it, so HEAD ends at the newest step this reader can find.
+        """
+        logger.warning(
+            "actor %r: HEAD names step %d, past the newest step %d (forged, or restored from "
+            "another copy of the store); pulling it back",
+            self.actor_id,
+            head.step,
+            newest.step,
+        )
+        data = codec.encode(
+            self.head_key,
+            {"kind": "head", "step": newest.step, "class": newest.class_ref.to_json()},
+            signing_key=self.signing_key,
+        )
+        try:
+            version = await self.store.put(self.head_key, data, mode=IfMatch(head.version))
+        except StorageError as exc:
+            # Changed meanwhile (left to its writer), or not ours to write (a reader's
+            # credentials may not allow it): the load goes on either way.
+            logger.info("actor %r: HEAD not pulled back: %s", self.actor_id, exc)
+            return None
+        pulled = Head(newest.step, newest.class_ref, version)
+        later, _ = await self.probe_from(newest)
+        if later.step > newest.step:
+            return await self.advance_head(later.step, later.class_ref, pulled)
+        return pulled
 
     # -- idempotency checkpoints ------------------------------------------------
     async def put_dedup_checkpoint(self, name: str, table: bytes, serializer: str) -> None:

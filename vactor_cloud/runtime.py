@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
-from vactor_cloud import _sync, counters
+from vactor_cloud import _sync, counters, keys
 from vactor_cloud.batch import PendingCall, summarize
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
@@ -213,6 +213,19 @@ class Creation:
             self.deferred.clear()
 
 
+def _check_key_room(store: ObjectStore) -> None:
+    """``ValueError`` unless ``store`` holds keys as long as the longest vactor_cloud writes: refused
+    up front, before any object, not at the first event sent to an actor with a long id."""
+    room = store.max_key_bytes
+    if room is not None and room < keys.LONGEST_KEY:
+        raise ValueError(
+            f"{store.describe()}: keys under this prefix can be at most {room} bytes (S3 and GCS take "
+            f"object keys of up to 1,024 bytes, the prefix included), but vactor_cloud writes keys of "
+            f"up to {keys.LONGEST_KEY} bytes (actors/<id>/inbox/<event_id> with ids at their limit of "
+            f"255 bytes each); shorten the prefix by {keys.LONGEST_KEY - room} bytes or more"
+        )
+
+
 class Runtime:
     """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
@@ -223,6 +236,7 @@ class Runtime:
             if isinstance(settings.storage, ObjectStore)
             else open_store(settings.storage, **settings.storage_options)
         )
+        _check_key_room(self.store)
         # The in-process memory store cannot stall: its requests are bounded by the
         # operation deadline alone, and (needing no timeout task) run eagerly on the loop.
         self.store.request_timeout = None if type(self.store) is MemoryStore else settings.timeout

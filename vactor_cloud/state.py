@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import sys
 from typing import Any
 
 import cloudpickle
@@ -77,19 +78,68 @@ def restore_instance(cls: type[Any], state: Any) -> Any:
     return instance
 
 
+#: what a class defines to decide how its instances are rebuilt: code that runs at load time
+_REBUILDERS = (
+    "__reduce__",
+    "__reduce_ex__",
+    "__setstate__",
+    "__new__",
+    "__getnewargs__",
+    "__getnewargs_ex__",
+)
+
+
+#: :func:`_rebuilt_by_own_code` of the classes met so far (by id: a class may be unhashable)
+_REBUILT: dict[int, tuple[type, bool]] = {}
+
+
+def _rebuilt_by_own_code(cls: type) -> bool:
+    """:func:`_rebuilds`, remembered per class (a dict lookup per object pickled)."""
+    known = _REBUILT.get(id(cls))
+    if known is not None and known[0] is cls:
+        return known[1]
+    if len(_REBUILT) >= 1024:
+        _REBUILT.clear()
+    answer = _rebuilds(cls)
+    _REBUILT[id(cls)] = (cls, answer)
+    return answer
+
+
+def _rebuilds(cls: type) -> bool:
+    """Whether unpickling an instance of ``cls`` runs code the caller wrote: a class defined in
+    Python (outside the standard library, whose ``Fraction``, ``UUID``, enums and named tuples
+    load back) that defines how its instances are rebuilt. Such an instance may pickle and
+    never unpickle (a ``__reduce__`` naming a callable that raises, a ``__new__`` that needs
+    arguments), as an exception may."""
+    for klass in cls.__mro__:
+        if not klass.__flags__ & _HEAPTYPE:
+            continue
+        for name in _REBUILDERS:
+            method = klass.__dict__.get(name)
+            if method is None:
+                continue
+            module = getattr(getattr(method, "__func__", method), "__module__", None) or ""
+            top = module.partition(".")[0]
+            # (named tuples' methods are made in a module of their own, "namedtuple_<name>")
+            if top not in sys.stdlib_module_names and not top.startswith("namedtuple_"):
+                return True
+    return False
+
+
 class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
-    """cloudpickle, noting whether it pickled an exception: the usual object that pickles and
-    does not unpickle (an ``__init__`` taking other arguments than it passes on), so a state
-    holding one is read back before it is stored. Others are not: reading every state back
-    would cost as much as writing it (a class of ``__main__``, pickled by value, 0.2 ms)."""
+    """cloudpickle, noting whether it pickled what may pickle and not unpickle: an exception
+    (the usual one: an ``__init__`` taking other arguments than it passes on) or an instance of
+    a class with its own rebuilding code (:func:`_rebuilt_by_own_code`), so a state holding one
+    is read back before it is stored. Others are not: reading every state back would cost as
+    much as writing it (a class of ``__main__``, pickled by value, 0.2 ms)."""
 
     def __init__(self, file: io.BytesIO, protocol: int) -> None:
         super().__init__(file, protocol=protocol)
-        self.saw_exception = False
+        self.may_not_load = False
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseException):
-            self.saw_exception = True
+        if isinstance(obj, BaseException) or _rebuilt_by_own_code(type(obj)):
+            self.may_not_load = True
         return super().reducer_override(obj)
 
 
@@ -115,16 +165,17 @@ def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
             else "make it picklable, or define __getstate__/__setstate__"
         )
         raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
-    if not pickler.saw_exception:
+    if not pickler.may_not_load:
         return data
     try:
         pickle.loads(data)
     except Exception as exc:
         raise StateSerializationError(
             f"the actor's {what} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
-            "it could never be read back. The usual cause is an exception class whose __init__ takes "
-            "other arguments than it passes to Exception.__init__: pass them all to "
-            "super().__init__(), or define __reduce__"
+            "it could never be read back. The usual causes: an exception class whose __init__ takes "
+            "other arguments than it passes to Exception.__init__ (pass them all to "
+            "super().__init__(), or define __reduce__), or a class whose own __reduce__, __setstate__ "
+            "or __new__ fails when an instance is loaded"
         ) from exc
     return data
 

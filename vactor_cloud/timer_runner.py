@@ -69,6 +69,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.ids import validate_runner_id
+from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
 from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.timers import (
@@ -105,6 +106,8 @@ logger = logging.getLogger("vactor_cloud")
 
 #: seconds a runner's heartbeat (or claim) holds: a runner killed without a word is replaced after this
 DEFAULT_LEASE = 30.0
+
+
 #: how runners split the actors among themselves
 Split = Literal["runners", "claims", "none"]
 SPLITS: tuple[Split, ...] = ("runners", "claims", "none")
@@ -284,6 +287,9 @@ class Membership:
                 raise ValueError("not finite")
         except (ValueError, KeyError, TypeError):  # unreadable: not a live member; look again later
             return _Seen(-math.inf, None, self.lease, now + self.lease)
+        bound = max(self.lease, min(lease, LONGEST_LEASE))
+        if expiry_too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
+            return _Seen(-math.inf, None, self.lease, now + self.lease)  # not a live member; look again later
         if until <= now and now - until > max(lease, self.lease):
             # dead for longer than its lease: remove it (a runner that comes back writes it again)
             with contextlib.suppress(StorageError):
@@ -351,7 +357,12 @@ async def claim_actor(store: ObjectStore, actor_id: str, runner: str, lease: flo
             continue  # released meanwhile: try to create it again
         try:
             held = json.loads(blob.data)
-            live = float(held["until"]) > time.time() and held.get("runner") != runner
+            until, now = float(held["until"]), time.time()
+            live = (
+                until > now
+                and held.get("runner") != runner
+                and not expiry_too_far_ahead(until, now, lease, f"the timer claim on {actor_id!r}")
+            )
         except (ValueError, KeyError, TypeError):
             live = False  # unreadable: treat as expired
         if live:

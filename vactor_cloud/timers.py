@@ -56,7 +56,7 @@ import cloudpickle
 
 from vactor_cloud import keys
 from vactor_cloud.errors import AlreadyExistsError, InvalidActorIdError, StateSerializationError
-from vactor_cloud.ids import validate_actor_id
+from vactor_cloud.ids import validate_actor_id, validate_timer_key
 from vactor_cloud.storage import ObjectStore
 
 __all__ = [
@@ -87,8 +87,6 @@ SCHEDULE = "__vactor_schedule_timer__"
 CANCEL = "__vactor_cancel_timer__"
 MARKERS = frozenset({FIRE, SCHEDULE, CANCEL})
 
-_MAX_KEY_BYTES = 200
-
 
 def timer_dedup_key(key: str, due: float) -> str:
     """The key a fired timer's call is recorded under in history (its own namespace:
@@ -97,24 +95,6 @@ def timer_dedup_key(key: str, due: float) -> str:
 
 
 _TIMER_KEY_PREFIX = "\x00timer\x00"
-
-
-def validate_timer_key(key: object) -> str:
-    """``ValueError`` unless ``key`` can name an index object on every backend."""
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"a timer key must be a non-empty string, got {key!r}")
-    if "/" in key or "\\" in key or key in (".", ".."):
-        raise ValueError(f"timer key {key!r} contains a slash or is a path component")
-    if key.startswith("."):
-        raise ValueError(
-            f"timer key {key!r} starts with '.', which the local store reserves for its own files "
-            "(its due-index entry would be stored but never listed); refused on every backend"
-        )
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise ValueError(f"timer key {key!r} contains control characters")
-    if len(key.encode("utf-8")) > _MAX_KEY_BYTES:
-        raise ValueError(f"timer key is longer than {_MAX_KEY_BYTES} bytes in UTF-8")
-    return key
 
 
 def _ms(seconds: float) -> int:

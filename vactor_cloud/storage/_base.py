@@ -20,7 +20,7 @@ from typing import ClassVar, Literal, TypeAlias, TypeVar
 from vactor_cloud import counters
 from vactor_cloud.errors import StorageError, StorageTimeoutError
 
-__all__ = ["Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
+__all__ = ["OBJECT_KEY_BYTES", "Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
 
 _T = TypeVar("_T")
 
@@ -71,6 +71,9 @@ class RequestCounter:
 #: the request methods (and their ``_``-prefixed hooks) that :attr:`ObjectStore.inline` bypasses
 _REQUESTS = frozenset({"get", "put", "list", "delete", "delete_many", "head"})
 _PLAIN_CLASSES: dict[tuple[type, type], bool] = {}
+#: the longest object key S3 and GCS accept (UTF-8 bytes), a store's own prefix included
+OBJECT_KEY_BYTES = 1024
+
 #: delete requests of one ``delete_many`` in flight at once
 _DELETE_PARALLEL = 16
 
@@ -121,6 +124,9 @@ class ObjectStore(abc.ABC):
     #: (see :meth:`listed_at_one_moment`). None: every listing is one moment (the memory
     #: store lists under its lock).
     snapshot_list_keys: int | None = None
+    #: The longest key (UTF-8 bytes, relative to the root) this store can hold; None: no limit
+    #: that matters here. S3 and GCS take object keys of up to 1,024 bytes, their prefix included.
+    max_key_bytes: int | None = None
 
     def __init__(self, url: str) -> None:
         self.url = url

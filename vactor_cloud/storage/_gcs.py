@@ -70,7 +70,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["GCSStore"]
 
@@ -176,6 +176,7 @@ class GCSStore(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         super().__init__(f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}")
+        self.max_key_bytes = OBJECT_KEY_BYTES - (len(self.prefix.encode("utf-8")) + 1 if self.prefix else 0)
         self._options: dict[str, Any] = dict(options)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"

@@ -58,7 +58,7 @@ from vactor_cloud.errors import (
     StorageError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["S3Store"]
 
@@ -246,6 +246,7 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         super().__init__(f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}")
+        self.max_key_bytes = OBJECT_KEY_BYTES - (len(self.prefix.encode("utf-8")) + 1 if self.prefix else 0)
         self._options = dict(options)
         self._transport = open_transport(bucket, options)
         self._transport_errors = (*self._transport.transport_errors, OSError)
