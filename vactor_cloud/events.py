@@ -18,7 +18,8 @@ Guarantees (the inbox protocol itself is described in ``inbox.py``):
 * ``send_event`` costs one create-only PUT (plus, the first time this
   process sends to an actor it has not loaded, one LIST to check that the
   actor exists). It never waits for the actor's writers. Sending the same
-  ``event_id`` twice stores it once.
+  ``event_id`` twice stores it once; a send whose answer was lost is retried
+  as the same object, so one call is one event.
 * Each event is applied exactly once, by the handler marked
   ``@virtual_actor.on_event(name)``, in inbox order, folded into the actor's
   next commit: any writer call, ``process_events()``, ``wait_for_event()``
@@ -31,7 +32,6 @@ Guarantees (the inbox protocol itself is described in ``inbox.py``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 import uuid
@@ -47,7 +47,6 @@ from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.errors import (
     ActorNotFoundError,
-    AlreadyExistsError,
     ReentrantCallError,
     RuntimeShutdownError,
 )
@@ -57,6 +56,7 @@ from vactor_cloud.inbox import (
     ActorInbox,
     encode_event,
     event_dedup_key,
+    put_event,
     serialize_payload,
     validate_event_id,
 )
@@ -108,10 +108,10 @@ async def _send(
     runtime = get_runtime()
     if not create and not await _actor_exists(runtime, actor_id):
         raise ActorNotFoundError(actor_id, runtime.store.describe())
-    key, data = encode_event(actor_id, event_id, name, payload, serializer, runtime.settings.signing_key)
-    # AlreadyExistsError: this event id is already waiting (or our own earlier attempt landed).
-    with contextlib.suppress(AlreadyExistsError):
-        await runtime.store.put(key, data, mode="create")
+    signing_key = runtime.settings.signing_key
+    # Encoded once: every attempt creates the same object (see put_event).
+    key, data = encode_event(actor_id, event_id, name, payload, serializer, signing_key)
+    await put_event(runtime.store, key, data, name=name, signing_key=signing_key)
     _inbox(runtime, actor_id).signal()
     return event_id
 
@@ -130,7 +130,11 @@ def send_event(
     Give ``event_id`` (a webhook's delivery id, a message id) to make
     retried sends safe: an event id is stored once and applied once (within
     the dedup window, even after it left the inbox). Without it a fresh id
-    is generated and every send is a new event.
+    is generated and every call is a new event. Either way the id and the
+    object are chosen once per call: a put whose answer was lost is retried
+    as the same object (one event); when every attempt fails,
+    ``EventInDoubtError.event_id`` is the id to send again with. An id
+    already waiting under another name raises ``ValueError`` (nothing stored).
 
     ``ActorNotFoundError`` if the actor does not exist, unless
     ``create=True``: the event then waits in the inbox and is applied after
