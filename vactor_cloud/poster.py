@@ -34,11 +34,14 @@ from vactor_cloud.errors import (
     CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    FormatVersionError,
     IntegrityError,
+    RetryableStorageError,
     StorageError,
+    StorageTimeoutError,
 )
 from vactor_cloud.lease import Lease
-from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.posting import (
     Post,
     PostBox,
@@ -513,8 +516,35 @@ class Poster:
 
         ``CallPendingError`` while it may still be applied; ``LookupError``
         when it was not applied and never will be, or is not found among the
-        newest ``scan`` steps (nor known to this process).
+        newest ``scan`` steps (nor known to this process). A read that fails
+        transiently (or damaged in transit) is retried until ``Settings.deadline``;
+        then ``StorageTimeoutError``: not known yet, ask again later.
         """
+        deadline = self.env.settings.deadline
+        give_up_at = time.monotonic() + deadline
+        attempt = 0
+        while True:
+            try:
+                return self._look_up_outcome(call_id, scan)
+            except FormatVersionError:
+                raise  # a newer release wrote the step: no retry reads it
+            except (RetryableStorageError, IntegrityError) as exc:
+                counters.transient_retry(self.actor_id, exc)
+                self._distrust()
+                pause = retry_pause(attempt)
+                attempt += 1
+                if time.monotonic() + pause >= give_up_at:
+                    raise StorageTimeoutError(
+                        f"actor {self.actor_id!r}: call_outcome({call_id!r}) could not read the "
+                        f"store within Settings.deadline ({deadline:g} s), last: {exc}; whether the "
+                        "call was applied is not known yet (it is applied at most once either way): "
+                        "ask call_outcome again later",
+                        getattr(exc, "key", ""),
+                    ) from exc
+                time.sleep(pause)
+
+    def _look_up_outcome(self, call_id: str, scan: int) -> Outcome:
+        """One try of :meth:`call_outcome`; storage errors are the caller's to retry."""
         newest = self.env.run(self.revalidate())
         if self.definition is not None and self.definition.serializer != "pickle":
             # Its calls are never posted: no step of it holds outcomes, and reading a part so

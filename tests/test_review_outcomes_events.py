@@ -1,0 +1,114 @@
+"""Events, timers, call outcomes and batches, from a hostile review (review-h26): each test
+failed on the code it was written against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_combining import Switchable, give_up_on_a_post, init_switchable
+from test_review_events import Till
+
+import vactor_cloud as vc
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+_PUT = frozenset({"put"})
+_GET = frozenset({"get"})
+
+
+def _faults(*rules: FaultRule) -> Any:
+    return install(FaultConfig(rules=rules))
+
+
+# -- send_event ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("event_id", [None, "wh-1"], ids=["generated-id", "given-id"])
+def test_a_send_whose_put_answer_was_lost_is_one_event_applied_once(
+    actor_store: StoreSpec, event_id: str | None
+) -> None:
+    """The inbox put landed and its answer was lost: ``send_event`` raised the storage error
+    (nothing retried it, and the generated id it had chosen was gone with the error), so the
+    caller's retry, without an id, was a second event and the handler ran twice. The send
+    resolves it itself now: the same object is created again, found there, and is ours."""
+    till = Till.get_or_create("till")
+    store = _faults(FaultRule("lost_response", operations=_PUT, key_contains="/inbox/", at=(1,)))
+    sent = vc.send_event("till", "paid", 30, event_id=event_id)
+    assert store.injected["lost_response"] == 1
+    assert event_id is None or sent == event_id
+    till.process_events()
+    assert [tuple(e) for e in till.view.run()] == [("paid", 30)]
+
+
+def test_a_send_whose_put_keeps_failing_names_the_event_id_to_retry_with(actor_store: StoreSpec) -> None:
+    """Every attempt failed (the first landed, its answer lost; no read back got through): the
+    storage error was raised as it came, without the generated id. The error names the id the
+    send chose (it may have landed): the caller's retry with it is deduplicated, not a second
+    event."""
+    till = Till.get_or_create("till")
+    _faults(
+        FaultRule("lost_response", operations=_PUT, key_contains="/inbox/", at=(1,)),
+        FaultRule("fail_before", operations=_PUT | _GET, key_contains="/inbox/", probability=1.0),
+    )
+    with pytest.raises(vc.errors.RetryableStorageError) as raised:
+        vc.send_event("till", "paid", 30)
+    event_id = getattr(raised.value, "event_id", None)
+    assert event_id and event_id in str(raised.value)
+    vc.get_runtime().store = vc.get_runtime().store.inner  # type: ignore[attr-defined]
+    assert vc.send_event("till", "paid", 30, event_id=event_id) == event_id
+    till.process_events()
+    assert len(till.view.run()) == 1
+
+
+def test_an_event_id_pending_under_another_name_is_refused_not_dropped(actor_store: StoreSpec) -> None:
+    """``paid`` and ``refunded`` under one event id: the second send met the pending first's
+    object, took "already exists" for its own retry and returned the id; the refund was never
+    stored, and nobody was told. It is refused with a ValueError naming both."""
+    till = Till.get_or_create("till")
+    vc.send_event("till", "paid", 30, event_id="evt-7")
+    with pytest.raises(ValueError, match=r"evt-7.*paid"):
+        vc.send_event("till", "refunded", 30, event_id="evt-7")
+    assert vc.send_event("till", "paid", 30, event_id="evt-7") == "evt-7"  # a resend is still fine
+    till.process_events()
+    assert [tuple(e) for e in till.view.run()] == [("paid", 30)]
+    # Once applied and gone from the inbox, the id under the other name is another event.
+    assert vc.send_event("till", "refunded", 5, event_id="evt-7") == "evt-7"
+    till.process_events()
+    assert [tuple(e) for e in till.view.run()] == [("paid", 30), ("refunded", 5)]
+
+
+# -- call_outcome -------------------------------------------------------------------------------
+def _applied_after_giving_up(store_spec: StoreSpec, **settings: Any) -> tuple[Switchable, str]:
+    """``me/1`` was posted, its caller gave up (CallPendingError), and ``me/2``'s fold applied it
+    (result 2): the store, and me/1's call id."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3, **settings)
+    log, raised = give_up_on_a_post(store)
+    store.fail = lambda op, key: None
+    assert log.add.run("me/2") == 3
+    return store, raised.call_ids[0]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_retries_a_transient_read_error(store_spec: StoreSpec) -> None:
+    """A step read failing once (a 503, a timeout) made ``call_outcome`` raise it raw: the
+    caller could not tell a blip from an answer. It is retried, as the commit path's reads are."""
+    store, call_id = _applied_after_giving_up(store_spec)
+    failures = [RetryableStorageError("injected: 503", "k")] * 2
+    store.fail = lambda op, key: failures.pop() if op == "get" and "/steps/" in key and failures else None
+    assert vc.get_actor("a").call_outcome(call_id) == 2
+    assert not failures
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_that_cannot_read_the_store_says_it_does_not_know_yet(store_spec: StoreSpec) -> None:
+    """Reads failing until the deadline: the error says the outcome is not known yet and to
+    ask again, not a bare storage error for one key."""
+    store, call_id = _applied_after_giving_up(store_spec, deadline=1.0)
+    store.fail = lambda op, key: RetryableStorageError(f"{key}: injected 503", key) if op == "get" else None
+    with pytest.raises(vc.errors.StorageTimeoutError, match=r"call_outcome.*again later") as raised:
+        vc.get_actor("a").call_outcome(call_id)
+    assert isinstance(raised.value.__cause__, RetryableStorageError)
+    store.fail = lambda op, key: None
+    assert vc.get_actor("a").call_outcome(call_id) == 2
