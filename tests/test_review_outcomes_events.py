@@ -3,16 +3,32 @@ failed on the code it was written against."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 from typing import Any
 
 import pytest
-from test_combining import Switchable, give_up_on_a_post, init_switchable
+from combining_workers import OrderLog
+from test_combining import (
+    Switchable,
+    add_while_another_process_folds,
+    commit_behind_its_back,
+    give_up_on_a_post,
+    init_switchable,
+)
 from test_review_events import Till
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.lease import LeaseStore
+from vactor_cloud.log import ActorLog
+from vactor_cloud.posting import PostBox, advance_cursor, encode_outcomes
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timers import TIMERS, Timer, encode_arguments, list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -112,3 +128,62 @@ def test_call_outcome_that_cannot_read_the_store_says_it_does_not_know_yet(store
     assert isinstance(raised.value.__cause__, RetryableStorageError)
     store.fail = lambda op, key: None
     assert vc.get_actor("a").call_outcome(call_id) == 2
+
+
+# -- timers armed by posted calls ---------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_timer_armed_by_a_posted_call_whose_folder_died_before_indexing_it_fires_without_repair(
+    store_spec: StoreSpec,
+) -> None:
+    """Our call lost a race and was posted; another process's fold ran it (it armed a timer,
+    step 3) and died between its step put and its index write. Only the folder indexed, so the
+    timer had no entry and never fired until someone ran ``vactor timers repair``. The poster,
+    told of its outcome by step 3, indexes the timers that steps since its post armed, as a
+    commit of its own does."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    # Another process holds the folder lease: our next call posts and waits for its fold.
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    commit_behind_its_back("a")  # step 2: our put of step 2 loses, we post
+    posted = threading.Event()
+    folded = threading.Event()
+    inner_around = store._around
+
+    async def note_the_post(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        result = await inner_around(operation, key, run, **kw)
+        if operation == "put" and "/mail/" in key:
+            posted.set()
+        return result
+
+    store._around = note_the_post  # type: ignore[method-assign]
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    due = time.time()
+
+    def fold_and_die_before_indexing() -> None:
+        box = PostBox(store.inner, "a", runtime.settings.signing_key)
+        (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+        (call,) = post.calls
+        two = _sync.sync(log_.read_step(2))
+        assert two is not None
+        # The posted call ran and armed a timer (the method's schedule(), step 3's generation).
+        armed = Timer("later", due, "add", encode_arguments(("timer",), {}, "pickle"), gen=3)
+        extra = advance_cursor(two.extra, [post], time.time())
+        extra[TIMERS] = {armed.key: armed.to_json()}
+        three = dataclasses.replace(
+            two,
+            step=3,
+            parent=2,
+            writer="folder",
+            extra=extra,
+            posted=encode_outcomes({call.call_id: Outcome(True, 3)}),
+        )
+        _sync.sync(log_.put_step(three))  # ... and the folder dies here: no index entry
+
+    assert add_while_another_process_folds(log, posted, folded, fold_and_die_before_indexing) == 3
+    store._around = inner_around  # type: ignore[method-assign]
+    assert [e.key for e in _sync.sync(list_index(store.inner))] == ["later"]
+    assert vc.fire_due_timers().fired == 1
+    assert log.applied.run() == ["me/0", "timer"]  # (the hand-made step 3 kept step 2's state)

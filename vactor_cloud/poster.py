@@ -53,6 +53,7 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.timers import armed_unindexed, write_entries
 
 __all__ = ["CombiningEnv", "Posted", "Poster"]
 
@@ -428,6 +429,16 @@ class Poster:
             # When the holder built the step that applied our post, after we wrote it.
             after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
             self._fold_after = 0.8 * self._fold_after + 0.2 * after
+        # Timers our calls armed are indexed before our callers hear of them, as a commit of
+        # our own would (the folder that applied them may have died before its index write).
+        armed = armed_unindexed(self.log.store, self.actor_id, newest.extra, posted.base_step)
+        if armed:
+            try:
+                self.env.run(write_entries(self.log.store, self.actor_id, armed))
+            except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
+                logger.warning(
+                    "actor %r: could not index timers its posted calls armed: %s", self.actor_id, exc
+                )
         # Each outcome loads here, ours alone (not another caller's). One that does not load
         # (its class is not here, or its bytes are malformed) fails that call alone: applied,
         # so CallPendingError with the load error as its cause (call_outcome raises it).
