@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -21,14 +22,16 @@ from test_review_events import Till
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.posting import PostBox, advance_cursor, encode_outcomes
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timers import TIMERS, Timer, encode_arguments, list_index
+from vactor_cloud.timers import CANCEL, TIMERS, Timer, encode_arguments, list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -187,3 +190,83 @@ def test_a_timer_armed_by_a_posted_call_whose_folder_died_before_indexing_it_fir
     assert [e.key for e in _sync.sync(list_index(store.inner))] == ["later"]
     assert vc.fire_due_timers().fired == 1
     assert log.applied.run() == ["me/0", "timer"]  # (the hand-made step 3 kept step 2's state)
+
+
+# -- batches mixing internal calls with user calls ---------------------------------------------
+def _fold_the_pending_post_by_hand(store: Switchable, result: Any) -> None:
+    """Another process's fold: the next step applies the one pending post (each call's outcome
+    ``result``), and the post is deleted."""
+    runtime = vc.get_runtime()
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    box = PostBox(store.inner, "a", runtime.settings.signing_key)
+    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+    newest = _sync.sync(log_.read_step(_sync.sync(log_.list_steps())[-1]))
+    assert newest is not None
+    folded = dataclasses.replace(
+        newest,
+        step=newest.step + 1,
+        parent=newest.step,
+        writer="folder",
+        extra=advance_cursor(newest.extra, [post], time.time()),
+        posted=encode_outcomes({c.call_id: Outcome(True, result) for c in post.calls}),
+    )
+    _sync.sync(log_.put_step(folded))
+    _sync.sync(box.delete([post.key]))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_user_call_batched_with_an_internal_call_under_contention_is_posted_not_raced(
+    store_spec: StoreSpec,
+) -> None:
+    """Calls queued together form one batch. One internal call in it (a timer's cancel or
+    firing, an inbox marker: they cannot be posted) made the whole batch race for the step
+    while another process folded: the user calls beside it lost race after race and failed
+    with CommitConflictError, where alone they would have been posted and applied. The
+    batch is split where postable and internal calls meet, in order: the user call is posted
+    (and applied by the fold), the internal call races after it."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=2.0, max_commit_attempts=20)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    # Another process holds the folder lease and folds: our calls post and wait for it.
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    commit_behind_its_back("a")
+    posted = threading.Event()
+    folded = threading.Event()
+    inner_around = store._around
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+
+    async def others_commit_first(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and "/steps/" in key:
+            # A writer of another process commits just before each of our step puts: we lose.
+            newest = await log_.read_step((await log_.list_steps())[-1])
+            assert newest is not None
+            await log_.put_step(dataclasses.replace(newest, step=newest.step + 1, parent=newest.step))
+        result = await inner_around(operation, key, run, **kw)
+        if operation == "put" and "/mail/" in key:
+            posted.set()
+        return result
+
+    store._around = others_commit_first  # type: ignore[method-assign]
+    fold = lambda: _fold_the_pending_post_by_hand(store, "folded")  # noqa: E731
+    assert add_while_another_process_folds(log, posted, folded, fold) == "folded"
+    posted.clear()
+    folded.clear()
+    core = runtime.core("a")
+    user = PendingCall.by_value(
+        "add", ("me/2",), {}, readonly=False, future=ActorFuture(), call_id=uuid.uuid4().hex
+    )
+    internal = PendingCall(CANCEL, ("no-such-timer",), {}, False, ActorFuture(), uuid.uuid4().hex)
+    finished = threading.Event()
+    folder = threading.Thread(target=lambda: posted.wait(30) and not finished.is_set() and fold())
+    folder.start()
+    try:
+        assert user.claim() and internal.claim()  # as the actor's queue hands them out
+        core._commit([user, internal])  # one batch, as a drain claims queued calls
+    finally:
+        finished.set()
+        posted.set()
+        folder.join()
+    assert user.future.result(0) == "folded"
+    assert internal.future.done()  # it raced after the user call (and lost every race here)

@@ -113,6 +113,7 @@ class Poster:
         def _distrust(self) -> None: ...
         def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None: ...
         def _lease_for_fold(self) -> bool: ...
+        def _contended(self) -> bool: ...
 
     def __init__(self) -> None:
         #: when this process last posted a batch for lost races: contended until combine_window later
@@ -192,6 +193,22 @@ class Poster:
             and definition.serializer == "pickle"
             and all(c.frozen is not None for c in batch)
         )
+
+    def _postable_runs(self, batch: list[PendingCall]) -> list[list[PendingCall]]:
+        """``batch`` cut where calls that can be posted and internal ones meet, under contention
+        (one run otherwise: an uncontended batch commits whole, one PUT)."""
+        postable = [c for c in batch if c.frozen is not None]
+        if not postable or len(postable) == len(batch) or not self._may_post(postable):
+            return [batch]
+        if not self._contended():
+            return [batch]
+        runs: list[list[PendingCall]] = [[batch[0]]]
+        for call in batch[1:]:
+            if (call.frozen is None) == (runs[-1][-1].frozen is None):
+                runs[-1].append(call)
+            else:
+                runs.append([call])
+        return runs
 
     def _served_lately(self) -> bool:
         """Whether another process's fold applied a post of ours in the last quarter of
