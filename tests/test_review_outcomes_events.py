@@ -4,6 +4,7 @@ failed on the code it was written against."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -21,17 +22,20 @@ from test_combining import (
 from test_review_events import Till
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, codec, workflow
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.compaction import compact
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.keys import task_key
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.posting import PostBox, advance_cursor, encode_outcomes
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL, TIMERS, Timer, encode_arguments, list_index
+from vactor_cloud.workflow_steps import list_failures
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -270,3 +274,83 @@ def test_a_user_call_batched_with_an_internal_call_under_contention_is_posted_no
         folder.join()
     assert user.future.result(0) == "folded"
     assert internal.future.done()  # it raced after the user call (and lost every race here)
+
+
+# -- failed calls and compaction ----------------------------------------------------------------
+_second_fails: list[bool] = []
+
+
+@workflow.step(max_retries=0)
+def _priced(amount: int) -> int:
+    return amount
+
+
+@workflow.step(max_retries=0)
+def _taxed(amount: int) -> int:
+    if _second_fails:
+        raise ConnectionError("the tax service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Purse:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def pay(self, amount: int) -> Any:
+        return self.credit.step(_taxed.step(_priced.step(amount)))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    def touch(self) -> None:
+        pass
+
+
+def _a_failed_pay() -> str:
+    """``pay(5)`` failed in its second step (the first is checkpointed): its call id."""
+    purse = Purse.get_or_create("purse")
+    _second_fails[:] = [True]
+    with pytest.raises(ConnectionError):
+        purse.pay.run(5)
+    _second_fails.clear()
+    (failed,) = _sync.sync(list_failures(vc.get_runtime().store, "purse", None))
+    purse.touch.run()
+    purse.touch.run()
+    return failed.call_id
+
+
+@pytest.mark.usefixtures("actor_store")
+def test_compaction_keeps_a_fresh_failure_record_whose_first_checkpoint_is_old() -> None:
+    """A call whose first step was checkpointed long ago (a long-running call, or one resumed
+    today that failed again) and whose failure was recorded just now: compaction aged the
+    whole group by its first checkpoint and deleted the fresh failure record with it, so the
+    call could not be resumed at once, not ``min_age`` after it failed as documented."""
+    call_id = _a_failed_pay()
+    store = vc.get_runtime().store
+    first = task_key("purse", call_id, 0)
+    envelope = codec.decode(first, _sync.sync(store.get(first)).data, signing_key=None)
+    meta = dict(envelope.meta, time=time.time() - 7200)  # written two hours ago
+    meta.pop("parts", None)
+    _sync.sync(store.put(first, codec.encode(first, meta, envelope.parts, signing_key=None)))
+    _sync.sync(compact(vc.get_runtime().core("purse").log, 1, min_age=3600.0))
+    assert workflow.get_status("purse") == workflow.FAILED
+    assert vc.get(workflow.resume("purse"), timeout=60) == [5]
+
+
+@pytest.mark.usefixtures("actor_store")
+def test_compaction_that_removes_a_failure_record_says_the_call_can_no_longer_be_resumed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failure record older than ``min_age`` goes with compaction (documented): the status
+    turned from FAILED to SUCCESSFUL and ``resume`` found nothing, and nothing anywhere said
+    that a failed call had been given up. The report lists such calls and a warning names
+    each, its method and why."""
+    call_id = _a_failed_pay()
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        report = _sync.sync(compact(vc.get_runtime().core("purse").log, 1, min_age=0.0))
+    assert report.unresumable == (call_id,)
+    (warning,) = [r.getMessage() for r in caplog.records if call_id in r.getMessage()]
+    assert "pay" in warning and "min_age" in warning and "no longer be resumed" in warning
+    assert vc.get(workflow.resume("purse"), timeout=60) == []
