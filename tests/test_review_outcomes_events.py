@@ -354,3 +354,18 @@ def test_compaction_that_removes_a_failure_record_says_the_call_can_no_longer_be
     (warning,) = [r.getMessage() for r in caplog.records if call_id in r.getMessage()]
     assert "pay" in warning and "min_age" in warning and "no longer be resumed" in warning
     assert vc.get(workflow.resume("purse"), timeout=60) == []
+
+
+# -- wait_for_event -----------------------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_wait_for_event_rides_out_a_transient_read_error_within_its_timeout(store_spec: StoreSpec) -> None:
+    """``wait_for_event(timeout=30)`` polls until the event is applied or the timeout passes, but
+    one step read failing on the way (a 503) ended the wait at once with that storage error:
+    the event was applied, the caller was told the wait failed. It is read again."""
+    store = init_switchable(store_spec)
+    till = Till.get_or_create("till")
+    vc.send_event("till", "paid", 30, event_id="e1")
+    failures = [RetryableStorageError("injected: 503", "k")] * 3
+    store.fail = lambda op, key: failures.pop() if op == "get" and "/steps/" in key and failures else None
+    assert till.wait_for_event("paid", timeout=30, event_id="e1") == 1
+    assert not failures

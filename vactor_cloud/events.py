@@ -47,7 +47,10 @@ from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.errors import (
     ActorNotFoundError,
+    FormatVersionError,
+    IntegrityError,
     ReentrantCallError,
+    RetryableStorageError,
     RuntimeShutdownError,
 )
 from vactor_cloud.ids import validate_event_name
@@ -263,17 +266,46 @@ async def applied_event(
     return None if outcome is None else delivered(outcome)
 
 
+class _Blips:
+    """Transient storage errors (and reads damaged in transit) met by a wait: the wait polls on
+    through them, as it does while the event is not applied yet, until they have lasted
+    ``Settings.deadline`` in a row (then the last one is raised: the store is down)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.limit = runtime.settings.deadline
+        self.since: float | None = None
+
+    def absorb(self, exc: Exception) -> None:
+        if isinstance(exc, FormatVersionError) or not isinstance(exc, RetryableStorageError | IntegrityError):
+            raise exc
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        elif now - self.since >= self.limit:
+            raise exc
+
+    def cleared(self) -> None:
+        self.since = None
+
+
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
     runtime = get_runtime()
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
+    blips = _Blips(runtime)
     while True:
         _check_open(runtime, actor_id, name)
-        # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
-        # queues behind a writer method of the actor that is running: bounded by the timeout
-        # (cut off, it goes on in the background; the newest step is still looked at).
-        await _by(_process(actor_id), deadline)
-        outcome = await _applied_now(runtime, actor_id, name, event_id)
+        try:
+            # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
+            # queues behind a writer method of the actor that is running: bounded by the timeout
+            # (cut off, it goes on in the background; the newest step is still looked at).
+            await _by(_process(actor_id), deadline)
+            outcome = await _applied_now(runtime, actor_id, name, event_id)
+        except Exception as exc:  # (events apply exactly once: applying them again is safe)
+            blips.absorb(exc)
+            outcome = None
+        else:
+            blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
         remaining = _remaining(deadline, actor_id, name, timeout, event_id)
@@ -287,12 +319,19 @@ def _wait_here(
     """:func:`_wait` for a plain thread, applying the events itself (see :func:`_process_here`)."""
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
+    blips = _Blips(runtime)
     while True:
         _check_open(runtime, actor_id, name)
-        _process_here(
-            runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-        )
-        outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+        try:
+            _process_here(
+                runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+            )
+            outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+        except Exception as exc:  # (see _wait)
+            blips.absorb(exc)
+            outcome = None
+        else:
+            blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
         remaining = _remaining(deadline, actor_id, name, timeout, event_id)
@@ -351,6 +390,7 @@ def wait_for_event(
     that raised has its exception re-raised here. While waiting, pending
     events are applied (as ``process_events`` does), polling with a backoff
     up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
+    Transient storage errors are polled through, until they last ``Settings.deadline``.
     """
     _check_wait(timeout, event_id)
     _refuse_own_writer(actor_id, "wait_for_event")

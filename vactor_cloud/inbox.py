@@ -319,7 +319,7 @@ async def put_event(
             raise ValueError(
                 f"{key}: event id {event_id!r} is already waiting in the inbox as a {there.name!r} "
                 f"event, not {name!r}; nothing was stored. An event id names one event while it "
-                "waits: send this one under another id (or again once the first was applied)"
+                "waits: send this one under another id (or again once the first has left the inbox)"
             )
         return
     raise EventInDoubtError(
