@@ -138,6 +138,34 @@ def test_call_outcome_that_cannot_read_the_store_says_it_does_not_know_yet(store
 
 
 # -- timers armed by posted calls ---------------------------------------------------------------
+def _fold_the_pending_post_by_hand(store: Switchable, result: Any, *, arm: str | None = None) -> None:
+    """Another process's fold: the next step applies the one pending post (each call's outcome
+    ``result``; with ``arm``, the calls armed a timer of that key, due now, that the folder
+    died before indexing), and the post is deleted."""
+    runtime = vc.get_runtime()
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    box = PostBox(store.inner, "a", runtime.settings.signing_key)
+    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+    newest = _sync.sync(log_.read_step(_sync.sync(log_.list_steps())[-1]))
+    assert newest is not None
+    extra = advance_cursor(newest.extra, [post], time.time())
+    if arm is not None:
+        timer = Timer(
+            arm, time.time(), "add", encode_arguments(("timer",), {}, "pickle"), gen=newest.step + 1
+        )
+        extra[TIMERS] = {timer.key: timer.to_json()}
+    folded = dataclasses.replace(
+        newest,
+        step=newest.step + 1,
+        parent=newest.step,
+        writer="folder",
+        extra=extra,
+        posted=encode_outcomes({c.call_id: Outcome(True, result) for c in post.calls}),
+    )
+    _sync.sync(log_.put_step(folded))
+    _sync.sync(box.delete([post.key]))
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_timer_armed_by_a_posted_call_whose_folder_died_before_indexing_it_fires_without_repair(
     store_spec: StoreSpec,
@@ -196,28 +224,21 @@ def test_a_timer_armed_by_a_posted_call_whose_folder_died_before_indexing_it_fir
     assert log.applied.run() == ["me/0", "timer"]  # (the hand-made step 3 kept step 2's state)
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_of_a_posted_call_that_armed_a_timer_indexes_it(store_spec: StoreSpec) -> None:
+    """The caller gave up (CallPendingError); a fold applied the call, which armed a timer, and
+    died before indexing it. ``call_outcome`` told the result, and the timer stayed unindexed:
+    it indexes it, as the poster's wait does."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    _, raised = give_up_on_a_post(store)
+    store.fail = lambda op, key: None
+    _fold_the_pending_post_by_hand(store, "folded", arm="later")
+    assert _sync.sync(list_index(store.inner)) == []
+    assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == "folded"
+    assert [e.key for e in _sync.sync(list_index(store.inner))] == ["later"]
+
+
 # -- batches mixing internal calls with user calls ---------------------------------------------
-def _fold_the_pending_post_by_hand(store: Switchable, result: Any) -> None:
-    """Another process's fold: the next step applies the one pending post (each call's outcome
-    ``result``), and the post is deleted."""
-    runtime = vc.get_runtime()
-    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
-    box = PostBox(store.inner, "a", runtime.settings.signing_key)
-    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
-    newest = _sync.sync(log_.read_step(_sync.sync(log_.list_steps())[-1]))
-    assert newest is not None
-    folded = dataclasses.replace(
-        newest,
-        step=newest.step + 1,
-        parent=newest.step,
-        writer="folder",
-        extra=advance_cursor(newest.extra, [post], time.time()),
-        posted=encode_outcomes({c.call_id: Outcome(True, result) for c in post.calls}),
-    )
-    _sync.sync(log_.put_step(folded))
-    _sync.sync(box.delete([post.key]))
-
-
 @pytest.mark.usefixtures("runtime_off")
 def test_a_user_call_batched_with_an_internal_call_under_contention_is_posted_not_raced(
     store_spec: StoreSpec,

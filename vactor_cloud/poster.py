@@ -446,16 +446,7 @@ class Poster:
             # When the holder built the step that applied our post, after we wrote it.
             after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
             self._fold_after = 0.8 * self._fold_after + 0.2 * after
-        # Timers our calls armed are indexed before our callers hear of them, as a commit of
-        # our own would (the folder that applied them may have died before its index write).
-        armed = armed_unindexed(self.log.store, self.actor_id, newest.extra, posted.base_step)
-        if armed:
-            try:
-                self.env.run(write_entries(self.log.store, self.actor_id, armed))
-            except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
-                logger.warning(
-                    "actor %r: could not index timers its posted calls armed: %s", self.actor_id, exc
-                )
+        self._index_armed(newest, posted)
         # Each outcome loads here, ours alone (not another caller's). One that does not load
         # (its class is not here, or its bytes are malformed) fails that call alone: applied,
         # so CallPendingError with the load error as its cause (call_outcome raises it).
@@ -476,6 +467,19 @@ class Poster:
             call.deliver(outcome)
         if self._outstanding is posted:
             self._outstanding = None
+
+    def _index_armed(self, newest: StepRecord, posted: Posted) -> None:
+        """Timers our posted calls armed are indexed before their callers hear of them, as a
+        commit of our own would (the folder that applied them may have died before its index
+        write). Nothing for an actor without timers."""
+        armed = armed_unindexed(self.log.store, self.actor_id, newest.extra, posted.base_step)
+        if armed:
+            try:
+                self.env.run(write_entries(self.log.store, self.actor_id, armed))
+            except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
+                logger.warning(
+                    "actor %r: could not index timers its posted calls armed: %s", self.actor_id, exc
+                )
 
     def _settle_if_folded(self, posted: Posted, batch: list[PendingCall], base: StepRecord) -> bool:
         """If a commit (ours or another process's) applied our post: deliver its outcomes."""
@@ -614,6 +618,8 @@ class Poster:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted
                     break
+                if posted is not None:
+                    self._index_armed(newest, posted)
                 return found
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
