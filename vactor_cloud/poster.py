@@ -549,18 +549,23 @@ class Poster:
         ``CallPendingError`` while it may still be applied; ``LookupError``
         when it was not applied and never will be, or is not found among the
         newest ``scan`` steps (nor known to this process). A read that fails
-        transiently (or damaged in transit) is retried until ``Settings.deadline``;
-        then ``StorageTimeoutError``: not known yet, ask again later.
+        transiently is retried until ``Settings.deadline``; then
+        ``StorageTimeoutError``: not known yet, ask again later. A read damaged
+        (``IntegrityError``) is retried twice, then raised (damaged at rest).
         """
         deadline = self.env.settings.deadline
         give_up_at = time.monotonic() + deadline
-        attempt = 0
+        attempt = damaged = 0
         while True:
             try:
                 return self._look_up_outcome(call_id, scan)
             except FormatVersionError:
                 raise  # a newer release wrote the step: no retry reads it
             except (RetryableStorageError, IntegrityError) as exc:
+                if isinstance(exc, IntegrityError) and not isinstance(exc, RetryableStorageError):
+                    damaged += 1
+                    if damaged >= _DAMAGED_READS:
+                        raise  # damaged at rest (or malformed), not in transit: reading again won't help
                 counters.transient_retry(self.actor_id, exc)
                 self._distrust()
                 pause = retry_pause(attempt)
@@ -672,6 +677,10 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 #: derives from the actor id and key), and one process may use two stores in turn
 _GAVE_UP: OrderedDict[tuple[str, str, str], Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
+
+#: reads damaged (or malformed) in a row after which ``call_outcome`` raises the IntegrityError:
+#: one cut in transit reads whole the next time; one damaged at rest never does
+_DAMAGED_READS = 3
 
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
 _CYCLE_MAX = 0.25
