@@ -102,6 +102,23 @@ def test_an_event_id_pending_under_another_name_is_refused_not_dropped(actor_sto
     assert [tuple(e) for e in till.view.run()] == [("paid", 30), ("refunded", 5)]
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_a_sender_that_may_write_the_inbox_but_not_read_it_still_resends_a_pending_event(
+    store_spec: StoreSpec,
+) -> None:
+    """A webhook sender with put-only credentials on the inbox: a resend of a pending event meets
+    it, cannot read it back to check its name, and is taken for it (one event), as before."""
+    store = init_switchable(store_spec)
+    till = Till.get_or_create("till")
+    denied = vc.errors.PermissionDeniedError("injected: AccessDenied", "k")
+    store.fail = lambda op, key: denied if op == "get" and "/inbox/" in key else None
+    assert vc.send_event("till", "paid", 30, event_id="e1") == "e1"
+    assert vc.send_event("till", "paid", 30, event_id="e1") == "e1"
+    store.fail = lambda op, key: None
+    till.process_events()
+    assert [tuple(e) for e in till.view.run()] == [("paid", 30)]
+
+
 # -- call_outcome -------------------------------------------------------------------------------
 def _applied_after_giving_up(store_spec: StoreSpec, **settings: Any) -> tuple[Switchable, str]:
     """``me/1`` was posted, its caller gave up (CallPendingError), and ``me/2``'s fold applied it

@@ -269,15 +269,21 @@ async def applied_event(
 class _Blips:
     """Transient storage errors (and reads damaged in transit) met by a wait: the wait polls on
     through them, as it does while the event is not applied yet, until they have lasted
-    ``Settings.deadline`` in a row (then the last one is raised: the store is down)."""
+    ``Settings.deadline`` in a row (then the last one is raised: the store is down), or until
+    3 reads in a row were damaged (damaged at rest: reading again will not help)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.limit = runtime.settings.deadline
         self.since: float | None = None
+        self.damaged = 0
 
     def absorb(self, exc: Exception) -> None:
         if isinstance(exc, FormatVersionError) or not isinstance(exc, RetryableStorageError | IntegrityError):
             raise exc
+        if not isinstance(exc, RetryableStorageError):
+            self.damaged += 1
+            if self.damaged >= 3:
+                raise exc
         now = time.monotonic()
         if self.since is None:
             self.since = now
@@ -286,6 +292,7 @@ class _Blips:
 
     def cleared(self) -> None:
         self.since = None
+        self.damaged = 0
 
 
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:

@@ -307,6 +307,11 @@ async def put_event(
             last = exc  # it may have landed: the read below tells
         try:
             there = await read_event(store, key, signing_key)
+        except PermissionDeniedError:
+            # A sender allowed to write the inbox but not to read it: the object there is taken
+            # for this event (its name cannot be checked), as a create-only put alone would.
+            logger.debug("%s: exists and cannot be read back here; taken for this event", key)
+            return
         except (StorageError, IntegrityError) as exc:
             last = exc
             continue
