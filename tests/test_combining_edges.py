@@ -192,8 +192,10 @@ def test_a_batch_with_an_internal_call_does_not_pass_a_pending_post_of_ours(
     ``vc.cancel_timer``'s CANCEL, made at the same time as ``me/2``) cannot be posted; it raced
     for the next step directly, so ``me/2`` committed while ``me/1`` was still pending.
     Now it waits behind the pending post: folded by us once the lease is free (``gone``:
-    ``me/1`` then ``me/2``), or, while the holder stays stalled, it fails after
-    ``commit_timeout`` with nothing of it applied (``CommitConflictError``)."""
+    ``me/1`` then ``me/2``), or, while the holder stays stalled, the internal call fails after
+    ``commit_timeout`` with nothing of it applied (``CommitConflictError``). (Since review-h26
+    a contended batch is cut where internal and user calls meet: ``me/2`` is posted behind
+    ``me/1``, pending as well, and applied after it.)"""
     init_switchable(store_spec, combine_window=60.0, commit_timeout=0.5)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1
@@ -212,12 +214,14 @@ def test_a_batch_with_an_internal_call_does_not_pass_a_pending_post_of_ours(
         log.add.run("me/2")
         assert log.applied.run() == ["me/0", "me/1", "me/2"]
         return
+    with pytest.raises(CallPendingError):
+        log.add.run("me/2")  # posted behind me/1: pending too, never before it
     with pytest.raises(vc.CommitConflictError, match="still pending"):
-        log.add.run("me/2")
+        cancel.future.result(0)
     assert "me/2" not in log.applied.run()
     _hold_lease_elsewhere("a", 0.0)  # the holder is gone: our next call folds every pending post
     log.add.run("me/3")
-    assert log.applied.run() == ["me/0", "me/1", "me/3"]
+    assert log.applied.run() == ["me/0", "me/1", "me/2", "me/3"]
 
 
 # -- 4. call_outcome says "never" while the fold's step put that carries the call is in flight ------

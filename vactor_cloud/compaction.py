@@ -48,12 +48,13 @@ keeps its log 30 days for the same reason). ``vactor compact`` refuses a
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import numbers
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vactor_cloud import codec
 from vactor_cloud.errors import (
@@ -65,7 +66,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     VactorError,
 )
-from vactor_cloud.keys import tasks_prefix
+from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import IfMatch
@@ -79,6 +80,8 @@ __all__ = [
     "raise_watermark",
     "validate_compaction_args",
 ]
+
+logger = logging.getLogger("vactor_cloud")
 
 #: default ``min_age``: a day, past any realistic stall of a writer (see the module docstring)
 DEFAULT_MIN_AGE = 24 * 3600.0
@@ -112,6 +115,9 @@ class CompactionReport:
     deleted_steps: int
     deleted_tasks: int
     held_by_min_age: int
+    #: calls whose failure record (for ``workflow.resume``) was older than ``min_age`` and went:
+    #: they can no longer be resumed (each is also logged as a warning)
+    unresumable: tuple[str, ...] = ()
 
     @property
     def kept_steps(self) -> int:
@@ -194,7 +200,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
     # runs, the remaining steps stay contiguous but for the chunk being deleted.
     for chunk in _chunks(doomed, _PARALLEL):
         await log.store.delete_many([log.step_key(step) for step in chunk])
-    deleted_tasks = await _delete_tasks(log, tasks, committed_calls, started - min_age)
+    deleted_tasks, unresumable = await _delete_tasks(log, tasks, committed_calls, started - min_age)
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
     await _delete_dedup_checkpoints(log, watermark)
     return CompactionReport(
@@ -204,6 +210,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
         deleted_steps=len(doomed),
         deleted_tasks=deleted_tasks,
         held_by_min_age=max(0, by_count - max(target, current)),
+        unresumable=tuple(unresumable),
     )
 
 
@@ -334,28 +341,47 @@ async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
 
 async def _delete_tasks(
     log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float
-) -> int:
-    """Delete the checkpoints of calls committed in deleted steps, or written before ``cutoff``.
+) -> tuple[int, list[str]]:
+    """Delete the checkpoints of calls committed in deleted steps, or written before ``cutoff``;
+    how many objects, and the calls whose failure record went (no longer resumable).
 
     A call committed long ago never runs again (a retry with its idempotency
     key is answered from the step's table), so its children are not needed.
     A checkpoint older than ``cutoff`` belongs to a call abandoned (or running
     longer than ``min_age``, which then recomputes the children it loses).
     The age is the ``time`` in the checkpoint's metadata; a checkpoint without
-    a readable time is kept.
+    a readable time is kept. A call with a failure record is aged by that record
+    (rewritten at each failure), not by its first checkpoint: a call that failed
+    just now, its first step checkpointed long ago, stays resumable for ``min_age``.
     """
     doomed: list[str] = []
+    unresumable: list[str] = []
     undecided = [call_id for call_id in tasks if call_id not in committed_calls]
     for call_id, keys in tasks.items():
         if call_id in committed_calls:
             doomed.extend(keys)
     for chunk in _chunks(undecided, _PARALLEL):
-        ages = await asyncio.gather(*(_checkpoint_time(log, min(tasks[c])) for c in chunk))
-        for call_id, written in zip(chunk, ages, strict=True):
-            if written is not None and written <= cutoff:
-                doomed.extend(tasks[call_id])
+        # (a failure record names the call's newest failure; else the first checkpoint)
+        aged_by = [_aged_by(log.actor_id, call_id, tasks[call_id]) for call_id in chunk]
+        metas = await asyncio.gather(*(_checkpoint_meta(log, key) for key in aged_by))
+        for call_id, key, meta in zip(chunk, aged_by, metas, strict=True):
+            written = _written_at(meta)
+            if meta is None or written is None or written > cutoff:
+                continue
+            doomed.extend(tasks[call_id])
+            if key == failure_key(log.actor_id, call_id):
+                unresumable.append(call_id)
+                logger.warning(
+                    "actor %r: the failure record of call %s (method %r), recorded %.0f s ago, was "
+                    "older than compaction's min_age: compaction removed it, and the call can no "
+                    "longer be resumed (workflow.resume); run it again as a new call if it is still wanted",
+                    log.actor_id,
+                    call_id,
+                    meta.get("method"),
+                    time.time() - written,
+                )
     await log.store.delete_many(doomed)  # in any order: nothing reads them any more
-    return len(doomed)
+    return len(doomed), unresumable
 
 
 async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
@@ -380,13 +406,23 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     return len(doomed)
 
 
-async def _checkpoint_time(log: ActorLog, key: str) -> float | None:
+def _aged_by(actor_id: str, call_id: str, keys: list[str]) -> str:
+    """The object whose ``time`` ages one call's group: its failure record, else its first checkpoint."""
+    record = failure_key(actor_id, call_id)
+    return record if record in keys else min(keys)
+
+
+async def _checkpoint_meta(log: ActorLog, key: str) -> dict[str, Any] | None:
+    """The meta of a checkpoint or failure record; None if gone or unreadable."""
     try:
         blob = await log.store.get(key)
-        meta = codec.decode(key, blob.data, signing_key=log.signing_key).meta
-        written = meta.get("time")
+        return codec.decode(key, blob.data, signing_key=log.signing_key).meta
     except (NotFoundError, IntegrityError):
         return None
+
+
+def _written_at(meta: dict[str, Any] | None) -> float | None:
+    written = None if meta is None else meta.get("time")
     return float(written) if isinstance(written, int | float) else None
 
 

@@ -726,6 +726,15 @@ class ActorCore(Folder):
         an earlier post of ours is pending). ``keys``: a listing of ``posts/``
         the caller just made.
         """
+        runs = self._postable_runs(batch)
+        if len(runs) > 1:
+            # Internal calls cannot be posted; beside them, user calls would race for the step
+            # under contention (and fail after losing race after race) instead of posting.
+            # Each run commits in turn, in queue order (a run behind a pending post of ours
+            # waits for it: see _behind_our_post).
+            for run in runs:
+                self._commit(run)
+            return
         env = self.env
         settings = env.settings
         attempts = 0

@@ -18,7 +18,8 @@ Guarantees (the inbox protocol itself is described in ``inbox.py``):
 * ``send_event`` costs one create-only PUT (plus, the first time this
   process sends to an actor it has not loaded, one LIST to check that the
   actor exists). It never waits for the actor's writers. Sending the same
-  ``event_id`` twice stores it once.
+  ``event_id`` twice stores it once; a send whose answer was lost is retried
+  as the same object, so one call is one event.
 * Each event is applied exactly once, by the handler marked
   ``@virtual_actor.on_event(name)``, in inbox order, folded into the actor's
   next commit: any writer call, ``process_events()``, ``wait_for_event()``
@@ -31,7 +32,6 @@ Guarantees (the inbox protocol itself is described in ``inbox.py``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 import uuid
@@ -47,8 +47,10 @@ from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.errors import (
     ActorNotFoundError,
-    AlreadyExistsError,
+    FormatVersionError,
+    IntegrityError,
     ReentrantCallError,
+    RetryableStorageError,
     RuntimeShutdownError,
 )
 from vactor_cloud.ids import validate_event_name
@@ -57,6 +59,7 @@ from vactor_cloud.inbox import (
     ActorInbox,
     encode_event,
     event_dedup_key,
+    put_event,
     serialize_payload,
     validate_event_id,
 )
@@ -108,10 +111,10 @@ async def _send(
     runtime = get_runtime()
     if not create and not await _actor_exists(runtime, actor_id):
         raise ActorNotFoundError(actor_id, runtime.store.describe())
-    key, data = encode_event(actor_id, event_id, name, payload, serializer, runtime.settings.signing_key)
-    # AlreadyExistsError: this event id is already waiting (or our own earlier attempt landed).
-    with contextlib.suppress(AlreadyExistsError):
-        await runtime.store.put(key, data, mode="create")
+    signing_key = runtime.settings.signing_key
+    # Encoded once: every attempt creates the same object (see put_event).
+    key, data = encode_event(actor_id, event_id, name, payload, serializer, signing_key)
+    await put_event(runtime.store, key, data, name=name, signing_key=signing_key)
     _inbox(runtime, actor_id).signal()
     return event_id
 
@@ -130,7 +133,11 @@ def send_event(
     Give ``event_id`` (a webhook's delivery id, a message id) to make
     retried sends safe: an event id is stored once and applied once (within
     the dedup window, even after it left the inbox). Without it a fresh id
-    is generated and every send is a new event.
+    is generated and every call is a new event. Either way the id and the
+    object are chosen once per call: a put whose answer was lost is retried
+    as the same object (one event); when every attempt fails,
+    ``EventInDoubtError.event_id`` is the id to send again with. An id
+    already waiting under another name raises ``ValueError`` (nothing stored).
 
     ``ActorNotFoundError`` if the actor does not exist, unless
     ``create=True``: the event then waits in the inbox and is applied after
@@ -259,17 +266,53 @@ async def applied_event(
     return None if outcome is None else delivered(outcome)
 
 
+class _Blips:
+    """Transient storage errors (and reads damaged in transit) met by a wait: the wait polls on
+    through them, as it does while the event is not applied yet, until they have lasted
+    ``Settings.deadline`` in a row (then the last one is raised: the store is down), or until
+    3 reads in a row were damaged (damaged at rest: reading again will not help)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.limit = runtime.settings.deadline
+        self.since: float | None = None
+        self.damaged = 0
+
+    def absorb(self, exc: Exception) -> None:
+        if isinstance(exc, FormatVersionError) or not isinstance(exc, RetryableStorageError | IntegrityError):
+            raise exc
+        if not isinstance(exc, RetryableStorageError):
+            self.damaged += 1
+            if self.damaged >= 3:
+                raise exc
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        elif now - self.since >= self.limit:
+            raise exc
+
+    def cleared(self) -> None:
+        self.since = None
+        self.damaged = 0
+
+
 async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str | None) -> Any:
     runtime = get_runtime()
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
+    blips = _Blips(runtime)
     while True:
         _check_open(runtime, actor_id, name)
-        # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
-        # queues behind a writer method of the actor that is running: bounded by the timeout
-        # (cut off, it goes on in the background; the newest step is still looked at).
-        await _by(_process(actor_id), deadline)
-        outcome = await _applied_now(runtime, actor_id, name, event_id)
+        try:
+            # The waiter drives the inbox itself: an idle actor has no writer to do it. Applying
+            # queues behind a writer method of the actor that is running: bounded by the timeout
+            # (cut off, it goes on in the background; the newest step is still looked at).
+            await _by(_process(actor_id), deadline)
+            outcome = await _applied_now(runtime, actor_id, name, event_id)
+        except Exception as exc:  # (events apply exactly once: applying them again is safe)
+            blips.absorb(exc)
+            outcome = None
+        else:
+            blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
         remaining = _remaining(deadline, actor_id, name, timeout, event_id)
@@ -283,12 +326,19 @@ def _wait_here(
     """:func:`_wait` for a plain thread, applying the events itself (see :func:`_process_here`)."""
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
+    blips = _Blips(runtime)
     while True:
         _check_open(runtime, actor_id, name)
-        _process_here(
-            runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-        )
-        outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+        try:
+            _process_here(
+                runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+            )
+            outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+        except Exception as exc:  # (see _wait)
+            blips.absorb(exc)
+            outcome = None
+        else:
+            blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
         remaining = _remaining(deadline, actor_id, name, timeout, event_id)
@@ -347,6 +397,7 @@ def wait_for_event(
     that raised has its exception re-raised here. While waiting, pending
     events are applied (as ``process_events`` does), polling with a backoff
     up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
+    Transient storage errors are polled through, until they last ``Settings.deadline``.
     """
     _check_wait(timeout, event_id)
     _refuse_own_writer(actor_id, "wait_for_event")

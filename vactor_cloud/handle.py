@@ -166,6 +166,8 @@ class ActorHandle(Generic[T]):
         ``CallPendingError`` again while it may still be applied; ``LookupError``
         when it was not applied and never will be (and for an actor whose serializer is
         ``"json"``: its calls are never posted). ``error.call_ids`` names the calls.
+        Reads that fail transiently are retried until ``Settings.deadline``; then
+        ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later.
         """
         return get_runtime().core(self.actor_id).call_outcome(call_id).unwrap()
 

@@ -77,10 +77,18 @@ from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup
 from vactor_cloud.definition import ActorDefinition
-from vactor_cloud.errors import IntegrityError, NotFoundError, StateSerializationError, StorageError
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    RetryableStorageError,
+    StateSerializationError,
+    StorageError,
+)
 from vactor_cloud.ids import event_dedup_key, validate_event_id
 from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
-from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.storage import ObjectStore
 
 __all__ = [
@@ -88,6 +96,7 @@ __all__ = [
     "PAYLOAD_SERIALIZERS",
     "PROCESS_EVENTS",
     "ActorInbox",
+    "EventInDoubtError",
     "InboxEvent",
     "encode_event",
     "event_dedup_key",
@@ -95,11 +104,15 @@ __all__ = [
     "inbox_key",
     "inbox_prefix",
     "list_inbox",
+    "put_event",
     "read_event",
     "validate_event_id",
 ]
 
 logger = logging.getLogger("vactor_cloud")
+
+#: attempts of one send's create (the same object each time) before EventInDoubtError
+_SEND_ATTEMPTS = 5
 
 #: method name of the queued marker call behind ``process_events()``; never a real method
 PROCESS_EVENTS = "__vactor_process_events__"
@@ -278,6 +291,77 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
         # (not a suffix test: an object under inbox/<a>/<id> is no event's, whatever its id)
         raise IntegrityError(key, f"holds event {event.event_id!r}, not the one its key names")
     return event
+
+
+class EventInDoubtError(RetryableStorageError):
+    """``send_event`` could not tell whether its event was stored (every attempt failed, and
+    the last may have landed). ``event_id`` is the id it chose: sending again with it stores
+    and applies the event once either way; sending again without it may make a second one."""
+
+    def __init__(self, message: str, key: str, event_id: str) -> None:
+        super().__init__(message, key)
+        self.event_id = event_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.key, self.event_id))
+
+
+async def put_event(
+    store: ObjectStore, key: str, data: bytes, *, name: str, signing_key: bytes | None
+) -> None:
+    """Store one send's event object (from :func:`encode_event`), exactly once.
+
+    The object is created with the same bytes on every attempt: an attempt whose answer was
+    lost, retried, meets its own object, reads it back and is done (a fresh object per
+    attempt made the handler run twice). An object already there under the same name is
+    this event, sent before (deduplicated: nothing new is stored); under another name it is
+    another event holding the id while it waits: ``ValueError``, nothing stored (it used to
+    be dropped silently). Transient failures are retried a few times; then
+    :class:`EventInDoubtError` names the event id to send again with.
+    """
+    event_id = key.rsplit("/", 1)[1]
+    last: Exception | None = None
+    for attempt in range(_SEND_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(retry_pause(attempt - 1))
+        try:
+            await store.put(key, data, mode="create")
+            return
+        except AlreadyExistsError:
+            pass
+        except PermissionDeniedError:
+            raise  # refused, not in doubt: nothing was written
+        except StorageError as exc:
+            last = exc  # it may have landed: the read below tells
+        try:
+            there = await read_event(store, key, signing_key)
+        except PermissionDeniedError:
+            # A sender allowed to write the inbox but not to read it: the object there is taken
+            # for this event (its name cannot be checked), as a create-only put alone would.
+            logger.debug("%s: exists and cannot be read back here; taken for this event", key)
+            return
+        except (StorageError, IntegrityError) as exc:
+            last = exc
+            continue
+        if there is None:
+            # Not there: it never landed, or it was applied and deleted since (ours, or an
+            # earlier send of this id). Create it again: an applied one is recognised by the
+            # next fold (its key is in the dedup table) and deleted unapplied.
+            continue
+        if there.name != name:
+            raise ValueError(
+                f"{key}: event id {event_id!r} is already waiting in the inbox as a {there.name!r} "
+                f"event, not {name!r}; nothing was stored. An event id names one event while it "
+                "waits: send this one under another id (or again once the first has left the inbox)"
+            )
+        return
+    raise EventInDoubtError(
+        f"{key}: could not tell whether event {event_id!r} was stored after {_SEND_ATTEMPTS} "
+        f"attempts (last: {last}); send it again with event_id={event_id!r}: it is stored and "
+        "applied once either way (without that id, a second event may be made)",
+        key,
+        event_id,
+    ) from last
 
 
 async def list_inbox(store: ObjectStore, actor_id: str) -> list[str]:

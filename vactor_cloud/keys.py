@@ -24,6 +24,7 @@ from vactor_cloud.ids import MAX_ID_BYTES, MAX_TIMER_KEY_BYTES
 
 __all__ = [
     "ACTORS",
+    "FAILED_CALL",
     "LONGEST_KEY",
     "STEP_DIGITS",
     "TIMER_CLAIMS",
@@ -33,6 +34,7 @@ __all__ = [
     "actor_prefix",
     "class_key",
     "dedup_prefix",
+    "failure_key",
     "gc_key",
     "head_key",
     "inbox_key",
@@ -117,6 +119,15 @@ def tasks_prefix(actor_id: str, call_id: str | None = None) -> str:
 
 def task_key(actor_id: str, call_id: str, position: int) -> str:
     return f"{tasks_prefix(actor_id, call_id)}{position:06d}"
+
+
+#: the last part of a failed call's record for resume, beside its sub-task checkpoints
+FAILED_CALL = "failed"
+
+
+def failure_key(actor_id: str, call_id: str) -> str:
+    """Where the failure of one call is recorded (for ``workflow.resume``): beside its checkpoints."""
+    return f"{tasks_prefix(actor_id, call_id)}{FAILED_CALL}"
 
 
 #: the due index of durable timers: entries sort by due time (milliseconds since the epoch)

@@ -58,6 +58,7 @@ __all__ = [
     "StepTakenError",
     "actor_prefix",
     "classify_late_commit",
+    "retry_pause",
     "unrecordable",
 ]
 
@@ -523,7 +524,7 @@ class ActorLog:
                 # the step may be ours, and a commit it is must not be reported as corrupt.
                 last_error = exc
                 existing = None
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(retry_pause(attempt))
                 continue
             if existing is not None:
                 if existing.writer == record.writer:
@@ -534,7 +535,7 @@ class ActorLog:
             # it was never there (an ambiguous failure that did not land).
             if await self._compacted_step_was_ours(record, definite=last_error is None):
                 return False
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(retry_pause(attempt))
         if last_error is None:
             # Every attempt met an object that was gone when read back: only a
             # compaction racing this commit does that. Nothing tells whose it was.
@@ -606,7 +607,7 @@ class ActorLog:
             try:
                 return await self.read_watermark()
             except (StorageError, IntegrityError):
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(retry_pause(attempt))
         try:
             return await self.read_watermark()
         except (StorageError, IntegrityError) as exc:
@@ -910,7 +911,7 @@ class ActorLog:
             with contextlib.suppress(StorageError):
                 if await self.store.head(key) is not None:
                     return
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(retry_pause(attempt))
         assert last_error is not None  # every way round the loop without returning sets it
         raise last_error
 
@@ -934,5 +935,7 @@ class ActorLog:
 _STRAYS_SEEN: set[str] = set()
 
 
-def _backoff(attempt: int) -> float:
+def retry_pause(attempt: int) -> float:
+    """The jittered pause before retry ``attempt`` (0-based) of a request whose outcome was
+    unknown or that failed transiently: 10 ms doubling, at most 1 s."""
     return float(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))

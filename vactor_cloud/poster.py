@@ -34,11 +34,14 @@ from vactor_cloud.errors import (
     CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    FormatVersionError,
     IntegrityError,
+    RetryableStorageError,
     StorageError,
+    StorageTimeoutError,
 )
 from vactor_cloud.lease import Lease
-from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.posting import (
     Post,
     PostBox,
@@ -50,6 +53,7 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.timers import armed_unindexed, write_entries
 
 __all__ = ["CombiningEnv", "Posted", "Poster"]
 
@@ -109,6 +113,7 @@ class Poster:
         def _distrust(self) -> None: ...
         def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None: ...
         def _lease_for_fold(self) -> bool: ...
+        def _contended(self) -> bool: ...
 
     def __init__(self) -> None:
         #: when this process last posted a batch for lost races: contended until combine_window later
@@ -188,6 +193,22 @@ class Poster:
             and definition.serializer == "pickle"
             and all(c.frozen is not None for c in batch)
         )
+
+    def _postable_runs(self, batch: list[PendingCall]) -> list[list[PendingCall]]:
+        """``batch`` cut where calls that can be posted and internal ones meet, under contention
+        (one run otherwise: an uncontended batch commits whole, one PUT)."""
+        postable = [c for c in batch if c.frozen is not None]
+        if not postable or len(postable) == len(batch) or not self._may_post(postable):
+            return [batch]
+        if not self._contended():
+            return [batch]
+        runs: list[list[PendingCall]] = [[batch[0]]]
+        for call in batch[1:]:
+            if (call.frozen is None) == (runs[-1][-1].frozen is None):
+                runs[-1].append(call)
+            else:
+                runs.append([call])
+        return runs
 
     def _served_lately(self) -> bool:
         """Whether another process's fold applied a post of ours in the last quarter of
@@ -425,6 +446,7 @@ class Poster:
             # When the holder built the step that applied our post, after we wrote it.
             after = min(_CYCLE_MAX, max(0.0, folded_in.time - posted.post.time))
             self._fold_after = 0.8 * self._fold_after + 0.2 * after
+        self._index_armed(newest, posted)
         # Each outcome loads here, ours alone (not another caller's). One that does not load
         # (its class is not here, or its bytes are malformed) fails that call alone: applied,
         # so CallPendingError with the load error as its cause (call_outcome raises it).
@@ -445,6 +467,19 @@ class Poster:
             call.deliver(outcome)
         if self._outstanding is posted:
             self._outstanding = None
+
+    def _index_armed(self, newest: StepRecord, posted: Posted) -> None:
+        """Timers our posted calls armed are indexed before their callers hear of them, as a
+        commit of our own would (the folder that applied them may have died before its index
+        write). Nothing for an actor without timers."""
+        armed = armed_unindexed(self.log.store, self.actor_id, newest.extra, posted.base_step)
+        if armed:
+            try:
+                self.env.run(write_entries(self.log.store, self.actor_id, armed))
+            except Exception as exc:  # the step stays the truth: a later commit or a repair indexes it
+                logger.warning(
+                    "actor %r: could not index timers its posted calls armed: %s", self.actor_id, exc
+                )
 
     def _settle_if_folded(self, posted: Posted, batch: list[PendingCall], base: StepRecord) -> bool:
         """If a commit (ours or another process's) applied our post: deliver its outcomes."""
@@ -513,8 +548,40 @@ class Poster:
 
         ``CallPendingError`` while it may still be applied; ``LookupError``
         when it was not applied and never will be, or is not found among the
-        newest ``scan`` steps (nor known to this process).
+        newest ``scan`` steps (nor known to this process). A read that fails
+        transiently is retried until ``Settings.deadline``; then
+        ``StorageTimeoutError``: not known yet, ask again later. A read damaged
+        (``IntegrityError``) is retried twice, then raised (damaged at rest).
         """
+        deadline = self.env.settings.deadline
+        give_up_at = time.monotonic() + deadline
+        attempt = damaged = 0
+        while True:
+            try:
+                return self._look_up_outcome(call_id, scan)
+            except FormatVersionError:
+                raise  # a newer release wrote the step: no retry reads it
+            except (RetryableStorageError, IntegrityError) as exc:
+                if isinstance(exc, IntegrityError) and not isinstance(exc, RetryableStorageError):
+                    damaged += 1
+                    if damaged >= _DAMAGED_READS:
+                        raise  # damaged at rest (or malformed), not in transit: reading again won't help
+                counters.transient_retry(self.actor_id, exc)
+                self._distrust()
+                pause = retry_pause(attempt)
+                attempt += 1
+                if time.monotonic() + pause >= give_up_at:
+                    raise StorageTimeoutError(
+                        f"actor {self.actor_id!r}: call_outcome({call_id!r}) could not read the "
+                        f"store within Settings.deadline ({deadline:g} s), last: {exc}; whether the "
+                        "call was applied is not known yet (it is applied at most once either way): "
+                        "ask call_outcome again later",
+                        getattr(exc, "key", ""),
+                    ) from exc
+                time.sleep(pause)
+
+    def _look_up_outcome(self, call_id: str, scan: int) -> Outcome:
+        """One try of :meth:`call_outcome`; storage errors are the caller's to retry."""
         newest = self.env.run(self.revalidate())
         if self.definition is not None and self.definition.serializer != "pickle":
             # Its calls are never posted: no step of it holds outcomes, and reading a part so
@@ -556,6 +623,8 @@ class Poster:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted
                     break
+                if posted is not None:
+                    self._index_armed(newest, posted)
                 return found
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
@@ -608,6 +677,10 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 #: derives from the actor id and key), and one process may use two stores in turn
 _GAVE_UP: OrderedDict[tuple[str, str, str], Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
+
+#: reads damaged (or malformed) in a row after which ``call_outcome`` raises the IntegrityError:
+#: one cut in transit reads whole the next time; one damaged at rest never does
+_DAMAGED_READS = 3
 
 #: the longest holder commit interval a poster's looks adapt to (seconds; longer gaps are idle time)
 _CYCLE_MAX = 0.25

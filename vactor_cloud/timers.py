@@ -29,7 +29,9 @@ generations carry none; their entries keep the old name,
 An entry is written *after* the commit that scheduled its timer, so a crash
 in between leaves a pending timer without an entry. It is written again by
 the next commit of that actor in any process that does not know the entry
-exists (this process's memory of entries it wrote or listed), and by
+exists (this process's memory of entries it wrote or listed), by the poster
+of a call another process's fold applied (before its caller hears of it:
+``armed_unindexed``), and by
 ``repair_index`` (``vactor timers repair``), which reads every actor's
 newest step. An entry whose timer is gone (fired, cancelled, rescheduled)
 is dropped when a runner meets it.
@@ -71,12 +73,14 @@ __all__ = [
     "Timer",
     "TimerEdits",
     "TimerTable",
+    "armed_unindexed",
     "index_after_commit",
     "list_index",
     "pending_timers",
     "remember_listed",
     "timer_dedup_key",
     "validate_timer_key",
+    "write_entries",
 ]
 
 #: the key of the timer table in ``StepRecord.extra``
@@ -580,6 +584,24 @@ async def index_after_commit(
     ]
     if todo:
         await write_entries(store, actor_id, todo)
+
+
+def armed_unindexed(store: ObjectStore, actor_id: str, extra: dict[str, Any], after_step: int) -> list[Timer]:
+    """A poster's part, once another process's fold applied its calls: the pending timers of
+    ``extra`` (a step at or after the one that applied them) that a step after ``after_step``
+    (the newest the poster knew when it posted) put in the table, and whose entries this
+    process does not know. The folder indexes them after its commit; a folder that dies
+    between its commit and its index write leaves them to the poster (:func:`write_entries`:
+    a create-only PUT each, which finds the folder's entry when it did not die). Empty,
+    and no parsing, for an actor without timers."""
+    if not extra.get(TIMERS):
+        return []
+    known = _memory.known(store, actor_id)
+    return [
+        t
+        for t in pending_timers(extra).values()
+        if t.gen is not None and t.gen > after_step and (t.key, t.due_ms, t.gen) not in known
+    ]
 
 
 async def repair_index(store: ObjectStore, actor_ids: list[str], read_extra: Any) -> int:

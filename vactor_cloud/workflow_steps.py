@@ -77,7 +77,8 @@ from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
 from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
-from vactor_cloud.subtask import Subtask, actor_serializer, tasks_prefix
+from vactor_cloud.keys import FAILED_CALL, failure_key
+from vactor_cloud.subtask import Subtask, actor_serializer
 
 if TYPE_CHECKING:
     from vactor_cloud.storage import ObjectStore
@@ -101,7 +102,7 @@ logger = logging.getLogger("vactor_cloud.workflow_steps")
 
 #: Ray's default: a raising step runs again up to three times
 DEFAULT_MAX_RETRIES = 3
-_FAILED = "failed"
+_FAILED = FAILED_CALL
 #: the part of a failed-call record holding the call as JSON (a json actor's, when JSON carries it)
 _JSON_CALL = "call.json"
 
@@ -421,11 +422,6 @@ class FailedCall:
     #: ``(key, sender, seq)`` of the post the call came in, if it was posted: while that post
     #: may still be applied by a fold, resume must not run the call (it would apply twice)
     post: tuple[str, str, int] | None = None
-
-
-def failure_key(actor_id: str, call_id: str) -> str:
-    """Where the failure of one call is recorded: beside its step checkpoints."""
-    return f"{tasks_prefix(actor_id, call_id)}{_FAILED}"
 
 
 class _RecordedFailures:
