@@ -33,6 +33,7 @@ Guarantees (DESIGN.md §4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import math
@@ -63,8 +64,10 @@ from vactor_cloud.errors import (
     ActorBusyError,
     ActorNotFoundError,
     CommitConflictError,
+    CommitOutcomeUnknownError,
     IntegrityError,
     ReentrantCallError,
+    RuntimeShutdownError,
     StorageError,
     StorageTimeoutError,
     VactorError,
@@ -113,6 +116,10 @@ class CommitHook(Protocol):
         """After the outcome is known (committed when ``result.state``): cleanup, marker futures."""
         ...
 
+    async def finish(self) -> None:
+        """At shutdown: until its background work (listings, cleanup) has ended."""
+        ...
+
 
 class CoreEnv(CombiningEnv, Protocol):
     """What an :class:`ActorCore` needs from its runtime, and nothing more: what contention
@@ -130,6 +137,14 @@ class CoreEnv(CombiningEnv, Protocol):
 
     def weigh(self, core: ActorCore, delta: int) -> None:
         """``core``'s cached bytes changed by ``delta``."""
+        ...
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """Around a thread's hold of the actor (shutdown waits for it to end)."""
+        ...
+
+    def shutdown_error(self) -> RuntimeShutdownError:
+        """What a call gets that shutdown stopped before it started."""
         ...
 
 
@@ -620,6 +635,10 @@ class ActorCore(Folder):
         result without also serving every later call; what is left goes to a
         waiter or the pool.
         """
+        with self.env.working():
+            self._drain_batches(until)
+
+    def _drain_batches(self, until: Future[Any] | None) -> None:
         max_batch = self.env.settings.max_batch
         while True:
             batch = self._claim_batch(max_batch)
@@ -642,9 +661,20 @@ class ActorCore(Folder):
                     self.env.spawn(self._drain_from_pool)
                 return
 
+    def wake(self) -> None:
+        """Wake a lease holder waiting between folds (it looks at the runtime again: shutdown)."""
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers
-        are quiet (their calls join the next fold). Ends when the lease is given up."""
+        are quiet (their calls join the next fold). Ends when the lease is given up, or when
+        the runtime shuts down."""
+        with self.env.working():
+            self._serve_folds()
+
+    def _serve_folds(self) -> None:
         with self._mutex:
             if self._draining or self._serving:
                 return
@@ -659,7 +689,7 @@ class ActorCore(Folder):
         #: fold-only commits in a row that committed nothing
         stuck = 0
         try:
-            while self._holding():
+            while self._holding() and not self.env.closed:
                 batch = self._claim_batch(max_batch)
                 if batch:
                     self._commit(batch)
@@ -747,6 +777,13 @@ class ActorCore(Folder):
         #: our last fold carried other processes' posts and its put lost: they still wait
         others_wait = False
         while True:
+            if env.closed:
+                # Shutdown began: no attempt starts (one that ran when it began finished).
+                if posted is not None:
+                    fail_calls(batch, self._pending_error(posted, batch))
+                else:
+                    fail_calls(batch, env.shutdown_error())
+                return
             if posted is not None and not fold:
                 try:
                     waited = self._wait_for_fold(posted, batch, give_up_at)
@@ -888,6 +925,8 @@ class ActorCore(Folder):
                     # first (it skipped the parent) finds its own without another GET.
                     carried=base.posted if folded and len(base.posted) <= _CARRY_MAX else b"",
                 )
+                if env.stopped:  # (the inline put below does not go through env.run)
+                    raise env.shutdown_error()
                 put_started = time.monotonic()
                 put_sent = True
                 if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
@@ -967,6 +1006,26 @@ class ActorCore(Folder):
                         write_in_flight=True,
                     )
                 fail_calls(batch, reported)
+                return
+            except RuntimeShutdownError as exc:
+                # Shutdown stopped waiting for this attempt: its requests were cancelled.
+                self._invalidate()
+                if posted is not None:
+                    pending = self._pending_error(posted, batch)
+                    pending.__cause__ = exc
+                    fail_calls(batch, pending)
+                elif put_sent:
+                    unknown = CommitOutcomeUnknownError(
+                        self.actor_id,
+                        record.step,
+                        f"the runtime shut down after the write of step {record.step} was sent and "
+                        "before its answer: the calls may or may not have been applied (look at the "
+                        "actor, or use an idempotency key, before calling again)",
+                    )
+                    unknown.__cause__ = exc
+                    fail_calls(batch, unknown)
+                else:
+                    fail_calls(batch, exc)
                 return
             except Exception as exc:
                 self._invalidate()

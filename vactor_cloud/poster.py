@@ -63,6 +63,10 @@ class CombiningEnv(Protocol):
 
     store: ObjectStore
     settings: Settings
+    #: shutdown began: waits end, no commit attempt starts
+    closed: bool
+    #: shutdown finished waiting: no storage request may be made any more
+    stopped: bool
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
@@ -269,8 +273,8 @@ class Poster:
         longest = max(0.05, self._cycle)
         while True:
             now = time.monotonic()
-            if now >= give_up_at:
-                return "timeout"
+            if now >= give_up_at or self.env.closed:
+                return "timeout"  # (at shutdown: the post stays, and may still be applied)
             time.sleep(pause * (0.75 + 0.5 * random.random()))
             pause = min(longest, pause * 1.5)
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -23,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -94,6 +95,8 @@ class HeadFlusher:
         #: one flush at a time (made on the IO loop): the last one at shutdown waits for a
         #: periodic one in flight, whose moves would otherwise outlive the runtime's executor
         self._flushing: asyncio.Lock | None = None
+        #: the periodic flush, while it runs (cancelled by ``stop``)
+        self._task: asyncio.Task[None] | None = None
 
     def mark(self, core: ActorCore, *, lazy: bool = False) -> None:
         """Ask for ``core``'s HEAD to be moved to its newest known step (any thread).
@@ -130,7 +133,16 @@ class HeadFlusher:
             _sync.get_loop().call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
-        asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """The last flush (every pending move), then no more: the periodic one ends."""
+        await self.flush()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _run(self) -> None:
         while True:
@@ -171,6 +183,59 @@ class HeadFlusher:
             core = move.core()
             if core is not None and (core.head is None or core.head.step < result.step):
                 core.head = result
+
+
+class _Work:
+    """What a runtime has going on: pool tasks, trips to the IO loop, background coroutines,
+    actors a thread holds. Shutdown waits until it is all done (:meth:`wait_done`).
+
+    Each piece is a token with the thread it runs on (``None``: not on a thread yet, or on
+    the IO loop); a thread never waits for its own (``shutdown()`` from inside a method).
+    """
+
+    def __init__(self) -> None:
+        self._done = threading.Condition(threading.Lock())
+        self._items: dict[int, int | None] = {}
+        self._tokens = itertools.count()
+
+    def begin(self, ident: int | None = None) -> int:
+        token = next(self._tokens)
+        with self._done:
+            self._items[token] = ident
+        return token
+
+    def runs_on(self, token: int, ident: int) -> None:
+        with self._done:
+            if token in self._items:
+                self._items[token] = ident
+
+    def end(self, token: int, *_: object) -> None:
+        with self._done:
+            self._items.pop(token, None)
+            self._done.notify_all()
+
+    def _others(self) -> int:
+        me = threading.get_ident()
+        return sum(1 for ident in self._items.values() if ident != me)
+
+    def wait_done(self, until: float) -> int:
+        """Wait until only this thread's own work is left, at most until ``until`` (monotonic);
+        how many pieces of other threads' work are left."""
+        with self._done:
+            while True:
+                left = self._others()
+                remaining = until - time.monotonic()
+                if not left or remaining <= 0:
+                    return left
+                self._done.wait(remaining)
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        token = self.begin(threading.get_ident())
+        try:
+            yield
+        finally:
+            self.end(token)
 
 
 class Creation:
@@ -244,30 +309,51 @@ class Runtime:
         #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
         self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
-        #: set by ``close``: waits that poll this runtime (``wait_for_event``) end
+        #: set as ``close`` begins: waits that poll this runtime (``wait_for_event``, a poster's,
+        #: a lease holder's) end, and no commit attempt starts
         self.closed = False
+        #: set once ``close`` has waited for what was running: no storage request is made any more
+        self.stopped = False
+        #: what is running (``close`` waits for it), and the trips to the IO loop in flight
+        self._work = _Work()
+        self._in_flight: set[Any] = set()
 
     # -- the cores' environment -----------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds."""
         deadline = self.settings.deadline
+        if self.stopped:
+            coro.close()
+            raise self._stopped_error()
+        token = self._work.begin(threading.get_ident())
         try:
-            return _sync.sync(coro, timeout=deadline, eager=self._eager)
+            return _sync.sync(coro, timeout=deadline, eager=self._eager, tracker=self._in_flight)
+        except _sync.BridgeCancelled:
+            raise self._stopped_error() from None
         except _sync.BridgeTimeout:
             counters.deadline_timeout(self.store.describe(), deadline)
             raise StorageTimeoutError(
                 f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
                 "(Settings.deadline): the store is stalled or unreachable",
             ) from None
+        finally:
+            self._work.end(token)
 
     def spawn(
         self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None
     ) -> None:
         """Run ``fn`` on the pool. ``on_shutdown(error)``: settles what ``fn`` would have, if
         the runtime shuts down before ``fn`` starts (or has shut down already)."""
+        token = self._work.begin()
+
+        def run() -> None:
+            self._work.runs_on(token, threading.get_ident())
+            fn()
+
         try:
-            task = self.executor.submit(fn)
+            task = self.executor.submit(run)
         except RuntimeError:  # the runtime (or the interpreter) has shut down
+            self._work.end(token)
             error = self._shutdown_error()
             if on_shutdown is not None:
                 on_shutdown(error)
@@ -275,6 +361,7 @@ class Runtime:
             if isinstance(owner, ActorCore):
                 self._fail_queued(owner, error)
             return
+        task.add_done_callback(functools.partial(self._work.end, token))
         if on_shutdown is not None:
             self._settle_on_shutdown[task] = on_shutdown
             task.add_done_callback(self._task_done)
@@ -282,6 +369,21 @@ class Runtime:
     def _task_done(self, task: Future[None]) -> None:
         if not task.cancelled():
             self._settle_on_shutdown.pop(task, None)
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """Around a thread's hold of an actor (a drain, a lease holder's folds): shutdown
+        waits for it to end."""
+        return self._work.working()
+
+    def _stopped_error(self) -> RuntimeShutdownError:
+        return RuntimeShutdownError(
+            f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "
+            "init() again) while this operation ran: its storage request was not made, or was "
+            "cancelled; retry it (the next call starts a new runtime)"
+        )
+
+    def shutdown_error(self) -> RuntimeShutdownError:
+        return self._shutdown_error()
 
     def _shutdown_error(self) -> RuntimeShutdownError:
         return RuntimeShutdownError(
@@ -303,12 +405,21 @@ class Runtime:
                 call.deliver(Outcome(False, error))
 
     def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return _sync.submit(coro)
+        """Run ``coro`` on the IO loop (shutdown waits for it; refused once the runtime stopped)."""
+        if self.stopped:
+            coro.close()
+            refused: Future[T] = Future()
+            refused.set_exception(self._stopped_error())
+            return refused
+        token = self._work.begin()
+        future = _sync.submit(coro)
+        future.add_done_callback(functools.partial(self._work.end, token))
+        return future
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
-        # After close (a call that was running at shutdown committed): dropped. HEAD is a hint;
-        # a move flushed later would write to a store its user may have deleted meanwhile.
-        if not self.closed:
+        # Once stopped (a call still running when shutdown stopped waiting committed): dropped.
+        # HEAD is a hint; a move flushed later would write to a store its user may have deleted.
+        if not self.stopped:
             self.heads.mark(core, lazy=lazy)
 
     def weigh(self, core: ActorCore, delta: int) -> None:
@@ -537,34 +648,77 @@ class Runtime:
         """Apply a write on this thread (or wait for the thread that holds the actor)."""
         self.core(actor_id).call(call)
 
-    async def aclose(self) -> None:
-        """Release folder leases, flush pending HEAD moves and release connections."""
+    def _all_cores(self) -> list[ActorCore]:
+        """Every core of this runtime, evicted ones still alive included."""
         with self._lock:
-            cores = list(self._cores.values())
+            return [*self._cores.values(), *self._evicted.values()]
+
+    async def aclose(self) -> None:
+        """Release folder leases, finish the inboxes' background work, flush pending HEAD
+        moves and release connections (``close`` calls it once nothing else runs)."""
+        cores = self._all_cores()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(core.shutdown_lease() for core in cores if core.leased))
-        await self.heads.flush()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(core.inbox.finish() for core in cores))
+        await self.heads.stop()
         await self.store.close()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush and release (``aclose``), stop the pool, and settle every call that has not
-        started: its caller gets ``RuntimeShutdownError`` (not applied). Calls already running
-        finish on their threads and settle as usual."""
+        """Shut down; once this returns, the runtime makes no storage request and none of its
+        threads runs (within ``timeout``: see below), and every call made to it has its outcome.
+
+        Calls that have not started fail with ``RuntimeShutdownError`` (not applied), and so
+        do commit attempts that would start from now on (a retry after a lost race); a
+        poster stops waiting for the lease holder's fold (``CallPendingError``: it may
+        still be applied); a lease holder stops folding. What is running (a method and its
+        commit attempt, a fold, a background delete or listing) is waited for, up to
+        ``timeout`` seconds; past that, its storage requests in flight are cancelled and no
+        new one is made (its call fails with ``RuntimeShutdownError``, or with
+        ``CommitOutcomeUnknownError`` if its step's put may have landed), and a method body
+        still running (which cannot be stopped) is logged. Then leases are released, HEAD
+        pointers flushed (``aclose``) and the pool's threads joined, within what is left of
+        ``timeout`` (at least a second)."""
         if os.getpid() != self._pid:
             return
-        self.closed = True
-        with contextlib.suppress(Exception):
-            _sync.sync(self.aclose(), timeout=timeout)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        until = time.monotonic() + timeout
         error = self._shutdown_error()
+        # What has not started never starts: pool tasks are cancelled, queued calls failed.
+        self.executor.shutdown(wait=False, cancel_futures=True)
         for task, settle in list(self._settle_on_shutdown.items()):
             if task.cancelled():
                 self._settle_on_shutdown.pop(task, None)
                 settle(error)
-        with self._lock:
-            cores = list(self._cores.values())
+        cores = self._all_cores()
         for core in cores:
             self._fail_queued(core, error)
+            core.wake()  # a lease holder between folds sees ``closed`` now
+        left = self._work.wait_done(until)
+        self.stopped = True
+        if left:
+            # Past the timeout: what still runs makes no request from now on.
+            _sync.cancel(self._in_flight)
+            logger.warning(
+                "vactor_cloud: shutdown waited %g s (close(timeout)) for %d piece(s) of work of the "
+                "runtime on %s still running (a method body, a stalled request): their storage "
+                "requests are cancelled and no new one is made",
+                timeout,
+                left,
+                self.store.describe(),
+            )
+        with contextlib.suppress(Exception):
+            _sync.sync(self.aclose(), timeout=max(until - time.monotonic(), 1.0))
+        for core in cores:
+            self._fail_queued(core, error)
+        # The pool's idle threads end at once (the shutdown told them); a method body still
+        # running keeps its thread (logged above).
+        for thread in list(getattr(self.executor, "_threads", ())):
+            if thread is not threading.current_thread():
+                thread.join(max(until - time.monotonic(), 0.0))
 
 
 def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> ActorDefinitionError:

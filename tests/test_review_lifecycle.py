@@ -1,0 +1,220 @@
+"""Hostile review: the runtime's lifecycle (shutdown, init again) and whole-operation deadlines.
+
+Each test failed before its fix. Premises are made to happen with events (a request held
+in the store until the test lets it go), never with sleeps; waits are bounded (a join with a
+timeout, then the assertion) and timing is asserted only as a generous "does not hang".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from combining_workers import OrderLog
+from test_combining import commit_behind_its_back, foreign_box, post_adds
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.keys import posts_prefix
+from vactor_cloud.runtime import Runtime
+from vactor_cloud.storage import ObjectStore
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+#: how long a test waits for what must happen at once before calling it a hang
+HANG = 60.0
+
+
+# -- helpers ------------------------------------------------------------------------------------
+class Recorder(FaultyStore):
+    """Forwards everything and records each request (operation, key). ``hold(match)``: the
+    next requests ``match`` accepts wait (``entered`` set) until ``release`` is set."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, FaultConfig())
+        self.log: list[tuple[str, str]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._match: Callable[[str, str], bool] | None = None
+
+    def hold(self, match: Callable[[str, str], bool]) -> None:
+        self.entered.clear()
+        self.release.clear()
+        self._match = match
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        self.log.append((operation, key))
+        match = self._match
+        if match is not None and match(operation, key):
+            self.entered.set()
+            until = time.monotonic() + HANG
+            while not self.release.is_set() and time.monotonic() < until:
+                await asyncio.sleep(0.002)
+        return await super()._around(operation, key, run, **batch)
+
+
+def recorded(spec: StoreSpec, **settings: Any) -> tuple[Runtime, Recorder]:
+    spec.init(settings=vc.Settings(storage="", **settings))
+    runtime = vc.get_runtime()
+    store = Recorder(runtime.store)
+    runtime.store = store
+    return runtime, store
+
+
+def step_put(operation: str, key: str) -> bool:
+    return operation == "put" and "/steps/" in key
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = HANG) -> bool:
+    until = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """``fn()`` on a daemon thread; the list gets its result or exception."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # the test looks at it
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def pool_threads_alive(runtime: Runtime) -> list[str]:
+    return [t.name for t in list(runtime.executor._threads) if t.is_alive()]
+
+
+def settle_the_loop() -> None:
+    """A few turns of the IO loop (whatever was scheduled on it runs)."""
+    for _ in range(5):
+        _sync.sync(asyncio.sleep(0.01))
+
+
+def become_lease_holder(runtime: Runtime) -> Any:
+    """Actor "a" of OrderLog, whose lease this process holds and serves (folds others' posts
+    on a pool thread)."""
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and takes the lease
+    log.add.run("me/1")
+    core = runtime.core("a")
+    assert wait_until(lambda: core._serving), "the lease holder does not serve"
+    return log
+
+
+# -- 1. shutdown leaves nothing running ------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_timing_out_on_a_holders_stalled_fold_stops_it_and_nothing_runs_after(
+    store_spec: StoreSpec,
+) -> None:
+    """The lease holder's fold of another process's post stalls in its step put; close(timeout)
+    runs out: on return the holder's thread has ended, a call queued behind it has its
+    outcome, and the runtime makes no storage request afterwards. (Before: close returned
+    with the holder's thread still in its fold, which then went on writing to the store.)"""
+    runtime, store = recorded(store_spec, combine_after=1, combine_window=60.0)
+    log = become_lease_holder(runtime)
+    store.hold(step_put)
+    post_adds(foreign_box("a"), ["other/0"])
+    try:
+        assert store.entered.wait(HANG), "the holder did not fold the post"
+        queued = log.add.run_async("me/2")
+        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
+        stopping.join(HANG)
+        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        assert pool_threads_alive(runtime) == [], "a thread of the shut-down runtime still runs"
+        assert queued.done(), "a call in flight has no outcome after shutdown"
+        assert isinstance(queued.exception(0), vc.RuntimeShutdownError), queued.exception(0)
+        made = len(store.log)
+    finally:
+        store.release.set()
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_timing_out_on_a_stalled_commit_reports_its_outcome_unknown(store_spec: StoreSpec) -> None:
+    """A caller's commit is in its step put when close(timeout) runs out: the call fails with
+    CommitOutcomeUnknownError (the put may land), by the time close returns; nothing is
+    written afterwards. (Before: close returned with the call still waiting on its put.)"""
+    runtime, store = recorded(store_spec)
+    log = OrderLog.get_or_create("b")
+    log.add.run("me/0")
+    store.hold(step_put)
+    caller, box = in_background(lambda: log.add.run("me/1"))
+    try:
+        assert store.entered.wait(HANG)
+        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
+        stopping.join(HANG)
+        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        caller.join(HANG)  # (close returned: the call must have its outcome already)
+        assert box, "the call in flight has no outcome"
+        assert isinstance(box[0], vc.CommitOutcomeUnknownError), box
+        made = len(store.log)
+    finally:
+        store.release.set()
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_waits_for_a_holders_fold_in_flight_which_commits_once(store_spec: StoreSpec) -> None:
+    """The holder's fold is in its step put when shutdown begins: shutdown waits for it (the
+    other process's call is applied once, its post deleted), then the holder stops; once
+    shutdown returned, nothing of the runtime runs or writes."""
+    runtime, store = recorded(store_spec, combine_after=1, combine_window=60.0)
+    log = become_lease_holder(runtime)
+    store.hold(step_put)
+    post_adds(foreign_box("a"), ["other/0"])
+    try:
+        assert store.entered.wait(HANG), "the holder did not fold the post"
+        stopping, _ = in_background(vc.shutdown)
+        assert wait_until(lambda: runtime.closed)
+    finally:
+        store.release.set()
+    stopping.join(HANG)
+    assert not stopping.is_alive(), "shutdown hangs"
+    assert pool_threads_alive(runtime) == [], "a thread of the shut-down runtime still runs"
+    made = len(store.log)
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert log.applied.run() == ["me/0", "me/1", "other/0"]
+    assert _sync.sync(store.inner.list(posts_prefix("a"))) == [], "the folded post was left behind"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_waits_for_a_commit_in_flight_and_its_caller_gets_the_result(store_spec: StoreSpec) -> None:
+    """A caller's commit is in its step put when shutdown begins: shutdown waits for it and
+    the caller gets its result (an acknowledged commit, never a lost one)."""
+    runtime, store = recorded(store_spec)
+    log = OrderLog.get_or_create("c")
+    log.add.run("me/0")
+    store.hold(step_put)
+    caller, box = in_background(lambda: log.add.run("me/1"))
+    try:
+        assert store.entered.wait(HANG)
+        stopping, _ = in_background(vc.shutdown)
+        assert wait_until(lambda: runtime.closed)
+    finally:
+        store.release.set()
+    stopping.join(HANG)
+    assert not stopping.is_alive(), "shutdown hangs"
+    caller.join(HANG)
+    assert box == [2], box
+    made = len(store.log)
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
