@@ -8,6 +8,7 @@ timeout, then the assertion) and timing is asserted only as a generous "does not
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from test_combining import commit_behind_its_back, foreign_box, post_adds
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.storage import ObjectStore
@@ -218,3 +220,43 @@ def test_shutdown_waits_for_a_commit_in_flight_and_its_caller_gets_the_result(st
     made = len(store.log)
     settle_the_loop()
     assert store.log[made:] == [], "storage requests after shutdown returned"
+
+
+# -- 4. a done-callback raising while a posted batch still waits ------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_done_callback_raising_in_a_fold_that_left_our_post_out_does_not_fail_our_calls(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Our batch is posted; our fold applies another process's post only (the batch is full)
+    and settles its calls, one of whose done-callbacks raises SystemExit. Our calls, still
+    pending, must get their own outcomes from the next fold (before: the callback's
+    SystemExit failed them, as if not applied, while their post stayed to be applied later),
+    and the callback's exception is logged (before: unseen on the pool thread)."""
+    recorded(store_spec, combine_after=1, combine_window=60.0, max_batch=2)
+    log = OrderLog.get_or_create("d")
+    log.add.run("me/0")
+    box = foreign_box("d")
+    theirs = post_adds(box, ["c/0", "c/1"])  # fills the fold's batch:
+    post_adds(box, ["c/2"])  # the fold stops here, before our post
+    original = PendingCall.deliver
+
+    def deliver(self: PendingCall, outcome: Any) -> None:
+        if self.call_id == theirs[0]:
+
+            def leave(_: object) -> None:
+                raise SystemExit("raised by a done-callback")
+
+            self.future.add_done_callback(leave)
+        original(self, outcome)
+
+    monkeypatch.setattr(PendingCall, "deliver", deliver)
+    commit_behind_its_back("d")  # our next commit loses the race, posts, and folds
+    with caplog.at_level(logging.ERROR, logger="vactor_cloud"):
+        mine = log.add.run_async("me/1")
+        assert mine.result(HANG) == 5, "our pending call did not get its own outcome"
+    assert log.applied.run() == ["me/0", "c/0", "c/1", "c/2", "me/1"]
+    assert any(
+        "raised by a done-callback" in r.getMessage()
+        or (r.exc_info and "raised by a done-callback" in str(r.exc_info[1]))
+        for r in caplog.records
+    ), "the callback's exception was not reported"

@@ -740,7 +740,22 @@ class ActorCore(Folder):
         our calls, commit); post and wait (another process holds the lease, or
         an earlier post of ours is pending). ``keys``: a listing of ``posts/``
         the caller just made.
+
+        A done-callback of another call's future that raised a ``BaseException`` while a
+        fold settled that call (logged there) is raised here once ``batch`` has its own
+        outcomes, not before: our calls may still wait for their fold.
         """
+        raised: list[BaseException] = []
+        try:
+            self._commit_attempts(batch, keys, raised)
+        finally:
+            if raised:
+                raise raised[0]
+
+    def _commit_attempts(
+        self, batch: list[PendingCall], keys: list[str] | None, raised: list[BaseException]
+    ) -> None:
+        """``_commit``'s loop (see there)."""
         env = self.env
         settings = env.settings
         attempts = 0
@@ -1059,7 +1074,10 @@ class ActorCore(Folder):
             self.env.head_moved(self, lazy=firing_only(record.calls))
             if posted is not None and posted.post not in folded:
                 # We folded older posts only (the batch was full): ours waits for the next fold.
-                self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
+                try:
+                    self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
+                except BaseException as exc:  # a done-callback's (logged): after our outcomes
+                    raised.append(exc)
                 continue
             if posted is not None:
                 self._outstanding = None
@@ -1069,8 +1087,21 @@ class ActorCore(Folder):
     def _settle(
         self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
     ) -> None:
+        """Deliver each call of a committed step its outcome, then let the inbox settle its
+        part. A done-callback raising a ``BaseException`` (futures catch ``Exception`` only)
+        is logged here (on a pool thread nobody would see it) and raised once every call
+        has its outcome."""
         try:
             deliver_all(zip(calls, result.outcomes, strict=True))
+        except BaseException as exc:
+            logger.error(
+                "actor %r: a done-callback of a call's future raised %r; every call of the step "
+                "has its own outcome",
+                self.actor_id,
+                exc,
+                exc_info=exc,
+            )
+            raise
         finally:
             if hooked:
                 # The inbox looked at this commit (events folded, markers answered): it settles its part.
