@@ -44,6 +44,12 @@ class Recorder(FaultyStore):
         self.entered = threading.Event()
         self.release = threading.Event()
         self._match: Callable[[str, str], bool] | None = None
+        self._slow: Callable[[str, str], bool] | None = None
+        self._seconds = 0.0
+
+    def slow_down(self, match: Callable[[str, str], bool], seconds: float) -> None:
+        """Requests ``match`` accepts each take ``seconds`` longer (a slow store)."""
+        self._slow, self._seconds = match, seconds
 
     def hold(self, match: Callable[[str, str], bool]) -> None:
         self.entered.clear()
@@ -52,6 +58,9 @@ class Recorder(FaultyStore):
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
         self.log.append((operation, key))
+        slow = self._slow
+        if slow is not None and slow(operation, key):
+            await asyncio.sleep(self._seconds)
         match = self._match
         if match is not None and match(operation, key):
             self.entered.set()
@@ -260,3 +269,112 @@ def test_a_done_callback_raising_in_a_fold_that_left_our_post_out_does_not_fail_
         or (r.exc_info and "raised by a done-callback" in str(r.exc_info[1]))
         for r in caplog.records
     ), "the callback's exception was not reported"
+
+
+# -- 2. whole operations bounded by Settings.deadline -----------------------------------------------
+#: each request of the slow store takes this long: within Settings.timeout (10 s), past the deadline
+SLOW = 3.0
+#: Settings.deadline in these tests
+DEADLINE = 1.0
+
+
+def every_request(operation: str, key: str) -> bool:
+    return True
+
+
+@vc.virtual_actor
+class Ledger:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+    def doubled_in_children(self, values: list[int]) -> list[int]:
+        return list(vc.subtask(_double).map(values))
+
+    @vc.virtual_actor.on_event("paid")
+    def on_paid(self, payload: int) -> None:
+        self.total += payload
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def slow_runtime(spec: StoreSpec) -> Recorder:
+    _, store = recorded(spec, deadline=DEADLINE, timeout=10.0, fresh_window=0.0)
+    return store
+
+
+def raises_past_the_deadline(fn: Callable[[], Any], hint: str) -> None:
+    """``fn()`` ends with StorageTimeoutError naming Settings.deadline and what to do (``hint``),
+    well before what the slow store would take to answer it all."""
+    thread, box = in_background(fn)
+    thread.join(HANG)
+    assert not thread.is_alive(), "the operation hangs"
+    assert box and isinstance(box[0], vc.StorageTimeoutError), f"not bounded by Settings.deadline: {box}"
+    assert "Settings.deadline" in str(box[0]) and hint in str(box[0]), str(box[0])
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_send_event_on_a_slow_store_is_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    Ledger.get_or_create("e1")
+    store.slow_down(every_request, SLOW)
+    raises_past_the_deadline(lambda: vc.send_event("e1", "paid", 5, event_id="pay-1"), "event_id='pay-1'")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_send_event_async_on_a_slow_store_is_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    Ledger.get_or_create("e2")
+    store.slow_down(every_request, SLOW)
+    raises_past_the_deadline(
+        lambda: asyncio.run(vc.send_event_async("e2", "paid", 5, event_id="pay-2")), "event_id='pay-2'"
+    )
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_list_actors_on_a_slow_store_is_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    Ledger.get_or_create("l1")
+    store.slow_down(every_request, SLOW)
+    raises_past_the_deadline(vc.list_actors, "limit=")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_compact_on_a_slow_store_is_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    ledger = Ledger.get_or_create("c1")
+    for amount in range(4):
+        ledger.add.run(amount)
+    store.slow_down(every_request, SLOW)
+    raises_past_the_deadline(lambda: ledger.compact(keep_last=1, min_age=1e-6), "compacting again is safe")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_process_events_waiting_for_slow_deletes_is_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    ledger = Ledger.get_or_create("p1")
+    vc.send_event("p1", "paid", 5, event_id="pay-3")
+    store.slow_down(lambda operation, key: operation == "delete", SLOW)
+    raises_past_the_deadline(ledger.process_events, "applied 1 event")
+    assert ledger.add.run(0) == 5  # applied once
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_subtask_checkpoint_writes_on_a_slow_store_are_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    ledger = Ledger.get_or_create("s1")
+    store.slow_down(lambda operation, key: operation == "put" and "/tasks/" in key, SLOW)
+    raises_past_the_deadline(lambda: ledger.doubled_in_children.run([1, 2]), "not checkpointed")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_subtask_checkpoint_reads_on_a_slow_store_are_bounded_by_the_deadline(store_spec: StoreSpec) -> None:
+    store = slow_runtime(store_spec)
+    ledger = Ledger.get_or_create("s2")
+    store.slow_down(lambda operation, key: operation == "list" and "/tasks/" in key, SLOW)
+    raises_past_the_deadline(lambda: ledger.doubled_in_children.run([1, 2]), "no child was run")

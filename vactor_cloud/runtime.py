@@ -319,8 +319,9 @@ class Runtime:
         self._in_flight: set[Any] = set()
 
     # -- the cores' environment -----------------------------------------------------------
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds."""
+    def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+        """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds
+        (then ``StorageTimeoutError``, ending with ``hint``: what to do about it)."""
         deadline = self.settings.deadline
         if self.stopped:
             coro.close()
@@ -331,13 +332,29 @@ class Runtime:
         except _sync.BridgeCancelled:
             raise self._stopped_error() from None
         except _sync.BridgeTimeout:
-            counters.deadline_timeout(self.store.describe(), deadline)
-            raise StorageTimeoutError(
-                f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
-                "(Settings.deadline): the store is stalled or unreachable",
-            ) from None
+            raise self._deadline_error(hint) from None
         finally:
             self._work.end(token)
+
+    async def bounded(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+        """On the IO loop: await ``coro``, at most ``Settings.deadline`` seconds (as :meth:`run`
+        bounds a thread's wait; for async twins and I/O started now and waited for later)."""
+        scope = asyncio.timeout(self.settings.deadline)
+        try:
+            async with scope:
+                return await coro
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the operation's own (a request's StorageTimeoutError)
+            raise self._deadline_error(hint) from None
+
+    def _deadline_error(self, hint: str) -> StorageTimeoutError:
+        deadline = self.settings.deadline
+        counters.deadline_timeout(self.store.describe(), deadline)
+        return StorageTimeoutError(
+            f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
+            "(Settings.deadline): the store is stalled or unreachable" + (f"; {hint}" if hint else ""),
+        )
 
     def spawn(
         self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None

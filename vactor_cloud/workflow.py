@@ -113,7 +113,7 @@ def get_status(actor_id: str) -> WorkflowStatus:
     """The status of the actor ``actor_id`` (see :class:`WorkflowStatus`); ``ActorNotFoundError``."""
     runtime = get_runtime()
     runtime.load(actor_id)
-    return _sync.sync(_status(runtime, actor_id))
+    return runtime.run(_status(runtime, actor_id))
 
 
 def list_all(
@@ -138,7 +138,7 @@ def list_all(
         statuses = await asyncio.gather(*(_status(runtime, a.actor_id) for a in actors))
         return [(a.actor_id, s) for a, s in zip(actors, statuses, strict=True) if s in wanted]
 
-    return _sync.sync(collect())
+    return runtime.run(collect(), hint="list the actors a page at a time with vc.list_actors(limit=...)")
 
 
 def resume(actor_id: str) -> ActorFuture[list[Any]]:
@@ -163,7 +163,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     """
     runtime = get_runtime()
     runtime.load(actor_id)
-    failed = _sync.sync(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
+    failed = runtime.run(list_failures(runtime.store, actor_id, runtime.settings.signing_key))
     failed = [call for call in failed if not _applied_elsewhere(runtime, call)]
     futures = [_rerun_once(runtime, call) for call in failed]
     combined: ActorFuture[list[Any]] = ActorFuture()
