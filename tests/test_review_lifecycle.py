@@ -8,6 +8,7 @@ timeout, then the assertion) and timing is asserted only as a generous "does not
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -291,6 +292,10 @@ class Ledger:
         self.total += amount
         return self.total
 
+    @vc.virtual_actor.readonly
+    def get_total(self) -> int:
+        return self.total
+
     def doubled_in_children(self, values: list[int]) -> list[int]:
         return list(vc.subtask(_double).map(values))
 
@@ -378,3 +383,37 @@ def test_subtask_checkpoint_reads_on_a_slow_store_are_bounded_by_the_deadline(st
     ledger = Ledger.get_or_create("s2")
     store.slow_down(lambda operation, key: operation == "list" and "/tasks/" in key, SLOW)
     raises_past_the_deadline(lambda: ledger.doubled_in_children.run([1, 2]), "no child was run")
+
+
+# -- 3. a lease holder folding for others does not keep a pool thread ---------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_pool_work_runs_while_a_lease_holder_folds_for_others_on_every_pool_thread(
+    store_spec: StoreSpec,
+) -> None:
+    """With max_workers=1, the one pool thread serves the lease of a contended actor whose other
+    process keeps posting. A read-only run_async on another actor, waited for with a timeout
+    (which does not run it on the waiting thread), must still run: before, it waited for as
+    long as the other process posted (the holder's serving loop kept the thread)."""
+    runtime, _ = recorded(store_spec, combine_after=1, combine_window=600.0, max_workers=1)
+    other = Ledger.get_or_create("r1")
+    become_lease_holder(runtime)
+    stop = threading.Event()
+    box = foreign_box("a")
+
+    def keep_posting() -> None:
+        seq = 0
+        while not stop.is_set():
+            post_adds(box, [f"other/{seq}"])
+            seq += 1
+
+    poster, _ = in_background(keep_posting)
+    try:
+        assert wait_until(lambda: runtime.core("a").record.step > 4), "the holder does not fold"  # type: ignore[union-attr]
+        read = other.get_total.run_async()
+        done, _ = concurrent.futures.wait([read], timeout=HANG / 3)
+        assert done, "a read-only call waited for the pool while a lease holder folded for others"
+        assert read.result(0) == 0
+        assert runtime.core("a")._serving or runtime.core("a")._holding(), "(the premise: still holding)"
+    finally:
+        stop.set()
+        poster.join(HANG)

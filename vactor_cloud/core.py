@@ -227,6 +227,8 @@ class ActorCore(Folder):
         "_mutex",
         "_put_seconds",
         "_queue",
+        "_serve_backoff",
+        "_serve_queued",
         "_serving",
         "_stored_classes",
         "_stored_sha",
@@ -269,8 +271,12 @@ class ActorCore(Folder):
         self._lost_at = -math.inf
         self._put_seconds = 0.0
         self._weight = 0
-        #: the lease holder folds others' posts from a pool thread while its callers are quiet
+        #: the lease holder folds others' posts from a pool thread while its callers are quiet,
+        #: one round per pool task: whether a round runs, whether one is queued, and the
+        #: backoff carried between rounds (listings that found nothing, folds that committed nothing)
         self._serving = False
+        self._serve_queued = False
+        self._serve_backoff = (0, 0)
         self._wake: threading.Event | None = None
         self.inbox = inbox(self)
 
@@ -586,18 +592,23 @@ class ActorCore(Folder):
             self._draining = True
         self._drain(until=None)
 
-    def _release(self) -> bool:
-        """Give the actor up; wake the waiters. True if writes are left for someone else
-        (or if we hold the folder lease: a pool thread goes on folding others' posts)."""
+    def _release(self, *, serve: bool = True) -> bool:
+        """Give the actor up; wake the waiters. True if writes are left for someone else.
+        If we hold the folder lease (and ``serve``), a pool task goes on folding others' posts."""
         with self._mutex:
             self._draining = False
             left = bool(self._queue)
             if not left:
                 self._queue = None
             waiters = list(self._waiters or ())
+            serve = serve and not left and not self._serving and not self._serve_queued
         for wake in waiters:
             wake.set()
-        if not left and self._holding() and not self._serving:
+        if serve and self._holding() and not self.env.closed:
+            with self._mutex:
+                if self._serve_queued:
+                    return left
+                self._serve_queued = True
             self.env.spawn(self._serve)
         return left
 
@@ -669,12 +680,17 @@ class ActorCore(Folder):
 
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers
-        are quiet (their calls join the next fold). Ends when the lease is given up, or when
-        the runtime shuts down."""
+        are quiet (their calls join the next fold). One round (a fold, or a listing and a short
+        wait) per pool task: the next round is queued behind whatever else waits for the pool.
+        Serving a loop on one task kept the thread for as long as other processes posted, and
+        with ``max_workers`` contended actors pool work (``run_async`` waited on with a timeout,
+        or awaited) waited all that time. Ends when the lease is given up, or at shutdown."""
+        with self._mutex:
+            self._serve_queued = False
         with self.env.working():
-            self._serve_folds()
+            self._serve_round()
 
-    def _serve_folds(self) -> None:
+    def _serve_round(self) -> None:
         with self._mutex:
             if self._draining or self._serving:
                 return
@@ -683,23 +699,23 @@ class ActorCore(Folder):
             if self._wake is None:
                 self._wake = threading.Event()
             wake = self._wake
-        max_batch = self.env.settings.max_batch
-        #: listings in a row that found nothing: the next one waits longer (up to 10 ms)
-        empty = 0
-        #: fold-only commits in a row that committed nothing
-        stuck = 0
+        #: listings in a row that found nothing (the next one waits longer, up to 10 ms), and
+        #: fold-only commits in a row that committed nothing: kept from round to round
+        empty, stuck = self._serve_backoff
+        again = False
         try:
-            while self._holding() and not self.env.closed:
-                batch = self._claim_batch(max_batch)
+            if self._holding() and not self.env.closed:
+                again = True
+                batch = self._claim_batch(self.env.settings.max_batch)
                 if batch:
                     self._commit(batch)
                     self._fail_unsettled(batch)
                     empty = 0
-                    continue
+                    return
                 wake.clear()
                 self._gather_posts(wake)
                 if wake.is_set():
-                    continue  # our callers have calls: they fold now
+                    return  # our callers have calls: they fold now
                 try:
                     keys = self._post_keys()
                 except (StorageError, IntegrityError):
@@ -710,25 +726,28 @@ class ActorCore(Folder):
                     self._commit([], keys)
                     if self.record is None or self.record.step != before:
                         empty = stuck = 0
-                        continue
+                        return
                     # Nothing committed: the posts went meanwhile, or the first one waits
                     # behind a damaged read. Pause before listing and reading it again
-                    # (not once the lease is given up: the loop ends).
+                    # (not once the lease is given up: serving ends).
                     stuck += 1
                     if self._holding():
                         wake.wait(damaged_pause(stuck))
-                    continue
+                    return
                 stuck = 0
                 # About a put's time after a fold; less often while nothing comes (a LIST each).
                 wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
                 empty += 1
         except Exception as exc:  # a defect or a closed store: the next caller takes over
+            again = False
             logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
         finally:
+            self._serve_backoff = (empty, stuck) if again else (0, 0)
             with self._mutex:
                 self._serving = False
-            self._release_nearly_lapsed_lease()
-            if self._release():
+            if not again:
+                self._release_nearly_lapsed_lease()
+            if self._release(serve=again):
                 self.env.spawn(self._drain_from_pool)
 
     # -- writes (the holder's thread) ---------------------------------------------------------
