@@ -317,6 +317,8 @@ class Runtime:
         #: what is running (``close`` waits for it), and the trips to the IO loop in flight
         self._work = _Work()
         self._in_flight: set[Any] = set()
+        #: set once ``close`` has returned (a second ``close`` waits for the first)
+        self._closed = threading.Event()
 
     # -- the cores' environment -----------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
@@ -567,6 +569,8 @@ class Runtime:
         return self._create(definition, actor_id, freeze_arguments(args, kwargs))
 
     def _create(self, definition: ActorDefinition, actor_id: str, frozen: Frozen) -> tuple[ActorCore, bool]:
+        if self.closed:  # (a creation started by a waiter after shutdown began: not started)
+            raise self._shutdown_error()
         core = self.core(actor_id)
         with contextlib.suppress(ActorNotFoundError):
             self.run(core.ensure_loaded())
@@ -699,9 +703,17 @@ class Runtime:
         if os.getpid() != self._pid:
             return
         with self._lock:
-            if self.closed:
-                return
+            closing = self.closed
             self.closed = True
+        if closing:  # another thread closes it: returns once that close has
+            self._closed.wait(timeout)
+            return
+        try:
+            self._close(timeout)
+        finally:
+            self._closed.set()
+
+    def _close(self, timeout: float) -> None:
         until = time.monotonic() + timeout
         error = self._shutdown_error()
         # What has not started never starts: pool tasks are cancelled, queued calls failed.
@@ -714,7 +726,8 @@ class Runtime:
         for core in cores:
             self._fail_queued(core, error)
             core.wake()  # a lease holder between folds sees ``closed`` now
-        left = self._work.wait_done(until)
+        # (Not on the IO loop, which what it would wait for needs: a call from there only cancels.)
+        left = self._work.wait_done(until if not _sync.in_loop_thread() else 0.0)
         self.stopped = True
         if left:
             # Past the timeout: what still runs makes no request from now on.
