@@ -745,8 +745,8 @@ class ActorCore(Folder):
             self._serve_backoff = (empty, stuck) if again else (0, 0)
             with self._mutex:
                 self._serving = False
-            if not again:
-                self._release_nearly_lapsed_lease()
+            # (Acts only once the lease nears its end: when serving ends anyway.)
+            self._release_nearly_lapsed_lease()
             if self._release(serve=again):
                 self.env.spawn(self._drain_from_pool)
 

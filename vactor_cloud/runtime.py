@@ -571,6 +571,12 @@ class Runtime:
     def _create(self, definition: ActorDefinition, actor_id: str, frozen: Frozen) -> tuple[ActorCore, bool]:
         if self.closed:  # (a creation started by a waiter after shutdown began: not started)
             raise self._shutdown_error()
+        with self._work.working():  # (shutdown waits for a creation running, ``__init__`` too)
+            return self._create_now(definition, actor_id, frozen)
+
+    def _create_now(
+        self, definition: ActorDefinition, actor_id: str, frozen: Frozen
+    ) -> tuple[ActorCore, bool]:
         core = self.core(actor_id)
         with contextlib.suppress(ActorNotFoundError):
             self.run(core.ensure_loaded())
