@@ -42,6 +42,8 @@ class Recorder(FaultyStore):
     def __init__(self, inner: ObjectStore) -> None:
         super().__init__(inner, FaultConfig())
         self.log: list[tuple[str, str]] = []
+        #: requests that went on to the wrapped store (past a hold)
+        self.reached: list[tuple[str, str]] = []
         self.entered = threading.Event()
         self.release = threading.Event()
         self._match: Callable[[str, str], bool] | None = None
@@ -68,6 +70,7 @@ class Recorder(FaultyStore):
             until = time.monotonic() + HANG
             while not self.release.is_set() and time.monotonic() < until:
                 await asyncio.sleep(0.002)
+        self.reached.append((operation, key))
         return await super()._around(operation, key, run, **batch)
 
 
@@ -230,6 +233,27 @@ def test_shutdown_waits_for_a_commit_in_flight_and_its_caller_gets_the_result(st
     made = len(store.log)
     settle_the_loop()
     assert store.log[made:] == [], "storage requests after shutdown returned"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_timing_out_on_a_stalled_background_delete_cancels_it(store_spec: StoreSpec) -> None:
+    """The delete of folded posts (a background request of the runtime) stalls; close(timeout)
+    runs out: the delete is cancelled, not sent once the store answers again after shutdown
+    returned. (Before: it went on to the store later.)"""
+    runtime, store = recorded(store_spec, combine_after=1, combine_window=60.0)
+    become_lease_holder(runtime)
+    store.hold(lambda operation, key: operation == "delete" and "/mail/" in key)
+    post_adds(foreign_box("a"), ["other/0"])
+    try:
+        assert store.entered.wait(HANG), "the folded post was not deleted"
+        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
+        stopping.join(HANG)
+        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        reached = len(store.reached)
+    finally:
+        store.release.set()
+    settle_the_loop()
+    assert store.reached[reached:] == [], "a request reached the store after shutdown returned"
 
 
 # -- 4. a done-callback raising while a posted batch still waits ------------------------------------

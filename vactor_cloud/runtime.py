@@ -317,6 +317,8 @@ class Runtime:
         #: what is running (``close`` waits for it), and the trips to the IO loop in flight
         self._work = _Work()
         self._in_flight: set[Any] = set()
+        #: background coroutines running (cancelled if shutdown's wait for them runs out)
+        self._background: set[Future[Any]] = set()
         #: set once ``close`` has returned (a second ``close`` waits for the first)
         self._closed = threading.Event()
 
@@ -432,6 +434,8 @@ class Runtime:
             return refused
         token = self._work.begin()
         future = _sync.submit(coro)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
         future.add_done_callback(functools.partial(self._work.end, token))
         return future
 
@@ -738,6 +742,8 @@ class Runtime:
         if left:
             # Past the timeout: what still runs makes no request from now on.
             _sync.cancel(self._in_flight)
+            for future in list(self._background):
+                future.cancel()
             logger.warning(
                 "vactor_cloud: shutdown waited %g s (close(timeout)) for %d piece(s) of work of the "
                 "runtime on %s still running (a method body, a stalled request): their storage "

@@ -594,7 +594,8 @@ class _Memo:
         }
         data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)
         hint = "this child's result was not checkpointed: a run of this call again runs the child again"
-        return _sync.submit(self.context.runtime.bounded(self._put(key, data), hint=hint))
+        runtime = self.context.runtime
+        return runtime.background(runtime.bounded(self._put(key, data), hint=hint))  # type: ignore[no-any-return]
 
     async def _put(self, key: str, data: bytes) -> bytes | None:
         for attempt in range(_WRITE_ATTEMPTS):

@@ -344,7 +344,8 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
             return
         # Settled on the IO loop: schedule the delete there, and answer once it is done
         # so that a status read after the result no longer says FAILED.
-        deleting = _sync.submit(delete_failure(runtime.store, failed.actor_id, failed.call_id))
+        # (A background request of the runtime: shutdown waits for it; once stopped, refused.)
+        deleting = runtime.background(delete_failure(runtime.store, failed.actor_id, failed.call_id))
         deleting.add_done_callback(lambda _: done.set_result(finished.result()))
 
     future.add_done_callback(forget)
