@@ -143,10 +143,6 @@ class CoreEnv(CombiningEnv, Protocol):
         """Around a thread's hold of the actor (shutdown waits for it to end)."""
         ...
 
-    def shutdown_error(self) -> RuntimeShutdownError:
-        """What a call gets that shutdown stopped before it started."""
-        ...
-
 
 #: per thread: actor ids whose writer method runs on this thread while it waits for (or
 #: runs) another call, outermost first (the innermost running writer is ``current_call()``)

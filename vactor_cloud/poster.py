@@ -35,6 +35,7 @@ from vactor_cloud.errors import (
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
+    RuntimeShutdownError,
     StorageError,
 )
 from vactor_cloud.lease import Lease
@@ -70,6 +71,10 @@ class CombiningEnv(Protocol):
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
+        ...
+
+    def shutdown_error(self) -> RuntimeShutdownError:
+        """What a call gets that shutdown stopped before it started."""
         ...
 
     def spawn(self, fn: Callable[[], None]) -> None:
@@ -160,6 +165,9 @@ class Poster:
                     # past commit_timeout.)
             except (StorageError, IntegrityError) as exc:
                 counters.transient_retry(self.actor_id, exc)
+            if self.env.closed:  # shutdown: nothing of ``batch`` was applied
+                fail_calls(batch, self.env.shutdown_error())
+                return False
             if time.monotonic() >= give_up_at:
                 why = (
                     f"an earlier call of this process (posted under contention, call "
