@@ -936,8 +936,8 @@ def init(
     )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, chosen
-    if old is not None:
-        old.close()
+        closing = _closing_now(old)
+    _close_all(old, closing)
     get_runtime()
 
 
@@ -970,14 +970,41 @@ def shutdown() -> None:
     global _runtime
     with _runtime_lock:
         old, _runtime = _runtime, None
+        closing = _closing_now(old)
+    _close_all(old, closing)
+
+
+#: runtimes being shut down (``shutdown()``, ``init()`` again): another shutdown waits for them
+_closing: set[Runtime] = set()
+
+
+def _closing_now(old: Runtime | None) -> list[Runtime]:
+    """(``_runtime_lock`` held) The runtimes other threads are closing; ``old`` joins them."""
+    others = list(_closing)
     if old is not None:
-        old.close()
+        _closing.add(old)
+    return others
+
+
+def _close_all(old: Runtime | None, others: list[Runtime]) -> None:
+    """Close ``old``, and return once the closes of ``others`` (on other threads) have: a
+    shutdown returns when nothing of the runtimes it replaces runs any more, even if another
+    thread began closing them."""
+    if old is not None:
+        try:
+            old.close()
+        finally:
+            with _runtime_lock:
+                _closing.discard(old)
+    for runtime in others:
+        runtime.close()  # (a second close waits for the first)
 
 
 def _after_fork_in_child() -> None:
     global _runtime, _runtime_lock
     _runtime = None
     _runtime_lock = threading.Lock()
+    _closing.clear()  # (the parent's: nothing of them runs here)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
