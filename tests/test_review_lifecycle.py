@@ -494,3 +494,48 @@ def test_a_shutdown_racing_another_returns_only_once_the_runtime_has_stopped(sto
         thread.join(HANG)
     assert not first.is_alive() and not second.is_alive()
     assert box == [2], box
+
+
+#: (test_shutdown_waits_for_a_creation_whose_init_runs) entered / released by Slow.__init__
+INIT_ENTERED = threading.Event()
+INIT_RELEASE = threading.Event()
+
+
+@vc.virtual_actor
+class SlowInit:
+    def __init__(self) -> None:
+        INIT_ENTERED.set()
+        assert INIT_RELEASE.wait(HANG), "the test never released __init__"
+        self.ready = True
+
+    @vc.virtual_actor.readonly
+    def is_ready(self) -> bool:
+        return self.ready
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_waits_for_a_creation_whose_init_runs(store_spec: StoreSpec) -> None:
+    """get_or_create runs __init__ on the caller's thread when shutdown begins: shutdown waits
+    for the creation, which commits; nothing is written once shutdown returned. (Before:
+    shutdown returned at once and the creation wrote its step 0 afterwards.)"""
+    INIT_ENTERED.clear()
+    INIT_RELEASE.clear()
+    _, store = recorded(store_spec)
+    creator, box = in_background(lambda: SlowInit.get_or_create("h"))
+    made: int | None = None
+    try:
+        assert INIT_ENTERED.wait(HANG)
+        stopping, _ = in_background(vc.shutdown)
+        stopping.join(0.5)  # (long enough for a shutdown that does not wait to return)
+        if not stopping.is_alive():
+            made = len(store.log)
+    finally:
+        INIT_RELEASE.set()
+    stopping.join(HANG)
+    creator.join(HANG)
+    assert not stopping.is_alive() and not creator.is_alive()
+    made = len(store.log) if made is None else made
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert box and not isinstance(box[0], BaseException), box
+    assert SlowInit.get_or_create("h").is_ready.run() is True  # (a new runtime reads it)
