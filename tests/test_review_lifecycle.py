@@ -539,3 +539,46 @@ def test_shutdown_waits_for_a_creation_whose_init_runs(store_spec: StoreSpec) ->
     assert store.log[made:] == [], "storage requests after shutdown returned"
     assert box and not isinstance(box[0], BaseException), box
     assert SlowInit.get_or_create("h").is_ready.run() is True  # (a new runtime reads it)
+
+
+#: (test_a_method_still_running_when_close_times_out...) entered / released by Gated.hold
+HOLD_ENTERED = threading.Event()
+HOLD_RELEASE = threading.Event()
+
+
+@vc.virtual_actor
+class Gated:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def hold(self) -> int:
+        HOLD_ENTERED.set()
+        assert HOLD_RELEASE.wait(HANG), "the test never released the method"
+        self.n += 1
+        return self.n
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_method_still_running_when_close_times_out_commits_nothing_afterwards(
+    store_spec: StoreSpec,
+) -> None:
+    """A method body runs past close(timeout): close returns (logging it); when the body ends,
+    its commit is refused (RuntimeShutdownError: not applied) and nothing is written. (Before:
+    it committed to the store of a runtime shut down long ago.)"""
+    HOLD_ENTERED.clear()
+    HOLD_RELEASE.clear()
+    runtime, store = recorded(store_spec)
+    gated = Gated.get_or_create("m")
+    caller, box = in_background(gated.hold.run)
+    try:
+        assert HOLD_ENTERED.wait(HANG)
+        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
+        stopping.join(HANG)
+        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        made = len(store.log)
+    finally:
+        HOLD_RELEASE.set()
+    caller.join(HANG)
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert box and isinstance(box[0], vc.RuntimeShutdownError), box
