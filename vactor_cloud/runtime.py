@@ -709,7 +709,7 @@ class Runtime:
         ``CommitOutcomeUnknownError`` if its step's put may have landed), and a method body
         still running (which cannot be stopped) is logged. Then leases are released, HEAD
         pointers flushed (``aclose``) and the pool's threads joined, within what is left of
-        ``timeout`` (at least a second)."""
+        ``timeout`` (at least a second each)."""
         if os.getpid() != self._pid:
             return
         with self._lock:
@@ -756,11 +756,13 @@ class Runtime:
             _sync.sync(self.aclose(), timeout=max(until - time.monotonic(), 1.0))
         for core in cores:
             self._fail_queued(core, error)
-        # The pool's idle threads end at once (the shutdown told them); a method body still
-        # running keeps its thread (logged above).
+        # The pool's idle threads end at once (the shutdown told them), a thread whose request
+        # was cancelled soon after: a second at least; a method body still running keeps its
+        # thread (logged above).
+        joined_by = max(until, time.monotonic() + 1.0)
         for thread in list(getattr(self.executor, "_threads", ())):
             if thread is not threading.current_thread():
-                thread.join(max(until - time.monotonic(), 0.0))
+                thread.join(max(joined_by - time.monotonic(), 0.0))
 
 
 def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> ActorDefinitionError:
