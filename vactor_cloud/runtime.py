@@ -968,7 +968,10 @@ def _env_key() -> bytes | None:
 
 
 def shutdown() -> None:
-    """Flush HEAD pointers and close connections; a later call starts a fresh runtime."""
+    """Shut the runtime down (``Runtime.close``: calls not started fail with
+    ``RuntimeShutdownError``, what runs is waited for up to 30 s, HEAD pointers are flushed,
+    connections closed); once it returns, nothing of that runtime runs or touches storage,
+    even if another thread began shutting it down. A later call starts a fresh runtime."""
     global _runtime
     with _runtime_lock:
         old, _runtime = _runtime, None
