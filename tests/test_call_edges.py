@@ -173,12 +173,15 @@ def test_a_call_in_flight_at_shutdown_is_settled(store_spec: StoreSpec) -> None:
         Acct.get_or_create("inflight-b")
         _held, gate = _hold("inflight-a")  # the only pool thread
         queued = vc.get_actor("inflight-b").incr.run_async(1)  # its pool task waits
-        vc.shutdown()
-        gate.set()
+        stopping = threading.Thread(target=vc.shutdown)  # (it waits for the running call)
+        stopping.start()
         done, _ = concurrent.futures.wait([queued], timeout=10)
+        gate.set()
+        stopping.join(60)
         assert done, "a run_async future pending at shutdown is never settled"
         with pytest.raises(vc.VactorError, match="shut down"):
             queued.result(0)
+        assert not stopping.is_alive()
     finally:
         GATES["inflight-a"].set()
         vc.shutdown()

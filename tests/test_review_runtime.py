@@ -53,10 +53,10 @@ class Log:
 
 # -- HEAD after shutdown ------------------------------------------------------------------------
 def test_no_head_move_reaches_the_store_after_shutdown_once_every_call_settled(tmp_path: Path) -> None:
-    # A call running at shutdown finishes and commits (documented). Its commit asked for a HEAD
-    # move, which the background flusher wrote up to head_max_delay later, to the store of a
-    # runtime already shut down: a user who waited for the call and then deleted the store found
-    # it re-created (actors/<id>/HEAD) a moment later.
+    # A call running at shutdown finishes and commits (documented: shutdown waits for it). Its
+    # commit asked for a HEAD move, which the background flusher wrote up to head_max_delay
+    # later, to the store of a runtime already shut down: a user who waited for the call and
+    # then deleted the store found it re-created (actors/<id>/HEAD) a moment later.
     root = tmp_path / "store"
     vc.init(str(root), settings=vc.Settings(head_interval=0.05, head_max_delay=0.0))
     try:
@@ -73,10 +73,17 @@ def test_no_head_move_reaches_the_store_after_shutdown_once_every_call_settled(t
         thread = threading.Thread(target=hold)
         thread.start()
         assert ENTERED["late-head"].wait(10)
-        vc.shutdown()
-        GATES["late-head"].set()
+        runtime = vc.get_runtime()
+        stopping = threading.Thread(target=vc.shutdown)
+        stopping.start()
+        deadline = time.monotonic() + 10
+        while not runtime.closed and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert runtime.closed
+        GATES["late-head"].set()  # shutdown waits for the running call, which then commits
+        stopping.join(60)
         thread.join(10)
-        assert not thread.is_alive() and not errors, errors
+        assert not stopping.is_alive() and not thread.is_alive() and not errors, errors
         shutil.rmtree(root)
         time.sleep(0.5)  # ten flusher intervals
         left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) if root.exists() else []

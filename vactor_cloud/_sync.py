@@ -17,7 +17,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["BridgeTimeout", "get_loop", "in_loop_thread", "submit", "sync"]
+__all__ = ["BridgeCancelled", "BridgeTimeout", "cancel", "get_loop", "in_loop_thread", "submit", "sync"]
 
 T = TypeVar("T")
 
@@ -79,6 +79,17 @@ def in_loop_thread() -> bool:
     return _thread_ident is not None and _thread_ident == threading.get_ident()
 
 
+def cancel(waiters: set[_Waiter]) -> None:
+    """Cancel the ``sync`` calls in ``waiters`` (a ``tracker``): each raises :class:`BridgeCancelled`
+    (one whose coroutine finished first keeps its outcome)."""
+    loop = _loop
+    if loop is None:
+        return
+    for waiter in list(waiters):
+        waiter.stopped = True
+        loop.call_soon_threadsafe(waiter.cancel)
+
+
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     """Schedule ``coro`` on the IO loop and return a thread-safe future for its result."""
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
@@ -88,7 +99,17 @@ class BridgeTimeout(Exception):
     """``sync(..., timeout=)`` ran out of time; the coroutine was cancelled."""
 
 
-def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: bool = False) -> T:
+class BridgeCancelled(Exception):
+    """The coroutine of a ``sync`` call was cancelled by :func:`cancel` (its owner shut down)."""
+
+
+def sync(
+    coro: Coroutine[Any, Any, T],
+    timeout: float | None = None,
+    *,
+    eager: bool = False,
+    tracker: set[_Waiter] | None = None,
+) -> T:
     """Run ``coro`` on the IO loop and wait for its result from a plain thread.
 
     After ``timeout`` seconds the coroutine is cancelled and
@@ -102,6 +123,9 @@ def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: b
     requests) then costs one loop iteration instead of three. Only for
     coroutines that need no current task before their first suspension
     (``asyncio.timeout`` does).
+
+    ``tracker``: the call is in this set while it waits, so that its owner can
+    :func:`cancel` it (at shutdown); a call cancelled so raises :class:`BridgeCancelled`.
     """
     if in_loop_thread():
         coro.close()
@@ -111,6 +135,8 @@ def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: b
         )
     loop = get_loop()
     waiter = _Waiter()
+    if tracker is not None:
+        tracker.add(waiter)
     try:
         loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
         finished = waiter.done.acquire(timeout=-1 if timeout is None else timeout)
@@ -119,12 +145,20 @@ def sync(coro: Coroutine[Any, Any, T], timeout: float | None = None, *, eager: b
         # before the wait began: the work stops too rather than carrying on unseen on the
         # loop. The cancel runs after the start (the loop runs its callbacks in order).
         loop.call_soon_threadsafe(waiter.cancel)
+        if tracker is not None:
+            tracker.discard(waiter)
         raise
     if not finished:
         loop.call_soon_threadsafe(waiter.cancel)
         # The task may finish between the timeout and the cancel: then its outcome stands.
-        if not waiter.done.acquire(timeout=5.0) or waiter.cancelled:
+        if not waiter.done.acquire(timeout=5.0) or (waiter.cancelled and not waiter.stopped):
+            if tracker is not None:
+                tracker.discard(waiter)
             raise BridgeTimeout(f"no result within {timeout} s")
+    if tracker is not None:
+        tracker.discard(waiter)
+    if waiter.cancelled:
+        raise BridgeCancelled("cancelled: its owner shut down")
     if waiter.error is not None:
         raise waiter.error
     return waiter.value  # type: ignore[no-any-return]
@@ -138,7 +172,7 @@ class _Waiter:
     a commit's one trip to the loop is most of the library's CPU per commit.
     """
 
-    __slots__ = ("cancelled", "done", "error", "task", "value")
+    __slots__ = ("cancelled", "done", "error", "stopped", "task", "value")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
@@ -147,8 +181,21 @@ class _Waiter:
         self.error: BaseException | None = None
         self.task: asyncio.Task[Any] | None = None
         self.cancelled = False
+        #: cancelled by its owner (``cancel``), not by its own timeout
+        self.stopped = False
+
+    def _refuse(self, coro: Coroutine[Any, Any, Any]) -> bool:
+        """Cancelled (``cancel``) before it started: it never starts."""
+        if not self.stopped:
+            return False
+        coro.close()
+        self.cancelled = True
+        self.done.release()
+        return True
 
     def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._refuse(coro):
+            return
         try:
             self.task = loop.create_task(coro)
         except BaseException as exc:  # the loop is closing
@@ -159,6 +206,8 @@ class _Waiter:
         self.task.add_done_callback(self.finish)
 
     def start_eagerly(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._refuse(coro):
+            return
         try:
             yielded = coro.send(None)
         except StopIteration as stop:

@@ -33,6 +33,7 @@ Guarantees (DESIGN.md §4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import math
@@ -63,8 +64,10 @@ from vactor_cloud.errors import (
     ActorBusyError,
     ActorNotFoundError,
     CommitConflictError,
+    CommitOutcomeUnknownError,
     IntegrityError,
     ReentrantCallError,
+    RuntimeShutdownError,
     StorageError,
     StorageTimeoutError,
     VactorError,
@@ -113,6 +116,10 @@ class CommitHook(Protocol):
         """After the outcome is known (committed when ``result.state``): cleanup, marker futures."""
         ...
 
+    async def finish(self) -> None:
+        """At shutdown: until its background work (listings, cleanup) has ended."""
+        ...
+
 
 class CoreEnv(CombiningEnv, Protocol):
     """What an :class:`ActorCore` needs from its runtime, and nothing more: what contention
@@ -130,6 +137,10 @@ class CoreEnv(CombiningEnv, Protocol):
 
     def weigh(self, core: ActorCore, delta: int) -> None:
         """``core``'s cached bytes changed by ``delta``."""
+        ...
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """Around a thread's hold of the actor (shutdown waits for it to end)."""
         ...
 
 
@@ -212,6 +223,8 @@ class ActorCore(Folder):
         "_mutex",
         "_put_seconds",
         "_queue",
+        "_serve_backoff",
+        "_serve_queued",
         "_serving",
         "_stored_classes",
         "_stored_sha",
@@ -254,8 +267,12 @@ class ActorCore(Folder):
         self._lost_at = -math.inf
         self._put_seconds = 0.0
         self._weight = 0
-        #: the lease holder folds others' posts from a pool thread while its callers are quiet
+        #: the lease holder folds others' posts from a pool thread while its callers are quiet,
+        #: one round per pool task: whether a round runs, whether one is queued, and the
+        #: backoff carried between rounds (listings that found nothing, folds that committed nothing)
         self._serving = False
+        self._serve_queued = False
+        self._serve_backoff = (0, 0)
         self._wake: threading.Event | None = None
         self.inbox = inbox(self)
 
@@ -586,18 +603,23 @@ class ActorCore(Folder):
             self._draining = True
         self._drain(until=None)
 
-    def _release(self) -> bool:
-        """Give the actor up; wake the waiters. True if writes are left for someone else
-        (or if we hold the folder lease: a pool thread goes on folding others' posts)."""
+    def _release(self, *, serve: bool = True) -> bool:
+        """Give the actor up; wake the waiters. True if writes are left for someone else.
+        If we hold the folder lease (and ``serve``), a pool task goes on folding others' posts."""
         with self._mutex:
             self._draining = False
             left = bool(self._queue)
             if not left:
                 self._queue = None
             waiters = list(self._waiters or ())
+            serve = serve and not left and not self._serving and not self._serve_queued
         for wake in waiters:
             wake.set()
-        if not left and self._holding() and not self._serving:
+        if serve and self._holding() and not self.env.closed:
+            with self._mutex:
+                if self._serve_queued:
+                    return left
+                self._serve_queued = True
             self.env.spawn(self._serve)
         return left
 
@@ -635,6 +657,10 @@ class ActorCore(Folder):
         result without also serving every later call; what is left goes to a
         waiter or the pool.
         """
+        with self.env.working():
+            self._drain_batches(until)
+
+    def _drain_batches(self, until: Future[Any] | None) -> None:
         max_batch = self.env.settings.max_batch
         while True:
             batch = self._claim_batch(max_batch)
@@ -657,9 +683,25 @@ class ActorCore(Folder):
                     self.env.spawn(self._drain_from_pool)
                 return
 
+    def wake(self) -> None:
+        """Wake a lease holder waiting between folds (it looks at the runtime again: shutdown)."""
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers
-        are quiet (their calls join the next fold). Ends when the lease is given up."""
+        are quiet (their calls join the next fold). One round (a fold, or a listing and a short
+        wait) per pool task: the next round is queued behind whatever else waits for the pool.
+        Serving a loop on one task kept the thread for as long as other processes posted, and
+        with ``max_workers`` contended actors pool work (``run_async`` waited on with a timeout,
+        or awaited) waited all that time. Ends when the lease is given up, or at shutdown."""
+        with self._mutex:
+            self._serve_queued = False
+        with self.env.working():
+            self._serve_round()
+
+    def _serve_round(self) -> None:
         with self._mutex:
             if self._draining or self._serving:
                 return
@@ -668,23 +710,23 @@ class ActorCore(Folder):
             if self._wake is None:
                 self._wake = threading.Event()
             wake = self._wake
-        max_batch = self.env.settings.max_batch
-        #: listings in a row that found nothing: the next one waits longer (up to 10 ms)
-        empty = 0
-        #: fold-only commits in a row that committed nothing
-        stuck = 0
+        #: listings in a row that found nothing (the next one waits longer, up to 10 ms), and
+        #: fold-only commits in a row that committed nothing: kept from round to round
+        empty, stuck = self._serve_backoff
+        again = False
         try:
-            while self._holding():
-                batch = self._claim_batch(max_batch)
+            if self._holding() and not self.env.closed:
+                again = True
+                batch = self._claim_batch(self.env.settings.max_batch)
                 if batch:
                     self._commit(batch)
                     self._fail_unsettled(batch)
                     empty = 0
-                    continue
+                    return
                 wake.clear()
                 self._gather_posts(wake)
                 if wake.is_set():
-                    continue  # our callers have calls: they fold now
+                    return  # our callers have calls: they fold now
                 try:
                     keys = self._post_keys()
                 except (StorageError, IntegrityError):
@@ -695,25 +737,28 @@ class ActorCore(Folder):
                     self._commit([], keys)
                     if self.record is None or self.record.step != before:
                         empty = stuck = 0
-                        continue
+                        return
                     # Nothing committed: the posts went meanwhile, or the first one waits
                     # behind a damaged read. Pause before listing and reading it again
-                    # (not once the lease is given up: the loop ends).
+                    # (not once the lease is given up: serving ends).
                     stuck += 1
                     if self._holding():
                         wake.wait(damaged_pause(stuck))
-                    continue
+                    return
                 stuck = 0
                 # About a put's time after a fold; less often while nothing comes (a LIST each).
                 wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
                 empty += 1
         except Exception as exc:  # a defect or a closed store: the next caller takes over
+            again = False
             logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
         finally:
+            self._serve_backoff = (empty, stuck) if again else (0, 0)
             with self._mutex:
                 self._serving = False
+            # (Acts only once the lease nears its end: when serving ends anyway.)
             self._release_nearly_lapsed_lease()
-            if self._release():
+            if self._release(serve=again):
                 self.env.spawn(self._drain_from_pool)
 
     # -- writes (the holder's thread) ---------------------------------------------------------
@@ -725,6 +770,10 @@ class ActorCore(Folder):
         our calls, commit); post and wait (another process holds the lease, or
         an earlier post of ours is pending). ``keys``: a listing of ``posts/``
         the caller just made.
+
+        A done-callback of another call's future that raised a ``BaseException`` while a
+        fold settled that call (logged there) is raised here once ``batch`` has its own
+        outcomes, not before: our calls may still wait for their fold.
         """
         runs = self._postable_runs(batch)
         if len(runs) > 1:
@@ -735,6 +784,17 @@ class ActorCore(Folder):
             for run in runs:
                 self._commit(run)
             return
+        raised: list[BaseException] = []
+        try:
+            self._commit_attempts(batch, keys, raised)
+        finally:
+            if raised:
+                raise raised[0]
+
+    def _commit_attempts(
+        self, batch: list[PendingCall], keys: list[str] | None, raised: list[BaseException]
+    ) -> None:
+        """``_commit``'s loop (see there)."""
         env = self.env
         settings = env.settings
         attempts = 0
@@ -771,6 +831,13 @@ class ActorCore(Folder):
         #: our last fold carried other processes' posts and its put lost: they still wait
         others_wait = False
         while True:
+            if env.closed:
+                # Shutdown began: no attempt starts (one that ran when it began finished).
+                if posted is not None:
+                    fail_calls(batch, self._pending_error(posted, batch))
+                else:
+                    fail_calls(batch, env.shutdown_error())
+                return
             if posted is not None and not fold:
                 try:
                     waited = self._wait_for_fold(posted, batch, give_up_at)
@@ -912,6 +979,8 @@ class ActorCore(Folder):
                     # first (it skipped the parent) finds its own without another GET.
                     carried=base.posted if folded and len(base.posted) <= _CARRY_MAX else b"",
                 )
+                if env.stopped:  # (the inline put below does not go through env.run)
+                    raise env.shutdown_error()
                 put_started = time.monotonic()
                 put_sent = True
                 if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
@@ -992,6 +1061,26 @@ class ActorCore(Folder):
                     )
                 fail_calls(batch, reported)
                 return
+            except RuntimeShutdownError as exc:
+                # Shutdown stopped waiting for this attempt: its requests were cancelled.
+                self._invalidate()
+                if posted is not None:
+                    pending = self._pending_error(posted, batch)
+                    pending.__cause__ = exc
+                    fail_calls(batch, pending)
+                elif put_sent:
+                    unknown = CommitOutcomeUnknownError(
+                        self.actor_id,
+                        record.step,
+                        f"the runtime shut down after the write of step {record.step} was sent and "
+                        "before its answer: the calls may or may not have been applied (look at the "
+                        "actor, or use an idempotency key, before calling again)",
+                    )
+                    unknown.__cause__ = exc
+                    fail_calls(batch, unknown)
+                else:
+                    fail_calls(batch, exc)
+                return
             except Exception as exc:
                 self._invalidate()
                 counters.commit_error(self.actor_id, exc, put_sent)
@@ -1024,7 +1113,10 @@ class ActorCore(Folder):
             self.env.head_moved(self, lazy=firing_only(record.calls))
             if posted is not None and posted.post not in folded:
                 # We folded older posts only (the batch was full): ours waits for the next fold.
-                self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
+                try:
+                    self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
+                except BaseException as exc:  # a done-callback's (logged): after our outcomes
+                    raised.append(exc)
                 continue
             if posted is not None:
                 self._outstanding = None
@@ -1034,8 +1126,21 @@ class ActorCore(Folder):
     def _settle(
         self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
     ) -> None:
+        """Deliver each call of a committed step its outcome, then let the inbox settle its
+        part. A done-callback raising a ``BaseException`` (futures catch ``Exception`` only)
+        is logged here (on a pool thread nobody would see it) and raised once every call
+        has its outcome."""
         try:
             deliver_all(zip(calls, result.outcomes, strict=True))
+        except BaseException as exc:
+            logger.error(
+                "actor %r: a done-callback of a call's future raised %r; every call of the step "
+                "has its own outcome",
+                self.actor_id,
+                exc,
+                exc_info=exc,
+            )
+            raise
         finally:
             if hooked:
                 # The inbox looked at this commit (events folded, markers answered): it settles its part.

@@ -149,7 +149,9 @@ def send_event(
     serialized raises ``StateSerializationError`` before anything is written.
     """
     event_id, data = _prepare(name, payload, event_id, serializer)
-    return _sync.sync(_send(actor_id, name, event_id, data, serializer, create))
+    return get_runtime().run(
+        _send(actor_id, name, event_id, data, serializer, create), hint=_resend(event_id)
+    )
 
 
 async def send_event_async(
@@ -164,7 +166,14 @@ async def send_event_async(
     """Async twin of :func:`send_event`; awaitable from any event loop."""
     event_id, data = _prepare(name, payload, event_id, serializer)
     coro = _send(actor_id, name, event_id, data, serializer, create)
-    return await asyncio.wrap_future(_sync.submit(coro))
+    return await asyncio.wrap_future(_sync.submit(get_runtime().bounded(coro, hint=_resend(event_id))))
+
+
+def _resend(event_id: str) -> str:
+    return (
+        f"the event may or may not have been written: send it again with event_id={event_id!r} "
+        "(an event id is applied once)"
+    )
 
 
 def _inbox(runtime: Runtime, actor_id: str) -> ActorInbox:
@@ -189,8 +198,15 @@ async def _process(actor_id: str) -> int:
         # order changed when it was read again (it waits for the next fold).
         if not _inbox(runtime, actor_id).more_to_do(applied):
             break
-    await _inbox(runtime, actor_id).wait_deleted()
+    await runtime.bounded(_inbox(runtime, actor_id).wait_deleted(), hint=_deleting(total))
     return total
+
+
+def _deleting(total: int) -> str:
+    return (
+        f"process_events applied {total} event(s); deleting them from the inbox did not finish and "
+        "goes on in the background (an applied event found again is skipped, never applied twice)"
+    )
 
 
 def process_events(actor_id: str) -> int:
@@ -225,7 +241,7 @@ def _process_here(runtime: Runtime, actor_id: str, timeout: float | None) -> int
         total += applied
         if not _inbox(runtime, actor_id).more_to_do(applied):  # (see _process)
             break
-    _sync.sync(_inbox(runtime, actor_id).wait_deleted())
+    runtime.run(_inbox(runtime, actor_id).wait_deleted(), hint=_deleting(total))
     return total
 
 

@@ -64,6 +64,12 @@ def _read_waiting(core: ActorCore, call: PendingCall, _timeout: float | None) ->
 #: held by nobody for the rest of the process
 _FRAMES_KEPT = 100
 
+#: what a compaction cut off by ``Settings.deadline`` tells its caller to do
+_COMPACT_AGAIN = (
+    "compacting again is safe and goes on where this one stopped; raise Settings.deadline for an "
+    "actor with many steps to delete"
+)
+
 
 def _too_deep() -> bool:
     """Whether this thread's stack is within ``_FRAMES_KEPT`` frames of the recursion limit
@@ -185,12 +191,13 @@ class ActorHandle(Generic[T]):
         Never deletes the newest step, nor a step whose successor is younger
         than ``min_age`` seconds; safe while other processes call the actor.
         """
-        return _sync.sync(compact_actor(self.actor_id, keep_last, min_age=min_age))
+        coro = compact_actor(self.actor_id, keep_last, min_age=min_age)
+        return get_runtime().run(coro, hint=_COMPACT_AGAIN)
 
     async def compact_async(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Async twin of :meth:`compact`; awaitable from any event loop."""
         coro = compact_actor(self.actor_id, keep_last, min_age=min_age)
-        return await asyncio.wrap_future(_sync.submit(coro))
+        return await asyncio.wrap_future(_sync.submit(get_runtime().bounded(coro, hint=_COMPACT_AGAIN)))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_get_actor_handle, (self.actor_id,))

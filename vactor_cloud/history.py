@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vactor_cloud import _sync
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
@@ -189,7 +188,8 @@ def history(actor_id: str, limit: int | None = None) -> list[HistoryEntry]:
     oldest step that remains. ``ActorNotFoundError`` if the actor has no steps.
     """
     runtime = _runtime()
-    return _sync.sync(_history(_log(runtime, actor_id), limit))
+    hint = "read fewer steps at a time (limit=...), or raise Settings.deadline"
+    return runtime.run(_history(_log(runtime, actor_id), limit), hint=hint)
 
 
 def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, Any]:
@@ -219,8 +219,8 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
             return "json"
         return definition.serializer
 
-    record = _sync.sync(read())
-    expected = _sync.sync(serializer_of(record))
+    record = runtime.run(read())
+    expected = runtime.run(serializer_of(record))
     where = f"actor {actor_id!r} step {record.step}"
     return record, loads_state(record.state, expect_serializer(record.serializer, expected, where))
 
@@ -245,7 +245,7 @@ def state_at(actor_id: str, step: int) -> Any:
         record = await find_step(core.log, step)
         return record, await core.definition_for(record.class_ref)
 
-    record, definition = _sync.sync(load_definition())
+    record, definition = runtime.run(load_definition())
     where = f"actor {actor_id!r} step {record.step}"
     serializer = expect_serializer(record.serializer, definition.serializer, where)
     instance = restore_instance(definition.cls, loads_state(record.state, serializer))
@@ -406,4 +406,7 @@ def list_actors(
     ``on_damaged``, that function is called with the actor's id and the error instead
     (on the IO loop's thread), the actor is left out, and the listing goes on.
     """
-    return _sync.sync(list_actors_async(prefix, start_after=start_after, limit=limit, on_damaged=on_damaged))
+    return get_runtime().run(
+        list_actors_async(prefix, start_after=start_after, limit=limit, on_damaged=on_damaged),
+        hint="list a page at a time (limit=..., then start_after= the last id), or raise Settings.deadline",
+    )

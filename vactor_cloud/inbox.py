@@ -894,6 +894,13 @@ class ActorInbox:
             if not self._tasks:
                 self._tasks = None
 
+    async def finish(self) -> None:
+        """At shutdown: wait for the background work (the periodic listing, deletes of applied
+        events) to end; nothing new starts from a runtime that shut down."""
+        tasks = [t for t in (self._background, *(self._tasks or ())) if t is not None and not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def wait_deleted(self) -> None:
         """Until the background deletes started so far are done (for tests and the CLI)."""
         while self._deleting:

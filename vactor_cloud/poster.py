@@ -37,6 +37,7 @@ from vactor_cloud.errors import (
     FormatVersionError,
     IntegrityError,
     RetryableStorageError,
+    RuntimeShutdownError,
     StorageError,
     StorageTimeoutError,
 )
@@ -67,9 +68,17 @@ class CombiningEnv(Protocol):
 
     store: ObjectStore
     settings: Settings
+    #: shutdown began: waits end, no commit attempt starts
+    closed: bool
+    #: shutdown finished waiting: no storage request may be made any more
+    stopped: bool
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
+        ...
+
+    def shutdown_error(self) -> RuntimeShutdownError:
+        """What a call gets that shutdown stopped before it started."""
         ...
 
     def spawn(self, fn: Callable[[], None]) -> None:
@@ -161,6 +170,9 @@ class Poster:
                     # past commit_timeout.)
             except (StorageError, IntegrityError) as exc:
                 counters.transient_retry(self.actor_id, exc)
+            if self.env.closed:  # shutdown: nothing of ``batch`` was applied
+                fail_calls(batch, self.env.shutdown_error())
+                return False
             if time.monotonic() >= give_up_at:
                 why = (
                     f"an earlier call of this process (posted under contention, call "
@@ -290,8 +302,8 @@ class Poster:
         longest = max(0.05, self._cycle)
         while True:
             now = time.monotonic()
-            if now >= give_up_at:
-                return "timeout"
+            if now >= give_up_at or self.env.closed:
+                return "timeout"  # (at shutdown: the post stays, and may still be applied)
             time.sleep(pause * (0.75 + 0.5 * random.random()))
             pause = min(longest, pause * 1.5)
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -23,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -94,6 +95,8 @@ class HeadFlusher:
         #: one flush at a time (made on the IO loop): the last one at shutdown waits for a
         #: periodic one in flight, whose moves would otherwise outlive the runtime's executor
         self._flushing: asyncio.Lock | None = None
+        #: the periodic flush, while it runs (cancelled by ``stop``)
+        self._task: asyncio.Task[None] | None = None
 
     def mark(self, core: ActorCore, *, lazy: bool = False) -> None:
         """Ask for ``core``'s HEAD to be moved to its newest known step (any thread).
@@ -130,7 +133,16 @@ class HeadFlusher:
             _sync.get_loop().call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
-        asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """The last flush (every pending move), then no more: the periodic one ends."""
+        await self.flush()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _run(self) -> None:
         while True:
@@ -171,6 +183,59 @@ class HeadFlusher:
             core = move.core()
             if core is not None and (core.head is None or core.head.step < result.step):
                 core.head = result
+
+
+class _Work:
+    """What a runtime has going on: pool tasks, trips to the IO loop, background coroutines,
+    actors a thread holds. Shutdown waits until it is all done (:meth:`wait_done`).
+
+    Each piece is a token with the thread it runs on (``None``: not on a thread yet, or on
+    the IO loop); a thread never waits for its own (``shutdown()`` from inside a method).
+    """
+
+    def __init__(self) -> None:
+        self._done = threading.Condition(threading.Lock())
+        self._items: dict[int, int | None] = {}
+        self._tokens = itertools.count()
+
+    def begin(self, ident: int | None = None) -> int:
+        token = next(self._tokens)
+        with self._done:
+            self._items[token] = ident
+        return token
+
+    def runs_on(self, token: int, ident: int) -> None:
+        with self._done:
+            if token in self._items:
+                self._items[token] = ident
+
+    def end(self, token: int, *_: object) -> None:
+        with self._done:
+            self._items.pop(token, None)
+            self._done.notify_all()
+
+    def _others(self) -> int:
+        me = threading.get_ident()
+        return sum(1 for ident in self._items.values() if ident != me)
+
+    def wait_done(self, until: float) -> int:
+        """Wait until only this thread's own work is left, at most until ``until`` (monotonic);
+        how many pieces of other threads' work are left."""
+        with self._done:
+            while True:
+                left = self._others()
+                remaining = until - time.monotonic()
+                if not left or remaining <= 0:
+                    return left
+                self._done.wait(remaining)
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        token = self.begin(threading.get_ident())
+        try:
+            yield
+        finally:
+            self.end(token)
 
 
 class Creation:
@@ -258,30 +323,72 @@ class Runtime:
         #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
         self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
-        #: set by ``close``: waits that poll this runtime (``wait_for_event``) end
+        #: set as ``close`` begins: waits that poll this runtime (``wait_for_event``, a poster's,
+        #: a lease holder's) end, and no commit attempt starts
         self.closed = False
+        #: set once ``close`` has waited for what was running: no storage request is made any more
+        self.stopped = False
+        #: what is running (``close`` waits for it), and the trips to the IO loop in flight
+        self._work = _Work()
+        self._in_flight: set[Any] = set()
+        #: background coroutines running (cancelled if shutdown's wait for them runs out)
+        self._background: set[Future[Any]] = set()
+        #: set once ``close`` has returned (a second ``close`` waits for the first)
+        self._closed = threading.Event()
 
     # -- the cores' environment -----------------------------------------------------------
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds."""
+    def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+        """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds
+        (then ``StorageTimeoutError``, ending with ``hint``: what to do about it)."""
         deadline = self.settings.deadline
+        if self.stopped:
+            coro.close()
+            raise self._stopped_error()
+        token = self._work.begin(threading.get_ident())
         try:
-            return _sync.sync(coro, timeout=deadline, eager=self._eager)
+            return _sync.sync(coro, timeout=deadline, eager=self._eager, tracker=self._in_flight)
+        except _sync.BridgeCancelled:
+            raise self._stopped_error() from None
         except _sync.BridgeTimeout:
-            counters.deadline_timeout(self.store.describe(), deadline)
-            raise StorageTimeoutError(
-                f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
-                "(Settings.deadline): the store is stalled or unreachable",
-            ) from None
+            raise self._deadline_error(hint) from None
+        finally:
+            self._work.end(token)
+
+    async def bounded(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+        """On the IO loop: await ``coro``, at most ``Settings.deadline`` seconds (as :meth:`run`
+        bounds a thread's wait; for async twins and I/O started now and waited for later)."""
+        scope = asyncio.timeout(self.settings.deadline)
+        try:
+            async with scope:
+                return await coro
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the operation's own (a request's StorageTimeoutError)
+            raise self._deadline_error(hint) from None
+
+    def _deadline_error(self, hint: str) -> StorageTimeoutError:
+        deadline = self.settings.deadline
+        counters.deadline_timeout(self.store.describe(), deadline)
+        return StorageTimeoutError(
+            f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
+            "(Settings.deadline): the store is stalled or unreachable" + (f"; {hint}" if hint else ""),
+        )
 
     def spawn(
         self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None
     ) -> None:
         """Run ``fn`` on the pool. ``on_shutdown(error)``: settles what ``fn`` would have, if
         the runtime shuts down before ``fn`` starts (or has shut down already)."""
+        token = self._work.begin()
+
+        def run() -> None:
+            self._work.runs_on(token, threading.get_ident())
+            fn()
+
         try:
-            task = self.executor.submit(fn)
+            task = self.executor.submit(run)
         except RuntimeError:  # the runtime (or the interpreter) has shut down
+            self._work.end(token)
             error = self._shutdown_error()
             if on_shutdown is not None:
                 on_shutdown(error)
@@ -289,6 +396,7 @@ class Runtime:
             if isinstance(owner, ActorCore):
                 self._fail_queued(owner, error)
             return
+        task.add_done_callback(functools.partial(self._work.end, token))
         if on_shutdown is not None:
             self._settle_on_shutdown[task] = on_shutdown
             task.add_done_callback(self._task_done)
@@ -296,6 +404,21 @@ class Runtime:
     def _task_done(self, task: Future[None]) -> None:
         if not task.cancelled():
             self._settle_on_shutdown.pop(task, None)
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """Around a thread's hold of an actor (a drain, a lease holder's folds): shutdown
+        waits for it to end."""
+        return self._work.working()
+
+    def _stopped_error(self) -> RuntimeShutdownError:
+        return RuntimeShutdownError(
+            f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "
+            "init() again) while this operation ran: its storage request was not made, or was "
+            "cancelled; retry it (the next call starts a new runtime)"
+        )
+
+    def shutdown_error(self) -> RuntimeShutdownError:
+        return self._shutdown_error()
 
     def _shutdown_error(self) -> RuntimeShutdownError:
         return RuntimeShutdownError(
@@ -317,12 +440,23 @@ class Runtime:
                 call.deliver(Outcome(False, error))
 
     def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return _sync.submit(coro)
+        """Run ``coro`` on the IO loop (shutdown waits for it; refused once the runtime stopped)."""
+        if self.stopped:
+            coro.close()
+            refused: Future[T] = Future()
+            refused.set_exception(self._stopped_error())
+            return refused
+        token = self._work.begin()
+        future = _sync.submit(coro)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        future.add_done_callback(functools.partial(self._work.end, token))
+        return future
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
-        # After close (a call that was running at shutdown committed): dropped. HEAD is a hint;
-        # a move flushed later would write to a store its user may have deleted meanwhile.
-        if not self.closed:
+        # Once stopped (a call still running when shutdown stopped waiting committed): dropped.
+        # HEAD is a hint; a move flushed later would write to a store its user may have deleted.
+        if not self.stopped:
             self.heads.mark(core, lazy=lazy)
 
     def weigh(self, core: ActorCore, delta: int) -> None:
@@ -453,6 +587,14 @@ class Runtime:
         return self._create(definition, actor_id, freeze_arguments(args, kwargs))
 
     def _create(self, definition: ActorDefinition, actor_id: str, frozen: Frozen) -> tuple[ActorCore, bool]:
+        if self.closed:  # (a creation started by a waiter after shutdown began: not started)
+            raise self._shutdown_error()
+        with self._work.working():  # (shutdown waits for a creation running, ``__init__`` too)
+            return self._create_now(definition, actor_id, frozen)
+
+    def _create_now(
+        self, definition: ActorDefinition, actor_id: str, frozen: Frozen
+    ) -> tuple[ActorCore, bool]:
         core = self.core(actor_id)
         with contextlib.suppress(ActorNotFoundError):
             self.run(core.ensure_loaded())
@@ -551,34 +693,90 @@ class Runtime:
         """Apply a write on this thread (or wait for the thread that holds the actor)."""
         self.core(actor_id).call(call)
 
-    async def aclose(self) -> None:
-        """Release folder leases, flush pending HEAD moves and release connections."""
+    def _all_cores(self) -> list[ActorCore]:
+        """Every core of this runtime, evicted ones still alive included."""
         with self._lock:
-            cores = list(self._cores.values())
+            return [*self._cores.values(), *self._evicted.values()]
+
+    async def aclose(self) -> None:
+        """Release folder leases, finish the inboxes' background work, flush pending HEAD
+        moves and release connections (``close`` calls it once nothing else runs)."""
+        cores = self._all_cores()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(core.shutdown_lease() for core in cores if core.leased))
-        await self.heads.flush()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(core.inbox.finish() for core in cores))
+        await self.heads.stop()
         await self.store.close()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush and release (``aclose``), stop the pool, and settle every call that has not
-        started: its caller gets ``RuntimeShutdownError`` (not applied). Calls already running
-        finish on their threads and settle as usual."""
+        """Shut down; once this returns, the runtime makes no storage request and none of its
+        threads runs (within ``timeout``: see below), and every call made to it has its outcome.
+
+        Calls that have not started fail with ``RuntimeShutdownError`` (not applied), and so
+        do commit attempts that would start from now on (a retry after a lost race); a
+        poster stops waiting for the lease holder's fold (``CallPendingError``: it may
+        still be applied); a lease holder stops folding. What is running (a method and its
+        commit attempt, a fold, a background delete or listing) is waited for, up to
+        ``timeout`` seconds; past that, its storage requests in flight are cancelled and no
+        new one is made (its call fails with ``RuntimeShutdownError``, or with
+        ``CommitOutcomeUnknownError`` if its step's put may have landed), and a method body
+        still running (which cannot be stopped) is logged. Then leases are released, HEAD
+        pointers flushed (``aclose``) and the pool's threads joined, within what is left of
+        ``timeout`` (at least a second each)."""
         if os.getpid() != self._pid:
             return
-        self.closed = True
-        with contextlib.suppress(Exception):
-            _sync.sync(self.aclose(), timeout=timeout)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            closing = self.closed
+            self.closed = True
+        if closing:  # another thread closes it: returns once that close has
+            self._closed.wait(timeout)
+            return
+        try:
+            self._close(timeout)
+        finally:
+            self._closed.set()
+
+    def _close(self, timeout: float) -> None:
+        until = time.monotonic() + timeout
         error = self._shutdown_error()
+        # What has not started never starts: pool tasks are cancelled, queued calls failed.
+        self.executor.shutdown(wait=False, cancel_futures=True)
         for task, settle in list(self._settle_on_shutdown.items()):
             if task.cancelled():
                 self._settle_on_shutdown.pop(task, None)
                 settle(error)
-        with self._lock:
-            cores = list(self._cores.values())
+        cores = self._all_cores()
         for core in cores:
             self._fail_queued(core, error)
+            core.wake()  # a lease holder between folds sees ``closed`` now
+        # (Not on the IO loop, which what it would wait for needs: a call from there only cancels.)
+        left = self._work.wait_done(until if not _sync.in_loop_thread() else 0.0)
+        self.stopped = True
+        if left:
+            # Past the timeout: what still runs makes no request from now on.
+            _sync.cancel(self._in_flight)
+            for future in list(self._background):
+                future.cancel()
+            logger.warning(
+                "vactor_cloud: shutdown waited %g s (close(timeout)) for %d piece(s) of work of the "
+                "runtime on %s still running (a method body, a stalled request): their storage "
+                "requests are cancelled and no new one is made",
+                timeout,
+                left,
+                self.store.describe(),
+            )
+        with contextlib.suppress(Exception):
+            _sync.sync(self.aclose(), timeout=max(until - time.monotonic(), 1.0))
+        for core in cores:
+            self._fail_queued(core, error)
+        # The pool's idle threads end at once (the shutdown told them), a thread whose request
+        # was cancelled soon after: a second at least; a method body still running keeps its
+        # thread (logged above).
+        joined_by = max(until, time.monotonic() + 1.0)
+        for thread in list(getattr(self.executor, "_threads", ())):
+            if thread is not threading.current_thread():
+                thread.join(max(joined_by - time.monotonic(), 0.0))
 
 
 def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> ActorDefinitionError:
@@ -754,8 +952,8 @@ def init(
     )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, chosen
-    if old is not None:
-        old.close()
+        closing = _closing_now(old)
+    _close_all(old, closing)
     get_runtime()
 
 
@@ -784,18 +982,48 @@ def _env_key() -> bytes | None:
 
 
 def shutdown() -> None:
-    """Flush HEAD pointers and close connections; a later call starts a fresh runtime."""
+    """Shut the runtime down (``Runtime.close``: calls not started fail with
+    ``RuntimeShutdownError``, what runs is waited for up to 30 s, HEAD pointers are flushed,
+    connections closed); once it returns, nothing of that runtime runs or touches storage,
+    even if another thread began shutting it down. A later call starts a fresh runtime."""
     global _runtime
     with _runtime_lock:
         old, _runtime = _runtime, None
+        closing = _closing_now(old)
+    _close_all(old, closing)
+
+
+#: runtimes being shut down (``shutdown()``, ``init()`` again): another shutdown waits for them
+_closing: set[Runtime] = set()
+
+
+def _closing_now(old: Runtime | None) -> list[Runtime]:
+    """(``_runtime_lock`` held) The runtimes other threads are closing; ``old`` joins them."""
+    others = list(_closing)
     if old is not None:
-        old.close()
+        _closing.add(old)
+    return others
+
+
+def _close_all(old: Runtime | None, others: list[Runtime]) -> None:
+    """Close ``old``, and return once the closes of ``others`` (on other threads) have: a
+    shutdown returns when nothing of the runtimes it replaces runs any more, even if another
+    thread began closing them."""
+    if old is not None:
+        try:
+            old.close()
+        finally:
+            with _runtime_lock:
+                _closing.discard(old)
+    for runtime in others:
+        runtime.close()  # (a second close waits for the first)
 
 
 def _after_fork_in_child() -> None:
     global _runtime, _runtime_lock
     _runtime = None
     _runtime_lock = threading.Lock()
+    _closing.clear()  # (the parent's: nothing of them runs here)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

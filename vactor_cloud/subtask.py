@@ -534,7 +534,10 @@ class _Memo:
     def load(self) -> dict[int, tuple[str, Any]]:
         """Checkpoints already written for this launch, by index: ``(fingerprint, value)``."""
         # Unpickling user objects may be slow: done here, in the method's thread, not on the IO loop.
-        return {index: self.decode(index, data) for index, data in _sync.sync(self._load()).items()}
+        found = self.context.runtime.run(
+            self._load(), hint="the sub-task checkpoints could not be read; no child was run: call again"
+        )
+        return {index: self.decode(index, data) for index, data in found.items()}
 
     async def _load(self) -> dict[int, bytes]:
         prefix = tasks_prefix(self.context.actor_id, self.context.call_id)
@@ -590,7 +593,9 @@ class _Memo:
             "time": time.time(),
         }
         data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)
-        return _sync.submit(self._put(key, data))
+        hint = "this child's result was not checkpointed: a run of this call again runs the child again"
+        runtime = self.context.runtime
+        return runtime.background(runtime.bounded(self._put(key, data), hint=hint))  # type: ignore[no-any-return]
 
     async def _put(self, key: str, data: bytes) -> bytes | None:
         for attempt in range(_WRITE_ATTEMPTS):

@@ -113,7 +113,7 @@ def get_status(actor_id: str) -> WorkflowStatus:
     """The status of the actor ``actor_id`` (see :class:`WorkflowStatus`); ``ActorNotFoundError``."""
     runtime = get_runtime()
     runtime.load(actor_id)
-    return _sync.sync(_status(runtime, actor_id))
+    return runtime.run(_status(runtime, actor_id))
 
 
 def list_all(
@@ -138,7 +138,7 @@ def list_all(
         statuses = await asyncio.gather(*(_status(runtime, a.actor_id) for a in actors))
         return [(a.actor_id, s) for a, s in zip(actors, statuses, strict=True) if s in wanted]
 
-    return _sync.sync(collect())
+    return runtime.run(collect(), hint="list the actors a page at a time with vc.list_actors(limit=...)")
 
 
 def resume(actor_id: str) -> ActorFuture[list[Any]]:
@@ -166,7 +166,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     # A json actor in a process that loads no class body from storage unpickles nothing from it.
     json_actor = core.definition is not None and core.definition.serializer == "json"
     unpickle = runtime.settings.load_classes_from_storage or not json_actor
-    failed = _sync.sync(
+    failed = runtime.run(
         list_failures(runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle)
     )
     failed = [call for call in failed if not _applied_elsewhere(runtime, call)]
@@ -349,7 +349,8 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
             return
         # Settled on the IO loop: schedule the delete there, and answer once it is done
         # so that a status read after the result no longer says FAILED.
-        deleting = _sync.submit(delete_failure(runtime.store, failed.actor_id, failed.call_id))
+        # (A background request of the runtime: shutdown waits for it; once stopped, refused.)
+        deleting = runtime.background(delete_failure(runtime.store, failed.actor_id, failed.call_id))
         deleting.add_done_callback(lambda _: done.set_result(finished.result()))
 
     future.add_done_callback(forget)
