@@ -148,6 +148,7 @@ class ActorDefinition:
         self.writer_names = frozenset(name for name, info in self.methods.items() if not info.readonly)
         if not stored:  # a body already in storage stays readable (its shadowed methods as before)
             _refuse_reserved_names(cls, self.methods)
+            _refuse_generator_methods(cls, self.methods)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
 
@@ -385,6 +386,22 @@ def _refuse_reserved_names(cls: type, methods: dict[str, MethodInfo]) -> None:
             f"{cls.__qualname__}: method name(s) {', '.join(shadowed)} are taken by the actor "
             "handle itself (handle.<name> would be the handle's own, never this method): rename "
             f"the method(s). Reserved names: {', '.join(sorted(RESERVED_METHOD_NAMES))}"
+        )
+
+
+def _refuse_generator_methods(cls: type, methods: dict[str, MethodInfo]) -> None:
+    # Calling a generator function runs none of its body: the call would commit nothing and
+    # fail only on its result (a generator cannot be passed by value), far from the cause.
+    generators = sorted(
+        name
+        for name, info in methods.items()
+        if inspect.isgeneratorfunction(info.function) or inspect.isasyncgenfunction(info.function)
+    )
+    if generators:
+        raise ActorDefinitionError(
+            f"{cls.__qualname__}: method(s) {', '.join(generators)} are generators (they `yield`): "
+            "calling one runs none of its body, and a generator cannot be passed back by value. "
+            "Return the values instead (a list), or make it a plain or `async def` method"
         )
 
 

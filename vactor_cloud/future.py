@@ -30,6 +30,15 @@ class ActorFuture(concurrent.futures.Future[T]):
     #: runs the call's pending work on the waiting thread: ``help(timeout)``
     _help: Callable[[float | None], None] | None = None
 
+    def __reduce__(self) -> Any:
+        # concurrent.futures' own refusal names only its lock ("cannot pickle '_thread.RLock'").
+        raise TypeError(
+            "an ActorFuture cannot be sent to another process (a multiprocessing or executor "
+            "task's argument): it is this process's wait for a call made here. Send its result "
+            "(fut.result()) instead, or the actor's handle: another process can make the call "
+            "itself, with an idempotency key if it must apply once"
+        )
+
     def _wait_helping(self, timeout: float | None) -> None:
         # Only an unbounded wait runs the call itself: a method body cannot be stopped half
         # way, so a waiter with a timeout that ran it would wait as long as the body takes.

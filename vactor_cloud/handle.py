@@ -24,7 +24,7 @@ from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCal
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo
-from vactor_cloud.errors import ReentrantCallError, VirtualActorNotInitializedError
+from vactor_cloud.errors import ReentrantCallError, StorageNotChosenError, VirtualActorNotInitializedError
 from vactor_cloud.events import (
     process_events,
     process_events_async,
@@ -37,7 +37,7 @@ from vactor_cloud.future import ActorFuture, CallFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
-from vactor_cloud.runtime import Runtime, get_runtime
+from vactor_cloud.runtime import Runtime, current_runtime, get_runtime, storage_chosen
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -84,8 +84,10 @@ def _help_after_creation(
     core.help(future, timeout)
 
 
-def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
-    return ActorHandle(actor_id)
+def _get_actor_handle(actor_id: str, origin: str | None = None) -> ActorHandle[Any]:
+    handle: ActorHandle[Any] = ActorHandle(actor_id)
+    handle._origin = origin
+    return handle
 
 
 class ActorHandle(Generic[T]):
@@ -95,13 +97,29 @@ class ActorHandle(Generic[T]):
     ``T`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("actor_id",)
+    __slots__ = ("_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
+        #: (an unpickled handle, until its first use) the store of the process that pickled it
+        self._origin: str | None = None
+
+    def _runtime(self) -> Runtime:
+        """The current runtime; ``StorageNotChosenError`` on the first use of a handle sent from a
+        process with another store, here where no store was chosen (its actor is not in the
+        embedded default store: without this, an ``ActorNotFoundError`` there, or a
+        ``get_or_create`` that silently made a second actor)."""
+        runtime = get_runtime()
+        origin = self._origin
+        if origin is not None:
+            current = runtime.store.describe()
+            if origin != current and not storage_chosen():
+                raise StorageNotChosenError(self.actor_id, origin, current)
+            self._origin = None
+        return runtime
 
     def _definition(self) -> ActorDefinition:
-        runtime = get_runtime()
+        runtime = self._runtime()
         creation = runtime.creating(self.actor_id)
         if creation is not None:
             return creation.definition
@@ -133,7 +151,7 @@ class ActorHandle(Generic[T]):
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
         or the exception of this process's pending creation of it if that failed."""
         future: ActorFuture[None] = ActorFuture()
-        runtime = get_runtime()
+        runtime = self._runtime()
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
 
         def check() -> None:
@@ -167,7 +185,7 @@ class ActorHandle(Generic[T]):
         when it was not applied and never will be (and for an actor whose serializer is
         ``"json"``: its calls are never posted). ``error.call_ids`` names the calls.
         """
-        return get_runtime().core(self.actor_id).call_outcome(call_id).unwrap()
+        return self._runtime().core(self.actor_id).call_outcome(call_id).unwrap()
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
@@ -191,7 +209,10 @@ class ActorHandle(Generic[T]):
         return await asyncio.wrap_future(_sync.submit(coro))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_get_actor_handle, (self.actor_id,))
+        runtime = current_runtime()
+        if runtime is None:
+            return (_get_actor_handle, (self.actor_id,))
+        return (_get_actor_handle, (self.actor_id, runtime.store.describe()))
 
     # -- external events (vactor_cloud.events); these names shadow actor methods of the same name
     def send_event(

@@ -1,0 +1,31 @@
+"""Entry points of the child processes of tests/test_review_callers.py (spawned: importable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from child_processes import report_stacks_on_request
+
+import vactor_cloud as vc
+
+report_stacks_on_request()
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self, start: int) -> None:
+        self.total = start
+
+    def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+
+def add_one(handle: vc.ActorHandle[Any]) -> tuple[str, Any]:
+    """``handle.add.run(1)`` in this process: ("ok", result) or (error type, message)."""
+    try:
+        return ("ok", handle.add.run(1))
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+    finally:
+        vc.shutdown()

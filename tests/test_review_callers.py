@@ -1,0 +1,83 @@
+"""Hostile review of the caller's environment: how users actually call actors.
+
+Threads and event loops sharing handles, handles and futures sent to other processes,
+Ctrl-C at each moment of a call, awkward arguments and results, unusual method kinds.
+Each test failed before its fix; waits are bounded, never timed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from caller_workers import Tally, add_one
+
+import vactor_cloud as vc
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+#: how long a test waits for what must finish at once before calling it a hang
+HANG = 120.0
+
+
+# -- handles and futures sent to other processes --------------------------------------------------
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_handle_sent_to_a_process_that_chose_no_store_says_to_call_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handle pickled into a spawned worker (a pool task's argument) that never called
+    ``vc.init()``: the worker used its embedded default store, where the actor is not, and
+    said only ``ActorNotFoundError`` (a ``get_or_create`` there made a second actor). It now
+    says to call ``init`` with the sender's store, and works once the worker does."""
+    monkeypatch.delenv("VACTOR_STORAGE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "worker-home"))
+    vc.init(str(tmp_path / "store"))
+    handle = Tally.get_or_create("tally", 0)
+    url = vc.get_runtime().store.describe()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        kind, message = pool.submit(add_one, handle).result(timeout=HANG)
+    assert kind == "StorageNotChosenError", message
+    assert f"vc.init({url!r})" in message
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=vc.init, initargs=(url,)) as pool:
+        assert pool.submit(add_one, handle).result(timeout=HANG) == ("ok", 1)
+    assert handle.add.run(1) == 2
+
+
+def test_sending_an_actor_future_to_another_process_says_what_to_send_instead(
+    actor_store: Any,
+) -> None:
+    """Pickling an ``ActorFuture`` (a pool task's argument) failed with "cannot pickle
+    '_thread.RLock' object", naming nothing the user wrote."""
+    future = Tally.get_or_create("sent", 0).add.run_async(1)
+    assert future.result(timeout=HANG) == 1
+    with pytest.raises(TypeError, match=r"ActorFuture cannot be sent to another process.*fut\.result\(\)"):
+        pickle.dumps(future)
+
+
+# -- unusual method kinds -----------------------------------------------------------------------
+
+
+def test_a_generator_method_is_refused_when_the_class_is_decorated() -> None:
+    """A writer method that ``yield``s: calling it ran none of its body, and the call failed
+    only on its result ("cannot pickle 'generator' object"). Refused at decoration now."""
+    with pytest.raises(vc.ActorDefinitionError, match=r"agen, gen are generators"):
+
+        @vc.virtual_actor
+        class Stream:
+            def __init__(self) -> None:
+                self.n = 0
+
+            def gen(self) -> Any:
+                self.n += 1
+                yield self.n
+
+            async def agen(self) -> Any:
+                self.n += 1
+                yield self.n
