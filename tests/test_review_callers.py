@@ -81,3 +81,31 @@ def test_a_generator_method_is_refused_when_the_class_is_decorated() -> None:
             async def agen(self) -> Any:
                 self.n += 1
                 yield self.n
+
+
+# -- arguments and results by value --------------------------------------------------------------
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("this object cannot be read back")
+
+
+class LoadsNever:
+    """Pickles, but unpickling it raises (a class whose reduce names a constructor that fails)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_load, ())
+
+
+def test_an_argument_that_pickles_but_does_not_read_back_is_a_type_error_and_nothing_is_applied(
+    actor_store: Any,
+) -> None:
+    """Such an argument failed the call with the argument's own ``ValueError``, as if the method
+    had raised it (and ``max_retries`` ran the call into it again); a result alike already said
+    ``TypeError: result cannot be passed by value``."""
+    tally = Tally.get_or_create("loads-never", 0)
+    for method in (tally.add, tally.add.options(max_retries=2)):
+        with pytest.raises(TypeError, match=r"argument cannot be passed by value: it pickles, but reading"):
+            method.run(LoadsNever())
+    assert [entry.step for entry in tally.history()] == [0]
+    assert tally.add.run(1) == 1
