@@ -29,3 +29,8 @@ def add_one(handle: vc.ActorHandle[Any]) -> tuple[str, Any]:
         return (type(exc).__name__, str(exc))
     finally:
         vc.shutdown()
+
+
+def create_and_add(actor_class: vc.ActorClass[Any], actor_id: str) -> int:
+    """``actor_class.get_or_create(actor_id, 0).add.run(1)`` here (a class as a task's argument)."""
+    return actor_class.get_or_create(actor_id, 0).add.run(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caller_workers import Tally, add_one
+from caller_workers import Tally, add_one, create_and_add
 
 import vactor_cloud as vc
 
@@ -59,6 +59,20 @@ def test_sending_an_actor_future_to_another_process_says_what_to_send_instead(
     assert future.result(timeout=HANG) == 1
     with pytest.raises(TypeError, match=r"ActorFuture cannot be sent to another process.*fut\.result\(\)"):
         pickle.dumps(future)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_decorated_class_is_a_pool_tasks_argument_like_any_class(tmp_path: Path) -> None:
+    """``pool.submit(work, Counter, ...)``: pickle copied the wrapper ``@virtual_actor`` makes,
+    whose decorated class it looked up by name and found to be the wrapper: "Can't pickle
+    <class 'caller_workers.Tally'>: it's not the same object as caller_workers.Tally"."""
+    assert pickle.loads(pickle.dumps(Tally)) is Tally
+    vc.init(str(tmp_path / "store"))
+    url = vc.get_runtime().store.describe()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=vc.init, initargs=(url,)) as pool:
+        assert pool.submit(create_and_add, Tally, "made-there").result(timeout=HANG) == 1
+    assert vc.get_actor("made-there").add.run(1) == 2
 
 
 # -- unusual method kinds -----------------------------------------------------------------------

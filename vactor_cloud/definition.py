@@ -8,6 +8,7 @@ same way as the local one.
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import importlib
 import inspect
@@ -29,6 +30,7 @@ from vactor_cloud.log import ClassRef
 from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
 
 __all__ = [
+    "PROCESS_ONLY_MODULES",
     "RESERVED_METHOD_NAMES",
     "ActorDefinition",
     "MethodInfo",
@@ -79,7 +81,7 @@ RESERVED_METHOD_NAMES = frozenset(
     }
 )
 #: modules that exist in no other process under their name: their globals are stored by value
-_PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
+PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +236,15 @@ class _BodyPickler(cloudpickle.Pickler):  # type: ignore[misc]
     def __init__(self, file: io.BytesIO, module: types.ModuleType) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.module = module
-        self.snapshot = module.__name__ in _PROCESS_ONLY_MODULES or getattr(module, "__spec__", None) is None
+        self.snapshot = module.__name__ in PROCESS_ONLY_MODULES or getattr(module, "__spec__", None) is None
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind.__name__ == "ActorClass" and kind.__module__ == "vactor_cloud.actor":
+            # An actor class a method uses, stored by value as ever: its own ``__reduce__`` names
+            # it by reference (a pool task's argument), and loading a body must import nothing.
+            return (copyreg.__newobj__, (kind,), vars(obj), None, None)  # type: ignore[attr-defined]
+        return super().reducer_override(obj)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
         reduced = super()._dynamic_function_reduce(func)
@@ -300,7 +310,7 @@ def _restore_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:
     here: storage does not choose what this process imports)."""
     fstate, slotstate, module_name, names = state
     cloudpickle.cloudpickle._function_setstate(func, (fstate, slotstate))
-    module = None if module_name in _PROCESS_ONLY_MODULES else sys.modules.get(module_name)
+    module = None if module_name in PROCESS_ONLY_MODULES else sys.modules.get(module_name)
     found = vars(module) if module is not None else {}
     missing = []
     for name in names:
@@ -315,7 +325,7 @@ def _restore_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:
         _REPORTED.add(report)
         where = (
             f"the class was defined in {module_name} of another program"
-            if module is None and module_name in _PROCESS_ONLY_MODULES
+            if module is None and module_name in PROCESS_ONLY_MODULES
             else f"module {module_name} is not imported in this process"
         )
         logger.warning(
