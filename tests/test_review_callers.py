@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,48 @@ def test_an_argument_that_pickles_but_does_not_read_back_is_a_type_error_and_not
             method.run(LoadsNever())
     assert [entry.step for entry in tally.history()] == [0]
     assert tally.add.run(1) == 1
+
+
+# -- futures: callbacks --------------------------------------------------------------------------
+
+#: what Gated.slow waits for before it returns
+GATE = threading.Event()
+
+
+@vc.virtual_actor
+class Gated:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def slow(self) -> int:
+        GATE.wait(HANG)
+        self.n += 1
+        return self.n
+
+    def add(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def test_a_done_callback_calling_the_actor_it_waited_for_does_not_wait_for_itself(actor_store: Any) -> None:
+    """``fut.add_done_callback(lambda f: h.add.run())``: the callback ran on the thread that
+    applied the call, which still held the actor; its call waited for that thread, itself, and
+    every later call of the actor waited behind it (about 100 s, then ``ActorBusyError``)."""
+    gated = Gated.get_or_create("callback")
+    GATE.clear()
+    future = gated.slow.run_async()
+    got: list[Any] = []
+    called = threading.Event()
+
+    def call_again(done: Any) -> None:
+        try:
+            got.append((done.result(), gated.add.run()))
+        except BaseException as exc:  # the test looks at it
+            got.append(exc)
+        called.set()
+
+    future.add_done_callback(call_again)
+    GATE.set()
+    assert called.wait(HANG / 4), "the callback's call waited for the thread that ran the callback"
+    assert got == [(1, 2)]
+    assert gated.add.run() == 3

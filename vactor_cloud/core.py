@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
@@ -70,6 +71,7 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.folding import Folder, damaged_pause, gives_fold_work
+from vactor_cloud.future import Waker, install_actor_held_probe
 from vactor_cloud.log import (
     ActorLog,
     CallRecord,
@@ -86,6 +88,7 @@ from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -175,6 +178,30 @@ def run_detached(fn: Callable[..., T], *args: Any) -> T:
             del _waiting_writers.stack
         else:
             _waiting_writers.stack = stack
+
+
+#: ``depth``: how many actors this thread holds (drains or serves) now
+_holding = threading.local()
+
+P = ParamSpec("P")
+
+
+def _holds_actor(method: Callable[P, R]) -> Callable[P, R]:
+    """Mark this thread as holding an actor while ``method`` runs: a done callback of an
+    ``ActorFuture`` it settles meanwhile runs on a thread of its own (see ``future.py``)."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        _holding.depth = getattr(_holding, "depth", 0) + 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _holding.depth -= 1
+
+    return run
+
+
+install_actor_held_probe(lambda: getattr(_holding, "depth", 0) > 0)
 
 
 class WaitingInsideWriter:
@@ -509,7 +536,7 @@ class ActorCore(Folder):
                         if self._waiters is None:
                             self._waiters = set()
                         self._waiters.add(wake)
-                        future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
+                        future.add_done_callback(Waker(lambda _, w=wake: w.set()))  # type: ignore[misc]
                 if claimed:
                     self._drain(until=future)
                     continue
@@ -613,6 +640,7 @@ class ActorCore(Folder):
                 ),
             )
 
+    @_holds_actor
     def _drain(self, until: Future[Any] | None) -> None:
         """Apply queued writes batch by batch (this thread holds the actor).
 
@@ -642,6 +670,7 @@ class ActorCore(Folder):
                     self.env.spawn(self._drain_from_pool)
                 return
 
+    @_holds_actor
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers
         are quiet (their calls join the next fold). Ends when the lease is given up."""

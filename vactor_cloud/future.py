@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 
 from vactor_cloud._sync import in_loop_thread
 
-__all__ = ["ActorFuture", "CallFuture", "get", "install_method_probe"]
+__all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
 
 T = TypeVar("T")
 
@@ -47,6 +47,26 @@ class ActorFuture(concurrent.futures.Future[T]):
         if helper is not None and timeout is None and not self.done() and not in_loop_thread():
             helper(timeout)
 
+    def _invoke_callbacks(self) -> None:
+        # concurrent.futures runs done callbacks on the thread that settles the future. Here
+        # that thread may hold the actor (it applied the call): a callback calling the actor
+        # (``fut.add_done_callback(lambda f: h.m.run())``) waited for itself, and every later
+        # call of the actor behind it. Such callbacks run on a thread of their own; vactor's
+        # own wake-ups (``Waker``) only set an event, and run at once.
+        if not _actor_held():
+            super()._invoke_callbacks()  # type: ignore[misc]
+            return
+        callbacks: list[Callable[[Any], object]] = self._done_callbacks  # type: ignore[has-type]
+        later = [c for c in callbacks if not isinstance(c, Waker)]
+        if not later:
+            super()._invoke_callbacks()  # type: ignore[misc]
+            return
+        self._done_callbacks = [c for c in callbacks if isinstance(c, Waker)]
+        super()._invoke_callbacks()  # type: ignore[misc]
+        threading.Thread(
+            target=_run_callbacks, args=(self, later), name="vactor-future-callbacks", daemon=True
+        ).start()
+
     def result(self, timeout: float | None = None) -> T:
         started = time.monotonic()
         self._wait_helping(timeout)
@@ -75,7 +95,7 @@ class ActorFuture(concurrent.futures.Future[T]):
                 with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
                     loop.call_soon_threadsafe(_wake, waiter)
 
-            self.add_done_callback(wake)
+            self.add_done_callback(Waker(wake))
             try:
                 yield from waiter.__await__()
             except asyncio.CancelledError:
@@ -91,6 +111,40 @@ class ActorFuture(concurrent.futures.Future[T]):
                 "error's __cause__ (fut.result() raises it as it is)"
             ) from error
         return concurrent.futures.Future.result(self, 0)
+
+
+class Waker:
+    """A done callback of vactor's own that only wakes a waiter: run at once by whichever
+    thread settles the future (user callbacks may be moved to a thread of their own)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+
+    def __call__(self, future: Any) -> None:
+        self.fn(future)
+
+
+def _run_callbacks(future: ActorFuture[Any], callbacks: list[Callable[[Any], object]]) -> None:
+    for callback in callbacks:
+        try:
+            callback(future)
+        except BaseException:  # no caller here to take a SystemExit: logged, as an error is
+            logging.getLogger("concurrent.futures").exception("exception calling callback for %r", future)
+
+
+#: whether this thread holds an actor (applies its writes); installed by :mod:`vactor_cloud.core`
+_held_probes: list[Callable[[], bool]] = []
+
+
+def _actor_held() -> bool:
+    return bool(_held_probes) and _held_probes[0]()
+
+
+def install_actor_held_probe(probe: Callable[[], bool]) -> None:
+    """(For :mod:`vactor_cloud.core`) Tell ``ActorFuture`` how to know this thread holds an actor."""
+    _held_probes[:] = [probe]
 
 
 #: whether an actor method runs on this thread; installed by :mod:`vactor_cloud.batch` (which
