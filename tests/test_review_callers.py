@@ -76,6 +76,23 @@ def test_a_decorated_class_is_a_pool_tasks_argument_like_any_class(tmp_path: Pat
     assert vc.get_actor("made-there").add.run(1) == 2
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_an_actor_method_and_its_run_are_pool_task_arguments(tmp_path: Path) -> None:
+    """``pool.map(handle.add.run, items)``: pickle took the method's function along by a name its
+    module does not have ("Can't pickle <function Tally.add>: attribute lookup Tally.add on
+    caller_workers failed"). The method is now looked up again where it runs, options kept."""
+    vc.init(str(tmp_path / "store"))
+    url = vc.get_runtime().store.describe()
+    tally = Tally.get_or_create("mapped", 0)
+    keyed = tally.add.options(idempotency_key="once")
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=spawn, initializer=vc.init, initargs=(url,)) as pool:
+        assert sorted(pool.map(tally.add.run, [1] * 6, timeout=HANG)) == [1, 2, 3, 4, 5, 6]
+        assert list(pool.map(keyed.run, [100, 100], timeout=HANG)) == [106, 106]
+    assert tally.add.run(1) == 107
+    assert repr(pickle.loads(pickle.dumps(tally.add))) == "<actor method mapped.add>"
+
+
 # -- unusual method kinds -----------------------------------------------------------------------
 
 

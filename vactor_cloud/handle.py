@@ -84,6 +84,17 @@ def _help_after_creation(
     core.help(future, timeout)
 
 
+def _unpickled_method(
+    handle: ActorHandle[Any], name: str, options: CallOptions, timer: dict[str, Any] | None
+) -> ActorMethod[..., Any]:
+    method: ActorMethod[..., Any] = ActorMethod.__new__(ActorMethod)
+    method._actor_id = handle.actor_id
+    method._handle = (handle, name)
+    method._options = options
+    method._timer = timer
+    return method
+
+
 def _get_actor_handle(actor_id: str, origin: str | None = None) -> ActorHandle[Any]:
     handle: ActorHandle[Any] = ActorHandle(actor_id)
     handle._origin = origin
@@ -267,7 +278,10 @@ class ActorHandle(Generic[T]):
 class ActorMethod(Generic[P, R]):
     """One method of one actor: ``run`` blocks, ``run_async`` returns an :class:`ActorFuture`."""
 
-    __slots__ = ("_actor_id", "_info", "_options", "_timer")
+    __slots__ = ("_actor_id", "_handle", "_info", "_options", "_timer")
+
+    #: (an unpickled method, until its first use) the handle and the method's name
+    _handle: tuple[ActorHandle[Any], str]
 
     def __init__(
         self,
@@ -535,7 +549,23 @@ class ActorMethod(Generic[P, R]):
             f"{self._actor_id!r}'s own method, or make this call after that method has returned"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By default pickle took the method's function along, by a name its module does not
+        # have (the module holds the decorated class's wrapper): ``pool.map(h.add.run, items)``
+        # failed. The method is looked up again by name where it is used.
+        return (_unpickled_method, (ActorHandle(self._actor_id), self._info.name, self._options, self._timer))
+
     if not TYPE_CHECKING:  # for type checkers an ActorMethod stays not callable
+
+        def __getattr__(self, name: str) -> Any:
+            # An unpickled method (see __reduce__) finds its MethodInfo on first use: only then
+            # is this process's runtime asked (the process may call vc.init() after unpickling).
+            if name != "_info":
+                raise AttributeError(name)
+            handle, method_name = object.__getattribute__(self, "_handle")
+            info = getattr(handle, method_name)._info
+            self._info = info
+            return info
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             name = self._info.name
@@ -545,7 +575,11 @@ class ActorMethod(Generic[P, R]):
             )
 
     def __repr__(self) -> str:
-        return f"<actor method {self._actor_id}.{self._info.name}>"
+        try:
+            name = object.__getattribute__(self, "_info").name
+        except AttributeError:  # unpickled, not used yet: no need to load the actor for a repr
+            name = object.__getattribute__(self, "_handle")[1]
+        return f"<actor method {self._actor_id}.{name}>"
 
 
 if TYPE_CHECKING:
