@@ -186,3 +186,24 @@ def test_a_done_callback_calling_the_actor_it_waited_for_does_not_wait_for_itsel
     assert called.wait(HANG / 4), "the callback's call waited for the thread that ran the callback"
     assert got == [(1, 2)]
     assert gated.add.run() == 3
+
+
+def test_calling_a_private_method_through_a_handle_says_it_is_private(actor_store: Any) -> None:
+    """``handle._helper.run()`` said only ``AttributeError: _helper``, as if the class had no such
+    method."""
+
+    @vc.virtual_actor
+    class Helped:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def _helper(self) -> int:
+            return 1
+
+        def public(self) -> int:
+            return self._helper()
+
+    helped = Helped.get_or_create("helped")
+    assert helped.public.run() == 1
+    with pytest.raises(AttributeError, match=r"'_helper': a method whose name starts with '_' is private"):
+        helped._helper.run()

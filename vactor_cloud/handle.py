@@ -141,8 +141,13 @@ class ActorHandle(Generic[T]):
     if not TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> ActorMethod[..., Any]:
-            if name.startswith("_"):
-                raise AttributeError(name)
+            if name.startswith("_"):  # no I/O here: pickle, copy and notebooks probe such names
+                if name.startswith("__") and name.endswith("__"):
+                    raise AttributeError(name)
+                raise AttributeError(
+                    f"{name!r}: a method whose name starts with '_' is private to the actor's class "
+                    f"(its other methods may call it); a handle calls public methods only"
+                )
             definition = self._definition()
             info = definition.methods.get(name)
             if info is None:
