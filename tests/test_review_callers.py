@@ -7,8 +7,10 @@ Each test failed before its fix; waits are bounded, never timed.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import pickle
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,6 +20,8 @@ import pytest
 from caller_workers import Tally, add_one, create_and_add
 
 import vactor_cloud as vc
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -207,3 +211,67 @@ def test_calling_a_private_method_through_a_handle_says_it_is_private(actor_stor
     assert helped.public.run() == 1
     with pytest.raises(AttributeError, match=r"'_helper': a method whose name starts with '_' is private"):
         helped._helper.run()
+
+
+# -- calls made by code that interrupts a call: signal handlers ----------------------------------
+
+
+class HeldSteps(FaultyStore):
+    """Holds the next step put, once ``hold`` is set, until ``release`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.hold = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if self.hold and operation == "put" and "/steps/" in key:
+            self.hold = False
+            self.held.set()
+            for _ in range(int(HANG / 0.005)):
+                if self.release.is_set():
+                    break
+                await asyncio.sleep(0.005)
+        return await super()._around(operation, key, run, **batch)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_at_once(
+    store_spec: StoreSpec,
+) -> None:
+    """A SIGTERM handler saving progress (``signal.signal(SIGTERM, lambda *_: h.save.run())``) ran
+    while its thread waited for that actor's step put: its call waited for the thread it
+    interrupted, itself, for max(deadline, commit_timeout) (120 s), then said ``ActorBusyError``
+    "held by another thread"; the interrupted call waited as long. Now refused at once."""
+    if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs signals delivered to the main thread")
+    store_spec.init(settings=vc.Settings(commit_timeout=10.0))  # before the fix: a 10 s wait, not 120
+    runtime = vc.get_runtime()
+    store = HeldSteps(runtime.store)
+    runtime.store = store
+    tally = Tally.get_or_create("signalled", 0)
+    got: list[Any] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        try:
+            got.append(tally.add.run(100))
+        except BaseException as exc:  # the test looks at it
+            got.append(exc)
+        store.release.set()
+
+    def send_signal() -> None:
+        if store.held.wait(HANG):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    try:
+        threading.Thread(target=send_signal, daemon=True).start()
+        store.hold = True
+        assert tally.add.run(1) == 1
+    finally:
+        store.release.set()
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(got) == 1 and isinstance(got[0], vc.ReentrantCallError), got
+    assert "was made on the thread that is committing" in str(got[0])
+    assert tally.add.run(1) == 2  # the refused call was not applied

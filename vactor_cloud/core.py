@@ -45,7 +45,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
@@ -180,28 +180,34 @@ def run_detached(fn: Callable[..., T], *args: Any) -> T:
             _waiting_writers.stack = stack
 
 
-#: ``depth``: how many actors this thread holds (drains or serves) now
+#: ``actors``: the actors this thread holds (drains or serves) now
 _holding = threading.local()
 
 P = ParamSpec("P")
 
 
-def _holds_actor(method: Callable[P, R]) -> Callable[P, R]:
-    """Mark this thread as holding an actor while ``method`` runs: a done callback of an
-    ``ActorFuture`` it settles meanwhile runs on a thread of its own (see ``future.py``)."""
+def _holds_actor(method: Callable[Concatenate[ActorCore, P], R]) -> Callable[Concatenate[ActorCore, P], R]:
+    """Mark this thread as holding the core's actor while ``method`` runs: a done callback of
+    an ``ActorFuture`` it settles meanwhile runs on a thread of its own (see ``future.py``), and
+    a call to that actor made on this thread meanwhile (a signal handler) is refused (``help``)."""
 
     @functools.wraps(method)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        _holding.depth = getattr(_holding, "depth", 0) + 1
+    def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        held = _holding.__dict__.setdefault("actors", [])
+        held.append(core.actor_id)
         try:
-            return method(*args, **kwargs)
+            return method(core, *args, **kwargs)
         finally:
-            _holding.depth -= 1
+            held.pop()
 
     return run
 
 
-install_actor_held_probe(lambda: getattr(_holding, "depth", 0) > 0)
+def _held_here() -> list[str]:
+    return getattr(_holding, "actors", None) or []
+
+
+install_actor_held_probe(lambda: bool(getattr(_holding, "actors", None)))
 
 
 class WaitingInsideWriter:
@@ -502,6 +508,19 @@ class ActorCore(Folder):
         if future.done():
             return
         if current_call() is None and not getattr(_waiting_writers, "stack", None):
+            if self.actor_id in _held_here():
+                # This thread applies the actor's calls, and was interrupted to make this one: a
+                # signal handler (SIGTERM's "save progress") run in the middle of a commit. It
+                # waited for itself for max(deadline, commit_timeout), then was ActorBusyError.
+                error = ReentrantCallError(
+                    f"a call to actor {self.actor_id!r} was made on the thread that is committing "
+                    "that actor's calls, which it interrupted (a signal handler, or code run inside "
+                    "a commit): it would wait for itself; it was not applied. Make the call once "
+                    "the interrupted one returned (a signal handler can set a flag the main code reads)"
+                )
+                if not self._withdraw(future, error):
+                    raise error
+                return
             self._help(future, timeout)  # no actor method runs on this thread: nothing to refuse
             return
         cycle = call_cycle(self.actor_id)
