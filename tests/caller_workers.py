@@ -20,6 +20,10 @@ class Tally:
         self.total += n
         return self.total
 
+    @vc.virtual_actor.readonly
+    def read_total(self) -> int:
+        return self.total
+
 
 def add_one(handle: vc.ActorHandle[Any]) -> tuple[str, Any]:
     """``handle.add.run(1)`` in this process: ("ok", result) or (error type, message)."""

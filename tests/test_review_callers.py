@@ -275,3 +275,30 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
     assert len(got) == 1 and isinstance(got[0], vc.ReentrantCallError), got
     assert "was made on the thread that is committing" in str(got[0])
     assert tally.add.run(1) == 2  # the refused call was not applied
+
+
+# -- read-only calls never wait behind writes ------------------------------------------------------
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_awaited_read_only_call_does_not_wait_for_a_pool_filled_by_slow_writes(
+    store_spec: StoreSpec,
+) -> None:
+    """``await reader.get.run_async()`` while ``run_async`` writes of other actors filled the
+    pool (``Settings.max_workers``) with slow methods: the read waited for a pool thread, that is
+    behind the writes (a blocking ``.result()`` runs it on its own thread; an ``await`` did not)."""
+    store_spec.init(settings=vc.Settings(max_workers=2))
+    writers = [Gated.get_or_create(f"busy-{n}") for n in range(2)]
+    reader = Tally.get_or_create("read-while-busy", 7)
+    GATE.clear()
+    try:
+        busy = [writer.slow.run_async() for writer in writers]
+
+        async def read() -> Any:
+            return await asyncio.wait_for(reader.read_total.run_async(), HANG / 4)
+
+        assert asyncio.run(read()) == 7
+        assert not any(future.done() for future in busy)  # the writes still held the pool
+    finally:
+        GATE.set()
+    assert [future.result(HANG) for future in busy] == [1, 1]

@@ -29,6 +29,8 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     #: runs the call's pending work on the waiting thread: ``help(timeout)``
     _help: Callable[[float | None], None] | None = None
+    #: (a read-only call) ``await`` also runs ``_help`` on the awaiting loop's default executor
+    _run_when_awaited = False
 
     def __reduce__(self) -> Any:
         # concurrent.futures' own refusal names only its lock ("cannot pickle '_thread.RLock'").
@@ -89,6 +91,12 @@ class ActorFuture(concurrent.futures.Future[T]):
             self._wait_helping(None)
         if not self.done():
             loop = asyncio.get_running_loop()
+            if self._run_when_awaited and self._help is not None:
+                # A read-only call waits for no write: on the pool, it waited behind whatever
+                # filled it (slow writer methods of any actor). The awaiting loop's executor
+                # runs it too; whichever thread starts it first runs it, the other does nothing.
+                with contextlib.suppress(RuntimeError):  # the loop's executor is shut down
+                    loop.run_in_executor(None, self._wait_helping, None).add_done_callback(_retrieve)
             waiter: asyncio.Future[None] = loop.create_future()
 
             def wake(_: object) -> None:
@@ -159,6 +167,14 @@ def _method_running() -> bool:
 def install_method_probe(probe: Callable[[], bool]) -> None:
     """(For :mod:`vactor_cloud.batch`) Tell ``ActorFuture`` how to know an actor method runs here."""
     _probes[:] = [probe]
+
+
+def _retrieve(job: asyncio.Future[None]) -> None:
+    # The call's outcome goes to its future; an error of the helping itself is logged, not lost.
+    if not job.cancelled() and job.exception() is not None:
+        logging.getLogger("vactor_cloud").error(
+            "running an awaited read-only call failed", exc_info=job.exception()
+        )
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
