@@ -281,12 +281,13 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_an_awaited_read_only_call_does_not_wait_for_a_pool_filled_by_slow_writes(
+def test_an_awaited_or_bounded_read_only_call_does_not_wait_for_a_pool_filled_by_slow_writes(
     store_spec: StoreSpec,
 ) -> None:
     """``await reader.get.run_async()`` while ``run_async`` writes of other actors filled the
     pool (``Settings.max_workers``) with slow methods: the read waited for a pool thread, that is
-    behind the writes (a blocking ``.result()`` runs it on its own thread; an ``await`` did not)."""
+    behind the writes (a blocking ``.result()`` runs it on its own thread; an ``await``, or a
+    wait with a timeout, did not)."""
     store_spec.init(settings=vc.Settings(max_workers=2))
     writers = [Gated.get_or_create(f"busy-{n}") for n in range(2)]
     reader = Tally.get_or_create("read-while-busy", 7)
@@ -298,6 +299,9 @@ def test_an_awaited_read_only_call_does_not_wait_for_a_pool_filled_by_slow_write
             return await asyncio.wait_for(reader.read_total.run_async(), HANG / 4)
 
         assert asyncio.run(read()) == 7
+        # A bounded wait (fut.result(timeout), vc.get(..., timeout=)) did the same.
+        assert reader.read_total.run_async().result(HANG / 4) == 7
+        assert vc.get([reader.read_total.run_async()], timeout=HANG / 4) == [7]
         assert not any(future.done() for future in busy)  # the writes still held the pool
     finally:
         GATE.set()

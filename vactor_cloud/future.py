@@ -29,8 +29,9 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     #: runs the call's pending work on the waiting thread: ``help(timeout)``
     _help: Callable[[float | None], None] | None = None
-    #: (a read-only call) ``await`` also runs ``_help`` on the awaiting loop's default executor
-    _run_when_awaited = False
+    #: a read-only call: a waiter that does not run it itself (``await``, a bounded wait) has it
+    #: run on a thread of its own rather than leave it to the pool, which writes may keep busy
+    _read_only = False
 
     def __reduce__(self) -> Any:
         # concurrent.futures' own refusal names only its lock ("cannot pickle '_thread.RLock'").
@@ -44,10 +45,15 @@ class ActorFuture(concurrent.futures.Future[T]):
     def _wait_helping(self, timeout: float | None) -> None:
         # Only an unbounded wait runs the call itself: a method body cannot be stopped half
         # way, so a waiter with a timeout that ran it would wait as long as the body takes.
-        # A bounded wait leaves the call to the pool (a busy pool: TimeoutError, as asked).
+        # A bounded wait leaves a writer call to the pool (a busy pool: TimeoutError, as asked).
         helper = self._help
-        if helper is not None and timeout is None and not self.done() and not in_loop_thread():
+        if helper is None or self.done() or in_loop_thread():
+            return
+        if timeout is None:
             helper(timeout)
+        elif self._read_only and not self.running():
+            # Not on this thread (a slow read would outlast the timeout), nor behind the pool.
+            threading.Thread(target=helper, args=(None,), name="vactor-read", daemon=True).start()
 
     def _invoke_callbacks(self) -> None:
         # concurrent.futures runs done callbacks on the thread that settles the future. Here
@@ -91,7 +97,7 @@ class ActorFuture(concurrent.futures.Future[T]):
             self._wait_helping(None)
         if not self.done():
             loop = asyncio.get_running_loop()
-            if self._run_when_awaited and self._help is not None:
+            if self._read_only and self._help is not None:
                 # A read-only call waits for no write: on the pool, it waited behind whatever
                 # filled it (slow writer methods of any actor). The awaiting loop's executor
                 # runs it too; whichever thread starts it first runs it, the other does nothing.

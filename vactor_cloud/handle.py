@@ -458,7 +458,7 @@ class ActorMethod(Generic[P, R]):
             future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
             future._help = functools.partial(_read_waiting, core, call)
-            future._run_when_awaited = True
+            future._read_only = True
             runtime.spawn(functools.partial(core.read, call), on_shutdown=functools.partial(_refuse, call))
         else:
             future._help = functools.partial(core.help, future)
