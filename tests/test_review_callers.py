@@ -12,14 +12,17 @@ import multiprocessing
 import pickle
 import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from caller_workers import Tally, add_one, create_and_add
+from test_review_workflow import Wallet, _step_failures_left
 
 import vactor_cloud as vc
+from vactor_cloud import workflow
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -216,17 +219,24 @@ def test_calling_a_private_method_through_a_handle_says_it_is_private(actor_stor
 # -- calls made by code that interrupts a call: signal handlers ----------------------------------
 
 
-class HeldSteps(FaultyStore):
-    """Holds the next step put, once ``hold`` is set, until ``release`` is set."""
+class Held(FaultyStore):
+    """Once ``hold`` is set, holds an ``operation`` on a key holding ``fragment`` (the next one
+    after ``skip`` others) until ``release`` is set."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, operation: str, fragment: str, skip: int = 0) -> None:
         super().__init__(inner, FaultConfig())
+        self.operation = operation
+        self.fragment = fragment
+        self.skip = skip
         self.hold = False
         self.held = threading.Event()
         self.release = threading.Event()
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-        if self.hold and operation == "put" and "/steps/" in key:
+        if self.hold and operation == self.operation and self.fragment in key:
+            if self.skip:
+                self.skip -= 1
+                return await super()._around(operation, key, run, **batch)
             self.hold = False
             self.held.set()
             for _ in range(int(HANG / 0.005)):
@@ -248,7 +258,7 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
         pytest.skip("needs signals delivered to the main thread")
     store_spec.init(settings=vc.Settings(commit_timeout=10.0))  # before the fix: a 10 s wait, not 120
     runtime = vc.get_runtime()
-    store = HeldSteps(runtime.store)
+    store = Held(runtime.store, "put", "/steps/")
     runtime.store = store
     tally = Tally.get_or_create("signalled", 0)
     got: list[Any] = []
@@ -275,6 +285,49 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
     assert len(got) == 1 and isinstance(got[0], vc.ReentrantCallError), got
     assert "was made on the thread that is committing" in str(got[0])
     assert tally.add.run(1) == 2  # the refused call was not applied
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_done_callback_of_a_future_settled_on_the_io_loop_may_call_actors(store_spec: StoreSpec) -> None:
+    """``workflow.resume``'s future is settled on vactor's IO loop (once the failure record is
+    deleted): a done callback calling an actor there failed with "run() was called on
+    vactor_cloud's IO loop; use await" (and any blocking callback stalled every request of
+    the process). Such callbacks now run on a thread of their own."""
+    store_spec.init()
+    runtime = vc.get_runtime()
+    # (the re-run deletes the record as it runs, then again once committed: that one is held)
+    store = Held(runtime.store, "delete", "/failed", skip=1)
+    runtime.store = store
+    _step_failures_left[:] = [1, 1, 1, 1]  # a first run and its three Ray-default retries: none
+    wallet = Wallet.get_or_create("w")
+    with pytest.raises(ConnectionError):
+        wallet.deposit.run(5)
+    _step_failures_left.clear()
+    store.hold = True
+    got: list[Any] = []
+    called = threading.Event()
+
+    def read_balance(done: Any) -> None:
+        try:
+            got.append((done.result(), wallet.view.run()))
+        except BaseException as exc:  # the test looks at it
+            got.append(exc)
+        called.set()
+
+    try:
+        resumed = workflow.resume("w")
+        assert store.held.wait(HANG)  # the re-run committed; its record's delete waits
+        # ... and the thread that applied it let the actor go (it asked for the delete's answer)
+        core = runtime.core("w")
+        for _ in range(int(HANG / 0.01)):
+            if not core._draining:
+                break
+            time.sleep(0.01)
+        resumed.add_done_callback(read_balance)
+    finally:
+        store.release.set()
+    assert called.wait(HANG / 4)
+    assert got == [([5], 5)]
 
 
 # -- read-only calls never wait behind writes ------------------------------------------------------

@@ -59,9 +59,11 @@ class ActorFuture(concurrent.futures.Future[T]):
         # concurrent.futures runs done callbacks on the thread that settles the future. Here
         # that thread may hold the actor (it applied the call): a callback calling the actor
         # (``fut.add_done_callback(lambda f: h.m.run())``) waited for itself, and every later
-        # call of the actor behind it. Such callbacks run on a thread of their own; vactor's
-        # own wake-ups (``Waker``) only set an event, and run at once.
-        if not _actor_held():
+        # call of the actor behind it. Or it is vactor's IO loop (a resume's future), where a
+        # blocking call is refused and any slow callback stalls every request of the process.
+        # Such callbacks run on a thread of their own; vactor's own wake-ups (``Waker``) only
+        # set an event, and run at once.
+        if not (_actor_held() or in_loop_thread()):
             super()._invoke_callbacks()  # type: ignore[misc]
             return
         callbacks: list[Callable[[Any], object]] = self._done_callbacks  # type: ignore[has-type]
