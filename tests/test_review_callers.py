@@ -13,12 +13,14 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from caller_workers import Tally, add_one, create_and_add
+from interrupts import Interrupted
 from test_review_workflow import Wallet, _step_failures_left
 
 import vactor_cloud as vc
@@ -217,6 +219,54 @@ def test_calling_a_private_method_through_a_handle_says_it_is_private(actor_stor
 
 
 # -- calls made by code that interrupts a call: signal handlers ----------------------------------
+
+
+class Landed(FaultyStore):
+    """Once ``hold`` is set, lets the next step put land, then holds its answer until
+    ``release`` is set (an answer on its way back when Ctrl-C comes)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.hold = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        answer = await super()._around(operation, key, run, **batch)
+        if self.hold and operation == "put" and "/steps/" in key:
+            self.hold = False
+            self.held.set()
+            for _ in range(int(HANG / 0.005)):
+                if self.release.is_set():
+                    break
+                await asyncio.sleep(0.005)
+        return answer
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_after_a_step_landed_says_the_call_may_be_applied_and_a_keyed_retry_applies_it_once(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C while a call's step put was answered but the answer not yet read: the caller got a
+    bare ``KeyboardInterrupt``, nothing saying the call had landed (it had), nor what to do."""
+    store_spec.init()
+    runtime = vc.get_runtime()
+    store = Landed(runtime.store)
+    runtime.store = store
+    tally = Tally.get_or_create("interrupted", 0)
+    store.hold = True
+    ctrl_c(store.held)
+    try:
+        with pytest.raises(Interrupted) as interrupted:
+            tally.add.options(idempotency_key="charge-17").run(10)
+    finally:
+        store.release.set()
+    notes = " ".join(getattr(interrupted.value, "__notes__", []))
+    assert "interrupted the commit of 1 call(s) to actor 'interrupted' (add)" in notes, notes
+    assert "may or may not have been applied" in notes
+    assert "a retry with the same idempotency key applies each at most once" in notes
+    assert tally.add.options(idempotency_key="charge-17").run(10) == 10  # the first result
+    assert tally.add.run(1) == 11  # applied once
 
 
 class Held(FaultyStore):

@@ -679,6 +679,8 @@ class ActorCore(Folder):
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
+                if not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
+                    exc.add_note(_interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
@@ -1135,6 +1137,23 @@ class ActorCore(Folder):
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
+    """What an interrupt that stopped a commit tells its catcher (and its traceback)."""
+    methods = ", ".join(sorted({call.method for call in batch}))
+    keyed = all(call.idempotency_key is not None for call in batch)
+    retry = (
+        "a retry with the same idempotency key applies each at most once"
+        if keyed
+        else "look at handle.history() before calling again (calls with an idempotency key "
+        "can be retried safely)"
+    )
+    return (
+        f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor "
+        f"{actor_id!r} ({methods}): they may or may not have been applied (a step put already "
+        f"sent may land); {retry}"
+    )
 
 
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
