@@ -559,7 +559,14 @@ class ActorMethod(Generic[P, R]):
         # By default pickle took the method's function along, by a name its module does not
         # have (the module holds the decorated class's wrapper): ``pool.map(h.add.run, items)``
         # failed. The method is looked up again by name where it is used.
-        return (_unpickled_method, (ActorHandle(self._actor_id), self._info.name, self._options, self._timer))
+        return (_unpickled_method, (ActorHandle(self._actor_id), self._name(), self._options, self._timer))
+
+    def _name(self) -> str:
+        """The method's name, without looking up an unpickled method's MethodInfo (no I/O)."""
+        try:
+            return str(object.__getattribute__(self, "_info").name)
+        except AttributeError:  # unpickled, not used yet
+            return str(object.__getattribute__(self, "_handle")[1])
 
     if not TYPE_CHECKING:  # for type checkers an ActorMethod stays not callable
 
@@ -581,11 +588,7 @@ class ActorMethod(Generic[P, R]):
             )
 
     def __repr__(self) -> str:
-        try:
-            name = object.__getattribute__(self, "_info").name
-        except AttributeError:  # unpickled, not used yet: no need to load the actor for a repr
-            name = object.__getattribute__(self, "_handle")[1]
-        return f"<actor method {self._actor_id}.{name}>"
+        return f"<actor method {self._actor_id}.{self._name()}>"
 
 
 if TYPE_CHECKING:
