@@ -9,11 +9,12 @@ same way as the local one.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
-from vactor_cloud.definition import ActorDefinition, mark_event_handler, mark_readonly
+from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import get_runtime
 
@@ -110,9 +111,30 @@ class ActorClass(Generic[C_co], _ClassObject):
         """``issubclass(Sub, DecoratedClass)``: about the decorated class (see ``__instancecheck__``)."""
         return issubclass(subclass, self.cls)  # type: ignore[arg-type]
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # By default pickle copied the wrapper's attributes, among them the decorated class,
+        # which it looked up by name and found to be this wrapper: "not the same object", so
+        # the class could not be a pool task's argument. By reference, as classes are; by
+        # value (cloudpickle pickles the class itself so) where no other process has the module.
+        if self.__module__ not in PROCESS_ONLY_MODULES and _module_attribute(self) is self:
+            return str(self.__qualname__)
+        return (_rebuild_actor_class, (self.cls, self.serializer))
+
     def __repr__(self) -> str:
         # getattr: a traceback shows the repr of an instance whose __init__ refused the class.
         return f"<virtual actor class {getattr(self, 'name', '(not defined)')}>"
+
+
+def _module_attribute(actor_class: ActorClass[Any]) -> Any:
+    """What the decorated class's module holds under its qualified name (None if nothing)."""
+    target: Any = sys.modules.get(actor_class.__module__)
+    for part in actor_class.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
+def _rebuild_actor_class(cls: Any, serializer: str) -> ActorClass[Any]:
+    return ActorClass(cls, serializer=serializer)
 
 
 def get_actor(actor_id: str) -> ActorHandle[Any]:

@@ -91,5 +91,12 @@ def thaw_arguments(frozen: Frozen) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if frozen.data is None:
         args, kwargs = frozen.value
         return args, dict(kwargs)
-    args, kwargs = pickle.loads(frozen.data)
+    try:
+        args, kwargs = pickle.loads(frozen.data)
+    except Exception as exc:
+        # Else the body's run failed with the argument's own error (a ValueError ...), which
+        # its caller took for the method's, and ``max_retries`` ran into again and again.
+        raise TypeError(
+            f"argument cannot be passed by value: it pickles, but reading it back fails: {exc!r}"
+        ) from exc
     return args, kwargs

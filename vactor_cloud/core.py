@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import math
 import os
@@ -45,7 +46,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
@@ -73,6 +74,7 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.folding import Folder, damaged_pause, gives_fold_work
+from vactor_cloud.future import Waker, install_actor_held_probe
 from vactor_cloud.log import (
     ActorLog,
     CallRecord,
@@ -89,6 +91,7 @@ from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -186,6 +189,36 @@ def run_detached(fn: Callable[..., T], *args: Any) -> T:
             del _waiting_writers.stack
         else:
             _waiting_writers.stack = stack
+
+
+#: ``actors``: the actors this thread holds (drains or serves) now
+_holding = threading.local()
+
+P = ParamSpec("P")
+
+
+def _holds_actor(method: Callable[Concatenate[ActorCore, P], R]) -> Callable[Concatenate[ActorCore, P], R]:
+    """Mark this thread as holding the core's actor while ``method`` runs: a done callback of
+    an ``ActorFuture`` it settles meanwhile runs on a thread of its own (see ``future.py``), and
+    a call to that actor made on this thread meanwhile (a signal handler) is refused (``help``)."""
+
+    @functools.wraps(method)
+    def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        held = _holding.__dict__.setdefault("actors", [])
+        held.append(core.actor_id)
+        try:
+            return method(core, *args, **kwargs)
+        finally:
+            held.pop()
+
+    return run
+
+
+def _held_here() -> list[str]:
+    return getattr(_holding, "actors", None) or []
+
+
+install_actor_held_probe(lambda: bool(getattr(_holding, "actors", None)))
 
 
 class WaitingInsideWriter:
@@ -507,6 +540,19 @@ class ActorCore(Folder):
         if future.done():
             return
         if current_call() is None and not getattr(_waiting_writers, "stack", None):
+            if self.actor_id in _held_here():
+                # This thread applies the actor's calls, and was interrupted to make this one: a
+                # signal handler (SIGTERM's "save progress") run in the middle of a commit. It
+                # waited for itself for max(deadline, commit_timeout), then was ActorBusyError.
+                error = ReentrantCallError(
+                    f"a call to actor {self.actor_id!r} was made on the thread that is committing "
+                    "that actor's calls, which it interrupted (a signal handler, or code run inside "
+                    "a commit): it would wait for itself; it was not applied. Make the call once "
+                    "the interrupted one returned (a signal handler can set a flag the main code reads)"
+                )
+                if not self._withdraw(future, error):
+                    raise error
+                return
             self._help(future, timeout)  # no actor method runs on this thread: nothing to refuse
             return
         cycle = call_cycle(self.actor_id)
@@ -541,7 +587,7 @@ class ActorCore(Folder):
                         if self._waiters is None:
                             self._waiters = set()
                         self._waiters.add(wake)
-                        future.add_done_callback(lambda _, w=wake: w.set())  # type: ignore[misc]
+                        future.add_done_callback(Waker(lambda _, w=wake: w.set()))  # type: ignore[misc]
                 if claimed:
                     self._drain(until=future)
                     continue
@@ -650,6 +696,7 @@ class ActorCore(Folder):
                 ),
             )
 
+    @_holds_actor
     def _drain(self, until: Future[Any] | None) -> None:
         """Apply queued writes batch by batch (this thread holds the actor).
 
@@ -673,6 +720,8 @@ class ActorCore(Folder):
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
+                if not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
+                    exc.add_note(_interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
@@ -689,6 +738,7 @@ class ActorCore(Folder):
         if wake is not None:
             wake.set()
 
+    @_holds_actor
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers
         are quiet (their calls join the next fold). One round (a fold, or a listing and a short
@@ -1216,6 +1266,23 @@ class ActorCore(Folder):
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
+    """What an interrupt that stopped a commit tells its catcher (and its traceback)."""
+    methods = ", ".join(sorted({call.method for call in batch}))
+    keyed = all(call.idempotency_key is not None for call in batch)
+    retry = (
+        "a retry with the same idempotency key applies each at most once"
+        if keyed
+        else "look at handle.history() before calling again (calls with an idempotency key "
+        "can be retried safely)"
+    )
+    return (
+        f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor "
+        f"{actor_id!r} ({methods}): they may or may not have been applied (a step put already "
+        f"sent may land); {retry}"
+    )
 
 
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes

@@ -8,6 +8,7 @@ same way as the local one.
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import importlib
 import inspect
@@ -30,6 +31,7 @@ from vactor_cloud.log import ClassRef
 from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
 
 __all__ = [
+    "PROCESS_ONLY_MODULES",
     "RESERVED_METHOD_NAMES",
     "ActorDefinition",
     "MethodInfo",
@@ -80,7 +82,7 @@ RESERVED_METHOD_NAMES = frozenset(
     }
 )
 #: modules that exist in no other process under their name: their globals are stored by value
-_PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
+PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,7 @@ class ActorDefinition:
         self.writer_names = frozenset(name for name, info in self.methods.items() if not info.readonly)
         if not stored:  # a body already in storage stays readable (its shadowed methods as before)
             _refuse_reserved_names(cls, self.methods)
+            _refuse_generator_methods(cls, self.methods)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
 
@@ -234,7 +237,15 @@ class _BodyPickler(cloudpickle.Pickler):  # type: ignore[misc]
     def __init__(self, file: io.BytesIO, module: types.ModuleType) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.module = module
-        self.snapshot = module.__name__ in _PROCESS_ONLY_MODULES or getattr(module, "__spec__", None) is None
+        self.snapshot = module.__name__ in PROCESS_ONLY_MODULES or getattr(module, "__spec__", None) is None
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind.__name__ == "ActorClass" and kind.__module__ == "vactor_cloud.actor":
+            # An actor class a method uses, stored by value as ever: its own ``__reduce__`` names
+            # it by reference (a pool task's argument), and loading a body must import nothing.
+            return (copyreg.__newobj__, (kind,), vars(obj), None, None)  # type: ignore[attr-defined]
+        return super().reducer_override(obj)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
         reduced = super()._dynamic_function_reduce(func)
@@ -300,7 +311,7 @@ def _restore_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:
     here: storage does not choose what this process imports)."""
     fstate, slotstate, module_name, names = state
     cloudpickle.cloudpickle._function_setstate(func, (fstate, slotstate))
-    module = None if module_name in _PROCESS_ONLY_MODULES else sys.modules.get(module_name)
+    module = None if module_name in PROCESS_ONLY_MODULES else sys.modules.get(module_name)
     found = vars(module) if module is not None else {}
     missing = []
     for name in names:
@@ -315,7 +326,7 @@ def _restore_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:
         _REPORTED.add(report)
         where = (
             f"the class was defined in {module_name} of another program"
-            if module is None and module_name in _PROCESS_ONLY_MODULES
+            if module is None and module_name in PROCESS_ONLY_MODULES
             else f"module {module_name} is not imported in this process"
         )
         logger.warning(
@@ -386,6 +397,22 @@ def _refuse_reserved_names(cls: type, methods: dict[str, MethodInfo]) -> None:
             f"{cls.__qualname__}: method name(s) {', '.join(shadowed)} are taken by the actor "
             "handle itself (handle.<name> would be the handle's own, never this method): rename "
             f"the method(s). Reserved names: {', '.join(sorted(RESERVED_METHOD_NAMES))}"
+        )
+
+
+def _refuse_generator_methods(cls: type, methods: dict[str, MethodInfo]) -> None:
+    # Calling a generator function runs none of its body: the call would commit nothing and
+    # fail only on its result (a generator cannot be passed by value), far from the cause.
+    generators = sorted(
+        name
+        for name, info in methods.items()
+        if inspect.isgeneratorfunction(info.function) or inspect.isasyncgenfunction(info.function)
+    )
+    if generators:
+        raise ActorDefinitionError(
+            f"{cls.__qualname__}: method(s) {', '.join(generators)} are generators (they `yield`): "
+            "calling one runs none of its body, and a generator cannot be passed back by value. "
+            "Return the values instead (a list), or make it a plain or `async def` method"
         )
 
 

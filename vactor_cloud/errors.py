@@ -15,6 +15,7 @@ and ``except LookupError`` keep working::
     ├── ReentrantCallError          (RuntimeError) a writer's call would wait for its own actor
     ├── ActorBusyError              (TimeoutError) a queued call waited too long, not applied
     ├── RuntimeShutdownError        (RuntimeError) the runtime shut down before the call ran
+    ├── StorageNotChosenError       (RuntimeError) a handle from another process, no init() here
     ├── CommitOutcomeUnknownError   a retried commit raced a compaction
     │   └── CallPendingError        a posted call was not applied yet when its caller stopped waiting
     ├── IntegrityError
@@ -61,6 +62,7 @@ __all__ = [
     "StateSerializationError",
     "StepNotFoundError",
     "StorageError",
+    "StorageNotChosenError",
     "StorageTimeoutError",
     "TruncatedObjectError",
     "VactorError",
@@ -330,3 +332,31 @@ class ActorBusyError(VactorError, TimeoutError):
 class RuntimeShutdownError(VactorError, RuntimeError):
     """The runtime was shut down (``vc.shutdown()``, or ``init()`` again) before the call
     started: it was not applied. A new runtime starts on the next use; retry there."""
+
+
+class StorageNotChosenError(VactorError, RuntimeError):
+    """A handle sent from a process whose store was ``origin`` (pickled: a multiprocessing or
+    executor task's argument) was used in a process that chose no store (no ``vc.init()``, no
+    ``$VACTOR_STORAGE``), whose embedded default store ``current`` does not hold its actor.
+    Nothing was read or written there: call ``vc.init()`` in this process first."""
+
+    def __init__(self, actor_id: str, origin: str, current: str) -> None:
+        fix = (
+            "a memory store lives in one process: use a store other processes reach (a directory, "
+            "s3://, gs://) in both"
+            if origin.startswith("memory:")
+            else f"call vc.init({origin!r}) in this process (with the same signing_key and storage "
+            "options: a handle carries no settings) before using the handle; in a pool, from "
+            "the worker's initializer"
+        )
+        super().__init__(
+            f"the handle of actor {actor_id!r} comes from a process whose store is {origin}, but "
+            "this process never called vc.init() (nor set $VACTOR_STORAGE) and uses the "
+            f"embedded default store {current}: {fix}"
+        )
+        self.actor_id = actor_id
+        self.origin = origin
+        self.current = current
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.origin, self.current))

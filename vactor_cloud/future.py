@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 
 from vactor_cloud._sync import in_loop_thread
 
-__all__ = ["ActorFuture", "CallFuture", "get", "install_method_probe"]
+__all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
 
 T = TypeVar("T")
 
@@ -29,14 +29,53 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     #: runs the call's pending work on the waiting thread: ``help(timeout)``
     _help: Callable[[float | None], None] | None = None
+    #: a read-only call: a waiter that does not run it itself (``await``, a bounded wait) has it
+    #: run on a thread of its own rather than leave it to the pool, which writes may keep busy
+    _read_only = False
+
+    def __reduce__(self) -> Any:
+        # concurrent.futures' own refusal names only its lock ("cannot pickle '_thread.RLock'").
+        raise TypeError(
+            "an ActorFuture cannot be sent to another process (a multiprocessing or executor "
+            "task's argument): it is this process's wait for a call made here. Send its result "
+            "(fut.result()) instead, or the actor's handle: another process can make the call "
+            "itself, with an idempotency key if it must apply once"
+        )
 
     def _wait_helping(self, timeout: float | None) -> None:
         # Only an unbounded wait runs the call itself: a method body cannot be stopped half
         # way, so a waiter with a timeout that ran it would wait as long as the body takes.
-        # A bounded wait leaves the call to the pool (a busy pool: TimeoutError, as asked).
+        # A bounded wait leaves a writer call to the pool (a busy pool: TimeoutError, as asked).
         helper = self._help
-        if helper is not None and timeout is None and not self.done() and not in_loop_thread():
+        if helper is None or self.done() or in_loop_thread():
+            return
+        if timeout is None:
             helper(timeout)
+        elif self._read_only and not self.running():
+            # Not on this thread (a slow read would outlast the timeout), nor behind the pool.
+            threading.Thread(target=helper, args=(None,), name="vactor-read", daemon=True).start()
+
+    def _invoke_callbacks(self) -> None:
+        # concurrent.futures runs done callbacks on the thread that settles the future. Here
+        # that thread may hold the actor (it applied the call): a callback calling the actor
+        # (``fut.add_done_callback(lambda f: h.m.run())``) waited for itself, and every later
+        # call of the actor behind it. Or it is vactor's IO loop (a resume's future), where a
+        # blocking call is refused and any slow callback stalls every request of the process.
+        # Such callbacks run on a thread of their own; vactor's own wake-ups (``Waker``) only
+        # set an event, and run at once.
+        if not (_actor_held() or in_loop_thread()):
+            super()._invoke_callbacks()  # type: ignore[misc]
+            return
+        callbacks: list[Callable[[Any], object]] = self._done_callbacks  # type: ignore[has-type]
+        later = [c for c in callbacks if not isinstance(c, Waker)]
+        if not later:
+            super()._invoke_callbacks()  # type: ignore[misc]
+            return
+        self._done_callbacks = [c for c in callbacks if isinstance(c, Waker)]
+        super()._invoke_callbacks()  # type: ignore[misc]
+        threading.Thread(
+            target=_run_callbacks, args=(self, later), name="vactor-future-callbacks", daemon=True
+        ).start()
 
     def result(self, timeout: float | None = None) -> T:
         started = time.monotonic()
@@ -60,13 +99,19 @@ class ActorFuture(concurrent.futures.Future[T]):
             self._wait_helping(None)
         if not self.done():
             loop = asyncio.get_running_loop()
+            if self._read_only and self._help is not None:
+                # A read-only call waits for no write: on the pool, it waited behind whatever
+                # filled it (slow writer methods of any actor). The awaiting loop's executor
+                # runs it too; whichever thread starts it first runs it, the other does nothing.
+                with contextlib.suppress(RuntimeError):  # the loop's executor is shut down
+                    loop.run_in_executor(None, self._wait_helping, None).add_done_callback(_retrieve)
             waiter: asyncio.Future[None] = loop.create_future()
 
             def wake(_: object) -> None:
                 with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
                     loop.call_soon_threadsafe(_wake, waiter)
 
-            self.add_done_callback(wake)
+            self.add_done_callback(Waker(wake))
             try:
                 yield from waiter.__await__()
             except asyncio.CancelledError:
@@ -84,6 +129,40 @@ class ActorFuture(concurrent.futures.Future[T]):
         return concurrent.futures.Future.result(self, 0)
 
 
+class Waker:
+    """A done callback of vactor's own that only wakes a waiter: run at once by whichever
+    thread settles the future (user callbacks may be moved to a thread of their own)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+
+    def __call__(self, future: Any) -> None:
+        self.fn(future)
+
+
+def _run_callbacks(future: ActorFuture[Any], callbacks: list[Callable[[Any], object]]) -> None:
+    for callback in callbacks:
+        try:
+            callback(future)
+        except BaseException:  # no caller here to take a SystemExit: logged, as an error is
+            logging.getLogger("concurrent.futures").exception("exception calling callback for %r", future)
+
+
+#: whether this thread holds an actor (applies its writes); installed by :mod:`vactor_cloud.core`
+_held_probes: list[Callable[[], bool]] = []
+
+
+def _actor_held() -> bool:
+    return bool(_held_probes) and _held_probes[0]()
+
+
+def install_actor_held_probe(probe: Callable[[], bool]) -> None:
+    """(For :mod:`vactor_cloud.core`) Tell ``ActorFuture`` how to know this thread holds an actor."""
+    _held_probes[:] = [probe]
+
+
 #: whether an actor method runs on this thread; installed by :mod:`vactor_cloud.batch` (which
 #: imports this module, so the import goes one way)
 _probes: list[Callable[[], bool]] = []
@@ -96,6 +175,14 @@ def _method_running() -> bool:
 def install_method_probe(probe: Callable[[], bool]) -> None:
     """(For :mod:`vactor_cloud.batch`) Tell ``ActorFuture`` how to know an actor method runs here."""
     _probes[:] = [probe]
+
+
+def _retrieve(job: asyncio.Future[None]) -> None:
+    # The call's outcome goes to its future; an error of the helping itself is logged, not lost.
+    if not job.cancelled() and job.exception() is not None:
+        logging.getLogger("vactor_cloud").error(
+            "running an awaited read-only call failed", exc_info=job.exception()
+        )
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

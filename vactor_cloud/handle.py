@@ -24,7 +24,7 @@ from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCal
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo
-from vactor_cloud.errors import ReentrantCallError, VirtualActorNotInitializedError
+from vactor_cloud.errors import ReentrantCallError, StorageNotChosenError, VirtualActorNotInitializedError
 from vactor_cloud.events import (
     process_events,
     process_events_async,
@@ -37,7 +37,7 @@ from vactor_cloud.future import ActorFuture, CallFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
-from vactor_cloud.runtime import Runtime, get_runtime
+from vactor_cloud.runtime import Runtime, current_runtime, get_runtime, storage_chosen
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -90,8 +90,21 @@ def _help_after_creation(
     core.help(future, timeout)
 
 
-def _get_actor_handle(actor_id: str) -> ActorHandle[Any]:
-    return ActorHandle(actor_id)
+def _unpickled_method(
+    handle: ActorHandle[Any], name: str, options: CallOptions, timer: dict[str, Any] | None
+) -> ActorMethod[..., Any]:
+    method: ActorMethod[..., Any] = ActorMethod.__new__(ActorMethod)
+    method._actor_id = handle.actor_id
+    method._handle = (handle, name)
+    method._options = options
+    method._timer = timer
+    return method
+
+
+def _get_actor_handle(actor_id: str, origin: str | None = None) -> ActorHandle[Any]:
+    handle: ActorHandle[Any] = ActorHandle(actor_id)
+    handle._origin = origin
+    return handle
 
 
 class ActorHandle(Generic[T]):
@@ -101,13 +114,29 @@ class ActorHandle(Generic[T]):
     ``T`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("actor_id",)
+    __slots__ = ("_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
+        #: (an unpickled handle, until its first use) the store of the process that pickled it
+        self._origin: str | None = None
+
+    def _runtime(self) -> Runtime:
+        """The current runtime; ``StorageNotChosenError`` on the first use of a handle sent from a
+        process with another store, here where no store was chosen (its actor is not in the
+        embedded default store: without this, an ``ActorNotFoundError`` there, or a
+        ``get_or_create`` that silently made a second actor)."""
+        runtime = get_runtime()
+        origin = self._origin
+        if origin is not None:
+            current = runtime.store.describe()
+            if origin != current and not storage_chosen():
+                raise StorageNotChosenError(self.actor_id, origin, current)
+            self._origin = None
+        return runtime
 
     def _definition(self) -> ActorDefinition:
-        runtime = get_runtime()
+        runtime = self._runtime()
         creation = runtime.creating(self.actor_id)
         if creation is not None:
             return creation.definition
@@ -118,8 +147,13 @@ class ActorHandle(Generic[T]):
     if not TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> ActorMethod[..., Any]:
-            if name.startswith("_"):
-                raise AttributeError(name)
+            if name.startswith("_"):  # no I/O here: pickle, copy and notebooks probe such names
+                if name.startswith("__") and name.endswith("__"):
+                    raise AttributeError(name)
+                raise AttributeError(
+                    f"{name!r}: a method whose name starts with '_' is private to the actor's class "
+                    f"(its other methods may call it); a handle calls public methods only"
+                )
             definition = self._definition()
             info = definition.methods.get(name)
             if info is None:
@@ -139,7 +173,7 @@ class ActorHandle(Generic[T]):
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
         or the exception of this process's pending creation of it if that failed."""
         future: ActorFuture[None] = ActorFuture()
-        runtime = get_runtime()
+        runtime = self._runtime()
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
 
         def check() -> None:
@@ -175,7 +209,7 @@ class ActorHandle(Generic[T]):
         Reads that fail transiently are retried until ``Settings.deadline``; then
         ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later.
         """
-        return get_runtime().core(self.actor_id).call_outcome(call_id).unwrap()
+        return self._runtime().core(self.actor_id).call_outcome(call_id).unwrap()
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
@@ -200,7 +234,10 @@ class ActorHandle(Generic[T]):
         return await asyncio.wrap_future(_sync.submit(get_runtime().bounded(coro, hint=_COMPACT_AGAIN)))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_get_actor_handle, (self.actor_id,))
+        runtime = current_runtime()
+        if runtime is None:
+            return (_get_actor_handle, (self.actor_id,))
+        return (_get_actor_handle, (self.actor_id, runtime.store.describe()))
 
     # -- external events (vactor_cloud.events); these names shadow actor methods of the same name
     def send_event(
@@ -255,7 +292,10 @@ class ActorHandle(Generic[T]):
 class ActorMethod(Generic[P, R]):
     """One method of one actor: ``run`` blocks, ``run_async`` returns an :class:`ActorFuture`."""
 
-    __slots__ = ("_actor_id", "_info", "_options", "_timer")
+    __slots__ = ("_actor_id", "_handle", "_info", "_options", "_timer")
+
+    #: (an unpickled method, until its first use) the handle and the method's name
+    _handle: tuple[ActorHandle[Any], str]
 
     def __init__(
         self,
@@ -427,6 +467,7 @@ class ActorMethod(Generic[P, R]):
             future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
             future._help = functools.partial(_read_waiting, core, call)
+            future._read_only = True
             runtime.spawn(functools.partial(core.read, call), on_shutdown=functools.partial(_refuse, call))
         else:
             future._help = functools.partial(core.help, future)
@@ -523,7 +564,30 @@ class ActorMethod(Generic[P, R]):
             f"{self._actor_id!r}'s own method, or make this call after that method has returned"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By default pickle took the method's function along, by a name its module does not
+        # have (the module holds the decorated class's wrapper): ``pool.map(h.add.run, items)``
+        # failed. The method is looked up again by name where it is used.
+        return (_unpickled_method, (ActorHandle(self._actor_id), self._name(), self._options, self._timer))
+
+    def _name(self) -> str:
+        """The method's name, without looking up an unpickled method's MethodInfo (no I/O)."""
+        try:
+            return str(object.__getattribute__(self, "_info").name)
+        except AttributeError:  # unpickled, not used yet
+            return str(object.__getattribute__(self, "_handle")[1])
+
     if not TYPE_CHECKING:  # for type checkers an ActorMethod stays not callable
+
+        def __getattr__(self, name: str) -> Any:
+            # An unpickled method (see __reduce__) finds its MethodInfo on first use: only then
+            # is this process's runtime asked (the process may call vc.init() after unpickling).
+            if name != "_info":
+                raise AttributeError(name)
+            handle, method_name = object.__getattribute__(self, "_handle")
+            info = getattr(handle, method_name)._info
+            self._info = info
+            return info
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             name = self._info.name
@@ -533,7 +597,7 @@ class ActorMethod(Generic[P, R]):
             )
 
     def __repr__(self) -> str:
-        return f"<actor method {self._actor_id}.{self._info.name}>"
+        return f"<actor method {self._actor_id}.{self._name()}>"
 
 
 if TYPE_CHECKING:

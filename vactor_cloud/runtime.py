@@ -48,7 +48,17 @@ from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
 
-__all__ = ["Runtime", "Settings", "default_storage", "get_runtime", "init", "shutdown", "validate_actor_id"]
+__all__ = [
+    "Runtime",
+    "Settings",
+    "current_runtime",
+    "default_storage",
+    "get_runtime",
+    "init",
+    "shutdown",
+    "storage_chosen",
+    "validate_actor_id",
+]
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -912,6 +922,8 @@ def _key_of(signing_key: str | bytes | None, settings: Settings) -> str | bytes 
 _runtime: Runtime | None = None
 _settings: Settings | None = None
 _runtime_lock = threading.Lock()
+#: ``init()`` chose this process's store (inherited by a forked child, as its settings are)
+_chosen_by_init = False
 
 
 def init(
@@ -940,7 +952,7 @@ def init(
     Tuning knobs of :class:`Settings` may be passed as ``settings=Settings(...)``.
     ``subtask_executor`` runs the children of ``vactor_cloud.subtask`` (default: threads).
     """
-    global _runtime, _settings
+    global _runtime, _settings, _chosen_by_init
     chosen = settings_for_init(
         storage,
         storage_options=storage_options,
@@ -952,9 +964,21 @@ def init(
     )
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, chosen
+        _chosen_by_init = True
         closing = _closing_now(old)
     _close_all(old, closing)
     get_runtime()
+
+
+def current_runtime() -> Runtime | None:
+    """The current runtime if one is running (none is started)."""
+    return _runtime
+
+
+def storage_chosen() -> bool:
+    """Whether this process chose its store (``init()`` or ``$VACTOR_STORAGE``), rather than
+    falling back to the embedded default one."""
+    return _chosen_by_init or bool(os.environ.get("VACTOR_STORAGE"))
 
 
 def get_runtime() -> Runtime:

@@ -25,7 +25,7 @@ from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
 from vactor_cloud.errors import CallPendingError
-from vactor_cloud.future import ActorFuture
+from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
 from vactor_cloud.posting import applied, decode_outcomes
@@ -188,7 +188,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     if not futures:
         combined.set_result([])
     for future in futures:
-        future.add_done_callback(settle)
+        future.add_done_callback(Waker(settle))
     # A waiter applies the re-runs when nobody else does (caller runs), as a call's waiter does:
     # a method on the pool waiting for them must not wait for a pool thread.
     combined._help = help_each
@@ -251,7 +251,7 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         shared.set_exception(exc)
         raise
     shared._help = rerun._help
-    rerun.add_done_callback(settle)
+    rerun.add_done_callback(Waker(settle))
     return shared
 
 
@@ -353,7 +353,7 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         deleting = runtime.background(delete_failure(runtime.store, failed.actor_id, failed.call_id))
         deleting.add_done_callback(lambda _: done.set_result(finished.result()))
 
-    future.add_done_callback(forget)
+    future.add_done_callback(Waker(forget))
     core = runtime.core(failed.actor_id)
     core.submit(call)
     done._help = functools.partial(core.help, future)  # (see resume)
