@@ -807,6 +807,14 @@ class PostBox:
                         self._known[key] = post
         return keys
 
+    def hurry(self) -> None:
+        """At shutdown, from any thread: a delete waiting to share its request with later folds'
+        waits no more (its posts stay in ``_doomed``, for :meth:`flush` to send). Shutdown waits
+        for background work to end before it flushes: the wait was the whole sleep."""
+        sleeper = self._sleeper
+        if sleeper is not None:
+            sleeper.get_loop().call_soon_threadsafe(sleeper.cancel)
+
     async def flush(self) -> None:
         """Send the deletes still waiting and wait for those in flight (at shutdown)."""
         current = asyncio.current_task()
