@@ -3,14 +3,20 @@ failed on the code it was written against."""
 
 from __future__ import annotations
 
+import threading
 import time
 import types
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from caller_workers import Tally
+from chaos_workers import read_chain
 from combining_workers import OrderLog
+from interrupts import Interrupted
 from test_combining import init_switchable
+from test_review_callers import Landed
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
@@ -67,3 +73,44 @@ def test_a_poster_whose_clock_runs_an_hour_behind_has_its_posts_applied_not_expi
         assert log.applied.run() == ["them/0", "me/0", "them/1", "me/1"]
     finally:
         folder.close()
+
+
+class _Counted(Landed):
+    """``Landed`` that also records every request's operation and key."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.trail: list[tuple[str, str]] = []
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        self.trail.append((operation, key))
+        return await super()._around(operation, key, run, **batch)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_after_ctrl_c_stopped_a_commit_whose_step_landed_the_next_commit_takes_it_for_its_own(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C after the step put landed, before its answer was read: the process's next commit
+    found that step in its way, took it for a lost race, posted its calls, took the folder
+    lease and folded them (four requests more than the two puts, a lease on an actor nobody
+    else writes: the next commits of the process posted too, for ``combine_window``)."""
+    store_spec.init(settings=vc.Settings(storage="", combine_window=60.0, combine_after=1))
+    runtime = vc.get_runtime()
+    store = _Counted(runtime.store)
+    runtime.store = store
+    tally = Tally.get_or_create("interrupted", 0)
+    store.hold = True
+    ctrl_c(store.held)
+    try:
+        with pytest.raises(Interrupted):
+            tally.add.run(10)
+    finally:
+        store.release.set()
+    store.trail.clear()
+    assert tally.add.run(1) == 11
+    assert tally.add.run(1) == 12
+    touched = [(op, key.split("/")[2] if key.count("/") >= 2 else key) for op, key in store.trail]
+    assert [t for t in touched if t[1] != "steps"] == [], touched  # no post, no lease
+    assert touched.count(("put", "steps")) == 3, touched  # ours met, and one put per call
+    assert [len(r.calls) for r in read_chain("interrupted")[-3:]] == [1, 1, 1]  # no empty fold
