@@ -114,3 +114,80 @@ def test_after_ctrl_c_stopped_a_commit_whose_step_landed_the_next_commit_takes_i
     assert [t for t in touched if t[1] != "steps"] == [], touched  # no post, no lease
     assert touched.count(("put", "steps")) == 3, touched  # ours met, and one put per call
     assert [len(r.calls) for r in read_chain("interrupted")[-3:]] == [1, 1, 1]  # no empty fold
+
+
+_INITS: list[str] = []
+_INITS_LOCK = threading.Lock()
+
+
+@vc.virtual_actor
+class Counted:
+    """Records each run of its ``__init__`` (slowly: creators overlap)."""
+
+    def __init__(self, tag: str) -> None:
+        with _INITS_LOCK:
+            _INITS.append(tag)
+        time.sleep(0.05)
+        self.tag = tag
+
+    def get(self) -> str:
+        return self.tag
+
+
+@vc.virtual_actor
+class Nested:
+    """Creates another actor in its ``__init__``: ``Counted`` ``inner`` or, ``again``, itself."""
+
+    def __init__(self, inner: str, again: str = "") -> None:
+        if again:
+            Nested.get_or_create(again, inner)
+        self.inner = Counted.get_or_create(inner, "nested").get.run()
+
+    def get(self) -> str:
+        return self.inner
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_threads_creating_one_new_actor_in_one_process_run_its_init_once(store_spec: StoreSpec) -> None:
+    """64 threads calling ``get_or_create`` on one new id each ran ``__init__`` (64 of 64),
+    though only one creation commits: the others' runs were thrown away."""
+    store_spec.init()
+    _INITS.clear()
+    start = threading.Barrier(64)
+    tags: list[str] = []
+
+    def create(n: int) -> None:
+        start.wait()
+        tags.append(Counted.get_or_create("one", f"t{n}").get.run())
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(tags) == 64 and len(set(tags)) == 1  # one actor for all
+    assert tags[:1] == _INITS  # its __init__ ran once
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_creation_inside_an_init_runs_while_others_wait_and_one_of_its_own_id_fails_clearly(
+    store_spec: StoreSpec,
+) -> None:
+    """A creation inside another's ``__init__`` goes on (no lock between ids); creating an actor
+    inside its own ``__init__`` (on the same thread) says so, rather than waiting for itself."""
+    store_spec.init()
+    _INITS.clear()
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(Nested.get_or_create("outer", "in").get.run()))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == ["nested"] * 4 and _INITS == ["nested"]
+    with pytest.raises(vc.errors.ReentrantCallError, match=r"'self'.*own __init__"):
+        Nested.get_or_create("self", "in2", "self")
+    with pytest.raises(vc.errors.ActorNotFoundError):
+        vc.get_actor("self").get.run()
