@@ -3,18 +3,22 @@ failed on the code it was written against."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import types
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from caller_workers import Tally
 from chaos_workers import read_chain
+from child_processes import join_all
 from combining_workers import OrderLog
 from interrupts import Interrupted
+from leftover_workers import bump_once
 from test_combining import init_switchable
 from test_review_callers import Landed
 
@@ -191,3 +195,21 @@ def test_a_creation_inside_an_init_runs_while_others_wait_and_one_of_its_own_id_
         Nested.get_or_create("self", "in2", "self")
     with pytest.raises(vc.errors.ActorNotFoundError):
         vc.get_actor("self").get.run()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_processes_store_one_class_body_when_its_methods_use_another_actor_class(tmp_path: Path) -> None:
+    """cloudpickle tags each class it pickles by value with a random per-process id: the class's
+    own id was made stable, but not those of the classes its methods use (another actor class,
+    a plain class of its module), so each cold process stored its own copy of an unchanged
+    body, an extra PUT on its first commit (for serverless users, every invocation). And the
+    other actor class's definition went into the body with its cached body in it, or not,
+    depending on whether the process had stored that class first."""
+    url = (tmp_path / "store").as_uri()
+    ctx = multiprocessing.get_context("spawn")
+    for peer_first in (False, False, True):
+        child = ctx.Process(target=bump_once, args=(url, "u", peer_first))
+        child.start()
+        assert join_all([child]) == [0]
+    vc.init(url)
+    assert len(_sync.sync(vc.get_runtime().store.list("actors/u/class/"))) == 1
