@@ -284,10 +284,10 @@ class CreationTurns:
         me = threading.get_ident()
         with self._lock:
             running = self._running.get(actor_id)
-            if running is None and self._ended != looked:
-                yield False
-                return
-            if running is None:
+            missed = running is None and self._ended != looked
+            if missed:
+                pass  # a creation ended since the caller looked: it may have been this one
+            elif running is None:
                 done = threading.Event()
                 self._running[actor_id] = (me, done)
             else:
@@ -300,6 +300,9 @@ class CreationTurns:
                     )
                 done = running[1]
                 self._waiting[me] = actor_id
+        if missed:
+            yield False
+            return
         if running is not None:
             try:
                 done.wait()
