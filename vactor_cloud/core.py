@@ -261,6 +261,7 @@ class ActorCore(Folder):
         "_serving",
         "_stored_classes",
         "_stored_sha",
+        "_unanswered",
         "_waiters",
         "_wake",
         "_weight",
@@ -296,6 +297,9 @@ class ActorCore(Folder):
         #: threads waiting for one of their calls: woken when the actor is released
         self._waiters: set[threading.Event] | None = None
         self._load_lock: asyncio.Lock | None = None
+        #: the writer id of our step put whose answer never came (Ctrl-C stopped the commit, or
+        #: its outcome stayed unknown): if it landed, the next commit meets it as its own step
+        self._unanswered = ""
         #: when this process last lost a commit race, and how long its puts take (moving average)
         self._lost_at = -math.inf
         self._put_seconds = 0.0
@@ -876,6 +880,8 @@ class ActorCore(Folder):
             # newest step at once); a short pause lets the losers' retries through.
             time.sleep(random.random() * self._put_seconds)
         transient = 0
+        #: the writer id of the put before this attempt's, if its answer never came
+        earlier = ""
         #: folds in a row that stopped at a post whose read was damaged
         damaged = 0
         #: our last fold carried other processes' posts and its put lost: they still wait
@@ -1033,6 +1039,7 @@ class ActorCore(Folder):
                     raise env.shutdown_error()
                 put_started = time.monotonic()
                 put_sent = True
+                earlier, self._unanswered = self._unanswered, record.writer
                 if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
                     rest = self.log.put_step_now(record)
                     if rest is not None:  # the key was taken: read it back, on the loop
@@ -1043,6 +1050,7 @@ class ActorCore(Folder):
                             self.log.put_step(record), self.actor_id, record.step, attempts + 1
                         )
                     )
+                self._unanswered = ""
                 # Timed at the put's *end*: a put can stall (network, client retries)
                 # past fresh_window and land after a compaction deleted its number.
                 if time.monotonic() - validated > settings.fresh_window and not env.run(
@@ -1052,8 +1060,14 @@ class ActorCore(Folder):
                     raise _BelowWatermarkError
             except (StepTakenError, StepCompactedError, _BelowWatermarkError) as lost:
                 if isinstance(lost, StepTakenError):
+                    self._unanswered = ""
                     self._accept(lost.winner, self.validated_at)
                     self._catch_up(lost.winner)
+                    if put_sent and lost.winner.writer == earlier:
+                        # Our own step, from a commit stopped (Ctrl-C) or left unknown after its
+                        # put landed: no race lost. (Taken for one, this batch was posted and
+                        # folded under a lease on an actor no other process writes.)
+                        continue
                 elif isinstance(lost, StepCompactedError):
                     self._invalidate()
                 self._lost_at = time.monotonic()

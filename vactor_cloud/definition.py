@@ -155,6 +155,13 @@ class ActorDefinition:
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The stored body and its hash are this process's cache. A copy of the definition (in
+        # the body of a class whose methods use this actor class) carried them only if this
+        # process had stored this class first: that body held this one's bytes, and its hash
+        # differed from process to process (a copy of an unchanged body stored by each).
+        return {**vars(self), "_ref": None, "_body": None}
+
     @classmethod
     def from_stored(cls, raw: type) -> ActorDefinition:
         """Rebuild the definition of a class body loaded from storage (not registered)."""
@@ -419,22 +426,41 @@ def _refuse_generator_methods(cls: type, methods: dict[str, MethodInfo]) -> None
 def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
     """Make the pickled class body the same bytes in every process.
 
-    cloudpickle tags a class pickled by value with a random per-process
-    "tracker id" (so that one process unpickling it twice gets one class).
-    Left random, every process would store its own copy of an unchanged
-    class under a new content hash, an extra PUT on each process's first
-    commit. The id is replaced with one derived from the rest of the bytes:
-    same class source, same body, same hash; a changed class gets a new id.
+    cloudpickle tags each class it pickles by value with a random per-process
+    "tracker id" (so that one process unpickling it twice gets one class):
+    the class itself, and every class its methods use that is pickled by value
+    with it (another actor class, a plain class of its module). Left random,
+    every process would store its own copy of an unchanged class under a new
+    content hash, an extra PUT on each process's first commit (for a class
+    using another actor class, the copy was stored until its ids were all
+    made stable too). Each id is replaced with one derived from the rest of
+    the bytes (every id cut out, each one's place kept): same class source,
+    same body, same hash; a changed class gets new ids. The class's own id is
+    derived as it was when it was the only one (a body with no other keeps its
+    bytes, and its hash, from before).
     """
-    tracker_of = getattr(getattr(cloudpickle, "cloudpickle", None), "_get_or_create_tracker_id", None)
+    pickler = getattr(cloudpickle, "cloudpickle", None)
+    tracker_of = getattr(pickler, "_get_or_create_tracker_id", None)
     if tracker_of is None:
         return body
-    tracker = str(tracker_of(cls)).encode("ascii")
-    if len(tracker) < 16 or body.count(tracker) != 1:
+    own = str(tracker_of(cls)).encode("ascii")
+    if len(own) < 16 or body.count(own) != 1:
         return body
-    placeholder = b"0" * len(tracker)
-    stable = hashlib.sha256(body.replace(tracker, placeholder)).hexdigest()[: len(tracker)]
-    return body.replace(tracker, stable.encode("ascii"))
+    tracked = getattr(pickler, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    lock = getattr(pickler, "_DYNAMIC_CLASS_TRACKER_LOCK", None)
+    known: list[bytes] = []
+    if tracked is not None and lock is not None:
+        with lock:
+            known = [str(tracker).encode("ascii") for tracker in list(tracked.values())]
+    others = sorted({t for t in known if t != own and len(t) == len(own) and t in body}, key=body.find)
+    trackers = [own, *others]
+    blank = body
+    for k, tracker in enumerate(trackers):
+        blank = blank.replace(tracker, str(k).rjust(len(own), "0").encode("ascii"))
+    for k, tracker in enumerate(trackers):
+        salt = b"" if k == 0 else b"\0%d" % k
+        body = body.replace(tracker, hashlib.sha256(blank + salt).hexdigest()[: len(own)].encode("ascii"))
+    return body
 
 
 def _collect_methods(cls: type) -> dict[str, MethodInfo]:

@@ -257,6 +257,11 @@ class Poster:
         )
         base = self.record.step if self.record is not None else -1
         box = self._posts()
+        seen = max(self._seen_at, self.validated_at)
+        if self.record is not None and seen > -math.inf:
+            # Another process's step (the one our batch lost to, mostly): its writer's clock
+            # dates our post, where ours runs behind it (folders expire posts by their clocks).
+            box.observe(self.record.time, time.monotonic() - seen)
         if box.names and box.mail.key is None:
             # The store's mail key seals a post carried by its name: read (or made) once per
             # process, in the background. Until it is at hand, posts keep bare names (a

@@ -604,6 +604,7 @@ class PostBox:
         "_deleting",
         "_doomed",
         "_known",
+        "_lag",
         "_last_ms",
         "_lock",
         "_seq",
@@ -634,6 +635,8 @@ class PostBox:
         self._seq = itertools.count()
         #: the time part of our newest key: never smaller than the one before, whatever the clock does
         self._last_ms = 0
+        #: how far our wall clock is known to run behind the writers of steps we read (``observe``)
+        self._lag = 0.0
         #: posts read from storage, by key (posts are immutable)
         self._known: dict[str, Post] = {}
         #: deletes in flight (awaited at shutdown, so that a process leaves no applied post behind)
@@ -660,8 +663,20 @@ class PostBox:
         """The next post of this sender (its key and seq fixed now, before any write)."""
         return self._named(next(self._seq), calls)
 
+    def observe(self, written: float, age: float) -> None:
+        """A step we read was written at ``written`` by its writer's wall clock, and read (or
+        known the newest) ``age`` seconds ago: that clock reads at least ``written + age`` now.
+
+        Where ours reads less, our posts are named by that time instead. A folder deletes a
+        post more than ``SENDER_TTL / 2`` older than its clock unapplied (expired), and a
+        process whose clock ran 30 min behind the folders' had every post deleted so, its
+        calls failing with ``CallPendingError`` although they never could apply. A post dated
+        later than the poster's clock is as safe as one from a clock running ahead (the
+        cursor entry takes the later time), and never later than the step writer's clock."""
+        self._lag = max(self._lag, written + age - time.time())
+
     def _named(self, seq: int, calls: tuple[PostedCall, ...]) -> Post:
-        now = time.time()
+        now = time.time() + self._lag
         # Our posts must sort in seq order (a folder applies them in key order, and the
         # cursor passing seq s means every post of ours up to s was applied): a later
         # millisecond for each, whatever the clock does.

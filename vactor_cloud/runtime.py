@@ -38,6 +38,7 @@ from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
+    ReentrantCallError,
     RuntimeShutdownError,
     StorageTimeoutError,
 )
@@ -248,6 +249,91 @@ class _Work:
             self.end(token)
 
 
+class CreationTurns:
+    """Creations of one actor id in one process, one at a time.
+
+    Threads that call ``get_or_create`` on one new id each ran ``__init__`` (64 threads: 64
+    runs), though one creation alone commits. Now the first runs it and the others wait for
+    its outcome, then look again (created: they get that actor; failed: the next one tries).
+    Turns are per id: a creation inside another's ``__init__`` goes on. One that would wait for
+    a creation waiting, through others, for its own thread (an ``__init__`` creating its own
+    actor, directly or through another's ``__init__``; before, the inner creation committed
+    and the outer ``__init__``'s work was thrown away) raises :class:`ReentrantCallError`.
+    """
+
+    __slots__ = ("_ended", "_lock", "_running", "_waiting")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: actor id -> the thread creating it, and what it sets once done
+        self._running: dict[str, tuple[int, threading.Event]] = {}
+        #: thread -> the actor id whose creation it waits for
+        self._waiting: dict[int, str] = {}
+        #: how many creations (of any id) have ended: see ``turn``'s ``looked``
+        self._ended = 0
+
+    @property
+    def ended(self) -> int:
+        return self._ended
+
+    @contextlib.contextmanager
+    def turn(self, actor_id: str, looked: int) -> Iterator[bool]:
+        """True: this thread creates ``actor_id`` (others wait until the block ends); False: it
+        waited for another thread's creation, which has ended, or one ended since the caller
+        looked for the actor (``looked``: ``ended`` then): look again."""
+        me = threading.get_ident()
+        with self._lock:
+            running = self._running.get(actor_id)
+            missed = running is None and self._ended != looked
+            if missed:
+                pass  # a creation ended since the caller looked: it may have been this one
+            elif running is None:
+                done = threading.Event()
+                self._running[actor_id] = (me, done)
+            else:
+                if self._waits_for(running[0], me):
+                    raise ReentrantCallError(
+                        f"actor {actor_id!r} is being created inside its own __init__ (directly, or "
+                        "through the __init__ of an actor it creates): it would wait for itself; it "
+                        "was not created. Create it outside its __init__, or create the other actor "
+                        "from a method"
+                    )
+                done = running[1]
+                self._waiting[me] = actor_id
+        if missed:
+            yield False
+            return
+        if running is not None:
+            try:
+                done.wait()
+            finally:
+                with self._lock:
+                    del self._waiting[me]
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._lock:
+                del self._running[actor_id]
+                self._ended += 1
+            done.set()
+
+    def _waits_for(self, thread: int, me: int) -> bool:
+        """Whether ``thread`` is ``me`` or waits, through others' creations, for ``me``."""
+        seen: set[int] = set()
+        while thread != me:
+            if thread in seen:
+                return False
+            seen.add(thread)
+            waited = self._waiting.get(thread)
+            running = self._running.get(waited) if waited is not None else None
+            if running is None:
+                return False
+            thread = running[0]
+        return True
+
+
 class Creation:
     """A creation this process started without waiting for it (``Settings.wait_for_init=False``).
 
@@ -328,6 +414,8 @@ class Runtime:
         self._cached_bytes = 0
         self._lock = threading.Lock()
         self._classes: dict[str, ActorDefinition] = {}
+        #: creations of one id in this process run one at a time (``__init__`` once)
+        self._turns = CreationTurns()
         #: creations started by ``create_nowait`` that have not settled yet
         self._creations: dict[str, Creation] = {}
         #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
@@ -606,10 +694,20 @@ class Runtime:
         self, definition: ActorDefinition, actor_id: str, frozen: Frozen
     ) -> tuple[ActorCore, bool]:
         core = self.core(actor_id)
-        with contextlib.suppress(ActorNotFoundError):
-            self.run(core.ensure_loaded())
-            _check_class(actor_id, core.definition, definition)
-            return core, False
+        while True:
+            looked = self._turns.ended
+            with contextlib.suppress(ActorNotFoundError):
+                self.run(core.ensure_loaded())
+                _check_class(actor_id, core.definition, definition)
+                return core, False
+            with self._turns.turn(actor_id, looked) as ours:
+                if ours:
+                    return self._create_here(core, definition, actor_id, frozen)
+
+    def _create_here(
+        self, core: ActorCore, definition: ActorDefinition, actor_id: str, frozen: Frozen
+    ) -> tuple[ActorCore, bool]:
+        """Run ``__init__`` and commit step 0 (this process's one creation of ``actor_id`` now)."""
         args, kwargs = thaw_arguments(frozen)
         init_args = ", ".join(
             [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
