@@ -1,0 +1,138 @@
+"""A hostile review of the S3 and GCS backends over HTTP, against real servers (review-h29): each
+test failed on the code it was written against.
+
+What is attacked, on moto, LocalStack and fake-gcs-server, with faults injected on the wire by a
+loopback proxy (:class:`~vactor_cloud.testing.proxy.DroppingProxy`): an answer that comes late,
+after shutdown gave up on it (the client must not send the request again, and nothing of the
+runtime may be left running: no thread, no connection, no task).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.proxy import DroppingProxy, is_upload
+
+pytestmark = pytest.mark.vactor_lanes("moto", "localstack", "fakegcs")
+
+#: how long a test waits for what must happen before calling it a hang
+HANG = 60.0
+#: botocore's read timeout on these tests' S3 stores: a request whose answer is held back times
+#: out (and botocore would retry it) within seconds, not the default 15
+READ_TIMEOUT = 2
+
+
+@vc.virtual_actor
+class Box:
+    def __init__(self) -> None:
+        self.items: list[int] = []
+
+    def add(self, item: int) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+
+def _upstream(lane: Lane) -> str:
+    endpoint = getattr(lane, "endpoint", None)
+    if not isinstance(endpoint, str) or not endpoint.startswith("http://"):
+        pytest.skip(f"lane {lane.name} has no HTTP server to put a proxy in front of")
+    return endpoint
+
+
+def _quick(spec: StoreSpec) -> StoreSpec:
+    """``spec`` whose S3 client gives up on a silent answer after ``READ_TIMEOUT`` seconds."""
+    if not spec.url.startswith("s3://"):
+        return spec
+    config = {"read_timeout": READ_TIMEOUT, "connect_timeout": READ_TIMEOUT}
+    return StoreSpec(spec.url, {**spec.options, "config_kwargs": config}, spec.env)
+
+
+@pytest.fixture
+def proxy(store_lane: Lane) -> Iterator[DroppingProxy]:
+    """A proxy in front of the lane's server that drops nothing (a test sets ``hold``)."""
+    with DroppingProxy(_upstream(store_lane), drop_share=0.0) as proxy:
+        yield proxy
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = HANG) -> bool:
+    until = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """``fn()`` on a daemon thread; the list gets its result or exception."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # the test looks at it
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def open_connections(proxy: DroppingProxy) -> list[str]:
+    """This process's sockets connected to ``proxy`` (the client side: the store's)."""
+    psutil = pytest.importorskip("psutil")
+    port = int(proxy.endpoint.rsplit(":", 1)[1])
+    return [
+        f"{c.laddr} {c.status}"
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port
+    ]
+
+
+def store_threads() -> list[str]:
+    """Threads of an S3 store's botocore transport still alive."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("vactor-s3")]
+
+
+# -- 1. shutdown and late answers ------------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_late_answer_after_shutdown_gave_up_is_never_sent_again_and_leaves_nothing_running(
+    store_spec: StoreSpec, proxy: DroppingProxy
+) -> None:
+    """Every upload's answer is held back at the wire while a call commits (its step put, and
+    the HEAD move of the step before); close(timeout=1) runs out on them. Once it returned, no
+    request of the runtime reaches the server, and within a bounded wait no thread of the store
+    and no connection to the server is left; the late answers, released, change nothing.
+    (Before: botocore sent the timed-out step put again, up to four times, after shutdown
+    returned, each retry on a thread the shutdown had given up; on GCS the HEAD move's task
+    went on running after shutdown and the store's session was never closed, its connection
+    left open.)"""
+    _quick(proxy.route(store_spec)).init(
+        settings=vc.Settings(storage="", head_interval=0.05, head_max_delay=0.0)
+    )
+    box = Box.get_or_create("b")
+    assert box.add.run(1) == 1
+    proxy.held.clear()
+    proxy.hold = is_upload
+    caller, outcome = in_background(lambda: box.add.run(2))
+    assert proxy.held.wait(HANG), "no upload reached the proxy"
+    runtime = vc.get_runtime()
+    runtime.close(timeout=1.0)
+    caller.join(HANG)
+    assert outcome and isinstance(outcome[0], vc.CommitOutcomeUnknownError | vc.RuntimeShutdownError), outcome
+    sent = len(proxy.stats.seen)
+    try:
+        settled = wait_until(lambda: not store_threads() and not open_connections(proxy))
+        assert settled, f"left behind: threads {store_threads()}, connections {open_connections(proxy)}"
+        time.sleep(2 * READ_TIMEOUT)  # (a retry botocore had scheduled would be sent by now)
+    finally:
+        proxy.release()
+    time.sleep(0.5)
+    assert proxy.stats.seen[sent:] == [], "requests reached the server after shutdown returned"
