@@ -4,11 +4,14 @@ test failed on the code it was written against.
 What is attacked, on moto, LocalStack and fake-gcs-server, with faults injected on the wire by a
 loopback proxy (:class:`~vactor_cloud.testing.proxy.DroppingProxy`): an answer that comes late,
 after shutdown gave up on it (the client must not send the request again, and nothing of the
-runtime may be left running: no thread, no connection, no task).
+runtime may be left running: no thread, no connection, no task); a listing answered in pages
+shorter than asked (one moment or not).
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +20,10 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.proxy import DroppingProxy, is_upload
+from vactor_cloud.testing.store_conformance import run_on_store
 
 pytestmark = pytest.mark.vactor_lanes("moto", "localstack", "fakegcs")
 
@@ -136,3 +141,46 @@ def test_a_late_answer_after_shutdown_gave_up_is_never_sent_again_and_leaves_not
         proxy.release()
     time.sleep(0.5)
     assert proxy.stats.seen[sent:] == [], "requests reached the server after shutdown returned"
+
+
+# -- 2. listings of several pages --------------------------------------------------------------------
+#: the page size of a server that answers listings with shorter pages than asked
+SHORT_PAGE = 200
+_PAGE_SIZE = re.compile(r"(?<=[?&])(max-keys|maxResults)=\d+")
+
+
+def short_pages(method: str, target: str) -> str:
+    """Ask for ``SHORT_PAGE`` keys a listing page (S3 and GCS may answer a page with fewer keys
+    than asked, and say more follow: 'The response might contain fewer keys')."""
+    return _PAGE_SIZE.sub(lambda m: f"{m.group(1)}={SHORT_PAGE}", target) if method == "GET" else target
+
+
+def test_a_listing_of_several_short_pages_is_not_taken_for_one_moment(
+    store_spec: StoreSpec, proxy: DroppingProxy
+) -> None:
+    """A server that answers a listing in pages shorter than asked (both APIs allow it) lists
+    500 keys in three requests: that listing is no one moment (an object written meanwhile
+    behind the page being read is missed, while a later one ahead of it is seen), and the store
+    must say so. (Before: the S3 and GCS stores guessed from the count of keys, fewer than a
+    full page of 1,000, and reported it as one moment: the inbox and the mailbox then trusted
+    an order the listing did not keep.)"""
+    proxy.rewrite = short_pages
+    keys = [f"pages/{i:04d}" for i in range(500)]
+
+    async def body(direct: ObjectStore) -> None:
+        routed = proxy.route(store_spec).open()
+        try:
+            await asyncio.gather(*(direct.put(key, b"") for key in keys))
+            before = len(proxy.stats.seen)
+            listed = await routed.list("pages/")
+            assert listed == keys
+            assert len(proxy.stats.seen) - before == 3, proxy.stats.seen[before:]
+            assert not routed.listed_at_one_moment("pages/", listed)
+            # One request: one moment, whatever the count.
+            one = await routed.list("pages/", limit=SHORT_PAGE)
+            assert one == keys[:SHORT_PAGE]
+            assert routed.listed_at_one_moment("pages/", one)
+        finally:
+            await routed.close()
+
+    run_on_store(store_spec, body)

@@ -20,7 +20,10 @@ through it.
 ``hold(method, target)`` chooses requests whose answer is held back, once
 the server has applied them, until :meth:`DroppingProxy.release` (a late
 answer; ``held`` is set when one is waiting). ``stats.seen`` lists every
-request that reached the server, as ``"METHOD target"``.
+request that reached the server, as ``"METHOD target"``. ``rewrite(method,
+target)`` returns the target to send instead (a server that answers
+otherwise than asked: shorter listing pages, say; requests are not signed
+again, which moto and fake-gcs-server do not check).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class DroppingProxy:
         seed: int = 0,
         targets: Callable[[str, str], bool] = is_upload,
         hold: Callable[[str, str], bool] | None = None,
+        rewrite: Callable[[str, str], str] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -88,6 +92,7 @@ class DroppingProxy:
         self.drop_share = drop_share
         self.targets = targets
         self.hold = hold
+        self.rewrite = rewrite
         #: set when an answer ``hold`` chose is being held back
         self.held = threading.Event()
         self._released = threading.Event()
@@ -209,6 +214,12 @@ class DroppingProxy:
         if request is None:
             return False
         method, target, headers = _parse_request(request)
+        if self.rewrite is not None:
+            sent = self.rewrite(method, target)
+            if sent != target:
+                line, rest = request.split(b"\r\n", 1)
+                request = line.replace(target.encode("latin-1"), sent.encode("latin-1"), 1) + b"\r\n" + rest
+                target = sent
         self.stats.requests += 1
         self.stats.seen.append(f"{method} {target}")
         upstream_w.write(request)
