@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from test_review_events import Till
+from test_wire_faults import _record
 
 import vactor_cloud as vc
+from vactor_cloud.log import ActorLog
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.proxy import DroppingProxy, is_upload
@@ -184,3 +187,81 @@ def test_a_listing_of_several_short_pages_is_not_taken_for_one_moment(
             await routed.close()
 
     run_on_store(store_spec, body)
+
+
+# -- 3. HEAD pulled back by if-match (a GCS version is the generation) ------------------------------
+@pytest.mark.parametrize("answer", ["kept", "lost"])
+def test_a_head_past_the_newest_step_is_pulled_back_by_if_match_of_the_version_read(
+    store_spec: StoreSpec, proxy: DroppingProxy, answer: str
+) -> None:
+    """A HEAD forged 50 steps past the log is pulled back by the load that finds it so: the
+    if-match carries the version HEAD was read at (the ETag on S3, the generation on GCS, read
+    from ``x-goog-generation``), which the server must accept; the version the pull-back returns
+    is one the next if-match is accepted with. With the pull-back's answer lost on the wire
+    (botocore retries it and meets its own write; the GCS store does not retry), the load still
+    finds the newest step, and HEAD has been pulled back all the same."""
+    proxy.drop_share = 1.0 if answer == "lost" else 0.0
+    proxy.targets = lambda method, target: False  # nothing dropped until HEAD is forged
+
+    async def body(direct: ObjectStore) -> None:
+        log = ActorLog(direct, "ahead")
+        for step in range(3):
+            await log.put_step(_record(step, f"w{step}"))
+        head = await log.advance_head(2, _record(2, "w2").class_ref, None)
+        forged = await log.advance_head(52, head.class_ref, head)
+        proxy.targets = is_upload
+        routed = proxy.route(store_spec).open()
+        try:
+            read = await ActorLog(routed, "ahead").read_head()
+            assert read is not None and read.step == 52 and read.version == forged.version
+            newest, pulled = await ActorLog(routed, "ahead").load_latest_and_head(read)
+        finally:
+            await routed.close()
+        assert newest is not None and newest.step == 2
+        now = await log.read_head()
+        assert now is not None and now.step == 2, "HEAD was not pulled back"
+        if answer == "lost":
+            assert proxy.stats.dropped >= 1
+            assert pulled is None  # its outcome was not known to the load
+            return
+        assert pulled is not None and pulled.step == 2 and pulled.version == now.version
+        moved = await log.advance_head(3, pulled.class_ref, pulled)  # if-match of that version
+        assert moved.step == 3 and moved.version != pulled.version
+
+    run_on_store(store_spec, body)
+
+
+# -- 4. send_event after a lost answer, on the wire -------------------------------------------------
+class FirstUploads:
+    """A proxy target: the next ``count`` uploads once armed (each later request is let through)."""
+
+    def __init__(self) -> None:
+        self.left = 0
+
+    def __call__(self, method: str, target: str) -> bool:
+        if self.left > 0 and is_upload(method, target):
+            self.left -= 1
+            return True
+        return False
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("event_id", [None, "wh-1"], ids=["generated-id", "given-id"])
+def test_a_send_whose_inbox_put_answer_is_lost_on_the_wire_is_one_event_applied_once(
+    store_spec: StoreSpec, proxy: DroppingProxy, event_id: str | None
+) -> None:
+    """The inbox put lands and its answer is dropped on the wire: on S3 botocore sends it again
+    and meets its own object (412, ``AlreadyExistsError``), on GCS the store reports the write
+    in doubt. Either way ``send_event`` reads the object back, finds its own event, and
+    returns; the handler runs once."""
+    proxy.drop_share = 1.0
+    first = FirstUploads()
+    proxy.targets = first
+    proxy.route(store_spec).init()
+    till = Till.get_or_create("till")
+    first.left = 1
+    sent = vc.send_event("till", "paid", 30, event_id=event_id)
+    assert proxy.stats.dropped == 1, proxy.stats.dropped_targets
+    assert event_id is None or sent == event_id
+    till.process_events()
+    assert [tuple(e) for e in till.view.run()] == [("paid", 30)]
