@@ -23,7 +23,7 @@ from test_wire_faults import _record
 
 import vactor_cloud as vc
 from vactor_cloud.log import ActorLog
-from vactor_cloud.storage import ObjectStore
+from vactor_cloud.storage import ObjectStore, open_store
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.proxy import DroppingProxy, is_upload
 from vactor_cloud.testing.store_conformance import run_on_store
@@ -265,3 +265,16 @@ def test_a_send_whose_inbox_put_answer_is_lost_on_the_wire_is_one_event_applied_
     assert event_id is None or sent == event_id
     till.process_events()
     assert [tuple(e) for e in till.view.run()] == [("paid", 30)]
+
+
+# -- 5. storage option types ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["timeout", "requests_timeout", "cache_timeout"])
+def test_a_bool_given_for_a_gcs_number_option_is_refused_naming_it(name: str) -> None:
+    """``True`` is an ``int`` to ``isinstance``: a GCS timeout given as ``True`` (a flag meant for
+    something else, or ``"yes"`` parsed to a bool) passed the type check and became a one-second
+    timeout. The check now refuses a bool wherever a number is wanted."""
+    with pytest.raises(
+        TypeError, match=rf"'{name}' for gs://b/p \(GCSStore\) must be int or float, got bool"
+    ):
+        open_store("gs://b/p", **{name: True})
+    open_store("gs://b/p", **{name: 30})  # a number is taken
