@@ -22,6 +22,7 @@ from test_review_events import Till
 from test_wire_faults import _record
 
 import vactor_cloud as vc
+from vactor_cloud.errors import StorageTimeoutError
 from vactor_cloud.log import ActorLog
 from vactor_cloud.storage import ObjectStore, open_store
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -109,6 +110,19 @@ def store_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("vactor-s3")]
 
 
+class FirstUploads:
+    """A proxy target: the next ``count`` uploads once armed (each later request is let through)."""
+
+    def __init__(self) -> None:
+        self.left = 0
+
+    def __call__(self, method: str, target: str) -> bool:
+        if self.left > 0 and is_upload(method, target):
+            self.left -= 1
+            return True
+        return False
+
+
 # -- 1. shutdown and late answers ------------------------------------------------------------------
 @pytest.mark.usefixtures("runtime_off")
 def test_a_late_answer_after_shutdown_gave_up_is_never_sent_again_and_leaves_nothing_running(
@@ -144,6 +158,35 @@ def test_a_late_answer_after_shutdown_gave_up_is_never_sent_again_and_leaves_not
         proxy.release()
     time.sleep(0.5)
     assert proxy.stats.seen[sent:] == [], "requests reached the server after shutdown returned"
+
+
+def test_a_put_whose_caller_stopped_waiting_is_never_sent_again(
+    store_spec: StoreSpec, proxy: DroppingProxy
+) -> None:
+    """A create whose answer is held back runs out of the store's request timeout
+    (``StorageTimeoutError``: it may or may not have landed). Its caller has gone: the client
+    must not send it again behind the caller's back. (Before: botocore's own retries sent the
+    put again after its read timeout, four more times, on a pool thread nobody waited for.)"""
+    uploads = FirstUploads()
+    proxy.hold = uploads
+
+    async def body(direct: ObjectStore) -> None:
+        routed = _quick(proxy.route(store_spec)).open()
+        routed.request_timeout = 1.0
+        try:
+            uploads.left = 1
+            with pytest.raises(StorageTimeoutError):
+                await routed.put("abandoned", b"x", mode="create")
+            sent = [r for r in proxy.stats.seen if is_upload(*r.split(" ", 1))]
+            await asyncio.sleep(3 * READ_TIMEOUT)  # (botocore's retry would be sent by now)
+            again = [r for r in proxy.stats.seen if is_upload(*r.split(" ", 1))]
+            assert again == sent, "the put was sent again after its caller stopped waiting"
+            assert (await direct.get("abandoned")).data == b"x"  # (the first attempt landed)
+        finally:
+            proxy.release()
+            await routed.close()
+
+    run_on_store(store_spec, body)
 
 
 # -- 2. listings of several pages --------------------------------------------------------------------
@@ -232,19 +275,6 @@ def test_a_head_past_the_newest_step_is_pulled_back_by_if_match_of_the_version_r
 
 
 # -- 4. send_event after a lost answer, on the wire -------------------------------------------------
-class FirstUploads:
-    """A proxy target: the next ``count`` uploads once armed (each later request is let through)."""
-
-    def __init__(self) -> None:
-        self.left = 0
-
-    def __call__(self, method: str, target: str) -> bool:
-        if self.left > 0 and is_upload(method, target):
-            self.left -= 1
-            return True
-        return False
-
-
 @pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("event_id", [None, "wh-1"], ids=["generated-id", "given-id"])
 def test_a_send_whose_inbox_put_answer_is_lost_on_the_wire_is_one_event_applied_once(
