@@ -50,6 +50,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_chaos",
         "test_idempotency",
         "test_examples",
+        "test_review_backends",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -147,13 +147,16 @@ class HeadFlusher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """The last flush (every pending move), then no more: the periodic one ends."""
-        await self.flush()
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        """The last flush (every pending move), then no more: the periodic one ends, also when
+        this is cancelled (shutdown ran out of time waiting for a move whose answer is late)."""
+        try:
+            await self.flush()
+        finally:
+            task, self._task = self._task, None
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def _run(self) -> None:
         while True:
@@ -814,8 +817,10 @@ class Runtime:
             await asyncio.gather(*(core.shutdown_lease() for core in cores if core.leased))
         with contextlib.suppress(Exception):
             await asyncio.gather(*(core.inbox.finish() for core in cores))
-        await self.heads.stop()
-        await self.store.close()
+        try:
+            await self.heads.stop()
+        finally:  # (cancelled: close ran out of time) the connections are released all the same
+            await self.store.close()
 
     def close(self, timeout: float = 30.0) -> None:
         """Shut down; once this returns, the runtime makes no storage request and none of its

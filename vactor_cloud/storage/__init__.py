@@ -99,7 +99,9 @@ def check_storage_options(url: str, options: Mapping[str, Any]) -> None:
         )
     for name, value in options.items():
         types = store_class.option_types.get(name)
-        if types is not None and value is not None and not isinstance(value, types):
+        # (a bool is an int to isinstance: True where a number is wanted is a mistake, not 1)
+        wrong_bool = isinstance(value, bool) and bool not in (types or ())
+        if types is not None and value is not None and (wrong_bool or not isinstance(value, types)):
             wanted = " or ".join("a mapping" if t is Mapping else t.__name__ for t in types)
             # (not the value: it may be a secret)
             raise TypeError(

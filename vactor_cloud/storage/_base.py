@@ -20,7 +20,7 @@ from typing import ClassVar, Literal, TypeAlias, TypeVar
 from vactor_cloud import counters
 from vactor_cloud.errors import StorageError, StorageTimeoutError
 
-__all__ = ["OBJECT_KEY_BYTES", "Blob", "IfMatch", "ObjectStore", "PutMode", "RequestCounter"]
+__all__ = ["OBJECT_KEY_BYTES", "Blob", "IfMatch", "Listing", "ObjectStore", "PutMode", "RequestCounter"]
 
 _T = TypeVar("_T")
 
@@ -41,6 +41,17 @@ class IfMatch:
 
 
 PutMode: TypeAlias = Literal["create", "overwrite"] | IfMatch
+
+
+class Listing(builtins.list[str]):
+    """The keys a listing found, and how many requests (pages) it took to find them: a
+    backend whose listings may take several returns one (see :meth:`ObjectStore.listed_at_one_moment`)."""
+
+    __slots__ = ("requests",)
+
+    def __init__(self, keys: Iterable[str], requests: int) -> None:
+        super().__init__(keys)
+        self.requests = requests
 
 
 class RequestCounter:
@@ -120,9 +131,10 @@ class ObjectStore(abc.ABC):
     #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an
     #: instance to exercise the splitting without writing a thousand objects.
     delete_batch: int = 1
-    #: A listing that returned fewer keys than this was made by one request, at one moment
-    #: (see :meth:`listed_at_one_moment`). None: every listing is one moment (the memory
-    #: store lists under its lock).
+    #: For a listing that is no :class:`Listing` (which says how many requests it took): one
+    #: that returned fewer keys than this was made by one request, at one moment (see
+    #: :meth:`listed_at_one_moment`). None: every listing is one moment (the memory store
+    #: lists under its lock).
     snapshot_list_keys: int | None = None
     #: The longest key (UTF-8 bytes, relative to the root) this store can hold; None: no limit
     #: that matters here. S3 and GCS take object keys of up to 1,024 bytes, their prefix included.
@@ -303,7 +315,12 @@ class ObjectStore(abc.ABC):
         first. A listing of several requests (pages) does not: an object written meanwhile
         behind the page being read is missed while a later one ahead of it is seen. Readers
         that keep a writer's order (the inbox, the mailbox) wait for a second listing before
-        they trust what such a one found first."""
+        they trust what such a one found first.
+
+        A :class:`Listing` says how many requests it took (S3 and GCS: a server may answer a
+        page with fewer keys than asked, and more follow, so the count of keys cannot tell)."""
+        if isinstance(keys, Listing):
+            return keys.requests <= 1
         limit = self.snapshot_list_keys
         return limit is None or len(keys) < limit
 

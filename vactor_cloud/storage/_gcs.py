@@ -70,7 +70,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, Listing, ObjectStore, PutMode
 
 __all__ = ["GCSStore"]
 
@@ -140,7 +140,7 @@ class GCSStore(ObjectStore):
     another loop or in a forked child (a session cannot cross loops).
     """
 
-    #: one objects.list page
+    #: one objects.list page (for a listing that is no :class:`Listing`; ours say how many pages)
     snapshot_list_keys = _LIST_PAGE
     #: :class:`gcsfs.GCSFileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
@@ -404,9 +404,11 @@ class GCSStore(ObjectStore):
             # startOffset is inclusive: the key itself is filtered out below.
             params["startOffset"] = root + start_after
         keys: list[str] = []
+        requests = 0
         while limit is None or len(keys) < limit:
             page = min(_LIST_PAGE, limit - len(keys) + 1) if limit is not None else _LIST_PAGE
             params["maxResults"] = str(page)
+            requests += 1
             response = await self._request("list", prefix, "GET", url, params=params, idempotent=True)
             if response.status == 404:
                 raise StorageError(f"{self.url}: list failed: bucket {self.bucket!r} does not exist", prefix)
@@ -425,7 +427,7 @@ class GCSStore(ObjectStore):
         # GCS lists in UTF-8 byte order, which is code-point order: sorting
         # only guards against an emulator that pages differently.
         keys.sort()
-        return keys if limit is None else keys[:limit]
+        return Listing(keys if limit is None else keys[:limit], requests)
 
     # No batch delete (``delete_many`` sends one DELETE per key, a few in flight): gcsfs's
     # batch (``_rm_files``, JSON API batch requests) gets 400 for every part from

@@ -58,7 +58,7 @@ from vactor_cloud.errors import (
     StorageError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, Listing, ObjectStore, PutMode
 
 __all__ = ["S3Store"]
 
@@ -200,7 +200,7 @@ class S3Store(ObjectStore):
     """
 
     delete_batch = _DELETE_BATCH
-    #: one ListObjectsV2 page
+    #: one ListObjectsV2 page (for a listing that is no :class:`Listing`; ours say how many pages)
     snapshot_list_keys = _PAGE
     #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
@@ -341,8 +341,10 @@ class S3Store(ObjectStore):
         if start_after is not None:
             params["StartAfter"] = base + start_after
         keys: list[str] = []
+        requests = 0
         while limit is None or len(keys) < limit:
             page = _PAGE if limit is None else min(_PAGE, limit - len(keys))
+            requests += 1
             response = await self._call("list_objects_v2", prefix, MaxKeys=page, **params)
             keys.extend(item["Key"][len(base) :] for item in response.get("Contents", ()))
             token = response.get("NextContinuationToken")
@@ -352,7 +354,7 @@ class S3Store(ObjectStore):
         # S3 lists in UTF-8 byte order, which is code-point order: sorting is a no-op
         # on a conforming server and a safety net on an emulator that is not.
         keys.sort()
-        return keys if limit is None else keys[:limit]
+        return Listing(keys if limit is None else keys[:limit], requests)
 
     async def _delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too; a 404 (NoSuchKey on some emulators) is fine.

@@ -13,8 +13,11 @@ Requests run on a small pool of daemon threads, at most
 threads at interpreter exit, so a request stuck on a silent endpoint would
 hold the process for botocore's whole read timeout and retries. A request
 whose caller stopped waiting before a thread took it up is never sent; one
-already running keeps its thread, which then no longer counts toward the
-pool's size (a stall does not hold the pool once the endpoint answers again).
+already running keeps its thread until its attempt in flight ends (botocore's
+read timeout at most), which then no longer counts toward the pool's size (a
+stall does not hold the pool once the endpoint answers again), and botocore
+sends it no second attempt: its caller, and perhaps the runtime, has gone (a
+write retried after shutdown returned would land behind the caller's back).
 
 The client is built once, on a request's thread, under a lock: building it
 loads botocore's service model (a fraction of a second, longer on a loaded
@@ -106,6 +109,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _LOADER: Any = None
+
+#: the request a pool thread is running: ``stopped``, the event set when its caller stopped waiting
+_RUNNING = threading.local()
+
+
+class RequestAbandoned(Exception):
+    """A request's caller stopped waiting for it (its deadline, shutdown): no attempt is sent again."""
 
 
 def _shared_loader(session: Any) -> Any:
@@ -206,6 +216,14 @@ class _DaemonPool:
             del future
 
 
+def _refuse_abandoned(**_: Any) -> None:
+    """botocore's ``before-send``, before every attempt of a request (its retries too): raise
+    if the request's caller stopped waiting (botocore then retries no more; nobody reads it)."""
+    stopped = getattr(_RUNNING, "stopped", None)
+    if stopped is not None and stopped.is_set():
+        raise RequestAbandoned("the request's caller stopped waiting for it: not sent again")
+
+
 class BotocoreTransport:
     """One S3 request at a time per thread, with a botocore client built once per process."""
 
@@ -262,29 +280,36 @@ class BotocoreTransport:
         session.register_component("data_loader", _shared_loader(session))
         client = session.create_client("s3", **self._arguments)
         client.meta.events.register("needs-retry.s3", self._note_failure)
+        client.meta.events.register_first("before-send.s3", _refuse_abandoned)
         return client
 
     def _note_failure(self, caught_exception: BaseException | None = None, **_: Any) -> None:
         """botocore's retry check, before each retry it may make: keep the error it caught."""
-        if caught_exception is not None:
+        if caught_exception is not None and not isinstance(caught_exception, RequestAbandoned):
             self.last_failure = (time.monotonic(), caught_exception)
 
     # -- requests -----------------------------------------------------------------------
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One request on a pool thread; ``get_object``'s body comes back read, as bytes."""
         pool = self._pool_here()
-        future = pool.submit(lambda: self._request(method, params))
+        stopped = threading.Event()
+        future = pool.submit(lambda: self._request(method, params, stopped))
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
+            stopped.set()  # botocore sends no further attempt of it
             pool.abandon(future)  # (a job not started yet was cancelled and never runs)
             raise
 
-    def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, method: str, params: dict[str, Any], stopped: threading.Event) -> dict[str, Any]:
         client = self.client()
         if self._extra:
             params = {**self._extra_parameters(client, method), **params}
-        response: dict[str, Any] = getattr(client, method)(Bucket=self.bucket, **params)
+        _RUNNING.stopped = stopped
+        try:
+            response: dict[str, Any] = getattr(client, method)(Bucket=self.bucket, **params)
+        finally:
+            _RUNNING.stopped = None
         if method == "get_object":
             body = response["Body"]
             try:

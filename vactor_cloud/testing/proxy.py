@@ -1,4 +1,5 @@
 """A loopback HTTP proxy that drops connections after the server answered: real lost responses.
+It can also hold answers back (late responses) and tell which requests reached the server.
 
 :class:`DroppingProxy` listens on 127.0.0.1 and forwards HTTP/1.1 to one
 upstream server (moto, LocalStack, fake-gcs-server). For a seeded share of
@@ -15,6 +16,14 @@ The proxy understands just enough HTTP to find message boundaries:
 bodiless answers (``HEAD``, 1xx, 204, 304). It runs its own event loop in a
 daemon thread, so it can sit in a test process while child processes talk
 through it.
+
+``hold(method, target)`` chooses requests whose answer is held back, once
+the server has applied them, until :meth:`DroppingProxy.release` (a late
+answer; ``held`` is set when one is waiting). ``stats.seen`` lists every
+request that reached the server, as ``"METHOD target"``. ``rewrite(method,
+target)`` returns the target to send instead (a server that answers
+otherwise than asked: shorter listing pages, say; requests are not signed
+again, which moto and fake-gcs-server do not check).
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ class ProxyStats:
     dropped: int = 0
     connections: int = 0
     dropped_targets: list[str] = field(default_factory=list)
+    #: every request forwarded to the server, as ``"METHOD target"``
+    seen: list[str] = field(default_factory=list)
 
 
 class _Closed(Exception):
@@ -70,6 +81,8 @@ class DroppingProxy:
         drop_share: float,
         seed: int = 0,
         targets: Callable[[str, str], bool] = is_upload,
+        hold: Callable[[str, str], bool] | None = None,
+        rewrite: Callable[[str, str], str] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -78,6 +91,11 @@ class DroppingProxy:
         self._upstream_addr = (parts.hostname, parts.port)
         self.drop_share = drop_share
         self.targets = targets
+        self.hold = hold
+        self.rewrite = rewrite
+        #: set when an answer ``hold`` chose is being held back
+        self.held = threading.Event()
+        self._released = threading.Event()
         self.stats = ProxyStats()
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +160,10 @@ class DroppingProxy:
         thread.join(10)
         self._loop = self._thread = self._server = None
 
+    def release(self) -> None:
+        """Send the answers held back, and every later one at once (``hold`` holds no more)."""
+        self._released.set()
+
     def route(self, spec: StoreSpec) -> StoreSpec:
         """``spec`` with every mention of the upstream endpoint (options, environment) pointing here."""
         if not self.endpoint:
@@ -192,7 +214,14 @@ class DroppingProxy:
         if request is None:
             return False
         method, target, headers = _parse_request(request)
+        if self.rewrite is not None:
+            sent = self.rewrite(method, target)
+            if sent != target:
+                line, rest = request.split(b"\r\n", 1)
+                request = line.replace(target.encode("latin-1"), sent.encode("latin-1"), 1) + b"\r\n" + rest
+                target = sent
         self.stats.requests += 1
+        self.stats.seen.append(f"{method} {target}")
         upstream_w.write(request)
         answer: bytes | None = None
         if headers.get("expect", "").lower() == "100-continue":
@@ -216,6 +245,11 @@ class DroppingProxy:
             status = _status(answer)
         answer_headers = _parse_headers(answer)
         body = await _read_answer_body(upstream_r, answer_headers, method, status)
+        if self.hold is not None and not self._released.is_set() and self.hold(method, target):
+            # Applied by the server; the client hears of it only once released (a late answer).
+            self.held.set()
+            while not self._released.is_set():
+                await asyncio.sleep(0.01)
         if 200 <= status < 300 and self.targets(method, target) and self._rng.random() < self.drop_share:
             # The server applied the request and answered; the client never hears of it.
             self.stats.dropped += 1

@@ -458,6 +458,22 @@ class StoreConformance:
 
         run_on_store(store_spec, body)
 
+    def test_a_listing_of_several_pages_is_not_reported_as_one_moment(self, store_spec: StoreSpec) -> None:
+        # docs/protocol.md: one request is one moment, a listing of several is not, and readers
+        # tell one from the other (the inbox and the mailbox wait for a second listing then).
+        async def body(store: ObjectStore) -> None:
+            page = store.snapshot_list_keys
+            count = 3 if page is None else max(page, 1) + 1
+            keys = [f"paged/{n:05d}" for n in range(count)]
+            for at in range(0, count, 50):
+                await asyncio.gather(*(store.put(key, b"") for key in keys[at : at + 50]))
+            listed = await store.list("paged/")
+            assert listed == keys
+            # None: every listing is one moment (made under the store's lock)
+            assert store.listed_at_one_moment("paged/", listed) is (page is None)
+
+        run_on_store(store_spec, body)
+
     def test_list_sees_writes_and_deletes_of_another_client(self, store_spec: StoreSpec) -> None:
         # Another machine may have written a moment ago: listing must not answer from a cache.
         async def body(store: ObjectStore) -> None:
