@@ -1,0 +1,89 @@
+"""A hostile review of a new user's first hour: README, docs, examples and the `vactor` command.
+
+Each test failed before its fix. The commands run in this process (``vactor_cloud.cli.main``,
+output captured by capsys, stdout not a terminal: plain output) against a local store in
+``tmp_path`` (``tests/cli_harness.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+from cli_harness import Vactor
+
+import vactor_cloud as vc
+from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK
+
+
+@vc.virtual_actor
+class Tab:
+    def __init__(self) -> None:
+        self.paid = 0
+
+    @vc.virtual_actor.on_event("pay")
+    def on_pay(self, amount: int) -> int:
+        self.paid += amount
+        return self.paid
+
+
+def _with_events(url: str, *actor_ids: str) -> None:
+    """Create ``actor_ids``, then send each one ``pay`` event, left pending."""
+    vc.init(url)
+    try:
+        for actor_id in actor_ids:
+            Tab.get_or_create(actor_id)
+            vc.send_event(actor_id, "pay", 5, event_id=f"ev-{actor_id}")
+    finally:
+        vc.shutdown()
+
+
+# -- vactor events drain: a long operation shows progress, and says how far an interrupt got ------
+
+
+def test_events_drain_prints_one_progress_line_per_actor_when_piped(vactor: Vactor, store: str) -> None:
+    """``events drain`` without ``--actor`` walks every actor, one commit each (on S3, a fraction of
+    a second an actor: an hour for ten thousand). Before, it printed nothing until it was done;
+    it now shows its progress as ``compact --all`` does (a bar on a terminal, lines when piped)."""
+    _with_events(store, "t1", "t2", "t3")
+    result = vactor("events", "drain")
+    assert result.code == EXIT_OK, result.err
+    assert [line.split()[:2] for line in result.err.splitlines()] == [
+        ["draining", "1/3"],
+        ["draining", "2/3"],
+        ["draining", "3/3"],
+    ], result.err
+    assert result.out.splitlines() == [f"{a}: applied 1, 0 left in the inbox" for a in ("t1", "t2", "t3")]
+
+
+def test_an_interrupted_events_drain_says_how_far_it_got(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, Ctrl-C said ``interrupted`` only: not how many actors were drained, nor that the
+    events not yet applied wait in their inboxes for the next drain (or any writer call)."""
+    from vactor_cloud.cli import events
+
+    _with_events(store, "t1", "t2", "t3", "t4")
+    real_progress = events.progress
+
+    @contextlib.contextmanager
+    def interrupted_after_two(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str], None]]:
+        with real_progress(total, label, enabled=enabled) as advance:
+
+            def advance_then_interrupt(item: str) -> None:
+                advance(item)
+                if item == "t2":
+                    raise KeyboardInterrupt  # Ctrl-C as the third actor starts
+
+            yield advance_then_interrupt
+
+    monkeypatch.setattr(events, "progress", interrupted_after_two)
+    result = vactor("events", "drain")
+    assert result.code == EXIT_INTERRUPTED, result
+    line = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
+    assert len(line) == 1 and "Traceback" not in result.err, result.err
+    assert "interrupted after draining 2 of 4 actors" in line[0], line
+    assert "run it again" in line[0], line
+    # what was drained is said on stdout, as it went
+    assert result.out.splitlines() == [f"{a}: applied 1, 0 left in the inbox" for a in ("t1", "t2")]
