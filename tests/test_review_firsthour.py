@@ -87,3 +87,47 @@ def test_an_interrupted_events_drain_says_how_far_it_got(
     assert "run it again" in line[0], line
     # what was drained is said on stdout, as it went
     assert result.out.splitlines() == [f"{a}: applied 1, 0 left in the inbox" for a in ("t1", "t2")]
+
+
+# -- vactor timers run: a long-running process says it is running -------------------------------
+
+
+def test_timers_run_says_at_once_what_it_runs_on_and_how_to_stop_it(store: str) -> None:
+    """Before, ``vactor timers run`` printed nothing until it was stopped: started by hand on a
+    terminal it looked hung (which store? is it firing? how does it stop?). It now says on
+    stderr, at once, the store, the poll period and that SIGTERM or Ctrl-C stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", "run", "--poll", "0.2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stderr = proc.stderr
+        assert stderr is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(stderr.readline()), daemon=True)
+        reader.start()
+        reader.join(30)  # the line comes at once; without it, the wait runs out
+        said = lines[0] if lines else ""
+        assert proc.poll() is None, said
+        first = said.splitlines()[0] if said else ""
+        assert first.startswith("vactor: firing timers"), said
+        assert Path(store).name in first and "SIGTERM" in first and "Ctrl-C" in first, first
+        proc.send_signal(signal.SIGTERM)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == EXIT_OK, rest
+    assert out.startswith("listed="), out

@@ -39,7 +39,7 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output, printable
+from vactor_cloud.cli._output import Output, note, printable
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
     DEFAULT_LEASE,
@@ -161,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
                 stop = threading.Event()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: stop.set())
+                # it prints nothing else until stopped: say that it runs, where, and how it stops
+                note(
+                    f"vactor: firing timers under {get_runtime().store.describe()} as they fall due "
+                    f"(listing every {args.poll:g} s); SIGTERM or Ctrl-C stops it (fires in flight "
+                    "finish), then it prints its totals"
+                )
                 report = run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard, split=split)
             errors = report.errors
             summary = _summary(report)
