@@ -27,6 +27,9 @@ class Tab:
         self.paid += amount
         return self.paid
 
+    def remind(self) -> None:
+        pass
+
 
 def _with_events(url: str, *actor_ids: str) -> None:
     """Create ``actor_ids``, then send each one ``pay`` event, left pending."""
@@ -131,3 +134,27 @@ def test_timers_run_says_at_once_what_it_runs_on_and_how_to_stop_it(store: str) 
             proc.wait()
     assert proc.returncode == EXIT_OK, rest
     assert out.startswith("listed="), out
+
+
+# -- vactor timers repair: it walks every actor, so it shows its progress -------------------------
+
+
+def test_timers_repair_prints_one_progress_line_per_actor_when_piped(vactor: Vactor, store: str) -> None:
+    """``timers repair`` without ``--actor`` reads the newest step of every actor. Before, it
+    printed nothing until the end (and listed every object under ``actors/``, steps included,
+    before the first read); it now pages through the ids and shows its progress as
+    ``compact --all`` does."""
+    vc.init(store)
+    try:
+        for actor_id in ("t1", "t2", "t3"):
+            Tab.get_or_create(actor_id).remind.options(delay=3600).run()
+    finally:
+        vc.shutdown()
+    result = vactor("timers", "repair")
+    assert result.code == EXIT_OK, result.err
+    assert result.out.strip() == "indexed 3 pending timers"
+    assert [line.split()[:2] for line in result.err.splitlines()] == [
+        ["repairing", "1/3"],
+        ["repairing", "2/3"],
+        ["repairing", "3/3"],
+    ], result.err

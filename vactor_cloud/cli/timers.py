@@ -39,7 +39,8 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output, note, printable
+from vactor_cloud.cli._output import Output, note, printable, progress
+from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
     DEFAULT_LEASE,
@@ -138,6 +139,30 @@ def _summary_line(summary: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in summary.items() if v is not None)
 
 
+#: actors repaired at a time (the library reads 32 of them at once): the progress moves by this
+_REPAIR_SLICE = 256
+
+
+def _repair(actor_ids: list[str] | None, out: Output) -> int:
+    """``repair_timer_index`` of ``actor_ids`` (default: every actor, paged through by id rather than
+    by listing every object under ``actors/``), a slice at a time, with a progress bar on a
+    terminal (one line per actor on stderr when piped); how many timers were indexed."""
+    store = get_runtime().store
+
+    async def every_actor() -> list[str]:
+        return [actor_id async for actor_id in iter_actor_ids(store)]
+
+    ids = actor_ids if actor_ids is not None else _sync.sync(every_actor())
+    count = 0
+    with progress(len(ids), "repairing", enabled=sys.stderr.isatty() and not out.json) as advance:
+        for at in range(0, len(ids), _REPAIR_SLICE):
+            part = ids[at : at + _REPAIR_SLICE]
+            count += repair_timer_index(part)
+            for actor_id in part:
+                advance(actor_id)
+    return count
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``vactor timers tick|run|ls|repair`` as parsed by the ``vactor`` parser."""
     try:
@@ -210,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for actor_id in args.actor or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
-            count = repair_timer_index(args.actor)
+            count = _repair(args.actor, out)
             if out.json:
                 out.emit_json({"indexed": count})
             else:
