@@ -158,3 +158,29 @@ def test_timers_repair_prints_one_progress_line_per_actor_when_piped(vactor: Vac
         ["repairing", "2/3"],
         ["repairing", "3/3"],
     ], result.err
+
+
+# -- vactor timers ls: one field per column when piped, headers as every other table's --------------
+
+
+def test_timers_ls_piped_has_one_field_per_column_under_the_headers_of_other_tables(
+    vactor: Vactor, store: str
+) -> None:
+    """docs/cli.md: piped tables are stable for ``awk``. Before, ``timers ls`` alone had lower-case
+    headers, one of two words (``due (UTC)``), and a lateness of two (``in 3599.9s``): the
+    header had six fields over rows of six others, and no column was ``$N`` in both."""
+    vc.init(store)
+    try:
+        Tab.get_or_create("t1").remind.options(delay=3600).run()
+        Tab.get_or_create("t2").remind.options(at=1.0).run()  # long due: late
+    finally:
+        vc.shutdown()
+    result = vactor("timers", "ls")
+    assert result.code == EXIT_OK, result.err
+    header, *rows = result.out.splitlines()
+    assert header.split() == ["DUE", "LATE", "ACTOR", "KEY", "GEN"], result.out
+    cells = sorted((row.split() for row in rows), key=lambda c: c[2])
+    assert [len(c) for c in cells] == [5, 5], result.out
+    assert [c[2] for c in cells] == ["t1", "t2"], result.out
+    assert cells[0][1].startswith("-") and cells[1][1].startswith("+"), result.out  # due in an hour; late
+    assert cells[0][0].endswith("Z") and "T" in cells[0][0], result.out

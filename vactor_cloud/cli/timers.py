@@ -113,10 +113,12 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _utc(timestamp: float) -> str:
+    """One field (``awk``), to the millisecond the index holds."""
     try:
-        return f"{datetime.datetime.fromtimestamp(timestamp, datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+        moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     except (ValueError, OverflowError, OSError):  # after the year 9999 (timers go up to LATEST_DUE)
-        return f"{timestamp:.3f} (epoch s)"
+        return f"{timestamp:.3f}"
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
 def _summary(report: TickReport) -> dict[str, Any]:
@@ -218,11 +220,12 @@ def run(args: argparse.Namespace) -> int:
             elif rows:
                 out.table(
                     None,
-                    ["due (UTC)", "late", "actor", "key", "gen"],
+                    # one field a column (awk), headed as every other table
+                    ["DUE", "LATE", "ACTOR", "KEY", "GEN"],
                     [
                         [
                             _utc(r["due"]),
-                            f"late {r['late_s']}s" if r["late_s"] > 0 else f"in {-r['late_s']}s",
+                            f"{r['late_s']:+.3f}s",  # -: not due yet
                             str(r["actor"]),
                             str(r["key"]),
                             "-" if r["gen"] is None else str(r["gen"]),
