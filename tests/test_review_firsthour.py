@@ -8,13 +8,20 @@ output captured by capsys, stdout not a terminal: plain output) against a local 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from cli_harness import Vactor
+from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @vc.virtual_actor
@@ -99,12 +106,8 @@ def test_timers_run_says_at_once_what_it_runs_on_and_how_to_stop_it(store: str) 
     """Before, ``vactor timers run`` printed nothing until it was stopped: started by hand on a
     terminal it looked hung (which store? is it firing? how does it stop?). It now says on
     stderr, at once, the store, the poll period and that SIGTERM or Ctrl-C stops it."""
-    import os
     import signal
-    import subprocess
-    import sys
     import threading
-    from pathlib import Path
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(
@@ -184,3 +187,30 @@ def test_timers_ls_piped_has_one_field_per_column_under_the_headers_of_other_tab
     assert [c[2] for c in cells] == ["t1", "t2"], result.out
     assert cells[0][1].startswith("-") and cells[1][1].startswith("+"), result.out  # due in an hour; late
     assert cells[0][0].endswith("Z") and "T" in cells[0][0], result.out
+
+
+# -- the examples a page points to say how to look at what they did ---------------------------------
+
+
+@pytest.mark.parametrize("example", ["session_timeout.py", "webhook_handler.py"])
+def test_the_timer_and_webhook_examples_print_a_history_command_that_names_their_store(
+    tmp_path: Path, example: str
+) -> None:
+    """bank_transfer.py and serverless_handler.py end with the ``vactor`` command that shows what
+    they did; before, session_timeout.py (the timer that fired) and webhook_handler.py (the event
+    applied once across three deliveries) ended without one: a new user who ran them on a
+    temporary store had no way to look."""
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the default store: not the one the example used
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example), str(tmp_path / "given")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_printed_inspect_command(done.stdout, env)
