@@ -214,3 +214,22 @@ def test_the_timer_and_webhook_examples_print_a_history_command_that_names_their
     )
     assert done.returncode == 0, done.stdout + done.stderr
     check_printed_inspect_command(done.stdout, env)
+
+
+# -- vactor call with arguments the method does not take: say what it takes -------------------------
+
+
+def test_a_call_with_arguments_the_method_does_not_take_shows_its_parameters(
+    vactor: Vactor, store: str
+) -> None:
+    """Before: ``vactor: error: on_pay(): too many positional arguments`` (or ``missing a required
+    argument: 'amount'``), nothing saying what the method takes. The error now shows its
+    parameters and how to pass them."""
+    _with_events(store, "t1")
+    for argv in (("t1", "on_pay", "1", "2"), ("t1", "on_pay"), ("t1", "on_pay", "--kwargs", '{"n": 1}')):
+        result = vactor("call", *argv)
+        assert result.code == 2, result
+        line = result.err.strip()
+        assert line.count("\n") == 0 and "Traceback" not in line, result.err
+        assert "on_pay(amount: int) -> int" in line, line
+        assert "vactor call t1 on_pay ARG" in line, line

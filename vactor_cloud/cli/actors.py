@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import inspect
 import pprint
 import sys
 from typing import Any
@@ -181,6 +182,17 @@ def cmd_call(args: argparse.Namespace) -> int:
         )
     try:
         method._info.check_arguments(tuple(positional), kwargs)
+    except TypeError as exc:  # say what the method takes, and how to pass it
+        signature = method._info.signature
+        how = (
+            "ARG ... (each ARG JSON) or --kwargs JSON" if len(signature.parameters) > 1 else "(no arguments)"
+        )
+        raise CliError(
+            f"{exc}; it takes {args.method}{_parameters(signature)}: "
+            f"vactor call {args.actor_id} {args.method} {how}",
+            EXIT_USAGE,
+        ) from None
+    try:
         if args.idempotency_key is not None or args.at_step is not None:
             method = method.options(idempotency_key=args.idempotency_key, at_step=args.at_step)
     except (TypeError, ValueError) as exc:
@@ -217,6 +229,28 @@ def cmd_call(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+class _AsWritten(str):
+    """An annotation kept as text (``from __future__ import annotations``), shown without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    """``signature`` without ``self``, as written: ``(amount: int) -> int``."""
+
+    def written(annotation: Any) -> Any:
+        return _AsWritten(annotation) if isinstance(annotation, str) else annotation
+
+    parameters = list(signature.parameters.values())[1:]
+    return str(
+        signature.replace(
+            parameters=[p.replace(annotation=written(p.annotation)) for p in parameters],
+            return_annotation=written(signature.return_annotation),
+        )
+    )
 
 
 def _actor_method(handle: Any, name: str) -> Any:
