@@ -233,3 +233,32 @@ def test_a_call_with_arguments_the_method_does_not_take_shows_its_parameters(
         assert line.count("\n") == 0 and "Traceback" not in line, result.err
         assert "on_pay(amount: int) -> int" in line, line
         assert "vactor call t1 on_pay ARG" in line, line
+
+
+# -- vactor COMMAND --help: says what the command does and what each argument is ---------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "summary"),
+    [
+        ("ls", "list actors"),
+        ("show", "class, step and state of an actor"),
+        ("history", "committed steps, newest first"),
+        ("compact", "delete old steps"),
+        ("bench", "measure commit and read latency"),
+    ],
+)
+def test_the_help_of_a_command_says_what_it_does_and_names_every_argument(
+    vactor: Vactor, command: str, summary: str
+) -> None:
+    """Before, ``vactor show --help`` (and ``ls``, ``history``, ``compact``, ``bench``) had no
+    description, only the usage line, and its ``ID`` no text: what ``vactor --help`` says of the
+    command was not said in the command's own help."""
+    result = vactor(command, "--help")
+    assert result.code == EXIT_OK
+    _, _, rest = result.out.partition("\n\n")
+    assert summary in rest.split("\n\n")[0], result.out  # the paragraph after the usage
+    positional = rest.split("positional arguments:\n", 1)
+    if len(positional) == 2:
+        for line in positional[1].split("\n\n")[0].splitlines():
+            assert len(line.split()) > 1 or line.startswith("                "), (line, result.out)

@@ -403,14 +403,14 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", parents=[common_parent()], help="class, step and state of an actor")
-    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
     p.add_argument("--step", type=non_negative_int, default=None, metavar="N", help="as it was after step N")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser(
         "history", parents=[common_parent()], help="committed steps, newest first, with their calls"
     )
-    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
     p.add_argument(
         "--limit",
         type=limit_arg,
@@ -426,8 +426,8 @@ def add_commands(sub: Any) -> None:
         help="call a method: vactor call ID METHOD [ARG ...], each ARG JSON",
         description="Call METHOD of actor ID. Each ARG is one JSON value (5, '\"text\"', '[1, 2]').",
     )
-    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
-    p.add_argument("method", metavar="METHOD")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
+    p.add_argument("method", metavar="METHOD", help="the name of one of its methods")
     # default=[]: without it argparse counts ARG among the required arguments in its error
     p.add_argument("args", nargs="*", default=[], metavar="ARG", help="positional argument, as JSON")
     p.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
