@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -262,3 +263,28 @@ def test_the_help_of_a_command_says_what_it_does_and_names_every_argument(
     if len(positional) == 2:
         for line in positional[1].split("\n\n")[0].splitlines():
             assert len(line.split()) > 1 or line.startswith("                "), (line, result.out)
+
+
+# -- vactor show on a terminal: a long id or class is wrapped, never cut ----------------------------
+
+
+def test_show_on_a_narrow_terminal_wraps_a_long_id_instead_of_cutting_it(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``show`` on a terminal cut a value longer than the line with ``…``: an actor id of
+    200 characters (ids may have 255 bytes) was shown as its first 67, and a writer id on a narrow
+    terminal likewise; what was shown could not be copied back into a command."""
+    long_id = "acct-" + "0123456789" * 19
+    vc.init(store)
+    try:
+        Tab.get_or_create(long_id)
+    finally:
+        vc.shutdown()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+    shown = vactor("show", long_id)
+    assert shown.code == EXIT_OK, shown
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown.out)  # bold stays under NO_COLOR
+    assert "…" not in plain, plain
+    assert long_id in "".join(line[12:].rstrip() for line in plain.splitlines()[:4]), plain

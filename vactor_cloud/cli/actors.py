@@ -99,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold cyan")
-        grid.add_column()
+        grid.add_column(overflow="fold")  # a long id or class wraps: cut with "…", it could not be copied
         for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
             grid.add_row(key, Text(printable(str(summary[key]))))  # Text: brackets are not markup
         grid.add_row("state", Pretty(state, expand_all=False))
