@@ -288,3 +288,28 @@ def test_show_on_a_narrow_terminal_wraps_a_long_id_instead_of_cutting_it(
     plain = re.sub(r"\x1b\[[0-9;]*m", "", shown.out)  # bold stays under NO_COLOR
     assert "…" not in plain, plain
     assert long_id in "".join(line[12:].rstrip() for line in plain.splitlines()[:4]), plain
+
+
+# -- vactor compact that deleted nothing because of --min-age says so --------------------------------
+
+
+def test_compact_that_min_age_held_back_says_why_and_what_to_pass(vactor: Vactor, store: str) -> None:
+    """A first ``vactor compact ID --keep-last 1`` on a young actor deletes nothing (``--min-age``
+    defaults to a day). Before, it printed ``DELETED 0`` under a header of three words for one
+    column (``HELD BY MIN-AGE``: piped, the header had six fields over rows of four) and nothing
+    saying why no step went, nor what to pass."""
+    _with_events(store, "t1")
+    vc.init(store)
+    try:
+        vc.get_actor("t1").process_events()  # steps 0 and 1
+    finally:
+        vc.shutdown()
+    result = vactor("compact", "t1", "--keep-last", "1")
+    assert result.code == EXIT_OK, result.err
+    header, row = result.out.splitlines()
+    assert header.split() == ["ACTOR", "DELETED", "KEPT", "HELD"], result.out
+    assert row.split() == ["t1", "0", "0..1", "1"], result.out
+    said = [line for line in result.err.splitlines() if not line.startswith("compacting ")]
+    assert len(said) == 1, result.err
+    assert "1 step younger than --min-age 86400 s" in said[0], said
+    assert "--min-age" in said[0].split("kept", 1)[1], said  # what to pass

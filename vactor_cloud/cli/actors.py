@@ -380,7 +380,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
         )
         for r in reports
     ]
-    out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD BY MIN-AGE"), rows)
+    # one word a header (piped output is read by awk); HELD: kept only because of --min-age
+    out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD"), rows)
+    held = sum(getattr(r, "held_by_min_age", 0) for r in reports)
+    if held:  # else a first compaction of young actors deletes nothing, unexplained
+        print(
+            f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
+            f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
+            f"--min-age (at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
+            "unless --force with no writer running)",
+            file=sys.stderr,
+        )
     return code
 
 
