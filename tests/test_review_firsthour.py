@@ -313,3 +313,22 @@ def test_compact_that_min_age_held_back_says_why_and_what_to_pass(vactor: Vactor
     assert len(said) == 1, result.err
     assert "1 step younger than --min-age 86400 s" in said[0], said
     assert "--min-age" in said[0].split("kept", 1)[1], said  # what to pass
+
+
+# -- piped vactor history: the time is one field, so awk's $3 is the writer -------------------------
+
+
+def test_piped_history_has_the_time_in_one_field(vactor: Vactor, store: str) -> None:
+    """docs/cli.md: piped output is stable for ``awk``. Before, piped ``history`` wrote its TIME
+    column as three words (``2026-12-03 21:25:49 UTC``) between STEP and WRITER: under the header
+    ``STEP TIME WRITER CALLS``, ``awk '{print $3}'`` printed ``21:25:49``, not the writer.
+    (``events ls`` already wrote its time as one field.)"""
+    _with_events(store, "t1")
+    result = vactor("history", "t1")
+    assert result.code == EXIT_OK, result.err
+    header, *rows = result.out.splitlines()
+    assert header.split() == ["STEP", "TIME", "WRITER", "CALLS"], result.out
+    for row in rows:
+        _step, time, writer = row.split()[:3]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", time), row
+        assert re.fullmatch(r"[0-9a-f]{8}", writer), row

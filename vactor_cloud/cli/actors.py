@@ -156,7 +156,11 @@ def cmd_history(args: argparse.Namespace) -> int:
             for e in entries
         ]
     else:  # piped: one line per call, a group commit's step, time and writer repeated on each
-        rows = [(str(e.step), when(e.time), e.writer[:8], line) for e in entries for line in _call_lines(e)]
+        rows = [
+            (str(e.step), when(e.time, one_field=True), e.writer[:8], line)
+            for e in entries
+            for line in _call_lines(e)
+        ]
     title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
     out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
     if more:

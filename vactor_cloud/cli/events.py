@@ -20,7 +20,6 @@ no events waiting for it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, printable, progress
+from vactor_cloud.cli._output import Output, printable, progress, when
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids
@@ -77,11 +76,7 @@ class EventRow:
 
     def cells(self) -> tuple[str, str, str, str, str]:
         """The row of ``vactor events ls``; the time without spaces, one field for ``awk``."""
-        sent = (
-            "-"
-            if self.sent is None
-            else datetime.datetime.fromtimestamp(self.sent, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        sent = "-" if self.sent is None else when(self.sent, one_field=True)
         return (self.actor, self.event_id, self.name, sent, self.status)
 
 
