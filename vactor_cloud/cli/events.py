@@ -183,8 +183,12 @@ def _drain(actor: str | None, out: Output) -> tuple[list[dict[str, Any]], list[s
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
     ids = _sync.sync(_actors_with_events(actor))
+    bar = sys.stderr.isatty() and not out.json
+    # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
+    # they would be written into it)
+    shown = 0
     try:
-        with progress(len(ids), "draining", enabled=sys.stderr.isatty() and not out.json) as advance:
+        with progress(len(ids), "draining", enabled=bar) as advance:
             for actor_id in ids:
                 try:
                     line = _sync.sync(_drain_one(actor_id))
@@ -192,16 +196,23 @@ def _drain(actor: str | None, out: Output) -> tuple[list[dict[str, Any]], list[s
                     errors.append(f"{actor_id}: {exc}")
                 else:
                     lines.append(line)
-                    if not out.json:
+                    if not out.json and not bar:
                         out.print(line["text"])
+                        shown += 1
                 advance(actor_id)
     except KeyboardInterrupt:
+        if not out.json:
+            for line in lines[shown:]:
+                out.print(line["text"])
         raise CliError(
             f"interrupted after draining {len(lines) + len(errors)} of {len(ids)} actors; the events not "
             "yet applied wait in their inboxes (each is applied once, whoever applies it): run it again "
             "to finish",
             EXIT_INTERRUPTED,
         ) from None
+    if not out.json:
+        for line in lines[shown:]:
+            out.print(line["text"])
     return lines, errors
 
 
