@@ -12,6 +12,7 @@ Run: ``python examples/session_timeout.py [STORAGE_URL]``
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 import uuid
@@ -53,7 +54,8 @@ class Session:
 
 
 def main() -> None:
-    vc.init(sys.argv[1] if len(sys.argv) > 1 else None)
+    storage = sys.argv[1] if len(sys.argv) > 1 else None
+    vc.init(storage)
     session = Session.get_or_create(f"session-{uuid.uuid4().hex[:8]}", "ada")
     for page in ("home", "cart", "checkout"):
         session.touch.run(page)
@@ -70,6 +72,8 @@ def main() -> None:
     print("events:", ", ".join(events))
     assert not active and events[-1] == "expired: idle timeout"
     assert session.timers() == []
+    where = f"--storage {shlex.quote(storage)} " if storage else ""  # not the default: say which store
+    print(f"each touch, and the timer that fired: vactor {where}history {session.actor_id}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shlex
 import sys
 import uuid
 from typing import Any
@@ -87,6 +88,7 @@ def main(storage: str | None = None) -> dict[str, Any]:
     status: dict[str, Any] = Invoice.get_or_create(invoice_id, 120).status.run()
     print(f"{invoice_id}: {status}")
     assert status["payments"] == ["pay_1"], "the payment was applied more than once"
+    print(f"the event, applied in one step: vactor --storage {shlex.quote(storage)} history {invoice_id}")
     vc.shutdown()
     return status
 

@@ -179,9 +179,11 @@ def note(text: str) -> None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the rest of the process's stderr
 
 
-def when(timestamp: float) -> str:
+def when(timestamp: float, *, one_field: bool = False) -> str:
+    """A step's time: ``2026-12-03 21:25:49 UTC``; ``one_field``: ``2026-12-03T21:25:49Z``, for
+    a column of piped output that others follow (``awk`` splits on spaces)."""
     moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ" if one_field else "%Y-%m-%d %H:%M:%S UTC")
 
 
 @contextlib.contextmanager

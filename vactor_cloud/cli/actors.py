@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import inspect
 import pprint
 import sys
 from typing import Any
@@ -98,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold cyan")
-        grid.add_column()
+        grid.add_column(overflow="fold")  # a long id or class wraps: cut with "…", it could not be copied
         for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
             grid.add_row(key, Text(printable(str(summary[key]))))  # Text: brackets are not markup
         grid.add_row("state", Pretty(state, expand_all=False))
@@ -155,7 +156,11 @@ def cmd_history(args: argparse.Namespace) -> int:
             for e in entries
         ]
     else:  # piped: one line per call, a group commit's step, time and writer repeated on each
-        rows = [(str(e.step), when(e.time), e.writer[:8], line) for e in entries for line in _call_lines(e)]
+        rows = [
+            (str(e.step), when(e.time, one_field=True), e.writer[:8], line)
+            for e in entries
+            for line in _call_lines(e)
+        ]
     title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
     out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
     if more:
@@ -181,6 +186,17 @@ def cmd_call(args: argparse.Namespace) -> int:
         )
     try:
         method._info.check_arguments(tuple(positional), kwargs)
+    except TypeError as exc:  # say what the method takes, and how to pass it
+        signature = method._info.signature
+        how = (
+            "ARG ... (each ARG JSON) or --kwargs JSON" if len(signature.parameters) > 1 else "(no arguments)"
+        )
+        raise CliError(
+            f"{exc}; it takes {args.method}{_parameters(signature)}: "
+            f"vactor call {args.actor_id} {args.method} {how}",
+            EXIT_USAGE,
+        ) from None
+    try:
         if args.idempotency_key is not None or args.at_step is not None:
             method = method.options(idempotency_key=args.idempotency_key, at_step=args.at_step)
     except (TypeError, ValueError) as exc:
@@ -217,6 +233,28 @@ def cmd_call(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+class _AsWritten(str):
+    """An annotation kept as text (``from __future__ import annotations``), shown without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    """``signature`` without ``self``, as written: ``(amount: int) -> int``."""
+
+    def written(annotation: Any) -> Any:
+        return _AsWritten(annotation) if isinstance(annotation, str) else annotation
+
+    parameters = list(signature.parameters.values())[1:]
+    return str(
+        signature.replace(
+            parameters=[p.replace(annotation=written(p.annotation)) for p in parameters],
+            return_annotation=written(signature.return_annotation),
+        )
+    )
 
 
 def _actor_method(handle: Any, name: str) -> Any:
@@ -346,7 +384,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
         )
         for r in reports
     ]
-    out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD BY MIN-AGE"), rows)
+    # one word a header (piped output is read by awk); HELD: kept only because of --min-age
+    out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD"), rows)
+    held = sum(getattr(r, "held_by_min_age", 0) for r in reports)
+    if held:  # else a first compaction of young actors deletes nothing, unexplained
+        print(
+            f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
+            f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
+            f"--min-age (at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
+            "unless --force with no writer running)",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -369,14 +417,14 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", parents=[common_parent()], help="class, step and state of an actor")
-    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
     p.add_argument("--step", type=non_negative_int, default=None, metavar="N", help="as it was after step N")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser(
         "history", parents=[common_parent()], help="committed steps, newest first, with their calls"
     )
-    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
     p.add_argument(
         "--limit",
         type=limit_arg,
@@ -392,8 +440,8 @@ def add_commands(sub: Any) -> None:
         help="call a method: vactor call ID METHOD [ARG ...], each ARG JSON",
         description="Call METHOD of actor ID. Each ARG is one JSON value (5, '\"text\"', '[1, 2]').",
     )
-    p.add_argument("actor_id", type=actor_id_arg, metavar="ID")
-    p.add_argument("method", metavar="METHOD")
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
+    p.add_argument("method", metavar="METHOD", help="the name of one of its methods")
     # default=[]: without it argparse counts ARG among the required arguments in its error
     p.add_argument("args", nargs="*", default=[], metavar="ARG", help="positional argument, as JSON")
     p.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")

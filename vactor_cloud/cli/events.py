@@ -20,7 +20,6 @@ no events waiting for it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +27,16 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor_async
 from vactor_cloud.cli._options import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    CliError,
     actor_id_arg,
     common_parent,
     errors_error,
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, printable
+from vactor_cloud.cli._output import Output, printable, progress, when
 from vactor_cloud.errors import ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids
@@ -75,11 +76,7 @@ class EventRow:
 
     def cells(self) -> tuple[str, str, str, str, str]:
         """The row of ``vactor events ls``; the time without spaces, one field for ``awk``."""
-        sent = (
-            "-"
-            if self.sent is None
-            else datetime.datetime.fromtimestamp(self.sent, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        sent = "-" if self.sent is None else when(self.sent, one_field=True)
         return (self.actor, self.event_id, self.name, sent, self.status)
 
 
@@ -165,24 +162,57 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
     return rows, errors
 
 
-async def _drain(actor: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    runtime = get_runtime()
+async def _drain_one(actor_id: str) -> dict[str, Any]:
+    """Apply ``actor_id``'s pending events; its line of ``vactor events drain``."""
+    store = get_runtime().store
+    try:
+        applied = await _process(actor_id)
+    except ActorNotFoundError:
+        left = len(await list_inbox(store, actor_id))
+        text = f"{actor_id}: not created yet, {left} {'event waits' if left == 1 else 'events wait'} for it"
+        return {"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text}
+    left = len(await list_inbox(store, actor_id))
+    text = f"{actor_id}: applied {applied}, {left} left in the inbox"
+    return {"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text}
+
+
+def _drain(actor: str | None, out: Output) -> tuple[list[dict[str, Any]], list[str]]:
+    """Drain the actors one by one, with a progress bar on a terminal (one line per actor on
+    stderr when piped) and each actor's line printed as it is done: without ``--actor`` this is
+    one commit per actor, long on a large bucket."""
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
-    for actor_id in await _actors_with_events(actor):
-        try:
-            applied = await _process(actor_id)
-            left = len(await list_inbox(runtime.store, actor_id))
-            text = f"{actor_id}: applied {applied}, {left} left in the inbox"
-            lines.append({"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text})
-        except ActorNotFoundError:
-            left = len(await list_inbox(runtime.store, actor_id))
-            text = (
-                f"{actor_id}: not created yet, {left} {'event waits' if left == 1 else 'events wait'} for it"
-            )
-            lines.append({"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text})
-        except (VactorError, OSError) as exc:
-            errors.append(f"{actor_id}: {exc}")
+    ids = _sync.sync(_actors_with_events(actor))
+    bar = sys.stderr.isatty() and not out.json
+    # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
+    # they would be written into it)
+    shown = 0
+    try:
+        with progress(len(ids), "draining", enabled=bar) as advance:
+            for actor_id in ids:
+                try:
+                    line = _sync.sync(_drain_one(actor_id))
+                except (VactorError, OSError) as exc:
+                    errors.append(f"{actor_id}: {exc}")
+                else:
+                    lines.append(line)
+                    if not out.json and not bar:
+                        out.print(line["text"])
+                        shown += 1
+                advance(actor_id)
+    except KeyboardInterrupt:
+        if not out.json:
+            for line in lines[shown:]:
+                out.print(line["text"])
+        raise CliError(
+            f"interrupted after draining {len(lines) + len(errors)} of {len(ids)} actors; the events not "
+            "yet applied wait in their inboxes (each is applied once, whoever applies it): run it again "
+            "to finish",
+            EXIT_INTERRUPTED,
+        ) from None
+    if not out.json:
+        for line in lines[shown:]:
+            out.print(line["text"])
     return lines, errors
 
 
@@ -200,14 +230,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"no pending events{memory_hint()}", file=sys.stderr)
         else:
-            lines, errors = _sync.sync(_drain(args.actor))
+            lines, errors = _drain(args.actor, out)
             if out.json:
                 out.emit_json(lines)
-            else:
-                for line in lines:
-                    out.print(line["text"])
-                if not lines and not errors:
-                    print(f"no pending events: nothing to drain{memory_hint()}", file=sys.stderr)
+            elif not lines and not errors:
+                print(f"no pending events: nothing to drain{memory_hint()}", file=sys.stderr)
     finally:
         shutdown()
     if errors:

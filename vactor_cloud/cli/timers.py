@@ -39,7 +39,8 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output, printable
+from vactor_cloud.cli._output import Output, note, printable, progress
+from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
     DEFAULT_LEASE,
@@ -112,10 +113,12 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _utc(timestamp: float) -> str:
+    """One field (``awk``), to the millisecond the index holds."""
     try:
-        return f"{datetime.datetime.fromtimestamp(timestamp, datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+        moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     except (ValueError, OverflowError, OSError):  # after the year 9999 (timers go up to LATEST_DUE)
-        return f"{timestamp:.3f} (epoch s)"
+        return f"{timestamp:.3f}"
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
 def _summary(report: TickReport) -> dict[str, Any]:
@@ -136,6 +139,30 @@ def _summary(report: TickReport) -> dict[str, Any]:
 def _summary_line(summary: dict[str, Any]) -> str:
     """``key=value`` pairs; ``max_lateness_s`` only when something fired (JSON says ``null``)."""
     return " ".join(f"{k}={v}" for k, v in summary.items() if v is not None)
+
+
+#: actors repaired at a time (the library reads 32 of them at once): the progress moves by this
+_REPAIR_SLICE = 256
+
+
+def _repair(actor_ids: list[str] | None, out: Output) -> int:
+    """``repair_timer_index`` of ``actor_ids`` (default: every actor, paged through by id rather than
+    by listing every object under ``actors/``), a slice at a time, with a progress bar on a
+    terminal (one line per actor on stderr when piped); how many timers were indexed."""
+    store = get_runtime().store
+
+    async def every_actor() -> list[str]:
+        return [actor_id async for actor_id in iter_actor_ids(store)]
+
+    ids = actor_ids if actor_ids is not None else _sync.sync(every_actor())
+    count = 0
+    with progress(len(ids), "repairing", enabled=sys.stderr.isatty() and not out.json) as advance:
+        for at in range(0, len(ids), _REPAIR_SLICE):
+            part = ids[at : at + _REPAIR_SLICE]
+            count += repair_timer_index(part)
+            for actor_id in part:
+                advance(actor_id)
+    return count
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,6 +188,12 @@ def run(args: argparse.Namespace) -> int:
                 stop = threading.Event()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda *_: stop.set())
+                # it prints nothing else until stopped: say that it runs, where, and how it stops
+                note(
+                    f"vactor: firing timers under {get_runtime().store.describe()} as they fall due "
+                    f"(listing every {args.poll:g} s); SIGTERM or Ctrl-C stops it (fires in flight "
+                    "finish), then it prints its totals"
+                )
                 report = run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard, split=split)
             errors = report.errors
             summary = _summary(report)
@@ -187,11 +220,12 @@ def run(args: argparse.Namespace) -> int:
             elif rows:
                 out.table(
                     None,
-                    ["due (UTC)", "late", "actor", "key", "gen"],
+                    # one field a column (awk), headed as every other table
+                    ["DUE", "LATE", "ACTOR", "KEY", "GEN"],
                     [
                         [
                             _utc(r["due"]),
-                            f"late {r['late_s']}s" if r["late_s"] > 0 else f"in {-r['late_s']}s",
+                            f"{r['late_s']:+.3f}s",  # -: not due yet
                             str(r["actor"]),
                             str(r["key"]),
                             "-" if r["gen"] is None else str(r["gen"]),
@@ -204,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for actor_id in args.actor or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
-            count = repair_timer_index(args.actor)
+            count = _repair(args.actor, out)
             if out.json:
                 out.emit_json({"indexed": count})
             else:
