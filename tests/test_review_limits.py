@@ -170,6 +170,39 @@ def test_a_head_past_the_newest_step_is_pulled_back_by_the_next_load(spec: Store
     assert vc.get_actor("ahead").value.run() == 4
 
 
+def test_a_rate_limited_head_move_pauses_before_it_tries_again(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A HEAD move refused as rate-limited (S3's 503 SlowDown, GCS's 429) was tried again at
+    once, up to eight puts and eight reads back to back: more requests to a store asking for
+    fewer. Each retry after a transient refusal now waits a jittered backoff first (a lost
+    compare-and-swap still reads HEAD again at once: nothing to wait for)."""
+    from vactor_cloud import log as log_module
+    from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
+
+    handle = Tally.get_or_create("slow-down")
+    handle.incr.run()
+    runtime = vc.get_runtime()
+    _sync.sync(runtime.heads.flush())
+    rule = FaultRule("rate_limited", operations=frozenset({"put"}), key_contains="/HEAD", at=(1, 2, 3))
+    store = FaultyStore(runtime.store, FaultConfig((rule,), name="rate_limited"))
+    log = ActorLog(store, "slow-down")
+    head = _sync.sync(log.read_head())
+    assert head is not None
+    pauses: list[int] = []
+    real = log_module.retry_pause
+
+    def counted(attempt: int) -> float:
+        pauses.append(attempt)
+        return real(attempt) / 10
+
+    monkeypatch.setattr(log_module, "retry_pause", counted)
+    moved = _sync.sync(log.advance_head(head.step + 1, head.class_ref, head))
+    assert store.injected["rate_limited"] == 3
+    assert moved.step == head.step + 1
+    assert pauses == [0, 1, 2]
+
+
 # -- 3. a heartbeat or claim stamped far ahead ---------------------------------------------------
 def test_a_heartbeat_stamped_far_ahead_holds_no_share_of_the_actors(
     spec: StoreSpec, caplog: pytest.LogCaptureFixture

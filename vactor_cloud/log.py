@@ -849,6 +849,8 @@ class ActorLog:
         current = known
         #: version of an unreadable HEAD, replaced by if-match (a repair)
         unreadable: str | None = None
+        #: transient refusals so far (rate limited, a conflict): each retry waits longer
+        refused = 0
         for _ in range(8):
             if current is not None and current.step >= step:
                 return current
@@ -865,7 +867,12 @@ class ActorLog:
                 else:
                     version = await self.store.put(self.head_key, data, mode="create")
                 return Head(step, class_ref, version)
-            except (AlreadyExistsError, PreconditionFailedError, RetryableStorageError):
+            except RetryableStorageError:
+                # (A store asking for fewer requests: not another put and read at once.)
+                await asyncio.sleep(retry_pause(refused))
+                refused += 1
+                current, unreadable = await self._read_head_versioned()
+            except (AlreadyExistsError, PreconditionFailedError):
                 current, unreadable = await self._read_head_versioned()
         return current if current is not None else Head(-1, class_ref, "")
 
