@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    how = f"{profile.name} profile, medians of {profile.repeats} runs"
+    how = f"{profile.name} profile, " + (
+        f"medians of {profile.repeats} runs" if profile.repeats != 1 else "one run a row"
+    )
     if latency is not None:
         how += f", +{latency.describe()} per request"
     title = f"vactor bench {target.url} ({how})"
