@@ -295,6 +295,7 @@ def test_a_send_whose_inbox_put_answer_is_lost_on_the_wire_is_one_event_applied_
     assert event_id is None or sent == event_id
     till.process_events()
     assert [tuple(e) for e in till.view.run()] == [("paid", 30)]
+    vc.shutdown()  # (while the proxy runs: its last HEAD flush, past it, would wait out timeouts)
 
 
 # -- 5. storage option types ------------------------------------------------------------------------
