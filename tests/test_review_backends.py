@@ -14,11 +14,11 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from test_review_events import Till
+from test_review_lifecycle import in_background, wait_until
 from test_wire_faults import _record
 
 import vactor_cloud as vc
@@ -68,30 +68,6 @@ def proxy(store_lane: Lane) -> Iterator[DroppingProxy]:
     """A proxy in front of the lane's server that drops nothing (a test sets ``hold``)."""
     with DroppingProxy(_upstream(store_lane), drop_share=0.0) as proxy:
         yield proxy
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = HANG) -> bool:
-    until = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > until:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """``fn()`` on a daemon thread; the list gets its result or exception."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:  # the test looks at it
-            box.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def open_connections(proxy: DroppingProxy) -> list[str]:

@@ -444,50 +444,30 @@ def test_pool_work_runs_while_a_lease_holder_folds_for_others_on_every_pool_thre
 
 
 # -- other lifecycle defects ----------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["close", "shutdown"])
 @pytest.mark.usefixtures("runtime_off")
-def test_a_second_close_returns_only_once_the_first_has_settled_every_call(store_spec: StoreSpec) -> None:
-    """Two threads close one runtime (init() again while the exit hook shuts down, say): the
-    second returned at once, while the first still waited for a commit in flight, so its
-    caller went on as if the runtime were shut down with that commit still running."""
+def test_a_second_close_or_shutdown_returns_only_once_the_first_has_settled_every_call(
+    store_spec: StoreSpec, how: str
+) -> None:
+    """Two threads close one runtime (``init()`` again while the exit hook shuts down, say):
+    the second ``Runtime.close`` returned at once, and the second ``vc.shutdown()`` found no
+    runtime (the first had taken it) and returned at once, while the first still waited for a
+    commit in flight: its caller went on as if the runtime were shut down with that commit
+    still running."""
     runtime, store = recorded(store_spec)
-    log = OrderLog.get_or_create("f")
+    close = runtime.close if how == "close" else vc.shutdown
+    log = OrderLog.get_or_create(how)
     log.add.run("me/0")
     store.hold(step_put)
     caller, box = in_background(lambda: log.add.run("me/1"))
     try:
         assert store.entered.wait(HANG)
-        first, _ = in_background(runtime.close)
+        first, _ = in_background(close)
         assert wait_until(lambda: runtime.closed)
-        second, _ = in_background(runtime.close)
-        second.join(0.5)  # (long enough for a second close that does not wait to return)
+        second, _ = in_background(close)
+        second.join(0.5)  # (long enough for a second one that does not wait to return)
         if not second.is_alive():
-            assert box, "the second close returned before the commit in flight settled"
-    finally:
-        store.release.set()
-    for thread in (first, second, caller):
-        thread.join(HANG)
-    assert not first.is_alive() and not second.is_alive()
-    assert box == [2], box
-
-
-@pytest.mark.usefixtures("runtime_off")
-def test_a_shutdown_racing_another_returns_only_once_the_runtime_has_stopped(store_spec: StoreSpec) -> None:
-    """Two threads shut down (or one calls init() again while another shuts down): the second
-    found no runtime (the first had taken it) and returned at once, while the first still
-    waited for a commit in flight."""
-    runtime, store = recorded(store_spec)
-    log = OrderLog.get_or_create("g")
-    log.add.run("me/0")
-    store.hold(step_put)
-    caller, box = in_background(lambda: log.add.run("me/1"))
-    try:
-        assert store.entered.wait(HANG)
-        first, _ = in_background(vc.shutdown)
-        assert wait_until(lambda: runtime.closed)
-        second, _ = in_background(vc.shutdown)
-        second.join(0.5)  # (long enough for a shutdown that does not wait to return)
-        if not second.is_alive():
-            assert box, "the second shutdown returned before the commit in flight settled"
+            assert box, f"the second {how} returned before the commit in flight settled"
     finally:
         store.release.set()
     for thread in (first, second, caller):
