@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from cli_harness import Vactor
-from test_review_workflow import Wallet, _step_failures_left
+from test_review_workflow import Wallet, _step_failures_left, flaky_total
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, workflow
@@ -532,24 +532,13 @@ def test_a_tuple_nested_past_the_recursion_limit_is_an_argument_and_a_result_lik
 
 
 # -- a json actor's failed-call record -----------------------------------------------------------------
-_json_failures_left: list[int] = []
-
-
-@workflow.step(max_retries=0)
-def json_priced(amount: int) -> int:
-    if _json_failures_left:
-        _json_failures_left.pop()
-        raise ConnectionError("the pricing service blinked")
-    return amount
-
-
 @workflow.virtual_actor(serializer="json")
 class JsonWallet:
     def __init__(self) -> None:
         self.balance = 0
 
     def deposit(self, amount: Any, memo: Any = None) -> Any:
-        return self.credit.step(json_priced.step(amount))
+        return self.credit.step(flaky_total.step(amount))
 
     def credit(self, amount: int) -> int:
         self.balance += amount
@@ -562,7 +551,7 @@ class JsonWallet:
 
 def _failed_deposit(spec: StoreSpec, actor_id: str, *args: Any, **kwargs: Any) -> str:
     """A deposit whose sub-workflow failed: its record waits for ``resume``; returns its key."""
-    _json_failures_left[:] = [1]
+    _step_failures_left[:] = [1]
     with pytest.raises(ConnectionError):
         JsonWallet.get_or_create(actor_id).deposit.run(*args, **kwargs)
     store = vc.get_runtime().store
