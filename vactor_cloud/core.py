@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import math
@@ -46,7 +47,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import (
@@ -848,344 +849,434 @@ class ActorCore(Folder):
     def _commit_attempts(
         self, batch: list[PendingCall], keys: list[str] | None, raised: list[BaseException]
     ) -> None:
-        """``_commit``'s loop (see there)."""
-        env = self.env
-        settings = env.settings
-        attempts = 0
-        give_up_at = time.monotonic() + settings.commit_timeout
-        posted: Posted | None = None
-        #: we fold posted calls into our commit (we hold the folder lease)
-        fold = False
-        if not batch:
-            fold = self._holding()
-            if not fold:
+        """``_commit``'s loop (see there): choose the way, then attempt until ``batch`` has
+        its outcome. Each attempt, or the handling of what stopped it, says what comes next:
+        try again, done, or committed (then the bookkeeping after a commit)."""
+        c = _Commit(batch, keys, raised, time.monotonic() + self.env.settings.commit_timeout)
+        if not self._choose_way(c):
+            return
+        while True:
+            if self.env.closed:
+                # Shutdown began: no attempt starts (one that ran when it began finished).
+                if c.posted is not None:
+                    fail_calls(batch, self._pending_error(c.posted, batch))
+                else:
+                    fail_calls(batch, self.env.shutdown_error())
                 return
+            if c.posted is not None and not c.fold and not self._wait_for_folder(c, c.posted):
+                return
+            c.put_sent = False
+            c.calls = batch
+            c.folded = []
+            try:
+                step = self._attempt(c)
+            except (StepTakenError, StepCompactedError, _BelowWatermarkError) as lost:
+                step = self._lost_race(c, lost)
+            except (StorageError, IntegrityError) as exc:
+                step = self._storage_failed(c, exc)
+            except RuntimeShutdownError as exc:
+                self._stopped_by_shutdown(c, exc)
+                return
+            except Exception as exc:
+                self._attempt_failed(c, exc)
+                return
+            if step == "committed":
+                step = self._after_commit(c)
+            if step == "done":
+                return
+
+    def _choose_way(self, c: _Commit) -> bool:
+        """Race, fold or post ``c.batch`` (sets ``c.fold`` and ``c.posted``). False: the commit
+        ends before any attempt (a fold-only commit without the lease, or a batch that
+        waited behind our pending post and has its outcome)."""
+        batch = c.batch
+        if not batch:
+            c.fold = self._holding()
+            if not c.fold:
+                return False
         elif self._outstanding is not None and not self._may_post(batch):
             # Internal calls (a timer's cancel or firing, inbox markers) cannot be posted, and
             # must not pass our pending post either: first it is applied (by us, if we fold).
-            if not self._behind_our_post(batch, give_up_at):
-                return
+            if not self._behind_our_post(batch, c.give_up_at):
+                return False
         elif self._may_post(batch) and self._contended():
             if self._outstanding is not None:
-                posted = self._post(batch)  # after our pending post: order is kept
-                fold = self._lease_for_fold()
+                c.posted = self._post(batch)  # after our pending post: order is kept
+                c.fold = self._lease_for_fold()
             elif self._other_folds():
-                posted = self._post(batch)  # another process folds: post and wait
+                c.posted = self._post(batch)  # another process folds: post and wait
             elif self._lease_for_fold():
-                fold = True
+                c.fold = True
             else:
-                posted = self._post(batch)  # another process folds: post and wait
+                c.posted = self._post(batch)  # another process folds: post and wait
         elif time.monotonic() - self._lost_at < 1.0:
             # Contended: the previous winner would win again (it alone knows the
             # newest step at once); a short pause lets the losers' retries through.
             time.sleep(random.random() * self._put_seconds)
-        transient = 0
-        #: the writer id of the put before this attempt's, if its answer never came
-        earlier = ""
-        #: folds in a row that stopped at a post whose read was damaged
-        damaged = 0
-        #: our last fold carried other processes' posts and its put lost: they still wait
-        others_wait = False
-        while True:
-            if env.closed:
-                # Shutdown began: no attempt starts (one that ran when it began finished).
-                if posted is not None:
-                    fail_calls(batch, self._pending_error(posted, batch))
-                else:
-                    fail_calls(batch, env.shutdown_error())
-                return
-            if posted is not None and not fold:
-                try:
-                    waited = self._wait_for_fold(posted, batch, give_up_at)
-                except Exception as exc:
-                    # Not a storage error (those are retried inside): our post stays and may
-                    # be applied, or was (its outcomes did not load): pending, not failed.
-                    counters.commit_error(self.actor_id, exc, True)
-                    pending = self._pending_error(posted, batch)
-                    pending.__cause__ = exc
-                    fail_calls(batch, pending)
-                    return
-                if waited == "done":
-                    return
-                if waited == "timeout":
-                    fail_calls(batch, self._pending_error(posted, batch))
-                    return
-                fold = True  # the lease was free and we took it: fold our post with the others'
-            put_sent = False
-            calls = batch
-            folded: list[Post] = []
+        return True
+
+    def _wait_for_folder(self, c: _Commit, posted: Posted) -> bool:
+        """Wait for another process to fold our post. False: ``c.batch`` has its outcome
+        (applied, or failed as pending); True: the lease was free and we took it."""
+        batch = c.batch
+        try:
+            waited = self._wait_for_fold(posted, batch, c.give_up_at)
+        except Exception as exc:
+            # Not a storage error (those are retried inside): our post stays and may
+            # be applied, or was (its outcomes did not load): pending, not failed.
+            counters.commit_error(self.actor_id, exc, True)
+            pending = self._pending_error(posted, batch)
+            pending.__cause__ = exc
+            fail_calls(batch, pending)
+            return False
+        if waited == "done":
+            return False
+        if waited == "timeout":
+            fail_calls(batch, self._pending_error(posted, batch))
+            return False
+        c.fold = True  # the lease was free and we took it: fold our post with the others'
+        return True
+
+    def _attempt(self, c: _Commit) -> _Next:
+        """One attempt: the base step, the posts folded in, the calls applied, the step put.
+        Lost races and failures come out as exceptions (``_commit_attempts`` sorts them)."""
+        base, validated, live = self._attempt_base(c)
+        if base is None:  # invalidated by a compaction meanwhile
+            return "again"
+        definition = self._definition_now(base)
+        if c.posted is not None and self._settle_if_folded(c.posted, c.batch, base):
+            return "done"
+        if c.fold:
+            folding = self._fold_into_attempt(c, base)
+            if folding is not None:
+                return folding
+        result = self._apply_attempt(c, base, definition, live)
+        if result is None:
+            return "done"
+        c.base = base
+        c.result = result
+        c.record = self._step_record(c, base, definition, result)
+        self._put_attempt(c, c.record, validated)
+        return "committed"
+
+    def _attempt_base(self, c: _Commit) -> tuple[StepRecord | None, float, Any]:
+        """The step this attempt builds on (revalidated first when the cache may be behind),
+        when it was validated, and the live instance if it is that step's (taken: used once)."""
+        env = self.env
+        settings = env.settings
+        if (
+            c.posted is not None
+            or self.record is None
+            or (
+                time.monotonic() - self.validated_at > settings.fresh_window
+                and not all(call.method == FIRE for call in c.batch)
+            )
+        ):
+            # posted: another process may have folded our calls. A batch of timer
+            # firings alone skips the probe: its create-only put tells whether the
+            # cache was the newest step (a late put is resolved by the watermark, as
+            # any), and a FIRE that finds nothing is checked by its runner.
+            env.run(self.revalidate())
+        elif time.monotonic() - self.validated_at > settings.fresh_window and (
+            self.record.step + 1 < env.run(self.log.read_gc())
+        ):
+            # ...unless a compaction freed the number after our cache: the put would
+            # re-create a deleted step (a stray, then CommitOutcomeUnknownError).
+            env.run(self.revalidate())
+        with self._mutex:
+            base = self.record
+            validated = self.validated_at
+            live = self._live[1] if self._live is not None and base is not None else None
+            if self._live is not None and (base is None or self._live[0] != base.step):
+                live = None
+            self._live = None
+        return base, validated, live
+
+    def _fold_into_attempt(self, c: _Commit, base: StepRecord) -> _Next | None:
+        """Holding the folder lease: gather the pending posts into ``c.calls`` (``c.folded``).
+        None: go on and apply them; otherwise what the attempt comes to (the lease was lost,
+        nothing is left to fold, or our post waits behind a damaged one)."""
+        batch = c.batch
+        if c.others_wait:
+            # Others' posts still wait for us (our put lost a race since): not
+            # idle, however long the lost put and the reload took.
+            self._foreign_at = time.monotonic()
+        if not self._holding() and not self._lease_for_fold():
+            # The lease expired mid-fold or another process took it over: it folds.
+            c.fold = False
+            if not batch:
+                return "done"
+            if c.posted is None:
+                c.posted = self._post(batch)
+            return "again"
+        if c.keys is None:
+            self._gather_posts()
+            c.keys = self._post_keys()
+        c.calls, c.folded, stale = self._fold_posts(c.posted, batch, base, c.keys)
+        c.keys = None
+        c.others_wait = any(p.sender != self._posts().sender for p in c.folded)
+        if c.others_wait:
+            # Others' calls wait for this fold: the lease is not idle (kept even
+            # while our puts lose races to a writer that does not post yet).
+            self._foreign_at = time.monotonic()
+        if stale:
+            self.env.background(self._posts().delete(stale))
+        if not c.calls and not batch:
+            return "done"  # nothing left to fold (a fold-only commit, posts gone meanwhile)
+        if not c.calls:
+            # Our post waits behind one whose read was damaged: read them again
+            # (a post still damaged after a few reads is skipped), until the deadline.
+            if time.monotonic() > c.give_up_at:
+                assert c.posted is not None
+                fail_calls(batch, self._pending_error(c.posted, batch))
+                return "done"
+            c.damaged += 1
+            time.sleep(damaged_pause(c.damaged))
+            return "again"
+        return None
+
+    def _apply_attempt(
+        self, c: _Commit, base: StepRecord, definition: ActorDefinition, live: Any
+    ) -> BatchResult | None:
+        """Apply ``c.calls`` (events folded in by the inbox) to ``base``. None: nothing to
+        commit, every call raised and has its outcome."""
+        env = self.env
+        c.hooked = self.inbox.wants_fold(c.calls)
+        if c.hooked:
+            c.calls = env.run(self.inbox.fold(c.calls, base, definition))
+        calls = c.calls
+        # The idempotency table is read only if a call carries a key (events do).
+        table = (
+            env.run(
+                StepDedup(self.log, base, definition.serializer).prepare(
+                    call.idempotency_key for call in calls
+                )
+            )
+            if any(call.idempotency_key is not None for call in calls)
+            else None
+        )
+        result = apply_batch(
+            definition, self.actor_id, base, live, calls, env, env.settings.dedup_window, table
+        )
+        if result.state is None:
+            if not c.folded:
+                self._settle(c.batch, calls, result, c.hooked)
+                return None
+            # Posted calls that all raised: their outcomes and the cursor still commit.
+            carried = DedupFields(base.dedup, base.dedup_base)
+            result = BatchResult(result.outcomes, None, base.state, carried, [], dict(base.extra))
+        return result
+
+    def _step_record(
+        self, c: _Commit, base: StepRecord, definition: ActorDefinition, result: BatchResult
+    ) -> StepRecord:
+        """The step ``base.step + 1`` that commits ``result`` (and the folded posts' outcomes)."""
+        assert result.state is not None
+        ref = self._class_ref_for_commit(definition, base)
+        folded = c.folded
+        extra = result.extra
+        posted_part = legacy = b""
+        if folded:
+            extra = advance_cursor(extra, folded, time.time())
+            outcomes = {call.call_id: o for call, o in zip(c.calls, result.outcomes, strict=True)}
+            posted_part = encode_outcomes(outcomes)
+            if len(posted_part) <= 2 * _CARRY_MAX:  # (a large result: not pickled twice)
+                legacy = legacy_outcomes(outcomes, _CARRY_MAX)
+        return StepRecord(
+            step=base.step + 1,
+            parent=base.step,
+            class_ref=ref,
+            serializer=definition.serializer,
+            state=result.state,
+            writer=os.urandom(16).hex(),
+            time=time.time(),
+            calls=tuple(result.calls),
+            dedup=result.dedup.data,
+            dedup_base=result.dedup.base,
+            dedup_checkpoint=result.dedup.checkpoint,
+            extra=extra,
+            posted=posted_part,
+            legacy=legacy,
+            # The parent's outcomes too, when small: a poster that reads this step
+            # first (it skipped the parent) finds its own without another GET.
+            carried=base.posted if folded and len(base.posted) <= _CARRY_MAX else b"",
+        )
+
+    def _put_attempt(self, c: _Commit, record: StepRecord, validated: float) -> None:
+        """Put ``record`` create-only: the linearization point. Returns once committed;
+        a lost race or a step number below the watermark raises."""
+        env = self.env
+        if env.stopped:  # (the inline put below does not go through env.run)
+            raise env.shutdown_error()
+        c.put_started = time.monotonic()
+        c.put_sent = True
+        c.earlier, self._unanswered = self._unanswered, record.writer
+        if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
+            rest = self.log.put_step_now(record)
+            if rest is not None:  # the key was taken: read it back, on the loop
+                env.run(rest)
+        else:
+            env.run(
+                tracing.commit_attempt(self.log.put_step(record), self.actor_id, record.step, c.attempts + 1)
+            )
+        self._unanswered = ""
+        # Timed at the put's *end*: a put can stall (network, client retries)
+        # past fresh_window and land after a compaction deleted its number.
+        if time.monotonic() - validated > env.settings.fresh_window and not env.run(
+            self.log.resolve_late_commit(record)
+        ):
+            self._invalidate()
+            raise _BelowWatermarkError
+
+    def _lost_race(
+        self, c: _Commit, lost: StepTakenError | StepCompactedError | _BelowWatermarkError
+    ) -> _Next:
+        """Another writer's step took the number (or a compaction freed it): catch up and
+        try again after a backoff; lost races turn into a post; give up after the bound."""
+        settings = self.env.settings
+        batch = c.batch
+        if isinstance(lost, StepTakenError):
+            self._unanswered = ""
+            self._accept(lost.winner, self.validated_at)
+            self._catch_up(lost.winner)
+            if c.put_sent and lost.winner.writer == c.earlier:
+                # Our own step, from a commit stopped (Ctrl-C) or left unknown after its
+                # put landed: no race lost. (Taken for one, this batch was posted and
+                # folded under a lease on an actor no other process writes.)
+                return "again"
+        elif isinstance(lost, StepCompactedError):
+            self._invalidate()
+        self._lost_at = time.monotonic()
+        c.attempts += 1
+        counters.commit_conflict(self.actor_id, c.record.step, c.attempts)
+        lost_race = (
+            not c.fold and c.posted is None and c.attempts >= settings.combine_after and self._may_post(batch)
+        )
+        if lost_race:
+            c.posted = self._post(batch)  # lost races: post the batch
+            self._posted_at = time.monotonic()
+        # Bounded by time as well as count: under heavy contention a
+        # writer may lose many rounds in a row yet get through soon after.
+        if c.attempts >= settings.max_commit_attempts or time.monotonic() > c.give_up_at:
+            if c.posted is not None:
+                fail_calls(batch, self._pending_error(c.posted, batch))
+            else:
+                fail_calls(batch, CommitConflictError(self.actor_id, c.attempts))
+            return "done"
+        if lost_race:
+            c.fold = self._lease_for_fold()  # nobody holds the lease: fold it ourselves
+        if not c.fold or c.posted is None:
+            time.sleep(_backoff(c.attempts))
+        return "again"
+
+    def _storage_failed(self, c: _Commit, exc: StorageError | IntegrityError) -> _Next:
+        """A storage error or a damaged read: retried while that is safe and time is left,
+        otherwise the batch fails (pending, or with the outcome left open, if it may land)."""
+        settings = self.env.settings
+        batch = c.batch
+        posted = c.posted
+        self._distrust()
+        c.keys = None
+        if posted is not None and c.put_sent:
+            # Our fold's step put (it may carry our calls) may still land.
+            posted.may_land_until = time.monotonic() + settings.deadline
+        # Nothing was written before the put: a transient read failure
+        # (or a body damaged in transit) is retried, not reported. A posted
+        # batch is always retried until the deadline: it may be applied meanwhile.
+        if (posted is not None or (not c.put_sent and c.transient < _TRANSIENT_RETRIES)) and (
+            time.monotonic() < c.give_up_at
+        ):
+            c.transient += 1
+            counters.transient_retry(self.actor_id, exc)
+            time.sleep(_backoff(c.transient + 3))
+            return "again"
+        counters.commit_error(self.actor_id, exc, c.put_sent or posted is not None)
+        reported: BaseException = exc
+        if posted is not None:
+            reported = self._pending_error(posted, batch)
+        elif c.put_sent and isinstance(exc, StorageTimeoutError) and not exc.write_in_flight:
+            # The deadline passed with our step's put sent: it may still land.
+            reported = StorageTimeoutError(
+                f"actor {self.actor_id!r}: the commit did not finish within the deadline after "
+                f"its write was sent; the calls may or may not have been applied ({exc})",
+                exc.key,
+                write_in_flight=True,
+            )
+        fail_calls(batch, reported)
+        return "done"
+
+    def _stopped_by_shutdown(self, c: _Commit, exc: RuntimeShutdownError) -> None:
+        """Shutdown stopped waiting for this attempt: its requests were cancelled."""
+        batch = c.batch
+        self._invalidate()
+        if c.posted is not None:
+            pending = self._pending_error(c.posted, batch)
+            pending.__cause__ = exc
+            fail_calls(batch, pending)
+        elif c.put_sent:
+            step = c.record.step
+            unknown = CommitOutcomeUnknownError(
+                self.actor_id,
+                step,
+                f"the runtime shut down after the write of step {step} was sent and "
+                "before its answer: the calls may or may not have been applied (look at the "
+                "actor, or use an idempotency key, before calling again)",
+            )
+            unknown.__cause__ = exc
+            fail_calls(batch, unknown)
+        else:
+            fail_calls(batch, exc)
+
+    def _attempt_failed(self, c: _Commit, exc: Exception) -> None:
+        """Any other exception (a defect, a class that will not load): the batch fails."""
+        self._invalidate()
+        counters.commit_error(self.actor_id, exc, c.put_sent)
+        if c.posted is not None:
+            # Our post stays and another folder may apply it: not a definite failure.
+            pending = self._pending_error(c.posted, c.batch)
+            pending.__cause__ = exc
+            fail_calls(c.batch, pending)
+        else:
+            fail_calls(c.batch, exc)
+
+    def _after_commit(self, c: _Commit) -> _Next:
+        """The step is committed: cache it, index its timers, clear the folded posts, renew
+        the lease, move HEAD, then deliver the outcomes. "again": our own post was not
+        among the folded ones and still waits for the next fold."""
+        record = c.record
+        folded = c.folded
+        posted = c.posted
+        put_started = c.put_started
+        counters.committed(sum(len(p.calls) for p in folded) if folded else 0)
+        self._accept(record, put_started, c.result.instance)
+        self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
+        now = time.monotonic()
+        self._seen_at = now
+        self._streak = self._streak + 1 if now - self._last_commit_at < self._streak_gap() else 1
+        self._last_commit_at = now
+        if TIMERS in record.extra:
+            self._index_timers(c.base, record)
+        if folded:
+            self.env.background(self._posts().delete(list(dict.fromkeys(p.key for p in folded))))
+            sender = self._posts().sender
+            foreign = [p for p in folded if p.sender != sender]
+            if foreign:
+                self._foreign_at = time.monotonic()
+                self._learn_gather(foreign, record.time)
+        if c.fold:
+            self._renew_lease(record.step)
+        self.env.head_moved(self, lazy=firing_only(record.calls))
+        if posted is not None and posted.post not in folded:
+            # We folded older posts only (the batch was full): ours waits for the next fold.
             try:
-                if (
-                    posted is not None
-                    or self.record is None
-                    or (
-                        time.monotonic() - self.validated_at > settings.fresh_window
-                        and not all(c.method == FIRE for c in batch)
-                    )
-                ):
-                    # posted: another process may have folded our calls. A batch of timer
-                    # firings alone skips the probe: its create-only put tells whether the
-                    # cache was the newest step (a late put is resolved by the watermark, as
-                    # any), and a FIRE that finds nothing is checked by its runner.
-                    env.run(self.revalidate())
-                elif time.monotonic() - self.validated_at > settings.fresh_window and (
-                    self.record.step + 1 < env.run(self.log.read_gc())
-                ):
-                    # ...unless a compaction freed the number after our cache: the put would
-                    # re-create a deleted step (a stray, then CommitOutcomeUnknownError).
-                    env.run(self.revalidate())
-                with self._mutex:
-                    base = self.record
-                    validated = self.validated_at
-                    live = self._live[1] if self._live is not None and base is not None else None
-                    if self._live is not None and (base is None or self._live[0] != base.step):
-                        live = None
-                    self._live = None
-                if base is None:  # invalidated by a compaction meanwhile
-                    continue
-                definition = self._definition_now(base)
-                if posted is not None and self._settle_if_folded(posted, batch, base):
-                    return
-                if fold:
-                    if others_wait:
-                        # Others' posts still wait for us (our put lost a race since): not
-                        # idle, however long the lost put and the reload took.
-                        self._foreign_at = time.monotonic()
-                    if not self._holding() and not self._lease_for_fold():
-                        # The lease expired mid-fold or another process took it over: it folds.
-                        fold = False
-                        if not batch:
-                            return
-                        if posted is None:
-                            posted = self._post(batch)
-                        continue
-                    if keys is None:
-                        self._gather_posts()
-                        keys = self._post_keys()
-                    calls, folded, stale = self._fold_posts(posted, batch, base, keys)
-                    keys = None
-                    others_wait = any(p.sender != self._posts().sender for p in folded)
-                    if others_wait:
-                        # Others' calls wait for this fold: the lease is not idle (kept even
-                        # while our puts lose races to a writer that does not post yet).
-                        self._foreign_at = time.monotonic()
-                    if stale:
-                        env.background(self._posts().delete(stale))
-                    if not calls and not batch:
-                        return  # nothing left to fold (a fold-only commit, posts gone meanwhile)
-                    if not calls:
-                        # Our post waits behind one whose read was damaged: read them again
-                        # (a post still damaged after a few reads is skipped), until the deadline.
-                        if time.monotonic() > give_up_at:
-                            assert posted is not None
-                            fail_calls(batch, self._pending_error(posted, batch))
-                            return
-                        damaged += 1
-                        time.sleep(damaged_pause(damaged))
-                        continue
-                hooked = self.inbox.wants_fold(calls)
-                if hooked:
-                    calls = env.run(self.inbox.fold(calls, base, definition))
-                # The idempotency table is read only if a call carries a key (events do).
-                table = (
-                    env.run(
-                        StepDedup(self.log, base, definition.serializer).prepare(
-                            c.idempotency_key for c in calls
-                        )
-                    )
-                    if any(c.idempotency_key is not None for c in calls)
-                    else None
-                )
-                result = apply_batch(
-                    definition, self.actor_id, base, live, calls, env, settings.dedup_window, table
-                )
-                if result.state is None:
-                    if not folded:
-                        self._settle(batch, calls, result, hooked)
-                        return
-                    # Posted calls that all raised: their outcomes and the cursor still commit.
-                    carried = DedupFields(base.dedup, base.dedup_base)
-                    result = BatchResult(result.outcomes, None, base.state, carried, [], dict(base.extra))
-                assert result.state is not None
-                ref = self._class_ref_for_commit(definition, base)
-                extra = result.extra
-                posted_part = legacy = b""
-                if folded:
-                    extra = advance_cursor(extra, folded, time.time())
-                    outcomes = {c.call_id: o for c, o in zip(calls, result.outcomes, strict=True)}
-                    posted_part = encode_outcomes(outcomes)
-                    if len(posted_part) <= 2 * _CARRY_MAX:  # (a large result: not pickled twice)
-                        legacy = legacy_outcomes(outcomes, _CARRY_MAX)
-                record = StepRecord(
-                    step=base.step + 1,
-                    parent=base.step,
-                    class_ref=ref,
-                    serializer=definition.serializer,
-                    state=result.state,
-                    writer=os.urandom(16).hex(),
-                    time=time.time(),
-                    calls=tuple(result.calls),
-                    dedup=result.dedup.data,
-                    dedup_base=result.dedup.base,
-                    dedup_checkpoint=result.dedup.checkpoint,
-                    extra=extra,
-                    posted=posted_part,
-                    legacy=legacy,
-                    # The parent's outcomes too, when small: a poster that reads this step
-                    # first (it skipped the parent) finds its own without another GET.
-                    carried=base.posted if folded and len(base.posted) <= _CARRY_MAX else b"",
-                )
-                if env.stopped:  # (the inline put below does not go through env.run)
-                    raise env.shutdown_error()
-                put_started = time.monotonic()
-                put_sent = True
-                earlier, self._unanswered = self._unanswered, record.writer
-                if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
-                    rest = self.log.put_step_now(record)
-                    if rest is not None:  # the key was taken: read it back, on the loop
-                        env.run(rest)
-                else:
-                    env.run(
-                        tracing.commit_attempt(
-                            self.log.put_step(record), self.actor_id, record.step, attempts + 1
-                        )
-                    )
-                self._unanswered = ""
-                # Timed at the put's *end*: a put can stall (network, client retries)
-                # past fresh_window and land after a compaction deleted its number.
-                if time.monotonic() - validated > settings.fresh_window and not env.run(
-                    self.log.resolve_late_commit(record)
-                ):
-                    self._invalidate()
-                    raise _BelowWatermarkError
-            except (StepTakenError, StepCompactedError, _BelowWatermarkError) as lost:
-                if isinstance(lost, StepTakenError):
-                    self._unanswered = ""
-                    self._accept(lost.winner, self.validated_at)
-                    self._catch_up(lost.winner)
-                    if put_sent and lost.winner.writer == earlier:
-                        # Our own step, from a commit stopped (Ctrl-C) or left unknown after its
-                        # put landed: no race lost. (Taken for one, this batch was posted and
-                        # folded under a lease on an actor no other process writes.)
-                        continue
-                elif isinstance(lost, StepCompactedError):
-                    self._invalidate()
-                self._lost_at = time.monotonic()
-                attempts += 1
-                counters.commit_conflict(self.actor_id, record.step, attempts)
-                lost_race = (
-                    not fold
-                    and posted is None
-                    and attempts >= settings.combine_after
-                    and self._may_post(batch)
-                )
-                if lost_race:
-                    posted = self._post(batch)  # lost races: post the batch
-                    self._posted_at = time.monotonic()
-                # Bounded by time as well as count: under heavy contention a
-                # writer may lose many rounds in a row yet get through soon after.
-                if attempts >= settings.max_commit_attempts or time.monotonic() > give_up_at:
-                    if posted is not None:
-                        fail_calls(batch, self._pending_error(posted, batch))
-                    else:
-                        fail_calls(batch, CommitConflictError(self.actor_id, attempts))
-                    return
-                if lost_race:
-                    fold = self._lease_for_fold()  # nobody holds the lease: fold it ourselves
-                if not fold or posted is None:
-                    time.sleep(_backoff(attempts))
-                continue
-            except (StorageError, IntegrityError) as exc:
-                self._distrust()
-                keys = None
-                if posted is not None and put_sent:
-                    # Our fold's step put (it may carry our calls) may still land.
-                    posted.may_land_until = time.monotonic() + settings.deadline
-                # Nothing was written before the put: a transient read failure
-                # (or a body damaged in transit) is retried, not reported. A posted
-                # batch is always retried until the deadline: it may be applied meanwhile.
-                if (posted is not None or (not put_sent and transient < _TRANSIENT_RETRIES)) and (
-                    time.monotonic() < give_up_at
-                ):
-                    transient += 1
-                    counters.transient_retry(self.actor_id, exc)
-                    time.sleep(_backoff(transient + 3))
-                    continue
-                counters.commit_error(self.actor_id, exc, put_sent or posted is not None)
-                reported: BaseException = exc
-                if posted is not None:
-                    reported = self._pending_error(posted, batch)
-                elif put_sent and isinstance(exc, StorageTimeoutError) and not exc.write_in_flight:
-                    # The deadline passed with our step's put sent: it may still land.
-                    reported = StorageTimeoutError(
-                        f"actor {self.actor_id!r}: the commit did not finish within the deadline after "
-                        f"its write was sent; the calls may or may not have been applied ({exc})",
-                        exc.key,
-                        write_in_flight=True,
-                    )
-                fail_calls(batch, reported)
-                return
-            except RuntimeShutdownError as exc:
-                # Shutdown stopped waiting for this attempt: its requests were cancelled.
-                self._invalidate()
-                if posted is not None:
-                    pending = self._pending_error(posted, batch)
-                    pending.__cause__ = exc
-                    fail_calls(batch, pending)
-                elif put_sent:
-                    unknown = CommitOutcomeUnknownError(
-                        self.actor_id,
-                        record.step,
-                        f"the runtime shut down after the write of step {record.step} was sent and "
-                        "before its answer: the calls may or may not have been applied (look at the "
-                        "actor, or use an idempotency key, before calling again)",
-                    )
-                    unknown.__cause__ = exc
-                    fail_calls(batch, unknown)
-                else:
-                    fail_calls(batch, exc)
-                return
-            except Exception as exc:
-                self._invalidate()
-                counters.commit_error(self.actor_id, exc, put_sent)
-                if posted is not None:
-                    # Our post stays and another folder may apply it: not a definite failure.
-                    pending = self._pending_error(posted, batch)
-                    pending.__cause__ = exc
-                    fail_calls(batch, pending)
-                else:
-                    fail_calls(batch, exc)
-                return
-            counters.committed(sum(len(p.calls) for p in folded) if folded else 0)
-            self._accept(record, put_started, result.instance)
-            self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
-            now = time.monotonic()
-            self._seen_at = now
-            self._streak = self._streak + 1 if now - self._last_commit_at < self._streak_gap() else 1
-            self._last_commit_at = now
-            if TIMERS in record.extra:
-                self._index_timers(base, record)
-            if folded:
-                env.background(self._posts().delete(list(dict.fromkeys(p.key for p in folded))))
-                sender = self._posts().sender
-                foreign = [p for p in folded if p.sender != sender]
-                if foreign:
-                    self._foreign_at = time.monotonic()
-                    self._learn_gather(foreign, record.time)
-            if fold:
-                self._renew_lease(record.step)
-            self.env.head_moved(self, lazy=firing_only(record.calls))
-            if posted is not None and posted.post not in folded:
-                # We folded older posts only (the batch was full): ours waits for the next fold.
-                try:
-                    self._settle([], calls, result, hooked)  # (our batch is not among ``calls``)
-                except BaseException as exc:  # a done-callback's (logged): after our outcomes
-                    raised.append(exc)
-                continue
-            if posted is not None:
-                self._outstanding = None
-            self._settle(batch, calls, result, hooked)
-            return
+                self._settle([], c.calls, c.result, c.hooked)  # (our batch is not among ``calls``)
+            except BaseException as exc:  # a done-callback's (logged): after our outcomes
+                c.raised.append(exc)
+            return "again"
+        if posted is not None:
+            self._outstanding = None
+        self._settle(c.batch, c.calls, c.result, c.hooked)
+        return "done"
 
     def _settle(
         self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult, hooked: bool
@@ -1308,6 +1399,48 @@ _TRANSIENT_RETRIES = 5
 
 class _BelowWatermarkError(Exception):
     """Our create landed on a step number a compaction had already deleted."""
+
+
+#: what an attempt of a commit comes to: try again, the batch has its outcome, or committed
+_Next = Literal["again", "done", "committed"]
+
+
+@dataclasses.dataclass(slots=True)
+class _Commit:
+    """One ``ActorCore._commit`` of a batch: what its attempts share.
+
+    The fields after ``give_up_at`` that are not given a default belong to the newest
+    attempt (the one that committed, when the loop gets to the bookkeeping after a commit).
+    """
+
+    batch: list[PendingCall]
+    #: a listing of ``posts/`` the caller just made (used by the first fold only)
+    keys: list[str] | None
+    #: a done-callback's ``BaseException``, raised by ``_commit`` once the batch has its outcomes
+    raised: list[BaseException]
+    give_up_at: float
+    #: lost races so far
+    attempts: int = 0
+    posted: Posted | None = None
+    #: we fold posted calls into our commit (we hold the folder lease)
+    fold: bool = False
+    #: storage errors retried so far
+    transient: int = 0
+    #: the writer id of the put before this attempt's, if its answer never came
+    earlier: str = ""
+    #: folds in a row that stopped at a post whose read was damaged
+    damaged: int = 0
+    #: our last fold carried other processes' posts and its put lost: they still wait
+    others_wait: bool = False
+    put_sent: bool = dataclasses.field(init=False)
+    #: the calls the attempt applies: the batch, or the folded posts' and ours
+    calls: list[PendingCall] = dataclasses.field(init=False)
+    folded: list[Post] = dataclasses.field(init=False)
+    hooked: bool = dataclasses.field(init=False)
+    base: StepRecord = dataclasses.field(init=False)
+    result: BatchResult = dataclasses.field(init=False)
+    record: StepRecord = dataclasses.field(init=False)
+    put_started: float = dataclasses.field(init=False)
 
 
 def _backoff(attempt: int) -> float:
