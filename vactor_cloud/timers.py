@@ -42,10 +42,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import itertools
 import json
 import math
 import pickle
+import re
 import threading
 import uuid
 import weakref
@@ -74,6 +76,7 @@ __all__ = [
     "TimerEdits",
     "TimerTable",
     "armed_unindexed",
+    "describe_call",
     "index_after_commit",
     "list_index",
     "pending_timers",
@@ -90,6 +93,44 @@ FIRE = "__vactor_fire_timer__"
 SCHEDULE = "__vactor_schedule_timer__"
 CANCEL = "__vactor_cancel_timer__"
 MARKERS = frozenset({FIRE, SCHEDULE, CANCEL})
+
+
+_SCHEDULED = re.compile(
+    r"'(?P<method>[^']*)'.*\bat=(?P<at>[0-9.e+-]+), key=.*, every=(?P<every>[0-9.e+-]+|None)$"
+)
+
+
+def describe_call(method: str, args: str, result: str, key: str | None) -> str | None:
+    """What a call recorded in a step means when it is a timer's (scheduled or cancelled from
+    outside the actor, fired by a runner), in words, or None for any other call.
+
+    Read from the recorded summaries (``CallRecord``: ``args``, ``result``, ``key``), so it
+    works on any stored step: ``timer scheduled: bump() key='renewal' due
+    2026-12-03T22:11:45Z``, ``timer cancelled: key='later'``, ``timer fired: key='renewal'
+    due ...`` (the fired call is the scheduled method's own record)."""
+    if key is not None and key.startswith(_TIMER_KEY_PREFIX):
+        timer_key, _, due_ms = key[len(_TIMER_KEY_PREFIX) :].rpartition("\x00")
+        due = _utc(int(due_ms) / 1000) if due_ms.isdigit() else "?"
+        return f"timer fired: key={timer_key!r} due {due}"
+    if method == SCHEDULE:
+        found = _SCHEDULED.match(args)
+        if found is None:  # (a summary too long to keep whole)
+            return f"timer scheduled: key={result}"
+        every = "" if found["every"] == "None" else f" every {found['every']}s"
+        return f"timer scheduled: {found['method']}() key={result} due {_utc(float(found['at']))}{every}"
+    if method == CANCEL:
+        return (
+            f"timer cancelled: key={args}"
+            if result == "True"
+            else f"timer not cancelled (none pending): key={args}"
+        )
+    if method == FIRE:
+        return f"timer not fired (gone, or not due): key={args}"
+    return None
+
+
+def _utc(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def timer_dedup_key(key: str, due: float) -> str:
