@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,6 +10,10 @@ import pytest
 from cli_harness import Vactor
 
 import vactor_cloud as vc
+from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.storage import ObjectStore
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -64,3 +69,46 @@ def test_history_shows_timers_scheduled_fired_and_cancelled_in_words_not_interna
     assert calls[3]["meaning"].startswith("timer scheduled: bump() key='renewal' due ")
     for line, call in zip(lines[:4], calls[:4], strict=True):
         assert call["meaning"] in line, (line, call)
+
+
+class _SlowKeys(FaultyStore):
+    """Requests on ``slow`` keys take ``pause`` seconds; the others go straight through."""
+
+    def __init__(self, inner: ObjectStore, slow: set[str], pause: float) -> None:
+        super().__init__(inner, FaultConfig())
+        self.slow = slow
+        self.pause = pause
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if key in self.slow:
+            await asyncio.sleep(self.pause)
+        return await run()
+
+
+def test_resume_checking_whether_a_posted_call_is_still_pending_ends_at_the_deadline(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # resume's listing is bounded by Settings.deadline, but its checks of a posted call (is the
+    # post still there? applied elsewhere?) waited on the store through _sync.sync, unbounded:
+    # on a store that does not answer, resume hung past the deadline it promises.
+    from vactor_cloud import workflow
+    from vactor_cloud.workflow_steps import FailedCall
+
+    store_spec.init(settings=vc.Settings(deadline=1.0))
+    try:
+        Planner.get_or_create("wf")
+        post = "actors/wf/posts/00000000000000000001-sender"
+        failed = FailedCall("wf", "c1", "bump", (), {}, time.time(), post=(post, "sender", 1))
+
+        async def listed(*args: Any, **kwargs: Any) -> list[FailedCall]:
+            return [failed]
+
+        monkeypatch.setattr(workflow, "list_failures", listed)
+        runtime = vc.get_runtime()
+        runtime.store = _SlowKeys(runtime.store, {post}, pause=4.0)
+        started = time.monotonic()
+        with pytest.raises(StorageTimeoutError):
+            workflow.resume("wf")
+        assert time.monotonic() - started < 3.0
+    finally:
+        vc.shutdown()
