@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from typing import Any
 
 import pytest
 from cli_harness import Vactor
 
 import vactor_cloud as vc
+from vactor_cloud import _sync, lease, posting
 from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -110,5 +113,39 @@ def test_resume_checking_whether_a_posted_call_is_still_pending_ends_at_the_dead
         with pytest.raises(StorageTimeoutError):
             workflow.resume("wf")
         assert time.monotonic() - started < 3.0
+    finally:
+        vc.shutdown()
+
+
+def _clock_ahead(seconds: float) -> Any:
+    """``time`` as seen by a module, its wall clock ``seconds`` ahead of the others'."""
+    fake = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
+    fake.time = lambda: time.time() + seconds
+    return fake
+
+
+def test_a_poster_never_posts_behind_the_lease_of_a_folder_whose_clock_runs_an_hour_ahead(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review feared a poster whose newest step is its own posts, dated by its own clock,
+    behind the lease of a folder whose clock runs more than 30 min ahead, which expires it on
+    sight. It cannot: that lease's expiry lies more than its length plus CLOCK_SKEW (5 min)
+    ahead of the poster's clock, so the poster takes it for an expired one and takes it over
+    (and folds), never posts behind it. A lease it does post behind is at most 5 min ahead."""
+    store_spec.init()
+    try:
+        leases = LeaseStore(vc.get_runtime().store, "a", None)
+        with monkeypatch.context() as folder_clock:
+            folder_clock.setattr(lease, "time", _clock_ahead(3600.0))
+            held = _sync.sync(leases.write(_sync.sync(leases.read()), "folder", 30.0, 0))
+            assert held is not None and held.valid()  # by the folder's clock: held for 30 s
+            assert _sync.sync(leases.read()).valid()
+        seen = _sync.sync(leases.read())  # by the poster's clock
+        assert seen.holder == "folder" and not seen.valid()  # free to take: no post behind it
+        with monkeypatch.context() as folder_clock:  # five minutes ahead: held, posts not expired
+            folder_clock.setattr(lease, "time", _clock_ahead(lease.CLOCK_SKEW - 10))
+            _sync.sync(leases.write(seen, "folder", 30.0, 0))
+        assert _sync.sync(leases.read()).valid()
+        assert lease.CLOCK_SKEW < posting.SENDER_TTL / 2
     finally:
         vc.shutdown()
