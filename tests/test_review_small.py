@@ -74,6 +74,20 @@ def test_history_shows_timers_scheduled_fired_and_cancelled_in_words_not_interna
         assert call["meaning"] in line, (line, call)
 
 
+def test_a_timer_call_whose_summary_was_cut_or_whose_due_is_past_year_9999_still_reads() -> None:
+    from vactor_cloud.log import CallRecord
+    from vactor_cloud.timers import LATEST_DUE, SCHEDULE, describe_call
+
+    cut = CallRecord(SCHEDULE, "c", True, 0.0, "'bump', args=(" + "1, " * 80, "'k'")
+    assert describe_call(cut) == "timer scheduled: bump() key='k'"
+    far = f"'bump', args=(), kwargs={{}}, at={LATEST_DUE!r}, key=None, every=60.0"
+    assert describe_call(CallRecord(SCHEDULE, "c", True, 0.0, far, "'k'")) == (
+        f"timer scheduled: bump() key='k' due {LATEST_DUE:.0f} s after the epoch every 60.0s"
+    )
+    refused = CallRecord(SCHEDULE, "c", False, 0.0, far, "raised ValueError('no')")
+    assert str(describe_call(refused)).startswith("timer not scheduled: bump() due ")
+
+
 class _SlowKeys(FaultyStore):
     """Requests on ``slow`` keys take ``pause`` seconds; the others go straight through."""
 

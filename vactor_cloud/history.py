@@ -96,7 +96,7 @@ class HistoryEntry:
     def call_text(call: CallRecord) -> str:
         """One line for ``call``: ``method(args) -> result`` (``!! error`` if it raised), a
         timer's call in words (``timer scheduled: bump() key='renewal' due ...``)."""
-        meaning = describe_call(call.method, call.args, call.result, call.key)
+        meaning = describe_call(call)
         if meaning is not None and call.method in MARKERS:
             return meaning if call.ok else f"{meaning} !! {call.result}"
         text = f"{call.method}({call.args})"
@@ -123,7 +123,7 @@ class HistoryEntry:
 def _call_json(call: CallRecord) -> dict[str, Any]:
     """A call as ``CallRecord.to_json``, plus ``meaning`` for a timer's call (``describe_call``)."""
     out = call.to_json()
-    meaning = describe_call(call.method, call.args, call.result, call.key)
+    meaning = describe_call(call)
     if meaning is not None:
         out["meaning"] = meaning
     return out
