@@ -30,6 +30,7 @@ from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
 from vactor_cloud.state import expect_serializer, loads_state, restore_instance
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.timers import MARKERS, describe_call
 
 if TYPE_CHECKING:
     from vactor_cloud.definition import ActorDefinition, MethodInfo
@@ -63,6 +64,9 @@ class HistoryEntry:
     ``calls`` are the calls the step applied, in order (a group commit
     applies several); their ``args`` and ``result`` are short ``repr``
     summaries recorded when the step was committed, not the values.
+    A timer's call (scheduled or cancelled from outside, fired by a runner)
+    also has its meaning in words: :meth:`call_text`, and ``meaning`` in
+    :meth:`to_json`.
     """
 
     step: int
@@ -88,6 +92,22 @@ class HistoryEntry:
             calls=record.calls,
         )
 
+    @staticmethod
+    def call_text(call: CallRecord) -> str:
+        """One line for ``call``: ``method(args) -> result`` (``!! error`` if it raised), a
+        timer's call in words (``timer scheduled: bump() key='renewal' due ...``)."""
+        meaning = describe_call(call)
+        if meaning is not None and call.method in MARKERS:
+            return meaning if call.ok else f"{meaning} !! {call.result}"
+        text = f"{call.method}({call.args})"
+        if call.ok:
+            text += f" -> {call.result}" if call.result not in ("", "None") else ""
+        else:
+            text += f" !! {call.result}"
+        if meaning is not None:  # a fired timer: the scheduled method's own record
+            return f"{meaning}: {text}"
+        return f"{text}  [key {call.key}]" if call.key else text
+
     def to_json(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -96,8 +116,17 @@ class HistoryEntry:
             "when": self.when.isoformat(),
             "writer": self.writer,
             "class": self.class_name,
-            "calls": [c.to_json() for c in self.calls],
+            "calls": [_call_json(c) for c in self.calls],
         }
+
+
+def _call_json(call: CallRecord) -> dict[str, Any]:
+    """A call as ``CallRecord.to_json``, plus ``meaning`` for a timer's call (``describe_call``)."""
+    out = call.to_json()
+    meaning = describe_call(call)
+    if meaning is not None:
+        out["meaning"] = meaning
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,17 +42,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import itertools
 import json
 import math
 import pickle
+import re
 import threading
 import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -60,6 +62,9 @@ from vactor_cloud import keys
 from vactor_cloud.errors import AlreadyExistsError, InvalidActorIdError, StateSerializationError
 from vactor_cloud.ids import validate_actor_id, validate_timer_key
 from vactor_cloud.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from vactor_cloud.log import CallRecord
 
 __all__ = [
     "CANCEL",
@@ -74,6 +79,7 @@ __all__ = [
     "TimerEdits",
     "TimerTable",
     "armed_unindexed",
+    "describe_call",
     "index_after_commit",
     "list_index",
     "pending_timers",
@@ -90,6 +96,53 @@ FIRE = "__vactor_fire_timer__"
 SCHEDULE = "__vactor_schedule_timer__"
 CANCEL = "__vactor_cancel_timer__"
 MARKERS = frozenset({FIRE, SCHEDULE, CANCEL})
+
+
+#: parts of a SCHEDULE call's recorded arguments, ``'bump', args=(5,), kwargs={}, at=...,
+#: key=..., every=...`` (a summary longer than its 200 characters is cut: the end may be gone)
+_SCHEDULED_METHOD = re.compile(r"'(?P<method>[^']*)'")
+_SCHEDULED_AT = re.compile(r".*\bat=(?P<at>[0-9.e+-]+), key=")
+_SCHEDULED_EVERY = re.compile(r".*, every=(?P<every>[0-9.e+-]+)$")
+
+
+def describe_call(call: CallRecord) -> str | None:
+    """What a call recorded in a step means when it is a timer's (scheduled or cancelled from
+    outside the actor, fired by a runner), in words, or None for any other call.
+
+    Read from the recorded summaries (``args``, ``result``, ``key``), so it works on any
+    stored step: ``timer scheduled: bump() key='renewal' due 2026-12-03T22:11:45Z``,
+    ``timer cancelled: key='later'``, ``timer fired: key='renewal' due ...`` (a fired
+    timer's call is the scheduled method's own record: this names the timer only)."""
+    if call.key is not None and call.key.startswith(_TIMER_KEY_PREFIX):
+        timer_key, _, due_ms = call.key[len(_TIMER_KEY_PREFIX) :].rpartition("\x00")
+        due = _utc(int(due_ms) / 1000) if due_ms.isdigit() else "?"
+        return f"timer fired: key={timer_key!r} due {due}"
+    if call.method == SCHEDULE:
+        method = _SCHEDULED_METHOD.match(call.args)
+        text = "timer scheduled:" if call.ok else "timer not scheduled:"
+        if method is not None:
+            text += f" {method['method']}()"
+        if call.ok and call.result:
+            text += f" key={call.result}"
+        if (at := _SCHEDULED_AT.match(call.args)) is not None:
+            text += f" due {_utc(float(at['at']))}"
+        if (every := _SCHEDULED_EVERY.match(call.args)) is not None:
+            text += f" every {every['every']}s"
+        return text
+    if call.method == CANCEL:
+        if call.ok and call.result == "True":
+            return f"timer cancelled: key={call.args}"
+        return f"timer not cancelled: key={call.args}" + (" (none pending)" if call.ok else "")
+    if call.method == FIRE:
+        return f"timer not fired (gone, or not due yet): key={call.args}"
+    return None
+
+
+def _utc(seconds: float) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # past the year 9999 (LATEST_DUE is 1e17 s)
+        return f"{seconds:.0f} s after the epoch"
 
 
 def timer_dedup_key(key: str, due: float) -> str:

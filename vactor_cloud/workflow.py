@@ -21,7 +21,6 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
 from vactor_cloud.errors import CallPendingError
@@ -160,6 +159,9 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     Resume an actor from one process at a time:
     calls run again unkeyed, so two processes resuming at once could both
     apply one.
+
+    Its reads (the listing, then each posted call's checks) each end within
+    ``Settings.deadline``, with ``StorageTimeoutError`` on a store that does not answer.
     """
     runtime = get_runtime()
     core = runtime.load(actor_id)
@@ -169,7 +171,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     failed = runtime.run(
         list_failures(runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle)
     )
-    failed = [call for call in failed if not _applied_elsewhere(runtime, call)]
+    failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
     futures = [_rerun_once(runtime, call) for call in failed]
     combined: ActorFuture[list[Any]] = ActorFuture()
 
@@ -255,7 +257,11 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     return shared
 
 
-def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
+#: what to do when a check of resume's runs out of Settings.deadline
+_HINT = "resume again later, or raise Settings.deadline"
+
+
+async def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
     """Whether a posted call listed as failed was applied since by a fold whose run of it
     succeeded: the newest step shows its post applied, and the record is gone (a run that
     succeeds deletes it before its step is written). Listed before that delete, it is no
@@ -268,16 +274,16 @@ def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
             return False  # our own re-run: its result is given
     _, sender, seq = failed.post
     core = runtime.core(failed.actor_id)
-    if not applied(_sync.sync(core.revalidate()).extra, sender, seq):
+    if not applied((await core.revalidate()).extra, sender, seq):
         return False
     record = failure_key(failed.actor_id, failed.call_id)
-    if _sync.sync(runtime.store.head(record)) is None:
+    if await runtime.store.head(record) is None:
         return True
-    if not _ran_ok_where_applied(runtime, failed):
+    if not await _ran_ok_where_applied(runtime, failed):
         return False
     # A stale record: a folder whose run failed wrote it late, after another folder's run
     # succeeded (and deleted what was there) and committed; its own step never landed.
-    _sync.sync(delete_failure(runtime.store, failed.actor_id, failed.call_id))
+    await delete_failure(runtime.store, failed.actor_id, failed.call_id)
     return True
 
 
@@ -285,14 +291,14 @@ def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
 _SCAN_STEPS = 1000
 
 
-def _ran_ok_where_applied(runtime: Runtime, failed: FailedCall) -> bool:
+async def _ran_ok_where_applied(runtime: Runtime, failed: FailedCall) -> bool:
     """Whether the step that applied the post ``failed`` came in records the call's outcome as
     a success (its outcomes, or the copy the next fold carries). False when it does not, or
     when that cannot be told (the step compacted, an outcome that does not load here)."""
     assert failed.post is not None
     _, sender, seq = failed.post
     core = runtime.core(failed.actor_id)
-    newest = record = _sync.sync(core.revalidate())
+    newest = record = await core.revalidate()
     for _ in range(_SCAN_STEPS):
         if not applied(record.extra, sender, seq):
             return False  # below the step that applied it, and not found on the way
@@ -304,15 +310,15 @@ def _ran_ok_where_applied(runtime: Runtime, failed: FailedCall) -> bool:
                 return False
             if outcome is not None:
                 # (A step below the watermark is a stray, not the history's: not taken.)
-                return outcome.ok and (record is newest or record.step >= _sync.sync(core.log.read_gc()))
-        below = _sync.sync(core.log.read_step(record.step - 1)) if record.step > 0 else None
+                return outcome.ok and (record is newest or record.step >= await core.log.read_gc())
+        below = await core.log.read_step(record.step - 1) if record.step > 0 else None
         if below is None:
             return False  # compacted
         record = below
     return False
 
 
-def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
+async def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
     """Whether the post ``failed`` came in may still be applied by a fold: it is there, and the
     newest step (read after it) does not show it applied. (A folder that ran the call and
     recorded its failure died, or lost the lease, before its step landed: the post stays.)"""
@@ -320,16 +326,16 @@ def _post_pending(runtime: Runtime, failed: FailedCall) -> bool:
         return False
     key, sender, seq = failed.post
     core = runtime.core(failed.actor_id)
-    if applied(_sync.sync(core.revalidate()).extra, sender, seq):
+    if applied((await core.revalidate()).extra, sender, seq):
         return False
-    if _sync.sync(runtime.store.head(key)) is None:
+    if await runtime.store.head(key) is None:
         return False  # applied and deleted since (the newest step shows it), or expired
-    return not applied(_sync.sync(core.revalidate()).extra, sender, seq)
+    return not applied((await core.revalidate()).extra, sender, seq)
 
 
 def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     done: ActorFuture[Any] = ActorFuture()
-    if _post_pending(runtime, failed):
+    if runtime.run(_post_pending(runtime, failed), hint=_HINT):
         # Any process's fold may still apply it: run here too, it would apply twice.
         done.set_exception(CallPendingError(failed.actor_id, [failed.call_id]))
         return done

@@ -117,13 +117,9 @@ RICH_CALLS_PER_STEP = 10
 
 
 def _call_text(call: Any) -> str:
-    text = f"{call.method}({call.args})"
-    if call.ok:
-        text += f" -> {call.result}" if call.result not in ("", "None") else ""
-    else:
-        text += f" !! {call.result}"
-    if call.key:
-        text += f"  [key {call.key}]"
+    from vactor_cloud.history import HistoryEntry
+
+    text = HistoryEntry.call_text(call)
     # One line per call (a summary is the repr a caller's object chose; a cell's own lines are
     # the calls of its step); the other control characters are escaped where it is printed.
     return text.replace("\n", "\\n")
