@@ -110,6 +110,19 @@ def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, box
 
 
+def close_in_a_second(runtime: Runtime) -> None:
+    """``runtime.close(timeout=1)`` on another thread, which must return."""
+    stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
+    stopping.join(HANG)
+    assert not stopping.is_alive(), "close(timeout=1) hangs"
+
+
+def assert_nothing_written_since(store: Any, made: int) -> None:
+    """Once the IO loop has run what was due, ``store`` saw no request past its ``made``-th."""
+    settle_the_loop()
+    assert store.log[made:] == [], "storage requests after shutdown returned"
+
+
 def pool_threads_alive(runtime: Runtime) -> list[str]:
     return [t.name for t in list(runtime.executor._threads) if t.is_alive()]
 
@@ -148,17 +161,14 @@ def test_shutdown_timing_out_on_a_holders_stalled_fold_stops_it_and_nothing_runs
     try:
         assert store.entered.wait(HANG), "the holder did not fold the post"
         queued = log.add.run_async("me/2")
-        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
-        stopping.join(HANG)
-        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        close_in_a_second(runtime)
         assert pool_threads_alive(runtime) == [], "a thread of the shut-down runtime still runs"
         assert queued.done(), "a call in flight has no outcome after shutdown"
         assert isinstance(queued.exception(0), vc.RuntimeShutdownError), queued.exception(0)
         made = len(store.log)
     finally:
         store.release.set()
-    settle_the_loop()
-    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert_nothing_written_since(store, made)
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -173,17 +183,14 @@ def test_shutdown_timing_out_on_a_stalled_commit_reports_its_outcome_unknown(sto
     caller, box = in_background(lambda: log.add.run("me/1"))
     try:
         assert store.entered.wait(HANG)
-        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
-        stopping.join(HANG)
-        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        close_in_a_second(runtime)
         caller.join(HANG)  # (close returned: the call must have its outcome already)
         assert box, "the call in flight has no outcome"
         assert isinstance(box[0], vc.CommitOutcomeUnknownError), box
         made = len(store.log)
     finally:
         store.release.set()
-    settle_the_loop()
-    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert_nothing_written_since(store, made)
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -205,8 +212,7 @@ def test_shutdown_waits_for_a_holders_fold_in_flight_which_commits_once(store_sp
     assert not stopping.is_alive(), "shutdown hangs"
     assert pool_threads_alive(runtime) == [], "a thread of the shut-down runtime still runs"
     made = len(store.log)
-    settle_the_loop()
-    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert_nothing_written_since(store, made)
     assert log.applied.run() == ["me/0", "me/1", "other/0"]
     assert _sync.sync(store.inner.list(posts_prefix("a"))) == [], "the folded post was left behind"
 
@@ -231,8 +237,7 @@ def test_shutdown_waits_for_a_commit_in_flight_and_its_caller_gets_the_result(st
     caller.join(HANG)
     assert box == [2], box
     made = len(store.log)
-    settle_the_loop()
-    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert_nothing_written_since(store, made)
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -246,9 +251,7 @@ def test_shutdown_timing_out_on_a_stalled_background_delete_cancels_it(store_spe
     post_adds(foreign_box("a"), ["other/0"])
     try:
         assert store.entered.wait(HANG), "the folded post was not deleted"
-        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
-        stopping.join(HANG)
-        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        close_in_a_second(runtime)
         reached = len(store.reached)
     finally:
         store.release.set()
@@ -515,8 +518,7 @@ def test_shutdown_waits_for_a_creation_whose_init_runs(store_spec: StoreSpec) ->
     creator.join(HANG)
     assert not stopping.is_alive() and not creator.is_alive()
     made = len(store.log) if made is None else made
-    settle_the_loop()
-    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert_nothing_written_since(store, made)
     assert box and not isinstance(box[0], BaseException), box
     assert SlowInit.get_or_create("h").is_ready.run() is True  # (a new runtime reads it)
 
@@ -552,13 +554,10 @@ def test_a_method_still_running_when_close_times_out_commits_nothing_afterwards(
     caller, box = in_background(gated.hold.run)
     try:
         assert HOLD_ENTERED.wait(HANG)
-        stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
-        stopping.join(HANG)
-        assert not stopping.is_alive(), "close(timeout=1) hangs"
+        close_in_a_second(runtime)
         made = len(store.log)
     finally:
         HOLD_RELEASE.set()
     caller.join(HANG)
-    settle_the_loop()
-    assert store.log[made:] == [], "storage requests after shutdown returned"
+    assert_nothing_written_since(store, made)
     assert box and isinstance(box[0], vc.RuntimeShutdownError), box

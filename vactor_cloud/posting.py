@@ -828,7 +828,8 @@ class PostBox:
         for background work to end before it flushes: the wait was the whole sleep."""
         sleeper = self._sleeper
         if sleeper is not None:
-            sleeper.get_loop().call_soon_threadsafe(sleeper.cancel)
+            with contextlib.suppress(RuntimeError):  # its loop closed: nothing sleeps there
+                sleeper.get_loop().call_soon_threadsafe(sleeper.cancel)
 
     async def flush(self) -> None:
         """Send the deletes still waiting and wait for those in flight (at shutdown)."""

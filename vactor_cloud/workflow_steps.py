@@ -503,9 +503,9 @@ def _call_as_json(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     row = {"method": method, "args": list(args), "kwargs": kwargs}
     try:
         data = json.dumps(row, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError, RecursionError):
-        return {}
-    if not _same_json(json.loads(data), row):
+        if not _same_json(json.loads(data), row):
+            return {}
+    except (TypeError, ValueError, RecursionError):  # (a pickle then: deep nesting included)
         return {}
     return {_JSON_CALL: data}
 
