@@ -69,6 +69,7 @@ import hashlib
 import heapq
 import os
 import platform
+import random
 import secrets
 import stat
 import threading
@@ -96,7 +97,8 @@ _LAYOUT_CHUNKED = b"chunked-2\n"
 #: characters per chain directory: a directory of digit names holds at most 10**2 chains
 _CHUNK = 2
 _CHAIN = "+"
-_WRITE_ATTEMPTS = 5
+#: writes of a key whose chain directory a concurrent delete keeps pruning
+_WRITE_ATTEMPTS = 50
 #: a key component with this name stores the component after it whole, unsynced (see above)
 _MAILBOX = "mail"
 #: bytes one readdir reads at once (the C library's getdents buffer: glibc 32 KB, musl 2 KB)
@@ -331,9 +333,12 @@ class LocalStore(ObjectStore):
                     break
                 except FileNotFoundError:
                     # A delete pruned the empty chain directory between our mkdir
-                    # and our open: make it again.
+                    # and our open: make it again. (Under many pruning deleters this can
+                    # happen again and again: later attempts step aside a little first.)
                     if attempt == _WRITE_ATTEMPTS - 1:
                         raise
+                    if attempt >= 4:
+                        time.sleep(random.random() * 0.001 * attempt)
         except StorageError:
             raise
         except OSError as exc:
