@@ -880,6 +880,8 @@ class ActorCore(Folder):
             except Exception as exc:
                 self._attempt_failed(c, exc)
                 return
+            else:
+                c.transient = 0  # the store answered this attempt (see _Commit.transient)
             if step == "committed":
                 step = self._after_commit(c)
             if step == "done":
@@ -1033,6 +1035,7 @@ class ActorCore(Folder):
             c.damaged += 1
             time.sleep(damaged_pause(c.damaged))
             return "again"
+        c.damaged = 0  # this fold went through: a later damaged stop is the first in a row again
         return None
 
     def _apply_attempt(
@@ -1135,6 +1138,7 @@ class ActorCore(Folder):
         try again after a backoff; lost races turn into a post; give up after the bound."""
         settings = self.env.settings
         batch = c.batch
+        c.transient = 0  # the store answered this attempt (see _Commit.transient)
         if isinstance(lost, StepTakenError):
             self._unanswered = ""
             self._accept(lost.winner, self.validated_at)
@@ -1393,7 +1397,7 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
 
-#: transient storage errors retried before a commit's put (nothing written yet)
+#: transient storage errors in a row retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5
 
 
@@ -1424,7 +1428,10 @@ class _Commit:
     posted: Posted | None = None
     #: we fold posted calls into our commit (we hold the folder lease)
     fold: bool = False
-    #: storage errors retried so far
+    #: storage errors retried in a row: an attempt that ends otherwise (the store answered it:
+    #: a lost race, a commit, ...) starts the count over. Before the put, at most
+    #: ``_TRANSIENT_RETRIES`` in a row are retried (per attempt, not per commit: attempts are
+    #: bounded by ``max_commit_attempts``), and none past ``give_up_at``.
     transient: int = 0
     #: the writer id of the put before this attempt's, if its answer never came
     earlier: str = ""

@@ -1,0 +1,125 @@
+"""Hostile review (h34): the bookkeeping of one commit's attempts (``ActorCore._commit_attempts``).
+
+Each test failed before its fix. The premises that a store cannot be made to produce on cue
+(a fold stopping at a damaged post, a lost race in the middle of a fold, a lost-race exception
+from before the put) are injected by wrapping the core's own steps; everything else is real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from combining_workers import OrderLog
+from test_combining import commit_behind_its_back
+from test_stats import moved
+
+import vactor_cloud as vc
+from vactor_cloud import core as core_module
+from vactor_cloud import counters
+from vactor_cloud.core import ActorCore
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@pytest.fixture(autouse=True)
+def _zero() -> Iterator[None]:
+    counters.reset()
+    yield
+    counters.reset()
+
+
+def lose_the_next_put(core: ActorCore, record: Any) -> None:
+    """Another writer takes ``record``'s step number first (a copy of the step it builds on)."""
+    base = core.record
+    assert base is not None and base.step + 1 == record.step
+    theirs = dataclasses.replace(base, step=record.step, parent=base.step, writer="someone-else")
+    core.env.run(core.log.put_step(theirs))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_damaged_stop_after_a_fold_that_went_through_pauses_from_the_shortest_again(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``damaged`` counts folds *in a row* that stopped at a damaged post: a fold that went
+    through (its put then lost a race) starts the count over. (Before: the count ran on over
+    the whole commit, so the next damaged stop paused as long as the fourth in a row.)"""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=1))  # one lost race posts
+    log = OrderLog.get_or_create("d")
+    log.add.run("me/0")
+    commit_behind_its_back("d")  # our next put loses: we post the call, take the lease, fold
+    pauses: list[int] = []
+    folds = 0
+    race = False
+
+    def pause(attempt: int) -> float:
+        pauses.append(attempt)
+        return 0.0
+
+    original_fold = ActorCore._fold_posts
+
+    def fold_posts(self: ActorCore, *args: Any) -> Any:
+        nonlocal folds, race
+        folds += 1
+        if folds in (1, 2, 3, 5):
+            return [], [], []  # our post waits behind one whose read was damaged
+        race = folds == 4  # this fold goes through; its put loses a race
+        return original_fold(self, *args)
+
+    original_put = ActorCore._put_attempt
+
+    def put_attempt(self: ActorCore, c: Any, record: Any, validated: float) -> None:
+        nonlocal race
+        if race:
+            race = False
+            lose_the_next_put(self, record)
+        original_put(self, c, record, validated)
+
+    monkeypatch.setattr(core_module, "damaged_pause", pause)
+    monkeypatch.setattr(ActorCore, "_fold_posts", fold_posts)
+    monkeypatch.setattr(ActorCore, "_put_attempt", put_attempt)
+    assert log.add.run("me/1") == 2
+    assert folds == 6
+    assert pauses == [1, 2, 3, 1]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_transient_errors_before_a_put_are_bounded_per_attempt_not_per_commit(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound on transient errors retried before the put (five) holds for each attempt: an
+    attempt whose put got an answer (a lost race) starts the count over. (Before: four errors
+    before a lost race and two after it reported the sixth to the caller.)"""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=5))  # a lost race does not post
+    log = OrderLog.get_or_create("t")
+    log.add.run("me/0")
+    fail = 4  # before the first attempt's put; then two before the next attempt's
+    race = True
+    original_base = ActorCore._attempt_base
+
+    def attempt_base(self: ActorCore, c: Any) -> Any:
+        nonlocal fail
+        if fail:
+            fail -= 1
+            raise RetryableStorageError("injected: no answer", "k")
+        return original_base(self, c)
+
+    original_put = ActorCore._put_attempt
+
+    def put_attempt(self: ActorCore, c: Any, record: Any, validated: float) -> None:
+        nonlocal race, fail
+        if race:
+            race = False
+            fail = 2
+            lose_the_next_put(self, record)
+        original_put(self, c, record, validated)
+
+    monkeypatch.setattr(ActorCore, "_attempt_base", attempt_base)
+    monkeypatch.setattr(ActorCore, "_put_attempt", put_attempt)
+    before = vc.stats()
+    assert log.add.run("me/1") == 2
+    assert moved(before) == {"commits": 1, "commit_conflicts": 1, "commit_retries_transient": 6}
