@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from combining_workers import OrderLog
 from test_combining import commit_behind_its_back
+from test_review_lifecycle import close_in_a_second, in_background, recorded, step_put, wait_until
 from test_stats import moved
 
 import vactor_cloud as vc
@@ -123,3 +124,54 @@ def test_transient_errors_before_a_put_are_bounded_per_attempt_not_per_commit(
     before = vc.stats()
     assert log.add.run("me/1") == 2
     assert moved(before) == {"commits": 1, "commit_conflicts": 1, "commit_retries_transient": 6}
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_stopping_a_sent_put_counts_a_commit_error_with_its_outcome_unknown(
+    store_spec: StoreSpec,
+) -> None:
+    """A commit that shutdown stopped after its put was sent ends in CommitOutcomeUnknownError:
+    counted in ``commit_errors`` and ``outcome_unknown`` as every other error exit of a commit
+    is. (Before: the shutdown exit alone counted nothing.)"""
+    runtime, store = recorded(store_spec)
+    log = OrderLog.get_or_create("s")
+    log.add.run("me/0")
+    store.hold(step_put)
+    before = vc.stats()
+    caller, box = in_background(lambda: log.add.run("me/1"))
+    try:
+        assert store.entered.wait(60.0)
+        close_in_a_second(runtime)
+        caller.join(60.0)
+        assert box and isinstance(box[0], vc.CommitOutcomeUnknownError), box
+    finally:
+        store.release.set()
+    assert moved(before) == {"commit_errors": 1, "outcome_unknown": 1}
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_refusing_a_commits_next_attempt_counts_a_commit_error(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown begins while a commit retries a transient error: no attempt starts, the call
+    fails with RuntimeShutdownError, and the commit counts in ``commit_errors`` as one that
+    shutdown stopped mid-attempt does. (Before: counted nothing.)"""
+    runtime, _ = recorded(store_spec)
+    log = OrderLog.get_or_create("n")
+    log.add.run("me/0")
+    original_base = ActorCore._attempt_base
+    closing: list[Any] = []
+
+    def attempt_base(self: ActorCore, c: Any) -> Any:
+        if not closing:
+            closing.append(in_background(lambda: runtime.close(timeout=60.0))[0])
+            assert wait_until(lambda: runtime.closed)
+            raise RetryableStorageError("injected: no answer", "k")
+        return original_base(self, c)
+
+    monkeypatch.setattr(ActorCore, "_attempt_base", attempt_base)
+    before = vc.stats()
+    with pytest.raises(vc.RuntimeShutdownError):
+        log.add.run("me/1")
+    closing[0].join(60.0)
+    assert moved(before) == {"commit_retries_transient": 1, "commit_errors": 1}

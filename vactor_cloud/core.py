@@ -858,10 +858,14 @@ class ActorCore(Folder):
         while True:
             if self.env.closed:
                 # Shutdown began: no attempt starts (one that ran when it began finished).
+                # A commit error, as when shutdown stops an attempt (or refuses its put): every
+                # commit shutdown ends counts; calls it fails in the queue were never committed.
+                stopped = self.env.shutdown_error()
+                counters.commit_error(self.actor_id, stopped, False)
                 if c.posted is not None:
                     fail_calls(batch, self._pending_error(c.posted, batch))
                 else:
-                    fail_calls(batch, self.env.shutdown_error())
+                    fail_calls(batch, stopped)
                 return
             if c.posted is not None and not c.fold and not self._wait_for_folder(c, c.posted):
                 return
@@ -1210,10 +1214,12 @@ class ActorCore(Folder):
         return "done"
 
     def _stopped_by_shutdown(self, c: _Commit, exc: RuntimeShutdownError) -> None:
-        """Shutdown stopped waiting for this attempt: its requests were cancelled."""
+        """Shutdown stopped waiting for this attempt: its requests were cancelled. A commit
+        error, counted as every other (``outcome_unknown`` too when the put was sent)."""
         batch = c.batch
         self._invalidate()
         if c.posted is not None:
+            counters.commit_error(self.actor_id, exc, c.put_sent)  # (pending: not unknown)
             pending = self._pending_error(c.posted, batch)
             pending.__cause__ = exc
             fail_calls(batch, pending)
@@ -1227,8 +1233,10 @@ class ActorCore(Folder):
                 "actor, or use an idempotency key, before calling again)",
             )
             unknown.__cause__ = exc
+            counters.commit_error(self.actor_id, unknown, True)
             fail_calls(batch, unknown)
         else:
+            counters.commit_error(self.actor_id, exc, False)
             fail_calls(batch, exc)
 
     def _attempt_failed(self, c: _Commit, exc: Exception) -> None:
