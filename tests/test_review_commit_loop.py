@@ -8,6 +8,7 @@ from before the put) are injected by wrapping the core's own steps; everything e
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,13 +16,14 @@ import pytest
 from combining_workers import OrderLog
 from test_combining import commit_behind_its_back
 from test_review_lifecycle import close_in_a_second, in_background, recorded, step_put, wait_until
-from test_stats import moved
+from test_stats import moved, records
 
 import vactor_cloud as vc
 from vactor_cloud import core as core_module
 from vactor_cloud import counters
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.log import StepCompactedError
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -175,3 +177,37 @@ def test_shutdown_refusing_a_commits_next_attempt_counts_a_commit_error(
         log.add.run("me/1")
     closing[0].join(60.0)
     assert moved(before) == {"commit_retries_transient": 1, "commit_errors": 1}
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("first", [True, False], ids=["first-attempt", "after-a-lost-put"])
+def test_a_lost_race_reports_the_step_this_attempt_lost_not_a_stale_record(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, first: bool
+) -> None:
+    """The lost-race handler takes the step number from what was lost, not from ``c.record``
+    (set only once an attempt builds its step). Today the put alone raises a lost race; here
+    one comes from before the put, in the first attempt or in the one after a lost put.
+    (Before: the first failed the call with an AttributeError; the second reported the
+    earlier attempt's step.)"""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=5))  # a lost race does not post
+    log = OrderLog.get_or_create("r")
+    log.add.run("me/0")  # step 1
+    if not first:
+        commit_behind_its_back("r")  # step 2: our first put (of step 2) loses
+    original_apply = ActorCore._apply_attempt
+    applied = 0
+
+    def apply_attempt(self: ActorCore, c: Any, base: Any, *args: Any) -> Any:
+        nonlocal applied
+        applied += 1
+        if applied == (1 if first else 2):
+            raise StepCompactedError(base.step + 1)
+        return original_apply(self, c, base, *args)
+
+    monkeypatch.setattr(ActorCore, "_apply_attempt", apply_attempt)
+    before = vc.stats()
+    with caplog.at_level(logging.DEBUG, logger="vactor_cloud"):
+        assert log.add.run("me/1") == 2
+    lost = 2 if first else 3
+    assert moved(before) == {"commits": 1, "commit_conflicts": 1 if first else 2}
+    assert records(caplog, logging.DEBUG, f"lost the race for step {lost} (attempt {1 if first else 2})")

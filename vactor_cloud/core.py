@@ -1133,7 +1133,7 @@ class ActorCore(Folder):
             self.log.resolve_late_commit(record)
         ):
             self._invalidate()
-            raise _BelowWatermarkError
+            raise _BelowWatermarkError(record.step)
 
     def _lost_race(
         self, c: _Commit, lost: StepTakenError | StepCompactedError | _BelowWatermarkError
@@ -1156,7 +1156,10 @@ class ActorCore(Folder):
             self._invalidate()
         self._lost_at = time.monotonic()
         c.attempts += 1
-        counters.commit_conflict(self.actor_id, c.record.step, c.attempts)
+        # The number lost, as the exception carries it (not ``c.record``: set only once an
+        # attempt builds its step, and an earlier attempt's until then).
+        lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
+        counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         lost_race = (
             not c.fold and c.posted is None and c.attempts >= settings.combine_after and self._may_post(batch)
         )
@@ -1410,7 +1413,11 @@ _TRANSIENT_RETRIES = 5
 
 
 class _BelowWatermarkError(Exception):
-    """Our create landed on a step number a compaction had already deleted."""
+    """Our create landed on a step number (``step``) a compaction had already deleted."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"step {step} landed below the compaction watermark")
+        self.step = step
 
 
 #: what an attempt of a commit comes to: try again, the batch has its outcome, or committed
