@@ -858,13 +858,16 @@ class ActorCore(Folder):
         while True:
             if self.env.closed:
                 # Shutdown began: no attempt starts (one that ran when it began finished).
-                # A commit error, as when shutdown stops an attempt (or refuses its put): every
-                # commit shutdown ends counts; calls it fails in the queue were never committed.
-                stopped = self.env.shutdown_error()
-                counters.commit_error(self.actor_id, stopped, False)
                 if c.posted is not None:
+                    # Pending, as when shutdown ends a wait for a fold (_wait_for_folder): not
+                    # an error the commit met, not counted.
                     fail_calls(batch, self._pending_error(c.posted, batch))
                 else:
+                    # Failed: a commit error, as when shutdown refuses an attempt's put or
+                    # stops the attempt (_stopped_by_shutdown). Calls that shutdown fails
+                    # in the queue never began a commit: not counted.
+                    stopped = self.env.shutdown_error()
+                    counters.commit_error(self.actor_id, stopped, False)
                     fail_calls(batch, stopped)
                 return
             if c.posted is not None and not c.fold and not self._wait_for_folder(c, c.posted):
@@ -1217,8 +1220,9 @@ class ActorCore(Folder):
         return "done"
 
     def _stopped_by_shutdown(self, c: _Commit, exc: RuntimeShutdownError) -> None:
-        """Shutdown stopped waiting for this attempt: its requests were cancelled. A commit
-        error, counted as every other (``outcome_unknown`` too when the put was sent)."""
+        """Shutdown stopped waiting for this attempt (its requests were cancelled), or refused
+        its put. A commit error, counted as every exception that ends an attempt is
+        (``outcome_unknown`` too when the put was sent)."""
         batch = c.batch
         self._invalidate()
         if c.posted is not None:
