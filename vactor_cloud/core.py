@@ -859,9 +859,16 @@ class ActorCore(Folder):
             if self.env.closed:
                 # Shutdown began: no attempt starts (one that ran when it began finished).
                 if c.posted is not None:
+                    # Pending, as when shutdown ends a wait for a fold (_wait_for_folder): not
+                    # an error the commit met, not counted.
                     fail_calls(batch, self._pending_error(c.posted, batch))
                 else:
-                    fail_calls(batch, self.env.shutdown_error())
+                    # Failed: a commit error, as when shutdown refuses an attempt's put or
+                    # stops the attempt (_stopped_by_shutdown). Calls that shutdown fails
+                    # in the queue never began a commit: not counted.
+                    stopped = self.env.shutdown_error()
+                    counters.commit_error(self.actor_id, stopped, False)
+                    fail_calls(batch, stopped)
                 return
             if c.posted is not None and not c.fold and not self._wait_for_folder(c, c.posted):
                 return
@@ -880,6 +887,8 @@ class ActorCore(Folder):
             except Exception as exc:
                 self._attempt_failed(c, exc)
                 return
+            else:
+                c.transient = 0  # the store answered this attempt (see _Commit.transient)
             if step == "committed":
                 step = self._after_commit(c)
             if step == "done":
@@ -1033,6 +1042,7 @@ class ActorCore(Folder):
             c.damaged += 1
             time.sleep(damaged_pause(c.damaged))
             return "again"
+        c.damaged = 0  # this fold went through: a later damaged stop is the first in a row again
         return None
 
     def _apply_attempt(
@@ -1126,7 +1136,7 @@ class ActorCore(Folder):
             self.log.resolve_late_commit(record)
         ):
             self._invalidate()
-            raise _BelowWatermarkError
+            raise _BelowWatermarkError(record.step)
 
     def _lost_race(
         self, c: _Commit, lost: StepTakenError | StepCompactedError | _BelowWatermarkError
@@ -1135,6 +1145,7 @@ class ActorCore(Folder):
         try again after a backoff; lost races turn into a post; give up after the bound."""
         settings = self.env.settings
         batch = c.batch
+        c.transient = 0  # the store answered this attempt (see _Commit.transient)
         if isinstance(lost, StepTakenError):
             self._unanswered = ""
             self._accept(lost.winner, self.validated_at)
@@ -1148,7 +1159,10 @@ class ActorCore(Folder):
             self._invalidate()
         self._lost_at = time.monotonic()
         c.attempts += 1
-        counters.commit_conflict(self.actor_id, c.record.step, c.attempts)
+        # The number lost, as the exception carries it (not ``c.record``: set only once an
+        # attempt builds its step, and an earlier attempt's until then).
+        lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
+        counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         lost_race = (
             not c.fold and c.posted is None and c.attempts >= settings.combine_after and self._may_post(batch)
         )
@@ -1206,10 +1220,13 @@ class ActorCore(Folder):
         return "done"
 
     def _stopped_by_shutdown(self, c: _Commit, exc: RuntimeShutdownError) -> None:
-        """Shutdown stopped waiting for this attempt: its requests were cancelled."""
+        """Shutdown stopped waiting for this attempt (its requests were cancelled), or refused
+        its put. A commit error, counted as every exception that ends an attempt is
+        (``outcome_unknown`` too when the put was sent)."""
         batch = c.batch
         self._invalidate()
         if c.posted is not None:
+            counters.commit_error(self.actor_id, exc, c.put_sent)  # (pending: not unknown)
             pending = self._pending_error(c.posted, batch)
             pending.__cause__ = exc
             fail_calls(batch, pending)
@@ -1223,8 +1240,10 @@ class ActorCore(Folder):
                 "actor, or use an idempotency key, before calling again)",
             )
             unknown.__cause__ = exc
+            counters.commit_error(self.actor_id, unknown, True)
             fail_calls(batch, unknown)
         else:
+            counters.commit_error(self.actor_id, exc, False)
             fail_calls(batch, exc)
 
     def _attempt_failed(self, c: _Commit, exc: Exception) -> None:
@@ -1393,12 +1412,16 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
 
-#: transient storage errors retried before a commit's put (nothing written yet)
+#: transient storage errors in a row retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5
 
 
 class _BelowWatermarkError(Exception):
-    """Our create landed on a step number a compaction had already deleted."""
+    """Our create landed on a step number (``step``) a compaction had already deleted."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"step {step} landed below the compaction watermark")
+        self.step = step
 
 
 #: what an attempt of a commit comes to: try again, the batch has its outcome, or committed
@@ -1424,7 +1447,10 @@ class _Commit:
     posted: Posted | None = None
     #: we fold posted calls into our commit (we hold the folder lease)
     fold: bool = False
-    #: storage errors retried so far
+    #: storage errors retried in a row: an attempt that ends otherwise (the store answered it:
+    #: a lost race, a commit, ...) starts the count over. Before the put, at most
+    #: ``_TRANSIENT_RETRIES`` in a row are retried (per attempt, not per commit: attempts are
+    #: bounded by ``max_commit_attempts``), and none past ``give_up_at``.
     transient: int = 0
     #: the writer id of the put before this attempt's, if its answer never came
     earlier: str = ""
