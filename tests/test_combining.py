@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import math
 import multiprocessing.context
 import pickle
@@ -242,17 +241,47 @@ def test_a_folder_whose_puts_keep_losing_keeps_the_lease_while_others_posts_wait
     assert 0.0 not in written, written
 
 
+class HeldDeletes(Switchable):
+    """Records each delete request's keys; holds the first one until ``release`` is set."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.sent: list[tuple[str, ...]] = []
+        self.in_flight = 0
+        #: set when a delete request was sent while another was in flight
+        self.overlapped = threading.Event()
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if operation != "delete":
+            return await super()._around(operation, key, run, **batch)
+        self.sent.append(batch.get("batch", (key,)))
+        if self.in_flight:
+            self.overlapped.set()
+        self.in_flight += 1
+        try:
+            if len(self.sent) == 1:
+                self.held.set()
+                await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30.0)
+            return await super()._around(operation, key, run, **batch)
+        finally:
+            self.in_flight -= 1
+
+
 @pytest.mark.usefixtures("runtime_off")
-def test_where_one_request_deletes_many_folded_posts_wait_to_share_it_and_shutdown_sends_it(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_where_one_request_deletes_many_a_folds_posts_go_at_once_and_later_folds_share_the_next(
+    store_spec: StoreSpec,
 ) -> None:
-    """On a store that deletes many keys per request (S3), the folds of a short while share
-    one delete: the applied posts stay a moment, out of this process's listings, and are
-    never applied again; shutdown sends the delete still waiting, at once: it waited out
-    its whole ``close(timeout)`` (30 s) for the delete's sleep before. (The wait is made long
-    here, so that on a slow lane it does not run out before shutdown.)"""
-    monkeypatch.setattr(posting, "_DELETE_AFTER", 120.0)
-    store = init_switchable(store_spec, combine_window=60.0)
+    """On a store that deletes many keys per request (S3), a fold's applied posts are deleted at
+    once (every listing of the mailbox returns those still there: the folder's critical path);
+    the folds that end while that request is in flight wait for it and share the next one, so
+    that one request at most is in flight. (It waited 0.25 s to share one with later folds: a
+    second request was sent while the first was held.)"""
+    spec_store = init_switchable(store_spec, combine_window=60.0)
+    runtime = vc.get_runtime()
+    store = HeldDeletes(spec_store.inner)
+    runtime.store = store
     store.delete_batch = 1000  # as S3's DeleteObjects
     store.inner.delete_batch = 1000
     log = OrderLog.get_or_create("a")
@@ -260,17 +289,20 @@ def test_where_one_request_deletes_many_folded_posts_wait_to_share_it_and_shutdo
     post_adds(foreign_box("a"), ["other/0"])
     commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
     log.add.run("me/1")
-    assert pending_posts("a"), "the folded posts were deleted at once, not together later"
+    assert store.held.wait(10.0), "the first fold's posts were not deleted"
+    first = set(store.sent[0])
     post_adds(foreign_box("a"), ["other/1"])
-    log.add.run("me/2")  # folds other/1 (our lease): its delete joins the waiting one
-    assert log.applied.run() == ["me/0", "other/0", "me/1", "other/1", "me/2"]
-    deletes = store.inner.requests["delete"]
-    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
-        vc.shutdown()  # sends the waiting delete
-    assert "shutdown waited" not in caplog.text, "shutdown waited for the delete's sleep"
-    left = _sync.sync(store.inner.list(posts_prefix("a")))
-    assert left == [], left
-    assert store.inner.requests["delete"] == deletes + 1  # one request for all of them
+    log.add.run("me/2")  # folds other/1 (our lease): its delete waits for the one in flight
+    post_adds(foreign_box("a"), ["other/2"])
+    log.add.run("me/3")
+    assert not store.overlapped.wait(1.0), f"a second delete went while the first was in flight: {store.sent}"
+    store.release.set()
+    assert wait_for_no_posts("a") == []
+    assert log.applied.run() == ["me/0", "other/0", "me/1", "other/1", "me/2", "other/2", "me/3"]
+    assert len(store.sent) == 2, store.sent  # the later folds' posts in one request
+    assert first.isdisjoint(store.sent[1])
+    assert not store.overlapped.is_set()
+    vc.shutdown()
 
 
 @pytest.mark.parametrize("damage", ["in transit", "in transit, three reads in a row", "at rest"])

@@ -288,12 +288,6 @@ class Folder(Poster):
         """Whether this process posted or folded for this actor (it has work to finish at shutdown)."""
         return self._postbox is not None
 
-    def hurry_deletes(self) -> None:
-        """At shutdown: applied posts waiting to be deleted together wait no more (see
-        ``PostBox.hurry``; ``shutdown_lease`` sends them)."""
-        if self._postbox is not None:
-            self._postbox.hurry()
-
     async def shutdown_lease(self) -> None:
         """At shutdown: release the folder lease if we hold it (or wait for a release in
         flight); finish deleting applied posts."""

@@ -884,7 +884,6 @@ class Runtime:
         for core in cores:
             self._fail_queued(core, error)
             core.wake()  # a lease holder between folds sees ``closed`` now
-            core.hurry_deletes()  # (sent by ``aclose``, not after their wait to share a request)
         # (Not on the IO loop, which what it would wait for needs: a call from there only cancels.)
         left = self._work.wait_done(until if not _sync.in_loop_thread() else 0.0)
         self.stopped = True
