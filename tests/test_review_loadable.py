@@ -10,14 +10,16 @@ cannot take (its ``__getstate__`` and the default ``__setstate__`` disagree).
 
 from __future__ import annotations
 
+import copyreg
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 import vactor_cloud as vc
 from vactor_cloud.errors import StateSerializationError
+from vactor_cloud.state import _rebuilds, dumps_state
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -183,3 +185,39 @@ def test_the_message_of_a_state_that_does_not_unpickle_names_getstate(spec: Stor
     handle = Holder.get_or_create("holder")
     with pytest.raises(StateSerializationError, match="whose __getstate__ returns what"):
         handle.keep_tuple_state.run()
+
+
+# -- which objects are read back: the rule, without a store -------------------------------------------
+def _refuse() -> object:
+    raise RuntimeError("refused at load")
+
+
+class Registered:
+    """Pickled by a reducer in ``copyreg.dispatch_table``, naming a callable that raises."""
+
+
+def test_an_object_pickled_by_a_copyreg_reducer_is_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(copyreg.dispatch_table, Registered, lambda obj: (_refuse, ()))
+    with pytest.raises(StateSerializationError, match="refused at load"):
+        dumps_state({"kept": [Registered()]}, "pickle")
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsPoint:
+    x: int
+
+
+class Plain:
+    def __init__(self) -> None:
+        self.x = 1
+
+
+def test_only_own_rebuilding_code_is_read_back() -> None:
+    """A frozen dataclass with slots gets ``__getstate__``/``__setstate__`` from the standard
+    library: not read back (no cost); one of this module's classes with its own ``__getstate__``
+    is."""
+    assert "__getstate__" in vars(SlotsPoint)
+    assert not _rebuilds(SlotsPoint)
+    assert not _rebuilds(Plain)
+    assert _rebuilds(TupleState)
+    assert _rebuilds(Refuses)

@@ -425,6 +425,9 @@ async def _actor_pages(
         await ids.aclose()
 
 
+_LIST_HINT = "list a page at a time (limit=..., then start_after= the last id), or raise Settings.deadline"
+
+
 def iter_actors(
     prefix: str = "",
     *,
@@ -435,6 +438,7 @@ def iter_actors(
     """The actors of :func:`list_actors` (same arguments, same order), yielded a page at a
     time as they are listed: up to 32 per page, each page read within ``Settings.deadline``
     (not the whole listing), and only one page held at a time. ``vactor ls`` prints with it.
+    A page may be empty (its actors all damaged, with ``on_damaged``).
 
     Stopping early (``break``, an exception) closes the listing."""
     runtime = get_runtime()
@@ -454,9 +458,6 @@ def iter_actors(
     finally:
         with contextlib.suppress(Exception):  # (a runtime shut down meanwhile: nothing to close)
             runtime.run(pages.aclose())
-
-
-_LIST_HINT = "list a page at a time (limit=..., then start_after= the last id), or raise Settings.deadline"
 
 
 def list_actors(
