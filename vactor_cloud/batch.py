@@ -475,7 +475,7 @@ def apply_batch(
             try:
                 value = _invoke(instance, body, context)
                 frozen = freeze(value)
-                state = dumps_state(capture_state(instance), serializer)
+                state = dumps_state(capture_state(instance), serializer, restore=definition.restores)
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
                 result = thaw(frozen)
                 if key is not None:  # the table's own copy, read back from its encoding

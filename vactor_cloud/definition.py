@@ -113,6 +113,11 @@ class MethodInfo:
 class ActorDefinition:
     """What the runtime needs to know of an actor class (no I/O, no runtime)."""
 
+    #: the class each state is handed to before it is stored, as every load will (its own
+    #: ``__setstate__`` may raise on it), or None: no code of the class runs at load (a class
+    #: attribute too: a copy pickled by an earlier version has none of its own)
+    restores: type | None = None
+
     def __init__(self, cls: type, *, serializer: str = "pickle", stored: bool = False) -> None:
         self.name = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
         if not isinstance(cls, type):
@@ -146,6 +151,7 @@ class ActorDefinition:
         setattr(cls, _OPTIONS, {"serializer": serializer})
         self.cls = cls
         self.serializer = serializer
+        self.restores = cls if has_set else None
         self.methods = _collect_methods(cls)
         #: what a durable timer may call: the public writer methods
         self.writer_names = frozenset(name for name, info in self.methods.items() if not info.readonly)

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import datetime
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "find_step",
     "history",
     "iter_actor_ids",
+    "iter_actors",
     "list_actors",
     "list_actors_async",
     "raw_state_at",
@@ -374,10 +375,27 @@ async def list_actors_async(
     on_damaged: Callable[[str, IntegrityError], None] | None = None,
 ) -> list[ActorInfo]:
     """Async twin of :func:`list_actors`."""
-    runtime = _runtime()
+    found: list[ActorInfo] = []
+    pages = _actor_pages(_runtime(), prefix, start_after, limit, on_damaged)
+    try:
+        async for page in pages:
+            found.extend(page)
+    finally:
+        await pages.aclose()
+    return found
+
+
+async def _actor_pages(
+    runtime: Runtime,
+    prefix: str,
+    start_after: str | None,
+    limit: int | None,
+    on_damaged: Callable[[str, IntegrityError], None] | None,
+) -> AsyncGenerator[list[ActorInfo], None]:
+    """The actors of :func:`list_actors`, a page at a time: those of up to
+    ``_DESCRIBE_CONCURRENCY`` ids, described concurrently (a page may be empty: all damaged)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    found: list[ActorInfo] = []
     semaphore = asyncio.Semaphore(_DESCRIBE_CONCURRENCY)
 
     async def describe(actor_id: str) -> ActorInfo | None:
@@ -391,19 +409,55 @@ async def list_actors_async(
                 return None
 
     ids = iter_actor_ids(runtime.store, prefix, start_after=start_after)
+    found = 0
     try:
-        while limit is None or len(found) < limit:
+        while limit is None or found < limit:
             page_size = _DESCRIBE_CONCURRENCY
             if limit is not None:
-                page_size = min(page_size, limit - len(found))
+                page_size = min(page_size, limit - found)
             page = [actor_id async for actor_id in _take(ids, page_size)]
             if not page:
                 break
-            infos = await asyncio.gather(*(describe(i) for i in page))
-            found.extend(info for info in infos if info is not None)
+            infos = [info for info in await asyncio.gather(*(describe(i) for i in page)) if info is not None]
+            found += len(infos)
+            yield infos
     finally:
         await ids.aclose()
-    return found
+
+
+_LIST_HINT = "list a page at a time (limit=..., then start_after= the last id), or raise Settings.deadline"
+
+
+def iter_actors(
+    prefix: str = "",
+    *,
+    start_after: str | None = None,
+    limit: int | None = None,
+    on_damaged: Callable[[str, IntegrityError], None] | None = None,
+) -> Generator[list[ActorInfo], None, None]:
+    """The actors of :func:`list_actors` (same arguments, same order), yielded a page at a
+    time as they are listed: up to 32 per page, each page read within ``Settings.deadline``
+    (not the whole listing), and only one page held at a time. ``vactor ls`` prints with it.
+    A page may be empty (its actors all damaged, with ``on_damaged``).
+
+    Stopping early (``break``, an exception) closes the listing."""
+    runtime = get_runtime()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    pages = _actor_pages(runtime, prefix, start_after, limit, on_damaged)
+
+    async def next_page() -> list[ActorInfo] | None:
+        return await anext(pages, None)
+
+    try:
+        while True:
+            page = runtime.run(next_page(), hint=_LIST_HINT)
+            if page is None:
+                return
+            yield page
+    finally:
+        with contextlib.suppress(Exception):  # (a runtime shut down meanwhile: nothing to close)
+            runtime.run(pages.aclose())
 
 
 def list_actors(
@@ -437,5 +491,5 @@ def list_actors(
     """
     return get_runtime().run(
         list_actors_async(prefix, start_after=start_after, limit=limit, on_damaged=on_damaged),
-        hint="list a page at a time (limit=..., then start_after= the last id), or raise Settings.deadline",
+        hint=_LIST_HINT,
     )

@@ -11,6 +11,7 @@ the instance ``__dict__``. It is serialized with the actor's serializer:
 
 from __future__ import annotations
 
+import copyreg
 import io
 import json
 import pickle
@@ -78,10 +79,12 @@ def restore_instance(cls: type[Any], state: Any) -> Any:
     return instance
 
 
-#: what a class defines to decide how its instances are rebuilt: code that runs at load time
+#: what a class defines to decide how its instances are rebuilt: code that runs at load time, or
+#: (``__getstate__``) what the rebuild is handed, which the default one may not take (a tuple)
 _REBUILDERS = (
     "__reduce__",
     "__reduce_ex__",
+    "__getstate__",
     "__setstate__",
     "__new__",
     "__getnewargs__",
@@ -110,20 +113,26 @@ def _rebuilds(cls: type) -> bool:
     Python (outside the standard library, whose ``Fraction``, ``UUID``, enums and named tuples
     load back) that defines how its instances are rebuilt. Such an instance may pickle and
     never unpickle (a ``__reduce__`` naming a callable that raises, a ``__new__`` that needs
-    arguments), as an exception may."""
+    arguments), as an exception may; so may one whose ``__getstate__`` returns what the default
+    rebuild does not take, or one whose class has a reducer in ``copyreg.dispatch_table``."""
+    if cls.__flags__ & _HEAPTYPE and any(k is cls for k in copyreg.dispatch_table) and _own(cls):
+        return True  # (pickle looks its type up there, not its bases)
     for klass in cls.__mro__:
         if not klass.__flags__ & _HEAPTYPE:
             continue
         for name in _REBUILDERS:
             method = klass.__dict__.get(name)
-            if method is None:
-                continue
-            module = getattr(getattr(method, "__func__", method), "__module__", None) or ""
-            top = module.partition(".")[0]
-            # (named tuples' methods are made in a module of their own, "namedtuple_<name>")
-            if top not in sys.stdlib_module_names and not top.startswith("namedtuple_"):
+            if method is not None and _own(getattr(method, "__func__", method)):
                 return True
     return False
+
+
+def _own(thing: Any) -> bool:
+    """Whether ``thing`` (a class or function) comes from outside the standard library."""
+    module = getattr(thing, "__module__", None) or ""
+    top = module.partition(".")[0]
+    # (named tuples' methods are made in a module of their own, "namedtuple_<name>")
+    return top not in sys.stdlib_module_names and not top.startswith("namedtuple_")
 
 
 class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
@@ -143,21 +152,35 @@ class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
         return super().reducer_override(obj)
 
 
-def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
+def dumps_state(state: Any, serializer: str, what: str = "state", restore: type | None = None) -> bytes:
     """Serialize; :class:`StateSerializationError` says what could not be serialized, or what
-    pickled but does not unpickle (stored, it could never be read back)."""
+    pickled but does not unpickle (stored, it could never be read back).
+
+    ``restore`` is an actor class that defines ``__setstate__`` (``ActorDefinition.restores``),
+    whose instance the state is: the state is read back and handed to it (on an instance of its
+    own) before it is stored, as every load will; one it raises on is refused like a state that
+    does not unpickle. Other states are read back only when :class:`_StatePickler` met something
+    that may not load: reading every state back would cost as much as writing it."""
+    check = restore is not None
     try:
         if serializer == "json":
-            return json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        if _plain(state):
+            data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            if not check:
+                return data
+        elif _plain(state):
             # Plain data pickles to the same bytes with or without cloudpickle (whose
             # hooks see only functions, classes and the like), minus cloudpickle's setup;
             # and it always unpickles.
-            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        with io.BytesIO() as file:
-            pickler = _StatePickler(file, protocol=pickle.HIGHEST_PROTOCOL)
-            pickler.dump(state)
-            data = file.getvalue()
+            data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            if not check:
+                return data
+        else:
+            with io.BytesIO() as file:
+                pickler = _StatePickler(file, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler.dump(state)
+                data = file.getvalue()
+            if not (check or pickler.may_not_load):
+                return data
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
             "the json serializer takes only dict, list, str, int, float, bool and None"
@@ -165,18 +188,28 @@ def dumps_state(state: Any, serializer: str, what: str = "state") -> bytes:
             else "make it picklable, or define __getstate__/__setstate__"
         )
         raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
-    if not pickler.may_not_load:
-        return data
     try:
-        pickle.loads(data)
+        copy = loads_state(data, serializer)
     except Exception as exc:
         raise StateSerializationError(
             f"the actor's {what} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
             "it could never be read back. The usual causes: an exception class whose __init__ takes "
             "other arguments than it passes to Exception.__init__ (pass them all to "
             "super().__init__(), or define __reduce__), or a class whose own __reduce__, __setstate__ "
-            "or __new__ fails when an instance is loaded"
+            "or __new__ fails when an instance is loaded, or whose __getstate__ returns what its "
+            "__setstate__ (or, without one, the default: a dict) does not take"
         ) from exc
+    if check:
+        assert restore is not None
+        try:
+            restore_instance(restore, copy)
+        except Exception as exc:
+            name = restore.__qualname__
+            raise StateSerializationError(
+                f"{name}.__setstate__ raises on the {what} {name}.__getstate__ returned "
+                f"({type(exc).__name__}: {exc}): stored, the actor could never be loaded again. "
+                "Make __setstate__ take every state __getstate__ returns"
+            ) from exc
     return data
 
 

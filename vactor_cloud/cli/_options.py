@@ -110,16 +110,18 @@ class CliParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def errors_error(errors: Sequence[str], what: str) -> CliError:
+def errors_error(errors: Sequence[str], what: str, *, count: int | None = None) -> CliError:
     """The one-line error (exit 1) of a command that went on past ``errors``: the first, and a count.
 
     ``what`` says what failed (``"timers could not be fired"``); with ``--debug``
-    the others are printed too, one per line, before it.
+    the others are printed too, one per line, before it. ``count``: how many failed, when
+    ``errors`` keeps only the first of them.
     """
     first = errors[0]
-    if len(errors) == 1:
+    count = len(errors) if count is None else count
+    if count == 1:
         return CliError(first, EXIT_ERROR)
-    return CliError(f"{len(errors)} {what}; the first: {first} (--debug lists them all)", EXIT_ERROR)
+    return CliError(f"{count} {what}; the first: {first} (--debug lists them all)", EXIT_ERROR)
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

@@ -15,11 +15,22 @@ import json
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Output", "json_fallback", "note", "plain_table", "printable", "progress", "when"]
+__all__ = [
+    "JsonArray",
+    "Output",
+    "TableStream",
+    "json_fallback",
+    "note",
+    "plain_table",
+    "printable",
+    "progress",
+    "when",
+]
 
 
 #: what a terminal takes for a command rather than text: C0 controls but the newline (ESC starts
@@ -101,9 +112,8 @@ class Output:
                 header_style="bold cyan",
                 title_justify="left",
             )
-            styles = {"STEP": "bold magenta", "ACTOR": "bold", "WRITER": "dim", "TIME": "green"}
             for name in columns:
-                table.add_column(Text(name), style=styles.get(name), overflow="fold")
+                table.add_column(Text(name), style=_RICH_STYLES.get(name), overflow="fold")
             for row in rows:
                 table.add_row(*(Text(printable(cell)) for cell in row))
             self.console().print(table)
@@ -111,6 +121,19 @@ class Output:
         if title:
             self.print(title)
         self.print(plain_table(columns, [[printable(cell) for cell in row] for row in rows]))
+
+    def table_stream(self, columns: Sequence[str]) -> TableStream:
+        """A table printed a page at a time (``vactor ls`` of a bucket of any size)."""
+        return TableStream(self, columns)
+
+    @contextlib.contextmanager
+    def json_array(self) -> Iterator[JsonArray]:
+        """A JSON array written an element at a time, closed (``]``) when the block ends. Not
+        when it raises: a listing that failed half-way leaves an unterminated array, which no
+        JSON parser takes for a whole list (before the first element, nothing, as before)."""
+        array = JsonArray(self)
+        yield array
+        array.close()
 
     @contextlib.contextmanager
     def stdout_for_json(self) -> Iterator[None]:
@@ -125,17 +148,106 @@ class Output:
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Aligned columns, two spaces apart; multi-line cells continue on indented lines."""
     split_rows = [[cell.split("\n") for cell in row] for row in rows]
-    widths = [len(c) for c in columns]
+    widths = _widths([len(c) for c in columns], split_rows)
+    return "\n".join(_aligned(columns, split_rows, widths, header=True))
+
+
+def _widths(widths: list[int], split_rows: Sequence[Sequence[Sequence[str]]]) -> list[int]:
+    """``widths`` grown to fit every column of ``split_rows`` but the last (never padded)."""
+    widths = list(widths)
     for row in split_rows:
         for i, lines in enumerate(row[:-1]):
             widths[i] = max(widths[i], *(len(line) for line in lines))
-    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    return widths
+
+
+def _aligned(
+    columns: Sequence[str],
+    split_rows: Sequence[Sequence[Sequence[str]]],
+    widths: Sequence[int],
+    *,
+    header: bool,
+) -> list[str]:
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()] if header else []
     for row in split_rows:
         height = max(len(lines) for lines in row)
         for n in range(height):
             cells = [lines[n] if n < len(lines) else "" for lines in row]
             out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
-    return "\n".join(out)
+    return out
+
+
+class TableStream:
+    """A table printed a page of rows at a time, as they come (:meth:`Output.table_stream`).
+
+    Piped: the header once, then each page's rows aligned as :func:`plain_table` aligns them;
+    a column only widens (to fit a later page's longer id), so every row before stays aligned
+    with the header. On a terminal: one rich table whose pages follow on, its header once and
+    its columns as wide as the widest cell so far."""
+
+    def __init__(self, out: Output, columns: Sequence[str]) -> None:
+        self.out = out
+        self.columns = tuple(columns)
+        self.widths = [len(c) for c in columns]
+        self.rows = 0
+
+    def page(self, rows: Sequence[Sequence[str]]) -> None:
+        """Print ``rows`` (one page) now, and flush them to the reader."""
+        if not rows:
+            return
+        cells = [[printable(cell) for cell in row] for row in rows]
+        split_rows = [[cell.split("\n") for cell in row] for row in cells]
+        self.widths = _widths(self.widths, split_rows)
+        if self.out.rich:
+            self._rich_page(cells)
+        else:
+            lines = _aligned(self.columns, split_rows, self.widths, header=self.rows == 0)
+            self.out.stream.write("\n".join(lines) + "\n")
+        self.rows += len(rows)
+        self.out.stream.flush()
+
+    def _rich_page(self, cells: Sequence[Sequence[str]]) -> None:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            show_header=self.rows == 0,
+            show_edge=False,
+            header_style="bold cyan",
+            pad_edge=False,
+        )
+        for name, width in zip(self.columns, self.widths, strict=True):
+            table.add_column(Text(name), style=_RICH_STYLES.get(name), overflow="fold", min_width=width)
+        for row in cells:
+            table.add_row(*(Text(cell) for cell in row))  # Text: brackets are not markup
+        self.out.console().print(table)
+
+
+#: the style of a rich table's column, by its name
+_RICH_STYLES = {"STEP": "bold magenta", "ACTOR": "bold", "WRITER": "dim", "TIME": "green"}
+
+
+class JsonArray:
+    """A JSON array written an element at a time (:meth:`Output.json_array`): the text
+    :meth:`Output.emit_json` writes for the whole list, element by element (``[]`` for none)."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.count = 0
+
+    def add(self, value: Any) -> None:
+        text = self.out.json_text(_finite(value), indent=2, default=json_fallback)
+        self.out.stream.write(("[\n" if self.count == 0 else ",\n") + textwrap.indent(text, "  "))
+        self.count += 1
+
+    def flush(self) -> None:
+        self.out.stream.flush()
+
+    def close(self) -> None:
+        self.out.stream.write("\n]\n" if self.count else "[]\n")
+        self.out.stream.flush()
 
 
 def json_fallback(value: Any) -> Any:

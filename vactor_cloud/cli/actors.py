@@ -34,30 +34,44 @@ __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_history", "cmd_ls", "
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from vactor_cloud.history import list_actors
+    from vactor_cloud.history import iter_actors
 
     init_runtime(args)
     out = Output.for_args(args)
     if args.limit == 0:  # list_actors(limit=0) refuses; say so as a usage error
         raise CliError("--limit must be >= 1 (or omitted: all actors)", EXIT_USAGE)
-    # one damaged actor is named (exit 1), not a failure of the whole listing
+    # One damaged actor is named (exit 1), not a failure of the whole listing. Only the first
+    # is kept (a bucket of damaged actors does not fill memory); --debug names each as it is met.
     damaged: list[str] = []
-    infos = list_actors(
-        args.prefix, limit=args.limit, on_damaged=lambda actor_id, exc: damaged.append(f"{actor_id}: {exc}")
-    )
-    if out.json:
-        out.emit_json([i.to_json() for i in infos])
-    elif infos:
-        rows = [(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in infos]
-        out.table(None, ("ACTOR", "CLASS", "STEP", "CHANGED"), rows)
-    elif not damaged:
-        where = f" with prefix {args.prefix!r}" if args.prefix else ""
-        print(f"no actors{where} under {_describe_storage()}{memory_hint()}", file=sys.stderr)
-    if damaged:
+    count = 0
+
+    def on_damaged(actor_id: str, exc: Exception) -> None:
+        nonlocal count
+        count += 1
+        error = f"{actor_id}: {exc}"
+        if not damaged:
+            damaged.append(error)
         if args.debug:
-            for error in damaged:
-                print(printable(f"vactor: {error}"), file=sys.stderr)
-        raise errors_error(damaged, "actors could not be read")
+            print(printable(f"vactor: {error}"), file=sys.stderr)
+
+    # Printed as listed: a page (up to 32 actors, described concurrently) at a time, and only
+    # that page held; the listing is closed however the printing ends (| head, Ctrl-C).
+    with contextlib.closing(iter_actors(args.prefix, limit=args.limit, on_damaged=on_damaged)) as pages:
+        if out.json:
+            with out.json_array() as array:
+                for page in pages:
+                    for info in page:
+                        array.add(info.to_json())
+                    array.flush()
+        else:
+            table = out.table_stream(("ACTOR", "CLASS", "STEP", "CHANGED"))
+            for page in pages:
+                table.page([(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in page])
+            if not table.rows and not count:
+                where = f" with prefix {args.prefix!r}" if args.prefix else ""
+                print(f"no actors{where} under {_describe_storage()}{memory_hint()}", file=sys.stderr)
+    if count:
+        raise errors_error(damaged, "actors could not be read", count=count)
     return EXIT_OK
 
 
