@@ -86,7 +86,7 @@ from vactor_cloud.log import (
     StepTakenError,
 )
 from vactor_cloud.poster import CombiningEnv, Posted
-from vactor_cloud.posting import Post, advance_cursor, encode_outcomes, legacy_outcomes
+from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
@@ -328,6 +328,14 @@ class ActorCore(Folder):
         weight = cached_bytes(self.log)  # the idempotency checkpoint it keeps decoded, if any
         if record is not None:
             weight += len(record.state) + len(record.dedup) + 512
+            # What a step carries beside them: folded calls' outcomes (and their copies), a new
+            # idempotency checkpoint our own commit wrote, the post cursor and the timer table
+            # (by entry: about the size of a cursor entry, and of a timer without payload)
+            weight += len(record.posted) + len(record.carried) + len(record.legacy)
+            weight += len(record.dedup_checkpoint)
+            extra = record.extra
+            if extra:
+                weight += 64 * len(extra.get(POST_CURSOR) or ()) + 128 * len(extra.get(TIMERS) or ())
             if live is not None:
                 weight += len(record.state)  # the live instance, roughly its serialized size
         delta, self._weight = weight - self._weight, weight

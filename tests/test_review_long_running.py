@@ -1,0 +1,85 @@
+"""Hostile review: a process that lives for days keeps its memory bounded.
+
+Each test drives one per-process structure by size (actors, posts, failed calls) past the
+bound the library promises, and measures the structure itself; each failed before its fix.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.future import ActorFuture
+from vactor_cloud.runtime import Runtime
+from vactor_cloud.settings import Settings
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@vc.virtual_actor
+class Answers:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer(self, size: int) -> bytes:
+        self.calls += 1
+        return b"x" * size
+
+
+def _answer_behind_its_back(spec: StoreSpec, actor_id: str) -> None:
+    """Commit a step of ``actor_id`` from another runtime: this one's cache is then behind."""
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        core = other.load(actor_id)
+        call = PendingCall.by_value("answer", (1,), {}, readonly=False, future=ActorFuture(), call_id="")
+        core.call(call)
+        call.future.result(30)
+    finally:
+        other.close()
+
+
+def _record_bytes_held(runtime: Runtime) -> int:
+    """Bytes of the cached steps' parts beside state and table: folded calls' outcomes (and
+    their copies), and a new idempotency checkpoint an own commit wrote."""
+    held = 0
+    for core in runtime._all_cores():
+        record = core.record
+        if record is not None:
+            held += len(record.posted) + len(record.carried) + len(record.legacy)
+            held += len(record.dedup_checkpoint)
+    return held
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(store_spec: StoreSpec) -> None:
+    """A step that folds posted calls carries their outcomes (``StepRecord.posted``), and the
+    actor's cached step keeps them; the cache weighed only the state and the idempotency table,
+    so ``max_cache_bytes`` did not bound them: 12 actors whose posted call returned 200 KB held
+    2.4 MB of outcomes against a 1 MB bound, a few bytes of state each."""
+    bound = 1_000_000
+    store_spec.init(
+        settings=vc.Settings(
+            storage=store_spec.url, max_cache_bytes=bound, fresh_window=300.0, combine_after=1
+        )
+    )
+    for n in range(12):
+        actor = Answers.get_or_create(f"answers-{n}")
+        _answer_behind_its_back(store_spec, f"answers-{n}")
+        # Our cache is a step behind and trusted: the put loses, the call is posted and folded.
+        assert len(actor.answer.run(200_000)) == 200_000
+        record = vc.get_runtime().core(f"answers-{n}").record
+        assert record is not None and len(record.posted) > 200_000  # (it was folded)
+    runtime = vc.get_runtime()
+    # Each was the folder lease holder, serving others' posts for a while (busy, not evictable):
+    # once they are all idle, the next actor's load evicts down to the bound.
+    deadline = time.monotonic() + 30
+    while not all(core.idle for core in runtime._all_cores()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    Answers.get_or_create("answers-last").answer.run(1)
+    gc.collect()
+    assert _record_bytes_held(runtime) <= 2 * bound
