@@ -12,6 +12,7 @@ import time
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.runtime import Runtime
@@ -83,3 +84,26 @@ def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(store
     Answers.get_or_create("answers-last").answer.run(1)
     gc.collect()
     assert _record_bytes_held(runtime) <= 2 * bound
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_senders_silent_past_their_time_leave_the_cursor_without_another_fold(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step carries the post cursor (``extra["post_cursor"]``: sender -> [seq, time]),
+    and senders silent for ``SENDER_TTL`` were dropped only by a commit that folds posts. An
+    actor contended once (a burst of posters: one sender per process and actor, a new one after
+    each eviction) and written uncontended ever after carried every sender of the burst in
+    every step for its whole life: cached with it, and stored again in each step."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, fresh_window=300.0, combine_after=1))
+    actor = Answers.get_or_create("burst")
+    _answer_behind_its_back(store_spec, "burst")
+    assert len(actor.answer.run(10)) == 10  # posted and folded: our sender enters the cursor
+    core = vc.get_runtime().core("burst")
+    assert core.record is not None and posting.cursor_of(core.record.extra)
+    monkeypatch.setattr(posting, "SENDER_TTL", 0.2)
+    time.sleep(0.3)
+    for _ in range(130):  # uncontended: nothing is posted, nothing folded
+        actor.answer.run(1)
+    assert core.record is not None
+    assert posting.cursor_of(core.record.extra) == {}

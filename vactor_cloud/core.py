@@ -1090,6 +1090,11 @@ class ActorCore(Folder):
             posted_part = encode_outcomes(outcomes)
             if len(posted_part) <= 2 * _CARRY_MAX:  # (a large result: not pickled twice)
                 legacy = legacy_outcomes(outcomes, _CARRY_MAX)
+        elif base.step % _CURSOR_PRUNE_STEPS == 0 and POST_CURSOR in extra:
+            # Senders silent for SENDER_TTL leave the cursor at commits that fold nothing too
+            # (by the rule a fold drops them by): an actor contended once, then written
+            # uncontended, carried its burst's senders in every step. Every so many steps only.
+            extra = advance_cursor(extra, [], time.time())
         return StepRecord(
             step=base.step + 1,
             parent=base.step,
@@ -1400,6 +1405,8 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
 
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
+#: a commit that folds nothing drops the cursor's silent senders once in this many steps
+_CURSOR_PRUNE_STEPS = 64
 
 #: transient storage errors retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5
