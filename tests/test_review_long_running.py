@@ -7,13 +7,15 @@ bound the library promises, and measures the structure itself; each failed befor
 from __future__ import annotations
 
 import gc
+import threading
 import time
 
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import posting
+from vactor_cloud import batch, events, poster, posting, timers
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.core import ActorCore
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
@@ -107,3 +109,95 @@ def test_senders_silent_past_their_time_leave_the_cursor_without_another_fold(
         actor.answer.run(1)
     assert core.record is not None
     assert posting.cursor_of(core.record.extra) == {}
+
+
+@vc.virtual_actor
+class Busy:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+    def arm(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("bump", after=3600, key="later")
+
+    @vc.virtual_actor.on_event("ping")
+    def on_ping(self, payload: object) -> None:
+        self.n += 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_many_actors_through_a_small_cache_leave_no_per_actor_state_behind(store_spec: StoreSpec) -> None:
+    """A pin (it passed before): 600 actors, each called with an idempotency key, armed with a
+    timer, sent an event and called through a pool thread, through a cache of 16. What the
+    process keeps per actor elsewhere is bounded by its own limits, not by the actors seen."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cached_actors=16))
+    runtime = vc.get_runtime()
+    for i in range(600):
+        actor = Busy.get_or_create(f"busy-{i}")
+        actor.bump.options(idempotency_key=f"k{i}").run()
+        actor.arm.run()
+        vc.send_event(f"busy-{i}", "ping", i)
+        events.process_events(f"busy-{i}")
+        assert actor.bump.run_async().result(30) == 3
+    gc.collect()
+    assert sum(1 for o in gc.get_objects() if isinstance(o, ActorCore)) <= 16
+    assert len(runtime._evicted) == 0
+    assert len(events._existing.get(runtime, ())) <= 16
+    assert not batch._applying and not runtime._creations
+    assert len(timers._memory.actors) <= timers._memory.limit
+    assert len(poster._GAVE_UP) <= poster._GAVE_UP_MAX
+
+
+def _hammer(spec: StoreSpec, calls: int) -> list[Runtime]:
+    """Three runtimes (three posters each: senders of their own), two threads each, racing
+    for one actor: most calls are posted and folded, their posts deleted."""
+    runtimes = [Runtime(Settings(storage=spec.url, storage_options=spec.options)) for _ in range(3)]
+
+    def hammer(runtime: Runtime) -> None:
+        core = runtime.core("hot")
+        for _ in range(calls):
+            call = PendingCall.by_value("answer", (1,), {}, readonly=False, future=ActorFuture(), call_id="")
+            core.call(call)
+            call.future.result(60)
+
+    threads = [threading.Thread(target=hammer, args=(r,)) for r in runtimes for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return runtimes
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_thousands_of_posts_folded_and_deleted_leave_the_post_boxes_empty(store_spec: StoreSpec) -> None:
+    """A pin (it passed before): a PostBox remembers posts read, keys deleted, listed, unsure
+    or unreadable, each pruned by the next listing. After 1,800 calls raced by six threads of
+    three runtimes (most of them posted, folded and deleted) and a quiet while, each box holds
+    nothing, and the cursor names the three senders only."""
+    store_spec.init()
+    Answers.get_or_create("hot")
+    before = vc.stats()["folded_calls"]
+    runtimes = _hammer(store_spec, 300)
+    try:
+        assert vc.stats()["folded_calls"] - before >= 300
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            boxes = [box for r in runtimes if (box := r.core("hot")._postbox) is not None]
+            held = [
+                len(b._known) + len(b._deleted) + len(b._unsure) + len(b._sure) + len(b.unreadable)
+                for b in boxes
+            ]
+            if boxes and not any(held):
+                break
+            time.sleep(0.1)
+        assert boxes and held == [0] * len(boxes)
+        record = runtimes[0].load("hot").record
+        assert record is not None and len(posting.cursor_of(record.extra)) <= 3
+    finally:
+        for runtime in runtimes:
+            runtime.close()
