@@ -335,7 +335,10 @@ class ActorCore(Folder):
             weight += len(record.dedup_checkpoint)
             extra = record.extra
             if extra:
-                weight += 64 * len(extra.get(POST_CURSOR) or ()) + 128 * len(extra.get(TIMERS) or ())
+                cursor, timers = extra.get(POST_CURSOR), extra.get(TIMERS)
+                # (what a step holds there is checked where it is read: a malformed one weighs 0)
+                weight += 64 * len(cursor) if isinstance(cursor, dict) else 0
+                weight += 128 * len(timers) if isinstance(timers, dict) else 0
             if live is not None:
                 weight += len(record.state)  # the live instance, roughly its serialized size
         delta, self._weight = weight - self._weight, weight
