@@ -86,7 +86,7 @@ from vactor_cloud.log import (
     StepTakenError,
 )
 from vactor_cloud.poster import CombiningEnv, Posted
-from vactor_cloud.posting import Post, advance_cursor, encode_outcomes, legacy_outcomes
+from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
@@ -328,6 +328,17 @@ class ActorCore(Folder):
         weight = cached_bytes(self.log)  # the idempotency checkpoint it keeps decoded, if any
         if record is not None:
             weight += len(record.state) + len(record.dedup) + 512
+            # What a step carries beside them: folded calls' outcomes (and their copies), a new
+            # idempotency checkpoint our own commit wrote, the post cursor and the timer table
+            # (by entry: about the size of a cursor entry, and of a timer without payload)
+            weight += len(record.posted) + len(record.carried) + len(record.legacy)
+            weight += len(record.dedup_checkpoint)
+            extra = record.extra
+            if extra:
+                cursor, timers = extra.get(POST_CURSOR), extra.get(TIMERS)
+                # (what a step holds there is checked where it is read: a malformed one weighs 0)
+                weight += 64 * len(cursor) if isinstance(cursor, dict) else 0
+                weight += 128 * len(timers) if isinstance(timers, dict) else 0
             if live is not None:
                 weight += len(record.state)  # the live instance, roughly its serialized size
         delta, self._weight = weight - self._weight, weight
@@ -1092,6 +1103,11 @@ class ActorCore(Folder):
             posted_part = encode_outcomes(outcomes)
             if len(posted_part) <= 2 * _CARRY_MAX:  # (a large result: not pickled twice)
                 legacy = legacy_outcomes(outcomes, _CARRY_MAX)
+        elif base.step % _CURSOR_PRUNE_STEPS == 0 and POST_CURSOR in extra:
+            # Senders silent for SENDER_TTL leave the cursor at commits that fold nothing too
+            # (by the rule a fold drops them by): an actor contended once, then written
+            # uncontended, carried its burst's senders in every step. Every so many steps only.
+            extra = advance_cursor(extra, [], time.time())
         return StepRecord(
             step=base.step + 1,
             parent=base.step,
@@ -1411,6 +1427,8 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
 
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
+#: a commit that folds nothing drops the cursor's silent senders once in this many steps
+_CURSOR_PRUNE_STEPS = 64
 
 #: transient storage errors in a row retried before a commit's put (nothing written yet)
 _TRANSIENT_RETRIES = 5

@@ -99,7 +99,8 @@ class Settings:
     max_workers: int = 32
     #: idle actors cached per process (their newest step and live instance); the least recently used go
     max_cached_actors: int = 10_000
-    #: ...and at most about this many bytes of cached state (and decoded idempotency tables) in all
+    #: ...and at most about this many bytes of cached state (with the folded calls' outcomes its step
+    #: carries, and decoded idempotency tables) in all
     max_cache_bytes: int = 128 * 1024 * 1024
     #: default executor of ``vactor_cloud.subtask``: "thread", "process", an Executor or a dask Client
     subtask_executor: Any = None
