@@ -70,10 +70,26 @@ class StalledDeletes(Switchable):
         self.release = threading.Event()
         self.release_with: Callable[[str], Exception] | None = None
         self.closed = threading.Event()
+        #: when not None, held requests go one at a time: each takes one of these passes
+        self.passes: int | None = None
+        self._passes_lock = threading.Lock()
         #: the next delete request (once): "lost" (applied, its answer lost), "failed" (nothing
         #: applied) or "partial" (every key but the last deleted, then the error S3 gives for
         #: the keys a DeleteObjects left in place)
         self.fault: str | None = None
+
+    def let_one_go(self) -> None:
+        """(``passes`` mode) the held request, or the next one, goes."""
+        with self._passes_lock:
+            assert self.passes is not None
+            self.passes += 1
+
+    def _take_pass(self) -> bool:
+        with self._passes_lock:
+            if not self.passes:
+                return False
+            self.passes -= 1
+            return True
 
     async def close(self) -> None:
         self.closed.set()
@@ -90,7 +106,7 @@ class StalledDeletes(Switchable):
         try:
             if self.stalled.is_set():
                 self.held.set()
-                while not self.release.is_set():
+                while not self.release.is_set() and not self._take_pass():
                     await asyncio.sleep(0.005)
                 if self.release_with is not None:
                     raise self.release_with(key)
@@ -297,6 +313,35 @@ def test_a_stalled_delete_request_holds_back_no_fold_and_the_next_request_carrie
     wait_until(lambda: not in_store(), f"posts left behind: {in_store()}")
     assert applied() == in_order(7)
     assert store.most_in_flight == 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_sender_kept_busy_by_folds_for_many_requests_holds_no_more_memory_than_for_one(
+    store_spec: StoreSpec,
+) -> None:
+    """Folds keep ending while the request in flight lasts (a hot actor): the one sender task
+    sends request after request and never ends. Each request registered its task again in
+    ``_deleting`` with one more done-callback on that same task: a list growing by one entry
+    per request for as long as the load lasts (a leak, one entry per DeleteObjects)."""
+    store = batched_folder(store_spec)
+    box = box_of("a")
+    wait_until(lambda: deletes_idle(box), "the first fold's delete never ended")
+    store.passes = 0
+    store.stalled.set()
+    fold_one(1)
+    assert store.held.wait(HANG), "the fold's posts were not deleted"
+    sender = box._sender
+    assert sender is not None
+    for i in range(2, 40):
+        key = fold_one(i)  # queued behind the request in flight
+        sent = len(store.sent)
+        store.let_one_go()  # the request in flight ends: the same sender sends the queued key
+        wait_until(lambda n=sent: len(store.sent) > n, "the queued key was never sent")
+        assert store.sent[-1] == (key,) and box._sender is sender
+    assert len(sender._callbacks or ()) <= 3, len(sender._callbacks or ())  # type: ignore[attr-defined]
+    store.release.set()
+    wait_until(lambda: deletes_idle(box), "deletes never ended")
+    assert applied() == in_order(39)
 
 
 # -- (c) the sender cancelled by shutdown --------------------------------------------------------

@@ -950,7 +950,9 @@ class PostBox:
 
     async def _delete(self, keys: list[str]) -> None:
         task = asyncio.current_task()
-        if task is not None:
+        if task is not None and task not in self._deleting:
+            # Once per task: the sender of ``_delete_soon`` sends request after request while
+            # folds keep ending, and a callback per request grew its list for as long.
             self._deleting.add(task)
             task.add_done_callback(self._deleting.discard)
 
