@@ -316,6 +316,31 @@ def test_a_stalled_delete_request_holds_back_no_fold_and_the_next_request_carrie
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_more_keys_queued_than_one_request_takes_go_one_request_after_the_other(
+    store_spec: StoreSpec,
+) -> None:
+    """A stall long enough for more keys to queue than one request carries (1000 on S3; 3
+    here, as the conformance suite lowers it): once it ends they went as several requests at
+    once (``delete_many`` sends up to 16 in parallel), past the bound of one in flight per
+    folder, just when the endpoint is recovering. One after the other, each full."""
+    store = batched_folder(store_spec)
+    box = box_of("a")
+    wait_until(lambda: deletes_idle(box), "the first fold's delete never ended")
+    store.delete_batch = store.inner.delete_batch = 3
+    before = len(store.sent)
+    store.stalled.set()
+    first = fold_one(1)
+    assert store.held.wait(HANG), "the fold's posts were not deleted"
+    store.stalled.clear()
+    queued = [fold_one(i) for i in range(2, 9)]
+    store.release.set()
+    wait_until(lambda: deletes_idle(box) and not in_store(), f"posts left behind: {in_store()}")
+    assert store.sent[before:] == [(first,), tuple(queued[:3]), tuple(queued[3:6]), tuple(queued[6:])]
+    assert store.most_in_flight == 1
+    assert applied() == in_order(8)
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_sender_kept_busy_by_folds_for_many_requests_holds_no_more_memory_than_for_one(
     store_spec: StoreSpec,
 ) -> None:

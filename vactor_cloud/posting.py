@@ -938,7 +938,10 @@ class PostBox:
         try:
             while True:
                 with self._lock:
-                    doomed, self._doomed = self._doomed, []
+                    # At most one request's worth: more (queued while a request hung) would go
+                    # as several requests at once, just as the endpoint recovers.
+                    size = max(1, self.store.delete_batch)
+                    doomed, self._doomed = self._doomed[:size], self._doomed[size:]
                     if not doomed:
                         self._sender = None
                         return
