@@ -290,13 +290,16 @@ class Folder(Poster):
 
     async def shutdown_lease(self) -> None:
         """At shutdown: release the folder lease if we hold it (or wait for a release in
-        flight); finish deleting applied posts."""
+        flight)."""
         if self._held_until != -math.inf:
             await self._release_lease()
         releasing, self._releasing = self._releasing, None
         if releasing is not None and not releasing.done():
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(releasing)
+
+    async def flush_deletes(self) -> None:
+        """At shutdown, last: finish deleting applied posts (``PostBox.flush``)."""
         if self._postbox is not None:
             await self._postbox.flush()
 

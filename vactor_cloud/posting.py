@@ -938,7 +938,10 @@ class PostBox:
         try:
             while True:
                 with self._lock:
-                    doomed, self._doomed = self._doomed, []
+                    # At most one request's worth: more (queued while a request hung) would go
+                    # as several requests at once, just as the endpoint recovers.
+                    size = max(1, self.store.delete_batch)
+                    doomed, self._doomed = self._doomed[:size], self._doomed[size:]
                     if not doomed:
                         self._sender = None
                         return
@@ -950,7 +953,9 @@ class PostBox:
 
     async def _delete(self, keys: list[str]) -> None:
         task = asyncio.current_task()
-        if task is not None:
+        if task is not None and task not in self._deleting:
+            # Once per task: the sender of ``_delete_soon`` sends request after request while
+            # folds keep ending, and a callback per request grew its list for as long.
             self._deleting.add(task)
             task.add_done_callback(self._deleting.discard)
 

@@ -834,12 +834,18 @@ class Runtime:
         """Release folder leases, finish the inboxes' background work, flush pending HEAD
         moves and release connections (``close`` calls it once nothing else runs)."""
         cores = self._all_cores()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*(core.shutdown_lease() for core in cores if core.leased))
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*(core.inbox.finish() for core in cores))
         try:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(core.shutdown_lease() for core in cores if core.leased))
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(core.inbox.finish() for core in cores))
             await self.heads.stop()
+            # Last, being cleanup only: deletes of applied posts still queued (a post left is
+            # stale for the next folder). A stalled endpoint holds them until close runs out
+            # of time; they were sent first, and cancelled so they cost the HEAD flush too,
+            # and the store's close (its connections and threads stayed).
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(core.flush_deletes() for core in cores if core.leased))
         finally:  # (cancelled: close ran out of time) the connections are released all the same
             await self.store.close()
 
