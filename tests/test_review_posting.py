@@ -477,7 +477,7 @@ def test_a_read_only_call_does_not_wait_behind_a_poster_waiting_for_the_fold(sto
         vc.get(future, timeout=60)
 
 
-def wait_for_post(actor_id: str, seconds: float = 10.0) -> bool:
+def wait_for_post(actor_id: str, seconds: float = 60.0) -> bool:
     deadline = time.monotonic() + seconds
     while not pending_posts(actor_id) and time.monotonic() < deadline:
         time.sleep(0.01)
