@@ -148,11 +148,12 @@ def test_a_put_whose_caller_stopped_waiting_is_never_sent_again(
 
     async def body(direct: ObjectStore) -> None:
         routed = _quick(proxy.route(store_spec)).open()
-        routed.request_timeout = 1.0
         try:
             # The client built and connected first: building it (botocore's service model) can
             # take the whole second on a loaded host, and the put would never be sent at all.
+            routed.request_timeout = HANG
             assert await routed.head("warm-up") is None
+            routed.request_timeout = 1.0
             uploads.left = 1
             with pytest.raises(StorageTimeoutError):
                 await routed.put("abandoned", b"x", mode="create")
