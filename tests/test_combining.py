@@ -1217,7 +1217,9 @@ def test_an_uncontended_warm_commit_is_one_put_and_no_list_also_after_a_contende
     # loaded moto it once had not, and the next commit wrote the lease on its path).
     leases = LeaseStore(vc.get_runtime().store, "a", vc.get_runtime().settings.signing_key)
     assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0)
-    time.sleep(0.05)  # (and the releasing thread recorded it)
+    releasing = vc.get_runtime().core("a")._releasing
+    assert releasing is not None
+    releasing.result(HANG)  # and the process recorded it (not: 0.05 s later)
     for _ in range(3):
         assert_one_put_of_the_next_step()
 
