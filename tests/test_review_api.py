@@ -143,6 +143,7 @@ def test_state_at_of_a_class_whose_init_subclass_needs_keywords(actor_store: Sto
 # -- a future's timeout -------------------------------------------------------------------------
 GATE = threading.Event()
 ENTERED = threading.Event()
+RELEASE = threading.Event()  # ends the waits of work and look (as a sleep of ``seconds`` at most)
 
 
 @vc.virtual_actor
@@ -156,13 +157,13 @@ class Slow:
         assert here.GATE.wait(30), "the test never released the pool thread"
 
     def work(self, seconds: float) -> int:
-        time.sleep(seconds)
+        sys.modules[__name__].RELEASE.wait(seconds)
         self.val += 1
         return self.val
 
     @vc.virtual_actor.readonly
     def look(self, seconds: float) -> int:
-        time.sleep(seconds)
+        sys.modules[__name__].RELEASE.wait(seconds)
         return self.val
 
 
@@ -174,19 +175,26 @@ def test_a_result_timeout_bounds_the_wait_when_the_waiter_would_run_the_call(
     store_spec.init(settings=vc.Settings(max_workers=1))
     GATE.clear()
     ENTERED.clear()
+    RELEASE.clear()
     running: list[vc.ActorFuture[Any]] = []
     try:
         Slow.get_or_create("slow-busy")
         slow = Slow.get_or_create("slow")
         running.append(vc.get_actor("slow-busy").hold.run_async())  # the pool's one thread is busy
         assert ENTERED.wait(30)
-        running.append(getattr(slow, method).run_async(2.0))
+        # Waiting for the busy thread, or running the call on the waiter's thread, takes 30 s
+        # (until the test releases either); a wait bounded by its timeout ends long before. The
+        # bound is that gap, not a speed (it was 1.5 s against a 2 s call: a loaded host's
+        # scheduling could close it).
+        running.append(getattr(slow, method).run_async(30.0))
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             vc.get(running[-1], timeout=0.3)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 15
+        assert not running[-1].done()
     finally:
         GATE.set()
+        RELEASE.set()
         for call in running:  # settled before the store goes: no write lands after the test
             call.exception(30)
         vc.shutdown()

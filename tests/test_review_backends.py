@@ -148,16 +148,25 @@ def test_a_put_whose_caller_stopped_waiting_is_never_sent_again(
 
     async def body(direct: ObjectStore) -> None:
         routed = _quick(proxy.route(store_spec)).open()
-        routed.request_timeout = 1.0
         try:
+            # The client built and connected first: building it (botocore's service model) can
+            # take the whole second on a loaded host, and the put would never be sent at all.
+            routed.request_timeout = HANG
+            assert await routed.head("warm-up") is None
+            routed.request_timeout = 1.0
             uploads.left = 1
             with pytest.raises(StorageTimeoutError):
                 await routed.put("abandoned", b"x", mode="create")
             sent = [r for r in proxy.stats.seen if is_upload(*r.split(" ", 1))]
-            assert len(sent) == 1, f"the put did not reach the wire once: {sent}"
+            # Once, unless the second ran out before botocore sent it (then it is never sent) or
+            # before the proxy read its head (a loaded run on LocalStack saw none so).
+            assert len(sent) <= 1, f"the put reached the wire more than once: {sent}"
             await asyncio.sleep(3 * READ_TIMEOUT)  # (botocore's retry would be sent by now)
             again = [r for r in proxy.stats.seen if is_upload(*r.split(" ", 1))]
-            assert again == sent, "the put was sent again after its caller stopped waiting"
+            if sent:
+                assert again == sent, "the put was sent again after its caller stopped waiting"
+            else:
+                assert len(again) <= 1, f"the put was sent again after its caller stopped waiting: {again}"
             # Whether the one attempt was applied depends on how far it got before its caller
             # gave up: on a loaded host LocalStack may not even have asked for the body ("100
             # Continue") within the second. Applied means the server answered (held here).

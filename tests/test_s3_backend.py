@@ -796,6 +796,40 @@ def test_moto_lane_listens_only_on_loopback() -> None:
         lane.stop()
 
 
+def test_the_moto_lane_applies_no_put_whose_client_went_away_mid_body() -> None:
+    # The lane's keep-alive handler read the declared Content-Length and passed on what
+    # arrived: a process killed during its PUT left the torn body stored (b"" when killed
+    # between headers and body) under the checksum sent for the whole one, and every later
+    # GET failed its checksum (a loaded run: test_a_runner_killed_at_each_point_of_firing...
+    # [moto-after_commit], the victim killed while another put was in flight). S3 applies no
+    # request it did not receive whole.
+    import boto3
+
+    lane = MotoLane()
+    lane.start()
+    try:
+        assert lane.endpoint is not None
+        host, port = lane.endpoint.rsplit("/", 1)[1].split(":")
+        client = boto3.client(
+            "s3",
+            endpoint_url=lane.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="torn")
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(b"PUT /torn/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nhello")
+            conn.shutdown(socket.SHUT_WR)  # gone after 5 of its 100 bytes
+            conn.recv(1024)  # (the server closes its end without applying the put)
+        with pytest.raises(client.exceptions.NoSuchKey):
+            client.get_object(Bucket="torn", Key="k")
+        client.put_object(Bucket="torn", Key="k", Body=b"whole")  # a whole body still lands
+        assert client.get_object(Bucket="torn", Key="k")["Body"].read() == b"whole"
+    finally:
+        lane.stop()
+
+
 def test_the_moto_lane_computes_an_etag_under_the_objects_lock() -> None:
     # moto hashes an object for its ETag by seeking its shared buffer and reading it,
     # while a GET of the same object seeks and reads that buffer under a lock the ETag

@@ -105,7 +105,7 @@ def _fails_in_time(action: Callable[[], Any]) -> tuple[vc.StorageTimeoutError, f
     return info.value, elapsed
 
 
-def _accepted_soon(listener: SilentListener, within: float = 5.0) -> bool:
+def _accepted_soon(listener: SilentListener, within: float = 60.0) -> bool:
     """Whether the listener has accepted a connection (its accept loop may lag on a loaded machine)."""
     until = time.monotonic() + within
     while listener.accepted < 1 and time.monotonic() < until:
