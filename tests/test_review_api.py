@@ -20,6 +20,7 @@ import cloudpickle
 import pytest
 
 import vactor_cloud as vc
+import vactor_cloud.events as vc_events
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -365,12 +366,24 @@ def test_isinstance_and_issubclass_take_a_decorated_class_as_the_class_it_decora
     assert not isinstance(vc.ActorHandle("some-id"), Account)  # a handle is not an instance
 
 
-def test_shutdown_ends_a_wait_for_event_without_a_timeout(store_spec: StoreSpec) -> None:
+def test_shutdown_ends_a_wait_for_event_without_a_timeout(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # "Shutdown settles every call": a thread in wait_for_event(timeout=None) kept polling the
     # closed runtime forever (and would have applied events through it).
     store_spec.init()
     inbox = Inbox.get_or_create("inbox-shutdown")
     outcome: list[BaseException | object] = []
+    # Shut down once the waiter polls (not after a sleep: on a loaded host the thread may not
+    # have begun its wait by then, and a shutdown before the call is another case).
+    polling = threading.Event()
+    check_open = vc_events._check_open
+
+    def seen_polling(*args: Any) -> None:
+        polling.set()
+        check_open(*args)
+
+    monkeypatch.setattr(vc_events, "_check_open", seen_polling)
 
     def wait() -> None:
         try:
@@ -380,9 +393,9 @@ def test_shutdown_ends_a_wait_for_event_without_a_timeout(store_spec: StoreSpec)
 
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
-    time.sleep(0.5)
+    assert polling.wait(60), "wait_for_event never began polling"
     vc.shutdown()
-    thread.join(10)
+    thread.join(60)
     assert not thread.is_alive(), "wait_for_event still waits on a runtime that was shut down"
     assert len(outcome) == 1 and isinstance(outcome[0], vc.RuntimeShutdownError), outcome
     assert "wait_for_event" in str(outcome[0])
