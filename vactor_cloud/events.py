@@ -324,6 +324,9 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
             # (cut off, it goes on in the background; the newest step is still looked at).
             await _by(_process(actor_id), deadline)
             outcome = await _applied_now(runtime, actor_id, name, event_id)
+        except RuntimeShutdownError as exc:
+            # (Shut down while a poll ran: the error names the wait, not the poll's inner call.)
+            raise _shut_down(actor_id, name) from exc
         except Exception as exc:  # (events apply exactly once: applying them again is safe)
             blips.absorb(exc)
             outcome = None
@@ -350,6 +353,8 @@ def _wait_here(
                 runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
             )
             outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+        except RuntimeShutdownError as exc:
+            raise _shut_down(actor_id, name) from exc  # (see _wait)
         except Exception as exc:  # (see _wait)
             blips.absorb(exc)
             outcome = None
@@ -364,10 +369,14 @@ def _wait_here(
 
 def _check_open(runtime: Runtime, actor_id: str, name: str) -> None:
     if runtime.closed:
-        raise RuntimeShutdownError(
-            f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
-            f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
-        )
+        raise _shut_down(actor_id, name)
+
+
+def _shut_down(actor_id: str, name: str) -> RuntimeShutdownError:
+    return RuntimeShutdownError(
+        f"actor {actor_id!r}: the vactor_cloud runtime was shut down (vc.shutdown(), or "
+        f"init() again) during wait_for_event({name!r}); call it again (on a new runtime)"
+    )
 
 
 async def _applied_now(runtime: Runtime, actor_id: str, name: str, event_id: str | None) -> Outcome | None:
