@@ -1,0 +1,191 @@
+"""Unsynchronised wall clocks, from a hostile review (review-h39): one process's clock wrong by
+minutes or hours, ahead or behind, or stepped (NTP) while a call is in flight.
+
+Each test says whether it failed on the code it was written against (a defect, fixed) or
+pins a guarantee that already held (then it names what was broken by hand to see it fail).
+Helpers come from test_combining (imported by name, no tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing.context
+import pickle
+import queue
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from child_processes import join_all
+from clock_workers import skewed_hammer
+from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order
+from test_combining import _applied, commit_behind_its_back, foreign_box, init_switchable, pending_posts
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, posting
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.posting import PostedCall, advance_cursor
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+#: hang budget: a wait that outlives it is a hang, whatever the machine's speed
+HANG = 60.0
+
+_real_time = time.time
+
+
+def _post_add(box: Any, token: str) -> str:
+    """One ``add(token)`` post of ``box`` (dated by ``time.time`` as it reads now); its key."""
+    call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex)
+    post = _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)  # the next post gets a later millisecond
+    return str(post.key)
+
+
+def _leave_behind(store: Any, key: str) -> None:
+    """Every delete of ``key`` fails from now on: a folder that applies it "dies" before deleting."""
+    store.fail = lambda op, k: (
+        RetryableStorageError("injected: the folder died before deleting it", k)
+        if op in ("delete", "delete_many") and k == key
+        else None
+    )
+
+
+# -- 1. a committer whose clock runs an hour ahead drops a cursor entry the others still need -----
+@pytest.mark.usefixtures("runtime_off")
+def test_a_step_from_a_clock_an_hour_ahead_does_not_let_a_post_left_behind_apply_twice(
+    store_spec: StoreSpec,
+) -> None:
+    """Defect (failed before the fix: ``early/0`` applied twice). A sender's cursor entry is
+    dropped ``SENDER_TTL`` (1 h) after its time by the clock of whoever writes the cursor; a
+    post left behind (its folder died before deleting it) is expired ``SENDER_TTL / 2`` after
+    its own time by the clock of whoever folds. With honest clocks the post expires 30 min
+    before its entry can go. A process whose clock ran 61 min ahead wrote the cursor without
+    the entry of a sender whose applied post was still there; the next fold of an honest
+    process found the post young and its sender unknown, and applied it again. Dropping now
+    raises the cursor's floor (``extra["post_floor"]``): a post dated at or before it is
+    expired whatever the folder's clock says."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    key = _post_add(foreign_box("a"), "early/0")
+    _leave_behind(store, key)
+    commit_behind_its_back("a")  # step 2
+    log.add.run("me/1")  # step 3 folds early/0 and me/1; the post is left behind
+    assert log.applied.run() == ["me/0", "early/0", "me/1"]
+    core = vc.get_runtime().core("a")
+    three = core.record
+    assert three is not None and three.step == 3
+    ahead = time.time() + posting.SENDER_TTL + 60  # another process, its clock 61 min ahead
+    skewed = dataclasses.replace(
+        three,
+        step=4,
+        parent=3,
+        writer="a-clock-an-hour-ahead",
+        time=ahead,
+        extra=advance_cursor(three.extra, [], ahead),
+        posted=b"",
+        carried=b"",
+    )
+    _sync.sync(core.log.put_step(skewed))
+    assert pending_posts("a") == [key]  # still there, young by this process's clock
+    log.add.run("me/2")  # loses to step 4, posts, folds what is pending
+    applied = log.applied.run()
+    assert applied.count("early/0") == 1, applied
+    assert applied.count("me/2") == 1, applied
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_while_this_clock_ran_an_hour_ahead_does_not_let_a_post_left_behind_apply_twice(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (failed before the fix), end to end in one process: its clock jumps 61 min ahead
+    (a bad NTP step), it folds another sender's post (writing the cursor by that clock), the
+    clock is stepped back, and its next fold meets a post it had applied and could not delete."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    key = _post_add(foreign_box("a"), "early/0")
+    _leave_behind(store, key)
+    commit_behind_its_back("a")  # step 2
+    log.add.run("me/1")  # step 3 folds early/0 and me/1; the post is left behind
+    assert log.applied.run() == ["me/0", "early/0", "me/1"]
+    monkeypatch.setattr(time, "time", lambda: _real_time() + posting.SENDER_TTL + 60)
+    _post_add(foreign_box("a"), "other/0")  # a second sender, its post dated by the skewed clock
+    commit_behind_its_back("a")  # step 4
+    log.add.run("me/2")  # folds other/0 (if the holder has not yet) with the clock an hour ahead
+    monkeypatch.setattr(time, "time", _real_time)  # NTP steps it back
+    commit_behind_its_back("a")
+    log.add.run("me/3")  # loses, posts, folds what is pending
+    applied = log.applied.run()
+    assert applied.count("early/0") == 1, applied
+    assert [applied.count(t) for t in ("me/0", "me/1", "me/2", "me/3", "other/0")] == [1] * 5, applied
+
+
+# -- 2. processes whose clocks run hours apart, or are stepped, hammer one actor ------------------
+def _run_skewed(
+    ctx: multiprocessing.context.SpawnContext,
+    spec: StoreSpec,
+    tmp_path: Path,
+    actor_id: str,
+    workers: dict[str, tuple[int, list[tuple[float, float]]]],
+    settings: dict[str, Any],
+) -> tuple[dict[str, ChildLog], dict[str, int | None]]:
+    """One ``skewed_hammer`` child per worker (name -> (calls, clock schedule)); each loses its
+    first race on purpose, so that every one of them posts and may fold."""
+    ready = ctx.Queue()
+    start = ctx.Value("d", 0.0)
+    outs = {who: tmp_path / f"{who}.log" for who in workers}
+    procs = {
+        who: ctx.Process(
+            target=skewed_hammer,
+            args=(schedule, spec, actor_id, who, calls, str(outs[who]), settings, start, ready, True),
+        )
+        for who, (calls, schedule) in workers.items()
+    }
+    for p in procs.values():
+        p.start()
+    waiting = set(workers)
+    give_up = time.monotonic() + 240
+    while waiting and time.monotonic() < give_up and any(p.is_alive() for p in procs.values()):
+        with contextlib.suppress(queue.Empty):
+            waiting.discard(ready.get(timeout=0.5))
+    start.value = time.time() + 0.2
+    codes = join_all(procs.values())
+    return {who: ChildLog.read(path) for who, path in outs.items()}, dict(zip(workers, codes, strict=True))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_processes_with_clocks_hours_apart_or_stepped_apply_every_call_once_and_hang_nowhere(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+) -> None:
+    """Pin (held): five processes hammer one actor, posting and folding: one clock 2 h ahead,
+    one 2 h behind, one stepped +45 min, -45 min and back while its calls run (NTP), two
+    honest. Every acknowledged call is applied once, in its process's order; a call that
+    failed failed with a typed error, and one that failed with anything but
+    ``CallPendingError`` was not applied; every process ends (no wait without a deadline).
+    (The folders 2 h ahead expire the honest posts: their posters take the lease, which
+    reads 2 h ahead, for an expired one and fold their own calls. Made to fail by hand:
+    trusting every lease ``expires`` as written, ``lease.expiry_too_far_ahead`` returning
+    False, the honest posters wait out ``commit_timeout`` behind the skewed holder.)"""
+    OrderLog.get_or_create("skew")
+    vc.shutdown()
+    hours = 2 * 3600.0
+    workers = {
+        "ahead": (25, [(0.5, hours)]),
+        "behind": (25, [(0.5, -hours)]),
+        "stepped": (25, [(0.5, 0.0), (1.0, 2700.0), (2.0, -2700.0), (3.0, 0.0)]),
+        "honest0": (25, [(0.5, 0.0)]),
+        "honest1": (25, [(0.5, 0.0)]),
+    }
+    settings = {**POSTING, "commit_timeout": 20.0}
+    logs, codes = _run_skewed(spawn_context, shared, tmp_path, "skew", workers, settings)
+    assert set(codes.values()) == {0}, (codes, {w: (log.errors, log.done) for w, log in logs.items()})
+    applied = _applied(shared, "skew")
+    assert check_once_and_in_order(logs.values(), applied) == []
+    wrong = {t: kind for log in logs.values() for t, kind in log.errors.items() if kind != "CallPendingError"}
+    assert not [t for t in wrong if t in applied], wrong  # reported failed, yet applied
+    assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
