@@ -7,6 +7,7 @@ Helpers come from test_combining (imported by name, no tests)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import multiprocessing.context
@@ -26,6 +27,7 @@ from test_combining import _applied, commit_behind_its_back, foreign_box, init_s
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
 from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import PostedCall, advance_cursor
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -131,20 +133,20 @@ def _run_skewed(
     spec: StoreSpec,
     tmp_path: Path,
     actor_id: str,
-    workers: dict[str, tuple[int, list[tuple[float, float]]]],
+    workers: dict[str, tuple[int, float, list[tuple[float, float]]]],
     settings: dict[str, Any],
 ) -> tuple[dict[str, ChildLog], dict[str, int | None]]:
-    """One ``skewed_hammer`` child per worker (name -> (calls, clock schedule)); each loses its
-    first race on purpose, so that every one of them posts and may fold."""
+    """One ``skewed_hammer`` child per worker (name -> (calls, delay, clock schedule)); each
+    loses its first race on purpose, so that every one of them posts and may fold."""
     ready = ctx.Queue()
     start = ctx.Value("d", 0.0)
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
         who: ctx.Process(
             target=skewed_hammer,
-            args=(schedule, spec, actor_id, who, calls, str(outs[who]), settings, start, ready, True),
+            args=(schedule, spec, actor_id, who, calls, str(outs[who]), settings, start, delay, ready),
         )
-        for who, (calls, schedule) in workers.items()
+        for who, (calls, delay, schedule) in workers.items()
     }
     for p in procs.values():
         p.start()
@@ -167,19 +169,20 @@ def test_processes_with_clocks_hours_apart_or_stepped_apply_every_call_once_and_
     honest. Every acknowledged call is applied once, in its process's order; a call that
     failed failed with a typed error, and one that failed with anything but
     ``CallPendingError`` was not applied; every process ends (no wait without a deadline).
-    (The folders 2 h ahead expire the honest posts: their posters take the lease, which
-    reads 2 h ahead, for an expired one and fold their own calls. Made to fail by hand:
-    trusting every lease ``expires`` as written, ``lease.expiry_too_far_ahead`` returning
-    False, the honest posters wait out ``commit_timeout`` behind the skewed holder.)"""
+    A smoke pin of the whole: hand-breaking any one clock safeguard (``PostBox.observe``
+    a no-op, ``lease.expiry_too_far_ahead`` always False, both, or expiring posts dated
+    ahead too) did not make it fail here: posters whose posts a skewed folder expired take
+    the lease over and fold their own calls. It fails when exactly-once does (``applied``
+    always False: calls applied twice)."""
     OrderLog.get_or_create("skew")
     vc.shutdown()
     hours = 2 * 3600.0
     workers = {
-        "ahead": (25, [(0.5, hours)]),
-        "behind": (25, [(0.5, -hours)]),
-        "stepped": (25, [(0.5, 0.0), (1.0, 2700.0), (2.0, -2700.0), (3.0, 0.0)]),
-        "honest0": (25, [(0.5, 0.0)]),
-        "honest1": (25, [(0.5, 0.0)]),
+        "ahead": (1500, 0.0, [(0.0, hours)]),  # first: it takes the lease and folds for the others
+        "behind": (20, 0.3, [(0.0, -hours)]),
+        "stepped": (20, 0.3, [(0.3, 2700.0), (0.8, -2700.0), (1.3, 0.0)]),
+        "honest0": (20, 0.3, []),
+        "honest1": (20, 0.3, []),
     }
     settings = {**POSTING, "commit_timeout": 20.0}
     logs, codes = _run_skewed(spawn_context, shared, tmp_path, "skew", workers, settings)
@@ -189,3 +192,34 @@ def test_processes_with_clocks_hours_apart_or_stepped_apply_every_call_once_and_
     wrong = {t: kind for log in logs.values() for t, kind in log.errors.items() if kind != "CallPendingError"}
     assert not [t for t in wrong if t in applied], wrong  # reported failed, yet applied
     assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
+
+
+# -- 3. the clock stepped while a poster waits behind a lease of a holder that died ---------------
+@pytest.mark.parametrize("step", [-2 * 3600.0, 2 * 3600.0], ids=["stepped-back-2h", "stepped-ahead-2h"])
+@pytest.mark.usefixtures("runtime_off")
+def test_a_poster_waiting_behind_a_dead_holders_lease_when_its_clock_is_stepped_gets_its_result(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, step: float
+) -> None:
+    """Pin (held): a poster waits behind the folder lease of a holder that died (written for
+    10 min, by an honest clock). Its clock is stepped two hours back (the lease now reads
+    2 h 10 min ahead: as if its holder's clock ran that far ahead) or ahead (long expired)
+    while its call waits. Either way it takes the lease over and folds its own post, within
+    ``commit_timeout``; no wait goes by the stepped clock. (Made to fail by hand: stepped
+    back, with ``lease.expiry_too_far_ahead`` answering False; stepped ahead, with
+    ``Lease.valid`` ignoring the clock: the poster waited behind the lease and its caller
+    got ``CallPendingError`` after ``commit_timeout``.)"""
+    init_switchable(store_spec, combine_window=60.0, commit_timeout=15.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    leases = LeaseStore(vc.get_runtime().store, "a", vc.get_runtime().settings.signing_key)
+    held = _sync.sync(leases.write(_sync.sync(leases.read()), "a-dead-holder", 600.0, 1))
+    assert held is not None and held.valid()
+    shift = [0.0]
+    monkeypatch.setattr(time, "time", lambda: _real_time() + shift[0])
+    commit_behind_its_back("a")  # step 2: our next call loses, posts, and waits behind the lease
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(log.add.run, "me/1")
+        time.sleep(0.5)  # posted by now (or about to): waiting behind the lease
+        shift[0] = step  # NTP steps this process's clock
+        assert call.result(timeout=HANG) == 2
+    assert log.applied.run() == ["me/0", "me/1"]
