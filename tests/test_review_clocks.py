@@ -223,3 +223,30 @@ def test_a_poster_waiting_behind_a_dead_holders_lease_when_its_clock_is_stepped_
         shift[0] = step  # NTP steps this process's clock
         assert call.result(timeout=HANG) == 2
     assert log.applied.run() == ["me/0", "me/1"]
+
+
+# -- 4. a poster dates its post after the post floor it knows ------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_poster_dates_its_post_after_the_post_floor_of_the_step_it_lost_to(store_spec: StoreSpec) -> None:
+    """Pin (held since the floor came, made to fail by dropping the ``observe`` of the floor in
+    ``Poster._post``): a writer whose clock ran 70 min ahead dropped an entry of its own, so
+    the floor lies 10 min ahead of the honest clocks; the step our call lost to was written
+    after it by an honest clock. A post dated by our clock (or that step's) would be expired
+    by every folder, by the floor; it is dated after the floor, and applied once."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    core = vc.get_runtime().core("a")
+    one = core.record
+    assert one is not None
+    floor = time.time() + 600.0
+    two = dataclasses.replace(
+        one, step=2, parent=1, writer="honest", extra={**one.extra, posting.POST_FLOOR: floor}
+    )
+    _sync.sync(core.log.put_step(two))
+    written: list[str] = []
+    store.fail = lambda op, key: written.append(key) if op == "put" and "/mail/" in key else None
+    assert log.add.run("me/1") == 2  # loses to step 2, posts, folds
+    assert written, "the call did not post: the test did not exercise posting"
+    assert all((posting.identity(k) or 0.0) > floor for k in written), (written, floor)
+    assert log.applied.run() == ["me/0", "me/1"]
