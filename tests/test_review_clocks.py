@@ -250,3 +250,28 @@ def test_a_poster_dates_its_post_after_the_post_floor_of_the_step_it_lost_to(sto
     assert written, "the call did not post: the test did not exercise posting"
     assert all((posting.identity(k) or 0.0) > floor for k in written), (written, floor)
     assert log.applied.run() == ["me/0", "me/1"]
+
+
+# -- 5. idempotency keys recorded by one clock, trimmed by another --------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_the_newest_idempotency_keys_are_kept_whatever_a_committers_clock_reads(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin (held; made to fail by trimming the table by age alone in ``DedupTable.trimmed``
+    and ``StepDedup.get``): the dedup window keeps the newest ``max_keys`` keys *or* the
+    younger than ``max_age``. A committer whose clock runs two hours ahead (here: this
+    process, stepped) forgets the old-by-its-clock keys beyond the newest ``max_keys`` (the
+    age part shortens by the skew, docs/concepts.md, Clocks), never the newest ones: a retry
+    of a key recorded a moment ago by an honest clock is not applied twice."""
+    store_spec.init(settings=vc.Settings(dedup_window=(3, 60.0)))
+    log = OrderLog.get_or_create("a")
+    for i in range(3):
+        assert log.add.options(idempotency_key=f"k{i}").run(f"me/{i}") == i + 1
+    monkeypatch.setattr(time, "time", lambda: _real_time() + 2 * 3600.0)
+    assert log.add.run("me/3") == 4  # a commit by the clock two hours ahead, no key
+    for i in range(3):  # retries, by the skewed clock and then by the honest one
+        assert log.add.options(idempotency_key=f"k{i}").run(f"me/{i}") == i + 1
+    monkeypatch.setattr(time, "time", _real_time)
+    for i in range(3):
+        assert log.add.options(idempotency_key=f"k{i}").run(f"me/{i}") == i + 1
+    assert log.applied.run() == ["me/0", "me/1", "me/2", "me/3"]
