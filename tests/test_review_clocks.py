@@ -23,6 +23,7 @@ from child_processes import join_all
 from clock_workers import skewed_hammer
 from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order
 from test_combining import _applied, commit_behind_its_back, foreign_box, init_switchable, pending_posts
+from timer_workers import Alarm
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
@@ -30,6 +31,8 @@ from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import PostedCall, advance_cursor
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timer_runner import _fire_actor
+from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -275,3 +278,32 @@ def test_the_newest_idempotency_keys_are_kept_whatever_a_committers_clock_reads(
     for i in range(3):
         assert log.add.options(idempotency_key=f"k{i}").run(f"me/{i}") == i + 1
     assert log.applied.run() == ["me/0", "me/1", "me/2", "me/3"]
+
+
+# -- 6. timers fired by runners whose clocks disagree ---------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_timer_fired_by_a_clock_two_hours_ahead_is_not_fired_again_by_honest_or_stepped_clocks(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin (held; made to fail by leaving a fired one-shot timer in the table, ``TimerTable.consume``
+    a no-op for it): a timer due in an hour is fired early by a runner whose clock runs two
+    hours ahead (docs/timers.md: "fire early by that skew"), which dies before deleting its
+    index entry. Runners reading the honest clock, one stepped two hours back, or clocks
+    two and four hours ahead (the entry due by theirs) fire nothing: the table in the step,
+    not any clock, says whether it fired."""
+    shift = [0.0]
+    monkeypatch.setattr(time, "time", lambda: _real_time() + shift[0])
+    store_spec.init()
+    alarm = Alarm.get_or_create("alarm")
+    assert alarm.arm.run(["t"], 3600.0) == 1
+    assert vc.fire_due_timers().fired == 0  # not due by the honest clock
+    shift[0] = 2 * 3600.0  # due by the clock two hours ahead
+    entries = _sync.sync(list_index(vc.get_runtime().store))
+    report, _ = _fire_actor(vc.get_runtime(), "runner-ahead", None, "alarm", entries, delete=False)
+    assert report.fired == 1
+    for offset in (0.0, -2 * 3600.0, 2 * 3600.0, 4 * 3600.0):
+        vc.shutdown()  # a runner of another process: nothing cached
+        shift[0] = offset
+        store_spec.init()
+        assert vc.fire_due_timers().fired == 0
+    assert Alarm.get_or_create("alarm").counts.run() == {"t": 1}
