@@ -194,7 +194,10 @@ def test_processes_with_clocks_hours_apart_or_stepped_apply_every_call_once_and_
     assert check_once_and_in_order(logs.values(), applied) == []
     wrong = {t: kind for log in logs.values() for t, kind in log.errors.items() if kind != "CallPendingError"}
     assert not [t for t in wrong if t in applied], wrong  # reported failed, yet applied
-    assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
+    # A poster may give up (CallPendingError, after commit_timeout) where a skewed folder
+    # expired its post; none did in any run here, but a loaded machine may see one.
+    assert not wrong, wrong
+    assert all(log.acked for log in logs.values()), {w: log.errors for w, log in logs.items()}
 
 
 # -- 3. the clock stepped while a poster waits behind a lease of a holder that died ---------------
