@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import math
 import multiprocessing.context
 import pickle
 import queue
@@ -310,3 +311,36 @@ def test_a_timer_fired_by_a_clock_two_hours_ahead_is_not_fired_again_by_honest_o
         store_spec.init()
         assert vc.fire_due_timers().fired == 0
     assert Alarm.get_or_create("alarm").counts.run() == {"t": 1}
+
+
+# -- 7. a step dated past any clock ---------------------------------------------------------------
+@pytest.mark.parametrize("dated", [math.inf, 1e300, 4e10], ids=["infinity", "1e300", "year-3237"])
+@pytest.mark.usefixtures("runtime_off")
+def test_a_step_dated_past_any_clock_does_not_break_the_posts_of_a_process_that_reads_it(
+    store_spec: StoreSpec, dated: float
+) -> None:
+    """Defect (failed before the fix: ``OverflowError`` for infinity, this call and every later
+    post of the process for that actor; names wrapped for 1e300 and the year 3237). A poster
+    dates its posts by the clock of the newest step's writer (``PostBox.observe``) and keeps
+    the largest lead it saw. A step
+    whose ``time`` is infinite or absurdly far ahead (a malformed writer; a clock reading the
+    year 3237) made that lead infinite (``int(inf)``: every post failed, untyped, for the rest
+    of the process's life) or past what a post's name can spell (45 bits of milliseconds, to
+    the year 3084: the name wrapped). A lead a name cannot spell is now ignored."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    core = vc.get_runtime().core("a")
+    mine = core.record
+    assert mine is not None
+    theirs = dataclasses.replace(mine, step=2, parent=1, writer="a-clock-past-any-other", time=dated)
+    _sync.sync(core.log.put_step(theirs))
+    written: list[str] = []
+    store.fail = lambda op, key: written.append(key) if op == "put" and "/mail/" in key else None
+    assert log.add.run("me/1") == 2  # loses to step 2, posts, folds
+    commit_behind_its_back("a")
+    assert log.add.run("me/2") == 3  # and again
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
+    assert written, "no call posted: the test did not exercise posting"
+    now = time.time()  # the names spell this clock (not a wrapped time: they sort in post order)
+    assert all(abs((posting.identity(k) or 0.0) - now) < 3600 for k in written), written

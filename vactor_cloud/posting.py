@@ -207,6 +207,8 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
 _DIGITS = "0123456789abcdefghijklmnopqrstuv"
 _TIME_DIGITS = 9  # 45 bits of milliseconds: until the year 3084
 _RANDOM_DIGITS = 3
+#: the latest time (seconds) a post's name can spell, less a day of margin
+_LATEST_NAMED = (1 << (5 * _TIME_DIGITS)) / 1000 - 86400.0
 
 
 def post_name(time_ms: int, rand: int) -> str:
@@ -694,7 +696,13 @@ class PostBox:
         calls failing with ``CallPendingError`` although they never could apply. A post dated
         later than the poster's clock is as safe as one from a clock running ahead (the
         cursor entry takes the later time), and never later than the step writer's clock."""
-        self._lag = max(self._lag, written + age - time.time())
+        seen = written + age
+        if not seen < _LATEST_NAMED:
+            # Past what a name can spell (or not a number): no clock reads that; a malformed
+            # step. Taken, it made every later post of ours fail (``int(inf)``) or wrapped
+            # our names out of seq order.
+            return
+        self._lag = max(self._lag, seen - time.time())
 
     def _named(self, seq: int, calls: tuple[PostedCall, ...]) -> Post:
         now = time.time() + self._lag
