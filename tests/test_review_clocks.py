@@ -30,6 +30,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, posting
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.lease import LeaseStore
+from vactor_cloud.log import StepTakenError
 from vactor_cloud.posting import PostedCall, advance_cursor
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import _fire_actor
@@ -58,6 +59,13 @@ def _leave_behind(store: Any, key: str) -> None:
         if op in ("delete", "delete_many") and k == key
         else None
     )
+
+
+def _commit_behind_its_back_unless_folded() -> None:
+    """``commit_behind_its_back``, unless this process's lease holder folded a step first (it
+    folds a pending post at once, in the background): then its next call folds anyway."""
+    with contextlib.suppress(StepTakenError):
+        commit_behind_its_back("a")
 
 
 # -- 1. a committer whose clock runs an hour ahead drops a cursor entry the others still need -----
@@ -121,11 +129,11 @@ def test_a_fold_while_this_clock_ran_an_hour_ahead_does_not_let_a_post_left_behi
     assert log.applied.run() == ["me/0", "early/0", "me/1"]
     monkeypatch.setattr(time, "time", lambda: _real_time() + posting.SENDER_TTL + 60)
     _post_add(foreign_box("a"), "other/0")  # a second sender, its post dated by the skewed clock
-    commit_behind_its_back("a")  # step 4
+    _commit_behind_its_back_unless_folded()
     log.add.run("me/2")  # folds other/0 (if the holder has not yet) with the clock an hour ahead
     monkeypatch.setattr(time, "time", _real_time)  # NTP steps it back
-    commit_behind_its_back("a")
-    log.add.run("me/3")  # loses, posts, folds what is pending
+    _commit_behind_its_back_unless_folded()
+    log.add.run("me/3")  # folds what is pending (the holder's idle fold may come first)
     applied = log.applied.run()
     assert applied.count("early/0") == 1, applied
     assert [applied.count(t) for t in ("me/0", "me/1", "me/2", "me/3", "other/0")] == [1] * 5, applied
