@@ -68,6 +68,7 @@ def skewed_hammer(
     for i in range(calls):
         token = f"{who}/{i}"
         os.write(fd, f"try {token}\n".encode())
+        took = time.monotonic()
         try:
             handle.add.run(token)
         except VactorError as exc:
@@ -76,9 +77,12 @@ def skewed_hammer(
             os.write(fd, f"untyped {token} {type(exc).__name__}\n".encode())
         else:
             os.write(fd, f"ack {token}\n".encode())
+        os.write(fd, f"took {token} {time.monotonic() - took:.3f}\n".encode())  # (diagnostics)
     stats = vc.stats()
     posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
     leases = stats.get("leases_taken", 0) if isinstance(stats, dict) else 0
+    took = time.monotonic()
     vc.shutdown()
+    os.write(fd, f"took shutdown {time.monotonic() - took:.3f}\n".encode())
     os.write(fd, f"done posted={posted} leases={leases}\n".encode())
     os.close(fd)
