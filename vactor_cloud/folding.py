@@ -34,7 +34,7 @@ from vactor_cloud.errors import IntegrityError, StorageError
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import StepRecord, unrecordable
 from vactor_cloud.poster import Posted, Poster
-from vactor_cloud.posting import SENDER_TTL, Post, PostBox, applied, bare, identity
+from vactor_cloud.posting import SENDER_TTL, Post, PostBox, applied, bare, floor_of, identity
 
 __all__ = ["Folder", "damaged_pause", "gives_fold_work"]
 
@@ -377,9 +377,11 @@ class Folder(Poster):
         else:
             own = posted.post
         wanted: list[str] = []
+        #: posts dated at or before it may be applied ones whose sender left the cursor
+        floor = floor_of(base.extra)
         for key in keys:
             written = identity(key)
-            if written is None or now - written > SENDER_TTL / 2:
+            if written is None or now - written > SENDER_TTL / 2 or written <= floor:
                 stale.append(key)  # not a post, or expired: deleted unread
             else:
                 wanted.append(key)

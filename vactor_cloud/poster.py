@@ -51,6 +51,7 @@ from vactor_cloud.posting import (
     applied,
     cursor_of,
     decode_outcomes,
+    floor_of,
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
@@ -262,6 +263,10 @@ class Poster:
             # Another process's step (the one our batch lost to, mostly): its writer's clock
             # dates our post, where ours runs behind it (folders expire posts by their clocks).
             box.observe(self.record.time, time.monotonic() - seen)
+        if self.record is not None:
+            # Posts dated at or before the step's post floor are expired by any folder: ours
+            # come later (the floor is a time some writer's clock passed an hour before).
+            box.observe(floor_of(self.record.extra) + 0.002, 0.0)
         if box.names and box.mail.key is None:
             # The store's mail key seals a post carried by its name: read (or made) once per
             # process, in the background. Until it is at hand, posts keep bare names (a

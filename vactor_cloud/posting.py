@@ -27,8 +27,9 @@ above the sender's cursor, and advances the cursor in the same create-only
 put that commits the calls. A post left behind (its folder died before
 deleting it) has ``seq <= cursor`` and is deleted unapplied. Senders silent
 for ``SENDER_TTL`` leave the cursor; a post older than half that is never
-applied (its poster stopped waiting long before), so a forgotten sender
-cannot have a post applied twice.
+applied (its poster stopped waiting long before), nor one dated at or before
+the newest entry time ever dropped (``extra["post_floor"]``, whatever the
+folder's clock says), so a forgotten sender cannot have a post applied twice.
 
 Outcomes travel in the step that applied the calls (``StepRecord.posted``:
 call id -> result or exception, each pickled on its own), never copied into
@@ -45,6 +46,7 @@ import binascii
 import contextlib
 import hmac
 import itertools
+import math
 import pickle
 import re
 import secrets
@@ -73,6 +75,7 @@ from vactor_cloud.storage import ObjectStore
 
 __all__ = [
     "POST_CURSOR",
+    "POST_FLOOR",
     "SENDER_TTL",
     "Outcomes",
     "Post",
@@ -86,6 +89,7 @@ __all__ = [
     "decode_outcomes",
     "encode_outcomes",
     "expired",
+    "floor_of",
     "identity",
     "inline_name",
     "legacy_outcomes",
@@ -96,6 +100,9 @@ __all__ = [
 
 #: ``StepRecord.extra`` key of the post cursor
 POST_CURSOR = "post_cursor"
+#: ``StepRecord.extra`` key of the post floor: the latest ``time`` of a cursor entry ever
+#: dropped; a post dated at or before it is expired, whatever the folder's clock says
+POST_FLOOR = "post_floor"
 #: a sender silent this long leaves the cursor (seconds); posts older than half of it are expired
 SENDER_TTL = 3600.0
 _FETCH_CONCURRENCY = 32
@@ -159,9 +166,27 @@ def applied(extra: dict[str, Any], sender: str, seq: int) -> bool:
     return entry is not None and int(entry[0]) >= seq
 
 
+def floor_of(extra: dict[str, Any]) -> float:
+    """The post floor a step carries (``-inf``: none, or not a finite number)."""
+    raw = extra.get(POST_FLOOR)
+    try:
+        floor = float(raw) if isinstance(raw, (int, float)) else -math.inf
+    except OverflowError:
+        return -math.inf
+    return floor if math.isfinite(floor) else -math.inf
+
+
 def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict[str, Any]:
-    """``extra`` with the cursor moved past ``posts`` and silent senders dropped."""
-    cursor = {s: e for s, e in cursor_of(extra).items() if now - float(e[1]) < SENDER_TTL}
+    """``extra`` with the cursor moved past ``posts`` and silent senders dropped.
+
+    Dropping a sender raises the post floor to its entry's time: every post of that sender
+    the cursor recorded applied is dated at or before it (below), so a copy left behind is
+    expired by the floor, not by the clock of whoever folds next. (By clocks alone, a
+    writer whose clock ran an hour ahead dropped the entry of a sender whose applied post
+    an honest folder, its clock an hour behind that writer's, found young and applied again.)"""
+    old = cursor_of(extra)
+    cursor = {s: e for s, e in old.items() if now - float(e[1]) < SENDER_TTL}
+    dropped = [float(e[1]) for s, e in old.items() if s not in cursor and math.isfinite(float(e[1]))]
     for post in posts:
         # Never before the post's own time (its poster's clock): the entry must outlive the
         # post's expiry (SENDER_TTL / 2 after that time), or a copy left behind by a folder
@@ -169,6 +194,8 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
         seq, since = cursor.get(post.sender, [-1, 0.0])
         cursor[post.sender] = [max(post.seq, int(seq)), max(now, post.time, float(since))]
     out = dict(extra)
+    if dropped:
+        out[POST_FLOOR] = max(floor_of(extra), *dropped)
     if cursor:
         out[POST_CURSOR] = cursor
     else:
@@ -180,6 +207,8 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
 _DIGITS = "0123456789abcdefghijklmnopqrstuv"
 _TIME_DIGITS = 9  # 45 bits of milliseconds: until the year 3084
 _RANDOM_DIGITS = 3
+#: the latest time (seconds) a post's name can spell, less a day of margin
+_LATEST_NAMED = (1 << (5 * _TIME_DIGITS)) / 1000 - 86400.0
 
 
 def post_name(time_ms: int, rand: int) -> str:
@@ -667,7 +696,13 @@ class PostBox:
         calls failing with ``CallPendingError`` although they never could apply. A post dated
         later than the poster's clock is as safe as one from a clock running ahead (the
         cursor entry takes the later time), and never later than the step writer's clock."""
-        self._lag = max(self._lag, written + age - time.time())
+        seen = written + age
+        if not seen < _LATEST_NAMED:
+            # Past what a name can spell (or not a number): no clock reads that; a malformed
+            # step. Taken, it made every later post of ours fail (``int(inf)``) or wrapped
+            # our names out of seq order.
+            return
+        self._lag = max(self._lag, seen - time.time())
 
     def _named(self, seq: int, calls: tuple[PostedCall, ...]) -> Post:
         now = time.time() + self._lag
