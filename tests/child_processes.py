@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
+import queue
 import signal
 import sys
 import time
 from collections.abc import Iterable
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 
 def report_stacks_on_request() -> None:
@@ -54,3 +57,17 @@ def join_all(procs: Iterable[BaseProcess], timeout: float = JOIN_TIMEOUT) -> lis
         p.kill()
         p.join(10)
     return codes
+
+
+def start_together(procs: Iterable[BaseProcess], ready: Any, names: Iterable[str], start: Any) -> None:
+    """Start ``procs`` and, once each has put its name on ``ready`` (or died, or 240 s
+    passed), set ``start.value`` to a wall time just ahead: their calls begin together."""
+    procs = list(procs)
+    for p in procs:
+        p.start()
+    waiting = set(names)
+    give_up = time.monotonic() + 240
+    while waiting and time.monotonic() < give_up and any(p.is_alive() for p in procs):
+        with contextlib.suppress(queue.Empty):
+            waiting.discard(ready.get(timeout=0.5))
+    start.value = time.time() + 0.2

@@ -5,17 +5,15 @@ Kept in an importable module so ``spawn``-started children can find them."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
 
 from child_processes import report_stacks_on_request
+from combining_workers import commit_behind_its_back
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
 from vactor_cloud.errors import VactorError
-from vactor_cloud.runtime import get_runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
 report_stacks_on_request()
@@ -54,11 +52,7 @@ def skewed_hammer(
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     handle = vc.get_actor(actor_id)
     handle.applied.run()  # loads the newest step into this process's cache
-    core = get_runtime().core(actor_id)
-    mine = core.record
-    assert mine is not None
-    theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="behind-its-back")
-    _sync.sync(core.log.put_step(theirs))
+    commit_behind_its_back(actor_id)  # it loses its first race, and posts
     ready.put(who)
     while start.value == 0.0:
         time.sleep(0.005)

@@ -99,6 +99,15 @@ def pretend_to_hold_the_lease() -> None:
     lease.LeaseStore.write = write  # type: ignore[method-assign]
 
 
+def commit_behind_its_back(actor_id: str) -> None:
+    """Another writer commits the next step (this process's cache stays fresh): its next commit loses."""
+    core = get_runtime().core(actor_id)
+    mine = core.record
+    assert mine is not None
+    theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="someone-else")
+    _sync.sync(core.log.put_step(theirs))
+
+
 def hammer(
     spec: StoreSpec,
     actor_id: str,
@@ -146,11 +155,7 @@ def hammer(
     assert handle is not None
     if lose_first:
         handle.applied.run()  # loads the newest step into this process's cache
-        core = get_runtime().core(actor_id)
-        mine = core.record
-        assert mine is not None
-        theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="behind-its-back")
-        _sync.sync(core.log.put_step(theirs))
+        commit_behind_its_back(actor_id)
     ready.put(who)
     while start.value == 0.0:
         time.sleep(0.005)

@@ -20,7 +20,6 @@ import dataclasses
 import math
 import multiprocessing.context
 import pickle
-import queue
 import threading
 import time
 import types
@@ -31,8 +30,15 @@ from typing import Any
 
 import pytest
 from chaos_workers import read_chain
-from child_processes import join_all
-from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order, hammer
+from child_processes import join_all, start_together
+from combining_workers import (
+    POSTING,
+    ChildLog,
+    OrderLog,
+    check_once_and_in_order,
+    commit_behind_its_back,
+    hammer,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, poster, posting
@@ -93,15 +99,6 @@ def init_switchable(spec: StoreSpec, config: FaultConfig | None = None, **settin
     store = Switchable(runtime.store, config)
     runtime.store = store
     return store
-
-
-def commit_behind_its_back(actor_id: str) -> None:
-    """Another writer commits the next step (this process's cache stays fresh): its next commit loses."""
-    core = vc.get_runtime().core(actor_id)
-    mine = core.record
-    assert mine is not None
-    theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="someone-else")
-    _sync.sync(core.log.put_step(theirs))
 
 
 def foreign_box(actor_id: str) -> PostBox:
@@ -1527,14 +1524,7 @@ def _run_hammers(
         )
         for who, (calls, faults, kill) in workers.items()
     }
-    for p in procs.values():
-        p.start()
-    waiting = set(workers)
-    give_up = time.monotonic() + 240
-    while waiting and time.monotonic() < give_up and any(p.is_alive() for p in procs.values()):
-        with contextlib.suppress(queue.Empty):
-            waiting.discard(ready.get(timeout=0.5))
-    start.value = time.time() + 0.2
+    start_together(procs.values(), ready, workers, start)
     if beside is None:
         codes = join_all(procs.values())
     else:

@@ -13,14 +13,13 @@ import dataclasses
 import math
 import multiprocessing.context
 import pickle
-import queue
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from child_processes import join_all
+from child_processes import join_all, start_together
 from clock_workers import skewed_hammer
 from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order
 from test_combining import _applied, commit_behind_its_back, foreign_box, init_switchable, pending_posts
@@ -61,6 +60,20 @@ def _leave_behind(store: Any, key: str) -> None:
     )
 
 
+def _a_post_applied_and_left_behind(store_spec: StoreSpec) -> tuple[Any, str]:
+    """Actor "a" at step 3, which applied another sender's post (early/0) beside our me/1; the
+    post was not deleted (as if its folder died first). The log's handle and the post's key."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    key = _post_add(foreign_box("a"), "early/0")
+    _leave_behind(store, key)
+    commit_behind_its_back("a")  # step 2
+    log.add.run("me/1")  # step 3 folds early/0 and me/1; the post is left behind
+    assert log.applied.run() == ["me/0", "early/0", "me/1"]
+    return log, key
+
+
 def _commit_behind_its_back_unless_folded() -> None:
     """``commit_behind_its_back``, unless this process's lease holder folded a step first (it
     folds a pending post at once, in the background): then its next call folds anyway."""
@@ -82,14 +95,7 @@ def test_a_step_from_a_clock_an_hour_ahead_does_not_let_a_post_left_behind_apply
     process found the post young and its sender unknown, and applied it again. Dropping now
     raises the cursor's floor (``extra["post_floor"]``): a post dated at or before it is
     expired whatever the folder's clock says."""
-    store = init_switchable(store_spec, combine_window=60.0)
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")  # step 1
-    key = _post_add(foreign_box("a"), "early/0")
-    _leave_behind(store, key)
-    commit_behind_its_back("a")  # step 2
-    log.add.run("me/1")  # step 3 folds early/0 and me/1; the post is left behind
-    assert log.applied.run() == ["me/0", "early/0", "me/1"]
+    log, key = _a_post_applied_and_left_behind(store_spec)
     core = vc.get_runtime().core("a")
     three = core.record
     assert three is not None and three.step == 3
@@ -119,14 +125,7 @@ def test_a_fold_while_this_clock_ran_an_hour_ahead_does_not_let_a_post_left_behi
     """Defect (failed before the fix), end to end in one process: its clock jumps 61 min ahead
     (a bad NTP step), it folds another sender's post (writing the cursor by that clock), the
     clock is stepped back, and its next fold meets a post it had applied and could not delete."""
-    store = init_switchable(store_spec, combine_window=60.0)
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")  # step 1
-    key = _post_add(foreign_box("a"), "early/0")
-    _leave_behind(store, key)
-    commit_behind_its_back("a")  # step 2
-    log.add.run("me/1")  # step 3 folds early/0 and me/1; the post is left behind
-    assert log.applied.run() == ["me/0", "early/0", "me/1"]
+    log, _ = _a_post_applied_and_left_behind(store_spec)
     monkeypatch.setattr(time, "time", lambda: _real_time() + posting.SENDER_TTL + 60)
     _post_add(foreign_box("a"), "other/0")  # a second sender, its post dated by the skewed clock
     _commit_behind_its_back_unless_folded()
@@ -160,14 +159,7 @@ def _run_skewed(
         )
         for who, (calls, delay, schedule) in workers.items()
     }
-    for p in procs.values():
-        p.start()
-    waiting = set(workers)
-    give_up = time.monotonic() + 240
-    while waiting and time.monotonic() < give_up and any(p.is_alive() for p in procs.values()):
-        with contextlib.suppress(queue.Empty):
-            waiting.discard(ready.get(timeout=0.5))
-    start.value = time.time() + 0.2
+    start_together(procs.values(), ready, workers, start)
     codes = join_all(procs.values())
     return {who: ChildLog.read(path) for who, path in outs.items()}, dict(zip(workers, codes, strict=True))
 
