@@ -209,7 +209,9 @@ def test_task_checkpoints_of_compacted_calls_and_old_ones_are_deleted(spec: Stor
     now = time.time()
     layout = {
         step1.calls[0].call_id: now,  # committed in step 1, which goes
-        "abandoned": now - 7200,  # older than min_age
+        # min_age older than the newest step (aged two hours below): checkpoints of calls not
+        # committed are aged by the newest step's time, not by the compactor's clock
+        "abandoned": now - 7200 - 3660,
         "inflight": now,  # young and not committed: must stay
     }
     for call_id, written in layout.items():

@@ -14,7 +14,8 @@
    interrupted compaction, or an object a stalled writer re-created);
 6. delete sub-workflow checkpoints under ``actors/<id>/tasks/<call_id>/``
    whose call was committed in a deleted step or that are older than
-   ``min_age``.
+   ``min_age`` before the newest step's recorded time (never by our clock
+   alone: see ``_actor_now``).
 
 Why this is safe for writers: a commit is a create-only put of ``steps/N+1``.
 A writer that held step N while a compaction deleted N+1 could re-create that
@@ -200,7 +201,11 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
     # runs, the remaining steps stay contiguous but for the chunk being deleted.
     for chunk in _chunks(doomed, _PARALLEL):
         await log.store.delete_many([log.step_key(step) for step in chunk])
-    deleted_tasks, unresumable = await _delete_tasks(log, tasks, committed_calls, started - min_age)
+    # A call not committed is aged against the actor's own clock, the newest step's time, never
+    # later than ours: our clock running ahead must not delete what a running call or a resume needs.
+    deleted_tasks, unresumable = await _delete_tasks(
+        log, tasks, committed_calls, _actor_now(started, newest.time) - min_age, min_age
+    )
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
     await _delete_dedup_checkpoints(log, watermark)
     return CompactionReport(
@@ -339,8 +344,22 @@ async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
     return grouped
 
 
+def _actor_now(ours: float, newest_step_time: float) -> float:
+    """The "now" against which an uncommitted call's checkpoints are aged: the newest step's
+    recorded time, or our clock if that reads earlier (a finite time only).
+
+    The checkpoints and the failure record of a call not committed carry their writer's
+    clock. Compared with the compactor's clock, a compactor running ``d`` ahead deleted them
+    ``d`` early: a running call's children ran again, a call that failed a moment ago could
+    no longer be resumed. Compared with the newest step's time, they go only once the actor
+    has committed a step ``min_age`` after them by its writers' clocks, whatever ours reads
+    (an actor idle since keeps them until it commits again).
+    """
+    return min(ours, newest_step_time) if math.isfinite(newest_step_time) else ours
+
+
 async def _delete_tasks(
-    log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float
+    log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float, min_age: float
 ) -> tuple[int, list[str]]:
     """Delete the checkpoints of calls committed in deleted steps, or written before ``cutoff``;
     how many objects, and the calls whose failure record went (no longer resumable).
@@ -349,8 +368,9 @@ async def _delete_tasks(
     key is answered from the step's table), so its children are not needed.
     A checkpoint older than ``cutoff`` belongs to a call abandoned (or running
     longer than ``min_age``, which then recomputes the children it loses).
-    The age is the ``time`` in the checkpoint's metadata; a checkpoint without
-    a readable time is kept. A call with a failure record is aged by that record
+    The age is the ``time`` in the checkpoint's metadata, ``cutoff`` is by
+    the actor's newest step (``_actor_now``); a checkpoint without a readable
+    time is kept. A call with a failure record is aged by that record
     (rewritten at each failure), not by its first checkpoint: a call that failed
     just now, its first step checkpointed long ago, stays resumable for ``min_age``.
     """
@@ -372,13 +392,14 @@ async def _delete_tasks(
             if key == failure_key(log.actor_id, call_id):
                 unresumable.append(call_id)
                 logger.warning(
-                    "actor %r: the failure record of call %s (method %r), recorded %.0f s ago, was "
-                    "older than compaction's min_age: compaction removed it, and the call can no "
+                    "actor %r: the failure record of call %s (method %r), recorded %.0f s before "
+                    "the actor's newest step, was older than compaction's min_age: compaction "
+                    "removed it, and the call can no "
                     "longer be resumed (workflow.resume); run it again as a new call if it is still wanted",
                     log.actor_id,
                     call_id,
                     meta.get("method"),
-                    time.time() - written,
+                    cutoff + min_age - written,
                 )
     await log.store.delete_many(doomed)  # in any order: nothing reads them any more
     return len(doomed), unresumable

@@ -1,0 +1,171 @@
+"""Compaction and retention against writers, posters, sub-tasks and skewed clocks, from a
+hostile review (review-h41).
+
+Each test says whether it failed on the code it was written against (a defect, fixed) or
+pins a guarantee that already held (then it names what was broken by hand to see it fail)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, compaction, workflow
+from vactor_cloud.compaction import compact
+from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.workflow_steps import list_failures
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+#: how far ahead the compacting machine's clock runs in these tests
+AHEAD = 2 * 3600.0
+
+_real_time = time.time
+
+
+@pytest.fixture
+def compactor_ahead(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Compaction reads a wall clock two hours ahead of every other process's (this one's)."""
+    monkeypatch.setattr(compaction, "time", types.SimpleNamespace(time=lambda: _real_time() + AHEAD))
+    yield
+
+
+def _commit_behind_its_back(actor_id: str) -> None:
+    """Another writer commits the next step, dated now by an honest clock: this process's
+    next commit on its cached step loses the race and runs its method again."""
+    core = vc.get_runtime().core(actor_id)
+    mine = core.record
+    assert mine is not None
+    theirs = dataclasses.replace(
+        mine, step=mine.step + 1, parent=mine.step, writer="someone-else", time=_real_time()
+    )
+    _sync.sync(core.log.put_step(theirs))
+
+
+# -- 1. a compactor whose clock runs ahead, and the sub-task checkpoints of calls not committed ----
+_child_runs: list[int] = []
+_in_method = threading.Event()
+_release = threading.Event()
+
+
+def _charge(amount: int) -> int:
+    _child_runs.append(amount)
+    return amount * 10
+
+
+@vc.virtual_actor
+class Biller:
+    def __init__(self) -> None:
+        self.charged: list[int] = []
+
+    def bill(self, amount: int) -> int:
+        charged = vc.subtask(_charge).run(amount)  # checkpointed before the method goes on
+        if not _release.is_set():
+            _in_method.set()
+            _release.wait(60)
+        self.charged.append(charged)
+        return charged
+
+    def touch(self) -> None:
+        pass
+
+
+def _task_keys(actor_id: str) -> list[str]:
+    return list(_sync.sync(vc.get_runtime().store.list(f"actors/{actor_id}/tasks/")))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_compactor_whose_clock_runs_ahead_does_not_make_a_running_calls_children_run_again(
+    store_spec: StoreSpec, compactor_ahead: None
+) -> None:
+    """Defect (failed before the fix: the child ran twice, ``[7, 7]``). A call's child was
+    checkpointed a moment ago; the call then lost its commit race, as calls do, and ran again.
+    Meanwhile a compaction (``min_age`` an hour, the CLI's floor; ``keep_last`` deletes no step)
+    on a machine whose clock ran two hours ahead took the checkpoint, dated a moment ago by the
+    writer's clock, for two hours old and deleted it: the re-run charged again. Checkpoints of
+    calls not committed are now aged against the actor's newest step's time, not the
+    compactor's clock."""
+    _child_runs.clear()
+    _in_method.clear()
+    _release.clear()
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    biller = Biller.get_or_create("b")
+    biller.touch.run()
+    billed = biller.bill.run_async(7)
+    try:
+        assert _in_method.wait(60), "the method never reached its wait"
+        deadline = time.monotonic() + 30
+        while not _task_keys("b") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _task_keys("b"), "the child's checkpoint was never written"
+        _commit_behind_its_back("b")
+        report = _sync.sync(compact(vc.get_runtime().core("b").log, keep_last=100, min_age=3600.0))
+        assert report.deleted_steps == 0
+    finally:
+        _release.set()
+    assert billed.result(60) == 70
+    assert _child_runs == [7], "the child ran again: its checkpoint was compacted under the running call"
+    assert report.deleted_tasks == 0
+
+
+_tax_down: list[bool] = []
+
+
+@workflow.step(max_retries=0)
+def _price(amount: int) -> int:
+    return amount
+
+
+@workflow.step(max_retries=0)
+def _tax(amount: int) -> int:
+    if _tax_down:
+        raise ConnectionError("the tax service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Till:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def pay(self, amount: int) -> Any:
+        return self.credit.step(_tax.step(_price.step(amount)))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    def touch(self) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_compactor_whose_clock_runs_ahead_keeps_a_call_that_failed_just_now_resumable(
+    store_spec: StoreSpec, compactor_ahead: None
+) -> None:
+    """Defect (failed before the fix: the report named the call ``unresumable`` and resume ran
+    nothing). A sub-workflow failed a moment ago and left its failure record (documented:
+    resumable for ``min_age`` after it failed); other calls committed since. A compaction
+    with ``min_age`` an hour on a machine whose clock ran two hours ahead deleted the record
+    and the checkpoints with it: the call was given up two hours early."""
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    till = Till.get_or_create("till")
+    _tax_down[:] = [True]
+    try:
+        with pytest.raises(ConnectionError):
+            till.pay.run(5)
+    finally:
+        _tax_down.clear()
+    (failed,) = _sync.sync(list_failures(vc.get_runtime().store, "till", None))
+    till.touch.run()  # a step dated after the failure, by this (honest) clock
+    report = _sync.sync(compact(vc.get_runtime().core("till").log, keep_last=100, min_age=3600.0))
+    assert report.unresumable == ()
+    assert workflow.get_status("till") == workflow.FAILED
+    assert vc.get(workflow.resume("till"), timeout=60) == [5]
+    assert failed.call_id
