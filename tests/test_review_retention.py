@@ -197,15 +197,6 @@ def _call_on(runtime: Runtime, actor_id: str, method: str, *args: Any) -> Any:
     return future.result(30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed (review-h41): step retention trusts the compactor's clock "
-    "(docs/retention.md: min_age > fresh_window + skew). Clock-free fixes considered: hold steps "
-    "whose successor is within fresh_window + CLOCK_SKEW of the newest step by writers' times "
-    "(keeps the newest step's predecessor of every idle actor: keep_last=1 keeps 2), or wait "
-    "fresh_window (monotonic) after reading the newest step before deleting (5 s per actor for "
-    "compact --all); neither taken in this round",
-)
 @pytest.mark.usefixtures("runtime_off")
 def test_a_compactor_whose_clock_runs_ahead_does_not_lose_a_commit_built_on_a_fresh_cache(
     store_spec: StoreSpec, compactor_ahead: None
@@ -216,9 +207,10 @@ def test_a_compactor_whose_clock_runs_ahead_does_not_lose_a_commit_built_on_a_fr
     a machine whose clock runs two hours ahead (``min_age`` an hour, above ``fresh_window``,
     as ``handle.compact`` and ``vactor compact`` accept) took step 3 for two hours old and
     deleted step 2: the writer re-created step 2 and its call was acknowledged, but no step
-    of the history holds it (a lost acknowledged commit): fails with ``acknowledged with
-    1001, the history holds 111``. The documented assumption (``min_age`` above
-    ``fresh_window`` plus the clock skew) is what this breaks."""
+    of the history holds it (a lost acknowledged commit). Defect (failed before the fix:
+    ``acknowledged with 1001, the history holds 111``): a step now also goes only once its
+    successor is older than the newest step by ``fresh_window`` and a clock skew, by the
+    steps' own recorded times."""
     store_spec.init(settings=vc.Settings(storage="", fresh_window=60.0))
     tally = Tally.get_or_create("t")
     assert tally.incr.run() == 1  # step 1: this process's cache is fresh for a minute

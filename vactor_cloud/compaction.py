@@ -25,7 +25,10 @@ treats a step below the watermark as a lost race (it deletes its object and
 retries). A writer with a fresher cache skips that read; it is safe because
 step N+1 can only be deleted once its successor N+2 is ``min_age`` old, and
 N+2 was written after the writer validated: so ``min_age`` must exceed
-``fresh_window`` plus the clock skew between machines. ``ActorHandle.compact``
+``fresh_window`` plus the clock skew between machines. Lest that hang on the
+compactor's clock alone (one running ahead), N+2 must also be older than the
+newest step by ``min(min_age, fresh_window + CLOCK_SKEW)`` by the times the
+writers recorded (``_writers_cutoff``). ``ActorHandle.compact``
 refuses a ``min_age`` below the runtime's ``fresh_window``; this function
 takes any finite ``min_age >= 0`` (tests use ``min_age=0`` with ``fresh_window=0``).
 
@@ -68,8 +71,10 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.keys import failure_key, tasks_prefix
+from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.runtime import get_runtime
+from vactor_cloud.settings import Settings
 from vactor_cloud.storage import IfMatch
 
 __all__ = [
@@ -164,12 +169,21 @@ def validate_compaction_args(
     return keep_last, age
 
 
-async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
+async def compact(
+    log: ActorLog,
+    keep_last: int,
+    *,
+    min_age: float = DEFAULT_MIN_AGE,
+    fresh_window: float = Settings.fresh_window,
+) -> CompactionReport:
     """Delete the steps of ``log``'s actor older than its ``keep_last`` newest.
 
     Never deletes the newest step, and never a step whose successor was
     written less than ``min_age`` seconds ago (by the successor's recorded
-    wall-clock time). The watermark is raised before anything is deleted, so
+    wall-clock time), nor less than ``min(min_age, fresh_window + CLOCK_SKEW)``
+    before the newest step (by the two steps' recorded times, whatever our
+    clock reads: see ``_writers_cutoff``); ``fresh_window`` is the writers'
+    ``Settings.fresh_window``. The watermark is raised before anything is deleted, so
     a writer stalled across the compaction cannot re-create a deleted step
     number and report it as committed. Safe to run concurrently with writers,
     readers and other compactions; idempotent. ``ActorNotFoundError`` if the
@@ -189,7 +203,8 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
     by_count = max(0, newest.step - keep_last + 1)
     target = by_count
     if min_age > 0 and by_count > current:
-        target = await _youngest_allowed(log, max(current, 0), by_count, started - min_age)
+        cutoff = min(started - min_age, _writers_cutoff(newest.time, min_age, fresh_window))
+        target = await _youngest_allowed(log, max(current, 0), by_count, cutoff)
     watermark = await raise_watermark(log, max(target, current))
 
     doomed = await _steps_below(log, watermark)
@@ -344,6 +359,23 @@ async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
     return grouped
 
 
+def _writers_cutoff(newest_step_time: float, min_age: float, fresh_window: float) -> float:
+    """The latest time a deleted step's successor may carry, judged by the writers' clocks alone.
+
+    ``min_age`` by our clock alone let a compactor whose clock runs ``min_age`` ahead delete
+    step N+1 a moment after N+2 was written, while a writer that validated N within its
+    ``fresh_window`` (so it skips the watermark read) had yet to put N+1: it re-created the
+    number and its call was acknowledged, held by no step of the history. N+2 written at
+    least ``fresh_window`` (plus ``CLOCK_SKEW`` between writers) before the newest step
+    means that put had ended before the newest step was written, so before this compaction
+    began: it met N+1 and lost its race. The cost: an actor idle since keeps the steps of
+    its last ``fresh_window + CLOCK_SKEW`` of activity (at least the newest step's
+    predecessor) until it commits again. Capped by ``min_age`` (0 deletes at once).
+    """
+    guard = min(min_age, fresh_window + CLOCK_SKEW)
+    return newest_step_time - guard if math.isfinite(newest_step_time) else math.inf
+
+
 def _actor_now(ours: float, newest_step_time: float) -> float:
     """The "now" against which an uncommitted call's checkpoints are aged: the newest step's
     recorded time, or our clock if that reads earlier (a finite time only).
@@ -477,7 +509,7 @@ async def compact_actor(
         keep_last, min_age, fresh_window=runtime.settings.fresh_window
     )
     core = runtime.core(actor_id)
-    report = await compact(core.log, keep_last, min_age=min_age)
+    report = await compact(core.log, keep_last, min_age=min_age, fresh_window=runtime.settings.fresh_window)
     if core.record is not None and core.record.step < report.watermark:
         # This process's cache points below the watermark: forget it rather than commit on it.
         core.forget()

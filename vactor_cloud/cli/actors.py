@@ -337,7 +337,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             "at least fresh_window plus your machines' clock skew, or --force if no writer can be running",
             EXIT_USAGE,
         )
-    options: dict[str, Any] = {"min_age": min_age}
+    options: dict[str, Any] = {"min_age": min_age, "fresh_window": fresh_window}
     reports: list[Any] = []
 
     def compact_one(actor_id: str) -> Any:
@@ -400,8 +400,10 @@ def cmd_compact(args: argparse.Namespace) -> int:
     if held:  # else a first compaction of young actors deletes nothing, unexplained
         print(
             f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
-            f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
-            f"--min-age (at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
+            "(or written within fresh_window + 5 min before the actor's newest step: kept until it "
+            f"commits again) (HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, "
+            "or pass a smaller --min-age "
+            f"(at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
             "unless --force with no writer running)",
             file=sys.stderr,
         )
