@@ -6,6 +6,8 @@ pins a guarantee that already held (then it names what was broken by hand to see
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -20,12 +22,15 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, compaction, workflow
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.compaction import compact
+from vactor_cloud.errors import StepNotFoundError
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.history import _history
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import list_failures
 
-pytestmark = pytest.mark.vactor_lanes("memory", "local")
+#: the clock tests patch this process's view of time: the fast lanes show it
+fast_lanes = pytest.mark.vactor_lanes("memory", "local")
 
 #: how far ahead the compacting machine's clock runs in these tests
 AHEAD = 2 * 3600.0
@@ -84,6 +89,7 @@ def _task_keys(actor_id: str) -> list[str]:
     return list(_sync.sync(vc.get_runtime().store.list(f"actors/{actor_id}/tasks/")))
 
 
+@fast_lanes
 @pytest.mark.usefixtures("runtime_off")
 def test_a_compactor_whose_clock_runs_ahead_does_not_make_a_running_calls_children_run_again(
     store_spec: StoreSpec, compactor_ahead: None
@@ -149,6 +155,7 @@ class Till:
         pass
 
 
+@fast_lanes
 @pytest.mark.usefixtures("runtime_off")
 def test_a_compactor_whose_clock_runs_ahead_keeps_a_call_that_failed_just_now_resumable(
     store_spec: StoreSpec, compactor_ahead: None
@@ -197,6 +204,7 @@ def _call_on(runtime: Runtime, actor_id: str, method: str, *args: Any) -> Any:
     return future.result(30)
 
 
+@fast_lanes
 @pytest.mark.usefixtures("runtime_off")
 def test_a_compactor_whose_clock_runs_ahead_does_not_lose_a_commit_built_on_a_fresh_cache(
     store_spec: StoreSpec, compactor_ahead: None
@@ -224,3 +232,100 @@ def test_a_compactor_whose_clock_runs_ahead_does_not_lose_a_commit_built_on_a_fr
     finally:
         other.close()
     assert newest == acknowledged == 1111, f"acknowledged with {acknowledged}, the history holds {newest}"
+
+
+# -- 3. compaction racing writers and cold readers -----------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_cold_readers_and_writers_beside_repeated_compactions_lose_nothing_and_see_no_raw_error(
+    store_spec: StoreSpec,
+) -> None:
+    """Pin (held): one thread commits (a keyed call every third, so the idempotency table
+    takes checkpoints), one compacts again and again (``keep_last=2``, ``min_age=0``, the
+    writers' ``fresh_window`` 0, as documented), and cold readers (a new runtime each time:
+    HEAD, then the steps) load the newest state, read the history and the state at steps
+    that may be going. Every acknowledged call is in the final state once, a keyed call
+    retried after the compactions is not applied again, every load answers, and the only
+    error a reader meets is ``StepNotFoundError`` for a step compacted. Readers dawdle
+    after reading HEAD, so a compaction often deletes HEAD's step under them: with
+    ``load_latest``'s fall back to a listing then removed by hand, readers got
+    ``ActorNotFoundError``."""
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    tally = Tally.get_or_create("t")
+
+    def fresh_runtime(*, slow_head: bool = False) -> Runtime:
+        settings = Settings(storage=store_spec.url, storage_options=store_spec.options, fresh_window=0.0)
+        runtime = Runtime(settings)
+        if slow_head:
+            # The reader dawdles between reading HEAD and the steps: a compaction often passes.
+            store = runtime.store
+            plain_get = store.get
+
+            async def get(key: str) -> Any:
+                blob = await plain_get(key)
+                if key.endswith("/HEAD"):
+                    await asyncio.sleep(0.005)
+                return blob
+
+            store.get = get  # type: ignore[method-assign]
+        return runtime
+
+    done = threading.Event()
+    problems: list[str] = []
+    acknowledged: list[int] = []
+    compactions = [0]
+    reads = [0]
+
+    def write() -> None:
+        try:
+            for i in range(60):
+                if i % 3 == 0:
+                    tally.incr.options(idempotency_key=f"k{i}").run(1)
+                else:
+                    tally.incr.run(1)
+                acknowledged.append(i)
+                time.sleep(0.01)
+        except Exception as exc:
+            problems.append(f"writer: {exc!r}")
+        finally:
+            done.set()
+
+    def compact_again() -> None:
+        runtime = fresh_runtime()
+        try:
+            while not done.is_set() and compactions[0] < 500:
+                _sync.sync(compact(runtime.log("t"), keep_last=2, min_age=0.0))
+                compactions[0] += 1
+        except Exception as exc:
+            problems.append(f"compactor: {exc!r}")
+        finally:
+            runtime.close()
+
+    def read_cold() -> None:
+        while not done.is_set() and reads[0] < 300:
+            runtime = fresh_runtime(slow_head=True)
+            try:
+                future: ActorFuture[Any] = ActorFuture()
+                runtime.core("t").submit(PendingCall("get", (), {}, True, future, uuid.uuid4().hex))
+                value = future.result(30)
+                entries = _sync.sync(_history(runtime.log("t"), None))
+                assert entries and entries[0].step >= value, (entries[0].step, value)
+                for entry in entries[1:]:
+                    with contextlib.suppress(StepNotFoundError):  # compacted since: said so
+                        _sync.sync(runtime.log("t").find_step(entry.step))
+                reads[0] += 1
+            except Exception as exc:
+                problems.append(f"reader: {exc!r}")
+            finally:
+                runtime.close()
+
+    threads = [threading.Thread(target=f) for f in (write, compact_again, read_cold, read_cold)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "hung"
+    assert problems == []
+    assert len(acknowledged) == 60 and compactions[0] > 0 and reads[0] > 0
+    for i in range(0, 60, 3):  # keyed calls retried: answered from the table, not applied again
+        tally.incr.options(idempotency_key=f"k{i}").run(1)
+    assert tally.get.run() == 60
