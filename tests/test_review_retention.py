@@ -329,3 +329,57 @@ def test_cold_readers_and_writers_beside_repeated_compactions_lose_nothing_and_s
     for i in range(0, 60, 3):  # keyed calls retried: answered from the table, not applied again
         tally.incr.options(idempotency_key=f"k{i}").run(1)
     assert tally.get.run() == 60
+
+
+# -- 2. a poster that gave up, compaction, and its outcome by call id ------------------------------
+@fast_lanes
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+def test_a_poster_that_gave_up_is_told_compacted_not_never_after_its_sender_left_the_cursor(
+    store_spec: StoreSpec, keyed: bool
+) -> None:
+    """Pin (held): a poster gave up (``CallPendingError``); a fold applied its call; its sender
+    then left the cursor (silent for ``SENDER_TTL``: a later step without the entry), and a
+    compaction (``keep_last=1``) deleted the applying step. ``call_outcome`` walks back from
+    the newest step to the post's: it must answer "applied, outcome compacted"
+    (``CommitOutcomeUnknownError``), never "not applied (and never will be)", which invites
+    a retry that applies the call twice. A keyed call retried after the compaction is
+    answered from the idempotency table, not applied again. Fails with the walk's missing
+    step taken for the walk's end (``complete`` left True in ``_look_up_outcome``:
+    ``LookupError``)."""
+    from combining_workers import OrderLog
+    from test_combining import give_up_on_a_post, init_switchable, wait_for_no_posts
+
+    from vactor_cloud.errors import CommitOutcomeUnknownError
+    from vactor_cloud.posting import POST_CURSOR
+
+    # (deadline: a refused step put "may land" until then; past it, only the steps tell)
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3, deadline=0.5)
+    pay = (lambda log: log.add.options(idempotency_key="pay-1").run("me/1")) if keyed else None
+    log, raised = give_up_on_a_post(store, pay) if pay is not None else give_up_on_a_post(store)
+    store.fail = lambda op, key: None
+    assert log.add.run("me/2") == 3  # folds both
+    assert wait_for_no_posts("a") == []
+    core = vc.get_runtime().core("a")
+    mine = core.record
+    assert mine is not None and POST_CURSOR in mine.extra
+    later = dataclasses.replace(
+        mine,
+        step=mine.step + 1,
+        parent=mine.step,
+        writer="someone-else",
+        extra={k: v for k, v in mine.extra.items() if k != POST_CURSOR},
+        posted=b"",
+        carried=b"",
+        time=_real_time(),
+    )
+    _sync.sync(core.log.put_step(later))
+    report = _sync.sync(compact(core.log, keep_last=1, min_age=0.0))
+    assert report.watermark == later.step
+    time.sleep(0.6)  # past the deadline of the refused puts
+    with pytest.raises(CommitOutcomeUnknownError) as unknown:
+        vc.get_actor("a").call_outcome(raised.call_ids[0])
+    assert type(unknown.value) is CommitOutcomeUnknownError, unknown.value  # not CallPendingError
+    if keyed:
+        assert OrderLog.get_or_create("a").add.options(idempotency_key="pay-1").run("me/1") == 2
+    assert OrderLog.get_or_create("a").applied.run() == ["me/0", "me/1", "me/2"]
