@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, compaction, workflow
+from vactor_cloud import _sync, compaction, workflow, workflow_steps
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.compaction import compact
 from vactor_cloud.errors import StepNotFoundError
@@ -153,6 +153,10 @@ class Till:
 
     def touch(self) -> None:
         pass
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.balance
 
 
 @fast_lanes
@@ -383,3 +387,42 @@ def test_a_poster_that_gave_up_is_told_compacted_not_never_after_its_sender_left
     if keyed:
         assert OrderLog.get_or_create("a").add.options(idempotency_key="pay-1").run("me/1") == 2
     assert OrderLog.get_or_create("a").applied.run() == ["me/0", "me/1", "me/2"]
+
+
+# -- 4. a resumed call whose failure record could not be deleted -----------------------------------
+@fast_lanes
+@pytest.mark.usefixtures("runtime_off")
+def test_a_resumed_call_whose_failure_record_delete_failed_is_not_applied_again_by_a_later_resume(
+    store_spec: StoreSpec,
+) -> None:
+    """Defect (failed before the fix: balance 10). ``workflow.resume`` re-ran a failed call,
+    which committed; then it deleted the call's failure record, and a failure of that one
+    DELETE (a 503, or the process dying first) was ignored: the record stayed, the status
+    said FAILED, and the next resume (from another process, which knows nothing of this
+    re-run) applied the call a second time. A resumed call now deletes its record before
+    its step is written (as a retried or posted call does): a failed delete fails the run,
+    nothing is committed, and the call stays resumable, once."""
+    from test_combining import init_switchable
+
+    from vactor_cloud.errors import RetryableStorageError, StorageError
+
+    store = init_switchable(store_spec)
+    till = Till.get_or_create("till")
+    _tax_down[:] = [True]
+    try:
+        with pytest.raises(ConnectionError):
+            till.pay.run(5)
+    finally:
+        _tax_down.clear()
+    (failed,) = _sync.sync(list_failures(vc.get_runtime().store, "till", None))
+    workflow_steps._recorded.discard("till", failed.call_id)  # resumed by another process
+    refused = RetryableStorageError("injected: 503 on the record's delete", "k")
+    store.fail = lambda op, key: refused if op == "delete" and key.endswith("/failed") else None
+    with contextlib.suppress(StorageError):  # (after the fix: the run fails, nothing commits)
+        vc.get(workflow.resume("till"), timeout=60)
+    store.fail = lambda op, key: None
+    workflow._rerun_done.clear()  # another process: it knows of no earlier re-run here
+    vc.get(workflow.resume("till"), timeout=60)
+    assert till.get.run() == 5, "the resumed call was applied twice"
+    assert workflow.get_status("till") != workflow.FAILED
+    assert vc.get(workflow.resume("till"), timeout=60) == []

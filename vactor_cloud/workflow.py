@@ -38,6 +38,7 @@ from vactor_cloud.workflow_steps import (
     failure_key,
     has_failures,
     list_failures,
+    resuming,
     step,
 )
 
@@ -145,8 +146,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
     The calls run in the order they first failed, under their original call
     ids, so every step that had finished is read back from its checkpoint,
-    not run again. A call that succeeds now commits, and its failure record
-    is deleted; one that fails again stays recorded and the future raises
+    not run again. A call that succeeds now commits, its failure record
+    deleted before its step is written (a delete that fails fails the run:
+    nothing commits, the call stays recorded, and no later resume applies it
+    twice); one that fails again stays recorded and the future raises
     its exception. With nothing to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran lately (its record may
     still be listed by a resume that raced its delete), is not run again:
@@ -361,6 +364,7 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
 
     future.add_done_callback(Waker(forget))
     core = runtime.core(failed.actor_id)
+    resuming(failed.actor_id, failed.call_id)  # its record goes before its step is written
     core.submit(call)
     done._help = functools.partial(core.help, future)  # (see resume)
     return done
