@@ -196,6 +196,10 @@ class Tally:
         self.value += by
         return self.value
 
+    def pay(self, tag: str) -> str:
+        self.value += 1
+        return f"{self.value}:{tag}"
+
     @vc.virtual_actor.readonly
     def get(self) -> int:
         return self.value
@@ -426,3 +430,46 @@ def test_a_resumed_call_whose_failure_record_delete_failed_is_not_applied_again_
     assert till.get.run() == 5, "the resumed call was applied twice"
     assert workflow.get_status("till") != workflow.FAILED
     assert vc.get(workflow.resume("till"), timeout=60) == []
+
+
+# -- 5. a late compaction whose watermark step is a stray ----------------------------------------
+_BIG = "t" * 200  # a keyed result this big makes a handful of keyed calls outgrow a step's delta
+
+
+@fast_lanes
+@pytest.mark.usefixtures("runtime_off")
+def test_a_compaction_whose_watermark_step_became_a_stray_keeps_the_checkpoint_kept_steps_name(
+    store_spec: StoreSpec,
+) -> None:
+    """Defect (failed before the fix: the newest step's idempotency checkpoint deleted, every
+    keyed call of a new process then failed with NotFoundError naming it). Compaction A chose
+    watermark M; compaction B
+    raised it past M and deleted step M; a stalled writer's late put re-created M (a stray,
+    built on an old base, naming a checkpoint of its own, ``M-...``). A then deleted the
+    checkpoints older than the one *the stray* names, taken for the oldest kept step's:
+    that included the checkpoint every kept step names. Below the watermark a step is no
+    step of the history: its name now decides nothing."""
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    tally = Tally.get_or_create("w")
+    for i in range(40):
+        tally.pay.options(idempotency_key=f"pay-{i}").run(f"{i}{_BIG}")
+    log = vc.get_runtime().core("w").log
+    newest = _sync.sync(log.load_latest(_sync.sync(log.read_head())))
+    assert newest is not None and newest.dedup_base is not None
+    base_step = int(newest.dedup_base.split("-")[0])
+    for _ in range(6):  # steps past the newest checkpoint, all naming it
+        tally.incr.run(0)
+    newest = _sync.sync(log.load_latest(_sync.sync(log.read_head())))
+    assert newest is not None and int(str(newest.dedup_base).split("-")[0]) == base_step
+    m, w2 = base_step + 2, base_step + 4
+    report = _sync.sync(compact(log, keep_last=newest.step - w2 + 1, min_age=0.0))  # compaction B
+    assert report.watermark == w2
+    stray = dataclasses.replace(newest, step=m, parent=m - 1, writer="stalled", dedup_base=f"{m:020d}-stray")
+    _sync.sync(log.store.put(log.step_key(m), stray.encode(log.step_key(m), None), mode="create"))
+    _sync.sync(compaction._delete_dedup_checkpoints(log, m))  # compaction A, late
+    assert newest.dedup_base in _sync.sync(log.list_dedup_checkpoints())
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))  # a new process
+    again = Tally.get_or_create("w")
+    assert again.pay.options(idempotency_key="pay-3").run("again") == f"4:3{_BIG}"  # from the table
+    assert again.get.run() == 40

@@ -446,6 +446,12 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     named only by deleted steps, or by none (a commit that lost its race).
     """
     oldest = await log.read_step(watermark)
+    if watermark < await log.read_gc():
+        # Another compaction raised the watermark past ours (and deleted our watermark step):
+        # what sits at that number now may be a stray (a stalled writer's late put), naming a
+        # checkpoint newer than the one the kept steps name. Read after the step, so a stray
+        # read shows here. That compaction deletes the old checkpoints; we leave them.
+        return 0
     if oldest is None or oldest.dedup_base is None:
         # No kept step names a checkpoint older than the watermark step itself.
         floor = f"{watermark:020d}" if oldest is not None else None
