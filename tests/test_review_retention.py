@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, compaction, workflow, workflow_steps
+from vactor_cloud import _sync, codec, compaction, workflow, workflow_steps
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.compaction import compact
 from vactor_cloud.errors import StepNotFoundError
@@ -473,3 +473,35 @@ def test_a_compaction_whose_watermark_step_became_a_stray_keeps_the_checkpoint_k
     again = Tally.get_or_create("w")
     assert again.pay.options(idempotency_key="pay-3").run("again") == f"4:3{_BIG}"  # from the table
     assert again.get.run() == 40
+
+
+@fast_lanes
+@pytest.mark.usefixtures("runtime_off")
+def test_compaction_keeps_the_sub_task_checkpoints_of_a_call_only_a_stray_step_holds(
+    store_spec: StoreSpec,
+) -> None:
+    """Defect (failed before the fix: the checkpoints went). Compaction deletes the sub-task
+    checkpoints of the calls committed in the steps it deletes. Among those it read a
+    stray (a stalled writer's late put re-created a compacted number: not a commit, so its
+    writer runs the call again) and took its calls for committed: their checkpoints went,
+    and the re-run ran every child again. The ``gc`` record names the committed writer of
+    each compacted number; a step by another writer is a stray, its calls not committed."""
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    tally = Tally.get_or_create("s")
+    for _ in range(5):
+        tally.incr.run(1)
+    log = vc.get_runtime().core("s").log
+    _sync.sync(compact(log, keep_last=2, min_age=0.0))  # watermark 4: steps 0..3 go
+    four = _sync.sync(log.read_step(4))
+    assert four is not None
+    (call,) = four.calls
+    stray_call = dataclasses.replace(call, call_id="stalled-call")
+    stray = dataclasses.replace(four, step=2, parent=1, writer="stalled", calls=(stray_call,))
+    _sync.sync(log.store.put(log.step_key(2), stray.encode(log.step_key(2), None), mode="create"))
+    tally.incr.run(1)
+    key = f"{log.prefix}tasks/stalled-call/000000"  # younger than the newest step: not aged out
+    data = codec.encode(key, {"kind": "task", "time": _real_time()}, {"result": b"x"})
+    _sync.sync(log.store.put(key, data, mode="create"))
+    report = _sync.sync(compact(log, keep_last=2, min_age=0.0))
+    assert report.deleted_steps == 2  # step 4, and the stray at 2
+    assert _task_keys("s") == [key], "the stray's call was taken for committed"

@@ -56,7 +56,7 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -211,7 +211,7 @@ async def compact(
     tasks = await _task_calls(log)
     committed_calls: set[str] = set()
     if tasks and doomed:
-        committed_calls = await _calls_in(log, doomed)
+        committed_calls = await _calls_in(log, doomed, (await log.read_watermark()).compacted)
     # Oldest first, a chunk at a time (a chunk's deletes land in any order): while this
     # runs, the remaining steps stay contiguous but for the chunk being deleted.
     for chunk in _chunks(doomed, _PARALLEL):
@@ -331,15 +331,23 @@ async def _steps_below(log: ActorLog, watermark: int) -> list[int]:
         after = page[-1]
 
 
-async def _calls_in(log: ActorLog, steps: list[int]) -> set[str]:
-    """Call ids committed in ``steps`` (a step that cannot be read contributes none)."""
+async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, str]) -> set[str]:
+    """Call ids committed in ``steps`` (a step that cannot be read contributes none).
+
+    ``committed_by`` is the ``gc`` record: the writer of the committed step at each number
+    compactions passed. A step there by another writer is a stray (a stalled writer's late
+    put re-created the freed number): not a commit, its writer runs its calls again, and
+    their sub-task checkpoints must stay for that run.
+    """
 
     async def calls_of(step: int) -> list[str]:
         try:
             record: StepRecord | None = await log.read_step(step)
         except IntegrityError:
             return []
-        return [] if record is None else [call.call_id for call in record.calls]
+        if record is None or committed_by.get(step, record.writer) != record.writer:
+            return []
+        return [call.call_id for call in record.calls]
 
     found: set[str] = set()
     for chunk in _chunks(steps, _PARALLEL):
