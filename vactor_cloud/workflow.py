@@ -149,8 +149,11 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     not run again. A call that succeeds now commits, its failure record
     deleted before its step is written (a delete that fails fails the run:
     nothing commits, the call stays recorded, and no later resume applies it
-    twice); one that fails again stays recorded and the future raises
-    its exception. With nothing to resume the future's result is ``[]``.
+    twice; a commit that fails after the delete, a storage error, leaves the
+    call unrecorded, as for a retried call: the future raises that error, and
+    the call may be made again as a new one); one whose sub-workflow fails
+    again stays recorded and the future raises its exception. With nothing
+    to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran lately (its record may
     still be listed by a resume that raced its delete), is not run again:
     that re-run's result is given. A call that came in a post (under contention) whose post
