@@ -41,7 +41,8 @@ _real_time = time.time
 @pytest.fixture
 def compactor_ahead(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Compaction reads a wall clock two hours ahead of every other process's (this one's)."""
-    monkeypatch.setattr(compaction, "time", types.SimpleNamespace(time=lambda: _real_time() + AHEAD))
+    ahead = types.SimpleNamespace(time=lambda: _real_time() + AHEAD, monotonic=time.monotonic)
+    monkeypatch.setattr(compaction, "time", ahead)
     yield
 
 
@@ -505,3 +506,54 @@ def test_compaction_keeps_the_sub_task_checkpoints_of_a_call_only_a_stray_step_h
     report = _sync.sync(compact(log, keep_last=2, min_age=0.0))
     assert report.deleted_steps == 2  # step 4, and the stray at 2
     assert _task_keys("s") == [key], "the stray's call was taken for committed"
+
+
+# -- 1c. what the writers' evidence holds back on an idle actor, and how it goes ---------------------
+def _age_all_steps(log: Any, seconds: float) -> None:
+    """Re-date every step ``seconds`` earlier: an actor written in a burst, idle since."""
+    for step in _sync.sync(log.list_steps()):
+        record = _sync.sync(log.read_step(step))
+        assert record is not None
+        old = dataclasses.replace(record, time=record.time - seconds)
+        _sync.sync(log.store.put(log.step_key(step), old.encode(log.step_key(step), log.signing_key)))
+
+
+@fast_lanes
+@pytest.mark.usefixtures("runtime_off")
+def test_an_idle_actors_last_steps_go_on_a_compaction_repeated_fresh_window_later(
+    store_spec: StoreSpec,
+) -> None:
+    """Pin of the cost of the fix above: steps written in a burst two hours ago (and nothing
+    since) are old by the compactor's clock, but no writer's step shows them older than the
+    newest by ``fresh_window`` and a clock skew: the first compaction keeps them
+    (``held_unproven``). Having seen the newest step exist ``fresh_window`` ago, the same
+    process's next compaction deletes them (its own monotonic clock is the proof)."""
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    tally = Tally.get_or_create("idle")
+    for _ in range(3):
+        tally.incr.run(1)
+    log = vc.get_runtime().core("idle").log
+    _age_all_steps(log, 7200.0)
+    first = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=0.2))
+    assert (first.deleted_steps, first.held_unproven) == (0, 3)
+    time.sleep(0.25)
+    second = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=0.2))
+    assert (second.deleted_steps, second.held_unproven, second.watermark) == (3, 0, 3)
+
+
+def test_vactor_compact_deletes_an_idle_actors_last_steps_in_one_run(store: str, vactor: Any) -> None:
+    """``vactor compact`` waits ``fresh_window`` once, after its first pass, and compacts again
+    the actors whose last steps were held for want of the writers' evidence: one run leaves
+    ``keep_last`` steps of an actor idle for two hours."""
+    vc.init(store)
+    try:
+        tally = Tally.get_or_create("idle")
+        for _ in range(3):
+            tally.incr.run(1)
+        _age_all_steps(vc.get_runtime().core("idle").log, 7200.0)
+    finally:
+        vc.shutdown()
+    result = vactor("compact", "idle", "--keep-last", "1", "--min-age", "3600")
+    assert result.code == 0, result.err
+    _header, row = result.out.splitlines()
+    assert row.split() == ["idle", "3", "3..3", "0"], result.out

@@ -56,6 +56,7 @@ import logging
 import math
 import numbers
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -124,6 +125,10 @@ class CompactionReport:
     #: calls whose failure record (for ``workflow.resume``) was older than ``min_age`` and went:
     #: they can no longer be resumed (each is also logged as a warning)
     unresumable: tuple[str, ...] = ()
+    #: of ``held_by_min_age``, the steps old enough by our clock but not shown old by the
+    #: writers' times (``_writers_cutoff``): a compaction in this process ``fresh_window``
+    #: seconds from now deletes them (it has then seen them exist that long)
+    held_unproven: int = 0
 
     @property
     def kept_steps(self) -> int:
@@ -199,12 +204,16 @@ async def compact(
     # Readers start at HEAD: move it past everything we may delete first.
     await log.advance_head(newest.step, newest.class_ref, head)
 
+    proven = _seen_long_enough(log, newest.step, fresh_window)
     current = (await log.read_watermark()).min_step
     by_count = max(0, newest.step - keep_last + 1)
-    target = by_count
+    target = by_age = by_count
     if min_age > 0 and by_count > current:
+        by_age = await _youngest_allowed(log, max(current, 0), by_count, started - min_age)
         cutoff = min(started - min_age, _writers_cutoff(newest.time, min_age, fresh_window))
-        target = await _youngest_allowed(log, max(current, 0), by_count, cutoff)
+        target = await _youngest_allowed(log, max(current, 0), by_age, cutoff)
+        # Steps this process saw exist fresh_window ago need no writer's evidence.
+        target = max(target, min(by_age, proven + 1))
     watermark = await raise_watermark(log, max(target, current))
 
     doomed = await _steps_below(log, watermark)
@@ -231,6 +240,7 @@ async def compact(
         deleted_tasks=deleted_tasks,
         held_by_min_age=max(0, by_count - max(target, current)),
         unresumable=tuple(unresumable),
+        held_unproven=max(0, by_age - max(target, current)),
     )
 
 
@@ -365,6 +375,32 @@ async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
         if sep:
             grouped.setdefault(call_id, []).append(key)
     return grouped
+
+
+#: (store, actor) -> (the newest step this process's compaction saw, monotonic time it first did)
+_newest_seen: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+_NEWEST_SEEN_MAX = 4096
+
+
+def _seen_long_enough(log: ActorLog, newest: int, fresh_window: float) -> int:
+    """The newest step this process saw exist at least ``fresh_window`` ago (monotonic), or -1;
+    remembers ``newest`` as seen now.
+
+    Every step up to it was written ``fresh_window`` ago or more, so any put built on a cache
+    validated before it has ended (see ``_writers_cutoff``): it may go whatever the times
+    recorded in the steps say, so an idle actor's last steps go on a compaction this
+    process repeats ``fresh_window`` later (``vactor compact`` does so by itself).
+    """
+    key = (log.store.url, log.actor_id)
+    now = time.monotonic()
+    seen = _newest_seen.get(key)
+    proven = seen[0] if seen is not None and now - seen[1] >= fresh_window else -1
+    if seen is None or seen[0] != newest:
+        _newest_seen[key] = (newest, now)
+        _newest_seen.move_to_end(key)
+        while len(_newest_seen) > _NEWEST_SEEN_MAX:
+            _newest_seen.popitem(last=False)
+    return min(proven, newest)
 
 
 def _writers_cutoff(newest_step_time: float, min_age: float, fresh_window: float) -> float:
