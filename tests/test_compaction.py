@@ -209,7 +209,9 @@ def test_task_checkpoints_of_compacted_calls_and_old_ones_are_deleted(spec: Stor
     now = time.time()
     layout = {
         step1.calls[0].call_id: now,  # committed in step 1, which goes
-        "abandoned": now - 7200,  # older than min_age
+        # min_age older than the newest step (aged two hours below): checkpoints of calls not
+        # committed are aged by the newest step's time, not by the compactor's clock
+        "abandoned": now - 7200 - 3660,
         "inflight": now,  # young and not committed: must stay
     }
     for call_id, written in layout.items():
@@ -217,9 +219,11 @@ def test_task_checkpoints_of_compacted_calls_and_old_ones_are_deleted(spec: Stor
             key = f"{log.prefix}tasks/{call_id}/{position:06d}"
             data = codec.encode(key, {"kind": "task", "time": written}, {"result": b"x"})
             _sync.sync(log.store.put(key, data, mode="create"))
-    _age_steps(log, range(4), seconds=7200)
+    # steps 1 and 2 written long before the newest (and kept otherwise: see _writers_cutoff)
+    _age_steps(log, range(3), seconds=7600)
+    _age_steps(log, range(3, 4), seconds=7200)
     report = _sync.sync(compact(log, keep_last=1, min_age=3600))
-    assert (report.watermark, report.deleted_steps, report.deleted_tasks) == (3, 3, 4)
+    assert (report.watermark, report.deleted_steps, report.deleted_tasks) == (2, 2, 4)
     left = _sync.sync(log.store.list(f"{log.prefix}tasks/"))
     assert left == [f"{log.prefix}tasks/inflight/{p:06d}" for p in range(2)]
 

@@ -14,7 +14,8 @@
    interrupted compaction, or an object a stalled writer re-created);
 6. delete sub-workflow checkpoints under ``actors/<id>/tasks/<call_id>/``
    whose call was committed in a deleted step or that are older than
-   ``min_age``.
+   ``min_age`` before the newest step's recorded time (never by our clock
+   alone: see ``_actor_now``).
 
 Why this is safe for writers: a commit is a create-only put of ``steps/N+1``.
 A writer that held step N while a compaction deleted N+1 could re-create that
@@ -24,7 +25,10 @@ treats a step below the watermark as a lost race (it deletes its object and
 retries). A writer with a fresher cache skips that read; it is safe because
 step N+1 can only be deleted once its successor N+2 is ``min_age`` old, and
 N+2 was written after the writer validated: so ``min_age`` must exceed
-``fresh_window`` plus the clock skew between machines. ``ActorHandle.compact``
+``fresh_window`` plus the clock skew between machines. Lest that hang on the
+compactor's clock alone (one running ahead), N+2 must also be older than the
+newest step by ``min(min_age, fresh_window + CLOCK_SKEW)`` by the times the
+writers recorded (``_writers_cutoff``). ``ActorHandle.compact``
 refuses a ``min_age`` below the runtime's ``fresh_window``; this function
 takes any finite ``min_age >= 0`` (tests use ``min_age=0`` with ``fresh_window=0``).
 
@@ -52,7 +56,8 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,8 +72,10 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.keys import failure_key, tasks_prefix
+from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.runtime import get_runtime
+from vactor_cloud.settings import Settings
 from vactor_cloud.storage import IfMatch
 
 __all__ = [
@@ -118,6 +125,10 @@ class CompactionReport:
     #: calls whose failure record (for ``workflow.resume``) was older than ``min_age`` and went:
     #: they can no longer be resumed (each is also logged as a warning)
     unresumable: tuple[str, ...] = ()
+    #: of ``held_by_min_age``, the steps old enough by our clock but not shown old by the
+    #: writers' times (``_writers_cutoff``): a compaction in this process ``fresh_window``
+    #: seconds from now deletes them (it has then seen them exist that long)
+    held_unproven: int = 0
 
     @property
     def kept_steps(self) -> int:
@@ -163,12 +174,21 @@ def validate_compaction_args(
     return keep_last, age
 
 
-async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
+async def compact(
+    log: ActorLog,
+    keep_last: int,
+    *,
+    min_age: float = DEFAULT_MIN_AGE,
+    fresh_window: float = Settings.fresh_window,
+) -> CompactionReport:
     """Delete the steps of ``log``'s actor older than its ``keep_last`` newest.
 
     Never deletes the newest step, and never a step whose successor was
     written less than ``min_age`` seconds ago (by the successor's recorded
-    wall-clock time). The watermark is raised before anything is deleted, so
+    wall-clock time), nor less than ``min(min_age, fresh_window + CLOCK_SKEW)``
+    before the newest step (by the two steps' recorded times, whatever our
+    clock reads: see ``_writers_cutoff``); ``fresh_window`` is the writers'
+    ``Settings.fresh_window``. The watermark is raised before anything is deleted, so
     a writer stalled across the compaction cannot re-create a deleted step
     number and report it as committed. Safe to run concurrently with writers,
     readers and other compactions; idempotent. ``ActorNotFoundError`` if the
@@ -184,23 +204,32 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
     # Readers start at HEAD: move it past everything we may delete first.
     await log.advance_head(newest.step, newest.class_ref, head)
 
+    proven = _seen_long_enough(log, newest.step, fresh_window)
     current = (await log.read_watermark()).min_step
     by_count = max(0, newest.step - keep_last + 1)
-    target = by_count
+    target = by_age = by_count
     if min_age > 0 and by_count > current:
-        target = await _youngest_allowed(log, max(current, 0), by_count, started - min_age)
+        by_age = await _youngest_allowed(log, max(current, 0), by_count, started - min_age)
+        cutoff = min(started - min_age, _writers_cutoff(newest.time, min_age, fresh_window))
+        target = await _youngest_allowed(log, max(current, 0), by_age, cutoff)
+        # Steps this process saw exist fresh_window ago need no writer's evidence.
+        target = max(target, min(by_age, proven + 1))
     watermark = await raise_watermark(log, max(target, current))
 
     doomed = await _steps_below(log, watermark)
     tasks = await _task_calls(log)
     committed_calls: set[str] = set()
     if tasks and doomed:
-        committed_calls = await _calls_in(log, doomed)
+        committed_calls = await _calls_in(log, doomed, (await log.read_watermark()).compacted)
     # Oldest first, a chunk at a time (a chunk's deletes land in any order): while this
     # runs, the remaining steps stay contiguous but for the chunk being deleted.
     for chunk in _chunks(doomed, _PARALLEL):
         await log.store.delete_many([log.step_key(step) for step in chunk])
-    deleted_tasks, unresumable = await _delete_tasks(log, tasks, committed_calls, started - min_age)
+    # A call not committed is aged against the actor's own clock, the newest step's time, never
+    # later than ours: our clock running ahead must not delete what a running call or a resume needs.
+    deleted_tasks, unresumable = await _delete_tasks(
+        log, tasks, committed_calls, _actor_now(started, newest.time) - min_age, min_age
+    )
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
     await _delete_dedup_checkpoints(log, watermark)
     return CompactionReport(
@@ -211,6 +240,7 @@ async def compact(log: ActorLog, keep_last: int, *, min_age: float = DEFAULT_MIN
         deleted_tasks=deleted_tasks,
         held_by_min_age=max(0, by_count - max(target, current)),
         unresumable=tuple(unresumable),
+        held_unproven=max(0, by_age - max(target, current)),
     )
 
 
@@ -311,15 +341,23 @@ async def _steps_below(log: ActorLog, watermark: int) -> list[int]:
         after = page[-1]
 
 
-async def _calls_in(log: ActorLog, steps: list[int]) -> set[str]:
-    """Call ids committed in ``steps`` (a step that cannot be read contributes none)."""
+async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, str]) -> set[str]:
+    """Call ids committed in ``steps`` (a step that cannot be read contributes none).
+
+    ``committed_by`` is the ``gc`` record: the writer of the committed step at each number
+    compactions passed. A step there by another writer is a stray (a stalled writer's late
+    put re-created the freed number): not a commit, its writer runs its calls again, and
+    their sub-task checkpoints must stay for that run.
+    """
 
     async def calls_of(step: int) -> list[str]:
         try:
             record: StepRecord | None = await log.read_step(step)
         except IntegrityError:
             return []
-        return [] if record is None else [call.call_id for call in record.calls]
+        if record is None or committed_by.get(step, record.writer) != record.writer:
+            return []
+        return [call.call_id for call in record.calls]
 
     found: set[str] = set()
     for chunk in _chunks(steps, _PARALLEL):
@@ -339,8 +377,65 @@ async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
     return grouped
 
 
+#: (store, actor) -> (the newest step this process's compaction saw, monotonic time it first did)
+_newest_seen: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+_NEWEST_SEEN_MAX = 4096
+
+
+def _seen_long_enough(log: ActorLog, newest: int, fresh_window: float) -> int:
+    """The newest step this process saw exist at least ``fresh_window`` ago (monotonic), or -1;
+    remembers ``newest`` as seen now.
+
+    Every step up to it was written ``fresh_window`` ago or more, so any put built on a cache
+    validated before it has ended (see ``_writers_cutoff``): it may go whatever the times
+    recorded in the steps say, so an idle actor's last steps go on a compaction this
+    process repeats ``fresh_window`` later (``vactor compact`` does so by itself).
+    """
+    key = (log.store.url, log.actor_id)
+    now = time.monotonic()
+    seen = _newest_seen.get(key)
+    proven = seen[0] if seen is not None and now - seen[1] >= fresh_window else -1
+    if seen is None or seen[0] != newest:
+        _newest_seen[key] = (newest, now)
+        _newest_seen.move_to_end(key)
+        while len(_newest_seen) > _NEWEST_SEEN_MAX:
+            _newest_seen.popitem(last=False)
+    return min(proven, newest)
+
+
+def _writers_cutoff(newest_step_time: float, min_age: float, fresh_window: float) -> float:
+    """The latest time a deleted step's successor may carry, judged by the writers' clocks alone.
+
+    ``min_age`` by our clock alone let a compactor whose clock runs ``min_age`` ahead delete
+    step N+1 a moment after N+2 was written, while a writer that validated N within its
+    ``fresh_window`` (so it skips the watermark read) had yet to put N+1: it re-created the
+    number and its call was acknowledged, held by no step of the history. N+2 written at
+    least ``fresh_window`` (plus ``CLOCK_SKEW`` between writers) before the newest step
+    means that put had ended before the newest step was written, so before this compaction
+    began: it met N+1 and lost its race. The cost: an actor idle since keeps the steps of
+    its last ``fresh_window + CLOCK_SKEW`` of activity (at least the newest step's
+    predecessor) until it commits again. Capped by ``min_age`` (0 deletes at once).
+    """
+    guard = min(min_age, fresh_window + CLOCK_SKEW)
+    return newest_step_time - guard if math.isfinite(newest_step_time) else math.inf
+
+
+def _actor_now(ours: float, newest_step_time: float) -> float:
+    """The "now" against which an uncommitted call's checkpoints are aged: the newest step's
+    recorded time, or our clock if that reads earlier (a finite time only).
+
+    The checkpoints and the failure record of a call not committed carry their writer's
+    clock. Compared with the compactor's clock, a compactor running ``d`` ahead deleted them
+    ``d`` early: a running call's children ran again, a call that failed a moment ago could
+    no longer be resumed. Compared with the newest step's time, they go only once the actor
+    has committed a step ``min_age`` after them by its writers' clocks, whatever ours reads
+    (an actor idle since keeps them until it commits again).
+    """
+    return min(ours, newest_step_time) if math.isfinite(newest_step_time) else ours
+
+
 async def _delete_tasks(
-    log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float
+    log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float, min_age: float
 ) -> tuple[int, list[str]]:
     """Delete the checkpoints of calls committed in deleted steps, or written before ``cutoff``;
     how many objects, and the calls whose failure record went (no longer resumable).
@@ -349,8 +444,9 @@ async def _delete_tasks(
     key is answered from the step's table), so its children are not needed.
     A checkpoint older than ``cutoff`` belongs to a call abandoned (or running
     longer than ``min_age``, which then recomputes the children it loses).
-    The age is the ``time`` in the checkpoint's metadata; a checkpoint without
-    a readable time is kept. A call with a failure record is aged by that record
+    The age is the ``time`` in the checkpoint's metadata, ``cutoff`` is by
+    the actor's newest step (``_actor_now``); a checkpoint without a readable
+    time is kept. A call with a failure record is aged by that record
     (rewritten at each failure), not by its first checkpoint: a call that failed
     just now, its first step checkpointed long ago, stays resumable for ``min_age``.
     """
@@ -372,13 +468,14 @@ async def _delete_tasks(
             if key == failure_key(log.actor_id, call_id):
                 unresumable.append(call_id)
                 logger.warning(
-                    "actor %r: the failure record of call %s (method %r), recorded %.0f s ago, was "
-                    "older than compaction's min_age: compaction removed it, and the call can no "
+                    "actor %r: the failure record of call %s (method %r), recorded %.0f s before "
+                    "the actor's newest step, was older than compaction's min_age: compaction "
+                    "removed it, and the call can no "
                     "longer be resumed (workflow.resume); run it again as a new call if it is still wanted",
                     log.actor_id,
                     call_id,
                     meta.get("method"),
-                    time.time() - written,
+                    cutoff + min_age - written,
                 )
     await log.store.delete_many(doomed)  # in any order: nothing reads them any more
     return len(doomed), unresumable
@@ -393,6 +490,12 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     named only by deleted steps, or by none (a commit that lost its race).
     """
     oldest = await log.read_step(watermark)
+    if watermark < await log.read_gc():
+        # Another compaction raised the watermark past ours (and deleted our watermark step):
+        # what sits at that number now may be a stray (a stalled writer's late put), naming a
+        # checkpoint newer than the one the kept steps name. Read after the step, so a stray
+        # read shows here. That compaction deletes the old checkpoints; we leave them.
+        return 0
     if oldest is None or oldest.dedup_base is None:
         # No kept step names a checkpoint older than the watermark step itself.
         floor = f"{watermark:020d}" if oldest is not None else None
@@ -456,7 +559,7 @@ async def compact_actor(
         keep_last, min_age, fresh_window=runtime.settings.fresh_window
     )
     core = runtime.core(actor_id)
-    report = await compact(core.log, keep_last, min_age=min_age)
+    report = await compact(core.log, keep_last, min_age=min_age, fresh_window=runtime.settings.fresh_window)
     if core.record is not None and core.record.step < report.watermark:
         # This process's cache points below the watermark: forget it rather than commit on it.
         core.forget()

@@ -38,6 +38,7 @@ from vactor_cloud.workflow_steps import (
     failure_key,
     has_failures,
     list_failures,
+    resuming,
     step,
 )
 
@@ -145,9 +146,14 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
     The calls run in the order they first failed, under their original call
     ids, so every step that had finished is read back from its checkpoint,
-    not run again. A call that succeeds now commits, and its failure record
-    is deleted; one that fails again stays recorded and the future raises
-    its exception. With nothing to resume the future's result is ``[]``.
+    not run again. A call that succeeds now commits, its failure record
+    deleted before its step is written (a delete that fails fails the run:
+    nothing commits, the call stays recorded, and no later resume applies it
+    twice; a commit that fails after the delete, a storage error, leaves the
+    call unrecorded, as for a retried call: the future raises that error, and
+    the call may be made again as a new one); one whose sub-workflow fails
+    again stays recorded and the future raises its exception. With nothing
+    to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran lately (its record may
     still be listed by a resume that raced its delete), is not run again:
     that re-run's result is given. A call that came in a post (under contention) whose post
@@ -361,6 +367,7 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
 
     future.add_done_callback(Waker(forget))
     core = runtime.core(failed.actor_id)
+    resuming(failed.actor_id, failed.call_id)  # its record goes before its step is written
     core.submit(call)
     done._help = functools.partial(core.help, future)  # (see resume)
     return done

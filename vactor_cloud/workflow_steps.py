@@ -43,7 +43,9 @@ Here it runs inside the same call, before the call commits:
   call (method and arguments). ``workflow.resume(actor_id)`` runs the
   recorded calls again with their original call ids, which is what lets them
   reuse the checkpoints of the steps that had finished; the record is
-  deleted once the re-run succeeds. A call that this process runs again
+  deleted once the re-run's sub-workflow succeeds, before its step is
+  written (a delete that fails fails the re-run: nothing is committed and
+  the call stays recorded, so no later resume applies it twice). A call that this process runs again
   itself (``options(max_retries=N)``, or its batch applied again after a
   lost commit race) and whose sub-workflow then succeeds deletes its record
   before it commits, so resume does not apply it a second time. So does a
@@ -93,6 +95,7 @@ __all__ = [
     "delete_failure",
     "failure_key",
     "list_failures",
+    "resuming",
     "step",
 ]
 
@@ -450,6 +453,18 @@ class _RecordedFailures:
 
 
 _recorded = _RecordedFailures()
+
+
+def resuming(actor_id: str, call_id: str) -> None:
+    """A run of the recorded failed call ``call_id`` is about to start (``workflow.resume``).
+
+    Once its sub-workflow succeeds, its failure record is deleted *before* its step is
+    written, as for a call this process recorded itself: deleted after the commit (resume's
+    own delete), one failed DELETE (a 503, a crash) left the record of a committed call, and
+    the next resume, from a process that knows nothing of this run, applied it again. Deleted
+    before, a failed delete fails the run: nothing commits, the call stays resumable.
+    """
+    _recorded.add(actor_id, call_id)
 
 
 def _record_failure(context: CallContext, call: PendingCall) -> None:
