@@ -85,9 +85,6 @@ _PLAIN_CLASSES: dict[tuple[type, type], bool] = {}
 #: the longest object key S3 and GCS accept (UTF-8 bytes), a store's own prefix included
 OBJECT_KEY_BYTES = 1024
 
-#: delete requests of one ``delete_many`` in flight at once
-_DELETE_PARALLEL = 16
-
 
 class ObjectStore(abc.ABC):
     """An async object store rooted at ``url``; keys are ``/``-separated and relative to it.
@@ -131,6 +128,10 @@ class ObjectStore(abc.ABC):
     #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an
     #: instance to exercise the splitting without writing a thousand objects.
     delete_batch: int = 1
+    #: The most requests one ``delete_many`` has in flight at once (each of up to
+    #: :attr:`delete_batch` keys): the bound a caller deleting thousands of keys puts on the
+    #: connections it holds.
+    delete_parallel: int = 16
     #: For a listing that is no :class:`Listing` (which says how many requests it took): one
     #: that returned fewer keys than this was made by one request, at one moment (see
     #: :meth:`listed_at_one_moment`). None: every listing is one moment (the memory store
@@ -225,7 +226,8 @@ class ObjectStore(abc.ABC):
         """Delete every object in ``keys``; missing objects are not an error.
 
         Sent as requests of up to :attr:`delete_batch` keys each (S3: one DeleteObjects per
-        1000 keys; elsewhere one DELETE per key), a few in flight at once; each is bounded
+        1000 keys; elsewhere one DELETE per key), at most :attr:`delete_parallel` in flight at
+        once, whatever the number of keys; each is bounded
         by ``request_timeout`` and counted in ``requests`` as one ``"delete"``. An empty
         ``keys`` sends nothing.
 
@@ -245,14 +247,21 @@ class ObjectStore(abc.ABC):
         if len(batches) == 1:
             await self._delete_batch(batches[0])
             return
-        gate = asyncio.Semaphore(_DELETE_PARALLEL)
+        # A few senders taking batches one after the other, not a task per batch: deleting
+        # a hundred thousand keys holds what ``delete_parallel`` requests need, no more.
+        queued = iter(batches)
+        failures: builtins.list[BaseException] = []
 
-        async def send(batch: builtins.list[str]) -> None:
-            async with gate:
-                await self._delete_batch(batch)
+        async def sender() -> None:
+            for batch in queued:
+                try:
+                    await self._delete_batch(batch)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # the others go on: every key is tried once
+                    failures.append(exc)
 
-        outcomes = await asyncio.gather(*(send(b) for b in batches), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        await asyncio.gather(*(sender() for _ in range(min(max(1, self.delete_parallel), len(batches)))))
         if failures:
             # A storage failure is what callers handle; anything else (a bug) goes first.
             failures.sort(key=lambda exc: isinstance(exc, StorageError))

@@ -193,6 +193,7 @@ class FaultyStore(ObjectStore):
         self.definite_create_conflicts = inner.definite_create_conflicts
         # One decision per request the wrapped store would send.
         self.delete_batch = inner.delete_batch
+        self.delete_parallel = inner.delete_parallel
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
