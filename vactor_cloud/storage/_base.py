@@ -86,6 +86,16 @@ _PLAIN_CLASSES: dict[tuple[type, type], bool] = {}
 OBJECT_KEY_BYTES = 1024
 
 
+def repeated_page_token(url: str, prefix: str, token: str, page: int) -> str:
+    """The message for a listing whose server answered page ``page`` with a continuation token
+    it had sent before (a backend's paging loop checks: it would list the same pages forever)."""
+    return (
+        f"{url}: listing of {prefix!r} stopped: page {page} came with a continuation token the "
+        f"server had already sent ({token[:80]!r}), so the listing would never end; the endpoint "
+        "(an emulator, a caching proxy) does not page as S3 and GCS do"
+    )
+
+
 class ObjectStore(abc.ABC):
     """An async object store rooted at ``url``; keys are ``/``-separated and relative to it.
 

@@ -70,7 +70,15 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, Listing, ObjectStore, PutMode
+from vactor_cloud.storage._base import (
+    OBJECT_KEY_BYTES,
+    Blob,
+    IfMatch,
+    Listing,
+    ObjectStore,
+    PutMode,
+    repeated_page_token,
+)
 
 __all__ = ["GCSStore"]
 
@@ -405,6 +413,7 @@ class GCSStore(ObjectStore):
             params["startOffset"] = root + start_after
         keys: list[str] = []
         requests = 0
+        tokens: set[str] = set()
         while limit is None or len(keys) < limit:
             page = min(_LIST_PAGE, limit - len(keys) + 1) if limit is not None else _LIST_PAGE
             params["maxResults"] = str(page)
@@ -423,6 +432,9 @@ class GCSStore(ObjectStore):
             token = listing.get("nextPageToken")
             if not token:
                 break
+            if str(token) in tokens:
+                raise StorageError(repeated_page_token(self.url, prefix, str(token), requests), prefix)
+            tokens.add(str(token))
             params["pageToken"] = str(token)
         # GCS lists in UTF-8 byte order, which is code-point order: sorting
         # only guards against an emulator that pages differently.

@@ -58,7 +58,15 @@ from vactor_cloud.errors import (
     StorageError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, Listing, ObjectStore, PutMode
+from vactor_cloud.storage._base import (
+    OBJECT_KEY_BYTES,
+    Blob,
+    IfMatch,
+    Listing,
+    ObjectStore,
+    PutMode,
+    repeated_page_token,
+)
 
 __all__ = ["S3Store"]
 
@@ -342,6 +350,7 @@ class S3Store(ObjectStore):
             params["StartAfter"] = base + start_after
         keys: list[str] = []
         requests = 0
+        tokens: set[str] = set()
         while limit is None or len(keys) < limit:
             page = _PAGE if limit is None else min(_PAGE, limit - len(keys))
             requests += 1
@@ -350,6 +359,9 @@ class S3Store(ObjectStore):
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
+            if token in tokens:
+                raise StorageError(repeated_page_token(self.url, prefix, token, requests), prefix)
+            tokens.add(token)
             params["ContinuationToken"] = token
         # S3 lists in UTF-8 byte order, which is code-point order: sorting is a no-op
         # on a conforming server and a safety net on an emulator that is not.
