@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from combining_workers import OrderLog
+from silent_listener import SilentListener
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts, post_adds
 from test_review_post_deletes import HANG, StalledDeletes, wait_until
 
 import vactor_cloud as vc
-from vactor_cloud.errors import StorageError, StorageTimeoutError
-from vactor_cloud.storage import ObjectStore
+from vactor_cloud.errors import AuthenticationError, StorageError, StorageTimeoutError
+from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -183,3 +189,250 @@ def test_a_listing_whose_server_repeats_a_page_token_fails_at_once_instead_of_pa
     pytest.importorskip("s3fs" if backend.startswith("s3") else "gcsfs")
     asyncio.run(scenario())
     assert pages == 2  # the second page repeated the token of the first
+
+
+# -- (3) a silent endpoint: every operation ends within its deadline ----------------------------
+#: the request timeout the silent-endpoint tests set, and how long an operation may take at most
+#: before it is called a hang (generous: a loaded machine; a hang is minutes or forever)
+_TIMEOUT = 1.0
+
+
+def _silent_store(backend: str, endpoint: str) -> ObjectStore:
+    if backend == "gs":
+        store = _gcs_store(endpoint)
+    else:
+        store = S3Store(
+            "bucket/p",
+            transport="s3fs" if backend == "s3+s3fs" else "botocore",
+            endpoint_url=endpoint,
+            key="k",
+            secret="s",
+            client_kwargs={"region_name": "us-east-1"},
+        )
+    store.request_timeout = _TIMEOUT
+    return store
+
+
+@pytest.mark.parametrize("backend", ["s3", "s3+s3fs", "gs"])
+def test_every_operation_on_a_silent_endpoint_ends_within_its_deadline_and_close_returns(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener that accepts connections and never answers: each request (get, head, each
+    put mode, list, delete, a delete_many of many keys) is a :class:`StorageTimeoutError`
+    within its timeout (a write's says it may have landed), and ``close`` returns with
+    requests of the store still stuck on their sockets."""
+    pytest.importorskip("s3fs" if backend.startswith("s3") else "gcsfs")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    silent = SilentListener()
+
+    async def scenario() -> None:
+        store = _silent_store(backend, silent.endpoint)
+        operations: dict[str, Callable[[], Awaitable[Any]]] = {
+            "get": lambda: store.get("k"),
+            "head": lambda: store.head("k"),
+            "create": lambda: store.put("k", b"x", mode="create"),
+            "if-match": lambda: store.put("k", b"x", mode=IfMatch("1")),
+            "overwrite": lambda: store.put("k", b"x"),
+            "list": lambda: store.list("k/"),
+            "delete": lambda: store.delete("k"),
+            "delete_many": lambda: store.delete_many([f"k/{n}" for n in range(40)]),
+        }
+        try:
+            for name, operation in operations.items():
+                try:
+                    async with asyncio.timeout(HANG):
+                        with pytest.raises(StorageTimeoutError) as info:
+                            await operation()
+                except TimeoutError:
+                    pytest.fail(f"{backend} {name}: no answer within {HANG} s (a hang)")
+                assert info.value.write_in_flight == (name not in ("get", "head", "list")), name
+            stuck = asyncio.ensure_future(store.get("stuck"))  # in flight while the store closes
+            await asyncio.sleep(0.1)
+        finally:
+            async with asyncio.timeout(HANG):
+                await store.close()
+        with pytest.raises(StorageTimeoutError):
+            async with asyncio.timeout(HANG):
+                await stuck
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        silent.close()
+    assert silent.accepted >= 1
+
+
+_GCS_EXIT_SCRIPT = """
+import sys, time
+import vactor_cloud as vc
+vc.init("gs://stalled-bucket/prefix", token="anon", project="p", endpoint_url=sys.argv[1],
+        settings=vc.Settings(timeout=1.0, deadline=2.0))
+for _ in range(2):
+    try:
+        vc.get_actor("x")
+    except vc.StorageTimeoutError:
+        print("timed out", flush=True)
+print(time.time(), flush=True)  # the script's end: the interpreter exits from here
+"""
+
+
+def test_a_process_whose_gcs_requests_hang_on_a_silent_endpoint_still_exits_at_once() -> None:
+    """As test_stalled_endpoint's for S3: the GCS store's requests (aiohttp on the IO loop)
+    stuck on a silent endpoint when the script ends do not hold the process (no timing
+    assertion: the subprocess is bounded by ``HANG``; a process held by its requests would
+    never exit, aiohttp having no timeout of its own here)."""
+    pytest.importorskip("gcsfs")
+    silent = SilentListener()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+    }
+    env["STORAGE_EMULATOR_HOST"] = silent.endpoint
+    env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _GCS_EXIT_SCRIPT, silent.endpoint],
+            capture_output=True,
+            text=True,
+            timeout=HANG,
+            check=False,
+            env=env,
+        )
+    finally:
+        silent.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[:-1] == ["timed", "out"] * 2
+    assert silent.accepted >= 1
+
+
+def _service_account_file(directory: Path, token_uri: str) -> str:
+    """A service-account key file whose token endpoint is ``token_uri`` (a fresh RSA key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path = directory / "service-account.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "p",
+                "private_key_id": "test",
+                "private_key": pem,
+                "client_email": "tester@p.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    return str(path)
+
+
+def test_a_gcs_token_endpoint_that_never_answers_times_the_request_out_and_stalls_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gcsfs refreshes an expired access token inside the request, synchronously (``requests``,
+    google-auth's 120 s timeout, retried): on the IO loop, where the GCS store's requests run,
+    a token endpoint that accepts and never answers stopped the loop, so no deadline could
+    fire and every other request of the process (any store, any actor) waited too. The
+    request is a :class:`StorageTimeoutError` within its timeout; the loop keeps running
+    meanwhile (a heartbeat ticks); the store is usable once the endpoint is."""
+    pytest.importorskip("gcsfs")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    silent = SilentListener()
+    credentials = _service_account_file(tmp_path, f"{silent.endpoint}/token")
+    outcome: list[BaseException | None] = []
+    ticks = 0
+
+    async def object_answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": {"code": 404, "message": "no such object"}}, status=404)
+
+    async def scenario() -> None:
+        nonlocal ticks
+        async with _gcs_answering(object_answer) as endpoint:
+            from vactor_cloud.storage._gcs import GCSStore
+
+            store = GCSStore("bucket/p", endpoint_url=endpoint, token=credentials, project="p")
+            store.request_timeout = _TIMEOUT
+            heartbeat_stop = asyncio.Event()
+
+            async def heartbeat() -> None:
+                nonlocal ticks
+                while not heartbeat_stop.is_set():
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            beating = asyncio.ensure_future(heartbeat())
+            try:
+                with pytest.raises(StorageTimeoutError):
+                    await store.head("k")
+                assert ticks > 0  # the loop ran while the token was being fetched
+            finally:
+                heartbeat_stop.set()
+                await beating
+                await store.close()
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    runner = threading.Thread(target=in_thread, daemon=True)
+    runner.start()
+    runner.join(HANG)
+    try:
+        assert outcome, f"the request (and its event loop) did not end within {HANG} s"
+        if outcome[0] is not None:
+            raise outcome[0]
+    finally:
+        silent.close()
+
+
+def test_a_gcs_token_refresh_the_token_endpoint_refuses_is_an_authentication_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revoked or deleted service-account key: the token endpoint answers 400
+    ``invalid_grant``, and gcsfs turns google-auth's RefreshError into its own ``HttpError``
+    (401), which left the store untranslated, past the boundary. It is an
+    :class:`AuthenticationError` (a ``PermissionError``) naming the credentials, not retried."""
+    pytest.importorskip("gcsfs")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    hits: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        if request.path == "/token":
+            error = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+            return web.json_response(error, status=400)
+        return web.json_response({"error": {"code": 404, "message": "no such object"}}, status=404)
+
+    async def scenario() -> None:
+        async with _gcs_answering(answer) as endpoint:
+            from vactor_cloud.storage._gcs import GCSStore
+
+            credentials = _service_account_file(tmp_path, f"{endpoint}/token")
+            store = GCSStore("bucket/p", endpoint_url=endpoint, token=credentials, project="p")
+            store.request_timeout = HANG
+            try:
+                with pytest.raises(AuthenticationError) as info:
+                    await store.head("k")
+                assert isinstance(info.value, PermissionError)
+                assert "GOOGLE_APPLICATION_CREDENTIALS" in str(info.value)
+            finally:
+                await store.close()
+
+    asyncio.run(scenario())
+    assert hits and set(hits) == {"/token"}  # no object request went without a token

@@ -26,8 +26,15 @@ sent (gcsfs would turn every 412 into ``FileExistsError``):
 429, 503                 :class:`RateLimitedError` (GCS allows about one
                          write per second to one object)
 timeouts, 5xx, resets    :class:`RetryableStorageError`
+token refresh refused    :class:`AuthenticationError` (the token
+                         endpoint could not be reached:
+                         :class:`RetryableStorageError`)
 anything else            :class:`StorageError`
 =======================  ==============================================
+
+An access token is refreshed on a thread of its own, never on the event loop
+(gcsfs would do it there, synchronously, for up to minutes against a silent
+token endpoint), and within the request's deadline.
 
 Reads, listings, deletes and overwrites are retried a few times on transient
 failures because repeating them is harmless; conditional puts are never
@@ -44,11 +51,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import random
 import secrets
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -58,7 +67,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import aiohttp
 from gcsfs.core import GCSFileSystem
-from google.auth.exceptions import GoogleAuthError
+from gcsfs.credentials import GoogleCredentials
+from gcsfs.retry import HttpError, NonRetryableError
+from google.auth.exceptions import GoogleAuthError, TransportError
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -89,6 +100,8 @@ _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
 _LIST_PAGE = 1000
+#: gcsfs refreshes an access token this many seconds before it expires (its LOCAL_REFRESH_BUFFER)
+_TOKEN_REFRESH_AHEAD = 300
 
 
 class _Response:
@@ -192,6 +205,8 @@ class GCSStore(ObjectStore):
         self._fs_loop: asyncio.AbstractEventLoop | None = None
         self._fs_pid = 0
         self._session_lock: asyncio.Lock | None = None
+        #: the access-token refresh in flight, on a thread of its own (see :meth:`_auth_headers`)
+        self._token_refresh: asyncio.Future[None] | None = None
 
     # -- connection ---------------------------------------------------------
     async def _filesystem(self) -> GCSFileSystem:
@@ -257,13 +272,16 @@ class GCSStore(ObjectStore):
         """One HTTP request with gcsfs's auth, endpoint and session; no retries, no translation."""
         fs = await self._filesystem()
         try:
-            # gcsfs refreshes an expiring token here, synchronously, as its own
-            # requests do; that is about once an hour.
-            auth_headers = fs._get_headers(headers)
-        except GoogleAuthError as exc:
-            raise StorageError(
-                f"{self.url}: could not obtain GCS credentials: {exc}; check token=... "
-                "or GOOGLE_APPLICATION_CREDENTIALS",
+            auth_headers = await self._auth_headers(fs, headers)
+        except (TransportError, OSError) as exc:  # (requests' errors: OSErrors)
+            raise RetryableStorageError(
+                f"{self.url}: could not reach the GCS token endpoint: {type(exc).__name__}: {exc}"
+            ) from exc
+        except (GoogleAuthError, HttpError, NonRetryableError) as exc:
+            # (gcsfs turns a refused refresh into HttpError 401 or NonRetryableError)
+            raise AuthenticationError(
+                f"{self.url}: could not obtain GCS credentials: {type(exc).__name__}: {exc}; check "
+                "token=... or GOOGLE_APPLICATION_CREDENTIALS",
             ) from exc
         try:
             async with fs._session.request(
@@ -278,6 +296,53 @@ class GCSStore(ObjectStore):
                 return _Response(response.status, response.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _auth_headers(self, fs: GCSFileSystem, headers: dict[str, str] | None) -> dict[str, str]:
+        """gcsfs's headers for one request, with an access token that is not about to expire.
+
+        gcsfs refreshes an expiring token inside ``_get_headers``, synchronously (``requests``,
+        google-auth's 120 s timeout, retried). On the IO loop, where this store's requests run,
+        that stopped the loop: no request's deadline could fire, and every other request of
+        the process waited, for as long as the token endpoint kept silent. The refresh runs on
+        a daemon thread (one at a time per store; a daemon, so that a process whose token
+        endpoint hangs still exits) and is awaited within the request's deadline; gcsfs then
+        finds the token fresh and sends nothing.
+        """
+        google: GoogleCredentials = fs.credentials
+        if google.credentials is not None and not google._credentials_valid(_TOKEN_REFRESH_AHEAD):
+            await asyncio.shield(self._refresh_token(google))
+        headers_out: dict[str, str] = fs._get_headers(headers)
+        return headers_out
+
+    def _refresh_token(self, google: GoogleCredentials) -> asyncio.Future[None]:
+        """The refresh of ``google``'s token in flight on a thread of its own (started if none is)."""
+        loop = asyncio.get_running_loop()
+        refresh = self._token_refresh
+        if refresh is not None and not refresh.done() and refresh.get_loop() is loop:
+            return refresh
+        refresh = self._token_refresh = loop.create_future()
+        # (retrieved even when every request waiting for it ran out of time first)
+        refresh.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+        def settle(error: BaseException | None) -> None:
+            if refresh.done():
+                return
+            if error is None:
+                refresh.set_result(None)
+            else:
+                refresh.set_exception(error)
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                google.maybe_refresh(_TOKEN_REFRESH_AHEAD)
+            except BaseException as exc:  # handed to the requests waiting for it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=run, name="vactor-gcs-token", daemon=True).start()
+        return refresh
 
     async def _request(
         self,
