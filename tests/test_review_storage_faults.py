@@ -29,7 +29,13 @@ from test_combining import commit_behind_its_back, foreign_box, init_switchable,
 from test_review_post_deletes import HANG, StalledDeletes, wait_until
 
 import vactor_cloud as vc
-from vactor_cloud.errors import AuthenticationError, StorageError, StorageTimeoutError
+from vactor_cloud.errors import (
+    AuthenticationError,
+    ConflictError,
+    RetryableStorageError,
+    StorageError,
+    StorageTimeoutError,
+)
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
 from vactor_cloud.testing.lanes import StoreSpec
@@ -436,3 +442,70 @@ def test_a_gcs_token_refresh_the_token_endpoint_refuses_is_an_authentication_err
 
     asyncio.run(scenario())
     assert hits and set(hits) == {"/token"}  # no object request went without a token
+
+
+@pytest.mark.parametrize("mode", ["create", "if-match"])
+def test_a_gcs_409_on_a_conditional_upload_is_a_retryable_conflict_as_on_s3(mode: str) -> None:
+    """GCS answers 409 Conflict when a concurrent change to the same object kept a request from
+    committing (nothing written); S3's 409 ConditionalRequestConflict is a
+    :class:`ConflictError` (retry after a pause). On GCS it was a plain, final
+    :class:`StorageError` ("failed with HTTP 409"): the same answer, another contract."""
+    pytest.importorskip("gcsfs")
+    hits: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        hits.append(request.method)
+        await request.read()
+        return web.json_response({"error": {"code": 409, "message": "conflict (test)"}}, status=409)
+
+    async def scenario() -> None:
+        async with _gcs_answering(answer) as endpoint:
+            store = _gcs_store(endpoint)
+            store.request_timeout = HANG
+            try:
+                with pytest.raises(ConflictError) as info:
+                    await store.put("k", b"x", mode="create" if mode == "create" else IfMatch("7"))
+                assert info.value.key == "k"
+                assert "retry" in str(info.value)
+            finally:
+                await store.close()
+
+    asyncio.run(scenario())
+    assert hits == ["POST"]  # a conditional put is never repeated here
+
+
+def test_a_gcs_read_whose_body_ends_before_its_content_length_is_an_error_never_data() -> None:
+    """A GET answered 200 with ``Content-Length: 100`` and a connection closed after 10 bytes
+    (a proxy or load balancer cut it): retried as a transient failure, then a
+    :class:`RetryableStorageError`; never the 10 bytes as the object."""
+    pytest.importorskip("gcsfs")
+    requests = 0
+
+    async def cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nx-goog-generation: 5\r\n"
+            b"Content-Length: 100\r\n\r\n0123456789"
+        )
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(cut_short, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        store = _gcs_store(f"http://127.0.0.1:{port}")
+        store.request_timeout = HANG
+        try:
+            with pytest.raises(RetryableStorageError) as info:
+                await store.get("k")
+            assert not isinstance(info.value, StorageTimeoutError)
+        finally:
+            await store.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert requests == 3  # a read is repeated on a transient failure, a few times

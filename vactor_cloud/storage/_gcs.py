@@ -23,6 +23,8 @@ sent (gcsfs would turn every 412 into ``FileExistsError``):
 412 on a create          :class:`AlreadyExistsError`
 412 on an if-match       :class:`PreconditionFailedError` (also when absent)
 404 on an object         :class:`NotFoundError` (``head`` answers ``None``)
+409                      :class:`ConflictError` (a concurrent change to
+                         the object; nothing written), as S3's 409
 429, 503                 :class:`RateLimitedError` (GCS allows about one
                          write per second to one object)
 timeouts, 5xx, resets    :class:`RetryableStorageError`
@@ -74,6 +76,7 @@ from google.auth.exceptions import GoogleAuthError, TransportError
 from vactor_cloud.errors import (
     AlreadyExistsError,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -384,6 +387,15 @@ class GCSStore(ObjectStore):
                         f"{self.url}/{key}: {op} refused with HTTP {response.status} "
                         f"({response.error_message() or 'slow down'}); GCS allows about one write "
                         "per second to one object: back off and retry",
+                        key,
+                    )
+                if response.status == 409:
+                    # GCS: a concurrent change to the object kept this one from committing
+                    # (S3's ConditionalRequestConflict, the same contract)
+                    raise ConflictError(
+                        f"{self.url}/{key}: {op} refused with HTTP 409 ({response.error_message()}): a "
+                        "concurrent change to this object was in flight; nothing was written by this "
+                        "request, retry after a pause",
                         key,
                     )
                 if response.status not in _TRANSIENT_STATUSES:
