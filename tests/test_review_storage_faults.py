@@ -26,6 +26,7 @@ from aiohttp import web
 from combining_workers import OrderLog
 from silent_listener import SilentListener
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts, post_adds
+from test_review_backends import FirstUploads, _quick, _upstream
 from test_review_post_deletes import HANG, StalledDeletes, wait_until
 
 import vactor_cloud as vc
@@ -38,7 +39,22 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
-from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.proxy import DroppingProxy
+
+
+@vc.virtual_actor
+class Box:
+    def __init__(self) -> None:
+        self.kept: list[int] = []
+
+    def add(self, item: int) -> int:
+        self.kept.append(item)
+        return len(self.kept)
+
+    @vc.virtual_actor.readonly
+    def items(self) -> list[int]:
+        return list(self.kept)
 
 
 # -- (1) deletes bounded per folder where each key is its own request -------------------------
@@ -509,3 +525,48 @@ def test_a_gcs_read_whose_body_ends_before_its_content_length_is_an_error_never_
 
     asyncio.run(scenario())
     assert requests == 3  # a read is repeated on a transient failure, a few times
+
+
+def _server_error(url: str) -> bytes:
+    """A whole HTTP 500 answer in the dialect of ``url``'s backend."""
+    if url.startswith("s3://"):
+        body = (
+            b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
+            b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+        )
+        kind = b"application/xml"
+    else:
+        body = json.dumps({"error": {"code": 500, "message": "Backend Error (test)"}}).encode()
+        kind = b"application/json"
+    return (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: " + kind + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+@pytest.mark.vactor_lanes("moto", "fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_a_write_the_server_applied_and_answered_500_is_resolved_as_this_writers_own(
+    store_lane: Lane, store_spec: StoreSpec
+) -> None:
+    """The server applies an upload (a step's create, a HEAD move, ...) and answers 500
+    InternalError. botocore retries it (the create then meets its own object: 412); the GCS
+    store reports the write in doubt. Each call is still applied once and answered with its
+    result: the commit reads the step back and finds its own write id."""
+    with DroppingProxy(
+        _upstream(store_lane), drop_share=1.0, replace_with=_server_error(store_spec.url)
+    ) as proxy:
+        first = FirstUploads()
+        proxy.targets = first
+        proxy.route(_quick(store_spec)).init()
+        box = Box.get_or_create("box")
+        results = []
+        for item in range(6):
+            first.left = 1  # the next upload (the step's create, mostly) is answered 500
+            results.append(box.add.run(item))
+        assert box.items.run() == list(range(6))
+        assert results == list(range(1, 7))
+        assert proxy.stats.dropped >= 6, proxy.stats.dropped_targets
+        if store_spec.url.startswith("s3://"):  # (GCS names the object in the upload's body)
+            assert any("/steps/" in target for target in proxy.stats.dropped_targets)
+        vc.shutdown()  # (while the proxy runs)
