@@ -109,6 +109,26 @@ def test_thousands_of_keys_are_deleted_by_a_bounded_number_of_tasks_not_a_task_p
     assert most_tasks <= store.delete_parallel + 1  # (+ the test's own)
 
 
+def test_once_a_request_times_out_no_new_one_is_sent_and_the_call_ends_after_one_timeout() -> None:
+    """An endpoint that stops answering in the middle of a delete of thousands of keys (a
+    compaction's task checkpoints): every request waited out its own timeout, one round of
+    ``delete_parallel`` after the other, so the call took (keys / 16) timeouts (an hour for
+    5,000 keys at 10 s). Once a request has timed out no new one is sent: the call raises
+    that timeout after the round in flight; the keys never sent are simply not deleted."""
+    keys = [f"k/{n:04d}" for n in range(2000)]
+    store = _filled(keys)
+    store.request_timeout = 0.05
+    store.stall = set(keys)
+
+    async def run() -> None:
+        with pytest.raises(StorageTimeoutError):
+            await store.delete_many(keys)
+        assert store.in_flight == 0
+
+    asyncio.run(run())
+    assert store.requests["delete"] <= 2 * store.delete_parallel
+
+
 def test_a_bug_in_one_delete_is_raised_before_storage_errors_of_others() -> None:
     keys = ["a", "b", "c"]
     store = _filled(keys)

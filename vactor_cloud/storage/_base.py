@@ -243,7 +243,9 @@ class ObjectStore(abc.ABC):
 
         Not atomic, and in no particular order: a failure raises :class:`StorageError`
         (the first one, once every request has finished) and then some of the keys may
-        be deleted and others not, each object either gone or untouched. Retrying with
+        be deleted and others not, each object either gone or untouched. Once a request
+        has timed out (:class:`StorageTimeoutError`) no new one is sent: the call ends
+        after the requests in flight, not after a timeout per request. Retrying with
         the same keys is safe. Callers that need deletes in an order make one call per step
         of that order.
         """
@@ -264,6 +266,10 @@ class ObjectStore(abc.ABC):
 
         async def sender() -> None:
             for batch in queued:
+                if any(isinstance(exc, StorageTimeoutError) for exc in failures):
+                    # The endpoint stopped answering: every further request would wait out
+                    # its own timeout too, a round after the other (an hour for thousands).
+                    return
                 try:
                     await self._delete_batch(batch)
                 except asyncio.CancelledError:
