@@ -33,6 +33,7 @@ import vactor_cloud as vc
 from vactor_cloud.errors import (
     AuthenticationError,
     ConflictError,
+    RateLimitedError,
     RetryableStorageError,
     StorageError,
     StorageTimeoutError,
@@ -570,3 +571,41 @@ def test_a_write_the_server_applied_and_answered_500_is_resolved_as_this_writers
         if store_spec.url.startswith("s3://"):  # (GCS names the object in the upload's body)
             assert any("/steps/" in target for target in proxy.stats.dropped_targets)
         vc.shutdown()  # (while the proxy runs)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_gcs_read_answered_slow_down_once_is_retried_after_the_pause_the_server_asks_for(
+    status: int,
+) -> None:
+    """GCS answers 429 (rate) or 503 (backend unavailable, GCS's own advice: retry with backoff)
+    with ``Retry-After``. botocore retries S3's 503 SlowDown for every request on its own; the
+    GCS store gave up on a read at the first one (``RateLimitedError`` from ``get``, for an
+    answer a second request would have had). Reads, listings and deletes (harmless to repeat)
+    are repeated, after at least the pause asked for (within bounds); conditional puts are
+    not (only the caller can tell its own write)."""
+    pytest.importorskip("gcsfs")
+    hits: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        hits.append(request.method)
+        await request.read()
+        if len(hits) == 1 or request.method == "POST":
+            error = {"error": {"code": status, "message": "slow down (test)"}}
+            return web.json_response(error, status=status, headers={"Retry-After": "0"})
+        return web.Response(body=b"the object", headers={"x-goog-generation": "5"})
+
+    async def scenario() -> None:
+        async with _gcs_answering(answer) as endpoint:
+            store = _gcs_store(endpoint)
+            store.request_timeout = HANG
+            try:
+                assert (await store.get("k")).data == b"the object"
+                assert hits == ["GET", "GET"]
+                hits.clear()
+                with pytest.raises(RateLimitedError):
+                    await store.put("k", b"x", mode="create")
+                assert hits == ["POST"]
+            finally:
+                await store.close()
+
+    asyncio.run(scenario())

@@ -39,7 +39,8 @@ An access token is refreshed on a thread of its own, never on the event loop
 token endpoint), and within the request's deadline.
 
 Reads, listings, deletes and overwrites are retried a few times on transient
-failures because repeating them is harmless; conditional puts are never
+failures (429 and 503 too, after the ``Retry-After`` pause, at most 2 s)
+because repeating them is harmless; conditional puts are never
 retried here: a retried create whose first response was lost would meet its
 own object, and only the caller (which can recognise its own write) can
 resolve that.
@@ -56,6 +57,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import secrets
@@ -102,6 +104,9 @@ _Op = Literal["get", "head", "put", "list", "delete"]
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
+#: the longest ``Retry-After`` pause honoured before a repeated request (the request's deadline
+#: bounds the whole anyway)
+_MOST_ASKED = 2.0
 _LIST_PAGE = 1000
 #: gcsfs refreshes an access token this many seconds before it expires (its LOCAL_REFRESH_BUFFER)
 _TOKEN_REFRESH_AHEAD = 300
@@ -366,9 +371,10 @@ class GCSStore(ObjectStore):
         backoff; what remains becomes a vactor_cloud error.
         """
         attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
+        asked = 0.0  # the pause the server asked for (Retry-After), if it did
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+                await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
             except _Transient as exc:
@@ -383,12 +389,19 @@ class GCSStore(ObjectStore):
                 if response.status in ok or response.status in (404, 412):
                     return response
                 if response.status in _RATE_LIMIT_STATUSES:
-                    raise RateLimitedError(
+                    rate_limited = RateLimitedError(
                         f"{self.url}/{key}: {op} refused with HTTP {response.status} "
                         f"({response.error_message() or 'slow down'}); GCS allows about one write "
                         "per second to one object: back off and retry",
                         key,
                     )
+                    if attempt + 1 == attempts:
+                        raise rate_limited
+                    # Harmless to repeat (GCS's advice for 429 and 503: retry with backoff),
+                    # after the pause asked for, within the request's deadline.
+                    asked = _retry_after(response.headers.get("Retry-After"))
+                    detail, cause = str(rate_limited), None
+                    continue
                 if response.status == 409:
                     # GCS: a concurrent change to the object kept this one from committing
                     # (S3's ConditionalRequestConflict, the same contract)
@@ -535,6 +548,16 @@ class GCSStore(ObjectStore):
             idempotent=True,
             ok=frozenset({200, 204}),
         )
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a ``Retry-After`` header (delta-seconds) asks for, at most ``_MOST_ASKED`` (an
+    HTTP date or nonsense: none)."""
+    try:
+        seconds = float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+    return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), _MOST_ASKED)
 
 
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
