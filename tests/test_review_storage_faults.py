@@ -609,3 +609,74 @@ def test_a_gcs_read_answered_slow_down_once_is_retried_after_the_pause_the_serve
                 await store.close()
 
     asyncio.run(scenario())
+
+
+def _in_daemon_thread(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run ``scenario`` on an event loop of its own thread; fail if it has not ended within
+    ``HANG`` (code that blocks its loop cannot be timed out from inside it)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())  # type: ignore[arg-type]
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(HANG)
+    assert outcome, f"the scenario (and its event loop) did not end within {HANG} s"
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without ``token=``, gcsfs looks for credentials when the store first connects: Google's
+    defaults, then the GCE metadata server, synchronously (``requests``, seconds per try).
+    That ran on the IO loop: a silent metadata server (or a slow one, on a small serverless
+    instance) stopped every request of the process for about 12 s, and a 1 s request
+    timeout could not fire. The setup runs on a thread of its own; the request ends within
+    its timeout and the loop keeps running meanwhile."""
+    pytest.importorskip("gcsfs")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "NO_GCE_CHECK"):
+        monkeypatch.delenv(name, raising=False)
+    silent = SilentListener()
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{silent.port}")
+    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{silent.port}")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud credentials of this machine
+    ticks = 0
+
+    async def scenario() -> None:
+        nonlocal ticks
+        from vactor_cloud.storage._gcs import GCSStore
+
+        store = GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", project="p")
+        store.request_timeout = _TIMEOUT
+        beat = asyncio.Event()
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while not beat.is_set():
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beating = asyncio.ensure_future(heartbeat())
+        try:
+            with pytest.raises(StorageTimeoutError):
+                await store.head("k")
+            assert ticks > 0  # the loop ran while the credentials were being looked for
+        finally:
+            beat.set()
+            await beating
+            await store.close()
+
+    try:
+        _in_daemon_thread(scenario)
+    finally:
+        silent.close()

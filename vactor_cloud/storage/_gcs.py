@@ -62,8 +62,8 @@ import os
 import random
 import secrets
 import threading
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote
 
 # Before gcsfs is imported: it reads this variable once, at import time.
@@ -99,6 +99,7 @@ from vactor_cloud.storage._base import (
 __all__ = ["GCSStore"]
 
 _Op = Literal["get", "head", "put", "list", "delete"]
+_T = TypeVar("_T")
 
 # Statuses after which repeating an idempotent request is reasonable.
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
@@ -213,6 +214,9 @@ class GCSStore(ObjectStore):
         self._fs_loop: asyncio.AbstractEventLoop | None = None
         self._fs_pid = 0
         self._session_lock: asyncio.Lock | None = None
+        #: the filesystem being set up on a thread of its own (see :meth:`_filesystem`)
+        self._fs_build: asyncio.Future[GCSFileSystem] | None = None
+        self._fs_build_pid = 0
         #: the access-token refresh in flight, on a thread of its own (see :meth:`_auth_headers`)
         self._token_refresh: asyncio.Future[None] | None = None
 
@@ -224,20 +228,37 @@ class GCSStore(ObjectStore):
             # A session left on another loop (or in the parent before fork) is
             # abandoned, not closed: closing it from here would touch a loop we
             # do not run. gcsfs's finalizer releases it.
+            build = self._fs_build
+            if build is None or build.get_loop() is not loop or self._fs_build_pid != os.getpid():
+                # On a thread: without token=, gcsfs looks for credentials (Google's defaults,
+                # the GCE metadata server) synchronously, for seconds; on the loop that stopped
+                # every request of the process, its deadline included. A request that times out
+                # meanwhile leaves the build to finish for the next one.
+                options = self._options
+                build = self._fs_build = _on_daemon_thread(
+                    loop,
+                    lambda: GCSFileSystem(asynchronous=True, skip_instance_cache=True, **options),
+                    "vactor-gcs-setup",
+                )
+                self._fs_build_pid = os.getpid()
             try:
-                self._fs = GCSFileSystem(asynchronous=True, skip_instance_cache=True, **self._options)
+                fs = await asyncio.shield(build)
             except (TypeError, ValueError):
+                self._fs_build = None
                 raise  # a misspelt or invalid option: the caller's mistake, shown as is
             except (GoogleAuthError, OSError) as exc:
+                self._fs_build = None  # (the next request tries again)
                 raise StorageError(
                     f"{self.url}: could not set up the GCS client: {exc}; check the credentials "
                     "(token=..., GOOGLE_APPLICATION_CREDENTIALS) and the storage options",
                 ) from exc
-            self._fs_loop = loop
-            self._fs_pid = os.getpid()
-            self._session_lock = asyncio.Lock()
+            if self._fs is None or self._fs_loop is not loop or self._fs_pid != os.getpid():
+                self._fs = fs
+                self._fs_loop = loop
+                self._fs_pid = os.getpid()
+                self._session_lock = asyncio.Lock()
         fs = self._fs
-        assert self._session_lock is not None
+        assert fs is not None and self._session_lock is not None
         if fs._session is None:
             # Concurrent first calls would otherwise each open a session and leak all but one.
             async with self._session_lock:
@@ -249,6 +270,7 @@ class GCSStore(ObjectStore):
         """Close the aiohttp session if it belongs to the running loop; the store can be reopened."""
         fs, loop = self._fs, self._fs_loop
         self._fs = self._fs_loop = self._session_lock = None
+        self._fs_build = None
         if fs is None or fs._session is None or fs._session.closed:
             return
         try:
@@ -326,30 +348,10 @@ class GCSStore(ObjectStore):
         """The refresh of ``google``'s token in flight on a thread of its own (started if none is)."""
         loop = asyncio.get_running_loop()
         refresh = self._token_refresh
-        if refresh is not None and not refresh.done() and refresh.get_loop() is loop:
-            return refresh
-        refresh = self._token_refresh = loop.create_future()
-        # (retrieved even when every request waiting for it ran out of time first)
-        refresh.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-        def settle(error: BaseException | None) -> None:
-            if refresh.done():
-                return
-            if error is None:
-                refresh.set_result(None)
-            else:
-                refresh.set_exception(error)
-
-        def run() -> None:
-            error: BaseException | None = None
-            try:
-                google.maybe_refresh(_TOKEN_REFRESH_AHEAD)
-            except BaseException as exc:  # handed to the requests waiting for it
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile: nobody waits
-                loop.call_soon_threadsafe(settle, error)
-
-        threading.Thread(target=run, name="vactor-gcs-token", daemon=True).start()
+        if refresh is None or refresh.done() or refresh.get_loop() is not loop:
+            refresh = self._token_refresh = _on_daemon_thread(
+                loop, lambda: google.maybe_refresh(_TOKEN_REFRESH_AHEAD), "vactor-gcs-token"
+            )
         return refresh
 
     async def _request(
@@ -548,6 +550,38 @@ class GCSStore(ObjectStore):
             idempotent=True,
             ok=frozenset({200, 204}),
         )
+
+
+def _on_daemon_thread(
+    loop: asyncio.AbstractEventLoop, work: Callable[[], _T], name: str
+) -> asyncio.Future[_T]:
+    """``work()`` run on a daemon thread of its own, as a future of ``loop``: for gcsfs's
+    synchronous network calls (credentials), which on the loop would stop it. A daemon, so
+    that a process whose call hangs still exits; the future's error is retrieved even when
+    every waiter ran out of time first."""
+    future: asyncio.Future[_T] = loop.create_future()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: _T | None = None
+        error: BaseException | None = None
+        try:
+            result = work()
+        except BaseException as exc:  # handed to whoever awaits the future
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def _retry_after(value: str | None) -> float:
