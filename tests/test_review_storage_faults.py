@@ -372,7 +372,6 @@ def test_a_gcs_token_endpoint_that_never_answers_times_the_request_out_and_stall
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     silent = SilentListener()
     credentials = _service_account_file(tmp_path, f"{silent.endpoint}/token")
-    outcome: list[BaseException | None] = []
     ticks = 0
 
     async def object_answer(request: web.Request) -> web.StreamResponse:
@@ -403,21 +402,8 @@ def test_a_gcs_token_endpoint_that_never_answers_times_the_request_out_and_stall
                 await beating
                 await store.close()
 
-    def in_thread() -> None:
-        try:
-            asyncio.run(scenario())
-        except BaseException as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    runner = threading.Thread(target=in_thread, daemon=True)
-    runner.start()
-    runner.join(HANG)
     try:
-        assert outcome, f"the request (and its event loop) did not end within {HANG} s"
-        if outcome[0] is not None:
-            raise outcome[0]
+        _in_daemon_thread(scenario)
     finally:
         silent.close()
 
