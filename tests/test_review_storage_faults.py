@@ -666,3 +666,94 @@ def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothin
         _in_daemon_thread(scenario)
     finally:
         silent.close()
+
+
+class _S3Answering:
+    """A loopback S3 answering GETs with ``answer(path_and_query)`` → (status, headers, body)."""
+
+    def __init__(self, answer: Callable[[str], tuple[int, dict[str, str], bytes]]) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                status, headers, body = answer(self.path)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _s3_store(endpoint: str, transport: str) -> S3Store:
+    store = S3Store(
+        "bucket/p",
+        transport=transport,
+        endpoint_url=endpoint,
+        key="k",
+        secret="s",
+        client_kwargs={"region_name": "us-east-1"},
+        config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}},
+    )
+    store.request_timeout = HANG
+    return store
+
+
+@pytest.mark.parametrize("backend", ["s3", "s3+s3fs", "gs"])
+def test_an_answer_missing_what_the_contract_needs_is_a_storage_error_not_a_key_error(backend: str) -> None:
+    """A server (an emulator, a proxy rewriting answers) whose listing names an object without
+    its key, or whose read comes without the object's version (ETag): the store indexed the
+    answer and let ``KeyError`` out, past the boundary, where callers catch only
+    :class:`StorageError`. Each is a :class:`StorageError` naming what was missing."""
+    pytest.importorskip("s3fs" if backend.startswith("s3") else "gcsfs")
+
+    def s3_answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        if "list-type=2" in path:
+            listing = (
+                b"<?xml version='1.0' encoding='UTF-8'?>"
+                b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                b"<Name>bucket</Name><Prefix>p/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>"
+                b"<IsTruncated>false</IsTruncated><Contents><Size>1</Size></Contents></ListBucketResult>"
+            )
+            return 200, {"Content-Type": "application/xml"}, listing
+        return 200, {"Content-Type": "application/octet-stream"}, b"t" * 16 + b"data"  # no ETag
+
+    async def gcs_answer(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/o"):
+            return web.json_response({"items": [{"size": "1"}]})
+        return web.json_response({"kind": "storage#object"})  # no generation
+
+    async def check(store: ObjectStore) -> None:
+        try:
+            for operation in (lambda: store.list(""), lambda: store.get("k"), lambda: store.head("k")):
+                with pytest.raises(StorageError):
+                    await operation()
+        finally:
+            await store.close()
+
+    async def scenario() -> None:
+        if backend == "gs":
+            async with _gcs_answering(gcs_answer) as endpoint:
+                await check(_gcs_store(endpoint))
+            return
+        stub = _S3Answering(s3_answer)
+        try:
+            await check(_s3_store(stub.endpoint, "s3fs" if backend == "s3+s3fs" else "botocore"))
+        finally:
+            stub.close()
+
+    asyncio.run(scenario())

@@ -517,7 +517,14 @@ class GCSStore(ObjectStore):
                 listing = response.json()
             except ValueError as exc:
                 raise StorageError(f"{self.url}: list of {prefix!r} failed: {exc}", prefix) from exc
-            for item in listing.get("items", []):
+            items = listing.get("items", [])
+            if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
+                raise StorageError(
+                    f"{self.url}: list of {prefix!r}: GCS answered with objects without their names; "
+                    "this endpoint is not GCS-compatible enough for vactor_cloud",
+                    prefix,
+                )
+            for item in items:
                 key = str(item["name"])[len(root) :]
                 if start_after is None or key > start_after:
                     keys.append(key)

@@ -316,7 +316,7 @@ class S3Store(ObjectStore):
                 "point the store at a prefix that only vactor_cloud writes",
                 key,
             )
-        return Blob(bytes(data[_TOKEN:]), str(response["ETag"]))
+        return Blob(bytes(data[_TOKEN:]), self._etag(response, key, "get object"))
 
     async def _head(self, key: str) -> str | None:
         return await self._read(lambda: self._head_once(key))
@@ -326,7 +326,7 @@ class S3Store(ObjectStore):
             response = await self._call("head_object", key, Key=self._object_key(key))
         except NotFoundError:
             return None
-        return str(response["ETag"])
+        return self._etag(response, key, "head object")
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         body = secrets.token_bytes(_TOKEN) + data
@@ -338,7 +338,7 @@ class S3Store(ObjectStore):
         elif mode != "overwrite":
             raise ValueError(f"unknown put mode {mode!r}")
         response = await self._call("put_object", key, mode, **params)
-        return str(response["ETag"])
+        return self._etag(response, key, "put object")
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         return await self._read(lambda: self._list_once(prefix, start_after, limit))
@@ -355,7 +355,10 @@ class S3Store(ObjectStore):
             page = _PAGE if limit is None else min(_PAGE, limit - len(keys))
             requests += 1
             response = await self._call("list_objects_v2", prefix, MaxKeys=page, **params)
-            keys.extend(item["Key"][len(base) :] for item in response.get("Contents", ()))
+            for item in response.get("Contents", ()):
+                if "Key" not in item:
+                    raise self._incomplete(prefix, "list objects", "an object's Key")
+                keys.append(item["Key"][len(base) :])
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
@@ -367,6 +370,21 @@ class S3Store(ObjectStore):
         # on a conforming server and a safety net on an emulator that is not.
         keys.sort()
         return Listing(keys if limit is None else keys[:limit], requests)
+
+    def _etag(self, response: dict[str, Any], key: str, operation: str) -> str:
+        """The object's version in an answer (its ETag), which every answer naming an object carries."""
+        etag = response.get("ETag")
+        if not etag:
+            raise self._incomplete(key, operation, "the ETag (the object's version)")
+        return str(etag)
+
+    def _incomplete(self, key: str, operation: str, missing: str) -> StorageError:
+        where = "/".join(part for part in (f"s3://{self.bucket}", self.prefix, key) if part)
+        return StorageError(
+            f"{where}: {operation}: {self._endpoint()} answered without {missing}; this endpoint "
+            "is not S3-compatible enough for vactor_cloud",
+            key,
+        )
 
     async def _delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too; a 404 (NoSuchKey on some emulators) is fine.
