@@ -263,10 +263,12 @@ class ObjectStore(abc.ABC):
         # a hundred thousand keys holds what ``delete_parallel`` requests need, no more.
         queued = iter(batches)
         failures: builtins.list[BaseException] = []
+        timed_out = False
 
         async def sender() -> None:
+            nonlocal timed_out
             for batch in queued:
-                if any(isinstance(exc, StorageTimeoutError) for exc in failures):
+                if timed_out:
                     # The endpoint stopped answering: every further request would wait out
                     # its own timeout too, a round after the other (an hour for thousands).
                     return
@@ -276,6 +278,7 @@ class ObjectStore(abc.ABC):
                     raise
                 except BaseException as exc:  # the others go on: every key is tried once
                     failures.append(exc)
+                    timed_out = timed_out or isinstance(exc, StorageTimeoutError)
 
         await asyncio.gather(*(sender() for _ in range(min(max(1, self.delete_parallel), len(batches)))))
         if failures:
