@@ -757,3 +757,43 @@ def test_an_answer_missing_what_the_contract_needs_is_a_storage_error_not_a_key_
             stub.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("operation", ["delete", "list", "delete_many"])
+def test_a_local_disk_failure_in_a_delete_or_a_listing_is_a_storage_error_naming_the_key(
+    operation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only remount (EROFS) under a delete, an I/O error (EIO) under a listing: reads
+    and writes of the local store turn such an ``OSError`` into a :class:`StorageError`
+    naming the key, but deletes and listings let the bare ``OSError`` out, past the boundary
+    (the runtime's handlers catch StorageError: a post delete's failure, say, is
+    suppressed as a StorageError and was not)."""
+    import errno
+
+    from vactor_cloud.storage import LocalStore
+
+    store = LocalStore(str(tmp_path / "store"))
+    asyncio.run(store.put("a/mail/k", b"x"))
+    asyncio.run(store.put("a/mail/j", b"x"))
+
+    def read_only(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system (test)")
+
+    def io_error(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error (test)")
+
+    requests: dict[str, Callable[[], Awaitable[Any]]] = {
+        "list": lambda: store.list("a/"),
+        "delete": lambda: store.delete("a/mail/k"),
+        "delete_many": lambda: store.delete_many(["a/mail/k", "a/mail/j"]),
+    }
+    request = requests[operation]
+    if operation == "list":
+        monkeypatch.setattr(os, "scandir", io_error)
+    else:
+        monkeypatch.setattr(os, "unlink", read_only)
+    with pytest.raises(StorageError) as info:
+        asyncio.run(request())
+    monkeypatch.undo()
+    assert info.value.key in ("a/", "a/mail/k", "a/mail/j")
+    assert "(test)" in str(info.value)
