@@ -797,3 +797,78 @@ def test_a_local_disk_failure_in_a_delete_or_a_listing_is_a_storage_error_naming
     monkeypatch.undo()
     assert info.value.key in ("a/", "a/mail/k", "a/mail/j")
     assert "(test)" in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["s3", "gs"])
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_after_calls_against_a_silent_endpoint_returns_well_within_its_own_timeout(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls fail against a silent endpoint (reads, a creation, a call to a known actor);
+    ``vc.shutdown()`` then has HEAD flushes, lease releases and the store's close to do, each
+    request bounded by ``Settings.timeout``: it returns, leaving no store thread behind for
+    long, well within ``close``'s own 30 s (no timing assertion: bounded by ``HANG``, run
+    on a thread so that a hang fails the test instead of holding it)."""
+    pytest.importorskip("s3fs" if backend == "s3" else "gcsfs")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    silent = SilentListener()
+    settings = vc.Settings(timeout=_TIMEOUT, deadline=3.0)
+    try:
+        if backend == "s3":
+            vc.init(
+                "s3://stalled/p",
+                endpoint_url=silent.endpoint,
+                key="k",
+                secret="s",
+                client_kwargs={"region_name": "us-east-1"},
+                settings=settings,
+            )
+        else:
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", silent.endpoint)
+            vc.init(
+                "gs://stalled/p", token="anon", project="p", endpoint_url=silent.endpoint, settings=settings
+            )
+        for action in (lambda: vc.get_actor("x"), lambda: Box.get_or_create("y")):
+            with pytest.raises(vc.StorageTimeoutError):
+                action()
+        done = threading.Event()
+
+        def shut_down() -> None:
+            vc.shutdown()
+            done.set()
+
+        threading.Thread(target=shut_down, daemon=True).start()
+        assert done.wait(HANG), f"vc.shutdown() had not returned after {HANG} s"
+    finally:
+        silent.close()
+
+
+@pytest.mark.vactor_lanes("moto", "fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_with_an_actor_loaded_when_the_endpoint_goes_silent_returns_and_closes(
+    store_lane: Lane, store_spec: StoreSpec
+) -> None:
+    """An actor loaded and written (a HEAD move pending), then every answer of the endpoint
+    held back (a proxy that keeps them): the next call fails in time; ``vc.shutdown()``
+    (HEAD flush, the store's close) returns (bounded by ``HANG``, on a thread)."""
+    with DroppingProxy(_upstream(store_lane), drop_share=0.0) as proxy:
+        spec = proxy.route(_quick(store_spec))
+        spec.init(settings=vc.Settings(storage="", timeout=_TIMEOUT, deadline=3.0))
+        box = Box.get_or_create("box")
+        box.add.run(1)
+        proxy.hold = lambda method, target: True
+        with pytest.raises((vc.StorageTimeoutError, vc.CommitOutcomeUnknownError)):
+            box.add.run(2)
+        done = threading.Event()
+
+        def shut_down() -> None:
+            vc.shutdown()
+            done.set()
+
+        threading.Thread(target=shut_down, daemon=True).start()
+        try:
+            assert done.wait(HANG), f"vc.shutdown() had not returned after {HANG} s"
+        finally:
+            proxy.release()
