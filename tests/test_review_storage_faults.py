@@ -872,3 +872,51 @@ def test_shutdown_with_an_actor_loaded_when_the_endpoint_goes_silent_returns_and
             assert done.wait(HANG), f"vc.shutdown() had not returned after {HANG} s"
         finally:
             proxy.release()
+
+
+@pytest.mark.parametrize("backend", ["s3", "gs"])
+def test_a_listing_from_a_server_that_ignores_start_after_and_prefix_keeps_to_the_contract(
+    backend: str,
+) -> None:
+    """``list(prefix, start_after=k)`` promises keys under ``prefix`` strictly after ``k``. A
+    server that ignores StartAfter (or startOffset), or answers keys beside the prefix (an
+    emulator, a proxy rewriting the query), had its keys passed on as they came on S3
+    (and cut to garbage by the prefix's length where they did not carry it): a reader
+    probing past the newest step it knows would be handed older ones."""
+    pytest.importorskip("s3fs" if backend == "s3" else "gcsfs")
+    names = ["p/k/1", "p/k/2", "p/k/3", "p/other/9"]
+
+    def s3_answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        contents = "".join(
+            f"<Contents><Key>{n}</Key><Size>1</Size><ETag>&quot;e&quot;</ETag></Contents>" for n in names
+        )
+        listing = (
+            "<?xml version='1.0' encoding='UTF-8'?>"
+            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>bucket</Name><Prefix>p/k/</Prefix><KeyCount>{len(names)}</KeyCount><MaxKeys>1000</MaxKeys>"
+            f"<IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+        )
+        return 200, {"Content-Type": "application/xml"}, listing.encode()
+
+    async def gcs_answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"items": [{"name": n} for n in names]})
+
+    async def check(store: ObjectStore) -> None:
+        try:
+            assert await store.list("k/", start_after="k/2") == ["k/3"]
+            assert await store.list("k/") == ["k/1", "k/2", "k/3"]
+        finally:
+            await store.close()
+
+    async def scenario() -> None:
+        if backend == "gs":
+            async with _gcs_answering(gcs_answer) as endpoint:
+                await check(_gcs_store(endpoint))
+            return
+        stub = _S3Answering(s3_answer)
+        try:
+            await check(_s3_store(stub.endpoint, "botocore"))
+        finally:
+            stub.close()
+
+    asyncio.run(scenario())

@@ -525,8 +525,10 @@ class GCSStore(ObjectStore):
                     prefix,
                 )
             for item in items:
-                key = str(item["name"])[len(root) :]
-                if start_after is None or key > start_after:
+                name = str(item["name"])
+                key = name[len(root) :]
+                # (a server ignoring prefix or startOffset hands keys nobody asked for)
+                if name.startswith(params["prefix"]) and (start_after is None or key > start_after):
                     keys.append(key)
             token = listing.get("nextPageToken")
             if not token:

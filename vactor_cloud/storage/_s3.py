@@ -351,6 +351,7 @@ class S3Store(ObjectStore):
         keys: list[str] = []
         requests = 0
         tokens: set[str] = set()
+        wanted = base + prefix
         while limit is None or len(keys) < limit:
             page = _PAGE if limit is None else min(_PAGE, limit - len(keys))
             requests += 1
@@ -358,7 +359,11 @@ class S3Store(ObjectStore):
             for item in response.get("Contents", ()):
                 if "Key" not in item:
                     raise self._incomplete(prefix, "list objects", "an object's Key")
-                keys.append(item["Key"][len(base) :])
+                name = item["Key"]
+                # (only what was asked for: a server that ignores Prefix or StartAfter, an
+                # emulator or a proxy, would hand a reader keys it did not ask for)
+                if name.startswith(wanted) and (start_after is None or name[len(base) :] > start_after):
+                    keys.append(name[len(base) :])
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
