@@ -70,6 +70,7 @@ from urllib.parse import quote
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import aiohttp
+from gcsfs import credentials as gcsfs_credentials
 from gcsfs.core import GCSFileSystem
 from gcsfs.credentials import GoogleCredentials
 from gcsfs.retry import HttpError, NonRetryableError
@@ -109,8 +110,9 @@ _IDEMPOTENT_ATTEMPTS = 3
 #: bounds the whole anyway)
 _MOST_ASKED = 2.0
 _LIST_PAGE = 1000
-#: gcsfs refreshes an access token this many seconds before it expires (its LOCAL_REFRESH_BUFFER)
-_TOKEN_REFRESH_AHEAD = 300
+#: gcsfs refreshes an access token this many seconds before it expires: the same margin here,
+#: so that a token refreshed on a thread is one gcsfs finds fresh
+_TOKEN_REFRESH_AHEAD: float = getattr(gcsfs_credentials, "LOCAL_REFRESH_BUFFER", 300)
 
 
 class _Response:
@@ -339,7 +341,12 @@ class GCSStore(ObjectStore):
         finds the token fresh and sends nothing.
         """
         google: GoogleCredentials = fs.credentials
-        if google.credentials is not None and not google._credentials_valid(_TOKEN_REFRESH_AHEAD):
+        still_valid = getattr(google, "_credentials_valid", None)  # (None: a gcsfs without it)
+        if (
+            google.credentials is not None
+            and still_valid is not None
+            and not still_valid(_TOKEN_REFRESH_AHEAD)
+        ):
             await asyncio.shield(self._refresh_token(google))
         headers_out: dict[str, str] = fs._get_headers(headers)
         return headers_out
