@@ -33,6 +33,7 @@ import vactor_cloud as vc
 from vactor_cloud.errors import (
     AuthenticationError,
     ConflictError,
+    PreconditionFailedError,
     RateLimitedError,
     RetryableStorageError,
     StorageError,
@@ -920,3 +921,45 @@ def test_a_listing_from_a_server_that_ignores_start_after_and_prefix_keeps_to_th
             stub.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.vactor_lanes("moto")
+@pytest.mark.parametrize("transport", ["botocore", "s3fs", "s3fs, one botocore attempt"])
+def test_an_if_match_put_whose_answer_was_lost_is_never_a_definite_precondition_failure_on_either_transport(
+    store_lane: Lane, store_spec: StoreSpec, transport: str
+) -> None:
+    """The if-match put lands and its answer is dropped on the wire; the client sends it again,
+    and the object is no longer at the version asked for (our own write moved it). botocore's
+    retries are counted in the answer (RetryAttempts) and the store reports the write as in
+    doubt. On the s3fs transport the request went again out of botocore's sight (an answer
+    with RetryAttempts 0), and the store reported a definite :class:`PreconditionFailedError`
+    for its own write (a lease holder, a HEAD mover would believe another writer won): aiohttp
+    sends a PUT again by itself (idempotent to it) when the connection closes before the
+    answer. (With botocore sending once, s3fs's own retry loop is the one left.)"""
+    pytest.importorskip("s3fs")
+    options = {**store_spec.options, "transport": transport.partition(",")[0]}
+    if transport.endswith("attempt"):
+        options["config_kwargs"] = {"retries": {"max_attempts": 1, "mode": "standard"}}
+    spec = StoreSpec(store_spec.url, options, store_spec.env)
+    with DroppingProxy(_upstream(store_lane), drop_share=1.0, seed=1) as proxy:
+        routed = proxy.route(spec)
+
+        async def main() -> tuple[object, bytes]:
+            direct, through = spec.open(), routed.open()
+            through.request_timeout = HANG
+            try:
+                v1 = await direct.put("lease", b"v1")
+                outcome: object
+                try:
+                    outcome = await through.put("lease", b"renewed by me", mode=IfMatch(v1))
+                except StorageError as exc:
+                    outcome = exc
+                return outcome, (await direct.get("lease")).data
+            finally:
+                await direct.close()
+                await through.close()
+
+        outcome, stored = asyncio.run(main())
+    assert stored == b"renewed by me"  # the write was applied
+    assert proxy.stats.dropped >= 1
+    assert not isinstance(outcome, PreconditionFailedError), outcome
