@@ -25,11 +25,20 @@ import pytest
 from aiohttp import web
 from combining_workers import OrderLog
 from silent_listener import SilentListener
-from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts, post_adds
+from test_combining import (
+    Switchable,
+    commit_behind_its_back,
+    foreign_box,
+    init_switchable,
+    pending_posts,
+    post_adds,
+)
 from test_review_backends import FirstUploads, _quick, _upstream
+from test_review_events import Till
 from test_review_post_deletes import HANG, StalledDeletes, wait_until
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.errors import (
     AuthenticationError,
     ConflictError,
@@ -39,6 +48,7 @@ from vactor_cloud.errors import (
     StorageError,
     StorageTimeoutError,
 )
+from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -515,6 +525,11 @@ def test_a_gcs_read_whose_body_ends_before_its_content_length_is_an_error_never_
     assert requests == 3  # a read is repeated on a transient failure, a few times
 
 
+def pending_events(actor_id: str) -> list[str]:
+    """The events in ``actor_id``'s inbox (read past this process's view)."""
+    return _sync.sync(vc.get_runtime().store.list(inbox_prefix(actor_id)))
+
+
 def _server_error(url: str) -> bytes:
     """A whole HTTP 500 answer in the dialect of ``url``'s backend."""
     if url.startswith("s3://"):
@@ -963,3 +978,54 @@ def test_an_if_match_put_whose_answer_was_lost_is_never_a_definite_precondition_
     assert stored == b"renewed by me"  # the write was applied
     assert proxy.stats.dropped >= 1
     assert not isinstance(outcome, PreconditionFailedError), outcome
+
+
+class _HeldInboxDeletes(Switchable):
+    """Holds every delete request of an inbox key until ``release`` is set; counts those in flight."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if operation != "delete" or "/inbox/" not in key:
+            return await super()._around(operation, key, run, **batch)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self.held.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.005)
+            return await super()._around(operation, key, run, **batch)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.vactor_lanes("memory", "local", "moto", "fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_applied_events_are_deleted_with_a_bounded_number_of_requests_in_flight(
+    store_spec: StoreSpec,
+) -> None:
+    """Each commit that applies events deletes them in the background; every commit started a
+    task of its own for that (with its own bound of 32), so with deletes stalled an actor that
+    kept applying events had one more set in flight per commit, without bound, and one DELETE
+    per event even where one request deletes many (S3). At most one ``delete_many`` round per
+    inbox (one DeleteObjects on S3, ``delete_parallel`` DELETEs elsewhere); the events applied
+    meanwhile go in the next; each is still deleted."""
+    spec_store = init_switchable(store_spec)
+    runtime = vc.get_runtime()
+    store = _HeldInboxDeletes(spec_store.inner)
+    runtime.store = store
+    till = Till.get_or_create("till")
+    commits = store.delete_parallel + 8
+    for n in range(commits):
+        vc.send_event("till", "paid", n)
+        till.add.run(n)  # folds the event in: its delete starts in the background
+    assert store.held.wait(HANG), "no applied event was deleted"
+    store.release.set()
+    wait_until(lambda: not pending_events("till"), f"events left: {pending_events('till')}")
+    assert store.most_in_flight <= store.delete_parallel, store.most_in_flight
+    assert [payload for kind, payload in till.view.run() if kind == "paid"] == list(range(commits))
