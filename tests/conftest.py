@@ -51,6 +51,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_idempotency",
         "test_examples",
         "test_review_backends",
+        "test_review_storage_faults",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

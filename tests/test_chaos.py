@@ -66,6 +66,10 @@ FAULTS: dict[str, tuple[FaultRule, ...]] = {
     "conflict_before": (FaultRule("conflict_before", operations=_PUT, probability=0.25),),
     "conflict_after": (FaultRule("conflict_after", operations=_PUT, probability=0.25),),
     "rate_limited": (FaultRule("rate_limited", operations=ALL_OPERATIONS, probability=0.15),),
+    "timeout": (
+        FaultRule("timeout_before", operations=ALL_OPERATIONS, probability=0.1),
+        FaultRule("timeout_after", operations=ALL_OPERATIONS, probability=0.1),
+    ),
     "delay": (FaultRule("delay", operations=ALL_OPERATIONS, probability=0.5, delay=0.03),),
     "truncate_read": (FaultRule("truncate_read", operations=_GET, probability=0.3),),
     "corrupt_read": (FaultRule("corrupt_read", operations=_GET, probability=0.3),),
@@ -74,6 +78,7 @@ FAULTS: dict[str, tuple[FaultRule, ...]] = {
         FaultRule("conflict_after", operations=_PUT, probability=0.05),
         FaultRule("fail_before", operations=ALL_OPERATIONS, probability=0.05),
         FaultRule("rate_limited", operations=ALL_OPERATIONS, probability=0.05),
+        FaultRule("timeout_after", operations=ALL_OPERATIONS, probability=0.03),
         FaultRule("truncate_read", operations=_GET, probability=0.03),
         FaultRule("corrupt_read", operations=_GET, probability=0.03),
         FaultRule("delay", operations=ALL_OPERATIONS, probability=0.2, delay=0.02),

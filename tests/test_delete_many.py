@@ -83,6 +83,52 @@ def test_deletes_run_a_few_at_a_time_and_a_failure_is_raised_once_all_finished()
     assert 1 < store.most_in_flight <= 16
 
 
+def test_thousands_of_keys_are_deleted_by_a_bounded_number_of_tasks_not_a_task_per_key() -> None:
+    """A compaction deleting thousands of steps or task checkpoints at once: a task (and its
+    coroutine) per request, all made up front behind a semaphore, held memory in proportion
+    to the keys. At most ``delete_parallel`` requests in flight and no more tasks than that."""
+    keys = [f"k/{n:05d}" for n in range(2000)]
+    store = _filled(keys)
+    most_tasks = 0
+    deleting = store._delete
+
+    async def counting(key: str) -> None:
+        nonlocal most_tasks
+        most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+        await deleting(key)
+
+    store._delete = counting  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await store.delete_many(keys)
+        assert await store.list("") == []
+
+    asyncio.run(run())
+    assert store.requests["delete"] == len(keys)
+    assert 1 < store.most_in_flight <= store.delete_parallel
+    assert most_tasks <= store.delete_parallel + 1  # (+ the test's own)
+
+
+def test_once_a_request_times_out_no_new_one_is_sent_and_the_call_ends_after_one_timeout() -> None:
+    """An endpoint that stops answering in the middle of a delete of thousands of keys (a
+    compaction's task checkpoints): every request waited out its own timeout, one round of
+    ``delete_parallel`` after the other, so the call took (keys / 16) timeouts (an hour for
+    5,000 keys at 10 s). Once a request has timed out no new one is sent: the call raises
+    that timeout after the round in flight; the keys never sent are simply not deleted."""
+    keys = [f"k/{n:04d}" for n in range(2000)]
+    store = _filled(keys)
+    store.request_timeout = 0.05
+    store.stall = set(keys)
+
+    async def run() -> None:
+        with pytest.raises(StorageTimeoutError):
+            await store.delete_many(keys)
+        assert store.in_flight == 0
+
+    asyncio.run(run())
+    assert store.requests["delete"] <= 2 * store.delete_parallel
+
+
 def test_a_bug_in_one_delete_is_raised_before_storage_errors_of_others() -> None:
     keys = ["a", "b", "c"]
     store = _filled(keys)

@@ -14,6 +14,7 @@ from vactor_cloud.errors import (
     RateLimitedError,
     RetryableStorageError,
     StorageError,
+    StorageTimeoutError,
 )
 from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.faults import FAULT_KINDS, FaultConfig, FaultRule, FaultyStore
@@ -52,6 +53,8 @@ def test_fail_before_raises_and_applies_nothing() -> None:
         ("conflict_before", ConflictError, False),
         ("conflict_after", ConflictError, True),
         ("rate_limited", RateLimitedError, False),
+        ("timeout_before", StorageTimeoutError, False),
+        ("timeout_after", StorageTimeoutError, True),
     ],
 )
 def test_write_faults_raise_typed_errors_and_apply_as_documented(

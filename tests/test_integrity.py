@@ -173,6 +173,23 @@ def test_a_step_copied_from_another_actors_log_is_refused_before_unpickling(spec
     assert vc.get_actor("a").get.run() == 2  # the original is untouched
 
 
+def test_a_step_copied_to_a_later_number_of_its_own_log_is_refused_before_unpickling(spec: StoreSpec) -> None:
+    """Without a signing key, a step object copied within its own actor's log (step 1's bytes
+    put at step 2: a replay that would roll the state back) names its actor rightly and its
+    digest verifies; the step number it records does not match its key, so it is refused."""
+    a = Vault.get_or_create("a")
+    a.incr.run()
+    key = step_key("a", 2)
+    raw_put(key, raw_get(step_key("a", 1)))
+    reopen(spec)
+    UNPICKLED.clear()
+    with pytest.raises(IntegrityError) as caught:
+        vc.get_actor("a").get.run()
+    assert caught.value.key == key
+    assert "holds step 1, not 2" in str(caught.value)
+    assert UNPICKLED == []
+
+
 def unbound(meta: dict[str, Any], parts: dict[str, bytes] | None = None) -> bytes:
     """An unsigned envelope as releases before objects recorded their actor wrote it (no
     ``"actor"`` in the meta; ``codec.encode`` now always adds the key's)."""

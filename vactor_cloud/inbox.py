@@ -437,6 +437,7 @@ class ActorInbox:
         "_background",
         "_damaged",
         "_deleting",
+        "_doomed",
         "_excluded",
         "_filled",
         "_fold_base",
@@ -446,6 +447,7 @@ class ActorInbox:
         "_listing_error",
         "_refold",
         "_seen_clock",
+        "_sender",
         "_signalled",
         "_tasks",
         "_unconfirmed",
@@ -488,6 +490,9 @@ class ActorInbox:
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
         self._deleting: set[str] = set()
+        #: applied events waiting for the delete request in flight (see ``_send_deletes``)
+        self._doomed: list[str] = []
+        self._sender: asyncio.Task[None] | None = None
         #: pending events whose handler raised a BaseException that is no Exception (SystemExit):
         #: excluded, kept in the inbox, and chosen after the others (see ``fold``)
         self._excluded: set[str] = set()
@@ -866,27 +871,39 @@ class ActorInbox:
             self._known.pop(key, None)
             self._excluded.discard(key)
             self._deleting.add(key)
-        store = self.store
-
-        async def delete_all() -> None:
-            gate = asyncio.Semaphore(_FETCH_CONCURRENCY)
-
-            async def one(key: str) -> None:
-                async with gate:
-                    try:
-                        await store.delete(key)
-                    except StorageError as exc:
-                        logger.warning("could not delete applied event %s: %s", key, exc)
-                    finally:
-                        self._deleting.discard(key)
-
-            await asyncio.gather(*(one(k) for k in keys))
-
-        task = asyncio.get_running_loop().create_task(delete_all())
+        self._doomed.extend(keys)
+        if self._sender is not None and not self._sender.done():
+            return  # the sender in flight sends these next
+        task = self._sender = asyncio.get_running_loop().create_task(self._send_deletes())
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _send_deletes(self) -> None:
+        """Delete the applied events queued in ``_doomed``, one ``delete_many`` round in flight
+        at a time: one request where a request deletes many (S3's DeleteObjects), else
+        ``delete_parallel`` single-key ones. The events of commits that end meanwhile go in the
+        next round. (A task per commit, each with its own bound, put no bound on the requests
+        in flight while deletes stalled.)"""
+        store = self.store
+        try:
+            while self._doomed:
+                size = store.delete_batch if store.delete_batch > 1 else max(1, store.delete_parallel)
+                keys, self._doomed = self._doomed[:size], self._doomed[size:]
+                try:
+                    await store.delete_many(keys)
+                except StorageError as exc:
+                    # (left in the inbox: the next fold finds them applied and deletes them)
+                    logger.warning(
+                        "could not delete %d applied event(s) (%s, ...): %s", len(keys), keys[0], exc
+                    )
+                finally:
+                    self._deleting.difference_update(keys)
+        finally:
+            # Cancelled (shutdown): what was not sent is listed again by whoever comes next.
+            self._deleting.difference_update(self._doomed)
+            self._doomed = []
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if self._tasks is not None:

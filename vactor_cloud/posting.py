@@ -955,14 +955,13 @@ class PostBox:
             for key in keys:
                 self._known.pop(key, None)
                 self._deleted[key] = None
-            if self.store.delete_batch <= 1:
-                return self._delete(keys)  # a request per key anyway: now
             self._doomed.extend(keys)
         return self._delete_soon()
 
     async def _delete_soon(self) -> None:
-        """Where one request deletes many keys (S3): a fold's applied posts are deleted at once,
-        and the folds that end while that request is in flight share the next one. (Not later:
+        """A fold's applied posts are deleted at once, and the folds that end while that request
+        is in flight share the next one (where one request deletes many keys, S3; elsewhere one
+        ``delete_many`` round of single-key requests is in flight per folder). (Not later:
         every listing of the mailbox returns the applied posts still there, which the server
         sends and the folder parses on its critical path: a LIST of 30 keys took twice as long
         as one of 5 on moto.)"""
@@ -973,9 +972,14 @@ class PostBox:
         try:
             while True:
                 with self._lock:
-                    # At most one request's worth: more (queued while a request hung) would go
-                    # as several requests at once, just as the endpoint recovers.
-                    size = max(1, self.store.delete_batch)
+                    # At most one request's worth where a request deletes many (S3): more (queued
+                    # while a request hung) would go as several requests at once, just as the
+                    # endpoint recovers. Where each key is its own request (GCS, local), one
+                    # ``delete_many`` round: every fold's own would put no bound on the requests
+                    # in flight, each holding a connection the commits need.
+                    size = self.store.delete_batch
+                    if size <= 1:
+                        size = max(1, self.store.delete_parallel)
                     doomed, self._doomed = self._doomed[:size], self._doomed[size:]
                     if not doomed:
                         self._sender = None

@@ -85,8 +85,15 @@ _PLAIN_CLASSES: dict[tuple[type, type], bool] = {}
 #: the longest object key S3 and GCS accept (UTF-8 bytes), a store's own prefix included
 OBJECT_KEY_BYTES = 1024
 
-#: delete requests of one ``delete_many`` in flight at once
-_DELETE_PARALLEL = 16
+
+def repeated_page_token(url: str, prefix: str, token: str, page: int) -> str:
+    """The message for a listing whose server answered page ``page`` with a continuation token
+    it had sent before (a backend's paging loop checks: it would list the same pages forever)."""
+    return (
+        f"{url}: listing of {prefix!r} stopped: page {page} came with a continuation token the "
+        f"server had already sent ({token[:80]!r}), so the listing would never end; the endpoint "
+        "(an emulator, a caching proxy) does not page as S3 and GCS do"
+    )
 
 
 class ObjectStore(abc.ABC):
@@ -131,6 +138,10 @@ class ObjectStore(abc.ABC):
     #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an
     #: instance to exercise the splitting without writing a thousand objects.
     delete_batch: int = 1
+    #: The most requests one ``delete_many`` has in flight at once (each of up to
+    #: :attr:`delete_batch` keys): the bound a caller deleting thousands of keys puts on the
+    #: connections it holds.
+    delete_parallel: int = 16
     #: For a listing that is no :class:`Listing` (which says how many requests it took): one
     #: that returned fewer keys than this was made by one request, at one moment (see
     #: :meth:`listed_at_one_moment`). None: every listing is one moment (the memory store
@@ -225,13 +236,16 @@ class ObjectStore(abc.ABC):
         """Delete every object in ``keys``; missing objects are not an error.
 
         Sent as requests of up to :attr:`delete_batch` keys each (S3: one DeleteObjects per
-        1000 keys; elsewhere one DELETE per key), a few in flight at once; each is bounded
+        1000 keys; elsewhere one DELETE per key), at most :attr:`delete_parallel` in flight at
+        once, whatever the number of keys; each is bounded
         by ``request_timeout`` and counted in ``requests`` as one ``"delete"``. An empty
         ``keys`` sends nothing.
 
         Not atomic, and in no particular order: a failure raises :class:`StorageError`
         (the first one, once every request has finished) and then some of the keys may
-        be deleted and others not, each object either gone or untouched. Retrying with
+        be deleted and others not, each object either gone or untouched. Once a request
+        has timed out (:class:`StorageTimeoutError`) no new one is sent: the call ends
+        after the requests in flight, not after a timeout per request. Retrying with
         the same keys is safe. Callers that need deletes in an order make one call per step
         of that order.
         """
@@ -245,14 +259,28 @@ class ObjectStore(abc.ABC):
         if len(batches) == 1:
             await self._delete_batch(batches[0])
             return
-        gate = asyncio.Semaphore(_DELETE_PARALLEL)
+        # A few senders taking batches one after the other, not a task per batch: deleting
+        # a hundred thousand keys holds what ``delete_parallel`` requests need, no more.
+        queued = iter(batches)
+        failures: builtins.list[BaseException] = []
+        timed_out = False
 
-        async def send(batch: builtins.list[str]) -> None:
-            async with gate:
-                await self._delete_batch(batch)
+        async def sender() -> None:
+            nonlocal timed_out
+            for batch in queued:
+                if timed_out:
+                    # The endpoint stopped answering: every further request would wait out
+                    # its own timeout too, a round after the other (an hour for thousands).
+                    return
+                try:
+                    await self._delete_batch(batch)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # the others go on: every key is tried once
+                    failures.append(exc)
+                    timed_out = timed_out or isinstance(exc, StorageTimeoutError)
 
-        outcomes = await asyncio.gather(*(send(b) for b in batches), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        await asyncio.gather(*(sender() for _ in range(min(max(1, self.delete_parallel), len(batches)))))
         if failures:
             # A storage failure is what callers handle; anything else (a bug) goes first.
             failures.sort(key=lambda exc: isinstance(exc, StorageError))

@@ -23,14 +23,24 @@ sent (gcsfs would turn every 412 into ``FileExistsError``):
 412 on a create          :class:`AlreadyExistsError`
 412 on an if-match       :class:`PreconditionFailedError` (also when absent)
 404 on an object         :class:`NotFoundError` (``head`` answers ``None``)
+409                      :class:`ConflictError` (a concurrent change to
+                         the object; nothing written), as S3's 409
 429, 503                 :class:`RateLimitedError` (GCS allows about one
                          write per second to one object)
 timeouts, 5xx, resets    :class:`RetryableStorageError`
+token refresh refused    :class:`AuthenticationError` (the token
+                         endpoint could not be reached:
+                         :class:`RetryableStorageError`)
 anything else            :class:`StorageError`
 =======================  ==============================================
 
+An access token is refreshed on a thread of its own, never on the event loop
+(gcsfs would do it there, synchronously, for up to minutes against a silent
+token endpoint), and within the request's deadline.
+
 Reads, listings, deletes and overwrites are retried a few times on transient
-failures because repeating them is harmless; conditional puts are never
+failures (429 and 503 too, after the ``Retry-After`` pause, at most 2 s)
+because repeating them is harmless; conditional puts are never
 retried here: a retried create whose first response was lost would meet its
 own object, and only the caller (which can recognise its own write) can
 resolve that.
@@ -44,25 +54,32 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import secrets
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote
 
 # Before gcsfs is imported: it reads this variable once, at import time.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import aiohttp
+from gcsfs import credentials as gcsfs_credentials
 from gcsfs.core import GCSFileSystem
-from google.auth.exceptions import GoogleAuthError
+from gcsfs.credentials import GoogleCredentials
+from gcsfs.retry import HttpError, NonRetryableError
+from google.auth.exceptions import GoogleAuthError, TransportError
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -70,17 +87,32 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, Listing, ObjectStore, PutMode
+from vactor_cloud.storage._base import (
+    OBJECT_KEY_BYTES,
+    Blob,
+    IfMatch,
+    Listing,
+    ObjectStore,
+    PutMode,
+    repeated_page_token,
+)
 
 __all__ = ["GCSStore"]
 
 _Op = Literal["get", "head", "put", "list", "delete"]
+_T = TypeVar("_T")
 
 # Statuses after which repeating an idempotent request is reasonable.
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
+#: the longest ``Retry-After`` pause honoured before a repeated request (the request's deadline
+#: bounds the whole anyway)
+_MOST_ASKED = 2.0
 _LIST_PAGE = 1000
+#: gcsfs refreshes an access token this many seconds before it expires: the same margin here,
+#: so that a token refreshed on a thread is one gcsfs finds fresh
+_TOKEN_REFRESH_AHEAD: float = getattr(gcsfs_credentials, "LOCAL_REFRESH_BUFFER", 300)
 
 
 class _Response:
@@ -184,6 +216,11 @@ class GCSStore(ObjectStore):
         self._fs_loop: asyncio.AbstractEventLoop | None = None
         self._fs_pid = 0
         self._session_lock: asyncio.Lock | None = None
+        #: the filesystem being set up on a thread of its own (see :meth:`_filesystem`)
+        self._fs_build: asyncio.Future[GCSFileSystem] | None = None
+        self._fs_build_pid = 0
+        #: the access-token refresh in flight, on a thread of its own (see :meth:`_auth_headers`)
+        self._token_refresh: asyncio.Future[None] | None = None
 
     # -- connection ---------------------------------------------------------
     async def _filesystem(self) -> GCSFileSystem:
@@ -193,20 +230,37 @@ class GCSStore(ObjectStore):
             # A session left on another loop (or in the parent before fork) is
             # abandoned, not closed: closing it from here would touch a loop we
             # do not run. gcsfs's finalizer releases it.
+            build = self._fs_build
+            if build is None or build.get_loop() is not loop or self._fs_build_pid != os.getpid():
+                # On a thread: without token=, gcsfs looks for credentials (Google's defaults,
+                # the GCE metadata server) synchronously, for seconds; on the loop that stopped
+                # every request of the process, its deadline included. A request that times out
+                # meanwhile leaves the build to finish for the next one.
+                options = self._options
+                build = self._fs_build = _on_daemon_thread(
+                    loop,
+                    lambda: GCSFileSystem(asynchronous=True, skip_instance_cache=True, **options),
+                    "vactor-gcs-setup",
+                )
+                self._fs_build_pid = os.getpid()
             try:
-                self._fs = GCSFileSystem(asynchronous=True, skip_instance_cache=True, **self._options)
+                fs = await asyncio.shield(build)
             except (TypeError, ValueError):
+                self._fs_build = None
                 raise  # a misspelt or invalid option: the caller's mistake, shown as is
             except (GoogleAuthError, OSError) as exc:
+                self._fs_build = None  # (the next request tries again)
                 raise StorageError(
                     f"{self.url}: could not set up the GCS client: {exc}; check the credentials "
                     "(token=..., GOOGLE_APPLICATION_CREDENTIALS) and the storage options",
                 ) from exc
-            self._fs_loop = loop
-            self._fs_pid = os.getpid()
-            self._session_lock = asyncio.Lock()
+            if self._fs is None or self._fs_loop is not loop or self._fs_pid != os.getpid():
+                self._fs = fs
+                self._fs_loop = loop
+                self._fs_pid = os.getpid()
+                self._session_lock = asyncio.Lock()
         fs = self._fs
-        assert self._session_lock is not None
+        assert fs is not None and self._session_lock is not None
         if fs._session is None:
             # Concurrent first calls would otherwise each open a session and leak all but one.
             async with self._session_lock:
@@ -218,6 +272,7 @@ class GCSStore(ObjectStore):
         """Close the aiohttp session if it belongs to the running loop; the store can be reopened."""
         fs, loop = self._fs, self._fs_loop
         self._fs = self._fs_loop = self._session_lock = None
+        self._fs_build = None
         if fs is None or fs._session is None or fs._session.closed:
             return
         try:
@@ -249,13 +304,16 @@ class GCSStore(ObjectStore):
         """One HTTP request with gcsfs's auth, endpoint and session; no retries, no translation."""
         fs = await self._filesystem()
         try:
-            # gcsfs refreshes an expiring token here, synchronously, as its own
-            # requests do; that is about once an hour.
-            auth_headers = fs._get_headers(headers)
-        except GoogleAuthError as exc:
-            raise StorageError(
-                f"{self.url}: could not obtain GCS credentials: {exc}; check token=... "
-                "or GOOGLE_APPLICATION_CREDENTIALS",
+            auth_headers = await self._auth_headers(fs, headers)
+        except (TransportError, OSError) as exc:  # (requests' errors: OSErrors)
+            raise RetryableStorageError(
+                f"{self.url}: could not reach the GCS token endpoint: {type(exc).__name__}: {exc}"
+            ) from exc
+        except (GoogleAuthError, HttpError, NonRetryableError) as exc:
+            # (gcsfs turns a refused refresh into HttpError 401 or NonRetryableError)
+            raise AuthenticationError(
+                f"{self.url}: could not obtain GCS credentials: {type(exc).__name__}: {exc}; check "
+                "token=... or GOOGLE_APPLICATION_CREDENTIALS",
             ) from exc
         try:
             async with fs._session.request(
@@ -270,6 +328,38 @@ class GCSStore(ObjectStore):
                 return _Response(response.status, response.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _auth_headers(self, fs: GCSFileSystem, headers: dict[str, str] | None) -> dict[str, str]:
+        """gcsfs's headers for one request, with an access token that is not about to expire.
+
+        gcsfs refreshes an expiring token inside ``_get_headers``, synchronously (``requests``,
+        google-auth's 120 s timeout, retried). On the IO loop, where this store's requests run,
+        that stopped the loop: no request's deadline could fire, and every other request of
+        the process waited, for as long as the token endpoint kept silent. The refresh runs on
+        a daemon thread (one at a time per store; a daemon, so that a process whose token
+        endpoint hangs still exits) and is awaited within the request's deadline; gcsfs then
+        finds the token fresh and sends nothing.
+        """
+        google: GoogleCredentials = fs.credentials
+        still_valid = getattr(google, "_credentials_valid", None)  # (None: a gcsfs without it)
+        if (
+            google.credentials is not None
+            and still_valid is not None
+            and not still_valid(_TOKEN_REFRESH_AHEAD)
+        ):
+            await asyncio.shield(self._refresh_token(google))
+        headers_out: dict[str, str] = fs._get_headers(headers)
+        return headers_out
+
+    def _refresh_token(self, google: GoogleCredentials) -> asyncio.Future[None]:
+        """The refresh of ``google``'s token in flight on a thread of its own (started if none is)."""
+        loop = asyncio.get_running_loop()
+        refresh = self._token_refresh
+        if refresh is None or refresh.done() or refresh.get_loop() is not loop:
+            refresh = self._token_refresh = _on_daemon_thread(
+                loop, lambda: google.maybe_refresh(_TOKEN_REFRESH_AHEAD), "vactor-gcs-token"
+            )
+        return refresh
 
     async def _request(
         self,
@@ -290,9 +380,10 @@ class GCSStore(ObjectStore):
         backoff; what remains becomes a vactor_cloud error.
         """
         attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
+        asked = 0.0  # the pause the server asked for (Retry-After), if it did
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+                await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
             except _Transient as exc:
@@ -307,10 +398,26 @@ class GCSStore(ObjectStore):
                 if response.status in ok or response.status in (404, 412):
                     return response
                 if response.status in _RATE_LIMIT_STATUSES:
-                    raise RateLimitedError(
+                    rate_limited = RateLimitedError(
                         f"{self.url}/{key}: {op} refused with HTTP {response.status} "
                         f"({response.error_message() or 'slow down'}); GCS allows about one write "
                         "per second to one object: back off and retry",
+                        key,
+                    )
+                    if attempt + 1 == attempts:
+                        raise rate_limited
+                    # Harmless to repeat (GCS's advice for 429 and 503: retry with backoff),
+                    # after the pause asked for, within the request's deadline.
+                    asked = _retry_after(response.headers.get("Retry-After"))
+                    detail, cause = str(rate_limited), None
+                    continue
+                if response.status == 409:
+                    # GCS: a concurrent change to the object kept this one from committing
+                    # (S3's ConditionalRequestConflict, the same contract)
+                    raise ConflictError(
+                        f"{self.url}/{key}: {op} refused with HTTP 409 ({response.error_message()}): a "
+                        "concurrent change to this object was in flight; nothing was written by this "
+                        "request, retry after a pause",
                         key,
                     )
                 if response.status not in _TRANSIENT_STATUSES:
@@ -405,6 +512,7 @@ class GCSStore(ObjectStore):
             params["startOffset"] = root + start_after
         keys: list[str] = []
         requests = 0
+        tokens: set[str] = set()
         while limit is None or len(keys) < limit:
             page = min(_LIST_PAGE, limit - len(keys) + 1) if limit is not None else _LIST_PAGE
             params["maxResults"] = str(page)
@@ -416,13 +524,25 @@ class GCSStore(ObjectStore):
                 listing = response.json()
             except ValueError as exc:
                 raise StorageError(f"{self.url}: list of {prefix!r} failed: {exc}", prefix) from exc
-            for item in listing.get("items", []):
-                key = str(item["name"])[len(root) :]
-                if start_after is None or key > start_after:
+            items = listing.get("items", [])
+            if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
+                raise StorageError(
+                    f"{self.url}: list of {prefix!r}: GCS answered with objects without their names; "
+                    "this endpoint is not GCS-compatible enough for vactor_cloud",
+                    prefix,
+                )
+            for item in items:
+                name = str(item["name"])
+                key = name[len(root) :]
+                # (a server ignoring prefix or startOffset hands keys nobody asked for)
+                if name.startswith(params["prefix"]) and (start_after is None or key > start_after):
                     keys.append(key)
             token = listing.get("nextPageToken")
             if not token:
                 break
+            if str(token) in tokens:
+                raise StorageError(repeated_page_token(self.url, prefix, str(token), requests), prefix)
+            tokens.add(str(token))
             params["pageToken"] = str(token)
         # GCS lists in UTF-8 byte order, which is code-point order: sorting
         # only guards against an emulator that pages differently.
@@ -446,6 +566,48 @@ class GCSStore(ObjectStore):
             idempotent=True,
             ok=frozenset({200, 204}),
         )
+
+
+def _on_daemon_thread(
+    loop: asyncio.AbstractEventLoop, work: Callable[[], _T], name: str
+) -> asyncio.Future[_T]:
+    """``work()`` run on a daemon thread of its own, as a future of ``loop``: for gcsfs's
+    synchronous network calls (credentials), which on the loop would stop it. A daemon, so
+    that a process whose call hangs still exits; the future's error is retrieved even when
+    every waiter ran out of time first."""
+    future: asyncio.Future[_T] = loop.create_future()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: _T | None = None
+        error: BaseException | None = None
+        try:
+            result = work()
+        except BaseException as exc:  # handed to whoever awaits the future
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a ``Retry-After`` header (delta-seconds) asks for, at most ``_MOST_ASKED`` (an
+    HTTP date or nonsense: none)."""
+    try:
+        seconds = float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+    return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), _MOST_ASKED)
 
 
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:

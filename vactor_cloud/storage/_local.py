@@ -519,6 +519,14 @@ class LocalStore(ObjectStore):
                 heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
 
     def _scan(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        try:
+            return self._scan_directories(prefix, start_after, limit)
+        except StorageError:
+            raise
+        except OSError as exc:  # (an I/O error, a directory made unreadable)
+            raise StorageError(f"{self.url}/{prefix}: listing failed: {exc}", prefix) from exc
+
+    def _scan_directories(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         chunked = self._layout_chunked()
         keys: list[str] = []
         if limit is not None and limit <= 0:
@@ -585,11 +593,14 @@ class LocalStore(ObjectStore):
         path = self._fspath(key)
         # Under the key's lock if an if-match writer ever used one for it: a delete between its
         # version check and its rename would be undone (the object brought back).
-        with (
-            self._key_lock_if_used(key),
-            contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError),
-        ):
-            os.unlink(path)
+        try:
+            with (
+                self._key_lock_if_used(key),
+                contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError),
+            ):
+                os.unlink(path)
+        except OSError as exc:  # (a read-only remount, an I/O error)
+            raise StorageError(f"{self.url}/{key}: delete failed: {exc}", key) from exc
         # Prune every directory left empty up to the root, chains and the plain
         # directory of a component's last chunk alike, so that later listings
         # do not open them (a due index keyed by time would otherwise keep a

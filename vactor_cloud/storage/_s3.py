@@ -58,7 +58,15 @@ from vactor_cloud.errors import (
     StorageError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Blob, IfMatch, Listing, ObjectStore, PutMode
+from vactor_cloud.storage._base import (
+    OBJECT_KEY_BYTES,
+    Blob,
+    IfMatch,
+    Listing,
+    ObjectStore,
+    PutMode,
+    repeated_page_token,
+)
 
 __all__ = ["S3Store"]
 
@@ -308,7 +316,7 @@ class S3Store(ObjectStore):
                 "point the store at a prefix that only vactor_cloud writes",
                 key,
             )
-        return Blob(bytes(data[_TOKEN:]), str(response["ETag"]))
+        return Blob(bytes(data[_TOKEN:]), self._etag(response, key, "get object"))
 
     async def _head(self, key: str) -> str | None:
         return await self._read(lambda: self._head_once(key))
@@ -318,7 +326,7 @@ class S3Store(ObjectStore):
             response = await self._call("head_object", key, Key=self._object_key(key))
         except NotFoundError:
             return None
-        return str(response["ETag"])
+        return self._etag(response, key, "head object")
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         body = secrets.token_bytes(_TOKEN) + data
@@ -330,7 +338,7 @@ class S3Store(ObjectStore):
         elif mode != "overwrite":
             raise ValueError(f"unknown put mode {mode!r}")
         response = await self._call("put_object", key, mode, **params)
-        return str(response["ETag"])
+        return self._etag(response, key, "put object")
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         return await self._read(lambda: self._list_once(prefix, start_after, limit))
@@ -342,19 +350,46 @@ class S3Store(ObjectStore):
             params["StartAfter"] = base + start_after
         keys: list[str] = []
         requests = 0
+        tokens: set[str] = set()
+        wanted = base + prefix
         while limit is None or len(keys) < limit:
             page = _PAGE if limit is None else min(_PAGE, limit - len(keys))
             requests += 1
             response = await self._call("list_objects_v2", prefix, MaxKeys=page, **params)
-            keys.extend(item["Key"][len(base) :] for item in response.get("Contents", ()))
+            for item in response.get("Contents", ()):
+                if "Key" not in item:
+                    raise self._incomplete(prefix, "list objects", "an object's Key")
+                name = item["Key"]
+                # (only what was asked for: a server that ignores Prefix or StartAfter, an
+                # emulator or a proxy, would hand a reader keys it did not ask for)
+                if name.startswith(wanted) and (start_after is None or name[len(base) :] > start_after):
+                    keys.append(name[len(base) :])
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
+            if token in tokens:
+                raise StorageError(repeated_page_token(self.url, prefix, token, requests), prefix)
+            tokens.add(token)
             params["ContinuationToken"] = token
         # S3 lists in UTF-8 byte order, which is code-point order: sorting is a no-op
         # on a conforming server and a safety net on an emulator that is not.
         keys.sort()
         return Listing(keys if limit is None else keys[:limit], requests)
+
+    def _etag(self, response: dict[str, Any], key: str, operation: str) -> str:
+        """The object's version in an answer (its ETag), which every answer naming an object carries."""
+        etag = response.get("ETag")
+        if not etag:
+            raise self._incomplete(key, operation, "the ETag (the object's version)")
+        return str(etag)
+
+    def _incomplete(self, key: str, operation: str, missing: str) -> StorageError:
+        where = "/".join(part for part in (f"s3://{self.bucket}", self.prefix, key) if part)
+        return StorageError(
+            f"{where}: {operation}: {self._endpoint()} answered without {missing}; this endpoint "
+            "is not S3-compatible enough for vactor_cloud",
+            key,
+        )
 
     async def _delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too; a 404 (NoSuchKey on some emulators) is fine.

@@ -6,7 +6,8 @@ include an aiobotocore ``session``. Every request goes through
 file API (whose ``mode="create"`` is a non-atomic exists-then-write) nor its
 listing cache (another machine may have written a moment ago). s3fs brings
 its client plumbing: credentials, endpoint, retries of transport errors and
-``SlowDown``, all requests in flight on one loop without a thread each.
+``SlowDown``, all requests in flight on one loop without a thread each (but
+not aiohttp's silent resend of a PUT or DELETE: see ``_send_each_request_once``).
 
 The connection is opened lazily on the running event loop; a store used
 from another loop (after ``fork``, or a second ``asyncio.run``) opens a
@@ -25,6 +26,33 @@ import botocore.exceptions
 import s3fs
 
 __all__ = ["S3fsTransport"]
+
+
+def _send_each_request_once(client: Any) -> None:
+    """Keep aiohttp from sending a PUT or DELETE again by itself.
+
+    aiohttp (3.10 on) sends a request of an idempotent method (PUT and DELETE among them)
+    once more when its connection closes before the answer: out of botocore's sight, so an
+    answer to the second says nothing of the first. A conditional PUT that landed and lost
+    its answer then met its own write, and an if-match was reported as a definite
+    precondition failure. botocore's own retries remain (counted in the answer, as on the
+    botocore transport). aiohttp has no public switch: the attribute its own test client
+    sets is set on every session aiobotocore opens.
+    """
+    http: Any = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    open_session = getattr(http, "_get_session", None)
+    if http is None or open_session is None or getattr(http, "_vactor_sends_once", False):
+        return
+
+    async def session_sending_once(proxy_url: Any) -> Any:
+        session = await open_session(proxy_url)
+        session._retry_connection = False
+        return session
+
+    for session in (getattr(http, "_sessions", None) or {}).values():  # (opened already)
+        session._retry_connection = False
+    http._get_session = session_sending_once
+    http._vactor_sends_once = True
 
 
 class S3fsTransport:
@@ -85,6 +113,7 @@ class S3fsTransport:
         """One request; ``get_object``'s body comes back read, as bytes."""
         fs = self._filesystem()
         await self._client_ready(fs)
+        _send_each_request_once(fs._s3)  # (at once: a flag once done)
         response: dict[str, Any] = await fs._call_s3(method, Bucket=self.bucket, **params)
         if method == "get_object":
             async with response["Body"] as body:

@@ -27,6 +27,11 @@ translation:
     applying, or after applying (a response lost behind a 409).
 ``rate_limited``
     S3's 503 ``SlowDown`` / GCS's 429 (:class:`RateLimitedError`); not applied.
+``timeout_before`` / ``timeout_after``
+    A request that got no answer within its timeout (a silent endpoint):
+    :class:`StorageTimeoutError` (``write_in_flight`` for a put or a delete),
+    without applying the operation, or after applying it (the answer never
+    came). Raised at once: the wait itself is the real store's business.
 ``delay``
     Sleep a random time up to ``delay`` seconds, then apply normally.
 ``truncate_read`` / ``corrupt_read``
@@ -67,7 +72,13 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from vactor_cloud.errors import ConflictError, RateLimitedError, RetryableStorageError, StorageError
+from vactor_cloud.errors import (
+    ConflictError,
+    RateLimitedError,
+    RetryableStorageError,
+    StorageError,
+    StorageTimeoutError,
+)
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 
@@ -87,6 +98,8 @@ FaultKind = Literal[
     "conflict_before",
     "conflict_after",
     "rate_limited",
+    "timeout_before",
+    "timeout_after",
     "delay",
     "truncate_read",
     "corrupt_read",
@@ -193,6 +206,7 @@ class FaultyStore(ObjectStore):
         self.definite_create_conflicts = inner.definite_create_conflicts
         # One decision per request the wrapped store would send.
         self.delete_batch = inner.delete_batch
+        self.delete_parallel = inner.delete_parallel
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -256,6 +270,8 @@ class FaultyStore(ObjectStore):
             raise ConflictError(
                 f"{where}: {operation} answered 409 ConditionalRequestConflict (injected)", key
             )
+        if kind == "timeout_before":
+            raise _timed_out(where, operation, key)
         if kind == "delay":
             await asyncio.sleep(fault.rng.uniform(0.0, fault.rule.delay))
             return await run()
@@ -271,6 +287,8 @@ class FaultyStore(ObjectStore):
                 f"{where}: {operation} was applied but its response was lost (injected)",
                 key,
             )
+        if kind == "timeout_after":
+            raise _timed_out(where, operation, key)
         if kind == "conflict_after":
             raise ConflictError(
                 f"{where}: {operation} was applied, then answered 409 ConditionalRequestConflict (injected)",
@@ -307,6 +325,16 @@ class FaultyStore(ObjectStore):
             await self._delete(keys[0])
             return
         await self._around("delete", keys[0], lambda: self.inner.delete_many(keys), batch=tuple(keys))
+
+
+def _timed_out(where: str, operation: str, key: str) -> StorageTimeoutError:
+    write = operation in ("put", "delete")
+    return StorageTimeoutError(
+        f"{where}: {operation} got no answer within its timeout (injected)"
+        + (" (the write may or may not have been applied)" if write else ""),
+        key,
+        write_in_flight=write,
+    )
 
 
 def _error(retryable: bool, message: str, key: str) -> StorageError:

@@ -69,6 +69,7 @@ class LatencyStore(ObjectStore):
         self.latency = latency
         self.nested_keys = inner.nested_keys
         self.delete_batch = inner.delete_batch
+        self.delete_parallel = inner.delete_parallel
         self._rng = random.Random(seed)
 
     def describe(self) -> str:

@@ -17,6 +17,10 @@ bodiless answers (``HEAD``, 1xx, 204, 304). It runs its own event loop in a
 daemon thread, so it can sit in a test process while child processes talk
 through it.
 
+With ``replace_with`` (a whole HTTP answer, such as a 500 ``InternalError``)
+the chosen answers are replaced by it instead of dropped: a server error
+reported for a write that was applied.
+
 ``hold(method, target)`` chooses requests whose answer is held back, once
 the server has applied them, until :meth:`DroppingProxy.release` (a late
 answer; ``held`` is set when one is waiting). ``stats.seen`` lists every
@@ -83,6 +87,7 @@ class DroppingProxy:
         targets: Callable[[str, str], bool] = is_upload,
         hold: Callable[[str, str], bool] | None = None,
         rewrite: Callable[[str, str], str] | None = None,
+        replace_with: bytes | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -93,6 +98,8 @@ class DroppingProxy:
         self.targets = targets
         self.hold = hold
         self.rewrite = rewrite
+        #: when set, a chosen answer is replaced by these bytes (a whole HTTP answer) instead of dropped
+        self.replace_with = replace_with
         #: set when an answer ``hold`` chose is being held back
         self.held = threading.Event()
         self._released = threading.Event()
@@ -254,7 +261,10 @@ class DroppingProxy:
             # The server applied the request and answered; the client never hears of it.
             self.stats.dropped += 1
             self.stats.dropped_targets.append(f"{method} {target}")
-            return False
+            if self.replace_with is None:
+                return False
+            answer, body = self.replace_with, b""
+            answer_headers = _parse_headers(answer)
         client_w.write(answer + body)
         await client_w.drain()
         closing = "close" in (headers.get("connection", "") + answer_headers.get("connection", "")).lower()
