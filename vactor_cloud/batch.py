@@ -474,10 +474,16 @@ def apply_batch(
                 _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
-                frozen = freeze(value)
-                state = dumps_state(capture_state(instance), serializer, restore=definition.restores)
+                where = f"{body.method}() of actor {actor_id!r}"
+                frozen = freeze(value, where=where)
+                state = dumps_state(
+                    capture_state(instance),
+                    serializer,
+                    restore=definition.restores,
+                    actor=(actor_id, definition.cls),
+                )
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
-                result = thaw(frozen)
+                result = thaw(frozen, where=where)
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:

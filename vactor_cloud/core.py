@@ -231,9 +231,16 @@ class WaitingInsideWriter:
 
     def __enter__(self) -> None:
         running = current_call()
-        self.pushed = running is not None and not running.readonly
-        if running is not None and self.pushed:
-            _waiting_writers.__dict__.setdefault("stack", []).append(running.actor_id)
+        self.pushed = False
+        if running is None or running.readonly:
+            return
+        stack = _waiting_writers.__dict__.setdefault("stack", [])
+        # Nested: ``run()`` enters, then the wait it makes (``help``) enters for the same
+        # writer. Listed twice, a cycle A -> B -> A was reported as "A -> A -> B -> A".
+        if stack and stack[-1] == running.actor_id:
+            return
+        stack.append(running.actor_id)
+        self.pushed = True
 
     def __exit__(self, *exc: object) -> None:
         if self.pushed:

@@ -152,9 +152,20 @@ class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
         return super().reducer_override(obj)
 
 
-def dumps_state(state: Any, serializer: str, what: str = "state", restore: type | None = None) -> bytes:
+def dumps_state(
+    state: Any,
+    serializer: str,
+    what: str = "state",
+    restore: type | None = None,
+    *,
+    actor: tuple[str, type] | None = None,
+) -> bytes:
     """Serialize; :class:`StateSerializationError` says what could not be serialized, or what
     pickled but does not unpickle (stored, it could never be read back).
+
+    ``actor`` is the actor id and class whose ``state`` this is (captured by
+    :func:`capture_state`): the error then names them, and the attribute (or the entry of
+    what ``__getstate__`` returned) holding the culprit, so a user need not bisect a state.
 
     ``restore`` is an actor class that defines ``__setstate__`` (``ActorDefinition.restores``),
     whose instance the state is: the state is read back and handed to it (on an instance of its
@@ -187,12 +198,14 @@ def dumps_state(state: Any, serializer: str, what: str = "state", restore: type 
             if serializer == "json"
             else "make it picklable, or define __getstate__/__setstate__"
         )
-        raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
+        subject = _subject(what, actor, state, serializer)
+        raise StateSerializationError(f"cannot serialize {subject}: {exc}; {hint}") from exc
     try:
         copy = loads_state(data, serializer)
     except Exception as exc:
+        subject = _subject(what, actor, state, serializer)
         raise StateSerializationError(
-            f"the actor's {what} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
+            f"{subject} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
             "it could never be read back. The usual causes: an exception class whose __init__ takes "
             "other arguments than it passes to Exception.__init__ (pass them all to "
             "super().__init__(), or define __reduce__), or a class whose own __reduce__, __setstate__ "
@@ -205,12 +218,44 @@ def dumps_state(state: Any, serializer: str, what: str = "state", restore: type 
             restore_instance(restore, copy)
         except Exception as exc:
             name = restore.__qualname__
+            of = f" of actor {actor[0]!r}" if actor is not None else ""
             raise StateSerializationError(
-                f"{name}.__setstate__ raises on the {what} {name}.__getstate__ returned "
+                f"{name}.__setstate__ raises on the {what}{of} {name}.__getstate__ returned "
                 f"({type(exc).__name__}: {exc}): stored, the actor could never be loaded again. "
                 "Make __setstate__ take every state __getstate__ returns"
             ) from exc
     return data
+
+
+def _subject(what: str, actor: tuple[str, type] | None, state: Any, serializer: str) -> str:
+    """What failed to serialize, for an error: "the actor's state", or with ``actor`` known
+    "the state of actor 'a' (Cls), in its attribute 'conn'"."""
+    if actor is None:
+        return f"the actor's {what}"
+    actor_id, cls = actor
+    subject = f"the {what} of actor {actor_id!r} ({cls.__qualname__})"
+    culprit = _culprit(state, serializer)
+    if culprit is None:
+        return subject
+    if defines_state_protocol(cls)[0]:
+        return f"{subject}, in the entry {culprit!r} of what its __getstate__ returned"
+    return f"{subject}, in its attribute {culprit!r}"
+
+
+def _culprit(state: Any, serializer: str) -> Any:
+    """The first key of a dict ``state`` whose value alone does not serialize and read back,
+    else None. Only on the error path: it serializes the values one by one."""
+    if not isinstance(state, dict):
+        return None
+    for key, value in state.items():
+        try:
+            if serializer == "json":
+                json.dumps(value, allow_nan=False)
+            else:
+                pickle.loads(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            return key
+    return None
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes})
