@@ -3,7 +3,10 @@
 Pins: a state that cannot be serialized is refused naming the actor, its
 class and the attribute that holds the culprit (from a method and from
 ``__init__``); a result that cannot be passed by value names the method and
-the actor; a cycle A -> B -> A is reported as that cycle, each actor once;
+the actor; a cycle A -> B -> A is reported as that cycle, each actor once, and one
+that crosses threads (A's writer waits for B's call made with ``run_async``,
+which a pool thread runs and which calls A) is refused at once, not after
+the busy bound, while a writer that does not wait for B's call is no cycle;
 a storage URL whose scheme lost a slash (``s3:/bucket``) is refused rather
 than taken for a local directory of that name.
 """
@@ -48,6 +51,47 @@ class Holder:
 
     def call_back(self, back: str) -> int:
         return int(vc.get_actor(back).size.run())
+
+
+#: futures of calls a method started and did not wait for
+PENDING: list[vc.ActorFuture[Any]] = []
+
+
+@vc.virtual_actor
+class Crossing:
+    """Calls another actor with ``run_async`` and waits: the call may run on a pool thread."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def through_result(self, other: str) -> int:
+        self.value += 1
+        here = vc.current_call().actor_id  # type: ignore[union-attr]
+        return int(vc.get_actor(other).call_back.run_async(here).result())
+
+    async def through_await(self, other: str) -> int:
+        self.value += 1
+        here = vc.current_call().actor_id  # type: ignore[union-attr]
+        return int(await vc.get_actor(other).call_back.run_async(here))
+
+    def through_get(self, other: str) -> list[int]:
+        here = vc.current_call().actor_id  # type: ignore[union-attr]
+        return list(vc.get([vc.get_actor(other).call_back.run_async(here) for _ in range(3)]))
+
+    def call_back(self, back: str) -> int:
+        return int(vc.get_actor(back).incr.run())
+
+    def fire_and_forget(self, other: str) -> None:
+        here = vc.current_call().actor_id  # type: ignore[union-attr]
+        PENDING.append(vc.get_actor(other).call_back.run_async(here))
+
+    def incr(self) -> int:
+        self.value += 1
+        return self.value
+
+    @vc.virtual_actor.readonly
+    def read(self) -> int:
+        return self.value
 
 
 @vc.virtual_actor
@@ -137,3 +181,49 @@ def test_vactor_refuses_a_storage_url_missing_a_slash_saying_what_to_write(
     result = vactor("--storage", "s3:/bucket/actors", "ls")
     assert result.code == 2, result
     assert "write s3://bucket/actors" in result.err and "mkdir" not in result.err, result.err
+
+
+@pytest.mark.parametrize("how", ["through_result", "through_await", "through_get"])
+@pytest.mark.parametrize("attempt", range(3))  # which thread runs the inner call is a race
+def test_a_cycle_through_a_pool_thread_is_refused_at_once_not_after_the_busy_bound(
+    store_spec: StoreSpec, how: str, attempt: int
+) -> None:
+    # A's writer waits for B's call; a pool thread runs it, and it calls A: no thread can go on.
+    # Before, the call to A waited max(deadline, commit_timeout) (120 s by default; once per call
+    # of a vc.get) for ActorBusyError. The bound is set far beyond the test's own wait.
+    store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
+    try:
+        Crossing.get_or_create("cross-a")
+        Crossing.get_or_create("cross-b")
+        outcome: list[BaseException | object] = []
+
+        def call() -> None:
+            try:
+                outcome.append(getattr(vc.get_actor("cross-a"), how).run("cross-b"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), f"A -> B -> A across threads ({how}): still waiting after 20 s"
+        assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
+        assert "cross-a -> cross-b -> cross-a" in str(outcome[0]), outcome[0]
+        # Nothing of the failed cycle was applied; both actors still work.
+        assert vc.get_actor("cross-a").read.run() == 0 and vc.get_actor("cross-b").read.run() == 0
+        assert vc.get_actor("cross-a").incr.run() == 1
+    finally:
+        vc.shutdown()
+
+
+def test_a_call_back_into_a_writer_that_does_not_wait_for_it_is_applied_after_it(
+    actor_store: StoreSpec,
+) -> None:
+    # Not a cycle: A's writer starts B's call and returns; B's call to A waits for that writer.
+    Crossing.get_or_create("forget-a")
+    Crossing.get_or_create("forget-b")
+    PENDING.clear()
+    for _ in range(5):
+        vc.get_actor("forget-a").fire_and_forget.run("forget-b")
+    assert sorted(vc.get(PENDING, timeout=30)) == [1, 2, 3, 4, 5]
+    assert vc.get_actor("forget-a").read.run() == 5
