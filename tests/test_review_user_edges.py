@@ -38,6 +38,10 @@ class Holder:
     def keep_nested(self) -> None:
         self.items.append({"lock": threading.Lock()})
 
+    def interrupt_yourself(self) -> None:
+        self.items.append(1)
+        raise KeyboardInterrupt("raised by the method")
+
     def lock_please(self) -> Any:
         self.items.append(1)
         return threading.Lock()
@@ -227,3 +231,19 @@ def test_a_call_back_into_a_writer_that_does_not_wait_for_it_is_applied_after_it
         vc.get_actor("forget-a").fire_and_forget.run("forget-b")
     assert sorted(vc.get(PENDING, timeout=30)) == [1, 2, 3, 4, 5]
     assert vc.get_actor("forget-a").read.run() == 5
+
+
+def test_vactor_call_of_a_method_raising_keyboard_interrupt_says_it_raised_and_was_not_applied(
+    vactor: Vactor, store: str
+) -> None:
+    # Nobody pressed Ctrl-C: the method raised. It said "interrupted: ... may or may not have
+    # been applied" and exited 130, and a user looked for a signal that never came.
+    vc.init(store)
+    Holder.get_or_create("cli-interrupt")
+    vc.shutdown()
+    result = vactor("call", "cli-interrupt", "interrupt_yourself")
+    assert result.code == 1, result
+    assert result.err.startswith("vactor: error: interrupt_yourself() raised KeyboardInterrupt"), result.err
+    assert "not applied" in result.err and "may or may not" not in result.err, result.err
+    vc.init(store)
+    assert vc.get_actor("cli-interrupt").size.run() == 0
