@@ -35,6 +35,9 @@ class Holder:
         # A lock made inside the method: arguments must pickle, so the culprit is born here.
         setattr(self, name, threading.Lock())
 
+    def keep_many(self, count: int) -> None:
+        self.items = list(range(count))
+
     def keep_nested(self) -> None:
         self.items.append({"lock": threading.Lock()})
 
@@ -247,3 +250,16 @@ def test_vactor_call_of_a_method_raising_keyboard_interrupt_says_it_raised_and_w
     assert "not applied" in result.err and "may or may not" not in result.err, result.err
     vc.init(store)
     assert vc.get_actor("cli-interrupt").size.run() == 0
+
+
+def test_vactor_show_piped_packs_a_long_list_into_lines_not_one_item_each(vactor: Vactor, store: str) -> None:
+    vc.init(store)
+    Holder.get_or_create("cli-long")
+    vc.get_actor("cli-long").keep_many.run(500)
+    vc.shutdown()
+    result = vactor("show", "cli-long")
+    assert result.code == 0, result
+    state = result.out.split("state:\n", 1)[1]
+    # 500 small numbers fit in a screenful at 100 columns; it printed 500 lines, one number each.
+    assert len(state.splitlines()) < 40, state[:500]
+    assert "499" in state

@@ -124,7 +124,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
         out.print(f"{key + ':':<12}{summary[key]}")
     out.print("state:")
-    out.print(pprint.pformat(state, indent=2, width=100, sort_dicts=False))
+    # compact: a list of 500 numbers fills a few lines, not 500
+    out.print(pprint.pformat(state, indent=2, width=100, sort_dicts=False, compact=True))
     return EXIT_OK
 
 
