@@ -101,6 +101,24 @@ class Crossing:
         return self.value
 
 
+@vc.virtual_actor(serializer="json")
+class Tally:
+    def __init__(self) -> None:
+        self.counts: dict[Any, int] = {}
+        self.pair: Any = [0, 0]
+
+    def count(self, key: Any) -> dict[Any, int]:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return dict(self.counts)
+
+    def set_pair(self, a: int, b: int) -> None:
+        self.pair = (a, b)
+
+    @vc.virtual_actor.readonly
+    def read(self) -> dict[str, Any]:
+        return {"counts": self.counts, "pair": self.pair}
+
+
 @vc.virtual_actor
 class Packed:
     def __init__(self) -> None:
@@ -263,3 +281,27 @@ def test_vactor_show_piped_packs_a_long_list_into_lines_not_one_item_each(vactor
     # 500 small numbers fit in a screenful at 100 columns; it printed 500 lines, one number each.
     assert len(state.splitlines()) < 40, state[:500]
     assert "499" in state
+
+
+@pytest.mark.parametrize("key", [1, 2.5, True, None])
+def test_a_json_state_that_would_be_stored_as_something_else_is_refused(
+    actor_store: StoreSpec, key: Any
+) -> None:
+    # json.dumps turns the key 1 into "1": this process's cached instance kept {1: 1} while
+    # readers and other processes saw {"1": 1}; a call from another process then added 1 again
+    # next to "1", and the next state stored held the key "1" twice (one count lost on load).
+    h = Tally.get_or_create("tally")
+    h.count.run("a")
+    with pytest.raises(vc.StateSerializationError) as info:
+        h.count.run(key)
+    message = str(info.value)
+    assert "'tally'" in message and "attribute 'counts'" in message and "str" in message, message
+    assert h.read.run() == {"counts": {"a": 1}, "pair": [0, 0]}
+    assert h.count.run("a") == {"a": 2}
+
+
+def test_a_json_state_holding_a_tuple_is_refused_it_would_come_back_a_list(actor_store: StoreSpec) -> None:
+    h = Tally.get_or_create("tally-pair")
+    with pytest.raises(vc.StateSerializationError, match="attribute 'pair'"):
+        h.set_pair.run(1, 2)
+    assert h.read.run()["pair"] == [0, 0]

@@ -176,6 +176,14 @@ def dumps_state(
     try:
         if serializer == "json":
             data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            if actor is not None and json.loads(data) != state:
+                # json.dumps writes the key 1 as "1" and a tuple as a list: the cached instance
+                # kept {1: ...} while every reader and other process got {"1": ...}, and a call
+                # there adding 1 again stored "1" twice (one value lost on load).
+                raise TypeError(
+                    "it would be read back as something else: json stores a dict key that is not "
+                    "a str as a str, and a tuple as a list"
+                )
             if not check:
                 return data
         elif _plain(state):
@@ -194,7 +202,7 @@ def dumps_state(
                 return data
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
-            "the json serializer takes only dict, list, str, int, float, bool and None"
+            "the json serializer takes only dict (with str keys), list, str, int, float, bool and None"
             if serializer == "json"
             else "make it picklable, or define __getstate__/__setstate__"
         )
@@ -250,7 +258,8 @@ def _culprit(state: Any, serializer: str) -> Any:
     for key, value in state.items():
         try:
             if serializer == "json":
-                json.dumps(value, allow_nan=False)
+                if json.loads(json.dumps(value, allow_nan=False)) != value:
+                    return key
             else:
                 pickle.loads(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:
