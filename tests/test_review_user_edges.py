@@ -120,6 +120,26 @@ class Tally:
 
 
 @vc.virtual_actor
+class Counted:
+    """The seed's shape: ``__getstate__`` stores ``_val`` only."""
+
+    def __init__(self) -> None:
+        self._val = 0
+
+    def incr(self) -> int | None:
+        seen = getattr(self, "scratch", None)  # set by an earlier call, never stored
+        self.scratch = self._val
+        self._val += 1
+        return seen
+
+    def __getstate__(self) -> int:
+        return self._val
+
+    def __setstate__(self, val: int) -> None:
+        self._val = val
+
+
+@vc.virtual_actor
 class Packed:
     def __init__(self) -> None:
         self.box: dict[str, Any] = {"n": 1}
@@ -305,3 +325,12 @@ def test_a_json_state_holding_a_tuple_is_refused_it_would_come_back_a_list(actor
     with pytest.raises(vc.StateSerializationError, match="attribute 'pair'"):
         h.set_pair.run(1, 2)
     assert h.read.run()["pair"] == [0, 0]
+
+
+def test_an_attribute_outside_getstate_is_not_seen_by_the_next_call(actor_store: StoreSpec) -> None:
+    # Another process, or this one after evicting the actor, restores the next call's instance
+    # from the stored state: it has no ``scratch``. This process's cached instance kept it, so
+    # what a call saw depended on the cache (and on which calls shared a batch).
+    h = Counted.get_or_create("counted")
+    assert [h.incr.run() for _ in range(3)] == [None, None, None]
+    assert vc.get([h.incr.run_async() for _ in range(4)]) == [None] * 4

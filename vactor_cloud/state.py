@@ -27,6 +27,7 @@ __all__ = [
     "builtin_base",
     "capture_state",
     "defines_state_protocol",
+    "dumps_instance_state",
     "dumps_state",
     "expect_serializer",
     "loads_state",
@@ -163,15 +164,45 @@ def dumps_state(
     """Serialize; :class:`StateSerializationError` says what could not be serialized, or what
     pickled but does not unpickle (stored, it could never be read back).
 
-    ``actor`` is the actor id and class whose ``state`` this is (captured by
-    :func:`capture_state`): the error then names them, and the attribute (or the entry of
-    what ``__getstate__`` returned) holding the culprit, so a user need not bisect a state.
-
     ``restore`` is an actor class that defines ``__setstate__`` (``ActorDefinition.restores``),
     whose instance the state is: the state is read back and handed to it (on an instance of its
     own) before it is stored, as every load will; one it raises on is refused like a state that
     does not unpickle. Other states are read back only when :class:`_StatePickler` met something
-    that may not load: reading every state back would cost as much as writing it."""
+    that may not load: reading every state back would cost as much as writing it.
+
+    ``actor`` is the actor id and class whose ``state`` this is (captured by
+    :func:`capture_state`): the error then names them, and the attribute (or the entry of
+    what ``__getstate__`` returned) holding the culprit, so a user need not bisect a state.
+    """
+    return _dumps_read_back(state, serializer, what, restore, actor=actor)[0]
+
+
+def dumps_instance_state(
+    instance: Any, serializer: str, restore: type | None, actor_id: str
+) -> tuple[bytes, Any]:
+    """The state of the actor ``instance`` serialized (see :func:`dumps_state`), and the
+    instance the actor's next call runs on: the one read back from those bytes when the class
+    defines ``__setstate__`` (``restore``), as another process, or this one after evicting the
+    actor, would restore it; else ``instance`` itself (its whole ``__dict__`` is the state).
+
+    Kept instead, ``instance`` carried what ``__getstate__`` leaves out (``self.scratch = ...``)
+    into the next calls of this process only: what a call saw depended on the cache.
+    """
+    data, restored = _dumps_read_back(
+        capture_state(instance), serializer, "state", restore, actor=(actor_id, type(instance))
+    )
+    return data, instance if restored is None else restored
+
+
+def _dumps_read_back(
+    state: Any,
+    serializer: str,
+    what: str = "state",
+    restore: type | None = None,
+    *,
+    actor: tuple[str, type] | None = None,
+) -> tuple[bytes, Any]:
+    """``dumps_state``'s work, and the instance it read back (None if it read none back)."""
     check = restore is not None
     try:
         if serializer == "json":
@@ -185,21 +216,21 @@ def dumps_state(
                     "a str as a str, and a tuple as a list"
                 )
             if not check:
-                return data
+                return data, None
         elif _plain(state):
             # Plain data pickles to the same bytes with or without cloudpickle (whose
             # hooks see only functions, classes and the like), minus cloudpickle's setup;
             # and it always unpickles.
             data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
             if not check:
-                return data
+                return data, None
         else:
             with io.BytesIO() as file:
                 pickler = _StatePickler(file, protocol=pickle.HIGHEST_PROTOCOL)
                 pickler.dump(state)
                 data = file.getvalue()
             if not (check or pickler.may_not_load):
-                return data
+                return data, None
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
             "the json serializer takes only dict (with str keys), list, str, int, float, bool and None"
@@ -220,10 +251,11 @@ def dumps_state(
             "or __new__ fails when an instance is loaded, or whose __getstate__ returns what its "
             "__setstate__ (or, without one, the default: a dict) does not take"
         ) from exc
+    restored = None
     if check:
         assert restore is not None
         try:
-            restore_instance(restore, copy)
+            restored = restore_instance(restore, copy)
         except Exception as exc:
             name = restore.__qualname__
             of = f" of actor {actor[0]!r}" if actor is not None else ""
@@ -232,7 +264,7 @@ def dumps_state(
                 f"({type(exc).__name__}: {exc}): stored, the actor could never be loaded again. "
                 "Make __setstate__ take every state __getstate__ returns"
             ) from exc
-    return data
+    return data, restored
 
 
 def _subject(what: str, actor: tuple[str, type] | None, state: Any, serializer: str) -> str:
