@@ -139,6 +139,33 @@ class Counted:
         self._val = val
 
 
+class Memo:
+    """Drops its cache when pickled, as caching classes do."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._cache: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"total": self.total}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.total = state["total"]
+        self._cache = None
+
+
+@vc.virtual_actor
+class Memoizing:
+    def __init__(self) -> None:
+        self.memo = Memo()
+
+    def add(self, n: int) -> int | None:
+        seen = self.memo._cache  # what an earlier call cached, never stored
+        self.memo.total += n
+        self.memo._cache = self.memo.total
+        return seen
+
+
 @vc.virtual_actor
 class Packed:
     def __init__(self) -> None:
@@ -334,3 +361,10 @@ def test_an_attribute_outside_getstate_is_not_seen_by_the_next_call(actor_store:
     h = Counted.get_or_create("counted")
     assert [h.incr.run() for _ in range(3)] == [None, None, None]
     assert vc.get([h.incr.run_async() for _ in range(4)]) == [None] * 4
+
+
+def test_what_an_attributes_own_getstate_leaves_out_is_not_seen_by_the_next_call(
+    actor_store: StoreSpec,
+) -> None:
+    h = Memoizing.get_or_create("memoizing")
+    assert [h.add.run(1) for _ in range(3)] == [None, None, None]

@@ -181,9 +181,10 @@ def dumps_instance_state(
     instance: Any, serializer: str, restore: type | None, actor_id: str
 ) -> tuple[bytes, Any]:
     """The state of the actor ``instance`` serialized (see :func:`dumps_state`), and the
-    instance the actor's next call runs on: the one read back from those bytes when the class
-    defines ``__setstate__`` (``restore``), as another process, or this one after evicting the
-    actor, would restore it; else ``instance`` itself (its whole ``__dict__`` is the state).
+    instance the actor's next call runs on: the one read back from those bytes whenever they
+    were read back (the class defines ``__setstate__``, or the state holds an object that
+    rebuilds itself), as another process, or this one after evicting the actor, would restore
+    it; else ``instance`` itself (its ``__dict__`` of plain objects pickles faithfully).
 
     Kept instead, ``instance`` carried what ``__getstate__`` leaves out (``self.scratch = ...``)
     into the next calls of this process only: what a call saw depended on the cache.
@@ -264,6 +265,10 @@ def _dumps_read_back(
                 f"({type(exc).__name__}: {exc}): stored, the actor could never be loaded again. "
                 "Make __setstate__ take every state __getstate__ returns"
             ) from exc
+    elif actor is not None:
+        # Read back for an object that rebuilds itself (its own __getstate__ may leave a cache
+        # out): the next call runs on what every other process will load, at no extra cost.
+        restored = restore_instance(actor[1], copy)
     return data, restored
 
 
