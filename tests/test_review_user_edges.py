@@ -13,6 +13,7 @@ than taken for a local directory of that name.
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class Holder:
         return int(vc.get_actor(back).size.run())
 
 
+#: where two writer methods meet before each calls the other's actor
+MEETING = threading.Barrier(2)
+
 #: futures of calls a method started and did not wait for
 PENDING: list[vc.ActorFuture[Any]] = []
 
@@ -95,6 +99,13 @@ class Crossing:
     def incr(self) -> int:
         self.value += 1
         return self.value
+
+    def meet_then_call(self, other: str) -> int:
+        # Both threads hold their actor before either calls the other's: A waits for B, B for A.
+        here = sys.modules[__name__]
+        here.MEETING.wait(15)
+        self.value += 1
+        return int(vc.get_actor(other).incr.run())
 
     @vc.virtual_actor.readonly
     def read(self) -> int:
@@ -368,3 +379,41 @@ def test_what_an_attributes_own_getstate_leaves_out_is_not_seen_by_the_next_call
 ) -> None:
     h = Memoizing.get_or_create("memoizing")
     assert [h.add.run(1) for _ in range(3)] == [None, None, None]
+
+
+def test_two_threads_whose_writers_call_each_others_actor_are_told_at_once(store_spec: StoreSpec) -> None:
+    # The lock-order deadlock of two threads (A's writer calls B while B's writer calls A) waited
+    # max(deadline, commit_timeout) for ActorBusyError. One call is refused at once; the other
+    # thread's call then runs, as the refused writer let its actor go.
+    store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
+    try:
+        Crossing.get_or_create("meet-a")
+        Crossing.get_or_create("meet-b")
+        MEETING.reset()
+        outcomes: dict[str, BaseException | int] = {}
+
+        def call(actor_id: str, other: str) -> None:
+            try:
+                outcomes[actor_id] = vc.get_actor(actor_id).meet_then_call.run(other)
+            except BaseException as exc:
+                outcomes[actor_id] = exc
+
+        threads = [
+            threading.Thread(target=call, args=ids, daemon=True)
+            for ids in (("meet-a", "meet-b"), ("meet-b", "meet-a"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert not any(t.is_alive() for t in threads), "two threads calling each other's actor: still waiting"
+        refused = [o for o in outcomes.values() if isinstance(o, vc.ReentrantCallError)]
+        assert len(outcomes) == 2 and len(refused) == 1, outcomes
+        winner = next(a for a, o in outcomes.items() if not isinstance(o, BaseException))
+        loser = "meet-b" if winner == "meet-a" else "meet-a"
+        assert f"{winner} -> {loser} -> {winner}" in str(refused[0]), refused[0]
+        # The winner's writer and its call into the loser applied; the loser's writer did not.
+        assert outcomes[winner] == 1
+        assert vc.get_actor(winner).read.run() == 1 and vc.get_actor(loser).read.run() == 1
+    finally:
+        vc.shutdown()

@@ -286,10 +286,11 @@ def _refuse_wait_cycle(core: ActorCore, future: Future[Any]) -> bool:
         names = " -> ".join([*actors[index:], *actors[: index + 1]])
         error = ReentrantCallError(
             f"a call to actor {waited.actor_id!r} waits for that actor, whose writer method waits, "
-            f"on another thread, for a call that waits for this one (a call cycle {names}, across "
-            "threads: a call made with run_async and waited for, or awaited, ran on a pool thread): "
-            "no thread could go on, so it was not applied. Let the outer method do that work "
-            "itself, or call the actor after its method has returned"
+            f"on another thread, for a call that waits for this one (a call cycle {names} across "
+            "threads: a call made with run_async and then waited for ran on a pool thread, or two "
+            "threads' writer methods each called the other's actor): no thread could go on, so it "
+            "was not applied. Let the outer method do that work itself, or call the actor after "
+            "its method has returned"
         )
         if waited._withdraw(call, error):
             return True
