@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import itertools
 import os
 import sys
@@ -455,8 +456,9 @@ class ActorMethod(Generic[P, R]):
         arguments do not fit the method or cannot be copied.
 
         ``at_step=N`` (read-only methods) runs on the state after step N;
-        when the method has a parameter of its own called ``at_step``, the
-        keyword goes to the method and ``options(at_step=N)`` selects the step.
+        when the method has a parameter of its own called ``at_step`` (or is a
+        writer taking ``**kwargs``), the keyword goes to the method and
+        ``options(at_step=N)`` selects the step.
         """
         call = self._make_call(args, kwargs, ActorFuture())
         future = call.future
@@ -508,7 +510,7 @@ class ActorMethod(Generic[P, R]):
                 "was not made"
             )
         options = self._options
-        if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
+        if "at_step" in kwargs and self._at_step_is_an_option():
             at_step = kwargs.pop("at_step")
             check_at_step(self._info, at_step)
             options = replace(options, at_step=at_step)
@@ -541,6 +543,16 @@ class ActorMethod(Generic[P, R]):
             call_id=call_id,
             options=options,
         )
+
+    def _at_step_is_an_option(self) -> bool:
+        """Whether ``run(at_step=N)`` selects a step rather than passing ``at_step`` to the method:
+        unless the method declares ``at_step``, or is a writer (which no step option fits) that
+        takes any keyword (``**fields``)."""
+        parameters = self._info.signature.parameters
+        if "at_step" in parameters:
+            return False
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        return self._info.readonly or not takes_any
 
     def _refuse_reentry(self, running: CallContext) -> None:
         """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
