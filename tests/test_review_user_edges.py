@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ class Holder:
         return int(vc.get_actor(back).size.run())
 
 
+#: gates a held writer waits on, and the events it sets once it holds its actor
+GATES: dict[str, threading.Event] = {}
+ENTERED: dict[str, threading.Event] = {}
+
 #: where two writer methods meet before each calls the other's actor
 MEETING = threading.Barrier(2)
 
@@ -99,6 +104,11 @@ class Crossing:
     def incr(self) -> int:
         self.value += 1
         return self.value
+
+    def hold(self, gate: str) -> None:
+        here = sys.modules[__name__]
+        here.ENTERED[gate].set()
+        assert here.GATES[gate].wait(15), "the test never opened the gate"
 
     def meet_then_call(self, other: str) -> int:
         # Both threads hold their actor before either calls the other's: A waits for B, B for A.
@@ -444,3 +454,54 @@ def test_a_writer_taking_any_keyword_gets_at_step_as_one(actor_store: StoreSpec)
     assert h.update.run(at_step=3, name="x") == {"at_step": 3, "name": "x"}
     assert vc.get(h.update.run_async(at_step=4)) == {"at_step": 4, "name": "x"}
     assert h.get.run(at_step=1) == {"at_step": 3, "name": "x"}  # a reader: still the option
+
+
+def test_a_call_run_by_a_waiting_writers_thread_may_start_a_call_of_that_writers_actor(
+    store_spec: StoreSpec,
+) -> None:
+    # B's writer (thread T2) waits for its call to A; when A is let go, T2 applies A's queued
+    # calls, another caller's fire_and_forget among them, which starts a call of B with
+    # run_async. Nothing waits for that call, so nothing waits for itself; it was refused with
+    # ReentrantCallError ("a call cycle b -> a -> b") as if B's writer had made it.
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    try:
+        for actor_id in ("relay-a", "relay-b", "relay-pool"):
+            Crossing.get_or_create(actor_id)
+        for gate in ("a", "pool"):
+            GATES[gate], ENTERED[gate] = threading.Event(), threading.Event()
+        PENDING.clear()
+        busy = vc.get_actor("relay-pool").hold.run_async("pool")  # the pool's one thread
+        assert ENTERED["pool"].wait(15)
+        holder = threading.Thread(target=vc.get_actor("relay-a").hold.run, args=("a",), daemon=True)
+        holder.start()
+        assert ENTERED["a"].wait(15)
+        forgetting = vc.get_actor("relay-a").fire_and_forget.run_async("relay-b")  # queued on A
+        waiting: list[BaseException | int] = []
+
+        def b_waits_for_a() -> None:
+            try:
+                waiting.append(vc.get_actor("relay-b").call_back.run("relay-a"))
+            except BaseException as exc:
+                waiting.append(exc)
+
+        t2 = threading.Thread(target=b_waits_for_a, daemon=True)
+        t2.start()
+        deadline = time.monotonic() + 15
+        while (
+            vc.get_runtime().core("relay-a")._queue is None
+            or len(vc.get_runtime().core("relay-a")._queue or ()) < 2
+        ):
+            assert time.monotonic() < deadline, "B's call to A was never queued"
+            time.sleep(0.01)
+        GATES["a"].set()  # A is let go: T2 (the pool is busy) applies A's queue
+        holder.join(15)
+        t2.join(15)
+        assert waiting and not isinstance(waiting[0], BaseException), waiting
+        assert forgetting.result(timeout=15) is None
+        GATES["pool"].set()
+        busy.result(timeout=15)
+        assert vc.get(PENDING, timeout=15) == [2]  # relay-b's call_back applied A's incr after
+    finally:
+        for gate in GATES.values():
+            gate.set()
+        vc.shutdown()
