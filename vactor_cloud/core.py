@@ -302,6 +302,17 @@ def _unblock() -> None:
         _blocked.pop(threading.get_ident(), None)
 
 
+def _forget_blocked_after_fork() -> None:
+    # The child has one thread: no other waits, and a lock another thread held at the fork
+    # would stay held forever.
+    global _blocked_lock
+    _blocked.clear()
+    _blocked_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_blocked_after_fork)
+
+
 class ActorCore(Folder):
     """Per-process state of one actor. Create through ``Runtime.core(actor_id)``.
 
