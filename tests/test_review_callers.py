@@ -370,7 +370,7 @@ def test_a_done_callback_of_a_future_settled_on_the_io_loop_may_call_actors(stor
         # ... and the thread that applied it let the actor go (it asked for the delete's answer)
         core = runtime.core("w")
         for _ in range(int(HANG / 0.01)):
-            if not core._draining:
+            if core._drainer is None:
                 break
             time.sleep(0.01)
         resumed.add_done_callback(read_balance)

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -132,7 +133,9 @@ def test_an_interrupted_writer_call_says_it_may_have_been_applied_and_how_to_see
     _seed(store, "m1")
 
     def interrupted(self: object, *args: object, **kwargs: object) -> object:
-        raise KeyboardInterrupt
+        # Ctrl-C itself: a KeyboardInterrupt the method raises is its outcome, not an interrupt
+        signal.raise_signal(signal.SIGINT)
+        raise AssertionError("SIGINT did not interrupt the call")
 
     monkeypatch.setattr(ActorMethod, "run", interrupted)
     writer = vactor("call", "m1", "incr", "2")

@@ -320,9 +320,9 @@ def _die_as_a_folder(actor_id: str) -> None:
     core = vc.get_runtime().core(actor_id)
     vc.shutdown()
     give_up = time.monotonic() + 60
-    while (core._draining or applying(actor_id)) and time.monotonic() < give_up:
+    while (core._drainer is not None or applying(actor_id)) and time.monotonic() < give_up:
         time.sleep(0.01)
-    assert not core._draining and not applying(actor_id)
+    assert core._drainer is None and not applying(actor_id)
 
 
 def _forget_the_failed_runs_of_this_process() -> None:

@@ -651,6 +651,10 @@ def _mail_keys() -> None:
     mailkey.mail_keys(MemoryStore("forked-child"), None)
 
 
+def _wait_graph() -> None:
+    importlib.import_module("vactor_cloud.core")._unblock()  # what a waiting call does
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize(
     ("module", "lock", "use"),
@@ -658,6 +662,7 @@ def _mail_keys() -> None:
         ("vactor_cloud.storage._memory", "_LOCK", _memory_request),
         ("vactor_cloud.definition", "_PICKLE_LOCK", _class_body),
         ("vactor_cloud.mailkey", "_KEYS_LOCK", _mail_keys),
+        ("vactor_cloud.core", "_blocked_lock", _wait_graph),
     ],
 )
 def test_a_child_forked_while_another_thread_held_a_process_wide_lock_can_take_it(

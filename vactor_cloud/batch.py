@@ -56,7 +56,7 @@ from vactor_cloud.dedup import (
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.log import CallRecord, StepRecord
-from vactor_cloud.state import capture_state, dumps_state, expect_serializer, loads_state, restore_instance
+from vactor_cloud.state import dumps_instance_state, expect_serializer, loads_state, restore_instance
 from vactor_cloud.timers import (
     FIRE,
     MARKERS,
@@ -474,10 +474,11 @@ def apply_batch(
                 _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
-                frozen = freeze(value)
-                state = dumps_state(capture_state(instance), serializer, restore=definition.restores)
+                where = f"{body.method}() of actor {actor_id!r}"
+                frozen = freeze(value, where=where)
+                state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
-                result = thaw(frozen)
+                result = thaw(frozen, where=where)
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:

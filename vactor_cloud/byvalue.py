@@ -47,7 +47,7 @@ class Frozen:
         self.data = data
 
 
-def _dumps(value: Any, what: str) -> bytes:
+def _dumps(value: Any, what: str, where: str | None = None) -> bytes:
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -57,19 +57,26 @@ def _dumps(value: Any, what: str) -> bytes:
         return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         raise TypeError(
-            f"{what} cannot be passed by value: {exc}; actor calls copy their {what}s "
+            f"{_of(what, where)} cannot be passed by value: {exc}; actor calls copy their {what}s "
             "(as Ray did), so they must be picklable"
         ) from exc
 
 
-def freeze(value: Any, what: str = "result") -> Frozen:
-    """``value`` held by value; ``TypeError`` if it cannot be copied."""
+def _of(what: str, where: str | None) -> str:
+    return what if where is None else f"the {what} of {where}"
+
+
+def freeze(value: Any, what: str = "result", where: str | None = None) -> Frozen:
+    """``value`` held by value; ``TypeError`` if it cannot be copied.
+
+    ``where`` names the call (``"m() of actor 'a'"``) for the error: a caller with many calls
+    in flight cannot tell which one returned the culprit otherwise."""
     if _atomic(value):
         return Frozen(value, None)
-    return Frozen(None, _dumps(value, what))
+    return Frozen(None, _dumps(value, what, where))
 
 
-def thaw(frozen: Frozen, what: str = "result") -> Any:
+def thaw(frozen: Frozen, what: str = "result", where: str | None = None) -> Any:
     """A fresh, independent copy of the frozen value; ``TypeError`` if it cannot be read back."""
     if frozen.data is None:
         return frozen.value
@@ -77,7 +84,7 @@ def thaw(frozen: Frozen, what: str = "result") -> Any:
         return pickle.loads(frozen.data)
     except Exception as exc:
         raise TypeError(
-            f"{what} cannot be passed by value: it pickles, but reading it back fails: {exc!r}"
+            f"{_of(what, where)} cannot be passed by value: it pickles, but reading it back fails: {exc!r}"
         ) from exc
 
 

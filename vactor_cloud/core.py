@@ -231,13 +231,86 @@ class WaitingInsideWriter:
 
     def __enter__(self) -> None:
         running = current_call()
-        self.pushed = running is not None and not running.readonly
-        if running is not None and self.pushed:
-            _waiting_writers.__dict__.setdefault("stack", []).append(running.actor_id)
+        self.pushed = False
+        if running is None or running.readonly:
+            return
+        stack = _waiting_writers.__dict__.setdefault("stack", [])
+        # Nested: ``run()`` enters, then the wait it makes (``help``) enters for the same
+        # writer. Listed twice, a cycle A -> B -> A was reported as "A -> A -> B -> A".
+        if stack and stack[-1] == running.actor_id:
+            return
+        stack.append(running.actor_id)
+        self.pushed = True
 
     def __exit__(self, *exc: object) -> None:
         if self.pushed:
             _waiting_writers.stack.pop()
+
+
+#: threads waiting in ``ActorCore.help`` without a timeout, for a call of another thread's
+#: actor: thread ident -> (that actor's core, the call's future). With each core's
+#: ``_drainer`` this is the wait-for graph of the process's threads: A's writer waiting for
+#: B's call, which a pool thread runs (``run_async(...).result()``, ``await``, ``vc.get``),
+#: while that call waits for A, is a cycle in it. Found when its last edge is added, the cycle
+#: is broken at once by refusing a call not started yet (``ReentrantCallError``); else each
+#: call waited ``max(deadline, commit_timeout)`` for ``ActorBusyError``.
+_blocked: dict[int, tuple[ActorCore, Future[Any]]] = {}
+_blocked_lock = threading.Lock()
+
+
+def _refuse_wait_cycle(core: ActorCore, future: Future[Any]) -> bool:
+    """Record that this thread waits for ``future``, a call of ``core``; if that wait closes a
+    cycle of waits, withdraw a call of the cycle that has not started (the one this thread
+    waits for first) with ``ReentrantCallError`` and return True (this thread does not wait)."""
+    me = threading.get_ident()
+    with _blocked_lock:
+        _blocked[me] = (core, future)
+        cycle: list[tuple[ActorCore, Future[Any]]] = []
+        thread: int | None = me
+        for _ in range(len(_blocked)):
+            edge = _blocked.get(thread) if thread is not None else None
+            if edge is None or edge[1].done():
+                return False
+            cycle.append(edge)
+            thread = edge[0]._drainer
+            if thread == me:
+                break
+        else:
+            return False  # a cycle of other threads: the last of them to wait breaks it
+        del _blocked[me]
+    # Each waiting thread holds the actor of the edge before its own: the calls went
+    # cycle[-1] -> cycle[0] -> ... -> cycle[-1]. Named from the actor whose call is refused
+    # (its writer is the outer one, waiting): "a -> b -> a", as on one thread.
+    actors = [c.actor_id for c, _ in cycle]
+    for index, (waited, call) in enumerate(cycle):
+        names = " -> ".join([*actors[index:], *actors[: index + 1]])
+        error = ReentrantCallError(
+            f"a call to actor {waited.actor_id!r} waits for that actor, whose writer method waits, "
+            f"on another thread, for a call that waits for this one (a call cycle {names} across "
+            "threads: a call made with run_async and then waited for ran on a pool thread, or two "
+            "threads' writer methods each called the other's actor): no thread could go on, so it "
+            "was not applied. Let the outer method do that work itself, or call the actor after "
+            "its method has returned"
+        )
+        if waited._withdraw(call, error):
+            return True
+    return False  # every call of the cycle started: the busy bound ends the wait
+
+
+def _unblock() -> None:
+    with _blocked_lock:
+        _blocked.pop(threading.get_ident(), None)
+
+
+def _forget_blocked_after_fork() -> None:
+    # The child has one thread: no other waits, and a lock another thread held at the fork
+    # would stay held forever.
+    global _blocked_lock
+    _blocked.clear()
+    _blocked_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_blocked_after_fork)
 
 
 class ActorCore(Folder):
@@ -250,7 +323,7 @@ class ActorCore(Folder):
     # Slots (and the bases' too): a process may touch tens of thousands of actors; every byte counts.
     __slots__ = (
         "__weakref__",
-        "_draining",
+        "_drainer",
         "_live",
         "_load_lock",
         "_lost_at",
@@ -294,7 +367,9 @@ class ActorCore(Folder):
         self._mutex = threading.Lock()
         #: writes waiting for the holder; None while the actor is idle (saves memory)
         self._queue: deque[PendingCall] | None = None
-        self._draining = False
+        #: ``threading.get_ident()`` of the thread applying the actor's writes (or folding for
+        #: others), None while nobody is: an edge of the wait-for graph (``_blocked``)
+        self._drainer: int | None = None
         #: threads waiting for one of their calls: woken when the actor is released
         self._waiters: set[threading.Event] | None = None
         self._load_lock: asyncio.Lock | None = None
@@ -321,7 +396,7 @@ class ActorCore(Folder):
 
         (A core with a pending post stays: its next batch must post after it, in order.)
         """
-        return not self._draining and not self._queue and not self._waiters and self._outstanding is None
+        return self._drainer is None and not self._queue and not self._waiters and self._outstanding is None
 
     def _reweigh(self) -> None:
         record, live = self.record, self._live
@@ -547,7 +622,8 @@ class ActorCore(Folder):
 
         Returns early (future not done) only when ``timeout`` passed. Never waits for
         itself: if this actor's writer runs on this thread (an outer call of a cycle
-        A -> B -> A), the call is withdrawn and fails with ``ReentrantCallError``. A call
+        A -> B -> A), the call is withdrawn and fails with ``ReentrantCallError``; so is a call
+        closing a cycle of such waits across threads (``_refuse_wait_cycle``). A call
         still queued (not started) after ``max(Settings.deadline, Settings.commit_timeout)``
         seconds in which the actor made no progress (its holder stuck: a method running that
         long, or a cycle of calls across threads) is withdrawn and fails with ``ActorBusyError``:
@@ -595,9 +671,9 @@ class ActorCore(Folder):
         try:
             while not future.done():
                 with self._mutex:
-                    claimed = not self._draining and bool(self._queue)
+                    claimed = self._drainer is None and bool(self._queue)
                     if claimed:
-                        self._draining = True
+                        self._drainer = threading.get_ident()
                     elif wake is None:
                         wake = threading.Event()
                         if self._waiters is None:
@@ -629,6 +705,8 @@ class ActorCore(Folder):
                         return
                     stalled_at = now + bound  # it started: its batch settles it
                 assert wake is not None
+                if timeout is None and _refuse_wait_cycle(self, future):
+                    continue  # a call of the cycle was withdrawn: ours, or one that frees the holder
                 try:
                     wake.wait(min(remaining, stalled_at - now))
                 except BaseException as exc:
@@ -636,6 +714,9 @@ class ActorCore(Folder):
                     # is withdrawn with it, never applied later behind its caller's back.
                     self._withdraw(future, exc)
                     raise
+                finally:
+                    if timeout is None:
+                        _unblock()
                 wake.clear()
         finally:
             if wake is not None:
@@ -660,16 +741,16 @@ class ActorCore(Folder):
 
     def _drain_from_pool(self) -> None:
         with self._mutex:
-            if self._draining or not self._queue:
+            if self._drainer is not None or not self._queue:
                 return
-            self._draining = True
+            self._drainer = threading.get_ident()
         self._drain(until=None)
 
     def _release(self, *, serve: bool = True) -> bool:
         """Give the actor up; wake the waiters. True if writes are left for someone else.
         If we hold the folder lease (and ``serve``), a pool task goes on folding others' posts."""
         with self._mutex:
-            self._draining = False
+            self._drainer = None
             left = bool(self._queue)
             if not left:
                 self._queue = None
@@ -769,9 +850,9 @@ class ActorCore(Folder):
 
     def _serve_round(self) -> None:
         with self._mutex:
-            if self._draining or self._serving:
+            if self._drainer is not None or self._serving:
                 return
-            self._draining = True
+            self._drainer = threading.get_ident()
             self._serving = True
             if self._wake is None:
                 self._wake = threading.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import itertools
 import os
 import sys
@@ -430,7 +431,7 @@ class ActorMethod(Generic[P, R]):
         # The future stays here (nobody else waits on it): a light one, unless a creation
         # is pending, whose queued calls are helped along by whoever waits on their futures.
         creating = runtime.creating(self._actor_id) is not None
-        call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture())
+        call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture(), waits=True)
         core = runtime.core(self._actor_id)
         if current_call() is None:  # not inside an actor method: no writer of ours to keep listed
             return self._run(runtime, core, call, creating)
@@ -455,10 +456,11 @@ class ActorMethod(Generic[P, R]):
         arguments do not fit the method or cannot be copied.
 
         ``at_step=N`` (read-only methods) runs on the state after step N;
-        when the method has a parameter of its own called ``at_step``, the
-        keyword goes to the method and ``options(at_step=N)`` selects the step.
+        when the method has a parameter of its own called ``at_step`` (or is a
+        writer taking ``**kwargs``), the keyword goes to the method and
+        ``options(at_step=N)`` selects the step.
         """
-        call = self._make_call(args, kwargs, ActorFuture())
+        call = self._make_call(args, kwargs, ActorFuture(), waits=False)
         future = call.future
         assert isinstance(future, ActorFuture)
         runtime = get_runtime()
@@ -497,7 +499,12 @@ class ActorMethod(Generic[P, R]):
         return creation.defer(submit)
 
     def _make_call(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], future: concurrent.futures.Future[Any]
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: concurrent.futures.Future[Any],
+        *,
+        waits: bool,
     ) -> PendingCall:
         if _too_deep():
             raise RecursionError(
@@ -508,7 +515,7 @@ class ActorMethod(Generic[P, R]):
                 "was not made"
             )
         options = self._options
-        if "at_step" in kwargs and "at_step" not in self._info.signature.parameters:
+        if "at_step" in kwargs and self._at_step_is_an_option():
             at_step = kwargs.pop("at_step")
             check_at_step(self._info, at_step)
             options = replace(options, at_step=at_step)
@@ -527,7 +534,7 @@ class ActorMethod(Generic[P, R]):
             )
         running = current_call()
         if running is not None:
-            self._refuse_reentry(running)
+            self._refuse_reentry(running, waits)
         key = options.idempotency_key
         call_id = (
             uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else os.urandom(16).hex()
@@ -542,9 +549,24 @@ class ActorMethod(Generic[P, R]):
             options=options,
         )
 
-    def _refuse_reentry(self, running: CallContext) -> None:
+    def _at_step_is_an_option(self) -> bool:
+        """Whether ``run(at_step=N)`` selects a step rather than passing ``at_step`` to the method:
+        unless the method declares ``at_step``, or is a writer (which no step option fits) that
+        takes any keyword (``**fields``)."""
+        parameters = self._info.signature.parameters
+        if "at_step" in parameters:
+            return False
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        return self._info.readonly or not takes_any
+
+    def _refuse_reentry(self, running: CallContext, waits: bool) -> None:
         """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
-        wait for itself (directly, or through other actors: A -> B -> A)."""
+        wait for itself (directly, or through other actors: A -> B -> A).
+
+        A call through other actors that is not waited for here (``run_async``) is queued: it
+        waits for nothing. Refused, it failed a call that another thread's writer, waiting for
+        this thread's actor, happened to apply (its batch-mates run on the waiter's thread).
+        Waiting for it later is refused then (``ActorCore.help``)."""
         held = writers_on_this_thread()
         if self._actor_id not in held:
             return
@@ -554,6 +576,8 @@ class ActorMethod(Generic[P, R]):
                 "actor: a writer cannot call its own actor through a handle (it would wait for itself); "
                 "call the method directly on self instead"
             )
+        if not waits:
+            return
         chain = held[held.index(self._actor_id) :] + ([running.actor_id] if running.readonly else [])
         cycle = " -> ".join([*chain, self._actor_id])
         raise ReentrantCallError(

@@ -737,7 +737,12 @@ class Runtime:
             [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
         )
         instance = definition.cls(*args, **kwargs)
-        state = dumps_state(capture_state(instance), definition.serializer, restore=definition.restores)
+        state = dumps_state(
+            capture_state(instance),
+            definition.serializer,
+            restore=definition.restores,
+            actor=(actor_id, definition.cls),
+        )
         created = self.run(core.create(definition, state, init_args[:200]))
         if created:
             logger.info(

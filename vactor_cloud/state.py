@@ -27,6 +27,7 @@ __all__ = [
     "builtin_base",
     "capture_state",
     "defines_state_protocol",
+    "dumps_instance_state",
     "dumps_state",
     "expect_serializer",
     "loads_state",
@@ -152,7 +153,14 @@ class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
         return super().reducer_override(obj)
 
 
-def dumps_state(state: Any, serializer: str, what: str = "state", restore: type | None = None) -> bytes:
+def dumps_state(
+    state: Any,
+    serializer: str,
+    what: str = "state",
+    restore: type | None = None,
+    *,
+    actor: tuple[str, type] | None = None,
+) -> bytes:
     """Serialize; :class:`StateSerializationError` says what could not be serialized, or what
     pickled but does not unpickle (stored, it could never be read back).
 
@@ -160,57 +168,140 @@ def dumps_state(state: Any, serializer: str, what: str = "state", restore: type 
     whose instance the state is: the state is read back and handed to it (on an instance of its
     own) before it is stored, as every load will; one it raises on is refused like a state that
     does not unpickle. Other states are read back only when :class:`_StatePickler` met something
-    that may not load: reading every state back would cost as much as writing it."""
+    that may not load: reading every state back would cost as much as writing it.
+
+    ``actor`` is the actor id and class whose ``state`` this is (captured by
+    :func:`capture_state`): the error then names them, and the attribute (or the entry of
+    what ``__getstate__`` returned) holding the culprit, so a user need not bisect a state.
+    """
+    return _dumps_read_back(state, serializer, what, restore, actor=actor)[0]
+
+
+def dumps_instance_state(
+    instance: Any, serializer: str, restore: type | None, actor_id: str
+) -> tuple[bytes, Any]:
+    """The state of the actor ``instance`` serialized (see :func:`dumps_state`), and the
+    instance the actor's next call runs on: the one read back from those bytes whenever they
+    were read back (the class defines ``__setstate__``, or the state holds an object that
+    rebuilds itself), as another process, or this one after evicting the actor, would restore
+    it; else ``instance`` itself (its ``__dict__`` of plain objects pickles faithfully).
+
+    Kept instead, ``instance`` carried what ``__getstate__`` leaves out (``self.scratch = ...``)
+    into the next calls of this process only: what a call saw depended on the cache.
+    """
+    data, restored = _dumps_read_back(
+        capture_state(instance), serializer, "state", restore, actor=(actor_id, type(instance))
+    )
+    return data, instance if restored is None else restored
+
+
+def _dumps_read_back(
+    state: Any,
+    serializer: str,
+    what: str = "state",
+    restore: type | None = None,
+    *,
+    actor: tuple[str, type] | None = None,
+) -> tuple[bytes, Any]:
+    """``dumps_state``'s work, and the instance it read back (None if it read none back)."""
     check = restore is not None
     try:
         if serializer == "json":
             data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            if actor is not None and json.loads(data) != state:
+                # json.dumps writes the key 1 as "1" and a tuple as a list: the cached instance
+                # kept {1: ...} while every reader and other process got {"1": ...}, and a call
+                # there adding 1 again stored "1" twice (one value lost on load).
+                raise TypeError(
+                    "it would be read back as something else: json stores a dict key that is not "
+                    "a str as a str, and a tuple as a list"
+                )
             if not check:
-                return data
+                return data, None
         elif _plain(state):
             # Plain data pickles to the same bytes with or without cloudpickle (whose
             # hooks see only functions, classes and the like), minus cloudpickle's setup;
             # and it always unpickles.
             data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
             if not check:
-                return data
+                return data, None
         else:
             with io.BytesIO() as file:
                 pickler = _StatePickler(file, protocol=pickle.HIGHEST_PROTOCOL)
                 pickler.dump(state)
                 data = file.getvalue()
             if not (check or pickler.may_not_load):
-                return data
+                return data, None
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
-            "the json serializer takes only dict, list, str, int, float, bool and None"
+            "the json serializer takes only dict (with str keys), list, str, int, float, bool and None"
             if serializer == "json"
             else "make it picklable, or define __getstate__/__setstate__"
         )
-        raise StateSerializationError(f"cannot serialize the actor's {what}: {exc}; {hint}") from exc
+        subject = _subject(what, actor, state, serializer)
+        raise StateSerializationError(f"cannot serialize {subject}: {exc}; {hint}") from exc
     try:
         copy = loads_state(data, serializer)
     except Exception as exc:
+        subject = _subject(what, actor, state, serializer)
         raise StateSerializationError(
-            f"the actor's {what} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
+            f"{subject} pickles but does not unpickle ({type(exc).__name__}: {exc}): stored, "
             "it could never be read back. The usual causes: an exception class whose __init__ takes "
             "other arguments than it passes to Exception.__init__ (pass them all to "
             "super().__init__(), or define __reduce__), or a class whose own __reduce__, __setstate__ "
             "or __new__ fails when an instance is loaded, or whose __getstate__ returns what its "
             "__setstate__ (or, without one, the default: a dict) does not take"
         ) from exc
+    restored = None
     if check:
         assert restore is not None
         try:
-            restore_instance(restore, copy)
+            restored = restore_instance(restore, copy)
         except Exception as exc:
             name = restore.__qualname__
+            of = f" of actor {actor[0]!r}" if actor is not None else ""
             raise StateSerializationError(
-                f"{name}.__setstate__ raises on the {what} {name}.__getstate__ returned "
+                f"{name}.__setstate__ raises on the {what}{of} {name}.__getstate__ returned "
                 f"({type(exc).__name__}: {exc}): stored, the actor could never be loaded again. "
                 "Make __setstate__ take every state __getstate__ returns"
             ) from exc
-    return data
+    elif actor is not None:
+        # Read back for an object that rebuilds itself (its own __getstate__ may leave a cache
+        # out): the next call runs on what every other process will load, at no extra cost.
+        restored = restore_instance(actor[1], copy)
+    return data, restored
+
+
+def _subject(what: str, actor: tuple[str, type] | None, state: Any, serializer: str) -> str:
+    """What failed to serialize, for an error: "the actor's state", or with ``actor`` known
+    "the state of actor 'a' (Cls), in its attribute 'conn'"."""
+    if actor is None:
+        return f"the actor's {what}"
+    actor_id, cls = actor
+    subject = f"the {what} of actor {actor_id!r} ({cls.__qualname__})"
+    culprit = _culprit(state, serializer)
+    if culprit is None:
+        return subject
+    if defines_state_protocol(cls)[0]:
+        return f"{subject}, in the entry {culprit!r} of what its __getstate__ returned"
+    return f"{subject}, in its attribute {culprit!r}"
+
+
+def _culprit(state: Any, serializer: str) -> Any:
+    """The first key of a dict ``state`` whose value alone does not serialize and read back,
+    else None. Only on the error path: it serializes the values one by one."""
+    if not isinstance(state, dict):
+        return None
+    for key, value in state.items():
+        try:
+            if serializer == "json":
+                if json.loads(json.dumps(value, allow_nan=False)) != value:
+                    return key
+            else:
+                pickle.loads(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            return key
+    return None
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes})

@@ -20,6 +20,20 @@ class Account:
         self.balance += amount
         return self.balance
 
+    def tag(self, *tags: str, **weights: int) -> list[str]:
+        return list(tags)
+
+    async def settle(self, *, at: float) -> int:
+        return self.balance
+
+    @vc.virtual_actor.readonly
+    def peek(self, scale: float = 1.0) -> float:
+        return self.balance * scale
+
+    @vc.virtual_actor.readonly
+    async def peek_later(self, *, key: str) -> str:
+        return key
+
     async def audit(self, strict: bool) -> list[str]:
         return []
 
@@ -55,6 +69,16 @@ def wrong() -> None:
     h.first.run(1)  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "int"
     first: str = h.first.run([1])  # E: (expression has type "int", variable has type "str")
     h.options(idempotency_key="k")  # E: Actor class "Account" has no method "options"
+    # *args / **kwargs, keyword-only async, read-only (sync and async) methods: checked the same way
+    h.tag.run("a", 2)  # E: Argument 2 to "run" of "ActorMethod" has incompatible type "int"
+    h.tag.run("a", w="1")  # E: Argument "w" to "run" of "ActorMethod" has incompatible type "str"
+    h.settle.run(1.0)  # E: Too many positional arguments
+    h.settle.run_async(at="1")  # E: Argument "at" to "run_async" of "ActorMethod" has incompatible type
+    settled: str = h.settle.run(at=1.0)  # E: (expression has type "int", variable has type "str")
+    h.peek.run("x")  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "str"
+    peeked: int = h.peek.run()  # E: (expression has type "float", variable has type "int")
+    h.peek_later.run("k")  # E: Too many positional arguments
+    later_key: int = vc.get(h.peek_later.run_async(key="k"))  # E: (expression has type "str", variable
 
 
 def wrong_settings() -> None:

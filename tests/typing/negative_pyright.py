@@ -21,6 +21,20 @@ class Account:
         self.balance += amount
         return self.balance
 
+    def tag(self, *tags: str, **weights: int) -> list[str]:
+        return list(tags)
+
+    async def settle(self, *, at: float) -> int:
+        return self.balance
+
+    @vc.virtual_actor.readonly
+    def peek(self, scale: float = 1.0) -> float:
+        return self.balance * scale
+
+    @vc.virtual_actor.readonly
+    async def peek_later(self, *, key: str) -> str:
+        return key
+
 
 def wrong() -> None:
     Account.get_or_create("a")  # PE: Argument missing for parameter "owner"
@@ -32,5 +46,14 @@ def wrong() -> None:
     deposit.run(5, nope=1)  # PE: No parameter named "nope"
     text: str = deposit.run(5)  # PE: "int" is not assignable to "str"
     later: str = vc.get(deposit.run_async(5))  # PE: "int" is not assignable to "str"
+    # *args / **kwargs, keyword-only async, read-only (sync and async) methods: checked the same way
+    vc.method(h, lambda a: a.tag).run("a", 2)  # PE: "Literal[2]" is not assignable to "str"
+    vc.method(h, lambda a: a.tag).run("a", w="1")  # PE: "Literal['1']" is not assignable to "int"
+    vc.method(h, lambda a: a.settle).run_async(at="1")  # PE: "Literal['1']" is not assignable to "float"
+    settled: str = vc.method(h, lambda a: a.settle).run(at=1.0)  # PE: "int" is not assignable to "str"
+    vc.method(h, lambda a: a.peek).run("x")  # PE: "Literal['x']" is not assignable to "float"
+    vc.method(h, lambda a: a.peek_later).run("k")  # PE: Expected 0 positional arguments
+    peek_later = vc.method(h, lambda a: a.peek_later)
+    key: int = vc.get(peek_later.run_async(key="k"))  # PE: "str" is not assignable to "int"
     # The class's name in a type is its ActorClass to pyright, not the class: no ActorHandle[Account].
     named: vc.ActorHandle[Account] = h  # PE: "Account" is not the same as "ActorClass[type[Account]]"

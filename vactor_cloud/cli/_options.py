@@ -196,6 +196,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     path is a usage error, not an empty store); the embedded default may not exist yet.
     """
     from vactor_cloud.settings import default_storage
+    from vactor_cloud.storage import refuse_scheme_typo
 
     named = getattr(args, "storage", None)
     if named is not None and not named.strip():  # `vactor bench ''`, `vactor doctor ''`
@@ -208,6 +209,10 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     pairs = getattr(args, "storage_option", None)
     options = parse_storage_options(pairs)
     _refuse_settings(pairs or ())
+    try:
+        refuse_scheme_typo(url)  # before "no such directory; mkdir -p s3:/bucket"
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
     if must_exist and given is not None:
         path = _local_path(url)
         if path is not None and not os.path.isdir(path):

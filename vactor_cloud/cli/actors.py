@@ -9,9 +9,10 @@ import datetime
 import importlib
 import inspect
 import pprint
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vactor_cloud.cli._options import (
@@ -125,7 +126,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for key in ("actor_id", "class", "step", "when", "writer", "serializer"):
         out.print(f"{key + ':':<12}{summary[key]}")
     out.print("state:")
-    out.print(pprint.pformat(state, indent=2, width=100, sort_dicts=False))
+    # compact: a list of 500 numbers fills a few lines, not 500
+    out.print(pprint.pformat(state, indent=2, width=100, sort_dicts=False, compact=True))
     return EXIT_OK
 
 
@@ -215,10 +217,15 @@ def cmd_call(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:
-        result = method.run(*positional, **kwargs)
+        with _sigint_noted() as interrupted:
+            result = method.run(*positional, **kwargs)
     except vc.VactorError:
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if not interrupted:  # the method raised it: a raising call is not applied
+            raise CliError(
+                f"{args.method}() raised KeyboardInterrupt: {exc}; it was not applied", EXIT_ERROR
+            ) from exc
         if method._info.readonly:
             raise
         # The commit may have been sent before the interrupt: say so, and how to find out.
@@ -246,6 +253,31 @@ def cmd_call(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _sigint_noted() -> Iterator[list[int]]:
+    """Note whether SIGINT arrives meanwhile (the list gets the signal), so that a
+    ``KeyboardInterrupt`` a method raised is told from Ctrl-C. Where this cannot be known (not
+    the main thread, or SIGINT has another handler) the list holds 0: taken as an interrupt."""
+    received: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            raise ValueError("SIGINT has a handler of its own")
+        signal.signal(signal.SIGINT, note)
+    except ValueError:  # not the main thread, or not ours to change
+        received.append(0)
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _AsWritten(str):

@@ -34,6 +34,7 @@ __all__ = [
     "RequestCounter",
     "check_storage_options",
     "open_store",
+    "refuse_scheme_typo",
 ]
 
 
@@ -44,9 +45,31 @@ _EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
+#: the schemes ``open_store`` knows; ``s3:/bucket`` (a slash lost) must not become a directory
+_SCHEMES = ("file", "memory", "s3", "s3a", "gs", "gcs")
+
+
+def refuse_scheme_typo(url: str) -> None:
+    """``ValueError`` if ``url`` is a known scheme that lost its ``//`` (``s3:/bucket``).
+
+    Taken as a path, ``s3:/bucket`` stored every actor in ``./s3:/bucket`` on this machine
+    only, without a word. A directory of that name is still ``./s3:/bucket``.
+    """
+    if "://" in url:
+        return
+    scheme, colon, rest = url.partition(":")
+    if colon and scheme.lower() in _SCHEMES:
+        meant = f"{scheme}://" + ("/" if scheme.lower() == "file" else "") + rest.lstrip("/")
+        raise ValueError(
+            f"storage URL {url!r} is missing a slash (as it is, it names a local directory "
+            f"{scheme + ':'!r}): write {meant}, or ./{url} if you mean that directory"
+        )
+
+
 def _backend(url: str) -> tuple[type[ObjectStore], str]:
     """The store class serving ``url`` and the part of the URL it is given."""
     if "://" not in url:
+        refuse_scheme_typo(url)
         return LocalStore, url
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
