@@ -10,6 +10,7 @@ No timing in assertions: waits are bounded by ``HANG`` and end as soon as the st
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import logging
@@ -25,13 +26,14 @@ from combining_workers import OrderLog
 from test_combining import init_switchable
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, events, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.runtime import Runtime
+from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -289,3 +291,150 @@ def test_a_post_given_up_on_goes_first_after_its_core_went_and_the_clock_stepped
     monkeypatch.setattr(posting, "time", _SteppedBack(30.0))
     assert actor.add.run("me/2") == 3
     assert applied_tokens(runtime, "a") == ["me/0", "me/1", "me/2"]
+
+
+# -- 1. lease holders evicted under load, two runtimes -------------------------------------------------
+def loop_tasks() -> int:
+    async def count() -> int:
+        return len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
+
+    return _sync.sync(count())
+
+
+def runtime_threads() -> list[str]:
+    """Threads alive, but the IO loop's default executor (shared by the process, bounded: the
+    local store's file calls run there)."""
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_lease_holders_evicted_under_load_are_never_doubled_and_every_call_applies_once_in_order(
+    store_spec: StoreSpec, doubled_cores: list[tuple[str, int]]
+) -> None:
+    """Three callers (two threads of a runtime whose cache holds one actor, one of another
+    runtime: another process) call four actors in turn, each trusting its cached step (every
+    call may lose a race, post, take the lease and fold). The first runtime evicts at almost
+    every call, lease holders serving others' posts among them. No runtime ever has two live
+    cores of one actor; every call applies once, in each caller's order; once both runtimes
+    are shut down no lease is held, and no task or thread of theirs is left."""
+    actors = [f"rot-{i}" for i in range(4)]
+    tasks_before = loop_tasks()
+    threads_before = runtime_threads()
+    tuning = {"combine_after": 1, "combine_window": 0.2, "fresh_window": 300.0}
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cached_actors=1, **tuning))
+    small = vc.get_runtime()
+    other = Runtime(Settings(storage=store_spec.url, storage_options=store_spec.options, **tuning))
+    for actor in actors:
+        OrderLog.get_or_create(actor)
+    made: dict[str, dict[str, list[str]]] = {a: {} for a in actors}
+    failures: list[BaseException] = []
+
+    def caller(runtime: Runtime, who: str, calls: int) -> None:
+        try:
+            for i in range(calls):
+                actor = actors[(i + len(who)) % len(actors)]
+                token = f"{who}/{i}"
+                made[actor].setdefault(who, []).append(token)
+                call = add_call(token)
+                runtime.core(actor).call(call)
+                call.future.result(HANG)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=caller, args=(small, "s1", 60)),
+        threading.Thread(target=caller, args=(small, "s22", 60)),
+        threading.Thread(target=caller, args=(other, "o333", 60)),
+    ]
+    before = {k: vc.stats()[k] for k in ("evictions", "folded_calls")}
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(4 * HANG)
+        assert not failures, failures
+        assert not any(t.is_alive() for t in threads)
+        for actor in actors:
+            check_once_in_order(applied_tokens(other, actor), made[actor])
+        assert doubled_cores == []
+        moved = {k: vc.stats()[k] - v for k, v in before.items()}
+        assert moved["evictions"] > 0 and moved["folded_calls"] > 0, moved
+    finally:
+        other.close()
+        vc.shutdown()
+    gc.collect()
+    tasks_after, threads_after = loop_tasks(), runtime_threads()
+    for actor in actors:
+        assert lease_let_go(vc.get_runtime(), actor), f"{actor}: a lease is held after shutdown"
+    vc.shutdown()
+    assert tasks_after <= tasks_before
+    assert threads_after == threads_before
+
+
+# -- 3. a long-running process: many actors, posting, events, timers ------------------------------------
+@vc.virtual_actor
+class Ticker:
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    def arm(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("add", after=3600, args=("timer",), key="later")
+
+    @vc.virtual_actor.on_event("ping")
+    def on_ping(self, payload: str) -> None:
+        self.tokens.append(payload)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_many_contended_actors_with_events_and_timers_leave_counts_bounded_by_the_cache(
+    store_spec: StoreSpec,
+) -> None:
+    """A long-running process (a cache of 8) calls 120 distinct actors, each also written by
+    another runtime behind its back (its call loses, posts, takes the lease and folds), sent an
+    event and armed with a timer. Once quiet, what it holds is counted, not timed: live cores
+    within the cache's limit, no pending post remembered, no task left on the IO loop beyond
+    what was there, pool threads within ``max_workers``, the cursor of each actor naming this
+    process once."""
+    tasks_before = loop_tasks()
+    tuning = {"combine_after": 1, "combine_window": 0.05, "fresh_window": 300.0}
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cached_actors=8, **tuning))
+    runtime = vc.get_runtime()
+    other = Runtime(Settings(storage=store_spec.url, storage_options=store_spec.options, **tuning))
+    before = {k: vc.stats()[k] for k in ("evictions", "folded_calls")}
+    try:
+        for i in range(120):
+            name = f"tick-{i}"
+            actor = Ticker.get_or_create(name)
+            actor.add.run("me/0")
+            call = add_call("other/0")
+            other.core(name).call(call)  # behind our back: our cached step is stale now
+            call.future.result(HANG)
+            assert actor.add.run("me/1") == 3  # lost the race: posted and folded
+            vc.send_event(name, "ping", "event")
+            events.process_events(name)
+            actor.arm.run()
+            assert actor.add.run_async("me/2").result(HANG) == 5
+        moved = {k: vc.stats()[k] - v for k, v in before.items()}
+        assert moved["evictions"] > 0 and moved["folded_calls"] > 0, moved
+        wait_until(lambda: len(cores_of(runtime)) <= 8, "cores left beyond the cache")
+        assert runtime.pending_posts == {}
+        assert len(runtime.executor._threads) <= runtime.settings.max_workers
+        for i in range(0, 120, 17):
+            record = runtime.load(f"tick-{i}").record
+            assert record is not None
+            assert len(posting.cursor_of(record.extra)) <= 2  # this process, and the other
+    finally:
+        other.close()
+        vc.shutdown()
+    gc.collect()
+    assert loop_tasks() <= tasks_before
