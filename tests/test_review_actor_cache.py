@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from combining_workers import OrderLog
-from test_combining import init_switchable
+from test_combining import commit_behind_its_back, foreign_box, init_switchable, post_adds
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, events, posting
@@ -438,3 +438,46 @@ def test_many_contended_actors_with_events_and_timers_leave_counts_bounded_by_th
         vc.shutdown()
     gc.collect()
     assert loop_tasks() <= tasks_before
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_evicted_lease_holder_goes_on_folding_is_taken_back_and_releases_its_lease_at_shutdown(
+    store_spec: StoreSpec, doubled_cores: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``idle`` ignores the folder lease: a holder between two rounds of serving others is
+    evicted. Its pool task keeps it alive and folding: another process's posts are still
+    applied; the actor's next call here gets that same core back (one sender, one folder,
+    not two); shutdown, which knows evicted cores still alive, releases its lease."""
+    store = init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    runtime = vc.get_runtime()
+    OrderLog.get_or_create("cold").add.run("cold/0")
+    OrderLog.get_or_create("hot").add.run("me/0")
+    commit_behind_its_back("hot")
+    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
+    holder = runtime.core("hot")
+    assert holder._holding()
+    evict = threading.Event()
+    serve = ActorCore._serve
+
+    def evicted_between_rounds(core: ActorCore) -> None:
+        if core is holder and evict.is_set():
+            evict.clear()
+            runtime.core("cold")  # the cache holds one: "hot", between rounds (idle), goes
+        serve(core)
+
+    monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+
+    def evict_the_holder() -> None:
+        evict.set()
+        wait_until(lambda: "hot" not in runtime._cores, "the serving holder was never evicted")
+
+    evict_the_holder()
+    post_adds(foreign_box("hot"), ["other/0"])
+    wait_until(lambda: "other/0" in applied_tokens(runtime, "hot"), "the evicted holder stopped folding")
+    assert runtime.core("hot") is holder  # taken back
+    assert holder._holding()
+    evict_the_holder()
+    vc.shutdown()
+    assert doubled_cores == []
+    lease = _sync.sync(LeaseStore(store.inner, "hot", None).read())
+    assert not lease.valid() and lease.holder == runtime.post_sender.id
