@@ -36,7 +36,7 @@ from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
-pytestmark = pytest.mark.vactor_lanes("memory", "local")
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 #: the longest a wait for what must happen lasts before it is called a hang
 HANG = 60.0
@@ -481,3 +481,31 @@ def test_an_evicted_lease_holder_goes_on_folding_is_taken_back_and_releases_its_
     assert doubled_cores == []
     lease = _sync.sync(LeaseStore(store.inner, "hot", None).read())
     assert not lease.valid() and lease.holder == runtime.post_sender.id
+
+
+@vc.virtual_actor
+class Raiser:
+    def __init__(self) -> None:
+        self.payload = b"x" * 50_000
+
+    def fail(self, n: int) -> None:
+        raise ValueError(f"refused {n}")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_failed_calls_whose_exceptions_the_caller_dropped_leave_no_core_behind(store_spec: StoreSpec) -> None:
+    """A pin (it passed before): an exception a method raised refers, through its traceback's
+    frames, to the actor's core (documented: an application that keeps it keeps the actor).
+    The library itself keeps none: 40 actors whose calls all raised, run and run_async (its
+    future dropped), through a cache of 4, leave at most 4 cores alive."""
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cached_actors=4))
+    runtime = vc.get_runtime()
+    for i in range(40):
+        actor = Raiser.get_or_create(f"raiser-{i}")
+        with pytest.raises(ValueError, match="refused"):
+            actor.fail.run(i)
+        future = actor.fail.run_async(i)
+        with pytest.raises(ValueError, match="refused"):
+            future.result(HANG)
+        del future
+    assert len(cores_of(runtime)) <= 4
