@@ -625,9 +625,9 @@ class PostSender:
     the actor and loaded it again: with more contended actors than the cache holds, an entry
     per call for an hour. One per runtime: one entry per process. Its seqs are one counter
     for all actors (``next`` on a count is atomic), so an actor sees them rise with gaps, which
-    ``applied`` (a comparison) does not mind; a core is evicted only once its last post is
-    settled (``ActorCore.idle``), so a later core of the actor never posts behind a pending
-    post of the same sender.
+    ``applied`` (a comparison) does not mind. A later core of an evicted actor posts after the
+    old one's pending post, if any: the runtime remembers it (``CombiningEnv.pending_posts``),
+    and the new PostBox names its next post after it (``PostBox.follow``).
     """
 
     __slots__ = ("_counter", "id")
