@@ -139,8 +139,9 @@ class CoreEnv(CombiningEnv, Protocol):
         that only fired timers; HEAD may wait longer)."""
         ...
 
-    def weigh(self, core: ActorCore, delta: int) -> None:
-        """``core``'s cached bytes changed by ``delta``."""
+    def weigh(self, core: ActorCore, weight: int) -> None:
+        """``core`` holds about ``weight`` bytes now: set ``core._weight`` and count the change
+        (one step under the cache's lock, so that an eviction never sees one without the other)."""
         ...
 
     def working(self) -> contextlib.AbstractContextManager[None]:
@@ -392,11 +393,12 @@ class ActorCore(Folder):
     # -- cache ---------------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        """No queued or running writes, nobody waiting, no post of ours pending: safe to evict.
+        """No queued or running writes, nobody waiting: safe to evict.
 
-        (A core with a pending post stays: its next batch must post after it, in order.)
+        (A post of ours still pending is the runtime's to remember, not the core's: the
+        actor's next batch, on whatever core, posts after it.)
         """
-        return self._drainer is None and not self._queue and not self._waiters and self._outstanding is None
+        return self._drainer is None and not self._queue and not self._waiters
 
     def _reweigh(self) -> None:
         record, live = self.record, self._live
@@ -416,9 +418,8 @@ class ActorCore(Folder):
                 weight += 128 * len(timers) if isinstance(timers, dict) else 0
             if live is not None:
                 weight += len(record.state)  # the live instance, roughly its serialized size
-        delta, self._weight = weight - self._weight, weight
-        if delta:
-            self.env.weigh(self, delta)
+        if weight != self._weight:
+            self.env.weigh(self, weight)
 
     def _accept(self, record: StepRecord, validated_at: float, instance: Any = None) -> None:
         """Adopt ``record`` if it is newer than what we hold; the cache only moves forward.

@@ -48,6 +48,7 @@ from vactor_cloud.posting import (
     PostBox,
     PostedCall,
     PostInDoubtError,
+    PostSender,
     applied,
     cursor_of,
     decode_outcomes,
@@ -73,6 +74,10 @@ class CombiningEnv(Protocol):
     closed: bool
     #: shutdown finished waiting: no storage request may be made any more
     stopped: bool
+    #: who posts, for every actor of this runtime (one sender in each cursor, evictions or not)
+    post_sender: PostSender
+    #: by actor id, our newest post not yet known applied (``Poster._outstanding``)
+    pending_posts: dict[str, Posted]
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
@@ -100,7 +105,6 @@ class Poster:
     __slots__ = (
         "_cycle",
         "_fold_after",
-        "_outstanding",
         "_postbox",
         "_posted_at",
         "_seen_at",
@@ -130,8 +134,6 @@ class Poster:
         self._posted_at = -math.inf
         #: contention combining (vactor_cloud.posting): created on the first post
         self._postbox: PostBox | None = None
-        #: our newest post not yet known applied (later batches post too: order is kept)
-        self._outstanding: Posted | None = None
         #: seconds between the steps a poster sees committed (moving average): how often it polls
         self._cycle = 0.005
         #: seconds from a post of ours to the holder's record of the step that applied it (moving
@@ -141,6 +143,23 @@ class Poster:
         self._seen_at = -math.inf
         #: when (monotonic) another process's fold last applied a post of ours: it folds
         self._served_at = -math.inf
+
+    @property
+    def _outstanding(self) -> Posted | None:
+        """Our newest post to this actor not yet known applied: later batches post too, after
+        it (order is kept). The runtime keeps it, by actor id (``CombiningEnv.pending_posts``),
+        not the core: a core with a post given up on (``CallPendingError``) stayed cached for
+        good, and one evicted all the same (a caller held it) took the post with it when it
+        went, and the actor's next call raced past it."""
+        return self.env.pending_posts.get(self.actor_id)
+
+    @_outstanding.setter
+    def _outstanding(self, posted: Posted | None) -> None:
+        # (Only the thread that holds the actor writes it.)
+        if posted is None:
+            self.env.pending_posts.pop(self.actor_id, None)
+        else:
+            self.env.pending_posts[self.actor_id] = posted
 
     def _behind_our_post(self, batch: list[PendingCall], give_up_at: float) -> bool:
         """Wait until our pending post is applied: True, ``batch`` may commit now (after it);
@@ -238,7 +257,11 @@ class Poster:
         if self._postbox is None:
             settings = self.env.settings
             self._postbox = PostBox(
-                self.env.store, self.actor_id, settings.signing_key, names=settings.post_names
+                self.env.store,
+                self.actor_id,
+                settings.signing_key,
+                names=settings.post_names,
+                sender=self.env.post_sender,
             )
         return self._postbox
 
@@ -272,6 +295,9 @@ class Poster:
             # process, in the background. Until it is at hand, posts keep bare names (a
             # serverless call that posts once pays no request for a key it would not use).
             self.env.background(box.mail.load(create=True))
+        pending = self._outstanding
+        if pending is not None:
+            box.follow(pending.post)  # (written by an earlier core of this actor, maybe)
         post = box.prepare(calls)
         doubt = False
         try:

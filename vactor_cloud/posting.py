@@ -15,10 +15,10 @@ Object layout::
                               a small post's name goes on with "." and the post itself
                               (base64url, authenticated): a folder learns it from the LIST, no GET
 
-``sender`` (in the post's meta) is random per actor per process (a new one
-after an eviction), ``seq`` counts that sender's posts. A sender has at most
-one post outstanding (its batches are sequential) and its names grow, so its
-seqs apply in order.
+``sender`` (in the post's meta) is random per process (``PostSender``: one per
+runtime, for all its actors, evictions or not), ``seq`` counts that sender's
+posts. A sender has at most one post outstanding per actor (its batches are
+sequential) and its names grow, so its seqs apply in order.
 
 Exactly once, with no table that grows with the traffic: every step carries
 the **post cursor**, ``extra["post_cursor"] = {sender: [seq, time]}``, the
@@ -81,6 +81,7 @@ __all__ = [
     "Post",
     "PostBox",
     "PostInDoubtError",
+    "PostSender",
     "PostedCall",
     "advance_cursor",
     "applied",
@@ -616,6 +617,29 @@ def _decode_post(key: str, data: bytes, signing_key: bytes | None) -> Post:
         raise IntegrityError(key, f"malformed post: {exc!r}") from None
 
 
+class PostSender:
+    """Who posts, for every actor of one runtime (process): its sender id and post counter.
+
+    The cursor names each sender for ``SENDER_TTL`` after its last post, in every step. A
+    sender per actor core put a new one into an actor's cursor each time the process evicted
+    the actor and loaded it again: with more contended actors than the cache holds, an entry
+    per call for an hour. One per runtime: one entry per process. Its seqs are one counter
+    for all actors (``next`` on a count is atomic), so an actor sees them rise with gaps, which
+    ``applied`` (a comparison) does not mind. A later core of an evicted actor posts after the
+    old one's pending post, if any: the runtime remembers it (``CombiningEnv.pending_posts``),
+    and the new PostBox names its next post after it (``PostBox.follow``).
+    """
+
+    __slots__ = ("_counter", "id")
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self._counter = itertools.count()
+
+    def next_seq(self) -> int:
+        return next(self._counter)
+
+
 class PostBox:
     """One actor's posting side in this process: its sender id, and the posts it has read.
 
@@ -631,7 +655,7 @@ class PostBox:
         "_last_ms",
         "_lock",
         "_sender",
-        "_seq",
+        "_seqs",
         "_sure",
         "_unsure",
         "actor_id",
@@ -644,7 +668,13 @@ class PostBox:
     )
 
     def __init__(
-        self, store: ObjectStore, actor_id: str, signing_key: bytes | None, *, names: bool = False
+        self,
+        store: ObjectStore,
+        actor_id: str,
+        signing_key: bytes | None,
+        *,
+        names: bool = False,
+        sender: PostSender | None = None,
     ) -> None:
         self.store = store
         #: our small posts carry themselves in their names, sealed (``Settings.post_names``);
@@ -654,8 +684,9 @@ class PostBox:
         self.mail = mailkey.mail_keys(store, signing_key)
         self.actor_id = actor_id
         self.signing_key = signing_key
-        self.sender = uuid.uuid4().hex[:16]
-        self._seq = itertools.count()
+        #: who posts (one per runtime: see PostSender), and its seqs
+        self._seqs = sender if sender is not None else PostSender()
+        self.sender = self._seqs.id
         #: the time part of our newest key: never smaller than the one before, whatever the clock does
         self._last_ms = 0
         #: how far our wall clock is known to run behind the writers of steps we read (``observe``)
@@ -684,7 +715,14 @@ class PostBox:
 
     def prepare(self, calls: tuple[PostedCall, ...]) -> Post:
         """The next post of this sender (its key and seq fixed now, before any write)."""
-        return self._named(next(self._seq), calls)
+        return self._named(self._seqs.next_seq(), calls)
+
+    def follow(self, post: Post) -> None:
+        """Our next post sorts after ``post``, an earlier one of our sender to this actor still
+        pending. (Its PostBox may be another: the actor's core was evicted and loaded again
+        since. A folder applies posts in key order and takes a sender's seq below one it
+        applied for stale: named before it, our next post made it be deleted unapplied.)"""
+        self._last_ms = max(self._last_ms, round(post.time * 1000))
 
     def observe(self, written: float, age: float) -> None:
         """A step we read was written at ``written`` by its writer's wall clock, and read (or

@@ -45,6 +45,8 @@ from vactor_cloud.errors import (
 from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head
+from vactor_cloud.poster import Posted
+from vactor_cloud.posting import PostSender
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
@@ -428,6 +430,11 @@ class Runtime:
         self._eager = self.store.request_timeout is None
         self.loop = _sync.get_loop()
         self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-call")
+        #: who posts for this runtime's actors (one sender per process in each post cursor)
+        self.post_sender = PostSender()
+        #: by actor id, our newest post not yet known applied, whatever became of its core
+        #: (a small record: a post given up on keeps no arguments; see ``Poster._outstanding``)
+        self.pending_posts: dict[str, Posted] = {}
         self.heads = HeadFlusher(settings.head_interval, settings.head_lag_steps, settings.head_max_delay)
         #: actor cores, least recently used first
         self._cores: OrderedDict[str, ActorCore] = OrderedDict()
@@ -581,8 +588,14 @@ class Runtime:
         if not self.stopped:
             self.heads.mark(core, lazy=lazy)
 
-    def weigh(self, core: ActorCore, delta: int) -> None:
+    def weigh(self, core: ActorCore, weight: int) -> None:
+        # The core's weight is set here, under the lock that evictions and take-backs hold: set
+        # by the core before this lock, an eviction in between subtracted the new weight where
+        # only the old had been added, and the change was then dropped (no longer cached); two
+        # threads reweighing at once each added their change from the same old weight. Either
+        # moved the byte count away from what the cache holds, for the process's life.
         with self._lock:
+            delta, core._weight = weight - core._weight, weight
             if self._cores.get(core.actor_id) is not core:
                 return
             self._cached_bytes += delta
