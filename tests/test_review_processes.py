@@ -1,0 +1,79 @@
+"""Processes that come and go: what a process leaves behind when it exits with work still running."""
+
+from __future__ import annotations
+
+import multiprocessing.context
+from pathlib import Path
+
+import review_process_workers as workers
+from child_processes import run_to_end
+from runtime_workers import init_from_spec
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+def _newest_step_and_head(actor_id: str) -> tuple[int, int | None]:
+    log = vc.get_runtime().core(actor_id).log
+
+    async def read() -> tuple[int, int | None]:
+        steps = await log.list_steps()
+        head = await log.read_head()
+        return max(steps), None if head is None else head.step
+
+    return _sync.sync(read())
+
+
+def test_a_thread_still_calling_after_the_main_thread_returned_has_every_call_applied_and_head_flushed(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+) -> None:
+    # Python lets a non-daemon thread finish after the main thread returned, but runs its exit
+    # hooks first: vactor's shut the runtime down under the thread, whose next call failed with
+    # RuntimeShutdownError, and whose later calls ran on a new runtime nobody shut down (HEAD
+    # left behind). vactor's exit hook now waits for such threads, as Python's exit does.
+    vc.shutdown()
+    errors = tmp_path / "errors"
+    child = spawn_context.Process(
+        target=workers.return_leaving_a_thread_that_calls, args=(shared, "late", 5, str(errors))
+    )
+    assert run_to_end([child]) == [0]
+    assert errors.read_text() == ""
+    init_from_spec(shared)
+    assert vc.get_actor("late").value.run() == 5
+    newest, head = _newest_step_and_head("late")
+    assert head == newest, "HEAD was not moved at exit"
+
+
+def test_pool_work_still_calling_after_the_main_thread_returned_leaves_head_flushed(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+) -> None:
+    # A thread pool's workers finish their queued tasks in concurrent.futures' exit hook, after
+    # vactor's: calls made there run on a runtime started after vactor's hook, which the
+    # interpreter's exit (atexit) now shuts down too.
+    vc.shutdown()
+    errors = tmp_path / "errors"
+    child = spawn_context.Process(
+        target=workers.return_leaving_pool_work_that_calls, args=(shared, "pooled", 5, str(errors))
+    )
+    assert run_to_end([child]) == [0]
+    init_from_spec(shared)
+    # (the pool's task runs after vactor's exit hook: on a runtime started then)
+    done = 5 - sum(1 for line in errors.read_text().splitlines() if "Error" in line)
+    assert vc.get_actor("pooled").value.run() == done
+    newest, head = _newest_step_and_head("pooled")
+    assert head == newest, "HEAD was not moved at exit"
+
+
+def test_a_thread_waiting_for_the_main_thread_to_stop_does_not_hang_the_exit(
+    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+) -> None:
+    vc.shutdown()
+    child = spawn_context.Process(
+        target=workers.return_leaving_a_thread_that_waits_for_the_main_thread, args=(shared, "watched")
+    )
+    # (the thread gives up after a minute: a hang shows as a join timeout, not a stuck suite)
+    assert run_to_end([child], timeout=45.0) == [0]
+    init_from_spec(shared)
+    newest, head = _newest_step_and_head("watched")
+    assert head == newest, "HEAD was not moved at exit"
