@@ -64,3 +64,10 @@ def return_leaving_a_thread_that_waits_for_the_main_thread(spec: StoreSpec, acto
     init_from_spec(spec)
     Counter.get_or_create(actor_id).incr.run(1)
     threading.Thread(target=_until_the_main_thread_stopped, args=(actor_id,)).start()
+
+
+def call_through(handle_or_method: object, count: int) -> None:
+    """Increment ``count`` times through an inherited handle (or one of its methods)."""
+    for _ in range(count):
+        target = getattr(handle_or_method, "incr", handle_or_method)
+        target.run(1)  # type: ignore[attr-defined]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import multiprocessing.context
+import os
+import threading
 from pathlib import Path
 
+import pytest
 import review_process_workers as workers
 from child_processes import run_to_end
-from runtime_workers import init_from_spec
+from runtime_workers import Counter, init_from_spec
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -77,3 +81,35 @@ def test_a_thread_waiting_for_the_main_thread_to_stop_does_not_hang_the_exit(
     init_from_spec(shared)
     newest, head = _newest_step_and_head("watched")
     assert head == newest, "HEAD was not moved at exit"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_handles_used_in_children_forked_while_parent_threads_call_the_actor_lose_no_call(
+    shared: StoreSpec,
+) -> None:
+    # At each fork other threads of the parent are mid-call: its IO loop, pool and store
+    # threads, and locks they hold, do not exist in the child, which must build its own.
+    fork = multiprocessing.get_context("fork")
+    init_from_spec(shared)
+    handle = Counter.get_or_create("forked")
+    stop = threading.Event()
+    made = [0] * 3
+
+    def call_until_stopped(index: int) -> None:
+        while not stop.is_set():
+            handle.incr.run(1)
+            made[index] += 1
+
+    callers = [threading.Thread(target=call_until_stopped, args=(i,)) for i in range(3)]
+    for caller in callers:
+        caller.start()
+    try:
+        for _ in range(3):
+            children = [fork.Process(target=workers.call_through, args=(handle, 4)) for _ in range(2)]
+            children.append(fork.Process(target=workers.call_through, args=(handle.incr, 4)))
+            assert run_to_end(children, timeout=120.0) == [0, 0, 0]
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(60)
+    assert handle.value.run() == sum(made) + 3 * 3 * 4
