@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import multiprocessing.context
 import os
@@ -113,3 +114,80 @@ def test_handles_used_in_children_forked_while_parent_threads_call_the_actor_los
         for caller in callers:
             caller.join(60)
     assert handle.value.run() == sum(made) + 3 * 3 * 4
+
+
+def test_many_threads_using_handles_first_at_once_share_one_runtime_and_one_client(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first use of the process: every thread's call starts the runtime (from init()'s
+    # settings) and the store's client on demand, at the same moment.
+    init_from_spec(store_spec)
+    Counter.get_or_create("first-use")
+    vc.shutdown()
+    store = store_spec.open()
+    built: list[object] = []
+    transport = getattr(store, "_transport", None)
+    if transport is not None and hasattr(transport, "build_client"):
+        original = type(transport).build_client
+
+        def counted(self: object) -> object:
+            client = original(self)
+            built.append(client)
+            return client
+
+        monkeypatch.setattr(type(transport), "build_client", counted)
+    runtimes: list[object] = []
+    start = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def first_call() -> None:
+        try:
+            start.wait(30)
+            vc.get_actor("first-use").incr.run(1)
+            runtimes.append(vc.get_runtime())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert len({id(runtime) for runtime in runtimes}) == 1
+    assert vc.get_actor("first-use").value.run() == 16
+    if transport is not None and hasattr(transport, "build_client"):
+        assert len(built) == 1
+    vc.shutdown()
+
+
+def test_blocking_calls_inside_a_running_event_loop_and_awaits_from_many_loops_all_apply(
+    store_spec: StoreSpec,
+) -> None:
+    # A notebook cell or an async web handler runs on an event loop of its own: the blocking
+    # API works there (it blocks that loop, not vactor's), and futures await on any loop.
+    init_from_spec(store_spec)
+    handle = Counter.get_or_create("in-a-loop")
+
+    async def in_a_handler() -> list[int]:
+        first = handle.incr.run(1)
+        rest = await asyncio.gather(*(handle.incr.run_async(1) for _ in range(20)))
+        return [first, *rest, await handle.value.run_async()]
+
+    assert sorted(asyncio.run(in_a_handler())) == [*range(1, 22), 21]
+    errors: list[BaseException] = []
+
+    def own_loop() -> None:
+        try:
+            asyncio.run(in_a_handler())
+        except BaseException as exc:
+            errors.append(exc)
+
+    loops = [threading.Thread(target=own_loop) for _ in range(6)]
+    for thread in loops:
+        thread.start()
+    for thread in loops:
+        thread.join(120)
+    assert errors == []
+    assert handle.value.run() == 21 * 7
+    vc.shutdown()
