@@ -1191,7 +1191,10 @@ def _pool_threads() -> set[threading.Thread]:
     for name in ("concurrent.futures.thread", "concurrent.futures.process"):
         module = sys.modules.get(name)
         for registry in ("_threads_queues", "_threads_wakeups"):
-            threads.update(getattr(module, registry, {}).keys())
+            for _ in range(3):  # (an executor starting a thread meanwhile changes the mapping)
+                with contextlib.suppress(RuntimeError):
+                    threads.update(list(getattr(module, registry, {}).keys()))
+                    break
     return threads
 
 
