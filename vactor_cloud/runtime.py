@@ -1215,10 +1215,12 @@ def _shutdown_at_exit() -> None:
     # Bounded as shutdown's wait for running work is: a thread that ends only once the main
     # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
     until = time.monotonic() + _EXIT_WAIT
-    for thread in threading.enumerate():
-        if thread is not me and not thread.daemon and thread not in pools:
-            thread.join(max(until - time.monotonic(), 0.0))
-    shutdown()
+    try:
+        for thread in threading.enumerate():
+            if thread is not me and not thread.daemon and thread not in pools:
+                thread.join(max(until - time.monotonic(), 0.0))
+    finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
+        shutdown()
 
 
 #: how long the exit hook waits for the process's other non-daemon threads before shutting down
