@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -1199,11 +1200,57 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _pool_threads() -> set[threading.Thread]:
+    """Worker threads of ``concurrent.futures`` executors: their exit hook, which runs after
+    ours, is what tells them to end (they finish the tasks queued first)."""
+    threads: set[threading.Thread] = set()
+    for name in ("concurrent.futures.thread", "concurrent.futures.process"):
+        module = sys.modules.get(name)
+        for registry in ("_threads_queues", "_threads_wakeups"):
+            for _ in range(3):  # (an executor starting a thread meanwhile changes the mapping)
+                with contextlib.suppress(RuntimeError):
+                    threads.update(list(getattr(module, registry, {}).keys()))
+                    break
+    return threads
+
+
+def _shutdown_at_exit() -> None:
+    """(threading's exit hook) Wait for the other non-daemon threads, then shut down.
+
+    Python runs these hooks when the main thread returns, and joins the
+    non-daemon threads only after them: a thread still calling actors then had
+    the runtime shut down under it (a call failed with ``RuntimeShutdownError``,
+    later ones ran on a new runtime nobody shut down, HEAD left behind). Python
+    waits for those threads anyway; so does this, first (up to ``_EXIT_WAIT``
+    seconds, as shutdown waits for running work). Executors' workers are
+    not waited for (their own exit hook, after this one, ends them): a call
+    they make after this ran is on a runtime ``atexit`` shuts down.
+    """
+    me = threading.current_thread()
+    pools = _pool_threads()
+    # Bounded as shutdown's wait for running work is: a thread that ends only once the main
+    # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
+    until = time.monotonic() + _EXIT_WAIT
+    try:
+        for thread in threading.enumerate():
+            if thread is not me and not thread.daemon and thread not in pools:
+                thread.join(max(until - time.monotonic(), 0.0))
+    finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
+        shutdown()
+
+
+#: how long the exit hook waits for the process's other non-daemon threads before shutting down
+_EXIT_WAIT = 30.0
+
+
 # Flush HEAD pointers at interpreter exit. concurrent.futures refuses new work
 # once its own exit hook ran, and file I/O goes through worker threads, so run
-# before it: threading's exit hooks run before atexit's, latest first.
+# before it: threading's exit hooks run before atexit's, latest first. A
+# runtime started after it (by an executor's task run in concurrent.futures'
+# hook) is shut down by atexit (its file I/O then runs on the IO loop itself).
 _register_early_exit = getattr(threading, "_register_atexit", None)
 if _register_early_exit is not None:
-    _register_early_exit(shutdown)
-else:  # pragma: no cover - other Pythons
-    atexit.register(shutdown)
+    _register_early_exit(_shutdown_at_exit)
+atexit.register(shutdown)
