@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, inbox
+from vactor_cloud import _sync, inbox, timer_runner
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -59,3 +59,45 @@ def test_an_event_payload_past_the_limit_is_refused_before_anything_is_written(
     # (at the limit, less the serializer's framing, it is taken)
     vc.send_event("big", "blob", "x" * (limit - 64), serializer=serializer)
     assert Mailbox.get_or_create("big").view.run() == [] and len(inbox_keys("big")) == 1
+
+
+# -- many timers due at once ------------------------------------------------------------------------
+@vc.virtual_actor
+class Alarm:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def arm(self, count: int) -> None:
+        for n in range(count):
+            vc.current_call().schedule("ring", after=0, key=f"k{n}")
+
+    def ring(self) -> None:
+        self.rang += 1
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.rang
+
+
+def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_all(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cron tick after an outage met every due entry in one listing: a backlog of millions was
+    # held in memory at once (the long-running runner takes it a slice at a time).
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    listed: list[int] = []
+    real = timer_runner.list_index
+
+    async def counting(*args: Any, **kwargs: Any) -> list[Any]:
+        found = await real(*args, **kwargs)
+        listed.append(len(found))
+        return found
+
+    monkeypatch.setattr(timer_runner, "list_index", counting)
+    for n in range(4):
+        Alarm.get_or_create(f"alarm-{n}").arm.run(3)
+    report = timer_runner.fire_due_timers()
+    assert report.fired == 12 and not report.errors
+    assert [Alarm.get_or_create(f"alarm-{n}").peek.run() for n in range(4)] == [3, 3, 3, 3]
+    assert max(listed) <= 5
+    assert timer_runner.fire_due_timers().fired == 0
