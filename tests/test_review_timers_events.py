@@ -3,6 +3,8 @@ the code it was written against."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,9 +69,9 @@ class Alarm:
     def __init__(self) -> None:
         self.rang = 0
 
-    def arm(self, count: int) -> None:
+    def arm_at(self, at: float, count: int) -> None:
         for n in range(count):
-            vc.current_call().schedule("ring", after=0, key=f"k{n}")
+            vc.current_call().schedule("ring", at=at, key=f"at{n}")
 
     def ring(self) -> None:
         self.rang += 1
@@ -94,10 +96,42 @@ def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_a
         return found
 
     monkeypatch.setattr(timer_runner, "list_index", counting)
-    for n in range(4):
-        Alarm.get_or_create(f"alarm-{n}").arm.run(3)
+    for n in range(4):  # (due a while ago: a due time in this millisecond is rounded up past now)
+        Alarm.get_or_create(f"alarm-{n}").arm_at.run(time.time() - 10, 3)
     report = timer_runner.fire_due_timers()
     assert report.fired == 12 and not report.errors
     assert [Alarm.get_or_create(f"alarm-{n}").peek.run() for n in range(4)] == [3, 3, 3, 3]
     assert max(listed) <= 5
     assert timer_runner.fire_due_timers().fired == 0
+
+
+def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backlog(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long-running runner listed only the earliest slice of due entries each poll: when a
+    # shard's runner was down long enough for its entries to fill that slice, every other
+    # shard's runner saw only those and fired nothing of its own, for as long as the outage.
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    ids = [f"alarm-{n}" for n in range(40)]
+    theirs = [a for a in ids if timer_runner._shard_of(a, 2) == 1][:4]
+    mine = [a for a in ids if timer_runner._shard_of(a, 2) == 0][:2]
+    now = time.time()
+    for actor_id in theirs:  # 8 entries of the shard nobody serves, due first
+        Alarm.get_or_create(actor_id).arm_at.run(now - 100, 2)
+    for actor_id in mine:
+        Alarm.get_or_create(actor_id).arm_at.run(now - 50, 1)
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=timer_runner.run_timers, kwargs={"poll": 0.05, "stop": stop, "shard": (0, 2)}
+    )
+    runner.start()
+    try:
+        for _ in range(200):  # (bounded: 10 s)
+            if all(Alarm.get_or_create(a).peek.run() == 1 for a in mine):
+                break
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert [Alarm.get_or_create(a).peek.run() for a in mine] == [1, 1]
+    assert [Alarm.get_or_create(a).peek.run() for a in theirs] == [0] * len(theirs)

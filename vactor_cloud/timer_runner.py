@@ -751,9 +751,19 @@ class TimerRunner:
                     refreshed = started
                 listed_at = time.monotonic()
                 due_by_ms = time.time() * 1000 + self.horizon * 1000
-                entries = self._list(due_by_ms, _MAX_LISTED, refresh, report)
-                report.listed = len(entries)
-                self._take(state, entries, listed_at, report)
+                after: str | None = None
+                while True:
+                    # A slice at a time, past the previous one while this runner holds less
+                    # than a slice: entries it does not own (another shard's, whose runner is
+                    # down; a dead runner's) filling the earliest slice starved its own.
+                    entries = self._list(due_by_ms, _MAX_LISTED, refresh and after is None, report, after)
+                    report.listed += len(entries)
+                    self._take(state, entries, listed_at, report)
+                    with state.cond:
+                        full = len(state.held) >= _MAX_LISTED
+                    if len(entries) < _MAX_LISTED or full or stop.is_set():
+                        break
+                    after = entries[-1].object_key
             except VactorError as exc:
                 logger.warning("timer runner %s: listing the due index failed: %s", self.runner_id, exc)
                 report.errors.append(str(exc))
@@ -791,7 +801,7 @@ class TimerRunner:
             # A delete that finished before this listing started cannot show in later ones.
             state.deleted = {k: t for k, t in state.deleted.items() if t >= listed_at}
             state.cond.notify_all()
-        report.assigned_elsewhere = len(elsewhere)
+        report.assigned_elsewhere += len(elsewhere)
 
     def _dispatch(self, stop: threading.Event, state: _RunState, pool: ThreadPoolExecutor) -> None:
         coalesce_ms = self.coalesce * 1000
