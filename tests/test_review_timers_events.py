@@ -135,3 +135,18 @@ def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backl
         runner.join(30)
     assert [Alarm.get_or_create(a).peek.run() for a in mine] == [1, 1]
     assert [Alarm.get_or_create(a).peek.run() for a in theirs] == [0] * len(theirs)
+
+
+def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tick's report held a lateness figure per timer fired (and an error per entry that
+    # failed): a million for a backlog of a million. It keeps the newest, as run()'s totals do,
+    # the counts and the largest lateness whole.
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    monkeypatch.setattr(timer_runner, "_TOTAL_LATENESS", 4)
+    for n in range(4):
+        Alarm.get_or_create(f"late-{n}").arm_at.run(time.time() - 10 - n, 3)
+    report = timer_runner.fire_due_timers()
+    assert report.fired == 12 and len(report.lateness) <= 4
+    assert report.max_lateness is not None and report.max_lateness >= 13
