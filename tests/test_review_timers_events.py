@@ -150,3 +150,17 @@ def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
     report = timer_runner.fire_due_timers()
     assert report.fired == 12 and len(report.lateness) <= 4
     assert report.max_lateness is not None and report.max_lateness >= 13
+
+
+# -- waiting for a name no event can have -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["", "a\nb", "x" * 256])
+def test_wait_for_event_refuses_a_name_no_event_can_have_instead_of_waiting_for_ever(
+    spec: StoreSpec, name: str
+) -> None:
+    # send_event and on_event refuse such a name, so no event of it is ever applied: the wait
+    # polled until its timeout (without one, for ever).
+    handle = Mailbox.get_or_create("named")
+    with pytest.raises(ValueError, match="event name"):
+        handle.wait_for_event(name, timeout=0.2)
+    with pytest.raises(ValueError, match="event name"):
+        _sync.sync(handle.wait_for_event_async(name, timeout=0.2))
