@@ -164,3 +164,28 @@ def test_wait_for_event_refuses_a_name_no_event_can_have_instead_of_waiting_for_
         handle.wait_for_event(name, timeout=0.2)
     with pytest.raises(ValueError, match="event name"):
         _sync.sync(handle.wait_for_event_async(name, timeout=0.2))
+
+
+# -- forged index entries ----------------------------------------------------------------------------
+def test_forged_index_entries_fire_nothing_and_are_dropped_without_errors(spec: StoreSpec) -> None:
+    # (A pin, not a fix: entries naming an actor that does not exist, a key the actor's table
+    # does not hold, or the generation of a step that does not exist, due long ago.)
+    from vactor_cloud import keys
+    from vactor_cloud.timers import list_index
+
+    store = vc.get_runtime().store
+    real = Alarm.get_or_create("real")
+    real.arm_at.run(time.time() + 3600, 1)  # pending, not due
+    long_ago = int((time.time() - 60) * 1000)
+    forged = [
+        keys.timer_index_key(long_ago, "nobody", "at0", 1),
+        keys.timer_index_key(long_ago, "real", "at0", 999),  # its key, not its due time
+        keys.timer_index_key(long_ago, "real", "at0"),
+        keys.timer_index_key(long_ago, "real", "nope", 2),
+    ]
+    for key in forged:
+        _sync.sync(store.put(key, b""))
+    report = timer_runner.fire_due_timers()
+    assert (report.fired, report.stale, report.errors) == (0, 4, [])
+    assert real.peek.run() == 0 and [t["key"] for t in real.timers()] == ["at0"]
+    assert [e.actor_id for e in _sync.sync(list_index(store))] == ["real"]  # its own entry stays
