@@ -424,7 +424,7 @@ def wait_for_event(
     up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
     Transient storage errors are polled through, until they last ``Settings.deadline``.
     """
-    _check_wait(timeout, event_id)
+    _check_wait(name, timeout, event_id)
     _refuse_own_writer(actor_id, "wait_for_event")
     return _wait_here(get_runtime(), actor_id, name, timeout, event_id)
 
@@ -433,13 +433,15 @@ async def wait_for_event_async(
     actor_id: str, name: str, timeout: float | None = None, *, event_id: str | None = None
 ) -> Any:
     """Async twin of :func:`wait_for_event`."""
-    _check_wait(timeout, event_id)
+    _check_wait(name, timeout, event_id)
     _refuse_own_writer(actor_id, "wait_for_event_async")
     return await asyncio.wrap_future(_sync.submit(_wait(actor_id, name, timeout, event_id)))
 
 
-def _check_wait(timeout: float | None, event_id: str | None) -> None:
-    """Refuse, before waiting, a timeout that is not a number (NaN never passes: the wait never ended)."""
+def _check_wait(name: str, timeout: float | None, event_id: str | None) -> None:
+    """Refuse, before waiting, a timeout that is not a number (NaN never passes: the wait never
+    ended), and a name no event can have (send_event refuses it: the wait never ended either)."""
+    validate_event_name(name)
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")

@@ -93,6 +93,7 @@ from vactor_cloud.storage import ObjectStore
 
 __all__ = [
     "MAX_EVENTS_PER_COMMIT",
+    "MAX_EVENT_PAYLOAD_BYTES",
     "PAYLOAD_SERIALIZERS",
     "PROCESS_EVENTS",
     "ActorInbox",
@@ -127,6 +128,10 @@ _FETCH_CONCURRENCY = 32
 _READ_SLICE = 4 * _FETCH_CONCURRENCY
 #: payload bytes held between commits, and folded into one commit (at least one event)
 _PAYLOAD_BYTES = 32 * 1024 * 1024
+#: largest serialized payload one event may carry: every process that lists the inbox reads an
+#: event whole (its place in the order is inside it), so one without bound was read into the
+#: memory of every writer of its actor; this is what one commit folds
+MAX_EVENT_PAYLOAD_BYTES = _PAYLOAD_BYTES
 #: reads of an inbox object that arrive damaged, in a row, before the fold stops waiting for it
 #: (its place in the order is inside it); then it is read again this often (seconds)
 _DAMAGED_READS = 3
@@ -232,13 +237,15 @@ os.register_at_fork(after_in_child=_clock.reset)
 
 
 def serialize_payload(payload: Any, serializer: str) -> bytes:
-    """The payload's bytes; :class:`StateSerializationError` before anything is written."""
+    """The payload's bytes; :class:`StateSerializationError` (or ``ValueError``: past
+    ``MAX_EVENT_PAYLOAD_BYTES``) before anything is written."""
     if serializer not in PAYLOAD_SERIALIZERS:
         raise ValueError(f"unknown payload serializer {serializer!r}; choose one of {PAYLOAD_SERIALIZERS}")
     try:
         if serializer == "json":
-            return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        return bytes(cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+            data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        else:
+            data = bytes(cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
             "json payloads take only dict, list, str, int, float, bool and None; "
@@ -247,6 +254,13 @@ def serialize_payload(payload: Any, serializer: str) -> bytes:
             else "make it picklable"
         )
         raise StateSerializationError(f"cannot serialize the event payload: {exc}; {hint}") from exc
+    if len(data) > MAX_EVENT_PAYLOAD_BYTES:
+        raise ValueError(
+            f"the event payload is {len(data):,} bytes serialized ({serializer}); at most "
+            f"{MAX_EVENT_PAYLOAD_BYTES:,} bytes: store large data elsewhere (an object of its own) "
+            "and send its name"
+        )
+    return data
 
 
 def encode_event(

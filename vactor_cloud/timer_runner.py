@@ -580,9 +580,15 @@ class TimerRunner:
         return self.shard is None or _shard_of(actor_id, self.shard[1]) == self.shard[0]
 
     def _list(
-        self, due_by_ms: float, limit: int | None, refresh: bool = False, report: TickReport | None = None
+        self,
+        due_by_ms: float,
+        limit: int | None,
+        refresh: bool = False,
+        report: TickReport | None = None,
+        after: str | None = None,
     ) -> list[IndexEntry]:
-        """The index entries due by ``due_by_ms``; with ``refresh``, the runners listed beside."""
+        """The index entries due by ``due_by_ms`` (past the key ``after``); with ``refresh``, the
+        runners listed beside."""
         store = self.runtime.store
         if refresh and self.membership is not None and report is not None:
             membership = self.membership
@@ -590,7 +596,7 @@ class TimerRunner:
             async def both() -> list[IndexEntry]:
                 view, found = await asyncio.gather(
                     membership.refresh(),
-                    list_index(store, due_by_ms=due_by_ms, limit=limit),
+                    list_index(store, due_by_ms=due_by_ms, limit=limit, start_after=after),
                     return_exceptions=True,
                 )
                 if isinstance(view, VactorError):  # keep the previous view
@@ -605,7 +611,7 @@ class TimerRunner:
 
             entries = self.runtime.run(both())
         else:
-            entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=limit))
+            entries = self.runtime.run(list_index(store, due_by_ms=due_by_ms, limit=limit, start_after=after))
         complete = limit is None or len(entries) < limit
         remember_listed(store, entries, complete_until_ms=due_by_ms if complete else None)
         return entries
@@ -626,31 +632,26 @@ class TimerRunner:
         stalled = False
         try:
             report = TickReport()
-            try:
-                # every due entry (not the future ones), the runners listed beside: a stalled
-                # store costs one request timeout here, not two in a row
-                entries = self._list(time.time() * 1000, None, refresh=True, report=report)
-            except StorageTimeoutError:
-                stalled = True
-                raise
-            report.listed = len(entries)
-            groups: dict[str, list[IndexEntry]] = {}
+            due_by_ms = time.time() * 1000
+            after: str | None = None
             elsewhere: set[str] = set()
-            for entry in entries:
-                if not self._in_shard(entry.actor_id):
-                    continue
-                if not self._mine(entry.actor_id):
-                    elsewhere.add(entry.actor_id)
-                    continue
-                groups.setdefault(entry.actor_id, []).append(entry)
-                report.due += 1
-            report.assigned_elsewhere = len(elsewhere)
-            if groups:
-                workers = min(self.concurrency, len(groups))
-                with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
-                    for part, _ in pool.map(lambda item: self._fire(*item), groups.items()):
-                        report.merge(part)
-            return report
+            while True:
+                # The due entries (not the future ones) a slice at a time, past the previous
+                # slice (an entry that could not be fired is not met again): a backlog of
+                # millions is not held at once. The first slice lists the runners beside: a
+                # stalled store costs one request timeout here, not two in a row.
+                try:
+                    entries = self._list(
+                        due_by_ms, _MAX_LISTED, refresh=after is None, report=report, after=after
+                    )
+                except StorageTimeoutError:
+                    stalled = True
+                    raise
+                self._fire_slice(entries, report, elsewhere)
+                report._trim()  # (a figure per timer fired: the newest, as run()'s totals keep)
+                if len(entries) < _MAX_LISTED:
+                    return report
+                after = entries[-1].object_key
         finally:
             if stalled:  # a third request timeout in a row would tell nothing new
                 logger.warning(
@@ -661,6 +662,26 @@ class TimerRunner:
                 )
             else:
                 self._leave()
+
+    def _fire_slice(self, entries: list[IndexEntry], report: TickReport, elsewhere: set[str]) -> None:
+        """Fire the listed ``entries`` this runner owns (a tick's slice); counted in ``report``,
+        the actors another runner owns added to ``elsewhere``."""
+        report.listed += len(entries)
+        groups: dict[str, list[IndexEntry]] = {}
+        for entry in entries:
+            if not self._in_shard(entry.actor_id):
+                continue
+            if not self._mine(entry.actor_id):
+                elsewhere.add(entry.actor_id)
+                continue
+            groups.setdefault(entry.actor_id, []).append(entry)
+            report.due += 1
+        report.assigned_elsewhere = len(elsewhere)
+        if groups:
+            workers = min(self.concurrency, len(groups))
+            with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
+                for part, _ in pool.map(lambda item: self._fire(*item), groups.items()):
+                    report.merge(part)
 
     # -- long-running ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_tick: Callable[[TickReport], Any] | None = None) -> TickReport:
@@ -731,9 +752,19 @@ class TimerRunner:
                     refreshed = started
                 listed_at = time.monotonic()
                 due_by_ms = time.time() * 1000 + self.horizon * 1000
-                entries = self._list(due_by_ms, _MAX_LISTED, refresh, report)
-                report.listed = len(entries)
-                self._take(state, entries, listed_at, report)
+                after: str | None = None
+                while True:
+                    # A slice at a time, past the previous one while this runner holds less
+                    # than a slice: entries it does not own (another shard's, whose runner is
+                    # down; a dead runner's) filling the earliest slice starved its own.
+                    entries = self._list(due_by_ms, _MAX_LISTED, refresh and after is None, report, after)
+                    report.listed += len(entries)
+                    self._take(state, entries, listed_at, report)
+                    with state.cond:
+                        full = len(state.held) >= _MAX_LISTED
+                    if len(entries) < _MAX_LISTED or full or stop.is_set():
+                        break
+                    after = entries[-1].object_key
             except VactorError as exc:
                 logger.warning("timer runner %s: listing the due index failed: %s", self.runner_id, exc)
                 report.errors.append(str(exc))
@@ -771,7 +802,7 @@ class TimerRunner:
             # A delete that finished before this listing started cannot show in later ones.
             state.deleted = {k: t for k, t in state.deleted.items() if t >= listed_at}
             state.cond.notify_all()
-        report.assigned_elsewhere = len(elsewhere)
+        report.assigned_elsewhere += len(elsewhere)
 
     def _dispatch(self, stop: threading.Event, state: _RunState, pool: ThreadPoolExecutor) -> None:
         coalesce_ms = self.coalesce * 1000

@@ -450,8 +450,9 @@ async def list_index(
     due_by_ms: float | None = None,
     limit: int | None = None,
     page: int = INDEX_PAGE,
+    start_after: str | None = None,
 ) -> list[IndexEntry]:
-    """Due-index entries, earliest first.
+    """Due-index entries, earliest first (after the object key ``start_after``, if given).
 
     Without ``due_by_ms`` or ``limit``: every entry (one LIST of the whole
     prefix). With them: only the entries due by ``due_by_ms``, at most
@@ -459,11 +460,11 @@ async def list_index(
     past either; a runner then pays for what is due soon, not for every
     far-future timer (one request per page, at most one page past).
     """
-    if due_by_ms is None and limit is None:
+    if due_by_ms is None and limit is None and start_after is None:
         found = [parse_entry(k) for k in await store.list(keys.TIMER_INDEX)]
         return [e for e in found if e is not None]
     out: list[IndexEntry] = []
-    after: str | None = None
+    after = start_after
     while True:
         size = page if limit is None else max(1, min(page, limit - len(out)))
         batch = await store.list(keys.TIMER_INDEX, start_after=after, limit=size)
