@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from test_execution_model import RUNS, Box, _hold
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec
+from vactor_cloud import _sync, codec, definition
 from vactor_cloud.compaction import compact
+from vactor_cloud.errors import NotFoundError
 from vactor_cloud.runtime import Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -92,3 +94,79 @@ def test_a_head_naming_a_compacted_step_where_a_leftover_sits_loads_the_newest_s
     # committed as the step after the newest, not on the freed number past the leftover
     assert _sync.sync(log.read_step(11)) is not None
     assert _sync.sync(log.read_step(4)) is None
+
+
+# -- keyed calls in one group commit ---------------------------------------------------------
+def test_keyed_calls_in_one_batch_with_raising_mates_apply_once_and_answer_by_value(
+    spec: StoreSpec,
+) -> None:
+    """Guards behaviour found sound: queued behind a held writer, these are one step. A key
+    used twice in the batch runs once (the second gets the first's result, its own copy); a
+    keyed call that raises records the exception, and a later call with its key in the same
+    batch re-raises it without running; the raising calls' mutations reach no one; results
+    that alias the actor's list are each the list as it was after their own call."""
+    RUNS.clear()
+    box = Box.get_or_create("keyed-batch")
+    held, gate = _hold("keyed-batch")
+    futures = [
+        box.add.options(idempotency_key="a").run_async("a"),
+        box.fail.run_async("unkeyed-boom"),
+        box.add.options(idempotency_key="a").run_async("a-again"),
+        box.fail.options(idempotency_key="f").run_async("keyed-boom"),
+        box.add.options(idempotency_key="f").run_async("never"),
+        box.add.run_async("b"),
+    ]
+    gate.set()
+    held.result(60)
+    first, again = futures[0].result(60), futures[2].result(60)
+    assert first == again == ["a"] and first is not again
+    for index in (1, 3, 4):
+        with pytest.raises(ValueError):
+            futures[index].result(60)
+    assert futures[5].result(60) == ["a", "b"]
+    assert RUNS[("keyed-batch", "unkeyed-boom")] == RUNS[("keyed-batch", "keyed-boom")] == 1
+    assert box.contents.run() == ["a", "b"]
+    assert box.value.run() == 1  # hold() only: no "poison", no +1000
+    reopen(spec)
+    retry = vc.get_actor("keyed-batch")
+    assert retry.add.options(idempotency_key="a").run("x") == ["a"]
+    with pytest.raises(ValueError, match="keyed-boom"):
+        retry.add.options(idempotency_key="f").run("x")
+    assert retry.contents.run() == ["a", "b"]
+
+
+# -- a class body missing from storage -------------------------------------------------------
+@vc.virtual_actor
+class Stranger:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+
+def test_a_missing_class_body_is_reported_as_such_to_a_process_without_the_class(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step names its class by content hash; a process without the class loads the body
+    from ``class/<sha>``. With that object gone (a lifecycle rule, a partial copy of the
+    bucket) the load failed with the store's bare "no such object" on a key the user never
+    wrote, as if storage were broken. It is still a ``NotFoundError`` (what storage callers
+    catch), and now says whose class body is missing and what to do."""
+    handle = Stranger.get_or_create("stranger")
+    assert handle.add.run() == 1
+    log = vc.get_runtime().log("stranger")
+    sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
+    _sync.sync(vc.get_runtime().store.delete(log.class_key(sha)))
+    reopen(spec)
+    monkeypatch.delitem(definition._REGISTRY, Stranger.name)  # this process lacks the class
+    with pytest.raises(NotFoundError) as caught:
+        vc.get_actor("stranger").add.run()
+    message = str(caught.value)
+    assert caught.value.key == log.class_key(sha)
+    assert "actor 'stranger'" in message and Stranger.name in message
+    assert "class body" in message and "import the class's module" in message
+    monkeypatch.setitem(definition._REGISTRY, Stranger.name, Stranger.definition)
+    reopen(spec)
+    assert vc.get_actor("stranger").add.run() == 2  # a process with the class runs it
