@@ -12,12 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 from test_execution_model import RUNS, Box, _hold
+from test_hostile_review import call_on
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
 from vactor_cloud.compaction import compact
 from vactor_cloud.errors import NotFoundError
-from vactor_cloud.runtime import Settings
+from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -170,3 +171,39 @@ def test_a_missing_class_body_is_reported_as_such_to_a_process_without_the_class
     monkeypatch.setitem(definition._REGISTRY, Stranger.name, Stranger.definition)
     reopen(spec)
     assert vc.get_actor("stranger").add.run() == 2  # a process with the class runs it
+
+
+# -- keys across a checkpoint rollover, from a writer whose cache predates it ----------------
+def test_a_writer_whose_cache_predates_checkpoint_rollovers_applies_keys_once(
+    spec: StoreSpec,
+) -> None:
+    """Guards behaviour found sound: this process caches a step and the checkpoint it names
+    (``fresh_window`` long: its cache counts as fresh, so it builds on it without a probe).
+    Another process then records many keys (the table moves to new checkpoints several
+    times). Retries of both processes' keys from here run nothing again (each attempt on
+    the stale cache loses its create to the newer step and reloads), and a new key runs
+    once. (No compaction here: one with ``min_age=0`` under a writer whose cache is fresh
+    for 600 s breaks its documented precondition, ``min_age`` >= ``fresh_window``.)"""
+    from test_dedup_checkpoints import _TAG, Wallet
+
+    reopen_with = Settings(storage=spec.url, fresh_window=600.0)
+    vc.shutdown()
+    vc.init(spec.url, **spec.options, settings=reopen_with)
+    wallet = Wallet.get_or_create("rollover")
+    mine = {f"a{i}": wallet.pay.options(idempotency_key=f"a{i}").run(1, tag=f"{i}{_TAG}") for i in range(12)}
+    here = vc.get_runtime().log("rollover")
+    cached = here.dedup_cache
+    assert cached is not None
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        theirs = {f"b{i}": call_on(other, "rollover", "pay", 1, f"{i}{_TAG}", key=f"b{i}") for i in range(30)}
+        newest = _sync.sync(other.log("rollover").load_latest(None))
+    finally:
+        other.close()
+    assert newest is not None and newest.dedup_base != cached[0]  # the table moved on
+    for key, result in {**theirs, **mine}.items():
+        assert wallet.pay.options(idempotency_key=key).run(1, tag="retry") == result, key
+    assert wallet.view.run() == (42, 42)
+    assert wallet.pay.options(idempotency_key="new").run(5) == "47:"
+    assert wallet.pay.options(idempotency_key="new").run(5) == "47:"
+    assert wallet.view.run() == (47, 43)
