@@ -8,16 +8,18 @@ calls across an idempotency checkpoint rollover.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from test_execution_model import RUNS, Box, _hold
 from test_hostile_review import call_on
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, definition
+from vactor_cloud import _sync, codec, definition, keys
 from vactor_cloud.compaction import compact
-from vactor_cloud.errors import NotFoundError
+from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -207,3 +209,58 @@ def test_a_writer_whose_cache_predates_checkpoint_rollovers_applies_keys_once(
     assert wallet.pay.options(idempotency_key="new").run(5) == "47:"
     assert wallet.pay.options(idempotency_key="new").run(5) == "47:"
     assert wallet.view.run() == (47, 43)
+
+
+# -- a lost put whose retry finds another writer's step with the same key --------------------
+def test_a_keyed_put_that_failed_unlanded_while_another_process_committed_the_key_applies_once(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards behaviour found sound: this process's keyed commit sends its create, which
+    fails without landing (a connection reset); meanwhile another process, retrying the same
+    request, commits that key at the very number. The read-back finds the other writer's
+    step: a race lost, not our commit; the call is applied again on that step, finds its key
+    there and returns the recorded result. Applied once, one result for both callers."""
+    handle = Ledger.get_or_create("lost-put")
+    assert handle.add.run(1) == 1
+    store = vc.get_runtime().store
+    step_two = keys.step_key("lost-put", 2)
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    seen: list[int] = []
+    armed = [True]  # the first create of step 2 (ours) only: the other process's goes through
+
+    def lost(key: str) -> StorageError | None:
+        """For our create of step 2: the other process commits the key first, then ours fails."""
+        if key != step_two or not armed:
+            return None
+        armed.clear()
+        return StorageError(f"{key}: connection reset (the request never arrived)", key)
+
+    def commit_elsewhere() -> None:
+        seen.append(call_on(other, "lost-put", "add", 10, key="req-1"))
+
+    real_put, real_put_now = store.put, store.put_now
+
+    async def put(key: str, data: bytes, *, mode: Any = "overwrite") -> str:
+        failure = lost(key)
+        if failure is not None:  # (off this loop: the other runtime may share it)
+            await asyncio.get_running_loop().run_in_executor(None, commit_elsewhere)
+            raise failure
+        return await real_put(key, data, mode=mode)
+
+    def put_now(key: str, data: bytes, *, mode: Any = "overwrite") -> str:
+        failure = lost(key)
+        if failure is not None:
+            commit_elsewhere()
+            raise failure
+        return real_put_now(key, data, mode=mode)
+
+    monkeypatch.setattr(store, "put", put)
+    monkeypatch.setattr(store, "put_now", put_now)
+    try:
+        assert handle.add.options(idempotency_key="req-1").run(10) == 11
+    finally:
+        other.close()
+    assert seen == [11]
+    assert handle.value.run() == 11
+    reopen(spec)
+    assert vc.get_actor("lost-put").value.run() == 11
