@@ -717,9 +717,25 @@ class ActorLog:
         """:meth:`load_latest`, and HEAD as it is after it: ``head``, unless it named a step past
         the newest one (see :meth:`_pull_back_head`); ``None`` when that is not known."""
         if head is not None:
-            at_head, after_head = await asyncio.gather(
-                self.read_step(head.step), self.read_step(head.step + 1)
+            # The watermark beside the steps (no extra round trip): HEAD moves forward only and
+            # a compaction moves it to the newest step before raising the watermark, so a HEAD
+            # below the watermark was restored or replayed (a signed HEAD of this actor passes
+            # its HMAC), and the object at its number, if any, is a late put's leftover (a crash
+            # kept it from deleting it), no step of the history: taken for the newest, a reader
+            # got an old state and a writer's commit landed on a freed number no reader lists.
+            at_head, after_head, watermark = await asyncio.gather(
+                self.read_step(head.step), self.read_step(head.step + 1), self._watermark_or_none()
             )
+            if watermark is None or head.step < watermark:
+                if watermark is not None:
+                    logger.warning(
+                        "actor %r: HEAD names step %d, below the retention watermark %d (restored "
+                        "or replayed); finding the newest step by listing",
+                        self.actor_id,
+                        head.step,
+                        watermark,
+                    )
+                at_head = None  # (unreadable watermark: the listing needs none; whoever needs it says so)
             # HEAD's own step gone means a compaction passed after we read HEAD: what
             # lies past it may be a below-watermark leftover, so take the listing path.
             if at_head is not None:
@@ -728,6 +744,13 @@ class ActorLog:
         if head is not None and newest is not None and newest.step < head.step:
             return newest, await self._pull_back_head(head, newest)
         return newest, head
+
+    async def _watermark_or_none(self) -> int | None:
+        """The watermark; ``None`` when it cannot be read now (damaged, a failed request)."""
+        try:
+            return await self.read_gc()
+        except (StorageError, IntegrityError):
+            return None
 
     async def _list_latest(self) -> StepRecord | None:
         steps = await self.list_steps()

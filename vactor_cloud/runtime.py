@@ -39,6 +39,7 @@ from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
+    NotFoundError,
     ReentrantCallError,
     RuntimeShutdownError,
     StorageTimeoutError,
@@ -680,7 +681,17 @@ class Runtime:
                 "and loading class bodies from storage is disabled (load_classes_from_storage=False): "
                 "make the class importable here"
             )
-        body = await log.read_class(ref.sha)
+        try:
+            body = await log.read_class(ref.sha)
+        except NotFoundError as exc:
+            # The store's own words name a key the user never wrote: say whose body it is.
+            raise NotFoundError(
+                f"{exc}: the class body of actor {log.actor_id!r} ({ref.name}) is missing from "
+                f"storage (deleted by a lifecycle rule, or not copied with the steps); this "
+                "process cannot load the class without it: import the class's module in this "
+                "process",
+                exc.key,
+            ) from exc
         try:
             # Off the loop, on its default executor (short blocking work only: the local store's
             # file calls), not on the run_async pool: methods on that pool loading a class waited
