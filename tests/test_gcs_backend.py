@@ -393,19 +393,21 @@ def test_refused_credentials_and_denied_permissions_are_not_reported_as_unreacha
 
 
 def test_unreachable_endpoint_raises_retryable_storage_error() -> None:
+    # Bound and never listening for the whole test: it refuses connections, and no server
+    # another test starts meanwhile can take the port and answer in its place.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once closed
+        port = sock.getsockname()[1]
 
-    async def scenario() -> None:
-        store = GCSStore("bucket", endpoint_url=f"http://127.0.0.1:{port}", token="anon", project="p")
-        try:
-            with pytest.raises(RetryableStorageError):
-                await store.head("k")
-        finally:
-            await store.close()
+        async def scenario() -> None:
+            store = GCSStore("bucket", endpoint_url=f"http://127.0.0.1:{port}", token="anon", project="p")
+            try:
+                with pytest.raises(RetryableStorageError):
+                    await store.head("k")
+            finally:
+                await store.close()
 
-    run(scenario())
+        run(scenario())
 
 
 # -- sessions, processes, lane ----------------------------------------------------------

@@ -425,8 +425,10 @@ def test_a_child_process_reaches_the_store_through_the_spec(spec: StoreSpec) -> 
     assert done.stdout == b"from parent"
 
 
-def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key(s3_transport: str) -> None:
-    port = _free_port()
+def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key(
+    s3_transport: str, refused_port: int
+) -> None:
+    port = refused_port
     store = S3Store(
         "bucket/prefix",
         transport=s3_transport,
@@ -449,13 +451,13 @@ def test_an_unreachable_endpoint_is_a_storage_error_naming_the_key(s3_transport:
     asyncio.run(body())
 
 
-def test_a_request_out_of_time_on_a_refused_port_names_the_refusal() -> None:
+def test_a_request_out_of_time_on_a_refused_port_names_the_refusal(refused_port: int) -> None:
     # botocore retries a refused connection on its own for up to half a minute, so the
     # request runs out of Settings.timeout first: "got no answer" alone sent users looking
     # for a stalled server when nothing listens there.
     store = S3Store(
         "bucket/prefix",
-        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        endpoint_url=f"http://127.0.0.1:{refused_port}",
         key="k",
         secret="s",
         client_kwargs={"region_name": "us-east-1"},
@@ -774,8 +776,10 @@ def test_localstack_lane_without_endpoint_says_how_to_start_it(monkeypatch: pyte
         LocalStackLane().start()
 
 
-def test_localstack_lane_with_a_dead_endpoint_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENDPOINT_VARIABLE, f"http://127.0.0.1:{_free_port()}")
+def test_localstack_lane_with_a_dead_endpoint_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, refused_port: int
+) -> None:
+    monkeypatch.setenv(ENDPOINT_VARIABLE, f"http://127.0.0.1:{refused_port}")
     with pytest.raises(LaneUnavailable, match="not healthy"):
         LocalStackLane().start()
 
@@ -872,7 +876,13 @@ def test_the_moto_lane_computes_an_etag_under_the_objects_lock() -> None:
     assert (wrong, torn) == ([], [])
 
 
-def _free_port() -> int:
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound, never listening.
+
+    (A port merely free when picked can be taken meanwhile by a server another test
+    starts, whose answers, a 404, say, the test would then read.)
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
