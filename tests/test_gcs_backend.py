@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from loopback_gcs import gcs_answering
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -301,18 +302,8 @@ async def answering(status: int, hits: list[str]) -> AsyncIterator[str]:
         hits.append(request.method)
         return web.json_response({"error": {"code": status, "message": f"status {status}"}}, status=status)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with gcs_answering(handle) as endpoint:
+        yield endpoint
 
 
 @pytest.mark.parametrize("status", [429, 503])

@@ -12,18 +12,17 @@ import asyncio
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from combining_workers import OrderLog
+from loopback_gcs import gcs_answering
 from silent_listener import SilentListener
 from test_combining import (
     Switchable,
@@ -146,26 +145,6 @@ class _RepeatingS3Listing:
         self.thread.join()
 
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def _gcs_answering(handle: _Handler) -> AsyncIterator[str]:
-    """A loopback GCS JSON API: every request goes to ``handle``; yields the endpoint."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 def _gcs_store(endpoint: str) -> ObjectStore:
     from vactor_cloud.storage._gcs import GCSStore
 
@@ -190,7 +169,7 @@ def test_a_listing_whose_server_repeats_a_page_token_fails_at_once_instead_of_pa
 
     async def scenario() -> None:
         if backend == "gs":
-            async with _gcs_answering(gcs_page) as endpoint:
+            async with gcs_answering(gcs_page) as endpoint:
                 await attempt(_gcs_store(endpoint))
         else:
             stub = _RepeatingS3Listing()
@@ -390,7 +369,7 @@ def test_a_gcs_token_endpoint_that_never_answers_times_the_request_out_and_stall
 
     async def scenario() -> None:
         nonlocal ticks
-        async with _gcs_answering(object_answer) as endpoint:
+        async with gcs_answering(object_answer) as endpoint:
             from vactor_cloud.storage._gcs import GCSStore
 
             store = GCSStore("bucket/p", endpoint_url=endpoint, token=credentials, project="p")
@@ -440,7 +419,7 @@ def test_a_gcs_token_refresh_the_token_endpoint_refuses_is_an_authentication_err
         return web.json_response({"error": {"code": 404, "message": "no such object"}}, status=404)
 
     async def scenario() -> None:
-        async with _gcs_answering(answer) as endpoint:
+        async with gcs_answering(answer) as endpoint:
             from vactor_cloud.storage._gcs import GCSStore
 
             credentials = _service_account_file(tmp_path, f"{endpoint}/token")
@@ -473,7 +452,7 @@ def test_a_gcs_409_on_a_conditional_upload_is_a_retryable_conflict_as_on_s3(mode
         return web.json_response({"error": {"code": 409, "message": "conflict (test)"}}, status=409)
 
     async def scenario() -> None:
-        async with _gcs_answering(answer) as endpoint:
+        async with gcs_answering(answer) as endpoint:
             store = _gcs_store(endpoint)
             store.request_timeout = HANG
             try:
@@ -597,7 +576,7 @@ def test_a_gcs_read_answered_slow_down_once_is_retried_after_the_pause_the_serve
         return web.Response(body=b"the object", headers={"x-goog-generation": "5"})
 
     async def scenario() -> None:
-        async with _gcs_answering(answer) as endpoint:
+        async with gcs_answering(answer) as endpoint:
             store = _gcs_store(endpoint)
             store.request_timeout = HANG
             try:
@@ -763,7 +742,7 @@ def test_an_answer_missing_what_the_contract_needs_is_a_storage_error_not_a_key_
 
     async def scenario() -> None:
         if backend == "gs":
-            async with _gcs_answering(gcs_answer) as endpoint:
+            async with gcs_answering(gcs_answer) as endpoint:
                 await check(_gcs_store(endpoint))
             return
         stub = _S3Answering(s3_answer)
@@ -926,7 +905,7 @@ def test_a_listing_from_a_server_that_ignores_start_after_and_prefix_keeps_to_th
 
     async def scenario() -> None:
         if backend == "gs":
-            async with _gcs_answering(gcs_answer) as endpoint:
+            async with gcs_answering(gcs_answer) as endpoint:
                 await check(_gcs_store(endpoint))
             return
         stub = _S3Answering(s3_answer)
