@@ -308,9 +308,12 @@ def loop_tasks() -> int:
 
 
 def runtime_threads() -> list[str]:
-    """Threads alive, but the IO loop's default executor (shared by the process, bounded: the
-    local store's file calls run there)."""
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+    """Threads alive, but the process's IO loop thread (started by the first test of this worker
+    to need it, kept for the process's life) and its default executor (shared by the process,
+    bounded: the local store's file calls run there)."""
+    return sorted(
+        t.name for t in threading.enumerate() if t.name != "vactor-io" and not t.name.startswith("asyncio_")
+    )
 
 
 @pytest.mark.usefixtures("runtime_off")
