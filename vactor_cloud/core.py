@@ -1457,12 +1457,37 @@ class ActorCore(Folder):
         if self._stored_sha is not None:
             return base.class_ref
         ref, body = definition.body()
-        if ref.sha != base.class_ref.sha and ref.sha not in self._stored_classes:
-            # This process runs its own (maybe upgraded) class: store its body first
-            # so that processes without the class can read the steps it writes.
-            self.env.run(self.log.put_class(ref.sha, body, ref.name))
+        if ref.sha not in self._stored_classes:
+            if ref.sha != base.class_ref.sha:
+                # This process runs its own (maybe upgraded) class: store its body first
+                # so that processes without the class can read the steps it writes.
+                self.env.run(self.log.put_class(ref.sha, body, ref.name))
+            else:
+                # The steps already name this body, stored by whoever wrote them; it may have
+                # gone since (a lifecycle rule, a copy of the steps alone), and then every
+                # step written here named a body no process without the class could load.
+                # Checked once per actor and class by this core, off the commit's path.
+                self.env.background(self._restore_class_body(ref, body))
         self._stored_classes |= {ref.sha}
         return ref
+
+    async def _restore_class_body(self, ref: ClassRef, body: bytes) -> None:
+        """Store the class body ``ref`` again if it is missing (one HEAD when it is there)."""
+        try:
+            if await self.log.store.head(self.log.class_key(ref.sha)) is not None:
+                return
+            await self.log.put_class(ref.sha, body, ref.name)
+        except Exception as exc:  # (checked again by a later commit)
+            self._stored_classes -= {ref.sha}
+            logger.debug("actor %r: checking its class body %s failed: %s", self.actor_id, ref.sha, exc)
+            return
+        logger.warning(
+            "actor %r: its class body (%s, %s) was missing from storage (a lifecycle rule, a partial "
+            "copy?): stored it again, so that processes without the class can load the actor",
+            self.actor_id,
+            ref.name,
+            self.log.class_key(ref.sha),
+        )
 
     # -- reads (the caller's thread) --------------------------------------------------------
     @tracing.actor_span("vactor.read")
