@@ -295,3 +295,14 @@ def test_a_class_body_gone_from_storage_is_stored_again_by_a_process_that_has_th
     _reopen(quiet)
     monkeypatch.delitem(definition._REGISTRY, Keeper.name)  # a process without the class
     assert vc.get_actor("keeper").add.run() == 4
+
+
+def test_a_handle_passed_on_unused_names_the_store_it_came_with(actor_store: StoreSpec) -> None:
+    """A handle received from another process and sent on before its first use here (a task
+    that hands it to a pool of its own) named this process's store, not the one its actor is
+    in: the next process's ``StorageNotChosenError`` pointed at the wrong store."""
+    handle = pickle.loads(pickle.dumps(Tally.get_or_create("passed-on", 0)))
+    handle._origin = "file:///where/the/actor/is"  # as unpickled from a process with that store
+    assert pickle.loads(pickle.dumps(handle))._origin == "file:///where/the/actor/is"
+    handle._origin = None  # (used here: it is this process's store's actor)
+    assert pickle.loads(pickle.dumps(handle))._origin == vc.get_runtime().store.describe()

@@ -237,8 +237,9 @@ class ActorHandle(Generic[T]):
     def __reduce__(self) -> tuple[Any, ...]:
         # The store this process uses, or uses again after ``shutdown()``: pickled after a
         # shutdown, the handle carried none, and a process that chose no store looked for the
-        # actor in its embedded default store (``ActorNotFoundError``, not what to do).
-        origin = store_in_use()
+        # actor in its embedded default store (``ActorNotFoundError``, not what to do). A
+        # handle received and not used here yet passes on the store it came with.
+        origin = self._origin or store_in_use()
         if origin is None:
             return (_get_actor_handle, (self.actor_id,))
         return (_get_actor_handle, (self.actor_id, origin))
