@@ -281,7 +281,9 @@ class ActorHandle(Generic[T]):
         return list_timers(self.actor_id)
 
     def cancel_timer(self, key: str) -> bool:
-        """Cancel the pending timer ``key`` (one commit); False if there was none."""
+        """Cancel the pending timer ``key`` (one commit); False if there was none (then one read
+        of the newest step and no commit, unless this process has calls of the actor to apply
+        first: see :func:`vactor_cloud.timer_runner.cancel_timer`)."""
         return cancel_timer(self.actor_id, key)
 
     def __repr__(self) -> str:
