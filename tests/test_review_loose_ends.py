@@ -306,3 +306,25 @@ def test_a_handle_passed_on_unused_names_the_store_it_came_with(actor_store: Sto
     assert pickle.loads(pickle.dumps(handle))._origin == "file:///where/the/actor/is"
     handle._origin = None  # (used here: it is this process's store's actor)
     assert pickle.loads(pickle.dumps(handle))._origin == vc.get_runtime().store.describe()
+
+
+def test_a_cancel_while_a_post_of_this_process_is_pending_goes_through_a_commit(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin of the read-only check's other limit (it fails with the pending-post check removed):
+    a call of this process posted under contention whose caller gave up (``CallPendingError``)
+    may still apply, and before this process's later calls; it may schedule the timer. The
+    newest step has none yet, but the cancel must apply after that post (the commit path
+    waits for it), not answer False from the step."""
+    planner = Planner.get_or_create("pending-post")
+    runtime = vc.get_runtime()
+    monkeypatch.setitem(runtime.pending_posts, "pending-post", object())  # (what is in it: not read)
+    sent: list[str] = []
+
+    def commit(actor_id: str, call: Any) -> None:  # the commit path, stubbed: it says "cancelled"
+        sent.append(call.method)
+        call.future.set_result(True)
+
+    monkeypatch.setattr(runtime, "call", commit)
+    assert planner.cancel_timer("maybe-scheduled") is True
+    assert sent == [CANCEL]
