@@ -23,7 +23,7 @@ from caller_workers import Tally, add_one
 import vactor_cloud as vc
 from vactor_cloud import _sync, definition, events, runtime
 from vactor_cloud.cli.bench_harness import RequestTrace
-from vactor_cloud.core import ActorCore
+from vactor_cloud.core import CLASS_BODY_RECHECK, ActorCore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
 
@@ -275,8 +275,8 @@ def test_a_class_body_gone_from_storage_is_stored_again_by_a_process_that_has_th
     Once that object was gone (a lifecycle rule, a copy of the steps alone), processes with the
     class went on committing steps that name it and never stored it again: the actor stayed
     unloadable elsewhere for good. A process's first commit to an actor now checks that the body
-    it names is there (one HEAD, off the commit's path) and stores it again if not; its
-    warm commits stay one PUT."""
+    it names is there (one HEAD, off the commit's path) and stores it again if not, and so does
+    a commit an hour after its last check; its warm commits stay one PUT."""
     keeper = Keeper.get_or_create("keeper")
     assert keeper.add.run() == 1
     log = vc.get_runtime().log("keeper")
@@ -292,9 +292,17 @@ def test_a_class_body_gone_from_storage_is_stored_again_by_a_process_that_has_th
     with RequestTrace(vc.get_runtime().store).installed() as trace:
         assert keeper.add.run() == 3
     assert [(r.kind, r.key.rsplit("/", 1)[-1]) for r in trace.requests] == [("put", f"{step + 1:020d}")]
+    # Deleted again under a writer that runs on (a lifecycle rule): an hour on, it checks again.
+    _sync.sync(vc.get_runtime().store.delete(key))
+    checked = vc.get_runtime().core("keeper")._stored_classes
+    checked[sha] -= CLASS_BODY_RECHECK + 1
+    assert keeper.add.run() == 4
+    for work in list(vc.get_runtime()._background):
+        work.result(HANG)
+    assert _sync.sync(vc.get_runtime().store.head(key)) is not None
     _reopen(quiet)
     monkeypatch.delitem(definition._REGISTRY, Keeper.name)  # a process without the class
-    assert vc.get_actor("keeper").add.run() == 4
+    assert vc.get_actor("keeper").add.run() == 5
 
 
 def test_a_handle_passed_on_unused_names_the_store_it_came_with(actor_store: StoreSpec) -> None:
