@@ -195,18 +195,35 @@ def test_idle_threads_end_and_a_shut_down_pool_leaves_no_thread() -> None:
 
 
 def test_closing_the_store_ends_its_threads(spec: StoreSpec) -> None:
+    """close() returns once its threads have ended (they ended just after it returned)."""
+
+    def ours() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("vactor-s3-")}
+
     async def body() -> None:
         store = spec.open()
         await asyncio.gather(*(store.put(f"k{i}", b"v") for i in range(8)))
-        assert _alive("vactor-s3") >= 1
+        assert ours() - before
         await store.close()
 
-    before = _alive("vactor-s3")
+    before = ours()
     asyncio.run(body())
-    deadline = time.monotonic() + 10
-    while _alive("vactor-s3") > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _alive("vactor-s3") <= before  # (threads of earlier stores may end meanwhile)
+    assert not ours() - before  # at once: no wait for them to end
+
+
+def test_join_waits_for_every_thread_and_gives_up_on_a_stuck_one_at_its_bound() -> None:
+    pool = _DaemonPool(3, "join-test", idle=60)
+    release = threading.Event()
+    stuck = pool.submit(lambda: release.wait(60))
+    done = [pool.submit(lambda: 1) for _ in range(2)]
+    assert [f.result(10) for f in done] == [1, 1]
+    pool.shutdown()
+    assert asyncio.run(pool.join(0.05)) is False  # a request stalled: not waited for past the bound
+    assert _alive("join-test") >= 1
+    release.set()
+    assert asyncio.run(pool.join(60)) is True
+    assert stuck.result(0) is True
+    assert _alive("join-test") == 0  # at once: join returned once each had ended
 
 
 def test_an_exception_of_any_kind_reaches_the_caller() -> None:

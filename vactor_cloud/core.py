@@ -95,6 +95,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 logger = logging.getLogger("vactor_cloud")
+#: seconds after which a core checks again that the class body its steps name is stored (a
+#: lifecycle rule may delete it while a long-running writer goes on): one HEAD per actor
+CLASS_BODY_RECHECK = 3600.0
 
 
 class CommitHook(Protocol):
@@ -364,7 +367,8 @@ class ActorCore(Folder):
         #: (step, instance): the instance that produced ``record``, reused by the next commit
         self._live: tuple[int, Any] | None = None
         self.head: Head | None = None
-        self._stored_classes: frozenset[str] = frozenset()
+        #: class bodies (by sha) this core stored or found stored, and when (monotonic)
+        self._stored_classes: dict[str, float] = {}
         self._mutex = threading.Lock()
         #: writes waiting for the holder; None while the actor is idle (saves memory)
         self._queue: deque[PendingCall] | None = None
@@ -570,7 +574,7 @@ class ActorCore(Folder):
         """
         ref, body = definition.body()
         await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
-        self._stored_classes |= {ref.sha}
+        self._stored_classes[ref.sha] = time.monotonic()
         record = StepRecord(
             step=0,
             parent=None,
@@ -1457,12 +1461,39 @@ class ActorCore(Folder):
         if self._stored_sha is not None:
             return base.class_ref
         ref, body = definition.body()
-        if ref.sha != base.class_ref.sha and ref.sha not in self._stored_classes:
-            # This process runs its own (maybe upgraded) class: store its body first
-            # so that processes without the class can read the steps it writes.
-            self.env.run(self.log.put_class(ref.sha, body, ref.name))
-        self._stored_classes |= {ref.sha}
+        now = time.monotonic()
+        checked = self._stored_classes.get(ref.sha)
+        if checked is None or now - checked > CLASS_BODY_RECHECK:
+            if ref.sha != base.class_ref.sha:
+                # This process runs its own (maybe upgraded) class: store its body first
+                # so that processes without the class can read the steps it writes.
+                self.env.run(self.log.put_class(ref.sha, body, ref.name))
+            else:
+                # The steps already name this body, stored by whoever wrote them; it may have
+                # gone since (a lifecycle rule, a copy of the steps alone), and then every
+                # step written here named a body no process without the class could load.
+                # Checked by this core at its first commit and hourly, off the commit's path.
+                self.env.background(self._restore_class_body(ref, body))
+            self._stored_classes[ref.sha] = now
         return ref
+
+    async def _restore_class_body(self, ref: ClassRef, body: bytes) -> None:
+        """Store the class body ``ref`` again if it is missing (one HEAD when it is there)."""
+        try:
+            if await self.log.store.head(self.log.class_key(ref.sha)) is not None:
+                return
+            await self.log.put_class(ref.sha, body, ref.name)
+        except Exception as exc:  # (checked again by a later commit)
+            self._stored_classes.pop(ref.sha, None)
+            logger.debug("actor %r: checking its class body %s failed: %s", self.actor_id, ref.sha, exc)
+            return
+        logger.warning(
+            "actor %r: its class body (%s, %s) was missing from storage (a lifecycle rule, a partial "
+            "copy?): stored it again, so that processes without the class can load the actor",
+            self.actor_id,
+            ref.name,
+            self.log.class_key(ref.sha),
+        )
 
     # -- reads (the caller's thread) --------------------------------------------------------
     @tracing.actor_span("vactor.read")

@@ -316,6 +316,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     blips = _Blips(runtime)
+    missing = False  # the actor did not exist at the last look
     while True:
         _check_open(runtime, actor_id, name)
         try:
@@ -324,9 +325,14 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
             # (cut off, it goes on in the background; the newest step is still looked at).
             await _by(_process(actor_id), deadline)
             outcome = await _applied_now(runtime, actor_id, name, event_id)
+            missing = False
         except RuntimeShutdownError as exc:
             # (Shut down while a poll ran: the error names the wait, not the poll's inner call.)
             raise _shut_down(actor_id, name) from exc
+        except ActorNotFoundError:
+            # Not created yet: an event sent with create=True applies at its first commit.
+            blips.cleared()
+            outcome, missing = None, True
         except Exception as exc:  # (events apply exactly once: applying them again is safe)
             blips.absorb(exc)
             outcome = None
@@ -334,7 +340,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
             blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
-        remaining = _remaining(deadline, actor_id, name, timeout, event_id)
+        remaining = _remaining(deadline, actor_id, name, timeout, event_id, missing)
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
 
@@ -346,6 +352,7 @@ def _wait_here(
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     blips = _Blips(runtime)
+    missing = False  # the actor did not exist at the last look
     while True:
         _check_open(runtime, actor_id, name)
         try:
@@ -353,8 +360,12 @@ def _wait_here(
                 runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
             )
             outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
+            missing = False
         except RuntimeShutdownError as exc:
             raise _shut_down(actor_id, name) from exc  # (see _wait)
+        except ActorNotFoundError:  # (see _wait)
+            blips.cleared()
+            outcome, missing = None, True
         except Exception as exc:  # (see _wait)
             blips.absorb(exc)
             outcome = None
@@ -362,7 +373,7 @@ def _wait_here(
             blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
-        remaining = _remaining(deadline, actor_id, name, timeout, event_id)
+        remaining = _remaining(deadline, actor_id, name, timeout, event_id, missing)
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
 
@@ -388,13 +399,21 @@ async def _applied_now(runtime: Runtime, actor_id: str, name: str, event_id: str
 
 
 def _remaining(
-    deadline: float, actor_id: str, name: str, timeout: float | None, event_id: str | None
+    deadline: float, actor_id: str, name: str, timeout: float | None, event_id: str | None, missing: bool
 ) -> float:
-    """Seconds left until ``deadline``; ``TimeoutError`` when none are."""
+    """Seconds left until ``deadline``; ``TimeoutError`` when none are (``missing``: the actor
+    did not exist at the last look, which the message says, with what creates it)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
-        raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s")
+        why = (
+            f": the actor does not exist (yet). An event sent to it with create=True is applied at "
+            f"its first commit after Cls.get_or_create({actor_id!r}, ...) creates it; check the "
+            "actor id and the storage URL"
+            if missing
+            else ""
+        )
+        raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s{why}")
     return remaining
 
 
@@ -423,6 +442,8 @@ def wait_for_event(
     events are applied (as ``process_events`` does), polling with a backoff
     up to 1 s. ``TimeoutError`` after ``timeout`` seconds (``None``: no limit).
     Transient storage errors are polled through, until they last ``Settings.deadline``.
+    An actor that does not exist yet is waited for too (an event sent to it with
+    ``create=True`` is applied at its first commit); the ``TimeoutError`` then says so.
     """
     _check_wait(name, timeout, event_id)
     _refuse_own_writer(actor_id, "wait_for_event")

@@ -38,7 +38,7 @@ from vactor_cloud.future import ActorFuture, CallFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
-from vactor_cloud.runtime import Runtime, current_runtime, get_runtime, storage_chosen
+from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -235,10 +235,14 @@ class ActorHandle(Generic[T]):
         return await asyncio.wrap_future(_sync.submit(get_runtime().bounded(coro, hint=_COMPACT_AGAIN)))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        runtime = current_runtime()
-        if runtime is None:
+        # The store this process uses, or uses again after ``shutdown()``: pickled after a
+        # shutdown, the handle carried none, and a process that chose no store looked for the
+        # actor in its embedded default store (``ActorNotFoundError``, not what to do). A
+        # handle received and not used here yet passes on the store it came with.
+        origin = self._origin or store_in_use()
+        if origin is None:
             return (_get_actor_handle, (self.actor_id,))
-        return (_get_actor_handle, (self.actor_id, runtime.store.describe()))
+        return (_get_actor_handle, (self.actor_id, origin))
 
     # -- external events (vactor_cloud.events); these names shadow actor methods of the same name
     def send_event(
@@ -277,7 +281,9 @@ class ActorHandle(Generic[T]):
         return list_timers(self.actor_id)
 
     def cancel_timer(self, key: str) -> bool:
-        """Cancel the pending timer ``key`` (one commit); False if there was none."""
+        """Cancel the pending timer ``key`` (one commit); False if there was none (then one read
+        of the newest step and no commit, unless this process has calls of the actor to apply
+        first: see :func:`vactor_cloud.timer_runner.cancel_timer`)."""
         return cancel_timer(self.actor_id, key)
 
     def __repr__(self) -> str:

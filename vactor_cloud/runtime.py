@@ -689,7 +689,8 @@ class Runtime:
                 f"{exc}: the class body of actor {log.actor_id!r} ({ref.name}) is missing from "
                 f"storage (deleted by a lifecycle rule, or not copied with the steps); this "
                 "process cannot load the class without it: import the class's module in this "
-                "process",
+                "process (a process that imports it stores the body again with its first commit "
+                "to the actor)",
                 exc.key,
             ) from exc
         try:
@@ -1084,6 +1085,9 @@ _settings: Settings | None = None
 _runtime_lock = threading.Lock()
 #: ``init()`` chose this process's store (inherited by a forked child, as its settings are)
 _chosen_by_init = False
+#: the settings of the newest runtime started and its store's ``describe()``: kept after
+#: ``shutdown()``, since the next runtime opens the same store (see :func:`store_in_use`)
+_described: tuple[Settings, str] | None = None
 
 
 def init(
@@ -1135,6 +1139,21 @@ def current_runtime() -> Runtime | None:
     return _runtime
 
 
+def store_in_use() -> str | None:
+    """The store (its ``describe()``) of this process's runtime, or of the one the next use
+    starts after ``shutdown()`` (the same settings, so the same store); None if no runtime was
+    started since the settings last changed. What a pickled handle carries (see
+    ``ActorHandle.__reduce__``): a handle pickled after ``shutdown()`` carried none, and a
+    process that chose no store looked for its actor in the embedded default one."""
+    runtime = _runtime
+    if runtime is not None:
+        return runtime.store.describe()
+    described = _described
+    if described is not None and described[0] is _settings:
+        return described[1]
+    return None
+
+
 def storage_chosen() -> bool:
     """Whether this process chose its store (``init()`` or ``$VACTOR_STORAGE``), rather than
     falling back to the embedded default one."""
@@ -1143,7 +1162,7 @@ def storage_chosen() -> bool:
 
 def get_runtime() -> Runtime:
     """The current runtime, created from ``init()``'s settings (or the defaults) on first use."""
-    global _runtime, _settings
+    global _runtime, _settings, _described
     runtime = _runtime
     if runtime is not None:
         return runtime
@@ -1152,6 +1171,7 @@ def get_runtime() -> Runtime:
             if _settings is None:
                 _settings = Settings(storage=default_storage(), signing_key=_env_key())
             _runtime = Runtime(_settings)
+            _described = (_settings, _runtime.store.describe())
         return _runtime
 
 

@@ -58,6 +58,7 @@ from typing import Any, Literal
 
 from vactor_cloud import _sync, keys
 from vactor_cloud.batch import CallOptions, PendingCall
+from vactor_cloud.core import call_cycle
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -1018,8 +1019,32 @@ def list_timers(actor_id: str, *, runtime: Runtime | None = None) -> list[dict[s
 
 
 def cancel_timer(actor_id: str, key: str, *, runtime: Runtime | None = None) -> bool:
-    """Cancel the actor's pending timer ``key`` (one commit); False if there was none."""
+    """Cancel the actor's pending timer ``key`` (one commit); False if there was none (a read
+    of the newest step, no commit, when nothing of this process may still schedule it)."""
     runtime = runtime or get_runtime()
+    if _none_to_cancel(runtime, actor_id, key):
+        return False
     call = PendingCall(CANCEL, (key,), {}, False, ActorFuture(), uuid.uuid4().hex)
     runtime.call(actor_id, call)
     return bool(call.future.result())
+
+
+def _none_to_cancel(runtime: Runtime, actor_id: str, key: str) -> bool:
+    """Whether the actor's newest step, read now (one GET when warm), has no timer ``key``
+    while no call of this process that might schedule it is still to apply: the cancel is then
+    a no-op, linearized at that read, and commits nothing (it wrote a step recording it).
+
+    Sound because the read is of the newest step: a ``set_timer`` that returned before the
+    cancel began committed before the read and is seen; one that commits after the read
+    overlapped the cancel, which may be ordered before it. What this process has queued or
+    is applying to the actor, a creation of it still pending, and a post of its own not yet
+    applied (``CallPendingError``: the cancel must apply after it) would apply before a
+    cancel committed now: any of them sends the cancel the usual way, as does a call made
+    inside a writer method of the actor (refused there as before)."""
+    if call_cycle(actor_id) is not None or runtime.creating(actor_id) is not None:
+        return False
+    core = runtime.core(actor_id)
+    if not core.idle or actor_id in runtime.pending_posts:
+        return False
+    record = runtime.run(core.revalidate())
+    return key not in pending_timers(record.extra)

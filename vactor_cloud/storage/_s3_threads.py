@@ -18,6 +18,8 @@ read timeout at most), which then no longer counts toward the pool's size (a
 stall does not hold the pool once the endpoint answers again), and botocore
 sends it no second attempt: its caller, and perhaps the runtime, has gone (a
 write retried after shutdown returned would land behind the caller's back).
+``close()`` returns once every thread has ended (a stalled request: ``_CLOSE_WAIT`` at most),
+so that after ``vc.shutdown()`` no thread of the store runs.
 
 The client is built once, on a request's thread, under a lock: building it
 loads botocore's service model (a fraction of a second, longer on a loaded
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import os
 import queue
 import threading
@@ -41,10 +45,14 @@ import botocore.session
 
 __all__ = ["BotocoreTransport", "botocore_client_arguments"]
 
+logger = logging.getLogger("vactor_cloud")
+
 #: s3fs's defaults, kept so that the two transports time out alike
 _CONNECT_TIMEOUT = 5
 _READ_TIMEOUT = 15
 _POOL = 32
+#: seconds ``close()`` waits for the request threads to end (the runtime's shutdown may cut it shorter)
+_CLOSE_WAIT = 5.0
 #: storage options that only tune s3fs's file API, which the store never uses
 IGNORED_OPTIONS = frozenset(
     {
@@ -155,18 +163,31 @@ class _DaemonPool:
         self._pending = 0
         #: running jobs whose caller stopped waiting (see :meth:`abandon`)
         self._abandoned: set[concurrent.futures.Future[Any]] = set()
+        #: the threads started and not ended, and (once :meth:`join` waits) the future set when
+        #: the last of them ends
+        self._alive: set[threading.Thread] = set()
+        self._all_ended: concurrent.futures.Future[None] | None = None
 
     def submit(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        thread: threading.Thread | None = None
         with self._lock:
             self._pending += 1
             abandoned = len(self._abandoned)
-            start = self._threads - abandoned < min(self._size, self._pending - abandoned)
-            if start:
+            if self._threads - abandoned < min(self._size, self._pending - abandoned):
                 self._threads += 1
+                name = f"{self._name}-{self._threads}"
+                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                self._alive.add(thread)
         self._jobs.put((future, function))
-        if start:
-            threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+        if thread is not None:
+            try:
+                thread.start()
+            except BaseException:  # (no thread to be had: at interpreter exit) none to wait for
+                with self._lock:
+                    self._alive.discard(thread)
+                    self._threads -= 1
+                raise
         return future
 
     def abandon(self, future: concurrent.futures.Future[Any]) -> None:
@@ -183,7 +204,40 @@ class _DaemonPool:
         for _ in range(threads):
             self._jobs.put(None)
 
+    async def join(self, timeout: float) -> bool:
+        """(After :meth:`shutdown`) Wait until every thread has ended, ``timeout`` seconds at most,
+        without blocking the event loop; False if one still runs then (a request stalled in a
+        silent socket ends with botocore's read timeout, on its own)."""
+        until = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._alive)
+            if threads and self._all_ended is None:
+                self._all_ended = concurrent.futures.Future()
+            ended = self._all_ended
+        if not threads:
+            return True
+        assert ended is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ended)), timeout)
+        except TimeoutError:
+            return False
+        # Each has run its last line (the future says so): join returns as the thread ends.
+        for thread in threads:
+            thread.join(max(until - time.monotonic(), 0.0))
+        return not any(thread.is_alive() for thread in threads)
+
     def _work(self) -> None:
+        try:
+            self._take_jobs()
+        finally:
+            with self._lock:
+                self._alive.discard(threading.current_thread())
+                ended = self._all_ended if not self._alive else None
+            if ended is not None and not ended.done():
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    ended.set_result(None)
+
+    def _take_jobs(self) -> None:
         while True:
             try:
                 job = self._jobs.get(timeout=self._idle)
@@ -328,12 +382,26 @@ class BotocoreTransport:
         return extra
 
     async def close(self) -> None:
-        """Close the connection pool; requests still on a thread fail or finish on their own."""
+        """End the request threads and close the connection pool: once this returns, no thread
+        of this transport runs. Requests queued before it are still sent; a request stalled in
+        a silent socket is waited for ``_CLOSE_WAIT`` seconds at most (it ends on its own, at
+        botocore's read timeout, and sends no second attempt)."""
         client, self._client = self._client, None
         pool, self._pool = self._pool, None
         if self._pid != os.getpid():
             return  # a forked child's copy: the parent's threads and sockets are not ours to close
-        if pool is not None:
-            pool.shutdown()
-        if client is not None:
-            client.close()
+        try:
+            if pool is not None:
+                pool.shutdown()
+                # The threads ended just after close returned: after vc.shutdown() threads of
+                # the runtime were still running.
+                if not await pool.join(_CLOSE_WAIT):
+                    logger.warning(
+                        "vactor_cloud: S3 request thread(s) of bucket %r still run %g s after close "
+                        "(a request stalled in a silent socket): they end at botocore's read timeout",
+                        self.bucket,
+                        _CLOSE_WAIT,
+                    )
+        finally:  # (cancelled: the caller's own deadline passed) the connections are closed all the same
+            if client is not None:
+                client.close()
