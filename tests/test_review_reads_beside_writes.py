@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -467,3 +468,45 @@ def test_a_read_answers_when_another_thread_drops_the_cache_under_its_probe(
     armed.append(True)
     assert tally.add.run(1) == 2  # a writer's own look at the cache copes too
     assert tally.value.run() == 2
+
+
+# -- a read from a signal handler, on the thread whose write is held --------------------------------
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+def test_a_read_from_a_signal_handler_on_the_thread_whose_put_is_held_is_answered(
+    gated: Callable[..., Gate],
+) -> None:
+    """(Pin) A signal handler (a "status" handler) reading the actor whose step put the
+    interrupted thread waits for: a writer call there is refused (it would wait for itself),
+    a read is answered at once with the committed state, and the held write carries on."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread")
+    gate = gated()
+    tally = Tally.get_or_create("signalled")
+    tally.add.run(1)
+    seen: list[Any] = []
+    answered = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        try:
+            seen.append(tally.value.run())
+        except BaseException as exc:
+            seen.append(exc)
+        answered.set()
+
+    def poke() -> None:
+        if gate.held.wait(HANG):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR2)
+            answered.wait(HANG)
+        gate.release.set()
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    try:
+        gate.hold("put", "/steps/")
+        poker = threading.Thread(target=poke, daemon=True)
+        poker.start()
+        assert tally.add.run(10) == 11  # the handler ran while this waited for its put
+        poker.join(HANG)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        gate.release.set()
+    assert seen == [1]
