@@ -87,6 +87,7 @@ from vactor_cloud.log import (
 )
 from vactor_cloud.poster import CombiningEnv, Posted
 from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
+from vactor_cloud.read_room import ReadRoom
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
@@ -132,6 +133,9 @@ class CoreEnv(CombiningEnv, Protocol):
     """What an :class:`ActorCore` needs from its runtime, and nothing more: what contention
     combining needs (:class:`~vactor_cloud.poster.CombiningEnv`: the store, the settings, the
     IO loop, the pool), and the following."""
+
+    #: room for the states that read-only calls restore at once (``Settings.max_read_bytes``)
+    read_room: ReadRoom
 
     async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorDefinition:
         """The class body ``ref`` loaded from storage."""
@@ -548,23 +552,30 @@ class ActorCore(Folder):
         steps the probe missed is always seen. Steps at or above the
         watermark are never deleted, so a probe that reached one found the newest.
         """
-        await self.ensure_loaded()
-        base = self.record
-        assert base is not None
+        base = await self._loaded_record()
         started = time.monotonic()
         if started - self.validated_at > self.env.settings.fresh_window:
             newest, watermark = await self.log.probe_with_watermark(base)
             if watermark.min_step > newest.step:
                 self._invalidate()
-                await self.ensure_loaded()
-                assert self.record is not None
-                return self.record
+                return await self._loaded_record()
         else:
             newest, _ = await self.log.probe_from(base)
         self._accept(newest, started)
+        # (Not the cache if another thread dropped it since: a reader's probe answered all the same.)
         record = self.record
-        assert record is not None
-        return record if record.step >= newest.step else newest
+        return record if record is not None and record.step >= newest.step else newest
+
+    async def _loaded_record(self) -> StepRecord:
+        """The cached step, loaded if need be, and loaded again if another thread dropped the
+        cache meanwhile (a compaction's ``forget``, a writer's failed attempt): each thread
+        reads ``self.record`` once, never assumes it is still set (a read failed with a bare
+        ``AssertionError`` so). Bounded by the caller's deadline, as every load is."""
+        while True:
+            await self.ensure_loaded()
+            record = self.record
+            if record is not None:
+                return record
 
     # -- creation (IO loop) -------------------------------------------------------------
     async def create(self, definition: ActorDefinition, state: bytes, init_args: str) -> bool:
@@ -1508,7 +1519,9 @@ class ActorCore(Folder):
             else:
                 record = self.env.run(self.revalidate())
             definition = self._definition_now(record)
-            outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, self.env))
+            env = self.env
+            with env.read_room.taken(len(record.state), env.settings.deadline, self.actor_id, call.method):
+                outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, env))
         except BaseException as exc:
             outcome = Outcome(False, exc)
         call.deliver(outcome)

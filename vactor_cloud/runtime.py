@@ -49,6 +49,7 @@ from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import PostSender
+from vactor_cloud.read_room import ReadRoom
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
@@ -432,6 +433,10 @@ class Runtime:
         self._eager = self.store.request_timeout is None
         self.loop = _sync.get_loop()
         self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-call")
+        #: read-only calls made with ``run_async`` run on a pool of their own: on the writers' pool
+        #: they waited behind whatever filled it (slow writer methods, puts, a holder's folds)
+        self.read_executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-read")
+        self.read_room = ReadRoom(settings.max_read_bytes)
         #: who posts for this runtime's actors (one sender per process in each post cursor)
         self.post_sender = PostSender()
         #: by actor id, our newest post not yet known applied, whatever became of its core
@@ -506,10 +511,15 @@ class Runtime:
         )
 
     def spawn(
-        self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None
+        self,
+        fn: Callable[[], None],
+        on_shutdown: Callable[[BaseException], None] | None = None,
+        *,
+        read: bool = False,
     ) -> None:
-        """Run ``fn`` on the pool. ``on_shutdown(error)``: settles what ``fn`` would have, if
-        the runtime shuts down before ``fn`` starts (or has shut down already)."""
+        """Run ``fn`` on the pool (``read``: the read-only calls' pool). ``on_shutdown(error)``:
+        settles what ``fn`` would have, if the runtime shuts down before ``fn`` starts (or has
+        shut down already)."""
         token = self._work.begin()
 
         def run() -> None:
@@ -517,7 +527,7 @@ class Runtime:
             fn()
 
         try:
-            task = self.executor.submit(run)
+            task = (self.read_executor if read else self.executor).submit(run)
         except RuntimeError:  # the runtime (or the interpreter) has shut down
             self._work.end(token)
             error = self._shutdown_error()
@@ -913,6 +923,7 @@ class Runtime:
         error = self._shutdown_error()
         # What has not started never starts: pool tasks are cancelled, queued calls failed.
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.read_executor.shutdown(wait=False, cancel_futures=True)
         for task, settle in list(self._settle_on_shutdown.items()):
             if task.cancelled():
                 self._settle_on_shutdown.pop(task, None)
@@ -945,7 +956,8 @@ class Runtime:
         # was cancelled soon after: a second at least; a method body still running keeps its
         # thread (logged above).
         joined_by = max(until, time.monotonic() + 1.0)
-        for thread in list(getattr(self.executor, "_threads", ())):
+        threads = [*getattr(self.executor, "_threads", ()), *getattr(self.read_executor, "_threads", ())]
+        for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(joined_by - time.monotonic(), 0.0))
 

@@ -95,13 +95,18 @@ class Settings:
     max_batch: int = 512
     #: idempotency keys kept: (newest N keys, or younger than T seconds), whichever keeps more
     dedup_window: tuple[int, float] = DEFAULT_DEDUP_WINDOW
-    #: threads that run calls made with ``run_async`` (a blocking ``run`` runs on its caller's thread)
+    #: threads that run calls made with ``run_async`` (a blocking ``run`` runs on its caller's thread);
+    #: read-only calls have a pool of their own of as many threads (they never wait behind writes)
     max_workers: int = 32
     #: idle actors cached per process (their newest step and live instance); the least recently used go
     max_cached_actors: int = 10_000
     #: ...and at most about this many bytes of cached state (with the folded calls' outcomes its step
     #: carries, and decoded idempotency tables) in all
     max_cache_bytes: int = 128 * 1024 * 1024
+    #: read-only calls running at once restore private copies of their actors' states of at most
+    #: about this many bytes in all (stored size); a read past it waits for one to end (one alone
+    #: always runs; a read inside a read never waits)
+    max_read_bytes: int = 128 * 1024 * 1024
     #: default executor of ``vactor_cloud.subtask``: "thread", "process", an Executor or a dask Client
     subtask_executor: Any = None
     #: False: ``get_or_create`` returns before ``__init__`` committed (Ray's behaviour); until then this
@@ -151,6 +156,7 @@ _RANGES: dict[str, tuple[float, bool]] = {
     "max_workers": (1, True),
     "max_cached_actors": (1, True),
     "max_cache_bytes": (0, True),
+    "max_read_bytes": (0, True),
 }
 _INTEGERS = frozenset(
     {
@@ -161,6 +167,7 @@ _INTEGERS = frozenset(
         "max_workers",
         "max_cached_actors",
         "max_cache_bytes",
+        "max_read_bytes",
     }
 )
 

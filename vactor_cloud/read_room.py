@@ -1,0 +1,110 @@
+"""ReadRoom: how much state the read-only calls running at once may restore, in all.
+
+A read-only call runs on a private copy of the state, restored for it alone
+(its result, and what it does to ``self``, are its own). Nothing bounded
+those copies: 32 ``run_async`` reads (the pool) of a 20 MB actor, or as many
+threads calling ``run()``, held 32 x 20 MB at once, whatever
+``max_cache_bytes`` said. A read now takes room for its state's stored size
+(``Settings.max_read_bytes`` in all, per runtime) before it restores it, and
+gives it back when its method returns; past the room it waits for a read to
+end. Reads only ever wait here for other reads, never for a write.
+
+* One read alone always runs, however large its state.
+* A read inside a read (a read-only method calling one, directly or through
+  other actors, on its thread or on the helper thread of an ``async def``
+  method: the same ``contextvars`` context) takes no room and never waits: the
+  room its caller holds would otherwise keep it waiting for itself. So does
+  one made with ``run_async`` inside a read, whatever thread runs it.
+* Every wait has an end: a read that waited ``Settings.deadline`` runs anyway
+  (a read holding room while it waits, on another thread, for a read waiting
+  for room here: the bound gives way rather than the call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+__all__ = ["ReadRoom", "as_nested_read", "in_a_read"]
+
+logger = logging.getLogger("vactor_cloud")
+
+#: read-only calls running in this context, one inside the other (a nested read takes no room)
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("vactor_read_depth", default=0)
+
+
+def in_a_read() -> bool:
+    """Whether a read-only call runs in this context (a read made now is nested in it)."""
+    return _depth.get() > 0
+
+
+def as_nested_read(fn: Callable[[], None]) -> None:
+    """Run ``fn`` (a read made inside a read, run on another thread: ``run_async``) as a read
+    nested in that one: its caller waits for it, holding room it would otherwise wait for."""
+    token = _depth.set(_depth.get() + 1)
+    try:
+        fn()
+    finally:
+        _depth.reset(token)
+
+
+class ReadRoom:
+    """Room for the states the read-only calls of one runtime restore at once."""
+
+    __slots__ = ("_changed", "_running", "_size", "_used", "waiting")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._changed = threading.Condition(threading.Lock())
+        self._used = 0
+        self._running = 0
+        #: reads waiting for room now (for tests and debugging)
+        self.waiting = 0
+
+    def _fits(self, size: int) -> bool:
+        return self._running == 0 or self._used + size <= self._size
+
+    @contextlib.contextmanager
+    def taken(self, size: int, wait: float, actor_id: str, method: str) -> Iterator[None]:
+        """Hold room for ``size`` bytes of restored state around the run of read-only call
+        ``method`` of ``actor_id`` (waiting at most ``wait`` seconds for it)."""
+        depth = _depth.get()
+        if depth:  # a read inside a read: the outer one's room covers it
+            nested = _depth.set(depth + 1)
+            try:
+                yield
+            finally:
+                _depth.reset(nested)
+            return
+        changed = self._changed
+        with changed:
+            if not self._fits(size):
+                self.waiting += 1
+                try:
+                    if not changed.wait_for(lambda: self._fits(size), timeout=wait):
+                        logger.warning(
+                            "read-only call %s() of actor %r waited %g s for room to restore its "
+                            "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
+                            "it runs anyway",
+                            method,
+                            actor_id,
+                            wait,
+                            self._size,
+                            self._running,
+                        )
+                finally:
+                    self.waiting -= 1
+            self._used += size
+            self._running += 1
+        outer = _depth.set(1)
+        try:
+            yield
+        finally:
+            _depth.reset(outer)
+            with changed:
+                self._used -= size
+                self._running -= 1
+                changed.notify_all()
