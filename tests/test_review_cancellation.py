@@ -215,12 +215,12 @@ def test_calls_left_awaited_when_asyncio_run_ends_are_withdrawn_if_not_started(s
 
 # -- 2. sync callers: future.cancel(), result(timeout) --------------------------------------------
 @pytest.mark.usefixtures("runtime_off")
-def test_a_future_cancelled_from_sync_code_is_withdrawn_and_shutdown_settles_the_rest(
+def test_a_future_cancelled_from_sync_code_is_withdrawn_and_a_timed_out_wait_cancels_nothing(
     store_spec: StoreSpec,
 ) -> None:
     """(Pin.) ``fut.cancel()`` on a queued call, and a ``result(timeout)`` that ran out on
-    another: the cancelled one never applies, the other still does, in order; a call queued at
-    shutdown fails with ``RuntimeShutdownError``; nothing hangs."""
+    another: the cancelled one never applies, the other still does, in order; nothing hangs.
+    Fails if ``PendingCall.claim`` runs a cancelled call."""
     store_spec.init()
     gate = Gate.get_or_create("g")
     holder = _hold_actor(gate, "held")
@@ -396,6 +396,64 @@ def test_ctrl_c_while_another_thread_commits_the_call_says_it_may_still_apply(
             break
         time.sleep(0.005)
     assert gate.applied.run() == ["pool", "ours"]
+
+
+# -- 5. Ctrl-C while an async method runs on its helper thread ------------------------------------
+@vc.virtual_actor
+class AsyncGate:
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def work(self, token: str) -> int:
+        _entered[token].set()
+        try:
+            for _ in range(int(HANG / 0.005)):
+                if _opened[token].is_set():
+                    break
+                await asyncio.sleep(0.005)
+        except asyncio.CancelledError:
+            _cancelled.add(token)
+            raise
+        self.n += 1
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def read(self) -> int:
+        return self.n
+
+
+_cancelled: set[str] = set()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_while_an_async_method_runs_on_its_helper_thread_stops_the_method(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """``.run()`` of an ``async def`` method from inside a running event loop (a notebook cell,
+    an async handler): the method runs on a helper thread (``asyncio.run`` cannot nest) while
+    the caller's thread joins it. Ctrl-C there failed the call (excluded, not applied) but
+    left the helper running the method's coroutine on its own: user code (calls to other
+    actors, side effects) went on after its caller was told the call was stopped, on a thread
+    nobody joins. Now the interrupt cancels the coroutine (it gets ``CancelledError``, as
+    ``asyncio.run`` gives its task at Ctrl-C) and the helper ends before the caller hears."""
+    store_spec.init()
+    gate = AsyncGate.get_or_create("ag")
+    _entered["a"], _opened["a"] = threading.Event(), threading.Event()
+    ctrl_c(_entered["a"])
+
+    async def inside_a_loop() -> int:
+        return gate.work.run("a")  # type: ignore[no-any-return]
+
+    try:
+        with pytest.raises(Interrupted):
+            asyncio.run(inside_a_loop())
+        assert "a" in _cancelled, "the method's coroutine went on after the interrupt"
+    finally:
+        _opened["a"].set()
+    assert gate.read.run() == 0
+    _entered["b"], _opened["b"] = threading.Event(), threading.Event()
+    _opened["b"].set()
+    assert gate.work.run("b") == 1
 
 
 # -- 6. Ctrl-C while a call waits behind this process's pending creation --------------------------
