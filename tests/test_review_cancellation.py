@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -114,6 +116,39 @@ def _hold_lease_elsewhere(actor_id: str, seconds: float) -> None:
     runtime = vc.get_runtime()
     leases = LeaseStore(runtime.store, actor_id, runtime.settings.signing_key)
     assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, seconds, 1)) is not None
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[Callable[[threading.Event], None]]:
+    """As the suite's ``ctrl_c`` (SIGINT raises :class:`Interrupted` in the main thread once the
+    event is set), but sent again until its handler ran. A signal that lands just as the main
+    thread enters a blocking wait (after the interpreter's last look, before the syscall) is
+    only handled when that wait returns: here the event is set by the very code that then
+    blocks, so the first signal often lands in that gap (a test waited 60 s for it)."""
+    if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs signals delivered to the main thread")
+    handled = threading.Event()
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        handled.set()
+        raise Interrupted
+
+    def when(event: threading.Event) -> None:
+        def interrupt() -> None:
+            if not event.wait(HANG):
+                return
+            for _ in range(int(HANG / 0.2)):
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                if handled.wait(0.2):
+                    return
+
+        threading.Thread(target=interrupt, daemon=True).start()
+
+    previous = signal.signal(signal.SIGINT, raise_interrupted)
+    try:
+        yield when
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _posted_call_ids(actor_id: str) -> list[str]:
@@ -520,3 +555,64 @@ def test_ctrl_c_while_a_call_waits_for_the_pending_creation_withdraws_it(
     slow.ready().result(HANG)
     assert slow.add.run("next") == 1
     assert slow.applied.run() == ["next"]
+
+
+# -- 7. Ctrl-C inside a sub-workflow ---------------------------------------------------------------
+_ran: list[int] = []
+_CHILDREN = ThreadPoolExecutor(1, thread_name_prefix="review-h52-children")
+
+
+def _child(index: int) -> int:
+    """Child 0 holds the one pool thread; the waiting thread runs the newest queued child (2)
+    itself, where Ctrl-C reaches it; child 1 waits in the pool's queue."""
+    _ran.append(index)
+    if index == 0:
+        assert _opened["child0"].wait(HANG)
+    elif index == 2:
+        _entered["child2"].set()
+        assert _opened["child2"].wait(HANG)
+    else:
+        _opened["child0"].set()  # (before the fix: child 1 ran after the interrupt; finish)
+    return index
+
+
+@vc.virtual_actor
+class Parent:
+    def __init__(self) -> None:
+        self.launched = 0
+
+    def launch(self) -> list[int]:
+        results = vc.subtask(_child, executor=_CHILDREN).map([0, 1, 2])
+        self.launched += 1
+        return results
+
+    @vc.virtual_actor.readonly
+    def read(self) -> int:
+        return self.launched
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_inside_a_sub_workflow_stops_it_and_its_queued_children_never_run(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """A writer method launches children on a thread pool; the waiting thread runs a queued child
+    itself (caller runs) and Ctrl-C reaches it there. The interrupt was taken for that child's
+    failure: the method went on waiting for (and running) the other children, and a child
+    still queued ran after the caller had pressed Ctrl-C (and its result was checkpointed by
+    nobody: a retry of the call ran it again). Now the interrupt fails the call at once and the
+    children not started are cancelled: child 1 never runs."""
+    store_spec.init()
+    parent = Parent.get_or_create("p")
+    _ran.clear()
+    for name in ("child0", "child2"):
+        _entered[name], _opened[name] = threading.Event(), threading.Event()
+    ctrl_c(_entered["child2"])
+    try:
+        with pytest.raises(Interrupted):
+            parent.launch.run()
+    finally:
+        _opened["child2"].set()
+        _opened["child0"].set()
+    _CHILDREN.submit(lambda: None).result(HANG)  # the pool's thread is done with child 0
+    assert 2 in _ran and 1 not in _ran, _ran  # (child 0 too is cancelled if the pool had not started it)
+    assert parent.read.run() == 0
