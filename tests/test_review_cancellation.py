@@ -24,9 +24,10 @@ import pytest
 from combining_workers import OrderLog, commit_behind_its_back
 from interrupts import Interrupted
 from test_combining import init_switchable, pending_posts, wait_for_no_posts
+from test_review_workflow import Wallet, _step_failures_left
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, workflow
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import PostBox
@@ -616,3 +617,27 @@ def test_ctrl_c_inside_a_sub_workflow_stops_it_and_its_queued_children_never_run
     _CHILDREN.submit(lambda: None).result(HANG)  # the pool's thread is done with child 0
     assert 2 in _ran and 1 not in _ran, _ran  # (child 0 too is cancelled if the pool had not started it)
     assert parent.read.run() == 0
+
+
+# -- 8. workflow.resume's future -------------------------------------------------------------------
+def test_a_resume_whose_future_is_cancelled_does_not_say_cancelled_of_re_runs_that_apply(
+    actor_store: StoreSpec,
+) -> None:
+    """``workflow.resume`` submits the failed calls again and returns one future for them all.
+    ``fut.cancel()`` on it (or cancelling a task awaiting it) returned ``True``, the future
+    said cancelled, and the re-runs were applied all the same (they were never withdrawn):
+    a caller told its resume was cancelled found the deposit credited. Now the future is
+    running from the start: ``cancel()`` is ``False`` and it gives the re-runs' results."""
+    _step_failures_left[:] = [1, 1, 1, 1]  # the first run and its three retries fail
+    wallet = Wallet.get_or_create("w")
+    with pytest.raises(ConnectionError):
+        wallet.deposit.run(5)
+    _step_failures_left.clear()
+    future = workflow.resume("w")
+    cancelled = future.cancel()
+    for _ in range(int(HANG / 0.01)):  # the re-run was submitted: it applies either way
+        if wallet.view.run() == 5:
+            break
+        time.sleep(0.01)
+    assert wallet.view.run() == 5
+    assert not cancelled and future.result(HANG) == [5]
