@@ -249,6 +249,27 @@ def test_calls_left_awaited_when_asyncio_run_ends_are_withdrawn_if_not_started(s
     assert gate.applied.run() == ["held", "next"]
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_calls_cancelled_behind_a_holder_that_runs_long_do_not_pile_up(store_spec: StoreSpec) -> None:
+    """A caller that times out and calls again (``asyncio.wait_for`` in a request handler) while
+    the actor's writer runs long: each cancelled call stayed in the write queue, arguments and
+    all, until the holder reached it; memory grew with every timeout. Now the queue drops its
+    cancelled calls as it grows (at each power of two from 1024)."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    holder = _hold_actor(gate, "held")
+    try:
+        for index in range(3000):
+            assert gate.add.run_async(f"timed-out/{index}" + "x" * 100).cancel()
+        queued = len(vc.get_runtime().core("g")._queue or ())
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert queued <= 1024, queued
+    assert gate.add.run("next") == 2
+    assert gate.applied.run() == ["held", "next"]
+
+
 # -- 2. sync callers: future.cancel(), result(timeout) --------------------------------------------
 @pytest.mark.usefixtures("runtime_off")
 def test_a_future_cancelled_from_sync_code_is_withdrawn_and_a_timed_out_wait_cancels_nothing(

@@ -611,9 +611,17 @@ class ActorCore(Folder):
 
     def _enqueue(self, call: PendingCall) -> None:
         with self._mutex:
-            if self._queue is None:
-                self._queue = deque()
-            self._queue.append(call)
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append(call)
+            size = len(queue)
+            if size >= _PURGE_FROM and size & (size - 1) == 0:
+                # Calls cancelled before they started (an awaiter's timeout) leave the queue only
+                # when a drainer reaches them: behind a holder that runs long, a caller that
+                # keeps timing out and calling again piled them up, arguments and all. Dropped
+                # here at each power of two (amortized O(1) per call).
+                self._queue = deque(c for c in queue if not c.future.cancelled())
         wake = self._wake
         if wake is not None:
             wake.set()  # a serving lease holder takes it into its next fold
@@ -1533,6 +1541,9 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
         f"sent may land); {retry}"
     )
 
+
+#: a write queue this long (and each power of two above) drops the calls cancelled in it
+_PURGE_FROM = 1024
 
 #: call ids an interrupt's note names at most
 _NOTE_IDS = 8
