@@ -31,6 +31,7 @@ from vactor_cloud import _sync, workflow
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import PostBox
+from vactor_cloud.subtask import _from_dask
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -662,3 +663,30 @@ def test_a_resume_whose_future_is_cancelled_does_not_say_cancelled_of_re_runs_th
         time.sleep(0.01)
     assert wallet.view.run() == 5
     assert not cancelled and future.result(HANG) == [5]
+
+
+def test_a_dask_child_cancelled_with_its_call_settles_without_raising_into_dask() -> None:
+    """The children a Ctrl-C leaves unstarted are cancelled (``_Runner.run``); on Dask that is
+    the wrapper future, whose Dask task may still finish: settling the cancelled wrapper raised
+    ``InvalidStateError`` into Dask's done callback. (Fails without the guard in
+    ``subtask._from_dask``.)"""
+
+    class FakeDaskFuture:
+        def __init__(self) -> None:
+            self.callbacks: list[Callable[[Any], None]] = []
+
+        def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+            self.callbacks.append(callback)
+
+        def result(self) -> int:
+            return 7
+
+    dask_future = FakeDaskFuture()
+    wrapper = _from_dask(dask_future)
+    assert wrapper.cancel()
+    for callback in dask_future.callbacks:
+        callback(dask_future)  # the Dask task finished after all
+    assert wrapper.cancelled()
+    settled = _from_dask(dask_future)
+    dask_future.callbacks[-1](dask_future)
+    assert settled.result(0) == 7

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -446,10 +447,15 @@ def _from_dask(dask_future: Any) -> Future[Any]:
     future.dask_future = dask_future  # type: ignore[attr-defined]
 
     def settle(done: Any) -> None:
-        try:
-            future.set_result(done.result())
-        except BaseException as exc:
-            future.set_exception(exc)
+        # (Cancelled once its call stopped waiting, Ctrl-C: nobody reads it, and settling it
+        # would raise InvalidStateError into Dask's callback.)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            try:
+                value = done.result()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
 
     dask_future.add_done_callback(settle)
     return future
