@@ -555,14 +555,16 @@ def _when_blocked_in(function: str, thread: threading.Thread, done: threading.Ev
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("way", ["run", "run_async-result"])
 def test_ctrl_c_while_a_call_waits_for_the_pending_creation_withdraws_it(
-    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None], way: str
 ) -> None:
     """With ``wait_for_init=False`` a writer call made while this process's creation of the
-    actor is still running is queued behind the creation. Ctrl-C while ``run()`` waits for
-    that creation: the caller got the interrupt, and the call stayed queued, to be applied
-    once the creation committed, behind the caller's back (a call queued behind another
-    thread is withdrawn at Ctrl-C, as the docs say). Now it is withdrawn too."""
+    actor is still running is queued behind the creation. Ctrl-C while ``run()`` (or
+    ``run_async(...).result()``) waits for that creation: the caller got the interrupt, and the
+    call stayed queued, to be applied once the creation committed, behind the caller's back (a
+    call queued behind another thread is withdrawn at Ctrl-C, as the docs say). Now it is
+    withdrawn too."""
     store_spec.init(settings=vc.Settings(storage="", wait_for_init=False))
     _entered["init"], _opened["init"] = threading.Event(), threading.Event()
     slow = SlowInit.get_or_create("s", "init")
@@ -571,7 +573,10 @@ def test_ctrl_c_while_a_call_waits_for_the_pending_creation_withdraws_it(
     ctrl_c(_when_blocked_in("wait_created", threading.main_thread(), done))
     try:
         with pytest.raises(Interrupted):
-            slow.add.run("interrupted")
+            if way == "run":
+                slow.add.run("interrupted")
+            else:
+                slow.add.run_async("interrupted").result()
     finally:
         done.set()
         _opened["init"].set()

@@ -86,8 +86,14 @@ def _help_after_creation(
     runtime: Runtime, core: ActorCore, future: concurrent.futures.Future[Any], timeout: float | None
 ) -> None:
     """A waiter on a call queued behind this process's pending creation of the actor runs that
-    creation if no thread has started it (caller runs), then applies the call as any waiter."""
-    runtime.wait_created(core.actor_id)
+    creation if no thread has started it (caller runs), then applies the call as any waiter.
+    Interrupted (Ctrl-C) meanwhile, the call is withdrawn with its wait, as ``core.help``
+    withdraws one queued behind another thread: never applied once the creation commits."""
+    try:
+        runtime.wait_created(core.actor_id)
+    except BaseException:
+        future.cancel()
+        raise
     core.help(future, timeout)
 
 
