@@ -29,6 +29,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import itertools
@@ -381,18 +382,68 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
         return asyncio.run(coro)
     outcome: list[Outcome] = []
     copied = contextvars.copy_context()
+    #: the helper's loop and the task running the method, once it runs
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+
+    async def method() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        running.append((asyncio.get_running_loop(), task))
+        return await coro
+
+    #: set as the helper ends (waited for rather than joined: a ``join`` interrupted by a
+    #: signal handler's exception takes a running thread for stopped, on CPython 3.11)
+    finished = threading.Event()
 
     def run() -> None:
         _local.call = context
         try:
-            outcome.append(Outcome(True, copied.run(asyncio.run, coro)))
+            outcome.append(Outcome(True, copied.run(asyncio.run, method())))
         except BaseException as exc:
             outcome.append(Outcome(False, exc))
+        finally:
+            finished.set()
 
     helper = threading.Thread(target=run, name=f"vactor-async {context.method}", daemon=True)
-    helper.start()
+    try:
+        helper.start()
+        finished.wait()
+    except BaseException:
+        # Interrupted (Ctrl-C) while the method runs on the helper: the call fails with the
+        # interrupt, so the method stops too (as asyncio.run cancels its task at Ctrl-C),
+        # rather than run on, unseen, after its caller was told. Waited for, up to a bound:
+        # a coroutine that ignores its cancellation keeps its thread (logged).
+        _stop_helper(finished, running, context)
+        raise
     helper.join()
     return outcome[0].unwrap()
+
+
+#: how long an interrupted async method's helper thread is waited for once its task is cancelled
+_HELPER_STOP_WAIT = 30.0
+
+
+def _stop_helper(
+    finished: threading.Event,
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]],
+    context: CallContext,
+) -> None:
+    """(``_run_coroutine``'s) Cancel the method's task on the helper's loop and wait for it."""
+    deadline = time.monotonic() + _HELPER_STOP_WAIT
+    while not finished.is_set() and time.monotonic() < deadline:
+        if running:
+            loop, task = running[0]
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: it ended
+                loop.call_soon_threadsafe(task.cancel)
+        finished.wait(0.05)  # (again: a task not started yet, or one that caught a cancellation)
+    if not finished.is_set():
+        logging.getLogger("vactor_cloud").warning(
+            "%s() of actor %r: an async method interrupted (Ctrl-C) did not stop within %g s of "
+            "its cancellation; its thread goes on",
+            context.method,
+            context.actor_id,
+            _HELPER_STOP_WAIT,
+        )
 
 
 #: ``Frozen.value`` of a call without arguments

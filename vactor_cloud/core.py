@@ -626,9 +626,17 @@ class ActorCore(Folder):
 
     def _enqueue(self, call: PendingCall) -> None:
         with self._mutex:
-            if self._queue is None:
-                self._queue = deque()
-            self._queue.append(call)
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append(call)
+            size = len(queue)
+            if size >= _PURGE_FROM and size & (size - 1) == 0:
+                # Calls cancelled before they started (an awaiter's timeout) leave the queue only
+                # when a drainer reaches them: behind a holder that runs long, a caller that
+                # keeps timing out and calling again piled them up, arguments and all. Dropped
+                # here at each power of two (amortized O(1) per call).
+                self._queue = deque(c for c in queue if not c.future.cancelled())
         wake = self._wake
         if wake is not None:
             wake.set()  # a serving lease holder takes it into its next fold
@@ -727,8 +735,10 @@ class ActorCore(Folder):
                     wake.wait(min(remaining, stalled_at - now))
                 except BaseException as exc:
                     # Interrupted (Ctrl-C) while queued behind another thread: a call not started
-                    # is withdrawn with it, never applied later behind its caller's back.
-                    self._withdraw(future, exc)
+                    # is withdrawn with it, never applied later behind its caller's back. One that
+                    # thread already took into its batch goes on there: the interrupt says so.
+                    if not self._withdraw(future, exc):
+                        exc.add_note(started_elsewhere_note(self.actor_id))
                     raise
                 finally:
                     if timeout is None:
@@ -961,8 +971,19 @@ class ActorCore(Folder):
         its outcome. Each attempt, or the handling of what stopped it, says what comes next:
         try again, done, or committed (then the bookkeeping after a commit)."""
         c = _Commit(batch, keys, raised, time.monotonic() + self.env.settings.commit_timeout)
-        if not self._choose_way(c):
-            return
+        try:
+            if self._choose_way(c):
+                self._attempt_until_settled(c)
+        except BaseException:
+            # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
+            # post stays, and any process's fold may still apply it.
+            if c.posted is not None:
+                self._interrupted_after_posting(c.posted, batch)
+            raise
+
+    def _attempt_until_settled(self, c: _Commit) -> None:
+        """``_commit_attempts``'s loop: attempt until ``c.batch`` has its outcome."""
+        batch = c.batch
         while True:
             if self.env.closed:
                 # Shutdown began: no attempt starts (one that ran when it began finished).
@@ -1537,6 +1558,20 @@ class ActorCore(Folder):
 def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
     """What an interrupt that stopped a commit tells its catcher (and its traceback)."""
     methods = ", ".join(sorted({call.method for call in batch}))
+    if any(call.posted is not None for call in batch):
+        # Posted under contention: not withdrawn. History does not show such a call until a
+        # fold applies it, so "look at history before calling again" applied it twice.
+        ids = ", ".join(call.call_id for call in batch[:_NOTE_IDS])
+        if len(batch) > _NOTE_IDS:
+            ids += f" and {len(batch) - _NOTE_IDS} more"
+        return (
+            f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor "
+            f"{actor_id!r} ({methods}) after they were posted under contention: the post stays, "
+            "and any process's fold may still apply them (at most once, after this process's "
+            "earlier calls to the actor, before its later ones) until it expires (30 min); "
+            f"handle.call_outcome(call_id) tells what became of each (call ids: {ids}): do not "
+            "call again before it says not applied, unless the call has an idempotency key"
+        )
     keyed = all(call.idempotency_key is not None for call in batch)
     retry = (
         "a retry with the same idempotency key applies each at most once"
@@ -1548,6 +1583,23 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
         f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor "
         f"{actor_id!r} ({methods}): they may or may not have been applied (a step put already "
         f"sent may land); {retry}"
+    )
+
+
+#: a write queue this long (and each power of two above) drops the calls cancelled in it
+_PURGE_FROM = 1024
+
+#: call ids an interrupt's note names at most
+_NOTE_IDS = 8
+
+
+def started_elsewhere_note(actor_id: str) -> str:
+    """What an interrupt tells whose call another thread was already committing."""
+    return (
+        f"vactor_cloud: this interrupted a wait for a call to actor {actor_id!r} that another "
+        "thread of this process had already taken into the batch it commits: that thread goes "
+        "on, so the call may be applied (look at the actor before calling again, or use an "
+        "idempotency key)"
     )
 
 

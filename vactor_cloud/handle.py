@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar
 from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
-from vactor_cloud.core import ActorCore, WaitingInsideWriter, writers_on_this_thread
+from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo
 from vactor_cloud.errors import ReentrantCallError, StorageNotChosenError, VirtualActorNotInitializedError
 from vactor_cloud.events import (
@@ -96,8 +96,14 @@ def _help_after_creation(
     runtime: Runtime, core: ActorCore, future: concurrent.futures.Future[Any], timeout: float | None
 ) -> None:
     """A waiter on a call queued behind this process's pending creation of the actor runs that
-    creation if no thread has started it (caller runs), then applies the call as any waiter."""
-    runtime.wait_created(core.actor_id)
+    creation if no thread has started it (caller runs), then applies the call as any waiter.
+    Interrupted (Ctrl-C) meanwhile, the call is withdrawn with its wait, as ``core.help``
+    withdraws one queued behind another thread: never applied once the creation commits."""
+    try:
+        runtime.wait_created(core.actor_id)
+    except BaseException:
+        future.cancel()
+        raise
     core.help(future, timeout)
 
 
@@ -455,10 +461,22 @@ class ActorMethod(Generic[P, R]):
             return self._run(runtime, core, call, creating)
 
     def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: bool) -> R:
-        if creating and self._after_creation(runtime, call):
-            if isinstance(call.future, ActorFuture):
-                call.future._help = functools.partial(_help_after_creation, runtime, core, call.future)
-        elif call.readonly:
+        if creating:
+            try:
+                if self._after_creation(runtime, call):
+                    if isinstance(call.future, ActorFuture):
+                        call.future._help = functools.partial(
+                            _help_after_creation, runtime, core, call.future
+                        )
+                    return call.future.result()  # type: ignore[no-any-return]
+            except BaseException as exc:
+                # Interrupted (Ctrl-C) while queued behind this process's pending creation of the
+                # actor: withdrawn with it, as a call queued behind another thread is, never
+                # applied once the creation commits, behind its caller's back.
+                if not call.future.done() and not call.future.cancel():
+                    exc.add_note(started_elsewhere_note(self._actor_id))
+                raise
+        if call.readonly:
             core.read(call)
         else:
             core.call(call)

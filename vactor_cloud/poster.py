@@ -311,6 +311,15 @@ class Poster:
             if isinstance(exc, PostInDoubtError):
                 post = exc.post  # under the name it may exist by (not one another's post took)
             logger.debug("actor %r: a post's write is in doubt: %s", self.actor_id, exc)
+        except BaseException:
+            # Interrupted (Ctrl-C) while the post was written: it may have landed, its answer
+            # lost. Kept as in doubt (its caller gets the interrupt): our later posts follow it,
+            # and call_outcome says pending, not "never", while it may apply.
+            posted = Posted(post, base, time.monotonic(), doubt=True)
+            for c in batch:
+                c.posted = (post.key, post.sender, post.seq)
+            self._interrupted_after_posting(posted, batch)
+            raise
         counters.count("posted_calls", len(calls))
         for c in batch:
             c.posted = (post.key, post.sender, post.seq)  # another process may run it now
@@ -572,6 +581,20 @@ class Poster:
         self._remember_given_up(posted, batch)
         self._outstanding = posted  # our next batch posts too, after this one: order is kept
         return CallPendingError(self.actor_id, [c.call_id for c in batch])
+
+    def _interrupted_after_posting(self, posted: Posted, batch: list[PendingCall]) -> None:
+        """An interrupt (Ctrl-C, a signal handler's exception) stopped ``batch``'s commit once it
+        was posted (or while its post was written): its caller gets the interrupt, and the post
+        may still be applied by any process's fold. Remembered as a post given up on
+        (``call_outcome`` says pending, not "never", while it may apply) and kept as our
+        pending post (our next batch applies after it). A write of ours that carries it (the
+        post, or our own fold's step put) may still land: not "never" before the deadline."""
+        unsettled = [c for c in batch if not c.future.done()]
+        if not unsettled:
+            return
+        posted.may_land_until = max(posted.may_land_until, time.monotonic() + self.env.settings.deadline)
+        self._remember_given_up(posted, unsettled)
+        self._outstanding = posted
 
     def _remember_given_up(self, posted: Posted, calls: list[PendingCall]) -> None:
         """Keep ``posted`` for ``call_outcome`` under each call's id (the newest

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -259,9 +260,25 @@ class _Runner:
     ) -> Iterable[tuple[int, _Success | _Failure]]:
         attempts: dict[int, int] = {}
         pending: dict[Future[Any], tuple[int, tuple[Any, ...], dict[str, Any]]] = {}
-        for child in children:
-            attempts[child[0]] = 1
-            pending[self.submit(fn, child[1], child[2])] = child
+        try:
+            for child in children:
+                attempts[child[0]] = 1
+                pending[self.submit(fn, child[1], child[2])] = child
+            yield from self._settled(fn, attempts, pending)
+        finally:
+            # Stopped early (Ctrl-C on the waiting thread): the call fails, so its children not
+            # started yet never start (they ran later, after their caller was told, and again
+            # when the call was retried: nothing checkpointed them). Started ones cannot be stopped.
+            for future in pending:
+                future.cancel()
+
+    def _settled(
+        self,
+        fn: Callable[..., Any],
+        attempts: dict[int, int],
+        pending: dict[Future[Any], tuple[int, tuple[Any, ...], dict[str, Any]]],
+    ) -> Iterable[tuple[int, _Success | _Failure]]:
+        """``run``'s loop: wait for the children, retry failures, yield outcomes as they come."""
         while pending:
             done, _ = concurrent.futures.wait(
                 list(pending), timeout=0 if self.in_process else None, return_when=FIRST_COMPLETED
@@ -310,8 +327,14 @@ class _Runner:
             ran.set_running_or_notify_cancel()
             try:
                 ran.set_result(run_detached(_call_here, fn, child[1], child[2]))
-            except BaseException as exc:  # as a pool's worker does: the child's outcome, not ours
+            except Exception as exc:  # as a pool's worker does: the child's outcome, not ours
                 ran.set_exception(exc)
+            except BaseException as exc:
+                # Ctrl-C (or a signal handler's exception) reaching this waiting thread while it
+                # ran the child: the caller's, not the child's. Taken for the child's failure,
+                # it was retried (max_retries) and the method went on waiting for the others.
+                ran.set_exception(exc)
+                raise
             pending[ran] = child
             return True
         return False
@@ -424,10 +447,15 @@ def _from_dask(dask_future: Any) -> Future[Any]:
     future.dask_future = dask_future  # type: ignore[attr-defined]
 
     def settle(done: Any) -> None:
-        try:
-            future.set_result(done.result())
-        except BaseException as exc:
-            future.set_exception(exc)
+        # (Cancelled once its call stopped waiting, Ctrl-C: nobody reads it, and settling it
+        # would raise InvalidStateError into Dask's callback.)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            try:
+                value = done.result()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
 
     dask_future.add_done_callback(settle)
     return future

@@ -195,6 +195,11 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
     if not futures:
         combined.set_result([])
+    else:
+        # The re-runs are submitted (shared with any other resume of this process): they go on
+        # whatever becomes of this future. Running, it cannot be cancelled; cancelled, it said
+        # so of calls that then applied.
+        combined.set_running_or_notify_cancel()
     for future in futures:
         future.add_done_callback(Waker(settle))
     # A waiter applies the re-runs when nobody else does (caller runs), as a call's waiter does:
