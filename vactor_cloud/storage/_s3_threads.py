@@ -166,6 +166,8 @@ class _DaemonPool:
         #: the threads started and not ended, and (once :meth:`join` waits) the future set when
         #: the last of them ends
         self._alive: set[threading.Thread] = set()
+        #: the job each thread runs now (absent: none)
+        self._job_of: dict[threading.Thread, concurrent.futures.Future[Any]] = {}
         self._all_ended: concurrent.futures.Future[None] | None = None
 
     def submit(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
@@ -196,6 +198,7 @@ class _DaemonPool:
         with self._lock:
             if future.running() and len(self._abandoned) < self._size:
                 self._abandoned.add(future)
+                self._settle_join()
 
     def shutdown(self) -> None:
         """Let every thread end once it has taken the jobs queued before this."""
@@ -205,26 +208,33 @@ class _DaemonPool:
             self._jobs.put(None)
 
     async def join(self, timeout: float) -> bool:
-        """(After :meth:`shutdown`) Wait until every thread has ended, ``timeout`` seconds at most,
-        without blocking the event loop; False if one still runs then (a request stalled in a
-        silent socket ends with botocore's read timeout, on its own)."""
-        until = time.monotonic() + timeout
+        """(After :meth:`shutdown`) Wait until every thread has ended but those running a job
+        whose caller stopped waiting (:meth:`abandon`: a request stalled in a silent socket, which
+        ends at botocore's read timeout on its own, and is not waited for), ``timeout`` seconds at
+        most, without blocking the event loop; False if a thread still runs a job a caller waits for."""
         with self._lock:
-            threads = list(self._alive)
-            if threads and self._all_ended is None:
+            if self._all_ended is None:
                 self._all_ended = concurrent.futures.Future()
             ended = self._all_ended
-        if not threads:
-            return True
-        assert ended is not None
+            self._settle_join()
+        until = time.monotonic() + timeout
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ended)), timeout)
         except TimeoutError:
             return False
+        with self._lock:
+            ending = [t for t in self._alive if self._job_of.get(t) not in self._abandoned]
         # Each has run its last line (the future says so): join returns as the thread ends.
-        for thread in threads:
+        for thread in ending:
             thread.join(max(until - time.monotonic(), 0.0))
-        return not any(thread.is_alive() for thread in threads)
+        return True
+
+    def _settle_join(self) -> None:
+        """(Holding the lock) Tell :meth:`join` once no thread runs but abandoned jobs' threads."""
+        ended = self._all_ended
+        if ended is not None and not ended.done() and len(self._alive) <= len(self._abandoned):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                ended.set_result(None)
 
     def _work(self) -> None:
         try:
@@ -232,10 +242,7 @@ class _DaemonPool:
         finally:
             with self._lock:
                 self._alive.discard(threading.current_thread())
-                ended = self._all_ended if not self._alive else None
-            if ended is not None and not ended.done():
-                with contextlib.suppress(concurrent.futures.InvalidStateError):
-                    ended.set_result(None)
+                self._settle_join()
 
     def _take_jobs(self) -> None:
         while True:
@@ -252,7 +259,10 @@ class _DaemonPool:
                     self._threads -= 1
                 return
             future, function = job
+            me = threading.current_thread()
             if future.set_running_or_notify_cancel():
+                with self._lock:
+                    self._job_of[me] = future
                 try:
                     result = function()
                 except BaseException as exc:  # handed to the waiting caller, whatever it is
@@ -261,6 +271,7 @@ class _DaemonPool:
                     future.set_result(result)
             del job, function
             with self._lock:
+                self._job_of.pop(me, None)
                 self._pending -= 1
                 if future in self._abandoned:
                     self._abandoned.discard(future)
