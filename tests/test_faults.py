@@ -6,9 +6,11 @@ import asyncio
 import pickle
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
+import vactor_cloud as vc
 from vactor_cloud.errors import (
     ConflictError,
     NotFoundError,
@@ -17,7 +19,7 @@ from vactor_cloud.errors import (
     StorageError,
     StorageTimeoutError,
 )
-from vactor_cloud.storage import MemoryStore
+from vactor_cloud.storage import MemoryStore, open_store
 from vactor_cloud.testing.faults import FAULT_KINDS, FaultConfig, FaultRule, FaultyStore, HoldOne
 
 ALL = frozenset({"get", "head", "put", "list", "delete"})
@@ -301,3 +303,21 @@ def test_hold_one_gives_up_holding_after_its_timeout_and_may_be_armed_again() ->
     asyncio.run(run())
     with pytest.raises(ValueError, match="unknown operation 'post'"):
         HoldOne(inner, "post", "k")
+
+
+def test_a_faulty_store_reports_what_its_inner_store_can_hold_and_how_it_lists(tmp_path: Path) -> None:
+    """Apart from its faults a FaultyStore behaves as its inner store: it says so too. It said
+    every store holds "a" and "a/b" (a directory cannot), lists at one moment, and takes keys
+    of any length, so the conformance suite tested a local store's wrapper for what it cannot
+    do, and a runtime on a wrapped S3 store under a long prefix took keys it cannot hold."""
+    local = open_store(f"file://{tmp_path}")
+    wrapped = FaultyStore(local, FaultConfig())
+    assert (wrapped.nested_keys, wrapped.snapshot_list_keys) == (local.nested_keys, local.snapshot_list_keys)
+    assert not wrapped.nested_keys
+    memory = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    memory.max_key_bytes = 100  # as an S3 store under a 923-byte prefix
+    try:
+        with pytest.raises(ValueError, match="keys under this prefix can be at most 100 bytes"):
+            vc.init(settings=vc.Settings(storage=HoldOne(memory, "put", "")))
+    finally:
+        vc.shutdown()

@@ -220,6 +220,11 @@ class FaultyStore(ObjectStore):
         # One decision per request the wrapped store would send.
         self.delete_batch = inner.delete_batch
         self.delete_parallel = inner.delete_parallel
+        # What the wrapped store can hold and how it lists (the runtime and the conformance
+        # suite read these): a wrapper of a directory cannot hold "a" and "a/b" either.
+        self.nested_keys = inner.nested_keys
+        self.snapshot_list_keys = inner.snapshot_list_keys
+        self.max_key_bytes = inner.max_key_bytes
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -259,6 +264,9 @@ class FaultyStore(ObjectStore):
 
     def listed_at_one_moment(self, prefix: str, keys: builtins.list[str]) -> bool:
         return self.inner.listed_at_one_moment(prefix, keys)
+
+    def _stall_hint(self, timeout: float) -> str:
+        return self.inner._stall_hint(timeout)
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it.
