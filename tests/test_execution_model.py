@@ -396,7 +396,6 @@ def test_ctrl_c_during_a_commit_stops_its_write(
     the interrupt, the put is cancelled with it, and the call is not applied later behind
     the caller's back (the put used to carry on on the IO loop and land once the store
     answered)."""
-
     store_spec.init()
     runtime = vc.get_runtime()
     store = HoldOne(runtime.store, "put", "/steps/")
@@ -408,8 +407,12 @@ def test_ctrl_c_during_a_commit_stops_its_write(
     try:
         with pytest.raises(Interrupted):
             box.bump.run("interrupted", 100)
+        # Not released: only the interrupt's cancel ends the hold (a put that carried on would
+        # still wait, then land once released, behind the caller's back).
+        assert store.ended.wait(30), "the interrupted call's step put carries on"
+        puts = store.seen["put"]
     finally:
         store.release.set()
-    time.sleep(0.2)  # time for a put that carried on to land
     assert box.bump.run("after") == 2
+    assert store.seen["put"] == puts + 1  # the interrupted put was never sent: only "after"'s
     assert box.bump.run("again") == 3

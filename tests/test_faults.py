@@ -321,3 +321,21 @@ def test_a_faulty_store_reports_what_its_inner_store_can_hold_and_how_it_lists(t
             vc.init(settings=vc.Settings(storage=HoldOne(memory, "put", "")))
     finally:
         vc.shutdown()
+
+
+def test_hold_one_says_when_a_held_request_was_cancelled_and_never_sends_it() -> None:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldOne(inner, "put", "k")
+
+    async def run() -> None:
+        store.hold()
+        held = asyncio.ensure_future(store.put("k", b"1", mode="create"))
+        await _until(store.held)
+        assert not store.ended.is_set()
+        held.cancel()
+        await _until(store.ended)
+        assert held.cancelled()  # (the cancel ended the wait and the request with it)
+        store.release.set()
+        assert await inner.head("k") is None
+
+    asyncio.run(run())

@@ -351,7 +351,8 @@ class FaultyStore(ObjectStore):
 class HoldOne(FaultyStore):
     """Holds one request until :attr:`release` is set: once armed by :meth:`hold`, the next
     ``operation`` on a key containing ``fragment`` (any key of a batch delete), after ``skip``
-    others, waits; :attr:`held` is set as it starts waiting.
+    others, waits; :attr:`held` is set as it starts waiting, :attr:`ended` as it stops
+    (released, timed out, or cancelled with the call that sent it).
 
     By default the request waits before it is sent (nothing applied yet). With
     ``answer_first`` it is sent first and its outcome (answer or error) is held: applied,
@@ -381,6 +382,8 @@ class HoldOne(FaultyStore):
         self.held = threading.Event()
         #: set it to let the held request go on
         self.release = threading.Event()
+        #: set once the held request stopped waiting: released, timed out, or cancelled
+        self.ended = threading.Event()
         self._armed = False
 
     def hold(
@@ -396,6 +399,7 @@ class HoldOne(FaultyStore):
             self.skip = skip
         self.held.clear()
         self.release.clear()
+        self.ended.clear()
         self._armed = True
 
     def _takes(self, operation: str, keys: tuple[str, ...]) -> bool:
@@ -411,8 +415,11 @@ class HoldOne(FaultyStore):
     async def _wait_for_release(self) -> None:
         self.held.set()
         until = time.monotonic() + self.timeout
-        while not self.release.is_set() and time.monotonic() < until:
-            await asyncio.sleep(0.005)
+        try:
+            while not self.release.is_set() and time.monotonic() < until:
+                await asyncio.sleep(0.005)
+        finally:
+            self.ended.set()
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         if not self._takes(operation, batch or (key,)):
