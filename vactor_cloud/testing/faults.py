@@ -389,8 +389,9 @@ class HoldOne(FaultyStore):
     def hold(
         self, operation: str | None = None, fragment: str | None = None, *, skip: int | None = None
     ) -> None:
-        """Arm a new hold (:attr:`held` and :attr:`release` cleared): the next matching request
-        waits. ``operation``, ``fragment`` and ``skip``, where given, replace the ones before."""
+        """Arm a new hold (:attr:`held`, :attr:`release` and :attr:`ended` cleared): the next
+        matching request waits. ``operation``, ``fragment`` and ``skip``, where given, replace
+        the ones before."""
         if operation is not None:
             self.operation = _known_operation(operation)
         if fragment is not None:
