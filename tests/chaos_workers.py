@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from child_processes import report_stacks_on_request
+from combining_workers import OrderLog  # noqa: F401  (the class of the chaos actors: children load it here)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -32,22 +33,6 @@ report_stacks_on_request()
 #: (combine_after=1: a lost race posts at once, so that the posting path sees every fault)
 CHAOS_SETTINGS = vc.Settings(storage="", head_interval=0.2, max_commit_attempts=200, combine_after=1)
 _LOAD_ATTEMPTS = 30
-
-
-@vc.virtual_actor
-class TokenCounter:
-    """Counts calls and remembers each call's token, in commit order."""
-
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@ vactor_cloud pytest plugin (entry point ``pytest11``), loaded because the packag
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -134,23 +136,56 @@ def runtime_off() -> Iterator[None]:
 @pytest.fixture
 def ctrl_c() -> Iterator[Callable[[threading.Event], None]]:
     """``ctrl_c(event)``: once ``event`` is set, SIGINT reaches the main thread, where it raises
-    :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt). Skips where signals cannot be
-    aimed at the main thread, or the test does not run there."""
+    :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt): once per call of ``ctrl_c``.
+
+    The signal is sent again (every 0.2 s, for 60 s at most) until its handler ran: one that
+    lands just as the main thread enters a blocking wait (after the interpreter's last look,
+    before the syscall) is only handled when that wait returns. A delivery once the arm was
+    handled (a resend already on its way) raises nothing; a SIGINT before the fixture sent any
+    (Ctrl-C at the terminal) raises KeyboardInterrupt. Skips where signals cannot be aimed at
+    the main thread, or the test does not run there."""
     if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
         pytest.skip("needs signals delivered to the main thread")
+    #: one "handled" event per arm whose event is set, oldest first (deque: thread-safe)
+    due: collections.deque[threading.Event] = collections.deque()
+    sent = threading.Event()  # a signal of ours may still arrive
+    done = threading.Event()
+    senders: list[threading.Thread] = []
 
-    def raise_interrupted(signum: int, frame: object) -> None:
-        raise Interrupted
+    def on_sigint(signum: int, frame: object) -> None:
+        if done.is_set():  # the test is over: a last resend
+            return
+        while due:
+            handled = due.popleft()
+            if not handled.is_set():
+                handled.set()
+                raise Interrupted
+        if not sent.is_set():
+            raise KeyboardInterrupt
 
     def when(event: threading.Event) -> None:
         def interrupt() -> None:
-            if event.wait(30):
+            until = time.monotonic() + 60.0
+            while not event.wait(0.05):
+                if done.is_set() or time.monotonic() > until:
+                    return
+            handled = threading.Event()
+            due.append(handled)
+            while not done.is_set() and time.monotonic() < until:
+                sent.set()
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                if handled.wait(0.2):
+                    return
 
-        threading.Thread(target=interrupt, daemon=True).start()
+        sender = threading.Thread(target=interrupt, name="ctrl_c", daemon=True)
+        senders.append(sender)
+        sender.start()
 
-    previous = signal.signal(signal.SIGINT, raise_interrupted)
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield when
     finally:
+        done.set()
+        for sender in senders:  # none sends once the suite's handler is back
+            sender.join(5.0)
         signal.signal(signal.SIGINT, previous)

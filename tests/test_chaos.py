@@ -34,7 +34,6 @@ from chaos_workers import (
     CHAOS_SETTINGS,
     CallLog,
     Phase,
-    TokenCounter,
     account,
     assert_gapless,
     chaos_process,
@@ -44,6 +43,7 @@ from chaos_workers import (
     read_chain,
 )
 from child_processes import run_to_end
+from combining_workers import OrderLog
 
 import vactor_cloud as vc
 from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, install
@@ -196,7 +196,7 @@ def run_chaos(
     init_from_spec(spec)
     for phase in phases:
         for actor_id in phase.actor_ids:
-            TokenCounter.get_or_create(actor_id)
+            OrderLog.get_or_create(actor_id)
     vc.shutdown()
 
     if lane.multiprocess:

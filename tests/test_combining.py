@@ -61,7 +61,7 @@ from vactor_cloud.posting import (
     encode_outcomes,
 )
 from vactor_cloud.storage import Blob, ObjectStore
-from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 #: These tests exercise behaviour above the storage contract: memory and local, and moto for
@@ -243,17 +243,16 @@ def test_a_folder_whose_puts_keep_losing_keeps_the_lease_while_others_posts_wait
     assert 0.0 not in written, written
 
 
-class HeldDeletes(Switchable):
+class HeldDeletes(HoldOne):
     """Records each delete request's keys; holds the first one until ``release`` is set."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner)
+        super().__init__(inner, "delete", "", timeout=30.0)
+        self.hold()
         self.sent: list[tuple[str, ...]] = []
         self.in_flight = 0
         #: set when a delete request was sent while another was in flight
         self.overlapped = threading.Event()
-        self.held = threading.Event()
-        self.release = threading.Event()
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
         if operation != "delete":
@@ -263,9 +262,6 @@ class HeldDeletes(Switchable):
             self.overlapped.set()
         self.in_flight += 1
         try:
-            if len(self.sent) == 1:
-                self.held.set()
-                await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30.0)
             return await super()._around(operation, key, run, **batch)
         finally:
             self.in_flight -= 1

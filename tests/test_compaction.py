@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ from vactor_cloud.errors import CommitOutcomeUnknownError, StorageError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import ActorLog
 from vactor_cloud.runtime import Runtime, Settings
-from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
-from vactor_cloud.storage._base import Blob
+from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
@@ -42,60 +41,19 @@ class Tally:
         return self.value
 
 
-class PausingStore(ObjectStore):
-    """Delegates to ``inner``; when armed, holds the next step put until released.
-
-    ``fail_first`` makes the armed put first fail *before sending* (a
-    connection error), so the held put is the writer's retry.
-    """
+class PausingStore(HoldOne):
+    """Holds the next step put once armed (:meth:`hold`). ``fail_first``: the next step put
+    first fails *before sending* (a connection error), so the held put is the writer's retry."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
-        self.definite_create_conflicts = getattr(inner, "definite_create_conflicts", False)
-        self.armed = False
+        super().__init__(inner, "put", "/steps/", timeout=30.0)
         self.fail_first = False
-        #: apply the armed put first, then hold its response (a landed put answered late)
-        self.hold_response = False
-        #: when set, hold the next GET of the key ending with it instead of a put
-        self.hold_get: str | None = None
-        self.paused = threading.Event()
-        self.release = threading.Event()
 
-    async def _hold(self) -> None:
-        self.paused.set()
-        await asyncio.to_thread(self.release.wait, 30)
-
-    async def _get(self, key: str) -> Blob:
-        if self.hold_get is not None and key.endswith(self.hold_get):
-            self.hold_get = None
-            await self._hold()
-        return await self.inner.get(key)
-
-    async def _head(self, key: str) -> str | None:
-        return await self.inner.head(key)
-
-    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        if self.armed and "/steps/" in key:
-            if self.fail_first:
-                self.fail_first = False
-                raise StorageError(f"{key}: simulated connection reset before sending", key)
-            self.armed = False
-            if self.hold_response:
-                version = await self.inner.put(key, data, mode=mode)
-                await self._hold()
-                return version
-            await self._hold()
-        return await self.inner.put(key, data, mode=mode)
-
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        return await self.inner.list(prefix, start_after=start_after, limit=limit)
-
-    async def _delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if self.fail_first and operation == "put" and "/steps/" in key:
+            self.fail_first = False
+            raise StorageError(f"{key}: simulated connection reset before sending", key)
+        return await super()._around(operation, key, run, **batch)
 
 
 @pytest.fixture
@@ -251,10 +209,10 @@ def _stall_a_writer_across_a_compaction(
     handle.incr.run()
     handle.incr.run()
     pausing.fail_first = fail_first
-    pausing.armed = True
+    pausing.hold()
     armed_at = time.monotonic()
     held = handle.incr.run_async(1)
-    assert pausing.paused.wait(10), "the writer never reached its put"
+    assert pausing.held.wait(10), "the writer never reached its put"
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     for expected in range(3, 8):
         assert call_on(other, "t", "incr", 1) == expected
@@ -328,11 +286,11 @@ def test_put_answered_after_its_step_was_compacted_is_not_applied_twice(spec: St
     handle = Tally.get_or_create("t")
     handle.incr.run()
     handle.incr.run()
-    pausing.hold_response = True
-    pausing.armed = True
+    pausing.answer_first = True  # the put lands at once; its answer is held
+    pausing.hold()
     armed_at = time.monotonic()
     held = handle.incr.run_async(1)
-    assert pausing.paused.wait(10), "the writer never reached its put"
+    assert pausing.held.wait(10), "the writer never reached its put"
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     try:
         # Step 3 is the held writer's commit: the others build on it.
@@ -360,9 +318,9 @@ def test_watermark_is_read_after_the_probe_of_a_stale_cache(spec: StoreSpec) -> 
     handle.incr.run()
     core = runtime.core("t")
     core.validated_at = -math.inf  # the cache is stale: the next commit revalidates
-    pausing.hold_get = "/steps/00000000000000000003"
+    pausing.hold("get", "/steps/00000000000000000003")
     held = handle.incr.run_async(1)
-    assert pausing.paused.wait(10), "the writer never probed"
+    assert pausing.held.wait(10), "the writer never probed"
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     try:
         for expected in range(3, 8):
@@ -390,9 +348,9 @@ def _lose_a_create_to_a_compaction(spec: StoreSpec, *, forget: bool) -> tuple[Ac
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     for expected in range(3, 8):
         assert call_on(other, "t", "incr", 1) == expected
-    pausing.hold_get = "/steps/00000000000000000003"  # the read-back after "already exists"
+    pausing.hold("get", "/steps/00000000000000000003")  # the read-back after "already exists"
     held = handle.incr.run_async(1)
-    assert pausing.paused.wait(10), "the writer never read its step back"
+    assert pausing.held.wait(10), "the writer never read its step back"
     report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
     assert report.watermark == 6
     if forget:

@@ -29,8 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chaos_workers import TokenCounter, assert_gapless, chaos_seed, crash_process, init_from_spec, read_chain
+from chaos_workers import assert_gapless, chaos_seed, crash_process, init_from_spec, read_chain
 from child_processes import run_to_end
+from combining_workers import OrderLog
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -118,7 +119,7 @@ def test_writers_killed_mid_commit_lose_nothing_and_head_is_repaired(
     victims = _victims(seed)
     init_from_spec(shared)
     for name in victims:
-        TokenCounter.get_or_create(name)
+        OrderLog.get_or_create(name)
     vc.shutdown()
 
     ack_files = {name: tmp_path / f"{name}.acks" for name in victims}

@@ -24,7 +24,7 @@ from interrupts import Interrupted
 import vactor_cloud as vc
 from vactor_cloud import _sync, counters
 from vactor_cloud.storage import MemoryStore
-from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: bodies run, by (actor id, label): a body that runs twice shows up here
@@ -396,35 +396,23 @@ def test_ctrl_c_during_a_commit_stops_its_write(
     the interrupt, the put is cancelled with it, and the call is not applied later behind
     the caller's back (the put used to carry on on the IO loop and land once the store
     answered)."""
-
-    class HeldSteps(FaultyStore):
-        def __init__(self, inner: Any) -> None:
-            super().__init__(inner, FaultConfig())
-            self.hold = False
-            self.held = threading.Event()
-            self.release = threading.Event()
-
-        async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-            if self.hold and operation == "put" and "/steps/" in key:
-                self.held.set()
-                while not self.release.is_set():
-                    await asyncio.sleep(0.005)
-            return await super()._around(operation, key, run, **batch)
-
     store_spec.init()
     runtime = vc.get_runtime()
-    store = HeldSteps(runtime.store)
+    store = HoldOne(runtime.store, "put", "/steps/")
     runtime.store = store
     box = Box.get_or_create("interrupted")
     box.bump.run("first")
-    store.hold = True
+    store.hold()
     ctrl_c(store.held)
     try:
         with pytest.raises(Interrupted):
             box.bump.run("interrupted", 100)
+        # Not released: only the interrupt's cancel ends the hold (a put that carried on would
+        # still wait, then land once released, behind the caller's back).
+        assert store.ended.wait(30), "the interrupted call's step put carries on"
+        puts = store.seen["put"]
     finally:
-        store.hold = False
         store.release.set()
-    time.sleep(0.2)  # time for a put that carried on to land
     assert box.bump.run("after") == 2
+    assert store.seen["put"] == puts + 1  # the interrupted put was never sent: only "after"'s
     assert box.bump.run("again") == 3

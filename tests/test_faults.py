@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
+import vactor_cloud as vc
 from vactor_cloud.errors import (
     ConflictError,
     NotFoundError,
@@ -16,8 +19,8 @@ from vactor_cloud.errors import (
     StorageError,
     StorageTimeoutError,
 )
-from vactor_cloud.storage import MemoryStore
-from vactor_cloud.testing.faults import FAULT_KINDS, FaultConfig, FaultRule, FaultyStore
+from vactor_cloud.storage import MemoryStore, open_store
+from vactor_cloud.testing.faults import FAULT_KINDS, FaultConfig, FaultRule, FaultyStore, HoldOne
 
 ALL = frozenset({"get", "head", "put", "list", "delete"})
 
@@ -233,3 +236,106 @@ def test_a_batch_delete_whose_keys_do_not_match_the_rule_is_left_alone() -> None
 
     asyncio.run(run())
     assert not store.injected
+
+
+# -- HoldOne: one request held until the test lets it go ------------------------------------------
+async def _until(event: threading.Event) -> None:
+    for _ in range(2000):  # 10 s at most
+        if event.is_set():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never set")
+
+
+def test_hold_one_holds_the_next_matching_request_after_skip_before_sending_it() -> None:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldOne(inner, "put", "/steps/", skip=1)
+
+    async def run() -> None:
+        await store.put("a/steps/1", b"1", mode="create")  # not armed: goes
+        store.hold()
+        await store.put("a/mail/1", b"m", mode="create")  # another key: goes
+        await store.put("a/steps/2", b"2", mode="create")  # skipped
+        held = asyncio.ensure_future(store.put("a/steps/3", b"3", mode="create"))
+        await _until(store.held)
+        await store.put("a/steps/4", b"4", mode="create")  # one request only: the next goes
+        assert await inner.head("a/steps/3") is None  # held before it was sent
+        assert not held.done()
+        store.release.set()
+        await held
+        assert (await inner.get("a/steps/3")).data == b"3"
+
+    asyncio.run(run())
+
+
+def test_hold_one_with_answer_first_applies_the_request_then_holds_its_answer() -> None:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldOne(inner, "delete", "/mail/", answer_first=True)
+    store.delete_batch = 2  # one request deletes both (as on S3); a key of it matches
+    _fill(inner, ["a/steps/1", "a/mail/1"])
+
+    async def run() -> None:
+        store.hold()
+        held = asyncio.ensure_future(store.delete_many(["a/steps/1", "a/mail/1"]))
+        await _until(store.held)
+        assert await inner.list("a/") == []  # applied; its answer not given yet
+        assert not held.done()
+        store.release.set()
+        await held
+
+    asyncio.run(run())
+
+
+def test_hold_one_gives_up_holding_after_its_timeout_and_may_be_armed_again() -> None:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldOne(inner, "get", "k", timeout=0.05)
+    _fill(inner, ["k"])
+
+    async def run() -> None:
+        store.hold()
+        assert (await store.get("k")).data == b"x"  # nobody released it: goes after 0.05 s
+        assert store.held.is_set()
+        store.hold("head", "k")  # a new hold: held and release cleared
+        assert not store.held.is_set()
+        assert await store.head("k") is not None
+        assert store.held.is_set()
+
+    asyncio.run(run())
+    with pytest.raises(ValueError, match="unknown operation 'post'"):
+        HoldOne(inner, "post", "k")
+
+
+def test_a_faulty_store_reports_what_its_inner_store_can_hold_and_how_it_lists(tmp_path: Path) -> None:
+    """Apart from its faults a FaultyStore behaves as its inner store: it says so too. It said
+    every store holds "a" and "a/b" (a directory cannot), lists at one moment, and takes keys
+    of any length, so the conformance suite tested a local store's wrapper for what it cannot
+    do, and a runtime on a wrapped S3 store under a long prefix took keys it cannot hold."""
+    local = open_store(f"file://{tmp_path}")
+    wrapped = FaultyStore(local, FaultConfig())
+    assert (wrapped.nested_keys, wrapped.snapshot_list_keys) == (local.nested_keys, local.snapshot_list_keys)
+    assert not wrapped.nested_keys
+    memory = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    memory.max_key_bytes = 100  # as an S3 store under a 923-byte prefix
+    try:
+        with pytest.raises(ValueError, match="keys under this prefix can be at most 100 bytes"):
+            vc.init(settings=vc.Settings(storage=HoldOne(memory, "put", "")))
+    finally:
+        vc.shutdown()
+
+
+def test_hold_one_says_when_a_held_request_was_cancelled_and_never_sends_it() -> None:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldOne(inner, "put", "k")
+
+    async def run() -> None:
+        store.hold()
+        held = asyncio.ensure_future(store.put("k", b"1", mode="create"))
+        await _until(store.held)
+        assert not store.ended.is_set()
+        held.cancel()
+        await _until(store.ended)
+        assert held.cancelled()  # (the cancel ended the wait and the request with it)
+        store.release.set()
+        assert await inner.head("k") is None
+
+    asyncio.run(run())

@@ -25,7 +25,7 @@ from test_review_workflow import Wallet, _step_failures_left
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
-from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -221,28 +221,6 @@ def test_calling_a_private_method_through_a_handle_says_it_is_private(actor_stor
 # -- calls made by code that interrupts a call: signal handlers ----------------------------------
 
 
-class Landed(FaultyStore):
-    """Once ``hold`` is set, lets the next step put land, then holds its answer until
-    ``release`` is set (an answer on its way back when Ctrl-C comes)."""
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__(inner, FaultConfig())
-        self.hold = False
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-        answer = await super()._around(operation, key, run, **batch)
-        if self.hold and operation == "put" and "/steps/" in key:
-            self.hold = False
-            self.held.set()
-            for _ in range(int(HANG / 0.005)):
-                if self.release.is_set():
-                    break
-                await asyncio.sleep(0.005)
-        return answer
-
-
 @pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_after_a_step_landed_says_the_call_may_be_applied_and_a_keyed_retry_applies_it_once(
     store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
@@ -251,10 +229,11 @@ def test_ctrl_c_after_a_step_landed_says_the_call_may_be_applied_and_a_keyed_ret
     bare ``KeyboardInterrupt``, nothing saying the call had landed (it had), nor what to do."""
     store_spec.init()
     runtime = vc.get_runtime()
-    store = Landed(runtime.store)
+    # the step put lands; its answer is held (on its way back when Ctrl-C comes)
+    store = HoldOne(runtime.store, "put", "/steps/", answer_first=True, timeout=HANG)
     runtime.store = store
     tally = Tally.get_or_create("interrupted", 0)
-    store.hold = True
+    store.hold()
     ctrl_c(store.held)
     try:
         with pytest.raises(Interrupted) as interrupted:
@@ -269,33 +248,6 @@ def test_ctrl_c_after_a_step_landed_says_the_call_may_be_applied_and_a_keyed_ret
     assert tally.add.run(1) == 11  # applied once
 
 
-class Held(FaultyStore):
-    """Once ``hold`` is set, holds an ``operation`` on a key holding ``fragment`` (the next one
-    after ``skip`` others) until ``release`` is set."""
-
-    def __init__(self, inner: Any, operation: str, fragment: str, skip: int = 0) -> None:
-        super().__init__(inner, FaultConfig())
-        self.operation = operation
-        self.fragment = fragment
-        self.skip = skip
-        self.hold = False
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-        if self.hold and operation == self.operation and self.fragment in key:
-            if self.skip:
-                self.skip -= 1
-                return await super()._around(operation, key, run, **batch)
-            self.hold = False
-            self.held.set()
-            for _ in range(int(HANG / 0.005)):
-                if self.release.is_set():
-                    break
-                await asyncio.sleep(0.005)
-        return await super()._around(operation, key, run, **batch)
-
-
 @pytest.mark.usefixtures("runtime_off")
 def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_at_once(
     store_spec: StoreSpec,
@@ -308,7 +260,7 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
         pytest.skip("needs signals delivered to the main thread")
     store_spec.init(settings=vc.Settings(commit_timeout=10.0))  # before the fix: a 10 s wait, not 120
     runtime = vc.get_runtime()
-    store = Held(runtime.store, "put", "/steps/")
+    store = HoldOne(runtime.store, "put", "/steps/", timeout=HANG)
     runtime.store = store
     tally = Tally.get_or_create("signalled", 0)
     got: list[Any] = []
@@ -327,7 +279,7 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
     previous = signal.signal(signal.SIGUSR2, on_signal)
     try:
         threading.Thread(target=send_signal, daemon=True).start()
-        store.hold = True
+        store.hold()
         assert tally.add.run(1) == 1
     finally:
         store.release.set()
@@ -346,14 +298,14 @@ def test_a_done_callback_of_a_future_settled_on_the_io_loop_may_call_actors(stor
     store_spec.init()
     runtime = vc.get_runtime()
     # (the re-run deletes the record as it runs, then again once committed: that one is held)
-    store = Held(runtime.store, "delete", "/failed", skip=1)
+    store = HoldOne(runtime.store, "delete", "/failed", skip=1, timeout=HANG)
     runtime.store = store
     _step_failures_left[:] = [1, 1, 1, 1]  # a first run and its three Ray-default retries: none
     wallet = Wallet.get_or_create("w")
     with pytest.raises(ConnectionError):
         wallet.deposit.run(5)
     _step_failures_left.clear()
-    store.hold = True
+    store.hold()
     got: list[Any] = []
     called = threading.Event()
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +31,7 @@ from vactor_cloud.errors import CallPendingError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import PostBox
 from vactor_cloud.subtask import _from_dask
-from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -78,37 +77,12 @@ def _hold_actor(gate: Any, token: str) -> threading.Thread:
     return holder
 
 
-class HeldPuts(FaultyStore):
-    """Once ``hold`` is set, lets the next put of a key holding ``fragment`` (after ``skip``
-    others) land, then holds its answer until ``release`` is set (the request sent, its answer
-    on its way back)."""
-
-    def __init__(self, inner: Any, fragment: str, skip: int = 0) -> None:
-        super().__init__(inner, FaultConfig())
-        self.fragment = fragment
-        self.skip = skip
-        self.hold = False
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-        answer = await super()._around(operation, key, run, **batch)
-        if self.hold and operation == "put" and self.fragment in key:
-            if self.skip:
-                self.skip -= 1
-                return answer
-            self.hold = False
-            self.held.set()
-            for _ in range(int(HANG / 0.005)):
-                if self.release.is_set():
-                    break
-                await asyncio.sleep(0.005)
-        return answer
-
-
-def _wrap(fragment: str, skip: int = 0) -> HeldPuts:
+def _wrap(fragment: str, skip: int = 0) -> HoldOne:
+    """Once armed, the next put of a key holding ``fragment`` (after ``skip`` others) lands,
+    then its answer is held until ``release`` is set (the request sent, its answer on its way
+    back)."""
     runtime = vc.get_runtime()
-    store = HeldPuts(runtime.store, fragment, skip)
+    store = HoldOne(runtime.store, "put", fragment, skip=skip, answer_first=True, timeout=HANG)
     runtime.store = store
     return store
 
@@ -118,39 +92,6 @@ def _hold_lease_elsewhere(actor_id: str, seconds: float) -> None:
     runtime = vc.get_runtime()
     leases = LeaseStore(runtime.store, actor_id, runtime.settings.signing_key)
     assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, seconds, 1)) is not None
-
-
-@pytest.fixture
-def ctrl_c() -> Iterator[Callable[[threading.Event], None]]:
-    """As the suite's ``ctrl_c`` (SIGINT raises :class:`Interrupted` in the main thread once the
-    event is set), but sent again until its handler ran. A signal that lands just as the main
-    thread enters a blocking wait (after the interpreter's last look, before the syscall) is
-    only handled when that wait returns: here the event is set by the very code that then
-    blocks, so the first signal often lands in that gap (a test waited 60 s for it)."""
-    if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
-        pytest.skip("needs signals delivered to the main thread")
-    handled = threading.Event()
-
-    def raise_interrupted(signum: int, frame: object) -> None:
-        handled.set()
-        raise Interrupted
-
-    def when(event: threading.Event) -> None:
-        def interrupt() -> None:
-            if not event.wait(HANG):
-                return
-            for _ in range(int(HANG / 0.2)):
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-                if handled.wait(0.2):
-                    return
-
-        threading.Thread(target=interrupt, daemon=True).start()
-
-    previous = signal.signal(signal.SIGINT, raise_interrupted)
-    try:
-        yield when
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _posted_call_ids(actor_id: str) -> list[str]:
@@ -200,7 +141,7 @@ def test_an_awaited_call_cancelled_while_its_step_put_is_in_flight_applies_once_
     store_spec.init()
     store = _wrap("/steps/")  # (before the actor's core is made: it keeps the store it saw)
     gate = Gate.get_or_create("g")
-    store.hold = True
+    store.hold()
 
     async def give_up() -> concurrent.futures.Future[Any]:
         future = gate.add.run_async("in-flight")
@@ -433,7 +374,7 @@ def test_ctrl_c_while_another_thread_commits_the_call_says_it_may_still_apply(
             if core._queue:
                 break
             time.sleep(0.005)
-        store.hold = True
+        store.hold()
         _opened["pool"].set()
 
     opener = threading.Thread(target=open_gate_once_queued, daemon=True)

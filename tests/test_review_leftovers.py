@@ -20,7 +20,6 @@ from combining_workers import OrderLog
 from interrupts import Interrupted
 from leftover_workers import bump_once
 from test_combining import init_switchable
-from test_review_callers import Landed
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
@@ -28,6 +27,7 @@ from vactor_cloud.batch import PendingCall
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.runtime import Runtime
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -79,11 +79,12 @@ def test_a_poster_whose_clock_runs_an_hour_behind_has_its_posts_applied_not_expi
         folder.close()
 
 
-class _Counted(Landed):
-    """``Landed`` that also records every request's operation and key."""
+class _Counted(HoldOne):
+    """Holds the answer of a step put that landed (once armed); records every request's
+    operation and key."""
 
     def __init__(self, inner: Any) -> None:
-        super().__init__(inner)
+        super().__init__(inner, "put", "/steps/", answer_first=True)
         self.trail: list[tuple[str, str]] = []
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
@@ -104,7 +105,7 @@ def test_after_ctrl_c_stopped_a_commit_whose_step_landed_the_next_commit_takes_i
     store = _Counted(runtime.store)
     runtime.store = store
     tally = Tally.get_or_create("interrupted", 0)
-    store.hold = True
+    store.hold()
     ctrl_c(store.held)
     try:
         with pytest.raises(Interrupted):

@@ -30,7 +30,7 @@ from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.storage import ObjectStore
-from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -81,22 +81,13 @@ class Peeker:
         return value
 
 
-class Gate(FaultyStore):
-    """Holds one request (the ``skip``-th + 1 matching ``operation`` and a key part) until
-    ``release`` is set; ``held`` is set once it is held. ``lose``: the next matching put is
-    applied, then fails as if its answer was lost."""
+class Gate(HoldOne):
+    """Holds one request once armed (:meth:`hold`); ``lose``: the next put of a key holding
+    it is applied, then fails as if its answer was lost."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner, FaultConfig())
-        self.rule: tuple[str, str] | None = None
-        self.skip = 0
+        super().__init__(inner, "put", "/steps/", timeout=HANG)
         self.lose: str | None = None
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-    def hold(self, operation: str, part: str, *, skip: int = 0) -> None:
-        self.skip = skip
-        self.rule = (operation, part)
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
         lose = self.lose
@@ -104,16 +95,6 @@ class Gate(FaultyStore):
             self.lose = None
             await super()._around(operation, key, run, **batch)
             raise RetryableStorageError(f"{key}: put applied, its answer lost (injected)", key)
-        rule = self.rule
-        if rule is not None and operation == rule[0] and rule[1] in key:
-            if self.skip:
-                self.skip -= 1
-            else:
-                self.rule = None  # one request only
-                self.held.set()
-                until = time.monotonic() + HANG
-                while not self.release.is_set() and time.monotonic() < until:
-                    await asyncio.sleep(0.005)
         return await super()._around(operation, key, run, **batch)
 
 
@@ -246,9 +227,7 @@ def test_reads_are_answered_while_a_posted_write_of_this_process_is_held(
         assert _released(gate, thread, out) == 11
     assert tally.value.run() == 11
     # Hot now (it holds the lease, within combine_window): the next write folds; its step held.
-    gate.release.clear()
-    gate.held.clear()
-    gate.hold("put", "/steps/")
+    gate.hold("put", "/steps/")  # a new hold: held and release cleared
     thread, out = _in_thread(lambda: tally.add.run(100))
     assert gate.held.wait(HANG)
     try:

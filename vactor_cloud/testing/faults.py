@@ -56,6 +56,16 @@ operation, drawn from a ``random.Random`` seeded by the config; at most
 ``limit`` times. Every rule counts every operation it matches; when several
 fire for one operation, the first in ``rules`` is injected. What was
 injected is counted in :attr:`FaultyStore.injected`.
+
+:class:`HoldOne` holds one chosen request until the test lets it go (a put in
+flight when Ctrl-C comes, a delete still waiting when the next fold ends)::
+
+    store = HoldOne(runtime.store, "put", "/steps/")
+    runtime.store = store
+    store.hold()                 # arm: the next step put waits ...
+    ...                          # ... (a call on another thread sends it)
+    assert store.held.wait(60)   # ... and is being held now
+    store.release.set()          # it goes on
 """
 
 from __future__ import annotations
@@ -69,6 +79,8 @@ import json
 import os
 import random
 import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -89,6 +101,7 @@ __all__ = [
     "FaultKind",
     "FaultRule",
     "FaultyStore",
+    "HoldOne",
     "install",
 ]
 
@@ -207,6 +220,11 @@ class FaultyStore(ObjectStore):
         # One decision per request the wrapped store would send.
         self.delete_batch = inner.delete_batch
         self.delete_parallel = inner.delete_parallel
+        # What the wrapped store can hold and how it lists (the runtime and the conformance
+        # suite read these): a wrapper of a directory cannot hold "a" and "a/b" either.
+        self.nested_keys = inner.nested_keys
+        self.snapshot_list_keys = inner.snapshot_list_keys
+        self.max_key_bytes = inner.max_key_bytes
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -246,6 +264,9 @@ class FaultyStore(ObjectStore):
 
     def listed_at_one_moment(self, prefix: str, keys: builtins.list[str]) -> bool:
         return self.inner.listed_at_one_moment(prefix, keys)
+
+    def _stall_hint(self, timeout: float) -> str:
+        return self.inner._stall_hint(timeout)
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it.
@@ -325,6 +346,101 @@ class FaultyStore(ObjectStore):
             await self._delete(keys[0])
             return
         await self._around("delete", keys[0], lambda: self.inner.delete_many(keys), batch=tuple(keys))
+
+
+class HoldOne(FaultyStore):
+    """Holds one request until :attr:`release` is set: once armed by :meth:`hold`, the next
+    ``operation`` on a key containing ``fragment`` (any key of a batch delete), after ``skip``
+    others, waits; :attr:`held` is set as it starts waiting, :attr:`ended` as it stops
+    (released, timed out, or cancelled with the call that sent it).
+
+    By default the request waits before it is sent (nothing applied yet). With
+    ``answer_first`` it is sent first and its outcome (answer or error) is held: applied,
+    its answer on its way back. A hold ends after ``timeout`` seconds even if nobody set
+    :attr:`release` (a failing test does not hang); the request then goes on. Every other
+    request goes straight through, with the faults of ``config`` (none by default).
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        operation: str,
+        fragment: str,
+        *,
+        skip: int = 0,
+        answer_first: bool = False,
+        timeout: float = 60.0,
+        config: FaultConfig | None = None,
+    ) -> None:
+        super().__init__(inner, config or FaultConfig())
+        self.operation = _known_operation(operation)
+        self.fragment = fragment
+        self.skip = skip
+        self.answer_first = answer_first
+        self.timeout = timeout
+        #: set once the held request starts waiting
+        self.held = threading.Event()
+        #: set it to let the held request go on
+        self.release = threading.Event()
+        #: set once the held request stopped waiting: released, timed out, or cancelled
+        self.ended = threading.Event()
+        self._armed = False
+
+    def hold(
+        self, operation: str | None = None, fragment: str | None = None, *, skip: int | None = None
+    ) -> None:
+        """Arm a new hold (:attr:`held`, :attr:`release` and :attr:`ended` cleared): the next
+        matching request waits. ``operation``, ``fragment`` and ``skip``, where given, replace
+        the ones before."""
+        if operation is not None:
+            self.operation = _known_operation(operation)
+        if fragment is not None:
+            self.fragment = fragment
+        if skip is not None:
+            self.skip = skip
+        self.held.clear()
+        self.release.clear()
+        self.ended.clear()
+        self._armed = True
+
+    def _takes(self, operation: str, keys: tuple[str, ...]) -> bool:
+        """Whether this request is the one to hold (runs on the IO loop: one at a time)."""
+        if not self._armed or operation != self.operation or not any(self.fragment in k for k in keys):
+            return False
+        if self.skip:
+            self.skip -= 1
+            return False
+        self._armed = False
+        return True
+
+    async def _wait_for_release(self) -> None:
+        self.held.set()
+        until = time.monotonic() + self.timeout
+        try:
+            while not self.release.is_set() and time.monotonic() < until:
+                await asyncio.sleep(0.005)
+        finally:
+            self.ended.set()
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if not self._takes(operation, batch or (key,)):
+            return await super()._around(operation, key, run, batch=batch)
+        if not self.answer_first:
+            await self._wait_for_release()
+            return await super()._around(operation, key, run, batch=batch)
+        try:
+            answer = await super()._around(operation, key, run, batch=batch)
+        except Exception:  # an error is an answer too (a cancellation is not: it goes at once)
+            await self._wait_for_release()
+            raise
+        await self._wait_for_release()
+        return answer
+
+
+def _known_operation(operation: str) -> str:
+    if operation not in ALL_OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; known: {', '.join(sorted(ALL_OPERATIONS))}")
+    return operation
 
 
 def _timed_out(where: str, operation: str, key: str) -> StorageTimeoutError:
