@@ -339,3 +339,23 @@ def test_hold_one_says_when_a_held_request_was_cancelled_and_never_sends_it() ->
         assert await inner.head("k") is None
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("wrapper", ["faults", "latency"])
+def test_every_store_wrapper_reports_each_capability_of_its_inner_store(tmp_path: Path, wrapper: str) -> None:
+    """A test wrapper (faults, latency) says what its inner store can hold and how it answers,
+    each of :data:`vactor_cloud.storage.CAPABILITIES`. ``LatencyStore`` kept the defaults of all
+    but three: around a local or memory store it said a create conflict may be its own lost
+    first attempt (a compacted step's late commit became "outcome unknown"), and around an S3
+    store under a long prefix it took keys the bucket cannot hold."""
+    from vactor_cloud.storage import CAPABILITIES
+    from vactor_cloud.testing.latency import Latency, LatencyStore
+
+    memory = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    memory.max_key_bytes = 100
+    memory.snapshot_list_keys = 7
+    for inner in (open_store(f"file://{tmp_path}"), memory):
+        faulty = wrapper == "faults"
+        wrapped = FaultyStore(inner, FaultConfig()) if faulty else LatencyStore(inner, Latency(0.0))
+        for name in CAPABILITIES:
+            assert getattr(wrapped, name) == getattr(inner, name), (name, inner.describe())

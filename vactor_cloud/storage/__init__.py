@@ -20,11 +20,12 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode, RequestCounter
+from vactor_cloud.storage._base import CAPABILITIES, Blob, IfMatch, ObjectStore, PutMode, RequestCounter
 from vactor_cloud.storage._local import LocalStore
 from vactor_cloud.storage._memory import MemoryStore
 
 __all__ = [
+    "CAPABILITIES",
     "Blob",
     "IfMatch",
     "LocalStore",

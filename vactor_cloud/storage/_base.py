@@ -96,6 +96,19 @@ def repeated_page_token(url: str, prefix: str, token: str, page: int) -> str:
     )
 
 
+#: The attributes of :class:`ObjectStore` that say what a store can hold and how it answers; a
+#: wrapper forwarding every request to another store takes them from it
+#: (:meth:`ObjectStore.take_capabilities_of`).
+CAPABILITIES = (
+    "nested_keys",
+    "definite_create_conflicts",
+    "delete_batch",
+    "delete_parallel",
+    "snapshot_list_keys",
+    "max_key_bytes",
+)
+
+
 class ObjectStore(abc.ABC):
     """An async object store rooted at ``url``; keys are ``/``-separated and relative to it.
 
@@ -154,6 +167,12 @@ class ObjectStore(abc.ABC):
     def __init__(self, url: str) -> None:
         self.url = url
         self.requests = RequestCounter()
+
+    def take_capabilities_of(self, inner: ObjectStore) -> None:
+        """Say what ``inner`` can hold and how it answers (each of :data:`CAPABILITIES`): for a
+        wrapper (injected faults, added latency) that forwards every request to it."""
+        for name in CAPABILITIES:
+            setattr(self, name, getattr(inner, name))
 
     # -- public API -------------------------------------------------------
     async def get(self, key: str) -> Blob:

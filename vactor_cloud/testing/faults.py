@@ -215,16 +215,11 @@ class FaultyStore(ObjectStore):
     def __init__(self, inner: ObjectStore, config: FaultConfig) -> None:
         super().__init__(inner.url)
         self.inner = inner
-        # No injected fault turns a landed write into "already exists": the inner store's word holds.
-        self.definite_create_conflicts = inner.definite_create_conflicts
-        # One decision per request the wrapped store would send.
-        self.delete_batch = inner.delete_batch
-        self.delete_parallel = inner.delete_parallel
-        # What the wrapped store can hold and how it lists (the runtime and the conformance
-        # suite read these): a wrapper of a directory cannot hold "a" and "a/b" either.
-        self.nested_keys = inner.nested_keys
-        self.snapshot_list_keys = inner.snapshot_list_keys
-        self.max_key_bytes = inner.max_key_bytes
+        # What the wrapped store can hold and how it answers (the runtime and the conformance
+        # suite read these): a wrapper of a directory cannot hold "a" and "a/b" either, no
+        # injected fault turns a landed write into "already exists" (the inner store's word
+        # holds), and one decision is made per request the wrapped store would send.
+        self.take_capabilities_of(inner)
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)

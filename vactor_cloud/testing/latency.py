@@ -67,9 +67,7 @@ class LatencyStore(ObjectStore):
         super().__init__(inner.url)
         self.inner = inner
         self.latency = latency
-        self.nested_keys = inner.nested_keys
-        self.delete_batch = inner.delete_batch
-        self.delete_parallel = inner.delete_parallel
+        self.take_capabilities_of(inner)
         self._rng = random.Random(seed)
 
     def describe(self) -> str:
