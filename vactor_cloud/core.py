@@ -96,8 +96,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 logger = logging.getLogger("vactor_cloud")
-#: seconds after which a core checks again that the class body its steps name is stored (a
-#: lifecycle rule may delete it while a long-running writer goes on): one HEAD per actor
+#: seconds after which a core checks again that the class body its steps name is stored whole
+#: (a lifecycle rule may delete it while a long-running writer goes on): one GET per actor
 CLASS_BODY_RECHECK = 3600.0
 
 
@@ -1504,27 +1504,31 @@ class ActorCore(Folder):
                 # The steps already name this body, stored by whoever wrote them; it may have
                 # gone since (a lifecycle rule, a copy of the steps alone), and then every
                 # step written here named a body no process without the class could load.
-                # Checked by this core at its first commit and hourly, off the commit's path.
+                # Checked (read and verified: a damaged one is replaced too) by this core at its
+                # first commit and hourly, off the commit's path.
                 self.env.background(self._restore_class_body(ref, body))
             self._stored_classes[ref.sha] = now
         return ref
 
     async def _restore_class_body(self, ref: ClassRef, body: bytes) -> None:
-        """Store the class body ``ref`` again if it is missing (one HEAD when it is there)."""
+        """Store the class body ``ref`` again if it is missing or damaged (one GET when it is
+        sound: a HEAD found a damaged body there, and it stayed unloadable for good)."""
         try:
-            if await self.log.store.head(self.log.class_key(ref.sha)) is not None:
-                return
-            await self.log.put_class(ref.sha, body, ref.name)
+            fault = await self.log.restore_class(ref.sha, body, ref.name)
         except Exception as exc:  # (checked again by a later commit)
             self._stored_classes.pop(ref.sha, None)
             logger.debug("actor %r: checking its class body %s failed: %s", self.actor_id, ref.sha, exc)
             return
+        if fault is None:
+            return
         logger.warning(
-            "actor %r: its class body (%s, %s) was missing from storage (a lifecycle rule, a partial "
-            "copy?): stored it again, so that processes without the class can load the actor",
+            "actor %r: its class body (%s, %s) was %s in storage (a lifecycle rule, a partial "
+            "copy, damage at rest?): stored it again, so that processes without the class can "
+            "load the actor",
             self.actor_id,
             ref.name,
             self.log.class_key(ref.sha),
+            fault,
         )
 
     # -- reads (the caller's thread) --------------------------------------------------------

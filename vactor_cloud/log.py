@@ -948,13 +948,45 @@ class ActorLog:
     async def read_class(self, sha: str) -> bytes:
         key = self.class_key(sha)
         blob = await self.store.get(key)
-        env = codec.decode(key, blob.data, signing_key=self.signing_key)
+        return self._class_body(key, sha, blob.data)
+
+    def _class_body(self, key: str, sha: str, data: bytes) -> bytes:
+        """The verified body of the class object ``data`` read from ``key``; ``IntegrityError``."""
+        env = codec.decode(key, data, signing_key=self.signing_key)
         body = env.parts.get("body")
         if body is None:
             raise IntegrityError(key, "class object has no body")
         if hashlib.sha256(body).hexdigest() != sha:
             raise IntegrityError(key, "class body does not match its content hash")
         return body
+
+    async def restore_class(self, sha: str, body: bytes, name: str) -> str | None:
+        """Make sure the class body ``sha`` is stored whole (``body``: this process's own, whose
+        sha it is): read it (one GET) and store it again if it is missing or does not verify
+        (damaged at rest, another class's body under this sha, signed with another key). What
+        was wrong with it, or None if it was sound (or written by a newer release: not ours to
+        replace)."""
+        key = self.class_key(sha)
+        try:
+            blob = await self.store.get(key)
+        except NotFoundError:
+            await self.put_class(sha, body, name)
+            return "missing"
+        try:
+            self._class_body(key, sha, blob.data)
+            return None
+        except FormatVersionError:
+            return None
+        except IntegrityError as exc:
+            damage = exc.reason
+        data = codec.encode(
+            key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
+        )
+        # Content-addressed: any sound object at the key holds these very bytes, so replacing
+        # the one read (and only that one: if-match) loses nothing, whoever wrote it. Replaced
+        # or deleted meanwhile: ``PreconditionFailedError``, and the caller checks again.
+        await self.store.put(key, data, mode=IfMatch(blob.version))
+        return f"damaged ({damage})"
 
     async def exists(self) -> bool:
         head, steps = await asyncio.gather(self.read_head(), self.list_steps(limit=1))
