@@ -475,13 +475,18 @@ class ActorCore(Folder):
             self._load_lock = asyncio.Lock()
         return self._load_lock
 
-    async def ensure_loaded(self) -> None:
-        """Load the newest step (and the class, if this process lacks it). ``ActorNotFoundError``."""
-        if self.record is not None and self.definition is not None:
-            return
+    async def ensure_loaded(self) -> StepRecord:
+        """Load the newest step (and the class, if this process lacks it). ``ActorNotFoundError``.
+
+        Returns the cached step, or the one this load found: the cache itself may be dropped
+        again at once by another thread (a compaction's ``forget``, a writer's failed attempt)."""
+        record = self.record
+        if record is not None and self.definition is not None:
+            return record
         async with self._lock():
-            if self.record is not None and self.definition is not None:
-                return
+            record = self.record
+            if record is not None and self.definition is not None:
+                return record
             started = time.monotonic()
             head = await self.log.read_head()
             definition: ActorDefinition | None = None
@@ -503,6 +508,7 @@ class ActorCore(Folder):
             self._accept(record, started)
             if head is None or head.step < record.step:
                 self.env.head_moved(self)
+            return record
 
     async def _hinted_definition(self, ref: ClassRef) -> ActorDefinition | None:
         """The class HEAD names, or None if this process cannot have it: HEAD is a hint (it may
@@ -567,15 +573,11 @@ class ActorCore(Folder):
         return record if record is not None and record.step >= newest.step else newest
 
     async def _loaded_record(self) -> StepRecord:
-        """The cached step, loaded if need be, and loaded again if another thread dropped the
-        cache meanwhile (a compaction's ``forget``, a writer's failed attempt): each thread
-        reads ``self.record`` once, never assumes it is still set (a read failed with a bare
-        ``AssertionError`` so). Bounded by the caller's deadline, as every load is."""
-        while True:
-            await self.ensure_loaded()
-            record = self.record
-            if record is not None:
-                return record
+        """The cached step, or the step a load of its own found. Each thread reads ``self.record``
+        once and never assumes it is still set (a read failed with a bare ``AssertionError``
+        so), nor waits for it to stay set: a loop that loaded until the cache held (dropped again
+        by a compaction's ``forget`` or a writer's failed attempt each time) starved a read."""
+        return await self.ensure_loaded()
 
     # -- creation (IO loop) -------------------------------------------------------------
     async def create(self, definition: ActorDefinition, state: bytes, init_args: str) -> bool:

@@ -793,10 +793,9 @@ class Runtime:
             # Another creator won the race: its actor may be of another class (the core did
             # not take ours for it then). Decided by the stored step, never by a shared field
             # another thread may be changing.
-            self.run(core.ensure_loaded())
-            record = core.record
-            stored = record.class_ref.name if record is not None else None
-            if stored is not None and stored != definition.name:
+            # (The step it loaded, not ``core.record``: another thread may drop that cache.)
+            stored = self.run(core.ensure_loaded()).class_ref.name
+            if stored != definition.name:
                 raise _other_class(actor_id, stored, definition)
             _check_class(actor_id, core.definition, definition)
         return core, created
