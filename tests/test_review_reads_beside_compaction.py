@@ -5,7 +5,10 @@ are bounded by events and counts, never timed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -75,3 +78,123 @@ def test_a_read_whose_cache_is_dropped_after_every_load_is_answered_by_its_own_l
     assert gauge.value.run() == 1
     # One by the handle (the actor was not cached), one by the read's own revalidation.
     assert loads.count("dropped") <= 2, loads
+
+
+# -- the read budget --------------------------------------------------------------------------------
+MB = 1024 * 1024
+#: the writer method of ``Desk`` has started (and holds that actor)
+DESK_ENTERED = threading.Event()
+#: ``Desk.work`` may go on to its read of the big actor
+DESK_GO = threading.Event()
+#: a read of ``Heavy`` holds its room (its method runs)
+HEAVY_INSIDE = threading.Event()
+HEAVY_LEAVE = threading.Event()
+
+
+@vc.virtual_actor
+class Heavy:
+    def __init__(self, size: int) -> None:
+        self.blob = bytes(size)
+
+    @vc.virtual_actor.readonly
+    def size(self) -> int:
+        return len(self.blob)
+
+    @vc.virtual_actor.readonly
+    def held(self) -> int:
+        HEAVY_INSIDE.set()
+        assert HEAVY_LEAVE.wait(HANG), "the test never let the read go"
+        return len(self.blob)
+
+    @vc.virtual_actor.readonly
+    def size_and_desk(self, desk_id: str) -> int:
+        # A read calling a writer of an actor another thread holds, whose method reads this one.
+        DESK_GO.set()
+        return len(self.blob) + int(vc.get_actor(desk_id).poke.run())
+
+
+@vc.virtual_actor
+class Desk:
+    def __init__(self) -> None:
+        self.pokes = 0
+
+    def work(self, heavy_id: str) -> int:
+        DESK_ENTERED.set()
+        assert DESK_GO.wait(HANG), "the read never started"
+        return int(vc.get_actor(heavy_id).size.run())
+
+    def poke(self) -> int:
+        self.pokes += 1
+        return self.pokes
+
+
+def _budget(spec: StoreSpec, **settings: Any) -> None:
+    vc.shutdown()
+    spec.init(settings=vc.Settings(storage=spec.url, head_interval=3600.0, **settings))
+
+
+def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` came true within ``HANG`` (polled: a bound, not a timing)."""
+    for _ in range(int(HANG / 0.005)):
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+def test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room(
+    actors: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only method holding read room (``Settings.max_read_bytes``) called a writer of
+    an actor another thread held, whose writer method made a read that needed that room: each
+    waited for the other until ``Settings.deadline`` (30 s by default), when the bound gave way
+    with a warning. A read that waits for another call now lends its room meanwhile."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=20.0, commit_timeout=60.0)
+    DESK_ENTERED.clear()
+    DESK_GO.clear()
+    heavy = Heavy.get_or_create("heavy", MB)
+    desk = Desk.get_or_create("desk")
+    writer, wrote = _in_thread(lambda: desk.work.run("heavy"))
+    assert DESK_ENTERED.wait(HANG)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        assert heavy.size_and_desk.run("desk") == MB + 1
+        writer.join(HANG)
+    assert wrote == [MB]
+    assert "for room" not in caplog.text
+
+
+def test_a_past_view_takes_read_room_while_it_is_restored(actors: StoreSpec) -> None:
+    """``handle.state_at(step)`` restored its copy of the state beside any number of reads
+    (and of other views) without taking room: threads viewing a large actor's past held a
+    copy each at once, whatever ``Settings.max_read_bytes`` said. A view now takes room while
+    it is restored (the view it returns is then the caller's, as any result)."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0)
+    HEAVY_INSIDE.clear()
+    HEAVY_LEAVE.clear()
+    heavy = Heavy.get_or_create("viewed", MB)
+    room = vc.get_runtime().read_room
+    reader, read = _in_thread(heavy.held.run)
+    try:
+        assert HEAVY_INSIDE.wait(HANG)
+        viewer, viewed = _in_thread(lambda: heavy.state_at(0).blob)
+        assert _until(lambda: room.waiting == 1 or not viewer.is_alive())
+        assert viewer.is_alive() and room.waiting == 1, viewed
+    finally:
+        HEAVY_LEAVE.set()
+    reader.join(HANG)
+    viewer.join(HANG)
+    assert read == [MB] and viewed == [bytes(MB)]

@@ -87,7 +87,7 @@ from vactor_cloud.log import (
 )
 from vactor_cloud.poster import CombiningEnv, Posted
 from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
-from vactor_cloud.read_room import ReadRoom
+from vactor_cloud.read_room import ReadRoom, lent_while_waiting
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
@@ -219,6 +219,21 @@ def _holds_actor(method: Callable[Concatenate[ActorCore, P], R]) -> Callable[Con
             return method(core, *args, **kwargs)
         finally:
             held.pop()
+
+    return run
+
+
+def _lends_read_room(
+    method: Callable[Concatenate[ActorCore, P], R],
+) -> Callable[Concatenate[ActorCore, P], R]:
+    """While ``method`` waits for a call of the core's actor, the read-only call running in this
+    context (if any) lends its read room to reads made inside that actor's writer methods: one
+    of them may be what the wait waits for (``read_room``)."""
+
+    @functools.wraps(method)
+    def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with lent_while_waiting(core.actor_id):
+            return method(core, *args, **kwargs)
 
     return run
 
@@ -643,6 +658,7 @@ class ActorCore(Folder):
         if wake is not None:
             wake.set()  # a serving lease holder takes it into its next fold
 
+    @_lends_read_room
     def help(self, future: Future[Any], timeout: float | None) -> None:
         """Wait until ``future`` is done, applying this actor's queued writes whenever nobody is.
 
@@ -1547,7 +1563,9 @@ class ActorCore(Folder):
                 record = self.env.run(self.revalidate())
             definition = self._definition_now(record)
             env = self.env
-            with env.read_room.taken(len(record.state), env.settings.deadline, self.actor_id, call.method):
+            room = env.read_room
+            writers = writers_on_this_thread()
+            with room.taken(len(record.state), env.settings.deadline, self.actor_id, call.method, writers):
                 outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, env))
         except BaseException as exc:
             outcome = Outcome(False, exc)

@@ -15,9 +15,17 @@ end. Reads only ever wait here for other reads, never for a write.
   method: the same ``contextvars`` context) takes no room and never waits: the
   room its caller holds would otherwise keep it waiting for itself. So does
   one made with ``run_async`` inside a read, whatever thread runs it.
+* A read that waits for a writer call of another actor (a read-only method calling
+  a writer, which another thread's writer method holds) lends its room to that
+  actor meanwhile: a read made inside a writer method of that actor, which the
+  lender may be waiting for, takes the lent room rather than wait for it (it
+  waited until ``Settings.deadline`` so). One such read at a time per lender: the
+  memory of the lender's copy and the borrower's is about the lender's room twice.
+* A past view (``state_at``) takes room while its state is restored; the view it
+  returns is the caller's memory, as any result.
 * Every wait has an end: a read that waited ``Settings.deadline`` runs anyway
-  (a read holding room while it waits, on another thread, for a read waiting
-  for room here: the bound gives way rather than the call).
+  (a read holding room while it waits, on a thread of its own making, for a read
+  waiting for room here: the bound gives way rather than the call).
 """
 
 from __future__ import annotations
@@ -26,14 +34,35 @@ import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
-__all__ = ["ReadRoom", "as_nested_read", "in_a_read"]
+__all__ = ["ReadRoom", "as_nested_read", "in_a_read", "lent_while_waiting"]
 
 logger = logging.getLogger("vactor_cloud")
 
 #: read-only calls running in this context, one inside the other (a nested read takes no room)
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("vactor_read_depth", default=0)
+
+
+#: the room this context's (outermost) read holds, while it is not lent
+_held: contextvars.ContextVar[ReadRoom | None] = contextvars.ContextVar("vactor_read_held", default=None)
+
+
+@contextlib.contextmanager
+def lent_while_waiting(actor_id: str) -> Iterator[None]:
+    """Around a wait of this context for a call of ``actor_id``: the room its read holds (if
+    any) is lent to reads made inside that actor's writer methods meanwhile."""
+    room = _held.get()
+    if room is None:
+        yield
+        return
+    token = _held.set(None)  # (a wait inside the wait lends nothing more)
+    room._lend(actor_id, 1)
+    try:
+        yield
+    finally:
+        room._lend(actor_id, -1)
+        _held.reset(token)
 
 
 def in_a_read() -> bool:
@@ -54,23 +83,39 @@ def as_nested_read(fn: Callable[[], None]) -> None:
 class ReadRoom:
     """Room for the states the read-only calls of one runtime restore at once."""
 
-    __slots__ = ("_changed", "_running", "_size", "_used", "waiting")
+    __slots__ = ("_changed", "_lent", "_running", "_size", "_used", "waiting")
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._changed = threading.Condition(threading.Lock())
         self._used = 0
         self._running = 0
+        #: actor id -> reads waiting for a call of that actor, lending it their room
+        self._lent: dict[str, int] = {}
         #: reads waiting for room now (for tests and debugging)
         self.waiting = 0
 
-    def _fits(self, size: int) -> bool:
-        return self._running == 0 or self._used + size <= self._size
+    def _fits(self, size: int, writers: Collection[str]) -> bool:
+        if self._running == 0 or self._used + size <= self._size:
+            return True
+        return any(self._lent.get(actor_id, 0) > 0 for actor_id in writers)
+
+    def _lend(self, actor_id: str, change: int) -> None:
+        with self._changed:
+            count = self._lent.get(actor_id, 0) + change
+            if count > 0:
+                self._lent[actor_id] = count
+            else:
+                self._lent.pop(actor_id, None)
+            self._changed.notify_all()
 
     @contextlib.contextmanager
-    def taken(self, size: int, wait: float, actor_id: str, method: str) -> Iterator[None]:
+    def taken(
+        self, size: int, wait: float, actor_id: str, method: str, writers: Collection[str] = ()
+    ) -> Iterator[None]:
         """Hold room for ``size`` bytes of restored state around the run of read-only call
-        ``method`` of ``actor_id`` (waiting at most ``wait`` seconds for it)."""
+        ``method`` of ``actor_id`` (waiting at most ``wait`` seconds for it). ``writers``: the
+        actors whose writer methods run on this thread (room lent to one of them is taken)."""
         depth = _depth.get()
         if depth:  # a read inside a read: the outer one's room covers it
             nested = _depth.set(depth + 1)
@@ -81,10 +126,10 @@ class ReadRoom:
             return
         changed = self._changed
         with changed:
-            if not self._fits(size):
+            if not self._fits(size, writers):
                 self.waiting += 1
                 try:
-                    if not changed.wait_for(lambda: self._fits(size), timeout=wait):
+                    if not changed.wait_for(lambda: self._fits(size, writers), timeout=wait):
                         logger.warning(
                             "read-only call %s() of actor %r waited %g s for room to restore its "
                             "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
@@ -100,9 +145,11 @@ class ReadRoom:
             self._used += size
             self._running += 1
         outer = _depth.set(1)
+        held = _held.set(self)
         try:
             yield
         finally:
+            _held.reset(held)
             _depth.reset(outer)
             with changed:
                 self._used -= size
