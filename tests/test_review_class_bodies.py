@@ -18,7 +18,7 @@ from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import IntegrityError
 from vactor_cloud.testing.lanes import StoreSpec
 
-pytestmark = pytest.mark.vactor_lanes("memory", "local")
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 #: how long a test waits for what must finish at once before calling it a hang
 HANG = 120.0

@@ -19,7 +19,7 @@ from vactor_cloud.core import ActorCore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
-pytestmark = pytest.mark.vactor_lanes("memory", "local")
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 #: how long a test waits for what must finish at once before calling it a hang
 HANG = 120.0
