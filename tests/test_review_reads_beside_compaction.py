@@ -5,6 +5,7 @@ are bounded by events and counts, never timed."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import history
 from vactor_cloud.core import ActorCore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
@@ -98,6 +100,10 @@ class Heavy:
 
     @vc.virtual_actor.readonly
     def size(self) -> int:
+        return len(self.blob)
+
+    def grow(self) -> int:
+        self.blob += b"+"
         return len(self.blob)
 
     @vc.virtual_actor.readonly
@@ -198,3 +204,120 @@ def test_a_past_view_takes_read_room_while_it_is_restored(actors: StoreSpec) -> 
     reader.join(HANG)
     viewer.join(HANG)
     assert read == [MB] and viewed == [bytes(MB)]
+
+
+#: fetched copies of the stored state alive now (``_Fetched``)
+_ALIVE = [0]
+_ALIVE_LOCK = threading.Lock()
+
+
+class _Fetched(bytes):
+    """A stored state as one read fetched it (counted while alive: how many are held at once)."""
+
+    def __init__(self, data: bytes) -> None:
+        with _ALIVE_LOCK:
+            _ALIVE[0] += 1
+
+    def __del__(self) -> None:
+        with _ALIVE_LOCK:
+            _ALIVE[0] -= 1
+
+
+def test_reads_of_a_past_step_waiting_for_room_hold_no_fetched_copy(
+    actors: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read at a past step (``run(at_step=n)``) fetched its own copy of the stored state,
+    then waited for read room holding it: threads reading a large actor's past held a fetched
+    copy each beside the room, unbounded (the bound counts restored copies). A read that must
+    wait now lets go of its copy and reads the step again once it has room (a step compacted
+    meanwhile: ``StepNotFoundError``, as for any read of it)."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0)
+    HEAVY_INSIDE.clear()
+    HEAVY_LEAVE.clear()
+    heavy = Heavy.get_or_create("past", MB)
+    room = vc.get_runtime().read_room
+    find_step = ActorLog.find_step
+
+    async def tracked_find_step(log: ActorLog, step: int) -> Any:
+        record = await find_step(log, step)
+        if log.actor_id != "past":
+            return record
+        return replace(record, state=_Fetched(record.state))
+
+    monkeypatch.setattr(ActorLog, "find_step", tracked_find_step)
+    holder, held = _in_thread(heavy.held.run)
+    readers: list[tuple[threading.Thread, list[Any]]] = []
+    try:
+        assert HEAVY_INSIDE.wait(HANG)
+        readers = [_in_thread(lambda: heavy.size.run(at_step=0)) for _ in range(4)]
+        assert _until(lambda: room.waiting == 4 or not all(t.is_alive() for t, _ in readers))
+        gc.collect()
+        assert room.waiting == 4 and _ALIVE[0] == 0, (_ALIVE, [out for _, out in readers])
+    finally:
+        HEAVY_LEAVE.set()
+    holder.join(HANG)
+    for thread, out in readers:
+        thread.join(HANG)
+        assert out == [MB]
+    assert held == [MB]
+
+
+def test_past_views_waiting_for_room_hold_no_fetched_copy(
+    actors: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for ``handle.state_at(step)`` (which took no room at all before)."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0)
+    HEAVY_INSIDE.clear()
+    HEAVY_LEAVE.clear()
+    heavy = Heavy.get_or_create("past-view", MB)
+    room = vc.get_runtime().read_room
+    find_step = history.find_step
+
+    async def tracked_find_step(log: ActorLog, step: int) -> Any:
+        record = await find_step(log, step)
+        return replace(record, state=_Fetched(record.state))
+
+    monkeypatch.setattr(history, "find_step", tracked_find_step)
+    holder, held = _in_thread(heavy.held.run)
+    viewers: list[tuple[threading.Thread, list[Any]]] = []
+    try:
+        assert HEAVY_INSIDE.wait(HANG)
+        viewers = [_in_thread(lambda: len(heavy.state_at(0).blob)) for _ in range(3)]
+        assert _until(lambda: room.waiting == 3 or not all(t.is_alive() for t, _ in viewers))
+        gc.collect()
+        assert room.waiting == 3 and _ALIVE[0] == 0, (_ALIVE, [out for _, out in viewers])
+    finally:
+        HEAVY_LEAVE.set()
+    holder.join(HANG)
+    for thread, out in viewers:
+        thread.join(HANG)
+        assert out == [MB]
+    assert held == [MB]
+
+
+def test_a_read_of_a_past_step_compacted_while_it_waits_for_room_says_so(actors: StoreSpec) -> None:
+    """(Pin, with the test above) A read at a past step that let go of its copy while waiting
+    for room reads the step again: a compaction that deleted it meanwhile gets the caller a
+    ``StepNotFoundError`` naming the steps that remain, not a partial or stale state."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0, fresh_window=0.0)
+    HEAVY_INSIDE.clear()
+    HEAVY_LEAVE.clear()
+    heavy = Heavy.get_or_create("compacted-past", MB)
+    assert heavy.grow.run() == MB + 1
+    assert heavy.grow.run() == MB + 2
+    room = vc.get_runtime().read_room
+    holder, held = _in_thread(heavy.held.run)
+    try:
+        assert HEAVY_INSIDE.wait(HANG)
+        reader, read = _in_thread(lambda: heavy.size.run(at_step=0))
+        assert _until(lambda: room.waiting == 1 or not reader.is_alive())
+        assert room.waiting == 1, read
+        assert heavy.compact(keep_last=1, min_age=0).watermark == 2
+    finally:
+        HEAVY_LEAVE.set()
+    holder.join(HANG)
+    reader.join(HANG)
+    assert held == [MB + 2]
+    (error,) = read
+    assert isinstance(error, vc.StepNotFoundError) and error.compacted, error
+    assert "steps 2..2 remain" in str(error)

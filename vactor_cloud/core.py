@@ -1557,15 +1557,22 @@ class ActorCore(Folder):
             return
         counters.count("reads")
         try:
-            if call.at_step is not None:
-                record = self.env.run(self.log.find_step(call.at_step))
-            else:
-                record = self.env.run(self.revalidate())
-            definition = self._definition_now(record)
             env = self.env
+            step = call.at_step
+            record = env.run(self.log.find_step(step) if step is not None else self.revalidate())
+            definition = self._definition_now(record)
             room = env.read_room
             writers = writers_on_this_thread()
-            with room.taken(len(record.state), env.settings.deadline, self.actor_id, call.method, writers):
+            size = len(record.state)
+            # A past step is this read's own copy of the stored state: not held while it waits
+            # for room (read again once it has room; the newest step is the cache's, shared).
+            again: int | None = None
+            if step is not None and not room.has_room(size, writers):
+                again = step
+                del record
+            with room.taken(size, env.settings.deadline, self.actor_id, call.method, writers):
+                if again is not None:  # (compacted meanwhile: StepNotFoundError, as any read of it)
+                    record = env.run(self.log.find_step(again))
                 outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, env))
         except BaseException as exc:
             outcome = Outcome(False, exc)

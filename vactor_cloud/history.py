@@ -280,9 +280,16 @@ def state_at(actor_id: str, step: int) -> Any:
     record, definition = runtime.run(load_definition())
     where = f"actor {actor_id!r} step {record.step}"
     serializer = expect_serializer(record.serializer, definition.serializer, where)
-    # Restored under the read budget, as a read's copy is (the view is then the caller's).
-    room, deadline = runtime.read_room, runtime.settings.deadline
-    with room.taken(len(record.state), deadline, actor_id, "state_at", writers_on_this_thread()):
+    # Restored under the read budget, as a read's copy is (the view is then the caller's); the
+    # fetched copy is not held while waiting for room (read again once there is).
+    room, deadline, writers = runtime.read_room, runtime.settings.deadline, writers_on_this_thread()
+    size = len(record.state)
+    again = not room.has_room(size, writers)
+    if again:
+        del record
+    with room.taken(size, deadline, actor_id, "state_at", writers):
+        if again:
+            record = runtime.run(find_step(core.log, step))
         instance = restore_instance(definition.cls, loads_state(record.state, serializer))
     return _freeze(instance, record.step)
 

@@ -23,6 +23,10 @@ end. Reads only ever wait here for other reads, never for a write.
   memory of the lender's copy and the borrower's is about the lender's room twice.
 * A past view (``state_at``) takes room while its state is restored; the view it
   returns is the caller's memory, as any result.
+* A read of a past step (``at_step``, ``state_at``) fetches its own copy of the
+  stored state: one that would wait for room lets go of it first and reads the
+  step again once it has room (a step compacted meanwhile: ``StepNotFoundError``),
+  so that waiting reads hold no copies.
 * Every wait has an end: a read that waited ``Settings.deadline`` runs anyway
   (a read holding room while it waits, on a thread of its own making, for a read
   waiting for room here: the bound gives way rather than the call).
@@ -99,6 +103,14 @@ class ReadRoom:
         if self._running == 0 or self._used + size <= self._size:
             return True
         return any(self._lent.get(actor_id, 0) > 0 for actor_id in writers)
+
+    def has_room(self, size: int, writers: Collection[str] = ()) -> bool:
+        """Whether a read of ``size`` bytes would run now without waiting (a hint: another read
+        may take the room before this one does)."""
+        if _depth.get():
+            return True
+        with self._changed:
+            return self._fits(size, writers)
 
     def _lend(self, actor_id: str, change: int) -> None:
         with self._changed:
