@@ -118,3 +118,29 @@ def test_a_damaged_class_body_says_what_to_do_and_a_writer_with_the_class_repair
     _reopen(quiet)
     monkeypatch.delitem(definition._REGISTRY, Shelf.name)
     assert vc.get_actor(actor_id).add.run() == 4
+
+
+def test_a_damaged_body_left_at_the_key_of_an_actor_created_anew_is_repaired(
+    quiet: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An actor's keys deleted out of band while a writer's background check re-stored its
+    body, or a copy of the bucket that kept a damaged class object: the id created anew found
+    an object at its body's key, and the creator's create-only put took it for its own
+    ("already exists") and counted the body as checked for the hour: a damaged one there went
+    unnoticed, and the new actor was unloadable in processes without the class. A body found
+    already there is now verified by the creator's first commit, as any writer's."""
+    scratch = Shelf.get_or_create("scratch")  # (only to learn the key of Shelf's body)
+    assert scratch.add.run() == 1
+    store = vc.get_runtime().store
+    sha = _sync.sync(vc.get_runtime().log("scratch").read_step(0)).class_ref.sha  # type: ignore[union-attr]
+    key = vc.get_runtime().log("anew").class_key(sha)
+    _, body = Shelf.definition.body()
+    data = codec.encode(key, {"kind": "class", "name": Shelf.name}, {"body": body})
+    _sync.sync(store.put(key, _damaged("flipped", key, data), mode="create"))
+
+    shelf = Shelf.get_or_create("anew")
+    assert shelf.add.run() == 1
+    _settle_background()
+    _reopen(quiet)
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)
+    assert vc.get_actor("anew").add.run() == 2

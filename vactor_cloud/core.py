@@ -601,8 +601,9 @@ class ActorCore(Folder):
         True when this call created the actor.
         """
         ref, body = definition.body()
-        await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
-        self._stored_classes[ref.sha] = time.monotonic()
+        created, _ = await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
+        if created:  # (one found there may be damaged: the first commit checks it)
+            self._stored_classes[ref.sha] = time.monotonic()
         record = StepRecord(
             step=0,
             parent=None,
@@ -1516,8 +1517,10 @@ class ActorCore(Folder):
         if checked is None or now - checked > CLASS_BODY_RECHECK:
             if ref.sha != base.class_ref.sha:
                 # This process runs its own (maybe upgraded) class: store its body first
-                # so that processes without the class can read the steps it writes.
-                self.env.run(self.log.put_class(ref.sha, body, ref.name))
+                # so that processes without the class can read the steps it writes. One
+                # found there already (left by an earlier run) may be damaged: checked too.
+                if not self.env.run(self.log.put_class(ref.sha, body, ref.name)):
+                    self.env.background(self._restore_class_body(ref, body))
             else:
                 # The steps already name this body, stored by whoever wrote them; it may have
                 # gone since (a lifecycle rule, a copy of the steps alone), and then every

@@ -917,7 +917,9 @@ class ActorLog:
             raise _unusable_gc(self.actor_id, self.gc_key, exc) from None
 
     # -- class bodies ------------------------------------------------------------
-    async def put_class(self, sha: str, body: bytes, name: str) -> None:
+    async def put_class(self, sha: str, body: bytes, name: str) -> bool:
+        """Create the class object ``sha``. True when this put created it; False when an object
+        was there already (sound, or damaged at rest: :meth:`restore_class` tells)."""
         key = self.class_key(sha)
         data = codec.encode(
             key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
@@ -925,22 +927,24 @@ class ActorLog:
         # Content-addressed: whoever wrote it first wrote the same bytes, so an
         # object found at the key after an ambiguous failure (a lost response, a
         # 409, a 5xx) is as good as our own write; only a missing one is retried.
-        await self._put_own(key, data)
+        return await self._put_own(key, data)
 
-    async def _put_own(self, key: str, data: bytes) -> None:
-        """Create ``key``; an object already there is this very write (same bytes by construction)."""
+    async def _put_own(self, key: str, data: bytes) -> bool:
+        """Create ``key``; an object already there is this very write (same bytes by construction).
+        True when one of this put's requests created it (False: an object was there, or one was
+        found there after an answer was lost)."""
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
                 await self.store.put(key, data, mode="create")
-                return
+                return True
             except AlreadyExistsError:
-                return
+                return False
             except StorageError as exc:
                 last_error = exc
             with contextlib.suppress(StorageError):
                 if await self.store.head(key) is not None:
-                    return
+                    return False
             await asyncio.sleep(retry_pause(attempt))
         assert last_error is not None  # every way round the loop without returning sets it
         raise last_error
