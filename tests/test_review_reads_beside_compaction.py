@@ -5,6 +5,7 @@ are bounded by events and counts, never timed."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import threading
@@ -91,6 +92,11 @@ DESK_GO = threading.Event()
 #: a read of ``Heavy`` holds its room (its method runs)
 HEAVY_INSIDE = threading.Event()
 HEAVY_LEAVE = threading.Event()
+#: ``Heavy.held`` calls running now, and the most at once
+FAN = {"now": 0, "most": 0}
+FAN_LOCK = threading.Lock()
+#: the futures of the reads ``Heavy.fan_out`` made
+FANNED: list[Any] = []
 
 
 @vc.virtual_actor
@@ -109,7 +115,24 @@ class Heavy:
     @vc.virtual_actor.readonly
     def held(self) -> int:
         HEAVY_INSIDE.set()
-        assert HEAVY_LEAVE.wait(HANG), "the test never let the read go"
+        with FAN_LOCK:
+            FAN["now"] += 1
+            FAN["most"] = max(FAN["most"], FAN["now"])
+        try:
+            assert HEAVY_LEAVE.wait(HANG), "the test never let the read go"
+            return len(self.blob)
+        finally:
+            with FAN_LOCK:
+                FAN["now"] -= 1
+
+    @vc.virtual_actor.readonly
+    def fan_out(self, count: int, wait: bool) -> int:
+        # A read-only method reading this actor ``count`` times at once through run_async.
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        futures = [vc.get_actor(actor_id).held.run_async() for _ in range(count)]
+        FANNED.extend(futures)
+        if wait:
+            concurrent.futures.wait(futures, timeout=HANG)  # (no caller-runs: the pool's threads)
         return len(self.blob)
 
     @vc.virtual_actor.readonly
@@ -321,3 +344,30 @@ def test_a_read_of_a_past_step_compacted_while_it_waits_for_room_says_so(actors:
     (error,) = read
     assert isinstance(error, vc.StepNotFoundError) and error.compacted, error
     assert "steps 2..2 remain" in str(error)
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["returns", "waits"])
+def test_reads_a_read_only_method_fans_out_stay_within_the_read_room(actors: StoreSpec, wait: bool) -> None:
+    """A read made with ``run_async`` inside a read took no room, whatever thread ran it (its
+    outer read may wait for it): a read-only method fanning out reads of a large actor restored
+    as many copies at once as the read pool had threads, and as many again after it returned
+    without waiting. Such a read now takes room, or runs on its outer read's spare (one at a
+    time per outer read, so that an outer read waiting for them always sees them end)."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0)
+    HEAVY_INSIDE.clear()
+    HEAVY_LEAVE.clear()
+    FAN.update(now=0, most=0)
+    FANNED.clear()
+    heavy = Heavy.get_or_create(f"fan-{wait}", MB)
+    room = vc.get_runtime().read_room
+    outer = heavy.fan_out.run_async(6, wait)
+    try:
+        if not wait:
+            assert outer.result(HANG) == MB
+        assert _until(lambda: FAN["now"] + room.waiting == 6)
+        # returns: one in the room, one on the spare; waits: the outer read holds the room
+        assert FAN["most"] == (2 if not wait else 1), FAN
+    finally:
+        HEAVY_LEAVE.set()
+    assert outer.result(HANG) == MB
+    assert [f.result(HANG) for f in FANNED] == [MB] * 6

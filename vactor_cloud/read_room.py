@@ -13,8 +13,14 @@ end. Reads only ever wait here for other reads, never for a write.
 * A read inside a read (a read-only method calling one, directly or through
   other actors, on its thread or on the helper thread of an ``async def``
   method: the same ``contextvars`` context) takes no room and never waits: the
-  room its caller holds would otherwise keep it waiting for itself. So does
-  one made with ``run_async`` inside a read, whatever thread runs it.
+  room its caller holds would otherwise keep it waiting for itself.
+* A read made with ``run_async`` inside a read, run on another thread, takes
+  room when there is some; when there is none it runs on its outer read's
+  *spare*: one such read at a time per outer read runs without room (the outer
+  read may be waiting for it, however it waits), the others wait for room or
+  for the spare. Each ran without room before: a read-only method fanning out
+  ``run_async`` reads of large actors restored as many copies at once as the
+  read pool has threads, and more once it returned without waiting for them.
 * A read that waits for a writer call of another actor (a read-only method calling
   a writer, which another thread's writer method holds) lends its room to that
   actor meanwhile: a read made inside a writer method of that actor, which the
@@ -40,7 +46,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterator
 
-__all__ = ["ReadRoom", "as_nested_read", "in_a_read", "lent_while_waiting"]
+__all__ = ["OuterRead", "ReadRoom", "as_nested_read", "in_a_read", "lent_while_waiting", "outer_read"]
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -69,19 +75,51 @@ def lent_while_waiting(actor_id: str) -> Iterator[None]:
         _held.reset(token)
 
 
+class OuterRead:
+    """A read that holds room (or runs without), as the reads made with ``run_async`` inside
+    it see it: its spare runs one of them at a time without room."""
+
+    __slots__ = ("spare_taken",)
+
+    def __init__(self) -> None:
+        #: a read made inside this one runs on the spare now (guarded by its room's lock)
+        self.spare_taken = False
+
+
+#: the outermost read running in this context
+_outer: contextvars.ContextVar[OuterRead | None] = contextvars.ContextVar("vactor_read_outer", default=None)
+#: (on a thread running a read made with ``run_async`` inside a read) that outer read
+_inner_of: contextvars.ContextVar[OuterRead | None] = contextvars.ContextVar(
+    "vactor_read_inner_of", default=None
+)
+
+
+def outer_read() -> OuterRead | None:
+    """The read running in this context (a read made now with ``run_async`` is inside it)."""
+    return _outer.get() if _depth.get() > 0 else None
+
+
 def in_a_read() -> bool:
     """Whether a read-only call runs in this context (a read made now is nested in it)."""
     return _depth.get() > 0
 
 
-def as_nested_read(fn: Callable[[], None]) -> None:
+def as_nested_read(fn: Callable[[], None], outer: OuterRead | None = None) -> None:
     """Run ``fn`` (a read made inside a read, run on another thread: ``run_async``) as a read
-    nested in that one: its caller waits for it, holding room it would otherwise wait for."""
-    token = _depth.set(_depth.get() + 1)
+    inside that one (``outer``): it takes room if there is some, else runs on the outer read's
+    spare (see the module's docstring). Without ``outer``: it takes no room at all."""
+    if outer is None:
+        token = _depth.set(_depth.get() + 1)
+        try:
+            fn()
+        finally:
+            _depth.reset(token)
+        return
+    inner = _inner_of.set(outer)
     try:
         fn()
     finally:
-        _depth.reset(token)
+        _inner_of.reset(inner)
 
 
 class ReadRoom:
@@ -103,6 +141,10 @@ class ReadRoom:
         if self._running == 0 or self._used + size <= self._size:
             return True
         return any(self._lent.get(actor_id, 0) > 0 for actor_id in writers)
+
+    @staticmethod
+    def _spare(outer: OuterRead | None) -> bool:
+        return outer is not None and not outer.spare_taken
 
     def has_room(self, size: int, writers: Collection[str] = ()) -> bool:
         """Whether a read of ``size`` bytes would run now without waiting (a hint: another read
@@ -137,11 +179,16 @@ class ReadRoom:
                 _depth.reset(nested)
             return
         changed = self._changed
+        outer = _inner_of.get()
+        spare = False
         with changed:
-            if not self._fits(size, writers):
+            if not self._fits(size, writers) and not self._spare(outer):
                 self.waiting += 1
                 try:
-                    if not changed.wait_for(lambda: self._fits(size, writers), timeout=wait):
+                    ready = changed.wait_for(
+                        lambda: self._fits(size, writers) or self._spare(outer), timeout=wait
+                    )
+                    if not ready:
                         logger.warning(
                             "read-only call %s() of actor %r waited %g s for room to restore its "
                             "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
@@ -154,16 +201,24 @@ class ReadRoom:
                         )
                 finally:
                     self.waiting -= 1
-            self._used += size
-            self._running += 1
-        outer = _depth.set(1)
+            if outer is not None and not self._fits(size, writers) and self._spare(outer):
+                outer.spare_taken = spare = True
+            else:
+                self._used += size
+                self._running += 1
+        running = _depth.set(1)
         held = _held.set(self)
+        itself = _outer.set(OuterRead())
         try:
             yield
         finally:
+            _outer.reset(itself)
             _held.reset(held)
-            _depth.reset(outer)
+            _depth.reset(running)
             with changed:
-                self._used -= size
-                self._running -= 1
+                if spare and outer is not None:
+                    outer.spare_taken = False
+                else:
+                    self._used -= size
+                    self._running -= 1
                 changed.notify_all()
