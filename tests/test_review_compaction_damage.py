@@ -63,3 +63,24 @@ def test_a_step_damaged_at_rest_does_not_stop_compaction_from_deleting_it(
     assert report.watermark == 5 and report.deleted_steps == 5, report
     assert _sync.sync(log.list_steps()) == [5, 6]
     assert ledger.add.run() == 7
+
+
+def test_a_damaged_step_at_the_new_watermark_does_not_fail_a_compaction_that_deleted_steps(
+    actors: StoreSpec,
+) -> None:
+    """After deleting the steps below the watermark, compaction reads the watermark step (the
+    oldest kept) for the idempotency checkpoint it names; that step damaged at rest failed the
+    compaction with a bare ``IntegrityError`` once its steps were already deleted (no report),
+    and every compaction after it the same way. The old checkpoints are now kept then (they
+    are what a damaged step might name), with a warning, and the compaction reports."""
+    ledger = Ledger.get_or_create("ledger-watermark")
+    for _ in range(6):
+        ledger.add.run()
+    runtime = vc.get_runtime()
+    log = runtime.log("ledger-watermark")
+    key = log.step_key(5)
+    data = _sync.sync(runtime.store.get(key)).data
+    _sync.sync(runtime.store.put(key, data[: len(data) // 2]))
+    report = runtime.run(compact(log, 2, min_age=0, fresh_window=0.0))
+    assert report.watermark == 5 and report.deleted_steps == 5, report
+    assert _sync.sync(log.list_steps()) == [5, 6]

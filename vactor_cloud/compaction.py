@@ -504,7 +504,18 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     every kept step names that one or a newer one. Older checkpoints were
     named only by deleted steps, or by none (a commit that lost its race).
     """
-    oldest = await log.read_step(watermark)
+    try:
+        oldest = await log.read_step(watermark)
+    except IntegrityError as exc:
+        # Which checkpoint it names is unknown: keep them all (the next compaction tries again).
+        # Raised, it failed the compaction after its steps were deleted, and every one after.
+        logger.warning(
+            "actor %r: compaction keeps the idempotency checkpoints: the oldest kept step does not "
+            "verify (%s)",
+            log.actor_id,
+            exc,
+        )
+        return 0
     if watermark < await log.read_gc():
         # Another compaction raised the watermark past ours (and deleted our watermark step):
         # what sits at that number now may be a stray (a stalled writer's late put), naming a
