@@ -312,20 +312,35 @@ async def _youngest_allowed(log: ActorLog, low: int, high: int, cutoff: float) -
     the chain (true up to clock skew between writers). Missing steps (already
     deleted) count as old.
     """
-    if not await _written_before(log, low, cutoff):
+    top = high
+    if not await _written_before(log, low, cutoff, top):
         return low
     while low < high:
         mid = (low + high + 1) // 2
-        if await _written_before(log, mid, cutoff):
+        if await _written_before(log, mid, cutoff, top):
             low = mid
         else:
             high = mid - 1
     return low
 
 
-async def _written_before(log: ActorLog, step: int, cutoff: float) -> bool:
-    record = await log.read_step(step)
-    return record is None or record.time <= cutoff
+async def _written_before(log: ActorLog, step: int, cutoff: float, top: int) -> bool:
+    """Whether ``step`` was written at or before ``cutoff`` (a missing one was deleted: old).
+
+    A step that does not verify (damaged at rest, or in transit) is judged by the next one
+    that does, up to ``top``: the chain is causal, so it was written before its successors,
+    and a successor old enough vouches for it. (It failed every compaction of the actor, so
+    that not even the damaged step could be deleted.) None up to ``top``: taken for young."""
+    for number in range(step, top + 1):
+        try:
+            record = await log.read_step(number)
+        except IntegrityError as exc:
+            logger.warning(
+                "actor %r: compaction passes over a step that does not verify: %s", log.actor_id, exc
+            )
+            continue
+        return record is None or record.time <= cutoff
+    return False
 
 
 async def _steps_below(log: ActorLog, watermark: int) -> list[int]:
@@ -489,7 +504,18 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     every kept step names that one or a newer one. Older checkpoints were
     named only by deleted steps, or by none (a commit that lost its race).
     """
-    oldest = await log.read_step(watermark)
+    try:
+        oldest = await log.read_step(watermark)
+    except IntegrityError as exc:
+        # Which checkpoint it names is unknown: keep them all (the next compaction tries again).
+        # Raised, it failed the compaction after its steps were deleted, and every one after.
+        logger.warning(
+            "actor %r: compaction keeps the idempotency checkpoints: the oldest kept step does not "
+            "verify (%s)",
+            log.actor_id,
+            exc,
+        )
+        return 0
     if watermark < await log.read_gc():
         # Another compaction raised the watermark past ours (and deleted our watermark step):
         # what sits at that number now may be a stray (a stalled writer's late put), naming a

@@ -87,7 +87,7 @@ from vactor_cloud.log import (
 )
 from vactor_cloud.poster import CombiningEnv, Posted
 from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
-from vactor_cloud.read_room import ReadRoom
+from vactor_cloud.read_room import ReadRoom, lent_while_waiting
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
@@ -96,8 +96,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 logger = logging.getLogger("vactor_cloud")
-#: seconds after which a core checks again that the class body its steps name is stored (a
-#: lifecycle rule may delete it while a long-running writer goes on): one HEAD per actor
+#: seconds after which a core checks again that the class body its steps name is stored whole
+#: (a lifecycle rule may delete it while a long-running writer goes on): one GET per actor
 CLASS_BODY_RECHECK = 3600.0
 
 
@@ -219,6 +219,21 @@ def _holds_actor(method: Callable[Concatenate[ActorCore, P], R]) -> Callable[Con
             return method(core, *args, **kwargs)
         finally:
             held.pop()
+
+    return run
+
+
+def _lends_read_room(
+    method: Callable[Concatenate[ActorCore, P], R],
+) -> Callable[Concatenate[ActorCore, P], R]:
+    """While ``method`` waits for a call of the core's actor, the read-only call running in this
+    context (if any) lends its read room to reads made inside that actor's writer methods: one
+    of them may be what the wait waits for (``read_room``)."""
+
+    @functools.wraps(method)
+    def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with lent_while_waiting(core.actor_id):
+            return method(core, *args, **kwargs)
 
     return run
 
@@ -475,13 +490,18 @@ class ActorCore(Folder):
             self._load_lock = asyncio.Lock()
         return self._load_lock
 
-    async def ensure_loaded(self) -> None:
-        """Load the newest step (and the class, if this process lacks it). ``ActorNotFoundError``."""
-        if self.record is not None and self.definition is not None:
-            return
+    async def ensure_loaded(self) -> StepRecord:
+        """Load the newest step (and the class, if this process lacks it). ``ActorNotFoundError``.
+
+        Returns the cached step, or the one this load found: the cache itself may be dropped
+        again at once by another thread (a compaction's ``forget``, a writer's failed attempt)."""
+        record = self.record
+        if record is not None and self.definition is not None:
+            return record
         async with self._lock():
-            if self.record is not None and self.definition is not None:
-                return
+            record = self.record
+            if record is not None and self.definition is not None:
+                return record
             started = time.monotonic()
             head = await self.log.read_head()
             definition: ActorDefinition | None = None
@@ -503,6 +523,7 @@ class ActorCore(Folder):
             self._accept(record, started)
             if head is None or head.step < record.step:
                 self.env.head_moved(self)
+            return record
 
     async def _hinted_definition(self, ref: ClassRef) -> ActorDefinition | None:
         """The class HEAD names, or None if this process cannot have it: HEAD is a hint (it may
@@ -567,15 +588,11 @@ class ActorCore(Folder):
         return record if record is not None and record.step >= newest.step else newest
 
     async def _loaded_record(self) -> StepRecord:
-        """The cached step, loaded if need be, and loaded again if another thread dropped the
-        cache meanwhile (a compaction's ``forget``, a writer's failed attempt): each thread
-        reads ``self.record`` once, never assumes it is still set (a read failed with a bare
-        ``AssertionError`` so). Bounded by the caller's deadline, as every load is."""
-        while True:
-            await self.ensure_loaded()
-            record = self.record
-            if record is not None:
-                return record
+        """The cached step, or the step a load of its own found. Each thread reads ``self.record``
+        once and never assumes it is still set (a read failed with a bare ``AssertionError``
+        so), nor waits for it to stay set: a loop that loaded until the cache held (dropped again
+        by a compaction's ``forget`` or a writer's failed attempt each time) starved a read."""
+        return await self.ensure_loaded()
 
     # -- creation (IO loop) -------------------------------------------------------------
     async def create(self, definition: ActorDefinition, state: bytes, init_args: str) -> bool:
@@ -584,8 +601,9 @@ class ActorCore(Folder):
         True when this call created the actor.
         """
         ref, body = definition.body()
-        await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
-        self._stored_classes[ref.sha] = time.monotonic()
+        created, _ = await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
+        if created:  # (one found there may be damaged: the first commit checks it)
+            self._stored_classes[ref.sha] = time.monotonic()
         record = StepRecord(
             step=0,
             parent=None,
@@ -641,6 +659,7 @@ class ActorCore(Folder):
         if wake is not None:
             wake.set()  # a serving lease holder takes it into its next fold
 
+    @_lends_read_room
     def help(self, future: Future[Any], timeout: float | None) -> None:
         """Wait until ``future`` is done, applying this actor's queued writes whenever nobody is.
 
@@ -1498,33 +1517,39 @@ class ActorCore(Folder):
         if checked is None or now - checked > CLASS_BODY_RECHECK:
             if ref.sha != base.class_ref.sha:
                 # This process runs its own (maybe upgraded) class: store its body first
-                # so that processes without the class can read the steps it writes.
-                self.env.run(self.log.put_class(ref.sha, body, ref.name))
+                # so that processes without the class can read the steps it writes. One
+                # found there already (left by an earlier run) may be damaged: checked too.
+                if not self.env.run(self.log.put_class(ref.sha, body, ref.name)):
+                    self.env.background(self._restore_class_body(ref, body))
             else:
                 # The steps already name this body, stored by whoever wrote them; it may have
                 # gone since (a lifecycle rule, a copy of the steps alone), and then every
                 # step written here named a body no process without the class could load.
-                # Checked by this core at its first commit and hourly, off the commit's path.
+                # Checked (read and verified: a damaged one is replaced too) by this core at its
+                # first commit and hourly, off the commit's path.
                 self.env.background(self._restore_class_body(ref, body))
             self._stored_classes[ref.sha] = now
         return ref
 
     async def _restore_class_body(self, ref: ClassRef, body: bytes) -> None:
-        """Store the class body ``ref`` again if it is missing (one HEAD when it is there)."""
+        """Store the class body ``ref`` again if it is missing or damaged (one GET when it is
+        sound: a HEAD found a damaged body there, and it stayed unloadable for good)."""
         try:
-            if await self.log.store.head(self.log.class_key(ref.sha)) is not None:
-                return
-            await self.log.put_class(ref.sha, body, ref.name)
+            fault = await self.log.restore_class(ref.sha, body, ref.name)
         except Exception as exc:  # (checked again by a later commit)
             self._stored_classes.pop(ref.sha, None)
             logger.debug("actor %r: checking its class body %s failed: %s", self.actor_id, ref.sha, exc)
             return
+        if fault is None:
+            return
         logger.warning(
-            "actor %r: its class body (%s, %s) was missing from storage (a lifecycle rule, a partial "
-            "copy?): stored it again, so that processes without the class can load the actor",
+            "actor %r: its class body (%s, %s) was %s in storage (a lifecycle rule, a partial "
+            "copy, damage at rest?): stored it again, so that processes without the class can "
+            "load the actor",
             self.actor_id,
             ref.name,
             self.log.class_key(ref.sha),
+            fault,
         )
 
     # -- reads (the caller's thread) --------------------------------------------------------
@@ -1535,13 +1560,22 @@ class ActorCore(Folder):
             return
         counters.count("reads")
         try:
-            if call.at_step is not None:
-                record = self.env.run(self.log.find_step(call.at_step))
-            else:
-                record = self.env.run(self.revalidate())
-            definition = self._definition_now(record)
             env = self.env
-            with env.read_room.taken(len(record.state), env.settings.deadline, self.actor_id, call.method):
+            step = call.at_step
+            record = env.run(self.log.find_step(step) if step is not None else self.revalidate())
+            definition = self._definition_now(record)
+            room = env.read_room
+            writers = writers_on_this_thread()
+            size = len(record.state)
+            # A past step is this read's own copy of the stored state: not held while it waits
+            # for room (read again once it has room; the newest step is the cache's, shared).
+            again: int | None = None
+            if step is not None and not room.has_room(size, writers):
+                again = step
+                del record
+            with room.taken(size, env.settings.deadline, self.actor_id, call.method, writers):
+                if again is not None:  # (compacted meanwhile: StepNotFoundError, as any read of it)
+                    record = env.run(self.log.find_step(again))
                 outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, env))
         except BaseException as exc:
             outcome = Outcome(False, exc)

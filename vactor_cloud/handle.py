@@ -38,7 +38,7 @@ from vactor_cloud.future import ActorFuture, CallFuture
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
-from vactor_cloud.read_room import as_nested_read, in_a_read
+from vactor_cloud.read_room import OuterRead, as_nested_read, outer_read
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
@@ -55,17 +55,19 @@ def _refuse(call: PendingCall, error: BaseException) -> None:
         call.future.set_exception(error)
 
 
-def _read_waiting(core: ActorCore, call: PendingCall, nested: bool, _timeout: float | None) -> None:
+def _read_waiting(
+    core: ActorCore, call: PendingCall, inside: OuterRead | None, _timeout: float | None
+) -> None:
     """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list)."""
     with WaitingInsideWriter():
-        _read(core, call, nested)
+        _read(core, call, inside)
 
 
-def _read(core: ActorCore, call: PendingCall, nested: bool) -> None:
-    """Run a read-only call made with ``run_async`` (``nested``: it was made inside a read, which
-    may wait for it: it takes no room of its own, see ``read_room``)."""
-    if nested:
-        as_nested_read(functools.partial(core.read, call))
+def _read(core: ActorCore, call: PendingCall, inside: OuterRead | None) -> None:
+    """Run a read-only call made with ``run_async`` (``inside``: the read it was made in, which
+    may wait for it: it runs on that read's spare when there is no room, see ``read_room``)."""
+    if inside is not None:
+        as_nested_read(functools.partial(core.read, call), inside)
     else:
         core.read(call)
 
@@ -502,11 +504,11 @@ class ActorMethod(Generic[P, R]):
         if self._after_creation(runtime, call):
             future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
-            nested = in_a_read()
-            future._help = functools.partial(_read_waiting, core, call, nested)
+            inside = outer_read()
+            future._help = functools.partial(_read_waiting, core, call, inside)
             future._read_only = True
             runtime.spawn(
-                functools.partial(_read, core, call, nested),
+                functools.partial(_read, core, call, inside),
                 on_shutdown=functools.partial(_refuse, call),
                 read=True,
             )

@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vactor_cloud.core import writers_on_this_thread
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
@@ -266,7 +267,8 @@ def state_at(actor_id: str, step: int) -> Any:
     read-only methods directly, or use ``handle.method.run(at_step=N)``.
 
     ``StepNotFoundError`` if the step was compacted or is not written yet;
-    the message names the steps that remain.
+    the message names the steps that remain. The state is restored within the
+    read budget (``Settings.max_read_bytes``), as a read-only call's is.
     """
     runtime = _runtime()
     core = runtime.core(actor_id)
@@ -278,7 +280,17 @@ def state_at(actor_id: str, step: int) -> Any:
     record, definition = runtime.run(load_definition())
     where = f"actor {actor_id!r} step {record.step}"
     serializer = expect_serializer(record.serializer, definition.serializer, where)
-    instance = restore_instance(definition.cls, loads_state(record.state, serializer))
+    # Restored under the read budget, as a read's copy is (the view is then the caller's); the
+    # fetched copy is not held while waiting for room (read again once there is).
+    room, deadline, writers = runtime.read_room, runtime.settings.deadline, writers_on_this_thread()
+    size = len(record.state)
+    again = not room.has_room(size, writers)
+    if again:
+        del record
+    with room.taken(size, deadline, actor_id, "state_at", writers):
+        if again:
+            record = runtime.run(find_step(core.log, step))
+        instance = restore_instance(definition.cls, loads_state(record.state, serializer))
     return _freeze(instance, record.step)
 
 

@@ -917,7 +917,9 @@ class ActorLog:
             raise _unusable_gc(self.actor_id, self.gc_key, exc) from None
 
     # -- class bodies ------------------------------------------------------------
-    async def put_class(self, sha: str, body: bytes, name: str) -> None:
+    async def put_class(self, sha: str, body: bytes, name: str) -> bool:
+        """Create the class object ``sha``. True when this put created it; False when an object
+        was there already (sound, or damaged at rest: :meth:`restore_class` tells)."""
         key = self.class_key(sha)
         data = codec.encode(
             key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
@@ -925,22 +927,24 @@ class ActorLog:
         # Content-addressed: whoever wrote it first wrote the same bytes, so an
         # object found at the key after an ambiguous failure (a lost response, a
         # 409, a 5xx) is as good as our own write; only a missing one is retried.
-        await self._put_own(key, data)
+        return await self._put_own(key, data)
 
-    async def _put_own(self, key: str, data: bytes) -> None:
-        """Create ``key``; an object already there is this very write (same bytes by construction)."""
+    async def _put_own(self, key: str, data: bytes) -> bool:
+        """Create ``key``; an object already there is this very write (same bytes by construction).
+        True when one of this put's requests created it (False: an object was there, or one was
+        found there after an answer was lost)."""
         last_error: StorageError | None = None
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
                 await self.store.put(key, data, mode="create")
-                return
+                return True
             except AlreadyExistsError:
-                return
+                return False
             except StorageError as exc:
                 last_error = exc
             with contextlib.suppress(StorageError):
                 if await self.store.head(key) is not None:
-                    return
+                    return False
             await asyncio.sleep(retry_pause(attempt))
         assert last_error is not None  # every way round the loop without returning sets it
         raise last_error
@@ -948,13 +952,45 @@ class ActorLog:
     async def read_class(self, sha: str) -> bytes:
         key = self.class_key(sha)
         blob = await self.store.get(key)
-        env = codec.decode(key, blob.data, signing_key=self.signing_key)
+        return self._class_body(key, sha, blob.data)
+
+    def _class_body(self, key: str, sha: str, data: bytes) -> bytes:
+        """The verified body of the class object ``data`` read from ``key``; ``IntegrityError``."""
+        env = codec.decode(key, data, signing_key=self.signing_key)
         body = env.parts.get("body")
         if body is None:
             raise IntegrityError(key, "class object has no body")
         if hashlib.sha256(body).hexdigest() != sha:
             raise IntegrityError(key, "class body does not match its content hash")
         return body
+
+    async def restore_class(self, sha: str, body: bytes, name: str) -> str | None:
+        """Make sure the class body ``sha`` is stored whole (``body``: this process's own, whose
+        sha it is): read it (one GET) and store it again if it is missing or does not verify
+        (damaged at rest, another class's body under this sha, signed with another key). What
+        was wrong with it, or None if it was sound (or written by a newer release: not ours to
+        replace)."""
+        key = self.class_key(sha)
+        try:
+            blob = await self.store.get(key)
+        except NotFoundError:
+            await self.put_class(sha, body, name)
+            return "missing"
+        try:
+            self._class_body(key, sha, blob.data)
+            return None
+        except FormatVersionError:
+            return None
+        except IntegrityError as exc:
+            damage = exc.reason
+        data = codec.encode(
+            key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
+        )
+        # Content-addressed: any sound object at the key holds these very bytes, so replacing
+        # the one read (and only that one: if-match) loses nothing, whoever wrote it. Replaced
+        # or deleted meanwhile: ``PreconditionFailedError``, and the caller checks again.
+        await self.store.put(key, data, mode=IfMatch(blob.version))
+        return f"damaged ({damage})"
 
     async def exists(self) -> bool:
         head, steps = await asyncio.gather(self.read_head(), self.list_steps(limit=1))

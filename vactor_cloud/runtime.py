@@ -39,6 +39,8 @@ from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
+    FormatVersionError,
+    IntegrityError,
     NotFoundError,
     ReentrantCallError,
     RuntimeShutdownError,
@@ -46,7 +48,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.inbox import ActorInbox
-from vactor_cloud.log import ActorLog, ClassRef, Head
+from vactor_cloud.log import ActorLog, ClassRef, Head, retry_pause
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import PostSender
 from vactor_cloud.read_room import ReadRoom
@@ -692,7 +694,7 @@ class Runtime:
                 "make the class importable here"
             )
         try:
-            body = await log.read_class(ref.sha)
+            body = await _read_class_body(log, ref)
         except NotFoundError as exc:
             # The store's own words name a key the user never wrote: say whose body it is.
             raise NotFoundError(
@@ -791,10 +793,9 @@ class Runtime:
             # Another creator won the race: its actor may be of another class (the core did
             # not take ours for it then). Decided by the stored step, never by a shared field
             # another thread may be changing.
-            self.run(core.ensure_loaded())
-            record = core.record
-            stored = record.class_ref.name if record is not None else None
-            if stored is not None and stored != definition.name:
+            # (The step it loaded, not ``core.record``: another thread may drop that cache.)
+            stored = self.run(core.ensure_loaded()).class_ref.name
+            if stored != definition.name:
                 raise _other_class(actor_id, stored, definition)
             _check_class(actor_id, core.definition, definition)
         return core, created
@@ -960,6 +961,35 @@ class Runtime:
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(joined_by - time.monotonic(), 0.0))
+
+
+#: reads of a class body that does not verify before it is taken for damaged at rest (damage
+#: in transit reads whole the next time)
+_CLASS_READS = 3
+
+
+async def _read_class_body(log: ActorLog, ref: ClassRef) -> bytes:
+    """The verified class body ``ref`` of ``log``'s actor. One that does not verify
+    ``_CLASS_READS`` times in a row is damaged at rest (truncated, altered, another class's body
+    under this sha): ``IntegrityError`` saying how it gets repaired."""
+    for attempt in range(_CLASS_READS):
+        try:
+            return await log.read_class(ref.sha)
+        except FormatVersionError:
+            raise  # its message already says what to do: upgrade
+        except IntegrityError as exc:
+            if attempt + 1 < _CLASS_READS:
+                await asyncio.sleep(retry_pause(attempt))
+                continue
+            raise IntegrityError(
+                exc.key,
+                f"{exc.reason}: the class body of actor {log.actor_id!r} ({ref.name}) is damaged, "
+                "forged or signed with another key, and this process cannot load the class without "
+                "it: import the class's module in this process, or make one call to the actor from "
+                "a process that imports it (a process with the class checks the body at its first "
+                "commit to the actor and stores it again)",
+            ) from exc
+    raise AssertionError("unreachable")
 
 
 def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> ActorDefinitionError:

@@ -1,0 +1,146 @@
+"""Class bodies beside damage, deletion and compaction (the h55 review).
+
+A step names its class body (``actors/<id>/class/<sha>``), which a process without the class
+loads. A writer that has the class checks, in the background at its first commit to an actor
+(and hourly after), that the body is there. Each test failed on the code it was written
+against; waits are bounded, never timed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, codec, definition
+from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.errors import IntegrityError
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+#: how long a test waits for what must finish at once before calling it a hang
+HANG = 120.0
+#: no background HEAD move or inbox listing inside a window whose requests are counted
+_QUIET = vc.Settings(storage="", head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0)
+
+
+@pytest.fixture
+def quiet(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    store_spec.init(settings=replace(_QUIET, storage=store_spec.url))
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+def _reopen(spec: StoreSpec) -> None:
+    """A fresh runtime (empty caches), as another process would start."""
+    vc.shutdown()
+    spec.init(settings=replace(_QUIET, storage=spec.url))
+
+
+def _settle_background() -> None:
+    for work in list(vc.get_runtime()._background):
+        work.result(HANG)
+
+
+@vc.virtual_actor
+class Shelf:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+@vc.virtual_actor
+class Crate:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+
+def _damaged(kind: str, key: str, data: bytes) -> bytes:
+    if kind == "truncated":
+        return data[: len(data) // 2]
+    if kind == "flipped":
+        middle = len(data) // 2
+        return data[:middle] + bytes([data[middle] ^ 0x40]) + data[middle + 1 :]
+    # A whole, well-formed class object, but another class's body under this sha.
+    _, body = Crate.definition.body()
+    return codec.encode(key, {"kind": "class", "name": Shelf.name}, {"body": body})
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "another-class"])
+def test_a_damaged_class_body_says_what_to_do_and_a_writer_with_the_class_repairs_it(
+    quiet: StoreSpec, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A body damaged at rest (truncated, a byte flipped, another class's body under this sha)
+    failed every load in a process without the class with a bare ``IntegrityError`` ("class
+    body does not match its content hash": nothing said what to do), and no process ever
+    repaired it: the writers' check (one HEAD) found an object at the key, and the create-only
+    put cannot replace one. The error now names the actor, its class and what to do, and a
+    writer that has the class verifies the body at its first commit (one GET instead of the
+    HEAD, in the background) and replaces a damaged one; its warm commits stay one PUT."""
+    actor_id = f"shelf-{kind}"
+    shelf = Shelf.get_or_create(actor_id)
+    assert shelf.add.run() == 1
+    store = vc.get_runtime().store
+    log = vc.get_runtime().log(actor_id)
+    sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
+    key = log.class_key(sha)
+    good = _sync.sync(store.get(key)).data
+    _sync.sync(store.put(key, _damaged(kind, key, good)))
+
+    _reopen(quiet)
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)  # a process without the class
+    with pytest.raises(IntegrityError) as caught:
+        vc.get_actor(actor_id).value.run()
+    message = str(caught.value)
+    assert caught.value.key == key
+    assert f"actor {actor_id!r}" in message and Shelf.name in message, message
+    assert "damaged" in message and "import" in message and "stores it again" in message, message
+
+    monkeypatch.setitem(definition._REGISTRY, Shelf.name, Shelf.definition)
+    _reopen(quiet)
+    assert shelf.add.run() == 2  # this process's first commit to the actor: it checks the body
+    _settle_background()
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        assert shelf.add.run() == 3
+    assert [r.kind for r in trace.requests] == ["put"]
+
+    _reopen(quiet)
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)
+    assert vc.get_actor(actor_id).add.run() == 4
+
+
+def test_a_damaged_body_left_at_the_key_of_an_actor_created_anew_is_repaired(
+    quiet: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An actor's keys deleted out of band while a writer's background check re-stored its
+    body, or a copy of the bucket that kept a damaged class object: the id created anew found
+    an object at its body's key, and the creator's create-only put took it for its own
+    ("already exists") and counted the body as checked for the hour: a damaged one there went
+    unnoticed, and the new actor was unloadable in processes without the class. A body found
+    already there is now verified by the creator's first commit, as any writer's."""
+    scratch = Shelf.get_or_create("scratch")  # (only to learn the key of Shelf's body)
+    assert scratch.add.run() == 1
+    store = vc.get_runtime().store
+    sha = _sync.sync(vc.get_runtime().log("scratch").read_step(0)).class_ref.sha  # type: ignore[union-attr]
+    key = vc.get_runtime().log("anew").class_key(sha)
+    _, body = Shelf.definition.body()
+    data = codec.encode(key, {"kind": "class", "name": Shelf.name}, {"body": body})
+    _sync.sync(store.put(key, _damaged("flipped", key, data), mode="create"))
+
+    shelf = Shelf.get_or_create("anew")
+    assert shelf.add.run() == 1
+    _settle_background()
+    _reopen(quiet)
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)
+    assert vc.get_actor("anew").add.run() == 2
