@@ -281,6 +281,13 @@ def vactor_lanes() -> Iterator[LaneRegistry]:
     try:
         yield registry
     finally:
+        # A test that called ``init()`` and left the runtime running (the next ``init()`` replaces
+        # it) leaves background writes in flight (HEAD moves, a class body's check): shut it down
+        # before the lanes go, or they race the local lane's directory removal ("Directory not
+        # empty") or a stopped server.
+        import vactor_cloud
+
+        vactor_cloud.shutdown()
         registry.close()
 
 
