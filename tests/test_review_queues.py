@@ -1,0 +1,229 @@
+"""Hostile review of the write queue, shutdown and threads (review-h54).
+
+What must hold: a call is applied at most once, a process's calls apply in the order it made
+them, every exception reaches its caller, nothing hangs, no thread of ours is left behind,
+memory stays bounded. Waits are bounded (``HANG``), never timed.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from interrupts import Interrupted
+from test_review_cancellation import HANG, Gate, _hold_actor, _opened, ctrl_c
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+__all__ = ["ctrl_c"]  # (the fixture that sends Ctrl-C again until its handler ran)
+
+
+# -- 1. calls cancelled while queued leave the queue when cancelled ------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_cancelled_queued_call_leaves_the_queue_at_once_and_the_live_ones_keep_their_order(
+    store_spec: StoreSpec,
+) -> None:
+    """Behind a holder that runs long, a caller keeps timing out and calling again (every call
+    cancelled while queued), and now and then a call is kept. The queue holds no more cancelled
+    calls than live ones (it never reached 1,024 entries, where the queue purged them before),
+    a cancelled call is let go (its arguments with it), never applied, and the kept calls apply
+    in the order they were made. Failed before: the queue grew to 1,023 entries between purges."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    core = vc.get_runtime().core("g")
+    holder = _hold_actor(gate, "held")
+    kept: list[Any] = []
+    gone: list[weakref.ref[Any]] = []
+    longest = 0
+    try:
+        for index in range(3000):
+            if index % 100 == 99:
+                kept.append(gate.add.run_async(f"kept/{index}"))
+                continue
+            future = gate.add.run_async(f"timed-out/{index}" + "x" * 100)
+            queue = core._queue
+            assert queue is not None and queue[-1].future is future
+            if index % 97 == 0:
+                gone.append(weakref.ref(queue[-1]))
+            del queue
+            assert future.cancel()
+            longest = max(longest, len(core._queue or ()))
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert longest <= 2 * len(kept) + 1, longest
+    gc.collect()
+    assert [ref for ref in gone if ref() is not None] == []
+    assert [f.result(HANG) for f in kept] == list(range(2, 2 + len(kept)))
+    assert gate.applied.run() == ["held", *(f"kept/{i}" for i in range(99, 3000, 100))]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_calls_cancelled_in_the_middle_of_the_queue_leave_it_and_the_rest_apply_in_order(
+    store_spec: StoreSpec,
+) -> None:
+    """Cancelled out of order (``asyncio.run`` ending, a request handler's timeouts): each
+    cancelled call, wherever it stands in the queue, leaves it within amortized O(1) (the
+    queue is never longer than twice its live calls, plus one), and the others apply in the
+    order they were made."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    core = vc.get_runtime().core("g")
+    holder = _hold_actor(gate, "held")
+    try:
+        futures = [gate.add.run_async(f"c/{i}") for i in range(400)]
+        longest = 0
+        live = len(futures)
+        for index in [*range(1, 400, 2), *range(0, 400, 4)]:  # every odd one, then every 4th
+            assert futures[index].cancel()
+            live -= 1
+            longest = max(longest, len(core._queue or ()) - 2 * live)
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert longest <= 1, longest
+    expected = [f"c/{i}" for i in range(400) if i % 2 == 0 and i % 4 != 0]
+    live_futures = [f for i, f in enumerate(futures) if i % 2 == 0 and i % 4 != 0]
+    assert [f.result(HANG) for f in live_futures] == list(range(2, 2 + len(expected)))
+    assert gate.applied.run() == ["held", *expected]
+    assert all(f.cancelled() for i, f in enumerate(futures) if i % 2 == 1 or i % 4 == 0)
+
+
+# -- 2. Ctrl-C during vc.shutdown() ---------------------------------------------------------------
+def _when(condition: Callable[[], bool]) -> threading.Event:
+    """An event set (by a thread of its own) once ``condition()`` holds (polled, bounded)."""
+    event = threading.Event()
+
+    def watch() -> None:
+        for _ in range(int(HANG / 0.005)):
+            if condition():
+                event.set()
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return event
+
+
+def _head_step(actor_id: str) -> int:
+    head = _sync.sync(vc.get_runtime().log(actor_id).read_head())
+    return -1 if head is None else head.step
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_during_shutdown_leaves_the_rest_of_the_close_to_the_next_shutdown(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C lands while ``vc.shutdown()`` waits for a method still running: the shutdown
+    raises it, the runtime is closed to new work; the next ``vc.shutdown()`` does what the
+    first left: it waits for the method, flushes HEAD, closes the store and joins the pool.
+    Failed before: the interrupted runtime had left the runtimes being closed, so the second
+    shutdown did nothing (``stopped`` stayed False: the runtime could still make requests; HEAD
+    was never flushed; nothing ever finished that close, not even the exit hook)."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    old = vc.get_runtime()
+    holder = _hold_actor(gate, "held")
+    ctrl_c(_when(lambda: old.closed))
+    try:
+        with pytest.raises(Interrupted):
+            vc.shutdown()  # waits for the held method: interrupted there
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert not old.stopped  # (what was left undone: the test checks the second shutdown does it)
+    vc.shutdown()
+    assert old.stopped and old.finished_closing
+    assert [t for t in old.executor._threads if t.is_alive()] == []
+    newest = len(gate.applied.run())  # (a new runtime) step 0 made it, each token one step since
+    assert _head_step("g") == newest
+
+
+@vc.virtual_actor
+class Parked:
+    """``park()`` runs until the test opens ``_unpark``; the thread it runs on is kept."""
+
+    def __init__(self) -> None:
+        self.parked = 0
+
+    def park(self) -> int:
+        _parked_on.append(threading.current_thread())
+        assert _unpark.wait(HANG), "never unparked"
+        self.parked += 1
+        return self.parked
+
+
+_parked_on: list[threading.Thread] = []
+_unpark = threading.Event()
+
+
+class _ClosedAlarm(FaultyStore):
+    """Sets ``closed`` when the runtime closes the store (the last step before joining the pool)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.closed = threading.Event()
+
+    async def close(self) -> None:
+        await super().close()
+        self.closed.set()
+
+
+#: where the main thread waits while a close joins the pool's threads (``Thread.join`` before
+#: review-h54, ``runtime.join_threads`` since)
+_JOINING = frozenset({"_wait_for_tstate_lock", "join_threads"})
+
+
+def _main_thread_in(functions: frozenset[str]) -> bool:
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name in functions:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_while_shutdown_joins_a_busy_pool_thread_leaves_it_alive_for_the_next_shutdown(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """A method body runs past ``close(timeout)`` on a pool thread, and Ctrl-C lands while the
+    close joins that thread. The thread must still read as running (it is), and the next close
+    waits for it to end. Failed before: CPython 3.11's ``Thread.join``, interrupted while the
+    thread ran, marked it ended (``is_alive()`` False), so a later join returned at once."""
+    store_spec.init()
+    _parked_on.clear()
+    _unpark.clear()
+    runtime = vc.get_runtime()
+    alarm = _ClosedAlarm(runtime.store)
+    runtime.store = alarm  # (before the actor's core is made: it keeps the store it saw)
+    parked = Parked.get_or_create("p")
+    future = parked.park.run_async()
+    for _ in range(int(HANG / 0.005)):
+        if _parked_on:
+            break
+        time.sleep(0.005)
+    (thread,) = _parked_on
+    ctrl_c(_when(lambda: alarm.closed.is_set() and _main_thread_in(_JOINING)))
+    try:
+        with pytest.raises(Interrupted):
+            runtime.close(0.05)  # past it the body still runs: the close joins its thread
+        assert thread.is_alive()
+    finally:
+        _unpark.set()
+    runtime.close()
+    assert not thread.is_alive()
+    assert runtime.finished_closing
+    with pytest.raises(vc.RuntimeShutdownError):
+        future.result(HANG)  # the body ran past the close: its commit was refused
