@@ -7,6 +7,7 @@ memory stays bounded. Waits are bounded (``HANG``), never timed.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import threading
@@ -227,3 +228,61 @@ def test_ctrl_c_while_shutdown_joins_a_busy_pool_thread_leaves_it_alive_for_the_
     assert runtime.finished_closing
     with pytest.raises(vc.RuntimeShutdownError):
         future.result(HANG)  # the body ran past the close: its commit was refused
+
+
+# -- 5. a read beside a writer's cold load ---------------------------------------------------------
+class _TwoGates(FaultyStore):
+    """Holds every GET of a step while ``gets`` is closed and every step put while ``puts`` is
+    (each gate: ``opened`` event; ``held_*`` set once one request waits at it)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.hold_gets = self.hold_puts = False
+        self.gets, self.puts = threading.Event(), threading.Event()
+        self.held_get, self.held_put = threading.Event(), threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+        if "/steps/" in key and operation in ("get", "put"):
+            held, opened = (self.held_get, self.gets) if operation == "get" else (self.held_put, self.puts)
+            if self.hold_gets if operation == "get" else self.hold_puts:
+                held.set()
+                for _ in range(int(HANG / 0.005)):
+                    if opened.is_set():
+                        break
+                    await asyncio.sleep(0.005)
+        return await super()._around(operation, key, run, **batch)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_read_shares_a_writers_cold_load_but_never_waits_for_its_commit(store_spec: StoreSpec) -> None:
+    """(Pin.) A writer's cold load is slow (its step GETs held) and a read comes meanwhile: the
+    read waits for that one shared load (the requests its own load would send), then answers
+    while the writer's step put is still held. A shared load is no wait behind a write: the
+    load lock is never held across a method or a commit. Fails if a read waits for the writer
+    (checked by making ``ActorCore.read`` wait while a thread holds the actor)."""
+    store_spec.init()
+    store = _TwoGates(vc.get_runtime().store)
+    vc.get_runtime().store = store  # (before the actor's core is made: it keeps the store it saw)
+    gate = Gate.get_or_create("cold")
+    add, applied = gate.add, gate.applied  # (the methods looked up: no load on the way)
+    add.run("first")
+    vc.get_runtime().core("cold").forget()  # cold: the next call loads the newest step
+    store.hold_gets = store.hold_puts = True
+    writer = threading.Thread(target=add.run, args=("second",), daemon=True)
+    writer.start()
+    read: list[Any] = []
+    try:
+        assert store.held_get.wait(HANG), "the writer never loaded"
+        store.hold_gets = False  # (the read's own GETs, if it sent any, pass)
+        reader = threading.Thread(target=lambda: read.append(applied.run()), daemon=True)
+        reader.start()
+        store.gets.set()  # the shared load ends; the writer's method runs, its put is held
+        assert store.held_put.wait(HANG), "the writer never put its step"
+        reader.join(HANG)
+        assert read == [["first"]]
+        assert store.held_put.is_set() and not store.puts.is_set()  # (the put still held)
+    finally:
+        store.gets.set()
+        store.puts.set()
+    writer.join(HANG)
+    assert gate.applied.run() == ["first", "second"]
