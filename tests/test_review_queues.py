@@ -17,8 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from combining_workers import OrderLog, commit_behind_its_back
 from interrupts import Interrupted
-from test_review_cancellation import HANG, Gate, _hold_actor, _opened, ctrl_c
+from test_combining import init_switchable, pending_posts
+from test_review_cancellation import HANG, Gate, _hold_actor, _hold_lease_elsewhere, _opened, ctrl_c
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -286,3 +288,41 @@ def test_a_read_shares_a_writers_cold_load_but_never_waits_for_its_commit(store_
         store.puts.set()
     writer.join(HANG)
     assert gate.applied.run() == ["first", "second"]
+
+
+# -- 3. posted calls waiting for another process's fold, and the pool ----------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_posted_call_waiting_for_another_processes_fold_keeps_no_other_call_from_the_pool(
+    store_spec: StoreSpec,
+) -> None:
+    """A call posted under contention waits, on a pool thread, for the fold of another process
+    that holds the folder lease and does not fold (a stalled holder), and its awaiter gives up.
+    With ``max_workers=1`` an awaited call to another, idle actor must still run (``await``
+    runs nothing itself: the pool does). Failed before: it waited for the pool's one thread,
+    which the poster kept until its fold came or ``commit_timeout`` (here 600 s) passed."""
+    init_switchable(store_spec, combine_window=60.0, max_workers=1, commit_timeout=600.0)
+    log = OrderLog.get_or_create("a")
+    other = OrderLog.get_or_create("b")
+    log.add.run("me/0")
+    _hold_lease_elsewhere("a", 600.0)
+    commit_behind_its_back("a")  # our next put to "a" loses: it posts, and waits for the fold
+
+    async def starve() -> tuple[Any, int]:
+        posted = log.add.run_async("me/1")
+        awaiter = asyncio.ensure_future(posted)
+        for _ in range(int(HANG / 0.005)):
+            if pending_posts("a"):
+                break
+            await asyncio.sleep(0.005)
+        awaiter.cancel()  # its caller gives up; the call stays posted, the pool thread waits
+        with pytest.raises(asyncio.CancelledError):
+            await awaiter
+        return posted, await asyncio.wait_for(other.add.run_async("b/1"), HANG / 2)
+
+    posted, applied = asyncio.run(starve())
+    assert applied == 1
+    assert not posted.done()
+    _hold_lease_elsewhere("a", 0.0)  # the holder gives the lease up: the poster folds its call
+    assert posted.result(HANG) == 2
+    assert log.add.run("me/2") == 3
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]

@@ -545,6 +545,29 @@ class Runtime:
             self._settle_on_shutdown[task] = on_shutdown
             task.add_done_callback(self._task_done)
 
+    @contextlib.contextmanager
+    def waiting_for_others(self) -> Iterator[None]:
+        """Around a long wait for another process (a poster's wait for the lease holder's fold,
+        up to ``commit_timeout``): a pool thread waiting so does not count against
+        ``max_workers`` meanwhile, so that the pool starts a thread for the work queued behind
+        it. With every pool thread so kept (as many contended actors as threads, a holder that
+        did not fold), a ``run_async`` call that nobody ran itself (``await``, a wait with a
+        timeout) waited until a poster's ``commit_timeout``."""
+        executor = self.executor
+        lock = getattr(executor, "_shutdown_lock", None)
+        if lock is None or threading.current_thread() not in getattr(executor, "_threads", ()):
+            yield  # not a pool thread (a caller running its call), or an executor we do not know
+            return
+        with lock:
+            executor._max_workers += 1
+            if not executor._shutdown and not executor._work_queue.empty():
+                executor._adjust_thread_count()
+        try:
+            yield
+        finally:
+            with lock:
+                executor._max_workers -= 1
+
     def _task_done(self, task: Future[None]) -> None:
         if not task.cancelled():
             self._settle_on_shutdown.pop(task, None)
@@ -907,7 +930,8 @@ class Runtime:
         ``CommitOutcomeUnknownError`` if its step's put may have landed), and a method body
         still running (which cannot be stopped) is logged. Then leases are released, HEAD
         pointers flushed (``aclose``) and the pool's threads joined, within what is left of
-        ``timeout`` (at least a second each)."""
+        ``timeout`` (at least a second each). A close interrupted half way (Ctrl-C) is
+        finished by the next one (``shutdown()``, ``init()``, the exit hook)."""
         if os.getpid() != self._pid:
             return
         until = time.monotonic() + timeout
