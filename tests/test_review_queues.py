@@ -20,7 +20,7 @@ import pytest
 from combining_workers import OrderLog, commit_behind_its_back
 from interrupts import Interrupted
 from test_combining import init_switchable, pending_posts
-from test_review_cancellation import HANG, Gate, _hold_actor, _hold_lease_elsewhere, _opened, ctrl_c
+from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _hold_lease_elsewhere, _opened, ctrl_c
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -326,3 +326,51 @@ def test_a_posted_call_waiting_for_another_processes_fold_keeps_no_other_call_fr
     assert posted.result(HANG) == 2
     assert log.add.run("me/2") == 3
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_calls_made_while_the_pool_is_busy_queue_one_pool_task_per_actor_not_one_per_call(
+    store_spec: StoreSpec,
+) -> None:
+    """The pool's one thread runs a method that runs long; meanwhile a caller keeps calling the
+    same actor with ``run_async`` and cancelling. Each call queued a pool task (a drain of the
+    actor) that waited for a thread: behind a busy pool they piled up, one per call (3,000 here),
+    cancelled or not. One queued drain per actor serves every call queued behind it: the pool's
+    queue stays short, every kept call applies once, in order. Failed before: 3,000 tasks."""
+    store_spec.init(settings=vc.Settings(storage="", max_workers=1))
+    gate = Gate.get_or_create("g")
+    runtime = vc.get_runtime()
+    _entered["pool"], _opened["pool"] = threading.Event(), threading.Event()
+    held = gate.hold.run_async("pool")
+    assert _entered["pool"].wait(HANG), "the pool never ran the holder"
+    longest = 0
+    kept: list[Any] = []
+    try:
+        for index in range(3000):
+            future = gate.add.run_async(f"t/{index}")
+            if index % 500 == 0:
+                kept.append(future)
+            else:
+                assert future.cancel()
+            longest = max(longest, runtime.executor._work_queue.qsize())
+    finally:
+        _opened["pool"].set()
+    assert held.result(HANG) == 1
+    assert longest <= 2, longest
+    assert [f.result(HANG) for f in kept] == list(range(2, 2 + len(kept)))
+    assert gate.applied.run() == ["pool", *(f"t/{i}" for i in range(0, 3000, 500))]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_calls_the_pool_refuses_fail_at_once_one_after_the_other(store_spec: StoreSpec) -> None:
+    """The pool refuses work while the runtime is not closed (the interpreter is exiting:
+    ``concurrent.futures`` refuses new tasks after its exit hook; simulated by shutting the pool
+    down by hand). Each ``run_async`` then fails at once with ``RuntimeShutdownError``, the
+    second too: the drain the first queued was refused, so the second cannot count on it."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    runtime = vc.get_runtime()
+    runtime.executor.shutdown(wait=False)
+    first, second = gate.add.run_async("first"), gate.add.run_async("second")
+    for future in (first, second):
+        assert isinstance(future.exception(HANG / 2), vc.RuntimeShutdownError)

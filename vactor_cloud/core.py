@@ -332,6 +332,7 @@ class ActorCore(Folder):
     # Slots (and the bases' too): a process may touch tens of thousands of actors; every byte counts.
     __slots__ = (
         "__weakref__",
+        "_drain_queued",
         "_drainer",
         "_live",
         "_load_lock",
@@ -380,6 +381,8 @@ class ActorCore(Folder):
         #: ``threading.get_ident()`` of the thread applying the actor's writes (or folding for
         #: others), None while nobody is: an edge of the wait-for graph (``_blocked``)
         self._drainer: int | None = None
+        #: a pool task that drains the queue is queued and has not started: ``submit`` queues no other
+        self._drain_queued = False
         #: threads waiting for one of their calls: woken when the actor is released
         self._waiters: set[threading.Event] | None = None
         self._load_lock: asyncio.Lock | None = None
@@ -621,9 +624,16 @@ class ActorCore(Folder):
         self.help(call.future, None)
 
     def submit(self, call: PendingCall) -> None:
-        """Queue a write; a pool thread (or a waiter on its future) applies it."""
+        """Queue a write; a pool thread (or a waiter on its future) applies it.
+
+        One pool task queued per actor serves every call queued behind it: a task per call
+        piled up, one per ``run_async``, cancelled or not, behind a pool that slow methods kept
+        busy. (Once shutdown began, always: the pool refuses it and the call fails at once.)"""
         self._enqueue(call)
-        self.env.spawn(self._drain_from_pool)
+        with self._mutex:
+            queued, self._drain_queued = self._drain_queued, True
+        if not queued or self.env.closed:
+            self.env.spawn(self._drain_from_pool)
 
     def _enqueue(self, call: PendingCall) -> None:
         with self._mutex:
@@ -775,6 +785,7 @@ class ActorCore(Folder):
 
     def _drain_from_pool(self) -> None:
         with self._mutex:
+            self._drain_queued = False
             if self._drainer is not None or not self._queue:
                 return
             self._drainer = threading.get_ident()

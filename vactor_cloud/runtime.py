@@ -602,6 +602,9 @@ class Runtime:
             calls = list(queue) if queue else []
             if queue:
                 queue.clear()
+            # (Its queued drain, if any, was cancelled or refused: the next submit queues one,
+            # which the pool refuses in turn, failing that call at once rather than leaving it.)
+            core._drain_queued = False
         for call in calls:
             if call.claim():
                 call.deliver(Outcome(False, error))
