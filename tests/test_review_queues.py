@@ -183,13 +183,54 @@ class _ClosedAlarm(FaultyStore):
         self.closed.set()
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_a_shutdown_waiting_for_one_that_ctrl_c_interrupts_finishes_it_before_returning(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Two threads shut down at once; the first (the main thread) is interrupted by Ctrl-C
+    while it waits for a method still running. The second's ``vc.shutdown()`` must not return
+    before the runtime is closed: it does what the first left. Failed before: it returned as
+    soon as the first was interrupted (its wait ended with it), the runtime not stopped."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    old = vc.get_runtime()
+    holder = _hold_actor(gate, "held")
+    seen: list[bool] = []
+
+    def second() -> None:
+        for _ in range(int(HANG / 0.005)):
+            if old.closed:
+                break
+            time.sleep(0.005)
+        vc.shutdown()
+        seen.append(old.stopped and old.finished_closing)
+
+    other = threading.Thread(target=second, daemon=True)
+    other.start()
+    ctrl_c(_when(lambda: _thread_in(other, frozenset({"close"})) and _thread_in(other, frozenset({"wait"}))))
+    try:
+        with pytest.raises(Interrupted):
+            vc.shutdown()
+        assert seen == []  # (the second waits: for the held method now)
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    other.join(HANG)
+    assert seen == [True]
+
+
 #: where the main thread waits while a close joins the pool's threads (``Thread.join`` before
 #: review-h54, ``runtime.join_threads`` since)
 _JOINING = frozenset({"_wait_for_tstate_lock", "join_threads"})
 
 
 def _main_thread_in(functions: frozenset[str]) -> bool:
-    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    return _thread_in(threading.main_thread(), functions)
+
+
+def _thread_in(thread: threading.Thread, functions: frozenset[str]) -> bool:
+    """Whether ``thread`` is running one of ``functions`` (anywhere on its stack)."""
+    frame = sys._current_frames().get(thread.ident or 0)
     while frame is not None:
         if frame.f_code.co_name in functions:
             return True
