@@ -415,3 +415,45 @@ def test_calls_the_pool_refuses_fail_at_once_one_after_the_other(store_spec: Sto
     first, second = gate.add.run_async("first"), gate.add.run_async("second")
     for future in (first, second):
         assert isinstance(future.exception(HANG / 2), vc.RuntimeShutdownError)
+
+
+# -- 4. threads of ours after shutdown: a read run on a thread of its own -----------------------
+@vc.virtual_actor
+class Slow:
+    def __init__(self) -> None:
+        self.value = 0
+
+    @vc.virtual_actor.readonly
+    def peek(self, token: str) -> str:
+        _entered[token].set()
+        assert _opened[token].wait(HANG), "never opened"
+        return token
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_waits_for_a_read_running_on_a_thread_of_its_own(store_spec: StoreSpec) -> None:
+    """A ``run_async`` read waited for with a timeout while the read pool is busy runs on a
+    thread of its own ("vactor-read"). ``vc.shutdown()`` must wait for it, as for a read on the
+    pool: once it returns, no thread of the runtime runs the read, and the read has its outcome.
+    Failed before: shutdown returned at once, the read still running on that thread."""
+    store_spec.init(settings=vc.Settings(storage="", max_workers=1))
+    slow = Slow.get_or_create("s")
+    runtime = vc.get_runtime()
+    for token in ("pool", "own"):
+        _entered[token], _opened[token] = threading.Event(), threading.Event()
+    on_pool = slow.peek.run_async("pool")
+    assert _entered["pool"].wait(HANG), "the read pool never ran the first read"
+    own = slow.peek.run_async("own")
+    with pytest.raises(TimeoutError):
+        own.result(0.01)  # the pool is busy: the read runs on a thread of its own
+    assert _entered["own"].wait(HANG), "the second read never started"
+    _opened["pool"].set()
+    assert on_pool.result(HANG) == "pool"
+    opener = _when(lambda: runtime.closed and _main_thread_in(frozenset({"wait_done"})))
+    threading.Thread(target=lambda: opener.wait(HANG) and _opened["own"].set(), daemon=True).start()
+    try:
+        vc.shutdown()
+        assert own.done()
+    finally:
+        _opened["own"].set()
+    assert own.result(0) == "own"

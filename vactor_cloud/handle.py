@@ -56,8 +56,11 @@ def _refuse(call: PendingCall, error: BaseException) -> None:
 
 
 def _read_waiting(core: ActorCore, call: PendingCall, nested: bool, _timeout: float | None) -> None:
-    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list)."""
-    with WaitingInsideWriter():
+    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list).
+
+    As work of the runtime (``working``), as a read on the pool is: shutdown waits for it. On
+    the thread of its own a bounded wait or an ``await`` starts, it ran on after shutdown."""
+    with WaitingInsideWriter(), core.env.working():
         _read(core, call, nested)
 
 
