@@ -219,6 +219,31 @@ def test_a_shutdown_waiting_for_one_that_ctrl_c_interrupts_finishes_it_before_re
     assert seen == [True]
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_during_init_replacing_a_runtime_leaves_the_new_one_usable_and_the_old_one_closed_later(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """``vc.init()`` again closes the runtime it replaces; Ctrl-C lands while that close waits
+    for a method still running. The next call runs on a new runtime (nothing hangs, no closed
+    store is used), and the next ``vc.shutdown()`` finishes closing the old one. Failed
+    before: the old runtime was never finished (``stopped`` False after that shutdown)."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    old = vc.get_runtime()
+    holder = _hold_actor(gate, "held")
+    ctrl_c(_when(lambda: old.closed))
+    try:
+        with pytest.raises(Interrupted):
+            store_spec.init()
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert gate.add.run("after") == 2
+    assert vc.get_runtime() is not old
+    vc.shutdown()
+    assert old.stopped and old.finished_closing
+
+
 #: where the main thread waits while a close joins the pool's threads (``Thread.join`` before
 #: review-h54, ``runtime.join_threads`` since)
 _JOINING = frozenset({"_wait_for_tstate_lock", "join_threads"})
