@@ -482,3 +482,29 @@ def test_shutdown_waits_for_a_read_running_on_a_thread_of_its_own(store_spec: St
     finally:
         _opened["own"].set()
     assert own.result(0) == "own"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_reads_cancelled_behind_a_busy_read_pool_let_their_arguments_go(store_spec: StoreSpec) -> None:
+    """The read pool's one thread runs a slow read; meanwhile reads made with ``run_async`` are
+    cancelled (a handler's timeouts). Each read's pool task waits in the pool's queue (one task
+    per read: reads run side by side), but a cancelled one lets go of its call, arguments and
+    all. Failed before: each queued task kept its call until the pool reached it."""
+    store_spec.init(settings=vc.Settings(storage="", max_workers=1))
+    slow = Slow.get_or_create("s")
+    _entered["pool"], _opened["pool"] = threading.Event(), threading.Event()
+    on_pool = slow.peek.run_async("pool")
+    gone: list[weakref.ref[Any]] = []
+    try:
+        assert _entered["pool"].wait(HANG), "the read pool never ran the first read"
+        for index in range(50):
+            future = slow.peek.run_async(f"cancelled/{index}" + "x" * 10_000)
+            gone.append(weakref.ref(future._help.args[1]))  # (its PendingCall)
+            assert future.cancel()
+            del future
+        gc.collect()
+        kept = [ref for ref in gone if ref() is not None]
+    finally:
+        _opened["pool"].set()
+    assert on_pool.result(HANG) == "pool"
+    assert kept == []
