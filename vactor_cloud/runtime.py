@@ -192,9 +192,18 @@ class HeadFlusher:
                 del self._pending[move.log.actor_id]
         if not due:
             return
-        results = await asyncio.gather(
-            *(m.log.advance_head(m.step, m.class_ref, m.head) for m in due), return_exceptions=True
-        )
+        try:
+            results = await asyncio.gather(
+                *(m.log.advance_head(m.step, m.class_ref, m.head) for m in due), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            # (Ctrl-C in shutdown, or shutdown out of time) The moves go back to the pending
+            # ones, for the next flush (a shutdown finishing this one); taken out, they were
+            # lost. A move sent already is harmless to send again: HEAD only moves forward.
+            with self._lock:
+                for move in due:
+                    self._pending.setdefault(move.log.actor_id, move)
+            raise
         for move, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 logger.warning("could not move HEAD of %r: %s", move.log.actor_id, result)
