@@ -195,8 +195,9 @@ def test_calls_left_awaited_when_asyncio_run_ends_are_withdrawn_if_not_started(s
 def test_calls_cancelled_behind_a_holder_that_runs_long_do_not_pile_up(store_spec: StoreSpec) -> None:
     """A caller that times out and calls again (``asyncio.wait_for`` in a request handler) while
     the actor's writer runs long: each cancelled call stayed in the write queue, arguments and
-    all, until the holder reached it; memory grew with every timeout. Now the queue drops its
-    cancelled calls as it grows (at each power of two from 1024)."""
+    all, until the holder reached it; memory grew with every timeout. Now a cancelled call
+    leaves the queue when it is cancelled (review-h54: ``test_review_queues`` checks it at
+    each cancellation)."""
     store_spec.init()
     gate = Gate.get_or_create("g")
     holder = _hold_actor(gate, "held")

@@ -44,7 +44,7 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
@@ -60,6 +60,7 @@ from vactor_cloud.batch import (
     run_readonly,
     swap_current_call,
 )
+from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
@@ -75,7 +76,7 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.folding import Folder, damaged_pause, gives_fold_work
-from vactor_cloud.future import Waker, install_actor_held_probe
+from vactor_cloud.future import CallFuture, Waker, install_actor_held_probe
 from vactor_cloud.log import (
     ActorLog,
     CallRecord,
@@ -346,6 +347,7 @@ class ActorCore(Folder):
     # Slots (and the bases' too): a process may touch tens of thousands of actors; every byte counts.
     __slots__ = (
         "__weakref__",
+        "_drain_queued",
         "_drainer",
         "_live",
         "_load_lock",
@@ -390,10 +392,12 @@ class ActorCore(Folder):
         self._stored_classes: dict[str, float] = {}
         self._mutex = threading.Lock()
         #: writes waiting for the holder; None while the actor is idle (saves memory)
-        self._queue: deque[PendingCall] | None = None
+        self._queue: CallQueue | None = None
         #: ``threading.get_ident()`` of the thread applying the actor's writes (or folding for
         #: others), None while nobody is: an edge of the wait-for graph (``_blocked``)
         self._drainer: int | None = None
+        #: a pool task that drains the queue is queued and has not started: ``submit`` queues no other
+        self._drain_queued = False
         #: threads waiting for one of their calls: woken when the actor is released
         self._waiters: set[threading.Event] | None = None
         self._load_lock: asyncio.Lock | None = None
@@ -638,23 +642,28 @@ class ActorCore(Folder):
         self.help(call.future, None)
 
     def submit(self, call: PendingCall) -> None:
-        """Queue a write; a pool thread (or a waiter on its future) applies it."""
+        """Queue a write; a pool thread (or a waiter on its future) applies it.
+
+        One pool task queued per actor serves every call queued behind it: a task per call
+        piled up, one per ``run_async``, cancelled or not, behind a pool that slow methods kept
+        busy. (Once shutdown began, always: the pool refuses it and the call fails at once.)"""
         self._enqueue(call)
-        self.env.spawn(self._drain_from_pool)
+        with self._mutex:
+            queued, self._drain_queued = self._drain_queued, True
+        if not queued or self.env.closed:
+            self.env.spawn(self._drain_from_pool)
 
     def _enqueue(self, call: PendingCall) -> None:
         with self._mutex:
             queue = self._queue
             if queue is None:
-                queue = self._queue = deque()
+                queue = self._queue = CallQueue()
             queue.append(call)
-            size = len(queue)
-            if size >= _PURGE_FROM and size & (size - 1) == 0:
-                # Calls cancelled before they started (an awaiter's timeout) leave the queue only
-                # when a drainer reaches them: behind a holder that runs long, a caller that
-                # keeps timing out and calling again piled them up, arguments and all. Dropped
-                # here at each power of two (amortized O(1) per call).
-                self._queue = deque(c for c in queue if not c.future.cancelled())
+        if type(call.future) is not CallFuture:  # (a blocking run()'s: nobody can cancel it)
+            # A call cancelled before it started leaves the queue at once (CallQueue); before,
+            # only when a drainer reached it: behind a holder that runs long, a caller that kept
+            # timing out and calling again piled them up, arguments and all.
+            call.future.add_done_callback(Waker(functools.partial(_left_if_cancelled, weakref.ref(self))))
         wake = self._wake
         if wake is not None:
             wake.set()  # a serving lease holder takes it into its next fold
@@ -771,6 +780,15 @@ class ActorCore(Folder):
                         if not self._waiters:
                             self._waiters = None
 
+    def _drop_cancelled(self) -> None:
+        """(A queued call's future was cancelled) Let the queue drop it (see ``CallQueue``)."""
+        with self._mutex:
+            queue = self._queue
+            if queue is not None:
+                queue.drop_cancelled()
+                if not queue:
+                    self._queue = None
+
     def _withdraw(self, future: Future[Any], error: BaseException) -> bool:
         """(``help``'s helper) Take the queued, not yet started call of ``future`` out of the
         queue and fail it with ``error``: True. False when it is not queued (it runs or ran)."""
@@ -786,6 +804,7 @@ class ActorCore(Folder):
 
     def _drain_from_pool(self) -> None:
         with self._mutex:
+            self._drain_queued = False
             if self._drainer is not None or not self._queue:
                 return
             self._drainer = threading.get_ident()
@@ -1620,8 +1639,14 @@ def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
     )
 
 
-#: a write queue this long (and each power of two above) drops the calls cancelled in it
-_PURGE_FROM = 1024
+def _left_if_cancelled(core: weakref.ref[ActorCore], future: Future[Any]) -> None:
+    """(Done-callback of a queued call's future; the core by weak reference: a future kept
+    after its call keeps no core alive) A cancelled call leaves its core's queue."""
+    if future.cancelled():
+        alive = core()
+        if alive is not None:
+            alive._drop_cancelled()
+
 
 #: call ids an interrupt's note names at most
 _NOTE_IDS = 8

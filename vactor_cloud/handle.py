@@ -34,7 +34,7 @@ from vactor_cloud.events import (
     wait_for_event,
     wait_for_event_async,
 )
-from vactor_cloud.future import ActorFuture, CallFuture
+from vactor_cloud.future import ActorFuture, CallFuture, Waker
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
@@ -55,11 +55,45 @@ def _refuse(call: PendingCall, error: BaseException) -> None:
         call.future.set_exception(error)
 
 
+class _PooledRead:
+    """A read-only ``run_async`` call's task on the read pool (reads run side by side: one task
+    each). It lets go of its call once the call's future is cancelled: behind a read pool that
+    slow reads kept busy, each cancelled read's task waited in the pool's queue with its call,
+    arguments and all."""
+
+    __slots__ = ("call", "core", "inside")
+
+    def __init__(self, core: ActorCore, call: PendingCall, inside: OuterRead | None) -> None:
+        self.core: ActorCore | None = core
+        self.call: PendingCall | None = call
+        self.inside = inside
+
+    def __call__(self) -> None:
+        core, call = self.core, self.call
+        if core is not None and call is not None:
+            _read(core, call, self.inside)
+
+    def refuse(self, error: BaseException) -> None:
+        """(The runtime shut down before the task started.)"""
+        call = self.call
+        if call is not None:
+            _refuse(call, error)
+
+    def let_go_if_cancelled(self, future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled():
+            self.core = self.call = None
+            if isinstance(future, ActorFuture):
+                future._help = None  # (it holds them too)
+
+
 def _read_waiting(
     core: ActorCore, call: PendingCall, inside: OuterRead | None, _timeout: float | None
 ) -> None:
-    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list)."""
-    with WaitingInsideWriter():
+    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list).
+
+    As work of the runtime (``working``), as a read on the pool is: shutdown waits for it. On
+    the thread of its own a bounded wait or an ``await`` starts, it ran on after shutdown."""
+    with WaitingInsideWriter(), core.env.working():
         _read(core, call, inside)
 
 
@@ -507,11 +541,9 @@ class ActorMethod(Generic[P, R]):
             inside = outer_read()
             future._help = functools.partial(_read_waiting, core, call, inside)
             future._read_only = True
-            runtime.spawn(
-                functools.partial(_read, core, call, inside),
-                on_shutdown=functools.partial(_refuse, call),
-                read=True,
-            )
+            task = _PooledRead(core, call, inside)
+            future.add_done_callback(Waker(task.let_go_if_cancelled))
+            runtime.spawn(task, on_shutdown=task.refuse, read=True)
         else:
             future._help = functools.partial(core.help, future)
             core.submit(call)

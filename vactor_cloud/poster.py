@@ -15,6 +15,7 @@ core's cache of the newest step and its commit loop); it owns the fields in its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
@@ -95,6 +96,11 @@ class CombiningEnv(Protocol):
         """Run ``coro`` on the IO loop without waiting for it (cleanup; failures are its own)."""
         ...
 
+    def waiting_for_others(self) -> contextlib.AbstractContextManager[None]:
+        """Around a wait for another process's fold: a pool thread waiting so does not count
+        against ``max_workers`` (the pool runs the work queued behind it meanwhile)."""
+        ...
+
 
 class Poster:
     """An actor core as a poster: post a batch, wait for the fold that applies it, deliver
@@ -167,6 +173,11 @@ class Poster:
 
         We fold it ourselves whenever the folder lease is free (the fold applies every
         pending post, ours in its place); else the holder's folds apply it."""
+        with self.env.waiting_for_others():
+            return self._wait_behind_our_post(batch, give_up_at)
+
+    def _wait_behind_our_post(self, batch: list[PendingCall], give_up_at: float) -> bool:
+        """``_behind_our_post``'s loop."""
         pause = 0.005
         while True:
             pending = self._outstanding
@@ -335,6 +346,11 @@ class Poster:
         ``"done"``: applied, outcomes delivered; ``"fold"``: the lease was free and we
         took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed.
         """
+        with self.env.waiting_for_others():
+            return self._poll_for_fold(posted, batch, give_up_at)
+
+    def _poll_for_fold(self, posted: Posted, batch: list[PendingCall], give_up_at: float) -> str:
+        """``_wait_for_fold``'s loop."""
         progress_at = time.monotonic()
         seen_step = self.record.step if self.record is not None else -1
         # The first look about one holder commit after posting (or, sooner, about when our

@@ -194,9 +194,18 @@ class HeadFlusher:
                 del self._pending[move.log.actor_id]
         if not due:
             return
-        results = await asyncio.gather(
-            *(m.log.advance_head(m.step, m.class_ref, m.head) for m in due), return_exceptions=True
-        )
+        try:
+            results = await asyncio.gather(
+                *(m.log.advance_head(m.step, m.class_ref, m.head) for m in due), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            # (Ctrl-C in shutdown, or shutdown out of time) The moves go back to the pending
+            # ones, for the next flush (a shutdown finishing this one); taken out, they were
+            # lost. A move sent already is harmless to send again: HEAD only moves forward.
+            with self._lock:
+                for move in due:
+                    self._pending.setdefault(move.log.actor_id, move)
+            raise
         for move, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 logger.warning("could not move HEAD of %r: %s", move.log.actor_id, result)
@@ -471,8 +480,11 @@ class Runtime:
         self._in_flight: set[Any] = set()
         #: background coroutines running (cancelled if shutdown's wait for them runs out)
         self._background: set[Future[Any]] = set()
-        #: set once ``close`` has returned (a second ``close`` waits for the first)
+        #: set once ``close`` has finished (a second ``close`` waits for the first)
         self._closed = threading.Event()
+        #: set when the close in progress ends, finished or interrupted (Ctrl-C): a ``close``
+        #: waiting for it then takes over what is left; None while no close runs
+        self._closer: threading.Event | None = None
 
     # -- the cores' environment -----------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
@@ -544,6 +556,29 @@ class Runtime:
             self._settle_on_shutdown[task] = on_shutdown
             task.add_done_callback(self._task_done)
 
+    @contextlib.contextmanager
+    def waiting_for_others(self) -> Iterator[None]:
+        """Around a long wait for another process (a poster's wait for the lease holder's fold,
+        up to ``commit_timeout``): a pool thread waiting so does not count against
+        ``max_workers`` meanwhile, so that the pool starts a thread for the work queued behind
+        it. With every pool thread so kept (as many contended actors as threads, a holder that
+        did not fold), a ``run_async`` call that nobody ran itself (``await``, a wait with a
+        timeout) waited until a poster's ``commit_timeout``."""
+        executor = self.executor
+        lock = getattr(executor, "_shutdown_lock", None)
+        if lock is None or threading.current_thread() not in getattr(executor, "_threads", ()):
+            yield  # not a pool thread (a caller running its call), or an executor we do not know
+            return
+        with lock:
+            executor._max_workers += 1
+            if not executor._shutdown and not executor._work_queue.empty():
+                executor._adjust_thread_count()
+        try:
+            yield
+        finally:
+            with lock:
+                executor._max_workers -= 1
+
     def _task_done(self, task: Future[None]) -> None:
         if not task.cancelled():
             self._settle_on_shutdown.pop(task, None)
@@ -578,6 +613,9 @@ class Runtime:
             calls = list(queue) if queue else []
             if queue:
                 queue.clear()
+            # (Its queued drain, if any, was cancelled or refused: the next submit queues one,
+            # which the pool refuses in turn, failing that call at once rather than leaving it.)
+            core._drain_queued = False
         for call in calls:
             if call.claim():
                 call.deliver(Outcome(False, error))
@@ -905,19 +943,37 @@ class Runtime:
         ``CommitOutcomeUnknownError`` if its step's put may have landed), and a method body
         still running (which cannot be stopped) is logged. Then leases are released, HEAD
         pointers flushed (``aclose``) and the pool's threads joined, within what is left of
-        ``timeout`` (at least a second each)."""
+        ``timeout`` (at least a second each). A close interrupted half way (Ctrl-C) is
+        finished by the next one (``shutdown()``, ``init()``, the exit hook)."""
         if os.getpid() != self._pid:
             return
-        with self._lock:
-            closing = self.closed
-            self.closed = True
-        if closing:  # another thread closes it: returns once that close has
-            self._closed.wait(timeout)
-            return
+        until = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self.closed = True
+                if self._closed.is_set():
+                    return
+                closer = self._closer
+                if closer is None:
+                    mine = self._closer = threading.Event()
+            if closer is None:
+                break
+            # Another thread closes it: returns once that close has. One that was interrupted
+            # (Ctrl-C) left the runtime half closed: this close does what it left.
+            if not closer.wait(max(until - time.monotonic(), 0.0)):
+                return
         try:
-            self._close(timeout)
-        finally:
+            self._close(max(until - time.monotonic(), 0.0))
             self._closed.set()
+        finally:
+            with self._lock:
+                self._closer = None
+            mine.set()
+
+    @property
+    def finished_closing(self) -> bool:
+        """Whether a ``close`` has run to its end (not interrupted half way by Ctrl-C)."""
+        return self._closed.is_set()
 
     def _close(self, timeout: float) -> None:
         until = time.monotonic() + timeout
@@ -958,9 +1014,33 @@ class Runtime:
         # thread (logged above).
         joined_by = max(until, time.monotonic() + 1.0)
         threads = [*getattr(self.executor, "_threads", ()), *getattr(self.read_executor, "_threads", ())]
+        join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
+
+
+def join_threads(threads: list[threading.Thread], until: float) -> None:
+    """Join ``threads``, waiting until ``until`` (monotonic) at most, so that an interrupt of
+    the wait leaves them as they are: on the main thread (where Ctrl-C lands), from a helper
+    thread. CPython 3.11's ``Thread.join`` interrupted while the thread still runs releases
+    that thread's state lock and marks it ended (bpo-45274's handling): ``is_alive()`` then
+    said False, and a second shutdown's join returned at once, of a thread still running."""
+    if not threads:
+        return
+    if threading.current_thread() is not threading.main_thread():
         for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(max(joined_by - time.monotonic(), 0.0))
+            thread.join(max(until - time.monotonic(), 0.0))
+        return
+    done = threading.Event()
+
+    def join_all() -> None:
+        for thread in threads:
+            thread.join(max(until - time.monotonic(), 0.0))
+        done.set()
+
+    helper = threading.Thread(target=join_all, name="vactor-close-join", daemon=True)
+    helper.start()
+    done.wait(max(until - time.monotonic(), 0.0) + 1.0)  # (the helper's own wait ends by then)
+    if done.is_set():
+        helper.join()  # it has only to return
 
 
 #: reads of a class body that does not verify before it is taken for damaged at rest (damage
@@ -1259,10 +1339,20 @@ def _close_all(old: Runtime | None, others: list[Runtime]) -> None:
         try:
             old.close()
         finally:
-            with _runtime_lock:
-                _closing.discard(old)
+            _closed_now(old)
     for runtime in others:
-        runtime.close()  # (a second close waits for the first)
+        # (A second close waits for the first; it finishes one that Ctrl-C interrupted.)
+        runtime.close()
+        _closed_now(runtime)
+
+
+def _closed_now(runtime: Runtime) -> None:
+    """``runtime`` leaves the runtimes being closed once a close of it has finished. One that
+    Ctrl-C interrupted half way stays: the next ``shutdown()`` or ``init()`` (or the exit hook)
+    does what is left (its leases, HEAD moves, connections, threads)."""
+    if runtime.finished_closing:
+        with _runtime_lock:
+            _closing.discard(runtime)
 
 
 def _after_fork_in_child() -> None:
