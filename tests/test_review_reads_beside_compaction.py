@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from background import in_thread
 
 import vactor_cloud as vc
 from vactor_cloud import history
@@ -162,20 +163,6 @@ def _budget(spec: StoreSpec, **settings: Any) -> None:
     spec.init(settings=vc.Settings(storage=spec.url, head_interval=3600.0, **settings))
 
 
-def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:
-            out.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
 def _until(condition: Callable[[], bool]) -> bool:
     """Whether ``condition`` came true within ``HANG`` (polled: a bound, not a timing)."""
     for _ in range(int(HANG / 0.005)):
@@ -197,7 +184,7 @@ def test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room(
     DESK_GO.clear()
     heavy = Heavy.get_or_create("heavy", MB)
     desk = Desk.get_or_create("desk")
-    writer, wrote = _in_thread(lambda: desk.work.run("heavy"))
+    writer, wrote = in_thread(lambda: desk.work.run("heavy"))
     assert DESK_ENTERED.wait(HANG)
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         assert heavy.size_and_desk.run("desk") == MB + 1
@@ -216,10 +203,10 @@ def test_a_past_view_takes_read_room_while_it_is_restored(actors: StoreSpec) -> 
     HEAVY_LEAVE.clear()
     heavy = Heavy.get_or_create("viewed", MB)
     room = vc.get_runtime().read_room
-    reader, read = _in_thread(heavy.held.run)
+    reader, read = in_thread(heavy.held.run)
     try:
         assert HEAVY_INSIDE.wait(HANG)
-        viewer, viewed = _in_thread(lambda: heavy.state_at(0).blob)
+        viewer, viewed = in_thread(lambda: heavy.state_at(0).blob)
         assert _until(lambda: room.waiting == 1 or not viewer.is_alive())
         assert viewer.is_alive() and room.waiting == 1, viewed
     finally:
@@ -268,11 +255,11 @@ def test_reads_of_a_past_step_waiting_for_room_hold_no_fetched_copy(
         return replace(record, state=_Fetched(record.state))
 
     monkeypatch.setattr(ActorLog, "find_step", tracked_find_step)
-    holder, held = _in_thread(heavy.held.run)
+    holder, held = in_thread(heavy.held.run)
     readers: list[tuple[threading.Thread, list[Any]]] = []
     try:
         assert HEAVY_INSIDE.wait(HANG)
-        readers = [_in_thread(lambda: heavy.size.run(at_step=0)) for _ in range(4)]
+        readers = [in_thread(lambda: heavy.size.run(at_step=0)) for _ in range(4)]
         assert _until(lambda: room.waiting == 4 or not all(t.is_alive() for t, _ in readers))
         gc.collect()
         assert room.waiting == 4 and _ALIVE[0] == 0, (_ALIVE, [out for _, out in readers])
@@ -301,11 +288,11 @@ def test_past_views_waiting_for_room_hold_no_fetched_copy(
         return replace(record, state=_Fetched(record.state))
 
     monkeypatch.setattr(history, "find_step", tracked_find_step)
-    holder, held = _in_thread(heavy.held.run)
+    holder, held = in_thread(heavy.held.run)
     viewers: list[tuple[threading.Thread, list[Any]]] = []
     try:
         assert HEAVY_INSIDE.wait(HANG)
-        viewers = [_in_thread(lambda: len(heavy.state_at(0).blob)) for _ in range(3)]
+        viewers = [in_thread(lambda: len(heavy.state_at(0).blob)) for _ in range(3)]
         assert _until(lambda: room.waiting == 3 or not all(t.is_alive() for t, _ in viewers))
         gc.collect()
         assert room.waiting == 3 and _ALIVE[0] == 0, (_ALIVE, [out for _, out in viewers])
@@ -329,10 +316,10 @@ def test_a_read_of_a_past_step_compacted_while_it_waits_for_room_says_so(actors:
     assert heavy.grow.run() == MB + 1
     assert heavy.grow.run() == MB + 2
     room = vc.get_runtime().read_room
-    holder, held = _in_thread(heavy.held.run)
+    holder, held = in_thread(heavy.held.run)
     try:
         assert HEAVY_INSIDE.wait(HANG)
-        reader, read = _in_thread(lambda: heavy.size.run(at_step=0))
+        reader, read = in_thread(lambda: heavy.size.run(at_step=0))
         assert _until(lambda: room.waiting == 1 or not reader.is_alive())
         assert room.waiting == 1, read
         assert heavy.compact(keep_last=1, min_age=0).watermark == 2

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from background import in_thread
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -113,20 +114,6 @@ def gated(store_spec: StoreSpec) -> Iterator[Callable[..., Gate]]:
         vc.shutdown()
 
 
-def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:
-            out.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
 def _reads_while_held(actor_id: str, expected: int) -> None:
     """Every way of reading ``actor_id`` answers ``expected`` now (the write stays held)."""
     tally = vc.get_actor(actor_id)
@@ -166,7 +153,7 @@ def test_reads_are_answered_while_this_processes_step_put_is_held(
     Peeker.get_or_create("peeker-direct")
     tally.add.run(1)
     gate.hold("put", "/steps/")
-    thread, out = _in_thread(lambda: tally.add.run(10))
+    thread, out = in_thread(lambda: tally.add.run(10))
     assert gate.held.wait(HANG)
     try:
         _reads_while_held("direct", 1)
@@ -219,7 +206,7 @@ def test_reads_are_answered_while_a_posted_write_of_this_process_is_held(
     tally.add.run(1)
     _commit_behind_its_back("posting")  # the next commit loses its race and posts
     gate.hold(operation, part, skip=skip)
-    thread, out = _in_thread(lambda: tally.add.run(10))
+    thread, out = in_thread(lambda: tally.add.run(10))
     assert gate.held.wait(HANG)
     try:
         _reads_while_held("posting", 1)
@@ -228,7 +215,7 @@ def test_reads_are_answered_while_a_posted_write_of_this_process_is_held(
     assert tally.value.run() == 11
     # Hot now (it holds the lease, within combine_window): the next write folds; its step held.
     gate.hold("put", "/steps/")  # a new hold: held and release cleared
-    thread, out = _in_thread(lambda: tally.add.run(100))
+    thread, out = in_thread(lambda: tally.add.run(100))
     assert gate.held.wait(HANG)
     try:
         _reads_while_held("posting", 11)
@@ -249,7 +236,7 @@ def test_reads_are_answered_while_this_process_waits_for_another_processes_fold(
     theirs = _sync.sync(leases.write(Lease("", 0.0, -1, "", None), "another-process", 600.0, 1))
     assert theirs is not None
     _commit_behind_its_back("waiting")
-    thread, out = _in_thread(lambda: tally.add.run(10))
+    thread, out = in_thread(lambda: tally.add.run(10))
     assert _wait_for(lambda: bool(_sync.sync(vc.get_runtime().store.list(posts_prefix("waiting")))))
     try:
         _reads_while_held("waiting", 1)
@@ -268,7 +255,7 @@ def test_reads_are_answered_while_a_lost_put_answer_is_being_resolved(gated: Cal
     tally.add.run(1)
     gate.lose = "/steps/"  # the step lands; its answer is lost
     gate.hold("get", "/steps/")  # the writer's read back of its step, to learn whether it landed
-    thread, out = _in_thread(lambda: tally.add.run(10))
+    thread, out = in_thread(lambda: tally.add.run(10))
     assert gate.held.wait(HANG)
     try:
         # The step landed: a read that started now may see it (the write is concurrent with it).
@@ -392,7 +379,7 @@ def test_reads_at_once_of_a_large_state_restore_at_most_about_the_cache_budget(
     LEAVE.clear()
     gated(max_read_bytes=3 * MB + MB // 2)  # room for three 1 MB copies
     big = Big.get_or_create("big", MB)
-    readers = [_in_thread(big.held_size.run) for _ in range(6)]
+    readers = [in_thread(big.held_size.run) for _ in range(6)]
     try:
         assert _wait_for(lambda: INSIDE["now"] + _reads_waiting_for_room() == 6)
         assert INSIDE["most"] <= 3, f"{INSIDE['most']} copies of the state restored at once"
