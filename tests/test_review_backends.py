@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from background import in_thread
 from test_review_events import Till
-from test_review_lifecycle import in_background, wait_until
+from test_review_lifecycle import wait_until
 from test_wire_faults import _record
 
 import vactor_cloud as vc
@@ -119,7 +120,7 @@ def test_a_late_answer_after_shutdown_gave_up_is_never_sent_again_and_leaves_not
     assert box.add.run(1) == 1
     proxy.held.clear()
     proxy.hold = is_upload
-    caller, outcome = in_background(lambda: box.add.run(2))
+    caller, outcome = in_thread(lambda: box.add.run(2))
     assert proxy.held.wait(HANG), "no upload reached the proxy"
     runtime = vc.get_runtime()
     runtime.close(timeout=1.0)

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from background import in_thread
 from combining_workers import OrderLog
 from test_combining import commit_behind_its_back
-from test_review_lifecycle import close_in_a_second, in_background, recorded, step_put, wait_until
+from test_review_lifecycle import close_in_a_second, recorded, step_put, wait_until
 from test_stats import moved, records
 
 import vactor_cloud as vc
@@ -140,7 +141,7 @@ def test_shutdown_stopping_a_sent_put_counts_a_commit_error_with_its_outcome_unk
     log.add.run("me/0")
     store.hold(step_put)
     before = vc.stats()
-    caller, box = in_background(lambda: log.add.run("me/1"))
+    caller, box = in_thread(lambda: log.add.run("me/1"))
     try:
         assert store.entered.wait(60.0)
         close_in_a_second(runtime)
@@ -166,7 +167,7 @@ def test_shutdown_refusing_a_commits_next_attempt_counts_a_commit_error(
 
     def attempt_base(self: ActorCore, c: Any) -> Any:
         if not closing:
-            closing.append(in_background(lambda: runtime.close(timeout=60.0))[0])
+            closing.append(in_thread(lambda: runtime.close(timeout=60.0))[0])
             assert wait_until(lambda: runtime.closed)
             raise RetryableStorageError("injected: no answer", "k")
         return original_base(self, c)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from background import in_thread
 from combining_workers import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, post_adds
 
@@ -95,24 +96,9 @@ def wait_until(condition: Callable[[], bool], seconds: float = HANG) -> bool:
     return True
 
 
-def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """``fn()`` on a daemon thread; the list gets its result or exception."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:  # the test looks at it
-            box.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
-
-
 def close_in_a_second(runtime: Runtime) -> None:
     """``runtime.close(timeout=1)`` on another thread, which must return."""
-    stopping, _ = in_background(lambda: runtime.close(timeout=1.0))
+    stopping, _ = in_thread(lambda: runtime.close(timeout=1.0))
     stopping.join(HANG)
     assert not stopping.is_alive(), "close(timeout=1) hangs"
 
@@ -180,7 +166,7 @@ def test_shutdown_timing_out_on_a_stalled_commit_reports_its_outcome_unknown(sto
     log = OrderLog.get_or_create("b")
     log.add.run("me/0")
     store.hold(step_put)
-    caller, box = in_background(lambda: log.add.run("me/1"))
+    caller, box = in_thread(lambda: log.add.run("me/1"))
     try:
         assert store.entered.wait(HANG)
         close_in_a_second(runtime)
@@ -204,7 +190,7 @@ def test_shutdown_waits_for_a_holders_fold_in_flight_which_commits_once(store_sp
     post_adds(foreign_box("a"), ["other/0"])
     try:
         assert store.entered.wait(HANG), "the holder did not fold the post"
-        stopping, _ = in_background(vc.shutdown)
+        stopping, _ = in_thread(vc.shutdown)
         assert wait_until(lambda: runtime.closed)
     finally:
         store.release.set()
@@ -225,10 +211,10 @@ def test_shutdown_waits_for_a_commit_in_flight_and_its_caller_gets_the_result(st
     log = OrderLog.get_or_create("c")
     log.add.run("me/0")
     store.hold(step_put)
-    caller, box = in_background(lambda: log.add.run("me/1"))
+    caller, box = in_thread(lambda: log.add.run("me/1"))
     try:
         assert store.entered.wait(HANG)
-        stopping, _ = in_background(vc.shutdown)
+        stopping, _ = in_thread(vc.shutdown)
         assert wait_until(lambda: runtime.closed)
     finally:
         store.release.set()
@@ -343,7 +329,7 @@ def slow_runtime(spec: StoreSpec) -> Recorder:
 def raises_past_the_deadline(fn: Callable[[], Any], hint: str) -> None:
     """``fn()`` ends with StorageTimeoutError naming Settings.deadline and what to do (``hint``),
     well before what the slow store would take to answer it all."""
-    thread, box = in_background(fn)
+    thread, box = in_thread(fn)
     thread.join(HANG)
     assert not thread.is_alive(), "the operation hangs"
     assert box and isinstance(box[0], vc.StorageTimeoutError), f"not bounded by Settings.deadline: {box}"
@@ -433,7 +419,7 @@ def test_pool_work_runs_while_a_lease_holder_folds_for_others_on_every_pool_thre
             post_adds(box, [f"other/{seq}"])
             seq += 1
 
-    poster, _ = in_background(keep_posting)
+    poster, _ = in_thread(keep_posting)
     try:
         assert wait_until(lambda: runtime.core("a").record.step > 4), "the holder does not fold"  # type: ignore[union-attr]
         read = other.get_total.run_async()
@@ -462,12 +448,12 @@ def test_a_second_close_or_shutdown_returns_only_once_the_first_has_settled_ever
     log = OrderLog.get_or_create(how)
     log.add.run("me/0")
     store.hold(step_put)
-    caller, box = in_background(lambda: log.add.run("me/1"))
+    caller, box = in_thread(lambda: log.add.run("me/1"))
     try:
         assert store.entered.wait(HANG)
-        first, _ = in_background(close)
+        first, _ = in_thread(close)
         assert wait_until(lambda: runtime.closed)
-        second, _ = in_background(close)
+        second, _ = in_thread(close)
         second.join(0.5)  # (long enough for a second one that does not wait to return)
         if not second.is_alive():
             assert box, f"the second {how} returned before the commit in flight settled"
@@ -504,11 +490,11 @@ def test_shutdown_waits_for_a_creation_whose_init_runs(store_spec: StoreSpec) ->
     INIT_ENTERED.clear()
     INIT_RELEASE.clear()
     _, store = recorded(store_spec)
-    creator, box = in_background(lambda: SlowInit.get_or_create("h"))
+    creator, box = in_thread(lambda: SlowInit.get_or_create("h"))
     made: int | None = None
     try:
         assert INIT_ENTERED.wait(HANG)
-        stopping, _ = in_background(vc.shutdown)
+        stopping, _ = in_thread(vc.shutdown)
         stopping.join(0.5)  # (long enough for a shutdown that does not wait to return)
         if not stopping.is_alive():
             made = len(store.log)
@@ -551,7 +537,7 @@ def test_a_method_still_running_when_close_times_out_commits_nothing_afterwards(
     HOLD_RELEASE.clear()
     runtime, store = recorded(store_spec)
     gated = Gated.get_or_create("m")
-    caller, box = in_background(gated.hold.run)
+    caller, box = in_thread(gated.hold.run)
     try:
         assert HOLD_ENTERED.wait(HANG)
         close_in_a_second(runtime)
