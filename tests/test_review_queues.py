@@ -548,3 +548,23 @@ def test_ctrl_c_during_shutdowns_head_flush_leaves_the_moves_to_the_next_shutdow
         store.release.set()
     vc.shutdown()
     assert _head_step("g") == 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_wait_on_an_executor_without_the_known_insides_just_waits(store_spec: StoreSpec) -> None:
+    """``Runtime.waiting_for_others`` adjusts ``ThreadPoolExecutor``'s private insides; an executor
+    that has the lock and the threads but not the rest (another Python's) must not fail a
+    poster's wait with ``AttributeError``: the thread keeps counting, nothing more."""
+    import types
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    real = runtime.executor
+    runtime.executor = types.SimpleNamespace(  # type: ignore[assignment]
+        _shutdown_lock=threading.Lock(), _threads={threading.current_thread()}
+    )
+    try:
+        with runtime.waiting_for_others():
+            pass
+    finally:
+        runtime.executor = real

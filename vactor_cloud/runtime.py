@@ -427,6 +427,11 @@ def _check_key_room(store: ObjectStore) -> None:
         )
 
 
+#: what ``Runtime.waiting_for_others`` uses of ``ThreadPoolExecutor``'s insides (CPython
+#: 3.11-3.13); on an executor without any of them, a waiting pool thread keeps counting
+_POOL_INTERNALS = ("_threads", "_max_workers", "_shutdown", "_work_queue", "_adjust_thread_count")
+
+
 class Runtime:
     """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
@@ -566,7 +571,11 @@ class Runtime:
         timeout) waited until a poster's ``commit_timeout``."""
         executor = self.executor
         lock = getattr(executor, "_shutdown_lock", None)
-        if lock is None or threading.current_thread() not in getattr(executor, "_threads", ()):
+        if (
+            lock is None
+            or not all(hasattr(executor, name) for name in _POOL_INTERNALS)
+            or threading.current_thread() not in executor._threads
+        ):
             yield  # not a pool thread (a caller running its call), or an executor we do not know
             return
         with lock:
