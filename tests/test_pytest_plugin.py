@@ -16,9 +16,9 @@ def test_uses_a_store(store_spec):
 
 
 def _run_user_suite(
-    project: Path, *args: str, env: dict[str, str] | None = None
+    project: Path, *args: str, env: dict[str, str] | None = None, test: str = _USER_TEST
 ) -> subprocess.CompletedProcess[str]:
-    (project / "test_user.py").write_text(_USER_TEST)
+    (project / "test_user.py").write_text(test)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VACTOR_") and k != "CI"}
     return subprocess.run(
         [
@@ -80,3 +80,32 @@ def test_strict_lanes_fail_an_unavailable_lane_under_ci(tmp_path: Path) -> None:
 def test_this_repository_runs_every_lane_and_is_strict_in_ci(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.getini("vactor_lanes") == "all"
     assert pytestconfig.getini("vactor_strict_lanes") == "ci"
+
+
+_SHUTDOWN_RAISES = """
+from pathlib import Path
+
+import vactor_cloud
+from vactor_cloud.testing import lanes
+
+
+def test_leaves_a_shutdown_that_raises(store_spec):
+    marker = Path(__file__).with_name("stopped.txt")
+    stop = lanes.LocalLane.stop
+
+    def stop_and_mark(self):
+        marker.write_text("stopped")
+        stop(self)
+
+    def shutdown_fails(*args, **kwargs):
+        raise RuntimeError("shutdown failed on purpose")
+
+    lanes.LocalLane.stop = stop_and_mark
+    vactor_cloud.shutdown = shutdown_fails
+"""
+
+
+def test_the_lanes_stop_even_when_the_runtimes_shutdown_raises(tmp_path: Path) -> None:
+    out = _run_user_suite(tmp_path, "-k", "local", test=_SHUTDOWN_RAISES)
+    assert "shutdown failed on purpose" in out.stdout, out.stdout + out.stderr
+    assert (tmp_path / "stopped.txt").read_text() == "stopped", out.stdout + out.stderr

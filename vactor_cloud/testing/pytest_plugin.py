@@ -287,8 +287,10 @@ def vactor_lanes() -> Iterator[LaneRegistry]:
         # empty") or a stopped server.
         import vactor_cloud
 
-        vactor_cloud.shutdown()
-        registry.close()
+        try:
+            vactor_cloud.shutdown()
+        finally:
+            registry.close()
 
 
 @pytest.fixture
