@@ -15,7 +15,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
 from vactor_cloud.cli.bench_harness import RequestTrace
-from vactor_cloud.errors import IntegrityError
+from vactor_cloud.errors import IntegrityError, NotFoundError
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -144,3 +144,39 @@ def test_a_damaged_body_left_at_the_key_of_an_actor_created_anew_is_repaired(
     _reopen(quiet)
     monkeypatch.delitem(definition._REGISTRY, Shelf.name)
     assert vc.get_actor("anew").add.run() == 2
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "another-class", "missing"])
+def test_a_load_reads_a_damaged_or_missing_class_body_no_more_often_than_its_retries(
+    quiet: StoreSpec, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A load in a process without the class fetched the class HEAD names beside the steps
+    (its three reads of a body that does not verify, its error swallowed: HEAD is a hint),
+    then, the newest step naming that very class, fetched it again: six GETs of a damaged
+    body (two of a missing one) and twice the retries' pauses before the error. The load now
+    reads the body once per attempt: three GETs of a damaged body, one of a missing one, and
+    the same error naming the actor, its class and what to do."""
+    actor_id = f"shelf-reads-{kind}"
+    shelf = Shelf.get_or_create(actor_id)
+    assert shelf.add.run() == 1
+    store = vc.get_runtime().store
+    log = vc.get_runtime().log(actor_id)
+    sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
+    key = log.class_key(sha)
+    if kind == "missing":
+        _sync.sync(store.delete(key))
+    else:
+        good = _sync.sync(store.get(key)).data
+        _sync.sync(store.put(key, _damaged(kind, key, good)))
+
+    _reopen(quiet)
+    head = _sync.sync(vc.get_runtime().log(actor_id).read_head())
+    assert head is not None and head.class_ref.sha == sha  # (the hint names the damaged body)
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)  # a process without the class
+    expected = NotFoundError if kind == "missing" else IntegrityError
+    with RequestTrace(vc.get_runtime().store).installed() as trace, pytest.raises(expected) as caught:
+        vc.get_actor(actor_id).value.run()
+    message = str(caught.value)
+    assert f"actor {actor_id!r}" in message and Shelf.name in message, message
+    body_reads = [r for r in trace.requests if r.key == key]
+    assert [r.kind for r in body_reads] == ["get"] * (1 if kind == "missing" else 3), body_reads

@@ -509,11 +509,12 @@ class ActorCore(Folder):
             started = time.monotonic()
             head = await self.log.read_head()
             definition: ActorDefinition | None = None
+            hint_failed: Exception | None = None
             #: the class HEAD names, fetched beside the steps (HEAD may name another than the
             #: newest step's, or be pulled back to that step's: then it is fetched again)
             hinted = None if head is None else head.class_ref
             if head is not None:
-                (record, head), definition = await asyncio.gather(
+                (record, head), (definition, hint_failed) = await asyncio.gather(
                     self.log.load_latest_and_head(head), self._hinted_definition(head.class_ref)
                 )
             else:
@@ -521,6 +522,10 @@ class ActorCore(Folder):
             if record is None:
                 raise ActorNotFoundError(self.actor_id, self.env.store.describe())
             if definition is None or record.class_ref != hinted:
+                if hint_failed is not None and record.class_ref == hinted:
+                    # The newest step's own class, which the hint's fetch already failed to
+                    # load, after its retries: fetching it again read a damaged body six times.
+                    raise hint_failed
                 definition = await self.definition_for(record.class_ref)
             self._set_definition(definition, record.class_ref)
             self.head = head
@@ -529,17 +534,18 @@ class ActorCore(Folder):
                 self.env.head_moved(self)
             return record
 
-    async def _hinted_definition(self, ref: ClassRef) -> ActorDefinition | None:
-        """The class HEAD names, or None if this process cannot have it: HEAD is a hint (it may
-        lag behind a rename, or be forged), and the newest step's class decides. A failure to
-        load it here failed every load, whatever the step named."""
+    async def _hinted_definition(self, ref: ClassRef) -> tuple[ActorDefinition | None, Exception | None]:
+        """The class HEAD names, or None and why this process cannot have it: HEAD is a hint (it
+        may lag behind a rename, or be forged), and the newest step's class decides (raising
+        here failed every load, whatever the step named). When the step names this very class,
+        its load raises the error kept here rather than read the body (and retry it) again."""
         try:
-            return await self.definition_for(ref)
+            return await self.definition_for(ref), None
         except Exception as exc:
             logger.debug(
                 "actor %r: the class HEAD names (%s) is not loadable here: %s", self.actor_id, ref.name, exc
             )
-            return None
+            return None, exc
 
     async def definition_for(self, ref: ClassRef) -> ActorDefinition:
         """The class of steps written with ``ref``: this process's own, else the stored body."""
