@@ -66,6 +66,15 @@ class Crate:
         self.items: list[str] = []
 
 
+def _shelf_with_a_step(actor_id: str) -> tuple[vc.ActorHandle[Shelf], str, str]:
+    """A new Shelf with step 1 committed; the sha and key of its class body."""
+    shelf = Shelf.get_or_create(actor_id)
+    assert shelf.add.run() == 1
+    log = vc.get_runtime().log(actor_id)
+    sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
+    return shelf, sha, log.class_key(sha)
+
+
 def _damaged(kind: str, key: str, data: bytes) -> bytes:
     if kind == "truncated":
         return data[: len(data) // 2]
@@ -89,12 +98,8 @@ def test_a_damaged_class_body_says_what_to_do_and_a_writer_with_the_class_repair
     writer that has the class verifies the body at its first commit (one GET instead of the
     HEAD, in the background) and replaces a damaged one; its warm commits stay one PUT."""
     actor_id = f"shelf-{kind}"
-    shelf = Shelf.get_or_create(actor_id)
-    assert shelf.add.run() == 1
+    shelf, _, key = _shelf_with_a_step(actor_id)
     store = vc.get_runtime().store
-    log = vc.get_runtime().log(actor_id)
-    sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
-    key = log.class_key(sha)
     good = _sync.sync(store.get(key)).data
     _sync.sync(store.put(key, _damaged(kind, key, good)))
 
@@ -157,12 +162,8 @@ def test_a_load_reads_a_damaged_or_missing_class_body_no_more_often_than_its_ret
     reads the body once per attempt: three GETs of a damaged body, one of a missing one, and
     the same error naming the actor, its class and what to do."""
     actor_id = f"shelf-reads-{kind}"
-    shelf = Shelf.get_or_create(actor_id)
-    assert shelf.add.run() == 1
+    _, sha, key = _shelf_with_a_step(actor_id)
     store = vc.get_runtime().store
-    log = vc.get_runtime().log(actor_id)
-    sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
-    key = log.class_key(sha)
     if kind == "missing":
         _sync.sync(store.delete(key))
     else:
