@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from actors import Shelf
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
@@ -44,20 +45,6 @@ def _reopen(spec: StoreSpec) -> None:
 def _settle_background() -> None:
     for work in list(vc.get_runtime()._background):
         work.result(HANG)
-
-
-@vc.virtual_actor
-class Shelf:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, by: int = 1) -> int:
-        self.n += by
-        return self.n
-
-    @vc.virtual_actor.readonly
-    def value(self) -> int:
-        return self.n
 
 
 @vc.virtual_actor

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Tally
 
 import vactor_cloud as vc
 from vactor_cloud.cli import main
@@ -34,23 +35,13 @@ ACTORS = 2000
 HELD_AFTER = "a-0100"
 
 
-@vc.virtual_actor
-class Meter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     url = f"memory://ls-stream-{uuid.uuid4().hex}"
     vc.init(url)
     try:
         for n in range(ACTORS):
-            Meter.get_or_create(f"a-{n:04d}")
+            Tally.get_or_create(f"a-{n:04d}")
     finally:
         vc.shutdown()
     yield url
@@ -157,7 +148,7 @@ def test_ls_prints_its_first_rows_before_the_listing_ends(monkeypatch: pytest.Mo
     rows = [line.split() for line in lines[1:]]
     assert [row[0] for row in rows] == [f"a-{n:04d}" for n in range(ACTORS)]
     assert {row[2] for row in rows} == {"0"}
-    assert all(row[1].endswith(":Meter") for row in rows)
+    assert all(row[1].endswith(":Tally") for row in rows)
 
 
 def test_ls_json_writes_its_first_actors_before_the_listing_ends_and_stays_one_array(
