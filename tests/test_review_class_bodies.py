@@ -7,16 +7,19 @@ against; waits are bounded, never timed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 from actors import Shelf
+from background import in_thread
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import IntegrityError, NotFoundError
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -168,3 +171,43 @@ def test_a_load_reads_a_damaged_or_missing_class_body_no_more_often_than_its_ret
     assert f"actor {actor_id!r}" in message and Shelf.name in message, message
     body_reads = [r for r in trace.requests if r.key == key]
     assert [r.kind for r in body_reads] == ["get"] * (1 if kind == "missing" else 3), body_reads
+
+
+def test_loads_that_waited_behind_a_failing_load_share_the_answer_of_one_begun_after_them(
+    quiet: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads of one actor take turns. Each caller that came while a load of an actor whose body
+    is damaged was running loaded again in its turn: three GETs of the body (and the retries'
+    pauses) per caller, one caller after the other. A load begun after a caller came answers
+    that caller too: here the first load's three reads, then one load for the three callers
+    that waited behind it (each gets its error naming the actor and its class)."""
+    actor_id = "shelf-herd"
+    _, _, key = _shelf_with_a_step(actor_id)
+    store = vc.get_runtime().store
+    good = _sync.sync(store.get(key)).data
+    _sync.sync(store.put(key, _damaged("flipped", key, good)))
+
+    _reopen(quiet)
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)  # a process without the class
+    runtime = vc.get_runtime()
+    held = HoldOne(runtime.store, "get", "/class/", timeout=HANG)
+    runtime.store = held  # (before the actor is touched: its core reads through it)
+    held.hold()
+    with RequestTrace(held).installed() as trace:
+        callers = [in_thread(lambda: vc.get_actor(actor_id))]
+        assert held.held.wait(HANG), "the first load never read the class body"
+        lock = runtime.core(actor_id)._lock()
+        callers += [in_thread(lambda: vc.get_actor(actor_id)) for _ in range(3)]
+        for _ in range(int(HANG / 0.005)):
+            if len(lock._waiters or ()) == 3:  # type: ignore[attr-defined]
+                break
+            time.sleep(0.005)
+        assert len(lock._waiters or ()) == 3, "the other callers never waited for the load"  # type: ignore[attr-defined]
+        held.release.set()
+        for thread, _ in callers:
+            thread.join(HANG)
+    for thread, out in callers:
+        assert not thread.is_alive() and isinstance(out[0], IntegrityError), out
+        assert f"actor {actor_id!r}" in str(out[0]) and Shelf.name in str(out[0]), out
+    body_reads = [r.kind for r in trace.requests if r.key == key]
+    assert body_reads == ["get"] * 6, body_reads
