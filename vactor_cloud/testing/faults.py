@@ -489,7 +489,8 @@ class HoldEvery(_Hold):
         if self.timed_out.is_set():
             raise AssertionError(
                 f"a {self.operation} of a key containing {self.fragment!r} was held {self.timeout} s "
-                "and nobody released it: the code under test waited for a request the test holds"
+                "and nobody released it: the code under test waited for a held request, or the "
+                "test never set release"
             )
 
     async def _wait_for_release(self) -> None:
