@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Tally
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -25,20 +26,6 @@ from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
-
-
-@vc.virtual_actor
-class Tally:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def incr(self, by: int = 1) -> int:
-        self.value += by
-        return self.value
-
-    @vc.virtual_actor.readonly
-    def get(self) -> int:
-        return self.value
 
 
 class PausingStore(HoldOne):

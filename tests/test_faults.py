@@ -20,7 +20,14 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.storage import MemoryStore, open_store
-from vactor_cloud.testing.faults import FAULT_KINDS, FaultConfig, FaultRule, FaultyStore, HoldOne
+from vactor_cloud.testing.faults import (
+    FAULT_KINDS,
+    FaultConfig,
+    FaultRule,
+    FaultyStore,
+    HoldEvery,
+    HoldOne,
+)
 
 ALL = frozenset({"get", "head", "put", "list", "delete"})
 
@@ -339,6 +346,61 @@ def test_hold_one_says_when_a_held_request_was_cancelled_and_never_sends_it() ->
         assert await inner.head("k") is None
 
     asyncio.run(run())
+
+
+# -- HoldEvery: every matching request held until the test lets them go --------------------------
+def test_hold_every_holds_each_matching_request_until_released_and_counts_them_in_flight() -> None:
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldEvery(inner, "delete", "/inbox/")
+    store.delete_batch = 2  # one request deletes both (as on S3); a key of it matches
+    _fill(inner, ["a/inbox/1", "a/inbox/2", "a/inbox/3", "a/steps/1"])
+
+    async def run() -> None:
+        first = asyncio.ensure_future(store.delete("a/inbox/1"))
+        await _until(store.held)
+        second = asyncio.ensure_future(store.delete_many(["a/steps/1", "a/inbox/2"]))
+        await store.delete("a/mail/1")  # another key: goes
+        for _ in range(2000):  # 10 s at most
+            if store.in_flight == 2:
+                break
+            await asyncio.sleep(0.005)
+        assert store.in_flight == 2 and not first.done() and not second.done()
+        assert len(await inner.list("a/")) == 4  # held before they were sent
+        store.release.set()
+        await asyncio.gather(first, second)
+        await store.delete("a/inbox/3")  # after the release: goes at once
+        assert await inner.list("a/") == []
+        assert (store.in_flight, store.most_in_flight) == (0, 2)
+        assert store.ended.is_set() and not store.timed_out.is_set()
+        store.check()
+
+    asyncio.run(run())
+
+
+def test_hold_every_ends_its_hold_after_one_timeout_and_says_what_it_held() -> None:
+    """A test whose code waits for a request it holds waits one timeout in all, then learns it."""
+    inner = MemoryStore(f"faults-{uuid.uuid4().hex}")
+    store = HoldEvery(inner, "get", "k", timeout=0.05)
+    _fill(inner, ["k"])
+
+    async def run() -> None:
+        assert (await store.get("k")).data == b"x"  # nobody released it: goes after 0.05 s
+        assert store.timed_out.is_set() and store.ended.is_set()
+        with pytest.raises(AssertionError, match=r"a get of a key containing 'k' was held 0\.05 s"):
+            store.check()
+        store.timeout = 3600.0
+        assert (await store.get("k")).data == b"x"  # the hold is over: no second wait
+        store.hold()  # armed again: events cleared
+        assert not (store.held.is_set() or store.timed_out.is_set() or store.ended.is_set())
+        held = asyncio.ensure_future(store.get("k"))
+        await _until(store.held)
+        assert not held.done()
+        store.release.set()
+        assert (await held).data == b"x"
+
+    asyncio.run(run())
+    with pytest.raises(ValueError, match="unknown operation 'post'"):
+        HoldEvery(inner, "post", "k")
 
 
 @pytest.mark.parametrize("wrapper", ["faults", "latency"])

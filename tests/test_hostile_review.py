@@ -20,6 +20,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
+from actors import Tally
 from pickle_bomb import UNPICKLED, Bomb
 
 import vactor_cloud as vc
@@ -39,20 +40,6 @@ from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import raw_state_at, state_at
 from vactor_cloud.runtime import Runtime, Settings, validate_actor_id
 from vactor_cloud.testing.lanes import StoreSpec
-
-
-@vc.virtual_actor
-class Counter:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def incr(self, by: int = 1) -> int:
-        self.value += by
-        return self.value
-
-    @vc.virtual_actor.readonly
-    def get(self) -> int:
-        return self.value
 
 
 @vc.virtual_actor(serializer="json")
@@ -168,7 +155,7 @@ def test_a_class_name_read_from_storage_is_never_imported(
     module = f"forged_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text("IMPORTED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    Counter.get_or_create("c").incr.run()
+    Tally.get_or_create("c").incr.run()
     log = vc.get_runtime().log("c")
     key = log.step_key(1)
     env = codec.decode(key, _sync.sync(log.store.get(key)).data)
@@ -252,7 +239,7 @@ def test_dot_and_surrogate_actor_ids_are_refused_everywhere(spec: StoreSpec, act
     with pytest.raises(InvalidActorIdError):
         validate_actor_id(actor_id)
     with pytest.raises(InvalidActorIdError):
-        Counter.get_or_create(actor_id)
+        Tally.get_or_create(actor_id)
     with pytest.raises(InvalidActorIdError):
         vc.get_actor(actor_id)
 
@@ -277,7 +264,7 @@ def test_surrogate_event_names_and_keys_are_value_errors(spec: StoreSpec) -> Non
 def test_a_corrupt_head_is_ignored_by_readers_and_repaired_by_the_next_writer(
     spec: StoreSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
-    handle = Counter.get_or_create("c")
+    handle = Tally.get_or_create("c")
     handle.incr.run()
     handle.incr.run()
     reopen(spec, fresh_window=0.0)
@@ -300,7 +287,7 @@ def test_a_corrupt_head_is_ignored_by_readers_and_repaired_by_the_next_writer(
 # -- item 12: local temp files of killed writers are swept ----------------------------------------
 @pytest.mark.parametrize("store_lane", ["local"], indirect=True)
 def test_compaction_removes_stale_local_temp_files_only(spec: StoreSpec) -> None:
-    Counter.get_or_create("c").incr.run()
+    Tally.get_or_create("c").incr.run()
     store = vc.get_runtime().store
     steps = store._path(vc.get_runtime().log("c").step_key(1)).parent  # type: ignore[attr-defined]
     stale, fresh = steps / ".tmp-killed0000000", steps / ".tmp-inflight00000"
@@ -318,7 +305,7 @@ def test_compaction_removes_stale_local_temp_files_only(spec: StoreSpec) -> None
 def test_compaction_refuses_a_min_age_that_is_not_finite_and_deletes_nothing(
     spec: StoreSpec, min_age: Any
 ) -> None:
-    handle = Counter.get_or_create("c")
+    handle = Tally.get_or_create("c")
     for _ in range(4):
         handle.incr.run()
     log = vc.get_runtime().log("c")
@@ -343,7 +330,7 @@ def test_min_age_defaults_to_a_day_and_the_floor_is_an_hour(spec: StoreSpec) -> 
     assert inspect.signature(compact).parameters["min_age"].default == DEFAULT_MIN_AGE
     with pytest.raises(ValueError, match="floor"):
         validate_compaction_args(1, 600.0, floor=MIN_AGE_FLOOR)
-    handle = Counter.get_or_create("c")
+    handle = Tally.get_or_create("c")
     for _ in range(3):
         handle.incr.run()
     report = handle.compact(keep_last=1)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Tally
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -16,20 +17,6 @@ from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
-
-
-@vc.virtual_actor
-class RvTally:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def incr(self, by: int = 1) -> int:
-        self.value += by
-        return self.value
-
-    @vc.virtual_actor.readonly
-    def get(self) -> int:
-        return self.value
 
 
 @pytest.fixture
@@ -64,7 +51,7 @@ def _plant_stray(actor_id: str, number: int, value: int) -> None:
 
 def test_state_at_of_a_compacted_step_ignores_a_stray_below_the_watermark(spec: StoreSpec) -> None:
     init(spec, fresh_window=0.0)
-    handle = RvTally.get_or_create("t")
+    handle = Tally.get_or_create("t")
     for _ in range(6):
         handle.incr.run()
     report = handle.compact(keep_last=2, min_age=0)
@@ -77,7 +64,7 @@ def test_state_at_of_a_compacted_step_ignores_a_stray_below_the_watermark(spec: 
 
 def test_run_at_step_of_a_compacted_step_ignores_a_stray(spec: StoreSpec) -> None:
     init(spec, fresh_window=0.0)
-    handle = RvTally.get_or_create("t")
+    handle = Tally.get_or_create("t")
     for _ in range(6):
         handle.incr.run()
     handle.compact(keep_last=2, min_age=0)
@@ -88,7 +75,7 @@ def test_run_at_step_of_a_compacted_step_ignores_a_stray(spec: StoreSpec) -> Non
 
 def test_history_does_not_list_a_stray_below_the_watermark(spec: StoreSpec) -> None:
     init(spec, fresh_window=0.0)
-    handle = RvTally.get_or_create("t")
+    handle = Tally.get_or_create("t")
     for _ in range(6):
         handle.incr.run()
     handle.compact(keep_last=2, min_age=0)

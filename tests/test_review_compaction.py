@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from actors import Tally
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -24,16 +25,6 @@ from vactor_cloud.runtime import Settings
 from vactor_cloud.storage import ObjectStore, PutMode
 from vactor_cloud.storage._base import Blob
 from vactor_cloud.testing.lanes import StoreSpec
-
-
-@vc.virtual_actor
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
 
 
 class StrayAfterGcRead(ObjectStore):
@@ -93,7 +84,7 @@ def test_find_step_never_returns_a_stray_below_a_watermark_raised_while_it_read(
     # compaction paired with a step answer from after it let a stalled writer's late put
     # (never a commit) pass for step 1 in state_at/history. The step must be read first.
     vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, fresh_window=0.0))
-    handle = Counter.get_or_create("c")
+    handle = Tally.get_or_create("c")
     for _ in range(3):
         handle.incr.run()
     store = vc.get_runtime().store
@@ -126,7 +117,7 @@ def test_compact_all_skips_an_actor_whose_creation_never_committed(
     # leaving every actor after it uncompacted.
     vc.init(local_store)
     _sync.sync(ActorLog(vc.get_runtime().store, "a-ghost").put_class("0" * 64, b"body", "m:C"))
-    handle = Counter.get_or_create("b-real")
+    handle = Tally.get_or_create("b-real")
     handle.incr.run()
     handle.incr.run()
     vc.shutdown()
@@ -143,7 +134,7 @@ def test_history_never_lists_a_stray_below_a_watermark_raised_while_it_read(spec
     from vactor_cloud.history import _history
 
     vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, fresh_window=0.0))
-    handle = Counter.get_or_create("c")
+    handle = Tally.get_or_create("c")
     for _ in range(3):
         handle.incr.run()
     store = vc.get_runtime().store
@@ -177,7 +168,7 @@ def test_compact_all_goes_on_past_an_actor_it_cannot_compact_and_says_which(
     # the failure is named, and the exit code is not 0.
     vc.init(local_store)
     for actor_id in ("a-damaged", "b-real"):
-        handle = Counter.get_or_create(actor_id)
+        handle = Tally.get_or_create(actor_id)
         handle.incr.run()
         handle.incr.run()
     store = vc.get_runtime().store

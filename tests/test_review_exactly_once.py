@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Shelf
 from test_execution_model import RUNS, Box, _hold
 from test_hostile_review import call_on
 
@@ -24,20 +25,6 @@ from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
-
-
-@vc.virtual_actor
-class Ledger:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, by: int = 1) -> int:
-        self.n += by
-        return self.n
-
-    @vc.virtual_actor.readonly
-    def value(self) -> int:
-        return self.n
 
 
 @pytest.fixture
@@ -72,7 +59,7 @@ def test_a_head_naming_a_compacted_step_where_a_leftover_sits_loads_the_newest_s
     for the newest step: a reader got the old state, and a writer committed on top of it,
     one number past it (free, compacted), within ``fresh_window`` so with no watermark
     check: the caller was told its call committed while no reader ever saw it."""
-    handle = Ledger.get_or_create("leftover")
+    handle = Shelf.get_or_create("leftover")
     for _ in range(10):
         handle.add.run()
     log = vc.get_runtime().log("leftover")
@@ -139,16 +126,6 @@ def test_keyed_calls_in_one_batch_with_raising_mates_apply_once_and_answer_by_va
 
 
 # -- a class body missing from storage -------------------------------------------------------
-@vc.virtual_actor
-class Stranger:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, by: int = 1) -> int:
-        self.n += by
-        return self.n
-
-
 def test_a_missing_class_body_is_reported_as_such_to_a_process_without_the_class(
     spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,20 +134,20 @@ def test_a_missing_class_body_is_reported_as_such_to_a_process_without_the_class
     bucket) the load failed with the store's bare "no such object" on a key the user never
     wrote, as if storage were broken. It is still a ``NotFoundError`` (what storage callers
     catch), and now says whose class body is missing and what to do."""
-    handle = Stranger.get_or_create("stranger")
+    handle = Shelf.get_or_create("stranger")
     assert handle.add.run() == 1
     log = vc.get_runtime().log("stranger")
     sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
     _sync.sync(vc.get_runtime().store.delete(log.class_key(sha)))
     reopen(spec)
-    monkeypatch.delitem(definition._REGISTRY, Stranger.name)  # this process lacks the class
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)  # this process lacks the class
     with pytest.raises(NotFoundError) as caught:
         vc.get_actor("stranger").add.run()
     message = str(caught.value)
     assert caught.value.key == log.class_key(sha)
-    assert "actor 'stranger'" in message and Stranger.name in message
+    assert "actor 'stranger'" in message and Shelf.name in message
     assert "class body" in message and "import the class's module" in message
-    monkeypatch.setitem(definition._REGISTRY, Stranger.name, Stranger.definition)
+    monkeypatch.setitem(definition._REGISTRY, Shelf.name, Shelf.definition)
     reopen(spec)
     assert vc.get_actor("stranger").add.run() == 2  # a process with the class runs it
 
@@ -220,7 +197,7 @@ def test_a_keyed_put_that_failed_unlanded_while_another_process_committed_the_ke
     request, commits that key at the very number. The read-back finds the other writer's
     step: a race lost, not our commit; the call is applied again on that step, finds its key
     there and returns the recorded result. Applied once, one result for both callers."""
-    handle = Ledger.get_or_create("lost-put")
+    handle = Shelf.get_or_create("lost-put")
     assert handle.add.run(1) == 1
     store = vc.get_runtime().store
     step_two = keys.step_key("lost-put", 2)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors import Shelf
 from caller_workers import Tally, add_one
 
 import vactor_cloud as vc
@@ -252,16 +253,6 @@ def test_a_cancel_made_after_a_schedule_still_queued_in_this_process_applies_aft
 
 
 # -- 5. a class body gone from storage --------------------------------------------------------------
-@vc.virtual_actor
-class Keeper:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, by: int = 1) -> int:
-        self.n += by
-        return self.n
-
-
 def _reopen(spec: StoreSpec) -> None:
     """A fresh runtime (empty caches), as another process would start."""
     vc.shutdown()
@@ -277,7 +268,7 @@ def test_a_class_body_gone_from_storage_is_stored_again_by_a_process_that_has_th
     unloadable elsewhere for good. A process's first commit to an actor now checks that the body
     it names is there (one HEAD, off the commit's path) and stores it again if not, and so does
     a commit an hour after its last check; its warm commits stay one PUT."""
-    keeper = Keeper.get_or_create("keeper")
+    keeper = Shelf.get_or_create("keeper")
     assert keeper.add.run() == 1
     log = vc.get_runtime().log("keeper")
     sha = _sync.sync(log.read_step(1)).class_ref.sha  # type: ignore[union-attr]
@@ -301,7 +292,7 @@ def test_a_class_body_gone_from_storage_is_stored_again_by_a_process_that_has_th
         work.result(HANG)
     assert _sync.sync(vc.get_runtime().store.head(key)) is not None
     _reopen(quiet)
-    monkeypatch.delitem(definition._REGISTRY, Keeper.name)  # a process without the class
+    monkeypatch.delitem(definition._REGISTRY, Shelf.name)  # a process without the class
     assert vc.get_actor("keeper").add.run() == 5
 
 

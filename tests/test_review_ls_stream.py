@@ -16,11 +16,13 @@ import io
 import json
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Tally
 
 import vactor_cloud as vc
 from vactor_cloud.cli import main
@@ -33,23 +35,13 @@ ACTORS = 2000
 HELD_AFTER = "a-0100"
 
 
-@vc.virtual_actor
-class Meter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     url = f"memory://ls-stream-{uuid.uuid4().hex}"
     vc.init(url)
     try:
         for n in range(ACTORS):
-            Meter.get_or_create(f"a-{n:04d}")
+            Tally.get_or_create(f"a-{n:04d}")
     finally:
         vc.shutdown()
     yield url
@@ -74,12 +66,21 @@ class Watched(io.StringIO):
         return False
 
 
-class HeldListing:
-    """MemoryStore's LIST of ``actors/`` past ``HELD_AFTER`` waits for :attr:`release`."""
+#: how long the test waits for what the command must do at once (and a held LIST for release)
+WAIT = 60.0
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+
+class HeldListing:
+    """MemoryStore's LIST of ``actors/`` past ``HELD_AFTER`` waits for :attr:`release`: at most
+    ``timeout`` seconds (longer than the test's own waits), after which :attr:`timed_out` is set
+    and the LIST goes on, so a listing the test never released fails the test (:meth:`check`)
+    instead of hanging it until pytest's timeout."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, timeout: float = 2 * WAIT + 30.0) -> None:
         self.held = threading.Event()
         self.release = threading.Event()
+        self.timed_out = threading.Event()
+        self.timeout = timeout
         original = MemoryStore._list
 
         async def held_list(
@@ -87,11 +88,24 @@ class HeldListing:
         ) -> Any:
             if prefix == "actors/" and start_after is not None and start_after > f"actors/{HELD_AFTER}":
                 self.held.set()
-                while not self.release.is_set():  # (the IO loop goes on: describes finish)
-                    await asyncio.sleep(0.005)
+                await self._wait_for_release()  # (the IO loop goes on: describes finish)
             return await original(store, prefix, start_after, limit)
 
         monkeypatch.setattr(MemoryStore, "_list", held_list)
+
+    async def _wait_for_release(self) -> None:
+        until = time.monotonic() + self.timeout
+        while not self.release.is_set():
+            if time.monotonic() >= until:
+                self.timed_out.set()
+                return
+            await asyncio.sleep(0.005)
+
+    def check(self) -> None:
+        assert not self.timed_out.is_set(), (
+            f"a LIST of actors/ past {HELD_AFTER} waited {self.timeout} s for the test's release "
+            "and went on unreleased"
+        )
 
 
 def run_ls(monkeypatch: pytest.MonkeyPatch, url: str, marker: str, *argv: str) -> tuple[int, str]:
@@ -110,16 +124,18 @@ def run_ls(monkeypatch: pytest.MonkeyPatch, url: str, marker: str, *argv: str) -
     thread = threading.Thread(target=command, daemon=True)
     thread.start()
     try:
-        assert held.held.wait(60), "the listing never reached the held LIST"
+        assert held.held.wait(WAIT), "the listing never reached the held LIST"
         # (only a failure waits this long: the old code printed nothing until the listing ended)
-        assert stdout.seen.wait(60), f"nothing printed while the listing was held: {stdout.getvalue()!r}"
+        assert stdout.seen.wait(WAIT), f"nothing printed while the listing was held: {stdout.getvalue()!r}"
+        held.check()
         assert thread.is_alive() and not held.release.is_set()
         printed = stdout.getvalue()
     finally:
         held.release.set()
-        thread.join(120)
+        thread.join(2 * WAIT)
         vc.shutdown()
-    assert not thread.is_alive()
+    assert not thread.is_alive(), "vactor ls did not return within 2 min of the LIST's release"
+    held.check()
     assert f"a-{ACTORS - 1:04d}" not in printed  # printed while listing: not the last one yet
     return codes[0], stdout.getvalue()
 
@@ -132,7 +148,7 @@ def test_ls_prints_its_first_rows_before_the_listing_ends(monkeypatch: pytest.Mo
     rows = [line.split() for line in lines[1:]]
     assert [row[0] for row in rows] == [f"a-{n:04d}" for n in range(ACTORS)]
     assert {row[2] for row in rows} == {"0"}
-    assert all(row[1].endswith(":Meter") for row in rows)
+    assert all(row[1].endswith(":Tally") for row in rows)
 
 
 def test_ls_json_writes_its_first_actors_before_the_listing_ends_and_stays_one_array(

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from actors import Shelf
 from background import in_thread
 
 import vactor_cloud as vc
@@ -38,20 +39,6 @@ def actors(store_spec: StoreSpec) -> Iterator[StoreSpec]:
         vc.shutdown()
 
 
-@vc.virtual_actor
-class Gauge:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, by: int = 1) -> int:
-        self.n += by
-        return self.n
-
-    @vc.virtual_actor.readonly
-    def value(self) -> int:
-        return self.n
-
-
 def test_a_read_whose_cache_is_dropped_after_every_load_is_answered_by_its_own_load(
     actors: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,7 +47,7 @@ def test_a_read_whose_cache_is_dropped_after_every_load_is_answered_by_its_own_l
     and again, bounded only by ``Settings.deadline``: under drops that keep coming a read
     starved (one full load, HEAD and steps, per drop) and, on a store answering at once,
     spun. A read now runs on the step its own load found: bounded loads, however many drops."""
-    gauge = Gauge.get_or_create("dropped")
+    gauge = Shelf.get_or_create("dropped")
     assert gauge.add.run() == 1
     vc.get_runtime().core("dropped").forget()
     drops = [40]  # bounded: the unchanged code ends once the drops stop

@@ -25,7 +25,6 @@ from combining_workers import OrderLog
 from loopback_gcs import gcs_answering
 from silent_listener import SilentListener
 from test_combining import (
-    Switchable,
     commit_behind_its_back,
     foreign_box,
     init_switchable,
@@ -50,6 +49,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
+from vactor_cloud.testing.faults import HoldEvery
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.proxy import DroppingProxy
 
@@ -959,30 +959,6 @@ def test_an_if_match_put_whose_answer_was_lost_is_never_a_definite_precondition_
     assert not isinstance(outcome, PreconditionFailedError), outcome
 
 
-class _HeldInboxDeletes(Switchable):
-    """Holds every delete request of an inbox key until ``release`` is set; counts those in flight."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner)
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-    async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-        if operation != "delete" or "/inbox/" not in key:
-            return await super()._around(operation, key, run, **batch)
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            self.held.set()
-            while not self.release.is_set():
-                await asyncio.sleep(0.005)
-            return await super()._around(operation, key, run, **batch)
-        finally:
-            self.in_flight -= 1
-
-
 @pytest.mark.vactor_lanes("memory", "local", "moto", "fakegcs")
 @pytest.mark.usefixtures("runtime_off")
 def test_applied_events_are_deleted_with_a_bounded_number_of_requests_in_flight(
@@ -996,13 +972,14 @@ def test_applied_events_are_deleted_with_a_bounded_number_of_requests_in_flight(
     meanwhile go in the next; each is still deleted."""
     spec_store = init_switchable(store_spec)
     runtime = vc.get_runtime()
-    store = _HeldInboxDeletes(spec_store.inner)
+    store = HoldEvery(spec_store.inner, "delete", "/inbox/", timeout=HANG)
     runtime.store = store
     till = Till.get_or_create("till")
     commits = store.delete_parallel + 8
     for n in range(commits):
         vc.send_event("till", "paid", n)
         till.add.run(n)  # folds the event in: its delete starts in the background
+    store.check()  # (a commit that waited for its events' delete waited HANG: said here)
     assert store.held.wait(HANG), "no applied event was deleted"
     store.release.set()
     wait_until(lambda: not pending_events("till"), f"events left: {pending_events('till')}")

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from actors import Tally
 from silent_listener import SilentListener
 
 import vactor_cloud as vc
@@ -33,16 +34,6 @@ import vactor_cloud as vc
 SETTINGS = vc.Settings(timeout=1.0, deadline=3.0)
 #: how long a failure may take, generous for a loaded machine (the first runtime: 590 s)
 BOUND = 30.0
-
-
-@vc.virtual_actor
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
 
 
 @pytest.fixture
@@ -143,7 +134,7 @@ def test_a_write_against_a_silent_endpoint_fails_within_the_deadline(
     else:
         pytest.importorskip("gcsfs")
         _init_gcs(listener.endpoint, monkeypatch)
-    _fails_in_time(lambda: Counter.get_or_create("fresh"))
+    _fails_in_time(lambda: Tally.get_or_create("fresh"))
     # The runtime still answers afterwards: the next call fails in time as well, it does not hang.
     _fails_in_time(lambda: vc.get_actor("x"))
     assert _accepted_soon(listener)

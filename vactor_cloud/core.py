@@ -350,7 +350,9 @@ class ActorCore(Folder):
         "_drain_queued",
         "_drainer",
         "_live",
+        "_load_failed",
         "_load_lock",
+        "_loads_begun",
         "_lost_at",
         "_mutex",
         "_put_seconds",
@@ -401,6 +403,9 @@ class ActorCore(Folder):
         #: threads waiting for one of their calls: woken when the actor is released
         self._waiters: set[threading.Event] | None = None
         self._load_lock: asyncio.Lock | None = None
+        #: loads begun (IO loop), and the number and error of the last one if it failed
+        self._loads_begun = 0
+        self._load_failed: tuple[int, Exception] | None = None
         #: the writer id of our step put whose answer never came (Ctrl-C stopped the commit, or
         #: its outcome stayed unknown): if it landed, the next commit meets it as its own step
         self._unanswered = ""
@@ -502,44 +507,71 @@ class ActorCore(Folder):
         record = self.record
         if record is not None and self.definition is not None:
             return record
+        came_after = self._loads_begun
         async with self._lock():
             record = self.record
             if record is not None and self.definition is not None:
                 return record
-            started = time.monotonic()
-            head = await self.log.read_head()
-            definition: ActorDefinition | None = None
-            #: the class HEAD names, fetched beside the steps (HEAD may name another than the
-            #: newest step's, or be pulled back to that step's: then it is fetched again)
-            hinted = None if head is None else head.class_ref
-            if head is not None:
-                (record, head), definition = await asyncio.gather(
-                    self.log.load_latest_and_head(head), self._hinted_definition(head.class_ref)
-                )
-            else:
-                record = await self.log.load_latest(None)
-            if record is None:
-                raise ActorNotFoundError(self.actor_id, self.env.store.describe())
-            if definition is None or record.class_ref != hinted:
-                definition = await self.definition_for(record.class_ref)
-            self._set_definition(definition, record.class_ref)
-            self.head = head
-            self._accept(record, started)
-            if head is None or head.step < record.step:
-                self.env.head_moved(self)
+            failed, self._load_failed = self._load_failed, None
+            if failed is not None and failed[0] > came_after:
+                # A load begun after this caller came failed: its answer is this caller's too,
+                # and the next waiter's (each caller that waited behind a load of an actor whose
+                # class body is damaged loaded again in its turn: three reads of the body, with
+                # pauses, per caller). The first caller that came after it clears it.
+                self._load_failed = failed
+                raise failed[1]
+            self._loads_begun += 1
+            number = self._loads_begun
+            try:
+                record = await self._load()
+            except Exception as exc:
+                self._load_failed = (number, exc)
+                raise
+            self._load_failed = None
             return record
 
-    async def _hinted_definition(self, ref: ClassRef) -> ActorDefinition | None:
-        """The class HEAD names, or None if this process cannot have it: HEAD is a hint (it may
-        lag behind a rename, or be forged), and the newest step's class decides. A failure to
-        load it here failed every load, whatever the step named."""
+    async def _load(self) -> StepRecord:
+        """``ensure_loaded``'s load itself (the caller holds the load lock)."""
+        started = time.monotonic()
+        head = await self.log.read_head()
+        definition: ActorDefinition | None = None
+        hint_failed: Exception | None = None
+        #: the class HEAD names, fetched beside the steps (HEAD may name another than the
+        #: newest step's, or be pulled back to that step's: then it is fetched again)
+        hinted = None if head is None else head.class_ref
+        if head is not None:
+            (record, head), (definition, hint_failed) = await asyncio.gather(
+                self.log.load_latest_and_head(head), self._hinted_definition(head.class_ref)
+            )
+        else:
+            record = await self.log.load_latest(None)
+        if record is None:
+            raise ActorNotFoundError(self.actor_id, self.env.store.describe())
+        if definition is None or record.class_ref != hinted:
+            if hint_failed is not None and record.class_ref == hinted:
+                # The newest step's own class, which the hint's fetch already failed to
+                # load, after its retries: fetching it again read a damaged body six times.
+                raise hint_failed
+            definition = await self.definition_for(record.class_ref)
+        self._set_definition(definition, record.class_ref)
+        self.head = head
+        self._accept(record, started)
+        if head is None or head.step < record.step:
+            self.env.head_moved(self)
+        return record
+
+    async def _hinted_definition(self, ref: ClassRef) -> tuple[ActorDefinition | None, Exception | None]:
+        """The class HEAD names, or None and why this process cannot have it: HEAD is a hint (it
+        may lag behind a rename, or be forged), and the newest step's class decides (raising
+        here failed every load, whatever the step named). When the step names this very class,
+        its load raises the error kept here rather than read the body (and retry it) again."""
         try:
-            return await self.definition_for(ref)
+            return await self.definition_for(ref), None
         except Exception as exc:
             logger.debug(
                 "actor %r: the class HEAD names (%s) is not loadable here: %s", self.actor_id, ref.name, exc
             )
-            return None
+            return None, exc
 
     async def definition_for(self, ref: ClassRef) -> ActorDefinition:
         """The class of steps written with ``ref``: this process's own, else the stored body."""

@@ -66,6 +66,9 @@ flight when Ctrl-C comes, a delete still waiting when the next fold ends)::
     ...                          # ... (a call on another thread sends it)
     assert store.held.wait(60)   # ... and is being held now
     store.release.set()          # it goes on
+
+:class:`HoldEvery` holds every matching request until released (deletes that must pile up
+while a test counts how many are in flight at once).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ __all__ = [
     "FaultKind",
     "FaultRule",
     "FaultyStore",
+    "HoldEvery",
     "HoldOne",
     "install",
 ]
@@ -343,7 +347,29 @@ class FaultyStore(ObjectStore):
         await self._around("delete", keys[0], lambda: self.inner.delete_many(keys), batch=tuple(keys))
 
 
-class HoldOne(FaultyStore):
+class _Hold(FaultyStore):
+    """What :class:`HoldOne` and :class:`HoldEvery` share: which requests they hold, for how
+    long at most, and the events a test waits on or sets."""
+
+    def __init__(
+        self, inner: ObjectStore, operation: str, fragment: str, *, timeout: float, config: FaultConfig | None
+    ) -> None:
+        super().__init__(inner, config or FaultConfig())
+        self.operation = _known_operation(operation)
+        self.fragment = fragment
+        self.timeout = timeout
+        #: set once a held request starts waiting
+        self.held = threading.Event()
+        #: set it to let the held request (HoldEvery: every one, and every later one) go on
+        self.release = threading.Event()
+        #: set once the hold ended: released, timed out (HoldOne: or cancelled with its call)
+        self.ended = threading.Event()
+
+    def _matches(self, operation: str, keys: tuple[str, ...]) -> bool:
+        return operation == self.operation and any(self.fragment in k for k in keys)
+
+
+class HoldOne(_Hold):
     """Holds one request until :attr:`release` is set: once armed by :meth:`hold`, the next
     ``operation`` on a key containing ``fragment`` (any key of a batch delete), after ``skip``
     others, waits; :attr:`held` is set as it starts waiting, :attr:`ended` as it stops
@@ -367,18 +393,9 @@ class HoldOne(FaultyStore):
         timeout: float = 60.0,
         config: FaultConfig | None = None,
     ) -> None:
-        super().__init__(inner, config or FaultConfig())
-        self.operation = _known_operation(operation)
-        self.fragment = fragment
+        super().__init__(inner, operation, fragment, timeout=timeout, config=config)
         self.skip = skip
         self.answer_first = answer_first
-        self.timeout = timeout
-        #: set once the held request starts waiting
-        self.held = threading.Event()
-        #: set it to let the held request go on
-        self.release = threading.Event()
-        #: set once the held request stopped waiting: released, timed out, or cancelled
-        self.ended = threading.Event()
         self._armed = False
 
     def hold(
@@ -400,7 +417,7 @@ class HoldOne(FaultyStore):
 
     def _takes(self, operation: str, keys: tuple[str, ...]) -> bool:
         """Whether this request is the one to hold (runs on the IO loop: one at a time)."""
-        if not self._armed or operation != self.operation or not any(self.fragment in k for k in keys):
+        if not self._armed or not self._matches(operation, keys):
             return False
         if self.skip:
             self.skip -= 1
@@ -430,6 +447,76 @@ class HoldOne(FaultyStore):
             raise
         await self._wait_for_release()
         return answer
+
+
+class HoldEvery(_Hold):
+    """Holds every ``operation`` on a key containing ``fragment`` (any key of a batch delete)
+    until :attr:`release` is set: each such request waits before it is sent; :attr:`held` is
+    set as the first starts waiting. :attr:`in_flight` counts the matching requests under way
+    (held or sent), :attr:`most_in_flight` the most at once, held or not.
+
+    The hold ends when :attr:`release` is set, or when a request has waited ``timeout``
+    seconds: then :attr:`timed_out` is set as well, and that request and every later one goes
+    on, so a test whose code never lets the test release them (a call that waits for a held
+    request) waits one timeout in all, not one per request, and can say what it waited for
+    (:meth:`check`). :attr:`ended` is set once the hold ended either way; :meth:`hold` arms it
+    again. Every other request goes straight through, with the faults of ``config``.
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        operation: str,
+        fragment: str,
+        *,
+        timeout: float = 60.0,
+        config: FaultConfig | None = None,
+    ) -> None:
+        super().__init__(inner, operation, fragment, timeout=timeout, config=config)
+        #: set when a request waited ``timeout`` seconds without a release
+        self.timed_out = threading.Event()
+        #: matching requests under way (held or sent) right now, and the most at once
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def hold(self) -> None:
+        """Hold the matching requests from now on (every event cleared)."""
+        for event in (self.held, self.release, self.ended, self.timed_out):
+            event.clear()
+
+    def check(self) -> None:
+        """``AssertionError`` naming the requests held and the timeout if the hold timed out."""
+        if self.timed_out.is_set():
+            raise AssertionError(
+                f"a {self.operation} of a key containing {self.fragment!r} was held {self.timeout} s "
+                "and nobody released it: the code under test waited for a held request, or the "
+                "test never set release"
+            )
+
+    async def _wait_for_release(self) -> None:
+        if self.ended.is_set():
+            return
+        self.held.set()
+        until = time.monotonic() + self.timeout
+        while not self.ended.is_set():
+            if self.release.is_set():
+                self.ended.set()
+            elif time.monotonic() >= until:
+                self.timed_out.set()
+                self.ended.set()
+            else:
+                await asyncio.sleep(0.005)
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if not self._matches(operation, batch or (key,)):
+            return await super()._around(operation, key, run, batch=batch)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self._wait_for_release()
+            return await super()._around(operation, key, run, batch=batch)
+        finally:
+            self.in_flight -= 1
 
 
 def _known_operation(operation: str) -> str:
