@@ -158,6 +158,13 @@ class Heavy:
         return len(self.blob) + out[0]
 
     @vc.virtual_actor.readonly
+    def size_and_desk_once_it_waits(self, desk_id: str) -> int:
+        # The same, calling the writer only once the desk's read waits for room.
+        DESK_GO.set()
+        assert _until(lambda: vc.get_runtime().read_room.waiting == 1), "the desk's read never waited"
+        return len(self.blob) + int(vc.get_actor(desk_id).poke.run())
+
+    @vc.virtual_actor.readonly
     def size_and_desk(self, desk_id: str) -> int:
         # A read calling a writer of an actor another thread holds, whose method reads this one.
         DESK_GO.set()
@@ -212,6 +219,26 @@ def test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room(
         writer.join(HANG)
     assert wrote == [MB]
     assert "for room" not in caplog.text
+
+
+def test_a_read_already_waiting_for_room_takes_the_spare_lent_after_it_began_to_wait(
+    actors: StoreSpec,
+) -> None:
+    """(With the test above) The read inside the writer method began to wait for room before the
+    read-only method called that writer and lent its spare: lending must wake it. Without the
+    wake-up both waited for the other until ``Settings.deadline``; with a deadline longer than
+    this test's bound, the calls do not return within it."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0, commit_timeout=600.0)
+    DESK_ENTERED.clear()
+    DESK_GO.clear()
+    heavy = Heavy.get_or_create("heavy-woken", MB)
+    desk = Desk.get_or_create("desk-woken")
+    writer, wrote = in_thread(lambda: desk.work.run("heavy-woken"))
+    assert DESK_ENTERED.wait(HANG)
+    reader, read = in_thread(lambda: heavy.size_and_desk_once_it_waits.run("desk-woken"))
+    writer.join(HANG)
+    reader.join(HANG)
+    assert wrote == [MB] and read == [MB + 1], (wrote, read)
 
 
 def test_a_past_view_takes_read_room_while_it_is_restored(actors: StoreSpec) -> None:

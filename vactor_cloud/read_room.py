@@ -90,6 +90,7 @@ def lent_while_waiting(actor_id: str) -> Iterator[None]:
     lent = read.room._lent
     with read.room._changed:
         lent.setdefault(actor_id, []).append(read)
+        read.room._changed.notify_all()  # (a read of that actor's writer may wait already)
     try:
         yield
     finally:
