@@ -433,6 +433,9 @@ def test_reads_handed_on_by_reads_that_returned_stay_within_the_read_room(actors
         thread.join(HANG)
         assert out == [MB]
     assert [f.result(HANG) for f in FANNED] == [MB] * 6
+    # every read's room came back, the lenders' with their borrowers'
+    assert _until(lambda: room._running == 0), (room._running, room._used)
+    assert room._used == 0
 
 
 def test_a_read_of_a_state_larger_than_the_room_runs(

@@ -25,6 +25,7 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    each calling a read that hands a ``run_async`` read on and returns, hold a copy each).
    C ``test_reads_a_read_only_method_fans_out_stay_within_the_read_room``,
    C ``test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room``,
+   C ``test_a_read_already_waiting_for_room_takes_the_spare_lent_after_it_began_to_wait``,
    C ``test_reads_handed_on_by_reads_that_returned_stay_within_the_read_room``.
 5. **Deadline.** A wait ends after ``Settings.deadline``; the read then runs anyway, with a
    warning (a read holding room that waits, on a thread of its own making, for a read waiting
