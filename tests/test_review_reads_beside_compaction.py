@@ -5,6 +5,7 @@ are bounded by events and counts, never timed."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import gc
 import logging
@@ -146,6 +147,15 @@ class Heavy:
         FANNED.append(vc.get_actor(actor_id).held.run_async())
         assert HELD_STARTED.acquire(timeout=HANG), "the read it made never started"
         return len(self.blob)
+
+    @vc.virtual_actor.readonly
+    async def fan_out_to_threads(self, count: int) -> int:
+        # An async read-only method reading this actor ``count`` times at once on threads that
+        # carry its context along (``asyncio.to_thread`` copies it).
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        held = vc.get_actor(actor_id).held.run
+        sizes = await asyncio.gather(*(asyncio.to_thread(held) for _ in range(count)))
+        return len(self.blob) + sum(sizes) - count * len(self.blob)
 
     @vc.virtual_actor.readonly
     def size_from_a_thread(self) -> int:
@@ -464,3 +474,25 @@ def test_a_read_waiting_for_room_its_caller_holds_on_another_thread_runs_at_the_
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         assert heavy.size_from_a_thread.run() == 2 * MB
     assert "for room to restore its state" in caplog.text
+
+
+def test_reads_made_on_threads_that_carry_a_reads_context_stay_within_the_read_room(
+    actors: StoreSpec,
+) -> None:
+    """A read made in the ``contextvars`` context of a running read counted as nested in it
+    (no room, no wait) on whatever thread it ran: an ``async def`` read-only method fanning out
+    reads with ``asyncio.to_thread`` (which carries the context to its threads) restored a copy
+    each at once, beside the room. A read made on another thread than its read's is now one the
+    read may wait for: it takes room or the read's spare (rule 4)."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0)
+    HEAVY_LEAVE.clear()
+    FAN.update(now=0, most=0)
+    heavy = Heavy.get_or_create("to-threads", MB)
+    room = vc.get_runtime().read_room
+    outer = heavy.fan_out_to_threads.run_async(4)
+    try:
+        assert _until(lambda: FAN["now"] + room.waiting == 4)
+        assert FAN["most"] == 1, FAN
+    finally:
+        HEAVY_LEAVE.set()
+    assert outer.result(HANG) == MB

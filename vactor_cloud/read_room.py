@@ -13,20 +13,22 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    C ``test_a_past_view_takes_read_room_while_it_is_restored``.
 2. **Alone.** A read runs when no other read holds room, however large its state.
    C ``test_a_read_of_a_state_larger_than_the_room_runs``.
-3. **Nested.** A read made in the context of a running read (on its thread, or on the helper
-   thread of an ``async def`` method: the same ``contextvars`` context) takes no room and never
-   waits: its caller's room covers it, and would otherwise keep it waiting for itself.
+3. **Nested.** A read made in the context of a running read, on its thread, takes no room and
+   never waits: its caller's room covers it, and would otherwise keep it waiting for itself.
    W ``test_a_read_inside_a_read_of_a_large_state_does_not_wait_for_room_it_holds``.
-4. **Spare.** A running read may wait for a read it cannot run in its own context: one made
-   with ``run_async`` inside it, or one made inside a writer method of an actor it waits for a
-   call of (``lent_while_waiting``). When there is no room, one such read at a time runs on
-   the waiting read's *spare*, without room of its own; the read gives its room back once it
-   and the read on its spare have both ended (a spare that outlived its read let threads,
-   each calling a read that hands a ``run_async`` read on and returns, hold a copy each).
+4. **Spare.** A running read may wait for a read it cannot run in its own context on its
+   thread: one made with ``run_async`` inside it, one made in its context on another thread
+   (the helper thread of an ``async def`` method, ``asyncio.to_thread``), or one made inside a
+   writer method of an actor it waits for a call of (``lent_while_waiting``). When there is no
+   room, one such read at a time runs on the waiting read's *spare*, without room of its own;
+   the read gives its room back once it and the read on its spare have both ended (a spare
+   that outlived its read let threads, each calling a read that hands a ``run_async`` read on
+   and returns, hold a copy each).
    C ``test_reads_a_read_only_method_fans_out_stay_within_the_read_room``,
    C ``test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room``,
    C ``test_a_read_already_waiting_for_room_takes_the_spare_lent_after_it_began_to_wait``,
-   C ``test_reads_handed_on_by_reads_that_returned_stay_within_the_read_room``.
+   C ``test_reads_handed_on_by_reads_that_returned_stay_within_the_read_room``,
+   C ``test_reads_made_on_threads_that_carry_a_reads_context_stay_within_the_read_room``.
 5. **Deadline.** A wait ends after ``Settings.deadline``; the read then runs anyway, with a
    warning (a read holding room that waits, on a thread of its own making, for a read waiting
    here: the bound gives way rather than the call).
@@ -59,10 +61,12 @@ logger = logging.getLogger("vactor_cloud")
 class Read:
     """A read that holds room, or runs on another read's spare (``lender``)."""
 
-    __slots__ = ("borrower", "ended", "lender", "room", "size")
+    __slots__ = ("borrower", "ended", "lender", "room", "size", "thread")
 
     def __init__(self, room: ReadRoom, size: int, lender: Read | None) -> None:
         self.room = room
+        #: the thread it runs on (a read made on another, in its context, is not nested: rule 3)
+        self.thread = threading.get_ident()
         #: the room it holds (0 on a spare)
         self.size = size
         self.lender = lender
@@ -78,6 +82,12 @@ _current: contextvars.ContextVar[Read | None] = contextvars.ContextVar("vactor_r
 def current_read() -> Read | None:
     """The read running in this context: a read made now with ``run_async`` may use its spare."""
     return _current.get()
+
+
+def _nested() -> Read | None:
+    """The read a read made now is nested in (rule 3): this context's, on its own thread."""
+    read = _current.get()
+    return read if read is not None and read.thread == threading.get_ident() else None
 
 
 @contextlib.contextmanager
@@ -131,10 +141,10 @@ class ReadRoom:
     def would_wait(self, size: int, inside: Read | None = None, writers: Collection[str] = ()) -> bool:
         """Whether a read of ``size`` bytes would wait now (a hint: another read may take the
         room first)."""
-        if _current.get() is not None:
+        if _nested() is not None:
             return False
         with self._changed:
-            return not self._fits(size) and self._spare(inside, writers) is None
+            return not self._fits(size) and self._spare(inside or _current.get(), writers) is None
 
     @contextlib.contextmanager
     def taken(
@@ -150,9 +160,11 @@ class ReadRoom:
         is ``size``: room for it, or a spare, waiting at most ``wait`` seconds for either.
         ``inside``: the read it was made in with ``run_async``; ``writers``: the actors whose
         writer methods run on this thread (rule 4)."""
-        if _current.get() is not None:  # rule 3
+        if _nested() is not None:  # rule 3
             yield
             return
+        # (a read whose context another thread's read carried here: that read may wait for it)
+        inside = inside or _current.get()
         changed = self._changed
         with changed:
             if not self._fits(size) and self._spare(inside, writers) is None:
