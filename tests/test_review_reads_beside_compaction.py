@@ -158,6 +158,12 @@ class Heavy:
         return len(self.blob) + sum(sizes) - count * len(self.blob)
 
     @vc.virtual_actor.readonly
+    async def size_again(self) -> int:
+        # An async read-only method making a (blocking) read of this actor.
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        return len(self.blob) + int(vc.get_actor(actor_id).size.run())
+
+    @vc.virtual_actor.readonly
     def size_from_a_thread(self) -> int:
         # A read waiting for a read made on a thread it started (whose context holds no read).
         actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
@@ -496,3 +502,21 @@ def test_reads_made_on_threads_that_carry_a_reads_context_stay_within_the_read_r
     finally:
         HEAVY_LEAVE.set()
     assert outer.result(HANG) == MB
+
+
+def test_a_read_inside_an_async_read_run_on_its_helper_thread_does_not_wait_for_room_it_holds(
+    actors: StoreSpec,
+) -> None:
+    """(Pin of rules 3 and 4 together) An ``async def`` read-only method called where an event
+    loop runs has its body run on a helper thread, in its context: a read made there is not on
+    the thread that holds the room, and runs on that read's spare (with room for one copy). Hangs
+    until the method gives up (HANG) when a read carried to another thread neither counts as
+    nested nor may take the spare."""
+    _budget(actors, max_read_bytes=MB + MB // 2, deadline=600.0)
+    heavy = Heavy.get_or_create("async-nested", MB)
+
+    async def main() -> int:
+        return int(heavy.size_again.run())  # (blocking, with this thread's loop running)
+
+    assert asyncio.run(main()) == 2 * MB
+    assert heavy.size_again.run() == 2 * MB  # (no loop here: its body runs on this thread)

@@ -28,7 +28,8 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    C ``test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room``,
    C ``test_a_read_already_waiting_for_room_takes_the_spare_lent_after_it_began_to_wait``,
    C ``test_reads_handed_on_by_reads_that_returned_stay_within_the_read_room``,
-   C ``test_reads_made_on_threads_that_carry_a_reads_context_stay_within_the_read_room``.
+   C ``test_reads_made_on_threads_that_carry_a_reads_context_stay_within_the_read_room``,
+   C ``test_a_read_inside_an_async_read_run_on_its_helper_thread_does_not_wait_for_room_it_holds``.
 5. **Deadline.** A wait ends after ``Settings.deadline``; the read then runs anyway, with a
    warning (a read holding room that waits, on a thread of its own making, for a read waiting
    here: the bound gives way rather than the call).
