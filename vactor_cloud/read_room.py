@@ -204,8 +204,8 @@ class ReadRoom:
                 changed.notify_all()
 
     def _give_back(self, read: Read | None) -> None:
-        """(Under the lock) Give back the room or spare of ``read`` and of the reads it lent
-        its spare to, once each has ended and its spare is free."""
+        """(Under the lock) Give back what ``read`` runs on (room, or its lender's spare) once it
+        has ended and its own spare is free; then the same for that lender (rule 4)."""
         while read is not None and read.ended and read.borrower is None:
             lender = read.lender
             if lender is None:
