@@ -88,7 +88,7 @@ from vactor_cloud.log import (
 )
 from vactor_cloud.poster import CombiningEnv, Posted
 from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
-from vactor_cloud.read_room import ReadRoom, lent_while_waiting
+from vactor_cloud.read_room import Read, ReadRoom, lent_while_waiting
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
@@ -228,8 +228,8 @@ def _lends_read_room(
     method: Callable[Concatenate[ActorCore, P], R],
 ) -> Callable[Concatenate[ActorCore, P], R]:
     """While ``method`` waits for a call of the core's actor, the read-only call running in this
-    context (if any) lends its read room to reads made inside that actor's writer methods: one
-    of them may be what the wait waits for (``read_room``)."""
+    context (if any) lends its spare to reads made inside that actor's writer methods: one of
+    them may be what the wait waits for (``read_room``)."""
 
     @functools.wraps(method)
     def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -1605,8 +1605,9 @@ class ActorCore(Folder):
 
     # -- reads (the caller's thread) --------------------------------------------------------
     @tracing.actor_span("vactor.read")
-    def read(self, call: PendingCall) -> None:
-        """Run a read-only call now, on this thread, against the newest committed step."""
+    def read(self, call: PendingCall, inside: Read | None = None) -> None:
+        """Run a read-only call now, on this thread, against the newest committed step
+        (``inside``: the read it was made in with ``run_async``, see ``read_room``)."""
         if not call.claim():
             return
         counters.count("reads")
@@ -1621,10 +1622,10 @@ class ActorCore(Folder):
             # A past step is this read's own copy of the stored state: not held while it waits
             # for room (read again once it has room; the newest step is the cache's, shared).
             again: int | None = None
-            if step is not None and not room.has_room(size, writers):
+            if step is not None and room.would_wait(size, inside, writers):
                 again = step
                 del record
-            with room.taken(size, env.settings.deadline, self.actor_id, call.method, writers):
+            with room.taken(size, env.settings.deadline, self.actor_id, call.method, inside, writers):
                 if again is not None:  # (compacted meanwhile: StepNotFoundError, as any read of it)
                     record = env.run(self.log.find_step(again))
                 outcome = Outcome(True, run_readonly(definition, self.actor_id, record, call, env))

@@ -38,7 +38,7 @@ from vactor_cloud.future import ActorFuture, CallFuture, Waker
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
-from vactor_cloud.read_room import OuterRead, as_nested_read, outer_read
+from vactor_cloud.read_room import Read, current_read
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
@@ -63,7 +63,7 @@ class _PooledRead:
 
     __slots__ = ("call", "core", "inside")
 
-    def __init__(self, core: ActorCore, call: PendingCall, inside: OuterRead | None) -> None:
+    def __init__(self, core: ActorCore, call: PendingCall, inside: Read | None) -> None:
         self.core: ActorCore | None = core
         self.call: PendingCall | None = call
         self.inside = inside
@@ -71,7 +71,7 @@ class _PooledRead:
     def __call__(self) -> None:
         core, call = self.core, self.call
         if core is not None and call is not None:
-            _read(core, call, self.inside)
+            core.read(call, self.inside)  # (inside: the read it was made in, see read_room)
 
     def refuse(self, error: BaseException) -> None:
         """(The runtime shut down before the task started.)"""
@@ -86,24 +86,13 @@ class _PooledRead:
                 future._help = None  # (it holds them too)
 
 
-def _read_waiting(
-    core: ActorCore, call: PendingCall, inside: OuterRead | None, _timeout: float | None
-) -> None:
+def _read_waiting(core: ActorCore, call: PendingCall, inside: Read | None, _timeout: float | None) -> None:
     """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list).
 
     As work of the runtime (``working``), as a read on the pool is: shutdown waits for it. On
     the thread of its own a bounded wait or an ``await`` starts, it ran on after shutdown."""
     with WaitingInsideWriter(), core.env.working():
-        _read(core, call, inside)
-
-
-def _read(core: ActorCore, call: PendingCall, inside: OuterRead | None) -> None:
-    """Run a read-only call made with ``run_async`` (``inside``: the read it was made in, which
-    may wait for it: it runs on that read's spare when there is no room, see ``read_room``)."""
-    if inside is not None:
-        as_nested_read(functools.partial(core.read, call), inside)
-    else:
-        core.read(call)
+        core.read(call, inside)
 
 
 #: frames a call keeps free below the recursion limit for the runtime's own work: a call chain
@@ -538,7 +527,7 @@ class ActorMethod(Generic[P, R]):
         if self._after_creation(runtime, call):
             future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
-            inside = outer_read()
+            inside = current_read()
             future._help = functools.partial(_read_waiting, core, call, inside)
             future._read_only = True
             task = _PooledRead(core, call, inside)

@@ -284,10 +284,10 @@ def state_at(actor_id: str, step: int) -> Any:
     # fetched copy is not held while waiting for room (read again once there is).
     room, deadline, writers = runtime.read_room, runtime.settings.deadline, writers_on_this_thread()
     size = len(record.state)
-    again = not room.has_room(size, writers)
+    again = room.would_wait(size, writers=writers)
     if again:
         del record
-    with room.taken(size, deadline, actor_id, "state_at", writers):
+    with room.taken(size, deadline, actor_id, "state_at", writers=writers):
         if again:
             record = runtime.run(find_step(core.log, step))
         instance = restore_instance(definition.cls, loads_state(record.state, serializer))

@@ -1,41 +1,49 @@
 """ReadRoom: how much state the read-only calls running at once may restore, in all.
 
-A read-only call runs on a private copy of the state, restored for it alone
-(its result, and what it does to ``self``, are its own). Nothing bounded
-those copies: 32 ``run_async`` reads (the pool) of a 20 MB actor, or as many
-threads calling ``run()``, held 32 x 20 MB at once, whatever
-``max_cache_bytes`` said. A read now takes room for its state's stored size
-(``Settings.max_read_bytes`` in all, per runtime) before it restores it, and
-gives it back when its method returns; past the room it waits for a read to
-end. Reads only ever wait here for other reads, never for a write.
+A read-only call runs on a private copy of the state, restored for it alone (its result, and
+what it does to ``self``, are its own). Nothing bounded those copies: 32 ``run_async`` reads
+(the read pool) of a 20 MB actor, or as many threads calling ``run()``, held 32 x 20 MB at
+once. The rules, each with the tests that fail without it (W: ``tests/test_review_reads_beside_writes.py``,
+C: ``tests/test_review_reads_beside_compaction.py``):
 
-* One read alone always runs, however large its state.
-* A read inside a read (a read-only method calling one, directly or through
-  other actors, on its thread or on the helper thread of an ``async def``
-  method: the same ``contextvars`` context) takes no room and never waits: the
-  room its caller holds would otherwise keep it waiting for itself.
-* A read made with ``run_async`` inside a read, run on another thread, takes
-  room when there is some; when there is none it runs on its outer read's
-  *spare*: one such read at a time per outer read runs without room (the outer
-  read may be waiting for it, however it waits), the others wait for room or
-  for the spare. Each ran without room before: a read-only method fanning out
-  ``run_async`` reads of large actors restored as many copies at once as the
-  read pool has threads, and more once it returned without waiting for them.
-* A read that waits for a writer call of another actor (a read-only method calling
-  a writer, which another thread's writer method holds) lends its room to that
-  actor meanwhile: a read made inside a writer method of that actor, which the
-  lender may be waiting for, takes the lent room rather than wait for it (it
-  waited until ``Settings.deadline`` so). One such read at a time per lender: the
-  memory of the lender's copy and the borrower's is about the lender's room twice.
-* A past view (``state_at``) takes room while its state is restored; the view it
-  returns is the caller's memory, as any result.
-* A read of a past step (``at_step``, ``state_at``) fetches its own copy of the
-  stored state: one that would wait for room lets go of it first and reads the
-  step again once it has room (a step compacted meanwhile: ``StepNotFoundError``),
-  so that waiting reads hold no copies.
-* Every wait has an end: a read that waited ``Settings.deadline`` runs anyway
-  (a read holding room while it waits, on a thread of its own making, for a read
-  waiting for room here: the bound gives way rather than the call).
+1. **Room.** A read (a read-only call, ``run(at_step=)``, ``state_at``) takes room for its
+   state's stored size before it restores it, ``Settings.max_read_bytes`` in all per runtime,
+   and gives it back when it ends. Past the room it waits for a read to end, never for a
+   write. W ``test_reads_at_once_of_a_large_state_restore_at_most_about_the_cache_budget``,
+   C ``test_a_past_view_takes_read_room_while_it_is_restored``.
+2. **Alone.** A read runs when no other read holds room, however large its state.
+   C ``test_a_read_of_a_state_larger_than_the_room_runs``.
+3. **Nested.** A read made in the context of a running read, on its thread, takes no room and
+   never waits: its caller's room covers it, and would otherwise keep it waiting for itself.
+   W ``test_a_read_inside_a_read_of_a_large_state_does_not_wait_for_room_it_holds``.
+4. **Spare.** A running read may wait for a read it cannot run in its own context on its
+   thread: one made with ``run_async`` inside it, one made in its context on another thread
+   (the helper thread of an ``async def`` method, ``asyncio.to_thread``), or one made inside a
+   writer method of an actor it waits for a call of (``lent_while_waiting``). When there is no
+   room, one such read at a time runs on the waiting read's *spare*, without room of its own;
+   the read gives its room back once it and the read on its spare have both ended (a spare
+   that outlived its read let threads, each calling a read that hands a ``run_async`` read on
+   and returns, hold a copy each).
+   C ``test_reads_a_read_only_method_fans_out_stay_within_the_read_room``,
+   C ``test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room``,
+   C ``test_a_read_already_waiting_for_room_takes_the_spare_lent_after_it_began_to_wait``,
+   C ``test_reads_handed_on_by_reads_that_returned_stay_within_the_read_room``,
+   C ``test_reads_made_on_threads_that_carry_a_reads_context_stay_within_the_read_room``,
+   C ``test_a_read_inside_an_async_read_run_on_its_helper_thread_does_not_wait_for_room_it_holds``.
+5. **Deadline.** A wait ends after ``Settings.deadline``; the read then runs anyway, with a
+   warning (a read holding room that waits, on a thread of its own making, for a read waiting
+   here: the bound gives way rather than the call).
+   C ``test_a_read_waiting_for_room_its_caller_holds_on_another_thread_runs_at_the_deadline``.
+6. **Let go** (the callers: ``ActorCore.read``, ``history.state_at``). A read of a past step
+   fetched its own copy of the stored state: one that would wait (``would_wait``) lets go of it
+   and fetches the step again once it has room (compacted meanwhile: ``StepNotFoundError``).
+   C ``test_reads_of_a_past_step_waiting_for_room_hold_no_fetched_copy``,
+   C ``test_past_views_waiting_for_room_hold_no_fetched_copy``,
+   C ``test_a_read_of_a_past_step_compacted_while_it_waits_for_room_says_so``.
+
+So the copies restored at once are within the room, plus one state past it (rule 2), plus one
+per read that holds room or a spare (rule 4: a chain as long as reads hand reads on), plus
+those of nested reads (rule 3: one per level of calls on one thread).
 """
 
 from __future__ import annotations
@@ -44,82 +52,65 @@ import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 
-__all__ = ["OuterRead", "ReadRoom", "as_nested_read", "in_a_read", "lent_while_waiting", "outer_read"]
+__all__ = ["Read", "ReadRoom", "current_read", "lent_while_waiting"]
 
 logger = logging.getLogger("vactor_cloud")
 
-#: read-only calls running in this context, one inside the other (a nested read takes no room)
-_depth: contextvars.ContextVar[int] = contextvars.ContextVar("vactor_read_depth", default=0)
+
+class Read:
+    """A read that holds room, or runs on another read's spare (``lender``)."""
+
+    __slots__ = ("borrower", "ended", "lender", "room", "size", "thread")
+
+    def __init__(self, room: ReadRoom, size: int, lender: Read | None) -> None:
+        self.room = room
+        #: the thread it runs on (a read made on another, in its context, is not nested: rule 3)
+        self.thread = threading.get_ident()
+        #: the room it holds (0 on a spare)
+        self.size = size
+        self.lender = lender
+        #: the read running on its spare now
+        self.borrower: Read | None = None
+        self.ended = False
 
 
-#: the room this context's (outermost) read holds, while it is not lent
-_held: contextvars.ContextVar[ReadRoom | None] = contextvars.ContextVar("vactor_read_held", default=None)
+#: the read running in this context (a read made here is nested in it: rule 3)
+_current: contextvars.ContextVar[Read | None] = contextvars.ContextVar("vactor_read", default=None)
+
+
+def current_read() -> Read | None:
+    """The read running in this context: a read made now with ``run_async`` may use its spare."""
+    return _current.get()
+
+
+def _nested() -> Read | None:
+    """The read a read made now is nested in (rule 3): this context's, on its own thread."""
+    read = _current.get()
+    return read if read is not None and read.thread == threading.get_ident() else None
 
 
 @contextlib.contextmanager
 def lent_while_waiting(actor_id: str) -> Iterator[None]:
-    """Around a wait of this context for a call of ``actor_id``: the room its read holds (if
-    any) is lent to reads made inside that actor's writer methods meanwhile."""
-    room = _held.get()
-    if room is None:
+    """Around a wait of this context for a call of ``actor_id``: the spare of the read running
+    here (if any) is lent to reads made inside that actor's writer methods meanwhile (rule 4)."""
+    read = _current.get()
+    if read is None:
         yield
         return
-    token = _held.set(None)  # (a wait inside the wait lends nothing more)
-    room._lend(actor_id, 1)
+    lent = read.room._lent
+    with read.room._changed:
+        lent.setdefault(actor_id, []).append(read)
+        read.room._changed.notify_all()  # (a read of that actor's writer may wait already)
     try:
         yield
     finally:
-        room._lend(actor_id, -1)
-        _held.reset(token)
-
-
-class OuterRead:
-    """A read that holds room (or runs without), as the reads made with ``run_async`` inside
-    it see it: its spare runs one of them at a time without room."""
-
-    __slots__ = ("spare_taken",)
-
-    def __init__(self) -> None:
-        #: a read made inside this one runs on the spare now (guarded by its room's lock)
-        self.spare_taken = False
-
-
-#: the outermost read running in this context
-_outer: contextvars.ContextVar[OuterRead | None] = contextvars.ContextVar("vactor_read_outer", default=None)
-#: (on a thread running a read made with ``run_async`` inside a read) that outer read
-_inner_of: contextvars.ContextVar[OuterRead | None] = contextvars.ContextVar(
-    "vactor_read_inner_of", default=None
-)
-
-
-def outer_read() -> OuterRead | None:
-    """The read running in this context (a read made now with ``run_async`` is inside it)."""
-    return _outer.get() if _depth.get() > 0 else None
-
-
-def in_a_read() -> bool:
-    """Whether a read-only call runs in this context (a read made now is nested in it)."""
-    return _depth.get() > 0
-
-
-def as_nested_read(fn: Callable[[], None], outer: OuterRead | None = None) -> None:
-    """Run ``fn`` (a read made inside a read, run on another thread: ``run_async``) as a read
-    inside that one (``outer``): it takes room if there is some, else runs on the outer read's
-    spare (see the module's docstring). Without ``outer``: it takes no room at all."""
-    if outer is None:
-        token = _depth.set(_depth.get() + 1)
-        try:
-            fn()
-        finally:
-            _depth.reset(token)
-        return
-    inner = _inner_of.set(outer)
-    try:
-        fn()
-    finally:
-        _inner_of.reset(inner)
+        with read.room._changed:
+            lenders = lent[actor_id]
+            lenders.remove(read)
+            if not lenders:
+                del lent[actor_id]
 
 
 class ReadRoom:
@@ -131,64 +122,58 @@ class ReadRoom:
         self._size = size
         self._changed = threading.Condition(threading.Lock())
         self._used = 0
+        #: reads holding room
         self._running = 0
-        #: actor id -> reads waiting for a call of that actor, lending it their room
-        self._lent: dict[str, int] = {}
+        #: actor id -> reads waiting for a call of that actor, lending it their spares
+        self._lent: dict[str, list[Read]] = {}
         #: reads waiting for room now (for tests and debugging)
         self.waiting = 0
 
-    def _fits(self, size: int, writers: Collection[str]) -> bool:
-        if self._running == 0 or self._used + size <= self._size:
-            return True
-        return any(self._lent.get(actor_id, 0) > 0 for actor_id in writers)
+    def _fits(self, size: int) -> bool:
+        return self._running == 0 or self._used + size <= self._size
 
-    @staticmethod
-    def _spare(outer: OuterRead | None) -> bool:
-        return outer is not None and not outer.spare_taken
+    def _spare(self, inside: Read | None, writers: Collection[str]) -> Read | None:
+        """A running read with its spare free that may wait for this one (rule 4)."""
+        lenders = [lender for actor_id in writers for lender in self._lent.get(actor_id, ())]
+        if inside is not None:
+            lenders.append(inside)
+        return next((r for r in lenders if r.borrower is None and not r.ended and r.room is self), None)
 
-    def has_room(self, size: int, writers: Collection[str] = ()) -> bool:
-        """Whether a read of ``size`` bytes would run now without waiting (a hint: another read
-        may take the room before this one does)."""
-        if _depth.get():
-            return True
+    def would_wait(self, size: int, inside: Read | None = None, writers: Collection[str] = ()) -> bool:
+        """Whether a read of ``size`` bytes would wait now (a hint: another read may take the
+        room first)."""
+        if _nested() is not None:
+            return False
         with self._changed:
-            return self._fits(size, writers)
-
-    def _lend(self, actor_id: str, change: int) -> None:
-        with self._changed:
-            count = self._lent.get(actor_id, 0) + change
-            if count > 0:
-                self._lent[actor_id] = count
-            else:
-                self._lent.pop(actor_id, None)
-            self._changed.notify_all()
+            return not self._fits(size) and self._spare(inside or _current.get(), writers) is None
 
     @contextlib.contextmanager
     def taken(
-        self, size: int, wait: float, actor_id: str, method: str, writers: Collection[str] = ()
+        self,
+        size: int,
+        wait: float,
+        actor_id: str,
+        method: str,
+        inside: Read | None = None,
+        writers: Collection[str] = (),
     ) -> Iterator[None]:
-        """Hold room for ``size`` bytes of restored state around the run of read-only call
-        ``method`` of ``actor_id`` (waiting at most ``wait`` seconds for it). ``writers``: the
-        actors whose writer methods run on this thread (room lent to one of them is taken)."""
-        depth = _depth.get()
-        if depth:  # a read inside a read: the outer one's room covers it
-            nested = _depth.set(depth + 1)
-            try:
-                yield
-            finally:
-                _depth.reset(nested)
+        """Around the run of read-only call ``method`` of ``actor_id``, whose state's stored size
+        is ``size``: room for it, or a spare, waiting at most ``wait`` seconds for either.
+        ``inside``: the read it was made in with ``run_async``; ``writers``: the actors whose
+        writer methods run on this thread (rule 4)."""
+        if _nested() is not None:  # rule 3
+            yield
             return
+        # (a read whose context another thread's read carried here: that read may wait for it)
+        inside = inside or _current.get()
         changed = self._changed
-        outer = _inner_of.get()
-        spare = False
         with changed:
-            if not self._fits(size, writers) and not self._spare(outer):
+            if not self._fits(size) and self._spare(inside, writers) is None:
                 self.waiting += 1
                 try:
-                    ready = changed.wait_for(
-                        lambda: self._fits(size, writers) or self._spare(outer), timeout=wait
-                    )
-                    if not ready:
+                    if not changed.wait_for(
+                        lambda: self._fits(size) or self._spare(inside, writers) is not None, wait
+                    ):
                         logger.warning(
                             "read-only call %s() of actor %r waited %g s for room to restore its "
                             "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
@@ -201,24 +186,31 @@ class ReadRoom:
                         )
                 finally:
                     self.waiting -= 1
-            if outer is not None and not self._fits(size, writers) and self._spare(outer):
-                outer.spare_taken = spare = True
-            else:
+            lender = None if self._fits(size) else self._spare(inside, writers)
+            read = Read(self, 0 if lender else size, lender)
+            if lender is None:
                 self._used += size
                 self._running += 1
-        running = _depth.set(1)
-        held = _held.set(self)
-        itself = _outer.set(OuterRead())
+            else:
+                lender.borrower = read
+        token = _current.set(read)
         try:
             yield
         finally:
-            _outer.reset(itself)
-            _held.reset(held)
-            _depth.reset(running)
+            _current.reset(token)
             with changed:
-                if spare and outer is not None:
-                    outer.spare_taken = False
-                else:
-                    self._used -= size
-                    self._running -= 1
+                read.ended = True
+                self._give_back(read)
                 changed.notify_all()
+
+    def _give_back(self, read: Read | None) -> None:
+        """(Under the lock) Give back what ``read`` runs on (room, or its lender's spare) once it
+        has ended and its own spare is free; then the same for that lender (rule 4)."""
+        while read is not None and read.ended and read.borrower is None:
+            lender = read.lender
+            if lender is None:
+                self._used -= read.size
+                self._running -= 1
+            else:
+                lender.borrower = None
+            read = lender
