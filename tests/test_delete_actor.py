@@ -132,7 +132,7 @@ def test_a_deleted_actor_refuses_loads_reads_and_calls_with_an_error_naming_it(s
     for attempt in (
         lambda: vc.get_actor("acct-1"),
         lambda: handle.deposit.run(1),
-        lambda: handle.get.run(),
+        handle.get.run,
     ):
         with pytest.raises(ActorDeletedError) as caught:
             attempt()
@@ -298,7 +298,9 @@ def test_a_post_written_after_the_delete_fails_at_the_next_fold_on_the_tombstone
 
 
 # -- beside compaction, and after -----------------------------------------------------------------
-def test_a_compaction_after_a_delete_leaves_the_tombstone_alone_and_the_actor_deleted(spec: StoreSpec) -> None:
+def test_a_compaction_after_a_delete_leaves_the_tombstone_alone_and_the_actor_deleted(
+    spec: StoreSpec,
+) -> None:
     runtime = init(spec, fresh_window=0.0)
     handle = Account.get_or_create("acct-8", 1)
     for _ in range(4):
@@ -357,7 +359,7 @@ def test_get_or_create_after_a_delete_makes_a_fresh_actor_of_any_class(spec: Sto
         fresh = Account.get_or_create("acct-10", 5)
         assert fresh.get.run() == 5
         assert fresh.deposit.run(1) == 6
-        assert [s for s in steps(runtime, "acct-10")] == [0, 1, 2, 3, 4]
+        assert steps(runtime, "acct-10") == [0, 1, 2, 3, 4]
         assert tombstones(runtime, "acct-10") == [2]
         # The process that cached the old actor calls the new one.
         assert call_on(other, "acct-10", "deposit", 10) == 16
