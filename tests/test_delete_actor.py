@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cli_harness import Vactor, one_line_error
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from vactor_cloud.compaction import compact
 from vactor_cloud.deletion import delete, is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError
@@ -141,6 +143,12 @@ def test_a_deleted_actor_refuses_loads_reads_and_calls_with_an_error_naming_it(s
         assert "'acct-1'" in str(error) and "deleted" in str(error)
         assert "get_or_create" in str(error)  # what to do to use the id again
         assert pickle.loads(pickle.dumps(error)).actor_id == "acct-1"
+    # Its past stays readable until a compaction deletes it; the tombstone holds no state.
+    assert handle.state_at(1).balance == 15
+    with pytest.raises(ActorDeletedError):
+        handle.state_at(2)
+    assert [e.step for e in handle.history()] == [2, 1, 0]
+    assert "acct-1" not in [info.actor_id for info in vc.list_actors()]
     # A cold process sees the same: it loads the log and finds the tombstone.
     other = other_process(spec)
     try:
@@ -387,3 +395,29 @@ def test_a_process_that_heard_deleted_calls_the_actor_created_again_since(spec: 
         assert other.load("acct-11").record is not None
     finally:
         other.close()
+
+
+# -- the command ------------------------------------------------------------------------------------
+def _seed_cli(url: str, actor_id: str) -> None:
+    vc.init(url)
+    try:
+        Account.get_or_create(actor_id, 1).deposit.run(1)
+    finally:
+        vc.shutdown()
+
+
+def test_vactor_delete_asks_unless_yes_and_then_the_actor_is_deleted(vactor: Vactor, store: str) -> None:
+    _seed_cli(store, "cli-1")
+    refused = vactor("delete", "cli-1")  # stdin is no terminal here: no one to ask
+    assert refused.code == EXIT_USAGE
+    line = one_line_error(refused)
+    assert "'cli-1'" in line and "--yes" in line and "newest step 1" in line
+    done = vactor("delete", "cli-1", "--yes")
+    assert done.code == EXIT_OK, done.err
+    assert "deleted actor 'cli-1'" in done.out and "vactor compact cli-1 --keep-last 1" in done.out
+    again = vactor("--json", "delete", "cli-1", "--yes")
+    assert again.code == EXIT_OK and '"already_deleted": true' in again.out
+    shown = vactor("show", "cli-1")
+    assert shown.code == EXIT_NOT_FOUND and "was deleted" in shown.err
+    never = vactor("delete", "never-made", "--yes")
+    assert never.code == EXIT_NOT_FOUND and "no actor 'never-made'" in never.err
