@@ -419,5 +419,9 @@ def test_vactor_delete_asks_unless_yes_and_then_the_actor_is_deleted(vactor: Vac
     assert again.code == EXIT_OK and '"already_deleted": true' in again.out
     shown = vactor("show", "cli-1")
     assert shown.code == EXIT_NOT_FOUND and "was deleted" in shown.err
+    compacted = vactor("compact", "cli-1", "--keep-last", "1", "--min-age", "0", "--force")
+    assert compacted.code == EXIT_OK, compacted.err
+    history = vactor("--json", "history", "cli-1")
+    assert history.code == EXIT_OK and '"step": 2' in history.out and '"step": 1' not in history.out
     never = vactor("delete", "never-made", "--yes")
     assert never.code == EXIT_NOT_FOUND and "no actor 'never-made'" in never.err
