@@ -9,6 +9,7 @@ apply; two deletes commit one tombstone; a compaction beside a delete keeps the 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import pickle
 import time
 import uuid
@@ -27,6 +28,7 @@ from vactor_cloud.deletion import delete, is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.keys import actor_prefix, posts_prefix
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, Settings
@@ -95,7 +97,7 @@ def submit_on(
     runtime: Runtime, actor_id: str, method: str, *args: Any, readonly: bool = False
 ) -> ActorFuture[Any]:
     future: ActorFuture[Any] = ActorFuture()
-    call = PendingCall(method, args, {}, readonly, future, uuid.uuid4().hex)
+    call = PendingCall.by_value(method, args, {}, readonly=readonly, future=future, call_id=uuid.uuid4().hex)
     core = runtime.core(actor_id)
     if readonly:
         runtime.spawn(lambda: core.read(call))
@@ -301,6 +303,39 @@ def test_a_post_written_after_the_delete_fails_at_the_next_fold_on_the_tombstone
     outcome = decode_outcomes(after.posted)[late]
     assert not outcome.ok and isinstance(outcome.value, ActorDeletedError)
     fresh = Account.get_or_create("acct-7")
+    fresh.add.run("new/0")
+    assert fresh.applied.run() == ["new/0"]
+
+
+def test_a_poster_waiting_for_a_fold_when_the_actor_is_deleted_hears_deleted(spec: StoreSpec) -> None:
+    """Another process posted its call (it lost a race, and a third process holds the folder
+    lease and folds nothing): the delete fails the post in the tombstone, and the poster's
+    wait ends with ActorDeletedError, read there, long before its lease or commit_timeout."""
+    runtime = init(spec, combine_after=1, combine_window=60.0)
+    handle = Account.get_or_create("acct-12")
+    handle.add.run("me/0")
+    poster = other_process(spec, combine_after=1, combine_window=60.0, commit_timeout=60.0)
+    try:
+        assert call_on(poster, "acct-12", "add", "b/0") == 2  # its cache: step 2
+        leases = LeaseStore(runtime.store, "acct-12", runtime.settings.signing_key)
+        assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 2)) is not None
+        # A step behind the poster's back: its next put loses the race, and it posts.
+        core = poster.core("acct-12")
+        mine = core.record
+        assert mine is not None
+        behind = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="someone-else")
+        _sync.sync(core.log.put_step(behind))
+        waiting = submit_on(poster, "acct-12", "add", "b/1")
+        deadline = time.monotonic() + 30
+        while not _sync.sync(runtime.store.list(posts_prefix("acct-12"))) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _sync.sync(runtime.store.list(posts_prefix("acct-12"))), "the call was never posted"
+        assert vc.delete_actor("acct-12") is True
+        with pytest.raises(ActorDeletedError):
+            waiting.result(30)
+    finally:
+        poster.close()
+    fresh = Account.get_or_create("acct-12")
     fresh.add.run("new/0")
     assert fresh.applied.run() == ["new/0"]
 
