@@ -165,7 +165,7 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
     box = PostBox(log.store, log.actor_id, log.signing_key)
     give_up_at = time.monotonic() + settings.commit_timeout
     validated = time.monotonic()
-    base = await log.load_latest(await log.read_head())
+    base, head = await log.load_latest_and_head(await log.read_head())
     if base is None:
         raise ActorNotFoundError(log.actor_id, log.store.describe())
     attempt = 0
@@ -189,6 +189,9 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
             committed = False
         if committed:
             await _clear_posts(box, [p.key for p in folded] + done)
+            # (A hint: a load then reads the tombstone first, not the steps before it.)
+            with contextlib.suppress(StorageError):
+                await log.advance_head(record.step, record.class_ref, head)
             return record
         attempt += 1
         if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
