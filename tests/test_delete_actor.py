@@ -72,6 +72,17 @@ class Note:
         return self.text
 
 
+@vc.virtual_actor
+class Journal:
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+
+    @vc.virtual_actor.on_event("entry")
+    def entry(self, payload: Any) -> int:
+        self.entries.append(payload)
+        return len(self.entries)
+
+
 @pytest.fixture
 def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
     yield store_spec
@@ -460,3 +471,21 @@ def test_vactor_delete_asks_unless_yes_and_then_the_actor_is_deleted(vactor: Vac
     assert history.code == EXIT_OK and '"step": 2' in history.out and '"step": 1' not in history.out
     never = vactor("delete", "never-made", "--yes")
     assert never.code == EXIT_NOT_FOUND and "no actor 'never-made'" in never.err
+
+
+def test_a_wait_for_an_event_of_a_deleted_actor_ends_with_deleted(spec: StoreSpec) -> None:
+    """A waiter drives the inbox and treats "not found" as "not created yet": for a deleted
+    actor that would be a wait without end (timeout=None). It ends with ActorDeletedError."""
+    init(spec)
+    handle = Journal.get_or_create("journal-1")
+    vc.send_event("journal-1", "entry", "before")
+    assert handle.wait_for_event("entry", timeout=30) == 1
+    assert vc.delete_actor("journal-1") is True
+    vc.send_event("journal-1", "entry", "after", event_id="e-after")
+    for wait in (
+        lambda: handle.wait_for_event("entry", timeout=20, event_id="e-after"),
+        lambda: _sync.sync(handle.wait_for_event_async("entry", timeout=20, event_id="e-after")),
+    ):
+        with pytest.raises(ActorDeletedError) as caught:
+            wait()
+        assert "applies no events" in "".join(getattr(caught.value, "__notes__", []))
