@@ -489,3 +489,6 @@ def test_a_wait_for_an_event_of_a_deleted_actor_ends_with_deleted(spec: StoreSpe
         with pytest.raises(ActorDeletedError) as caught:
             wait()
         assert "applies no events" in "".join(getattr(caught.value, "__notes__", []))
+    # The event stayed in the inbox: the next actor created under the id applies it.
+    fresh = Journal.get_or_create("journal-1")
+    assert fresh.wait_for_event("entry", timeout=30, event_id="e-after") == 1
