@@ -469,6 +469,13 @@ def test_vactor_delete_asks_unless_yes_and_then_the_actor_is_deleted(vactor: Vac
     assert compacted.code == EXIT_OK, compacted.err
     history = vactor("--json", "history", "cli-1")
     assert history.code == EXIT_OK and '"step": 2' in history.out and '"step": 1' not in history.out
+    _seed_cli(store, "cli-2")  # compact --all takes deleted actors too (ls leaves them out)
+    assert vactor("delete", "cli-2", "--yes").code == EXIT_OK
+    assert vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force").code == EXIT_OK
+    history = vactor("--json", "history", "cli-2")
+    assert history.code == EXIT_OK and '"step": 2' in history.out and '"step": 1' not in history.out
+    listed = vactor("--json", "ls")
+    assert listed.code == EXIT_OK and "cli-1" not in listed.out and "cli-2" not in listed.out
     never = vactor("delete", "never-made", "--yes")
     assert never.code == EXIT_NOT_FOUND and "no actor 'never-made'" in never.err
 
