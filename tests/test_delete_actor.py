@@ -499,3 +499,61 @@ def test_a_wait_for_an_event_of_a_deleted_actor_ends_with_deleted(spec: StoreSpe
     # The event stayed in the inbox: the next actor created under the id applies it.
     fresh = Journal.get_or_create("journal-1")
     assert fresh.wait_for_event("entry", timeout=30, event_id="e-after") == 1
+
+
+def test_a_delete_amid_contended_writers_loses_no_acknowledged_call_and_applies_no_failed_one(
+    spec: StoreSpec,
+) -> None:
+    """Two processes, two threads each, race and post for one actor (posting and folding under
+    the lease); a third deletes it half way. Every call acknowledged is in the state the
+    tombstone ended (the step before it); none that failed "deleted" is, and none applies
+    after the tombstone."""
+    runtime = init(spec, combine_after=1)
+    Account.get_or_create("acct-13")
+    procs = [other_process(spec, combine_after=1, commit_timeout=30.0) for _ in range(2)]
+    outcomes: dict[str, BaseException | None] = {}
+    started = concurrent.futures.ThreadPoolExecutor(4)
+
+    def hammer(proc: Runtime, who: str) -> None:
+        until = time.monotonic() + 90
+        for i in range(5000):  # until the delete stops it (bounded in count and time)
+            if time.monotonic() > until:
+                return
+            token = f"{who}/{i}"
+            try:
+                call_on(proc, "acct-13", "add", token)
+                outcomes[token] = None
+            except BaseException as exc:  # (recorded, checked below)
+                outcomes[token] = exc
+                if isinstance(exc, ActorDeletedError):
+                    return
+
+    try:
+        running = [
+            started.submit(hammer, proc, f"p{n}t{t}") for n, proc in enumerate(procs) for t in range(2)
+        ]
+        deadline = time.monotonic() + 60
+        while len(outcomes) < 20 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert vc.delete_actor("acct-13") is True
+        for future in running:
+            future.result(120)
+    finally:
+        started.shutdown()
+        for proc in procs:
+            proc.close()
+    found = tombstones(runtime, "acct-13")
+    assert found and steps(runtime, "acct-13")[-1] == found[-1]  # nothing after the tombstones
+    before = _sync.sync(runtime.log("acct-13").read_step(found[0] - 1))
+    assert before is not None
+    kept = pickle.loads(before.state)["tokens"]
+    acked = {t for t, e in outcomes.items() if e is None}
+    deleted = {t for t, e in outcomes.items() if isinstance(e, ActorDeletedError)}
+    others = {t: e for t, e in outcomes.items() if e is not None and t not in deleted}
+    assert acked <= set(kept), sorted(acked - set(kept))
+    assert not deleted & set(kept), sorted(deleted & set(kept))
+    assert len(kept) == len(set(kept))  # none applied twice
+    assert deleted, "no call met the delete"
+    assert all(
+        isinstance(e, vc.CommitOutcomeUnknownError | vc.CommitConflictError) for e in others.values()
+    ), others

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 import uuid
@@ -35,6 +36,7 @@ from vactor_cloud.errors import (
     CommitConflictError,
     StorageError,
 )
+from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, CallRecord, StepCompactedError, StepRecord, StepTakenError, retry_pause
 from vactor_cloud.posting import (
     POST_CURSOR,
@@ -163,6 +165,7 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
     for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``.
     """
     box = PostBox(log.store, log.actor_id, log.signing_key)
+    lease = _DeleterLease(LeaseStore(log.store, log.actor_id, log.signing_key), box.sender, settings)
     give_up_at = time.monotonic() + settings.commit_timeout
     validated = time.monotonic()
     base, head = await log.load_latest_and_head(await log.read_head())
@@ -188,6 +191,7 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
         except StepCompactedError:
             committed = False
         if committed:
+            await lease.release(record.step)
             await _clear_posts(box, [p.key for p in folded] + done)
             # (A hint: a load then reads the tombstone first, not the steps before it.)
             with contextlib.suppress(StorageError):
@@ -195,7 +199,12 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
             return record
         attempt += 1
         if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
+            await lease.release(base.step)
             raise CommitConflictError(log.actor_id, attempt)
+        # Lost a race: a folder (or racers) keep committing. A delete cannot be posted, so
+        # it takes the folder lease over: the holder's renewal fails and it stops folding,
+        # the others post behind our lease, and the tombstone (failing their posts) wins.
+        await lease.take(base.step)
         if not is_deleted(base):
             await asyncio.sleep(retry_pause(attempt))
         if base.step < record.step:  # (not caught up by a probe: find the newest again)
@@ -204,6 +213,42 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
             if newest is None:
                 raise ActorNotFoundError(log.actor_id, log.store.describe())
             base = newest
+
+
+class _DeleterLease:
+    """The folder lease, taken over by a delete that lost a race (whoever held it), and given up
+    once the delete is done. A hint, like every lease: nothing depends on it but progress (a
+    holder folding without pause would win every race against a delete, which cannot post)."""
+
+    __slots__ = ("held", "leases", "sender", "settings", "taken_at")
+
+    def __init__(self, leases: LeaseStore, sender: str, settings: Settings) -> None:
+        self.leases = leases
+        self.sender = sender
+        self.settings = settings
+        self.held: Lease | None = None
+        self.taken_at = -math.inf
+
+    async def take(self, step: int) -> None:
+        """Write the lease in our name (again, past half its length), over whatever is there."""
+        seconds = self.settings.lease_seconds
+        if self.held is not None and time.monotonic() - self.taken_at < seconds / 2:
+            return
+        with contextlib.suppress(StorageError):
+            seen = self.held if self.held is not None else await self.leases.read()
+            started = time.monotonic()
+            self.held = await self.leases.write(seen, self.sender, seconds, step)
+            if self.held is None:  # changed since we read it: read it and take it next time
+                return
+            self.taken_at = started
+
+    async def release(self, step: int) -> None:
+        """Give the lease up (``expires`` 0), if we hold it: posters waiting take it over and fold."""
+        if self.held is None:
+            return
+        held, self.held = self.held, None
+        with contextlib.suppress(StorageError):
+            await self.leases.write(held, self.sender, 0, step)
 
 
 async def _clear_posts(box: PostBox, keys: list[str]) -> None:
