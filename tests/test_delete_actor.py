@@ -557,3 +557,33 @@ def test_a_delete_amid_contended_writers_loses_no_acknowledged_call_and_applies_
     assert all(
         isinstance(e, vc.CommitOutcomeUnknownError | vc.CommitConflictError) for e in others.values()
     ), others
+
+
+@vc.virtual_actor
+class Session:
+    def __init__(self) -> None:
+        self.expired: list[str] = []
+
+    def touch(self) -> None:
+        vc.current_call().schedule("expire", after=0, key="idle", args=("idle",))
+
+    def expire(self, reason: str) -> None:
+        self.expired.append(reason)
+
+    @vc.virtual_actor.readonly
+    def seen(self) -> list[str]:
+        return list(self.expired)
+
+
+def test_a_deleted_actors_due_timers_never_fire_and_their_entries_go(spec: StoreSpec) -> None:
+    """The tombstone carries no timers: a runner finds the actor deleted, fires nothing (no
+    step after the tombstone) and deletes the due entries."""
+    runtime = init(spec)
+    Session.get_or_create("sess-1").touch.run()
+    assert _sync.sync(runtime.store.list("timers/")), "the timer was not indexed"
+    assert vc.delete_actor("sess-1") is True
+    report = vc.fire_due_timers()
+    assert report.fired == 0 and not report.errors, report
+    assert _sync.sync(runtime.store.list("timers/")) == []
+    assert steps(runtime, "sess-1") == [0, 1, 2] and tombstones(runtime, "sess-1") == [2]
+    assert Session.get_or_create("sess-1").seen.run() == []
