@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from vactor_cloud.errors import (
     ActorBusyError,
     ActorDefinitionError,
+    ActorDeletedError,
     ActorNotFoundError,
     CallPendingError,
     CommitConflictError,
@@ -36,7 +37,14 @@ from vactor_cloud.errors import (
 )
 
 if TYPE_CHECKING:
-    from vactor_cloud.actor import ActorClass, get_actor, get_actor_async, virtual_actor
+    from vactor_cloud.actor import (
+        ActorClass,
+        delete_actor,
+        delete_actor_async,
+        get_actor,
+        get_actor_async,
+        virtual_actor,
+    )
     from vactor_cloud.batch import CallContext, current_call
     from vactor_cloud.counters import stats
     from vactor_cloud.events import send_event, send_event_async
@@ -53,6 +61,7 @@ __all__ = [
     "ActorBusyError",
     "ActorClass",
     "ActorDefinitionError",
+    "ActorDeletedError",
     "ActorFuture",
     "ActorHandle",
     "ActorInfo",
@@ -81,6 +90,8 @@ __all__ = [
     "VirtualActorNotInitializedError",
     "__version__",
     "current_call",
+    "delete_actor",
+    "delete_actor_async",
     "fire_due_timers",
     "get",
     "get_actor",
@@ -107,6 +118,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "ActorClass": "vactor_cloud.actor",
     "virtual_actor": "vactor_cloud.actor",
+    "delete_actor": "vactor_cloud.actor",
+    "delete_actor_async": "vactor_cloud.actor",
     "get_actor": "vactor_cloud.actor",
     "get_actor_async": "vactor_cloud.actor",
     "CallContext": "vactor_cloud.batch",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
+from vactor_cloud.deletion import delete
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import get_runtime
 
@@ -154,6 +155,36 @@ async def get_actor_async(actor_id: str) -> ActorHandle[Any]:
     """Async twin of :func:`get_actor`; awaitable from any event loop."""
     await asyncio.wrap_future(_sync.submit(get_runtime().load_async(actor_id)))
     return ActorHandle(actor_id)
+
+
+def delete_actor(actor_id: str) -> bool:
+    """Delete the actor ``actor_id``: True when this call deleted it, False when it was deleted
+    already; ``ActorNotFoundError`` for an id that never held an actor.
+
+    Commits a tombstone after the actor's newest step with the create-only put every commit
+    makes, so it is safe while other processes call the actor: a call racing the delete
+    either committed before it or fails with ``ActorDeletedError``, as every later load,
+    read and call does. Calls posted under contention and still waiting fail with it too.
+    ``get_or_create`` on the id then makes a new actor. The old steps stay until a
+    compaction (``handle.compact(keep_last=1)``, ``vactor compact``) deletes them; the
+    tombstone stays (see docs/concepts.md, "Deleting an actor").
+    """
+    runtime = get_runtime()
+    core = runtime.core(actor_id)
+    try:
+        tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
+    finally:
+        core.forget()  # this process's cache: the next call reloads and meets the tombstone
+    return tombstone is not None
+
+
+async def delete_actor_async(actor_id: str) -> bool:
+    """Async twin of :func:`delete_actor`; awaitable from any event loop."""
+    return await asyncio.to_thread(delete_actor, actor_id)
+
+
+#: what to do when a delete ran out of time (it may or may not have committed)
+_DELETE_AGAIN = "call delete_actor again: it returns False if the first one committed"
 
 
 class VirtualActorDecorator:

@@ -63,6 +63,7 @@ from vactor_cloud.batch import (
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
+from vactor_cloud.deletion import after_tombstone, deleted_error, is_deleted
 from vactor_cloud.errors import (
     ActorBusyError,
     ActorNotFoundError,
@@ -92,6 +93,9 @@ from vactor_cloud.read_room import Read, ReadRoom, lent_while_waiting
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
+
+#: a creation on a deleted actor's id that keeps meeting new tombstones (folds on it) gives up
+_CREATE_AFTER_TOMBSTONE_ATTEMPTS = 16
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -560,6 +564,17 @@ class ActorCore(Folder):
             self.env.head_moved(self)
         return record
 
+    async def ensure_exists(self) -> StepRecord:
+        """:meth:`ensure_loaded`, for a caller that needs the actor to exist: a deleted actor (its
+        newest step a tombstone) raises ``ActorDeletedError``. A tombstone cached here is probed
+        past first (one GET): the id may hold a new actor since."""
+        record = await self.ensure_loaded()
+        if is_deleted(record):
+            record = await self.revalidate()
+            if is_deleted(record):
+                raise deleted_error(self.log, record)
+        return record
+
     async def _hinted_definition(self, ref: ClassRef) -> tuple[ActorDefinition | None, Exception | None]:
         """The class HEAD names, or None and why this process cannot have it: HEAD is a hint (it
         may lag behind a rename, or be forged), and the newest step's class decides (raising
@@ -581,13 +596,16 @@ class ActorCore(Folder):
         return await self.env.stored_class(self.log, ref)
 
     def _set_definition(self, definition: ActorDefinition, ref: ClassRef) -> None:
+        # (The class of a step may change only across a tombstone: a new actor under the id.)
         self.definition = definition
         self._stored_sha = None if lookup_local_class(definition.name) is definition else ref.sha
 
     async def _sync_definition(self, record: StepRecord) -> ActorDefinition:
         """The class to run ``record`` with: ours if we have it, else the one the step names."""
-        if self.definition is None or (
-            self._stored_sha is not None and self._stored_sha != record.class_ref.sha
+        if (
+            self.definition is None
+            or self.definition.name != record.class_ref.name  # a new actor after a tombstone
+            or (self._stored_sha is not None and self._stored_sha != record.class_ref.sha)
         ):
             self._set_definition(await self.definition_for(record.class_ref), record.class_ref)
         assert self.definition is not None
@@ -596,7 +614,11 @@ class ActorCore(Folder):
     def _definition_now(self, record: StepRecord) -> ActorDefinition:
         """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
         definition = self.definition
-        if definition is not None and (self._stored_sha is None or self._stored_sha == record.class_ref.sha):
+        if (
+            definition is not None
+            and definition.name == record.class_ref.name
+            and (self._stored_sha is None or self._stored_sha == record.class_ref.sha)
+        ):
             return definition
         return self.env.run(self._sync_definition(record))
 
@@ -640,28 +662,42 @@ class ActorCore(Folder):
         created, _ = await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
         if created:  # (one found there may be damaged: the first commit checks it)
             self._stored_classes[ref.sha] = time.monotonic()
-        record = StepRecord(
-            step=0,
-            parent=None,
-            class_ref=ref,
-            serializer=definition.serializer,
-            state=state,
-            writer=uuid.uuid4().hex,
-            time=time.time(),
-            calls=(CallRecord("__init__", uuid.uuid4().hex, True, time.time(), args=init_args),),
-        )
-        started = time.monotonic()
-        created = True
-        try:
-            await self.log.put_step(record)
-        except StepTakenError as taken:
-            record = taken.winner
-            started = -math.inf  # the actor may have moved on since it was created
-            created = False
-            if record.class_ref.name != definition.name:
-                # Another class won: ours is not this actor's (the caller refuses the creation).
-                # The core is shared with this process's other callers: leave it as it is.
-                return False
+        #: the tombstone this creation follows (a deleted actor's id), found by the load before
+        tombstone = self.record if self.record is not None and is_deleted(self.record) else None
+        for _ in range(_CREATE_AFTER_TOMBSTONE_ATTEMPTS):
+            record = StepRecord(
+                step=0 if tombstone is None else tombstone.step + 1,
+                parent=None if tombstone is None else tombstone.step,
+                class_ref=ref,
+                serializer=definition.serializer,
+                state=state,
+                writer=uuid.uuid4().hex,
+                time=time.time(),
+                calls=(CallRecord("__init__", uuid.uuid4().hex, True, time.time(), args=init_args),),
+                extra={} if tombstone is None else after_tombstone(tombstone),
+            )
+            started = time.monotonic()
+            created = True
+            try:
+                await self.log.put_step(record)
+                break
+            except StepTakenError as taken:
+                record = taken.winner
+                started = -math.inf  # the actor may have moved on since it was created
+                created = False
+                if is_deleted(record) or (tombstone is None and record.step == 0):
+                    # Another tombstone (a fold on the deleted actor), or a step 0 of an actor
+                    # deleted since: create after the newest tombstone, if that is the newest.
+                    newest, _ = await self.log.probe_from(record)
+                    if is_deleted(newest):
+                        tombstone = newest
+                        continue
+                    record = newest
+                if record.class_ref.name != definition.name:
+                    # Another class won: ours is not this actor's (the caller refuses the creation).
+                    # The core is shared with this process's other callers: leave it as it is.
+                    return False
+                break
         self._set_definition(definition, record.class_ref)
         self._accept(record, started)
         self.env.head_moved(self)
@@ -1175,6 +1211,7 @@ class ActorCore(Folder):
         if (
             c.posted is not None
             or self.record is None
+            or is_deleted(self.record)  # (the id may hold a new actor since)
             or (
                 time.monotonic() - self.validated_at > settings.fresh_window
                 and not all(call.method == FIRE for call in c.batch)
@@ -1250,6 +1287,8 @@ class ActorCore(Folder):
         """Apply ``c.calls`` (events folded in by the inbox) to ``base``. None: nothing to
         commit, every call raised and has its outcome."""
         env = self.env
+        if is_deleted(base):
+            return self._fail_on_tombstone(c, base)
         c.hooked = self.inbox.wants_fold(c.calls)
         if c.hooked:
             c.calls = env.run(self.inbox.fold(c.calls, base, definition))
@@ -1275,6 +1314,20 @@ class ActorCore(Folder):
             carried = DedupFields(base.dedup, base.dedup_base)
             result = BatchResult(result.outcomes, None, base.state, carried, [], dict(base.extra))
         return result
+
+    def _fail_on_tombstone(self, c: _Commit, base: StepRecord) -> BatchResult | None:
+        """The actor was deleted (``base`` is a tombstone): nothing is applied. Every call fails
+        with ``ActorDeletedError``; posts folded in are recorded so (their cursor advanced, their
+        outcomes the error) in another tombstone: their posters read "deleted" there, and no
+        later fold applies them. None: nothing to commit (no post folded)."""
+        error = deleted_error(self.log, base)
+        outcomes = [Outcome(False, error) for _ in c.calls]
+        c.hooked = False
+        if not c.folded:
+            deliver_all(zip(c.calls, outcomes, strict=True))
+            return None
+        carried = DedupFields(base.dedup, base.dedup_base)
+        return BatchResult(outcomes, None, base.state, carried, [], dict(base.extra))
 
     def _step_record(
         self, c: _Commit, base: StepRecord, definition: ActorDefinition, result: BatchResult
@@ -1367,8 +1420,14 @@ class ActorCore(Folder):
         # attempt builds its step, and an earlier attempt's until then).
         lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
         counters.commit_conflict(self.actor_id, lost_step, c.attempts)
+        caught_up = self.record
         lost_race = (
-            not c.fold and c.posted is None and c.attempts >= settings.combine_after and self._may_post(batch)
+            not c.fold
+            and c.posted is None
+            and c.attempts >= settings.combine_after
+            and self._may_post(batch)
+            # (lost to a delete: the next attempt fails the calls, nothing to post for)
+            and not (caught_up is not None and is_deleted(caught_up))
         )
         if lost_race:
             c.posted = self._post(batch)  # lost races: post the batch
@@ -1615,6 +1674,8 @@ class ActorCore(Folder):
             env = self.env
             step = call.at_step
             record = env.run(self.log.find_step(step) if step is not None else self.revalidate())
+            if is_deleted(record):
+                raise deleted_error(self.log, record)
             definition = self._definition_now(record)
             room = env.read_room
             writers = writers_on_this_thread()

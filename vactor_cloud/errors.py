@@ -5,7 +5,8 @@ and ``except LookupError`` keep working::
 
     VactorError
     ├── ActorNotFoundError          (LookupError)
-    │   └── VirtualActorNotInitializedError  created, its __init__ not committed yet (Ray's name)
+    │   ├── VirtualActorNotInitializedError  created, its __init__ not committed yet (Ray's name)
+    │   └── ActorDeletedError       deleted (``delete_actor``); ``get_or_create`` makes a new one
     ├── StepNotFoundError           (LookupError) compacted, or not written yet
     ├── InvalidActorIdError         (ValueError)
     ├── ActorDefinitionError        (TypeError)
@@ -41,6 +42,7 @@ from __future__ import annotations
 __all__ = [
     "ActorBusyError",
     "ActorDefinitionError",
+    "ActorDeletedError",
     "ActorNotFoundError",
     "AlreadyExistsError",
     "AuthenticationError",
@@ -105,6 +107,29 @@ class VirtualActorNotInitializedError(ActorNotFoundError):
         )
         self.actor_id = actor_id
         self.root = root
+
+
+class ActorDeletedError(ActorNotFoundError):
+    """The actor was deleted (``vactor_cloud.delete_actor``): its newest step is a tombstone.
+
+    A ``LookupError`` like every actor that cannot be found; ``step`` is the tombstone's
+    number. ``get_or_create`` on the id makes a new actor, as for an id never used.
+    """
+
+    def __init__(self, actor_id: str, root: str = "", step: int = -1) -> None:
+        where = f" under {root}" if root else ""
+        at = f" (its step {step} is a tombstone)" if step >= 0 else ""
+        LookupError.__init__(
+            self,
+            f"actor {actor_id!r}{where} was deleted{at}; calls to it fail. Create a new actor "
+            f"under the id with Cls.get_or_create({actor_id!r}, ...) if that is what you want",
+        )
+        self.actor_id = actor_id
+        self.root = root
+        self.step = step
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.root, self.step))
 
 
 class StepNotFoundError(VactorError, LookupError):

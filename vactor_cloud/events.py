@@ -46,6 +46,7 @@ from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.errors import (
+    ActorDeletedError,
     ActorNotFoundError,
     FormatVersionError,
     IntegrityError,
@@ -329,6 +330,8 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
         except RuntimeShutdownError as exc:
             # (Shut down while a poll ran: the error names the wait, not the poll's inner call.)
             raise _shut_down(actor_id, name) from exc
+        except ActorDeletedError as exc:
+            raise _deleted_while_waiting(exc, name) from None
         except ActorNotFoundError:
             # Not created yet: an event sent with create=True applies at its first commit.
             blips.cleared()
@@ -363,6 +366,8 @@ def _wait_here(
             missing = False
         except RuntimeShutdownError as exc:
             raise _shut_down(actor_id, name) from exc  # (see _wait)
+        except ActorDeletedError as exc:
+            raise _deleted_while_waiting(exc, name) from None
         except ActorNotFoundError:  # (see _wait)
             blips.cleared()
             outcome, missing = None, True
@@ -376,6 +381,17 @@ def _wait_here(
         remaining = _remaining(deadline, actor_id, name, timeout, event_id, missing)
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
+
+
+def _deleted_while_waiting(exc: ActorDeletedError, name: str) -> ActorDeletedError:
+    """The wait for an event of a deleted actor ends (it waited for ever, an actor that does not
+    exist *yet* being what it waits through): nothing applies events on a tombstone."""
+    exc.add_note(
+        f"stopped waiting for event {name!r}: a deleted actor applies no events. Events still in its "
+        "inbox stay there and are applied by the next actor created under the id, if any; an "
+        "event applied before the delete went with the actor's records"
+    )
+    return exc
 
 
 def _check_open(runtime: Runtime, actor_id: str, name: str) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.core import writers_on_this_thread
+from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
@@ -238,8 +239,11 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
             record = await log.load_latest(await log.read_head())
             if record is None:
                 raise ActorNotFoundError(actor_id, log.store.describe())
-            return record
-        return await find_step(log, step)
+        else:
+            record = await find_step(log, step)
+        if is_deleted(record):  # (a tombstone holds no state; the steps before it still do)
+            raise deleted_error(log, record)
+        return record
 
     async def serializer_of(record: StepRecord) -> str:
         # The class decides how its state is encoded. Without the class (loading class
@@ -275,6 +279,8 @@ def state_at(actor_id: str, step: int) -> Any:
 
     async def load_definition() -> tuple[StepRecord, ActorDefinition]:
         record = await find_step(core.log, step)
+        if is_deleted(record):
+            raise deleted_error(core.log, record)
         return record, await core.definition_for(record.class_ref)
 
     record, definition = runtime.run(load_definition())
@@ -374,8 +380,8 @@ async def _take(ids: AsyncIterator[str], count: int) -> AsyncIterator[str]:
 async def _describe(runtime: Runtime, actor_id: str) -> ActorInfo | None:
     log = ActorLog(runtime.store, actor_id, signing_key=runtime.settings.signing_key)
     record = await log.load_latest(await log.read_head())
-    if record is None:  # objects but no step: a creation that never committed
-        return None
+    if record is None or is_deleted(record):  # objects but no step (a creation that never
+        return None  # committed), or a deleted actor's: no actor
     return ActorInfo(actor_id, record.class_ref.name, record.step, record.time)
 
 

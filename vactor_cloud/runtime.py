@@ -36,6 +36,7 @@ from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
     ActorDefinitionError,
     ActorNotFoundError,
@@ -770,15 +771,17 @@ class Runtime:
 
     # -- actors ------------------------------------------------------------------------
     def load(self, actor_id: str) -> ActorCore:
-        """The existing actor's core, loaded; ``ActorNotFoundError`` if there is none."""
+        """The existing actor's core, loaded; ``ActorNotFoundError`` if there is none
+        (``ActorDeletedError`` if it was deleted)."""
         core = self.core(actor_id)
-        if core.record is None or core.definition is None:
-            self.run(core.ensure_loaded())
+        record = core.record
+        if record is None or core.definition is None or is_deleted(record):
+            self.run(core.ensure_exists())
         return core
 
     async def load_async(self, actor_id: str) -> ActorCore:
         core = self.core(actor_id)
-        await core.ensure_loaded()
+        await core.ensure_exists()
         return core
 
     def create(
@@ -805,8 +808,8 @@ class Runtime:
         core = self.core(actor_id)
         while True:
             looked = self._turns.ended
-            with contextlib.suppress(ActorNotFoundError):
-                self.run(core.ensure_loaded())
+            with contextlib.suppress(ActorNotFoundError):  # (and deleted: created again)
+                self.run(core.ensure_exists())
                 _check_class(actor_id, core.definition, definition)
                 return core, False
             with self._turns.turn(actor_id, looked) as ours:
@@ -841,7 +844,7 @@ class Runtime:
             # not take ours for it then). Decided by the stored step, never by a shared field
             # another thread may be changing.
             # (The step it loaded, not ``core.record``: another thread may drop that cache.)
-            stored = self.run(core.ensure_loaded()).class_ref.name
+            stored = self.run(core.ensure_exists()).class_ref.name
             if stored != definition.name:
                 raise _other_class(actor_id, stored, definition)
             _check_class(actor_id, core.definition, definition)

@@ -1,4 +1,4 @@
-"""``vactor ls``, ``show``, ``history``, ``call``, ``compact``: reading and operating actors."""
+"""``vactor ls``, ``show``, ``history``, ``call``, ``compact``, ``delete``: reading and operating actors."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from vactor_cloud.cli._options import (
 )
 from vactor_cloud.cli._output import Output, printable, progress, when
 
-__all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_history", "cmd_ls", "cmd_show"]
+__all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -336,7 +336,7 @@ async def _all_actor_ids() -> list[str]:
 def cmd_compact(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
     from vactor_cloud import _sync
-    from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
+    from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, StorageError, VactorError
     from vactor_cloud.runtime import get_runtime
 
     if (args.actor_id is None) == (not args.all):
@@ -362,7 +362,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
     out = Output.for_args(args)
     ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
     if args.actor_id is not None:
-        vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
+        with contextlib.suppress(ActorDeletedError):  # (its old steps are what a compaction removes)
+            vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
     runtime = get_runtime()
     fresh_window = runtime.settings.fresh_window
     if not args.force and min_age < fresh_window:
@@ -473,6 +474,51 @@ def _compact_unproven_again(
     return merged
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    import vactor_cloud as vc
+    from vactor_cloud.errors import ActorDeletedError
+    from vactor_cloud.runtime import get_runtime
+
+    init_runtime(args)
+    out = Output.for_args(args)
+    actor_id = args.actor_id
+    try:
+        record = get_runtime().load(actor_id).record  # ActorNotFoundError (exit 3) for an id never used
+    except ActorDeletedError:
+        record = None
+    if record is None:
+        if out.json:
+            out.emit_json({"actor_id": actor_id, "deleted": False, "already_deleted": True})
+        else:
+            out.print(f"actor {actor_id!r} was deleted already; nothing to do")
+        return EXIT_OK
+    what = f"actor {actor_id!r} ({record.class_ref.name}, newest step {record.step})"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                f"not deleting {what} without a confirmation: pass --yes (stdin is not a terminal)",
+                EXIT_USAGE,
+            )
+        answer = input(
+            f"Delete {what}? Its calls will fail with ActorDeletedError until it is created again.\n"
+            f"Type the id to confirm: "
+        )
+        if answer.strip() != actor_id:
+            out.print("not deleted")
+            return EXIT_ERROR
+    deleted = vc.delete_actor(actor_id)
+    if out.json:
+        out.emit_json({"actor_id": actor_id, "deleted": deleted, "already_deleted": not deleted})
+    elif deleted:
+        out.print(
+            f"deleted {what}; its old steps stay until a compaction deletes them: "
+            f"vactor compact {actor_id} --keep-last 1"
+        )
+    else:
+        out.print(f"actor {actor_id!r} was deleted already (by another process, just now)")
+    return EXIT_OK
+
+
 def _report_json(report: Any) -> Any:
     fields = getattr(report, "__dataclass_fields__", None)
     if fields is None:
@@ -546,3 +592,14 @@ def add_commands(sub: Any) -> None:
         "(maintenance only: a writer running or stalled meanwhile may lose its commit)",
     )
     p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "delete",
+        parents=[common_parent()],
+        help="delete an actor: its calls fail from now on; get_or_create makes a new one",
+        description="Delete actor ID: commit a tombstone after its newest step (safe while other "
+        "processes call it). Asks for the id to confirm unless --yes.",
+    )
+    p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for a confirmation")
+    p.set_defaults(func=cmd_delete)

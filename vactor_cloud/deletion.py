@@ -1,0 +1,261 @@
+"""Deleting an actor: a **tombstone** step, committed like any step.
+
+``steps/N+1`` with ``extra["deleted"]`` is written with the ordinary create-only put, so a
+delete serializes with every writer, folder and compaction exactly as commits do: a writer
+whose cache holds step N loses its put to the tombstone, reads it, and its calls fail with
+:class:`~vactor_cloud.errors.ActorDeletedError` (nothing is applied on a tombstone). Deleting
+the keys out of band is not safe: such a writer would commit step N+1 on nothing and the
+actor would come back with its old state.
+
+The tombstone carries no state, no timers and no idempotency table; it carries the post
+cursor (and post floor) forward, advanced past every post pending when the deleter listed
+them, with each of their calls' outcome recorded as ``ActorDeletedError``: those posters
+read "deleted" there, and no later fold (of this actor or of a new one under the id)
+applies them. A fold on a tombstone (a lease holder, a poster taking over) does the same
+for posts that land later: it commits another tombstone recording them as failed
+(``ActorCore``). A creation after a tombstone (``get_or_create``) is step ``T+1`` with
+parent ``T``, carrying the cursor forward and nothing else: a fresh actor.
+
+Format: docs/protocol.md, "Deleting an actor".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+import uuid
+from typing import Any
+
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.errors import (
+    ActorDeletedError,
+    ActorNotFoundError,
+    CommitConflictError,
+    StorageError,
+)
+from vactor_cloud.lease import Lease, LeaseStore
+from vactor_cloud.log import ActorLog, CallRecord, StepCompactedError, StepRecord, StepTakenError, retry_pause
+from vactor_cloud.posting import (
+    POST_CURSOR,
+    POST_FLOOR,
+    Post,
+    PostBox,
+    advance_cursor,
+    applied,
+    encode_outcomes,
+    expired,
+    floor_of,
+    identity,
+    legacy_outcomes,
+)
+from vactor_cloud.settings import Settings
+
+__all__ = [
+    "DELETED",
+    "DELETE_CALL",
+    "after_tombstone",
+    "delete",
+    "deleted_error",
+    "failed_outcomes",
+    "is_deleted",
+]
+
+#: the ``extra`` key that makes a step a tombstone: ``{"time": <epoch s>}``
+DELETED = "deleted"
+#: the method name a tombstone records in its ``calls``
+DELETE_CALL = "__vactor_delete__"
+#: the ``extra`` keys a tombstone, and the creation after it, carry forward (the post cursor:
+#: without it, a post applied before the delete and left behind would apply again)
+_CARRIED = (POST_CURSOR, POST_FLOOR)
+#: outcomes in the earlier encoding are written beside the new one while this small
+_LEGACY_MAX = 4096
+
+
+def is_deleted(record: StepRecord) -> bool:
+    """Whether ``record`` is a tombstone: the actor was deleted at this step."""
+    return DELETED in record.extra
+
+
+def deleted_error(log: ActorLog, record: StepRecord) -> ActorDeletedError:
+    """The error for a call, load or read that met the tombstone ``record``."""
+    return ActorDeletedError(log.actor_id, log.store.describe(), record.step)
+
+
+def after_tombstone(tombstone: StepRecord) -> dict[str, Any]:
+    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, nothing else."""
+    return {k: v for k, v in tombstone.extra.items() if k in _CARRIED}
+
+
+def failed_outcomes(call_ids: list[str], error: ActorDeletedError) -> tuple[bytes, bytes]:
+    """The ``outcomes`` part (and its earlier encoding, when small) failing each call with ``error``."""
+    outcomes = {call_id: Outcome(False, error) for call_id in call_ids}
+    return encode_outcomes(outcomes), legacy_outcomes(outcomes, _LEGACY_MAX)
+
+
+def _tombstone(log: ActorLog, base: StepRecord, folded: list[Post], now: float) -> StepRecord:
+    error = ActorDeletedError(log.actor_id, log.store.describe(), base.step + 1)
+    extra = {k: v for k, v in base.extra.items() if k in _CARRIED}
+    calls = [CallRecord(DELETE_CALL, uuid.uuid4().hex, True, now)]
+    posted = legacy = b""
+    if folded:
+        extra = advance_cursor(extra, folded, now)
+        ids = [call.call_id for post in folded for call in post.calls]
+        posted, legacy = failed_outcomes(ids, error)
+        calls += [
+            CallRecord(call.method, call.call_id, False, now, result="ActorDeletedError")
+            for post in folded
+            for call in post.calls
+        ]
+    extra[DELETED] = {"time": now}
+    return StepRecord(
+        step=base.step + 1,
+        parent=base.step,
+        class_ref=base.class_ref,
+        serializer=base.serializer,
+        state=b"",
+        writer=os.urandom(16).hex(),
+        time=now,
+        calls=tuple(calls),
+        posted=posted,
+        legacy=legacy,
+        extra=extra,
+    )
+
+
+async def _pending_posts(box: PostBox, base: StepRecord, now: float) -> tuple[list[Post], list[str]]:
+    """The posts waiting now that ``base`` has not applied (in key order, one per sender and
+    seq), and the keys of stale or expired ones. A post whose read failed its digest ends
+    the list (its sender is unknown, and its sender's later posts must not pass it): it and
+    the posts after it stay, for the next fold on the tombstone."""
+    keys = [k for k in await box.keys() if identity(k) is not None]
+    posts = {p.key: p for p in await box.read(keys)}
+    floor = floor_of(base.extra)
+    pending: list[Post] = []
+    done: list[str] = []
+    seen: set[tuple[str, int]] = set()
+    for key in keys:
+        post = posts.get(key)
+        if post is None:
+            if key in box.unreadable:
+                break
+            continue  # gone since the listing: applied and deleted
+        if (
+            applied(base.extra, post.sender, post.seq)
+            or expired(post, now)
+            or post.time <= floor
+            or (post.sender, post.seq) in seen
+        ):
+            done.append(key)
+            continue
+        seen.add((post.sender, post.seq))
+        pending.append(post)
+    return pending, done
+
+
+async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
+    """Delete ``log``'s actor: commit a tombstone after its newest step.
+
+    Returns the tombstone, or None when the actor was deleted already (by an
+    earlier delete, or by one that won the race for the same step). Raises
+    ``ActorNotFoundError`` for an id that never held an actor, and
+    ``CommitConflictError`` (nothing committed) if writers kept winning the race
+    for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``.
+    """
+    box = PostBox(log.store, log.actor_id, log.signing_key)
+    lease = _DeleterLease(LeaseStore(log.store, log.actor_id, log.signing_key), box.sender, settings)
+    give_up_at = time.monotonic() + settings.commit_timeout
+    validated = time.monotonic()
+    base, head = await log.load_latest_and_head(await log.read_head())
+    if base is None:
+        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    attempt = 0
+    while True:
+        if is_deleted(base):
+            return None
+        now = time.time()
+        folded, done = await _pending_posts(box, base, now)
+        record = _tombstone(log, base, folded, now)
+        try:
+            await log.put_step(record)
+            # (Late, past fresh_window: a compaction may have freed the number meanwhile.)
+            committed = (
+                time.monotonic() - validated <= settings.fresh_window or await log.resolve_late_commit(record)
+            )
+        except StepTakenError as lost:
+            validated = time.monotonic()
+            base, _ = await log.probe_from(lost.winner)
+            committed = False
+        except StepCompactedError:
+            committed = False
+        if committed:
+            await lease.release(record.step)
+            await _clear_posts(box, [p.key for p in folded] + done)
+            # (A hint: a load then reads the tombstone first, not the steps before it.)
+            with contextlib.suppress(StorageError):
+                await log.advance_head(record.step, record.class_ref, head)
+            return record
+        attempt += 1
+        if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
+            await lease.release(base.step)
+            raise CommitConflictError(log.actor_id, attempt)
+        # Lost a race: a folder (or racers) keep committing. A delete cannot be posted, so
+        # it takes the folder lease over: the holder's renewal fails and it stops folding,
+        # the others post behind our lease, and the tombstone (failing their posts) wins.
+        await lease.take(base.step)
+        if not is_deleted(base):
+            await asyncio.sleep(retry_pause(attempt))
+        if base.step < record.step:  # (not caught up by a probe: find the newest again)
+            validated = time.monotonic()
+            newest = await log.load_latest(None)
+            if newest is None:
+                raise ActorNotFoundError(log.actor_id, log.store.describe())
+            base = newest
+
+
+class _DeleterLease:
+    """The folder lease, taken over by a delete that lost a race (whoever held it), and given up
+    once the delete is done. A hint, like every lease: nothing depends on it but progress (a
+    holder folding without pause would win every race against a delete, which cannot post)."""
+
+    __slots__ = ("held", "leases", "sender", "settings", "taken_at")
+
+    def __init__(self, leases: LeaseStore, sender: str, settings: Settings) -> None:
+        self.leases = leases
+        self.sender = sender
+        self.settings = settings
+        self.held: Lease | None = None
+        self.taken_at = -math.inf
+
+    async def take(self, step: int) -> None:
+        """Write the lease in our name (again, past half its length), over whatever is there."""
+        seconds = self.settings.lease_seconds
+        if self.held is not None and time.monotonic() - self.taken_at < seconds / 2:
+            return
+        with contextlib.suppress(StorageError):
+            seen = self.held if self.held is not None else await self.leases.read()
+            started = time.monotonic()
+            self.held = await self.leases.write(seen, self.sender, seconds, step)
+            if self.held is None:  # changed since we read it: read it and take it next time
+                return
+            self.taken_at = started
+
+    async def release(self, step: int) -> None:
+        """Give the lease up (``expires`` 0), if we hold it: posters waiting take it over and fold."""
+        if self.held is None:
+            return
+        held, self.held = self.held, None
+        with contextlib.suppress(StorageError):
+            await self.leases.write(held, self.sender, 0, step)
+
+
+async def _clear_posts(box: PostBox, keys: list[str]) -> None:
+    """Delete the posts the tombstone failed (or found stale); one left behind is stale by the
+    cursor, and the next fold deletes it unapplied."""
+    if not keys:
+        return
+    with contextlib.suppress(StorageError):
+        await box.delete(keys)
+        await box.flush()
