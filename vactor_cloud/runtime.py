@@ -547,8 +547,13 @@ class Runtime:
 
         try:
             task = (self.read_executor if read else self.executor).submit(run)
-        except RuntimeError:  # the runtime (or the interpreter) has shut down
+        except BaseException as exc:
+            # Interrupted (Ctrl-C) while handing the task over (the pool withdrew it): shutdown
+            # waited its whole timeout for a piece of work that would never run.
             self._work.end(token)
+            if not isinstance(exc, RuntimeError):
+                raise
+            # The runtime (or the interpreter) has shut down.
             error = self._shutdown_error()
             if on_shutdown is not None:
                 on_shutdown(error)
