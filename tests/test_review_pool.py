@@ -22,6 +22,7 @@ from vactor_cloud import core as core_module
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.worker_pool import WorkerPool
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -178,3 +179,155 @@ def test_ctrl_c_as_a_drain_claims_its_batch_fails_the_batch_and_gives_the_actor_
     assert isinstance(call.future.exception(0), Interrupted)
     assert gate.add.run("after") == 2
     assert gate.applied.run() == ["before", "after"]
+
+
+# -- 2. the write pool: a thread waiting for another process hands its place on ------------------
+def _wait_until(condition: Any, what: str) -> None:
+    """Poll ``condition`` (bounded by ``HANG``: a wait, never a timing assertion)."""
+    for _ in range(int(HANG / 0.005)):
+        if condition():
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+class _Tasks:
+    """Tasks that block until opened, counting how many run at once (and the pool's threads)."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.lock = threading.Lock()
+        self.running = self.most = self.most_threads = 0
+        self.started: dict[str, threading.Event] = {}
+        self.opened: dict[str, threading.Event] = {}
+
+    def task(self, name: str, *, waits: threading.Event | None = None) -> Any:
+        self.started[name], self.opened[name] = threading.Event(), threading.Event()
+
+        def run() -> str:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+                self.most_threads = max(self.most_threads, len(self.pool.threads()))
+            try:
+                self.started[name].set()
+                if waits is not None:
+                    with self.pool.waiting():  # (a fold wait: the place goes to the next task)
+                        assert waits.wait(HANG), "never stopped waiting"
+                assert self.opened[name].wait(HANG), "never opened"
+                return name
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        return run
+
+
+def test_a_task_waiting_for_another_process_hands_its_place_to_the_task_behind_it() -> None:
+    """(Pin of ``WorkerPool.waiting``.) One place; the task holding it waits for another
+    process: the task queued behind runs meanwhile, on one more thread, and no third task runs
+    beside them (the bound is one place plus one per waiter). Fails if ``waiting`` hands
+    nothing on (the second task never starts) or hands on more than one place."""
+    pool = WorkerPool(1, "test-pool")
+    tasks = _Tasks(pool)
+    fold = threading.Event()
+    try:
+        first = pool.submit(tasks.task("first", waits=fold))
+        assert tasks.started["first"].wait(HANG)
+        second, third = pool.submit(tasks.task("second")), pool.submit(tasks.task("third"))
+        assert tasks.started["second"].wait(HANG), "the task behind the waiting one never ran"
+        assert not tasks.started["third"].is_set() and pool.queued() == 1
+        fold.set()  # the wait ends: two run now, one place: the third waits for both to end
+        tasks.opened["first"].set()
+        assert first.result(HANG) == "first"
+        assert not tasks.started["third"].is_set()
+        tasks.opened["second"].set()
+        tasks.opened["third"].set()
+        assert [second.result(HANG), third.result(HANG)] == ["second", "third"]
+        assert tasks.most == 2 and tasks.most_threads <= 2
+    finally:
+        fold.set()
+        for opened in tasks.opened.values():
+            opened.set()
+        pool.shutdown(wait=True)
+    assert pool.threads() == []
+
+
+def test_the_thread_started_beside_a_waiting_task_ends_once_the_wait_is_over() -> None:
+    """A thread started so that the work behind a waiting task runs ends as soon as it has
+    nothing to run and the wait is over (the pool goes back to its bound); every thread ends
+    after ``idle`` seconds without work. Failed before: the executor kept every thread it
+    started, idle, until shutdown."""
+    pool = WorkerPool(1, "test-pool", idle=HANG)
+    tasks = _Tasks(pool)
+    fold = threading.Event()
+    try:
+        first = pool.submit(tasks.task("first", waits=fold))
+        assert tasks.started["first"].wait(HANG)
+        second = pool.submit(tasks.task("second"))
+        assert tasks.started["second"].wait(HANG)
+        assert len(pool.threads()) == 2
+        tasks.opened["second"].set()
+        assert second.result(HANG) == "second"
+        assert len(pool.threads()) == 2  # (the first still waits: its stand-in may stay)
+        fold.set()
+        tasks.opened["first"].set()
+        assert first.result(HANG) == "first"
+        _wait_until(lambda: len(pool.threads()) == 1, "back to one thread")
+    finally:
+        fold.set()
+        for opened in tasks.opened.values():
+            opened.set()
+        pool.shutdown(wait=True)
+    short = WorkerPool(2, "test-pool", idle=0.01)
+    assert [short.submit(lambda: 1).result(HANG) for _ in range(3)] == [1, 1, 1]
+    _wait_until(lambda: short.threads() == [], "idle threads end")
+
+
+def test_an_interrupted_submit_leaves_nothing_queued_and_the_pool_usable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C lands while ``submit`` starts a thread for its task: the task never runs (its
+    future is cancelled: nobody has it), the pool counts no thread that never started, and the
+    next task runs. (Pin: fails if ``submit`` leaves its task queued, or ``_start`` keeps
+    counting the thread that was given up.)"""
+    pool = WorkerPool(1, "test-pool")
+    ran: list[str] = []
+    real = threading.Thread.start
+    armed = [True]
+
+    def interrupted_start(self: threading.Thread) -> None:
+        if armed:
+            armed.clear()
+            raise Interrupted
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    try:
+        with pytest.raises(Interrupted):
+            pool.submit(lambda: ran.append("lost"))
+        assert pool.queued() == 0 and pool._threads == set()
+        assert pool.submit(lambda: ran.append("next") or "next").result(HANG) == "next"
+        assert ran == ["next"]
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_shut_down_pool_refuses_work_and_cancels_what_was_queued() -> None:
+    """(Pin.) ``shutdown(cancel_futures=True)`` cancels the tasks no thread took (the runtime
+    settles their calls), lets the running one finish, and refuses new ones with
+    ``RuntimeError`` (what ``Runtime.spawn`` takes for "shut down")."""
+    pool = WorkerPool(1, "test-pool")
+    tasks = _Tasks(pool)
+    running = pool.submit(tasks.task("running"))
+    assert tasks.started["running"].wait(HANG)
+    queued = pool.submit(tasks.task("queued"))
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+    tasks.opened["running"].set()
+    assert running.result(HANG) == "running"
+    for thread in pool.threads():
+        thread.join(HANG)
+    assert pool.threads() == [] and not tasks.started["queued"].is_set()

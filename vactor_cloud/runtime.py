@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -55,6 +55,7 @@ from vactor_cloud.read_room import ReadRoom
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
+from vactor_cloud.worker_pool import WorkerPool
 
 __all__ = [
     "Runtime",
@@ -427,11 +428,6 @@ def _check_key_room(store: ObjectStore) -> None:
         )
 
 
-#: what ``Runtime.waiting_for_others`` uses of ``ThreadPoolExecutor``'s insides (CPython
-#: 3.11-3.13); on an executor without any of them, a waiting pool thread keeps counting
-_POOL_INTERNALS = ("_threads", "_max_workers", "_shutdown", "_work_queue", "_adjust_thread_count")
-
-
 class Runtime:
     """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
@@ -448,10 +444,12 @@ class Runtime:
         self.store.request_timeout = None if type(self.store) is MemoryStore else settings.timeout
         self._eager = self.store.request_timeout is None
         self.loop = _sync.get_loop()
-        self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-call")
+        #: calls made with ``run_async`` (and a lease holder's folds): ``max_workers`` at once,
+        #: plus one per thread waiting for another process's fold (``waiting_for_others``)
+        self.executor = WorkerPool(settings.max_workers, "vactor-call")
         #: read-only calls made with ``run_async`` run on a pool of their own: on the writers' pool
         #: they waited behind whatever filled it (slow writer methods, puts, a holder's folds)
-        self.read_executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-read")
+        self.read_executor = WorkerPool(settings.max_workers, "vactor-read")
         self.read_room = ReadRoom(settings.max_read_bytes)
         #: who posts for this runtime's actors (one sender per process in each post cursor)
         self.post_sender = PostSender()
@@ -566,32 +564,15 @@ class Runtime:
             self._settle_on_shutdown[task] = on_shutdown
             task.add_done_callback(self._task_done)
 
-    @contextlib.contextmanager
-    def waiting_for_others(self) -> Iterator[None]:
+    def waiting_for_others(self) -> contextlib.AbstractContextManager[None]:
         """Around a long wait for another process (a poster's wait for the lease holder's fold,
         up to ``commit_timeout``): a pool thread waiting so does not count against
-        ``max_workers`` meanwhile, so that the pool starts a thread for the work queued behind
-        it. With every pool thread so kept (as many contended actors as threads, a holder that
-        did not fold), a ``run_async`` call that nobody ran itself (``await``, a wait with a
-        timeout) waited until a poster's ``commit_timeout``."""
-        executor = self.executor
-        lock = getattr(executor, "_shutdown_lock", None)
-        if (
-            lock is None
-            or not all(hasattr(executor, name) for name in _POOL_INTERNALS)
-            or threading.current_thread() not in executor._threads
-        ):
-            yield  # not a pool thread (a caller running its call), or an executor we do not know
-            return
-        with lock:
-            executor._max_workers += 1
-            if not executor._shutdown and not executor._work_queue.empty():
-                executor._adjust_thread_count()
-        try:
-            yield
-        finally:
-            with lock:
-                executor._max_workers -= 1
+        ``max_workers`` meanwhile, so that the pool runs the work queued behind it (on an idle
+        thread, or one it starts; see ``WorkerPool.waiting``). With every pool thread so kept
+        (as many contended actors as threads, a holder that did not fold), a ``run_async`` call
+        that nobody ran itself (``await``, a wait with a timeout) waited until a poster's
+        ``commit_timeout``. On another thread (a caller running its call): nothing."""
+        return self.executor.waiting()
 
     def _task_done(self, task: Future[None]) -> None:
         if not task.cancelled():
@@ -1027,7 +1008,7 @@ class Runtime:
         # was cancelled soon after: a second at least; a method body still running keeps its
         # thread (logged above).
         joined_by = max(until, time.monotonic() + 1.0)
-        threads = [*getattr(self.executor, "_threads", ()), *getattr(self.read_executor, "_threads", ())]
+        threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
 
 
