@@ -331,3 +331,57 @@ def test_a_shut_down_pool_refuses_work_and_cancels_what_was_queued() -> None:
     for thread in pool.threads():
         thread.join(HANG)
     assert pool.threads() == [] and not tasks.started["queued"].is_set()
+
+
+@vc.virtual_actor
+class SlowBorn:
+    """``__init__`` waits until the test opens ``_born`` (a creation that stays pending)."""
+
+    def __init__(self) -> None:
+        assert _born.wait(HANG), "never born"
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+_born = threading.Event()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_run_async_deferred_its_call_behind_a_pending_creation_leaves_it_unapplied(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``wait_for_init=False``, a writer call made while this process's creation of the
+    actor is pending waits behind it. Ctrl-C lands in ``run_async`` just after the call was
+    put behind the creation: the caller has no future, so the call must never be applied.
+    Failed before: the creation, once committed, submitted it, and it was applied."""
+    store_spec.init(settings=vc.Settings(storage="", wait_for_init=False))
+    _born.clear()
+    from vactor_cloud.runtime import Creation
+
+    real = Creation.defer
+    armed = [True]
+
+    def interrupted_defer(self: Creation, fn: Any) -> bool:
+        kept = real(self, fn)
+        if armed and threading.current_thread() is threading.main_thread():
+            armed.clear()
+            raise Interrupted
+        return kept
+
+    monkeypatch.setattr(Creation, "defer", interrupted_defer)
+    actor = SlowBorn.get_or_create("born")
+    try:
+        with pytest.raises(Interrupted):
+            actor.add.run_async("lost")
+        assert not armed
+    finally:
+        _born.set()
+    assert actor.add.run_async("after").result(HANG) == 1
+    assert actor.applied.run() == ["after"]
