@@ -681,8 +681,8 @@ class ActorCore(Folder):
             call.deliver(Outcome(False, interrupt))
             return
         note = started_elsewhere_note(self.actor_id)
-        if note not in getattr(interrupt, "__notes__", ()):
-            interrupt.add_note(note)
+        if not isinstance(interrupt, Exception) and note not in getattr(interrupt, "__notes__", ()):
+            interrupt.add_note(note)  # (an error, ``ReentrantCallError``, says what happened itself)
 
     def _enqueue(self, call: PendingCall) -> None:
         with self._mutex:

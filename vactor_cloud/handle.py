@@ -539,9 +539,9 @@ class ActorMethod(Generic[P, R]):
             # Interrupted (Ctrl-C) before the future was handed back: nobody could see the
             # call's outcome, so a call not started is withdrawn (behind this process's pending
             # creation of the actor too, where ``core.submit``'s own withdrawal does not reach).
-            if not future.done() and not future.cancel() and not call.readonly:
+            if not future.done() and not future.cancel() and not isinstance(exc, Exception):
                 note = started_elsewhere_note(self._actor_id)
-                if note not in getattr(exc, "__notes__", ()):
+                if not call.readonly and note not in getattr(exc, "__notes__", ()):
                     exc.add_note(note)
             raise
 
