@@ -14,7 +14,9 @@ import threading
 from typing import Any
 
 import pytest
+from combining_workers import OrderLog, commit_behind_its_back
 from interrupts import Interrupted
+from test_combining import foreign_box, init_switchable, post_adds
 from test_review_cancellation import HANG, Gate
 
 import vactor_cloud as vc
@@ -385,3 +387,39 @@ def test_ctrl_c_just_after_run_async_deferred_its_call_behind_a_pending_creation
         _born.set()
     assert actor.add.run_async("after").result(HANG) == 1
     assert actor.applied.run() == ["after"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_after_the_next_call(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process holds the folder lease and, as its caller's drain gives the actor up,
+    queues a pool task that folds other processes' posts; Ctrl-C lands while that task is
+    handed to the pool. After the next call, the holder must fold others' posts again.
+    Failed before: the actor's "a serving round is queued" flag stayed set with no round
+    queued, so it never served again while holding the lease (a foreign post waited)."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and takes the lease
+    runtime = vc.get_runtime()
+    real = runtime.spawn
+    armed = [True]
+
+    def interrupted_spawn(fn: Any, *args: Any, **kwargs: Any) -> None:
+        if armed and getattr(fn, "__name__", "") == "_serve":
+            armed.clear()
+            raise Interrupted
+        real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "spawn", interrupted_spawn)
+    with pytest.raises(Interrupted):
+        log.add.run("me/1")  # (committed: the interrupt came as the drain gave the actor up)
+    assert not armed
+    log.add.run("me/2")
+    post_adds(foreign_box("a"), ["other/0"])
+    for _ in range(int(HANG / 3 / 0.01)):
+        if "other/0" in log.applied.run():
+            break
+        threading.Event().wait(0.01)
+    assert log.applied.run()[-1] == "other/0", "the lease holder never folded the foreign post"

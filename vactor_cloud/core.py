@@ -871,7 +871,14 @@ class ActorCore(Folder):
                 if self._serve_queued:
                     return left
                 self._serve_queued = True
-            self.env.spawn(self._serve)
+            try:
+                self.env.spawn(self._serve)
+            except BaseException:
+                # Interrupted (Ctrl-C) handing the round over: none is queued, and the flag
+                # that said one was kept every later release from queueing one (for good).
+                with self._mutex:
+                    self._serve_queued = False
+                raise
         return left
 
     def _claim_batch(self, max_batch: int, batch: list[PendingCall] | None = None) -> list[PendingCall]:
