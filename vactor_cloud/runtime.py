@@ -1384,7 +1384,8 @@ def _shutdown_at_exit() -> None:
     waits for those threads anyway; so does this, first (up to ``_EXIT_WAIT``
     seconds, as shutdown waits for running work). Executors' workers are
     not waited for (their own exit hook, after this one, ends them): a call
-    they make after this ran is on a runtime ``atexit`` shuts down.
+    they make after this ran is on a runtime ``atexit`` shuts down. Nor are
+    the runtime's own pools' threads (daemon threads: the shutdown joins them).
     """
     me = threading.current_thread()
     pools = _pool_threads()
