@@ -934,20 +934,21 @@ class ActorCore(Folder):
             try:
                 # (In the try: an interrupt landing as the calls are claimed fails those claimed.)
                 self._claim_batch(max_batch, batch)
-                if not batch:
-                    if self._release():
-                        self.env.spawn(self._drain_from_pool)
-                    return
-                self._commit(batch)
+                if batch:
+                    self._commit(batch)
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
-                if not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
+                if batch and not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
                     exc.add_note(_interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
                 raise
+            if not batch:
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
+                return
             self._fail_unsettled(batch)
             if until is not None and until.done():
                 if self._release():
