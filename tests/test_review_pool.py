@@ -289,8 +289,8 @@ def test_the_thread_started_beside_a_waiting_task_ends_once_the_wait_is_over() -
 def test_an_interrupted_submit_leaves_nothing_queued_and_the_pool_usable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Ctrl-C lands while ``submit`` starts a thread for its task: the task never runs (its
-    future is cancelled: nobody has it), the pool counts no thread that never started, and the
+    """Ctrl-C lands while ``submit`` starts a thread for its task: the task never runs (nobody
+    has its future), the pool counts no thread that never started, and the
     next task runs. (Pin: fails if ``submit`` leaves its task queued, or ``_start`` keeps
     counting the thread that was given up.)"""
     pool = WorkerPool(1, "test-pool")
@@ -423,3 +423,47 @@ def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_
             break
         threading.Event().wait(0.01)
     assert log.applied.run()[-1] == "other/0", "the lease holder never folded the foreign post"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.spawn`` just after the pool queued its task (as spawn makes
+    what will end the task's piece of work: CPython looks for signals as a C call such as
+    ``functools.partial`` returns): the task runs, and shutdown must then have nothing left to
+    wait for. Failed before: that piece was ended by a done-callback registered after
+    ``submit`` returned, never registered, so shutdown waited its whole timeout for work that
+    had long ended ("still running")."""
+    import functools
+    import types
+
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    gate.add.run("before")
+    runtime = vc.get_runtime()
+    armed = [False]
+    ran = threading.Event()
+
+    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        made = functools.partial(fn, *args, **kwargs)
+        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
+            armed.clear()
+            raise Interrupted
+        return made
+
+    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    armed[0] = True  # (only while spawn runs; spawn since review-h56 makes no call after submit)
+    try:
+        runtime.spawn(ran.set)
+    except Interrupted:
+        pass
+    finally:
+        armed.clear()
+    assert ran.wait(HANG), "the task never ran"
+    assert gate.add.run_async("after").result(HANG) == 2
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]

@@ -470,8 +470,6 @@ class Runtime:
         self._turns = CreationTurns()
         #: creations started by ``create_nowait`` that have not settled yet
         self._creations: dict[str, Creation] = {}
-        #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
-        self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
         #: set as ``close`` begins: waits that poll this runtime (``wait_for_event``, a poster's,
         #: a lease holder's) end, and no commit attempt starts
@@ -543,8 +541,15 @@ class Runtime:
             self._work.runs_on(token, threading.get_ident())
             fn()
 
+        def done(task: Future[None]) -> None:
+            self._work.end(token)
+            if on_shutdown is not None and task.cancelled():  # (shutdown's, before it started)
+                on_shutdown(self._shutdown_error())
+
         try:
-            task = (self.read_executor if read else self.executor).submit(run)
+            # (``done`` registered before the task is queued: registered after, an interrupt in
+            # between lost it, and shutdown waited its whole timeout for the task's token.)
+            (self.read_executor if read else self.executor).submit(run, when_done=done)
         except BaseException as exc:
             # Interrupted (Ctrl-C) while handing the task over (the pool withdrew it): shutdown
             # waited its whole timeout for a piece of work that would never run.
@@ -559,10 +564,6 @@ class Runtime:
             if isinstance(owner, ActorCore):
                 self._fail_queued(owner, error)
             return
-        task.add_done_callback(functools.partial(self._work.end, token))
-        if on_shutdown is not None:
-            self._settle_on_shutdown[task] = on_shutdown
-            task.add_done_callback(self._task_done)
 
     def waiting_for_others(self) -> contextlib.AbstractContextManager[None]:
         """Around a long wait for another process (a poster's wait for the lease holder's fold,
@@ -573,10 +574,6 @@ class Runtime:
         that nobody ran itself (``await``, a wait with a timeout) waited until a poster's
         ``commit_timeout``. On another thread (a caller running its call): nothing."""
         return self.executor.waiting()
-
-    def _task_done(self, task: Future[None]) -> None:
-        if not task.cancelled():
-            self._settle_on_shutdown.pop(task, None)
 
     def working(self) -> contextlib.AbstractContextManager[None]:
         """Around a thread's hold of an actor (a drain, a lease holder's folds): shutdown
@@ -973,13 +970,10 @@ class Runtime:
     def _close(self, timeout: float) -> None:
         until = time.monotonic() + timeout
         error = self._shutdown_error()
-        # What has not started never starts: pool tasks are cancelled, queued calls failed.
+        # What has not started never starts: pool tasks are cancelled (each settles what it
+        # would have: see ``spawn``), queued calls failed.
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.read_executor.shutdown(wait=False, cancel_futures=True)
-        for task, settle in list(self._settle_on_shutdown.items()):
-            if task.cancelled():
-                self._settle_on_shutdown.pop(task, None)
-                settle(error)
         cores = self._all_cores()
         for core in cores:
             self._fail_queued(core, error)

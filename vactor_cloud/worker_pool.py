@@ -84,11 +84,18 @@ class WorkerPool:
         self._numbers = itertools.count()
 
     # -- what callers use -----------------------------------------------------------------
-    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
-        """Queue ``fn``; its future. ``RuntimeError`` once the pool is shut down, or when no
-        thread can be started for it (at interpreter exit). Raising (Ctrl-C too), it leaves
-        ``fn`` out of the queue: it never runs (unless a thread had already taken it)."""
+    def submit(
+        self, fn: Callable[[], Any], *, when_done: Callable[[Future[Any]], object] | None = None
+    ) -> Future[Any]:
+        """Queue ``fn``; its future. ``when_done``: a done-callback of that future, registered
+        before the task is queued (one registered once ``submit`` returned is lost to an
+        interrupt in between, the task queued all the same). ``RuntimeError`` once the pool is
+        shut down, or when no thread can be started for it (at interpreter exit). Raising
+        (Ctrl-C too), it leaves ``fn`` out of the queue: it never runs (unless a thread had
+        already taken it), and ``when_done`` is not called for it."""
         task = _Task(fn)
+        if when_done is not None:
+            task.future.add_done_callback(when_done)
         try:
             with self._lock:
                 if self._shut_down:
@@ -100,7 +107,6 @@ class WorkerPool:
         except BaseException:
             with self._lock, contextlib.suppress(ValueError):
                 self._tasks.remove(task)
-            task.future.cancel()
             raise
         return task.future
 
