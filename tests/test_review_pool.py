@@ -467,3 +467,49 @@ def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wai
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         runtime.close(timeout=2.0)
     assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for ``Runtime.background`` (cleanup coroutines on the IO loop, started from a
+    caller's drain): Ctrl-C lands just after the coroutine was handed to the loop, as the
+    callback that ends its piece of work is made. Failed before: that callback was made and
+    registered after the hand-over, so the piece stayed and shutdown waited its whole timeout
+    ("still running") for a coroutine that had long ended."""
+    import asyncio
+    import functools
+    import inspect
+    import types
+
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    armed = [False]
+
+    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        made = functools.partial(fn, *args, **kwargs)
+        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
+            armed.clear()
+            raise Interrupted
+        return made
+
+    async def cleanup() -> None:
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    armed[0] = True
+    coro = cleanup()
+    try:
+        runtime.background(coro)
+    except Interrupted:
+        pass
+    finally:
+        armed.clear()
+    # It ran, or (interrupted before it was handed over) it was closed unrun: either way, done.
+    _wait_until(lambda: inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED, "the coroutine ended")
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]

@@ -620,10 +620,26 @@ class Runtime:
             refused.set_exception(self._stopped_error())
             return refused
         token = self._work.begin()
-        future = _sync.submit(coro)
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
-        future.add_done_callback(functools.partial(self._work.end, token))
+        handed = False
+        try:
+            end = functools.partial(self._work.end, token)  # (made before the hand-over: see below)
+            handed = True
+            future = _sync.submit(coro)
+        except BaseException:
+            self._work.end(token)  # (not handed over, or interrupted on the way: not waited for)
+            if not handed:
+                coro.close()
+            raise
+        try:
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+            future.add_done_callback(end)
+        except BaseException:
+            # Interrupted (Ctrl-C) as the callbacks were registered: registered again (each is
+            # harmless twice). Lost, shutdown waited its whole timeout for work long ended.
+            future.add_done_callback(self._background.discard)
+            future.add_done_callback(end)
+            raise
         return future
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
