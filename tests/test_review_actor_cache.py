@@ -449,7 +449,7 @@ def test_many_contended_actors_with_events_and_timers_leave_counts_bounded_by_th
 
         wait_until(within_the_cache, "cores left beyond the cache")
         assert runtime.pending_posts == {}
-        assert len(runtime.executor._threads) <= runtime.settings.max_workers
+        assert len(runtime.executor.threads()) <= runtime.settings.max_workers
         for i in range(0, 120, 17):
             record = runtime.load(f"tick-{i}").record
             assert record is not None

@@ -110,7 +110,7 @@ def assert_nothing_written_since(store: Any, made: int) -> None:
 
 
 def pool_threads_alive(runtime: Runtime) -> list[str]:
-    return [t.name for t in list(runtime.executor._threads) if t.is_alive()]
+    return [t.name for t in runtime.executor.threads()]
 
 
 def settle_the_loop() -> None:

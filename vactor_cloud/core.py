@@ -705,21 +705,52 @@ class ActorCore(Folder):
 
     # -- submission -------------------------------------------------------------------
     def call(self, call: PendingCall) -> None:
-        """Queue a write and apply it on this thread if the actor is idle; returns when it settled."""
-        self._enqueue(call)
-        self.help(call.future, None)
+        """Queue a write and apply it on this thread if the actor is idle; returns when it settled.
+
+        Interrupted (Ctrl-C) before the call started, it is not applied (``_take_back``)."""
+        try:
+            self._enqueue(call)
+            self.help(call.future, None)
+        except BaseException as exc:
+            self._take_back(call, exc)
+            raise
 
     def submit(self, call: PendingCall) -> None:
         """Queue a write; a pool thread (or a waiter on its future) applies it.
 
         One pool task queued per actor serves every call queued behind it: a task per call
         piled up, one per ``run_async``, cancelled or not, behind a pool that slow methods kept
-        busy. (Once shutdown began, always: the pool refuses it and the call fails at once.)"""
-        self._enqueue(call)
-        with self._mutex:
-            queued, self._drain_queued = self._drain_queued, True
-        if not queued or self.env.closed:
+        busy. (Once shutdown began, always: the pool refuses it and the call fails at once.)
+
+        Atomic with respect to an interrupt (Ctrl-C): raising, it leaves the call withdrawn
+        (not applied: its caller got no future to see it by) and a drain queued for the calls
+        of others that counted on the one it was handing to the pool."""
+        try:
+            self._enqueue(call)
+            with self._mutex:
+                queued, self._drain_queued = self._drain_queued, True
+            if not queued or self.env.closed:
+                self.env.spawn(self._drain_from_pool)
+        except BaseException as exc:
+            self._take_back(call, exc)
+            # (The flag may say a drain is queued while none is: one more is harmless.)
             self.env.spawn(self._drain_from_pool)
+            raise
+
+    def _take_back(self, call: PendingCall, interrupt: BaseException) -> None:
+        """(``submit``/``call`` interrupted, ``call`` perhaps queued) A call no thread started is
+        withdrawn, failed with ``interrupt``: never applied behind its caller's back. One that
+        another thread took into its batch goes on there, and ``interrupt`` says so."""
+        if call.future.done():
+            return
+        if self._withdraw(call.future, interrupt):
+            return
+        if call.claim():  # never queued: nobody runs it
+            call.deliver(Outcome(False, interrupt))
+            return
+        note = started_elsewhere_note(self.actor_id)
+        if not isinstance(interrupt, Exception) and note not in getattr(interrupt, "__notes__", ()):
+            interrupt.add_note(note)  # (an error, ``ReentrantCallError``, says what happened itself)
 
     def _enqueue(self, call: PendingCall) -> None:
         with self._mutex:
@@ -801,7 +832,7 @@ class ActorCore(Folder):
                         self._waiters.add(wake)
                         future.add_done_callback(Waker(lambda _, w=wake: w.set()))  # type: ignore[misc]
                 if claimed:
-                    self._drain(until=future)
+                    self._drain_claimed(future)
                     continue
                 now = time.monotonic()
                 remaining = deadline - now
@@ -847,6 +878,19 @@ class ActorCore(Folder):
                         self._waiters.discard(wake)
                         if not self._waiters:
                             self._waiters = None
+
+    def _drain_claimed(self, future: Future[Any]) -> None:
+        """(``_help``, this thread just took the actor) Drain until ``future`` is done. An
+        interrupt (Ctrl-C) landing before the drain began gives the actor up: it stayed held
+        by a drain that never ran, and every later call waited for it."""
+        try:
+            self._drain(until=future)
+        except BaseException as exc:
+            if self._drainer == threading.get_ident():
+                self._withdraw(future, exc)  # (not started: never applied behind its caller's back)
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
+            raise
 
     def _drop_cancelled(self) -> None:
         """(A queued call's future was cancelled) Let the queue drop it (see ``CallQueue``)."""
@@ -895,18 +939,33 @@ class ActorCore(Folder):
                 if self._serve_queued:
                     return left
                 self._serve_queued = True
-            self.env.spawn(self._serve)
+            try:
+                self.env.spawn(self._serve)
+            except BaseException:
+                # Interrupted (Ctrl-C) handing the round over: none is queued, and the flag
+                # that said one was kept every later release from queueing one (for good).
+                with self._mutex:
+                    self._serve_queued = False
+                raise
         return left
 
-    def _claim_batch(self, max_batch: int) -> list[PendingCall]:
-        """Take up to ``max_batch`` queued calls that no other thread has claimed."""
-        batch: list[PendingCall] = []
+    def _claim_batch(self, max_batch: int, batch: list[PendingCall] | None = None) -> list[PendingCall]:
+        """Take up to ``max_batch`` queued calls that no other thread has claimed, into ``batch``.
+
+        ``batch`` is the caller's list: interrupted (Ctrl-C) half way, it holds every call taken
+        out of the queue or claimed so far (each goes into it before its claim, and leaves the
+        queue after), for the caller to fail; none is left claimed, or out of the queue, with
+        nobody to settle it."""
+        if batch is None:
+            batch = []
         with self._mutex:
             queue = self._queue
             while queue and len(batch) < max_batch:
-                call = queue.popleft()
-                if call.claim():
-                    batch.append(call)
+                call = queue[0]
+                batch.append(call)
+                if not call.claim():
+                    batch.pop()  # (cancelled before it started: its caller has its outcome)
+                queue.popleft()
         return batch
 
     def _fail_unsettled(self, batch: list[PendingCall]) -> None:
@@ -939,22 +998,25 @@ class ActorCore(Folder):
     def _drain_batches(self, until: Future[Any] | None) -> None:
         max_batch = self.env.settings.max_batch
         while True:
-            batch = self._claim_batch(max_batch)
-            if not batch:
-                if self._release():
-                    self.env.spawn(self._drain_from_pool)
-                return
+            batch: list[PendingCall] = []
             try:
-                self._commit(batch)
+                # (In the try: an interrupt landing as the calls are claimed fails those claimed.)
+                self._claim_batch(max_batch, batch)
+                if batch:
+                    self._commit(batch)
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
-                if not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
+                if batch and not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
                     exc.add_note(_interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
                 raise
+            if not batch:
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
+                return
             self._fail_unsettled(batch)
             if until is not None and until.done():
                 if self._release():

@@ -522,6 +522,21 @@ class ActorMethod(Generic[P, R]):
         call = self._make_call(args, kwargs, ActorFuture(), waits=False)
         future = call.future
         assert isinstance(future, ActorFuture)
+        try:
+            return self._queue(call, future)
+        except BaseException as exc:
+            # Interrupted (Ctrl-C) before the future was handed back: nobody could see the
+            # call's outcome, so a call not started is withdrawn (behind this process's pending
+            # creation of the actor too, where ``core.submit``'s own withdrawal does not reach).
+            if not future.done() and not future.cancel() and not isinstance(exc, Exception):
+                note = started_elsewhere_note(self._actor_id)
+                if not call.readonly and note not in getattr(exc, "__notes__", ()):
+                    exc.add_note(note)
+            raise
+
+    def _queue(self, call: PendingCall, future: ActorFuture[R]) -> ActorFuture[R]:
+        """(``run_async``) Queue ``call``: on the actor, behind its pending creation, or on the
+        read pool; ``future``, its future."""
         runtime = get_runtime()
         core = runtime.core(self._actor_id)
         if self._after_creation(runtime, call):

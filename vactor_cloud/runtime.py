@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ from vactor_cloud.read_room import ReadRoom
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
+from vactor_cloud.worker_pool import WorkerPool
 
 __all__ = [
     "Runtime",
@@ -428,11 +429,6 @@ def _check_key_room(store: ObjectStore) -> None:
         )
 
 
-#: what ``Runtime.waiting_for_others`` uses of ``ThreadPoolExecutor``'s insides (CPython
-#: 3.11-3.13); on an executor without any of them, a waiting pool thread keeps counting
-_POOL_INTERNALS = ("_threads", "_max_workers", "_shutdown", "_work_queue", "_adjust_thread_count")
-
-
 class Runtime:
     """One process's view of one storage root (the :class:`~vactor_cloud.core.CoreEnv` of its cores)."""
 
@@ -449,10 +445,12 @@ class Runtime:
         self.store.request_timeout = None if type(self.store) is MemoryStore else settings.timeout
         self._eager = self.store.request_timeout is None
         self.loop = _sync.get_loop()
-        self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-call")
+        #: calls made with ``run_async`` (and a lease holder's folds): ``max_workers`` at once,
+        #: plus one per thread waiting for another process's fold (``waiting_for_others``)
+        self.executor = WorkerPool(settings.max_workers, "vactor-call")
         #: read-only calls made with ``run_async`` run on a pool of their own: on the writers' pool
         #: they waited behind whatever filled it (slow writer methods, puts, a holder's folds)
-        self.read_executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="vactor-read")
+        self.read_executor = WorkerPool(settings.max_workers, "vactor-read")
         self.read_room = ReadRoom(settings.max_read_bytes)
         #: who posts for this runtime's actors (one sender per process in each post cursor)
         self.post_sender = PostSender()
@@ -473,8 +471,6 @@ class Runtime:
         self._turns = CreationTurns()
         #: creations started by ``create_nowait`` that have not settled yet
         self._creations: dict[str, Creation] = {}
-        #: pool tasks whose caller waits on a future: settled with the shutdown error if cancelled
-        self._settle_on_shutdown: dict[Future[None], Callable[[BaseException], None]] = {}
         self._pid = os.getpid()
         #: set as ``close`` begins: waits that poll this runtime (``wait_for_event``, a poster's,
         #: a lease holder's) end, and no commit attempt starts
@@ -546,10 +542,22 @@ class Runtime:
             self._work.runs_on(token, threading.get_ident())
             fn()
 
-        try:
-            task = (self.read_executor if read else self.executor).submit(run)
-        except RuntimeError:  # the runtime (or the interpreter) has shut down
+        def done(task: Future[None]) -> None:
             self._work.end(token)
+            if on_shutdown is not None and task.cancelled():  # (shutdown's, before it started)
+                on_shutdown(self._shutdown_error())
+
+        try:
+            # (``done`` registered before the task is queued: registered after, an interrupt in
+            # between lost it, and shutdown waited its whole timeout for the task's token.)
+            (self.read_executor if read else self.executor).submit(run, when_done=done)
+        except BaseException as exc:
+            # Interrupted (Ctrl-C) while handing the task over (the pool withdrew it): shutdown
+            # waited its whole timeout for a piece of work that would never run.
+            self._work.end(token)
+            if not isinstance(exc, RuntimeError):
+                raise
+            # The runtime (or the interpreter) has shut down.
             error = self._shutdown_error()
             if on_shutdown is not None:
                 on_shutdown(error)
@@ -557,41 +565,16 @@ class Runtime:
             if isinstance(owner, ActorCore):
                 self._fail_queued(owner, error)
             return
-        task.add_done_callback(functools.partial(self._work.end, token))
-        if on_shutdown is not None:
-            self._settle_on_shutdown[task] = on_shutdown
-            task.add_done_callback(self._task_done)
 
-    @contextlib.contextmanager
-    def waiting_for_others(self) -> Iterator[None]:
+    def waiting_for_others(self) -> contextlib.AbstractContextManager[None]:
         """Around a long wait for another process (a poster's wait for the lease holder's fold,
         up to ``commit_timeout``): a pool thread waiting so does not count against
-        ``max_workers`` meanwhile, so that the pool starts a thread for the work queued behind
-        it. With every pool thread so kept (as many contended actors as threads, a holder that
-        did not fold), a ``run_async`` call that nobody ran itself (``await``, a wait with a
-        timeout) waited until a poster's ``commit_timeout``."""
-        executor = self.executor
-        lock = getattr(executor, "_shutdown_lock", None)
-        if (
-            lock is None
-            or not all(hasattr(executor, name) for name in _POOL_INTERNALS)
-            or threading.current_thread() not in executor._threads
-        ):
-            yield  # not a pool thread (a caller running its call), or an executor we do not know
-            return
-        with lock:
-            executor._max_workers += 1
-            if not executor._shutdown and not executor._work_queue.empty():
-                executor._adjust_thread_count()
-        try:
-            yield
-        finally:
-            with lock:
-                executor._max_workers -= 1
-
-    def _task_done(self, task: Future[None]) -> None:
-        if not task.cancelled():
-            self._settle_on_shutdown.pop(task, None)
+        ``max_workers`` meanwhile, so that the pool runs the work queued behind it (on an idle
+        thread, or one it starts; see ``WorkerPool.waiting``). With every pool thread so kept
+        (as many contended actors as threads, a holder that did not fold), a ``run_async`` call
+        that nobody ran itself (``await``, a wait with a timeout) waited until a poster's
+        ``commit_timeout``. On another thread (a caller running its call): nothing."""
+        return self.executor.waiting()
 
     def working(self) -> contextlib.AbstractContextManager[None]:
         """Around a thread's hold of an actor (a drain, a lease holder's folds): shutdown
@@ -638,10 +621,26 @@ class Runtime:
             refused.set_exception(self._stopped_error())
             return refused
         token = self._work.begin()
-        future = _sync.submit(coro)
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
-        future.add_done_callback(functools.partial(self._work.end, token))
+        handed = False
+        try:
+            end = functools.partial(self._work.end, token)  # (made before the hand-over: see below)
+            handed = True
+            future = _sync.submit(coro)
+        except BaseException:
+            self._work.end(token)  # (not handed over, or interrupted on the way: not waited for)
+            if not handed:
+                coro.close()
+            raise
+        try:
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+            future.add_done_callback(end)
+        except BaseException:
+            # Interrupted (Ctrl-C) as the callbacks were registered: registered again (each is
+            # harmless twice). Lost, shutdown waited its whole timeout for work long ended.
+            future.add_done_callback(self._background.discard)
+            future.add_done_callback(end)
+            raise
         return future
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
@@ -990,13 +989,10 @@ class Runtime:
     def _close(self, timeout: float) -> None:
         until = time.monotonic() + timeout
         error = self._shutdown_error()
-        # What has not started never starts: pool tasks are cancelled, queued calls failed.
+        # What has not started never starts: pool tasks are cancelled (each settles what it
+        # would have: see ``spawn``), queued calls failed.
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.read_executor.shutdown(wait=False, cancel_futures=True)
-        for task, settle in list(self._settle_on_shutdown.items()):
-            if task.cancelled():
-                self._settle_on_shutdown.pop(task, None)
-                settle(error)
         cores = self._all_cores()
         for core in cores:
             self._fail_queued(core, error)
@@ -1025,7 +1021,7 @@ class Runtime:
         # was cancelled soon after: a second at least; a method body still running keeps its
         # thread (logged above).
         joined_by = max(until, time.monotonic() + 1.0)
-        threads = [*getattr(self.executor, "_threads", ()), *getattr(self.read_executor, "_threads", ())]
+        threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
 
 
@@ -1401,7 +1397,8 @@ def _shutdown_at_exit() -> None:
     waits for those threads anyway; so does this, first (up to ``_EXIT_WAIT``
     seconds, as shutdown waits for running work). Executors' workers are
     not waited for (their own exit hook, after this one, ends them): a call
-    they make after this ran is on a runtime ``atexit`` shuts down.
+    they make after this ran is on a runtime ``atexit`` shuts down. Nor are
+    the runtime's own pools' threads (daemon threads: the shutdown joins them).
     """
     me = threading.current_thread()
     pools = _pool_threads()

@@ -95,7 +95,8 @@ class Settings:
     max_batch: int = 512
     #: idempotency keys kept: (newest N keys, or younger than T seconds), whichever keeps more
     dedup_window: tuple[int, float] = DEFAULT_DEDUP_WINDOW
-    #: threads that run calls made with ``run_async`` (a blocking ``run`` runs on its caller's thread);
+    #: threads that run calls made with ``run_async`` (a blocking ``run`` runs on its caller's thread),
+    #: plus one per such thread waiting for another process's fold (it lends its place meanwhile);
     #: read-only calls have a pool of their own of as many threads (they never wait behind writes)
     max_workers: int = 32
     #: idle actors cached per process (their newest step and live instance); the least recently used go
