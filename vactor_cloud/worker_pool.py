@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -72,8 +73,11 @@ class WorkerPool:
         #: notified when a task is queued, a place frees up, or the pool shuts down
         self._wakeup = threading.Condition(self._lock)
         self._tasks: deque[_Task] = deque()
-        #: threads started (or being started) and not ended
+        #: threads started (or being started) and not ended: the ones the bound counts
         self._threads: set[threading.Thread] = set()
+        #: every thread of the pool that may still run: one leaves ``_threads`` as it leaves its
+        #: loop, a few lines before it ends (``threads()``, what a close joins, names it until then)
+        self._all: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         #: threads being started that have not reached their loop yet (they will take a task)
         self._starting: set[threading.Thread] = set()
         #: threads waiting for a task; threads running one; those of them inside ``waiting()``
@@ -153,9 +157,9 @@ class WorkerPool:
                     thread.join()
 
     def threads(self) -> list[threading.Thread]:
-        """The pool's threads that are running now."""
+        """The pool's threads that are running now (a thread on its way out included)."""
         with self._lock:
-            threads = list(self._threads)
+            threads = list(self._all)
         return [thread for thread in threads if thread.is_alive()]
 
     def queued(self) -> int:
@@ -181,6 +185,7 @@ class WorkerPool:
             return None
         thread = threading.Thread(target=self._work, name=f"{self._name}_{next(self._numbers)}", daemon=True)
         self._threads.add(thread)
+        self._all.add(thread)
         self._starting.add(thread)
         return thread
 
