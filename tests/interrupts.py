@@ -1,5 +1,33 @@
-"""What the ``ctrl_c`` fixture (tests/conftest.py) makes SIGINT raise in the main thread."""
+"""What the ``ctrl_c`` fixture (tests/conftest.py) makes SIGINT raise in the main thread, and a
+stand-in that raises it at one chosen call."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
 
 
 class Interrupted(BaseException):
     """Raised by the ``ctrl_c`` fixture's SIGINT handler (a KeyboardInterrupt would stop pytest)."""
+
+
+class InterruptOnce:
+    """Stands in for a function: its first call on the main thread raises :class:`Interrupted`
+    instead of running it (where Ctrl-C would land); every other call runs it. ``fired``: the
+    interrupt was raised. Set it on a class, as a method, with ``monkeypatch.setattr``: it
+    is a plain function there (``self`` arrives as the first argument)."""
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real = real
+        self.fired = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.fired and threading.current_thread() is threading.main_thread():
+            self.fired = True
+            raise Interrupted
+        return self.real(*args, **kwargs)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Any]:
+        return self if instance is None else functools.partial(self, instance)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from combining_workers import OrderLog, commit_behind_its_back
-from interrupts import Interrupted
+from interrupts import Interrupted, InterruptOnce
 from test_combining import foreign_box, init_switchable, post_adds
 from test_review_cancellation import HANG, Gate
 
@@ -98,19 +98,11 @@ def test_ctrl_c_while_run_async_hands_its_drain_to_the_pool_leaves_the_actor_usa
     gate = Gate.get_or_create("g")
     gate.add.run("before")
     runtime = vc.get_runtime()
-    real = runtime.executor.submit
-    armed = [True]
-
-    def interrupted_submit(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if armed and threading.current_thread() is threading.main_thread():
-            armed.clear()
-            raise Interrupted
-        return real(fn, *args, **kwargs)
-
+    interrupted_submit = InterruptOnce(runtime.executor.submit)
     monkeypatch.setattr(runtime.executor, "submit", interrupted_submit)
     with pytest.raises(Interrupted):
         gate.add.run_async("lost")
-    assert not armed
+    assert interrupted_submit.fired
     try:
         assert gate.add.run_async("after").result(HANG / 4) == 2
         assert gate.applied.run() == ["before", "after"]
@@ -132,19 +124,11 @@ def test_ctrl_c_as_run_takes_the_actor_leaves_the_actor_to_the_next_call(
     store_spec.init(settings=vc.Settings(storage="", deadline=5.0, commit_timeout=5.0))
     gate = Gate.get_or_create("g")
     gate.add.run("before")
-    real = core_module.ActorCore._drain
-    armed = [True]
-
-    def interrupted_drain(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if armed and threading.current_thread() is threading.main_thread():
-            armed.clear()
-            raise Interrupted
-        return real(self, *args, **kwargs)
-
+    interrupted_drain = InterruptOnce(core_module.ActorCore._drain)
     monkeypatch.setattr(core_module.ActorCore, "_drain", interrupted_drain)
     with pytest.raises(Interrupted):
         gate.add.run("lost")
-    assert not armed
+    assert interrupted_drain.fired
     assert gate.add.run("after") == 2
     assert gate.applied.run() == ["before", "after"]
 
