@@ -8,6 +8,7 @@ apply; two deletes commit one tombstone; a compaction beside a delete keeps the 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import pickle
@@ -29,7 +30,7 @@ from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.keys import actor_prefix, posts_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import StepRecord
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.storage import ObjectStore
@@ -349,6 +350,70 @@ def test_a_poster_waiting_for_a_fold_when_the_actor_is_deleted_hears_deleted(spe
     fresh = Account.get_or_create("acct-12")
     fresh.add.run("new/0")
     assert fresh.applied.run() == ["new/0"]
+
+
+class LosesOnceThen:
+    """Patches ``ActorLog.put_step`` for tombstones: the first loses a race (a racer's step is
+    put first, so the delete takes the folder lease over), the second ends as ``then`` says:
+    an outcome never learned, or a put that never answers (cancelled by the caller)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, base: StepRecord, then: str) -> None:
+        self.base = base
+        self.then = then
+        self.tombstone_puts = 0
+        self.real = ActorLog.put_step
+        patch = self.put_step
+
+        async def put_step(log: ActorLog, record: StepRecord) -> bool:
+            return await patch(log, record)
+
+        monkeypatch.setattr(ActorLog, "put_step", put_step)
+
+    async def put_step(self, log: ActorLog, record: StepRecord) -> bool:
+        if not is_deleted(record):
+            return await self.real(log, record)
+        self.tombstone_puts += 1
+        if self.tombstone_puts == 1:
+            racer = dataclasses.replace(self.base, step=record.step, parent=record.step - 1, writer="racer")
+            await self.real(log, racer)
+            return await self.real(log, record)  # StepTakenError: the racer's step is there
+        if self.then == "unknown":
+            raise vc.CommitOutcomeUnknownError(log.actor_id, record.step, "its answer was lost")
+        await asyncio.sleep(3600)  # never answers: the caller gives up and cancels
+        raise AssertionError("not cancelled")
+
+
+@pytest.mark.parametrize("then", ["unknown", "cancelled"])
+def test_a_delete_that_ends_in_an_error_gives_back_the_folder_lease_it_took_over(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """A delete that lost a race takes the folder lease over (so a folder stops winning); if
+    its next put then ends in an error (an outcome it cannot learn, or the caller gives up and
+    cancels it), the lease is given back: posters would otherwise wait out ``lease_seconds``
+    before anyone folds their calls."""
+    runtime = init(spec, lease_seconds=600.0)
+    Account.get_or_create("acct-15").add.run("me/0")
+    puts = LosesOnceThen(monkeypatch, newest(runtime, "acct-15"), then)
+    deleting = delete(runtime.log("acct-15"), runtime.settings)
+    if then == "unknown":
+        with pytest.raises(vc.CommitOutcomeUnknownError):
+            _sync.sync(deleting, 60)
+    else:
+        with pytest.raises(_sync.BridgeTimeout):
+            _sync.sync(deleting, 5)
+    assert puts.tombstone_puts == 2, "the delete never took the lease and tried again"
+    leases = LeaseStore(runtime.store, "acct-15", runtime.settings.signing_key)
+    deadline = time.monotonic() + 30
+    lease = _sync.sync(leases.read())
+    while lease.valid() and time.monotonic() < deadline:  # (a cancelled delete releases on its loop)
+        time.sleep(0.02)
+        lease = _sync.sync(leases.read())
+    assert lease.holder, "the delete never took the lease over"
+    assert not lease.valid(), (
+        f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+    )
+    monkeypatch.undo()
+    assert vc.delete_actor("acct-15") is True  # (the first made no tombstone: the racer won)
 
 
 # -- beside compaction, and after -----------------------------------------------------------------

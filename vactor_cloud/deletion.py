@@ -172,47 +172,53 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
     if base is None:
         raise ActorNotFoundError(log.actor_id, log.store.describe())
     attempt = 0
-    while True:
-        if is_deleted(base):
-            return None
-        now = time.time()
-        folded, done = await _pending_posts(box, base, now)
-        record = _tombstone(log, base, folded, now)
-        try:
-            await log.put_step(record)
-            # (Late, past fresh_window: a compaction may have freed the number meanwhile.)
-            committed = (
-                time.monotonic() - validated <= settings.fresh_window or await log.resolve_late_commit(record)
-            )
-        except StepTakenError as lost:
-            validated = time.monotonic()
-            base, _ = await log.probe_from(lost.winner)
-            committed = False
-        except StepCompactedError:
-            committed = False
-        if committed:
-            await lease.release(record.step)
-            await _clear_posts(box, [p.key for p in folded] + done)
-            # (A hint: a load then reads the tombstone first, not the steps before it.)
-            with contextlib.suppress(StorageError):
-                await log.advance_head(record.step, record.class_ref, head)
-            return record
-        attempt += 1
-        if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
-            await lease.release(base.step)
-            raise CommitConflictError(log.actor_id, attempt)
-        # Lost a race: a folder (or racers) keep committing. A delete cannot be posted, so
-        # it takes the folder lease over: the holder's renewal fails and it stops folding,
-        # the others post behind our lease, and the tombstone (failing their posts) wins.
-        await lease.take(base.step)
-        if not is_deleted(base):
-            await asyncio.sleep(retry_pause(attempt))
-        if base.step < record.step:  # (not caught up by a probe: find the newest again)
-            validated = time.monotonic()
-            newest = await log.load_latest(None)
-            if newest is None:
-                raise ActorNotFoundError(log.actor_id, log.store.describe())
-            base = newest
+    try:
+        while True:
+            if is_deleted(base):
+                return None
+            now = time.time()
+            folded, done = await _pending_posts(box, base, now)
+            record = _tombstone(log, base, folded, now)
+            try:
+                await log.put_step(record)
+                # (Late, past fresh_window: a compaction may have freed the number meanwhile.)
+                committed = (
+                    time.monotonic() - validated <= settings.fresh_window
+                    or await log.resolve_late_commit(record)
+                )
+            except StepTakenError as lost:
+                validated = time.monotonic()
+                base, _ = await log.probe_from(lost.winner)
+                committed = False
+            except StepCompactedError:
+                committed = False
+            if committed:
+                await lease.release(record.step)
+                await _clear_posts(box, [p.key for p in folded] + done)
+                # (A hint: a load then reads the tombstone first, not the steps before it.)
+                with contextlib.suppress(StorageError):
+                    await log.advance_head(record.step, record.class_ref, head)
+                return record
+            attempt += 1
+            if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
+                raise CommitConflictError(log.actor_id, attempt)
+            # Lost a race: a folder (or racers) keep committing. A delete cannot be posted, so
+            # it takes the folder lease over: the holder's renewal fails and it stops folding,
+            # the others post behind our lease, and the tombstone (failing their posts) wins.
+            await lease.take(base.step)
+            if not is_deleted(base):
+                await asyncio.sleep(retry_pause(attempt))
+            if base.step < record.step:  # (not caught up by a probe: find the newest again)
+                validated = time.monotonic()
+                newest = await log.load_latest(None)
+                if newest is None:
+                    raise ActorNotFoundError(log.actor_id, log.store.describe())
+                base = newest
+    finally:
+        # Every way out gives a lease taken over back: a commit (released above already), a
+        # conflict, an error, an answer never learned, a cancel (Ctrl-C, a caller's timeout).
+        # Posters would otherwise wait out lease_seconds before anyone folds their calls.
+        await lease.release(base.step)
 
 
 class _DeleterLease:
