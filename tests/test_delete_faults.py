@@ -9,7 +9,9 @@ back a folder lease it took over, and a delete its caller gave up on writes noth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,9 +21,11 @@ from interrupts import Interrupted
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.deletion import is_deleted
-from vactor_cloud.log import StepRecord
+from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.lease import LeaseStore
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.runtime import Runtime, Settings
-from vactor_cloud.testing.faults import HoldOne
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -142,3 +146,108 @@ def test_delete_actor_async_deletes_and_then_says_deleted_already(spec: StoreSpe
     assert asyncio.run(twice()) == (True, False)
     with pytest.raises(vc.ActorDeletedError):
         vc.get_actor("tally-3")
+
+
+# -- answers lost -------------------------------------------------------------------------------
+class LosesFirstRace:
+    """Patches ``ActorLog.put_step``: the first tombstone put loses its race (a racer's step is
+    put first), so the delete takes the folder lease over and tries again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tombstone_puts = 0
+        self.real = ActorLog.put_step
+        patch = self.put_step
+
+        async def put_step(log: ActorLog, record: StepRecord) -> bool:
+            return await patch(log, record)
+
+        monkeypatch.setattr(ActorLog, "put_step", put_step)
+
+    async def put_step(self, log: ActorLog, record: StepRecord) -> bool:
+        if is_deleted(record):
+            self.tombstone_puts += 1
+            if self.tombstone_puts == 1:
+                base = await log.read_step(record.step - 1)
+                assert base is not None
+                racer = dataclasses.replace(base, step=record.step, parent=record.step - 1, writer="racer")
+                await self.real(log, racer)
+        return await self.real(log, record)
+
+
+#: faults on the lease object (``actors/<id>/lease``) during a delete that takes it over once:
+#: its gets are the read before the take (1) and a read back after a lost answer (2, ...)
+LEASE_FAULTS = {
+    # the take landed, its answer was lost, and reading it back failed as well
+    "take-answer-lost-unread": (
+        FaultRule("timeout_after", frozenset({"put"}), "/lease", at=(1,)),
+        FaultRule("fail_before", frozenset({"get"}), "/lease", at=(2,)),
+    ),
+}
+
+
+@pytest.mark.parametrize("faults", sorted(LEASE_FAULTS))
+def test_a_delete_whose_lease_writes_lost_their_answers_still_gives_the_lease_back(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, faults: str
+) -> None:
+    """The delete loses a race and takes the folder lease over; the answer of that write (or
+    of the release) is lost. The delete commits one tombstone, says True, and the lease is
+    released: a take whose outcome it never learned was left held for ``lease_seconds``, and
+    posters waited that long before anyone folded their calls."""
+    runtime = init(spec, lease_seconds=600.0)
+    store = FaultyStore(runtime.store, FaultConfig(rules=LEASE_FAULTS[faults]))
+    runtime.store = store
+    Tally.get_or_create("tally-4").add.run("a")
+    puts = LosesFirstRace(monkeypatch)
+    assert vc.delete_actor("tally-4") is True
+    assert puts.tombstone_puts == 2, "the delete never lost its first race"
+    assert sum(store.injected.values()) == len(LEASE_FAULTS[faults]), store.injected
+    monkeypatch.undo()
+    assert tombstones(runtime, "tally-4") == [3]
+    lease = _sync.sync(LeaseStore(runtime.store, "tally-4", runtime.settings.signing_key).read())
+    assert lease.holder, "the delete never took the lease over"
+    assert not lease.valid(), (
+        f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+    )
+
+
+class TombstoneAnswerLost(FaultyStore):
+    """The first tombstone-sized step put lands and its answer is lost; then every read of a
+    step fails, until ``heal``: the delete cannot learn whether its tombstone landed."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.tripped = False
+        self.healed = False
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if self.healed or "/steps/" not in key:
+            return await run()
+        if operation == "put" and not self.tripped:
+            await run()
+            self.tripped = True
+            raise StorageTimeoutError(f"{key}: put got no answer (injected)", key, write_in_flight=True)
+        if operation == "get" and self.tripped:
+            raise RetryableStorageError(f"{key}: get failed (injected)", key)
+        return await run()
+
+
+def test_a_delete_that_cannot_learn_whether_its_tombstone_landed_says_so_and_what_to_do(
+    spec: StoreSpec,
+) -> None:
+    """The tombstone put's answer is lost and reading the step back keeps failing: the delete
+    raised the last read's StorageError ("get failed"), as if nothing had been tried. It must
+    say the outcome is unknown and what to do; the delete again then says False (deleted
+    already), and there is one tombstone."""
+    init(spec)
+    assert Tally.get_or_create("tally-5").add.run("a") == 1
+    vc.shutdown()
+    runtime = init(spec)  # (a new runtime: its core of the actor reads through the faults)
+    store = TombstoneAnswerLost(runtime.store)
+    runtime.store = store
+    with pytest.raises(vc.CommitOutcomeUnknownError, match="delete_actor again") as unknown:
+        vc.delete_actor("tally-5")
+    assert store.tripped
+    assert unknown.value.step == 2
+    store.healed = True
+    assert vc.delete_actor("tally-5") is False
+    assert tombstones(runtime, "tally-5") == [2]
