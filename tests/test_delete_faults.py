@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pickle
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +26,7 @@ from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
@@ -251,3 +254,59 @@ def test_a_delete_that_cannot_learn_whether_its_tombstone_landed_says_so_and_wha
     store.healed = True
     assert vc.delete_actor("tally-5") is False
     assert tombstones(runtime, "tally-5") == [2]
+
+
+# -- a stalled endpoint ---------------------------------------------------------------------------
+#: phase -> (operation, key fragment held, the request applied before its answer is held,
+#: whether the delete committed before the stall)
+STALLS = {
+    "reading HEAD": ("get", "/HEAD", False, False),
+    "listing the posts": ("list", "/mail/", False, False),
+    "taking the lease over": ("put", "/lease", False, False),
+    "putting the tombstone": ("put", "/steps/", False, False),
+    "the tombstone put's answer": ("put", "/steps/", True, True),
+    "deleting the posts": ("delete", "/mail/", False, True),
+    "moving HEAD": ("put", "/HEAD", False, True),
+}
+
+
+@pytest.mark.parametrize("phase", list(STALLS))
+def test_a_delete_on_a_stalled_endpoint_ends_by_its_deadline_and_a_second_one_tells(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    """One request of the delete never answers: ``delete_actor`` ends by ``Settings.deadline``
+    with a StorageTimeoutError that says what to do (delete again), never hangs; once the
+    endpoint answers again, a second delete says True (the first committed nothing) or False
+    (it had), and there is one tombstone."""
+    operation, fragment, answer_first, committed = STALLS[phase]
+    init(spec)
+    Tally.get_or_create("tally-6").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, deadline=1.5, lease_seconds=600.0)
+    store = HoldOne(runtime.store, operation, fragment, answer_first=answer_first, timeout=120.0)
+    runtime.store = store
+    if fragment == "/mail/":
+        post(runtime, "tally-6", "other/0")
+    if fragment == "/lease":
+        LosesFirstRace(monkeypatch)
+    store.hold()
+    with pytest.raises(vc.StorageTimeoutError, match="delete_actor again"):
+        vc.delete_actor("tally-6")
+    assert store.held.is_set(), f"the delete never sent the {operation} of {fragment}"
+    store.release.set()
+    wait_for(store.ended, "the end of the hold")
+    monkeypatch.undo()
+    assert vc.delete_actor("tally-6") is (not committed)
+    assert len(tombstones(runtime, "tally-6")) == 1
+    lease = _sync.sync(LeaseStore(runtime.store, "tally-6", runtime.settings.signing_key).read())
+    assert not lease.valid(), f"the lease is still held, by {lease.holder}"
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("tally-6")
+
+
+def post(runtime: Runtime, actor_id: str, token: str) -> str:
+    """Another process's posted ``add(token)`` (its own sender id); the call id."""
+    box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
+    call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex)
+    _sync.sync(box.send(box.prepare((call,))))
+    return call.call_id
