@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import multiprocessing
 import pickle
 import threading
 import time
@@ -18,15 +19,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from child_processes import run_to_end
+from delete_fault_workers import Ledger, delete_killed_at
 from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.deletion import is_deleted
+from vactor_cloud.deletion import _pending_posts, is_deleted
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
-from vactor_cloud.posting import PostBox, PostedCall
+from vactor_cloud.posting import PostBox, PostedCall, decode_outcomes
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
@@ -310,3 +313,70 @@ def post(runtime: Runtime, actor_id: str, token: str) -> str:
     call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex)
     _sync.sync(box.send(box.prepare((call,))))
     return call.call_id
+
+
+# -- a deleting process killed --------------------------------------------------------------------
+_PUT = frozenset({"put"})
+#: point -> (the kill, whether the tombstone landed before it). The child loses its first race
+#: (a racer's step put first: step 2), so it holds the folder lease when it is killed.
+KILLS = {
+    "after taking the lease over, before the tombstone put": (
+        FaultRule("crash_after", _PUT, "/lease", at=(1,)),
+        False,
+    ),
+    "after the tombstone landed, before the posts, the lease and HEAD": (
+        FaultRule("crash_after", _PUT, "/steps/", at=(3,)),  # (1: the racer's, 2: the lost one)
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("point", list(KILLS))
+@pytest.mark.usefixtures("runtime_off")
+def test_a_deleting_process_killed_at_each_point_leaves_a_delete_or_none_and_nothing_applied_twice(
+    shared: StoreSpec, point: str
+) -> None:
+    """SIGKILL of a deleting process at each point; then other processes call, post and delete.
+    The actor is deleted or not, as the kill point says; the post pending at the delete is
+    applied at most once, and never after the tombstone nor to the actor created again; the
+    lease the dead deleter held delays nobody past its ``lease_seconds``."""
+    kill, landed = KILLS[point]
+    lease_seconds = 4.0
+    actor_id = f"ledger-{uuid.uuid4().hex[:8]}"
+    Ledger.get_or_create(actor_id).add.run("a")
+    pending = post(vc.get_runtime(), actor_id, "other/0")
+    child = multiprocessing.get_context("spawn").Process(
+        target=delete_killed_at,
+        args=(shared, actor_id, FaultConfig((kill,), name=point).to_json(), lease_seconds),
+    )
+    assert run_to_end([child], 120) == [-9], f"{point}: the kill did not land"
+    runtime = vc.get_runtime()
+    runtime.core(actor_id).forget()
+    lease = _sync.sync(LeaseStore(runtime.store, actor_id, runtime.settings.signing_key).read())
+    assert lease.valid() and lease.expires - time.time() <= lease_seconds, lease  # the dead deleter's
+    assert tombstones(runtime, actor_id) == ([3] if landed else [])
+    if landed:
+        with pytest.raises(vc.ActorDeletedError):
+            vc.get_actor(actor_id)
+        assert vc.delete_actor(actor_id) is False
+    else:
+        assert Ledger.get_or_create(actor_id).add.run("b") >= 2  # (waits out the lease, at most)
+        assert vc.delete_actor(actor_id) is True
+    [tomb] = tombstones(runtime, actor_id)
+    log = runtime.log(actor_id)
+    applied_in = []
+    for step in _sync.sync(log.list_steps()):
+        record = _sync.sync(log.read_step(step))
+        assert record is not None
+        applied_in += [step for call in record.calls if call.call_id == pending and call.ok]
+    assert len(applied_in) <= 1 and all(step < tomb for step in applied_in), applied_in
+    if not applied_in:  # pending at the delete: failed in the tombstone
+        outcome = decode_outcomes(_sync.sync(log.read_step(tomb)).posted)[pending]  # type: ignore[union-attr]
+        assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
+    fresh = Ledger.get_or_create(actor_id)
+    assert fresh.add.run("new/0") == 1
+    assert fresh.applied.run() == ["new/0"]
+    # A post left behind (the deleter died before deleting it) is stale for every later fold.
+    box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
+    left, _ = _sync.sync(_pending_posts(box, newest(runtime, actor_id), time.time()))
+    assert left == [], "a post pending at the delete would be applied to the actor created again"
