@@ -380,3 +380,35 @@ def test_a_deleting_process_killed_at_each_point_leaves_a_delete_or_none_and_not
     box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
     left, _ = _sync.sync(_pending_posts(box, newest(runtime, actor_id), time.time()))
     assert left == [], "a post pending at the delete would be applied to the actor created again"
+
+
+def test_ctrl_c_during_a_delete_holding_the_lease_then_exit_gives_the_lease_back(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """The delete lost a race and took the folder lease over; Ctrl-C lands while its next
+    tombstone put is held, and the program shuts down at once (what Ctrl-C usually ends in).
+    The interrupt reaches the caller, no tombstone is written, and the lease is given back
+    before the runtime is gone: posters would otherwise wait out ``lease_seconds``."""
+    init(spec)
+    Tally.get_or_create("tally-7").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0)
+    store = HoldOne(runtime.store, "put", "/steps/", skip=2)  # (1: the racer's, 2: the lost one)
+    runtime.store = store
+    LosesFirstRace(monkeypatch)
+    store.hold()
+    ctrl_c(store.held)
+    with pytest.raises(Interrupted):
+        vc.delete_actor("tally-7")
+    vc.shutdown()
+    monkeypatch.undo()
+    observer = other_process(spec)
+    try:
+        lease = _sync.sync(LeaseStore(observer.store, "tally-7", observer.settings.signing_key).read())
+        assert lease.holder, "the delete never took the lease over"
+        assert not lease.valid(), (
+            f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+        )
+        assert tombstones(observer, "tally-7") == []
+    finally:
+        observer.close()

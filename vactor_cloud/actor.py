@@ -174,7 +174,9 @@ def delete_actor(actor_id: str) -> bool:
     runtime = get_runtime()
     core = runtime.core(actor_id)
     try:
-        tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
+        # (Ctrl-C: the delete stops, and gives back a folder lease it took over, before the
+        # interrupt goes on: the program it ends shuts the runtime down next.)
+        tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN, settle=_SETTLE)
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
     return tombstone is not None
@@ -231,6 +233,8 @@ async def _until_stopped(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+#: how long an interrupted delete_actor waits for the delete to stop (its lease given back)
+_SETTLE = 5.0
 #: what to do when a delete ran out of time (it may or may not have committed)
 _DELETE_AGAIN = "call delete_actor again: it returns False if the first one committed"
 
