@@ -88,14 +88,24 @@ def wait_for(event: threading.Event, what: str) -> None:
 
 
 # -- a caller that gives up ---------------------------------------------------------------------
-def test_a_cancelled_delete_actor_async_writes_no_tombstone_after_its_cancel(spec: StoreSpec) -> None:
-    """The awaiting task cancels ``delete_actor_async`` while its tombstone put is held: the
-    delete stops there. It went on on a thread of its own, its put landed after the caller
-    had heard "cancelled", and the actor the caller went on using was deleted under it."""
-    runtime = init(spec)
-    store = HoldOne(runtime.store, "put", "/steps/")
-    runtime.store = store
+@pytest.mark.parametrize("lost_race", [False, True], ids=["first-put", "holding-the-lease"])
+def test_a_cancelled_delete_actor_async_writes_no_tombstone_after_its_cancel(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, lost_race: bool
+) -> None:
+    """The awaiting task cancels ``delete_actor_async`` while its tombstone put is held (after
+    a lost race: holding the folder lease it took over): the delete stops there, and has given
+    the lease back by the time the awaiter hears the cancel. It went on on a thread of its own,
+    its put landed after the caller had heard "cancelled", and the actor the caller went on
+    using was deleted under it."""
+    init(spec)
     Tally.get_or_create("tally-1").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0)
+    store = HoldOne(runtime.store, "put", "/steps/", skip=2 if lost_race else 0)
+    runtime.store = store
+    if lost_race:
+        LosesFirstRace(monkeypatch)
+    leases = LeaseStore(runtime.store, "tally-1", runtime.settings.signing_key)
     store.hold()
 
     async def cancel_it() -> None:
@@ -105,19 +115,24 @@ def test_a_cancelled_delete_actor_async_writes_no_tombstone_after_its_cancel(spe
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        lease = await asyncio.wrap_future(_sync.submit(leases.read()))
+        assert lease.holder or not lost_race, "the delete never took the lease over"
+        assert not lease.valid(), (
+            f"the lease is still held, by {lease.holder}, as the cancel reached its caller"
+        )
         store.release.set()  # the caller heard "cancelled": the endpoint answers again
 
     asyncio.run(cancel_it())
     wait_for(store.ended, "the end of the hold")
     vc.shutdown()  # (waits for what still runs: a delete that went on after its cancel)
+    monkeypatch.undo()
     observer = other_process(spec)
     try:
         assert tombstones(observer, "tally-1") == [], "the cancelled delete committed after its cancel"
-        assert observer.log("tally-1") is not None
     finally:
         observer.close()
     init(spec)
-    assert Tally.get_or_create("tally-1").add.run("b") == 2
+    assert Tally.get_or_create("tally-1").add.run("b") >= 2
 
 
 def test_ctrl_c_during_delete_actor_reaches_the_caller_and_writes_nothing(
