@@ -203,6 +203,8 @@ LEASE_FAULTS = {
         FaultRule("timeout_after", frozenset({"put"}), "/lease", at=(1,)),
         FaultRule("fail_before", frozenset({"get"}), "/lease", at=(2,)),
     ),
+    # the release failed before it was sent, once (a transient error)
+    "release-failed-once": (FaultRule("fail_before", frozenset({"put"}), "/lease", at=(2,)),),
 }
 
 

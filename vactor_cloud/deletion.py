@@ -35,6 +35,7 @@ from vactor_cloud.errors import (
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    RetryableStorageError,
     StorageError,
 )
 from vactor_cloud.lease import Lease, LeaseStore
@@ -71,6 +72,8 @@ DELETE_CALL = "__vactor_delete__"
 #: the ``extra`` keys a tombstone, and the creation after it, carry forward (the post cursor:
 #: without it, a post applied before the delete and left behind would apply again)
 _CARRIED = (POST_CURSOR, POST_FLOOR)
+#: tries of a folder lease's release that failed with a transient error
+_RELEASE_TRIES = 3
 #: outcomes in the earlier encoding are written beside the new one while this small
 _LEGACY_MAX = 4096
 
@@ -275,14 +278,20 @@ class _DeleterLease:
         never learned: read back, it is ours if it names us): posters waiting take it over
         and fold. Left held, they waited ``lease_seconds`` before anyone folded their calls."""
         held, self.held = self.held, None
-        with contextlib.suppress(StorageError):
-            if held is None and self.maybe:
-                found = await self.leases.read()
-                if found.holder == self.sender and found.valid():
-                    held = found
-            self.maybe = False
-            if held is not None:
-                await self.leases.write(held, self.sender, 0, step)
+        for attempt in range(_RELEASE_TRIES):  # (a transient error retried: one request, cheap)
+            try:
+                if held is None and self.maybe:
+                    found = await self.leases.read()
+                    if found.holder == self.sender and found.valid():
+                        held = found
+                self.maybe = False
+                if held is not None:
+                    await self.leases.write(held, self.sender, 0, step)
+                return
+            except RetryableStorageError:
+                await asyncio.sleep(retry_pause(attempt))
+            except StorageError:
+                return  # (left held: it expires after lease_seconds)
 
 
 async def _clear_posts(box: PostBox, keys: list[str]) -> None:
