@@ -27,6 +27,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.deletion import _pending_posts, is_deleted
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, decode_outcomes
@@ -429,3 +430,33 @@ def test_ctrl_c_during_a_delete_holding_the_lease_then_exit_gives_the_lease_back
         assert tombstones(observer, "tally-7") == []
     finally:
         observer.close()
+
+
+#: a request of the delete applied, its answer lost
+ANSWERS_LOST = {
+    "the tombstone put": FaultRule("lost_response", _PUT, "/steps/", at=(1,)),
+    "the post delete": FaultRule("lost_response", frozenset({"delete"}), "/mail/", at=(1,)),
+}
+
+
+@pytest.mark.parametrize("request_", list(ANSWERS_LOST))
+def test_a_delete_whose_answer_was_lost_says_true_once_with_one_tombstone(
+    spec: StoreSpec, request_: str
+) -> None:
+    """The tombstone put (or the delete of the post it failed) lands and its answer is lost:
+    the delete says True (it committed), a second says False, there is one tombstone, and the
+    post pending at the delete is failed in it and gone."""
+    runtime = init(spec)
+    Tally.get_or_create("tally-8").add.run("a")
+    vc.shutdown()
+    runtime = init(spec)
+    store = FaultyStore(runtime.store, FaultConfig(rules=(ANSWERS_LOST[request_],)))
+    runtime.store = store
+    pending = post(runtime, "tally-8", "other/0")
+    assert vc.delete_actor("tally-8") is True
+    assert store.injected["lost_response"] == 1
+    assert vc.delete_actor("tally-8") is False
+    assert len(tombstones(runtime, "tally-8")) == 1
+    outcome = decode_outcomes(newest(runtime, "tally-8").posted)[pending]
+    assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
+    assert _sync.sync(runtime.store.list(posts_prefix("tally-8"))) == []
