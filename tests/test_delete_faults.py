@@ -460,3 +460,51 @@ def test_a_delete_whose_answer_was_lost_says_true_once_with_one_tombstone(
     outcome = decode_outcomes(newest(runtime, "tally-8").posted)[pending]
     assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
     assert _sync.sync(runtime.store.list(posts_prefix("tally-8"))) == []
+
+
+def test_a_cancelled_delete_actor_async_whose_lease_release_stalls_still_ends_soon(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while it holds the folder lease, the delete gives the lease back; when that
+    release never answers, the cancel reaches the awaiter all the same, without waiting for
+    it (nor for ``Settings.deadline``, which ends it later)."""
+    init(spec)
+    Tally.get_or_create("tally-9").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0, deadline=120.0)
+    store = HoldOne(runtime.store, "put", "/lease", skip=1, timeout=120.0)  # (the release)
+    runtime.store = store
+    real = ActorLog.put_step
+    second = threading.Event()
+    tries: list[int] = []
+
+    async def put_step(log: ActorLog, record: StepRecord) -> bool:
+        if not is_deleted(record):
+            return await real(log, record)
+        tries.append(record.step)
+        if len(tries) == 1:  # the first loses a race: the delete takes the lease over
+            base = await log.read_step(record.step - 1)
+            assert base is not None
+            racer = dataclasses.replace(base, step=record.step, parent=record.step - 1, writer="r")
+            await real(log, racer)
+            return await real(log, record)
+        second.set()
+        await asyncio.sleep(3600)  # the second never answers
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(ActorLog, "put_step", put_step)
+    store.hold()
+
+    async def cancel_it() -> None:
+        task = asyncio.ensure_future(vc.delete_actor_async("tally-9"))
+        assert await asyncio.to_thread(second.wait, 60), "the delete never tried again"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert store.held.is_set(), "the delete never released the lease"
+        assert not store.ended.is_set(), "the cancel waited for the stalled release to end"
+
+    try:
+        asyncio.run(cancel_it())
+    finally:
+        store.release.set()

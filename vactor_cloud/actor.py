@@ -200,7 +200,8 @@ async def delete_actor_async(actor_id: str) -> bool:
 
 async def _until_stopped(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the IO loop and await it from any loop. Cancelled, it cancels ``coro``
-    and waits for it to stop (its ``finally`` blocks run) before the cancel goes on: a write
+    and waits for it to stop (its ``finally`` blocks run; ``_SETTLE`` seconds at most) before
+    the cancel goes on: a write
     made after its caller heard "cancelled" would be one nobody expects (``asyncio.to_thread``
     of the blocking twin left it running on its thread, up to ``Settings.deadline``)."""
     loop = _sync.get_loop()
@@ -228,8 +229,10 @@ async def _until_stopped(coro: Coroutine[Any, Any, T]) -> T:
         return await asyncio.shield(asyncio.wrap_future(ended))
     except asyncio.CancelledError:
         loop.call_soon_threadsafe(cancel)
+        # (Bounded as an interrupted ``delete_actor``'s wait: a stalled request in its
+        # ``finally`` (a lease release) ends later, by ``Settings.deadline``, unwaited for.)
         with contextlib.suppress(BaseException):
-            await asyncio.wrap_future(ended)
+            await asyncio.wait([asyncio.wrap_future(ended)], timeout=_SETTLE)
         raise
 
 
