@@ -508,3 +508,31 @@ def test_a_cancelled_delete_actor_async_whose_lease_release_stalls_still_ends_so
         asyncio.run(cancel_it())
     finally:
         store.release.set()
+
+
+def test_ctrl_c_while_the_lease_take_is_answered_still_gives_the_lease_back(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C lands while the delete's take of the folder lease has landed and its answer is
+    on its way: the delete never learns it holds the lease, and left it held for
+    ``lease_seconds``. The release at its end reads the lease back and gives it up."""
+    init(spec)
+    Tally.get_or_create("tally-10").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0)
+    store = HoldOne(runtime.store, "put", "/lease", answer_first=True)
+    runtime.store = store
+    LosesFirstRace(monkeypatch)
+    store.hold()
+    ctrl_c(store.held)
+    with pytest.raises(Interrupted):
+        vc.delete_actor("tally-10")
+    store.release.set()
+    monkeypatch.undo()
+    lease = _sync.sync(LeaseStore(runtime.store, "tally-10", runtime.settings.signing_key).read())
+    assert lease.holder, "the delete never took the lease over"
+    assert not lease.valid(), (
+        f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+    )
+    assert tombstones(runtime, "tally-10") == []
+    assert vc.delete_actor("tally-10") is True
