@@ -109,6 +109,7 @@ def sync(
     *,
     eager: bool = False,
     tracker: set[_Waiter] | None = None,
+    settle: float = 0.0,
 ) -> T:
     """Run ``coro`` on the IO loop and wait for its result from a plain thread.
 
@@ -126,6 +127,10 @@ def sync(
 
     ``tracker``: the call is in this set while it waits, so that its owner can
     :func:`cancel` it (at shutdown); a call cancelled so raises :class:`BridgeCancelled`.
+
+    ``settle``: after an interrupt, wait up to this long for the cancelled coroutine to stop
+    (its ``finally`` blocks to run: a lease given back) before the interrupt goes on; the
+    program that Ctrl-C ends would otherwise shut the runtime down under them.
     """
     if in_loop_thread():
         coro.close()
@@ -137,8 +142,10 @@ def sync(
     waiter = _Waiter()
     if tracker is not None:
         tracker.add(waiter)
+    started = False
     try:
         loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
+        started = True
         finished = waiter.done.acquire(timeout=-1 if timeout is None else timeout)
     except BaseException:
         # Interrupted (Ctrl-C: KeyboardInterrupt, or a signal handler's exception), even
@@ -147,6 +154,8 @@ def sync(
         loop.call_soon_threadsafe(waiter.cancel)
         if tracker is not None:
             tracker.discard(waiter)
+        if started and settle > 0:
+            waiter.done.acquire(timeout=settle)
         raise
     if not finished:
         loop.call_soon_threadsafe(waiter.cancel)

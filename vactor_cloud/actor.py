@@ -9,8 +9,10 @@ same way as the local one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
@@ -172,17 +174,70 @@ def delete_actor(actor_id: str) -> bool:
     runtime = get_runtime()
     core = runtime.core(actor_id)
     try:
-        tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
+        # (Ctrl-C: the delete stops, and gives back a folder lease it took over, before the
+        # interrupt goes on: the program it ends shuts the runtime down next.)
+        tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN, settle=_SETTLE)
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
     return tombstone is not None
 
 
 async def delete_actor_async(actor_id: str) -> bool:
-    """Async twin of :func:`delete_actor`; awaitable from any event loop."""
-    return await asyncio.to_thread(delete_actor, actor_id)
+    """Async twin of :func:`delete_actor`; awaitable from any event loop.
+
+    Cancelled by its awaiting task, the delete stops (giving back a folder lease it took
+    over) before the cancel reaches the awaiter: it makes no request after. A tombstone put
+    already sent may have landed: ``delete_actor`` again returns False if it did."""
+    runtime = get_runtime()
+    core = runtime.core(actor_id)
+    try:
+        deleting = runtime.bounded(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
+        tombstone = await _until_stopped(deleting)
+    finally:
+        core.forget()
+    return tombstone is not None
 
 
+async def _until_stopped(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the IO loop and await it from any loop. Cancelled, it cancels ``coro``
+    and waits for it to stop (its ``finally`` blocks run; ``_SETTLE`` seconds at most) before
+    the cancel goes on: a write
+    made after its caller heard "cancelled" would be one nobody expects (``asyncio.to_thread``
+    of the blocking twin left it running on its thread, up to ``Settings.deadline``)."""
+    loop = _sync.get_loop()
+    ended: concurrent.futures.Future[T] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[T]] = []
+
+    def settle(task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            ended.cancel()
+        elif (error := task.exception()) is not None:
+            ended.set_exception(error)
+        else:
+            ended.set_result(task.result())
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(settle)
+        tasks.append(task)
+
+    def cancel() -> None:  # (runs after ``start``: the loop runs its callbacks in order)
+        tasks[0].cancel()
+
+    loop.call_soon_threadsafe(start)
+    try:
+        return await asyncio.shield(asyncio.wrap_future(ended))
+    except asyncio.CancelledError:
+        loop.call_soon_threadsafe(cancel)
+        # (Bounded as an interrupted ``delete_actor``'s wait: a stalled request in its
+        # ``finally`` (a lease release) ends later, by ``Settings.deadline``, unwaited for.)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([asyncio.wrap_future(ended)], timeout=_SETTLE)
+        raise
+
+
+#: how long an interrupted delete_actor waits for the delete to stop (its lease given back)
+_SETTLE = 5.0
 #: what to do when a delete ran out of time (it may or may not have committed)
 _DELETE_AGAIN = "call delete_actor again: it returns False if the first one committed"
 

@@ -34,6 +34,8 @@ from vactor_cloud.errors import (
     ActorDeletedError,
     ActorNotFoundError,
     CommitConflictError,
+    CommitOutcomeUnknownError,
+    RetryableStorageError,
     StorageError,
 )
 from vactor_cloud.lease import Lease, LeaseStore
@@ -70,6 +72,8 @@ DELETE_CALL = "__vactor_delete__"
 #: the ``extra`` keys a tombstone, and the creation after it, carry forward (the post cursor:
 #: without it, a post applied before the delete and left behind would apply again)
 _CARRIED = (POST_CURSOR, POST_FLOOR)
+#: tries of a folder lease's release that failed with a transient error
+_RELEASE_TRIES = 3
 #: outcomes in the earlier encoding are written beside the new one while this small
 _LEGACY_MAX = 4096
 
@@ -162,7 +166,9 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
     earlier delete, or by one that won the race for the same step). Raises
     ``ActorNotFoundError`` for an id that never held an actor, and
     ``CommitConflictError`` (nothing committed) if writers kept winning the race
-    for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``.
+    for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``, and
+    ``CommitOutcomeUnknownError`` when a tombstone was sent and whether it landed could
+    not be learned (a delete again tells). Other storage errors: nothing committed.
     """
     box = PostBox(log.store, log.actor_id, log.signing_key)
     lease = _DeleterLease(LeaseStore(log.store, log.actor_id, log.signing_key), box.sender, settings)
@@ -192,6 +198,8 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
                 committed = False
             except StepCompactedError:
                 committed = False
+            except (StorageError, CommitOutcomeUnknownError) as exc:
+                raise _outcome_unknown(log, record, exc) from exc
             if committed:
                 await lease.release(record.step)
                 await _clear_posts(box, [p.key for p in folded] + done)
@@ -221,18 +229,33 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
         await lease.release(base.step)
 
 
+def _outcome_unknown(log: ActorLog, record: StepRecord, exc: Exception) -> CommitOutcomeUnknownError:
+    """The tombstone ``record`` was put and whether it landed is not known (its answer lost,
+    and reading the step back failed too; or a compaction took the number meanwhile)."""
+    return CommitOutcomeUnknownError(
+        log.actor_id,
+        record.step,
+        f"the delete's tombstone (step {record.step}) was sent and whether it landed is not "
+        f"known ({exc}); call delete_actor again: it returns False if this delete committed",
+    )
+
+
 class _DeleterLease:
     """The folder lease, taken over by a delete that lost a race (whoever held it), and given up
     once the delete is done. A hint, like every lease: nothing depends on it but progress (a
     holder folding without pause would win every race against a delete, which cannot post)."""
 
-    __slots__ = ("held", "leases", "sender", "settings", "taken_at")
+    __slots__ = ("held", "leases", "maybe", "sender", "settings", "taken_at")
 
     def __init__(self, leases: LeaseStore, sender: str, settings: Settings) -> None:
         self.leases = leases
+        #: ours alone (a fresh post sender per delete): a lease in this name is this delete's
         self.sender = sender
         self.settings = settings
         self.held: Lease | None = None
+        #: a write of ours whose outcome we never learned (its answer lost, the read back
+        #: failed too): the lease may be ours without our knowing its version
+        self.maybe = False
         self.taken_at = -math.inf
 
     async def take(self, step: int) -> None:
@@ -243,18 +266,32 @@ class _DeleterLease:
         with contextlib.suppress(StorageError):
             seen = self.held if self.held is not None else await self.leases.read()
             started = time.monotonic()
+            self.maybe = True
             self.held = await self.leases.write(seen, self.sender, seconds, step)
+            self.maybe = False
             if self.held is None:  # changed since we read it: read it and take it next time
                 return
             self.taken_at = started
 
     async def release(self, step: int) -> None:
-        """Give the lease up (``expires`` 0), if we hold it: posters waiting take it over and fold."""
-        if self.held is None:
-            return
+        """Give the lease up (``expires`` 0), if we hold it, or may (a take whose outcome we
+        never learned: read back, it is ours if it names us): posters waiting take it over
+        and fold. Left held, they waited ``lease_seconds`` before anyone folded their calls."""
         held, self.held = self.held, None
-        with contextlib.suppress(StorageError):
-            await self.leases.write(held, self.sender, 0, step)
+        for attempt in range(_RELEASE_TRIES):  # (a transient error retried: one request, cheap)
+            try:
+                if held is None and self.maybe:
+                    found = await self.leases.read()
+                    if found.holder == self.sender and found.valid():
+                        held = found
+                self.maybe = False
+                if held is not None:
+                    await self.leases.write(held, self.sender, 0, step)
+                return
+            except RetryableStorageError:
+                await asyncio.sleep(retry_pause(attempt))
+            except StorageError:
+                return  # (left held: it expires after lease_seconds)
 
 
 async def _clear_posts(box: PostBox, keys: list[str]) -> None:

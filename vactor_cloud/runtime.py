@@ -489,16 +489,19 @@ class Runtime:
         self._closer: threading.Event | None = None
 
     # -- the cores' environment -----------------------------------------------------------
-    def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+    def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "", settle: float = 0.0) -> T:
         """Run ``coro`` on the IO loop and wait for it, at most ``Settings.deadline`` seconds
-        (then ``StorageTimeoutError``, ending with ``hint``: what to do about it)."""
+        (then ``StorageTimeoutError``, ending with ``hint``: what to do about it). Interrupted
+        (Ctrl-C), wait up to ``settle`` seconds for the cancelled ``coro`` to stop."""
         deadline = self.settings.deadline
         if self.stopped:
             coro.close()
             raise self._stopped_error()
         token = self._work.begin(threading.get_ident())
         try:
-            return _sync.sync(coro, timeout=deadline, eager=self._eager, tracker=self._in_flight)
+            return _sync.sync(
+                coro, timeout=deadline, eager=self._eager, tracker=self._in_flight, settle=settle
+            )
         except _sync.BridgeCancelled:
             raise self._stopped_error() from None
         except _sync.BridgeTimeout:

@@ -1,0 +1,538 @@
+"""Deleting an actor (``vc.delete_actor``) under faults: a caller that gives up (a cancelled
+``delete_actor_async``, Ctrl-C), requests whose answers are lost, a stalled endpoint, and a
+deleting process killed at each point of the delete.
+
+Each test attacks one promise: a delete reports what happened (True, False, or an error that
+says it may have committed and what to do), ends by its deadline, writes one tombstone, gives
+back a folder lease it took over, and a delete its caller gave up on writes nothing after."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from child_processes import run_to_end
+from delete_fault_workers import Ledger, delete_killed_at
+from interrupts import Interrupted
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.deletion import _pending_posts, is_deleted
+from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.keys import posts_prefix
+from vactor_cloud.lease import LeaseStore
+from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.posting import PostBox, PostedCall, decode_outcomes
+from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    yield store_spec
+    vc.shutdown()
+
+
+def init(spec: StoreSpec, **settings: Any) -> Runtime:
+    spec.init(settings=vc.Settings(storage="", **settings))
+    return vc.get_runtime()
+
+
+def other_process(spec: StoreSpec, **settings: Any) -> Runtime:
+    """Another process on the same store (a runtime of its own)."""
+    return Runtime(Settings(storage=spec.url, storage_options=spec.options, **settings))
+
+
+def tombstones(runtime: Runtime, actor_id: str) -> list[int]:
+    log = runtime.log(actor_id)
+    found = []
+    for step in _sync.sync(log.list_steps()):
+        record = _sync.sync(log.read_step(step))
+        if record is not None and is_deleted(record):
+            found.append(step)
+    return found
+
+
+def newest(runtime: Runtime, actor_id: str) -> StepRecord:
+    record = _sync.sync(runtime.log(actor_id).load_latest(None))
+    assert record is not None
+    return record
+
+
+def wait_for(event: threading.Event, what: str) -> None:
+    assert event.wait(60), f"{what} never happened"
+
+
+# -- a caller that gives up ---------------------------------------------------------------------
+@pytest.mark.parametrize("lost_race", [False, True], ids=["first-put", "holding-the-lease"])
+def test_a_cancelled_delete_actor_async_writes_no_tombstone_after_its_cancel(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, lost_race: bool
+) -> None:
+    """The awaiting task cancels ``delete_actor_async`` while its tombstone put is held (after
+    a lost race: holding the folder lease it took over): the delete stops there, and has given
+    the lease back by the time the awaiter hears the cancel. It went on on a thread of its own,
+    its put landed after the caller had heard "cancelled", and the actor the caller went on
+    using was deleted under it."""
+    init(spec)
+    Tally.get_or_create("tally-1").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0)
+    store = HoldOne(runtime.store, "put", "/steps/", skip=2 if lost_race else 0)
+    runtime.store = store
+    if lost_race:
+        LosesFirstRace(monkeypatch)
+    leases = LeaseStore(runtime.store, "tally-1", runtime.settings.signing_key)
+    store.hold()
+
+    async def cancel_it() -> None:
+        task = asyncio.ensure_future(vc.delete_actor_async("tally-1"))
+        held = await asyncio.to_thread(store.held.wait, 60)
+        assert held, "the tombstone put was never sent"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        lease = await asyncio.wrap_future(_sync.submit(leases.read()))
+        assert lease.holder or not lost_race, "the delete never took the lease over"
+        assert not lease.valid(), (
+            f"the lease is still held, by {lease.holder}, as the cancel reached its caller"
+        )
+        store.release.set()  # the caller heard "cancelled": the endpoint answers again
+
+    asyncio.run(cancel_it())
+    wait_for(store.ended, "the end of the hold")
+    vc.shutdown()  # (waits for what still runs: a delete that went on after its cancel)
+    monkeypatch.undo()
+    observer = other_process(spec)
+    try:
+        assert tombstones(observer, "tally-1") == [], "the cancelled delete committed after its cancel"
+    finally:
+        observer.close()
+    init(spec)
+    assert Tally.get_or_create("tally-1").add.run("b") >= 2
+
+
+def test_ctrl_c_during_delete_actor_reaches_the_caller_and_writes_nothing(
+    spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C while the tombstone put is held: the interrupt reaches the caller at once, the
+    put is never sent (the delete stops with its caller), and a second delete deletes."""
+    runtime = init(spec)
+    store = HoldOne(runtime.store, "put", "/steps/")
+    runtime.store = store
+    Tally.get_or_create("tally-2").add.run("a")
+    store.hold()
+    ctrl_c(store.held)
+    with pytest.raises(Interrupted):
+        vc.delete_actor("tally-2")
+    wait_for(store.ended, "the end of the hold (cancelled with the delete)")
+    assert not store.release.is_set()
+    assert tombstones(runtime, "tally-2") == []
+    assert Tally.get_or_create("tally-2").add.run("b") == 2
+    assert vc.delete_actor("tally-2") is True
+    assert vc.delete_actor("tally-2") is False
+    assert len(tombstones(runtime, "tally-2")) == 1
+
+
+def test_delete_actor_async_deletes_and_then_says_deleted_already(spec: StoreSpec) -> None:
+    init(spec)
+    Tally.get_or_create("tally-3").add.run("a")
+
+    async def twice() -> tuple[bool, bool]:
+        return await vc.delete_actor_async("tally-3"), await vc.delete_actor_async("tally-3")
+
+    assert asyncio.run(twice()) == (True, False)
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("tally-3")
+
+
+# -- answers lost -------------------------------------------------------------------------------
+class LosesFirstRace:
+    """Patches ``ActorLog.put_step``: the first tombstone put loses its race (a racer's step is
+    put first), so the delete takes the folder lease over and tries again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tombstone_puts = 0
+        self.real = ActorLog.put_step
+        patch = self.put_step
+
+        async def put_step(log: ActorLog, record: StepRecord) -> bool:
+            return await patch(log, record)
+
+        monkeypatch.setattr(ActorLog, "put_step", put_step)
+
+    async def put_step(self, log: ActorLog, record: StepRecord) -> bool:
+        if is_deleted(record):
+            self.tombstone_puts += 1
+            if self.tombstone_puts == 1:
+                base = await log.read_step(record.step - 1)
+                assert base is not None
+                racer = dataclasses.replace(base, step=record.step, parent=record.step - 1, writer="racer")
+                await self.real(log, racer)
+        return await self.real(log, record)
+
+
+#: faults on the lease object (``actors/<id>/lease``) during a delete that takes it over once:
+#: its gets are the read before the take (1) and a read back after a lost answer (2, ...)
+LEASE_FAULTS = {
+    # the take landed, its answer was lost, and reading it back failed as well
+    "take-answer-lost-unread": (
+        FaultRule("timeout_after", frozenset({"put"}), "/lease", at=(1,)),
+        FaultRule("fail_before", frozenset({"get"}), "/lease", at=(2,)),
+    ),
+    # the release failed before it was sent, once (a transient error)
+    "release-failed-once": (FaultRule("fail_before", frozenset({"put"}), "/lease", at=(2,)),),
+}
+
+
+@pytest.mark.parametrize("faults", sorted(LEASE_FAULTS))
+def test_a_delete_whose_lease_writes_lost_their_answers_still_gives_the_lease_back(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, faults: str
+) -> None:
+    """The delete loses a race and takes the folder lease over; the answer of that write (or
+    of the release) is lost. The delete commits one tombstone, says True, and the lease is
+    released: a take whose outcome it never learned was left held for ``lease_seconds``, and
+    posters waited that long before anyone folded their calls."""
+    runtime = init(spec, lease_seconds=600.0)
+    store = FaultyStore(runtime.store, FaultConfig(rules=LEASE_FAULTS[faults]))
+    runtime.store = store
+    Tally.get_or_create("tally-4").add.run("a")
+    puts = LosesFirstRace(monkeypatch)
+    assert vc.delete_actor("tally-4") is True
+    assert puts.tombstone_puts == 2, "the delete never lost its first race"
+    assert sum(store.injected.values()) == len(LEASE_FAULTS[faults]), store.injected
+    monkeypatch.undo()
+    assert tombstones(runtime, "tally-4") == [3]
+    lease = _sync.sync(LeaseStore(runtime.store, "tally-4", runtime.settings.signing_key).read())
+    assert lease.holder, "the delete never took the lease over"
+    assert not lease.valid(), (
+        f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+    )
+
+
+class TombstoneAnswerLost(FaultyStore):
+    """The first tombstone-sized step put lands and its answer is lost; then every read of a
+    step fails, until ``heal``: the delete cannot learn whether its tombstone landed."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.tripped = False
+        self.healed = False
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if self.healed or "/steps/" not in key:
+            return await run()
+        if operation == "put" and not self.tripped:
+            await run()
+            self.tripped = True
+            raise StorageTimeoutError(f"{key}: put got no answer (injected)", key, write_in_flight=True)
+        if operation == "get" and self.tripped:
+            raise RetryableStorageError(f"{key}: get failed (injected)", key)
+        return await run()
+
+
+def test_a_delete_that_cannot_learn_whether_its_tombstone_landed_says_so_and_what_to_do(
+    spec: StoreSpec,
+) -> None:
+    """The tombstone put's answer is lost and reading the step back keeps failing: the delete
+    raised the last read's StorageError ("get failed"), as if nothing had been tried. It must
+    say the outcome is unknown and what to do; the delete again then says False (deleted
+    already), and there is one tombstone."""
+    init(spec)
+    assert Tally.get_or_create("tally-5").add.run("a") == 1
+    vc.shutdown()
+    runtime = init(spec)  # (a new runtime: its core of the actor reads through the faults)
+    store = TombstoneAnswerLost(runtime.store)
+    runtime.store = store
+    with pytest.raises(vc.CommitOutcomeUnknownError, match="delete_actor again") as unknown:
+        vc.delete_actor("tally-5")
+    assert store.tripped
+    assert unknown.value.step == 2
+    store.healed = True
+    assert vc.delete_actor("tally-5") is False
+    assert tombstones(runtime, "tally-5") == [2]
+
+
+# -- a stalled endpoint ---------------------------------------------------------------------------
+#: phase -> (operation, key fragment held, the request applied before its answer is held,
+#: whether the delete committed before the stall)
+STALLS = {
+    "reading HEAD": ("get", "/HEAD", False, False),
+    "listing the posts": ("list", "/mail/", False, False),
+    "taking the lease over": ("put", "/lease", False, False),
+    "putting the tombstone": ("put", "/steps/", False, False),
+    "the tombstone put's answer": ("put", "/steps/", True, True),
+    "deleting the posts": ("delete", "/mail/", False, True),
+    "moving HEAD": ("put", "/HEAD", False, True),
+}
+
+
+@pytest.mark.parametrize("phase", list(STALLS))
+def test_a_delete_on_a_stalled_endpoint_ends_by_its_deadline_and_a_second_one_tells(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    """One request of the delete never answers: ``delete_actor`` ends by ``Settings.deadline``
+    with a StorageTimeoutError that says what to do (delete again), never hangs; once the
+    endpoint answers again, a second delete says True (the first committed nothing) or False
+    (it had), and there is one tombstone."""
+    operation, fragment, answer_first, committed = STALLS[phase]
+    init(spec)
+    Tally.get_or_create("tally-6").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, deadline=1.5, lease_seconds=600.0)
+    store = HoldOne(runtime.store, operation, fragment, answer_first=answer_first, timeout=120.0)
+    runtime.store = store
+    if fragment == "/mail/":
+        post(runtime, "tally-6", "other/0")
+    if fragment == "/lease":
+        LosesFirstRace(monkeypatch)
+    store.hold()
+    with pytest.raises(vc.StorageTimeoutError, match="delete_actor again"):
+        vc.delete_actor("tally-6")
+    assert store.held.is_set(), f"the delete never sent the {operation} of {fragment}"
+    store.release.set()
+    wait_for(store.ended, "the end of the hold")
+    monkeypatch.undo()
+    assert vc.delete_actor("tally-6") is (not committed)
+    assert len(tombstones(runtime, "tally-6")) == 1
+    lease = _sync.sync(LeaseStore(runtime.store, "tally-6", runtime.settings.signing_key).read())
+    assert not lease.valid(), f"the lease is still held, by {lease.holder}"
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("tally-6")
+
+
+def post(runtime: Runtime, actor_id: str, token: str) -> str:
+    """Another process's posted ``add(token)`` (its own sender id); the call id."""
+    box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
+    call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex)
+    _sync.sync(box.send(box.prepare((call,))))
+    return call.call_id
+
+
+# -- a deleting process killed --------------------------------------------------------------------
+_PUT = frozenset({"put"})
+#: point -> (the kill, whether the tombstone landed before it). The child loses its first race
+#: (a racer's step put first: step 2), so it holds the folder lease when it is killed.
+KILLS = {
+    "after taking the lease over, before the tombstone put": (
+        FaultRule("crash_after", _PUT, "/lease", at=(1,)),
+        False,
+    ),
+    "after the tombstone landed, before the posts, the lease and HEAD": (
+        FaultRule("crash_after", _PUT, "/steps/", at=(3,)),  # (1: the racer's, 2: the lost one)
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("point", list(KILLS))
+@pytest.mark.usefixtures("runtime_off")
+def test_a_deleting_process_killed_at_each_point_leaves_a_delete_or_none_and_nothing_applied_twice(
+    shared: StoreSpec, point: str
+) -> None:
+    """SIGKILL of a deleting process at each point; then other processes call, post and delete.
+    The actor is deleted or not, as the kill point says; the post pending at the delete is
+    applied at most once, and never after the tombstone nor to the actor created again; the
+    lease the dead deleter held delays nobody past its ``lease_seconds``."""
+    kill, landed = KILLS[point]
+    lease_seconds = 4.0
+    actor_id = f"ledger-{uuid.uuid4().hex[:8]}"
+    Ledger.get_or_create(actor_id).add.run("a")
+    pending = post(vc.get_runtime(), actor_id, "other/0")
+    child = multiprocessing.get_context("spawn").Process(
+        target=delete_killed_at,
+        args=(shared, actor_id, FaultConfig((kill,), name=point).to_json(), lease_seconds),
+    )
+    assert run_to_end([child], 120) == [-9], f"{point}: the kill did not land"
+    runtime = vc.get_runtime()
+    runtime.core(actor_id).forget()
+    lease = _sync.sync(LeaseStore(runtime.store, actor_id, runtime.settings.signing_key).read())
+    assert lease.valid() and lease.expires - time.time() <= lease_seconds, lease  # the dead deleter's
+    assert tombstones(runtime, actor_id) == ([3] if landed else [])
+    if landed:
+        with pytest.raises(vc.ActorDeletedError):
+            vc.get_actor(actor_id)
+        assert vc.delete_actor(actor_id) is False
+    else:
+        assert Ledger.get_or_create(actor_id).add.run("b") >= 2  # (waits out the lease, at most)
+        assert vc.delete_actor(actor_id) is True
+    [tomb] = tombstones(runtime, actor_id)
+    log = runtime.log(actor_id)
+    applied_in = []
+    for step in _sync.sync(log.list_steps()):
+        record = _sync.sync(log.read_step(step))
+        assert record is not None
+        applied_in += [step for call in record.calls if call.call_id == pending and call.ok]
+    assert len(applied_in) <= 1 and all(step < tomb for step in applied_in), applied_in
+    if not applied_in:  # pending at the delete: failed in the tombstone
+        outcome = decode_outcomes(_sync.sync(log.read_step(tomb)).posted)[pending]  # type: ignore[union-attr]
+        assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
+    fresh = Ledger.get_or_create(actor_id)
+    assert fresh.add.run("new/0") == 1
+    assert fresh.applied.run() == ["new/0"]
+    # A post left behind (the deleter died before deleting it) is stale for every later fold.
+    box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
+    left, _ = _sync.sync(_pending_posts(box, newest(runtime, actor_id), time.time()))
+    assert left == [], "a post pending at the delete would be applied to the actor created again"
+
+
+def test_ctrl_c_during_a_delete_holding_the_lease_then_exit_gives_the_lease_back(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """The delete lost a race and took the folder lease over; Ctrl-C lands while its next
+    tombstone put is held, and the program shuts down at once (what Ctrl-C usually ends in).
+    The interrupt reaches the caller, no tombstone is written, and the lease is given back
+    before the runtime is gone: posters would otherwise wait out ``lease_seconds``."""
+    init(spec)
+    Tally.get_or_create("tally-7").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0)
+    store = HoldOne(runtime.store, "put", "/steps/", skip=2)  # (1: the racer's, 2: the lost one)
+    runtime.store = store
+    LosesFirstRace(monkeypatch)
+    store.hold()
+    ctrl_c(store.held)
+    with pytest.raises(Interrupted):
+        vc.delete_actor("tally-7")
+    vc.shutdown()
+    monkeypatch.undo()
+    observer = other_process(spec)
+    try:
+        lease = _sync.sync(LeaseStore(observer.store, "tally-7", observer.settings.signing_key).read())
+        assert lease.holder, "the delete never took the lease over"
+        assert not lease.valid(), (
+            f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+        )
+        assert tombstones(observer, "tally-7") == []
+    finally:
+        observer.close()
+
+
+#: a request of the delete applied, its answer lost
+ANSWERS_LOST = {
+    "the tombstone put": FaultRule("lost_response", _PUT, "/steps/", at=(1,)),
+    "the post delete": FaultRule("lost_response", frozenset({"delete"}), "/mail/", at=(1,)),
+}
+
+
+@pytest.mark.parametrize("request_", list(ANSWERS_LOST))
+def test_a_delete_whose_answer_was_lost_says_true_once_with_one_tombstone(
+    spec: StoreSpec, request_: str
+) -> None:
+    """The tombstone put (or the delete of the post it failed) lands and its answer is lost:
+    the delete says True (it committed), a second says False, there is one tombstone, and the
+    post pending at the delete is failed in it and gone."""
+    runtime = init(spec)
+    Tally.get_or_create("tally-8").add.run("a")
+    vc.shutdown()
+    runtime = init(spec)
+    store = FaultyStore(runtime.store, FaultConfig(rules=(ANSWERS_LOST[request_],)))
+    runtime.store = store
+    pending = post(runtime, "tally-8", "other/0")
+    assert vc.delete_actor("tally-8") is True
+    assert store.injected["lost_response"] == 1
+    assert vc.delete_actor("tally-8") is False
+    assert len(tombstones(runtime, "tally-8")) == 1
+    outcome = decode_outcomes(newest(runtime, "tally-8").posted)[pending]
+    assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
+    assert _sync.sync(runtime.store.list(posts_prefix("tally-8"))) == []
+
+
+def test_a_cancelled_delete_actor_async_whose_lease_release_stalls_still_ends_soon(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while it holds the folder lease, the delete gives the lease back; when that
+    release never answers, the cancel reaches the awaiter all the same, without waiting for
+    it (nor for ``Settings.deadline``, which ends it later)."""
+    init(spec)
+    Tally.get_or_create("tally-9").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0, deadline=120.0)
+    store = HoldOne(runtime.store, "put", "/lease", skip=1, timeout=120.0)  # (the release)
+    runtime.store = store
+    real = ActorLog.put_step
+    second = threading.Event()
+    tries: list[int] = []
+
+    async def put_step(log: ActorLog, record: StepRecord) -> bool:
+        if not is_deleted(record):
+            return await real(log, record)
+        tries.append(record.step)
+        if len(tries) == 1:  # the first loses a race: the delete takes the lease over
+            base = await log.read_step(record.step - 1)
+            assert base is not None
+            racer = dataclasses.replace(base, step=record.step, parent=record.step - 1, writer="r")
+            await real(log, racer)
+            return await real(log, record)
+        second.set()
+        await asyncio.sleep(3600)  # the second never answers
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(ActorLog, "put_step", put_step)
+    store.hold()
+
+    async def cancel_it() -> None:
+        task = asyncio.ensure_future(vc.delete_actor_async("tally-9"))
+        assert await asyncio.to_thread(second.wait, 60), "the delete never tried again"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert store.held.is_set(), "the delete never released the lease"
+        assert not store.ended.is_set(), "the cancel waited for the stalled release to end"
+
+    try:
+        asyncio.run(cancel_it())
+    finally:
+        store.release.set()
+
+
+def test_ctrl_c_while_the_lease_take_is_answered_still_gives_the_lease_back(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ctrl_c: Callable[[threading.Event], None]
+) -> None:
+    """Ctrl-C lands while the delete's take of the folder lease has landed and its answer is
+    on its way: the delete never learns it holds the lease, and left it held for
+    ``lease_seconds``. The release at its end reads the lease back and gives it up."""
+    init(spec)
+    Tally.get_or_create("tally-10").add.run("a")
+    vc.shutdown()
+    runtime = init(spec, lease_seconds=600.0)
+    store = HoldOne(runtime.store, "put", "/lease", answer_first=True)
+    runtime.store = store
+    LosesFirstRace(monkeypatch)
+    store.hold()
+    ctrl_c(store.held)
+    with pytest.raises(Interrupted):
+        vc.delete_actor("tally-10")
+    store.release.set()
+    monkeypatch.undo()
+    lease = _sync.sync(LeaseStore(runtime.store, "tally-10", runtime.settings.signing_key).read())
+    assert lease.holder, "the delete never took the lease over"
+    assert not lease.valid(), (
+        f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
+    )
+    assert tombstones(runtime, "tally-10") == []
+    assert vc.delete_actor("tally-10") is True
