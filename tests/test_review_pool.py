@@ -393,6 +393,28 @@ def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_
     assert log.applied.run()[-1] == "other/0", "the lease holder never folded the foreign post"
 
 
+def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Once ``armed[0]`` is set (``armed``: the list returned), the runtime's next
+    ``functools.partial(_Work.end, ...)`` is made, then :class:`Interrupted` raised (once), as
+    Ctrl-C handled when that C call returns; clearing the list disarms it."""
+    import functools
+    import types
+
+    from vactor_cloud import runtime as runtime_module
+
+    armed = [False]
+
+    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        made = functools.partial(fn, *args, **kwargs)
+        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
+            armed.clear()
+            raise Interrupted
+        return made
+
+    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    return armed
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wait_for(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -403,26 +425,12 @@ def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wai
     wait for. Failed before: that piece was ended by a done-callback registered after
     ``submit`` returned, never registered, so shutdown waited its whole timeout for work that
     had long ended ("still running")."""
-    import functools
-    import types
-
-    from vactor_cloud import runtime as runtime_module
-
     store_spec.init()
     gate = Gate.get_or_create("g")
     gate.add.run("before")
     runtime = vc.get_runtime()
-    armed = [False]
     ran = threading.Event()
-
-    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        made = functools.partial(fn, *args, **kwargs)
-        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
-            armed.clear()
-            raise Interrupted
-        return made
-
-    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    armed = _interrupt_as_the_end_of_work_is_made(monkeypatch)
     armed[0] = True  # (only while spawn runs; spawn since review-h56 makes no call after submit)
     try:
         runtime.spawn(ran.set)
@@ -447,27 +455,15 @@ def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_t
     registered after the hand-over, so the piece stayed and shutdown waited its whole timeout
     ("still running") for a coroutine that had long ended."""
     import asyncio
-    import functools
     import inspect
-    import types
-
-    from vactor_cloud import runtime as runtime_module
 
     store_spec.init()
     runtime = vc.get_runtime()
-    armed = [False]
-
-    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        made = functools.partial(fn, *args, **kwargs)
-        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
-            armed.clear()
-            raise Interrupted
-        return made
 
     async def cleanup() -> None:
         await asyncio.sleep(0)
 
-    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    armed = _interrupt_as_the_end_of_work_is_made(monkeypatch)
     armed[0] = True
     coro = cleanup()
     try:
