@@ -15,17 +15,22 @@ class Interrupted(BaseException):
 
 class InterruptOnce:
     """Stands in for a function: its first call on the main thread raises :class:`Interrupted`
-    instead of running it (where Ctrl-C would land); every other call runs it. ``fired``: the
-    interrupt was raised. Set it on a class, as a method, with ``monkeypatch.setattr``: it
+    instead of running it (where Ctrl-C would land); every other call runs it. With
+    ``after=True`` that first call runs it, then raises (Ctrl-C handled just as it returned:
+    CPython looks for signals when a C function such as ``deque.append`` returns). ``fired``:
+    the interrupt was raised. Set it on a class, as a method, with ``monkeypatch.setattr``: it
     is a plain function there (``self`` arrives as the first argument)."""
 
-    def __init__(self, real: Callable[..., Any]) -> None:
+    def __init__(self, real: Callable[..., Any], *, after: bool = False) -> None:
         self.real = real
+        self.after = after
         self.fired = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.fired and threading.current_thread() is threading.main_thread():
             self.fired = True
+            if self.after:
+                self.real(*args, **kwargs)
             raise Interrupted
         return self.real(*args, **kwargs)
 

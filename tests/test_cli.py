@@ -378,7 +378,7 @@ def test_timers_run_stops_on_sigterm_and_deletes_its_heartbeat(store: StoreSpec)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=60)
     assert proc.returncode == EXIT_OK, err
     assert json.loads(out)["runners"] == 1
     assert heartbeats() == []

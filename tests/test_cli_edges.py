@@ -386,7 +386,7 @@ def test_bench_removes_its_prefix_on_sigterm(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")] == []
 

@@ -172,7 +172,8 @@ def add_while_another_process_folds(
         return log.add.run("me/1")
     finally:
         folded.set()
-        folder.join()
+        folder.join(HANG)
+        assert not folder.is_alive(), "the other process's fold never ended"
 
 
 # -- one process, every lane ------------------------------------------------------------------------
@@ -1266,7 +1267,8 @@ def test_a_lease_holder_whose_lease_expired_mid_fold_loses_its_step_and_its_call
     other.start()
     before = vc.stats().get("leases_taken", 0)
     assert log.add.run("me/1") == 2
-    other.join()
+    other.join(HANG)
+    assert not other.is_alive(), "the other process never took the lease over"
     assert took_over and took_over[0] is not None, "the other process could not take the lease"
     assert log.applied.run() == ["me/0", "me/1"]
     assert stalled, "the fold's put was not stalled"

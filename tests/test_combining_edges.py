@@ -121,7 +121,8 @@ def test_a_poster_whose_cache_a_concurrent_read_moved_past_its_applying_step_get
             _fold_our_post_elsewhere("a", "from step 3")  # the holder folds our post (step 3)
             reader = threading.Thread(target=log.applied.run)  # a read on another thread
             reader.start()
-            reader.join()
+            reader.join(60)
+            assert not reader.is_alive(), "a read on another thread hangs while a call waits to be folded"
             assert self.record is not None and self.record.step == 3
             if after == "a-later-step":
                 _plain_commit_elsewhere("a")  # step 4: an ordinary commit of a third process

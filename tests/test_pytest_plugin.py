@@ -109,3 +109,39 @@ def test_the_lanes_stop_even_when_the_runtimes_shutdown_raises(tmp_path: Path) -
     out = _run_user_suite(tmp_path, "-k", "local", test=_SHUTDOWN_RAISES)
     assert "shutdown failed on purpose" in out.stdout, out.stdout + out.stderr
     assert (tmp_path / "stopped.txt").read_text() == "stopped", out.stdout + out.stderr
+
+
+def test_the_local_lane_removes_a_dropped_store_while_the_session_goes_on_and_all_at_stop() -> None:
+    """A dropped local store's directory goes before the lane stops (the removal of a session's
+    stores all at ``stop`` made the last test's teardown take half a minute in CI); a store
+    never dropped, or written again after its drop, still goes at ``stop``, and so does the
+    lane's remover thread. Failed before: a dropped store stayed until ``stop``."""
+    import threading
+    import time
+
+    from vactor_cloud.testing.lanes import LocalLane
+
+    def removers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "vactor-local-lane-remover"]
+
+    lane = LocalLane()
+    before = removers()
+    lane.start()
+    try:
+        dropped, kept = lane.new_store(), lane.new_store()
+        dirs = [Path(spec.url.removeprefix("file://")) for spec in (dropped, kept)]
+        for directory in dirs:
+            (directory / "a" / "b").mkdir(parents=True)
+            (directory / "a" / "b" / "step").write_bytes(b"x")
+        lane.drop_store(dropped)
+        until = time.monotonic() + 60
+        while dirs[0].exists():
+            assert time.monotonic() < until, "the dropped store was not removed while the lane ran"
+            time.sleep(0.01)
+        assert (dirs[1] / "a" / "b" / "step").exists()  # (only the store dropped)
+        (dirs[0] / "late").mkdir(parents=True)  # written again after its drop
+        root = dirs[0].parent
+    finally:
+        lane.stop()
+    assert not root.exists()
+    assert removers() == before

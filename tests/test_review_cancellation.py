@@ -146,7 +146,9 @@ def test_an_awaited_call_cancelled_while_its_step_put_is_in_flight_applies_once_
     async def give_up() -> concurrent.futures.Future[Any]:
         future = gate.add.run_async("in-flight")
         task = asyncio.ensure_future(future)
-        while not store.held.is_set():  # bounded by the test's timeout; no wall-clock assertion
+        until = time.monotonic() + HANG
+        while not store.held.is_set():
+            assert time.monotonic() < until, "the call's step put was never sent (nothing held)"
             await asyncio.sleep(0.005)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -154,7 +156,7 @@ def test_an_awaited_call_cancelled_while_its_step_put_is_in_flight_applies_once_
         return future
 
     try:
-        future = asyncio.run(asyncio.wait_for(give_up(), HANG))
+        future = asyncio.run(asyncio.wait_for(give_up(), 2 * HANG))  # (the loop above says why first)
     finally:
         store.release.set()
     assert not future.cancelled()
@@ -458,19 +460,13 @@ def test_ctrl_c_while_an_async_method_runs_on_its_helper_thread_stops_the_method
 
 # -- 6. Ctrl-C while a call waits behind this process's pending creation --------------------------
 @vc.virtual_actor
-class SlowInit:
+class SlowInit(OrderLog):
+    """An ``OrderLog`` whose ``__init__`` waits until the test opens ``_opened[token]``."""
+
     def __init__(self, token: str) -> None:
         _entered[token].set()
         assert _opened[token].wait(HANG), "the creation was never let through"
-        self.tokens: list[str] = []
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
+        super().__init__()
 
 
 def _when_blocked_in(function: str, thread: threading.Thread, done: threading.Event) -> threading.Event:

@@ -135,7 +135,7 @@ def test_timers_run_says_at_once_what_it_runs_on_and_how_to_stop_it(store: str) 
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(60)
     assert proc.returncode == EXIT_OK, rest
     assert out.startswith("listed="), out
 

@@ -158,7 +158,7 @@ def test_threads_creating_one_new_actor_in_one_process_run_its_init_once(store_s
     though only one creation commits: the others' runs were thrown away."""
     store_spec.init()
     _INITS.clear()
-    start = threading.Barrier(64)
+    start = threading.Barrier(64, timeout=60)  # (a thread that never came breaks it: no hang)
     tags: list[str] = []
 
     def create(n: int) -> None:

@@ -309,7 +309,8 @@ def test_a_user_call_batched_with_an_internal_call_under_contention_is_posted_no
     finally:
         finished.set()
         posted.set()
-        folder.join()
+        folder.join(60)
+        assert not folder.is_alive(), "the other process's fold never ended"
     assert user.future.result(0) == "folded"
     assert internal.future.done()  # it raced after the user call (and lost every race here)
 

@@ -30,57 +30,25 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
 # -- 1. Ctrl-C between queueing a call and handing its future back ------------------------------
-class _InterruptedQueue(CallQueue):
-    """A queue whose next ``append`` (while ``armed``) queues the call, then raises
-    :class:`Interrupted`: Ctrl-C handled just after the call was queued (CPython looks for
-    signals when a C method such as ``deque.append`` returns)."""
-
-    armed = False
-
-    def append(self, call: Any) -> None:
-        super().append(call)
-        if type(self).armed:
-            type(self).armed = False
-            raise Interrupted
-
-
-@pytest.fixture
-def interrupted_queue(monkeypatch: pytest.MonkeyPatch) -> type[_InterruptedQueue]:
-    monkeypatch.setattr(core_module, "CallQueue", _InterruptedQueue)
-    _InterruptedQueue.armed = False
-    return _InterruptedQueue
-
-
+@pytest.mark.parametrize("call", ["run_async", "run"])
 @pytest.mark.usefixtures("runtime_off")
-def test_ctrl_c_just_after_run_async_queued_its_call_leaves_it_unapplied(
-    store_spec: StoreSpec, interrupted_queue: type[_InterruptedQueue]
+def test_ctrl_c_just_after_a_call_was_queued_leaves_it_unapplied(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
-    """Ctrl-C lands in ``run_async`` just after the call was queued: the caller gets the
-    interrupt and no future, so the call must not be applied (nobody could see its outcome).
-    Failed before: it stayed queued, and the next call's drain applied it."""
+    """Ctrl-C lands in ``run_async`` (or a blocking ``run()``) just after the call was queued,
+    before it began to drain or wait: the caller gets the interrupt and no future, so the call
+    must not be applied (nobody could see its outcome). Failed before: it stayed queued, and the
+    next call's drain applied it first."""
     store_spec.init()
     gate = Gate.get_or_create("g")
     gate.add.run("before")
-    interrupted_queue.armed = True
+    queued_then_interrupted = InterruptOnce(CallQueue.append, after=True)
+    monkeypatch.setattr(CallQueue, "append", queued_then_interrupted)
     with pytest.raises(Interrupted):
-        gate.add.run_async("lost")
-    assert gate.add.run_async("after").result(HANG) == 2
-    assert gate.applied.run() == ["before", "after"]
-
-
-@pytest.mark.usefixtures("runtime_off")
-def test_ctrl_c_just_after_run_queued_its_call_leaves_it_unapplied(
-    store_spec: StoreSpec, interrupted_queue: type[_InterruptedQueue]
-) -> None:
-    """The same for a blocking ``run()``: interrupted after queueing, before it began to drain
-    or wait. Failed before: the call stayed queued, and the next ``run()`` applied it first."""
-    store_spec.init()
-    gate = Gate.get_or_create("g")
-    gate.add.run("before")
-    interrupted_queue.armed = True
-    with pytest.raises(Interrupted):
-        gate.add.run("lost")
-    assert gate.add.run("after") == 2
+        getattr(gate.add, call)("lost")
+    assert queued_then_interrupted.fired
+    after = gate.add.run_async("after").result(HANG) if call == "run_async" else gate.add.run("after")
+    assert after == 2
     assert gate.applied.run() == ["before", "after"]
 
 
@@ -352,20 +320,13 @@ def test_a_thread_leaving_the_pool_is_among_its_threads_until_it_has_ended(
 
 
 @vc.virtual_actor
-class SlowBorn:
-    """``__init__`` waits until the test opens ``_born`` (a creation that stays pending)."""
+class SlowBorn(OrderLog):
+    """An ``OrderLog`` whose ``__init__`` waits until the test opens ``_born`` (a creation that
+    stays pending)."""
 
     def __init__(self) -> None:
         assert _born.wait(HANG), "never born"
-        self.tokens: list[str] = []
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
+        super().__init__()
 
 
 _born = threading.Event()
@@ -383,22 +344,13 @@ def test_ctrl_c_just_after_run_async_deferred_its_call_behind_a_pending_creation
     _born.clear()
     from vactor_cloud.runtime import Creation
 
-    real = Creation.defer
-    armed = [True]
-
-    def interrupted_defer(self: Creation, fn: Any) -> bool:
-        kept = real(self, fn)
-        if armed and threading.current_thread() is threading.main_thread():
-            armed.clear()
-            raise Interrupted
-        return kept
-
-    monkeypatch.setattr(Creation, "defer", interrupted_defer)
+    deferred_then_interrupted = InterruptOnce(Creation.defer, after=True)
+    monkeypatch.setattr(Creation, "defer", deferred_then_interrupted)
     actor = SlowBorn.get_or_create("born")
     try:
         with pytest.raises(Interrupted):
             actor.add.run_async("lost")
-        assert not armed
+        assert deferred_then_interrupted.fired
     finally:
         _born.set()
     assert actor.add.run_async("after").result(HANG) == 1
@@ -441,6 +393,28 @@ def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_
     assert log.applied.run()[-1] == "other/0", "the lease holder never folded the foreign post"
 
 
+def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Once ``armed[0]`` is set (``armed``: the list returned), the runtime's next
+    ``functools.partial(_Work.end, ...)`` is made, then :class:`Interrupted` raised (once), as
+    Ctrl-C handled when that C call returns; clearing the list disarms it."""
+    import functools
+    import types
+
+    from vactor_cloud import runtime as runtime_module
+
+    armed = [False]
+
+    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        made = functools.partial(fn, *args, **kwargs)
+        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
+            armed.clear()
+            raise Interrupted
+        return made
+
+    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    return armed
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wait_for(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -451,26 +425,12 @@ def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wai
     wait for. Failed before: that piece was ended by a done-callback registered after
     ``submit`` returned, never registered, so shutdown waited its whole timeout for work that
     had long ended ("still running")."""
-    import functools
-    import types
-
-    from vactor_cloud import runtime as runtime_module
-
     store_spec.init()
     gate = Gate.get_or_create("g")
     gate.add.run("before")
     runtime = vc.get_runtime()
-    armed = [False]
     ran = threading.Event()
-
-    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        made = functools.partial(fn, *args, **kwargs)
-        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
-            armed.clear()
-            raise Interrupted
-        return made
-
-    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    armed = _interrupt_as_the_end_of_work_is_made(monkeypatch)
     armed[0] = True  # (only while spawn runs; spawn since review-h56 makes no call after submit)
     try:
         runtime.spawn(ran.set)
@@ -495,27 +455,15 @@ def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_t
     registered after the hand-over, so the piece stayed and shutdown waited its whole timeout
     ("still running") for a coroutine that had long ended."""
     import asyncio
-    import functools
     import inspect
-    import types
-
-    from vactor_cloud import runtime as runtime_module
 
     store_spec.init()
     runtime = vc.get_runtime()
-    armed = [False]
-
-    def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        made = functools.partial(fn, *args, **kwargs)
-        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
-            armed.clear()
-            raise Interrupted
-        return made
 
     async def cleanup() -> None:
         await asyncio.sleep(0)
 
-    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    armed = _interrupt_as_the_end_of_work_is_made(monkeypatch)
     armed[0] = True
     coro = cleanup()
     try:

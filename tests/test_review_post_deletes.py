@@ -24,7 +24,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -62,10 +62,21 @@ class StalledDeletes(Switchable):
     ``release_with`` (an error: the request timed out, nothing deleted) or applies it (None).
 
     The hold is an asyncio sleep loop, not a thread: a cancelled request ends at once, as a
-    real one cancelled by shutdown does, and leaves nothing behind."""
+    real one cancelled by shutdown does, and leaves nothing behind. A request held ``timeout``
+    seconds unreleased ends the hold for all (``timed_out`` set, ``release`` set: it and every
+    later one goes on), and the module's autouse fixture fails the test naming it: code under
+    test that waits for a held request fails after one ``timeout``, not at pytest's."""
 
-    def __init__(self, inner: ObjectStore, config: FaultConfig | None = None) -> None:
+    #: every instance made during the current test (checked by ``_held_requests_checked``)
+    made: list[StalledDeletes] = []
+
+    def __init__(
+        self, inner: ObjectStore, config: FaultConfig | None = None, *, timeout: float = HANG
+    ) -> None:
         super().__init__(inner, config)
+        self.timeout = timeout
+        self.timed_out = threading.Event()
+        StalledDeletes.made.append(self)
         self.sent: list[tuple[str, ...]] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -95,6 +106,15 @@ class StalledDeletes(Switchable):
             self.passes -= 1
             return True
 
+    def check(self) -> None:
+        """``AssertionError`` if a request was held ``timeout`` seconds and nobody released it."""
+        if self.timed_out.is_set():
+            raise AssertionError(
+                f"a delete request was held {self.timeout} s and nobody released it (sent: "
+                f"{self.sent}): the code under test waited for a held request, or the test never "
+                "set release"
+            )
+
     async def close(self) -> None:
         self.closed.set()
         await super().close()
@@ -110,7 +130,12 @@ class StalledDeletes(Switchable):
         try:
             if self.stalled.is_set():
                 self.held.set()
+                until = time.monotonic() + self.timeout
                 while not self.release.is_set() and not self._take_pass():
+                    if time.monotonic() >= until:
+                        self.timed_out.set()
+                        self.release.set()
+                        break
                     await asyncio.sleep(0.005)
                 if self.release_with is not None:
                     raise self.release_with(key)
@@ -127,6 +152,16 @@ class StalledDeletes(Switchable):
             return result
         finally:
             self.in_flight -= 1
+
+
+@pytest.fixture(autouse=True)
+def _held_requests_checked() -> Iterator[None]:
+    """Fails the test if a :class:`StalledDeletes` request waited out its timeout unreleased."""
+    StalledDeletes.made.clear()
+    yield
+    made, StalledDeletes.made = StalledDeletes.made, []
+    for store in made:
+        store.check()
 
 
 def batched_folder(
@@ -206,6 +241,30 @@ def in_order(folds: int) -> list[str]:
 def in_store() -> set[str]:
     """The posts in the store (read past this process's view)."""
     return set(_sync.sync(vc.get_runtime().store.inner.list(posts_prefix("a"))))
+
+
+# -- the helper's own bound -----------------------------------------------------------------------
+@pytest.mark.vactor_lanes("memory")
+def test_a_held_delete_request_nobody_releases_ends_after_its_timeout_and_fails_the_test(
+    store_spec: StoreSpec,
+) -> None:
+    """A stalled delete that nobody releases waits ``timeout``, not forever: it then goes on
+    (and so does every later one), and ``check`` fails naming it. Without the bound a test
+    whose code waits for a held request hung until pytest's timeout, saying nothing."""
+
+    async def delete_held(store: StalledDeletes) -> None:
+        await store.inner.put("a/mail/p1", b"x")
+        store.stalled.set()
+        await asyncio.wait_for(store.delete("a/mail/p1"), HANG)  # the bound is the store's own
+        assert await store.inner.head("a/mail/p1") is None  # it went on: applied
+        await asyncio.wait_for(store.delete("a/mail/p2"), HANG)  # the hold is over for all
+
+    store = StalledDeletes(store_spec.open(), timeout=0.05)
+    asyncio.run(delete_held(store))
+    assert store.timed_out.is_set() and store.release.is_set()
+    with pytest.raises(AssertionError, match=r"held 0\.05 s and nobody released it"):
+        store.check()
+    StalledDeletes.made.remove(store)  # (checked here: the autouse fixture need not)
 
 
 # -- (a) a request lost or failed ---------------------------------------------------------------

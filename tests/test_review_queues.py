@@ -24,6 +24,7 @@ from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _hold_le
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -122,6 +123,27 @@ def _head_step(actor_id: str) -> int:
     return -1 if head is None else head.step
 
 
+def _ctrl_c_while_a_close_waits_for_a_method(
+    store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None], close: Callable[[], None]
+) -> tuple[Any, Runtime]:
+    """On a new runtime, a thread holds actor "g" (``Gate``) in a method; ``close()`` (a
+    shutdown, or an ``init`` replacing the runtime) waits for it and Ctrl-C lands there; then
+    the method ends. Returns the actor's handle and the runtime that was being closed."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    old = vc.get_runtime()
+    holder = _hold_actor(gate, "held")
+    ctrl_c(_when(lambda: old.closed))
+    try:
+        with pytest.raises(Interrupted):
+            close()  # waits for the held method: interrupted there
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert not holder.is_alive(), "the held method never returned"
+    return gate, old
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_during_shutdown_leaves_the_rest_of_the_close_to_the_next_shutdown(
     store_spec: StoreSpec, ctrl_c: Callable[[threading.Event], None]
@@ -132,17 +154,7 @@ def test_ctrl_c_during_shutdown_leaves_the_rest_of_the_close_to_the_next_shutdow
     Failed before: the interrupted runtime had left the runtimes being closed, so the second
     shutdown did nothing (``stopped`` stayed False: the runtime could still make requests; HEAD
     was never flushed; nothing ever finished that close, not even the exit hook)."""
-    store_spec.init()
-    gate = Gate.get_or_create("g")
-    old = vc.get_runtime()
-    holder = _hold_actor(gate, "held")
-    ctrl_c(_when(lambda: old.closed))
-    try:
-        with pytest.raises(Interrupted):
-            vc.shutdown()  # waits for the held method: interrupted there
-    finally:
-        _opened["held"].set()
-    holder.join(HANG)
+    gate, old = _ctrl_c_while_a_close_waits_for_a_method(store_spec, ctrl_c, vc.shutdown)
     assert not old.stopped  # (what was left undone: the test checks the second shutdown does it)
     vc.shutdown()
     assert old.stopped and old.finished_closing
@@ -225,17 +237,7 @@ def test_ctrl_c_during_init_replacing_a_runtime_leaves_the_new_one_usable_and_th
     for a method still running. The next call runs on a new runtime (nothing hangs, no closed
     store is used), and the next ``vc.shutdown()`` finishes closing the old one. Failed
     before: the old runtime was never finished (``stopped`` False after that shutdown)."""
-    store_spec.init()
-    gate = Gate.get_or_create("g")
-    old = vc.get_runtime()
-    holder = _hold_actor(gate, "held")
-    ctrl_c(_when(lambda: old.closed))
-    try:
-        with pytest.raises(Interrupted):
-            store_spec.init()
-    finally:
-        _opened["held"].set()
-    holder.join(HANG)
+    gate, old = _ctrl_c_while_a_close_waits_for_a_method(store_spec, ctrl_c, store_spec.init)
     assert gate.add.run("after") == 2
     assert vc.get_runtime() is not old
     vc.shutdown()

@@ -142,7 +142,8 @@ class _RepeatingS3Listing:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.thread.join()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the loopback server's thread never ended"
 
 
 def _gcs_store(endpoint: str) -> ObjectStore:
@@ -691,7 +692,8 @@ class _S3Answering:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.thread.join()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the loopback server's thread never ended"
 
 
 def _s3_store(endpoint: str, transport: str) -> S3Store:

@@ -493,7 +493,8 @@ class _LoopbackServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.thread.join()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the loopback server's thread never ended"
 
 
 class StubS3(_LoopbackServer):

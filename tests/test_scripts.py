@@ -41,7 +41,7 @@ def test_stop_host_never_kills_a_process_it_did_not_start(tmp_path: Path) -> Non
             assert not (tmp_path / "localstack.pid").exists()
     finally:
         stranger.kill()
-        stranger.wait()
+        stranger.wait(60)
 
 
 def test_stop_host_stops_the_process_it_recorded(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_stop_host_stops_the_process_it_recorded(tmp_path: Path) -> None:
         assert ours.wait(timeout=20) is not None
     finally:
         ours.kill()
-        ours.wait()
+        ours.wait(60)
 
 
 def test_localstack_state_is_per_checkout_and_binds_loopback_only() -> None:

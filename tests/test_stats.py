@@ -60,7 +60,8 @@ def test_stats_lists_every_documented_counter_at_zero_and_is_thread_safe() -> No
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "a thread counting reads never ended"
     assert vc.stats()["reads"] == 40_000
     counters.reset()
     assert vc.stats()["reads"] == 0
