@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from vactor_cloud import _sync
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
 from vactor_cloud.deletion import delete
+from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import get_runtime
 
@@ -175,6 +176,7 @@ def delete_actor(actor_id: str) -> bool:
         tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
+        forget_existing(runtime, actor_id)  # and the next send_event
     return tombstone is not None
 
 

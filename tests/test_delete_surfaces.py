@@ -1,0 +1,130 @@
+"""A deleted actor (``vc.delete_actor``) as every other surface shows it.
+
+``test_delete_actor.py`` attacks the delete itself (races, posts, compaction); this file
+walks what a user touches afterwards: sending it events, reading its history (in Python and
+with ``vactor history``), its waiting events (``vactor events``), and running read-only
+methods on the steps before the delete (``run(at_step=)``, ``vactor call --at-step``). Each
+test names the promise it checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cli_harness import Vactor
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.cli import EXIT_OK
+from vactor_cloud.errors import ActorDeletedError
+from vactor_cloud.inbox import list_inbox
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self, start: int = 0) -> None:
+        self.total = start
+        self.seen: list[Any] = []
+
+    def add(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.total
+
+    @vc.virtual_actor.on_event("ping")
+    def ping(self, payload: Any) -> int:
+        self.seen.append(payload)
+        return len(self.seen)
+
+    @vc.virtual_actor.readonly
+    def pings(self) -> list[Any]:
+        return list(self.seen)
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    yield store_spec
+    vc.shutdown()
+
+
+def init(spec: StoreSpec) -> None:
+    vc.shutdown()
+    spec.init(settings=vc.Settings(storage=""))
+
+
+def inbox_size(actor_id: str) -> int:
+    return len(_sync.sync(list_inbox(vc.get_runtime().store, actor_id)))
+
+
+# -- events --------------------------------------------------------------------------------------
+def test_send_event_without_create_to_a_deleted_actor_is_refused_and_stores_nothing(spec: StoreSpec) -> None:
+    """``send_event`` promises ``ActorNotFoundError`` for an actor that does not exist unless
+    ``create=True``. A deleted actor's steps are still there: the check by "any step listed"
+    (and the process's memory that the id once held an actor) took it for alive, stored the
+    event, and the next, unrelated, actor created under the id applied it."""
+    init(spec)
+    Tally.get_or_create("ev-1", 1)
+    init(spec)  # a fresh process: it learns that ev-1 exists from a send, then deletes it
+    vc.send_event("ev-1", "ping", "before")
+    assert vc.delete_actor("ev-1") is True
+    with pytest.raises(ActorDeletedError, match="ev-1"):
+        vc.send_event("ev-1", "ping", "same process")
+    init(spec)  # a process that never saw the actor alive
+    with pytest.raises(ActorDeletedError, match="get_or_create"):
+        vc.send_event("ev-1", "ping", "cold")
+    with pytest.raises(ActorDeletedError):
+        _sync.sync(vc.send_event_async("ev-1", "ping", "async"))
+    assert inbox_size("ev-1") == 1  # only the event sent before the delete
+    vc.send_event("ev-1", "ping", "for the next one", create=True)  # asked for: it waits
+    fresh = Tally.get_or_create("ev-1", 100)
+    fresh.process_events()
+    assert fresh.pings.run() == ["before", "for the next one"]
+    vc.send_event("ev-1", "ping", "alive again")  # the id holds an actor again
+
+
+# -- history -------------------------------------------------------------------------------------
+def seed(url: str, actor_id: str) -> None:
+    vc.init(url)
+    try:
+        handle = Tally.get_or_create(actor_id, 1)
+        handle.add.run(2)
+        handle.add.run(3)
+        assert vc.delete_actor(actor_id) is True
+    finally:
+        vc.shutdown()
+
+
+def test_history_shows_the_delete_in_words_and_marks_the_tombstone(spec: StoreSpec) -> None:
+    """History showed the tombstone as a call of an internal method, ``__vactor_delete__()``,
+    and nothing in a ``HistoryEntry`` said which step deleted the actor (short of matching that
+    name). It says ``actor deleted``, ``deleted`` is True on that step only, and ``--json``'s
+    call carries that as its ``meaning``, as timers' calls do."""
+    init(spec)
+    Tally.get_or_create("hist-1", 1).add.run(2)
+    vc.delete_actor("hist-1")
+    newest, *older = vc.ActorHandle("hist-1").history()  # (a handle of a deleted actor still has it)
+    assert newest.deleted is True and not any(entry.deleted for entry in older)
+    (call,) = newest.calls
+    assert newest.call_text(call) == "actor deleted"
+    assert "__vactor_delete__" not in newest.call_text(call)
+    as_json = newest.to_json()
+    assert as_json["deleted"] is True and as_json["calls"][0]["meaning"] == "actor deleted"
+    assert "deleted" not in older[0].to_json()
+
+
+def test_vactor_history_shows_the_delete_in_words(vactor: Vactor, store: str) -> None:
+    seed(store, "hist-cli")
+    shown = vactor("history", "hist-cli")
+    assert shown.code == EXIT_OK, shown.err
+    first = shown.out.splitlines()[1].split(None, 3)
+    assert first[0] == "3" and first[3] == "actor deleted", shown.out
+    assert "__vactor_delete__" not in shown.out
+    as_json = vactor("--json", "history", "hist-cli").json()
+    assert isinstance(as_json, list) and as_json[0]["deleted"] is True
