@@ -128,3 +128,28 @@ def test_vactor_history_shows_the_delete_in_words(vactor: Vactor, store: str) ->
     assert "__vactor_delete__" not in shown.out
     as_json = vactor("--json", "history", "hist-cli").json()
     assert isinstance(as_json, list) and as_json[0]["deleted"] is True
+
+
+# -- vactor events -------------------------------------------------------------------------------
+def test_vactor_events_says_a_deleted_actors_events_wait_for_the_next_actor(
+    vactor: Vactor, store: str
+) -> None:
+    """Events sent before a delete stay in the inbox for the next actor created under the id.
+    ``vactor events ls`` called them ``pending`` (as if the actor would apply them) and
+    ``drain`` said the actor was ``not created yet``: both now say it was deleted."""
+    vc.init(store)
+    try:
+        Tally.get_or_create("ev-cli", 1)
+        vc.send_event("ev-cli", "ping", "before")
+        vc.delete_actor("ev-cli")
+    finally:
+        vc.shutdown()
+    listed = vactor("events", "ls", "--actor", "ev-cli")
+    assert listed.code == EXIT_OK, listed.err
+    (row,) = listed.out.splitlines()[1:]
+    assert row.split(None, 4)[4] == "waiting: actor deleted, for the next actor created under its id"
+    drained = vactor("events", "drain")
+    assert drained.code == EXIT_OK, drained.err
+    assert "ev-cli: deleted, 1 event waits for the next actor created under its id" in drained.out
+    as_json = vactor("--json", "events", "drain", "--actor", "ev-cli").json()
+    assert isinstance(as_json, list) and as_json[0]["deleted"] is True and as_json[0]["left"] == 1
