@@ -8,15 +8,16 @@ test names the promise it checks."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_harness import Vactor
+from cli_harness import Vactor, one_line_error
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.cli import EXIT_OK
+from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK
 from vactor_cloud.errors import ActorDeletedError
 from vactor_cloud.inbox import list_inbox
 from vactor_cloud.testing.lanes import StoreSpec
@@ -153,3 +154,45 @@ def test_vactor_events_says_a_deleted_actors_events_wait_for_the_next_actor(
     assert "ev-cli: deleted, 1 event waits for the next actor created under its id" in drained.out
     as_json = vactor("--json", "events", "drain", "--actor", "ev-cli").json()
     assert isinstance(as_json, list) and as_json[0]["deleted"] is True and as_json[0]["left"] == 1
+
+
+# -- the steps before the delete -----------------------------------------------------------------
+def test_read_only_methods_still_run_on_the_steps_before_the_delete(spec: StoreSpec) -> None:
+    """``state_at(N)`` of a step before the tombstone works (its past is history), and its
+    docstring points to ``handle.method.run(at_step=N)`` as the way to call read-only methods
+    there: that raised ``ActorDeletedError`` (looking the method up loaded the actor). Every
+    call on the actor's present still fails, with the error naming it."""
+    init(spec)
+    handle = Tally.get_or_create("past-1", 1)
+    handle.add.run(2)
+    blob = pickle.dumps(handle)
+    vc.delete_actor("past-1")
+    assert handle.state_at(1).total == 3
+    assert handle.get.run(at_step=1) == 3
+    assert handle.get.options(at_step=0).run() == 1
+    assert _sync.sync(_awaited(handle.get.options(at_step=1).run_async())) == 3
+    init(spec)  # another process, from a pickled handle
+    again = pickle.loads(blob)
+    assert again.get.run(at_step=1) == 3
+    present = r"past-1.*step 2 is a tombstone"
+    with pytest.raises(ActorDeletedError, match=present):
+        again.get.run()
+    with pytest.raises(ActorDeletedError, match=present):
+        again.add.run(1)
+    with pytest.raises(ActorDeletedError, match=present):
+        again.get.run(at_step=2)
+    with pytest.raises(ActorDeletedError):
+        vc.get_actor("past-1")
+
+
+async def _awaited(future: Any) -> Any:
+    return await future
+
+
+def test_vactor_call_at_step_runs_on_a_deleted_actors_past(vactor: Vactor, store: str) -> None:
+    seed(store, "past-cli")  # steps 0..2, the tombstone 3
+    past = vactor("--json", "call", "past-cli", "get", "--at-step", "1")
+    assert past.code == EXIT_OK, past.err
+    assert past.json() == {"result": 3}
+    now = vactor("call", "past-cli", "get")
+    assert now.code == EXIT_NOT_FOUND and "was deleted" in one_line_error(now)

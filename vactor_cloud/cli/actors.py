@@ -192,7 +192,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     kwargs = parse_json_arg(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise CliError("--kwargs takes a JSON object, e.g. --kwargs '{\"by\": 2}'", EXIT_USAGE)
-    method = _actor_method(vc.get_actor(args.actor_id), args.method)
+    # --at-step reads a past step: a deleted actor's steps before its tombstone are history
+    # (``vc.get_actor`` refuses a deleted actor; the handle's call says so for the rest)
+    handle = vc.ActorHandle(args.actor_id) if args.at_step is not None else vc.get_actor(args.actor_id)
+    method = _actor_method(handle, args.method)
     if args.at_step is not None and not method._info.readonly:
         raise CliError(
             f"{args.method}() is a writer method; --at-step runs read-only methods on a past state. "
