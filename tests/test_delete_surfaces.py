@@ -196,3 +196,20 @@ def test_vactor_call_at_step_runs_on_a_deleted_actors_past(vactor: Vactor, store
     assert past.json() == {"result": 3}
     now = vactor("call", "past-cli", "get")
     assert now.code == EXIT_NOT_FOUND and "was deleted" in one_line_error(now)
+
+
+# -- timers --------------------------------------------------------------------------------------
+def test_cancelling_a_timer_of_a_deleted_actor_says_it_was_deleted(spec: StoreSpec) -> None:
+    """``cancel_timer`` on an id that never held an actor raises ``ActorNotFoundError`` and
+    ``timers()`` on a deleted one ``ActorDeletedError``; ``cancel_timer`` on a deleted actor
+    answered False ("there was no such timer"), as if the actor were alive without it."""
+    init(spec)
+    handle = Tally.get_or_create("timer-1", 1)
+    assert handle.add.options(delay=3600, timer_key="renewal").run(1) == "renewal"
+    vc.delete_actor("timer-1")
+    with pytest.raises(ActorDeletedError, match="timer-1"):
+        handle.cancel_timer("renewal")
+    with pytest.raises(ActorDeletedError, match="timer-1"):
+        handle.timers()
+    with pytest.raises(ActorDeletedError, match="timer-1"):
+        handle.add.options(delay=60).run(1)
