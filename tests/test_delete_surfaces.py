@@ -213,3 +213,36 @@ def test_cancelling_a_timer_of_a_deleted_actor_says_it_was_deleted(spec: StoreSp
         handle.timers()
     with pytest.raises(ActorDeletedError, match="timer-1"):
         handle.add.options(delay=60).run(1)
+
+
+# -- deleting from inside the actor ----------------------------------------------------------------
+@vc.virtual_actor
+class SelfDeleting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def delete_me(self, actor_id: str) -> bool:
+        self.calls += 1
+        return vc.delete_actor(actor_id)
+
+    @vc.virtual_actor.readonly
+    def delete_me_reading(self, actor_id: str) -> bool:
+        return vc.delete_actor(actor_id)
+
+
+def test_a_writer_method_deleting_its_own_actor_is_refused_and_nothing_is_deleted(spec: StoreSpec) -> None:
+    """A writer method that deleted its own actor committed the tombstone before its own step:
+    the method's call then failed with ``ActorDeletedError`` (the delete it asked for done, its
+    own effects lost, and an error telling to ``get_or_create``). It is refused, as the other
+    calls that would wait for the running method are (``ReentrantCallError``, saying what to
+    do); a read-only method, which commits nothing, may delete its actor."""
+    init(spec)
+    handle = SelfDeleting.get_or_create("self-1")
+    with pytest.raises(vc.ReentrantCallError, match=r"delete_actor\(\) of actor 'self-1'.*after the method"):
+        handle.delete_me.run("self-1")
+    assert [entry.deleted for entry in handle.history()] == [False]  # nothing committed
+    assert handle.delete_me_reading.run("self-1") is True
+    with pytest.raises(ActorDeletedError):
+        vc.get_actor("self-1")
+    SelfDeleting.get_or_create("self-3")
+    assert SelfDeleting.get_or_create("self-2").delete_me.run("self-3") is True  # another actor: allowed

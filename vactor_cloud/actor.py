@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
+from vactor_cloud.core import call_cycle
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
 from vactor_cloud.deletion import delete
+from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import get_runtime
@@ -169,7 +171,11 @@ def delete_actor(actor_id: str) -> bool:
     ``get_or_create`` on the id then makes a new actor. The old steps stay until a
     compaction (``handle.compact(keep_last=1)``, ``vactor compact``) deletes them; the
     tombstone stays (see docs/concepts.md, "Deleting an actor").
+
+    Refused with ``ReentrantCallError`` (nothing deleted) inside a writer method of the actor
+    itself: delete it after the method returns.
     """
+    _refuse_own_writer(actor_id)
     runtime = get_runtime()
     core = runtime.core(actor_id)
     try:
@@ -182,7 +188,22 @@ def delete_actor(actor_id: str) -> bool:
 
 async def delete_actor_async(actor_id: str) -> bool:
     """Async twin of :func:`delete_actor`; awaitable from any event loop."""
+    _refuse_own_writer(actor_id)  # (here: the thread it runs on runs no method)
     return await asyncio.to_thread(delete_actor, actor_id)
+
+
+def _refuse_own_writer(actor_id: str) -> None:
+    """``ReentrantCallError`` when a writer method of ``actor_id`` runs on this thread: the
+    tombstone would commit before the method's own step, which then fails with
+    ``ActorDeletedError`` (its effects lost, the delete done)."""
+    cycle = call_cycle(actor_id)
+    if cycle is not None:
+        raise ReentrantCallError(
+            f"delete_actor() of actor {actor_id!r} was called while a writer method of it runs on "
+            f"this same thread (a call cycle {cycle}): the delete would commit before the method's "
+            "own step, which would then fail with ActorDeletedError; nothing was deleted. Delete "
+            "the actor after the method has returned (from its caller, or from a read-only method)"
+        )
 
 
 #: what to do when a delete ran out of time (it may or may not have committed)
