@@ -8,21 +8,24 @@ test names the promise it checks."""
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
+from delete_surface_workers import Ledger, use_deleted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK
 from vactor_cloud.errors import ActorDeletedError
 from vactor_cloud.inbox import list_inbox
-from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.testing.lanes import Lane, StoreSpec
 
-pytestmark = pytest.mark.vactor_lanes("memory", "local")
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 
 @vc.virtual_actor
@@ -246,3 +249,26 @@ def test_a_writer_method_deleting_its_own_actor_is_refused_and_nothing_is_delete
         vc.get_actor("self-1")
     SelfDeleting.get_or_create("self-3")
     assert SelfDeleting.get_or_create("self-2").delete_me.run("self-3") is True  # another actor: allowed
+
+
+# -- another process -----------------------------------------------------------------------------
+def test_a_handle_sent_to_a_worker_before_the_delete_sees_it_deleted_there(
+    spec: StoreSpec, store_lane: Lane
+) -> None:
+    """A handle pickled before the delete (a Dask or Ray task's argument) used in a worker
+    process after it: the present refused with the error naming the actor (pickled back
+    intact), its past readable, its history marked."""
+    if not store_lane.multiprocess:
+        pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
+    init(spec)
+    handle = Ledger.get_or_create("worker-1", 1)
+    handle.add.run(2)
+    vc.delete_actor("worker-1")
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=spec.init) as pool:
+        seen = pool.submit(use_deleted, handle).result(timeout=240)
+    assert seen["past"] == ("ok", 3)
+    for what in ("read", "write", "event"):
+        kind, message = seen[what]
+        assert kind == "ActorDeletedError" and "'worker-1'" in message and "step 2" in message, seen
+    assert seen["history"] == ("ok", [True, False, False])
