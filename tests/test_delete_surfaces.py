@@ -19,7 +19,7 @@ from cli_harness import Vactor, one_line_error
 from delete_surface_workers import Ledger, use_deleted
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, workflow
 from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK
 from vactor_cloud.errors import ActorDeletedError
 from vactor_cloud.inbox import list_inbox
@@ -272,3 +272,53 @@ def test_a_handle_sent_to_a_worker_before_the_delete_sees_it_deleted_there(
         kind, message = seen[what]
         assert kind == "ActorDeletedError" and "'worker-1'" in message and "step 2" in message, seen
     assert seen["history"] == ("ok", [True, False, False])
+
+
+# -- the Ray-spelled workflow facade ---------------------------------------------------------------
+_broken = {"publish": True}
+_published: list[int] = []
+
+
+@workflow.step(max_retries=0)
+def _publish(value: int) -> int:
+    if _broken["publish"]:
+        raise RuntimeError("publish is down")
+    _published.append(value)
+    return value
+
+
+@workflow.virtual_actor
+class Job:
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    def run(self, x: int) -> Any:
+        return self.record.step(_publish.step(x))
+
+    def record(self, value: int) -> int:
+        self.done.append(value)
+        return value
+
+    @workflow.virtual_actor.readonly
+    def results(self) -> list[int]:
+        return list(self.done)
+
+
+def test_a_new_actor_under_a_deleted_id_inherits_no_failed_calls_to_resume(spec: StoreSpec) -> None:
+    """A new actor under the id starts with no keys and no timers; it also started with the old
+    actor's failed sub-workflow calls: ``get_status`` said FAILED and ``resume`` ran the old
+    actor's call (its method, its arguments) on the new one. The delete forgets them."""
+    init(spec)
+    _broken["publish"], _published[:] = True, []
+    old = Job.get_or_create("job-1")
+    with pytest.raises(RuntimeError, match="publish is down"):
+        old.run.run(4)
+    assert workflow.get_status("job-1") == workflow.FAILED
+    assert vc.delete_actor("job-1") is True
+    with pytest.raises(ActorDeletedError):
+        workflow.get_status("job-1")
+    _broken["publish"] = False
+    new = Job.get_or_create("job-1")
+    assert workflow.get_status("job-1") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("job-1")) == []
+    assert new.results.run() == [] and _published == []

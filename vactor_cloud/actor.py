@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from vactor_cloud import _sync
 from vactor_cloud.core import call_cycle
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
-from vactor_cloud.deletion import delete
+from vactor_cloud.deletion import delete, forget_failed_calls
 from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
@@ -183,6 +183,8 @@ def delete_actor(actor_id: str) -> bool:
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
         forget_existing(runtime, actor_id)  # and the next send_event
+    # (also when deleted already: what an earlier delete stopped before deleting)
+    runtime.run(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
     return tombstone is not None
 
 
