@@ -322,3 +322,18 @@ def test_a_new_actor_under_a_deleted_id_inherits_no_failed_calls_to_resume(spec:
     assert workflow.get_status("job-1") == workflow.SUCCESSFUL
     assert vc.get(workflow.resume("job-1")) == []
     assert new.results.run() == [] and _published == []
+
+
+def test_vactor_show_of_a_deleted_actor_points_to_its_history_and_last_state(
+    vactor: Vactor, store: str
+) -> None:
+    """``vactor show`` of a deleted actor said to create a new one with ``Cls.get_or_create``
+    (Python, and not what looking at it asks for); it says where its past is."""
+    seed(store, "show-1")  # steps 0..2, the tombstone 3
+    shown = vactor("show", "show-1")
+    assert shown.code == EXIT_NOT_FOUND
+    line = one_line_error(shown)
+    assert "'show-1' was deleted" in line and "step 3" in line
+    assert "vactor show show-1 --step 2" in line and "vactor history show-1" in line
+    before = vactor("--json", "show", "show-1", "--step", "2")
+    assert before.code == EXIT_OK and before.json()["state"] == {"total": 6, "seen": []}  # type: ignore[index]

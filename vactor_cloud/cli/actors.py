@@ -18,6 +18,7 @@ from typing import Any
 from vactor_cloud.cli._options import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -86,12 +87,24 @@ def _describe_storage() -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from vactor_cloud.errors import ActorDeletedError
     from vactor_cloud.history import raw_state_at
 
     init_runtime(args)
     out = Output.for_args(args)
     try:
         record, state = raw_state_at(args.actor_id, args.step)
+    except ActorDeletedError as exc:  # (its message says how to create a new one, in Python)
+        before = (
+            f"vactor show {args.actor_id} --step {exc.step - 1} shows its state before the delete, "
+            if exc.step > 0
+            else ""
+        )
+        raise CliError(
+            f"actor {args.actor_id!r} was deleted (its step {exc.step} is a tombstone): {before}"
+            f"vactor history {args.actor_id} its steps",
+            EXIT_NOT_FOUND,
+        ) from exc
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
         raise CliError(
             f"the state of {args.actor_id!r} refers to code this process cannot import ({exc}); "
