@@ -337,3 +337,22 @@ def test_vactor_show_of_a_deleted_actor_points_to_its_history_and_last_state(
     assert "vactor show show-1 --step 2" in line and "vactor history show-1" in line
     before = vactor("--json", "show", "show-1", "--step", "2")
     assert before.code == EXIT_OK and before.json()["state"] == {"total": 6, "seen": []}  # type: ignore[index]
+
+
+def test_every_vactor_command_on_a_deleted_actor_says_where_its_history_is(
+    vactor: Vactor, store: str
+) -> None:
+    """``call``, ``timers repair --actor``, ``events ls --actor`` on a deleted actor printed the
+    library's advice to call ``Cls.get_or_create`` and nothing a CLI user can run; they say
+    ``vactor history ID`` (exit 3, one line, as before)."""
+    seed(store, "cli-del")
+    for argv in (
+        ("call", "cli-del", "get"),
+        ("call", "cli-del", "add", "1"),
+        ("timers", "repair", "--actor", "cli-del"),
+        ("events", "ls", "--actor", "cli-del"),
+    ):
+        result = vactor(*argv)
+        assert result.code == EXIT_NOT_FOUND, (argv, result.err)
+        line = one_line_error(result)
+        assert "'cli-del'" in line and "was deleted" in line and "vactor history cli-del" in line, line
