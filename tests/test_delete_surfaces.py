@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -356,3 +357,44 @@ def test_every_vactor_command_on_a_deleted_actor_says_where_its_history_is(
         assert result.code == EXIT_NOT_FOUND, (argv, result.err)
         line = one_line_error(result)
         assert "'cli-del'" in line and "was deleted" in line and "vactor history cli-del" in line, line
+
+
+# -- a creation this process has not finished (wait_for_init=False) ----------------------------------
+_gate = threading.Event()
+
+
+@vc.virtual_actor
+class SlowStart:
+    def __init__(self) -> None:
+        _gate.wait(120)  # bounded: a test that fails does not hang
+        self.ready = True
+
+    @vc.virtual_actor.readonly
+    def is_ready(self) -> bool:
+        return self.ready
+
+
+def test_a_delete_after_a_get_or_create_that_did_not_wait_deletes_what_it_created(spec: StoreSpec) -> None:
+    """With ``wait_for_init=False`` this process's writer calls wait for its pending creation
+    (program order); ``delete_actor`` did not: on an id never used it raised
+    ``ActorNotFoundError`` (on a deleted one it answered False), and the actor was then
+    created, alive after the delete that followed its creation in the program."""
+    spec.init(settings=vc.Settings(storage="", wait_for_init=False))
+    _gate.clear()
+    handle = SlowStart.get_or_create("slow-1")  # returns at once; __init__ waits for the gate
+    outcome: list[object] = []
+
+    def delete() -> None:
+        try:
+            outcome.append(vc.delete_actor("slow-1"))
+        except Exception as exc:
+            outcome.append(exc)
+
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    deleter.join(5)  # (without the fix it is over by now: an id with no step yet)
+    _gate.set()
+    deleter.join(120)
+    assert outcome == [True]
+    with pytest.raises(ActorDeletedError):
+        handle.is_ready.run()

@@ -173,10 +173,14 @@ def delete_actor(actor_id: str) -> bool:
     tombstone stays (see docs/concepts.md, "Deleting an actor").
 
     Refused with ``ReentrantCallError`` (nothing deleted) inside a writer method of the actor
-    itself: delete it after the method returns.
+    itself: delete it after the method returns. A creation of the actor this process has
+    pending (``Settings(wait_for_init=False)``) is waited for first, as writer calls wait.
     """
     _refuse_own_writer(actor_id)
     runtime = get_runtime()
+    # This process's creation still pending (wait_for_init=False) comes first, as for a
+    # writer call: the delete follows it in the program, so it deletes what it created.
+    runtime.wait_created(actor_id)
     core = runtime.core(actor_id)
     try:
         tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
