@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -21,9 +22,12 @@ from delete_surface_workers import Ledger, use_deleted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_OK
+from vactor_cloud.compaction import compact
 from vactor_cloud.errors import ActorDeletedError
 from vactor_cloud.inbox import list_inbox
+from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -398,3 +402,33 @@ def test_a_delete_after_a_get_or_create_that_did_not_wait_deletes_what_it_create
     assert outcome == [True]
     with pytest.raises(ActorDeletedError):
         handle.is_ready.run()
+
+
+def test_send_event_from_a_process_that_cached_the_tombstone_finds_the_actor_created_since(
+    spec: StoreSpec,
+) -> None:
+    """A process that heard "deleted" (its cache holds the tombstone) sends an event after
+    another process created the actor again, wrote and compacted it past the tombstone: the
+    new actor exists, and the event is taken (a probe from the cached tombstone would stop at
+    the compacted steps and say "deleted"). (``min_age=0``: maintenance only, as a test may.)"""
+    init(spec)
+    handle = Tally.get_or_create("cached-1", 1)
+    vc.delete_actor("cached-1")
+    with pytest.raises(ActorDeletedError):
+        handle.get.run()  # this process now caches the tombstone
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        other.create(Tally.definition, "cached-1", (10,), {})
+        for _ in range(3):
+            future: vc.ActorFuture[Any] = vc.ActorFuture()
+            call = PendingCall.by_value(
+                "add", (1,), {}, readonly=False, future=future, call_id=uuid.uuid4().hex
+            )
+            other.core("cached-1").submit(call)
+            future.result(60)
+        report = _sync.sync(compact(other.log("cached-1"), keep_last=1, min_age=0))
+        assert report.deleted_steps >= 2
+    finally:
+        other.close()
+    assert vc.send_event("cached-1", "ping", "to the new actor")
+    assert inbox_size("cached-1") == 1

@@ -104,10 +104,9 @@ async def _actor_exists(runtime: Runtime, actor_id: str) -> bool:
     if record is None and actor_id in known:
         known.move_to_end(actor_id)
         return True
-    if record is not None:  # a tombstone cached here: a creation may follow it (one GET)
-        newest: StepRecord | None = (await core.log.probe_from(record))[0]
-    else:
-        newest = await core.log.load_latest(await core.log.read_head())
+    # Read from HEAD (a tombstone cached here may be followed by a creation, and by steps a
+    # compaction deleted since: a probe from it would stop short and see "deleted").
+    newest = await core.log.load_latest(await core.log.read_head())
     if newest is None:
         return False
     if is_deleted(newest):
