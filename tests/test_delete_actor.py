@@ -553,7 +553,9 @@ def test_a_wait_for_an_event_of_a_deleted_actor_ends_with_deleted(spec: StoreSpe
     vc.send_event("journal-1", "entry", "before")
     assert handle.wait_for_event("entry", timeout=30) == 1
     assert vc.delete_actor("journal-1") is True
-    vc.send_event("journal-1", "entry", "after", event_id="e-after")
+    with pytest.raises(ActorDeletedError):  # (a deleted actor takes events for the next one only)
+        vc.send_event("journal-1", "entry", "after", event_id="e-after")
+    vc.send_event("journal-1", "entry", "after", event_id="e-after", create=True)
     for wait in (
         lambda: handle.wait_for_event("entry", timeout=20, event_id="e-after"),
         lambda: _sync.sync(handle.wait_for_event_async("entry", timeout=20, event_id="e-after")),

@@ -16,8 +16,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
+from vactor_cloud.core import call_cycle
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
-from vactor_cloud.deletion import delete
+from vactor_cloud.deletion import delete, forget_failed_calls
+from vactor_cloud.errors import ReentrantCallError
+from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import get_runtime
 
@@ -170,8 +173,16 @@ def delete_actor(actor_id: str) -> bool:
     ``get_or_create`` on the id then makes a new actor. The old steps stay until a
     compaction (``handle.compact(keep_last=1)``, ``vactor compact``) deletes them; the
     tombstone stays (see docs/concepts.md, "Deleting an actor").
+
+    Refused with ``ReentrantCallError`` (nothing deleted) inside a writer method of the actor
+    itself: delete it after the method returns. A creation of the actor this process has
+    pending (``Settings(wait_for_init=False)``) is waited for first, as writer calls wait.
     """
+    _refuse_own_writer(actor_id)
     runtime = get_runtime()
+    # This process's creation still pending (wait_for_init=False) comes first, as for a
+    # writer call: the delete follows it in the program, so it deletes what it created.
+    runtime.wait_created(actor_id)
     core = runtime.core(actor_id)
     try:
         # (Ctrl-C: the delete stops, and gives back a folder lease it took over, before the
@@ -179,6 +190,9 @@ def delete_actor(actor_id: str) -> bool:
         tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN, settle=_SETTLE)
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
+        forget_existing(runtime, actor_id)  # and the next send_event
+    # (also when deleted already: what an earlier delete stopped before deleting)
+    runtime.run(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
     return tombstone is not None
 
 
@@ -188,13 +202,17 @@ async def delete_actor_async(actor_id: str) -> bool:
     Cancelled by its awaiting task, the delete stops (giving back a folder lease it took
     over) before the cancel reaches the awaiter: it makes no request after. A tombstone put
     already sent may have landed: ``delete_actor`` again returns False if it did."""
+    _refuse_own_writer(actor_id)
     runtime = get_runtime()
+    await asyncio.to_thread(runtime.wait_created, actor_id)  # (as delete_actor: see there)
     core = runtime.core(actor_id)
     try:
         deleting = runtime.bounded(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
         tombstone = await _until_stopped(deleting)
     finally:
         core.forget()
+        forget_existing(runtime, actor_id)
+    await _until_stopped(runtime.bounded(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN))
     return tombstone is not None
 
 
@@ -238,6 +256,22 @@ async def _until_stopped(coro: Coroutine[Any, Any, T]) -> T:
 
 #: how long an interrupted delete_actor waits for the delete to stop (its lease given back)
 _SETTLE = 5.0
+
+
+def _refuse_own_writer(actor_id: str) -> None:
+    """``ReentrantCallError`` when a writer method of ``actor_id`` runs on this thread: the
+    tombstone would commit before the method's own step, which then fails with
+    ``ActorDeletedError`` (its effects lost, the delete done)."""
+    cycle = call_cycle(actor_id)
+    if cycle is not None:
+        raise ReentrantCallError(
+            f"delete_actor() of actor {actor_id!r} was called while a writer method of it runs on "
+            f"this same thread (a call cycle {cycle}): the delete would commit before the method's "
+            "own step, which would then fail with ActorDeletedError; nothing was deleted. Delete "
+            "the actor after the method has returned (from its caller, or from a read-only method)"
+        )
+
+
 #: what to do when a delete ran out of time (it may or may not have committed)
 _DELETE_AGAIN = "call delete_actor again: it returns False if the first one committed"
 

@@ -38,6 +38,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
+from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, CallRecord, StepCompactedError, StepRecord, StepTakenError, retry_pause
 from vactor_cloud.posting import (
@@ -54,6 +55,7 @@ from vactor_cloud.posting import (
     legacy_outcomes,
 )
 from vactor_cloud.settings import Settings
+from vactor_cloud.storage import ObjectStore
 
 __all__ = [
     "DELETED",
@@ -62,6 +64,7 @@ __all__ = [
     "delete",
     "deleted_error",
     "failed_outcomes",
+    "forget_failed_calls",
     "is_deleted",
 ]
 
@@ -302,3 +305,16 @@ async def _clear_posts(box: PostBox, keys: list[str]) -> None:
     with contextlib.suppress(StorageError):
         await box.delete(keys)
         await box.flush()
+
+
+async def forget_failed_calls(store: ObjectStore, actor_id: str) -> int:
+    """Delete a deleted actor's failed-call records (``tasks/<call id>/failed``, what
+    ``workflow.resume`` runs again and ``get_status`` calls FAILED); how many there were.
+
+    Run after the tombstone is in place: left there, the next actor created under the id
+    was FAILED from its start and ``resume`` ran the old actor's calls on it. (A call of the
+    old actor that records its failure after this, having raced the delete, is left.)"""
+    keys = [k for k in await store.list(tasks_prefix(actor_id)) if k.endswith(f"/{FAILED_CALL}")]
+    if keys:
+        await store.delete_many(keys)
+    return len(keys)

@@ -45,6 +45,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup, delivered
+from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import (
     ActorDeletedError,
     ActorNotFoundError,
@@ -77,8 +78,9 @@ __all__ = [
     "wait_for_event_async",
 ]
 
-#: actors this process knows to exist, per runtime (actors are never deleted), the most recently
-#: used ``Settings.max_cached_actors`` of them: one more is a LIST on its next send, no more
+#: actors this process knows to exist, per runtime, the most recently used
+#: ``Settings.max_cached_actors`` of them: one more is read on its next send (HEAD and the newest
+#: step), no more; a delete made here drops its id (``forget_existing``)
 _existing: weakref.WeakKeyDictionary[Runtime, OrderedDict[str, None]] = weakref.WeakKeyDictionary()
 #: process_events() gives up after this many commits in one call (MAX_EVENTS_PER_COMMIT each)
 _MAX_ROUNDS = 1000
@@ -91,19 +93,36 @@ def _prepare(name: str, payload: Any, event_id: str | None, serializer: str) -> 
 
 
 async def _actor_exists(runtime: Runtime, actor_id: str) -> bool:
+    """Whether ``actor_id`` holds an actor; ``ActorDeletedError`` if its newest step is a
+    tombstone. Steps listed are not enough: a deleted actor's stay until a compaction, and its
+    events would wait for whatever actor is created under the id next."""
     core = runtime.core(actor_id)
     known = _existing.setdefault(runtime, OrderedDict())
-    if core.record is not None:
-        return True
-    if actor_id in known:
+    record = core.record
+    if record is not None and not is_deleted(record):
+        return True  # (another process's delete since is a send that raced it: see send_event)
+    if record is None and actor_id in known:
         known.move_to_end(actor_id)
         return True
-    if await core.log.list_steps(limit=1):  # (a key under steps/ naming no step is no step)
-        known[actor_id] = None
-        while len(known) > runtime.settings.max_cached_actors:
-            known.popitem(last=False)
-        return True
-    return False
+    # Read from HEAD (a tombstone cached here may be followed by a creation, and by steps a
+    # compaction deleted since: a probe from it would stop short and see "deleted").
+    newest = await core.log.load_latest(await core.log.read_head())
+    if newest is None:
+        return False
+    if is_deleted(newest):
+        known.pop(actor_id, None)
+        raise deleted_error(core.log, newest)
+    known[actor_id] = None
+    while len(known) > runtime.settings.max_cached_actors:
+        known.popitem(last=False)
+    return True
+
+
+def forget_existing(runtime: Runtime, actor_id: str) -> None:
+    """``actor_id`` was deleted by this process: its next send checks the store again."""
+    known = _existing.get(runtime)
+    if known is not None:
+        known.pop(actor_id, None)
 
 
 async def _send(
@@ -142,7 +161,13 @@ def send_event(
 
     ``ActorNotFoundError`` if the actor does not exist, unless
     ``create=True``: the event then waits in the inbox and is applied after
-    the actor is created (by ``get_or_create``), at its first commit.
+    the actor is created (by ``get_or_create``), at its first commit. A
+    deleted actor (``delete_actor``) does not exist: ``ActorDeletedError``,
+    nothing stored, unless ``create=True`` (then the next actor created under
+    the id applies it). A process that has the actor cached from before
+    another process deleted it does not read the store again to send: its
+    event raced the delete, and waits for the next actor as events sent
+    before the delete do.
 
     ``serializer``: ``"json"`` (default; plain data, readable by actors using
     either serializer) or ``"pickle"`` (any Python object; refused, and

@@ -25,7 +25,12 @@ from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCal
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo
-from vactor_cloud.errors import ReentrantCallError, StorageNotChosenError, VirtualActorNotInitializedError
+from vactor_cloud.errors import (
+    ActorDeletedError,
+    ReentrantCallError,
+    StorageNotChosenError,
+    VirtualActorNotInitializedError,
+)
 from vactor_cloud.events import (
     process_events,
     process_events_async,
@@ -182,7 +187,15 @@ class ActorHandle(Generic[T]):
         creation = runtime.creating(self.actor_id)
         if creation is not None:
             return creation.definition
-        definition = runtime.load(self.actor_id).definition
+        try:
+            definition = runtime.load(self.actor_id).definition
+        except ActorDeletedError:
+            # Its methods are still looked up, in the class of its tombstone: a read-only one
+            # runs on a step before the delete (``run(at_step=N)``, as ``state_at(N)`` reads
+            # it); every call on its present fails with this error, where the call is made.
+            definition = runtime.core(self.actor_id).definition
+            if definition is None:
+                raise
         assert definition is not None
         return definition
 

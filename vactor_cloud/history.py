@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.core import writers_on_this_thread
-from vactor_cloud.deletion import deleted_error, is_deleted
+from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
@@ -68,8 +68,10 @@ class HistoryEntry:
     applies several); their ``args`` and ``result`` are short ``repr``
     summaries recorded when the step was committed, not the values.
     A timer's call (scheduled or cancelled from outside, fired by a runner)
-    also has its meaning in words: :meth:`call_text`, and ``meaning`` in
-    :meth:`to_json`.
+    and a delete also have their meaning in words: :meth:`call_text`, and
+    ``meaning`` in :meth:`to_json`. ``deleted`` is True on a tombstone: the
+    step that deleted the actor (``delete_actor``), or one that failed calls
+    posted to it after that.
     """
 
     step: int
@@ -78,6 +80,7 @@ class HistoryEntry:
     writer: str
     class_name: str
     calls: tuple[CallRecord, ...]
+    deleted: bool = False
 
     @property
     def when(self) -> datetime.datetime:
@@ -93,14 +96,16 @@ class HistoryEntry:
             writer=record.writer,
             class_name=record.class_ref.name,
             calls=record.calls,
+            deleted=is_deleted(record),
         )
 
     @staticmethod
     def call_text(call: CallRecord) -> str:
         """One line for ``call``: ``method(args) -> result`` (``!! error`` if it raised), a
-        timer's call in words (``timer scheduled: bump() key='renewal' due ...``)."""
-        meaning = describe_call(call)
-        if meaning is not None and call.method in MARKERS:
+        timer's call or a delete in words (``timer scheduled: bump() key='renewal' due ...``,
+        ``actor deleted``)."""
+        meaning = _meaning(call)
+        if meaning is not None and call.method in _WORDS_ONLY:
             return meaning if call.ok else f"{meaning} !! {call.result}"
         text = f"{call.method}({call.args})"
         if call.ok:
@@ -112,7 +117,7 @@ class HistoryEntry:
         return f"{text}  [key {call.key}]" if call.key else text
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "step": self.step,
             "parent": self.parent,
             "time": self.time,
@@ -121,12 +126,28 @@ class HistoryEntry:
             "class": self.class_name,
             "calls": [_call_json(c) for c in self.calls],
         }
+        if self.deleted:
+            out["deleted"] = True
+        return out
+
+
+#: the tombstone's own call, in words
+DELETED_TEXT = "actor deleted"
+#: calls shown by their meaning alone (no ``method(args)``: internal names)
+_WORDS_ONLY = MARKERS | {DELETE_CALL}
+
+
+def _meaning(call: CallRecord) -> str | None:
+    """A timer's call (``describe_call``) or a delete, in words; None for other calls."""
+    if call.method == DELETE_CALL:
+        return DELETED_TEXT
+    return describe_call(call)
 
 
 def _call_json(call: CallRecord) -> dict[str, Any]:
-    """A call as ``CallRecord.to_json``, plus ``meaning`` for a timer's call (``describe_call``)."""
+    """A call as ``CallRecord.to_json``, plus ``meaning`` for a timer's call or a delete."""
     out = call.to_json()
-    meaning = describe_call(call)
+    meaning = _meaning(call)
     if meaning is not None:
         out["meaning"] = meaning
     return out

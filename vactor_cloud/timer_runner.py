@@ -59,6 +59,7 @@ from typing import Any, Literal
 from vactor_cloud import _sync, keys
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.core import call_cycle
+from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -1020,7 +1021,8 @@ def list_timers(actor_id: str, *, runtime: Runtime | None = None) -> list[dict[s
 
 def cancel_timer(actor_id: str, key: str, *, runtime: Runtime | None = None) -> bool:
     """Cancel the actor's pending timer ``key`` (one commit); False if there was none (a read
-    of the newest step, no commit, when nothing of this process may still schedule it)."""
+    of the newest step, no commit, when nothing of this process may still schedule it).
+    ``ActorDeletedError`` if the actor was deleted (its timers went with it)."""
     runtime = runtime or get_runtime()
     if _none_to_cancel(runtime, actor_id, key):
         return False
@@ -1047,4 +1049,6 @@ def _none_to_cancel(runtime: Runtime, actor_id: str, key: str) -> bool:
     if not core.idle or actor_id in runtime.pending_posts:
         return False
     record = runtime.run(core.revalidate())
+    if is_deleted(record):  # no timer left, and no actor: say so, as timers() and calls do
+        raise deleted_error(core.log, record)
     return key not in pending_timers(record.extra)

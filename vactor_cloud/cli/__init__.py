@@ -41,7 +41,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vactor_cloud.cli._options import (
     EXIT_DOCTOR,
@@ -192,9 +192,24 @@ def _hint(debug: bool) -> str:
     return "" if debug else " (run with --debug for the traceback)"
 
 
+if TYPE_CHECKING:
+    from vactor_cloud.errors import ActorDeletedError
+
+
+def _deleted_text(exc: ActorDeletedError) -> str:
+    """What a command says of a deleted actor (an ``ActorDeletedError``)."""
+    where = f" under {exc.root}" if exc.root else ""
+    at = f" (its step {exc.step} is a tombstone)" if exc.step >= 0 else ""
+    return (
+        f"actor {exc.actor_id!r}{where} was deleted{at}: vactor history {exc.actor_id} shows its "
+        f"steps; a program's Cls.get_or_create({exc.actor_id!r}, ...) makes a new actor under the id"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vactor`` console script; returns the exit code."""
     from vactor_cloud.errors import (
+        ActorDeletedError,
         ActorNotFoundError,
         IntegrityError,
         InvalidActorIdError,
@@ -218,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)
+    except ActorDeletedError as exc:  # (its own message's advice is Python's get_or_create)
+        _fail(_deleted_text(exc), EXIT_NOT_FOUND, debug)
     except (ActorNotFoundError, StepNotFoundError) as exc:
         named = getattr(args, "storage", None) or os.environ.get("VACTOR_STORAGE")
         _fail(f"{exc}{memory_hint(named or '')}", EXIT_NOT_FOUND, debug)

@@ -18,6 +18,7 @@ from typing import Any
 from vactor_cloud.cli._options import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -86,12 +87,24 @@ def _describe_storage() -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from vactor_cloud.errors import ActorDeletedError
     from vactor_cloud.history import raw_state_at
 
     init_runtime(args)
     out = Output.for_args(args)
     try:
         record, state = raw_state_at(args.actor_id, args.step)
+    except ActorDeletedError as exc:  # (its message says how to create a new one, in Python)
+        before = (
+            f"vactor show {args.actor_id} --step {exc.step - 1} shows its state before the delete, "
+            if exc.step > 0
+            else ""
+        )
+        raise CliError(
+            f"actor {args.actor_id!r} was deleted (its step {exc.step} is a tombstone): {before}"
+            f"vactor history {args.actor_id} its steps",
+            EXIT_NOT_FOUND,
+        ) from exc
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
         raise CliError(
             f"the state of {args.actor_id!r} refers to code this process cannot import ({exc}); "
@@ -192,7 +205,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     kwargs = parse_json_arg(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise CliError("--kwargs takes a JSON object, e.g. --kwargs '{\"by\": 2}'", EXIT_USAGE)
-    method = _actor_method(vc.get_actor(args.actor_id), args.method)
+    # --at-step reads a past step: a deleted actor's steps before its tombstone are history
+    # (``vc.get_actor`` refuses a deleted actor; the handle's call says so for the rest)
+    handle = vc.ActorHandle(args.actor_id) if args.at_step is not None else vc.get_actor(args.actor_id)
+    method = _actor_method(handle, args.method)
     if args.at_step is not None and not method._info.readonly:
         raise CliError(
             f"{args.method}() is a writer method; --at-step runs read-only methods on a past state. "

@@ -37,7 +37,8 @@ from vactor_cloud.cli._options import (
     memory_hint,
 )
 from vactor_cloud.cli._output import Output, printable, progress, when
-from vactor_cloud.errors import ActorNotFoundError, VactorError
+from vactor_cloud.deletion import is_deleted
+from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.inbox import InboxEvent, inbox_prefix, list_inbox, read_events, refusal
@@ -116,6 +117,8 @@ async def _read_without_payloads(
     return sorted(events, key=lambda e: e.order)
 
 
+#: the status of an event of a deleted actor (``vactor_cloud.delete_actor``)
+_DELETED = "waiting: actor deleted, for the next actor created under its id"
 #: the status of an inbox object that cannot be read
 _DAMAGED = "damaged: read failed its integrity check (cut short, altered, or not signed with this key); kept"
 
@@ -144,6 +147,9 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
                     for e in events
                 ]
                 continue
+            if is_deleted(record):  # (it applies none: they wait for a creation, as above)
+                rows += [EventRow(actor_id, e.event_id, e.name, e.time, _DELETED) for e in events]
+                continue
             assert core.definition is not None
             for e in events:
                 if (
@@ -167,9 +173,20 @@ async def _drain_one(actor_id: str) -> dict[str, Any]:
     store = get_runtime().store
     try:
         applied = await _process(actor_id)
-    except ActorNotFoundError:
+    except ActorNotFoundError as exc:
         left = len(await list_inbox(store, actor_id))
-        text = f"{actor_id}: not created yet, {left} {'event waits' if left == 1 else 'events wait'} for it"
+        waits = "event waits" if left == 1 else "events wait"
+        if isinstance(exc, ActorDeletedError):
+            text = f"{actor_id}: deleted, {left} {waits} for the next actor created under its id"
+            return {
+                "actor": actor_id,
+                "created": False,
+                "deleted": True,
+                "applied": 0,
+                "left": left,
+                "text": text,
+            }
+        text = f"{actor_id}: not created yet, {left} {waits} for it"
         return {"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text}
     left = len(await list_inbox(store, actor_id))
     text = f"{actor_id}: applied {applied}, {left} left in the inbox"
