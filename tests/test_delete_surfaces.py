@@ -8,6 +8,7 @@ test names the promise it checks."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import pickle
 import threading
@@ -254,6 +255,49 @@ def test_a_writer_method_deleting_its_own_actor_is_refused_and_nothing_is_delete
         vc.get_actor("self-1")
     SelfDeleting.get_or_create("self-3")
     assert SelfDeleting.get_or_create("self-2").delete_me.run("self-3") is True  # another actor: allowed
+
+
+@vc.virtual_actor
+class DeletesItselfAtBirth:
+    """Its ``__init__`` deletes the actor being created (``how``: with the blocking call, or the
+    async twin run to its end on the creating thread)."""
+
+    def __init__(self, actor_id: str, how: str) -> None:
+        self.outcome = "deleted"
+        try:
+            if how == "sync":
+                vc.delete_actor(actor_id)
+            else:
+                asyncio.run(vc.delete_actor_async(actor_id))
+        except vc.ReentrantCallError as refused:
+            self.outcome = str(refused)
+
+    def said(self) -> str:  # (a writer: the call that runs the pending creation first)
+        return self.outcome
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_an_init_deleting_its_own_actor_not_waited_for_is_refused_and_never_hangs(
+    spec: StoreSpec, how: str
+) -> None:
+    """With ``wait_for_init=False`` the creation runs at the first call, and a delete waits for
+    this process's pending creation of the actor first: from inside that creation's own
+    ``__init__`` it waited for itself, for good (the calling thread never returned). It is
+    refused with ``ReentrantCallError``, saying to delete after the creation, and the creation
+    commits."""
+    vc.shutdown()
+    spec.init(settings=vc.Settings(storage="", wait_for_init=False))
+    actor_id = f"born-{how}"
+    said: list[str] = []
+    caller = threading.Thread(
+        target=lambda: said.append(DeletesItselfAtBirth.get_or_create(actor_id, actor_id, how).said.run()),
+        daemon=True,
+    )
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "the delete inside __init__ waited for its own creation: hung"
+    assert said and "__init__" in said[0] and "after" in said[0], said
+    assert vc.get_actor(actor_id).said.run() == said[0]  # created, not deleted
 
 
 # -- another process -----------------------------------------------------------------------------

@@ -180,6 +180,7 @@ def delete_actor(actor_id: str) -> bool:
     """
     _refuse_own_writer(actor_id)
     runtime = get_runtime()
+    runtime.refuse_own_creation(actor_id, "delete it")
     # This process's creation still pending (wait_for_init=False) comes first, as for a
     # writer call: the delete follows it in the program, so it deletes what it created.
     runtime.wait_created(actor_id)
@@ -204,6 +205,8 @@ async def delete_actor_async(actor_id: str) -> bool:
     already sent may have landed: ``delete_actor`` again returns False if it did."""
     _refuse_own_writer(actor_id)
     runtime = get_runtime()
+    # (Checked here: the wait below runs on another thread, which runs no creation.)
+    runtime.refuse_own_creation(actor_id, "delete it")
     await asyncio.to_thread(runtime.wait_created, actor_id)  # (as delete_actor: see there)
     core = runtime.core(actor_id)
     try:

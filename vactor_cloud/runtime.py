@@ -361,6 +361,14 @@ class CreationTurns:
                 self._ended += 1
             done.set()
 
+    def created_by_me(self, actor_id: str) -> bool:
+        """Whether this thread creates ``actor_id`` now, or waits, through others' creations,
+        for a thread that does (its ``__init__`` runs on this thread, maybe a few calls up)."""
+        me = threading.get_ident()
+        with self._lock:
+            running = self._running.get(actor_id)
+            return running is not None and self._waits_for(running[0], me)
+
     def _waits_for(self, thread: int, me: int) -> bool:
         """Whether ``thread`` is ``me`` or waits, through others' creations, for ``me``."""
         seen: set[int] = set()
@@ -907,13 +915,27 @@ class Runtime:
 
     def wait_created(self, actor_id: str) -> BaseException | None:
         """Wait for this process's pending creation of ``actor_id``, if any (running it on this
-        thread if no thread has started it); its exception, if it failed."""
+        thread if no thread has started it); its exception, if it failed.
+
+        ``ReentrantCallError`` when the creation runs on this thread (this is its ``__init__``, or
+        one it waits for): the wait would be for itself, for good."""
         creation = self._creations.get(actor_id)
         if creation is None:
             return None
+        self.refuse_own_creation(actor_id, "wait for its creation")
         creation.start()
         creation.done.wait()
         return creation.error
+
+    def refuse_own_creation(self, actor_id: str, what: str) -> None:
+        """``ReentrantCallError`` if this thread runs the creation of ``actor_id`` (see
+        :meth:`wait_created`); ``what``: what the caller was about to do."""
+        if self._turns.created_by_me(actor_id):
+            raise ReentrantCallError(
+                f"actor {actor_id!r} is being created on this thread (this is its __init__, or the "
+                f"__init__ of an actor it creates): to {what} here would wait for itself. Do it "
+                "after the creation, from the code that called get_or_create"
+            )
 
     def call(self, actor_id: str, call: PendingCall) -> None:
         """Apply a write on this thread (or wait for the thread that holds the actor)."""
