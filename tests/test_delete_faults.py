@@ -298,7 +298,9 @@ def test_a_delete_on_a_stalled_endpoint_ends_by_its_deadline_and_a_second_one_te
     """One request of the delete never answers: ``delete_actor`` ends by ``Settings.deadline``
     with a StorageTimeoutError that says what to do (delete again), never hangs; once the
     endpoint answers again, a second delete says True (the first committed nothing) or False
-    (it had), and there is one tombstone."""
+    (it had), and there is one tombstone. A stall in the clean-up after the commit (the
+    posts' deletes, the HEAD move) does not make a committed delete a timeout: it says True,
+    by its deadline, and the clean-up ends on its own."""
     operation, fragment, answer_first, committed = STALLS[phase]
     init(spec)
     Tally.get_or_create("tally-6").add.run("a")
@@ -311,8 +313,11 @@ def test_a_delete_on_a_stalled_endpoint_ends_by_its_deadline_and_a_second_one_te
     if fragment == "/lease":
         LosesFirstRace(monkeypatch)
     store.hold()
-    with pytest.raises(vc.StorageTimeoutError, match="delete_actor again"):
-        vc.delete_actor("tally-6")
+    if committed and not answer_first:  # (the clean-up after its commit stalls: it is done)
+        assert vc.delete_actor("tally-6") is True
+    else:
+        with pytest.raises(vc.StorageTimeoutError, match="delete_actor again"):
+            vc.delete_actor("tally-6")
     assert store.held.is_set(), f"the delete never sent the {operation} of {fragment}"
     store.release.set()
     wait_for(store.ended, "the end of the hold")

@@ -40,7 +40,15 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.log import ActorLog, CallRecord, StepCompactedError, StepRecord, StepTakenError, retry_pause
+from vactor_cloud.log import (
+    ActorLog,
+    CallRecord,
+    Head,
+    StepCompactedError,
+    StepRecord,
+    StepTakenError,
+    retry_pause,
+)
 from vactor_cloud.posting import (
     POST_CURSOR,
     POST_FLOOR,
@@ -175,8 +183,8 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
     """
     box = PostBox(log.store, log.actor_id, log.signing_key)
     lease = _DeleterLease(LeaseStore(log.store, log.actor_id, log.signing_key), box.sender, settings)
-    give_up_at = time.monotonic() + settings.commit_timeout
-    validated = time.monotonic()
+    started = validated = time.monotonic()
+    give_up_at = started + settings.commit_timeout
     base, head = await log.load_latest_and_head(await log.read_head())
     if base is None:
         raise ActorNotFoundError(log.actor_id, log.store.describe())
@@ -204,11 +212,17 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
             except (StorageError, CommitOutcomeUnknownError) as exc:
                 raise _outcome_unknown(log, record, exc) from exc
             if committed:
-                await lease.release(record.step)
-                await _clear_posts(box, [p.key for p in folded] + done)
-                # (A hint: a load then reads the tombstone first, not the steps before it.)
-                with contextlib.suppress(StorageError):
-                    await log.advance_head(record.step, record.class_ref, head)
+                # The clean-up runs on its own: awaited while the delete's deadline allows, then
+                # left to end by itself. A stall there (all of it best effort: a post left is
+                # stale by the cursor, HEAD a hint, a lease expires) must not turn a committed
+                # delete into a timeout, which would tell its caller it may not have happened.
+                cleanup = asyncio.ensure_future(
+                    _after_commit(lease.hand_over(), box, [p.key for p in folded] + done, log, record, head)
+                )
+                _CLEANUPS.add(cleanup)
+                cleanup.add_done_callback(_cleanup_ended)
+                budget = started + settings.deadline * _CLEANUP_SHARE - time.monotonic()
+                await asyncio.wait({cleanup}, timeout=None if math.isinf(budget) else max(budget, 0.0))
                 return record
             attempt += 1
             if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -226,10 +240,34 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
                     raise ActorNotFoundError(log.actor_id, log.store.describe())
                 base = newest
     finally:
-        # Every way out gives a lease taken over back: a commit (released above already), a
+        # Every way out gives a lease taken over back: a commit (handed to its clean-up), a
         # conflict, an error, an answer never learned, a cancel (Ctrl-C, a caller's timeout).
         # Posters would otherwise wait out lease_seconds before anyone folds their calls.
         await lease.release(base.step)
+
+
+async def _after_commit(
+    lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
+) -> None:
+    """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
+    stale), move HEAD to it (a hint: a load then reads the tombstone first)."""
+    await lease.release(record.step)
+    await _clear_posts(box, keys)
+    with contextlib.suppress(StorageError):
+        await log.advance_head(record.step, record.class_ref, head)
+
+
+#: the clean-ups after a tombstone still running (a strong reference: a task only the loop
+#: knows may be collected before it ends)
+_CLEANUPS: set[asyncio.Future[None]] = set()
+#: the share of ``Settings.deadline`` (from the delete's start) a delete waits for its clean-up
+_CLEANUP_SHARE = 0.8
+
+
+def _cleanup_ended(task: asyncio.Future[None]) -> None:
+    _CLEANUPS.discard(task)
+    if not task.cancelled():
+        task.exception()  # (retrieved: its own errors are suppressed; a loop closing is not news)
 
 
 def _outcome_unknown(log: ActorLog, record: StepRecord, exc: Exception) -> CommitOutcomeUnknownError:
@@ -260,6 +298,14 @@ class _DeleterLease:
         #: failed too): the lease may be ours without our knowing its version
         self.maybe = False
         self.taken_at = -math.inf
+
+    def hand_over(self) -> _DeleterLease:
+        """A copy holding what this one holds (for the clean-up after the commit), this one
+        left holding nothing: its ``release`` is then a no-op."""
+        other = _DeleterLease(self.leases, self.sender, self.settings)
+        other.held, other.maybe, other.taken_at = self.held, self.maybe, self.taken_at
+        self.held, self.maybe = None, False
+        return other
 
     async def take(self, step: int) -> None:
         """Write the lease in our name (again, past half its length), over whatever is there."""
