@@ -288,6 +288,7 @@ STALLS = {
     "the tombstone put's answer": ("put", "/steps/", True, True),
     "deleting the posts": ("delete", "/mail/", False, True),
     "moving HEAD": ("put", "/HEAD", False, True),
+    "listing its failed calls": ("list", "/tasks/", False, True),
 }
 
 

@@ -19,7 +19,7 @@ from vactor_cloud import _sync
 from vactor_cloud.core import call_cycle
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
 from vactor_cloud.deletion import delete, forget_failed_calls
-from vactor_cloud.errors import ReentrantCallError
+from vactor_cloud.errors import ReentrantCallError, StorageError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import get_runtime
@@ -192,8 +192,10 @@ def delete_actor(actor_id: str) -> bool:
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
         forget_existing(runtime, actor_id)  # and the next send_event
-    # (also when deleted already: what an earlier delete stopped before deleting)
-    runtime.run(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
+    if tombstone is None:  # (deleted already: what an earlier delete stopped before deleting;
+        # the delete that commits does it in its clean-up, best effort as here)
+        with contextlib.suppress(StorageError):
+            runtime.run(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
     return tombstone is not None
 
 
@@ -215,7 +217,11 @@ async def delete_actor_async(actor_id: str) -> bool:
     finally:
         core.forget()
         forget_existing(runtime, actor_id)
-    await _until_stopped(runtime.bounded(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN))
+    if tombstone is None:  # (as delete_actor)
+        with contextlib.suppress(StorageError):
+            await _until_stopped(
+                runtime.bounded(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
+            )
     return tombstone is not None
 
 

@@ -250,11 +250,14 @@ async def _after_commit(
     lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
 ) -> None:
     """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
-    stale), move HEAD to it (a hint: a load then reads the tombstone first)."""
+    stale), move HEAD to it (a hint: a load then reads the tombstone first), and delete the
+    actor's failed-call records (``forget_failed_calls``)."""
     await lease.release(record.step)
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
+    with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
+        await forget_failed_calls(log.store, log.actor_id)
 
 
 #: the clean-ups after a tombstone still running (a strong reference: a task only the loop
