@@ -231,7 +231,7 @@ def test_a_writer_with_a_cached_step_loses_to_the_delete_and_its_old_state_never
     assert held.held.wait(30), "the writer never reached its put"
     other = other_process(spec)
     try:
-        assert _sync.sync(delete(other.log("acct-4"), other.settings)) is not None
+        assert _sync.sync(delete(other.log("acct-4"), other.settings, keep=other.keep)) is not None
     finally:
         other.close()
     held.release.set()
@@ -253,7 +253,7 @@ def test_two_deletes_racing_commit_one_tombstone(spec: StoreSpec) -> None:
         assert held.held.wait(30), "the first delete never reached its put"
         other = other_process(spec)
         try:
-            assert _sync.sync(delete(other.log("acct-5"), other.settings)) is not None
+            assert _sync.sync(delete(other.log("acct-5"), other.settings, keep=other.keep)) is not None
         finally:
             other.close()
         held.release.set()
@@ -394,7 +394,7 @@ def test_a_delete_that_ends_in_an_error_gives_back_the_folder_lease_it_took_over
     runtime = init(spec, lease_seconds=600.0)
     Account.get_or_create("acct-15").add.run("me/0")
     puts = LosesOnceThen(monkeypatch, newest(runtime, "acct-15"), then)
-    deleting = delete(runtime.log("acct-15"), runtime.settings)
+    deleting = delete(runtime.log("acct-15"), runtime.settings, keep=runtime.keep)
     if then == "unknown":
         with pytest.raises(vc.CommitOutcomeUnknownError):
             _sync.sync(deleting, 60)

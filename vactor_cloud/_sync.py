@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -17,7 +18,16 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["BridgeCancelled", "BridgeTimeout", "cancel", "get_loop", "in_loop_thread", "submit", "sync"]
+__all__ = [
+    "BridgeCancelled",
+    "BridgeTimeout",
+    "cancel",
+    "get_loop",
+    "in_loop_thread",
+    "submit",
+    "sync",
+    "until_stopped",
+]
 
 T = TypeVar("T")
 
@@ -93,6 +103,44 @@ def cancel(waiters: set[_Waiter]) -> None:
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     """Schedule ``coro`` on the IO loop and return a thread-safe future for its result."""
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
+
+
+async def until_stopped(coro: Coroutine[Any, Any, T], settle: float) -> T:
+    """Run ``coro`` on the IO loop and await it from any loop (the async ``sync(settle=)``).
+
+    Cancelled, it cancels ``coro`` and waits for it to stop (its ``finally`` blocks run;
+    ``settle`` seconds at most) before the cancel goes on: a write made after its caller heard
+    "cancelled" is one nobody expects. (:func:`submit`'s future, cancelled, cancels the task
+    and returns at once; ``asyncio.to_thread`` of a blocking twin leaves it running.)"""
+    loop = get_loop()
+    ended: concurrent.futures.Future[T] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[T]] = []
+
+    def finish(task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            ended.cancel()
+        elif (error := task.exception()) is not None:
+            ended.set_exception(error)
+        else:
+            ended.set_result(task.result())
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(finish)
+        tasks.append(task)
+
+    def cancel() -> None:  # (runs after ``start``: the loop runs its callbacks in order)
+        tasks[0].cancel()
+
+    loop.call_soon_threadsafe(start)
+    try:
+        return await asyncio.shield(asyncio.wrap_future(ended))
+    except asyncio.CancelledError:
+        loop.call_soon_threadsafe(cancel)
+        # (Bounded: a stalled request in its ``finally`` ends later, unwaited for.)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([asyncio.wrap_future(ended)], timeout=settle)
+        raise
 
 
 class BridgeTimeout(Exception):

@@ -9,10 +9,9 @@ same way as the local one.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
@@ -22,7 +21,7 @@ from vactor_cloud.deletion import delete, forget_failed_calls
 from vactor_cloud.errors import ReentrantCallError, StorageError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
-from vactor_cloud.runtime import get_runtime
+from vactor_cloud.runtime import Runtime, get_runtime
 
 __all__ = ["ActorClass", "VirtualActorDecorator", "get_actor", "get_actor_async", "virtual_actor"]
 
@@ -178,25 +177,13 @@ def delete_actor(actor_id: str) -> bool:
     itself: delete it after the method returns. A creation of the actor this process has
     pending (``Settings(wait_for_init=False)``) is waited for first, as writer calls wait.
     """
-    _refuse_own_writer(actor_id)
-    runtime = get_runtime()
-    runtime.refuse_own_creation(actor_id, "delete it")
+    runtime = _may_delete(actor_id)
     # This process's creation still pending (wait_for_init=False) comes first, as for a
     # writer call: the delete follows it in the program, so it deletes what it created.
     runtime.wait_created(actor_id)
-    core = runtime.core(actor_id)
-    try:
-        # (Ctrl-C: the delete stops, and gives back a folder lease it took over, before the
-        # interrupt goes on: the program it ends shuts the runtime down next.)
-        tombstone = runtime.run(delete(core.log, runtime.settings), hint=_DELETE_AGAIN, settle=_SETTLE)
-    finally:
-        core.forget()  # this process's cache: the next call reloads and meets the tombstone
-        forget_existing(runtime, actor_id)  # and the next send_event
-    if tombstone is None:  # (deleted already: what an earlier delete stopped before deleting;
-        # the delete that commits does it in its clean-up, best effort as here)
-        with contextlib.suppress(StorageError):
-            runtime.run(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
-    return tombstone is not None
+    # (Ctrl-C: the delete stops, and gives back a folder lease it took over, before the
+    # interrupt goes on: the program it ends shuts the runtime down next.)
+    return runtime.run(_delete(runtime, actor_id), hint=_DELETE_AGAIN, settle=_SETTLE)
 
 
 async def delete_actor_async(actor_id: str) -> bool:
@@ -205,62 +192,35 @@ async def delete_actor_async(actor_id: str) -> bool:
     Cancelled by its awaiting task, the delete stops (giving back a folder lease it took
     over) before the cancel reaches the awaiter: it makes no request after. A tombstone put
     already sent may have landed: ``delete_actor`` again returns False if it did."""
+    runtime = _may_delete(actor_id)
+    await asyncio.to_thread(runtime.wait_created, actor_id)  # (as delete_actor: see there)
+    deleting = runtime.bounded(_delete(runtime, actor_id), hint=_DELETE_AGAIN)
+    return await _sync.until_stopped(deleting, _SETTLE)
+
+
+def _may_delete(actor_id: str) -> Runtime:
+    """The runtime, once sure a delete of ``actor_id`` from this thread cannot wait for itself:
+    ``ReentrantCallError`` inside a writer method of the actor, or its ``__init__`` (a creation
+    this thread runs). (Checked on the caller's thread: an async delete waits elsewhere.)"""
     _refuse_own_writer(actor_id)
     runtime = get_runtime()
-    # (Checked here: the wait below runs on another thread, which runs no creation.)
     runtime.refuse_own_creation(actor_id, "delete it")
-    await asyncio.to_thread(runtime.wait_created, actor_id)  # (as delete_actor: see there)
+    return runtime
+
+
+async def _delete(runtime: Runtime, actor_id: str) -> bool:
+    """(IO loop) Commit ``actor_id``'s tombstone; whether this call did (False: deleted already)."""
     core = runtime.core(actor_id)
     try:
-        deleting = runtime.bounded(delete(core.log, runtime.settings), hint=_DELETE_AGAIN)
-        tombstone = await _until_stopped(deleting)
+        tombstone = await delete(core.log, runtime.settings, keep=runtime.keep)
     finally:
-        core.forget()
-        forget_existing(runtime, actor_id)
-    if tombstone is None:  # (as delete_actor)
+        core.forget()  # this process's cache: the next call reloads and meets the tombstone
+        forget_existing(runtime, actor_id)  # and the next send_event
+    if tombstone is None:  # (deleted already: what an earlier delete stopped before deleting;
+        # the delete that commits does it in its clean-up, best effort as here)
         with contextlib.suppress(StorageError):
-            await _until_stopped(
-                runtime.bounded(forget_failed_calls(runtime.store, actor_id), hint=_DELETE_AGAIN)
-            )
+            await forget_failed_calls(runtime.store, actor_id)
     return tombstone is not None
-
-
-async def _until_stopped(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the IO loop and await it from any loop. Cancelled, it cancels ``coro``
-    and waits for it to stop (its ``finally`` blocks run; ``_SETTLE`` seconds at most) before
-    the cancel goes on: a write
-    made after its caller heard "cancelled" would be one nobody expects (``asyncio.to_thread``
-    of the blocking twin left it running on its thread, up to ``Settings.deadline``)."""
-    loop = _sync.get_loop()
-    ended: concurrent.futures.Future[T] = concurrent.futures.Future()
-    tasks: list[asyncio.Task[T]] = []
-
-    def settle(task: asyncio.Task[T]) -> None:
-        if task.cancelled():
-            ended.cancel()
-        elif (error := task.exception()) is not None:
-            ended.set_exception(error)
-        else:
-            ended.set_result(task.result())
-
-    def start() -> None:
-        task = loop.create_task(coro)
-        task.add_done_callback(settle)
-        tasks.append(task)
-
-    def cancel() -> None:  # (runs after ``start``: the loop runs its callbacks in order)
-        tasks[0].cancel()
-
-    loop.call_soon_threadsafe(start)
-    try:
-        return await asyncio.shield(asyncio.wrap_future(ended))
-    except asyncio.CancelledError:
-        loop.call_soon_threadsafe(cancel)
-        # (Bounded as an interrupted ``delete_actor``'s wait: a stalled request in its
-        # ``finally`` (a lease release) ends later, by ``Settings.deadline``, unwaited for.)
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([asyncio.wrap_future(ended)], timeout=_SETTLE)
-        raise
 
 
 #: how long an interrupted delete_actor waits for the delete to stop (its lease given back)

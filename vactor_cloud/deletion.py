@@ -27,6 +27,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from vactor_cloud.dedup import Outcome
@@ -170,7 +171,9 @@ async def _pending_posts(box: PostBox, base: StepRecord, now: float) -> tuple[li
     return pending, done
 
 
-async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
+async def delete(
+    log: ActorLog, settings: Settings, *, keep: Callable[[asyncio.Future[None]], None]
+) -> StepRecord | None:
     """Delete ``log``'s actor: commit a tombstone after its newest step.
 
     Returns the tombstone, or None when the actor was deleted already (by an
@@ -180,6 +183,11 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
     for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``, and
     ``CommitOutcomeUnknownError`` when a tombstone was sent and whether it landed could
     not be learned (a delete again tells). Other storage errors: nothing committed.
+
+    ``keep`` is given the clean-up after the commit, a task the delete waits for up to 80 %
+    of ``settings.deadline`` and then leaves to end by itself (``Runtime.keep``: the runtime's
+    shutdown waits for it). ``SystemExit`` or ``KeyboardInterrupt`` raised in it while the
+    delete waits reaches the delete's caller (the tombstone committed).
     """
     box = PostBox(log.store, log.actor_id, log.signing_key)
     lease = _DeleterLease(LeaseStore(log.store, log.actor_id, log.signing_key), box.sender, settings)
@@ -219,10 +227,14 @@ async def delete(log: ActorLog, settings: Settings) -> StepRecord | None:
                 cleanup = asyncio.ensure_future(
                     _after_commit(lease.hand_over(), box, [p.key for p in folded] + done, log, record, head)
                 )
-                _CLEANUPS.add(cleanup)
                 cleanup.add_done_callback(_cleanup_ended)
+                keep(cleanup)
                 budget = started + settings.deadline * _CLEANUP_SHARE - time.monotonic()
                 await asyncio.wait({cleanup}, timeout=None if math.isinf(budget) else max(budget, 0.0))
+                if cleanup.done() and not cleanup.cancelled():
+                    interrupt = cleanup.exception()
+                    if interrupt is not None and not isinstance(interrupt, Exception):
+                        raise interrupt  # (its own errors are suppressed; an exit is not an error)
                 return record
             attempt += 1
             if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -260,15 +272,11 @@ async def _after_commit(
         await forget_failed_calls(log.store, log.actor_id)
 
 
-#: the clean-ups after a tombstone still running (a strong reference: a task only the loop
-#: knows may be collected before it ends)
-_CLEANUPS: set[asyncio.Future[None]] = set()
 #: the share of ``Settings.deadline`` (from the delete's start) a delete waits for its clean-up
 _CLEANUP_SHARE = 0.8
 
 
 def _cleanup_ended(task: asyncio.Future[None]) -> None:
-    _CLEANUPS.discard(task)
     if not task.cancelled():
         task.exception()  # (retrieved: its own errors are suppressed; a loop closing is not news)
 

@@ -490,6 +490,11 @@ class Runtime:
         self._in_flight: set[Any] = set()
         #: background coroutines running (cancelled if shutdown's wait for them runs out)
         self._background: set[Future[Any]] = set()
+        #: tasks on the IO loop running this runtime's work outside ``run`` (``bounded``,
+        #: ``keep``); changed on the loop only
+        self._tasks: set[asyncio.Future[Any]] = set()
+        #: those close cancelled past its timeout
+        self._cut: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
         #: set once ``close`` has finished (a second ``close`` waits for the first)
         self._closed = threading.Event()
         #: set when the close in progress ends, finished or interrupted (Ctrl-C): a ``close``
@@ -519,7 +524,16 @@ class Runtime:
 
     async def bounded(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
         """On the IO loop: await ``coro``, at most ``Settings.deadline`` seconds (as :meth:`run`
-        bounds a thread's wait; for async twins and I/O started now and waited for later)."""
+        bounds a thread's wait; for async twins and I/O started now and waited for later).
+
+        It is work of this runtime, as :meth:`run`'s is: ``close`` waits for it (and cancels
+        its task past its timeout). An async twin the shutdown did not wait for went on
+        sending requests to a store its runtime had closed, its task only the loop knew."""
+        token = self._work.begin()
+        task = asyncio.current_task()
+        mine = task is not None and task not in self._tasks
+        if mine and task is not None:
+            self._tasks.add(task)
         scope = asyncio.timeout(self.settings.deadline)
         try:
             async with scope:
@@ -528,6 +542,34 @@ class Runtime:
             if not scope.expired():
                 raise  # the operation's own (a request's StorageTimeoutError)
             raise self._deadline_error(hint) from None
+        except asyncio.CancelledError:
+            if task is not None and task in self._cut:  # (as ``run`` says, cut off the same way)
+                raise self._stopped_error() from None
+            raise
+        finally:
+            self._work.end(token)
+            if mine and task is not None:
+                self._tasks.discard(task)
+
+    def keep(self, task: asyncio.Future[Any]) -> None:
+        """(IO loop) ``task``, started by work of this runtime and left to end by itself (a
+        delete's clean-up), is work of the runtime until it ends: ``close`` waits for it and
+        cancels it past its timeout, and it is referenced until then."""
+        token = self._work.begin()
+        self._tasks.add(task)
+
+        def ended(done: asyncio.Future[Any]) -> None:
+            self._tasks.discard(done)
+            self._work.end(token)
+
+        task.add_done_callback(ended)
+
+    def _cancel_tasks(self) -> None:
+        """(IO loop) Past close's timeout: the tasks of :meth:`bounded` and :meth:`keep` stop
+        (an async twin's caller hears ``RuntimeShutdownError``, as a ``run`` cut off does)."""
+        for task in list(self._tasks):
+            self._cut.add(task)
+            task.cancel()
 
     def _deadline_error(self, hint: str) -> StorageTimeoutError:
         deadline = self.settings.deadline
@@ -1030,6 +1072,8 @@ class Runtime:
             _sync.cancel(self._in_flight)
             for future in list(self._background):
                 future.cancel()
+            with contextlib.suppress(RuntimeError):  # (the loop closed: nothing runs on it)
+                _sync.get_loop().call_soon_threadsafe(self._cancel_tasks)
             logger.warning(
                 "vactor_cloud: shutdown waited %g s (close(timeout)) for %d piece(s) of work of the "
                 "runtime on %s still running (a method body, a stalled request): their storage "
