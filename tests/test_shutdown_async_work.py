@@ -189,3 +189,19 @@ def test_an_exit_raised_in_a_delete_clean_up_reaches_the_caller(
         vc.get_actor("cleanup-2")
     assert Counter.get_or_create("cleanup-3").add.run(2) == 2
     assert vc.delete_actor("cleanup-2") is False
+
+
+def test_work_handed_to_a_stopped_runtime_is_refused_and_never_runs(spec: StoreSpec) -> None:
+    """A coroutine handed to ``Runtime.bounded`` after the runtime stopped (an async twin that
+    got the runtime just before another thread shut it down) is refused with
+    ``RuntimeShutdownError`` and never runs: it went on against the closed store."""
+    runtime = init(spec)
+    runtime.close()
+    ran: list[bool] = []
+
+    async def work() -> None:
+        ran.append(True)
+
+    with pytest.raises(RuntimeShutdownError, match="shut down"):
+        _sync.sync(runtime.bounded(work()))
+    assert ran == []

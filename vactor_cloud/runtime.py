@@ -528,7 +528,11 @@ class Runtime:
 
         It is work of this runtime, as :meth:`run`'s is: ``close`` waits for it (and cancels
         its task past its timeout). An async twin the shutdown did not wait for went on
-        sending requests to a store its runtime had closed, its task only the loop knew."""
+        sending requests to a store its runtime had closed, its task only the loop knew.
+        Refused once the runtime stopped (``RuntimeShutdownError``), as :meth:`run` is."""
+        if self.stopped:
+            coro.close()
+            raise self._stopped_error()
         token = self._work.begin()
         task = asyncio.current_task()
         mine = task is not None and task not in self._tasks
