@@ -35,6 +35,7 @@ from vactor_cloud.errors import (
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    IntegrityError,
     RetryableStorageError,
     StorageError,
 )
@@ -64,6 +65,7 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.timers import TIMERS, drop_entries
 
 __all__ = [
     "DELETED",
@@ -73,6 +75,7 @@ __all__ = [
     "deleted_error",
     "failed_outcomes",
     "forget_failed_calls",
+    "forget_timers",
     "is_deleted",
 ]
 
@@ -250,14 +253,17 @@ async def _after_commit(
     lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
 ) -> None:
     """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
-    stale), move HEAD to it (a hint: a load then reads the tombstone first), and delete the
-    actor's failed-call records (``forget_failed_calls``)."""
+    stale), move HEAD to it (a hint: a load then reads the tombstone first), delete the
+    actor's failed-call records (``forget_failed_calls``) and the due-index entries of the
+    timers it dropped (``forget_timers``)."""
     await lease.release(record.step)
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
     with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
         await forget_failed_calls(log.store, log.actor_id)
+    with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
+        await forget_timers(log, record)
 
 
 #: the clean-ups after a tombstone still running (a strong reference: a task only the loop
@@ -354,6 +360,18 @@ async def _clear_posts(box: PostBox, keys: list[str]) -> None:
     with contextlib.suppress(StorageError):
         await box.delete(keys)
         await box.flush()
+
+
+async def forget_timers(log: ActorLog, tombstone: StepRecord) -> int:
+    """Delete the due-index entries (``timers/...``) of the timers ``tombstone`` dropped, those
+    pending in the step before it (one GET); how many. Left there, ``vactor timers ls`` listed
+    a deleted actor's timers until each fell due and a runner found it deleted (a year's timer
+    for a year). A step of a racing writer never comes between: the tombstone's parent was
+    the newest step."""
+    base = await log.read_step(tombstone.parent) if tombstone.parent is not None else None
+    if base is None or not base.extra.get(TIMERS):  # (compacted meanwhile: the runner's part)
+        return 0
+    return await drop_entries(log.store, log.actor_id, base.extra)
 
 
 async def forget_failed_calls(store: ObjectStore, actor_id: str) -> int:
