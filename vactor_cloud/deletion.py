@@ -39,6 +39,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
+from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import (
@@ -103,8 +104,9 @@ def deleted_error(log: ActorLog, record: StepRecord) -> ActorDeletedError:
 
 
 def after_tombstone(tombstone: StepRecord) -> dict[str, Any]:
-    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, nothing else."""
-    return {k: v for k, v in tombstone.extra.items() if k in _CARRIED}
+    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, and the new
+    actor's incarnation (``born``: its own step number), nothing else."""
+    return {**{k: v for k, v in tombstone.extra.items() if k in _CARRIED}, BORN: tombstone.step + 1}
 
 
 def failed_outcomes(call_ids: list[str], error: ActorDeletedError) -> tuple[bytes, bytes]:
@@ -380,7 +382,8 @@ async def forget_failed_calls(store: ObjectStore, actor_id: str) -> int:
 
     Run after the tombstone is in place: left there, the next actor created under the id
     was FAILED from its start and ``resume`` ran the old actor's calls on it. (A call of the
-    old actor that records its failure after this, having raced the delete, is left.)"""
+    old actor that records its failure after this, having raced the delete, is left: it names
+    the deleted actor's incarnation, and readers of the next actor's records pass over it.)"""
     keys = [k for k in await store.list(tasks_prefix(actor_id)) if k.endswith(f"/{FAILED_CALL}")]
     if keys:
         await store.delete_many(keys)

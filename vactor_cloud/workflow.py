@@ -23,10 +23,13 @@ from typing import Any
 
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
+from vactor_cloud.core import ActorCore
+from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
+from vactor_cloud.incarnation import born_of
 from vactor_cloud.posting import applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (
@@ -101,19 +104,33 @@ def get_actor(workflow_id: str | None = None, *, actor_id: str | None = None) ->
     return _get_actor(chosen)
 
 
-async def _status(runtime: Runtime, actor_id: str) -> WorkflowStatus:
+async def _status(runtime: Runtime, actor_id: str, born: int | None = None) -> WorkflowStatus:
+    """``born``: the incarnation of the actor now under the id (None: read if need be, when
+    the id has failed-call records: they may be an earlier actor's)."""
     if applying(actor_id):
         return RUNNING
-    if await has_failures(runtime.store, actor_id):
+    if born is None:
+        if not await has_failures(runtime.store, actor_id):
+            return SUCCESSFUL
+        newest = await runtime.log(actor_id).load_latest(None)
+        if newest is None or is_deleted(newest):  # (deleted since it was listed: none is its)
+            return SUCCESSFUL
+        born = born_of(newest.extra)
+    if await has_failures(runtime.store, actor_id, runtime.settings.signing_key, born=born):
         return FAILED
     return SUCCESSFUL
+
+
+def _born(core: ActorCore) -> int:
+    """The incarnation of the actor ``core`` holds (loaded)."""
+    return 0 if core.record is None else born_of(core.record.extra)
 
 
 def get_status(actor_id: str) -> WorkflowStatus:
     """The status of the actor ``actor_id`` (see :class:`WorkflowStatus`); ``ActorNotFoundError``."""
     runtime = get_runtime()
-    runtime.load(actor_id)
-    return runtime.run(_status(runtime, actor_id))
+    core = runtime.load(actor_id)
+    return runtime.run(_status(runtime, actor_id, _born(core)))
 
 
 def list_all(
@@ -175,7 +192,9 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     json_actor = core.definition is not None and core.definition.serializer == "json"
     unpickle = runtime.settings.load_classes_from_storage or not json_actor
     failed = runtime.run(
-        list_failures(runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle)
+        list_failures(
+            runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle, born=_born(core)
+        )
     )
     failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
     futures = [_rerun_once(runtime, call) for call in failed]

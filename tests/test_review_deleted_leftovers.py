@@ -1,0 +1,257 @@
+"""What a deleted actor leaves behind (``vc.delete_actor``), attacked from the next actor under
+its id and from the surfaces a user reads: its timers' due-index entries (``vactor timers ls``),
+and its failed-call records (``workflow.get_status``, ``workflow.resume``). Each test names the
+promise it checks; each failed on the code before its fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, workflow
+from vactor_cloud.cli import EXIT_ERROR, main
+from vactor_cloud.deletion import DELETED
+from vactor_cloud.errors import ActorNotFoundError, IntegrityError
+from vactor_cloud.log import StepRecord
+from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timers import list_index
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    vc.shutdown()
+    spec_settings = vc.Settings(storage="")
+    store_spec.init(settings=spec_settings)
+    yield store_spec
+    vc.shutdown()
+
+
+def indexed(actor_id: str) -> list[tuple[str, int | None]]:
+    """The due-index entries of ``actor_id``: (timer key, generation)."""
+    entries = _sync.sync(list_index(vc.get_runtime().store))
+    return [(e.key, e.gen) for e in entries if e.actor_id == actor_id]
+
+
+# -- timers ----------------------------------------------------------------------------------------
+@vc.virtual_actor
+class Reminder:
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+
+    def arm(self, key: str, after: float) -> None:
+        vc.current_call().schedule("ring", after=after, key=key, args=(key,))
+
+    def ring(self, key: str) -> None:
+        self.fired.append(key)
+
+    @vc.virtual_actor.readonly
+    def rung(self) -> list[str]:
+        return list(self.fired)
+
+
+def test_a_deleted_actors_far_timers_leave_the_due_index_with_it(spec: StoreSpec) -> None:
+    """``vactor timers ls`` lists the due index. A deleted actor's timers due in a day stayed
+    listed for that day (a runner removes an entry only once it is due): the delete's clean-up
+    now deletes the entries of the timers its tombstone dropped."""
+    handle = Reminder.get_or_create("rem-1")
+    handle.arm.run("renewal", 86400.0)
+    handle.arm.run("yearly", 365 * 86400.0)
+    assert sorted(k for k, _ in indexed("rem-1")) == ["renewal", "yearly"]
+    assert vc.delete_actor("rem-1") is True
+    assert indexed("rem-1") == []
+    # and the next actor under the id has none of them, and indexes its own
+    new = Reminder.get_or_create("rem-1")
+    assert new.timers() == []
+    new.arm.run("renewal", 86400.0)
+    assert [k for k, _ in indexed("rem-1")] == ["renewal"]
+
+
+@vc.virtual_actor
+class Labelled:
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+
+    def arm(self, key: str, after: float, label: str) -> None:
+        vc.current_call().schedule("ring", after=after, key=key, args=(label,))
+
+    def ring(self, label: str) -> None:
+        self.fired.append(label)
+
+    @vc.virtual_actor.readonly
+    def rung(self) -> list[str]:
+        return list(self.fired)
+
+
+def test_a_runner_holding_the_deleted_actors_due_entry_fires_nothing_on_the_next_actor(
+    spec: StoreSpec,
+) -> None:
+    """Pin (held): a runner in another process listed the old actor's due entry and holds the
+    old actor in its cache; the actor is deleted and a new one made under the id, with a timer
+    of the same key not yet due. The runner's firing finds the new actor's table (its put of
+    the old step's successor loses to the tombstone): the old timer's method never runs there,
+    the new timer stays pending, and the stale entry goes."""
+    from vactor_cloud.runtime import Runtime, Settings
+    from vactor_cloud.timer_runner import _fire_actor
+
+    old = Labelled.get_or_create("lab-1")
+    old.arm.run("k", 0.0, "old")
+    (entry,) = [e for e in _sync.sync(list_index(vc.get_runtime().store)) if e.actor_id == "lab-1"]
+    runner = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        runner.load("lab-1")  # its cache holds the old actor, due timer included
+        assert vc.delete_actor("lab-1") is True
+        new = Labelled.get_or_create("lab-1")
+        new.arm.run("k", 3600.0, "new")
+        report, done = _fire_actor(runner, "runner-1", None, "lab-1", [entry])
+    finally:
+        runner.close()
+    assert report.fired == 0 and not report.errors, report
+    assert done == [entry]
+    assert new.rung.run() == []
+    assert [t["key"] for t in new.timers()] == ["k"]
+
+
+# -- failed-call records ---------------------------------------------------------------------------
+_gate = {"reached": threading.Event(), "go": threading.Event()}
+
+
+@workflow.step(max_retries=0)
+def _late_failure(value: int) -> int:
+    _gate["reached"].set()
+    assert _gate["go"].wait(60), "the test never let the step go on"
+    raise RuntimeError(f"publish {value} is down")
+
+
+@workflow.virtual_actor
+class Publisher:
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    def run(self, x: int) -> Any:
+        return self.record.step(_late_failure.step(x))
+
+    def record(self, value: int) -> int:
+        self.done.append(value)
+        return value
+
+
+def test_a_failure_recorded_by_a_call_that_raced_the_delete_is_not_the_next_actors(spec: StoreSpec) -> None:
+    """A call of the old actor whose sub-workflow fails after the delete (and its clean-up,
+    which forgets the failed calls it finds) records its failure then. That record made the
+    next actor under the id FAILED, and ``resume`` ran the old actor's call on it. Records
+    now name the actor's incarnation: one of an earlier actor under the id is not this one's."""
+    _gate["reached"].clear()
+    _gate["go"].clear()
+    old = Publisher.get_or_create("pub-1")
+    running = old.run.run_async(7)
+    assert _gate["reached"].wait(60), "the call never reached its step"
+    assert vc.delete_actor("pub-1") is True  # its clean-up found no failed call yet
+    _gate["go"].set()
+    with pytest.raises((RuntimeError, vc.ActorDeletedError)):
+        running.result(60)
+    failed = [
+        k for k in _sync.sync(vc.get_runtime().store.list("actors/pub-1/tasks/")) if k.endswith("/failed")
+    ]
+    assert failed, "the racing call recorded no failure: the race was not reproduced"
+    new = Publisher.get_or_create("pub-1")
+    assert workflow.get_status("pub-1") == workflow.SUCCESSFUL
+    assert dict(workflow.list_all()).get("pub-1") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("pub-1")) == []
+    assert new.record.run(1) == 1  # (it works, and holds only its own)
+    # and its own failed call is its own: FAILED, and resumed (failing again, as it would)
+    with pytest.raises(RuntimeError, match="publish 8 is down"):
+        new.run.run(8)
+    assert workflow.get_status("pub-1") == workflow.FAILED
+    assert dict(workflow.list_all()).get("pub-1") == workflow.FAILED
+    with pytest.raises(RuntimeError, match="publish 8 is down"):
+        vc.get(workflow.resume("pub-1"))
+
+
+# -- a forged or damaged tombstone -----------------------------------------------------------------
+_KEY = b"k" * 32
+
+
+@vc.virtual_actor
+class Box:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+    @vc.virtual_actor.on_event("poke")
+    def poke(self, payload: Any) -> None:
+        self.n += 1
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.n
+
+
+def _forged(record: StepRecord, key: str) -> bytes:
+    """Step 2 as a tombstone (no state, ``deleted`` in ``extra``), signed with another key."""
+    tombstone = dataclasses.replace(
+        record, step=2, parent=1, state=b"", extra={**record.extra, DELETED: {"time": 1.0}}
+    )
+    return tombstone.encode(key, b"not the store's signing key")
+
+
+@pytest.mark.parametrize("damage", ["signed-with-another-key", "a-real-tombstone-truncated"])
+def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """Pin (held): a step object with ``extra["deleted"]`` whose signature does not verify, or
+    a real tombstone cut short, raises ``IntegrityError`` on every surface that meets it (a
+    load, a call, ``send_event``, ``delete_actor`` again, history, ``vactor show``); none of
+    them says "deleted" (``ActorDeletedError``) or writes past it."""
+    vc.shutdown()
+    settings = vc.Settings(storage="", signing_key=_KEY)
+    store_spec.init(settings=settings)
+    Box.get_or_create("box-1").bump.run()
+    runtime = vc.get_runtime()
+    log = runtime.log("box-1")
+    if damage == "a-real-tombstone-truncated":
+        assert vc.delete_actor("box-1") is True
+        data = _sync.sync(runtime.store.get(log.step_key(2))).data
+        bad = data[: len(data) - 7]
+    else:
+        one = StepRecord.decode(log.step_key(1), _sync.sync(runtime.store.get(log.step_key(1))).data, _KEY)
+        bad = _forged(one, log.step_key(2))
+    _sync.sync(runtime.store.put(log.step_key(2), bad))
+    surfaces = {
+        "load": lambda: vc.get_actor("box-1").get.run(),  # noqa: PLW0108 (lazy: it raises)
+        "call": lambda: vc.get_actor("box-1").bump.run(),  # noqa: PLW0108
+        "send_event": lambda: vc.send_event("box-1", "poke", 1),
+        "delete_actor": lambda: vc.delete_actor("box-1"),
+        "history": lambda: vc.get_actor("box-1").history(),
+    }
+    for name, surface in surfaces.items():
+        vc.shutdown()
+        store_spec.init(settings=settings)  # (a fresh process: nothing cached)
+        with pytest.raises(IntegrityError) as caught:
+            surface()
+        assert not isinstance(caught.value, ActorNotFoundError), name
+    assert _sync.sync(vc.get_runtime().log("box-1").list_steps()) == [0, 1, 2]
+    vc.shutdown()
+    if "://" in store_spec.url:
+        return  # (``vactor show``: on the local lane, a directory another process opens alike)
+    monkeypatch.setenv("VACTOR_STORAGE", store_spec.url)
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", _KEY.decode())
+    capsys.readouterr()
+    try:
+        code = main(["show", "box-1"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        vc.shutdown()
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR, err
+    assert "steps/00000000000000000002" in err and "deleted" not in err, err
