@@ -255,3 +255,42 @@ def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
     err = capsys.readouterr().err
     assert code == EXIT_ERROR, err
     assert "steps/00000000000000000002" in err and "deleted" not in err, err
+
+
+# -- sub-task checkpoints of a keyed call ----------------------------------------------------------
+_children_run: list[str] = []
+
+
+def _allocate(order: str) -> str:
+    _children_run.append(order)
+    return f"{order}#{len(_children_run)}"
+
+
+@vc.virtual_actor
+class Orders:
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+
+    def place(self, order: str) -> str:
+        (ticket,) = vc.subtask(_allocate).map([order])
+        self.placed.append(ticket)
+        return ticket
+
+
+def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec) -> None:
+    """A keyed call's sub-task checkpoints live under a call id derived from the actor id and
+    the key (``tasks/<call id>/``), and a delete leaves them. The next actor under the id runs
+    a call with that key again (it has no idempotency table) but got the old actor's children's
+    results back from those checkpoints, the children never run: the old actor's ticket in the
+    new actor. Checkpoints now name the incarnation; an earlier actor's is not used (and is
+    replaced by the new run's)."""
+    _children_run.clear()
+    old = Orders.get_or_create("ord-1")
+    assert old.place.options(idempotency_key="k1").run("o") == "o#1"
+    assert vc.delete_actor("ord-1") is True
+    new = Orders.get_or_create("ord-1")
+    assert new.place.options(idempotency_key="k1").run("o") == "o#2"
+    assert _children_run == ["o", "o"]
+    # and the key again is answered by the new actor's own idempotency table
+    assert new.place.options(idempotency_key="k1").run("o") == "o#2"
+    assert _children_run == ["o", "o"]

@@ -39,6 +39,7 @@ from vactor_cloud.workflow_steps import (
     WorkflowVirtualActorDecorator,
     delete_failure,
     failure_key,
+    failure_keys,
     has_failures,
     list_failures,
     resuming,
@@ -109,14 +110,13 @@ async def _status(runtime: Runtime, actor_id: str, born: int | None = None) -> W
     the id has failed-call records: they may be an earlier actor's)."""
     if applying(actor_id):
         return RUNNING
-    if born is None:
-        if not await has_failures(runtime.store, actor_id):
-            return SUCCESSFUL
+    keys = await failure_keys(runtime.store, actor_id)
+    if keys and born is None:
         newest = await runtime.log(actor_id).load_latest(None)
         if newest is None or is_deleted(newest):  # (deleted since it was listed: none is its)
             return SUCCESSFUL
         born = born_of(newest.extra)
-    if await has_failures(runtime.store, actor_id, runtime.settings.signing_key, born=born):
+    if await has_failures(runtime.store, actor_id, runtime.settings.signing_key, born=born or 0, keys=keys):
         return FAILED
     return SUCCESSFUL
 
@@ -140,7 +140,8 @@ def list_all(
 
     ``RUNNING`` is what this process knows: a writer method running in
     another process does not show. Costs what ``vc.list_actors()`` costs plus
-    one LIST per actor (for failure records).
+    one LIST per actor (for failure records), and for an actor that has some, the read of its
+    newest step (which actor under the id it is: a record of an actor deleted is not its).
     """
     if status_filter is None:
         wanted = set(WorkflowStatus)

@@ -95,6 +95,7 @@ __all__ = [
     "WorkflowVirtualActorDecorator",
     "delete_failure",
     "failure_key",
+    "failure_keys",
     "list_failures",
     "resuming",
     "step",
@@ -616,13 +617,25 @@ async def list_failures(
     return sorted(found, key=lambda f: f.time)
 
 
+async def failure_keys(store: ObjectStore, actor_id: str) -> list[str]:
+    """The keys of ``actor_id``'s failed-call records, any actor's under the id; one LIST."""
+    return [k for k in await store.list(f"actors/{actor_id}/tasks/") if k.endswith(f"/{_FAILED}")]
+
+
 async def has_failures(
-    store: ObjectStore, actor_id: str, signing_key: bytes | None = None, *, born: int = 0
+    store: ObjectStore,
+    actor_id: str,
+    signing_key: bytes | None = None,
+    *,
+    born: int = 0,
+    keys: list[str] | None = None,
 ) -> bool:
-    """Whether ``actor_id`` has a recorded failed call (Ray's FAILED status); one LIST. For an
-    actor created after a delete (``born`` > 0) the records listed are read too (a GET each),
-    and only those of this actor count (see ``list_failures``)."""
-    keys = [k for k in await store.list(f"actors/{actor_id}/tasks/") if k.endswith(f"/{_FAILED}")]
+    """Whether ``actor_id`` has a recorded failed call (Ray's FAILED status); one LIST (none when
+    ``keys``, from :func:`failure_keys`, are given). For an actor created after a delete
+    (``born`` > 0) the records listed are read too (a GET each), and only those of this actor
+    count (see ``list_failures``)."""
+    if keys is None:
+        keys = await failure_keys(store, actor_id)
     if not keys or born == 0:
         return bool(keys)
 
