@@ -5,6 +5,7 @@ promise it checks; each failed on the code before its fix."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -13,11 +14,12 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, workflow
+from vactor_cloud import _sync, deletion, workflow
 from vactor_cloud.cli import EXIT_ERROR, main
 from vactor_cloud.deletion import DELETED
 from vactor_cloud.errors import ActorNotFoundError, IntegrityError
 from vactor_cloud.log import StepRecord
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
 
@@ -294,3 +296,37 @@ def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec)
     # and the key again is answered by the new actor's own idempotency table
     assert new.place.options(idempotency_key="k1").run("o") == "o#2"
     assert _children_run == ["o", "o"]
+
+
+def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: StoreSpec) -> None:
+    """The clean-up after a tombstone goes on by itself once the delete has returned (a stalled
+    store). Its listing of ``tasks/`` answered after the next actor under the id recorded a
+    failed call deleted that record too: the new actor's call could no longer be resumed and
+    its status said SUCCESSFUL. The clean-up now deletes only the records of actors up to the
+    one it deleted."""
+    _gate["go"].set()  # (every run of the step fails at once)
+    Publisher.get_or_create("pub-2")
+    vc.shutdown()
+    spec.init(settings=vc.Settings(storage="", deadline=1.5))
+    runtime = vc.get_runtime()
+    store = HoldOne(runtime.store, "list", "/tasks/", timeout=120.0)
+    runtime.store = store
+    store.hold()
+    assert vc.delete_actor("pub-2") is True  # (returned with its clean-up held at the listing)
+    assert store.held.is_set(), "the clean-up never listed the failed calls"
+    new = Publisher.get_or_create("pub-2")
+    with pytest.raises(RuntimeError, match="publish 9 is down"):
+        new.run.run(9)
+    assert workflow.get_status("pub-2") == workflow.FAILED
+    store.release.set()
+    assert store.ended.wait(60)
+
+    async def clean_ups_ended() -> None:
+        if deletion._CLEANUPS:
+            await asyncio.wait(set(deletion._CLEANUPS), timeout=60)
+
+    _sync.sync(clean_ups_ended())
+    assert not deletion._CLEANUPS, "the clean-up did not end"
+    assert workflow.get_status("pub-2") == workflow.FAILED
+    with pytest.raises(RuntimeError, match="publish 9 is down"):
+        vc.get(workflow.resume("pub-2"))

@@ -29,6 +29,7 @@ import time
 import uuid
 from typing import Any
 
+from vactor_cloud import codec
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
     ActorDeletedError,
@@ -36,10 +37,11 @@ from vactor_cloud.errors import (
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
+    NotFoundError,
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.incarnation import BORN
+from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import (
@@ -263,7 +265,7 @@ async def _after_commit(
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
     with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
-        await forget_failed_calls(log.store, log.actor_id)
+        await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=record)
     with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
         await forget_timers(log, record)
 
@@ -376,15 +378,38 @@ async def forget_timers(log: ActorLog, tombstone: StepRecord) -> int:
     return await drop_entries(log.store, log.actor_id, base.extra)
 
 
-async def forget_failed_calls(store: ObjectStore, actor_id: str) -> int:
+async def forget_failed_calls(
+    store: ObjectStore, actor_id: str, signing_key: bytes | None = None, *, deleted: StepRecord | None = None
+) -> int:
     """Delete a deleted actor's failed-call records (``tasks/<call id>/failed``, what
     ``workflow.resume`` runs again and ``get_status`` calls FAILED); how many there were.
 
     Run after the tombstone is in place: left there, the next actor created under the id
     was FAILED from its start and ``resume`` ran the old actor's calls on it. (A call of the
     old actor that records its failure after this, having raced the delete, is left: it names
-    the deleted actor's incarnation, and readers of the next actor's records pass over it.)"""
+    the deleted actor's incarnation, and readers of the next actor's records pass over it.)
+
+    ``deleted``, the tombstone: only the records of the actors it ended are deleted (those
+    listed are read, a GET each): this runs on by itself after the delete returned, and
+    the next actor under the id, created meanwhile, may have recorded its own failed calls,
+    which a delete of them all took with it. A record that does not verify is deleted (as
+    any is without ``deleted``)."""
     keys = [k for k in await store.list(tasks_prefix(actor_id)) if k.endswith(f"/{FAILED_CALL}")]
+    if keys and deleted is not None:
+        before = [_recorded_before(store, k, signing_key, deleted.step) for k in keys]
+        keys = [k for k, ours in zip(keys, await asyncio.gather(*before), strict=True) if ours]
     if keys:
         await store.delete_many(keys)
     return len(keys)
+
+
+async def _recorded_before(store: ObjectStore, key: str, signing_key: bytes | None, step: int) -> bool:
+    """Whether the failed-call record ``key`` was written by an actor born before ``step``
+    (or does not verify: no actor's record); False once it is gone."""
+    try:
+        meta = codec.decode(key, (await store.get(key)).data, signing_key=signing_key).meta
+        return born_in(meta) < step
+    except NotFoundError:
+        return False
+    except (IntegrityError, ValueError):
+        return True
