@@ -212,7 +212,8 @@ def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
 ) -> None:
     """Pin (held): a step object with ``extra["deleted"]`` whose signature does not verify, or
     a real tombstone cut short, raises ``IntegrityError`` on every surface that meets it (a
-    load, a call, ``send_event``, ``delete_actor`` again, history, ``vactor show``); none of
+    load, a call, ``send_event``, ``delete_actor`` again, history, ``list_actors``, ``vactor
+    show``); none of
     them says "deleted" (``ActorDeletedError``) or writes past it."""
     vc.shutdown()
     settings = vc.Settings(storage="", signing_key=_KEY)
@@ -234,6 +235,7 @@ def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
         "send_event": lambda: vc.send_event("box-1", "poke", 1),
         "delete_actor": lambda: vc.delete_actor("box-1"),
         "history": lambda: vc.get_actor("box-1").history(),
+        "list_actors": lambda: vc.list_actors(),  # noqa: PLW0108 (not left out as deleted)
     }
     for name, surface in surfaces.items():
         vc.shutdown()
