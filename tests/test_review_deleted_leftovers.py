@@ -332,3 +332,16 @@ def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: S
     assert workflow.get_status("pub-2") == workflow.FAILED
     with pytest.raises(RuntimeError, match="publish 9 is down"):
         vc.get(workflow.resume("pub-2"))
+
+
+def test_a_damaged_failure_record_of_a_recreated_actor_still_says_failed(spec: StoreSpec) -> None:
+    """For an actor created after a delete ``get_status`` reads the records it lists (to tell
+    whose they are); a damaged one counts, as a LIST counted it, rather than turning the status
+    into an ``IntegrityError``; ``resume`` is where it is refused."""
+    Publisher.get_or_create("pub-3")
+    assert vc.delete_actor("pub-3") is True
+    Publisher.get_or_create("pub-3")
+    _sync.sync(vc.get_runtime().store.put("actors/pub-3/tasks/c0ffee/failed", b"not a record"))
+    assert workflow.get_status("pub-3") == workflow.FAILED
+    with pytest.raises(IntegrityError):
+        vc.get(workflow.resume("pub-3"))

@@ -642,9 +642,11 @@ async def has_failures(
     async def ours(key: str) -> bool:
         try:
             envelope = codec.decode(key, (await store.get(key)).data, signing_key=signing_key)
+            return _record_born(key, envelope.meta) >= born
         except NotFoundError:  # resumed or compacted meanwhile
             return False
-        return _record_born(key, envelope.meta) >= born
+        except IntegrityError:  # counted, as a LIST counts it: resume says what is wrong with it
+            return True
 
     return any(await asyncio.gather(*(ours(k) for k in keys)))
 
