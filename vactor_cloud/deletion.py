@@ -14,7 +14,8 @@ read "deleted" there, and no later fold (of this actor or of a new one under the
 applies them. A fold on a tombstone (a lease holder, a poster taking over) does the same
 for posts that land later: it commits another tombstone recording them as failed
 (``ActorCore``). A creation after a tombstone (``get_or_create``) is step ``T+1`` with
-parent ``T``, carrying the cursor forward and nothing else: a fresh actor.
+parent ``T``, carrying the cursor forward and nothing else but its incarnation (``born``:
+``vactor_cloud.incarnation``): a fresh actor.
 
 Format: docs/protocol.md, "Deleting an actor".
 """
