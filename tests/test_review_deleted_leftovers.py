@@ -345,3 +345,28 @@ def test_a_damaged_failure_record_of_a_recreated_actor_still_says_failed(spec: S
     assert workflow.get_status("pub-3") == workflow.FAILED
     with pytest.raises(IntegrityError):
         vc.get(workflow.resume("pub-3"))
+
+
+def test_a_runner_whose_firing_meets_the_tombstone_counts_the_entry_stale_not_an_error(
+    spec: StoreSpec,
+) -> None:
+    """A runner in another process, its cache holding the actor with a due timer, fires it
+    just after the actor was deleted: its firing's put loses to the tombstone and the call
+    fails with ``ActorDeletedError``. That was reported as an error (``vactor timers tick``
+    exits 1, "timers could not be fired (they stay due for the next tick)") for a timer that
+    will never fire: it is stale, like an entry whose actor a fresh load finds deleted."""
+    from vactor_cloud.runtime import Runtime, Settings
+    from vactor_cloud.timer_runner import _fire_actor
+
+    old = Labelled.get_or_create("lab-2")
+    old.arm.run("k", 0.0, "old")
+    (entry,) = [e for e in _sync.sync(list_index(vc.get_runtime().store)) if e.actor_id == "lab-2"]
+    runner = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        runner.load("lab-2")  # its cache holds the old actor, due timer included
+        assert vc.delete_actor("lab-2") is True
+        report, done = _fire_actor(runner, "runner-1", None, "lab-2", [entry])
+    finally:
+        runner.close()
+    assert report.fired == 0 and not report.errors, report
+    assert report.stale == 1 and done == [entry]
