@@ -370,3 +370,32 @@ def test_a_runner_whose_firing_meets_the_tombstone_counts_the_entry_stale_not_an
         runner.close()
     assert report.fired == 0 and not report.errors, report
     assert report.stale == 1 and done == [entry]
+
+
+def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replace of an earlier actor's checkpoint (by the version read) meets it gone (a
+    compaction deleted it between the read and the put): the run creates its checkpoint
+    rather than failing the call with the object not found."""
+    _children_run.clear()
+    Orders.get_or_create("ord-2").place.options(idempotency_key="k2").run("p")
+    assert vc.delete_actor("ord-2") is True
+    new = Orders.get_or_create("ord-2")
+    store = vc.get_runtime().store
+    put = store.put
+    replaced: list[str] = []
+
+    async def compacted_first(key: str, data: bytes, *, mode: Any = "overwrite") -> str:
+        if "/tasks/" in key and not isinstance(mode, str) and not replaced:
+            replaced.append(key)
+            await store.delete(key)  # (what a compaction does meanwhile)
+        return await put(key, data, mode=mode)
+
+    monkeypatch.setattr(store, "put", compacted_first)
+    assert new.place.options(idempotency_key="k2").run("p") == "p#2"
+    assert replaced, "the earlier actor's checkpoint was never replaced"
+    monkeypatch.undo()
+    tasks = [k for k in _sync.sync(store.list("actors/ord-2/tasks/")) if not k.endswith("/failed")]
+    assert len(tasks) == 1
+    assert _children_run == ["p", "p"]

@@ -652,12 +652,18 @@ class _Memo:
             try:
                 await self.objects.put(key, data, mode=mode)
                 return None
-            except (AlreadyExistsError, PreconditionFailedError):
+            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
                 # Another run won this position, or our own earlier attempt landed
                 # and its response was lost; either way the stored bytes count. But for an
                 # earlier actor's under the id: replaced, by the version read (a run of this
                 # call racing us replaces it first, and then its checkpoint counts).
-                found = await self.objects.get(key)
+                try:
+                    found = await self.objects.get(key)
+                except NotFoundError:  # (the one replaced gone meanwhile, compacted: create it)
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise
+                    mode = "create"
+                    continue
                 if not self._earlier_actors(key, found.data) or attempt == _WRITE_ATTEMPTS - 1:
                     return found.data
                 mode = IfMatch(found.version)
