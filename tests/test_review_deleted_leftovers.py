@@ -16,9 +16,10 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, deletion, workflow
 from vactor_cloud.cli import EXIT_ERROR, main
-from vactor_cloud.deletion import DELETED
+from vactor_cloud.deletion import DELETED, delete
 from vactor_cloud.errors import ActorNotFoundError, IntegrityError
 from vactor_cloud.log import StepRecord
+from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
@@ -99,7 +100,6 @@ def test_a_runner_holding_the_deleted_actors_due_entry_fires_nothing_on_the_next
     of the same key not yet due. The runner's firing finds the new actor's table (its put of
     the old step's successor loses to the tombstone): the old timer's method never runs there,
     the new timer stays pending, and the stale entry goes."""
-    from vactor_cloud.runtime import Runtime, Settings
     from vactor_cloud.timer_runner import _fire_actor
 
     old = Labelled.get_or_create("lab-1")
@@ -355,7 +355,6 @@ def test_a_runner_whose_firing_meets_the_tombstone_counts_the_entry_stale_not_an
     fails with ``ActorDeletedError``. That was reported as an error (``vactor timers tick``
     exits 1, "timers could not be fired (they stay due for the next tick)") for a timer that
     will never fire: it is stale, like an entry whose actor a fresh load finds deleted."""
-    from vactor_cloud.runtime import Runtime, Settings
     from vactor_cloud.timer_runner import _fire_actor
 
     old = Labelled.get_or_create("lab-2")
@@ -399,3 +398,30 @@ def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again
     tasks = [k for k in _sync.sync(store.list("actors/ord-2/tasks/")) if not k.endswith("/failed")]
     assert len(tasks) == 1
     assert _children_run == ["p", "p"]
+
+
+def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actors_call(
+    spec: StoreSpec,
+) -> None:
+    """This process caches the old actor; another deleted it and created a new one, and a
+    failure record of the old actor's call stayed (written after the delete's clean-up, as by
+    a call that raced it). ``get_status`` and ``resume`` judged the record by the cached step
+    (the first actor's incarnation): FAILED, and the old call ran again, on the new actor
+    (its put lost to the newer steps, it was applied on the newest). They now judge by the
+    newest step when there are records (one probe)."""
+    _gate["go"].set()
+    old = Publisher.get_or_create("pub-4")
+    with pytest.raises(RuntimeError, match="publish 5 is down"):
+        old.run.run(5)
+    store = vc.get_runtime().store
+    (record_key,) = [k for k in _sync.sync(store.list("actors/pub-4/tasks/")) if k.endswith("/failed")]
+    record = _sync.sync(store.get(record_key)).data
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        assert _sync.sync(delete(other.log("pub-4"), other.settings)) is not None
+        _sync.sync(other.store.put(record_key, record))  # (written after the clean-up: the race)
+        other.create(Publisher.definition, "pub-4", (), {})
+    finally:
+        other.close()
+    assert workflow.get_status("pub-4") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("pub-4")) == []

@@ -23,8 +23,7 @@ from typing import Any
 
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
-from vactor_cloud.core import ActorCore
-from vactor_cloud.deletion import is_deleted
+from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
@@ -105,32 +104,33 @@ def get_actor(workflow_id: str | None = None, *, actor_id: str | None = None) ->
     return _get_actor(chosen)
 
 
-async def _status(runtime: Runtime, actor_id: str, born: int | None = None) -> WorkflowStatus:
-    """``born``: the incarnation of the actor now under the id (None: read if need be, when
-    the id has failed-call records: they may be an earlier actor's)."""
+async def _status(runtime: Runtime, actor_id: str, *, strict: bool = False) -> WorkflowStatus:
+    """Its status. Failed-call records found, they count only if the actor now under the id
+    wrote them (a record of an actor deleted is not its): the newest step says which actor
+    that is (one probe from the cached step; a cache from before a delete is not it). A
+    deleted actor has none: ``strict`` raises ``ActorDeletedError`` then."""
     if applying(actor_id):
         return RUNNING
     keys = await failure_keys(runtime.store, actor_id)
-    if keys and born is None:
-        newest = await runtime.log(actor_id).load_latest(None)
-        if newest is None or is_deleted(newest):  # (deleted since it was listed: none is its)
-            return SUCCESSFUL
-        born = born_of(newest.extra)
-    if await has_failures(runtime.store, actor_id, runtime.settings.signing_key, born=born or 0, keys=keys):
+    if not keys:
+        return SUCCESSFUL
+    core = runtime.core(actor_id)
+    newest = await core.revalidate()
+    if is_deleted(newest):  # (deleted since it was listed, or since this process cached it)
+        if strict:
+            raise deleted_error(core.log, newest)
+        return SUCCESSFUL
+    signing_key = runtime.settings.signing_key
+    if await has_failures(runtime.store, actor_id, signing_key, born=born_of(newest.extra), keys=keys):
         return FAILED
     return SUCCESSFUL
-
-
-def _born(core: ActorCore) -> int:
-    """The incarnation of the actor ``core`` holds (loaded)."""
-    return 0 if core.record is None else born_of(core.record.extra)
 
 
 def get_status(actor_id: str) -> WorkflowStatus:
     """The status of the actor ``actor_id`` (see :class:`WorkflowStatus`); ``ActorNotFoundError``."""
     runtime = get_runtime()
-    core = runtime.load(actor_id)
-    return runtime.run(_status(runtime, actor_id, _born(core)))
+    runtime.load(actor_id)
+    return runtime.run(_status(runtime, actor_id, strict=True))
 
 
 def list_all(
@@ -192,9 +192,17 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     # A json actor in a process that loads no class body from storage unpickles nothing from it.
     json_actor = core.definition is not None and core.definition.serializer == "json"
     unpickle = runtime.settings.load_classes_from_storage or not json_actor
+    # Which actor is under the id now (the cache may predate a delete): only its records count.
+    newest = runtime.run(core.revalidate(), hint=_HINT)
+    if is_deleted(newest):
+        raise deleted_error(core.log, newest)
     failed = runtime.run(
         list_failures(
-            runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle, born=_born(core)
+            runtime.store,
+            actor_id,
+            runtime.settings.signing_key,
+            unpickle=unpickle,
+            born=born_of(newest.extra),
         )
     )
     failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
