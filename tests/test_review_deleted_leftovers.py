@@ -1,7 +1,9 @@
 """What a deleted actor leaves behind (``vc.delete_actor``), attacked from the next actor under
-its id and from the surfaces a user reads: its timers' due-index entries (``vactor timers ls``),
-and its failed-call records (``workflow.get_status``, ``workflow.resume``). Each test names the
-promise it checks; each failed on the code before its fix."""
+its id and from the surfaces a user reads: its timers' due-index entries (``vactor timers ls``,
+runners), its failed-call records (``workflow.get_status``, ``workflow.resume``), its keyed
+calls' sub-task checkpoints, and a forged or damaged tombstone. Each test names the promise it
+checks; each failed on the code before its fix, but those whose docstring begins "Pin (held)"
+(they failed when the check they pin was broken on purpose)."""
 
 from __future__ import annotations
 
@@ -30,8 +32,7 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 @pytest.fixture
 def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
     vc.shutdown()
-    spec_settings = vc.Settings(storage="")
-    store_spec.init(settings=spec_settings)
+    store_spec.init(settings=vc.Settings(storage=""))
     yield store_spec
     vc.shutdown()
 
