@@ -56,6 +56,7 @@ from vactor_cloud.dedup import (
 )
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.future import ActorFuture, install_method_probe
+from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.state import dumps_instance_state, expect_serializer, loads_state, restore_instance
 from vactor_cloud.timers import (
@@ -209,6 +210,8 @@ class CallContext:
     runtime: Any
     #: this call's timer changes (writer calls only), committed with it or not at all
     timers: TimerEdits | None = None
+    #: the incarnation of the actor it runs on (``vactor_cloud.incarnation``; 0: the id's first)
+    born: int = 0
 
     # -- durable timers (vactor_cloud.timers) ------------------------------------------------
     def schedule(
@@ -491,6 +494,7 @@ def apply_batch(
     applied: list[tuple[PendingCall, Outcome]] = []
     now = time.time()
     timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
+    born = born_of(base.extra)
     for call in calls:
         key = call.idempotency_key
         if key is not None:
@@ -517,7 +521,7 @@ def apply_batch(
         for attempt in range(call.options.max_retries + 1):
             # A context per run of the body: a run's sub-task positions start at 0 (subtask.py
             # tells runs apart by it), so a retry finds the children an earlier run finished.
-            context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits)
+            context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits, born)
             if instance is None:
                 instance = restore_instance(definition.cls, loads_state(good, serializer))
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind

@@ -14,7 +14,8 @@ read "deleted" there, and no later fold (of this actor or of a new one under the
 applies them. A fold on a tombstone (a lease holder, a poster taking over) does the same
 for posts that land later: it commits another tombstone recording them as failed
 (``ActorCore``). A creation after a tombstone (``get_or_create``) is step ``T+1`` with
-parent ``T``, carrying the cursor forward and nothing else: a fresh actor.
+parent ``T``, carrying the cursor forward and nothing else but its incarnation (``born``:
+``vactor_cloud.incarnation``): a fresh actor.
 
 Format: docs/protocol.md, "Deleting an actor".
 """
@@ -30,15 +31,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from vactor_cloud import codec
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
     ActorDeletedError,
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    IntegrityError,
+    NotFoundError,
     RetryableStorageError,
     StorageError,
 )
+from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import (
@@ -65,6 +70,7 @@ from vactor_cloud.posting import (
 )
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.timers import TIMERS, drop_entries
 
 __all__ = [
     "DELETED",
@@ -74,6 +80,7 @@ __all__ = [
     "deleted_error",
     "failed_outcomes",
     "forget_failed_calls",
+    "forget_timers",
     "is_deleted",
 ]
 
@@ -101,8 +108,9 @@ def deleted_error(log: ActorLog, record: StepRecord) -> ActorDeletedError:
 
 
 def after_tombstone(tombstone: StepRecord) -> dict[str, Any]:
-    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, nothing else."""
-    return {k: v for k, v in tombstone.extra.items() if k in _CARRIED}
+    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, and the new
+    actor's incarnation (``born``: its own step number), nothing else."""
+    return {**{k: v for k, v in tombstone.extra.items() if k in _CARRIED}, BORN: tombstone.step + 1}
 
 
 def failed_outcomes(call_ids: list[str], error: ActorDeletedError) -> tuple[bytes, bytes]:
@@ -262,14 +270,17 @@ async def _after_commit(
     lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
 ) -> None:
     """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
-    stale), move HEAD to it (a hint: a load then reads the tombstone first), and delete the
-    actor's failed-call records (``forget_failed_calls``)."""
+    stale), move HEAD to it (a hint: a load then reads the tombstone first), delete the
+    actor's failed-call records (``forget_failed_calls``) and the due-index entries of the
+    timers it dropped (``forget_timers``)."""
     await lease.release(record.step)
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
     with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
-        await forget_failed_calls(log.store, log.actor_id)
+        await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=record)
+    with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
+        await forget_timers(log, record)
 
 
 #: the share of ``Settings.deadline`` (from the delete's start) a delete waits for its clean-up
@@ -364,14 +375,50 @@ async def _clear_posts(box: PostBox, keys: list[str]) -> None:
         await box.flush()
 
 
-async def forget_failed_calls(store: ObjectStore, actor_id: str) -> int:
+async def forget_timers(log: ActorLog, tombstone: StepRecord) -> int:
+    """Delete the due-index entries (``timers/...``) of the timers ``tombstone`` dropped, those
+    pending in the step before it (one GET); how many. Left there, ``vactor timers ls`` listed
+    a deleted actor's timers until each fell due and a runner found it deleted (a year's timer
+    for a year). A step of a racing writer never comes between: the tombstone's parent was
+    the newest step."""
+    base = await log.read_step(tombstone.parent) if tombstone.parent is not None else None
+    if base is None or not base.extra.get(TIMERS):  # (compacted meanwhile: the runner's part)
+        return 0
+    return await drop_entries(log.store, log.actor_id, base.extra)
+
+
+async def forget_failed_calls(
+    store: ObjectStore, actor_id: str, signing_key: bytes | None = None, *, deleted: StepRecord | None = None
+) -> int:
     """Delete a deleted actor's failed-call records (``tasks/<call id>/failed``, what
     ``workflow.resume`` runs again and ``get_status`` calls FAILED); how many there were.
 
     Run after the tombstone is in place: left there, the next actor created under the id
     was FAILED from its start and ``resume`` ran the old actor's calls on it. (A call of the
-    old actor that records its failure after this, having raced the delete, is left.)"""
+    old actor that records its failure after this, having raced the delete, is left: it names
+    the deleted actor's incarnation, and readers of the next actor's records pass over it.)
+
+    ``deleted``, the tombstone: only the records of the actors it ended are deleted (those
+    listed are read, a GET each): this runs on by itself after the delete returned, and
+    the next actor under the id, created meanwhile, may have recorded its own failed calls,
+    which a delete of them all took with it. A record that does not verify is deleted (as
+    any is without ``deleted``)."""
     keys = [k for k in await store.list(tasks_prefix(actor_id)) if k.endswith(f"/{FAILED_CALL}")]
+    if keys and deleted is not None:
+        before = [_recorded_before(store, k, signing_key, deleted.step) for k in keys]
+        keys = [k for k, ours in zip(keys, await asyncio.gather(*before), strict=True) if ours]
     if keys:
         await store.delete_many(keys)
     return len(keys)
+
+
+async def _recorded_before(store: ObjectStore, key: str, signing_key: bytes | None, step: int) -> bool:
+    """Whether the failed-call record ``key`` was written by an actor born before ``step``
+    (or does not verify: no actor's record); False once it is gone."""
+    try:
+        meta = codec.decode(key, (await store.get(key)).data, signing_key=signing_key).meta
+        return born_in(meta) < step
+    except NotFoundError:
+        return False
+    except (IntegrityError, ValueError):
+        return True

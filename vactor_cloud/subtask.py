@@ -73,13 +73,15 @@ from vactor_cloud.errors import (
     AlreadyExistsError,
     IntegrityError,
     NotFoundError,
+    PreconditionFailedError,
     RetryableStorageError,
     StateSerializationError,
 )
+from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import task_key, tasks_prefix
 from vactor_cloud.runtime import get_runtime, init
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
-from vactor_cloud.storage import ObjectStore
+from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
 
 __all__ = ["ExecutorSpec", "Subtask", "actor_serializer", "subtask", "task_key", "tasks_prefix"]
 
@@ -560,12 +562,29 @@ class _Memo:
         return task_key(self.context.actor_id, self.context.call_id, self.first + index)
 
     def load(self) -> dict[int, tuple[str, Any]]:
-        """Checkpoints already written for this launch, by index: ``(fingerprint, value)``."""
+        """Checkpoints already written for this launch, by index: ``(fingerprint, value)``. One
+        an earlier actor under the id wrote (a keyed call's id is the same on the next actor
+        after a delete) is not this call's: left out, and replaced when this run stores its own."""
         # Unpickling user objects may be slow: done here, in the method's thread, not on the IO loop.
         found = self.context.runtime.run(
             self._load(), hint="the sub-task checkpoints could not be read; no child was run: call again"
         )
-        return {index: self.decode(index, data) for index, data in found.items()}
+        return {
+            index: self.decode(index, data)
+            for index, data in found.items()
+            if not self._earlier_actors(self.key(index), data)
+        }
+
+    def _earlier_actors(self, key: str, data: bytes) -> bool:
+        """Whether the checkpoint ``data`` was written by an earlier actor under the id (an
+        earlier incarnation: ``vactor_cloud.incarnation``). A damaged one is not: it is
+        refused as it was (``decode``)."""
+        if not self.context.born:
+            return False  # (the id's first actor: nothing came before it)
+        try:
+            return born_in(codec.decode(key, data, signing_key=self.signing_key).meta) < self.context.born
+        except (IntegrityError, ValueError):
+            return False
 
     async def _load(self) -> dict[int, bytes]:
         prefix = tasks_prefix(self.context.actor_id, self.context.call_id)
@@ -620,20 +639,34 @@ class _Memo:
             "serializer": self.serializer,
             "time": time.time(),
         }
+        if self.context.born:  # (the id's first actor names none: checkpoints as before)
+            meta[BORN] = self.context.born
         data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)
         hint = "this child's result was not checkpointed: a run of this call again runs the child again"
         runtime = self.context.runtime
         return runtime.background(runtime.bounded(self._put(key, data), hint=hint))  # type: ignore[no-any-return]
 
     async def _put(self, key: str, data: bytes) -> bytes | None:
+        mode: PutMode = "create"
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                await self.objects.put(key, data, mode="create")
+                await self.objects.put(key, data, mode=mode)
                 return None
-            except AlreadyExistsError:
+            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
                 # Another run won this position, or our own earlier attempt landed
-                # and its response was lost; either way the stored bytes count.
-                return (await self.objects.get(key)).data
+                # and its response was lost; either way the stored bytes count. But for an
+                # earlier actor's under the id: replaced, by the version read (a run of this
+                # call racing us replaces it first, and then its checkpoint counts).
+                try:
+                    found = await self.objects.get(key)
+                except NotFoundError:  # (the one replaced gone meanwhile, compacted: create it)
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise
+                    mode = "create"
+                    continue
+                if not self._earlier_actors(key, found.data) or attempt == _WRITE_ATTEMPTS - 1:
+                    return found.data
+                mode = IfMatch(found.version)
             except RetryableStorageError:
                 if attempt == _WRITE_ATTEMPTS - 1:
                     raise

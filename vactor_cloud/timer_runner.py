@@ -61,6 +61,7 @@ from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.core import call_cycle
 from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import (
+    ActorDeletedError,
     ActorNotFoundError,
     AlreadyExistsError,
     NotFoundError,
@@ -450,7 +451,14 @@ def _fire_actor(
         for attempt in range(2):
             unsure: list[IndexEntry] = []
             for entry, found in zip(todo, _fire_round(runtime, actor_id, todo), strict=True):
-                if isinstance(found, Exception):
+                if isinstance(found, ActorDeletedError):
+                    # Deleted since our cache loaded it (the firing lost its put to the
+                    # tombstone): never to fire, as for a load that finds it deleted. Its
+                    # occurrence is the deleted actor's (a later actor's entries name later
+                    # steps), so the entry goes even if an actor was created since.
+                    done.append(entry)
+                    report.stale += 1
+                elif isinstance(found, Exception):
                     report.errors.append(f"{actor_id}/{entry.key}: {found}")
                 elif found.fired:
                     done.append(entry)

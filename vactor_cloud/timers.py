@@ -80,6 +80,7 @@ __all__ = [
     "TimerTable",
     "armed_unindexed",
     "describe_call",
+    "drop_entries",
     "index_after_commit",
     "list_index",
     "pending_timers",
@@ -638,6 +639,18 @@ async def index_after_commit(
     ]
     if todo:
         await write_entries(store, actor_id, todo)
+
+
+async def drop_entries(store: ObjectStore, actor_id: str, extra: dict[str, Any]) -> int:
+    """Delete the index entries of the pending timers in ``extra`` (the step a tombstone
+    followed: its timers died with the actor); how many. Only those occurrences' own names
+    (their generation is a step of the deleted actor: no later actor's entry has it). An
+    entry left (a failed delete) is found stale by the next runner that meets it, once due."""
+    timers = list(pending_timers(extra).values())
+    for timer in timers:
+        _memory.drop(store, actor_id, (timer.key, timer.due_ms, timer.gen))
+    await store.delete_many([t.index_key(actor_id) for t in timers])
+    return len(timers)
 
 
 def armed_unindexed(store: ObjectStore, actor_id: str, extra: dict[str, Any], after_step: int) -> list[Timer]:

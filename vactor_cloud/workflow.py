@@ -23,10 +23,12 @@ from typing import Any
 
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
+from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
+from vactor_cloud.incarnation import born_of
 from vactor_cloud.posting import applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (
@@ -36,6 +38,7 @@ from vactor_cloud.workflow_steps import (
     WorkflowVirtualActorDecorator,
     delete_failure,
     failure_key,
+    failure_keys,
     has_failures,
     list_failures,
     resuming,
@@ -101,10 +104,24 @@ def get_actor(workflow_id: str | None = None, *, actor_id: str | None = None) ->
     return _get_actor(chosen)
 
 
-async def _status(runtime: Runtime, actor_id: str) -> WorkflowStatus:
+async def _status(runtime: Runtime, actor_id: str, *, strict: bool = False) -> WorkflowStatus:
+    """Its status. Failed-call records found, they count only if the actor now under the id
+    wrote them (a record of an actor deleted is not its): the newest step says which actor
+    that is (one probe from the cached step; a cache from before a delete is not it). A
+    deleted actor has none: ``strict`` raises ``ActorDeletedError`` then."""
     if applying(actor_id):
         return RUNNING
-    if await has_failures(runtime.store, actor_id):
+    keys = await failure_keys(runtime.store, actor_id)
+    if not keys:
+        return SUCCESSFUL
+    core = runtime.core(actor_id)
+    newest = await core.revalidate()
+    if is_deleted(newest):  # (deleted since it was listed, or since this process cached it)
+        if strict:
+            raise deleted_error(core.log, newest)
+        return SUCCESSFUL
+    signing_key = runtime.settings.signing_key
+    if await has_failures(runtime.store, actor_id, signing_key, born=born_of(newest.extra), keys=keys):
         return FAILED
     return SUCCESSFUL
 
@@ -113,7 +130,7 @@ def get_status(actor_id: str) -> WorkflowStatus:
     """The status of the actor ``actor_id`` (see :class:`WorkflowStatus`); ``ActorNotFoundError``."""
     runtime = get_runtime()
     runtime.load(actor_id)
-    return runtime.run(_status(runtime, actor_id))
+    return runtime.run(_status(runtime, actor_id, strict=True))
 
 
 def list_all(
@@ -123,7 +140,8 @@ def list_all(
 
     ``RUNNING`` is what this process knows: a writer method running in
     another process does not show. Costs what ``vc.list_actors()`` costs plus
-    one LIST per actor (for failure records).
+    one LIST per actor (for failure records), and for an actor that has some, the read of its
+    newest step (which actor under the id it is: a record of an actor deleted is not its).
     """
     if status_filter is None:
         wanted = set(WorkflowStatus)
@@ -174,8 +192,18 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     # A json actor in a process that loads no class body from storage unpickles nothing from it.
     json_actor = core.definition is not None and core.definition.serializer == "json"
     unpickle = runtime.settings.load_classes_from_storage or not json_actor
+    # Which actor is under the id now (the cache may predate a delete): only its records count.
+    newest = runtime.run(core.revalidate(), hint=_HINT)
+    if is_deleted(newest):
+        raise deleted_error(core.log, newest)
     failed = runtime.run(
-        list_failures(runtime.store, actor_id, runtime.settings.signing_key, unpickle=unpickle)
+        list_failures(
+            runtime.store,
+            actor_id,
+            runtime.settings.signing_key,
+            unpickle=unpickle,
+            born=born_of(newest.extra),
+        )
     )
     failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
     futures = [_rerun_once(runtime, call) for call in failed]

@@ -79,6 +79,7 @@ from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
 from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
+from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, failure_key
 from vactor_cloud.subtask import Subtask, actor_serializer
 
@@ -94,6 +95,7 @@ __all__ = [
     "WorkflowVirtualActorDecorator",
     "delete_failure",
     "failure_key",
+    "failure_keys",
     "list_failures",
     "resuming",
     "step",
@@ -493,6 +495,8 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
     }
     if call.posted is not None:
         meta["post"] = list(call.posted)
+    if context.born:  # (the id's first actor names none: records as before incarnations)
+        meta[BORN] = context.born
     data = codec.encode(key, meta, parts, signing_key=runtime.settings.signing_key)
     try:
         _sync.sync(runtime.store.put(key, data))
@@ -569,10 +573,13 @@ def _recorded_call(
 
 
 async def list_failures(
-    store: ObjectStore, actor_id: str, signing_key: bytes | None, *, unpickle: bool = True
+    store: ObjectStore, actor_id: str, signing_key: bytes | None, *, unpickle: bool = True, born: int = 0
 ) -> list[FailedCall]:
     """The recorded failed calls of ``actor_id``, oldest first. ``unpickle=False`` (a json actor
-    in a process that loads no class body from storage) refuses a record held as a pickle."""
+    in a process that loads no class body from storage) refuses a record held as a pickle.
+    ``born``: the incarnation of the actor now under the id (``vactor_cloud.incarnation``); a
+    record of an earlier actor under the id (one deleted: a call that raced its delete wrote it
+    after the delete's clean-up) is not listed, nor read past its envelope."""
     prefix = f"actors/{actor_id}/tasks/"
     keys = [k for k in await store.list(prefix) if k.endswith(f"/{_FAILED}")]
 
@@ -584,6 +591,8 @@ async def list_failures(
         meta = envelope.meta
         if meta.get("kind") != "failed-call" or not {"call", _JSON_CALL} & envelope.parts.keys():
             raise IntegrityError(key, "not a failed-call record")
+        if _record_born(key, meta) < born:
+            return None
         # The call its key names (a record copied under another call's key, unsigned, verifies:
         # resumed, it re-ran the call it names and deleted that call's record, never this one)
         # and its time, before anything is unpickled.
@@ -608,9 +617,46 @@ async def list_failures(
     return sorted(found, key=lambda f: f.time)
 
 
-async def has_failures(store: ObjectStore, actor_id: str) -> bool:
-    """Whether ``actor_id`` has a recorded failed call (Ray's FAILED status); one LIST."""
-    return any(k.endswith(f"/{_FAILED}") for k in await store.list(f"actors/{actor_id}/tasks/"))
+async def failure_keys(store: ObjectStore, actor_id: str) -> list[str]:
+    """The keys of ``actor_id``'s failed-call records, any actor's under the id; one LIST."""
+    return [k for k in await store.list(f"actors/{actor_id}/tasks/") if k.endswith(f"/{_FAILED}")]
+
+
+async def has_failures(
+    store: ObjectStore,
+    actor_id: str,
+    signing_key: bytes | None = None,
+    *,
+    born: int = 0,
+    keys: list[str] | None = None,
+) -> bool:
+    """Whether ``actor_id`` has a recorded failed call (Ray's FAILED status); one LIST (none when
+    ``keys``, from :func:`failure_keys`, are given). For an actor created after a delete
+    (``born`` > 0) the records listed are read too (a GET each), and only those of this actor
+    count (see ``list_failures``)."""
+    if keys is None:
+        keys = await failure_keys(store, actor_id)
+    if not keys or born == 0:
+        return bool(keys)
+
+    async def ours(key: str) -> bool:
+        try:
+            envelope = codec.decode(key, (await store.get(key)).data, signing_key=signing_key)
+            return _record_born(key, envelope.meta) >= born
+        except NotFoundError:  # resumed or compacted meanwhile
+            return False
+        except IntegrityError:  # counted, as a LIST counts it: resume says what is wrong with it
+            return True
+
+    return any(await asyncio.gather(*(ours(k) for k in keys)))
+
+
+def _record_born(key: str, meta: dict[str, Any]) -> int:
+    """The incarnation a failed-call record names (0: none, the id's first actor)."""
+    try:
+        return born_in(meta)
+    except ValueError as exc:
+        raise IntegrityError(key, f"malformed failed-call record: {exc}") from None
 
 
 async def delete_failure(store: ObjectStore, actor_id: str, call_id: str) -> None:

@@ -1,0 +1,428 @@
+"""What a deleted actor leaves behind (``vc.delete_actor``), attacked from the next actor under
+its id and from the surfaces a user reads: its timers' due-index entries (``vactor timers ls``,
+runners), its failed-call records (``workflow.get_status``, ``workflow.resume``), its keyed
+calls' sub-task checkpoints, and a forged or damaged tombstone. Each test names the promise it
+checks; each failed on the code before its fix, but those whose docstring begins "Pin (held)"
+(they failed when the check they pin was broken on purpose)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, deletion, workflow
+from vactor_cloud.cli import EXIT_ERROR, main
+from vactor_cloud.deletion import DELETED, delete
+from vactor_cloud.errors import ActorNotFoundError, IntegrityError
+from vactor_cloud.log import StepRecord
+from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.testing.faults import HoldOne
+from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timers import list_index
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(storage=""))
+    yield store_spec
+    vc.shutdown()
+
+
+def indexed(actor_id: str) -> list[tuple[str, int | None]]:
+    """The due-index entries of ``actor_id``: (timer key, generation)."""
+    entries = _sync.sync(list_index(vc.get_runtime().store))
+    return [(e.key, e.gen) for e in entries if e.actor_id == actor_id]
+
+
+# -- timers ----------------------------------------------------------------------------------------
+@vc.virtual_actor
+class Reminder:
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+
+    def arm(self, key: str, after: float) -> None:
+        vc.current_call().schedule("ring", after=after, key=key, args=(key,))
+
+    def ring(self, key: str) -> None:
+        self.fired.append(key)
+
+    @vc.virtual_actor.readonly
+    def rung(self) -> list[str]:
+        return list(self.fired)
+
+
+def test_a_deleted_actors_far_timers_leave_the_due_index_with_it(spec: StoreSpec) -> None:
+    """``vactor timers ls`` lists the due index. A deleted actor's timers due in a day stayed
+    listed for that day (a runner removes an entry only once it is due): the delete's clean-up
+    now deletes the entries of the timers its tombstone dropped."""
+    handle = Reminder.get_or_create("rem-1")
+    handle.arm.run("renewal", 86400.0)
+    handle.arm.run("yearly", 365 * 86400.0)
+    assert sorted(k for k, _ in indexed("rem-1")) == ["renewal", "yearly"]
+    assert vc.delete_actor("rem-1") is True
+    assert indexed("rem-1") == []
+    # and the next actor under the id has none of them, and indexes its own
+    new = Reminder.get_or_create("rem-1")
+    assert new.timers() == []
+    new.arm.run("renewal", 86400.0)
+    assert [k for k, _ in indexed("rem-1")] == ["renewal"]
+
+
+@vc.virtual_actor
+class Labelled:
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+
+    def arm(self, key: str, after: float, label: str) -> None:
+        vc.current_call().schedule("ring", after=after, key=key, args=(label,))
+
+    def ring(self, label: str) -> None:
+        self.fired.append(label)
+
+    @vc.virtual_actor.readonly
+    def rung(self) -> list[str]:
+        return list(self.fired)
+
+
+def test_a_runner_holding_the_deleted_actors_due_entry_fires_nothing_on_the_next_actor(
+    spec: StoreSpec,
+) -> None:
+    """Pin (held): a runner in another process listed the old actor's due entry and holds the
+    old actor in its cache; the actor is deleted and a new one made under the id, with a timer
+    of the same key not yet due. The runner's firing finds the new actor's table (its put of
+    the old step's successor loses to the tombstone): the old timer's method never runs there,
+    the new timer stays pending, and the stale entry goes."""
+    from vactor_cloud.timer_runner import _fire_actor
+
+    old = Labelled.get_or_create("lab-1")
+    old.arm.run("k", 0.0, "old")
+    (entry,) = [e for e in _sync.sync(list_index(vc.get_runtime().store)) if e.actor_id == "lab-1"]
+    runner = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        runner.load("lab-1")  # its cache holds the old actor, due timer included
+        assert vc.delete_actor("lab-1") is True
+        new = Labelled.get_or_create("lab-1")
+        new.arm.run("k", 3600.0, "new")
+        report, done = _fire_actor(runner, "runner-1", None, "lab-1", [entry])
+    finally:
+        runner.close()
+    assert report.fired == 0 and not report.errors, report
+    assert done == [entry]
+    assert new.rung.run() == []
+    assert [t["key"] for t in new.timers()] == ["k"]
+
+
+# -- failed-call records ---------------------------------------------------------------------------
+_gate = {"reached": threading.Event(), "go": threading.Event()}
+
+
+@workflow.step(max_retries=0)
+def _late_failure(value: int) -> int:
+    _gate["reached"].set()
+    assert _gate["go"].wait(60), "the test never let the step go on"
+    raise RuntimeError(f"publish {value} is down")
+
+
+@workflow.virtual_actor
+class Publisher:
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    def run(self, x: int) -> Any:
+        return self.record.step(_late_failure.step(x))
+
+    def record(self, value: int) -> int:
+        self.done.append(value)
+        return value
+
+
+def test_a_failure_recorded_by_a_call_that_raced_the_delete_is_not_the_next_actors(spec: StoreSpec) -> None:
+    """A call of the old actor whose sub-workflow fails after the delete (and its clean-up,
+    which forgets the failed calls it finds) records its failure then. That record made the
+    next actor under the id FAILED, and ``resume`` ran the old actor's call on it. Records
+    now name the actor's incarnation: one of an earlier actor under the id is not this one's."""
+    _gate["reached"].clear()
+    _gate["go"].clear()
+    old = Publisher.get_or_create("pub-1")
+    running = old.run.run_async(7)
+    assert _gate["reached"].wait(60), "the call never reached its step"
+    assert vc.delete_actor("pub-1") is True  # its clean-up found no failed call yet
+    _gate["go"].set()
+    with pytest.raises((RuntimeError, vc.ActorDeletedError)):
+        running.result(60)
+    failed = [
+        k for k in _sync.sync(vc.get_runtime().store.list("actors/pub-1/tasks/")) if k.endswith("/failed")
+    ]
+    assert failed, "the racing call recorded no failure: the race was not reproduced"
+    new = Publisher.get_or_create("pub-1")
+    assert workflow.get_status("pub-1") == workflow.SUCCESSFUL
+    assert dict(workflow.list_all()).get("pub-1") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("pub-1")) == []
+    assert new.record.run(1) == 1  # (it works, and holds only its own)
+    # and its own failed call is its own: FAILED, and resumed (failing again, as it would)
+    with pytest.raises(RuntimeError, match="publish 8 is down"):
+        new.run.run(8)
+    assert workflow.get_status("pub-1") == workflow.FAILED
+    assert dict(workflow.list_all()).get("pub-1") == workflow.FAILED
+    with pytest.raises(RuntimeError, match="publish 8 is down"):
+        vc.get(workflow.resume("pub-1"))
+
+
+# -- a forged or damaged tombstone -----------------------------------------------------------------
+_KEY = b"k" * 32
+
+
+@vc.virtual_actor
+class Box:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+    @vc.virtual_actor.on_event("poke")
+    def poke(self, payload: Any) -> None:
+        self.n += 1
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.n
+
+
+def _forged(record: StepRecord, key: str) -> bytes:
+    """Step 2 as a tombstone (no state, ``deleted`` in ``extra``), signed with another key."""
+    tombstone = dataclasses.replace(
+        record, step=2, parent=1, state=b"", extra={**record.extra, DELETED: {"time": 1.0}}
+    )
+    return tombstone.encode(key, b"not the store's signing key")
+
+
+@pytest.mark.parametrize("damage", ["signed-with-another-key", "a-real-tombstone-truncated"])
+def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """Pin (held): a step object with ``extra["deleted"]`` whose signature does not verify, or
+    a real tombstone cut short, raises ``IntegrityError`` on every surface that meets it (a
+    load, a call, ``send_event``, ``delete_actor`` again, history, ``list_actors``, ``vactor
+    show``); none of
+    them says "deleted" (``ActorDeletedError``) or writes past it."""
+    vc.shutdown()
+    settings = vc.Settings(storage="", signing_key=_KEY)
+    store_spec.init(settings=settings)
+    Box.get_or_create("box-1").bump.run()
+    runtime = vc.get_runtime()
+    log = runtime.log("box-1")
+    if damage == "a-real-tombstone-truncated":
+        assert vc.delete_actor("box-1") is True
+        data = _sync.sync(runtime.store.get(log.step_key(2))).data
+        bad = data[: len(data) - 7]
+    else:
+        one = StepRecord.decode(log.step_key(1), _sync.sync(runtime.store.get(log.step_key(1))).data, _KEY)
+        bad = _forged(one, log.step_key(2))
+    _sync.sync(runtime.store.put(log.step_key(2), bad))
+    surfaces = {
+        "load": lambda: vc.get_actor("box-1").get.run(),  # noqa: PLW0108 (lazy: it raises)
+        "call": lambda: vc.get_actor("box-1").bump.run(),  # noqa: PLW0108
+        "send_event": lambda: vc.send_event("box-1", "poke", 1),
+        "delete_actor": lambda: vc.delete_actor("box-1"),
+        "history": lambda: vc.get_actor("box-1").history(),
+        "list_actors": lambda: vc.list_actors(),  # noqa: PLW0108 (not left out as deleted)
+    }
+    for name, surface in surfaces.items():
+        vc.shutdown()
+        store_spec.init(settings=settings)  # (a fresh process: nothing cached)
+        with pytest.raises(IntegrityError) as caught:
+            surface()
+        assert not isinstance(caught.value, ActorNotFoundError), name
+    assert _sync.sync(vc.get_runtime().log("box-1").list_steps()) == [0, 1, 2]
+    vc.shutdown()
+    if "://" in store_spec.url:
+        return  # (``vactor show``: on the local lane, a directory another process opens alike)
+    monkeypatch.setenv("VACTOR_STORAGE", store_spec.url)
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", _KEY.decode())
+    capsys.readouterr()
+    try:
+        code = main(["show", "box-1"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        vc.shutdown()
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR, err
+    assert "steps/00000000000000000002" in err and "deleted" not in err, err
+
+
+# -- sub-task checkpoints of a keyed call ----------------------------------------------------------
+_children_run: list[str] = []
+
+
+def _allocate(order: str) -> str:
+    _children_run.append(order)
+    return f"{order}#{len(_children_run)}"
+
+
+@vc.virtual_actor
+class Orders:
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+
+    def place(self, order: str) -> str:
+        (ticket,) = vc.subtask(_allocate).map([order])
+        self.placed.append(ticket)
+        return ticket
+
+
+def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec) -> None:
+    """A keyed call's sub-task checkpoints live under a call id derived from the actor id and
+    the key (``tasks/<call id>/``), and a delete leaves them. The next actor under the id runs
+    a call with that key again (it has no idempotency table) but got the old actor's children's
+    results back from those checkpoints, the children never run: the old actor's ticket in the
+    new actor. Checkpoints now name the incarnation; an earlier actor's is not used (and is
+    replaced by the new run's)."""
+    _children_run.clear()
+    old = Orders.get_or_create("ord-1")
+    assert old.place.options(idempotency_key="k1").run("o") == "o#1"
+    assert vc.delete_actor("ord-1") is True
+    new = Orders.get_or_create("ord-1")
+    assert new.place.options(idempotency_key="k1").run("o") == "o#2"
+    assert _children_run == ["o", "o"]
+    # and the key again is answered by the new actor's own idempotency table
+    assert new.place.options(idempotency_key="k1").run("o") == "o#2"
+    assert _children_run == ["o", "o"]
+
+
+def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: StoreSpec) -> None:
+    """The clean-up after a tombstone goes on by itself once the delete has returned (a stalled
+    store). Its listing of ``tasks/`` answered after the next actor under the id recorded a
+    failed call deleted that record too: the new actor's call could no longer be resumed and
+    its status said SUCCESSFUL. The clean-up now deletes only the records of actors up to the
+    one it deleted."""
+    _gate["go"].set()  # (every run of the step fails at once)
+    Publisher.get_or_create("pub-2")
+    vc.shutdown()
+    spec.init(settings=vc.Settings(storage="", deadline=1.5))
+    runtime = vc.get_runtime()
+    store = HoldOne(runtime.store, "list", "/tasks/", timeout=120.0)
+    runtime.store = store
+    store.hold()
+    assert vc.delete_actor("pub-2") is True  # (returned with its clean-up held at the listing)
+    assert store.held.is_set(), "the clean-up never listed the failed calls"
+    new = Publisher.get_or_create("pub-2")
+    with pytest.raises(RuntimeError, match="publish 9 is down"):
+        new.run.run(9)
+    assert workflow.get_status("pub-2") == workflow.FAILED
+    store.release.set()
+    assert store.ended.wait(60)
+
+    async def clean_ups_ended() -> None:
+        if deletion._CLEANUPS:
+            await asyncio.wait(set(deletion._CLEANUPS), timeout=60)
+
+    _sync.sync(clean_ups_ended())
+    assert not deletion._CLEANUPS, "the clean-up did not end"
+    assert workflow.get_status("pub-2") == workflow.FAILED
+    with pytest.raises(RuntimeError, match="publish 9 is down"):
+        vc.get(workflow.resume("pub-2"))
+
+
+def test_a_damaged_failure_record_of_a_recreated_actor_still_says_failed(spec: StoreSpec) -> None:
+    """For an actor created after a delete ``get_status`` reads the records it lists (to tell
+    whose they are); a damaged one counts, as a LIST counted it, rather than turning the status
+    into an ``IntegrityError``; ``resume`` is where it is refused."""
+    Publisher.get_or_create("pub-3")
+    assert vc.delete_actor("pub-3") is True
+    Publisher.get_or_create("pub-3")
+    _sync.sync(vc.get_runtime().store.put("actors/pub-3/tasks/c0ffee/failed", b"not a record"))
+    assert workflow.get_status("pub-3") == workflow.FAILED
+    with pytest.raises(IntegrityError):
+        vc.get(workflow.resume("pub-3"))
+
+
+def test_a_runner_whose_firing_meets_the_tombstone_counts_the_entry_stale_not_an_error(
+    spec: StoreSpec,
+) -> None:
+    """A runner in another process, its cache holding the actor with a due timer, fires it
+    just after the actor was deleted: its firing's put loses to the tombstone and the call
+    fails with ``ActorDeletedError``. That was reported as an error (``vactor timers tick``
+    exits 1, "timers could not be fired (they stay due for the next tick)") for a timer that
+    will never fire: it is stale, like an entry whose actor a fresh load finds deleted."""
+    from vactor_cloud.timer_runner import _fire_actor
+
+    old = Labelled.get_or_create("lab-2")
+    old.arm.run("k", 0.0, "old")
+    (entry,) = [e for e in _sync.sync(list_index(vc.get_runtime().store)) if e.actor_id == "lab-2"]
+    runner = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        runner.load("lab-2")  # its cache holds the old actor, due timer included
+        assert vc.delete_actor("lab-2") is True
+        report, done = _fire_actor(runner, "runner-1", None, "lab-2", [entry])
+    finally:
+        runner.close()
+    assert report.fired == 0 and not report.errors, report
+    assert report.stale == 1 and done == [entry]
+
+
+def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replace of an earlier actor's checkpoint (by the version read) meets it gone (a
+    compaction deleted it between the read and the put): the run creates its checkpoint
+    rather than failing the call with the object not found."""
+    _children_run.clear()
+    Orders.get_or_create("ord-2").place.options(idempotency_key="k2").run("p")
+    assert vc.delete_actor("ord-2") is True
+    new = Orders.get_or_create("ord-2")
+    store = vc.get_runtime().store
+    put = store.put
+    replaced: list[str] = []
+
+    async def compacted_first(key: str, data: bytes, *, mode: Any = "overwrite") -> str:
+        if "/tasks/" in key and not isinstance(mode, str) and not replaced:
+            replaced.append(key)
+            await store.delete(key)  # (what a compaction does meanwhile)
+        return await put(key, data, mode=mode)
+
+    monkeypatch.setattr(store, "put", compacted_first)
+    assert new.place.options(idempotency_key="k2").run("p") == "p#2"
+    assert replaced, "the earlier actor's checkpoint was never replaced"
+    monkeypatch.undo()
+    tasks = [k for k in _sync.sync(store.list("actors/ord-2/tasks/")) if not k.endswith("/failed")]
+    assert len(tasks) == 1
+    assert _children_run == ["p", "p"]
+
+
+def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actors_call(
+    spec: StoreSpec,
+) -> None:
+    """This process caches the old actor; another deleted it and created a new one, and a
+    failure record of the old actor's call stayed (written after the delete's clean-up, as by
+    a call that raced it). ``get_status`` and ``resume`` judged the record by the cached step
+    (the first actor's incarnation): FAILED, and the old call ran again, on the new actor
+    (its put lost to the newer steps, it was applied on the newest). They now judge by the
+    newest step when there are records (one probe)."""
+    _gate["go"].set()
+    old = Publisher.get_or_create("pub-4")
+    with pytest.raises(RuntimeError, match="publish 5 is down"):
+        old.run.run(5)
+    store = vc.get_runtime().store
+    (record_key,) = [k for k in _sync.sync(store.list("actors/pub-4/tasks/")) if k.endswith("/failed")]
+    record = _sync.sync(store.get(record_key)).data
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
+    try:
+        assert _sync.sync(delete(other.log("pub-4"), other.settings)) is not None
+        _sync.sync(other.store.put(record_key, record))  # (written after the clean-up: the race)
+        other.create(Publisher.definition, "pub-4", (), {})
+    finally:
+        other.close()
+    assert workflow.get_status("pub-4") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("pub-4")) == []
