@@ -7,7 +7,6 @@ checks; each failed on the code before its fix, but those whose docstring begins
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, deletion, workflow
+from vactor_cloud import _sync, workflow
 from vactor_cloud.cli import EXIT_ERROR, main
 from vactor_cloud.deletion import DELETED, delete
 from vactor_cloud.errors import ActorNotFoundError, IntegrityError
@@ -323,16 +322,42 @@ def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: S
     assert workflow.get_status("pub-2") == workflow.FAILED
     store.release.set()
     assert store.ended.wait(60)
-
-    async def clean_ups_ended() -> None:
-        if deletion._CLEANUPS:
-            await asyncio.wait(set(deletion._CLEANUPS), timeout=60)
-
-    _sync.sync(clean_ups_ended())
-    assert not deletion._CLEANUPS, "the clean-up did not end"
+    vc.shutdown()  # (waits for the clean-up to end)
+    spec.init(settings=vc.Settings(storage=""))
     assert workflow.get_status("pub-2") == workflow.FAILED
     with pytest.raises(RuntimeError, match="publish 9 is down"):
         vc.get(workflow.resume("pub-2"))
+
+
+def test_a_delete_that_finds_the_actor_deleted_already_leaves_the_next_actors_failed_calls(
+    spec: StoreSpec,
+) -> None:
+    """A second delete finds the tombstone (False) and deletes what failed-call records are
+    left; its listing answered after the next actor under the id recorded a failed call: it
+    deleted that record too (every record it listed), and the new actor's call could no longer
+    be resumed. Only the records of actors up to the tombstone it found go."""
+    _gate["go"].set()  # (every run of the step fails at once)
+    Publisher.get_or_create("pub-5")
+    assert vc.delete_actor("pub-5") is True
+    vc.shutdown()
+    spec.init(settings=vc.Settings(storage=""))
+    runtime = vc.get_runtime()
+    store = HoldOne(runtime.store, "list", "/tasks/", timeout=120.0)
+    runtime.store = store
+    store.hold()
+    answer: list[bool] = []
+    second = threading.Thread(target=lambda: answer.append(vc.delete_actor("pub-5")), daemon=True)
+    second.start()
+    assert store.held.wait(60), "the second delete never listed the failed calls"
+    new = Publisher.get_or_create("pub-5")
+    with pytest.raises(RuntimeError, match="publish 7 is down"):
+        new.run.run(7)
+    store.release.set()
+    second.join(60)
+    assert answer == [False]
+    assert workflow.get_status("pub-5") == workflow.FAILED
+    with pytest.raises(RuntimeError, match="publish 7 is down"):
+        vc.get(workflow.resume("pub-5"))
 
 
 def test_a_damaged_failure_record_of_a_recreated_actor_still_says_failed(spec: StoreSpec) -> None:
@@ -419,7 +444,7 @@ def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actor
     record = _sync.sync(store.get(record_key)).data
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options))
     try:
-        assert _sync.sync(delete(other.log("pub-4"), other.settings)) is not None
+        assert _sync.sync(delete(other.log("pub-4"), other.settings, keep=other.keep)) is not None
         _sync.sync(other.store.put(record_key, record))  # (written after the clean-up: the race)
         other.create(Publisher.definition, "pub-4", (), {})
     finally:

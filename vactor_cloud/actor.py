@@ -9,7 +9,6 @@ same way as the local one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -17,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from vactor_cloud import _sync
 from vactor_cloud.core import call_cycle
 from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
-from vactor_cloud.deletion import delete, forget_failed_calls
-from vactor_cloud.errors import ReentrantCallError, StorageError
+from vactor_cloud.deletion import delete
+from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import Runtime, get_runtime
@@ -216,10 +215,6 @@ async def _delete(runtime: Runtime, actor_id: str) -> bool:
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
         forget_existing(runtime, actor_id)  # and the next send_event
-    if tombstone is None:  # (deleted already: what an earlier delete stopped before deleting;
-        # the delete that commits does it in its clean-up, best effort as here)
-        with contextlib.suppress(StorageError):
-            await forget_failed_calls(runtime.store, actor_id)
     return tombstone is not None
 
 

@@ -185,7 +185,9 @@ async def delete(
     """Delete ``log``'s actor: commit a tombstone after its newest step.
 
     Returns the tombstone, or None when the actor was deleted already (by an
-    earlier delete, or by one that won the race for the same step). Raises
+    earlier delete, or by one that won the race for the same step; the failed-call records
+    of the actors up to that tombstone left by a clean-up that never ran are then deleted,
+    best effort). Raises
     ``ActorNotFoundError`` for an id that never held an actor, and
     ``CommitConflictError`` (nothing committed) if writers kept winning the race
     for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``, and
@@ -208,6 +210,11 @@ async def delete(
     try:
         while True:
             if is_deleted(base):
+                # (What an earlier delete stopped before, best effort as its clean-up is: the
+                # records of the actors up to this tombstone; the next actor's, if one was made
+                # meanwhile, stay.)
+                with contextlib.suppress(StorageError):
+                    await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=base)
                 return None
             now = time.time()
             folded, done = await _pending_posts(box, base, now)
