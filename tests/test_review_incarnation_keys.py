@@ -7,6 +7,7 @@ broken on purpose)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.compaction import compact
+from vactor_cloud.posting import Outcome, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -93,3 +95,34 @@ def test_compaction_keeps_the_next_actors_checkpoints_of_a_key_the_old_actor_com
         _compacted.set()
     assert call.result(timeout=60) == "o#2"
     assert _children_run == ["o", "o"]
+
+
+def test_call_outcome_does_not_answer_with_the_old_actors_outcome_of_the_call_id(
+    spec: StoreSpec,
+) -> None:
+    """The old actor's step holds the outcome of a posted call (a keyed call's id is the same
+    on the next actor under the id). After the delete and the new actor's creation, a process
+    that did not post the call asked ``call_outcome`` for it: the walk back from the newest
+    step went past the new actor's creation into the old actor's steps and answered with the
+    old actor's result, for a call the new actor never applied. The walk now stops at the
+    newest step's incarnation (its creation step, ``born``): no request added."""
+    old = Orders.get_or_create("ord-o1")
+    old.touch.run()
+    runtime = vc.get_runtime()
+    core = runtime.core("ord-o1")
+    mine = core.record
+    assert mine is not None
+    posted = dataclasses.replace(
+        mine,
+        step=mine.step + 1,
+        parent=mine.step,
+        posted=encode_outcomes({"keyed-call": Outcome(True, "old actor's result")}),
+        carried=b"",
+    )
+    _sync.sync(core.log.put_step(posted))
+    assert vc.get_actor("ord-o1").call_outcome("keyed-call") == "old actor's result"
+    assert vc.delete_actor("ord-o1") is True
+    new = Orders.get_or_create("ord-o1")
+    new.touch.run()
+    with pytest.raises(LookupError):
+        vc.get_actor("ord-o1").call_outcome("keyed-call")
