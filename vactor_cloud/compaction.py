@@ -71,6 +71,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     VactorError,
 )
+from vactor_cloud.incarnation import born_in, born_of
 from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, GcWatermark, StepRecord, encode_gc
@@ -218,7 +219,7 @@ async def compact(
 
     doomed = await _steps_below(log, watermark)
     tasks = await _task_calls(log)
-    committed_calls: set[str] = set()
+    committed_calls: dict[str, int] = {}
     if tasks and doomed:
         committed_calls = await _calls_in(log, doomed, (await log.read_watermark()).compacted)
     # Oldest first, a chunk at a time (a chunk's deletes land in any order): while this
@@ -227,8 +228,9 @@ async def compact(
         await log.store.delete_many([log.step_key(step) for step in chunk])
     # A call not committed is aged against the actor's own clock, the newest step's time, never
     # later than ours: our clock running ahead must not delete what a running call or a resume needs.
+    committed, undecided = await _split_committed(log, tasks, committed_calls, born_of(newest.extra))
     deleted_tasks, unresumable = await _delete_tasks(
-        log, tasks, committed_calls, _actor_now(started, newest.time) - min_age, min_age
+        log, committed, undecided, _actor_now(started, newest.time) - min_age, min_age
     )
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
     await _delete_dedup_checkpoints(log, watermark)
@@ -356,8 +358,9 @@ async def _steps_below(log: ActorLog, watermark: int) -> list[int]:
         after = page[-1]
 
 
-async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, str]) -> set[str]:
-    """Call ids committed in ``steps`` (a step that cannot be read contributes none).
+async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, str]) -> dict[str, int]:
+    """Call ids committed in ``steps``, each with the latest incarnation that committed it
+    (``vactor_cloud.incarnation``; a step that cannot be read contributes none).
 
     ``committed_by`` is the ``gc`` record: the writer of the committed step at each number
     compactions passed. A step there by another writer is a stray (a stalled writer's late
@@ -365,20 +368,66 @@ async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, 
     their sub-task checkpoints must stay for that run.
     """
 
-    async def calls_of(step: int) -> list[str]:
+    async def calls_of(step: int) -> tuple[list[str], int]:
         try:
             record: StepRecord | None = await log.read_step(step)
         except IntegrityError:
-            return []
+            return [], 0
         if record is None or committed_by.get(step, record.writer) != record.writer:
-            return []
-        return [call.call_id for call in record.calls]
+            return [], 0
+        return [call.call_id for call in record.calls], born_of(record.extra)
 
-    found: set[str] = set()
+    found: dict[str, int] = {}
     for chunk in _chunks(steps, _PARALLEL):
-        for ids in await asyncio.gather(*(calls_of(step) for step in chunk)):
-            found.update(ids)
+        for ids, born in await asyncio.gather(*(calls_of(step) for step in chunk)):
+            for call_id in ids:
+                found[call_id] = max(born, found.get(call_id, 0))
     return found
+
+
+async def _split_committed(
+    log: ActorLog, tasks: dict[str, list[str]], committed_calls: dict[str, int], newest_born: int
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The checkpoints of calls committed in deleted steps (to delete), and the others by call
+    id (to age).
+
+    A keyed call's id is the same on every actor under the id (``vc.delete_actor``, then
+    ``get_or_create``): a call an earlier actor committed leaves to the age test the
+    checkpoints a later actor wrote under that id, its own call with the same key, not
+    committed (one may be running). Only calls committed by an actor earlier than the
+    newest step's cost a read (a GET per checkpoint: its meta names the incarnation).
+    """
+    committed: list[str] = []
+    undecided: dict[str, list[str]] = {}
+    for call_id, keys in tasks.items():
+        if call_id not in committed_calls:
+            undecided[call_id] = keys
+        elif committed_calls[call_id] >= newest_born:
+            committed.extend(keys)
+        else:
+            metas = [
+                meta
+                for chunk in _chunks(keys, _PARALLEL)
+                for meta in await asyncio.gather(*(_checkpoint_meta(log, key) for key in chunk))
+            ]
+            born = committed_calls[call_id]
+            for key, meta in zip(keys, metas, strict=True):
+                if _later_than(meta, born):
+                    undecided.setdefault(call_id, []).append(key)
+                else:
+                    committed.append(key)
+    return committed, undecided
+
+
+def _later_than(meta: dict[str, Any] | None, born: int) -> bool:
+    """Whether a checkpoint's meta names an incarnation later than ``born`` (one that names
+    none readable is aged, not taken for committed; one gone or unreadable goes)."""
+    if meta is None:
+        return False
+    try:
+        return born_in(meta) > born
+    except ValueError:
+        return True
 
 
 async def _task_calls(log: ActorLog) -> dict[str, list[str]]:
@@ -450,10 +499,11 @@ def _actor_now(ours: float, newest_step_time: float) -> float:
 
 
 async def _delete_tasks(
-    log: ActorLog, tasks: dict[str, list[str]], committed_calls: set[str], cutoff: float, min_age: float
+    log: ActorLog, committed: list[str], tasks: dict[str, list[str]], cutoff: float, min_age: float
 ) -> tuple[int, list[str]]:
-    """Delete the checkpoints of calls committed in deleted steps, or written before ``cutoff``;
-    how many objects, and the calls whose failure record went (no longer resumable).
+    """Delete ``committed`` (the checkpoints of calls committed in deleted steps) and those of
+    the calls in ``tasks`` written before ``cutoff``; how many objects, and the calls whose
+    failure record went (no longer resumable).
 
     A call committed long ago never runs again (a retry with its idempotency
     key is answered from the step's table), so its children are not needed.
@@ -465,13 +515,9 @@ async def _delete_tasks(
     (rewritten at each failure), not by its first checkpoint: a call that failed
     just now, its first step checkpointed long ago, stays resumable for ``min_age``.
     """
-    doomed: list[str] = []
+    doomed = list(committed)
     unresumable: list[str] = []
-    undecided = [call_id for call_id in tasks if call_id not in committed_calls]
-    for call_id, keys in tasks.items():
-        if call_id in committed_calls:
-            doomed.extend(keys)
-    for chunk in _chunks(undecided, _PARALLEL):
+    for chunk in _chunks(tasks, _PARALLEL):
         # (a failure record names the call's newest failure; else the first checkpoint)
         aged_by = [_aged_by(log.actor_id, call_id, tasks[call_id]) for call_id in chunk]
         metas = await asyncio.gather(*(_checkpoint_meta(log, key) for key in aged_by))

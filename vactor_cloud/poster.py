@@ -42,6 +42,7 @@ from vactor_cloud.errors import (
     StorageError,
     StorageTimeoutError,
 )
+from vactor_cloud.incarnation import born_of
 from vactor_cloud.lease import Lease
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.posting import (
@@ -693,7 +694,12 @@ class Poster:
                         f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
                     )
                 unsure = True
-        stop = posted.base_step if posted is not None else max(-1, newest.step - scan)
+        # A call this process did not post is looked for in the newest actor's steps alone: an
+        # earlier actor under the id (before a delete) may hold a call with the same id (a
+        # keyed call's id is derived from the key), and its outcome is not this actor's.
+        stop = (
+            posted.base_step if posted is not None else max(-1, newest.step - scan, born_of(newest.extra) - 1)
+        )
         complete = True
         for step in range(newest.step, stop, -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))

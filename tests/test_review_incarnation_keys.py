@@ -1,0 +1,128 @@
+"""Keyed calls across incarnations (``vc.delete_actor`` then ``get_or_create`` under the same
+id): a keyed call's id is derived from the actor id and the key, so it is the same on the old
+actor and the new one. Attacked here: compaction's clean-up of sub-task checkpoints
+(``tasks/<call id>/``), and ``call_outcome``. Each test failed on the code before its fix,
+but those whose docstring begins "Pin (held)" (they failed when the check they pin was
+broken on purpose)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.compaction import compact
+from vactor_cloud.posting import Outcome, encode_outcomes
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    yield store_spec
+    vc.shutdown()
+
+
+_children_run: list[str] = []
+_tries: list[str] = []
+_checkpointed = threading.Event()
+_compacted = threading.Event()
+
+
+def _allocate(order: str) -> str:
+    _children_run.append(order)
+    return f"{order}#{len(_children_run)}"
+
+
+@vc.virtual_actor
+class Orders:
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+
+    def place(self, order: str) -> str:
+        (ticket,) = vc.subtask(_allocate).map([order])
+        self.placed.append(ticket)
+        return ticket
+
+    def place_slowly(self, order: str) -> str:
+        """``place``, whose first run stops after its child's checkpoint until the test has
+        compacted, then raises: the retry (``max_retries``) needs that checkpoint."""
+        (ticket,) = vc.subtask(_allocate).map([order])
+        _tries.append(order)  # (a retry starts from the state before the call: counted out here)
+        if len(_tries) == 1:
+            _checkpointed.set()
+            assert _compacted.wait(60), "the test never compacted"
+            raise RuntimeError("first run fails after its child ran")
+        self.placed.append(ticket)
+        return ticket
+
+    def touch(self) -> None:
+        self.placed.append("-")
+
+
+def test_compaction_keeps_the_next_actors_checkpoints_of_a_key_the_old_actor_committed(
+    spec: StoreSpec,
+) -> None:
+    """The old actor committed a keyed call; the actor is deleted and made again, and the new
+    actor runs a call with the same key (same call id, so the same ``tasks/<call id>/``). A
+    compaction passing the old actor's step took the call for committed and deleted the new
+    actor's checkpoints of its still-running call: its retry ran the child again. Compaction
+    now judges a checkpoint by the incarnation it names."""
+    _children_run.clear()
+    _tries.clear()
+    _checkpointed.clear()
+    _compacted.clear()
+    old = Orders.get_or_create("ord-c1")
+    assert old.place.options(idempotency_key="k").run("o") == "o#1"
+    assert vc.delete_actor("ord-c1") is True
+    new = Orders.get_or_create("ord-c1")
+    new.touch.run()
+    new.touch.run()
+    log = vc.get_runtime().log("ord-c1")
+    call = new.place_slowly.options(idempotency_key="k", max_retries=1).run_async("o")
+    try:
+        assert _checkpointed.wait(60), "the new actor's call never checkpointed its child"
+        report = _sync.sync(compact(log, keep_last=1, min_age=0.0, fresh_window=0.0))
+        assert report.watermark > 1, report  # (the old actor's keyed step went)
+    finally:
+        _compacted.set()
+    assert call.result(timeout=60) == "o#2"
+    assert _children_run == ["o", "o"]
+
+
+def test_call_outcome_does_not_answer_with_the_old_actors_outcome_of_the_call_id(
+    spec: StoreSpec,
+) -> None:
+    """The old actor's step holds the outcome of a posted call (a keyed call's id is the same
+    on the next actor under the id). After the delete and the new actor's creation, a process
+    that did not post the call asked ``call_outcome`` for it: the walk back from the newest
+    step went past the new actor's creation into the old actor's steps and answered with the
+    old actor's result, for a call the new actor never applied. The walk now stops at the
+    newest step's incarnation (its creation step, ``born``): no request added."""
+    old = Orders.get_or_create("ord-o1")
+    old.touch.run()
+    runtime = vc.get_runtime()
+    core = runtime.core("ord-o1")
+    mine = core.record
+    assert mine is not None
+    posted = dataclasses.replace(
+        mine,
+        step=mine.step + 1,
+        parent=mine.step,
+        posted=encode_outcomes({"keyed-call": Outcome(True, "old actor's result")}),
+        carried=b"",
+    )
+    _sync.sync(core.log.put_step(posted))
+    assert vc.get_actor("ord-o1").call_outcome("keyed-call") == "old actor's result"
+    assert vc.delete_actor("ord-o1") is True
+    new = Orders.get_or_create("ord-o1")
+    new.touch.run()
+    with pytest.raises(LookupError):
+        vc.get_actor("ord-o1").call_outcome("keyed-call")
