@@ -34,22 +34,6 @@ from vactor_cloud.testing.latency import install as install_latency
 POSTING = {"combine_window": 60.0, "head_interval": 0.2, "combine_after": 1}
 
 
-@vc.virtual_actor
-class OrderLog:
-    """Appends each call's token, in commit order."""
-
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
-
-
 class KillAfterFold(FaultyStore):
     """SIGKILLs this process right after its ``at``-th step put that folded another process's
     posted calls (a call whose token is not ``who``'s).

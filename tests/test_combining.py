@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from chaos_workers import read_chain
 from child_processes import join_all, start_together
 from combining_workers import (
     POSTING,
     ChildLog,
-    OrderLog,
     check_once_and_in_order,
     commit_behind_its_back,
     hammer,

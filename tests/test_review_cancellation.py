@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog, commit_behind_its_back
+from actors import OrderLog
+from combining_workers import commit_behind_its_back
 from interrupts import Interrupted
 from test_combining import init_switchable, pending_posts, wait_for_no_posts
 from test_review_workflow import Wallet, _step_failures_left

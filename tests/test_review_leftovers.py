@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from caller_workers import Tally
 from chaos_workers import read_chain
 from child_processes import join_all
-from combining_workers import OrderLog
 from interrupts import Interrupted
 from leftover_workers import bump_once
 from test_combining import init_switchable

@@ -356,7 +356,7 @@ def test_a_poster_that_gave_up_is_told_compacted_not_never_after_its_sender_left
     answered from the idempotency table, not applied again. Fails with the walk's missing
     step taken for the walk's end (``complete`` left True in ``_look_up_outcome``:
     ``LookupError``)."""
-    from combining_workers import OrderLog
+    from actors import OrderLog
     from test_combining import give_up_on_a_post, init_switchable, wait_for_no_posts
 
     from vactor_cloud.errors import CommitOutcomeUnknownError
