@@ -18,8 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
+from actors import Total
 from cli_harness import Vactor, one_line_error
-from delete_surface_workers import Ledger, use_deleted
+from delete_surface_workers import use_deleted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
@@ -310,7 +311,7 @@ def test_a_handle_sent_to_a_worker_before_the_delete_sees_it_deleted_there(
     if not store_lane.multiprocess:
         pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
     init(spec)
-    handle = Ledger.get_or_create("worker-1", 1)
+    handle = Total.get_or_create("worker-1", 1)
     handle.add.run(2)
     vc.delete_actor("worker-1")
     spawn = multiprocessing.get_context("spawn")
