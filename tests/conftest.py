@@ -18,8 +18,8 @@ from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.pytest_plugin import LANE_NAMES, selected_lanes
 
 #: the CLI tests' fixtures (``store``, ``vactor``): one harness for test_cli_edges and test_review_cli;
-#: the delete tests' ``spec`` (a store, the runtime shut down after): test_delete_actor, test_delete_faults
-pytest_plugins = ("cli_harness", "delete_helpers")
+#: and ``spec`` (a store, the runtime shut down after) for the tests that start their runtime themselves
+pytest_plugins = ("cli_harness", "store_helpers")
 
 
 @pytest.fixture

@@ -1,19 +1,13 @@
-"""Shared by the delete tests (test_delete_actor, test_delete_faults) and their children.
-
-Its fixture (``spec``) is registered by ``tests/conftest.py`` (``pytest_plugins``); a test
-file that defines its own ``spec`` keeps it. The rest is imported by name: ``init`` and
-``other_process`` start runtimes on the test's store, ``newest``, ``steps`` and
-``tombstones`` read an actor's log, and :class:`LosesFirstTombstoneRace` makes a delete
-lose its first race (so that it takes the folder lease over), in a test or a spawned child.
-"""
+"""Shared by the delete tests (test_delete_actor, test_delete_faults) and their children:
+``newest``, ``steps`` and ``tombstones`` read an actor's log, and
+:class:`LosesFirstTombstoneRace` makes a delete lose its first race (so that it takes the
+folder lease over), in a test or in a spawned child."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -21,28 +15,9 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.log import ActorLog, StepRecord
-from vactor_cloud.runtime import Runtime, Settings
-from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.runtime import Runtime
 
-__all__ = ["LosesFirstTombstoneRace", "init", "newest", "other_process", "spec", "steps", "tombstones"]
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    """``store_spec``, with the runtime shut down after the test."""
-    yield store_spec
-    vc.shutdown()
-
-
-def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    """Start this process's runtime on the test's store with ``settings``; the runtime."""
-    spec.init(settings=vc.Settings(storage="", **settings))
-    return vc.get_runtime()
-
-
-def other_process(spec: StoreSpec, **settings: Any) -> Runtime:
-    """Another process on the same store (a runtime of its own: its own caches, sender id)."""
-    return Runtime(Settings(storage=spec.url, storage_options=spec.options, **settings))
+__all__ = ["LosesFirstTombstoneRace", "newest", "steps", "tombstones"]
 
 
 def newest(runtime: Runtime, actor_id: str) -> StepRecord:

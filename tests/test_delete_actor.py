@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
-from delete_helpers import LosesFirstTombstoneRace, init, newest, other_process, steps, tombstones
+from delete_helpers import LosesFirstTombstoneRace, newest, steps, tombstones
+from store_helpers import init, other_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync

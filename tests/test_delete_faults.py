@@ -21,8 +21,9 @@ import pytest
 from actors import OrderLog
 from child_processes import run_to_end
 from delete_fault_workers import delete_killed_at
-from delete_helpers import LosesFirstTombstoneRace, init, newest, other_process, tombstones
+from delete_helpers import LosesFirstTombstoneRace, newest, tombstones
 from interrupts import Interrupted
+from store_helpers import init, other_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync

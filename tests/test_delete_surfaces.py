@@ -13,7 +13,6 @@ import multiprocessing
 import pickle
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -57,12 +56,6 @@ class Tally:
     @vc.virtual_actor.readonly
     def pings(self) -> list[Any]:
         return list(self.seen)
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
 
 
 def init(spec: StoreSpec) -> None:
