@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from actors import OrderLog
-from caller_workers import Tally
+from actors import OrderLog, Total
 from chaos_workers import read_chain
 from child_processes import join_all
 from interrupts import Interrupted
@@ -104,7 +103,7 @@ def test_after_ctrl_c_stopped_a_commit_whose_step_landed_the_next_commit_takes_i
     runtime = vc.get_runtime()
     store = _Counted(runtime.store)
     runtime.store = store
-    tally = Tally.get_or_create("interrupted", 0)
+    tally = Total.get_or_create("interrupted", 0)
     store.hold()
     ctrl_c(store.held)
     try:
