@@ -39,3 +39,37 @@ class Tally:
     @vc.virtual_actor.readonly
     def get(self) -> int:
         return self.value
+
+
+@vc.virtual_actor
+class Total:
+    """A count from ``start`` (``get_or_create(id, start)``): ``add`` writes, ``read_total``
+    reads. The child-process tests send it (its handles, the class) to spawned workers."""
+
+    def __init__(self, start: int) -> None:
+        self.total = start
+
+    def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+    @vc.virtual_actor.readonly
+    def read_total(self) -> int:
+        return self.total
+
+
+@vc.virtual_actor
+class OrderLog:
+    """Appends each call's token (``add``), in commit order; ``applied`` reads the list. The
+    tests tell by it which call was lost, applied twice, or out of its caller's order."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)

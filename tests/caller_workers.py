@@ -11,20 +11,6 @@ import vactor_cloud as vc
 report_stacks_on_request()
 
 
-@vc.virtual_actor
-class Tally:
-    def __init__(self, start: int) -> None:
-        self.total = start
-
-    def add(self, n: int) -> int:
-        self.total += n
-        return self.total
-
-    @vc.virtual_actor.readonly
-    def read_total(self) -> int:
-        return self.total
-
-
 def add_one(handle: vc.ActorHandle[Any]) -> tuple[str, Any]:
     """``handle.add.run(1)`` in this process: ("ok", result) or (error type, message)."""
     try:

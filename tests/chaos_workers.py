@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors import OrderLog  # noqa: F401  (the class of the chaos actors: children load it here)
 from child_processes import report_stacks_on_request
-from combining_workers import OrderLog  # noqa: F401  (the class of the chaos actors: children load it here)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync

@@ -9,9 +9,12 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+import vactor_cloud as vc
+from vactor_cloud.errors import VactorError
 
 
 def report_stacks_on_request() -> None:
@@ -71,3 +74,31 @@ def start_together(procs: Iterable[BaseProcess], ready: Any, names: Iterable[str
         with contextlib.suppress(queue.Empty):
             waiting.discard(ready.get(timeout=0.5))
     start.value = time.time() + 0.2
+
+
+def wait_for_start(start: Any, delay: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+    """The child's side of :func:`start_together`: wait until the parent sets ``start.value``
+    (a wall time), then until ``delay`` seconds after it by ``clock``. A parent that never sets
+    it (it died first) fails the child after ``JOIN_TIMEOUT`` rather than leave it spinning."""
+    give_up = time.monotonic() + JOIN_TIMEOUT
+    while start.value == 0.0 and time.monotonic() < give_up:
+        time.sleep(0.005)
+    start_at = start.value + delay
+    while clock() < start_at and time.monotonic() < give_up:
+        time.sleep(0.002)
+    if time.monotonic() >= give_up:
+        raise TimeoutError(
+            f"start.value was {start.value} after {JOIN_TIMEOUT} s: the parent never started the "
+            "calls (start_together sets it once every child put its name on ready)"
+        )
+
+
+def get_actor_despite_faults(actor_id: str, tries: int) -> vc.ActorHandle[Any]:
+    """``vc.get_actor(actor_id)``, tried again every 20 ms (``tries`` in all) while it fails with
+    a VactorError: loading meets the injected faults of a child that installed some."""
+    for _ in range(tries - 1):
+        try:
+            return vc.get_actor(actor_id)
+        except VactorError:
+            time.sleep(0.02)
+    return vc.get_actor(actor_id)

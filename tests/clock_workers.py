@@ -9,11 +9,10 @@ import os
 import time
 from typing import Any
 
-from child_processes import report_stacks_on_request
-from combining_workers import commit_behind_its_back
+from child_processes import report_stacks_on_request, wait_for_start
+from combining_workers import call_and_log, commit_behind_its_back, posting_stats
 
 import vactor_cloud as vc
-from vactor_cloud.errors import VactorError
 from vactor_cloud.testing.lanes import StoreSpec
 
 report_stacks_on_request()
@@ -54,27 +53,10 @@ def skewed_hammer(
     handle.applied.run()  # loads the newest step into this process's cache
     commit_behind_its_back(actor_id)  # it loses its first race, and posts
     ready.put(who)
-    while start.value == 0.0:
-        time.sleep(0.005)
-    while real() < start.value + delay:
-        time.sleep(0.002)
+    wait_for_start(start, delay, clock=real)
     began = real()
-    for i in range(calls):
-        token = f"{who}/{i}"
-        os.write(fd, f"try {token}\n".encode())
-        took = time.monotonic()
-        try:
-            handle.add.run(token)
-        except VactorError as exc:
-            os.write(fd, f"err {token} {type(exc).__name__}\n".encode())
-        except Exception as exc:  # untyped: a defect the checks report
-            os.write(fd, f"untyped {token} {type(exc).__name__}\n".encode())
-        else:
-            os.write(fd, f"ack {token}\n".encode())
-        os.write(fd, f"took {token} {time.monotonic() - took:.3f}\n".encode())  # (diagnostics)
-    stats = vc.stats()
-    posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
-    leases = stats.get("leases_taken", 0) if isinstance(stats, dict) else 0
+    call_and_log(fd, handle, who, calls, timed=True)
+    posted, leases = posting_stats()
     took = time.monotonic()
     vc.shutdown()
     os.write(fd, f"took shutdown {time.monotonic() - took:.3f}\n".encode())

@@ -17,6 +17,8 @@ import random
 import time
 from typing import Any
 
+from child_processes import get_actor_despite_faults, wait_for_start
+
 import vactor_cloud as vc
 from vactor_cloud.errors import VactorError
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
@@ -91,19 +93,9 @@ def drive(
         install(rules)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     rng = random.Random(f"{seed}/{who}")
-    handle = None
-    for _ in range(100):  # loading may meet injected faults
-        try:
-            handle = vc.get_actor(actor_id)
-            break
-        except VactorError:
-            time.sleep(0.02)
-    assert handle is not None
+    handle = get_actor_despite_faults(actor_id, 100)
     ready.put(who)
-    while start.value == 0.0:
-        time.sleep(0.005)
-    while time.time() < start.value:
-        time.sleep(0.002)
+    wait_for_start(start)
     #: calls whose caller got CallPendingError: token -> call id (asked again at the end)
     pending: dict[str, str] = {}
     for i in range(ops):

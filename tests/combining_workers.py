@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from child_processes import get_actor_despite_faults, wait_for_start
+
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.errors import VactorError
@@ -32,22 +34,6 @@ from vactor_cloud.testing.latency import install as install_latency
 #: every child of these tests: a lost race makes a process post for the rest of the run
 #: (combine_after=1: the first lost race posts, as the tests of the posting path need)
 POSTING = {"combine_window": 60.0, "head_interval": 0.2, "combine_after": 1}
-
-
-@vc.virtual_actor
-class OrderLog:
-    """Appends each call's token, in commit order."""
-
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
 
 
 class KillAfterFold(FaultyStore):
@@ -145,26 +131,29 @@ def hammer(
     if kill_after_fold is not None:
         store = install_kill_after_fold(kill_after_fold, who)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    handle = None
-    for _ in range(50):  # loading may meet injected faults
-        try:
-            handle = vc.get_actor(actor_id)
-            break
-        except VactorError:
-            time.sleep(0.02)
-    assert handle is not None
+    handle = get_actor_despite_faults(actor_id, 50)
     if lose_first:
         handle.applied.run()  # loads the newest step into this process's cache
         commit_behind_its_back(actor_id)
     ready.put(who)
-    while start.value == 0.0:
-        time.sleep(0.005)
-    start_at = start.value + delay
-    while time.time() < start_at:
-        time.sleep(0.002)
+    wait_for_start(start, delay)
+    call_and_log(fd, handle, who, calls)
+    posted, leases = posting_stats()
+    injected = dict(store.injected) if store is not None else {}
+    vc.shutdown()
+    os.write(fd, f"done posted={posted} leases={leases} injected={injected}\n".encode())
+    os.close(fd)
+
+
+def call_and_log(fd: int, handle: Any, who: str, calls: int, *, timed: bool = False) -> None:
+    """``handle.add.run("<who>/<i>")`` for each ``i < calls``, one after another, each logged to
+    ``fd`` (read back by :class:`ChildLog`): ``try``, then ``ack``, ``err <type>`` (a VactorError)
+    or ``untyped <type>`` (any other error: a defect the checks report); ``timed``: a ``took``
+    line after each (diagnostics)."""
     for i in range(calls):
         token = f"{who}/{i}"
         os.write(fd, f"try {token}\n".encode())
+        took = time.monotonic()
         try:
             handle.add.run(token)
         except VactorError as exc:
@@ -173,13 +162,16 @@ def hammer(
             os.write(fd, f"untyped {token} {type(exc).__name__}\n".encode())
         else:
             os.write(fd, f"ack {token}\n".encode())
+        if timed:
+            os.write(fd, f"took {token} {time.monotonic() - took:.3f}\n".encode())
+
+
+def posting_stats() -> tuple[int, int]:
+    """This process's calls posted and folder leases taken (``vc.stats()``), for its ``done`` line."""
     stats = vc.stats()
-    posted = stats.get("posted_calls", 0) if isinstance(stats, dict) else 0
-    leases = stats.get("leases_taken", 0) if isinstance(stats, dict) else 0
-    injected = dict(store.injected) if store is not None else {}
-    vc.shutdown()
-    os.write(fd, f"done posted={posted} leases={leases} injected={injected}\n".encode())
-    os.close(fd)
+    if not isinstance(stats, dict):
+        return 0, 0
+    return stats.get("posted_calls", 0), stats.get("leases_taken", 0)
 
 
 @dataclass

@@ -17,8 +17,9 @@ import vactor_cloud as vc
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.pytest_plugin import LANE_NAMES, selected_lanes
 
-#: the CLI tests' fixtures (``store``, ``vactor``): one harness for test_cli_edges and test_review_cli
-pytest_plugins = ("cli_harness",)
+#: the CLI tests' fixtures (``store``, ``vactor``): one harness for test_cli_edges and test_review_cli;
+#: and ``spec`` (a store, the runtime shut down after) for the tests that start their runtime themselves
+pytest_plugins = ("cli_harness", "store_helpers")
 
 
 @pytest.fixture

@@ -12,20 +12,6 @@ import vactor_cloud as vc
 report_stacks_on_request()
 
 
-@vc.virtual_actor
-class Ledger:
-    def __init__(self, start: int) -> None:
-        self.total = start
-
-    def add(self, n: int) -> int:
-        self.total += n
-        return self.total
-
-    @vc.virtual_actor.readonly
-    def read_total(self) -> int:
-        return self.total
-
-
 def _outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
     try:
         return ("ok", fn())

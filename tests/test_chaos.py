@@ -30,6 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+from actors import OrderLog
 from chaos_workers import (
     CHAOS_SETTINGS,
     CallLog,
@@ -43,7 +44,6 @@ from chaos_workers import (
     read_chain,
 )
 from child_processes import run_to_end
-from combining_workers import OrderLog
 
 import vactor_cloud as vc
 from vactor_cloud.testing.faults import ALL_OPERATIONS, FaultConfig, FaultRule, install

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from chaos_workers import read_chain
 from child_processes import join_all, start_together
 from combining_workers import (
     POSTING,
     ChildLog,
-    OrderLog,
     check_once_and_in_order,
     commit_behind_its_back,
     hammer,
@@ -726,6 +726,33 @@ def give_up_on_a_post(
     return log, raised.value
 
 
+def gave_up_then_left_the_cursor(
+    store: Switchable, call: Callable[[Any], Any] | None = None
+) -> tuple[Any, CallPendingError, StepRecord]:
+    """:func:`give_up_on_a_post` (with ``call``, if given); then the store heals, ``me/2`` folds
+    both, and another writer commits a step whose cursor no longer names our sender (as after
+    ``SENDER_TTL`` without a post), dated now. (The log, the CallPendingError, that step.)"""
+    log, raised = give_up_on_a_post(store) if call is None else give_up_on_a_post(store, call)
+    store.fail = lambda op, key: None
+    assert log.add.run("me/2") == 3  # folds both
+    assert wait_for_no_posts("a") == []
+    core = vc.get_runtime().core("a")
+    mine = core.record
+    assert mine is not None and POST_CURSOR in mine.extra
+    later = dataclasses.replace(
+        mine,
+        step=mine.step + 1,
+        parent=mine.step,
+        writer="someone-else",
+        extra={k: v for k, v in mine.extra.items() if k != POST_CURSOR},
+        posted=b"",
+        carried=b"",
+        time=time.time(),
+    )
+    _sync.sync(core.log.put_step(later))
+    return log, raised, later
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_order_later(
     store_spec: StoreSpec,
@@ -835,24 +862,7 @@ def test_call_outcome_finds_a_call_applied_before_its_sender_left_the_cursor(sto
     must find the outcome in the step that applied it, not answer "not applied (and never
     will be)", which invites a retry that applies the call twice."""
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log, raised = give_up_on_a_post(store)
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # folds both
-    assert wait_for_no_posts("a") == []
-    core = vc.get_runtime().core("a")
-    mine = core.record
-    assert mine is not None and POST_CURSOR in mine.extra
-    # A later step whose cursor no longer names our sender (dropped after SENDER_TTL):
-    later = dataclasses.replace(
-        mine,
-        step=mine.step + 1,
-        parent=mine.step,
-        writer="someone-else",
-        extra={k: v for k, v in mine.extra.items() if k != POST_CURSOR},
-        posted=b"",
-        carried=b"",
-    )
-    _sync.sync(core.log.put_step(later))
+    _, raised, _ = gave_up_then_left_the_cursor(store)
     assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
 
 

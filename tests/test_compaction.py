@@ -7,11 +7,11 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from actors import Tally
+from store_helpers import init
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -41,17 +41,6 @@ class PausingStore(HoldOne):
             self.fail_first = False
             raise StorageError(f"{key}: simulated connection reset before sending", key)
         return await super()._around(operation, key, run, **batch)
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
-
-
-def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, **settings))
-    return vc.get_runtime()
 
 
 def steps(actor_id: str) -> list[int]:

@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from actors import OrderLog
 from chaos_workers import assert_gapless, chaos_seed, crash_process, init_from_spec, read_chain
 from child_processes import run_to_end
-from combining_workers import OrderLog
 
 import vactor_cloud as vc
 from vactor_cloud import _sync

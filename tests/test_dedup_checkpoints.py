@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,12 +37,6 @@ class Wallet:
     @vc.virtual_actor.readonly
     def view(self) -> tuple[int, int]:
         return self.balance, self.runs
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
 
 
 def init(spec: StoreSpec, **settings: Any) -> Runtime:

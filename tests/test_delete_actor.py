@@ -8,17 +8,17 @@ apply; two deletes commit one tombstone; a compaction beside a delete keeps the 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import dataclasses
 import pickle
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
+from delete_helpers import LosesFirstTombstoneRace, newest, steps, tombstones
+from store_helpers import init, other_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -30,9 +30,8 @@ from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.keys import actor_prefix, posts_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, applied, decode_outcomes
-from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.runtime import Runtime
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
@@ -84,22 +83,6 @@ class Journal:
         return len(self.entries)
 
 
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
-
-
-def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    spec.init(settings=vc.Settings(storage="", **settings))
-    return vc.get_runtime()
-
-
-def other_process(spec: StoreSpec, **settings: Any) -> Runtime:
-    """Another process on the same store (a runtime of its own: its own caches, sender id)."""
-    return Runtime(Settings(storage=spec.url, storage_options=spec.options, **settings))
-
-
 def call_on(runtime: Runtime, actor_id: str, method: str, *args: Any, readonly: bool = False) -> Any:
     future = submit_on(runtime, actor_id, method, *args, readonly=readonly)
     return future.result(60)
@@ -116,27 +99,6 @@ def submit_on(
     else:
         core.submit(call)
     return future
-
-
-def newest(runtime: Runtime, actor_id: str) -> StepRecord:
-    log = runtime.log(actor_id)
-    record = _sync.sync(log.load_latest(None))
-    assert record is not None
-    return record
-
-
-def steps(runtime: Runtime, actor_id: str) -> list[int]:
-    return _sync.sync(runtime.log(actor_id).list_steps())
-
-
-def tombstones(runtime: Runtime, actor_id: str) -> list[int]:
-    log = runtime.log(actor_id)
-    found = []
-    for step in steps(runtime, actor_id):
-        record = _sync.sync(log.read_step(step))
-        if record is not None and is_deleted(record):
-            found.append(step)
-    return found
 
 
 # -- the error, loads, reads, calls --------------------------------------------------------------
@@ -352,38 +314,7 @@ def test_a_poster_waiting_for_a_fold_when_the_actor_is_deleted_hears_deleted(spe
     assert fresh.applied.run() == ["new/0"]
 
 
-class LosesOnceThen:
-    """Patches ``ActorLog.put_step`` for tombstones: the first loses a race (a racer's step is
-    put first, so the delete takes the folder lease over), the second ends as ``then`` says:
-    an outcome never learned, or a put that never answers (cancelled by the caller)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, base: StepRecord, then: str) -> None:
-        self.base = base
-        self.then = then
-        self.tombstone_puts = 0
-        self.real = ActorLog.put_step
-        patch = self.put_step
-
-        async def put_step(log: ActorLog, record: StepRecord) -> bool:
-            return await patch(log, record)
-
-        monkeypatch.setattr(ActorLog, "put_step", put_step)
-
-    async def put_step(self, log: ActorLog, record: StepRecord) -> bool:
-        if not is_deleted(record):
-            return await self.real(log, record)
-        self.tombstone_puts += 1
-        if self.tombstone_puts == 1:
-            racer = dataclasses.replace(self.base, step=record.step, parent=record.step - 1, writer="racer")
-            await self.real(log, racer)
-            return await self.real(log, record)  # StepTakenError: the racer's step is there
-        if self.then == "unknown":
-            raise vc.CommitOutcomeUnknownError(log.actor_id, record.step, "its answer was lost")
-        await asyncio.sleep(3600)  # never answers: the caller gives up and cancels
-        raise AssertionError("not cancelled")
-
-
-@pytest.mark.parametrize("then", ["unknown", "cancelled"])
+@pytest.mark.parametrize("then", ["unknown", "hang"], ids=["unknown", "cancelled"])
 def test_a_delete_that_ends_in_an_error_gives_back_the_folder_lease_it_took_over(
     spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, then: str
 ) -> None:
@@ -393,7 +324,7 @@ def test_a_delete_that_ends_in_an_error_gives_back_the_folder_lease_it_took_over
     before anyone folds their calls."""
     runtime = init(spec, lease_seconds=600.0)
     Account.get_or_create("acct-15").add.run("me/0")
-    puts = LosesOnceThen(monkeypatch, newest(runtime, "acct-15"), then)
+    puts = LosesFirstTombstoneRace(then).install(monkeypatch)
     deleting = delete(runtime.log("acct-15"), runtime.settings, keep=runtime.keep)
     if then == "unknown":
         with pytest.raises(vc.CommitOutcomeUnknownError):

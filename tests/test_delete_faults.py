@@ -9,79 +9,34 @@ back a folder lease it took over, and a delete its caller gave up on writes noth
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import multiprocessing
 import pickle
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from child_processes import run_to_end
-from delete_fault_workers import Ledger, delete_killed_at
+from delete_fault_workers import delete_killed_at
+from delete_helpers import LosesFirstTombstoneRace, newest, tombstones
 from interrupts import Interrupted
+from store_helpers import init, other_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.deletion import _pending_posts, is_deleted
+from vactor_cloud.deletion import _pending_posts
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, decode_outcomes
-from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
-
-
-@vc.virtual_actor
-class Tally:
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
-
-
-def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    spec.init(settings=vc.Settings(storage="", **settings))
-    return vc.get_runtime()
-
-
-def other_process(spec: StoreSpec, **settings: Any) -> Runtime:
-    """Another process on the same store (a runtime of its own)."""
-    return Runtime(Settings(storage=spec.url, storage_options=spec.options, **settings))
-
-
-def tombstones(runtime: Runtime, actor_id: str) -> list[int]:
-    log = runtime.log(actor_id)
-    found = []
-    for step in _sync.sync(log.list_steps()):
-        record = _sync.sync(log.read_step(step))
-        if record is not None and is_deleted(record):
-            found.append(step)
-    return found
-
-
-def newest(runtime: Runtime, actor_id: str) -> StepRecord:
-    record = _sync.sync(runtime.log(actor_id).load_latest(None))
-    assert record is not None
-    return record
 
 
 def wait_for(event: threading.Event, what: str) -> None:
@@ -99,18 +54,18 @@ def test_a_cancelled_delete_actor_async_writes_no_tombstone_after_its_cancel(
     its put landed after the caller had heard "cancelled", and the actor the caller went on
     using was deleted under it."""
     init(spec)
-    Tally.get_or_create("tally-1").add.run("a")
+    OrderLog.get_or_create("log-1").add.run("a")
     vc.shutdown()
     runtime = init(spec, lease_seconds=600.0)
     store = HoldOne(runtime.store, "put", "/steps/", skip=2 if lost_race else 0)
     runtime.store = store
     if lost_race:
-        LosesFirstRace(monkeypatch)
-    leases = LeaseStore(runtime.store, "tally-1", runtime.settings.signing_key)
+        LosesFirstTombstoneRace().install(monkeypatch)
+    leases = LeaseStore(runtime.store, "log-1", runtime.settings.signing_key)
     store.hold()
 
     async def cancel_it() -> None:
-        task = asyncio.ensure_future(vc.delete_actor_async("tally-1"))
+        task = asyncio.ensure_future(vc.delete_actor_async("log-1"))
         held = await asyncio.to_thread(store.held.wait, 60)
         assert held, "the tombstone put was never sent"
         task.cancel()
@@ -129,11 +84,11 @@ def test_a_cancelled_delete_actor_async_writes_no_tombstone_after_its_cancel(
     monkeypatch.undo()
     observer = other_process(spec)
     try:
-        assert tombstones(observer, "tally-1") == [], "the cancelled delete committed after its cancel"
+        assert tombstones(observer, "log-1") == [], "the cancelled delete committed after its cancel"
     finally:
         observer.close()
     init(spec)
-    assert Tally.get_or_create("tally-1").add.run("b") >= 2
+    assert OrderLog.get_or_create("log-1").add.run("b") >= 2
 
 
 def test_ctrl_c_during_delete_actor_reaches_the_caller_and_writes_nothing(
@@ -144,58 +99,33 @@ def test_ctrl_c_during_delete_actor_reaches_the_caller_and_writes_nothing(
     runtime = init(spec)
     store = HoldOne(runtime.store, "put", "/steps/")
     runtime.store = store
-    Tally.get_or_create("tally-2").add.run("a")
+    OrderLog.get_or_create("log-2").add.run("a")
     store.hold()
     ctrl_c(store.held)
     with pytest.raises(Interrupted):
-        vc.delete_actor("tally-2")
+        vc.delete_actor("log-2")
     wait_for(store.ended, "the end of the hold (cancelled with the delete)")
     assert not store.release.is_set()
-    assert tombstones(runtime, "tally-2") == []
-    assert Tally.get_or_create("tally-2").add.run("b") == 2
-    assert vc.delete_actor("tally-2") is True
-    assert vc.delete_actor("tally-2") is False
-    assert len(tombstones(runtime, "tally-2")) == 1
+    assert tombstones(runtime, "log-2") == []
+    assert OrderLog.get_or_create("log-2").add.run("b") == 2
+    assert vc.delete_actor("log-2") is True
+    assert vc.delete_actor("log-2") is False
+    assert len(tombstones(runtime, "log-2")) == 1
 
 
 def test_delete_actor_async_deletes_and_then_says_deleted_already(spec: StoreSpec) -> None:
     init(spec)
-    Tally.get_or_create("tally-3").add.run("a")
+    OrderLog.get_or_create("log-3").add.run("a")
 
     async def twice() -> tuple[bool, bool]:
-        return await vc.delete_actor_async("tally-3"), await vc.delete_actor_async("tally-3")
+        return await vc.delete_actor_async("log-3"), await vc.delete_actor_async("log-3")
 
     assert asyncio.run(twice()) == (True, False)
     with pytest.raises(vc.ActorDeletedError):
-        vc.get_actor("tally-3")
+        vc.get_actor("log-3")
 
 
 # -- answers lost -------------------------------------------------------------------------------
-class LosesFirstRace:
-    """Patches ``ActorLog.put_step``: the first tombstone put loses its race (a racer's step is
-    put first), so the delete takes the folder lease over and tries again."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.tombstone_puts = 0
-        self.real = ActorLog.put_step
-        patch = self.put_step
-
-        async def put_step(log: ActorLog, record: StepRecord) -> bool:
-            return await patch(log, record)
-
-        monkeypatch.setattr(ActorLog, "put_step", put_step)
-
-    async def put_step(self, log: ActorLog, record: StepRecord) -> bool:
-        if is_deleted(record):
-            self.tombstone_puts += 1
-            if self.tombstone_puts == 1:
-                base = await log.read_step(record.step - 1)
-                assert base is not None
-                racer = dataclasses.replace(base, step=record.step, parent=record.step - 1, writer="racer")
-                await self.real(log, racer)
-        return await self.real(log, record)
-
-
 #: faults on the lease object (``actors/<id>/lease``) during a delete that takes it over once:
 #: its gets are the read before the take (1) and a read back after a lost answer (2, ...)
 LEASE_FAULTS = {
@@ -220,14 +150,14 @@ def test_a_delete_whose_lease_writes_lost_their_answers_still_gives_the_lease_ba
     runtime = init(spec, lease_seconds=600.0)
     store = FaultyStore(runtime.store, FaultConfig(rules=LEASE_FAULTS[faults]))
     runtime.store = store
-    Tally.get_or_create("tally-4").add.run("a")
-    puts = LosesFirstRace(monkeypatch)
-    assert vc.delete_actor("tally-4") is True
+    OrderLog.get_or_create("log-4").add.run("a")
+    puts = LosesFirstTombstoneRace().install(monkeypatch)
+    assert vc.delete_actor("log-4") is True
     assert puts.tombstone_puts == 2, "the delete never lost its first race"
     assert sum(store.injected.values()) == len(LEASE_FAULTS[faults]), store.injected
     monkeypatch.undo()
-    assert tombstones(runtime, "tally-4") == [3]
-    lease = _sync.sync(LeaseStore(runtime.store, "tally-4", runtime.settings.signing_key).read())
+    assert tombstones(runtime, "log-4") == [3]
+    lease = _sync.sync(LeaseStore(runtime.store, "log-4", runtime.settings.signing_key).read())
     assert lease.holder, "the delete never took the lease over"
     assert not lease.valid(), (
         f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
@@ -263,18 +193,18 @@ def test_a_delete_that_cannot_learn_whether_its_tombstone_landed_says_so_and_wha
     say the outcome is unknown and what to do; the delete again then says False (deleted
     already), and there is one tombstone."""
     init(spec)
-    assert Tally.get_or_create("tally-5").add.run("a") == 1
+    assert OrderLog.get_or_create("log-5").add.run("a") == 1
     vc.shutdown()
     runtime = init(spec)  # (a new runtime: its core of the actor reads through the faults)
     store = TombstoneAnswerLost(runtime.store)
     runtime.store = store
     with pytest.raises(vc.CommitOutcomeUnknownError, match="delete_actor again") as unknown:
-        vc.delete_actor("tally-5")
+        vc.delete_actor("log-5")
     assert store.tripped
     assert unknown.value.step == 2
     store.healed = True
-    assert vc.delete_actor("tally-5") is False
-    assert tombstones(runtime, "tally-5") == [2]
+    assert vc.delete_actor("log-5") is False
+    assert tombstones(runtime, "log-5") == [2]
 
 
 # -- a stalled endpoint ---------------------------------------------------------------------------
@@ -304,31 +234,31 @@ def test_a_delete_on_a_stalled_endpoint_ends_by_its_deadline_and_a_second_one_te
     by its deadline, and the clean-up ends on its own."""
     operation, fragment, answer_first, committed = STALLS[phase]
     init(spec)
-    Tally.get_or_create("tally-6").add.run("a")
+    OrderLog.get_or_create("log-6").add.run("a")
     vc.shutdown()
     runtime = init(spec, deadline=1.5, lease_seconds=600.0)
     store = HoldOne(runtime.store, operation, fragment, answer_first=answer_first, timeout=120.0)
     runtime.store = store
     if fragment == "/mail/":
-        post(runtime, "tally-6", "other/0")
+        post(runtime, "log-6", "other/0")
     if fragment == "/lease":
-        LosesFirstRace(monkeypatch)
+        LosesFirstTombstoneRace().install(monkeypatch)
     store.hold()
     if committed and not answer_first:  # (the clean-up after its commit stalls: it is done)
-        assert vc.delete_actor("tally-6") is True
+        assert vc.delete_actor("log-6") is True
     else:
         with pytest.raises(vc.StorageTimeoutError, match="delete_actor again"):
-            vc.delete_actor("tally-6")
+            vc.delete_actor("log-6")
     assert store.held.is_set(), f"the delete never sent the {operation} of {fragment}"
     store.release.set()
     wait_for(store.ended, "the end of the hold")
     monkeypatch.undo()
-    assert vc.delete_actor("tally-6") is (not committed)
-    assert len(tombstones(runtime, "tally-6")) == 1
-    lease = _sync.sync(LeaseStore(runtime.store, "tally-6", runtime.settings.signing_key).read())
+    assert vc.delete_actor("log-6") is (not committed)
+    assert len(tombstones(runtime, "log-6")) == 1
+    lease = _sync.sync(LeaseStore(runtime.store, "log-6", runtime.settings.signing_key).read())
     assert not lease.valid(), f"the lease is still held, by {lease.holder}"
     with pytest.raises(vc.ActorDeletedError):
-        vc.get_actor("tally-6")
+        vc.get_actor("log-6")
 
 
 def post(runtime: Runtime, actor_id: str, token: str) -> str:
@@ -367,7 +297,7 @@ def test_a_deleting_process_killed_at_each_point_leaves_a_delete_or_none_and_not
     kill, landed = KILLS[point]
     lease_seconds = 4.0
     actor_id = f"ledger-{uuid.uuid4().hex[:8]}"
-    Ledger.get_or_create(actor_id).add.run("a")
+    OrderLog.get_or_create(actor_id).add.run("a")
     pending = post(vc.get_runtime(), actor_id, "other/0")
     child = multiprocessing.get_context("spawn").Process(
         target=delete_killed_at,
@@ -384,7 +314,7 @@ def test_a_deleting_process_killed_at_each_point_leaves_a_delete_or_none_and_not
             vc.get_actor(actor_id)
         assert vc.delete_actor(actor_id) is False
     else:
-        assert Ledger.get_or_create(actor_id).add.run("b") >= 2  # (waits out the lease, at most)
+        assert OrderLog.get_or_create(actor_id).add.run("b") >= 2  # (waits out the lease, at most)
         assert vc.delete_actor(actor_id) is True
     [tomb] = tombstones(runtime, actor_id)
     log = runtime.log(actor_id)
@@ -397,7 +327,7 @@ def test_a_deleting_process_killed_at_each_point_leaves_a_delete_or_none_and_not
     if not applied_in:  # pending at the delete: failed in the tombstone
         outcome = decode_outcomes(_sync.sync(log.read_step(tomb)).posted)[pending]  # type: ignore[union-attr]
         assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
-    fresh = Ledger.get_or_create(actor_id)
+    fresh = OrderLog.get_or_create(actor_id)
     assert fresh.add.run("new/0") == 1
     assert fresh.applied.run() == ["new/0"]
     # A post left behind (the deleter died before deleting it) is stale for every later fold.
@@ -414,26 +344,26 @@ def test_ctrl_c_during_a_delete_holding_the_lease_then_exit_gives_the_lease_back
     The interrupt reaches the caller, no tombstone is written, and the lease is given back
     before the runtime is gone: posters would otherwise wait out ``lease_seconds``."""
     init(spec)
-    Tally.get_or_create("tally-7").add.run("a")
+    OrderLog.get_or_create("log-7").add.run("a")
     vc.shutdown()
     runtime = init(spec, lease_seconds=600.0)
     store = HoldOne(runtime.store, "put", "/steps/", skip=2)  # (1: the racer's, 2: the lost one)
     runtime.store = store
-    LosesFirstRace(monkeypatch)
+    LosesFirstTombstoneRace().install(monkeypatch)
     store.hold()
     ctrl_c(store.held)
     with pytest.raises(Interrupted):
-        vc.delete_actor("tally-7")
+        vc.delete_actor("log-7")
     vc.shutdown()
     monkeypatch.undo()
     observer = other_process(spec)
     try:
-        lease = _sync.sync(LeaseStore(observer.store, "tally-7", observer.settings.signing_key).read())
+        lease = _sync.sync(LeaseStore(observer.store, "log-7", observer.settings.signing_key).read())
         assert lease.holder, "the delete never took the lease over"
         assert not lease.valid(), (
             f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
         )
-        assert tombstones(observer, "tally-7") == []
+        assert tombstones(observer, "log-7") == []
     finally:
         observer.close()
 
@@ -453,19 +383,19 @@ def test_a_delete_whose_answer_was_lost_says_true_once_with_one_tombstone(
     the delete says True (it committed), a second says False, there is one tombstone, and the
     post pending at the delete is failed in it and gone."""
     runtime = init(spec)
-    Tally.get_or_create("tally-8").add.run("a")
+    OrderLog.get_or_create("log-8").add.run("a")
     vc.shutdown()
     runtime = init(spec)
     store = FaultyStore(runtime.store, FaultConfig(rules=(ANSWERS_LOST[request_],)))
     runtime.store = store
-    pending = post(runtime, "tally-8", "other/0")
-    assert vc.delete_actor("tally-8") is True
+    pending = post(runtime, "log-8", "other/0")
+    assert vc.delete_actor("log-8") is True
     assert store.injected["lost_response"] == 1
-    assert vc.delete_actor("tally-8") is False
-    assert len(tombstones(runtime, "tally-8")) == 1
-    outcome = decode_outcomes(newest(runtime, "tally-8").posted)[pending]
+    assert vc.delete_actor("log-8") is False
+    assert len(tombstones(runtime, "log-8")) == 1
+    outcome = decode_outcomes(newest(runtime, "log-8").posted)[pending]
     assert not outcome.ok and isinstance(outcome.value, vc.ActorDeletedError)
-    assert _sync.sync(runtime.store.list(posts_prefix("tally-8"))) == []
+    assert _sync.sync(runtime.store.list(posts_prefix("log-8"))) == []
 
 
 def test_a_cancelled_delete_actor_async_whose_lease_release_stalls_still_ends_soon(
@@ -475,35 +405,17 @@ def test_a_cancelled_delete_actor_async_whose_lease_release_stalls_still_ends_so
     release never answers, the cancel reaches the awaiter all the same, without waiting for
     it (nor for ``Settings.deadline``, which ends it later)."""
     init(spec)
-    Tally.get_or_create("tally-9").add.run("a")
+    OrderLog.get_or_create("log-9").add.run("a")
     vc.shutdown()
     runtime = init(spec, lease_seconds=600.0, deadline=120.0)
     store = HoldOne(runtime.store, "put", "/lease", skip=1, timeout=120.0)  # (the release)
     runtime.store = store
-    real = ActorLog.put_step
-    second = threading.Event()
-    tries: list[int] = []
-
-    async def put_step(log: ActorLog, record: StepRecord) -> bool:
-        if not is_deleted(record):
-            return await real(log, record)
-        tries.append(record.step)
-        if len(tries) == 1:  # the first loses a race: the delete takes the lease over
-            base = await log.read_step(record.step - 1)
-            assert base is not None
-            racer = dataclasses.replace(base, step=record.step, parent=record.step - 1, writer="r")
-            await real(log, racer)
-            return await real(log, record)
-        second.set()
-        await asyncio.sleep(3600)  # the second never answers
-        raise AssertionError("not cancelled")
-
-    monkeypatch.setattr(ActorLog, "put_step", put_step)
+    puts = LosesFirstTombstoneRace(then="hang").install(monkeypatch)
     store.hold()
 
     async def cancel_it() -> None:
-        task = asyncio.ensure_future(vc.delete_actor_async("tally-9"))
-        assert await asyncio.to_thread(second.wait, 60), "the delete never tried again"
+        task = asyncio.ensure_future(vc.delete_actor_async("log-9"))
+        assert await asyncio.to_thread(puts.retried.wait, 60), "the delete never tried again"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -523,22 +435,22 @@ def test_ctrl_c_while_the_lease_take_is_answered_still_gives_the_lease_back(
     on its way: the delete never learns it holds the lease, and left it held for
     ``lease_seconds``. The release at its end reads the lease back and gives it up."""
     init(spec)
-    Tally.get_or_create("tally-10").add.run("a")
+    OrderLog.get_or_create("log-10").add.run("a")
     vc.shutdown()
     runtime = init(spec, lease_seconds=600.0)
     store = HoldOne(runtime.store, "put", "/lease", answer_first=True)
     runtime.store = store
-    LosesFirstRace(monkeypatch)
+    LosesFirstTombstoneRace().install(monkeypatch)
     store.hold()
     ctrl_c(store.held)
     with pytest.raises(Interrupted):
-        vc.delete_actor("tally-10")
+        vc.delete_actor("log-10")
     store.release.set()
     monkeypatch.undo()
-    lease = _sync.sync(LeaseStore(runtime.store, "tally-10", runtime.settings.signing_key).read())
+    lease = _sync.sync(LeaseStore(runtime.store, "log-10", runtime.settings.signing_key).read())
     assert lease.holder, "the delete never took the lease over"
     assert not lease.valid(), (
         f"the lease is still held, by {lease.holder}, for {lease.expires - time.time():.0f} s"
     )
-    assert tombstones(runtime, "tally-10") == []
-    assert vc.delete_actor("tally-10") is True
+    assert tombstones(runtime, "log-10") == []
+    assert vc.delete_actor("log-10") is True

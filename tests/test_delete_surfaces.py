@@ -13,13 +13,13 @@ import multiprocessing
 import pickle
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
+from actors import Total
 from cli_harness import Vactor, one_line_error
-from delete_surface_workers import Ledger, use_deleted
+from delete_surface_workers import use_deleted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
@@ -56,12 +56,6 @@ class Tally:
     @vc.virtual_actor.readonly
     def pings(self) -> list[Any]:
         return list(self.seen)
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
 
 
 def init(spec: StoreSpec) -> None:
@@ -310,7 +304,7 @@ def test_a_handle_sent_to_a_worker_before_the_delete_sees_it_deleted_there(
     if not store_lane.multiprocess:
         pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
     init(spec)
-    handle = Ledger.get_or_create("worker-1", 1)
+    handle = Total.get_or_create("worker-1", 1)
     handle.add.run(2)
     vc.delete_actor("worker-1")
     spawn = multiprocessing.get_context("spawn")

@@ -22,6 +22,7 @@ import botocore.exceptions
 import pytest
 from actors import Tally
 from pickle_bomb import UNPICKLED, Bomb
+from store_helpers import other_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, inbox
@@ -83,10 +84,6 @@ def reopen(spec: StoreSpec, **settings: Any) -> Runtime:
         settings=Settings(storage=spec.url, **settings),
     )
     return vc.get_runtime()
-
-
-def other_runtime(spec: StoreSpec, **settings: Any) -> Runtime:
-    return Runtime(Settings(storage=spec.url, storage_options=spec.options, **settings))
 
 
 def call_on(runtime: Runtime, actor_id: str, method: str, *args: Any, key: str | None = None) -> Any:
@@ -206,7 +203,7 @@ def test_event_applied_elsewhere_is_not_applied_again_from_a_stale_inbox_cache(s
     # This process lists the inbox (as a commit's background listing does): wh_1 is cached here.
     _sync.sync(reader.core("b").inbox._refresh())
     assert "actors/b/inbox/wh_1" in reader.core("b").inbox._known
-    other = other_runtime(spec, dedup_window=(1, 0.0))
+    other = other_process(spec, dedup_window=(1, 0.0))
     try:
         drained: ActorFuture[Any] = ActorFuture()
         other.core("b").submit(PendingCall(inbox.PROCESS_EVENTS, (), {}, False, drained, uuid.uuid4().hex))

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog
+from actors import OrderLog
 from test_combining import Switchable, commit_behind_its_back, init_switchable, wait_for_no_posts
 
 import vactor_cloud as vc

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pickle_bomb import UNPICKLED, Bomb
+from store_helpers import raw_get, raw_put
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
@@ -70,14 +71,6 @@ def reopen(spec: StoreSpec, **kwargs: Any) -> None:
     """A fresh runtime (empty caches), as another process would start."""
     vc.shutdown()
     vc.init(spec.url, **spec.options, **kwargs)
-
-
-def raw_get(key: str) -> bytes:
-    return _sync.sync(vc.get_runtime().store.get(key)).data
-
-
-def raw_put(key: str, data: bytes) -> None:
-    _sync.sync(vc.get_runtime().store.put(key, data))
 
 
 def step_key(actor_id: str, step: int) -> str:

@@ -4,11 +4,11 @@ the code it was written against."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from actors import Tally
+from store_helpers import init
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -17,17 +17,6 @@ from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
-
-
-def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, **settings))
-    return vc.get_runtime()
 
 
 def _plant_stray(actor_id: str, number: int, value: int) -> None:

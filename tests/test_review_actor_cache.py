@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
-from combining_workers import OrderLog
+from actors import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, post_adds
 
 import vactor_cloud as vc

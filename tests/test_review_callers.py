@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caller_workers import Tally, add_one, create_and_add
+from actors import Total
+from caller_workers import add_one, create_and_add
 from interrupts import Interrupted
 from test_review_workflow import Wallet, _step_failures_left
 
@@ -48,7 +49,7 @@ def test_a_handle_sent_to_a_process_that_chose_no_store_says_to_call_init(
     monkeypatch.delenv("VACTOR_STORAGE", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "worker-home"))
     vc.init(str(tmp_path / "store"))
-    handle = Tally.get_or_create("tally", 0)
+    handle = Total.get_or_create("tally", 0)
     url = vc.get_runtime().store.describe()
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
@@ -65,7 +66,7 @@ def test_sending_an_actor_future_to_another_process_says_what_to_send_instead(
 ) -> None:
     """Pickling an ``ActorFuture`` (a pool task's argument) failed with "cannot pickle
     '_thread.RLock' object", naming nothing the user wrote."""
-    future = Tally.get_or_create("sent", 0).add.run_async(1)
+    future = Total.get_or_create("sent", 0).add.run_async(1)
     assert future.result(timeout=HANG) == 1
     with pytest.raises(TypeError, match=r"ActorFuture cannot be sent to another process.*fut\.result\(\)"):
         pickle.dumps(future)
@@ -76,12 +77,12 @@ def test_a_decorated_class_is_a_pool_tasks_argument_like_any_class(tmp_path: Pat
     """``pool.submit(work, Counter, ...)``: pickle copied the wrapper ``@virtual_actor`` makes,
     whose decorated class it looked up by name and found to be the wrapper: "Can't pickle
     <class 'caller_workers.Tally'>: it's not the same object as caller_workers.Tally"."""
-    assert pickle.loads(pickle.dumps(Tally)) is Tally
+    assert pickle.loads(pickle.dumps(Total)) is Total
     vc.init(str(tmp_path / "store"))
     url = vc.get_runtime().store.describe()
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn, initializer=vc.init, initargs=(url,)) as pool:
-        assert pool.submit(create_and_add, Tally, "made-there").result(timeout=HANG) == 1
+        assert pool.submit(create_and_add, Total, "made-there").result(timeout=HANG) == 1
     assert vc.get_actor("made-there").add.run(1) == 2
 
 
@@ -92,7 +93,7 @@ def test_an_actor_method_and_its_run_are_pool_task_arguments(tmp_path: Path) -> 
     caller_workers failed"). The method is now looked up again where it runs, options kept."""
     vc.init(str(tmp_path / "store"))
     url = vc.get_runtime().store.describe()
-    tally = Tally.get_or_create("mapped", 0)
+    tally = Total.get_or_create("mapped", 0)
     keyed = tally.add.options(idempotency_key="once")
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=spawn, initializer=vc.init, initargs=(url,)) as pool:
@@ -144,7 +145,7 @@ def test_an_argument_that_pickles_but_does_not_read_back_is_a_type_error_and_not
     """Such an argument failed the call with the argument's own ``ValueError``, as if the method
     had raised it (and ``max_retries`` ran the call into it again); a result alike already said
     ``TypeError: result cannot be passed by value``."""
-    tally = Tally.get_or_create("loads-never", 0)
+    tally = Total.get_or_create("loads-never", 0)
     for method in (tally.add, tally.add.options(max_retries=2)):
         with pytest.raises(TypeError, match=r"argument cannot be passed by value: it pickles, but reading"):
             method.run(LoadsNever())
@@ -232,7 +233,7 @@ def test_ctrl_c_after_a_step_landed_says_the_call_may_be_applied_and_a_keyed_ret
     # the step put lands; its answer is held (on its way back when Ctrl-C comes)
     store = HoldOne(runtime.store, "put", "/steps/", answer_first=True, timeout=HANG)
     runtime.store = store
-    tally = Tally.get_or_create("interrupted", 0)
+    tally = Total.get_or_create("interrupted", 0)
     store.hold()
     ctrl_c(store.held)
     try:
@@ -262,7 +263,7 @@ def test_a_signal_handler_calling_the_actor_its_thread_is_committing_is_refused_
     runtime = vc.get_runtime()
     store = HoldOne(runtime.store, "put", "/steps/", timeout=HANG)
     runtime.store = store
-    tally = Tally.get_or_create("signalled", 0)
+    tally = Total.get_or_create("signalled", 0)
     got: list[Any] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -345,7 +346,7 @@ def test_an_awaited_or_bounded_read_only_call_does_not_wait_for_a_pool_filled_by
     wait with a timeout, did not)."""
     store_spec.init(settings=vc.Settings(max_workers=2))
     writers = [Gated.get_or_create(f"busy-{n}") for n in range(2)]
-    reader = Tally.get_or_create("read-while-busy", 7)
+    reader = Total.get_or_create("read-while-busy", 7)
     GATE.clear()
     try:
         busy = [writer.slow.run_async() for writer in writers]

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog, commit_behind_its_back
+from actors import OrderLog
+from combining_workers import commit_behind_its_back
 from interrupts import Interrupted
 from test_combining import init_switchable, pending_posts, wait_for_no_posts
 from test_review_workflow import Wallet, _step_failures_left
@@ -41,26 +42,15 @@ HANG = 60.0
 
 
 @vc.virtual_actor
-class Gate:
-    """``hold(token)`` blocks its writer until the test's ``opened`` event is set (kept outside
-    the state, by token): the actor stays held by the thread running it."""
-
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
+class Gate(OrderLog):
+    """An ``OrderLog`` whose ``hold(token)`` blocks its writer until the test's ``opened`` event
+    is set (kept outside the state, by token): the actor stays held by the thread running it."""
 
     def hold(self, token: str) -> int:
         _entered[token].set()
         assert _opened[token].wait(HANG), "the gate was never opened"
         self.tokens.append(token)
         return len(self.tokens)
-
-    def add(self, token: str) -> int:
-        self.tokens.append(token)
-        return len(self.tokens)
-
-    @vc.virtual_actor.readonly
-    def applied(self) -> list[str]:
-        return list(self.tokens)
 
 
 _entered: dict[str, threading.Event] = {}

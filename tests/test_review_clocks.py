@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from child_processes import join_all, start_together
 from clock_workers import skewed_hammer
-from combining_workers import POSTING, ChildLog, OrderLog, check_once_and_in_order
+from combining_workers import POSTING, ChildLog, check_once_and_in_order
 from test_combining import _applied, commit_behind_its_back, foreign_box, init_switchable, pending_posts
 from timer_workers import Alarm
 

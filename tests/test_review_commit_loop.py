@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from background import in_thread
-from combining_workers import OrderLog
 from test_combining import commit_behind_its_back
 from test_review_lifecycle import close_in_a_second, recorded, step_put, wait_until
 from test_stats import moved, records

@@ -72,12 +72,6 @@ class StrayAfterGcRead(ObjectStore):
         pass
 
 
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
-
-
 @pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
 def test_find_step_never_returns_a_stray_below_a_watermark_raised_while_it_read(spec: StoreSpec) -> None:
     # find_step read the step and the watermark concurrently: a gc answer from before a

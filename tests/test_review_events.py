@@ -7,10 +7,10 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from store_helpers import other_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox
@@ -19,7 +19,7 @@ from vactor_cloud.cli import events as events_cli
 from vactor_cloud.dedup import RecordedError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.future import ActorFuture
-from vactor_cloud.runtime import Runtime, Settings
+from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -51,10 +51,9 @@ class Till:
 
 
 @pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    store_spec.init()
-    yield store_spec
-    vc.shutdown()
+def spec(actor_store: StoreSpec) -> StoreSpec:
+    """``actor_store``: vactor_cloud started on a fresh store of the lane, shut down after."""
+    return actor_store
 
 
 def reopen(spec: StoreSpec) -> Runtime:
@@ -62,11 +61,6 @@ def reopen(spec: StoreSpec) -> Runtime:
     vc.shutdown()
     spec.init()
     return vc.get_runtime()
-
-
-def other_runtime(spec: StoreSpec, **settings: Any) -> Runtime:
-    """A second runtime on the same store in this process: another process, as far as the store sees."""
-    return Runtime(Settings(storage=spec.url, storage_options=spec.options, **settings))
 
 
 def drain_on(runtime: Runtime, actor_id: str) -> int:
@@ -100,7 +94,7 @@ def test_an_event_under_the_key_of_an_applied_event_this_process_had_listed_is_a
     here = reopen(spec)
     box = here.core("t").inbox
     _sync.sync(box._refresh())  # type: ignore[attr-defined]  # a listing of ours caches evt-1
-    other = other_runtime(spec)
+    other = other_process(spec)
     try:
         assert drain_on(other, "t") == 1  # another process applies it and deletes its object
     finally:
@@ -207,7 +201,7 @@ def test_two_processes_draining_a_backlog_past_what_one_commit_holds_apply_each_
     Tape.get_or_create("tape")
     for n in range(count):
         send_event("tape", "n", {"n": n, "pad": "x" * 200}, event_id=f"n{n:04d}")
-    runtimes = [other_runtime(spec), other_runtime(spec)]
+    runtimes = [other_process(spec), other_process(spec)]
     errors: list[BaseException] = []
 
     def drain(runtime: Runtime) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caller_workers import Tally
+from actors import OrderLog, Total
 from chaos_workers import read_chain
 from child_processes import join_all
-from combining_workers import OrderLog
 from interrupts import Interrupted
 from leftover_workers import bump_once
 from test_combining import init_switchable
@@ -104,7 +103,7 @@ def test_after_ctrl_c_stopped_a_commit_whose_step_landed_the_next_commit_takes_i
     runtime = vc.get_runtime()
     store = _Counted(runtime.store)
     runtime.store = store
-    tally = Tally.get_or_create("interrupted", 0)
+    tally = Total.get_or_create("interrupted", 0)
     store.hold()
     ctrl_c(store.held)
     try:

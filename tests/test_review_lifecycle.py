@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from background import in_thread
-from combining_workers import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, post_adds
 
 import vactor_cloud as vc

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from actors import Shelf
-from caller_workers import Tally, add_one
+from actors import Shelf, Total
+from caller_workers import add_one
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, definition, events, runtime
@@ -63,7 +63,7 @@ def test_a_handle_pickled_after_shutdown_still_names_its_store_to_a_process_that
     monkeypatch.delenv("VACTOR_STORAGE", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "worker-home"))
     vc.init(str(tmp_path / "store"))
-    handle = Tally.get_or_create("after-shutdown", 0)
+    handle = Total.get_or_create("after-shutdown", 0)
     url = vc.get_runtime().store.describe()
     vc.shutdown()
     assert runtime.current_runtime() is None  # (no runtime until the next call)
@@ -162,7 +162,7 @@ def test_after_shutdown_returns_no_request_thread_of_the_s3_store_runs(store_spe
     before = _s3_threads()
     store_spec.init()
     try:
-        tallies = [Tally.get_or_create(f"threads-{i}", 0) for i in range(6)]
+        tallies = [Total.get_or_create(f"threads-{i}", 0) for i in range(6)]
         assert vc.get([t.add.run_async(1) for t in tallies for _ in range(3)], timeout=HANG) is not None
         assert _s3_threads() - before, "the calls ran on no request thread of the store"
     finally:
@@ -300,7 +300,7 @@ def test_a_handle_passed_on_unused_names_the_store_it_came_with(actor_store: Sto
     """A handle received from another process and sent on before its first use here (a task
     that hands it to a pool of its own) named this process's store, not the one its actor is
     in: the next process's ``StorageNotChosenError`` pointed at the wrong store."""
-    handle = pickle.loads(pickle.dumps(Tally.get_or_create("passed-on", 0)))
+    handle = pickle.loads(pickle.dumps(Total.get_or_create("passed-on", 0)))
     handle._origin = "file:///where/the/actor/is"  # as unpickled from a process with that store
     assert pickle.loads(pickle.dumps(handle))._origin == "file:///where/the/actor/is"
     handle._origin = None  # (used here: it is this process's store's actor)

@@ -15,7 +15,6 @@ import json
 import math
 import pickle
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -58,12 +57,9 @@ class Pad:
 
 
 @pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    store_spec.init()
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
+def spec(actor_store: StoreSpec) -> StoreSpec:
+    """``actor_store``: vactor_cloud started on a fresh store of the lane, shut down after."""
+    return actor_store
 
 
 # -- strings from storage reach the operator's terminal escaped ------------------------------------

@@ -12,7 +12,7 @@ import uuid
 
 import cloudpickle
 import pytest
-from combining_workers import OrderLog
+from actors import OrderLog
 from test_review_posting import _fold_with_a_result_this_process_cannot_load
 
 import vactor_cloud as vc

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog
+from actors import OrderLog
 from test_combining import (
     Switchable,
     add_while_another_process_folds,

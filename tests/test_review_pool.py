@@ -14,7 +14,8 @@ import threading
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog, commit_behind_its_back
+from actors import OrderLog
+from combining_workers import commit_behind_its_back
 from interrupts import Interrupted, InterruptOnce
 from test_combining import foreign_box, init_switchable, post_adds
 from test_review_cancellation import HANG, Gate

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog
+from actors import OrderLog
 from test_combining import (
     Switchable,
     commit_behind_its_back,

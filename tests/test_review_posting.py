@@ -15,7 +15,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from combining_workers import OrderLog
+from actors import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from combining_workers import OrderLog, commit_behind_its_back
+from actors import OrderLog
+from combining_workers import commit_behind_its_back
 from interrupts import Interrupted
 from test_combining import init_switchable, pending_posts
 from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _hold_lease_elsewhere, _opened

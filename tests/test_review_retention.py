@@ -356,33 +356,16 @@ def test_a_poster_that_gave_up_is_told_compacted_not_never_after_its_sender_left
     answered from the idempotency table, not applied again. Fails with the walk's missing
     step taken for the walk's end (``complete`` left True in ``_look_up_outcome``:
     ``LookupError``)."""
-    from combining_workers import OrderLog
-    from test_combining import give_up_on_a_post, init_switchable, wait_for_no_posts
+    from actors import OrderLog
+    from test_combining import gave_up_then_left_the_cursor, init_switchable
 
     from vactor_cloud.errors import CommitOutcomeUnknownError
-    from vactor_cloud.posting import POST_CURSOR
 
     # (deadline: a refused step put "may land" until then; past it, only the steps tell)
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3, deadline=0.5)
     pay = (lambda log: log.add.options(idempotency_key="pay-1").run("me/1")) if keyed else None
-    log, raised = give_up_on_a_post(store, pay) if pay is not None else give_up_on_a_post(store)
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # folds both
-    assert wait_for_no_posts("a") == []
+    _, raised, later = gave_up_then_left_the_cursor(store, pay)
     core = vc.get_runtime().core("a")
-    mine = core.record
-    assert mine is not None and POST_CURSOR in mine.extra
-    later = dataclasses.replace(
-        mine,
-        step=mine.step + 1,
-        parent=mine.step,
-        writer="someone-else",
-        extra={k: v for k, v in mine.extra.items() if k != POST_CURSOR},
-        posted=b"",
-        carried=b"",
-        time=_real_time(),
-    )
-    _sync.sync(core.log.put_step(later))
     report = _sync.sync(compact(core.log, keep_last=1, min_age=0.0))
     assert report.watermark == later.step
     time.sleep(0.6)  # past the deadline of the refused puts

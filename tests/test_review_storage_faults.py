@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors import OrderLog
 from aiohttp import web
-from combining_workers import OrderLog
 from loopback_gcs import gcs_answering
 from silent_listener import SilentListener
 from test_combining import (

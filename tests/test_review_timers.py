@@ -9,7 +9,6 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -46,12 +45,9 @@ class Ledger:
 
 
 @pytest.fixture
-def actors(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    store_spec.init()
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
+def actors(actor_store: StoreSpec) -> StoreSpec:
+    """``actor_store``: vactor_cloud started on a fresh store of the lane, shut down after."""
+    return actor_store
 
 
 # -- events: wait_for_event(timeout=) -----------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,12 +32,9 @@ class Mailbox:
 
 
 @pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    store_spec.init()
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
+def spec(actor_store: StoreSpec) -> StoreSpec:
+    """``actor_store``: vactor_cloud started on a fresh store of the lane, shut down after."""
+    return actor_store
 
 
 def inbox_keys(actor_id: str) -> list[str]:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from store_helpers import init
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.errors import RuntimeShutdownError
 from vactor_cloud.keys import inbox_prefix
-from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -35,17 +35,6 @@ class Counter:
     def add(self, by: int) -> int:
         self.n += by
         return self.n
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    yield store_spec
-    vc.shutdown()
-
-
-def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    spec.init(settings=vc.Settings(storage="", **settings))
-    return vc.get_runtime()
 
 
 def held_runtime(spec: StoreSpec, actor_id: str, operation: str, fragment: str, **settings: Any) -> HoldOne:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pickle_bomb import UNPICKLED, Bomb
+from store_helpers import raw_get, raw_put
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
@@ -50,14 +51,6 @@ def spec(store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sto
 def start(spec: StoreSpec, **kwargs: Any) -> None:
     vc.shutdown()
     vc.init(spec.url, **spec.options, **kwargs)
-
-
-def raw_get(key: str) -> bytes:
-    return _sync.sync(vc.get_runtime().store.get(key)).data
-
-
-def raw_put(key: str, data: bytes) -> None:
-    _sync.sync(vc.get_runtime().store.put(key, data))
 
 
 def keys_of(actor_id: str) -> list[str]:
