@@ -268,10 +268,14 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
 
     async def serializer_of(record: StepRecord) -> str:
         # The class decides how its state is encoded. Without the class (loading class
-        # bodies from storage disabled), only json is read: it never runs code.
+        # bodies from storage disabled, or a body that cannot be loaded here), only json is
+        # read: it never runs code. A pickled state then needs the class: say why it is
+        # missing, not that the step looks forged (as a json class's pickled step would).
         try:
             definition = await runtime.core(actor_id).definition_for(record.class_ref)
         except ActorDefinitionError:
+            if record.serializer != "json":
+                raise
             return "json"
         return definition.serializer
 

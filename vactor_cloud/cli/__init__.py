@@ -188,6 +188,11 @@ def _fail(message: str, code: int, debug: bool) -> NoReturn:
     raise SystemExit(code)
 
 
+#: what ``vactor`` adds to an error about a class it cannot import or load: the console script
+#: imports from PYTHONPATH and the installed packages, not from the working directory
+IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPATH=src vactor ...)"
+
+
 def _hint(debug: bool) -> str:
     return "" if debug else " (run with --debug for the traceback)"
 
@@ -209,6 +214,7 @@ def _deleted_text(exc: ActorDeletedError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vactor`` console script; returns the exit code."""
     from vactor_cloud.errors import (
+        ActorDefinitionError,
         ActorDeletedError,
         ActorNotFoundError,
         IntegrityError,
@@ -246,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(
             f"{exc}; check --storage / $VACTOR_STORAGE, the credentials and the network", EXIT_STORAGE, debug
         )
+    except ActorDefinitionError as exc:  # (a class this process cannot import or load)
+        _fail(f"{exc}{IMPORT_HINT}", EXIT_ERROR, debug)
     except VactorError as exc:
         _fail(str(exc), EXIT_ERROR, debug)
     except KeyboardInterrupt:

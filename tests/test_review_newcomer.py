@@ -1,0 +1,73 @@
+"""A hostile review of a new user's first hour (h73): README, docs, examples and ``vactor``.
+
+Each test failed before its fix. ``vactor`` runs in this process (``tests/cli_harness.py``)
+on a local store in ``tmp_path``; actors whose modules this process must not import are
+made in a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from cli_harness import Vactor, one_line_error
+
+from vactor_cloud.cli import EXIT_ERROR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_actor_elsewhere(tmp_path: Path, store: str, module: str) -> None:
+    """Create actor ``d1`` of ``<module>:Doubler`` in a child process that can import ``module``
+    (and ``<module>_helper``, which the class's methods use by reference): this process cannot."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / f"{module}_helper.py").write_text("def double(x):\n    return 2 * x\n")
+    (modules / f"{module}.py").write_text(
+        textwrap.dedent(
+            f"""
+            import {module}_helper
+            import vactor_cloud as vc
+
+            @vc.virtual_actor
+            class Doubler:
+                def __init__(self):
+                    self.v = 1
+
+                def go(self):
+                    self.v = {module}_helper.double(self.v)
+                    return self.v
+            """
+        )
+    )
+    script = (
+        f"import vactor_cloud as vc\nfrom {module} import Doubler\n"
+        f"vc.init({store!r})\nDoubler.get_or_create('d1').go.run()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(modules), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_show_of_an_actor_whose_class_cannot_be_loaded_says_so_not_that_its_step_is_forged(
+    vactor: Vactor, store: str, tmp_path: Path
+) -> None:
+    """``vactor show`` run where the class's module cannot be imported (the class body stored by
+    value refers to a module by reference). Before, it said the step was 'stored with serializer
+    'pickle', but the actor's class uses 'json'; refused without decoding (a forged or foreign
+    object ...)': the class it could not load was taken for a json class, and a sound store for a
+    tampered one. It now says the class cannot be loaded here and how to make it importable, as
+    ``vactor call`` does."""
+    _make_actor_elsewhere(tmp_path, store, "h73_unimportable")
+    result = vactor("show", "d1")
+    assert result.code == EXIT_ERROR, result
+    line = one_line_error(result)
+    assert "forged" not in line and "serializer" not in line, line
+    assert "h73_unimportable_helper" in line and "PYTHONPATH" in line, line
+    assert vactor("call", "d1", "go").code == EXIT_ERROR  # (the same reason, the same words)
+    assert "PYTHONPATH" in one_line_error(vactor("call", "d1", "go"))
