@@ -13,7 +13,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from cli_harness import Vactor, one_line_error
+from example_commands import check_printed_inspect_command
 
 from vactor_cloud.cli import EXIT_ERROR
 
@@ -71,3 +73,28 @@ def test_show_of_an_actor_whose_class_cannot_be_loaded_says_so_not_that_its_step
     assert "h73_unimportable_helper" in line and "PYTHONPATH" in line, line
     assert vactor("call", "d1", "go").code == EXIT_ERROR  # (the same reason, the same words)
     assert "PYTHONPATH" in one_line_error(vactor("call", "d1", "go"))
+
+
+@pytest.mark.parametrize("example", ["session_timeout.py"])
+def test_an_example_run_on_vactor_storage_prints_a_history_command_that_names_that_store(
+    tmp_path: Path, example: str
+) -> None:
+    """The README's way to run an example afresh is ``VACTOR_STORAGE=$(mktemp -d) python
+    examples/...``: the store is in the example's environment only, not in the shell that runs
+    the ``vactor history ...`` it prints. Before, session_timeout.py ignored $VACTOR_STORAGE when
+    it printed that command (no ``--storage``), so the command looked in the embedded store and
+    said 'no actor'; it now names the store it used, as serverless_handler.py did already."""
+    shell = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    shell["XDG_DATA_HOME"] = str(tmp_path / "data")  # the default store: not the one the example used
+    shell["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example)],
+        env={**shell, "VACTOR_STORAGE": str(tmp_path / "given")},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_printed_inspect_command(done.stdout, shell)
