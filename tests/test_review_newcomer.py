@@ -98,3 +98,38 @@ def test_an_example_run_on_vactor_storage_prints_a_history_command_that_names_th
     )
     assert done.returncode == 0, done.stdout + done.stderr
     check_printed_inspect_command(done.stdout, shell)
+
+
+@pytest.mark.parametrize(
+    ("example", "args"),
+    [("batch_dask.py", ()), ("train_in_parallel.py", ("--dask",))],
+    ids=["batch", "train"],
+)
+def test_a_dask_example_without_dask_says_which_extra_to_install(
+    tmp_path: Path, example: str, args: tuple[str, ...]
+) -> None:
+    """The README installs ``.[s3,gcs]``, then lists the Dask examples. Before, without Dask they
+    ended in a traceback (``ModuleNotFoundError: No module named 'distributed'``); they now say
+    in one line what to install. (Dask is hidden by a module that fails to import as a missing
+    one does.)"""
+    hidden = tmp_path / "hidden"
+    for name in ("distributed", "dask"):
+        (hidden / name).mkdir(parents=True)
+        (hidden / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({f'No module named {name!r}'!r}, name={name!r})\n"
+        )
+    env = {k: v for k, v in os.environ.items() if k != "VACTOR_STORAGE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(hidden), str(ROOT)])
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example), str(tmp_path / "store"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "pip install 'vactor_cloud[dask]'" in done.stderr, done.stderr
