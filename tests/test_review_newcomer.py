@@ -17,6 +17,7 @@ import pytest
 from cli_harness import Vactor, one_line_error
 from example_commands import check_printed_inspect_command
 
+import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_ERROR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,3 +134,42 @@ def test_a_dask_example_without_dask_says_which_extra_to_install(
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "pip install 'vactor_cloud[dask]'" in done.stderr, done.stderr
+
+
+@vc.virtual_actor
+class Invoice:
+    def __init__(self, due: int) -> None:
+        self.due, self.paid = due, 0
+
+    @vc.virtual_actor.on_event("payment.succeeded")
+    def on_payment(self, payload: dict[str, int]) -> int:
+        self.paid += payload["amount"]
+        return self.due - self.paid
+
+
+def test_history_shows_an_applied_event_in_words_not_its_internal_key(vactor: Vactor, store: str) -> None:
+    """webhook_handler.py ends with 'the event, applied in one step: vactor history ...'. Before,
+    that history showed the event's call as ``on_payment({...}) -> 70  [key
+    \\x00event\\x00payment.succeeded\\x00wh_8f2c]``: the dedup table's internal key, NULs
+    escaped. A timer's calls were already in words; an event's now are too (``event
+    'payment.succeeded' id='wh_8f2c': on_payment(...) -> 70``), and --json adds that as
+    ``meaning``."""
+    vc.init(store)
+    try:
+        Invoice.get_or_create("inv-1", 100)
+        vc.send_event("inv-1", "payment.succeeded", {"amount": 30}, event_id="wh_8f2c")
+        vc.get_actor("inv-1").process_events()
+    finally:
+        vc.shutdown()
+    result = vactor("history", "inv-1")
+    assert result.code == 0, result
+    event_line = result.out.splitlines()[1]
+    assert "x00" not in event_line, event_line
+    assert event_line.split(None, 3)[3] == (
+        "event 'payment.succeeded' id='wh_8f2c': on_payment({'amount': 30}) -> 70"
+    ), event_line
+    shown = vactor("--json", "history", "inv-1", "--limit", "1").json()
+    assert isinstance(shown, list)
+    (call,) = shown[0]["calls"]
+    assert call["meaning"] == "event 'payment.succeeded' id='wh_8f2c'", call
+    assert call["key"] == "\x00event\x00payment.succeeded\x00wh_8f2c"  # (the recorded field, kept)
