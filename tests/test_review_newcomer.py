@@ -173,3 +173,16 @@ def test_history_shows_an_applied_event_in_words_not_its_internal_key(vactor: Va
     (call,) = shown[0]["calls"]
     assert call["meaning"] == "event 'payment.succeeded' id='wh_8f2c'", call
     assert call["key"] == "\x00event\x00payment.succeeded\x00wh_8f2c"  # (the recorded field, kept)
+
+
+def test_bench_keep_says_where_it_kept_what_it_wrote(vactor: Vactor, tmp_path: Path) -> None:
+    """``vactor bench --keep`` leaves its objects, under a fresh ``vactor-bench-<id>`` prefix it
+    named nowhere: the table's title shows the store only, so the user had to list the bucket to
+    find what was kept (or, interrupted, where the half-run went). It now says on stderr."""
+    root = tmp_path / "bench"
+    root.mkdir()
+    result = vactor("bench", str(root), "--profile", "tiny", "--rows", "warm", "--keep", "--json")
+    assert result.code == 0, result.err
+    (kept,) = [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")]
+    assert f"{root}/{kept}" in result.err, result.err
+    assert isinstance(result.json(), dict)  # (stdout: the one JSON document still)
