@@ -18,7 +18,7 @@ from cli_harness import Vactor, one_line_error
 from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_ERROR
+from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,3 +186,63 @@ def test_bench_keep_says_where_it_kept_what_it_wrote(vactor: Vactor, tmp_path: P
     (kept,) = [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")]
     assert f"{root}/{kept}" in result.err, result.err
     assert isinstance(result.json(), dict)  # (stdout: the one JSON document still)
+
+
+@vc.virtual_actor
+class Alarm:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+
+def test_an_interrupted_timers_tick_says_the_timers_not_fired_stay_due(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vactor timers tick`` (cron's pass over every due timer) said only ``interrupted`` on
+    Ctrl-C, as if something might be lost; ``compact`` and ``events drain`` say what an interrupt
+    left. A timer not fired stays due (a fire in flight committed once or not at all): it now
+    says so, and to run it again. (Ctrl-C arrives inside the pass, as a KeyboardInterrupt.)"""
+    from vactor_cloud.cli import timers
+
+    def interrupted(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(timers, "fire_due_timers", interrupted)
+    result = vactor("timers", "tick")
+    assert result.code == EXIT_INTERRUPTED, result
+    line = one_line_error(result)
+    assert "stay due" in line and "vactor timers tick" in line, line
+
+
+def test_an_interrupted_timers_repair_says_how_far_it_got(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vactor timers repair`` walks every actor (progress per actor) and said only
+    ``interrupted``: now how many actors it repaired, and that running it again is safe."""
+    from vactor_cloud.cli import timers
+
+    vc.init(store)
+    try:
+        for actor_id in ("a1", "a2", "a3"):
+            Alarm.get_or_create(actor_id).bump.options(delay=3600).run(1)
+    finally:
+        vc.shutdown()
+    real_repair = timers.repair_timer_index
+    calls: list[list[str]] = []
+
+    def repair_then_interrupt(actor_ids: list[str]) -> int:
+        calls.append(list(actor_ids))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second slice
+        return real_repair(actor_ids)
+
+    monkeypatch.setattr(timers, "_REPAIR_SLICE", 1)
+    monkeypatch.setattr(timers, "repair_timer_index", repair_then_interrupt)
+    result = vactor("timers", "repair")
+    assert result.code == EXIT_INTERRUPTED, result
+    assert "Traceback" not in result.err, result.err
+    (line,) = [line for line in result.err.splitlines() if line.startswith("vactor: ")]  # (and progress)
+    assert "interrupted after repairing 1 of 3 actors" in line and "run it again" in line, line
