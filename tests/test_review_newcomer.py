@@ -12,12 +12,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
 from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
+from vactor_cloud import workflow
 from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,3 +248,56 @@ def test_an_interrupted_timers_repair_says_how_far_it_got(
     assert "Traceback" not in result.err, result.err
     (line,) = [line for line in result.err.splitlines() if line.startswith("vactor: ")]  # (and progress)
     assert "interrupted after repairing 1 of 3 actors" in line and "run it again" in line, line
+
+
+_tax_fails: list[bool] = []
+
+
+@workflow.step(max_retries=0)
+def _taxed(amount: int) -> int:
+    if _tax_fails:
+        raise ConnectionError("the tax service blinked")
+    return amount
+
+
+@workflow.virtual_actor
+class Purse:
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def pay(self, amount: int) -> Any:
+        return self.credit.step(_taxed.step(amount))
+
+    def credit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    def touch(self) -> None:
+        pass
+
+
+def test_vactor_compact_says_which_failed_calls_can_no_longer_be_resumed(vactor: Vactor, store: str) -> None:
+    """docs/retention.md: a failure record older than min_age goes with compaction, and 'a
+    warning on the vactor_cloud logger names the call, its method and why (``vactor compact``
+    prints it on stderr)'. It did not: the command prints no library log record (without
+    --debug), so a failed call was given up in silence, and --json's report was the only trace.
+    It now names each such call on stderr."""
+    vc.init(store)
+    try:
+        purse = Purse.get_or_create("purse")
+        _tax_fails[:] = [True]
+        with pytest.raises(ConnectionError):
+            purse.pay.run(5)
+        _tax_fails.clear()
+        assert workflow.get_status("purse") == workflow.FAILED
+        purse.touch.run()
+        purse.touch.run()
+    finally:
+        vc.shutdown()
+    result = vactor("--json", "compact", "purse", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == 0, result.err
+    (report,) = result.json()  # type: ignore[misc]
+    (call_id,) = report["unresumable"]
+    (line,) = [line for line in result.err.splitlines() if "resume" in line]
+    assert line.startswith("vactor: warning: actor 'purse'"), line
+    assert call_id in line and "no longer" in line, line

@@ -430,6 +430,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     code = EXIT_ERROR if failed else EXIT_OK
+    # (the library's warning on them is a log record, which the command does not print)
+    for report in reports:
+        for call_id in getattr(report, "unresumable", ()):
+            print(
+                printable(
+                    f"vactor: warning: actor {report.actor_id!r}: the failure record of call {call_id} "
+                    "was older than --min-age and compaction removed it: workflow.resume can no longer "
+                    "run that call; run it again as a new call if it is still wanted"
+                ),
+                file=sys.stderr,
+            )
     if out.json:
         out.emit_json([_report_json(r) for r in reports])
         return code
