@@ -8,6 +8,7 @@ made in a child process.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -301,3 +302,42 @@ def test_vactor_compact_says_which_failed_calls_can_no_longer_be_resumed(vactor:
     (line,) = [line for line in result.err.splitlines() if "resume" in line]
     assert line.startswith("vactor: warning: actor 'purse'"), line
     assert call_id in line and "no longer" in line, line
+
+
+def _readme_block(language: str, after: str) -> str:
+    """The first ``language`` block of README.md after the line ``after``."""
+    text = (ROOT / "README.md").read_text().split(after, 1)[1]
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_commands_after_its_tour_work_on_the_actor_the_tour_made(
+    vactor: Vactor, store: str, tmp_path: Path
+) -> None:
+    """The README's tour makes the actor ``visits``; the commands under it (``vactor ls``,
+    ``history visits``, ``show visits --step 1``, ``call visits incr 2``) look at it. Before, the
+    tour's last line deleted it (``vc.delete_actor("visits")``), so, run in order, ``vactor ls``
+    listed nothing and ``vactor call visits incr 2`` said it was deleted (exit 3). The delete is
+    now the commands' last (``vactor delete visits``), after what looks at the actor."""
+    tour = _readme_block("python", "## A short tour")
+    assert 'vc.init("s3://my-bucket/actors")' in tour
+    script = tmp_path / "tour.py"
+    script.write_text(tour.replace('vc.init("s3://my-bucket/actors")', f"vc.init({store!r})"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    commands = [
+        shlex.split(line.split("#", 1)[0])[2:]  # ("$", "vactor", ...)
+        for line in _readme_block("console", "## A short tour").splitlines()
+        if line.startswith("$ vactor ")
+    ]
+    looking = [argv for argv in commands if argv[0] in ("ls", "history", "show", "call")]
+    assert len(looking) == 4, commands
+    for argv in looking:
+        result = vactor(*argv)
+        assert result.code == 0, (argv, result.err)
+        if argv[0] == "ls":
+            assert "visits" in result.out, result
+    deleting = [i for i, argv in enumerate(commands) if argv[0] == "delete"]
+    assert deleting and all(i > commands.index(argv) for i in deleting for argv in looking), commands
