@@ -341,3 +341,21 @@ def test_the_readme_commands_after_its_tour_work_on_the_actor_the_tour_made(
             assert "visits" in result.out, result
     deleting = [i for i, argv in enumerate(commands) if argv[0] == "delete"]
     assert deleting and all(i > commands.index(argv) for i in deleting for argv in looking), commands
+
+
+def test_a_store_path_that_is_a_file_is_not_called_missing(
+    vactor: Vactor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``--storage`` path naming a file said 'no such directory; ... create it first (mkdir -p
+    PATH)', which fails on a file; and a missing directory named by $VACTOR_STORAGE was reported
+    as ``--storage PATH``, an option the user never passed. Each now says what the path is and
+    where it came from."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    line = one_line_error(vactor("--storage", str(a_file), "ls"))
+    assert "is a file, not a directory" in line and "mkdir" not in line, line
+    monkeypatch.setenv("VACTOR_STORAGE", str(tmp_path / "gone"))
+    result = vactor("ls")
+    assert result.code == 2, result
+    line = one_line_error(result)
+    assert line.startswith(f"vactor: error: $VACTOR_STORAGE {tmp_path / 'gone'}: no such directory"), line

@@ -216,8 +216,13 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     if must_exist and given is not None:
         path = _local_path(url)
         if path is not None and not os.path.isdir(path):
+            source = "--storage" if named else "$VACTOR_STORAGE"
+            if os.path.exists(path):
+                raise CliError(
+                    f"{source} {url}: is a file, not a directory; name a store's directory", EXIT_USAGE
+                )
             raise CliError(
-                f"--storage {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
+                f"{source} {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
                 EXIT_USAGE,
             )
     return StoreChoice(url, options, given is not None)
