@@ -7,6 +7,7 @@ made in a child process.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import subprocess
@@ -359,3 +360,33 @@ def test_a_store_path_that_is_a_file_is_not_called_missing(
     assert result.code == 2, result
     line = one_line_error(result)
     assert line.startswith(f"vactor: error: $VACTOR_STORAGE {tmp_path / 'gone'}: no such directory"), line
+
+
+class _Terminal(io.StringIO):
+    """A stdin that is a terminal, holding what the user types (nothing: Ctrl-D at once)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_vactor_delete_answered_with_end_of_input_deletes_nothing_and_says_so(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vactor delete ID`` asks for the id on a terminal. Ctrl-D at the question ended in
+    'vactor: error: EOFError:  (run with --debug for the traceback)': a library failure, not
+    whether the actor was deleted. It now says that nothing was deleted, as a wrong answer
+    does, in the one error line every command uses."""
+    vc.init(store)
+    try:
+        Alarm.get_or_create("al-1")
+    finally:
+        vc.shutdown()
+    monkeypatch.setattr(sys, "stdin", _Terminal(""))
+    result = vactor("delete", "al-1")
+    assert result.code == EXIT_ERROR, result
+    line = one_line_error(result)
+    assert "EOFError" not in line and "not deleted" in line, line
+    monkeypatch.setattr(sys, "stdin", _Terminal("al-2\n"))
+    line = one_line_error(vactor("delete", "al-1"))  # a wrong answer: the same form
+    assert "not deleted" in line and "'al-2'" in line, line
+    assert vactor("show", "al-1").code == 0  # (still there)

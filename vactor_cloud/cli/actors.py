@@ -526,13 +526,19 @@ def cmd_delete(args: argparse.Namespace) -> int:
                 f"not deleting {what} without a confirmation: pass --yes (stdin is not a terminal)",
                 EXIT_USAGE,
             )
-        answer = input(
-            f"Delete {what}? Its calls will fail with ActorDeletedError until it is created again.\n"
-            f"Type the id to confirm: "
-        )
+        try:
+            answer = input(
+                f"Delete {what}? Its calls will fail with ActorDeletedError until it is created again.\n"
+                f"Type the id to confirm: "
+            )
+        except EOFError:  # Ctrl-D: no answer
+            raise CliError(
+                f"not deleted: no answer; type the id {actor_id!r} to confirm", EXIT_ERROR
+            ) from None
         if answer.strip() != actor_id:
-            out.print("not deleted")
-            return EXIT_ERROR
+            raise CliError(
+                f"not deleted: the answer {answer.strip()!r} is not the id {actor_id!r}", EXIT_ERROR
+            )
     deleted = vc.delete_actor(actor_id)
     if out.json:
         out.emit_json({"actor_id": actor_id, "deleted": deleted, "already_deleted": not deleted})
