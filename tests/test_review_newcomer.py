@@ -390,3 +390,24 @@ def test_vactor_delete_answered_with_end_of_input_deletes_nothing_and_says_so(
     line = one_line_error(vactor("delete", "al-1"))  # a wrong answer: the same form
     assert "not deleted" in line and "'al-2'" in line, line
     assert vactor("show", "al-1").code == 0  # (still there)
+
+
+def test_events_of_an_actor_whose_class_cannot_be_loaded_are_not_called_none(
+    vactor: Vactor, store: str, tmp_path: Path
+) -> None:
+    """``vactor events ls`` where an actor's class cannot be loaded printed 'no pending events'
+    and then the error about that actor: its waiting event was said not to exist. It now says
+    only the error, and that error (as ``events drain``'s) says to put the module on PYTHONPATH,
+    as the command's other errors about such a class do."""
+    _make_actor_elsewhere(tmp_path, store, "h73_unimportable_events")
+    vc.init(store)
+    try:
+        vc.send_event("d1", "ping", {"n": 1}, event_id="e1")
+    finally:
+        vc.shutdown()
+    for command in ("ls", "drain"):
+        result = vactor("events", command)
+        assert result.code == EXIT_ERROR, result
+        assert "no pending events" not in result.err, result.err
+        (line,) = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
+        assert "h73_unimportable_events_helper" in line and "PYTHONPATH" in line, line

@@ -51,6 +51,7 @@ from vactor_cloud.cli._options import (
     EXIT_OK,
     EXIT_STORAGE,
     EXIT_USAGE,
+    IMPORT_HINT,
     CliError,
     CliParser,
     add_common_options,
@@ -186,11 +187,6 @@ def _fail(message: str, code: int, debug: bool) -> NoReturn:
     one_line = " | ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"vactor: error: {printable(one_line)}", file=sys.stderr)
     raise SystemExit(code)
-
-
-#: what ``vactor`` adds to an error about a class it cannot import or load: the console script
-#: imports from PYTHONPATH and the installed packages, not from the working directory
-IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPATH=src vactor ...)"
 
 
 def _hint(debug: bool) -> str:

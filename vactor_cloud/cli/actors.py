@@ -22,6 +22,7 @@ from vactor_cloud.cli._options import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    actor_error,
     actor_id_arg,
     common_parent,
     errors_error,
@@ -422,7 +423,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     for actor_id, error in failed:
-        print(printable(f"vactor: error: {actor_id}: {error}"), file=sys.stderr)
+        print(printable(f"vactor: error: {actor_error(actor_id, error)}"), file=sys.stderr)
     if failed:
         print(
             f"vactor: error: {len(failed)} of {len(failed) + len(reports)} actors could not be "
