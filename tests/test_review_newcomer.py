@@ -411,3 +411,56 @@ def test_events_of_an_actor_whose_class_cannot_be_loaded_are_not_called_none(
         assert "no pending events" not in result.err, result.err
         (line,) = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
         assert "h73_unimportable_events_helper" in line and "PYTHONPATH" in line, line
+
+
+#: The example of Ray Workflows' virtual-actors page (the project's seed), as written there
+SEED_EXAMPLE = """\
+from ray import workflow
+import ray
+
+@workflow.virtual_actor
+class Counter:
+    def __init__(self, init_val):
+        self._val = init_val
+
+    def incr(self, val=1):
+        self._val += val
+        print(self._val)
+
+    @workflow.virtual_actor.readonly
+    def value(self):
+        return self._val
+
+    def __getstate__(self):
+        return self._val
+
+    def __setstate__(self, val):
+        self._val = val
+
+workflow.init()
+
+# Initialize a Counter actor with id="my_counter".
+counter = Counter.get_or_create("my_counter", 0)
+
+# Similar to workflow steps, actor methods support:
+# - `run()`, which will return the value
+# - `run_async()`, which will return a ObjectRef
+counter.incr.run(10)
+assert counter.value.run() == 10
+
+# Non-blocking execution.
+counter.incr.run_async(10)
+counter.incr.run(10)
+assert 30 == ray.get(counter.value.run_async())
+"""
+
+
+def test_the_quickstart_is_the_seed_example_with_only_its_imports_changed() -> None:
+    """A pin (it held): examples/quickstart.py, which test_examples runs for 10, 20, 30, is Ray's
+    example with its two import lines changed and nothing else, as the README and
+    docs/migrating-from-ray.md say."""
+    ours = (ROOT / "examples" / "quickstart.py").read_text().splitlines()
+    seed = SEED_EXAMPLE.splitlines()
+    assert seed[:2] == ["from ray import workflow", "import ray"]
+    assert ours[:2] == ["from vactor_cloud import workflow", "import vactor_cloud as ray"]
+    assert ours[2:] == seed[2:]
