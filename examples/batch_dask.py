@@ -26,9 +26,12 @@ import uuid
 import zlib
 from typing import Any, cast
 
-from distributed import WorkerPlugin
-
 import vactor_cloud as vc
+
+try:
+    from distributed import WorkerPlugin
+except ModuleNotFoundError as exc:  # (the README's install has no Dask: say which extra has it)
+    sys.exit(f"examples/batch_dask.py needs Dask ({exc}): pip install 'vactor_cloud[dask]'")
 
 SHARDS = 4
 DOCUMENTS = 40

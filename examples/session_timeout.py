@@ -7,11 +7,12 @@ Whatever runs the timers next (here ``vc.fire_due_timers()`` in a loop; in
 production ``vactor timers run --storage URL`` or a cron job calling ``vactor timers
 tick --storage URL``) calls ``expire`` exactly once, never before it is due.
 
-Run: ``python examples/session_timeout.py [STORAGE_URL]``
+Run: ``python examples/session_timeout.py [STORAGE_URL]`` ($VACTOR_STORAGE, else the embedded store)
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -54,7 +55,7 @@ class Session:
 
 
 def main() -> None:
-    storage = sys.argv[1] if len(sys.argv) > 1 else None
+    storage = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("VACTOR_STORAGE")
     vc.init(storage)
     session = Session.get_or_create(f"session-{uuid.uuid4().hex[:8]}", "ada")
     for page in ("home", "cart", "checkout"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from typing import Any
 
 import vactor_cloud as vc
@@ -61,7 +62,10 @@ def main() -> None:
 
     client = cluster = None
     if args.dask:
-        from dask.distributed import Client, LocalCluster
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ModuleNotFoundError as exc:  # (the README's install has no Dask: say which extra has it)
+            sys.exit(f"--dask needs Dask ({exc}): pip install 'vactor_cloud[dask]'")
 
         cluster = LocalCluster(
             n_workers=2,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from vactor_cloud.core import writers_on_this_thread
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
+from vactor_cloud.ids import EVENT_KEY_PREFIX
 from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
 from vactor_cloud.state import expect_serializer, loads_state, restore_instance
@@ -102,8 +103,8 @@ class HistoryEntry:
     @staticmethod
     def call_text(call: CallRecord) -> str:
         """One line for ``call``: ``method(args) -> result`` (``!! error`` if it raised), a
-        timer's call or a delete in words (``timer scheduled: bump() key='renewal' due ...``,
-        ``actor deleted``)."""
+        timer's call, an event's or a delete in words (``timer scheduled: bump() key='renewal'
+        due ...``, ``event 'paid' id='wh_1': on_paid(...) -> 5``, ``actor deleted``)."""
         meaning = _meaning(call)
         if meaning is not None and call.method in _WORDS_ONLY:
             return meaning if call.ok else f"{meaning} !! {call.result}"
@@ -112,7 +113,7 @@ class HistoryEntry:
             text += f" -> {call.result}" if call.result not in ("", "None") else ""
         else:
             text += f" !! {call.result}"
-        if meaning is not None:  # a fired timer: the scheduled method's own record
+        if meaning is not None:  # a fired timer or an event: the handling method's own record
             return f"{meaning}: {text}"
         return f"{text}  [key {call.key}]" if call.key else text
 
@@ -138,10 +139,19 @@ _WORDS_ONLY = MARKERS | {DELETE_CALL}
 
 
 def _meaning(call: CallRecord) -> str | None:
-    """A timer's call (``describe_call``) or a delete, in words; None for other calls."""
+    """A timer's call (``describe_call``), an event's or a delete, in words; None for other calls."""
     if call.method == DELETE_CALL:
         return DELETED_TEXT
-    return describe_call(call)
+    return describe_call(call) or _event_text(call)
+
+
+def _event_text(call: CallRecord) -> str | None:
+    """An applied event's handler call, by its name and id (``event 'paid' id='wh_1'``), which its
+    recorded key holds (``event_dedup_key``: no NUL in either); None for other calls."""
+    if call.key is None or not call.key.startswith(EVENT_KEY_PREFIX):
+        return None
+    name, _, event_id = call.key[len(EVENT_KEY_PREFIX) :].partition("\x00")
+    return f"event {name!r} id={event_id!r}"
 
 
 def _call_json(call: CallRecord) -> dict[str, Any]:
@@ -268,10 +278,14 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
 
     async def serializer_of(record: StepRecord) -> str:
         # The class decides how its state is encoded. Without the class (loading class
-        # bodies from storage disabled), only json is read: it never runs code.
+        # bodies from storage disabled, or a body that cannot be loaded here), only json is
+        # read: it never runs code. A pickled state then needs the class: say why it is
+        # missing, not that the step looks forged (as a json class's pickled step would).
         try:
             definition = await runtime.core(actor_id).definition_for(record.class_ref)
         except ActorDefinitionError:
+            if record.serializer != "json":
+                raise
             return "json"
         return definition.serializer
 

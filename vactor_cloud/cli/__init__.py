@@ -51,6 +51,7 @@ from vactor_cloud.cli._options import (
     EXIT_OK,
     EXIT_STORAGE,
     EXIT_USAGE,
+    IMPORT_HINT,
     CliError,
     CliParser,
     add_common_options,
@@ -209,6 +210,7 @@ def _deleted_text(exc: ActorDeletedError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vactor`` console script; returns the exit code."""
     from vactor_cloud.errors import (
+        ActorDefinitionError,
         ActorDeletedError,
         ActorNotFoundError,
         IntegrityError,
@@ -246,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(
             f"{exc}; check --storage / $VACTOR_STORAGE, the credentials and the network", EXIT_STORAGE, debug
         )
+    except ActorDefinitionError as exc:  # (a class this process cannot import or load)
+        _fail(f"{exc}{IMPORT_HINT}", EXIT_ERROR, debug)
     except VactorError as exc:
         _fail(str(exc), EXIT_ERROR, debug)
     except KeyboardInterrupt:

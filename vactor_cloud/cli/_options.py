@@ -25,9 +25,11 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STORAGE",
     "EXIT_USAGE",
+    "IMPORT_HINT",
     "CliError",
     "CliParser",
     "StoreChoice",
+    "actor_error",
     "actor_id_arg",
     "add_common_options",
     "common_parent",
@@ -108,6 +110,19 @@ class CliParser(argparse.ArgumentParser):
         hint = f"vactor {where} --help" if where else "vactor --help"
         sys.stderr.write(f"vactor: error: {message} (see {hint})\n")
         raise SystemExit(EXIT_USAGE)
+
+
+#: what ``vactor`` adds to an error about a class it cannot import or load: the console script
+#: imports from PYTHONPATH and the installed packages, not from the working directory
+IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPATH=src vactor ...)"
+
+
+def actor_error(actor_id: str, exc: BaseException) -> str:
+    """The line of a command that goes on past one actor's error: ``ID: message``, with
+    ``IMPORT_HINT`` when the actor's class cannot be imported or loaded here."""
+    from vactor_cloud.errors import ActorDefinitionError
+
+    return f"{actor_id}: {exc}{IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ''}"
 
 
 def errors_error(errors: Sequence[str], what: str, *, count: int | None = None) -> CliError:
@@ -216,8 +231,13 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     if must_exist and given is not None:
         path = _local_path(url)
         if path is not None and not os.path.isdir(path):
+            source = "--storage" if named else "$VACTOR_STORAGE"
+            if os.path.exists(path):
+                raise CliError(
+                    f"{source} {url}: is a file, not a directory; name a store's directory", EXIT_USAGE
+                )
             raise CliError(
-                f"--storage {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
+                f"{source} {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
                 EXIT_USAGE,
             )
     return StoreChoice(url, options, given is not None)

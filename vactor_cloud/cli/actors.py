@@ -22,6 +22,7 @@ from vactor_cloud.cli._options import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    actor_error,
     actor_id_arg,
     common_parent,
     errors_error,
@@ -422,7 +423,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     for actor_id, error in failed:
-        print(printable(f"vactor: error: {actor_id}: {error}"), file=sys.stderr)
+        print(printable(f"vactor: error: {actor_error(actor_id, error)}"), file=sys.stderr)
     if failed:
         print(
             f"vactor: error: {len(failed)} of {len(failed) + len(reports)} actors could not be "
@@ -430,6 +431,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     code = EXIT_ERROR if failed else EXIT_OK
+    # (the library's warning on them is a log record, which the command does not print)
+    for report in reports:
+        for call_id in getattr(report, "unresumable", ()):
+            print(
+                printable(
+                    f"vactor: warning: actor {report.actor_id!r}: the failure record of call {call_id} "
+                    "was older than --min-age and compaction removed it: workflow.resume can no longer "
+                    "run that call; run it again as a new call if it is still wanted"
+                ),
+                file=sys.stderr,
+            )
     if out.json:
         out.emit_json([_report_json(r) for r in reports])
         return code
@@ -515,13 +527,19 @@ def cmd_delete(args: argparse.Namespace) -> int:
                 f"not deleting {what} without a confirmation: pass --yes (stdin is not a terminal)",
                 EXIT_USAGE,
             )
-        answer = input(
-            f"Delete {what}? Its calls will fail with ActorDeletedError until it is created again.\n"
-            f"Type the id to confirm: "
-        )
+        try:
+            answer = input(
+                f"Delete {what}? Its calls will fail with ActorDeletedError until it is created again.\n"
+                f"Type the id to confirm: "
+            )
+        except EOFError:  # Ctrl-D: no answer
+            raise CliError(
+                f"not deleted: no answer; type the id {actor_id!r} to confirm", EXIT_ERROR
+            ) from None
         if answer.strip() != actor_id:
-            out.print("not deleted")
-            return EXIT_ERROR
+            raise CliError(
+                f"not deleted: the answer {answer.strip()!r} is not the id {actor_id!r}", EXIT_ERROR
+            )
     deleted = vc.delete_actor(actor_id)
     if out.json:
         out.emit_json({"actor_id": actor_id, "deleted": deleted, "already_deleted": not deleted})

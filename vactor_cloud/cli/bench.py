@@ -145,7 +145,14 @@ def run(args: argparse.Namespace) -> int:
                 plain.advance(label)
 
         # SIGINT/SIGTERM: run_bench's finally deletes the vactor-bench-* prefix (unless --keep)
-        rows = run_bench(target, profile, progress=advance, keep=args.keep, groups=groups)
+        rows = run_bench(
+            target,
+            profile,
+            progress=advance,
+            keep=args.keep,
+            groups=groups,
+            kept=lambda url: note(f"bench: kept the objects it wrote under {url} (--keep)"),
+        )
         if not interactive:
             plain.finish()
     if out.json:

@@ -1063,8 +1063,12 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     keep: bool = False,
     groups: Sequence[str] = ROW_GROUPS,
+    kept: Callable[[str], None] | None = None,
 ) -> list[Row]:
-    """Run the rows of ``groups`` (default: all) against ``target`` and return the table rows."""
+    """Run the rows of ``groups`` (default: all) against ``target`` and return the table rows.
+
+    With ``keep``, ``kept`` is called with the URL of the prefix left behind (also when interrupted).
+    """
     run_id = uuid.uuid4().hex[:10]
     scoped = target.sub(f"vactor-bench-{run_id}")
     steps = _steps_for(profile, groups)
@@ -1110,6 +1114,8 @@ def run_bench(
             with contextlib.suppress(Exception):
                 scoped.init()
                 _run_on_loop(_delete_prefix(get_runtime().store))
+        elif kept is not None:
+            kept(scoped.url)
         vc.shutdown()
         if not keep and scoped.scheme == "file":
             # The local store's lock files are not objects: the directory is ours to remove.

@@ -30,6 +30,7 @@ from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
+    actor_error,
     actor_id_arg,
     common_parent,
     errors_error,
@@ -164,7 +165,7 @@ async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
                     status = "pending" if reason is None else f"kept: {reason}"
                 rows.append(EventRow(actor_id, e.event_id, e.name, e.time, status))
         except (VactorError, OSError) as exc:
-            errors.append(f"{actor_id}: {exc}")
+            errors.append(actor_error(actor_id, exc))
     return rows, errors
 
 
@@ -210,7 +211,7 @@ def _drain(actor: str | None, out: Output) -> tuple[list[dict[str, Any]], list[s
                 try:
                     line = _sync.sync(_drain_one(actor_id))
                 except (VactorError, OSError) as exc:
-                    errors.append(f"{actor_id}: {exc}")
+                    errors.append(actor_error(actor_id, exc))
                 else:
                     lines.append(line)
                     if not out.json and not bar:
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 out.emit_json([row.__dict__ for row in rows])
             elif rows:
                 out.table(None, ("ACTOR", "EVENT", "NAME", "SENT", "STATUS"), [row.cells() for row in rows])
-            else:
+            elif not errors:  # (else an actor that could not be read may have some: the error says)
                 print(f"no pending events{memory_hint()}", file=sys.stderr)
         else:
             lines, errors = _drain(args.actor, out)

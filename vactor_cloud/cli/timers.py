@@ -13,7 +13,8 @@ through heartbeats; ``claims`` claims each actor; ``none`` fires everything
 (else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE`` options, as for every
 ``vactor`` command. Exit status: 0 ok, 1 when some timer could not be fired (it stays due and is
 fired by the next tick), 2 on bad usage (a bad number, shard or actor id), 3 when ``repair --actor``
-names an actor that does not exist. Errors are one line, ``vactor: error: ...``, as everywhere.
+names an actor that does not exist, 130 when tick or repair is interrupted (saying what it left).
+Errors are one line, ``vactor: error: ...``, as everywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor
 from vactor_cloud.cli._options import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -155,13 +157,21 @@ def _repair(actor_ids: list[str] | None, out: Output) -> int:
         return [actor_id async for actor_id in iter_actor_ids(store)]
 
     ids = actor_ids if actor_ids is not None else _sync.sync(every_actor())
-    count = 0
-    with progress(len(ids), "repairing", enabled=sys.stderr.isatty() and not out.json) as advance:
-        for at in range(0, len(ids), _REPAIR_SLICE):
-            part = ids[at : at + _REPAIR_SLICE]
-            count += repair_timer_index(part)
-            for actor_id in part:
-                advance(actor_id)
+    count = done = 0
+    try:
+        with progress(len(ids), "repairing", enabled=sys.stderr.isatty() and not out.json) as advance:
+            for at in range(0, len(ids), _REPAIR_SLICE):
+                part = ids[at : at + _REPAIR_SLICE]
+                count += repair_timer_index(part)
+                done += len(part)
+                for actor_id in part:
+                    advance(actor_id)
+    except KeyboardInterrupt:
+        raise CliError(
+            f"interrupted after repairing {done} of {len(ids)} actors ({count} timers indexed); "
+            "repairing an actor again is harmless: run it again to finish",
+            EXIT_INTERRUPTED,
+        ) from None
     return count
 
 
@@ -183,7 +193,14 @@ def run(args: argparse.Namespace) -> int:
         command = args.timers_command
         if command in ("tick", "run"):
             if command == "tick":
-                report = fire_due_timers(lease=args.lease, shard=shard, split=split)
+                try:
+                    report = fire_due_timers(lease=args.lease, shard=shard, split=split)
+                except KeyboardInterrupt:
+                    raise CliError(
+                        "interrupted: the timers fired so far fired once; those not fired stay due "
+                        "(a fire in flight either committed or did not): run vactor timers tick again",
+                        EXIT_INTERRUPTED,
+                    ) from None
             else:
                 stop = threading.Event()
                 for sig in (signal.SIGTERM, signal.SIGINT):
