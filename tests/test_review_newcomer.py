@@ -21,7 +21,7 @@ from cli_harness import Vactor, one_line_error
 from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import _sync, workflow
 from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +78,29 @@ def test_show_of_an_actor_whose_class_cannot_be_loaded_says_so_not_that_its_step
     assert "h73_unimportable_helper" in line and "PYTHONPATH" in line, line
     assert vactor("call", "d1", "go").code == EXIT_ERROR  # (the same reason, the same words)
     assert "PYTHONPATH" in one_line_error(vactor("call", "d1", "go"))
+
+
+def test_an_actor_whose_class_body_is_missing_is_not_called_a_storage_outage(
+    vactor: Vactor, store: str, tmp_path: Path
+) -> None:
+    """The class cannot be imported here and its stored body is gone (a lifecycle rule, a
+    partial copy of the bucket). The library says whose body is missing and to import the
+    class's module; ``vactor`` added "check --storage, the credentials and the network" and
+    exit 4 (storage unreachable), though the store had answered. It is exit 1, with how to
+    make the module importable for vactor."""
+    _make_actor_elsewhere(tmp_path, store, "h73_bodiless")
+    vc.init(store)
+    try:
+        local = vc.get_runtime().store
+        (body,) = _sync.sync(local.list("actors/d1/class/"))
+        _sync.sync(local.delete(body))
+    finally:
+        vc.shutdown()
+    result = vactor("show", "d1")
+    assert result.code == EXIT_ERROR, result
+    line = one_line_error(result)
+    assert "class body" in line and "PYTHONPATH" in line, line
+    assert "network" not in line, line
 
 
 @pytest.mark.parametrize("example", ["session_timeout.py"])

@@ -39,6 +39,7 @@ __all__ = [
     "head_key",
     "inbox_key",
     "inbox_prefix",
+    "is_class_key",
     "lease_key",
     "mail_seal_key",
     "post_key",
@@ -93,6 +94,12 @@ def step_of(key: str) -> int | None:
 
 def class_key(actor_id: str, sha: str) -> str:
     return f"{actor_prefix(actor_id)}class/{sha}"
+
+
+def is_class_key(key: str) -> bool:
+    """Whether ``key`` names a stored class body (``actors/<id>/class/<sha>``)."""
+    head, _, sha = key.rpartition("/")
+    return key.startswith(ACTORS) and head.endswith("/class") and bool(sha)
 
 
 def head_key(actor_id: str) -> str:

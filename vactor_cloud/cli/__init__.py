@@ -179,6 +179,10 @@ def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
             logger.propagate = propagate
 
 
+#: what a storage error's line adds: what to look at
+_CHECK_STORE = "check --storage / $VACTOR_STORAGE, the credentials and the network"
+
+
 def _fail(message: str, code: int, debug: bool) -> NoReturn:
     if debug:  # (escaped too: exception messages hold ids, keys and arguments)
         sys.stderr.write(printable(traceback.format_exc()))
@@ -215,10 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ActorNotFoundError,
         IntegrityError,
         InvalidActorIdError,
+        NotFoundError,
         StepNotFoundError,
         StorageError,
         VactorError,
     )
+    from vactor_cloud.keys import is_class_key
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     args: argparse.Namespace | None = None
@@ -244,10 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), EXIT_USAGE, debug)
     except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network
         _fail(str(exc), EXIT_ERROR, debug)
+    except NotFoundError as exc:
+        if not is_class_key(exc.key):
+            _fail(f"{exc}; {_CHECK_STORE}", EXIT_STORAGE, debug)
+        # A class body missing from storage: the store answered; the class is what is missing.
+        _fail(f"{exc}{IMPORT_HINT}", EXIT_ERROR, debug)
     except StorageError as exc:
-        _fail(
-            f"{exc}; check --storage / $VACTOR_STORAGE, the credentials and the network", EXIT_STORAGE, debug
-        )
+        _fail(f"{exc}; {_CHECK_STORE}", EXIT_STORAGE, debug)
     except ActorDefinitionError as exc:  # (a class this process cannot import or load)
         _fail(f"{exc}{IMPORT_HINT}", EXIT_ERROR, debug)
     except VactorError as exc:
