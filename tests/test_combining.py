@@ -1057,10 +1057,11 @@ def test_a_release_that_fails_after_the_lease_was_taken_again_keeps_the_new_leas
     def stored_agrees() -> bool:
         before = _sync.sync(leases.read())
         mine = core._lease
-        agreed[:] = [before, mine]
-        return _sync.sync(leases.read()) == before == mine
+        after = _sync.sync(leases.read())
+        agreed[:] = [before, mine, after, time.time()]
+        return after == before == mine
 
-    assert wait_for(stored_agrees), agreed
+    assert wait_for(stored_agrees), "\n".join(map(repr, agreed))  # (stored, the process's, stored; at)
     stored = agreed[0]
     # The failed release changed nothing: stored is the lease taken again, or that one
     # released by its holder (a later step), never the stale release's.

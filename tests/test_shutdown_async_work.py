@@ -194,3 +194,46 @@ def test_work_handed_to_a_stopped_runtime_is_refused_and_never_runs(spec: StoreS
     with pytest.raises(RuntimeShutdownError, match="shut down"):
         _sync.sync(runtime.bounded(work()))
     assert ran == []
+
+
+def test_a_clean_up_handed_over_after_the_runtime_stopped_is_cancelled(spec: StoreSpec) -> None:
+    """Work close cut off past its timeout may still hand a clean-up to ``Runtime.keep`` as it
+    ends: the runtime has stopped, so the clean-up is cancelled at once. It was kept and ran
+    on, against a closed store, with nothing left to wait for or cancel it."""
+    runtime = init(spec)
+    runtime.close()
+    started = threading.Event()
+
+    async def clean_up() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def hand_over() -> asyncio.Task[None]:
+        task = asyncio.ensure_future(clean_up())
+        runtime.keep(task)
+        await asyncio.wait({task}, timeout=5.0)
+        return task
+
+    task = _sync.sync(hand_over())
+    assert task.cancelled(), "the clean-up kept running after the runtime had stopped"
+    assert not started.is_set()
+
+
+def test_a_delete_finding_the_actor_deleted_already_says_false_though_its_clean_up_stalls(
+    spec: StoreSpec,
+) -> None:
+    """A second delete finds the tombstone and deletes the failed-call records left; its listing
+    stalls. It said ``StorageTimeoutError`` ("call delete_actor again"), for a delete that had
+    nothing to do; it now says False by its deadline, the clean-up going on by itself (and
+    shutdown waiting for it)."""
+    store = held_runtime(spec, "cleanup-4", "list", "/tasks/")
+    store.hold(skip=1)  # (the first delete's own clean-up lists once: not that one)
+    assert vc.delete_actor("cleanup-4") is True
+    vc.shutdown()
+    runtime = init(spec, deadline=1.0)
+    store = HoldOne(runtime.store, "list", "/tasks/", timeout=60.0)
+    runtime.store = store
+    store.hold()
+    assert vc.delete_actor("cleanup-4") is False
+    assert store.held.is_set(), "the second delete never listed the failed calls"
+    assert shutdown_waits_for(store) == ["released", "shutdown returned"]

@@ -28,7 +28,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from vactor_cloud import codec
@@ -212,9 +212,8 @@ async def delete(
             if is_deleted(base):
                 # (What an earlier delete stopped before, best effort as its clean-up is: the
                 # records of the actors up to this tombstone; the next actor's, if one was made
-                # meanwhile, stay.)
-                with contextlib.suppress(StorageError):
-                    await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=base)
+                # meanwhile, stay. A stall there must not make "deleted already" a timeout.)
+                await _clean_up(_forget_earlier(log, base), keep, started, settings)
                 return None
             now = time.time()
             folded, done = await _pending_posts(box, base, now)
@@ -239,17 +238,10 @@ async def delete(
                 # left to end by itself. A stall there (all of it best effort: a post left is
                 # stale by the cursor, HEAD a hint, a lease expires) must not turn a committed
                 # delete into a timeout, which would tell its caller it may not have happened.
-                cleanup = asyncio.ensure_future(
-                    _after_commit(lease.hand_over(), box, [p.key for p in folded] + done, log, record, head)
+                cleanup = _after_commit(
+                    lease.hand_over(), box, [p.key for p in folded] + done, log, record, head
                 )
-                cleanup.add_done_callback(_cleanup_ended)
-                keep(cleanup)
-                budget = started + settings.deadline * _CLEANUP_SHARE - time.monotonic()
-                await asyncio.wait({cleanup}, timeout=None if math.isinf(budget) else max(budget, 0.0))
-                if cleanup.done() and not cleanup.cancelled():
-                    interrupt = cleanup.exception()
-                    if interrupt is not None and not isinstance(interrupt, Exception):
-                        raise interrupt  # (its own errors are suppressed; an exit is not an error)
+                await _clean_up(cleanup, keep, started, settings)
                 return record
             attempt += 1
             if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -271,6 +263,33 @@ async def delete(
         # conflict, an error, an answer never learned, a cancel (Ctrl-C, a caller's timeout).
         # Posters would otherwise wait out lease_seconds before anyone folds their calls.
         await lease.release(base.step)
+
+
+async def _clean_up(
+    work: Coroutine[Any, Any, None],
+    keep: Callable[[asyncio.Future[None]], None],
+    started: float,
+    settings: Settings,
+) -> None:
+    """Run the best-effort ``work`` on its own (``keep``: the runtime's shutdown waits for it),
+    awaited until 80 % of ``settings.deadline`` from the delete's ``started``, then left to
+    end by itself. A ``SystemExit`` or ``KeyboardInterrupt`` in it meanwhile is raised here
+    (its own errors it suppresses; an exit is not an error)."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_cleanup_ended)
+    keep(task)
+    budget = started + settings.deadline * _CLEANUP_SHARE - time.monotonic()
+    await asyncio.wait({task}, timeout=None if math.isinf(budget) else max(budget, 0.0))
+    if task.done() and not task.cancelled():
+        interrupt = task.exception()
+        if interrupt is not None and not isinstance(interrupt, Exception):
+            raise interrupt
+
+
+async def _forget_earlier(log: ActorLog, tombstone: StepRecord) -> None:
+    """The failed-call records of the actors up to ``tombstone`` (see ``forget_failed_calls``)."""
+    with contextlib.suppress(StorageError):
+        await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=tombstone)
 
 
 async def _after_commit(

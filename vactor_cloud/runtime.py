@@ -558,7 +558,13 @@ class Runtime:
     def keep(self, task: asyncio.Future[Any]) -> None:
         """(IO loop) ``task``, started by work of this runtime and left to end by itself (a
         delete's clean-up), is work of the runtime until it ends: ``close`` waits for it and
-        cancels it past its timeout, and it is referenced until then."""
+        cancels it past its timeout, and it is referenced until then. Handed over once the
+        runtime has stopped (by work that close cut off, which ends after it), it is cancelled
+        at once: a stopped runtime makes no request."""
+        if self.stopped:
+            self._cut.add(task)
+            task.cancel()
+            return
         token = self._work.begin()
         self._tasks.add(task)
 
