@@ -7,6 +7,7 @@ checks; each failed on the code before its fix, but those whose docstring begins
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -451,3 +452,52 @@ def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actor
         other.close()
     assert workflow.get_status("pub-4") == workflow.SUCCESSFUL
     assert vc.get(workflow.resume("pub-4")) == []
+
+
+# -- this process's RUNNING ------------------------------------------------------------------------
+_held = {"reached": threading.Event(), "go": threading.Event()}
+
+
+@vc.virtual_actor
+class Slow:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def hold(self) -> int:
+        _held["reached"].set()
+        assert _held["go"].wait(60), "the test never let the method go on"
+        self.n += 1
+        return self.n
+
+
+def test_an_old_actors_method_still_running_does_not_make_the_next_actor_running(spec: StoreSpec) -> None:
+    """A writer method of the old actor still runs in this process when the actor is deleted
+    and made again. ``RUNNING`` was kept per actor id: the new actor, which runs nothing,
+    showed RUNNING (``get_status``, ``list_all``). It is now kept per incarnation: the new
+    actor is SUCCESSFUL while the old method runs, and RUNNING while a method of its own does."""
+    _held["reached"].clear()
+    _held["go"].clear()
+    old = Slow.get_or_create("slow-1")
+    running = old.hold.run_async()
+    try:
+        assert _held["reached"].wait(60), "the old actor's method never started"
+        assert workflow.get_status("slow-1") == workflow.RUNNING  # (its own method: RUNNING)
+        assert vc.delete_actor("slow-1") is True
+        new = Slow.get_or_create("slow-1")
+        assert workflow.get_status("slow-1") == workflow.SUCCESSFUL
+        assert dict(workflow.list_all()).get("slow-1") == workflow.SUCCESSFUL
+    finally:
+        _held["go"].set()
+    # (it raced the delete and the creation: it may be applied to the new actor, as documented)
+    with contextlib.suppress(vc.ActorDeletedError):
+        running.result(60)
+    # and a method of the new actor's own running shows
+    _held["reached"].clear()
+    _held["go"].clear()
+    mine = new.hold.run_async()
+    try:
+        assert _held["reached"].wait(60), "the new actor's method never started"
+        assert workflow.get_status("slow-1") == workflow.RUNNING
+    finally:
+        _held["go"].set()
+    assert mine.result(60) >= 1
