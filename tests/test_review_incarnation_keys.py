@@ -7,6 +7,7 @@ broken on purpose)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.compaction import compact
 from vactor_cloud.posting import Outcome, encode_outcomes
+from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -126,3 +128,48 @@ def test_call_outcome_does_not_answer_with_the_old_actors_outcome_of_the_call_id
     new.touch.run()
     with pytest.raises(LookupError):
         vc.get_actor("ord-o1").call_outcome("keyed-call")
+
+
+def test_compaction_that_read_the_old_actor_keeps_checkpoints_the_next_actor_wrote_meanwhile(
+    spec: StoreSpec,
+) -> None:
+    """A compaction reads the newest step (the old actor's), then lists ``tasks/``. In between,
+    another process deleted the actor, made it again, and the new actor's call with the key
+    the old actor committed wrote its checkpoint. The compaction took the listed checkpoint
+    for the newest actor's committed call (its shortcut: no read) and deleted it: the new
+    call's retry ran its child again. The shortcut is now taken only if the newest step,
+    probed again after the listing, is still of the incarnation read first."""
+    _children_run.clear()
+    _tries.clear()
+    _checkpointed.clear()
+    _compacted.clear()
+    old = Orders.get_or_create("ord-c2")
+    assert old.place.options(idempotency_key="k").run("o") == "o#1"
+    old.touch.run()
+    old.touch.run()
+    compactor = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
+    calls: list[vc.ActorFuture[str]] = []
+
+    def recreate_and_checkpoint() -> None:
+        assert vc.delete_actor("ord-c2") is True
+        new = Orders.get_or_create("ord-c2")
+        calls.append(new.place_slowly.options(idempotency_key="k", max_retries=1).run_async("o"))
+        assert _checkpointed.wait(60), "the new actor's call never checkpointed its child"
+
+    listed = compactor.store.list
+
+    async def race_before_the_listing(prefix: str, *args: object, **kwargs: object) -> list[str]:
+        if "/tasks/" in prefix and not calls:
+            await asyncio.to_thread(recreate_and_checkpoint)
+        return await listed(prefix, *args, **kwargs)  # type: ignore[arg-type]
+
+    compactor.store.list = race_before_the_listing  # type: ignore[method-assign]
+    try:
+        report = _sync.sync(compact(compactor.log("ord-c2"), keep_last=1, min_age=0.0, fresh_window=0.0))
+        assert calls, "the compaction never listed the checkpoints: the race was not reproduced"
+        assert report.watermark > 1, report  # (the old actor's keyed step went)
+    finally:
+        _compacted.set()
+        compactor.close()
+    assert calls[0].result(timeout=60) == "o#2"
+    assert _children_run == ["o", "o"]
