@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Orders, order_children
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
@@ -263,25 +264,6 @@ def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
 
 
 # -- sub-task checkpoints of a keyed call ----------------------------------------------------------
-_children_run: list[str] = []
-
-
-def _allocate(order: str) -> str:
-    _children_run.append(order)
-    return f"{order}#{len(_children_run)}"
-
-
-@vc.virtual_actor
-class Orders:
-    def __init__(self) -> None:
-        self.placed: list[str] = []
-
-    def place(self, order: str) -> str:
-        (ticket,) = vc.subtask(_allocate).map([order])
-        self.placed.append(ticket)
-        return ticket
-
-
 def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec) -> None:
     """A keyed call's sub-task checkpoints live under a call id derived from the actor id and
     the key (``tasks/<call id>/``), and a delete leaves them. The next actor under the id runs
@@ -289,16 +271,16 @@ def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec)
     results back from those checkpoints, the children never run: the old actor's ticket in the
     new actor. Checkpoints now name the incarnation; an earlier actor's is not used (and is
     replaced by the new run's)."""
-    _children_run.clear()
+    order_children.reset()
     old = Orders.get_or_create("ord-1")
     assert old.place.options(idempotency_key="k1").run("o") == "o#1"
     assert vc.delete_actor("ord-1") is True
     new = Orders.get_or_create("ord-1")
     assert new.place.options(idempotency_key="k1").run("o") == "o#2"
-    assert _children_run == ["o", "o"]
+    assert order_children.run == ["o", "o"]
     # and the key again is answered by the new actor's own idempotency table
     assert new.place.options(idempotency_key="k1").run("o") == "o#2"
-    assert _children_run == ["o", "o"]
+    assert order_children.run == ["o", "o"]
 
 
 def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: StoreSpec) -> None:
@@ -404,7 +386,7 @@ def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again
     """The replace of an earlier actor's checkpoint (by the version read) meets it gone (a
     compaction deleted it between the read and the put): the run creates its checkpoint
     rather than failing the call with the object not found."""
-    _children_run.clear()
+    order_children.reset()
     Orders.get_or_create("ord-2").place.options(idempotency_key="k2").run("p")
     assert vc.delete_actor("ord-2") is True
     new = Orders.get_or_create("ord-2")
@@ -424,7 +406,7 @@ def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again
     monkeypatch.undo()
     tasks = [k for k in _sync.sync(store.list("actors/ord-2/tasks/")) if not k.endswith("/failed")]
     assert len(tasks) == 1
-    assert _children_run == ["p", "p"]
+    assert order_children.run == ["p", "p"]
 
 
 def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actors_call(
