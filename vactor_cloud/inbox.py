@@ -936,3 +936,30 @@ class ActorInbox:
         """Until the background deletes started so far are done (for tests and the CLI)."""
         while self._deleting:
             await asyncio.sleep(0.01)
+
+
+async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
+    """Delete the inbox objects of events the actor deleted by ``tombstone`` applied (found in
+    the idempotency table of the step it was deleted on); how many went.
+
+    An inbox object is deleted only after the commit that applied its event, so a writer that
+    died in between leaves it; the actor's next fold knows it by its table, but the next actor
+    under the id has no table and would apply it again. One LIST; only when the inbox holds
+    events, the deleted actor's last step (and its table) and each event are read. An event
+    stamped (by its sender's clock) after that step is left: it may be one sent for the next
+    actor, under an id the old actor had applied. Events waiting unapplied stay for the next
+    actor, as documented. Best effort (the delete's clean-up): an object left is applied again.
+    """
+    prefix = inbox_prefix(log.actor_id)
+    keys = event_keys(prefix, await log.store.list(prefix))
+    if not keys or tombstone.parent is None:
+        return 0
+    base = await log.read_step(tombstone.parent)
+    if base is None:
+        return 0
+    table = await StepDedup(log, base).load()
+    events = await read_events(log.store, keys, log.signing_key)
+    applied = [e.key for e in events if e.time <= base.time and table.get(e.dedup_key) is not None]
+    if applied:
+        await log.store.delete_many(applied)
+    return len(applied)
