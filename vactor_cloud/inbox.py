@@ -86,7 +86,7 @@ from vactor_cloud.errors import (
     StateSerializationError,
     StorageError,
 )
-from vactor_cloud.ids import event_dedup_key, validate_event_id
+from vactor_cloud.ids import EVENT_KEY_PREFIX, event_dedup_key, validate_event_id
 from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.storage import ObjectStore
@@ -945,7 +945,8 @@ async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
     An inbox object is deleted only after the commit that applied its event, so a writer that
     died in between leaves it; the actor's next fold knows it by its table, but the next actor
     under the id has no table and would apply it again. One LIST; only when the inbox holds
-    events, the deleted actor's last step (and its table) and each event are read. An event
+    events, the deleted actor's last step (and its table) is read, and then only the events
+    whose ids the table holds (a backlog waiting unapplied is not read). An event
     stamped (by its sender's clock) after that step is left: it may be one sent for the next
     actor, under an id the old actor had applied. Events waiting unapplied stay for the next
     actor, as documented. Best effort (the delete's clean-up): an object left is applied again.
@@ -958,7 +959,8 @@ async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
     if base is None:
         return 0
     table = await StepDedup(log, base).load()
-    events = await read_events(log.store, keys, log.signing_key)
+    ids = {key.rpartition("\x00")[2] for key in table.keys(EVENT_KEY_PREFIX)}
+    events = await read_events(log.store, [k for k in keys if k[len(prefix) :] in ids], log.signing_key)
     applied = [e.key for e in events if e.time <= base.time and table.get(e.dedup_key) is not None]
     if applied:
         await log.store.delete_many(applied)
