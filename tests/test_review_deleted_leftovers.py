@@ -529,3 +529,32 @@ def test_an_event_the_old_actor_applied_is_not_applied_again_by_the_next_actor(
     new = Till.get_or_create("till-1")
     new.process_events()
     assert new.total.run() == 5
+
+
+def test_the_clean_up_unpickles_no_table_of_a_class_this_process_does_not_define(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pin (held): the serializer comes from the class, never from the step
+    (docs/security.md). A process deleting a pickle actor whose class it does not define
+    reads no pickled table to find the events it applied: the object stays, and a warning
+    says so."""
+    from vactor_cloud import inbox
+
+    store = vc.get_runtime().store
+    delete_many = store.delete_many
+
+    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    old = Till.get_or_create("till-2")
+    vc.send_event("till-2", "pay", {"amount": 30}, event_id="e1")
+    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
+    old.process_events()
+    monkeypatch.undo()
+    monkeypatch.setattr(inbox, "lookup_local_class", lambda name: None)
+    with caplog.at_level("WARNING", logger="vactor_cloud"):
+        assert vc.delete_actor("till-2") is True
+        vc.shutdown()  # (waits for the clean-up)
+    assert "inbox objects of events it applied may be left" in caplog.text
+    spec.init(settings=vc.Settings(storage=""))
+    assert _sync.sync(vc.get_runtime().store.list("actors/till-2/inbox/")) == ["actors/till-2/inbox/e1"]

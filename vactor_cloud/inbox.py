@@ -76,7 +76,7 @@ import cloudpickle
 from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     AlreadyExistsError,
     IntegrityError,
@@ -950,6 +950,8 @@ async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
     stamped (by its sender's clock) after that step is left: it may be one sent for the next
     actor, under an id the old actor had applied. Events waiting unapplied stay for the next
     actor, as documented. Best effort (the delete's clean-up): an object left is applied again.
+    A pickled table of a class this process does not define is not read (``IntegrityError``):
+    nothing from storage is unpickled for it.
     """
     prefix = inbox_prefix(log.actor_id)
     keys = event_keys(prefix, await log.store.list(prefix))
@@ -958,7 +960,11 @@ async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
     base = await log.read_step(tombstone.parent)
     if base is None:
         return 0
-    table = await StepDedup(log, base).load()
+    # The serializer comes from the class, never from the step (docs/security.md): a class
+    # not defined in this process is trusted to say JSON only, which runs no code.
+    defined = lookup_local_class(base.class_ref.name)
+    serializer = defined.serializer if defined is not None else "json"
+    table = await StepDedup(log, base, serializer).load()
     ids = {key.rpartition("\x00")[2] for key in table.keys(EVENT_KEY_PREFIX)}
     events = await read_events(log.store, [k for k in keys if k[len(prefix) :] in ids], log.signing_key)
     applied = [e.key for e in events if e.time <= base.time and table.get(e.dedup_key) is not None]
