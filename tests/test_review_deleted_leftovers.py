@@ -7,12 +7,14 @@ checks; each failed on the code before its fix, but those whose docstring begins
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors import Orders, order_children
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
@@ -262,25 +264,6 @@ def test_a_forged_or_damaged_tombstone_is_refused_never_taken_for_deleted(
 
 
 # -- sub-task checkpoints of a keyed call ----------------------------------------------------------
-_children_run: list[str] = []
-
-
-def _allocate(order: str) -> str:
-    _children_run.append(order)
-    return f"{order}#{len(_children_run)}"
-
-
-@vc.virtual_actor
-class Orders:
-    def __init__(self) -> None:
-        self.placed: list[str] = []
-
-    def place(self, order: str) -> str:
-        (ticket,) = vc.subtask(_allocate).map([order])
-        self.placed.append(ticket)
-        return ticket
-
-
 def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec) -> None:
     """A keyed call's sub-task checkpoints live under a call id derived from the actor id and
     the key (``tasks/<call id>/``), and a delete leaves them. The next actor under the id runs
@@ -288,16 +271,16 @@ def test_a_keyed_call_on_the_next_actor_runs_its_children_again(spec: StoreSpec)
     results back from those checkpoints, the children never run: the old actor's ticket in the
     new actor. Checkpoints now name the incarnation; an earlier actor's is not used (and is
     replaced by the new run's)."""
-    _children_run.clear()
+    order_children.reset()
     old = Orders.get_or_create("ord-1")
     assert old.place.options(idempotency_key="k1").run("o") == "o#1"
     assert vc.delete_actor("ord-1") is True
     new = Orders.get_or_create("ord-1")
     assert new.place.options(idempotency_key="k1").run("o") == "o#2"
-    assert _children_run == ["o", "o"]
+    assert order_children.run == ["o", "o"]
     # and the key again is answered by the new actor's own idempotency table
     assert new.place.options(idempotency_key="k1").run("o") == "o#2"
-    assert _children_run == ["o", "o"]
+    assert order_children.run == ["o", "o"]
 
 
 def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: StoreSpec) -> None:
@@ -403,7 +386,7 @@ def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again
     """The replace of an earlier actor's checkpoint (by the version read) meets it gone (a
     compaction deleted it between the read and the put): the run creates its checkpoint
     rather than failing the call with the object not found."""
-    _children_run.clear()
+    order_children.reset()
     Orders.get_or_create("ord-2").place.options(idempotency_key="k2").run("p")
     assert vc.delete_actor("ord-2") is True
     new = Orders.get_or_create("ord-2")
@@ -423,7 +406,7 @@ def test_an_earlier_actors_checkpoint_gone_while_it_is_replaced_is_created_again
     monkeypatch.undo()
     tasks = [k for k in _sync.sync(store.list("actors/ord-2/tasks/")) if not k.endswith("/failed")]
     assert len(tasks) == 1
-    assert _children_run == ["p", "p"]
+    assert order_children.run == ["p", "p"]
 
 
 def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actors_call(
@@ -451,3 +434,127 @@ def test_a_process_whose_cache_predates_the_delete_does_not_resume_the_old_actor
         other.close()
     assert workflow.get_status("pub-4") == workflow.SUCCESSFUL
     assert vc.get(workflow.resume("pub-4")) == []
+
+
+# -- this process's RUNNING ------------------------------------------------------------------------
+_held = {"reached": threading.Event(), "go": threading.Event()}
+
+
+@vc.virtual_actor
+class Slow:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def hold(self) -> int:
+        _held["reached"].set()
+        assert _held["go"].wait(60), "the test never let the method go on"
+        self.n += 1
+        return self.n
+
+
+def test_an_old_actors_method_still_running_does_not_make_the_next_actor_running(spec: StoreSpec) -> None:
+    """A writer method of the old actor still runs in this process when the actor is deleted
+    and made again. ``RUNNING`` was kept per actor id: the new actor, which runs nothing,
+    showed RUNNING (``get_status``, ``list_all``). It is now kept per incarnation: the new
+    actor is SUCCESSFUL while the old method runs, and RUNNING while a method of its own does."""
+    _held["reached"].clear()
+    _held["go"].clear()
+    old = Slow.get_or_create("slow-1")
+    running = old.hold.run_async()
+    try:
+        assert _held["reached"].wait(60), "the old actor's method never started"
+        assert workflow.get_status("slow-1") == workflow.RUNNING  # (its own method: RUNNING)
+        assert vc.delete_actor("slow-1") is True
+        new = Slow.get_or_create("slow-1")
+        assert workflow.get_status("slow-1") == workflow.SUCCESSFUL
+        assert dict(workflow.list_all()).get("slow-1") == workflow.SUCCESSFUL
+    finally:
+        _held["go"].set()
+    # (it raced the delete and the creation: it may be applied to the new actor, as documented)
+    with contextlib.suppress(vc.ActorDeletedError):
+        running.result(60)
+    # and a method of the new actor's own running shows
+    _held["reached"].clear()
+    _held["go"].clear()
+    mine = new.hold.run_async()
+    try:
+        assert _held["reached"].wait(60), "the new actor's method never started"
+        assert workflow.get_status("slow-1") == workflow.RUNNING
+    finally:
+        _held["go"].set()
+    assert mine.result(60) >= 1
+
+
+# -- an event the old actor applied ----------------------------------------------------------------
+@vc.virtual_actor
+class Till:
+    def __init__(self) -> None:
+        self.paid = 0
+
+    @vc.virtual_actor.on_event("pay")
+    def on_pay(self, payload: dict[str, int]) -> int:
+        self.paid += payload["amount"]
+        return self.paid
+
+    @vc.virtual_actor.readonly
+    def total(self) -> int:
+        return self.paid
+
+
+def test_an_event_the_old_actor_applied_is_not_applied_again_by_the_next_actor(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inbox object is deleted only after the commit that applied its event; a writer that
+    died in between leaves it, and the actor's next fold finds it in the idempotency table and
+    does not apply it again. The actor deleted and made again, the next actor (no table)
+    applied it: the old actor's payment counted on the new one. The delete's clean-up now
+    deletes the inbox objects of events the deleted actor applied (by its last step's table);
+    events waiting unapplied stay for the next actor."""
+    store = vc.get_runtime().store
+    delete_many = store.delete_many
+
+    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        # (the writer died between its commit and the deletes of the events it applied)
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    old = Till.get_or_create("till-1")
+    vc.send_event("till-1", "pay", {"amount": 30}, event_id="e1")
+    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
+    old.process_events()
+    monkeypatch.undo()
+    assert old.total.run() == 30
+    assert _sync.sync(store.list("actors/till-1/inbox/")) == ["actors/till-1/inbox/e1"]
+    vc.send_event("till-1", "pay", {"amount": 5}, event_id="e2")  # (waits: not applied)
+    assert vc.delete_actor("till-1") is True
+    new = Till.get_or_create("till-1")
+    new.process_events()
+    assert new.total.run() == 5
+
+
+def test_the_clean_up_unpickles_no_table_of_a_class_this_process_does_not_define(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pin (held): the serializer comes from the class, never from the step
+    (docs/security.md). A process deleting a pickle actor whose class it does not define
+    reads no pickled table to find the events it applied: the object stays, and a warning
+    says so."""
+    from vactor_cloud import inbox
+
+    store = vc.get_runtime().store
+    delete_many = store.delete_many
+
+    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    old = Till.get_or_create("till-2")
+    vc.send_event("till-2", "pay", {"amount": 30}, event_id="e1")
+    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
+    old.process_events()
+    monkeypatch.undo()
+    monkeypatch.setattr(inbox, "lookup_local_class", lambda name: None)
+    with caplog.at_level("WARNING", logger="vactor_cloud"):
+        assert vc.delete_actor("till-2") is True
+        vc.shutdown()  # (waits for the clean-up)
+    assert "inbox objects of events it applied may be left" in caplog.text
+    spec.init(settings=vc.Settings(storage=""))
+    assert _sync.sync(vc.get_runtime().store.list("actors/till-2/inbox/")) == ["actors/till-2/inbox/e1"]

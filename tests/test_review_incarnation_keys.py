@@ -7,16 +7,18 @@ broken on purpose)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import threading
 from collections.abc import Iterator
 
 import pytest
+from actors import Orders, order_children
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.compaction import compact
 from vactor_cloud.posting import Outcome, encode_outcomes
+from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -30,43 +32,6 @@ def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
     vc.shutdown()
 
 
-_children_run: list[str] = []
-_tries: list[str] = []
-_checkpointed = threading.Event()
-_compacted = threading.Event()
-
-
-def _allocate(order: str) -> str:
-    _children_run.append(order)
-    return f"{order}#{len(_children_run)}"
-
-
-@vc.virtual_actor
-class Orders:
-    def __init__(self) -> None:
-        self.placed: list[str] = []
-
-    def place(self, order: str) -> str:
-        (ticket,) = vc.subtask(_allocate).map([order])
-        self.placed.append(ticket)
-        return ticket
-
-    def place_slowly(self, order: str) -> str:
-        """``place``, whose first run stops after its child's checkpoint until the test has
-        compacted, then raises: the retry (``max_retries``) needs that checkpoint."""
-        (ticket,) = vc.subtask(_allocate).map([order])
-        _tries.append(order)  # (a retry starts from the state before the call: counted out here)
-        if len(_tries) == 1:
-            _checkpointed.set()
-            assert _compacted.wait(60), "the test never compacted"
-            raise RuntimeError("first run fails after its child ran")
-        self.placed.append(ticket)
-        return ticket
-
-    def touch(self) -> None:
-        self.placed.append("-")
-
-
 def test_compaction_keeps_the_next_actors_checkpoints_of_a_key_the_old_actor_committed(
     spec: StoreSpec,
 ) -> None:
@@ -75,10 +40,7 @@ def test_compaction_keeps_the_next_actors_checkpoints_of_a_key_the_old_actor_com
     compaction passing the old actor's step took the call for committed and deleted the new
     actor's checkpoints of its still-running call: its retry ran the child again. Compaction
     now judges a checkpoint by the incarnation it names."""
-    _children_run.clear()
-    _tries.clear()
-    _checkpointed.clear()
-    _compacted.clear()
+    order_children.reset()
     old = Orders.get_or_create("ord-c1")
     assert old.place.options(idempotency_key="k").run("o") == "o#1"
     assert vc.delete_actor("ord-c1") is True
@@ -88,13 +50,13 @@ def test_compaction_keeps_the_next_actors_checkpoints_of_a_key_the_old_actor_com
     log = vc.get_runtime().log("ord-c1")
     call = new.place_slowly.options(idempotency_key="k", max_retries=1).run_async("o")
     try:
-        assert _checkpointed.wait(60), "the new actor's call never checkpointed its child"
+        assert order_children.checkpointed.wait(60), "the new actor's call never checkpointed its child"
         report = _sync.sync(compact(log, keep_last=1, min_age=0.0, fresh_window=0.0))
         assert report.watermark > 1, report  # (the old actor's keyed step went)
     finally:
-        _compacted.set()
+        order_children.compacted.set()
     assert call.result(timeout=60) == "o#2"
-    assert _children_run == ["o", "o"]
+    assert order_children.run == ["o", "o"]
 
 
 def test_call_outcome_does_not_answer_with_the_old_actors_outcome_of_the_call_id(
@@ -126,3 +88,45 @@ def test_call_outcome_does_not_answer_with_the_old_actors_outcome_of_the_call_id
     new.touch.run()
     with pytest.raises(LookupError):
         vc.get_actor("ord-o1").call_outcome("keyed-call")
+
+
+def test_compaction_that_read_the_old_actor_keeps_checkpoints_the_next_actor_wrote_meanwhile(
+    spec: StoreSpec,
+) -> None:
+    """A compaction reads the newest step (the old actor's), then lists ``tasks/``. In between,
+    another process deleted the actor, made it again, and the new actor's call with the key
+    the old actor committed wrote its checkpoint. The compaction took the listed checkpoint
+    for the newest actor's committed call (its shortcut: no read) and deleted it: the new
+    call's retry ran its child again. The shortcut is now taken only if the newest step,
+    probed again after the listing, is still of the incarnation read first."""
+    order_children.reset()
+    old = Orders.get_or_create("ord-c2")
+    assert old.place.options(idempotency_key="k").run("o") == "o#1"
+    old.touch.run()
+    old.touch.run()
+    compactor = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
+    calls: list[vc.ActorFuture[str]] = []
+
+    def recreate_and_checkpoint() -> None:
+        assert vc.delete_actor("ord-c2") is True
+        new = Orders.get_or_create("ord-c2")
+        calls.append(new.place_slowly.options(idempotency_key="k", max_retries=1).run_async("o"))
+        assert order_children.checkpointed.wait(60), "the new actor's call never checkpointed its child"
+
+    listed = compactor.store.list
+
+    async def race_before_the_listing(prefix: str, *args: object, **kwargs: object) -> list[str]:
+        if "/tasks/" in prefix and not calls:
+            await asyncio.to_thread(recreate_and_checkpoint)
+        return await listed(prefix, *args, **kwargs)  # type: ignore[arg-type]
+
+    compactor.store.list = race_before_the_listing  # type: ignore[method-assign]
+    try:
+        report = _sync.sync(compact(compactor.log("ord-c2"), keep_last=1, min_age=0.0, fresh_window=0.0))
+        assert calls, "the compaction never listed the checkpoints: the race was not reproduced"
+        assert report.watermark > 1, report  # (the old actor's keyed step went)
+    finally:
+        order_children.compacted.set()
+        compactor.close()
+    assert calls[0].result(timeout=60) == "o#2"
+    assert order_children.run == ["o", "o"]

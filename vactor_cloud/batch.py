@@ -271,8 +271,10 @@ def swap_current_call(context: CallContext | None) -> CallContext | None:
     return previous
 
 
-#: actor id -> writer calls of that actor running in this process now (see ``applying``)
-_applying: dict[str, int] = {}
+#: (actor id, incarnation) -> writer calls of that actor running in this process now (see
+#: ``applying``); per incarnation, so that a method of an actor deleted since does not make
+#: the next actor under the id look RUNNING
+_applying: dict[tuple[str, int], int] = {}
 _applying_lock = threading.Lock()
 
 
@@ -286,18 +288,21 @@ def _forget_applying_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_applying_after_fork)
 
 
-def applying(actor_id: str) -> bool:
-    """Whether a writer method of ``actor_id`` is running in this process now (Ray's RUNNING)."""
-    return _applying.get(actor_id, 0) > 0
-
-
-def _count_applying(actor_id: str, delta: int) -> None:
+def applying(actor_id: str) -> frozenset[int]:
+    """The incarnations (``vactor_cloud.incarnation``) of ``actor_id`` a writer method of
+    which is running in this process now (Ray's RUNNING); empty: none."""
     with _applying_lock:
-        count = _applying.get(actor_id, 0) + delta
+        return frozenset(born for (actor, born) in _applying if actor == actor_id)
+
+
+def _count_applying(context: CallContext, delta: int) -> None:
+    key = (context.actor_id, context.born)
+    with _applying_lock:
+        count = _applying.get(key, 0) + delta
         if count > 0:
-            _applying[actor_id] = count
+            _applying[key] = count
         else:
-            _applying.pop(actor_id, None)
+            _applying.pop(key, None)
 
 
 logger = logging.getLogger("vactor_cloud")
@@ -318,7 +323,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     previous = getattr(_local, "call", None)
     _local.call = context
     if not context.readonly:
-        _count_applying(context.actor_id, 1)
+        _count_applying(context, 1)
     try:
         frozen = call.frozen
         if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
@@ -341,7 +346,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     finally:
         _local.call = previous
         if not context.readonly:
-            _count_applying(context.actor_id, -1)
+            _count_applying(context, -1)
 
 
 #: what a handle's method has and a method of the instance (``self.m``) has not

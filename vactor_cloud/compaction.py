@@ -55,6 +55,7 @@ import asyncio
 import logging
 import math
 import numbers
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -228,7 +229,7 @@ async def compact(
         await log.store.delete_many([log.step_key(step) for step in chunk])
     # A call not committed is aged against the actor's own clock, the newest step's time, never
     # later than ours: our clock running ahead must not delete what a running call or a resume needs.
-    committed, undecided = await _split_committed(log, tasks, committed_calls, born_of(newest.extra))
+    committed, undecided = await _split_committed(log, tasks, committed_calls, newest)
     deleted_tasks, unresumable = await _delete_tasks(
         log, committed, undecided, _actor_now(started, newest.time) - min_age, min_age
     )
@@ -386,7 +387,7 @@ async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, 
 
 
 async def _split_committed(
-    log: ActorLog, tasks: dict[str, list[str]], committed_calls: dict[str, int], newest_born: int
+    log: ActorLog, tasks: dict[str, list[str]], committed_calls: dict[str, int], newest: StepRecord
 ) -> tuple[list[str], dict[str, list[str]]]:
     """The checkpoints of calls committed in deleted steps (to delete), and the others by call
     id (to age).
@@ -397,6 +398,7 @@ async def _split_committed(
     committed (one may be running). Only calls committed by an actor earlier than the
     newest step's cost a read (a GET per checkpoint: its meta names the incarnation).
     """
+    newest_born = await _born_after_listing(log, tasks, committed_calls, newest)
     committed: list[str] = []
     undecided: dict[str, list[str]] = {}
     for call_id, keys in tasks.items():
@@ -417,6 +419,24 @@ async def _split_committed(
                 else:
                     committed.append(key)
     return committed, undecided
+
+
+async def _born_after_listing(
+    log: ActorLog, tasks: dict[str, list[str]], committed_calls: dict[str, int], newest: StepRecord
+) -> int:
+    """The incarnation of the newest step as of now, after ``tasks`` was listed: ``newest``'s
+    unless the id was deleted and made again since ``newest`` was read (a checkpoint listed
+    may then be the next actor's, under the call id of a call ``newest``'s actor committed).
+    One probe, made only when a call committed by ``newest``'s incarnation has checkpoints
+    (the shortcut that deletes them unread); a watermark past the step probed (a compaction
+    of a later actor) answers "later than any": every such checkpoint is read."""
+    born = born_of(newest.extra)
+    if not any(committed_calls.get(call_id, -1) >= born for call_id in tasks):
+        return born
+    latest, watermark = await log.probe_with_watermark(newest)
+    if watermark.min_step > latest.step:
+        return sys.maxsize
+    return born_of(latest.extra)
 
 
 def _later_than(meta: dict[str, Any] | None, born: int) -> bool:

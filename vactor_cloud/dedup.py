@@ -435,6 +435,16 @@ class StepDedup:
                     return entries[key][1]
         return None
 
+    def keys(self, prefix: str) -> set[str]:
+        """The keys recorded that start with ``prefix``."""
+        checkpoint = self._need()
+        return {
+            key
+            for entries in (self._added, self._delta, checkpoint.entries)
+            for key in entries
+            if key.startswith(prefix)
+        }
+
     def record(self, key: str, outcome: Outcome, when: float) -> None:
         self._need()
         self._added.pop(key, None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import time
@@ -43,6 +44,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
+from vactor_cloud.inbox import forget_applied_events
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
@@ -297,8 +299,9 @@ async def _after_commit(
 ) -> None:
     """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
     stale), move HEAD to it (a hint: a load then reads the tombstone first), delete the
-    actor's failed-call records (``forget_failed_calls``) and the due-index entries of the
-    timers it dropped (``forget_timers``)."""
+    actor's failed-call records (``forget_failed_calls``), the due-index entries of the
+    timers it dropped (``forget_timers``) and the inbox objects of events it applied
+    (``forget_applied_events``: its writer died before deleting them)."""
     await lease.release(record.step)
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
@@ -307,6 +310,16 @@ async def _after_commit(
         await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=record)
     with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
         await forget_timers(log, record)
+    try:
+        await forget_applied_events(log, record)
+    except Exception as exc:  # (best effort, as the rest: its table may not unpickle here)
+        logging.getLogger("vactor_cloud").warning(
+            "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
+            "created under the id applies them again: remove those of actors/%s/inbox/ before creating it",
+            log.actor_id,
+            exc,
+            log.actor_id,
+        )
 
 
 #: the share of ``Settings.deadline`` (from the delete's start) a delete waits for its clean-up

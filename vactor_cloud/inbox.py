@@ -76,7 +76,7 @@ import cloudpickle
 from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     AlreadyExistsError,
     IntegrityError,
@@ -86,7 +86,7 @@ from vactor_cloud.errors import (
     StateSerializationError,
     StorageError,
 )
-from vactor_cloud.ids import event_dedup_key, validate_event_id
+from vactor_cloud.ids import EVENT_KEY_PREFIX, event_dedup_key, validate_event_id
 from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.storage import ObjectStore
@@ -936,3 +936,38 @@ class ActorInbox:
         """Until the background deletes started so far are done (for tests and the CLI)."""
         while self._deleting:
             await asyncio.sleep(0.01)
+
+
+async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
+    """Delete the inbox objects of events the actor deleted by ``tombstone`` applied (found in
+    the idempotency table of the step it was deleted on); how many went.
+
+    An inbox object is deleted only after the commit that applied its event, so a writer that
+    died in between leaves it; the actor's next fold knows it by its table, but the next actor
+    under the id has no table and would apply it again. One LIST; only when the inbox holds
+    events, the deleted actor's last step (and its table) is read, and then only the events
+    whose ids the table holds (a backlog waiting unapplied is not read). An event
+    stamped (by its sender's clock) after that step is left: it may be one sent for the next
+    actor, under an id the old actor had applied. Events waiting unapplied stay for the next
+    actor, as documented. Best effort (the delete's clean-up): an object left is applied again.
+    A pickled table of a class this process does not define is not read (``IntegrityError``):
+    nothing from storage is unpickled for it.
+    """
+    prefix = inbox_prefix(log.actor_id)
+    keys = event_keys(prefix, await log.store.list(prefix))
+    if not keys or tombstone.parent is None:
+        return 0
+    base = await log.read_step(tombstone.parent)
+    if base is None:
+        return 0
+    # The serializer comes from the class, never from the step (docs/security.md): a class
+    # not defined in this process is trusted to say JSON only, which runs no code.
+    defined = lookup_local_class(base.class_ref.name)
+    serializer = defined.serializer if defined is not None else "json"
+    table = await StepDedup(log, base, serializer).load()
+    ids = {key.rpartition("\x00")[2] for key in table.keys(EVENT_KEY_PREFIX)}
+    events = await read_events(log.store, [k for k in keys if k[len(prefix) :] in ids], log.signing_key)
+    applied = [e.key for e in events if e.time <= base.time and table.get(e.dedup_key) is not None]
+    if applied:
+        await log.store.delete_many(applied)
+    return len(applied)

@@ -29,6 +29,7 @@ from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
 from vactor_cloud.incarnation import born_of
+from vactor_cloud.log import StepRecord
 from vactor_cloud.posting import applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (
@@ -71,7 +72,8 @@ class WorkflowStatus(enum.StrEnum):
     """Ray's workflow statuses; a member equals its name as a string (``FAILED == "FAILED"``).
 
     For an actor: ``RUNNING`` while this process runs one of its writer
-    methods, ``FAILED`` while it has a failed sub-workflow that
+    methods (of the actor now under the id: not of one deleted since),
+    ``FAILED`` while it has a failed sub-workflow that
     ``resume`` can run again, ``SUCCESSFUL`` otherwise. ``CANCELED`` and
     ``RESUMABLE`` exist for Ray's spelling; no actor has them.
     """
@@ -108,14 +110,21 @@ async def _status(runtime: Runtime, actor_id: str, *, strict: bool = False) -> W
     """Its status. Failed-call records found, they count only if the actor now under the id
     wrote them (a record of an actor deleted is not its): the newest step says which actor
     that is (one probe from the cached step; a cache from before a delete is not it). A
-    deleted actor has none: ``strict`` raises ``ActorDeletedError`` then."""
-    if applying(actor_id):
-        return RUNNING
+    deleted actor has none: ``strict`` raises ``ActorDeletedError`` then. A writer method
+    running in this process makes it RUNNING if it runs on the actor now under the id (one
+    probe to tell, only then): an earlier actor's, deleted since, is not this one's."""
+    newest: StepRecord | None = None
+    running = applying(actor_id)
+    if running:
+        newest = await runtime.core(actor_id).revalidate()
+        if not is_deleted(newest) and born_of(newest.extra) in running:
+            return RUNNING
     keys = await failure_keys(runtime.store, actor_id)
     if not keys:
         return SUCCESSFUL
     core = runtime.core(actor_id)
-    newest = await core.revalidate()
+    if newest is None:
+        newest = await core.revalidate()
     if is_deleted(newest):  # (deleted since it was listed, or since this process cached it)
         if strict:
             raise deleted_error(core.log, newest)
