@@ -17,7 +17,7 @@ import pytest
 from actors import Orders, order_children
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, workflow
+from vactor_cloud import _sync, deletion, workflow
 from vactor_cloud.cli import EXIT_ERROR, main
 from vactor_cloud.deletion import DELETED, delete
 from vactor_cloud.errors import ActorNotFoundError, IntegrityError
@@ -527,6 +527,38 @@ def test_an_event_the_old_actor_applied_is_not_applied_again_by_the_next_actor(
     vc.send_event("till-1", "pay", {"amount": 5}, event_id="e2")  # (waits: not applied)
     assert vc.delete_actor("till-1") is True
     new = Till.get_or_create("till-1")
+    new.process_events()
+    assert new.total.run() == 5
+
+
+def test_a_delete_that_finds_the_actor_deleted_already_forgets_the_events_it_applied(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deleting process died right after its tombstone landed: none of its clean-up ran,
+    and an applied event's inbox object was left (its writer died too). A delete again finds
+    the actor deleted and does that clean-up (it did only the failed-call records): the next
+    actor does not apply the old actor's event again."""
+    store = vc.get_runtime().store
+    delete_many = store.delete_many
+
+    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    async def died_after_the_tombstone(*args: Any) -> None:
+        return None
+
+    old = Till.get_or_create("till-4")
+    vc.send_event("till-4", "pay", {"amount": 30}, event_id="e1")
+    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
+    old.process_events()
+    monkeypatch.undo()
+    vc.send_event("till-4", "pay", {"amount": 5}, event_id="e2")  # (waits: not applied)
+    monkeypatch.setattr(deletion, "_after_commit", died_after_the_tombstone)
+    assert vc.delete_actor("till-4") is True
+    monkeypatch.undo()
+    assert "actors/till-4/inbox/e1" in _sync.sync(store.list("actors/till-4/inbox/"))
+    assert vc.delete_actor("till-4") is False
+    new = Till.get_or_create("till-4")
     new.process_events()
     assert new.total.run() == 5
 

@@ -187,9 +187,9 @@ async def delete(
     """Delete ``log``'s actor: commit a tombstone after its newest step.
 
     Returns the tombstone, or None when the actor was deleted already (by an
-    earlier delete, or by one that won the race for the same step; the failed-call records
-    of the actors up to that tombstone left by a clean-up that never ran are then deleted,
-    best effort). Raises
+    earlier delete, or by one that won the race for the same step; what the actors up to
+    that tombstone left beside their steps, should that delete's clean-up have stopped half
+    way, is then deleted, best effort: see ``_forget_leftovers``). Raises
     ``ActorNotFoundError`` for an id that never held an actor, and
     ``CommitConflictError`` (nothing committed) if writers kept winning the race
     for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``, and
@@ -212,10 +212,10 @@ async def delete(
     try:
         while True:
             if is_deleted(base):
-                # (What an earlier delete stopped before, best effort as its clean-up is: the
-                # records of the actors up to this tombstone; the next actor's, if one was made
-                # meanwhile, stay. A stall there must not make "deleted already" a timeout.)
-                await _clean_up(_forget_earlier(log, base), keep, started, settings)
+                # (What an earlier delete's clean-up may have stopped before, best effort as it
+                # is: the leftovers of the actors up to this tombstone. A stall there must not
+                # make "deleted already" a timeout.)
+                await _clean_up(_forget_leftovers(log, base), keep, started, settings)
                 return None
             now = time.time()
             folded, done = await _pending_posts(box, base, now)
@@ -288,12 +288,6 @@ async def _clean_up(
             raise interrupt
 
 
-async def _forget_earlier(log: ActorLog, tombstone: StepRecord) -> None:
-    """The failed-call records of the actors up to ``tombstone`` (see ``forget_failed_calls``)."""
-    with contextlib.suppress(StorageError):
-        await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=tombstone)
-
-
 async def _after_commit(
     lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
 ) -> None:
@@ -306,12 +300,21 @@ async def _after_commit(
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
+    await _forget_leftovers(log, record)
+
+
+async def _forget_leftovers(log: ActorLog, tombstone: StepRecord) -> None:
+    """What the actors up to ``tombstone`` leave beside their steps, best effort: their
+    failed-call records (``forget_failed_calls``), the due-index entries of the timers the
+    tombstone dropped (``forget_timers``) and the inbox objects of events they applied
+    (``forget_applied_events``). Each is idempotent: a delete that finds the actor deleted
+    already does it again (an earlier delete's clean-up may have stopped half way)."""
     with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
-        await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=record)
+        await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=tombstone)
     with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
-        await forget_timers(log, record)
+        await forget_timers(log, tombstone)
     try:
-        await forget_applied_events(log, record)
+        await forget_applied_events(log, tombstone)
     except Exception as exc:  # (best effort, as the rest: its table may not unpickle here)
         logging.getLogger("vactor_cloud").warning(
             "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
