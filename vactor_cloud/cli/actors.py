@@ -260,6 +260,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     if out.json:
         out.emit_json({"result": result})
+    elif result is None:  # as the Python REPL: nothing (`null` or `None` would read as a value)
+        pass
     elif out.rich:
         from rich.pretty import Pretty
 

@@ -1,0 +1,128 @@
+"""A new user's pass over the `vactor` command (review h75): what it printed, and what it left behind.
+
+Each test failed before the fix its docstring names. The commands run in this process
+(``vactor_cloud.cli.main``) on a local store in ``tmp_path``; nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from cli_harness import Vactor
+
+import vactor_cloud as vc
+
+
+@vc.virtual_actor
+class Lamp:
+    def __init__(self) -> None:
+        self.on = False
+        self.level = 0
+
+    def switch(self) -> None:
+        self.on = not self.on
+
+    def dim(self, level: int, *, fade: float = 0.0, label: str = "") -> int:
+        self.level = level
+        return level
+
+
+def _seed(store: str) -> None:
+    vc.init(store)
+    try:
+        Lamp.get_or_create("lamp").switch.run()
+    finally:
+        vc.shutdown()
+
+
+def test_call_of_a_method_returning_none_prints_nothing_and_json_stays_parseable(
+    store: str, vactor: Vactor
+) -> None:
+    """``vactor call lamp switch`` printed ``null`` (the JSON of None) on stdout, which a user
+    reads as a value; like the Python REPL it prints nothing (exit 0). ``--json`` keeps
+    ``{"result": null}``, and a method returning a value still prints it."""
+    _seed(store)
+    done = vactor("call", "lamp", "switch")
+    assert done.code == 0, done.err
+    assert done.out == "", done.out
+    assert vactor("call", "lamp", "switch", "--json").json() == {"result": None}
+    assert vactor("call", "lamp", "dim", "3").out == "3\n"
+
+
+def test_history_shows_a_scheduled_timers_arguments_as_other_calls_show_theirs(
+    store: str, vactor: Vactor
+) -> None:
+    """``timer scheduled: dim()`` hid the arguments the step records (``args=(5,), kwargs={...}``);
+    they are shown as a call's are: ``dim(5, fade=0.5, label='hall')``."""
+    vc.init(store)
+    try:
+        lamp = Lamp.get_or_create("lamp")
+        lamp.dim.options(at=4102444800.0, timer_key="evening").run(5, fade=0.5, label="hall")
+        lamp.dim.options(at=4102444801.0, timer_key="night").run(1)
+        lamp.switch.options(at=4102444802.0, timer_key="off").run()
+        lamp.dim.run(7, label="now")
+    finally:
+        vc.shutdown()
+    lines = vactor("history", "lamp").out.splitlines()
+    assert "dim(7, label='now') -> 7" in lines[1], lines
+    assert "timer scheduled: switch() key='off' due " in lines[2], lines
+    assert "timer scheduled: dim(1) key='night' due " in lines[3], lines
+    assert "timer scheduled: dim(5, fade=0.5, label='hall') key='evening' due " in lines[4], lines
+    entries: Any = vactor("history", "lamp", "--json").json()
+    meanings = [e["calls"][0].get("meaning") for e in entries]
+    assert meanings[3].startswith("timer scheduled: dim(5, fade=0.5, label='hall') key='evening'")
+
+
+def test_a_scheduled_call_whose_summary_was_cut_says_its_arguments_are_not_all_shown() -> None:
+    """A summary cut at 200 characters has lost the end of the arguments: ``dim(…)``, not ``dim()``."""
+    from vactor_cloud.log import CallRecord
+    from vactor_cloud.timers import SCHEDULE, describe_call
+
+    cut = CallRecord(SCHEDULE, "c", True, 0.0, "'dim', args=(" + "1, " * 80, "'k'")
+    assert describe_call(cut) == "timer scheduled: dim(…) key='k'"
+    none = CallRecord(
+        SCHEDULE, "c", True, 0.0, "'dim', args=(), kwargs={}, at=1.0, key=None, every=None", "'k'"
+    )
+    assert str(describe_call(none)).startswith("timer scheduled: dim() key='k' due ")
+
+
+def test_timers_run_called_in_a_process_restores_its_signal_handlers(store: str, vactor: Vactor) -> None:
+    """``main(["timers", "run"])`` set SIGINT and SIGTERM to its own stop handlers and left them:
+    in a user's script (or a test) Ctrl-C afterwards set a dead Event instead of interrupting.
+    The handlers found are restored when it returns."""
+    _seed(store)
+
+    def mine(signum: int, frame: Any) -> None:  # pragma: no cover - never delivered
+        raise AssertionError("the script's own handler")
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, mine)
+    stopper_done = threading.Event()
+
+    def stop_when_running() -> None:
+        # wait (bounded) until the runner's handler replaced ours, then stop it as a user would
+        try:
+            for _ in range(6000):
+                if signal.getsignal(signal.SIGTERM) is not mine:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                time.sleep(0.01)
+        finally:
+            stopper_done.set()
+
+    stopper = threading.Thread(target=stop_when_running, daemon=True)
+    stopper.start()
+    try:
+        done = vactor("timers", "run", "--poll", "0.05", "--split", "none")
+        stopper_done.wait(70)
+        assert done.code == 0, done.err
+        assert "listed=" in done.out, done.out
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
