@@ -385,9 +385,11 @@ def test_a_gcs_token_endpoint_that_never_answers_times_the_request_out_and_stall
 
             beating = asyncio.ensure_future(heartbeat())
             try:
-                with pytest.raises(StorageTimeoutError):
+                with pytest.raises(StorageTimeoutError) as raised:
                     await store.head("k")
                 assert ticks > 0  # the loop ran while the token was being fetched
+                # h75: the endpoint that did not answer was the token endpoint: it says so
+                assert "access token" in str(raised.value), raised.value
             finally:
                 heartbeat_stop.set()
                 await beating
@@ -650,9 +652,14 @@ def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothin
 
         beating = asyncio.ensure_future(heartbeat())
         try:
-            with pytest.raises(StorageTimeoutError):
+            with pytest.raises(StorageTimeoutError) as raised:
                 await store.head("k")
             assert ticks > 0  # the loop ran while the credentials were being looked for
+            # h75: it said only "no answer within 1 s: is the endpoint reachable?", though what
+            # had not answered was the credential lookup: no credentials configured, the usual cause
+            message = str(raised.value)
+            assert "still looking for credentials" in message, message
+            assert "GOOGLE_APPLICATION_CREDENTIALS" in message and "token=" in message, message
         finally:
             beat.set()
             await beating

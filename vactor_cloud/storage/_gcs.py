@@ -268,6 +268,27 @@ class GCSStore(ObjectStore):
                     await fs._set_session()
         return fs
 
+    def _stall_hint(self, timeout: float) -> str:
+        """What a request that timed out was still waiting for, when it was not GCS itself: the
+        client's setup (without ``token=``, gcsfs looking for credentials: Google's defaults,
+        then the GCE metadata server, which off Google Cloud may answer nothing for many
+        seconds) or an access token from the token endpoint."""
+        if self._fs_build is not None and not self._fs_build.done():
+            if "token" in self._options:
+                return " (the GCS client was still being set up with the given token=)"
+            return (
+                " (the GCS client was still looking for credentials: none is configured here? "
+                "give them with GOOGLE_APPLICATION_CREDENTIALS=<service account key file>, "
+                "`gcloud auth application-default login`, or the storage option token=...; "
+                "an emulator: STORAGE_EMULATOR_HOST)"
+            )
+        if self._token_refresh is not None and not self._token_refresh.done():
+            return (
+                " (it was still waiting for an access token from the token endpoint: check the "
+                "credentials, token=... or GOOGLE_APPLICATION_CREDENTIALS, and the network to it)"
+            )
+        return ""
+
     async def close(self) -> None:
         """Close the aiohttp session if it belongs to the running loop; the store can be reopened."""
         fs, loop = self._fs, self._fs_loop
