@@ -289,6 +289,19 @@ class GCSStore(ObjectStore):
             )
         return ""
 
+    def _refusal_hint(self, status: int) -> str:
+        """What to do about a refused request: :func:`_hint`, unless the request went without
+        credentials because gcsfs found none (no ``token=``: it falls back to anonymous access)."""
+        fs = self._fs
+        found = getattr(getattr(fs, "credentials", None), "method", None)
+        if status in (401, 403) and "token" not in self._options and found == "anon":
+            return (
+                "; no credentials were found, so the request went anonymous: give them with "
+                "GOOGLE_APPLICATION_CREDENTIALS=<service account key file>, `gcloud auth "
+                "application-default login`, or the storage option token=..."
+            )
+        return _hint(status)
+
     async def close(self) -> None:
         """Close the aiohttp session if it belongs to the running loop; the store can be reopened."""
         fs, loop = self._fs, self._fs_loop
@@ -444,7 +457,7 @@ class GCSStore(ObjectStore):
                 if response.status not in _TRANSIENT_STATUSES:
                     raise _status_error(response.status)(
                         f"{self.url}/{key}: {op} failed with HTTP {response.status}: "
-                        f"{response.error_message()}{_hint(response.status)}",
+                        f"{response.error_message()}{self._refusal_hint(response.status)}",
                         key,
                     )
                 detail, cause = f"HTTP {response.status}: {response.error_message()}", None
