@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from cli_harness import Vactor
 
 import vactor_cloud as vc
@@ -126,3 +127,38 @@ def test_timers_run_called_in_a_process_restores_its_signal_handlers(store: str,
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(
+    ("key", "code", "error"),
+    [
+        (KeyboardInterrupt, 130, "vactor: error: interrupted: nothing deleted"),
+        (EOFError, 1, "vactor: error: not deleted: no answer"),
+    ],
+    ids=["ctrl-c", "ctrl-d"],
+)
+def test_ctrl_c_or_d_at_the_delete_question_says_nothing_was_deleted_on_a_line_of_its_own(
+    store: str,
+    vactor: Vactor,
+    monkeypatch: pytest.MonkeyPatch,
+    key: type[BaseException],
+    code: int,
+    error: str,
+) -> None:
+    """Ctrl-C at ``Type the id to confirm:`` printed ``vactor: error: interrupted`` after the
+    prompt, on its line, without saying whether the actor was deleted (Ctrl-D's error came on the
+    prompt's line too). The prompt's line is ended, the error says nothing was deleted, and the
+    actor is there."""
+    _seed(store)
+
+    def answer(prompt: str) -> str:
+        print(prompt, end="")  # (as input() does, without the newline the answer would add)
+        raise key
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", answer)
+    done = vactor("delete", "lamp")
+    assert done.code == code, done.err
+    assert done.out.endswith("Type the id to confirm: \n"), done.out  # (the prompt's line ended)
+    assert done.err.startswith(error), done.err
+    assert vactor("show", "lamp").code == 0
