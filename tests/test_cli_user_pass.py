@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +163,26 @@ def test_ctrl_c_or_d_at_the_delete_question_says_nothing_was_deleted_on_a_line_o
     assert done.out.endswith("Type the id to confirm: \n"), done.out  # (the prompt's line ended)
     assert done.err.startswith(error), done.err
     assert vactor("show", "lamp").code == 0
+
+
+def test_main_called_in_a_program_leaves_the_programs_store_chosen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``main(["ls", "--storage", B])`` in a program that had chosen store A (``vc.init(A)``)
+    left B chosen: the program's next call, meant for A, created a new actor in B, silently.
+    The CLI's own store is shut down when main() returns and the program's choice restored."""
+    from vactor_cloud.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    vc.init(str(a))
+    try:
+        Lamp.get_or_create("in-a").dim.run(4)
+        assert main(["ls", "--storage", str(b)]) == 0
+        capsys.readouterr()
+        assert Lamp.get_or_create("in-a").dim.run(5) == 5
+        assert Lamp.get_or_create("in-a").history()[0].step == 2  # (the actor of A: its third step)
+    finally:
+        vc.shutdown()
+    assert not any(b.iterdir()), list(b.iterdir())  # nothing was written to B
