@@ -32,6 +32,9 @@ class Lamp:
         self.level = level
         return level
 
+    def many(self, *values: Any, **named: Any) -> int:
+        return len(values) + len(named)
+
 
 def _seed(store: str) -> None:
     vc.init(store)
@@ -186,3 +189,22 @@ def test_main_called_in_a_program_leaves_the_programs_store_chosen(
     finally:
         vc.shutdown()
     assert not any(b.iterdir()), list(b.iterdir())  # nothing was written to B
+
+
+def test_a_scheduled_calls_arguments_are_cut_by_the_rules_of_a_calls(store: str, vactor: Vactor) -> None:
+    """The scheduled call's arguments were recorded as one tuple and one dict (reprlib: 6
+    elements, 4 keys, a level less), so ``timer scheduled: many(1, 2, 3, 4, 5, 6, ...)`` showed
+    less than the same call made at once. Both read alike now."""
+    values = (1, 2, 3, 4, 5, 6, 7)
+    named = {"a": [1, [2, [3]]], "b": 1, "c": 2, "d": 3, "e": 4}
+    vc.init(store)
+    try:
+        lamp = Lamp.get_or_create("lamp")
+        lamp.many.options(at=4102444800.0, timer_key="k").run(*values, **named)
+        lamp.many.run(*values, **named)
+    finally:
+        vc.shutdown()
+    called, scheduled = vactor("history", "lamp").out.splitlines()[1:3]
+    arguments = called.split("  ")[-1].removesuffix(" -> 12")
+    assert arguments.startswith("many(1, 2, 3, 4, 5, 6, 7, a=[1, [2, [...]]], b=1"), called
+    assert f"timer scheduled: {arguments} key='k'" in scheduled, (called, scheduled)
