@@ -208,3 +208,21 @@ def test_a_scheduled_calls_arguments_are_cut_by_the_rules_of_a_calls(store: str,
     arguments = called.split("  ")[-1].removesuffix(" -> 12")
     assert arguments.startswith("many(1, 2, 3, 4, 5, 6, 7, a=[1, [2, [...]]], b=1"), called
     assert f"timer scheduled: {arguments} key='k'" in scheduled, (called, scheduled)
+
+
+def test_a_scheduled_calls_dict_argument_is_shown_as_written() -> None:
+    """A keyword argument holding a dict was shown with the dict's own keys turned into keywords:
+    ``many(opts={'a': 1, b=2})``. Only the call's own keywords are (the summary is read at its
+    top level, strings and brackets skipped)."""
+    from vactor_cloud.log import CallRecord
+    from vactor_cloud.timers import SCHEDULE, describe_call
+
+    summary = (
+        "'many', args=('x, \\'y\\': z', {'k': 1}), kwargs={'opts': {'a': 1, 'b': [2, ')']}, "
+        "'n': 'it\\'s, \\'m\\': 3'}, at=1.0, key='k', every=None"
+    )
+    text = str(describe_call(CallRecord(SCHEDULE, "c", True, 0.0, summary, "'k'")))
+    assert text.startswith(
+        "timer scheduled: many('x, \\'y\\': z', {'k': 1}, opts={'a': 1, 'b': [2, ')']}, "
+        "n='it\\'s, \\'m\\': 3') key='k' due "
+    ), text

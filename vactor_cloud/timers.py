@@ -108,8 +108,35 @@ _SCHEDULED_EVERY = re.compile(r".*, every=(?P<every>[0-9.e+-]+)$")
 _SCHEDULED_ARGUMENTS = re.compile(
     r"'[^']*', args=\((?P<args>.*)\), kwargs=\{(?P<kwargs>.*)\}, at=[0-9.e+-]+, key="
 )
-#: a keyword argument's name in the ``kwargs`` summary: ``'by': `` at its start or after ``, ``
-_SCHEDULED_KWARG_NAME = re.compile(r"(^|, )'([A-Za-z_][A-Za-z0-9_]*)': ")
+#: a keyword argument's name at the start of an item of the ``kwargs`` summary: ``'by': ``
+_SCHEDULED_KWARG_NAME = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]*)': ")
+
+
+def _top_level_items(text: str) -> list[str]:
+    """``text``, a summary's ``a, b, c``, split at its top-level ``, `` (not inside brackets
+    nor a quoted string, whose escapes are skipped)."""
+    items: list[str] = []
+    depth, quote, start, i = 0, "", 0, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 1  # (the escaped character)
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0 and text.startswith(", ", i):
+            items.append(text[start:i])
+            start = i + 2
+            i += 1
+        i += 1
+    items.append(text[start:])
+    return [item for item in items if item]
 
 
 def _scheduled_arguments(summary: str) -> str:
@@ -120,7 +147,9 @@ def _scheduled_arguments(summary: str) -> str:
     if found is None:
         return "…"
     positional = found["args"].removesuffix(",")  # (a one-element tuple's comma)
-    keywords = _SCHEDULED_KWARG_NAME.sub(r"\1\2=", found["kwargs"])
+    keywords = ", ".join(
+        _SCHEDULED_KWARG_NAME.sub(r"\1=", item, count=1) for item in _top_level_items(found["kwargs"])
+    )
     return ", ".join(part for part in (positional, keywords) if part)
 
 
