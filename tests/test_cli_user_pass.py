@@ -184,6 +184,7 @@ def test_main_called_in_a_program_leaves_the_programs_store_chosen(
         Lamp.get_or_create("in-a").dim.run(4)
         assert main(["ls", "--storage", str(b)]) == 0
         capsys.readouterr()
+        assert vc.runtime.store_in_use() == f"file://{a}"  # (what a pickled handle carries)
         assert Lamp.get_or_create("in-a").dim.run(5) == 5
         assert Lamp.get_or_create("in-a").history()[0].step == 2  # (the actor of A: its third step)
     finally:

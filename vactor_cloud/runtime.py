@@ -1409,16 +1409,16 @@ def store_choice_kept() -> Iterator[None]:
     before are restored, so that the program's next call goes to its own store (on a fresh
     runtime: the ``init()`` inside closed the one that ran). A process that had chosen nothing
     is left as the code inside left it."""
-    global _settings, _chosen_by_init
+    global _settings, _chosen_by_init, _described
     with _runtime_lock:
-        before, chosen_before = _settings, _chosen_by_init
+        before, chosen_before, described_before = _settings, _chosen_by_init, _described
     try:
         yield
     finally:
         if before is not None and _settings is not before:
             shutdown()
             with _runtime_lock:
-                _settings, _chosen_by_init = before, chosen_before
+                _settings, _chosen_by_init, _described = before, chosen_before, described_before
 
 
 #: runtimes being shut down (``shutdown()``, ``init()`` again): another shutdown waits for them
