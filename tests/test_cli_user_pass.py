@@ -227,3 +227,13 @@ def test_a_scheduled_calls_dict_argument_is_shown_as_written() -> None:
         "timer scheduled: many('x, \\'y\\': z', {'k': 1}, opts={'a': 1, 'b': [2, ')']}, "
         "n='it\\'s, \\'m\\': 3') key='k' due "
     ), text
+
+
+@pytest.mark.parametrize("argv", [[], ["--json"]], ids=["bare", "json"])
+def test_vactor_with_no_command_prints_its_help_on_stderr(argv: list[str], vactor: Vactor) -> None:
+    """``vactor --json`` (no command) printed the help on stdout, where --json promises one JSON
+    document and nothing else; no command is a usage error (exit 2), said on stderr as the others."""
+    done = vactor(*argv)
+    assert done.code == 2
+    assert done.out == "", done.out
+    assert done.err.startswith("usage: vactor"), done.err

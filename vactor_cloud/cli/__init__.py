@@ -233,8 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         debug = bool(args.debug)
-        if getattr(args, "func", None) is None:
-            parser.print_help()
+        if getattr(args, "func", None) is None:  # a usage error: on stderr (stdout may be --json's)
+            parser.print_help(sys.stderr)
             return EXIT_USAGE
         args.output = Output.for_args(args)
         long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
