@@ -212,6 +212,7 @@ class GCSStore(ObjectStore):
         self._options: dict[str, Any] = dict(options)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
+        _check_token_file(self.url, self._options.get("token"))
         self._fs: GCSFileSystem | None = None
         self._fs_loop: asyncio.AbstractEventLoop | None = None
         self._fs_pid = 0
@@ -248,10 +249,12 @@ class GCSStore(ObjectStore):
             except (TypeError, ValueError):
                 self._fs_build = None
                 raise  # a misspelt or invalid option: the caller's mistake, shown as is
-            except (GoogleAuthError, OSError) as exc:
+            except (GoogleAuthError, OSError, KeyError) as exc:
+                # (KeyError: a credentials file lacking a field gcsfs reads, 'refresh_token')
                 self._fs_build = None  # (the next request tries again)
+                detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise StorageError(
-                    f"{self.url}: could not set up the GCS client: {exc}; check the credentials "
+                    f"{self.url}: could not set up the GCS client: {detail}; check the credentials "
                     "(token=..., GOOGLE_APPLICATION_CREDENTIALS) and the storage options",
                 ) from exc
             if self._fs is None or self._fs_loop is not loop or self._fs_pid != os.getpid():
@@ -669,6 +672,24 @@ def _generation(response: _Response, url: str, key: str) -> str:
     if generation is None:
         raise StorageError(f"{url}/{key}: GCS answered without the object's generation", key)
     return str(generation)
+
+
+#: gcsfs's names for a way to find credentials (``token=``), not a file or an access token
+_TOKEN_METHODS = frozenset({"anon", "google_default", "cache", "cloud", "browser"})
+
+
+def _check_token_file(url: str, token: Any) -> None:
+    """Refuse ``token=`` naming a file that does not exist: gcsfs would take the string for an
+    access token and ask Google's tokeninfo endpoint about it (a network error or a refused token,
+    not the mistyped path)."""
+    if not isinstance(token, str) or token in _TOKEN_METHODS:
+        return
+    if (token.endswith(".json") or os.sep in token) and not os.path.exists(token):
+        raise ValueError(
+            f"{url}: token={token!r} does not exist: give the path of a service-account key or "
+            "authorized-user JSON file, token='anon' for no credentials, or no token for Google's "
+            "default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud auth application-default login)"
+        )
 
 
 def _status_error(status: int) -> type[StorageError]:
