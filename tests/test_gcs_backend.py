@@ -467,3 +467,30 @@ def test_lane_is_unavailable_when_the_binary_fails(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("VACTOR_FAKE_GCS_SERVER", str(broken))
     with pytest.raises(LaneUnavailable, match="cannot start"):
         FakeGCSLane().start()
+
+
+def test_a_token_file_that_does_not_exist_is_refused_when_the_store_is_opened(tmp_path: Path) -> None:
+    """``token=/path/key.json`` naming no file: gcsfs takes the string for an access token and
+    asks Google's tokeninfo endpoint about it, so a mistyped path was reported as a network
+    failure to oauth2.googleapis.com (or a refused token). It is refused at once, naming the path."""
+    missing = tmp_path / "no-such-key.json"
+    with pytest.raises(ValueError, match=r"no-such-key\.json.*does not exist"):
+        GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", token=str(missing), project="p")
+
+
+def test_a_token_file_that_is_not_a_credentials_file_is_a_storage_error_naming_it(tmp_path: Path) -> None:
+    """A JSON file that is neither a service-account key nor an authorized-user file: gcsfs
+    failed with ``KeyError: 'refresh_token'``, which left the store as it was (``vactor``: exit 1,
+    'KeyError: refresh_token'). It is a :class:`StorageError` saying the credentials are at fault."""
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"type": "nonsense"}))
+
+    async def scenario() -> None:
+        store = GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", token=str(odd), project="p")
+        try:
+            with pytest.raises(StorageError, match=r"refresh_token.*check the credentials"):
+                await store.head("k")
+        finally:
+            await store.close()
+
+    run(scenario())

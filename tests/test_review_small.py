@@ -56,7 +56,7 @@ def test_history_shows_timers_scheduled_fired_and_cancelled_in_words_not_interna
     assert "timer fired: key='renewal'" in lines[0] and "bump(5) -> 5" in lines[0], lines
     assert "timer cancelled: key='later'" in lines[1], lines
     assert "timer scheduled: bump() key='later' due 2100-01-01T00:00:00Z" in lines[2], lines
-    assert "timer scheduled: bump() key='renewal' due " in lines[3], lines
+    assert "timer scheduled: bump(5) key='renewal' due " in lines[3], lines
     entries: Any = vactor("history", "p1", "--json").json()
     calls = [e["calls"][0] for e in entries]
     # the old fields are kept as they were; the meaning is a field of its own
@@ -69,7 +69,7 @@ def test_history_shows_timers_scheduled_fired_and_cancelled_in_words_not_interna
         None,
     ]
     assert calls[0]["meaning"].startswith("timer fired: key='renewal' due ")
-    assert calls[3]["meaning"].startswith("timer scheduled: bump() key='renewal' due ")
+    assert calls[3]["meaning"].startswith("timer scheduled: bump(5) key='renewal' due ")
     for line, call in zip(lines[:4], calls[:4], strict=True):
         assert call["meaning"] in line, (line, call)
 
@@ -79,7 +79,7 @@ def test_a_timer_call_whose_summary_was_cut_or_whose_due_is_past_year_9999_still
     from vactor_cloud.timers import LATEST_DUE, SCHEDULE, describe_call
 
     cut = CallRecord(SCHEDULE, "c", True, 0.0, "'bump', args=(" + "1, " * 80, "'k'")
-    assert describe_call(cut) == "timer scheduled: bump() key='k'"
+    assert describe_call(cut) == "timer scheduled: bump(…) key='k'"  # (its arguments cut: h75)
     far = f"'bump', args=(), kwargs={{}}, at={LATEST_DUE!r}, key=None, every=60.0"
     assert describe_call(CallRecord(SCHEDULE, "c", True, 0.0, far, "'k'")) == (
         f"timer scheduled: bump() key='k' due {LATEST_DUE:.0f} s after the epoch every 60.0s"

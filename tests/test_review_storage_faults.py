@@ -385,9 +385,11 @@ def test_a_gcs_token_endpoint_that_never_answers_times_the_request_out_and_stall
 
             beating = asyncio.ensure_future(heartbeat())
             try:
-                with pytest.raises(StorageTimeoutError):
+                with pytest.raises(StorageTimeoutError) as raised:
                     await store.head("k")
                 assert ticks > 0  # the loop ran while the token was being fetched
+                # h75: the endpoint that did not answer was the token endpoint: it says so
+                assert "access token" in str(raised.value), raised.value
             finally:
                 heartbeat_stop.set()
                 await beating
@@ -650,9 +652,14 @@ def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothin
 
         beating = asyncio.ensure_future(heartbeat())
         try:
-            with pytest.raises(StorageTimeoutError):
+            with pytest.raises(StorageTimeoutError) as raised:
                 await store.head("k")
             assert ticks > 0  # the loop ran while the credentials were being looked for
+            # h75: it said only "no answer within 1 s: is the endpoint reachable?", though what
+            # had not answered was the credential lookup: no credentials configured, the usual cause
+            message = str(raised.value)
+            assert "still looking for credentials" in message, message
+            assert "GOOGLE_APPLICATION_CREDENTIALS" in message and "token=" in message, message
         finally:
             beat.set()
             await beating
@@ -662,6 +669,46 @@ def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothin
         _in_daemon_thread(scenario)
     finally:
         silent.close()
+
+
+def test_gcs_with_no_credentials_found_says_so_when_gcs_refuses_the_anonymous_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without ``token=`` and with no credentials to be found (a laptop without ADC, the
+    metadata server refusing at once), gcsfs goes on anonymously and GCS answers 401: the
+    error said "the server did not accept the credentials ... and that they are not expired",
+    about credentials that were never given. It says none were found and how to give them."""
+    pytest.importorskip("gcsfs")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "NO_GCE_CHECK"):
+        monkeypatch.delenv(name, raising=False)
+    refusing = "127.0.0.1:9"  # (the discard port: nothing listens, the connection is refused)
+    monkeypatch.setenv("GCE_METADATA_HOST", refusing)
+    monkeypatch.setenv("GCE_METADATA_IP", refusing)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud credentials of this machine
+    monkeypatch.setenv("HOME", str(tmp_path))  # (nor gcsfs's token cache)
+
+    async def anonymous_refused(request: web.Request) -> web.StreamResponse:
+        error = {"code": 401, "message": "Anonymous caller does not have storage.objects.get access"}
+        return web.json_response({"error": error}, status=401)
+
+    async def scenario() -> None:
+        async with gcs_answering(anonymous_refused) as endpoint:
+            from vactor_cloud.storage._gcs import GCSStore
+
+            store = GCSStore("bucket/p", endpoint_url=endpoint, project="p")
+            store.request_timeout = HANG
+            try:
+                with pytest.raises(AuthenticationError) as raised:
+                    await store.get("k")
+            finally:
+                await store.close()
+        message = str(raised.value)
+        assert "no credentials were found" in message, message
+        assert "GOOGLE_APPLICATION_CREDENTIALS" in message and "expired" not in message, message
+
+    _in_daemon_thread(scenario)
 
 
 class _S3Answering:

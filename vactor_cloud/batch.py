@@ -684,9 +684,29 @@ def _summarize_args(call: PendingCall) -> str:
         args, kwargs = call.arguments()
     except Exception as exc:  # the call failed with it already; its history line must not fail
         return f"<arguments not readable: {safe_repr(exc)}>"[:200]
+    if call.method == SCHEDULE:
+        return _schedule_summary(args, kwargs)[:200]
     parts = [_summarize(a) for a in args]
     parts += [f"{k}={_summarize(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)[:200]
+
+
+def _schedule_summary(args: tuple[Any, ...], spec: dict[str, Any]) -> str:
+    """A SCHEDULE call's summary, ``'bump', args=(5,), kwargs={'by': 2}, at=..., key=...,
+    every=...`` (``timers.describe_call`` reads it): the scheduled call's own arguments each
+    summarised as a call's are (not the tuple and dict as one value, which reprlib cuts at 6
+    elements, 4 keys and a level less), so that history shows them alike."""
+    parts = [_summarize(a) for a in args]
+    for name, value in spec.items():
+        if name == "args" and isinstance(value, tuple):
+            inner = [_summarize(a) for a in value]
+            text = f"({inner[0]},)" if len(inner) == 1 else f"({', '.join(inner)})"
+        elif name == "kwargs" and isinstance(value, dict):
+            text = "{" + ", ".join(f"{k!r}: {_summarize(v)}" for k, v in value.items()) + "}"
+        else:
+            text = _summarize(value)
+        parts.append(f"{name}={text}")
+    return ", ".join(parts)
 
 
 def run_readonly(

@@ -103,7 +103,7 @@ class HistoryEntry:
     @staticmethod
     def call_text(call: CallRecord) -> str:
         """One line for ``call``: ``method(args) -> result`` (``!! error`` if it raised), a
-        timer's call, an event's or a delete in words (``timer scheduled: bump() key='renewal'
+        timer's call, an event's or a delete in words (``timer scheduled: bump(5) key='renewal'
         due ...``, ``event 'paid' id='wh_1': on_paid(...) -> 5``, ``actor deleted``)."""
         meaning = _meaning(call)
         if meaning is not None and call.method in _WORDS_ONLY:

@@ -67,6 +67,7 @@ __all__ = [
     "init",
     "shutdown",
     "storage_chosen",
+    "store_choice_kept",
     "validate_actor_id",
 ]
 
@@ -1404,6 +1405,26 @@ def shutdown() -> None:
         old, _runtime = _runtime, None
         closing = _closing_now(old)
     _close_all(old, closing)
+
+
+@contextlib.contextmanager
+def store_choice_kept() -> Iterator[None]:
+    """Run code that may ``init()`` a store of its own (the ``vactor`` command's ``main()``,
+    called in a program) and keep the program's choice: if this process had chosen or used a
+    store before, the runtime started inside is shut down on exit and the settings in force
+    before are restored, so that the program's next call goes to its own store (on a fresh
+    runtime: the ``init()`` inside closed the one that ran). A process that had chosen nothing
+    is left as the code inside left it."""
+    global _settings, _chosen_by_init, _described
+    with _runtime_lock:
+        before, chosen_before, described_before = _settings, _chosen_by_init, _described
+    try:
+        yield
+    finally:
+        if before is not None and _settings is not before:
+            shutdown()
+            with _runtime_lock:
+                _settings, _chosen_by_init, _described = before, chosen_before, described_before
 
 
 #: runtimes being shut down (``shutdown()``, ``init()`` again): another shutdown waits for them

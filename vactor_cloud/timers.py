@@ -104,6 +104,53 @@ MARKERS = frozenset({FIRE, SCHEDULE, CANCEL})
 _SCHEDULED_METHOD = re.compile(r"'(?P<method>[^']*)'")
 _SCHEDULED_AT = re.compile(r".*\bat=(?P<at>[0-9.e+-]+), key=")
 _SCHEDULED_EVERY = re.compile(r".*, every=(?P<every>[0-9.e+-]+)$")
+#: the scheduled call's own arguments: the summaries of its ``args`` tuple and ``kwargs`` dict
+_SCHEDULED_ARGUMENTS = re.compile(
+    r"'[^']*', args=\((?P<args>.*)\), kwargs=\{(?P<kwargs>.*)\}, at=[0-9.e+-]+, key="
+)
+#: a keyword argument's name at the start of an item of the ``kwargs`` summary: ``'by': ``
+_SCHEDULED_KWARG_NAME = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]*)': ")
+
+
+def _top_level_items(text: str) -> list[str]:
+    """``text``, a summary's ``a, b, c``, split at its top-level ``, `` (not inside brackets
+    nor a quoted string, whose escapes are skipped)."""
+    items: list[str] = []
+    depth, quote, start, i = 0, "", 0, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 1  # (the escaped character)
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0 and text.startswith(", ", i):
+            items.append(text[start:i])
+            start = i + 2
+            i += 1
+        i += 1
+    items.append(text[start:])
+    return [item for item in items if item]
+
+
+def _scheduled_arguments(summary: str) -> str:
+    """The scheduled call's arguments as a call's are shown (``5, by=2``) from the SCHEDULE call's
+    recorded ``summary``; ``…`` when the summary was cut before their end (it is at most 200
+    characters)."""
+    found = _SCHEDULED_ARGUMENTS.match(summary)
+    if found is None:
+        return "…"
+    positional = found["args"].removesuffix(",")  # (a one-element tuple's comma)
+    keywords = ", ".join(
+        _SCHEDULED_KWARG_NAME.sub(r"\1=", item, count=1) for item in _top_level_items(found["kwargs"])
+    )
+    return ", ".join(part for part in (positional, keywords) if part)
 
 
 def describe_call(call: CallRecord) -> str | None:
@@ -111,7 +158,7 @@ def describe_call(call: CallRecord) -> str | None:
     outside the actor, fired by a runner), in words, or None for any other call.
 
     Read from the recorded summaries (``args``, ``result``, ``key``), so it works on any
-    stored step: ``timer scheduled: bump() key='renewal' due 2026-12-03T22:11:45Z``,
+    stored step: ``timer scheduled: bump(5) key='renewal' due 2026-12-03T22:11:45Z``,
     ``timer cancelled: key='later'``, ``timer fired: key='renewal' due ...`` (a fired
     timer's call is the scheduled method's own record: this names the timer only)."""
     if call.key is not None and call.key.startswith(_TIMER_KEY_PREFIX):
@@ -122,7 +169,7 @@ def describe_call(call: CallRecord) -> str | None:
         method = _SCHEDULED_METHOD.match(call.args)
         text = "timer scheduled:" if call.ok else "timer not scheduled:"
         if method is not None:
-            text += f" {method['method']}()"
+            text += f" {method['method']}({_scheduled_arguments(call.args)})"
         if call.ok and call.result:
             text += f" key={call.result}"
         if (at := _SCHEDULED_AT.match(call.args)) is not None:

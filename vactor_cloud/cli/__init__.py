@@ -225,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         VactorError,
     )
     from vactor_cloud.keys import is_class_key
+    from vactor_cloud.runtime import store_choice_kept
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     args: argparse.Namespace | None = None
@@ -232,12 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         debug = bool(args.debug)
-        if getattr(args, "func", None) is None:
-            parser.print_help()
+        if getattr(args, "func", None) is None:  # a usage error: on stderr (stdout may be --json's)
+            parser.print_help(sys.stderr)
             return EXIT_USAGE
         args.output = Output.for_args(args)
         long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
-        with cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
+        # (main() called in a program that chose a store: the program's choice is restored after)
+        with store_choice_kept(), cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)

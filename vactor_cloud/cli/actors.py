@@ -260,6 +260,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     if out.json:
         out.emit_json({"result": result})
+    elif result is None:  # as the Python REPL: nothing (`null` or `None` would read as a value)
+        pass
     elif out.rich:
         from rich.pretty import Pretty
 
@@ -532,9 +534,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
                 f"Delete {what}? Its calls will fail with ActorDeletedError until it is created again.\n"
                 f"Type the id to confirm: "
             )
-        except EOFError:  # Ctrl-D: no answer
+        except EOFError:  # Ctrl-D: no answer (the prompt's line ended first)
+            print(flush=True)
             raise CliError(
                 f"not deleted: no answer; type the id {actor_id!r} to confirm", EXIT_ERROR
+            ) from None
+        except KeyboardInterrupt:  # Ctrl-C at the question: end the prompt's line, say what happened
+            print(flush=True)
+            raise CliError(
+                f"interrupted: nothing deleted; actor {actor_id!r} is as it was", EXIT_INTERRUPTED
             ) from None
         if answer.strip() != actor_id:
             raise CliError(

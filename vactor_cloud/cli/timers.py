@@ -175,6 +175,29 @@ def _repair(actor_ids: list[str] | None, out: Output) -> int:
     return count
 
 
+def _run_until_stopped(args: argparse.Namespace, shard: tuple[int, int] | None, split: Any) -> TickReport:
+    """``vactor timers run``: fire timers until SIGTERM or SIGINT, whose handlers it sets for that
+    time only: those it found are restored when it returns (``main()`` called in a user's
+    script, or a test, keeps its own Ctrl-C)."""
+    stop = threading.Event()
+    stopping = (signal.SIGTERM, signal.SIGINT)
+    found: dict[signal.Signals, Any] = {}
+    try:
+        for sig in stopping:
+            found[sig] = signal.signal(sig, lambda *_: stop.set())
+        # it prints nothing else until stopped: say that it runs, where, and how it stops
+        note(
+            f"vactor: firing timers under {get_runtime().store.describe()} as they fall due "
+            f"(listing every {args.poll:g} s); SIGTERM or Ctrl-C stops it (fires in flight "
+            "finish), then it prints its totals"
+        )
+        return run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard, split=split)
+    finally:
+        for sig, handler in found.items():
+            # (None: a handler not set from Python, which cannot be put back; the default then)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``vactor timers tick|run|ls|repair`` as parsed by the ``vactor`` parser."""
     try:
@@ -202,16 +225,7 @@ def run(args: argparse.Namespace) -> int:
                         EXIT_INTERRUPTED,
                     ) from None
             else:
-                stop = threading.Event()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, lambda *_: stop.set())
-                # it prints nothing else until stopped: say that it runs, where, and how it stops
-                note(
-                    f"vactor: firing timers under {get_runtime().store.describe()} as they fall due "
-                    f"(listing every {args.poll:g} s); SIGTERM or Ctrl-C stops it (fires in flight "
-                    "finish), then it prints its totals"
-                )
-                report = run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard, split=split)
+                report = _run_until_stopped(args, shard, split)
             errors = report.errors
             summary = _summary(report)
             if out.json:

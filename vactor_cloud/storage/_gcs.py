@@ -212,6 +212,7 @@ class GCSStore(ObjectStore):
         self._options: dict[str, Any] = dict(options)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
+        _check_token_file(self.url, self._options.get("token"))
         self._fs: GCSFileSystem | None = None
         self._fs_loop: asyncio.AbstractEventLoop | None = None
         self._fs_pid = 0
@@ -248,10 +249,12 @@ class GCSStore(ObjectStore):
             except (TypeError, ValueError):
                 self._fs_build = None
                 raise  # a misspelt or invalid option: the caller's mistake, shown as is
-            except (GoogleAuthError, OSError) as exc:
+            except (GoogleAuthError, OSError, KeyError) as exc:
+                # (KeyError: a credentials file lacking a field gcsfs reads, 'refresh_token')
                 self._fs_build = None  # (the next request tries again)
+                detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise StorageError(
-                    f"{self.url}: could not set up the GCS client: {exc}; check the credentials "
+                    f"{self.url}: could not set up the GCS client: {detail}; check the credentials "
                     "(token=..., GOOGLE_APPLICATION_CREDENTIALS) and the storage options",
                 ) from exc
             if self._fs is None or self._fs_loop is not loop or self._fs_pid != os.getpid():
@@ -267,6 +270,40 @@ class GCSStore(ObjectStore):
                 if fs._session is None:
                     await fs._set_session()
         return fs
+
+    def _stall_hint(self, timeout: float) -> str:
+        """What a request that timed out was still waiting for, when it was not GCS itself: the
+        client's setup (without ``token=``, gcsfs looking for credentials: Google's defaults,
+        then the GCE metadata server, which off Google Cloud may answer nothing for many
+        seconds) or an access token from the token endpoint."""
+        if self._fs_build is not None and not self._fs_build.done():
+            if "token" in self._options:
+                return " (the GCS client was still being set up with the given token=)"
+            return (
+                " (the GCS client was still looking for credentials: none is configured here? "
+                "give them with GOOGLE_APPLICATION_CREDENTIALS=<service account key file>, "
+                "`gcloud auth application-default login`, or the storage option token=...; "
+                "an emulator: STORAGE_EMULATOR_HOST)"
+            )
+        if self._token_refresh is not None and not self._token_refresh.done():
+            return (
+                " (it was still waiting for an access token from the token endpoint: check the "
+                "credentials, token=... or GOOGLE_APPLICATION_CREDENTIALS, and the network to it)"
+            )
+        return ""
+
+    def _refusal_hint(self, status: int) -> str:
+        """What to do about a refused request: :func:`_hint`, unless the request went without
+        credentials because gcsfs found none (no ``token=``: it falls back to anonymous access)."""
+        fs = self._fs
+        found = getattr(getattr(fs, "credentials", None), "method", None)
+        if status in (401, 403) and "token" not in self._options and found == "anon":
+            return (
+                "; no credentials were found, so the request went anonymous: give them with "
+                "GOOGLE_APPLICATION_CREDENTIALS=<service account key file>, `gcloud auth "
+                "application-default login`, or the storage option token=..."
+            )
+        return _hint(status)
 
     async def close(self) -> None:
         """Close the aiohttp session if it belongs to the running loop; the store can be reopened."""
@@ -423,7 +460,7 @@ class GCSStore(ObjectStore):
                 if response.status not in _TRANSIENT_STATUSES:
                     raise _status_error(response.status)(
                         f"{self.url}/{key}: {op} failed with HTTP {response.status}: "
-                        f"{response.error_message()}{_hint(response.status)}",
+                        f"{response.error_message()}{self._refusal_hint(response.status)}",
                         key,
                     )
                 detail, cause = f"HTTP {response.status}: {response.error_message()}", None
@@ -635,6 +672,24 @@ def _generation(response: _Response, url: str, key: str) -> str:
     if generation is None:
         raise StorageError(f"{url}/{key}: GCS answered without the object's generation", key)
     return str(generation)
+
+
+#: gcsfs's names for a way to find credentials (``token=``), not a file or an access token
+_TOKEN_METHODS = frozenset({"anon", "google_default", "cache", "cloud", "browser"})
+
+
+def _check_token_file(url: str, token: Any) -> None:
+    """Refuse ``token=`` naming a file that does not exist: gcsfs would take the string for an
+    access token and ask Google's tokeninfo endpoint about it (a network error or a refused token,
+    not the mistyped path)."""
+    if not isinstance(token, str) or token in _TOKEN_METHODS:
+        return
+    if (token.endswith(".json") or os.sep in token) and not os.path.exists(token):
+        raise ValueError(
+            f"{url}: token={token!r} does not exist: give the path of a service-account key or "
+            "authorized-user JSON file, token='anon' for no credentials, or no token for Google's "
+            "default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud auth application-default login)"
+        )
 
 
 def _status_error(status: int) -> type[StorageError]:
