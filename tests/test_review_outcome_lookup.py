@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -170,3 +171,47 @@ def test_a_waiting_poster_on_an_inline_store_whose_post_a_delete_failed_hears_de
     with pytest.raises(ActorDeletedError):
         log.add.run("me/1")
     assert remake.done
+
+
+@vc.virtual_actor(serializer="json")
+class JsonCounter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, token: str) -> int:
+        self.n += 1
+        return self.n
+
+    def __getstate__(self) -> int:
+        return self.n
+
+    def __setstate__(self, n: int) -> None:
+        self.n = n
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("deleted_first", [True, False])
+def test_call_outcome_of_a_posted_call_after_the_id_holds_a_json_actor_is_not_never(
+    store_spec: StoreSpec, deleted_first: bool
+) -> None:
+    """This process posted a call to a pickle actor and gave up on it; the actor was then deleted
+    (its tombstone failing the call, or after a fold applied it) and a json actor made under the
+    id. ``call_outcome`` must tell what became of the call (ActorDeletedError, or its result),
+    not LookupError "never posted": the call was posted (and applied, in the second case)."""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    log, raised = give_up_on_a_post(store)
+    if deleted_first:
+        delete_as_another_process(store)
+        store.fail = lambda op, key: None
+    else:
+        store.fail = lambda op, key: None
+        assert log.add.run("me/2") == 3  # folds the given-up post first: its outcome is 2
+        assert vc.delete_actor("a") is True
+    JsonCounter.get_or_create("a").add.run("json/0")
+    if deleted_first:
+        with pytest.raises(ActorDeletedError):
+            vc.get_actor("a").call_outcome(raised.call_ids[0])
+    else:
+        assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
+    with pytest.raises(LookupError, match="never posted"):
+        vc.get_actor("a").call_outcome(uuid.uuid4().hex)  # one this process did not post: as before
