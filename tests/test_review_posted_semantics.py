@@ -9,6 +9,7 @@ never the folder nor another caller. Another process is played by a
 from __future__ import annotations
 
 import pickle
+import time
 import uuid
 from typing import Any
 
@@ -110,3 +111,39 @@ def test_arguments_and_results_of_folded_calls_are_copies(store_spec: StoreSpec)
     one.append("caller's")
     assert two == [0, [0], 9, [9], 1, [1], 1, "mutated after run_async", [1, "mutated after run_async"]]
     assert actor.read.run() == two
+
+
+def _outcomes_of(actor_id: str, call_ids: list[str], seconds: float = 60.0) -> dict[str, Any]:
+    """The recorded outcomes of ``call_ids`` once every one is in a step (bounded wait)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found: dict[str, Any] = {}
+        for record in read_chain(actor_id):
+            found.update(decode_outcomes(record.posted))
+        if all(c in found for c in call_ids) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("method", ["exit", "interrupt"])
+def test_the_background_lease_holder_folds_on_after_a_folded_call_raised_system_exit(
+    store_spec: StoreSpec, method: str
+) -> None:
+    """With no call of ours waiting, the lease holder's background rounds fold others' posts.
+    One whose method raises SystemExit or KeyboardInterrupt is recorded as that call's outcome;
+    the holder's rounds go on and fold the next post (a round that died with it left the
+    posts to wait for the lease to lapse)."""
+    init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
+    actor = Exits.get_or_create("x")
+    actor.add.run("me/0")
+    commit_behind_its_back("x")
+    assert actor.add.run("me/1") == 2  # loses, posts, takes the lease, folds: we hold it now
+    box = foreign_box("x")
+    theirs = post(box, method)
+    after = post(box, "add", "other/1")
+    outcomes = _outcomes_of("x", [theirs, after])
+    assert theirs in outcomes and after in outcomes, "the holder stopped folding"
+    assert type(outcomes[theirs].value) is (SystemExit if method == "exit" else KeyboardInterrupt)
+    assert (outcomes[after].ok, outcomes[after].value) == (True, 3)
+    assert actor.add.run("me/2") == 4
