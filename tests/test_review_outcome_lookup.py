@@ -9,6 +9,7 @@ one step; the lookup must find it however many steps came after, not call it pen
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 import uuid
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
-from test_combining import Switchable, give_up_on_a_post, init_switchable, wait_for_no_posts
+from test_combining import Switchable, foreign_box, give_up_on_a_post, init_switchable, wait_for_no_posts
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -24,7 +25,7 @@ from vactor_cloud.deletion import after_tombstone, delete
 from vactor_cloud.errors import ActorDeletedError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.log import ActorLog
-from vactor_cloud.posting import PostBox
+from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.testing.faults import FaultConfig
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -215,3 +216,30 @@ def test_call_outcome_of_a_posted_call_after_the_id_holds_a_json_actor_is_not_ne
         assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
     with pytest.raises(LookupError, match="never posted"):
         vc.get_actor("a").call_outcome(uuid.uuid4().hex)  # one this process did not post: as before
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_on_a_deleted_actor_does_not_answer_with_an_earlier_actors_outcome(
+    store_spec: StoreSpec,
+) -> None:
+    """A call id (a keyed call's is derived from the actor id and the key) applied by the id's
+    first actor; that actor deleted, a second made, and deleted too. A process that did not
+    post the call asks ``call_outcome``: the walk stops at the newest actor's incarnation
+    (docs/protocol.md), also when the newest step is that actor's tombstone (which carries no
+    incarnation of its own): not the first actor's result, which is not the second's."""
+    init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    box = foreign_box("a")
+    call = PostedCall("add", pickle.dumps((("other/0",), {})), "the-same-call-id")
+    _sync.sync(box.send(box.prepare((call,))))
+    commit_behind_its_back("a")
+    assert log.add.run("me/1") == 3  # folds the other process's call: its outcome is 2
+    assert vc.get_actor("a").call_outcome("the-same-call-id") == 2  # (the first actor: found)
+    assert vc.delete_actor("a") is True
+    OrderLog.get_or_create("a").add.run("second/0")
+    with pytest.raises(LookupError):
+        vc.get_actor("a").call_outcome("the-same-call-id")  # the second actor: not its call
+    assert vc.delete_actor("a") is True
+    with pytest.raises(LookupError):  # (ActorDeletedError is one)
+        vc.get_actor("a").call_outcome("the-same-call-id")  # still not: the first actor's
