@@ -243,3 +243,37 @@ def test_call_outcome_on_a_deleted_actor_does_not_answer_with_an_earlier_actors_
     assert vc.delete_actor("a") is True
     with pytest.raises(LookupError):  # (ActorDeletedError is one)
         vc.get_actor("a").call_outcome("the-same-call-id")  # still not: the first actor's
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_judges_the_serializer_by_the_newest_step_not_a_cached_class(
+    store_spec: StoreSpec,
+) -> None:
+    """This process knew the id as a json actor (its core caches that class); another process
+    deleted it and made a pickle actor there, whose fold applied a posted call. Asked for that
+    call (by a process that did not post it), ``call_outcome`` must walk the pickle actor's
+    steps, not answer from the cached class that its calls are never posted."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    JsonCounter.get_or_create("a").add.run("json/0")
+    # A pickle actor "b" whose step 3 applies another process's call "cid" (outcome 2) ...
+    log = OrderLog.get_or_create("b")
+    log.add.run("me/0")
+    box = foreign_box("b")
+    _sync.sync(box.send(box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), "cid"),))))
+    commit_behind_its_back("b")
+    assert log.add.run("me/1") == 3
+    # ... copied by "another process" after its delete of "a": "a" is now that pickle actor.
+    settings = vc.get_runtime().settings
+    theirs = ActorLog(store.inner, "a", signing_key=settings.signing_key)
+    tombstone = _sync.sync(delete(theirs, settings, keep=lambda task: None))
+    assert tombstone is not None
+    source = ActorLog(store.inner, "b", signing_key=settings.signing_key)
+    born = after_tombstone(tombstone)
+    for i in range(4):
+        step = _sync.sync(source.read_step(i))
+        assert step is not None
+        extra = {**step.extra, **born} if i else born
+        copy = dataclasses.replace(step, step=tombstone.step + 1 + i, parent=tombstone.step + i, extra=extra)
+        _sync.sync(theirs.put_step(copy))
+    assert vc.get_runtime().core("a").definition.serializer == "json"  # (still cached here)
+    assert vc.get_actor("a").call_outcome("cid") == 2
