@@ -671,14 +671,17 @@ class Poster:
     def _look_up_outcome(self, call_id: str, scan: int) -> Outcome:
         """One try of :meth:`call_outcome`; storage errors are the caller's to retry."""
         newest = self.env.run(self.revalidate())
-        if self.definition is not None and self.definition.serializer != "pickle":
+        posted = _GAVE_UP.get((self.env.store.url, self.actor_id, call_id))
+        if posted is None and newest.serializer != "pickle":
             # Its calls are never posted: no step of it holds outcomes, and reading a part so
-            # named would unpickle bytes from storage, which a json actor never does.
+            # named would unpickle bytes from storage, which a json actor never does. (Told by
+            # the newest step, not the class this core caches: the id may hold another actor
+            # since. A call this process posted went to a pickle actor the id held before a
+            # delete: its steps are walked below, the json actor's passed over.)
             raise LookupError(
-                f"actor {self.actor_id!r} uses the {self.definition.serializer!r} serializer, whose "
+                f"actor {self.actor_id!r} uses the {newest.serializer!r} serializer, whose "
                 f"calls are never posted: no posted call {call_id}"
             )
-        posted = _GAVE_UP.get((self.env.store.url, self.actor_id, call_id))
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the
         #: steps since we posted tell
@@ -706,6 +709,8 @@ class Poster:
             if record is None:
                 complete = False
                 break  # compacted: older steps are gone too
+            if record.serializer != "pickle":
+                continue  # a json actor's step (made after a delete): no posted outcome, never unpickled
             key = self.log.step_key(record.step)
             found = decode_outcomes(record.posted, key).get(call_id)
             if found is None:
