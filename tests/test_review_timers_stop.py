@@ -46,13 +46,15 @@ def _wait_for(condition: object, what: str, proc: subprocess.Popen[str], lines: 
         time.sleep(0.05)
 
 
-def test_a_second_ctrl_c_stops_timers_run_at_once_and_the_fire_it_cut_short_fires_once_later(
-    tmp_path: Path,
+@pytest.mark.parametrize("command", [["run", "--poll", "0.2"], ["tick"]], ids=["run", "tick"])
+def test_a_second_ctrl_c_stops_timers_at_once_and_the_fire_it_cut_short_fires_once_later(
+    tmp_path: Path, command: list[str]
 ) -> None:
-    """Before, a second Ctrl-C did nothing while a long fire ran (the first had asked the fires
-    in flight to finish), and even a KeyboardInterrupt would have hung at exit joining the
-    firing threads. Now the second stops the process at once (exit 130) with a line saying the
-    cut-short fire stays due; the next runner fires it, once."""
+    """Before, a second Ctrl-C did nothing while a long fire ran (``run``: the first had asked
+    the fires in flight to finish; ``tick``: its KeyboardInterrupt waited for them, unsaid), and
+    even a KeyboardInterrupt would have hung at exit joining the firing threads. Now the first
+    says it stops and how to stop at once; the second ends the process at once (exit 130) with
+    a line saying the cut-short fire stays due; the next runner fires it, once."""
     store = str(tmp_path / "store")
     gate, started = tmp_path / "gate", tmp_path / "started"
     gate.touch()
@@ -63,7 +65,7 @@ def test_a_second_ctrl_c_stops_timers_run_at_once_and_the_fire_it_cut_short_fire
         vc.shutdown()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", "run", "--poll", "0.2"],
+        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

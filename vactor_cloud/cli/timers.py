@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from vactor_cloud import _sync
@@ -197,6 +198,31 @@ def _stop_at_once() -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
+@contextlib.contextmanager
+def _second_interrupt_stops_at_once() -> Iterator[None]:
+    """``vactor timers tick``: Ctrl-C raises KeyboardInterrupt, which waits for the fires in
+    flight (saying so); a second Ctrl-C meanwhile ends the process at once
+    (:func:`_stop_at_once`). The SIGINT handler found is restored on exit."""
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            _stop_at_once()
+        interrupted.set()
+        with contextlib.suppress(RuntimeError):  # (stderr being written by this thread: unsaid)
+            note("vactor: stopping: the fires in flight finish; Ctrl-C again stops at once")
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # (signals are the main thread's)
+        yield
+        return
+    found = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if found is None else found)
+
+
 def _run_until_stopped(args: argparse.Namespace, shard: tuple[int, int] | None, split: Any) -> TickReport:
     """``vactor timers run``: fire timers until SIGTERM or SIGINT, whose handlers it sets for that
     time only: those it found are restored when it returns (``main()`` called in a user's
@@ -251,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         if command in ("tick", "run"):
             if command == "tick":
                 try:
-                    report = fire_due_timers(lease=args.lease, shard=shard, split=split)
+                    with _second_interrupt_stops_at_once():
+                        report = fire_due_timers(lease=args.lease, shard=shard, split=split)
                 except KeyboardInterrupt:
                     raise CliError(
                         "interrupted: the timers fired so far fired once; those not fired stay due "
