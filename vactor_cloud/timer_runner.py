@@ -467,7 +467,7 @@ def _fire_actor(
                     if not found.ok:
                         logger.warning("timer %s of %r raised: %s", entry.key, actor_id, found.error)
                 elif not found.ok:  # its call was excluded (SystemExit, ...): timer and entry stay
-                    report.errors.append(f"{actor_id}/{entry.key}: not committed: {found.error}")
+                    report.errors.append(_excluded_text(actor_id, entry.key, found.error))
                 else:
                     # Gone, or pending at another due time (rescheduled: its own entry is another
                     # one), or not due yet; but a FIRE that fires nothing commits nothing, so
@@ -496,6 +496,16 @@ def _fire_actor(
             with contextlib.suppress(VactorError):
                 runtime.run(release_actor(store, actor_id))
     return report, done
+
+
+def _excluded_text(actor_id: str, key: str, error: object) -> str:
+    """The error of a fire whose call was excluded (its method raised ``SystemExit``, ...)."""
+    return (
+        f"{actor_id}/{key}: not committed: the timer's method raised {error} (not an Exception: "
+        "its call is excluded), so the timer stays due and is fired again at every tick; make "
+        "the method return or raise an Exception, or cancel the timer: "
+        f"vc.get_actor({actor_id!r}).cancel_timer({key!r})"
+    )
 
 
 async def _delete_entries(store: ObjectStore, entries: list[IndexEntry]) -> None:
