@@ -192,8 +192,9 @@ def _stop_at_once() -> None:
     method body cannot be stopped; a KeyboardInterrupt would leave the process waiting for them
     at exit). The store is safe to leave at any point: an uncommitted fire stays due, a
     committed one whose entry is left is found fired (stale) and its entry deleted."""
-    note(STOPPED_AT_ONCE)
+    # (RuntimeError: the signal came while this thread wrote stderr; it ends all the same)
     with contextlib.suppress(Exception):
+        note(STOPPED_AT_ONCE)
         sys.stdout.flush()
     os._exit(EXIT_INTERRUPTED)
 
