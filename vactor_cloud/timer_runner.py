@@ -466,6 +466,10 @@ def _fire_actor(
                     report.lateness.append(time.time() - entry.due_ms / 1000)
                     if not found.ok:
                         logger.warning("timer %s of %r raised: %s", entry.key, actor_id, found.error)
+                elif found.missing_method is not None:  # its class lacks the method: both stay
+                    report.errors.append(
+                        _missing_method_text(runtime, actor_id, entry.key, found.missing_method)
+                    )
                 elif not found.ok:  # its call was excluded (SystemExit, ...): timer and entry stay
                     report.errors.append(_excluded_text(actor_id, entry.key, found.error))
                 else:
@@ -504,6 +508,18 @@ def _excluded_text(actor_id: str, key: str, error: object) -> str:
         f"{actor_id}/{key}: not committed: the timer's method raised {error} (not an Exception: "
         "its call is excluded), so the timer stays due and is fired again at every tick; make "
         "the method return or raise an Exception, or cancel the timer: "
+        f"vc.get_actor({actor_id!r}).cancel_timer({key!r})"
+    )
+
+
+def _missing_method_text(runtime: Runtime, actor_id: str, key: str, method: str) -> str:
+    """The error of a fire whose timer calls a method the actor's class no longer has."""
+    definition = runtime.core(actor_id).definition
+    cls = "the actor's class" if definition is None else definition.cls.__qualname__
+    return (
+        f"{actor_id}/{key}: not fired: the timer calls {method!r}, which {cls} has no writer "
+        "method of (renamed or removed since it was scheduled?); it stays pending and is tried "
+        f"at every tick: deploy a class with {method!r}, or cancel the timer: "
         f"vc.get_actor({actor_id!r}).cancel_timer({key!r})"
     )
 
