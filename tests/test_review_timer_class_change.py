@@ -68,3 +68,46 @@ def test_a_timer_whose_method_the_next_class_version_lacks_stays_pending_with_an
     assert "cancel_timer('k')" in error, error
     assert [t["key"] for t in vc.get_actor("s1").timers()] == ["k"]
     assert [e.key for e in _sync.sync(list_index(vc.get_runtime().store))] == ["k"]
+
+
+@vc.virtual_actor
+class Bailing:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def arm(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("bail", after=0, key="b")
+
+    def bail(self) -> None:
+        raise SystemExit(3)
+
+
+def test_a_long_running_runner_says_at_once_that_a_timer_cannot_be_fired(
+    actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, ``run_timers`` (``vactor timers run``, whose log is its output) kept a timer it
+    could not fire among the errors of its totals only: tried at every poll for days, unsaid
+    until the runner stopped. Now the first failure of each timer is logged as a warning, with
+    what to do; the next ones of the same timer are not (one line, not one a poll)."""
+    import logging
+    import threading
+
+    Bailing.get_or_create("q1").arm.run()
+    time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+    stop = threading.Event()
+    ticks = 0
+
+    def on_tick(report: object) -> None:
+        nonlocal ticks
+        ticks += 1
+        if ticks >= 6:  # several polls: the timer was tried more than once
+            stop.set()
+
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        total = vc.run_timers(poll=0.05, split="none", stop=stop, on_tick=on_tick)
+    assert total.error_count >= 1, total
+    said = [r.getMessage() for r in caplog.records if "q1/b" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "SystemExit(3)" in said[0] and "cancel_timer('b')" in said[0], said

@@ -870,6 +870,7 @@ class TimerRunner:
         except Exception as exc:  # never lose the pool thread; the entries are listed again
             logger.exception("timer runner %s: firing %r failed", self.runner_id, actor_id)
             report, done = TickReport(errors=[f"{actor_id}: {exc!r}"]), []
+        self._warn_once(state, report.errors)
 
         def finish(deleting: concurrent.futures.Future[None] | None = None) -> None:
             now = time.monotonic()
@@ -891,6 +892,22 @@ class TimerRunner:
             state.deleting.add(deleting)
         deleting.add_done_callback(finish)
 
+    def _warn_once(self, state: _RunState, errors: list[str]) -> None:
+        """Log each error not logged before: a long-running runner's log is its output, and a
+        timer that cannot be fired is tried at every poll (one line, not one a poll)."""
+        with state.cond:
+            new = [error for error in errors if error not in state.warned]
+            if len(state.warned) + len(new) > _MAX_WARNED:
+                state.warned.clear()
+            state.warned.update(new)
+        for error in new:
+            logger.warning("timer runner %s: %s", self.runner_id, error)
+
+
+#: errors a long-running runner remembers having logged (then it forgets them all, and may log
+#: each once more)
+_MAX_WARNED = 10_000
+
 
 @dataclass
 class _RunState:
@@ -905,6 +922,8 @@ class _RunState:
     deleted: dict[str, float] = field(default_factory=dict)
     #: deletes of fired entries in flight (a graceful stop waits for them)
     deleting: set[concurrent.futures.Future[None]] = field(default_factory=set)
+    #: the errors logged already (``TimerRunner._warn_once``)
+    warned: set[str] = field(default_factory=set)
     #: fires finished since the last listing, and the totals
     since: TickReport = field(default_factory=TickReport)
     total: TickReport = field(default_factory=TickReport)
