@@ -448,3 +448,21 @@ def test_one_senders_events_apply_in_order_when_a_paged_listing_missed_the_first
             break
     assert vc.get_actor("t").view.run() == [("paid", 1), ("paid", 2)]
     assert paged.inbox_listings >= 3  # the listing that missed it, and those that confirmed
+
+
+# -- one id, two payloads ---------------------------------------------------------------------------
+def test_a_second_send_of_an_id_with_another_payload_is_the_first_event_waiting_or_applied(
+    spec: StoreSpec,
+) -> None:
+    """(Pin.) An event id names one event: a send under an id already waiting, same name, is
+    that event (the payload is not compared: the first one is applied, once); after it was
+    applied, the dedup table still knows the id. Breaking the create-only put (an overwrite)
+    applies the second payload instead."""
+    till = Till.get_or_create("t2")
+    assert send_event("t2", "paid", 30, event_id="evt-p") == "evt-p"
+    assert send_event("t2", "paid", 99, event_id="evt-p") == "evt-p"
+    assert process_events("t2") == 1
+    assert send_event("t2", "paid", 77, event_id="evt-p") == "evt-p"
+    assert process_events("t2") == 0
+    assert till.view.run() == [("paid", 30)]
+    assert inbox_ids("t2") == []

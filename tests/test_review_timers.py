@@ -163,6 +163,20 @@ def test_a_timer_whose_method_raises_system_exit_is_not_left_pending_without_an_
     assert pending == listed == ["bail"]
 
 
+def test_the_error_of_a_timer_whose_method_raises_system_exit_says_what_to_do(actors: StoreSpec) -> None:
+    """Before, the runner reported ``quitter2/bail: not committed: SystemExit(3)`` and nothing
+    more, at every tick for ever: not that the timer stays due and is fired again, nor how to
+    stop that (fix the method, or cancel the timer)."""
+    quitter = Quitter.get_or_create("quitter2")
+    quitter.arm.run()
+    time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+    report = vc.fire_due_timers(split="none")
+    assert report.fired == 0 and len(report.errors) == 1, report
+    error = report.errors[0]
+    assert "SystemExit(3)" in error and "stays due" in error, error
+    assert "cancel_timer('bail')" in error and "'quitter2'" in error, error
+
+
 # -- timers: what schedule() calls ------------------------------------------------------------
 @vc.virtual_actor
 class Planner:

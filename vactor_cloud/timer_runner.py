@@ -466,8 +466,12 @@ def _fire_actor(
                     report.lateness.append(time.time() - entry.due_ms / 1000)
                     if not found.ok:
                         logger.warning("timer %s of %r raised: %s", entry.key, actor_id, found.error)
+                elif found.missing_method is not None:  # its class lacks the method: both stay
+                    report.errors.append(
+                        _missing_method_text(runtime, actor_id, entry.key, found.missing_method)
+                    )
                 elif not found.ok:  # its call was excluded (SystemExit, ...): timer and entry stay
-                    report.errors.append(f"{actor_id}/{entry.key}: not committed: {found.error}")
+                    report.errors.append(_excluded_text(actor_id, entry.key, found.error))
                 else:
                     # Gone, or pending at another due time (rescheduled: its own entry is another
                     # one), or not due yet; but a FIRE that fires nothing commits nothing, so
@@ -496,6 +500,28 @@ def _fire_actor(
             with contextlib.suppress(VactorError):
                 runtime.run(release_actor(store, actor_id))
     return report, done
+
+
+def _excluded_text(actor_id: str, key: str, error: object) -> str:
+    """The error of a fire whose call was excluded (its method raised ``SystemExit``, ...)."""
+    return (
+        f"{actor_id}/{key}: not committed: the timer's method raised {error} (not an Exception: "
+        "its call is excluded), so the timer stays due and is fired again at every tick; make "
+        "the method return or raise an Exception, or cancel the timer: "
+        f"vc.get_actor({actor_id!r}).cancel_timer({key!r})"
+    )
+
+
+def _missing_method_text(runtime: Runtime, actor_id: str, key: str, method: str) -> str:
+    """The error of a fire whose timer calls a method the actor's class no longer has."""
+    definition = runtime.core(actor_id).definition
+    cls = "the actor's class" if definition is None else definition.cls.__qualname__
+    return (
+        f"{actor_id}/{key}: not fired: the timer calls {method!r}, which {cls} has no writer "
+        "method of (renamed or removed since it was scheduled?); it stays pending and is tried "
+        f"at every tick: deploy a class with {method!r}, or cancel the timer: "
+        f"vc.get_actor({actor_id!r}).cancel_timer({key!r})"
+    )
 
 
 async def _delete_entries(store: ObjectStore, entries: list[IndexEntry]) -> None:
@@ -844,6 +870,7 @@ class TimerRunner:
         except Exception as exc:  # never lose the pool thread; the entries are listed again
             logger.exception("timer runner %s: firing %r failed", self.runner_id, actor_id)
             report, done = TickReport(errors=[f"{actor_id}: {exc!r}"]), []
+        self._warn_once(state, report.errors)
 
         def finish(deleting: concurrent.futures.Future[None] | None = None) -> None:
             now = time.monotonic()
@@ -865,6 +892,22 @@ class TimerRunner:
             state.deleting.add(deleting)
         deleting.add_done_callback(finish)
 
+    def _warn_once(self, state: _RunState, errors: list[str]) -> None:
+        """Log each error not logged before: a long-running runner's log is its output, and a
+        timer that cannot be fired is tried at every poll (one line, not one a poll)."""
+        with state.cond:
+            new = [error for error in errors if error not in state.warned]
+            if len(state.warned) + len(new) > _MAX_WARNED:
+                state.warned.clear()
+            state.warned.update(new)
+        for error in new:
+            logger.warning("timer runner %s: %s", self.runner_id, error)
+
+
+#: errors a long-running runner remembers having logged (then it forgets them all, and may log
+#: each once more)
+_MAX_WARNED = 10_000
+
 
 @dataclass
 class _RunState:
@@ -879,6 +922,8 @@ class _RunState:
     deleted: dict[str, float] = field(default_factory=dict)
     #: deletes of fired entries in flight (a graceful stop waits for them)
     deleting: set[concurrent.futures.Future[None]] = field(default_factory=set)
+    #: the errors logged already (``TimerRunner._warn_once``)
+    warned: set[str] = field(default_factory=set)
     #: fires finished since the last listing, and the totals
     since: TickReport = field(default_factory=TickReport)
     total: TickReport = field(default_factory=TickReport)

@@ -334,6 +334,10 @@ class FireReport:
     #: not fired because the timer is pending but not due yet (by the applying process's clock):
     #: its due time, so that a runner keeps an entry that is still the timer's own
     pending_due_ms: int | None = None
+    #: not fired (and not ``ok``) because the actor's class has no writer method of the name the
+    #: timer calls (a later version renamed or removed it): the timer stays pending, as an event
+    #: without a handler stays in the inbox
+    missing_method: str | None = None
 
 
 class TimerEdits:

@@ -57,7 +57,7 @@ from vactor_cloud.cli._options import (
     add_common_options,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, printable
+from vactor_cloud.cli._output import Output, printable, streams_kept
 
 __all__ = [
     "COMMAND_MODULES",
@@ -212,7 +212,15 @@ def _deleted_text(exc: ActorDeletedError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vactor`` console script; returns the exit code."""
+    """Entry point of the ``vactor`` console script; returns the exit code.
+
+    ``sys.stdout`` and ``sys.stderr`` are the caller's again when it returns (or raises
+    ``SystemExit``), even if a reader that left had them pointed at ``/dev/null``."""
+    with streams_kept():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from vactor_cloud.errors import (
         ActorDefinitionError,
         ActorDeletedError,
@@ -268,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `vactor ls | head`: the reader left; nothing more to say.
         with contextlib.suppress(Exception):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - swallow the flush at exit
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - until main returns (streams_kept)
         return EXIT_OK
     except Exception as exc:
         _fail(f"{type(exc).__name__}: {exc}{_hint(debug)}", EXIT_ERROR, debug)

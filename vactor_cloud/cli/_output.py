@@ -29,6 +29,7 @@ __all__ = [
     "plain_table",
     "printable",
     "progress",
+    "streams_kept",
     "when",
 ]
 
@@ -283,12 +284,36 @@ def note(text: str) -> None:
 
     ``vactor compact --all 2>&1 | head -1`` or a ``less`` quit early: the work is not
     stopped half-done by a BrokenPipeError (which ``main`` takes for ``| head`` on stdout
-    and exits 0). stderr becomes ``/dev/null``, so that nothing fails again, at exit included.
+    and exits 0). stderr becomes ``/dev/null``, so that nothing fails again, until ``main``
+    returns (:func:`streams_kept` gives the program its own stream back).
     """
     try:
         print(printable(text), file=sys.stderr, flush=True)
     except BrokenPipeError:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the rest of the process's stderr
+
+
+@contextlib.contextmanager
+def streams_kept() -> Iterator[None]:
+    """Give ``sys.stdout`` and ``sys.stderr`` back as they were when the block ends.
+
+    A command whose reader left (``vactor ls | head``) points the stream it wrote at
+    ``/dev/null`` (``main``'s BrokenPipeError, :func:`note`), so that nothing fails again. A
+    program that called ``main()`` gets its own streams back after. (A flush that failed left
+    nothing in the buffer: the console script's flush at exit finds nothing to write.)
+    """
+    saved = {"stdout": sys.stdout, "stderr": sys.stderr}
+    try:
+        yield
+    finally:
+        for name, stream in saved.items():
+            current = getattr(sys, name)
+            if current is stream:
+                continue
+            if getattr(current, "name", None) == os.devnull:
+                with contextlib.suppress(Exception):
+                    current.close()
+            setattr(sys, name, stream)
 
 
 def when(timestamp: float, *, one_field: bool = False) -> str:

@@ -13,18 +13,22 @@ through heartbeats; ``claims`` claims each actor; ``none`` fires everything
 (else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE`` options, as for every
 ``vactor`` command. Exit status: 0 ok, 1 when some timer could not be fired (it stays due and is
 fired by the next tick), 2 on bad usage (a bad number, shard or actor id), 3 when ``repair --actor``
-names an actor that does not exist, 130 when tick or repair is interrupted (saying what it left).
+names an actor that does not exist, 130 when tick or repair is interrupted, or run by a second
+SIGTERM/SIGINT while its fires in flight finish (saying what it left).
 Errors are one line, ``vactor: error: ...``, as everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from vactor_cloud import _sync
@@ -175,21 +179,78 @@ def _repair(actor_ids: list[str] | None, out: Output) -> int:
     return count
 
 
+#: what ``vactor timers run`` or ``tick`` stopped at once leaves (its last line on stderr)
+STOPPED_AT_ONCE = (
+    "vactor: error: stopped at once: a fire in flight either committed or did not; one that did "
+    "not stays due and is fired again by the next runner or tick (its timer's key keeps it to "
+    "once); this runner's heartbeat (or claim) lapses after --lease seconds"
+)
+
+
+def _stop_at_once() -> None:
+    """End the process now, saying what it leaves: the firing threads are not waited for (a
+    method body cannot be stopped; a KeyboardInterrupt would leave the process waiting for them
+    at exit). The store is safe to leave at any point: an uncommitted fire stays due, a
+    committed one whose entry is left is found fired (stale) and its entry deleted."""
+    # (RuntimeError: the signal came while this thread wrote stderr; it ends all the same)
+    with contextlib.suppress(Exception):
+        note(STOPPED_AT_ONCE)
+        sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _second_interrupt_stops_at_once() -> Iterator[None]:
+    """``vactor timers tick``: Ctrl-C raises KeyboardInterrupt, which waits for the fires in
+    flight (saying so); a second Ctrl-C meanwhile ends the process at once
+    (:func:`_stop_at_once`). The SIGINT handler found is restored on exit."""
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            _stop_at_once()
+        interrupted.set()
+        with contextlib.suppress(RuntimeError):  # (stderr being written by this thread: unsaid)
+            note("vactor: stopping: the fires in flight finish; Ctrl-C again stops at once")
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # (signals are the main thread's)
+        yield
+        return
+    found = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if found is None else found)
+
+
 def _run_until_stopped(args: argparse.Namespace, shard: tuple[int, int] | None, split: Any) -> TickReport:
     """``vactor timers run``: fire timers until SIGTERM or SIGINT, whose handlers it sets for that
     time only: those it found are restored when it returns (``main()`` called in a user's
-    script, or a test, keeps its own Ctrl-C)."""
+    script, or a test, keeps its own Ctrl-C). The first signal lets the fires in flight finish
+    (saying so); a second one ends the process at once (:func:`_stop_at_once`)."""
     stop = threading.Event()
     stopping = (signal.SIGTERM, signal.SIGINT)
     found: dict[signal.Signals, Any] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            _stop_at_once()
+        stop.set()
+        with contextlib.suppress(RuntimeError):  # (stderr being written by this thread: unsaid)
+            note(
+                "vactor: stopping: the fires in flight finish, then it prints its totals; "
+                "Ctrl-C again (or SIGTERM) stops at once"
+            )
+
     try:
         for sig in stopping:
-            found[sig] = signal.signal(sig, lambda *_: stop.set())
+            found[sig] = signal.signal(sig, on_signal)
         # it prints nothing else until stopped: say that it runs, where, and how it stops
         note(
             f"vactor: firing timers under {get_runtime().store.describe()} as they fall due "
             f"(listing every {args.poll:g} s); SIGTERM or Ctrl-C stops it (fires in flight "
-            "finish), then it prints its totals"
+            "finish; a second one stops at once), then it prints its totals"
         )
         return run_timers(poll=args.poll, stop=stop, lease=args.lease, shard=shard, split=split)
     finally:
@@ -217,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
         if command in ("tick", "run"):
             if command == "tick":
                 try:
-                    report = fire_due_timers(lease=args.lease, shard=shard, split=split)
+                    with _second_interrupt_stops_at_once():
+                        report = fire_due_timers(lease=args.lease, shard=shard, split=split)
                 except KeyboardInterrupt:
                     raise CliError(
                         "interrupted: the timers fired so far fired once; those not fired stay due "
