@@ -501,6 +501,23 @@ class Till:
         return self.paid
 
 
+def pay_30_leaving_its_inbox_object(actor_id: str, monkeypatch: pytest.MonkeyPatch) -> Till:
+    """``actor_id``, a Till that applied a payment of 30 (event ``e1``) whose inbox object its
+    writer left: it died between its commit and the deletes of the events it applied."""
+    store = vc.get_runtime().store
+    delete_many = store.delete_many
+
+    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    old = Till.get_or_create(actor_id)
+    vc.send_event(actor_id, "pay", {"amount": 30}, event_id="e1")
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "delete_many", inbox_deletes_lost)
+        old.process_events()
+    return old
+
+
 def test_an_event_the_old_actor_applied_is_not_applied_again_by_the_next_actor(
     spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,17 +528,7 @@ def test_an_event_the_old_actor_applied_is_not_applied_again_by_the_next_actor(
     deletes the inbox objects of events the deleted actor applied (by its last step's table);
     events waiting unapplied stay for the next actor."""
     store = vc.get_runtime().store
-    delete_many = store.delete_many
-
-    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
-        # (the writer died between its commit and the deletes of the events it applied)
-        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
-
-    old = Till.get_or_create("till-1")
-    vc.send_event("till-1", "pay", {"amount": 30}, event_id="e1")
-    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
-    old.process_events()
-    monkeypatch.undo()
+    old = pay_30_leaving_its_inbox_object("till-1", monkeypatch)
     assert old.total.run() == 30
     assert _sync.sync(store.list("actors/till-1/inbox/")) == ["actors/till-1/inbox/e1"]
     vc.send_event("till-1", "pay", {"amount": 5}, event_id="e2")  # (waits: not applied)
@@ -539,19 +546,11 @@ def test_a_delete_that_finds_the_actor_deleted_already_forgets_the_events_it_app
     the actor deleted and does that clean-up (it did only the failed-call records): the next
     actor does not apply the old actor's event again."""
     store = vc.get_runtime().store
-    delete_many = store.delete_many
-
-    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
-        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
 
     async def died_after_the_tombstone(*args: Any) -> None:
         return None
 
-    old = Till.get_or_create("till-4")
-    vc.send_event("till-4", "pay", {"amount": 30}, event_id="e1")
-    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
-    old.process_events()
-    monkeypatch.undo()
+    pay_30_leaving_its_inbox_object("till-4", monkeypatch)
     vc.send_event("till-4", "pay", {"amount": 5}, event_id="e2")  # (waits: not applied)
     monkeypatch.setattr(deletion, "_after_commit", died_after_the_tombstone)
     assert vc.delete_actor("till-4") is True
@@ -572,17 +571,7 @@ def test_the_clean_up_unpickles_no_table_of_a_class_this_process_does_not_define
     says so."""
     from vactor_cloud import inbox
 
-    store = vc.get_runtime().store
-    delete_many = store.delete_many
-
-    async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
-        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
-
-    old = Till.get_or_create("till-2")
-    vc.send_event("till-2", "pay", {"amount": 30}, event_id="e1")
-    monkeypatch.setattr(store, "delete_many", inbox_deletes_lost)
-    old.process_events()
-    monkeypatch.undo()
+    pay_30_leaving_its_inbox_object("till-2", monkeypatch)
     monkeypatch.setattr(inbox, "lookup_local_class", lambda name: None)
     with caplog.at_level("WARNING", logger="vactor_cloud"):
         assert vc.delete_actor("till-2") is True
