@@ -12,7 +12,9 @@ from vactor_cloud import _sync
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
 
-
+#: the version of the class that schedules the timer (defined again by each run of the test:
+#: a run on one lane deploys the next version, and pytest runs the other lanes in this process)
+FIRST_VERSION = """
 @vc.virtual_actor
 class Shifting:
     def __init__(self) -> None:
@@ -25,6 +27,7 @@ class Shifting:
 
     def remind(self) -> None:
         self.n += 1
+"""
 
 
 #: the next version of the class (as a deploy's module defines it): ``remind`` is ``nudge`` now
@@ -56,7 +59,8 @@ def test_a_timer_whose_method_the_next_class_version_lacks_stays_pending_with_an
     what to do."""
     if actor_store.url.startswith("memory:"):
         pytest.skip("a memory store does not outlive its runtime (the deploy restarts it)")
-    Shifting.get_or_create("s1").arm.run()
+    exec(FIRST_VERSION, globals())
+    Shifting.get_or_create("s1").arm.run()  # noqa: F821 (defined by the exec above)
     vc.shutdown()
     exec(NEXT_VERSION, globals())  # the deploy
     actor_store.init()
