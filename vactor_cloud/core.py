@@ -1308,7 +1308,7 @@ class ActorCore(Folder):
             # Others' posts still wait for us (our put lost a race since): not
             # idle, however long the lost put and the reload took.
             self._foreign_at = time.monotonic()
-        if not self._holding() and not self._lease_for_fold():
+        if not self._holding(mid_fold=True) and not self._lease_for_fold():
             # The lease expired mid-fold or another process took it over: it folds.
             c.fold = False
             if not batch:

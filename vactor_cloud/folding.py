@@ -176,17 +176,20 @@ class Folder(Poster):
             self._leases = LeaseStore(self.env.store, self.actor_id, self.env.settings.signing_key)
         return self._leases
 
-    def _holding(self) -> bool:
+    def _holding(self, *, mid_fold: bool = False) -> bool:
         """Whether we hold the folder lease with time to spare; gives it up once idle.
 
         Idle: no other process's post folded for ``combine_window`` (the lease is released
-        in the background, so that nobody waits for it to expire).
+        in the background, so that nobody waits for it to expire). Never ``mid_fold``: a
+        commit folding with the lease is not idle, however long taking the lease, a lost put
+        or a reload took (on a loaded store that is longer than ``combine_window``, and a
+        holder gave the lease up before its first fold, only to take it again).
         """
         now = time.monotonic()
         settings = self.env.settings
         if now >= self._held_until - 0.25 * settings.lease_seconds:
             return False
-        if now - self._foreign_at > settings.combine_window:
+        if not mid_fold and now - self._foreign_at > settings.combine_window:
             self._give_up_lease()
             return False
         return True
