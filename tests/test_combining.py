@@ -973,6 +973,38 @@ class LeaseGate(Switchable):
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_writer_that_keeps_winning_with_a_pause_now_and_then_still_reads_the_lease(
+    store_spec: StoreSpec,
+) -> None:
+    """A writer that commits back to back never loses a race: it learns that others post and
+    wait for a folder (whose puts lose to it) only by reading the lease, once it counts as a
+    hot writer. It had to commit 8 times in a row each within 4 puts' time of the one before:
+    one longer pause between two calls (a loaded host descheduling it) started the count over,
+    and a CI run on the local lane starved the posters for the writer's whole run. Here every
+    fourth pause is longer than that; the commits still come at under 4 puts' time apart on
+    average."""
+    store = init_switchable(store_spec)
+    log = OrderLog.get_or_create("a")
+    reads: list[str] = []
+    inner_around = store._around
+
+    async def slow_steps(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "get" and key.endswith("/lease"):
+            reads.append(key)
+        if operation == "put" and "/steps/" in key:
+            await asyncio.sleep(0.03)  # puts of 30 ms: back to back means within 0.12 s
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = slow_steps  # type: ignore[method-assign]
+    for i in range(40):
+        log.add.run(f"me/{i}")
+        if i % 4 == 3:
+            time.sleep(0.15)  # longer than 4 puts' time (and than 0.1 s)
+    assert wait_for(lambda: bool(reads), 10), "the hot writer never read the lease"
+    assert log.applied.run() == [f"me/{i}" for i in range(40)]
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_holder_whose_lease_nears_its_end_with_nothing_to_fold_releases_it(store_spec: StoreSpec) -> None:
     """The holder folds in the background only while its lease has a quarter left; a lease is
     renewed by folds. Idle for longer than that (but not for ``combine_window``), its folding

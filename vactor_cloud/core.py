@@ -1596,8 +1596,7 @@ class ActorCore(Folder):
         self._put_seconds = 0.8 * self._put_seconds + 0.2 * (time.monotonic() - put_started)
         now = time.monotonic()
         self._seen_at = now
-        self._streak = self._streak + 1 if now - self._last_commit_at < self._streak_gap() else 1
-        self._last_commit_at = now
+        self._count_commit(now)
         if TIMERS in record.extra:
             self._index_timers(c.base, record)
         if folded:

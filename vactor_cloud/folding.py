@@ -61,6 +61,7 @@ class Folder(Poster):
         "_releasing",
         "_renewing",
         "_streak",
+        "_streak_pace",
     )
 
     if TYPE_CHECKING:
@@ -75,8 +76,10 @@ class Folder(Poster):
         self._lease: Lease | None = None
         #: when (monotonic) we last read another process's valid lease
         self._lease_read_at = -math.inf
-        #: commits in a row, each soon after the one before (a hot writer), and when the last was
+        #: commits in a row with no long break between two (a hot writer), their average time
+        #: apart (moving), and when the last was
         self._streak = 0
+        self._streak_pace = math.inf
         self._last_commit_at = -math.inf
         self._held_until = -math.inf
         self._foreign_at = -math.inf
@@ -122,11 +125,18 @@ class Folder(Poster):
     def _hot_writer_sees_a_folder(self) -> bool:
         """A writer that keeps winning never loses a race, so it would never learn that others
         post and wait while their folder's puts lose to it. Committing back to back for
-        ``_STREAK_COMMITS`` commits, it reads the lease once per ``lease_seconds / 4`` (or 16
-        puts' time, if longer), in the background: held by another process = its next commit
-        is contended (posts). An uncontended writer pays one GET per such interval of
-        continuous commits, never one per commit, and never on a commit's path."""
-        if self._streak < _STREAK_COMMITS or time.monotonic() - self._last_commit_at > self._streak_gap():
+        ``_STREAK_COMMITS`` commits (on average within ``_streak_gap`` of each other: one
+        longer pause, a loaded host descheduling the writer between two calls, does not start
+        the count over), it reads the lease once per ``lease_seconds / 4`` (or 16 puts' time,
+        if longer), in the background: held by another process = its next commit is contended
+        (posts). An uncontended writer pays one GET per such interval of continuous commits,
+        never one per commit, and never on a commit's path."""
+        gap = self._streak_gap()
+        if (
+            self._streak < _STREAK_COMMITS
+            or self._streak_pace > gap
+            or time.monotonic() - self._last_commit_at > _STREAK_BREAK * gap
+        ):
             return False
         now = time.monotonic()
         # At most once per lease_seconds / 4, and per 16 puts' time: on a slow store a GET per
@@ -155,6 +165,18 @@ class Folder(Poster):
         when puts are slow (an overloaded machine or store, where a writer that keeps winning
         would otherwise never count as hot, and a folder's commits lose to it every time)."""
         return max(_STREAK_GAP, _STREAK_PUTS * self._put_seconds)
+
+    def _count_commit(self, now: float) -> None:
+        """(After each commit) The hot writer's streak: a break longer than ``_STREAK_BREAK``
+        gaps starts it over; its pace is the moving average of the times between commits."""
+        gap = self._streak_gap()
+        since = now - self._last_commit_at
+        if since > _STREAK_BREAK * gap:
+            self._streak, self._streak_pace = 1, gap
+        else:
+            self._streak = min(self._streak + 1, _STREAK_COMMITS)
+            self._streak_pace = 0.75 * self._streak_pace + 0.25 * since
+        self._last_commit_at = now
 
     def _other_folds(self) -> bool:
         """Whether another process folds: its fold applied a post of ours, or it held the folder
@@ -519,8 +541,10 @@ def damaged_pause(attempt: int) -> float:
     return float(min(0.1, 0.01 * 2 ** min(attempt - 1, 4)) * (0.5 + random.random()))
 
 
-#: a hot writer: this many commits in a row, each within _STREAK_GAP seconds of the one before
+#: a hot writer: this many commits in a row, on average within _streak_gap() of each other
+#: (_STREAK_GAP seconds, or _STREAK_PUTS puts' time), with no break of _STREAK_BREAK gaps
 _STREAK_COMMITS = 8
+_STREAK_BREAK = 4
 #: a fold waits for the posts of the next round at most this many puts' time, and seconds
 _GATHER_PUTS = 3
 _GATHER_MAX = 0.05
