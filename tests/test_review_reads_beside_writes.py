@@ -476,3 +476,50 @@ def test_a_read_from_a_signal_handler_on_the_thread_whose_put_is_held_is_answere
         signal.signal(signal.SIGUSR2, previous)
         gate.release.set()
     assert seen == [1]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+@pytest.mark.parametrize("wait", ["run", "result"])
+def test_a_signal_taken_by_another_thread_has_its_handler_run_while_the_main_thread_waits(
+    gated: Callable[..., Gate], wait: str
+) -> None:
+    """A signal sent to the process may be taken by any of its threads (the kernel picks one:
+    Ctrl-C's SIGINT, ``kill``), and one that lands on the main thread just before its wait's
+    system call interrupts nothing either. Python runs the handler on the main thread once it
+    runs Python code again: a main thread blocked in one long wait (``run()`` waiting for its
+    step put, ``result()`` for its call) ran it only when the wait ended, here at the 10 s
+    deadline, the put still held and the call failed; Ctrl-C so waited as long. Waits of the
+    main thread now come back to Python every quarter second."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread")
+    gate = gated(deadline=10.0)
+    tally = Tally.get_or_create("signalled")
+    tally.add.run(1)
+    seen: list[Any] = []
+    answered = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        seen.append(threading.current_thread() is threading.main_thread())
+        answered.set()
+
+    def poke() -> None:
+        if gate.held.wait(HANG):
+            # To this thread, not the main one: the main thread's wait is not interrupted.
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+            answered.wait(HANG)
+        gate.release.set()
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    try:
+        gate.hold("put", "/steps/")
+        poker = threading.Thread(target=poke, daemon=True)
+        poker.start()
+        if wait == "run":
+            assert tally.add.run(10) == 11
+        else:
+            assert tally.add.run_async(10).result(HANG) == 11
+        poker.join(HANG)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        gate.release.set()
+    assert seen == [True]

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "cancel",
     "get_loop",
     "in_loop_thread",
+    "interruptible_wait",
     "submit",
     "sync",
     "until_stopped",
@@ -38,6 +40,34 @@ _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 #: the IO loop thread's ``threading.get_ident()`` (cheaper to compare than the thread object)
 _thread_ident: int | None = None
+
+
+#: the longest one wait of the main thread blocks in one go (:func:`interruptible_wait`)
+MAIN_WAIT_SLICE = 0.25
+
+
+def interruptible_wait(
+    wait: Callable[..., bool], timeout: float | None, *, forever: float | None = -1
+) -> bool:
+    """``wait(timeout=...)`` (a lock's ``acquire``, an event's ``wait``) for up to ``timeout``
+    seconds (None: no end; ``forever`` is what ``wait`` takes for that: -1 for a lock, None for
+    an event); what it returned.
+
+    On the main thread, in slices of ``MAIN_WAIT_SLICE``: Python runs signal handlers there
+    (Ctrl-C's ``KeyboardInterrupt`` too) only when the thread runs Python code again. A signal
+    taken by another thread (the kernel picks any thread of the process) or landing just before
+    the wait's system call interrupts nothing, and its handler waited for a whole wait to end:
+    as long as ``Settings.deadline``.
+    """
+    if threading.get_ident() != threading.main_thread().ident:
+        return wait(timeout=forever if timeout is None else timeout)
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = MAIN_WAIT_SLICE if end is None else min(MAIN_WAIT_SLICE, max(end - time.monotonic(), 0.0))
+        if wait(timeout=left):
+            return True
+        if end is not None and time.monotonic() >= end:
+            return False
 
 
 def _reset_after_fork() -> None:
@@ -194,7 +224,7 @@ def sync(
     try:
         loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
         started = True
-        finished = waiter.done.acquire(timeout=-1 if timeout is None else timeout)
+        finished = interruptible_wait(waiter.done.acquire, timeout)
     except BaseException:
         # Interrupted (Ctrl-C: KeyboardInterrupt, or a signal handler's exception), even
         # before the wait began: the work stops too rather than carrying on unseen on the

@@ -50,6 +50,7 @@ from concurrent.futures import Future
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 from vactor_cloud import counters, tracing
+from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.batch import (
     BatchResult,
     PendingCall,
@@ -859,7 +860,7 @@ class ActorCore(Folder):
                 if timeout is None and _refuse_wait_cycle(self, future):
                     continue  # a call of the cycle was withdrawn: ours, or one that frees the holder
                 try:
-                    wake.wait(min(remaining, stalled_at - now))
+                    interruptible_wait(wake.wait, min(remaining, stalled_at - now))
                 except BaseException as exc:
                     # Interrupted (Ctrl-C) while queued behind another thread: a call not started
                     # is withdrawn with it, never applied later behind its caller's back. One that

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
-from vactor_cloud._sync import in_loop_thread
+from vactor_cloud._sync import in_loop_thread, interruptible_wait
 
 __all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
 
@@ -80,12 +80,23 @@ class ActorFuture(concurrent.futures.Future[T]):
     def result(self, timeout: float | None = None) -> T:
         started = time.monotonic()
         self._wait_helping(timeout)
-        return super().result(_remaining(timeout, started))
+        return super().result(self._waited(timeout, started))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         started = time.monotonic()
         self._wait_helping(timeout)
-        return super().exception(_remaining(timeout, started))
+        return super().exception(self._waited(timeout, started))
+
+    def _waited(self, timeout: float | None, started: float) -> float | None:
+        """What is left of ``timeout`` for the plain wait; on the main thread, having waited
+        in slices (``_sync.interruptible_wait``: signal handlers run meanwhile)."""
+        left = _remaining(timeout, started)
+        if self.done() or threading.get_ident() != threading.main_thread().ident:
+            return left
+        settled = interruptible_wait(
+            lambda timeout: bool(concurrent.futures.wait((self,), timeout).done), left, forever=None
+        )
+        return left if settled else 0.0
 
     def __await__(self) -> Generator[Any, None, T]:
         # Not asyncio.wrap_future: it copies the outcome into an asyncio future, which refuses
@@ -291,7 +302,7 @@ class CallFuture(concurrent.futures.Future[T]):
             if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        if not event.wait(timeout):
+        if not interruptible_wait(event.wait, timeout, forever=None):
             raise concurrent.futures.TimeoutError()
 
     def result(self, timeout: float | None = None) -> T:
