@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "printable",
     "progress",
     "streams_kept",
+    "streams_watched",
     "when",
 ]
 
@@ -314,6 +315,48 @@ def streams_kept() -> Iterator[None]:
                 with contextlib.suppress(Exception):
                     current.close()
             setattr(sys, name, stream)
+
+
+class _Watched:
+    """``sys.stdout`` or ``sys.stderr`` while a command runs: the stream itself, which notes each
+    write it refused because its reader left (``BrokenPipeError``)."""
+
+    def __init__(self, stream: IO[str], refused: list[BrokenPipeError]) -> None:
+        self._stream = stream
+        self._refused = refused
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            self._refused.append(exc)
+            raise
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            self._refused.append(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the stream's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def streams_watched() -> Iterator[list[BrokenPipeError]]:
+    """Run a command with ``sys.stdout`` and ``sys.stderr`` noting the writes they refuse, and
+    yield that list: a ``BrokenPipeError`` reaching ``main`` is the reader of the command's own
+    output that left (``| head``) only if one of them refused a write; any other (a socket's, a
+    method's) is an error like another. The streams are given back by :func:`streams_kept`."""
+    refused: list[BrokenPipeError] = []
+    sys.stdout = _Watched(sys.stdout, refused)
+    sys.stderr = _Watched(sys.stderr, refused)
+    yield refused
 
 
 def when(timestamp: float, *, one_field: bool = False) -> str:

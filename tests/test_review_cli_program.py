@@ -1,0 +1,117 @@
+"""``vactor_cloud.cli.main()`` called by a program (review h81): the program's runtime, its calls
+and its streams are its own while the command runs and after it.
+
+Each test failed before the fix its docstring names. Everything runs in this process on local
+stores under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from pathlib import Path
+from queue import Queue
+
+import pytest
+from cli_harness import BrokenStream, Vactor, one_line_error
+
+import vactor_cloud as vc
+from vactor_cloud.cli import EXIT_ERROR, EXIT_OK, main
+
+
+@vc.virtual_actor
+class Meter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+
+#: (test_main_leaves_the_programs_runtime_running) the program's thread, asked by ``Relay.ask``
+#: to call the program's actor, answers here with the result (or the exception)
+_asks: Queue[str] = Queue()
+_answers: Queue[object] = Queue()
+
+
+@vc.virtual_actor
+class Relay:
+    """An actor of the command's store whose method, run by ``vactor call``, has the program's
+    other thread call the program's actor meanwhile, and returns what that call gave."""
+
+    def ask(self) -> str:
+        _asks.put("bump")
+        return repr(_answers.get(timeout=60))
+
+
+def test_main_leaves_the_programs_runtime_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``main([... --storage B])`` in a program working on store A replaced the program's runtime
+    with its own for as long as it ran (``init()``), then shut it down: a call the program's other
+    thread made meanwhile went to B (``ActorNotFoundError`` for A's actor) and the program's
+    runtime was closed under it. main() runs the command on a runtime of its own now: the program's
+    call reaches A, and its runtime is the one it had, still running, when main() returns."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    vc.init(str(b))
+    Relay.get_or_create("relay")
+    vc.init(str(a))
+    try:
+        meter = Meter.get_or_create("meter")
+        assert meter.bump.run() == 1
+        programs = vc.runtime.current_runtime()
+
+        def program_thread() -> None:
+            _asks.get(timeout=60)
+            try:
+                _answers.put(meter.bump.run())
+            except Exception as exc:
+                _answers.put(exc)
+
+        worker = threading.Thread(target=program_thread, daemon=True)
+        worker.start()
+        assert main(["call", "relay", "ask", "--storage", str(b)]) == 0
+        worker.join(60)
+        assert capsys.readouterr().out.strip() == '"2"'  # the program's call, made on A meanwhile
+        assert vc.runtime.current_runtime() is programs
+        assert programs is not None and not programs.closed
+        assert meter.bump.run() == 3
+    finally:
+        vc.shutdown()
+
+
+def test_a_broken_pipe_not_on_the_commands_streams_is_an_error(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main() took every BrokenPipeError for its stdout's reader leaving (``| head``): one raised
+    elsewhere (here by the listing, as a socket to the store would) was swallowed, exit 0 and not
+    a word. Only a write refused by the command's own stdout or stderr is taken so now; this one
+    is an error (exit 1, one line)."""
+
+    def listing_fails(*args: object, **kwargs: object) -> object:
+        raise BrokenPipeError(32, "Broken pipe (a socket)")
+
+    monkeypatch.setattr("vactor_cloud.history.iter_actors", listing_fails)
+    done = vactor("ls")
+    assert done.code == EXIT_ERROR, done
+    assert "BrokenPipeError" in one_line_error(done)
+
+
+def test_a_reader_that_left_is_still_exit_0(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(The other side of the test above, which passed before too.) ``vactor ls | head -0``:
+    the command's stdout refuses the write; exit 0, and nothing said."""
+    vc.init(store)
+    try:
+        Meter.get_or_create("meter")
+    finally:
+        vc.shutdown()
+    monkeypatch.setattr(sys, "stdout", BrokenStream())
+    errors = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", errors)
+    try:
+        assert main(["ls"]) == EXIT_OK
+    finally:
+        vc.shutdown()
+    assert errors.getvalue() == ""
