@@ -115,3 +115,20 @@ def test_a_reader_that_left_is_still_exit_0(store: str, monkeypatch: pytest.Monk
     finally:
         vc.shutdown()
     assert errors.getvalue() == ""
+
+
+def test_history_limit_0_prints_no_header_over_no_rows(store: str, vactor: Vactor) -> None:
+    """``vactor history meter --limit 0`` printed the table's header over no rows on stdout, where
+    ``ls`` on an empty store prints nothing there and says so on stderr. Now the same: stdout
+    empty (``--json``: ``[]``), one line on stderr saying why no step is shown."""
+    vc.init(store)
+    try:
+        Meter.get_or_create("meter").bump.run()
+    finally:
+        vc.shutdown()
+    done = vactor("history", "meter", "--limit", "0")
+    assert done.code == EXIT_OK, done
+    assert done.out == "", done.out
+    assert done.err.count("\n") == 1 and "--limit 0" in done.err, done.err
+    assert vactor("history", "meter", "--limit", "0", "--json").json() == []
+    assert vactor("history", "nobody", "--limit", "0").code == 3  # (as without --limit)
