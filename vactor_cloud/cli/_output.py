@@ -9,6 +9,7 @@ the real stdout.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime
 import json
@@ -253,8 +254,8 @@ class JsonArray:
 
 
 def json_fallback(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
+    """What ``--json`` writes for a value ``json.dumps`` cannot: a set or tuple as a list, any
+    other object as its repr (bytes and non-finite floats are tagged before: :func:`_finite`)."""
     if isinstance(value, set | frozenset | tuple):
         return _finite(list(value))
     return repr(value)
@@ -263,13 +264,20 @@ def json_fallback(value: Any) -> Any:
 #: the dict keys ``json.dumps`` accepts (it writes them as strings)
 _JSON_KEYS = (str, int, float, bool, type(None))
 
+#: how ``--json`` writes a float JSON has no number for: a string ``float()`` reads back
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
 
 def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by its repr: ``json.dumps`` would write
-    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document).
-    Dict keys that JSON cannot hold become their repr too."""
+    """``value`` made JSON without passing one kind of value for another (docs/cli.md, Output):
+    bytes (and bytearray, memoryview) become ``{"bytes_base64": ...}`` (as text they read as a
+    str); a NaN or infinite float ``{"float": "NaN" | "Infinity" | "-Infinity"}``
+    (``json.dumps`` would write ``NaN``, which is not JSON: ``jq`` and most parsers refuse the
+    document; as a string it reads as one). Dict keys that JSON cannot hold become their repr."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+        return value if math.isfinite(value) else {"float": _NON_FINITE.get(value, "NaN")}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"bytes_base64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
         # a key JSON cannot hold (a tuple, a frozenset) as its repr: json.dumps raises TypeError
         return {

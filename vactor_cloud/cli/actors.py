@@ -271,8 +271,8 @@ def cmd_call(args: argparse.Namespace) -> int:
 
         out.console().print(Pretty(result))
     else:
-        try:
-            out.print(out.json_text(result))
+        try:  # (NaN is not JSON: json.dumps would write it bare)
+            out.print(out.json_text(result, allow_nan=False))
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK

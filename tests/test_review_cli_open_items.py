@@ -1,5 +1,6 @@
-"""``vactor_cloud.cli.main()`` called by a program (review h81): the program's runtime, its calls
-and its streams are its own while the command runs and after it.
+"""The ``vactor`` command's items a review left open (review h81): ``main()`` called by a program
+(the program's runtime and calls stay its own; a broken pipe is the reader leaving only on the
+command's own streams), ``history --limit 0``, and what ``--json`` makes of values JSON lacks.
 
 Each test failed before the fix its docstring names. Everything runs in this process on local
 stores under ``tmp_path``.
@@ -7,7 +8,10 @@ stores under ``tmp_path``.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import math
 import sys
 import threading
 from pathlib import Path
@@ -34,6 +38,21 @@ class Meter:
 #: to call the program's actor, answers here with the result (or the exception)
 _asks: Queue[str] = Queue()
 _answers: Queue[object] = Queue()
+
+
+@vc.virtual_actor
+class Odd:
+    """Returns what JSON has no value for."""
+
+    @vc.virtual_actor.readonly
+    def values(self) -> dict[str, object]:
+        return {
+            "blob": b"\xff\x00ab",
+            "buffer": bytearray(b"hi"),
+            "text": "\xff\x00ab",
+            "nan": math.nan,
+            "floats": [math.inf, -math.inf, 0.5],
+        }
 
 
 @vc.virtual_actor
@@ -132,3 +151,34 @@ def test_history_limit_0_prints_no_header_over_no_rows(store: str, vactor: Vacto
     assert done.err.count("\n") == 1 and "--limit 0" in done.err, done.err
     assert vactor("history", "meter", "--limit", "0", "--json").json() == []
     assert vactor("history", "nobody", "--limit", "0").code == 3  # (as without --limit)
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant}")
+
+
+def test_call_json_keeps_bytes_and_non_finite_floats_apart_from_text(store: str, vactor: Vactor) -> None:
+    """``vactor call --json`` wrote bytes as their text (``b"\\xff\\x00ab"`` and the str
+    ``"\\\\xff\\x00ab"`` both came out as text) and NaN as the string ``"nan"``: a reader could
+    not tell them from strings. Now bytes are ``{"bytes_base64": ...}`` and a NaN or infinite
+    float ``{"float": "NaN" | "Infinity" | "-Infinity"}`` (what ``float()`` reads back); the
+    document stays JSON (no bare NaN). Without --json the result is its repr (not JSON)."""
+    vc.init(store)
+    try:
+        Odd.get_or_create("odd")
+    finally:
+        vc.shutdown()
+    done = vactor("call", "odd", "values", "--json")
+    assert done.code == EXIT_OK, done
+    assert json.loads(done.out, parse_constant=_refuse) == {
+        "result": {
+            "blob": {"bytes_base64": base64.b64encode(b"\xff\x00ab").decode()},
+            "buffer": {"bytes_base64": base64.b64encode(b"hi").decode()},
+            "text": "\xff\x00ab",
+            "nan": {"float": "NaN"},
+            "floats": [{"float": "Infinity"}, {"float": "-Infinity"}, 0.5],
+        }
+    }
+    plain = vactor("call", "odd", "values")
+    assert plain.code == EXIT_OK, plain
+    assert "'nan': nan" in plain.out and "b'\\xff\\x00ab'" in plain.out, plain.out
