@@ -41,6 +41,14 @@ _answers: Queue[object] = Queue()
 
 
 @vc.virtual_actor
+class Forwarder:
+    """Its method calls another actor: through ``get_runtime()`` on the thread it runs on."""
+
+    def forward(self) -> int:
+        return Meter.get_or_create("forwarded").bump.run()
+
+
+@vc.virtual_actor
 class Odd:
     """Returns what JSON has no value for."""
 
@@ -182,3 +190,24 @@ def test_call_json_keeps_bytes_and_non_finite_floats_apart_from_text(store: str,
     plain = vactor("call", "odd", "values")
     assert plain.code == EXIT_OK, plain
     assert "'nan': nan" in plain.out and "b'\\xff\\x00ab'" in plain.out, plain.out
+
+
+def test_own_runtime_reaches_the_threads_vactor_starts_for_it(tmp_path: Path) -> None:
+    """Under ``own_runtime()`` (main()'s), a ``run_async`` call runs on the runtime's pool: the
+    method body there, calling another actor, must find the command's runtime, not the
+    program's (without ``carry_runtime`` it made the actor in the program's store A)."""
+    from vactor_cloud.runtime import own_runtime
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    vc.init(str(a))
+    try:
+        with own_runtime():
+            vc.init(str(b))
+            assert Forwarder.get_or_create("f").forward.run_async().result(timeout=60) == 1
+            assert vc.get_actor("forwarded").history()[0].step >= 0  # in B
+        with pytest.raises(vc.ActorNotFoundError):
+            vc.get_actor("forwarded")  # not in A
+    finally:
+        vc.shutdown()
