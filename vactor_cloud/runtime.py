@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import contextvars
 import functools
 import itertools
 import logging
@@ -54,6 +53,7 @@ from vactor_cloud.log import ActorLog, ClassRef, Head, retry_pause
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import PostSender
 from vactor_cloud.read_room import ReadRoom
+from vactor_cloud.runtime_scope import carry_runtime, own
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
@@ -1339,7 +1339,7 @@ def init(
         subtask_executor=subtask_executor,
         timeout=timeout,
     )
-    scope = _own.get()
+    scope = _current_own()
     if scope is not None:
         scope.choose(chosen)
         return
@@ -1353,7 +1353,7 @@ def init(
 
 def current_runtime() -> Runtime | None:
     """The current runtime if one is running (none is started)."""
-    scope = _own.get()
+    scope = _current_own()
     return _runtime if scope is None else scope.runtime
 
 
@@ -1363,7 +1363,7 @@ def store_in_use() -> str | None:
     started since the settings last changed. What a pickled handle carries (see
     ``ActorHandle.__reduce__``): a handle pickled after ``shutdown()`` carried none, and a
     process that chose no store looked for its actor in the embedded default one."""
-    scope = _own.get()
+    scope = _current_own()
     runtime = _runtime if scope is None else scope.runtime
     if runtime is not None:
         return runtime.store.describe()
@@ -1378,7 +1378,7 @@ def store_in_use() -> str | None:
 def storage_chosen() -> bool:
     """Whether this process chose its store (``init()`` or ``$VACTOR_STORAGE``), rather than
     falling back to the embedded default one."""
-    scope = _own.get()
+    scope = _current_own()
     chosen = _chosen_by_init if scope is None else scope.chosen
     return chosen or bool(os.environ.get("VACTOR_STORAGE"))
 
@@ -1386,7 +1386,7 @@ def storage_chosen() -> bool:
 def get_runtime() -> Runtime:
     """The current runtime, created from ``init()``'s settings (or the defaults) on first use."""
     global _runtime, _settings, _described
-    scope = _own.get()
+    scope = _current_own()
     if scope is not None:
         return scope.get()
     runtime = _runtime
@@ -1417,7 +1417,7 @@ def shutdown() -> None:
     connections closed); once it returns, nothing of that runtime runs or touches storage,
     even if another thread began shutting it down. A later call starts a fresh runtime."""
     global _runtime
-    scope = _own.get()
+    scope = _current_own()
     if scope is not None:
         scope.close()
         return
@@ -1465,7 +1465,10 @@ class _OwnRuntime:
             _close_all(old, [])
 
 
-_own: contextvars.ContextVar[_OwnRuntime | None] = contextvars.ContextVar("vactor_own_runtime", default=None)
+def _current_own() -> _OwnRuntime | None:
+    """The runtime of this context's :func:`own_runtime`, if any."""
+    scope: _OwnRuntime | None = own.get()
+    return scope
 
 
 @contextlib.contextmanager
@@ -1479,32 +1482,14 @@ def own_runtime() -> Iterator[None]:
     subtasks' threads) use it too (:func:`carry_runtime`); a thread the code starts itself
     does not: it uses the process's runtime."""
     scope = _OwnRuntime()
-    token = _own.set(scope)
+    token = own.set(scope)
     try:
         yield
     finally:
         try:
             scope.close()
         finally:
-            _own.reset(token)
-
-
-def carry_runtime(fn: Callable[..., T]) -> Callable[..., T]:
-    """``fn``, to be run on another thread, using the runtime this thread uses: the one of its
-    :func:`own_runtime`, if any (else ``fn`` itself: the other thread uses the process's)."""
-    scope = _own.get()
-    if scope is None:
-        return fn
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> T:
-        token = _own.set(scope)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _own.reset(token)
-
-    return run
+            own.reset(token)
 
 
 #: runtimes being shut down (``shutdown()``, ``init()`` again): another shutdown waits for them

@@ -79,7 +79,8 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import task_key, tasks_prefix
-from vactor_cloud.runtime import carry_runtime, get_runtime, init
+from vactor_cloud.runtime import get_runtime, init
+from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
 from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
 

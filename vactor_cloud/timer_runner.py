@@ -73,7 +73,8 @@ from vactor_cloud.errors import (
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
-from vactor_cloud.runtime import Runtime, carry_runtime, get_runtime
+from vactor_cloud.runtime import Runtime, get_runtime
+from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.timers import (
     CANCEL,
