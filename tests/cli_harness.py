@@ -6,6 +6,7 @@ a test file that defines its own (``test_cli.py``'s ``store``) keeps it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -18,7 +19,16 @@ from silent_listener import SilentListener
 import vactor_cloud as vc
 from vactor_cloud.cli import main
 
-__all__ = ["Result", "SilentListener", "Vactor", "offline_aws_env", "one_line_error", "store", "vactor"]
+__all__ = [
+    "BrokenStream",
+    "Result",
+    "SilentListener",
+    "Vactor",
+    "offline_aws_env",
+    "one_line_error",
+    "store",
+    "vactor",
+]
 
 
 @dataclass
@@ -32,6 +42,13 @@ class Result:
 
 
 Vactor = Callable[..., Result]
+
+
+class BrokenStream(io.StringIO):
+    """A stream whose reader left (``| head -1``)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
 
 
 @pytest.fixture

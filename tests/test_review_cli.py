@@ -117,7 +117,7 @@ def test_json_renders_a_state_and_a_result_whose_dicts_have_non_string_keys(
     Output(json=True, rich=False, stream=stream).emit_json(
         {1: "int", None: "none", "s": {2.5: [float("nan")]}}
     )
-    assert json.loads(stream.getvalue()) == {"1": "int", "null": "none", "s": {"2.5": ["nan"]}}
+    assert json.loads(stream.getvalue()) == {"1": "int", "null": "none", "s": {"2.5": [{"float": "NaN"}]}}
 
 
 # -- Ctrl-C during vactor call: say what may have happened ------------------------------------------

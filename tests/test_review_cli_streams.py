@@ -11,16 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_harness import BrokenStream
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_OK, main
-
-
-class BrokenStream(io.StringIO):
-    """A stream whose reader left (``| head -1``)."""
-
-    def write(self, text: str) -> int:
-        raise BrokenPipeError(32, "Broken pipe")
 
 
 def _seed(url: str) -> None:

@@ -660,6 +660,8 @@ def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothin
             message = str(raised.value)
             assert "still looking for credentials" in message, message
             assert "GOOGLE_APPLICATION_CREDENTIALS" in message and "token=" in message, message
+            # h81: and then ended "...: is the endpoint reachable?", about an endpoint never asked
+            assert "endpoint reachable" not in message, message
         finally:
             beat.set()
             await beating
@@ -669,6 +671,28 @@ def test_gcs_credential_discovery_against_a_silent_metadata_server_stalls_nothin
         _in_daemon_thread(scenario)
     finally:
         silent.close()
+
+
+def test_gcs_timeout_waiting_for_an_access_token_says_that_alone() -> None:
+    """A request that timed out while the access token was still being fetched said so, then
+    asked "is the endpoint reachable?" (the storage endpoint, never reached): two advices, one
+    wrong. The message now says what it waited for and what to check, then the limit."""
+    pytest.importorskip("gcsfs")
+
+    async def scenario() -> None:
+        from vactor_cloud.storage._gcs import GCSStore
+
+        store = GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", project="p", token="anon")
+        store.request_timeout = 0.1
+        store._token_refresh = asyncio.get_running_loop().create_future()  # (never fetched)
+        with pytest.raises(StorageTimeoutError) as raised:
+            await store._bounded(asyncio.Event().wait(), "head", "k")
+        message = str(raised.value)
+        assert "access token" in message, message
+        assert "endpoint reachable" not in message, message
+        assert message.endswith("(Settings.timeout sets this limit)"), message
+
+    _in_daemon_thread(scenario)
 
 
 def test_gcs_with_no_credentials_found_says_so_when_gcs_refuses_the_anonymous_request(

@@ -1,5 +1,6 @@
-"""``vactor timers run`` stopped by a user: the first Ctrl-C lets fires in flight finish, the
-second stops at once, and nothing is lost or fired twice either way."""
+"""``vactor timers run`` (and ``tick``, and ``vactor events drain``) stopped by a user: the first
+Ctrl-C lets fires (or the event applied) in flight finish, the second stops at once, and nothing is
+lost or applied twice either way."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from gated_timer_workers import GatedAlarm
+from gated_timer_workers import GatedAlarm, GatedInbox
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.cli import EXIT_INTERRUPTED
+from vactor_cloud.events import process_events
 from vactor_cloud.timer_runner import fire_due_timers
 from vactor_cloud.timers import list_index
 
@@ -75,7 +77,7 @@ def test_a_second_ctrl_c_stops_timers_at_once_and_the_fire_it_cut_short_fires_on
         lines = _lines_of(proc.stderr)
         _wait_for(started.exists, "the timer's method started", proc, lines)
         proc.send_signal(signal.SIGINT)
-        _wait_for(lambda: any("again" in line for line in lines), "a line saying it stops", proc, lines)
+        _wait_for(lambda: any("Ctrl-C again" in s for s in lines), "a line saying it stops", proc, lines)
         proc.send_signal(signal.SIGINT)
         try:
             code = proc.wait(WAIT)  # the gated fire would hold it 120 s
@@ -100,5 +102,63 @@ def test_a_second_ctrl_c_stops_timers_at_once_and_the_fire_it_cut_short_fires_on
         assert fire_due_timers(split="none").fired == 0
         assert vc.get_actor("a1").counts.run() == {"k": 1}
         assert _sync.sync(list_index(vc.get_runtime().store)) == []
+    finally:
+        vc.shutdown()
+
+
+def test_a_second_ctrl_c_stops_events_drain_at_once_and_the_event_it_cut_short_is_applied_later(
+    tmp_path: Path,
+) -> None:
+    """``vactor events drain`` had no "stop at once": the first Ctrl-C waited, unsaid, for the
+    event being applied, and a second one interrupted that wait only to have the process wait
+    for it again at exit (the gated handler held it 120 s). Now, as ``timers tick``: the first
+    says it stops and how to stop at once; the second ends the process at once (exit 130) with a
+    line saying the event cut short waits in its inbox; the next drain applies it, once."""
+    store = str(tmp_path / "store")
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    gate.touch()
+    vc.init(store)
+    try:
+        GatedInbox.get_or_create("box")
+        payload = {"gate": str(gate), "started": str(started)}
+        vc.send_event("box", "gated", payload, event_id="e1")
+    finally:
+        vc.shutdown()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vactor_cloud", "--storage", store, "events", "drain"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = _lines_of(proc.stderr)
+        _wait_for(started.exists, "the event's handler started", proc, lines)
+        proc.send_signal(signal.SIGINT)
+        _wait_for(lambda: any("Ctrl-C again" in s for s in lines), "a line saying it stops", proc, lines)
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(WAIT)  # the gated handler would hold it 120 s
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a second Ctrl-C did not stop it; stderr: {''.join(lines)}")
+        time.sleep(0.2)  # (the reader thread takes the last lines: ordering, not timing)
+        said = "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        gate.unlink(missing_ok=True)
+    assert code == EXIT_INTERRUPTED, said
+    assert "Traceback" not in said, said
+    last = [line for line in said.splitlines() if line.startswith("vactor: ")][-1]
+    assert "stopped at once" in last and "inbox" in last, said
+    vc.init(store)
+    try:
+        box = vc.get_actor("box")
+        assert box.count.run() == 0  # the cut-short application committed nothing
+        assert process_events("box") == 1
+        assert process_events("box") == 0
+        assert box.count.run() == 1
     finally:
         vc.shutdown()

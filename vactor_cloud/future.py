@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from vactor_cloud._sync import in_loop_thread, interruptible_wait
+from vactor_cloud.runtime_scope import carry_runtime
 
 __all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
 
@@ -53,7 +54,9 @@ class ActorFuture(concurrent.futures.Future[T]):
             helper(timeout)
         elif self._read_only and not self.running():
             # Not on this thread (a slow read would outlast the timeout), nor behind the pool.
-            threading.Thread(target=helper, args=(None,), name="vactor-read", daemon=True).start()
+            threading.Thread(
+                target=carry_runtime(helper), args=(None,), name="vactor-read", daemon=True
+            ).start()
 
     def _invoke_callbacks(self) -> None:
         # concurrent.futures runs done callbacks on the thread that settles the future. Here
@@ -74,7 +77,10 @@ class ActorFuture(concurrent.futures.Future[T]):
         self._done_callbacks = [c for c in callbacks if isinstance(c, Waker)]
         super()._invoke_callbacks()  # type: ignore[misc]
         threading.Thread(
-            target=_run_callbacks, args=(self, later), name="vactor-future-callbacks", daemon=True
+            target=carry_runtime(_run_callbacks),
+            args=(self, later),
+            name="vactor-future-callbacks",
+            daemon=True,
         ).start()
 
     def result(self, timeout: float | None = None) -> T:
@@ -115,7 +121,9 @@ class ActorFuture(concurrent.futures.Future[T]):
                 # filled it (slow writer methods of any actor). The awaiting loop's executor
                 # runs it too; whichever thread starts it first runs it, the other does nothing.
                 with contextlib.suppress(RuntimeError):  # the loop's executor is shut down
-                    loop.run_in_executor(None, self._wait_helping, None).add_done_callback(_retrieve)
+                    loop.run_in_executor(None, carry_runtime(self._wait_helping), None).add_done_callback(
+                        _retrieve
+                    )
             waiter: asyncio.Future[None] = loop.create_future()
 
             def wake(_: object) -> None:

@@ -53,6 +53,7 @@ from vactor_cloud.log import ActorLog, ClassRef, Head, retry_pause
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import PostSender
 from vactor_cloud.read_room import ReadRoom
+from vactor_cloud.runtime_scope import carry_runtime, own
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
@@ -61,13 +62,14 @@ from vactor_cloud.worker_pool import WorkerPool
 __all__ = [
     "Runtime",
     "Settings",
+    "carry_runtime",
     "current_runtime",
     "default_storage",
     "get_runtime",
     "init",
+    "own_runtime",
     "shutdown",
     "storage_chosen",
-    "store_choice_kept",
     "validate_actor_id",
 ]
 
@@ -601,6 +603,7 @@ class Runtime:
         settles what ``fn`` would have, if the runtime shuts down before ``fn`` starts (or has
         shut down already)."""
         token = self._work.begin()
+        fn = carry_runtime(fn)
 
         def run() -> None:
             self._work.runs_on(token, threading.get_ident())
@@ -1336,6 +1339,10 @@ def init(
         subtask_executor=subtask_executor,
         timeout=timeout,
     )
+    scope = _current_own()
+    if scope is not None:
+        scope.choose(chosen)
+        return
     with _runtime_lock:
         old, _runtime, _settings = _runtime, None, chosen
         _chosen_by_init = True
@@ -1346,7 +1353,8 @@ def init(
 
 def current_runtime() -> Runtime | None:
     """The current runtime if one is running (none is started)."""
-    return _runtime
+    scope = _current_own()
+    return _runtime if scope is None else scope.runtime
 
 
 def store_in_use() -> str | None:
@@ -1355,9 +1363,12 @@ def store_in_use() -> str | None:
     started since the settings last changed. What a pickled handle carries (see
     ``ActorHandle.__reduce__``): a handle pickled after ``shutdown()`` carried none, and a
     process that chose no store looked for its actor in the embedded default one."""
-    runtime = _runtime
+    scope = _current_own()
+    runtime = _runtime if scope is None else scope.runtime
     if runtime is not None:
         return runtime.store.describe()
+    if scope is not None:
+        return None
     described = _described
     if described is not None and described[0] is _settings:
         return described[1]
@@ -1367,12 +1378,17 @@ def store_in_use() -> str | None:
 def storage_chosen() -> bool:
     """Whether this process chose its store (``init()`` or ``$VACTOR_STORAGE``), rather than
     falling back to the embedded default one."""
-    return _chosen_by_init or bool(os.environ.get("VACTOR_STORAGE"))
+    scope = _current_own()
+    chosen = _chosen_by_init if scope is None else scope.chosen
+    return chosen or bool(os.environ.get("VACTOR_STORAGE"))
 
 
 def get_runtime() -> Runtime:
     """The current runtime, created from ``init()``'s settings (or the defaults) on first use."""
     global _runtime, _settings, _described
+    scope = _current_own()
+    if scope is not None:
+        return scope.get()
     runtime = _runtime
     if runtime is not None:
         return runtime
@@ -1401,30 +1417,79 @@ def shutdown() -> None:
     connections closed); once it returns, nothing of that runtime runs or touches storage,
     even if another thread began shutting it down. A later call starts a fresh runtime."""
     global _runtime
+    scope = _current_own()
+    if scope is not None:
+        scope.close()
+        return
     with _runtime_lock:
         old, _runtime = _runtime, None
         closing = _closing_now(old)
     _close_all(old, closing)
 
 
+class _OwnRuntime:
+    """The runtime of code run under :func:`own_runtime`, in place of the process's: what
+    ``init()``, ``get_runtime()``, ``shutdown()`` and the rest use there."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.settings: Settings | None = None
+        self.chosen = False
+        self.runtime: Runtime | None = None
+        self.pid = os.getpid()
+
+    def get(self) -> Runtime:
+        with self.lock:
+            if self.pid != os.getpid():  # (a forked child: a fresh runtime, the same settings)
+                self.pid, self.runtime = os.getpid(), None
+            if self.runtime is None:
+                if self.settings is None:
+                    self.settings = Settings(storage=default_storage(), signing_key=_env_key())
+                self.runtime = Runtime(self.settings)
+            return self.runtime
+
+    def choose(self, settings: Settings) -> None:
+        """(``init()``) Close the runtime in use, start one on ``settings``."""
+        self.close()
+        with self.lock:
+            self.settings, self.chosen = settings, True
+        self.get()
+
+    def close(self) -> None:
+        """(``shutdown()``) Close the runtime in use; the next use starts a fresh one."""
+        with self.lock:
+            old, self.runtime = self.runtime, None
+        if old is not None and self.pid == os.getpid():
+            with _runtime_lock:
+                _closing_now(old)  # (interrupted half way: the next shutdown or the exit hook ends it)
+            _close_all(old, [])
+
+
+def _current_own() -> _OwnRuntime | None:
+    """The runtime of this context's :func:`own_runtime`, if any."""
+    scope: _OwnRuntime | None = own.get()
+    return scope
+
+
 @contextlib.contextmanager
-def store_choice_kept() -> Iterator[None]:
-    """Run code that may ``init()`` a store of its own (the ``vactor`` command's ``main()``,
-    called in a program) and keep the program's choice: if this process had chosen or used a
-    store before, the runtime started inside is shut down on exit and the settings in force
-    before are restored, so that the program's next call goes to its own store (on a fresh
-    runtime: the ``init()`` inside closed the one that ran). A process that had chosen nothing
-    is left as the code inside left it."""
-    global _settings, _chosen_by_init, _described
-    with _runtime_lock:
-        before, chosen_before, described_before = _settings, _chosen_by_init, _described
+def own_runtime() -> Iterator[None]:
+    """Run code on a runtime of its own, not the process's (the ``vactor`` command's ``main()``,
+    called in a program): ``init()``, ``get_runtime()``, ``shutdown()`` and every call made in
+    this context use it, and it is shut down on exit. The process's runtime, its store choice
+    and the calls its other threads make are untouched meanwhile.
+
+    Threads that vactor_cloud starts for this code (``run_async``'s pools, the timer runner's,
+    subtasks' threads) use it too (:func:`carry_runtime`); a thread the code starts itself
+    does not: it uses the process's runtime."""
+    scope = _OwnRuntime()
+    token = own.set(scope)
     try:
         yield
     finally:
-        if before is not None and _settings is not before:
-            shutdown()
-            with _runtime_lock:
-                _settings, _chosen_by_init, _described = before, chosen_before, described_before
+        try:
+            scope.close()
+        finally:
+            own.reset(token)
 
 
 #: runtimes being shut down (``shutdown()``, ``init()`` again): another shutdown waits for them

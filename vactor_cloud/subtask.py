@@ -80,6 +80,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import task_key, tasks_prefix
 from vactor_cloud.runtime import get_runtime, init
+from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
 from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
 
@@ -240,7 +241,7 @@ class _Runner:
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self.in_process:
-            future: Future[Any] = self.executor.submit(_call_here, fn, args, kwargs)
+            future: Future[Any] = self.executor.submit(carry_runtime(_call_here), fn, args, kwargs)
             return future
         try:
             payload = cloudpickle.dumps((self.recipe, fn, args, kwargs))

@@ -74,6 +74,7 @@ from vactor_cloud.future import ActorFuture
 from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
 from vactor_cloud.runtime import Runtime, get_runtime
+from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.timers import (
     CANCEL,
@@ -716,7 +717,7 @@ class TimerRunner:
         if groups:
             workers = min(self.concurrency, len(groups))
             with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
-                for part, _ in pool.map(lambda item: self._fire(*item), groups.items()):
+                for part, _ in pool.map(carry_runtime(lambda item: self._fire(*item)), groups.items()):
                     report.merge(part)
 
     # -- long-running ----------------------------------------------------------------------------
@@ -735,10 +736,13 @@ class TimerRunner:
         state = _RunState()
         self._join()
         renewer = threading.Thread(
-            target=self._renew, args=(stop,), name="vactor-timer-heartbeat", daemon=True
+            target=carry_runtime(self._renew), args=(stop,), name="vactor-timer-heartbeat", daemon=True
         )
         lister = threading.Thread(
-            target=self._list_loop, args=(stop, state, on_tick), name="vactor-timer-lister", daemon=True
+            target=carry_runtime(self._list_loop),
+            args=(stop, state, on_tick),
+            name="vactor-timer-lister",
+            daemon=True,
         )
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="vactor-timers")
         try:
@@ -857,7 +861,7 @@ class TimerRunner:
                         continue
                     groups.setdefault(entry.actor_id, []).append(entry)
             for actor_id, group in groups.items():
-                pool.submit(self._fire_held, state, actor_id, group)
+                pool.submit(carry_runtime(self._fire_held), state, actor_id, group)
 
     def _fire_held(self, state: _RunState, actor_id: str, group: list[IndexEntry]) -> None:
         """Fire one actor's group (a pool thread); its entries are deleted off the pool thread."""

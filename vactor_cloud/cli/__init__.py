@@ -57,7 +57,7 @@ from vactor_cloud.cli._options import (
     add_common_options,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, printable, streams_kept
+from vactor_cloud.cli._output import Output, printable, streams_kept, streams_watched
 
 __all__ = [
     "COMMAND_MODULES",
@@ -216,11 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``sys.stdout`` and ``sys.stderr`` are the caller's again when it returns (or raises
     ``SystemExit``), even if a reader that left had them pointed at ``/dev/null``."""
-    with streams_kept():
-        return _main(argv)
+    with streams_kept(), streams_watched() as refused:
+        return _main(argv, refused)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
     from vactor_cloud.errors import (
         ActorDefinitionError,
         ActorDeletedError,
@@ -233,7 +233,7 @@ def _main(argv: Sequence[str] | None) -> int:
         VactorError,
     )
     from vactor_cloud.keys import is_class_key
-    from vactor_cloud.runtime import store_choice_kept
+    from vactor_cloud.runtime import own_runtime
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     args: argparse.Namespace | None = None
@@ -246,8 +246,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_USAGE
         args.output = Output.for_args(args)
         long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
-        # (main() called in a program that chose a store: the program's choice is restored after)
-        with store_choice_kept(), cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
+        # (main() called in a program: the command runs on a runtime of its own, the program's untouched)
+        with own_runtime(), cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)
@@ -273,7 +273,9 @@ def _main(argv: Sequence[str] | None) -> int:
         _fail(str(exc), EXIT_ERROR, debug)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED, debug)
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not refused:  # not our output's reader: a socket's, a method's
+            _fail(f"{type(exc).__name__}: {exc}{_hint(debug)}", EXIT_ERROR, debug)
         # `vactor ls | head`: the reader left; nothing more to say.
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - until main returns (streams_kept)

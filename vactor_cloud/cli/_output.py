@@ -9,6 +9,7 @@ the real stdout.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime
 import json
@@ -16,7 +17,7 @@ import math
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "printable",
     "progress",
     "streams_kept",
+    "streams_watched",
     "when",
 ]
 
@@ -252,8 +254,8 @@ class JsonArray:
 
 
 def json_fallback(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
+    """What ``--json`` writes for a value ``json.dumps`` cannot: a set or tuple as a list, any
+    other object as its repr (bytes and non-finite floats are tagged before: :func:`_finite`)."""
     if isinstance(value, set | frozenset | tuple):
         return _finite(list(value))
     return repr(value)
@@ -262,13 +264,20 @@ def json_fallback(value: Any) -> Any:
 #: the dict keys ``json.dumps`` accepts (it writes them as strings)
 _JSON_KEYS = (str, int, float, bool, type(None))
 
+#: how ``--json`` writes a float JSON has no number for: a string ``float()`` reads back
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
 
 def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by its repr: ``json.dumps`` would write
-    ``NaN`` / ``Infinity``, which are not JSON (``jq`` and most parsers refuse the document).
-    Dict keys that JSON cannot hold become their repr too."""
+    """``value`` made JSON without passing one kind of value for another (docs/cli.md, Output):
+    bytes (and bytearray, memoryview) become ``{"bytes_base64": ...}`` (as text they read as a
+    str); a NaN or infinite float ``{"float": "NaN" | "Infinity" | "-Infinity"}``
+    (``json.dumps`` would write ``NaN``, which is not JSON: ``jq`` and most parsers refuse the
+    document; as a string it reads as one). Dict keys that JSON cannot hold become their repr."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+        return value if math.isfinite(value) else {"float": _NON_FINITE.get(value, "NaN")}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"bytes_base64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
         # a key JSON cannot hold (a tuple, a frozenset) as its repr: json.dumps raises TypeError
         return {
@@ -314,6 +323,48 @@ def streams_kept() -> Iterator[None]:
                 with contextlib.suppress(Exception):
                     current.close()
             setattr(sys, name, stream)
+
+
+class _Watched:
+    """``sys.stdout`` or ``sys.stderr`` while a command runs: the stream itself, which notes each
+    write it refused because its reader left (``BrokenPipeError``)."""
+
+    def __init__(self, stream: IO[str], refused: list[BrokenPipeError]) -> None:
+        self._stream = stream
+        self._refused = refused
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            self._refused.append(exc)
+            raise
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            self._refused.append(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the stream's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def streams_watched() -> Iterator[list[BrokenPipeError]]:
+    """Run a command with ``sys.stdout`` and ``sys.stderr`` noting the writes they refuse, and
+    yield that list: a ``BrokenPipeError`` reaching ``main`` is the reader of the command's own
+    output that left (``| head``) only if one of them refused a write; any other (a socket's, a
+    method's) is an error like another. The streams are given back by :func:`streams_kept`."""
+    refused: list[BrokenPipeError] = []
+    sys.stdout = _Watched(sys.stdout, refused)
+    sys.stderr = _Watched(sys.stderr, refused)
+    yield refused
 
 
 def when(timestamp: float, *, one_field: bool = False) -> str:

@@ -179,6 +179,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     if out.json:
         out.emit_json([e.to_json() for e in entries])
         return EXIT_OK
+    if not entries:  # (--limit 0) as ls on an empty store: no header over nothing, on stdout
+        text = f"no steps shown (--limit 0); vactor history {args.actor_id} shows the newest 20"
+        print(printable(text), file=sys.stderr)
+        return EXIT_OK
     if out.rich:  # one row per step, its calls stacked in the cell (at most RICH_CALLS_PER_STEP)
         rows = [
             (str(e.step), when(e.time), e.writer[:8], "\n".join(_call_lines(e, RICH_CALLS_PER_STEP)))
@@ -267,8 +271,8 @@ def cmd_call(args: argparse.Namespace) -> int:
 
         out.console().print(Pretty(result))
     else:
-        try:
-            out.print(out.json_text(result))
+        try:  # (NaN is not JSON: json.dumps would write it bare)
+            out.print(out.json_text(result, allow_nan=False))
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK

@@ -20,12 +20,14 @@ no events waiting for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor_async
+from vactor_cloud.cli._interrupts import second_interrupt_stops_at_once
 from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -194,6 +196,17 @@ async def _drain_one(actor_id: str) -> dict[str, Any]:
     return {"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text}
 
 
+#: what the first Ctrl-C of ``vactor events drain`` waits for
+_STOPPING = "vactor: stopping: the event being applied finishes; Ctrl-C again stops at once"
+
+#: what ``vactor events drain`` stopped at once (a second Ctrl-C) leaves: its last line on stderr
+_STOPPED_AT_ONCE = (
+    "vactor: error: stopped at once: the event being applied either committed or did not; one that "
+    "did not waits in its inbox and is applied by the next drain (or the actor's next commit), once: "
+    "its event id keeps it to once"
+)
+
+
 def _drain(actor: str | None, out: Output) -> tuple[list[dict[str, Any]], list[str]]:
     """Drain the actors one by one, with a progress bar on a terminal (one line per actor on
     stderr when piped) and each actor's line printed as it is done: without ``--actor`` this is
@@ -238,6 +251,24 @@ def run(args: argparse.Namespace) -> int:
     """Run ``vactor events ls|drain`` as parsed by the ``vactor`` parser."""
     out = Output.for_args(args)
     init_runtime(args)
+    # drain's Ctrl-C waits for the event being applied (in shutdown); a second one stops at once
+    draining = args.events_command == "drain"
+    with (
+        second_interrupt_stops_at_once(_STOPPING, _STOPPED_AT_ONCE) if draining else contextlib.nullcontext()
+    ):
+        errors = _run(args, out)
+    if errors:
+        if args.debug:
+            for error in errors:
+                print(printable(f"vactor: {error}"), file=sys.stderr)
+        what = "actors could not be read" if args.events_command == "ls" else "actors could not be drained"
+        raise errors_error(errors, what)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, out: Output) -> list[str]:
+    """``vactor events ls|drain`` on the store ``init_runtime`` chose, shut down at the end; the
+    actors that could not be read or drained."""
     try:
         if args.events_command == "ls":
             rows, errors = _sync.sync(_ls(args.actor))
@@ -255,10 +286,4 @@ def run(args: argparse.Namespace) -> int:
                 print(f"no pending events: nothing to drain{memory_hint()}", file=sys.stderr)
     finally:
         shutdown()
-    if errors:
-        if args.debug:
-            for error in errors:
-                print(printable(f"vactor: {error}"), file=sys.stderr)
-        what = "actors could not be read" if args.events_command == "ls" else "actors could not be drained"
-        raise errors_error(errors, what)
-    return EXIT_OK
+    return errors

@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor
+from vactor_cloud.cli._interrupts import second_interrupt_stops_at_once, stop_at_once
 from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -187,55 +186,18 @@ STOPPED_AT_ONCE = (
 )
 
 
-def _stop_at_once() -> None:
-    """End the process now, saying what it leaves: the firing threads are not waited for (a
-    method body cannot be stopped; a KeyboardInterrupt would leave the process waiting for them
-    at exit). The store is safe to leave at any point: an uncommitted fire stays due, a
-    committed one whose entry is left is found fired (stale) and its entry deleted."""
-    # (RuntimeError: the signal came while this thread wrote stderr; it ends all the same)
-    with contextlib.suppress(Exception):
-        note(STOPPED_AT_ONCE)
-        sys.stdout.flush()
-    os._exit(EXIT_INTERRUPTED)
-
-
-@contextlib.contextmanager
-def _second_interrupt_stops_at_once() -> Iterator[None]:
-    """``vactor timers tick``: Ctrl-C raises KeyboardInterrupt, which waits for the fires in
-    flight (saying so); a second Ctrl-C meanwhile ends the process at once
-    (:func:`_stop_at_once`). The SIGINT handler found is restored on exit."""
-    interrupted = threading.Event()
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
-            _stop_at_once()
-        interrupted.set()
-        with contextlib.suppress(RuntimeError):  # (stderr being written by this thread: unsaid)
-            note("vactor: stopping: the fires in flight finish; Ctrl-C again stops at once")
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():  # (signals are the main thread's)
-        yield
-        return
-    found = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if found is None else found)
-
-
 def _run_until_stopped(args: argparse.Namespace, shard: tuple[int, int] | None, split: Any) -> TickReport:
     """``vactor timers run``: fire timers until SIGTERM or SIGINT, whose handlers it sets for that
     time only: those it found are restored when it returns (``main()`` called in a user's
     script, or a test, keeps its own Ctrl-C). The first signal lets the fires in flight finish
-    (saying so); a second one ends the process at once (:func:`_stop_at_once`)."""
+    (saying so); a second one ends the process at once (``stop_at_once``)."""
     stop = threading.Event()
     stopping = (signal.SIGTERM, signal.SIGINT)
     found: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
-            _stop_at_once()
+            stop_at_once(STOPPED_AT_ONCE)
         stop.set()
         with contextlib.suppress(RuntimeError):  # (stderr being written by this thread: unsaid)
             note(
@@ -278,7 +240,10 @@ def run(args: argparse.Namespace) -> int:
         if command in ("tick", "run"):
             if command == "tick":
                 try:
-                    with _second_interrupt_stops_at_once():
+                    with second_interrupt_stops_at_once(
+                        "vactor: stopping: the fires in flight finish; Ctrl-C again stops at once",
+                        STOPPED_AT_ONCE,
+                    ):
                         report = fire_due_timers(lease=args.lease, shard=shard, split=split)
                 except KeyboardInterrupt:
                     raise CliError(

@@ -336,9 +336,8 @@ class ObjectStore(abc.ABC):
             counters.storage_timeout(what, key, timeout)
             outcome = " (the write may or may not have been applied)" if write else ""
             raise StorageTimeoutError(
-                f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}"
-                f"{self._stall_hint(timeout)}: "
-                "is the endpoint reachable? (Settings.timeout sets this limit)",
+                f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}: "
+                f"{self._stall_advice(timeout)} (Settings.timeout sets this limit)",
                 key,
                 write_in_flight=write,
             ) from None
@@ -371,10 +370,11 @@ class ObjectStore(abc.ABC):
         limit = self.snapshot_list_keys
         return limit is None or len(keys) < limit
 
-    def _stall_hint(self, timeout: float) -> str:
-        """What a request that timed out met meanwhile, if the backend knows (its client
-        retried a refused connection, say), as `` (...)``; "" when nothing is known."""
-        return ""
+    def _stall_advice(self, timeout: float) -> str:
+        """What to check about a request that timed out, its message's end: the endpoint, unless
+        the backend knows better (what the request was still waiting for, what failed
+        meanwhile). One advice: a wait for credentials is not an unreachable endpoint."""
+        return "is the endpoint reachable?"
 
     # -- backend hooks ----------------------------------------------------
     @abc.abstractmethod

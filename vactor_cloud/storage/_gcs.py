@@ -271,26 +271,29 @@ class GCSStore(ObjectStore):
                     await fs._set_session()
         return fs
 
-    def _stall_hint(self, timeout: float) -> str:
-        """What a request that timed out was still waiting for, when it was not GCS itself: the
-        client's setup (without ``token=``, gcsfs looking for credentials: Google's defaults,
-        then the GCE metadata server, which off Google Cloud may answer nothing for many
-        seconds) or an access token from the token endpoint."""
+    def _stall_advice(self, timeout: float) -> str:
+        """What to check about a request that timed out: when it was not GCS the request still
+        waited for, that alone: the client's setup (without ``token=``, gcsfs looking for
+        credentials: Google's defaults, then the GCE metadata server, which off Google Cloud
+        may answer nothing for many seconds) or an access token from the token endpoint."""
         if self._fs_build is not None and not self._fs_build.done():
             if "token" in self._options:
-                return " (the GCS client was still being set up with the given token=)"
+                return (
+                    "the GCS client was still being set up with the given token=: check that "
+                    "token, and the network to its token endpoint"
+                )
             return (
-                " (the GCS client was still looking for credentials: none is configured here? "
-                "give them with GOOGLE_APPLICATION_CREDENTIALS=<service account key file>, "
-                "`gcloud auth application-default login`, or the storage option token=...; "
-                "an emulator: STORAGE_EMULATOR_HOST)"
+                "the GCS client was still looking for credentials (none configured here?): give "
+                "them with GOOGLE_APPLICATION_CREDENTIALS=<service account key file>, `gcloud auth "
+                "application-default login` or the storage option token=...; for an emulator, "
+                "STORAGE_EMULATOR_HOST"
             )
         if self._token_refresh is not None and not self._token_refresh.done():
             return (
-                " (it was still waiting for an access token from the token endpoint: check the "
-                "credentials, token=... or GOOGLE_APPLICATION_CREDENTIALS, and the network to it)"
+                "it was still waiting for an access token from the token endpoint: check the "
+                "credentials (token=... or GOOGLE_APPLICATION_CREDENTIALS) and the network to it"
             )
-        return ""
+        return super()._stall_advice(timeout)
 
     def _refusal_hint(self, status: int) -> str:
         """What to do about a refused request: :func:`_hint`, unless the request went without

@@ -273,11 +273,14 @@ class S3Store(ObjectStore):
             or "AWS S3"
         )
 
-    def _stall_hint(self, timeout: float) -> str:
+    def _stall_advice(self, timeout: float) -> str:
         failure = self._transport.last_failure
         if failure is None or time.monotonic() - failure[0] > timeout:
-            return ""
-        return f" (this endpoint's requests failed meanwhile: {type(failure[1]).__name__}: {failure[1]})"
+            return super()._stall_advice(timeout)
+        return (
+            f"this endpoint's requests failed meanwhile ({type(failure[1]).__name__}: {failure[1]}): "
+            "is the endpoint reachable?"
+        )
 
     def _object_key(self, key: str) -> str:
         self._check_key(key)

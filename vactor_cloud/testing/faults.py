@@ -264,8 +264,8 @@ class FaultyStore(ObjectStore):
     def listed_at_one_moment(self, prefix: str, keys: builtins.list[str]) -> bool:
         return self.inner.listed_at_one_moment(prefix, keys)
 
-    def _stall_hint(self, timeout: float) -> str:
-        return self.inner._stall_hint(timeout)
+    def _stall_advice(self, timeout: float) -> str:
+        return self.inner._stall_advice(timeout)
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         """Run ``run()`` (a coroutine factory applying the operation) with the fault decided for it.
