@@ -81,9 +81,11 @@ __all__ = [
     "delete",
     "deleted_error",
     "failed_outcomes",
+    "forget_by_last_step",
     "forget_failed_calls",
     "forget_timers",
     "is_deleted",
+    "last_live_step",
 ]
 
 #: the ``extra`` key that makes a step a tombstone: ``{"time": <epoch s>}``
@@ -241,7 +243,7 @@ async def delete(
                 # stale by the cursor, HEAD a hint, a lease expires) must not turn a committed
                 # delete into a timeout, which would tell its caller it may not have happened.
                 cleanup = _after_commit(
-                    lease.hand_over(), box, [p.key for p in folded] + done, log, record, head
+                    lease.hand_over(), box, [p.key for p in folded] + done, log, record, head, base
                 )
                 await _clean_up(cleanup, keep, started, settings)
                 return record
@@ -289,32 +291,44 @@ async def _clean_up(
 
 
 async def _after_commit(
-    lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
+    lease: _DeleterLease,
+    box: PostBox,
+    keys: list[str],
+    log: ActorLog,
+    record: StepRecord,
+    head: Head | None,
+    base: StepRecord,
 ) -> None:
-    """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
-    stale), move HEAD to it (a hint: a load then reads the tombstone first), delete the
-    actor's failed-call records (``forget_failed_calls``), the due-index entries of the
-    timers it dropped (``forget_timers``) and the inbox objects of events it applied
-    (``forget_applied_events``: its writer died before deleting them)."""
+    """After the tombstone ``record`` (which followed ``base``): give the lease back, delete the
+    posts it failed (or found stale), move HEAD to it (a hint: a load then reads the tombstone
+    first), and forget what the actor left beside its steps (``_forget_leftovers``)."""
     await lease.release(record.step)
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
-    await _forget_leftovers(log, record)
+    await _forget_leftovers(log, record, base)
 
 
-async def _forget_leftovers(log: ActorLog, tombstone: StepRecord) -> None:
+async def _forget_leftovers(log: ActorLog, tombstone: StepRecord, base: StepRecord | None = None) -> None:
     """What the actors up to ``tombstone`` leave beside their steps, best effort: their
-    failed-call records (``forget_failed_calls``), the due-index entries of the timers the
-    tombstone dropped (``forget_timers``) and the inbox objects of events they applied
-    (``forget_applied_events``). Each is idempotent: a delete that finds the actor deleted
-    already does it again (an earlier delete's clean-up may have stopped half way)."""
+    failed-call records (``forget_failed_calls``), and by the deleted actor's last step
+    (``base``, else read: ``last_live_step``) the due-index entries of the timers it held
+    (``forget_timers``) and the inbox objects of events it applied (``forget_applied_events``).
+    Each is idempotent: a delete that finds the actor deleted already does it again (an earlier
+    delete's clean-up may have stopped half way)."""
     with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
         await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=tombstone)
+    if base is None:
+        try:
+            base = await last_live_step(log, tombstone)
+        except (StorageError, IntegrityError):
+            return  # (an entry left is the runner's part; an inbox object left is applied again)
+    if base is None:  # (compacted: the compaction did this first, see forget_by_last_step)
+        return
     with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
-        await forget_timers(log, tombstone)
+        await forget_timers(log, base)
     try:
-        await forget_applied_events(log, tombstone)
+        await forget_applied_events(log, base)
     except Exception as exc:  # (best effort, as the rest: its table may not unpickle here)
         logging.getLogger("vactor_cloud").warning(
             "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
@@ -323,6 +337,25 @@ async def _forget_leftovers(log: ActorLog, tombstone: StepRecord) -> None:
             exc,
             log.actor_id,
         )
+
+
+async def last_live_step(log: ActorLog, tombstone: StepRecord) -> StepRecord | None:
+    """The last step of the actor ``tombstone`` deleted: the newest below it that is no
+    tombstone (a fold on a tombstone commits another after it, so tombstones may follow each
+    other); None once a compaction deleted it (or the id held no actor before)."""
+    record: StepRecord | None = tombstone
+    while record is not None and is_deleted(record):
+        record = None if record.parent is None else await log.read_step(record.parent)
+    return record
+
+
+async def forget_by_last_step(log: ActorLog, base: StepRecord) -> None:
+    """What a compaction does before it deletes ``base``, the last step of an actor deleted
+    (``last_live_step``): the clean-up that needs it (``forget_timers``, ``forget_applied_events``),
+    done again, in case the delete's stopped half way; once ``base`` is gone, nothing tells
+    which inbox objects the actor applied. Errors are raised: the compaction then keeps ``base``."""
+    await forget_timers(log, base)
+    await forget_applied_events(log, base)
 
 
 #: the share of ``Settings.deadline`` (from the delete's start) a delete waits for its clean-up
@@ -417,14 +450,13 @@ async def _clear_posts(box: PostBox, keys: list[str]) -> None:
         await box.flush()
 
 
-async def forget_timers(log: ActorLog, tombstone: StepRecord) -> int:
-    """Delete the due-index entries (``timers/...``) of the timers ``tombstone`` dropped, those
-    pending in the step before it (one GET); how many. Left there, ``vactor timers ls`` listed
-    a deleted actor's timers until each fell due and a runner found it deleted (a year's timer
-    for a year). A step of a racing writer never comes between: the tombstone's parent was
-    the newest step."""
-    base = await log.read_step(tombstone.parent) if tombstone.parent is not None else None
-    if base is None or not base.extra.get(TIMERS):  # (compacted meanwhile: the runner's part)
+async def forget_timers(log: ActorLog, base: StepRecord) -> int:
+    """Delete the due-index entries (``timers/...``) of the timers pending in ``base``, the last
+    step of an actor deleted (``last_live_step``): its tombstone dropped them; how many. Left
+    there, ``vactor timers ls`` listed a deleted actor's timers until each fell due and a runner
+    found it deleted (a year's timer for a year). A step of a racing writer never comes
+    between: a tombstone's parent was the newest step."""
+    if not base.extra.get(TIMERS):
         return 0
     return await drop_entries(log.store, log.actor_id, base.extra)
 
