@@ -9,20 +9,24 @@ what the attack found holding)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import pickle
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from delete_helpers import steps, tombstones
-from store_helpers import init
+from store_helpers import init, other_process
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, deletion
+from vactor_cloud import _sync, deletion, workflow
 from vactor_cloud.compaction import compact
+from vactor_cloud.deletion import delete
 from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.runtime import Runtime
+from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
 
@@ -36,7 +40,12 @@ def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
     vc.shutdown()
 
 
-@vc.virtual_actor
+@workflow.step(max_retries=0)
+def _down(value: int) -> int:
+    raise RuntimeError(f"payout {value} is down")
+
+
+@workflow.virtual_actor
 class Ledger:
     def __init__(self) -> None:
         self.paid = 0
@@ -53,6 +62,9 @@ class Ledger:
 
     def arm(self, key: str, after: float) -> None:
         vc.current_call().schedule("add", after=after, key=key, args=(key,))
+
+    def payout(self, value: int) -> Any:
+        return self.add.step(_down.step(value))
 
     @vc.virtual_actor.readonly
     def total(self) -> int:
@@ -71,7 +83,8 @@ def leftovers(runtime: Runtime, actor_id: str) -> dict[str, list[str]]:
 
 def paid_30_with_leftovers(actor_id: str, monkeypatch: pytest.MonkeyPatch) -> vc.ActorHandle[Ledger]:
     """``actor_id``, a Ledger that applied a payment of 30 (event ``e1``) whose inbox object
-    its writer left (it died between its commit and the deletes), with a timer due in a day."""
+    its writer left (it died between its commit and the deletes), with a timer due in a day
+    and a failed call (its record)."""
     store = vc.get_runtime().store
     delete_many = store.delete_many
 
@@ -85,6 +98,9 @@ def paid_30_with_leftovers(actor_id: str, monkeypatch: pytest.MonkeyPatch) -> vc
         patch.setattr(store, "delete_many", inbox_deletes_lost)
         handle.process_events()
     assert handle.total.run() == 30
+    with pytest.raises(RuntimeError, match="payout 1 is down"):
+        handle.payout.run(1)
+    assert all(leftovers(vc.get_runtime(), actor_id).values())
     return handle
 
 
@@ -174,3 +190,55 @@ def test_a_compaction_that_cannot_do_the_clean_up_keeps_the_deleted_actors_last_
     _sync.sync(compact(runtime.log("ledger-3"), keep_last=1, min_age=0, fresh_window=0.0))
     assert steps(runtime, "ledger-3") == [3]
     assert_next_actor_starts_from_nothing(runtime, "ledger-3")
+
+
+# -- two deletes at once ---------------------------------------------------------------------------
+def test_two_deletes_at_once_one_says_deleted_and_the_clean_up_is_complete(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held. Two runtimes delete the actor at once: this one's tombstone put is held until the
+    other's landed, and the other's clean-up is held with its inbox listing answered while this
+    one, having lost, finds the actor deleted and cleans up beside it (the event the other listed
+    is gone when it reads it). Exactly one says it deleted, no error
+    leaks, nothing is left, and the next actor starts from nothing."""
+    runtime = init(spec)
+    held = HoldOne(runtime.store, "put", "/steps/", timeout=60.0)
+    runtime.store = held  # (before any core exists: this runtime's logs use it)
+    paid_30_with_leftovers("ledger-4", monkeypatch)
+    other = other_process(spec)
+    other_store = HoldOne(other.store, "list", "/inbox/", answer_first=True, timeout=60.0)
+    other.store = other_store
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            held.hold()
+            mine = pool.submit(vc.delete_actor, "ledger-4")
+            assert held.held.wait(30), "this delete never reached its tombstone put"
+            other_store.hold()
+            theirs = pool.submit(_sync.sync, delete(other.log("ledger-4"), other.settings, keep=other.keep))
+            assert other_store.held.wait(30), "the other delete's clean-up never listed the inbox"
+            held.release.set()
+            assert mine.result(60) is False
+            other_store.release.set()
+            assert theirs.result(60) is not None
+    finally:
+        other.close()
+    assert tombstones(runtime, "ledger-4") == [3]
+    assert_next_actor_starts_from_nothing(runtime, "ledger-4")
+
+
+def deleting(start: threading.Barrier) -> bool:
+    start.wait()
+    return vc.delete_actor("ledger-5")
+
+
+def test_two_threads_deleting_at_once_one_says_deleted(spec: StoreSpec) -> None:
+    """Held. Two threads of one runtime delete the same actor at once, a few rounds (each a new
+    actor under the id): each round exactly one says True, and the id holds one tombstone more."""
+    runtime = init(spec)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for round_ in range(5):
+            Ledger.get_or_create("ledger-5").add.run(f"round/{round_}")
+            start = threading.Barrier(2, timeout=30)
+            answers = [f.result(60) for f in [pool.submit(deleting, start), pool.submit(deleting, start)]]
+            assert sorted(answers) == [False, True], answers
+    assert len(tombstones(runtime, "ledger-5")) == 5
