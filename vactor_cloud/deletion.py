@@ -39,6 +39,7 @@ from vactor_cloud.errors import (
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    FormatVersionError,
     IntegrityError,
     NotFoundError,
     RetryableStorageError,
@@ -476,7 +477,7 @@ async def forget_failed_calls(
     listed are read, a GET each): this runs on by itself after the delete returned, and
     the next actor under the id, created meanwhile, may have recorded its own failed calls,
     which a delete of them all took with it. A record that does not verify is deleted (as
-    any is without ``deleted``)."""
+    any is without ``deleted``); one in a newer release's format stays."""
     keys = [k for k in await store.list(tasks_prefix(actor_id)) if k.endswith(f"/{FAILED_CALL}")]
     if keys and deleted is not None:
         before = [_recorded_before(store, k, signing_key, deleted.step) for k in keys]
@@ -488,11 +489,12 @@ async def forget_failed_calls(
 
 async def _recorded_before(store: ObjectStore, key: str, signing_key: bytes | None, step: int) -> bool:
     """Whether the failed-call record ``key`` was written by an actor born before ``step``
-    (or does not verify: no actor's record); False once it is gone."""
+    (or does not verify: no actor's record); False once it is gone, and for a record in a newer
+    release's format (it verifies, its incarnation is unknown here: the next actor's, maybe)."""
     try:
         meta = codec.decode(key, (await store.get(key)).data, signing_key=signing_key).meta
         return born_in(meta) < step
-    except NotFoundError:
+    except (NotFoundError, FormatVersionError):
         return False
     except (IntegrityError, ValueError):
         return True
