@@ -334,3 +334,65 @@ def test_a_delete_again_whose_walk_to_the_last_step_stalls_ends_by_its_deadline(
     store.release.set()
     vc.shutdown()  # (waits for the clean-up)
     assert_next_actor_starts_from_nothing(init(spec), "ledger-7")
+
+
+# -- a delete racing a creation under the id -------------------------------------------------------
+def test_a_creation_while_the_deletes_clean_up_runs_loses_no_commit_and_applies_no_old_event(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another runtime deletes the actor, and its clean-up is held at its first request (the
+    HEAD move) while this one creates the actor again under the id and calls it: a call, a
+    timer, an event sent again under the id the old actor applied, a failed call. Released,
+    the clean-up takes nothing of the new actor's, and no acknowledged commit is lost; the
+    old actor's payment (its inbox object left by a writer that died) is not applied to it."""
+    init(spec)
+    paid_30_with_leftovers("ledger-8", monkeypatch)
+    vc.shutdown()
+    init(spec)  # (no cache of the old actor here)
+    deleter = other_process(spec)
+    held = HoldOne(deleter.store, "put", "/HEAD", timeout=60.0)
+    deleter.store = held
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held.hold()
+            deleting = pool.submit(
+                _sync.sync, delete(deleter.log("ledger-8"), deleter.settings, keep=deleter.keep)
+            )
+            assert held.held.wait(30), "the delete's clean-up never moved HEAD"
+            new = Ledger.get_or_create("ledger-8")
+            assert new.add.run("new/0") == 1
+            new.arm.run("renewal", 86400.0)
+            vc.send_event("ledger-8", "pay", {"amount": 7}, event_id="e1")
+            new.process_events()
+            with pytest.raises(RuntimeError, match="payout 2 is down"):
+                new.payout.run(2)
+            held.release.set()
+            assert deleting.result(60) is not None
+    finally:
+        held.release.set()
+        deleter.close()
+    vc.shutdown()
+    runtime = init(spec)
+    again = Ledger.get_or_create("ledger-8")
+    again.process_events()
+    assert again.total.run() == 7  # (37: the old actor's payment applied again)
+    assert again.add.run("new/1") == 2
+    assert [t["key"] for t in again.timers()] == ["renewal"]
+    found = leftovers(runtime, "ledger-8")
+    assert found["timers"] == ["renewal"] and len(found["failed"]) == 1 and found["inbox"] == []
+
+
+def test_a_creation_after_a_delete_whose_clean_up_died_applies_no_old_event(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deleting process died right after its tombstone landed, and nobody deleted again:
+    ``get_or_create`` made the next actor, whose first fold applied the old actor's payment
+    (its inbox object left by a writer that died) again: 35, not 5. A creation after a
+    tombstone now deletes the inbox objects of events the deleted actor applied first."""
+    init(spec)
+    paid_30_with_leftovers("ledger-9", monkeypatch)
+    vc.send_event("ledger-9", "pay", {"amount": 5}, event_id="e2")  # (waits: for the next actor)
+    delete_dying_after_the_tombstone("ledger-9", monkeypatch)
+    new = Ledger.get_or_create("ledger-9")
+    new.process_events()
+    assert new.total.run() == 5

@@ -82,6 +82,7 @@ __all__ = [
     "delete",
     "deleted_error",
     "failed_outcomes",
+    "forget_before_creation",
     "forget_by_last_step",
     "forget_failed_calls",
     "forget_timers",
@@ -331,13 +332,30 @@ async def _forget_leftovers(log: ActorLog, tombstone: StepRecord, base: StepReco
     try:
         await forget_applied_events(log, base)
     except Exception as exc:  # (best effort, as the rest: its table may not unpickle here)
-        logging.getLogger("vactor_cloud").warning(
-            "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
-            "created under the id applies them again: remove those of actors/%s/inbox/ before creating it",
-            log.actor_id,
-            exc,
-            log.actor_id,
-        )
+        _warn_events_left(log, exc)
+
+
+async def forget_before_creation(log: ActorLog, tombstone: StepRecord) -> None:
+    """Before a creation after ``tombstone`` (``ActorCore.create``) lists the inbox: delete the
+    inbox objects of events the deleted actor applied (``forget_applied_events``), best effort.
+    The delete's clean-up may not have run yet (it runs on after the tombstone landed, or its
+    process died): the new actor's first fold applied them again."""
+    try:
+        base = await last_live_step(log, tombstone)
+        if base is not None:
+            await forget_applied_events(log, base)
+    except Exception as exc:  # (as in the delete's clean-up)
+        _warn_events_left(log, exc)
+
+
+def _warn_events_left(log: ActorLog, exc: Exception) -> None:
+    logging.getLogger("vactor_cloud").warning(
+        "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
+        "created under the id applies them again: remove those of actors/%s/inbox/ before creating it",
+        log.actor_id,
+        exc,
+        log.actor_id,
+    )
 
 
 async def last_live_step(log: ActorLog, tombstone: StepRecord) -> StepRecord | None:
