@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import multiprocessing
 import pickle
 import struct
 import threading
@@ -396,3 +397,30 @@ def test_a_creation_after_a_delete_whose_clean_up_died_applies_no_old_event(
     new = Ledger.get_or_create("ledger-9")
     new.process_events()
     assert new.total.run() == 5
+
+
+def test_two_processes_deleting_at_once_one_says_deleted_and_the_clean_up_is_complete(
+    shared: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held. Two OS processes delete each of three actors at once (a barrier before each):
+    each actor is deleted by exactly one of them, neither fails, nothing is left, and the next
+    actor under each id starts from nothing."""
+    from child_processes import run_to_end
+    from delete_race_workers import DONE, delete_each_at_the_barrier
+
+    ids = [f"ledger-p{i}" for i in range(3)]
+    for actor_id in ids:
+        paid_30_with_leftovers(actor_id, monkeypatch)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    children = [context.Process(target=delete_each_at_the_barrier, args=(shared, ids, barrier)) for _ in "ab"]
+    codes = run_to_end(children, 180)
+    masks = [code - DONE for code in codes if code is not None and code >= DONE]
+    assert len(masks) == 2, f"a child failed: exit codes {codes}"
+    first, second = masks
+    assert first & second == 0 and first | second == 0b111, (first, second)
+    vc.shutdown()
+    runtime = init(shared)
+    for actor_id in ids:
+        assert tombstones(runtime, actor_id) == [3]
+        assert_next_actor_starts_from_nothing(runtime, actor_id)
