@@ -229,6 +229,31 @@ def test_two_deletes_at_once_one_says_deleted_and_the_clean_up_is_complete(
     assert_next_actor_starts_from_nothing(runtime, "ledger-4")
 
 
+def test_a_delete_that_lost_its_only_attempt_to_another_delete_says_false(spec: StoreSpec) -> None:
+    """This runtime allows one commit attempt (``max_commit_attempts=1``); its tombstone put is
+    held until another runtime's delete landed. It lost the race to a tombstone: the actor is
+    deleted, and the answer is False. It raised CommitConflictError ("nothing committed", as if
+    writers had kept winning), and first took the folder lease of the deleted actor over."""
+    runtime = init(spec, max_commit_attempts=1)
+    held = HoldOne(runtime.store, "put", "/steps/", timeout=60.0)
+    runtime.store = held
+    Ledger.get_or_create("ledger-10").add.run("a")
+    other = other_process(spec)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held.hold()
+            mine = pool.submit(vc.delete_actor, "ledger-10")
+            assert held.held.wait(30), "this delete never reached its tombstone put"
+            assert _sync.sync(delete(other.log("ledger-10"), other.settings, keep=other.keep)) is not None
+            held.release.set()
+            assert mine.result(60) is False
+    finally:
+        held.release.set()
+        other.close()
+    assert _sync.sync(runtime.store.list("actors/ledger-10/lease")) == []
+    assert tombstones(runtime, "ledger-10") == [2]
+
+
 def deleting(start: threading.Barrier) -> bool:
     start.wait()
     return vc.delete_actor("ledger-5")

@@ -234,6 +234,8 @@ async def delete(
             except StepTakenError as lost:
                 validated = time.monotonic()
                 base, _ = await log.probe_from(lost.winner)
+                if is_deleted(base):  # (another delete won: deleted already, no attempt spent)
+                    continue
                 committed = False
             except StepCompactedError:
                 committed = False
