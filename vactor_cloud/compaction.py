@@ -7,7 +7,10 @@
 2. move HEAD forward to L, so that no reader starts from a step about to go;
 3. choose the new watermark M <= L - K + 1 (never above the newest, and
    lowered further so that no deleted step has a successor younger than
-   ``min_age`` seconds by the successor's recorded wall-clock ``time``);
+   ``min_age`` seconds by the successor's recorded wall-clock ``time``; L a
+   tombstone, M passing the deleted actor's last step: that delete's clean-up
+   needing the step is done again first, and M lowered to keep it if that fails
+   other than by a storage error: ``_kept_for_its_clean_up``);
 4. raise ``actors/<id>/gc`` to ``{"min_step": M}`` (forward only, by
    create or if-match) *before* deleting anything;
 5. delete every step below M that still exists (including leftovers of an

@@ -17,6 +17,11 @@ for posts that land later: it commits another tombstone recording them as failed
 parent ``T``, carrying the cursor forward and nothing else but its incarnation (``born``:
 ``vactor_cloud.incarnation``): a fresh actor.
 
+What the deleted actor leaves beside its steps is deleted after the commit, best effort, by
+its last step (``last_live_step``: its idempotency table and timers): again by a delete that
+finds the actor deleted, by a compaction before that step goes, and (the inbox objects of
+events it applied) by the creation that follows the tombstone.
+
 Format: docs/protocol.md, "Deleting an actor".
 """
 
