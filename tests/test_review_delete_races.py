@@ -195,6 +195,28 @@ def test_a_compaction_that_cannot_do_the_clean_up_keeps_the_deleted_actors_last_
     assert_next_actor_starts_from_nothing(runtime, "ledger-3")
 
 
+def test_a_compaction_whose_clean_up_meets_a_storage_error_deletes_nothing(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compaction's clean-up of a deleted actor's last step fails to list the inbox: the
+    compaction fails with that error before the watermark moves, nothing is deleted, and the
+    next compaction does it all."""
+    init(spec, fresh_window=0.0)
+    paid_30_with_leftovers("ledger-11", monkeypatch)
+    delete_dying_after_the_tombstone("ledger-11", monkeypatch)
+    vc.shutdown()
+    runtime = init(spec, fresh_window=0.0)
+    rule = FaultRule("fail_before", frozenset({"list"}), "/inbox/", at=(1,), retryable=False)
+    runtime.store = FaultyStore(runtime.store, FaultConfig(rules=(rule,)))
+    log = runtime.log("ledger-11")
+    with pytest.raises(vc.StorageError):
+        _sync.sync(compact(log, keep_last=1, min_age=0, fresh_window=0.0))
+    assert steps(runtime, "ledger-11") == [0, 1, 2, 3] and _sync.sync(log.read_gc()) == 0
+    _sync.sync(compact(log, keep_last=1, min_age=0, fresh_window=0.0))
+    assert steps(runtime, "ledger-11") == [3]
+    assert_next_actor_starts_from_nothing(runtime, "ledger-11")
+
+
 # -- two deletes at once ---------------------------------------------------------------------------
 def test_two_deletes_at_once_one_says_deleted_and_the_clean_up_is_complete(
     spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
