@@ -25,8 +25,11 @@ from store_helpers import init, other_process, raw_put
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, deletion, workflow
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.compaction import compact
 from vactor_cloud.deletion import delete
+from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
@@ -471,3 +474,55 @@ def test_two_processes_deleting_at_once_one_says_deleted_and_the_clean_up_is_com
     for actor_id in ids:
         assert tombstones(runtime, actor_id) == [3]
         assert_next_actor_starts_from_nothing(runtime, actor_id)
+
+
+class TombstoneAnswerLost(FaultyStore):
+    """The first step put that is a tombstone lands and its answer is lost; then every read of a
+    step fails, until ``healed``: the delete cannot learn whether its tombstone landed."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.tripped = False
+        self.healed = False
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if self.healed or "/steps/" not in key:
+            return await run()
+        if operation == "put" and not self.tripped:
+            await run()
+            self.tripped = True
+            raise StorageTimeoutError(f"{key}: put got no answer (injected)", key, write_in_flight=True)
+        if operation == "get" and self.tripped:
+            raise RetryableStorageError(f"{key}: get failed (injected)", key)
+        return await run()
+
+
+def test_a_delete_again_after_an_unknown_outcome_leaves_the_actor_created_since(spec: StoreSpec) -> None:
+    """The tombstone landed and its answer was lost: ``CommitOutcomeUnknownError`` says "call
+    delete_actor again: it returns False if this delete committed". Before that, another
+    runtime created the actor again under the id and a call on it was acknowledged. The delete
+    again deleted that new actor (True): its acknowledged state was gone. It says False now
+    (its tombstone is there, followed by the creation), and the new actor stays."""
+    init(spec)
+    Ledger.get_or_create("ledger-12").add.run("a")
+    vc.shutdown()
+    runtime = init(spec)
+    store = TombstoneAnswerLost(runtime.store)
+    runtime.store = store
+    with pytest.raises(vc.CommitOutcomeUnknownError, match="delete_actor again"):
+        vc.delete_actor("ledger-12")
+    store.healed = True
+    other = other_process(spec)
+    try:
+        other.create(Ledger.definition, "ledger-12", (), {})
+        future: ActorFuture[Any] = ActorFuture()
+        call = PendingCall.by_value(
+            "add", ("new/0",), {}, readonly=False, future=future, call_id=uuid.uuid4().hex
+        )
+        other.core("ledger-12").submit(call)
+        assert future.result(60) == 1
+    finally:
+        other.close()
+    assert vc.delete_actor("ledger-12") is False
+    assert tombstones(runtime, "ledger-12") == [2]
+    assert vc.get_actor("ledger-12").add.run("new/1") == 2

@@ -191,7 +191,11 @@ async def _pending_posts(box: PostBox, base: StepRecord, now: float) -> tuple[li
 
 
 async def delete(
-    log: ActorLog, settings: Settings, *, keep: Callable[[asyncio.Future[None]], None]
+    log: ActorLog,
+    settings: Settings,
+    *,
+    keep: Callable[[asyncio.Future[None]], None],
+    sent: set[int] | None = None,
 ) -> StepRecord | None:
     """Delete ``log``'s actor: commit a tombstone after its newest step.
 
@@ -205,6 +209,12 @@ async def delete(
     ``CommitOutcomeUnknownError`` when a tombstone was sent and whether it landed could
     not be learned (a delete again tells). Other storage errors: nothing committed.
 
+    ``sent``, kept by the caller across deletes of this actor: the step numbers of tombstones
+    put without learning whether they landed (a delete ended by ``CommitOutcomeUnknownError``,
+    a timeout, a cancel). One that holds a tombstone, a creation after it, means this actor
+    was deleted already: the actor created since is not deleted (None). Each put's number is
+    added before it is sent; the set is emptied once the delete returns.
+
     ``keep`` is given the clean-up after the commit, a task the delete waits for up to 80 %
     of ``settings.deadline`` and then leaves to end by itself (``Runtime.keep``: the runtime's
     shutdown waits for it). ``SystemExit`` or ``KeyboardInterrupt`` raised in it while the
@@ -217,6 +227,12 @@ async def delete(
     base, head = await log.load_latest_and_head(await log.read_head())
     if base is None:
         raise ActorNotFoundError(log.actor_id, log.store.describe())
+    sent = set() if sent is None else sent
+    earlier = None if is_deleted(base) else await _sent_and_landed(log, sent, base.step)
+    if earlier is not None:  # (ours, or another delete's there first: deleted already)
+        await _clean_up(_forget_leftovers(log, earlier), keep, started, settings)
+        sent.clear()
+        return None
     attempt = 0
     try:
         while True:
@@ -225,10 +241,12 @@ async def delete(
                 # is: the leftovers of the actors up to this tombstone. A stall there must not
                 # make "deleted already" a timeout.)
                 await _clean_up(_forget_leftovers(log, base), keep, started, settings)
+                sent.clear()
                 return None
             now = time.time()
             folded, done = await _pending_posts(box, base, now)
             record = _tombstone(log, base, folded, now)
+            sent.add(record.step)
             try:
                 await log.put_step(record)
                 # (Late, past fresh_window: a compaction may have freed the number meanwhile.)
@@ -237,6 +255,7 @@ async def delete(
                     or await log.resolve_late_commit(record)
                 )
             except StepTakenError as lost:
+                sent.discard(record.step)  # (another's step is there: ours never landed)
                 validated = time.monotonic()
                 base, _ = await log.probe_from(lost.winner)
                 if is_deleted(base):  # (another delete won: deleted already, no attempt spent)
@@ -255,6 +274,7 @@ async def delete(
                     lease.hand_over(), box, [p.key for p in folded] + done, log, record, head, base
                 )
                 await _clean_up(cleanup, keep, started, settings)
+                sent.clear()
                 return record
             attempt += 1
             if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -276,6 +296,16 @@ async def delete(
         # conflict, an error, an answer never learned, a cancel (Ctrl-C, a caller's timeout).
         # Posters would otherwise wait out lease_seconds before anyone folds their calls.
         await lease.release(base.step)
+
+
+async def _sent_and_landed(log: ActorLog, sent: set[int], newest: int) -> StepRecord | None:
+    """The tombstone at one of the step numbers in ``sent`` (below ``newest``, which is no
+    tombstone: an actor was created after it), if any. (One compacted since tells nothing.)"""
+    for step in sorted(n for n in sent if n < newest):
+        record = await log.read_step(step)
+        if record is not None and is_deleted(record):
+            return record
+    return None
 
 
 async def _clean_up(
