@@ -210,9 +210,14 @@ def _may_delete(actor_id: str) -> Runtime:
 async def _delete(runtime: Runtime, actor_id: str) -> bool:
     """(IO loop) Commit ``actor_id``'s tombstone; whether this call did (False: deleted already)."""
     core = runtime.core(actor_id)
+    # (Tombstones sent by an earlier delete here whose outcome it never learned: a delete again
+    # says False if one landed, even with an actor created after it.)
+    sent = runtime.tombstones_sent.setdefault(actor_id, set())
     try:
-        tombstone = await delete(core.log, runtime.settings, keep=runtime.keep)
+        tombstone = await delete(core.log, runtime.settings, keep=runtime.keep, sent=sent)
     finally:
+        if not sent:
+            runtime.tombstones_sent.pop(actor_id, None)
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
         forget_existing(runtime, actor_id)  # and the next send_event
     return tombstone is not None

@@ -7,7 +7,10 @@
 2. move HEAD forward to L, so that no reader starts from a step about to go;
 3. choose the new watermark M <= L - K + 1 (never above the newest, and
    lowered further so that no deleted step has a successor younger than
-   ``min_age`` seconds by the successor's recorded wall-clock ``time``);
+   ``min_age`` seconds by the successor's recorded wall-clock ``time``; L a
+   tombstone, M passing the deleted actor's last step: that delete's clean-up
+   needing the step is done again first, and M lowered to keep it if that fails
+   other than by a storage error: ``_kept_for_its_clean_up``);
 4. raise ``actors/<id>/gc`` to ``{"min_step": M}`` (forward only, by
    create or if-match) *before* deleting anything;
 5. delete every step below M that still exists (including leftovers of an
@@ -63,6 +66,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from vactor_cloud import codec
+from vactor_cloud.deletion import forget_by_last_step, is_deleted, last_live_step
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -70,6 +74,7 @@ from vactor_cloud.errors import (
     NotFoundError,
     PreconditionFailedError,
     RetryableStorageError,
+    StorageError,
     VactorError,
 )
 from vactor_cloud.incarnation import born_in, born_of
@@ -216,7 +221,8 @@ async def compact(
         target = await _youngest_allowed(log, max(current, 0), by_age, cutoff)
         # Steps this process saw exist fresh_window ago need no writer's evidence.
         target = max(target, min(by_age, proven + 1))
-    watermark = await raise_watermark(log, max(target, current))
+    kept = await _kept_for_its_clean_up(log, newest, max(target, current)) if is_deleted(newest) else target
+    watermark = await raise_watermark(log, max(min(target, kept), current))
 
     doomed = await _steps_below(log, watermark)
     tasks = await _task_calls(log)
@@ -285,6 +291,35 @@ async def raise_watermark(log: ActorLog, min_step: int) -> int:
         f"actor {log.actor_id!r}: could not raise the retention watermark to {min_step} after "
         f"{_WATERMARK_ATTEMPTS} attempts (concurrent compactions?); nothing was deleted, retry later"
     )
+
+
+async def _kept_for_its_clean_up(log: ActorLog, tombstone: StepRecord, watermark: int) -> int:
+    """The watermark to raise, at most ``watermark``, for an actor deleted by ``tombstone``:
+    before its last step goes, the delete's clean-up that needs it is done (again: the
+    deleting process may have died before it; ``deletion.forget_by_last_step``), and if that
+    fails other than by a storage error (raised: nothing is deleted), the step is kept. Gone,
+    nothing told which inbox objects the actor applied, and the next actor under the id applied
+    them again."""
+    try:
+        base = await last_live_step(log, tombstone)
+    except IntegrityError:
+        return watermark  # (a damaged step on the way: nothing to judge by, kept or not)
+    if base is None or base.step >= watermark:
+        return watermark
+    try:
+        await forget_by_last_step(log, base)
+    except StorageError:
+        raise
+    except Exception as exc:
+        logger.warning(
+            "actor %r: compaction keeps step %d, the deleted actor's last: what it left beside its "
+            "steps could not be cleaned up (%s); remove the inbox objects of events it applied",
+            log.actor_id,
+            base.step,
+            exc,
+        )
+        return base.step
+    return watermark
 
 
 async def _read_writers(log: ActorLog, steps: list[int], into: dict[int, str | None]) -> None:

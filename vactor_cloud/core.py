@@ -64,7 +64,7 @@ from vactor_cloud.batch import (
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
-from vactor_cloud.deletion import after_tombstone, deleted_error, is_deleted
+from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import (
     ActorBusyError,
     ActorNotFoundError,
@@ -660,11 +660,17 @@ class ActorCore(Folder):
         True when this call created the actor.
         """
         ref, body = definition.body()
-        created, _ = await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), self.inbox.prime())
-        if created:  # (one found there may be damaged: the first commit checks it)
-            self._stored_classes[ref.sha] = time.monotonic()
         #: the tombstone this creation follows (a deleted actor's id), found by the load before
         tombstone = self.record if self.record is not None and is_deleted(self.record) else None
+
+        async def prime() -> None:
+            if tombstone is not None:  # (the deleted actor's applied events: not the new actor's)
+                await forget_before_creation(self.log, tombstone)
+            await self.inbox.prime()
+
+        created, _ = await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), prime())
+        if created:  # (one found there may be damaged: the first commit checks it)
+            self._stored_classes[ref.sha] = time.monotonic()
         for _ in range(_CREATE_AFTER_TOMBSTONE_ATTEMPTS):
             record = StepRecord(
                 step=0 if tombstone is None else tombstone.step + 1,

@@ -17,6 +17,11 @@ for posts that land later: it commits another tombstone recording them as failed
 parent ``T``, carrying the cursor forward and nothing else but its incarnation (``born``:
 ``vactor_cloud.incarnation``): a fresh actor.
 
+What the deleted actor leaves beside its steps is deleted after the commit, best effort, by
+its last step (``last_live_step``: its idempotency table and timers): again by a delete that
+finds the actor deleted, by a compaction before that step goes, and (the inbox objects of
+events it applied) by the creation that follows the tombstone.
+
 Format: docs/protocol.md, "Deleting an actor".
 """
 
@@ -39,6 +44,7 @@ from vactor_cloud.errors import (
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    FormatVersionError,
     IntegrityError,
     NotFoundError,
     RetryableStorageError,
@@ -81,9 +87,12 @@ __all__ = [
     "delete",
     "deleted_error",
     "failed_outcomes",
+    "forget_before_creation",
+    "forget_by_last_step",
     "forget_failed_calls",
     "forget_timers",
     "is_deleted",
+    "last_live_step",
 ]
 
 #: the ``extra`` key that makes a step a tombstone: ``{"time": <epoch s>}``
@@ -182,7 +191,11 @@ async def _pending_posts(box: PostBox, base: StepRecord, now: float) -> tuple[li
 
 
 async def delete(
-    log: ActorLog, settings: Settings, *, keep: Callable[[asyncio.Future[None]], None]
+    log: ActorLog,
+    settings: Settings,
+    *,
+    keep: Callable[[asyncio.Future[None]], None],
+    sent: set[int] | None = None,
 ) -> StepRecord | None:
     """Delete ``log``'s actor: commit a tombstone after its newest step.
 
@@ -196,6 +209,12 @@ async def delete(
     ``CommitOutcomeUnknownError`` when a tombstone was sent and whether it landed could
     not be learned (a delete again tells). Other storage errors: nothing committed.
 
+    ``sent``, kept by the caller across deletes of this actor: the step numbers of tombstones
+    put without learning whether they landed (a delete ended by ``CommitOutcomeUnknownError``,
+    a timeout, a cancel). One that holds a tombstone, a creation after it, means this actor
+    was deleted already: the actor created since is not deleted (None). Each put's number is
+    added before it is sent; the set is emptied once the delete returns.
+
     ``keep`` is given the clean-up after the commit, a task the delete waits for up to 80 %
     of ``settings.deadline`` and then leaves to end by itself (``Runtime.keep``: the runtime's
     shutdown waits for it). ``SystemExit`` or ``KeyboardInterrupt`` raised in it while the
@@ -208,6 +227,12 @@ async def delete(
     base, head = await log.load_latest_and_head(await log.read_head())
     if base is None:
         raise ActorNotFoundError(log.actor_id, log.store.describe())
+    sent = set() if sent is None else sent
+    earlier = None if is_deleted(base) else await _sent_and_landed(log, sent, base.step)
+    if earlier is not None:  # (ours, or another delete's there first: deleted already)
+        await _clean_up(_forget_leftovers(log, earlier), keep, started, settings)
+        sent.clear()
+        return None
     attempt = 0
     try:
         while True:
@@ -216,10 +241,12 @@ async def delete(
                 # is: the leftovers of the actors up to this tombstone. A stall there must not
                 # make "deleted already" a timeout.)
                 await _clean_up(_forget_leftovers(log, base), keep, started, settings)
+                sent.clear()
                 return None
             now = time.time()
             folded, done = await _pending_posts(box, base, now)
             record = _tombstone(log, base, folded, now)
+            sent.add(record.step)
             try:
                 await log.put_step(record)
                 # (Late, past fresh_window: a compaction may have freed the number meanwhile.)
@@ -228,8 +255,11 @@ async def delete(
                     or await log.resolve_late_commit(record)
                 )
             except StepTakenError as lost:
+                sent.discard(record.step)  # (another's step is there: ours never landed)
                 validated = time.monotonic()
                 base, _ = await log.probe_from(lost.winner)
+                if is_deleted(base):  # (another delete won: deleted already, no attempt spent)
+                    continue
                 committed = False
             except StepCompactedError:
                 committed = False
@@ -241,9 +271,10 @@ async def delete(
                 # stale by the cursor, HEAD a hint, a lease expires) must not turn a committed
                 # delete into a timeout, which would tell its caller it may not have happened.
                 cleanup = _after_commit(
-                    lease.hand_over(), box, [p.key for p in folded] + done, log, record, head
+                    lease.hand_over(), box, [p.key for p in folded] + done, log, record, head, base
                 )
                 await _clean_up(cleanup, keep, started, settings)
+                sent.clear()
                 return record
             attempt += 1
             if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -265,6 +296,16 @@ async def delete(
         # conflict, an error, an answer never learned, a cancel (Ctrl-C, a caller's timeout).
         # Posters would otherwise wait out lease_seconds before anyone folds their calls.
         await lease.release(base.step)
+
+
+async def _sent_and_landed(log: ActorLog, sent: set[int], newest: int) -> StepRecord | None:
+    """The tombstone at one of the step numbers in ``sent`` (below ``newest``, which is no
+    tombstone: an actor was created after it), if any. (One compacted since tells nothing.)"""
+    for step in sorted(n for n in sent if n < newest):
+        record = await log.read_step(step)
+        if record is not None and is_deleted(record):
+            return record
+    return None
 
 
 async def _clean_up(
@@ -289,40 +330,88 @@ async def _clean_up(
 
 
 async def _after_commit(
-    lease: _DeleterLease, box: PostBox, keys: list[str], log: ActorLog, record: StepRecord, head: Head | None
+    lease: _DeleterLease,
+    box: PostBox,
+    keys: list[str],
+    log: ActorLog,
+    record: StepRecord,
+    head: Head | None,
+    base: StepRecord,
 ) -> None:
-    """After the tombstone ``record``: give the lease back, delete the posts it failed (or found
-    stale), move HEAD to it (a hint: a load then reads the tombstone first), delete the
-    actor's failed-call records (``forget_failed_calls``), the due-index entries of the
-    timers it dropped (``forget_timers``) and the inbox objects of events it applied
-    (``forget_applied_events``: its writer died before deleting them)."""
+    """After the tombstone ``record`` (which followed ``base``): give the lease back, delete the
+    posts it failed (or found stale), move HEAD to it (a hint: a load then reads the tombstone
+    first), and forget what the actor left beside its steps (``_forget_leftovers``)."""
     await lease.release(record.step)
     await _clear_posts(box, keys)
     with contextlib.suppress(StorageError):
         await log.advance_head(record.step, record.class_ref, head)
-    await _forget_leftovers(log, record)
+    await _forget_leftovers(log, record, base)
 
 
-async def _forget_leftovers(log: ActorLog, tombstone: StepRecord) -> None:
+async def _forget_leftovers(log: ActorLog, tombstone: StepRecord, base: StepRecord | None = None) -> None:
     """What the actors up to ``tombstone`` leave beside their steps, best effort: their
-    failed-call records (``forget_failed_calls``), the due-index entries of the timers the
-    tombstone dropped (``forget_timers``) and the inbox objects of events they applied
-    (``forget_applied_events``). Each is idempotent: a delete that finds the actor deleted
-    already does it again (an earlier delete's clean-up may have stopped half way)."""
+    failed-call records (``forget_failed_calls``), and by the deleted actor's last step
+    (``base``, else read: ``last_live_step``) the due-index entries of the timers it held
+    (``forget_timers``) and the inbox objects of events it applied (``forget_applied_events``).
+    Each is idempotent: a delete that finds the actor deleted already does it again (an earlier
+    delete's clean-up may have stopped half way)."""
     with contextlib.suppress(StorageError):  # (a record left: see forget_failed_calls)
         await forget_failed_calls(log.store, log.actor_id, log.signing_key, deleted=tombstone)
+    if base is None:
+        try:
+            base = await last_live_step(log, tombstone)
+        except (StorageError, IntegrityError):
+            return  # (an entry left is the runner's part; an inbox object left is applied again)
+    if base is None:  # (compacted: the compaction did this first, see forget_by_last_step)
+        return
     with contextlib.suppress(StorageError, IntegrityError):  # (an entry left: see forget_timers)
-        await forget_timers(log, tombstone)
+        await forget_timers(log, base)
     try:
-        await forget_applied_events(log, tombstone)
+        await forget_applied_events(log, base)
     except Exception as exc:  # (best effort, as the rest: its table may not unpickle here)
-        logging.getLogger("vactor_cloud").warning(
-            "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
-            "created under the id applies them again: remove those of actors/%s/inbox/ before creating it",
-            log.actor_id,
-            exc,
-            log.actor_id,
-        )
+        _warn_events_left(log, exc)
+
+
+async def forget_before_creation(log: ActorLog, tombstone: StepRecord) -> None:
+    """Before a creation after ``tombstone`` (``ActorCore.create``) lists the inbox: delete the
+    inbox objects of events the deleted actor applied (``forget_applied_events``), best effort.
+    The delete's clean-up may not have run yet (it runs on after the tombstone landed, or its
+    process died): the new actor's first fold applied them again."""
+    try:
+        base = await last_live_step(log, tombstone)
+        if base is not None:
+            await forget_applied_events(log, base)
+    except Exception as exc:  # (as in the delete's clean-up)
+        _warn_events_left(log, exc)
+
+
+def _warn_events_left(log: ActorLog, exc: Exception) -> None:
+    logging.getLogger("vactor_cloud").warning(
+        "actor %r deleted; inbox objects of events it applied may be left (%s): the next actor "
+        "created under the id applies them again: remove those of actors/%s/inbox/ before creating it",
+        log.actor_id,
+        exc,
+        log.actor_id,
+    )
+
+
+async def last_live_step(log: ActorLog, tombstone: StepRecord) -> StepRecord | None:
+    """The last step of the actor ``tombstone`` deleted: the newest below it that is no
+    tombstone (a fold on a tombstone commits another after it, so tombstones may follow each
+    other); None once a compaction deleted it (or the id held no actor before)."""
+    record: StepRecord | None = tombstone
+    while record is not None and is_deleted(record):
+        record = None if record.parent is None else await log.read_step(record.parent)
+    return record
+
+
+async def forget_by_last_step(log: ActorLog, base: StepRecord) -> None:
+    """What a compaction does before it deletes ``base``, the last step of an actor deleted
+    (``last_live_step``): the clean-up that needs it (``forget_timers``, ``forget_applied_events``),
+    done again, in case the delete's stopped half way; once ``base`` is gone, nothing tells
+    which inbox objects the actor applied. Errors are raised: the compaction then keeps ``base``."""
+    await forget_timers(log, base)
+    await forget_applied_events(log, base)
 
 
 #: the share of ``Settings.deadline`` (from the delete's start) a delete waits for its clean-up
@@ -417,14 +506,13 @@ async def _clear_posts(box: PostBox, keys: list[str]) -> None:
         await box.flush()
 
 
-async def forget_timers(log: ActorLog, tombstone: StepRecord) -> int:
-    """Delete the due-index entries (``timers/...``) of the timers ``tombstone`` dropped, those
-    pending in the step before it (one GET); how many. Left there, ``vactor timers ls`` listed
-    a deleted actor's timers until each fell due and a runner found it deleted (a year's timer
-    for a year). A step of a racing writer never comes between: the tombstone's parent was
-    the newest step."""
-    base = await log.read_step(tombstone.parent) if tombstone.parent is not None else None
-    if base is None or not base.extra.get(TIMERS):  # (compacted meanwhile: the runner's part)
+async def forget_timers(log: ActorLog, base: StepRecord) -> int:
+    """Delete the due-index entries (``timers/...``) of the timers pending in ``base``, the last
+    step of an actor deleted (``last_live_step``): its tombstone dropped them; how many. Left
+    there, ``vactor timers ls`` listed a deleted actor's timers until each fell due and a runner
+    found it deleted (a year's timer for a year). A step of a racing writer never comes
+    between: a tombstone's parent was the newest step."""
+    if not base.extra.get(TIMERS):
         return 0
     return await drop_entries(log.store, log.actor_id, base.extra)
 
@@ -444,7 +532,7 @@ async def forget_failed_calls(
     listed are read, a GET each): this runs on by itself after the delete returned, and
     the next actor under the id, created meanwhile, may have recorded its own failed calls,
     which a delete of them all took with it. A record that does not verify is deleted (as
-    any is without ``deleted``)."""
+    any is without ``deleted``); one in a newer release's format stays."""
     keys = [k for k in await store.list(tasks_prefix(actor_id)) if k.endswith(f"/{FAILED_CALL}")]
     if keys and deleted is not None:
         before = [_recorded_before(store, k, signing_key, deleted.step) for k in keys]
@@ -456,11 +544,12 @@ async def forget_failed_calls(
 
 async def _recorded_before(store: ObjectStore, key: str, signing_key: bytes | None, step: int) -> bool:
     """Whether the failed-call record ``key`` was written by an actor born before ``step``
-    (or does not verify: no actor's record); False once it is gone."""
+    (or does not verify: no actor's record); False once it is gone, and for a record in a newer
+    release's format (it verifies, its incarnation is unknown here: the next actor's, maybe)."""
     try:
         meta = codec.decode(key, (await store.get(key)).data, signing_key=signing_key).meta
         return born_in(meta) < step
-    except NotFoundError:
+    except (NotFoundError, FormatVersionError):
         return False
     except (IntegrityError, ValueError):
         return True

@@ -938,27 +938,25 @@ class ActorInbox:
             await asyncio.sleep(0.01)
 
 
-async def forget_applied_events(log: ActorLog, tombstone: StepRecord) -> int:
-    """Delete the inbox objects of events the actor deleted by ``tombstone`` applied (found in
-    the idempotency table of the step it was deleted on); how many went.
+async def forget_applied_events(log: ActorLog, base: StepRecord) -> int:
+    """Delete the inbox objects of events applied by the actor whose last step is ``base`` (an
+    actor deleted: ``deletion.last_live_step``), found in ``base``'s idempotency table; how
+    many went.
 
     An inbox object is deleted only after the commit that applied its event, so a writer that
     died in between leaves it; the actor's next fold knows it by its table, but the next actor
     under the id has no table and would apply it again. One LIST; only when the inbox holds
-    events, the deleted actor's last step (and its table) is read, and then only the events
-    whose ids the table holds (a backlog waiting unapplied is not read). An event
-    stamped (by its sender's clock) after that step is left: it may be one sent for the next
-    actor, under an id the old actor had applied. Events waiting unapplied stay for the next
-    actor, as documented. Best effort (the delete's clean-up): an object left is applied again.
-    A pickled table of a class this process does not define is not read (``IntegrityError``):
-    nothing from storage is unpickled for it.
+    events, ``base``'s table is read, and then only the events whose ids the table holds (a
+    backlog waiting unapplied is not read). An event stamped (by its sender's clock) after
+    ``base`` is left: it may be one sent for the next actor, under an id the old actor had
+    applied. Events waiting unapplied stay for the next actor, as documented. Best effort (the
+    delete's clean-up): an object left is applied again. A pickled table of a class this
+    process does not define is not read (``IntegrityError``): nothing from storage is
+    unpickled for it.
     """
     prefix = inbox_prefix(log.actor_id)
     keys = event_keys(prefix, await log.store.list(prefix))
-    if not keys or tombstone.parent is None:
-        return 0
-    base = await log.read_step(tombstone.parent)
-    if base is None:
+    if not keys:
         return 0
     # The serializer comes from the class, never from the step (docs/security.md): a class
     # not defined in this process is trusted to say JSON only, which runs no code.

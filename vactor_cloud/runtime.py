@@ -482,6 +482,9 @@ class Runtime:
         self._turns = CreationTurns()
         #: creations started by ``create_nowait`` that have not settled yet
         self._creations: dict[str, Creation] = {}
+        #: by actor id, the step numbers of tombstones a delete put without learning whether
+        #: they landed (``deletion.delete``'s ``sent``): a delete again reads them first
+        self.tombstones_sent: dict[str, set[int]] = {}
         self._pid = os.getpid()
         #: set as ``close`` begins: waits that poll this runtime (``wait_for_event``, a poster's,
         #: a lease holder's) end, and no commit attempt starts
