@@ -268,6 +268,7 @@ def post(runtime: Runtime, actor_id: str, token: str) -> str:
     box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
     call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex)
     _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)  # a later post gets a later millisecond: post order is key order
     return call.call_id
 
 

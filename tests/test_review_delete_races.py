@@ -15,6 +15,7 @@ import multiprocessing
 import pickle
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -127,6 +128,7 @@ def foreign_post(runtime: Runtime, actor_id: str, token: str) -> None:
     box = PostBox(runtime.store, actor_id, runtime.settings.signing_key)
     call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex)
     _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)  # a later post gets a later millisecond: post order is key order
 
 
 def assert_next_actor_starts_from_nothing(runtime: Runtime, actor_id: str) -> None:

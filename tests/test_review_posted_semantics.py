@@ -51,6 +51,7 @@ class Exits:
 def post(box: PostBox, method: str, *args: Any) -> str:
     call = PostedCall(method, pickle.dumps((args, {})), uuid.uuid4().hex)
     _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)  # a later post gets a later millisecond: post order is key order
     return call.call_id
 
 
