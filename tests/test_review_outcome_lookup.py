@@ -233,6 +233,7 @@ def test_call_outcome_on_a_deleted_actor_does_not_answer_with_an_earlier_actors_
     box = foreign_box("a")
     call = PostedCall("add", pickle.dumps((("other/0",), {})), "the-same-call-id")
     _sync.sync(box.send(box.prepare((call,))))
+    time.sleep(0.003)  # our post (next) gets a later millisecond: it sorts after, folded second
     commit_behind_its_back("a")
     assert log.add.run("me/1") == 3  # folds the other process's call: its outcome is 2
     assert vc.get_actor("a").call_outcome("the-same-call-id") == 2  # (the first actor: found)
@@ -260,6 +261,7 @@ def test_call_outcome_judges_the_serializer_by_the_newest_step_not_a_cached_clas
     log.add.run("me/0")
     box = foreign_box("b")
     _sync.sync(box.send(box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), "cid"),))))
+    time.sleep(0.003)  # our post (next) gets a later millisecond: it sorts after, folded second
     commit_behind_its_back("b")
     assert log.add.run("me/1") == 3
     # ... copied by "another process" after its delete of "a": "a" is now that pickle actor.
