@@ -39,6 +39,7 @@ from combining_workers import (
     commit_behind_its_back,
     hammer,
 )
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, poster, posting
@@ -718,12 +719,15 @@ def test_lost_responses_on_the_post_put_and_on_the_folding_step_put_apply_once(
 
 
 def give_up_on_a_post(
-    store: Switchable, call: Callable[[Any], Any] = lambda log: log.add.run("me/1")
+    store: Switchable, call: Callable[[Any], Any] = lambda log: log.add.run("me/1"), **bounds: Any
 ) -> tuple[Any, CallPendingError]:
     """``me/0`` commits; ``call(log)`` (``me/1``) loses a race and posts, and every step put is
-    refused until ``commit_timeout``: its caller gets CallPendingError with the post still there."""
+    refused until ``commit_timeout``: its caller gets CallPendingError with the post still there.
+    ``bounds``: settings (``deadline=0.5``, ...) set after ``me/0``, not to bound the setup."""
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
+    if bounds:
+        retune(**bounds)
     commit_behind_its_back("a")
     refused = RetryableStorageError("injected: step puts refused", "k")
     store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
@@ -733,12 +737,16 @@ def give_up_on_a_post(
 
 
 def gave_up_then_left_the_cursor(
-    store: Switchable, call: Callable[[Any], Any] | None = None
+    store: Switchable, call: Callable[[Any], Any] | None = None, **bounds: Any
 ) -> tuple[Any, CallPendingError, StepRecord]:
-    """:func:`give_up_on_a_post` (with ``call``, if given); then the store heals, ``me/2`` folds
-    both, and another writer commits a step whose cursor no longer names our sender (as after
-    ``SENDER_TTL`` without a post), dated now. (The log, the CallPendingError, that step.)"""
-    log, raised = give_up_on_a_post(store) if call is None else give_up_on_a_post(store, call)
+    """:func:`give_up_on_a_post` (with ``call`` and ``bounds``, if given); then the store heals,
+    ``me/2`` folds both, and another writer commits a step whose cursor no longer names our
+    sender (as after ``SENDER_TTL`` without a post), dated now. (The log, the
+    CallPendingError, that step.)"""
+    if call is None:
+        log, raised = give_up_on_a_post(store, **bounds)
+    else:
+        log, raised = give_up_on_a_post(store, call, **bounds)
     store.fail = lambda op, key: None
     assert log.add.run("me/2") == 3  # folds both
     assert wait_for_no_posts("a") == []
