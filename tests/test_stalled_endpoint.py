@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from actors import Tally
-from silent_listener import SilentListener
+from silent_listener import TRIES_UNTIL_TOLD, SilentListener, run_until_it_connected
 
 import vactor_cloud as vc
 
@@ -196,21 +196,16 @@ def test_a_client_slower_to_build_than_the_timeout_is_built_once_and_then_used(
     assert len(builds) == 1
 
 
-_EXIT_SCRIPT = """
+_EXIT_SCRIPT = (
+    """
 import sys, time
 import vactor_cloud as vc
 vc.init("s3://stalled-bucket/prefix", transport=sys.argv[2], endpoint_url=sys.argv[1], key="x",
         secret="y", client_kwargs={"region_name": "us-east-1"},
         settings=vc.Settings(timeout=1.0, deadline=2.0))
-while True:  # tries, until the test (which sees its listener) says one reached the endpoint
-    try:
-        vc.get_actor("x")
-    except vc.StorageTimeoutError:
-        print("timed out", flush=True)
-    if sys.stdin.readline().strip() != "again":
-        break
-print(time.time(), flush=True)  # the script's end: the interpreter exits from here
 """
+    + TRIES_UNTIL_TOLD
+)
 
 
 @pytest.mark.parametrize("transport", ["botocore", "s3fs"])
@@ -220,38 +215,12 @@ def test_a_process_whose_requests_hang_on_a_silent_endpoint_still_exits_at_once(
     # The request threads of the botocore transport are still blocked in botocore's read
     # (15 s, then its retries) when the script ends: they must not hold the process. A
     # ThreadPoolExecutor's threads would (it joins them at exit): about a minute here.
-    import subprocess
     import sys
 
-    script = subprocess.Popen(
-        [sys.executable, "-c", _EXIT_SCRIPT, listener.endpoint, transport],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    _, ended, exited = run_until_it_connected(
+        listener, [sys.executable, "-c", _EXIT_SCRIPT, listener.endpoint, transport]
     )
-    assert script.stdin is not None and script.stdout is not None
-    # A try while building the client (botocore loads its service model) may end before any
-    # request reached the socket: two fixed tries did not on a loaded machine. Another try
-    # while the listener saw no connection (each try ends at the script's 2 s deadline).
-    tries = 0
-    try:
-        while script.stdout.readline().strip() == "timed out":
-            tries += 1
-            again = listener.accepted < 1 and tries < TRIES
-            script.stdin.write("again\n" if again else "stop\n")
-            script.stdin.flush()
-            if not again:
-                break
-        out, err = script.communicate(timeout=120)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait()
-    ended = time.time()
-    assert script.returncode == 0, err[-2000:]
-    assert tries >= 1 and len(out.split()) == 1, (tries, out, err)  # every try timed out; then its end
-    exiting = ended - float(out.split()[-1])
     assert _accepted_soon(listener)
     # From the script's last line to the process's end; the stuck reads would add 15 s or more.
+    exiting = exited - ended
     assert exiting < 8, f"the process took {exiting:.1f} s to exit after its script ended"
