@@ -736,6 +736,16 @@ def give_up_on_a_post(
     return log, raised.value
 
 
+def heal_and_fold(store: Switchable, log: Any) -> Any:
+    """The outage of :func:`give_up_on_a_post` is over: ``me/2`` posts behind the pending post
+    and folds both; its result. Not under the outage's short ``commit_timeout``: on a loaded
+    emulator that fold took longer, and me/2 was given up on too (CallPendingError, in 1 of 3
+    full runs on moto in test_review_actor_cache's twin)."""
+    store.fail = lambda op, key: None
+    retune(commit_timeout=HANG)
+    return log.add.run("me/2")
+
+
 def gave_up_then_left_the_cursor(
     store: Switchable, call: Callable[[Any], Any] | None = None, **bounds: Any
 ) -> tuple[Any, CallPendingError, StepRecord]:
@@ -747,8 +757,7 @@ def gave_up_then_left_the_cursor(
         log, raised = give_up_on_a_post(store, **bounds)
     else:
         log, raised = give_up_on_a_post(store, call, **bounds)
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # folds both
+    assert heal_and_fold(store, log) == 3  # folds both
     assert wait_for_no_posts("a") == []
     core = vc.get_runtime().core("a")
     mine = core.record
@@ -776,8 +785,7 @@ def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_o
     assert isinstance(raised, vc.errors.CommitOutcomeUnknownError)
     assert len(raised.call_ids) == 1
     assert len(pending_posts("a")) == 1  # the post waits for a fold
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # posts after its pending post, folds both in post order
+    assert heal_and_fold(store, log) == 3  # posts after its pending post, folds both in post order
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
     assert wait_for_no_posts("a") == []
     if hasattr(vc.get_actor("a"), "call_outcome"):
@@ -796,8 +804,7 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
     (call_id,) = raised.call_ids
     remembered = poster._GAVE_UP[(store.url, "a", call_id)]
     assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # the pending post applies first, from the stored post
+    assert heal_and_fold(store, log) == 3  # the pending post applies first, from the stored post
     assert log.applied.run() == ["me/0", big, "me/2"]
     assert vc.get_actor("a").call_outcome(call_id) == 2  # type: ignore[attr-defined]
 

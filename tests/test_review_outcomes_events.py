@@ -17,6 +17,7 @@ from test_combining import (
     add_while_another_process_folds,
     commit_behind_its_back,
     give_up_on_a_post,
+    heal_and_fold,
     init_switchable,
 )
 from test_review_events import Till
@@ -125,8 +126,7 @@ def _applied_after_giving_up(store_spec: StoreSpec, **settings: Any) -> tuple[Sw
     (result 2): the store, and me/1's call id."""
     store = init_switchable(store_spec, combine_window=60.0)
     log, raised = give_up_on_a_post(store, commit_timeout=0.3, **settings)
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3
+    assert heal_and_fold(store, log) == 3
     return store, raised.call_ids[0]
 
 
