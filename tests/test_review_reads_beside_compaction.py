@@ -196,12 +196,15 @@ def _budget(spec: StoreSpec, **settings: Any) -> None:
 
 
 def _until(condition: Callable[[], bool]) -> bool:
-    """Whether ``condition`` came true within ``HANG`` (polled: a bound, not a timing)."""
-    for _ in range(int(HANG / 0.005)):
-        if condition():
-            return True
+    """Whether ``condition`` came true within ``HANG`` (polled: a bound, not a timing). Not
+    asked again once it held (``test_combining.wait_for`` failed so on a condition that
+    stopped holding a moment later)."""
+    deadline = time.monotonic() + HANG
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.005)
-    return condition()
+    return True
 
 
 def test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room(
