@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
+import time
 
 
 class SilentListener:
@@ -42,3 +44,49 @@ class SilentListener:
         for conn in [*self._open, self._server]:
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+#: the part of an exit script that makes its tries: ``get_actor`` until the test, which sees
+#: its listener, answers on stdin that one reached the endpoint (``run_until_it_connected``)
+TRIES_UNTIL_TOLD = """
+while True:
+    try:
+        vc.get_actor("x")
+    except vc.StorageTimeoutError:
+        print("timed out", flush=True)
+    if sys.stdin.readline().strip() != "again":
+        break
+print(time.time(), flush=True)  # the script's end: the interpreter exits from here
+"""
+
+
+def run_until_it_connected(
+    listener: SilentListener, args: list[str], env: dict[str, str] | None = None, tries: int = 10
+) -> tuple[int, float, float]:
+    """Run the exit script ``args`` (ending in :data:`TRIES_UNTIL_TOLD`), telling it to try
+    again while ``listener`` saw no connection (at most ``tries``): on a loaded machine building
+    the client (botocore loads its service model) outlasted two fixed tries, none of whose
+    requests reached the socket. Returns (tries made, the script's end as it printed it, the
+    time it had exited); fails unless it exited 0 after every try timed out."""
+    script = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert script.stdin is not None and script.stdout is not None
+    made = 0
+    try:
+        while script.stdout.readline().strip() == "timed out":
+            made += 1
+            again = listener.accepted < 1 and made < tries
+            script.stdin.write("again\n" if again else "stop\n")
+            script.stdin.flush()
+            if not again:
+                break
+        out, err = script.communicate(timeout=120)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    exited = time.time()
+    assert script.returncode == 0, err[-2000:]
+    assert made >= 1 and len(out.split()) == 1, (made, out, err)  # every try timed out; then its end
+    return made, float(out.split()[-1]), exited

@@ -4,11 +4,12 @@ themselves (rather than take one from ``actor_store``).
 Its fixture ``spec`` (``store_spec``, with the runtime shut down after the test) is
 registered by ``tests/conftest.py`` (``pytest_plugins``); a test file that defines its own
 ``spec`` (one that also starts the runtime, say) keeps it. ``init``, ``other_process``,
-``raw_get`` and ``raw_put`` are imported by name.
+``raw_get``, ``raw_put`` and ``retune`` are imported by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from vactor_cloud import _sync
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
-__all__ = ["init", "other_process", "raw_get", "raw_put", "spec"]
+__all__ = ["init", "other_process", "raw_get", "raw_put", "retune", "spec"]
 
 
 @pytest.fixture
@@ -33,6 +34,17 @@ def init(spec: StoreSpec, **settings: Any) -> Runtime:
     """Start this process's runtime on the test's store with ``settings``; the runtime."""
     spec.init(settings=vc.Settings(storage="", **settings))
     return vc.get_runtime()
+
+
+def retune(**fields: Any) -> None:
+    """Change settings the runtime reads per operation (``deadline``, ``commit_timeout``,
+    ``combine_window``, ...; not ``timeout``, which its store took at ``init``) from here on.
+
+    A tight bound is for the operation under test alone: set it just before, and widen it
+    again before the checks after. Setup and checks under it failed on loaded CI hosts
+    (a ``get_or_create`` past a 1 s deadline)."""
+    runtime = vc.get_runtime()
+    runtime.settings = dataclasses.replace(runtime.settings, **fields)
 
 
 def other_process(spec: StoreSpec, **settings: Any) -> Runtime:

@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 import pytest
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -109,12 +110,15 @@ def test_a_cycle_through_a_read_only_method_is_refused(actor_store: StoreSpec) -
 def test_a_call_queued_behind_a_stuck_writer_is_withdrawn_not_applied(store_spec: StoreSpec) -> None:
     from vactor_cloud.errors import ActorBusyError
 
-    store_spec.init(settings=vc.Settings(deadline=1.0, commit_timeout=1.0))
+    store_spec.init()
     try:
         Acct.get_or_create("stuck")
         held, gate = _hold("stuck")
+        # The 1 s bounds are the queued call's alone (set up and checked under the defaults).
+        retune(deadline=1.0, commit_timeout=1.0)
         with pytest.raises(ActorBusyError, match="not applied"):
             vc.get_actor("stuck").incr.run(5)
+        retune(deadline=vc.Settings.deadline, commit_timeout=vc.Settings.commit_timeout)
         gate.set()
         held.result(30)
         assert vc.get_actor("stuck").value.run() == 1  # the held writer's own increment only

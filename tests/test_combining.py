@@ -39,6 +39,7 @@ from combining_workers import (
     commit_behind_its_back,
     hammer,
 )
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, poster, posting
@@ -590,10 +591,16 @@ def test_a_post_left_behind_after_its_fold_is_deleted_unapplied(store_spec: Stor
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = HANG) -> bool:
+    """Whether ``condition()`` held at some call within ``seconds`` (polled; True at once then).
+
+    Not asked again once it held: a condition that can stop holding (a lease the holder then
+    released) was true, and a second call answered False (a loaded moto run failed so)."""
     deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return condition()
+    return True
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -722,12 +729,15 @@ def test_lost_responses_on_the_post_put_and_on_the_folding_step_put_apply_once(
 
 
 def give_up_on_a_post(
-    store: Switchable, call: Callable[[Any], Any] = lambda log: log.add.run("me/1")
+    store: Switchable, call: Callable[[Any], Any] = lambda log: log.add.run("me/1"), **bounds: Any
 ) -> tuple[Any, CallPendingError]:
     """``me/0`` commits; ``call(log)`` (``me/1``) loses a race and posts, and every step put is
-    refused until ``commit_timeout``: its caller gets CallPendingError with the post still there."""
+    refused until ``commit_timeout``: its caller gets CallPendingError with the post still there.
+    ``bounds``: settings (``deadline=0.5``, ...) set after ``me/0``, not to bound the setup."""
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
+    if bounds:
+        retune(**bounds)
     commit_behind_its_back("a")
     refused = RetryableStorageError("injected: step puts refused", "k")
     store.fail = lambda op, key: refused if op == "put" and "/steps/" in key else None
@@ -736,15 +746,28 @@ def give_up_on_a_post(
     return log, raised.value
 
 
-def gave_up_then_left_the_cursor(
-    store: Switchable, call: Callable[[Any], Any] | None = None
-) -> tuple[Any, CallPendingError, StepRecord]:
-    """:func:`give_up_on_a_post` (with ``call``, if given); then the store heals, ``me/2`` folds
-    both, and another writer commits a step whose cursor no longer names our sender (as after
-    ``SENDER_TTL`` without a post), dated now. (The log, the CallPendingError, that step.)"""
-    log, raised = give_up_on_a_post(store) if call is None else give_up_on_a_post(store, call)
+def heal_and_fold(store: Switchable, log: Any) -> Any:
+    """The outage of :func:`give_up_on_a_post` is over: ``me/2`` posts behind the pending post
+    and folds both; its result. Not under the outage's short ``commit_timeout``: on a loaded
+    emulator that fold took longer, and me/2 was given up on too (CallPendingError, in 1 of 3
+    full runs on moto in test_review_actor_cache's twin)."""
     store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # folds both
+    retune(commit_timeout=HANG)
+    return log.add.run("me/2")
+
+
+def gave_up_then_left_the_cursor(
+    store: Switchable, call: Callable[[Any], Any] | None = None, **bounds: Any
+) -> tuple[Any, CallPendingError, StepRecord]:
+    """:func:`give_up_on_a_post` (with ``call`` and ``bounds``, if given); then the store heals,
+    ``me/2`` folds both, and another writer commits a step whose cursor no longer names our
+    sender (as after ``SENDER_TTL`` without a post), dated now. (The log, the
+    CallPendingError, that step.)"""
+    if call is None:
+        log, raised = give_up_on_a_post(store, **bounds)
+    else:
+        log, raised = give_up_on_a_post(store, call, **bounds)
+    assert heal_and_fold(store, log) == 3  # folds both
     assert wait_for_no_posts("a") == []
     core = vc.get_runtime().core("a")
     mine = core.record
@@ -772,8 +795,7 @@ def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_o
     assert isinstance(raised, vc.errors.CommitOutcomeUnknownError)
     assert len(raised.call_ids) == 1
     assert len(pending_posts("a")) == 1  # the post waits for a fold
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # posts after its pending post, folds both in post order
+    assert heal_and_fold(store, log) == 3  # posts after its pending post, folds both in post order
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
     assert wait_for_no_posts("a") == []
     if hasattr(vc.get_actor("a"), "call_outcome"):
@@ -792,8 +814,7 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
     (call_id,) = raised.call_ids
     remembered = poster._GAVE_UP[(store.url, "a", call_id)]
     assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # the pending post applies first, from the stored post
+    assert heal_and_fold(store, log) == 3  # the pending post applies first, from the stored post
     assert log.applied.run() == ["me/0", big, "me/2"]
     assert vc.get_actor("a").call_outcome(call_id) == 2  # type: ignore[attr-defined]
 
@@ -947,17 +968,21 @@ def test_a_post_that_may_have_landed_is_folded_by_its_poster_once_not_reported_a
 
 class LeaseGate(Switchable):
     """Holds every write of the folder lease while ``held`` is set (at most 20 s each);
-    ``first_only``: only the first write while it is set."""
+    ``first_only``: only the first write while it is set; ``passes``: so many writes while
+    it is set go through before that (a take, say, whose release is the write to hold)."""
 
-    def __init__(self, inner: ObjectStore, *, first_only: bool = False) -> None:
+    def __init__(self, inner: ObjectStore, *, first_only: bool = False, passes: int = 0) -> None:
         super().__init__(inner)
         self.held = threading.Event()
         self.waiting = 0
         self.first_only = first_only
         self.gated = 0
+        self.passes = passes
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
-        if (
+        if operation == "put" and key.endswith("/lease") and self.held.is_set() and self.passes:
+            self.passes -= 1
+        elif (
             operation == "put"
             and key.endswith("/lease")
             and self.held.is_set()
@@ -1065,49 +1090,45 @@ def test_a_renewal_landing_after_the_holder_gave_the_lease_up_is_released(
 def test_a_release_that_fails_after_the_lease_was_taken_again_keeps_the_new_lease(
     store_spec: StoreSpec,
 ) -> None:
-    """The idle release is in flight when the process loses a race, posts and takes the lease
-    again. The release then fails (the lease changed): the process must keep knowing the lease
-    it holds (it forgot it, and so never renewed it)."""
-    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=0.3))
+    """The idle release is in flight when the process posts again and takes the lease again.
+    The release then fails (the lease changed): the process must keep knowing the lease it
+    holds (it forgot it, and so never renewed it)."""
+    # A lease long enough never to be renewed here: on a loaded host me/1's fold came a
+    # half-life (1 s) after the take, and the renewal, not the release, was the write gated.
+    settings = vc.Settings(storage="", combine_after=1, combine_window=0.3, lease_seconds=60.0)
+    store_spec.init(settings=settings)
     runtime = vc.get_runtime()
-    store = runtime.store = LeaseGate(runtime.store, first_only=True)
+    store = runtime.store = LeaseGate(runtime.store, first_only=True, passes=1)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
-    log.add.run("me/1")  # lost, posted, took the lease
-    core = runtime.core("a")
+    # Held from before me/1: its idle release comes combine_window after the take, and on a
+    # loaded host me/1 returned later than that (the release landed ungated).
     store.held.set()
     try:
-        assert wait_for(lambda: store.waiting == 1), "the idle lease was not released"
+        log.add.run("me/1")  # lost, posted, took the lease (the one write let through)
+        core = runtime.core("a")
+        # (_releasing is assigned once the release began: its write may be held before that)
+        released = wait_for(lambda: store.waiting == 1 and core._releasing is not None)
+        assert released, "the idle lease was not released"
         stale = core._releasing
         assert stale is not None
-        time.sleep(0.35)  # (the combine window passed: the next commit races)
+        # From here the lease taken again must stay held while the test looks: with the 0.3 s
+        # window, me/2's own fold and commit on a loaded moto outlasted it, the holder gave the
+        # new lease up as idle before the check below (a repeated run failed so). A window this
+        # long also makes me/2 post at once (this process posted lately), not race first.
+        runtime.settings = dataclasses.replace(runtime.settings, combine_window=60.0)
         commit_behind_its_back("a")
-        log.add.run("me/2")  # loses, posts, and takes the lease again (not held: first only)
+        log.add.run("me/2")  # posts, and takes the lease again (not held: first only)
         taken = core._lease
         assert taken is not None and taken.valid() and core._holding()
     finally:
         store.held.clear()  # the release lands on a lease that changed: it fails
     stale.result(HANG)  # failed, and the process has taken note (not: 0.1 s later)
-    leases = LeaseStore(store.inner, "a", runtime.settings.signing_key)
-    # combine_window (0.3 s) after its last fold the holder rightly releases the lease it took
-    # again, as idle: on a loaded host, between two reads (a moto run read the taken lease
-    # stored, then the released one as the process's). Its own record and the stored lease
-    # must agree, read when the stored one stays put around it.
-    agreed: list[Any] = []
-
-    def stored_agrees() -> bool:
-        before = _sync.sync(leases.read())
-        mine = core._lease
-        after = _sync.sync(leases.read())
-        agreed[:] = [before, mine, after, time.time()]
-        return after == before == mine
-
-    assert wait_for(stored_agrees), "\n".join(map(repr, agreed))  # (stored, the process's, stored; at)
-    stored = agreed[0]
-    # The failed release changed nothing: stored is the lease taken again, or that one
-    # released by its holder (a later step), never the stale release's.
-    assert stored.valid() or (stored.expires == 0.0 and stored.step >= taken.step), (stored, taken)
+    # The failed release changed nothing: stored is the lease taken again, and the process
+    # still holds it (it forgot it: None, or the stale release's).
+    stored = _sync.sync(LeaseStore(store.inner, "a", runtime.settings.signing_key).read())
+    assert stored == core._lease == taken and stored.valid(), (stored, core._lease, taken)
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
+from store_helpers import retune
 from test_combining import (
+    HANG,
     commit_behind_its_back,
     foreign_box,
     init_switchable,
@@ -212,6 +214,7 @@ def test_a_batch_with_an_internal_call_does_not_pass_a_pending_post_of_ours(
     cancel = PendingCall(CANCEL, ("no-such-timer",), {}, False, vc.ActorFuture(), uuid.uuid4().hex)
     core._enqueue(cancel)
     if holder == "gone":
+        retune(commit_timeout=HANG)  # (0.5 s was me/1's bound: this fold may take longer)
         log.add.run("me/2")
         assert log.applied.run() == ["me/0", "me/1", "me/2"]
         return
@@ -221,6 +224,7 @@ def test_a_batch_with_an_internal_call_does_not_pass_a_pending_post_of_ours(
         cancel.future.result(0)
     assert "me/2" not in log.applied.run()
     _hold_lease_elsewhere("a", 0.0)  # the holder is gone: our next call folds every pending post
+    retune(commit_timeout=HANG)  # (0.5 s was the stalled holder's: this fold may take longer)
     log.add.run("me/3")
     assert log.applied.run() == ["me/0", "me/1", "me/2", "me/3"]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from actors import Orders, order_children
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, deletion, workflow
@@ -299,6 +300,7 @@ def test_a_late_clean_up_of_a_delete_leaves_the_next_actors_failed_calls(spec: S
     store.hold()
     assert vc.delete_actor("pub-2") is True  # (returned with its clean-up held at the listing)
     assert store.held.is_set(), "the clean-up never listed the failed calls"
+    retune(deadline=Settings.deadline)  # (1.5 s was the delete's: not the next actor's setup)
     new = Publisher.get_or_create("pub-2")
     with pytest.raises(RuntimeError, match="publish 9 is down"):
         new.run.run(9)

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
-from test_combining import Switchable, foreign_box, give_up_on_a_post, init_switchable, wait_for_no_posts
+from test_combining import (
+    Switchable,
+    foreign_box,
+    give_up_on_a_post,
+    heal_and_fold,
+    init_switchable,
+    wait_for_no_posts,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -48,8 +55,7 @@ def test_call_outcome_finds_an_applied_call_however_many_steps_landed_since(
 ) -> None:
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
     log, raised = give_up_on_a_post(store)
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3  # folds the given-up post first: its outcome is 2
+    assert heal_and_fold(store, log) == 3  # folds the given-up post first: its outcome is 2
     assert wait_for_no_posts("a") == []
     _commit_more(log, later_steps)
     assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
@@ -205,8 +211,7 @@ def test_call_outcome_of_a_posted_call_after_the_id_holds_a_json_actor_is_not_ne
         delete_as_another_process(store)
         store.fail = lambda op, key: None
     else:
-        store.fail = lambda op, key: None
-        assert log.add.run("me/2") == 3  # folds the given-up post first: its outcome is 2
+        assert heal_and_fold(store, log) == 3  # folds the given-up post first: its outcome is 2
         assert vc.delete_actor("a") is True
     JsonCounter.get_or_create("a").add.run("json/0")
     if deleted_first:
@@ -233,7 +238,7 @@ def test_call_outcome_on_a_deleted_actor_does_not_answer_with_an_earlier_actors_
     box = foreign_box("a")
     call = PostedCall("add", pickle.dumps((("other/0",), {})), "the-same-call-id")
     _sync.sync(box.send(box.prepare((call,))))
-    time.sleep(0.003)  # a later post gets a later millisecond: post order is key order
+    time.sleep(0.003)  # our post (next) gets a later millisecond: it sorts after, folded second
     commit_behind_its_back("a")
     assert log.add.run("me/1") == 3  # folds the other process's call: its outcome is 2
     assert vc.get_actor("a").call_outcome("the-same-call-id") == 2  # (the first actor: found)
@@ -261,7 +266,7 @@ def test_call_outcome_judges_the_serializer_by_the_newest_step_not_a_cached_clas
     log.add.run("me/0")
     box = foreign_box("b")
     _sync.sync(box.send(box.prepare((PostedCall("add", pickle.dumps((("other/0",), {})), "cid"),))))
-    time.sleep(0.003)  # a later post gets a later millisecond: post order is key order
+    time.sleep(0.003)  # our post (next) gets a later millisecond: it sorts after, folded second
     commit_behind_its_back("b")
     assert log.add.run("me/1") == 3
     # ... copied by "another process" after its delete of "a": "a" is now that pickle actor.

@@ -17,6 +17,7 @@ from test_combining import (
     add_while_another_process_folds,
     commit_behind_its_back,
     give_up_on_a_post,
+    heal_and_fold,
     init_switchable,
 )
 from test_review_events import Till
@@ -123,10 +124,9 @@ def test_a_sender_that_may_write_the_inbox_but_not_read_it_still_resends_a_pendi
 def _applied_after_giving_up(store_spec: StoreSpec, **settings: Any) -> tuple[Switchable, str]:
     """``me/1`` was posted, its caller gave up (CallPendingError), and ``me/2``'s fold applied it
     (result 2): the store, and me/1's call id."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3, **settings)
-    log, raised = give_up_on_a_post(store)
-    store.fail = lambda op, key: None
-    assert log.add.run("me/2") == 3
+    store = init_switchable(store_spec, combine_window=60.0)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3, **settings)
+    assert heal_and_fold(store, log) == 3
     return store, raised.call_ids[0]
 
 

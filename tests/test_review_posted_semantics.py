@@ -51,7 +51,11 @@ class Exits:
 def post(box: PostBox, method: str, *args: Any) -> str:
     call = PostedCall(method, pickle.dumps((args, {})), uuid.uuid4().hex)
     _sync.sync(box.send(box.prepare((call,))))
-    time.sleep(0.003)  # a later post gets a later millisecond: post order is key order
+    # Posts of two senders in one millisecond sort by their random suffixes: without this, the
+    # caller's own post (made next) could sort before this one and be folded first (a test
+    # expecting "other/1" before "me/1" failed so, often on a fast store). A sender's next
+    # name is at most 1 ms ahead of the clock, so 3 ms later is a later millisecond.
+    time.sleep(0.003)
     return call.call_id
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import cloudpickle
 import pytest
 from actors import OrderLog
+from store_helpers import retune
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
@@ -366,9 +367,10 @@ def test_an_internal_batch_does_not_wait_forever_behind_a_post_of_ours_that_neve
     such batch failed with ``CommitConflictError`` until an ordinary call cleared it). Once
     no write of it may land (``Settings.deadline`` after the attempt) and the object is not
     there, it never will be applied (what ``call_outcome`` concludes too): the batch goes on."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.5, deadline=0.5)
+    store = init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1
+    retune(commit_timeout=0.5, deadline=0.5)  # (after the setup: a loaded host's may pass 0.5 s)
     _hold_lease_elsewhere("a")  # a stalled holder: we post and wait
     commit_behind_its_back("a")  # step 2
     store.fail = lambda op, key: (
@@ -543,9 +545,10 @@ def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark
     stray's result. A step below the watermark is no step of the history: the result of the
     call is compacted, and ``call_outcome`` says so (``CommitOutcomeUnknownError``).
     (Compaction's ``min_age=0`` here, past a short ``fresh_window``; a real one waits far longer.)"""
-    init_switchable(store_spec, combine_window=60.0, commit_timeout=0.5, deadline=0.5, fresh_window=0.3)
+    init_switchable(store_spec, combine_window=60.0, fresh_window=0.3)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1
+    retune(commit_timeout=0.5, deadline=0.5)  # (after the setup: a loaded host's may pass 0.5 s)
     _hold_lease_elsewhere("a")  # a stalled holder: we post and wait
     commit_behind_its_back("a")  # step 2
     with pytest.raises(CallPendingError) as raised:

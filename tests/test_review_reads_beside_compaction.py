@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from actors import Shelf
 from background import in_thread
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import history
@@ -195,12 +196,15 @@ def _budget(spec: StoreSpec, **settings: Any) -> None:
 
 
 def _until(condition: Callable[[], bool]) -> bool:
-    """Whether ``condition`` came true within ``HANG`` (polled: a bound, not a timing)."""
-    for _ in range(int(HANG / 0.005)):
-        if condition():
-            return True
+    """Whether ``condition`` came true within ``HANG`` (polled: a bound, not a timing). Not
+    asked again once it held (``test_combining.wait_for`` failed so on a condition that
+    stopped holding a moment later)."""
+    deadline = time.monotonic() + HANG
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.005)
-    return condition()
+    return True
 
 
 def test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room(
@@ -462,8 +466,9 @@ def test_a_read_waiting_for_room_its_caller_holds_on_another_thread_runs_at_the_
     made on a thread it started (no read in that thread's context, nothing lent to it): the
     inner read waits ``Settings.deadline`` for room, then runs anyway, with a warning. Hangs
     (the method's join gives up after HANG) when the wait has no end."""
-    _budget(actors, max_read_bytes=MB + MB // 2, deadline=1.0)
+    _budget(actors, max_read_bytes=MB + MB // 2)
     heavy = Heavy.get_or_create("own-thread", MB)
+    retune(deadline=1.0)  # the inner read's wait: not the 1 MB actor's creation
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         assert heavy.size_from_a_thread.run() == 2 * MB
     assert "for room to restore its state" in caplog.text

@@ -362,9 +362,9 @@ def test_a_poster_that_gave_up_is_told_compacted_not_never_after_its_sender_left
     from vactor_cloud.errors import CommitOutcomeUnknownError
 
     # (deadline: a refused step put "may land" until then; past it, only the steps tell)
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3, deadline=0.5)
+    store = init_switchable(store_spec, combine_window=60.0)
     pay = (lambda log: log.add.options(idempotency_key="pay-1").run("me/1")) if keyed else None
-    _, raised, later = gave_up_then_left_the_cursor(store, pay)
+    _, raised, later = gave_up_then_left_the_cursor(store, pay, commit_timeout=0.3, deadline=0.5)
     core = vc.get_runtime().core("a")
     report = _sync.sync(compact(core.log, keep_last=1, min_age=0.0))
     assert report.watermark == later.step

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from child_processes import run_to_end
+from store_helpers import retune
 from test_examples import embedded_env, run_example
 from timer_workers import (
     Alarm,
@@ -558,10 +559,13 @@ def test_a_runner_rides_out_a_stalled_store_and_stops_within_its_deadline_while_
     poll); once it answers again the due timer fires once; a stop during a stall returns
     within the deadlines too (the heartbeat delete times out and is logged)."""
     store = _Stallable(f"stall-{uuid.uuid4().hex}")
-    vc.init(store, settings=vc.Settings(timeout=0.3, deadline=1.0))
+    vc.init(store, settings=vc.Settings(timeout=0.3))
     try:
         session = Session.get_or_create("stalled")
         session.touch.run(0.3)
+        # The 1 s deadline is the runner's: not the setup's (a loaded host's get_or_create
+        # passed a 1 s one in another test).
+        retune(deadline=1.0)
         store.stalled = True
         stop = threading.Event()
         reports: list[TickReport] = []
