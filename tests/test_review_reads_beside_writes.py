@@ -459,9 +459,22 @@ def test_a_read_from_a_signal_handler_on_the_thread_whose_put_is_held_is_answere
             seen.append(exc)
         answered.set()
 
+    # the handler ran while this waited for its put
+    assert _signalled_while_held(gate, on_signal, answered, True, lambda: tally.add.run(10)) == 11
+    assert seen == [1]
+
+
+def _signalled_while_held(
+    gate: Gate, on_signal: Any, answered: threading.Event, to_main: bool, call: Callable[[], int]
+) -> int:
+    """``call()``, a write whose step put ``gate`` holds; once held, SIGUSR2 (handled by
+    ``on_signal``) goes to the main thread (``to_main``) or to another one, and the put is let
+    go once ``answered``."""
+
     def poke() -> None:
         if gate.held.wait(HANG):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR2)
+            target = threading.main_thread().ident if to_main else threading.get_ident()
+            signal.pthread_kill(target or 0, signal.SIGUSR2)
             answered.wait(HANG)
         gate.release.set()
 
@@ -470,12 +483,12 @@ def test_a_read_from_a_signal_handler_on_the_thread_whose_put_is_held_is_answere
         gate.hold("put", "/steps/")
         poker = threading.Thread(target=poke, daemon=True)
         poker.start()
-        assert tally.add.run(10) == 11  # the handler ran while this waited for its put
+        result = call()
         poker.join(HANG)
+        return result
     finally:
         signal.signal(signal.SIGUSR2, previous)
         gate.release.set()
-    assert seen == [1]
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
@@ -502,24 +515,9 @@ def test_a_signal_taken_by_another_thread_has_its_handler_run_while_the_main_thr
         seen.append(threading.current_thread() is threading.main_thread())
         answered.set()
 
-    def poke() -> None:
-        if gate.held.wait(HANG):
-            # To this thread, not the main one: the main thread's wait is not interrupted.
-            signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
-            answered.wait(HANG)
-        gate.release.set()
+    def call() -> int:
+        return tally.add.run(10) if wait == "run" else tally.add.run_async(10).result(HANG)
 
-    previous = signal.signal(signal.SIGUSR2, on_signal)
-    try:
-        gate.hold("put", "/steps/")
-        poker = threading.Thread(target=poke, daemon=True)
-        poker.start()
-        if wait == "run":
-            assert tally.add.run(10) == 11
-        else:
-            assert tally.add.run_async(10).result(HANG) == 11
-        poker.join(HANG)
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
-        gate.release.set()
+    # To another thread, not the main one: the main thread's wait is not interrupted.
+    assert _signalled_while_held(gate, on_signal, answered, False, call) == 11
     assert seen == [True]

@@ -48,6 +48,36 @@ def _wait_for(condition: object, what: str, proc: subprocess.Popen[str], lines: 
         time.sleep(0.05)
 
 
+def _ctrl_c_twice(store: str, command: list[str], started: Path, gate: Path, what: str) -> tuple[int, str]:
+    """``vactor --storage STORE COMMAND`` in a child, sent Ctrl-C once ``what`` (its gated method)
+    has ``started``, and again once it says it stops; its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vactor_cloud", "--storage", store, *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = _lines_of(proc.stderr)
+        _wait_for(started.exists, f"{what} started", proc, lines)
+        proc.send_signal(signal.SIGINT)
+        _wait_for(lambda: any("Ctrl-C again" in s for s in lines), "a line saying it stops", proc, lines)
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(WAIT)  # the gated method would hold it 120 s
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a second Ctrl-C did not stop it; stderr: {''.join(lines)}")
+        time.sleep(0.2)  # (the reader thread takes the last lines: ordering, not timing)
+        return code, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        gate.unlink(missing_ok=True)
+
+
 @pytest.mark.parametrize("command", [["run", "--poll", "0.2"], ["tick"]], ids=["run", "tick"])
 def test_a_second_ctrl_c_stops_timers_at_once_and_the_fire_it_cut_short_fires_once_later(
     tmp_path: Path, command: list[str]
@@ -65,31 +95,7 @@ def test_a_second_ctrl_c_stops_timers_at_once_and_the_fire_it_cut_short_fires_on
         GatedAlarm.get_or_create("a1").arm.run("k", str(gate), str(started))
     finally:
         vc.shutdown()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", *command],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lines = _lines_of(proc.stderr)
-        _wait_for(started.exists, "the timer's method started", proc, lines)
-        proc.send_signal(signal.SIGINT)
-        _wait_for(lambda: any("Ctrl-C again" in s for s in lines), "a line saying it stops", proc, lines)
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(WAIT)  # the gated fire would hold it 120 s
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"a second Ctrl-C did not stop it; stderr: {''.join(lines)}")
-        time.sleep(0.2)  # (the reader thread takes the last lines: ordering, not timing)
-        said = "".join(lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        gate.unlink(missing_ok=True)
+    code, said = _ctrl_c_twice(store, ["timers", *command], started, gate, "the timer's method")
     assert code == EXIT_INTERRUPTED, said
     assert "Traceback" not in said, said
     last = [line for line in said.splitlines() if line.startswith("vactor: ")][-1]
@@ -124,31 +130,7 @@ def test_a_second_ctrl_c_stops_events_drain_at_once_and_the_event_it_cut_short_i
         vc.send_event("box", "gated", payload, event_id="e1")
     finally:
         vc.shutdown()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vactor_cloud", "--storage", store, "events", "drain"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lines = _lines_of(proc.stderr)
-        _wait_for(started.exists, "the event's handler started", proc, lines)
-        proc.send_signal(signal.SIGINT)
-        _wait_for(lambda: any("Ctrl-C again" in s for s in lines), "a line saying it stops", proc, lines)
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(WAIT)  # the gated handler would hold it 120 s
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"a second Ctrl-C did not stop it; stderr: {''.join(lines)}")
-        time.sleep(0.2)  # (the reader thread takes the last lines: ordering, not timing)
-        said = "".join(lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        gate.unlink(missing_ok=True)
+    code, said = _ctrl_c_twice(store, ["events", "drain"], started, gate, "the event's handler")
     assert code == EXIT_INTERRUPTED, said
     assert "Traceback" not in said, said
     last = [line for line in said.splitlines() if line.startswith("vactor: ")][-1]
