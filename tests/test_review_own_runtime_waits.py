@@ -7,18 +7,29 @@ stores under ``tmp_path`` (the signal tests on the lane's store).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures._base as futures
+import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.runtime import Runtime, get_runtime, own_runtime
 from vactor_cloud.runtime_scope import carry_runtime
 
 #: a hang bound, never the thing proven
 HANG = 60.0
+#: how long what the main thread waits for holds, waiting for the signal's handler to run
+HELD = 10.0
+#: set by the signal's handler (the signal tests)
+_answered = threading.Event()
 
 
 @vc.virtual_actor
@@ -100,5 +111,121 @@ def test_work_in_flight_as_the_scope_closes_starts_no_runtime_for_it(
             before = len(started)
         assert isinstance(future.exception(HANG), vc.RuntimeShutdownError)
         assert len(started) == before  # no runtime started for the call
+    finally:
+        vc.shutdown()
+
+
+# -- main-thread waits that still blocked in one long wait -----------------------------------------
+#: the waits _main_waits_in looks through: (module, function)
+_WAITS = {(threading.__file__, "wait"), (futures.__file__, "wait"), (_sync.__file__, "interruptible_wait")}
+
+
+def _main_waits_in(function: str) -> bool:
+    """Whether the main thread blocks in a wait of ``threading`` (or ``concurrent.futures``)
+    that ``function`` called itself (or through ``_sync.interruptible_wait``)."""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    if frame is None or frame.f_code.co_name != "wait":
+        return False
+    while frame is not None and (frame.f_code.co_filename, frame.f_code.co_name) in _WAITS:
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_name == function
+
+
+def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[Any, list[bool]]:
+    """``call()`` on the main thread; once the main thread waits in ``function``, SIGUSR2 goes
+    to another thread (as the kernel may give a process's signal). What the main thread waits
+    for holds until the handler ran (``_answered``, at most ``HELD``). The call's result, and
+    per handler run whether it ran while the main thread still waited (``_main_waits_in``)."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread")
+    _answered.clear()
+    seen: list[bool] = []
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        seen.append(True)
+        _answered.set()
+
+    def poke() -> None:
+        ends = time.monotonic() + HANG
+        while not _main_waits_in(function) and time.monotonic() < ends:
+            time.sleep(0.001)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    try:
+        poker = threading.Thread(target=poke, daemon=True)
+        poker.start()
+        result = call()
+        poker.join(HANG)
+        return result, seen
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        _answered.set()
+
+
+@vc.virtual_actor
+class Awaiting:
+    async def hold(self) -> bool:
+        """Whether the handler ran while this method held its caller."""
+        return await asyncio.to_thread(_answered.wait, HELD)
+
+
+@vc.virtual_actor
+class SlowBorn:
+    def __init__(self) -> None:
+        _born.set()
+        self.answered = _answered.wait(HELD)
+
+    @vc.virtual_actor.readonly
+    def was_answered(self) -> bool:
+        return self.answered
+
+
+#: set as SlowBorn's __init__ begins
+_born = threading.Event()
+
+signals = pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+
+
+@signals
+def test_a_signal_is_handled_while_the_main_thread_waits_for_an_async_method_on_its_helper(
+    tmp_path: Path,
+) -> None:
+    """``run()`` of an async method from inside ``async def`` on the main thread: the method
+    runs on a helper thread (``asyncio.run`` cannot nest) while the main thread waited for it in
+    one ``Event.wait()``, with no end: a signal another thread took had its handler (and
+    Ctrl-C's ``KeyboardInterrupt``) run only when the method returned."""
+    vc.init(str(tmp_path))
+    try:
+        holder = Awaiting.get_or_create("awaiting")
+
+        async def from_async() -> bool:
+            return holder.hold.run()
+
+        answered, seen = _handler_ran_while_waiting("_run_coroutine", lambda: asyncio.run(from_async()))
+        assert seen == [True]
+        assert answered
+    finally:
+        vc.shutdown()
+
+
+@signals
+def test_a_signal_is_handled_while_the_main_thread_waits_for_another_threads_creation(
+    tmp_path: Path,
+) -> None:
+    """``get_or_create`` of an actor another thread is creating waits for that creation (its
+    ``__init__`` may take long) in one ``Event.wait()``: a signal another thread took had its
+    handler run only when the ``__init__`` ended."""
+    vc.init(str(tmp_path))
+    _born.clear()
+    _answered.clear()
+    try:
+        first = threading.Thread(target=lambda: SlowBorn.get_or_create("slow"), daemon=True)
+        first.start()
+        assert _born.wait(HANG)
+        handle, seen = _handler_ran_while_waiting("turn", lambda: SlowBorn.get_or_create("slow"))
+        first.join(HANG)
+        assert seen == [True]
+        assert handle.was_answered.run()
     finally:
         vc.shutdown()

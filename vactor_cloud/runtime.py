@@ -350,7 +350,7 @@ class CreationTurns:
             return
         if running is not None:
             try:
-                done.wait()
+                _sync.interruptible_wait(done.wait, None, forever=None)  # (an __init__ may take long)
             finally:
                 with self._lock:
                     del self._waiting[me]
@@ -983,7 +983,7 @@ class Runtime:
             return None
         self.refuse_own_creation(actor_id, "wait for its creation")
         creation.start()
-        creation.done.wait()
+        _sync.interruptible_wait(creation.done.wait, None, forever=None)
         return creation.error
 
     def refuse_own_creation(self, actor_id: str, what: str) -> None:
