@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.runtime import Runtime, get_runtime, own_runtime
 from vactor_cloud.runtime_scope import carry_runtime
+from vactor_cloud.subtask import _Runner
 
 #: a hang bound, never the thing proven
 HANG = 60.0
@@ -121,14 +123,22 @@ _WAITS = {(threading.__file__, "wait"), (futures.__file__, "wait"), (_sync.__fil
 
 
 def _main_waits_in(function: str) -> bool:
-    """Whether the main thread blocks in a wait of ``threading`` (or ``concurrent.futures``)
-    that ``function`` called itself (or through ``_sync.interruptible_wait``)."""
+    """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
+    that ``function`` made (itself, or a helper of its own up to three frames below it; through
+    ``_sync.interruptible_wait`` or not). Not a wait of ``threading`` itself
+    (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
     if frame is None or frame.f_code.co_name != "wait":
         return False
     while frame is not None and (frame.f_code.co_filename, frame.f_code.co_name) in _WAITS:
         frame = frame.f_back
-    return frame is not None and frame.f_code.co_name == function
+    if frame is None or frame.f_code.co_filename == threading.__file__:
+        return False
+    callers = []
+    while frame is not None and len(callers) < 4:
+        callers.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return function in callers
 
 
 def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[Any, list[bool]]:
@@ -227,5 +237,31 @@ def test_a_signal_is_handled_while_the_main_thread_waits_for_another_threads_cre
         first.join(HANG)
         assert seen == [True]
         assert handle.was_answered.run()
+    finally:
+        vc.shutdown()
+
+
+def _held_child(_item: int) -> bool:
+    """A sub-task child: whether the handler ran while it held its caller."""
+    return _answered.wait(HELD)
+
+
+@signals
+def test_a_signal_is_handled_while_the_main_thread_waits_for_subtask_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vc.subtask(fn).map(...)`` on the main thread, every child started on the pool (or on a
+    process executor): the caller waited for the first to finish in one
+    ``concurrent.futures.wait`` with no end, so a signal another thread took had its handler run
+    only when a child ended."""
+    # (as when the pool's threads took every child before the caller could run one itself)
+    monkeypatch.setattr(_Runner, "_run_one_here", staticmethod(lambda _fn, _pending: False))
+    vc.init(str(tmp_path))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            task = vc.subtask(_held_child, executor=pool)
+            answered, seen = _handler_ran_while_waiting("_settled", lambda: task.map([1]))
+        assert seen == [True]
+        assert answered == [True]
     finally:
         vc.shutdown()
