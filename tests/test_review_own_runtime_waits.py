@@ -155,9 +155,13 @@ def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[
         seen.append(True)
         _answered.set()
 
+    returned = threading.Event()
+
     def poke() -> None:
         ends = time.monotonic() + HANG
-        while not _main_waits_in(function) and time.monotonic() < ends:
+        while not _main_waits_in(function):
+            if returned.is_set() or time.monotonic() > ends:
+                return  # (never waited there: no signal, and the test says so)
             time.sleep(0.001)
         signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
 
@@ -165,7 +169,10 @@ def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[
     try:
         poker = threading.Thread(target=poke, daemon=True)
         poker.start()
-        result = call()
+        try:
+            result = call()
+        finally:
+            returned.set()
         poker.join(HANG)
         return result, seen
     finally:
@@ -263,5 +270,38 @@ def test_a_signal_is_handled_while_the_main_thread_waits_for_subtask_children(
             answered, seen = _handler_ran_while_waiting("_settled", lambda: task.map([1]))
         assert seen == [True]
         assert answered == [True]
+    finally:
+        vc.shutdown()
+
+
+@vc.virtual_actor
+class Holder:
+    def __init__(self) -> None:
+        self.answered = False
+
+    def hold(self) -> bool:
+        """Whether the handler ran while this method held its runtime's shutdown."""
+        _born.set()
+        self.answered = _answered.wait(HELD)
+        return self.answered
+
+
+@signals
+def test_a_signal_is_handled_while_the_main_thread_shuts_down_a_runtime_with_work_in_flight(
+    tmp_path: Path,
+) -> None:
+    """``vc.shutdown()`` (the exit hook too) on the main thread waits for the runtime's work in
+    flight (a ``run_async`` method), up to the close's timeout, in one ``Condition.wait``: a
+    signal another thread took had its handler run only when the work ended or the timeout
+    passed."""
+    vc.init(str(tmp_path))
+    _born.clear()
+    _answered.clear()
+    try:
+        future = Holder.get_or_create("holder").hold.run_async()
+        assert _born.wait(HANG)
+        _, seen = _handler_ran_while_waiting("wait_done", vc.shutdown)
+        assert seen == [True]
+        assert future.result(HANG) is True
     finally:
         vc.shutdown()

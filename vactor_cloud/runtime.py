@@ -269,7 +269,7 @@ class _Work:
                     remaining = until - time.monotonic()
                     if not left or remaining <= 0:
                         return left
-                    self._done.wait(remaining)
+                    _sync.interruptible_wait(self._done.wait, remaining, forever=None)
             finally:
                 self._waiting -= 1
 
@@ -1055,7 +1055,7 @@ class Runtime:
                 break
             # Another thread closes it: returns once that close has. One that was interrupted
             # (Ctrl-C) left the runtime half closed: this close does what it left.
-            if not closer.wait(max(until - time.monotonic(), 0.0)):
+            if not _sync.interruptible_wait(closer.wait, max(until - time.monotonic(), 0.0), forever=None):
                 return
         try:
             self._close(max(until - time.monotonic(), 0.0))
