@@ -128,8 +128,8 @@ def _main_waits_in(function: str) -> bool:
     ``_sync.interruptible_wait`` or not). Not a wait of ``threading`` itself
     (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
-    if frame is None or frame.f_code.co_name != "wait":
-        return False
+    if frame is None or (frame.f_code.co_filename, frame.f_code.co_name) not in _WAITS:
+        return False  # (a lock's acquire has no frame: interruptible_wait's is the top one)
     while frame is not None and (frame.f_code.co_filename, frame.f_code.co_name) in _WAITS:
         frame = frame.f_back
     if frame is None or frame.f_code.co_filename == threading.__file__:
@@ -305,3 +305,56 @@ def test_a_signal_is_handled_while_the_main_thread_shuts_down_a_runtime_with_wor
         assert future.result(HANG) is True
     finally:
         vc.shutdown()
+
+
+# -- pins of _sync.interruptible_wait --------------------------------------------------------------
+def test_interruptible_wait_on_the_main_thread_keeps_its_timeout() -> None:
+    """(Pin) Waited in slices, a wait still ends no sooner than its timeout, and a timeout of
+    0 (or less) is one look that does not block."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("slices are the main thread's")
+    never = threading.Event()
+    started = time.monotonic()
+    assert _sync.interruptible_wait(never.wait, 0.6, forever=None) is False
+    assert time.monotonic() - started >= 0.6
+    lock = threading.Lock()
+    lock.acquire()
+    assert _sync.interruptible_wait(lock.acquire, 0) is False
+    assert _sync.interruptible_wait(lock.acquire, -1.0) is False
+    lock.release()
+    assert _sync.interruptible_wait(lock.acquire, 0) is True
+
+
+@signals
+def test_ctrl_c_taken_by_another_thread_stops_a_sync_bridge_call_on_the_main_thread() -> None:
+    """(Pin) ``KeyboardInterrupt`` raised between the slices of the sync bridge's wait takes
+    its ``except BaseException`` path: the coroutine on the IO loop is cancelled with it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread")
+    began, cancelled = threading.Event(), threading.Event()
+
+    async def long_work() -> None:
+        began.set()
+        try:
+            await asyncio.sleep(HANG)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def poke() -> None:
+        ends = time.monotonic() + HANG
+        while not (began.is_set() and _main_waits_in("sync")) and time.monotonic() < ends:
+            time.sleep(0.001)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, interrupt)
+    try:
+        threading.Thread(target=poke, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            _sync.sync(long_work(), settle=HANG)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert cancelled.is_set()
