@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
 from vactor_cloud.dedup import (
     DedupFields,
@@ -415,7 +416,7 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
     helper = threading.Thread(target=run, name=f"vactor-async {context.method}", daemon=True)
     try:
         helper.start()
-        finished.wait()
+        interruptible_wait(finished.wait, None, forever=None)  # (in slices on the main thread)
     except BaseException:
         # Interrupted (Ctrl-C) while the method runs on the helper: the call fails with the
         # interrupt, so the method stops too (as asyncio.run cancels its task at Ctrl-C),

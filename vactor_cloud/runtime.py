@@ -269,7 +269,7 @@ class _Work:
                     remaining = until - time.monotonic()
                     if not left or remaining <= 0:
                         return left
-                    self._done.wait(remaining)
+                    _sync.interruptible_wait(self._done.wait, remaining, forever=None)
             finally:
                 self._waiting -= 1
 
@@ -350,7 +350,7 @@ class CreationTurns:
             return
         if running is not None:
             try:
-                done.wait()
+                _sync.interruptible_wait(done.wait, None, forever=None)  # (an __init__ may take long)
             finally:
                 with self._lock:
                     del self._waiting[me]
@@ -983,7 +983,7 @@ class Runtime:
             return None
         self.refuse_own_creation(actor_id, "wait for its creation")
         creation.start()
-        creation.done.wait()
+        _sync.interruptible_wait(creation.done.wait, None, forever=None)
         return creation.error
 
     def refuse_own_creation(self, actor_id: str, what: str) -> None:
@@ -1055,7 +1055,7 @@ class Runtime:
                 break
             # Another thread closes it: returns once that close has. One that was interrupted
             # (Ctrl-C) left the runtime half closed: this close does what it left.
-            if not closer.wait(max(until - time.monotonic(), 0.0)):
+            if not _sync.interruptible_wait(closer.wait, max(until - time.monotonic(), 0.0), forever=None):
                 return
         try:
             self._close(max(until - time.monotonic(), 0.0))
@@ -1389,7 +1389,7 @@ def storage_chosen() -> bool:
 def get_runtime() -> Runtime:
     """The current runtime, created from ``init()``'s settings (or the defaults) on first use."""
     global _runtime, _settings, _described
-    scope = _current_own()
+    scope: _OwnRuntime | None = own.get()  # (not _current_own(): one call less on every call's path)
     if scope is not None:
         return scope.get()
     runtime = _runtime
@@ -1440,9 +1440,13 @@ class _OwnRuntime:
         self.chosen = False
         self.runtime: Runtime | None = None
         self.pid = os.getpid()
+        #: set as the scope ends: code still in its context (a thread or loop task it started, a
+        #: call in flight as its runtime closes) is refused, not given a runtime nothing closes
+        self.ended = False
 
     def get(self) -> Runtime:
         with self.lock:
+            self._refuse_if_ended()
             if self.pid != os.getpid():  # (a forked child: a fresh runtime, the same settings)
                 self.pid, self.runtime = os.getpid(), None
             if self.runtime is None:
@@ -1453,10 +1457,19 @@ class _OwnRuntime:
 
     def choose(self, settings: Settings) -> None:
         """(``init()``) Close the runtime in use, start one on ``settings``."""
+        with self.lock:
+            self._refuse_if_ended()
         self.close()
         with self.lock:
             self.settings, self.chosen = settings, True
         self.get()
+
+    def _refuse_if_ended(self) -> None:
+        if self.ended:
+            raise RuntimeShutdownError(
+                "the own_runtime() this code ran under (the vactor command's main()) has ended and "
+                "shut its runtime down; code it started that outlives it cannot use it"
+            )
 
     def close(self) -> None:
         """(``shutdown()``) Close the runtime in use; the next use starts a fresh one."""
@@ -1483,12 +1496,15 @@ def own_runtime() -> Iterator[None]:
 
     Threads that vactor_cloud starts for this code (``run_async``'s pools, the timer runner's,
     subtasks' threads) use it too (:func:`carry_runtime`); a thread the code starts itself
-    does not: it uses the process's runtime."""
+    does not: it uses the process's runtime. Once the scope has ended, what still runs in its
+    context (a call in flight as its runtime closes, a thread or a task on the IO loop started
+    inside) fails with ``RuntimeShutdownError`` if it needs the runtime."""
     scope = _OwnRuntime()
     token = own.set(scope)
     try:
         yield
     finally:
+        scope.ended = True
         try:
             scope.close()
         finally:

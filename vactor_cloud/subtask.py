@@ -283,13 +283,11 @@ class _Runner:
     ) -> Iterable[tuple[int, _Success | _Failure]]:
         """``run``'s loop: wait for the children, retry failures, yield outcomes as they come."""
         while pending:
-            done, _ = concurrent.futures.wait(
-                list(pending), timeout=0 if self.in_process else None, return_when=FIRST_COMPLETED
-            )
+            done = _first_done(pending, 0 if self.in_process else None)
             if not done:
                 if self._run_one_here(fn, pending):
                     continue
-                done, _ = concurrent.futures.wait(list(pending), return_when=FIRST_COMPLETED)
+                done = _first_done(pending, None)
             for future in done:
                 child = pending.pop(future)
                 index = child[0]
@@ -341,6 +339,20 @@ class _Runner:
             pending[ran] = child
             return True
         return False
+
+
+def _first_done(futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
+    """The futures done once one is, or ``timeout`` passed (on the main thread, waited for in
+    slices: ``_sync.interruptible_wait``; a child may run long)."""
+    done: set[Future[Any]] = set()
+    waited = list(futures)
+
+    def wait(timeout: float | None) -> bool:
+        done.update(concurrent.futures.wait(waited, timeout, return_when=FIRST_COMPLETED).done)
+        return bool(done)
+
+    _sync.interruptible_wait(wait, timeout, forever=None)
+    return done
 
 
 def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Success | _Failure:
