@@ -1443,6 +1443,8 @@ class _OwnRuntime:
         #: set as the scope ends: code still in its context (a thread or loop task it started, a
         #: call in flight as its runtime closes) is refused, not given a runtime nothing closes
         self.ended = False
+        #: runtimes of this scope whose close an interrupt cut short: the next close finishes them
+        self.unfinished: list[Runtime] = []
 
     def get(self) -> Runtime:
         with self.lock:
@@ -1472,13 +1474,23 @@ class _OwnRuntime:
             )
 
     def close(self) -> None:
-        """(``shutdown()``) Close the runtime in use; the next use starts a fresh one."""
+        """(``shutdown()``) Close the runtime in use, and finish the closes of this scope's runtimes
+        that an interrupt cut short (as ``shutdown()`` does the process's: their HEAD moves would
+        otherwise land at the exit hook, after the caller went on, into a store it removed);
+        the next use starts a fresh runtime."""
         with self.lock:
             old, self.runtime = self.runtime, None
-        if old is not None and self.pid == os.getpid():
+            if self.pid != os.getpid():
+                self.unfinished = []  # (the parent's: nothing of them runs here)
+                return
+            others = self.unfinished
+            self.unfinished = [*others, old] if old is not None else list(others)
+        if old is not None:
             with _runtime_lock:
-                _closing_now(old)  # (interrupted half way: the next shutdown or the exit hook ends it)
-            _close_all(old, [])
+                _closing_now(old)
+        _close_all(old, [r for r in others if r is not old])
+        with self.lock:
+            self.unfinished = [r for r in self.unfinished if not r.finished_closing]
 
 
 def _current_own() -> _OwnRuntime | None:
