@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 from delete_helpers import steps, tombstones
 from store_helpers import init, other_process, raw_put
+from test_delete_faults import TombstoneAnswerLost
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, deletion, workflow
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.compaction import compact
 from vactor_cloud.deletion import delete
-from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.runtime import Runtime
@@ -476,27 +476,6 @@ def test_two_processes_deleting_at_once_one_says_deleted_and_the_clean_up_is_com
     for actor_id in ids:
         assert tombstones(runtime, actor_id) == [3]
         assert_next_actor_starts_from_nothing(runtime, actor_id)
-
-
-class TombstoneAnswerLost(FaultyStore):
-    """The first step put that is a tombstone lands and its answer is lost; then every read of a
-    step fails, until ``healed``: the delete cannot learn whether its tombstone landed."""
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__(inner, FaultConfig())
-        self.tripped = False
-        self.healed = False
-
-    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
-        if self.healed or "/steps/" not in key:
-            return await run()
-        if operation == "put" and not self.tripped:
-            await run()
-            self.tripped = True
-            raise StorageTimeoutError(f"{key}: put got no answer (injected)", key, write_in_flight=True)
-        if operation == "get" and self.tripped:
-            raise RetryableStorageError(f"{key}: get failed (injected)", key)
-        return await run()
 
 
 def test_a_delete_again_after_an_unknown_outcome_leaves_the_actor_created_since(spec: StoreSpec) -> None:
