@@ -1,0 +1,200 @@
+"""A delete retried after an unknown outcome, from another process or after a compaction, must
+not delete the actor created since: the delete's key (``delete_actor(id, idempotency_key=...)``,
+or the one the library chose and ``CommitOutcomeUnknownError`` names) is recorded by the
+tombstone and carried into the next actors under the id, a bounded window of them.
+
+Runtimes started one after another on one store stand in for processes: the one whose delete
+met the unknown outcome is shut down (a serverless function that died) before another creates
+the actor again, and a third, fresh, retries the delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from delete_helpers import steps, tombstones
+from store_helpers import init, other_process
+from test_delete_faults import TombstoneAnswerLost
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, deletion
+from vactor_cloud.compaction import compact
+from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    vc.shutdown()
+    yield store_spec
+    vc.shutdown()
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def seen(self) -> list[str]:
+        return list(self.tokens)
+
+
+class TombstoneNeverLanded(FaultyStore):
+    """Every step put is dropped (it never lands) and reported as an answer lost, and every read
+    of a step after the first such put fails: the delete cannot learn that its tombstone is not
+    there."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.tripped = False
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if "/steps/" not in key:
+            return await run()
+        if operation == "put":
+            self.tripped = True
+            raise StorageTimeoutError(f"{key}: put got no answer (injected)", key, write_in_flight=True)
+        if operation == "get" and self.tripped:
+            raise RetryableStorageError(f"{key}: get failed (injected)", key)
+        return await run()
+
+
+def _delete_in_doubt(spec: StoreSpec, actor_id: str, fault: type[FaultyStore], **kwargs: Any) -> Any:
+    """Create ``actor_id`` (one call), then delete it from a runtime whose store ``fault`` wraps:
+    ``CommitOutcomeUnknownError``, returned. That runtime is shut down (its process died)."""
+    init(spec)
+    assert Tally.get_or_create(actor_id).add.run("old/0") == 1
+    vc.shutdown()
+    runtime = init(spec)
+    runtime.store = fault(runtime.store)
+    with pytest.raises(vc.CommitOutcomeUnknownError) as unknown:
+        vc.delete_actor(actor_id, **kwargs)
+    vc.shutdown()
+    return unknown.value
+
+
+def _create_again(spec: StoreSpec, actor_id: str, token: str = "new/0") -> None:
+    """Another process creates the actor again and has a call acknowledged."""
+    init(spec)
+    assert Tally.get_or_create(actor_id).add.run(token) == 1
+    vc.shutdown()
+
+
+def test_a_retry_from_another_process_with_the_key_leaves_the_actor_created_since(spec: StoreSpec) -> None:
+    """The tombstone landed, its answer was lost; another process created the actor again and a
+    call on it was acknowledged; a third process retried the delete as the error said. Before,
+    that retry deleted the new actor and its acknowledged call (nothing told it the first delete
+    had landed). With the key the error names, it says False and the new actor stays."""
+    unknown = _delete_in_doubt(spec, "tally-1", TombstoneAnswerLost)
+    key = unknown.idempotency_key
+    assert key and f"idempotency_key={key!r}" in str(unknown)
+    _create_again(spec, "tally-1")
+    runtime = init(spec)
+    assert vc.delete_actor("tally-1", idempotency_key=key) is False
+    assert tombstones(runtime, "tally-1") == [2]
+    assert vc.get_actor("tally-1").add.run("new/1") == 2
+    assert vc.get_actor("tally-1").seen.run() == ["new/0", "new/1"]
+
+
+def test_a_retry_with_the_key_after_a_compaction_leaves_the_actor_created_since(spec: StoreSpec) -> None:
+    """As above, the new actor compacted to its newest step first (the tombstone and the old
+    actor's steps deleted): the key is carried by the new actor's steps, not read from the
+    tombstone. Before, nothing was left to tell, and the retry deleted the new actor."""
+    unknown = _delete_in_doubt(spec, "tally-2", TombstoneAnswerLost, idempotency_key="drop-tally-2")
+    assert unknown.idempotency_key == "drop-tally-2"
+    _create_again(spec, "tally-2")
+    runtime = init(spec)
+    vc.get_actor("tally-2").compact(keep_last=1, min_age=0)
+    assert steps(runtime, "tally-2") == [3] and tombstones(runtime, "tally-2") == []
+    vc.shutdown()
+    runtime = init(spec)
+    assert vc.delete_actor("tally-2", idempotency_key="drop-tally-2") is False
+    assert tombstones(runtime, "tally-2") == []
+    assert vc.get_actor("tally-2").seen.run() == ["new/0"]
+
+
+def test_a_retry_with_the_key_deletes_when_the_first_tombstone_never_landed(spec: StoreSpec) -> None:
+    """The tombstone put was lost on its way: the retry with the key commits one (True)."""
+    unknown = _delete_in_doubt(spec, "tally-3", TombstoneNeverLanded)
+    assert tombstones(init(spec), "tally-3") == []
+    vc.shutdown()
+    runtime = init(spec)
+    assert vc.delete_actor("tally-3", idempotency_key=unknown.idempotency_key) is True
+    assert tombstones(runtime, "tally-3") == [2]
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("tally-3")
+
+
+def test_a_delete_with_another_key_of_an_actor_deleted_already_says_false(spec: StoreSpec) -> None:
+    """Deleted by one key, a delete by another finds the tombstone: False, nothing written."""
+    runtime = init(spec)
+    Tally.get_or_create("tally-4").add.run("a")
+    assert vc.delete_actor("tally-4", idempotency_key="k1") is True
+    assert vc.delete_actor("tally-4", idempotency_key="k2") is False
+    assert vc.delete_actor("tally-4") is False
+    assert tombstones(runtime, "tally-4") == [2]
+
+
+def test_the_same_process_retrying_without_a_key_after_a_compaction_says_false(spec: StoreSpec) -> None:
+    """The process whose delete met the unknown outcome retries without a key, after another
+    process created the actor again and compacted it: the retry reuses the key of the delete
+    in doubt. Before, it remembered the tombstone's step number, which the compaction had
+    deleted: the retry deleted the new actor (True)."""
+    init(spec)
+    Tally.get_or_create("tally-5").add.run("old/0")
+    vc.shutdown()
+    runtime = init(spec)
+    store = TombstoneAnswerLost(runtime.store)
+    runtime.store = store
+    with pytest.raises(vc.CommitOutcomeUnknownError):
+        vc.delete_actor("tally-5")
+    store.healed = True
+    other = other_process(spec)
+    try:
+        other.create(Tally.definition, "tally-5", (), {})
+        _sync.sync(compact(other.log("tally-5"), keep_last=1, min_age=0, fresh_window=0.0))
+    finally:
+        other.close()
+    assert tombstones(runtime, "tally-5") == []
+    assert vc.delete_actor("tally-5") is False
+    assert steps(runtime, "tally-5") == [3]
+
+
+def test_a_late_retry_with_the_key_after_a_chain_of_deletes_says_false(spec: StoreSpec) -> None:
+    """Deleted by k1, created again, deleted by k2, created again: a late retry by k1 (or by k2)
+    says False, and the newest actor stays."""
+    runtime = init(spec)
+    Tally.get_or_create("tally-6").add.run("a")
+    assert vc.delete_actor("tally-6", idempotency_key="k1") is True
+    Tally.get_or_create("tally-6").add.run("b")
+    assert vc.delete_actor("tally-6", idempotency_key="k2") is True
+    Tally.get_or_create("tally-6").add.run("c")
+    vc.get_actor("tally-6").compact(keep_last=1, min_age=0)
+    assert vc.delete_actor("tally-6", idempotency_key="k1") is False
+    assert vc.delete_actor("tally-6", idempotency_key="k2") is False
+    assert vc.get_actor("tally-6").seen.run() == ["c"]
+    assert tombstones(runtime, "tally-6") == []
+
+
+def test_a_retry_with_a_key_older_than_the_window_deletes_the_newest_actor(spec: StoreSpec) -> None:
+    """The window is the id's last ``DELETE_KEY_WINDOW`` deletes: a key that many deletes older
+    is forgotten, and a retry with it deletes the actor now under the id (documented)."""
+    init(spec)
+    window = deletion.DELETE_KEY_WINDOW
+    Tally.get_or_create("tally-7").add.run("a")
+    assert vc.delete_actor("tally-7", idempotency_key="k0") is True
+    for n in range(1, window + 1):
+        Tally.get_or_create("tally-7").add.run(f"t{n}")
+        assert vc.delete_actor("tally-7", idempotency_key=f"k{n}") is True
+    Tally.get_or_create("tally-7").add.run("last")
+    assert vc.delete_actor("tally-7", idempotency_key="k1") is False  # (still in the window)
+    assert vc.delete_actor("tally-7", idempotency_key="k0") is True  # (out of it)
