@@ -112,9 +112,9 @@ def test_a_retry_with_the_key_after_a_compaction_leaves_the_actor_created_since(
     unknown = _delete_in_doubt(spec, "tally-2", TombstoneAnswerLost, idempotency_key="drop-tally-2")
     assert unknown.idempotency_key == "drop-tally-2"
     _create_again(spec, "tally-2")
-    runtime = init(spec)
+    runtime = init(spec, fresh_window=0.0)
     vc.get_actor("tally-2").compact(keep_last=1, min_age=0)
-    assert steps(runtime, "tally-2") == [3] and tombstones(runtime, "tally-2") == []
+    assert steps(runtime, "tally-2") == [4] and tombstones(runtime, "tally-2") == []
     vc.shutdown()
     runtime = init(spec)
     assert vc.delete_actor("tally-2", idempotency_key="drop-tally-2") is False
@@ -172,7 +172,7 @@ def test_the_same_process_retrying_without_a_key_after_a_compaction_says_false(s
 def test_a_late_retry_with_the_key_after_a_chain_of_deletes_says_false(spec: StoreSpec) -> None:
     """Deleted by k1, created again, deleted by k2, created again: a late retry by k1 (or by k2)
     says False, and the newest actor stays."""
-    runtime = init(spec)
+    runtime = init(spec, fresh_window=0.0)
     Tally.get_or_create("tally-6").add.run("a")
     assert vc.delete_actor("tally-6", idempotency_key="k1") is True
     Tally.get_or_create("tally-6").add.run("b")
@@ -186,15 +186,44 @@ def test_a_late_retry_with_the_key_after_a_chain_of_deletes_says_false(spec: Sto
 
 
 def test_a_retry_with_a_key_older_than_the_window_deletes_the_newest_actor(spec: StoreSpec) -> None:
-    """The window is the id's last ``DELETE_KEY_WINDOW`` deletes: a key that many deletes older
-    is forgotten, and a retry with it deletes the actor now under the id (documented)."""
+    """The id keeps the keys of its last ``DELETE_KEY_WINDOW`` deletes: with one fewer deletes
+    after it, a key is still known (False); once that many committed after it, a retry with
+    it deletes the actor now under the id (documented)."""
     init(spec)
     window = deletion.DELETE_KEY_WINDOW
-    Tally.get_or_create("tally-7").add.run("a")
-    assert vc.delete_actor("tally-7", idempotency_key="k0") is True
-    for n in range(1, window + 1):
-        Tally.get_or_create("tally-7").add.run(f"t{n}")
-        assert vc.delete_actor("tally-7", idempotency_key=f"k{n}") is True
+
+    def create_and_delete(key: str) -> None:
+        Tally.get_or_create("tally-7").add.run(key)
+        assert vc.delete_actor("tally-7", idempotency_key=key) is True
+
+    create_and_delete("k0")
+    for n in range(1, window):
+        create_and_delete(f"k{n}")
+    Tally.get_or_create("tally-7").add.run("live")
+    assert vc.delete_actor("tally-7", idempotency_key="k0") is False
+    assert vc.delete_actor("tally-7", idempotency_key=f"k{window}") is True
     Tally.get_or_create("tally-7").add.run("last")
-    assert vc.delete_actor("tally-7", idempotency_key="k1") is False  # (still in the window)
-    assert vc.delete_actor("tally-7", idempotency_key="k0") is True  # (out of it)
+    assert vc.delete_actor("tally-7", idempotency_key="k1") is False
+    assert vc.delete_actor("tally-7", idempotency_key="k0") is True
+
+
+def test_a_process_that_creates_the_actor_again_after_its_delete_in_doubt_deletes_that_one(
+    spec: StoreSpec,
+) -> None:
+    """This process's delete was left in doubt (its tombstone landed), then this process created
+    the actor again: its next delete without a key means the actor it made, and deletes it. (The
+    key of the delete in doubt, which a keyless delete here reuses, was kept until a delete
+    returned: that delete said False and left the actor, as the step number remembered before
+    did.)"""
+    init(spec)
+    Tally.get_or_create("tally-8").add.run("old/0")
+    vc.shutdown()
+    runtime = init(spec)
+    store = TombstoneAnswerLost(runtime.store)
+    runtime.store = store
+    with pytest.raises(vc.CommitOutcomeUnknownError):
+        vc.delete_actor("tally-8")
+    store.healed = True
+    assert Tally.get_or_create("tally-8").add.run("new/0") == 1
+    assert vc.delete_actor("tally-8") is True
+    assert tombstones(runtime, "tally-8") == [2, 5]
