@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cli_harness import Vactor
 from delete_helpers import steps, tombstones
 from store_helpers import init, other_process
 from test_delete_faults import TombstoneAnswerLost
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, deletion
+from vactor_cloud.cli import EXIT_OK
 from vactor_cloud.compaction import compact
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
@@ -227,3 +229,28 @@ def test_a_process_that_creates_the_actor_again_after_its_delete_in_doubt_delete
     assert Tally.get_or_create("tally-8").add.run("new/0") == 1
     assert vc.delete_actor("tally-8") is True
     assert tombstones(runtime, "tally-8") == [2, 5]
+
+
+def test_vactor_delete_with_the_key_of_a_delete_that_committed_leaves_the_actor_created_since(
+    vactor: Vactor, store: str
+) -> None:
+    """The error's message names ``vactor delete ID --idempotency-key K`` for a retry from the
+    command line: with the key of a delete that committed, the actor made since stays."""
+    vc.init(store)
+    try:
+        Tally.get_or_create("tally-9").add.run("old/0")
+        assert vc.delete_actor("tally-9", idempotency_key="drop-9") is True
+        Tally.get_or_create("tally-9").add.run("new/0")
+    finally:
+        vc.shutdown()
+    again = vactor("--json", "delete", "tally-9", "--yes", "--idempotency-key", "drop-9")
+    assert again.code == EXIT_OK, again.err
+    assert '"already_deleted": true' in again.out
+    said = vactor("delete", "tally-9", "--yes", "--idempotency-key", "drop-9")
+    assert "was deleted already by the delete with this key" in said.out
+    assert "left as it is" in said.out
+    vc.init(store)
+    assert vc.get_actor("tally-9").seen.run() == ["new/0"]
+    vc.shutdown()
+    done = vactor("delete", "tally-9", "--yes", "--idempotency-key", "drop-9b")
+    assert done.code == EXIT_OK and "deleted actor 'tally-9'" in done.out
