@@ -9,6 +9,7 @@ the actor again, and a third, fresh, retries the delete."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,6 +100,7 @@ def test_a_retry_from_another_process_with_the_key_leaves_the_actor_created_sinc
     unknown = _delete_in_doubt(spec, "tally-1", TombstoneAnswerLost)
     key = unknown.idempotency_key
     assert key and f"idempotency_key={key!r}" in str(unknown)
+    assert pickle.loads(pickle.dumps(unknown)).idempotency_key == key  # (it crosses processes)
     _create_again(spec, "tally-1")
     runtime = init(spec)
     assert vc.delete_actor("tally-1", idempotency_key=key) is False
