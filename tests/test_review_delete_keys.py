@@ -26,6 +26,7 @@ from vactor_cloud.compaction import compact
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
@@ -45,6 +46,9 @@ class Tally:
     def add(self, token: str) -> int:
         self.tokens.append(token)
         return len(self.tokens)
+
+    def arm(self, key: str, after: float) -> None:
+        vc.current_call().schedule("add", after=after, key=key, args=(key,))
 
     @vc.virtual_actor.readonly
     def seen(self) -> list[str]:
@@ -107,6 +111,31 @@ def test_a_retry_from_another_process_with_the_key_leaves_the_actor_created_sinc
     assert tombstones(runtime, "tally-1") == [2]
     assert vc.get_actor("tally-1").add.run("new/1") == 2
     assert vc.get_actor("tally-1").seen.run() == ["new/0", "new/1"]
+
+
+def test_a_retry_with_the_key_finishes_the_clean_up_the_delete_in_doubt_never_ran(spec: StoreSpec) -> None:
+    """The delete in doubt ended before its clean-up: the old actor's timer stayed in the due
+    index (``vactor timers ls`` listed it). The retry with the key, finding the actor made
+    since, deletes it, as a delete finding the tombstone does; the new actor's own stays."""
+    init(spec)
+    Tally.get_or_create("tally-10").arm.run("old", 3600)
+    vc.shutdown()
+    runtime = init(spec)
+    runtime.store = TombstoneAnswerLost(runtime.store)
+    with pytest.raises(vc.CommitOutcomeUnknownError) as unknown:
+        vc.delete_actor("tally-10")
+    vc.shutdown()
+    init(spec)
+    Tally.get_or_create("tally-10").arm.run("new", 7200)
+    vc.shutdown()
+    runtime = init(spec)
+
+    def due() -> list[str]:
+        return sorted(e.key for e in _sync.sync(list_index(runtime.store)) if e.actor_id == "tally-10")
+
+    assert due() == ["new", "old"]
+    assert vc.delete_actor("tally-10", idempotency_key=unknown.value.idempotency_key) is False
+    assert due() == ["new"]
 
 
 def test_a_retry_with_the_key_after_a_compaction_leaves_the_actor_created_since(spec: StoreSpec) -> None:

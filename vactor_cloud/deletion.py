@@ -342,7 +342,10 @@ async def _forget_leftovers_before(log: ActorLog, newest: StepRecord) -> None:
     tombstone: StepRecord | None = newest
     if not is_deleted(newest):
         born = born_of(newest.extra)
-        tombstone = await log.read_step(born - 1) if born > 0 else None
+        try:
+            tombstone = await log.read_step(born - 1) if born > 0 else None
+        except (StorageError, IntegrityError):
+            return  # (best effort, as the rest)
     if tombstone is not None and is_deleted(tombstone):
         await _forget_leftovers(log, tombstone)
 
