@@ -9,6 +9,7 @@ the actor again, and a third, fresh, retries the delete."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -285,3 +286,16 @@ def test_vactor_delete_with_the_key_of_a_delete_that_committed_leaves_the_actor_
     vc.shutdown()
     done = vactor("delete", "tally-9", "--yes", "--idempotency-key", "drop-9b")
     assert done.code == EXIT_OK and "deleted actor 'tally-9'" in done.out
+
+
+def test_the_async_twin_takes_the_key_and_refuses_a_bad_one(spec: StoreSpec) -> None:
+    """``delete_actor_async`` with the key of a delete that committed says False and leaves the
+    actor made since; a key that is no key is refused before anything is sent."""
+    init(spec)
+    Tally.get_or_create("tally-11").add.run("old/0")
+    assert vc.delete_actor("tally-11", idempotency_key="k") is True
+    Tally.get_or_create("tally-11").add.run("new/0")
+    assert asyncio.run(vc.delete_actor_async("tally-11", idempotency_key="k")) is False
+    with pytest.raises(ValueError, match="idempotency_key"):
+        vc.delete_actor("tally-11", idempotency_key="")
+    assert vc.get_actor("tally-11").seen.run() == ["new/0"]
