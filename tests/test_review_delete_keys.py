@@ -225,6 +225,7 @@ def test_a_retry_with_a_key_older_than_the_window_deletes_the_newest_actor(spec:
     it deletes the actor now under the id (documented)."""
     init(spec)
     window = deletion.DELETE_KEY_WINDOW
+    assert window == 8  # (what docs/protocol.md, docs/concepts.md and delete_actor's docstring say)
 
     def create_and_delete(key: str) -> None:
         Tally.get_or_create("tally-7").add.run(key)
