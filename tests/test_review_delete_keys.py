@@ -10,6 +10,7 @@ the actor again, and a third, fresh, retries the delete."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -300,3 +301,13 @@ def test_the_async_twin_takes_the_key_and_refuses_a_bad_one(spec: StoreSpec) -> 
     with pytest.raises(ValueError, match="idempotency_key"):
         vc.delete_actor("tally-11", idempotency_key="")
     assert vc.get_actor("tally-11").seen.run() == ["new/0"]
+
+
+def test_steps_without_delete_keys_or_with_a_damaged_list_read_as_recording_none() -> None:
+    """Steps written before delete keys have none; a value of another shape records none, and
+    an entry that is no digest string is passed over (a retry then deletes, as documented)."""
+    assert deletion.delete_keys({}) == []
+    assert deletion.delete_keys({deletion.DELETE_KEYS: "0" * 32}) == []
+    digest = deletion.key_digest("k")
+    assert deletion.delete_keys({deletion.DELETE_KEYS: [7, None, digest]}) == [digest]
+    assert len(digest) == 32 and digest == hashlib.sha256(b"k").hexdigest()[:32]
