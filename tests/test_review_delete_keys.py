@@ -20,6 +20,7 @@ from cli_harness import Vactor
 from delete_helpers import steps, tombstones
 from store_helpers import init, other_process
 from test_delete_faults import TombstoneAnswerLost
+from test_review_delete_races import foreign_post
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, deletion
@@ -311,3 +312,25 @@ def test_steps_without_delete_keys_or_with_a_damaged_list_read_as_recording_none
     digest = deletion.key_digest("k")
     assert deletion.delete_keys({deletion.DELETE_KEYS: [7, None, digest]}) == [digest]
     assert len(digest) == 32 and digest == hashlib.sha256(b"k").hexdigest()[:32]
+
+
+def test_the_key_is_carried_through_folds_on_the_tombstone_and_on_the_actor_made_since(
+    spec: StoreSpec,
+) -> None:
+    """A fold on the tombstone (another tombstone) and a fold of a post on the actor made since
+    copy the delete keys as a commit does: the retry with the key still says False."""
+    runtime = init(spec)
+    Tally.get_or_create("tally-12").add.run("a")
+    assert vc.delete_actor("tally-12", idempotency_key="k") is True
+    core = runtime.core("tally-12")
+    foreign_post(runtime, "tally-12", "late/0")
+    assert core._lease_for_fold()
+    core._commit([])  # (a fold on the tombstone: another tombstone)
+    assert tombstones(runtime, "tally-12") == [2, 3]
+    Tally.get_or_create("tally-12")
+    foreign_post(runtime, "tally-12", "posted/0")
+    assert core._lease_for_fold()
+    core._commit([])  # (a fold of the post on the new actor)
+    assert vc.get_actor("tally-12").seen.run() == ["posted/0"]
+    assert vc.delete_actor("tally-12", idempotency_key="k") is False
+    assert vc.get_actor("tally-12").seen.run() == ["posted/0"]
