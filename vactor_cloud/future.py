@@ -342,6 +342,10 @@ def get(futures: concurrent.futures.Future[T], *, timeout: float | None = None) 
 
 
 @overload
+def get(futures: Iterable[concurrent.futures.Future[T]], *, timeout: float | None = None) -> list[T]: ...
+
+
+@overload  # futures of several types (a checker infers none common to them): results of any type
 def get(futures: Iterable[concurrent.futures.Future[Any]], *, timeout: float | None = None) -> list[Any]: ...
 
 

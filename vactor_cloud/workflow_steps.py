@@ -178,12 +178,14 @@ class StepFunction:
             ),
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Ray refused direct calls the same way: a step only runs as part of a workflow.
-        raise TypeError(
-            f"workflow steps cannot be called directly: instead of {self.__name__}(), "
-            f"use {self.__name__}.step() and return it from an actor method"
-        )
+    if not TYPE_CHECKING:  # for type checkers a step is not callable, as at runtime
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            # Ray refused direct calls the same way: a step only runs as part of a workflow.
+            raise TypeError(
+                f"workflow steps cannot be called directly: instead of {self.__name__}(), "
+                f"use {self.__name__}.step() and return it from an actor method"
+            )
 
     def __repr__(self) -> str:
         return f"<workflow step {self.step_options.name or self.__qualname__}>"
