@@ -22,6 +22,11 @@ What it adds, because Python's type system cannot say it:
   overload item, as above, and one ``run_async`` item returning an
   ``ActorFuture`` of its result.
 
+* A read-only method's ``run`` and ``run_async`` also take ``at_step: int`` (keyword), as the
+  runtime does (``h.peek.run(at_step=3)``), unless the method has a parameter of that name.
+  Which methods are read-only is read from their decorators when the class is analysed and
+  kept in the class's metadata (so in mypy's cache).
+
 ``ActorHandle[Any]`` (``get_actor``) keeps ``ActorMethod[..., Any]``: usable,
 unchecked. Nothing here runs at runtime; the module imports only mypy.
 """
@@ -33,13 +38,17 @@ from collections.abc import Callable
 from mypy.erasetype import erase_typevars
 from mypy.errorcodes import ATTR_DEFINED
 from mypy.nodes import (
+    ARG_NAMED_OPT,
     ARG_POS,
     ARG_STAR,
     ARG_STAR2,
     Argument,
     Decorator,
+    Expression,
     FuncDef,
+    MemberExpr,
     OverloadedFuncDef,
+    RefExpr,
     TypeInfo,
     Var,
 )
@@ -69,6 +78,8 @@ _METHOD = "vactor_cloud.handle.ActorMethod"
 _OVERLOADED_METHOD = "vactor_cloud.handle._OverloadedActorMethod"
 _FUTURE = "vactor_cloud.future.ActorFuture"
 _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
+#: the key of an actor class's ``TypeInfo.metadata`` this plugin writes: ``{"readonly": [names]}``
+_METADATA = "vactor_cloud"
 
 
 class VactorPlugin(Plugin):
@@ -114,7 +125,37 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
         # actor subclass's ``get_or_create`` (returning ``ActorHandle[Sub]``, taking ``Sub``'s
         # ``__init__`` parameters) is reported as an incompatible override of its base's.
         ctx.cls.defs.body.remove(func)
+    info.metadata[_METADATA] = {"readonly": sorted(_readonly_methods(info))}
     return True
+
+
+def _readonly_methods(info: TypeInfo) -> set[str]:
+    """The names of the class's read-only methods, its bases' included, as the runtime finds
+    them: a method marked ``@virtual_actor.readonly`` where it is defined last in the MRO."""
+    readonly: set[str] = set()
+    for base in reversed(info.mro):
+        # A base loaded from mypy's cache has no decorator expressions: its metadata tells.
+        cached = set(base.metadata.get(_METADATA, {}).get("readonly", ()))
+        for name, symbol in base.names.items():
+            node = symbol.node
+            if isinstance(node, OverloadedFuncDef):
+                node = node.impl
+            if name in cached or (isinstance(node, Decorator) and _marks_readonly(node.original_decorators)):
+                readonly.add(name)
+            elif isinstance(node, FuncDef | Decorator):
+                readonly.discard(name)
+    return readonly
+
+
+def _marks_readonly(decorators: list[Expression]) -> bool:
+    """Whether one of ``decorators`` is ``virtual_actor.readonly`` (either spelling)."""
+    return any(
+        isinstance(d, MemberExpr)
+        and d.name == "readonly"
+        and isinstance(d.expr, RefExpr)
+        and d.expr.fullname in _DECORATORS
+        for d in decorators
+    )
 
 
 def _init_arguments(info: TypeInfo) -> list[Argument]:
@@ -160,6 +201,8 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
             f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
         )
         return AnyType(TypeOfAny.from_error)
+    if name in actor.type.metadata.get(_METADATA, {}).get("readonly", ()):
+        signature = _with_at_step(ctx, signature)
     if isinstance(signature, Overloaded):
         return _overloaded_method(ctx, method, signature, type_info)
     if not isinstance(signature, CallableType):
@@ -175,6 +218,28 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
     if not isinstance(default, Instance) or default.type.fullname != _METHOD:
         return ctx.default_attr_type
     return default.copy_modified(args=[parameters, returns])
+
+
+def _with_at_step(ctx: AttributeContext, signature: ProperType | None) -> ProperType | None:
+    """A read-only method's signature (each overload item's) with ``at_step: int = ...``, the
+    runtime's option (``run(at_step=N)``), unless it has a parameter of that name itself."""
+    if isinstance(signature, Overloaded):
+        return Overloaded([_item_with_at_step(ctx, item) for item in signature.items])
+    if isinstance(signature, CallableType):
+        return _item_with_at_step(ctx, signature)
+    return signature
+
+
+def _item_with_at_step(ctx: AttributeContext, item: CallableType) -> CallableType:
+    if "at_step" in item.arg_names:
+        return item
+    at = len(item.arg_kinds) - (item.arg_kinds[-1:] == [ARG_STAR2])  # before a **kwargs
+    step = ctx.api.named_generic_type("builtins.int", [])
+    return item.copy_modified(
+        arg_types=[*item.arg_types[:at], step, *item.arg_types[at:]],
+        arg_kinds=[*item.arg_kinds[:at], ARG_NAMED_OPT, *item.arg_kinds[at:]],
+        arg_names=[*item.arg_names[:at], "at_step", *item.arg_names[at:]],
+    )
 
 
 def _overloaded_method(

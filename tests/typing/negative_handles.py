@@ -37,6 +37,11 @@ class Account:
     async def audit(self, strict: bool) -> list[str]:
         return []
 
+    @vc.virtual_actor.readonly
+    def own_step(self, at_step: int) -> int:
+        """Its own ``at_step`` parameter: the keyword goes to the method, typed as it says."""
+        return at_step
+
     def _private(self) -> None:
         pass
 
@@ -78,6 +83,10 @@ def wrong() -> None:
     h.peek.run("x")  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "str"
     peeked: int = h.peek.run()  # E: (expression has type "float", variable has type "int")
     h.peek_later.run("k")  # E: Too many positional arguments
+    h.peek.run(at_step="1")  # E: Argument "at_step" to "run" of "ActorMethod" has incompatible type "str"
+    h.peek_later.run_async(key="k", at_step=None)  # E: Argument "at_step" to "run_async" of "ActorMethod"
+    h.deposit.run(1, at_step=2)  # E: Unexpected keyword argument "at_step"
+    h.own_step.run(at_step="s")  # E: Argument "at_step" to "run" of "ActorMethod" has incompatible type "str"
     later_key: int = vc.get(h.peek_later.run_async(key="k"))  # E: (expression has type "str", variable
 
 

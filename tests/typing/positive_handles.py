@@ -58,6 +58,10 @@ def typed() -> None:
     assert_type(vc.get(h.deposit.run_async(5)), int)
     assert_type(h.deposit.options(idempotency_key="k").run(5), int)
     assert_type(h.summary.run(), dict[str, int])
+    # A read-only method also takes at_step= (its state after that step), as the runtime does.
+    assert_type(h.summary.run(at_step=3), dict[str, int])
+    assert_type(h.summary.run_async(at_step=3), vc.ActorFuture[dict[str, int]])
+    assert_type(h.summary.options(at_step=3).run(), dict[str, int])
     assert_type(h.audit.run(True), list[str])
     assert_type(h.audit.run_async(strict=False), vc.ActorFuture[list[str]])
     assert_type(Empty.get_or_create("e"), vc.ActorHandle[Empty])
@@ -68,6 +72,7 @@ def typed() -> None:
     assert_type(s, vc.ActorHandle[Savings])
     assert_type(s.deposit.run(1), int)
     assert_type(s.accrue.run(), int)
+    assert_type(s.summary.run(at_step=1), dict[str, int])  # read-only in the base class
     # The handle's own methods are still there.
     assert_type(h.actor_id, str)
     h.ready().result()
