@@ -22,6 +22,11 @@ What it adds, because Python's type system cannot say it:
   overload item, as above, and one ``run_async`` item returning an
   ``ActorFuture`` of its result.
 
+* The decorated name is an ``ActorClass`` at runtime, not the class: ``Account.cls`` is the
+  class (``type[Account]``) and ``Account.make()`` (a classmethod, a staticmethod, a class
+  variable or a method of the class reached through its decorated name) is an error, as it is
+  an ``AttributeError`` at runtime; ``get_or_create``, ``cls`` and ActorClass's other
+  attributes are not. (``cls.make()`` in a classmethod is the class's own: not checked.)
 * A read-only method's ``run`` and ``run_async`` also take ``at_step: int`` (keyword), as the
   runtime does (``h.peek.run(at_step=3)``), unless the method has a parameter of that name.
   Which methods are read-only is read from their decorators when the class is analysed and
@@ -53,7 +58,7 @@ from mypy.nodes import (
     Var,
 )
 from mypy.plugin import AttributeContext, ClassDefContext, Plugin
-from mypy.plugins.common import add_method_to_class
+from mypy.plugins.common import add_attribute_to_class, add_method_to_class
 from mypy.subtypes import find_member
 from mypy.types import (
     AnyType,
@@ -64,6 +69,7 @@ from mypy.types import (
     ProperType,
     Type,
     TypeOfAny,
+    TypeType,
     get_proper_type,
     has_type_vars,
 )
@@ -80,6 +86,8 @@ _FUTURE = "vactor_cloud.future.ActorFuture"
 _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
 #: the key of an actor class's ``TypeInfo.metadata`` this plugin writes: ``{"readonly": [names]}``
 _METADATA = "vactor_cloud"
+#: what ``ActorClass`` has at runtime besides dunders (the decorated name is one)
+_ACTOR_CLASS_ATTRIBUTES = frozenset({*_CONSTRUCTORS, "cls", "definition", "methods", "name", "serializer"})
 
 
 class VactorPlugin(Plugin):
@@ -87,6 +95,13 @@ class VactorPlugin(Plugin):
 
     def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
         return _add_constructors if fullname in _DECORATORS else None
+
+    def get_class_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
+        owner, _, name = fullname.rpartition(".")
+        info = self._type_info(owner)
+        if info is None or _METADATA not in info.metadata or name in _ACTOR_CLASS_ATTRIBUTES:
+            return None  # (other plugins' hooks for the attribute, if any, then apply)
+        return lambda ctx: _actor_class_attribute(ctx, info, name)
 
     def get_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
         prefix, _, name = fullname.rpartition(".")
@@ -125,8 +140,31 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
         # actor subclass's ``get_or_create`` (returning ``ActorHandle[Sub]``, taking ``Sub``'s
         # ``__init__`` parameters) is reported as an incompatible override of its base's.
         ctx.cls.defs.body.remove(func)
+    existing = info.names.get("cls")
+    if existing is None or existing.plugin_generated:  # (a class attribute of its own stays)
+        add_attribute_to_class(
+            ctx.api,
+            ctx.cls,
+            "cls",
+            TypeType(fill_typevars_with_any(info)),
+            is_classvar=True,
+            overwrite_existing=True,
+        )
     info.metadata[_METADATA] = {"readonly": sorted(_readonly_methods(info))}
     return True
+
+
+def _actor_class_attribute(ctx: AttributeContext, info: TypeInfo, name: str) -> Type:
+    """``Account.name``: an error when ``Account`` is the decorated name (an ``ActorClass``)."""
+    expr = ctx.context.expr if isinstance(ctx.context, MemberExpr) else None
+    if isinstance(expr, RefExpr) and expr.node is info and not name.startswith("__"):
+        ctx.api.fail(
+            f'Actor class "{info.name}" has no attribute "{name}" (the decorated name is an '
+            f"ActorClass: use {info.name}.cls.{name}, the class itself)",
+            ctx.context,
+            code=ATTR_DEFINED,
+        )
+    return ctx.default_attr_type
 
 
 def _readonly_methods(info: TypeInfo) -> set[str]:

@@ -52,6 +52,19 @@ class Account:
     def label(self) -> str:
         return self.owner
 
+    RATE = 3
+
+    @classmethod
+    def make(cls) -> int:
+        return cls.RATE  # cls is the class itself: fine
+
+    @staticmethod
+    def util(x: int) -> int:
+        return x
+
+    def uses_its_name(self) -> int:
+        return Account.util(1)  # E: Actor class "Account" has no attribute "util"
+
 
 def wrong() -> None:
     Account.get_or_create("a")  # E: Missing positional argument "owner"
@@ -88,6 +101,17 @@ def wrong() -> None:
     h.deposit.run(1, at_step=2)  # E: Unexpected keyword argument "at_step"
     h.own_step.run(at_step="s")  # E: Argument "at_step" to "run" of "ActorMethod" has incompatible type "str"
     later_key: int = vc.get(h.peek_later.run_async(key="k"))  # E: (expression has type "str", variable
+
+
+def wrong_class_attributes() -> None:
+    # The decorated name is the ActorClass (AttributeError at runtime), the class is .cls
+    Account.make()  # E: Actor class "Account" has no attribute "make"
+    Account.util(1)  # E: Actor class "Account" has no attribute "util"
+    rate = Account.RATE  # E: Actor class "Account" has no attribute "RATE"
+    Account.deposit(Account("ann"), 1)  # E: Actor class "Account" has no attribute "deposit"
+    Account.cls.make()  # the class itself
+    Account.get_or_create("a", "ann")
+    name: str = Account.__name__
 
 
 def wrong_settings() -> None:

@@ -30,6 +30,10 @@ class Account:
     def first(self, items: list[T]) -> T:
         return items[0]
 
+    @classmethod
+    def limit(cls) -> int:
+        return 10
+
 
 @vc.virtual_actor
 class Savings(Account):
@@ -78,6 +82,10 @@ def typed() -> None:
     h.ready().result()
     # A plain instance, as the runtime gives (unit tests).
     assert_type(Account("ann"), Account)
+    # The decorated class itself, and its class-level attributes through it.
+    assert_type(Account.cls, type[Account])
+    assert_type(Account.cls.limit(), int)
+    assert_type(Savings.cls.limit(), int)
 
 
 async def typed_async() -> None:
