@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.core import call_cycle
-from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
+from vactor_cloud.definition import (
+    PROCESS_ONLY_MODULES,
+    ActorDefinition,
+    MethodInfo,
+    mark_event_handler,
+    mark_readonly,
+)
 from vactor_cloud.deletion import delete
 from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
@@ -57,16 +63,16 @@ class ActorClass(Generic[C_co], _ClassObject):
         def __new__(cls, klass: C_co, *, serializer: str = "pickle") -> ActorClass[C_co]: ...
 
     def __init__(self, cls: C_co, *, serializer: str = "pickle") -> None:
-        self.definition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
+        self.definition: ActorDefinition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
         self.definition.register()
-        self.cls = cls
-        self.serializer = serializer
-        self.name = self.definition.name
-        self.methods = self.definition.methods
+        self.cls: C_co = cls
+        self.serializer: str = serializer
+        self.name: str = self.definition.name
+        self.methods: dict[str, MethodInfo] = self.definition.methods
         self.__doc__ = cls.__doc__
-        self.__name__ = getattr(cls, "__name__", self.name)
-        self.__qualname__ = getattr(cls, "__qualname__", self.name)
-        self.__module__ = cls.__module__
+        self.__name__: str = getattr(cls, "__name__", self.name)
+        self.__qualname__: str = getattr(cls, "__qualname__", self.name)
+        self.__module__: str = cls.__module__
 
     def get_or_create(
         self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs
@@ -277,4 +283,4 @@ class VirtualActorDecorator:
         return mark_event_handler(name)
 
 
-virtual_actor = VirtualActorDecorator()
+virtual_actor: VirtualActorDecorator = VirtualActorDecorator()

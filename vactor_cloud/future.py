@@ -155,7 +155,7 @@ class Waker:
     __slots__ = ("fn",)
 
     def __init__(self, fn: Callable[[Any], object]) -> None:
-        self.fn = fn
+        self.fn: Callable[[Any], object] = fn
 
     def __call__(self, future: Any) -> None:
         self.fn(future)

@@ -164,7 +164,7 @@ class ActorHandle(Generic[T]):
     __slots__ = ("_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
-        self.actor_id = actor_id
+        self.actor_id: str = actor_id
         #: (an unpickled handle, until its first use) the store of the process that pickled it
         self._origin: str | None = None
 

@@ -144,11 +144,11 @@ class StepFunction:
     def __init__(self, fn: Callable[..., Any], options: StepOptions | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"@workflow.step decorates functions, not {fn!r}")
-        self.fn = fn
-        self.step_options = options or StepOptions()
-        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
-        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
-        self.__doc__ = getattr(fn, "__doc__", None)
+        self.fn: Callable[..., Any] = fn
+        self.step_options: StepOptions = options or StepOptions()
+        self.__name__: str = getattr(fn, "__name__", type(fn).__name__)
+        self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__: str | None = getattr(fn, "__doc__", None)
 
     def step(self, *args: Any, **kwargs: Any) -> StepNode:
         """A node that will run ``fn(*args, **kwargs)``; nodes among the arguments run first."""
@@ -202,7 +202,7 @@ class MethodStep:
     __slots__ = ("method",)
 
     def __init__(self, method: str) -> None:
-        self.method = method
+        self.method: str = method
 
     def __call__(self, *args: Any, **kwargs: Any) -> StepNode:
         return StepNode(self, args, kwargs)
