@@ -270,9 +270,11 @@ class ActorHandle(Generic[T]):
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
         return history(self.actor_id, limit)
 
-    def state_at(self, step: int) -> Any:
-        """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`)."""
-        return state_at(self.actor_id, step)
+    def state_at(self, step: int) -> T:
+        """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`):
+        of the actor's class (``T``), as type checkers see it."""
+        state: T = state_at(self.actor_id, step)
+        return state
 
     def compact(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Delete steps older than the ``keep_last`` newest (see :mod:`vactor_cloud.compaction`).

@@ -40,6 +40,7 @@ def wrong() -> None:
     h.ready().result(timeout="1")  # E: Argument "timeout" to "result" of "ActorFuture" has incompatible
     removed: str = vc.delete_actor("a")  # E: (expression has type "bool", variable has type "str")
     future = h.deposit.run_async(1)
+    h.state_at(1).withdraw(1)  # E: "Account" has no attribute "withdraw"
     # (mypy takes a wrong ``list[str]`` context to mean futures of mixed types: ``list[Any]``.)
     first: str = vc.get([future, future])[0]  # E: (expression has type "int", variable has type "str")
     vc.get(future, timeout="1")  # E: No overload variant of "get" matches argument types

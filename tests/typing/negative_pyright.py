@@ -68,3 +68,4 @@ def wrong() -> None:
     caught: int = deposit.options(catch_exceptions=True).run(1)  # PE: "tuple[int | None, BaseExc
     key: int = deposit.options(delay=60).run(1)  # PE: "str" is not assignable to "int"
     double(2)  # PE: Object of type "StepFunction" is not callable
+    h.state_at(1).withdraw(1)  # PE: Cannot access attribute "withdraw" for class "Account"

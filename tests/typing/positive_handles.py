@@ -78,6 +78,8 @@ def typed() -> None:
     assert_type(s.accrue.run(), int)
     assert_type(s.summary.run(at_step=1), dict[str, int])  # read-only in the base class
     # The handle's own methods are still there.
+    assert_type(h.state_at(1), Account)
+    assert_type(s.state_at(1), Savings)
     assert_type(h.actor_id, str)
     h.ready().result()
     # A plain instance, as the runtime gives (unit tests).

@@ -85,7 +85,10 @@ def handles_and_calls() -> None:
     assert_type(h.ready(), vc.ActorFuture[None])
     assert_type(h.call_outcome("c-1"), Any)
     assert_type(h.history(limit=3), list[vc.HistoryEntry])
-    assert_type(h.state_at(2), Any)
+    # The state after a step: an instance of the actor's class (read-only).
+    assert_type(h.state_at(2).balance, int)
+    assert_type(h.state_at(2).label(), str)
+    assert_type(vc.get_actor("a").state_at(2), Any)
     assert_type(h.send_event("paid", {"amount": 1}, event_id="e-1"), str)
     assert_type(h.process_events(), int)
     assert_type(h.wait_for_event("paid", timeout=1.0), Any)
