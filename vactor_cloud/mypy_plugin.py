@@ -11,7 +11,9 @@ What it adds, because Python's type system cannot say it:
 * mypy ignores what a class decorator returns, so after ``@virtual_actor``
   it still sees the plain class. The plugin gives the class
   ``get_or_create(actor_id, <__init__'s parameters>) -> ActorHandle[Cls]``
-  and ``get_or_create_async`` (the same, awaited), as the runtime does.
+  and ``get_or_create_async`` (the same, awaited), as the runtime does. A generic
+  class's type variables are inferred from the arguments, as for ``Cls(...)``:
+  ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``.
 * ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
   without self>, <its return type>]``; an ``async def`` method's return type
   is its result (the runtime awaits it). A name that is not a public method
@@ -40,8 +42,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mypy.erasetype import erase_typevars
 from mypy.errorcodes import ATTR_DEFINED
+from mypy.expandtype import expand_type_by_instance
+from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import (
     ARG_NAMED_OPT,
     ARG_POS,
@@ -71,9 +74,8 @@ from mypy.types import (
     TypeOfAny,
     TypeType,
     get_proper_type,
-    has_type_vars,
 )
-from mypy.typevars import fill_typevars_with_any
+from mypy.typevars import fill_typevars, fill_typevars_with_any
 
 __all__ = ["VactorPlugin", "plugin"]
 
@@ -127,7 +129,7 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
     handle = ctx.api.lookup_fully_qualified_or_none(_HANDLE)
     if handle is None or not isinstance(handle.node, TypeInfo):
         return False  # vactor_cloud.handle not analysed yet: ask to be called again
-    handle_type = Instance(handle.node, [fill_typevars_with_any(info)])
+    handle_type = Instance(handle.node, [fill_typevars(info)])
     args = [Argument(Var("__actor_id"), ctx.api.named_type("builtins.str"), None, ARG_POS, pos_only=True)]
     args += _init_arguments(info)
     awaitable = ctx.api.named_type("typing.Coroutine", [AnyType(TypeOfAny.implementation_artifact)] * 2)
@@ -202,6 +204,10 @@ def _init_arguments(info: TypeInfo) -> list[Argument]:
     signature = init.type if isinstance(init, FuncDef) else None
     if isinstance(init, FuncDef) and init.info.fullname == "builtins.object":
         return []
+    own = fill_typevars(info)  # (a TupleType for a NamedTuple: not mapped)
+    if isinstance(init, FuncDef) and init.info is not info and isinstance(own, Instance) and signature:
+        # Inherited: the base's type variables as the class binds them (``class IntBox(Box[int])``).
+        signature = expand_type_by_instance(signature, map_instance_to_supertype(own, init.info))
     if not isinstance(signature, CallableType) or not signature.arg_kinds:
         anything = AnyType(TypeOfAny.special_form)
         if isinstance(init, FuncDef) and init.arguments:
@@ -215,9 +221,7 @@ def _init_arguments(info: TypeInfo) -> list[Argument]:
     for name, kind, typ in zip(
         signature.arg_names[1:], signature.arg_kinds[1:], signature.arg_types[1:], strict=True
     ):
-        # A generic actor class's own type variables are not in scope on the class object.
-        plain = erase_typevars(typ) if has_type_vars(typ) else typ
-        arguments.append(Argument(Var(name or "_"), plain, None, kind))
+        arguments.append(Argument(Var(name or "_"), typ, None, kind))
     return arguments
 
 

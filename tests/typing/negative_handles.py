@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import vactor_cloud as vc
 
@@ -66,10 +66,27 @@ class Account:
         return Account.util(1)  # E: Actor class "Account" has no attribute "util"
 
 
+@vc.virtual_actor
+class Box(Generic[T]):
+    def __init__(self, item: T, items: list[T] | None = None) -> None:
+        self.item = item
+
+    def get(self) -> T:
+        return self.item
+
+
+@vc.virtual_actor
+class IntBox(Box[int]):
+    pass
+
+
 def wrong() -> None:
     Account.get_or_create("a")  # E: Missing positional argument "owner"
     Account.get_or_create("a", 1)  # E: Argument 2 to "get_or_create" of "Account" has incompatible
     Account.get_or_create(1, "ann")  # E: Argument 1 to "get_or_create" of "Account" has incompatible
+    IntBox.get_or_create("i", "s")  # E: Argument 2 to "get_or_create" of "IntBox" has incompatible type "str"
+    Box.get_or_create("b", 1, ["s"])  # E: Cannot infer value of type parameter "T" of "get_or_create"
+    boxed: str = Box.get_or_create("b", 1).get.run()  # E: (expression has type "int", variable
     h = Account.get_or_create("a", "ann")
     h.depositt.run(5)  # E: Actor class "Account" has no method "depositt"
     h.owner.run()  # E: Actor class "Account" has no method "owner"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, assert_type
+from typing import Any, Generic, TypeVar, assert_type
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
@@ -52,6 +52,22 @@ class Empty:
     pass
 
 
+@vc.virtual_actor
+class Box(Generic[T]):
+    """A generic actor class: get_or_create binds its type variables from the arguments."""
+
+    def __init__(self, item: T, items: list[T] | None = None) -> None:
+        self.item = item
+
+    def get(self) -> T:
+        return self.item
+
+
+@vc.virtual_actor
+class IntBox(Box[int]):
+    """Inherits ``__init__`` with ``T`` bound: ``get_or_create`` takes an ``int``."""
+
+
 def typed() -> None:
     h = Account.get_or_create("a", "ann")
     assert_type(h, vc.ActorHandle[Account])
@@ -69,6 +85,9 @@ def typed() -> None:
     assert_type(h.audit.run(True), list[str])
     assert_type(h.audit.run_async(strict=False), vc.ActorFuture[list[str]])
     assert_type(Empty.get_or_create("e"), vc.ActorHandle[Empty])
+    assert_type(Box.get_or_create("b", 3), vc.ActorHandle[Box[int]])
+    assert_type(Box.get_or_create("b", "s", ["t"]).get.run(), str)
+    assert_type(IntBox.get_or_create("i", 3).get.run(), int)
     # A generic method's type variables are bound per call.
     assert_type(h.first.run([1, 2]), int)
     assert_type(h.first.run_async(["a"]), vc.ActorFuture[str])
