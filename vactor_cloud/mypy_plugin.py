@@ -23,7 +23,6 @@ What it adds, because Python's type system cannot say it:
   (``vactor_cloud.handle``, for type checkers only): one ``run`` item per
   overload item, as above, and one ``run_async`` item returning an
   ``ActorFuture`` of its result.
-
 * The decorated name is an ``ActorClass`` at runtime, not the class: ``Account.cls`` is the
   class (``type[Account]``) and ``Account.make()`` (a classmethod, a staticmethod, a class
   variable or a method of the class reached through its decorated name) is an error, as it is
