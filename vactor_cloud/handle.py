@@ -49,7 +49,8 @@ from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
 
-T = TypeVar("T")
+#: the actor's class of a handle; covariant: a handle of ``Savings(Account)`` is a handle of an ``Account``
+T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -154,11 +155,11 @@ def _get_actor_handle(actor_id: str, origin: str | None = None) -> ActorHandle[A
     return handle
 
 
-class ActorHandle(Generic[T]):
+class ActorHandle(Generic[T_co]):
     """A reference to the actor ``actor_id``; cheap, picklable, valid in any process.
 
     Attribute access gives the actor's methods: ``handle.incr.run(1)``.
-    ``T`` is the actor's class, for type checkers.
+    ``T_co`` is the actor's class, for type checkers.
     """
 
     __slots__ = ("_origin", "actor_id")
@@ -270,10 +271,10 @@ class ActorHandle(Generic[T]):
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
         return history(self.actor_id, limit)
 
-    def state_at(self, step: int) -> T:
+    def state_at(self, step: int) -> T_co:
         """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`):
-        of the actor's class (``T``), as type checkers see it."""
-        state: T = state_at(self.actor_id, step)
+        of the actor's class (``T_co``), as type checkers see it."""
+        state: T_co = state_at(self.actor_id, step)
         return state
 
     def compact(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:

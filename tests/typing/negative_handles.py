@@ -66,8 +66,7 @@ class Account:
         return Account.util(1)  # E: Actor class "Account" has no attribute "util"
 
 
-@vc.virtual_actor
-class Box(Generic[T]):
+class Holder(Generic[T]):
     def __init__(self, item: T, items: list[T] | None = None) -> None:
         self.item = item
 
@@ -76,7 +75,12 @@ class Box(Generic[T]):
 
 
 @vc.virtual_actor
-class IntBox(Box[int]):
+class Box(Holder[T]):
+    pass
+
+
+@vc.virtual_actor
+class IntBox(Holder[int]):
     pass
 
 

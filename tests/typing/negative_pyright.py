@@ -62,7 +62,7 @@ def wrong() -> None:
     peek_later = vc.method(h, lambda a: a.peek_later)
     key: int = vc.get(peek_later.run_async(key="k"))  # PE: "str" is not assignable to "int"
     # The class's name in a type is its ActorClass to pyright, not the class: no ActorHandle[Account].
-    named: vc.ActorHandle[Account] = h  # PE: "Account" is not the same as "ActorClass[type[Account]]"
+    named: vc.ActorHandle[Account] = h  # PE: "Account" is not assignable to "ActorClass[type[Account]]"
     # A list of futures gives a list of their results; options can change what run() returns.
     results: list[str] = vc.get([deposit.run_async(1)])  # PE: "list[int]" is not assignable to "list[str]"
     caught: int = deposit.options(catch_exceptions=True).run(1)  # PE: "tuple[int | None, BaseExc

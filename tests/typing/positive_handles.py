@@ -52,10 +52,7 @@ class Empty:
     pass
 
 
-@vc.virtual_actor
-class Box(Generic[T]):
-    """A generic actor class: get_or_create binds its type variables from the arguments."""
-
+class Holder(Generic[T]):
     def __init__(self, item: T, items: list[T] | None = None) -> None:
         self.item = item
 
@@ -64,8 +61,19 @@ class Box(Generic[T]):
 
 
 @vc.virtual_actor
-class IntBox(Box[int]):
+class Box(Holder[T]):
+    """A generic actor class: get_or_create binds its type variables from the arguments.
+    (Not subscripted at runtime: an ActorClass is not, ``class IntBox(Box[int])`` fails.)"""
+
+
+@vc.virtual_actor
+class IntBox(Holder[int]):
     """Inherits ``__init__`` with ``T`` bound: ``get_or_create`` takes an ``int``."""
+
+
+def pay(h: vc.ActorHandle[Account]) -> int:
+    """Takes a handle of any actor class that is an Account (ActorHandle is covariant)."""
+    return h.deposit.run(1)
 
 
 def typed() -> None:
@@ -95,6 +103,7 @@ def typed() -> None:
     assert_type(s, vc.ActorHandle[Savings])
     assert_type(s.deposit.run(1), int)
     assert_type(s.accrue.run(), int)
+    assert_type(pay(s), int)
     assert_type(s.summary.run(at_step=1), dict[str, int])  # read-only in the base class
     # The handle's own methods are still there.
     assert_type(h.state_at(1), Account)

@@ -80,6 +80,8 @@ def handles_and_calls() -> None:
     assert_type(deposit.options(at=1.0e9, timer_key="k", every=60.0).run_async(1), vc.ActorFuture[str])
     assert_type(deposit.options(delay=60).options(idempotency_key="k").run(1), str)
     assert_type(vc.method(h, lambda a: a.peek).options(at_step=3).run(), int)
+    # A handle of a class is one of its base classes (ActorHandle is covariant).
+    general: vc.ActorHandle[object] = h
     # The handle's own methods.
     assert_type(h.actor_id, str)
     assert_type(h.ready(), vc.ActorFuture[None])
