@@ -302,3 +302,37 @@ def test_method_selected_by_lambda_is_the_handles_method(tmp_path: Path) -> None
             vc.method(h, lambda a: 3)
     finally:
         vc.shutdown()
+
+
+def test_a_generic_actor_class_is_subscripted_as_its_class(tmp_path: Path) -> None:
+    """``Box[int]`` is the decorated class's alias, as type checkers read it: in an annotation
+    evaluated at runtime, and as a base (``class IntBox(Box[int])`` subclasses the class)."""
+    from typing import Generic, TypeVar, get_args, get_origin
+
+    import vactor_cloud as vc
+
+    T = TypeVar("T")
+
+    @vc.virtual_actor
+    class Box(Generic[T]):
+        def __init__(self, item: T) -> None:
+            self.item = item
+
+        def get(self) -> T:
+            return self.item
+
+    alias = Box[int]
+    assert get_origin(alias) is Box.cls and get_args(alias) == (int,)
+
+    @vc.virtual_actor
+    class IntBox(Box[int]):
+        def double(self) -> int:
+            return self.item * 2
+
+    assert issubclass(IntBox.cls, Box.cls)
+    vc.init(str(tmp_path))
+    try:
+        assert IntBox.get_or_create("i", 4).double.run() == 8
+        assert Box.get_or_create("b", "s").get.run() == "s"
+    finally:
+        vc.shutdown()

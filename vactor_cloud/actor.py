@@ -112,6 +112,14 @@ class ActorClass(Generic[C_co], _ClassObject):
         is a plain class, an actor class once decorated with ``@virtual_actor`` in turn."""
         return (self.cls,)  # type: ignore[return-value]
 
+    if not TYPE_CHECKING:  # (type checkers subscript the class itself: for mypy it is the class)
+
+        def __getitem__(self, params: Any) -> Any:
+            """``Box[int]`` for a generic actor class: the decorated class's alias, as type
+            checkers read it (in an annotation evaluated at runtime; ``class IntBox(Box[int])``
+            subclasses the class itself, as ``class Sub(Box)`` does)."""
+            return self.cls[params]
+
     def __instancecheck__(self, instance: Any) -> bool:
         """``isinstance(x, DecoratedClass)`` asks about the decorated class, as type checkers
         read it (for them it is that class); a handle is not an instance."""

@@ -62,13 +62,17 @@ class Holder(Generic[T]):
 
 @vc.virtual_actor
 class Box(Holder[T]):
-    """A generic actor class: get_or_create binds its type variables from the arguments.
-    (Not subscripted at runtime: an ActorClass is not, ``class IntBox(Box[int])`` fails.)"""
+    """A generic actor class: get_or_create binds its type variables from the arguments."""
 
 
 @vc.virtual_actor
 class IntBox(Holder[int]):
     """Inherits ``__init__`` with ``T`` bound: ``get_or_create`` takes an ``int``."""
+
+
+@vc.virtual_actor
+class StrBox(Box[str]):
+    """Subclasses the generic actor class subscripted (its class's alias at runtime)."""
 
 
 def pay(h: vc.ActorHandle[Account]) -> int:
@@ -96,6 +100,7 @@ def typed() -> None:
     assert_type(Box.get_or_create("b", 3), vc.ActorHandle[Box[int]])
     assert_type(Box.get_or_create("b", "s", ["t"]).get.run(), str)
     assert_type(IntBox.get_or_create("i", 3).get.run(), int)
+    assert_type(StrBox.get_or_create("s", "x").get.run(), str)
     # A generic method's type variables are bound per call.
     assert_type(h.first.run([1, 2]), int)
     assert_type(h.first.run_async(["a"]), vc.ActorFuture[str])
