@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.core import call_cycle
-from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
+from vactor_cloud.definition import (
+    PROCESS_ONLY_MODULES,
+    ActorDefinition,
+    MethodInfo,
+    mark_event_handler,
+    mark_readonly,
+)
 from vactor_cloud.deletion import delete, delete_again
 from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
@@ -59,16 +65,16 @@ class ActorClass(Generic[C_co], _ClassObject):
         def __new__(cls, klass: C_co, *, serializer: str = "pickle") -> ActorClass[C_co]: ...
 
     def __init__(self, cls: C_co, *, serializer: str = "pickle") -> None:
-        self.definition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
+        self.definition: ActorDefinition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
         self.definition.register()
-        self.cls = cls
-        self.serializer = serializer
-        self.name = self.definition.name
-        self.methods = self.definition.methods
+        self.cls: C_co = cls
+        self.serializer: str = serializer
+        self.name: str = self.definition.name
+        self.methods: dict[str, MethodInfo] = self.definition.methods
         self.__doc__ = cls.__doc__
-        self.__name__ = getattr(cls, "__name__", self.name)
-        self.__qualname__ = getattr(cls, "__qualname__", self.name)
-        self.__module__ = cls.__module__
+        self.__name__: str = getattr(cls, "__name__", self.name)
+        self.__qualname__: str = getattr(cls, "__qualname__", self.name)
+        self.__module__: str = cls.__module__
 
     def get_or_create(
         self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs
@@ -107,6 +113,14 @@ class ActorClass(Generic[C_co], _ClassObject):
         """``class Sub(DecoratedClass)`` subclasses the decorated class itself (PEP 560): ``Sub``
         is a plain class, an actor class once decorated with ``@virtual_actor`` in turn."""
         return (self.cls,)  # type: ignore[return-value]
+
+    if not TYPE_CHECKING:  # (type checkers subscript the class itself: for mypy it is the class)
+
+        def __getitem__(self, params: Any) -> Any:
+            """``Box[int]`` for a generic actor class: the decorated class's alias, as type
+            checkers read it (in an annotation evaluated at runtime; ``class IntBox(Box[int])``
+            subclasses the class itself, as ``class Sub(Box)`` does)."""
+            return self.cls[params]
 
     def __instancecheck__(self, instance: Any) -> bool:
         """``isinstance(x, DecoratedClass)`` asks about the decorated class, as type checkers
@@ -292,4 +306,4 @@ class VirtualActorDecorator:
         return mark_event_handler(name)
 
 
-virtual_actor = VirtualActorDecorator()
+virtual_actor: VirtualActorDecorator = VirtualActorDecorator()
