@@ -556,18 +556,27 @@ class Poster:
                 )
 
     def _settle_if_folded(self, posted: Posted, batch: list[PendingCall], base: StepRecord) -> bool:
-        """If a commit (ours or another process's) applied our post: deliver its outcomes."""
+        """If a commit (ours or another process's) applied our post: deliver its outcomes.
+
+        The cursor tells, unless it forgot our sender: a folder whose clock runs an hour or
+        more ahead drops the entries others wrote, raising the post floor to their times
+        (``advance_cursor``). Our post dated at or before the floor may then have been applied
+        (and deleted) without the cursor saying so, or expired unapplied: the steps above our
+        post tell which. Taken for never applied, it was folded in again by our own fold."""
         post = posted.post
-        if not applied(base.extra, post.sender, post.seq):
+        known = applied(base.extra, post.sender, post.seq)
+        if not known and post.time > floor_of(base.extra):
             return False
         first = batch[0].call_id
         found: Mapping[str, Outcome] | None = None
         folded_in: StepRecord | None = None
+        gap = False
         for step in range(base.step, posted.base_step, -1):
             if step in posted.passed:
                 continue
             record = base if step == base.step else self._read_step(step)
             if record is None:
+                gap = True
                 break  # compacted: older steps are gone too
             outcomes = decode_outcomes(record.posted, self.log.step_key(record.step))
             if first in outcomes:
@@ -581,6 +590,8 @@ class Poster:
                     found = folded_in = None  # a stray, not the history's: the step was compacted
                 break
             posted.passed.add(step)
+        if found is None and not known and not gap:
+            return False  # forgotten, but no step since our post applied it: it expired unapplied
         self._deliver_posted(posted, batch, base, found, folded_in)
         return True
 
