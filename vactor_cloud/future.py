@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import math
 import threading
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
+from vactor_cloud import read_room
 from vactor_cloud._sync import in_loop_thread, interruptible_wait
 from vactor_cloud.runtime_scope import carry_runtime
 
@@ -58,6 +60,13 @@ class ActorFuture(concurrent.futures.Future[T]):
                 target=carry_runtime(helper), args=(None,), name="vactor-read", daemon=True
             ).start()
 
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        # A callback is the program's code: it runs in the context of the code that registered
+        # it (as asyncio's do), not in that of whichever thread settles the future. That one is
+        # the library's (a pool thread of an ``own_runtime()`` scope, whose runtime a callback
+        # registered outside it then used, or failed on once the scope had ended).
+        super().add_done_callback(fn if isinstance(fn, Waker) else _InContext(fn))
+
     def _invoke_callbacks(self) -> None:
         # concurrent.futures runs done callbacks on the thread that settles the future. Here
         # that thread may hold the actor (it applied the call): a callback calling the actor
@@ -77,7 +86,7 @@ class ActorFuture(concurrent.futures.Future[T]):
         self._done_callbacks = [c for c in callbacks if isinstance(c, Waker)]
         super()._invoke_callbacks()  # type: ignore[misc]
         threading.Thread(
-            target=carry_runtime(_run_callbacks),
+            target=_run_callbacks,
             args=(self, later),
             name="vactor-future-callbacks",
             daemon=True,
@@ -159,6 +168,26 @@ class Waker:
 
     def __call__(self, future: Any) -> None:
         self.fn(future)
+
+
+class _InContext:
+    """A done callback of the program's, run in the context its registration was made in."""
+
+    __slots__ = ("context", "fn")
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+        self.context = contextvars.copy_context()
+
+    def __call__(self, future: Any) -> None:
+        # (The read the settling thread runs in stays its own: a read the callback makes
+        # inside it, on its thread, is nested in it, ``read_room`` rule 3.)
+        self.context.run(_in_read, read_room.current_read(), self.fn, future)
+
+
+def _in_read(read: read_room.Read | None, fn: Callable[[Any], object], future: Any) -> None:
+    with read_room.within(read):
+        fn(future)
 
 
 def _run_callbacks(future: ActorFuture[Any], callbacks: list[Callable[[Any], object]]) -> None:

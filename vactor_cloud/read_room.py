@@ -85,6 +85,17 @@ def current_read() -> Read | None:
     return _current.get()
 
 
+@contextlib.contextmanager
+def within(read: Read | None) -> Iterator[None]:
+    """Around code this thread runs in another context (a done callback, in the context of the
+    code that registered it): the read running here, if any, is still the one it runs in."""
+    token = _current.set(read)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 def _nested() -> Read | None:
     """The read a read made now is nested in (rule 3): this context's, on its own thread."""
     read = _current.get()

@@ -1508,9 +1508,11 @@ def own_runtime() -> Iterator[None]:
 
     Threads that vactor_cloud starts for this code (``run_async``'s pools, the timer runner's,
     subtasks' threads) use it too (:func:`carry_runtime`); a thread the code starts itself
-    does not: it uses the process's runtime. Once the scope has ended, what still runs in its
-    context (a call in flight as its runtime closes, a thread or a task on the IO loop started
-    inside) fails with ``RuntimeShutdownError`` if it needs the runtime."""
+    does not: it uses the process's runtime. A future's done callback uses the runtime of the
+    code that registered it (``ActorFuture.add_done_callback``), wherever the future was made.
+    Once the scope has ended, what still runs in its context (a call in flight as its runtime
+    closes, a thread or a task on the IO loop started inside, a callback registered inside)
+    fails with ``RuntimeShutdownError`` if it needs the runtime."""
     scope = _OwnRuntime()
     token = own.set(scope)
     try:
