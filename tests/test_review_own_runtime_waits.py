@@ -119,14 +119,22 @@ def test_work_in_flight_as_the_scope_closes_starts_no_runtime_for_it(
 
 # -- main-thread waits that still blocked in one long wait -----------------------------------------
 #: the waits _main_waits_in looks through: (module, function)
-_WAITS = {(threading.__file__, "wait"), (futures.__file__, "wait"), (_sync.__file__, "interruptible_wait")}
+_WAITS = {
+    (threading.__file__, "wait"),
+    (threading.__file__, "wait_for"),
+    (threading.__file__, "join"),
+    (threading.__file__, "_wait_for_tstate_lock"),
+    (futures.__file__, "wait"),
+    (futures.__file__, "result"),
+    (_sync.__file__, "interruptible_wait"),
+}
 
 
 def _main_waits_in(function: str) -> bool:
     """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
-    that ``function`` made (itself, or a helper of its own up to three frames below it; through
-    ``_sync.interruptible_wait`` or not). Not a wait of ``threading`` itself
-    (``Thread.start``'s)."""
+    (an event's, a condition's, a thread's join, a future's result) that ``function`` made
+    (itself, or a helper up to three frames below it; through ``_sync.interruptible_wait`` or
+    not). Not a wait of ``threading`` itself (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
     if frame is None or (frame.f_code.co_filename, frame.f_code.co_name) not in _WAITS:
         return False  # (a lock's acquire has no frame: interruptible_wait's is the top one)

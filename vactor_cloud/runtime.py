@@ -1114,9 +1114,11 @@ class Runtime:
 def join_threads(threads: list[threading.Thread], until: float) -> None:
     """Join ``threads``, waiting until ``until`` (monotonic) at most, so that an interrupt of
     the wait leaves them as they are: on the main thread (where Ctrl-C lands), from a helper
-    thread. CPython 3.11's ``Thread.join`` interrupted while the thread still runs releases
-    that thread's state lock and marks it ended (bpo-45274's handling): ``is_alive()`` then
-    said False, and a second shutdown's join returned at once, of a thread still running."""
+    thread, waited for in slices (``_sync.interruptible_wait``: a signal another thread took
+    has its handler run meanwhile). CPython 3.11's ``Thread.join`` interrupted while the thread
+    still runs releases that thread's state lock and marks it ended (bpo-45274's handling):
+    ``is_alive()`` then said False, and a second shutdown's join returned at once, of a thread
+    still running."""
     if not threads:
         return
     if threading.current_thread() is not threading.main_thread():
@@ -1132,7 +1134,8 @@ def join_threads(threads: list[threading.Thread], until: float) -> None:
 
     helper = threading.Thread(target=join_all, name="vactor-close-join", daemon=True)
     helper.start()
-    done.wait(max(until - time.monotonic(), 0.0) + 1.0)  # (the helper's own wait ends by then)
+    # (the helper's own wait ends by then)
+    _sync.interruptible_wait(done.wait, max(until - time.monotonic(), 0.0) + 1.0, forever=None)
     if done.is_set():
         helper.join()  # it has only to return
 
@@ -1602,11 +1605,10 @@ def _shutdown_at_exit() -> None:
     pools = _pool_threads()
     # Bounded as shutdown's wait for running work is: a thread that ends only once the main
     # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
-    until = time.monotonic() + _EXIT_WAIT
+    # (joined as shutdown joins: on the main thread, a signal's handler runs while it waits)
+    others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
     try:
-        for thread in threading.enumerate():
-            if thread is not me and not thread.daemon and thread not in pools:
-                thread.join(max(until - time.monotonic(), 0.0))
+        join_threads(others, time.monotonic() + _EXIT_WAIT)
     finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
         shutdown()
 
