@@ -80,3 +80,59 @@ def test_the_exit_hooks_wait_for_the_programs_threads_lets_a_signal_handler_run(
         assert held == [True]
     finally:
         vc.shutdown()
+
+
+#: (the timer runner tests) set by the timer method: the runner stops
+_stop = threading.Event()
+#: what each fire of ``Slow.hold`` saw: whether the handler ran while it held
+_fired: list[bool] = []
+
+
+@vc.virtual_actor
+class Slow:
+    def arm(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("hold", after=0, key="k")
+
+    def hold(self) -> None:
+        _stop.set()
+        _fired.append(_answered.wait(HELD))
+
+
+def _armed(tmp_path: Path) -> None:
+    vc.init(str(tmp_path))
+    _stop.clear()
+    _fired.clear()
+    Slow.get_or_create("slow").arm.run()
+    time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+
+
+def test_a_timer_runners_stop_lets_a_signal_handler_run_while_fires_in_flight_finish(tmp_path: Path) -> None:
+    """``run_timers`` (``vactor timers run``) stopping on the main thread waits for the fires
+    in flight (a timer method may take long) in ``ThreadPoolExecutor.shutdown``'s joins, then
+    for the lister and heartbeat threads in plain joins: the CLI's second SIGTERM ("stops at
+    once"), taken by another thread, had its handler run only once the fires finished."""
+    _armed(tmp_path)
+    try:
+        _, seen = _handler_ran_while_waiting(
+            "run", lambda: vc.run_timers(poll=0.05, split="none", stop=_stop), unless="_dispatch"
+        )
+        assert seen == [True]
+        assert _fired == [True]
+    finally:
+        vc.shutdown()
+
+
+def test_a_tick_lets_a_signal_handler_run_while_its_fires_run(tmp_path: Path) -> None:
+    """``fire_due_timers`` (``vactor timers tick``) on the main thread waited for its fires in
+    ``ThreadPoolExecutor.map``'s one ``Future.result()`` each: a signal another thread took had
+    its handler run only once the slow timer method returned."""
+    _armed(tmp_path)
+    try:
+        report, seen = _handler_ran_while_waiting("_fire_slice", lambda: vc.fire_due_timers(split="none"))
+        assert seen == [True]
+        assert _fired == [True]
+        assert report.fired == 1, report
+    finally:
+        vc.shutdown()

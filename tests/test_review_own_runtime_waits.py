@@ -130,11 +130,12 @@ _WAITS = {
 }
 
 
-def _main_waits_in(function: str) -> bool:
+def _main_waits_in(function: str, unless: str | None = None) -> bool:
     """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
     (an event's, a condition's, a thread's join, a future's result) that ``function`` made
     (itself, or a helper up to three frames below it; through ``_sync.interruptible_wait`` or
-    not). Not a wait of ``threading`` itself (``Thread.start``'s)."""
+    not), and not one that ``unless`` made (a wait of another part of ``function``). Not a wait
+    of ``threading`` itself (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
     if frame is None or (frame.f_code.co_filename, frame.f_code.co_name) not in _WAITS:
         return False  # (a lock's acquire has no frame: interruptible_wait's is the top one)
@@ -146,14 +147,17 @@ def _main_waits_in(function: str) -> bool:
     while frame is not None and len(callers) < 4:
         callers.append(frame.f_code.co_name)
         frame = frame.f_back
-    return function in callers
+    return function in callers and unless not in callers
 
 
-def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[Any, list[bool]]:
-    """``call()`` on the main thread; once the main thread waits in ``function``, SIGUSR2 goes
-    to another thread (as the kernel may give a process's signal). What the main thread waits
-    for holds until the handler ran (``_answered``, at most ``HELD``). The call's result, and
-    per handler run whether it ran while the main thread still waited (``_main_waits_in``)."""
+def _handler_ran_while_waiting(
+    function: str, call: Callable[[], Any], unless: str | None = None
+) -> tuple[Any, list[bool]]:
+    """``call()`` on the main thread; once the main thread waits in ``function`` (not in
+    ``unless``: ``_main_waits_in``), SIGUSR2 goes to another thread (as the kernel may give a
+    process's signal). What the main thread waits for holds until the handler ran
+    (``_answered``, at most ``HELD``). The call's result, and per handler run whether it ran
+    while the main thread still waited (``_main_waits_in``)."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers run on the main thread")
     _answered.clear()
@@ -167,7 +171,7 @@ def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[
 
     def poke() -> None:
         ends = time.monotonic() + HANG
-        while not _main_waits_in(function):
+        while not _main_waits_in(function, unless):
             if returned.is_set() or time.monotonic() > ends:
                 return  # (never waited there: no signal, and the test says so)
             time.sleep(0.001)

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Collection, Coroutine, Generator
 from typing import Any, TypeVar
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "submit",
     "sync",
     "until_stopped",
+    "wait_aside",
+    "wait_futures",
 ]
 
 T = TypeVar("T")
@@ -68,6 +70,48 @@ def interruptible_wait(
             return True
         if end is not None and time.monotonic() >= end:
             return False
+
+
+def wait_aside(fn: Callable[[], object], timeout: float | None = None, *, name: str = "vactor-wait") -> bool:
+    """``fn()``, a blocking wait that cannot be sliced itself (a ``Thread.join``, an executor's
+    shutdown), bounded by ``fn`` itself; whether it returned (an exception it raised is raised
+    here).
+
+    On the main thread, ``fn`` runs on a helper thread named ``name``, waited for in slices
+    (:func:`interruptible_wait`) for up to ``timeout`` seconds (None: until it returns): a
+    signal's handler runs meanwhile, and an interrupt leaves ``fn`` running, where one of
+    ``Thread.join`` itself marks a thread still running as ended (bpo-45274). Elsewhere it is
+    called here (``timeout`` unused)."""
+    if threading.get_ident() != threading.main_thread().ident:
+        fn()
+        return True
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    helper = threading.Thread(target=run, name=name, daemon=True)
+    helper.start()
+    if not interruptible_wait(done.wait, timeout, forever=None):
+        return False
+    helper.join()  # it has only to return
+    if failed:
+        raise failed[0]
+    return True
+
+
+def wait_futures(futures: Collection[concurrent.futures.Future[Any]], timeout: float | None = None) -> bool:
+    """``concurrent.futures.wait(futures, timeout)``: whether they all finished within
+    ``timeout`` seconds (None: no end). On the main thread, in slices (:func:`interruptible_wait`)."""
+    return interruptible_wait(
+        lambda timeout: not concurrent.futures.wait(futures, timeout).not_done, timeout, forever=None
+    )
 
 
 def _reset_after_fork() -> None:

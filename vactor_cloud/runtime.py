@@ -1111,33 +1111,24 @@ class Runtime:
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
 
 
-def join_threads(threads: list[threading.Thread], until: float) -> None:
-    """Join ``threads``, waiting until ``until`` (monotonic) at most, so that an interrupt of
-    the wait leaves them as they are: on the main thread (where Ctrl-C lands), from a helper
-    thread, waited for in slices (``_sync.interruptible_wait``: a signal another thread took
-    has its handler run meanwhile). CPython 3.11's ``Thread.join`` interrupted while the thread
-    still runs releases that thread's state lock and marks it ended (bpo-45274's handling):
-    ``is_alive()`` then said False, and a second shutdown's join returned at once, of a thread
-    still running."""
+def join_threads(threads: list[threading.Thread], until: float | None) -> None:
+    """Join ``threads``, waiting until ``until`` (monotonic; None: until they end) at most, so
+    that an interrupt of the wait leaves them as they are: on the main thread (where Ctrl-C
+    lands), from a helper thread, waited for in slices (``_sync.wait_aside``: a signal another
+    thread took has its handler run meanwhile). CPython 3.11's ``Thread.join`` interrupted while
+    the thread still runs releases that thread's state lock and marks it ended (bpo-45274's
+    handling): ``is_alive()`` then said False, and a second shutdown's join returned at once, of
+    a thread still running."""
     if not threads:
         return
-    if threading.current_thread() is not threading.main_thread():
-        for thread in threads:
-            thread.join(max(until - time.monotonic(), 0.0))
-        return
-    done = threading.Event()
 
     def join_all() -> None:
         for thread in threads:
-            thread.join(max(until - time.monotonic(), 0.0))
-        done.set()
+            thread.join(None if until is None else max(until - time.monotonic(), 0.0))
 
-    helper = threading.Thread(target=join_all, name="vactor-close-join", daemon=True)
-    helper.start()
-    # (the helper's own wait ends by then)
-    _sync.interruptible_wait(done.wait, max(until - time.monotonic(), 0.0) + 1.0, forever=None)
-    if done.is_set():
-        helper.join()  # it has only to return
+    # (the helper's own joins end by ``until``; a second more for it to return)
+    margin = None if until is None else max(until - time.monotonic(), 0.0) + 1.0
+    _sync.wait_aside(join_all, margin, name="vactor-close-join")
 
 
 #: reads of a class body that does not verify before it is taken for damaged at rest (damage
