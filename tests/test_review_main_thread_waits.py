@@ -136,3 +136,43 @@ def test_a_tick_lets_a_signal_handler_run_while_its_fires_run(tmp_path: Path) ->
         assert report.fired == 1, report
     finally:
         vc.shutdown()
+
+
+MB = 1024 * 1024
+#: set as ``Large.held_size`` begins
+_reading = threading.Event()
+
+
+@vc.virtual_actor
+class Large:
+    def __init__(self) -> None:
+        self.blob = bytes(MB)
+
+    @vc.virtual_actor.readonly
+    def held_size(self) -> bool:
+        """Holds its read room until the handler ran (at most ``HELD``): whether it did."""
+        _reading.set()
+        return _answered.wait(HELD)
+
+    @vc.virtual_actor.readonly
+    def size(self) -> int:
+        return len(self.blob)
+
+
+def test_a_read_waiting_for_room_on_the_main_thread_lets_a_signal_handler_run(tmp_path: Path) -> None:
+    """A read-only call on the main thread waiting for read room (``Settings.max_read_bytes``)
+    that another read holds waited in one ``Condition.wait_for``, up to ``Settings.deadline``:
+    a signal another thread took had its handler run only once the other read ended."""
+    vc.init(str(tmp_path), settings=vc.Settings(storage="", max_read_bytes=MB + MB // 2))
+    _reading.clear()
+    _answered.clear()
+    try:
+        first, second = Large.get_or_create("first"), Large.get_or_create("second")
+        holding = first.held_size.run_async()
+        assert _reading.wait(HANG)
+        size, seen = _handler_ran_while_waiting("taken", second.size.run)
+        assert seen == [True]
+        assert size == MB
+        assert holding.result(HANG) is True
+    finally:
+        vc.shutdown()
