@@ -11,12 +11,23 @@ Local stores under ``tmp_path``, in this process.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting, signals
+from test_review_own_runtime_waits import (
+    HANG,
+    HELD,
+    _answered,
+    _handler_ran_while_waiting,
+    _main_waits_in,
+    signals,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
@@ -176,3 +187,122 @@ def test_a_read_waiting_for_room_on_the_main_thread_lets_a_signal_handler_run(tm
         assert holding.result(HANG) is True
     finally:
         vc.shutdown()
+
+
+# -- sleeps ------------------------------------------------------------------------------------------
+class _Stopped(Exception):
+    """Raised by the signal's handler (``stop=True``), as Ctrl-C's ``KeyboardInterrupt`` is."""
+
+
+def _handler_after_signal(
+    function: str, call: Callable[[], Any], then: Callable[[], object] | None = None, stop: bool = False
+) -> tuple[Any, float, set[str]]:
+    """``call()`` on the main thread; once it waits in ``function`` (``_main_waits_in``: a
+    sleep too), SIGUSR2 goes to another thread (which calls ``then()`` once the handler ran).
+    The call's result (``stop``: the handler raises ``_Stopped``, which is the result), the
+    seconds from the signal to its handler, and the names of the frames the handler
+    interrupted (what the main thread was running then). For a sleep, which nothing holds:
+    the handler ran within it or after."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread")
+    sent: list[float] = []
+    handled: list[float] = []
+    interrupted: set[str] = set()
+
+    ran = threading.Event()
+
+    def on_signal(_signum: int, frame: Any) -> None:
+        handled.append(time.monotonic())
+        ran.set()
+        while frame is not None:
+            interrupted.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if stop:
+            raise _Stopped
+
+    returned = threading.Event()
+
+    def poke() -> None:
+        ends = time.monotonic() + HANG
+        while not _main_waits_in(function):
+            if returned.is_set() or time.monotonic() > ends:
+                return
+            time.sleep(0.001)
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+        if then is not None and ran.wait(HANG):
+            then()
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    try:
+        poker = threading.Thread(target=poke, daemon=True)
+        poker.start()
+        try:
+            result = call()
+        except _Stopped as stopped:
+            result = stopped
+        finally:
+            returned.set()
+        poker.join(HANG)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(sent) == len(handled) == 1, (sent, handled)
+    return result, handled[0] - sent[0], interrupted
+
+
+def test_vactor_compacts_wait_of_a_fresh_window_lets_a_signal_handler_run() -> None:
+    """``vactor compact``'s second pass waits ``fresh_window`` (5 s by default) in one
+    ``time.sleep`` on the main thread: Ctrl-C taken by another thread had its handler run (and
+    the command stop, which it does at Ctrl-C) only once the sleep ended. (The generous bound:
+    a sleep of ``HELD`` s, the handler within half of it; its exception ends the sleep.)"""
+    from vactor_cloud.cli.actors import _compact_unproven_again
+    from vactor_cloud.errors import VactorError
+
+    def compact_one(_actor_id: str) -> Any:
+        raise VactorError("not compacted again (the test's)")
+
+    first = types.SimpleNamespace(actor_id="a", held_unproven=1)
+    stopped, delay, _ = _handler_after_signal(
+        "_compact_unproven_again", lambda: _compact_unproven_again([first], compact_one, HELD), stop=True
+    )
+    assert isinstance(stopped, _Stopped)
+    assert delay < HELD / 2
+
+
+@vc.virtual_actor
+class Inbox:
+    @vc.virtual_actor.on_event("ping")
+    def ping(self, payload: Any) -> str:
+        return f"pong {payload}"
+
+
+def test_wait_for_event_on_the_main_thread_lets_a_signal_handler_run_between_its_polls(
+    tmp_path: Path,
+) -> None:
+    """``wait_for_event`` polls with a backoff up to 1 s, in ``time.sleep`` on the main thread:
+    a signal another thread took had its handler run only once a sleep ended, after it (the
+    frames the handler interrupted held no wait). It runs within the sleep now."""
+    vc.init(str(tmp_path))
+    try:
+        inbox = Inbox.get_or_create("inbox")
+        answer, _, interrupted = _handler_after_signal(
+            "_wait_here",
+            lambda: inbox.wait_for_event("ping", timeout=HANG),
+            then=lambda: vc.send_event("inbox", "ping", 1),
+        )
+        assert answer == "pong 1"
+        assert "interruptible_wait" in interrupted, interrupted
+    finally:
+        vc.shutdown()
+
+
+def test_a_sliced_sleep_lasts_as_long_as_asked() -> None:
+    """(Pin) ``_sync.sleep`` on the main thread, in slices, sleeps no less than asked; 0 or
+    less does not block."""
+    from vactor_cloud import _sync
+
+    started = time.monotonic()
+    _sync.sleep(0.6)
+    assert time.monotonic() - started >= 0.6
+    _sync.sleep(0)
+    _sync.sleep(-1.0)

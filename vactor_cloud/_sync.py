@@ -26,6 +26,7 @@ __all__ = [
     "get_loop",
     "in_loop_thread",
     "interruptible_wait",
+    "sleep",
     "submit",
     "sync",
     "until_stopped",
@@ -70,6 +71,17 @@ def interruptible_wait(
             return True
         if end is not None and time.monotonic() >= end:
             return False
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep(seconds)``; on the main thread in slices (:func:`interruptible_wait`): a
+    sleep is a wait too, which a signal another thread took does not cut short."""
+    if seconds <= 0 or threading.get_ident() != threading.main_thread().ident:
+        time.sleep(max(seconds, 0.0))
+        return
+    never = threading.Lock()
+    never.acquire()
+    interruptible_wait(never.acquire, seconds)
 
 
 def wait_aside(fn: Callable[[], object], timeout: float | None = None, *, name: str = "vactor-wait") -> bool:
