@@ -11,6 +11,7 @@ Local stores under ``tmp_path``, in this process.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -127,7 +128,10 @@ def test_a_timer_runners_stop_lets_a_signal_handler_run_while_fires_in_flight_fi
     _armed(tmp_path)
     try:
         _, seen = _handler_ran_while_waiting(
-            "run", lambda: vc.run_timers(poll=0.05, split="none", stop=_stop), unless="_dispatch"
+            "run",
+            lambda: vc.run_timers(poll=0.05, split="none", stop=_stop),
+            unless="_dispatch",
+            when=_stop.is_set,  # (set by the fire: the runner stops, then waits for it)
         )
         assert seen == [True]
         assert _fired == [True]
@@ -306,3 +310,27 @@ def test_a_sliced_sleep_lasts_as_long_as_asked() -> None:
     assert time.monotonic() - started >= 0.6
     _sync.sleep(0)
     _sync.sleep(-1.0)
+
+
+def test_vc_get_of_a_plain_future_on_the_main_thread_lets_a_signal_handler_run() -> None:
+    """``vc.get`` takes any ``concurrent.futures.Future`` (a list mixing ``run_async``'s with
+    an executor's): it waited for one that is not an ``ActorFuture`` in the stdlib's one
+    ``Condition.wait``, so a signal another thread took had its handler run only once the
+    future settled. Both forms: one future, and a list."""
+    import concurrent.futures
+
+    for as_list in (False, True):
+        plain: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        held: list[bool] = []
+        _answered.clear()
+
+        def settle(future: concurrent.futures.Future[bool] = plain, held: list[bool] = held) -> None:
+            held.append(_answered.wait(HELD))
+            future.set_result(held[-1])
+
+        threading.Thread(target=settle, daemon=True).start()
+        waited: Any = [plain] if as_list else plain
+        got, seen = _handler_ran_while_waiting("get", functools.partial(vc.get, waited, timeout=HANG))
+        assert seen == [True]
+        assert held == [True]
+        assert got == ([True] if as_list else True)

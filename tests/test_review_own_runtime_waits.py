@@ -127,6 +127,7 @@ _WAITS = {
     (threading.__file__, "_wait_for_tstate_lock"),
     (futures.__file__, "wait"),
     (futures.__file__, "result"),
+    (futures.__file__, "exception"),
     (_sync.__file__, "interruptible_wait"),
 }
 
@@ -134,7 +135,7 @@ _WAITS = {
 def _main_waits_in(function: str, unless: str | None = None) -> bool:
     """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
     (an event's, a condition's, a thread's join, a future's result) or in ``time.sleep`` that
-    ``function`` made (itself, or a helper up to three frames below it; through
+    ``function`` made (itself, or a helper up to five frames below it; through
     ``_sync.interruptible_wait`` or not), and not one that ``unless`` made (a wait of another
     part of ``function``). Not a wait of ``threading`` itself (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
@@ -150,20 +151,23 @@ def _main_waits_in(function: str, unless: str | None = None) -> bool:
     if frame is None or frame.f_code.co_filename == threading.__file__:
         return False
     callers = []
-    while frame is not None and len(callers) < 4:
+    while frame is not None and len(callers) < 6:
         callers.append(frame.f_code.co_name)
         frame = frame.f_back
     return function in callers and unless not in callers
 
 
 def _handler_ran_while_waiting(
-    function: str, call: Callable[[], Any], unless: str | None = None
+    function: str,
+    call: Callable[[], Any],
+    unless: str | None = None,
+    when: Callable[[], bool] = lambda: True,
 ) -> tuple[Any, list[bool]]:
     """``call()`` on the main thread; once the main thread waits in ``function`` (not in
-    ``unless``: ``_main_waits_in``), SIGUSR2 goes to another thread (as the kernel may give a
-    process's signal). What the main thread waits for holds until the handler ran
-    (``_answered``, at most ``HELD``). The call's result, and per handler run whether it ran
-    while the main thread still waited (``_main_waits_in``)."""
+    ``unless``: ``_main_waits_in``) and ``when()``, SIGUSR2 goes to another thread (as the
+    kernel may give a process's signal). What the main thread waits for holds until the
+    handler ran (``_answered``, at most ``HELD``). The call's result, and per handler run
+    whether it ran while the main thread still waited (``_main_waits_in``)."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers run on the main thread")
     _answered.clear()
@@ -177,7 +181,7 @@ def _handler_ran_while_waiting(
 
     def poke() -> None:
         ends = time.monotonic() + HANG
-        while not _main_waits_in(function, unless):
+        while not (when() and _main_waits_in(function, unless)):
             if returned.is_set() or time.monotonic() > ends:
                 return  # (never waited there: no signal, and the test says so)
             time.sleep(0.001)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from vactor_cloud import read_room
-from vactor_cloud._sync import in_loop_thread, interruptible_wait
+from vactor_cloud._sync import in_loop_thread, interruptible_wait, wait_futures
 from vactor_cloud.runtime_scope import carry_runtime
 
 __all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
@@ -381,7 +381,7 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
     exception a call raised is re-raised here.
     """
     if isinstance(futures, concurrent.futures.Future):
-        return futures.result(timeout)
+        return futures.result(_waited_plain(futures, timeout))
     if isinstance(futures, str | bytes | Mapping) or not isinstance(futures, Iterable):
         raise TypeError(
             "vc.get() takes a future (what run_async() returns) or a list of futures, "
@@ -399,10 +399,22 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
         # Waiting on each in turn lets this thread help with the work (see ActorFuture).
         left = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
         try:
-            future.exception(left)
+            future.exception(_waited_plain(future, left))
         except concurrent.futures.TimeoutError:
             not_done = sum(1 for f in items if not f.done())
             raise TimeoutError(
                 f"{not_done} of {len(items)} calls did not finish within {timeout} s"
             ) from None
     return [f.result() for f in items]
+
+
+def _waited_plain(future: concurrent.futures.Future[Any], timeout: float | None) -> float | None:
+    """What is left of ``timeout`` for ``future``'s own wait. An ``ActorFuture`` waits in slices
+    on the main thread itself (and may run its call here); another future (an executor's) is
+    waited for here, in slices there (``_sync.wait_futures``)."""
+    if isinstance(future, ActorFuture | CallFuture) or future.done():
+        return timeout
+    started = time.monotonic()
+    if not wait_futures((future,), timeout):
+        return 0.0
+    return _remaining(timeout, started)
