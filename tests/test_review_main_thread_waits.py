@@ -334,3 +334,43 @@ def test_vc_get_of_a_plain_future_on_the_main_thread_lets_a_signal_handler_run()
         assert seen == [True]
         assert held == [True]
         assert got == ([True] if as_list else True)
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+@vc.virtual_actor
+class Parent:
+    def fan(self) -> list[int]:
+        return vc.subtask(_double).map([1])
+
+
+def test_a_subtasks_checkpoint_write_on_the_main_thread_lets_a_signal_handler_run(tmp_path: Path) -> None:
+    """A method run on the main thread (``run()`` runs it there) launching sub-tasks waits for
+    their checkpoints' writes in one ``Future.result()`` each, up to ``Settings.deadline``: on
+    a store slow to answer, a signal another thread took had its handler run only once the
+    write ended."""
+    from vactor_cloud.testing.faults import HoldOne
+
+    vc.init(str(tmp_path))
+    try:
+        runtime = vc.get_runtime()
+        store = HoldOne(runtime.store, "put", "/tasks/", timeout=HANG)
+        runtime.store = store
+        parent = Parent.get_or_create("parent")
+        store.hold()
+        released: list[bool] = []
+
+        def release_once_handled() -> None:
+            released.append(_answered.wait(HELD))
+            store.release.set()
+
+        _answered.clear()
+        threading.Thread(target=release_once_handled, daemon=True).start()
+        result, seen = _handler_ran_while_waiting("_launch", parent.fan.run, when=store.held.is_set)
+        assert seen == [True]
+        assert released == [True]
+        assert result == [2]
+    finally:
+        vc.shutdown()

@@ -197,6 +197,7 @@ class Subtask(Generic[P, R]):
                     writes[index] = memo.store(index, fingerprints[index], outcome.value)
                 except StateSerializationError as exc:
                     failures[index] = exc
+        _sync.wait_futures(writes.values())  # (each up to Settings.deadline: in slices on the main thread)
         for index, write in writes.items():
             stored = write.result()
             if stored is not None and memo is not None:
