@@ -374,3 +374,53 @@ def test_a_subtasks_checkpoint_write_on_the_main_thread_lets_a_signal_handler_ru
         assert result == [2]
     finally:
         vc.shutdown()
+
+
+def test_a_second_signal_while_an_interrupted_call_settles_has_its_handler_run() -> None:
+    """A blocking call interrupted on the main thread (Ctrl-C) waits up to ``settle`` seconds
+    for its cancelled coroutine to stop (``vc.delete_actor``'s: 5 s) in one lock acquire: a
+    second signal another thread took (Ctrl-C again, SIGTERM) had its handler run only once
+    the coroutine stopped or the 5 s passed."""
+    import asyncio
+
+    from vactor_cloud import _sync
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread")
+    began, stopping = threading.Event(), threading.Event()
+    held: list[bool] = []
+    _answered.clear()
+
+    async def work() -> None:
+        began.set()
+        try:
+            await asyncio.sleep(HANG)
+        except asyncio.CancelledError:
+            stopping.set()
+            held.append(await asyncio.to_thread(_answered.wait, HELD))  # (its finally's work)
+            raise
+
+    signals_seen: list[int] = []
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        signals_seen.append(1)
+        if len(signals_seen) == 1:
+            raise KeyboardInterrupt  # the first: Ctrl-C
+        _answered.set()
+
+    def poke() -> None:
+        for ready in (began, stopping):
+            ends = time.monotonic() + HANG
+            while not (ready.is_set() and _main_waits_in("sync")) and time.monotonic() < ends:
+                time.sleep(0.001)
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    try:
+        threading.Thread(target=poke, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            _sync.sync(work(), settle=HANG)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(signals_seen) == 2
+    assert held == [True]

@@ -134,16 +134,17 @@ _WAITS = {
 
 def _main_waits_in(function: str, unless: str | None = None) -> bool:
     """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
-    (an event's, a condition's, a thread's join, a future's result) or in ``time.sleep`` that
-    ``function`` made (itself, or a helper up to five frames below it; through
-    ``_sync.interruptible_wait`` or not), and not one that ``unless`` made (a wait of another
-    part of ``function``). Not a wait of ``threading`` itself (``Thread.start``'s)."""
+    (an event's, a condition's, a thread's join, a future's result), a lock's ``acquire`` or
+    ``time.sleep`` that ``function`` made (itself, or a helper up to five frames below it;
+    through ``_sync.interruptible_wait`` or not), and not one that ``unless`` made (a wait of
+    another part of ``function``). Not a wait of ``threading`` itself (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
     if frame is None:
         return False
-    # (a lock's acquire has no frame: interruptible_wait's is the top one; nor has time.sleep:
-    # the top frame is the one that calls it)
-    sleeping = "time.sleep(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    # (a lock's acquire has no frame: interruptible_wait's is the top one, or the caller's;
+    # nor has time.sleep: the top frame is the one that calls it)
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    sleeping = "time.sleep(" in line or ".acquire(" in line
     if (frame.f_code.co_filename, frame.f_code.co_name) not in _WAITS and not sleeping:
         return False
     while frame is not None and (frame.f_code.co_filename, frame.f_code.co_name) in _WAITS:

@@ -289,7 +289,8 @@ def sync(
         if tracker is not None:
             tracker.discard(waiter)
         if started and settle > 0:
-            waiter.done.acquire(timeout=settle)
+            # (in slices on the main thread: a second signal's handler runs meanwhile)
+            interruptible_wait(waiter.done.acquire, settle)
         raise
     if not finished:
         loop.call_soon_threadsafe(waiter.cancel)
