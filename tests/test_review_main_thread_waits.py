@@ -424,3 +424,32 @@ def test_a_second_signal_while_an_interrupted_call_settles_has_its_handler_run()
         signal.signal(signal.SIGUSR2, previous)
     assert len(signals_seen) == 2
     assert held == [True]
+
+
+def test_a_signal_while_a_timed_out_call_stops_has_its_handler_run() -> None:
+    """A blocking call past its timeout cancels its coroutine and waits up to 5 s for it to
+    stop (its ``finally`` blocks), in one lock acquire: a signal another thread took had its
+    handler run only once the coroutine stopped. (The coroutine holds 3 s at most here, under
+    that bound, so that before the fix it ends by itself, unanswered.)"""
+    import asyncio
+
+    from vactor_cloud import _sync
+
+    stopping = threading.Event()
+    held: list[bool] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(HANG)
+        except asyncio.CancelledError:
+            stopping.set()
+            held.append(await asyncio.to_thread(_answered.wait, 3.0))  # (its finally's work)
+            raise
+
+    def call() -> None:
+        with pytest.raises(_sync.BridgeTimeout):
+            _sync.sync(work(), timeout=0.05)
+
+    _, seen = _handler_ran_while_waiting("sync", call, when=stopping.is_set)
+    assert seen == [True]
+    assert held == [True]

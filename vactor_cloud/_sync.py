@@ -295,7 +295,8 @@ def sync(
     if not finished:
         loop.call_soon_threadsafe(waiter.cancel)
         # The task may finish between the timeout and the cancel: then its outcome stands.
-        if not waiter.done.acquire(timeout=5.0) or (waiter.cancelled and not waiter.stopped):
+        stopped = interruptible_wait(waiter.done.acquire, 5.0)  # (its finally blocks run)
+        if not stopped or (waiter.cancelled and not waiter.stopped):
             if tracker is not None:
                 tracker.discard(waiter)
             raise BridgeTimeout(f"no result within {timeout} s")
