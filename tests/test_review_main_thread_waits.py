@@ -199,10 +199,15 @@ class _Stopped(Exception):
 
 
 def _handler_after_signal(
-    function: str, call: Callable[[], Any], then: Callable[[], object] | None = None, stop: bool = False
+    function: str,
+    call: Callable[[], Any],
+    then: Callable[[], object] | None = None,
+    stop: bool = False,
+    unless: str | None = None,
 ) -> tuple[Any, float, set[str]]:
     """``call()`` on the main thread; once it waits in ``function`` (``_main_waits_in``: a
-    sleep too), SIGUSR2 goes to another thread (which calls ``then()`` once the handler ran).
+    sleep too; not in ``unless``), SIGUSR2 goes to another thread (which calls ``then()`` once
+    the handler ran).
     The call's result (``stop``: the handler raises ``_Stopped``, which is the result), the
     seconds from the signal to its handler, and the names of the frames the handler
     interrupted (what the main thread was running then). For a sleep, which nothing holds:
@@ -228,7 +233,7 @@ def _handler_after_signal(
 
     def poke() -> None:
         ends = time.monotonic() + HANG
-        while not _main_waits_in(function):
+        while not _main_waits_in(function, unless):
             if returned.is_set() or time.monotonic() > ends:
                 return
             time.sleep(0.001)
@@ -453,3 +458,40 @@ def test_a_signal_while_a_timed_out_call_stops_has_its_handler_run() -> None:
     _, seen = _handler_ran_while_waiting("sync", call, when=stopping.is_set)
     assert seen == [True]
     assert held == [True]
+
+
+def test_call_outcome_on_the_main_thread_lets_a_signal_handler_run_between_its_retries(
+    tmp_path: Path,
+) -> None:
+    """``handle.call_outcome`` retries reads that fail transiently until ``Settings.deadline``,
+    sleeping up to 1.5 s between tries in ``time.sleep`` on the main thread: a signal another
+    thread took had its handler run only once a sleep ended (the frames it interrupted held no
+    wait). It runs within the sleep now. (Its store requests, sliced already, are not the wait
+    looked at.)"""
+    from vactor_cloud.errors import RetryableStorageError
+    from vactor_cloud.testing.faults import HoldOne
+
+    class Failing(HoldOne):
+        """Every read fails transiently once ``failing`` is set."""
+
+        failing = False
+
+        async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
+            if self.failing and operation in ("get", "head", "list"):
+                raise RetryableStorageError(f"{key}: {operation} failed (injected)", key)
+            return await super()._around(operation, key, run, **batch)
+
+    vc.init(str(tmp_path))
+    try:
+        runtime = vc.get_runtime()
+        store = Failing(runtime.store, "put", "(never held)")
+        runtime.store = store
+        handle = Inbox.get_or_create("outcomes")
+        store.failing = True
+        stopped, _, interrupted = _handler_after_signal(
+            "call_outcome", lambda: handle.call_outcome("never-posted"), stop=True, unless="sync"
+        )
+        assert isinstance(stopped, _Stopped), stopped
+        assert "interruptible_wait" in interrupted, interrupted
+    finally:
+        vc.shutdown()
