@@ -495,3 +495,41 @@ def test_call_outcome_on_the_main_thread_lets_a_signal_handler_run_between_its_r
         assert "interruptible_wait" in interrupted, interrupted
     finally:
         vc.shutdown()
+
+
+def test_the_benchs_wait_for_its_cancelled_load_lets_a_second_signal_handler_run() -> None:
+    """``vactor bench`` interrupted (SIGINT, or SIGTERM, which it maps to ``KeyboardInterrupt``)
+    cancels the load running on the IO loop and waits for it to stop, up to 10 s, in one
+    ``Event.wait`` on the main thread: a second signal another thread took had its handler run
+    only once the load stopped."""
+    import asyncio
+
+    from vactor_cloud import _sync
+    from vactor_cloud.cli.bench_harness import _cancel_and_wait
+
+    began, stopping = threading.Event(), threading.Event()
+    held: list[bool] = []
+
+    async def load() -> None:
+        began.set()
+        try:
+            await asyncio.sleep(HANG)
+        except asyncio.CancelledError:
+            stopping.set()
+            held.append(await asyncio.to_thread(_answered.wait, HELD))  # (its finally's work)
+            raise
+
+    running = asyncio.run_coroutine_threadsafe(_started(load), _sync.get_loop()).result(HANG)
+    assert began.wait(HANG)
+    _, seen = _handler_ran_while_waiting(
+        "_cancel_and_wait", lambda: _cancel_and_wait(running, HANG), when=stopping.is_set
+    )
+    assert seen == [True]
+    assert held == [True]
+
+
+async def _started(coro_fn: Callable[[], Any]) -> Any:
+    """(On the IO loop) ``coro_fn()`` started as a task of that loop; the task."""
+    import asyncio
+
+    return asyncio.get_running_loop().create_task(coro_fn())

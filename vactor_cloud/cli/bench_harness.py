@@ -271,7 +271,7 @@ def _cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> None:
         _sync.get_loop().call_soon_threadsafe(cancel)
     except RuntimeError:  # the loop is closed: nothing runs on it any more
         return
-    finished.wait(seconds)
+    _sync.interruptible_wait(finished.wait, seconds, forever=None)  # (a second signal's handler runs)
 
 
 def _step_bytes(actor_key_prefix: str, state: bytes) -> tuple[str, bytes]:
