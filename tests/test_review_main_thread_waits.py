@@ -533,3 +533,46 @@ async def _started(coro_fn: Callable[[], Any]) -> Any:
     import asyncio
 
     return asyncio.get_running_loop().create_task(coro_fn())
+
+
+def test_the_benchs_wait_for_its_writer_processes_lets_a_signal_handler_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``vactor bench``'s processes rows wait for their writer processes' counts in one
+    ``Queue.get`` (up to the row's duration plus 120 s), then for each process in one
+    ``join`` (60 s): its SIGTERM, taken by another thread, had its handler (which stops the
+    bench and cleans up) run only once the writers were done. (Writers on threads here, through
+    a context of the test's: the waits are the bench's.)"""
+    import multiprocessing
+    import queue
+
+    from vactor_cloud.cli import bench_harness
+
+    started = threading.Event()
+    held: list[bool] = []
+
+    def writer(_target: Any, _actor_id: str, start: Any, _duration: float, results: Any, index: int) -> None:
+        assert start.wait(HANG)
+        started.set()
+        held.append(_answered.wait(HELD))
+        results.put((index, 1))
+
+    class Context:
+        Event = threading.Event
+        Queue = queue.Queue
+
+        @staticmethod
+        def Process(target: Callable[..., None], args: tuple[Any, ...]) -> threading.Thread:
+            return threading.Thread(target=target, args=args, daemon=True)
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda _method: Context())
+    monkeypatch.setattr(bench_harness, "_process_writer", writer)
+    monkeypatch.setattr(bench_harness, "_wait_ready", lambda _procs, _seconds: None)
+    counts, seen = _handler_ran_while_waiting(
+        "_processes",
+        lambda: bench_harness._processes(None, "bench", 1, 0.1),  # type: ignore[arg-type]
+        when=started.is_set,
+    )
+    assert seen == [True]
+    assert held == [True]
+    assert counts == [1]

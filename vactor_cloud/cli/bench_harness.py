@@ -25,6 +25,7 @@ import gc
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import subprocess
@@ -983,13 +984,36 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
     start.set()
     counts = [0] * count
     for _ in range(count):
-        index, done = results.get(timeout=duration + 120)
+        index, done = _taken(results, duration + 120)
         counts[index] = done
     for proc in procs:
-        proc.join(60)
+        # (in slices on the main thread, as the queue's wait: SIGTERM's handler runs meanwhile)
+        _sync.interruptible_wait(lambda timeout, p=proc: _joined(p, timeout), 60, forever=None)
         if proc.is_alive():
             proc.kill()
     return counts
+
+
+def _taken(results: Any, timeout: float) -> Any:
+    """``results.get(timeout=timeout)`` (``queue.Empty`` past it), on the main thread in slices
+    (``_sync.interruptible_wait``): the bench's SIGTERM handler runs meanwhile."""
+    taken: list[Any] = []
+
+    def take(timeout: float | None) -> bool:
+        try:
+            taken.append(results.get(timeout=timeout))
+        except queue.Empty:
+            return False
+        return True
+
+    if not _sync.interruptible_wait(take, timeout, forever=None):
+        raise queue.Empty
+    return taken[0]
+
+
+def _joined(proc: Any, timeout: float | None) -> bool:
+    proc.join(timeout)
+    return not proc.is_alive()
 
 
 def _wait_ready(procs: list[Any], seconds: float) -> None:
