@@ -576,3 +576,43 @@ def test_the_benchs_wait_for_its_writer_processes_lets_a_signal_handler_run(
     assert seen == [True]
     assert held == [True]
     assert counts == [1]
+
+
+def test_the_benchs_boto3_baseline_lets_a_signal_handler_run_while_it_joins_its_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``vactor bench``'s boto3 baseline row (S3 stores) joined its load threads on the main
+    thread in one ``Thread.join`` each (up to the row's duration plus 60 s): its SIGTERM, taken
+    by another thread, had its handler run only once they ended. (A client of the test's: the
+    first conditional put holds until the handler ran.)"""
+    import io
+    import json
+
+    import boto3
+
+    from vactor_cloud.cli import bench_harness
+
+    putting = threading.Event()
+    held: list[bool] = []
+
+    class Client:
+        def get_object(self, **_kwargs: Any) -> dict[str, Any]:
+            return {"Body": io.BytesIO(json.dumps({"n": 0}).encode()), "ETag": '"e"'}
+
+        def put_object(self, **kwargs: Any) -> None:
+            if "IfMatch" in kwargs and not held:
+                putting.set()
+                held.append(_answered.wait(HELD))
+
+        def delete_object(self, **_kwargs: Any) -> None:
+            return None
+
+    monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: Client())
+    target = bench_harness.Target("s3://bucket/prefix")
+    _, seen = _handler_ran_while_waiting(
+        "_boto3_cas_loop",
+        lambda: bench_harness._boto3_cas_loop(target, "raw", 1, 0.05),
+        when=putting.is_set,
+    )
+    assert seen == [True]
+    assert held == [True]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import multiprocessing
@@ -887,7 +888,9 @@ def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) ->
     for t in workers:
         t.start()
     for t in workers:
-        t.join(duration + 60)
+        # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
+        # handler runs meanwhile, and an interrupt does not mark a running thread ended)
+        _sync.wait_aside(functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join")
     elapsed = time.perf_counter() - started
     with contextlib.suppress(Exception):
         client.delete_object(Bucket=bucket, Key=key)
