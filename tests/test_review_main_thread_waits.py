@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import sys
 import threading
 import time
 import types
@@ -616,3 +617,44 @@ def test_the_benchs_boto3_baseline_lets_a_signal_handler_run_while_it_joins_its_
     )
     assert seen == [True]
     assert held == [True]
+
+
+def test_the_benchs_timers_row_lets_a_signal_handler_run_while_its_child_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vactor bench``'s timers row runs ``python -m vactor_cloud.timer_bench`` and waited for
+    it in ``subprocess.run``'s one ``select`` on its pipes (up to its lead, window and 900 s):
+    its SIGTERM, taken by another thread, had its handler run only once the child ended. (A
+    child of the test's in place of the interpreter: it says whether the handler ran while it
+    held, at most about ``HELD`` s.)"""
+    import json
+
+    from vactor_cloud.cli import bench_harness
+
+    flag = tmp_path / "answered"
+    figures = {"lateness_p99_s": 0.1, "lateness_p50_s": 0.05, "requests_per_timer": 3, "doubled": 0}
+    figures["unfired_when_runners_stopped"] = 0
+    # (its row: "fired" is 1 if the flag, made once the handler ran, came while it held)
+    row_line = json.dumps({**figures, "fired": "FIRED"}).replace('"FIRED"', "$fired").replace('"', '\\"')
+    child = tmp_path / "python"
+    child.write_text(
+        "#!/bin/sh\n"
+        f"i=0; while [ ! -e '{flag}' ] && [ $i -lt {int(HELD * 100)} ]; do sleep 0.01; i=$((i+1)); done\n"
+        f"if [ -e '{flag}' ]; then fired=1; else fired=0; fi\n"
+        f'echo "{row_line}"\n'
+    )
+    child.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(child))
+
+    def flag_once_handled() -> None:
+        if _answered.wait(HANG):
+            flag.touch()
+
+    _answered.clear()
+    threading.Thread(target=flag_once_handled, daemon=True).start()
+    target = bench_harness.Target(f"file://{tmp_path / 'store'}")
+    row, seen = _handler_ran_while_waiting(
+        "_timers_row", lambda: bench_harness._timers_row(target, bench_harness.PROFILES["tiny"])
+    )
+    assert seen == [True]
+    assert "1 fired" in row.note, row

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures._base as futures
 import linecache
+import selectors
 import signal
 import sys
 import threading
@@ -129,15 +130,17 @@ _WAITS = {
     (futures.__file__, "result"),
     (futures.__file__, "exception"),
     (_sync.__file__, "interruptible_wait"),
+    (selectors.__file__, "select"),
 }
 
 
 def _main_waits_in(function: str, unless: str | None = None) -> bool:
-    """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
-    (an event's, a condition's, a thread's join, a future's result), a lock's ``acquire`` or
-    ``time.sleep`` that ``function`` made (itself, or a helper up to five frames below it;
-    through ``_sync.interruptible_wait`` or not), and not one that ``unless`` made (a wait of
-    another part of ``function``). Not a wait of ``threading`` itself (``Thread.start``'s)."""
+    """Whether the main thread blocks in a wait of ``threading``, ``concurrent.futures`` or
+    ``selectors`` (an event's, a condition's, a thread's join, a future's result, a pipe's), a
+    lock's ``acquire`` or ``time.sleep`` that ``function`` made (itself, or a helper up to five
+    frames below it; through ``_sync.interruptible_wait`` or not), and not one that ``unless``
+    made (a wait of another part of ``function``). Not a wait of ``threading`` itself
+    (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
     if frame is None:
         return False

@@ -702,13 +702,10 @@ def _timers_row(target: Target, profile: Profile) -> Row:
     timers, actors, window, lead, runners = _TIMER_SIZES[profile.name]
     sizes = ["--timers", str(timers), "--actors", str(actors), "--window", str(window)]
     sizes += ["--lead", str(lead), "--runners", str(runners), "--storage-options", json.dumps(target.options)]
-    done = subprocess.run(
+    done = _run_captured(
         [sys.executable, "-m", "vactor_cloud.timer_bench", target.url, *sizes],
-        env={**os.environ, **target.env},
-        capture_output=True,
-        text=True,
-        timeout=lead + window + _CHILD_TIMEOUT,
-        check=False,
+        {**os.environ, **target.env},
+        lead + window + _CHILD_TIMEOUT,
     )
     try:
         row = json.loads(done.stdout.strip().splitlines()[-1])
@@ -725,6 +722,32 @@ def _timers_row(target: Target, profile: Profile) -> Row:
     if target.latency is not None:
         note += "; without the injected latency"
     return Row(TIMERS_ROW, goal, f"{p99:.3f} s", p99 <= 2.0 and complete, note)
+
+
+def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)``, its
+    wait in slices on the main thread (``_sync.interruptible_wait``): ``run``'s one ``select``
+    on the child's pipes lasts until the child ends, and SIGTERM's handler, taken by another
+    thread, waited for it. The child is killed if the wait is interrupted or times out (as
+    ``run`` does)."""
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        outputs: list[tuple[str, str]] = []
+
+        def ended(timeout: float | None) -> bool:
+            try:  # (called again after a timeout, communicate loses no output)
+                outputs.append(proc.communicate(timeout=timeout))
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+
+        try:
+            if not _sync.interruptible_wait(ended, timeout, forever=None):
+                raise subprocess.TimeoutExpired(args, timeout)
+        except BaseException:
+            proc.kill()
+            raise
+    stdout, stderr = outputs[0]
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
 def _time_child(script: str, target: Target) -> float:
