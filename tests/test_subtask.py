@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing.context
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +101,48 @@ def test_a_failing_child_is_retried_up_to_max_retries(actors: StoreSpec, tmp_pat
     trainer = Trainer.get_or_create("t")
     assert trainer.retrying.run(str(log), failures=2, max_retries=2) == [0, 1, 2, 3]
     assert Tally(e["index"] for e in events(log, "attempt")) == {0: 1, 1: 3, 2: 1, 3: 1}
+
+
+class _CheckpointWatch:
+    """Children of ``Watcher.launch``: the newest (run by the waiting thread, which takes a
+    child no pool thread started) waits for the others' checkpoints while it runs."""
+
+    stolen = threading.Event()
+
+    @staticmethod
+    def child(index: int, *, actor_id: str, last: int) -> int:
+        if index == 0:  # the pool's one thread: busy until the newest child is running elsewhere
+            assert _CheckpointWatch.stolen.wait(30), "the waiting thread never took the newest child"
+        if index != last:
+            return index
+        _CheckpointWatch.stolen.set()
+        deadline = time.monotonic() + 10
+        while len(task_keys(actor_id)) < last and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return len(task_keys(actor_id))
+
+
+@vc.virtual_actor
+class Watcher:
+    def launch(self, actor_id: str, n: int) -> list[int]:
+        with ThreadPoolExecutor(1) as pool:
+            child = functools.partial(_CheckpointWatch.child, actor_id=actor_id, last=n - 1)
+            return vc.subtask(child, executor=pool).map(range(n))
+
+
+def test_children_finished_while_the_waiting_thread_runs_one_are_checkpointed_meanwhile(
+    actors: StoreSpec,
+) -> None:
+    # The waiting thread runs a child no pool thread has started (so that a pool whose threads
+    # all wait for children of their own cannot deadlock). Checkpoints were written only as the
+    # waiting thread took each outcome, so the children that finished on the pool meanwhile were
+    # not checkpointed while it ran: a process killed then lost them (the rerun test saw 8
+    # checkpoints where it had killed the run at 5, under load, after its 120 s hold).
+    _CheckpointWatch.stolen.clear()
+    watcher = Watcher.get_or_create("w")
+    seen_by_the_last_child = watcher.launch.run("w", 3)[2]
+    assert seen_by_the_last_child == 2, "the pool's finished children were checkpointed while the last ran"
+    assert len(task_keys("w")) == 3
 
 
 def test_a_child_failing_past_its_retries_raises_in_the_method_and_nothing_commits(

@@ -85,10 +85,16 @@ def _run_mypy(tmp: Path, config: str, files: list[Path]) -> tuple[Errors, str]:
 
 
 @pytest.fixture(scope="module")
-def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> tuple[Errors, str]:
+def mypy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the module's runs with ``MYPY_CONFIG`` keep their cache (later runs reuse it)."""
+    return tmp_path_factory.mktemp("mypy")
+
+
+@pytest.fixture(scope="module")
+def mypy_errors(mypy_dir: Path) -> tuple[Errors, str]:
     files = [*sorted(CASES.glob("positive_*.py")), *_negatives("E")]
     files += [p for p in sorted(EXAMPLES.glob("*.py")) if p != SEED_EXAMPLE]
-    return _run_mypy(tmp_path_factory.mktemp("mypy"), MYPY_CONFIG, files)
+    return _run_mypy(mypy_dir, MYPY_CONFIG, files)
 
 
 def test_mypy_sees_method_types_through_handles_and_examples_check(mypy_errors: tuple[Errors, str]) -> None:
@@ -111,6 +117,55 @@ def test_mypy_checks_the_unannotated_seed_example(tmp_path: Path) -> None:
     config = "[mypy]\nplugins = vactor_cloud.mypy_plugin\nmypy_path = {root}\ncheck_untyped_defs = True\n"
     errors, output = _run_mypy(tmp_path, config, [SEED_EXAMPLE])
     assert not errors, output
+
+
+CACHED_ACTORS = """\
+import vactor_cloud as vc
+
+@vc.virtual_actor
+class Base:
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return 1
+
+    @vc.virtual_actor.readonly
+    def over(self) -> int:
+        return 1
+"""
+
+CACHED_SUB = """\
+import vactor_cloud as vc
+from cached_actors import Base
+
+@vc.virtual_actor
+class Sub(Base):
+    def over(self) -> int:  # overridden without the mark: a writer
+        return 2
+"""
+
+CACHED_USER = """\
+from cached_actors import Base
+from cached_sub import Sub
+
+Base.get_or_create("b").peek.run(at_step=1)
+Sub.get_or_create("s").peek.run(at_step=1)
+Sub.get_or_create("s").over.run(at_step=1)  # line 6
+"""
+
+
+def test_mypy_knows_read_only_methods_of_classes_from_its_cache(tmp_path: Path, mypy_dir: Path) -> None:
+    """``run(at_step=N)`` is typed for read-only methods however their class was analysed: in
+    this run (its decorators are read), or loaded from mypy's cache (they are not kept there:
+    the plugin's metadata of the class is), also as the base of a class analysed in this run."""
+    for name, text in [("cached_actors", CACHED_ACTORS), ("cached_sub", CACHED_SUB), ("user", CACHED_USER)]:
+        (tmp_path / f"{name}.py").write_text(text)
+    files = [tmp_path / "user.py", tmp_path / "cached_actors.py", tmp_path / "cached_sub.py"]
+    wrong = {(str(tmp_path / "user.py"), 6): ['Unexpected keyword argument "at_step" for "run"']}
+    for edit in ["", "cached_sub"]:  # fresh; then cached_sub analysed again on the cached Base
+        if edit:
+            (tmp_path / f"{edit}.py").write_text(CACHED_SUB + "# edited\n")
+        errors, output = _run_mypy(mypy_dir, MYPY_CONFIG, files)
+        assert not _compare(errors, wrong), output
 
 
 OVERLOADS_REVEALED = """\
@@ -245,5 +300,39 @@ def test_method_selected_by_lambda_is_the_handles_method(tmp_path: Path) -> None
             vc.method(h, lambda a: a.sub)  # type: ignore[attr-defined]
         with pytest.raises(TypeError, match="must name one method"):
             vc.method(h, lambda a: 3)
+    finally:
+        vc.shutdown()
+
+
+def test_a_generic_actor_class_is_subscripted_as_its_class(tmp_path: Path) -> None:
+    """``Box[int]`` is the decorated class's alias, as type checkers read it: in an annotation
+    evaluated at runtime, and as a base (``class IntBox(Box[int])`` subclasses the class)."""
+    from typing import Generic, TypeVar, get_args, get_origin
+
+    import vactor_cloud as vc
+
+    T = TypeVar("T")
+
+    @vc.virtual_actor
+    class Box(Generic[T]):
+        def __init__(self, item: T) -> None:
+            self.item = item
+
+        def get(self) -> T:
+            return self.item
+
+    alias = Box[int]
+    assert get_origin(alias) is Box.cls and get_args(alias) == (int,)
+
+    @vc.virtual_actor
+    class IntBox(Box[int]):
+        def double(self) -> int:
+            return self.item * 2
+
+    assert issubclass(IntBox.cls, Box.cls)
+    vc.init(str(tmp_path))
+    try:
+        assert IntBox.get_or_create("i", 4).double.run() == 8
+        assert Box.get_or_create("b", "s").get.run() == "s"
     finally:
         vc.shutdown()

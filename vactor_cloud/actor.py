@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.core import call_cycle
-from vactor_cloud.definition import PROCESS_ONLY_MODULES, ActorDefinition, mark_event_handler, mark_readonly
-from vactor_cloud.deletion import delete
+from vactor_cloud.definition import (
+    PROCESS_ONLY_MODULES,
+    ActorDefinition,
+    MethodInfo,
+    mark_event_handler,
+    mark_readonly,
+)
+from vactor_cloud.deletion import delete, delete_again
 from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
+from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.runtime import Runtime, get_runtime
 
 __all__ = ["ActorClass", "VirtualActorDecorator", "get_actor", "get_actor_async", "virtual_actor"]
@@ -57,16 +65,16 @@ class ActorClass(Generic[C_co], _ClassObject):
         def __new__(cls, klass: C_co, *, serializer: str = "pickle") -> ActorClass[C_co]: ...
 
     def __init__(self, cls: C_co, *, serializer: str = "pickle") -> None:
-        self.definition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
+        self.definition: ActorDefinition = ActorDefinition(cls, serializer=serializer)  # type: ignore[arg-type]
         self.definition.register()
-        self.cls = cls
-        self.serializer = serializer
-        self.name = self.definition.name
-        self.methods = self.definition.methods
+        self.cls: C_co = cls
+        self.serializer: str = serializer
+        self.name: str = self.definition.name
+        self.methods: dict[str, MethodInfo] = self.definition.methods
         self.__doc__ = cls.__doc__
-        self.__name__ = getattr(cls, "__name__", self.name)
-        self.__qualname__ = getattr(cls, "__qualname__", self.name)
-        self.__module__ = cls.__module__
+        self.__name__: str = getattr(cls, "__name__", self.name)
+        self.__qualname__: str = getattr(cls, "__qualname__", self.name)
+        self.__module__: str = cls.__module__
 
     def get_or_create(
         self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs
@@ -105,6 +113,14 @@ class ActorClass(Generic[C_co], _ClassObject):
         """``class Sub(DecoratedClass)`` subclasses the decorated class itself (PEP 560): ``Sub``
         is a plain class, an actor class once decorated with ``@virtual_actor`` in turn."""
         return (self.cls,)  # type: ignore[return-value]
+
+    if not TYPE_CHECKING:  # (type checkers subscript the class itself: for mypy it is the class)
+
+        def __getitem__(self, params: Any) -> Any:
+            """``Box[int]`` for a generic actor class: the decorated class's alias, as type
+            checkers read it (in an annotation evaluated at runtime; ``class IntBox(Box[int])``
+            subclasses the class itself, as ``class Sub(Box)`` does)."""
+            return self.cls[params]
 
     def __instancecheck__(self, instance: Any) -> bool:
         """``isinstance(x, DecoratedClass)`` asks about the decorated class, as type checkers
@@ -160,7 +176,7 @@ async def get_actor_async(actor_id: str) -> ActorHandle[Any]:
     return ActorHandle(actor_id)
 
 
-def delete_actor(actor_id: str) -> bool:
+def delete_actor(actor_id: str, *, idempotency_key: str | None = None) -> bool:
     """Delete the actor ``actor_id``: True when this call deleted it, False when it was deleted
     already; ``ActorNotFoundError`` for an id that never held an actor.
 
@@ -172,29 +188,48 @@ def delete_actor(actor_id: str) -> bool:
     compaction (``handle.compact(keep_last=1)``, ``vactor compact``) deletes them; the
     tombstone stays (see docs/concepts.md, "Deleting an actor").
 
+    ``idempotency_key`` names this delete (else one is made up, and an error that leaves the
+    delete in doubt, ``CommitOutcomeUnknownError`` or a timeout, names it): a delete with a
+    key whose delete committed returns False, from any process, even once the actor was
+    created again since (then left as it is), until 8 later deletes of the id have committed
+    (the id keeps the keys of its last 8). A delete without a key after one of this process's
+    was left in doubt uses that one's key.
+
     Refused with ``ReentrantCallError`` (nothing deleted) inside a writer method of the actor
     itself: delete it after the method returns. A creation of the actor this process has
     pending (``Settings(wait_for_init=False)``) is waited for first, as writer calls wait.
     """
     runtime = _may_delete(actor_id)
+    key = _delete_key(runtime, actor_id, idempotency_key)
     # This process's creation still pending (wait_for_init=False) comes first, as for a
     # writer call: the delete follows it in the program, so it deletes what it created.
     runtime.wait_created(actor_id)
     # (Ctrl-C: the delete stops, and gives back a folder lease it took over, before the
     # interrupt goes on: the program it ends shuts the runtime down next.)
-    return runtime.run(_delete(runtime, actor_id), hint=_DELETE_AGAIN, settle=_SETTLE)
+    hint = delete_again(actor_id, key)
+    return runtime.run(_delete(runtime, actor_id, key), hint=hint, settle=_SETTLE)
 
 
-async def delete_actor_async(actor_id: str) -> bool:
+async def delete_actor_async(actor_id: str, *, idempotency_key: str | None = None) -> bool:
     """Async twin of :func:`delete_actor`; awaitable from any event loop.
 
     Cancelled by its awaiting task, the delete stops (giving back a folder lease it took
     over) before the cancel reaches the awaiter: it makes no request after. A tombstone put
-    already sent may have landed: ``delete_actor`` again returns False if it did."""
+    already sent may have landed: ``delete_actor`` again (with the same key, or none, in this
+    process) returns False if it did."""
     runtime = _may_delete(actor_id)
+    key = _delete_key(runtime, actor_id, idempotency_key)
     await asyncio.to_thread(runtime.wait_created, actor_id)  # (as delete_actor: see there)
-    deleting = runtime.bounded(_delete(runtime, actor_id), hint=_DELETE_AGAIN)
+    deleting = runtime.bounded(_delete(runtime, actor_id, key), hint=delete_again(actor_id, key))
     return await _sync.until_stopped(deleting, _SETTLE)
+
+
+def _delete_key(runtime: Runtime, actor_id: str, given: str | None) -> str:
+    """The key of a delete of ``actor_id``: ``given``, else that of this process's last delete
+    of it left in doubt, else a new one."""
+    if given is not None:
+        return validate_idempotency_key(given)
+    return runtime.delete_keys.get(actor_id) or uuid.uuid4().hex
 
 
 def _may_delete(actor_id: str) -> Runtime:
@@ -207,17 +242,15 @@ def _may_delete(actor_id: str) -> Runtime:
     return runtime
 
 
-async def _delete(runtime: Runtime, actor_id: str) -> bool:
-    """(IO loop) Commit ``actor_id``'s tombstone; whether this call did (False: deleted already)."""
+async def _delete(runtime: Runtime, actor_id: str, key: str) -> bool:
+    """(IO loop) Commit ``actor_id``'s tombstone; whether this call did (False: deleted already).
+    Until it returns, ``key`` is this process's delete of the actor in doubt."""
     core = runtime.core(actor_id)
-    # (Tombstones sent by an earlier delete here whose outcome it never learned: a delete again
-    # says False if one landed, even with an actor created after it.)
-    sent = runtime.tombstones_sent.setdefault(actor_id, set())
+    runtime.delete_keys[actor_id] = key
     try:
-        tombstone = await delete(core.log, runtime.settings, keep=runtime.keep, sent=sent)
+        tombstone = await delete(core.log, runtime.settings, keep=runtime.keep, key=key)
+        runtime.delete_keys.pop(actor_id, None)
     finally:
-        if not sent:
-            runtime.tombstones_sent.pop(actor_id, None)
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
         forget_existing(runtime, actor_id)  # and the next send_event
     return tombstone is not None
@@ -239,10 +272,6 @@ def _refuse_own_writer(actor_id: str) -> None:
             "own step, which would then fail with ActorDeletedError; nothing was deleted. Delete "
             "the actor after the method has returned (from its caller, or from a read-only method)"
         )
-
-
-#: what to do when a delete ran out of time (it may or may not have committed)
-_DELETE_AGAIN = "call delete_actor again: it returns False if the first one committed"
 
 
 class VirtualActorDecorator:
@@ -277,4 +306,4 @@ class VirtualActorDecorator:
         return mark_event_handler(name)
 
 
-virtual_actor = VirtualActorDecorator()
+virtual_actor: VirtualActorDecorator = VirtualActorDecorator()

@@ -43,8 +43,8 @@ class Frozen:
     __slots__ = ("data", "value")
 
     def __init__(self, value: Any, data: bytes | None) -> None:
-        self.value = value
-        self.data = data
+        self.value: Any = value
+        self.data: bytes | None = data
 
 
 def _dumps(value: Any, what: str, where: str | None = None) -> bytes:

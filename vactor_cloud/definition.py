@@ -119,7 +119,7 @@ class ActorDefinition:
     restores: type | None = None
 
     def __init__(self, cls: type, *, serializer: str = "pickle", stored: bool = False) -> None:
-        self.name = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
+        self.name: str = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
         if not isinstance(cls, type):
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
         if serializer not in SERIALIZERS:
@@ -152,9 +152,11 @@ class ActorDefinition:
         self.cls = cls
         self.serializer = serializer
         self.restores = cls if has_set else None
-        self.methods = _collect_methods(cls)
+        self.methods: dict[str, MethodInfo] = _collect_methods(cls)
         #: what a durable timer may call: the public writer methods
-        self.writer_names = frozenset(name for name, info in self.methods.items() if not info.readonly)
+        self.writer_names: frozenset[str] = frozenset(
+            name for name, info in self.methods.items() if not info.readonly
+        )
         if not stored:  # a body already in storage stays readable (its shadowed methods as before)
             _refuse_reserved_names(cls, self.methods)
             _refuse_generator_methods(cls, self.methods)

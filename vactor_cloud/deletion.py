@@ -15,7 +15,15 @@ applies them. A fold on a tombstone (a lease holder, a poster taking over) does 
 for posts that land later: it commits another tombstone recording them as failed
 (``ActorCore``). A creation after a tombstone (``get_or_create``) is step ``T+1`` with
 parent ``T``, carrying the cursor forward and nothing else but its incarnation (``born``:
-``vactor_cloud.incarnation``): a fresh actor.
+``vactor_cloud.incarnation``) and the delete keys: a fresh actor.
+
+**Delete keys.** Every delete has a key (``delete_actor(id, idempotency_key=...)``, else one
+it makes up, named by the ``CommitOutcomeUnknownError`` that leaves it in doubt). The
+tombstone appends its digest to ``extra["delete_keys"]``, the digests of the id's last
+``DELETE_KEY_WINDOW`` deletes, which the creation after it and every later step carry
+forward. A delete whose key is there was done already: a retry of a delete whose tombstone
+landed, from any process, after the actor was created again and compacted, says False and
+leaves the actor created since.
 
 What the deleted actor leaves beside its steps is deleted after the commit, best effort, by
 its last step (``last_live_step``: its idempotency table and timers): again by a delete that
@@ -29,9 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import os
+import shlex
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -51,7 +61,7 @@ from vactor_cloud.errors import (
     StorageError,
 )
 from vactor_cloud.inbox import forget_applied_events
-from vactor_cloud.incarnation import BORN, born_in
+from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import (
@@ -83,8 +93,13 @@ from vactor_cloud.timers import TIMERS, drop_entries
 __all__ = [
     "DELETED",
     "DELETE_CALL",
+    "DELETE_KEYS",
+    "DELETE_KEY_WINDOW",
     "after_tombstone",
     "delete",
+    "delete_again",
+    "delete_keys",
+    "deleted_by",
     "deleted_error",
     "failed_outcomes",
     "forget_before_creation",
@@ -92,6 +107,7 @@ __all__ = [
     "forget_failed_calls",
     "forget_timers",
     "is_deleted",
+    "key_digest",
     "last_live_step",
 ]
 
@@ -99,9 +115,16 @@ __all__ = [
 DELETED = "deleted"
 #: the method name a tombstone records in its ``calls``
 DELETE_CALL = "__vactor_delete__"
+#: the ``extra`` key of the digests (``key_digest``) of the keys of the id's last deletes,
+#: oldest first: appended to by each tombstone, carried forward by every later step
+DELETE_KEYS = "delete_keys"
+#: how many deletes of an id ``DELETE_KEYS`` remembers (a retry with a key older than that
+#: finds it forgotten, and deletes the actor then under the id)
+DELETE_KEY_WINDOW = 8
 #: the ``extra`` keys a tombstone, and the creation after it, carry forward (the post cursor:
-#: without it, a post applied before the delete and left behind would apply again)
-_CARRIED = (POST_CURSOR, POST_FLOOR)
+#: without it, a post applied before the delete and left behind would apply again; the delete
+#: keys: without them, a delete retried after the actor was created again deleted it)
+_CARRIED = (POST_CURSOR, POST_FLOOR, DELETE_KEYS)
 #: tries of a folder lease's release that failed with a transient error
 _RELEASE_TRIES = 3
 #: outcomes in the earlier encoding are written beside the new one while this small
@@ -118,9 +141,29 @@ def deleted_error(log: ActorLog, record: StepRecord) -> ActorDeletedError:
     return ActorDeletedError(log.actor_id, log.store.describe(), record.step)
 
 
+def key_digest(key: str) -> str:
+    """How ``DELETE_KEYS`` records a delete's ``key``: 32 hex digits of its SHA-256 (the same
+    size whatever the key, and no caller's text in every step of the actors after it)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def delete_keys(extra: dict[str, Any]) -> list[str]:
+    """The delete-key digests a step with this ``extra`` carries (none in a step written before
+    them, or by an id never deleted; a value of another shape is taken for none)."""
+    value = extra.get(DELETE_KEYS)
+    return [k for k in value if isinstance(k, str)] if isinstance(value, list) else []
+
+
+def deleted_by(record: StepRecord, key: str) -> bool:
+    """Whether the delete with ``key`` was done already, by ``record``, the newest step: it is a
+    tombstone (whatever its key), or it carries the key (that delete's tombstone landed, and
+    the actor was created again after it)."""
+    return is_deleted(record) or key_digest(key) in delete_keys(record.extra)
+
+
 def after_tombstone(tombstone: StepRecord) -> dict[str, Any]:
-    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, and the new
-    actor's incarnation (``born``: its own step number), nothing else."""
+    """The ``extra`` of the creation that follows ``tombstone``: the post cursor, the delete
+    keys, and the new actor's incarnation (``born``: its own step number), nothing else."""
     return {**{k: v for k, v in tombstone.extra.items() if k in _CARRIED}, BORN: tombstone.step + 1}
 
 
@@ -130,9 +173,10 @@ def failed_outcomes(call_ids: list[str], error: ActorDeletedError) -> tuple[byte
     return encode_outcomes(outcomes), legacy_outcomes(outcomes, _LEGACY_MAX)
 
 
-def _tombstone(log: ActorLog, base: StepRecord, folded: list[Post], now: float) -> StepRecord:
+def _tombstone(log: ActorLog, base: StepRecord, folded: list[Post], now: float, key: str) -> StepRecord:
     error = ActorDeletedError(log.actor_id, log.store.describe(), base.step + 1)
     extra = {k: v for k, v in base.extra.items() if k in _CARRIED}
+    extra[DELETE_KEYS] = [*delete_keys(base.extra), key_digest(key)][-DELETE_KEY_WINDOW:]
     calls = [CallRecord(DELETE_CALL, uuid.uuid4().hex, True, now)]
     posted = legacy = b""
     if folded:
@@ -195,7 +239,7 @@ async def delete(
     settings: Settings,
     *,
     keep: Callable[[asyncio.Future[None]], None],
-    sent: set[int] | None = None,
+    key: str | None = None,
 ) -> StepRecord | None:
     """Delete ``log``'s actor: commit a tombstone after its newest step.
 
@@ -207,13 +251,14 @@ async def delete(
     ``CommitConflictError`` (nothing committed) if writers kept winning the race
     for the next step until ``settings.commit_timeout`` or ``max_commit_attempts``, and
     ``CommitOutcomeUnknownError`` when a tombstone was sent and whether it landed could
-    not be learned (a delete again tells). Other storage errors: nothing committed.
+    not be learned (a delete again with the same ``key``, which the error names, tells).
+    Other storage errors: nothing committed.
 
-    ``sent``, kept by the caller across deletes of this actor: the step numbers of tombstones
-    put without learning whether they landed (a delete ended by ``CommitOutcomeUnknownError``,
-    a timeout, a cancel). One that holds a tombstone, a creation after it, means this actor
-    was deleted already: the actor created since is not deleted (None). Each put's number is
-    added before it is sent; the set is emptied once the delete returns.
+    ``key`` (None: a new one), recorded by the tombstone and carried by every later step of
+    the id (``DELETE_KEYS``, a window of the last deletes): a delete whose newest step carries
+    its key was done already (its tombstone landed, and an actor was created after it), and
+    the actor created since is not deleted (None). No request is added for it: the newest
+    step, read anyway, tells.
 
     ``keep`` is given the clean-up after the commit, a task the delete waits for up to 80 %
     of ``settings.deadline`` and then leaves to end by itself (``Runtime.keep``: the runtime's
@@ -227,26 +272,20 @@ async def delete(
     base, head = await log.load_latest_and_head(await log.read_head())
     if base is None:
         raise ActorNotFoundError(log.actor_id, log.store.describe())
-    sent = set() if sent is None else sent
-    earlier = None if is_deleted(base) else await _sent_and_landed(log, sent, base.step)
-    if earlier is not None:  # (ours, or another delete's there first: deleted already)
-        await _clean_up(_forget_leftovers(log, earlier), keep, started, settings)
-        sent.clear()
-        return None
+    key = uuid.uuid4().hex if key is None else key
     attempt = 0
     try:
         while True:
-            if is_deleted(base):
+            if deleted_by(base, key):
                 # (What an earlier delete's clean-up may have stopped before, best effort as it
-                # is: the leftovers of the actors up to this tombstone. A stall there must not
-                # make "deleted already" a timeout.)
-                await _clean_up(_forget_leftovers(log, base), keep, started, settings)
-                sent.clear()
+                # is: the leftovers of the actors up to this tombstone, or up to the tombstone
+                # the actor now under the id followed. A stall there must not make "deleted
+                # already" a timeout.)
+                await _clean_up(_forget_leftovers_before(log, base), keep, started, settings)
                 return None
             now = time.time()
             folded, done = await _pending_posts(box, base, now)
-            record = _tombstone(log, base, folded, now)
-            sent.add(record.step)
+            record = _tombstone(log, base, folded, now, key)
             try:
                 await log.put_step(record)
                 # (Late, past fresh_window: a compaction may have freed the number meanwhile.)
@@ -255,7 +294,6 @@ async def delete(
                     or await log.resolve_late_commit(record)
                 )
             except StepTakenError as lost:
-                sent.discard(record.step)  # (another's step is there: ours never landed)
                 validated = time.monotonic()
                 base, _ = await log.probe_from(lost.winner)
                 if is_deleted(base):  # (another delete won: deleted already, no attempt spent)
@@ -264,7 +302,7 @@ async def delete(
             except StepCompactedError:
                 committed = False
             except (StorageError, CommitOutcomeUnknownError) as exc:
-                raise _outcome_unknown(log, record, exc) from exc
+                raise _outcome_unknown(log, record, exc, key) from exc
             if committed:
                 # The clean-up runs on its own: awaited while the delete's deadline allows, then
                 # left to end by itself. A stall there (all of it best effort: a post left is
@@ -274,7 +312,6 @@ async def delete(
                     lease.hand_over(), box, [p.key for p in folded] + done, log, record, head, base
                 )
                 await _clean_up(cleanup, keep, started, settings)
-                sent.clear()
                 return record
             attempt += 1
             if attempt >= settings.max_commit_attempts or time.monotonic() > give_up_at:
@@ -298,14 +335,19 @@ async def delete(
         await lease.release(base.step)
 
 
-async def _sent_and_landed(log: ActorLog, sent: set[int], newest: int) -> StepRecord | None:
-    """The tombstone at one of the step numbers in ``sent`` (below ``newest``, which is no
-    tombstone: an actor was created after it), if any. (One compacted since tells nothing.)"""
-    for step in sorted(n for n in sent if n < newest):
-        record = await log.read_step(step)
-        if record is not None and is_deleted(record):
-            return record
-    return None
+async def _forget_leftovers_before(log: ActorLog, newest: StepRecord) -> None:
+    """``_forget_leftovers`` of the tombstone ``newest`` is, or else of the one the actor now
+    under the id was created after (read: a delete retried after that creation), if still
+    there."""
+    tombstone: StepRecord | None = newest
+    if not is_deleted(newest):
+        born = born_of(newest.extra)
+        try:
+            tombstone = await log.read_step(born - 1) if born > 0 else None
+        except (StorageError, IntegrityError):
+            return  # (best effort, as the rest)
+    if tombstone is not None and is_deleted(tombstone):
+        await _forget_leftovers(log, tombstone)
 
 
 async def _clean_up(
@@ -423,14 +465,28 @@ def _cleanup_ended(task: asyncio.Future[None]) -> None:
         task.exception()  # (retrieved: its own errors are suppressed; a loop closing is not news)
 
 
-def _outcome_unknown(log: ActorLog, record: StepRecord, exc: Exception) -> CommitOutcomeUnknownError:
-    """The tombstone ``record`` was put and whether it landed is not known (its answer lost,
-    and reading the step back failed too; or a compaction took the number meanwhile)."""
+def _outcome_unknown(
+    log: ActorLog, record: StepRecord, exc: Exception, key: str
+) -> CommitOutcomeUnknownError:
+    """The tombstone ``record`` (of the delete with ``key``) was put and whether it landed is not
+    known (its answer lost, and reading the step back failed too; or a compaction took the
+    number meanwhile)."""
     return CommitOutcomeUnknownError(
         log.actor_id,
         record.step,
         f"the delete's tombstone (step {record.step}) was sent and whether it landed is not "
-        f"known ({exc}); call delete_actor again: it returns False if this delete committed",
+        f"known ({exc}); {delete_again(log.actor_id, key)}",
+        idempotency_key=key,
+    )
+
+
+def delete_again(actor_id: str, key: str) -> str:
+    """What to do after a delete with ``key`` whose outcome is not known."""
+    return (
+        f"call delete_actor again with idempotency_key={key!r}, from this process or any other "
+        f"(vactor delete {shlex.quote(actor_id)} --idempotency-key {shlex.quote(key)}): it returns "
+        f"False if this delete committed, even if the actor was created again since (the keys of "
+        f"the id's last {DELETE_KEY_WINDOW} deletes are kept)"
     )
 
 

@@ -205,8 +205,13 @@ class CommitOutcomeUnknownError(VactorError):
 
     #: why the outcome is unknown, when it is not the case above (None: that case)
     reason: str | None = None
+    #: for a ``delete_actor`` left in doubt, its key: pass it to ``delete_actor`` again
+    #: (``idempotency_key=``), from any process (None for a call's commit)
+    idempotency_key: str | None = None
 
-    def __init__(self, actor_id: str, step: int, reason: str | None = None) -> None:
+    def __init__(
+        self, actor_id: str, step: int, reason: str | None = None, idempotency_key: str | None = None
+    ) -> None:
         super().__init__(
             f"actor {actor_id!r}: {reason}"
             if reason is not None
@@ -218,9 +223,10 @@ class CommitOutcomeUnknownError(VactorError):
         self.actor_id = actor_id
         self.step = step
         self.reason = reason
+        self.idempotency_key = idempotency_key
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.actor_id, self.step, self.reason))
+        return (type(self), (self.actor_id, self.step, self.reason, self.idempotency_key))
 
 
 class IntegrityError(VactorError):

@@ -164,7 +164,7 @@ class Waker:
     __slots__ = ("fn",)
 
     def __init__(self, fn: Callable[[Any], object]) -> None:
-        self.fn = fn
+        self.fn: Callable[[Any], object] = fn
 
     def __call__(self, future: Any) -> None:
         self.fn(future)
@@ -371,6 +371,10 @@ def get(futures: concurrent.futures.Future[T], *, timeout: float | None = None) 
 
 
 @overload
+def get(futures: Iterable[concurrent.futures.Future[T]], *, timeout: float | None = None) -> list[T]: ...
+
+
+@overload  # futures of several types (a checker infers none common to them): results of any type
 def get(futures: Iterable[concurrent.futures.Future[Any]], *, timeout: float | None = None) -> list[Any]: ...
 
 

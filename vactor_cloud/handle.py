@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Self, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
@@ -49,7 +49,8 @@ from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
 
-T = TypeVar("T")
+#: the actor's class of a handle; covariant: a handle of ``Savings(Account)`` is a handle of an ``Account``
+T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -154,17 +155,17 @@ def _get_actor_handle(actor_id: str, origin: str | None = None) -> ActorHandle[A
     return handle
 
 
-class ActorHandle(Generic[T]):
+class ActorHandle(Generic[T_co]):
     """A reference to the actor ``actor_id``; cheap, picklable, valid in any process.
 
     Attribute access gives the actor's methods: ``handle.incr.run(1)``.
-    ``T`` is the actor's class, for type checkers.
+    ``T_co`` is the actor's class, for type checkers.
     """
 
     __slots__ = ("_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
-        self.actor_id = actor_id
+        self.actor_id: str = actor_id
         #: (an unpickled handle, until its first use) the store of the process that pickled it
         self._origin: str | None = None
 
@@ -270,9 +271,11 @@ class ActorHandle(Generic[T]):
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
         return history(self.actor_id, limit)
 
-    def state_at(self, step: int) -> Any:
-        """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`)."""
-        return state_at(self.actor_id, step)
+    def state_at(self, step: int) -> T_co:
+        """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`):
+        of the actor's class (``T_co``), as type checkers see it."""
+        state: T_co = state_at(self.actor_id, step)
+        return state
 
     def compact(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Delete steps older than the ``keep_last`` newest (see :mod:`vactor_cloud.compaction`).
@@ -371,6 +374,75 @@ class ActorMethod(Generic[P, R]):
         #: ``options(delay=/at=)``: calls schedule a durable timer instead of running now
         self._timer = timer
 
+    # For type checkers, what ``run`` then returns: the method's result, ``(result, exception)``
+    # with ``catch_exceptions=True``, a timer's key with ``delay=`` or ``at=``; ``Any`` when a
+    # flag or a time is known only at runtime. (An option not given keeps its earlier value:
+    # ``m.options(delay=60).options(name="n")`` is still a timer, its result still a key.)
+    @overload
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        at_step: int | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_retries: int | None = None,
+        catch_exceptions: Literal[False] | None = None,
+        delay: None = None,
+        at: None = None,
+        timer_key: str | None = None,
+        every: float | None = None,
+    ) -> ActorMethod[P, R]: ...
+
+    @overload
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        at_step: int | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_retries: int | None = None,
+        catch_exceptions: Literal[True],
+        delay: None = None,
+        at: None = None,
+        timer_key: None = None,
+        every: None = None,
+    ) -> ActorMethod[P, tuple[R | None, BaseException | None]]: ...
+
+    @overload
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        at_step: None = None,
+        name: None = None,
+        metadata: None = None,
+        max_retries: None = None,
+        catch_exceptions: None = None,
+        delay: float,
+        at: None = None,
+        timer_key: str | None = None,
+        every: float | None = None,
+    ) -> ActorMethod[P, str]: ...
+
+    @overload
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        at_step: None = None,
+        name: None = None,
+        metadata: None = None,
+        max_retries: None = None,
+        catch_exceptions: None = None,
+        delay: None = None,
+        at: float,
+        timer_key: str | None = None,
+        every: float | None = None,
+    ) -> ActorMethod[P, str]: ...
+
+    @overload
     def options(
         self,
         *,
@@ -384,7 +456,22 @@ class ActorMethod(Generic[P, R]):
         at: float | None = None,
         timer_key: str | None = None,
         every: float | None = None,
-    ) -> ActorMethod[P, R]:
+    ) -> ActorMethod[P, Any]: ...
+
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        at_step: int | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_retries: int | None = None,
+        catch_exceptions: bool | None = None,
+        delay: float | None = None,
+        at: float | None = None,
+        timer_key: str | None = None,
+        every: float | None = None,
+    ) -> ActorMethod[P, Any]:
         """This method with call options.
 
         ``idempotency_key``: the first call with this key on this actor
@@ -727,12 +814,95 @@ if TYPE_CHECKING:
         ``run`` and ``run_async`` are overloaded like the method: the plugin passes both
         ``Overloaded`` types as the arguments (one item per overload; ``run_async``'s return
         ``ActorFuture``s). For type checkers only: at runtime the object is an
-        :class:`ActorMethod`. ``options`` keeps ``ActorMethod.options``'s keywords (mypy's
-        override check fails if they part) and returns the same type, overloads included.
+        :class:`ActorMethod`. ``options`` keeps ``ActorMethod.options``'s keywords and overloads
+        (mypy's override check fails if they part) and returns the same type, overloads
+        included, unless the options change what ``run`` returns.
         """
 
         run: RunF  # pyright: ignore[reportIncompatibleMethodOverride]
         run_async: AsyncF  # pyright: ignore[reportIncompatibleMethodOverride]
+
+        # With ``catch_exceptions=True`` or a timer (``delay=``/``at=``) ``run`` returns no
+        # overload's result: what ``ActorMethod.options`` says then, for any of the overloads.
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: Literal[False] | None = None,
+            delay: None = None,
+            at: None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> Self: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: Literal[True],
+            delay: None = None,
+            at: None = None,
+            timer_key: None = None,
+            every: None = None,
+        ) -> ActorMethod[..., tuple[Any, BaseException | None]]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: None = None,
+            name: None = None,
+            metadata: None = None,
+            max_retries: None = None,
+            catch_exceptions: None = None,
+            delay: float,
+            at: None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[..., str]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: None = None,
+            name: None = None,
+            metadata: None = None,
+            max_retries: None = None,
+            catch_exceptions: None = None,
+            delay: None = None,
+            at: float,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[..., str]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: bool | None = None,
+            delay: float | None = None,
+            at: float | None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[..., Any]: ...
 
         def options(
             self,
@@ -747,4 +917,4 @@ if TYPE_CHECKING:
             at: float | None = None,
             timer_key: str | None = None,
             every: float | None = None,
-        ) -> Self: ...
+        ) -> ActorMethod[..., Any]: ...

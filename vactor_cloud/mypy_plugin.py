@@ -11,7 +11,9 @@ What it adds, because Python's type system cannot say it:
 * mypy ignores what a class decorator returns, so after ``@virtual_actor``
   it still sees the plain class. The plugin gives the class
   ``get_or_create(actor_id, <__init__'s parameters>) -> ActorHandle[Cls]``
-  and ``get_or_create_async`` (the same, awaited), as the runtime does.
+  and ``get_or_create_async`` (the same, awaited), as the runtime does. A generic
+  class's type variables are inferred from the arguments, as for ``Cls(...)``:
+  ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``.
 * ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
   without self>, <its return type>]``; an ``async def`` method's return type
   is its result (the runtime awaits it). A name that is not a public method
@@ -21,6 +23,15 @@ What it adds, because Python's type system cannot say it:
   (``vactor_cloud.handle``, for type checkers only): one ``run`` item per
   overload item, as above, and one ``run_async`` item returning an
   ``ActorFuture`` of its result.
+* The decorated name is an ``ActorClass`` at runtime, not the class: ``Account.cls`` is the
+  class (``type[Account]``) and ``Account.make()`` (a classmethod, a staticmethod, a class
+  variable or a method of the class reached through its decorated name) is an error, as it is
+  an ``AttributeError`` at runtime; ``get_or_create``, ``cls`` and ActorClass's other
+  attributes are not. (``cls.make()`` in a classmethod is the class's own: not checked.)
+* A read-only method's ``run`` and ``run_async`` also take ``at_step: int`` (keyword), as the
+  runtime does (``h.peek.run(at_step=3)``), unless the method has a parameter of that name.
+  Which methods are read-only is read from their decorators when the class is analysed and
+  kept in the class's metadata (so in mypy's cache).
 
 ``ActorHandle[Any]`` (``get_actor``) keeps ``ActorMethod[..., Any]``: usable,
 unchecked. Nothing here runs at runtime; the module imports only mypy.
@@ -30,21 +41,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mypy.erasetype import erase_typevars
 from mypy.errorcodes import ATTR_DEFINED
+from mypy.expandtype import expand_type_by_instance
+from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import (
+    ARG_NAMED_OPT,
     ARG_POS,
     ARG_STAR,
     ARG_STAR2,
     Argument,
     Decorator,
+    Expression,
     FuncDef,
+    MemberExpr,
     OverloadedFuncDef,
+    RefExpr,
     TypeInfo,
     Var,
 )
 from mypy.plugin import AttributeContext, ClassDefContext, Plugin
-from mypy.plugins.common import add_method_to_class
+from mypy.plugins.common import add_attribute_to_class, add_method_to_class
 from mypy.subtypes import find_member
 from mypy.types import (
     AnyType,
@@ -55,10 +71,10 @@ from mypy.types import (
     ProperType,
     Type,
     TypeOfAny,
+    TypeType,
     get_proper_type,
-    has_type_vars,
 )
-from mypy.typevars import fill_typevars_with_any
+from mypy.typevars import fill_typevars, fill_typevars_with_any
 
 __all__ = ["VactorPlugin", "plugin"]
 
@@ -69,6 +85,10 @@ _METHOD = "vactor_cloud.handle.ActorMethod"
 _OVERLOADED_METHOD = "vactor_cloud.handle._OverloadedActorMethod"
 _FUTURE = "vactor_cloud.future.ActorFuture"
 _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
+#: the key of an actor class's ``TypeInfo.metadata`` this plugin writes: ``{"readonly": [names]}``
+_METADATA = "vactor_cloud"
+#: what ``ActorClass`` has at runtime besides dunders (the decorated name is one)
+_ACTOR_CLASS_ATTRIBUTES = frozenset({*_CONSTRUCTORS, "cls", "definition", "methods", "name", "serializer"})
 
 
 class VactorPlugin(Plugin):
@@ -76,6 +96,13 @@ class VactorPlugin(Plugin):
 
     def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
         return _add_constructors if fullname in _DECORATORS else None
+
+    def get_class_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
+        owner, _, name = fullname.rpartition(".")
+        info = self._type_info(owner)
+        if info is None or _METADATA not in info.metadata or name in _ACTOR_CLASS_ATTRIBUTES:
+            return None  # (other plugins' hooks for the attribute, if any, then apply)
+        return lambda ctx: _actor_class_attribute(ctx, info, name)
 
     def get_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
         prefix, _, name = fullname.rpartition(".")
@@ -101,7 +128,7 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
     handle = ctx.api.lookup_fully_qualified_or_none(_HANDLE)
     if handle is None or not isinstance(handle.node, TypeInfo):
         return False  # vactor_cloud.handle not analysed yet: ask to be called again
-    handle_type = Instance(handle.node, [fill_typevars_with_any(info)])
+    handle_type = Instance(handle.node, [fill_typevars(info)])
     args = [Argument(Var("__actor_id"), ctx.api.named_type("builtins.str"), None, ARG_POS, pos_only=True)]
     args += _init_arguments(info)
     awaitable = ctx.api.named_type("typing.Coroutine", [AnyType(TypeOfAny.implementation_artifact)] * 2)
@@ -114,7 +141,60 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
         # actor subclass's ``get_or_create`` (returning ``ActorHandle[Sub]``, taking ``Sub``'s
         # ``__init__`` parameters) is reported as an incompatible override of its base's.
         ctx.cls.defs.body.remove(func)
+    existing = info.names.get("cls")
+    if existing is None or existing.plugin_generated:  # (a class attribute of its own stays)
+        add_attribute_to_class(
+            ctx.api,
+            ctx.cls,
+            "cls",
+            TypeType(fill_typevars_with_any(info)),
+            is_classvar=True,
+            overwrite_existing=True,
+        )
+    info.metadata[_METADATA] = {"readonly": sorted(_readonly_methods(info))}
     return True
+
+
+def _actor_class_attribute(ctx: AttributeContext, info: TypeInfo, name: str) -> Type:
+    """``Account.name``: an error when ``Account`` is the decorated name (an ``ActorClass``)."""
+    expr = ctx.context.expr if isinstance(ctx.context, MemberExpr) else None
+    if isinstance(expr, RefExpr) and expr.node is info and not name.startswith("__"):
+        ctx.api.fail(
+            f'Actor class "{info.name}" has no attribute "{name}" (the decorated name is an '
+            f"ActorClass: use {info.name}.cls.{name}, the class itself)",
+            ctx.context,
+            code=ATTR_DEFINED,
+        )
+    return ctx.default_attr_type
+
+
+def _readonly_methods(info: TypeInfo) -> set[str]:
+    """The names of the class's read-only methods, its bases' included, as the runtime finds
+    them: a method marked ``@virtual_actor.readonly`` where it is defined last in the MRO."""
+    readonly: set[str] = set()
+    for base in reversed(info.mro):
+        # A base loaded from mypy's cache has no decorator expressions: its metadata tells.
+        cached = set(base.metadata.get(_METADATA, {}).get("readonly", ()))
+        for name, symbol in base.names.items():
+            node = symbol.node
+            if isinstance(node, OverloadedFuncDef):
+                node = node.impl
+            if name in cached or (isinstance(node, Decorator) and _marks_readonly(node.original_decorators)):
+                readonly.add(name)
+            elif isinstance(node, FuncDef | Decorator):
+                readonly.discard(name)
+    return readonly
+
+
+def _marks_readonly(decorators: list[Expression]) -> bool:
+    """Whether one of ``decorators`` is ``virtual_actor.readonly`` (either spelling)."""
+    return any(
+        isinstance(d, MemberExpr)
+        and d.name == "readonly"
+        and isinstance(d.expr, RefExpr)
+        and d.expr.fullname in _DECORATORS
+        for d in decorators
+    )
 
 
 def _init_arguments(info: TypeInfo) -> list[Argument]:
@@ -123,6 +203,10 @@ def _init_arguments(info: TypeInfo) -> list[Argument]:
     signature = init.type if isinstance(init, FuncDef) else None
     if isinstance(init, FuncDef) and init.info.fullname == "builtins.object":
         return []
+    own = fill_typevars(info)  # (a TupleType for a NamedTuple: not mapped)
+    if isinstance(init, FuncDef) and init.info is not info and isinstance(own, Instance) and signature:
+        # Inherited: the base's type variables as the class binds them (``class IntBox(Box[int])``).
+        signature = expand_type_by_instance(signature, map_instance_to_supertype(own, init.info))
     if not isinstance(signature, CallableType) or not signature.arg_kinds:
         anything = AnyType(TypeOfAny.special_form)
         if isinstance(init, FuncDef) and init.arguments:
@@ -136,9 +220,7 @@ def _init_arguments(info: TypeInfo) -> list[Argument]:
     for name, kind, typ in zip(
         signature.arg_names[1:], signature.arg_kinds[1:], signature.arg_types[1:], strict=True
     ):
-        # A generic actor class's own type variables are not in scope on the class object.
-        plain = erase_typevars(typ) if has_type_vars(typ) else typ
-        arguments.append(Argument(Var(name or "_"), plain, None, kind))
+        arguments.append(Argument(Var(name or "_"), typ, None, kind))
     return arguments
 
 
@@ -160,6 +242,8 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
             f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
         )
         return AnyType(TypeOfAny.from_error)
+    if name in actor.type.metadata.get(_METADATA, {}).get("readonly", ()):
+        signature = _with_at_step(ctx, signature)
     if isinstance(signature, Overloaded):
         return _overloaded_method(ctx, method, signature, type_info)
     if not isinstance(signature, CallableType):
@@ -175,6 +259,28 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
     if not isinstance(default, Instance) or default.type.fullname != _METHOD:
         return ctx.default_attr_type
     return default.copy_modified(args=[parameters, returns])
+
+
+def _with_at_step(ctx: AttributeContext, signature: ProperType | None) -> ProperType | None:
+    """A read-only method's signature (each overload item's) with ``at_step: int = ...``, the
+    runtime's option (``run(at_step=N)``), unless it has a parameter of that name itself."""
+    if isinstance(signature, Overloaded):
+        return Overloaded([_item_with_at_step(ctx, item) for item in signature.items])
+    if isinstance(signature, CallableType):
+        return _item_with_at_step(ctx, signature)
+    return signature
+
+
+def _item_with_at_step(ctx: AttributeContext, item: CallableType) -> CallableType:
+    if "at_step" in item.arg_names:
+        return item
+    at = len(item.arg_kinds) - (item.arg_kinds[-1:] == [ARG_STAR2])  # before a **kwargs
+    step = ctx.api.named_generic_type("builtins.int", [])
+    return item.copy_modified(
+        arg_types=[*item.arg_types[:at], step, *item.arg_types[at:]],
+        arg_kinds=[*item.arg_kinds[:at], ARG_NAMED_OPT, *item.arg_kinds[at:]],
+        arg_names=[*item.arg_names[:at], "at_step", *item.arg_names[at:]],
+    )
 
 
 def _overloaded_method(

@@ -482,9 +482,10 @@ class Runtime:
         self._turns = CreationTurns()
         #: creations started by ``create_nowait`` that have not settled yet
         self._creations: dict[str, Creation] = {}
-        #: by actor id, the step numbers of tombstones a delete put without learning whether
-        #: they landed (``deletion.delete``'s ``sent``): a delete again reads them first
-        self.tombstones_sent: dict[str, set[int]] = {}
+        #: by actor id, the key of a delete that ended without an answer (an error, a timeout,
+        #: a cancel): the next delete of the actor here without a key of its own uses it, so
+        #: it says False if that one committed (``deletion.delete``'s ``key``)
+        self.delete_keys: dict[str, str] = {}
         self._pid = os.getpid()
         #: set as ``close`` begins: waits that poll this runtime (``wait_for_event``, a poster's,
         #: a lease holder's) end, and no commit attempt starts
@@ -902,6 +903,9 @@ class Runtime:
         )
         created = self.run(core.create(definition, state, init_args[:200]))
         if created:
+            # (A delete of the id here left in doubt is settled: the actor this made is new, and
+            # the next delete here without a key means it, not that one.)
+            self.delete_keys.pop(actor_id, None)
             logger.info(
                 'Workflow job created. [id="%s", storage_url="%s"]. Type: virtual actor %s.',
                 actor_id,

@@ -165,7 +165,6 @@ class Subtask(Generic[P, R]):
             )
         context = current_call()
         memo = _Memo.start(context, len(calls)) if context is not None and not context.readonly else None
-        runner = _Runner(_resolve_executor(self.executor, context), self.max_retries, _recipe(context))
         fingerprints = [_fingerprint(self.fn, args, kwargs) for args, kwargs in calls]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
@@ -185,18 +184,24 @@ class Subtask(Generic[P, R]):
                         fingerprints[index],
                     )
                     unmemoized.add(index)
-        writes: dict[int, concurrent.futures.Future[bytes | None]] = {}
+        checkpoints = _Checkpoints(memo, fingerprints, unmemoized) if memo is not None else None
+        runner = _Runner(
+            _resolve_executor(self.executor, context),
+            self.max_retries,
+            _recipe(context),
+            on_success=checkpoints.start if checkpoints is not None else None,
+        )
         failures: dict[int, BaseException] = {}
         for index, outcome in runner.run(self.fn, [(i, *calls[i]) for i in todo]):
             if isinstance(outcome, _Failure):
                 failures[index] = outcome.error
                 continue
             results[index] = outcome.value
-            if memo is not None and index not in unmemoized:
-                try:
-                    writes[index] = memo.store(index, fingerprints[index], outcome.value)
-                except StateSerializationError as exc:
-                    failures[index] = exc
+            if checkpoints is not None:
+                checkpoints.start(index, outcome.value)  # (started already, by a pool's thread)
+        writes = checkpoints.writes if checkpoints is not None else {}
+        if checkpoints is not None:
+            failures.update(checkpoints.errors)
         _sync.wait_futures(writes.values())  # (each up to Settings.deadline: in slices on the main thread)
         for index, write in writes.items():
             stored = write.result()
@@ -234,11 +239,21 @@ class _Success:
 class _Runner:
     """Runs children on one executor, retrying failures; yields ``(index, outcome)`` as they finish."""
 
-    def __init__(self, executor: Executor | Any, max_retries: int, recipe: _RuntimeRecipe | None) -> None:
+    def __init__(
+        self,
+        executor: Executor | Any,
+        max_retries: int,
+        recipe: _RuntimeRecipe | None,
+        on_success: Callable[[int, Any], None] | None = None,
+    ) -> None:
         self.executor: Any = executor
         self.max_retries = max_retries
         self.recipe = recipe
         self.in_process = isinstance(executor, ThreadPoolExecutor)
+        #: (thread pools) told of each child's success by the pool thread that ran it, at once:
+        #: the waiting thread may be running a child itself (``_run_one_here``) and take the
+        #: outcomes only when that child ends
+        self.on_success = on_success
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self.in_process:
@@ -267,7 +282,7 @@ class _Runner:
         try:
             for child in children:
                 attempts[child[0]] = 1
-                pending[self.submit(fn, child[1], child[2])] = child
+                self._start(fn, child, pending)
             yield from self._settled(fn, attempts, pending)
         finally:
             # Stopped early (Ctrl-C on the waiting thread): the call fails, so its children not
@@ -275,6 +290,17 @@ class _Runner:
             # when the call was retried: nothing checkpointed them). Started ones cannot be stopped.
             for future in pending:
                 future.cancel()
+
+    def _start(
+        self,
+        fn: Callable[..., Any],
+        child: tuple[int, tuple[Any, ...], dict[str, Any]],
+        pending: dict[Future[Any], tuple[int, tuple[Any, ...], dict[str, Any]]],
+    ) -> None:
+        future = self.submit(fn, child[1], child[2])
+        if self.in_process and self.on_success is not None:
+            future.add_done_callback(functools.partial(_report_success, self.on_success, child[0]))
+        pending[future] = child
 
     def _settled(
         self,
@@ -305,7 +331,7 @@ class _Runner:
                         outcome.error,
                     )
                     attempts[index] += 1
-                    pending[self.submit(fn, child[1], child[2])] = child
+                    self._start(fn, child, pending)
                     continue
                 yield index, outcome
 
@@ -340,6 +366,50 @@ class _Runner:
             pending[ran] = child
             return True
         return False
+
+
+def _report_success(on_success: Callable[[int, Any], None], index: int, future: Future[Any]) -> None:
+    """(Done callback, on the pool thread that ran the child) pass a success on at once."""
+    if future.cancelled():  # (taken back by the waiting thread, which runs it itself)
+        return
+    try:
+        outcome = future.result()
+    except BaseException:  # (Ctrl-C in the child: the waiting thread takes it)
+        return
+    if isinstance(outcome, _Success):
+        on_success(index, outcome.value)
+
+
+class _Checkpoints:
+    """The checkpoint writes of one launch, each started once, as soon as its child succeeded:
+    by the pool thread that ran it (thread pools), or by the waiting thread taking its outcome.
+
+    Started by the waiting thread only, the checkpoints of children that finished on the pool
+    while that thread ran a child itself waited for that child: a process killed meanwhile lost
+    them, and a run of the call again ran them again.
+    """
+
+    def __init__(self, memo: _Memo, fingerprints: list[str], unmemoized: set[int]) -> None:
+        self.memo = memo
+        self.fingerprints = fingerprints
+        self.unmemoized = unmemoized
+        self.lock = threading.Lock()
+        self.writes: dict[int, concurrent.futures.Future[bytes | None]] = {}
+        #: a result that could not be checkpointed fails its child
+        self.errors: dict[int, BaseException] = {}
+
+    def start(self, index: int, value: Any) -> None:
+        if index in self.unmemoized:
+            return
+        # Held while serializing: the waiting thread, told of the same child after a pool
+        # thread, must find the write once its ``start`` returns.
+        with self.lock:
+            if index in self.writes or index in self.errors:
+                return
+            try:
+                self.writes[index] = self.memo.store(index, self.fingerprints[index], value)
+            except Exception as exc:  # StateSerializationError; or a runtime shut down meanwhile
+                self.errors[index] = exc
 
 
 def _first_done(futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:

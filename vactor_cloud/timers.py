@@ -407,12 +407,12 @@ class TimerTable:
     ) -> None:
         self._extra = extra
         self._timers: dict[str, Timer] | None = None
-        self.changed = False
-        self.serializer = serializer
+        self.changed: bool = False
+        self.serializer: str = serializer
         #: the names a timer may call (the actor's writer methods); None: not checked
-        self.writers = writers
+        self.writers: Container[str] | None = writers
         #: the number of the step being applied: the generation of the occurrences it puts in
-        self.step = step
+        self.step: int = step
 
     @property
     def timers(self) -> dict[str, Timer]:

@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 #: ``@workflow.virtual_actor``: ``vc.virtual_actor`` whose methods also offer ``self.method.step(...)``
-virtual_actor = WorkflowVirtualActorDecorator()
+virtual_actor: WorkflowVirtualActorDecorator = WorkflowVirtualActorDecorator()
 
 
 class WorkflowStatus(enum.StrEnum):

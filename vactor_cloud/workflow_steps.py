@@ -144,11 +144,11 @@ class StepFunction:
     def __init__(self, fn: Callable[..., Any], options: StepOptions | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"@workflow.step decorates functions, not {fn!r}")
-        self.fn = fn
-        self.step_options = options or StepOptions()
-        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
-        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
-        self.__doc__ = getattr(fn, "__doc__", None)
+        self.fn: Callable[..., Any] = fn
+        self.step_options: StepOptions = options or StepOptions()
+        self.__name__: str = getattr(fn, "__name__", type(fn).__name__)
+        self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__: str | None = getattr(fn, "__doc__", None)
 
     def step(self, *args: Any, **kwargs: Any) -> StepNode:
         """A node that will run ``fn(*args, **kwargs)``; nodes among the arguments run first."""
@@ -178,12 +178,14 @@ class StepFunction:
             ),
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Ray refused direct calls the same way: a step only runs as part of a workflow.
-        raise TypeError(
-            f"workflow steps cannot be called directly: instead of {self.__name__}(), "
-            f"use {self.__name__}.step() and return it from an actor method"
-        )
+    if not TYPE_CHECKING:  # for type checkers a step is not callable, as at runtime
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            # Ray refused direct calls the same way: a step only runs as part of a workflow.
+            raise TypeError(
+                f"workflow steps cannot be called directly: instead of {self.__name__}(), "
+                f"use {self.__name__}.step() and return it from an actor method"
+            )
 
     def __repr__(self) -> str:
         return f"<workflow step {self.step_options.name or self.__qualname__}>"
@@ -200,7 +202,7 @@ class MethodStep:
     __slots__ = ("method",)
 
     def __init__(self, method: str) -> None:
-        self.method = method
+        self.method: str = method
 
     def __call__(self, *args: Any, **kwargs: Any) -> StepNode:
         return StepNode(self, args, kwargs)

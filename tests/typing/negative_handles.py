@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import vactor_cloud as vc
 
@@ -37,6 +37,11 @@ class Account:
     async def audit(self, strict: bool) -> list[str]:
         return []
 
+    @vc.virtual_actor.readonly
+    def own_step(self, at_step: int) -> int:
+        """Its own ``at_step`` parameter: the keyword goes to the method, typed as it says."""
+        return at_step
+
     def _private(self) -> None:
         pass
 
@@ -47,11 +52,45 @@ class Account:
     def label(self) -> str:
         return self.owner
 
+    RATE = 3
+
+    @classmethod
+    def make(cls) -> int:
+        return cls.RATE  # cls is the class itself: fine
+
+    @staticmethod
+    def util(x: int) -> int:
+        return x
+
+    def uses_its_name(self) -> int:
+        return Account.util(1)  # E: Actor class "Account" has no attribute "util"
+
+
+class Holder(Generic[T]):
+    def __init__(self, item: T, items: list[T] | None = None) -> None:
+        self.item = item
+
+    def get(self) -> T:
+        return self.item
+
+
+@vc.virtual_actor
+class Box(Holder[T]):
+    pass
+
+
+@vc.virtual_actor
+class IntBox(Holder[int]):
+    pass
+
 
 def wrong() -> None:
     Account.get_or_create("a")  # E: Missing positional argument "owner"
     Account.get_or_create("a", 1)  # E: Argument 2 to "get_or_create" of "Account" has incompatible
     Account.get_or_create(1, "ann")  # E: Argument 1 to "get_or_create" of "Account" has incompatible
+    IntBox.get_or_create("i", "s")  # E: Argument 2 to "get_or_create" of "IntBox" has incompatible type "str"
+    Box.get_or_create("b", 1, ["s"])  # E: Cannot infer value of type parameter "T" of "get_or_create"
+    boxed: str = Box.get_or_create("b", 1).get.run()  # E: (expression has type "int", variable
     h = Account.get_or_create("a", "ann")
     h.depositt.run(5)  # E: Actor class "Account" has no method "depositt"
     h.owner.run()  # E: Actor class "Account" has no method "owner"
@@ -78,7 +117,22 @@ def wrong() -> None:
     h.peek.run("x")  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "str"
     peeked: int = h.peek.run()  # E: (expression has type "float", variable has type "int")
     h.peek_later.run("k")  # E: Too many positional arguments
+    h.peek.run(at_step="1")  # E: Argument "at_step" to "run" of "ActorMethod" has incompatible type "str"
+    h.peek_later.run_async(key="k", at_step=None)  # E: Argument "at_step" to "run_async" of "ActorMethod"
+    h.deposit.run(1, at_step=2)  # E: Unexpected keyword argument "at_step"
+    h.own_step.run(at_step="s")  # E: Argument "at_step" to "run" of "ActorMethod" has incompatible type "str"
     later_key: int = vc.get(h.peek_later.run_async(key="k"))  # E: (expression has type "str", variable
+
+
+def wrong_class_attributes() -> None:
+    # The decorated name is the ActorClass (AttributeError at runtime), the class is .cls
+    Account.make()  # E: Actor class "Account" has no attribute "make"
+    Account.util(1)  # E: Actor class "Account" has no attribute "util"
+    rate = Account.RATE  # E: Actor class "Account" has no attribute "RATE"
+    Account.deposit(Account("ann"), 1)  # E: Actor class "Account" has no attribute "deposit"
+    Account.cls.make()  # the class itself
+    Account.get_or_create("a", "ann")
+    name: str = Account.__name__
 
 
 def wrong_settings() -> None:

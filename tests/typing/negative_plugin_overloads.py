@@ -33,7 +33,7 @@ def wrong() -> None:
     h.echo.run()  # E: All overload variants of "run" require at least one argument
     h.echo.run_async(b"x")  # E: No overload variant of "run_async" matches argument type "bytes"
     h.echo.options(idempotency_key="k").run(None)  # E: No overload variant of "run" matches
-    h.echo.options(nope=1)  # E: Unexpected keyword argument "nope" for "options"
+    h.echo.options(nope=1)  # E: Unexpected keyword argument "nope" for overloaded function "options"
     h.echoo.run(1)  # E: Actor class "Echo" has no method "echoo"
     # Each overload item's own result type, not the union of them:
     as_str: str = h.echo.run(1)  # E: (expression has type "int", variable has type "str")

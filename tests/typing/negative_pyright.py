@@ -9,6 +9,7 @@ is ``ActorMethod[..., Any]`` under pyright (not checked), see docs/typing.md.
 from __future__ import annotations
 
 import vactor_cloud as vc
+from vactor_cloud import workflow
 
 
 @vc.virtual_actor
@@ -36,6 +37,11 @@ class Account:
         return key
 
 
+@workflow.step
+def double(x: int) -> int:
+    return 2 * x
+
+
 def wrong() -> None:
     Account.get_or_create("a")  # PE: Argument missing for parameter "owner"
     Account.get_or_create("a", 1)  # PE: "Literal[1]" is not assignable to "str"
@@ -56,4 +62,10 @@ def wrong() -> None:
     peek_later = vc.method(h, lambda a: a.peek_later)
     key: int = vc.get(peek_later.run_async(key="k"))  # PE: "str" is not assignable to "int"
     # The class's name in a type is its ActorClass to pyright, not the class: no ActorHandle[Account].
-    named: vc.ActorHandle[Account] = h  # PE: "Account" is not the same as "ActorClass[type[Account]]"
+    named: vc.ActorHandle[Account] = h  # PE: "Account" is not assignable to "ActorClass[type[Account]]"
+    # A list of futures gives a list of their results; options can change what run() returns.
+    results: list[str] = vc.get([deposit.run_async(1)])  # PE: "list[int]" is not assignable to "list[str]"
+    caught: int = deposit.options(catch_exceptions=True).run(1)  # PE: "tuple[int | None, BaseExc
+    key: int = deposit.options(delay=60).run(1)  # PE: "str" is not assignable to "int"
+    double(2)  # PE: Object of type "StepFunction" is not callable
+    h.state_at(1).withdraw(1)  # PE: Cannot access attribute "withdraw" for class "Account"

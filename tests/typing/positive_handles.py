@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, assert_type
+from typing import Any, Generic, TypeVar, assert_type
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
@@ -30,6 +30,10 @@ class Account:
     def first(self, items: list[T]) -> T:
         return items[0]
 
+    @classmethod
+    def limit(cls) -> int:
+        return 10
+
 
 @vc.virtual_actor
 class Savings(Account):
@@ -48,6 +52,34 @@ class Empty:
     pass
 
 
+class Holder(Generic[T]):
+    def __init__(self, item: T, items: list[T] | None = None) -> None:
+        self.item = item
+
+    def get(self) -> T:
+        return self.item
+
+
+@vc.virtual_actor
+class Box(Holder[T]):
+    """A generic actor class: get_or_create binds its type variables from the arguments."""
+
+
+@vc.virtual_actor
+class IntBox(Holder[int]):
+    """Inherits ``__init__`` with ``T`` bound: ``get_or_create`` takes an ``int``."""
+
+
+@vc.virtual_actor
+class StrBox(Box[str]):
+    """Subclasses the generic actor class subscripted (its class's alias at runtime)."""
+
+
+def pay(h: vc.ActorHandle[Account]) -> int:
+    """Takes a handle of any actor class that is an Account (ActorHandle is covariant)."""
+    return h.deposit.run(1)
+
+
 def typed() -> None:
     h = Account.get_or_create("a", "ann")
     assert_type(h, vc.ActorHandle[Account])
@@ -58,9 +90,17 @@ def typed() -> None:
     assert_type(vc.get(h.deposit.run_async(5)), int)
     assert_type(h.deposit.options(idempotency_key="k").run(5), int)
     assert_type(h.summary.run(), dict[str, int])
+    # A read-only method also takes at_step= (its state after that step), as the runtime does.
+    assert_type(h.summary.run(at_step=3), dict[str, int])
+    assert_type(h.summary.run_async(at_step=3), vc.ActorFuture[dict[str, int]])
+    assert_type(h.summary.options(at_step=3).run(), dict[str, int])
     assert_type(h.audit.run(True), list[str])
     assert_type(h.audit.run_async(strict=False), vc.ActorFuture[list[str]])
     assert_type(Empty.get_or_create("e"), vc.ActorHandle[Empty])
+    assert_type(Box.get_or_create("b", 3), vc.ActorHandle[Box[int]])
+    assert_type(Box.get_or_create("b", "s", ["t"]).get.run(), str)
+    assert_type(IntBox.get_or_create("i", 3).get.run(), int)
+    assert_type(StrBox.get_or_create("s", "x").get.run(), str)
     # A generic method's type variables are bound per call.
     assert_type(h.first.run([1, 2]), int)
     assert_type(h.first.run_async(["a"]), vc.ActorFuture[str])
@@ -68,11 +108,19 @@ def typed() -> None:
     assert_type(s, vc.ActorHandle[Savings])
     assert_type(s.deposit.run(1), int)
     assert_type(s.accrue.run(), int)
+    assert_type(pay(s), int)
+    assert_type(s.summary.run(at_step=1), dict[str, int])  # read-only in the base class
     # The handle's own methods are still there.
+    assert_type(h.state_at(1), Account)
+    assert_type(s.state_at(1), Savings)
     assert_type(h.actor_id, str)
     h.ready().result()
     # A plain instance, as the runtime gives (unit tests).
     assert_type(Account("ann"), Account)
+    # The decorated class itself, and its class-level attributes through it.
+    assert_type(Account.cls, type[Account])
+    assert_type(Account.cls.limit(), int)
+    assert_type(Savings.cls.limit(), int)
 
 
 async def typed_async() -> None:

@@ -1,5 +1,6 @@
-"""Must type-check cleanly under mypy (with or without the plugin) and pyright:
-``vc.method(handle, lambda a: a.name)``, the typed form for checkers without plugins."""
+"""Must type-check cleanly under mypy (with the plugin) and pyright:
+``vc.method(handle, lambda a: a.name)``, the typed form for checkers without plugins.
+(mypy without the plugin knows no ``get_or_create``, see docs/typing.md: not checked here.)"""
 
 from __future__ import annotations
 

@@ -79,6 +79,7 @@ def typed() -> None:
     assert_type(h.peek.run(), None)
     assert_type(h.peek.run([1.5]), float)
     assert_type(h.peek.run_async(["a"]), vc.ActorFuture[str])
+    assert_type(h.peek.run([1.5], at_step=2), float)  # each item of a read-only method takes at_step=
     # Bound methods keep the overloads too.
     run = h.echo.run
     assert_type(run("s"), str)

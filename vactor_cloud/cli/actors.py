@@ -552,7 +552,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             raise CliError(
                 f"not deleted: the answer {answer.strip()!r} is not the id {actor_id!r}", EXIT_ERROR
             )
-    deleted = vc.delete_actor(actor_id)
+    deleted = vc.delete_actor(actor_id, idempotency_key=args.idempotency_key)
     if out.json:
         out.emit_json({"actor_id": actor_id, "deleted": deleted, "already_deleted": not deleted})
     elif deleted:
@@ -560,9 +560,24 @@ def cmd_delete(args: argparse.Namespace) -> int:
             f"deleted {what}; its old steps stay until a compaction deletes them: "
             f"vactor compact {actor_id} --keep-last 1"
         )
+    elif args.idempotency_key is not None:
+        out.print(
+            f"actor {actor_id!r} was deleted already by the delete with this key (the actor now "
+            "under the id was created since: left as it is), or by another process just now"
+        )
     else:
         out.print(f"actor {actor_id!r} was deleted already (by another process, just now)")
     return EXIT_OK
+
+
+def _delete_key_arg(text: str) -> str:
+    """``--idempotency-key`` of ``vactor delete``: a key as ``delete_actor`` takes it."""
+    from vactor_cloud.ids import validate_idempotency_key
+
+    try:
+        return validate_idempotency_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _report_json(report: Any) -> Any:
@@ -648,4 +663,11 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("actor_id", type=actor_id_arg, metavar="ID", help="the actor's id")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for a confirmation")
+    p.add_argument(
+        "--idempotency-key",
+        type=_delete_key_arg,
+        metavar="KEY",
+        help="this delete's key: a retry with the key of a delete that committed (a delete left in "
+        "doubt names it) says deleted already, and leaves an actor created since",
+    )
     p.set_defaults(func=cmd_delete)

@@ -51,7 +51,7 @@ class Listing(builtins.list[str]):
 
     def __init__(self, keys: Iterable[str], requests: int) -> None:
         super().__init__(keys)
-        self.requests = requests
+        self.requests: int = requests
 
 
 class RequestCounter:
@@ -165,8 +165,8 @@ class ObjectStore(abc.ABC):
     max_key_bytes: int | None = None
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.requests = RequestCounter()
+        self.url: str = url
+        self.requests: RequestCounter = RequestCounter()
 
     def take_capabilities_of(self, inner: ObjectStore) -> None:
         """Say what ``inner`` can hold and how it answers (each of :data:`CAPABILITIES`): for a

@@ -1,0 +1,59 @@
+"""Each line marked ``# E:`` and a text must be reported by mypy (with the plugin) with that
+text; nothing else may be reported. Wrong arguments and wrong uses of results across the
+public API, and the results that options change (``catch_exceptions=True``, timers)."""
+
+from __future__ import annotations
+
+import vactor_cloud as vc
+from vactor_cloud import workflow
+from vactor_cloud.runtime import own_runtime
+
+
+@vc.virtual_actor
+class Account:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.balance = 0
+
+    def deposit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+
+def square(x: int) -> float:
+    return float(x * x)
+
+
+@workflow.step
+def double(x: int) -> int:
+    return 2 * x
+
+
+def wrong() -> None:
+    vc.init(timeout="3")  # E: Argument "timeout" to "init" has incompatible type "str"
+    vc.Settings(timeout="3")  # E: Argument "timeout" to "Settings" has incompatible type "str"
+    h = Account.get_or_create("a", "ann")
+    vc.delete_actor(h)  # E: Argument 1 to "delete_actor" has incompatible type "ActorHandle[Account]"
+    vc.send_event("a")  # E: Missing positional argument "name"
+    h.send_event("paid", event_id=1)  # E: Argument "event_id" to "send_event" of "ActorHandle" has
+    vc.list_actors(limit="3")  # E: Argument "limit" to "list_actors" has incompatible type "str"
+    h.ready().result(timeout="1")  # E: Argument "timeout" to "result" of "ActorFuture" has incompatible
+    removed: str = vc.delete_actor("a")  # E: (expression has type "bool", variable has type "str")
+    future = h.deposit.run_async(1)
+    h.state_at(1).withdraw(1)  # E: "Account" has no attribute "withdraw"
+    # (mypy takes a wrong ``list[str]`` context to mean futures of mixed types: ``list[Any]``.)
+    first: str = vc.get([future, future])[0]  # E: (expression has type "int", variable has type "str")
+    vc.get(future, timeout="1")  # E: No overload variant of "get" matches argument types
+    # What run() returns with options that change it: (result, exception), a timer's key.
+    caught: int = h.deposit.options(catch_exceptions=True).run(1)  # E: expression has type "tuple[int | None
+    key: int = h.deposit.options(delay=60).run(1)  # E: (expression has type "str", variable has type "int")
+    later: int = vc.get(h.deposit.options(at=1.0e9).run_async(1))  # E: (expression has type "str", variable
+    h.deposit.options(delay="60")  # E: No overload variant of "options" of "ActorMethod" matches
+    task = vc.subtask(square)
+    task.run("3")  # E: Argument 1 to "run" of "Subtask" has incompatible type "str"
+    squares: list[int] = task.map([1])  # E: (expression has type "list[float]", variable has type
+    with own_runtime(1):  # E: Too many arguments for "own_runtime"
+        pass
+    workflow.get_status(1)  # E: Argument 1 to "get_status" has incompatible type "int"
+    # A step is not called: ``double.step(2)`` builds it (TypeError at runtime).
+    double(2)  # E: "StepFunction" not callable
