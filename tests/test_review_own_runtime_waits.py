@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures._base as futures
+import linecache
+import selectors
 import signal
 import sys
 import threading
@@ -119,33 +121,57 @@ def test_work_in_flight_as_the_scope_closes_starts_no_runtime_for_it(
 
 # -- main-thread waits that still blocked in one long wait -----------------------------------------
 #: the waits _main_waits_in looks through: (module, function)
-_WAITS = {(threading.__file__, "wait"), (futures.__file__, "wait"), (_sync.__file__, "interruptible_wait")}
+_WAITS = {
+    (threading.__file__, "wait"),
+    (threading.__file__, "wait_for"),
+    (threading.__file__, "join"),
+    (threading.__file__, "_wait_for_tstate_lock"),
+    (futures.__file__, "wait"),
+    (futures.__file__, "result"),
+    (futures.__file__, "exception"),
+    (_sync.__file__, "interruptible_wait"),
+    (selectors.__file__, "select"),
+}
 
 
-def _main_waits_in(function: str) -> bool:
-    """Whether the main thread blocks in a wait of ``threading`` or ``concurrent.futures``
-    that ``function`` made (itself, or a helper of its own up to three frames below it; through
-    ``_sync.interruptible_wait`` or not). Not a wait of ``threading`` itself
+def _main_waits_in(function: str, unless: str | None = None) -> bool:
+    """Whether the main thread blocks in a wait of ``threading``, ``concurrent.futures`` or
+    ``selectors`` (an event's, a condition's, a thread's join, a future's result, a pipe's), a
+    lock's ``acquire`` or ``time.sleep`` that ``function`` made (itself, or a helper up to five
+    frames below it; through ``_sync.interruptible_wait`` or not), and not one that ``unless``
+    made (a wait of another part of ``function``). Not a wait of ``threading`` itself
     (``Thread.start``'s)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
-    if frame is None or (frame.f_code.co_filename, frame.f_code.co_name) not in _WAITS:
-        return False  # (a lock's acquire has no frame: interruptible_wait's is the top one)
+    if frame is None:
+        return False
+    # (a lock's acquire has no frame: interruptible_wait's is the top one, or the caller's;
+    # nor has time.sleep: the top frame is the one that calls it)
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    sleeping = "time.sleep(" in line or ".acquire(" in line
+    if (frame.f_code.co_filename, frame.f_code.co_name) not in _WAITS and not sleeping:
+        return False
     while frame is not None and (frame.f_code.co_filename, frame.f_code.co_name) in _WAITS:
         frame = frame.f_back
     if frame is None or frame.f_code.co_filename == threading.__file__:
         return False
     callers = []
-    while frame is not None and len(callers) < 4:
+    while frame is not None and len(callers) < 6:
         callers.append(frame.f_code.co_name)
         frame = frame.f_back
-    return function in callers
+    return function in callers and unless not in callers
 
 
-def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[Any, list[bool]]:
-    """``call()`` on the main thread; once the main thread waits in ``function``, SIGUSR2 goes
-    to another thread (as the kernel may give a process's signal). What the main thread waits
-    for holds until the handler ran (``_answered``, at most ``HELD``). The call's result, and
-    per handler run whether it ran while the main thread still waited (``_main_waits_in``)."""
+def _handler_ran_while_waiting(
+    function: str,
+    call: Callable[[], Any],
+    unless: str | None = None,
+    when: Callable[[], bool] = lambda: True,
+) -> tuple[Any, list[bool]]:
+    """``call()`` on the main thread; once the main thread waits in ``function`` (not in
+    ``unless``: ``_main_waits_in``) and ``when()``, SIGUSR2 goes to another thread (as the
+    kernel may give a process's signal). What the main thread waits for holds until the
+    handler ran (``_answered``, at most ``HELD``). The call's result, and per handler run
+    whether it ran while the main thread still waited (``_main_waits_in``)."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers run on the main thread")
     _answered.clear()
@@ -159,7 +185,7 @@ def _handler_ran_while_waiting(function: str, call: Callable[[], Any]) -> tuple[
 
     def poke() -> None:
         ends = time.monotonic() + HANG
-        while not _main_waits_in(function):
+        while not (when() and _main_waits_in(function, unless)):
             if returned.is_set() or time.monotonic() > ends:
                 return  # (never waited there: no signal, and the test says so)
             time.sleep(0.001)

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Collection, Coroutine, Generator
 from typing import Any, TypeVar
 
 __all__ = [
@@ -26,9 +26,12 @@ __all__ = [
     "get_loop",
     "in_loop_thread",
     "interruptible_wait",
+    "sleep",
     "submit",
     "sync",
     "until_stopped",
+    "wait_aside",
+    "wait_futures",
 ]
 
 T = TypeVar("T")
@@ -68,6 +71,59 @@ def interruptible_wait(
             return True
         if end is not None and time.monotonic() >= end:
             return False
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep(seconds)``; on the main thread in slices (:func:`interruptible_wait`): a
+    sleep is a wait too, which a signal another thread took does not cut short."""
+    if seconds <= 0 or threading.get_ident() != threading.main_thread().ident:
+        time.sleep(max(seconds, 0.0))
+        return
+    never = threading.Lock()
+    never.acquire()
+    interruptible_wait(never.acquire, seconds)
+
+
+def wait_aside(fn: Callable[[], object], timeout: float | None = None, *, name: str = "vactor-wait") -> bool:
+    """``fn()``, a blocking wait that cannot be sliced itself (a ``Thread.join``, an executor's
+    shutdown), bounded by ``fn`` itself; whether it returned (an exception it raised is raised
+    here).
+
+    On the main thread, ``fn`` runs on a helper thread named ``name``, waited for in slices
+    (:func:`interruptible_wait`) for up to ``timeout`` seconds (None: until it returns): a
+    signal's handler runs meanwhile, and an interrupt leaves ``fn`` running, where one of
+    ``Thread.join`` itself marks a thread still running as ended (bpo-45274). Elsewhere it is
+    called here (``timeout`` unused)."""
+    if threading.get_ident() != threading.main_thread().ident:
+        fn()
+        return True
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    helper = threading.Thread(target=run, name=name, daemon=True)
+    helper.start()
+    if not interruptible_wait(done.wait, timeout, forever=None):
+        return False
+    helper.join()  # it has only to return
+    if failed:
+        raise failed[0]
+    return True
+
+
+def wait_futures(futures: Collection[concurrent.futures.Future[Any]], timeout: float | None = None) -> bool:
+    """``concurrent.futures.wait(futures, timeout)``: whether they all finished within
+    ``timeout`` seconds (None: no end). On the main thread, in slices (:func:`interruptible_wait`)."""
+    return interruptible_wait(
+        lambda timeout: not concurrent.futures.wait(futures, timeout).not_done, timeout, forever=None
+    )
 
 
 def _reset_after_fork() -> None:
@@ -233,12 +289,14 @@ def sync(
         if tracker is not None:
             tracker.discard(waiter)
         if started and settle > 0:
-            waiter.done.acquire(timeout=settle)
+            # (in slices on the main thread: a second signal's handler runs meanwhile)
+            interruptible_wait(waiter.done.acquire, settle)
         raise
     if not finished:
         loop.call_soon_threadsafe(waiter.cancel)
         # The task may finish between the timeout and the cancel: then its outcome stands.
-        if not waiter.done.acquire(timeout=5.0) or (waiter.cancelled and not waiter.stopped):
+        stopped = interruptible_wait(waiter.done.acquire, 5.0)  # (its finally blocks run)
+        if not stopped or (waiter.cancelled and not waiter.stopped):
             if tracker is not None:
                 tracker.discard(waiter)
             raise BridgeTimeout(f"no result within {timeout} s")

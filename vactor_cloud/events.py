@@ -404,7 +404,7 @@ def _wait_here(
         if outcome is not None:
             return outcome.unwrap()
         remaining = _remaining(deadline, actor_id, name, timeout, event_id, missing)
-        time.sleep(min(delay, remaining))
+        _sync.sleep(min(delay, remaining))  # (in slices on the main thread)
         delay = min(delay * 2, 1.0)
 
 

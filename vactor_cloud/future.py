@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import math
 import threading
@@ -12,7 +13,8 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
-from vactor_cloud._sync import in_loop_thread, interruptible_wait
+from vactor_cloud import read_room
+from vactor_cloud._sync import in_loop_thread, interruptible_wait, wait_futures
 from vactor_cloud.runtime_scope import carry_runtime
 
 __all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
@@ -58,6 +60,13 @@ class ActorFuture(concurrent.futures.Future[T]):
                 target=carry_runtime(helper), args=(None,), name="vactor-read", daemon=True
             ).start()
 
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        # A callback is the program's code: it runs in the context of the code that registered
+        # it (as asyncio's do), not in that of whichever thread settles the future. That one is
+        # the library's (a pool thread of an ``own_runtime()`` scope, whose runtime a callback
+        # registered outside it then used, or failed on once the scope had ended).
+        super().add_done_callback(fn if isinstance(fn, Waker) else _InContext(fn))
+
     def _invoke_callbacks(self) -> None:
         # concurrent.futures runs done callbacks on the thread that settles the future. Here
         # that thread may hold the actor (it applied the call): a callback calling the actor
@@ -77,7 +86,7 @@ class ActorFuture(concurrent.futures.Future[T]):
         self._done_callbacks = [c for c in callbacks if isinstance(c, Waker)]
         super()._invoke_callbacks()  # type: ignore[misc]
         threading.Thread(
-            target=carry_runtime(_run_callbacks),
+            target=_run_callbacks,
             args=(self, later),
             name="vactor-future-callbacks",
             daemon=True,
@@ -159,6 +168,26 @@ class Waker:
 
     def __call__(self, future: Any) -> None:
         self.fn(future)
+
+
+class _InContext:
+    """A done callback of the program's, run in the context its registration was made in."""
+
+    __slots__ = ("context", "fn")
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+        self.context = contextvars.copy_context()
+
+    def __call__(self, future: Any) -> None:
+        # (The read the settling thread runs in stays its own: a read the callback makes
+        # inside it, on its thread, is nested in it, ``read_room`` rule 3.)
+        self.context.run(_in_read, read_room.current_read(), self.fn, future)
+
+
+def _in_read(read: read_room.Read | None, fn: Callable[[Any], object], future: Any) -> None:
+    with read_room.within(read):
+        fn(future)
 
 
 def _run_callbacks(future: ActorFuture[Any], callbacks: list[Callable[[Any], object]]) -> None:
@@ -356,7 +385,7 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
     exception a call raised is re-raised here.
     """
     if isinstance(futures, concurrent.futures.Future):
-        return futures.result(timeout)
+        return futures.result(_waited_plain(futures, timeout))
     if isinstance(futures, str | bytes | Mapping) or not isinstance(futures, Iterable):
         raise TypeError(
             "vc.get() takes a future (what run_async() returns) or a list of futures, "
@@ -374,10 +403,22 @@ def get(futures: Any, *, timeout: float | None = None) -> Any:
         # Waiting on each in turn lets this thread help with the work (see ActorFuture).
         left = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
         try:
-            future.exception(left)
+            future.exception(_waited_plain(future, left))
         except concurrent.futures.TimeoutError:
             not_done = sum(1 for f in items if not f.done())
             raise TimeoutError(
                 f"{not_done} of {len(items)} calls did not finish within {timeout} s"
             ) from None
     return [f.result() for f in items]
+
+
+def _waited_plain(future: concurrent.futures.Future[Any], timeout: float | None) -> float | None:
+    """What is left of ``timeout`` for ``future``'s own wait. An ``ActorFuture`` waits in slices
+    on the main thread itself (and may run its call here); another future (an executor's) is
+    waited for here, in slices there (``_sync.wait_futures``)."""
+    if isinstance(future, ActorFuture | CallFuture) or future.done():
+        return timeout
+    started = time.monotonic()
+    if not wait_futures((future,), timeout):
+        return 0.0
+    return _remaining(timeout, started)

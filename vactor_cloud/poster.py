@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from vactor_cloud import counters
+from vactor_cloud import _sync, counters
 from vactor_cloud.batch import PendingCall, fail_calls
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
@@ -677,7 +677,7 @@ class Poster:
                         "ask call_outcome again later",
                         getattr(exc, "key", ""),
                     ) from exc
-                time.sleep(pause)
+                _sync.sleep(pause)  # (up to 1.5 s: in slices on the main thread)
 
     def _look_up_outcome(self, call_id: str, scan: int) -> Outcome:
         """One try of :meth:`call_outcome`; storage errors are the caller's to retry."""

@@ -54,6 +54,8 @@ import logging
 import threading
 from collections.abc import Collection, Iterator
 
+from vactor_cloud._sync import interruptible_wait
+
 __all__ = ["Read", "ReadRoom", "current_read", "lent_while_waiting"]
 
 logger = logging.getLogger("vactor_cloud")
@@ -83,6 +85,17 @@ _current: contextvars.ContextVar[Read | None] = contextvars.ContextVar("vactor_r
 def current_read() -> Read | None:
     """The read running in this context: a read made now with ``run_async`` may use its spare."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def within(read: Read | None) -> Iterator[None]:
+    """Around code this thread runs in another context (a done callback, in the context of the
+    code that registered it): the read running here, if any, is still the one it runs in."""
+    token = _current.set(read)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def _nested() -> Read | None:
@@ -171,8 +184,12 @@ class ReadRoom:
             if not self._fits(size) and self._spare(inside, writers) is None:
                 self.waiting += 1
                 try:
-                    if not changed.wait_for(
-                        lambda: self._fits(size) or self._spare(inside, writers) is not None, wait
+                    if not interruptible_wait(  # (in slices on the main thread: up to the deadline)
+                        lambda timeout: changed.wait_for(
+                            lambda: self._fits(size) or self._spare(inside, writers) is not None, timeout
+                        ),
+                        wait,
+                        forever=None,
                     ):
                         logger.warning(
                             "read-only call %s() of actor %r waited %g s for room to restore its "

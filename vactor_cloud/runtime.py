@@ -1115,30 +1115,24 @@ class Runtime:
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
 
 
-def join_threads(threads: list[threading.Thread], until: float) -> None:
-    """Join ``threads``, waiting until ``until`` (monotonic) at most, so that an interrupt of
-    the wait leaves them as they are: on the main thread (where Ctrl-C lands), from a helper
-    thread. CPython 3.11's ``Thread.join`` interrupted while the thread still runs releases
-    that thread's state lock and marks it ended (bpo-45274's handling): ``is_alive()`` then
-    said False, and a second shutdown's join returned at once, of a thread still running."""
+def join_threads(threads: list[threading.Thread], until: float | None) -> None:
+    """Join ``threads``, waiting until ``until`` (monotonic; None: until they end) at most, so
+    that an interrupt of the wait leaves them as they are: on the main thread (where Ctrl-C
+    lands), from a helper thread, waited for in slices (``_sync.wait_aside``: a signal another
+    thread took has its handler run meanwhile). CPython 3.11's ``Thread.join`` interrupted while
+    the thread still runs releases that thread's state lock and marks it ended (bpo-45274's
+    handling): ``is_alive()`` then said False, and a second shutdown's join returned at once, of
+    a thread still running."""
     if not threads:
         return
-    if threading.current_thread() is not threading.main_thread():
-        for thread in threads:
-            thread.join(max(until - time.monotonic(), 0.0))
-        return
-    done = threading.Event()
 
     def join_all() -> None:
         for thread in threads:
-            thread.join(max(until - time.monotonic(), 0.0))
-        done.set()
+            thread.join(None if until is None else max(until - time.monotonic(), 0.0))
 
-    helper = threading.Thread(target=join_all, name="vactor-close-join", daemon=True)
-    helper.start()
-    done.wait(max(until - time.monotonic(), 0.0) + 1.0)  # (the helper's own wait ends by then)
-    if done.is_set():
-        helper.join()  # it has only to return
+    # (the helper's own joins end by ``until``; a second more for it to return)
+    margin = None if until is None else max(until - time.monotonic(), 0.0) + 1.0
+    _sync.wait_aside(join_all, margin, name="vactor-close-join")
 
 
 #: reads of a class body that does not verify before it is taken for damaged at rest (damage
@@ -1512,9 +1506,11 @@ def own_runtime() -> Iterator[None]:
 
     Threads that vactor_cloud starts for this code (``run_async``'s pools, the timer runner's,
     subtasks' threads) use it too (:func:`carry_runtime`); a thread the code starts itself
-    does not: it uses the process's runtime. Once the scope has ended, what still runs in its
-    context (a call in flight as its runtime closes, a thread or a task on the IO loop started
-    inside) fails with ``RuntimeShutdownError`` if it needs the runtime."""
+    does not: it uses the process's runtime. A future's done callback uses the runtime of the
+    code that registered it (``ActorFuture.add_done_callback``), wherever the future was made.
+    Once the scope has ended, what still runs in its context (a call in flight as its runtime
+    closes, a thread or a task on the IO loop started inside, a callback registered inside)
+    fails with ``RuntimeShutdownError`` if it needs the runtime."""
     scope = _OwnRuntime()
     token = own.set(scope)
     try:
@@ -1604,11 +1600,10 @@ def _shutdown_at_exit() -> None:
     pools = _pool_threads()
     # Bounded as shutdown's wait for running work is: a thread that ends only once the main
     # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
-    until = time.monotonic() + _EXIT_WAIT
+    # (joined as shutdown joins: on the main thread, a signal's handler runs while it waits)
+    others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
     try:
-        for thread in threading.enumerate():
-            if thread is not me and not thread.daemon and thread not in pools:
-                thread.join(max(until - time.monotonic(), 0.0))
+        join_threads(others, time.monotonic() + _EXIT_WAIT)
     finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
         shutdown()
 

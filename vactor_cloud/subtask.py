@@ -202,6 +202,7 @@ class Subtask(Generic[P, R]):
         writes = checkpoints.writes if checkpoints is not None else {}
         if checkpoints is not None:
             failures.update(checkpoints.errors)
+        _sync.wait_futures(writes.values())  # (each up to Settings.deadline: in slices on the main thread)
         for index, write in writes.items():
             stored = write.result()
             if stored is not None and memo is not None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import heapq
 import json
@@ -73,7 +74,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
-from vactor_cloud.runtime import Runtime, get_runtime
+from vactor_cloud.runtime import Runtime, get_runtime, join_threads
 from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.timers import (
@@ -716,9 +717,17 @@ class TimerRunner:
         report.assigned_elsewhere = len(elsewhere)
         if groups:
             workers = min(self.concurrency, len(groups))
-            with ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers") as pool:
-                for part, _ in pool.map(carry_runtime(lambda item: self._fire(*item)), groups.items()):
-                    report.merge(part)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers")
+            fire = carry_runtime(self._fire)
+            try:
+                fires = [pool.submit(fire, actor_id, group) for actor_id, group in groups.items()]
+                # (on the main thread in slices: a timer method may take long, and a signal's
+                # handler runs meanwhile)
+                _sync.wait_futures(fires)
+                for done in fires:
+                    report.merge(done.result()[0])
+            finally:
+                _stopped(pool, cancel=False)
 
     # -- long-running ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_tick: Callable[[TickReport], Any] | None = None) -> TickReport:
@@ -754,14 +763,11 @@ class TimerRunner:
             stop.set()
             with state.cond:
                 state.cond.notify_all()
-            pool.shutdown(wait=True, cancel_futures=True)  # fires in flight finish; queued ones are left
+            _stopped(pool, cancel=True)  # fires in flight finish; queued ones are left
             with state.cond:
                 deleting = list(state.deleting)
-            concurrent.futures.wait(deleting, timeout=self.runtime.settings.deadline)
-            if lister.is_alive():
-                lister.join()
-            if renewer.is_alive():
-                renewer.join()
+            _sync.wait_futures(deleting, self.runtime.settings.deadline)
+            join_threads([t for t in (lister, renewer) if t.is_alive()], None)
             self._leave()
         with state.cond:
             total = state.total
@@ -911,6 +917,15 @@ class TimerRunner:
 #: errors a long-running runner remembers having logged (then it forgets them all, and may log
 #: each once more)
 _MAX_WARNED = 10_000
+
+
+def _stopped(pool: ThreadPoolExecutor, *, cancel: bool) -> None:
+    """Shut ``pool`` down once its tasks in flight have finished (``cancel``: the queued ones
+    are cancelled); on the main thread waited for in slices (``_sync.wait_aside``), as fires
+    may take long."""
+    _sync.wait_aside(
+        functools.partial(pool.shutdown, wait=True, cancel_futures=cancel), name="vactor-timers-stop"
+    )
 
 
 @dataclass

@@ -11,7 +11,6 @@ import inspect
 import pprint
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -486,12 +485,13 @@ def _compact_unproven_again(
     the first held for want of the writers' evidence (``CompactionReport.held_unproven``: an
     actor idle since a burst): this process has then seen them exist that long, which is
     proof enough (``compaction._seen_long_enough``). One wait for all; the reports merged."""
+    from vactor_cloud import _sync
     from vactor_cloud.errors import StorageError, VactorError
 
     again = [i for i, r in enumerate(reports) if getattr(r, "held_unproven", 0)]
     if not again:
         return reports
-    time.sleep(fresh_window)
+    _sync.sleep(fresh_window)  # (in slices on the main thread: Ctrl-C stops the command meanwhile)
     merged = list(reports)
     for i in again:
         first = reports[i]

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import subprocess
@@ -271,7 +273,7 @@ def _cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> None:
         _sync.get_loop().call_soon_threadsafe(cancel)
     except RuntimeError:  # the loop is closed: nothing runs on it any more
         return
-    finished.wait(seconds)
+    _sync.interruptible_wait(finished.wait, seconds, forever=None)  # (a second signal's handler runs)
 
 
 def _step_bytes(actor_key_prefix: str, state: bytes) -> tuple[str, bytes]:
@@ -700,13 +702,10 @@ def _timers_row(target: Target, profile: Profile) -> Row:
     timers, actors, window, lead, runners = _TIMER_SIZES[profile.name]
     sizes = ["--timers", str(timers), "--actors", str(actors), "--window", str(window)]
     sizes += ["--lead", str(lead), "--runners", str(runners), "--storage-options", json.dumps(target.options)]
-    done = subprocess.run(
+    done = _run_captured(
         [sys.executable, "-m", "vactor_cloud.timer_bench", target.url, *sizes],
-        env={**os.environ, **target.env},
-        capture_output=True,
-        text=True,
-        timeout=lead + window + _CHILD_TIMEOUT,
-        check=False,
+        {**os.environ, **target.env},
+        lead + window + _CHILD_TIMEOUT,
     )
     try:
         row = json.loads(done.stdout.strip().splitlines()[-1])
@@ -723,6 +722,32 @@ def _timers_row(target: Target, profile: Profile) -> Row:
     if target.latency is not None:
         note += "; without the injected latency"
     return Row(TIMERS_ROW, goal, f"{p99:.3f} s", p99 <= 2.0 and complete, note)
+
+
+def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)``, its
+    wait in slices on the main thread (``_sync.interruptible_wait``): ``run``'s one ``select``
+    on the child's pipes lasts until the child ends, and SIGTERM's handler, taken by another
+    thread, waited for it. The child is killed if the wait is interrupted or times out (as
+    ``run`` does)."""
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        outputs: list[tuple[str, str]] = []
+
+        def ended(timeout: float | None) -> bool:
+            try:  # (called again after a timeout, communicate loses no output)
+                outputs.append(proc.communicate(timeout=timeout))
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+
+        try:
+            if not _sync.interruptible_wait(ended, timeout, forever=None):
+                raise subprocess.TimeoutExpired(args, timeout)
+        except BaseException:
+            proc.kill()
+            raise
+    stdout, stderr = outputs[0]
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
 def _time_child(script: str, target: Target) -> float:
@@ -886,7 +911,9 @@ def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) ->
     for t in workers:
         t.start()
     for t in workers:
-        t.join(duration + 60)
+        # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
+        # handler runs meanwhile, and an interrupt does not mark a running thread ended)
+        _sync.wait_aside(functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join")
     elapsed = time.perf_counter() - started
     with contextlib.suppress(Exception):
         client.delete_object(Bucket=bucket, Key=key)
@@ -983,13 +1010,36 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
     start.set()
     counts = [0] * count
     for _ in range(count):
-        index, done = results.get(timeout=duration + 120)
+        index, done = _taken(results, duration + 120)
         counts[index] = done
     for proc in procs:
-        proc.join(60)
+        # (in slices on the main thread, as the queue's wait: SIGTERM's handler runs meanwhile)
+        _sync.interruptible_wait(lambda timeout, p=proc: _joined(p, timeout), 60, forever=None)
         if proc.is_alive():
             proc.kill()
     return counts
+
+
+def _taken(results: Any, timeout: float) -> Any:
+    """``results.get(timeout=timeout)`` (``queue.Empty`` past it), on the main thread in slices
+    (``_sync.interruptible_wait``): the bench's SIGTERM handler runs meanwhile."""
+    taken: list[Any] = []
+
+    def take(timeout: float | None) -> bool:
+        try:
+            taken.append(results.get(timeout=timeout))
+        except queue.Empty:
+            return False
+        return True
+
+    if not _sync.interruptible_wait(take, timeout, forever=None):
+        raise queue.Empty
+    return taken[0]
+
+
+def _joined(proc: Any, timeout: float | None) -> bool:
+    proc.join(timeout)
+    return not proc.is_alive()
 
 
 def _wait_ready(procs: list[Any], seconds: float) -> None:
