@@ -62,14 +62,3 @@ def skewed_hammer(
     os.write(fd, f"took shutdown {time.monotonic() - took:.3f}\n".encode())
     os.write(fd, f"done posted={posted} leases={leases}\n".encode())
     os.close(fd)
-
-
-def forgetful_hammer(sender_ttl: float, *args: Any) -> None:
-    """``skewed_hammer`` (honest clock) in a process whose folds drop a sender's cursor entry
-    ``sender_ttl`` seconds after it was written: what a folder whose clock runs hours ahead
-    does to the entries others wrote (``posting.advance_cursor``). Posts still expire by the
-    real ``SENDER_TTL``: only the cursor forgets."""
-    from vactor_cloud import posting
-
-    posting.SENDER_TTL = sender_ttl
-    skewed_hammer(*args)

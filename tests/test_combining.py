@@ -1462,6 +1462,57 @@ def test_a_poster_waiting_on_a_stalled_store_gets_call_pending_in_time_and_its_c
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_poster_whose_applied_post_a_later_step_forgot_gets_its_outcome_and_does_not_apply_it_again(
+    store_spec: StoreSpec,
+) -> None:
+    """Another process's fold applies our post in step 3 and deletes it; step 4, by a writer
+    whose clock runs hours ahead, drops our sender from the cursor (its entry "older" than
+    ``SENDER_TTL``), raising the post floor to the entry's time; then the lease is given up.
+    Our first look skips step 3 (it reads step 4: no entry of ours), the lease is free, and
+    we fold: the cursor does not say our post was applied, and our post is gone, so our calls
+    went in "anyway", applied twice (what the five-clock test saw once under load). Our post
+    is dated at or before step 4's floor: the steps above the one we posted on tell."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    commit_behind_its_back("a")  # step 2: our put of step 2 loses, we post (knowing step 2)
+    posted = threading.Event()
+    folded = threading.Event()
+    inner_around = store._around
+
+    async def hold_step_reads_until_folded(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and "/mail/" in key:
+            result = await inner_around(operation, key, run, **kw)
+            posted.set()
+            return result
+        if operation == "get" and "/steps/" in key and posted.is_set() and not folded.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = hold_step_reads_until_folded  # type: ignore[method-assign]
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+
+    def fold() -> None:
+        three = fold_the_post_at_step_3(store, log_)
+        box = PostBox(store.inner, "a", runtime.settings.signing_key)
+        _sync.sync(box.delete(_sync.sync(box.keys())))  # applied: its folder deleted it
+        cursor = dict(three.extra[POST_CURSOR])
+        (sender,) = cursor
+        forgotten = {k: v for k, v in three.extra.items() if k != POST_CURSOR}
+        forgotten[posting.POST_FLOOR] = float(cursor[sender][1])
+        four = dataclasses.replace(three, step=4, parent=3, posted=b"", carried=b"", extra=forgotten)
+        _sync.sync(log_.put_step(four))
+        assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 0.0, 4)) is not None
+
+    assert add_while_another_process_folds(log, posted, folded, fold) == "from step 3"
+    assert "me/1" not in log.applied.run(), "our call was applied again, by our own fold"
+    assert read_chain("a")[-1].step == 4
+
+
+@pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("later", ["carries", "there", "not-yet"])
 def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_there(
     store_spec: StoreSpec, later: str

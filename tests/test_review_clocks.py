@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from child_processes import join_all, start_together
-from clock_workers import forgetful_hammer, skewed_hammer
+from clock_workers import skewed_hammer
 from combining_workers import POSTING, ChildLog, check_once_and_in_order
 from test_combining import _applied, commit_behind_its_back, foreign_box, init_switchable, pending_posts
 from timer_workers import Alarm
@@ -147,56 +147,22 @@ def _run_skewed(
     actor_id: str,
     workers: dict[str, tuple[int, float, list[tuple[float, float]]]],
     settings: dict[str, Any],
-    sender_ttls: dict[str, float] | None = None,
 ) -> tuple[dict[str, ChildLog], dict[str, int | None]]:
     """One ``skewed_hammer`` child per worker (name -> (calls, delay, clock schedule)); each
-    loses its first race on purpose, so that every one of them posts and may fold. A worker
-    named in ``sender_ttls`` is a ``forgetful_hammer`` with that cursor TTL."""
-    ttls = sender_ttls or {}
+    loses its first race on purpose, so that every one of them posts and may fold."""
     ready = ctx.Queue()
     start = ctx.Value("d", 0.0)
     outs = {who: tmp_path / f"{who}.log" for who in workers}
     procs = {
         who: ctx.Process(
-            target=forgetful_hammer if who in ttls else skewed_hammer,
-            args=((ttls[who],) if who in ttls else ())
-            + (schedule, spec, actor_id, who, calls, str(outs[who]), settings, start, delay, ready),
+            target=skewed_hammer,
+            args=(schedule, spec, actor_id, who, calls, str(outs[who]), settings, start, delay, ready),
         )
         for who, (calls, delay, schedule) in workers.items()
     }
     start_together(procs.values(), ready, workers, start)
     codes = join_all(procs.values())
     return {who: ChildLog.read(path) for who, path in outs.items()}, dict(zip(workers, codes, strict=True))
-
-
-@pytest.mark.usefixtures("runtime_off")
-def test_a_poster_whose_applied_post_the_cursor_forgot_before_it_looked_does_not_apply_it_again(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
-) -> None:
-    """A folder whose clock runs hours ahead drops, at its next commit, the cursor entries
-    other folders wrote (older than ``SENDER_TTL`` by its clock), raising the post floor past
-    them. A poster whose post one of them had applied, and which had not yet seen that step,
-    then found its post neither in the cursor nor in the listing (deleted once applied) and
-    folded its calls in "anyway": applied twice (the five-clock test below, once in a loaded
-    full-suite run: ``applied twice: ['behind/0']``). Here the first process forgets entries
-    after 0.05 s (and its lease looks 2 h ahead, so others take it over and fold), so that
-    posters' entries are dropped almost at once: a poster must find its outcome in the steps
-    above its post (dated at or before the floor). A pin, not a reproduction: it passed 12
-    of 12 runs on the code before the fix too (the double needs a poster more than 16 steps
-    behind, or revalidated past the applying step, when it takes the lease)."""
-    OrderLog.get_or_create("forget")
-    vc.shutdown()
-    workers = {
-        "forgetful": (400, 0.0, [(0.0, 2 * 3600.0)]),  # first; its lease looks 2 h ahead: others take it over
-        **{f"poster{i}": (25, 0.2, []) for i in range(3)},
-    }
-    settings = {**POSTING, "commit_timeout": 20.0}
-    logs, codes = _run_skewed(
-        spawn_context, shared, tmp_path, "forget", workers, settings, sender_ttls={"forgetful": 0.05}
-    )
-    assert set(codes.values()) == {0}, (codes, {w: (log.errors, log.done) for w, log in logs.items()})
-    applied = _applied(shared, "forget")
-    assert check_once_and_in_order(logs.values(), applied) == []
 
 
 @pytest.mark.usefixtures("runtime_off")
