@@ -515,6 +515,8 @@ class Poster:
         newest: StepRecord,
         found: Mapping[str, Outcome] | None,
         folded_in: StepRecord | None = None,
+        *,
+        surely_applied: bool = True,
     ) -> None:
         if folded_in is not None:
             # When the holder built the step that applied our post, after we wrote it.
@@ -536,6 +538,10 @@ class Poster:
                 why = (
                     f"call {call.call_id} was applied (by step {newest.step} at the latest), but the "
                     "step holding its outcome has been compacted"
+                    if surely_applied
+                    else f"call {call.call_id} was posted, and a writer whose clock runs an hour or more "
+                    "ahead dropped its sender from the cursor: whether a step compacted since applied "
+                    f"it cannot be told (by step {newest.step} it is applied, or never will be)"
                 )
                 outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step, why))
             call.deliver(outcome)
@@ -592,7 +598,7 @@ class Poster:
             posted.passed.add(step)
         if found is None and not known and not gap:
             return False  # forgotten, but no step since our post applied it: it expired unapplied
-        self._deliver_posted(posted, batch, base, found, folded_in)
+        self._deliver_posted(posted, batch, base, found, folded_in, surely_applied=known)
         return True
 
     def _below_watermark(self, step: int) -> bool:
