@@ -291,6 +291,30 @@ def test_vactor_delete_with_the_key_of_a_delete_that_committed_leaves_the_actor_
     assert done.code == EXIT_OK and "deleted actor 'tally-9'" in done.out
 
 
+def test_vactor_delete_with_the_key_of_a_committed_delete_asks_no_confirmation_and_names_no_actor(
+    vactor: Vactor, store: str
+) -> None:
+    """A retry of a delete that committed deletes nothing: ``vactor delete`` with its key asked
+    to confirm deleting the actor created since, naming it ("Delete actor 'tally-12' (Tally,
+    newest step 3)?"), and without ``--yes`` on a pipe refused to go on at all. It now says the
+    delete with the key was done, and that the actor made since is left as it is."""
+    vc.init(store)
+    try:
+        Tally.get_or_create("tally-12").add.run("old/0")
+        assert vc.delete_actor("tally-12", idempotency_key="drop-12") is True
+        Tally.get_or_create("tally-12").add.run("new/0")
+    finally:
+        vc.shutdown()
+    said = vactor("delete", "tally-12", "--idempotency-key", "drop-12")  # (stdin: no terminal)
+    assert said.code == EXIT_OK, said.err
+    assert "was deleted already by the delete with this key" in said.out
+    vc.init(store)
+    assert vc.get_actor("tally-12").seen.run() == ["new/0"]
+    vc.shutdown()
+    refused = vactor("delete", "tally-12", "--idempotency-key", "drop-12b")  # another key: asks
+    assert refused.code != EXIT_OK and "--yes" in refused.err
+
+
 def test_the_async_twin_takes_the_key_and_refuses_a_bad_one(spec: StoreSpec) -> None:
     """``delete_actor_async`` with the key of a delete that committed says False and leaves the
     actor made since; a key that is no key is refused before anything is sent."""

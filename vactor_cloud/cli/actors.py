@@ -510,6 +510,7 @@ def _compact_unproven_again(
 
 def cmd_delete(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
+    from vactor_cloud.deletion import deleted_by
     from vactor_cloud.errors import ActorDeletedError
     from vactor_cloud.runtime import get_runtime
 
@@ -527,7 +528,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
             out.print(f"actor {actor_id!r} was deleted already; nothing to do")
         return EXIT_OK
     what = f"actor {actor_id!r} ({record.class_ref.name}, newest step {record.step})"
-    if not args.yes:
+    # A retry of a delete that committed (its key in the newest step: the actor there was
+    # created since) deletes nothing, and asks nothing: it only finishes that delete's clean-up.
+    retry = args.idempotency_key is not None and deleted_by(record, args.idempotency_key)
+    if not args.yes and not retry:
         if not sys.stdin.isatty():
             raise CliError(
                 f"not deleting {what} without a confirmation: pass --yes (stdin is not a terminal)",
