@@ -154,6 +154,21 @@ def fold_the_post_at_step_3(store: Switchable, log_: ActorLog) -> StepRecord:
     return three
 
 
+def posting_behind_anothers_lease(store_spec: StoreSpec) -> tuple[Switchable, Any, Any, LeaseStore]:
+    """Actor "a" at step 1 on a wrapped (remote-like) store; another process holds the folder
+    lease, and step 2 is committed behind our back: our next call loses its put, posts
+    (knowing step 2) and waits for a fold. The store, the handle, the runtime, the leases."""
+    store = init_switchable(store_spec, combine_window=60.0)
+    assert not store.inline
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
+    commit_behind_its_back("a")  # step 2
+    return store, log, runtime, leases
+
+
 def add_while_another_process_folds(
     log: Any, posted: threading.Event, folded: threading.Event, fold: Callable[[], None]
 ) -> Any:
@@ -1472,13 +1487,7 @@ def test_a_poster_whose_applied_post_a_later_step_forgot_gets_its_outcome_and_do
     we fold: the cursor does not say our post was applied, and our post is gone, so our calls
     went in "anyway", applied twice (what the five-clock test saw once under load). Our post
     is dated at or before step 4's floor: the steps above the one we posted on tell."""
-    store = init_switchable(store_spec, combine_window=60.0)
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")  # step 1
-    runtime = vc.get_runtime()
-    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
-    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
-    commit_behind_its_back("a")  # step 2: our put of step 2 loses, we post (knowing step 2)
+    store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
     posted = threading.Event()
     folded = threading.Event()
     inner_around = store._around
@@ -1525,15 +1534,7 @@ def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_
     outcomes (``carries``): it finds them in step 4, without reading step 3; step 4 there
     without them (``there``, a writer that does not carry): it walks back to step 3; step 4
     not there yet (``not-yet``): it reads step 3."""
-    store = init_switchable(store_spec, combine_window=60.0)
-    assert not store.inline
-    log = OrderLog.get_or_create("a")
-    log.add.run("me/0")  # step 1
-    runtime = vc.get_runtime()
-    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
-    # Another process holds the folder lease: our next call posts and waits for its fold.
-    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
-    commit_behind_its_back("a")  # step 2: our put of step 2 loses, we post (knowing step 2)
+    store, log, runtime, _ = posting_behind_anothers_lease(store_spec)
     posted = threading.Event()
     folded = threading.Event()
     reads: list[int] = []
