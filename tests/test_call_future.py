@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import threading
 import time
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from vactor_cloud.dedup import Outcome
 from vactor_cloud.future import CallFuture
 
 
@@ -56,3 +61,41 @@ def test_a_cancelled_future_is_not_run() -> None:
         future.result()
     with pytest.raises(concurrent.futures.InvalidStateError):
         future.set_result(1)
+
+
+class _Held:
+    """Stands for what a caller's frame holds (its runtime, its actor cache)."""
+
+
+def _future_failed() -> Callable[[], Any]:
+    future: CallFuture[int] = CallFuture()
+    future.set_exception(ValueError("boom"))
+    return future.result
+
+
+def _outcome_failed() -> Callable[[], Any]:
+    return Outcome(False, ValueError("boom")).unwrap
+
+
+@pytest.mark.parametrize("make", [_future_failed, _outcome_failed], ids=["future", "outcome"])
+def test_raising_a_held_exception_leaves_no_cycle_holding_the_callers_locals(
+    make: Callable[[], Callable[[], Any]],
+) -> None:
+    """``raise self._exception`` made a cycle (the exception's traceback holds the frame that
+    holds the future, which holds the exception): every caller that caught it kept its locals
+    (a runtime, its cache) until the next garbage collection. Freed by reference counting now,
+    once the future or outcome and the exception are dropped."""
+
+    def caller(held: _Held, box: list[Callable[[], Any]]) -> None:
+        box.pop()()  # (holds no reference to the future itself)
+
+    gc.disable()
+    try:
+        held = _Held()
+        ref = weakref.ref(held)
+        with pytest.raises(ValueError, match="boom"):
+            caller(held, [make()])
+        del held
+        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
+    finally:
+        gc.enable()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import select
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -76,6 +78,38 @@ def test_sync_propagates_the_coroutine_exception() -> None:
 
     with pytest.raises(KeyError, match="boom"):
         sync(fail(), timeout=30)
+
+
+class _Held:
+    """Stands for what a caller's frame holds (its runtime, its actor cache)."""
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["task", "eager"])
+def test_an_error_through_the_bridge_leaves_no_cycle_holding_the_callers_locals(eager: bool) -> None:
+    """The waiter held the error, whose traceback holds the frames that hold the waiter: a
+    cycle, so every error through the bridge kept its callers' locals (a runtime, its cache)
+    until the next garbage collection (one test saw a runtime outlive ``vc.shutdown()`` so).
+    They are freed by reference counting as soon as the caller is done with the error."""
+
+    async def fail() -> None:
+        if not eager:
+            await asyncio.sleep(0)  # (suspends: the task's path)
+        raise ValueError("boom")
+
+    def caller(held: _Held) -> None:
+        sync(fail(), timeout=30, eager=eager)
+
+    gc.disable()
+    try:
+        held = _Held()
+        ref = weakref.ref(held)
+        with pytest.raises(ValueError, match="boom"):
+            caller(held)
+        del held
+        sync(_answer(), timeout=30)  # (the loop's callback that raised it has returned)
+        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
+    finally:
+        gc.enable()
 
 
 def test_an_interrupt_while_waiting_cancels_the_coroutine_and_reaches_the_caller(

@@ -304,8 +304,16 @@ def sync(
         tracker.discard(waiter)
     if waiter.cancelled:
         raise BridgeCancelled("cancelled: its owner shut down")
-    if waiter.error is not None:
-        raise waiter.error
+    error, waiter.error = waiter.error, None
+    if error is not None:
+        # No reference cycle is left behind (the error's traceback holds this frame and the
+        # loop's, which hold the waiter and the error): the error and the frames its traceback
+        # holds, the caller's runtime among their locals, are freed as soon as the caller is
+        # done with it, not at the next garbage collection.
+        try:
+            raise error
+        finally:
+            del error, waiter
     return waiter.value  # type: ignore[no-any-return]
 
 

@@ -150,7 +150,10 @@ class Outcome:
     def unwrap(self) -> Any:
         if self.ok:
             return self.value
-        raise self.value
+        try:
+            raise self.value
+        finally:
+            del self  # (no cycle: the traceback holds this frame, the outcome its exception)
 
     def settle(self, future: Future[Any]) -> None:
         """Complete ``future`` with this outcome, unless it is already done (e.g. cancelled)."""

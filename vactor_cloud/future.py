@@ -347,7 +347,10 @@ class CallFuture(concurrent.futures.Future[T]):
         if self._state == _CANCELLED:
             raise concurrent.futures.CancelledError()
         if self._exception is not None:
-            raise self._exception
+            try:
+                raise self._exception
+            finally:
+                del self  # (no cycle: the traceback holds this frame, the future its exception)
         return self._result  # type: ignore[no-any-return]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
