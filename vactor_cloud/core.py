@@ -1539,7 +1539,10 @@ class ActorCore(Folder):
         counters.commit_error(self.actor_id, exc, c.put_sent or posted is not None)
         reported: BaseException = exc
         if posted is not None:
+            # Pending (the post may still be applied, or was), the error that stopped us as its
+            # cause: a walk back that met a damaged step or a stalled store says so.
             reported = self._pending_error(posted, batch)
+            reported.__cause__ = exc
         elif c.put_sent and isinstance(exc, StorageTimeoutError) and not exc.write_in_flight:
             # The deadline passed with our step's put sent: it may still land.
             reported = StorageTimeoutError(
