@@ -1728,6 +1728,60 @@ def test_a_damaged_or_forged_step_met_on_the_walk_back_is_refused_not_taken_for_
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("damage", ["stalled", "corrupt"])
+def test_a_poster_whose_walk_back_fails_while_another_process_holds_the_lease_hears_why(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """Step 3 applies our post, step 4 shows it applied without our outcomes (a writer that
+    does not carry), and the other process keeps the lease: our wait walks back from step 4
+    to step 3, whose every read stalls past ``Settings.deadline`` (``stalled``) or is damaged
+    at rest (``corrupt``). The caller gets ``CallPendingError`` after ``commit_timeout``, the
+    failed read as its cause (it had none: nothing told why the outcome could not be read),
+    and ``call_outcome`` tells the outcome once the store answers (or raises the damage)."""
+    store, log, runtime, _ = posting_behind_anothers_lease(store_spec)
+    posted, folded = hold_step_reads_until_folded(store)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    walking = walking_back(monkeypatch)
+    step_3 = log_.step_key(3)
+    answering = threading.Event()
+    held_around = store._around
+
+    async def stall_the_walk_back(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        walk_back_read = operation == "get" and key == step_3 and walking.is_set()
+        if damage == "stalled" and walk_back_read and not answering.is_set():
+            await asyncio.sleep(HANG)  # (cancelled at the deadline)
+        return await held_around(operation, key, run, **kw)
+
+    store._around = stall_the_walk_back  # type: ignore[method-assign]
+
+    def fold() -> None:
+        three = fold_the_post_at_step_3(store, log_)
+        _sync.sync(log_.put_step(dataclasses.replace(three, step=4, parent=3, posted=b"", carried=b"")))
+        if damage == "corrupt":
+            data = bytearray(_sync.sync(store.inner.get(step_3)).data)
+            data[len(data) // 2] ^= 0x01
+            _sync.sync(store.inner.put(step_3, bytes(data)))
+
+    retune(deadline=1.0, commit_timeout=3.0)
+    try:
+        with pytest.raises(CallPendingError) as raised:
+            add_while_another_process_folds(log, posted, folded, fold)
+    finally:
+        answering.set()
+        retune(deadline=30.0, commit_timeout=120.0)
+    cause = raised.value.__cause__
+    if damage == "stalled":
+        assert isinstance(cause, StorageTimeoutError), repr(cause)
+        assert vc.get_actor("a").call_outcome(raised.value.call_ids[0]) == "from step 3"
+    else:
+        assert isinstance(cause, IntegrityError), repr(cause)
+        assert step_3 in str(cause)
+        with pytest.raises(IntegrityError, match="/steps/"):
+            vc.get_actor("a").call_outcome(raised.value.call_ids[0])
+    assert log.applied.run() == ["me/0"]
+
+
+@pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("later", ["carries", "there", "not-yet"])
 def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_there(
     store_spec: StoreSpec, later: str

@@ -341,17 +341,24 @@ class Poster:
         self._outstanding = posted
         return posted
 
-    def _wait_for_fold(self, posted: Posted, batch: list[PendingCall], give_up_at: float) -> str:
+    def _wait_for_fold(
+        self, posted: Posted, batch: list[PendingCall], give_up_at: float
+    ) -> tuple[str, StorageError | IntegrityError | None]:
         """A poster waits for the lease holder's fold, polling the next step.
 
         ``"done"``: applied, outcomes delivered; ``"fold"``: the lease was free and we
-        took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed.
+        took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed. With it, the
+        error the last look failed with (None: it read the store): at a timeout, why our
+        outcome was not read (a stalled store, a damaged step on the walk back to it).
         """
         with self.env.waiting_for_others():
             return self._poll_for_fold(posted, batch, give_up_at)
 
-    def _poll_for_fold(self, posted: Posted, batch: list[PendingCall], give_up_at: float) -> str:
+    def _poll_for_fold(
+        self, posted: Posted, batch: list[PendingCall], give_up_at: float
+    ) -> tuple[str, StorageError | IntegrityError | None]:
         """``_wait_for_fold``'s loop."""
+        failed: StorageError | IntegrityError | None = None
         progress_at = time.monotonic()
         seen_step = self.record.step if self.record is not None else -1
         # The first look about one holder commit after posting (or, sooner, about when our
@@ -365,12 +372,13 @@ class Poster:
         while True:
             now = time.monotonic()
             if now >= give_up_at or self.env.closed:
-                return "timeout"  # (at shutdown: the post stays, and may still be applied)
+                return "timeout", failed  # (at shutdown: the post stays, and may still be applied)
             time.sleep(pause * (0.75 + 0.5 * random.random()))
             pause = min(longest, pause * 1.5)
             try:
                 if self._poll_steps(posted, batch, skip=first):
-                    return "done"
+                    return "done", None
+                failed = None
                 first = False
                 step = self.record.step if self.record is not None else -1
                 if step != seen_step:
@@ -380,9 +388,10 @@ class Poster:
                 stalled = time.monotonic() - progress_at > max(0.25, 20 * min(0.02, self._cycle))
                 if stalled or ((lease is None or not lease.valid()) and not self._served_lately()):
                     if self._lease_for_fold():
-                        return "fold"
+                        return "fold", None
                     progress_at = time.monotonic()
             except (StorageError, IntegrityError) as exc:
+                failed = exc
                 counters.transient_retry(self.actor_id, exc)
                 self._distrust()
 
