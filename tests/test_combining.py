@@ -1567,23 +1567,36 @@ def walking_back(
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("left", ["nothing", "stray-applying", "stray-not-applying"])
 def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_gets_outcome_unknown(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, left: str
 ) -> None:
     """As above, but a compaction (``min_age`` 0) deletes step 3, the one that applied our
     post, just before our walk back reads it: nothing left tells whether our post was applied
     or expired. The caller must get ``CommitOutcomeUnknownError`` saying the outcome "cannot
     be told" (not ``CallPendingError``, not a result), and our own fold must not apply the
-    call again."""
+    call again. Where step 3 was, a stalled writer's late put may have re-created the number
+    since (a stray, below the retention watermark): one that applied our post too
+    (``stray-applying``) or not (``stray-not-applying``) is no step of the history, and says
+    nothing either way. (A stray was taken for "no step since our post applied it": our fold
+    applied the call a second time.)"""
     store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    step_3 = log_.step_key(3)
     compacted: list[int] = []
 
     def compact_step_3(base: StepRecord) -> None:
         if folded.is_set() and base.step == 4 and not compacted:
+            three = _sync.sync(log_.read_step(3))
+            assert three is not None
             report = _sync.sync(compaction.compact(log_, 1, min_age=0.0))
             compacted.append(report.watermark)
+            if left != "nothing":
+                stray = dataclasses.replace(three, writer="stalled")
+                if left == "stray-not-applying":
+                    stray = dataclasses.replace(stray, posted=b"")
+                _sync.sync(store.inner.put(step_3, stray.encode(step_3, log_.signing_key), mode="create"))
 
     walking_back(monkeypatch, compact_step_3)
 
@@ -1600,7 +1613,7 @@ def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_
     assert error.reason is not None and "cannot be told" in error.reason
     assert "cannot be told" in str(error)
     assert error.idempotency_key is None
-    assert _sync.sync(log_.read_step(3)) is None
+    assert (_sync.sync(log_.read_step(3)) is None) == (left == "nothing")
     # Not applied by our fold, then or later: the next call finds only its own.
     assert log.applied.run() == ["me/0"]
     assert log.add.run("me/2") == 2

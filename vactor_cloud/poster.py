@@ -603,10 +603,15 @@ class Poster:
             if found is not None:
                 if step != base.step and self._below_watermark(step):
                     found = folded_in = None  # a stray, not the history's: the step was compacted
+                    gap = True
                 break
             posted.passed.add(step)
         if found is None and not known and not gap:
-            return False  # forgotten, but no step since our post applied it: it expired unapplied
+            # Forgotten, and no step since our post applied it: it expired unapplied. Unless a
+            # step we took for one lies below the watermark: a stray (the step was compacted).
+            gap = base.step > posted.base_step + 1 and self._below_watermark(posted.base_step + 1)
+            if not gap:
+                return False
         self._deliver_posted(posted, batch, base, found, folded_in, surely_applied=known)
         return True
 
@@ -616,7 +621,8 @@ class Poster:
         writer's late put re-created a number a compaction had freed), and what it says
         must not be taken. The watermark is read *after* the step (as ``ActorLog.find_step``
         does): a compaction raises it before deleting, so a stray read before this answer
-        shows below it. One request, only when a walk back found what it looked for."""
+        shows below it. One request, only when a walk back found what it looked for, or
+        found it nowhere and would take that for "never applied"."""
         return step < self.env.run(self.log.read_gc())
 
     def _pending_error(self, posted: Posted, batch: list[PendingCall]) -> CallPendingError:
