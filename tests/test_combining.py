@@ -1621,6 +1621,47 @@ def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("left", ["nothing", "stray-applying", "stray-not-applying"])
+def test_call_outcome_of_a_forgotten_post_whose_applying_step_was_compacted_says_it_cannot_be_told(
+    store_spec: StoreSpec, left: str
+) -> None:
+    """Our caller gave up (``CallPendingError``) while another process held the lease; its
+    fold then applied our post in step 3, and step 4 dropped our sender from the cursor (a
+    writer an hour ahead). A compaction deletes step 3; a stalled writer's late put may
+    re-create it (a stray, with our outcome or without). (``fresh_window`` 0: a compaction
+    may delete at once.) ``call_outcome`` walks back from
+    step 4: nothing of the history tells whether the call was applied or expired. It must
+    raise ``CommitOutcomeUnknownError`` saying so: not ``LookupError`` (never applied: the
+    stray without our outcome was taken for a step of the history), nor that the call "was
+    applied" (what it said of a compacted step, sure or not)."""
+    store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    retune(commit_timeout=0.5)
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run("me/1")
+    retune(commit_timeout=120.0)
+    (call_id,) = raised.value.call_ids
+    fold_at_3_and_forget_at_4(store, log_, leases)
+    three = _sync.sync(log_.read_step(3))
+    assert three is not None
+    # (min_age 0 is allowed where no writer trusts a cache without reading the watermark)
+    retune(fresh_window=0.0)
+    assert vc.get_actor("a").compact(1, min_age=0.0).watermark == 4
+    if left != "nothing":
+        stray = dataclasses.replace(three, writer="stalled")
+        if left == "stray-not-applying":
+            stray = dataclasses.replace(stray, posted=b"")
+        step_3 = log_.step_key(3)
+        _sync.sync(store.inner.put(step_3, stray.encode(step_3, log_.signing_key), mode="create"))
+    with pytest.raises(CommitOutcomeUnknownError) as unknown:
+        vc.get_actor("a").call_outcome(call_id)
+    error = unknown.value
+    assert type(error) is CommitOutcomeUnknownError, repr(error)
+    assert error.reason is not None and "cannot be told" in error.reason, error.reason
+    assert log.applied.run() == ["me/0"]
+
+
+@pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("fault", ["lost", "stalled-once", "stalled-always"])
 def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_nothing_twice(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, fault: str

@@ -548,9 +548,7 @@ class Poster:
                     f"call {call.call_id} was applied (by step {newest.step} at the latest), but the "
                     "step holding its outcome has been compacted"
                     if surely_applied
-                    else f"call {call.call_id} was posted, and a writer whose clock runs an hour or more "
-                    "ahead dropped its sender from the cursor: whether a step compacted since applied "
-                    f"it cannot be told (by step {newest.step} it is applied, or never will be)"
+                    else _cannot_tell(call.call_id, newest.step)
                 )
                 outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step, why))
             call.deliver(outcome)
@@ -756,12 +754,18 @@ class Poster:
                 if posted is not None:
                     self._index_armed(newest, posted)
                 return found
+        if unsure and complete and stop + 1 < newest.step and self._below_watermark(stop + 1):
+            complete = False  # a step walked may be a stray, not the history's: compacted
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
             self._unless_a_write_may_land(posted, call_id)
             raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
-        if posted is not None:  # applied, but the step that holds its result was compacted
-            why = f"call {call_id} was applied, but the step holding its outcome has been compacted"
+        if posted is not None:  # applied (or, unsure, maybe), but the step that tells was compacted
+            why = (
+                _cannot_tell(call_id, newest.step)
+                if unsure
+                else f"call {call_id} was applied, but the step holding its outcome has been compacted"
+            )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
@@ -795,6 +799,16 @@ class Posted:
     #: until when (monotonic) a write that carries our calls may still land (a post or a
     #: step put of ours whose outcome is unknown): ``call_outcome`` does not say "never" before
     may_land_until: float = -math.inf
+
+
+def _cannot_tell(call_id: str, step: int) -> str:
+    """Why the outcome of a posted call the cursor forgot is unknown: a step compacted since
+    (or a stray where it was) may have applied it, or none did."""
+    return (
+        f"call {call_id} was posted, and a writer whose clock runs an hour or more ahead dropped "
+        "its sender from the cursor: whether a step compacted since applied it cannot be told "
+        f"(by step {step} it is applied, or never will be)"
+    )
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:
