@@ -1566,6 +1566,32 @@ def walking_back(
     return walking
 
 
+class JumpingClock:
+    """The ``time`` module as a module under test sees it: ``monotonic()`` runs an hour ahead
+    once ``up`` is set."""
+
+    def __init__(self, up: threading.Event) -> None:
+        self.up = up
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + (3600.0 if self.up.is_set() else 0.0)
+
+
+def commit_timeout_runs_out(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set it, and ``commit_timeout`` has passed for the commit loop and a poster's wait (their
+    clock jumps an hour ahead): a caller gives up exactly then, whatever the setup before took
+    (a short ``commit_timeout`` raced it, and on a loaded moto lane won: the caller gave up
+    before the walk back under test had begun)."""
+    up = threading.Event()
+    clock = JumpingClock(up)
+    monkeypatch.setattr(core_module, "time", clock)
+    monkeypatch.setattr(poster, "time", clock)
+    return up
+
+
 @pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("left", ["nothing", "stray-applying", "stray-not-applying"])
 def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_gets_outcome_unknown(
@@ -1623,7 +1649,7 @@ def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_
 @pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("left", ["nothing", "stray-applying", "stray-not-applying"])
 def test_call_outcome_of_a_forgotten_post_whose_applying_step_was_compacted_says_it_cannot_be_told(
-    store_spec: StoreSpec, left: str
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, left: str
 ) -> None:
     """Our caller gave up (``CallPendingError``) while another process held the lease; its
     fold then applied our post in step 3, and step 4 dropped our sender from the cursor (a
@@ -1636,10 +1662,18 @@ def test_call_outcome_of_a_forgotten_post_whose_applying_step_was_compacted_says
     applied" (what it said of a compacted step, sure or not)."""
     store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
-    retune(commit_timeout=0.5)
+    times_up = commit_timeout_runs_out(monkeypatch)
+    posting_around = store._around
+
+    async def give_up_once_posted(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        result = await posting_around(operation, key, run, **kw)
+        if operation == "put" and "/mail/" in key:
+            times_up.set()
+        return result
+
+    store._around = give_up_once_posted  # type: ignore[method-assign]
     with pytest.raises(CallPendingError) as raised:
         log.add.run("me/1")
-    retune(commit_timeout=120.0)
     (call_id,) = raised.value.call_ids
     fold_at_3_and_forget_at_4(store, log_, leases)
     three = _sync.sync(log_.read_step(3))
@@ -1668,14 +1702,15 @@ def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_
 ) -> None:
     """The walk back's read of step 3 (which applied our forgotten post) loses its answer
     (``lost``), or gets none within ``Settings.deadline`` (``stalled-once``: that read alone;
-    ``stalled-always``: every walk back's). The call must end, within ``commit_timeout``
-    plus a deadline, with its outcome (read again) or ``CallPendingError`` naming the
-    timeout, and never be applied by our own fold; ``call_outcome`` then tells the
-    outcome once the store answers again."""
+    ``stalled-always``: every walk back's, and ``commit_timeout`` runs out meanwhile). The
+    call must end, with its outcome (read again) or ``CallPendingError`` naming the timeout,
+    and never be applied by our own fold; ``call_outcome`` then tells the outcome once the
+    store answers again."""
     store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
     walking = walking_back(monkeypatch)
+    times_up = commit_timeout_runs_out(monkeypatch)
     step_3 = log_.step_key(3)
     faulted: list[str] = []
     answering = threading.Event()  # the store answers step 3's reads again
@@ -1689,6 +1724,8 @@ def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_
                 raise RetryableStorageError("the answer was lost (injected)", key)
             if fault == "stalled-always" or not faulted:
                 faulted.append(fault)
+                if fault == "stalled-always":
+                    times_up.set()
                 await asyncio.sleep(HANG)  # (cancelled at the deadline)
         return await held_around(operation, key, run, **kw)
 
@@ -1697,7 +1734,7 @@ def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_
     def fold() -> None:
         fold_at_3_and_forget_at_4(store, log_, leases)
 
-    retune(deadline=1.0, commit_timeout=3.0)
+    retune(deadline=1.0)
     outcome: list[Any] = []
 
     def call() -> None:
@@ -1711,7 +1748,7 @@ def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_
     caller.join(HANG)
     answering.set()
     assert not caller.is_alive(), "the call hung on the walk back's read"
-    retune(deadline=30.0, commit_timeout=120.0)
+    retune(deadline=30.0)
     assert faulted, "no walk back read step 3"
     (result,) = outcome
     if fault == "stalled-always":
@@ -1742,6 +1779,7 @@ def test_a_damaged_or_forged_step_met_on_the_walk_back_is_refused_not_taken_for_
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=signing_key)
     walking = walking_back(monkeypatch)
+    times_up = commit_timeout_runs_out(monkeypatch)
     step_3 = log_.step_key(3)
     refused: list[int] = []
     held_around = store._around
@@ -1749,6 +1787,7 @@ def test_a_damaged_or_forged_step_met_on_the_walk_back_is_refused_not_taken_for_
     async def count_walk_back_reads(operation: str, key: str, run: Any, **kw: Any) -> Any:
         if operation == "get" and key == step_3 and walking.is_set():
             refused.append(1)
+            times_up.set()  # (its refusal retried until commit_timeout: that is now)
         return await held_around(operation, key, run, **kw)
 
     store._around = count_walk_back_reads  # type: ignore[method-assign]
@@ -1768,10 +1807,8 @@ def test_a_damaged_or_forged_step_met_on_the_walk_back_is_refused_not_taken_for_
             data = bytearray(forged.encode(step_3, None))
         _sync.sync(store.inner.put(step_3, bytes(data)))
 
-    retune(commit_timeout=2.0)
     with pytest.raises(CallPendingError) as raised:
         add_while_another_process_folds(log, posted, folded, fold)
-    retune(commit_timeout=120.0)
     assert refused, "no walk back read step 3"
     cause = raised.value.__cause__
     assert isinstance(cause, IntegrityError), repr(cause)
@@ -1789,19 +1826,22 @@ def test_a_poster_whose_walk_back_fails_while_another_process_holds_the_lease_he
     """Step 3 applies our post, step 4 shows it applied without our outcomes (a writer that
     does not carry), and the other process keeps the lease: our wait walks back from step 4
     to step 3, whose every read stalls past ``Settings.deadline`` (``stalled``) or is damaged
-    at rest (``corrupt``). The caller gets ``CallPendingError`` after ``commit_timeout``, the
+    at rest (``corrupt``), until ``commit_timeout``. The caller gets ``CallPendingError``, the
     failed read as its cause (it had none: nothing told why the outcome could not be read),
     and ``call_outcome`` tells the outcome once the store answers (or raises the damage)."""
     store, log, runtime, _ = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
     walking = walking_back(monkeypatch)
+    times_up = commit_timeout_runs_out(monkeypatch)
     step_3 = log_.step_key(3)
     answering = threading.Event()
     held_around = store._around
 
     async def stall_the_walk_back(operation: str, key: str, run: Any, **kw: Any) -> Any:
         walk_back_read = operation == "get" and key == step_3 and walking.is_set()
+        if walk_back_read:
+            times_up.set()  # (the failed read retried until commit_timeout: that is now)
         if damage == "stalled" and walk_back_read and not answering.is_set():
             await asyncio.sleep(HANG)  # (cancelled at the deadline)
         return await held_around(operation, key, run, **kw)
@@ -1816,13 +1856,13 @@ def test_a_poster_whose_walk_back_fails_while_another_process_holds_the_lease_he
             data[len(data) // 2] ^= 0x01
             _sync.sync(store.inner.put(step_3, bytes(data)))
 
-    retune(deadline=1.0, commit_timeout=3.0)
+    retune(deadline=1.0)
     try:
         with pytest.raises(CallPendingError) as raised:
             add_while_another_process_folds(log, posted, folded, fold)
     finally:
         answering.set()
-        retune(deadline=30.0, commit_timeout=120.0)
+        retune(deadline=30.0)
     cause = raised.value.__cause__
     if damage == "stalled":
         assert isinstance(cause, StorageTimeoutError), repr(cause)
