@@ -42,12 +42,18 @@ from combining_workers import (
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, poster, posting
+from vactor_cloud import _sync, compaction, poster, posting
 from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
+from vactor_cloud.errors import (
+    CallPendingError,
+    CommitOutcomeUnknownError,
+    IntegrityError,
+    RetryableStorageError,
+    StorageTimeoutError,
+)
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
@@ -154,11 +160,14 @@ def fold_the_post_at_step_3(store: Switchable, log_: ActorLog) -> StepRecord:
     return three
 
 
-def posting_behind_anothers_lease(store_spec: StoreSpec) -> tuple[Switchable, Any, Any, LeaseStore]:
+def posting_behind_anothers_lease(
+    store_spec: StoreSpec, **settings: Any
+) -> tuple[Switchable, Any, Any, LeaseStore]:
     """Actor "a" at step 1 on a wrapped (remote-like) store; another process holds the folder
     lease, and step 2 is committed behind our back: our next call loses its put, posts
-    (knowing step 2) and waits for a fold. The store, the handle, the runtime, the leases."""
-    store = init_switchable(store_spec, combine_window=60.0)
+    (knowing step 2) and waits for a fold. The store, the handle, the runtime, the leases.
+    ``settings``: more of the runtime's."""
+    store = init_switchable(store_spec, combine_window=60.0, **settings)
     assert not store.inline
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1
@@ -167,6 +176,43 @@ def posting_behind_anothers_lease(store_spec: StoreSpec) -> tuple[Switchable, An
     assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 60.0, 1)) is not None
     commit_behind_its_back("a")  # step 2
     return store, log, runtime, leases
+
+
+def hold_step_reads_until_folded(store: Switchable) -> tuple[threading.Event, threading.Event]:
+    """Once our post is written (``posted`` set), our step reads wait until the other
+    process's fold is done (``folded``): the two events, for ``add_while_another_process_folds``."""
+    posted = threading.Event()
+    folded = threading.Event()
+    inner_around = store._around
+
+    async def hold(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and "/mail/" in key:
+            result = await inner_around(operation, key, run, **kw)
+            posted.set()
+            return result
+        if operation == "get" and "/steps/" in key and posted.is_set() and not folded.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = hold  # type: ignore[method-assign]
+    return posted, folded
+
+
+def fold_at_3_and_forget_at_4(store: Switchable, log_: ActorLog, leases: LeaseStore) -> None:
+    """Another process's fold: step 3 applies our pending post (outcome "from step 3") and
+    the post is deleted; step 4, by a writer whose clock runs hours ahead, drops our sender
+    from the cursor, raising the post floor to the entry's time (and carries nothing); then
+    the lease is given up. Only the steps above the one we posted on tell our outcome."""
+    three = fold_the_post_at_step_3(store, log_)
+    box = PostBox(store.inner, "a", vc.get_runtime().settings.signing_key)
+    _sync.sync(box.delete(_sync.sync(box.keys())))  # applied: its folder deleted it
+    cursor = dict(three.extra[POST_CURSOR])
+    (sender,) = cursor
+    forgotten = {k: v for k, v in three.extra.items() if k != POST_CURSOR}
+    forgotten[posting.POST_FLOOR] = float(cursor[sender][1])
+    four = dataclasses.replace(three, step=4, parent=3, posted=b"", carried=b"", extra=forgotten)
+    _sync.sync(log_.put_step(four))
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 0.0, 4)) is not None
 
 
 def add_while_another_process_folds(
@@ -1488,37 +1534,345 @@ def test_a_poster_whose_applied_post_a_later_step_forgot_gets_its_outcome_and_do
     went in "anyway", applied twice (what the five-clock test saw once under load). Our post
     is dated at or before step 4's floor: the steps above the one we posted on tell."""
     store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
-    posted = threading.Event()
-    folded = threading.Event()
-    inner_around = store._around
-
-    async def hold_step_reads_until_folded(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        if operation == "put" and "/mail/" in key:
-            result = await inner_around(operation, key, run, **kw)
-            posted.set()
-            return result
-        if operation == "get" and "/steps/" in key and posted.is_set() and not folded.is_set():
-            await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
-        return await inner_around(operation, key, run, **kw)
-
-    store._around = hold_step_reads_until_folded  # type: ignore[method-assign]
+    posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
 
     def fold() -> None:
-        three = fold_the_post_at_step_3(store, log_)
-        box = PostBox(store.inner, "a", runtime.settings.signing_key)
-        _sync.sync(box.delete(_sync.sync(box.keys())))  # applied: its folder deleted it
-        cursor = dict(three.extra[POST_CURSOR])
-        (sender,) = cursor
-        forgotten = {k: v for k, v in three.extra.items() if k != POST_CURSOR}
-        forgotten[posting.POST_FLOOR] = float(cursor[sender][1])
-        four = dataclasses.replace(three, step=4, parent=3, posted=b"", carried=b"", extra=forgotten)
-        _sync.sync(log_.put_step(four))
-        assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 0.0, 4)) is not None
+        fold_at_3_and_forget_at_4(store, log_, leases)
 
     assert add_while_another_process_folds(log, posted, folded, fold) == "from step 3"
     assert "me/1" not in log.applied.run(), "our call was applied again, by our own fold"
     assert read_chain("a")[-1].step == 4
+
+
+def walking_back(
+    monkeypatch: pytest.MonkeyPatch, before: Callable[[StepRecord], None] | None = None
+) -> threading.Event:
+    """Set while a poster walks back over the steps above the one it posted on
+    (``Poster._settle_if_folded``); ``before(base)`` runs just before each walk back."""
+    walking = threading.Event()
+    real = poster.Poster._settle_if_folded
+
+    def settle(self: Any, posted: Posted, batch: Any, base: StepRecord) -> bool:
+        if before is not None:
+            before(base)
+        walking.set()
+        try:
+            return real(self, posted, batch, base)
+        finally:
+            walking.clear()
+
+    monkeypatch.setattr(poster.Poster, "_settle_if_folded", settle)
+    return walking
+
+
+class JumpingClock:
+    """The ``time`` module as a module under test sees it: ``monotonic()`` runs an hour ahead
+    once ``up`` is set."""
+
+    def __init__(self, up: threading.Event) -> None:
+        self.up = up
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + (3600.0 if self.up.is_set() else 0.0)
+
+
+def commit_timeout_runs_out(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set it, and ``commit_timeout`` has passed for the commit loop and a poster's wait (their
+    clock jumps an hour ahead): a caller gives up exactly then, whatever the setup before took
+    (a short ``commit_timeout`` raced it, and on a loaded moto lane won: the caller gave up
+    before the walk back under test had begun)."""
+    up = threading.Event()
+    clock = JumpingClock(up)
+    monkeypatch.setattr(core_module, "time", clock)
+    monkeypatch.setattr(poster, "time", clock)
+    return up
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("left", ["nothing", "stray-applying", "stray-not-applying"])
+def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_gets_outcome_unknown(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, left: str
+) -> None:
+    """As above, but a compaction (``min_age`` 0) deletes step 3, the one that applied our
+    post, just before our walk back reads it: nothing left tells whether our post was applied
+    or expired. The caller must get ``CommitOutcomeUnknownError`` saying the outcome "cannot
+    be told" (not ``CallPendingError``, not a result), and our own fold must not apply the
+    call again. Where step 3 was, a stalled writer's late put may have re-created the number
+    since (a stray, below the retention watermark): one that applied our post too
+    (``stray-applying``) or not (``stray-not-applying``) is no step of the history, and says
+    nothing either way. (A stray was taken for "no step since our post applied it": our fold
+    applied the call a second time.)"""
+    store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
+    posted, folded = hold_step_reads_until_folded(store)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    step_3 = log_.step_key(3)
+    compacted: list[int] = []
+
+    def compact_step_3(base: StepRecord) -> None:
+        if folded.is_set() and base.step == 4 and not compacted:
+            three = _sync.sync(log_.read_step(3))
+            assert three is not None
+            report = _sync.sync(compaction.compact(log_, 1, min_age=0.0))
+            compacted.append(report.watermark)
+            if left != "nothing":
+                stray = dataclasses.replace(three, writer="stalled")
+                if left == "stray-not-applying":
+                    stray = dataclasses.replace(stray, posted=b"")
+                _sync.sync(store.inner.put(step_3, stray.encode(step_3, log_.signing_key), mode="create"))
+
+    walking_back(monkeypatch, compact_step_3)
+
+    def fold() -> None:
+        fold_at_3_and_forget_at_4(store, log_, leases)
+
+    with pytest.raises(CommitOutcomeUnknownError) as raised:
+        add_while_another_process_folds(log, posted, folded, fold)
+    assert compacted == [4], "the compaction did not run before the walk back"
+    error = raised.value
+    assert type(error) is CommitOutcomeUnknownError, repr(error)
+    assert error.actor_id == "a"
+    assert error.step == 4
+    assert error.reason is not None and "cannot be told" in error.reason
+    assert "cannot be told" in str(error)
+    assert error.idempotency_key is None
+    assert (_sync.sync(log_.read_step(3)) is None) == (left == "nothing")
+    # Not applied by our fold, then or later: the next call finds only its own.
+    assert log.applied.run() == ["me/0"]
+    assert log.add.run("me/2") == 2
+    assert log.applied.run() == ["me/0", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("left", ["nothing", "stray-applying", "stray-not-applying"])
+def test_call_outcome_of_a_forgotten_post_whose_applying_step_was_compacted_says_it_cannot_be_told(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, left: str
+) -> None:
+    """Our caller gave up (``CallPendingError``) while another process held the lease; its
+    fold then applied our post in step 3, and step 4 dropped our sender from the cursor (a
+    writer an hour ahead). A compaction deletes step 3; a stalled writer's late put may
+    re-create it (a stray, with our outcome or without). (``fresh_window`` 0: a compaction
+    may delete at once.) ``call_outcome`` walks back from
+    step 4: nothing of the history tells whether the call was applied or expired. It must
+    raise ``CommitOutcomeUnknownError`` saying so: not ``LookupError`` (never applied: the
+    stray without our outcome was taken for a step of the history), nor that the call "was
+    applied" (what it said of a compacted step, sure or not)."""
+    store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    times_up = commit_timeout_runs_out(monkeypatch)
+    posting_around = store._around
+
+    async def give_up_once_posted(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        result = await posting_around(operation, key, run, **kw)
+        if operation == "put" and "/mail/" in key:
+            times_up.set()
+        return result
+
+    store._around = give_up_once_posted  # type: ignore[method-assign]
+    with pytest.raises(CallPendingError) as raised:
+        log.add.run("me/1")
+    (call_id,) = raised.value.call_ids
+    fold_at_3_and_forget_at_4(store, log_, leases)
+    three = _sync.sync(log_.read_step(3))
+    assert three is not None
+    # (min_age 0 is allowed where no writer trusts a cache without reading the watermark)
+    retune(fresh_window=0.0)
+    assert vc.get_actor("a").compact(1, min_age=0.0).watermark == 4
+    if left != "nothing":
+        stray = dataclasses.replace(three, writer="stalled")
+        if left == "stray-not-applying":
+            stray = dataclasses.replace(stray, posted=b"")
+        step_3 = log_.step_key(3)
+        _sync.sync(store.inner.put(step_3, stray.encode(step_3, log_.signing_key), mode="create"))
+    with pytest.raises(CommitOutcomeUnknownError) as unknown:
+        vc.get_actor("a").call_outcome(call_id)
+    error = unknown.value
+    assert type(error) is CommitOutcomeUnknownError, repr(error)
+    assert error.reason is not None and "cannot be told" in error.reason, error.reason
+    assert log.applied.run() == ["me/0"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("fault", ["lost", "stalled-once", "stalled-always"])
+def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_nothing_twice(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The walk back's read of step 3 (which applied our forgotten post) loses its answer
+    (``lost``), or gets none within ``Settings.deadline`` (``stalled-once``: that read alone;
+    ``stalled-always``: every walk back's, and ``commit_timeout`` runs out meanwhile). The
+    call must end, with its outcome (read again) or ``CallPendingError`` naming the timeout,
+    and never be applied by our own fold; ``call_outcome`` then tells the outcome once the
+    store answers again."""
+    store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
+    posted, folded = hold_step_reads_until_folded(store)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    walking = walking_back(monkeypatch)
+    times_up = commit_timeout_runs_out(monkeypatch)
+    step_3 = log_.step_key(3)
+    faulted: list[str] = []
+    answering = threading.Event()  # the store answers step 3's reads again
+    held_around = store._around
+
+    async def fault_the_walk_back(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "get" and key == step_3 and walking.is_set() and not answering.is_set():
+            if fault == "lost" and not faulted:
+                faulted.append(fault)
+                await held_around(operation, key, run, **kw)
+                raise RetryableStorageError("the answer was lost (injected)", key)
+            if fault == "stalled-always" or not faulted:
+                faulted.append(fault)
+                if fault == "stalled-always":
+                    times_up.set()
+                await asyncio.sleep(HANG)  # (cancelled at the deadline)
+        return await held_around(operation, key, run, **kw)
+
+    store._around = fault_the_walk_back  # type: ignore[method-assign]
+
+    def fold() -> None:
+        fold_at_3_and_forget_at_4(store, log_, leases)
+
+    retune(deadline=1.0)
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcome.append(add_while_another_process_folds(log, posted, folded, fold))
+        except Exception as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(HANG)
+    answering.set()
+    assert not caller.is_alive(), "the call hung on the walk back's read"
+    retune(deadline=30.0)
+    assert faulted, "no walk back read step 3"
+    (result,) = outcome
+    if fault == "stalled-always":
+        assert isinstance(result, CallPendingError), repr(result)
+        assert isinstance(result.__cause__, StorageTimeoutError), repr(result.__cause__)
+        assert vc.get_actor("a").call_outcome(result.call_ids[0]) == "from step 3"
+    else:
+        assert result == "from step 3"
+    assert log.applied.run() == ["me/0"], "our call was applied again, by our own fold"
+    assert log.add.run("me/2") == 2
+    assert log.applied.run() == ["me/0", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("damage", ["corrupt", "moved", "unsigned"])
+def test_a_damaged_or_forged_step_met_on_the_walk_back_is_refused_not_taken_for_the_outcome(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """Step 3, which applied our forgotten post, is damaged at rest when our walk back reads
+    it: a byte flipped (``corrupt``), step 2's object put under its key (``moved``), or, where
+    objects are signed, rewritten unsigned with a forged outcome (``unsigned``). It must be
+    refused as any damaged object is: the caller gets ``CallPendingError`` (whether the call
+    was applied cannot be read) with the ``IntegrityError`` naming step 3 as its cause, never
+    the forged outcome, and our own fold does not apply the call; ``call_outcome`` raises
+    the ``IntegrityError``."""
+    signing_key = b"walk-back-key" if damage == "unsigned" else None
+    store, log, _, leases = posting_behind_anothers_lease(store_spec, signing_key=signing_key)
+    posted, folded = hold_step_reads_until_folded(store)
+    log_ = ActorLog(store.inner, "a", signing_key=signing_key)
+    walking = walking_back(monkeypatch)
+    times_up = commit_timeout_runs_out(monkeypatch)
+    step_3 = log_.step_key(3)
+    refused: list[int] = []
+    held_around = store._around
+
+    async def count_walk_back_reads(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "get" and key == step_3 and walking.is_set():
+            refused.append(1)
+            times_up.set()  # (its refusal retried until commit_timeout: that is now)
+        return await held_around(operation, key, run, **kw)
+
+    store._around = count_walk_back_reads  # type: ignore[method-assign]
+
+    def fold() -> None:
+        fold_at_3_and_forget_at_4(store, log_, leases)
+        three = _sync.sync(log_.read_step(3))
+        assert three is not None
+        if damage == "corrupt":
+            data = bytearray(_sync.sync(store.inner.get(step_3)).data)
+            data[len(data) // 2] ^= 0x01
+        elif damage == "moved":
+            data = bytearray(_sync.sync(store.inner.get(log_.step_key(2))).data)
+        else:
+            (call_id,) = decode_outcomes(three.posted)
+            forged = dataclasses.replace(three, posted=encode_outcomes({call_id: Outcome(True, "forged")}))
+            data = bytearray(forged.encode(step_3, None))
+        _sync.sync(store.inner.put(step_3, bytes(data)))
+
+    with pytest.raises(CallPendingError) as raised:
+        add_while_another_process_folds(log, posted, folded, fold)
+    assert refused, "no walk back read step 3"
+    cause = raised.value.__cause__
+    assert isinstance(cause, IntegrityError), repr(cause)
+    assert step_3 in str(cause)
+    with pytest.raises(IntegrityError, match="/steps/"):
+        vc.get_actor("a").call_outcome(raised.value.call_ids[0])
+    assert log.applied.run() == ["me/0"], "our call was applied again, by our own fold"
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("damage", ["stalled", "corrupt"])
+def test_a_poster_whose_walk_back_fails_while_another_process_holds_the_lease_hears_why(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """Step 3 applies our post, step 4 shows it applied without our outcomes (a writer that
+    does not carry), and the other process keeps the lease: our wait walks back from step 4
+    to step 3, whose every read stalls past ``Settings.deadline`` (``stalled``) or is damaged
+    at rest (``corrupt``), until ``commit_timeout``. The caller gets ``CallPendingError``, the
+    failed read as its cause (it had none: nothing told why the outcome could not be read),
+    and ``call_outcome`` tells the outcome once the store answers (or raises the damage)."""
+    store, log, runtime, _ = posting_behind_anothers_lease(store_spec)
+    posted, folded = hold_step_reads_until_folded(store)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    walking = walking_back(monkeypatch)
+    times_up = commit_timeout_runs_out(monkeypatch)
+    step_3 = log_.step_key(3)
+    answering = threading.Event()
+    held_around = store._around
+
+    async def stall_the_walk_back(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        walk_back_read = operation == "get" and key == step_3 and walking.is_set()
+        if walk_back_read:
+            times_up.set()  # (the failed read retried until commit_timeout: that is now)
+        if damage == "stalled" and walk_back_read and not answering.is_set():
+            await asyncio.sleep(HANG)  # (cancelled at the deadline)
+        return await held_around(operation, key, run, **kw)
+
+    store._around = stall_the_walk_back  # type: ignore[method-assign]
+
+    def fold() -> None:
+        three = fold_the_post_at_step_3(store, log_)
+        _sync.sync(log_.put_step(dataclasses.replace(three, step=4, parent=3, posted=b"", carried=b"")))
+        if damage == "corrupt":
+            data = bytearray(_sync.sync(store.inner.get(step_3)).data)
+            data[len(data) // 2] ^= 0x01
+            _sync.sync(store.inner.put(step_3, bytes(data)))
+
+    retune(deadline=1.0)
+    try:
+        with pytest.raises(CallPendingError) as raised:
+            add_while_another_process_folds(log, posted, folded, fold)
+    finally:
+        answering.set()
+        retune(deadline=30.0)
+    cause = raised.value.__cause__
+    if damage == "stalled":
+        assert isinstance(cause, StorageTimeoutError), repr(cause)
+        assert vc.get_actor("a").call_outcome(raised.value.call_ids[0]) == "from step 3"
+    else:
+        assert isinstance(cause, IntegrityError), repr(cause)
+        assert step_3 in str(cause)
+        with pytest.raises(IntegrityError, match="/steps/"):
+            vc.get_actor("a").call_outcome(raised.value.call_ids[0])
+    assert log.applied.run() == ["me/0"]
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -1233,7 +1233,7 @@ class ActorCore(Folder):
         (applied, or failed as pending); True: the lease was free and we took it."""
         batch = c.batch
         try:
-            waited = self._wait_for_fold(posted, batch, c.give_up_at)
+            waited, failed = self._wait_for_fold(posted, batch, c.give_up_at)
         except Exception as exc:
             # Not a storage error (those are retried inside): our post stays and may
             # be applied, or was (its outcomes did not load): pending, not failed.
@@ -1245,7 +1245,10 @@ class ActorCore(Folder):
         if waited == "done":
             return False
         if waited == "timeout":
-            fail_calls(batch, self._pending_error(posted, batch))
+            pending = self._pending_error(posted, batch)
+            if failed is not None:  # why our outcome was not read: the last look failed
+                pending.__cause__ = failed
+            fail_calls(batch, pending)
             return False
         c.fold = True  # the lease was free and we took it: fold our post with the others'
         return True
@@ -1539,7 +1542,10 @@ class ActorCore(Folder):
         counters.commit_error(self.actor_id, exc, c.put_sent or posted is not None)
         reported: BaseException = exc
         if posted is not None:
+            # Pending (the post may still be applied, or was), the error that stopped us as its
+            # cause: a walk back that met a damaged step or a stalled store says so.
             reported = self._pending_error(posted, batch)
+            reported.__cause__ = exc
         elif c.put_sent and isinstance(exc, StorageTimeoutError) and not exc.write_in_flight:
             # The deadline passed with our step's put sent: it may still land.
             reported = StorageTimeoutError(

@@ -341,17 +341,24 @@ class Poster:
         self._outstanding = posted
         return posted
 
-    def _wait_for_fold(self, posted: Posted, batch: list[PendingCall], give_up_at: float) -> str:
+    def _wait_for_fold(
+        self, posted: Posted, batch: list[PendingCall], give_up_at: float
+    ) -> tuple[str, StorageError | IntegrityError | None]:
         """A poster waits for the lease holder's fold, polling the next step.
 
         ``"done"``: applied, outcomes delivered; ``"fold"``: the lease was free and we
-        took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed.
+        took it (fold ourselves); ``"timeout"``: ``commit_timeout`` passed. With it, the
+        error the last look failed with (None: it read the store): at a timeout, why our
+        outcome was not read (a stalled store, a damaged step on the walk back to it).
         """
         with self.env.waiting_for_others():
             return self._poll_for_fold(posted, batch, give_up_at)
 
-    def _poll_for_fold(self, posted: Posted, batch: list[PendingCall], give_up_at: float) -> str:
+    def _poll_for_fold(
+        self, posted: Posted, batch: list[PendingCall], give_up_at: float
+    ) -> tuple[str, StorageError | IntegrityError | None]:
         """``_wait_for_fold``'s loop."""
+        failed: StorageError | IntegrityError | None = None
         progress_at = time.monotonic()
         seen_step = self.record.step if self.record is not None else -1
         # The first look about one holder commit after posting (or, sooner, about when our
@@ -365,12 +372,13 @@ class Poster:
         while True:
             now = time.monotonic()
             if now >= give_up_at or self.env.closed:
-                return "timeout"  # (at shutdown: the post stays, and may still be applied)
+                return "timeout", failed  # (at shutdown: the post stays, and may still be applied)
             time.sleep(pause * (0.75 + 0.5 * random.random()))
             pause = min(longest, pause * 1.5)
             try:
                 if self._poll_steps(posted, batch, skip=first):
-                    return "done"
+                    return "done", None
+                failed = None
                 first = False
                 step = self.record.step if self.record is not None else -1
                 if step != seen_step:
@@ -380,9 +388,10 @@ class Poster:
                 stalled = time.monotonic() - progress_at > max(0.25, 20 * min(0.02, self._cycle))
                 if stalled or ((lease is None or not lease.valid()) and not self._served_lately()):
                     if self._lease_for_fold():
-                        return "fold"
+                        return "fold", None
                     progress_at = time.monotonic()
             except (StorageError, IntegrityError) as exc:
+                failed = exc
                 counters.transient_retry(self.actor_id, exc)
                 self._distrust()
 
@@ -539,9 +548,7 @@ class Poster:
                     f"call {call.call_id} was applied (by step {newest.step} at the latest), but the "
                     "step holding its outcome has been compacted"
                     if surely_applied
-                    else f"call {call.call_id} was posted, and a writer whose clock runs an hour or more "
-                    "ahead dropped its sender from the cursor: whether a step compacted since applied "
-                    f"it cannot be told (by step {newest.step} it is applied, or never will be)"
+                    else _cannot_tell(call.call_id, newest.step)
                 )
                 outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step, why))
             call.deliver(outcome)
@@ -594,10 +601,15 @@ class Poster:
             if found is not None:
                 if step != base.step and self._below_watermark(step):
                     found = folded_in = None  # a stray, not the history's: the step was compacted
+                    gap = True
                 break
             posted.passed.add(step)
         if found is None and not known and not gap:
-            return False  # forgotten, but no step since our post applied it: it expired unapplied
+            # Forgotten, and no step since our post applied it: it expired unapplied. Unless a
+            # step we took for one lies below the watermark: a stray (the step was compacted).
+            gap = base.step > posted.base_step + 1 and self._below_watermark(posted.base_step + 1)
+            if not gap:
+                return False
         self._deliver_posted(posted, batch, base, found, folded_in, surely_applied=known)
         return True
 
@@ -607,7 +619,8 @@ class Poster:
         writer's late put re-created a number a compaction had freed), and what it says
         must not be taken. The watermark is read *after* the step (as ``ActorLog.find_step``
         does): a compaction raises it before deleting, so a stray read before this answer
-        shows below it. One request, only when a walk back found what it looked for."""
+        shows below it. One request, only when a walk back found what it looked for, or
+        found it nowhere and would take that for "never applied"."""
         return step < self.env.run(self.log.read_gc())
 
     def _pending_error(self, posted: Posted, batch: list[PendingCall]) -> CallPendingError:
@@ -741,12 +754,18 @@ class Poster:
                 if posted is not None:
                     self._index_armed(newest, posted)
                 return found
+        if unsure and complete and stop + 1 < newest.step and self._below_watermark(stop + 1):
+            complete = False  # a step walked may be a stray, not the history's: compacted
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
             self._unless_a_write_may_land(posted, call_id)
             raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
-        if posted is not None:  # applied, but the step that holds its result was compacted
-            why = f"call {call_id} was applied, but the step holding its outcome has been compacted"
+        if posted is not None:  # applied (or, unsure, maybe), but the step that tells was compacted
+            why = (
+                _cannot_tell(call_id, newest.step)
+                if unsure
+                else f"call {call_id} was applied, but the step holding its outcome has been compacted"
+            )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
 
@@ -780,6 +799,16 @@ class Posted:
     #: until when (monotonic) a write that carries our calls may still land (a post or a
     #: step put of ours whose outcome is unknown): ``call_outcome`` does not say "never" before
     may_land_until: float = -math.inf
+
+
+def _cannot_tell(call_id: str, step: int) -> str:
+    """Why the outcome of a posted call the cursor forgot is unknown: a step compacted since
+    (or a stray where it was) may have applied it, or none did."""
+    return (
+        f"call {call_id} was posted, and a writer whose clock runs an hour or more ahead dropped "
+        "its sender from the cursor: whether a step compacted since applied it cannot be told "
+        f"(by step {step} it is applied, or never will be)"
+    )
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:
