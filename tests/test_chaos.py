@@ -146,7 +146,7 @@ def _at_least_once(rules: tuple[FaultRule, ...]) -> tuple[FaultRule, ...]:
 
 
 def _run_processes(
-    ctx: multiprocessing.context.SpawnContext,
+    ctx: multiprocessing.context.ForkServerContext,
     spec: StoreSpec,
     phases: list[Phase],
     workers: int,
@@ -187,7 +187,7 @@ def run_chaos(
     kinds: dict[str, tuple[FaultRule, ...]],
     profile: tuple[int, int, int],
     seed: int,
-    ctx: multiprocessing.context.SpawnContext,
+    ctx: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
     backend: str,
 ) -> None:
@@ -272,11 +272,11 @@ def test_chaos_every_fault_kind(
     parent_runtime: StoreSpec,
     store_lane: Lane,
     seed: int,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
     single = {kind: rules for kind, rules in FAULTS.items() if kind != "mixed"}
-    run_chaos(store_lane, parent_runtime, single, SHORT, seed, spawn_context, tmp_path, store_lane.name)
+    run_chaos(store_lane, parent_runtime, single, SHORT, seed, process_context, tmp_path, store_lane.name)
 
 
 @pytest.mark.chaos_long
@@ -285,10 +285,10 @@ def test_chaos_every_fault_kind_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,
     seed: int,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
-    run_chaos(store_lane, parent_runtime, FAULTS, LONG, seed, spawn_context, tmp_path, store_lane.name)
+    run_chaos(store_lane, parent_runtime, FAULTS, LONG, seed, process_context, tmp_path, store_lane.name)
 
 
 @pytest.mark.chaos_long
@@ -297,13 +297,13 @@ def test_chaos_posting_heavy_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,
     seed: int,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
     """The posting path under lost responses: 0 lost, 0 duplicated, and each worker's calls in order."""
     profile = POSTING_PROFILE
     run_chaos(
-        store_lane, parent_runtime, POSTING_FAULTS, profile, seed, spawn_context, tmp_path, store_lane.name
+        store_lane, parent_runtime, POSTING_FAULTS, profile, seed, process_context, tmp_path, store_lane.name
     )
     init_from_spec(parent_runtime)
     tokens = vc.get_actor("posting-0").applied.run()
@@ -332,7 +332,7 @@ def _wire_chaos(
     spec: StoreSpec,
     profile: tuple[int, int, int],
     seed: int,
-    ctx: multiprocessing.context.SpawnContext,
+    ctx: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
     upstream = _wire_lane(store_lane)
@@ -357,10 +357,10 @@ def test_chaos_dropped_connections_on_the_wire(
     parent_runtime: StoreSpec,
     store_lane: Lane,
     seed: int,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
-    _wire_chaos(store_lane, parent_runtime, SHORT, seed, spawn_context, tmp_path)
+    _wire_chaos(store_lane, parent_runtime, SHORT, seed, process_context, tmp_path)
 
 
 @pytest.mark.chaos_long
@@ -369,7 +369,7 @@ def test_chaos_dropped_connections_on_the_wire_long(
     parent_runtime: StoreSpec,
     store_lane: Lane,
     seed: int,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
-    _wire_chaos(store_lane, parent_runtime, LONG, seed, spawn_context, tmp_path)
+    _wire_chaos(store_lane, parent_runtime, LONG, seed, process_context, tmp_path)

@@ -1965,7 +1965,7 @@ def test_with_combine_after_2_a_single_lost_race_is_raced_again_and_a_second_in_
 
 # -- several OS processes ----------------------------------------------------------------------------
 def _run_hammers(
-    ctx: multiprocessing.context.SpawnContext,
+    ctx: multiprocessing.context.ForkServerContext,
     spec: StoreSpec,
     tmp_path: Path,
     actor_id: str,
@@ -2046,12 +2046,12 @@ def _posted_steps(actor_id: str) -> int:
 
 @pytest.mark.usefixtures("runtime_off")
 def test_processes_hammering_one_actor_apply_each_acknowledged_call_once_in_process_order(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     OrderLog.get_or_create("hot")
     vc.shutdown()
     workers = {f"p{i}": (40, None, None) for i in range(4)}
-    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "hot", workers, POSTING)
+    logs, codes = _run_hammers(process_context, shared, tmp_path, "hot", workers, POSTING)
     assert set(codes.values()) == {0}, codes
     applied = _applied(shared, "hot")
     assert check_once_and_in_order(logs.values(), applied) == []
@@ -2065,7 +2065,7 @@ def test_processes_hammering_one_actor_apply_each_acknowledged_call_once_in_proc
 def test_on_a_slow_store_a_writer_that_keeps_winning_does_not_starve_a_poster(
     shared: StoreSpec,
     store_lane: Lane,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
     """Every request takes 120 ms (a far bucket). Six processes start together; one of them
@@ -2086,7 +2086,7 @@ def test_on_a_slow_store_a_writer_that_keeps_winning_does_not_starve_a_poster(
     workers |= {f"p{i}": (3, None, None) for i in range(5)}
     settings = {**POSTING, "latency": "120"}
     delays = {f"p{i}": 1.0 for i in range(5)}  # the racer commits alone for a while first
-    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "far", workers, settings, delays=delays)
+    logs, codes = _run_hammers(process_context, shared, tmp_path, "far", workers, settings, delays=delays)
     assert set(codes.values()) == {0}, codes
     applied = _applied(shared, "far")
     assert check_once_and_in_order(logs.values(), applied) == []
@@ -2101,7 +2101,7 @@ def test_on_a_slow_store_a_writer_that_keeps_winning_does_not_starve_a_poster(
 
 @pytest.mark.usefixtures("runtime_off")
 def test_lost_responses_on_post_and_step_puts_lose_and_duplicate_nothing_across_processes(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     OrderLog.get_or_create("lossy")
     vc.shutdown()
@@ -2118,7 +2118,7 @@ def test_lost_responses_on_post_and_step_puts_lose_and_duplicate_nothing_across_
         name="lost_posting",
     ).to_json()
     workers = {f"p{i}": (30, faults, None) for i in range(4)}
-    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "lossy", workers, POSTING)
+    logs, codes = _run_hammers(process_context, shared, tmp_path, "lossy", workers, POSTING)
     assert set(codes.values()) == {0}, codes
     applied = _applied(shared, "lossy")
     assert check_once_and_in_order(logs.values(), applied) == [], faults
@@ -2135,7 +2135,7 @@ def test_lost_responses_on_post_and_step_puts_lose_and_duplicate_nothing_across_
 @pytest.mark.usefixtures("runtime_off")
 def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplicates_nothing(
     shared: StoreSpec,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
     point: str,
 ) -> None:
@@ -2170,7 +2170,7 @@ def test_a_process_killed_at_each_point_of_posting_and_folding_loses_and_duplica
         "victim",
         lambda logs, codes: codes["victim"] == -9,
         survivors_finished,
-        spawn_context,
+        process_context,
         shared,
         tmp_path,
         workers,
@@ -2190,7 +2190,7 @@ def _hammer_until(
     prefix: str,
     happened: Callable[[dict[str, ChildLog], dict[str, int | None]], bool],
     check: Callable[[str, dict[str, ChildLog], dict[str, int | None], list[str]], None],
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     shared: StoreSpec,
     tmp_path: Path,
     workers: dict[str, tuple[int, str | None, int | None]],
@@ -2208,7 +2208,7 @@ def _hammer_until(
         OrderLog.get_or_create(actor_id)
         vc.shutdown()
         logs, codes = _run_hammers(
-            spawn_context, shared, tmp_path / actor_id, actor_id, workers, POSTING, **hammers
+            process_context, shared, tmp_path / actor_id, actor_id, workers, POSTING, **hammers
         )
         applied = _applied(shared, actor_id)
         assert check_once_and_in_order(logs.values(), applied) == []
@@ -2230,7 +2230,7 @@ def _leases_taken(logs: dict[str, ChildLog]) -> dict[str, int]:
 
 @pytest.mark.usefixtures("runtime_off")
 def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_order(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     """The lease is a hint: with every process folding at once (each finds it free and
     takes it), the create-only step puts and the post cursor still apply each call once."""
@@ -2252,7 +2252,7 @@ def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_
         "all-hold",
         lambda logs, codes: len(holders(logs)) >= 2,
         all_acked_and_cleaned,
-        spawn_context,
+        process_context,
         shared,
         tmp_path,
         workers,
@@ -2265,7 +2265,7 @@ def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_
 
 @pytest.mark.usefixtures("runtime_off")
 def test_compaction_beside_posters_loses_and_duplicates_nothing(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     settings = dict(POSTING, fresh_window=0.2)
     shared.init(settings=vc.Settings(storage="", **settings))
@@ -2284,7 +2284,7 @@ def test_compaction_beside_posters_loses_and_duplicates_nothing(
     # compactions delete steps while posts are pending: asserted below)
     workers = {f"p{i}": (100, None, None) for i in range(3)}
     logs, codes = _run_hammers(
-        spawn_context, shared, tmp_path, "compacted", workers, settings, beside=compact_meanwhile
+        process_context, shared, tmp_path, "compacted", workers, settings, beside=compact_meanwhile
     )
     assert set(codes.values()) == {0}, codes
     applied = handle.applied.run()
@@ -2297,7 +2297,7 @@ def test_compaction_beside_posters_loses_and_duplicates_nothing(
 
 @pytest.mark.usefixtures("runtime_off")
 def test_posters_that_give_up_get_call_pending_and_their_calls_apply_at_most_once(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     OrderLog.get_or_create("impatient")
     vc.shutdown()
@@ -2309,7 +2309,7 @@ def test_posters_that_give_up_get_call_pending_and_their_calls_apply_at_most_onc
     ).to_json()
     settings = dict(POSTING, commit_timeout=0.1)
     workers = {f"p{i}": (25, faults, None) for i in range(4)}
-    logs, codes = _run_hammers(spawn_context, shared, tmp_path, "impatient", workers, settings)
+    logs, codes = _run_hammers(process_context, shared, tmp_path, "impatient", workers, settings)
     assert set(codes.values()) == {0}, codes
     applied = _applied(shared, "impatient")
     assert check_once_and_in_order(logs.values(), applied) == []

@@ -112,7 +112,7 @@ def test_writers_killed_mid_commit_lose_nothing_and_head_is_repaired(
     shared: StoreSpec,
     store_lane: Lane,
     seed: int,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
 ) -> None:
 
@@ -125,12 +125,12 @@ def test_writers_killed_mid_commit_lose_nothing_and_head_is_repaired(
     ack_files = {name: tmp_path / f"{name}.acks" for name in victims}
     ack_files["survivor"] = tmp_path / "survivor.acks"
     procs = {
-        name: spawn_context.Process(
+        name: process_context.Process(
             target=crash_process, args=(shared, config, name, CALLS, str(ack_files[name]))
         )
         for name, config in victims.items()
     }
-    procs["survivor"] = spawn_context.Process(
+    procs["survivor"] = process_context.Process(
         target=crash_process,
         args=(shared, FaultConfig((), seed, "survivor"), "contended", 2 * CALLS, str(ack_files["survivor"])),
     )

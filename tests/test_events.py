@@ -233,17 +233,18 @@ def _join(procs: list[multiprocessing.process.BaseProcess]) -> None:
 
 
 def test_events_from_8_senders_with_duplicates_drained_by_2_processes(
-    actor_store: StoreSpec, store_lane: Lane, spawn_context: multiprocessing.context.SpawnContext
+    actor_store: StoreSpec, store_lane: Lane, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     if not store_lane.multiprocess:
         pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
     total = 1000 if store_lane.name in ("local",) else 240  # emulators are slower; same shape
     per_sender = total // 8
     Ledger.get_or_create("busy")
-    stop = spawn_context.Event()
-    drainers = [spawn_context.Process(target=_drainer, args=(actor_store, "busy", stop)) for _ in range(2)]
+    stop = process_context.Event()
+    drainers = [process_context.Process(target=_drainer, args=(actor_store, "busy", stop)) for _ in range(2)]
     senders = [
-        spawn_context.Process(target=_sender, args=(actor_store, "busy", s, per_sender, s)) for s in range(8)
+        process_context.Process(target=_sender, args=(actor_store, "busy", s, per_sender, s))
+        for s in range(8)
     ]
     for proc in drainers + senders:
         proc.start()
@@ -260,7 +261,7 @@ def test_events_from_8_senders_with_duplicates_drained_by_2_processes(
 
 
 def test_a_backlog_past_one_commit_drained_by_2_processes_applies_each_event_once_in_order(
-    actor_store: StoreSpec, store_lane: Lane, spawn_context: multiprocessing.context.SpawnContext
+    actor_store: StoreSpec, store_lane: Lane, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     """A backlog larger than one commit takes (256): each drainer holds payloads for the first
     256 only and reads the rest again when due, while the other drainer's commits apply and
@@ -271,8 +272,10 @@ def test_a_backlog_past_one_commit_drained_by_2_processes_applies_each_event_onc
     Ledger.get_or_create("backlog")
     for seq in range(total):
         send_event("backlog", "entry", _entry(0, seq), event_id=f"b-{seq}")
-    stop = spawn_context.Event()
-    drainers = [spawn_context.Process(target=_drainer, args=(actor_store, "backlog", stop)) for _ in range(2)]
+    stop = process_context.Event()
+    drainers = [
+        process_context.Process(target=_drainer, args=(actor_store, "backlog", stop)) for _ in range(2)
+    ]
     for proc in drainers:
         proc.start()
     try:
@@ -329,7 +332,10 @@ def _doomed_drainer(spec: StoreSpec, actor_id: str, mode: str, started: Any) -> 
 
 @pytest.mark.parametrize("mode", ["at_delete", "timed"])
 def test_writer_killed_mid_drain_loses_nothing_and_applies_nothing_twice(
-    actor_store: StoreSpec, store_lane: Lane, spawn_context: multiprocessing.context.SpawnContext, mode: str
+    actor_store: StoreSpec,
+    store_lane: Lane,
+    process_context: multiprocessing.context.ForkServerContext,
+    mode: str,
 ) -> None:
     if not store_lane.multiprocess:
         pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
@@ -337,8 +343,8 @@ def test_writer_killed_mid_drain_loses_nothing_and_applies_nothing_twice(
     ledger = Ledger.get_or_create("crashy")
     for seq in range(count):
         send_event("crashy", "entry", _entry(0, seq), event_id=f"c{seq}")
-    started = spawn_context.Event()
-    proc = spawn_context.Process(target=_doomed_drainer, args=(actor_store, "crashy", mode, started))
+    started = process_context.Event()
+    proc = process_context.Process(target=_doomed_drainer, args=(actor_store, "crashy", mode, started))
     proc.start()
     try:
         assert started.wait(JOIN_TIMEOUT)

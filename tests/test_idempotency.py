@@ -139,15 +139,15 @@ def _deposit_with_key(spec: StoreSpec, barrier: Any, results: Any, index: int) -
 
 
 def test_same_key_from_8_processes_applies_once_with_identical_results(
-    actor_store: StoreSpec, store_lane: Lane, spawn_context: multiprocessing.context.SpawnContext
+    actor_store: StoreSpec, store_lane: Lane, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     if not store_lane.multiprocess:
         pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
     account = Account.get_or_create("shared")
-    barrier = spawn_context.Barrier(8)
-    results = spawn_context.Queue()
+    barrier = process_context.Barrier(8)
+    results = process_context.Queue()
     procs = [
-        spawn_context.Process(target=_deposit_with_key, args=(actor_store, barrier, results, i))
+        process_context.Process(target=_deposit_with_key, args=(actor_store, barrier, results, i))
         for i in range(8)
     ]
     for proc in procs:

@@ -221,12 +221,12 @@ def _hold_key_lock(root: str, key: str, held: multiprocessing.synchronize.Event)
 
 
 def test_lock_held_by_a_killed_process_is_released(
-    tmp_path: Path, spawn_context: multiprocessing.context.SpawnContext
+    tmp_path: Path, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     store = LocalStore(tmp_path)
     version = run(store.put("k", b"before"))
-    held = spawn_context.Event()
-    child = spawn_context.Process(target=_hold_key_lock, args=(str(tmp_path), "k", held))
+    held = process_context.Event()
+    child = process_context.Process(target=_hold_key_lock, args=(str(tmp_path), "k", held))
     child.start()
     try:
         assert held.wait(60), "the child never took the lock"
@@ -262,11 +262,11 @@ def _increment(root: str, times: int) -> None:
 
 
 def test_compare_and_swap_loses_no_update_across_processes(
-    tmp_path: Path, spawn_context: multiprocessing.context.SpawnContext
+    tmp_path: Path, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     store = LocalStore(tmp_path)
     run(store.put("counter", b"0", mode="create"))
-    procs = [spawn_context.Process(target=_increment, args=(str(tmp_path), 25)) for _ in range(4)]
+    procs = [process_context.Process(target=_increment, args=(str(tmp_path), 25)) for _ in range(4)]
     try:
         for proc in procs:
             proc.start()

@@ -141,7 +141,7 @@ def test_a_fold_while_this_clock_ran_an_hour_ahead_does_not_let_a_post_left_behi
 
 # -- 2. processes whose clocks run hours apart, or are stepped, hammer one actor ------------------
 def _run_skewed(
-    ctx: multiprocessing.context.SpawnContext,
+    ctx: multiprocessing.context.ForkServerContext,
     spec: StoreSpec,
     tmp_path: Path,
     actor_id: str,
@@ -167,7 +167,7 @@ def _run_skewed(
 
 @pytest.mark.usefixtures("runtime_off")
 def test_processes_with_clocks_hours_apart_or_stepped_apply_every_call_once_and_hang_nowhere(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     """Pin (held): five processes hammer one actor, posting and folding: one clock 2 h ahead,
     one 2 h behind, one stepped +45 min, -45 min and back while its calls run (NTP), two
@@ -190,7 +190,7 @@ def test_processes_with_clocks_hours_apart_or_stepped_apply_every_call_once_and_
         "honest1": (20, 0.3, []),
     }
     settings = {**POSTING, "commit_timeout": 20.0}
-    logs, codes = _run_skewed(spawn_context, shared, tmp_path, "skew", workers, settings)
+    logs, codes = _run_skewed(process_context, shared, tmp_path, "skew", workers, settings)
     assert set(codes.values()) == {0}, (codes, {w: (log.errors, log.done) for w, log in logs.items()})
     applied = _applied(shared, "skew")
     assert check_once_and_in_order(logs.values(), applied) == []

@@ -52,7 +52,7 @@ OPS = int(os.environ.get("VACTOR_COMBINED_OPS", "40"))
 
 
 def _run_drivers(
-    ctx: multiprocessing.context.SpawnContext,
+    ctx: multiprocessing.context.ForkServerContext,
     spec: StoreSpec,
     tmp_path: Path,
     actor_id: str,
@@ -198,7 +198,7 @@ HARSH_FAULTS = FaultConfig(
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
     shared: StoreSpec,
-    spawn_context: multiprocessing.context.SpawnContext,
+    process_context: multiprocessing.context.ForkServerContext,
     tmp_path: Path,
     faults: FaultConfig | None,
     patience: float,
@@ -214,7 +214,7 @@ def test_random_mixes_of_every_feature_from_three_processes_match_the_model(
     Ledger.get_or_create("mix")
     vc.shutdown()
     logs, codes = _run_drivers(
-        spawn_context,
+        process_context,
         shared,
         tmp_path,
         "mix",
@@ -342,7 +342,7 @@ KILLS = {
 
 @pytest.mark.parametrize("kill", sorted(KILLS))
 def test_a_process_killed_in_a_mix_of_every_feature_loses_and_duplicates_nothing(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path, kill: str
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path, kill: str
 ) -> None:
     """The model check with one process SIGKILLed right after (or before) one of its writes:
     a step it folded others' posts into, a post, a timer's index entry, an event. What it
@@ -352,7 +352,7 @@ def test_a_process_killed_in_a_mix_of_every_feature_loses_and_duplicates_nothing
     Ledger.get_or_create("killed")
     vc.shutdown()
     logs, codes = _run_drivers(
-        spawn_context, shared, tmp_path, "killed", 3, OPS, SEEDS[0], None, {}, {"p0": KILLS[kill]}
+        process_context, shared, tmp_path, "killed", 3, OPS, SEEDS[0], None, {}, {"p0": KILLS[kill]}
     )
     assert codes["p1"] == codes["p2"] == 0, codes
     assert codes["p0"] == -9, "the kill did not land: the test did not exercise it"

@@ -31,7 +31,7 @@ def _newest_step_and_head(actor_id: str) -> tuple[int, int | None]:
 
 
 def test_a_thread_still_calling_after_the_main_thread_returned_has_every_call_applied_and_head_flushed(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     # Python lets a non-daemon thread finish after the main thread returned, but runs its exit
     # hooks first: vactor's shut the runtime down under the thread, whose next call failed with
@@ -39,7 +39,7 @@ def test_a_thread_still_calling_after_the_main_thread_returned_has_every_call_ap
     # left behind). vactor's exit hook now waits for such threads, as Python's exit does.
     vc.shutdown()
     errors = tmp_path / "errors"
-    child = spawn_context.Process(
+    child = process_context.Process(
         target=workers.return_leaving_a_thread_that_calls, args=(shared, "late", 5, str(errors))
     )
     assert run_to_end([child]) == [0]
@@ -51,14 +51,14 @@ def test_a_thread_still_calling_after_the_main_thread_returned_has_every_call_ap
 
 
 def test_pool_work_still_calling_after_the_main_thread_returned_leaves_head_flushed(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     # A thread pool's workers finish their queued tasks in concurrent.futures' exit hook, after
     # vactor's: calls made there run on a runtime started after vactor's hook, which the
     # interpreter's exit (atexit) now shuts down too.
     vc.shutdown()
     errors = tmp_path / "errors"
-    child = spawn_context.Process(
+    child = process_context.Process(
         target=workers.return_leaving_pool_work_that_calls, args=(shared, "pooled", 5, str(errors))
     )
     assert run_to_end([child]) == [0]
@@ -71,10 +71,10 @@ def test_pool_work_still_calling_after_the_main_thread_returned_leaves_head_flus
 
 
 def test_a_thread_waiting_for_the_main_thread_to_stop_does_not_hang_the_exit(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     vc.shutdown()
-    child = spawn_context.Process(
+    child = process_context.Process(
         target=workers.return_leaving_a_thread_that_waits_for_the_main_thread, args=(shared, "watched")
     )
     # (the thread gives up after a minute: a hang shows as a join timeout, not a stuck suite)

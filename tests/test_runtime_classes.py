@@ -151,10 +151,10 @@ def create_and_report(spec: StoreSpec, out_file: str) -> None:
 
 
 def test_concurrent_get_or_create_from_many_processes_creates_once(
-    spec: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    spec: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     outs = [tmp_path / f"out{i}" for i in range(6)]
-    procs = [spawn_context.Process(target=create_and_report, args=(spec, str(o))) for o in outs]
+    procs = [process_context.Process(target=create_and_report, args=(spec, str(o))) for o in outs]
     for p in procs:
         p.start()
     for p in procs:

@@ -22,7 +22,9 @@ from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 
-def run_all(ctx: multiprocessing.context.SpawnContext, target: Any, arglists: list[tuple[Any, ...]]) -> None:
+def run_all(
+    ctx: multiprocessing.context.ForkServerContext, target: Any, arglists: list[tuple[Any, ...]]
+) -> None:
     codes = run_to_end(ctx.Process(target=target, args=args) for args in arglists)
     assert codes == [0] * len(arglists), f"child exit codes {codes}"
 
@@ -47,19 +49,19 @@ def assert_gapless(records: list[StepRecord]) -> None:
 
 
 def test_a_second_process_reads_the_actor_by_id(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     Counter.get_or_create("c", 0).incr.run(41)
     out = tmp_path / "value"
-    run_all(spawn_context, workers.read_value, [(shared, "c", str(out))])
+    run_all(process_context, workers.read_value, [(shared, "c", str(out))])
     assert out.read_text() == "41"
 
 
 def test_eight_processes_share_one_actor_without_losing_an_increment(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     Counter.get_or_create("c", 0)
-    run_all(spawn_context, workers.increment_many, [(shared, "c", 50)] * 8)
+    run_all(process_context, workers.increment_many, [(shared, "c", 50)] * 8)
     assert vc.get_actor("c").value.run() == 400
     records = chain("c")
     assert_gapless(records)
@@ -68,13 +70,15 @@ def test_eight_processes_share_one_actor_without_losing_an_increment(
 
 
 def test_reads_see_committed_values_that_never_go_backwards(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     Counter.get_or_create("c", 0)
     stop, out = tmp_path / "stop", tmp_path / "reads"
-    reader = spawn_context.Process(target=workers.read_until, args=(shared, "c", str(stop), str(out), 180.0))
+    reader = process_context.Process(
+        target=workers.read_until, args=(shared, "c", str(stop), str(out), 180.0)
+    )
     reader.start()
-    run_all(spawn_context, workers.increment_many, [(shared, "c", 25)] * 4)
+    run_all(process_context, workers.increment_many, [(shared, "c", 25)] * 4)
     stop.write_text("")
     reader.join(JOIN_TIMEOUT)
     assert reader.exitcode == 0
@@ -109,12 +113,12 @@ def test_a_lost_response_is_resolved_as_our_own_commit(store_spec: StoreSpec) ->
 
 
 def test_a_writer_killed_before_moving_head_leaves_a_readable_actor_and_head_is_repaired(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     Counter.get_or_create("c", 0)
     vc.shutdown()  # HEAD now points at step 0
     ready = tmp_path / "ready"
-    child = spawn_context.Process(target=workers.commit_then_hang, args=(shared, "c", 3, str(ready)))
+    child = process_context.Process(target=workers.commit_then_hang, args=(shared, "c", 3, str(ready)))
     child.start()
     deadline = time.monotonic() + JOIN_TIMEOUT
     while not ready.exists() and time.monotonic() < deadline and child.is_alive():

@@ -228,12 +228,12 @@ def test_dask_cluster_runs_children_in_parallel_once_each(
 
 # -- across processes ----------------------------------------------------------------------------------
 def test_rerun_after_sigkill_runs_only_the_missing_children(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     log, hold = tmp_path / "events", tmp_path / "hold"
     Trainer.get_or_create("t")
     kwargs = {"n": 8, "log_path": str(log), "hold_path": str(hold)}
-    first = spawn_context.Process(
+    first = process_context.Process(
         target=workers.call_fan_out, args=(shared, "t", "job-1", str(tmp_path / "out1"), kwargs)
     )
     first.start()
@@ -252,7 +252,7 @@ def test_rerun_after_sigkill_runs_only_the_missing_children(
     killed_pid = events(log, "method")[0]["pid"]
 
     hold.write_text("")
-    second = spawn_context.Process(
+    second = process_context.Process(
         target=workers.call_fan_out, args=(shared, "t", "job-1", str(tmp_path / "out2"), kwargs)
     )
     second.start()
@@ -269,12 +269,12 @@ def test_rerun_after_sigkill_runs_only_the_missing_children(
 
 
 def test_the_losing_attempt_of_a_race_reuses_its_children(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, tmp_path: Path
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
     log = tmp_path / "events"
     Trainer.get_or_create("t")
     procs = [
-        spawn_context.Process(
+        process_context.Process(
             target=workers.call_fan_out,
             # Each child waits until all 16 children of both processes started: both
             # methods run on the same base step, so one commit must lose and re-run.

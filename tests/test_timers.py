@@ -229,14 +229,14 @@ def _assert_each_fired_once(expected: set[tuple[str, str]]) -> None:
 
 
 def test_racing_runner_processes_fire_each_timer_exactly_once(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     init_from_spec(shared)
     expected = _arm([f"race-{i}" for i in range(12)], 5, 1.0)
     vc.shutdown()
     until = time.time() + 6
     codes = run_to_end(
-        spawn_context.Process(target=runner_process, args=(shared, until, 0.5, None)) for _ in range(4)
+        process_context.Process(target=runner_process, args=(shared, until, 0.5, None)) for _ in range(4)
     )
     assert codes == [0, 0, 0, 0]
     init_from_spec(shared)
@@ -254,14 +254,14 @@ _KILL_POINTS = {
 
 @pytest.mark.parametrize("point", sorted(_KILL_POINTS))
 def test_a_runner_killed_at_each_point_of_firing_loses_and_doubles_nothing(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext, point: str
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, point: str
 ) -> None:
     init_from_spec(shared)
     expected = _arm([f"kill-{i}" for i in range(4)], 3, 0.2)
     vc.shutdown()
     time.sleep(0.3)
     config = FaultConfig((_KILL_POINTS[point],), seed=16, name=point)
-    victim = spawn_context.Process(target=runner_process, args=(shared, time.time() + 30, 1.0, config))
+    victim = process_context.Process(target=runner_process, args=(shared, time.time() + 30, 1.0, config))
     assert run_to_end([victim]) == [-9]  # SIGKILLed where the rule says
     init_from_spec(shared)
     time.sleep(1.1)  # the victim's claim expires
@@ -273,7 +273,7 @@ def test_a_runner_killed_at_each_point_of_firing_loses_and_doubles_nothing(
 
 
 def test_a_scheduler_killed_between_commit_and_index_write_loses_nothing(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     init_from_spec(shared)
     Alarm.get_or_create("sched-a")
@@ -283,7 +283,7 @@ def test_a_scheduler_killed_between_commit_and_index_write_loses_nothing(
         (FaultRule("crash_before", operations=_PUT, key_contains=keys.TIMER_INDEX, at=(1,)),), name="sched"
     )
     for actor_id in ("sched-a", "sched-b"):
-        proc = spawn_context.Process(
+        proc = process_context.Process(
             target=schedule_process, args=(shared, config, actor_id, ["k0", "k1"], 0.1)
         )
         assert run_to_end([proc]) == [-9]
@@ -427,7 +427,7 @@ def test_a_long_running_runner_fires_a_timer_when_it_falls_due_not_at_its_next_p
 
 
 def test_a_runner_whose_cache_is_behind_does_not_drop_a_new_timer(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     """The runner fired the actor a moment ago (its cache is fresh); another process then
     schedules a timer on it. The runner's FIRE, applied on its cached step, finds no such
@@ -435,7 +435,7 @@ def test_a_runner_whose_cache_is_behind_does_not_drop_a_new_timer(
     init_from_spec(shared)
     Alarm.get_or_create("behind").arm.run(["first"], 0.0)
     assert vc.fire_due_timers().fired == 1  # this process's cache of "behind" is now fresh
-    proc = spawn_context.Process(target=arm_process, args=(shared, "behind", ["second"], 0.0))
+    proc = process_context.Process(target=arm_process, args=(shared, "behind", ["second"], 0.0))
     assert run_to_end([proc]) == [0]
     report = vc.fire_due_timers()
     assert (report.fired, report.stale) == (1, 0)
@@ -450,14 +450,16 @@ def _wait_for_heartbeat(runner_id: str, timeout: float = 60.0) -> None:
 
 
 def test_runners_that_disagree_about_who_is_alive_fire_each_timer_once(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     """Each of two runners believes it is alone: both fire every actor's timers."""
     init_from_spec(shared)
     expected = _arm([f"disagree-{i}" for i in range(8)], 4, 4.0)
     until = time.time() + 12
     procs = [
-        spawn_context.Process(target=long_runner_process, args=(shared, name, until, 5.0, 0.2, None, [name]))
+        process_context.Process(
+            target=long_runner_process, args=(shared, name, until, 5.0, 0.2, None, [name])
+        )
         for name in ("left", "right")
     ]
     assert run_to_end(procs) == [0, 0]
@@ -466,7 +468,7 @@ def test_runners_that_disagree_about_who_is_alive_fire_each_timer_once(
 
 
 def test_the_actors_of_a_killed_runner_fire_once_its_heartbeat_expires(
-    shared: StoreSpec, spawn_context: multiprocessing.context.SpawnContext
+    shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
     init_from_spec(shared)
     ids = [f"orphan-{i}" for i in range(10)]
@@ -477,10 +479,12 @@ def test_the_actors_of_a_killed_runner_fire_once_its_heartbeat_expires(
     die_at_first_commit = FaultConfig(
         (FaultRule("crash_before", operations=_PUT, key_contains="/steps/", at=(1,)),), name="victim"
     )
-    victim = spawn_context.Process(
+    victim = process_context.Process(
         target=long_runner_process, args=(shared, "victim", until, lease, 0.2, die_at_first_commit)
     )
-    survivor = spawn_context.Process(target=long_runner_process, args=(shared, "survivor", until, lease, 0.2))
+    survivor = process_context.Process(
+        target=long_runner_process, args=(shared, "survivor", until, lease, 0.2)
+    )
     victim.start()
     try:
         _wait_for_heartbeat("victim")
