@@ -1446,7 +1446,7 @@ class ActorCore(Folder):
         a lost race or a step number below the watermark raises."""
         env = self.env
         if env.stopped:  # (the inline put below does not go through env.run)
-            raise env.shutdown_error()
+            raise env.step_put_refused_error()
         c.put_started = time.monotonic()
         c.put_sent = True
         c.earlier, self._unanswered = self._unanswered, record.writer

@@ -662,6 +662,15 @@ class Runtime:
     def shutdown_error(self) -> RuntimeShutdownError:
         return self._shutdown_error()
 
+    def step_put_refused_error(self) -> RuntimeShutdownError:
+        """A call whose body ran, its step put refused because the runtime stopped meanwhile."""
+        return RuntimeShutdownError(
+            f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "
+            "init() again) while this call ran, before its step was written: it was not applied "
+            "(what its method did outside the actor's state, its sub-tasks' side effects, was done); "
+            "retry it (the next call starts a new runtime)"
+        )
+
     def _shutdown_error(self) -> RuntimeShutdownError:
         return RuntimeShutdownError(
             f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "

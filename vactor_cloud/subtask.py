@@ -75,6 +75,7 @@ from vactor_cloud.errors import (
     NotFoundError,
     PreconditionFailedError,
     RetryableStorageError,
+    RuntimeShutdownError,
     StateSerializationError,
 )
 from vactor_cloud.incarnation import BORN, born_in
@@ -204,7 +205,7 @@ class Subtask(Generic[P, R]):
             failures.update(checkpoints.errors)
         _sync.wait_futures(writes.values())  # (each up to Settings.deadline: in slices on the main thread)
         for index, write in writes.items():
-            stored = write.result()
+            stored = _written(write, memo, index)
             if stored is not None and memo is not None:
                 # Another run of this call checkpointed this position first: its result counts,
                 # if it was written for this child (as for a checkpoint found before running).
@@ -410,6 +411,22 @@ class _Checkpoints:
                 self.writes[index] = self.memo.store(index, self.fingerprints[index], value)
             except Exception as exc:  # StateSerializationError; or a runtime shut down meanwhile
                 self.errors[index] = exc
+
+
+def _written(write: concurrent.futures.Future[bytes | None], memo: _Memo | None, index: int) -> bytes | None:
+    """A checkpoint write's outcome (see ``_Memo.store``). Cancelled, it was cut off by its
+    runtime's shutdown (``Runtime.close`` cancels the work still running past its timeout):
+    ``RuntimeShutdownError``, not the bare ``CancelledError`` the method could not tell from
+    its own."""
+    try:
+        return write.result()
+    except concurrent.futures.CancelledError:
+        key = memo.key(index) if memo is not None else "a sub-task checkpoint"
+        raise RuntimeShutdownError(
+            f"{key}: the vactor_cloud runtime was shut down while this child's checkpoint was "
+            "written; it may not have landed: a run of this call again (after init) runs the "
+            "child again if it did not"
+        ) from None
 
 
 def _first_done(futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
