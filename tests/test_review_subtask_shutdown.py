@@ -37,9 +37,18 @@ RAISED: list[BaseException] = []
 _ran_lock = threading.Lock()
 
 
+#: child 1 waits for it once armed (``GATE_ARMED``), and sets ``AT_GATE`` as it does
+GATE = threading.Event()
+GATE_ARMED = threading.Event()
+AT_GATE = threading.Event()
+
+
 def child(n: int) -> int:
     with _ran_lock:
         RAN.append(n)
+    if n == 1 and GATE_ARMED.is_set():
+        AT_GATE.set()
+        GATE.wait(HANG)
     return n * 10
 
 
@@ -63,6 +72,9 @@ def _clear() -> Iterator[None]:
     RAN.clear()
     RAISED.clear()
     yield
+    GATE.set()
+    for event in (GATE, GATE_ARMED, AT_GATE):
+        event.clear()
     RAN.clear()
     RAISED.clear()
 
@@ -120,6 +132,28 @@ def test_shutdown_while_a_checkpoint_is_written_fails_the_call_clearly(spec: Sto
         assert not [k for k in landed if k.endswith("/000001")], landed
     rerun = _rerun_after_a_fresh_init(spec)
     assert rerun == ([] if how == "lands" else [1]), (rerun, landed)
+
+
+def test_a_checkpoint_write_that_starts_after_the_shutdown_fails_the_call_clearly(spec: StoreSpec) -> None:
+    """Child 1 returns only after the shutdown's timeout passed: its checkpoint write, about
+    to start, is refused; the method and its caller hear ``RuntimeShutdownError`` (no hang),
+    and a rerun after a fresh init runs child 1 alone."""
+    runtime = init(spec, deadline=HANG)
+    Fanner.get_or_create("f")
+    GATE_ARMED.set()
+    with ThreadPoolExecutor(1) as threads:
+        call = threads.submit(Fanner.get_or_create("f").fan.options(idempotency_key="k").run, 3)
+        try:
+            assert AT_GATE.wait(HANG), "child 1 never ran"
+            runtime.close(0.2)  # (the method still runs: logged, not waited for past 0.2 s)
+        finally:
+            GATE.set()
+        with pytest.raises(RuntimeShutdownError) as raised:
+            call.result(HANG)
+    assert "not applied" in str(raised.value)
+    assert [type(e) for e in RAISED] == [RuntimeShutdownError], RAISED
+    GATE_ARMED.clear()
+    assert _rerun_after_a_fresh_init(spec) == [1]
 
 
 def _wait_until(condition: Any) -> bool:
