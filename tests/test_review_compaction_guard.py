@@ -26,7 +26,7 @@ from vactor_cloud.future import ActorFuture
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
-pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 #: long enough that this process's cache stays fresh through each test, however slow the host
 FRESH = 60.0

@@ -27,7 +27,7 @@ from vactor_cloud.subtask import tasks_prefix
 from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
-pytestmark = pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 #: a bound on every wait: far longer than any step of these tests takes
 HANG = 30.0
