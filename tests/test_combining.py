@@ -1616,7 +1616,7 @@ def test_a_forgotten_post_whose_applying_step_is_compacted_before_the_walk_back_
         if folded.is_set() and base.step == 4 and not compacted:
             three = _sync.sync(log_.read_step(3))
             assert three is not None
-            report = _sync.sync(compaction.compact(log_, 1, min_age=0.0))
+            report = _sync.sync(compaction.compact(log_, 1, min_age=0.0, fresh_window=0.0))
             compacted.append(report.watermark)
             if left != "nothing":
                 stray = dataclasses.replace(three, writer="stalled")

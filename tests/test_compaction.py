@@ -192,7 +192,7 @@ def _stall_a_writer_across_a_compaction(
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     for expected in range(3, 8):
         assert call_on(other, "t", "incr", 1) == expected
-    report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+    report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0, fresh_window=0.0))
     assert (report.newest, report.watermark) == (7, 6)
     assert 3 not in _sync.sync(other.log("t").list_steps())
     # The held writer validated its cache before `armed_at`; let more than its
@@ -272,7 +272,7 @@ def test_put_answered_after_its_step_was_compacted_is_not_applied_twice(spec: St
         # Step 3 is the held writer's commit: the others build on it.
         for expected in range(4, 9):
             assert call_on(other, "t", "incr", 1) == expected
-        report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+        report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0, fresh_window=0.0))
         assert (report.newest, report.watermark) == (8, 7)
         # Only the response is late; the gate, not this wait, orders the race.
         time.sleep(max(0.0, armed_at + 2 * 0.3 - time.monotonic()))
@@ -301,7 +301,7 @@ def test_watermark_is_read_after_the_probe_of_a_stale_cache(spec: StoreSpec) -> 
     try:
         for expected in range(3, 8):
             assert call_on(other, "t", "incr", 1) == expected
-        report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+        report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0, fresh_window=0.0))
         assert report.watermark == 6
         pausing.release.set()
         # Had it trusted its stale cache, it would re-create step 3 and answer 3.
@@ -327,7 +327,7 @@ def _lose_a_create_to_a_compaction(spec: StoreSpec, *, forget: bool) -> tuple[Ac
     pausing.hold("get", "/steps/00000000000000000003")  # the read-back after "already exists"
     held = handle.incr.run_async(1)
     assert pausing.held.wait(10), "the writer never read its step back"
-    report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0))
+    report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0, fresh_window=0.0))
     assert report.watermark == 6
     if forget:
         _forget_compacted_writers(other.log("t"))

@@ -80,7 +80,7 @@ def test_keys_stay_exactly_once_across_checkpoints_and_a_compaction(spec: StoreS
     assert len(checkpoints) >= 3  # several boundaries crossed
     for _ in range(3):
         wallet.touch.run()
-    report = _sync.sync(compact(log, keep_last=2, min_age=0.0))
+    report = _sync.sync(compact(log, keep_last=2, min_age=0.0, fresh_window=0.0))
     assert report.deleted_steps > 40
     left = _sync.sync(log.list_dedup_checkpoints())
     assert left == [newest("w").dedup_base]  # older checkpoints went with the steps naming them

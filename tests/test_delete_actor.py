@@ -356,7 +356,7 @@ def test_a_compaction_after_a_delete_leaves_the_tombstone_alone_and_the_actor_de
     for _ in range(4):
         handle.deposit.run(1)
     assert vc.delete_actor("acct-8") is True
-    report = _sync.sync(compact(runtime.log("acct-8"), keep_last=1, min_age=0))
+    report = _sync.sync(compact(runtime.log("acct-8"), keep_last=1, min_age=0, fresh_window=0.0))
     assert report.newest == 5 and steps(runtime, "acct-8") == [5] == tombstones(runtime, "acct-8")
     with pytest.raises(ActorDeletedError):
         handle.get.run()
@@ -387,7 +387,7 @@ def test_a_delete_whose_put_is_held_across_a_compaction_still_commits_after_the_
         assert held.held.wait(30)
         other = other_process(spec, fresh_window=0.0)
         try:
-            report = _sync.sync(compact(other.log("acct-9"), keep_last=1, min_age=0))
+            report = _sync.sync(compact(other.log("acct-9"), keep_last=1, min_age=0, fresh_window=0.0))
             assert (report.newest, report.watermark) == (2, 2)
         finally:
             other.close()

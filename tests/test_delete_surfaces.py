@@ -464,7 +464,7 @@ def test_send_event_from_a_process_that_cached_the_tombstone_finds_the_actor_cre
             )
             other.core("cached-1").submit(call)
             future.result(60)
-        report = _sync.sync(compact(other.log("cached-1"), keep_last=1, min_age=0))
+        report = _sync.sync(compact(other.log("cached-1"), keep_last=1, min_age=0, fresh_window=0.0))
         assert report.deleted_steps >= 2
     finally:
         other.close()

@@ -275,7 +275,7 @@ def test_a_corrupt_head_is_ignored_by_readers_and_repaired_by_the_next_writer(
     head = _sync.sync(log.read_head())
     assert head is not None and head.step == 3
     _sync.sync(log.store.put(log.head_key, b"\x00garbage again"))
-    report = _sync.sync(compact(log, keep_last=1, min_age=0))  # repairs it too
+    report = _sync.sync(compact(log, keep_last=1, min_age=0, fresh_window=0.0))  # repairs it too
     assert (report.newest, report.watermark) == (3, 3)
     head = _sync.sync(log.read_head())
     assert head is not None and head.step == 3
@@ -292,7 +292,7 @@ def test_compaction_removes_stale_local_temp_files_only(spec: StoreSpec) -> None
     fresh.write_bytes(b"y" * 100)
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
-    _sync.sync(compact(vc.get_runtime().log("c"), keep_last=1, min_age=0))
+    _sync.sync(compact(vc.get_runtime().log("c"), keep_last=1, min_age=0, fresh_window=0.0))
     assert not stale.exists() and fresh.exists()
     assert vc.get_actor("c").get.run() == 1
 
@@ -307,7 +307,7 @@ def test_compaction_refuses_a_min_age_that_is_not_finite_and_deletes_nothing(
         handle.incr.run()
     log = vc.get_runtime().log("c")
     with pytest.raises(ValueError, match="min_age"):
-        _sync.sync(compact(log, keep_last=1, min_age=min_age))
+        _sync.sync(compact(log, keep_last=1, min_age=min_age, fresh_window=0.0))
     with pytest.raises(ValueError, match="min_age"):
         handle.compact(keep_last=1, min_age=min_age)
     assert _sync.sync(log.list_steps()) == [0, 1, 2, 3, 4]

@@ -125,7 +125,7 @@ def test_timer_fired_on_a_cache_older_than_a_big_compaction_fires_without_error(
     try:
         for _ in range(GC_RECORDED_STEPS + 8):
             _call_on(other, "p", "ping")
-        _sync.sync(compact(other.log("p"), keep_last=1, min_age=0))
+        _sync.sync(compact(other.log("p"), keep_last=1, min_age=0, fresh_window=0.0))
         time.sleep(max(0.0, due_at - time.time()) + 0.1)
         report = vc.fire_due_timers(runtime=runner_rt, split="none")
         assert report.errors == [], report.errors

@@ -455,7 +455,7 @@ def test_call_outcome_after_the_applying_step_was_compacted_reads_the_copy_its_s
     # The newest step did not apply me/1 but carries the outcomes of the one that did.
     assert call_id not in decode_outcomes(newest.posted)
     assert decode_outcomes(newest.carried)[call_id].value == 2
-    report = _sync.sync(compact(core.log, 1, min_age=0.0))
+    report = _sync.sync(compact(core.log, 1, min_age=0.0, fresh_window=0.0))
     assert report.watermark == newest.step  # the applying step is gone
     assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
 

@@ -52,7 +52,7 @@ class StrayAfterGcRead(ObjectStore):
             # (a reader that reads gc only after the step never gets here with it answered)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.gc_answered.wait(), 1)
-            await compact(ActorLog(self.inner, self.actor_id), keep_last=2, min_age=0)
+            await compact(ActorLog(self.inner, self.actor_id), keep_last=2, min_age=0, fresh_window=0.0)
             await self.inner.put(key, self.stray, mode="create")
         return await self.inner.get(key)
 

@@ -66,7 +66,7 @@ def test_a_head_naming_a_compacted_step_where_a_leftover_sits_loads_the_newest_s
     old_step = _raw(log.step_key(3))
     _sync.sync(vc.get_runtime().heads.flush())
     current_head = _raw(log.head_key)
-    report = _sync.sync(compact(log, keep_last=2, min_age=0.0))
+    report = _sync.sync(compact(log, keep_last=2, min_age=0.0, fresh_window=0.0))
     assert report.watermark == 9
     _put(log.step_key(3), old_step)  # the leftover of a crashed late put
     # HEAD as it was at step 3 (restored, or replayed: signed, it passes the same key's HMAC)

@@ -388,7 +388,7 @@ def test_compaction_that_removes_a_failure_record_says_the_call_can_no_longer_be
     each, its method and why."""
     call_id = _a_failed_pay()
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
-        report = _sync.sync(compact(vc.get_runtime().core("purse").log, 1, min_age=0.0))
+        report = _sync.sync(compact(vc.get_runtime().core("purse").log, 1, min_age=0.0, fresh_window=0.0))
     assert report.unresumable == (call_id,)
     (warning,) = [r.getMessage() for r in caplog.records if call_id in r.getMessage()]
     assert "pay" in warning and "min_age" in warning and "no longer be resumed" in warning

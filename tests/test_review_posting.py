@@ -580,7 +580,7 @@ def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark
         parent = dataclasses.replace(parent, step=step, parent=step - 1, posted=b"", carried=b"")
         _sync.sync(log_.put_step(parent))
     time.sleep(0.35)  # past fresh_window: our cache may predate a compaction
-    _sync.sync(compaction.compact(log_, keep_last=3, min_age=0))
+    _sync.sync(compaction.compact(log_, keep_last=3, min_age=0, fresh_window=0.0))
     assert _sync.sync(log_.read_gc()) == 4
     assert _sync.sync(log_.read_step(3)) is None  # compacted
     stray = fold(3, two.extra, "from a stray", "stalled-folder")

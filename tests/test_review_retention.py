@@ -302,7 +302,7 @@ def test_cold_readers_and_writers_beside_repeated_compactions_lose_nothing_and_s
         runtime = fresh_runtime()
         try:
             while not done.is_set() and compactions[0] < 500:
-                _sync.sync(compact(runtime.log("t"), keep_last=2, min_age=0.0))
+                _sync.sync(compact(runtime.log("t"), keep_last=2, min_age=0.0, fresh_window=0.0))
                 compactions[0] += 1
         except Exception as exc:
             problems.append(f"compactor: {exc!r}")
@@ -366,7 +366,7 @@ def test_a_poster_that_gave_up_is_told_compacted_not_never_after_its_sender_left
     pay = (lambda log: log.add.options(idempotency_key="pay-1").run("me/1")) if keyed else None
     _, raised, later = gave_up_then_left_the_cursor(store, pay, commit_timeout=0.3, deadline=0.5)
     core = vc.get_runtime().core("a")
-    report = _sync.sync(compact(core.log, keep_last=1, min_age=0.0))
+    report = _sync.sync(compact(core.log, keep_last=1, min_age=0.0, fresh_window=0.0))
     assert report.watermark == later.step
     time.sleep(0.6)  # past the deadline of the refused puts
     with pytest.raises(CommitOutcomeUnknownError) as unknown:
@@ -446,7 +446,8 @@ def test_a_compaction_whose_watermark_step_became_a_stray_keeps_the_checkpoint_k
     newest = _sync.sync(log.load_latest(_sync.sync(log.read_head())))
     assert newest is not None and int(str(newest.dedup_base).split("-")[0]) == base_step
     m, w2 = base_step + 2, base_step + 4
-    report = _sync.sync(compact(log, keep_last=newest.step - w2 + 1, min_age=0.0))  # compaction B
+    # compaction B
+    report = _sync.sync(compact(log, keep_last=newest.step - w2 + 1, min_age=0.0, fresh_window=0.0))
     assert report.watermark == w2
     stray = dataclasses.replace(newest, step=m, parent=m - 1, writer="stalled", dedup_base=f"{m:020d}-stray")
     _sync.sync(log.store.put(log.step_key(m), stray.encode(log.step_key(m), None), mode="create"))
@@ -475,7 +476,7 @@ def test_compaction_keeps_the_sub_task_checkpoints_of_a_call_only_a_stray_step_h
     for _ in range(5):
         tally.incr.run(1)
     log = vc.get_runtime().core("s").log
-    _sync.sync(compact(log, keep_last=2, min_age=0.0))  # watermark 4: steps 0..3 go
+    _sync.sync(compact(log, keep_last=2, min_age=0.0, fresh_window=0.0))  # watermark 4: steps 0..3 go
     four = _sync.sync(log.read_step(4))
     assert four is not None
     (call,) = four.calls
@@ -486,7 +487,7 @@ def test_compaction_keeps_the_sub_task_checkpoints_of_a_call_only_a_stray_step_h
     key = f"{log.prefix}tasks/stalled-call/000000"  # younger than the newest step: not aged out
     data = codec.encode(key, {"kind": "task", "time": _real_time()}, {"result": b"x"})
     _sync.sync(log.store.put(key, data, mode="create"))
-    report = _sync.sync(compact(log, keep_last=2, min_age=0.0))
+    report = _sync.sync(compact(log, keep_last=2, min_age=0.0, fresh_window=0.0))
     assert report.deleted_steps == 2  # step 4, and the stray at 2
     assert _task_keys("s") == [key], "the stray's call was taken for committed"
 

@@ -31,9 +31,9 @@ N+2 was written after the writer validated: so ``min_age`` must exceed
 ``fresh_window`` plus the clock skew between machines. Lest that hang on the
 compactor's clock alone (one running ahead), N+2 must also be older than the
 newest step by ``min(min_age, fresh_window + CLOCK_SKEW)`` by the times the
-writers recorded (``_writers_cutoff``). ``ActorHandle.compact``
-refuses a ``min_age`` below the runtime's ``fresh_window``; this function
-takes any finite ``min_age >= 0`` (tests use ``min_age=0`` with ``fresh_window=0``).
+writers recorded (``_writers_cutoff``). This function refuses a ``min_age``
+below its ``fresh_window`` argument (the writers', default ``Settings``'); ``ActorHandle.compact``
+passes the runtime's (tests use ``min_age=0`` with ``fresh_window=0`` everywhere).
 
 Why a writer whose put answered late is still never applied twice: before
 raising the watermark past a step, the compaction reads the writer id of
@@ -199,9 +199,11 @@ async def compact(
     a writer stalled across the compaction cannot re-create a deleted step
     number and report it as committed. Safe to run concurrently with writers,
     readers and other compactions; idempotent. ``ActorNotFoundError`` if the
-    actor has no steps.
+    actor has no steps; ``ValueError`` (before anything is read) if ``min_age`` is
+    below ``fresh_window``: a writer trusting a cache that fresh skips the watermark
+    read, and would re-create a deleted step and be told its call committed.
     """
-    keep_last, min_age = validate_compaction_args(keep_last, min_age)
+    keep_last, min_age = validate_compaction_args(keep_last, min_age, fresh_window=fresh_window)
     started = time.time()
 
     head = await log.read_head()

@@ -1237,7 +1237,7 @@ class ActorCore(Folder):
         except Exception as exc:
             # Not a storage error (those are retried inside): our post stays and may
             # be applied, or was (its outcomes did not load): pending, not failed.
-            counters.commit_error(self.actor_id, exc, True)
+            counters.commit_error(self.actor_id, exc, False, posted=True)
             pending = self._pending_error(posted, batch)
             pending.__cause__ = exc
             fail_calls(batch, pending)
@@ -1446,7 +1446,7 @@ class ActorCore(Folder):
         a lost race or a step number below the watermark raises."""
         env = self.env
         if env.stopped:  # (the inline put below does not go through env.run)
-            raise env.shutdown_error()
+            raise env.step_put_refused_error()
         c.put_started = time.monotonic()
         c.put_sent = True
         c.earlier, self._unanswered = self._unanswered, record.writer
@@ -1539,7 +1539,7 @@ class ActorCore(Folder):
             counters.transient_retry(self.actor_id, exc)
             time.sleep(_backoff(c.transient + 3))
             return "again"
-        counters.commit_error(self.actor_id, exc, c.put_sent or posted is not None)
+        counters.commit_error(self.actor_id, exc, c.put_sent, posted=posted is not None)
         reported: BaseException = exc
         if posted is not None:
             # Pending (the post may still be applied, or was), the error that stopped us as its
@@ -1564,7 +1564,7 @@ class ActorCore(Folder):
         batch = c.batch
         self._invalidate()
         if c.posted is not None:
-            counters.commit_error(self.actor_id, exc, c.put_sent)  # (pending: not unknown)
+            counters.commit_error(self.actor_id, exc, c.put_sent, posted=True)  # (pending: not unknown)
             pending = self._pending_error(c.posted, batch)
             pending.__cause__ = exc
             fail_calls(batch, pending)
@@ -1587,7 +1587,7 @@ class ActorCore(Folder):
     def _attempt_failed(self, c: _Commit, exc: Exception) -> None:
         """Any other exception (a defect, a class that will not load): the batch fails."""
         self._invalidate()
-        counters.commit_error(self.actor_id, exc, c.put_sent)
+        counters.commit_error(self.actor_id, exc, c.put_sent, posted=c.posted is not None)
         if c.posted is not None:
             # Our post stays and another folder may apply it: not a definite failure.
             pending = self._pending_error(c.posted, c.batch)

@@ -115,10 +115,22 @@ def transient_retry(actor_id: str, exc: BaseException) -> None:
     logger.debug("actor %r: storage error before the commit's put, retrying: %s", actor_id, exc)
 
 
-def commit_error(actor_id: str, exc: BaseException, put_sent: bool) -> None:
+def commit_error(actor_id: str, exc: BaseException, put_sent: bool, *, posted: bool = False) -> None:
     """A commit failed (not by losing races). Its outcome is unknown when the put was sent
-    and the error came from storage, or the runtime said so."""
+    and the error came from storage, or the runtime said so. A ``posted`` batch's is not:
+    its post (a put) was sent, the step put of our fold carrying it only if ``put_sent``,
+    and its caller is told the calls are pending (``call_outcome`` learns their outcome)."""
     count("commit_errors")
+    if posted:
+        step_put = "and so was our fold's step put" if put_sent else "no step put"
+        logger.warning(
+            "actor %r: commit failed with its calls posted (the post was sent; %s): they are "
+            "pending, call_outcome tells whether they were applied: %s",
+            actor_id,
+            step_put,
+            exc,
+        )
+        return
     unknown = isinstance(exc, CommitOutcomeUnknownError) or (
         put_sent and isinstance(exc, (StorageError, IntegrityError))
     )

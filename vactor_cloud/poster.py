@@ -89,6 +89,10 @@ class CombiningEnv(Protocol):
         """What a call gets that shutdown stopped before it started."""
         ...
 
+    def step_put_refused_error(self) -> RuntimeShutdownError:
+        """What a call gets whose body ran and whose step put shutdown refused."""
+        ...
+
     def spawn(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on a pool thread."""
         ...

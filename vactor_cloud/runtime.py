@@ -662,6 +662,15 @@ class Runtime:
     def shutdown_error(self) -> RuntimeShutdownError:
         return self._shutdown_error()
 
+    def step_put_refused_error(self) -> RuntimeShutdownError:
+        """A call whose body ran, its step put refused because the runtime stopped meanwhile."""
+        return RuntimeShutdownError(
+            f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "
+            "init() again) while this call ran, before its step was written: it was not applied "
+            "(what its method did outside the actor's state, its sub-tasks' side effects, was done); "
+            "retry it (the next call starts a new runtime)"
+        )
+
     def _shutdown_error(self) -> RuntimeShutdownError:
         return RuntimeShutdownError(
             f"the vactor_cloud runtime on {self.store.describe()} was shut down (vc.shutdown(), or "
@@ -696,7 +705,7 @@ class Runtime:
         try:
             end = functools.partial(self._work.end, token)  # (made before the hand-over: see below)
             handed = True
-            future = _sync.submit(coro)
+            future = _sync.submit(_outcome_taken(coro))
         except BaseException:
             self._work.end(token)  # (not handed over, or interrupted on the way: not waited for)
             if not handed:
@@ -1113,6 +1122,23 @@ class Runtime:
         joined_by = max(until, time.monotonic() + 1.0)
         threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
+
+
+async def _outcome_taken(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, its task's outcome taken when it ends. Past close's timeout ``close`` cancels
+    the future of a background task; the task ends later (a ``RuntimeShutdownError`` from
+    :meth:`Runtime.bounded`) with nobody to take it, and asyncio logged "Task exception was
+    never retrieved" wherever the garbage collector freed it (inside ``ast.parse``, on
+    CPython 3.11, a ``SystemError``)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.add_done_callback(_take_outcome)
+    return await coro
+
+
+def _take_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def join_threads(threads: list[threading.Thread], until: float | None) -> None:

@@ -75,6 +75,7 @@ from vactor_cloud.errors import (
     NotFoundError,
     PreconditionFailedError,
     RetryableStorageError,
+    RuntimeShutdownError,
     StateSerializationError,
 )
 from vactor_cloud.incarnation import BORN, born_in
@@ -204,7 +205,7 @@ class Subtask(Generic[P, R]):
             failures.update(checkpoints.errors)
         _sync.wait_futures(writes.values())  # (each up to Settings.deadline: in slices on the main thread)
         for index, write in writes.items():
-            stored = write.result()
+            stored = _written(write, memo, index)
             if stored is not None and memo is not None:
                 # Another run of this call checkpointed this position first: its result counts,
                 # if it was written for this child (as for a checkpoint found before running).
@@ -410,6 +411,22 @@ class _Checkpoints:
                 self.writes[index] = self.memo.store(index, self.fingerprints[index], value)
             except Exception as exc:  # StateSerializationError; or a runtime shut down meanwhile
                 self.errors[index] = exc
+
+
+def _written(write: concurrent.futures.Future[bytes | None], memo: _Memo | None, index: int) -> bytes | None:
+    """A checkpoint write's outcome (see ``_Memo.store``). Cancelled, it was cut off by its
+    runtime's shutdown (``Runtime.close`` cancels the work still running past its timeout):
+    ``RuntimeShutdownError``, not the bare ``CancelledError`` the method could not tell from
+    its own."""
+    try:
+        return write.result()
+    except concurrent.futures.CancelledError:
+        key = memo.key(index) if memo is not None else "a sub-task checkpoint"
+        raise RuntimeShutdownError(
+            f"{key}: the vactor_cloud runtime was shut down while this child's checkpoint was "
+            "written; it may not have landed: a run of this call again (after init) runs the "
+            "child again if it did not"
+        ) from None
 
 
 def _first_done(futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
@@ -726,9 +743,14 @@ class _Memo:
         if self.context.born:  # (the id's first actor names none: checkpoints as before)
             meta[BORN] = self.context.born
         data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)
+        return self.context.runtime.background(self._bounded_put(key, data))  # type: ignore[no-any-return]
+
+    async def _bounded_put(self, key: str, data: bytes) -> bytes | None:
+        """``_put`` within ``Settings.deadline``. Its coroutines are made here, once the write
+        runs: a runtime stopped already refuses the write and closes this one unstarted, where
+        a ``_put`` made beforehand was left never awaited (a RuntimeWarning)."""
         hint = "this child's result was not checkpointed: a run of this call again runs the child again"
-        runtime = self.context.runtime
-        return runtime.background(runtime.bounded(self._put(key, data), hint=hint))  # type: ignore[no-any-return]
+        return await self.context.runtime.bounded(self._put(key, data), hint=hint)  # type: ignore[no-any-return]
 
     async def _put(self, key: str, data: bytes) -> bytes | None:
         mode: PutMode = "create"

@@ -395,7 +395,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
             "at least fresh_window plus your machines' clock skew, or --force if no writer can be running",
             EXIT_USAGE,
         )
-    options: dict[str, Any] = {"min_age": min_age, "fresh_window": fresh_window}
+    # --force (no writer running: no cache to outlive) passes the guard ``compact`` keeps
+    options: dict[str, Any] = {"min_age": min_age, "fresh_window": min(fresh_window, min_age)}
     reports: list[Any] = []
 
     def compact_one(actor_id: str) -> Any:
