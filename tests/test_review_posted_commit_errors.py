@@ -72,3 +72,32 @@ def test_a_posted_fold_that_failed_before_its_step_put_is_not_logged_as_a_put_se
     assert said and not [m for m in said if "the put was sent" in m], said
     assert [m for m in said if "the post was sent; no step put" in m], said
     assert pending_posts("a"), "the post stays, for a later fold to apply"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_posted_batch_retrying_a_failing_store_backs_off(store_spec: StoreSpec) -> None:
+    """A posted batch retries storage errors until ``commit_timeout`` (its calls may be applied
+    meanwhile). It retried at most 5 ms apart: 549 failed reads in 1.5 s against a store that
+    fails fast, from one caller. The pauses grow (10 ms doubling to 1 s): a dozen or so in
+    1.5 s. (A slow machine makes fewer, never more.)"""
+    store, log, _, leases = posting_behind_anothers_lease(store_spec, commit_timeout=1.5)
+    posted = threading.Event()
+    failed: list[str] = []
+    inner_around = store._around
+
+    async def post_then_fail_the_steps(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if posted.is_set() and "/steps/" in key and operation in ("get", "list", "head"):
+            failed.append(key)
+            raise StorageError(f"{key}: injected", key)
+        result = await inner_around(operation, key, run, **kw)
+        if operation == "put" and "/mail/" in key and not posted.is_set():
+            posted.set()
+            await leases.write(await leases.read(), "f" * 16, 0.0, 2)
+        return result
+
+    store._around = post_then_fail_the_steps  # type: ignore[method-assign]
+    with pytest.raises(CallPendingError):
+        log.add.run("me/1")
+    store._around = inner_around  # type: ignore[method-assign]
+    assert posted.is_set() and failed, "the scenario needs a post and failing reads after it"
+    assert len(failed) <= 40, f"{len(failed)} failed reads in 1.5 s: no backoff"
