@@ -11,6 +11,8 @@ import contextlib
 import gc
 import re
 import threading
+import time
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,14 +63,26 @@ def a_young_collection_elsewhere() -> Iterator[Callable[[], None]]:
         end()
 
 
+@pytest.fixture
+def no_automatic_collections() -> Iterator[None]:
+    """No thread starts a collection but those the test asks for (the garbage stays put)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _old_garbage() -> weakref.ref[_Cycle]:
     """A reference cycle in the oldest generation, unreachable (as a closed runtime's store)."""
     cycle = _Cycle()
-    gc.collect(1)  # (it survives a collection of the younger two: it is in the oldest now)
-    assert gc.is_tracked(cycle)
+    garbage.full_collection()  # (it survives a full collection: it is in the oldest now)
     return weakref.ref(cycle)
 
 
+@pytest.mark.usefixtures("no_automatic_collections")
 def test_full_collection_frees_old_garbage_while_another_thread_collects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -81,12 +95,13 @@ def test_full_collection_frees_old_garbage_while_another_thread_collects(
             pauses.append(seconds)
             end_it()  # the other collection ends while this one waits
 
-        monkeypatch.setattr(garbage.time, "sleep", pause)
+        monkeypatch.setattr(garbage, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=pause))
         garbage.full_collection()
     assert ref() is None
     assert len(pauses) == 1  # (it tried, met the other collection, waited, collected)
 
 
+@pytest.mark.usefixtures("no_automatic_collections")
 def test_full_collection_gives_up_at_its_bound_while_another_thread_collects() -> None:
     ref = _old_garbage()
     with a_young_collection_elsewhere(), pytest.raises(AssertionError, match="no full garbage"):
