@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import socket
 import sys
 import threading
 from typing import Any
+
+from garbage import full_collection
 
 from vactor_cloud.testing.proxy import DroppingProxy
 
@@ -57,10 +58,10 @@ def test_stop_with_open_connections_leaves_no_coroutine_to_fail_later() -> None:
         assert proxy.stats.connections == 4
         proxy.stop()
         del proxy
-        gc.collect()
+        full_collection()
         for client in clients:
             client.close()
-        gc.collect()
+        full_collection()
     finally:
         sys.unraisablehook = old_hook
         upstream.close()

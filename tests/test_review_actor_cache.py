@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from actors import OrderLog
+from garbage import full_collection
 from test_combining import commit_behind_its_back, foreign_box, init_switchable, post_adds
 
 import vactor_cloud as vc
@@ -52,7 +53,7 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = HANG) 
 
 def cores_of(runtime: Runtime) -> list[ActorCore]:
     """Every core of ``runtime`` alive in the process (cached, evicted, or only referenced)."""
-    gc.collect()
+    full_collection()
     return [o for o in gc.get_objects() if isinstance(o, ActorCore) and o.env is runtime]
 
 
@@ -194,7 +195,7 @@ def test_a_contended_actor_evicted_and_loaded_again_names_one_sender_of_this_pro
         del core
         OrderLog.get_or_create("quiet").add.run(f"quiet/{i + 1}")  # "hot" is evicted
         assert "hot" not in runtime._cores
-        gc.collect()  # (a core in a reference cycle is taken back until collected)
+        full_collection()  # (a core in a reference cycle is taken back until collected)
     record = runtime.load("hot").record
     assert record is not None
     check_once_in_order(applied_tokens(runtime, "hot"), {"me": made})
@@ -378,7 +379,7 @@ def test_lease_holders_evicted_under_load_are_never_doubled_and_every_call_appli
     finally:
         other.close()
         vc.shutdown()
-    gc.collect()
+    full_collection()
     tasks_after = loop_tasks()
     # (The S3 store's request threads are told to end by its close, and end just after it.)
     wait_until(lambda: runtime_threads() == threads_before, f"threads left: {runtime_threads()}", seconds=10)
@@ -460,7 +461,7 @@ def test_many_contended_actors_with_events_and_timers_leave_counts_bounded_by_th
     finally:
         other.close()
         vc.shutdown()
-    gc.collect()
+    full_collection()
     assert loop_tasks() <= tasks_before
 
 

@@ -10,6 +10,7 @@ import gc
 import time
 
 import pytest
+from garbage import full_collection
 
 import vactor_cloud as vc
 from vactor_cloud import batch, events, poster, posting, timers
@@ -85,7 +86,7 @@ def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(store
     while not all(core.idle for core in runtime._all_cores()) and time.monotonic() < deadline:
         time.sleep(0.05)
     Answers.get_or_create("answers-last").answer.run(1)
-    gc.collect()
+    full_collection()
     assert _record_bytes_held(runtime) <= 2 * bound
 
 
@@ -145,7 +146,7 @@ def test_many_actors_through_a_small_cache_leave_no_per_actor_state_behind(store
         vc.send_event(f"busy-{i}", "ping", i)
         events.process_events(f"busy-{i}")
         assert actor.bump.run_async().result(30) == 3
-    gc.collect()
+    full_collection()
     assert sum(1 for o in gc.get_objects() if isinstance(o, ActorCore) and o.env is runtime) <= 16
     assert len(runtime._evicted) == 0
     assert len(events._existing.get(runtime, ())) <= 16

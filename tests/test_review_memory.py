@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+from garbage import full_collection
 
 import vactor_cloud as vc
 from vactor_cloud import events, inbox, mailkey, timer_runner, timers
@@ -33,7 +34,7 @@ def test_a_store_that_posted_is_freed_with_its_runtime(store_spec: StoreSpec) ->
         store_spec.init()
         vc.get_runtime().core("poster")._posts()  # the first post of an actor makes its PostBox
         vc.shutdown()
-    gc.collect()
+    full_collection()
     assert len(mailkey._KEYS) - before <= 2
 
 
@@ -139,7 +140,7 @@ class Keyed:
 
 def _checkpoint_bytes_held(store: object) -> int:
     """Bytes (pickled) of every idempotency checkpoint held decoded by an ActorLog of ``store``."""
-    gc.collect()
+    full_collection()
     held = 0
     for thing in gc.get_objects():
         if isinstance(thing, ActorLog) and thing.store is store and thing.dedup_cache is not None:
@@ -299,7 +300,7 @@ def test_timer_passes_on_many_runtimes_leave_no_memory_per_store(store_spec: Sto
         store_spec.init()
         timer_runner.fire_due_timers(split="none")
         vc.shutdown()
-    gc.collect()
+    full_collection()
     assert len(timers._memory.complete_until) - before <= 2
 
 
@@ -353,13 +354,14 @@ def test_a_thread_that_ran_subtasks_keeps_no_runtime_alive_after_shutdown(store_
 def _freed_by_collections(ref: Any, *, within: float = 5.0) -> bool:
     """True once ``ref``'s object is freed by a garbage collection, tried for ``within`` seconds.
 
-    One ``gc.collect()`` is not enough to tell: it does nothing while another thread's automatic
-    collection runs (it returned 0 with the runtime alive, in a full-suite run), and another
-    thread may hold the object a moment longer on its C stack (a pool thread's frames unwinding).
+    One collection is not enough to tell: another thread may hold the object a moment longer on
+    its C stack (a pool thread's frames unwinding). (And one ``gc.collect()`` does nothing while
+    another thread's collection runs: it returned 0 with the runtime alive, in a full-suite run;
+    ``full_collection`` waits that out.)
     A reference kept for good (the defect these tests look for) keeps it past any wait."""
     deadline = time.monotonic() + within
     while True:
-        gc.collect()
+        full_collection()
         if ref() is None:
             return True
         if time.monotonic() > deadline:

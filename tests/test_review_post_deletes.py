@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import pickle
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
+from garbage import full_collection
 from test_combining import (
     Switchable,
     commit_behind_its_back,
@@ -564,7 +564,7 @@ def test_an_actor_evicted_while_its_delete_request_is_held_folds_again_and_nothi
     wait_until(lambda: runtime._cores["a"].idle, "the folder never went idle")
     OrderLog.get_or_create("b").add.run("b/0")  # the cache holds one actor: "a" goes
     assert "a" not in runtime._cores
-    gc.collect()
+    full_collection()
     fold_raced(3)
     assert applied() == in_order(3)
     new = box_of("a")

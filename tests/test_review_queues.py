@@ -8,7 +8,6 @@ memory stays bounded. Waits are bounded (``HANG``), never timed.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
+from garbage import full_collection
 from interrupts import Interrupted
 from test_combining import init_switchable, pending_posts
 from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _hold_lease_elsewhere, _opened
@@ -66,7 +66,7 @@ def test_a_cancelled_queued_call_leaves_the_queue_at_once_and_the_live_ones_keep
         _opened["held"].set()
     holder.join(HANG)
     assert longest <= 2 * len(kept) + 1, longest
-    gc.collect()
+    full_collection()
     assert [ref for ref in gone if ref() is not None] == []
     assert [f.result(HANG) for f in kept] == list(range(2, 2 + len(kept)))
     assert gate.applied.run() == ["held", *(f"kept/{i}" for i in range(99, 3000, 100))]
@@ -503,7 +503,7 @@ def test_reads_cancelled_behind_a_busy_read_pool_let_their_arguments_go(store_sp
             gone.append(weakref.ref(future._help.args[1]))  # (its PendingCall)
             assert future.cancel()
             del future
-        gc.collect()
+        full_collection()
         kept = [ref for ref in gone if ref() is not None]
     finally:
         _opened["pool"].set()

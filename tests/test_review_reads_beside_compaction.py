@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import logging
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from actors import Shelf
 from background import in_thread
+from garbage import full_collection
 from store_helpers import retune
 
 import vactor_cloud as vc
@@ -316,7 +316,7 @@ def test_reads_of_a_past_step_waiting_for_room_hold_no_fetched_copy(
         assert HEAVY_INSIDE.wait(HANG)
         readers = [in_thread(lambda: heavy.size.run(at_step=0)) for _ in range(4)]
         assert _until(lambda: room.waiting == 4 or not all(t.is_alive() for t, _ in readers))
-        gc.collect()
+        full_collection()
         assert room.waiting == 4 and _ALIVE[0] == 0, (_ALIVE, [out for _, out in readers])
     finally:
         HEAVY_LEAVE.set()
@@ -349,7 +349,7 @@ def test_past_views_waiting_for_room_hold_no_fetched_copy(
         assert HEAVY_INSIDE.wait(HANG)
         viewers = [in_thread(lambda: len(heavy.state_at(0).blob)) for _ in range(3)]
         assert _until(lambda: room.waiting == 3 or not all(t.is_alive() for t, _ in viewers))
-        gc.collect()
+        full_collection()
         assert room.waiting == 3 and _ALIVE[0] == 0, (_ALIVE, [out for _, out in viewers])
     finally:
         HEAVY_LEAVE.set()
