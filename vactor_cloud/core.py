@@ -1169,8 +1169,10 @@ class ActorCore(Folder):
                 else:
                     # Failed: a commit error, as when shutdown refuses an attempt's put or
                     # stops the attempt (_stopped_by_shutdown). Calls that shutdown fails
-                    # in the queue never began a commit: not counted.
-                    stopped = self.env.shutdown_error()
+                    # in the queue never began a commit: not counted. After an attempt that ran
+                    # the bodies (its put lost a race, or failed and was retried): not
+                    # "before this call started".
+                    stopped = self.env.step_put_refused_error() if c.ran else self.env.shutdown_error()
                     counters.commit_error(self.actor_id, stopped, False)
                     fail_calls(batch, stopped)
                 return
@@ -1375,6 +1377,7 @@ class ActorCore(Folder):
             if any(call.idempotency_key is not None for call in calls)
             else None
         )
+        c.ran = True
         result = apply_batch(
             definition, self.actor_id, base, live, calls, env, env.settings.dedup_window, table
         )
@@ -1881,6 +1884,8 @@ class _Commit:
     damaged: int = 0
     #: our last fold carried other processes' posts and its put lost: they still wait
     others_wait: bool = False
+    #: an attempt ran the calls' bodies (their effects outside the actor's state are done)
+    ran: bool = False
     put_sent: bool = dataclasses.field(init=False)
     #: the calls the attempt applies: the batch, or the folded posts' and ours
     calls: list[PendingCall] = dataclasses.field(init=False)
