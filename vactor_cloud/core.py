@@ -77,7 +77,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
     VactorError,
 )
-from vactor_cloud.folding import Folder, damaged_pause, gives_fold_work
+from vactor_cloud.folding import Folder, damaged_pause, doubling_pause, gives_fold_work
 from vactor_cloud.future import CallFuture, Waker, install_actor_held_probe
 from vactor_cloud.log import (
     ActorLog,
@@ -1540,7 +1540,9 @@ class ActorCore(Folder):
         ):
             c.transient += 1
             counters.transient_retry(self.actor_id, exc)
-            time.sleep(_storage_backoff(c.transient))
+            # 10 ms doubling to 1 s: a posted batch retries until ``commit_timeout``, and a
+            # few ms apart it sent hundreds of requests a second to a store that fails fast.
+            time.sleep(doubling_pause(c.transient, 1.0))
             return "again"
         counters.commit_error(self.actor_id, exc, c.put_sent, posted=posted is not None)
         reported: BaseException = exc
@@ -1895,14 +1897,6 @@ class _Commit:
     result: BatchResult = dataclasses.field(init=False)
     record: StepRecord = dataclasses.field(init=False)
     put_started: float = dataclasses.field(init=False)
-
-
-def _storage_backoff(attempt: int) -> float:
-    """Before retrying a commit that failed on a storage error: 10 ms, doubling to 1 s
-    (jittered). A posted batch retries until ``commit_timeout`` (its calls may be applied
-    meanwhile): at a few ms apart, a store that fails fast (down, refusing) got hundreds of
-    requests a second from each waiting caller."""
-    return float(min(1.0, 0.01 * 2 ** min(attempt - 1, 7)) * (0.5 + random.random()))
 
 
 def _backoff(attempt: int) -> float:

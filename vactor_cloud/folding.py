@@ -36,7 +36,7 @@ from vactor_cloud.log import StepRecord, unrecordable
 from vactor_cloud.poster import Posted, Poster
 from vactor_cloud.posting import SENDER_TTL, Post, PostBox, applied, bare, floor_of, identity
 
-__all__ = ["Folder", "damaged_pause", "gives_fold_work"]
+__all__ = ["Folder", "damaged_pause", "doubling_pause", "gives_fold_work"]
 
 logger = logging.getLogger("vactor_cloud")
 
@@ -534,11 +534,17 @@ def _recordable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | No
     return {"unrecordable_metadata": safe_repr(metadata)[:200]}
 
 
+def doubling_pause(attempt: int, longest: float) -> float:
+    """The pause before retry ``attempt`` (1, 2, ...): 10 ms, doubling to ``longest`` seconds,
+    jittered (0.5 to 1.5 times that)."""
+    return float(min(longest, 0.01 * 2 ** min(attempt - 1, 10)) * (0.5 + random.random()))
+
+
 def damaged_pause(attempt: int) -> float:
     """Before reading a damaged post again: 10 ms, doubling to 100 ms (jittered). A post damaged
     in transit reads fine at once; one damaged at rest is read about twenty times over
     ``posting.DAMAGED_SECONDS`` before it is skipped, not a LIST and a GET every few ms."""
-    return float(min(0.1, 0.01 * 2 ** min(attempt - 1, 4)) * (0.5 + random.random()))
+    return doubling_pause(attempt, 0.1)
 
 
 #: a hot writer: this many commits in a row, on average within _streak_gap() of each other
