@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -75,3 +77,47 @@ def test_a_child_has_none_of_its_parents_threads_or_runtime_and_starts_with_the_
 
 def test_spawn_context_is_still_spawn(spawn_context: multiprocessing.context.SpawnContext) -> None:
     assert spawn_context.get_start_method() == "spawn"
+
+
+def _server_threads(ctx: multiprocessing.context.ForkServerContext) -> int:
+    """The OS threads of the running fork server (Linux: ``/proc``)."""
+    _start_and_report(ctx, "PATH")  # (the server runs from here on)
+    from multiprocessing import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+_PRELOADS_A_THREAD = """
+from vactor_cloud.testing import processes
+import tests.test_process_context as t
+processes.PRELOAD.append("starts_a_thread")
+print(t._server_threads(processes.process_context()))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_the_fork_server_runs_no_thread_a_child_could_inherit_half_done(
+    process_context: multiprocessing.context.ForkServerContext, tmp_path: Any
+) -> None:
+    """A child is forked from the server: a thread the server ran (started by a preloaded
+    module's import) would not run in the child, and a lock it held at the fork would stay
+    held there for ever. None of :data:`PRELOAD` starts one; a module that did is seen."""
+    assert _server_threads(process_context) == 1
+    (tmp_path / "starts_a_thread.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # (on the server's path through the environment: it ignores its parent's sys.path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), root]))
+    seen = subprocess.run(
+        [sys.executable, "-c", _PRELOADS_A_THREAD],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert seen.stdout.split()[-1] == "2", seen

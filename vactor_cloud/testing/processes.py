@@ -14,6 +14,13 @@ does, and also the parent's environment at its start (a forked server's children
 would otherwise get the server's, as it was when the server started: a variable a
 test set later, ``AWS_ENDPOINT_URL`` say, would not reach them).
 
+The server imports :data:`PRELOAD` from its own ``sys.path``: the working directory
+and ``PYTHONPATH`` of the process that started it, as for any ``python -c`` (the
+standard library's fork server does not take its parent's ``sys.path`` for the
+preload). No preloaded module may start a thread at import: a child forked from a
+server running one would not run it, and would find any lock it held held for ever
+(``tests/test_process_context.py`` checks the server has one thread).
+
 vactor_cloud is fork-aware (its locks, loop, pools and clocks are renewed in a
 forked child), so a child forked so is a process like any other to it.
 """
