@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import multiprocessing.context
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vactor_cloud.cli import bench, build_parser
-from vactor_cloud.cli.bench_harness import COLD_START_ROW, PROFILES, TIMERS_ROW
+from vactor_cloud.cli._options import CliError
+from vactor_cloud.cli.bench_harness import COLD_START_ROW, PROFILES, TIMERS_ROW, _taken
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -95,3 +98,40 @@ def test_bench_takes_the_shared_options() -> None:
 
 def test_bench_profile_names_match_the_harness() -> None:
     assert sorted(bench.PROFILE_NAMES) == sorted(PROFILES)
+
+
+def _exit_at_once(code: int) -> None:
+    os._exit(code)
+
+
+def test_a_bench_process_that_dies_before_it_reports_fails_the_row_at_once(
+    process_context: multiprocessing.context.ForkServerContext,
+) -> None:
+    """A bench child that died (an import error, a kill, a store it cannot reach) put nothing on
+    the queue; the bench waited out its whole timeout (the row's duration + 120 s), then failed
+    with a bare ``queue.Empty``. It now fails as soon as the child has exited, saying how."""
+    results = process_context.Queue()
+    child = process_context.Process(target=_exit_at_once, args=(3,))
+    child.start()
+    child.join(60)
+    with pytest.raises(CliError, match=r"exited with code 3 before it reported.*the bench stops"):
+        _taken(results, 30, [child])
+
+
+def _report_then_fail(results: Any) -> None:
+    results.put((0, 7))
+    results.close()
+    results.join_thread()
+    os._exit(1)
+
+
+def test_what_a_bench_process_reported_before_it_failed_is_taken(
+    process_context: multiprocessing.context.ForkServerContext,
+) -> None:
+    """A child that reported, then failed (in its shutdown, say), is no error of the row."""
+    results = process_context.Queue()
+    child = process_context.Process(target=_report_then_fail, args=(results,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 1
+    assert _taken(results, 30, [child]) == (0, 7)

@@ -33,6 +33,7 @@ from typing import Any, cast
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.actor import ActorClass
+from vactor_cloud.child_reports import take_report
 from vactor_cloud.timer_runner import Split, TickReport, run_timers
 from vactor_cloud.timers import list_index
 
@@ -88,6 +89,7 @@ def _count_requests(store: Any) -> dict[str, int]:
 
 
 def _runner(
+    index: int,
     url: str,
     poll: float,
     until: float,
@@ -117,6 +119,7 @@ def _runner(
     errors = total.errors[:5]
     out.put(
         {
+            "index": index,
             "fired": total.fired,
             "stale": total.stale,
             "lateness": total.lateness,
@@ -172,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.Process(
             target=_runner,
             args=(
+                i,
                 args.url,
                 args.poll,
                 until,
@@ -185,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for p in procs:
         p.start()
-    results = [out.get(timeout=until - time.time() + 600) for _ in procs]
+    results = []
+    waiting = list(procs)
+    for _ in procs:
+        results.append(take_report(out, until - time.time() + 600, waiting))
+        waiting.remove(procs[results[-1]["index"]])
     for p in procs:
         p.join(60)
 

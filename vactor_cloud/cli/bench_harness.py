@@ -26,7 +26,6 @@ import gc
 import json
 import multiprocessing
 import os
-import queue
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,8 @@ from typing import Any
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.actor import ActorClass
+from vactor_cloud.child_reports import take_report
+from vactor_cloud.cli._options import CliError
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
 from vactor_cloud.log import CallRecord, StepRecord
 from vactor_cloud.runtime import Settings, get_runtime
@@ -1015,9 +1016,11 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
     _wait_ready(procs, 3.0 + count * 0.5)
     start.set()
     counts = [0] * count
+    waiting = list(procs)
     for _ in range(count):
-        index, done = _taken(results, duration + 120)
+        index, done = _taken(results, duration + 120, waiting)
         counts[index] = done
+        waiting.remove(procs[index])
     for proc in procs:
         # (in slices on the main thread, as the queue's wait: SIGTERM's handler runs meanwhile)
         _sync.interruptible_wait(lambda timeout, p=proc: _joined(p, timeout), 60, forever=None)
@@ -1026,21 +1029,12 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
     return counts
 
 
-def _taken(results: Any, timeout: float) -> Any:
-    """``results.get(timeout=timeout)`` (``queue.Empty`` past it), on the main thread in slices
-    (``_sync.interruptible_wait``): the bench's SIGTERM handler runs meanwhile."""
-    taken: list[Any] = []
-
-    def take(timeout: float | None) -> bool:
-        try:
-            taken.append(results.get(timeout=timeout))
-        except queue.Empty:
-            return False
-        return True
-
-    if not _sync.interruptible_wait(take, timeout, forever=None):
-        raise queue.Empty
-    return taken[0]
+def _taken(results: Any, timeout: float, procs: Sequence[Any]) -> Any:
+    """:func:`~vactor_cloud.child_reports.take_report`; a child that failed is the command's error."""
+    try:
+        return take_report(results, timeout, procs)
+    except ChildProcessError as exc:
+        raise CliError(f"{exc}; the bench stops") from None
 
 
 def _joined(proc: Any, timeout: float | None) -> bool:
