@@ -122,6 +122,19 @@ class ActorClass(Generic[C_co], _ClassObject):
             subclasses the class itself, as ``class Sub(Box)`` does)."""
             return self.cls[params]
 
+        def __getattr__(self, name: str) -> Any:
+            """The decorated name is this wrapper, not the class: ``Job.LIMIT`` and ``Job.parse()``
+            are ``Job.cls.LIMIT`` and ``Job.cls.parse()`` (the mypy plugin says so too); the
+            error says which, where the class has the attribute."""
+            cls = self.__dict__.get("cls")  # (absent while pickle rebuilds the wrapper)
+            message = f"{type(self).__name__!r} object has no attribute {name!r}"
+            if cls is not None and not name.startswith("__") and hasattr(cls, name):
+                message += (
+                    f": {self.__qualname__} is the actor class; the class itself is "
+                    f"{self.__qualname__}.cls (use {self.__qualname__}.cls.{name})"
+                )
+            raise AttributeError(message)
+
     def __instancecheck__(self, instance: Any) -> bool:
         """``isinstance(x, DecoratedClass)`` asks about the decorated class, as type checkers
         read it (for them it is that class); a handle is not an instance."""

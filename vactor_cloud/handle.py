@@ -214,7 +214,8 @@ class ActorHandle(Generic[T_co]):
             info = definition.methods.get(name)
             if info is None:
                 raise AttributeError(
-                    f"{definition.cls.__qualname__} (actor {self.actor_id!r}) has no method {name!r}; "
+                    f"{definition.cls.__qualname__} (actor {self.actor_id!r}) has no method {name!r}"
+                    f"{_not_a_method(definition.cls, name)}; "
                     f"its methods: {', '.join(sorted(definition.methods)) or 'none'}"
                 )
             return ActorMethod(self.actor_id, info)
@@ -918,3 +919,13 @@ if TYPE_CHECKING:
             timer_key: str | None = None,
             every: float | None = None,
         ) -> ActorMethod[..., Any]: ...
+
+
+def _not_a_method(cls: type, name: str) -> str:
+    """What ``name`` is on ``cls`` where it is no actor method (a static or class method, a
+    property): said, as a user who defined it is told why a handle does not call it."""
+    kind = type(inspect.getattr_static(cls, name, None))
+    what = {staticmethod: "a staticmethod", classmethod: "a classmethod", property: "a property"}.get(kind)
+    if what is None:
+        return ""
+    return f" ({name!r} is {what}: an actor method takes self, and a handle calls only those)"
