@@ -28,6 +28,7 @@ from typing import Any
 
 import vactor_cloud as vc
 from vactor_cloud import counters
+from vactor_cloud.child_reports import take_report
 from vactor_cloud.testing.latency import Latency, install
 
 
@@ -118,10 +119,11 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
         p.start()
     # Every child imported, loaded and warm first: on a busy machine 32 interpreters take
     # longer to start than a run lasts, and a late child would count as starved.
+    # (a child that died stops the run at once: take_report, not a wait of minutes)
     for _ in procs:
-        ready.get(timeout=300)
+        take_report(ready, 300, procs)
     start.value = time.time() + 0.2
-    results = [queue.get(timeout=duration + 120) for _ in procs]
+    results = [take_report(queue, duration + 120, procs) for _ in procs]
     for p in procs:
         p.join(30)
         if p.is_alive():
