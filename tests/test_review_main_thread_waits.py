@@ -564,7 +564,9 @@ def test_the_benchs_wait_for_its_writer_processes_lets_a_signal_handler_run(
 
         @staticmethod
         def Process(target: Callable[..., None], args: tuple[Any, ...]) -> threading.Thread:
-            return threading.Thread(target=target, args=args, daemon=True)
+            thread = threading.Thread(target=target, args=args, daemon=True)
+            thread.exitcode = None  # type: ignore[attr-defined]  # (as a running process's)
+            return thread
 
     monkeypatch.setattr(multiprocessing, "get_context", lambda _method: Context())
     monkeypatch.setattr(bench_harness, "_process_writer", writer)
