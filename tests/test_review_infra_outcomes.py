@@ -3,8 +3,8 @@
 An idempotency key records a call's outcome, the exception its method raised included, so
 that a retry with the key answers the same and applies nothing. A fault of the store
 (``StorageError``, ``IntegrityError``), of the runtime (``RuntimeShutdownError``, a commit
-that gave up or whose outcome is unknown, a busy actor), of the process (``MemoryError``,
-``RecursionError``) or an interrupt says nothing about the call: a method that raises one
+that gave up or whose outcome is unknown, a busy actor), of the process (``MemoryError``)
+or an interrupt says nothing about the call: a method that raises one
 (or lets it through from a nested actor call) fails its caller with it, and nothing of it
 is recorded, so that a retry with the same key applies the call (once). Before, every
 ``Exception`` was recorded, and the key answered the store's fault for as long as the
@@ -99,7 +99,6 @@ INFRASTRUCTURE: dict[str, Callable[[], BaseException]] = {
     "CallPendingError": lambda: CallPendingError("other", ["c1"]),
     "ActorBusyError": lambda: ActorBusyError("busy"),
     "MemoryError": MemoryError,
-    "RecursionError": lambda: RecursionError("maximum recursion depth exceeded"),
     "ExceptionGroup of StorageErrors": lambda: ExceptionGroup("nested calls", [StorageError("a", "k")]),
     # Never recorded before either (not an Exception): kept so by the same rule.
     "CancelledError": asyncio.CancelledError,
@@ -110,6 +109,7 @@ INFRASTRUCTURE: dict[str, Callable[[], BaseException]] = {
 #: exceptions a method raises as its result: recorded, a retry with the key re-raises them
 OUTCOMES: dict[str, Callable[[], BaseException]] = {
     "ValueError": lambda: ValueError("no funds"),
+    "RecursionError": lambda: RecursionError("maximum recursion depth exceeded"),
     "OSError of the method's own": lambda: ConnectionError("the payment API refused"),
     "TimeoutError of the method's own": lambda: TimeoutError("the payment API timed out"),
     "ExceptionGroup with a ValueError": lambda: ExceptionGroup(

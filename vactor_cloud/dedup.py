@@ -98,8 +98,9 @@ DELTA_MAX_BYTES = 2048
 
 #: errors about the machinery, not the call: the store failed or gave back damaged bytes, the
 #: runtime shut down or was never given a store, a commit gave up or left its outcome unknown,
-#: an actor stayed busy, the process ran out of memory or of stack (whose depth depends on
-#: where the body runs: a nested call, another process's fold). A retry may well succeed.
+#: an actor stayed busy, the process ran out of memory. A retry may well succeed. (Not
+#: ``RecursionError``: nearly always the method's own unbounded recursion, raised by every
+#: retry; recorded, it consumes its timer or event rather than have them run for ever.)
 NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     StorageError,
     IntegrityError,
@@ -109,7 +110,6 @@ NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     CommitOutcomeUnknownError,
     ActorBusyError,
     MemoryError,
-    RecursionError,
 )
 
 
