@@ -183,15 +183,18 @@ def test_a_nested_calls_storage_fault_is_not_the_keyed_callers_outcome(store_spe
         vc.shutdown()
 
 
-def test_a_folded_keyed_calls_infrastructure_error_is_delivered_not_recorded(store_spec: StoreSpec) -> None:
+@pytest.mark.parametrize("name", ["StorageError", "MemoryError", "SystemExit", "ValueError"])
+def test_a_folded_keyed_calls_fault_is_delivered_not_recorded(store_spec: StoreSpec, name: str) -> None:
     """Another process's keyed call, posted under contention and folded by ours: its outcome
-    (in the step) is the error, its key records nothing, and its retry with the key applies it.
+    (in the step) is the error; its key records a fault nothing, so that its retry with the key
+    applies it, and an exception of the method's own as usual (the retry re-raises it).
     (A call of ours that raises never reaches a put: it is answered by the attempt that ran it.)"""
+    fault = {**INFRASTRUCTURE, **OUTCOMES}[name]()
     init_switchable(store_spec, combine_window=60.0)
     try:
         ledger = Ledger.get_or_create("f")
         ledger.add.run("me/0")
-        _faults["other/1"] = StorageError("their store failed", "k")
+        _faults["other/1"] = fault
         arguments = pickle.dumps((("other/1",), {}))
         theirs = PostedCall("add", arguments, uuid.uuid4().hex, idempotency_key="theirs")
         box = foreign_box("f")
@@ -203,11 +206,16 @@ def test_a_folded_keyed_calls_infrastructure_error_is_delivered_not_recorded(sto
         outcomes = {}
         for record in read_chain("f"):
             outcomes.update(decode_outcomes(record.posted))
-        assert isinstance(outcomes[theirs.call_id].value, StorageError), outcomes
+        assert type(outcomes[theirs.call_id].value) is type(fault), outcomes
         assert ledger.read.run() == ["me/0", "me/1"]
-        assert ledger.add.options(idempotency_key="theirs").run("other/1") == 3
-        assert ledger.add.options(idempotency_key="theirs").run("other/1") == 3
-        assert ledger.read.run() == ["me/0", "me/1", "other/1"]
+        if name in OUTCOMES:
+            with pytest.raises(type(fault)):
+                ledger.add.options(idempotency_key="theirs").run("other/1")
+            assert ledger.read.run() == ["me/0", "me/1"]
+        else:
+            assert ledger.add.options(idempotency_key="theirs").run("other/1") == 3
+            assert ledger.add.options(idempotency_key="theirs").run("other/1") == 3
+            assert ledger.read.run() == ["me/0", "me/1", "other/1"]
     finally:
         vc.shutdown()
 
