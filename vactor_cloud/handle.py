@@ -477,7 +477,9 @@ class ActorMethod(Generic[P, R]):
         ``idempotency_key``: the first call with this key on this actor
         commits and records its result; every later call with the key (from
         any process, within the dedup window) returns that result, or
-        re-raises its exception, without running the method again.
+        re-raises its exception, without running the method again. A fault of
+        the store, the runtime or the process, or an interrupt, is not recorded
+        (``dedup.is_outcome``): a later call with the key runs the method.
 
         ``at_step``: run this read-only method on the state as it was right
         after step ``at_step`` (time travel); ``StepNotFoundError`` if that
