@@ -71,6 +71,18 @@ class Ledger:
         Ledger.get_or_create(other).add.run(entry)
         return len(self.entries)
 
+    def add_through_keyed(self, entry: str, other: str) -> int:
+        """``add_through`` whose nested call has a key derived from this call's id; then a
+        fault (``_faults["after " + entry]``), the nested call committed already."""
+        self.entries.append(entry)
+        call = vc.current_call()
+        assert call is not None
+        Ledger.get_or_create(other).add.options(idempotency_key=f"{call.call_id}/add").run(entry)
+        fault = _faults.get(f"after {entry}")
+        if fault is not None:
+            raise fault
+        return len(self.entries)
+
     @vc.virtual_actor.on_event("entry")
     def on_entry(self, entry: str) -> int:
         return self.add(entry)
@@ -181,6 +193,23 @@ def test_a_nested_calls_storage_fault_is_not_the_keyed_callers_outcome(store_spe
         assert (outer.read.run(), inner.read.run()) == (["a"], ["a"])
     finally:
         vc.shutdown()
+
+
+def test_a_retry_after_a_fault_applies_a_nested_call_keyed_by_the_call_id_once(
+    actor_store: StoreSpec,
+) -> None:
+    """What docs/idempotency.md advises for the actor calls a method made before its fault:
+    the retry runs the method again, and the nested call's key (from the call id, the same
+    in every run of a keyed call) answers it without applying it again."""
+    outer = Ledger.get_or_create("outer")
+    inner = Ledger.get_or_create("inner")
+    _faults["after a"] = StorageError("the store failed", "k")
+    with pytest.raises(StorageError):
+        outer.add_through_keyed.options(idempotency_key="k").run("a", "inner")
+    assert (outer.read.run(), inner.read.run()) == ([], ["a"])
+    _faults.clear()
+    assert outer.add_through_keyed.options(idempotency_key="k").run("a", "inner") == 1
+    assert (outer.read.run(), inner.read.run()) == (["a"], ["a"])
 
 
 @pytest.mark.parametrize("name", ["StorageError", "MemoryError", "SystemExit", "ValueError"])
