@@ -19,6 +19,8 @@ import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
@@ -335,6 +337,46 @@ def test_a_sub_tasks_storage_fault_is_not_the_keyed_calls_outcome(actor_store: S
     assert sweep.sweep.options(idempotency_key="k").run(3) == 5
     assert sweep.sweep.options(idempotency_key="k").run(3) == 5
     assert sorted(_child_runs) == [0, 1, 2, 2]
+
+
+class _LosesWorkers(ThreadPoolExecutor):
+    """An executor whose workers die while ``broken`` is set: each child fails with
+    ``BrokenProcessPool``, as a process pool's does when the OOM killer takes a worker."""
+
+    broken = True
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if not self.broken:
+            return super().submit(fn, *args, **kwargs)
+        lost: Future[Any] = Future()
+        lost.set_exception(BrokenProcessPool("a process in the process pool was terminated abruptly"))
+        return lost
+
+
+@pytest.mark.usefixtures("_children")
+def test_an_executor_that_lost_its_worker_is_not_the_keyed_calls_outcome(actor_store: StoreSpec) -> None:
+    """A child whose executor failed (a process pool's worker killed) is no answer of the
+    method's: the retry with the key runs the children again on a working executor."""
+    executor = _LosesWorkers(2)
+    try:
+
+        @vc.virtual_actor
+        class Fan:
+            def __init__(self) -> None:
+                self.total = 0
+
+            def fan(self, n: int) -> int:
+                self.total += sum(vc.subtask(square, executor=executor).map(range(n)))
+                return self.total
+
+        fan = Fan.get_or_create("p")
+        with pytest.raises(BrokenProcessPool):
+            fan.fan.options(idempotency_key="k").run(3)
+        executor.broken = False
+        assert fan.fan.options(idempotency_key="k").run(3) == 5
+        assert fan.fan.options(idempotency_key="k").run(3) == 5
+    finally:
+        executor.shutdown()
 
 
 @pytest.mark.usefixtures("_children")

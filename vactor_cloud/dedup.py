@@ -53,7 +53,7 @@ import json
 import pickle
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +98,8 @@ DELTA_MAX_BYTES = 2048
 
 #: errors about the machinery, not the call: the store failed or gave back damaged bytes, the
 #: runtime shut down or was never given a store, a commit gave up or left its outcome unknown,
-#: an actor stayed busy, the process ran out of memory. A retry may well succeed. (Not
+#: an actor stayed busy, a sub-task's executor lost its worker (a process pool's, killed),
+#: the process ran out of memory. A retry may well succeed. (Not
 #: ``RecursionError``: nearly always the method's own unbounded recursion, raised by every
 #: retry; recorded, it consumes its timer or event rather than have them run for ever.)
 NOT_OUTCOMES: tuple[type[BaseException], ...] = (
@@ -109,6 +110,7 @@ NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     CommitConflictError,
     CommitOutcomeUnknownError,
     ActorBusyError,
+    BrokenExecutor,
     MemoryError,
 )
 
