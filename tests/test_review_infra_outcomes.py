@@ -393,3 +393,24 @@ def test_a_keyed_workflow_step_storage_fault_is_retried_with_the_key_not_by_resu
     _failing_children.clear()
     assert sweep.sweep_steps.options(idempotency_key="k").run(7) == 49
     assert sweep.sweep_steps.options(idempotency_key="k").run(7) == 49
+
+
+@pytest.mark.parametrize("name", ["KeyboardInterrupt", "SystemExit", "CancelledError", "StorageError"])
+def test_catch_exceptions_hands_back_exceptions_not_interrupts(actor_store: StoreSpec, name: str) -> None:
+    """``options(catch_exceptions=True)`` (Ray's) returns ``(None, exc)`` for an exception, a
+    fault included; an interrupt (Ctrl-C reaching the body, which runs on the caller's
+    thread) still raises: before, ``run()`` returned ``(None, KeyboardInterrupt())`` and the
+    program went on as if Ctrl-C had not been pressed. As Ray's steps (and ours:
+    ``workflow.step(catch_exceptions=True)``) catch ``Exception`` alone."""
+    ledger = Ledger.get_or_create("c")
+    fault = _faults["a"] = INFRASTRUCTURE[name]()
+    method = ledger.add.options(catch_exceptions=True)
+    if isinstance(fault, Exception):
+        result, error = method.run("a")
+        assert result is None and type(error) is type(fault)
+    else:
+        with pytest.raises(type(fault)):
+            method.run("a")
+    _faults.clear()
+    assert method.run("b") == (1, None)
+    assert ledger.read.run() == ["b"]

@@ -175,8 +175,9 @@ class PendingCall:
         return self.args, dict(self.kwargs)
 
     def deliver(self, outcome: Outcome) -> None:
-        """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``)."""
-        if self.options.catch_exceptions:
+        """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``, which
+        hands back an ``Exception``, not an interrupt: Ctrl-C in the body still stops the caller)."""
+        if self.options.catch_exceptions and (outcome.ok or isinstance(outcome.value, Exception)):
             outcome = Outcome(True, (outcome.value, None) if outcome.ok else (None, outcome.value))
         outcome.settle(self.future)
         if isinstance(self.future, ActorFuture):

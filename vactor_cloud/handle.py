@@ -489,7 +489,8 @@ class ActorMethod(Generic[P, R]):
         recorded with the call in history; ``max_retries`` runs a raising
         body again up to that many times (each retry starts from the state
         before the call); ``catch_exceptions=True`` delivers ``(result, None)``
-        or ``(None, exception)`` instead of raising.
+        or ``(None, exception)`` instead of raising an ``Exception`` (an interrupt,
+        ``KeyboardInterrupt`` or ``SystemExit``, is still raised).
 
         Durable timers: ``delay`` (seconds) or ``at`` (epoch seconds) makes
         ``run``/``run_async`` *schedule* the call instead (one small commit)
