@@ -142,15 +142,21 @@ def test_shutdown_while_a_checkpoint_is_written_fails_the_call_clearly(
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
-def test_a_checkpoint_write_that_starts_after_the_shutdown_fails_the_call_clearly(spec: StoreSpec) -> None:
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_checkpoint_write_that_starts_after_the_shutdown_fails_the_call_clearly(
+    spec: StoreSpec, keyed: bool
+) -> None:
     """Child 1 returns only after the shutdown's timeout passed: its checkpoint write, about
     to start, is refused; the method and its caller hear ``RuntimeShutdownError`` (no hang),
-    and a rerun after a fresh init runs child 1 alone."""
+    the caller that its call was not applied (h89: unkeyed, it heard only that "this
+    operation" was stopped), and a rerun after a fresh init runs child 1 alone (with the
+    key: without it, the rerun is another call)."""
     runtime = init(spec, deadline=HANG)
     Fanner.get_or_create("f")
     GATE_ARMED.set()
+    options: dict[str, Any] = {"idempotency_key": "k"} if keyed else {}
     with ThreadPoolExecutor(1) as threads:
-        call = threads.submit(Fanner.get_or_create("f").fan.options(idempotency_key="k").run, 3)
+        call = threads.submit(Fanner.get_or_create("f").fan.options(**options).run, 3)
         try:
             assert AT_GATE.wait(HANG), "child 1 never ran"
             runtime.close(0.2)  # (the method still runs: logged, not waited for past 0.2 s)
@@ -161,7 +167,7 @@ def test_a_checkpoint_write_that_starts_after_the_shutdown_fails_the_call_clearl
     assert "not applied" in str(raised.value)
     assert [type(e) for e in RAISED] == [RuntimeShutdownError], RAISED
     GATE_ARMED.clear()
-    assert _rerun_after_a_fresh_init(spec) == [1]
+    assert _rerun_after_a_fresh_init(spec) == ([1] if keyed else [0, 1, 2])
 
 
 def _wait_until(condition: Any) -> bool:

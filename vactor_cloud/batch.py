@@ -19,7 +19,9 @@ Guarantees:
   is loaded only when a call carries a key.
 * **Every exception reaches its caller**, ``BaseException`` included
   (``SystemExit``, ``KeyboardInterrupt``, ``CancelledError``); such a call
-  is excluded and, having no result, not recorded under its key. The
+  is excluded and, having no result, not recorded under its key. So is a
+  call that raised a fault of the store, the runtime or the process
+  (``dedup.is_outcome``): a retry with its key runs it again. The
   original exception reaches its caller even when the table can record only
   a stand-in for it (``dedup.recorded_exception``).
 * **Async methods** run to completion in the call: on this thread, or on a
@@ -51,6 +53,7 @@ from vactor_cloud.dedup import (
     Outcome,
     StepDedup,
     delivered,
+    is_outcome,
     recorded_exception,
     recorded_outcome,
     safe_repr,
@@ -172,8 +175,9 @@ class PendingCall:
         return self.args, dict(self.kwargs)
 
     def deliver(self, outcome: Outcome) -> None:
-        """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``)."""
-        if self.options.catch_exceptions:
+        """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``, which
+        hands back an ``Exception``, not an interrupt: Ctrl-C in the body still stops the caller)."""
+        if self.options.catch_exceptions and (outcome.ok or isinstance(outcome.value, Exception)):
             outcome = Outcome(True, (outcome.value, None) if outcome.ok else (None, outcome.value))
         outcome.settle(self.future)
         if isinstance(self.future, ActorFuture):
@@ -556,14 +560,14 @@ def apply_batch(
             if call.options.name is not None:
                 _step_status("SUCCESSFUL", actor_id, call)
             break
-        recordable = outcome.ok or isinstance(outcome.value, Exception)
+        recordable = outcome.ok or is_outcome(outcome.value)
         if fired is not None:
             # A fired timer is consumed even when its method raised (recorded, not retried forever).
             if recordable:
                 timers.apply(edits)
                 applied.append((body, outcome))
                 outcomes.append(_fire_report(outcome))
-            else:  # excluded like any call (SystemExit, ...): the timer stays, so does its entry
+            else:  # excluded like any call (SystemExit, a StorageError): the timer stays, so does its entry
                 error = safe_repr(outcome.value)[:200]
                 report = FireReport(fired=False, ok=False, error=error, pending_due_ms=fired.due_ms)
                 outcomes.append(Outcome(True, report))

@@ -1383,12 +1383,24 @@ class ActorCore(Folder):
         )
         if result.state is None:
             if not c.folded:
+                if self.env.closed:
+                    self._not_applied_at_shutdown(result)
                 self._settle(c.batch, calls, result, c.hooked)
                 return None
             # Posted calls that all raised: their outcomes and the cursor still commit.
             carried = DedupFields(base.dedup, base.dedup_base)
             result = BatchResult(result.outcomes, None, base.state, carried, [], dict(base.extra))
         return result
+
+    def _not_applied_at_shutdown(self, result: BatchResult) -> None:
+        """A call whose body met the runtime's shutdown (its ``RuntimeShutdownError``: a nested
+        call's, a sub-task checkpoint's, which speak of their own operation) hears that it ran
+        and was not applied, the body's error its cause: as when shutdown refuses a step put."""
+        for i, outcome in enumerate(result.outcomes):
+            if not outcome.ok and isinstance(outcome.value, RuntimeShutdownError):
+                error = self.env.step_put_refused_error()
+                error.__cause__ = outcome.value
+                result.outcomes[i] = Outcome(False, error)
 
     def _fail_on_tombstone(self, c: _Commit, base: StepRecord) -> BatchResult | None:
         """The actor was deleted (``base`` is a tombstone): nothing is applied. Every call fails

@@ -27,6 +27,11 @@ from its own encoding when the call is recorded (:func:`recorded_outcome`),
 so it never is an object a caller holds, and each caller a recorded outcome
 is delivered to gets its own copy (:func:`delivered`).
 
+What is an outcome (:func:`is_outcome`): a result, or an exception the method raised as its
+answer. A fault of the store, of the runtime or of the process, or an interrupt, that a body
+raises (or lets through from a nested actor call) is no answer: its caller gets it, nothing
+of the call commits, and a retry with the key runs the call (the key records nothing).
+
 Recorded exceptions: with the ``"pickle"`` serializer the exception object
 itself is stored and re-raised as it was, if it survives the trip
 (``loads(dumps(exc))``); one that does not (an ``__init__`` whose arguments
@@ -48,14 +53,24 @@ import json
 import pickle
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from vactor_cloud.byvalue import freeze, thaw
-from vactor_cloud.errors import StateSerializationError, VactorError
+from vactor_cloud.errors import (
+    ActorBusyError,
+    CommitConflictError,
+    CommitOutcomeUnknownError,
+    IntegrityError,
+    RuntimeShutdownError,
+    StateSerializationError,
+    StorageError,
+    StorageNotChosenError,
+    VactorError,
+)
 from vactor_cloud.state import expect_serializer
 
 if TYPE_CHECKING:
@@ -64,12 +79,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_WINDOW",
     "DELTA_MAX_BYTES",
+    "NOT_OUTCOMES",
     "DedupFields",
     "DedupTable",
     "Outcome",
     "RecordedError",
     "StepDedup",
     "delivered",
+    "is_outcome",
     "recorded_exception",
     "recorded_outcome",
 ]
@@ -78,6 +95,40 @@ __all__ = [
 DEFAULT_WINDOW = (10_000, 24 * 3600.0)
 #: a table or delta a step may carry before the commit writes a checkpoint instead
 DELTA_MAX_BYTES = 2048
+
+#: errors about the machinery, not the call: the store failed or gave back damaged bytes, the
+#: runtime shut down or was never given a store, a commit gave up or left its outcome unknown,
+#: an actor stayed busy, a sub-task's executor lost its worker (a process pool's, killed),
+#: the process ran out of memory. A retry may well succeed. (Not
+#: ``RecursionError``: nearly always the method's own unbounded recursion, raised by every
+#: retry; recorded, it consumes its timer or event rather than have them run for ever.)
+NOT_OUTCOMES: tuple[type[BaseException], ...] = (
+    StorageError,
+    IntegrityError,
+    RuntimeShutdownError,
+    StorageNotChosenError,
+    CommitConflictError,
+    CommitOutcomeUnknownError,
+    ActorBusyError,
+    BrokenExecutor,
+    MemoryError,
+)
+
+
+def is_outcome(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a writer call's body, is the call's outcome: recorded under
+    its idempotency key (a retry re-raises it), and consuming the timer or event it ran for.
+
+    Not an interrupt (a ``BaseException`` that is no ``Exception``: ``SystemExit``,
+    ``KeyboardInterrupt``, ``CancelledError``), nor one of :data:`NOT_OUTCOMES`, nor an
+    exception group holding only those: such a call is excluded (nothing of it commits),
+    its caller gets the error, and a retry runs it again.
+    """
+    if not isinstance(exc, Exception) or isinstance(exc, NOT_OUTCOMES):
+        return False
+    if isinstance(exc, ExceptionGroup):
+        return exc.split(lambda e: isinstance(e, NOT_OUTCOMES))[1] is not None
+    return True
 
 
 class RecordedError(VactorError, RuntimeError):

@@ -478,7 +478,9 @@ class ActorMethod(Generic[P, R]):
         ``idempotency_key``: the first call with this key on this actor
         commits and records its result; every later call with the key (from
         any process, within the dedup window) returns that result, or
-        re-raises its exception, without running the method again.
+        re-raises its exception, without running the method again. A fault of
+        the store, the runtime or the process, or an interrupt, is not recorded
+        (``dedup.is_outcome``): a later call with the key runs the method.
 
         ``at_step``: run this read-only method on the state as it was right
         after step ``at_step`` (time travel); ``StepNotFoundError`` if that
@@ -488,7 +490,8 @@ class ActorMethod(Generic[P, R]):
         recorded with the call in history; ``max_retries`` runs a raising
         body again up to that many times (each retry starts from the state
         before the call); ``catch_exceptions=True`` delivers ``(result, None)``
-        or ``(None, exception)`` instead of raising.
+        or ``(None, exception)`` instead of raising an ``Exception`` (an interrupt,
+        ``KeyboardInterrupt`` or ``SystemExit``, is still raised).
 
         Durable timers: ``delay`` (seconds) or ``at`` (epoch seconds) makes
         ``run``/``run_async`` *schedule* the call instead (one small commit)

@@ -75,7 +75,7 @@ import cloudpickle
 
 from vactor_cloud import codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
-from vactor_cloud.dedup import Outcome, StepDedup
+from vactor_cloud.dedup import Outcome, StepDedup, is_outcome
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -507,8 +507,9 @@ class ActorInbox:
         #: applied events waiting for the delete request in flight (see ``_send_deletes``)
         self._doomed: list[str] = []
         self._sender: asyncio.Task[None] | None = None
-        #: pending events whose handler raised a BaseException that is no Exception (SystemExit):
-        #: excluded, kept in the inbox, and chosen after the others (see ``fold``)
+        #: pending events whose handler raised what is no outcome (``dedup.is_outcome``:
+        #: SystemExit, a StorageError): excluded, kept in the inbox, chosen after the others
+        #: (see ``fold``)
         self._excluded: set[str] = set()
         #: the wall clock when a listing ended, made monotonic (``InboxEvent.seen``)
         self._seen_clock = -math.inf
@@ -864,13 +865,14 @@ class ActorInbox:
                 Outcome(True, len(applied)).settle(call.future)
 
     def _note_excluded(self, calls: list[PendingCall], result: BatchResult) -> None:
-        """Remember the events whose handler raised a BaseException that is no Exception: they
-        stay in the inbox, and the next folds choose them after the others. Newly excluded
-        ones make ``process_events`` fold again (what they held back may be applied now)."""
+        """Remember the events whose handler raised what is no outcome (``dedup.is_outcome``:
+        SystemExit, a StorageError): they stay in the inbox, and the next folds choose them
+        after the others. Newly excluded ones make ``process_events`` fold again (what they
+        held back may be applied now)."""
         keys = {e.dedup_key: e.key for e in self._known.values()}
         for call, outcome in zip(calls, result.outcomes, strict=True):
             key = keys.get(call.idempotency_key) if call.idempotency_key is not None else None
-            if key is None or outcome.ok or isinstance(outcome.value, Exception):
+            if key is None or outcome.ok or is_outcome(outcome.value):
                 continue
             if key not in self._excluded:
                 self._excluded.add(key)

@@ -472,7 +472,7 @@ def _fire_actor(
                     report.errors.append(
                         _missing_method_text(runtime, actor_id, entry.key, found.missing_method)
                     )
-                elif not found.ok:  # its call was excluded (SystemExit, ...): timer and entry stay
+                elif not found.ok:  # its call was excluded (SystemExit, a StorageError): both stay
                     report.errors.append(_excluded_text(actor_id, entry.key, found.error))
                 else:
                     # Gone, or pending at another due time (rescheduled: its own entry is another
@@ -505,12 +505,14 @@ def _fire_actor(
 
 
 def _excluded_text(actor_id: str, key: str, error: object) -> str:
-    """The error of a fire whose call was excluded (its method raised ``SystemExit``, ...)."""
+    """The error of a fire whose call was excluded: its method raised what is no outcome
+    (``dedup.is_outcome``: ``SystemExit``, a ``StorageError``, ...)."""
     return (
-        f"{actor_id}/{key}: not committed: the timer's method raised {error} (not an Exception: "
-        "its call is excluded), so the timer stays due and is fired again at every tick; make "
-        "the method return or raise an Exception, or cancel the timer: "
-        f"vc.get_actor({actor_id!r}).cancel_timer({key!r})"
+        f"{actor_id}/{key}: not committed: the timer's method raised {error} (an interrupt, or "
+        "a fault of the store, the runtime or the process: not the call's outcome, so its "
+        "call is excluded), so the timer stays due and is fired again at every tick; if it "
+        "raises that every time, make the method return or raise another exception, or cancel "
+        f"the timer: vc.get_actor({actor_id!r}).cancel_timer({key!r})"
     )
 
 

@@ -325,8 +325,8 @@ def pending_timers(extra: dict[str, Any]) -> dict[str, Timer]:
 class FireReport:
     """What a ``FIRE`` call found: ``fired`` (the method ran, its outcome committed) or not (the
     timer was gone: fired already, cancelled, rescheduled later). Not fired and not ``ok``: the
-    method raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``, ...), which
-    excludes its call like any other: the timer stays pending, and so must its index entry."""
+    method raised what is no outcome (``dedup.is_outcome``: ``SystemExit``, a ``StorageError``),
+    which excludes its call like any other: the timer stays pending, and so must its index entry."""
 
     fired: bool
     ok: bool = True

@@ -39,9 +39,11 @@ Here it runs inside the same call, before the call commits:
   own, so readers could see intermediate states; here they cannot.)
 * A continuation that raises fails the call (nothing is committed) and, unless
   the call has an idempotency key (whose table then holds the exception, the
-  call's final outcome), leaves a *failure record* at ``actors/<id>/tasks/<call_id>/failed`` holding the
-  call (method and arguments). ``workflow.resume(actor_id)`` runs the
-  recorded calls again with their original call ids, which is what lets them
+  call's final outcome; or, for a fault of the store or the runtime that no key
+  records, ``dedup.is_outcome``, the caller retries with its key), leaves a
+  *failure record* at ``actors/<id>/tasks/<call_id>/failed`` holding the call
+  (method and arguments). ``workflow.resume(actor_id)`` runs the recorded calls
+  again with their original call ids, which is what lets them
   reuse the checkpoints of the steps that had finished; the record is
   deleted once the re-run's sub-workflow succeeds, before its step is
   written (a delete that fails fails the re-run: nothing is committed and
@@ -243,6 +245,8 @@ class StepNode:
         except Exception:
             # A keyed call's outcome is what its idempotency key recorded (the exception):
             # running it again under resume would contradict what a retry with the key answers.
+            # A fault the key does not record (dedup.is_outcome) is retried with the key: resume
+            # would run the call without it, and that retry would apply it a second time.
             if not context.readonly and call.idempotency_key is None:
                 _record_failure(context, call)
                 _recorded.add(context.actor_id, context.call_id)
