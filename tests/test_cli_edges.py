@@ -397,29 +397,56 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An interrupt that lands while a row's coroutine writes on the IO loop (the long actor's
-    steps): the coroutine is cancelled before the prefix is deleted. It kept writing and
-    re-created objects under the deleted prefix (6 of 15 SIGTERMs at random times left one)."""
+    steps): the coroutine is cancelled, and waited for, before the prefix is deleted. It kept
+    writing and re-created objects under the deleted prefix (6 of 15 SIGTERMs at random times
+    left one). Its last request, in flight as it was cancelled, lands before the cleanup begins
+    (h91: without the wait, ``_run_on_loop`` cancelling only, this test passed: the coroutine
+    stopped at once)."""
     import asyncio
 
     from vactor_cloud.cli import bench_harness
 
     written: list[str] = []
     at_kill: list[str] = []  # (what the main thread ran, and SIGINT's handler, as it was sent)
+    order: list[str] = []
+    real_delete_prefix = bench_harness._delete_prefix
+
+    def main_thread_in(name: str) -> bool:
+        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        while frame is not None and frame.f_code.co_name != name:
+            frame = frame.f_back
+        return frame is not None
 
     async def endless_steps(actor_id: str, count: int) -> None:
         store = vc.get_runtime().store
-        for i in range(5_000):  # bounded
-            key = f"actors/{actor_id}/extra/{i:08d}"
-            await store.put(key, b"x", mode="create")
-            written.append(key)
-            if len(written) == 20:
-                main = sys._current_frames().get(threading.main_thread().ident or 0)
-                handler = signal.getsignal(signal.SIGINT)
-                at_kill.extend([f"SIGINT handler {handler!r}\n", *traceback.format_stack(main, 4)])
-                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C (or SIGTERM, mapped by the CLI)
-            await asyncio.sleep(0.0005)
+        try:
+            for i in range(5_000):  # bounded
+                key = f"actors/{actor_id}/extra/{i:08d}"
+                await store.put(key, b"x", mode="create")
+                written.append(key)
+                if len(written) == 20:
+                    main = sys._current_frames().get(threading.main_thread().ident or 0)
+                    handler = signal.getsignal(signal.SIGINT)
+                    at_kill.extend([f"SIGINT handler {handler!r}\n", *traceback.format_stack(main, 4)])
+                    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C (or SIGTERM, mapped by the CLI)
+                await asyncio.sleep(0.0005)
+        except asyncio.CancelledError:
+            # A request in flight as the row stopped: it ends once the interrupted run waits for
+            # the row to stop, or (not waited for) once the cleanup has begun. Bounded: 10 s.
+            for _ in range(10_000):
+                if "cleanup" in order or main_thread_in("_cancel_and_wait"):
+                    break
+                await asyncio.sleep(0.001)
+            await store.put(f"actors/{actor_id}/extra/late", b"x", mode="create")
+            order.append("late write")
+            raise
+
+    async def delete_prefix(store: object, prefix: str = "") -> None:
+        order.append("cleanup")
+        await real_delete_prefix(store, prefix)  # type: ignore[arg-type]
 
     monkeypatch.setattr(bench_harness, "_write_steps", endless_steps)
+    monkeypatch.setattr(bench_harness, "_delete_prefix", delete_prefix)
     root = tmp_path / "bench"
     try:
         bench_harness.run_bench(
@@ -430,6 +457,7 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     else:  # (it passed alone 60 times under load; it failed once so in a loaded full run)
         pytest.fail(f"not interrupted: {len(written)} written; at the kill: {''.join(at_kill)}")
     assert 20 <= len(written) < 2_000, len(written)  # stopped soon after the interrupt
+    assert order == ["late write", "cleanup"], order
     time.sleep(0.3)  # a write left running would land meanwhile
     left = [str(p.relative_to(root)) for p in root.rglob("*")] if root.exists() else []
     assert left == [], left[:5]
