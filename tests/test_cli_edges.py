@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
 
 import pytest
@@ -393,6 +394,15 @@ def test_bench_removes_its_prefix_on_sigterm(tmp_path: Path) -> None:
     assert [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")] == []
 
 
+def signal_masks(native_id: int | None) -> str:
+    """The signal lines (blocked, pending, ignored, caught) of thread ``native_id`` of this process."""
+    try:
+        with open(f"/proc/self/task/{native_id}/status") as status:
+            return "".join(line for line in status if line.startswith(("Sig", "ShdPnd")))
+    except OSError as exc:
+        return f"(no status: {exc})"
+
+
 def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -428,6 +438,7 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
                     main = sys._current_frames().get(threading.main_thread().ident or 0)
                     handler = signal.getsignal(signal.SIGINT)
                     at_kill.extend([f"SIGINT handler {handler!r}\n", *traceback.format_stack(main, 4)])
+                    at_kill.append(signal_masks(threading.main_thread().native_id))
                     os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C (or SIGTERM, mapped by the CLI)
                 await asyncio.sleep(0.0005)
         except asyncio.CancelledError:
@@ -445,9 +456,16 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
         order.append("cleanup")
         await real_delete_prefix(store, prefix)  # type: ignore[arg-type]
 
+    handled: list[str] = []  # where SIGINT's handler ran (it raises as the default one does)
+
+    def on_sigint(signum: int, frame: types.FrameType | None) -> None:
+        handled.append("".join(traceback.format_stack(frame, 8)))
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(bench_harness, "_write_steps", endless_steps)
     monkeypatch.setattr(bench_harness, "_delete_prefix", delete_prefix)
     root = tmp_path / "bench"
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         bench_harness.run_bench(
             bench_harness.Target(str(root)), bench_harness.PROFILES["tiny"], groups=("long",)
@@ -455,7 +473,13 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     except KeyboardInterrupt:
         pass
     else:  # (it passed alone 60 times under load; it failed once so in a loaded full run)
-        pytest.fail(f"not interrupted: {len(written)} written; at the kill: {''.join(at_kill)}")
+        pending = signal.sigpending()
+        pytest.fail(
+            f"not interrupted: {len(written)} written; SIGINT's handler ran {len(handled)} time(s) "
+            f"{handled[:1]}; pending now {pending}; at the kill: {''.join(at_kill)}"
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert 20 <= len(written) < 2_000, len(written)  # stopped soon after the interrupt
     assert order == ["late write", "cleanup"], order
     time.sleep(0.3)  # a write left running would land meanwhile
