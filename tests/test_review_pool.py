@@ -457,6 +457,37 @@ def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_the_task_waited_for_by_
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_the_pool_starts_a_thread_for_a_spawned_task_leaves_shutdown_nothing_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(Pin, h91) Ctrl-C lands in ``Runtime.spawn`` while the pool starts a thread for the task it
+    queued: the pool withdraws the task (it never runs) and says so (``submit(queued=)``), so
+    spawn ends its piece of work: shutdown has nothing to wait for. (Fails if the pool's
+    withdrawal is not said: shutdown waits its whole timeout, "still running".)"""
+    store_spec.init()
+    runtime = vc.get_runtime()
+    ran: list[str] = []
+    real = threading.Thread.start
+    armed = [True]
+
+    def interrupted_start(self: threading.Thread) -> None:
+        if armed and threading.current_thread() is threading.main_thread():
+            armed.clear()
+            raise Interrupted
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(Interrupted):
+        runtime.spawn(lambda: ran.append("lost"))
+    assert not armed
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    assert ran == []
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_to_wait_for(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
