@@ -421,11 +421,12 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     order: list[str] = []
     real_delete_prefix = bench_harness._delete_prefix
 
-    def main_thread_in(name: str) -> bool:
+    def main_thread_waits_in(name: str) -> bool:
+        """Whether the main thread waits (``interruptible_wait``) called by ``name``."""
         frame = sys._current_frames().get(threading.main_thread().ident or 0)
-        while frame is not None and frame.f_code.co_name != name:
+        while frame is not None and frame.f_code.co_name != "interruptible_wait":
             frame = frame.f_back
-        return frame is not None
+        return frame is not None and frame.f_back is not None and frame.f_back.f_code.co_name == name
 
     async def endless_steps(actor_id: str, count: int) -> None:
         store = vc.get_runtime().store
@@ -443,11 +444,15 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
                 await asyncio.sleep(0.0005)
         except asyncio.CancelledError:
             # A request in flight as the row stopped: it ends once the interrupted run waits for
-            # the row to stop, or (not waited for) once the cleanup has begun. Bounded: 10 s.
+            # the row to stop (and whatever that wait sent the loop before it has run: a second
+            # cancel cut this short, run 2 of h91), or (not waited for) once the cleanup has
+            # begun. Bounded: 10 s.
+            cleaning_up.set()
             for _ in range(10_000):
-                if "cleanup" in order or main_thread_in("_cancel_and_wait"):
+                if "cleanup" in order or main_thread_waits_in("_cancel_and_wait"):
                     break
                 await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
             await store.put(f"actors/{actor_id}/extra/late", b"x", mode="create")
             order.append("late write")
             raise
@@ -462,8 +467,16 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
         handled.append("".join(traceback.format_stack(frame, 8)))
         raise KeyboardInterrupt
 
+    cleaning_up = threading.Event()  # the row took its cancellation (sync's) and cleans up
+    real_cancel_and_wait = bench_harness._cancel_and_wait
+
+    def cancel_and_wait(task: asyncio.Task[object], seconds: float) -> None:
+        cleaning_up.wait(10)  # (bounded) its wait begins as the row cleans up, not before
+        real_cancel_and_wait(task, seconds)
+
     monkeypatch.setattr(bench_harness, "_write_steps", endless_steps)
     monkeypatch.setattr(bench_harness, "_delete_prefix", delete_prefix)
+    monkeypatch.setattr(bench_harness, "_cancel_and_wait", cancel_and_wait)
     root = tmp_path / "bench"
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
