@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
 
 import pytest
@@ -393,34 +394,91 @@ def test_bench_removes_its_prefix_on_sigterm(tmp_path: Path) -> None:
     assert [p.name for p in root.iterdir() if p.name.startswith("vactor-bench-")] == []
 
 
+def signal_masks(native_id: int | None) -> str:
+    """The signal lines (blocked, pending, ignored, caught) of thread ``native_id`` of this process."""
+    try:
+        with open(f"/proc/self/task/{native_id}/status") as status:
+            return "".join(line for line in status if line.startswith(("Sig", "ShdPnd")))
+    except OSError as exc:
+        return f"(no status: {exc})"
+
+
 def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An interrupt that lands while a row's coroutine writes on the IO loop (the long actor's
-    steps): the coroutine is cancelled before the prefix is deleted. It kept writing and
-    re-created objects under the deleted prefix (6 of 15 SIGTERMs at random times left one)."""
+    steps): the coroutine is cancelled, and waited for, before the prefix is deleted. It kept
+    writing and re-created objects under the deleted prefix (6 of 15 SIGTERMs at random times
+    left one). Its last request, in flight as it was cancelled, lands before the cleanup begins
+    (h91: without the wait, ``_run_on_loop`` cancelling only, this test passed: the coroutine
+    stopped at once)."""
     import asyncio
 
     from vactor_cloud.cli import bench_harness
 
     written: list[str] = []
     at_kill: list[str] = []  # (what the main thread ran, and SIGINT's handler, as it was sent)
+    order: list[str] = []
+    real_delete_prefix = bench_harness._delete_prefix
+
+    def main_thread_waits_in(name: str) -> bool:
+        """Whether the main thread waits (``interruptible_wait``) called by ``name``."""
+        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        while frame is not None and frame.f_code.co_name != "interruptible_wait":
+            frame = frame.f_back
+        return frame is not None and frame.f_back is not None and frame.f_back.f_code.co_name == name
 
     async def endless_steps(actor_id: str, count: int) -> None:
         store = vc.get_runtime().store
-        for i in range(5_000):  # bounded
-            key = f"actors/{actor_id}/extra/{i:08d}"
-            await store.put(key, b"x", mode="create")
-            written.append(key)
-            if len(written) == 20:
-                main = sys._current_frames().get(threading.main_thread().ident or 0)
-                handler = signal.getsignal(signal.SIGINT)
-                at_kill.extend([f"SIGINT handler {handler!r}\n", *traceback.format_stack(main, 4)])
-                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C (or SIGTERM, mapped by the CLI)
-            await asyncio.sleep(0.0005)
+        try:
+            for i in range(5_000):  # bounded
+                key = f"actors/{actor_id}/extra/{i:08d}"
+                await store.put(key, b"x", mode="create")
+                written.append(key)
+                if len(written) == 20:
+                    main = sys._current_frames().get(threading.main_thread().ident or 0)
+                    handler = signal.getsignal(signal.SIGINT)
+                    at_kill.extend([f"SIGINT handler {handler!r}\n", *traceback.format_stack(main, 4)])
+                    at_kill.append(signal_masks(threading.main_thread().native_id))
+                    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C (or SIGTERM, mapped by the CLI)
+                await asyncio.sleep(0.0005)
+        except asyncio.CancelledError:
+            # A request in flight as the row stopped: it ends once the interrupted run waits for
+            # the row to stop (and whatever that wait sent the loop before it has run: a second
+            # cancel cut this short, run 2 of h91), or (not waited for) once the cleanup has
+            # begun. Bounded: 10 s.
+            cleaning_up.set()
+            for _ in range(10_000):
+                if "cleanup" in order or main_thread_waits_in("_cancel_and_wait"):
+                    break
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
+            await store.put(f"actors/{actor_id}/extra/late", b"x", mode="create")
+            order.append("late write")
+            raise
+
+    async def delete_prefix(store: object, prefix: str = "") -> None:
+        order.append("cleanup")
+        await real_delete_prefix(store, prefix)  # type: ignore[arg-type]
+
+    handled: list[str] = []  # where SIGINT's handler ran (it raises as the default one does)
+
+    def on_sigint(signum: int, frame: types.FrameType | None) -> None:
+        handled.append("".join(traceback.format_stack(frame, 8)))
+        raise KeyboardInterrupt
+
+    cleaning_up = threading.Event()  # the row took its cancellation (sync's) and cleans up
+    real_cancel_and_wait = bench_harness._cancel_and_wait
+
+    def cancel_and_wait(task: asyncio.Task[object], seconds: float) -> None:
+        cleaning_up.wait(10)  # (bounded) its wait begins as the row cleans up, not before
+        real_cancel_and_wait(task, seconds)
 
     monkeypatch.setattr(bench_harness, "_write_steps", endless_steps)
+    monkeypatch.setattr(bench_harness, "_delete_prefix", delete_prefix)
+    monkeypatch.setattr(bench_harness, "_cancel_and_wait", cancel_and_wait)
     root = tmp_path / "bench"
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         bench_harness.run_bench(
             bench_harness.Target(str(root)), bench_harness.PROFILES["tiny"], groups=("long",)
@@ -428,8 +486,15 @@ def test_an_interrupted_bench_stops_its_writes_before_it_removes_its_prefix(
     except KeyboardInterrupt:
         pass
     else:  # (it passed alone 60 times under load; it failed once so in a loaded full run)
-        pytest.fail(f"not interrupted: {len(written)} written; at the kill: {''.join(at_kill)}")
+        pending = signal.sigpending()
+        pytest.fail(
+            f"not interrupted: {len(written)} written; SIGINT's handler ran {len(handled)} time(s) "
+            f"{handled[:1]}; pending now {pending}; at the kill: {''.join(at_kill)}"
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert 20 <= len(written) < 2_000, len(written)  # stopped soon after the interrupt
+    assert order == ["late write", "cleanup"], order
     time.sleep(0.3)  # a write left running would land meanwhile
     left = [str(p.relative_to(root)) for p in root.rglob("*")] if root.exists() else []
     assert left == [], left[:5]

@@ -105,6 +105,39 @@ def test_every_not_run_mark_gives_a_reason_and_sits_on_a_python_block() -> None:
                 )
 
 
+_EXCERPT = re.compile(r"^an excerpt of (?P<file>examples/[\w./-]+\.py)\b")
+
+
+def _statements(code: str) -> list[str]:
+    """The lines of ``code`` as an excerpt is compared: comments, blank lines and the ``...``
+    that stands for what it leaves out aside; spacing and indentation ignored."""
+    kept = []
+    for line in code.splitlines():
+        text = " ".join(re.sub(r"\s+#.*$", "", line).split())
+        if text and text != "..." and not text.startswith("#"):
+            kept.append(text)
+    return kept
+
+
+def test_every_excerpt_of_an_example_is_made_of_its_lines() -> None:
+    """A block marked ``<!-- not run: an excerpt of examples/X.py ... -->`` is not run (its
+    page's test skips it; batch.md's, all excerpts, skipped whole): each of its lines must be a
+    line of X (``...`` for what it leaves out). Before (h91) nothing compared them, and
+    batch.md's excerpts had drifted from their examples (signatures, a LocalCluster call, a
+    sum over ``client.gather``)."""
+    checked = 0
+    for page in PAGES:
+        for block in python_blocks(page):
+            excerpt = _EXCERPT.match(block.not_run or "")
+            if excerpt is None:
+                continue
+            source = set(_statements((ROOT / excerpt["file"]).read_text()))
+            missing = [line for line in _statements(block.code) if line not in source]
+            assert not missing, f"{block.page}:{block.line}: not lines of {excerpt['file']}: {missing}"
+            checked += 1
+    assert checked >= 2, "fewer excerpts than batch.md's two: is the mark still spelt so?"
+
+
 def run_page(page: Path, tmp_path: Path) -> dict[str, str]:
     """Run the page's unmarked python blocks in a fresh interpreter; return the environment it had."""
     runnable = [b for b in python_blocks(page) if b.not_run is None]

@@ -417,33 +417,74 @@ def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> li
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_shutdown_nothing_to_wait_for(
+def test_ctrl_c_just_after_the_pool_queued_a_task_leaves_the_task_waited_for_by_shutdown(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Ctrl-C lands in ``Runtime.spawn`` just after the pool queued its task (as spawn makes
-    what will end the task's piece of work: CPython looks for signals as a C call such as
-    ``functools.partial`` returns): the task runs, and shutdown must then have nothing left to
-    wait for. Failed before: that piece was ended by a done-callback registered after
-    ``submit`` returned, never registered, so shutdown waited its whole timeout for work that
-    had long ended ("still running")."""
+    """Ctrl-C lands in ``Runtime.spawn`` just after the pool queued its task (handled as
+    ``submit`` returned): the task runs, and shutdown waits for it as for any other work, then
+    has nothing left to wait for. Failed before (h91): spawn took the interrupt for the pool's
+    withdrawal of the task and ended its piece of work, so shutdown went on (``stopped``, the
+    store closed) while the task ran. (This test interrupted at a ``functools.partial`` that
+    spawn no longer makes since review-h56: no interrupt landed, and it passed whatever spawn
+    did.)"""
     store_spec.init()
-    gate = Gate.get_or_create("g")
-    gate.add.run("before")
     runtime = vc.get_runtime()
-    ran = threading.Event()
-    armed = _interrupt_as_the_end_of_work_is_made(monkeypatch)
-    armed[0] = True  # (only while spawn runs; spawn since review-h56 makes no call after submit)
-    try:
-        runtime.spawn(ran.set)
-    except Interrupted:
-        pass
-    finally:
-        armed.clear()
-    assert ran.wait(HANG), "the task never ran"
-    assert gate.add.run_async("after").result(HANG) == 2
+    entered, leave = threading.Event(), threading.Event()
+    stopped_while_it_ran: list[bool] = []
+
+    def task() -> None:
+        entered.set()
+        leave.wait(HANG)
+        stopped_while_it_ran.append(runtime.stopped)
+
+    queued_then_interrupted = InterruptOnce(WorkerPool.submit, after=True)
+    monkeypatch.setattr(WorkerPool, "submit", queued_then_interrupted)
+    with pytest.raises(Interrupted):
+        runtime.spawn(task)
+    assert queued_then_interrupted.fired
+    assert entered.wait(HANG), "the task never ran"
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": HANG}, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        closer.start()
+        try:
+            _wait_until(lambda: runtime.stopped or runtime._work._waiting > 0, "shutdown waits or stops")
+        finally:
+            leave.set()
+        closer.join(HANG)
+    assert not closer.is_alive(), "shutdown never returned"
+    assert stopped_while_it_ran == [False], "shutdown went on while the queued task ran"
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_the_pool_starts_a_thread_for_a_spawned_task_leaves_shutdown_nothing_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(Pin, h91) Ctrl-C lands in ``Runtime.spawn`` while the pool starts a thread for the task it
+    queued: the pool withdraws the task (it never runs) and says so (``submit(queued=)``), so
+    spawn ends its piece of work: shutdown has nothing to wait for. (Fails if the pool's
+    withdrawal is not said: shutdown waits its whole timeout, "still running".)"""
+    store_spec.init()
+    runtime = vc.get_runtime()
+    ran: list[str] = []
+    real = threading.Thread.start
+    armed = [True]
+
+    def interrupted_start(self: threading.Thread) -> None:
+        if armed and threading.current_thread() is threading.main_thread():
+            armed.clear()
+            raise Interrupted
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(Interrupted):
+        runtime.spawn(lambda: ran.append("lost"))
+    assert not armed
+    monkeypatch.undo()
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         runtime.close(timeout=2.0)
     assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    assert ran == []
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -472,7 +513,9 @@ def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_t
     except Interrupted:
         pass
     finally:
+        fired = not armed  # (cleared as it fired: an interrupt that never lands proves nothing)
         armed.clear()
+    assert fired, "no interrupt landed: background no longer makes the end of its work so"
     # It ran, or (interrupted before it was handed over) it was closed unrun: either way, done.
     _wait_until(lambda: inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED, "the coroutine ended")
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):

@@ -618,14 +618,18 @@ class Runtime:
             if on_shutdown is not None and task.cancelled():  # (shutdown's, before it started)
                 on_shutdown(self._shutdown_error())
 
+        queued = [False]
         try:
             # (``done`` registered before the task is queued: registered after, an interrupt in
             # between lost it, and shutdown waited its whole timeout for the task's token.)
-            (self.read_executor if read else self.executor).submit(run, when_done=done)
+            (self.read_executor if read else self.executor).submit(run, when_done=done, queued=queued)
         except BaseException as exc:
-            # Interrupted (Ctrl-C) while handing the task over (the pool withdrew it): shutdown
-            # waited its whole timeout for a piece of work that would never run.
-            self._work.end(token)
+            if not queued[0]:
+                # Refused, or interrupted (Ctrl-C) before the task was queued, or withdrawn: it
+                # never runs, and shutdown waited its whole timeout for its piece of work. (One
+                # queued, the interrupt taken just after ``submit`` returned, runs: its ``done``
+                # ends the piece; ended here, shutdown went on while the task ran.)
+                self._work.end(token)
             if not isinstance(exc, RuntimeError):
                 raise
             # The runtime (or the interpreter) has shut down.

@@ -89,14 +89,23 @@ class WorkerPool:
 
     # -- what callers use -----------------------------------------------------------------
     def submit(
-        self, fn: Callable[[], Any], *, when_done: Callable[[Future[Any]], object] | None = None
+        self,
+        fn: Callable[[], Any],
+        *,
+        when_done: Callable[[Future[Any]], object] | None = None,
+        queued: list[bool] | None = None,
     ) -> Future[Any]:
         """Queue ``fn``; its future. ``when_done``: a done-callback of that future, registered
         before the task is queued (one registered once ``submit`` returned is lost to an
         interrupt in between, the task queued all the same). ``RuntimeError`` once the pool is
         shut down, or when no thread can be started for it (at interpreter exit). Raising
         (Ctrl-C too), it leaves ``fn`` out of the queue: it never runs (unless a thread had
-        already taken it), and ``when_done`` is not called for it."""
+        already taken it), and ``when_done`` is not called for it.
+
+        ``queued``: a one-item list whose item is set True as the task is queued, False again if
+        it is withdrawn: whether it runs (and ``when_done`` is called), for a caller that takes
+        an interrupt around this call (as it began, or just after it returned: either way
+        ``submit`` seems to have raised)."""
         task = _Task(fn)
         if when_done is not None:
             task.future.add_done_callback(when_done)
@@ -104,13 +113,21 @@ class WorkerPool:
             with self._lock:
                 if self._shut_down:
                     raise RuntimeError(f"cannot schedule new futures after shutdown ({self._name} pool)")
+                if queued is not None:
+                    queued[0] = True  # (before the append: an interrupt lands only as a call returns)
                 self._tasks.append(task)
                 thread = self._place_for_a_task()
             if thread is not None:
                 self._start(thread)
         except BaseException:
-            with self._lock, contextlib.suppress(ValueError):
-                self._tasks.remove(task)
+            with self._lock:
+                try:
+                    self._tasks.remove(task)
+                except ValueError:
+                    pass  # never queued, or a thread took it (it runs)
+                else:
+                    if queued is not None:
+                        queued[0] = False
             raise
         return task.future
 

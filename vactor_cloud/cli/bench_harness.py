@@ -269,12 +269,15 @@ def _run_on_loop(coro: Awaitable[Any]) -> Any:
 
 
 def _cancel_and_wait(task: asyncio.Task[Any], seconds: float) -> None:
-    """Cancel ``task`` (on the IO loop) and wait until it finished, at most ``seconds``."""
+    """Cancel ``task`` (on the IO loop) and wait until it finished, at most ``seconds``. A task
+    cancelled already (by the sync bridge, at the interrupt) is not cancelled again: a second
+    cancel cut its clean-up short (a request in flight it waited for)."""
     finished = threading.Event()
 
     def cancel() -> None:
         task.add_done_callback(lambda _task: finished.set())
-        task.cancel()
+        if not task.cancelling():
+            task.cancel()
 
     try:
         _sync.get_loop().call_soon_threadsafe(cancel)
