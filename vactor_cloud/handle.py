@@ -409,7 +409,7 @@ class ActorMethod(Generic[P, R]):
         at: None = None,
         timer_key: None = None,
         every: None = None,
-    ) -> ActorMethod[P, tuple[R | None, BaseException | None]]: ...
+    ) -> ActorMethod[P, tuple[R | None, Exception | None]]: ...
 
     @overload
     def options(
@@ -858,7 +858,7 @@ if TYPE_CHECKING:
             at: None = None,
             timer_key: None = None,
             every: None = None,
-        ) -> ActorMethod[..., tuple[Any, BaseException | None]]: ...
+        ) -> ActorMethod[..., tuple[Any, Exception | None]]: ...
 
         @overload
         def options(

@@ -65,7 +65,7 @@ def wrong() -> None:
     named: vc.ActorHandle[Account] = h  # PE: "Account" is not assignable to "ActorClass[type[Account]]"
     # A list of futures gives a list of their results; options can change what run() returns.
     results: list[str] = vc.get([deposit.run_async(1)])  # PE: "list[int]" is not assignable to "list[str]"
-    caught: int = deposit.options(catch_exceptions=True).run(1)  # PE: "tuple[int | None, BaseExc
+    caught: int = deposit.options(catch_exceptions=True).run(1)  # PE: "tuple[int | None, Exceptio
     key: int = deposit.options(delay=60).run(1)  # PE: "str" is not assignable to "int"
     double(2)  # PE: Object of type "StepFunction" is not callable
     h.state_at(1).withdraw(1)  # PE: Cannot access attribute "withdraw" for class "Account"

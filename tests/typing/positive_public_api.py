@@ -71,8 +71,8 @@ def handles_and_calls() -> None:
     assert_type(vc.get(mixed), list[Any])
     # catch_exceptions=True delivers (result, None) or (None, exception) instead of raising.
     caught = deposit.options(catch_exceptions=True)
-    assert_type(caught.run(1), tuple[int | None, BaseException | None])
-    assert_type(caught.run_async(1), vc.ActorFuture[tuple[int | None, BaseException | None]])
+    assert_type(caught.run(1), tuple[int | None, Exception | None])
+    assert_type(caught.run_async(1), vc.ActorFuture[tuple[int | None, Exception | None]])
     assert_type(deposit.options(catch_exceptions=False).run(1), int)
     assert_type(deposit.options(max_retries=2, name="n", metadata={"k": 1}).run(1), int)
     # delay= / at= schedule a durable timer: run() returns the timer's key.
