@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from actors import OrderLog
+from store_helpers import retune
+from test_combining import give_up_on_a_post, heal_and_fold, init_switchable
 
 import vactor_cloud as vc
 from vactor_cloud.runtime import own_runtime
@@ -234,3 +237,53 @@ def test_held_after_fresh_window_a_made_again_and_compacted_actor_is_the_new_one
     else:
         assert Till.get_or_create(actor_id, 77).get.run() == 1000
     assert read_as_b(spec, actor_id) == {"keyed": 1010, "write": 1100}.get(op, 1000)
+
+
+# -- call_outcome of a call posted before the delete ------------------------------------------------
+@pytest.mark.parametrize("then", ["delete", "delete_and_create"])
+def test_held_call_outcome_of_a_post_left_pending_before_a_delete_elsewhere_says_deleted(
+    spec: StoreSpec, then: str
+) -> None:
+    """Held: A's call ``me/1`` was posted, and its caller gave up (``CallPendingError``) with
+    the post pending (A's step puts still refused, so that A's own fold cannot apply it); B
+    deletes the actor (and makes it again). The delete took the post and failed it in its
+    tombstone: A's ``call_outcome`` says deleted, even with the new actor
+    under the id, and the new actor never applies it."""
+    store = init_switchable(spec, combine_window=60.0, commit_timeout=0.3, fresh_window=WARM)
+    log, raised = give_up_on_a_post(store)
+    (call_id,) = raised.call_ids
+
+    def delete_it() -> None:
+        assert vc.delete_actor("a") is True
+        if then == "delete_and_create":
+            assert OrderLog.get_or_create("a").applied.run() == []
+
+    as_b(spec, delete_it)
+    store.fail = lambda operation, key: None  # (only now: A's own fold could apply it first)
+    retune(commit_timeout=60.0)
+    with pytest.raises(vc.ActorDeletedError):
+        log.call_outcome(call_id)
+    if then == "delete_and_create":
+        assert log.add.run("me/2") == 1
+        assert log.applied.run() == ["me/2"]
+
+
+@pytest.mark.parametrize("then", ["delete", "delete_and_create"])
+def test_held_call_outcome_of_a_post_applied_before_a_delete_elsewhere_is_its_result(
+    spec: StoreSpec, then: str
+) -> None:
+    """Held: A's given-up call ``me/1`` was applied by a later fold (its result 2) before B
+    deleted the actor (and made it again): ``call_outcome`` still gives that result, read
+    from the deleted actor's step (history until a compaction), not the new actor's."""
+    store = init_switchable(spec, combine_window=60.0, commit_timeout=0.3, fresh_window=WARM)
+    log, raised = give_up_on_a_post(store)
+    assert heal_and_fold(store, log) == 3
+    (call_id,) = raised.call_ids
+
+    def delete_it() -> None:
+        assert vc.delete_actor("a") is True
+        if then == "delete_and_create":
+            OrderLog.get_or_create("a").add.run("new/0")
+
+    as_b(spec, delete_it)
+    assert log.call_outcome(call_id) == 2
