@@ -13,6 +13,7 @@ written against (they pin what the attack found holding); the others failed befo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from store_helpers import retune
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -333,3 +335,24 @@ def test_a_warm_get_or_create_never_hands_back_an_actor_of_another_class_made_el
         return list(vc.ActorHandle("wk-class").get.run())
 
     assert as_b(spec, basket_items) == []
+
+
+# -- under contention: A holds the folder lease ----------------------------------------------------
+def test_a_keyed_retry_by_the_folder_lease_holder_after_the_actor_was_made_again_runs_on_the_new_actor(
+    spec: StoreSpec,
+) -> None:
+    """A lost a race, posted and folded: it holds the folder lease (contended: its next call
+    folds, it does not race). B deletes the actor and makes it again (its tombstone put wins
+    at once: it takes no lease over). A's retry of ``k1`` folds no post: it commits nothing,
+    and was answered from A's cached table (12). It runs on the new actor."""
+    init_switchable(spec, combine_window=60.0, lease_seconds=60.0, fresh_window=WARM)
+    till = warm_till("wl-key")
+    core = vc.get_runtime().core("wl-key")
+    record = core.record
+    assert record is not None
+    _sync.sync(core.log.put_step(dataclasses.replace(record, step=record.step + 1, parent=record.step)))
+    assert till.add.run(5) == 17  # lost its put to the step above, posted, took the lease, folded
+    assert core._holding()
+    as_b(spec, delete_and_create("wl-key"))
+    assert till.add.options(idempotency_key="k1").run(10) == 1010
+    assert read_as_b(spec, "wl-key") == 1010
