@@ -241,6 +241,34 @@ def test_held_after_fresh_window_a_made_again_and_compacted_actor_is_the_new_one
     assert read_as_b(spec, actor_id) == {"keyed": 1010, "write": 1100}.get(op, 1000)
 
 
+@pytest.mark.parametrize("op", ["keyed", "raise", "read", "write", "get_or_create"])
+def test_held_after_fresh_window_a_deleted_and_compacted_actor_says_deleted(spec: StoreSpec, op: str) -> None:
+    """Held: B deletes and compacts to one step (the tombstone alone; A's cached step gone).
+    Each of A's calls says deleted; a warm ``get_or_create`` hands back the old handle (no
+    request, documented), whose call says deleted; ``get_or_create`` again creates."""
+    as_a(spec, 0.0)
+    actor_id = f"wdc-{op}"
+    till = warm_till(actor_id)
+
+    def deleted_and_compacted() -> None:
+        delete(actor_id)()
+        assert vc.ActorHandle(actor_id).compact(keep_last=1, min_age=0).deleted_steps > 0
+
+    as_b(spec, deleted_and_compacted)
+    with pytest.raises(vc.ActorDeletedError, match=actor_id):
+        if op == "keyed":
+            till.add.options(idempotency_key="k1").run(10)
+        elif op == "raise":
+            till.spend.run(500)
+        elif op == "read":
+            till.get.run()
+        elif op == "write":
+            till.add.run(100)
+        else:
+            Till.get_or_create(actor_id, 77).get.run()
+    assert Till.get_or_create(actor_id, 77).get.run() == 77
+
+
 # -- call_outcome of a call posted before the delete ------------------------------------------------
 @pytest.mark.parametrize("then", ["delete", "delete_and_create"])
 def test_held_call_outcome_of_a_post_left_pending_before_a_delete_elsewhere_says_deleted(
