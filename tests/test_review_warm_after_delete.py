@@ -14,6 +14,7 @@ written against (they pin what the attack found holding); the others failed befo
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from store_helpers import retune
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, poster
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -384,3 +385,37 @@ def test_a_keyed_retry_by_the_folder_lease_holder_after_the_actor_was_made_again
     as_b(spec, delete_and_create("wl-key"))
     assert till.add.options(idempotency_key="k1").run(10) == 1010
     assert read_as_b(spec, "wl-key") == 1010
+
+
+# -- a tombstone has no incarnation: call_outcome asked by a process that did not post the call -----
+def test_call_outcome_after_the_newest_actor_was_deleted_never_answers_from_an_earlier_actor(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's posted call ``me/1`` was applied on the id's first actor (result 2). B deletes it,
+    makes it again (its actor 2), and a process that did not post the call asks its outcome:
+    ``LookupError`` (looked for in the newest actor's steps alone). B then deletes actor 2:
+    the same question was answered 2, the first actor's outcome, for the newest actor's call
+    (its tombstone records no incarnation ("born"), read as 0: the walk went on below the
+    tombstone that ended the first actor). A, which posted it, still gets its result."""
+    store = init_switchable(spec, combine_window=60.0, commit_timeout=0.3, fresh_window=WARM)
+    log, raised = give_up_on_a_post(store)
+    assert heal_and_fold(store, log) == 3
+    (call_id,) = raised.call_ids
+
+    def asked_elsewhere() -> Any:
+        """B's ``call_outcome``, as a process that did not post it (none of A's posts known)."""
+        with monkeypatch.context() as patch:
+            patch.setattr(poster, "_GAVE_UP", OrderedDict())
+            return vc.ActorHandle("a").call_outcome(call_id)
+
+    def delete_create_ask() -> None:
+        assert vc.delete_actor("a") is True
+        OrderLog.get_or_create("a").add.run("second/0")
+        with pytest.raises(LookupError, match="no posted call"):
+            asked_elsewhere()
+        assert vc.delete_actor("a") is True
+
+    as_b(spec, delete_create_ask)
+    with pytest.raises(LookupError, match="no posted call"):
+        as_b(spec, asked_elsewhere)
+    assert log.call_outcome(call_id) == 2
