@@ -156,6 +156,23 @@ def test_held_reads_and_writes_on_a_warm_cache_after_a_delete_elsewhere_say_dele
         read_as_b(spec, "wd-write")
 
 
+@pytest.mark.parametrize("fresh_window", [WARM, 0.0])
+def test_held_a_warm_get_actor_after_a_delete_elsewhere_hands_back_a_handle_whose_call_says_deleted(
+    spec: StoreSpec, fresh_window: float
+) -> None:
+    """Held: ``vc.get_actor`` on a warm cache makes no request, as ``get_or_create`` (now said
+    in docs/concepts.md): no ``ActorDeletedError`` from it, but from its handle's next call;
+    ``get_actor`` then says deleted itself (the cache holds the tombstone)."""
+    as_a(spec, fresh_window)
+    warm_till("wd-get")
+    as_b(spec, delete("wd-get"))
+    handle = vc.get_actor("wd-get")
+    with pytest.raises(vc.ActorDeletedError):
+        handle.get.run()
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("wd-get")
+
+
 # -- inside fresh_window: a delete and a creation elsewhere -----------------------------------------
 def test_a_keyed_retry_on_a_warm_cache_after_the_actor_was_made_again_runs_on_the_new_actor(
     spec: StoreSpec,
