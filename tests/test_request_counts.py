@@ -106,6 +106,20 @@ def test_warm_linearizable_read_is_exactly_one_get_probing_the_next_step(actors:
     assert kinds(t.requests) == [("get", f"steps/{step + 1:020d}")]
 
 
+def test_warm_call_that_commits_nothing_is_exactly_one_get_probing_the_next_step(actors: StoreSpec) -> None:
+    """A call that raises, and a keyed retry answered from the table, commit nothing: no put
+    tells whether the cache is the newest step, so one probe does (docs/protocol.md, Commit,
+    "Nothing to commit"), as a read's does."""
+    handle = Ledger.get_or_create("nothing")
+    assert handle.add.options(idempotency_key="k").run(1) == 1
+    step = newest_step("nothing")
+    with trace().installed() as t:
+        with pytest.raises(ValueError, match="negative"):
+            handle.add.run(-1)
+        assert handle.add.options(idempotency_key="k").run(1) == 1
+    assert kinds(t.requests) == [("get", f"steps/{step + 1:020d}")] * 2
+
+
 def test_cold_call_from_a_new_process_takes_at_most_four_round_trips_and_no_list(
     actors: StoreSpec, store_lane: Lane
 ) -> None:

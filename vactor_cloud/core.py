@@ -1145,7 +1145,8 @@ class ActorCore(Folder):
         """``_commit``'s loop (see there): choose the way, then attempt until ``batch`` has
         its outcome. Each attempt, or the handling of what stopped it, says what comes next:
         try again, done, or committed (then the bookkeeping after a commit)."""
-        c = _Commit(batch, keys, raised, time.monotonic() + self.env.settings.commit_timeout)
+        began = time.monotonic()
+        c = _Commit(batch, keys, raised, began + self.env.settings.commit_timeout, began)
         try:
             if self._choose_way(c):
                 self._attempt_until_settled(c)
@@ -1268,9 +1269,9 @@ class ActorCore(Folder):
             folding = self._fold_into_attempt(c, base)
             if folding is not None:
                 return folding
-        result = self._apply_attempt(c, base, definition, live)
-        if result is None:
-            return "done"
+        result = self._apply_attempt(c, base, definition, live, validated)
+        if isinstance(result, str):  # nothing to commit: "again" or "done"
+            return result
         c.base = base
         c.result = result
         c.record = self._step_record(c, base, definition, result)
@@ -1356,10 +1357,12 @@ class ActorCore(Folder):
         return None
 
     def _apply_attempt(
-        self, c: _Commit, base: StepRecord, definition: ActorDefinition, live: Any
-    ) -> BatchResult | None:
-        """Apply ``c.calls`` (events folded in by the inbox) to ``base``. None: nothing to
-        commit, every call raised and has its outcome."""
+        self, c: _Commit, base: StepRecord, definition: ActorDefinition, live: Any, validated: float
+    ) -> BatchResult | Literal["again", "done"]:
+        """Apply ``c.calls`` (events folded in by the inbox) to ``base`` (known to be the newest
+        step at ``validated``). "done": nothing to commit, every call has its outcome (it raised,
+        or its key's recorded one); "again": nothing to commit, but ``base`` was no longer the
+        newest step, so those outcomes are not given (see ``_answers_from_newest``)."""
         env = self.env
         if is_deleted(base):
             return self._fail_on_tombstone(c, base)
@@ -1384,9 +1387,11 @@ class ActorCore(Folder):
         if result.state is None:
             if not c.folded:
                 if self.env.closed:
-                    self._not_applied_at_shutdown(result)
+                    self._not_applied_at_shutdown(result)  # (no probe: the store is closing)
+                elif not self._answers_from_newest(c, base, validated):
+                    return "again"
                 self._settle(c.batch, calls, result, c.hooked)
-                return None
+                return "done"
             # Posted calls that all raised: their outcomes and the cursor still commit.
             carried = DedupFields(base.dedup, base.dedup_base)
             result = BatchResult(result.outcomes, None, base.state, carried, [], dict(base.extra))
@@ -1402,17 +1407,32 @@ class ActorCore(Folder):
                 error.__cause__ = outcome.value
                 result.outcomes[i] = Outcome(False, error)
 
-    def _fail_on_tombstone(self, c: _Commit, base: StepRecord) -> BatchResult | None:
+    def _answers_from_newest(self, c: _Commit, base: StepRecord, validated: float) -> bool:
+        """Whether outcomes that commit nothing (calls that raised, keys answered from the
+        table) may be given from ``base``. No put tells whether a cache trusted within
+        ``fresh_window`` is still the newest step, and another process may have committed
+        since, or deleted the actor (and made it again): the deleted actor's state and table
+        answered then. So ``base`` must have been found newest after this commit began (then
+        the outcomes are those of a state no older than the calls); else one probe decides,
+        and a newer step means: apply the calls again on it. A batch of timer firings alone
+        is exempt, as from the probe before a put (its runner checks a firing that found
+        nothing)."""
+        if validated >= c.began or all(call.method == FIRE for call in c.batch):
+            return True
+        newest = self.env.run(self.revalidate())
+        return newest.step == base.step
+
+    def _fail_on_tombstone(self, c: _Commit, base: StepRecord) -> BatchResult | Literal["done"]:
         """The actor was deleted (``base`` is a tombstone): nothing is applied. Every call fails
         with ``ActorDeletedError``; posts folded in are recorded so (their cursor advanced, their
         outcomes the error) in another tombstone: their posters read "deleted" there, and no
-        later fold applies them. None: nothing to commit (no post folded)."""
+        later fold applies them. "done": nothing to commit (no post folded)."""
         error = deleted_error(self.log, base)
         outcomes = [Outcome(False, error) for _ in c.calls]
         c.hooked = False
         if not c.folded:
             deliver_all(zip(c.calls, outcomes, strict=True))
-            return None
+            return "done"
         carried = DedupFields(base.dedup, base.dedup_base)
         return BatchResult(outcomes, None, base.state, carried, [], dict(base.extra))
 
@@ -1882,6 +1902,8 @@ class _Commit:
     #: a done-callback's ``BaseException``, raised by ``_commit`` once the batch has its outcomes
     raised: list[BaseException]
     give_up_at: float
+    #: when (monotonic) the commit began: its calls were all submitted before
+    began: float
     #: lost races so far
     attempts: int = 0
     posted: Posted | None = None

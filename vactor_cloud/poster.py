@@ -31,6 +31,7 @@ from vactor_cloud import _sync, counters
 from vactor_cloud.batch import PendingCall, fail_calls
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
     CallPendingError,
     CommitConflictError,
@@ -733,16 +734,24 @@ class Poster:
                 unsure = True
         # A call this process did not post is looked for in the newest actor's steps alone: an
         # earlier actor under the id (before a delete) may hold a call with the same id (a
-        # keyed call's id is derived from the key), and its outcome is not this actor's.
+        # keyed call's id is derived from the key), and its outcome is not this actor's. Its
+        # steps end, going down, at the tombstone below them: a tombstone records no
+        # incarnation (born_of reads 0), so with the newest actor deleted the bound alone
+        # let the walk go on into the actors before it.
         stop = (
             posted.base_step if posted is not None else max(-1, newest.step - scan, born_of(newest.extra) - 1)
         )
         complete = True
+        live_seen = False  # (a call not posted here) a step of the newest actor's, not its tombstone
         for step in range(newest.step, stop, -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
                 complete = False
                 break  # compacted: older steps are gone too
+            if posted is None:
+                if is_deleted(record) and live_seen:
+                    break  # the tombstone of the actor before the newest
+                live_seen = live_seen or not is_deleted(record)
             if record.serializer != "pickle":
                 continue  # a json actor's step (made after a delete): no posted outcome, never unpickled
             key = self.log.step_key(record.step)
