@@ -14,6 +14,7 @@ import pickle
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
 
 
 @vc.virtual_actor
@@ -58,7 +59,7 @@ def test_the_wrappers_own_names_come_first_and_it_pickles_by_reference() -> None
 
 @pytest.mark.parametrize(("name", "what"), [("parse", "a staticmethod"), ("named", "a classmethod")])
 def test_a_handle_says_why_it_does_not_call_a_static_or_class_method(
-    store: str, name: str, what: str
+    actor_store: StoreSpec, name: str, what: str
 ) -> None:
     """It said only "has no method 'parse'", of a method the user can see in the class."""
     job = Job.get_or_create("job-1", 1)

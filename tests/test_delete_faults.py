@@ -351,9 +351,10 @@ class _SlowRelease(HoldOne):
     async def _put(self, key: str, data: bytes, mode: Any) -> str:
         if "/lease" not in key or not self.held.is_set():
             return await super()._put(key, data, mode)
-        for _ in range(1_000):
-            if "interrupted" in self.order:
-                break
+        # (1 s by the clock, not 1,000 sleeps of 1 ms: on a loaded host those took longer than
+        # delete_actor's wait for its stop, 5 s, and the caller went on: a failure of the test)
+        deadline = time.monotonic() + 1.0
+        while "interrupted" not in self.order and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
         version = await super()._put(key, data, mode)
         self.order.append("released")
