@@ -276,10 +276,16 @@ def sync(
     waiter = _Waiter()
     if tracker is not None:
         tracker.add(waiter)
-    started = False
+    # Started as soon as the start is queued: the loop may run the coroutine (and its writes)
+    # before this thread runs another line. Set after the call, an interrupt landing between
+    # the two skipped the settle below while the cancelled coroutine's ``finally`` ran on.
+    started = True
     try:
-        loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
-        started = True
+        try:
+            loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
+        except RuntimeError:  # the loop is closed: nothing was queued
+            started = False
+            raise
         finished = interruptible_wait(waiter.done.acquire, timeout)
     except BaseException:
         # Interrupted (Ctrl-C: KeyboardInterrupt, or a signal handler's exception), even
