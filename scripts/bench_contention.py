@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -75,7 +76,7 @@ def _worker(
     errors: list[str] = []
     vc.get_runtime().store.requests.reset()
     counters.reset()
-    ready.put(None)
+    ready.put(os.getpid())
     while start.value == 0.0:
         time.sleep(0.005)
     while time.time() < start.value:
@@ -99,7 +100,8 @@ def _worker(
     for name in ("commits", "commit_conflicts", "posted_calls", "folded_calls", "leases_taken"):
         requests[f"({name})"] = stats.get(name, 0)
     vc.shutdown()
-    queue.put({"calls": len(latencies), "latencies": latencies, "errors": errors, "requests": requests})
+    report = {"calls": len(latencies), "latencies": latencies, "errors": errors, "requests": requests}
+    queue.put({"pid": os.getpid(), **report})
 
 
 def run_once(url: str, options: dict[str, Any], processes: int, duration: float) -> dict[str, Any]:
@@ -119,11 +121,17 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
         p.start()
     # Every child imported, loaded and warm first: on a busy machine 32 interpreters take
     # longer to start than a run lasts, and a late child would count as starved.
-    # (a child that died stops the run at once: take_report, not a wait of minutes)
+    # (a child that died stops the run at once: take_report, not a wait of minutes; a child
+    # counts among those still to report until its report is taken)
+    waiting = list(procs)
     for _ in procs:
-        take_report(ready, 300, procs)
+        pid = take_report(ready, 300, waiting)
+        waiting = [p for p in waiting if p.pid != pid]
     start.value = time.time() + 0.2
-    results = [take_report(queue, duration + 120, procs) for _ in procs]
+    waiting, results = list(procs), []
+    for _ in procs:
+        results.append(take_report(queue, duration + 120, waiting))
+        waiting = [p for p in waiting if p.pid != results[-1]["pid"]]
     for p in procs:
         p.join(30)
         if p.is_alive():
