@@ -352,20 +352,17 @@ class Basket:
         return list(self.items)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a warm get_or_create makes no request (docs/concepts.md), and calls follow the id "
-    "across a tombstone to the actor made since, of whatever class; the fix needs the handle's "
-    "class checked where a call first meets a newer incarnation (or a probe in get_or_create)",
-)
 @pytest.mark.parametrize("fresh_window", [WARM, 0.0])
 def test_a_warm_get_or_create_never_hands_back_an_actor_of_another_class_made_elsewhere(
     spec: StoreSpec, fresh_window: float
 ) -> None:
     """B deletes A's warm ``Till`` and makes a ``Basket`` under the id. A's
-    ``Till.get_or_create(id, 5)`` returns at once (its cache says ``Till``), and its ``add(7)``
-    ran ``Basket.add`` on B's basket: a cold process gets ``ActorDefinitionError`` from that
-    ``get_or_create``. It must not run a method of another class than the one asked for."""
+    ``Till.get_or_create(id, 5)`` returns at once (its cache says ``Till``: no request), and
+    its ``add(7)`` ran ``Basket.add`` on B's basket, where a cold process gets
+    ``ActorDefinitionError`` from that ``get_or_create``. A call names a method of a class:
+    it now runs on no actor of another class (``ActorClassChangedError``, nothing applied),
+    and A then knows the id's class: ``get_or_create`` refuses as a cold one does, and
+    ``vc.get_actor`` calls the basket."""
     as_a(spec, fresh_window)
     warm_till("wk-class")
 
@@ -374,13 +371,68 @@ def test_a_warm_get_or_create_never_hands_back_an_actor_of_another_class_made_el
         Basket.get_or_create("wk-class")
 
     as_b(spec, basket_now)
-    with pytest.raises((vc.ActorDefinitionError, vc.ActorDeletedError)):
+    with pytest.raises(vc.ActorClassChangedError, match="Basket") as raised:
         Till.get_or_create("wk-class", 5).add.run(7)
+    assert (raised.value.method, raised.value.was.endswith(":Till")) == ("add", True)
 
     def basket_items() -> list[int]:
         return list(vc.ActorHandle("wk-class").get.run())
 
     assert as_b(spec, basket_items) == []
+    with pytest.raises(vc.ActorDefinitionError, match=r"already exists as an instance of .*Basket"):
+        Till.get_or_create("wk-class", 5)
+    assert vc.get_actor("wk-class").add.run(3) == 1
+    assert as_b(spec, basket_items) == [3]
+
+
+@pytest.mark.parametrize("fresh_window", [WARM, 0.0])
+def test_a_read_through_a_warm_handle_never_runs_a_method_of_the_class_made_since(
+    spec: StoreSpec, fresh_window: float
+) -> None:
+    """The read-only twin: ``Till.get`` through A's warm handle, after B made a ``Basket``
+    under the id, read the basket with ``Basket.get`` (a method of the same name) and handed
+    back its list where the caller's type says ``int``."""
+    as_a(spec, fresh_window)
+    till = warm_till("wk-read")
+
+    def basket_now() -> None:
+        assert vc.delete_actor("wk-read") is True
+        Basket.get_or_create("wk-read").add.run(9)
+
+    as_b(spec, basket_now)
+    with pytest.raises(vc.ActorClassChangedError, match="get"):
+        till.get.run()
+    assert vc.get_actor("wk-read").get.run() == [9]
+
+
+def test_a_warm_untyped_handle_refuses_once_then_calls_the_actor_as_it_is(spec: StoreSpec) -> None:
+    """``vc.get_actor`` (a handle of no class) looks a method up in the class the process
+    knows: the first call after the class changed elsewhere was made for ``Till.add`` and is
+    refused; the handle's next lookup finds ``Basket.add`` and runs it, as a cold process's
+    would. Before, the first call already ran ``Basket.add`` with ``Till.add``'s arguments."""
+    as_a(spec, WARM)
+    warm_till("wk-any")
+    handle = vc.get_actor("wk-any")
+
+    def basket_now() -> None:
+        assert vc.delete_actor("wk-any") is True
+        Basket.get_or_create("wk-any")
+
+    as_b(spec, basket_now)
+    with pytest.raises(vc.ActorClassChangedError):
+        handle.add.run(4)
+    assert handle.add.run(5) == 1
+    assert handle.get.run() == [5]
+
+
+def test_the_class_changed_error_travels_by_value() -> None:
+    """It crosses processes (a pool's result, a posted call's outcome) with its fields."""
+    import pickle
+
+    error = vc.ActorClassChangedError("a", "add", "m:Till", "m:Basket")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.was, copy.now) == (type(error), str(error), "m:Till", "m:Basket")
+    assert isinstance(copy, vc.ActorDefinitionError) and isinstance(copy, TypeError)
 
 
 # -- under contention: A holds the folder lease ----------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.errors import (
     ActorBusyError,
+    ActorClassChangedError,
     ActorDefinitionError,
     ActorDeletedError,
     ActorNotFoundError,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActorBusyError",
     "ActorClass",
+    "ActorClassChangedError",
     "ActorDefinitionError",
     "ActorDeletedError",
     "ActorFuture",

@@ -133,6 +133,9 @@ class PendingCall:
     #: a run elsewhere may have left what a successful run must undo (a failed sub-workflow's
     #: record for resume), and resume must not run it while that post may still be applied
     posted: tuple[str, str, int] | None = None
+    #: the class whose method the caller named (``MethodInfo.owner``; None: any, as for calls
+    #: internal to vactor_cloud): it runs on no actor of another class (``ActorClassChangedError``)
+    for_class: str | None = None
     _claims: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def claim(self) -> bool:
@@ -153,6 +156,7 @@ class PendingCall:
         future: Future[Any],
         call_id: str,
         options: CallOptions = _NO_OPTIONS,
+        for_class: str | None = None,
     ) -> PendingCall:
         """A call whose arguments are copied now: ``TypeError`` here if they cannot be."""
         return cls(
@@ -166,6 +170,7 @@ class PendingCall:
             at_step=options.at_step,
             frozen=freeze_arguments(args, kwargs),
             options=options,
+            for_class=for_class,
         )
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -98,6 +98,9 @@ class MethodInfo:
     #: (fewest, most) positional arguments when the method takes plain positional
     #: parameters only: such a call is checked without binding (binding costs CPU per call)
     arity: tuple[int, int] | None = None
+    #: the class it is a method of (``ActorDefinition.name``): a call made through it runs only
+    #: on an actor of that class (the id may hold an actor of another class since)
+    owner: str = ""
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """``TypeError`` now, before anything is queued or written, if the call cannot bind."""
@@ -152,7 +155,7 @@ class ActorDefinition:
         self.cls = cls
         self.serializer = serializer
         self.restores = cls if has_set else None
-        self.methods: dict[str, MethodInfo] = _collect_methods(cls)
+        self.methods: dict[str, MethodInfo] = _collect_methods(cls, self.name)
         #: what a durable timer may call: the public writer methods
         self.writer_names: frozenset[str] = frozenset(
             name for name, info in self.methods.items() if not info.readonly
@@ -471,7 +474,7 @@ def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
     return body
 
 
-def _collect_methods(cls: type) -> dict[str, MethodInfo]:
+def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
     methods: dict[str, MethodInfo] = {}
     for klass in reversed(cls.__mro__[:-1]):  # without object, base classes first
         for name, value in vars(klass).items():
@@ -492,6 +495,7 @@ def _collect_methods(cls: type) -> dict[str, MethodInfo]:
                 event=getattr(function, _EVENT, None),
                 signature=signature,
                 arity=_arity(signature),
+                owner=owner,
             )
     return methods
 

@@ -10,7 +10,8 @@ and ``except LookupError`` keep working::
     ├── StepNotFoundError           (LookupError) compacted, or not written yet
     ├── InvalidActorIdError         (ValueError)
     ├── ActorDefinitionError        (TypeError)
-    │   └── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
+    │   ├── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
+    │   └── ActorClassChangedError  a call named a method of a class the actor under its id is not
     ├── StateSerializationError     (TypeError)
     ├── CommitConflictError
     ├── ReentrantCallError          (RuntimeError) a writer's call would wait for its own actor
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActorBusyError",
+    "ActorClassChangedError",
     "ActorDefinitionError",
     "ActorDeletedError",
     "ActorNotFoundError",
@@ -173,6 +175,30 @@ class ActorDefinitionError(VactorError, TypeError):
 
 class StateProtocolError(ActorDefinitionError, ValueError):
     """The class defines only one of ``__getstate__`` / ``__setstate__`` (Ray raised ``ValueError``)."""
+
+
+class ActorClassChangedError(ActorDefinitionError):
+    """A call named a method of one class, and the actor under its id is of another: the id
+    was deleted and made again, with another class, since this process last saw it (its
+    handle came from ``Cls.get_or_create``, or found the old actor, warm). Nothing was
+    applied. Get the actor again: ``Cls.get_or_create(id)`` then raises this error's parent,
+    ``ActorDefinitionError``; ``vc.get_actor(id)`` gives the actor as it is now."""
+
+    def __init__(self, actor_id: str, method: str, was: str, now: str) -> None:
+        TypeError.__init__(
+            self,
+            f"{method}() is a method of {was}, and actor {actor_id!r} is now an instance of {now} "
+            f"(deleted and made again since this process last read it): the call was not applied. "
+            f"Call the actor as it is now through vc.get_actor({actor_id!r}), or use another id "
+            f"for a {was.rpartition(':')[2]}",
+        )
+        self.actor_id = actor_id
+        self.method = method
+        self.was = was
+        self.now = now
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.method, self.was, self.now))
 
 
 class StateSerializationError(VactorError, TypeError):
