@@ -14,6 +14,9 @@ written against (they pin what the attack found holding); the others failed befo
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,10 +24,18 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import give_up_on_a_post, heal_and_fold, init_switchable
+from test_combining import (
+    commit_behind_its_back,
+    foreign_box,
+    give_up_on_a_post,
+    heal_and_fold,
+    init_switchable,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, poster
+from vactor_cloud.class_tag import class_tag
+from vactor_cloud.posting import Post, PostBox, PostedCall
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -423,6 +434,78 @@ def test_a_warm_untyped_handle_refuses_once_then_calls_the_actor_as_it_is(spec: 
         handle.add.run(4)
     assert handle.add.run(5) == 1
     assert handle.get.run() == [5]
+
+
+@vc.virtual_actor
+class Tally:
+    """Another class with an ``add(token)``, as ``OrderLog`` has."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return 100 + len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+def test_a_post_made_for_the_class_before_the_id_was_made_again_is_refused_by_the_fold(
+    spec: StoreSpec,
+) -> None:
+    """Another process, whose cache still held the id's ``OrderLog``, posted ``add`` calls made
+    for it after the id was deleted and made again as a ``Tally`` (a post is made from the
+    cache: under contention a poster does not read the step first). The fold on the
+    ``Tally`` ran ``Tally.add`` with them. A post now carries each call's class tag: the fold
+    answers such a call ``ActorClassChangedError`` (its poster reads that, and so does
+    ``call_outcome``), applies the calls of the same class and those of a post naming none (an
+    earlier release's), and the new actor is untouched by the refused one."""
+    init_switchable(spec, combine_window=60.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    assert vc.delete_actor("a") is True
+    tally = Tally.get_or_create("a")
+    box = foreign_box("a")
+
+    def post(token: str, for_class: str | None) -> str:
+        call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex, for_class=for_class)
+        _sync.sync(box.send(box.prepare((call,))))
+        time.sleep(0.003)  # the next post gets a later millisecond: post order is key order
+        return call.call_id
+
+    stale = post("stale/0", class_tag(OrderLog.name))
+    same = post("same/0", class_tag(Tally.name))
+    untagged = post("untagged/0", None)
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    assert tally.add.run("me/1") == 103
+    assert tally.applied.run() == ["same/0", "untagged/0", "me/1"]
+    with pytest.raises(vc.ActorClassChangedError, match="another class") as raised:
+        tally.call_outcome(stale)
+    assert raised.value.now == Tally.name
+    assert (tally.call_outcome(same), tally.call_outcome(untagged)) == (101, 102)
+
+
+def test_a_post_names_the_class_of_each_call_by_its_tag(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the fold above checks, a poster writes: its calls' class tags (a call made for
+    ``OrderLog`` posts ``class_tag(OrderLog.name)``), in the name and in the body."""
+    init_switchable(spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    prepared: list[Post] = []
+    prepare = PostBox.prepare
+
+    def recording(self: PostBox, calls: tuple[PostedCall, ...]) -> Post:
+        post = prepare(self, calls)
+        prepared.append(post)
+        return post
+
+    monkeypatch.setattr(PostBox, "prepare", recording)
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    assert log.add.run("me/1") == 2  # (the step behind its back copied me/0's state)
+    assert [c.for_class for p in prepared for c in p.calls] == [class_tag(OrderLog.name)]
 
 
 def test_the_class_changed_error_travels_by_value() -> None:

@@ -48,6 +48,7 @@ from typing import Any
 
 from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
+from vactor_cloud.class_tag import made_for
 from vactor_cloud.dedup import (
     DedupFields,
     Outcome,
@@ -59,6 +60,7 @@ from vactor_cloud.dedup import (
     safe_repr,
 )
 from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.errors import ActorClassChangedError
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -511,6 +513,12 @@ def apply_batch(
     timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
     born = born_of(base.extra)
     for call in calls:
+        if call.for_class is not None and not made_for(call.for_class, definition.name):
+            # (before its key: the table is the new actor's, and records nothing of it)
+            was = call.for_class if ":" in call.for_class else ""
+            refused = ActorClassChangedError(actor_id, call.method, was, definition.name)
+            outcomes.append(Outcome(False, refused))
+            continue
         key = call.idempotency_key
         if key is not None:
             if not table.load_without_io():

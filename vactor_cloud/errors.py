@@ -185,12 +185,14 @@ class ActorClassChangedError(ActorDefinitionError):
     ``ActorDefinitionError``; ``vc.get_actor(id)`` gives the actor as it is now."""
 
     def __init__(self, actor_id: str, method: str, was: str, now: str) -> None:
+        # (``was`` is "" for a posted call: its post names its class by a tag alone)
+        of = f"a method of {was}" if was else "a method of another class"
         TypeError.__init__(
             self,
-            f"{method}() is a method of {was}, and actor {actor_id!r} is now an instance of {now} "
-            f"(deleted and made again since this process last read it): the call was not applied. "
+            f"{method}() was called as {of}, and actor {actor_id!r} is now an instance of {now} "
+            f"(deleted and made again since the caller last read it): the call was not applied. "
             f"Call the actor as it is now through vc.get_actor({actor_id!r}), or use another id "
-            f"for a {was.rpartition(':')[2]}",
+            f"for the old class",
         )
         self.actor_id = actor_id
         self.method = method
