@@ -121,8 +121,17 @@ class ActorDefinition:
     #: attribute too: a copy pickled by an earlier version has none of its own)
     restores: type | None = None
 
-    def __init__(self, cls: type, *, serializer: str = "pickle", stored: bool = False) -> None:
-        self.name: str = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
+    def __init__(
+        self, cls: type, *, serializer: str = "pickle", stored: bool = False, name: str | None = None
+    ) -> None:
+        #: ``module:QualName``; for a body loaded from storage, the name its steps give it (the
+        #: class rebuilt from the body may spell another: cloudpickle rebuilds a class defined
+        #: in a function as its bare name), which is what calls through it are made for
+        module = getattr(cls, "__module__", "?")
+        if module == "__mp_main__":  # the script's module in a spawned child: ``__main__`` in its parent
+            module = "__main__"
+        spelt = f"{module}:{getattr(cls, '__qualname__', repr(cls))}"
+        self.name: str = name or spelt
         if not isinstance(cls, type):
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
         if serializer not in SERIALIZERS:
@@ -174,11 +183,13 @@ class ActorDefinition:
         return {**vars(self), "_ref": None, "_body": None}
 
     @classmethod
-    def from_stored(cls, raw: type) -> ActorDefinition:
-        """Rebuild the definition of a class body loaded from storage (not registered)."""
+    def from_stored(cls, raw: type, name: str | None = None) -> ActorDefinition:
+        """Rebuild the definition of a class body loaded from storage (not registered), named
+        ``name`` (the name the steps give the class), or as the rebuilt class spells itself."""
         options = getattr(raw, _OPTIONS, {}) or {}
         definition = cls.__new__(cls)
-        ActorDefinition.__init__(definition, raw, serializer=options.get("serializer", "pickle"), stored=True)
+        serializer = options.get("serializer", "pickle")
+        ActorDefinition.__init__(definition, raw, serializer=serializer, stored=True, name=name)
         return definition
 
     def register(self) -> None:
