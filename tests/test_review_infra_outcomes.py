@@ -36,6 +36,7 @@ from vactor_cloud.errors import (
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
+    NestedCallPendingError,
     NotFoundError,
     PermissionDeniedError,
     RetryableStorageError,
@@ -111,6 +112,7 @@ INFRASTRUCTURE: dict[str, Callable[[], BaseException]] = {
     "CommitConflictError": lambda: CommitConflictError("other", 16),
     "CommitOutcomeUnknownError": lambda: CommitOutcomeUnknownError("other", 7),
     "CallPendingError": lambda: CallPendingError("other", ["c1"]),
+    "NestedCallPendingError": lambda: NestedCallPendingError("other", "c0", "third", ["c1"], "pending"),
     "ActorBusyError": lambda: ActorBusyError("busy"),
     "MemoryError": MemoryError,
     "ExceptionGroup of StorageErrors": lambda: ExceptionGroup("nested calls", [StorageError("a", "k")]),
@@ -148,7 +150,9 @@ def test_an_infrastructure_error_is_not_recorded_as_a_keyed_calls_outcome(
     ledger = Ledger.get_or_create("l")
     steps = _steps("l")
     fault = _faults["a"] = INFRASTRUCTURE[name]()
-    with pytest.raises(type(fault)):
+    # (a call in doubt that a body lets through is another call's: its caller hears of its own)
+    in_doubt = isinstance(fault, (CommitOutcomeUnknownError, NestedCallPendingError))
+    with pytest.raises(NestedCallPendingError if in_doubt else type(fault)):
         ledger.add.options(idempotency_key="k").run("a")
     assert ledger.read.run() == [] and _steps("l") == steps, "the call was not applied, nothing committed"
     _faults.clear()

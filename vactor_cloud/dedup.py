@@ -65,6 +65,7 @@ from vactor_cloud.errors import (
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
+    NestedCallPendingError,
     RuntimeShutdownError,
     StateSerializationError,
     StorageError,
@@ -97,11 +98,12 @@ DEFAULT_WINDOW = (10_000, 24 * 3600.0)
 DELTA_MAX_BYTES = 2048
 
 #: errors about the machinery, not the call: the store failed or gave back damaged bytes, the
-#: runtime shut down or was never given a store, a commit gave up or left its outcome unknown,
-#: an actor stayed busy, a sub-task's executor lost its worker (a process pool's, killed),
-#: the process ran out of memory. A retry may well succeed. (Not
-#: ``RecursionError``: nearly always the method's own unbounded recursion, raised by every
-#: retry; recorded, it consumes its timer or event rather than have them run for ever.)
+#: runtime shut down or was never given a store, a commit gave up or left its outcome unknown
+#: (a nested call's too: ``NestedCallPendingError``), an actor stayed busy, a sub-task's
+#: executor lost its worker (a process pool's, killed), the process ran out of memory. A retry
+#: may well succeed. (Not ``RecursionError``: nearly always the method's own unbounded
+#: recursion, raised by every retry; recorded, it consumes its timer or event rather than have
+#: them run for ever.)
 NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     StorageError,
     IntegrityError,
@@ -109,6 +111,7 @@ NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     StorageNotChosenError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    NestedCallPendingError,
     ActorBusyError,
     BrokenExecutor,
     MemoryError,
