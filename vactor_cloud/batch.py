@@ -24,6 +24,10 @@ Guarantees:
   (``dedup.is_outcome``): a retry with its key runs it again. The
   original exception reaches its caller even when the table can record only
   a stand-in for it (``dedup.recorded_exception``).
+  One exception is translated: a nested call's doubt (``CommitOutcomeUnknownError``,
+  ``CallPendingError``) that a body lets through reaches its caller as
+  ``NestedCallPendingError`` naming the caller's own call (not applied), the
+  nested error its ``__cause__``.
 * **Async methods** run to completion in the call: on this thread, or on a
   helper thread when this thread already runs an event loop.
 """
