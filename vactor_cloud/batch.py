@@ -24,6 +24,10 @@ Guarantees:
   (``dedup.is_outcome``): a retry with its key runs it again. The
   original exception reaches its caller even when the table can record only
   a stand-in for it (``dedup.recorded_exception``).
+  One exception is translated: a nested call's doubt (``CommitOutcomeUnknownError``,
+  ``CallPendingError``) that a body lets through reaches its caller as
+  ``NestedCallPendingError`` naming the caller's own call (not applied), the
+  nested error its ``__cause__``.
 * **Async methods** run to completion in the call: on this thread, or on a
   helper thread when this thread already runs an event loop.
 """
@@ -60,7 +64,7 @@ from vactor_cloud.dedup import (
     safe_repr,
 )
 from vactor_cloud.definition import ActorDefinition
-from vactor_cloud.errors import ActorClassChangedError
+from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -355,10 +359,26 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     except AttributeError as exc:
         _note_self_call(exc, instance)
         raise
+    except (CommitOutcomeUnknownError, NestedCallPendingError) as exc:
+        raise _nested_in_doubt(exc, context) from exc
     finally:
         _local.call = previous
         if not context.readonly:
             _count_applying(context, -1)
+
+
+def _nested_in_doubt(
+    exc: CommitOutcomeUnknownError | NestedCallPendingError, context: CallContext
+) -> NestedCallPendingError:
+    """What the caller of a method that let a nested call's doubt through hears: its own call,
+    not applied, and the call in doubt (as it was, the inner error named the inner actor and
+    call id, and told the caller its own call might still apply). Through several actors
+    (A calls B, which calls C), the call in doubt stays C's."""
+    if isinstance(exc, NestedCallPendingError):
+        nested = (exc.nested_actor_id, exc.nested_call_ids, exc.detail)
+    else:
+        nested = (exc.actor_id, list(getattr(exc, "call_ids", [])), str(exc))
+    return NestedCallPendingError(context.actor_id, context.call_id, *nested)
 
 
 #: what a handle's method has and a method of the instance (``self.m``) has not
