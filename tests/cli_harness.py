@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +106,10 @@ def offline_aws_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def argparse_spelling(help_text: str) -> str:
+    """``--help`` as Python 3.13's argparse spells an option with a short and a long name
+    (``-o, --storage-option KEY=VALUE``; 3.11 and 3.12 give the short one its metavar too:
+    ``-o KEY=VALUE, --storage-option KEY=VALUE``): the page shows one of them."""
+    return re.sub(r"(?m)^(\s+-\w) (\S+), (--[\w-]+) \2$", r"\1, \3 \2", help_text)

@@ -21,7 +21,7 @@ import types
 from pathlib import Path
 
 import pytest
-from cli_harness import Result, SilentListener, Vactor, offline_aws_env, one_line_error
+from cli_harness import Result, SilentListener, Vactor, argparse_spelling, offline_aws_env, one_line_error
 from example_commands import check_printed_inspect_command
 
 import vactor_cloud as vc
@@ -103,7 +103,7 @@ def test_cli_md_shows_the_current_help(vactor: Vactor, monkeypatch: pytest.Monke
     assert result.code == EXIT_OK
     documented = (DOCS / "cli.md").read_text()
     block = documented.split("```console\n$ vactor --help\n", 1)[1].split("```", 1)[0]
-    assert block == result.out
+    assert argparse_spelling(block) == argparse_spelling(result.out)
 
 
 def _subcommand_options(vactor: Vactor, *argv: str) -> set[str]:
