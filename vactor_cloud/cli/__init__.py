@@ -247,7 +247,8 @@ def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
         args.output = Output.for_args(args)
         long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
         # (main() called in a program: the command runs on a runtime of its own, the program's untouched)
-        with own_runtime(), cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
+        # The logging is set around the runtime: what its shutdown logs (a HEAD advance) is the command's.
+        with cli_logging(debug, warnings=long_running), own_runtime(), args.output.stdout_for_json():
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)
