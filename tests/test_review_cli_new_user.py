@@ -13,7 +13,12 @@ import logging
 import pytest
 from cli_harness import Vactor
 
+import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
+from vactor_cloud.cli import EXIT_ERROR
+from vactor_cloud.core import ActorCore
+from vactor_cloud.errors import ActorDefinitionError
+from vactor_cloud.log import StepRecord
 
 
 def test_a_log_record_of_the_commands_runtime_closing_is_not_printed(
@@ -40,3 +45,62 @@ def test_a_log_record_of_the_commands_runtime_closing_is_not_printed(
     debug = vactor("ls", "--debug")
     assert debug.code == 0, debug
     assert "vactor: WARNING vactor_cloud.log: a record as the runtime closes" in debug.err, debug.err
+
+
+# -- vactor timers repair: one damaged actor does not stop the repair of the others -----------------
+
+
+@vc.virtual_actor
+class Reminder:
+    def __init__(self) -> None:
+        self.reminded = 0
+
+    def remind(self) -> None:
+        self.reminded += 1
+
+
+def _damage_newest_step(url: str, actor_id: str) -> None:
+    """Overwrite ``actor_id``'s newest step's file with bytes that are no vactor_cloud object."""
+    vc.init(url)
+    try:
+        runtime = vc.get_runtime()
+        newest = vc.get_actor(actor_id).history(limit=1)[0].step
+        path = runtime.store._path(runtime.log(actor_id).step_key(newest))  # type: ignore[attr-defined]
+    finally:
+        vc.shutdown()
+    path.write_bytes(b"\x00" * 64)
+
+
+def test_timers_repair_repairs_the_other_actors_and_names_a_damaged_one(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``vactor timers repair`` stopped at the first actor whose newest step could not be
+    read, or whose class this process could not load (run without the program's PYTHONPATH):
+    exit 1, ``indexed`` never printed, and the actors read with it (a slice of 256) or after it
+    kept their lost index entries, so their timers never fired; the repair meant to run hourly
+    failed every hour. As ``compact --all`` and ``events drain``, it now goes on past such an
+    actor, names it (exit 1) and says how many timers it indexed."""
+    vc.init(store)
+    try:
+        for actor_id in ("r1", "r2", "r3", "r4"):
+            Reminder.get_or_create(actor_id).remind.options(delay=3600).run()
+    finally:
+        vc.shutdown()
+    _damage_newest_step(store, "r2")
+    revalidate = ActorCore.revalidate
+
+    async def r3_not_loadable(self: ActorCore) -> StepRecord:
+        if self.actor_id == "r3":
+            raise ActorDefinitionError("r3's class cannot be loaded here (as a missing module)")
+        return await revalidate(self)
+
+    monkeypatch.setattr(ActorCore, "revalidate", r3_not_loadable)
+    result = vactor("timers", "repair", "--debug")
+    assert result.code == EXIT_ERROR, result
+    assert result.out.strip() == "indexed 2 pending timers", result
+    named = [line for line in result.err.splitlines() if line.startswith(("vactor: r2: ", "vactor: r3: "))]
+    assert len(named) == 2 and "bad magic" in named[0] and "PYTHONPATH" in named[1], result.err
+    assert result.err.splitlines()[-1].startswith("vactor: error: 2 actors could not be read"), result.err
+    as_json = vactor("timers", "repair", "--json")
+    assert as_json.code == EXIT_ERROR, as_json
+    assert as_json.json() == {"indexed": 2}
