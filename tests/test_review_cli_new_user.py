@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from cli_harness import Vactor
+from cli_harness import Vactor, one_line_error
 
 import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
@@ -104,3 +104,86 @@ def test_timers_repair_repairs_the_other_actors_and_names_a_damaged_one(
     as_json = vactor("timers", "repair", "--json")
     assert as_json.code == EXIT_ERROR, as_json
     assert as_json.json() == {"indexed": 2}
+
+
+# -- vactor history: one damaged step does not hide the others -------------------------------------
+
+
+def _damage_step(url: str, actor_id: str, step: int) -> None:
+    """Overwrite step ``step``'s file of ``actor_id`` with bytes that are no vactor_cloud object."""
+    vc.init(url)
+    try:
+        runtime = vc.get_runtime()
+        path = runtime.store._path(runtime.log(actor_id).step_key(step))  # type: ignore[attr-defined]
+    finally:
+        vc.shutdown()
+    path.write_bytes(b"\x00" * 64)
+
+
+def test_history_shows_the_steps_around_a_damaged_one_and_names_it(store: str, vactor: Vactor) -> None:
+    """Before, one step that could not be read (a torn write, a foreign file) failed ``vactor
+    history`` as a whole: exit 1 and nothing shown, though that is the command a user runs to see
+    what happened to the actor, and every other step was readable. It now shows the others (text
+    and ``--json``), names the damaged step in its one error line, with what to do, and exits 1."""
+    vc.init(store)
+    try:
+        for _ in range(3):
+            Reminder.get_or_create("h1").remind.run()  # steps 0..3
+    finally:
+        vc.shutdown()
+    _damage_step(store, "h1", 1)
+    result = vactor("history", "h1")
+    assert result.code == EXIT_ERROR, result
+    assert [line.split()[0] for line in result.out.splitlines()] == ["STEP", "3", "2", "0"], result.out
+    line = one_line_error(result)
+    assert "step 1 of 'h1'" in line and "bad magic" in line and "backup" in line, line
+    as_json = vactor("history", "h1", "--json")
+    assert as_json.code == EXIT_ERROR, as_json
+    assert [entry["step"] for entry in as_json.json()] == [3, 2, 0]  # type: ignore[index,union-attr]
+    # --limit counts the steps shown: the damaged one is named, not counted
+    newest = vactor("history", "h1", "--limit", "2")
+    assert [line.split()[0] for line in newest.out.splitlines()] == ["STEP", "3", "2"], newest
+    assert newest.code == 0, newest
+
+
+# -- an object that does not decode: the error says what to do ----------------------------------------
+
+
+def test_a_damaged_object_says_what_to_do_in_every_command_that_meets_it(store: str, vactor: Vactor) -> None:
+    """Before, ``show``, ``call``, ``ls`` and ``compact --all`` met a damaged step with its key and
+    the decoder's words alone (``...: not a vactor_cloud object (bad magic)``), nothing on what to
+    do; each now adds it (restore it from a backup or an earlier version of the object)."""
+    vc.init(store)
+    try:
+        Reminder.get_or_create("d1").remind.run()  # steps 0, 1
+    finally:
+        vc.shutdown()
+    _damage_step(store, "d1", 1)
+    for argv in (
+        ("show", "d1"),
+        ("call", "d1", "remind"),
+        ("ls",),
+        ("compact", "--all", "--keep-last", "1"),
+    ):
+        result = vactor(*argv)
+        assert result.code == EXIT_ERROR, (argv, result)
+        errors = [line for line in result.err.splitlines() if line.startswith("vactor: error: ")]
+        assert "bad magic" in errors[0] and "restore it from a backup" in errors[0], (argv, result.err)
+
+
+def test_a_signature_that_does_not_match_says_to_check_the_signing_key(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, reading a signed store with another ``$VACTOR_SIGNING_KEY`` said ``signature
+    mismatch: the object is corrupt, was altered, or uses another key``: nothing said which key
+    the command used nor what to check. It now names ``$VACTOR_SIGNING_KEY``."""
+    vc.init(store, signing_key=b"the writers' key")
+    try:
+        Reminder.get_or_create("k1").remind.run()
+    finally:
+        vc.shutdown()
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", "another key")
+    result = vactor("show", "k1")
+    assert result.code == EXIT_ERROR, result
+    line = one_line_error(result)
+    assert "signature mismatch" in line and "$VACTOR_SIGNING_KEY is not the key" in line, line

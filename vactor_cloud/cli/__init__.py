@@ -55,6 +55,7 @@ from vactor_cloud.cli._options import (
     CliError,
     CliParser,
     add_common_options,
+    integrity_advice,
     memory_hint,
 )
 from vactor_cloud.cli._output import Output, printable, streams_kept, streams_watched
@@ -260,7 +261,7 @@ def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
     except InvalidActorIdError as exc:
         _fail(str(exc), EXIT_USAGE, debug)
     except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network
-        _fail(str(exc), EXIT_ERROR, debug)
+        _fail(f"{exc}{integrity_advice(exc)}", EXIT_ERROR, debug)
     except NotFoundError as exc:
         if not is_class_key(exc.key):
             _fail(f"{exc}; {_CHECK_STORE}", EXIT_STORAGE, debug)

@@ -26,6 +26,7 @@ from vactor_cloud.cli._options import (
     common_parent,
     errors_error,
     init_runtime,
+    integrity_advice,
     limit_arg,
     memory_hint,
     non_negative_float,
@@ -53,7 +54,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     def on_damaged(actor_id: str, exc: Exception) -> None:
         nonlocal count
         count += 1
-        error = f"{actor_id}: {exc}"
+        error = actor_error(actor_id, exc)
         if not damaged:
             damaged.append(error)
         if args.debug:
@@ -171,10 +172,34 @@ def cmd_history(args: argparse.Namespace) -> int:
     init_runtime(args)
     out = Output.for_args(args)
     limit: int | None = args.limit
+    # A step that cannot be read is named (exit 1) and the others shown: this is the command
+    # that tells what happened to the actor.
+    damaged: list[tuple[int, Exception]] = []
     # one step more than shown: whether older steps exist (compaction may have left none)
-    entries = history(args.actor_id, limit + 1 if limit else limit)  # --limit 0: none, no hint
+    entries = history(  # --limit 0: none, no hint
+        args.actor_id, limit + 1 if limit else limit, on_damaged=lambda step, exc: damaged.append((step, exc))
+    )
     more = bool(limit) and len(entries) > (limit or 0)
     entries = entries[:limit]
+    if more:  # (one read past the steps shown: not among them)
+        damaged = [(step, exc) for step, exc in damaged if step > entries[-1].step]
+    code = _print_history(args, out, entries, more)
+    if damaged:
+        _raise_damaged_steps(args.actor_id, damaged)
+    return code
+
+
+def _raise_damaged_steps(actor_id: str, damaged: list[tuple[int, Exception]]) -> None:
+    """The one error line (exit 1) of ``history`` for the steps it could not read."""
+    step, exc = damaged[0]
+    others = f" (and {len(damaged) - 1} more, all left out)" if len(damaged) > 1 else ""
+    raise CliError(
+        f"step {step} of {actor_id!r} cannot be read, left out above{others}: {exc}{integrity_advice(exc)}",
+        EXIT_ERROR,
+    )
+
+
+def _print_history(args: argparse.Namespace, out: Output, entries: list[Any], more: bool) -> int:
     if out.json:
         out.emit_json([e.to_json() for e in entries])
         return EXIT_OK
