@@ -187,3 +187,22 @@ def test_a_signature_that_does_not_match_says_to_check_the_signing_key(
     assert result.code == EXIT_ERROR, result
     line = one_line_error(result)
     assert "signature mismatch" in line and "$VACTOR_SIGNING_KEY is not the key" in line, line
+
+
+# -- vactor bench memory:// -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory://named", "memory://named/"])
+def test_bench_runs_on_the_bare_memory_url_its_help_names(url: str, vactor: Vactor) -> None:
+    """``vactor --help`` names ``memory://`` for bench. Before, ``vactor bench memory://`` failed at
+    once (exit 1): the run's sub-store was spelled ``memory:-vactor-bench-<id>`` (the URL with its
+    slashes stripped, then a dash), a URL the store refuses as missing a slash."""
+    from vactor_cloud.cli.bench_harness import Target
+
+    scoped = Target(url).sub("vactor-bench-1")
+    assert scoped.url.startswith("memory://") and scoped.url.endswith("vactor-bench-1"), scoped
+    vc.init(scoped.url)  # a URL the store takes
+    vc.shutdown()
+    result = vactor("bench", url, "--profile", "tiny", "--rows", "warm", "--json")
+    assert result.code == 0, result
+    assert result.json()["url"] == url  # type: ignore[index,call-overload]
