@@ -9,13 +9,14 @@ stores under ``tmp_path``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
 
 import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
-from vactor_cloud.cli import EXIT_ERROR
+from vactor_cloud.cli import EXIT_ERROR, EXIT_NOT_FOUND
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import ActorDefinitionError
 from vactor_cloud.log import StepRecord
@@ -206,3 +207,42 @@ def test_bench_runs_on_the_bare_memory_url_its_help_names(url: str, vactor: Vact
     result = vactor("bench", url, "--profile", "tiny", "--rows", "warm", "--json")
     assert result.code == 0, result
     assert result.json()["url"] == url  # type: ignore[index,call-overload]
+
+
+# -- maintenance without the actor's code: delete and compact need no class ------------------------------
+
+
+def test_delete_and_compact_of_an_actor_whose_class_cannot_be_loaded_here(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vc.delete_actor`` and ``vactor compact --all`` work on an actor whose class this process
+    cannot load (run from a maintenance box, or after the class was removed from the code: the
+    commonest reason to delete its actors). Before, ``vactor delete ID`` and ``vactor compact ID``
+    refused it (exit 1, "put the module's directory on PYTHONPATH"): each first loaded the actor,
+    class and all, only to name it or to check that it exists."""
+    vc.init(store)
+    try:
+        for actor_id in ("u1", "u2"):
+            Reminder.get_or_create(actor_id).remind.run()
+    finally:
+        vc.shutdown()
+    definition_for = ActorCore.definition_for
+
+    async def not_loadable(self: ActorCore, class_ref: Any) -> Any:
+        if self.actor_id in ("u1", "u2"):
+            raise ActorDefinitionError("the class cannot be loaded here (as a missing module)")
+        return await definition_for(self, class_ref)
+
+    monkeypatch.setattr(ActorCore, "definition_for", not_loadable)
+    assert vactor("show", "u1").code == EXIT_ERROR  # (the state needs the class: refused, rightly)
+    compacted = vactor("compact", "u1", "--keep-last", "1", "--min-age", "0", "--force")
+    assert compacted.code == 0, compacted
+    assert compacted.out.splitlines()[1].split()[:3] == ["u1", "1", "1..1"], compacted.out
+    deleted = vactor("delete", "u2", "--yes")
+    assert deleted.code == 0, deleted
+    assert deleted.out.startswith("deleted actor 'u2' (test_review_cli_new_user:Reminder, newest step 1)")
+    assert vactor("history", "u2").out.splitlines()[1].split()[-2:] == ["actor", "deleted"]
+    again = vactor("delete", "u2", "--yes")
+    assert (again.code, again.out.strip()) == (0, "actor 'u2' was deleted already; nothing to do"), again
+    missing = vactor("delete", "u3", "--yes")
+    assert missing.code == EXIT_NOT_FOUND, missing

@@ -210,6 +210,21 @@ def check_at_step(info: MethodInfo, at_step: object) -> None:
         )
 
 
+async def _newest(log: ActorLog) -> StepRecord:
+    record = await log.load_latest(await log.read_head())
+    if record is None:
+        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    return record
+
+
+def newest_step(actor_id: str) -> StepRecord:
+    """The actor's newest committed step as stored (a tombstone too), read without its class:
+    what names an actor (class, step) where its code is not importable, a maintenance job's.
+    ``ActorNotFoundError`` if the actor has no steps."""
+    runtime = _runtime()
+    return runtime.run(_newest(_log(runtime, actor_id)))
+
+
 async def find_step(log: ActorLog, step: int) -> StepRecord:
     """Step ``step`` of ``log``'s actor; see :meth:`ActorLog.find_step`."""
     return await log.find_step(step)
@@ -226,9 +241,7 @@ _DAMAGED = object()
 async def _history(log: ActorLog, limit: int | None, on_damaged: OnDamagedStep | None) -> list[HistoryEntry]:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    newest = await log.load_latest(await log.read_head())
-    if newest is None:
-        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    newest = await _newest(log)
     entries = [HistoryEntry.from_record(newest)]
     damaged: list[tuple[int, IntegrityError]] = []
 
@@ -299,9 +312,7 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
 
     async def read() -> StepRecord:
         if step is None:
-            record = await log.load_latest(await log.read_head())
-            if record is None:
-                raise ActorNotFoundError(actor_id, log.store.describe())
+            record = await _newest(log)
         else:
             record = await find_step(log, step)
         if is_deleted(record):  # (a tombstone holds no state; the steps before it still do)

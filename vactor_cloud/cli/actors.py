@@ -381,9 +381,9 @@ async def _all_actor_ids() -> list[str]:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    import vactor_cloud as vc
     from vactor_cloud import _sync
-    from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, StorageError, VactorError
+    from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
+    from vactor_cloud.history import newest_step
     from vactor_cloud.runtime import get_runtime
 
     if (args.actor_id is None) == (not args.all):
@@ -409,8 +409,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
     out = Output.for_args(args)
     ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
     if args.actor_id is not None:
-        with contextlib.suppress(ActorDeletedError):  # (its old steps are what a compaction removes)
-            vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
+        # ActorNotFoundError before any work; not loading the class, which compaction does not need
+        # (a deleted actor's old steps are what a compaction removes)
+        newest_step(args.actor_id)
     runtime = get_runtime()
     fresh_window = runtime.settings.fresh_window
     if not args.force and min_age < fresh_window:
@@ -536,18 +537,15 @@ def _compact_unproven_again(
 
 def cmd_delete(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
-    from vactor_cloud.deletion import deleted_by
-    from vactor_cloud.errors import ActorDeletedError
-    from vactor_cloud.runtime import get_runtime
+    from vactor_cloud.deletion import deleted_by, is_deleted
+    from vactor_cloud.history import newest_step
 
     init_runtime(args)
     out = Output.for_args(args)
     actor_id = args.actor_id
-    try:
-        record = get_runtime().load(actor_id).record  # ActorNotFoundError (exit 3) for an id never used
-    except ActorDeletedError:
-        record = None
-    if record is None:
+    # (read without the class: deleting needs none, and an actor whose code is gone is one to delete)
+    record = newest_step(actor_id)  # ActorNotFoundError (exit 3) for an id never used
+    if is_deleted(record):
         if out.json:
             out.emit_json({"actor_id": actor_id, "deleted": False, "already_deleted": True})
         else:
