@@ -246,3 +246,19 @@ def test_delete_and_compact_of_an_actor_whose_class_cannot_be_loaded_here(
     assert (again.code, again.out.strip()) == (0, "actor 'u2' was deleted already; nothing to do"), again
     missing = vactor("delete", "u3", "--yes")
     assert missing.code == EXIT_NOT_FOUND, missing
+
+
+# -- "nothing here" names where it looked --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [("events", "ls"), ("events", "drain"), ("timers", "ls"), ("ls",)])
+def test_an_empty_answer_names_the_store_it_looked_in(
+    store: str, vactor: Vactor, argv: tuple[str, ...]
+) -> None:
+    """A new user whose actors are elsewhere (another --storage, $VACTOR_STORAGE unset: the embedded
+    store) is told where the command looked. ``vactor ls`` and ``compact`` said so; before, ``events
+    ls``, ``events drain`` and ``timers ls`` said only ``no pending events`` / ``no pending timers in
+    the index``, with no store named."""
+    result = vactor(*argv)
+    assert result.code == 0, result
+    assert result.out == "" and f"under file://{store}" in result.err, result

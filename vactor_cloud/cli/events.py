@@ -277,13 +277,17 @@ def _run(args: argparse.Namespace, out: Output) -> list[str]:
             elif rows:
                 out.table(None, ("ACTOR", "EVENT", "NAME", "SENT", "STATUS"), [row.cells() for row in rows])
             elif not errors:  # (else an actor that could not be read may have some: the error says)
-                print(f"no pending events{memory_hint()}", file=sys.stderr)
+                print(
+                    f"no pending events under {get_runtime().store.describe()}{memory_hint()}",
+                    file=sys.stderr,
+                )
         else:
             lines, errors = _drain(args.actor, out)
             if out.json:
                 out.emit_json(lines)
             elif not lines and not errors:
-                print(f"no pending events: nothing to drain{memory_hint()}", file=sys.stderr)
+                where = get_runtime().store.describe()
+                print(f"no pending events under {where}: nothing to drain{memory_hint()}", file=sys.stderr)
     finally:
         shutdown()
     return errors

@@ -317,7 +317,8 @@ def run(args: argparse.Namespace) -> int:
                     ],
                 )
             else:  # as ls and events ls: no header over nothing, on stdout
-                print(f"no pending timers in the index{memory_hint()}", file=sys.stderr)
+                where = get_runtime().store.describe()
+                print(f"no pending timers in the index under {where}{memory_hint()}", file=sys.stderr)
         else:
             for actor_id in args.actor or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
