@@ -145,6 +145,10 @@ def test_history_shows_the_steps_around_a_damaged_one_and_names_it(store: str, v
     newest = vactor("history", "h1", "--limit", "2")
     assert [line.split()[0] for line in newest.out.splitlines()] == ["STEP", "3", "2"], newest
     assert newest.code == 0, newest
+    _damage_step(store, "h1", 2)
+    two = vactor("history", "h1")
+    assert [line.split()[0] for line in two.out.splitlines()] == ["STEP", "3", "0"], two.out
+    assert "step 2 of 'h1' cannot be read and is left out (as are 1 more)" in one_line_error(two)
 
 
 # -- an object that does not decode: the error says what to do ----------------------------------------

@@ -238,7 +238,9 @@ OnDamagedStep = Callable[[int, IntegrityError], None]
 _DAMAGED = object()
 
 
-async def _history(log: ActorLog, limit: int | None, on_damaged: OnDamagedStep | None) -> list[HistoryEntry]:
+async def _history(
+    log: ActorLog, limit: int | None, on_damaged: OnDamagedStep | None = None
+) -> list[HistoryEntry]:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     newest = await _newest(log)

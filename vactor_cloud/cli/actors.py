@@ -192,9 +192,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 def _raise_damaged_steps(actor_id: str, damaged: list[tuple[int, Exception]]) -> None:
     """The one error line (exit 1) of ``history`` for the steps it could not read."""
     step, exc = damaged[0]
-    others = f" (and {len(damaged) - 1} more, all left out)" if len(damaged) > 1 else ""
+    others = f" (as are {len(damaged) - 1} more)" if len(damaged) > 1 else ""
     raise CliError(
-        f"step {step} of {actor_id!r} cannot be read, left out above{others}: {exc}{integrity_advice(exc)}",
+        f"step {step} of {actor_id!r} cannot be read and is left out{others}: {exc}{integrity_advice(exc)}",
         EXIT_ERROR,
     )
 
