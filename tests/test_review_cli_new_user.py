@@ -9,6 +9,7 @@ stores under ``tmp_path``.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import pytest
@@ -266,3 +267,40 @@ def test_an_empty_answer_names_the_store_it_looked_in(
     result = vactor(*argv)
     assert result.code == 0, result
     assert result.out == "" and f"under file://{store}" in result.err, result
+
+
+# -- compact's wait before its second pass is said, not silent ----------------------------------------
+
+
+def test_compact_says_why_it_waits_before_compacting_idle_actors_again(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commonest maintenance run, ``vactor compact`` of actors idle since a burst, holds their
+    last steps on its first pass and compacts them again after waiting the writers'
+    ``fresh_window`` (5 s by default). Before, that wait came after the progress had reached its
+    end, with nothing said: the command looked hung. It now says what it waits for, and how long,
+    before it waits."""
+    from test_review_retention import _age_all_steps
+
+    from vactor_cloud import _sync
+
+    vc.init(store)
+    try:
+        for _ in range(3):
+            Reminder.get_or_create("idle").remind.run()
+        _age_all_steps(vc.get_runtime().core("idle").log, 7200.0)
+    finally:
+        vc.shutdown()
+    waits: list[float] = []
+
+    def sleep_noted(seconds: float) -> None:  # (no wait: the second pass then holds them again)
+        waits.append(seconds)
+        print("<the wait>", file=sys.stderr)
+
+    monkeypatch.setattr(_sync, "sleep", sleep_noted)
+    result = vactor("compact", "idle", "--keep-last", "1", "--min-age", "3600")
+    assert result.code == 0, result
+    assert waits == [5.0], waits
+    said, waited = result.err.index("vactor: waiting 5 s"), result.err.index("<the wait>")
+    assert said < waited, result.err
+    assert "1 actor" in result.err[said:waited], result.err

@@ -34,7 +34,7 @@ from vactor_cloud.cli._options import (
     parse_json_arg,
     positive_int,
 )
-from vactor_cloud.cli._output import Output, printable, progress, when
+from vactor_cloud.cli._output import Output, note, printable, progress, when
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -518,6 +518,11 @@ def _compact_unproven_again(
     again = [i for i, r in enumerate(reports) if getattr(r, "held_unproven", 0)]
     if not again:
         return reports
+    actors = "1 actor" if len(again) == 1 else f"{len(again)} actors"
+    note(  # (said: after a progress bar at its end, a silent wait looks like a hang)
+        f"vactor: waiting {fresh_window:g} s (the writers' fresh_window) to compact again {actors} "
+        "whose last steps no writer has shown old yet"
+    )
     _sync.sleep(fresh_window)  # (in slices on the main thread: Ctrl-C stops the command meanwhile)
     merged = list(reports)
     for i in again:
