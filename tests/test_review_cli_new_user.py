@@ -304,3 +304,33 @@ def test_compact_says_why_it_waits_before_compacting_idle_actors_again(
     said, waited = result.err.index("vactor: waiting 5 s"), result.err.index("<the wait>")
     assert said < waited, result.err
     assert "1 actor" in result.err[said:waited], result.err
+
+
+def test_events_ls_of_an_actor_without_events_needs_no_class(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vactor events ls --actor ID`` of an actor whose inbox is empty answers ``no pending
+    events`` where its class cannot be loaded. Before, it loaded the actor, class and all, only to
+    check that it exists, and failed (exit 1, "put the module's directory on PYTHONPATH"). An id
+    that never held an actor, or a deleted actor, is still exit 3."""
+    vc.init(store)
+    try:
+        Reminder.get_or_create("e1").remind.run()
+        Reminder.get_or_create("e2").remind.run()
+        vc.delete_actor("e2")
+    finally:
+        vc.shutdown()
+    definition_for = ActorCore.definition_for
+
+    async def not_loadable(self: ActorCore, class_ref: Any) -> Any:
+        if self.actor_id == "e1":
+            raise ActorDefinitionError("the class cannot be loaded here (as a missing module)")
+        return await definition_for(self, class_ref)
+
+    monkeypatch.setattr(ActorCore, "definition_for", not_loadable)
+    result = vactor("events", "ls", "--actor", "e1")
+    assert (result.code, result.out) == (0, ""), result
+    assert result.err.startswith("no pending events under"), result.err
+    deleted = vactor("events", "ls", "--actor", "e2")
+    assert deleted.code == EXIT_NOT_FOUND and "was deleted" in one_line_error(deleted), deleted
+    assert vactor("events", "ls", "--actor", "e3").code == EXIT_NOT_FOUND

@@ -225,6 +225,11 @@ def newest_step(actor_id: str) -> StepRecord:
     return runtime.run(_newest(_log(runtime, actor_id)))
 
 
+async def newest_step_async(actor_id: str) -> StepRecord:
+    """:func:`newest_step`, on the IO loop."""
+    return await _newest(_log(_runtime(), actor_id))
+
+
 async def find_step(log: ActorLog, step: int) -> StepRecord:
     """Step ``step`` of ``log``'s actor; see :meth:`ActorLog.find_step`."""
     return await log.find_step(step)
