@@ -121,8 +121,8 @@ def run_once(url: str, options: dict[str, Any], processes: int, duration: float)
         p.start()
     # Every child imported, loaded and warm first: on a busy machine 32 interpreters take
     # longer to start than a run lasts, and a late child would count as starved.
-    # (a child that died stops the run at once: take_report, not a wait of minutes; a child
-    # counts among those still to report until its report is taken)
+    # (a child that died, or exited without reporting, stops the run at once: take_report, not a
+    # wait of minutes; a child counts among those still to report until its report is taken)
     waiting = list(procs)
     for _ in procs:
         pid = take_report(ready, 300, waiting)

@@ -135,3 +135,44 @@ def test_what_a_bench_process_reported_before_it_failed_is_taken(
     child.join(60)
     assert child.exitcode == 1
     assert _taken(results, 30, [child]) == (0, 7)
+
+
+def _return_without_reporting() -> None:
+    pass
+
+
+def test_a_bench_process_that_exits_cleanly_without_a_report_fails_the_row_at_once(
+    process_context: multiprocessing.context.ForkServerContext,
+) -> None:
+    """A child that exited with code 0 but put nothing (a worker that returned early, say) was
+    waited for to the end of the timeout (the row's duration + 120 s), then a bare
+    ``queue.Empty``. Its exit is now seen as a failure to report, within about a second."""
+    results = process_context.Queue()
+    child = process_context.Process(target=_return_without_reporting)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    with pytest.raises(CliError, match=r"exited with code 0 before it reported.*the bench stops"):
+        _taken(results, 20, [child])
+
+
+def _report_then_return(results: Any) -> None:
+    results.put((0, 5))  # (no join: the queue's feeder thread flushes it as the child exits)
+
+
+def test_what_a_bench_process_reported_just_before_it_exited_cleanly_is_taken(
+    process_context: multiprocessing.context.ForkServerContext,
+) -> None:
+    """A child that put its report and exited at once (code 0): the report may still be in the
+    queue's pipe when the exit is seen; it is taken, not a failure to report."""
+    results = process_context.Queue()
+    children = [process_context.Process(target=_report_then_return, args=(results,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert _taken(results, 20, children) == (0, 5)
+    assert _taken(results, 20, children[1:]) == (0, 5)
+    with pytest.raises(CliError, match=r"exited with code 0 before it reported"):
+        _taken(results, 20, children[1:])

@@ -627,3 +627,66 @@ def test_by_default_a_small_post_carries_itself_sealed_and_with_names_off_keeps_
     _sync.sync(box.mail.load(create=True))
     post = box.prepare(calls_of("x"))
     assert posting.sealed(post.key) and read_name(post.key, None, box.mail.key) == post
+
+
+# -- the class a call was made for ------------------------------------------------------------------
+def test_a_call_carries_the_tag_of_its_class_after_its_retries_as_the_protocol_page_specifies() -> None:
+    """docs/protocol.md: call flag bit 3 (``0x08``), then the tag's 4 bytes after
+    ``max_retries``; the tag is BLAKE2b-32 of the class's name, personalised ``vactor-class``."""
+    import hashlib
+
+    from vactor_cloud.class_tag import class_tag
+
+    name = "shop.actors:Till"
+    tag = hashlib.blake2b(name.encode(), digest_size=4, person=b"vactor-class").hexdigest()
+    assert class_tag(name) == tag
+    raw_id = bytes.fromhex("0123456789abcdef0123456789abcdef")
+    calls = (PostedCall("add", b"\x80\x05N.", raw_id.hex(), max_retries=2, for_class=tag),)
+    payload = (
+        b"\x01" + bytes.fromhex("00112233445566ff") + b"\x05" + b"\x01"
+        + b"\x09" + b"\x03add" + b"\x04\x80\x05N." + raw_id + b"\x02" + bytes.fromhex(tag)
+    )  # fmt: skip
+    assert posting._inline_payload("00112233445566ff", 5, calls) == payload
+    expected = inline_name("a", "000000001000", "00112233445566ff", 5, calls, None)
+    assert expected is not None
+    read = read_name(f"actors/a/mail/{expected}", None)
+    assert read is not None and read.calls == calls
+    # A tag that is not 4 bytes of hex is not carried by the name (nor any other string).
+    odd = (PostedCall("add", b"", raw_id.hex(), for_class="shop.actors:Till"),)
+    assert posting._inline_payload("00112233445566ff", 5, odd) is None
+
+
+@pytest.mark.parametrize("signing_key", [None, KEY])
+def test_a_post_body_keeps_its_calls_classes_in_its_meta(signing_key: bytes | None) -> None:
+    """The body's rows stay 7 fields (a reader of an earlier release reads them as before and
+    ignores the meta's ``classes``); a post without them names no class; ``classes`` that do
+    not match the calls make the post malformed, never applied."""
+    from vactor_cloud.errors import IntegrityError
+
+    key = "actors/a/mail/000000001000"
+    calls = (
+        PostedCall("add", b"x", uuid.uuid4().hex, for_class="0a1b2c3d"),
+        PostedCall("add", b"y", uuid.uuid4().hex),
+    )
+    post = Post(key, "00112233445566ff", 3, 1.0, calls)
+    data = posting._encode_post(key, post, signing_key)
+    assert posting._decode_post(key, data, signing_key) == post
+    rows = pickle.loads(codec_parts(key, data, signing_key)["calls"])
+    assert [len(row) for row in rows] == [7, 7]
+    plain = Post(
+        key, "00112233445566ff", 3, 1.0, tuple(PostedCall(c.method, c.arguments, c.call_id) for c in calls)
+    )
+    assert "classes" not in codec_meta(key, posting._encode_post(key, plain, signing_key), signing_key)
+    for classes in (["0a1b2c3d"], ["0a1b2c3d", "shop:Till"], "0a1b2c3d"):
+        meta = {"kind": "post", "sender": post.sender, "seq": 3, "time": 1.0, "classes": classes}
+        forged = posting.codec.encode(key, meta, codec_parts(key, data, signing_key), signing_key=signing_key)
+        with pytest.raises(IntegrityError, match="malformed post"):
+            posting._decode_post(key, forged, signing_key)
+
+
+def codec_parts(key: str, data: bytes, signing_key: bytes | None) -> dict[str, bytes]:
+    return dict(posting.codec.decode(key, data, signing_key=signing_key).parts)
+
+
+def codec_meta(key: str, data: bytes, signing_key: bytes | None) -> dict[str, Any]:
+    return dict(posting.codec.decode(key, data, signing_key=signing_key).meta)

@@ -14,6 +14,9 @@ written against (they pin what the attack found holding); the others failed befo
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,10 +24,18 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import give_up_on_a_post, heal_and_fold, init_switchable
+from test_combining import (
+    commit_behind_its_back,
+    foreign_box,
+    give_up_on_a_post,
+    heal_and_fold,
+    init_switchable,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, poster
+from vactor_cloud.class_tag import class_tag
+from vactor_cloud.posting import Post, PostBox, PostedCall
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -352,20 +363,17 @@ class Basket:
         return list(self.items)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a warm get_or_create makes no request (docs/concepts.md), and calls follow the id "
-    "across a tombstone to the actor made since, of whatever class; the fix needs the handle's "
-    "class checked where a call first meets a newer incarnation (or a probe in get_or_create)",
-)
 @pytest.mark.parametrize("fresh_window", [WARM, 0.0])
 def test_a_warm_get_or_create_never_hands_back_an_actor_of_another_class_made_elsewhere(
     spec: StoreSpec, fresh_window: float
 ) -> None:
     """B deletes A's warm ``Till`` and makes a ``Basket`` under the id. A's
-    ``Till.get_or_create(id, 5)`` returns at once (its cache says ``Till``), and its ``add(7)``
-    ran ``Basket.add`` on B's basket: a cold process gets ``ActorDefinitionError`` from that
-    ``get_or_create``. It must not run a method of another class than the one asked for."""
+    ``Till.get_or_create(id, 5)`` returns at once (its cache says ``Till``: no request), and
+    its ``add(7)`` ran ``Basket.add`` on B's basket, where a cold process gets
+    ``ActorDefinitionError`` from that ``get_or_create``. A call names a method of a class:
+    it now runs on no actor of another class (``ActorClassChangedError``, nothing applied),
+    and A then knows the id's class: ``get_or_create`` refuses as a cold one does, and
+    ``vc.get_actor`` calls the basket."""
     as_a(spec, fresh_window)
     warm_till("wk-class")
 
@@ -374,13 +382,140 @@ def test_a_warm_get_or_create_never_hands_back_an_actor_of_another_class_made_el
         Basket.get_or_create("wk-class")
 
     as_b(spec, basket_now)
-    with pytest.raises((vc.ActorDefinitionError, vc.ActorDeletedError)):
+    with pytest.raises(vc.ActorClassChangedError, match="Basket") as raised:
         Till.get_or_create("wk-class", 5).add.run(7)
+    assert (raised.value.method, raised.value.was.endswith(":Till")) == ("add", True)
 
     def basket_items() -> list[int]:
         return list(vc.ActorHandle("wk-class").get.run())
 
     assert as_b(spec, basket_items) == []
+    with pytest.raises(vc.ActorDefinitionError, match=r"already exists as an instance of .*Basket"):
+        Till.get_or_create("wk-class", 5)
+    assert vc.get_actor("wk-class").add.run(3) == 1
+    assert as_b(spec, basket_items) == [3]
+
+
+@pytest.mark.parametrize("fresh_window", [WARM, 0.0])
+def test_a_read_through_a_warm_handle_never_runs_a_method_of_the_class_made_since(
+    spec: StoreSpec, fresh_window: float
+) -> None:
+    """The read-only twin: ``Till.get`` through A's warm handle, after B made a ``Basket``
+    under the id, read the basket with ``Basket.get`` (a method of the same name) and handed
+    back its list where the caller's type says ``int``."""
+    as_a(spec, fresh_window)
+    till = warm_till("wk-read")
+
+    def basket_now() -> None:
+        assert vc.delete_actor("wk-read") is True
+        Basket.get_or_create("wk-read").add.run(9)
+
+    as_b(spec, basket_now)
+    with pytest.raises(vc.ActorClassChangedError, match="get"):
+        till.get.run()
+    assert vc.get_actor("wk-read").get.run() == [9]
+
+
+def test_a_warm_untyped_handle_refuses_once_then_calls_the_actor_as_it_is(spec: StoreSpec) -> None:
+    """``vc.get_actor`` (a handle of no class) looks a method up in the class the process
+    knows: the first call after the class changed elsewhere was made for ``Till.add`` and is
+    refused; the handle's next lookup finds ``Basket.add`` and runs it, as a cold process's
+    would. Before, the first call already ran ``Basket.add`` with ``Till.add``'s arguments."""
+    as_a(spec, WARM)
+    warm_till("wk-any")
+    handle = vc.get_actor("wk-any")
+
+    def basket_now() -> None:
+        assert vc.delete_actor("wk-any") is True
+        Basket.get_or_create("wk-any")
+
+    as_b(spec, basket_now)
+    with pytest.raises(vc.ActorClassChangedError):
+        handle.add.run(4)
+    assert handle.add.run(5) == 1
+    assert handle.get.run() == [5]
+
+
+@vc.virtual_actor
+class Tally:
+    """Another class with an ``add(token)``, as ``OrderLog`` has."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return 100 + len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+def test_a_post_made_for_the_class_before_the_id_was_made_again_is_refused_by_the_fold(
+    spec: StoreSpec,
+) -> None:
+    """Another process, whose cache still held the id's ``OrderLog``, posted ``add`` calls made
+    for it after the id was deleted and made again as a ``Tally`` (a post is made from the
+    cache: under contention a poster does not read the step first). The fold on the
+    ``Tally`` ran ``Tally.add`` with them. A post now carries each call's class tag: the fold
+    answers such a call ``ActorClassChangedError`` (its poster reads that, and so does
+    ``call_outcome``), applies the calls of the same class and those of a post naming none (an
+    earlier release's), and the new actor is untouched by the refused one."""
+    init_switchable(spec, combine_window=60.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    assert vc.delete_actor("a") is True
+    tally = Tally.get_or_create("a")
+    box = foreign_box("a")
+
+    def post(token: str, for_class: str | None) -> str:
+        call = PostedCall("add", pickle.dumps(((token,), {})), uuid.uuid4().hex, for_class=for_class)
+        _sync.sync(box.send(box.prepare((call,))))
+        time.sleep(0.003)  # the next post gets a later millisecond: post order is key order
+        return call.call_id
+
+    stale = post("stale/0", class_tag(OrderLog.name))
+    same = post("same/0", class_tag(Tally.name))
+    untagged = post("untagged/0", None)
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    assert tally.add.run("me/1") == 103
+    assert tally.applied.run() == ["same/0", "untagged/0", "me/1"]
+    with pytest.raises(vc.ActorClassChangedError, match="another class") as raised:
+        tally.call_outcome(stale)
+    assert raised.value.now == Tally.name
+    assert (tally.call_outcome(same), tally.call_outcome(untagged)) == (101, 102)
+
+
+def test_a_post_names_the_class_of_each_call_by_its_tag(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the fold above checks, a poster writes: its calls' class tags (a call made for
+    ``OrderLog`` posts ``class_tag(OrderLog.name)``), in the name and in the body."""
+    init_switchable(spec, combine_window=60.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    prepared: list[Post] = []
+    prepare = PostBox.prepare
+
+    def recording(self: PostBox, calls: tuple[PostedCall, ...]) -> Post:
+        post = prepare(self, calls)
+        prepared.append(post)
+        return post
+
+    monkeypatch.setattr(PostBox, "prepare", recording)
+    commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
+    assert log.add.run("me/1") == 2  # (the step behind its back copied me/0's state)
+    assert [c.for_class for p in prepared for c in p.calls] == [class_tag(OrderLog.name)]
+
+
+def test_the_class_changed_error_travels_by_value() -> None:
+    """It crosses processes (a pool's result, a posted call's outcome) with its fields."""
+    import pickle
+
+    error = vc.ActorClassChangedError("a", "add", "m:Till", "m:Basket")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.was, copy.now) == (type(error), str(error), "m:Till", "m:Basket")
+    assert isinstance(copy, vc.ActorDefinitionError) and isinstance(copy, TypeError)
 
 
 # -- under contention: A holds the folder lease ----------------------------------------------------

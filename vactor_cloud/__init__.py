@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.errors import (
     ActorBusyError,
+    ActorClassChangedError,
     ActorDefinitionError,
     ActorDeletedError,
     ActorNotFoundError,
@@ -25,6 +26,7 @@ from vactor_cloud.errors import (
     FormatVersionError,
     IntegrityError,
     InvalidActorIdError,
+    NestedCallPendingError,
     RuntimeShutdownError,
     StateProtocolError,
     StateSerializationError,
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActorBusyError",
     "ActorClass",
+    "ActorClassChangedError",
     "ActorDefinitionError",
     "ActorDeletedError",
     "ActorFuture",
@@ -75,6 +78,7 @@ __all__ = [
     "HistoryEntry",
     "IntegrityError",
     "InvalidActorIdError",
+    "NestedCallPendingError",
     "ReentrantCallError",
     "RuntimeShutdownError",
     "Settings",

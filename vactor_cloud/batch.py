@@ -24,6 +24,10 @@ Guarantees:
   (``dedup.is_outcome``): a retry with its key runs it again. The
   original exception reaches its caller even when the table can record only
   a stand-in for it (``dedup.recorded_exception``).
+  One exception is translated: a nested call's doubt (``CommitOutcomeUnknownError``,
+  ``CallPendingError``) that a body lets through reaches its caller as
+  ``NestedCallPendingError`` naming the caller's own call (not applied), the
+  nested error its ``__cause__``.
 * **Async methods** run to completion in the call: on this thread, or on a
   helper thread when this thread already runs an event loop.
 """
@@ -48,6 +52,7 @@ from typing import Any
 
 from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
+from vactor_cloud.class_tag import made_for
 from vactor_cloud.dedup import (
     DedupFields,
     Outcome,
@@ -59,6 +64,7 @@ from vactor_cloud.dedup import (
     safe_repr,
 )
 from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -133,6 +139,9 @@ class PendingCall:
     #: a run elsewhere may have left what a successful run must undo (a failed sub-workflow's
     #: record for resume), and resume must not run it while that post may still be applied
     posted: tuple[str, str, int] | None = None
+    #: the class whose method the caller named (``MethodInfo.owner``; None: any, as for calls
+    #: internal to vactor_cloud): it runs on no actor of another class (``ActorClassChangedError``)
+    for_class: str | None = None
     _claims: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def claim(self) -> bool:
@@ -153,6 +162,7 @@ class PendingCall:
         future: Future[Any],
         call_id: str,
         options: CallOptions = _NO_OPTIONS,
+        for_class: str | None = None,
     ) -> PendingCall:
         """A call whose arguments are copied now: ``TypeError`` here if they cannot be."""
         return cls(
@@ -166,6 +176,7 @@ class PendingCall:
             at_step=options.at_step,
             frozen=freeze_arguments(args, kwargs),
             options=options,
+            for_class=for_class,
         )
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -348,10 +359,26 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     except AttributeError as exc:
         _note_self_call(exc, instance)
         raise
+    except (CommitOutcomeUnknownError, NestedCallPendingError) as exc:
+        raise _nested_in_doubt(exc, context) from exc
     finally:
         _local.call = previous
         if not context.readonly:
             _count_applying(context, -1)
+
+
+def _nested_in_doubt(
+    exc: CommitOutcomeUnknownError | NestedCallPendingError, context: CallContext
+) -> NestedCallPendingError:
+    """What the caller of a method that let a nested call's doubt through hears: its own call,
+    not applied, and the call in doubt (as it was, the inner error named the inner actor and
+    call id, and told the caller its own call might still apply). Through several actors
+    (A calls B, which calls C), the call in doubt stays C's."""
+    if isinstance(exc, NestedCallPendingError):
+        nested = (exc.nested_actor_id, exc.nested_call_ids, exc.detail)
+    else:
+        nested = (exc.actor_id, list(getattr(exc, "call_ids", [])), str(exc))
+    return NestedCallPendingError(context.actor_id, context.call_id, *nested)
 
 
 #: what a handle's method has and a method of the instance (``self.m``) has not
@@ -506,6 +533,12 @@ def apply_batch(
     timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
     born = born_of(base.extra)
     for call in calls:
+        if call.for_class is not None and not made_for(call.for_class, definition.name):
+            # (before its key: the table is the new actor's, and records nothing of it)
+            was = call.for_class if ":" in call.for_class else ""
+            refused = ActorClassChangedError(actor_id, call.method, was, definition.name)
+            outcomes.append(Outcome(False, refused))
+            continue
         key = call.idempotency_key
         if key is not None:
             if not table.load_without_io():

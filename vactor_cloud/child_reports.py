@@ -1,9 +1,14 @@
 """Waiting for the reports of child processes (the benches' workers) on a queue.
 
 A child that died before it reported (an import error, a kill, a store it could
-not reach) puts nothing on the queue; a plain ``queue.get(timeout=...)`` waits
-out the whole timeout, then says only ``queue.Empty``. :func:`take_report` says
-at once that the child failed, and how.
+not reach), or that returned without reporting (exit code 0), puts nothing on the
+queue; a plain ``queue.get(timeout=...)`` waits out the whole timeout, then says
+only ``queue.Empty``. :func:`take_report` says at once that the child is gone
+without a report, and with what exit code.
+
+A child's report is in the queue's pipe before the child has exited (its queue's
+feeder thread is flushed at exit), so once a child yet to report is seen gone,
+a short grace (:data:`GRACE`) for reading the pipe is enough.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from typing import Any
 
 from vactor_cloud import _sync
 
-__all__ = ["take_report"]
+__all__ = ["GRACE", "take_report"]
+
+GRACE = 0.5
+"""Seconds to read a report still in the pipe once a child yet to report is seen gone."""
 
 
 def take_report(results: Any, timeout: float, procs: Sequence[Any]) -> Any:
     """``results.get(timeout=timeout)`` (``queue.Empty`` past it), on the main thread in slices
     (``_sync.interruptible_wait``: signal handlers run meanwhile). ``ChildProcessError`` as soon
-    as one of ``procs`` (the children yet to put on ``results``) exited with an error."""
+    as one of ``procs`` (the children yet to put on ``results``) has exited, whatever its exit
+    code, and nothing more came on ``results`` within :data:`GRACE`."""
     taken: list[Any] = []
 
     def take(timeout: float | None) -> bool:
@@ -33,14 +42,14 @@ def take_report(results: Any, timeout: float, procs: Sequence[Any]) -> Any:
                 return True
             except queue.Empty:
                 pass
-            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if failed:
-                try:  # (what it put before it failed is in the pipe by now)
-                    taken.append(results.get(timeout=0.5))
+            gone = [p.exitcode for p in procs if p.exitcode is not None]
+            if gone:
+                try:  # (what it put before it exited is in the pipe by now)
+                    taken.append(results.get(timeout=GRACE))
                     return True
                 except queue.Empty:
                     raise ChildProcessError(
-                        f"a bench process exited with code {failed[0]} before it reported "
+                        f"a bench process exited with code {gone[0]} before it reported "
                         "(its error, if it printed one, is above)"
                     ) from None
             if time.monotonic() >= end:

@@ -67,6 +67,7 @@ from vactor_cloud.definition import ActorDefinition, lookup_local_class
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import (
     ActorBusyError,
+    ActorClassChangedError,
     ActorNotFoundError,
     CommitConflictError,
     CommitOutcomeUnknownError,
@@ -1154,13 +1155,14 @@ class ActorCore(Folder):
             # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
             # post stays, and any process's fold may still apply it.
             if c.posted is not None:
-                self._interrupted_after_posting(c.posted, batch)
+                self._interrupted_after_posting(c.posted, c.batch)
             raise
 
     def _attempt_until_settled(self, c: _Commit) -> None:
-        """``_commit_attempts``'s loop: attempt until ``c.batch`` has its outcome."""
-        batch = c.batch
+        """``_commit_attempts``'s loop: attempt until ``c.batch`` has its outcome (calls refused
+        on the way leave ``c.batch``: see ``_refuse_other_class``)."""
         while True:
+            batch = c.batch
             if self.env.closed:
                 # Shutdown began: no attempt starts (one that ran when it began finished).
                 if c.posted is not None:
@@ -1205,6 +1207,7 @@ class ActorCore(Folder):
         """Race, fold or post ``c.batch`` (sets ``c.fold`` and ``c.posted``). False: the commit
         ends before any attempt (a fold-only commit without the lease, or a batch that
         waited behind our pending post and has its outcome)."""
+        self._refuse_other_class(c, self.record)
         batch = c.batch
         if not batch:
             c.fold = self._holding()
@@ -1262,6 +1265,8 @@ class ActorCore(Folder):
         base, validated, live = self._attempt_base(c)
         if base is None:  # invalidated by a compaction meanwhile
             return "again"
+        if c.posted is None and self._refuse_other_class(c, base) and not c.fold:
+            return "done"
         definition = self._definition_now(base)
         if c.posted is not None and self._settle_if_folded(c.posted, c.batch, base):
             return "done"
@@ -1422,6 +1427,41 @@ class ActorCore(Folder):
         newest = self.env.run(self.revalidate())
         return newest.step == base.step
 
+    def _refuse_other_class(self, c: _Commit, record: StepRecord | None) -> bool:
+        """Fail the calls of ``c.batch`` made through a method of another class than
+        ``record``'s, and drop them from the batch: the id was deleted and made again with
+        another class since their handle read it (a tombstone is left to fail them as
+        deleted). True when no call is left in the batch. Called before the batch is posted
+        (a post names no class: a fold runs its calls with the class of the step it folds on)."""
+        if record is None or is_deleted(record):
+            return False
+        now = record.class_ref.name
+        if all(call.for_class is None or call.for_class == now for call in c.batch):
+            return False
+        kept: list[PendingCall] = []
+        refused: list[tuple[PendingCall, Outcome]] = []
+        for call in c.batch:
+            if call.for_class is None or call.for_class == now:
+                kept.append(call)
+            else:
+                error = ActorClassChangedError(self.actor_id, call.method, call.for_class, now)
+                refused.append((call, Outcome(False, error)))
+        c.batch = c.calls = kept
+        self._learn_class(record)
+        deliver_all(refused)
+        return not kept
+
+    def _learn_class(self, record: StepRecord) -> None:
+        """Take ``record``'s class for the actor's, where a call of another class was refused on
+        it: else handles went on looking methods up in the old class (``runtime.load`` trusts
+        a loaded class), every call through them was refused, and ``get_or_create`` with the
+        old class passed its check. A class that does not load here is left to the next call
+        that needs it."""
+        try:
+            self._definition_now(record)
+        except Exception as exc:
+            logger.debug("actor %r: the class of step %d did not load: %r", self.actor_id, record.step, exc)
+
     def _fail_on_tombstone(self, c: _Commit, base: StepRecord) -> BatchResult | Literal["done"]:
         """The actor was deleted (``base`` is a tombstone): nothing is applied. Every call fails
         with ``ActorDeletedError``; posts folded in are recorded so (their cursor advanced, their
@@ -1528,6 +1568,9 @@ class ActorCore(Folder):
         lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
         counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         caught_up = self.record
+        if c.posted is None and self._refuse_other_class(c, caught_up) and not c.fold:
+            return "done"
+        batch = c.batch
         lost_race = (
             not c.fold
             and c.posted is None
@@ -1787,6 +1830,10 @@ class ActorCore(Folder):
             record = env.run(self.log.find_step(step) if step is not None else self.revalidate())
             if is_deleted(record):
                 raise deleted_error(self.log, record)
+            now = record.class_ref.name
+            if call.for_class is not None and call.for_class != now:
+                self._learn_class(record)
+                raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now)
             definition = self._definition_now(record)
             room = env.read_room
             writers = writers_on_this_thread()

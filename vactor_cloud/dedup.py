@@ -51,6 +51,7 @@ from __future__ import annotations
 import builtins
 import json
 import pickle
+import sys
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import BrokenExecutor, Future
@@ -65,11 +66,13 @@ from vactor_cloud.errors import (
     CommitConflictError,
     CommitOutcomeUnknownError,
     IntegrityError,
+    NestedCallPendingError,
     RuntimeShutdownError,
     StateSerializationError,
     StorageError,
     StorageNotChosenError,
     VactorError,
+    VirtualActorNotInitializedError,
 )
 from vactor_cloud.state import expect_serializer
 
@@ -97,11 +100,13 @@ DEFAULT_WINDOW = (10_000, 24 * 3600.0)
 DELTA_MAX_BYTES = 2048
 
 #: errors about the machinery, not the call: the store failed or gave back damaged bytes, the
-#: runtime shut down or was never given a store, a commit gave up or left its outcome unknown,
-#: an actor stayed busy, a sub-task's executor lost its worker (a process pool's, killed),
-#: the process ran out of memory. A retry may well succeed. (Not
-#: ``RecursionError``: nearly always the method's own unbounded recursion, raised by every
-#: retry; recorded, it consumes its timer or event rather than have them run for ever.)
+#: runtime shut down or was never given a store, a commit gave up or left its outcome unknown
+#: (a nested call's too: ``NestedCallPendingError``), an actor stayed busy or was read before
+#: its ``__init__`` committed (``VirtualActorNotInitializedError``: not yet), a sub-task's
+#: executor lost its worker (a process pool's, killed), the process ran out of memory. A retry
+#: may well succeed. (Not ``RecursionError``: nearly always the method's own unbounded
+#: recursion, raised by every retry; recorded, it consumes its timer or event rather than have
+#: them run for ever.) Dask's ``KilledWorker`` is one too (:func:`_dask_lost_its_workers`).
 NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     StorageError,
     IntegrityError,
@@ -109,10 +114,25 @@ NOT_OUTCOMES: tuple[type[BaseException], ...] = (
     StorageNotChosenError,
     CommitConflictError,
     CommitOutcomeUnknownError,
+    NestedCallPendingError,
     ActorBusyError,
+    VirtualActorNotInitializedError,
     BrokenExecutor,
     MemoryError,
 )
+
+
+def _dask_lost_its_workers(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dask's ``distributed.scheduler.KilledWorker``: every worker that ran
+    the sub-task died (out of memory, preempted, its node lost), as a process pool's
+    ``BrokenExecutor``. Never imports Dask: a process holding one imported it already."""
+    scheduler = sys.modules.get("distributed.scheduler")
+    killed = getattr(scheduler, "KilledWorker", None)
+    return isinstance(killed, type) and isinstance(exc, killed)
+
+
+def _is_fault(exc: BaseException) -> bool:
+    return isinstance(exc, NOT_OUTCOMES) or _dask_lost_its_workers(exc)
 
 
 def is_outcome(exc: BaseException) -> bool:
@@ -120,14 +140,14 @@ def is_outcome(exc: BaseException) -> bool:
     its idempotency key (a retry re-raises it), and consuming the timer or event it ran for.
 
     Not an interrupt (a ``BaseException`` that is no ``Exception``: ``SystemExit``,
-    ``KeyboardInterrupt``, ``CancelledError``), nor one of :data:`NOT_OUTCOMES`, nor an
-    exception group holding only those: such a call is excluded (nothing of it commits),
-    its caller gets the error, and a retry runs it again.
+    ``KeyboardInterrupt``, ``CancelledError``), nor one of :data:`NOT_OUTCOMES` or Dask's
+    ``KilledWorker``, nor an exception group holding only those: such a call is excluded
+    (nothing of it commits), its caller gets the error, and a retry runs it again.
     """
-    if not isinstance(exc, Exception) or isinstance(exc, NOT_OUTCOMES):
+    if not isinstance(exc, Exception) or _is_fault(exc):
         return False
     if isinstance(exc, ExceptionGroup):
-        return exc.split(lambda e: isinstance(e, NOT_OUTCOMES))[1] is not None
+        return exc.split(_is_fault)[1] is not None
     return True
 
 

@@ -98,6 +98,9 @@ class MethodInfo:
     #: (fewest, most) positional arguments when the method takes plain positional
     #: parameters only: such a call is checked without binding (binding costs CPU per call)
     arity: tuple[int, int] | None = None
+    #: the class it is a method of (``ActorDefinition.name``): a call made through it runs only
+    #: on an actor of that class (the id may hold an actor of another class since)
+    owner: str = ""
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """``TypeError`` now, before anything is queued or written, if the call cannot bind."""
@@ -118,8 +121,17 @@ class ActorDefinition:
     #: attribute too: a copy pickled by an earlier version has none of its own)
     restores: type | None = None
 
-    def __init__(self, cls: type, *, serializer: str = "pickle", stored: bool = False) -> None:
-        self.name: str = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
+    def __init__(
+        self, cls: type, *, serializer: str = "pickle", stored: bool = False, name: str | None = None
+    ) -> None:
+        #: ``module:QualName``; for a body loaded from storage, the name its steps give it (the
+        #: class rebuilt from the body may spell another: cloudpickle rebuilds a class defined
+        #: in a function as its bare name), which is what calls through it are made for
+        module = getattr(cls, "__module__", "?")
+        if module == "__mp_main__":  # the script's module in a spawned child: ``__main__`` in its parent
+            module = "__main__"
+        spelt = f"{module}:{getattr(cls, '__qualname__', repr(cls))}"
+        self.name: str = name or spelt
         if not isinstance(cls, type):
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
         if serializer not in SERIALIZERS:
@@ -152,7 +164,7 @@ class ActorDefinition:
         self.cls = cls
         self.serializer = serializer
         self.restores = cls if has_set else None
-        self.methods: dict[str, MethodInfo] = _collect_methods(cls)
+        self.methods: dict[str, MethodInfo] = _collect_methods(cls, self.name)
         #: what a durable timer may call: the public writer methods
         self.writer_names: frozenset[str] = frozenset(
             name for name, info in self.methods.items() if not info.readonly
@@ -171,11 +183,13 @@ class ActorDefinition:
         return {**vars(self), "_ref": None, "_body": None}
 
     @classmethod
-    def from_stored(cls, raw: type) -> ActorDefinition:
-        """Rebuild the definition of a class body loaded from storage (not registered)."""
+    def from_stored(cls, raw: type, name: str | None = None) -> ActorDefinition:
+        """Rebuild the definition of a class body loaded from storage (not registered), named
+        ``name`` (the name the steps give the class), or as the rebuilt class spells itself."""
         options = getattr(raw, _OPTIONS, {}) or {}
         definition = cls.__new__(cls)
-        ActorDefinition.__init__(definition, raw, serializer=options.get("serializer", "pickle"), stored=True)
+        serializer = options.get("serializer", "pickle")
+        ActorDefinition.__init__(definition, raw, serializer=serializer, stored=True, name=name)
         return definition
 
     def register(self) -> None:
@@ -471,7 +485,7 @@ def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
     return body
 
 
-def _collect_methods(cls: type) -> dict[str, MethodInfo]:
+def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
     methods: dict[str, MethodInfo] = {}
     for klass in reversed(cls.__mro__[:-1]):  # without object, base classes first
         for name, value in vars(klass).items():
@@ -492,6 +506,7 @@ def _collect_methods(cls: type) -> dict[str, MethodInfo]:
                 event=getattr(function, _EVENT, None),
                 signature=signature,
                 arity=_arity(signature),
+                owner=owner,
             )
     return methods
 

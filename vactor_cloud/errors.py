@@ -10,7 +10,8 @@ and ``except LookupError`` keep working::
     ├── StepNotFoundError           (LookupError) compacted, or not written yet
     ├── InvalidActorIdError         (ValueError)
     ├── ActorDefinitionError        (TypeError)
-    │   └── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
+    │   ├── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
+    │   └── ActorClassChangedError  a call named a method of a class the actor under its id is not
     ├── StateSerializationError     (TypeError)
     ├── CommitConflictError
     ├── ReentrantCallError          (RuntimeError) a writer's call would wait for its own actor
@@ -19,6 +20,7 @@ and ``except LookupError`` keep working::
     ├── StorageNotChosenError       (RuntimeError) a handle from another process, no init() here
     ├── CommitOutcomeUnknownError   a retried commit raced a compaction
     │   └── CallPendingError        a posted call was not applied yet when its caller stopped waiting
+    ├── NestedCallPendingError      a call the method made is in doubt; this call was not applied
     ├── IntegrityError
     │   ├── FormatVersionError      a newer vactor_cloud wrote this object
     │   └── TruncatedObjectError    (also a StorageError) shorter than the store's own header
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActorBusyError",
+    "ActorClassChangedError",
     "ActorDefinitionError",
     "ActorDeletedError",
     "ActorNotFoundError",
@@ -53,6 +56,7 @@ __all__ = [
     "FormatVersionError",
     "IntegrityError",
     "InvalidActorIdError",
+    "NestedCallPendingError",
     "NotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
@@ -173,6 +177,32 @@ class ActorDefinitionError(VactorError, TypeError):
 
 class StateProtocolError(ActorDefinitionError, ValueError):
     """The class defines only one of ``__getstate__`` / ``__setstate__`` (Ray raised ``ValueError``)."""
+
+
+class ActorClassChangedError(ActorDefinitionError):
+    """A call named a method of one class, and the actor under its id is of another: the id
+    was deleted and made again, with another class, since this process last saw it (its
+    handle came from ``Cls.get_or_create``, or found the old actor, warm). Nothing was
+    applied. Get the actor again: ``Cls.get_or_create(id)`` then raises this error's parent,
+    ``ActorDefinitionError``; ``vc.get_actor(id)`` gives the actor as it is now."""
+
+    def __init__(self, actor_id: str, method: str, was: str, now: str) -> None:
+        # (``was`` is "" for a posted call: its post names its class by a tag alone)
+        of = f"a method of {was}" if was else "a method of another class"
+        TypeError.__init__(
+            self,
+            f"{method}() was called as {of}, and actor {actor_id!r} is now an instance of {now} "
+            f"(deleted and made again since the caller last read it): the call was not applied. "
+            f"Call the actor as it is now through vc.get_actor({actor_id!r}), or use another id "
+            f"for the old class",
+        )
+        self.actor_id = actor_id
+        self.method = method
+        self.was = was
+        self.now = now
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.method, self.was, self.now))
 
 
 class StateSerializationError(VactorError, TypeError):
@@ -345,6 +375,39 @@ class CallPendingError(CommitOutcomeUnknownError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.actor_id, self.call_ids))
+
+
+class NestedCallPendingError(VactorError):
+    """A method failed because a call it made (to another actor, a delete; or one made by an
+    actor it called) ended with its outcome not known yet (``CallPendingError``,
+    ``CommitOutcomeUnknownError``: that error is the ``__cause__``). This call's own outcome
+    is known: its method raised, so it was not applied. The nested call may still apply (at
+    most once): a retry of this call makes it again, so give the nested call an idempotency
+    key derived from ``vc.current_call().call_id`` (the same in every retry of a keyed call).
+
+    ``actor_id`` and ``call_id`` name this call; ``nested_actor_id`` and ``nested_call_ids``
+    the one in doubt (``nested_call_ids`` empty when it was not posted), ``detail`` its
+    message."""
+
+    def __init__(
+        self, actor_id: str, call_id: str, nested_actor_id: str, nested_call_ids: list[str], detail: str
+    ) -> None:
+        calls = f" {nested_call_ids}" if nested_call_ids else ""
+        super().__init__(
+            f"actor {actor_id!r}: call {call_id} was not applied: a call made in it to actor "
+            f"{nested_actor_id!r}{calls} has an outcome not known yet ({detail}); retry this call "
+            "(the nested call may still apply: key it from vc.current_call().call_id so that "
+            "the retry does not apply it twice)"
+        )
+        self.actor_id = actor_id
+        self.call_id = call_id
+        self.nested_actor_id = nested_actor_id
+        self.nested_call_ids = nested_call_ids
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[object, ...]:
+        args = (self.actor_id, self.call_id, self.nested_actor_id, self.nested_call_ids, self.detail)
+        return (type(self), args)
 
 
 class ReentrantCallError(VactorError, RuntimeError):

@@ -492,6 +492,7 @@ class Folder(Poster):
                         max_retries=pc.max_retries,
                     ),
                     posted=(post.key, post.sender, post.seq),
+                    for_class=pc.for_class,
                 )
                 for pc in post.calls
             )

@@ -728,6 +728,7 @@ class ActorMethod(Generic[P, R]):
             future=future,
             call_id=call_id,
             options=options,
+            for_class=self._info.owner or None,
         )
 
     def _at_step_is_an_option(self) -> bool:

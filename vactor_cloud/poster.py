@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from vactor_cloud import _sync, counters
 from vactor_cloud.batch import PendingCall, fail_calls
+from vactor_cloud.class_tag import tag_of
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.deletion import is_deleted
@@ -293,6 +294,7 @@ class Poster:
                 c.options.name,
                 c.options.metadata,
                 c.options.max_retries,
+                tag_of(c.for_class),
             )
             for c in batch
         )

@@ -61,6 +61,7 @@ from typing import Any
 import cloudpickle
 
 from vactor_cloud import codec, mailkey
+from vactor_cloud.class_tag import TAG_BYTES
 from vactor_cloud.dedup import Outcome, recorded_exception, safe_repr
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -142,6 +143,8 @@ class PostedCall:
     name: str | None = None
     metadata: dict[str, Any] | None = None
     max_retries: int = 0
+    #: the tag of the class the call was made for (``vactor_cloud.class_tag``), or None
+    for_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +254,13 @@ _SEALED_VERSION = 2
 INLINE_NAME_LIMIT = 200
 _HEX_SENDER = re.compile(r"[0-9a-f]{16}")
 _HEX_CALL_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_TAG = re.compile(rf"[0-9a-f]{{{2 * TAG_BYTES}}}")
 #: call flags in a name-carried post
 _RAW_CALL_ID = 0x1
 _HAS_KEY = 0x2
 _HAS_NAME = 0x4
+#: the call names its class: 4 bytes of its tag follow its max_retries
+_HAS_CLASS = 0x8
 
 
 def _varint(value: int, out: bytearray) -> None:
@@ -289,6 +295,7 @@ def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> byt
                 and isinstance(call.name, str | None)
                 and type(call.max_retries) is int
                 and call.max_retries >= 0
+                and (call.for_class is None or _HEX_TAG.fullmatch(call.for_class) is not None)
             ):
                 return None
             raw_id = _HEX_CALL_ID.fullmatch(call.call_id) is not None
@@ -296,6 +303,7 @@ def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> byt
                 (_RAW_CALL_ID if raw_id else 0)
                 | (_HAS_KEY if call.idempotency_key is not None else 0)
                 | (_HAS_NAME if call.name is not None else 0)
+                | (_HAS_CLASS if call.for_class is not None else 0)
             )
             out.append(flags)
             for text in (call.method, call.arguments, None if raw_id else call.call_id):
@@ -312,6 +320,8 @@ def _inline_payload(sender: str, seq: int, calls: tuple[PostedCall, ...]) -> byt
                     _varint(len(data), out)
                     out += data
             _varint(call.max_retries, out)
+            if call.for_class is not None:
+                out += bytes.fromhex(call.for_class)
     except UnicodeEncodeError:  # a lone surrogate: the body (pickle) carries it
         return None
     return bytes(out)
@@ -380,14 +390,18 @@ def _parse_payload(payload: bytes) -> tuple[str, int, tuple[PostedCall, ...]]:
     calls = []
     for _ in range(varint()):
         flags = take(1)[0]
-        if flags & ~(_RAW_CALL_ID | _HAS_KEY | _HAS_NAME):
+        if flags & ~(_RAW_CALL_ID | _HAS_KEY | _HAS_NAME | _HAS_CLASS):
             raise _Malformed("unknown call flags")
         method = text()
         arguments = take(varint())
         call_id = take(16).hex() if flags & _RAW_CALL_ID else text()
         idempotency_key = text() if flags & _HAS_KEY else None
         name = text() if flags & _HAS_NAME else None
-        calls.append(PostedCall(method, arguments, call_id, idempotency_key, name, None, varint()))
+        max_retries = varint()
+        for_class = take(TAG_BYTES).hex() if flags & _HAS_CLASS else None
+        calls.append(
+            PostedCall(method, arguments, call_id, idempotency_key, name, None, max_retries, for_class)
+        )
     if pos != len(payload):
         raise _Malformed("trailing bytes")
     return sender, seq, tuple(calls)
@@ -594,7 +608,11 @@ def _parse_outcomes(data: bytes) -> dict[str, tuple[bool, bytes]]:
 
 
 def _encode_post(key: str, post: Post, signing_key: bytes | None) -> bytes:
-    meta = {"kind": "post", "sender": post.sender, "seq": post.seq, "time": post.time}
+    meta: dict[str, Any] = {"kind": "post", "sender": post.sender, "seq": post.seq, "time": post.time}
+    if any(c.for_class is not None for c in post.calls):
+        # (in the meta, not the rows: a reader of an earlier release builds each call from a
+        # row of 7 fields, and would find every post with an 8th malformed)
+        meta["classes"] = [c.for_class for c in post.calls]
     calls = [
         (c.method, c.arguments, c.call_id, c.idempotency_key, c.name, c.metadata, c.max_retries)
         for c in post.calls
@@ -609,12 +627,27 @@ def _decode_post(key: str, data: bytes, signing_key: bytes | None) -> Post:
     try:
         if meta.get("kind") != "post":
             raise ValueError(f"expected a post, found {meta.get('kind')!r}")
-        calls = tuple(PostedCall(*row) for row in pickle.loads(env.parts["calls"]))
+        rows = pickle.loads(env.parts["calls"])
+        classes = meta.get("classes", [None] * len(rows))
+        if not isinstance(classes, list) or len(classes) != len(rows):
+            raise ValueError(f"classes {classes!r} do not match the {len(rows)} calls")
+        for tag in classes:
+            if tag is not None and (not isinstance(tag, str) or _HEX_TAG.fullmatch(tag) is None):
+                raise ValueError(f"class tag {tag!r} is not {2 * TAG_BYTES} hex digits")
+        calls = tuple(_posted_call(row, tag) for row, tag in zip(rows, classes, strict=True))
         return Post(key, str(meta["sender"]), int(meta["seq"]), float(meta["time"]), calls)
     except Exception as exc:
         # Whatever stops the calls from loading here (a module this process lacks: ImportError,
         # AttributeError) makes the post unreadable, never a failure of the fold reading it.
         raise IntegrityError(key, f"malformed post: {exc!r}") from None
+
+
+def _posted_call(row: Any, for_class: str | None) -> PostedCall:
+    """A call from its row in a post's body (7 fields) and its class tag (from the meta)."""
+    if not isinstance(row, tuple) or len(row) != 7:
+        raise ValueError(f"a call's row has 7 fields, not {row!r}")
+    method, arguments, call_id, idempotency_key, name, metadata, max_retries = row
+    return PostedCall(method, arguments, call_id, idempotency_key, name, metadata, max_retries, for_class)
 
 
 class PostSender:

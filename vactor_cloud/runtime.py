@@ -477,6 +477,7 @@ class Runtime:
         self._evicted: weakref.WeakValueDictionary[str, ActorCore] = weakref.WeakValueDictionary()
         self._cached_bytes = 0
         self._lock = threading.Lock()
+        #: class bodies loaded from storage, by "sha/name" (a body is named by the steps naming it)
         self._classes: dict[str, ActorDefinition] = {}
         #: creations of one id in this process run one at a time (``__init__`` once)
         self._turns = CreationTurns()
@@ -815,7 +816,7 @@ class Runtime:
 
     async def stored_class(self, log: ActorLog, ref: ClassRef) -> ActorDefinition:
         """The class body ``ref`` loaded from storage (cached per process)."""
-        found = self._classes.get(ref.sha)
+        found = self._classes.get(f"{ref.sha}/{ref.name}")
         if found is not None:
             return found
         if not self.settings.load_classes_from_storage:
@@ -848,8 +849,8 @@ class Runtime:
                 f"{exc}); it may be stored by reference (see docs/security.md): import the class's "
                 "module in this process"
             ) from exc
-        definition = ActorDefinition.from_stored(raw)
-        self._classes[ref.sha] = definition
+        definition = ActorDefinition.from_stored(raw, ref.name)
+        self._classes[f"{ref.sha}/{ref.name}"] = definition
         return definition
 
     # -- actors ------------------------------------------------------------------------
