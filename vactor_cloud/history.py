@@ -210,49 +210,101 @@ def check_at_step(info: MethodInfo, at_step: object) -> None:
         )
 
 
+async def _newest(log: ActorLog) -> StepRecord:
+    record = await log.load_latest(await log.read_head())
+    if record is None:
+        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    return record
+
+
+def newest_step(actor_id: str) -> StepRecord:
+    """The actor's newest committed step as stored (a tombstone too), read without its class:
+    what names an actor (class, step) where its code is not importable, a maintenance job's.
+    ``ActorNotFoundError`` if the actor has no steps."""
+    runtime = _runtime()
+    return runtime.run(_newest(_log(runtime, actor_id)))
+
+
+async def newest_step_async(actor_id: str) -> StepRecord:
+    """:func:`newest_step`, on the IO loop."""
+    return await _newest(_log(_runtime(), actor_id))
+
+
 async def find_step(log: ActorLog, step: int) -> StepRecord:
     """Step ``step`` of ``log``'s actor; see :meth:`ActorLog.find_step`."""
     return await log.find_step(step)
 
 
-async def _history(log: ActorLog, limit: int | None) -> list[HistoryEntry]:
+#: what :func:`history` is given for a step it cannot read, with ``on_damaged``: the step's
+#: number and the error
+OnDamagedStep = Callable[[int, IntegrityError], None]
+
+#: (``_history``) a step read that failed with ``on_damaged`` given: not an entry, not a gap
+_DAMAGED = object()
+
+
+async def _history(
+    log: ActorLog, limit: int | None, on_damaged: OnDamagedStep | None = None
+) -> list[HistoryEntry]:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    newest = await log.load_latest(await log.read_head())
-    if newest is None:
-        raise ActorNotFoundError(log.actor_id, log.store.describe())
+    newest = await _newest(log)
     entries = [HistoryEntry.from_record(newest)]
+    damaged: list[tuple[int, IntegrityError]] = []
+
+    async def read(step: int) -> object:
+        try:
+            return await log.read_step(step)
+        except IntegrityError as exc:
+            if on_damaged is None:
+                raise
+            damaged.append((step, exc))
+            return _DAMAGED
+
     want = newest.step + 1 if limit is None else min(limit, newest.step + 1)
     next_step = newest.step - 1
     while len(entries) < want and next_step >= 0:
         count = min(_READ_AHEAD, want - len(entries), next_step + 1)
         steps = range(next_step, next_step - count, -1)
-        records = await asyncio.gather(*(log.read_step(s) for s in steps))
+        records = await asyncio.gather(*(read(s) for s in steps))
         found = list(itertools.takewhile(lambda r: r is not None, records))
         # (compaction deletes the oldest steps first: past a missing one nothing older remains)
-        entries.extend(HistoryEntry.from_record(r) for r in found if r is not None)
+        entries.extend(HistoryEntry.from_record(r) for r in found if isinstance(r, StepRecord))
         if len(found) < len(records):
             break
         next_step -= count
-    if len(entries) > 1:
+    floor = 0
+    if len(entries) > 1 or damaged:
         # Below the retention watermark nothing is history: a stalled writer's late put may
         # re-create a freed number (a stray), and a compaction may leave steps it has not
         # deleted yet. Read after the steps: a stray exists only once a compaction raised the
         # watermark past it, so this read sees that (one read before could predate it).
         floor = await log.read_gc()
         entries = [e for e in entries if e.step >= floor or e.step == newest.step]
+    for step, exc in sorted(damaged, reverse=True):
+        if step >= floor:
+            assert on_damaged is not None  # (else read() raised)
+            on_damaged(step, exc)
     return entries[:want]
 
 
-def history(actor_id: str, limit: int | None = None) -> list[HistoryEntry]:
+def history(
+    actor_id: str, limit: int | None = None, *, on_damaged: OnDamagedStep | None = None
+) -> list[HistoryEntry]:
     """The actor's committed steps, newest first, at most ``limit`` of them.
 
     Steps removed by compaction are not listed; the oldest entry is the
     oldest step that remains. ``ActorNotFoundError`` if the actor has no steps.
+
+    A step that cannot be read (a torn write, a file vactor_cloud did not write, a signature
+    that does not match) raises :class:`IntegrityError`; with ``on_damaged``, that function is
+    called with the step's number and the error instead (newest first, once the steps are
+    read), the step is left out (not counted in ``limit``), and the older steps are still listed.
+    The newest step is read first: damaged, it raises whatever ``on_damaged``.
     """
     runtime = _runtime()
     hint = "read fewer steps at a time (limit=...), or raise Settings.deadline"
-    return runtime.run(_history(_log(runtime, actor_id), limit), hint=hint)
+    return runtime.run(_history(_log(runtime, actor_id), limit, on_damaged), hint=hint)
 
 
 def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, Any]:
@@ -267,9 +319,7 @@ def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, An
 
     async def read() -> StepRecord:
         if step is None:
-            record = await log.load_latest(await log.read_head())
-            if record is None:
-                raise ActorNotFoundError(actor_id, log.store.describe())
+            record = await _newest(log)
         else:
             record = await find_step(log, step)
         if is_deleted(record):  # (a tombstone holds no state; the steps before it still do)

@@ -55,6 +55,7 @@ from vactor_cloud.cli._options import (
     CliError,
     CliParser,
     add_common_options,
+    integrity_advice,
     memory_hint,
 )
 from vactor_cloud.cli._output import Output, printable, streams_kept, streams_watched
@@ -247,7 +248,8 @@ def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
         args.output = Output.for_args(args)
         long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
         # (main() called in a program: the command runs on a runtime of its own, the program's untouched)
-        with own_runtime(), cli_logging(debug, warnings=long_running), args.output.stdout_for_json():
+        # The logging is set around the runtime: what its shutdown logs (a HEAD advance) is the command's.
+        with cli_logging(debug, warnings=long_running), own_runtime(), args.output.stdout_for_json():
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)
@@ -259,7 +261,7 @@ def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
     except InvalidActorIdError as exc:
         _fail(str(exc), EXIT_USAGE, debug)
     except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network
-        _fail(str(exc), EXIT_ERROR, debug)
+        _fail(f"{exc}{integrity_advice(exc)}", EXIT_ERROR, debug)
     except NotFoundError as exc:
         if not is_class_key(exc.key):
             _fail(f"{exc}; {_CHECK_STORE}", EXIT_STORAGE, debug)

@@ -35,6 +35,7 @@ __all__ = [
     "common_parent",
     "errors_error",
     "init_runtime",
+    "integrity_advice",
     "limit_arg",
     "non_negative_float",
     "non_negative_int",
@@ -112,6 +113,37 @@ class CliParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+#: what to do about an object that does not decode and verifies as no key's
+_RESTORE = (
+    "the object is damaged (a torn write, a file vactor_cloud did not write, altered bytes): restore "
+    "it from a backup or an earlier version of the object, if the bucket keeps versions"
+)
+
+
+def integrity_advice(exc: BaseException) -> str:
+    """What ``vactor`` adds to an ``IntegrityError``'s message: what to do about that object.
+
+    Nothing where the message says it already (a newer format: upgrade; signed, with no key
+    given: set ``$VACTOR_SIGNING_KEY``); the signing key to check where a signature does not
+    match or is missing (one key for every object: every object fails alike); else restoring it.
+    """
+    from vactor_cloud.errors import FormatVersionError, IntegrityError
+
+    if not isinstance(exc, IntegrityError) or isinstance(exc, FormatVersionError):
+        return ""
+    reason = str(getattr(exc, "reason", ""))
+    if "VACTOR_SIGNING_KEY" in reason:
+        return ""
+    if reason.startswith("signature mismatch"):
+        return (
+            "; if every object fails so, $VACTOR_SIGNING_KEY is not the key its writers sign with: "
+            f"set that one; else {_RESTORE}"
+        )
+    if "not signed" in reason:
+        return f"; if this store is not signed, unset $VACTOR_SIGNING_KEY; else {_RESTORE}"
+    return f"; {_RESTORE}"
+
+
 #: what ``vactor`` adds to an error about a class it cannot import or load: the console script
 #: imports from PYTHONPATH and the installed packages, not from the working directory
 IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPATH=src vactor ...)"
@@ -119,10 +151,12 @@ IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPAT
 
 def actor_error(actor_id: str, exc: BaseException) -> str:
     """The line of a command that goes on past one actor's error: ``ID: message``, with
-    ``IMPORT_HINT`` when the actor's class cannot be imported or loaded here."""
+    ``IMPORT_HINT`` when the actor's class cannot be imported or loaded here, and what to do
+    about a damaged object (:func:`integrity_advice`)."""
     from vactor_cloud.errors import ActorDefinitionError
 
-    return f"{actor_id}: {exc}{IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ''}"
+    import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ""
+    return f"{actor_id}: {exc}{import_hint}{integrity_advice(exc)}"
 
 
 def errors_error(errors: Sequence[str], what: str, *, count: int | None = None) -> CliError:

@@ -26,6 +26,7 @@ from vactor_cloud.cli._options import (
     common_parent,
     errors_error,
     init_runtime,
+    integrity_advice,
     limit_arg,
     memory_hint,
     non_negative_float,
@@ -33,7 +34,7 @@ from vactor_cloud.cli._options import (
     parse_json_arg,
     positive_int,
 )
-from vactor_cloud.cli._output import Output, printable, progress, when
+from vactor_cloud.cli._output import Output, note, printable, progress, when
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -53,7 +54,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     def on_damaged(actor_id: str, exc: Exception) -> None:
         nonlocal count
         count += 1
-        error = f"{actor_id}: {exc}"
+        error = actor_error(actor_id, exc)
         if not damaged:
             damaged.append(error)
         if args.debug:
@@ -171,10 +172,34 @@ def cmd_history(args: argparse.Namespace) -> int:
     init_runtime(args)
     out = Output.for_args(args)
     limit: int | None = args.limit
+    # A step that cannot be read is named (exit 1) and the others shown: this is the command
+    # that tells what happened to the actor.
+    damaged: list[tuple[int, Exception]] = []
     # one step more than shown: whether older steps exist (compaction may have left none)
-    entries = history(args.actor_id, limit + 1 if limit else limit)  # --limit 0: none, no hint
+    entries = history(  # --limit 0: none, no hint
+        args.actor_id, limit + 1 if limit else limit, on_damaged=lambda step, exc: damaged.append((step, exc))
+    )
     more = bool(limit) and len(entries) > (limit or 0)
     entries = entries[:limit]
+    if more:  # (one read past the steps shown: not among them)
+        damaged = [(step, exc) for step, exc in damaged if step > entries[-1].step]
+    code = _print_history(args, out, entries, more)
+    if damaged:
+        _raise_damaged_steps(args.actor_id, damaged)
+    return code
+
+
+def _raise_damaged_steps(actor_id: str, damaged: list[tuple[int, Exception]]) -> None:
+    """The one error line (exit 1) of ``history`` for the steps it could not read."""
+    step, exc = damaged[0]
+    others = f" (as are {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+    raise CliError(
+        f"step {step} of {actor_id!r} cannot be read and is left out{others}: {exc}{integrity_advice(exc)}",
+        EXIT_ERROR,
+    )
+
+
+def _print_history(args: argparse.Namespace, out: Output, entries: list[Any], more: bool) -> int:
     if out.json:
         out.emit_json([e.to_json() for e in entries])
         return EXIT_OK
@@ -356,9 +381,9 @@ async def _all_actor_ids() -> list[str]:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    import vactor_cloud as vc
     from vactor_cloud import _sync
-    from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, StorageError, VactorError
+    from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
+    from vactor_cloud.history import newest_step
     from vactor_cloud.runtime import get_runtime
 
     if (args.actor_id is None) == (not args.all):
@@ -384,8 +409,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
     out = Output.for_args(args)
     ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
     if args.actor_id is not None:
-        with contextlib.suppress(ActorDeletedError):  # (its old steps are what a compaction removes)
-            vc.get_actor(args.actor_id)  # ActorNotFoundError before any work
+        # ActorNotFoundError before any work; not loading the class, which compaction does not need
+        # (a deleted actor's old steps are what a compaction removes)
+        newest_step(args.actor_id)
     runtime = get_runtime()
     fresh_window = runtime.settings.fresh_window
     if not args.force and min_age < fresh_window:
@@ -492,6 +518,11 @@ def _compact_unproven_again(
     again = [i for i, r in enumerate(reports) if getattr(r, "held_unproven", 0)]
     if not again:
         return reports
+    actors = "1 actor" if len(again) == 1 else f"{len(again)} actors"
+    note(  # (said: after a progress bar at its end, a silent wait looks like a hang)
+        f"vactor: waiting {fresh_window:g} s (the writers' fresh_window) to compact again {actors} "
+        "whose last steps no writer has shown old yet"
+    )
     _sync.sleep(fresh_window)  # (in slices on the main thread: Ctrl-C stops the command meanwhile)
     merged = list(reports)
     for i in again:
@@ -511,18 +542,15 @@ def _compact_unproven_again(
 
 def cmd_delete(args: argparse.Namespace) -> int:
     import vactor_cloud as vc
-    from vactor_cloud.deletion import deleted_by
-    from vactor_cloud.errors import ActorDeletedError
-    from vactor_cloud.runtime import get_runtime
+    from vactor_cloud.deletion import deleted_by, is_deleted
+    from vactor_cloud.history import newest_step
 
     init_runtime(args)
     out = Output.for_args(args)
     actor_id = args.actor_id
-    try:
-        record = get_runtime().load(actor_id).record  # ActorNotFoundError (exit 3) for an id never used
-    except ActorDeletedError:
-        record = None
-    if record is None:
+    # (read without the class: deleting needs none, and an actor whose code is gone is one to delete)
+    record = newest_step(actor_id)  # ActorNotFoundError (exit 3) for an id never used
+    if is_deleted(record):
         if out.json:
             out.emit_json({"actor_id": actor_id, "deleted": False, "already_deleted": True})
         else:

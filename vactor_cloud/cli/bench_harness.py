@@ -138,8 +138,10 @@ class Target:
         return self.scheme != "memory"
 
     def sub(self, name: str) -> Target:
-        if self.scheme == "memory":
-            return replace(self, url=f"{self.url.rstrip('/')}-{name}")
+        if self.scheme == "memory":  # memory://NAME-name (a memory store's name has no folders)
+            scheme, _, store_name = self.url.partition("://")
+            stem = store_name.rstrip("/")
+            return replace(self, url=f"{scheme}://{stem}-{name}" if stem else f"{scheme}://{name}")
         return replace(self, url=f"{self.url.rstrip('/')}/{name}")
 
     def init(self, settings: Settings | None = None) -> None:

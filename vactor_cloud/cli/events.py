@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud import _sync
-from vactor_cloud.actor import get_actor_async
 from vactor_cloud.cli._interrupts import second_interrupt_stops_at_once
 from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
@@ -43,7 +42,7 @@ from vactor_cloud.cli._output import Output, printable, progress, when
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
-from vactor_cloud.history import iter_actor_ids
+from vactor_cloud.history import iter_actor_ids, newest_step_async
 from vactor_cloud.inbox import InboxEvent, inbox_prefix, list_inbox, read_events, refusal
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.storage import ObjectStore
@@ -94,7 +93,11 @@ async def _actors_with_events(actor: str | None) -> list[str]:
     store = get_runtime().store
     if actor is not None:
         if not await list_inbox(store, actor):
-            await get_actor_async(actor)  # ActorNotFoundError (exit 3): neither the actor nor its events
+            # ActorNotFoundError (exit 3): neither the actor nor its events; read without the class
+            # (which only events need), as a deleted actor says so
+            record = await newest_step_async(actor)
+            if is_deleted(record):
+                raise ActorDeletedError(actor, store.describe(), record.step)
         return [actor]
     found: list[str] = []
     async for actor_id in iter_actor_ids(store):
@@ -277,13 +280,17 @@ def _run(args: argparse.Namespace, out: Output) -> list[str]:
             elif rows:
                 out.table(None, ("ACTOR", "EVENT", "NAME", "SENT", "STATUS"), [row.cells() for row in rows])
             elif not errors:  # (else an actor that could not be read may have some: the error says)
-                print(f"no pending events{memory_hint()}", file=sys.stderr)
+                print(
+                    f"no pending events under {get_runtime().store.describe()}{memory_hint()}",
+                    file=sys.stderr,
+                )
         else:
             lines, errors = _drain(args.actor, out)
             if out.json:
                 out.emit_json(lines)
             elif not lines and not errors:
-                print(f"no pending events: nothing to drain{memory_hint()}", file=sys.stderr)
+                where = get_runtime().store.describe()
+                print(f"no pending events under {where}: nothing to drain{memory_hint()}", file=sys.stderr)
     finally:
         shutdown()
     return errors

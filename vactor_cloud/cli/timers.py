@@ -12,9 +12,10 @@ through heartbeats; ``claims`` claims each actor; ``none`` fires everything
 (``--no-claims`` is its older spelling). The store is ``--storage URL``
 (else ``$VACTOR_STORAGE``) with ``-o KEY=VALUE`` options, as for every
 ``vactor`` command. Exit status: 0 ok, 1 when some timer could not be fired (it stays due and is
-fired by the next tick), 2 on bad usage (a bad number, shard or actor id), 3 when ``repair --actor``
-names an actor that does not exist, 130 when tick or repair is interrupted, or run by a second
-SIGTERM/SIGINT while its fires in flight finish (saying what it left).
+fired by the next tick) or ``repair`` could not read an actor (the others are repaired), 2 on bad
+usage (a bad number, shard or actor id), 3 when ``repair --actor`` names an actor that does not
+exist, 130 when tick or repair is interrupted, or run by a second SIGTERM/SIGINT while its fires in
+flight finish (saying what it left).
 Errors are one line, ``vactor: error: ...``, as everywhere.
 """
 
@@ -37,6 +38,7 @@ from vactor_cloud.cli._options import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    actor_error,
     actor_id_arg,
     common_parent,
     errors_error,
@@ -45,6 +47,7 @@ from vactor_cloud.cli._options import (
     positive_float,
 )
 from vactor_cloud.cli._output import Output, note, printable, progress
+from vactor_cloud.errors import ActorDefinitionError, IntegrityError
 from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_runner import (
@@ -150,22 +153,39 @@ def _summary_line(summary: dict[str, Any]) -> str:
 _REPAIR_SLICE = 256
 
 
-def _repair(actor_ids: list[str] | None, out: Output) -> int:
+def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
     """``repair_timer_index`` of ``actor_ids`` (default: every actor, paged through by id rather than
     by listing every object under ``actors/``), a slice at a time, with a progress bar on a
-    terminal (one line per actor on stderr when piped); how many timers were indexed."""
+    terminal (one line per actor on stderr when piped): how many timers were indexed, and an
+    error line per actor that could not be read (damaged, or its class not loadable here).
+
+    One such actor fails the read of its whole slice: that slice is repaired again an actor at a
+    time, so that the others' entries are written (as ``compact --all`` goes on past an actor)."""
     store = get_runtime().store
 
     async def every_actor() -> list[str]:
         return [actor_id async for actor_id in iter_actor_ids(store)]
 
+    def repair_alone(part: list[str]) -> int:
+        count = 0
+        for actor_id in part:
+            try:
+                count += repair_timer_index([actor_id])
+            except _ACTOR_UNREADABLE as exc:
+                failed.append(actor_error(actor_id, exc))
+        return count
+
     ids = actor_ids if actor_ids is not None else _sync.sync(every_actor())
+    failed: list[str] = []
     count = done = 0
     try:
         with progress(len(ids), "repairing", enabled=sys.stderr.isatty() and not out.json) as advance:
             for at in range(0, len(ids), _REPAIR_SLICE):
                 part = ids[at : at + _REPAIR_SLICE]
-                count += repair_timer_index(part)
+                try:
+                    count += repair_timer_index(part)
+                except _ACTOR_UNREADABLE:
+                    count += repair_alone(part)  # (writing an entry again is harmless)
                 done += len(part)
                 for actor_id in part:
                     advance(actor_id)
@@ -175,7 +195,12 @@ def _repair(actor_ids: list[str] | None, out: Output) -> int:
             "repairing an actor again is harmless: run it again to finish",
             EXIT_INTERRUPTED,
         ) from None
-    return count
+    return count, failed
+
+
+#: the errors of one actor that ``timers repair`` goes on past: a damaged object (a torn write, a
+#: foreign file, another signing key), a class this process cannot load; not the store's
+_ACTOR_UNREADABLE = (IntegrityError, ActorDefinitionError)
 
 
 #: what ``vactor timers run`` or ``tick`` stopped at once leaves (its last line on stderr)
@@ -292,11 +317,12 @@ def run(args: argparse.Namespace) -> int:
                     ],
                 )
             else:  # as ls and events ls: no header over nothing, on stdout
-                print(f"no pending timers in the index{memory_hint()}", file=sys.stderr)
+                where = get_runtime().store.describe()
+                print(f"no pending timers in the index under {where}{memory_hint()}", file=sys.stderr)
         else:
             for actor_id in args.actor or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
-            count = _repair(args.actor, out)
+            count, errors = _repair(args.actor, out)
             if out.json:
                 out.emit_json({"indexed": count})
             else:
@@ -307,5 +333,10 @@ def run(args: argparse.Namespace) -> int:
         if args.debug:
             for error in errors:
                 print(printable(f"vactor: {error}"), file=sys.stderr)
-        raise errors_error(errors, "timers could not be fired (they stay due for the next tick)")
+        what = (
+            "actors could not be read (their timers are not repaired)"
+            if args.timers_command == "repair"
+            else "timers could not be fired (they stay due for the next tick)"
+        )
+        raise errors_error(errors, what)
     return EXIT_OK
