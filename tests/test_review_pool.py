@@ -488,6 +488,32 @@ def test_ctrl_c_as_the_pool_starts_a_thread_for_a_spawned_task_leaves_shutdown_n
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_spawn_began_its_piece_of_work_leaves_shutdown_nothing_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.spawn`` just as its piece of work was begun (handled as
+    ``_Work.begin`` returned), before the task is handed to the pool: the task never runs, and
+    shutdown has no piece of work to wait for. Failed before (h92): the interrupt landed before
+    spawn's ``try``, so nothing ended the piece: shutdown waited its whole timeout ("still
+    running") for a task that never existed."""
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    ran: list[str] = []
+    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
+    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    with pytest.raises(Interrupted):
+        runtime.spawn(lambda: ran.append("lost"))
+    assert begun_then_interrupted.fired
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    assert ran == []
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_to_wait_for(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -236,8 +236,15 @@ class _Work:
         #: begins and ends a piece per batch: a lock and a notify each cost it about 5 %)
         self._waiting = 0
 
-    def begin(self, ident: int | None = None) -> int:
-        token = next(self._tokens)
+    def token(self) -> int:
+        """A token for a piece of work not begun yet: taken before a ``try`` whose ``except``
+        ends it, and begun inside (``begin(token=)``), no interrupt (Ctrl-C) leaves it begun
+        and unended. (Begun before the ``try``, one landing as ``begin`` returned did.)"""
+        return next(self._tokens)
+
+    def begin(self, ident: int | None = None, *, token: int | None = None) -> int:
+        if token is None:
+            token = next(self._tokens)
         self._items[token] = ident  # (one dict store: atomic; wait_done reads under the lock)
         return token
 
@@ -606,7 +613,7 @@ class Runtime:
         """Run ``fn`` on the pool (``read``: the read-only calls' pool). ``on_shutdown(error)``:
         settles what ``fn`` would have, if the runtime shuts down before ``fn`` starts (or has
         shut down already)."""
-        token = self._work.begin()
+        token = self._work.token()
         fn = carry_runtime(fn)
 
         def run() -> None:
@@ -620,6 +627,7 @@ class Runtime:
 
         queued = [False]
         try:
+            self._work.begin(token=token)  # (in the ``try``: see ``_Work.token``)
             # (``done`` registered before the task is queued: registered after, an interrupt in
             # between lost it, and shutdown waited its whole timeout for the task's token.)
             (self.read_executor if read else self.executor).submit(run, when_done=done, queued=queued)
