@@ -272,29 +272,32 @@ def sync(
             "vactor_cloud: a blocking call was made on vactor_cloud's own IO loop; "
             "use the async API (await / run_async) there"
         )
-    loop = get_loop()
     waiter = _Waiter()
-    if tracker is not None:
-        tracker.add(waiter)
-    # Started as soon as the start is queued: the loop may run the coroutine (and its writes)
-    # before this thread runs another line. Set after the call, an interrupt landing between
-    # the two skipped the settle below while the cancelled coroutine's ``finally`` ran on.
-    started = True
+    loop: asyncio.AbstractEventLoop | None = None
     try:
-        try:
-            loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
-        except RuntimeError:  # the loop is closed: nothing was queued
-            started = False
-            raise
+        loop = get_loop()
+        if tracker is not None:
+            tracker.add(waiter)
+        # (The loop may run the coroutine, and its writes, before this thread runs another
+        # line: an interrupt landing after the start was queued still settles below.)
+        loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
         finished = interruptible_wait(waiter.done.acquire, timeout)
     except BaseException:
         # Interrupted (Ctrl-C: KeyboardInterrupt, or a signal handler's exception), even
-        # before the wait began: the work stops too rather than carrying on unseen on the
-        # loop. The cancel runs after the start (the loop runs its callbacks in order).
-        loop.call_soon_threadsafe(waiter.cancel)
+        # before the wait began, or refused (the loop is closed): the work stops too rather
+        # than carrying on unseen on the loop. ``withdraw`` runs after the start, if the start
+        # was queued (the loop runs its callbacks in order): it cancels the task; if not, it
+        # closes the coroutine and releases the waiter, so that the settle ends at once.
         if tracker is not None:
             tracker.discard(waiter)
-        if started and settle > 0:
+        if loop is None:
+            coro.close()
+            raise
+        try:
+            loop.call_soon_threadsafe(waiter.withdraw, coro)
+        except RuntimeError:  # the loop is closed: it runs nothing more
+            waiter.withdraw(coro)
+        if settle > 0:
             # (in slices on the main thread: a second signal's handler runs meanwhile)
             interruptible_wait(waiter.done.acquire, settle)
         raise
@@ -331,7 +334,7 @@ class _Waiter:
     a commit's one trip to the loop is most of the library's CPU per commit.
     """
 
-    __slots__ = ("cancelled", "done", "error", "stopped", "task", "value")
+    __slots__ = ("begun", "cancelled", "done", "error", "stopped", "task", "value")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
@@ -342,6 +345,8 @@ class _Waiter:
         self.cancelled = False
         #: cancelled by its owner (``cancel``), not by its own timeout
         self.stopped = False
+        #: its start ran, or it was withdrawn: the coroutine is the loop's, or closed
+        self.begun = False
 
     def _refuse(self, coro: Coroutine[Any, Any, Any]) -> bool:
         """Cancelled (``cancel``) before it started: it never starts."""
@@ -353,6 +358,7 @@ class _Waiter:
         return True
 
     def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        self.begun = True
         if self._refuse(coro):
             return
         try:
@@ -365,6 +371,7 @@ class _Waiter:
         self.task.add_done_callback(self.finish)
 
     def start_eagerly(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        self.begun = True
         if self._refuse(coro):
             return
         try:
@@ -394,6 +401,17 @@ class _Waiter:
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+    def withdraw(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """(The loop, after the start if it was queued) ``sync`` was interrupted: the task is
+        cancelled; a coroutine whose start was never queued is closed, the waiter released."""
+        if self.begun:
+            self.cancel()
+            return
+        self.begun = True
+        coro.close()
+        self.cancelled = True
+        self.done.release()
 
 
 @types.coroutine
