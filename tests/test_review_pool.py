@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
-from interrupts import Interrupted, InterruptOnce
+from interrupts import Interrupted, InterruptOnce, LoopInterruptedOnce
 from test_combining import foreign_box, init_switchable, post_adds
 from test_review_cancellation import HANG, Gate
 
@@ -396,8 +396,9 @@ def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_
 
 def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Once ``armed[0]`` is set (``armed``: the list returned), the runtime's next
-    ``functools.partial(_Work.end, ...)`` is made, then :class:`Interrupted` raised (once), as
-    Ctrl-C handled when that C call returns; clearing the list disarms it."""
+    ``functools.partial`` of ``_Work.end`` (or of ``Runtime._background_ended``) is made, then
+    :class:`Interrupted` raised (once), as Ctrl-C handled when that C call returns; clearing the
+    list disarms it."""
     import functools
     import types
 
@@ -407,7 +408,8 @@ def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> li
 
     def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
         made = functools.partial(fn, *args, **kwargs)
-        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
+        ends = (runtime_module._Work.end, runtime_module.Runtime._background_ended)
+        if armed and armed[0] and getattr(fn, "__func__", None) in ends:
             armed.clear()
             raise Interrupted
         return made
@@ -518,10 +520,10 @@ def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_t
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same for ``Runtime.background`` (cleanup coroutines on the IO loop, started from a
-    caller's drain): Ctrl-C lands just after the coroutine was handed to the loop, as the
-    callback that ends its piece of work is made. Failed before: that callback was made and
-    registered after the hand-over, so the piece stayed and shutdown waited its whole timeout
-    ("still running") for a coroutine that had long ended."""
+    caller's drain): Ctrl-C lands as the callback that ends its piece of work is made (since
+    h92 before the hand-over: the coroutine is closed unrun). Failed before: that callback was
+    made and registered after the hand-over, so the piece stayed and shutdown waited its whole
+    timeout ("still running") for a coroutine that had long ended."""
     import asyncio
     import inspect
 
@@ -547,3 +549,81 @@ def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_t
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         runtime.close(timeout=2.0)
     assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_background_work_was_handed_to_the_loop_leaves_it_waited_for_by_shutdown(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.background`` just after the coroutine was handed to the IO loop
+    (handled as ``_sync.submit`` returned): the coroutine runs, and shutdown waits for it as for
+    any other work. Failed before (h92): background took the interrupt for a hand-over that did
+    not happen and ended its piece of work, so shutdown went on (``stopped``, the store closed)
+    while the coroutine ran."""
+    import asyncio
+
+    from vactor_cloud import _sync
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    entered, leave = threading.Event(), threading.Event()
+    stopped_while_it_ran: list[bool] = []
+
+    async def cleanup() -> None:
+        entered.set()
+        for _ in range(int(HANG / 0.005)):  # (bounded: the test opens it)
+            if leave.is_set():
+                break
+            await asyncio.sleep(0.005)
+        stopped_while_it_ran.append(runtime.stopped)
+
+    handed_then_interrupted = InterruptOnce(_sync.submit, after=True)
+    monkeypatch.setattr(_sync, "submit", handed_then_interrupted)
+    with pytest.raises(Interrupted):
+        runtime.background(cleanup())
+    assert handed_then_interrupted.fired
+    assert entered.wait(HANG), "the coroutine never ran"
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": HANG}, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        closer.start()
+        try:
+            _wait_until(lambda: runtime.stopped or runtime._work._waiting > 0, "shutdown waits or stops")
+        finally:
+            leave.set()
+        closer.join(HANG)
+    assert not closer.is_alive(), "shutdown never returned"
+    assert stopped_while_it_ran == [False], "shutdown went on while the coroutine ran"
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_background_work_is_being_handed_to_the_loop_closes_it_unrun(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.background`` as the coroutine's start is being queued on the IO
+    loop, before it is: the coroutine never runs and is closed (not left "never awaited"), and
+    shutdown has nothing to wait for. Failed before (h92): the coroutine was left unclosed."""
+    import inspect
+
+    from vactor_cloud import _sync
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    ran: list[str] = []
+
+    async def cleanup() -> None:
+        ran.append("ran")
+
+    loop = LoopInterruptedOnce(_sync.get_loop())
+    monkeypatch.setattr(_sync, "get_loop", lambda: loop)
+    coro = cleanup()
+    with pytest.raises(Interrupted):
+        runtime.background(coro)
+    assert loop.fired
+    monkeypatch.undo()
+    # (closed by the loop, which learns that the start never came)
+    _wait_until(lambda: inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED, "the coroutine was closed")
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    assert ran == []

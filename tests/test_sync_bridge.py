@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable
 
 import pytest
-from interrupts import Interrupted
+from interrupts import Interrupted, LoopInterruptedOnce
 
 from vactor_cloud import _sync
 from vactor_cloud._sync import get_loop, in_loop_thread, submit, sync
@@ -219,25 +219,6 @@ def test_an_interrupt_just_after_the_start_was_queued_still_waits_for_the_corout
     assert stopped.is_set(), "the interrupt reached the caller before the coroutine stopped"
 
 
-class _LoopInterruptedBeforeTheStart:
-    """Stands for the IO loop: asked to queue a ``sync`` call's start, it raises
-    :class:`Interrupted` instead (Ctrl-C landing as ``call_soon_threadsafe`` was entered:
-    nothing queued); everything else reaches the loop."""
-
-    def __init__(self) -> None:
-        self.loop = get_loop()
-        self.fired = False
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.loop, name)
-
-    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> object:
-        if not self.fired and getattr(callback, "__name__", "") in ("start", "start_eagerly"):
-            self.fired = True
-            raise Interrupted
-        return self.loop.call_soon_threadsafe(callback, *args)
-
-
 def _record_waits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """What each of ``sync``'s waits returned, in order (True: the waiter was released)."""
     answers: list[bool] = []
@@ -265,7 +246,7 @@ def test_an_interrupt_before_the_start_was_queued_closes_the_coroutine_and_settl
     async def work() -> None:
         ran.append("ran")
 
-    loop = _LoopInterruptedBeforeTheStart()
+    loop = LoopInterruptedOnce(get_loop())
     monkeypatch.setattr(_sync, "get_loop", lambda: loop)
     waits = _record_waits(monkeypatch)
     coro = work()

@@ -712,28 +712,29 @@ class Runtime:
             refused: Future[T] = Future()
             refused.set_exception(self._stopped_error())
             return refused
-        token = self._work.begin()
-        handed = False
+        token = self._work.token()
+        future: Future[T] = Future()
+        handed = [False]
         try:
-            end = functools.partial(self._work.end, token)  # (made before the hand-over: see below)
-            handed = True
-            future = _sync.submit(_outcome_taken(coro))
-        except BaseException:
-            self._work.end(token)  # (not handed over, or interrupted on the way: not waited for)
-            if not handed:
-                coro.close()
-            raise
-        try:
+            # (Begun in the ``try``: see ``_Work.token``. The future's callbacks are registered
+            # before the hand-over: registered after, an interrupt in between lost them.)
+            self._work.begin(token=token)
+            future.add_done_callback(functools.partial(self._background_ended, token))
             self._background.add(future)
-            future.add_done_callback(self._background.discard)
-            future.add_done_callback(end)
+            _sync.submit(coro, future=future, handed=handed)
         except BaseException:
-            # Interrupted (Ctrl-C) as the callbacks were registered: registered again (each is
-            # harmless twice). Lost, shutdown waited its whole timeout for work long ended.
-            future.add_done_callback(self._background.discard)
-            future.add_done_callback(end)
+            if not handed[0]:
+                # Interrupted (Ctrl-C) before the hand-over began: it never runs. (Once it
+                # began, ``coro`` runs or is closed by ``submit``, its future settling either
+                # way: ended here, shutdown went on while ``coro`` ran.)
+                coro.close()
+                self._background_ended(token, future)
             raise
         return future
+
+    def _background_ended(self, token: int, future: Future[Any]) -> None:
+        self._background.discard(future)
+        self._work.end(token)
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
         # Once stopped (a call still running when shutdown stopped waiting committed): dropped.
@@ -1134,23 +1135,6 @@ class Runtime:
         joined_by = max(until, time.monotonic() + 1.0)
         threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
-
-
-async def _outcome_taken(coro: Coroutine[Any, Any, T]) -> T:
-    """``coro``, its task's outcome taken when it ends. Past close's timeout ``close`` cancels
-    the future of a background task; the task ends later (a ``RuntimeShutdownError`` from
-    :meth:`Runtime.bounded`) with nobody to take it, and asyncio logged "Task exception was
-    never retrieved" wherever the garbage collector freed it (inside ``ast.parse``, on
-    CPython 3.11, a ``SystemError``)."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.add_done_callback(_take_outcome)
-    return await coro
-
-
-def _take_outcome(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def join_threads(threads: list[threading.Thread], until: float | None) -> None:
