@@ -627,3 +627,37 @@ def test_ctrl_c_as_background_work_is_being_handed_to_the_loop_closes_it_unrun(
         runtime.close(timeout=2.0)
     assert not [r for r in caplog.records if "still running" in r.getMessage()]
     assert ran == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_the_head_flusher_is_started_leaves_heads_moving(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C lands as a HEAD move's mark starts the idle flusher, before its start is queued
+    on the IO loop: the next mark starts it. Failed before (h92): the flusher stayed marked
+    running with no task, so no HEAD moved again until shutdown's last flush."""
+    from vactor_cloud import _sync
+    from vactor_cloud.log import ActorLog
+
+    store_spec.init(settings=vc.Settings(storage="", head_interval=0.02, head_max_delay=0.0))
+    runtime = vc.get_runtime()
+    gate = Gate.get_or_create("g")
+    gate.add.run("a")
+    _wait_until(lambda: not runtime.heads._running, "the flusher went idle")
+    loop = LoopInterruptedOnce(_sync.get_loop())
+    monkeypatch.setattr(_sync, "get_loop", lambda: loop)
+    with pytest.raises(Interrupted):
+        runtime.heads.mark(runtime.core("g"))
+    assert loop.fired
+    monkeypatch.undo()
+    gate.add.run("b")
+    record = runtime.core("g").record
+    assert record is not None
+    step = record.step
+    log = ActorLog(runtime.store, "g")
+
+    def head_step() -> int:
+        head = _sync.sync(log.read_head(), timeout=HANG)
+        return -1 if head is None else head.step
+
+    _wait_until(lambda: head_step() >= step, f"HEAD moved to step {step}")

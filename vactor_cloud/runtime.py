@@ -132,31 +132,42 @@ class HeadFlusher:
         record = core.record
         if record is None:
             return
-        with self._lock:
-            move = self._pending.get(core.actor_id)
-            if move is None:
-                self._pending[core.actor_id] = _HeadMove(
-                    weakref.ref(core),
-                    # A log of its own: the core's keeps the idempotency checkpoint it decoded,
-                    # which an evicted actor's pending move would hold until it is flushed
-                    ActorLog(core.log.store, core.actor_id, signing_key=core.log.signing_key),
-                    record.step,
-                    record.class_ref,
-                    core.head,
-                    time.monotonic(),
-                    lazy,
-                )
-            else:
-                move.lazy = move.lazy and lazy
-                if record.step > move.step:
-                    move.step, move.class_ref = record.step, record.class_ref
-            start = not self._running
-            self._running = True
-        if start:
-            _sync.get_loop().call_soon_threadsafe(self._start)
+        start = False
+        try:
+            with self._lock:
+                move = self._pending.get(core.actor_id)
+                if move is None:
+                    self._pending[core.actor_id] = _HeadMove(
+                        weakref.ref(core),
+                        # A log of its own: the core's keeps the idempotency checkpoint it decoded,
+                        # which an evicted actor's pending move would hold until it is flushed
+                        ActorLog(core.log.store, core.actor_id, signing_key=core.log.signing_key),
+                        record.step,
+                        record.class_ref,
+                        core.head,
+                        time.monotonic(),
+                        lazy,
+                    )
+                else:
+                    move.lazy = move.lazy and lazy
+                    if record.step > move.step:
+                        move.step, move.class_ref = record.step, record.class_ref
+                start = not self._running
+                self._running = True
+            if start:
+                _sync.get_loop().call_soon_threadsafe(self._start)
+        except BaseException:
+            if start:
+                # Interrupted (Ctrl-C) or refused (the loop closed), the start queued or not:
+                # not running, the next mark queues a start (``_start`` makes one task at
+                # most). Left running with no task, no HEAD moved until shutdown's flush.
+                with self._lock:
+                    self._running = False
+            raise
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """The last flush (every pending move), then no more: the periodic one ends, also when
