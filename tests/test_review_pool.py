@@ -661,3 +661,67 @@ def test_ctrl_c_as_the_head_flusher_is_started_leaves_heads_moving(
         return -1 if head is None else head.step
 
     _wait_until(lambda: head_step() >= step, f"HEAD moved to step {step}")
+
+
+def _close_from_another_thread(runtime: Any, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """``runtime.close(timeout=2)`` on a helper thread (a piece of work of the main thread
+    counts there); what it logged as still running."""
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": 2.0}, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        closer.start()
+        closer.join(HANG)
+    assert not closer.is_alive(), "shutdown never returned"
+    return [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_run_begins_its_piece_of_work_leaves_none_behind(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.run`` just as its piece of work was begun, before the
+    coroutine went to the IO loop: the coroutine is closed unrun and the piece ended (a
+    shutdown from another thread has nothing to wait for). Failed before (h92): the piece,
+    begun before ``run``'s ``try``, was never ended (a shutdown from another thread waited its
+    whole timeout: "still running"), and the coroutine was left never awaited."""
+    import inspect
+
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+
+    async def request() -> None:
+        pass
+
+    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
+    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    coro = request()
+    with pytest.raises(Interrupted):
+        runtime.run(coro)
+    assert begun_then_interrupted.fired
+    monkeypatch.undo()
+    state = inspect.getcoroutinestate(coro)
+    coro.close()  # (closed already, or not: no "never awaited" warning in a later test)
+    assert _close_from_another_thread(runtime, caplog) == []
+    assert state == inspect.CORO_CLOSED
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_a_thread_begins_holding_an_actor_leaves_no_piece_of_work_behind(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``with runtime.working():`` (a thread's hold of an actor: a drain, a
+    lease holder's folds) just as its piece of work was begun, inside ``__enter__``: the
+    block never ran, so nothing ends the piece but ``__enter__`` itself. Failed before (h92):
+    the piece stayed (a shutdown from another thread waited its whole timeout)."""
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
+    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    with pytest.raises(Interrupted), runtime.working():
+        pass
+    assert begun_then_interrupted.fired
+    monkeypatch.undo()
+    assert _close_from_another_thread(runtime, caplog) == []

@@ -306,7 +306,14 @@ class _Working:
         self._token = -1
 
     def __enter__(self) -> None:
-        self._token = self._work.begin(threading.get_ident())
+        # (An interrupt landing as ``begin`` returns raises from here: ``__exit__`` is not
+        # called, so the piece is ended here; see ``_Work.token``.)
+        self._token = token = self._work.token()
+        try:
+            self._work.begin(threading.get_ident(), token=token)
+        except BaseException:
+            self._work.end(token)
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self._work.end(self._token)
@@ -535,8 +542,11 @@ class Runtime:
         if self.stopped:
             coro.close()
             raise self._stopped_error()
-        token = self._work.begin(threading.get_ident())
+        token = self._work.token()
+        handed = False
         try:
+            self._work.begin(threading.get_ident(), token=token)  # (in the ``try``: ``_Work.token``)
+            handed = True  # (``sync`` has ``coro`` from here: it runs it or closes it)
             return _sync.sync(
                 coro, timeout=deadline, eager=self._eager, tracker=self._in_flight, settle=settle
             )
@@ -544,6 +554,10 @@ class Runtime:
             raise self._stopped_error() from None
         except _sync.BridgeTimeout:
             raise self._deadline_error(hint) from None
+        except BaseException:
+            if not handed:  # (interrupted, Ctrl-C, as the piece of work was begun)
+                coro.close()
+            raise
         finally:
             self._work.end(token)
 
