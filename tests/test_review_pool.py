@@ -725,3 +725,43 @@ def test_ctrl_c_as_a_thread_begins_holding_an_actor_leaves_no_piece_of_work_behi
     assert begun_then_interrupted.fired
     monkeypatch.undo()
     assert _close_from_another_thread(runtime, caplog) == []
+
+
+def test_ctrl_c_just_after_a_child_was_queued_on_a_thread_pool_never_runs_it() -> None:
+    """Ctrl-C lands in a subtask ``map`` just after its second child was queued on the
+    (thread) pool, before the runner noted the child's future: the launch stops, and the
+    child, not started yet, never runs (as the children the runner had noted, cancelled).
+    Failed before (h92): the runner cancelled only the futures it had noted, so the lost child
+    ran later, after its caller had been told of the interrupt (and again on a retry)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    opened = threading.Event()
+    ran: list[int] = []
+
+    def child(index: int) -> None:
+        if index == 0:
+            opened.wait(HANG)
+        ran.append(index)
+
+    real = pool.submit
+    submits = [0]
+
+    def second_interrupted(*args: Any, **kwargs: Any) -> Any:
+        future = real(*args, **kwargs)
+        if threading.current_thread() is threading.main_thread():
+            submits[0] += 1
+            if submits[0] == 2:
+                raise Interrupted
+        return future
+
+    pool.submit = second_interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Interrupted):
+            vc.subtask(child, executor=pool).map([0, 1])
+        assert submits[0] == 2
+    finally:
+        opened.set()
+        real(lambda: None).result(HANG)  # (one thread, first in first out: after the children)
+        pool.shutdown(wait=True)
+    assert ran == [0]
