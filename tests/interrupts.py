@@ -36,3 +36,23 @@ class InterruptOnce:
 
     def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Any]:
         return self if instance is None else functools.partial(self, instance)
+
+
+class LoopInterruptedOnce:
+    """Stands for the IO loop (as what ``_sync.get_loop`` returns): the first callback the main
+    thread asks it to queue is not queued, :class:`Interrupted` raised instead (Ctrl-C landing
+    as ``call_soon_threadsafe`` was entered); everything else reaches the loop. ``fired``: the
+    interrupt was raised."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> Any:
+        if not self.fired and threading.current_thread() is threading.main_thread():
+            self.fired = True
+            raise Interrupted
+        return self.loop.call_soon_threadsafe(callback, *args)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
-from interrupts import Interrupted, InterruptOnce
+from interrupts import Interrupted, InterruptOnce, LoopInterruptedOnce
 from test_combining import foreign_box, init_switchable, post_adds
 from test_review_cancellation import HANG, Gate
 
@@ -396,8 +396,9 @@ def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_
 
 def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Once ``armed[0]`` is set (``armed``: the list returned), the runtime's next
-    ``functools.partial(_Work.end, ...)`` is made, then :class:`Interrupted` raised (once), as
-    Ctrl-C handled when that C call returns; clearing the list disarms it."""
+    ``functools.partial`` of ``_Work.end`` (or of ``Runtime._background_ended``) is made, then
+    :class:`Interrupted` raised (once), as Ctrl-C handled when that C call returns; clearing the
+    list disarms it."""
     import functools
     import types
 
@@ -407,7 +408,8 @@ def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> li
 
     def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
         made = functools.partial(fn, *args, **kwargs)
-        if armed and armed[0] and getattr(fn, "__func__", None) is runtime_module._Work.end:
+        ends = (runtime_module._Work.end, runtime_module.Runtime._background_ended)
+        if armed and armed[0] and getattr(fn, "__func__", None) in ends:
             armed.clear()
             raise Interrupted
         return made
@@ -488,14 +490,40 @@ def test_ctrl_c_as_the_pool_starts_a_thread_for_a_spawned_task_leaves_shutdown_n
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_spawn_began_its_piece_of_work_leaves_shutdown_nothing_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.spawn`` just as its piece of work was begun (handled as
+    ``_Work.begin`` returned), before the task is handed to the pool: the task never runs, and
+    shutdown has no piece of work to wait for. Failed before (h92): the interrupt landed before
+    spawn's ``try``, so nothing ended the piece: shutdown waited its whole timeout ("still
+    running") for a task that never existed."""
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    ran: list[str] = []
+    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
+    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    with pytest.raises(Interrupted):
+        runtime.spawn(lambda: ran.append("lost"))
+    assert begun_then_interrupted.fired
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    assert ran == []
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_to_wait_for(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same for ``Runtime.background`` (cleanup coroutines on the IO loop, started from a
-    caller's drain): Ctrl-C lands just after the coroutine was handed to the loop, as the
-    callback that ends its piece of work is made. Failed before: that callback was made and
-    registered after the hand-over, so the piece stayed and shutdown waited its whole timeout
-    ("still running") for a coroutine that had long ended."""
+    caller's drain): Ctrl-C lands as the callback that ends its piece of work is made (since
+    h92 before the hand-over: the coroutine is closed unrun). Failed before: that callback was
+    made and registered after the hand-over, so the piece stayed and shutdown waited its whole
+    timeout ("still running") for a coroutine that had long ended."""
     import asyncio
     import inspect
 
@@ -521,3 +549,219 @@ def test_ctrl_c_just_after_background_work_was_started_leaves_shutdown_nothing_t
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         runtime.close(timeout=2.0)
     assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_just_after_background_work_was_handed_to_the_loop_leaves_it_waited_for_by_shutdown(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.background`` just after the coroutine was handed to the IO loop
+    (handled as ``_sync.submit`` returned): the coroutine runs, and shutdown waits for it as for
+    any other work. Failed before (h92): background took the interrupt for a hand-over that did
+    not happen and ended its piece of work, so shutdown went on (``stopped``, the store closed)
+    while the coroutine ran."""
+    import asyncio
+
+    from vactor_cloud import _sync
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    entered, leave = threading.Event(), threading.Event()
+    stopped_while_it_ran: list[bool] = []
+
+    async def cleanup() -> None:
+        entered.set()
+        for _ in range(int(HANG / 0.005)):  # (bounded: the test opens it)
+            if leave.is_set():
+                break
+            await asyncio.sleep(0.005)
+        stopped_while_it_ran.append(runtime.stopped)
+
+    handed_then_interrupted = InterruptOnce(_sync.submit, after=True)
+    monkeypatch.setattr(_sync, "submit", handed_then_interrupted)
+    with pytest.raises(Interrupted):
+        runtime.background(cleanup())
+    assert handed_then_interrupted.fired
+    assert entered.wait(HANG), "the coroutine never ran"
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": HANG}, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        closer.start()
+        try:
+            _wait_until(lambda: runtime.stopped or runtime._work._waiting > 0, "shutdown waits or stops")
+        finally:
+            leave.set()
+        closer.join(HANG)
+    assert not closer.is_alive(), "shutdown never returned"
+    assert stopped_while_it_ran == [False], "shutdown went on while the coroutine ran"
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_background_work_is_being_handed_to_the_loop_closes_it_unrun(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.background`` as the coroutine's start is being queued on the IO
+    loop, before it is: the coroutine never runs and is closed (not left "never awaited"), and
+    shutdown has nothing to wait for. Failed before (h92): the coroutine was left unclosed."""
+    import inspect
+
+    from vactor_cloud import _sync
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    ran: list[str] = []
+
+    async def cleanup() -> None:
+        ran.append("ran")
+
+    loop = LoopInterruptedOnce(_sync.get_loop())
+    monkeypatch.setattr(_sync, "get_loop", lambda: loop)
+    coro = cleanup()
+    with pytest.raises(Interrupted):
+        runtime.background(coro)
+    assert loop.fired
+    monkeypatch.undo()
+    # (closed by the loop, which learns that the start never came)
+    _wait_until(lambda: inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED, "the coroutine was closed")
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        runtime.close(timeout=2.0)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    assert ran == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_the_head_flusher_is_started_leaves_heads_moving(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C lands as a HEAD move's mark starts the idle flusher, before its start is queued
+    on the IO loop: the next mark starts it. Failed before (h92): the flusher stayed marked
+    running with no task, so no HEAD moved again until shutdown's last flush."""
+    from vactor_cloud import _sync
+    from vactor_cloud.log import ActorLog
+
+    store_spec.init(settings=vc.Settings(storage="", head_interval=0.02, head_max_delay=0.0))
+    runtime = vc.get_runtime()
+    gate = Gate.get_or_create("g")
+    gate.add.run("a")
+    _wait_until(lambda: not runtime.heads._running, "the flusher went idle")
+    loop = LoopInterruptedOnce(_sync.get_loop())
+    monkeypatch.setattr(_sync, "get_loop", lambda: loop)
+    with pytest.raises(Interrupted):
+        runtime.heads.mark(runtime.core("g"))
+    assert loop.fired
+    monkeypatch.undo()
+    gate.add.run("b")
+    record = runtime.core("g").record
+    assert record is not None
+    step = record.step
+    log = ActorLog(runtime.store, "g")
+
+    def head_step() -> int:
+        head = _sync.sync(log.read_head(), timeout=HANG)
+        return -1 if head is None else head.step
+
+    _wait_until(lambda: head_step() >= step, f"HEAD moved to step {step}")
+
+
+def _close_from_another_thread(runtime: Any, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """``runtime.close(timeout=2)`` on a helper thread (a piece of work of the main thread
+    counts there); what it logged as still running."""
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": 2.0}, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        closer.start()
+        closer.join(HANG)
+    assert not closer.is_alive(), "shutdown never returned"
+    return [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_run_begins_its_piece_of_work_leaves_none_behind(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``Runtime.run`` just as its piece of work was begun, before the
+    coroutine went to the IO loop: the coroutine is closed unrun and the piece ended (a
+    shutdown from another thread has nothing to wait for). Failed before (h92): the piece,
+    begun before ``run``'s ``try``, was never ended (a shutdown from another thread waited its
+    whole timeout: "still running"), and the coroutine was left never awaited."""
+    import inspect
+
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+
+    async def request() -> None:
+        pass
+
+    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
+    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    coro = request()
+    with pytest.raises(Interrupted):
+        runtime.run(coro)
+    assert begun_then_interrupted.fired
+    monkeypatch.undo()
+    state = inspect.getcoroutinestate(coro)
+    coro.close()  # (closed already, or not: no "never awaited" warning in a later test)
+    assert _close_from_another_thread(runtime, caplog) == []
+    assert state == inspect.CORO_CLOSED
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_a_thread_begins_holding_an_actor_leaves_no_piece_of_work_behind(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C lands in ``with runtime.working():`` (a thread's hold of an actor: a drain, a
+    lease holder's folds) just as its piece of work was begun, inside ``__enter__``: the
+    block never ran, so nothing ends the piece but ``__enter__`` itself. Failed before (h92):
+    the piece stayed (a shutdown from another thread waited its whole timeout)."""
+    from vactor_cloud import runtime as runtime_module
+
+    store_spec.init()
+    runtime = vc.get_runtime()
+    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
+    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    with pytest.raises(Interrupted), runtime.working():
+        pass
+    assert begun_then_interrupted.fired
+    monkeypatch.undo()
+    assert _close_from_another_thread(runtime, caplog) == []
+
+
+def test_ctrl_c_just_after_a_child_was_queued_on_a_thread_pool_never_runs_it() -> None:
+    """Ctrl-C lands in a subtask ``map`` just after its second child was queued on the
+    (thread) pool, before the runner noted the child's future: the launch stops, and the
+    child, not started yet, never runs (as the children the runner had noted, cancelled).
+    Failed before (h92): the runner cancelled only the futures it had noted, so the lost child
+    ran later, after its caller had been told of the interrupt (and again on a retry)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    opened = threading.Event()
+    ran: list[int] = []
+
+    def child(index: int) -> None:
+        if index == 0:
+            opened.wait(HANG)
+        ran.append(index)
+
+    real = pool.submit
+    submits = [0]
+
+    def second_interrupted(*args: Any, **kwargs: Any) -> Any:
+        future = real(*args, **kwargs)
+        if threading.current_thread() is threading.main_thread():
+            submits[0] += 1
+            if submits[0] == 2:
+                raise Interrupted
+        return future
+
+    pool.submit = second_interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Interrupted):
+            vc.subtask(child, executor=pool).map([0, 1])
+        assert submits[0] == 2
+    finally:
+        opened.set()
+        real(lambda: None).result(HANG)  # (one thread, first in first out: after the children)
+        pool.shutdown(wait=True)
+    assert ran == [0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import os
 import select
 import sys
@@ -12,7 +13,7 @@ import weakref
 from collections.abc import Callable
 
 import pytest
-from interrupts import Interrupted
+from interrupts import Interrupted, LoopInterruptedOnce
 
 from vactor_cloud import _sync
 from vactor_cloud._sync import get_loop, in_loop_thread, submit, sync
@@ -216,3 +217,66 @@ def test_an_interrupt_just_after_the_start_was_queued_still_waits_for_the_corout
     with pytest.raises(Interrupted):
         sync(work(), settle=10.0)
     assert stopped.is_set(), "the interrupt reached the caller before the coroutine stopped"
+
+
+def _record_waits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each of ``sync``'s waits returned, in order (True: the waiter was released)."""
+    answers: list[bool] = []
+    real = _sync.interruptible_wait
+
+    def recorded(*args: object, **kwargs: object) -> bool:
+        answers.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return answers[-1]
+
+    monkeypatch.setattr(_sync, "interruptible_wait", recorded)
+    return answers
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["task", "eager"])
+def test_an_interrupt_before_the_start_was_queued_closes_the_coroutine_and_settles_at_once(
+    monkeypatch: pytest.MonkeyPatch, eager: bool
+) -> None:
+    """Ctrl-C lands in ``sync`` as the coroutine's start is being queued, before it is: the
+    coroutine never runs. It is closed (not left "never awaited"), and the settle after the
+    interrupt ends as soon as the loop has seen that nothing started, rather than running out.
+    Failed before (h92): the coroutine stayed unclosed, and the settle's wait ran its whole
+    length (it returned False: nothing ever released the waiter)."""
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("ran")
+
+    loop = LoopInterruptedOnce(get_loop())
+    monkeypatch.setattr(_sync, "get_loop", lambda: loop)
+    waits = _record_waits(monkeypatch)
+    coro = work()
+    with pytest.raises(Interrupted):
+        sync(coro, settle=3.0, eager=eager)
+    assert loop.fired
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    assert waits == [True], "the settle waited its whole length for a coroutine that never ran"
+    assert ran == []
+
+
+def test_an_interrupt_as_the_call_is_tracked_closes_the_coroutine_and_untracks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C lands in ``sync`` as the call was added to its owner's ``tracker``, before the
+    start was queued: the coroutine is closed and the call leaves the tracker. Failed before
+    (h92): the interrupt landed before ``sync``'s ``try``: the coroutine was left unclosed
+    and the call stayed in the tracker for the owner's life."""
+
+    class InterruptedAsAdded(set[_sync._Waiter]):
+        def add(self, waiter: _sync._Waiter) -> None:
+            super().add(waiter)
+            raise Interrupted
+
+    async def work() -> None:
+        await asyncio.sleep(0)
+
+    tracker = InterruptedAsAdded()
+    coro = work()
+    with pytest.raises(Interrupted):
+        sync(coro, tracker=tracker, settle=3.0)
+    assert not tracker
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED

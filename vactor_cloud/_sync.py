@@ -186,9 +186,97 @@ def cancel(waiters: set[_Waiter]) -> None:
         loop.call_soon_threadsafe(waiter.cancel)
 
 
-def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Schedule ``coro`` on the IO loop and return a thread-safe future for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+def submit(
+    coro: Coroutine[Any, Any, T],
+    *,
+    future: concurrent.futures.Future[T] | None = None,
+    handed: list[bool] | None = None,
+) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the IO loop; a thread-safe future of its outcome (``future`` if
+    given: a caller's, its callbacks registered before the hand-over). Cancelling the future
+    cancels the task; the task's outcome is always taken (no "exception never retrieved").
+
+    ``handed``: a one-item list set True as the hand-over begins. From then on the future
+    settles whatever happens: ``coro`` runs, or, the hand-over cut short by an interrupt
+    (Ctrl-C) or refused (the loop closed), ``coro`` is closed unrun and the future cancelled.
+    A caller that takes an interrupt around this call (as it began, or just after it
+    returned: either way ``submit`` seems to have raised) learns so whether the future's
+    callbacks will run. (``asyncio.run_coroutine_threadsafe`` makes its future only as it
+    queues the start: an interrupt just after left the caller without it, ``coro`` running.)"""
+    if not asyncio.iscoroutine(coro):
+        raise TypeError(f"a coroutine object is required, not {type(coro).__name__}")
+    if future is None:
+        future = concurrent.futures.Future()
+    loop = get_loop()
+    handover = _Handover(loop, coro, future)
+    if handed is not None:
+        handed[0] = True  # (an interrupt lands only as a call returns or begins: in the ``try``)
+    try:
+        loop.call_soon_threadsafe(handover.start)
+    except BaseException:
+        # The start queued or not: the withdrawal, queued behind it, knows.
+        try:
+            loop.call_soon_threadsafe(handover.withdraw)
+        except RuntimeError:  # the loop is closed: it runs nothing more
+            handover.withdraw()
+        raise
+    return future
+
+
+class _Handover:
+    """A coroutine :func:`submit` hands to the loop, and the future of its outcome."""
+
+    __slots__ = ("begun", "coro", "future", "loop")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        future: concurrent.futures.Future[Any],
+    ) -> None:
+        self.loop = loop
+        self.coro = coro
+        self.future = future
+        #: started, or withdrawn: the coroutine is the loop's, or closed
+        self.begun = False
+
+    def start(self) -> None:
+        """(The loop) A task runs the coroutine, unless its future was cancelled first."""
+        self.begun = True
+        if self.future.cancelled():
+            self.coro.close()
+            self.future.set_running_or_notify_cancel()  # (``concurrent.futures.wait`` hears it)
+            return
+        task = self.loop.create_task(self.coro)
+        task.add_done_callback(self._settle)
+        self.future.add_done_callback(lambda future: self._cancel(future, task))
+
+    def withdraw(self) -> None:
+        """(The loop, after the start if it was queued) The hand-over was cut short: a
+        coroutine whose start was never queued is closed, its future cancelled."""
+        if not self.begun:
+            self.begun = True
+            self.coro.close()
+            self.future.cancel()
+            self.future.set_running_or_notify_cancel()
+
+    def _cancel(self, future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+        if future.cancelled():
+            with contextlib.suppress(RuntimeError):  # (the loop closed: the task runs no more)
+                self.loop.call_soon_threadsafe(task.cancel)
+
+    def _settle(self, task: asyncio.Task[Any]) -> None:
+        error = None if task.cancelled() else task.exception()  # (taken even if unwanted)
+        if task.cancelled():
+            self.future.cancel()
+        # A cancelled future (by its owner, maybe first) keeps that outcome; its waiters in
+        # ``concurrent.futures.wait`` hear of it only so.
+        if not self.future.set_running_or_notify_cancel():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(task.result())
 
 
 async def until_stopped(coro: Coroutine[Any, Any, T], settle: float) -> T:
@@ -272,29 +360,32 @@ def sync(
             "vactor_cloud: a blocking call was made on vactor_cloud's own IO loop; "
             "use the async API (await / run_async) there"
         )
-    loop = get_loop()
     waiter = _Waiter()
-    if tracker is not None:
-        tracker.add(waiter)
-    # Started as soon as the start is queued: the loop may run the coroutine (and its writes)
-    # before this thread runs another line. Set after the call, an interrupt landing between
-    # the two skipped the settle below while the cancelled coroutine's ``finally`` ran on.
-    started = True
+    loop: asyncio.AbstractEventLoop | None = None
     try:
-        try:
-            loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
-        except RuntimeError:  # the loop is closed: nothing was queued
-            started = False
-            raise
+        loop = get_loop()
+        if tracker is not None:
+            tracker.add(waiter)
+        # (The loop may run the coroutine, and its writes, before this thread runs another
+        # line: an interrupt landing after the start was queued still settles below.)
+        loop.call_soon_threadsafe(waiter.start_eagerly if eager else waiter.start, loop, coro)
         finished = interruptible_wait(waiter.done.acquire, timeout)
     except BaseException:
         # Interrupted (Ctrl-C: KeyboardInterrupt, or a signal handler's exception), even
-        # before the wait began: the work stops too rather than carrying on unseen on the
-        # loop. The cancel runs after the start (the loop runs its callbacks in order).
-        loop.call_soon_threadsafe(waiter.cancel)
+        # before the wait began, or refused (the loop is closed): the work stops too rather
+        # than carrying on unseen on the loop. ``withdraw`` runs after the start, if the start
+        # was queued (the loop runs its callbacks in order): it cancels the task; if not, it
+        # closes the coroutine and releases the waiter, so that the settle ends at once.
         if tracker is not None:
             tracker.discard(waiter)
-        if started and settle > 0:
+        if loop is None:
+            coro.close()
+            raise
+        try:
+            loop.call_soon_threadsafe(waiter.withdraw, coro)
+        except RuntimeError:  # the loop is closed: it runs nothing more
+            waiter.withdraw(coro)
+        if settle > 0:
             # (in slices on the main thread: a second signal's handler runs meanwhile)
             interruptible_wait(waiter.done.acquire, settle)
         raise
@@ -331,7 +422,7 @@ class _Waiter:
     a commit's one trip to the loop is most of the library's CPU per commit.
     """
 
-    __slots__ = ("cancelled", "done", "error", "stopped", "task", "value")
+    __slots__ = ("begun", "cancelled", "done", "error", "stopped", "task", "value")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
@@ -342,6 +433,8 @@ class _Waiter:
         self.cancelled = False
         #: cancelled by its owner (``cancel``), not by its own timeout
         self.stopped = False
+        #: its start ran, or it was withdrawn: the coroutine is the loop's, or closed
+        self.begun = False
 
     def _refuse(self, coro: Coroutine[Any, Any, Any]) -> bool:
         """Cancelled (``cancel``) before it started: it never starts."""
@@ -353,6 +446,7 @@ class _Waiter:
         return True
 
     def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        self.begun = True
         if self._refuse(coro):
             return
         try:
@@ -365,6 +459,7 @@ class _Waiter:
         self.task.add_done_callback(self.finish)
 
     def start_eagerly(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        self.begun = True
         if self._refuse(coro):
             return
         try:
@@ -394,6 +489,17 @@ class _Waiter:
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+    def withdraw(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """(The loop, after the start if it was queued) ``sync`` was interrupted: the task is
+        cancelled; a coroutine whose start was never queued is closed, the waiter released."""
+        if self.begun:
+            self.cancel()
+            return
+        self.begun = True
+        coro.close()
+        self.cancelled = True
+        self.done.release()
 
 
 @types.coroutine

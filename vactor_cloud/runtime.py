@@ -132,31 +132,42 @@ class HeadFlusher:
         record = core.record
         if record is None:
             return
-        with self._lock:
-            move = self._pending.get(core.actor_id)
-            if move is None:
-                self._pending[core.actor_id] = _HeadMove(
-                    weakref.ref(core),
-                    # A log of its own: the core's keeps the idempotency checkpoint it decoded,
-                    # which an evicted actor's pending move would hold until it is flushed
-                    ActorLog(core.log.store, core.actor_id, signing_key=core.log.signing_key),
-                    record.step,
-                    record.class_ref,
-                    core.head,
-                    time.monotonic(),
-                    lazy,
-                )
-            else:
-                move.lazy = move.lazy and lazy
-                if record.step > move.step:
-                    move.step, move.class_ref = record.step, record.class_ref
-            start = not self._running
-            self._running = True
-        if start:
-            _sync.get_loop().call_soon_threadsafe(self._start)
+        start = False
+        try:
+            with self._lock:
+                move = self._pending.get(core.actor_id)
+                if move is None:
+                    self._pending[core.actor_id] = _HeadMove(
+                        weakref.ref(core),
+                        # A log of its own: the core's keeps the idempotency checkpoint it decoded,
+                        # which an evicted actor's pending move would hold until it is flushed
+                        ActorLog(core.log.store, core.actor_id, signing_key=core.log.signing_key),
+                        record.step,
+                        record.class_ref,
+                        core.head,
+                        time.monotonic(),
+                        lazy,
+                    )
+                else:
+                    move.lazy = move.lazy and lazy
+                    if record.step > move.step:
+                        move.step, move.class_ref = record.step, record.class_ref
+                start = not self._running
+                self._running = True
+            if start:
+                _sync.get_loop().call_soon_threadsafe(self._start)
+        except BaseException:
+            if start:
+                # Interrupted (Ctrl-C) or refused (the loop closed), the start queued or not:
+                # not running, the next mark queues a start (``_start`` makes one task at
+                # most). Left running with no task, no HEAD moved until shutdown's flush.
+                with self._lock:
+                    self._running = False
+            raise
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """The last flush (every pending move), then no more: the periodic one ends, also when
@@ -236,8 +247,15 @@ class _Work:
         #: begins and ends a piece per batch: a lock and a notify each cost it about 5 %)
         self._waiting = 0
 
-    def begin(self, ident: int | None = None) -> int:
-        token = next(self._tokens)
+    def token(self) -> int:
+        """A token for a piece of work not begun yet: taken before a ``try`` whose ``except``
+        ends it, and begun inside (``begin(token=)``), no interrupt (Ctrl-C) leaves it begun
+        and unended. (Begun before the ``try``, one landing as ``begin`` returned did.)"""
+        return next(self._tokens)
+
+    def begin(self, ident: int | None = None, *, token: int | None = None) -> int:
+        if token is None:
+            token = next(self._tokens)
         self._items[token] = ident  # (one dict store: atomic; wait_done reads under the lock)
         return token
 
@@ -288,7 +306,14 @@ class _Working:
         self._token = -1
 
     def __enter__(self) -> None:
-        self._token = self._work.begin(threading.get_ident())
+        # (An interrupt landing as ``begin`` returns raises from here: ``__exit__`` is not
+        # called, so the piece is ended here; see ``_Work.token``.)
+        self._token = token = self._work.token()
+        try:
+            self._work.begin(threading.get_ident(), token=token)
+        except BaseException:
+            self._work.end(token)
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self._work.end(self._token)
@@ -518,8 +543,11 @@ class Runtime:
         if self.stopped:
             coro.close()
             raise self._stopped_error()
-        token = self._work.begin(threading.get_ident())
+        token = self._work.token()
+        handed = False
         try:
+            self._work.begin(threading.get_ident(), token=token)  # (in the ``try``: ``_Work.token``)
+            handed = True  # (``sync`` has ``coro`` from here: it runs it or closes it)
             return _sync.sync(
                 coro, timeout=deadline, eager=self._eager, tracker=self._in_flight, settle=settle
             )
@@ -527,6 +555,10 @@ class Runtime:
             raise self._stopped_error() from None
         except _sync.BridgeTimeout:
             raise self._deadline_error(hint) from None
+        except BaseException:
+            if not handed:  # (interrupted, Ctrl-C, as the piece of work was begun)
+                coro.close()
+            raise
         finally:
             self._work.end(token)
 
@@ -607,7 +639,7 @@ class Runtime:
         """Run ``fn`` on the pool (``read``: the read-only calls' pool). ``on_shutdown(error)``:
         settles what ``fn`` would have, if the runtime shuts down before ``fn`` starts (or has
         shut down already)."""
-        token = self._work.begin()
+        token = self._work.token()
         fn = carry_runtime(fn)
 
         def run() -> None:
@@ -621,6 +653,7 @@ class Runtime:
 
         queued = [False]
         try:
+            self._work.begin(token=token)  # (in the ``try``: see ``_Work.token``)
             # (``done`` registered before the task is queued: registered after, an interrupt in
             # between lost it, and shutdown waited its whole timeout for the task's token.)
             (self.read_executor if read else self.executor).submit(run, when_done=done, queued=queued)
@@ -705,28 +738,29 @@ class Runtime:
             refused: Future[T] = Future()
             refused.set_exception(self._stopped_error())
             return refused
-        token = self._work.begin()
-        handed = False
+        token = self._work.token()
+        future: Future[T] = Future()
+        handed = [False]
         try:
-            end = functools.partial(self._work.end, token)  # (made before the hand-over: see below)
-            handed = True
-            future = _sync.submit(_outcome_taken(coro))
-        except BaseException:
-            self._work.end(token)  # (not handed over, or interrupted on the way: not waited for)
-            if not handed:
-                coro.close()
-            raise
-        try:
+            # (Begun in the ``try``: see ``_Work.token``. The future's callbacks are registered
+            # before the hand-over: registered after, an interrupt in between lost them.)
+            self._work.begin(token=token)
+            future.add_done_callback(functools.partial(self._background_ended, token))
             self._background.add(future)
-            future.add_done_callback(self._background.discard)
-            future.add_done_callback(end)
+            _sync.submit(coro, future=future, handed=handed)
         except BaseException:
-            # Interrupted (Ctrl-C) as the callbacks were registered: registered again (each is
-            # harmless twice). Lost, shutdown waited its whole timeout for work long ended.
-            future.add_done_callback(self._background.discard)
-            future.add_done_callback(end)
+            if not handed[0]:
+                # Interrupted (Ctrl-C) before the hand-over began: it never runs. (Once it
+                # began, ``coro`` runs or is closed by ``submit``, its future settling either
+                # way: ended here, shutdown went on while ``coro`` ran.)
+                coro.close()
+                self._background_ended(token, future)
             raise
         return future
+
+    def _background_ended(self, token: int, future: Future[Any]) -> None:
+        self._background.discard(future)
+        self._work.end(token)
 
     def head_moved(self, core: ActorCore, *, lazy: bool = False) -> None:
         # Once stopped (a call still running when shutdown stopped waiting committed): dropped.
@@ -1127,23 +1161,6 @@ class Runtime:
         joined_by = max(until, time.monotonic() + 1.0)
         threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
-
-
-async def _outcome_taken(coro: Coroutine[Any, Any, T]) -> T:
-    """``coro``, its task's outcome taken when it ends. Past close's timeout ``close`` cancels
-    the future of a background task; the task ends later (a ``RuntimeShutdownError`` from
-    :meth:`Runtime.bounded`) with nobody to take it, and asyncio logged "Task exception was
-    never retrieved" wherever the garbage collector freed it (inside ``ast.parse``, on
-    CPython 3.11, a ``SystemError``)."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.add_done_callback(_take_outcome)
-    return await coro
-
-
-def _take_outcome(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def join_threads(threads: list[threading.Thread], until: float | None) -> None:

@@ -255,10 +255,15 @@ class _Runner:
         #: the waiting thread may be running a child itself (``_run_one_here``) and take the
         #: outcomes only when that child ends
         self.on_success = on_success
+        #: (thread pools) set once ``run`` stopped: a child queued then never starts, also one
+        #: whose future ``run`` never noted (Ctrl-C as ``submit`` returned), which it cannot cancel
+        self.stopped = False
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self.in_process:
-            future: Future[Any] = self.executor.submit(carry_runtime(_call_here), fn, args, kwargs)
+            future: Future[Any] = self.executor.submit(
+                carry_runtime(self._call_unless_stopped), fn, args, kwargs
+            )
             return future
         try:
             payload = cloudpickle.dumps((self.recipe, fn, args, kwargs))
@@ -289,8 +294,16 @@ class _Runner:
             # Stopped early (Ctrl-C on the waiting thread): the call fails, so its children not
             # started yet never start (they ran later, after their caller was told, and again
             # when the call was retried: nothing checkpointed them). Started ones cannot be stopped.
+            self.stopped = True
             for future in pending:
                 future.cancel()
+
+    def _call_unless_stopped(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Success | _Failure:
+        if self.stopped:
+            return _Failure(concurrent.futures.CancelledError())
+        return _call_here(fn, args, kwargs)
 
     def _start(
         self,
