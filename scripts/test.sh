@@ -119,7 +119,8 @@ quick_install() {
 make_venv() {
   if [[ ! -x "$PY" ]]; then
     local python
-    python="$(command -v python3.11 || command -v python3)"
+    # $VACTOR_PYTHON: another interpreter for a new .venv (the suite also passes on 3.12, 3.13)
+    python="${VACTOR_PYTHON:-$(command -v python3.11 || command -v python3)}"
     "$python" -m venv .venv
   fi
   # pyproject.toml unchanged since the last successful install: nothing to do (an
