@@ -900,6 +900,11 @@ class ActorCore(Folder):
                     self.env.spawn(self._drain_from_pool)
             raise
 
+    def queued_futures(self) -> list[Future[Any]]:
+        """The futures of this actor's writes queued here that no thread has started."""
+        with self._mutex:
+            return [call.future for call in self._queue or ()]
+
     def _drop_cancelled(self) -> None:
         """(A queued call's future was cancelled) Let the queue drop it (see ``CallQueue``)."""
         with self._mutex:

@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -1117,6 +1117,23 @@ class Runtime:
                 self._closer = None
             mine.set()
 
+    def finish_queued_calls(self, until: float) -> None:
+        """Wait until no call made to this runtime is left queued (not started), at most until
+        ``until`` (monotonic). The exit hook's: a script that ends with ``run_async`` calls it
+        never waited for has them applied, not failed by the shutdown with nobody to hear it.
+        (A call a method makes meanwhile is queued in turn, and waited for too.) In a forked
+        child, whose copy of the parent's runtime runs nothing, returns at once."""
+        while not self.closed and os.getpid() == self._pid:
+            pending = [future for core in self._all_cores() for future in core.queued_futures()]
+            left = until - time.monotonic()
+            if not pending or left <= 0:
+                return
+
+            def all_done(timeout: float | None, pending: list[Future[Any]] = pending) -> bool:
+                return not wait(pending, timeout).not_done
+
+            _sync.interruptible_wait(all_done, left, forever=None)
+
     @property
     def finished_closing(self) -> bool:
         """Whether a ``close`` has run to its end (not interrupted half way by Ctrl-C)."""
@@ -1650,8 +1667,14 @@ def _shutdown_at_exit() -> None:
     # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
     # (joined as shutdown joins: on the main thread, a signal's handler runs while it waits)
     others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
+    until = time.monotonic() + _EXIT_WAIT
     try:
-        join_threads(others, time.monotonic() + _EXIT_WAIT)
+        join_threads(others, until)
+        # Then the calls the program made and did not wait for (``run_async``): a shutdown
+        # fails those not started, which nobody would hear of now.
+        runtime = _runtime
+        if runtime is not None:
+            runtime.finish_queued_calls(until)
     finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
         shutdown()
 
