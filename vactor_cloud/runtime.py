@@ -35,7 +35,7 @@ from vactor_cloud.batch import PendingCall, summarize
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import BYTECODE, ActorDefinition
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
     ActorDefinitionError,
@@ -860,7 +860,7 @@ class Runtime:
                 "make the class importable here"
             )
         try:
-            body = await _read_class_body(log, ref)
+            body, bytecode = await _read_class_body(log, ref)
         except NotFoundError as exc:
             # The store's own words name a key the user never wrote: say whose body it is.
             raise NotFoundError(
@@ -871,6 +871,15 @@ class Runtime:
                 "to the actor)",
                 exc.key,
             ) from exc
+        if bytecode is not None and BYTECODE is not None and bytecode != BYTECODE:
+            # (never unpickled: run by another Python, its code crashed CPython or ran wrongly)
+            raise ActorDefinitionError(
+                f"actor {log.actor_id!r} is an instance of {ref.name}, whose class body stored in "
+                f"actors/{log.actor_id}/class/{ref.sha} holds the bytecode of {bytecode}, not of this "
+                f"process's {BYTECODE}: another Python version runs it wrongly or crashes on it, so "
+                "it is not loaded: import (or define) the class in this process (a process that has "
+                f"the class never loads its body), or call the actor from a {bytecode} process"
+            )
         try:
             # Off the loop, on its default executor (short blocking work only: the local store's
             # file calls), not on the run_async pool: methods on that pool loading a class waited
@@ -1205,7 +1214,7 @@ def join_threads(threads: list[threading.Thread], until: float | None) -> None:
 _CLASS_READS = 3
 
 
-async def _read_class_body(log: ActorLog, ref: ClassRef) -> bytes:
+async def _read_class_body(log: ActorLog, ref: ClassRef) -> tuple[bytes, str | None]:
     """The verified class body ``ref`` of ``log``'s actor. One that does not verify
     ``_CLASS_READS`` times in a row is damaged at rest (truncated, altered, another class's body
     under this sha): ``IntegrityError`` saying how it gets repaired."""
