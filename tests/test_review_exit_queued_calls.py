@@ -5,7 +5,8 @@ The exit hook shut the runtime down at once, and a shutdown fails every call not
 (``RuntimeShutdownError``, not applied): with nobody left to hear it, the calls queued behind
 the batch running at exit were dropped without a word (a script making 30 applied 1 or 2).
 The exit hook now lets the calls the program made finish first, within the bound it waits for
-the program's threads. Run for real: a child process of the test, on the local store.
+the program's threads. Run for real: a child process of the test, on the local store and on
+an S3 emulator.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 SCRIPT = """
 import sys, time
@@ -46,12 +51,12 @@ else:
 """
 
 
-def _run(script: Path, root: str, what: str) -> subprocess.CompletedProcess[str]:
+def _run(script: Path, spec: StoreSpec, what: str) -> subprocess.CompletedProcess[str]:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(
-        [sys.executable, str(script), root, what],
+        [sys.executable, str(script), spec.url, what],
         cwd=script.parent,
-        env=dict(os.environ, PYTHONPATH=here),
+        env=dict(os.environ, PYTHONPATH=here, **spec.env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -59,13 +64,16 @@ def _run(script: Path, root: str, what: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_calls_a_script_made_and_never_waited_for_are_applied_at_its_exit(tmp_path: Path) -> None:
+def test_calls_a_script_made_and_never_waited_for_are_applied_at_its_exit(
+    tmp_path: Path, store_spec: StoreSpec, store_lane: Lane
+) -> None:
+    if not store_lane.multiprocess:
+        pytest.skip(f"{store_lane.name} stores live in one process")
     script = tmp_path / "fire_and_forget.py"
     script.write_text(SCRIPT)
-    root = (tmp_path / "store").as_uri()
-    made = _run(script, root, "call")
+    made = _run(script, store_spec, "call")
     assert made.returncode == 0, made.stderr[-2000:]
     assert made.stderr == ""
-    read = _run(script, root, "read")
+    read = _run(script, store_spec, "read")
     assert read.returncode == 0, read.stderr[-2000:]
     assert read.stdout.split()[-1].split(",") == ["first"] + [f"a{n}" for n in range(30)]
