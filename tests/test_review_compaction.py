@@ -110,7 +110,7 @@ def test_compact_all_skips_an_actor_whose_creation_never_committed(
     # writing its class body); `vactor compact --all` stopped at it with "not found",
     # leaving every actor after it uncompacted.
     vc.init(local_store)
-    _sync.sync(ActorLog(vc.get_runtime().store, "a-ghost").put_class("0" * 64, b"body", "m:C"))
+    _sync.sync(ActorLog(vc.get_runtime().store, "a-ghost").put_class("0" * 64, b"body", "m:C", None))
     handle = Tally.get_or_create("b-real")
     handle.incr.run()
     handle.incr.run()

@@ -835,6 +835,31 @@ def test_the_moto_lane_applies_no_put_whose_client_went_away_mid_body() -> None:
         lane.stop()
 
 
+def test_the_moto_lane_answers_with_one_server_and_one_date_header() -> None:
+    # The lane's keep-alive handler sent http.server's own Server and Date headers and then
+    # moto's (``server: amazon.com``): two of each. aiohttp's strict parser (``python -X dev``,
+    # AIOHTTP_NO_EXTENSIONS=1) refuses such an answer ("Duplicate 'Server' header found"), and
+    # every request of the s3fs transport failed with RetryableStorageError.
+    lane = MotoLane()
+    lane.start()
+    try:
+        assert lane.endpoint is not None
+        host, port = lane.endpoint.rsplit("/", 1)[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.request("GET", "/")
+            answer = conn.getresponse()
+            answer.read()
+            names = [name.lower() for name, _ in answer.getheaders()]
+        finally:
+            conn.close()
+        assert answer.status == 200
+        assert names.count("server") == 1, names
+        assert names.count("date") == 1, names
+    finally:
+        lane.stop()
+
+
 def test_the_moto_lane_computes_an_etag_under_the_objects_lock() -> None:
     # moto hashes an object for its ETag by seeking its shared buffer and reading it,
     # while a GET of the same object seeks and reads that buffer under a lock the ETag

@@ -669,7 +669,8 @@ class ActorCore(Folder):
                 await forget_before_creation(self.log, tombstone)
             await self.inbox.prime()
 
-        created, _ = await asyncio.gather(self.log.put_class(ref.sha, body, ref.name), prime())
+        put = self.log.put_class(ref.sha, body, ref.name, definition.bytecode)
+        created, _ = await asyncio.gather(put, prime())
         if created:  # (one found there may be damaged: the first commit checks it)
             self._stored_classes[ref.sha] = time.monotonic()
         for _ in range(_CREATE_AFTER_TOMBSTONE_ATTEMPTS):
@@ -899,6 +900,11 @@ class ActorCore(Folder):
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
             raise
+
+    def queued_futures(self) -> list[Future[Any]]:
+        """The futures of this actor's writes queued here that no thread has started."""
+        with self._mutex:
+            return [call.future for call in self._queue or ()]
 
     def _drop_cancelled(self) -> None:
         """(A queued call's future was cancelled) Let the queue drop it (see ``CallQueue``)."""
@@ -1783,23 +1789,23 @@ class ActorCore(Folder):
                 # This process runs its own (maybe upgraded) class: store its body first
                 # so that processes without the class can read the steps it writes. One
                 # found there already (left by an earlier run) may be damaged: checked too.
-                if not self.env.run(self.log.put_class(ref.sha, body, ref.name)):
-                    self.env.background(self._restore_class_body(ref, body))
+                if not self.env.run(self.log.put_class(ref.sha, body, ref.name, definition.bytecode)):
+                    self.env.background(self._restore_class_body(ref, body, definition.bytecode))
             else:
                 # The steps already name this body, stored by whoever wrote them; it may have
                 # gone since (a lifecycle rule, a copy of the steps alone), and then every
                 # step written here named a body no process without the class could load.
                 # Checked (read and verified: a damaged one is replaced too) by this core at its
                 # first commit and hourly, off the commit's path.
-                self.env.background(self._restore_class_body(ref, body))
+                self.env.background(self._restore_class_body(ref, body, definition.bytecode))
             self._stored_classes[ref.sha] = now
         return ref
 
-    async def _restore_class_body(self, ref: ClassRef, body: bytes) -> None:
+    async def _restore_class_body(self, ref: ClassRef, body: bytes, bytecode: str | None) -> None:
         """Store the class body ``ref`` again if it is missing or damaged (one GET when it is
         sound: a HEAD found a damaged body there, and it stayed unloadable for good)."""
         try:
-            fault = await self.log.restore_class(ref.sha, body, ref.name)
+            fault = await self.log.restore_class(ref.sha, body, ref.name, bytecode)
         except Exception as exc:  # (checked again by a later commit)
             self._stored_classes.pop(ref.sha, None)
             logger.debug("actor %r: checking its class body %s failed: %s", self.actor_id, ref.sha, exc)

@@ -84,6 +84,12 @@ RESERVED_METHOD_NAMES = frozenset(
 #: modules that exist in no other process under their name: their globals are stored by value
 PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
 
+#: The bytecode this Python runs (``cpython-311``): a class body pickled by value holds its
+#: methods' code objects, which another Python version runs wrongly or crashes on, so a body
+#: records it and a process of another refuses to load it (``None``: an implementation with
+#: no such tag, which records and checks nothing).
+BYTECODE: str | None = sys.implementation.cache_tag
+
 
 @dataclass(frozen=True, slots=True)
 class MethodInfo:
@@ -174,13 +180,14 @@ class ActorDefinition:
             _refuse_generator_methods(cls, self.methods)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
+        self._bytecode: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The stored body and its hash are this process's cache. A copy of the definition (in
         # the body of a class whose methods use this actor class) carried them only if this
         # process had stored this class first: that body held this one's bytes, and its hash
         # differed from process to process (a copy of an unchanged body stored by each).
-        return {**vars(self), "_ref": None, "_body": None}
+        return {**vars(self), "_ref": None, "_body": None, "_bytecode": None}
 
     @classmethod
     def from_stored(cls, raw: type, name: str | None = None) -> ActorDefinition:
@@ -224,10 +231,22 @@ class ActorDefinition:
                 finally:
                     if module is not None and by_value:
                         cloudpickle.unregister_pickle_by_value(module)
-            body = self._by_reference(failure) if body is None else _with_content_tracker_id(self.cls, body)
+            if body is None:
+                body = self._by_reference(failure)
+            else:
+                body = _with_content_tracker_id(self.cls, body)
+                self._bytecode = BYTECODE
             self._body = body
             self._ref = ClassRef(hashlib.sha256(body).hexdigest(), self.name)
         return self._ref, self._body
+
+    @property
+    def bytecode(self) -> str | None:
+        """Whose bytecode the stored body holds: :data:`BYTECODE` for a body pickled by value
+        (its methods' code objects, which only that Python runs right), None for one stored by
+        reference (a name: any Python loads it)."""
+        self.body()
+        return self._bytecode
 
     def _by_reference(self, failure: Exception | None) -> bytes:
         """The class stored as its name only, after pickling it by value failed."""

@@ -917,13 +917,12 @@ class ActorLog:
             raise _unusable_gc(self.actor_id, self.gc_key, exc) from None
 
     # -- class bodies ------------------------------------------------------------
-    async def put_class(self, sha: str, body: bytes, name: str) -> bool:
-        """Create the class object ``sha``. True when this put created it; False when an object
+    async def put_class(self, sha: str, body: bytes, name: str, bytecode: str | None) -> bool:
+        """Create the class object ``sha`` (``bytecode``: whose code objects the body holds,
+        ``ActorDefinition.bytecode``). True when this put created it; False when an object
         was there already (sound, or damaged at rest: :meth:`restore_class` tells)."""
         key = self.class_key(sha)
-        data = codec.encode(
-            key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
-        )
+        data = self._class_object(key, body, name, bytecode)
         # Content-addressed: whoever wrote it first wrote the same bytes, so an
         # object found at the key after an ambiguous failure (a lost response, a
         # 409, a 5xx) is as good as our own write; only a missing one is retried.
@@ -949,10 +948,20 @@ class ActorLog:
         assert last_error is not None  # every way round the loop without returning sets it
         raise last_error
 
-    async def read_class(self, sha: str) -> bytes:
+    def _class_object(self, key: str, body: bytes, name: str, bytecode: str | None) -> bytes:
+        meta: dict[str, Any] = {"kind": "class", "name": name}
+        if bytecode is not None:
+            meta["python"] = bytecode
+        return codec.encode(key, meta, {"body": body}, signing_key=self.signing_key)
+
+    async def read_class(self, sha: str) -> tuple[bytes, str | None]:
+        """The verified body of the class object ``sha``, and whose bytecode it holds (None: a
+        body stored by reference, or by a release that did not record it)."""
         key = self.class_key(sha)
         blob = await self.store.get(key)
-        return self._class_body(key, sha, blob.data)
+        body = self._class_body(key, sha, blob.data)
+        python = codec.decode(key, blob.data, signing_key=self.signing_key).meta.get("python")
+        return body, python if isinstance(python, str) else None
 
     def _class_body(self, key: str, sha: str, data: bytes) -> bytes:
         """The verified body of the class object ``data`` read from ``key``; ``IntegrityError``."""
@@ -964,7 +973,7 @@ class ActorLog:
             raise IntegrityError(key, "class body does not match its content hash")
         return body
 
-    async def restore_class(self, sha: str, body: bytes, name: str) -> str | None:
+    async def restore_class(self, sha: str, body: bytes, name: str, bytecode: str | None) -> str | None:
         """Make sure the class body ``sha`` is stored whole (``body``: this process's own, whose
         sha it is): read it (one GET) and store it again if it is missing or does not verify
         (damaged at rest, another class's body under this sha, signed with another key). What
@@ -974,7 +983,7 @@ class ActorLog:
         try:
             blob = await self.store.get(key)
         except NotFoundError:
-            await self.put_class(sha, body, name)
+            await self.put_class(sha, body, name, bytecode)
             return "missing"
         try:
             self._class_body(key, sha, blob.data)
@@ -983,9 +992,7 @@ class ActorLog:
             return None
         except IntegrityError as exc:
             damage = exc.reason
-        data = codec.encode(
-            key, {"kind": "class", "name": name}, {"body": body}, signing_key=self.signing_key
-        )
+        data = self._class_object(key, body, name, bytecode)
         # Content-addressed: any sound object at the key holds these very bytes, so replacing
         # the one read (and only that one: if-match) loses nothing, whoever wrote it. Replaced
         # or deleted meanwhile: ``PreconditionFailedError``, and the caller checks again.

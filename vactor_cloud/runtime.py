@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from vactor_cloud.batch import PendingCall, summarize
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import BYTECODE, ActorDefinition
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
     ActorDefinitionError,
@@ -860,7 +860,7 @@ class Runtime:
                 "make the class importable here"
             )
         try:
-            body = await _read_class_body(log, ref)
+            body, bytecode = await _read_class_body(log, ref)
         except NotFoundError as exc:
             # The store's own words name a key the user never wrote: say whose body it is.
             raise NotFoundError(
@@ -871,6 +871,15 @@ class Runtime:
                 "to the actor)",
                 exc.key,
             ) from exc
+        if bytecode is not None and BYTECODE is not None and bytecode != BYTECODE:
+            # (never unpickled: run by another Python, its code crashed CPython or ran wrongly)
+            raise ActorDefinitionError(
+                f"actor {log.actor_id!r} is an instance of {ref.name}, whose class body stored in "
+                f"actors/{log.actor_id}/class/{ref.sha} holds the bytecode of {bytecode}, not of this "
+                f"process's {BYTECODE}: another Python version runs it wrongly or crashes on it, so "
+                "it is not loaded: import (or define) the class in this process (a process that has "
+                f"the class never loads its body), or call the actor from a {bytecode} process"
+            )
         try:
             # Off the loop, on its default executor (short blocking work only: the local store's
             # file calls), not on the run_async pool: methods on that pool loading a class waited
@@ -1117,6 +1126,23 @@ class Runtime:
                 self._closer = None
             mine.set()
 
+    def finish_queued_calls(self, until: float) -> None:
+        """Wait until no call made to this runtime is left queued (not started), at most until
+        ``until`` (monotonic). The exit hook's: a script that ends with ``run_async`` calls it
+        never waited for has them applied, not failed by the shutdown with nobody to hear it.
+        (A call a method makes meanwhile is queued in turn, and waited for too.) In a forked
+        child, whose copy of the parent's runtime runs nothing, returns at once."""
+        while not self.closed and os.getpid() == self._pid:
+            pending = [future for core in self._all_cores() for future in core.queued_futures()]
+            left = until - time.monotonic()
+            if not pending or left <= 0:
+                return
+
+            def all_done(timeout: float | None, pending: list[Future[Any]] = pending) -> bool:
+                return not wait(pending, timeout).not_done
+
+            _sync.interruptible_wait(all_done, left, forever=None)
+
     @property
     def finished_closing(self) -> bool:
         """Whether a ``close`` has run to its end (not interrupted half way by Ctrl-C)."""
@@ -1188,7 +1214,7 @@ def join_threads(threads: list[threading.Thread], until: float | None) -> None:
 _CLASS_READS = 3
 
 
-async def _read_class_body(log: ActorLog, ref: ClassRef) -> bytes:
+async def _read_class_body(log: ActorLog, ref: ClassRef) -> tuple[bytes, str | None]:
     """The verified class body ``ref`` of ``log``'s actor. One that does not verify
     ``_CLASS_READS`` times in a row is damaged at rest (truncated, altered, another class's body
     under this sha): ``IntegrityError`` saying how it gets repaired."""
@@ -1650,8 +1676,14 @@ def _shutdown_at_exit() -> None:
     # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
     # (joined as shutdown joins: on the main thread, a signal's handler runs while it waits)
     others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
+    until = time.monotonic() + _EXIT_WAIT
     try:
-        join_threads(others, time.monotonic() + _EXIT_WAIT)
+        join_threads(others, until)
+        # Then the calls the program made and did not wait for (``run_async``): a shutdown
+        # fails those not started, which nobody would hear of now.
+        runtime = _runtime
+        if runtime is not None:
+            runtime.finish_queued_calls(until)
     finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
         shutdown()
 

@@ -157,9 +157,17 @@ def keep_alive_handler() -> type:
             status, headers = answer
             code, _, reason = status.partition(" ")
             payload = b"".join(chunks)
-            self.send_response(int(code), reason)
+            # (send_response would add http.server's Server and Date beside the app's: moto
+            # sends a Server header, and a strict client refuses a second one)
+            self.log_request(int(code))
+            self.send_response_only(int(code), reason)
             bodiless = self.command == "HEAD" or int(code) in (204, 304) or 100 <= int(code) < 200
             dropped = {"connection", "transfer-encoding"} | (set() if bodiless else {"content-length"})
+            sent = {name.lower() for name, _ in headers}
+            if "server" not in sent:
+                self.send_header("Server", self.version_string())
+            if "date" not in sent:
+                self.send_header("Date", self.date_time_string())
             for name, value in headers:
                 if name.lower() not in dropped:
                     self.send_header(name, value)
