@@ -1832,7 +1832,8 @@ class ActorCore(Folder):
                 raise deleted_error(self.log, record)
             now = record.class_ref.name
             if call.for_class is not None and call.for_class != now:
-                self._learn_class(record)
+                if step is None:  # (a past step's class is no news: the id's may be another now)
+                    self._learn_class(record)
                 raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now)
             definition = self._definition_now(record)
             room = env.read_room

@@ -26,6 +26,7 @@ from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_a
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo
 from vactor_cloud.errors import (
+    ActorClassChangedError,
     ActorDeletedError,
     ReentrantCallError,
     StorageNotChosenError,
@@ -162,12 +163,22 @@ class ActorHandle(Generic[T_co]):
     ``T_co`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("_origin", "actor_id")
+    __slots__ = ("_class", "_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id: str = actor_id
         #: (an unpickled handle, until its first use) the store of the process that pickled it
         self._origin: str | None = None
+        #: the class it was made for (``Cls.get_or_create``): it calls no actor of another
+        #: class; None (``vc.get_actor``): whatever class the actor is of
+        self._class: str | None = None
+
+    @classmethod
+    def _of_class(cls, actor_id: str, name: str) -> ActorHandle[Any]:
+        """A handle made for the class ``name``: its methods are that class's."""
+        handle: ActorHandle[Any] = cls(actor_id)
+        handle._class = name
+        return handle
 
     def _runtime(self) -> Runtime:
         """The current runtime; ``StorageNotChosenError`` on the first use of a handle sent from a
@@ -211,6 +222,10 @@ class ActorHandle(Generic[T_co]):
                     f"(its other methods may call it); a handle calls public methods only"
                 )
             definition = self._definition()
+            if self._class is not None and definition.name != self._class:
+                # (the id was deleted and made again with another class: a call of this
+                # process found out; else the call itself is refused where it runs)
+                raise ActorClassChangedError(self.actor_id, name, self._class, definition.name)
             info = definition.methods.get(name)
             if info is None:
                 raise AttributeError(
@@ -711,7 +726,12 @@ class ActorMethod(Generic[P, R]):
                     f"vc.current_call().schedule({self._info.name!r}, after=...)"
                 )
             return scheduling_call(
-                self._info.name, args, kwargs, idempotency_key=options.idempotency_key, **self._timer
+                self._info.name,
+                args,
+                kwargs,
+                idempotency_key=options.idempotency_key,
+                for_class=self._info.owner or None,
+                **self._timer,
             )
         running = current_call()
         if running is not None:
