@@ -7,12 +7,19 @@ passed on the code they were written against; the others failed before their fix
 from __future__ import annotations
 
 import pickle
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from test_review_warm_after_delete import WARM, Basket, as_a, as_b, warm_till
+from actors import OrderLog
+from test_combining import commit_behind_its_back, foreign_box, init_switchable
+from test_review_warm_after_delete import WARM, Basket, Tally, as_a, as_b, warm_till
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.class_tag import class_tag
+from vactor_cloud.posting import PostedCall
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -116,3 +123,72 @@ def test_a_read_at_a_step_of_the_earlier_actor_does_not_teach_its_class(spec: St
         basket.get.run(at_step=old.step)
     assert Basket.get_or_create("ci-at-step").get.run() == [4]
     assert vc.get_actor("ci-at-step").add.run(5) == 2
+
+
+def test_held_a_post_mixing_calls_of_both_classes_applies_its_own_and_records_no_refused_key(
+    spec: StoreSpec,
+) -> None:
+    """Held: one post of three calls, folded in one step on the ``Tally`` the id holds now:
+    ``add`` made for the earlier ``OrderLog`` (keyed ``k``), one made for ``Tally``, and one
+    for ``OrderLog`` again. The fold answers both stale calls ``ActorClassChangedError`` and
+    applies the other in its place; the refused key is not recorded: a retry of ``k`` through
+    the ``Tally`` runs there (it was not applied anywhere)."""
+    init_switchable(spec, combine_window=60.0)
+    OrderLog.get_or_create("mixed").add.run("me/0")
+    assert vc.delete_actor("mixed") is True
+    tally = Tally.get_or_create("mixed")
+    old, new = class_tag(OrderLog.name), class_tag(Tally.name)
+    calls = (
+        PostedCall("add", pickle.dumps((("stale/k",), {})), uuid.uuid4().hex, "k", for_class=old),
+        PostedCall("add", pickle.dumps((("same/0",), {})), uuid.uuid4().hex, for_class=new),
+        PostedCall("add", pickle.dumps((("stale/1",), {})), uuid.uuid4().hex, for_class=old),
+    )
+    box = foreign_box("mixed")
+    _sync.sync(box.send(box.prepare(calls)))
+    commit_behind_its_back("mixed")  # our next commit loses the race, posts, and folds
+    assert tally.add.run("me/1") == 102
+    assert tally.applied.run() == ["same/0", "me/1"]
+    for refused in (calls[0], calls[2]):
+        with pytest.raises(vc.ActorClassChangedError):
+            tally.call_outcome(refused.call_id)
+    assert tally.call_outcome(calls[1].call_id) == 101
+    assert tally.add.options(idempotency_key="k").run("retry/k") == 103
+    assert tally.applied.run() == ["same/0", "me/1", "retry/k"]
+
+
+def _define(step: int) -> vc.ActorClass[Any]:
+    """``Redefined``, as a notebook cell defines it (run again, edited: same name, new body)."""
+
+    @vc.virtual_actor
+    class Redefined:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def incr(self) -> int:
+            self.n += step
+            return self.n
+
+        if step > 1:
+
+            def reset(self) -> int:
+                self.n = 0
+                return 0
+
+    return Redefined
+
+
+def test_a_class_defined_again_under_its_name_runs_the_actors_already_loaded(spec: StoreSpec) -> None:
+    """A notebook cell defining an actor class is run again, edited: the actor this process
+    had loaded went on with the first body (``incr`` added 1, the new ``reset`` was no
+    method), where an actor loaded after it ran the new one: one process, one class name,
+    two bodies. The class registered under the name now runs every actor of it."""
+    spec.init()
+    first = _define(1)
+    handle = first.get_or_create("redefined")
+    assert handle.incr.run() == 1
+    second = _define(10)
+    assert second.name == first.name
+    assert second.get_or_create("redefined").incr.run() == 11
+    assert handle.incr.run() == 21
+    assert handle.reset.run() == 0
+    assert second.get_or_create("another").incr.run() == 10

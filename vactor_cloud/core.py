@@ -63,7 +63,7 @@ from vactor_cloud.batch import (
 )
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
-from vactor_cloud.definition import ActorDefinition, lookup_local_class
+from vactor_cloud.definition import ActorDefinition, lookup_local_class, superseded
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import (
     ActorBusyError,
@@ -608,6 +608,7 @@ class ActorCore(Folder):
             self.definition is None
             or self.definition.name != record.class_ref.name  # a new actor after a tombstone
             or (self._stored_sha is not None and self._stored_sha != record.class_ref.sha)
+            or superseded(self.definition)
         ):
             self._set_definition(await self.definition_for(record.class_ref), record.class_ref)
         assert self.definition is not None
@@ -620,6 +621,7 @@ class ActorCore(Folder):
             definition is not None
             and definition.name == record.class_ref.name
             and (self._stored_sha is None or self._stored_sha == record.class_ref.sha)
+            and not superseded(definition)
         ):
             return definition
         return self.env.run(self._sync_definition(record))
@@ -1268,6 +1270,8 @@ class ActorCore(Folder):
         if c.posted is None and self._refuse_other_class(c, base) and not c.fold:
             return "done"
         definition = self._definition_now(base)
+        if type(live) is not definition.cls:  # (None; or the class was defined again: ``superseded``)
+            live = None
         if c.posted is not None and self._settle_if_folded(c.posted, c.batch, base):
             return "done"
         if c.fold:

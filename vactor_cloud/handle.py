@@ -24,7 +24,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
-from vactor_cloud.definition import ActorDefinition, MethodInfo
+from vactor_cloud.definition import ActorDefinition, MethodInfo, lookup_local_class, superseded
 from vactor_cloud.errors import (
     ActorClassChangedError,
     ActorDeletedError,
@@ -201,6 +201,8 @@ class ActorHandle(Generic[T_co]):
             return creation.definition
         try:
             definition = runtime.load(self.actor_id).definition
+            if definition is not None and superseded(definition):  # (defined again: see ``superseded``)
+                definition = lookup_local_class(definition.name)
         except ActorDeletedError:
             # Its methods are still looked up, in the class of its tombstone: a read-only one
             # runs on a step before the delete (``run(at_step=N)``, as ``state_at(N)`` reads
