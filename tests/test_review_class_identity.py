@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from test_combining import commit_behind_its_back, foreign_box, init_switchable
-from test_review_warm_after_delete import WARM, Basket, Tally, as_a, as_b, warm_till
+from test_review_warm_after_delete import WARM, Basket, Tally, Till, as_a, as_b, warm_till
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -192,3 +192,36 @@ def test_a_class_defined_again_under_its_name_runs_the_actors_already_loaded(spe
     assert handle.incr.run() == 21
     assert handle.reset.run() == 0
     assert second.get_or_create("another").incr.run() == 10
+
+
+def test_held_a_keyed_call_refused_for_its_class_records_nothing(spec: StoreSpec) -> None:
+    """Held: a keyed ``add`` through A's ``Till`` handle on B's basket is refused (a retry
+    through that handle too), with nothing recorded under its key: the same key through a
+    handle of the basket runs there once, and its retry is answered from the basket's table."""
+    as_a(spec, WARM)
+    till = warm_till("ci-keyed")
+    basket_now(spec, "ci-keyed")
+    for _ in range(2):
+        with pytest.raises(vc.ActorClassChangedError):
+            till.add.options(idempotency_key="k").run(7)
+    basket = vc.get_actor("ci-keyed")
+    assert basket.add.options(idempotency_key="k").run(8) == 1
+    assert basket.add.options(idempotency_key="k").run(8) == 1
+    assert basket_items(spec, "ci-keyed") == [8]
+
+
+def test_held_a_get_or_create_without_waiting_on_a_warm_cache_refuses_the_new_class(spec: StoreSpec) -> None:
+    """Held: with ``wait_for_init=False``, A's warm ``Till.get_or_create`` creates nothing (its
+    cache says the id holds a ``Till``); its handle's writer and read-only calls are refused
+    on B's basket, which is untouched."""
+    spec.init(settings=vc.Settings(storage="", fresh_window=WARM, wait_for_init=False))
+    till = Till.get_or_create("ci-nowait", 1)
+    till.ready().result(timeout=60)
+    assert till.add.run(1) == 2
+    basket_now(spec, "ci-nowait")
+    again = Till.get_or_create("ci-nowait", 5)
+    with pytest.raises(vc.ActorClassChangedError):
+        again.add.run(3)
+    with pytest.raises(vc.ActorClassChangedError):
+        again.get.run()
+    assert basket_items(spec, "ci-nowait") == []
