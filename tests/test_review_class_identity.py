@@ -225,3 +225,28 @@ def test_held_a_get_or_create_without_waiting_on_a_warm_cache_refuses_the_new_cl
     with pytest.raises(vc.ActorClassChangedError):
         again.get.run()
     assert basket_items(spec, "ci-nowait") == []
+
+
+@pytest.mark.parametrize("fresh_window", [WARM, 0.0])
+def test_a_handle_of_a_class_calls_the_id_again_once_it_holds_that_class_again(
+    spec: StoreSpec, fresh_window: float
+) -> None:
+    """B made a basket of the id (A's ``Till`` handle refused, A learnt ``Basket``), then a
+    ``Till`` again. The ``Till`` handle's ``add`` was refused from the class A had cached,
+    with no request: at ``handle.add`` (an interim fix of this review), and before it in the
+    commit, from the cached step, however old (past ``fresh_window`` too). A refusal commits
+    nothing: as for a call that raises, one probe first finds whether the cached step is
+    still the newest (docs/concepts.md); here it is not, and the call runs on the ``Till``."""
+    as_a(spec, fresh_window)
+    till = warm_till("ci-back")
+    basket_now(spec, "ci-back")
+    with pytest.raises(vc.ActorClassChangedError):
+        till.add.run(7)
+
+    def till_again() -> None:
+        assert vc.delete_actor("ci-back") is True
+        Till.get_or_create("ci-back", 50)
+
+    as_b(spec, till_again)
+    assert till.add.run(1) == 51
+    assert till.get.run() == 51

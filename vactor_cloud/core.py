@@ -1209,7 +1209,7 @@ class ActorCore(Folder):
         """Race, fold or post ``c.batch`` (sets ``c.fold`` and ``c.posted``). False: the commit
         ends before any attempt (a fold-only commit without the lease, or a batch that
         waited behind our pending post and has its outcome)."""
-        self._refuse_other_class(c, self.record)
+        self._refuse_other_class(c, self.record, self.validated_at)
         batch = c.batch
         if not batch:
             c.fold = self._holding()
@@ -1267,7 +1267,7 @@ class ActorCore(Folder):
         base, validated, live = self._attempt_base(c)
         if base is None:  # invalidated by a compaction meanwhile
             return "again"
-        if c.posted is None and self._refuse_other_class(c, base) and not c.fold:
+        if c.posted is None and self._refuse_other_class(c, base, validated) and not c.fold:
             return "done"
         definition = self._definition_now(base)
         if type(live) is not definition.cls:  # (None; or the class was defined again: ``superseded``)
@@ -1431,16 +1431,21 @@ class ActorCore(Folder):
         newest = self.env.run(self.revalidate())
         return newest.step == base.step
 
-    def _refuse_other_class(self, c: _Commit, record: StepRecord | None) -> bool:
+    def _refuse_other_class(self, c: _Commit, record: StepRecord | None, validated: float) -> bool:
         """Fail the calls of ``c.batch`` made through a method of another class than
         ``record``'s, and drop them from the batch: the id was deleted and made again with
         another class since their handle read it (a tombstone is left to fail them as
         deleted). True when no call is left in the batch. Called before the batch is posted
-        (a post names no class: a fold runs its calls with the class of the step it folds on)."""
+        (a fold checks a posted call's class tag). A refusal commits nothing: as for a call
+        that raises (``_answers_from_newest``), ``record`` (validated at ``validated``) must
+        be found newest after the commit began, else one probe decides, and a newer step
+        refuses nothing here (the attempt on it decides)."""
         if record is None or is_deleted(record):
             return False
         now = record.class_ref.name
         if all(call.for_class is None or call.for_class == now for call in c.batch):
+            return False
+        if validated < c.began and self.env.run(self.revalidate()).step != record.step:
             return False
         kept: list[PendingCall] = []
         refused: list[tuple[PendingCall, Outcome]] = []
@@ -1572,7 +1577,7 @@ class ActorCore(Folder):
         lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
         counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         caught_up = self.record
-        if c.posted is None and self._refuse_other_class(c, caught_up) and not c.fold:
+        if c.posted is None and self._refuse_other_class(c, caught_up, self.validated_at) and not c.fold:
             return "done"
         batch = c.batch
         lost_race = (

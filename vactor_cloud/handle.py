@@ -26,7 +26,6 @@ from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_a
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
 from vactor_cloud.definition import ActorDefinition, MethodInfo, lookup_local_class, superseded
 from vactor_cloud.errors import (
-    ActorClassChangedError,
     ActorDeletedError,
     ReentrantCallError,
     StorageNotChosenError,
@@ -169,15 +168,15 @@ class ActorHandle(Generic[T_co]):
         self.actor_id: str = actor_id
         #: (an unpickled handle, until its first use) the store of the process that pickled it
         self._origin: str | None = None
-        #: the class it was made for (``Cls.get_or_create``): it calls no actor of another
-        #: class; None (``vc.get_actor``): whatever class the actor is of
-        self._class: str | None = None
+        #: the class it was made for (``Cls.get_or_create``): its methods are that class's,
+        #: and run on no actor of another class; None (``vc.get_actor``): the actor's class
+        self._class: ActorDefinition | None = None
 
     @classmethod
-    def _of_class(cls, actor_id: str, name: str) -> ActorHandle[Any]:
-        """A handle made for the class ``name``: its methods are that class's."""
+    def _of_class(cls, actor_id: str, definition: ActorDefinition) -> ActorHandle[Any]:
+        """A handle made for the class ``definition``."""
         handle: ActorHandle[Any] = cls(actor_id)
-        handle._class = name
+        handle._class = definition
         return handle
 
     def _runtime(self) -> Runtime:
@@ -224,10 +223,11 @@ class ActorHandle(Generic[T_co]):
                     f"(its other methods may call it); a handle calls public methods only"
                 )
             definition = self._definition()
-            if self._class is not None and definition.name != self._class:
-                # (the id was deleted and made again with another class: a call of this
-                # process found out; else the call itself is refused where it runs)
-                raise ActorClassChangedError(self.actor_id, name, self._class, definition.name)
+            if self._class is not None and definition.name != self._class.name:
+                # The id was made again with another class, as this process knows (its cache
+                # may be behind): the call is made for the handle's class all the same, and
+                # refused where it runs on an actor of another class.
+                definition = self._class
             info = definition.methods.get(name)
             if info is None:
                 raise AttributeError(
