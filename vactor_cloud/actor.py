@@ -97,7 +97,7 @@ class ActorClass(Generic[C_co], _ClassObject):
             runtime.create(self.definition, actor_id, args, kwargs)
         else:
             runtime.create_nowait(self.definition, actor_id, args, kwargs)
-        return ActorHandle(actor_id)
+        return ActorHandle._of_class(actor_id, self.definition)
 
     async def get_or_create_async(
         self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs

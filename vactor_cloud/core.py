@@ -63,7 +63,7 @@ from vactor_cloud.batch import (
 )
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
-from vactor_cloud.definition import ActorDefinition, lookup_local_class
+from vactor_cloud.definition import ActorDefinition, lookup_local_class, superseded
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import (
     ActorBusyError,
@@ -608,6 +608,7 @@ class ActorCore(Folder):
             self.definition is None
             or self.definition.name != record.class_ref.name  # a new actor after a tombstone
             or (self._stored_sha is not None and self._stored_sha != record.class_ref.sha)
+            or superseded(self.definition)
         ):
             self._set_definition(await self.definition_for(record.class_ref), record.class_ref)
         assert self.definition is not None
@@ -620,6 +621,7 @@ class ActorCore(Folder):
             definition is not None
             and definition.name == record.class_ref.name
             and (self._stored_sha is None or self._stored_sha == record.class_ref.sha)
+            and not superseded(definition)
         ):
             return definition
         return self.env.run(self._sync_definition(record))
@@ -1213,7 +1215,7 @@ class ActorCore(Folder):
         """Race, fold or post ``c.batch`` (sets ``c.fold`` and ``c.posted``). False: the commit
         ends before any attempt (a fold-only commit without the lease, or a batch that
         waited behind our pending post and has its outcome)."""
-        self._refuse_other_class(c, self.record)
+        self._refuse_other_class(c, self.record, self.validated_at)
         batch = c.batch
         if not batch:
             c.fold = self._holding()
@@ -1271,9 +1273,11 @@ class ActorCore(Folder):
         base, validated, live = self._attempt_base(c)
         if base is None:  # invalidated by a compaction meanwhile
             return "again"
-        if c.posted is None and self._refuse_other_class(c, base) and not c.fold:
+        if c.posted is None and self._refuse_other_class(c, base, validated) and not c.fold:
             return "done"
         definition = self._definition_now(base)
+        if type(live) is not definition.cls:  # (None; or the class was defined again: ``superseded``)
+            live = None
         if c.posted is not None and self._settle_if_folded(c.posted, c.batch, base):
             return "done"
         if c.fold:
@@ -1433,16 +1437,21 @@ class ActorCore(Folder):
         newest = self.env.run(self.revalidate())
         return newest.step == base.step
 
-    def _refuse_other_class(self, c: _Commit, record: StepRecord | None) -> bool:
+    def _refuse_other_class(self, c: _Commit, record: StepRecord | None, validated: float) -> bool:
         """Fail the calls of ``c.batch`` made through a method of another class than
         ``record``'s, and drop them from the batch: the id was deleted and made again with
         another class since their handle read it (a tombstone is left to fail them as
         deleted). True when no call is left in the batch. Called before the batch is posted
-        (a post names no class: a fold runs its calls with the class of the step it folds on)."""
+        (a fold checks a posted call's class tag). A refusal commits nothing: as for a call
+        that raises (``_answers_from_newest``), ``record`` (validated at ``validated``) must
+        be found newest after the commit began, else one probe decides, and a newer step
+        refuses nothing here (the attempt on it decides)."""
         if record is None or is_deleted(record):
             return False
         now = record.class_ref.name
         if all(call.for_class is None or call.for_class == now for call in c.batch):
+            return False
+        if validated < c.began and self.env.run(self.revalidate()).step != record.step:
             return False
         kept: list[PendingCall] = []
         refused: list[tuple[PendingCall, Outcome]] = []
@@ -1574,7 +1583,7 @@ class ActorCore(Folder):
         lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
         counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         caught_up = self.record
-        if c.posted is None and self._refuse_other_class(c, caught_up) and not c.fold:
+        if c.posted is None and self._refuse_other_class(c, caught_up, self.validated_at) and not c.fold:
             return "done"
         batch = c.batch
         lost_race = (
@@ -1838,7 +1847,8 @@ class ActorCore(Folder):
                 raise deleted_error(self.log, record)
             now = record.class_ref.name
             if call.for_class is not None and call.for_class != now:
-                self._learn_class(record)
+                if step is None:  # (a past step's class is no news: the id's may be another now)
+                    self._learn_class(record)
                 raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now)
             definition = self._definition_now(record)
             room = env.read_room

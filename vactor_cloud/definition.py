@@ -573,3 +573,13 @@ def mark_event_handler(name: str) -> Callable[[F], F]:
         return method
 
     return mark
+
+
+def superseded(definition: ActorDefinition) -> bool:
+    """Whether another class was registered under ``definition``'s name since it was loaded:
+    the class defined again (a notebook's cell run again, edited), or its module imported
+    after its body was loaded from storage. This process's own class runs the actors of its
+    name (``ActorCore.definition_for``), so the one registered now takes over (one dict
+    lookup: a call's commit and a handle's method lookup ask it)."""
+    local = _REGISTRY.get(definition.name)
+    return local is not None and local is not definition

@@ -24,7 +24,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
-from vactor_cloud.definition import ActorDefinition, MethodInfo
+from vactor_cloud.definition import ActorDefinition, MethodInfo, lookup_local_class, superseded
 from vactor_cloud.errors import (
     ActorDeletedError,
     ReentrantCallError,
@@ -162,12 +162,22 @@ class ActorHandle(Generic[T_co]):
     ``T_co`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("_origin", "actor_id")
+    __slots__ = ("_class", "_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id: str = actor_id
         #: (an unpickled handle, until its first use) the store of the process that pickled it
         self._origin: str | None = None
+        #: the class it was made for (``Cls.get_or_create``): its methods are that class's,
+        #: and run on no actor of another class; None (``vc.get_actor``): the actor's class
+        self._class: ActorDefinition | None = None
+
+    @classmethod
+    def _of_class(cls, actor_id: str, definition: ActorDefinition) -> ActorHandle[Any]:
+        """A handle made for the class ``definition``."""
+        handle: ActorHandle[Any] = cls(actor_id)
+        handle._class = definition
+        return handle
 
     def _runtime(self) -> Runtime:
         """The current runtime; ``StorageNotChosenError`` on the first use of a handle sent from a
@@ -190,6 +200,8 @@ class ActorHandle(Generic[T_co]):
             return creation.definition
         try:
             definition = runtime.load(self.actor_id).definition
+            if definition is not None and superseded(definition):  # (defined again: see ``superseded``)
+                definition = lookup_local_class(definition.name)
         except ActorDeletedError:
             # Its methods are still looked up, in the class of its tombstone: a read-only one
             # runs on a step before the delete (``run(at_step=N)``, as ``state_at(N)`` reads
@@ -211,6 +223,11 @@ class ActorHandle(Generic[T_co]):
                     f"(its other methods may call it); a handle calls public methods only"
                 )
             definition = self._definition()
+            if self._class is not None and definition.name != self._class.name:
+                # The id was made again with another class, as this process knows (its cache
+                # may be behind): the call is made for the handle's class all the same, and
+                # refused where it runs on an actor of another class.
+                definition = self._class
             info = definition.methods.get(name)
             if info is None:
                 raise AttributeError(
@@ -711,7 +728,12 @@ class ActorMethod(Generic[P, R]):
                     f"vc.current_call().schedule({self._info.name!r}, after=...)"
                 )
             return scheduling_call(
-                self._info.name, args, kwargs, idempotency_key=options.idempotency_key, **self._timer
+                self._info.name,
+                args,
+                kwargs,
+                idempotency_key=options.idempotency_key,
+                for_class=self._info.owner or None,
+                **self._timer,
             )
         running = current_call()
         if running is not None:

@@ -1058,8 +1058,11 @@ def scheduling_call(
     key: str | None,
     every: float | None,
     idempotency_key: str | None,
+    for_class: str | None = None,
 ) -> PendingCall:
-    """The tiny internal call that schedules ``method(*args, **kwargs)`` from outside the actor.
+    """The tiny internal call that schedules ``method(*args, **kwargs)`` from outside the actor
+    (``for_class``: the class ``method`` is of; on an actor of another class nothing is
+    scheduled, ``ActorClassChangedError``).
 
     Its future resolves to the timer's key once the timer is committed and indexed.
     """
@@ -1081,6 +1084,7 @@ def scheduling_call(
         future=ActorFuture(),
         call_id=call_id,
         options=CallOptions(idempotency_key=idempotency_key),
+        for_class=for_class,
     )
 
 
