@@ -138,7 +138,9 @@ pytest_workers() {
   # processes, not on the CPU (two workers kept each near a quarter of a core).
   local workers="${VACTOR_TEST_WORKERS:-4}"
   if [[ "$workers" != "1" ]] && "$PY" -c 'import xdist' 2>/dev/null; then
-    echo "-n $workers"
+    # worksteal: a worker that runs out of tests takes some of a busy one's (with the
+    # default scheduling, the slow tests handed out first kept one worker busy at the end)
+    echo "-n $workers --dist worksteal"
   fi
 }
 
