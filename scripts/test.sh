@@ -134,9 +134,9 @@ make_venv() {
 }
 
 pytest_workers() {
-  # Four workers on two cores: most tests wait on the (local) servers and on child
+  # Five workers on two cores: most tests wait on the (local) servers and on child
   # processes, not on the CPU (two workers kept each near a quarter of a core).
-  local workers="${VACTOR_TEST_WORKERS:-4}"
+  local workers="${VACTOR_TEST_WORKERS:-5}"
   if [[ "$workers" != "1" ]] && "$PY" -c 'import xdist' 2>/dev/null; then
     # worksteal: a worker that runs out of tests takes some of a busy one's (with the
     # default scheduling, the slow tests handed out first kept one worker busy at the end)
