@@ -29,6 +29,7 @@ def test_every_public_error_is_exported_from_the_errors_module() -> None:
         (errors.ActorNotFoundError("a", "memory://x"), LookupError),
         (errors.InvalidActorIdError("bad"), ValueError),
         (errors.StateSerializationError("no"), TypeError),
+        (errors.OtherPythonError("CodeType compiled by cpython-99: ..."), ImportError),
         (errors.CommitConflictError("a", 3), errors.VactorError),
         (errors.CommitOutcomeUnknownError("a", 3), errors.VactorError),
         (errors.IntegrityError("k", "checksum mismatch"), errors.VactorError),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import cloudpickle
+from vactor_cloud import bytecode
 
 __all__ = ["Frozen", "freeze", "freeze_arguments", "thaw", "thaw_arguments"]
 
@@ -54,7 +54,7 @@ def _dumps(value: Any, what: str, where: str | None = None) -> bytes:
         pass
     try:
         # Lambdas, local classes and the like: cloudpickle pickles them by value.
-        return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        return bytecode.dumps(value)
     except Exception as exc:
         raise TypeError(
             f"{_of(what, where)} cannot be passed by value: {exc}; actor calls copy their {what}s "
@@ -81,7 +81,7 @@ def thaw(frozen: Frozen, what: str = "result", where: str | None = None) -> Any:
     if frozen.data is None:
         return frozen.value
     try:
-        return pickle.loads(frozen.data)
+        return bytecode.loads(frozen.data)
     except Exception as exc:
         raise TypeError(
             f"{_of(what, where)} cannot be passed by value: it pickles, but reading it back fails: {exc!r}"
@@ -99,7 +99,7 @@ def thaw_arguments(frozen: Frozen) -> tuple[tuple[Any, ...], dict[str, Any]]:
         args, kwargs = frozen.value
         return args, dict(kwargs)
     try:
-        args, kwargs = pickle.loads(frozen.data)
+        args, kwargs = bytecode.loads(frozen.data)
     except Exception as exc:
         # Else the body's run failed with the argument's own error (a ValueError ...), which
         # its caller took for the method's, and ``max_retries`` ran into again and again.

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from vactor_cloud import bytecode
 from vactor_cloud.byvalue import freeze, thaw
 from vactor_cloud.errors import (
     ActorBusyError,
@@ -250,7 +251,7 @@ class DedupTable:
         if serializer == "json":
             raw = json.loads(data.decode("utf-8"))
             return cls({k: (t, Outcome(ok, v if ok else _exception_from_json(v))) for k, t, ok, v in raw})
-        loaded = pickle.loads(data)
+        loaded = bytecode.loads(data)
         return cls({k: (t, Outcome(ok, v)) for k, t, ok, v in loaded})
 
     def get(self, key: str) -> Outcome | None:
@@ -279,7 +280,7 @@ def _encode(rows: list[tuple[str, float, bool, Any]], serializer: str) -> bytes:
     if serializer == "json":
         plain = [(k, t, ok, v if ok else _exception_to_json(v)) for k, t, ok, v in rows]
         return json.dumps(plain, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    return bytecode.dumps(rows)
 
 
 def _serialize(entries: Iterable[tuple[str, tuple[float, Outcome]]], serializer: str) -> bytes:
@@ -305,7 +306,7 @@ def _decode(data: bytes, serializer: str) -> list[Any]:
     """The rows of ``data``, strictly (no stand-ins)."""
     if serializer == "json":
         return list(json.loads(data.decode("utf-8")))
-    return list(pickle.loads(data))
+    return list(bytecode.loads(data))
 
 
 def recorded_outcome(outcome: Outcome, serializer: str) -> Outcome:

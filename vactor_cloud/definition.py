@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import cloudpickle
 
+from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.log import ClassRef
@@ -83,12 +84,6 @@ RESERVED_METHOD_NAMES = frozenset(
 )
 #: modules that exist in no other process under their name: their globals are stored by value
 PROCESS_ONLY_MODULES = frozenset({"__main__", "__mp_main__"})
-
-#: The bytecode this Python runs (``cpython-311``): a class body pickled by value holds its
-#: methods' code objects, which another Python version runs wrongly or crashes on, so a body
-#: records it and a process of another refuses to load it (``None``: an implementation with
-#: no such tag, which records and checks nothing).
-BYTECODE: str | None = sys.implementation.cache_tag
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ and ``except LookupError`` keep working::
     │   ├── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
     │   └── ActorClassChangedError  a call named a method of a class the actor under its id is not
     ├── StateSerializationError     (TypeError)
+    ├── OtherPythonError            (ImportError) code pickled by value by another Python version
     ├── CommitConflictError
     ├── ReentrantCallError          (RuntimeError) a writer's call would wait for its own actor
     ├── ActorBusyError              (TimeoutError) a queued call waited too long, not applied
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidActorIdError",
     "NestedCallPendingError",
     "NotFoundError",
+    "OtherPythonError",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "RateLimitedError",
@@ -207,6 +209,13 @@ class ActorClassChangedError(ActorDefinitionError):
 
 class StateSerializationError(VactorError, TypeError):
     """The actor's state (or a call's result) could not be serialized; nothing was committed."""
+
+
+class OtherPythonError(VactorError, ImportError):
+    """An object holds code pickled by value (a lambda, a function or class of a script's
+    ``__main__``, a class defined in a function) that another Python version compiled: run, it
+    would go wrong or crash this interpreter, so it is not loaded. The object is whole: a process
+    of that Python version loads it (see ``vactor_cloud/bytecode.py``)."""
 
 
 class CommitConflictError(VactorError):

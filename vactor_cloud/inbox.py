@@ -71,9 +71,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
-from vactor_cloud import codec, counters
+from vactor_cloud import bytecode, codec, counters
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup, is_outcome
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
@@ -187,7 +185,7 @@ class InboxEvent:
     def load_payload(self) -> Any:
         if self.serializer == "json":
             return json.loads(self.payload.decode("utf-8"))
-        return pickle.loads(self.payload)
+        return bytecode.loads(self.payload)
 
 
 def fold_order(events: Iterable[InboxEvent]) -> list[InboxEvent]:
@@ -245,7 +243,7 @@ def serialize_payload(payload: Any, serializer: str) -> bytes:
         if serializer == "json":
             data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
         else:
-            data = bytes(cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+            data = bytecode.dumps(payload)
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         hint = (
             "json payloads take only dict, list, str, int, float, bool and None; "

@@ -47,7 +47,6 @@ import contextlib
 import hmac
 import itertools
 import math
-import pickle
 import re
 import secrets
 import struct
@@ -58,9 +57,7 @@ from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
-from vactor_cloud import codec, mailkey
+from vactor_cloud import bytecode, codec, mailkey
 from vactor_cloud.class_tag import TAG_BYTES
 from vactor_cloud.dedup import Outcome, recorded_exception, safe_repr
 from vactor_cloud.errors import (
@@ -491,12 +488,12 @@ def encode_outcomes(outcomes: dict[str, Outcome]) -> bytes:
         # travel by value.)
         ok, value = o.ok, o.value if o.ok else recorded_exception(o.value, "pickle")
         try:
-            data = bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            data = bytecode.dumps(value)
         except Exception:
             # One unpicklable result must not lose the others: record it as its repr.
             ok = False
             error = RuntimeError(f"the call's result could not be recorded: {safe_repr(value)}"[:500])
-            data = bytes(cloudpickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL))
+            data = bytecode.dumps(error)
         name = call_id.encode("utf-8", "surrogatepass")  # (ids vactor_cloud makes are hex)
         out += _ID_LEN.pack(len(name)) + name + bytes([ok]) + _VALUE_LEN.pack(len(data)) + data
     return bytes(out)
@@ -512,7 +509,7 @@ def legacy_outcomes(outcomes: dict[str, Outcome], limit: int) -> bytes:
         for call_id, o in outcomes.items()
     }
     try:
-        data = bytes(cloudpickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+        data = bytecode.dumps(rows)
     except Exception:
         return b""
     return data if len(data) <= limit else b""
@@ -535,7 +532,7 @@ class Outcomes(Mapping[str, Outcome]):
         if found is None:
             ok, data = self._raw[call_id]
             try:
-                value = pickle.loads(data)
+                value = bytecode.loads(data)
             except (ImportError, AttributeError):
                 raise  # its class is not here: that call's outcome alone does not load
             except Exception as exc:
@@ -564,7 +561,7 @@ def decode_outcomes(data: bytes, key: str = "outcomes") -> Mapping[str, Outcome]
         return {}
     if not data.startswith(OUTCOMES_MAGIC):
         try:
-            rows = pickle.loads(data)
+            rows = bytecode.loads(data)
         except (ImportError, AttributeError):
             raise  # a class not here: as before, the whole part does not load
         except Exception as exc:
@@ -617,7 +614,7 @@ def _encode_post(key: str, post: Post, signing_key: bytes | None) -> bytes:
         (c.method, c.arguments, c.call_id, c.idempotency_key, c.name, c.metadata, c.max_retries)
         for c in post.calls
     ]
-    body = bytes(cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL))
+    body = bytecode.dumps(calls)
     return codec.encode(key, meta, {"calls": body}, signing_key=signing_key)
 
 
@@ -627,7 +624,7 @@ def _decode_post(key: str, data: bytes, signing_key: bytes | None) -> Post:
     try:
         if meta.get("kind") != "post":
             raise ValueError(f"expected a post, found {meta.get('kind')!r}")
-        rows = pickle.loads(env.parts["calls"])
+        rows = bytecode.loads(env.parts["calls"])
         classes = meta.get("classes", [None] * len(rows))
         if not isinstance(classes, list) or len(classes) != len(rows):
             raise ValueError(f"classes {classes!r} do not match the {len(rows)} calls")

@@ -32,10 +32,11 @@ from typing import Any, TypeVar
 
 from vactor_cloud import _sync, counters, keys
 from vactor_cloud.batch import PendingCall, summarize
+from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.definition import BYTECODE, ActorDefinition
+from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
     ActorDefinitionError,

@@ -20,6 +20,7 @@ from typing import Any
 
 import cloudpickle
 
+from vactor_cloud import bytecode
 from vactor_cloud.errors import IntegrityError, StateSerializationError
 
 __all__ = [
@@ -136,7 +137,7 @@ def _own(thing: Any) -> bool:
     return top not in sys.stdlib_module_names and not top.startswith("namedtuple_")
 
 
-class _StatePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+class _StatePickler(bytecode.Pickler):
     """cloudpickle, noting whether it pickled what may pickle and not unpickle: an exception
     (the usual one: an ``__init__`` taking other arguments than it passes on) or an instance of
     a class with its own rebuilding code (:func:`_rebuilt_by_own_code`), so a state holding one
@@ -359,5 +360,5 @@ def loads_state(data: bytes, serializer: str) -> Any:
     if serializer == "json":
         return json.loads(data.decode("utf-8"))
     if serializer == "pickle":
-        return pickle.loads(data)
+        return bytecode.loads(data)
     raise StateSerializationError(f"unknown serializer {serializer!r}; this vactor_cloud knows {SERIALIZERS}")

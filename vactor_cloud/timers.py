@@ -56,9 +56,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
-from vactor_cloud import keys
+from vactor_cloud import bytecode, keys
 from vactor_cloud.errors import AlreadyExistsError, InvalidActorIdError, StateSerializationError
 from vactor_cloud.ids import validate_actor_id, validate_timer_key
 from vactor_cloud.storage import ObjectStore
@@ -255,7 +253,7 @@ class Timer:
         if serializer == "json":
             args, kwargs = json.loads(self.payload)
         else:
-            args, kwargs = pickle.loads(base64.b64decode(self.payload))
+            args, kwargs = bytecode.loads(base64.b64decode(self.payload))
         return tuple(args), dict(kwargs)
 
     def next_due(self, now: float) -> float:
@@ -308,7 +306,7 @@ def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], serializer: 
     try:
         if serializer == "json":
             return json.dumps([list(args), kwargs], separators=(",", ":"), allow_nan=False)
-        return base64.b64encode(cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)).decode()
+        return base64.b64encode(bytecode.dumps((args, kwargs))).decode()
     except (TypeError, ValueError, pickle.PicklingError, AttributeError, RecursionError) as exc:
         raise StateSerializationError(f"cannot store the timer's arguments: {exc}") from exc
 

@@ -74,9 +74,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import cloudpickle
-
-from vactor_cloud import _sync, codec
+from vactor_cloud import _sync, bytecode, codec
 from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
 from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
@@ -486,7 +484,7 @@ def _record_failure(context: CallContext, call: PendingCall) -> None:
         parts = _call_as_json(call.method, args, kwargs)
     if not parts:
         try:
-            parts = {"call": cloudpickle.dumps((call.method, args, kwargs))}
+            parts = {"call": bytecode.dumps((call.method, args, kwargs))}
         except Exception as exc:
             logger.warning(
                 "%s: cannot record the failed call for resume (arguments not picklable: %s)", key, exc
@@ -572,7 +570,7 @@ def _recorded_call(
             "(load_classes_from_storage=True), or delete the record to give the call up",
         )
     try:
-        method, args, kwargs = cloudpickle.loads(parts["call"])
+        method, args, kwargs = bytecode.loads(parts["call"])
     except Exception as exc:
         raise IntegrityError(key, f"the recorded call cannot be unpickled here: {exc}") from exc
     return method, tuple(args), dict(kwargs)
