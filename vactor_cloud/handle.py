@@ -347,9 +347,10 @@ class ActorHandle(Generic[T_co]):
         origin = self._origin or store_in_use()
         made_for = self._made_for()
         if made_for is not None:
-            # The class goes by name (docs/protocol.md, "Handles in pickles"). A release before
-            # 2026-12-06 takes the pair for the store, then the pickle's state (slot values, set
-            # after the call) puts the store in its place: there it loads a handle of no class.
+            # The class goes by name (docs/protocol.md, "Handles in pickles"). An earlier release
+            # (whose handles carried no class) takes the pair for the store, then the pickle's
+            # state (slot values, set after the call) puts the store in its place: there it
+            # loads a handle of no class.
             return (_get_actor_handle, (self.actor_id, (origin, made_for)), (None, {"_origin": origin}))
         if origin is None:
             return (_get_actor_handle, (self.actor_id,))
