@@ -21,6 +21,7 @@ from test_review_class_identity import _define, basket_items, basket_now
 from test_review_warm_after_delete import WARM, Basket, Till, as_a, as_b, warm_till
 
 import vactor_cloud as vc
+from vactor_cloud import definition as definition_module
 from vactor_cloud import handle as handle_module
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.runtime import store_in_use
@@ -307,3 +308,62 @@ def test_a_handle_sent_to_a_spawned_pool_child_refuses_an_actor_of_another_class
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "['refused __main__:Till', 'refused __main__:Till', 1]"
+
+
+@vc.virtual_actor
+class Meter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def read(self) -> int:
+        return self.n
+
+
+@vc.virtual_actor
+class Gauge:
+    def __init__(self) -> None:
+        self.n = 0
+
+    @vc.virtual_actor.readonly
+    def bump(self) -> int:
+        """Read-only here, a writer in ``Meter``."""
+        return -1
+
+
+def test_a_writer_of_a_class_not_defined_here_is_no_read_where_a_stale_cache_knows_another(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``Meter`` handle unpickled where no ``Meter`` is defined (unregistered here), A's
+    warm cache saying the id is a ``Gauge`` (whose ``bump`` is read-only), while B has made it
+    a ``Meter`` again: ``bump`` went by the ``Gauge``'s read-only method, ran ``Meter.bump`` as
+    a read, and its increment was dropped. A method of a class not defined here is a writer
+    taking any arguments: it ran as one, committed."""
+    as_a(spec, WARM)
+    meter = Meter.get_or_create("pm-stale")
+    assert meter.bump.run() == 1
+    data = pickle.dumps(meter)
+
+    def gauge() -> None:
+        assert vc.delete_actor("pm-stale") is True
+        Gauge.get_or_create("pm-stale")
+
+    def meter_again() -> None:
+        assert vc.delete_actor("pm-stale") is True
+        Meter.get_or_create("pm-stale")
+
+    as_b(spec, gauge)
+    with pytest.raises(vc.ActorClassChangedError):
+        meter.bump.run()  # A learns the id holds a Gauge
+    as_b(spec, meter_again)
+    monkeypatch.delitem(definition_module._REGISTRY, Meter.name)
+    assert pickle.loads(data).bump.run() == 1
+
+    def read_as_b() -> int:
+        return int(vc.get_actor("pm-stale").read.run())
+
+    assert as_b(spec, read_as_b) == 1

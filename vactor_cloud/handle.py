@@ -163,16 +163,16 @@ def _any_arguments(self: Any, *args: Any, **kwargs: Any) -> None:
     """(The signature of a method of a class this process does not define: see ``_stand_in``.)"""
 
 
-def _stand_in(owner: str, definition: ActorDefinition, name: str) -> MethodInfo:
+def _stand_in(owner: str, name: str) -> MethodInfo:
     """The method ``name`` of the class ``owner``, which this process does not define, for a
-    handle unpickled here, where the id holds an actor of ``definition``'s class as far as this
-    process knows: ``definition``'s method of that name, or one taking any arguments, made for
-    ``owner``: its calls are refused where they run, on an actor of another class."""
-    info = definition.methods.get(name)
-    if info is None:
-        signature = inspect.signature(_any_arguments)
-        info = MethodInfo(name=name, function=_any_arguments, readonly=False, event=None, signature=signature)
-    return replace(info, owner=owner)
+    handle unpickled here: a writer taking any arguments, made for ``owner``, refused where it
+    runs on an actor of another class. Not the method of that name of the class this process
+    knows the id by: if the id holds an ``owner`` again, unknown to this process, its method
+    runs (a read-only one of the known class made it a read, and a writer's change was lost)."""
+    signature = inspect.signature(_any_arguments)
+    return MethodInfo(
+        name=name, function=_any_arguments, readonly=False, event=None, signature=signature, owner=owner
+    )
 
 
 class ActorHandle(Generic[T_co]):
@@ -256,7 +256,7 @@ class ActorHandle(Generic[T_co]):
                 # refused where it runs on an actor of another class.
                 own = self._class or lookup_local_class(made_for)
                 if own is None:  # unpickled where that class is not defined: by its name alone
-                    return ActorMethod(self.actor_id, _stand_in(made_for, definition, name))
+                    return ActorMethod(self.actor_id, _stand_in(made_for, name))
                 definition = own
             info = definition.methods.get(name)
             if info is None:
