@@ -1,7 +1,8 @@
 """Handles: what ``get_or_create`` and ``get_actor`` return, and their method proxies.
 
-A handle holds only the actor id; it talks to the current runtime, so it
-keeps working after ``fork`` and when sent to another process. Calls go by
+A handle holds the actor id (and the class it was made for, sent to another process by
+name); it talks to the current runtime, so it keeps working after ``fork`` and when sent to
+another process. Calls go by
 value: arguments are copied when the call is made (an unpicklable argument
 fails here, at the call site) and results reach the caller as copies.
 """
