@@ -8,6 +8,7 @@ deterministic: no timings are asserted here.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import sys
 import threading
 from collections.abc import Iterator
@@ -95,6 +96,20 @@ def test_warm_commit_is_exactly_one_create_only_put_of_the_next_step(actors: Sto
         assert handle.incr.run() == 2
     assert kinds(t.requests) == [("put", f"steps/{before + 1:020d}")]
     assert vc.get_runtime().store.requests["put"] >= 1
+
+
+def test_a_warm_commit_through_an_unpickled_handle_or_method_is_one_put(actors: StoreSpec) -> None:
+    """A handle and a method pickled and unpickled here carry their class (by name): checking
+    it costs no request, each commit is the one put of the next step."""
+    handle = BenchCounter.get_or_create("unpickled")
+    handle.incr.run()
+    again, method = pickle.loads(pickle.dumps(handle)), pickle.loads(pickle.dumps(handle.incr))
+    assert again._class_name == handle._class.name
+    before = newest_step("unpickled")
+    with trace().installed() as t:
+        assert again.incr.run() == 2
+        assert method.run() == 3
+    assert kinds(t.requests) == [("put", f"steps/{before + 1:020d}"), ("put", f"steps/{before + 2:020d}")]
 
 
 def test_warm_linearizable_read_is_exactly_one_get_probing_the_next_step(actors: StoreSpec) -> None:

@@ -1,7 +1,8 @@
 """Handles: what ``get_or_create`` and ``get_actor`` return, and their method proxies.
 
-A handle holds only the actor id; it talks to the current runtime, so it
-keeps working after ``fork`` and when sent to another process. Calls go by
+A handle holds the actor id (and the class it was made for, sent to another process by
+name); it talks to the current runtime, so it keeps working after ``fork`` and when sent to
+another process. Calls go by
 value: arguments are copied when the call is made (an unpicklable argument
 fails here, at the call site) and results reach the caller as copies.
 """
@@ -149,10 +150,30 @@ def _unpickled_method(
     return method
 
 
-def _get_actor_handle(actor_id: str, origin: str | None = None) -> ActorHandle[Any]:
+def _get_actor_handle(actor_id: str, origin: str | tuple[str | None, str] | None = None) -> ActorHandle[Any]:
+    """An unpickled handle (``ActorHandle.__reduce__``): ``origin`` is the store it was pickled
+    with, or, for a handle made for a class, ``(store, the class's name)``."""
     handle: ActorHandle[Any] = ActorHandle(actor_id)
+    if isinstance(origin, tuple):
+        origin, handle._class_name = origin
     handle._origin = origin
     return handle
+
+
+def _any_arguments(self: Any, *args: Any, **kwargs: Any) -> None:
+    """(The signature of a method of a class this process does not define: see ``_stand_in``.)"""
+
+
+def _stand_in(owner: str, name: str) -> MethodInfo:
+    """The method ``name`` of the class ``owner``, which this process does not define, for a
+    handle unpickled here: a writer taking any arguments, made for ``owner``, refused where it
+    runs on an actor of another class. Not the method of that name of the class this process
+    knows the id by: if the id holds an ``owner`` again, unknown to this process, its method
+    runs (a read-only one of the known class made it a read, and a writer's change was lost)."""
+    signature = inspect.signature(_any_arguments)
+    return MethodInfo(
+        name=name, function=_any_arguments, readonly=False, event=None, signature=signature, owner=owner
+    )
 
 
 class ActorHandle(Generic[T_co]):
@@ -162,7 +183,7 @@ class ActorHandle(Generic[T_co]):
     ``T_co`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("_class", "_origin", "actor_id")
+    __slots__ = ("_class", "_class_name", "_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id: str = actor_id
@@ -171,6 +192,8 @@ class ActorHandle(Generic[T_co]):
         #: the class it was made for (``Cls.get_or_create``): its methods are that class's,
         #: and run on no actor of another class; None (``vc.get_actor``): the actor's class
         self._class: ActorDefinition | None = None
+        #: (an unpickled handle) the name of the class it was made for, as ``_class`` is
+        self._class_name: str | None = None
 
     @classmethod
     def _of_class(cls, actor_id: str, definition: ActorDefinition) -> ActorHandle[Any]:
@@ -178,6 +201,10 @@ class ActorHandle(Generic[T_co]):
         handle: ActorHandle[Any] = cls(actor_id)
         handle._class = definition
         return handle
+
+    def _made_for(self) -> str | None:
+        """The name (``module:QualName``) of the class the handle was made for, or None."""
+        return self._class.name if self._class is not None else self._class_name
 
     def _runtime(self) -> Runtime:
         """The current runtime; ``StorageNotChosenError`` on the first use of a handle sent from a
@@ -223,11 +250,15 @@ class ActorHandle(Generic[T_co]):
                     f"(its other methods may call it); a handle calls public methods only"
                 )
             definition = self._definition()
-            if self._class is not None and definition.name != self._class.name:
+            made_for = self._made_for()
+            if made_for is not None and definition.name != made_for:
                 # The id was made again with another class, as this process knows (its cache
                 # may be behind): the call is made for the handle's class all the same, and
                 # refused where it runs on an actor of another class.
-                definition = self._class
+                own = self._class or lookup_local_class(made_for)
+                if own is None:  # unpickled where that class is not defined: by its name alone
+                    return ActorMethod(self.actor_id, _stand_in(made_for, name))
+                definition = own
             info = definition.methods.get(name)
             if info is None:
                 raise AttributeError(
@@ -315,6 +346,13 @@ class ActorHandle(Generic[T_co]):
         # actor in its embedded default store (``ActorNotFoundError``, not what to do). A
         # handle received and not used here yet passes on the store it came with.
         origin = self._origin or store_in_use()
+        made_for = self._made_for()
+        if made_for is not None:
+            # The class goes by name (docs/protocol.md, "Handles in pickles"). An earlier release
+            # (whose handles carried no class) takes the pair for the store, then the pickle's
+            # state (slot values, set after the call) puts the store in its place: there it
+            # loads a handle of no class.
+            return (_get_actor_handle, (self.actor_id, (origin, made_for)), (None, {"_origin": origin}))
         if origin is None:
             return (_get_actor_handle, (self.actor_id,))
         return (_get_actor_handle, (self.actor_id, origin))
@@ -795,8 +833,22 @@ class ActorMethod(Generic[P, R]):
     def __reduce__(self) -> tuple[Any, ...]:
         # By default pickle took the method's function along, by a name its module does not
         # have (the module holds the decorated class's wrapper): ``pool.map(h.add.run, items)``
-        # failed. The method is looked up again by name where it is used.
-        return (_unpickled_method, (ActorHandle(self._actor_id), self._name(), self._options, self._timer))
+        # failed. The method is looked up again by name where it is used, through a handle made
+        # for the method's class (a method of a ``vc.get_actor`` handle too: its call is made
+        # for the class the handle found).
+        return (_unpickled_method, (*self._pickled_as(), self._options, self._timer))
+
+    def _pickled_as(self) -> tuple[ActorHandle[Any], str]:
+        """The handle and method name a pickle of the method carries, without looking up an
+        unpickled method's MethodInfo (no I/O)."""
+        try:
+            info = object.__getattribute__(self, "_info")
+        except AttributeError:  # unpickled, not used yet: as it came
+            handle, name = object.__getattribute__(self, "_handle")
+            return handle, name
+        handle = ActorHandle(self._actor_id)
+        handle._class_name = info.owner or None
+        return handle, info.name
 
     def _name(self) -> str:
         """The method's name, without looking up an unpickled method's MethodInfo (no I/O)."""
