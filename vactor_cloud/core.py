@@ -1215,7 +1215,7 @@ class ActorCore(Folder):
         """Race, fold or post ``c.batch`` (sets ``c.fold`` and ``c.posted``). False: the commit
         ends before any attempt (a fold-only commit without the lease, or a batch that
         waited behind our pending post and has its outcome)."""
-        self._refuse_other_class(c, self.record, self.validated_at)
+        self._refuse_unless_unsure(c, self.record, self.validated_at)
         batch = c.batch
         if not batch:
             c.fold = self._holding()
@@ -1466,6 +1466,18 @@ class ActorCore(Folder):
         deliver_all(refused)
         return not kept
 
+    def _refuse_unless_unsure(self, c: _Commit, record: StepRecord | None, validated: float) -> bool:
+        """``_refuse_other_class`` outside an attempt (before the first, after a lost race),
+        where a storage error is not retried: a probe that fails refuses nothing here. The
+        next attempt decides on the step it builds on (its reads retried as any), and a fold
+        refuses a posted call of another class by its tag."""
+        try:
+            return self._refuse_other_class(c, record, validated)
+        except (StorageError, IntegrityError) as exc:
+            self._distrust()
+            logger.debug("actor %r: the probe before a class refusal failed: %s", self.actor_id, exc)
+            return False
+
     def _learn_class(self, record: StepRecord) -> None:
         """Take ``record``'s class for the actor's, where a call of another class was refused on
         it: else handles went on looking methods up in the old class (``runtime.load`` trusts
@@ -1583,7 +1595,7 @@ class ActorCore(Folder):
         lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
         counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         caught_up = self.record
-        if c.posted is None and self._refuse_other_class(c, caught_up, self.validated_at) and not c.fold:
+        if c.posted is None and self._refuse_unless_unsure(c, caught_up, self.validated_at) and not c.fold:
             return "done"
         batch = c.batch
         lost_race = (

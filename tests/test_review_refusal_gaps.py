@@ -1,0 +1,181 @@
+"""Review h97: three gaps around class refusals and nested doubt (each test failed before its
+fix unless its docstring begins "Held").
+
+* The probe that decides a class refusal before a commit's attempts (``_choose_way``) read
+  the store outside the attempt loop: a failed read there failed the whole batch, calls of
+  the actor's class included, where the same read inside an attempt is retried.
+* A method that lets an ``ExceptionGroup`` holding a nested call's doubt through (a
+  ``TaskGroup`` of nested calls) was not translated to ``NestedCallPendingError``, and a group
+  mixing a fault with an error of the method's own was recorded under the call's key.
+* A read ``at_step`` refused for its class said the actor "is now an instance of" the past
+  step's class.
+
+Process A is this test's runtime with a warm cache; process B (``as_b``) deletes the id and
+makes it again as another class.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_review_warm_after_delete import WARM, Basket, Till, as_a, as_b, warm_till
+
+import vactor_cloud as vc
+from vactor_cloud.batch import CallOptions, PendingCall
+from vactor_cloud.core import ActorCore
+from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.future import ActorFuture
+from vactor_cloud.storage import ObjectStore
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    vc.shutdown()
+    yield store_spec
+    vc.shutdown()
+
+
+# -- 1. a failed read of the refusal probe before the attempts ----------------------------------
+class FailArmedReads(FaultyStore):
+    """Fails every read (get, head, list) with ``StorageTimeoutError`` while ``armed`` (a
+    stalled endpoint); ``failed`` counts them. ``refusals_to_fail``: how many class-refusal
+    checks from now on have their reads failed (see ``fail_refusal_probes``)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, FaultConfig())
+        self.armed = False
+        self.failed = 0
+        self.refusals_to_fail = 0
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if self.armed and operation not in {"put", "delete"}:
+            self.failed += 1
+            raise StorageTimeoutError(f"{operation} of {key} got no answer (injected)", key)
+        return await super()._around(operation, key, run, batch=batch)
+
+
+def fail_refusal_probes(monkeypatch: pytest.MonkeyPatch) -> FailArmedReads:
+    """Wrap A's store (before any actor is touched) so that the reads made by the next
+    ``store.refusals_to_fail`` class-refusal checks fail: a commit's first check is the one
+    before its attempts."""
+    runtime = vc.get_runtime()
+    store = FailArmedReads(runtime.store)
+    runtime.store = store
+    original = ActorCore._refuse_other_class
+
+    def refuse(self: ActorCore, c: Any, record: Any, validated: float) -> bool:
+        store.armed = store.refusals_to_fail > 0
+        store.refusals_to_fail = max(0, store.refusals_to_fail - 1)
+        try:
+            return original(self, c, record, validated)
+        finally:
+            store.armed = False
+
+    monkeypatch.setattr(ActorCore, "_refuse_other_class", refuse)
+    return store
+
+
+def till_basket_till(spec: StoreSpec, actor_id: str) -> tuple[vc.ActorHandle[Till], vc.ActorHandle[Basket]]:
+    """A's ``Till`` handle and ``Basket`` handle of ``actor_id``; A's cache holds B's basket
+    (A learnt it from a refusal), and B has made a ``Till`` (start 50) of the id since."""
+    till = warm_till(actor_id)
+
+    def basket_now() -> None:
+        assert vc.delete_actor(actor_id) is True
+        Basket.get_or_create(actor_id)
+
+    as_b(spec, basket_now)
+    with pytest.raises(vc.ActorClassChangedError):
+        till.add.run(7)
+    basket = Basket.get_or_create(actor_id)
+
+    def till_again() -> None:
+        assert vc.delete_actor(actor_id) is True
+        Till.get_or_create(actor_id, 50)
+
+    as_b(spec, till_again)
+    return till, basket
+
+
+def test_a_failed_read_of_the_refusal_probe_before_the_attempts_is_retried(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's cache holds a basket; the id holds a ``Till`` again. The ``Till`` handle's ``add``
+    differs from the cached class: one probe decides before the attempts, and its read timed
+    out. The caller got that ``StorageTimeoutError`` (not retried, as the same read inside an
+    attempt is): now the call runs on the ``Till``."""
+    as_a(spec, WARM)
+    store = fail_refusal_probes(monkeypatch)
+    till, _ = till_basket_till(spec, "rg-probe")
+    store.refusals_to_fail = 1
+    assert till.add.run(1) == 51
+    assert store.failed >= 1, "the probe before the attempts made no read: the test proves nothing"
+    assert till.get.run() == 51
+
+
+def _queued(method: str, arg: Any, for_class: str, key: str | None = None) -> PendingCall:
+    options = CallOptions(idempotency_key=key) if key is not None else CallOptions()
+    call = PendingCall.by_value(
+        method,
+        (arg,),
+        {},
+        readonly=False,
+        future=ActorFuture(),
+        call_id=uuid.uuid4().hex,
+        options=options,
+        for_class=for_class,
+    )
+    assert call.claim()  # as the actor's queue hands it out
+    return call
+
+
+def test_a_failed_refusal_probe_leaves_the_calls_of_the_actors_class_in_its_batch_unharmed(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch: the ``Basket`` handle's ``add`` (the id holds a ``Till`` again) and the
+    ``Till`` handle's keyed ``add``. The probe before the attempts failed: both calls got its
+    error. Now the basket's call is refused and the till's applied, once (its retry with
+    the key is answered from the table)."""
+    as_a(spec, WARM)
+    store = fail_refusal_probes(monkeypatch)
+    till_basket_till(spec, "rg-batch")
+    core = vc.get_runtime().core("rg-batch")
+    stale = _queued("add", 3, Basket.name)
+    right = _queued("add", 4, Till.name, key="k4")
+    store.refusals_to_fail = 1
+    core._commit([stale, right])  # one batch, as a drain claims queued calls
+    assert store.failed >= 1, "the probe before the attempts made no read: the test proves nothing"
+    with pytest.raises(vc.ActorClassChangedError):
+        stale.future.result(0)
+    assert right.future.result(0) == 54
+    till = Till.get_or_create("rg-batch", 0)
+    assert till.add.options(idempotency_key="k4").run(4) == 54
+    assert till.get.run() == 54
+
+
+def test_a_store_that_keeps_failing_from_the_refusal_probe_on_fails_the_call_with_its_error(
+    spec: StoreSpec,
+) -> None:
+    """Every read fails from the probe before the attempts on. The probe's first failure
+    failed the call, never retried; now the probe refuses nothing, the attempt's reads are
+    retried (``_TRANSIENT_RETRIES``) and the call fails with the store's error, as a commit
+    whose reads keep failing does. Nothing was applied."""
+    as_a(spec, WARM)
+    runtime = vc.get_runtime()
+    store = runtime.store = FailArmedReads(runtime.store)
+    till, _ = till_basket_till(spec, "rg-exhausted")
+    store.armed = True
+    try:
+        with pytest.raises(StorageTimeoutError, match="injected"):
+            till.add.run(1)
+    finally:
+        store.armed = False
+    assert store.failed > 1, "no read was retried"
+    assert till.get.run() == 50
