@@ -16,8 +16,9 @@ makes it again as another class.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +27,13 @@ from test_review_warm_after_delete import WARM, Basket, Till, as_a, as_b, warm_t
 import vactor_cloud as vc
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.core import ActorCore
-from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.errors import (
+    CallPendingError,
+    CommitOutcomeUnknownError,
+    NestedCallPendingError,
+    StorageError,
+    StorageTimeoutError,
+)
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
@@ -179,3 +186,103 @@ def test_a_store_that_keeps_failing_from_the_refusal_probe_on_fails_the_call_wit
         store.armed = False
     assert store.failed > 1, "no read was retried"
     assert till.get.run() == 50
+
+
+# -- 2. an ExceptionGroup holding a nested call's doubt or a fault --------------------------------
+#: entry -> the errors ``Fanout.add``'s nested tasks raise (the test takes them out)
+_task_errors: dict[str, list[Exception]] = {}
+
+
+@vc.virtual_actor
+class Fanout:
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+    async def add(self, entry: str) -> int:
+        """Add ``entry``, then run a ``TaskGroup`` of nested tasks (as nested actor calls would
+        run), each raising one of ``_task_errors[entry]``."""
+        self.entries.append(entry)  # discarded when the call raises
+
+        async def nested(error: Exception) -> None:
+            raise error
+
+        async with asyncio.TaskGroup() as group:
+            for error in _task_errors.get(entry, []):
+                group.create_task(nested(error))
+        return len(self.entries)
+
+    @vc.virtual_actor.readonly
+    def read(self) -> list[str]:
+        return list(self.entries)
+
+
+def _pending() -> Exception:
+    return CallPendingError("other", ["c1"])
+
+
+IN_DOUBT: dict[str, Callable[[], list[Exception]]] = {
+    "a CallPendingError": lambda: [_pending()],
+    "a CallPendingError and a ValueError": lambda: [ValueError("no funds"), _pending()],
+    "a group holding a CommitOutcomeUnknownError": lambda: [
+        ExceptionGroup("inner", [CommitOutcomeUnknownError("other", 7)])
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(IN_DOUBT))
+def test_a_group_holding_a_nested_calls_doubt_fails_the_keyed_call_as_nested_pending(
+    actor_store: StoreSpec, name: str
+) -> None:
+    """A method's ``TaskGroup`` of nested calls raised an ``ExceptionGroup`` holding a nested
+    call's doubt: its caller got the group, not ``NestedCallPendingError`` naming its own call
+    (as for the bare doubt), and a group with a ``ValueError`` beside it was recorded under
+    the key (the retry re-raised it, the method never ran again). Now: the caller hears
+    ``NestedCallPendingError`` (the group its cause), nothing is recorded, the retry applies
+    the call once."""
+    fanout = Fanout.get_or_create("fan")
+    _task_errors["a"] = IN_DOUBT[name]()
+    try:
+        with pytest.raises(NestedCallPendingError) as raised:
+            fanout.add.options(idempotency_key="k").run("a")
+    finally:
+        _task_errors.clear()
+    assert raised.value.actor_id == "fan"
+    assert raised.value.nested_actor_id == "other"
+    assert isinstance(raised.value.__cause__, ExceptionGroup)
+    assert fanout.read.run() == []
+    assert fanout.add.options(idempotency_key="k").run("a") == 1
+    assert fanout.add.options(idempotency_key="k").run("a") == 1
+    assert fanout.read.run() == ["a"]
+
+
+def test_a_group_mixing_a_storage_fault_with_an_error_of_its_own_is_not_recorded(
+    actor_store: StoreSpec,
+) -> None:
+    """A group of a ``StorageError`` and a ``ValueError`` was recorded under the key as the
+    call's outcome (a group was an outcome if any error in it was): the store's passing fault
+    answered every retry. A group holding any fault is not an outcome: the caller gets the
+    group, the retry runs the method again."""
+    fanout = Fanout.get_or_create("fan-mixed")
+    _task_errors["a"] = [StorageError("the store failed", "k"), ValueError("no funds")]
+    try:
+        with pytest.raises(ExceptionGroup):
+            fanout.add.options(idempotency_key="k").run("a")
+    finally:
+        _task_errors.clear()
+    assert fanout.add.options(idempotency_key="k").run("a") == 1
+    assert fanout.read.run() == ["a"]
+
+
+def test_held_a_group_of_errors_of_the_methods_own_stays_recorded(actor_store: StoreSpec) -> None:
+    """Held: a group of the method's own errors is its outcome, recorded: the retry with the
+    key re-raises it, and the method does not run again."""
+    fanout = Fanout.get_or_create("fan-own")
+    _task_errors["a"] = [ValueError("no funds"), KeyError("card")]
+    try:
+        with pytest.raises(ExceptionGroup):
+            fanout.add.options(idempotency_key="k").run("a")
+    finally:
+        _task_errors.clear()
+    with pytest.raises(ExceptionGroup):
+        fanout.add.options(idempotency_key="k").run("a")
+    assert fanout.read.run() == []
