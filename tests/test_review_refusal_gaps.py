@@ -17,6 +17,7 @@ makes it again as another class.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -286,3 +287,41 @@ def test_held_a_group_of_errors_of_the_methods_own_stays_recorded(actor_store: S
     with pytest.raises(ExceptionGroup):
         fanout.add.options(idempotency_key="k").run("a")
     assert fanout.read.run() == []
+
+
+# -- 3. what a refused read at a past step says ---------------------------------------------------
+def test_a_read_at_a_step_of_the_earlier_actor_says_what_happened_and_what_to_do(spec: StoreSpec) -> None:
+    """A ``Basket`` handle's read ``at_step`` of a step of the id's earlier ``Till`` is
+    refused. It said the actor "is now an instance of" ``Till`` (the past step's class, the
+    id holds a basket now) and pointed at ``vc.get_actor``, whose methods are the basket's
+    too. Now it names the step and its class, and what reads it: ``handle.state_at(N)``."""
+    as_a(spec, WARM)
+    warm_till("rg-at-step")
+    old = vc.get_runtime().core("rg-at-step").record
+    assert old is not None
+    assert vc.delete_actor("rg-at-step") is True
+    basket = Basket.get_or_create("rg-at-step")
+    assert basket.add.run(4) == 1
+    with pytest.raises(vc.ActorClassChangedError) as raised:
+        basket.get.run(at_step=old.step)
+    message = str(raised.value)
+    assert "is now an instance of" not in message
+    assert f"step {old.step} of actor 'rg-at-step'" in message
+    assert Till.name in message and Basket.name in message
+    assert f"state_at({old.step})" in message
+    assert raised.value.at_step == old.step
+    assert str(pickle.loads(pickle.dumps(raised.value))) == message
+    # What it says to do reads the step, and teaches the process nothing.
+    assert basket.state_at(old.step).total == 12  # type: ignore[attr-defined]
+    assert Basket.get_or_create("rg-at-step").get.run() == [4]
+    assert vc.get_actor("rg-at-step").add.run(5) == 2
+
+
+def test_held_a_refusal_without_a_step_pickles_as_a_release_before_at_step_reads_it() -> None:
+    """Held (an attack on the fix above): a fold records a posted call's refusal for its
+    poster, maybe a process of an earlier release, whose ``ActorClassChangedError`` takes
+    four arguments. One without ``at_step`` still pickles with those four."""
+    error = vc.ActorClassChangedError("a", "add", "m:Till", "m:Basket")
+    assert error.__reduce__()[1] == ("a", "add", "m:Till", "m:Basket")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.at_step) == (str(error), None)

@@ -1861,7 +1861,7 @@ class ActorCore(Folder):
             if call.for_class is not None and call.for_class != now:
                 if step is None:  # (a past step's class is no news: the id's may be another now)
                     self._learn_class(record)
-                raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now)
+                raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now, step)
             definition = self._definition_now(record)
             room = env.read_room
             writers = writers_on_this_thread()
