@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from store_helpers import retune
 from test_review_warm_after_delete import WARM, Basket, Till, as_a, as_b, warm_till
 
 import vactor_cloud as vc
@@ -144,28 +146,35 @@ def _queued(method: str, arg: Any, for_class: str, key: str | None = None) -> Pe
     return call
 
 
+@pytest.mark.parametrize("contended", [False, True], ids=["racing", "folding"])
 def test_a_failed_refusal_probe_leaves_the_calls_of_the_actors_class_in_its_batch_unharmed(
-    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, contended: bool
 ) -> None:
-    """One batch: the ``Basket`` handle's ``add`` (the id holds a ``Till`` again) and the
-    ``Till`` handle's keyed ``add``. The probe before the attempts failed: both calls got its
-    error. Now the basket's call is refused and the till's applied, once (its retry with
-    the key is answered from the table)."""
+    """One batch: the ``Basket`` handle's keyed ``add`` (the id holds a ``Till`` again) and
+    the ``Till`` handle's keyed ``add``. The probe before the attempts failed: both calls got
+    its error. Now the basket's call is refused (its key records nothing) and the till's is
+    applied, once: its retry with the key is answered from the table. "folding": contended
+    (a post of ours lately), the commit takes the folder lease and folds, the same."""
     as_a(spec, WARM)
     store = fail_refusal_probes(monkeypatch)
     till_basket_till(spec, "rg-batch")
     core = vc.get_runtime().core("rg-batch")
-    stale = _queued("add", 3, Basket.name)
+    stale = _queued("add", 3, Basket.name, key="k3")
     right = _queued("add", 4, Till.name, key="k4")
+    if contended:
+        retune(combine_window=60.0)
+        core._posted_at = time.monotonic()
     store.refusals_to_fail = 1
     core._commit([stale, right])  # one batch, as a drain claims queued calls
     assert store.failed >= 1, "the probe before the attempts made no read: the test proves nothing"
+    assert core._holding() is contended
     with pytest.raises(vc.ActorClassChangedError):
         stale.future.result(0)
     assert right.future.result(0) == 54
     till = Till.get_or_create("rg-batch", 0)
     assert till.add.options(idempotency_key="k4").run(4) == 54
-    assert till.get.run() == 54
+    assert till.add.options(idempotency_key="k3").run(3) == 57  # (k3 was not recorded)
+    assert till.get.run() == 57
 
 
 def test_a_store_that_keeps_failing_from_the_refusal_probe_on_fails_the_call_with_its_error(
