@@ -24,10 +24,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from chaos_workers import read_chain
+from combining_workers import commit_behind_its_back
 from store_helpers import retune
+from test_combining import foreign_box, init_switchable
 from test_review_warm_after_delete import WARM, Basket, Till, as_a, as_b, warm_till
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import (
@@ -38,6 +42,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.posting import PostedCall, decode_outcomes
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -296,6 +301,40 @@ def test_held_a_group_of_errors_of_the_methods_own_stays_recorded(actor_store: S
     with pytest.raises(ExceptionGroup):
         fanout.add.options(idempotency_key="k").run("a")
     assert fanout.read.run() == []
+
+
+def test_a_folded_keyed_calls_group_holding_a_doubt_is_delivered_as_nested_pending_not_recorded(
+    store_spec: StoreSpec,
+) -> None:
+    """Attack on the group's translation: another process's keyed call, posted and folded by
+    ours, whose ``TaskGroup`` lets a nested ``CallPendingError`` through beside a
+    ``ValueError``. Its outcome in the step is ``NestedCallPendingError`` naming it; its key
+    records nothing: the retry with the key applies it, once."""
+    init_switchable(store_spec, combine_window=60.0, fresh_window=WARM)
+    try:
+        fanout = Fanout.get_or_create("fan-fold")
+        fanout.add.run("me/0")
+        _task_errors["other/1"] = [ValueError("no funds"), _pending()]
+        arguments = pickle.dumps((("other/1",), {}))
+        theirs = PostedCall("add", arguments, uuid.uuid4().hex, idempotency_key="theirs")
+        box = foreign_box("fan-fold")
+        _sync.sync(box.send(box.prepare((theirs,))))
+        time.sleep(0.003)  # our post gets a later millisecond: theirs is folded first
+        commit_behind_its_back("fan-fold")  # our next call loses the race, posts, folds theirs and ours
+        assert fanout.add.run("me/1") == 2
+        _task_errors.clear()
+        outcomes = {}
+        for record in read_chain("fan-fold"):
+            outcomes.update(decode_outcomes(record.posted))
+        folded = outcomes[theirs.call_id].value
+        assert isinstance(folded, NestedCallPendingError), outcomes
+        assert (folded.call_id, folded.nested_actor_id) == (theirs.call_id, "other")
+        assert fanout.add.options(idempotency_key="theirs").run("other/1") == 3
+        assert fanout.add.options(idempotency_key="theirs").run("other/1") == 3
+        assert fanout.read.run() == ["me/0", "me/1", "other/1"]
+    finally:
+        _task_errors.clear()
+        vc.shutdown()
 
 
 # -- 3. what a refused read at a past step says ---------------------------------------------------
