@@ -373,3 +373,24 @@ def test_held_a_refusal_without_a_step_pickles_as_a_release_before_at_step_reads
     assert error.__reduce__()[1] == ("a", "add", "m:Till", "m:Basket")
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.at_step) == (str(error), None)
+
+
+def test_a_read_at_a_step_of_the_earlier_actor_through_its_own_class_teaches_no_class(
+    spec: StoreSpec,
+) -> None:
+    """Attack on "teaches the process nothing": the old ``Till`` handle reads ``at_step`` a
+    step of the earlier ``Till`` (allowed: the step is of its class). The read loaded the
+    step's class as the actor's: the process took the id for a ``Till`` again, and
+    ``Basket.get_or_create`` raised ``ActorDefinitionError`` on the basket the id holds."""
+    as_a(spec, WARM)
+    till = warm_till("rg-own-step")
+    old = vc.get_runtime().core("rg-own-step").record
+    assert old is not None
+    assert vc.delete_actor("rg-own-step") is True
+    basket = Basket.get_or_create("rg-own-step")
+    assert basket.add.run(4) == 1
+    assert till.get.run(at_step=old.step) == 12
+    assert Basket.get_or_create("rg-own-step").get.run() == [4]
+    assert vc.get_actor("rg-own-step").add.run(5) == 2
+    with pytest.raises(vc.ActorClassChangedError):
+        till.add.run(1)

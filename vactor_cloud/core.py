@@ -614,8 +614,8 @@ class ActorCore(Folder):
         assert self.definition is not None
         return self.definition
 
-    def _definition_now(self, record: StepRecord) -> ActorDefinition:
-        """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
+    def _runs(self, record: StepRecord) -> ActorDefinition | None:
+        """The actor's class if it runs ``record`` as it is (nothing to load), else None."""
         definition = self.definition
         if (
             definition is not None
@@ -624,7 +624,17 @@ class ActorCore(Folder):
             and not superseded(definition)
         ):
             return definition
-        return self.env.run(self._sync_definition(record))
+        return None
+
+    def _definition_now(self, record: StepRecord) -> ActorDefinition:
+        """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
+        return self._runs(record) or self.env.run(self._sync_definition(record))
+
+    def _definition_at(self, record: StepRecord) -> ActorDefinition:
+        """The class to run a read at a past step ``record`` with, the actor's left as it is:
+        a step of an earlier actor under the id (another class) taught the process that the
+        id held that class again (``get_or_create`` with the class it holds now raised)."""
+        return self._runs(record) or self.env.run(self.definition_for(record.class_ref))
 
     async def revalidate(self) -> StepRecord:
         """Find the newest step from the cached one (one GET when nothing changed).
@@ -1862,7 +1872,7 @@ class ActorCore(Folder):
                 if step is None:  # (a past step's class is no news: the id's may be another now)
                     self._learn_class(record)
                 raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now, step)
-            definition = self._definition_now(record)
+            definition = self._definition_now(record) if step is None else self._definition_at(record)
             room = env.read_room
             writers = writers_on_this_thread()
             size = len(record.state)
