@@ -628,13 +628,15 @@ class ActorCore(Folder):
 
     def _definition_now(self, record: StepRecord) -> ActorDefinition:
         """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
-        return self._runs(record) or self.env.run(self._sync_definition(record))
+        definition = self._runs(record)
+        return definition if definition is not None else self.env.run(self._sync_definition(record))
 
     def _definition_at(self, record: StepRecord) -> ActorDefinition:
         """The class to run a read at a past step ``record`` with, the actor's left as it is:
         a step of an earlier actor under the id (another class) taught the process that the
         id held that class again (``get_or_create`` with the class it holds now raised)."""
-        return self._runs(record) or self.env.run(self.definition_for(record.class_ref))
+        definition = self._runs(record)
+        return definition if definition is not None else self.env.run(self.definition_for(record.class_ref))
 
     async def revalidate(self) -> StepRecord:
         """Find the newest step from the cached one (one GET when nothing changed).
