@@ -226,6 +226,11 @@ class Fanout:
                 group.create_task(nested(error))
         return len(self.entries)
 
+    def arm(self, entry: str) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule("add", after=0, args=(entry,), key="t")
+
     @vc.virtual_actor.readonly
     def read(self) -> list[str]:
         return list(self.entries)
@@ -335,6 +340,28 @@ def test_a_folded_keyed_calls_group_holding_a_doubt_is_delivered_as_nested_pendi
     finally:
         _task_errors.clear()
         vc.shutdown()
+
+
+def test_a_timer_whose_method_raises_a_group_holding_a_fault_stays_pending(actor_store: StoreSpec) -> None:
+    """Attack on the rule "a group holding any fault is no outcome", for timers: a fired
+    timer's method raised a ``TaskGroup``'s group of a ``StorageError`` and a ``ValueError``.
+    The timer was consumed (the group recorded as its outcome, the store's passing fault
+    ending it for good); now it stays due, as for a bare fault, and fires once the fault is
+    gone."""
+    fanout = Fanout.get_or_create("fan-timer")
+    _task_errors["a"] = [StorageError("the store failed", "k"), ValueError("no funds")]
+    try:
+        fanout.arm.run("a")
+        time.sleep(0.01)  # due now, in ms rounded up: let that millisecond pass
+        first = vc.fire_due_timers()
+        assert first.fired == 0 and len(first.errors) == 1, first
+        assert "stays due" in first.errors[0], first.errors
+        assert [t["key"] for t in fanout.timers()] == ["t"]
+    finally:
+        _task_errors.clear()
+    second = vc.fire_due_timers()
+    assert second.fired == 1 and not second.errors, second
+    assert fanout.read.run() == ["a"] and fanout.timers() == []
 
 
 # -- 3. what a refused read at a past step says ---------------------------------------------------
