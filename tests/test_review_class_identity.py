@@ -129,7 +129,7 @@ def test_held_a_post_mixing_calls_of_both_classes_applies_its_own_and_records_no
     for ``OrderLog`` again. The fold answers both stale calls ``ActorClassChangedError`` and
     applies the other in its place; the refused key is not recorded: a retry of ``k`` through
     the ``Tally`` runs there (it was not applied anywhere)."""
-    init_switchable(spec, combine_window=60.0)
+    init_switchable(spec, combine_window=60.0, fresh_window=WARM)  # (a cache probed first lost no race)
     OrderLog.get_or_create("mixed").add.run("me/0")
     assert vc.delete_actor("mixed") is True
     tally = Tally.get_or_create("mixed")

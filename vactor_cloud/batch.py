@@ -25,9 +25,9 @@ Guarantees:
   original exception reaches its caller even when the table can record only
   a stand-in for it (``dedup.recorded_exception``).
   One exception is translated: a nested call's doubt (``CommitOutcomeUnknownError``,
-  ``CallPendingError``) that a body lets through reaches its caller as
-  ``NestedCallPendingError`` naming the caller's own call (not applied), the
-  nested error its ``__cause__``.
+  ``CallPendingError``) that a body lets through, bare or in an ``ExceptionGroup`` (a
+  ``TaskGroup`` of nested calls), reaches its caller as ``NestedCallPendingError`` naming
+  the caller's own call (not applied), the nested error (or the group) its ``__cause__``.
 * **Async methods** run to completion in the call: on this thread, or on a
   helper thread when this thread already runs an event loop.
 """
@@ -359,12 +359,32 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     except AttributeError as exc:
         _note_self_call(exc, instance)
         raise
-    except (CommitOutcomeUnknownError, NestedCallPendingError) as exc:
+    except _DOUBT as exc:
         raise _nested_in_doubt(exc, context) from exc
+    except ExceptionGroup as group:  # (a TaskGroup of nested calls): a doubt in it is the call's
+        doubt = _first_doubt(group)
+        if doubt is None:
+            raise
+        raise _nested_in_doubt(doubt, context) from group
     finally:
         _local.call = previous
         if not context.readonly:
             _count_applying(context, -1)
+
+
+#: a nested call's doubt, that a body lets through (see ``_nested_in_doubt``)
+_DOUBT = (CommitOutcomeUnknownError, NestedCallPendingError)
+
+
+def _first_doubt(
+    group: ExceptionGroup[Exception],
+) -> CommitOutcomeUnknownError | NestedCallPendingError | None:
+    """The first nested call's doubt in ``group`` (in groups within it too), if any."""
+    found: BaseException | None = group.subgroup(_DOUBT)
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    assert found is None or isinstance(found, _DOUBT)
+    return found
 
 
 def _nested_in_doubt(

@@ -614,8 +614,8 @@ class ActorCore(Folder):
         assert self.definition is not None
         return self.definition
 
-    def _definition_now(self, record: StepRecord) -> ActorDefinition:
-        """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
+    def _runs(self, record: StepRecord) -> ActorDefinition | None:
+        """The actor's class if it runs ``record`` as it is (nothing to load), else None."""
         definition = self.definition
         if (
             definition is not None
@@ -624,7 +624,19 @@ class ActorCore(Folder):
             and not superseded(definition)
         ):
             return definition
-        return self.env.run(self._sync_definition(record))
+        return None
+
+    def _definition_now(self, record: StepRecord) -> ActorDefinition:
+        """``_sync_definition`` without a trip to the IO loop when nothing needs loading."""
+        definition = self._runs(record)
+        return definition if definition is not None else self.env.run(self._sync_definition(record))
+
+    def _definition_at(self, record: StepRecord) -> ActorDefinition:
+        """The class to run a read at a past step ``record`` with, the actor's left as it is:
+        a step of an earlier actor under the id (another class) taught the process that the
+        id held that class again (``get_or_create`` with the class it holds now raised)."""
+        definition = self._runs(record)
+        return definition if definition is not None else self.env.run(self.definition_for(record.class_ref))
 
     async def revalidate(self) -> StepRecord:
         """Find the newest step from the cached one (one GET when nothing changed).
@@ -1215,7 +1227,7 @@ class ActorCore(Folder):
         """Race, fold or post ``c.batch`` (sets ``c.fold`` and ``c.posted``). False: the commit
         ends before any attempt (a fold-only commit without the lease, or a batch that
         waited behind our pending post and has its outcome)."""
-        self._refuse_other_class(c, self.record, self.validated_at)
+        self._refuse_unless_unsure(c, self.record, self.validated_at)
         batch = c.batch
         if not batch:
             c.fold = self._holding()
@@ -1466,6 +1478,18 @@ class ActorCore(Folder):
         deliver_all(refused)
         return not kept
 
+    def _refuse_unless_unsure(self, c: _Commit, record: StepRecord | None, validated: float) -> bool:
+        """``_refuse_other_class`` outside an attempt (before the first, after a lost race),
+        where a storage error is not retried: a probe that fails refuses nothing here. The
+        next attempt decides on the step it builds on (its reads retried as any), and a fold
+        refuses a posted call of another class by its tag."""
+        try:
+            return self._refuse_other_class(c, record, validated)
+        except (StorageError, IntegrityError) as exc:
+            self._distrust()
+            logger.debug("actor %r: the probe before a class refusal failed: %s", self.actor_id, exc)
+            return False
+
     def _learn_class(self, record: StepRecord) -> None:
         """Take ``record``'s class for the actor's, where a call of another class was refused on
         it: else handles went on looking methods up in the old class (``runtime.load`` trusts
@@ -1583,7 +1607,7 @@ class ActorCore(Folder):
         lost_step = lost.winner.step if isinstance(lost, StepTakenError) else lost.step
         counters.commit_conflict(self.actor_id, lost_step, c.attempts)
         caught_up = self.record
-        if c.posted is None and self._refuse_other_class(c, caught_up, self.validated_at) and not c.fold:
+        if c.posted is None and self._refuse_unless_unsure(c, caught_up, self.validated_at) and not c.fold:
             return "done"
         batch = c.batch
         lost_race = (
@@ -1849,8 +1873,8 @@ class ActorCore(Folder):
             if call.for_class is not None and call.for_class != now:
                 if step is None:  # (a past step's class is no news: the id's may be another now)
                     self._learn_class(record)
-                raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now)
-            definition = self._definition_now(record)
+                raise ActorClassChangedError(self.actor_id, call.method, call.for_class, now, step)
+            definition = self._definition_now(record) if step is None else self._definition_at(record)
             room = env.read_room
             writers = writers_on_this_thread()
             size = len(record.state)

@@ -142,13 +142,14 @@ def is_outcome(exc: BaseException) -> bool:
 
     Not an interrupt (a ``BaseException`` that is no ``Exception``: ``SystemExit``,
     ``KeyboardInterrupt``, ``CancelledError``), nor one of :data:`NOT_OUTCOMES` or Dask's
-    ``KilledWorker``, nor an exception group holding only those: such a call is excluded
-    (nothing of it commits), its caller gets the error, and a retry runs it again.
+    ``KilledWorker``, nor an exception group holding any of those (beside errors of the
+    method's own too: a retry may well go otherwise): such a call is excluded (nothing of it
+    commits), its caller gets the error, and a retry runs it again.
     """
     if not isinstance(exc, Exception) or _is_fault(exc):
         return False
     if isinstance(exc, ExceptionGroup):
-        return exc.split(_is_fault)[1] is not None
+        return exc.subgroup(_is_fault) is None
     return True
 
 

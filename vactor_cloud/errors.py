@@ -186,25 +186,41 @@ class ActorClassChangedError(ActorDefinitionError):
     was deleted and made again, with another class, since this process last saw it (its
     handle came from ``Cls.get_or_create``, or found the old actor, warm). Nothing was
     applied. Get the actor again: ``Cls.get_or_create(id)`` then raises this error's parent,
-    ``ActorDefinitionError``; ``vc.get_actor(id)`` gives the actor as it is now."""
+    ``ActorDefinitionError``; ``vc.get_actor(id)`` gives the actor as it is now.
 
-    def __init__(self, actor_id: str, method: str, was: str, now: str) -> None:
+    ``at_step``: for a read of a past step (``run(at_step=N)``), N, and ``now`` is that
+    step's class (the id's class now may be another); None for a call on the actor as it is."""
+
+    def __init__(self, actor_id: str, method: str, was: str, now: str, at_step: int | None = None) -> None:
         # (``was`` is "" for a posted call: its post names its class by a tag alone)
         of = f"a method of {was}" if was else "a method of another class"
-        TypeError.__init__(
-            self,
-            f"{method}() was called as {of}, and actor {actor_id!r} is now an instance of {now} "
-            f"(deleted and made again since the caller last read it): the call was not applied. "
-            f"Call the actor as it is now through vc.get_actor({actor_id!r}), or use another id "
-            f"for the old class",
-        )
+        if at_step is None:
+            message = (
+                f"{method}() was called as {of}, and actor {actor_id!r} is now an instance of {now} "
+                f"(deleted and made again since the caller last read it): the call was not applied. "
+                f"Call the actor as it is now through vc.get_actor({actor_id!r}), or use another id "
+                f"for the old class"
+            )
+        else:
+            message = (
+                f"{method}() was called as {of} to read step {at_step} of actor {actor_id!r}, and "
+                f"that step is a state of {now}: the id held an actor of another class then (it was "
+                f"deleted and made again between that step and the actor the handle was made "
+                f"for). Nothing was run. handle.state_at({at_step}) reads that step, as an "
+                f"instance of {now}"
+            )
+        TypeError.__init__(self, message)
         self.actor_id = actor_id
         self.method = method
         self.was = was
         self.now = now
+        self.at_step = at_step
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.actor_id, self.method, self.was, self.now))
+        # (A refusal a fold records for a poster carries no ``at_step``: pickled with the four
+        # arguments a release before ``at_step`` takes, its posters read it.)
+        args = (self.actor_id, self.method, self.was, self.now)
+        return (type(self), args if self.at_step is None else (*args, self.at_step))
 
 
 class StateSerializationError(VactorError, TypeError):
