@@ -44,6 +44,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "store_choice",
+    "url_as_storage",
 ]
 
 EXIT_OK = 0
@@ -63,13 +64,60 @@ class CliError(Exception):
         self.code = code
 
 
+#: the options given so far, noted in the namespace being parsed (as argparse notes the
+#: arguments it did not recognize there)
+_GIVEN = "_vactor_given_options"
+
+
+class _StoreOnce(argparse._StoreAction):
+    """argparse's ``store``, refusing an option given twice: argparse keeps the last value,
+    silently (``vactor --storage A ls --storage B`` worked on B). Positionals are stored as ever."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        if self.option_strings:
+            given: set[str] = vars(namespace).setdefault(_GIVEN, set())
+            if self.dest in given:
+                parser.error(f"{'/'.join(self.option_strings)} given twice; give it once")
+            given.add(self.dest)
+        super().__call__(parser, namespace, values, option)
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """argparse's subcommands, parsed into the namespace of the command line so far rather than
+    into a new one copied over it: an option given before the subcommand's name and again after
+    it is one option given twice (refused), and ``-o`` pairs add up wherever they are given."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        name, *rest = values
+        chosen = self._name_parser_map.get(name)
+        if chosen is None:  # argparse's error, naming the choices
+            super().__call__(parser, namespace, values, option)
+            return
+        if self.dest is not argparse.SUPPRESS:
+            setattr(namespace, self.dest, name)
+        _, extras = chosen.parse_known_args(rest, namespace)
+        if extras:
+            vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, []).extend(extras)
+
+
 class CliParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line, ``vactor: error: ...``, exit 2.
+    """An ``ArgumentParser`` whose usage errors are one line, ``vactor: error: ...``, exit 2, and
+    whose options that take one value refuse a second (:class:`_StoreOnce`).
 
     argparse's own format (the usage, then ``vactor SUB: error: ...``) is two
     lines or more; ``docs/cli.md`` promises one line for every error.
     Subparsers inherit the class (``add_subparsers`` uses ``type(self)``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self.register("action", "parsers", _Subcommands)
 
     #: positionals may come after options (``vactor call ID METHOD --json 2``), as
     #: ``parse_intermixed_args`` reads them; plain argparse ends a ``nargs="*"`` positional at
@@ -93,6 +141,7 @@ class CliParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
+        vars(parsed).pop(_GIVEN, None)
         if extras:  # said by the command's parser, whose --help lists the options it takes
             self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
@@ -327,6 +376,16 @@ def _local_path(url: str) -> str | None:
         return url
     scheme, rest = url.split("://", 1)
     return rest if scheme.lower() == "file" else None
+
+
+def url_as_storage(args: argparse.Namespace) -> None:
+    """``vactor doctor URL`` and ``vactor bench URL``: ``URL`` names the store as ``--storage``
+    does; both given name it twice (refused, as any option given twice)."""
+    if args.url is None:
+        return
+    if args.storage is not None:
+        raise CliError("the store is given twice (as URL and as --storage); give it once", EXIT_USAGE)
+    args.storage = args.url
 
 
 def init_runtime(args: argparse.Namespace, *, must_exist: bool = True) -> StoreChoice:

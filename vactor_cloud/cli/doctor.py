@@ -8,7 +8,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from vactor_cloud.cli._options import EXIT_DOCTOR, EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
+from vactor_cloud.cli._options import (
+    EXIT_DOCTOR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    common_parent,
+    store_choice,
+    url_as_storage,
+)
 from vactor_cloud.cli._output import Output
 
 __all__ = ["Check", "add_commands", "cmd_doctor"]
@@ -107,8 +115,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from vactor_cloud import _sync, counters
     from vactor_cloud.storage import check_storage_options
 
-    if args.url is not None:
-        args.storage = args.url
+    url_as_storage(args)
     choice = store_choice(args)  # a typo in a path is a usage error, not a new store that passes
     url, options = choice.url, choice.options
     out = Output.for_args(args)
