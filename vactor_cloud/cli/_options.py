@@ -37,6 +37,7 @@ __all__ = [
     "init_runtime",
     "integrity_advice",
     "limit_arg",
+    "local_path",
     "non_negative_float",
     "non_negative_int",
     "parse_json_arg",
@@ -312,7 +313,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if must_exist and given is not None:
-        path = _local_path(url)
+        path = local_path(url)
         if path is not None and not os.path.isdir(path):
             source = "--storage" if named else "$VACTOR_STORAGE"
             if os.path.exists(path):
@@ -323,7 +324,26 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
                 f"{source} {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
                 EXIT_USAGE,
             )
+        if path is not None and _holds_no_store(path):
+            source = "--storage" if named else "$VACTOR_STORAGE"
+            raise CliError(
+                f"{source} {url}: holds no vactor_cloud store (files, but no .vactor-layout, actors/ or "
+                "timers/); name the store's directory, or an empty one for a new store",
+                EXIT_USAGE,
+            )
     return StoreChoice(url, options, given is not None)
+
+
+def _holds_no_store(path: str) -> bool:
+    """A local directory that holds files but no store (``--storage ~/documents``): refused by
+    every command rather than taken for an empty store, and never written."""
+    from vactor_cloud.keys import ROOT_NAMES
+    from vactor_cloud.storage import LocalStore
+
+    try:
+        return LocalStore.holds_no_store(path, ROOT_NAMES)
+    except OSError:  # unreadable: the command's own request says so
+        return False
 
 
 #: what to do instead of ``-o SETTING=...``, for the settings the command does take another way
@@ -371,7 +391,8 @@ def memory_hint(url: str | None = None) -> str:
     )
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
+    """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme."""
     if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
