@@ -20,7 +20,6 @@ import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_ERROR, EXIT_USAGE, build_parser
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import ActorDefinitionError
-from vactor_cloud.log import StepRecord
 
 
 @vc.virtual_actor
@@ -187,15 +186,14 @@ def test_timers_tick_says_what_to_do_about_a_damaged_or_unloadable_actor(
     finally:
         vc.shutdown()
     _damage_newest_step(store, "t1")
-    revalidate = ActorCore.revalidate
+    ensure_loaded = ActorCore.ensure_loaded
 
-    async def t2_not_loadable(self: ActorCore) -> StepRecord:
+    async def t2_not_loadable(self: ActorCore) -> None:
         if self.actor_id == "t2":
             raise ActorDefinitionError("t2's class cannot be loaded here (as a missing module)")
-        return await revalidate(self)
+        await ensure_loaded(self)
 
-    monkeypatch.setattr(ActorCore, "revalidate", t2_not_loadable)
-    monkeypatch.setattr(ActorCore, "ensure_loaded", t2_ensure_loaded(ActorCore.ensure_loaded))
+    monkeypatch.setattr(ActorCore, "ensure_loaded", t2_not_loadable)
     result = vactor("timers", "tick", "--debug")
     assert result.code == EXIT_ERROR, result
     said = {
@@ -204,12 +202,3 @@ def test_timers_tick_says_what_to_do_about_a_damaged_or_unloadable_actor(
     }
     assert "bad magic" in said["t1"] and "restore it from a backup" in said["t1"], result.err
     assert "PYTHONPATH" in said["t2"], result.err
-
-
-def t2_ensure_loaded(ensure_loaded):  # type: ignore[no-untyped-def]
-    async def wrapped(self: ActorCore) -> object:
-        if self.actor_id == "t2":
-            raise ActorDefinitionError("t2's class cannot be loaded here (as a missing module)")
-        return await ensure_loaded(self)
-
-    return wrapped

@@ -33,6 +33,7 @@ __all__ = [
     "actor_id_arg",
     "add_common_options",
     "common_parent",
+    "error_advice",
     "errors_error",
     "init_runtime",
     "integrity_advice",
@@ -200,13 +201,21 @@ IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPAT
 
 
 def actor_error(actor_id: str, exc: BaseException) -> str:
-    """The line of a command that goes on past one actor's error: ``ID: message``, with
-    ``IMPORT_HINT`` when the actor's class cannot be imported or loaded here, and what to do
-    about a damaged object (:func:`integrity_advice`)."""
+    """The line of a command that goes on past one actor's error: ``ID: message`` and what to do
+    (:func:`error_advice`)."""
+    return f"{actor_id}: {exc}{error_advice(exc)}"
+
+
+def error_advice(exc: BaseException | None) -> str:
+    """What to do about an actor's error, as every command says it: ``IMPORT_HINT`` when the
+    actor's class cannot be imported or loaded here, :func:`integrity_advice` for a damaged
+    object; else nothing."""
     from vactor_cloud.errors import ActorDefinitionError
 
+    if exc is None:
+        return ""
     import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ""
-    return f"{actor_id}: {exc}{import_hint}{integrity_advice(exc)}"
+    return f"{import_hint}{integrity_advice(exc)}"
 
 
 def errors_error(errors: Sequence[str], what: str, *, count: int | None = None) -> CliError:
