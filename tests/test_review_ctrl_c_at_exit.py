@@ -96,3 +96,54 @@ def test_ctrl_c_while_the_exit_waits_for_queued_calls_says_which_were_abandoned(
     assert "'slow-1'" in line and "work" in line, line  # which calls
     assert "vactor history slow-1" in line, line  # how to check what did apply
     assert child.returncode == 130, (child.returncode, err)
+
+
+# -- the vactor command: a Ctrl-C once its output is complete ---------------------------------------
+
+#: the console script (sys.exit(main())), with an exit callback of the user's that waits, as
+#: the interpreter's exit work does: the test's SIGINT lands there, after the command's output
+COMMAND = """
+import atexit, sys, time
+from vactor_cloud.cli import main
+
+
+def exit_work() -> None:
+    print("exiting", flush=True)
+    time.sleep(60)  # (a hang bound: the SIGINT ends it)
+
+
+atexit.register(exit_work)
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_as_the_vactor_command_exits_is_exit_130_and_one_line(tmp_path: Path) -> None:
+    """Before, a Ctrl-C after the command's output, while the interpreter exited, printed
+    Python's ``Exception ignored in atexit callback`` traceback and exited 0 (later in the
+    teardown, where Python no longer handles signals: killed, -2, silently). The command's
+    process now says one line and exits 130 for such a Ctrl-C, and ends without the teardown
+    (where a Ctrl-C could not be answered) once its exit callbacks ran."""
+    store = tmp_path / "store"
+    store.mkdir()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen(
+        [sys.executable, "-u", "-c", COMMAND, "ls", "--storage", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=here),
+    )
+    try:
+        _lines_until(child, "exiting")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("no actors under"), err  # the command's own output (on stderr)
+    assert lines[1:] == ["vactor: interrupted (Ctrl-C) as it exited; the command had finished"], err
+    assert child.returncode == 130, (child.returncode, err)
