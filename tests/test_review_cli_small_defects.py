@@ -137,6 +137,21 @@ def test_a_directory_that_holds_no_store_is_refused_and_left_as_it_was(
     assert _tree(folder) == ["notes.txt"]
 
 
+@pytest.mark.parametrize(
+    "argv", [("ls",), ("show", "x"), ("history", "x"), ("events", "ls"), ("timers", "ls"), ("doctor",)]
+)
+def test_a_path_that_does_not_exist_is_refused_and_not_created(
+    tmp_path: Path, vactor: Vactor, argv: tuple[str, ...]
+) -> None:
+    """(Pin, as the review checked) A read-only command (and ``doctor``) given a path that does
+    not exist says so in one line, exit 2, and creates nothing."""
+    missing = tmp_path / "no" / "store"
+    result = vactor(*argv, "--storage", str(missing))
+    assert result.code == EXIT_USAGE, result
+    assert "no such directory" in one_line_error(result), result
+    assert not (tmp_path / "no").exists()
+
+
 def test_doctor_leaves_an_empty_directory_and_a_store_as_it_found_them(
     tmp_path: Path, vactor: Vactor
 ) -> None:
