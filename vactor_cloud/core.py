@@ -920,6 +920,11 @@ class ActorCore(Folder):
         with self._mutex:
             return [call.future for call in self._queue or ()]
 
+    def queued_methods(self) -> list[str]:
+        """The methods of this actor's writes queued here that no thread has started."""
+        with self._mutex:
+            return [call.method for call in self._queue or ()]
+
     def _drop_cancelled(self) -> None:
         """(A queued call's future was cancelled) Let the queue drop it (see ``CallQueue``)."""
         with self._mutex:

@@ -26,6 +26,7 @@ __all__ = [
     "ACTORS",
     "FAILED_CALL",
     "LONGEST_KEY",
+    "ROOT_NAMES",
     "STEP_DIGITS",
     "TIMER_CLAIMS",
     "TIMER_INDEX",
@@ -229,4 +230,11 @@ LONGEST_KEY = max(
     len(inbox_key("i" * MAX_ID_BYTES, "e" * MAX_ID_BYTES)),
     len(timer_index_key(10**20 - 1, "i" * MAX_ID_BYTES, "k" * MAX_TIMER_KEY_BYTES, 10**20 - 1)),
     len(post_key("i" * MAX_ID_BYTES, "n" * MAX_ID_BYTES)),
+)
+
+
+#: the first component of every key a store holds: a directory whose entries are none of these
+#: holds no store (the ``vactor`` command refuses it rather than take it for an empty store)
+ROOT_NAMES = frozenset(
+    name.rstrip("/") for name in (ACTORS, TIMER_INDEX, TIMER_CLAIMS, TIMER_RUNNERS, mail_seal_key())
 )

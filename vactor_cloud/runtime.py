@@ -1144,6 +1144,10 @@ class Runtime:
 
             _sync.interruptible_wait(all_done, left, forever=None)
 
+    def queued_calls(self) -> list[tuple[str, str]]:
+        """(actor id, method) of each call made to this runtime that no thread has started."""
+        return [(core.actor_id, method) for core in self._all_cores() for method in core.queued_methods()]
+
     @property
     def finished_closing(self) -> bool:
         """Whether a ``close`` has run to its end (not interrupted half way by Ctrl-C)."""
@@ -1685,8 +1689,65 @@ def _shutdown_at_exit() -> None:
         runtime = _runtime
         if runtime is not None:
             runtime.finish_queued_calls(until)
-    finally:  # (Ctrl-C while waiting: the runtime is shut down all the same)
+    except KeyboardInterrupt:  # (Ctrl-C while waiting: the runtime is shut down all the same)
+        _interrupted_at_exit(_runtime)
+    finally:
+        try:
+            shutdown()
+        except KeyboardInterrupt:  # (while it waits for the calls running)
+            _interrupted_at_exit(None)
+
+
+#: set by a Ctrl-C that cut the exit's wait short, once said: the process then exits 130
+_exit_interrupted = False
+
+
+def _interrupted_at_exit(runtime: Runtime | None) -> None:
+    """A Ctrl-C cut the exit's wait short: say, in one line on stderr (no traceback), which
+    calls are abandoned (those queued, not started: the shutdown fails them, unapplied) and how
+    to see what did apply; the process then exits 130 (:func:`_shutdown_at_interpreter_exit`)."""
+    global _exit_interrupted
+    if _exit_interrupted:
+        return
+    _exit_interrupted = True
+    calls = runtime.queued_calls() if runtime is not None else []
+    if calls:
+        counts: dict[tuple[str, str], int] = {}
+        for call in calls:
+            counts[call] = counts.get(call, 0) + 1
+        named = [f"{actor_id!r}.{method} x{n}" for (actor_id, method), n in list(counts.items())[:3]]
+        more = f" and {len(counts) - 3} more" if len(counts) > 3 else ""
+        ids = list(dict.fromkeys(actor_id for actor_id, _ in calls))
+        check = f"vactor history {ids[0]}" + (" (and the other actors named)" if len(ids) > 1 else "")
+        said = (
+            f"{len(calls)} call(s) made and not started are abandoned, not applied: "
+            f"{', '.join(named)}{more}; a call running then may still have committed: {check} "
+            "shows what did"
+        )
+    else:
+        said = (
+            "no call was left queued (one running then may still have committed: vactor history ID "
+            "shows what each actor applied)"
+        )
+    with contextlib.suppress(Exception):  # (stderr closed: nothing to say it on)
+        sys.stderr.write(f"vactor_cloud: interrupted at exit (Ctrl-C): {said}\n")
+        sys.stderr.flush()
+
+
+def _shutdown_at_interpreter_exit() -> None:
+    """(atexit) Shut down a runtime left (one started after the threading exit hook); then, if
+    a Ctrl-C cut the exit's wait short, end the process with 130, as a program ended by Ctrl-C
+    (the atexit callbacks registered before vactor_cloud was imported, which run after this
+    one, are skipped)."""
+    try:
         shutdown()
+    except KeyboardInterrupt:
+        _interrupted_at_exit(None)
+    if _exit_interrupted:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(130)
 
 
 #: how long the exit hook waits for the process's other non-daemon threads before shutting down
@@ -1701,4 +1762,4 @@ _EXIT_WAIT = 30.0
 _register_early_exit = getattr(threading, "_register_atexit", None)
 if _register_early_exit is not None:
     _register_early_exit(_shutdown_at_exit)
-atexit.register(shutdown)
+atexit.register(_shutdown_at_interpreter_exit)

@@ -97,6 +97,7 @@ __all__ = [
     "SPLITS",
     "Membership",
     "Split",
+    "TickError",
     "TickReport",
     "TimerRunner",
     "cancel_timer",
@@ -126,6 +127,19 @@ _TOTAL_LATENESS = 100_000
 _TOTAL_ERRORS = 1_000
 
 
+class TickError(str):
+    """One error of a :class:`TickReport`: its text, and the exception it tells of (``cause``;
+    ``None`` where there is none), by which the ``vactor`` command adds what to do about it, as
+    for the same error met elsewhere (a damaged object, a class not loadable here)."""
+
+    cause: BaseException | None
+
+    def __new__(cls, text: str, cause: BaseException | None = None) -> TickError:
+        error = super().__new__(cls, text)
+        error.cause = cause
+        return error
+
+
 @dataclass
 class TickReport:
     """What one :func:`fire_due_timers` pass (or a :func:`run_timers` run) did."""
@@ -141,7 +155,8 @@ class TickReport:
     assigned_elsewhere: int = 0
     #: live runners in this runner's group, itself included, as last seen (``split="runners"``)
     runners: int = 1
-    #: (in the totals of :meth:`TimerRunner.run`: the newest ``_TOTAL_ERRORS``)
+    #: one line each, ``ACTOR: ...`` (a :class:`TickError` where an exception tells it); in the
+    #: totals of :meth:`TimerRunner.run`: the newest ``_TOTAL_ERRORS``
     errors: list[str] = field(default_factory=list)
     #: seconds between each fired timer's due time and its commit (in the totals of
     #: :meth:`TimerRunner.run`: the newest ``_TOTAL_LATENESS``)
@@ -438,7 +453,7 @@ def _fire_actor(
             report.claimed_elsewhere += 1
             return report, []
     except VactorError as exc:
-        report.errors.append(f"{actor_id}: claim: {exc}")
+        report.errors.append(TickError(f"{actor_id}: claim: {exc}", exc))
         return report, []
     done: list[IndexEntry] = []
     try:
@@ -461,7 +476,7 @@ def _fire_actor(
                     done.append(entry)
                     report.stale += 1
                 elif isinstance(found, Exception):
-                    report.errors.append(f"{actor_id}/{entry.key}: {found}")
+                    report.errors.append(TickError(f"{actor_id}/{entry.key}: {found}", found))
                 elif found.fired:
                     done.append(entry)
                     report.fired += 1
@@ -496,7 +511,7 @@ def _fire_actor(
         if delete:
             runtime.run(_delete_entries(store, done))
     except VactorError as exc:
-        report.errors.append(f"{actor_id}: {exc}")
+        report.errors.append(TickError(f"{actor_id}: {exc}", exc))
     finally:
         if lease is not None:
             with contextlib.suppress(VactorError):
@@ -881,7 +896,7 @@ class TimerRunner:
                 report, done = _fire_actor(self.runtime, self.runner_id, None, actor_id, group, delete=False)
         except Exception as exc:  # never lose the pool thread; the entries are listed again
             logger.exception("timer runner %s: firing %r failed", self.runner_id, actor_id)
-            report, done = TickReport(errors=[f"{actor_id}: {exc!r}"]), []
+            report, done = TickReport(errors=[TickError(f"{actor_id}: {exc!r}", exc)]), []
         self._warn_once(state, report.errors)
 
         def finish(deleting: concurrent.futures.Future[None] | None = None) -> None:

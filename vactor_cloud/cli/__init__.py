@@ -34,11 +34,13 @@ is a new module listed in :data:`COMMAND_MODULES`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -216,9 +218,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vactor`` console script; returns the exit code.
 
     ``sys.stdout`` and ``sys.stderr`` are the caller's again when it returns (or raises
-    ``SystemExit``), even if a reader that left had them pointed at ``/dev/null``."""
-    with streams_kept(), streams_watched() as refused:
-        return _main(argv, refused)
+    ``SystemExit``), even if a reader that left had them pointed at ``/dev/null``.
+
+    Without ``argv`` (the console script, ``python -m vactor_cloud``) the process is the
+    command's: a Ctrl-C once the command is done, while the interpreter exits, is one line and
+    exit 130 (:func:`_exit_as_the_command`)."""
+    code: object = EXIT_ERROR
+    try:
+        with streams_kept(), streams_watched() as refused:
+            code = _main(argv, refused)
+            return int(code)
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        if argv is None:
+            _exit_as_the_command(code)
+
+
+#: the exit code of the command this process ran (``main()`` without ``argv``), once it is done
+_command_exit: list[int] = []
+
+
+def _exit_as_the_command(code: object) -> None:
+    """The command is done (``code``, as ``sys.exit`` takes it); the interpreter exits next.
+
+    A Ctrl-C from now on (the exit's callbacks, the runtime's shutdown of what a method left)
+    says one line and exits 130, as a Ctrl-C during the command does: not Python's
+    ``Exception ignored in atexit callback`` traceback. After the exit callbacks the process
+    ends at once (:func:`_end_of_the_command`): in the interpreter's teardown that follows,
+    Python no longer handles signals, and a Ctrl-C killed the process (-2), silently."""
+    import signal
+
+    _command_exit.append(code if isinstance(code, int) else 0 if code is None else EXIT_ERROR)
+
+    def interrupted(signum: int, frame: object) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.write("vactor: interrupted (Ctrl-C) as it exited; the command had finished\n")
+            sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupted)
+
+
+def _end_of_the_command() -> None:
+    """(atexit, registered as this module is imported: it runs after the library's own exit
+    callbacks) End the command's process with its exit code, its output flushed, without the
+    interpreter's teardown (see :func:`_exit_as_the_command`); nothing for a program that called
+    ``main([...])``."""
+    if not _command_exit:
+        return
+    runtime = sys.modules.get("vactor_cloud.runtime")
+    if runtime is not None:  # (its own callback, if registered after this one ran already: harmless)
+        runtime._shutdown_at_interpreter_exit()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(_command_exit[-1])
+
+
+atexit.register(_end_of_the_command)
 
 
 def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:

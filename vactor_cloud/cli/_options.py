@@ -33,10 +33,12 @@ __all__ = [
     "actor_id_arg",
     "add_common_options",
     "common_parent",
+    "error_advice",
     "errors_error",
     "init_runtime",
     "integrity_advice",
     "limit_arg",
+    "local_path",
     "non_negative_float",
     "non_negative_int",
     "parse_json_arg",
@@ -44,6 +46,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "store_choice",
+    "url_as_storage",
 ]
 
 EXIT_OK = 0
@@ -63,13 +66,60 @@ class CliError(Exception):
         self.code = code
 
 
+#: the options given so far, noted in the namespace being parsed (as argparse notes the
+#: arguments it did not recognize there)
+_GIVEN = "_vactor_given_options"
+
+
+class _StoreOnce(argparse._StoreAction):
+    """argparse's ``store``, refusing an option given twice: argparse keeps the last value,
+    silently (``vactor --storage A ls --storage B`` worked on B). Positionals are stored as ever."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        if self.option_strings:
+            given: set[str] = vars(namespace).setdefault(_GIVEN, set())
+            if self.dest in given:
+                parser.error(f"{'/'.join(self.option_strings)} given twice; give it once")
+            given.add(self.dest)
+        super().__call__(parser, namespace, values, option)
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """argparse's subcommands, parsed into the namespace of the command line so far rather than
+    into a new one copied over it: an option given before the subcommand's name and again after
+    it is one option given twice (refused), and ``-o`` pairs add up wherever they are given."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        name, *rest = values
+        chosen = self._name_parser_map.get(name)
+        if chosen is None:  # argparse's error, naming the choices
+            super().__call__(parser, namespace, values, option)
+            return
+        if self.dest is not argparse.SUPPRESS:
+            setattr(namespace, self.dest, name)
+        _, extras = chosen.parse_known_args(rest, namespace)
+        if extras:
+            vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, []).extend(extras)
+
+
 class CliParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line, ``vactor: error: ...``, exit 2.
+    """An ``ArgumentParser`` whose usage errors are one line, ``vactor: error: ...``, exit 2, and
+    whose options that take one value refuse a second (:class:`_StoreOnce`).
 
     argparse's own format (the usage, then ``vactor SUB: error: ...``) is two
     lines or more; ``docs/cli.md`` promises one line for every error.
     Subparsers inherit the class (``add_subparsers`` uses ``type(self)``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self.register("action", "parsers", _Subcommands)
 
     #: positionals may come after options (``vactor call ID METHOD --json 2``), as
     #: ``parse_intermixed_args`` reads them; plain argparse ends a ``nargs="*"`` positional at
@@ -93,6 +143,7 @@ class CliParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
+        vars(parsed).pop(_GIVEN, None)
         if extras:  # said by the command's parser, whose --help lists the options it takes
             self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
@@ -150,13 +201,21 @@ IMPORT_HINT = "; for vactor, put the module's directory on PYTHONPATH (PYTHONPAT
 
 
 def actor_error(actor_id: str, exc: BaseException) -> str:
-    """The line of a command that goes on past one actor's error: ``ID: message``, with
-    ``IMPORT_HINT`` when the actor's class cannot be imported or loaded here, and what to do
-    about a damaged object (:func:`integrity_advice`)."""
+    """The line of a command that goes on past one actor's error: ``ID: message`` and what to do
+    (:func:`error_advice`)."""
+    return f"{actor_id}: {exc}{error_advice(exc)}"
+
+
+def error_advice(exc: BaseException | None) -> str:
+    """What to do about an actor's error, as every command says it: ``IMPORT_HINT`` when the
+    actor's class cannot be imported or loaded here, :func:`integrity_advice` for a damaged
+    object; else nothing."""
     from vactor_cloud.errors import ActorDefinitionError
 
+    if exc is None:
+        return ""
     import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ""
-    return f"{actor_id}: {exc}{import_hint}{integrity_advice(exc)}"
+    return f"{import_hint}{integrity_advice(exc)}"
 
 
 def errors_error(errors: Sequence[str], what: str, *, count: int | None = None) -> CliError:
@@ -263,7 +322,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if must_exist and given is not None:
-        path = _local_path(url)
+        path = local_path(url)
         if path is not None and not os.path.isdir(path):
             source = "--storage" if named else "$VACTOR_STORAGE"
             if os.path.exists(path):
@@ -274,7 +333,26 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
                 f"{source} {url}: no such directory; fix the path, or create it first (mkdir -p {path})",
                 EXIT_USAGE,
             )
+        if path is not None and _holds_no_store(path):
+            source = "--storage" if named else "$VACTOR_STORAGE"
+            raise CliError(
+                f"{source} {url}: holds no vactor_cloud store (files, but no .vactor-layout, actors/ or "
+                "timers/); name the store's directory, or an empty one for a new store",
+                EXIT_USAGE,
+            )
     return StoreChoice(url, options, given is not None)
+
+
+def _holds_no_store(path: str) -> bool:
+    """A local directory that holds files but no store (``--storage ~/documents``): refused by
+    every command rather than taken for an empty store, and never written."""
+    from vactor_cloud.keys import ROOT_NAMES
+    from vactor_cloud.storage import LocalStore
+
+    try:
+        return LocalStore.holds_no_store(path, ROOT_NAMES)
+    except OSError:  # unreadable: the command's own request says so
+        return False
 
 
 #: what to do instead of ``-o SETTING=...``, for the settings the command does take another way
@@ -322,11 +400,22 @@ def memory_hint(url: str | None = None) -> str:
     )
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
+    """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme."""
     if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
     return rest if scheme.lower() == "file" else None
+
+
+def url_as_storage(args: argparse.Namespace) -> None:
+    """``vactor doctor URL`` and ``vactor bench URL``: ``URL`` names the store as ``--storage``
+    does; both given name it twice (refused, as any option given twice)."""
+    if args.url is None:
+        return
+    if args.storage is not None:
+        raise CliError("the store is given twice (as URL and as --storage); give it once", EXIT_USAGE)
+    args.storage = args.url
 
 
 def init_runtime(args: argparse.Namespace, *, must_exist: bool = True) -> StoreChoice:

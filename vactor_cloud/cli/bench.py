@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vactor_cloud.cli._options import EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
+from vactor_cloud.cli._options import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    common_parent,
+    store_choice,
+    url_as_storage,
+)
 from vactor_cloud.cli._output import Output, note, plain_table
 
 __all__ = ["PROFILE_NAMES", "add_arguments", "add_commands", "main", "render", "run"]
@@ -102,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from vactor_cloud.testing.latency import Latency
 
-    if args.url is not None:
-        args.storage = args.url
+    url_as_storage(args)
     choice = store_choice(args, must_exist=False)
     out = Output.for_args(args)
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]

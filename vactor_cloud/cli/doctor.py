@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shutil
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vactor_cloud.cli._options import EXIT_DOCTOR, EXIT_OK, EXIT_USAGE, CliError, common_parent, store_choice
+from vactor_cloud.cli._options import (
+    EXIT_DOCTOR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    common_parent,
+    local_path,
+    store_choice,
+    url_as_storage,
+)
 from vactor_cloud.cli._output import Output
+
+if TYPE_CHECKING:
+    from vactor_cloud.storage import ObjectStore
 
 __all__ = ["Check", "add_commands", "cmd_doctor"]
 
@@ -22,15 +36,32 @@ class Check:
 
 
 async def _doctor_checks(url: str, options: dict[str, Any]) -> list[Check]:
-    """Try every guarantee the commit protocol relies on, on a scratch key, and clean up."""
-    from vactor_cloud.errors import AlreadyExistsError, PreconditionFailedError
-    from vactor_cloud.settings import Settings
-    from vactor_cloud.storage import IfMatch, open_store
+    """Try every guarantee the commit protocol relies on, on a scratch key, and clean up.
 
-    store = open_store(url, **options)
+    On a local directory the checks run in a scratch directory of their own in it
+    (``.vactor-doctor-*``, a name the store never lists), removed at the end: the lock file an
+    if-match put leaves, the directories of the scratch key and the layout marker of a first
+    write would otherwise stay (in an empty directory, the marker would make it a store)."""
+    from vactor_cloud.settings import Settings
+    from vactor_cloud.storage import open_store
+
+    local = local_path(url)
+    scratch = None if local is None else os.path.join(local, f".vactor-doctor-{uuid.uuid4().hex}")
+    try:
+        return await _checks_on(open_store(scratch or url, **options), Settings().timeout)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
+    """The checks of :func:`_doctor_checks` on ``store``, each request bounded by ``timeout``."""
+    from vactor_cloud.errors import AlreadyExistsError, PreconditionFailedError
+    from vactor_cloud.storage import IfMatch
+
     # Each request bounded as the runtime bounds them (Settings.timeout): without it a stalled
     # endpoint meets the client's own read timeouts and retries, minutes rather than seconds.
-    store.request_timeout = Settings().timeout
+    store.request_timeout = timeout
     key = f"_vactor_doctor/{uuid.uuid4().hex}/probe"
     checks: list[Check] = []
 
@@ -107,8 +138,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from vactor_cloud import _sync, counters
     from vactor_cloud.storage import check_storage_options
 
-    if args.url is not None:
-        args.storage = args.url
+    url_as_storage(args)
     choice = store_choice(args)  # a typo in a path is a usage error, not a new store that passes
     url, options = choice.url, choice.options
     out = Output.for_args(args)

@@ -2,8 +2,8 @@
 
 ::
 
-    vactor events ls [--actor ID] [--json]      pending events and why each is waiting
-    vactor events drain [--actor ID] [--json]   apply pending events now (e.g. from a cron job)
+    vactor events ls [--actor ID ...] [--json]      pending events and why each is waiting
+    vactor events drain [--actor ID ...] [--json]   apply pending events now (e.g. from a cron job)
 
 The store is ``--storage URL`` (else ``$VACTOR_STORAGE``), with ``-o KEY=VALUE``
 options, as for every ``vactor`` command. Without ``--actor``
@@ -13,8 +13,8 @@ scheduled job, costly on very large buckets, where ``--actor`` is better.
 Exit status: 0 when everything asked for was done (events that wait for a
 handler or for their actor to be created are reported, not errors), 1 when
 an actor could not be read or drained, 2 on bad usage (an invalid ``--actor``
-id included), 3 when ``--actor`` names an actor that does not exist and has
-no events waiting for it.
+id included), 3 when an ``--actor`` (repeatable) names an actor that does not exist and
+has no events waiting for it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ def add_commands(sub: Any) -> None:
     ):
         cmd = inner.add_parser(name, help=text, description=text, parents=[common_parent()])
         cmd.add_argument(
-            "--actor", type=actor_id_arg, metavar="ID", help="only this actor (default: every actor)"
+            "--actor",
+            action="append",
+            type=actor_id_arg,
+            metavar="ID",
+            help="only this actor, repeatable (default: every actor)",
         )
     parser.set_defaults(func=run)
 
@@ -83,22 +87,24 @@ class EventRow:
         return (self.actor, self.event_id, self.name, sent, self.status)
 
 
-async def _actors_with_events(actor: str | None) -> list[str]:
-    """The named actor, or every actor whose inbox holds an event.
+async def _actors_with_events(actors: list[str] | None) -> list[str]:
+    """The named actors, or every actor whose inbox holds an event.
 
     Without a name this pages through the actor ids (one listing that skips
     each actor's steps) and asks each inbox for one key: never a LIST of
     every object under ``actors/``.
     """
     store = get_runtime().store
-    if actor is not None:
-        if not await list_inbox(store, actor):
-            # ActorNotFoundError (exit 3): neither the actor nor its events; read without the class
-            # (which only events need), as a deleted actor says so
-            record = await newest_step_async(actor)
-            if is_deleted(record):
-                raise ActorDeletedError(actor, store.describe(), record.step)
-        return [actor]
+    if actors is not None:
+        named = list(dict.fromkeys(actors))
+        for actor in named:
+            if not await list_inbox(store, actor):
+                # ActorNotFoundError (exit 3): neither the actor nor its events; read without the
+                # class (which only events need), as a deleted actor says so
+                record = await newest_step_async(actor)
+                if is_deleted(record):
+                    raise ActorDeletedError(actor, store.describe(), record.step)
+        return named
     found: list[str] = []
     async for actor_id in iter_actor_ids(store):
         if await store.list(inbox_prefix(actor_id), limit=1):
@@ -129,11 +135,11 @@ _DELETED = "waiting: actor deleted, for the next actor created under its id"
 _DAMAGED = "damaged: read failed its integrity check (cut short, altered, or not signed with this key); kept"
 
 
-async def _ls(actor: str | None) -> tuple[list[EventRow], list[str]]:
+async def _ls(actors: list[str] | None) -> tuple[list[EventRow], list[str]]:
     runtime = get_runtime()
     rows: list[EventRow] = []
     errors: list[str] = []
-    for actor_id in await _actors_with_events(actor):
+    for actor_id in await _actors_with_events(actors):
         try:
             keys = await list_inbox(runtime.store, actor_id)
             damaged: list[str] = []
@@ -210,13 +216,13 @@ _STOPPED_AT_ONCE = (
 )
 
 
-def _drain(actor: str | None, out: Output) -> tuple[list[dict[str, Any]], list[str]]:
+def _drain(actors: list[str] | None, out: Output) -> tuple[list[dict[str, Any]], list[str]]:
     """Drain the actors one by one, with a progress bar on a terminal (one line per actor on
     stderr when piped) and each actor's line printed as it is done: without ``--actor`` this is
     one commit per actor, long on a large bucket."""
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
-    ids = _sync.sync(_actors_with_events(actor))
+    ids = _sync.sync(_actors_with_events(actors))
     bar = sys.stderr.isatty() and not out.json
     # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
     # they would be written into it)

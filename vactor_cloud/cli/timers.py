@@ -41,6 +41,7 @@ from vactor_cloud.cli._options import (
     actor_error,
     actor_id_arg,
     common_parent,
+    error_advice,
     errors_error,
     init_runtime,
     memory_hint,
@@ -278,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
                     ) from None
             else:
                 report = _run_until_stopped(args, shard, split)
-            errors = report.errors
+            # with what to do about each, as other commands say it (a damaged step, a class not loadable here)
+            errors = [f"{error}{error_advice(getattr(error, 'cause', None))}" for error in report.errors]
             summary = _summary(report)
             if out.json:
                 out.emit_json(summary)

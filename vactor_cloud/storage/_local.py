@@ -74,7 +74,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,6 +172,18 @@ class LocalStore(ObjectStore):
         self.listing = ListingStats()
 
     # -- layout -------------------------------------------------------------
+    @staticmethod
+    def holds_no_store(root: str | os.PathLike[str], root_names: Collection[str]) -> bool:
+        """Whether the directory ``root`` holds files but no store: no layout marker, and none of
+        its entries (but this store's own, named ``.*``) is one of ``root_names``, the first
+        components of a store's keys (a flat root holds them as they are). An empty directory
+        is a store yet to be written."""
+        path = Path(root).expanduser()
+        if (path / _LAYOUT).exists():
+            return False
+        names = [name for name in os.listdir(path) if not name.startswith(".")]
+        return bool(names) and not any(name in root_names for name in names)
+
     def _layout_chunked(self, *, writing: bool = False) -> bool:
         """Whether keys are stored chunked; decided once per store, from the root."""
         if self._chunked is not None:
