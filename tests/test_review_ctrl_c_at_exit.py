@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = """
-import sys, time
+import atexit, sys, time
+atexit.register(lambda: print("the program's own exit callback ran", flush=True))
 import vactor_cloud as vc
 
 
@@ -95,7 +96,10 @@ def test_ctrl_c_while_the_exit_waits_for_queued_calls_says_which_were_abandoned(
     assert line.startswith("vactor_cloud: interrupted at exit"), line
     assert "'slow-1'" in line and "work" in line, line  # which calls
     assert "vactor history slow-1" in line, line  # how to check what did apply
-    assert child.returncode == 130, (child.returncode, err)
+    # The exit goes on: a callback registered before vactor_cloud was imported still runs (an
+    # os._exit(130) there skipped it, and logging's flush with it).
+    assert "the program's own exit callback ran" in out, out
+    assert child.returncode == 0, (child.returncode, err)
 
 
 # -- the vactor command: a Ctrl-C once its output is complete ---------------------------------------

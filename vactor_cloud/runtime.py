@@ -1698,14 +1698,14 @@ def _shutdown_at_exit() -> None:
             _interrupted_at_exit(None)
 
 
-#: set by a Ctrl-C that cut the exit's wait short, once said: the process then exits 130
+#: set by a Ctrl-C that cut the exit's wait short, once said
 _exit_interrupted = False
 
 
 def _interrupted_at_exit(runtime: Runtime | None) -> None:
     """A Ctrl-C cut the exit's wait short: say, in one line on stderr (no traceback), which
     calls are abandoned (those queued, not started: the shutdown fails them, unapplied) and how
-    to see what did apply; the process then exits 130 (:func:`_shutdown_at_interpreter_exit`)."""
+    to see what did apply; the exit then goes on (:func:`_shutdown_at_interpreter_exit`)."""
     global _exit_interrupted
     if _exit_interrupted:
         return
@@ -1735,19 +1735,15 @@ def _interrupted_at_exit(runtime: Runtime | None) -> None:
 
 
 def _shutdown_at_interpreter_exit() -> None:
-    """(atexit) Shut down a runtime left (one started after the threading exit hook); then, if
-    a Ctrl-C cut the exit's wait short, end the process with 130, as a program ended by Ctrl-C
-    (the atexit callbacks registered before vactor_cloud was imported, which run after this
-    one, are skipped)."""
+    """(atexit) Shut down a runtime left (one started after the threading exit hook). A Ctrl-C
+    that cut the exit's wait short was said in one line (:func:`_interrupted_at_exit`); the
+    exit goes on from there: the program's other exit callbacks (``logging``'s flush, its own)
+    still run, and its exit status stays what the program made it (ending the process with 130
+    here skipped every callback registered before vactor_cloud was imported)."""
     try:
         shutdown()
     except KeyboardInterrupt:
         _interrupted_at_exit(None)
-    if _exit_interrupted:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(130)
 
 
 #: how long the exit hook waits for the process's other non-daemon threads before shutting down
