@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from actors import OrderLog
+from actors import OrderLog, Shelf
 from aiohttp import web
 from loopback_gcs import gcs_answering
 from silent_listener import TRIES_UNTIL_TOLD, SilentListener, run_until_it_connected
@@ -47,6 +47,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.keys import inbox_prefix
+from vactor_cloud.log import ActorLog
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
 from vactor_cloud.testing.faults import HoldEvery
@@ -1050,3 +1051,53 @@ def test_applied_events_are_deleted_with_a_bounded_number_of_requests_in_flight(
     wait_until(lambda: not pending_events("till"), f"events left: {pending_events('till')}")
     assert store.most_in_flight <= store.delete_parallel, store.most_in_flight
     assert [payload for kind, payload in till.view.run() if kind == "paid"] == list(range(commits))
+
+
+#: an answer that promises HEAD's bytes and closes the connection before any (what LocalStack
+#: 2026.3.0 sends for an object whose upload it stored without its body: a ``PUT`` with
+#: ``Expect: 100-continue`` whose client gave up while the server was stopped)
+_BODY_NEVER_SENT = b"HTTP/1.1 200 OK\r\nContent-Length: 212\r\nConnection: close\r\n\r\n"
+
+
+def _get_of_head(method: str, target: str) -> bool:
+    """A read of the bytes of an actor's ``HEAD`` object (S3: ``GET .../HEAD``; GCS:
+    ``GET .../o/...%2FHEAD?alt=media``), not of its metadata (S3: a ``HEAD`` request)."""
+    path, _, query = target.partition("?")
+    return method == "GET" and (path.endswith("/HEAD") or (path.endswith("%2FHEAD") and "alt=media" in query))
+
+
+@pytest.mark.vactor_lanes("moto", "localstack", "fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_an_actor_whose_head_body_never_arrives_whole_is_loaded_by_listing_and_head_is_repaired(
+    store_lane: Lane, store_spec: StoreSpec
+) -> None:
+    """HEAD exists and the store answers, but every read of HEAD's body is cut short (found on
+    LocalStack: an ``If-Match`` upload of HEAD sent while the server was stopped left an
+    object whose bytes it never serves). HEAD is only a hint (docs/protocol.md): the actor is
+    loaded by listing its steps, written, and the next HEAD move replaces the damaged object.
+    Before: every load of the actor failed with ``RetryableStorageError``, for good."""
+    quick = _quick(store_spec)
+    quick.init()
+    Shelf.get_or_create("shelf")
+    for _ in range(3):
+        Shelf.get_or_create("shelf").add.run()
+    vc.shutdown()  # (HEAD moved: names step 3)
+    with DroppingProxy(
+        _upstream(store_lane), drop_share=1.0, targets=_get_of_head, replace_with=_BODY_NEVER_SENT
+    ) as proxy:
+        proxy.route(quick).init()
+        shelf = vc.get_actor("shelf")
+        assert shelf.value.run() == 3
+        assert shelf.add.run() == 4
+        vc.shutdown()  # (waits for the HEAD move after the commit)
+        assert proxy.stats.dropped > 0, proxy.stats.seen
+
+    async def head_step() -> int | None:
+        store = store_spec.open()
+        try:
+            head = await ActorLog(store, "shelf").read_head()
+        finally:
+            await store.close()
+        return None if head is None else head.step
+
+    assert asyncio.run(head_step()) == 4  # replaced by the move after step 4, readable again
