@@ -12,8 +12,10 @@ import asyncio
 import http.server
 import json
 import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -1101,3 +1103,41 @@ def test_an_actor_whose_head_body_never_arrives_whole_is_loaded_by_listing_and_h
         return None if head is None else head.step
 
     assert asyncio.run(head_step()) == 4  # replaced by the move after step 4, readable again
+
+
+@pytest.mark.vactor_lanes("fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_calls_to_a_stopped_gcs_server_fail_within_their_deadline_and_resume_consistent(
+    store_lane: Lane, store_spec: StoreSpec
+) -> None:
+    """fake-gcs-server stopped (SIGSTOP) with the runtime's connections open: a write and a read
+    each fail with ``StorageTimeoutError`` within the deadline (bounded by ``HANG``), the write
+    saying it may have been applied. Resumed, the server answers the requests it had queued
+    (the write may land late): the actor holds every acknowledged call, the one in doubt at
+    most once, and takes writes again. Held when written (no defect found). (This worker's own
+    server: a stop stalls no other.)"""
+    process = getattr(store_lane, "_process", None)
+    assert process is not None, "the fakegcs lane runs its server as a child process"
+    store_spec.init(settings=vc.Settings(timeout=1.0, deadline=3.0))
+    shelf = Shelf.get_or_create("stopped")
+    for _ in range(3):
+        shelf.add.run()
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(StorageTimeoutError) as write:
+            shelf.add.run()
+        assert write.value.write_in_flight, write.value
+        with pytest.raises(StorageTimeoutError):
+            shelf.value.run()
+        assert time.monotonic() - began < HANG
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    # (The write in doubt may land after this read: the server had queued it, and answers
+    # the queued and the new requests in no set order.)
+    seen = shelf.value.run()
+    after = shelf.add.run()
+    assert 3 <= seen < after and after - 4 in (0, 1), (seen, after)
+    vc.shutdown()
+    store_spec.init()
+    assert vc.get_actor("stopped").value.run() == after
