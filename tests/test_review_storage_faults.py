@@ -1141,3 +1141,35 @@ def test_calls_to_a_stopped_gcs_server_fail_within_their_deadline_and_resume_con
     vc.shutdown()
     store_spec.init()
     assert vc.get_actor("stopped").value.run() == after
+
+
+@pytest.mark.vactor_lanes("moto", "localstack")
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
+def test_an_s3_read_whose_body_never_arrives_says_so_on_either_transport(
+    store_lane: Lane, store_spec: StoreSpec, transport: str
+) -> None:
+    """A GET answered with HEAD-like headers and no body: a transient failure on both transports,
+    named for what it is (a body cut short), never "a write may or may not have been applied"
+    (what the s3fs transport said of this read before: aiohttp's ClientPayloadError was taken
+    for a failure to reach the endpoint)."""
+    spec = StoreSpec(store_spec.url, {**store_spec.options, "transport": transport}, store_spec.env)
+    with DroppingProxy(
+        _upstream(store_lane),
+        drop_share=1.0,
+        targets=lambda method, target: method == "GET" and target.split("?", 1)[0].endswith("/cut"),
+        replace_with=_BODY_NEVER_SENT,
+    ) as proxy:
+
+        async def scenario() -> None:
+            store = proxy.route(spec).open()
+            try:
+                await store.put("cut", b"x" * 196)
+                with pytest.raises(RetryableStorageError) as info:
+                    await store.get("cut")
+            finally:
+                await store.close()
+            message = str(info.value)
+            assert "cut short" in message and "may or may not" not in message, message
+
+        asyncio.run(scenario())
+        assert proxy.stats.dropped > 0
