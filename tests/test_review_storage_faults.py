@@ -1173,3 +1173,81 @@ def test_an_s3_read_whose_body_never_arrives_says_so_on_either_transport(
 
         asyncio.run(scenario())
         assert proxy.stats.dropped > 0
+
+
+@vc.virtual_actor
+class EventSink:
+    """Records the payload of every ``item`` event it applies."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @vc.virtual_actor.on_event("item")
+    def on_item(self, payload: int) -> None:
+        self.seen.append(payload)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[int]:
+        return self.seen
+
+
+#: more objects than one listing page (GCS objects.list and S3 ListObjectsV2: 1000)
+_PAST_ONE_PAGE = 1050
+
+
+@pytest.mark.vactor_lanes("fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_an_inbox_of_more_events_than_one_listing_page_applies_each_once_and_empties(
+    store_spec: StoreSpec,
+) -> None:
+    """1,050 events waiting: every inbox listing takes two pages, so none is one moment (docs/
+    protocol.md); the events are still all applied, once each, and the inbox ends empty. (Held
+    when written, on LocalStack too, where it takes 35 s: not run there.)"""
+    store_spec.init()
+    EventSink.get_or_create("sink")
+
+    async def send_all() -> None:
+        room = asyncio.Semaphore(32)
+
+        async def send(item: int) -> None:
+            async with room:
+                await vc.send_event_async("sink", "item", item, event_id=f"item-{item:05d}")
+
+        await asyncio.gather(*(send(item) for item in range(_PAST_ONE_PAGE)))
+
+    asyncio.run(send_all())
+    sink = vc.get_actor("sink")
+    assert sink.process_events() == _PAST_ONE_PAGE
+    assert sorted(sink.applied.run()) == list(range(_PAST_ONE_PAGE))
+    assert pending_events("sink") == []
+
+
+@pytest.mark.vactor_lanes("fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_a_log_of_more_steps_than_one_listing_page_loads_without_head_and_compacts(
+    store_spec: StoreSpec,
+) -> None:
+    """1,050 steps and no HEAD: the load lists the steps (two pages) and finds the newest; a
+    compaction deletes all but the newest two; the actor goes on. (Held when written, on
+    LocalStack too.)"""
+    store_spec.init(settings=vc.Settings(fresh_window=0.0))
+    shelf = Shelf.get_or_create("long")
+    for _ in range(_PAST_ONE_PAGE):
+        shelf.add.run()
+    vc.shutdown()
+
+    async def drop_head_and_count() -> int:
+        store = store_spec.open()
+        try:
+            await store.delete("actors/long/HEAD")
+            return len(await store.list("actors/long/steps/"))
+        finally:
+            await store.close()
+
+    assert asyncio.run(drop_head_and_count()) == _PAST_ONE_PAGE + 1
+    store_spec.init(settings=vc.Settings(fresh_window=0.0))
+    shelf = vc.get_actor("long")
+    assert shelf.value.run() == _PAST_ONE_PAGE
+    report = shelf.compact(keep_last=2, min_age=0)
+    assert report.deleted_steps == _PAST_ONE_PAGE - 1, report
+    assert shelf.add.run() == _PAST_ONE_PAGE + 1
