@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,9 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.log import ActorLog
-from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.storage import IfMatch, MemoryStore, ObjectStore
 from vactor_cloud.storage._s3 import S3Store
-from vactor_cloud.testing.faults import HoldEvery
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldEvery
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.proxy import DroppingProxy
 
@@ -1251,3 +1252,54 @@ def test_a_log_of_more_steps_than_one_listing_page_loads_without_head_and_compac
     report = shelf.compact(keep_last=2, min_age=0)
     assert report.deleted_steps == _PAST_ONE_PAGE - 1, report
     assert shelf.add.run() == _PAST_ONE_PAGE + 1
+
+
+@pytest.mark.parametrize(
+    ("rules", "raised"),
+    [
+        # every read of HEAD fails, its metadata too: the store's trouble, not a damaged HEAD
+        (
+            (
+                FaultRule(
+                    "fail_before",
+                    operations=frozenset({"get", "head"}),
+                    key_contains="/HEAD",
+                    probability=1.0,
+                ),
+            ),
+            RetryableStorageError,
+        ),
+        (
+            (
+                FaultRule(
+                    "rate_limited", operations=frozenset({"get"}), key_contains="/HEAD", probability=1.0
+                ),
+            ),
+            RateLimitedError,
+        ),
+        (
+            (
+                FaultRule(
+                    "timeout_before", operations=frozenset({"get"}), key_contains="/HEAD", probability=1.0
+                ),
+            ),
+            StorageTimeoutError,
+        ),
+    ],
+    ids=["head-fails-too", "rate-limited", "timed-out"],
+)
+def test_a_read_of_head_failing_for_the_stores_own_trouble_is_raised_not_taken_for_a_damaged_head(
+    rules: tuple[FaultRule, ...], raised: type[StorageError]
+) -> None:
+    """The other side of the body-less HEAD above: only a read failing in transit while the store
+    answers for the object (``head`` gives its version) makes a reader ignore HEAD."""
+
+    async def scenario() -> None:
+        inner = MemoryStore(f"memory-head-{uuid.uuid4().hex}")
+        await inner.put("actors/a/HEAD", b"whatever it holds", mode="create")
+        log = ActorLog(FaultyStore(inner, FaultConfig(rules, seed=1)), "a")
+        with pytest.raises(raised) as info:
+            await log.read_head()
+        assert "/HEAD" in str(info.value)
+
+    asyncio.run(scenario())

@@ -38,6 +38,7 @@ from vactor_cloud.errors import (
     IntegrityError,
     NotFoundError,
     PreconditionFailedError,
+    RateLimitedError,
     RetryableStorageError,
     StepNotFoundError,
     StorageError,
@@ -875,13 +876,17 @@ class ActorLog:
         (the object is there, only its bytes never arrive whole: an emulator that stored an
         upload without its body), so that it is treated as a damaged HEAD (ignored, replaced
         by the next move); otherwise ``failed`` is raised, the store's own trouble (a timeout,
-        an endpoint that answers nothing)."""
-        if isinstance(failed, StorageTimeoutError):
+        an endpoint that answers nothing, a store asking for fewer requests)."""
+        if isinstance(failed, StorageTimeoutError | RateLimitedError):
             raise failed
         try:
             version = await self.store.head(self.head_key)
         except StorageError:
-            raise failed from None
+            answered = False
+        else:
+            answered = True
+        if not answered:
+            raise failed  # (out of the handler: with its own cause, not the head()'s)
         logger.warning(
             "actor %r: ignoring a HEAD whose bytes cannot be read (%s); finding the newest step "
             "by listing, the next writer replaces it",
