@@ -1106,6 +1106,12 @@ def test_an_actor_whose_head_body_never_arrives_whole_is_loaded_by_listing_and_h
     assert asyncio.run(head_step()) == 4  # replaced by the move after step 4, readable again
 
 
+def _process_state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped), from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
 @pytest.mark.vactor_lanes("fakegcs")
 @pytest.mark.usefixtures("runtime_off")
 def test_calls_to_a_stopped_gcs_server_fail_within_their_deadline_and_resume_consistent(
@@ -1125,6 +1131,8 @@ def test_calls_to_a_stopped_gcs_server_fail_within_their_deadline_and_resume_con
         shelf.add.run()
     os.kill(process.pid, signal.SIGSTOP)
     try:
+        # (a signal is delivered when the kernel gets to it: a request sent before that is answered)
+        wait_until(lambda: _process_state(process.pid) == "T", "fake-gcs-server did not stop")
         began = time.monotonic()
         with pytest.raises(StorageTimeoutError) as write:
             shelf.add.run()
