@@ -38,9 +38,11 @@ from vactor_cloud.errors import (
     IntegrityError,
     NotFoundError,
     PreconditionFailedError,
+    RateLimitedError,
     RetryableStorageError,
     StepNotFoundError,
     StorageError,
+    StorageTimeoutError,
     TruncatedObjectError,
 )
 from vactor_cloud.storage import IfMatch, ObjectStore
@@ -850,6 +852,8 @@ class ActorLog:
             blob = await self.store.get(self.head_key)
         except NotFoundError:
             return None, None
+        except RetryableStorageError as exc:
+            return None, await self._version_of_an_unreadable_head(exc)
         try:
             env = codec.decode(self.head_key, blob.data, signing_key=self.signing_key)
             if env.meta.get("kind", "head") != "head":
@@ -866,6 +870,30 @@ class ActorLog:
             )
             return None, blob.version
         return head, blob.version
+
+    async def _version_of_an_unreadable_head(self, failed: RetryableStorageError) -> str | None:
+        """After a read of HEAD failed in transit: HEAD's version when the store answers for it
+        (the object is there, only its bytes never arrive whole: an emulator that stored an
+        upload without its body), so that it is treated as a damaged HEAD (ignored, replaced
+        by the next move); otherwise ``failed`` is raised, the store's own trouble (a timeout,
+        an endpoint that answers nothing, a store asking for fewer requests)."""
+        if isinstance(failed, StorageTimeoutError | RateLimitedError):
+            raise failed
+        try:
+            version = await self.store.head(self.head_key)
+        except StorageError:
+            answered = False
+        else:
+            answered = True
+        if not answered:
+            raise failed  # (out of the handler: with its own cause, not the head()'s)
+        logger.warning(
+            "actor %r: ignoring a HEAD whose bytes cannot be read (%s); finding the newest step "
+            "by listing, the next writer replaces it",
+            self.actor_id,
+            failed,
+        )
+        return version
 
     async def advance_head(self, step: int, class_ref: ClassRef, known: Head | None) -> Head:
         """Move HEAD forward to ``step`` (never backward) and return what HEAD now holds."""

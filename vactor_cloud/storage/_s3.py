@@ -137,6 +137,8 @@ class Transport(Protocol):
 
     #: exception types that mean a failure in transit (besides ``OSError``)
     transport_errors: tuple[type[BaseException], ...]
+    #: exception types, besides botocore's, that mean an answer's body arrived cut short
+    damaged_body_errors: tuple[type[BaseException], ...]
     #: (monotonic time, error) of the newest attempt the client failed and retried on its
     #: own, if the transport sees them; named when a request then runs out of time
     last_failure: tuple[float, BaseException] | None
@@ -258,6 +260,7 @@ class S3Store(ObjectStore):
         self._options = dict(options)
         self._transport = open_transport(bucket, options)
         self._transport_errors = (*self._transport.transport_errors, OSError)
+        self._damaged_body = (*_DAMAGED_BODY, *self._transport.damaged_body_errors)
 
     async def close(self) -> None:
         """Close the connections; the store must not be used afterwards."""
@@ -481,7 +484,7 @@ class S3Store(ObjectStore):
                 "check the AWS profile, region and storage options",
                 key,
             )
-        if isinstance(exc, _DAMAGED_BODY):
+        if isinstance(exc, self._damaged_body):
             return RetryableStorageError(
                 f"{where}: {operation}: the answer's body arrived cut short or damaged "
                 f"({type(exc).__name__}: {exc}); retried as a transient failure. If it keeps "

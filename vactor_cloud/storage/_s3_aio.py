@@ -63,6 +63,8 @@ class S3fsTransport:
         aiohttp.ClientError,
         asyncio.TimeoutError,
     )
+    #: an answer whose body arrived cut short (aiohttp's; botocore's are the store's own)
+    damaged_body_errors: tuple[type[BaseException], ...] = (aiohttp.ClientPayloadError,)
     #: s3fs retries out of sight (see ``Transport.last_failure``)
     last_failure: tuple[float, BaseException] | None = None
 

@@ -294,6 +294,8 @@ class BotocoreTransport:
 
     #: what a failure in transit looks like here (besides ``OSError``)
     transport_errors: tuple[type[BaseException], ...] = (botocore.exceptions.BotoCoreError,)
+    #: an answer whose body arrived cut short: botocore's own errors (the store's ``_DAMAGED_BODY``)
+    damaged_body_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, bucket: str, options: Mapping[str, Any]) -> None:
         self.bucket = bucket
