@@ -1652,10 +1652,18 @@ class ActorCore(Folder):
             # Our fold's step put (it may carry our calls) may still land.
             posted.may_land_until = time.monotonic() + settings.deadline
         # Nothing was written before the put: a transient read failure
-        # (or a body damaged in transit) is retried, not reported. A posted
-        # batch is always retried until the deadline: it may be applied meanwhile.
+        # (or a body damaged in transit) is retried, not reported, while the call is within
+        # ``Settings.deadline`` (of the commit's start, or, once it lost a race, of the first
+        # failure in a row: a commit contended for longer still retries a storage hiccup). A
+        # stalled store ended a writer call only after up to five attempts' timeouts. A posted
+        # batch is always retried until ``commit_timeout``: it may be applied meanwhile.
+        if c.transient == 0:
+            c.failing_since = c.began if c.attempts == 0 else time.monotonic()
+        retry_until = (
+            c.give_up_at if posted is not None else min(c.give_up_at, c.failing_since + settings.deadline)
+        )
         if (posted is not None or (not c.put_sent and c.transient < _TRANSIENT_RETRIES)) and (
-            time.monotonic() < c.give_up_at
+            time.monotonic() < retry_until
         ):
             c.transient += 1
             counters.transient_retry(self.actor_id, exc)
@@ -2006,6 +2014,9 @@ class _Commit:
     #: ``_TRANSIENT_RETRIES`` in a row are retried (per attempt, not per commit: attempts are
     #: bounded by ``max_commit_attempts``), and none past ``give_up_at``.
     transient: int = 0
+    #: (monotonic) since when ``transient`` has counted: the commit's start if no race was
+    #: lost before, else the first failure of the run (``Settings.deadline`` bounds the run)
+    failing_since: float = 0.0
     #: the writer id of the put before this attempt's, if its answer never came
     earlier: str = ""
     #: folds in a row that stopped at a post whose read was damaged

@@ -61,6 +61,9 @@ class Settings:
     #: one storage request (GET, PUT, LIST, ...) gives up after this many seconds
     timeout: float = 10.0
     #: one operation (a call, a load, a get_actor) gives up after this many seconds, retries included
+    #: (a request in flight then ends at its own ``timeout``: a writer call against a store that
+    #: stalls fails within about ``deadline + timeout``; one that keeps losing races, at
+    #: ``commit_timeout``)
     deadline: float = 30.0
     #: contention combining: a process that lost a race posts its calls for the next committer to fold
     combine: bool = True
