@@ -1091,24 +1091,73 @@ def test_a_writer_that_keeps_winning_with_a_pause_now_and_then_still_reads_the_l
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_a_holder_whose_lease_nears_its_end_with_nothing_to_fold_releases_it(store_spec: StoreSpec) -> None:
+def test_a_holder_whose_lease_nears_its_end_with_nothing_to_fold_releases_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The holder folds in the background only while its lease has a quarter left; a lease is
     renewed by folds. Idle for longer than that (but not for ``combine_window``), its folding
     stops: it must release the lease then, not leave it to lapse while posters read it as
-    held and wait for it to expire."""
+    held and wait for it to expire.
+
+    The lease's writes are recorded as they land: the test once read the stored lease after
+    ``me/1`` returned and asserted it was held, which on a loaded host (six workers) came
+    after the 0.75 s the holder keeps it, and failed though it was taken and released."""
     store = init_switchable(store_spec, combine_window=60.0, lease_seconds=1.0)
+    landed: list[float] = []  # each lease write that landed: its seconds (0: a release)
+    write = LeaseStore.write
+
+    async def recorded(self: LeaseStore, seen: Lease, holder: str, seconds: float, step: int) -> Lease | None:
+        mine = await write(self, seen, holder, seconds, step)
+        if mine is not None:
+            landed.append(seconds)
+        return mine
+
+    monkeypatch.setattr(LeaseStore, "write", recorded)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     post_adds(foreign_box("a"), ["other/0"])
     commit_behind_its_back("a")
     log.add.run("me/1")  # lost, posted, took the lease, folded other/0 and its own post
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
-    held = _sync.sync(leases.read())
-    assert held.valid() and held.expires > 0
     # Released once the holder stops folding (after 0.75 s), long before combine_window:
-    assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0, 30)
+    assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0, 30), (landed, _sync.sync(leases.read()))
+    # taken (then renewed, on a host slow enough for a fold to come in the lease's second half)
+    assert landed[0] == 1.0 and landed[-1] == 0.0 and set(landed) == {1.0, 0.0}, landed
     assert log.add.run("me/2") == 4  # and the next call goes through
     assert log.applied.run() == ["me/0", "other/0", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_holder_whose_margin_ran_out_when_its_callers_went_quiet_releases_the_lease(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's fold ends, and its thread gives the actor up only once the lease's last
+    quarter has begun (a loaded host descheduled it; no renewal: the fold came in the first
+    half). No round of folding for others starts then, and that round's end was the only place
+    that released a lease nearing its end: it was left to lapse, read as held by posters.
+    (Injected: the margin runs out just as the actor is given up.)"""
+    seconds = 120.0  # never renewed nor lapsed while the test looks
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=seconds)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    core = vc.get_runtime().core("a")
+    given_up_late: list[float] = []
+    release = ActorCore._release
+
+    def release_late(self: ActorCore, *, serve: bool = True) -> bool:
+        if self is core and not given_up_late and self._held_until != -math.inf:
+            self._held_until = time.monotonic() + 0.2 * seconds  # in its last quarter now
+            given_up_late.append(self._held_until)
+        return release(self, serve=serve)
+
+    monkeypatch.setattr(ActorCore, "_release", release_late)
+    log.add.run("me/1")  # lost, posted, took the lease, folded its post; then gives the actor up
+    assert given_up_late, "the holder did not give the actor up holding the lease"
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    assert wait_for(lambda: _sync.sync(leases.read()).expires == 0.0, 20), _sync.sync(leases.read())
+    assert log.add.run("me/2") == 3
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
 
 
 @pytest.mark.usefixtures("runtime_off")
