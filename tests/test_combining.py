@@ -1242,6 +1242,51 @@ def test_a_release_that_fails_after_the_lease_was_taken_again_keeps_the_new_leas
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_release_that_starts_after_the_lease_was_taken_again_leaves_the_new_lease(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle holder gives the lease up; its release runs in the background, and on a loaded
+    host (or an eager store) the process takes the lease again before the release has begun.
+    The release must be of the lease given up (if-match on it: it fails), not of whatever the
+    process holds when it begins: it released the lease just taken and forgot it.
+    (Injected: the release begins only once the lease was taken again.)"""
+    settings = vc.Settings(storage="", combine_after=1, combine_window=0.3, lease_seconds=60.0)
+    store_spec.init(settings=settings)
+    runtime = vc.get_runtime()
+    begin = threading.Event()
+    waiting = threading.Event()
+    release = ActorCore._release_lease
+
+    async def late_release(self: ActorCore, *args: Any) -> None:
+        waiting.set()
+        deadline = time.monotonic() + 20.0
+        while not begin.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await release(self, *args)
+
+    monkeypatch.setattr(ActorCore, "_release_lease", late_release)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    try:
+        log.add.run("me/1")  # lost, posted, took the lease; given up as idle 0.3 s on
+        core = runtime.core("a")
+        assert wait_for(waiting.is_set), "the idle lease was not given up"
+        runtime.settings = dataclasses.replace(runtime.settings, combine_window=60.0)
+        commit_behind_its_back("a")
+        log.add.run("me/2")  # posts, and takes the lease again
+        taken = core._lease
+        assert taken is not None and taken.valid() and core._holding()
+    finally:
+        begin.set()  # the release begins now
+    releasing = core._releasing
+    assert releasing is not None
+    releasing.result(HANG)
+    stored = _sync.sync(LeaseStore(runtime.store, "a", runtime.settings.signing_key).read())
+    assert stored == core._lease == taken and stored.valid() and core._holding(), (stored, core._lease, taken)
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_holder_whose_cached_step_was_dropped_still_folds_others_posts(store_spec: StoreSpec) -> None:
     """A compaction drops the holder's cached step (``forget``) while its loop folds for
     others: a post that comes next must still be folded (the loop looked for work only with
