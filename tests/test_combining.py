@@ -42,7 +42,7 @@ from combining_workers import (
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, compaction, poster, posting
+from vactor_cloud import _sync, compaction, folding, poster, posting
 from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore
@@ -1060,7 +1060,7 @@ class LeaseGate(Switchable):
 
 @pytest.mark.usefixtures("runtime_off")
 def test_a_writer_that_keeps_winning_with_a_pause_now_and_then_still_reads_the_lease(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer that commits back to back never loses a race: it learns that others post and
     wait for a folder (whose puts lose to it) only by reading the lease, once it counts as a
@@ -1068,24 +1068,33 @@ def test_a_writer_that_keeps_winning_with_a_pause_now_and_then_still_reads_the_l
     one longer pause between two calls (a loaded host descheduling it) started the count over,
     and a CI run on the local lane starved the posters for the writer's whole run. Here every
     fourth pause is longer than that; the commits still come at under 4 puts' time apart on
-    average."""
+    average.
+
+    The streak's clock is the test's (``folding.time.monotonic`` and the commit times): 30 ms
+    per step put, 150 ms per long pause. On the host's clock a loaded host's own pauses
+    between commits decided the streak, and the test failed under heavy load."""
     store = init_switchable(store_spec)
     log = OrderLog.get_or_create("a")
     reads: list[str] = []
+    clock = [1000.0]
     inner_around = store._around
 
     async def slow_steps(operation: str, key: str, run: Any, **kw: Any) -> Any:
         if operation == "get" and key.endswith("/lease"):
             reads.append(key)
         if operation == "put" and "/steps/" in key:
-            await asyncio.sleep(0.03)  # puts of 30 ms: back to back means within 0.12 s
+            clock[0] += 0.03  # puts of 30 ms: back to back means within 0.12 s
         return await inner_around(operation, key, run, **kw)
 
     store._around = slow_steps  # type: ignore[method-assign]
+    count_commit = ActorCore._count_commit
+    monkeypatch.setattr(ActorCore, "_count_commit", lambda self, now: count_commit(self, clock[0]))
+    test_time = types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time, sleep=time.sleep)
+    monkeypatch.setattr(folding, "time", test_time)
     for i in range(40):
         log.add.run(f"me/{i}")
         if i % 4 == 3:
-            time.sleep(0.15)  # longer than 4 puts' time (and than 0.1 s)
+            clock[0] += 0.15  # longer than 4 puts' time (and than 0.1 s)
     assert wait_for(lambda: bool(reads), 10), "the hot writer never read the lease"
     assert log.applied.run() == [f"me/{i}" for i in range(40)]
 
