@@ -122,6 +122,8 @@ def hammer(
         pretend_to_hold_the_lease()
     settings = dict(settings)
     latency = settings.pop("latency", None)  # "MS[,JITTER]": every request that much later
+    #: a path: no call starts once it exists (a worker that runs until the others are done)
+    stop_when = settings.pop("stop_when", None)
     spec.init(settings=vc.Settings(storage="", **settings))
     if latency is not None:
         install_latency(Latency.parse(latency))
@@ -137,7 +139,7 @@ def hammer(
         commit_behind_its_back(actor_id)
     ready.put(who)
     wait_for_start(start, delay)
-    call_and_log(fd, handle, who, calls)
+    call_and_log(fd, handle, who, calls, stop_when=stop_when)
     posted, leases = posting_stats()
     injected = dict(store.injected) if store is not None else {}
     vc.shutdown()
@@ -145,12 +147,16 @@ def hammer(
     os.close(fd)
 
 
-def call_and_log(fd: int, handle: Any, who: str, calls: int, *, timed: bool = False) -> None:
+def call_and_log(
+    fd: int, handle: Any, who: str, calls: int, *, timed: bool = False, stop_when: str | None = None
+) -> None:
     """``handle.add.run("<who>/<i>")`` for each ``i < calls``, one after another, each logged to
     ``fd`` (read back by :class:`ChildLog`): ``try``, then ``ack``, ``err <type>`` (a VactorError)
     or ``untyped <type>`` (any other error: a defect the checks report); ``timed``: a ``took``
-    line after each (diagnostics)."""
+    line after each (diagnostics); ``stop_when``: no further call once that path exists."""
     for i in range(calls):
+        if stop_when is not None and os.path.exists(stop_when):
+            return
         token = f"{who}/{i}"
         os.write(fd, f"try {token}\n".encode())
         took = time.monotonic()

@@ -7,6 +7,7 @@ import pickle
 import struct
 import sys
 import time
+import tracemalloc
 import types
 import uuid
 
@@ -60,13 +61,21 @@ def test_malformed_outcomes_are_an_integrity_error_at_once(name: str) -> None:
     """Malformed bytes in a step's outcomes (either encoding) must say IntegrityError, as for any
     stored object that is not what it should be: they raised ValueError, struct.error,
     AttributeError or UnpicklingError, which reached ``call_outcome``'s caller raw. Huge count
-    and length fields must not make the reader hang or allocate."""
+    and length fields must not make the reader hang or allocate: what it allocates is measured
+    (it was timed, under 1 s, which a loaded host's scheduling could fail; a reader that
+    allocated what a huge field says would fail either way). A hang meets the bound below."""
     started = time.monotonic()
-    with pytest.raises(IntegrityError):
-        outcomes = decode_outcomes(_MALFORMED[name])
-        for call_id in outcomes:
-            outcomes[call_id]
-    assert time.monotonic() - started < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError):
+            outcomes = decode_outcomes(_MALFORMED[name])
+            for call_id in outcomes:
+                outcomes[call_id]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"decoding {len(_MALFORMED[name])} bytes allocated {peak} bytes"
+    assert time.monotonic() - started < 60  # a hang guard
 
 
 def test_a_value_that_is_no_pickle_is_an_integrity_error_of_that_call_alone() -> None:

@@ -957,7 +957,8 @@ class ActorCore(Folder):
 
     def _release(self, *, serve: bool = True) -> bool:
         """Give the actor up; wake the waiters. True if writes are left for someone else.
-        If we hold the folder lease (and ``serve``), a pool task goes on folding others' posts."""
+        If we hold the folder lease (and ``serve``), a pool task goes on folding others' posts;
+        if its last quarter has begun (folds renew it), nothing folds with it: it is released."""
         with self._mutex:
             self._drainer = None
             left = bool(self._queue)
@@ -967,6 +968,10 @@ class ActorCore(Folder):
             serve = serve and not left and not self._serving and not self._serve_queued
         for wake in waiters:
             wake.set()
+        if not left:
+            # (Descheduled after a fold, this thread may get here past the lease's margin: no
+            # round starts below, and a round's end was the only place that released it.)
+            self._release_nearly_lapsed_lease()
         if serve and self._holding() and not self.env.closed:
             with self._mutex:
                 if self._serve_queued:

@@ -281,11 +281,13 @@ class Folder(Poster):
 
         self.env.background(renew())
 
-    async def _release_lease(self) -> None:
-        """Give the folder lease up (expires = 0), so that contended processes need not wait
-        for it to expire. Only if the stored lease is still the one we wrote (if-match)."""
-        self._held_until = -math.inf
-        lease = self._lease
+    async def _release_lease(self, lease: Lease | None) -> None:
+        """Give the folder lease ``lease`` up (expires = 0), so that contended processes need
+        not wait for it to expire. Only if the stored lease is still that one (if-match).
+
+        ``lease`` is the one given up, taken when the release was started: the process may
+        take the lease again before this begins (a loaded host, an eager store), and read
+        here, that newer lease was released and forgotten."""
         if lease is None or self._postbox is None or lease.holder != self._postbox.sender:
             return
         step = self.record.step if self.record is not None else -1
@@ -306,7 +308,7 @@ class Folder(Poster):
 
     def _start_release(self) -> None:
         """Release the folder lease in the background; shutdown waits for it."""
-        self._releasing = self.env.background(self._release_lease())
+        self._releasing = self.env.background(self._release_lease(self._lease))
 
     @property
     def leased(self) -> bool:
@@ -317,7 +319,8 @@ class Folder(Poster):
         """At shutdown: release the folder lease if we hold it (or wait for a release in
         flight)."""
         if self._held_until != -math.inf:
-            await self._release_lease()
+            self._held_until = -math.inf
+            await self._release_lease(self._lease)
         releasing, self._releasing = self._releasing, None
         if releasing is not None and not releasing.done():
             with contextlib.suppress(Exception):
