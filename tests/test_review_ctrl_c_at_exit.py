@@ -94,14 +94,18 @@ def test_ctrl_c_while_the_exit_waits_for_queued_calls_says_which_were_abandoned(
             child.kill()
             child.wait()
     applied = sum(line.startswith("applied") for line in before + after + out.splitlines())
-    assert applied < 40, "every call was applied before the Ctrl-C: nothing tested"
     assert "Traceback" not in err and "Exception ignored" not in err, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     line = lines[0]
     assert line.startswith("vactor_cloud: interrupted at exit"), line
-    assert "'slow-1'" in line and "work" in line, line  # which calls
-    assert "vactor history slow-1" in line, line  # how to check what did apply
+    if applied < 40:
+        assert "'slow-1'" in line and "work" in line, line  # which calls were abandoned
+        assert "vactor history slow-1" in line, line  # how to check what did apply
+    else:
+        # On a loaded host the calls left were all taken into the batch running when the Ctrl-C
+        # came (group commit): it completes, and none was left queued, which the line says.
+        assert "no call was left queued" in line, line
     # The exit goes on: a callback registered before vactor_cloud was imported still runs (an
     # os._exit(130) there skipped it, and logging's flush with it).
     assert "the program's own exit callback ran" in out, out

@@ -97,15 +97,6 @@ class Cart:
         return sum(item.total(2) for item in self.items)
 
 
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    store_spec.init()
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
-
-
 def _as_written_by_another_python(actor_id: str, step: int) -> None:
     """Step ``step`` of ``actor_id`` written again as a Python whose tag is ``cpython-999`` would."""
     store = vc.get_runtime().store
@@ -121,6 +112,7 @@ def _as_written_by_another_python(actor_id: str, step: int) -> None:
 
 
 def test_a_state_written_by_another_python_is_refused_not_run(spec: StoreSpec) -> None:
+    spec.init()
     cart = Cart.get_or_create("cart")
     assert cart.add.run(3) == 1  # the state holds the code of Item's methods
     steps = [entry.step for entry in cart.history()]
@@ -139,6 +131,7 @@ def test_a_state_written_by_another_python_is_refused_not_run(spec: StoreSpec) -
 def test_an_argument_or_outcome_of_another_python_is_refused(
     spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    spec.init()
     cart = Cart.get_or_create("keyed")
     monkeypatch.setattr(bytecode, "_CONSTRUCTOR", bytecode._checked_constructor("cpython-99"))
     frozen = bytecode.dumps(((Item(3),), {}))

@@ -15,7 +15,6 @@ test counts attempts, not seconds: a loaded host makes the pauses longer and the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,14 +61,6 @@ class StalledReads(FaultyStore):
             await asyncio.sleep(PAUSE)
             raise StorageTimeoutError(f"{key}: no answer within the timeout (injected)", key)
         return await run()
-
-
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    try:
-        yield store_spec
-    finally:
-        vc.shutdown()
 
 
 def _cached_then_stalled(spec: StoreSpec, actor_id: str, deadline: float) -> StalledReads:
