@@ -1,0 +1,134 @@
+"""Two ways to reach a store: through the ``ObjectStore`` interface, or, on a local directory,
+by its files (docs/configuration.md, "Local directory", and protocol.md, "Write tokens").
+
+Both answer ``get(key) -> (data, version) | None``, ``create(key, data) -> bool`` (False:
+already exists), ``list(prefix, start_after) -> [keys]`` and ``delete(key)``, with the data
+as the protocol defines it: without the local store's write token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vactor_cloud.storage._base import IfMatch, ObjectStore
+
+_T = TypeVar("_T")
+TOKEN = 16
+
+
+class Through:
+    """The store's own interface, driven from a loop of our own."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            blob = self._run(self.store.get(key))
+        except Exception as error:  # NotFoundError: the interface's, not the protocol's
+            if type(error).__name__ == "NotFoundError":
+                return None
+            raise
+        return blob.data, blob.version
+
+    def create(self, key: str, data: bytes) -> bool:
+        try:
+            self._run(self.store.put(key, data, mode="create"))
+        except Exception as error:
+            if type(error).__name__ == "AlreadyExistsError":
+                return False
+            raise
+        return True
+
+    def replace(self, key: str, data: bytes, version: str) -> None:
+        self._run(self.store.put(key, data, mode=IfMatch(version)))
+
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]:
+        return self._run(self.store.list(prefix, start_after=start_after))
+
+    def delete(self, key: str) -> None:
+        self._run(self.store.delete(key))
+
+    def close(self) -> None:
+        self._run(self.store.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class LocalFiles:
+    """A local store's directory read and written as files: every key component longer than two
+    characters is a chain of two-character directories ending in ``+`` (the last chunk without),
+    except the last component under a ``mail/`` component, one file; each file is a 16-byte write
+    token followed by the data. Creation links a fully written temporary file into place."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def _component(name: str, whole: bool) -> list[str]:
+        if whole or len(name) <= 2:
+            return [name]
+        chunks = [name[i : i + 2] for i in range(0, len(name), 2)]
+        return [chunk + "+" for chunk in chunks[:-1]] + [chunks[-1]]
+
+    def path(self, key: str) -> Path:
+        names = key.split("/")
+        parts: list[str] = []
+        for i, name in enumerate(names):
+            parts += self._component(name, whole=i == len(names) - 1 and i > 0 and names[i - 1] == "mail")
+        return self.root.joinpath(*parts)
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            stored = self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return stored[TOKEN:], stored[:TOKEN].hex()
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.root.parent / f"clean-room-{secrets.token_hex(8)}"
+        temp.write_bytes(secrets.token_bytes(TOKEN) + data)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        finally:
+            temp.unlink()
+        return True
+
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """Keys under ``prefix`` (a directory: ends with ``/``), sorted."""
+        base = self.path(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        under_mail = prefix.rstrip("/").split("/")[-1] == "mail"
+        keys = [prefix + self._name(p.relative_to(base), under_mail) for p in base.rglob("*") if p.is_file()]
+        return sorted(k for k in keys if start_after is None or k > start_after)
+
+    @staticmethod
+    def _name(relative: Path, whole: bool) -> str:
+        if whole:
+            return str(relative)
+        components, current = [], ""
+        for part in relative.parts:
+            if part.endswith("+"):
+                current += part[:-1]
+            else:
+                components.append(current + part)
+                current = ""
+        return "/".join(components)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)

@@ -1,0 +1,255 @@
+"""docs/protocol.md is enough for a second implementation: ``tests/clean_room``, written from
+that page alone, reads what the library writes, and the library reads, folds and refuses what it
+writes (issue 13: "specifies the posting and folding protocol precisely enough for a second
+implementation").
+
+Each test has the library and the clean room share one store; the clean room reaches it through
+the ``ObjectStore`` interface, and on the local lane also through the files themselves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import cloudpickle
+import pytest
+from clean_room.actor_log import Log, Step, step_key
+from clean_room.envelope import Refused, decode, encode
+from clean_room.posts import Call, Post, class_tag, find_outcome, write_post
+from clean_room.stores import LocalFiles, Through
+from store_helpers import init
+
+import vactor_cloud as vc
+from vactor_cloud.storage._base import Blob
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+CLASS_NAME = f"{__name__}:Tally"
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def add(self, item: object) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    @vc.virtual_actor.readonly
+    def get(self) -> list[object]:
+        return list(self.items)
+
+
+class Recording(FaultyStore):
+    """The library's store, with the keys it GETs written down."""
+
+    def __init__(self, inner: vc.storage.ObjectStore) -> None:  # type: ignore[name-defined]
+        super().__init__(inner, FaultConfig())
+        self.got: list[str] = []
+
+    async def _get(self, key: str) -> Blob:
+        self.got.append(key)
+        return await super()._get(key)
+
+
+@pytest.fixture
+def room(spec: StoreSpec) -> Iterator[Through]:
+    through = Through(spec.open())
+    yield through
+    through.close()
+
+
+def logs(spec: StoreSpec, room: Through, actor: str, signing_key: bytes | None = None) -> list[Log]:
+    """The clean room's views of one actor's log: through the interface, and on a local
+    directory through its files too."""
+    views = [Log(room, actor, signing_key=signing_key)]
+    if "://" not in spec.url:
+        views.append(Log(LocalFiles(spec.url.removeprefix("file://")), actor, signing_key=signing_key))
+    return views
+
+
+def test_the_clean_room_reads_what_the_library_wrote(spec: StoreSpec, room: Through) -> None:
+    init(spec)
+    tally = Tally.get_or_create("read-me")
+    tally.add.run("a")
+    tally.add.options(idempotency_key="k1").run("b")
+    tally.add.run("c")
+    vc.shutdown()  # HEAD moved
+    for log in logs(spec, room, "read-me"):
+        newest = log.newest()
+        assert newest is not None and newest.n == 3
+        assert log.state(newest) == {"items": ["a", "b", "c"]}
+        assert [row[0] for row in log.dedup_table(newest)] == ["k1"]
+        assert [c["method"] for c in newest.meta["calls"]] == ["add"]
+        past = log.step(1)
+        assert past is not None and log.state(past) == {"items": ["a"]}
+        assert newest.meta["class"]["name"] == CLASS_NAME
+
+    init(spec, fresh_window=0.0)
+    report = Tally.get_or_create("read-me").compact(keep_last=1, min_age=0)
+    assert report is not None
+    for log in logs(spec, room, "read-me"):
+        newest = log.newest()
+        assert newest is not None and newest.n == 3 and log.state(newest)["items"] == ["a", "b", "c"]
+        assert log.watermark() > 0 and log.step(log.watermark() - 1) is None
+
+
+def test_a_step_the_clean_room_commits_is_read_and_continued(spec: StoreSpec, room: Through) -> None:
+    init(spec)
+    tally = Tally.get_or_create("commit-me")
+    assert tally.add.options(idempotency_key="k1").run("a") == 1
+    log = Log(room, "commit-me")
+    parent = log.newest()
+    assert parent is not None and parent.n == 1
+    call = {"method": "add", "call_id": secrets.token_hex(16), "ok": True, "time": 0.0, "args": "'cr'"}
+    mine = log.commit(parent, {"items": ["a", "cr"]}, [{**call, "result": "2"}])
+    assert mine is not None and mine.n == 2
+    assert log.commit(parent, {"items": ["lost"]}, []) is None  # create-only: the number is taken
+
+    vc.shutdown()
+    init(spec)
+    tally = Tally.get_or_create("commit-me")
+    assert tally.get.run() == ["a", "cr"]
+    assert tally.add.options(idempotency_key="k1").run("again") == 1  # the table came along
+    assert tally.add.run("b") == 3
+    after = log.newest()
+    assert after is not None and after.n == 3 and after.meta["parent"] == 2
+    assert log.state(after) == {"items": ["a", "cr", "b"]}
+    assert [c.method for e in tally.history(limit=2) for c in e.calls] == ["add", "add"]
+
+
+def _lost_race_fold(spec: StoreSpec, room: Through, actor: str, write: list[tuple[Post, str]]) -> tuple[Log, Recording]:
+    """The library's cache holds step 1; the clean room writes ``write`` (posts, how carried) and
+    commits step 2; the library's next call loses its race for step 2, posts, takes the free
+    lease and folds every post listed into step 3."""
+    runtime = init(spec, fresh_window=3600.0)
+    recording = Recording(runtime.store)
+    runtime.store = recording
+    tally = Tally.get_or_create(actor)
+    tally.add.run("lib1")
+    log = Log(room, actor)
+    parent = log.newest()
+    assert parent is not None and parent.n == 1
+    for post, carry in write:
+        write_post(log, post, carry=carry)
+    assert log.commit(parent, {"items": ["lib1", "cr"]}, []) is not None
+    tally.add.run("lib2")
+    return log, recording
+
+
+@pytest.mark.parametrize("carry", ["body", "format1", "format2"])
+def test_a_post_of_the_clean_room_is_folded_once_and_its_outcome_found(
+    spec: StoreSpec, room: Through, carry: str
+) -> None:
+    log = Log(room, f"post-{carry}")
+    if carry == "format2" and log.store.get("mail-key") is None:
+        key = encode("mail-key", {"kind": "mail-key"}, {"key": secrets.token_bytes(32)})
+        log.store.create("mail-key", key)
+    call = Call("add", ("posted",), tag=class_tag(CLASS_NAME))
+    post = Post(secrets.token_hex(8), 7, [call])
+    log, recording = _lost_race_fold(spec, room, f"post-{carry}", [(post, carry)])
+
+    found = find_outcome(log, 2, post, call.call_id)
+    assert found is not None
+    step, ok, value = found
+    assert (step.n, ok, value) == (3, True, 3)
+    assert log.state(step)["items"] == ["lib1", "cr", "posted", "lib2"]
+    if carry != "body":  # read from its name: no GET of the post
+        assert not [k for k in recording.got if "/mail/" in k]
+    vc.shutdown()
+    assert room.list(f"actors/post-{carry}/mail/") == []  # the folder deleted it
+
+
+def test_two_copies_of_one_post_apply_once_and_other_outcomes_are_found(spec: StoreSpec, room: Through) -> None:
+    sender = secrets.token_hex(8)
+    twice = Call("add", ("twice",))
+    post = Post(sender, 1, [twice])
+    failing = Call("fail", ("boom",), idempotency_key="fk")
+    wrong_class = Call("add", ("never",), tag=class_tag("elsewhere:Other"))
+    later = Post(sender, 2, [failing, wrong_class], ms=post.ms + 5)
+    log, _ = _lost_race_fold(spec, room, "copies", [(post, "body"), (post, "format1"), (later, "body")])
+    assert log.state(log.newest())["items"] == ["lib1", "cr", "twice", "lib2"]  # type: ignore[arg-type]
+    assert find_outcome(log, 2, post, twice.call_id) is not None
+    found = find_outcome(log, 2, later, failing.call_id)
+    assert found is not None and not found[1] and isinstance(found[2], ValueError)
+    found = find_outcome(log, 2, later, wrong_class.call_id)
+    assert found is not None and not found[1] and isinstance(found[2], vc.ActorClassChangedError)
+
+
+def _library_step(spec: StoreSpec, actor: str) -> None:
+    init(spec)
+    Tally.get_or_create(actor).add.run("a")
+    vc.shutdown()
+
+
+def test_the_library_refuses_damaged_and_moved_steps(spec: StoreSpec, room: Through) -> None:
+    for actor in ("flipped", "moved", "other-actor"):
+        _library_step(spec, actor)
+    # a step whose bytes changed at rest
+    key = step_key("flipped", 1)
+    data = bytearray(room.get(key)[0])  # type: ignore[index]
+    data[-40] ^= 1
+    room.delete(key)
+    room.create(key, bytes(data))
+    # a sound step copied to the next number of its own log, and to another actor's
+    room.create(step_key("moved", 2), room.get(step_key("moved", 1))[0])  # type: ignore[index]
+    room.create(step_key("other-actor", 2), room.get(step_key("moved", 1))[0])  # type: ignore[index]
+    for actor in ("flipped", "moved", "other-actor"):
+        with pytest.raises(Refused):
+            Log(room, actor).step(2 if actor != "flipped" else 1)
+        init(spec)
+        with pytest.raises(vc.IntegrityError):
+            Tally.get_or_create(actor).get.run()
+        vc.shutdown()
+
+
+def test_a_damaged_post_is_left_unapplied_and_a_damaged_name_falls_back_to_the_body(
+    spec: StoreSpec, room: Through
+) -> None:
+    damaged_body = Post(secrets.token_hex(8), 1, [Call("add", ("damaged",))])
+    damaged_name = Post(secrets.token_hex(8), 1, [Call("add", ("by-body",))])
+    runtime = init(spec, fresh_window=3600.0)
+    tally = Tally.get_or_create("damaged")
+    tally.add.run("lib1")
+    log = Log(room, "damaged")
+    parent = log.newest()
+    assert parent is not None
+    bad = write_post(log, damaged_body)
+    data = bytearray(room.get(bad)[0])  # type: ignore[index]
+    data[-1] ^= 1
+    room.delete(bad)
+    room.create(bad, bytes(data))
+    good = write_post(log, damaged_name, carry="format1")
+    room.delete(good)
+    head, inline = good.rsplit(".", 1)
+    forged = head + "." + ("A" if inline[0] != "A" else "B") + inline[1:]
+    room.create(forged, Post(damaged_name.sender, 1, damaged_name.calls, damaged_name.ms).body(forged))
+    assert log.commit(parent, {"items": ["lib1", "cr"]}, []) is not None
+    tally.add.run("lib2")
+    assert runtime is not None
+    state = log.state(log.newest())  # type: ignore[arg-type]
+    assert "damaged" not in state["items"]
+    assert state["items"].count("by-body") == 1
+    assert bad in room.list("actors/damaged/mail/")
+
+
+def test_the_clean_room_refuses_what_the_doc_says_to_refuse() -> None:
+    good = encode("actors/a/steps/00000000000000000001", {"kind": "step", "step": 1, "actor": "a"}, {"state": b"x"})
+    assert decode("actors/a/steps/00000000000000000001", good).parts == {"state": b"x"}
+    with pytest.raises(Refused):
+        decode("actors/b/steps/00000000000000000001", good)  # another actor's
+    with pytest.raises(Refused):
+        decode("actors/a/steps/00000000000000000001", good[:-1] + bytes([good[-1] ^ 1]))
+    signed = encode("actors/a/HEAD", {"kind": "head"}, {}, signing_key=b"k")
+    with pytest.raises(Refused):
+        decode("actors/a/HEAD", signed)  # signed, and we have no key
+    with pytest.raises(Refused):
+        decode("actors/a/gc", signed, signing_key=b"k")  # the MAC binds the key
+    assert decode("actors/a/HEAD", signed, signing_key=b"k").meta["kind"] == "head"
+    assert cloudpickle  # the clean room unpickles with it
+    assert Step
