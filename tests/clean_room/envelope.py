@@ -37,12 +37,19 @@ def _digest(key: str, body: bytes, signing_key: bytes | None) -> bytes:
 
 
 def encode(
-    key: str, meta: dict[str, Any], parts: dict[str, bytes], *, version: int = 1, signing_key: bytes | None = None
+    key: str,
+    meta: dict[str, Any],
+    parts: dict[str, bytes],
+    *,
+    version: int = 1,
+    signing_key: bytes | None = None,
 ) -> bytes:
     meta = {**meta, "parts": [[name, len(data)] for name, data in parts.items()]}
     meta_bytes = json.dumps(meta).encode()
     flags = SIGNED if signing_key is not None else 0
-    body = MAGIC + struct.pack(">HHI", version, flags, len(meta_bytes)) + meta_bytes + b"".join(parts.values())
+    body = (
+        MAGIC + struct.pack(">HHI", version, flags, len(meta_bytes)) + meta_bytes + b"".join(parts.values())
+    )
     return body + _digest(key, body, signing_key)
 
 

@@ -57,8 +57,16 @@ class Post:
         return "".join(reversed(digits)) + "".join(secrets.choice(BASE32) for _ in range(3))
 
     def body(self, key: str, signing_key: bytes | None = None) -> bytes:
-        rows = [(c.method, c.arguments, c.call_id, c.idempotency_key, c.name, None, c.max_retries) for c in self.calls]
-        meta: dict[str, Any] = {"kind": "post", "sender": self.sender, "seq": self.seq, "time": self.ms / 1000}
+        rows = [
+            (c.method, c.arguments, c.call_id, c.idempotency_key, c.name, None, c.max_retries)
+            for c in self.calls
+        ]
+        meta: dict[str, Any] = {
+            "kind": "post",
+            "sender": self.sender,
+            "seq": self.seq,
+            "time": self.ms / 1000,
+        }
         meta["actor"] = key.split("/")[1]
         if any(c.tag for c in self.calls):
             meta["classes"] = [c.tag for c in self.calls]
@@ -69,7 +77,12 @@ class Post:
         out = bytearray([1]) + bytes.fromhex(self.sender) + _varint(self.seq) + _varint(len(self.calls))
         for c in self.calls:
             hex_id = len(c.call_id) == 32 and all(ch in "0123456789abcdef" for ch in c.call_id)
-            flags = hex_id | (c.idempotency_key is not None) << 1 | (c.name is not None) << 2 | (c.tag is not None) << 3
+            flags = (
+                hex_id
+                | (c.idempotency_key is not None) << 1
+                | (c.name is not None) << 2
+                | (c.tag is not None) << 3
+            )
             out += bytes([flags]) + _string(c.method) + _varint(len(c.arguments)) + c.arguments
             out += bytes.fromhex(c.call_id) if hex_id else _string(c.call_id)
             if c.idempotency_key is not None:
@@ -101,7 +114,9 @@ def seal(payload: bytes, mail_key: bytes) -> bytes:
     kid = hashlib.blake2b(b"", key=mail_key, digest_size=4, person=b"vactor-mail-kid").digest()
     nonce = secrets.token_bytes(12)
     stream = b"".join(
-        hashlib.blake2b(nonce + struct.pack(">I", i), key=mail_key, digest_size=64, person=b"vactor-post-name").digest()
+        hashlib.blake2b(
+            nonce + struct.pack(">I", i), key=mail_key, digest_size=64, person=b"vactor-post-name"
+        ).digest()
         for i in range(len(payload) // 64 + 1)
     )
     return bytes([2]) + kid + nonce + bytes(a ^ b for a, b in zip(payload, stream, strict=False))
