@@ -78,9 +78,16 @@ def logs(spec: StoreSpec, room: Through, actor: str, signing_key: bytes | None =
     """The clean room's views of one actor's log: through the interface, and on a local
     directory through its files too."""
     views = [Log(room, actor, signing_key=signing_key)]
-    if "://" not in spec.url:
-        views.append(Log(LocalFiles(spec.url.removeprefix("file://")), actor, signing_key=signing_key))
+    if (root := local_root(spec)) is not None:
+        views.append(Log(LocalFiles(root), actor, signing_key=signing_key))
     return views
+
+
+def local_root(spec: StoreSpec) -> str | None:
+    """The directory of a local store; None for any other."""
+    if spec.url.startswith("file://"):
+        return spec.url.removeprefix("file://")
+    return None if "://" in spec.url else spec.url
 
 
 def test_the_clean_room_reads_what_the_library_wrote(spec: StoreSpec, room: Through) -> None:
@@ -99,6 +106,7 @@ def test_the_clean_room_reads_what_the_library_wrote(spec: StoreSpec, room: Thro
         past = log.step(1)
         assert past is not None and log.state(past) == {"items": ["a"]}
         assert newest.meta["class"]["name"] == CLASS_NAME
+    assert len(logs(spec, room, "read-me")) == (2 if local_root(spec) else 1)
 
     init(spec, fresh_window=0.0)
     report = Tally.get_or_create("read-me").compact(keep_last=1, min_age=0)
@@ -107,6 +115,22 @@ def test_the_clean_room_reads_what_the_library_wrote(spec: StoreSpec, room: Thro
         newest = log.newest()
         assert newest is not None and newest.n == 3 and log.state(newest)["items"] == ["a", "b", "c"]
         assert log.watermark() > 0 and log.step(log.watermark() - 1) is None
+
+
+@pytest.mark.parametrize("actor", ["é-ü-9", "a+", "ab.", "abcd.", "abc..", "x.y"])
+def test_the_clean_room_finds_the_files_of_any_actor_id(spec: StoreSpec, room: Through, actor: str) -> None:
+    """Local layout (protocol.md, "A local directory"): an id's chunks, odd and even lengths, and
+    the last chunk that would be "." or ".." (no file may have that name)."""
+    root = local_root(spec)
+    if root is None:
+        pytest.skip("a local directory's files")
+    init(spec)
+    Tally.get_or_create(actor).add.run("a")
+    vc.shutdown()
+    files = LocalFiles(root)
+    assert files.list(f"actors/{actor}/steps/") == [step_key(actor, 0), step_key(actor, 1)]
+    newest = Log(files, actor).newest()
+    assert newest is not None and newest.n == 1
 
 
 def test_a_step_the_clean_room_commits_is_read_and_continued(spec: StoreSpec, room: Through) -> None:
@@ -182,14 +206,14 @@ def _lost_race_fold(
     spec: StoreSpec, room: Through, actor: str, write: list[tuple[Post, str]]
 ) -> tuple[Log, Recording]:
     """The library's cache holds step 1; the clean room writes ``write`` (posts, how carried) and
-    commits step 2; the library's next call loses its race for step 2, posts, takes the free
+    commits step 2 (on a local directory, as files); the library's next call loses its race for step 2, posts, takes the free
     lease and folds every post listed into step 3."""
     runtime = init(spec, fresh_window=3600.0)
     recording = Recording(runtime.store)
     runtime.store = recording
     tally = Tally.get_or_create(actor)
     tally.add.run("lib1")
-    log = Log(room, actor)
+    log = logs(spec, room, actor)[-1]  # on a local directory: its files
     parent = log.newest()
     assert parent is not None and parent.n == 1
     for post, carry in write:

@@ -34,7 +34,7 @@ class Call:
     call_id: str = field(default_factory=lambda: secrets.token_hex(16))
     idempotency_key: str | None = None
     name: str | None = None
-    max_retries: int = 3
+    max_retries: int = 0  # a raising body runs again this many times
     tag: str | None = None
 
     @property

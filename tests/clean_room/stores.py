@@ -67,9 +67,10 @@ class Through:
 
 class LocalFiles:
     """A local store's directory read and written as files: every key component longer than two
-    characters is a chain of two-character directories ending in ``+`` (the last chunk without),
-    except the last component under a ``mail/`` component, one file; each file is a 16-byte write
-    token followed by the data. Creation links a fully written temporary file into place."""
+    characters is a chain of two-character directories ending in ``+`` (the last chunk without;
+    a last chunk "." or ".." joins the one before), except the last component under a ``mail/``
+    component, one file; each file is a 16-byte write token followed by the data. Creation links
+    a fully written temporary file (``.tmp-*``, skipped by listings) into place."""
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
@@ -79,6 +80,8 @@ class LocalFiles:
         if whole or len(name) <= 2:
             return [name]
         chunks = [name[i : i + 2] for i in range(0, len(name), 2)]
+        if chunks[-1] in (".", ".."):  # no file has that name: it joins the chunk before
+            chunks[-2:] = [chunks[-2] + chunks[-1]]
         return [chunk + "+" for chunk in chunks[:-1]] + [chunks[-1]]
 
     def path(self, key: str) -> Path:
@@ -97,9 +100,14 @@ class LocalFiles:
 
     def create(self, key: str, data: bytes) -> bool:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.root.parent / f"clean-room-{secrets.token_hex(8)}"
-        temp.write_bytes(secrets.token_bytes(TOKEN) + data)
+        temp = path.parent / f".tmp-{secrets.token_hex(8)}"
+        for _ in range(50):  # a delete may prune the directory we just made
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                temp.write_bytes(secrets.token_bytes(TOKEN) + data)
+                break
+            except FileNotFoundError:
+                continue
         try:
             os.link(temp, path)
         except FileExistsError:
@@ -114,7 +122,11 @@ class LocalFiles:
         if not base.is_dir():
             return []
         under_mail = prefix.rstrip("/").split("/")[-1] == "mail"
-        keys = [prefix + self._name(p.relative_to(base), under_mail) for p in base.rglob("*") if p.is_file()]
+        keys = [
+            prefix + self._name(p.relative_to(base), under_mail)
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        ]
         return sorted(k for k in keys if start_after is None or k > start_after)
 
     @staticmethod
