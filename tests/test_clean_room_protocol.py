@@ -205,9 +205,9 @@ def test_a_signed_store(spec: StoreSpec, room: Through) -> None:
 def _lost_race_fold(
     spec: StoreSpec, room: Through, actor: str, write: list[tuple[Post, str]]
 ) -> tuple[Log, Recording]:
-    """The library's cache holds step 1; the clean room writes ``write`` (posts, how carried) and
-    commits step 2 (on a local directory, as files); the library's next call loses its race for step 2, posts, takes the free
-    lease and folds every post listed into step 3."""
+    """The library's cache holds step 1; the clean room writes ``write`` (posts, how carried)
+    and commits step 2 (on a local directory, as files); the library's next call loses its
+    race for step 2, posts, takes the free lease and folds every post listed into step 3."""
     runtime = init(spec, fresh_window=3600.0)
     recording = Recording(runtime.store)
     runtime.store = recording
