@@ -10,12 +10,16 @@ the ``ObjectStore`` interface, and on the local lane also through the files them
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import cloudpickle
 import pytest
 from clean_room.actor_log import Log, Step, step_key
 from clean_room.envelope import Refused, decode, encode
+from clean_room.folder import Lease, fold, read_posts
 from clean_room.posts import Call, Post, class_tag, find_outcome, write_post
 from clean_room.stores import LocalFiles, Through
 from store_helpers import init
@@ -262,6 +266,48 @@ def test_two_copies_of_one_post_apply_once_and_other_outcomes_are_found(
     assert found is not None and not found[1] and isinstance(found[2], ValueError)
     found = find_outcome(log, 2, later, wrong_class.call_id)
     assert found is not None and not found[1] and isinstance(found[2], vc.ActorClassChangedError)
+
+
+def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The clean room's own ``Tally.add`` (a second implementation runs the methods itself)."""
+    assert method == "add" and not kwargs
+    state["items"].append(*args)
+    return len(state["items"])
+
+
+def test_the_clean_room_holds_the_lease_and_folds_the_librarys_posts(spec: StoreSpec, room: Through) -> None:
+    """The other direction: the clean room holds the folder lease, so the library posts its calls
+    (from the second on, sealed in their names) and waits; the clean room folds them with
+    the cursor and outcomes as the doc says, and the library's callers get their results."""
+    init(spec, fresh_window=3600.0, combine_window=60.0)
+    tally = Tally.get_or_create("folded-by-us")
+    tally.add.run("lib1")
+    log = logs(spec, room, "folded-by-us")[-1]
+    if log.store.get("mail-key") is None:
+        log.store.create(
+            "mail-key", encode("mail-key", {"kind": "mail-key"}, {"key": secrets.token_bytes(32)})
+        )
+    lease = Lease(log, secrets.token_hex(8))
+    lease.take(60.0, 1)
+    base = log.commit(log.newest(), {"items": ["lib1", "cr"]}, [])  # type: ignore[arg-type]
+    assert base is not None  # the library's next call loses its race to it, and posts
+    carried = 0
+    for n in range(3):
+        results: list[int] = []
+        caller = threading.Thread(target=lambda n=n, out=results: out.append(tally.add.run(f"lib{n + 2}")))
+        caller.start()
+        deadline = time.monotonic() + 30
+        while not (posts := read_posts(log)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert len(posts) == 1
+        carried += "." in posts[0].key.rsplit("/", 1)[1]
+        base = fold(log, base, posts, _add)
+        caller.join(30)
+        assert results == [len(log.state(base)["items"])]
+    assert carried >= 1  # the library's names were read, and agreed with the bodies
+    lease.release(base.n)
+    assert tally.add.run("last") == 6  # the library takes the released lease, or commits
+    assert tally.get.run() == ["lib1", "cr", "lib2", "lib3", "lib4", "last"]
 
 
 def _library_step(spec: StoreSpec, actor: str) -> None:

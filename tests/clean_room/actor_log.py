@@ -18,6 +18,7 @@ from .envelope import Object, Refused, decode, encode
 class Store(Protocol):
     def get(self, key: str) -> tuple[bytes, str] | None: ...
     def create(self, key: str, data: bytes) -> bool: ...
+    def replace(self, key: str, data: bytes, version: str) -> None: ...
     def list(self, prefix: str, start_after: str | None = None) -> list[str]: ...
     def delete(self, key: str) -> None: ...
 
@@ -102,10 +103,17 @@ class Log:
             table = step.loads(checkpoint.parts["table"]) + table
         return [list(row) for row in table]
 
-    def commit(self, parent: Step, state: Any, calls: list[dict[str, Any]], **extra: Any) -> Step | None:
-        """Put step parent+1 create-only, carrying the parent's class, ``extra`` and table.
-
-        None: another writer has that number."""
+    def commit(
+        self,
+        parent: Step,
+        state: Any,
+        calls: list[dict[str, Any]],
+        extra: dict[str, Any] | None = None,
+        parts: dict[str, bytes] | None = None,
+    ) -> Step | None:
+        """Put step parent+1 create-only, carrying the parent's class, ``extra`` (updated by
+        ``extra``) and table, with ``parts`` beside the state. None: another writer has that
+        number."""
         n = parent.n + 1
         meta = {
             "kind": "step",
@@ -117,7 +125,7 @@ class Log:
             "writer": secrets.token_hex(16),
             "time": time.time(),
             "calls": calls,
-            "extra": {**parent.extra, **extra},
+            "extra": {**parent.extra, **(extra or {})},
         }
         if "dedup_base" in parent.meta:
             meta["dedup_base"] = parent.meta["dedup_base"]
@@ -125,7 +133,7 @@ class Log:
             state_bytes = json.dumps(state).encode()
         else:
             state_bytes = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        parts = {"state": state_bytes}
+        parts = {"state": state_bytes, **(parts or {})}
         if "dedup" in parent.obj.parts:
             parts["dedup"] = parent.obj.parts["dedup"]
         key = step_key(self.actor, n)

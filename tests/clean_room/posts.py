@@ -113,13 +113,18 @@ def seal(payload: bytes, mail_key: bytes) -> bytes:
     """Format 2: the format-1 payload XOR a keyed-BLAKE2b keystream, behind the key id and nonce."""
     kid = hashlib.blake2b(b"", key=mail_key, digest_size=4, person=b"vactor-mail-kid").digest()
     nonce = secrets.token_bytes(12)
+    return bytes([2]) + kid + nonce + seal_with(payload, mail_key, nonce)
+
+
+def seal_with(data: bytes, mail_key: bytes, nonce: bytes) -> bytes:
+    """``data`` XOR the keystream of (key, nonce): seals and unseals alike."""
     stream = b"".join(
         hashlib.blake2b(
             nonce + struct.pack(">I", i), key=mail_key, digest_size=64, person=b"vactor-post-name"
         ).digest()
-        for i in range(len(payload) // 64 + 1)
+        for i in range(len(data) // 64 + 1)
     )
-    return bytes([2]) + kid + nonce + bytes(a ^ b for a, b in zip(payload, stream, strict=False))
+    return bytes(a ^ b for a, b in zip(data, stream, strict=False))
 
 
 def mail_key(log: Log) -> bytes | None:

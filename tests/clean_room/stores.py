@@ -9,6 +9,8 @@ as the protocol defines it: without the local store's write token.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import os
 import secrets
 import threading
@@ -115,6 +117,22 @@ class LocalFiles:
         finally:
             temp.unlink()
         return True
+
+    def replace(self, key: str, data: bytes, version: str) -> None:
+        """If-match: under an flock of the key's lock file, compare the token, rename over it."""
+        locks = self.root / ".vactor-locks"
+        locks.mkdir(exist_ok=True)
+        fd = os.open(locks / hashlib.sha256(key.encode()).hexdigest(), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = self.get(key)
+            if current is None or current[1] != version:
+                raise RuntimeError(f"{key}: precondition failed")
+            temp = self.path(key).parent / f".tmp-{secrets.token_hex(8)}"
+            temp.write_bytes(secrets.token_bytes(TOKEN) + data)
+            os.replace(temp, self.path(key))
+        finally:
+            os.close(fd)
 
     def list(self, prefix: str, start_after: str | None = None) -> list[str]:
         """Keys under ``prefix`` (a directory: ends with ``/``), sorted."""
