@@ -121,13 +121,13 @@ def test_the_clean_room_reads_what_the_library_wrote(spec: StoreSpec, room: Thro
         assert log.watermark() > 0 and log.step(log.watermark() - 1) is None
 
 
+@pytest.mark.parametrize("store_lane", ["local"], indirect=True)
 @pytest.mark.parametrize("actor", ["é-ü-9", "a+", "ab.", "abcd.", "abc..", "x.y"])
 def test_the_clean_room_finds_the_files_of_any_actor_id(spec: StoreSpec, room: Through, actor: str) -> None:
     """Local layout (protocol.md, "A local directory"): an id's chunks, odd and even lengths, and
     the last chunk that would be "." or ".." (no file may have that name)."""
     root = local_root(spec)
-    if root is None:
-        pytest.skip("a local directory's files")
+    assert root is not None
     init(spec)
     Tally.get_or_create(actor).add.run("a")
     vc.shutdown()
@@ -141,22 +141,24 @@ def test_a_step_the_clean_room_commits_is_read_and_continued(spec: StoreSpec, ro
     init(spec)
     tally = Tally.get_or_create("commit-me")
     assert tally.add.options(idempotency_key="k1").run("a") == 1
+    tally.add.options(delay=3600, timer_key="later").run("timer")
     log = Log(room, "commit-me")
     parent = log.newest()
-    assert parent is not None and parent.n == 1
-    call = {"method": "add", "call_id": secrets.token_hex(16), "ok": True, "time": 0.0, "args": "'cr'"}
-    mine = log.commit(parent, {"items": ["a", "cr"]}, [{**call, "result": "2"}])
-    assert mine is not None and mine.n == 2
+    assert parent is not None and parent.n == 2 and "later" in parent.extra["timers"]
+    call = {"method": "add", "call_id": secrets.token_hex(16), "ok": True, "time": 0.0}  # the required fields
+    mine = log.commit(parent, {"items": ["a", "cr"]}, [call])
+    assert mine is not None and mine.n == 3
     assert log.commit(parent, {"items": ["lost"]}, []) is None  # create-only: the number is taken
 
     vc.shutdown()
     init(spec)
     tally = Tally.get_or_create("commit-me")
     assert tally.get.run() == ["a", "cr"]
+    assert [t["key"] for t in tally.timers()] == ["later"]  # extra came along whole
     assert tally.add.options(idempotency_key="k1").run("again") == 1  # the table came along
     assert tally.add.run("b") == 3
     after = log.newest()
-    assert after is not None and after.n == 3 and after.meta["parent"] == 2
+    assert after is not None and after.n == 4 and after.meta["parent"] == 3
     assert log.state(after) == {"items": ["a", "cr", "b"]}
     assert [c.method for e in tally.history(limit=2) for c in e.calls] == ["add", "add"]
 
@@ -212,7 +214,7 @@ def _lost_race_fold(
     """The library's cache holds step 1; the clean room writes ``write`` (posts, how carried)
     and commits step 2 (on a local directory, as files); the library's next call loses its
     race for step 2, posts, takes the free lease and folds every post listed into step 3."""
-    runtime = init(spec, fresh_window=3600.0)
+    runtime = init(spec, fresh_window=3600.0, combine_window=60.0)
     recording = Recording(runtime.store)
     runtime.store = recording
     tally = Tally.get_or_create(actor)
@@ -259,13 +261,24 @@ def test_two_copies_of_one_post_apply_once_and_other_outcomes_are_found(
     failing = Call("fail", ("boom",), idempotency_key="fk")
     wrong_class = Call("add", ("never",), tag=class_tag("elsewhere:Other"))
     later = Post(sender, 2, [failing, wrong_class], ms=post.ms + 5)
-    log, _ = _lost_race_fold(spec, room, "copies", [(post, "body"), (post, "format1"), (later, "body")])
-    assert log.state(log.newest())["items"] == ["lib1", "cr", "twice", "lib2"]  # type: ignore[arg-type]
+    expired = Post(secrets.token_hex(8), 1, [Call("add", ("expired",))], ms=post.ms - 1_900_000)
+    writes = [(expired, "body"), (post, "body"), (post, "format1"), (later, "body")]
+    log, _ = _lost_race_fold(spec, room, "copies", writes)
+    newest = log.newest()
+    assert newest is not None and log.state(newest)["items"] == ["lib1", "cr", "twice", "lib2"]
     assert find_outcome(log, 2, post, twice.call_id) is not None
     found = find_outcome(log, 2, later, failing.call_id)
     assert found is not None and not found[1] and isinstance(found[2], ValueError)
+    assert [row[0::2] for row in log.dedup_table(newest)] == [["fk", False]]  # a keyed failure
     found = find_outcome(log, 2, later, wrong_class.call_id)
     assert found is not None and not found[1] and isinstance(found[2], vc.ActorClassChangedError)
+    assert find_outcome(log, 2, expired, expired.calls[0].call_id) is None
+
+    write_post(log, post)  # a copy of an applied post, again: stale by the cursor
+    assert Tally.get_or_create("copies").add.run("lib3") == 5  # a fold: it lists the mailbox
+    vc.shutdown()
+    assert log.state(log.newest())["items"] == ["lib1", "cr", "twice", "lib2", "lib3"]  # type: ignore[arg-type]
+    assert room.list("actors/copies/mail/") == []  # the expired post and the copies deleted
 
 
 def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
