@@ -163,6 +163,15 @@ def test_a_step_the_clean_room_commits_is_read_and_continued(spec: StoreSpec, ro
     assert [c.method for e in tally.history(limit=2) for c in e.calls] == ["add", "add"]
 
 
+def test_an_actor_the_clean_room_creates_is_the_librarys_to_call(spec: StoreSpec, room: Through) -> None:
+    log = Log(room, "made-by-us")
+    made = log.create(CLASS_NAME, {"items": ["made"]})
+    assert made is not None and made.n == 0
+    init(spec)
+    assert Tally.get_or_create("made-by-us").add.run("x") == 2
+    assert vc.get_actor("made-by-us").get.run() == ["made", "x"]
+
+
 def test_a_json_state_and_a_table_kept_as_checkpoint_and_delta(spec: StoreSpec, room: Through) -> None:
     init(spec)
     assert Plain.get_or_create("plain").add.run(5) == 5

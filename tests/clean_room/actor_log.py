@@ -103,6 +103,22 @@ class Log:
             table = step.loads(checkpoint.parts["table"]) + table
         return [list(row) for row in table]
 
+    def create(self, class_name: str, state: Any) -> Step | None:
+        """Step 0 of a new actor of ``class_name`` (``module:QualName``), its class stored by
+        reference: a pickle (written by hand, protocol 2) of the call that imports it by name."""
+        module, qualname = class_name.split(":")
+        body = b"\x80\x02cvactor_cloud.definition\n_load_class_by_name\n"
+        for text in (module, qualname):
+            body += b"X" + len(text.encode()).to_bytes(4, "little") + text.encode()
+        body += b"\x86R."
+        sha = hashlib.sha256(body).hexdigest()
+        key = f"actors/{self.actor}/class/{sha}"
+        meta: dict[str, Any] = {"kind": "class", "name": class_name, "actor": self.actor}
+        self.store.create(key, encode(key, meta, {"body": body}, signing_key=self.signing_key))
+        call = {"method": "__init__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
+        root = {"class": {"sha": sha, "name": class_name}, "serializer": "pickle", "extra": {}}
+        return self.commit(Step(-1, Object({**root, "kind": "step"}, {}, 1)), state, [call])
+
     def commit(
         self,
         parent: Step,
@@ -119,7 +135,7 @@ class Log:
             "kind": "step",
             "step": n,
             "actor": self.actor,
-            "parent": parent.n,
+            "parent": None if parent.n < 0 else parent.n,
             "class": parent.meta["class"],
             "serializer": parent.meta["serializer"],
             "writer": secrets.token_hex(16),
