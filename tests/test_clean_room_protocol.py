@@ -172,6 +172,36 @@ def test_an_actor_the_clean_room_creates_is_the_librarys_to_call(spec: StoreSpec
     assert vc.get_actor("made-by-us").get.run() == ["made", "x"]
 
 
+def test_a_head_the_clean_room_moves_is_used_and_one_it_forges_is_pulled_back(
+    spec: StoreSpec, room: Through
+) -> None:
+    init(spec)
+    Tally.get_or_create("head").add.run("a")
+    vc.shutdown()
+    log = Log(room, "head")
+    parent = log.newest()
+    assert parent is not None
+    mine = log.commit(parent, {"items": ["a", "cr"]}, [])
+    assert mine is not None
+    key = "actors/head/HEAD"
+
+    def move_head(step: int) -> None:
+        head = encode(key, {"kind": "head", "actor": "head", "step": step, "class": parent.meta["class"]}, {})
+        found = room.get(key)
+        room.replace(key, head, found[1]) if found else room.create(key, head)
+
+    move_head(mine.n)
+    init(spec)
+    assert vc.get_actor("head").get.run() == ["a", "cr"]
+    vc.shutdown()
+    move_head(99)  # ahead of the log: no step 99 was ever committed
+    init(spec)
+    assert vc.get_actor("head").get.run() == ["a", "cr"]
+    vc.shutdown()
+    head = log.read(key)
+    assert head is not None and head.meta["step"] == mine.n  # pulled back to the newest
+
+
 def test_a_json_state_and_a_table_kept_as_checkpoint_and_delta(spec: StoreSpec, room: Through) -> None:
     init(spec)
     assert Plain.get_or_create("plain").add.run(5) == 5
@@ -206,13 +236,21 @@ def test_a_signed_store(spec: StoreSpec, room: Through) -> None:
     log = Log(room, "signed", signing_key=secret.encode())
     parent = log.newest()
     assert parent is not None and log.state(parent) == {"items": ["lib1"]}
-    call = Call("add", ("posted",), tag=class_tag(CLASS_NAME))
-    post = Post(secrets.token_hex(8), 1, [call])
-    write_post(log, post, carry="format1")
+    if room.get("mail-key") is None:
+        mail_key = encode(
+            "mail-key", {"kind": "mail-key"}, {"key": secrets.token_bytes(32)}, signing_key=log.signing_key
+        )
+        room.create("mail-key", mail_key)
+    sender = secrets.token_hex(8)
+    first, second = Call("add", ("posted",), tag=class_tag(CLASS_NAME)), Call("add", ("sealed",))
+    posts = [Post(sender, 1, [first]), Post(sender, 2, [second])]
+    posts[1].ms = posts[0].ms + 1
+    write_post(log, posts[0], carry="format1")
+    write_post(log, posts[1], carry="format2")
     assert log.commit(parent, {"items": ["lib1", "cr"]}, []) is not None
     tally.add.run("lib2")
-    found = find_outcome(log, 2, post, call.call_id)
-    assert found is not None and found[1:] == (True, 3)
+    assert find_outcome(log, 2, posts[0], first.call_id) == (log.step(3), True, 3)
+    assert find_outcome(log, 2, posts[1], second.call_id) == (log.step(3), True, 4)
     with pytest.raises(Refused):
         Log(room, "signed").newest()  # unsigned reader, signed objects
 
