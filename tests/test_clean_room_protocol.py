@@ -202,6 +202,24 @@ def test_a_head_the_clean_room_moves_is_used_and_one_it_forges_is_pulled_back(
     assert head is not None and head.meta["step"] == mine.n  # pulled back to the newest
 
 
+def test_the_clean_room_compacts_and_the_library_goes_on(spec: StoreSpec, room: Through) -> None:
+    init(spec)
+    tally = Tally.get_or_create("compact-me")
+    for item in "abcd":
+        tally.add.run(item)
+    vc.shutdown()
+    log = Log(room, "compact-me")
+    assert log.compact(keep_last=2) == 3
+    assert room.list("actors/compact-me/steps/") == [step_key("compact-me", 3), step_key("compact-me", 4)]
+    init(spec)
+    tally = Tally.get_or_create("compact-me")
+    with pytest.raises(vc.StepNotFoundError, match=r"steps 3\.\.4 remain"):  # our watermark, read
+        tally.get.run(at_step=1)
+    assert tally.get.run(at_step=3) == ["a", "b", "c"]
+    assert tally.add.run("e") == 5
+    assert [e.step for e in tally.history()] == [5, 4, 3]
+
+
 def test_a_json_state_and_a_table_kept_as_checkpoint_and_delta(spec: StoreSpec, room: Through) -> None:
     init(spec)
     assert Plain.get_or_create("plain").add.run(5) == 5

@@ -103,6 +103,38 @@ class Log:
             table = step.loads(checkpoint.parts["table"]) + table
         return [list(row) for row in table]
 
+    def compact(self, keep_last: int) -> int:
+        """Retention (protocol.md, "Retention"): HEAD to the newest step L, the ``gc`` watermark
+        raised to L-keep_last+1 with the writers of the steps it passes recorded, then those
+        steps deleted, oldest first. The new watermark."""
+        newest = self.newest()
+        assert newest is not None
+        head_key, gc_key = f"actors/{self.actor}/HEAD", f"actors/{self.actor}/gc"
+        head = {"kind": "head", "actor": self.actor, "step": newest.n, "class": newest.meta["class"]}
+        self._put(head_key, encode(head_key, head, {}, signing_key=self.signing_key))
+        old = self.watermark()
+        watermark = max(old, newest.n - keep_last + 1)
+        found = self.read(gc_key)
+        record = json.loads(found.parts.get("compacted", b"[]")) if found else []
+        for n in range(old, watermark):
+            if (step := self.step(n)) is not None:
+                record.append([n, step.meta["writer"]])
+        record = sorted(record)[-512:]
+        meta = {"kind": "gc", "actor": self.actor, "min_step": watermark, "time": time.time()}
+        meta["recorded_from"] = record[0][0] if record else watermark
+        compacted = json.dumps(record).encode()
+        self._put(gc_key, encode(gc_key, meta, {"compacted": compacted}, signing_key=self.signing_key))
+        for n in range(old, watermark):
+            self.store.delete(step_key(self.actor, n))
+        return watermark
+
+    def _put(self, key: str, data: bytes) -> None:
+        found = self.store.get(key)
+        if found is None:
+            assert self.store.create(key, data)
+        else:
+            self.store.replace(key, data, found[1])
+
     def create(self, class_name: str, state: Any) -> Step | None:
         """Step 0 of a new actor of ``class_name`` (``module:QualName``), its class stored by
         reference: a pickle (written by hand, protocol 2) of the call that imports it by name."""
