@@ -101,7 +101,11 @@ class Log:
             if checkpoint is None:
                 raise Refused("a step names a missing checkpoint")
             table = step.loads(checkpoint.parts["table"]) + table
-        return [list(row) for row in table]
+        merged: dict[str, list[Any]] = {}
+        for row in table:  # a key in both: the later entry, in its place
+            merged.pop(row[0], None)
+            merged[row[0]] = list(row)
+        return list(merged.values())
 
     def compact(self, keep_last: int) -> int:
         """Retention (protocol.md, "Retention"): HEAD to the newest step L, the ``gc`` watermark
