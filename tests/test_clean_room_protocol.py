@@ -78,6 +78,13 @@ def room(spec: StoreSpec) -> Iterator[Through]:
     through.close()
 
 
+def dated_back(ms: int = 50) -> int:
+    """A post's time ``ms`` before now: it sorts before the post the library makes when its
+    call, made after it, loses its race (dated by the same clock, a few ms later at most:
+    a name's random part decides between two of one millisecond)."""
+    return int(time.time() * 1000) - ms
+
+
 def logs(spec: StoreSpec, room: Through, actor: str, signing_key: bytes | None = None) -> list[Log]:
     """The clean room's views of one actor's log: through the interface, and on a local
     directory through its files too."""
@@ -261,8 +268,7 @@ def test_a_signed_store(spec: StoreSpec, room: Through) -> None:
         room.create("mail-key", mail_key)
     sender = secrets.token_hex(8)
     first, second = Call("add", ("posted",), tag=class_tag(CLASS_NAME)), Call("add", ("sealed",))
-    posts = [Post(sender, 1, [first]), Post(sender, 2, [second])]
-    posts[1].ms = posts[0].ms + 1
+    posts = [Post(sender, 1, [first], ms=dated_back()), Post(sender, 2, [second], ms=dated_back(49))]
     write_post(log, posts[0], carry="format1")
     write_post(log, posts[1], carry="format2")
     assert log.commit(parent, {"items": ["lib1", "cr"]}, []) is not None
@@ -303,7 +309,7 @@ def test_a_post_of_the_clean_room_is_folded_once_and_its_outcome_found(
         key = encode("mail-key", {"kind": "mail-key"}, {"key": secrets.token_bytes(32)})
         log.store.create("mail-key", key)
     call = Call("add", ("posted",), tag=class_tag(CLASS_NAME))
-    post = Post(secrets.token_hex(8), 7, [call])
+    post = Post(secrets.token_hex(8), 7, [call], ms=dated_back())
     log, recording = _lost_race_fold(spec, room, f"post-{carry}", [(post, carry)])
 
     found = find_outcome(log, 2, post, call.call_id)
@@ -322,7 +328,7 @@ def test_two_copies_of_one_post_apply_once_and_other_outcomes_are_found(
 ) -> None:
     sender = secrets.token_hex(8)
     twice = Call("add", ("twice",))
-    post = Post(sender, 1, [twice])
+    post = Post(sender, 1, [twice], ms=dated_back())
     failing = Call("fail", ("boom",), idempotency_key="fk")
     wrong_class = Call("add", ("never",), tag=class_tag("elsewhere:Other"))
     later = Post(sender, 2, [failing, wrong_class], ms=post.ms + 5)
@@ -421,7 +427,7 @@ def test_a_damaged_post_is_skipped_and_left_and_a_damaged_name_falls_back_to_the
     """A post whose body fails its digest ends a fold's list until, 2 s after the first such
     fold, it is skipped; it is never applied and stays ("A folder", step 2). A name whose
     digest fails is not read: the body is (Posts carried by their names, "Reading")."""
-    by_body = Post(secrets.token_hex(8), 1, [Call("add", ("by-body",))])
+    by_body = Post(secrets.token_hex(8), 1, [Call("add", ("by-body",))], ms=dated_back())
     damaged = Post(secrets.token_hex(8), 1, [Call("add", ("damaged",))], ms=by_body.ms - 1)  # sorts first
     init(spec, fresh_window=3600.0)
     tally = Tally.get_or_create("damaged")
