@@ -9,6 +9,7 @@ the ``ObjectStore`` interface, and on the local lane also through the files them
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
@@ -142,6 +143,27 @@ def test_the_clean_room_finds_the_files_of_any_actor_id(spec: StoreSpec, room: T
     assert files.list(f"actors/{actor}/steps/") == [step_key(actor, 0), step_key(actor, 1)]
     newest = Log(files, actor).newest()
     assert newest is not None and newest.n == 1
+
+
+def test_the_clean_room_reads_a_tombstone_and_the_creation_after_it(spec: StoreSpec, room: Through) -> None:
+    """Deleting an actor: the tombstone's ``extra`` and empty state, its delete key's digest,
+    and the next actor's incarnation (``born``)."""
+    init(spec)
+    Tally.get_or_create("again").add.run("old")
+    assert vc.delete_actor("again", idempotency_key="bye") is True
+    log = Log(room, "again")
+    tombstone = log.newest()
+    assert tombstone is not None and tombstone.n == 2 and "deleted" in tombstone.extra
+    assert tombstone.obj.parts["state"] == b"" and "dedup" not in tombstone.obj.parts
+    assert tombstone.extra["delete_keys"] == [hashlib.sha256(b"bye").hexdigest()[:32]]
+    assert tombstone.meta["calls"][0]["method"] == "__vactor_delete__"
+    Tally.get_or_create("again").add.run("new")
+    vc.shutdown()
+    newest = log.newest()
+    assert newest is not None and newest.n == 4 and log.state(newest) == {"items": ["new"]}
+    creation = log.step(3)
+    assert creation is not None and creation.meta["parent"] == 2 and creation.extra["born"] == 3
+    assert newest.extra["born"] == 3 and newest.extra["delete_keys"] == tombstone.extra["delete_keys"]
 
 
 def test_a_step_the_clean_room_commits_is_read_and_continued(spec: StoreSpec, room: Through) -> None:
