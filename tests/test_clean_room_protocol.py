@@ -368,10 +368,18 @@ def test_two_copies_of_one_post_apply_once_and_other_outcomes_are_found(
     assert find_outcome(log, 2, expired, expired.calls[0].call_id) is None
 
     write_post(log, post)  # a copy of an applied post, again: stale by the cursor
-    assert Tally.get_or_create("copies").add.run("lib3") == 5  # a fold: it lists the mailbox
+    again = Post(secrets.token_hex(8), 1, [Call("add", ("again",))], ms=dated_back())
+    write_post(log, again)
+    assert Tally.get_or_create("copies").add.run("lib3") == 6  # a fold: it lists the mailbox
     vc.shutdown()
-    assert log.state(log.newest())["items"] == ["lib1", "cr", "twice", "lib2", "lib3"]  # type: ignore[arg-type]
+    assert log.state(log.newest())["items"] == ["lib1", "cr", "twice", "lib2", "again", "lib3"]  # type: ignore[arg-type]
     assert room.list("actors/copies/mail/") == []  # the expired post and the copies deleted
+
+    # Step 4 folded a post: it carries step 3's outcomes, found there once step 3 is compacted.
+    newest = log.newest()
+    assert newest is not None and log.compact(keep_last=newest.n - 3) == 4
+    found = find_outcome(log, 2, post, twice.call_id)
+    assert found is not None and found[0].n == 4 and found[1:] == (True, 3)
 
 
 def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:

@@ -182,18 +182,17 @@ def outcomes(data: bytes) -> dict[str, tuple[bool, bytes]]:
 
 
 def find_outcome(log: Log, known: int, post: Post, call_id: str) -> tuple[Step, bool, Any] | None:
-    """Walk forward from step ``known`` to the first step whose cursor shows ``post`` applied;
-    its ``outcomes`` (or the next step's ``carried_outcomes``) hold the call's. None: not applied
-    (yet). (The step, ok, the value.)"""
-    n = known
+    """Walk forward from step ``known`` (or the retention watermark, if above) to the first step
+    whose cursor shows ``post`` applied: its ``outcomes`` hold the call's; or, where the
+    applying step was compacted, this step's ``carried_outcomes`` (a copy of its parent's).
+    None: not applied (yet). (The step found, ok, the value.)"""
+    n = max(known, log.watermark())
     while (step := log.step(n)) is not None:
         if step.applied(post.sender, post.seq):
-            for holder, part in ((step, "outcomes"), (log.step(n + 1), "carried_outcomes")):
-                if holder is not None and part in holder.obj.parts:
-                    table = outcomes(holder.obj.parts[part])
-                    if call_id in table:
-                        ok, value = table[call_id]
-                        return step, ok, cloudpickle.loads(value)
+            for part in ("outcomes", "carried_outcomes"):
+                if call_id in (table := outcomes(step.obj.parts.get(part, b"VOC2\0\0\0\0"))):
+                    ok, value = table[call_id]
+                    return step, ok, cloudpickle.loads(value)
             raise LookupError(f"step {n} applied the post but holds no outcome of {call_id}")
         n += 1
     return None
