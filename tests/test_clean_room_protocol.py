@@ -445,6 +445,13 @@ def test_the_library_refuses_damaged_and_moved_steps(spec: StoreSpec, room: Thro
     for actor in ("flipped", "moved", "other-actor"):
         with pytest.raises(Refused):
             Log(room, actor).step(2 if actor != "flipped" else 1)
+    # a step whose call lacks a required field ("Step objects": method, call_id, ok, time)
+    _library_step(spec, "no-time")
+    log = Log(room, "no-time")
+    parent = log.newest()
+    assert parent is not None
+    assert log.commit(parent, {"items": []}, [{"method": "add", "call_id": "c1", "ok": True}]) is not None
+    for actor in ("flipped", "moved", "other-actor", "no-time"):
         init(spec)
         with pytest.raises(vc.IntegrityError):
             Tally.get_or_create(actor).get.run()
