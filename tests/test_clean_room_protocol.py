@@ -22,7 +22,7 @@ from clean_room.actor_log import Log, Step, step_key
 from clean_room.envelope import Refused, decode, encode
 from clean_room.folder import Lease, fold, read_posts
 from clean_room.posts import Call, Post, class_tag, find_outcome, write_post
-from clean_room.stores import LocalFiles, Through
+from clean_room.stores import LocalFiles, RawS3, Through
 from store_helpers import init
 
 import vactor_cloud as vc
@@ -92,6 +92,10 @@ def logs(spec: StoreSpec, room: Through, actor: str, signing_key: bytes | None =
     views = [Log(room, actor, signing_key=signing_key)]
     if (root := local_root(spec)) is not None:
         views.append(Log(LocalFiles(root), actor, signing_key=signing_key))
+    if spec.url.startswith("s3://"):
+        o = spec.options
+        s3 = RawS3(spec.url, o["endpoint_url"], o["key"], o["secret"], o["client_kwargs"]["region_name"])
+        views.append(Log(s3, actor, signing_key=signing_key))
     return views
 
 
@@ -118,7 +122,7 @@ def test_the_clean_room_reads_what_the_library_wrote(spec: StoreSpec, room: Thro
         past = log.step(1)
         assert past is not None and log.state(past) == {"items": ["a"]}
         assert newest.meta["class"]["name"] == CLASS_NAME
-    assert len(logs(spec, room, "read-me")) == (2 if local_root(spec) else 1)
+    assert len(logs(spec, room, "read-me")) == (1 if spec.url.startswith("memory://") else 2)
 
     init(spec, fresh_window=0.0)
     report = Tally.get_or_create("read-me").compact(keep_last=1, min_age=0)

@@ -1,5 +1,6 @@
-"""Two ways to reach a store: through the ``ObjectStore`` interface, or, on a local directory,
-by its files (docs/configuration.md, "Local directory", and protocol.md, "Write tokens").
+"""Three ways to reach a store: through the ``ObjectStore`` interface; on a local directory, by
+its files; on S3, with boto3 (protocol.md, "Store requirements": "Write tokens", "A local
+directory").
 
 Both answer ``get(key) -> (data, version) | None``, ``create(key, data) -> bool`` (False:
 already exists), ``list(prefix, start_after) -> [keys]`` and ``delete(key)``, with the data
@@ -162,3 +163,58 @@ class LocalFiles:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+
+class RawS3:
+    """An S3 bucket through boto3 alone: keys under the store's prefix, each object a 16-byte
+    write token and the data (the token makes every version's ETag new), create-only by
+    ``If-None-Match: *``, compare-and-swap by ``If-Match`` of the ETag."""
+
+    def __init__(self, url: str, endpoint_url: str, key: str, secret: str, region: str) -> None:
+        import boto3
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix else ""
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name=region,
+        )
+
+    def _failed(self, error: Exception, *codes: str) -> bool:
+        return getattr(error, "response", {}).get("Error", {}).get("Code") in codes
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            found = self.s3.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as error:
+            if self._failed(error, "NoSuchKey", "404"):
+                return None
+            raise
+        return found["Body"].read()[TOKEN:], found["ETag"]
+
+    def create(self, key: str, data: bytes) -> bool:
+        body = secrets.token_bytes(TOKEN) + data
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, IfNoneMatch="*")
+        except Exception as error:
+            if self._failed(error, "PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def replace(self, key: str, data: bytes, version: str) -> None:
+        body = secrets.token_bytes(TOKEN) + data
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, IfMatch=version)
+
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]:
+        keys, pages = [], self.s3.get_paginator("list_objects_v2")
+        extra = {"StartAfter": self.prefix + start_after} if start_after else {}
+        for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra):
+            keys += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
+        return keys
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
