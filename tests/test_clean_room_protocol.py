@@ -334,7 +334,9 @@ def test_a_post_of_the_clean_room_is_folded_once_and_its_outcome_found(
     if carry == "format2" and log.store.get("mail-key") is None:
         key = encode("mail-key", {"kind": "mail-key"}, {"key": secrets.token_bytes(32)})
         log.store.create("mail-key", key)
-    call = Call("add", ("posted",), tag=class_tag(CLASS_NAME))
+    # every field of a call in a name: a class tag, an id that is no hex, a key, a name
+    call = Call("add", ("posted",), call_id="not-hex-Ω", idempotency_key="ik", name="named")
+    call.tag = class_tag(CLASS_NAME)
     post = Post(secrets.token_hex(8), 7, [call], ms=dated_back())
     log, recording = _lost_race_fold(spec, room, f"post-{carry}", [(post, carry)])
 
@@ -343,6 +345,8 @@ def test_a_post_of_the_clean_room_is_folded_once_and_its_outcome_found(
     step, ok, value = found
     assert (step.n, ok, value) == (3, True, 3)
     assert log.state(step)["items"] == ["lib1", "cr", "posted", "lib2"]
+    assert [row[0] for row in log.dedup_table(step)] == ["ik"]
+    assert [c.get("name") for c in step.meta["calls"]] == ["named", None]
     if carry != "body":  # read from its name: no GET of the post
         assert not [k for k in recording.got if "/mail/" in k]
     vc.shutdown()
