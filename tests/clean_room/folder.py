@@ -73,11 +73,12 @@ def read_posts(log: Log) -> list[Read]:
         if blob is None:
             continue  # applied and deleted meanwhile
         obj = decode(key, blob[0], signing_key=log.signing_key)
-        classes = obj.meta.get("classes") or [None] * 99
+        calls = cloudpickle.loads(obj.parts["calls"])
+        tags = obj.meta.get("classes") or [None] * len(calls)
         rows = [
             (method, *cloudpickle.loads(arguments), call_id, ikey, cname, retries, tag)
-            for (method, arguments, call_id, ikey, cname, _meta, retries), tag in zip(
-                cloudpickle.loads(obj.parts["calls"]), classes, strict=False
+            for (method, arguments, call_id, ikey, cname, _metadata, retries), tag in zip(
+                calls, tags, strict=True
             )
         ]
         post = Read(key, obj.meta["sender"], obj.meta["seq"], obj.meta["time"], rows)
