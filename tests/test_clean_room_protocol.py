@@ -305,7 +305,11 @@ def test_a_signed_store(spec: StoreSpec, room: Through) -> None:
 
 
 def _lost_race_fold(
-    spec: StoreSpec, room: Through, actor: str, write: list[tuple[Post, str]]
+    spec: StoreSpec,
+    room: Through,
+    actor: str,
+    write: list[tuple[Post, str]],
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Log, Recording]:
     """The library's cache holds step 1; the clean room writes ``write`` (posts, how carried)
     and commits step 2 (on a local directory, as files); the library's next call loses its
@@ -320,7 +324,7 @@ def _lost_race_fold(
     assert parent is not None and parent.n == 1
     for post, carry in write:
         write_post(log, post, carry=carry)
-    assert log.commit(parent, {"items": ["lib1", "cr"]}, []) is not None
+    assert log.commit(parent, {"items": ["lib1", "cr"]}, [], extra) is not None
     tally.add.run("lib2")
     return log, recording
 
@@ -387,6 +391,22 @@ def test_two_copies_of_one_post_apply_once_and_other_outcomes_are_found(
     assert newest is not None and log.compact(keep_last=newest.n - 3) == 4
     found = find_outcome(log, 2, post, twice.call_id)
     assert found is not None and found[0].n == 4 and found[1:] == (True, 3)
+
+
+def test_a_post_dated_at_or_before_the_post_floor_is_expired(spec: StoreSpec, room: Through) -> None:
+    """ "Stale and expired posts": a post whose time is at or before the ``post_floor`` of the step
+    the folder builds on is deleted unapplied, however young; one after it is applied."""
+    floor = dated_back(100)
+    before = Post(secrets.token_hex(8), 1, [Call("add", ("before",))], ms=floor)
+    after = Post(secrets.token_hex(8), 1, [Call("add", ("after",))], ms=floor + 1)
+    log, _ = _lost_race_fold(
+        spec, room, "floor", [(before, "body"), (after, "body")], {"post_floor": floor / 1000}
+    )
+    newest = log.newest()
+    assert newest is not None and log.state(newest)["items"] == ["lib1", "cr", "after", "lib2"]
+    assert newest.extra["post_floor"] == floor / 1000  # carried
+    vc.shutdown()
+    assert room.list("actors/floor/mail/") == []
 
 
 def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
