@@ -13,6 +13,7 @@ than taken for a local directory of that name.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -353,6 +354,26 @@ def test_vactor_call_of_a_method_raising_keyboard_interrupt_says_it_raised_and_w
     assert "not applied" in result.err and "may or may not" not in result.err, result.err
     vc.init(store)
     assert vc.get_actor("cli-interrupt").size.run() == 0
+
+
+def test_vactor_call_in_the_background_of_a_method_raising_keyboard_interrupt_says_it_raised(
+    vactor: Vactor, store: str
+) -> None:
+    # A shell's background job (`vactor call ... &`) starts with SIGINT ignored: no Ctrl-C can
+    # reach it. The method's own KeyboardInterrupt was taken for one (SIGINT "has a handler of
+    # its own"): "interrupted: ... may or may not have been applied", exit 130.
+    vc.init(store)
+    Holder.get_or_create("cli-interrupt-bg")
+    vc.shutdown()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = vactor("call", "cli-interrupt-bg", "interrupt_yourself")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.code == 1, result
+    assert result.err.startswith("vactor: error: interrupt_yourself() raised KeyboardInterrupt"), result.err
+    vc.init(store)
+    assert vc.get_actor("cli-interrupt-bg").size.run() == 0
 
 
 def test_vactor_show_piped_packs_a_long_list_into_lines_not_one_item_each(vactor: Vactor, store: str) -> None:

@@ -306,8 +306,13 @@ def cmd_call(args: argparse.Namespace) -> int:
 def _sigint_noted() -> Iterator[list[int]]:
     """Note whether SIGINT arrives meanwhile (the list gets the signal), so that a
     ``KeyboardInterrupt`` a method raised is told from Ctrl-C. Where this cannot be known (not
-    the main thread, or SIGINT has another handler) the list holds 0: taken as an interrupt."""
+    the main thread, or SIGINT has another handler) the list holds 0: taken as an interrupt.
+    Where SIGINT is ignored (a job a shell started in the background: ``vactor call ... &``) no
+    Ctrl-C reaches the process, and the list stays empty."""
     received: list[int] = []
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield received
+        return
 
     def note(signum: int, frame: Any) -> None:
         received.append(signum)
