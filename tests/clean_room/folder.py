@@ -170,16 +170,21 @@ def fold(
     log: Log, base: Step, posts: list[Read], apply: Callable[[Any, str, tuple[Any, ...], dict[str, Any]], Any]
 ) -> Step:
     """Step ``base + 1`` applying every post not stale (one per sender and seq), in key order;
-    ``apply(state, method, args, kwargs)`` runs one call on ``state`` in place. Keyed calls are
-    not supported here (the table is carried unchanged)."""
+    ``apply(state, method, args, kwargs)`` runs one call on ``state`` in place. A keyed call
+    whose key the table holds is answered from it (not run, not in ``calls``); one it does
+    not is run and recorded (a format-1 table only: this clean room writes no checkpoint)."""
     state, now = log.state(base), time.time()
     cursor = dict(base.extra.get("post_cursor", {}))
+    table = log.dedup_table(base)
+    recorded = {row[0]: row for row in table}
     calls, outcomes = [], []
     for post in posts:
         if post.sender in cursor and cursor[post.sender][0] >= post.seq:
             continue  # stale: applied already (or a copy of one this fold applies)
         for method, args, kwargs, call_id, ikey, _name, _retries, _tag in post.rows:
-            assert ikey is None, "this clean room folds no keyed calls"
+            if ikey in recorded:
+                outcomes.append((call_id, recorded[ikey][2], recorded[ikey][3]))
+                continue
             try:
                 result, ok = apply(state, method, args, kwargs), True
             except Exception as error:
@@ -188,10 +193,20 @@ def fold(
             calls.append(
                 {"method": method, "call_id": call_id, "ok": ok, "time": now, "result": repr(result)}
             )
+            if ikey is not None:
+                calls[-1]["key"] = ikey
+                recorded[ikey] = [ikey, now, ok, result]
+                table.append(recorded[ikey])
         old = cursor.get(post.sender, [0, 0.0])
         cursor[post.sender] = [max(post.seq, old[0]), max(now, post.time, old[1])]
+    keyed = any("key" in call for call in calls)
     step = log.commit(
-        base, state, calls, {"post_cursor": cursor}, parts={"outcomes": encode_outcomes(outcomes)}
+        base,
+        state,
+        calls,
+        {"post_cursor": cursor},
+        parts={"outcomes": encode_outcomes(outcomes)},
+        table=table if keyed else None,
     )
     assert step is not None, "another writer took the step"
     for post in posts:

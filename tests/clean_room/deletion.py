@@ -1,0 +1,55 @@
+"""Deleting an actor (protocol.md, "Deleting an actor"): the tombstone, its clean-up, and the
+creation after it."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Any
+
+from .actor_log import Log, Step
+from .envelope import Refused
+from .timers import index_key
+
+
+def digest(delete_key: str) -> str:
+    return hashlib.sha256(delete_key.encode()).hexdigest()[:32]
+
+
+def kept_extra(step: Step, *names: str) -> dict[str, Any]:
+    return {name: step.extra[name] for name in names if name in step.extra}
+
+
+def delete(log: Log, delete_key: str) -> bool:
+    """Commit a tombstone after the newest step (False: deleted already, by this key or any),
+    then delete the due-index entries of the timers pending in the deleted actor's last step.
+    This clean room takes no posts: it refuses an actor whose mailbox holds any."""
+    newest = log.newest()
+    if newest is None:
+        raise LookupError(f"{log.actor}: no actor")
+    keys = newest.extra.get("delete_keys")
+    keys = [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+    if "deleted" in newest.extra or digest(delete_key) in keys:
+        return False
+    if log.store.list(f"actors/{log.actor}/mail/"):
+        raise Refused("posts are pending: failing them is not implemented here")
+    extra = kept_extra(newest, "post_cursor", "post_floor")
+    extra |= {"deleted": {"time": time.time()}, "delete_keys": [*keys, digest(delete_key)][-8:]}
+    call = {"method": "__vactor_delete__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
+    tombstone = log.commit(newest, None, [call], extra, parts={"state": b""}, fresh=True)
+    if tombstone is None:
+        return delete(log, delete_key)  # lost the race: start again from the newest step
+    for key, row in newest.extra.get("timers", {}).items():
+        if "g" in row:
+            log.store.delete(index_key(row["due"], log.actor, key, row["g"]))
+    return True
+
+
+def create_after(log: Log, tombstone: Step, state: Any) -> Step | None:
+    """The next actor under the id: step T+1 after tombstone T, of T's class (here the same),
+    its ``extra`` T's cursor, floor and delete keys, and its incarnation ``born``."""
+    assert "deleted" in tombstone.extra
+    call = {"method": "__init__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
+    extra = kept_extra(tombstone, "post_cursor", "post_floor", "delete_keys") | {"born": tombstone.n + 1}
+    return log.commit(tombstone, state, [call], extra, fresh=True)

@@ -1,0 +1,242 @@
+"""docs/protocol.md is enough for a second implementation, beyond steps and posts: the clean room
+(``tests/clean_room``, written from the docs alone) sends events the library applies and drains
+events the library sent ("External events"), arms a timer the library's runner fires and fires
+one the library armed ("Timers"), folds a keyed posted call whose retry the library answers
+from the table the clean room wrote, and deletes an actor, and creates one after a delete, as
+the library reads and does them ("Deleting an actor").
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from clean_room.actor_log import Log
+from clean_room.deletion import create_after, delete, digest
+from clean_room.envelope import encode
+from clean_room.folder import Lease, fold, read_posts
+from clean_room.inbox import Handlers, drain, pending, send
+from clean_room.stores import Through
+from clean_room.timers import due_ms, entries, fire, schedule
+from store_helpers import init
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+@vc.virtual_actor
+class Journal:
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def add(self, item: object) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+    @vc.virtual_actor.on_event("note")
+    def on_note(self, payload: object) -> int:
+        self.items.append(payload)
+        return len(self.items)
+
+    @vc.virtual_actor.readonly
+    def get(self) -> list[object]:
+        return list(self.items)
+
+
+def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The clean room's own ``Journal.add``."""
+    assert method == "add" and not kwargs
+    state["items"].append(*args)
+    return len(state["items"])
+
+
+HANDLERS: Handlers = {"note": ("on_note", lambda state, payload: _add(state, "add", (payload,), {}))}
+
+
+@pytest.fixture
+def room(spec: StoreSpec) -> Iterator[Through]:
+    through = Through(spec.open())
+    yield through
+    through.close()
+
+
+def _journal(spec: StoreSpec, actor: str, *items: str) -> None:
+    """A Journal holding ``items``, written by the library (runtime shut down after)."""
+    init(spec)
+    journal = Journal.get_or_create(actor)
+    for item in items:
+        journal.add.run(item)
+    vc.shutdown()
+
+
+def test_events_the_clean_room_sends_are_applied_once_in_inbox_order(spec: StoreSpec, room: Through) -> None:
+    """Inbox order is (sender time, sender, seq), not the keys' order; an id sent again after
+    it was applied is found in the table and deleted unapplied."""
+    log = Log(room, "ev-in")
+    _journal(spec, "ev-in", "a")
+    one, other, t0 = uuid.uuid4().hex, uuid.uuid4().hex, time.time() - 1
+    assert send(log, "z1", "note", "one", sender=one, seq=0, sent=t0)
+    assert send(log, "a2", "note", "two", sender=one, seq=1, sent=t0)  # same time: by seq
+    assert send(log, "m3", "note", {"three": [3]}, sender=one, seq=2, sent=t0 + 0.001)
+    assert send(log, "y0", "note", "zero", sender=other, seq=7, sent=t0 - 0.5)  # earlier clock
+    assert not send(log, "z1", "note", "one again", sender=one, seq=3, sent=t0)  # waiting already
+
+    init(spec)
+    journal = Journal.get_or_create("ev-in")
+    assert journal.process_events() == 4
+    assert journal.get.run() == ["a", "zero", "one", "two", {"three": [3]}]
+    assert journal.wait_for_event("note", timeout=5, event_id="a2") == 4
+    newest = log.newest()
+    assert newest is not None
+    assert sorted(row[0] for row in log.dedup_table(newest)) == [
+        f"\0event\0note\0{i}" for i in ("a2", "m3", "y0", "z1")
+    ]
+
+    assert send(log, "z1", "note", "one", sender=one, seq=0, sent=t0)  # applied and deleted: again
+    assert journal.process_events() == 0
+    assert journal.get.run() == ["a", "zero", "one", "two", {"three": [3]}]
+    vc.shutdown()  # (the inbox's deletes run in the background: shutdown waits for them)
+    assert room.list("actors/ev-in/inbox/") == []  # the copy deleted unapplied
+
+
+def test_the_clean_room_drains_events_the_library_sent(spec: StoreSpec, room: Through) -> None:
+    log = Log(room, "ev-out")
+    _journal(spec, "ev-out", "a")
+    init(spec)
+    for event_id, payload in (("e2", "one"), ("e1", "two"), ("e0", "three")):
+        vc.send_event("ev-out", "note", payload, event_id=event_id)
+    vc.shutdown()
+    assert [e.event_id for e in pending(log)] == ["e2", "e1", "e0"]  # the sender's order
+    base = log.newest()
+    assert base is not None
+    step = drain(log, base, HANDLERS)
+    assert step is not None and log.state(step) == {"items": ["a", "one", "two", "three"]}
+    assert room.list("actors/ev-out/inbox/") == []
+
+    init(spec)
+    journal = Journal.get_or_create("ev-out")
+    assert journal.wait_for_event("note", timeout=5, event_id="e1") == 3  # our table's row
+    vc.send_event("ev-out", "note", "two", event_id="e1")  # applied by us: not again
+    assert journal.process_events() == 0
+    assert journal.get.run() == ["a", "one", "two", "three"]
+
+
+def test_a_timer_the_clean_room_arms_is_fired_once_by_the_librarys_runner(
+    spec: StoreSpec, room: Through
+) -> None:
+    _journal(spec, "tm-in", "a")
+    log = Log(room, "tm-in")
+    base = log.newest()
+    assert base is not None
+    due = time.time() - 1
+    schedule(log, base, "soon", "add", ("fired",), due)
+    init(spec)
+    journal = Journal.get_or_create("tm-in")
+    assert [t["key"] for t in journal.timers()] == ["soon"]
+    assert vc.fire_due_timers().fired == 1
+    assert vc.fire_due_timers().fired == 0
+    assert journal.get.run() == ["a", "fired"] and journal.timers() == []
+    vc.shutdown()
+    assert room.list("timers/") == []
+    newest = log.newest()
+    assert newest is not None and newest.meta["calls"][0]["key"] == f"\0timer\0soon\0{due_ms(due)}"
+
+
+def test_the_clean_room_fires_a_timer_the_library_armed(spec: StoreSpec, room: Through) -> None:
+    init(spec)
+    journal = Journal.get_or_create("tm-out")
+    journal.add.run("a")
+    assert journal.add.options(at=time.time() - 1, timer_key="due").run("fired") == "due"
+    journal.add.options(delay=3600, timer_key="later").run("later")
+    vc.shutdown()
+    log = Log(room, "tm-out")
+    due, later = entries(log)
+    assert (due.timer, later.timer, due.actor) == ("due", "later", "tm-out")
+    step = fire(log, due, _add)
+    assert step is not None and log.state(step) == {"items": ["a", "fired"]}
+    assert fire(log, due, _add) is None and fire(log, later, _add) is None  # gone; not yet due
+    assert [e.timer for e in entries(log)] == ["later"]
+
+    init(spec)
+    assert vc.fire_due_timers().fired == 0
+    journal = Journal.get_or_create("tm-out")
+    assert journal.get.run() == ["a", "fired"]
+    assert [t["key"] for t in journal.timers()] == ["later"]
+
+
+def test_a_keyed_post_the_clean_room_folds_is_answered_from_its_table(spec: StoreSpec, room: Through) -> None:
+    """The clean room holds the folder lease; the library posts a keyed call, which the clean
+    room's fold runs and records; the library's retry with the key, posted (answered from the
+    table by the clean room's fold) or answered from the step the library read, gets the
+    recorded result, and the call is applied once."""
+    init(spec, fresh_window=3600.0, combine_window=60.0)
+    journal = Journal.get_or_create("keyed")
+    journal.add.run("lib1")
+    log = Log(room, "keyed")
+    if room.get("mail-key") is None:
+        room.create("mail-key", encode("mail-key", {"kind": "mail-key"}, {"key": secrets.token_bytes(32)}))
+    lease = Lease(log, secrets.token_hex(8))
+    lease.take(60.0, 1)
+    base = log.commit(log.newest(), {"items": ["lib1", "cr"]}, [])  # type: ignore[arg-type]
+    assert base is not None
+    for item in ("keyed", "retry"):
+        results: list[int] = []
+        caller = threading.Thread(
+            target=lambda i=item, out=results: out.append(journal.add.options(idempotency_key="k1").run(i))
+        )
+        caller.start()
+        deadline = time.monotonic() + 30
+        while caller.is_alive() and time.monotonic() < deadline:
+            if posts := read_posts(log):
+                base = fold(log, base, posts, _add)
+            time.sleep(0.002)
+        caller.join(30)
+        assert results == [3]
+    assert log.state(log.newest())["items"] == ["lib1", "cr", "keyed"]  # type: ignore[arg-type]
+    assert [row[:1] + row[2:] for row in log.dedup_table(base)] == [["k1", True, 3]]
+    lease.release(base.n)
+    assert journal.add.options(idempotency_key="k1").run("third") == 3
+    assert journal.add.options(idempotency_key="k2").run("new") == 4
+    assert journal.get.run() == ["lib1", "cr", "keyed", "new"]
+
+
+def test_an_actor_the_clean_room_deletes_is_deleted_for_the_library(spec: StoreSpec, room: Through) -> None:
+    init(spec)
+    journal = Journal.get_or_create("del-in")
+    journal.add.run("a")
+    journal.add.options(delay=3600, timer_key="later").run("x")
+    vc.shutdown()
+    log = Log(room, "del-in")
+    assert delete(log, "bye") is True
+    assert delete(log, "bye") is False and room.list("timers/") == []
+    init(spec)
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("del-in").get.run()
+    assert vc.delete_actor("del-in", idempotency_key="other") is False  # deleted already
+    again = Journal.get_or_create("del-in")
+    assert again.get.run() == [] and again.timers() == []
+    assert vc.delete_actor("del-in", idempotency_key="bye") is False  # our key, carried on
+    newest = log.newest()
+    assert newest is not None and newest.extra["born"] == 4 and newest.extra["delete_keys"] == [digest("bye")]
+
+
+def test_the_clean_room_creates_an_actor_after_the_librarys_delete(spec: StoreSpec, room: Through) -> None:
+    init(spec)
+    Journal.get_or_create("del-out").add.run("old")
+    assert vc.delete_actor("del-out", idempotency_key="k") is True
+    vc.shutdown()
+    log = Log(room, "del-out")
+    tombstone = log.newest()
+    assert tombstone is not None and delete(log, "k2") is False
+    made = create_after(log, tombstone, {"items": ["new"]})
+    assert made is not None
+    init(spec)
+    assert vc.get_actor("del-out").get.run() == ["new"]
+    assert Journal.get_or_create("del-out").add.run("x") == 2
+    assert vc.delete_actor("del-out", idempotency_key="k") is False  # the id's delete keys
+    assert vc.get_actor("del-out").get.run() == ["new", "x"]
