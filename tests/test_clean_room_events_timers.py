@@ -22,6 +22,7 @@ from clean_room.envelope import encode
 from clean_room.folder import Lease, fold, read_posts
 from clean_room.inbox import Handlers, drain, pending, send
 from clean_room.stores import Through
+from clean_room.subtasks import checkpoint, fingerprint, keyed_call_id, read_checkpoint
 from clean_room.timers import due_ms, entries, fire, schedule
 from store_helpers import init
 
@@ -43,9 +44,27 @@ class Journal:
         self.items.append(payload)
         return len(self.items)
 
+    @vc.virtual_actor.on_event("boom")
+    def on_boom(self, payload: str) -> None:
+        self.items.append("never")
+        raise ValueError(payload)
+
+    def square_of(self, n: int) -> int:
+        result: int = vc.subtask(square).run(n)
+        self.items.append(result)
+        return result
+
     @vc.virtual_actor.readonly
     def get(self) -> list[object]:
         return list(self.items)
+
+
+SQUARED: list[int] = []
+
+
+def square(n: int) -> int:
+    SQUARED.append(n)
+    return n * n
 
 
 def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
@@ -55,7 +74,15 @@ def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any])
     return len(state["items"])
 
 
-HANDLERS: Handlers = {"note": ("on_note", lambda state, payload: _add(state, "add", (payload,), {}))}
+def _boom(state: Any, payload: str) -> None:
+    state["items"].append("never")
+    raise ValueError(payload)
+
+
+HANDLERS: Handlers = {
+    "note": ("on_note", lambda state, payload: _add(state, "add", (payload,), {})),
+    "boom": ("on_boom", _boom),
+}
 
 
 @pytest.fixture
@@ -110,8 +137,9 @@ def test_the_clean_room_drains_events_the_library_sent(spec: StoreSpec, room: Th
     init(spec)
     for event_id, payload in (("e2", "one"), ("e1", "two"), ("e0", "three")):
         vc.send_event("ev-out", "note", payload, event_id=event_id)
+    vc.send_event("ev-out", "boom", "bad", event_id="b")
     vc.shutdown()
-    assert [e.event_id for e in pending(log)] == ["e2", "e1", "e0"]  # the sender's order
+    assert [e.event_id for e in pending(log)] == ["e2", "e1", "e0", "b"]  # the sender's order
     base = log.newest()
     assert base is not None
     step = drain(log, base, HANDLERS)
@@ -121,6 +149,8 @@ def test_the_clean_room_drains_events_the_library_sent(spec: StoreSpec, room: Th
     init(spec)
     journal = Journal.get_or_create("ev-out")
     assert journal.wait_for_event("note", timeout=5, event_id="e1") == 3  # our table's row
+    with pytest.raises(ValueError, match="bad"):  # a handler's exception, recorded
+        journal.wait_for_event("boom", timeout=5, event_id="b")
     vc.send_event("ev-out", "note", "two", event_id="e1")  # applied by us: not again
     assert journal.process_events() == 0
     assert journal.get.run() == ["a", "one", "two", "three"]
@@ -240,3 +270,22 @@ def test_the_clean_room_creates_an_actor_after_the_librarys_delete(spec: StoreSp
     assert Journal.get_or_create("del-out").add.run("x") == 2
     assert vc.delete_actor("del-out", idempotency_key="k") is False  # the id's delete keys
     assert vc.get_actor("del-out").get.run() == ["new", "x"]
+
+
+def test_sub_task_checkpoints_are_shared_both_ways(spec: StoreSpec, room: Through) -> None:
+    """A checkpoint the clean room writes for a keyed call's child is the library's memoized
+    result (the child does not run); one the library writes is read, fingerprint and all."""
+    log = Log(room, "subtasks")
+    _journal(spec, "subtasks")
+    SQUARED.clear()
+    ours = keyed_call_id("subtasks", "k1")
+    assert checkpoint(log, ours, "square_of", 0, fingerprint(f"{__name__}.square", (7,), {}), 1000)
+    init(spec)
+    journal = Journal.get_or_create("subtasks")
+    assert journal.square_of.options(idempotency_key="k1").run(7) == 1000 and SQUARED == []
+    assert journal.square_of.options(idempotency_key="k2").run(3) == 9 and SQUARED == [3]
+    found = read_checkpoint(log, keyed_call_id("subtasks", "k2"), 0)
+    assert found is not None
+    obj, value = found
+    assert value == 9 and obj.meta["fingerprint"] == fingerprint(f"{__name__}.square", (3,), {})
+    assert obj.meta["call_id"] == keyed_call_id("subtasks", "k2") and obj.meta["method"] == "square_of"
