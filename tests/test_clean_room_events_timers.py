@@ -67,6 +67,20 @@ def square(n: int) -> int:
     return n * n
 
 
+@vc.virtual_actor(serializer="json")
+class Plain:
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def add(self, item: object) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+    @vc.virtual_actor.readonly
+    def get(self) -> list[object]:
+        return list(self.items)
+
+
 def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """The clean room's own ``Journal.add``."""
     assert method == "add" and not kwargs
@@ -175,6 +189,15 @@ def test_a_timer_the_clean_room_arms_is_fired_once_by_the_librarys_runner(
     assert room.list("timers/") == []
     newest = log.newest()
     assert newest is not None and newest.meta["calls"][0]["key"] == f"\0timer\0soon\0{due_ms(due)}"
+
+    init(spec)  # a json actor's timer: its arguments as JSON text
+    Plain.get_or_create("tm-json").add.run("a")
+    vc.shutdown()
+    log = Log(room, "tm-json")
+    schedule(log, log.newest(), "soon", "add", ({"n": [1]},), time.time() - 1)  # type: ignore[arg-type]
+    init(spec)
+    assert vc.fire_due_timers().fired == 1
+    assert Plain.get_or_create("tm-json").get.run() == ["a", {"n": [1]}]
 
 
 def test_the_clean_room_fires_a_timer_the_library_armed(spec: StoreSpec, room: Through) -> None:
@@ -289,3 +312,31 @@ def test_sub_task_checkpoints_are_shared_both_ways(spec: StoreSpec, room: Throug
     obj, value = found
     assert value == 9 and obj.meta["fingerprint"] == fingerprint(f"{__name__}.square", (3,), {})
     assert obj.meta["call_id"] == keyed_call_id("subtasks", "k2") and obj.meta["method"] == "square_of"
+
+
+def test_what_a_deleter_that_died_left_is_cleaned_up_by_the_library(spec: StoreSpec, room: Through) -> None:
+    """The clean room applies an event and dies before deleting its object, arms a due timer,
+    then deletes the actor and dies before its clean-up: the library's runner drops the
+    timer's entry firing nothing, and its creation of the next actor deletes the applied
+    event's object first (the new actor has no table to know it by), while an event sent
+    after the delete waits for the new actor and is applied by it."""
+    log = Log(room, "died")
+    _journal(spec, "died", "a")
+    one = uuid.uuid4().hex
+    assert send(log, "old", "note", "applied", sender=one, seq=0, sent=time.time() - 1)
+    base = log.newest()
+    assert base is not None
+    base = drain(log, base, HANDLERS, clean=False)
+    assert base is not None and [k.rsplit("/", 1)[1] for k in room.list("actors/died/inbox/")] == ["old"]
+    schedule(log, base, "due", "add", ("never",), time.time() - 1)
+    assert delete(log, "bye", clean=False) is True
+    assert len(room.list("timers/")) == 1
+    assert send(log, "new", "note", "for the next actor", sender=one, seq=1, sent=time.time())
+
+    init(spec)
+    report = vc.fire_due_timers()
+    assert (report.fired, report.stale, report.errors) == (0, 1, [])
+    assert room.list("timers/") == []
+    journal = Journal.get_or_create("died")
+    assert journal.process_events() == 1
+    assert journal.get.run() == ["for the next actor"]

@@ -21,10 +21,11 @@ def kept_extra(step: Step, *names: str) -> dict[str, Any]:
     return {name: step.extra[name] for name in names if name in step.extra}
 
 
-def delete(log: Log, delete_key: str) -> bool:
+def delete(log: Log, delete_key: str, *, clean: bool = True) -> bool:
     """Commit a tombstone after the newest step (False: deleted already, by this key or any),
-    then delete the due-index entries of the timers pending in the deleted actor's last step.
-    This clean room takes no posts: it refuses an actor whose mailbox holds any."""
+    then (``clean``: else as a deleter that died after its commit) delete the due-index
+    entries of the timers pending in the deleted actor's last step. This clean room takes no
+    posts: it refuses an actor whose mailbox holds any."""
     newest = log.newest()
     if newest is None:
         raise LookupError(f"{log.actor}: no actor")
@@ -39,8 +40,8 @@ def delete(log: Log, delete_key: str) -> bool:
     call = {"method": "__vactor_delete__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
     tombstone = log.commit(newest, None, [call], extra, parts={"state": b""}, fresh=True)
     if tombstone is None:
-        return delete(log, delete_key)  # lost the race: start again from the newest step
-    for key, row in newest.extra.get("timers", {}).items():
+        return delete(log, delete_key, clean=clean)  # lost the race: start again from the newest step
+    for key, row in newest.extra.get("timers", {}).items() if clean else []:
         if "g" in row:
             log.store.delete(index_key(row["due"], log.actor, key, row["g"]))
     return True

@@ -81,11 +81,11 @@ def pending(log: Log) -> list[Event]:
     return sorted(found, key=lambda e: e.order)
 
 
-def drain(log: Log, base: Step, handlers: Handlers) -> Step | None:
+def drain(log: Log, base: Step, handlers: Handlers, *, clean: bool = True) -> Step | None:
     """Step ``base + 1`` applying every pending event with a handler, once (its table key is
-    recorded with the outcome in the same step), then the applied ones deleted, and those the
-    table already knew (applied by an earlier step, their objects left behind). None: nothing
-    to apply."""
+    recorded with the outcome in the same step), then (``clean``: else as a writer that died
+    after its commit) the applied ones deleted, and those the table already knew (applied by
+    an earlier step, their objects left behind). None: nothing to apply."""
     table = log.dedup_table(base)
     known = {row[0] for row in table}
     state, now, calls, done = log.state(base), time.time(), [], []
@@ -110,6 +110,6 @@ def drain(log: Log, base: Step, handlers: Handlers) -> Step | None:
         return None
     step = log.commit(base, state, calls, table=table)
     assert step is not None, "another writer took the step"
-    for key in done:
+    for key in done if clean else []:
         log.store.delete(key)
     return step

@@ -4,6 +4,7 @@ runner that fires one due entry."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 import secrets
 import time
@@ -29,9 +30,12 @@ def index_key(due: float, actor: str, key: str, gen: int) -> str:
 
 
 def schedule(log: Log, base: Step, key: str, method: str, args: tuple[Any, ...], due: float) -> Step:
-    """Commit step ``base + 1`` arming a one-shot timer (a pickle actor's), then index it."""
+    """Commit step ``base + 1`` arming a one-shot timer, then index it."""
     gen = base.n + 1
-    p = base64.b64encode(cloudpickle.dumps((args, {}))).decode()
+    if base.meta["serializer"] == "json":
+        p = json.dumps([list(args), {}])
+    else:
+        p = base64.b64encode(cloudpickle.dumps((args, {}))).decode()
     row = {"due": due, "method": method, "p": p, "at": time.time(), "g": gen}
     call = {
         "method": "__vactor_schedule_timer__",
@@ -81,7 +85,10 @@ def fire(log: Log, entry: Entry, apply: Apply) -> Step | None:
     now = time.time()
     if row["due"] > now or "every" in row:
         return None  # not due yet (or recurring: not fired by this clean room)
-    args, kwargs = cloudpickle.loads(base64.b64decode(row["p"]))
+    if newest.meta["serializer"] == "json":
+        args, kwargs = json.loads(row["p"])
+    else:
+        args, kwargs = cloudpickle.loads(base64.b64decode(row["p"]))
     state = log.state(newest)
     try:
         result, ok = apply(state, row["method"], tuple(args), dict(kwargs)), True
