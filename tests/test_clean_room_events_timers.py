@@ -23,7 +23,7 @@ from clean_room.folder import Lease, fold, read_posts
 from clean_room.inbox import Handlers, drain, pending, send
 from clean_room.stores import Through
 from clean_room.subtasks import checkpoint, fingerprint, keyed_call_id, read_checkpoint
-from clean_room.timers import due_ms, entries, fire, schedule
+from clean_room.timers import claim, due_ms, entries, fire, heartbeat, owner, schedule
 from store_helpers import init
 
 import vactor_cloud as vc
@@ -208,12 +208,12 @@ def test_the_clean_room_fires_a_timer_the_library_armed(spec: StoreSpec, room: T
     journal.add.options(delay=3600, timer_key="later").run("later")
     vc.shutdown()
     log = Log(room, "tm-out")
-    due, later = entries(log)
+    due, later = entries(room)
     assert (due.timer, later.timer, due.actor) == ("due", "later", "tm-out")
     step = fire(log, due, _add)
     assert step is not None and log.state(step) == {"items": ["a", "fired"]}
     assert fire(log, due, _add) is None and fire(log, later, _add) is None  # gone; not yet due
-    assert [e.timer for e in entries(log)] == ["later"]
+    assert [e.timer for e in entries(room)] == ["later"]
 
     init(spec)
     assert vc.fire_due_timers().fired == 0
@@ -340,3 +340,32 @@ def test_what_a_deleter_that_died_left_is_cleaned_up_by_the_library(spec: StoreS
     journal = Journal.get_or_create("died")
     assert journal.process_events() == 1
     assert journal.get.run() == ["for the next actor"]
+
+
+def test_a_clean_room_runner_shares_the_actors_with_the_librarys(spec: StoreSpec, room: Through) -> None:
+    """The clean room's heartbeat makes it a live runner: the library's tick fires the actors
+    rendezvous hashing gives it, and leaves the clean room's, which the clean room fires; an
+    actor the clean room holds a claim on is left by a claiming tick until the claim goes."""
+    ids = [f"share-{i}" for i in range(6)]
+    init(spec)
+    for actor in ids:
+        Journal.get_or_create(actor).add.options(at=time.time() - 1, timer_key="t").run(actor)
+    vc.shutdown()
+    heartbeat(room, "clean-room", 30.0)
+    ours = {actor for actor in ids if owner(actor, ["clean-room", "library"]) == "clean-room"}
+    assert 0 < len(ours) < len(ids)
+    init(spec)
+    assert vc.fire_due_timers(runner_id="library").fired == len(ids) - len(ours)
+    assert {e.actor for e in entries(room)} == ours
+    for entry in entries(room):
+        assert fire(Log(room, entry.actor), entry, _add) is not None
+    assert entries(room) == [] and vc.fire_due_timers(runner_id="library").fired == 0
+    assert [Journal.get_or_create(actor).get.run() for actor in ids] == [[actor] for actor in ids]
+
+    claimed = Journal.get_or_create(ids[0])
+    claimed.add.options(at=time.time() - 1, timer_key="t").run("again")
+    assert claim(room, ids[0], "clean-room", 30.0)
+    assert vc.fire_due_timers(split="claims").fired == 0
+    room.delete(f"timer-claims/{ids[0]}")
+    assert vc.fire_due_timers(split="claims").fired == 1
+    assert claimed.get.run() == [ids[0], "again"]

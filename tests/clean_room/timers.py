@@ -4,6 +4,7 @@ runner that fires one due entry."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import secrets
@@ -15,7 +16,7 @@ from typing import Any
 
 import cloudpickle
 
-from .actor_log import Log, Step
+from .actor_log import Log, Step, Store
 
 #: (state, method, args, kwargs) -> result, changing state in place
 Apply = Callable[[Any, str, tuple[Any, ...], dict[str, Any]], Any]
@@ -58,10 +59,10 @@ class Entry:
     gen: int | None
 
 
-def entries(log: Log) -> list[Entry]:
+def entries(store: Store) -> list[Entry]:
     """The due index, earliest first (both spellings: with the generation, and without)."""
     found = []
-    for key in log.store.list("timers/"):
+    for key in store.list("timers/"):
         parts = key.split("/")
         if len(parts) != 4:
             continue
@@ -109,3 +110,24 @@ def fire(log: Log, entry: Entry, apply: Apply) -> Step | None:
     if step is not None:
         log.store.delete(entry.key)
     return step
+
+
+def owner(actor: str, runners: list[str]) -> str:
+    """Rendezvous hashing: the runner of the highest weight (then the highest id) fires ``actor``."""
+
+    def weight(runner: str) -> tuple[int, str]:
+        digest = hashlib.blake2b(f"{actor}\0{runner}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big"), runner
+
+    return max(runners, key=weight)
+
+
+def heartbeat(store: Store, runner: str, lease: float) -> None:
+    """Join the runners of no shard (``timer-runners/<id>``: plain JSON, no envelope)."""
+    body = {"runner": runner, "until": time.time() + lease, "lease": lease, "group": "all"}
+    assert store.create(f"timer-runners/{runner}", json.dumps(body).encode())
+
+
+def claim(store: Store, actor: str, runner: str, lease: float) -> bool:
+    body = {"runner": runner, "until": time.time() + lease}
+    return store.create(f"timer-claims/{actor}", json.dumps(body).encode())
