@@ -265,17 +265,23 @@ def test_an_actor_the_clean_room_deletes_is_deleted_for_the_library(spec: StoreS
     journal.add.options(delay=3600, timer_key="later").run("x")
     vc.shutdown()
     log = Log(room, "del-in")
-    assert delete(log, "bye") is True
-    assert delete(log, "bye") is False and room.list("timers/") == []
+    assert delete(log, "bye-é") is True
+    assert delete(log, "bye-é") is False and room.list("timers/") == []
     init(spec)
     with pytest.raises(vc.ActorDeletedError):
         vc.get_actor("del-in").get.run()
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("del-in").timers()
+    with pytest.raises(vc.ActorDeletedError):
+        vc.get_actor("del-in").wait_for_event("note", timeout=5)
     assert vc.delete_actor("del-in", idempotency_key="other") is False  # deleted already
     again = Journal.get_or_create("del-in")
     assert again.get.run() == [] and again.timers() == []
-    assert vc.delete_actor("del-in", idempotency_key="bye") is False  # our key, carried on
+    assert vc.delete_actor("del-in", idempotency_key="bye-é") is False  # our key, carried on
     newest = log.newest()
-    assert newest is not None and newest.extra["born"] == 4 and newest.extra["delete_keys"] == [digest("bye")]
+    assert (
+        newest is not None and newest.extra["born"] == 4 and newest.extra["delete_keys"] == [digest("bye-é")]
+    )
 
 
 def test_the_clean_room_creates_an_actor_after_the_librarys_delete(spec: StoreSpec, room: Through) -> None:
@@ -286,13 +292,18 @@ def test_the_clean_room_creates_an_actor_after_the_librarys_delete(spec: StoreSp
     log = Log(room, "del-out")
     tombstone = log.newest()
     assert tombstone is not None and delete(log, "k2") is False
-    made = create_after(log, tombstone, {"items": ["new"]})
-    assert made is not None
+    made = create_after(log, tombstone, f"{__name__}:Plain", {"items": ["new"]}, "json")  # another class
+    assert made is not None and made.n == 3
     init(spec)
     assert vc.get_actor("del-out").get.run() == ["new"]
-    assert Journal.get_or_create("del-out").add.run("x") == 2
+    with pytest.raises(vc.ActorDefinitionError):
+        Journal.get_or_create("del-out")
+    assert Plain.get_or_create("del-out").add.run("x") == 2
     assert vc.delete_actor("del-out", idempotency_key="k") is False  # the id's delete keys
     assert vc.get_actor("del-out").get.run() == ["new", "x"]
+    assert vc.delete_actor("del-out", idempotency_key="k3") is True
+    again = log.newest()
+    assert again is not None and again.n == 5 and again.extra["delete_keys"] == [digest("k"), digest("k3")]
 
 
 def test_sub_task_checkpoints_are_shared_both_ways(spec: StoreSpec, room: Through) -> None:

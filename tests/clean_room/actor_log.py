@@ -146,9 +146,18 @@ class Log:
         else:
             self.store.replace(key, data, found[1])
 
-    def create(self, class_name: str, state: Any) -> Step | None:
-        """Step 0 of a new actor of ``class_name`` (``module:QualName``), its class stored by
-        reference: a pickle (written by hand, protocol 2) of the call that imports it by name."""
+    def create(
+        self,
+        class_name: str,
+        state: Any,
+        *,
+        serializer: str = "pickle",
+        after: Step | None = None,
+        **extra: Any,
+    ) -> Step | None:
+        """Step 0 of a new actor of ``class_name`` (``module:QualName``), or the step after
+        tombstone ``after``, with ``extra`` alone; its class stored by reference: a pickle
+        (written by hand, protocol 2) of the call that imports it by name."""
         module, qualname = class_name.split(":")
         body = b"\x80\x02cvactor_cloud.definition\n_load_class_by_name\n"
         for text in (module, qualname):
@@ -159,8 +168,9 @@ class Log:
         meta: dict[str, Any] = {"kind": "class", "name": class_name, "actor": self.actor}
         self.store.create(key, encode(key, meta, {"body": body}, signing_key=self.signing_key))
         call = {"method": "__init__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
-        root = {"class": {"sha": sha, "name": class_name}, "serializer": "pickle", "extra": {}}
-        return self.commit(Step(-1, Object({**root, "kind": "step"}, {}, 1)), state, [call])
+        root = {"kind": "step", "class": {"sha": sha, "name": class_name}, "serializer": serializer}
+        parent = Step(-1 if after is None else after.n, Object(root, {}, 1))
+        return self.commit(parent, state, [call], extra, fresh=True)
 
     def commit(
         self,

@@ -47,10 +47,11 @@ def delete(log: Log, delete_key: str, *, clean: bool = True) -> bool:
     return True
 
 
-def create_after(log: Log, tombstone: Step, state: Any) -> Step | None:
-    """The next actor under the id: step T+1 after tombstone T, of T's class (here the same),
-    its ``extra`` T's cursor, floor and delete keys, and its incarnation ``born``."""
+def create_after(
+    log: Log, tombstone: Step, class_name: str, state: Any, serializer: str = "pickle"
+) -> Step | None:
+    """The next actor under the id, of any class: step T+1 after tombstone T, its ``extra``
+    T's cursor, floor and delete keys, and its incarnation ``born``."""
     assert "deleted" in tombstone.extra
-    call = {"method": "__init__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
     extra = kept_extra(tombstone, "post_cursor", "post_floor", "delete_keys") | {"born": tombstone.n + 1}
-    return log.commit(tombstone, state, [call], extra, fresh=True)
+    return log.create(class_name, state, serializer=serializer, after=tombstone, **extra)
