@@ -380,3 +380,31 @@ def test_a_clean_room_runner_shares_the_actors_with_the_librarys(spec: StoreSpec
     room.delete(f"timer-claims/{ids[0]}")
     assert vc.fire_due_timers(split="claims").fired == 1
     assert claimed.get.run() == [ids[0], "again"]
+
+
+def test_an_extra_key_the_library_does_not_know_is_carried_by_every_kind_of_step(
+    spec: StoreSpec, room: Through
+) -> None:
+    """ "A writer copies its parent's extra whole ..., keys it does not know included": through
+    a plain commit, a timer armed from outside, a timer fired, an event applied and a timer
+    cancelled."""
+    _journal(spec, "extra", "a")
+    log = Log(room, "extra")
+    base = log.newest()
+    assert base is not None and log.commit(base, log.state(base), [], {"clean-room": {"n": [1]}}) is not None
+    init(spec)
+    journal = Journal.get_or_create("extra")
+    journal.add.run("b")
+    journal.add.options(at=time.time() - 1, timer_key="now").run("fired")
+    journal.add.options(delay=3600, timer_key="later").run("never")
+    assert vc.fire_due_timers().fired == 1
+    vc.send_event("extra", "note", "event")
+    assert journal.process_events() == 1
+    assert journal.cancel_timer("later") is True
+    assert journal.get.run() == ["a", "b", "fired", "event"]
+    vc.shutdown()
+    newest = log.newest()
+    assert newest is not None and newest.n == 8
+    for n in range(2, newest.n + 1):
+        step = log.step(n)
+        assert step is not None and step.extra.get("clean-room") == {"n": [1]}, step
