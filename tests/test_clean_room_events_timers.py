@@ -49,6 +49,9 @@ class Journal:
         self.items.append("never")
         raise ValueError(payload)
 
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
     def square_of(self, n: int) -> int:
         result: int = vc.subtask(square).run(n)
         self.items.append(result)
@@ -86,6 +89,13 @@ def _add(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any])
     assert method == "add" and not kwargs
     state["items"].append(*args)
     return len(state["items"])
+
+
+def _apply(state: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The clean room's ``Journal.add`` and ``Journal.fail``."""
+    if method == "fail":
+        raise ValueError(*args)
+    return _add(state, method, args, kwargs)
 
 
 def _boom(state: Any, payload: str) -> None:
@@ -126,23 +136,26 @@ def test_events_the_clean_room_sends_are_applied_once_in_inbox_order(spec: Store
     assert send(log, "m3", "note", {"three": [3]}, sender=one, seq=2, sent=t0 + 0.001)
     assert send(log, "y0", "note", "zero", sender=other, seq=7, sent=t0 - 0.5)  # earlier clock
     assert not send(log, "z1", "note", "one again", sender=one, seq=3, sent=t0)  # waiting already
+    assert send(log, "p4", "note", (4, "four"), sender=one, seq=4, sent=t0 + 0.002, serializer="pickle")
+    assert send(log, "u5", "note", b"?", sender=one, seq=5, sent=t0 + 0.003, serializer="cbor")  # kept
 
     init(spec)
     journal = Journal.get_or_create("ev-in")
-    assert journal.process_events() == 4
-    assert journal.get.run() == ["a", "zero", "one", "two", {"three": [3]}]
+    assert journal.process_events() == 5
+    applied = ["a", "zero", "one", "two", {"three": [3]}, (4, "four")]
+    assert journal.get.run() == applied
     assert journal.wait_for_event("note", timeout=5, event_id="a2") == 4
     newest = log.newest()
     assert newest is not None
     assert sorted(row[0] for row in log.dedup_table(newest)) == [
-        f"\0event\0note\0{i}" for i in ("a2", "m3", "y0", "z1")
+        f"\0event\0note\0{i}" for i in ("a2", "m3", "p4", "y0", "z1")
     ]
 
     assert send(log, "z1", "note", "one", sender=one, seq=0, sent=t0)  # applied and deleted: again
     assert journal.process_events() == 0
-    assert journal.get.run() == ["a", "zero", "one", "two", {"three": [3]}]
+    assert journal.get.run() == applied
     vc.shutdown()  # (the inbox's deletes run in the background: shutdown waits for them)
-    assert room.list("actors/ev-in/inbox/") == []  # the copy deleted unapplied
+    assert room.list("actors/ev-in/inbox/") == ["actors/ev-in/inbox/u5"]  # the copy deleted unapplied
 
 
 def test_the_clean_room_drains_events_the_library_sent(spec: StoreSpec, room: Through) -> None:
@@ -200,6 +213,22 @@ def test_a_timer_the_clean_room_arms_is_fired_once_by_the_librarys_runner(
     assert Plain.get_or_create("tm-json").get.run() == ["a", {"n": [1]}]
 
 
+def test_a_timer_indexed_as_before_generations_fires_and_other_keys_under_timers_are_ignored(
+    spec: StoreSpec, room: Through
+) -> None:
+    _journal(spec, "tm-old", "a")
+    log = Log(room, "tm-old")
+    schedule(log, log.newest(), "old", "add", ("fired",), time.time() - 1, gen=False)  # type: ignore[arg-type]
+    junk = ["timers/x", "timers/00000000000000000001-x/tm-old/k", "timers/00000000000000000001/a\x01b/k"]
+    for key in junk:
+        room.create(key, b"")
+    init(spec)
+    report = vc.fire_due_timers()
+    assert (report.fired, report.errors) == (1, [])
+    assert Journal.get_or_create("tm-old").get.run() == ["a", "fired"]
+    assert room.list("timers/") == sorted(junk)
+
+
 def test_the_clean_room_fires_a_timer_the_library_armed(spec: StoreSpec, room: Through) -> None:
     init(spec)
     journal = Journal.get_or_create("tm-out")
@@ -237,23 +266,32 @@ def test_a_keyed_post_the_clean_room_folds_is_answered_from_its_table(spec: Stor
     lease.take(60.0, 1)
     base = log.commit(log.newest(), {"items": ["lib1", "cr"]}, [])  # type: ignore[arg-type]
     assert base is not None
-    for item in ("keyed", "retry"):
-        results: list[int] = []
-        caller = threading.Thread(
-            target=lambda i=item, out=results: out.append(journal.add.options(idempotency_key="k1").run(i))
-        )
+
+    def call(method: str, key: str, arg: str, out: list[object]) -> None:
+        try:
+            out.append(getattr(journal, method).options(idempotency_key=key).run(arg))
+        except ValueError as error:
+            out.append(error.args)
+
+    rounds = [("add", "k1", "keyed", 3), ("add", "k1", "retry", 3), ("fail", "kf", "x", ("x",))]
+    for method, key, arg, expected in [*rounds, ("fail", "kf", "y", ("x",))]:
+        results: list[object] = []
+        caller = threading.Thread(target=call, args=(method, key, arg, results))
         caller.start()
         deadline = time.monotonic() + 30
         while caller.is_alive() and time.monotonic() < deadline:
             if posts := read_posts(log):
-                base = fold(log, base, posts, _add)
+                base = fold(log, base, posts, _apply)
             time.sleep(0.002)
         caller.join(30)
-        assert results == [3]
+        assert results == [expected]
     assert log.state(log.newest())["items"] == ["lib1", "cr", "keyed"]  # type: ignore[arg-type]
-    assert [row[:1] + row[2:] for row in log.dedup_table(base)] == [["k1", True, 3]]
+    table = [(key, ok, value if ok else value.args) for key, _, ok, value in log.dedup_table(base)]
+    assert table == [("k1", True, 3), ("kf", False, ("x",))]
     lease.release(base.n)
     assert journal.add.options(idempotency_key="k1").run("third") == 3
+    with pytest.raises(ValueError, match="x"):
+        journal.fail.options(idempotency_key="kf").run("z")
     assert journal.add.options(idempotency_key="k2").run("new") == 4
     assert journal.get.run() == ["lib1", "cr", "keyed", "new"]
 

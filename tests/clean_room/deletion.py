@@ -42,8 +42,7 @@ def delete(log: Log, delete_key: str, *, clean: bool = True) -> bool:
     if tombstone is None:
         return delete(log, delete_key, clean=clean)  # lost the race: start again from the newest step
     for key, row in newest.extra.get("timers", {}).items() if clean else []:
-        if "g" in row:
-            log.store.delete(index_key(row["due"], log.actor, key, row["g"]))
+        log.store.delete(index_key(row["due"], log.actor, key, row.get("g")))
     return True
 
 

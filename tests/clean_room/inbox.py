@@ -48,12 +48,26 @@ class Event:
         return json.loads(self.payload) if self.serializer == "json" else cloudpickle.loads(self.payload)
 
 
-def send(log: Log, event_id: str, name: str, payload: Any, *, sender: str, seq: int, sent: float) -> bool:
-    """Put the event create-only (a JSON payload); False: an event waits under that id already."""
+def send(
+    log: Log,
+    event_id: str,
+    name: str,
+    payload: Any,
+    *,
+    sender: str,
+    seq: int,
+    sent: float,
+    serializer: str = "json",
+) -> bool:
+    """Put the event create-only (a JSON payload, or pickled, or for another ``serializer`` the
+    payload's bytes as given); False: an event waits under that id already."""
     key = f"actors/{log.actor}/inbox/{event_id}"
     meta = {"kind": "event", "actor": log.actor, "event_id": event_id, "name": name}
-    meta |= {"serializer": "json", "time": sent, "sender": sender, "seq": seq}
-    data = json.dumps(payload, separators=(",", ":")).encode()
+    meta |= {"serializer": serializer, "time": sent, "sender": sender, "seq": seq}
+    if serializer == "json":
+        data = json.dumps(payload, separators=(",", ":")).encode()
+    else:
+        data = cloudpickle.dumps(payload) if serializer == "pickle" else payload
     return log.store.create(key, encode(key, meta, {"payload": data}, signing_key=log.signing_key))
 
 

@@ -26,18 +26,22 @@ def due_ms(due: float) -> int:
     return math.ceil(due * 1000)
 
 
-def index_key(due: float, actor: str, key: str, gen: int) -> str:
-    return f"timers/{due_ms(due):020d}-{gen}/{actor}/{key}"
+def index_key(due: float, actor: str, key: str, gen: int | None) -> str:
+    """The entry of one occurrence; ``gen`` None: the name before generations."""
+    return f"timers/{due_ms(due):020d}{'' if gen is None else f'-{gen}'}/{actor}/{key}"
 
 
-def schedule(log: Log, base: Step, key: str, method: str, args: tuple[Any, ...], due: float) -> Step:
-    """Commit step ``base + 1`` arming a one-shot timer, then index it."""
-    gen = base.n + 1
+def schedule(
+    log: Log, base: Step, key: str, method: str, args: tuple[Any, ...], due: float, *, gen: bool = True
+) -> Step:
+    """Commit step ``base + 1`` arming a one-shot timer, then index it (``gen`` False: as a
+    writer from before generations)."""
+    generation = base.n + 1 if gen else None
     if base.meta["serializer"] == "json":
         p = json.dumps([list(args), {}])
     else:
         p = base64.b64encode(cloudpickle.dumps((args, {}))).decode()
-    row = {"due": due, "method": method, "p": p, "at": time.time(), "g": gen}
+    row = {"due": due, "method": method, "p": p, "at": time.time()} | ({"g": generation} if gen else {})
     call = {
         "method": "__vactor_schedule_timer__",
         "call_id": secrets.token_hex(16),
@@ -46,7 +50,7 @@ def schedule(log: Log, base: Step, key: str, method: str, args: tuple[Any, ...],
     }
     step = log.commit(base, log.state(base), [call], {"timers": {**base.extra.get("timers", {}), key: row}})
     assert step is not None, "another writer took the step"
-    assert log.store.create(index_key(due, log.actor, key, gen), b"")
+    assert log.store.create(index_key(due, log.actor, key, generation), b"")
     return step
 
 
