@@ -475,3 +475,36 @@ def test_a_library_process_behind_the_clean_rooms_firing_and_drain_applies_nothi
     vc.shutdown()
     assert room.list("actors/behind/inbox/") == [] and entries(room) == []
     assert log.state(log.newest())["items"] == ["a", "fired", "event", "b"]  # type: ignore[arg-type]
+
+
+def _died_deleting(spec: StoreSpec, room: Through, actor: str) -> Log:
+    """An actor of the clean room's that applied an event and armed a timer, deleted by the
+    clean room: every clean-up left undone (its writers died), the event object and the
+    timer's due-index entry still there."""
+    log = Log(room, actor)
+    _journal(spec, actor, "a")
+    assert send(log, "old", "note", "applied", sender=uuid.uuid4().hex, seq=0, sent=time.time() - 1)
+    base = drain(log, log.newest(), HANDLERS, clean=False)  # type: ignore[arg-type]
+    assert base is not None
+    schedule(log, base, "later", "add", ("never",), time.time() + 3600)
+    assert delete(log, "bye", clean=False) is True
+    assert len(room.list(f"actors/{actor}/inbox/")) == 1 and len(room.list("timers/")) == 1
+    return log
+
+
+def test_a_delete_found_done_and_a_compaction_do_the_clean_up_a_dead_deleter_left(
+    spec: StoreSpec, room: Through
+) -> None:
+    """ "Deleting": a delete that finds the actor deleted does the clean-up again (due-index
+    entries, applied events); "What stays": a compaction does it before its watermark passes
+    the deleted actor's last step."""
+    _died_deleting(spec, room, "left-1")
+    init(spec)
+    assert vc.delete_actor("left-1") is False
+    assert room.list("actors/left-1/inbox/") == [] and room.list("timers/") == []
+    vc.shutdown()
+
+    _died_deleting(spec, room, "left-2")
+    init(spec, fresh_window=0.0)
+    assert vc.ActorHandle("left-2").compact(keep_last=1, min_age=0) is not None
+    assert room.list("actors/left-2/inbox/") == [] and room.list("timers/") == []
