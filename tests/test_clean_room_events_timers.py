@@ -79,6 +79,14 @@ class Plain:
         self.items.append(item)
         return len(self.items)
 
+    @vc.virtual_actor.on_event("note")
+    def on_note(self, payload: object) -> int:
+        return self.add(payload)
+
+    @vc.virtual_actor.on_event("boom")
+    def on_boom(self, payload: str) -> None:
+        raise ValueError(payload)
+
     @vc.virtual_actor.readonly
     def get(self) -> list[object]:
         return list(self.items)
@@ -181,6 +189,24 @@ def test_the_clean_room_drains_events_the_library_sent(spec: StoreSpec, room: Th
     vc.send_event("ev-out", "note", "two", event_id="e1")  # applied by us: not again
     assert journal.process_events() == 0
     assert journal.get.run() == ["a", "one", "two", "three"]
+
+
+def test_a_json_actors_events_drained_by_the_clean_room(spec: StoreSpec, room: Through) -> None:
+    """A json actor's table, written by the clean room: a result, and an exception as its type,
+    repr and args, which the library raises again as the builtin type."""
+    init(spec)
+    Plain.get_or_create("ev-json")
+    vc.send_event("ev-json", "note", {"n": 1}, event_id="n")
+    vc.send_event("ev-json", "boom", "bad", event_id="b")
+    vc.shutdown()
+    log = Log(room, "ev-json")
+    assert drain(log, log.newest(), HANDLERS) is not None  # type: ignore[arg-type]
+    init(spec)
+    plain = Plain.get_or_create("ev-json")
+    assert plain.wait_for_event("note", timeout=5, event_id="n") == 1
+    with pytest.raises(ValueError, match="bad"):
+        plain.wait_for_event("boom", timeout=5, event_id="b")
+    assert plain.process_events() == 0 and plain.get.run() == [{"n": 1}]
 
 
 def test_a_timer_the_clean_room_arms_is_fired_once_by_the_librarys_runner(

@@ -95,6 +95,14 @@ def pending(log: Log) -> list[Event]:
     return sorted(found, key=lambda e: e.order)
 
 
+def recorded(step: Step, error: Exception) -> Any:
+    """An exception as the table holds it: itself (pickle), or its type, repr and args (json)."""
+    if step.meta["serializer"] != "json":
+        return error
+    kind = type(error)
+    return {"type": f"{kind.__module__}.{kind.__qualname__}", "repr": repr(error), "args": list(error.args)}
+
+
 def drain(log: Log, base: Step, handlers: Handlers, *, clean: bool = True) -> Step | None:
     """Step ``base + 1`` applying every pending event with a handler, once (its table key is
     recorded with the outcome in the same step), then (``clean``: else as a writer that died
@@ -115,7 +123,7 @@ def drain(log: Log, base: Step, handlers: Handlers, *, clean: bool = True) -> St
             result, ok = body(state, event.value()), True
         except Exception as error:
             result, ok, state = error, False, before
-        table.append([event.table_key, now, ok, result])
+        table.append([event.table_key, now, ok, result if ok else recorded(base, result)])
         known.add(event.table_key)
         calls.append({"method": method, "call_id": event.call_id, "ok": ok, "time": now})
         calls[-1] |= {"key": event.table_key, "args": repr(event.value())[:100], "result": repr(result)[:100]}
