@@ -239,6 +239,41 @@ def test_a_timer_the_clean_room_arms_is_fired_once_by_the_librarys_runner(
     assert Plain.get_or_create("tm-json").get.run() == ["a", {"n": [1]}]
 
 
+def test_recurring_timers_move_to_their_next_occurrence_both_ways(spec: StoreSpec, room: Through) -> None:
+    """A recurring timer, fired by the other side: moved to ``due + k * every``, the first
+    occurrence after now, as a new generation (the firing step) with an entry of its own."""
+    _journal(spec, "every-in", "a")
+    log = Log(room, "every-in")
+    due = time.time() - 250  # two periods and a half ago: the next occurrence is 50 s ahead
+    schedule(log, log.newest(), "tick", "add", ("tick",), due, every=100.0)  # type: ignore[arg-type]
+    init(spec)
+    assert vc.fire_due_timers().fired == 1
+    journal = Journal.get_or_create("every-in")
+    assert journal.get.run() == ["a", "tick"]
+    vc.shutdown()
+    newest = log.newest()
+    assert newest is not None
+    row = newest.extra["timers"]["tick"]
+    assert (row["due"], row["every"], row["g"]) == (due + 300, 100.0, newest.n)
+    assert [(e.timer, e.due_ms, e.gen) for e in entries(room)] == [("tick", due_ms(due + 300), newest.n)]
+
+    init(spec)
+    other = Journal.get_or_create("every-out")
+    other.add.options(at=due, timer_key="tick", every=100.0).run("tock")
+    vc.shutdown()
+    log = Log(room, "every-out")
+    (entry,) = [e for e in entries(room) if e.actor == "every-out"]
+    fired = fire(log, entry, _add)
+    assert fired is not None and log.state(fired)["items"] == ["tock"]
+    init(spec)
+    (timer,) = Journal.get_or_create("every-out").timers()
+    assert (timer["key"], timer["due"], timer["every"]) == ("tick", due + 300, 100.0)
+    assert [(e.due_ms, e.gen) for e in entries(room) if e.actor == "every-out"] == [
+        (due_ms(due + 300), fired.n)
+    ]
+    assert vc.fire_due_timers().fired == 0  # not due for 50 s
+
+
 def test_a_timer_indexed_as_before_generations_fires_and_other_keys_under_timers_are_ignored(
     spec: StoreSpec, room: Through
 ) -> None:

@@ -32,16 +32,26 @@ def index_key(due: float, actor: str, key: str, gen: int | None) -> str:
 
 
 def schedule(
-    log: Log, base: Step, key: str, method: str, args: tuple[Any, ...], due: float, *, gen: bool = True
+    log: Log,
+    base: Step,
+    key: str,
+    method: str,
+    args: tuple[Any, ...],
+    due: float,
+    *,
+    every: float | None = None,
+    gen: bool = True,
 ) -> Step:
-    """Commit step ``base + 1`` arming a one-shot timer, then index it (``gen`` False: as a
-    writer from before generations)."""
+    """Commit step ``base + 1`` arming a timer (recurring ``every`` seconds, if given), then
+    index it (``gen`` False: as a writer from before generations)."""
     generation = base.n + 1 if gen else None
     if base.meta["serializer"] == "json":
         p = json.dumps([list(args), {}])
     else:
         p = base64.b64encode(cloudpickle.dumps((args, {}))).decode()
     row = {"due": due, "method": method, "p": p, "at": time.time()} | ({"g": generation} if gen else {})
+    if every is not None:
+        row["every"] = every
     call = {
         "method": "__vactor_schedule_timer__",
         "call_id": secrets.token_hex(16),
@@ -78,7 +88,8 @@ def entries(store: Store) -> list[Entry]:
 
 def fire(log: Log, entry: Entry, apply: Apply) -> Step | None:
     """Fire the occurrence ``entry`` names if the newest step holds it due: one step removes the
-    timer and runs its method. The entry is deleted unless the occurrence is still to come.
+    timer (a recurring one: moves it to its first occurrence after now, indexed after the
+    commit) and runs its method. The entry is deleted unless the occurrence is still to come.
     The firing step, or None."""
     newest = log.newest()
     assert newest is not None
@@ -88,8 +99,8 @@ def fire(log: Log, entry: Entry, apply: Apply) -> Step | None:
         log.store.delete(entry.key)  # fired, cancelled or rescheduled: stale
         return None
     now = time.time()
-    if row["due"] > now or "every" in row:
-        return None  # not due yet (or recurring: not fired by this clean room)
+    if row["due"] > now:
+        return None  # not due yet
     if newest.meta["serializer"] == "json":
         args, kwargs = json.loads(row["p"])
     else:
@@ -100,6 +111,9 @@ def fire(log: Log, entry: Entry, apply: Apply) -> Step | None:
     except Exception as error:
         result, ok, state = error, False, log.state(newest)
     del timers[entry.timer]
+    if "every" in row:
+        skipped = math.floor(max(0.0, now - row["due"]) / row["every"]) + 1
+        timers[entry.timer] = {**row, "due": row["due"] + skipped * row["every"], "g": newest.n + 1}
     table_key = f"\0timer\0{entry.timer}\0{entry.due_ms}"
     call = {
         "method": row["method"],
@@ -112,6 +126,9 @@ def fire(log: Log, entry: Entry, apply: Apply) -> Step | None:
     }
     step = log.commit(newest, state, [call], {"timers": timers})
     if step is not None:
+        if "every" in row:
+            again = timers[entry.timer]
+            log.store.create(index_key(again["due"], log.actor, entry.timer, again["g"]), b"")
         log.store.delete(entry.key)
     return step
 
