@@ -148,6 +148,9 @@ def test_events_the_clean_room_sends_are_applied_once_in_inbox_order(spec: Store
     assert send(log, "u5", "note", b"?", sender=one, seq=5, sent=t0 + 0.003, serializer="cbor")  # kept
 
     init(spec)
+    with pytest.raises(ValueError, match="boom"):  # our object's name read back
+        vc.send_event("ev-in", "boom", event_id="z1")
+    assert vc.send_event("ev-in", "note", "not stored", event_id="z1") == "z1"
     journal = Journal.get_or_create("ev-in")
     assert journal.process_events() == 5
     applied = ["a", "zero", "one", "two", {"three": [3]}, (4, "four")]
@@ -373,6 +376,8 @@ def test_an_actor_the_clean_room_deletes_is_deleted_for_the_library(spec: StoreS
         vc.get_actor("del-in").timers()
     with pytest.raises(vc.ActorDeletedError):
         vc.get_actor("del-in").wait_for_event("note", timeout=5)
+    with pytest.raises(vc.ActorDeletedError):
+        vc.send_event("del-in", "note", "x")
     assert vc.delete_actor("del-in", idempotency_key="other") is False  # deleted already
     again = Journal.get_or_create("del-in")
     assert again.get.run() == [] and again.timers() == []
