@@ -1,9 +1,11 @@
 """docs/protocol.md is enough for a second implementation, beyond steps and posts: the clean room
-(``tests/clean_room``, written from the docs alone) sends events the library applies and drains
-events the library sent ("External events"), arms a timer the library's runner fires and fires
-one the library armed ("Timers"), folds a keyed posted call whose retry the library answers
-from the table the clean room wrote, and deletes an actor, and creates one after a delete, as
-the library reads and does them ("Deleting an actor").
+(``tests/clean_room``, written from the docs alone; where they said nothing, the gap was
+recorded, the source read and the doc completed) sends events the library applies and drains
+events the library sent ("External events"); arms timers, one-shot and recurring, the
+library's runner fires, fires the library's, and shares the work with its runners
+("Timers"); folds keyed posted calls whose retries the library answers from the table the
+clean room wrote; shares sub-task checkpoints ("Sub-task checkpoints"); and deletes actors,
+and creates them after a delete, as the library reads and does ("Deleting an actor").
 """
 
 from __future__ import annotations
