@@ -576,3 +576,40 @@ def test_a_delete_found_done_and_a_compaction_do_the_clean_up_a_dead_deleter_lef
     init(spec, fresh_window=0.0)
     assert vc.ActorHandle("left-2").compact(keep_last=1, min_age=0) is not None
     assert room.list("actors/left-2/inbox/") == [] and room.list("timers/") == []
+
+
+def test_a_library_cache_from_before_a_clean_room_delete_and_creation(spec: StoreSpec, room: Through) -> None:
+    """ "Deleting an actor": a process whose cache predates another's delete and creation of the
+    id runs its next call on the new actor (same class), past the tombstone; a keyed retry of
+    a call the deleted actor committed is not answered from the deleted actor's table."""
+    init(spec, fresh_window=3600.0)  # the cache is trusted: no probe before a put
+    journal = Journal.get_or_create("reborn")
+    assert journal.add.options(idempotency_key="k").run("old") == 1
+    log = Log(room, "reborn")
+    assert delete(log, "bye") is True
+    tombstone = log.newest()
+    assert tombstone is not None and create_after(log, tombstone, f"{__name__}:Journal", {"items": ["new"]})
+    assert journal.add.run("y") == 2
+    assert journal.add.options(idempotency_key="k").run("again") == 3
+    assert journal.get.run() == ["new", "y", "again"]
+
+
+def test_a_checkpoint_of_an_earlier_incarnation_is_not_used(spec: StoreSpec, room: Through) -> None:
+    """A keyed call's id is the same on the next actor under the id: a checkpoint the clean
+    room wrote for the deleted actor (no ``born``) is neither used nor kept by the library's
+    run on the actor the clean room created after the delete; the run's own replaces it,
+    naming its incarnation."""
+    _journal(spec, "incarnations")
+    log = Log(room, "incarnations")
+    call_id = keyed_call_id("incarnations", "k")
+    assert checkpoint(log, call_id, "square_of", 0, fingerprint(f"{__name__}.square", (5,), {}), 1000)
+    assert delete(log, "bye") is True
+    tombstone = log.newest()
+    assert tombstone is not None
+    assert create_after(log, tombstone, f"{__name__}:Journal", {"items": []}) is not None
+    SQUARED.clear()
+    init(spec)
+    assert Journal.get_or_create("incarnations").square_of.options(idempotency_key="k").run(5) == 25
+    assert SQUARED == [5]
+    found = read_checkpoint(log, call_id, 0)
+    assert found is not None and found[1] == 25 and found[0].meta["born"] == tombstone.n + 1
