@@ -613,3 +613,39 @@ def test_a_checkpoint_of_an_earlier_incarnation_is_not_used(spec: StoreSpec, roo
     assert SQUARED == [5]
     found = read_checkpoint(log, call_id, 0)
     assert found is not None and found[1] == 25 and found[0].meta["born"] == tombstone.n + 1
+
+
+def test_a_clean_room_delete_fails_the_calls_posted_to_it(spec: StoreSpec, room: Through) -> None:
+    """The clean room holds the folder lease; a library call posts behind it and waits; the
+    clean room's delete takes the post, advances the cursor past it and fails its call with
+    ActorDeletedError in the tombstone's outcomes, which the library's caller gets."""
+    init(spec, fresh_window=3600.0, combine_window=60.0)
+    journal = Journal.get_or_create("del-posted")
+    journal.add.run("lib1")
+    log = Log(room, "del-posted")
+    lease = Lease(log, secrets.token_hex(8))
+    lease.take(60.0, 1)
+    assert log.commit(log.newest(), {"items": ["lib1", "cr"]}, []) is not None  # type: ignore[arg-type]
+    errors: list[Exception] = []
+
+    def call() -> None:
+        try:
+            journal.add.run("posted")
+        except Exception as error:
+            errors.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 30
+    while not (posts := read_posts(log)) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert len(posts) == 1 and delete(log, "bye") is True
+    caller.join(30)
+    tombstone = log.newest()
+    assert tombstone is not None and tombstone.n == 3
+    assert tombstone.extra["post_cursor"][posts[0].sender][0] == posts[0].seq
+    assert len(errors) == 1 and isinstance(errors[0], vc.ActorDeletedError) and errors[0].step == 3
+    lease.release(tombstone.n)
+    assert room.list("actors/del-posted/mail/") == []
+    with pytest.raises(vc.ActorDeletedError):
+        journal.get.run()

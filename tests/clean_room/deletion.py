@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from .actor_log import Log, Step
-from .envelope import Refused
+from .folder import advance, encode_outcomes, pending, read_posts
 from .timers import index_key
 
 
@@ -21,11 +21,23 @@ def kept_extra(step: Step, *names: str) -> dict[str, Any]:
     return {name: step.extra[name] for name in names if name in step.extra}
 
 
+def deleted_error(actor: str, step: int) -> bytes:
+    """The pickle (protocol 2, by hand) of ``vactor_cloud.errors.ActorDeletedError(actor, "",
+    step)``, the outcome of a call a tombstone fails."""
+    text = actor.encode()
+    return (
+        b"\x80\x02cvactor_cloud.errors\nActorDeletedError\n"
+        + b"X" + len(text).to_bytes(4, "little") + text
+        + b"X\x00\x00\x00\x00J" + step.to_bytes(4, "little", signed=True) + b"\x87R."
+    )  # fmt: skip
+
+
 def delete(log: Log, delete_key: str, *, clean: bool = True) -> bool:
     """Commit a tombstone after the newest step (False: deleted already, by this key or any),
-    then (``clean``: else as a deleter that died after its commit) delete the due-index
-    entries of the timers pending in the deleted actor's last step. This clean room takes no
-    posts: it refuses an actor whose mailbox holds any."""
+    failing the calls of the posts pending (a post that fails its digest is not handled here),
+    then delete those posts, and (``clean``: else as a deleter that died after its commit)
+    the due-index entries of the timers pending in the deleted actor's last step. (A delete
+    that loses its race takes the folder lease over: not done here.)"""
     newest = log.newest()
     if newest is None:
         raise LookupError(f"{log.actor}: no actor")
@@ -33,14 +45,25 @@ def delete(log: Log, delete_key: str, *, clean: bool = True) -> bool:
     keys = [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
     if "deleted" in newest.extra or digest(delete_key) in keys:
         return False
-    if log.store.list(f"actors/{log.actor}/mail/"):
-        raise Refused("posts are pending: failing them is not implemented here")
-    extra = kept_extra(newest, "post_cursor", "post_floor")
-    extra |= {"deleted": {"time": time.time()}, "delete_keys": [*keys, digest(delete_key)][-8:]}
-    call = {"method": "__vactor_delete__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
-    tombstone = log.commit(newest, None, [call], extra, parts={"state": b""}, fresh=True)
+    posts = read_posts(log)
+    taken, _ = pending(newest, posts)
+    now = time.time()
+    extra = kept_extra(newest, "post_floor")
+    extra |= {"deleted": {"time": now}, "delete_keys": [*keys, digest(delete_key)][-8:]}
+    if cursor := advance(newest.extra.get("post_cursor", {}), taken, now):
+        extra["post_cursor"] = cursor
+    failed = [row[3] for post in taken for row in post.rows]
+    calls = [{"method": "__vactor_delete__", "call_id": secrets.token_hex(16), "ok": True, "time": now}]
+    calls += [
+        {"method": row[0], "call_id": row[3], "ok": False, "time": now} for post in taken for row in post.rows
+    ]
+    value = deleted_error(log.actor, newest.n + 1)
+    parts = {"state": b"", "outcomes": encode_outcomes([(c, False, value) for c in failed], pickled=True)}
+    tombstone = log.commit(newest, None, calls, extra, parts=parts, fresh=True)
     if tombstone is None:
         return delete(log, delete_key, clean=clean)  # lost the race: start again from the newest step
+    for post in posts:
+        log.store.delete(post.key)
     for key, row in newest.extra.get("timers", {}).items() if clean else []:
         log.store.delete(index_key(row["due"], log.actor, key, row.get("g")))
     return True

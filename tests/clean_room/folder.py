@@ -158,29 +158,52 @@ def _parse_format1(key: str, prefix: str, payload: bytes) -> Read:
     return Read(key, sender, seq, ms / 1000, rows)
 
 
-def encode_outcomes(outcomes: list[tuple[str, bool, Any]]) -> bytes:
+def encode_outcomes(outcomes: list[tuple[str, bool, Any]], *, pickled: bool = False) -> bytes:
+    """Part ``outcomes`` of (call id, ok, value): values pickled here, or already (``pickled``)."""
     out = bytearray(b"VOC2") + struct.pack(">I", len(outcomes))
     for call_id, ok, value in outcomes:
-        data, pickled = call_id.encode("utf-8", "surrogatepass"), cloudpickle.dumps(value)
-        out += struct.pack(">I", len(data)) + data + bytes([ok]) + struct.pack(">Q", len(pickled)) + pickled
+        data, blob = call_id.encode("utf-8", "surrogatepass"), value if pickled else cloudpickle.dumps(value)
+        out += struct.pack(">I", len(data)) + data + bytes([ok]) + struct.pack(">Q", len(blob)) + blob
     return bytes(out)
+
+
+def pending(base: Step, posts: list[Read]) -> tuple[list[Read], list[Read]]:
+    """(the posts to apply on ``base``, in key order, one per sender and seq; the stale and
+    expired ones, to delete unapplied)."""
+    cursor, floor, now = base.extra.get("post_cursor", {}), base.extra.get("post_floor", 0.0), time.time()
+    taken: list[Read] = []
+    dropped: list[Read] = []
+    for post in posts:
+        seen = post.sender in cursor and cursor[post.sender][0] >= post.seq
+        seen = seen or any(t.sender == post.sender and t.seq == post.seq for t in taken)
+        expired = post.time <= floor or now - post.time > 1800
+        (dropped if seen or expired else taken).append(post)
+    return taken, dropped
+
+
+def advance(cursor: dict[str, list[Any]], posts: list[Read], now: float) -> dict[str, list[Any]]:
+    """The post cursor past ``posts`` (The post cursor)."""
+    cursor = dict(cursor)
+    for post in posts:
+        old = cursor.get(post.sender, [0, 0.0])
+        cursor[post.sender] = [max(post.seq, old[0]), max(now, post.time, old[1])]
+    return cursor
 
 
 def fold(
     log: Log, base: Step, posts: list[Read], apply: Callable[[Any, str, tuple[Any, ...], dict[str, Any]], Any]
 ) -> Step:
-    """Step ``base + 1`` applying every post not stale (one per sender and seq), in key order;
+    """Step ``base + 1`` applying every post neither stale nor expired (one per sender and
+    seq), in key order;
     ``apply(state, method, args, kwargs)`` runs one call on ``state`` in place. A keyed call
     whose key the table holds is answered from it (not run, not in ``calls``); one it does
     not is run and recorded (a format-1 table only: this clean room writes no checkpoint)."""
     state, now = log.state(base), time.time()
-    cursor = dict(base.extra.get("post_cursor", {}))
     table = log.dedup_table(base)
     recorded = {row[0]: row for row in table}
     calls, outcomes = [], []
-    for post in posts:
-        if post.sender in cursor and cursor[post.sender][0] >= post.seq:
-            continue  # stale: applied already (or a copy of one this fold applies)
+    taken, _ = pending(base, posts)
+    for post in taken:
         for method, args, kwargs, call_id, ikey, _name, _retries, _tag in post.rows:
             if ikey in recorded:
                 outcomes.append((call_id, recorded[ikey][2], recorded[ikey][3]))
@@ -197,14 +220,12 @@ def fold(
                 calls[-1]["key"] = ikey
                 recorded[ikey] = [ikey, now, ok, result]
                 table.append(recorded[ikey])
-        old = cursor.get(post.sender, [0, 0.0])
-        cursor[post.sender] = [max(post.seq, old[0]), max(now, post.time, old[1])]
     keyed = any("key" in call for call in calls)
     step = log.commit(
         base,
         state,
         calls,
-        {"post_cursor": cursor},
+        {"post_cursor": advance(base.extra.get("post_cursor", {}), taken, now)},
         parts={"outcomes": encode_outcomes(outcomes)},
         table=table if keyed else None,
     )
