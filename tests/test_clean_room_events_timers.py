@@ -649,3 +649,22 @@ def test_a_clean_room_delete_fails_the_calls_posted_to_it(spec: StoreSpec, room:
     assert room.list("actors/del-posted/mail/") == []
     with pytest.raises(vc.ActorDeletedError):
         journal.get.run()
+
+
+def test_a_clean_room_timer_for_a_raising_method_is_consumed_and_one_for_no_method_stays(
+    spec: StoreSpec, room: Through
+) -> None:
+    """Timers: a method that raises consumes its timer (recorded ``ok`` false); a method the
+    class does not have is not fired, the timer stays with its entry, the runner says so."""
+    _journal(spec, "tm-odd", "a")
+    log = Log(room, "tm-odd")
+    base = schedule(log, log.newest(), "raises", "fail", ("boom",), time.time() - 1)  # type: ignore[arg-type]
+    base = schedule(log, base, "gone", "vanished", (), time.time() - 1)
+    init(spec)
+    report = vc.fire_due_timers()
+    assert report.fired == 1 and len(report.errors) == 1 and "vanished" in str(report.errors[0])
+    assert [t["key"] for t in Journal.get_or_create("tm-odd").timers()] == ["gone"]
+    vc.shutdown()
+    newest = log.newest()
+    assert newest is not None and [(c["method"], c["ok"]) for c in newest.meta["calls"]] == [("fail", False)]
+    assert [e.timer for e in entries(room)] == ["gone"]
