@@ -668,3 +668,44 @@ def test_a_clean_room_timer_for_a_raising_method_is_consumed_and_one_for_no_meth
     newest = log.newest()
     assert newest is not None and [(c["method"], c["ok"]) for c in newest.meta["calls"]] == [("fail", False)]
     assert [e.timer for e in entries(room)] == ["gone"]
+
+
+def test_a_post_after_the_tombstone_is_failed_by_the_clean_rooms_fold_on_it(
+    spec: StoreSpec, room: Through
+) -> None:
+    """ "A fold on a tombstone": the library, contended behind the clean room's lease and
+    holding a step from before the clean room's delete, posts its next call; the clean room
+    folds it onto the tombstone (another tombstone, cursor advanced, the call failed), and
+    the library's caller gets ActorDeletedError."""
+    init(spec, fresh_window=3600.0, combine_window=60.0)
+    journal = Journal.get_or_create("late-post")
+    journal.add.run("lib1")
+    log = Log(room, "late-post")
+    lease = Lease(log, secrets.token_hex(8))
+    lease.take(60.0, 1)
+    base = log.commit(log.newest(), {"items": ["lib1", "cr"]}, [])  # type: ignore[arg-type]
+    assert base is not None
+    outcomes: list[object] = []
+
+    def call(item: str) -> None:
+        try:
+            outcomes.append(journal.add.run(item))
+        except vc.ActorDeletedError as error:
+            outcomes.append(error.step)
+
+    for item in ("posted", "late"):
+        caller = threading.Thread(target=call, args=(item,))
+        caller.start()
+        deadline = time.monotonic() + 30
+        while not (posts := read_posts(log)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        base = fold(log, base, posts, _apply)
+        caller.join(30)
+        if item == "posted":  # now the library is contended: its next call posts
+            assert outcomes == [3] and delete(log, "bye") is True
+            base = log.newest()  # type: ignore[assignment]
+    assert outcomes == [3, 5]
+    lease.release(base.n)
+    assert base.n == 5 and "deleted" in base.extra and base.meta["calls"][0]["method"] == "add"
+    with pytest.raises(vc.ActorDeletedError):
+        journal.get.run()

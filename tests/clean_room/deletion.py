@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from .actor_log import Log, Step
-from .folder import advance, encode_outcomes, pending, read_posts
+from .folder import advance, deleted_error, encode_outcomes, pending, read_posts
 from .timers import index_key
 
 
@@ -19,17 +19,6 @@ def digest(delete_key: str) -> str:
 
 def kept_extra(step: Step, *names: str) -> dict[str, Any]:
     return {name: step.extra[name] for name in names if name in step.extra}
-
-
-def deleted_error(actor: str, step: int) -> bytes:
-    """The pickle (protocol 2, by hand) of ``vactor_cloud.errors.ActorDeletedError(actor, "",
-    step)``, the outcome of a call a tombstone fails."""
-    text = actor.encode()
-    return (
-        b"\x80\x02cvactor_cloud.errors\nActorDeletedError\n"
-        + b"X" + len(text).to_bytes(4, "little") + text
-        + b"X\x00\x00\x00\x00J" + step.to_bytes(4, "little", signed=True) + b"\x87R."
-    )  # fmt: skip
 
 
 def delete(log: Log, delete_key: str, *, clean: bool = True) -> bool:

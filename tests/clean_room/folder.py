@@ -167,6 +167,17 @@ def encode_outcomes(outcomes: list[tuple[str, bool, Any]], *, pickled: bool = Fa
     return bytes(out)
 
 
+def deleted_error(actor: str, step: int) -> bytes:
+    """The pickle (protocol 2, by hand) of ``vactor_cloud.errors.ActorDeletedError(actor, "",
+    step)``, the outcome of a call a tombstone fails."""
+    text = actor.encode()
+    return (
+        b"\x80\x02cvactor_cloud.errors\nActorDeletedError\n"
+        + b"X" + len(text).to_bytes(4, "little") + text
+        + b"X\x00\x00\x00\x00J" + step.to_bytes(4, "little", signed=True) + b"\x87R."
+    )  # fmt: skip
+
+
 def pending(base: Step, posts: list[Read]) -> tuple[list[Read], list[Read]]:
     """(the posts to apply on ``base``, in key order, one per sender and seq; the stale and
     expired ones, to delete unapplied)."""
@@ -198,6 +209,8 @@ def fold(
     ``apply(state, method, args, kwargs)`` runs one call on ``state`` in place. A keyed call
     whose key the table holds is answered from it (not run, not in ``calls``); one it does
     not is run and recorded (a format-1 table only: this clean room writes no checkpoint)."""
+    if "deleted" in base.extra:
+        return fold_on_tombstone(log, base, posts)
     state, now = log.state(base), time.time()
     table = log.dedup_table(base)
     recorded = {row[0]: row for row in table}
@@ -229,6 +242,23 @@ def fold(
         parts={"outcomes": encode_outcomes(outcomes)},
         table=table if keyed else None,
     )
+    assert step is not None, "another writer took the step"
+    for post in posts:
+        log.store.delete(post.key)
+    return step
+
+
+def fold_on_tombstone(log: Log, tombstone: Step, posts: list[Read]) -> Step:
+    """Deleting an actor, "A fold on a tombstone": another tombstone (its parent's ``extra``,
+    the cursor advanced past the posts), failing every call with ActorDeletedError."""
+    taken, _ = pending(tombstone, posts)
+    now = time.time()
+    extra = {**tombstone.extra, "post_cursor": advance(tombstone.extra.get("post_cursor", {}), taken, now)}
+    rows = [row for post in taken for row in post.rows]
+    value = deleted_error(log.actor, tombstone.n + 1)
+    outcomes = encode_outcomes([(row[3], False, value) for row in rows], pickled=True)
+    calls = [{"method": row[0], "call_id": row[3], "ok": False, "time": now} for row in rows]
+    step = log.commit(tombstone, None, calls, extra, parts={"state": b"", "outcomes": outcomes}, fresh=True)
     assert step is not None, "another writer took the step"
     for post in posts:
         log.store.delete(post.key)
