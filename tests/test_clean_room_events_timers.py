@@ -285,7 +285,11 @@ def test_a_timer_indexed_as_before_generations_fires_and_other_keys_under_timers
     _journal(spec, "tm-old", "a")
     log = Log(room, "tm-old")
     schedule(log, log.newest(), "old", "add", ("fired",), time.time() - 1, gen=False)  # type: ignore[arg-type]
-    junk = ["timers/x", "timers/00000000000000000001-x/tm-old/k", "timers/00000000000000000001/a\x01b/k"]
+    junk = [
+        "timers/x",
+        "timers/00000000000000000001-x/tm-old/k",
+        "timers/00000000000000000001/" + "x" * 256 + "/k",
+    ]
     for key in junk:
         room.create(key, b"")
     init(spec)
