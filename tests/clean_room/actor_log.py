@@ -53,6 +53,13 @@ class Step:
 
 
 class Log:
+    @staticmethod
+    def dumps(step: Step, value: Any) -> bytes:
+        """``value`` in ``step``'s serializer."""
+        if step.meta["serializer"] == "json":
+            return json.dumps(value).encode()
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
     def __init__(self, store: Store, actor: str, *, signing_key: bytes | None = None) -> None:
         self.store, self.actor, self.signing_key = store, actor, signing_key
 
@@ -139,9 +146,18 @@ class Log:
         else:
             self.store.replace(key, data, found[1])
 
-    def create(self, class_name: str, state: Any) -> Step | None:
-        """Step 0 of a new actor of ``class_name`` (``module:QualName``), its class stored by
-        reference: a pickle (written by hand, protocol 2) of the call that imports it by name."""
+    def create(
+        self,
+        class_name: str,
+        state: Any,
+        *,
+        serializer: str = "pickle",
+        after: Step | None = None,
+        **extra: Any,
+    ) -> Step | None:
+        """Step 0 of a new actor of ``class_name`` (``module:QualName``), or the step after
+        tombstone ``after``, with ``extra`` alone; its class stored by reference: a pickle
+        (written by hand, protocol 2) of the call that imports it by name."""
         module, qualname = class_name.split(":")
         body = b"\x80\x02cvactor_cloud.definition\n_load_class_by_name\n"
         for text in (module, qualname):
@@ -152,8 +168,9 @@ class Log:
         meta: dict[str, Any] = {"kind": "class", "name": class_name, "actor": self.actor}
         self.store.create(key, encode(key, meta, {"body": body}, signing_key=self.signing_key))
         call = {"method": "__init__", "call_id": secrets.token_hex(16), "ok": True, "time": time.time()}
-        root = {"class": {"sha": sha, "name": class_name}, "serializer": "pickle", "extra": {}}
-        return self.commit(Step(-1, Object({**root, "kind": "step"}, {}, 1)), state, [call])
+        root = {"kind": "step", "class": {"sha": sha, "name": class_name}, "serializer": serializer}
+        parent = Step(-1 if after is None else after.n, Object(root, {}, 1))
+        return self.commit(parent, state, [call], extra, fresh=True)
 
     def commit(
         self,
@@ -162,10 +179,13 @@ class Log:
         calls: list[dict[str, Any]],
         extra: dict[str, Any] | None = None,
         parts: dict[str, bytes] | None = None,
+        table: list[list[Any]] | None = None,
+        fresh: bool = False,
     ) -> Step | None:
         """Put step parent+1 create-only, carrying the parent's class, ``extra`` (updated by
-        ``extra``) and table, with ``parts`` beside the state. None: another writer has that
-        number."""
+        ``extra``) and table (or ``table``, whole: format 1), with ``parts`` beside the state;
+        ``fresh``: ``extra`` alone and no table (a tombstone, the creation after one). None:
+        another writer has that number."""
         n = parent.n + 1
         meta = {
             "kind": "step",
@@ -177,19 +197,21 @@ class Log:
             "writer": secrets.token_hex(16),
             "time": time.time(),
             "calls": calls,
-            "extra": {**parent.extra, **(extra or {})},
+            "extra": dict(extra or {}) if fresh else {**parent.extra, **(extra or {})},
         }
-        if "dedup_base" in parent.meta:
-            meta["dedup_base"] = parent.meta["dedup_base"]
-        if parent.meta["serializer"] == "json":
-            state_bytes = json.dumps(state).encode()
-        else:
-            state_bytes = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        parts = {"state": state_bytes, **(parts or {})}
-        if "dedup" in parent.obj.parts:
+        parts = {"state": self.dumps(parent, state), **(parts or {})}
+        version = parent.obj.version
+        if table is not None and not fresh:  # "Step objects", part dedup: whole, in format 1
+            if "dedup_base" in parent.meta:
+                raise Refused("this clean room writes no checkpoint: a format-2 parent's table stays")
+            parts["dedup"], version = self.dumps(parent, [tuple(row) for row in table]), 1
+        elif not fresh and "dedup" in parent.obj.parts:
             parts["dedup"] = parent.obj.parts["dedup"]
+        if not fresh and table is None and "dedup_base" in parent.meta:
+            meta["dedup_base"] = parent.meta["dedup_base"]
+        version = 1 if fresh else version
         key = step_key(self.actor, n)
-        data = encode(key, meta, parts, version=parent.obj.version, signing_key=self.signing_key)
+        data = encode(key, meta, parts, version=version, signing_key=self.signing_key)
         if not self.store.create(key, data):
             step = self.step(n)
             if step is None or step.meta["writer"] != meta["writer"]:

@@ -158,28 +158,69 @@ def _parse_format1(key: str, prefix: str, payload: bytes) -> Read:
     return Read(key, sender, seq, ms / 1000, rows)
 
 
-def encode_outcomes(outcomes: list[tuple[str, bool, Any]]) -> bytes:
+def encode_outcomes(outcomes: list[tuple[str, bool, Any]], *, pickled: bool = False) -> bytes:
+    """Part ``outcomes`` of (call id, ok, value): values pickled here, or already (``pickled``)."""
     out = bytearray(b"VOC2") + struct.pack(">I", len(outcomes))
     for call_id, ok, value in outcomes:
-        data, pickled = call_id.encode("utf-8", "surrogatepass"), cloudpickle.dumps(value)
-        out += struct.pack(">I", len(data)) + data + bytes([ok]) + struct.pack(">Q", len(pickled)) + pickled
+        data, blob = call_id.encode("utf-8", "surrogatepass"), value if pickled else cloudpickle.dumps(value)
+        out += struct.pack(">I", len(data)) + data + bytes([ok]) + struct.pack(">Q", len(blob)) + blob
     return bytes(out)
+
+
+def deleted_error(actor: str, step: int) -> bytes:
+    """The pickle (protocol 2, by hand) of ``vactor_cloud.errors.ActorDeletedError(actor, "",
+    step)``, the outcome of a call a tombstone fails."""
+    text = actor.encode()
+    return (
+        b"\x80\x02cvactor_cloud.errors\nActorDeletedError\n"
+        + b"X" + len(text).to_bytes(4, "little") + text
+        + b"X\x00\x00\x00\x00J" + step.to_bytes(4, "little", signed=True) + b"\x87R."
+    )  # fmt: skip
+
+
+def pending(base: Step, posts: list[Read]) -> tuple[list[Read], list[Read]]:
+    """(the posts to apply on ``base``, in key order, one per sender and seq; the stale and
+    expired ones, to delete unapplied)."""
+    cursor, floor, now = base.extra.get("post_cursor", {}), base.extra.get("post_floor", 0.0), time.time()
+    taken: list[Read] = []
+    dropped: list[Read] = []
+    for post in posts:
+        seen = post.sender in cursor and cursor[post.sender][0] >= post.seq
+        seen = seen or any(t.sender == post.sender and t.seq == post.seq for t in taken)
+        expired = post.time <= floor or now - post.time > 1800
+        (dropped if seen or expired else taken).append(post)
+    return taken, dropped
+
+
+def advance(cursor: dict[str, list[Any]], posts: list[Read], now: float) -> dict[str, list[Any]]:
+    """The post cursor past ``posts`` (The post cursor)."""
+    cursor = dict(cursor)
+    for post in posts:
+        old = cursor.get(post.sender, [0, 0.0])
+        cursor[post.sender] = [max(post.seq, old[0]), max(now, post.time, old[1])]
+    return cursor
 
 
 def fold(
     log: Log, base: Step, posts: list[Read], apply: Callable[[Any, str, tuple[Any, ...], dict[str, Any]], Any]
 ) -> Step:
-    """Step ``base + 1`` applying every post not stale (one per sender and seq), in key order;
-    ``apply(state, method, args, kwargs)`` runs one call on ``state`` in place. Keyed calls are
-    not supported here (the table is carried unchanged)."""
+    """Step ``base + 1`` applying every post neither stale nor expired (one per sender and
+    seq), in key order;
+    ``apply(state, method, args, kwargs)`` runs one call on ``state`` in place. A keyed call
+    whose key the table holds is answered from it (not run, not in ``calls``); one it does
+    not is run and recorded (a format-1 table only: this clean room writes no checkpoint)."""
+    if "deleted" in base.extra:
+        return fold_on_tombstone(log, base, posts)
     state, now = log.state(base), time.time()
-    cursor = dict(base.extra.get("post_cursor", {}))
+    table = log.dedup_table(base)
+    recorded = {row[0]: row for row in table}
     calls, outcomes = [], []
-    for post in posts:
-        if post.sender in cursor and cursor[post.sender][0] >= post.seq:
-            continue  # stale: applied already (or a copy of one this fold applies)
+    taken, _ = pending(base, posts)
+    for post in taken:
         for method, args, kwargs, call_id, ikey, _name, _retries, _tag in post.rows:
-            assert ikey is None, "this clean room folds no keyed calls"
+            if ikey in recorded:
+                outcomes.append((call_id, recorded[ikey][2], recorded[ikey][3]))
+                continue
             try:
                 result, ok = apply(state, method, args, kwargs), True
             except Exception as error:
@@ -188,11 +229,36 @@ def fold(
             calls.append(
                 {"method": method, "call_id": call_id, "ok": ok, "time": now, "result": repr(result)}
             )
-        old = cursor.get(post.sender, [0, 0.0])
-        cursor[post.sender] = [max(post.seq, old[0]), max(now, post.time, old[1])]
+            if ikey is not None:
+                calls[-1]["key"] = ikey
+                recorded[ikey] = [ikey, now, ok, result]
+                table.append(recorded[ikey])
+    keyed = any("key" in call for call in calls)
     step = log.commit(
-        base, state, calls, {"post_cursor": cursor}, parts={"outcomes": encode_outcomes(outcomes)}
+        base,
+        state,
+        calls,
+        {"post_cursor": advance(base.extra.get("post_cursor", {}), taken, now)},
+        parts={"outcomes": encode_outcomes(outcomes)},
+        table=table if keyed else None,
     )
+    assert step is not None, "another writer took the step"
+    for post in posts:
+        log.store.delete(post.key)
+    return step
+
+
+def fold_on_tombstone(log: Log, tombstone: Step, posts: list[Read]) -> Step:
+    """Deleting an actor, "A fold on a tombstone": another tombstone (its parent's ``extra``,
+    the cursor advanced past the posts), failing every call with ActorDeletedError."""
+    taken, _ = pending(tombstone, posts)
+    now = time.time()
+    extra = {**tombstone.extra, "post_cursor": advance(tombstone.extra.get("post_cursor", {}), taken, now)}
+    rows = [row for post in taken for row in post.rows]
+    value = deleted_error(log.actor, tombstone.n + 1)
+    outcomes = encode_outcomes([(row[3], False, value) for row in rows], pickled=True)
+    calls = [{"method": row[0], "call_id": row[3], "ok": False, "time": now} for row in rows]
+    step = log.commit(tombstone, None, calls, extra, parts={"state": b"", "outcomes": outcomes}, fresh=True)
     assert step is not None, "another writer took the step"
     for post in posts:
         log.store.delete(post.key)
