@@ -290,6 +290,34 @@ def test_vactor_refuses_a_storage_url_missing_a_slash_saying_what_to_write(
     assert "write s3://bucket/actors" in result.err and "mkdir" not in result.err, result.err
 
 
+@vc.virtual_actor
+class Note:
+    def __init__(self) -> None:
+        self.text = ""
+
+
+def test_a_file_url_naming_localhost_is_that_path_not_a_directory_localhost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vactor: Vactor
+) -> None:
+    """``file://localhost/srv/x`` is ``/srv/x`` (RFC 8089, and ``pathlib.Path.from_uri``). Before
+    (h103) the store was ``./localhost/srv/x``, under the working directory, and ``vactor`` said
+    the directory did not exist."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    url = f"file://localhost{tmp_path}/store"
+    vc.init(url)
+    try:
+        Note.get_or_create("n")
+        assert vc.get_runtime().store.describe() == f"file://{tmp_path}/store"
+    finally:
+        vc.shutdown()
+    assert list(cwd.iterdir()) == []
+    assert any((tmp_path / "store").iterdir())
+    result = vactor("--storage", url, "ls")
+    assert result.code == 0 and result.out.splitlines()[1].split()[:2] == ["n", f"{__name__}:Note"], result
+
+
 @pytest.mark.parametrize("how", ["through_result", "through_await", "through_get"])
 @pytest.mark.parametrize("attempt", range(3))  # which thread runs the inner call is a race
 def test_a_cycle_through_a_pool_thread_is_refused_at_once_not_after_the_busy_bound(

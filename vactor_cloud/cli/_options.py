@@ -402,10 +402,9 @@ def memory_hint(url: str | None = None) -> str:
 
 def local_path(url: str) -> str | None:
     """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return rest if scheme.lower() == "file" else None
+    from vactor_cloud.storage import local_root
+
+    return local_root(url)
 
 
 def url_as_storage(args: argparse.Namespace) -> None:

@@ -3,7 +3,8 @@
 ``open_store(url, **options)`` picks the backend from the URL:
 
 =========================  ==========================================
-``/path``, ``file:///p``   :class:`LocalStore` (one machine, many processes)
+``/path``, ``file:///p``   :class:`LocalStore` (one machine, many processes);
+``file://localhost/p``     is ``/p``
 ``memory://name``          :class:`MemoryStore` (one process)
 ``s3://bucket/prefix``     ``S3Store`` over s3fs (extra ``vactor_cloud[s3]``)
 ``gs://bucket/prefix``     ``GCSStore`` over gcsfs (extra ``vactor_cloud[gcs]``);
@@ -34,6 +35,7 @@ __all__ = [
     "PutMode",
     "RequestCounter",
     "check_storage_options",
+    "local_root",
     "open_store",
     "refuse_scheme_typo",
 ]
@@ -67,6 +69,21 @@ def refuse_scheme_typo(url: str) -> None:
         )
 
 
+def local_root(url: str) -> str | None:
+    """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme.
+
+    ``file://localhost/p`` is ``/p`` (RFC 8089): it was ``./localhost/p``, a directory under
+    the working directory. Another host (``file://data/p``) stays ``./data/p``, as fsspec reads it.
+    """
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() != "file":
+        return None
+    host, slash, path = rest.partition("/")
+    return slash + path if slash and host.lower() == "localhost" else rest
+
+
 def _backend(url: str) -> tuple[type[ObjectStore], str]:
     """The store class serving ``url`` and the part of the URL it is given."""
     if "://" not in url:
@@ -75,7 +92,7 @@ def _backend(url: str) -> tuple[type[ObjectStore], str]:
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if scheme == "file":
-        return LocalStore, rest
+        return LocalStore, local_root(url) or ""
     if scheme == "memory":
         return MemoryStore, rest
     if scheme in ("s3", "s3a"):
