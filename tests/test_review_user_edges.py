@@ -13,6 +13,8 @@ than taken for a local directory of that name.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -533,3 +535,62 @@ def test_a_call_run_by_a_waiting_writers_thread_may_start_a_call_of_that_writers
         for gate in GATES.values():
             gate.set()
         vc.shutdown()
+
+
+_USED_BEFORE_INIT = """
+import os
+import subprocess
+import sys
+import vactor_cloud as vc
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+tally = Tally.get_or_create("t")   # before vc.init(): the embedded default store
+vc.init(sys.argv[1])
+try:
+    tally.add.run()
+except vc.ActorNotFoundError:
+    print("not found")
+"""
+
+
+def test_init_after_actors_were_used_on_the_embedded_default_store_says_so(tmp_path: Path) -> None:
+    """A program that makes its handles before ``vc.init(url)`` (at import, say) made its actors
+    in the embedded default store, and their calls then go to ``url``. Before (h103) the only
+    word was the call's ``ActorNotFoundError``, which advised ``Cls.get_or_create``: the very
+    call the program had made. Now ``init`` logs a warning naming both stores and what to do;
+    a program that chose its store first (``init`` twice, or ``$VACTOR_STORAGE``) gets none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VACTOR_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    embedded = f"file://{tmp_path / 'xdg' / 'vactor_cloud'}"
+    url = str(tmp_path / "chosen")
+
+    def run(script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, url],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = run(_USED_BEFORE_INIT)
+    assert done.returncode == 0 and done.stdout == "not found\n", done
+    warned = [line for line in done.stderr.splitlines() if "vc.init()" in line]
+    assert len(warned) == 1, done.stderr
+    assert embedded in warned[0] and f"file://{url}" in warned[0], warned
+    assert "call vc.init() before" in warned[0], warned
+
+    chosen_first = _USED_BEFORE_INIT.replace("tally = ", f"vc.init({str(tmp_path / 'first')!r})\ntally = ")
+    done = run(chosen_first)
+    assert done.returncode == 0 and done.stdout == "not found\n" and done.stderr == "", done
+    done = run(_USED_BEFORE_INIT, VACTOR_STORAGE=str(tmp_path / "env"))
+    assert done.returncode == 0 and done.stdout == "not found\n" and done.stderr == "", done
