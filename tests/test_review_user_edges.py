@@ -594,3 +594,24 @@ def test_init_after_actors_were_used_on_the_embedded_default_store_says_so(tmp_p
     assert done.returncode == 0 and done.stdout == "not found\n" and done.stderr == "", done
     done = run(_USED_BEFORE_INIT, VACTOR_STORAGE=str(tmp_path / "env"))
     assert done.returncode == 0 and done.stdout == "not found\n" and done.stderr == "", done
+
+
+def test_an_actor_not_found_on_a_memory_store_says_such_a_store_is_one_process(tmp_path: Path) -> None:
+    """A program whose processes each ``vc.init("memory://x")`` (a pool's workers, a spawned
+    child) finds in each only what that process made. Before (h103) the child's error said
+    ``no actor 'a' under memory://x; create it with Cls.get_or_create('a', ...)``, though the
+    parent had; now it says that a memory store is one process's memory."""
+    vc.init("memory://h103-one-process")
+    try:
+        with pytest.raises(vc.ActorNotFoundError, match=r"memory://h103-one-process \(it lives in") as caught:
+            vc.get_actor("made-elsewhere")
+        assert str(caught.value).count("memory of one process") == 1, caught.value
+    finally:
+        vc.shutdown()
+    vc.init(str(tmp_path / "store"))
+    try:
+        with pytest.raises(vc.ActorNotFoundError) as caught:
+            vc.get_actor("made-elsewhere")
+        assert "memory" not in str(caught.value)
+    finally:
+        vc.shutdown()
