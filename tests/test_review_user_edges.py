@@ -13,6 +13,7 @@ than taken for a local directory of that name.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -613,5 +614,41 @@ def test_an_actor_not_found_on_a_memory_store_says_such_a_store_is_one_process(t
         with pytest.raises(vc.ActorNotFoundError) as caught:
             vc.get_actor("made-elsewhere")
         assert "memory" not in str(caught.value)
+    finally:
+        vc.shutdown()
+
+
+@vc.virtual_actor
+class Invoice:
+    def __init__(self) -> None:
+        self.paid = 0
+
+    @vc.virtual_actor.on_event("payment.succeeded")
+    def on_payment(self, payload: dict[str, int]) -> int:
+        self.paid += payload["amount"]
+        return self.paid
+
+
+def test_a_wait_for_an_event_the_class_does_not_handle_says_so_when_it_times_out(tmp_path: Path) -> None:
+    """An event whose name no method handles (a typo: ``payment.succeded``) is kept in the inbox,
+    and a wait for it can only time out. Before (h103) the TimeoutError said only that the event
+    was not applied within the timeout; now it says the class has no handler for the name."""
+    vc.init(str(tmp_path / "store"))
+    try:
+        invoice = Invoice.get_or_create("inv")
+        vc.send_event("inv", "payment.succeded", {"amount": 5}, event_id="e1")
+        with pytest.raises(
+            TimeoutError, match=r"Invoice has no method marked on_event\('payment.succeded'\)"
+        ):
+            invoice.wait_for_event("payment.succeded", timeout=0.3, event_id="e1")
+        with pytest.raises(
+            TimeoutError, match=r"Invoice has no method marked on_event\('payment.succeded'\)"
+        ):
+            asyncio.run(invoice.wait_for_event_async("payment.succeded", timeout=0.3))
+        vc.send_event("inv", "payment.succeeded", {"amount": 5}, event_id="e2")
+        assert invoice.wait_for_event("payment.succeeded", timeout=30, event_id="e2") == 5
+        with pytest.raises(TimeoutError) as caught:  # a handled name not sent: no such word
+            invoice.wait_for_event("payment.succeeded", timeout=0.3, event_id="e3")
+        assert "on_event" not in str(caught.value)
     finally:
         vc.shutdown()
