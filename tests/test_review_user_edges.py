@@ -652,3 +652,39 @@ def test_a_wait_for_an_event_the_class_does_not_handle_says_so_when_it_times_out
         assert "on_event" not in str(caught.value)
     finally:
         vc.shutdown()
+
+
+@vc.virtual_actor
+class Shelf:
+    def __init__(self) -> None:
+        self.items: list[str] = []  # hides the method items() below: a newcomer's slip
+        self.count = 0
+
+    def add(self, item: str) -> int:
+        self.items.append(item)
+        self.count = 1  # from now on hides the writer count() too
+        return len(self.items)
+
+    @vc.virtual_actor.readonly
+    def items(self) -> list[str]:  # type: ignore[no-redef]
+        return list(self.items)
+
+    def count(self) -> int:  # type: ignore[no-redef]
+        return len(self.items)
+
+
+def test_a_method_hidden_by_an_instance_attribute_of_its_name_says_so(tmp_path: Path) -> None:
+    """``self.items = []`` beside ``def items(self)``: on the instance the list hides the method, so
+    the call the handle makes (``shelf.items.run()``) cannot reach it. Before (h103) it failed with
+    ``TypeError: 'list' object is not callable``, naming neither the actor nor the method; now it
+    names the method and the attribute that hides it. Nothing is committed by such a call."""
+    vc.init(str(tmp_path / "store"))
+    try:
+        shelf = Shelf.get_or_create("shelf")
+        assert shelf.add.run("apple") == 1
+        for method in (shelf.items, shelf.count):
+            with pytest.raises(TypeError, match=r"Shelf\.\w+\(\) is hidden by the instance attribute '\w+'"):
+                method.run()
+        assert [call.method for entry in shelf.history() for call in entry.calls] == ["add", "__init__"]
+    finally:
+        vc.shutdown()
