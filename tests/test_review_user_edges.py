@@ -285,6 +285,35 @@ def test_a_storage_url_missing_a_slash_is_refused_not_made_a_local_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("", "is empty"),
+        ("file://", "is empty"),
+        (" {tmp}/store", "white space"),
+        ("{tmp}/store ", "white space"),
+        ("{tmp}/store\n", "white space"),
+        ("s3://bucket/actors ", "white space"),
+        (" s3://bucket/actors", "white space"),
+    ],
+)
+def test_an_empty_or_padded_storage_url_is_refused_not_made_a_directory(
+    url: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (h103) ``vc.init("")`` (``os.environ.get("STORE", "")``, say) and ``vc.init("file://")``
+    made the working directory the store, writing ``actors/`` there; ``vc.init(" /srv/x")`` (a value
+    copied with its blank) stored under ``./ /srv/x``, and ``"/srv/x "`` in a directory whose name
+    ends with a blank, each without a word. ``vactor --storage ''`` was refused already."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(ValueError, match=said):
+        vc.init(url.format(tmp=tmp_path))
+    vc.shutdown()
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "store").exists()
+    assert not (tmp_path / "store ").exists() and not (tmp_path / "store\n").exists()
+
+
 def test_vactor_refuses_a_storage_url_missing_a_slash_saying_what_to_write(
     vactor: Vactor, tmp_path: Path
 ) -> None:

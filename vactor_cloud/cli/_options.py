@@ -304,7 +304,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     path is a usage error, not an empty store); the embedded default may not exist yet.
     """
     from vactor_cloud.settings import default_storage
-    from vactor_cloud.storage import refuse_scheme_typo
+    from vactor_cloud.storage import refuse_unusable_url
 
     named = getattr(args, "storage", None)
     if named is not None and not named.strip():  # `vactor bench ''`, `vactor doctor ''`
@@ -318,7 +318,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     options = parse_storage_options(pairs)
     _refuse_settings(pairs or ())
     try:
-        refuse_scheme_typo(url)  # before "no such directory; mkdir -p s3:/bucket"
+        refuse_unusable_url(url)  # before "no such directory; mkdir -p s3:/bucket" (or " /srv/x")
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if must_exist and given is not None:

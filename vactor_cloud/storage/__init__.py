@@ -38,6 +38,7 @@ __all__ = [
     "local_root",
     "open_store",
     "refuse_scheme_typo",
+    "refuse_unusable_url",
 ]
 
 
@@ -84,10 +85,25 @@ def local_root(url: str) -> str | None:
     return slash + path if slash and host.lower() == "localhost" else rest
 
 
+def refuse_unusable_url(url: str) -> None:
+    """``ValueError`` for a URL that names no store (``""``, ``file://``: the working directory,
+    as it was), one padded with white space (a value copied with its blank or newline: the
+    store was ``./ /srv/x``, or a directory or prefix whose name ends with it), or one whose
+    scheme lost a slash (:func:`refuse_scheme_typo`)."""
+    if local_root(url) == "":
+        raise ValueError(
+            f"the storage URL {url!r} is empty; name a store, or leave it out (None) for $VACTOR_STORAGE, else "
+            "the embedded store ('.' names the working directory)"
+        )
+    if url != url.strip():
+        raise ValueError(f"the storage URL {url!r} begins or ends with white space; remove it")
+    refuse_scheme_typo(url)
+
+
 def _backend(url: str) -> tuple[type[ObjectStore], str]:
     """The store class serving ``url`` and the part of the URL it is given."""
+    refuse_unusable_url(url)
     if "://" not in url:
-        refuse_scheme_typo(url)
         return LocalStore, url
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
