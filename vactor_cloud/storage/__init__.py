@@ -92,8 +92,8 @@ def refuse_unusable_url(url: str) -> None:
     scheme lost a slash (:func:`refuse_scheme_typo`)."""
     if local_root(url) == "":
         raise ValueError(
-            f"the storage URL {url!r} is empty; name a store, or leave it out (None) for $VACTOR_STORAGE, else "
-            "the embedded store ('.' names the working directory)"
+            f"the storage URL {url!r} is empty; name a store, or leave it out (None) for "
+            "$VACTOR_STORAGE, else the embedded store ('.' names the working directory)"
         )
     if url != url.strip():
         raise ValueError(f"the storage URL {url!r} begins or ends with white space; remove it")
