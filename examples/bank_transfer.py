@@ -26,11 +26,11 @@ gets the first call's answer instead of a second attempt.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import random
 import shlex
-import sys
 import uuid
 
 import vactor_cloud as vc
@@ -151,4 +151,19 @@ def main(storage: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("VACTOR_STORAGE"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "storage",
+        nargs="?",
+        default=os.environ.get("VACTOR_STORAGE"),
+        help="storage URL or path (default: $VACTOR_STORAGE, else the embedded store)",
+    )
+    storage = parser.parse_args().storage
+    if storage and storage.lower().startswith("memory:"):  # each process would have a store of its own
+        parser.error(
+            "memory:// is this process's memory only, and this example runs several processes: "
+            "give it a path or a bucket URL"
+        )
+    main(storage)

@@ -19,6 +19,7 @@ total. On AWS Lambda, deploy ``handler`` as is and set ``VACTOR_STORAGE``
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -96,7 +97,21 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--invoke":
         print(json.dumps(handler(json.loads(sys.argv[2]))))
     else:
-        url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("VACTOR_STORAGE")
+        parser = argparse.ArgumentParser(
+            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        parser.add_argument(
+            "storage",
+            nargs="?",
+            default=os.environ.get("VACTOR_STORAGE"),
+            help="storage URL or path (default: $VACTOR_STORAGE, else the embedded store)",
+        )
+        url = parser.parse_args().storage
+        if url and url.lower().startswith("memory:"):  # each process would have a store of its own
+            parser.error(
+                "memory:// is this process's memory only, and this example runs several processes: "
+                "give it a path or a bucket URL"
+            )
         if url:
             vc.init(url)
         main(url)

@@ -12,9 +12,9 @@ Run: ``python examples/session_timeout.py [STORAGE_URL]`` ($VACTOR_STORAGE, else
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
-import sys
 import time
 import uuid
 
@@ -55,7 +55,16 @@ class Session:
 
 
 def main() -> None:
-    storage = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("VACTOR_STORAGE")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "storage",
+        nargs="?",
+        default=os.environ.get("VACTOR_STORAGE"),
+        help="storage URL or path (default: $VACTOR_STORAGE, else the embedded store)",
+    )
+    storage = parser.parse_args().storage
     vc.init(storage)
     session = Session.get_or_create(f"session-{uuid.uuid4().hex[:8]}", "ada")
     for page in ("home", "cart", "checkout"):

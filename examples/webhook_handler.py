@@ -13,11 +13,11 @@ gets through reports the same balance.
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import os
 import shlex
-import sys
 import uuid
 from typing import Any
 
@@ -94,4 +94,19 @@ def main(storage: str | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "storage",
+        nargs="?",
+        default=os.environ.get("VACTOR_STORAGE"),
+        help="storage URL or path (default: $VACTOR_STORAGE, else the embedded store)",
+    )
+    storage = parser.parse_args().storage
+    if storage and storage.lower().startswith("memory:"):  # each process would have a store of its own
+        parser.error(
+            "memory:// is this process's memory only, and this example runs several processes: "
+            "give it a path or a bucket URL"
+        )
+    main(storage)

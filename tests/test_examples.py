@@ -98,3 +98,59 @@ def test_batch_dask_totals_match(tmp_path: Path) -> None:
     assert "totals match" in out
     assert "by 2 Dask worker processes" in out
     check_printed_inspect_command(out, env)  # (the example's one run serves both checks)
+
+
+#: the examples that take a storage URL as their argument, and those of them that run
+#: several processes (a ``memory://`` store is one process's memory: they cannot share it)
+TAKE_A_URL = [
+    "bank_transfer.py",
+    "batch_dask.py",
+    "serverless_handler.py",
+    "session_timeout.py",
+    "train_in_parallel.py",
+    "webhook_handler.py",
+]
+SEVERAL_PROCESSES = ["bank_transfer.py", "batch_dask.py", "serverless_handler.py", "webhook_handler.py"]
+
+
+def _example_in(cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name> ARGS`` in ``cwd``, with the embedded store elsewhere."""
+    if name == "batch_dask.py":
+        pytest.importorskip("distributed")
+    env = embedded_env(cwd.parent)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", TAKE_A_URL)
+def test_an_example_asked_for_help_says_its_usage_and_writes_no_store(name: str, tmp_path: Path) -> None:
+    """Before (h103), ``python examples/bank_transfer.py --help`` took ``--help`` for the storage
+    path: it ran the whole example on a new store in ``./--help`` (so did every example but
+    train_in_parallel.py); a second argument was ignored without a word."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = _example_in(cwd, name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:") and "storage" in done.stdout, done.stdout
+    done = _example_in(cwd, name, str(tmp_path / "store"), "surplus")
+    assert done.returncode == 2 and "unrecognized arguments: surplus" in done.stderr, done.stderr
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "store").exists()
+    assert not (tmp_path / "data").exists()  # nor the embedded store
+
+
+@pytest.mark.parametrize("name", SEVERAL_PROCESSES)
+def test_an_example_of_several_processes_refuses_a_memory_store(name: str, tmp_path: Path) -> None:
+    """Before (h103), these examples ran on ``memory://x``, each process on a memory of its own,
+    and failed saying what was not so: webhook_handler.py 'the payment was applied more than
+    once', serverless_handler.py a summary of 0 visits, bank_transfer.py 'no actor bob-...'."""
+    done = _example_in(tmp_path, name, "memory://x")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "memory://" in done.stderr and "several processes" in done.stderr, done.stderr
+    assert done.stdout == ""

@@ -13,7 +13,10 @@ than taken for a local directory of that name.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -283,12 +286,69 @@ def test_a_storage_url_missing_a_slash_is_refused_not_made_a_local_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("", "is empty"),
+        ("file://", "is empty"),
+        (" {tmp}/store", "white space"),
+        ("{tmp}/store ", "white space"),
+        ("{tmp}/store\n", "white space"),
+        ("s3://bucket/actors ", "white space"),
+        (" s3://bucket/actors", "white space"),
+    ],
+)
+def test_an_empty_or_padded_storage_url_is_refused_not_made_a_directory(
+    url: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (h103) ``vc.init("")`` (``os.environ.get("STORE", "")``, say) and ``vc.init("file://")``
+    made the working directory the store, writing ``actors/`` there; ``vc.init(" /srv/x")`` (a value
+    copied with its blank) stored under ``./ /srv/x``, and ``"/srv/x "`` in a directory whose name
+    ends with a blank, each without a word. ``vactor --storage ''`` was refused already."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(ValueError, match=said):
+        vc.init(url.format(tmp=tmp_path))
+    vc.shutdown()
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "store").exists()
+    assert not (tmp_path / "store ").exists() and not (tmp_path / "store\n").exists()
+
+
 def test_vactor_refuses_a_storage_url_missing_a_slash_saying_what_to_write(
     vactor: Vactor, tmp_path: Path
 ) -> None:
     result = vactor("--storage", "s3:/bucket/actors", "ls")
     assert result.code == 2, result
     assert "write s3://bucket/actors" in result.err and "mkdir" not in result.err, result.err
+
+
+@vc.virtual_actor
+class Note:
+    def __init__(self) -> None:
+        self.text = ""
+
+
+def test_a_file_url_naming_localhost_is_that_path_not_a_directory_localhost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vactor: Vactor
+) -> None:
+    """``file://localhost/srv/x`` is ``/srv/x`` (RFC 8089, and ``pathlib.Path.from_uri``). Before
+    (h103) the store was ``./localhost/srv/x``, under the working directory, and ``vactor`` said
+    the directory did not exist."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    url = f"file://localhost{tmp_path}/store"
+    vc.init(url)
+    try:
+        Note.get_or_create("n")
+        assert vc.get_runtime().store.describe() == f"file://{tmp_path}/store"
+    finally:
+        vc.shutdown()
+    assert list(cwd.iterdir()) == []
+    assert any((tmp_path / "store").iterdir())
+    result = vactor("--storage", url, "ls")
+    assert result.code == 0 and result.out.splitlines()[1].split()[:2] == ["n", f"{__name__}:Note"], result
 
 
 @pytest.mark.parametrize("how", ["through_result", "through_await", "through_get"])
@@ -525,4 +585,156 @@ def test_a_call_run_by_a_waiting_writers_thread_may_start_a_call_of_that_writers
     finally:
         for gate in GATES.values():
             gate.set()
+        vc.shutdown()
+
+
+_USED_BEFORE_INIT = """
+import os
+import subprocess
+import sys
+import vactor_cloud as vc
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+tally = Tally.get_or_create("t")   # before vc.init(): the embedded default store
+vc.init(sys.argv[1])
+try:
+    tally.add.run()
+except vc.ActorNotFoundError:
+    print("not found")
+"""
+
+
+def test_init_after_actors_were_used_on_the_embedded_default_store_says_so(tmp_path: Path) -> None:
+    """A program that makes its handles before ``vc.init(url)`` (at import, say) made its actors
+    in the embedded default store, and their calls then go to ``url``. Before (h103) the only
+    word was the call's ``ActorNotFoundError``, which advised ``Cls.get_or_create``: the very
+    call the program had made. Now ``init`` logs a warning naming both stores and what to do;
+    a program that chose its store first (``init`` twice, or ``$VACTOR_STORAGE``) gets none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VACTOR_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    embedded = f"file://{tmp_path / 'xdg' / 'vactor_cloud'}"
+    url = str(tmp_path / "chosen")
+
+    def run(script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, url],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = run(_USED_BEFORE_INIT)
+    assert done.returncode == 0 and done.stdout == "not found\n", done
+    warned = [line for line in done.stderr.splitlines() if "vc.init()" in line]
+    assert len(warned) == 1, done.stderr
+    assert embedded in warned[0] and f"file://{url}" in warned[0], warned
+    assert "call vc.init() before" in warned[0], warned
+
+    chosen_first = _USED_BEFORE_INIT.replace("tally = ", f"vc.init({str(tmp_path / 'first')!r})\ntally = ")
+    done = run(chosen_first)
+    assert done.returncode == 0 and done.stdout == "not found\n" and done.stderr == "", done
+    done = run(_USED_BEFORE_INIT, VACTOR_STORAGE=str(tmp_path / "env"))
+    assert done.returncode == 0 and done.stdout == "not found\n" and done.stderr == "", done
+
+
+def test_an_actor_not_found_on_a_memory_store_says_such_a_store_is_one_process(tmp_path: Path) -> None:
+    """A program whose processes each ``vc.init("memory://x")`` (a pool's workers, a spawned
+    child) finds in each only what that process made. Before (h103) the child's error said
+    ``no actor 'a' under memory://x; create it with Cls.get_or_create('a', ...)``, though the
+    parent had; now it says that a memory store is one process's memory."""
+    vc.init("memory://h103-one-process")
+    try:
+        with pytest.raises(vc.ActorNotFoundError, match=r"memory://h103-one-process \(it lives in") as caught:
+            vc.get_actor("made-elsewhere")
+        assert str(caught.value).count("memory of one process") == 1, caught.value
+    finally:
+        vc.shutdown()
+    vc.init(str(tmp_path / "store"))
+    try:
+        with pytest.raises(vc.ActorNotFoundError) as caught:
+            vc.get_actor("made-elsewhere")
+        assert "memory" not in str(caught.value)
+    finally:
+        vc.shutdown()
+
+
+@vc.virtual_actor
+class Invoice:
+    def __init__(self) -> None:
+        self.paid = 0
+
+    @vc.virtual_actor.on_event("payment.succeeded")
+    def on_payment(self, payload: dict[str, int]) -> int:
+        self.paid += payload["amount"]
+        return self.paid
+
+
+def test_a_wait_for_an_event_the_class_does_not_handle_says_so_when_it_times_out(tmp_path: Path) -> None:
+    """An event whose name no method handles (a typo: ``payment.succeded``) is kept in the inbox,
+    and a wait for it can only time out. Before (h103) the TimeoutError said only that the event
+    was not applied within the timeout; now it says the class has no handler for the name."""
+    vc.init(str(tmp_path / "store"))
+    try:
+        invoice = Invoice.get_or_create("inv")
+        vc.send_event("inv", "payment.succeded", {"amount": 5}, event_id="e1")
+        with pytest.raises(
+            TimeoutError, match=r"Invoice has no method marked on_event\('payment.succeded'\)"
+        ):
+            invoice.wait_for_event("payment.succeded", timeout=0.3, event_id="e1")
+        with pytest.raises(
+            TimeoutError, match=r"Invoice has no method marked on_event\('payment.succeded'\)"
+        ):
+            asyncio.run(invoice.wait_for_event_async("payment.succeded", timeout=0.3))
+        vc.send_event("inv", "payment.succeeded", {"amount": 5}, event_id="e2")
+        assert invoice.wait_for_event("payment.succeeded", timeout=30, event_id="e2") == 5
+        with pytest.raises(TimeoutError) as caught:  # a handled name not sent: no such word
+            invoice.wait_for_event("payment.succeeded", timeout=0.3, event_id="e3")
+        assert "on_event" not in str(caught.value)
+    finally:
+        vc.shutdown()
+
+
+@vc.virtual_actor
+class Shelf:
+    def __init__(self) -> None:
+        self.items: list[str] = []  # hides the method items() below: a newcomer's slip
+        self.count = 0
+
+    def add(self, item: str) -> int:
+        self.items.append(item)
+        self.count = 1  # from now on hides the writer count() too
+        return len(self.items)
+
+    @vc.virtual_actor.readonly
+    def items(self) -> list[str]:  # type: ignore[no-redef]
+        return list(self.items)
+
+    def count(self) -> int:  # type: ignore[no-redef]
+        return len(self.items)
+
+
+def test_a_method_hidden_by_an_instance_attribute_of_its_name_says_so(tmp_path: Path) -> None:
+    """``self.items = []`` beside ``def items(self)``: on the instance the list hides the method, so
+    the call the handle makes (``shelf.items.run()``) cannot reach it. Before (h103) it failed with
+    ``TypeError: 'list' object is not callable``, naming neither the actor nor the method; now it
+    names the method and the attribute that hides it. Nothing is committed by such a call."""
+    vc.init(str(tmp_path / "store"))
+    try:
+        shelf = Shelf.get_or_create("shelf")
+        assert shelf.add.run("apple") == 1
+        for method in (shelf.items, shelf.count):
+            with pytest.raises(TypeError, match=r"Shelf\.\w+\(\) is hidden by the instance attribute '\w+'"):
+                method.run()
+        assert [call.method for entry in shelf.history() for call in entry.calls] == ["add", "__init__"]
+    finally:
         vc.shutdown()

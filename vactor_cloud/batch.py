@@ -335,6 +335,20 @@ def _step_status(status: str, actor_id: str, call: PendingCall) -> None:
         logger.info("Step status [%s]\t[%s@%s]", status, actor_id, name)
 
 
+def _method_of(instance: Any, name: str) -> Any:
+    """``instance.name``, the method a handle calls; ``TypeError`` if an instance attribute of that
+    name hides it (``self.items = []`` beside ``def items(self)``), which said only ``'list'
+    object is not callable``."""
+    attributes = getattr(instance, "__dict__", None)
+    if attributes is not None and name in attributes:
+        raise TypeError(
+            f"{type(instance).__qualname__}.{name}() is hidden by the instance attribute {name!r} "
+            f"(a {type(attributes[name]).__qualname__}, set by self.{name} = ...): a handle calls the "
+            "method, which the instance no longer reaches; rename the attribute or the method"
+        )
+    return getattr(instance, name)
+
+
 def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     previous = getattr(_local, "call", None)
     _local.call = context
@@ -343,10 +357,10 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
     try:
         frozen = call.frozen
         if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
-            result = getattr(instance, call.method)()
+            result = _method_of(instance, call.method)()
         else:
             args, kwargs = call.arguments()
-            result = getattr(instance, call.method)(*args, **kwargs)
+            result = _method_of(instance, call.method)(*args, **kwargs)
         if type(result) in _SCALARS:
             return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):

@@ -86,8 +86,14 @@ class ActorNotFoundError(VactorError, LookupError):
     """No actor with this id exists under the storage root."""
 
     def __init__(self, actor_id: str, root: str) -> None:
+        where = root
+        if root.lower().startswith("memory://"):
+            where += (
+                " (it lives in the memory of one process: what another process made there is not in"
+                " it; name a directory or a bucket)"
+            )
         super().__init__(
-            f"no actor {actor_id!r} under {root}; create it with Cls.get_or_create({actor_id!r}, ...)"
+            f"no actor {actor_id!r} under {where}; create it with Cls.get_or_create({actor_id!r}, ...)"
             " or check the storage URL"
         )
         self.actor_id = actor_id

@@ -61,6 +61,7 @@ from vactor_cloud.inbox import (
     ActorInbox,
     encode_event,
     event_dedup_key,
+    event_handlers,
     put_event,
     serialize_payload,
     validate_event_id,
@@ -342,7 +343,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     blips = _Blips(runtime)
-    missing = False  # the actor did not exist at the last look
+    why = ""  # what the last look found that keeps the event from applying (see _remaining)
     while True:
         _check_open(runtime, actor_id, name)
         try:
@@ -351,7 +352,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
             # (cut off, it goes on in the background; the newest step is still looked at).
             await _by(_process(actor_id), deadline)
             outcome = await _applied_now(runtime, actor_id, name, event_id)
-            missing = False
+            why = _unhandled(runtime, actor_id, name)
         except RuntimeShutdownError as exc:
             # (Shut down while a poll ran: the error names the wait, not the poll's inner call.)
             raise _shut_down(actor_id, name) from exc
@@ -360,7 +361,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
         except ActorNotFoundError:
             # Not created yet: an event sent with create=True applies at its first commit.
             blips.cleared()
-            outcome, missing = None, True
+            outcome, why = None, _not_created(actor_id)
         except Exception as exc:  # (events apply exactly once: applying them again is safe)
             blips.absorb(exc)
             outcome = None
@@ -368,7 +369,7 @@ async def _wait(actor_id: str, name: str, timeout: float | None, event_id: str |
             blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
-        remaining = _remaining(deadline, actor_id, name, timeout, event_id, missing)
+        remaining = _remaining(deadline, actor_id, name, timeout, event_id, why)
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 1.0)
 
@@ -380,7 +381,7 @@ def _wait_here(
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     delay = 0.02
     blips = _Blips(runtime)
-    missing = False  # the actor did not exist at the last look
+    why = ""  # what the last look found that keeps the event from applying (see _remaining)
     while True:
         _check_open(runtime, actor_id, name)
         try:
@@ -388,14 +389,14 @@ def _wait_here(
                 runtime, actor_id, None if deadline == math.inf else max(0.0, deadline - time.monotonic())
             )
             outcome = runtime.run(_applied_now(runtime, actor_id, name, event_id))
-            missing = False
+            why = _unhandled(runtime, actor_id, name)
         except RuntimeShutdownError as exc:
             raise _shut_down(actor_id, name) from exc  # (see _wait)
         except ActorDeletedError as exc:
             raise _deleted_while_waiting(exc, name) from None
         except ActorNotFoundError:  # (see _wait)
             blips.cleared()
-            outcome, missing = None, True
+            outcome, why = None, _not_created(actor_id)
         except Exception as exc:  # (see _wait)
             blips.absorb(exc)
             outcome = None
@@ -403,7 +404,7 @@ def _wait_here(
             blips.cleared()
         if outcome is not None:
             return outcome.unwrap()
-        remaining = _remaining(deadline, actor_id, name, timeout, event_id, missing)
+        remaining = _remaining(deadline, actor_id, name, timeout, event_id, why)
         _sync.sleep(min(delay, remaining))  # (in slices on the main thread)
         delay = min(delay * 2, 1.0)
 
@@ -439,21 +440,34 @@ async def _applied_now(runtime: Runtime, actor_id: str, name: str, event_id: str
     return await applied_event(core.log, record, name, event_id, serializer=core.definition.serializer)
 
 
+def _not_created(actor_id: str) -> str:
+    return (
+        f": the actor does not exist (yet). An event sent to it with create=True is applied at "
+        f"its first commit after Cls.get_or_create({actor_id!r}, ...) creates it; check the "
+        "actor id and the storage URL"
+    )
+
+
+def _unhandled(runtime: Runtime, actor_id: str, name: str) -> str:
+    """What to say when the actor's class (as last loaded) has no handler for events ``name``:
+    such an event is kept in the inbox, and a wait for it can only time out (a typo, often)."""
+    definition = runtime.core(actor_id).definition
+    if definition is None or name in event_handlers(definition):
+        return ""
+    return (
+        f": {definition.cls.__qualname__} has no method marked on_event({name!r}); the event stays "
+        "in the inbox (vactor events ls) until a version of the class that handles it is loaded"
+    )
+
+
 def _remaining(
-    deadline: float, actor_id: str, name: str, timeout: float | None, event_id: str | None, missing: bool
+    deadline: float, actor_id: str, name: str, timeout: float | None, event_id: str | None, why: str
 ) -> float:
-    """Seconds left until ``deadline``; ``TimeoutError`` when none are (``missing``: the actor
-    did not exist at the last look, which the message says, with what creates it)."""
+    """Seconds left until ``deadline``; ``TimeoutError`` when none are, ending with ``why``: what
+    the last look found that keeps the event from applying (the actor missing, no handler)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         what = f"event {event_id!r} ({name!r})" if event_id is not None else f"an event {name!r}"
-        why = (
-            f": the actor does not exist (yet). An event sent to it with create=True is applied at "
-            f"its first commit after Cls.get_or_create({actor_id!r}, ...) creates it; check the "
-            "actor id and the storage URL"
-            if missing
-            else ""
-        )
         raise TimeoutError(f"actor {actor_id!r}: {what} was not applied within {timeout} s{why}")
     return remaining
 

@@ -1424,11 +1424,29 @@ def init(
         scope.choose(chosen)
         return
     with _runtime_lock:
+        # (the process fell back to the embedded default store, and loaded or made actors there)
+        fallen_back = _runtime is not None and bool(_runtime._cores) and not storage_chosen()
         old, _runtime, _settings = _runtime, None, chosen
         _chosen_by_init = True
         closing = _closing_now(old)
     _close_all(old, closing)
-    get_runtime()
+    runtime = get_runtime()
+    if fallen_back and old is not None and old.store.describe() != runtime.store.describe():
+        _warn_store_switched(old.store.describe(), runtime.store.describe())
+
+
+def _warn_store_switched(before: str, now: str) -> None:
+    """``init()`` after actors were used on the embedded default store, which the process fell
+    back to (no ``init()``, no ``$VACTOR_STORAGE``): handles made then name actors that are
+    not under the new store, and each call's ``ActorNotFoundError`` would be the only word."""
+    logger.warning(
+        "vc.init() chose %s after this process used actors on the embedded default store %s "
+        "(no vc.init() or $VACTOR_STORAGE before): what it did went there, and handles made "
+        "then now call actors under %s; call vc.init() before the first actor is used",
+        now,
+        before,
+        now,
+    )
 
 
 def current_runtime() -> Runtime | None:

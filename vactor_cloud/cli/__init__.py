@@ -318,7 +318,8 @@ def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
         _fail(_deleted_text(exc), EXIT_NOT_FOUND, debug)
     except (ActorNotFoundError, StepNotFoundError) as exc:
         named = getattr(args, "storage", None) or os.environ.get("VACTOR_STORAGE")
-        _fail(f"{exc}{memory_hint(named or '')}", EXIT_NOT_FOUND, debug)
+        said = "lives in the memory of one process" in str(exc)  # (ActorNotFoundError's own hint)
+        _fail(f"{exc}{'' if said else memory_hint(named or '')}", EXIT_NOT_FOUND, debug)
     except InvalidActorIdError as exc:
         _fail(str(exc), EXIT_USAGE, debug)
     except IntegrityError as exc:  # a damaged object (a torn write is also a StorageError): not the network

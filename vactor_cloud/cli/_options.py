@@ -304,7 +304,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     path is a usage error, not an empty store); the embedded default may not exist yet.
     """
     from vactor_cloud.settings import default_storage
-    from vactor_cloud.storage import refuse_scheme_typo
+    from vactor_cloud.storage import refuse_unusable_url
 
     named = getattr(args, "storage", None)
     if named is not None and not named.strip():  # `vactor bench ''`, `vactor doctor ''`
@@ -318,7 +318,7 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
     options = parse_storage_options(pairs)
     _refuse_settings(pairs or ())
     try:
-        refuse_scheme_typo(url)  # before "no such directory; mkdir -p s3:/bucket"
+        refuse_unusable_url(url)  # before "no such directory; mkdir -p s3:/bucket" (or " /srv/x")
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if must_exist and given is not None:
@@ -402,10 +402,9 @@ def memory_hint(url: str | None = None) -> str:
 
 def local_path(url: str) -> str | None:
     """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return rest if scheme.lower() == "file" else None
+    from vactor_cloud.storage import local_root
+
+    return local_root(url)
 
 
 def url_as_storage(args: argparse.Namespace) -> None:

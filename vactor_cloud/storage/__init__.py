@@ -3,7 +3,8 @@
 ``open_store(url, **options)`` picks the backend from the URL:
 
 =========================  ==========================================
-``/path``, ``file:///p``   :class:`LocalStore` (one machine, many processes)
+``/path``, ``file:///p``   :class:`LocalStore` (one machine, many processes);
+``file://localhost/p``     is ``/p``
 ``memory://name``          :class:`MemoryStore` (one process)
 ``s3://bucket/prefix``     ``S3Store`` over s3fs (extra ``vactor_cloud[s3]``)
 ``gs://bucket/prefix``     ``GCSStore`` over gcsfs (extra ``vactor_cloud[gcs]``);
@@ -34,8 +35,10 @@ __all__ = [
     "PutMode",
     "RequestCounter",
     "check_storage_options",
+    "local_root",
     "open_store",
     "refuse_scheme_typo",
+    "refuse_unusable_url",
 ]
 
 
@@ -67,15 +70,45 @@ def refuse_scheme_typo(url: str) -> None:
         )
 
 
+def local_root(url: str) -> str | None:
+    """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme.
+
+    ``file://localhost/p`` is ``/p`` (RFC 8089): it was ``./localhost/p``, a directory under
+    the working directory. Another host (``file://data/p``) stays ``./data/p``, as fsspec reads it.
+    """
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() != "file":
+        return None
+    host, slash, path = rest.partition("/")
+    return slash + path if slash and host.lower() == "localhost" else rest
+
+
+def refuse_unusable_url(url: str) -> None:
+    """``ValueError`` for a URL that names no store (``""``, ``file://``: the working directory,
+    as it was), one padded with white space (a value copied with its blank or newline: the
+    store was ``./ /srv/x``, or a directory or prefix whose name ends with it), or one whose
+    scheme lost a slash (:func:`refuse_scheme_typo`)."""
+    if local_root(url) == "":
+        raise ValueError(
+            f"the storage URL {url!r} is empty; name a store, or leave it out (None) for "
+            "$VACTOR_STORAGE, else the embedded store ('.' names the working directory)"
+        )
+    if url != url.strip():
+        raise ValueError(f"the storage URL {url!r} begins or ends with white space; remove it")
+    refuse_scheme_typo(url)
+
+
 def _backend(url: str) -> tuple[type[ObjectStore], str]:
     """The store class serving ``url`` and the part of the URL it is given."""
+    refuse_unusable_url(url)
     if "://" not in url:
-        refuse_scheme_typo(url)
         return LocalStore, url
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if scheme == "file":
-        return LocalStore, rest
+        return LocalStore, local_root(url) or ""
     if scheme == "memory":
         return MemoryStore, rest
     if scheme in ("s3", "s3a"):
