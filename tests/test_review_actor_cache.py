@@ -20,6 +20,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from actors import OrderLog
@@ -202,6 +203,78 @@ def test_a_contended_actor_evicted_and_loaded_again_names_one_sender_of_this_pro
     assert doubled_cores == []
     cursor = posting.cursor_of(record.extra)
     assert len(cursor) == 1, f"{len(senders)} senders of one process, {len(cursor)} in the cursor"
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("dropped", [False, True], ids=["cached", "core-dropped"])
+@pytest.mark.parametrize("folder", ["this-process", "another-process"])
+def test_a_read_after_a_posted_call_returned_sees_it_with_a_long_fresh_window(
+    store_spec: StoreSpec, folder: str, dropped: bool, request: pytest.FixtureRequest
+) -> None:
+    """A pin (it passed before; h106 looked for a way it fails and found none): once a writer
+    call posted under contention returns, a read-only call of the same process sees its
+    write, with the cache trusted for 300 s, whichever process folded it, and whether the core
+    that waited for it is still cached or was evicted and dropped (a new core loads). Every
+    way an outcome reaches its caller first moves the core to the step holding it (a fold's
+    own commit, or the poster's read of the applying step), and every read probes past the
+    step its core holds (one GET)."""
+    store = init_switchable(
+        store_spec, fresh_window=300.0, max_cached_actors=1, combine_window=0.05, lease_seconds=30.0
+    )
+    runtime = vc.get_runtime()
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    other: Runtime | None = None
+    posted = threading.Event()
+    if folder == "another-process":
+        # It holds the folder lease: our post waits for its fold (its next call, once ours landed).
+        other = Runtime(
+            Settings(
+                storage=store_spec.url,
+                storage_options=store_spec.options,
+                combine_window=60.0,
+                lease_seconds=30.0,
+            )
+        )
+        request.addfinalizer(other.close)
+        assert other.load("a")._lease_for_fold()
+        around = store._around
+
+        async def note_posts(operation: str, key: str, run: Any, **kw: Any) -> Any:
+            result = await around(operation, key, run, **kw)
+            if operation == "put" and "/mail/" in key:
+                posted.set()
+            return result
+
+        store._around = note_posts  # type: ignore[method-assign]
+    commit_behind_our_back(runtime, "a")  # step 2: our put of it loses, the call is posted
+
+    def fold_as_another_process() -> None:
+        if other is not None and posted.wait(HANG):
+            call = add_call("them/0")  # folds the pending posts, ours first, with its own call
+            other.call("a", call)
+            call.future.result(HANG)
+
+    folds = threading.Thread(target=fold_as_another_process)
+    folds.start()
+    try:
+        assert log.add.run("me/1") == 2
+    finally:
+        posted.set()
+        folds.join(HANG)
+    core = runtime.core("a")
+    record = core.record
+    # Step 3 folded our post: alone (our fold), or with the other process's call (its fold).
+    assert record is not None and record.step == 3 and posting.cursor_of(record.extra)
+    assert len(record.calls) == (1 if other is None else 2)
+    if dropped:
+        wait_until(lambda: core.idle, "the folder never went idle")
+        gone = weakref.ref(core)
+        del core
+        OrderLog.get_or_create("b")  # "a" is evicted (max_cached_actors=1)
+        full_collection()
+        assert gone() is None
+    assert log.applied.run() == ["me/0", "me/1"] + ([] if other is None else ["them/0"])
 
 
 # -- 2. a post given up on, a kept exception -------------------------------------------------------

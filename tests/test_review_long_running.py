@@ -46,6 +46,24 @@ def _answer_behind_its_back(spec: StoreSpec, actor_id: str) -> None:
         other.close()
 
 
+def _answer_folded(spec: StoreSpec, actor: vc.ActorHandle[Answers]) -> None:
+    """Call ``actor`` (just created) with its cached step one behind: the put loses, the call
+    is posted and folded, and the core holds the folding step (200 KB of outcome).
+
+    The core holding step 0 is held here until the call returned: the cache, over its bound,
+    may evict it at any time (at its creation, when the earlier actors' cores are busy), and a
+    new core would load the other runtime's step and win the race: nothing posted, no fold
+    (a loaded run met that: step 2 its own commit, ``posted`` empty). Held, it is taken back."""
+    runtime = vc.get_runtime()
+    core = runtime.load(actor.actor_id)
+    assert core.record is not None and core.record.step == 0
+    _answer_behind_its_back(spec, actor.actor_id)  # step 1
+    assert len(actor.answer.run(200_000)) == 200_000
+    assert runtime.load(actor.actor_id) is core
+    record = core.record
+    assert record is not None and record.step == 2 and len(record.posted) > 200_000  # (folded)
+
+
 def _record_bytes_held(runtime: Runtime) -> int:
     """Bytes of the cached steps' parts beside state and table: folded calls' outcomes (and
     their copies), and a new idempotency checkpoint an own commit wrote."""
@@ -59,11 +77,25 @@ def _record_bytes_held(runtime: Runtime) -> int:
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(store_spec: StoreSpec) -> None:
+@pytest.mark.parametrize("older_busy", [False, True], ids=["", "older-busy"])
+def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, older_busy: bool
+) -> None:
     """A step that folds posted calls carries their outcomes (``StepRecord.posted``), and the
     actor's cached step keeps them; the cache weighed only the state and the idempotency table,
     so ``max_cache_bytes`` did not bound them: 12 actors whose posted call returned 200 KB held
-    2.4 MB of outcomes against a 1 MB bound, a few bytes of state each."""
+    2.4 MB of outcomes against a 1 MB bound, a few bytes of state each.
+
+    ``older_busy``: the earlier actors' cores are busy (their lease-holder rounds still run, as
+    on a loaded host) while each new actor is created, so the cache, over its bound, evicts the
+    new core at once, the only idle one."""
+    creating: list[str] = []
+    if older_busy:
+        idle = ActorCore.idle.fget
+        assert idle is not None
+        monkeypatch.setattr(
+            ActorCore, "idle", property(lambda core: idle(core) and creating in ([], [core.actor_id]))
+        )
     bound = 1_000_000
     store_spec.init(
         settings=vc.Settings(
@@ -71,14 +103,10 @@ def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(store
         )
     )
     for n in range(12):
+        creating[:] = [f"answers-{n}"]
         actor = Answers.get_or_create(f"answers-{n}")
-        _answer_behind_its_back(store_spec, f"answers-{n}")
-        # Our cache is a step behind and trusted: the put loses, the call is posted and folded.
-        assert len(actor.answer.run(200_000)) == 200_000
-        # (load, not core: the cache, over its bound, may have evicted this core already, and a
-        # new core holds no step until loaded; a loaded CI run met that, record None)
-        record = vc.get_runtime().load(f"answers-{n}").record
-        assert record is not None and len(record.posted) > 200_000  # (it was folded)
+        creating.clear()
+        _answer_folded(store_spec, actor)
     runtime = vc.get_runtime()
     # Each was the folder lease holder, serving others' posts for a while (busy, not evictable):
     # once they are all idle, the next actor's load evicts down to the bound.
