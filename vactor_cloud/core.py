@@ -1214,6 +1214,7 @@ class ActorCore(Folder):
             c.put_sent = False
             c.calls = batch
             c.folded = []
+            c.attempt_began = time.monotonic()
             try:
                 step = self._attempt(c)
             except (StepTakenError, StepCompactedError, _BelowWatermarkError) as lost:
@@ -1663,7 +1664,8 @@ class ActorCore(Folder):
         # stalled store ended a writer call only after up to five attempts' timeouts. A posted
         # batch is always retried until ``commit_timeout``: it may be applied meanwhile.
         if c.transient == 0:
-            c.failing_since = c.began if c.attempts == 0 else time.monotonic()
+            # (From when the failing attempt began: its first request's wait counts too.)
+            c.failing_since = c.began if c.attempts == 0 else c.attempt_began
         retry_until = (
             c.give_up_at if posted is not None else min(c.give_up_at, c.failing_since + settings.deadline)
         )
@@ -2020,7 +2022,8 @@ class _Commit:
     #: bounded by ``max_commit_attempts``), and none past ``give_up_at``.
     transient: int = 0
     #: (monotonic) since when ``transient`` has counted: the commit's start if no race was
-    #: lost before, else the first failure of the run (``Settings.deadline`` bounds the run)
+    #: lost before, else the start of the run's first failing attempt (``Settings.deadline``
+    #: bounds the run)
     failing_since: float = 0.0
     #: the writer id of the put before this attempt's, if its answer never came
     earlier: str = ""
@@ -2039,6 +2042,8 @@ class _Commit:
     result: BatchResult = dataclasses.field(init=False)
     record: StepRecord = dataclasses.field(init=False)
     put_started: float = dataclasses.field(init=False)
+    #: (monotonic) when the newest attempt began
+    attempt_began: float = dataclasses.field(init=False)
 
 
 def _backoff(attempt: int) -> float:
