@@ -559,6 +559,13 @@ def apply_batch(
             refused = ActorClassChangedError(actor_id, call.method, was, definition.name)
             outcomes.append(Outcome(False, refused))
             continue
+        if call.for_class is not None and call.method not in MARKERS:
+            info = definition.methods.get(call.method)
+            if info is None or info.readonly:  # (a stand-in's call: see _no_writer_of_the_class)
+                outcomes.append(
+                    _no_writer_of_the_class(definition, actor_id, call, good, serializer, runtime)
+                )
+                continue
         key = call.idempotency_key
         if key is not None:
             if not table.load_without_io():
@@ -658,6 +665,31 @@ def apply_batch(
     if instance is None:
         instance = restore_instance(definition.cls, loads_state(good, serializer))
     return BatchResult(outcomes, instance, good, dedup, records, timers.extra(base.extra))
+
+
+def _no_writer_of_the_class(
+    definition: ActorDefinition, actor_id: str, call: PendingCall, good: bytes, serializer: str, runtime: Any
+) -> Outcome:
+    """The outcome of a call that names no writer method of the actor's class: one made through
+    a method of a class not defined where it was made (``handle._stand_in``, a writer taking any
+    arguments there). Held to what a handle of the class allows: a name that is no method of it
+    fails as there (``AttributeError``); a read-only method runs as a read, on a private copy
+    of the state ``good``. Either way nothing of it is committed."""
+    info = definition.methods.get(call.method)
+    if info is None:
+        methods = ", ".join(sorted(definition.methods)) or "none"
+        error = AttributeError(
+            f"{definition.cls.__qualname__} (actor {actor_id!r}) has no method {call.method!r} "
+            f"a handle can call; its methods: {methods}"
+        )
+        return Outcome(False, error)
+    try:
+        instance = restore_instance(definition.cls, loads_state(good, serializer))
+        return Outcome(
+            True, _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
+        )
+    except BaseException as exc:
+        return Outcome(False, exc)
 
 
 def _timer_marker(
