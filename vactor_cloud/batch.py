@@ -360,12 +360,12 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         _note_self_call(exc, instance)
         raise
     except _DOUBT as exc:
-        raise _nested_in_doubt(exc, context) from exc
+        raise _nested_in_doubt([exc], context) from exc
     except ExceptionGroup as group:  # (a TaskGroup of nested calls): a doubt in it is the call's
-        doubt = _first_doubt(group)
-        if doubt is None:
+        doubts = _doubts(group)
+        if not doubts:
             raise
-        raise _nested_in_doubt(doubt, context) from group
+        raise _nested_in_doubt(doubts, context) from group
     finally:
         _local.call = previous
         if not context.readonly:
@@ -376,29 +376,34 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
 _DOUBT = (CommitOutcomeUnknownError, NestedCallPendingError)
 
 
-def _first_doubt(
-    group: ExceptionGroup[Exception],
-) -> CommitOutcomeUnknownError | NestedCallPendingError | None:
-    """The first nested call's doubt in ``group`` (in groups within it too), if any."""
-    found: BaseException | None = group.subgroup(_DOUBT)
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    assert found is None or isinstance(found, _DOUBT)
+def _doubts(group: BaseExceptionGroup[Any]) -> list[CommitOutcomeUnknownError | NestedCallPendingError]:
+    """Every nested call's doubt in ``group`` (in groups within it too), in order."""
+    found: list[CommitOutcomeUnknownError | NestedCallPendingError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_doubts(exc))
+        elif isinstance(exc, _DOUBT):
+            found.append(exc)
     return found
 
 
 def _nested_in_doubt(
-    exc: CommitOutcomeUnknownError | NestedCallPendingError, context: CallContext
+    doubts: list[CommitOutcomeUnknownError | NestedCallPendingError], context: CallContext
 ) -> NestedCallPendingError:
-    """What the caller of a method that let a nested call's doubt through hears: its own call,
-    not applied, and the call in doubt (as it was, the inner error named the inner actor and
+    """What the caller of a method that let nested calls' doubts through hears: its own call,
+    not applied, and every call in doubt (as it was, the inner error named the inner actor and
     call id, and told the caller its own call might still apply). Through several actors
     (A calls B, which calls C), the call in doubt stays C's."""
-    if isinstance(exc, NestedCallPendingError):
-        nested = (exc.nested_actor_id, exc.nested_call_ids, exc.detail)
-    else:
-        nested = (exc.actor_id, list(getattr(exc, "call_ids", [])), str(exc))
-    return NestedCallPendingError(context.actor_id, context.call_id, *nested)
+    nested: list[tuple[str, list[str], str]] = []
+    for exc in doubts:
+        if isinstance(exc, NestedCallPendingError):
+            nested.extend(exc.nested)
+        else:
+            nested.append((exc.actor_id, list(getattr(exc, "call_ids", [])), str(exc)))
+    (first_actor, first_ids, first_detail), *more = nested
+    return NestedCallPendingError(
+        context.actor_id, context.call_id, first_actor, first_ids, first_detail, more
+    )
 
 
 #: what a handle's method has and a method of the instance (``self.m``) has not
