@@ -1724,7 +1724,8 @@ class ActorCore(Folder):
             fail_calls(batch, exc)
 
     def _attempt_failed(self, c: _Commit, exc: Exception) -> None:
-        """Any other exception (a defect, a class that will not load): the batch fails."""
+        """Any other exception (a defect, a class that will not load, a ``MemoryError`` in the
+        store's client): the batch fails; its outcome is unknown if the step put was sent."""
         self._invalidate()
         counters.commit_error(self.actor_id, exc, c.put_sent, posted=c.posted is not None)
         if c.posted is not None:
@@ -1732,6 +1733,18 @@ class ActorCore(Folder):
             pending = self._pending_error(c.posted, c.batch)
             pending.__cause__ = exc
             fail_calls(c.batch, pending)
+        elif c.put_sent and not isinstance(exc, CommitOutcomeUnknownError):
+            # The put may have landed: the bare error told the caller nothing was applied.
+            step = c.record.step
+            unknown = CommitOutcomeUnknownError(
+                self.actor_id,
+                step,
+                f"the write of step {step} was sent and then failed with {exc!r}: the calls "
+                "may or may not have been applied (look at the actor, or use an idempotency "
+                "key, before calling again)",
+            )
+            unknown.__cause__ = exc
+            fail_calls(c.batch, unknown)
         else:
             fail_calls(c.batch, exc)
 

@@ -1,0 +1,114 @@
+"""Exceptions other than storage errors raised by the store layer mid-commit (review h102).
+
+Every one reaches the caller, and says truthfully what became of the call:
+
+* an ``Exception`` that is no storage error (a ``MemoryError`` while the client buffers a
+  large body, a backend defect), raised by the step put: the put was sent and may have
+  landed. Before, the caller heard the bare error, as for a call that changed nothing,
+  though the step had landed (a retry applied it twice); now ``CommitOutcomeUnknownError``,
+  the error its cause.
+* ``asyncio.CancelledError`` raised by a store request that nobody cancelled (a client
+  library letting an inner cancellation out): before, on a store whose requests suspend
+  (local, S3, GCS), the caller heard that the runtime had shut down (``RuntimeShutdownError``,
+  "retry it (the next call starts a new runtime)") while it ran on; now the error itself,
+  as an interrupt is (the commit's note says the calls may have been applied).
+* ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``: reach the caller with the
+  commit's note (held here).
+
+A store wrapper raises the exception once, before or after the request was applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@vc.virtual_actor
+class Box:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self) -> int:
+        self.n += 1
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.n
+
+
+class RaisesOnce(FaultyStore):
+    """Once armed, the next ``operation`` on a key containing ``/steps/`` raises ``exc``
+    (``after``: once the wrapped store applied it)."""
+
+    def __init__(self, inner: Any, exc: BaseException, operation: str, after: bool) -> None:
+        super().__init__(inner, FaultConfig())
+        self.armed: BaseException | None = None
+        self.exc = exc
+        self.operation = operation
+        self.after = after
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        exc = self.armed
+        if exc is not None and operation == self.operation and "/steps/" in key:
+            self.armed = None
+            if self.after:
+                await run()
+            raise exc
+        return await run()
+
+
+def _outcome(spec: StoreSpec, exc: BaseException, operation: str, after: bool) -> tuple[Any, Box]:
+    """The outcome of a writer call whose ``operation`` raised ``exc``, and the actor's handle."""
+    spec.init(settings=vc.Settings(storage="", fresh_window=0.0, deadline=5.0))
+    runtime = vc.get_runtime()
+    store = RaisesOnce(runtime.store, exc, operation, after)
+    runtime.store = store
+    box = Box.get_or_create("b")
+    assert box.add.run() == 1
+    store.armed = exc
+    try:
+        return box.add.run(), box
+    except BaseException as raised:  # (the outcome under test)
+        assert store.armed is None  # (the injected one, not another)
+        return raised, box
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["not-landed", "landed"])
+def test_a_non_storage_error_from_the_step_put_leaves_the_outcome_unknown(
+    spec: StoreSpec, after: bool
+) -> None:
+    outcome, box = _outcome(spec, MemoryError(), "put", after)
+    assert isinstance(outcome, vc.CommitOutcomeUnknownError), repr(outcome)
+    assert isinstance(outcome.__cause__, MemoryError)
+    assert box.get.run() == (2 if after else 1)
+    assert box.add.run() == (3 if after else 2)  # the runtime goes on
+
+
+@pytest.mark.parametrize("operation", ["get", "put"])
+def test_a_cancelled_error_from_a_store_request_is_no_shutdown(spec: StoreSpec, operation: str) -> None:
+    outcome, box = _outcome(spec, asyncio.CancelledError(), operation, False)
+    assert isinstance(outcome, asyncio.CancelledError), repr(outcome)
+    assert any("may or may not have been applied" in note for note in outcome.__notes__)
+    assert box.get.run() == 1
+    assert box.add.run() == 2
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, GeneratorExit])
+@pytest.mark.parametrize("after", [False, True], ids=["not-landed", "landed"])
+def test_an_interrupt_from_the_step_put_reaches_the_caller_with_the_commits_note(
+    spec: StoreSpec, kind: type[BaseException], after: bool
+) -> None:
+    outcome, box = _outcome(spec, kind(), "put", after)
+    assert type(outcome) is kind
+    assert any("may or may not have been applied" in note for note in outcome.__notes__)
+    assert box.get.run() == (2 if after else 1)
