@@ -112,3 +112,32 @@ def test_an_interrupt_from_the_step_put_reaches_the_caller_with_the_commits_note
     assert type(outcome) is kind
     assert any("may or may not have been applied" in note for note in outcome.__notes__)
     assert box.get.run() == (2 if after else 1)
+
+
+class CutByShutdown(FaultyStore):
+    """The next read of a step meets shutdown: the runtime stops, and what the request awaited
+    is cancelled under it (``Runtime._cancel_tasks``), its ``CancelledError`` raised out."""
+
+    def __init__(self, inner: Any, runtime: Any) -> None:
+        super().__init__(inner, FaultConfig())
+        self.runtime = runtime
+        self.armed = False
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if self.armed and operation == "get" and "/steps/" in key:
+            self.armed = False
+            self.runtime.stopped = True
+            raise asyncio.CancelledError()
+        return await run()
+
+
+def test_a_cancelled_error_once_shutdown_began_is_the_shutdown(spec: StoreSpec) -> None:
+    spec.init(settings=vc.Settings(storage="", fresh_window=0.0, deadline=5.0))
+    runtime = vc.get_runtime()
+    store = CutByShutdown(runtime.store, runtime)
+    runtime.store = store
+    box = Box.get_or_create("s")
+    assert box.add.run() == 1
+    store.armed = True
+    with pytest.raises(vc.RuntimeShutdownError):
+        box.add.run()
