@@ -24,6 +24,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from combining_workers import commit_behind_its_back
 
 import vactor_cloud as vc
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
@@ -47,19 +48,22 @@ class Box:
 
 
 class RaisesOnce(FaultyStore):
-    """Once armed, the next ``operation`` on a key containing ``/steps/`` raises ``exc``
+    """Once armed, the next ``operation`` on a key containing ``fragment`` raises ``exc``
     (``after``: once the wrapped store applied it)."""
 
-    def __init__(self, inner: Any, exc: BaseException, operation: str, after: bool) -> None:
+    def __init__(
+        self, inner: Any, exc: BaseException, operation: str, after: bool, fragment: str = "/steps/"
+    ) -> None:
         super().__init__(inner, FaultConfig())
         self.armed: BaseException | None = None
         self.exc = exc
         self.operation = operation
         self.after = after
+        self.fragment = fragment
 
     async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
         exc = self.armed
-        if exc is not None and operation == self.operation and "/steps/" in key:
+        if exc is not None and operation == self.operation and self.fragment in key:
             self.armed = None
             if self.after:
                 await run()
@@ -141,3 +145,55 @@ def test_a_cancelled_error_once_shutdown_began_is_the_shutdown(spec: StoreSpec) 
     store.armed = True
     with pytest.raises(vc.RuntimeShutdownError):
         box.add.run()
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["not-landed", "landed"])
+def test_a_non_storage_error_from_a_posts_write_leaves_the_call_to_the_fold(
+    spec: StoreSpec, after: bool
+) -> None:
+    """The call lost a race and posted (``combine_after=1``); the post's write raised a
+    ``MemoryError``, after landing or not. Before, the caller heard the bare error (as for a
+    call not applied) while the post stayed, and this process's next commit folded it: applied
+    (the landed case). Now the post is in doubt, as after a storage error: the commit goes on
+    and the call's outcome is the fold's (applied once, here by this process's own fold)."""
+    spec.init(settings=vc.Settings(storage="", fresh_window=300.0, combine_after=1, deadline=5.0))
+    runtime = vc.get_runtime()
+    store = RaisesOnce(runtime.store, MemoryError(), "put", after, fragment="/mail/")
+    runtime.store = store
+    box = Box.get_or_create("p")
+    assert box.add.run() == 1
+    commit_behind_its_back("p")  # step 2, n == 1: our next put loses, and the batch posts
+    store.armed = store.exc
+    assert box.add.run() == 2
+    assert store.armed is None
+    assert box.add.run() == 3
+    assert box.get.run() == 3
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["not-landed", "landed"])
+def test_a_non_storage_error_from_a_posts_inline_write_leaves_the_call_to_the_fold(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, after: bool
+) -> None:
+    """As above, where the post's first write is made on the calling thread (``PostBox.send_now``:
+    the memory and local stores): it raised the bare error too."""
+    spec.init(settings=vc.Settings(storage="", fresh_window=300.0, combine_after=1, deadline=5.0))
+    store = vc.get_runtime().store
+    assert store.inline
+    box = Box.get_or_create("q")
+    assert box.add.run() == 1
+    commit_behind_its_back("q")
+    put_now = store.put_now
+    raised: list[str] = []
+
+    def failing_put_now(key: str, data: bytes, *, mode: Any = "overwrite") -> str:
+        if "/mail/" in key and not raised:
+            raised.append(key)
+            if after:
+                put_now(key, data, mode=mode)
+            raise MemoryError()
+        return put_now(key, data, mode=mode)
+
+    monkeypatch.setattr(store, "put_now", failing_put_now)
+    assert box.add.run() == 2
+    assert raised
+    assert box.add.run() == 3
