@@ -197,3 +197,25 @@ def test_a_non_storage_error_from_a_posts_inline_write_leaves_the_call_to_the_fo
     assert box.add.run() == 2
     assert raised
     assert box.add.run() == 3
+
+
+def test_a_non_storage_error_after_the_batch_was_posted_leaves_the_call_pending(spec: StoreSpec) -> None:
+    """The call lost a race and posted; then the read of the folder lease raised a
+    ``MemoryError`` (found by the fuzz too). Before, the caller heard the bare error while its
+    post stayed, and the next fold applied it. Now ``CallPendingError`` (the error its cause):
+    ``call_outcome`` tells what became of it, here applied by this process's next fold."""
+    spec.init(settings=vc.Settings(storage="", fresh_window=300.0, combine_after=1, deadline=5.0))
+    runtime = vc.get_runtime()
+    store = RaisesOnce(runtime.store, MemoryError(), "get", False, fragment="/lease")
+    runtime.store = store
+    box = Box.get_or_create("l")
+    assert box.add.run() == 1
+    commit_behind_its_back("l")  # step 2, n == 1: our next put loses, and the batch posts
+    store.armed = store.exc
+    with pytest.raises(vc.CallPendingError) as raised:
+        box.add.run()
+    assert store.armed is None
+    assert isinstance(raised.value.__cause__, MemoryError)
+    (call_id,) = raised.value.call_ids
+    assert box.add.run() == 3  # our next commit folds the post first
+    assert box.call_outcome(call_id) == 2

@@ -1181,12 +1181,21 @@ class ActorCore(Folder):
         try:
             if self._choose_way(c):
                 self._attempt_until_settled(c)
-        except BaseException:
+        except BaseException as exc:
             # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
             # post stays, and any process's fold may still apply it.
-            if c.posted is not None:
-                self._interrupted_after_posting(c.posted, c.batch)
-            raise
+            if c.posted is None:
+                raise
+            self._interrupted_after_posting(c.posted, c.batch)
+            if not isinstance(exc, Exception):
+                raise
+            # Not an interrupt (a MemoryError, a defect: a storage error is handled inside):
+            # pending, as an attempt's error after posting is (``_attempt_failed``). The bare
+            # error told the caller its call was not applied, and a fold applied it later.
+            counters.commit_error(self.actor_id, exc, False, posted=True)
+            pending = self._pending_error(c.posted, c.batch)
+            pending.__cause__ = exc
+            fail_calls(c.batch, pending)
 
     def _attempt_until_settled(self, c: _Commit) -> None:
         """``_commit_attempts``'s loop: attempt until ``c.batch`` has its outcome (calls refused
