@@ -54,3 +54,14 @@ def test_a_group_of_nested_doubts_names_every_call_in_doubt(spec: StoreSpec) -> 
     copy: Any = pickle.loads(pickle.dumps(error))  # (as a folded call's outcome travels)
     assert (str(copy), copy.nested) == (text, error.nested)
     assert fan.read.run() == 0
+
+
+def test_an_error_naming_one_doubt_pickles_as_before_it_had_nested() -> None:
+    """Outcomes travel to other processes (a fold's), maybe of an earlier release, whose
+    ``NestedCallPendingError`` takes five arguments: one doubt is pickled with those five."""
+    error = NestedCallPendingError("a", "c1", "b", ["x"], "why")
+    assert error.nested == [("b", ["x"], "why")]
+    _, args = error.__reduce__()[:2]
+    assert args == ("a", "c1", "b", ["x"], "why")
+    copy: Any = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.nested) == (str(error), error.nested)

@@ -445,7 +445,8 @@ class NestedCallPendingError(VactorError):
 
     def __reduce__(self) -> tuple[object, ...]:
         first = (self.actor_id, self.call_id, self.nested_actor_id, self.nested_call_ids, self.detail)
-        return (type(self), (*first, self.nested[1:]))
+        # One doubt: pickled as before ``nested`` (a folded call's outcome reaches older releases).
+        return (type(self), (*first, self.nested[1:]) if len(self.nested) > 1 else first)
 
 
 class ReentrantCallError(VactorError, RuntimeError):
