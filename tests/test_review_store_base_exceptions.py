@@ -219,3 +219,20 @@ def test_a_non_storage_error_after_the_batch_was_posted_leaves_the_call_pending(
     (call_id,) = raised.value.call_ids
     assert box.add.run() == 3  # our next commit folds the post first
     assert box.call_outcome(call_id) == 2
+
+
+class UnprintableError(Exception):
+    """An error whose repr and str raise (a defect in a client library's exception)."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def test_an_unprintable_error_from_the_step_put_leaves_the_outcome_unknown(spec: StoreSpec) -> None:
+    outcome, box = _outcome(spec, UnprintableError(), "put", True)
+    assert isinstance(outcome, vc.CommitOutcomeUnknownError), type(outcome)
+    assert isinstance(outcome.__cause__, UnprintableError)
+    assert box.get.run() == 2

@@ -62,7 +62,7 @@ from vactor_cloud.batch import (
     swap_current_call,
 )
 from vactor_cloud.call_queue import CallQueue
-from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes, safe_repr
 from vactor_cloud.definition import ActorDefinition, lookup_local_class, superseded
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import (
@@ -1748,7 +1748,7 @@ class ActorCore(Folder):
             unknown = CommitOutcomeUnknownError(
                 self.actor_id,
                 step,
-                f"the write of step {step} was sent and then failed with {exc!r}: the calls "
+                f"the write of step {step} was sent and then failed with {safe_repr(exc)}: the calls "
                 "may or may not have been applied (look at the actor, or use an idempotency "
                 "key, before calling again)",
             )
