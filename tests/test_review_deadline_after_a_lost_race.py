@@ -78,10 +78,11 @@ def test_after_a_lost_race_storage_failures_stop_at_the_deadline_from_the_first_
     stats = vc.stats()
     assert stats["commit_conflicts"] == 1, stats
     retries = stats["commit_retries_transient"]
-    # As for a first attempt: one retry fits in the deadline (two failing reads' time) counted
-    # from the moment the failing attempt began; the catch-up probe after the lost race fails
-    # too (one read, not retried).
-    assert 0 < retries <= 1, (retries, store.failed)
+    # As for a first attempt: at most one retry fits in the deadline (two failing reads' time)
+    # counted from the moment the failing attempt began (none, if a loaded host stretched the
+    # first read past it); the catch-up probe after the lost race fails too (one read, not
+    # retried). Before: two retries and four failing reads.
+    assert retries <= 1 and store.failed <= 3, (retries, store.failed)
 
 
 def test_a_short_hiccup_after_a_lost_race_is_retried(spec: StoreSpec) -> None:
