@@ -422,7 +422,7 @@ class _Waiter:
     a commit's one trip to the loop is most of the library's CPU per commit.
     """
 
-    __slots__ = ("begun", "cancelled", "done", "error", "stopped", "task", "value")
+    __slots__ = ("asked", "begun", "cancelled", "done", "error", "stopped", "task", "value")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
@@ -435,6 +435,9 @@ class _Waiter:
         self.stopped = False
         #: its start ran, or it was withdrawn: the coroutine is the loop's, or closed
         self.begun = False
+        #: its task was cancelled from here (timeout, owner, interrupt): a task that ended
+        #: cancelled otherwise had its coroutine raise ``CancelledError`` itself
+        self.asked = False
 
     def _refuse(self, coro: Coroutine[Any, Any, Any]) -> bool:
         """Cancelled (``cancel``) before it started: it never starts."""
@@ -477,7 +480,15 @@ class _Waiter:
         self.task.add_done_callback(self.finish)
 
     def finish(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
+        if task.cancelled() and not self.asked:
+            # Nobody cancelled it: the coroutine raised ``CancelledError`` (a client library
+            # letting an inner cancellation out). That error is its outcome, not "cancelled"
+            # (which its caller took for its owner's shutdown), as for an eager start.
+            try:
+                task.result()
+            except BaseException as exc:
+                self.error = exc
+        elif task.cancelled():
             self.cancelled = True
         else:
             self.error = task.exception()
@@ -488,6 +499,7 @@ class _Waiter:
 
     def cancel(self) -> None:
         if self.task is not None:
+            self.asked = True
             self.task.cancel()
 
     def withdraw(self, coro: Coroutine[Any, Any, Any]) -> None:

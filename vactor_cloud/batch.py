@@ -374,12 +374,12 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         _note_self_call(exc, instance)
         raise
     except _DOUBT as exc:
-        raise _nested_in_doubt(exc, context) from exc
+        raise _nested_in_doubt([exc], context) from exc
     except ExceptionGroup as group:  # (a TaskGroup of nested calls): a doubt in it is the call's
-        doubt = _first_doubt(group)
-        if doubt is None:
+        doubts = _doubts(group)
+        if not doubts:
             raise
-        raise _nested_in_doubt(doubt, context) from group
+        raise _nested_in_doubt(doubts, context) from group
     finally:
         _local.call = previous
         if not context.readonly:
@@ -390,29 +390,34 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
 _DOUBT = (CommitOutcomeUnknownError, NestedCallPendingError)
 
 
-def _first_doubt(
-    group: ExceptionGroup[Exception],
-) -> CommitOutcomeUnknownError | NestedCallPendingError | None:
-    """The first nested call's doubt in ``group`` (in groups within it too), if any."""
-    found: BaseException | None = group.subgroup(_DOUBT)
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    assert found is None or isinstance(found, _DOUBT)
+def _doubts(group: BaseExceptionGroup[Any]) -> list[CommitOutcomeUnknownError | NestedCallPendingError]:
+    """Every nested call's doubt in ``group`` (in groups within it too), in order."""
+    found: list[CommitOutcomeUnknownError | NestedCallPendingError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_doubts(exc))
+        elif isinstance(exc, _DOUBT):
+            found.append(exc)
     return found
 
 
 def _nested_in_doubt(
-    exc: CommitOutcomeUnknownError | NestedCallPendingError, context: CallContext
+    doubts: list[CommitOutcomeUnknownError | NestedCallPendingError], context: CallContext
 ) -> NestedCallPendingError:
-    """What the caller of a method that let a nested call's doubt through hears: its own call,
-    not applied, and the call in doubt (as it was, the inner error named the inner actor and
+    """What the caller of a method that let nested calls' doubts through hears: its own call,
+    not applied, and every call in doubt (as it was, the inner error named the inner actor and
     call id, and told the caller its own call might still apply). Through several actors
     (A calls B, which calls C), the call in doubt stays C's."""
-    if isinstance(exc, NestedCallPendingError):
-        nested = (exc.nested_actor_id, exc.nested_call_ids, exc.detail)
-    else:
-        nested = (exc.actor_id, list(getattr(exc, "call_ids", [])), str(exc))
-    return NestedCallPendingError(context.actor_id, context.call_id, *nested)
+    nested: list[tuple[str, list[str], str]] = []
+    for exc in doubts:
+        if isinstance(exc, NestedCallPendingError):
+            nested.extend(exc.nested)
+        else:
+            nested.append((exc.actor_id, list(getattr(exc, "call_ids", [])), str(exc)))
+    (first_actor, first_ids, first_detail), *more = nested
+    return NestedCallPendingError(
+        context.actor_id, context.call_id, first_actor, first_ids, first_detail, more
+    )
 
 
 #: what a handle's method has and a method of the instance (``self.m``) has not
@@ -573,6 +578,13 @@ def apply_batch(
             refused = ActorClassChangedError(actor_id, call.method, was, definition.name)
             outcomes.append(Outcome(False, refused))
             continue
+        if call.for_class is not None and call.method not in MARKERS:
+            info = definition.methods.get(call.method)
+            if info is None or info.readonly:  # (a stand-in's call: see _no_writer_of_the_class)
+                outcomes.append(
+                    _no_writer_of_the_class(definition, actor_id, call, good, serializer, runtime)
+                )
+                continue
         key = call.idempotency_key
         if key is not None:
             if not table.load_without_io():
@@ -672,6 +684,31 @@ def apply_batch(
     if instance is None:
         instance = restore_instance(definition.cls, loads_state(good, serializer))
     return BatchResult(outcomes, instance, good, dedup, records, timers.extra(base.extra))
+
+
+def _no_writer_of_the_class(
+    definition: ActorDefinition, actor_id: str, call: PendingCall, good: bytes, serializer: str, runtime: Any
+) -> Outcome:
+    """The outcome of a call that names no writer method of the actor's class: one made through
+    a method of a class not defined where it was made (``handle._stand_in``, a writer taking any
+    arguments there). Held to what a handle of the class allows: a name that is no method of it
+    fails as there (``AttributeError``); a read-only method runs as a read, on a private copy
+    of the state ``good``. Either way nothing of it is committed."""
+    info = definition.methods.get(call.method)
+    if info is None:
+        methods = ", ".join(sorted(definition.methods)) or "none"
+        error = AttributeError(
+            f"{definition.cls.__qualname__} (actor {actor_id!r}) has no method {call.method!r} "
+            f"a handle can call; its methods: {methods}"
+        )
+        return Outcome(False, error)
+    try:
+        instance = restore_instance(definition.cls, loads_state(good, serializer))
+        return Outcome(
+            True, _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
+        )
+    except BaseException as exc:
+        return Outcome(False, exc)
 
 
 def _timer_marker(

@@ -62,7 +62,7 @@ from vactor_cloud.batch import (
     swap_current_call,
 )
 from vactor_cloud.call_queue import CallQueue
-from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes
+from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes, safe_repr
 from vactor_cloud.definition import ActorDefinition, lookup_local_class, superseded
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import (
@@ -1181,12 +1181,21 @@ class ActorCore(Folder):
         try:
             if self._choose_way(c):
                 self._attempt_until_settled(c)
-        except BaseException:
+        except BaseException as exc:
             # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
             # post stays, and any process's fold may still apply it.
-            if c.posted is not None:
-                self._interrupted_after_posting(c.posted, c.batch)
-            raise
+            if c.posted is None:
+                raise
+            self._interrupted_after_posting(c.posted, c.batch)
+            if not isinstance(exc, Exception):
+                raise
+            # Not an interrupt (a MemoryError, a defect: a storage error is handled inside):
+            # pending, as an attempt's error after posting is (``_attempt_failed``). The bare
+            # error told the caller its call was not applied, and a fold applied it later.
+            counters.commit_error(self.actor_id, exc, False, posted=True)
+            pending = self._pending_error(c.posted, c.batch)
+            pending.__cause__ = exc
+            fail_calls(c.batch, pending)
 
     def _attempt_until_settled(self, c: _Commit) -> None:
         """``_commit_attempts``'s loop: attempt until ``c.batch`` has its outcome (calls refused
@@ -1214,6 +1223,7 @@ class ActorCore(Folder):
             c.put_sent = False
             c.calls = batch
             c.folded = []
+            c.attempt_began = time.monotonic()
             try:
                 step = self._attempt(c)
             except (StepTakenError, StepCompactedError, _BelowWatermarkError) as lost:
@@ -1663,7 +1673,8 @@ class ActorCore(Folder):
         # stalled store ended a writer call only after up to five attempts' timeouts. A posted
         # batch is always retried until ``commit_timeout``: it may be applied meanwhile.
         if c.transient == 0:
-            c.failing_since = c.began if c.attempts == 0 else time.monotonic()
+            # (From when the failing attempt began: its first request's wait counts too.)
+            c.failing_since = c.began if c.attempts == 0 else c.attempt_began
         retry_until = (
             c.give_up_at if posted is not None else min(c.give_up_at, c.failing_since + settings.deadline)
         )
@@ -1722,7 +1733,8 @@ class ActorCore(Folder):
             fail_calls(batch, exc)
 
     def _attempt_failed(self, c: _Commit, exc: Exception) -> None:
-        """Any other exception (a defect, a class that will not load): the batch fails."""
+        """Any other exception (a defect, a class that will not load, a ``MemoryError`` in the
+        store's client): the batch fails; its outcome is unknown if the step put was sent."""
         self._invalidate()
         counters.commit_error(self.actor_id, exc, c.put_sent, posted=c.posted is not None)
         if c.posted is not None:
@@ -1730,6 +1742,18 @@ class ActorCore(Folder):
             pending = self._pending_error(c.posted, c.batch)
             pending.__cause__ = exc
             fail_calls(c.batch, pending)
+        elif c.put_sent and not isinstance(exc, CommitOutcomeUnknownError):
+            # The put may have landed: the bare error told the caller nothing was applied.
+            step = c.record.step
+            unknown = CommitOutcomeUnknownError(
+                self.actor_id,
+                step,
+                f"the write of step {step} was sent and then failed with {safe_repr(exc)}: the calls "
+                "may or may not have been applied (look at the actor, or use an idempotency "
+                "key, before calling again)",
+            )
+            unknown.__cause__ = exc
+            fail_calls(c.batch, unknown)
         else:
             fail_calls(c.batch, exc)
 
@@ -2020,7 +2044,8 @@ class _Commit:
     #: bounded by ``max_commit_attempts``), and none past ``give_up_at``.
     transient: int = 0
     #: (monotonic) since when ``transient`` has counted: the commit's start if no race was
-    #: lost before, else the first failure of the run (``Settings.deadline`` bounds the run)
+    #: lost before, else the start of the run's first failing attempt (``Settings.deadline``
+    #: bounds the run)
     failing_since: float = 0.0
     #: the writer id of the put before this attempt's, if its answer never came
     earlier: str = ""
@@ -2039,6 +2064,8 @@ class _Commit:
     result: BatchResult = dataclasses.field(init=False)
     record: StepRecord = dataclasses.field(init=False)
     put_started: float = dataclasses.field(init=False)
+    #: (monotonic) when the newest attempt began
+    attempt_began: float = dataclasses.field(init=False)
 
 
 def _backoff(attempt: int) -> float:

@@ -418,16 +418,29 @@ class NestedCallPendingError(VactorError):
 
     ``actor_id`` and ``call_id`` name this call; ``nested_actor_id`` and ``nested_call_ids``
     the one in doubt (``nested_call_ids`` empty when it was not posted), ``detail`` its
-    message."""
+    message. ``nested`` lists every call in doubt as ``(actor_id, call_ids, detail)``, that
+    one first: a ``TaskGroup`` of nested calls may leave several."""
 
     def __init__(
-        self, actor_id: str, call_id: str, nested_actor_id: str, nested_call_ids: list[str], detail: str
+        self,
+        actor_id: str,
+        call_id: str,
+        nested_actor_id: str,
+        nested_call_ids: list[str],
+        detail: str,
+        more: list[tuple[str, list[str], str]] | None = None,
     ) -> None:
-        calls = f" {nested_call_ids}" if nested_call_ids else ""
+        #: every call in doubt, ``(actor_id, call_ids, detail)``
+        self.nested = [(nested_actor_id, nested_call_ids, detail), *(more or [])]
+        doubts = "; ".join(f"{other!r}{f' {ids}' if ids else ''} ({why})" for other, ids, why in self.nested)
+        made = (
+            f"a call made in it to actor {doubts} has an outcome"
+            if len(self.nested) == 1
+            else f"{len(self.nested)} calls made in it have outcomes (to actors {doubts})"
+        )
         super().__init__(
-            f"actor {actor_id!r}: call {call_id} was not applied: a call made in it to actor "
-            f"{nested_actor_id!r}{calls} has an outcome not known yet ({detail}); retry this call "
-            "(the nested call may still apply: key it from vc.current_call().call_id so that "
+            f"actor {actor_id!r}: call {call_id} was not applied: {made} not known yet; retry this "
+            "call (the nested call may still apply: key it from vc.current_call().call_id so that "
             "the retry does not apply it twice)"
         )
         self.actor_id = actor_id
@@ -437,8 +450,9 @@ class NestedCallPendingError(VactorError):
         self.detail = detail
 
     def __reduce__(self) -> tuple[object, ...]:
-        args = (self.actor_id, self.call_id, self.nested_actor_id, self.nested_call_ids, self.detail)
-        return (type(self), args)
+        first = (self.actor_id, self.call_id, self.nested_actor_id, self.nested_call_ids, self.detail)
+        # One doubt: pickled as before ``nested`` (a folded call's outcome reaches older releases).
+        return (type(self), (*first, self.nested[1:]) if len(self.nested) > 1 else first)
 
 
 class ReentrantCallError(VactorError, RuntimeError):

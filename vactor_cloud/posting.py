@@ -820,8 +820,10 @@ class PostBox:
                 await asyncio.sleep(0.01 * 2**attempt)
             assert last is not None
             raise last
-        except StorageError as exc:
-            # Under the name tried last: an earlier one was another's post (or ours, gone).
+        except Exception as exc:
+            # Under the name tried last: an earlier one was another's post (or ours, gone). Any
+            # error (a MemoryError in the client, a defect) may have come after the post landed:
+            # its caller heard it bare, as for a call not applied, and a fold applied the post.
             raise PostInDoubtError(
                 f"{post.key}: the post may or may not exist: {exc}", post.key, post
             ) from exc
@@ -832,7 +834,7 @@ class PostBox:
         attempt that landed after all is found by its read-back)."""
         try:
             self.store.put_now(post.key, _encode_post(post.key, post, self.signing_key), mode="create")
-        except StorageError:
+        except Exception:  # (not only a StorageError: see ``send``)
             return False
         return True
 

@@ -556,6 +556,12 @@ class Runtime:
             raise self._stopped_error() from None
         except _sync.BridgeTimeout:
             raise self._deadline_error(hint) from None
+        except asyncio.CancelledError:
+            # Raised by ``coro`` itself (nobody cancelled its task here): shutdown's, if it
+            # cancelled what ``coro`` awaited; else a store request's own, which goes on up.
+            if self.stopped:
+                raise self._stopped_error() from None
+            raise
         except BaseException:
             if not handed:  # (interrupted, Ctrl-C, as the piece of work was begun)
                 coro.close()
