@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +24,11 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import log as log_module
 from vactor_cloud import runtime as runtime_module
+from vactor_cloud import timers, workflow_steps
+from vactor_cloud.runtime_scope import own
 from vactor_cloud.testing.lanes import StoreSpec
+
+HANG = 30.0  # (a bound on a hang, not a measure)
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -74,3 +80,96 @@ def test_a_step_that_fails_to_encode_fails_the_call_as_not_applied(
     assert tally.peek.run() == 1  # not applied
     assert tally.add.run(2) == 3
     assert len(list(tally.history())) == 3
+
+
+def _in_child(use: Any) -> bytes:
+    """Fork, run ``use`` in the child, and return what it reported (``b"ok"`` or its error);
+    a child that gives no answer within ``HANG`` is killed."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            use()
+            os.write(write_end, b"ok")
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode()[:300])
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], HANG)
+        report = os.read(read_end, 1024) if ready else b"<no answer from the child>"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return report
+
+
+def test_a_child_forked_while_another_thread_holds_the_own_runtime_lock_can_use_it(
+    store_spec: StoreSpec,
+) -> None:
+    """Before: the child's first ``get_runtime()`` waited for ever on the lock the parent's
+    other thread held at the fork."""
+    with runtime_module.own_runtime():
+        store_spec.init()
+        scope = own.get()
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with scope.lock:
+                taken.set()
+                release.wait(HANG)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        try:
+            assert taken.wait(HANG)
+            report = _in_child(lambda: Tally.get_or_create("gaps-fork").add.run(1))
+        finally:
+            release.set()
+            holder.join(HANG)
+        assert report == b"ok"
+
+
+def _recorded_lock() -> Any:
+    return workflow_steps._recorded._lock
+
+
+def _index_lock() -> Any:
+    return timers._memory.lock
+
+
+@pytest.mark.parametrize(
+    ("lock", "use"),
+    [
+        (_recorded_lock, lambda: workflow_steps._recorded.add("gaps-actor", "a-call")),
+        (_index_lock, lambda: timers._memory.known(vc.get_runtime().store, "gaps-actor")),
+    ],
+    ids=["workflow-recorded-failures", "timer-index-memory"],
+)
+def test_a_child_forked_while_another_thread_holds_a_module_lock_can_use_it(
+    tally: Any, lock: Any, use: Any
+) -> None:
+    """Module-level state with a lock that a child forked while another thread held it waited
+    on for ever (the others reset theirs at fork: ``os.register_at_fork``)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock():
+            taken.set()
+            release.wait(HANG)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert taken.wait(HANG)
+        report = _in_child(use)
+    finally:
+        release.set()
+        holder.join(HANG)
+    assert report == b"ok"
