@@ -49,6 +49,9 @@ class Tally:
     def peek_through_handle(self) -> int:
         return int(vc.get_actor(vc.current_call().actor_id).peek.run())
 
+    def add_through_handle(self) -> int:
+        return int(vc.get_actor(vc.current_call().actor_id).add.run(1))
+
 
 @pytest.fixture
 def tally(store_spec: StoreSpec) -> Iterator[Any]:
@@ -173,3 +176,23 @@ def test_a_child_forked_while_another_thread_holds_a_module_lock_can_use_it(
         release.set()
         holder.join(HANG)
     assert report == b"ok"
+
+
+def test_a_writer_reading_its_own_actor_through_a_handle_is_told_the_true_reason(tally: Any) -> None:
+    """Let through, such a read answered at once from the last committed step, without the
+    change the writer had made so far (it waits for nothing): the message said it "would wait
+    for itself"."""
+    assert tally.add.run(1) == 1
+    with pytest.raises(vc.ReentrantCallError) as caught:
+        tally.peek_through_handle.run()
+    message = str(caught.value)
+    assert "wait for itself" not in message
+    assert "last committed" in message and "self.peek()" in message
+    assert tally.peek.run() == 1
+
+
+def test_a_writer_calling_its_own_writer_through_a_handle_still_says_it_would_wait(
+    tally: Any,
+) -> None:
+    with pytest.raises(vc.ReentrantCallError, match="wait for itself"):
+        tally.add_through_handle.run()

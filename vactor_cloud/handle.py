@@ -812,6 +812,15 @@ class ActorMethod(Generic[P, R]):
         held = writers_on_this_thread()
         if self._actor_id not in held:
             return
+        if running.actor_id == self._actor_id and not running.readonly and self._info.readonly:
+            # (Such a read waits for nothing: let through, it answered from the last commit.)
+            raise ReentrantCallError(
+                f"{running.method}() of actor {self._actor_id!r} called the read-only "
+                f"{self._info.name}() of the same actor through a handle: a read through a handle "
+                "answers from the actor's last committed step, without the changes "
+                f"{running.method}() has made and not yet committed; call self.{self._info.name}() "
+                "directly instead"
+            )
         if running.actor_id == self._actor_id and not running.readonly:
             raise ReentrantCallError(
                 f"{running.method}() of actor {self._actor_id!r} called {self._info.name}() of the same "
