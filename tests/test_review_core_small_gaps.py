@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_review_stand_in_methods import _ledger_as_b, _stand_in_ledger
 
 import vactor_cloud as vc
 from vactor_cloud import log as log_module
@@ -196,3 +197,34 @@ def test_a_writer_calling_its_own_writer_through_a_handle_still_says_it_would_wa
 ) -> None:
     with pytest.raises(vc.ReentrantCallError, match="wait for itself"):
         tally.add_through_handle.run()
+
+
+@pytest.fixture
+def stand_in(store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A ``Ledger`` handle unpickled where ``Ledger`` is not defined (its methods stand-ins), on
+    an actor with n == 1 (``test_review_stand_in_methods``)."""
+    vc.shutdown()
+    try:
+        yield _stand_in_ledger(store_spec, "gaps-stand-in", monkeypatch)
+    finally:
+        vc.shutdown()
+
+
+def test_at_step_through_a_stand_in_writer_is_refused_as_a_handle_of_the_class_refuses_it(
+    store_spec: StoreSpec, stand_in: Any
+) -> None:
+    """Before: ``at_step`` was passed to ``add`` (a ``TypeError`` from the call)."""
+    before = _ledger_as_b(store_spec, "gaps-stand-in")
+    with pytest.raises(ValueError, match=r"add\(\) is a writer method; at_step="):
+        stand_in.add.run(5, at_step=1)
+    assert _ledger_as_b(store_spec, "gaps-stand-in") == before
+
+
+def test_at_step_through_a_stand_in_read_is_refused_with_what_to_do(
+    store_spec: StoreSpec, stand_in: Any
+) -> None:
+    """Before: ``at_step`` was passed to ``peek`` (a ``TypeError``): the step it names cannot be
+    read there (the call was made as a writer's), so the call is refused, saying how to read it."""
+    with pytest.raises(ValueError, match=r"peek\(\).*at_step=1.*state_at\(1\)"):
+        stand_in.peek.run(at_step=1)
+    assert stand_in.peek.run() == 1  # without at_step it still reads
