@@ -63,7 +63,7 @@ from vactor_cloud.dedup import (
     recorded_outcome,
     safe_repr,
 )
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
@@ -580,6 +580,10 @@ def apply_batch(
             continue
         if call.for_class is not None and call.method not in MARKERS:
             info = definition.methods.get(call.method)
+            refused_step = None if info is None else _at_step_of_a_stand_in(info, call)
+            if refused_step is not None:
+                outcomes.append(Outcome(False, refused_step))
+                continue
             if info is None or info.readonly:  # (a stand-in's call: see _no_writer_of_the_class)
                 outcomes.append(
                     _no_writer_of_the_class(definition, actor_id, call, good, serializer, runtime)
@@ -684,6 +688,34 @@ def apply_batch(
     if instance is None:
         instance = restore_instance(definition.cls, loads_state(good, serializer))
     return BatchResult(outcomes, instance, good, dedup, records, timers.extra(base.extra))
+
+
+def _at_step_of_a_stand_in(info: MethodInfo, call: PendingCall) -> ValueError | None:
+    """The error of a call that passes ``at_step`` to ``info``, a method that a handle of its
+    class gives ``run(at_step=N)`` as an option: a call made through a method of a class not
+    defined where it was made (``handle._stand_in``), which could not tell. As a handle of the
+    class: a writer's is refused so; a read of a past step, which the call (made as a writer's)
+    cannot be, is refused saying how to make it. None for any other call (cheaply: at_step
+    named in its arguments' pickle, if pickled)."""
+    frozen = call.frozen
+    if frozen is not None and frozen.data is not None and b"at_step" not in frozen.data:
+        return None
+    kwargs = call.kwargs if frozen is None else frozen.value[1] if frozen.data is None else None
+    if kwargs is None:
+        kwargs = call.arguments()[1]
+    if "at_step" not in kwargs or not info.at_step_is_an_option():
+        return None
+    at_step = kwargs["at_step"]
+    try:
+        check_at_step(info, at_step)
+    except ValueError as exc:
+        return exc
+    return ValueError(
+        f"{info.name}() was called with at_step={at_step} through a handle unpickled where its "
+        f"class was not defined: that call could not read a past step. Read it with a handle "
+        f"made where the class is defined ({info.name}.run(at_step={at_step})), or read the "
+        f"state itself with handle.state_at({at_step})"
+    )
 
 
 def _no_writer_of_the_class(

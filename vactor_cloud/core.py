@@ -1581,17 +1581,19 @@ class ActorCore(Folder):
         env = self.env
         if env.stopped:  # (the inline put below does not go through env.run)
             raise env.step_put_refused_error()
+        # Encoded before the put counts as sent: an error here (a MemoryError) is of a step
+        # never sent, and the call fails as not applied, not with its outcome unknown.
+        data = self.log.encode_step(record)
         c.put_started = time.monotonic()
         c.put_sent = True
         c.earlier, self._unanswered = self._unanswered, record.writer
         if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
-            rest = self.log.put_step_now(record)
+            rest = self.log.put_step_now(record, data)
             if rest is not None:  # the key was taken: read it back, on the loop
                 env.run(rest)
         else:
-            env.run(
-                tracing.commit_attempt(self.log.put_step(record), self.actor_id, record.step, c.attempts + 1)
-            )
+            put = self.log.put_step(record, data)
+            env.run(tracing.commit_attempt(put, self.actor_id, record.step, c.attempts + 1))
         self._unanswered = ""
         # Timed at the put's *end*: a put can stall (network, client retries)
         # past fresh_window and land after a compaction deleted its number.

@@ -113,6 +113,27 @@ class MethodInfo:
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
 
+    def at_step_is_an_option(self) -> bool:
+        """Whether ``run(at_step=N)`` selects a step rather than passing ``at_step`` to the method:
+        unless the method declares ``at_step``, or is a writer (which no step option fits) that
+        takes any keyword (``**fields``)."""
+        parameters = self.signature.parameters
+        if "at_step" in parameters:
+            return False
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        return self.readonly or not takes_any
+
+
+def check_at_step(info: MethodInfo, at_step: object) -> None:
+    """``ValueError`` now, before anything is queued, unless ``at_step`` can time-travel ``info``."""
+    if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+        raise ValueError(f"at_step must be a step number (an int >= 0), got {at_step!r}")
+    if not info.readonly:
+        raise ValueError(
+            f"{info.name}() is a writer method; at_step= runs read-only methods on a past state. "
+            f"To inspect the state itself use handle.state_at({at_step})"
+        )
+
 
 class ActorDefinition:
     """What the runtime needs to know of an actor class (no I/O, no runtime)."""

@@ -751,7 +751,7 @@ class ActorMethod(Generic[P, R]):
                 "was not made"
             )
         options = self._options
-        if "at_step" in kwargs and self._at_step_is_an_option():
+        if "at_step" in kwargs and self._info.at_step_is_an_option():
             at_step = kwargs.pop("at_step")
             check_at_step(self._info, at_step)
             options = replace(options, at_step=at_step)
@@ -791,16 +791,6 @@ class ActorMethod(Generic[P, R]):
             for_class=self._info.owner or None,
         )
 
-    def _at_step_is_an_option(self) -> bool:
-        """Whether ``run(at_step=N)`` selects a step rather than passing ``at_step`` to the method:
-        unless the method declares ``at_step``, or is a writer (which no step option fits) that
-        takes any keyword (``**fields``)."""
-        parameters = self._info.signature.parameters
-        if "at_step" in parameters:
-            return False
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        return self._info.readonly or not takes_any
-
     def _refuse_reentry(self, running: CallContext, waits: bool) -> None:
         """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
         wait for itself (directly, or through other actors: A -> B -> A).
@@ -812,6 +802,15 @@ class ActorMethod(Generic[P, R]):
         held = writers_on_this_thread()
         if self._actor_id not in held:
             return
+        if running.actor_id == self._actor_id and not running.readonly and self._info.readonly:
+            # (Such a read waits for nothing: let through, it answered from the last commit.)
+            raise ReentrantCallError(
+                f"{running.method}() of actor {self._actor_id!r} called the read-only "
+                f"{self._info.name}() of the same actor through a handle: a read through a handle "
+                "answers from the actor's last committed step, without the changes "
+                f"{running.method}() has made and not yet committed; call self.{self._info.name}() "
+                "directly instead"
+            )
         if running.actor_id == self._actor_id and not running.readonly:
             raise ReentrantCallError(
                 f"{running.method}() of actor {self._actor_id!r} called {self._info.name}() of the same "

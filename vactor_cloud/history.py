@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.core import writers_on_this_thread
+from vactor_cloud.definition import check_at_step
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.ids import EVENT_KEY_PREFIX
@@ -36,7 +37,7 @@ from vactor_cloud.storage import ObjectStore
 from vactor_cloud.timers import MARKERS, describe_call
 
 if TYPE_CHECKING:
-    from vactor_cloud.definition import ActorDefinition, MethodInfo
+    from vactor_cloud.definition import ActorDefinition
 
 __all__ = [
     "ActorInfo",
@@ -197,17 +198,6 @@ def _log(runtime: Runtime, actor_id: str) -> ActorLog:
 
 
 # -- steps ----------------------------------------------------------------------------------
-
-
-def check_at_step(info: MethodInfo, at_step: object) -> None:
-    """``ValueError`` now, before anything is queued, unless ``at_step`` can time-travel ``info``."""
-    if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
-        raise ValueError(f"at_step must be a step number (an int >= 0), got {at_step!r}")
-    if not info.readonly:
-        raise ValueError(
-            f"{info.name}() is a writer method; at_step= runs read-only methods on a past state. "
-            f"To inspect the state itself use handle.state_at({at_step})"
-        )
 
 
 async def _newest(log: ActorLog) -> StepRecord:

@@ -451,7 +451,12 @@ class ActorLog:
             raise IntegrityError(key, f"holds step {record.step}, not {step}")
         return record
 
-    async def put_step(self, record: StepRecord) -> bool:
+    def encode_step(self, record: StepRecord) -> bytes:
+        """The bytes of ``record`` at its key (signed): built before its put is sent, so that a
+        failure here (a ``MemoryError``, say) is one of a call never sent, not applied."""
+        return record.encode(self.step_key(record.step), self.signing_key)
+
+    async def put_step(self, record: StepRecord, data: bytes | None = None) -> bool:
         """Commit ``record`` with a create-only put: the linearization point.
 
         Returns normally when *our* object is at ``steps/N`` — including when
@@ -468,10 +473,11 @@ class ActorLog:
         (a compaction passed), the ``gc`` record decides: ours (committed, then
         compacted: returns), another writer's (:class:`StepCompactedError`:
         not applied, retry), or undecidable (:class:`CommitOutcomeUnknownError`).
+        ``data``: the record's bytes (:meth:`encode_step`), when already built.
         """
-        return await self._put_step(record, None)
+        return await self._put_step(record, None, encoded=data)
 
-    def put_step_now(self, record: StepRecord) -> Coroutine[Any, Any, bool] | None:
+    def put_step_now(self, record: StepRecord, data: bytes | None = None) -> Coroutine[Any, Any, bool] | None:
         """:meth:`put_step`'s first create, done on the calling thread through the store's
         synchronous ``put_now`` (only where ``store.inline``: the memory and local stores).
 
@@ -483,7 +489,8 @@ class ActorLog:
         """
         assert not record.dedup_checkpoint, "a step with a dedup checkpoint goes through put_step"
         key = self.step_key(record.step)
-        data = record.encode(key, self.signing_key)
+        if data is None:
+            data = self.encode_step(record)
         try:
             self.store.put_now(key, data, mode="create")
         except AlreadyExistsError:
@@ -493,12 +500,18 @@ class ActorLog:
         return None
 
     async def _put_step(
-        self, record: StepRecord, taken: bytes | None, *, failed: StorageError | None = None
+        self,
+        record: StepRecord,
+        taken: bytes | None,
+        *,
+        failed: StorageError | None = None,
+        encoded: bytes | None = None,
     ) -> bool:
         """``taken``: the step's bytes, whose first create already met an existing object
-        (or, with ``failed``, whose first create failed so: it may have landed)."""
+        (or, with ``failed``, whose first create failed so: it may have landed); ``encoded``:
+        the step's bytes, not yet sent."""
         key = self.step_key(record.step)
-        data = taken if taken is not None else record.encode(key, self.signing_key)
+        data = taken if taken is not None else encoded if encoded is not None else self.encode_step(record)
         if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
             # Before the step: a committed step never names a checkpoint that is not there.
             await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)

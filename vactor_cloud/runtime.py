@@ -1531,12 +1531,18 @@ def shutdown() -> None:
     _close_all(old, closing)
 
 
+#: the live ``own_runtime()`` scopes: a forked child gives each a new lock (another thread of
+#: the parent may have held one at the fork: the child's first use waited for ever)
+_scopes: weakref.WeakSet[_OwnRuntime] = weakref.WeakSet()
+
+
 class _OwnRuntime:
     """The runtime of code run under :func:`own_runtime`, in place of the process's: what
     ``init()``, ``get_runtime()``, ``shutdown()`` and the rest use there."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # (new in a forked child: _after_fork_in_child)
+        _scopes.add(self)
         self.settings: Settings | None = None
         self.chosen = False
         self.runtime: Runtime | None = None
@@ -1667,6 +1673,8 @@ def _after_fork_in_child() -> None:
     _runtime = None
     _runtime_lock = threading.Lock()
     _closing.clear()  # (the parent's: nothing of them runs here)
+    for scope in _scopes:
+        scope.lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

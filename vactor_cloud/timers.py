@@ -46,6 +46,7 @@ import datetime
 import itertools
 import json
 import math
+import os
 import pickle
 import re
 import threading
@@ -605,6 +606,14 @@ class _IndexMemory:
 
 
 _memory = _IndexMemory()
+
+
+def _new_lock_after_fork() -> None:
+    """(A forked child) Another thread of the parent may have held the lock at the fork."""
+    _memory.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def remember_listed(

@@ -68,6 +68,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -459,6 +460,14 @@ class _RecordedFailures:
 
 
 _recorded = _RecordedFailures()
+
+
+def _new_lock_after_fork() -> None:
+    """(A forked child) Another thread of the parent may have held the lock at the fork."""
+    _recorded._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def resuming(actor_id: str, call_id: str) -> None:
