@@ -6,10 +6,15 @@ signing key taken silently, and the suite's own fixtures dropping a store under 
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 from cli_harness import Vactor
 
+import vactor_cloud as vc
 from vactor_cloud import counters
+from vactor_cloud import settings as settings_module
 
 # -- vactor doctor: only the counters that moved -----------------------------------------------------
 
@@ -37,3 +42,48 @@ def test_doctor_prints_only_the_counters_that_moved_and_json_keeps_them_all(
     report = vactor("doctor", "--json").json()
     assert isinstance(report, dict) and set(report["stats"]) >= set(counters.COUNTERS)
     assert all(value == 0 for value in report["stats"].values()), report["stats"]
+
+
+# -- a short signing key: taken (stores signed with it stay readable), with one warning ------------
+
+
+def test_a_short_signing_key_is_taken_with_one_warning_per_process_saying_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``signing_key=b"k"`` (or ``$VACTOR_SIGNING_KEY=k``) was accepted silently: an HMAC key
+    of one byte is guessed in 256 tries. Refusing it would lock users out of their stores, so
+    it is taken, and the first such key of a process logs how long a key should be."""
+    monkeypatch.setattr(settings_module, "_short_key_warned", False, raising=False)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        vc.Settings(signing_key=b"k" * 32)  # long enough: nothing said
+        assert not caplog.records
+        vc.Settings(signing_key=b"short")
+        vc.Settings(signing_key=b"other")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "5 bytes" in warnings[0] and "32 bytes" in warnings[0], warnings[0]
+    assert "secrets.token_hex(32)" in warnings[0] and "short" not in warnings[0].split("bytes")[0]
+
+
+def test_a_short_signing_key_from_the_environment_warns_and_still_reads_its_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, runtime_off: None
+) -> None:
+    monkeypatch.setattr(settings_module, "_short_key_warned", False, raising=False)
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", "abc")
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        vc.init(str(tmp_path / "store"))
+        assert KeyedCounter.get_or_create("c").bump.run() == 1
+        assert KeyedCounter.get_or_create("c").bump.run() == 2
+    warnings = [r.getMessage() for r in caplog.records if "signing key" in r.getMessage()]
+    assert len(warnings) == 1 and "3 bytes" in warnings[0], caplog.records
+    assert "abc" not in warnings[0]  # (the key itself is never logged)
+
+
+@vc.virtual_actor
+class KeyedCounter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
