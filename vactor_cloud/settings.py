@@ -46,6 +46,7 @@ def _warn_short_key(length: int) -> None:
         RECOMMENDED_KEY_BYTES,
     )
 
+
 #: idempotency keys kept by default: the newest 10,000, or those younger than a day (whichever keeps more).
 #: Spelled here rather than imported from ``dedup`` so that building Settings imports nothing else;
 #: ``tests/test_settings.py`` checks the two agree.
