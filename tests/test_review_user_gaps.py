@@ -7,6 +7,7 @@ signing key taken silently, and the suite's own fixtures dropping a store under 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,78 @@ class KeyedCounter:
     def bump(self) -> int:
         self.n += 1
         return self.n
+
+
+# -- the suite's fixtures: the runtime shut down before its store is dropped -----------------------
+
+_INNER_CONFTEST = """
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.runtime import current_runtime
+
+@pytest.fixture
+def runtime_off():  # (as tests/conftest.py's: shuts the runtime down after the test)
+    yield
+    vc.shutdown()
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_post_finalizer(fixturedef, request):
+    if fixturedef.argname == "store_spec" and current_runtime() is not None:
+        print("STORE DROPPED UNDER A RUNNING RUNTIME")
+"""
+
+_INNER_TESTS = """
+import pytest
+
+import vactor_cloud as vc
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+def _two_steps(spec):
+    spec.init()
+    tally = Tally.get_or_create("answers-3")
+    tally.add.run()
+    tally.add.run()  # (HEAD lags: moved at shutdown)
+
+@pytest.mark.usefixtures("runtime_off")
+def test_marked_first(store_spec):
+    _two_steps(store_spec)
+
+def test_requested_first(runtime_off, store_spec):
+    _two_steps(store_spec)
+
+def test_requested_after(store_spec, runtime_off):
+    _two_steps(store_spec)
+
+def test_actor_store(actor_store):
+    _two_steps(actor_store)
+"""
+
+
+def test_a_runtime_on_a_test_store_is_shut_down_before_the_store_is_dropped(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``@pytest.mark.usefixtures("runtime_off")`` sets ``runtime_off`` up before the test's own
+    ``store_spec``, so pytest tore it down after: the store was dropped (its directory removed)
+    while the runtime still had a HEAD to move, and its ``shutdown()`` logged ``could not move
+    HEAD of 'answers-3': ... No such file or directory``. ``store_spec`` now shuts down a
+    runtime on its store before dropping it, whatever order the fixtures came in."""
+    pytester.makeconftest(_INNER_CONFTEST)
+    pytester.makepyfile(test_inner=_INNER_TESTS)
+    repo = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("VACTOR_LANES", "memory,local")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "-o", "log_cli=true", "--log-cli-level=WARNING", timeout=120
+    )
+    result.assert_outcomes(passed=8)
+    result.stdout.no_fnmatch_line("*STORE DROPPED UNDER A RUNNING RUNTIME*")
+    result.stdout.no_fnmatch_line("*could not move HEAD*")
