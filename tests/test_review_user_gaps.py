@@ -16,6 +16,79 @@ from cli_harness import Vactor
 import vactor_cloud as vc
 from vactor_cloud import counters
 from vactor_cloud import settings as settings_module
+from vactor_cloud.storage import ObjectStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+# -- vactor ls on the parent of a store: where the actors are --------------------------------------
+
+
+@vc.virtual_actor
+class Pin:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def set(self, n: int) -> int:
+        self.n = n
+        return n
+
+
+def _seed_below(spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, sub: str) -> str:
+    """Actors in the store ``<spec>/<sub>``; the environment set for a ``vactor`` run here."""
+    for name, value in spec.env.items():
+        monkeypatch.setenv(name, value)
+    below = f"{spec.url}/{sub}"
+    vc.init(below, **spec.options)
+    try:
+        Pin.get_or_create("p1").set.run(1)
+    finally:
+        vc.shutdown()
+    return below
+
+
+def _storage_args(spec: StoreSpec, url: str) -> list[str]:
+    endpoint = spec.options.get("endpoint_url")
+    return ["--storage", url, *(["-o", f"endpoint_url={endpoint}"] if endpoint else [])]
+
+
+@pytest.mark.parametrize("sub", ["app", "actors"])
+@pytest.mark.parametrize("store_lane", ["local", "moto"], indirect=True)
+def test_ls_of_the_url_above_a_store_names_the_store_below(
+    vactor: Vactor, store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, sub: str
+) -> None:
+    """``vactor --storage s3://bucket ls`` where the store is ``s3://bucket/app`` said only
+    ``no actors under s3://bucket`` (and a local directory holding the store's directory:
+    "holds no vactor_cloud store"): now either names the store below, to retry with."""
+    below = _seed_below(store_spec, monkeypatch, sub)
+    if store_spec.url.startswith("file://"):
+        os.makedirs(store_spec.url.removeprefix("file://"), exist_ok=True)
+    result = vactor(*_storage_args(store_spec, store_spec.url), "ls")
+    hint = result.err.partition("a store is below it at ")[2].replace("file://", "")  # (or a path)
+    assert hint.startswith(below.removeprefix("file://")), result
+    assert f"--storage {below.removeprefix('file://')})" in hint, result
+    assert result.code in (0, 2) and "Traceback" not in result.err, result
+    again = vactor(*_storage_args(store_spec, below), "ls")
+    row = again.out.splitlines()[1].split()
+    assert again.code == 0 and row[:3] == ["p1", "test_review_user_gaps:Pin", "1"], again
+
+
+@pytest.mark.parametrize("store_lane", ["local", "moto"], indirect=True)
+def test_ls_that_finds_actors_does_not_look_for_stores_below(
+    vactor: Vactor, store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[str] = []
+
+    async def stores_below(store: ObjectStore) -> list[str] | None:
+        looked.append(store.url)
+        return None
+
+    for store_type in {type(store_spec.open()), ObjectStore}:
+        monkeypatch.setattr(store_type, "stores_below", stores_below)
+    _seed_below(store_spec, monkeypatch, "app")
+    found = vactor(*_storage_args(store_spec, f"{store_spec.url}/app"), "ls")
+    assert found.code == 0 and "p1" in found.out and looked == [], (found, looked)
+    empty = vactor(*_storage_args(store_spec, f"{store_spec.url}/app"), "ls", "x")  # (a prefix: no probe)
+    assert empty.code == 0 and "no actors" in empty.err and looked == [], (empty, looked)
+
 
 # -- vactor doctor: only the counters that moved -----------------------------------------------------
 
