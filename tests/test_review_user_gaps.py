@@ -62,13 +62,30 @@ def test_ls_of_the_url_above_a_store_names_the_store_below(
     if store_spec.url.startswith("file://"):
         os.makedirs(store_spec.url.removeprefix("file://"), exist_ok=True)
     result = vactor(*_storage_args(store_spec, store_spec.url), "ls")
-    hint = result.err.partition("a store is below it at ")[2].replace("file://", "")  # (or a path)
+    hint = result.err.partition(" below it at ")[2].replace("file://", "")  # (or a path)
     assert hint.startswith(below.removeprefix("file://")), result
     assert f"--storage {below.removeprefix('file://')})" in hint, result
     assert result.code in (0, 2) and "Traceback" not in result.err, result
     again = vactor(*_storage_args(store_spec, below), "ls")
     row = again.out.splitlines()[1].split()
     assert again.code == 0 and row[:3] == ["p1", "test_review_user_gaps:Pin", "1"], again
+
+
+@pytest.mark.parametrize("store_lane", ["local", "moto"], indirect=True)
+def test_ls_names_the_stores_below(
+    vactor: Vactor, store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sub in ("blue", "green/deep"):
+        _seed_below(store_spec, monkeypatch, sub)
+    if store_spec.url.startswith("file://"):
+        os.makedirs(store_spec.url.removeprefix("file://"), exist_ok=True)
+    result = vactor(*_storage_args(store_spec, store_spec.url), "ls")
+    err = result.err.replace("file://", "")
+    root = store_spec.url.removeprefix("file://")
+    if store_spec.url.startswith("s3://"):  # (one LIST: stores at any depth)
+        assert f"stores are below it at {root}/blue, {root}/green/deep: " in err, result
+    else:  # (the directories right under it)
+        assert f"a store is below it at {root}/blue: " in err, result
 
 
 @pytest.mark.parametrize("store_lane", ["local", "moto"], indirect=True)

@@ -359,7 +359,12 @@ def stores_below_hint(found: Sequence[str] | None) -> str:
     are stores (``vactor --storage s3://bucket ls`` for ``s3://bucket/app``)."""
     if not found:
         return ""
-    return f"; a store is below it at {', '.join(found)}: name that one (--storage {found[0]})"
+    where = (
+        f"a store is below it at {found[0]}"
+        if len(found) == 1
+        else f"stores are below it at {', '.join(found)}"
+    )
+    return f"; {where}: name the one you mean (--storage {found[0]})"
 
 
 def _holds_no_store(path: str) -> bool:
