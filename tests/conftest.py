@@ -18,8 +18,9 @@ from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.pytest_plugin import LANE_NAMES, selected_lanes
 
 #: the CLI tests' fixtures (``store``, ``vactor``): one harness for test_cli_edges and test_review_cli;
-#: and ``spec`` (a store, the runtime shut down after) for the tests that start their runtime themselves
-pytest_plugins = ("cli_harness", "store_helpers")
+#: ``spec`` (a store, the runtime shut down after) for the tests that start their runtime themselves;
+#: and pytest's ``pytester``, for the tests of the suite's fixtures
+pytest_plugins = ("cli_harness", "store_helpers", "pytester")
 
 
 @pytest.fixture

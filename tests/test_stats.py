@@ -269,8 +269,7 @@ def test_doctor_prints_the_counters_and_puts_them_in_its_json(store_spec: StoreS
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
 
     plain = doctor().stdout
-    assert "counters (vactor_cloud.stats() of this run):" in plain
-    assert all(name in plain for name in counters.COUNTERS)
+    assert "counters (vactor_cloud.stats() of this run): all 0" in plain  # (only moved ones are named)
     report = json.loads(doctor("--json").stdout)
     assert set(report["stats"]) >= set(counters.COUNTERS)
     assert report["stats"]["storage_timeouts"] == 0

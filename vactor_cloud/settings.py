@@ -11,6 +11,7 @@ This module imports nothing heavy: a serverless cold start pays for it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -21,7 +22,30 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vactor_cloud.storage import ObjectStore
 
-__all__ = ["Settings", "default_storage"]
+__all__ = ["RECOMMENDED_KEY_BYTES", "Settings", "default_storage"]
+
+#: the shortest signing key taken without a warning: HMAC-SHA256's own output length
+RECOMMENDED_KEY_BYTES = 32
+#: whether this process warned of a short signing key already (once is enough)
+_short_key_warned = False
+
+
+def _warn_short_key(length: int) -> None:
+    """A signing key shorter than :data:`RECOMMENDED_KEY_BYTES` is taken (refusing it would lock
+    its users out of the stores it signed) with one warning per process; the key is not logged."""
+    global _short_key_warned
+    if _short_key_warned:
+        return
+    _short_key_warned = True
+    logging.getLogger("vactor_cloud").warning(
+        "the signing key is %d bytes, shorter than the %d bytes recommended for HMAC-SHA256: a "
+        "short key can be guessed, and with it objects forged; make one with "
+        '`python -c "import secrets; print(secrets.token_hex(32))"` (a new key cannot read '
+        "what the old one signed: see Security in the docs)",
+        length,
+        RECOMMENDED_KEY_BYTES,
+    )
+
 
 #: idempotency keys kept by default: the newest 10,000, or those younger than a day (whichever keeps more).
 #: Spelled here rather than imported from ``dedup`` so that building Settings imports nothing else;
@@ -134,6 +158,8 @@ class Settings:
             raise (ValueError if isinstance(key, bytes) else TypeError)(
                 f"Settings.signing_key must be non-empty bytes or None (no signing), got {key!r}"
             )
+        if key is not None and len(key) < RECOMMENDED_KEY_BYTES:
+            _warn_short_key(len(key))
         if not isinstance(self.storage_options, Mapping):
             raise TypeError(
                 f"Settings.storage_options must be a mapping, got {type(self.storage_options).__name__}"

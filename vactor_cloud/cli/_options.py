@@ -337,10 +337,34 @@ def store_choice(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
             source = "--storage" if named else "$VACTOR_STORAGE"
             raise CliError(
                 f"{source} {url}: holds no vactor_cloud store (files, but no .vactor-layout, actors/ or "
-                "timers/); name the store's directory, or an empty one for a new store",
+                f"timers/); name the store's directory, or an empty one for a new store{_stores_in(path)}",
                 EXIT_USAGE,
             )
     return StoreChoice(url, options, given is not None)
+
+
+def _stores_in(path: str) -> str:
+    """:func:`stores_below_hint` for the directories right under ``path`` that hold a store."""
+    from vactor_cloud.storage import LocalStore
+
+    try:
+        found = LocalStore.directories_holding_a_store(path)
+    except OSError:
+        return ""
+    return stores_below_hint([str(p) for p in found])
+
+
+def stores_below_hint(found: Sequence[str] | None) -> str:
+    """What to add where a command found no store or no actor at a URL under which ``found``
+    are stores (``vactor --storage s3://bucket ls`` for ``s3://bucket/app``)."""
+    if not found:
+        return ""
+    where = (
+        f"a store is below it at {found[0]}"
+        if len(found) == 1
+        else f"stores are below it at {', '.join(found)}"
+    )
+    return f"; {where}: name the one you mean (--storage {found[0]})"
 
 
 def _holds_no_store(path: str) -> bool:

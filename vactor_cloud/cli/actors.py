@@ -33,6 +33,7 @@ from vactor_cloud.cli._options import (
     non_negative_int,
     parse_json_arg,
     positive_int,
+    stores_below_hint,
 )
 from vactor_cloud.cli._output import Output, note, printable, progress, when
 
@@ -75,10 +76,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 table.page([(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in page])
             if not table.rows and not count:
                 where = f" with prefix {args.prefix!r}" if args.prefix else ""
-                print(f"no actors{where} under {_describe_storage()}{memory_hint()}", file=sys.stderr)
+                below = "" if args.prefix else _stores_below_hint()
+                print(f"no actors{where} under {_describe_storage()}{memory_hint()}{below}", file=sys.stderr)
     if count:
         raise errors_error(damaged, "actors could not be read", count=count)
     return EXIT_OK
+
+
+def _stores_below_hint() -> str:
+    """Where ``ls`` found no actor at all: the stores under the URL it was given
+    (``--storage s3://bucket`` for ``s3://bucket/app``), found with one listing; only on this
+    empty path, so a listing that finds actors pays nothing for it."""
+    from vactor_cloud.runtime import get_runtime
+
+    runtime = get_runtime()
+    try:
+        found = runtime.run(runtime.store.stores_below())
+    except Exception:  # (a hint: the listing itself said what it found)
+        return ""
+    return stores_below_hint(found)
 
 
 def _describe_storage() -> str:

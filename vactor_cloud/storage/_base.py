@@ -109,6 +109,13 @@ CAPABILITIES = (
 )
 
 
+#: how many stores :meth:`ObjectStore.stores_below` names at most
+STORES_BELOW = 10
+#: the first component of every actor's keys (``keys.ACTORS``; see docs/protocol.md): a prefix
+#: or a directory holding it holds a store
+ACTORS_DIR = "actors"
+
+
 class ObjectStore(abc.ABC):
     """An async object store rooted at ``url``; keys are ``/``-separated and relative to it.
 
@@ -354,6 +361,13 @@ class ObjectStore(abc.ABC):
     def describe(self) -> str:
         """A short human-readable name for messages."""
         return self.url
+
+    async def stores_below(self) -> builtins.list[str] | None:
+        """URLs of stores under this one's root (``s3://bucket`` named where the store is
+        ``s3://bucket/app``), found with one listing request, for a command that found no actor
+        to say where they may be; at most :data:`STORES_BELOW` of them. ``None``: this backend
+        cannot tell."""
+        return None
 
     def listed_at_one_moment(self, prefix: str, keys: builtins.list[str]) -> bool:
         """Whether ``keys``, a listing of ``prefix`` just made, shows the store at one moment:

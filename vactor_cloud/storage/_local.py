@@ -85,7 +85,7 @@ from vactor_cloud.errors import (
     StorageError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import ACTORS_DIR, STORES_BELOW, Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["LocalStore"]
 
@@ -183,6 +183,28 @@ class LocalStore(ObjectStore):
             return False
         names = [name for name in os.listdir(path) if not name.startswith(".")]
         return bool(names) and not any(name in root_names for name in names)
+
+    @staticmethod
+    def directories_holding_a_store(root: str | os.PathLike[str]) -> list[Path]:
+        """The directories right under ``root`` that hold a store (a layout marker, or a flat
+        ``actors`` directory), at most :data:`STORES_BELOW`, by name."""
+        found: list[Path] = []
+        with os.scandir(Path(root).expanduser()) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                path = Path(entry.path)
+                if (path / _LAYOUT).is_file() or (path / ACTORS_DIR).is_dir():
+                    found.append(path)
+                    if len(found) == STORES_BELOW:
+                        break
+        return found
+
+    async def stores_below(self) -> list[str] | None:
+        try:
+            return [f"file://{path}" for path in self.directories_holding_a_store(self.root)]
+        except OSError:
+            return None
 
     def _layout_chunked(self, *, writing: bool = False) -> bool:
         """Whether keys are stored chunked; decided once per store, from the root."""

@@ -59,7 +59,9 @@ from vactor_cloud.errors import (
     TruncatedObjectError,
 )
 from vactor_cloud.storage._base import (
+    ACTORS_DIR,
     OBJECT_KEY_BYTES,
+    STORES_BELOW,
     Blob,
     IfMatch,
     Listing,
@@ -381,6 +383,22 @@ class S3Store(ObjectStore):
         # on a conforming server and a safety net on an emulator that is not.
         keys.sort()
         return Listing(keys if limit is None else keys[:limit], requests)
+
+    async def stores_below(self) -> list[str] | None:
+        """One LIST of the root with ``/actors/`` as the delimiter: each common prefix
+        ``<sub>/actors/`` names a store at ``<sub>``, however deep (within the first page)."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        marker = f"/{ACTORS_DIR}/"
+        self.requests.add("list")
+        response = await self._bounded(
+            self._call("list_objects_v2", "", Prefix=base, Delimiter=marker, MaxKeys=_PAGE), "LIST", ""
+        )
+        found = []
+        for entry in response.get("CommonPrefixes", ()):
+            name = str(entry.get("Prefix", ""))
+            if name.startswith(base) and name.endswith(marker) and len(name) > len(base) + len(marker):
+                found.append(f"{self.url.rstrip('/')}/{name[len(base) : -len(marker)]}")
+        return found[:STORES_BELOW]
 
     def _etag(self, response: dict[str, Any], key: str, operation: str) -> str:
         """The object's version in an answer (its ETag), which every answer naming an object carries."""

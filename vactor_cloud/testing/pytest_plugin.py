@@ -6,7 +6,8 @@ installed:
 
 ``store_spec``
     A :class:`~vactor_cloud.testing.lanes.StoreSpec` for a fresh, empty store,
-    dropped after the test. A test that requests it runs once per lane
+    dropped after the test (a runtime still open on it is shut down first,
+    whatever order the test's fixtures are torn down in). A test that requests it runs once per lane
     (``test_x[memory]``, ``test_x[local]``, ``test_x[moto]``, ...). Open it
     with ``spec.open()`` inside the event loop that will use the store; child
     processes can be given the spec and open the same store.
@@ -67,6 +68,7 @@ __all__ = [
     "actor_store",
     "lane_unavailable",
     "selected_lanes",
+    "shut_down_runtime_on",
     "spawn_context",
     "store_lane",
     "store_spec",
@@ -318,7 +320,23 @@ def store_spec(store_lane: Lane) -> Iterator[StoreSpec]:
     try:
         yield spec
     finally:
-        store_lane.drop_store(spec)
+        try:
+            shut_down_runtime_on(spec)
+        finally:
+            store_lane.drop_store(spec)
+
+
+def shut_down_runtime_on(spec: StoreSpec) -> None:
+    """``vactor_cloud.shutdown()`` if this process's runtime is open on ``spec``'s store.
+
+    Before its store is dropped: a fixture that shuts the runtime down itself may be torn down
+    after ``store_spec`` (one set up first, by ``@pytest.mark.usefixtures``), and that runtime's
+    last HEAD moves then went to a removed directory or bucket ("could not move HEAD")."""
+    from vactor_cloud.runtime import current_runtime, shutdown
+
+    runtime = current_runtime()
+    if runtime is not None and runtime.store.url == spec.url:
+        shutdown()
 
 
 @pytest.fixture
