@@ -6,10 +6,12 @@ import contextlib
 import faulthandler
 import os
 import queue
+import select
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -102,3 +104,52 @@ def get_actor_despite_faults(actor_id: str, tries: int) -> vc.ActorHandle[Any]:
         except VactorError:
             time.sleep(0.02)
     return vc.get_actor(actor_id)
+
+
+def fork_and_report(use: Callable[[], bytes | None], hang: float) -> bytes:
+    """Fork; the child runs ``use`` and reports what it returned (``b"ok"`` for ``None``), or
+    its exception's ``repr``. A child with no answer within ``hang`` seconds is reported as
+    ``b"<no answer from the child>"`` and killed: it is never waited on for ever."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            said = use()
+            os.write(write_end, (b"ok" if said is None else said)[:1000])
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode()[:1000])
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    ready: list[int] = []
+    try:
+        ready, _, _ = select.select([read_end], [], [], hang)
+        return os.read(read_end, 1024) if ready else b"<no answer from the child>"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+@contextlib.contextmanager
+def held_by_another_thread(lock: Any, hang: float) -> Iterator[None]:
+    """``lock`` is held by another thread for the block (released after it, or after ``hang``)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            release.wait(hang)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert taken.wait(hang), "the other thread never took the lock"
+        yield
+    finally:
+        release.set()
+        holder.join(hang)

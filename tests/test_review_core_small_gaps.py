@@ -12,14 +12,11 @@
 
 from __future__ import annotations
 
-import os
-import select
-import signal
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from child_processes import fork_and_report, held_by_another_thread
 from test_review_stand_in_methods import _ledger_as_b, _stand_in_ledger
 
 import vactor_cloud as vc
@@ -86,34 +83,6 @@ def test_a_step_that_fails_to_encode_fails_the_call_as_not_applied(
     assert len(list(tally.history())) == 3
 
 
-def _in_child(use: Any) -> bytes:
-    """Fork, run ``use`` in the child, and return what it reported (``b"ok"`` or its error);
-    a child that gives no answer within ``HANG`` is killed."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_end)
-            use()
-            os.write(write_end, b"ok")
-            code = 0
-        except BaseException as exc:
-            os.write(write_end, repr(exc).encode()[:300])
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], HANG)
-        report = os.read(read_end, 1024) if ready else b"<no answer from the child>"
-    finally:
-        os.close(read_end)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    return report
-
-
 def test_a_child_forked_while_another_thread_holds_the_own_runtime_lock_can_use_it(
     store_spec: StoreSpec,
 ) -> None:
@@ -122,21 +91,8 @@ def test_a_child_forked_while_another_thread_holds_the_own_runtime_lock_can_use_
     with runtime_module.own_runtime():
         store_spec.init()
         scope = own.get()
-        taken, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with scope.lock:
-                taken.set()
-                release.wait(HANG)
-
-        holder = threading.Thread(target=hold, daemon=True)
-        holder.start()
-        try:
-            assert taken.wait(HANG)
-            report = _in_child(lambda: Tally.get_or_create("gaps-fork").add.run(1))
-        finally:
-            release.set()
-            holder.join(HANG)
+        with held_by_another_thread(scope.lock, HANG):
+            report = fork_and_report(lambda: _done(Tally.get_or_create("gaps-fork").add.run(1)), HANG)
         assert report == b"ok"
 
 
@@ -161,22 +117,13 @@ def test_a_child_forked_while_another_thread_holds_a_module_lock_can_use_it(
 ) -> None:
     """Module-level state with a lock that a child forked while another thread held it waited
     on for ever (the others reset theirs at fork: ``os.register_at_fork``)."""
-    taken, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock():
-            taken.set()
-            release.wait(HANG)
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    try:
-        assert taken.wait(HANG)
-        report = _in_child(use)
-    finally:
-        release.set()
-        holder.join(HANG)
+    with held_by_another_thread(lock(), HANG):
+        report = fork_and_report(lambda: _done(use()), HANG)
     assert report == b"ok"
+
+
+def _done(_: object) -> None:
+    """(What a child reports once its call returned: ``b"ok"``.)"""
 
 
 def test_a_writer_reading_its_own_actor_through_a_handle_is_told_the_true_reason(tally: Any) -> None:

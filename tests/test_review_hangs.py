@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import select
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from child_processes import fork_and_report, held_by_another_thread
 from interrupts import Interrupted
 
 import vactor_cloud as vc
@@ -602,27 +602,12 @@ def test_a_resume_in_a_child_forked_while_the_parent_re_ran_the_call_does_not_wa
     try:
         parent = workflow.resume("forked-account")
         assert _holding.wait(HANG)  # the parent's re-run waits in its step
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                os.close(read_end)
-                _flaky_holds.clear()
-                answer = repr(workflow.resume("forked-account").result(HANG / 2))
-                os.write(write_end, answer.encode()[:500])
-                code = 0
-            except BaseException as exc:
-                os.write(write_end, repr(exc).encode()[:500])
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        try:
-            ready, _, _ = select.select([read_end], [], [], HANG)
-            report = os.read(read_end, 1024) if ready else b"<no answer from the child>"
-        finally:
-            os.close(read_end)
-            os.waitpid(pid, 0)
+
+        def resume_in_the_child() -> bytes:
+            _flaky_holds.clear()
+            return repr(workflow.resume("forked-account").result(HANG / 2)).encode()
+
+        report = fork_and_report(resume_in_the_child, HANG)
     finally:
         _flaky_holds.clear()
         _gate.set()
@@ -673,36 +658,11 @@ def test_a_child_forked_while_another_thread_held_a_process_wide_lock_can_take_i
     forever in the child, where that thread does not exist: the child's first use waited for
     ever. Each such lock is new in the child (as the IO loop's and the runtime's are)."""
     held = getattr(importlib.import_module(module), lock)
-    taken, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with held:
-            taken.set()
-            release.wait(HANG)
+    def use_in_the_child() -> bytes | None:
+        finished, outcome = _finishes(use)
+        return None if finished and outcome is None else repr(outcome).encode()
 
-    threading.Thread(target=hold, daemon=True).start()
-    assert taken.wait(HANG)
-    read_end, write_end = os.pipe()
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                os.close(read_end)
-                finished, outcome = _finishes(use)
-                os.write(write_end, b"ok" if finished and outcome is None else repr(outcome).encode()[:300])
-                code = 0
-            except BaseException as exc:
-                os.write(write_end, repr(exc).encode()[:300])
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        try:
-            ready, _, _ = select.select([read_end], [], [], 2 * HANG)
-            report = os.read(read_end, 1024) if ready else b"<no answer from the child>"
-        finally:
-            os.close(read_end)
-            os.waitpid(pid, 0)
-    finally:
-        release.set()
+    with held_by_another_thread(held, HANG):
+        report = fork_and_report(use_in_the_child, 2 * HANG)
     assert report == b"ok"
