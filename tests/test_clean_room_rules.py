@@ -15,6 +15,7 @@ read, readers never misled) or *advisory* (this library's tuning). The clean roo
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 from clean_room import folder as clean_folder
-from clean_room.actor_log import Log, Step
+from clean_room.actor_log import Log, Step, step_key
 from clean_room.envelope import encode
 from clean_room.folder import Lease, fold, read_posts
 from clean_room.posts import Call, Post, write_post
@@ -248,6 +249,67 @@ def test_rule_breaker_a_fold_without_outcomes_leaves_the_poster_told_unknown_not
         assert got == [3]
     else:
         assert len(got) == 1 and isinstance(got[0], vc.CommitOutcomeUnknownError), got
+
+
+@KEPT
+def test_rule_breaker_a_put_on_old_knowledge_without_the_retention_check_is_lost(
+    spec: StoreSpec, room: Through, rule: str
+) -> None:
+    """RULE BREAKER (Commit, step 5: a put made on old knowledge reads ``gc`` after it). A
+    clean-room writer holding step 1 puts step 2 after a library compaction freed that
+    number: the put succeeds, and no reader ever sees it (a commit reported, never applied).
+    With the check, the writer finds 2 below the watermark and another writer's id recorded
+    there, deletes its object and commits again on the newest step."""
+    init(spec, fresh_window=0.0)
+    ledger = Ledger.get_or_create("late")
+    ledger.add.run("a")
+    log = Log(room, "late")
+    old = _newest(log)  # step 1: the clean room's knowledge from now on
+    ledger.add.run("b")
+    ledger.add.run("c")
+    assert ledger.compact(keep_last=1, min_age=0) is not None
+    assert log.watermark() == 3
+    mine = log.commit(old, {"items": ["a", "cr"]}, [])
+    assert mine is not None and mine.n == 2  # the freed number: the put succeeds
+    if rule == "kept":
+        record = dict(json.loads(_required(log.read("actors/late/gc")).parts["compacted"]))
+        assert mine.n < log.watermark() and record[mine.n] != mine.meta["writer"]  # not ours
+        room.delete(step_key("late", mine.n))
+        newest = _newest(log)
+        assert log.commit(newest, {"items": [*log.state(newest)["items"], "cr"]}, []) is not None
+    assert ledger.get.run() == (["a", "b", "c", "cr"] if rule == "kept" else ["a", "b", "c"])
+
+
+@KEPT
+def test_rule_breaker_a_compaction_that_deletes_the_newest_step_loses_the_actor(
+    spec: StoreSpec, room: Through, rule: str
+) -> None:
+    """RULE BREAKER (Retention: never the newest step). A clean-room compaction that passes
+    the newest step too leaves a ``gc`` and no step: the library takes the id for one that
+    holds no actor, and ``get_or_create`` makes it anew at step 0, below the watermark, its
+    history gone. Keeping the newest step, the actor is read whole."""
+    init(spec)
+    ledger = Ledger.get_or_create("emptied")
+    for item in ("a", "b", "c"):
+        ledger.add.run(item)
+    vc.shutdown()
+    log = Log(room, "emptied")
+    if rule == "kept":
+        assert log.compact(keep_last=1) == 3
+    else:
+        gc_key = "actors/emptied/gc"
+        record = [[n, _required(log.step(n)).meta["writer"]] for n in range(4)]
+        meta = {"kind": "gc", "actor": "emptied", "min_step": 4, "recorded_from": 0, "time": time.time()}
+        assert room.create(gc_key, encode(gc_key, meta, {"compacted": json.dumps(record).encode()}))
+        for n in range(4):
+            room.delete(step_key("emptied", n))
+    init(spec)
+    assert Ledger.get_or_create("emptied").get.run() == (["a", "b", "c"] if rule == "kept" else [])
+
+
+def _required(found: Any) -> Any:
+    assert found is not None
+    return found
 
 
 # --- advisory choices made otherwise: the library does not depend on them ----------------
