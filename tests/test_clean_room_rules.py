@@ -28,7 +28,7 @@ from clean_room.actor_log import Log, Step, step_key
 from clean_room.envelope import encode
 from clean_room.folder import Lease, fold, read_posts
 from clean_room.posts import Call, Post, write_post
-from clean_room.stores import Through
+from clean_room.stores import LocalFiles, Through
 from store_helpers import init
 
 import vactor_cloud as vc
@@ -305,6 +305,37 @@ def test_rule_breaker_a_compaction_that_deletes_the_newest_step_loses_the_actor(
             room.delete(step_key("emptied", n))
     init(spec)
     assert Ledger.get_or_create("emptied").get.run() == (["a", "b", "c"] if rule == "kept" else [])
+
+
+class _Tokenless(LocalFiles):
+    """A local directory written without the 16-byte write token before each object."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("xb") as file:
+            file.write(data)
+        return True
+
+
+@pytest.mark.parametrize("store_lane", ["local"], indirect=True)
+@KEPT
+def test_rule_breaker_a_local_object_without_its_write_token_is_refused(spec: StoreSpec, rule: str) -> None:
+    """RULE BREAKER (Store requirements, write tokens). A clean-room writer on a local directory
+    writes a step without the token: the library strips 16 bytes of the envelope, the digest
+    fails, and the read is refused (``IntegrityError``), never taken for a step."""
+    init(spec)
+    Ledger.get_or_create("token").add.run("a")
+    vc.shutdown()
+    root = spec.url.removeprefix("file://")
+    log = Log((LocalFiles if rule == "kept" else _Tokenless)(root), "token")
+    assert log.commit(_newest(log), {"items": ["a", "cr"]}, []) is not None
+    init(spec)
+    if rule == "kept":
+        assert Ledger.get_or_create("token").get.run() == ["a", "cr"]
+    else:
+        with pytest.raises(vc.IntegrityError):
+            Ledger.get_or_create("token").get.run()
 
 
 def _required(found: Any) -> Any:
