@@ -398,6 +398,29 @@ def test_advisory_a_lease_of_another_length_never_renewed_nor_released(
     assert room.list("actors/lapsed/mail/") == []
 
 
+def test_advisory_a_compaction_that_leaves_head_behind(spec: StoreSpec, room: Through) -> None:
+    """ADVISORY (Retention: HEAD moved to the newest step first). A clean-room compaction whose
+    HEAD stays below the watermark it raises: the library lists the log instead (with a
+    warning) and reads and writes the newest step."""
+    init(spec)
+    ledger = Ledger.get_or_create("behind")
+    for item in ("a", "b", "c"):
+        ledger.add.run(item)
+    vc.shutdown()
+    log = Log(room, "behind")
+    assert log.compact(keep_last=1) == 3
+    head_key = "actors/behind/HEAD"
+    found = _required(room.get(head_key))
+    head = {"kind": "head", "actor": "behind", "step": 1, "class": _newest(log).meta["class"]}
+    room.replace(head_key, encode(head_key, head, {}), found[1])
+    init(spec)
+    ledger = Ledger.get_or_create("behind")
+    assert ledger.get.run() == ["a", "b", "c"]
+    assert ledger.add.run("d") == 4
+    vc.shutdown()
+    assert log_items(room, "behind") == ["a", "b", "c", "d"] and _newest(log).n == 4
+
+
 def log_items(room: Through, actor: str) -> list[object]:
     log = Log(room, actor)
     return list(log.state(_newest(log))["items"])
