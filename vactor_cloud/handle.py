@@ -774,7 +774,7 @@ class ActorMethod(Generic[P, R]):
                 **self._timer,
             )
         running = current_call()
-        if running is not None:
+        if running is not None and options.at_step is None:  # (a committed step waits for no writer)
             self._refuse_reentry(running, waits)
         key = options.idempotency_key
         call_id = (
@@ -793,7 +793,9 @@ class ActorMethod(Generic[P, R]):
 
     def _refuse_reentry(self, running: CallContext, waits: bool) -> None:
         """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
-        wait for itself (directly, or through other actors: A -> B -> A).
+        wait for itself (directly, or through other actors: A -> B -> A). Not asked of a read
+        of a given step (``run(at_step=N)``): an immutable committed step, read without the
+        actor's queue, which neither waits for a writer nor sees a writer's uncommitted change.
 
         A call through other actors that is not waited for here (``run_async``) is queued: it
         waits for nothing. Refused, it failed a call that another thread's writer, waiting for
@@ -809,7 +811,7 @@ class ActorMethod(Generic[P, R]):
                 f"{self._info.name}() of the same actor through a handle: a read through a handle "
                 "answers from the actor's last committed step, without the changes "
                 f"{running.method}() has made and not yet committed; call self.{self._info.name}() "
-                "directly instead"
+                f"directly instead ({self._info.name}.run(at_step=N) reads a committed step N)"
             )
         if running.actor_id == self._actor_id and not running.readonly:
             raise ReentrantCallError(

@@ -1,0 +1,162 @@
+"""Reads at a given step (``run(at_step=N)``) from where they were refused, review h109.
+
+1. A writer method reading a committed step of its own actor through a handle: such a read
+   runs on an immutable step the writer cannot change, and waits for no writer; it was
+   refused as a read at the newest step is (which would miss the writer's own changes).
+2. The same read from the inner writer of a call cycle A -> B -> A: refused as "would wait
+   for itself", which it would not.
+3. The neighbourhood, pinned: a read at the newest step from inside a writer of the actor is
+   still refused, now naming ``run(at_step=N)``; at_step 0, negative, not an int, a bool,
+   beyond the newest step, of a compacted step, of a deleted actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@vc.virtual_actor
+class Dial:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, amount: int) -> int:
+        self.n += amount
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.n
+
+    def add_then_read(self, amount: int, step: int, how: str) -> tuple[int, int]:
+        """Add ``amount`` (not committed yet), then read step ``step`` through a handle."""
+        self.n += amount
+        peek = vc.get_actor(vc.current_call().actor_id).peek
+        if how == "run":
+            seen = peek.run(at_step=step)
+        elif how == "options":
+            seen = peek.options(at_step=step).run()
+        else:
+            seen = peek.run_async(at_step=step).result()
+        return self.n, int(seen)
+
+    def add_then_read_newest(self, amount: int) -> int:
+        self.n += amount
+        return int(vc.get_actor(vc.current_call().actor_id).peek.run())
+
+    def ask(self, other: str, step: int) -> int:
+        """A writer calling ``other``'s writer, which reads this actor at ``step``."""
+        self.n += 100
+        return int(vc.get_actor(other).read_back.run(vc.current_call().actor_id, step))
+
+    def read_back(self, caller: str, step: int) -> int:
+        self.n += 1
+        return int(vc.get_actor(caller).peek.run(at_step=step))
+
+
+@pytest.fixture
+def dial(store_spec: StoreSpec) -> Iterator[Any]:
+    """A ``Dial`` at step 2 (n: 0 at step 0, 5 at step 1, 12 at step 2); ``fresh_window`` 0,
+    so that a compaction may delete steps at once (``min_age=0``)."""
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    try:
+        handle = Dial.get_or_create("at-step-dial")
+        assert handle.add.run(5) == 5
+        assert handle.add.run(7) == 12
+        yield handle
+    finally:
+        vc.shutdown()
+
+
+def _steps(handle: Any) -> list[int]:
+    return sorted(entry.step for entry in handle.history())
+
+
+@pytest.mark.parametrize("how", ["run", "options", "run_async"])
+def test_a_writer_reads_a_committed_step_of_its_own_actor_through_a_handle(dial: Any, how: str) -> None:
+    """Before: ``ReentrantCallError`` (as a read at the newest step). The read sees step 1
+    exactly, not the writer's change, nor step 2; the writer's step commits after it."""
+    assert dial.add_then_read.run(1000, 1, how) == (1012, 5)
+    assert dial.peek.run() == 1012
+    assert _steps(dial) == [0, 1, 2, 3]
+    assert dial.add_then_read.run(1, 3, how) == (1013, 1012)  # the newest committed step
+
+
+def test_a_writer_reading_the_step_it_is_about_to_commit_is_told_it_is_not_written(dial: Any) -> None:
+    """Step 3 is the writer's own, not committed while it runs: not found (not its
+    uncommitted state, no wait for itself); the writer's exception drops its change."""
+    with pytest.raises(vc.StepNotFoundError, match="not written yet") as caught:
+        dial.add_then_read.run(1000, 3, "run")
+    assert not caught.value.compacted
+    assert dial.peek.run() == 12
+    assert _steps(dial) == [0, 1, 2]
+
+
+def test_the_inner_writer_of_a_call_cycle_reads_a_committed_step_of_the_outer_actor(
+    dial: Any,
+) -> None:
+    """A -> B -> A.peek.run(at_step=1): before, refused as a cycle that "would wait for itself";
+    the read waits for neither writer."""
+    other = Dial.get_or_create("at-step-other")
+    assert dial.ask.run("at-step-other", 1) == 5
+    assert dial.peek.run() == 112
+    assert other.peek.run() == 1
+
+
+def test_a_writer_reading_its_own_actor_at_the_newest_step_is_refused_naming_at_step(dial: Any) -> None:
+    """Still refused (it would answer without the writer's change): the message also names
+    the read of a committed step that is allowed."""
+    with pytest.raises(vc.ReentrantCallError) as caught:
+        dial.add_then_read_newest.run(1)
+    message = str(caught.value)
+    assert "last committed" in message and "self.peek()" in message
+    assert "run(at_step=N)" in message
+    assert dial.peek.run() == 12
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, "2", True, False, None])
+def test_an_at_step_that_is_no_step_number_is_refused_before_anything_runs(dial: Any, bad: object) -> None:
+    """(None through ``run``: passed on as a keyword it would be the option's "not given".)"""
+    if bad is None:
+        with pytest.raises(ValueError, match="at_step must be a step number"):
+            dial.peek.run(at_step=bad)
+        return
+    with pytest.raises(ValueError, match="at_step must be a step number"):
+        dial.peek.run(at_step=bad)
+    with pytest.raises(ValueError, match="at_step must be a step number"):
+        dial.peek.options(at_step=bad)
+
+
+def test_at_step_zero_reads_the_first_state_and_beyond_the_newest_says_not_written(dial: Any) -> None:
+    """Step 0 is ``__init__``'s."""
+    assert dial.peek.run(at_step=0) == 0
+    for step in (3, 99):
+        with pytest.raises(vc.StepNotFoundError, match=r"not written yet.*steps 0\.\.2 remain") as caught:
+            dial.peek.run(at_step=step)
+        assert caught.value.remaining == (0, 2) and not caught.value.compacted
+
+
+def test_at_step_of_a_compacted_step_says_compacted(dial: Any) -> None:
+    dial.compact(keep_last=1, min_age=0)
+    with pytest.raises(vc.StepNotFoundError, match="step 1 was compacted") as caught:
+        dial.peek.run(at_step=1)
+    assert caught.value.compacted
+    assert dial.peek.run(at_step=2) == 12
+
+
+def test_at_step_of_a_deleted_actor_reads_steps_before_the_tombstone(dial: Any) -> None:
+    assert vc.delete_actor("at-step-dial") is True
+    assert dial.peek.run(at_step=1) == 5
+    with pytest.raises(vc.ActorDeletedError):
+        dial.peek.run(at_step=3)  # the tombstone: no state to read
+    with pytest.raises(vc.ActorDeletedError):
+        dial.peek.run()
