@@ -8,6 +8,9 @@
 3. The neighbourhood, pinned: a read at the newest step from inside a writer of the actor is
    still refused, now naming ``run(at_step=N)``; at_step 0, negative, not an int, a bool,
    beyond the newest step, of a compacted step, of a deleted actor.
+4. A stand-in's read-only method (a handle unpickled where its class is not defined) given
+   ``at_step``: refused, it now reads the step as a handle of the class does, with the
+   class's method loaded from its stored body.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_review_stand_in_methods import Gauge2, _stand_in_ledger
+from test_review_warm_after_delete import as_b
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -160,3 +165,76 @@ def test_at_step_of_a_deleted_actor_reads_steps_before_the_tombstone(dial: Any) 
         dial.peek.run(at_step=3)  # the tombstone: no state to read
     with pytest.raises(vc.ActorDeletedError):
         dial.peek.run()
+
+
+# -- through a stand-in (a handle unpickled where its class is not defined) -----------------------
+@pytest.fixture
+def stand_in(store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``test_review_stand_in_methods``' ``Ledger`` handle, unpickled where ``Ledger`` is not
+    defined, the id's steps: 0-1 a first ``Ledger`` (n 0, 1), 2 its tombstone, 3 a ``Gauge2``,
+    4 its tombstone, 5-6 a ``Ledger`` again (n 0, 1)."""
+    vc.shutdown()
+    try:
+        handle = _stand_in_ledger(store_spec, "at-step-stand-in", monkeypatch)
+        assert _steps_as_b(store_spec, "at-step-stand-in") == list(range(7))
+        yield handle
+    finally:
+        vc.shutdown()
+
+
+def _steps_as_b(spec: StoreSpec, actor_id: str) -> list[int]:
+    return list(as_b(spec, lambda: _steps(vc.ActorHandle(actor_id))))
+
+
+def test_a_stand_in_reads_a_step_of_its_class_as_a_handle_of_the_class_does(
+    store_spec: StoreSpec, stand_in: Any
+) -> None:
+    """Before: ``ValueError`` (the call, made as a writer's, could not read a past step). The
+    method is the class's, loaded from its stored body: a read at step N, committing nothing."""
+    assert stand_in.peek.run(at_step=5) == 0
+    assert stand_in.peek.run(at_step=6) == 1
+    assert stand_in.peek.options(at_step=5).run() == 0
+    assert stand_in.peek.run_async(at_step=5).result() == 0
+    assert stand_in.peek.run(at_step=1) == 1  # the first Ledger's, as its handle reads it
+    assert _steps_as_b(store_spec, "at-step-stand-in") == list(range(7))
+
+
+def test_a_stand_in_read_at_a_step_it_cannot_read_says_why(store_spec: StoreSpec, stand_in: Any) -> None:
+    with pytest.raises(vc.ActorClassChangedError) as changed:
+        stand_in.peek.run(at_step=3)  # the Gauge2's
+    assert changed.value.at_step == 3
+    with pytest.raises(vc.StepNotFoundError, match="not written yet"):
+        stand_in.peek.run(at_step=7)
+    with pytest.raises(ValueError, match="at_step must be a step number"):
+        stand_in.peek.run(at_step=True)
+    with pytest.raises(ValueError, match=r"add\(\) is a writer method; at_step="):
+        stand_in.add.run(5, at_step=5)
+    assert _steps_as_b(store_spec, "at-step-stand-in") == list(range(7))
+    assert stand_in.peek.run() == 1
+
+
+def test_a_stand_in_writer_given_at_step_by_options_is_refused_as_a_writer(
+    store_spec: StoreSpec, stand_in: Any
+) -> None:
+    """``options(at_step=N)`` on a stand-in cannot tell a writer yet (before: every stand-in
+    was refused there as "a writer method", ``peek`` too); the call, the method known, is."""
+    with pytest.raises(ValueError, match=r"add\(\) is a writer method; at_step="):
+        stand_in.add.options(at_step=5).run(1)
+    with pytest.raises(ValueError, match="at_step must be a step number"):
+        stand_in.peek.options(at_step=-1)
+    assert _steps_as_b(store_spec, "at-step-stand-in") == list(range(7))
+
+
+def test_a_stand_in_read_at_a_step_while_the_id_holds_another_class_is_refused(
+    store_spec: StoreSpec, stand_in: Any
+) -> None:
+    """The method cannot be looked up in the class the actor holds now: refused, as the stand-in's
+    other calls are there, nothing run."""
+
+    def gauge_again() -> None:
+        assert vc.delete_actor("at-step-stand-in") is True
+        Gauge2.get_or_create("at-step-stand-in")
+
+    as_b(store_spec, gauge_again)
+    with pytest.raises(vc.ActorClassChangedError, match="Gauge2"):
+        stand_in.peek.run(at_step=5)
