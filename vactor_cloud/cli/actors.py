@@ -65,11 +65,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     # that page held; the listing is closed however the printing ends (| head, Ctrl-C).
     with contextlib.closing(iter_actors(args.prefix, limit=args.limit, on_damaged=on_damaged)) as pages:
         if out.json:
+            listed = 0
             with out.json_array() as array:
                 for page in pages:
                     for info in page:
                         array.add(info.to_json())
+                    listed += len(page)
                     array.flush()
+            below = "" if listed or count or args.prefix else _stores_below_hint()
+            if below:  # (stdout stays the JSON list; the hint alone, no "no actors", on stderr)
+                print(f"no actors under {_describe_storage()}{below}", file=sys.stderr)
         else:
             table = out.table_stream(("ACTOR", "CLASS", "STEP", "CHANGED"))
             for page in pages:
