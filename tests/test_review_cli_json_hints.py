@@ -35,9 +35,14 @@ def test_ls_json_above_a_store_names_the_store_below_on_stderr(
 
 
 @pytest.mark.parametrize("store_lane", ["local"], indirect=True)
-def test_ls_json_of_an_empty_store_with_nothing_below_prints_only_the_empty_list(
+def test_ls_json_that_finds_nothing_with_no_store_below_prints_only_the_empty_list(
     vactor: Vactor, store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     below = _seed_below(store_spec, monkeypatch, "app")
-    result = vactor(*_storage_args(store_spec, below), "ls", "--json", "nobody")
-    assert result.code == 0 and json.loads(result.out) == [] and result.err == "", result
+    with_prefix = vactor(*_storage_args(store_spec, below), "ls", "--json", "nobody")
+    assert with_prefix.code == 0 and json.loads(with_prefix.out) == [], with_prefix
+    assert with_prefix.err == "", with_prefix
+    empty = os.path.join(store_spec.url.removeprefix("file://"), "empty")
+    os.makedirs(os.path.join(empty, "actors"))
+    alone = vactor(*_storage_args(store_spec, empty), "ls", "--json")
+    assert alone.code == 0 and json.loads(alone.out) == [] and alone.err == "", alone
