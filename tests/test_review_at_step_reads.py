@@ -66,6 +66,17 @@ class Dial:
         self.n += 1
         return int(vc.get_actor(caller).peek.run(at_step=step))
 
+    def ask_newest(self, other: str) -> int:
+        self.n += 100
+        return int(vc.get_actor(other).read_back_newest.run(vc.current_call().actor_id))
+
+    def read_back_newest(self, caller: str) -> int:
+        return int(vc.get_actor(caller).peek.run())
+
+    def add_then_read_newest_async(self, amount: int) -> int:
+        self.n += amount
+        return int(vc.get_actor(vc.current_call().actor_id).peek.run_async().result())
+
 
 @pytest.fixture
 def dial(store_spec: StoreSpec) -> Iterator[Any]:
@@ -125,6 +136,26 @@ def test_a_writer_reading_its_own_actor_at_the_newest_step_is_refused_naming_at_
     message = str(caught.value)
     assert "last committed" in message and "self.peek()" in message
     assert "run(at_step=N)" in message
+    assert dial.peek.run() == 12
+
+
+def test_a_writer_reading_its_own_actor_at_the_newest_step_with_run_async_is_refused_too(dial: Any) -> None:
+    with pytest.raises(vc.ReentrantCallError, match=r"last committed.*run\(at_step=N\)"):
+        dial.add_then_read_newest_async.run(1)
+    assert dial.peek.run() == 12
+
+
+def test_the_inner_writer_of_a_cycle_reading_the_outer_actor_at_the_newest_step_is_told_why(
+    dial: Any,
+) -> None:
+    """A -> B -> A.peek.run(): refused (it would answer without A's running change), but the
+    message said it "would wait for itself", which a read never does."""
+    Dial.get_or_create("at-step-other")
+    with pytest.raises(vc.ReentrantCallError) as caught:
+        dial.ask_newest.run("at-step-other")
+    message = str(caught.value)
+    assert "wait for itself" not in message, message
+    assert "last committed" in message and "run(at_step=N)" in message, message
     assert dial.peek.run() == 12
 
 

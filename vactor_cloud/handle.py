@@ -861,6 +861,15 @@ class ActorMethod(Generic[P, R]):
             return
         chain = held[held.index(self._actor_id) :] + ([running.actor_id] if running.readonly else [])
         cycle = " -> ".join([*chain, self._actor_id])
+        if self._info.readonly:  # (a read waits for no writer: what it would miss is the reason)
+            raise ReentrantCallError(
+                f"{running.method}() of actor {running.actor_id!r} called the read-only "
+                f"{self._info.name}() of actor {self._actor_id!r}, whose writer method runs further "
+                f"up this thread (a call cycle {cycle}): a read through a handle answers from the "
+                "actor's last committed step, without the changes that method has made and not yet "
+                f"committed. Pass what is needed as an argument, or read a committed step N with "
+                f"{self._info.name}.run(at_step=N)"
+            )
         raise ReentrantCallError(
             f"{running.method}() of actor {running.actor_id!r} called {self._info.name}() of actor "
             f"{self._actor_id!r}, whose writer method is waiting for it on this same thread (a call "
