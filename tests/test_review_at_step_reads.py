@@ -172,6 +172,14 @@ def test_an_at_step_that_is_no_step_number_is_refused_before_anything_runs(dial:
         dial.peek.options(at_step=bad)
 
 
+@pytest.mark.parametrize("bad", [-1, 1.0, "1", True, None])
+def test_state_at_a_step_that_is_no_step_number_is_refused_saying_so(dial: Any, bad: object) -> None:
+    """The sibling of ``run(at_step=N)``. Before: ``state_at(True)`` read step 1, ``state_at(1.0)``
+    raised "Unknown format code 'd'", ``"1"`` and None a ``TypeError`` about ``<``."""
+    with pytest.raises(ValueError, match=r"state_at\(\)'s step must be a step number \(an int >= 0\)"):
+        dial.state_at(bad)
+
+
 def test_at_step_zero_reads_the_first_state_and_beyond_the_newest_says_not_written(dial: Any) -> None:
     """Step 0 is ``__init__``'s."""
     assert dial.peek.run(at_step=0) == 0
