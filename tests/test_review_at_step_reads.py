@@ -277,3 +277,13 @@ def test_a_stand_in_read_at_a_step_while_the_id_holds_another_class_is_refused(
     as_b(store_spec, gauge_again)
     with pytest.raises(vc.ActorClassChangedError, match="Gauge2"):
         stand_in.peek.run(at_step=5)
+
+
+def test_a_stand_in_reads_a_step_before_the_tombstone_of_its_deleted_actor(
+    store_spec: StoreSpec, stand_in: Any
+) -> None:
+    """As a handle of the class does (its class looked up in the tombstone's)."""
+    as_b(store_spec, lambda: vc.delete_actor("at-step-stand-in"))
+    assert stand_in.peek.run(at_step=6) == 1
+    with pytest.raises(vc.ActorDeletedError):
+        stand_in.peek.run(at_step=7)
