@@ -172,6 +172,7 @@ def _any_arguments(self: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _is_stand_in(info: MethodInfo) -> bool:
+    """Whether ``info`` is a method of a class this process does not define (``_stand_in``)."""
     return info.function is _any_arguments
 
 
