@@ -15,14 +15,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import pickle
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from test_review_stand_in_methods import Gauge2, _stand_in_ledger
-from test_review_warm_after_delete import as_b
+from test_review_warm_after_delete import WARM, as_a, as_b
 
 import vactor_cloud as vc
+from vactor_cloud import definition as definition_module
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -287,3 +289,50 @@ def test_a_stand_in_reads_a_step_before_the_tombstone_of_its_deleted_actor(
     assert stand_in.peek.run(at_step=6) == 1
     with pytest.raises(vc.ActorDeletedError):
         stand_in.peek.run(at_step=7)
+
+
+@vc.virtual_actor
+class Stamp:
+    def __init__(self) -> None:
+        self.stamps: list[int] = []
+
+    def stamp(self, *, at_step: int) -> int:
+        """A writer taking ``at_step`` itself: the keyword is its argument, no step option."""
+        self.stamps.append(at_step)
+        return len(self.stamps)
+
+    @vc.virtual_actor.readonly
+    def seen(self, at_step: int = -1) -> tuple[int, int]:
+        return at_step, len(self.stamps)
+
+
+def test_a_stand_in_of_a_method_taking_at_step_itself_passes_it_to_the_method(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a handle of the class does: the keyword is the method's argument (the writer commits,
+    the read reads the newest step); ``options(at_step=N)`` selects the step of the read."""
+    vc.shutdown()
+    try:
+        as_a(store_spec, WARM)
+        made = Stamp.get_or_create("at-step-stamp")
+        data = pickle.dumps(made)
+
+        def again(cls: Any) -> Callable[[], None]:
+            def action() -> None:
+                assert vc.delete_actor("at-step-stamp") is True
+                cls.get_or_create("at-step-stamp")
+
+            return action
+
+        as_b(store_spec, again(Gauge2))
+        with pytest.raises(vc.ActorClassChangedError):
+            made.stamp.run(at_step=1)  # A learns the id holds a Gauge2
+        as_b(store_spec, again(Stamp))  # steps: 0 Stamp, 1 tombstone, 2 Gauge2, 3 tombstone, 4 Stamp
+        monkeypatch.delitem(definition_module._REGISTRY, Stamp.name)
+        stand_in = pickle.loads(data)
+        assert stand_in.stamp.run(at_step=99) == 1  # step 5
+        assert tuple(stand_in.seen.run(at_step=7)) == (7, 1)
+        assert tuple(stand_in.seen.options(at_step=4).run(at_step=7)) == (7, 0)
+        assert _steps_as_b(store_spec, "at-step-stamp") == list(range(6))
+    finally:
+        vc.shutdown()
