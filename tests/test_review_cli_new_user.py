@@ -298,7 +298,7 @@ def test_compact_says_why_it_waits_before_compacting_idle_actors_again(
         print("<the wait>", file=sys.stderr)
 
     monkeypatch.setattr(_sync, "sleep", sleep_noted)
-    result = vactor("compact", "idle", "--keep-last", "1", "--min-age", "3600")
+    result = vactor("compact", "idle", "--keep-last", "1", "--min-age", "3600", "--fresh-window", "5")
     assert result.code == 0, result
     assert waits == [5.0], waits
     said, waited = result.err.index("vactor: waiting 5 s"), result.err.index("<the wait>")

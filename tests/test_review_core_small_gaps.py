@@ -5,7 +5,8 @@
 2. ``own_runtime()``'s lock is new in a forked child: a child forked while another thread
    held it used it without waiting for ever.
 3. ``run(at_step=N)`` through a stand-in method (a handle unpickled where its class is not
-   defined) is refused as a handle of the class refuses it, not passed to the method.
+   defined) is taken as a handle of the class takes it, not passed to the method (a writer's
+   refused; a read-only method's read at step N since h109).
 4. A writer calling its own actor's read-only method through a handle is refused with the
    true reason.
 """
@@ -167,11 +168,9 @@ def test_at_step_through_a_stand_in_writer_is_refused_as_a_handle_of_the_class_r
     assert _ledger_as_b(store_spec, "gaps-stand-in") == before
 
 
-def test_at_step_through_a_stand_in_read_is_refused_with_what_to_do(
-    store_spec: StoreSpec, stand_in: Any
-) -> None:
-    """Before: ``at_step`` was passed to ``peek`` (a ``TypeError``): the step it names cannot be
-    read there (the call was made as a writer's), so the call is refused, saying how to read it."""
-    with pytest.raises(ValueError, match=r"peek\(\).*at_step=1.*state_at\(1\)"):
-        stand_in.peek.run(at_step=1)
-    assert stand_in.peek.run() == 1  # without at_step it still reads
+def test_at_step_through_a_stand_in_read_reads_the_step(store_spec: StoreSpec, stand_in: Any) -> None:
+    """Before: ``at_step`` was passed to ``peek`` (a ``TypeError``); then (h107) refused with
+    ``ValueError``; since h109 the step is read, as a handle of the class reads it
+    (``test_review_at_step_reads``)."""
+    assert stand_in.peek.run(at_step=5) == 0
+    assert stand_in.peek.run() == 1

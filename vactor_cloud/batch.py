@@ -696,7 +696,9 @@ def _at_step_of_a_stand_in(info: MethodInfo, call: PendingCall) -> ValueError | 
     defined where it was made (``handle._stand_in``), which could not tell. As a handle of the
     class: a writer's is refused so; a read of a past step, which the call (made as a writer's)
     cannot be, is refused saying how to make it. None for any other call (cheaply: at_step
-    named in its arguments' pickle, if pickled)."""
+    named in its arguments' pickle, if pickled). (A stand-in given ``at_step`` looks its
+    method up before the call is made, ``ActorMethod._as_its_class``: such a call comes from a
+    process of an earlier release, posted.)"""
     frozen = call.frozen
     if frozen is not None and frozen.data is not None and b"at_step" not in frozen.data:
         return None

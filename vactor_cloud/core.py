@@ -638,6 +638,11 @@ class ActorCore(Folder):
         definition = self._runs(record)
         return definition if definition is not None else self.env.run(self.definition_for(record.class_ref))
 
+    def definition_of_newest(self) -> ActorDefinition:
+        """The class of the actor's newest step (its stored body where this process does not
+        define it; a deleted actor's, its tombstone's), the actor's own left as it is."""
+        return self._definition_at(self.env.run(self.revalidate()))
+
     async def revalidate(self) -> StepRecord:
         """Find the newest step from the cached one (one GET when nothing changed).
 

@@ -124,10 +124,16 @@ class MethodInfo:
         return self.readonly or not takes_any
 
 
+def check_step_number(step: object, what: str = "at_step") -> None:
+    """``ValueError`` unless ``step`` (``what``, in the message) is a step number (an ``int``
+    >= 0, not a ``bool``)."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{what} must be a step number (an int >= 0), got {step!r}")
+
+
 def check_at_step(info: MethodInfo, at_step: object) -> None:
     """``ValueError`` now, before anything is queued, unless ``at_step`` can time-travel ``info``."""
-    if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
-        raise ValueError(f"at_step must be a step number (an int >= 0), got {at_step!r}")
+    check_step_number(at_step)
     if not info.readonly:
         raise ValueError(
             f"{info.name}() is a writer method; at_step= runs read-only methods on a past state. "

@@ -25,8 +25,15 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
-from vactor_cloud.definition import ActorDefinition, MethodInfo, lookup_local_class, superseded
+from vactor_cloud.definition import (
+    ActorDefinition,
+    MethodInfo,
+    check_step_number,
+    lookup_local_class,
+    superseded,
+)
 from vactor_cloud.errors import (
+    ActorClassChangedError,
     ActorDeletedError,
     ReentrantCallError,
     StorageNotChosenError,
@@ -162,6 +169,11 @@ def _get_actor_handle(actor_id: str, origin: str | tuple[str | None, str] | None
 
 def _any_arguments(self: Any, *args: Any, **kwargs: Any) -> None:
     """(The signature of a method of a class this process does not define: see ``_stand_in``.)"""
+
+
+def _is_stand_in(info: MethodInfo) -> bool:
+    """Whether ``info`` is a method of a class this process does not define (``_stand_in``)."""
+    return info.function is _any_arguments
 
 
 def _stand_in(owner: str, name: str) -> MethodInfo:
@@ -574,7 +586,9 @@ class ActorMethod(Generic[P, R]):
             validate_idempotency_key(idempotency_key)
         if idempotency_key is not None and self._info.readonly:
             raise ValueError(f"{self._info.name} is read-only; idempotency keys apply to writer methods")
-        if at_step is not None:
+        if at_step is not None and _is_stand_in(self._info):
+            check_step_number(at_step)  # (the rest once called, the method known: _as_its_class)
+        elif at_step is not None:
             check_at_step(self._info, at_step)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
@@ -751,6 +765,12 @@ class ActorMethod(Generic[P, R]):
                 "was not made"
             )
         options = self._options
+        if (
+            _is_stand_in(self._info)
+            and self._timer is None
+            and ("at_step" in kwargs or options.at_step is not None)
+        ):
+            return self._as_its_class()._make_call(args, kwargs, future, waits=waits)
         if "at_step" in kwargs and self._info.at_step_is_an_option():
             at_step = kwargs.pop("at_step")
             check_at_step(self._info, at_step)
@@ -774,7 +794,7 @@ class ActorMethod(Generic[P, R]):
                 **self._timer,
             )
         running = current_call()
-        if running is not None:
+        if running is not None and options.at_step is None:  # (a committed step waits for no writer)
             self._refuse_reentry(running, waits)
         key = options.idempotency_key
         call_id = (
@@ -791,9 +811,30 @@ class ActorMethod(Generic[P, R]):
             for_class=self._info.owner or None,
         )
 
+    def _as_its_class(self) -> ActorMethod[P, R]:
+        """(A stand-in given ``at_step``, which it cannot tell from an argument of the method)
+        This method as its class defines it, from the class's stored body, where the actor
+        holds that class now; ``ActorClassChangedError`` where it holds another (nothing run)."""
+        info = self._info
+        definition = get_runtime().core(self._actor_id).definition_of_newest()
+        if definition.name != info.owner:
+            raise ActorClassChangedError(self._actor_id, info.name, info.owner, definition.name)
+        found = definition.methods.get(info.name)
+        if found is None:
+            raise AttributeError(
+                f"{definition.cls.__qualname__} (actor {self._actor_id!r}) has no method {info.name!r}"
+                f"{_not_a_method(definition.cls, info.name)}; "
+                f"its methods: {', '.join(sorted(definition.methods)) or 'none'}"
+            )
+        if self._options.at_step is not None:
+            check_at_step(found, self._options.at_step)
+        return ActorMethod(self._actor_id, found, self._options, self._timer)
+
     def _refuse_reentry(self, running: CallContext, waits: bool) -> None:
         """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
-        wait for itself (directly, or through other actors: A -> B -> A).
+        wait for itself (directly, or through other actors: A -> B -> A). Not asked of a read
+        of a given step (``run(at_step=N)``): an immutable committed step, read without the
+        actor's queue, which neither waits for a writer nor sees a writer's uncommitted change.
 
         A call through other actors that is not waited for here (``run_async``) is queued: it
         waits for nothing. Refused, it failed a call that another thread's writer, waiting for
@@ -809,7 +850,7 @@ class ActorMethod(Generic[P, R]):
                 f"{self._info.name}() of the same actor through a handle: a read through a handle "
                 "answers from the actor's last committed step, without the changes "
                 f"{running.method}() has made and not yet committed; call self.{self._info.name}() "
-                "directly instead"
+                f"directly instead ({self._info.name}.run(at_step=N) reads a committed step N)"
             )
         if running.actor_id == self._actor_id and not running.readonly:
             raise ReentrantCallError(
@@ -821,6 +862,15 @@ class ActorMethod(Generic[P, R]):
             return
         chain = held[held.index(self._actor_id) :] + ([running.actor_id] if running.readonly else [])
         cycle = " -> ".join([*chain, self._actor_id])
+        if self._info.readonly:  # (a read waits for no writer: what it would miss is the reason)
+            raise ReentrantCallError(
+                f"{running.method}() of actor {running.actor_id!r} called the read-only "
+                f"{self._info.name}() of actor {self._actor_id!r}, whose writer method runs further "
+                f"up this thread (a call cycle {cycle}): a read through a handle answers from the "
+                "actor's last committed step, without the changes that method has made and not yet "
+                f"committed. Pass what is needed as an argument, or read a committed step N with "
+                f"{self._info.name}.run(at_step=N)"
+            )
         raise ReentrantCallError(
             f"{running.method}() of actor {running.actor_id!r} called {self._info.name}() of actor "
             f"{self._actor_id!r}, whose writer method is waiting for it on this same thread (a call "

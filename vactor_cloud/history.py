@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vactor_cloud.core import writers_on_this_thread
-from vactor_cloud.definition import check_at_step
+from vactor_cloud.definition import check_at_step, check_step_number
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.ids import EVENT_KEY_PREFIX
@@ -349,6 +349,7 @@ def state_at(actor_id: str, step: int) -> Any:
     the message names the steps that remain. The state is restored within the
     read budget (``Settings.max_read_bytes``), as a read-only call's is.
     """
+    check_step_number(step, "state_at()'s step")  # (True read step 1; 1.0 failed formatting a key)
     runtime = _runtime()
     core = runtime.core(actor_id)
 

@@ -65,11 +65,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     # that page held; the listing is closed however the printing ends (| head, Ctrl-C).
     with contextlib.closing(iter_actors(args.prefix, limit=args.limit, on_damaged=on_damaged)) as pages:
         if out.json:
+            listed = 0
             with out.json_array() as array:
                 for page in pages:
                     for info in page:
                         array.add(info.to_json())
+                    listed += len(page)
                     array.flush()
+            below = "" if listed or count or args.prefix else _stores_below_hint()
+            if below:  # (stdout stays the JSON list; the hint alone, no "no actors", on stderr)
+                print(f"no actors under {_describe_storage()}{below}", file=sys.stderr)
         else:
             table = out.table_stream(("ACTOR", "CLASS", "STEP", "CHANGED"))
             for page in pages:
@@ -426,6 +431,14 @@ def cmd_compact(args: argparse.Namespace) -> int:
             "pass --force if no writer can be running",
             EXIT_USAGE,
         )
+    if not args.force and args.fresh_window is None and min_age < compaction.DEFAULT_MIN_AGE:
+        raise CliError(
+            f"--min-age {min_age:g} is below the default of {compaction.DEFAULT_MIN_AGE:g} s: it must "
+            "exceed the writers' fresh_window (plus your machines' clock skew), a setting of theirs "
+            "stored nowhere, which this command cannot know; pass it: --fresh-window SECONDS (5 for "
+            "writers with the default Settings), or --force if no writer can be running",
+            EXIT_USAGE,
+        )
     init_runtime(args)
     out = Output.for_args(args)
     ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
@@ -434,7 +447,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         # (a deleted actor's old steps are what a compaction removes)
         newest_step(args.actor_id)
     runtime = get_runtime()
-    fresh_window = runtime.settings.fresh_window
+    fresh_window = runtime.settings.fresh_window if args.fresh_window is None else args.fresh_window
     if not args.force and min_age < fresh_window:
         raise CliError(
             f"--min-age {min_age:g} is below the writers' fresh_window of {fresh_window:g} s: a writer "
@@ -520,10 +533,14 @@ def cmd_compact(args: argparse.Namespace) -> int:
             f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
             f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
             f"--min-age (at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
-            "unless --force with no writer running)",
+            "given with --fresh-window, unless --force with no writer running)",
             file=sys.stderr,
         )
     return code
+
+
+#: the longest ``fresh_window`` ``vactor compact`` waits for its second pass (seconds)
+_LONGEST_SECOND_PASS_WAIT = 60.0
 
 
 def _compact_unproven_again(
@@ -540,6 +557,12 @@ def _compact_unproven_again(
     if not again:
         return reports
     actors = "1 actor" if len(again) == 1 else f"{len(again)} actors"
+    if fresh_window > _LONGEST_SECOND_PASS_WAIT:
+        note(
+            f"vactor: {actors} kept last steps that no writer has shown old yet; run vactor compact "
+            f"again in {fresh_window:g} s (the writers' fresh_window) to delete them"
+        )
+        return reports
     note(  # (said: after a progress bar at its end, a silent wait looks like a hang)
         f"vactor: waiting {fresh_window:g} s (the writers' fresh_window) to compact again {actors} "
         "whose last steps no writer has shown old yet"
@@ -698,7 +721,16 @@ def add_commands(sub: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="never delete a step whose successor is younger (default 86400, one day; below 3600 "
-        "or below the writers' fresh_window, 5 s by default, refused unless --force)",
+        "or below the writers' fresh_window refused unless --force; below one day, needs "
+        "--fresh-window)",
+    )
+    p.add_argument(
+        "--fresh-window",
+        type=non_negative_float,
+        default=None,
+        metavar="SECONDS",
+        help="the writers' Settings.fresh_window (5 s unless they changed it), which --min-age "
+        "must exceed; required with a --min-age below one day (this command cannot know it)",
     )
     p.add_argument(
         "--force",
