@@ -17,7 +17,8 @@ import pytest
 from store_helpers import init, raw_get, raw_put
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud import _sync, codec, keys, timer_runner
+from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
 
@@ -43,9 +44,15 @@ class Alarm:
 @pytest.fixture
 def signed(store_spec: StoreSpec) -> Iterator[StoreSpec]:
     """The lane's store, this process's runtime on it with the signing key ``KEY``."""
-    init(store_spec, signing_key=KEY)
+    restart(store_spec)
     yield store_spec
     vc.shutdown()
+
+
+def restart(spec: StoreSpec) -> None:
+    """This process's runtime anew (no cache, no memory of index entries), with the key
+    (``fresh_window=0``: the tests compact with ``min_age=0``)."""
+    init(spec, signing_key=KEY, fresh_window=0.0)
 
 
 def put(key: str, data: bytes) -> None:
@@ -117,6 +124,9 @@ def test_an_old_signed_heartbeat_put_back_holds_nothing(signed: StoreSpec) -> No
     _sync.sync(old.beat())
     replayed = raw_get(keys.timer_runner_key("old"))
     _sync.sync(old.leave())
+    until = codec.decode(keys.timer_runner_key("old"), replayed, signing_key=KEY).meta["until"]
+    while time.time() <= until:  # (a millisecond)
+        time.sleep(0.001)
     put(keys.timer_runner_key("old"), replayed)
     me = timer_runner.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
     assert _sync.sync(me.refresh()) == ("me",)
@@ -184,8 +194,162 @@ def test_a_deleted_index_entry_delays_its_timer_until_repair(signed: StoreSpec) 
     handle = arm_due("unindexed")
     (entry,) = _sync.sync(list_index(vc.get_runtime().store))
     _sync.sync(vc.get_runtime().store.delete(entry.object_key))
-    init(signed, signing_key=KEY)  # a fresh process: no memory of the entry
+    restart(signed)  # a fresh process: no memory of the entry
     assert vc.fire_due_timers().fired == 0
     assert timer_runner.repair_timer_index(["unindexed"]) == 1
     assert vc.fire_due_timers().fired == 1
     assert handle.count.run() == 1
+
+
+# -- steps and tombstones -----------------------------------------------------------------------
+def unsigned_copy(source: str, target: str, **meta: object) -> bytes:
+    """The signed object at ``source`` re-encoded for ``target`` without a signature (``meta``
+    changed): what a forger makes of a real object."""
+    env = codec.decode(source, raw_get(source), signing_key=KEY)
+    return codec.encode(target, {**env.meta, **meta}, env.parts)
+
+
+@pytest.mark.parametrize("kind", ["step", "tombstone"])
+def test_a_forged_step_at_the_next_number_stops_calls_with_an_integrity_error_naming_it(
+    signed: StoreSpec, kind: str
+) -> None:
+    """A forger cannot sign a step but can take the next number: the writer's create-only put
+    loses to it and every call fails with IntegrityError naming that key (the docs' remedy:
+    remove the object); nothing is applied meanwhile, and once it is gone each call applies
+    once. A forged tombstone is no deletion."""
+    handle = Alarm.get_or_create("squat")
+    assert handle.ring.run() == 1
+    log = vc.get_runtime().log("squat")
+    extra = {"extra": {"deleted": {"time": time.time()}}} if kind == "tombstone" else {}
+    put(log.step_key(2), unsigned_copy(log.step_key(1), log.step_key(2), **extra))
+    for fresh in (False, True):  # a writer whose cache holds step 1 (its put loses), a new process
+        if fresh:
+            restart(signed)
+        # (the warm writer says CommitOutcomeUnknownError: its create met an object it cannot
+        # read, which on S3 may be its own retried put, damaged; not applied all the same)
+        with pytest.raises((IntegrityError, CommitOutcomeUnknownError), match="not signed") as caught:
+            vc.get_actor("squat").ring.options(idempotency_key="once").run()
+        assert log.step_key(2) in str(caught.value)
+    _sync.sync(vc.get_runtime().store.delete(log.step_key(2)))
+    handle = vc.get_actor("squat")
+    assert handle.ring.options(idempotency_key="once").run() == 2
+    assert handle.ring.options(idempotency_key="once").run() == 2
+    assert handle.count.run() == 2
+
+
+# -- the retention watermark --------------------------------------------------------------------
+def test_a_forged_watermark_stops_the_actor_with_the_documented_restore_it_error(signed: StoreSpec) -> None:
+    handle = Alarm.get_or_create("gc")
+    for _ in range(4):
+        handle.ring.run()
+    handle.compact(keep_last=1, min_age=0)
+    log = vc.get_runtime().log("gc")
+    put(log.gc_key, unsigned_copy(log.gc_key, log.gc_key, min_step=0))
+    restart(signed)
+    with pytest.raises(IntegrityError, match="restore it from a backup") as caught:
+        vc.get_actor("gc").ring.run()
+    assert caught.value.key == log.gc_key
+
+
+def test_an_old_signed_watermark_put_back_changes_no_outcome(signed: StoreSpec) -> None:
+    """A replay of the actor's own earlier ``gc`` (lower): the steps below the newer one are
+    gone, and a signed step cannot be forged to pass for history."""
+    handle = Alarm.get_or_create("gc-old")
+    for _ in range(3):
+        handle.ring.run()
+    handle.compact(keep_last=2, min_age=0)
+    log = vc.get_runtime().log("gc-old")
+    old = raw_get(log.gc_key)
+    for _ in range(3):
+        handle.ring.run()
+    handle.compact(keep_last=1, min_age=0)
+    put(log.gc_key, old)
+    restart(signed)
+    handle = vc.get_actor("gc-old")
+    assert handle.ring.options(idempotency_key="k").run() == 7
+    assert handle.ring.options(idempotency_key="k").run() == 7
+    assert handle.count.run() == 7
+    assert handle.compact(keep_last=1, min_age=0) is not None
+    assert handle.ring.run() == 8
+
+
+# -- idempotency checkpoints --------------------------------------------------------------------
+def test_a_forged_idempotency_checkpoint_is_refused_and_never_replays_or_reapplies(signed: StoreSpec) -> None:
+    handle = Alarm.get_or_create("dedup")
+    for n in range(60):
+        handle.ring.options(idempotency_key=f"key-{n:03d}-{'x' * 40}").run()
+    store = vc.get_runtime().store
+    checkpoints = _sync.sync(store.list(keys.dedup_prefix("dedup")))
+    assert checkpoints
+    newest = checkpoints[-1]
+    put(newest, unsigned_copy(newest, newest))
+    restart(signed)
+    handle = vc.get_actor("dedup")
+    with pytest.raises(IntegrityError) as caught:
+        handle.ring.options(idempotency_key="key-000-" + "x" * 40).run()
+    assert caught.value.key == newest
+    assert handle.count.run() == 60
+
+
+# -- the folder lease ---------------------------------------------------------------------------
+def test_a_forged_folder_lease_is_taken_for_none(signed: StoreSpec) -> None:
+    from vactor_cloud.lease import LeaseStore
+
+    Alarm.get_or_create("leased")
+    key = keys.lease_key("leased")
+    meta = {"kind": "lease", "holder": "forged", "expires": time.time() + 30, "step": 0, "token": "t"}
+    put(key, codec.encode(key, {**meta, "time": time.time()}))
+    lease = _sync.sync(LeaseStore(vc.get_runtime().store, "leased", KEY).read())
+    assert lease.holder != "forged" and not lease.valid()
+
+
+# -- the mail key -------------------------------------------------------------------------------
+def test_a_forged_mail_key_is_not_read(signed: StoreSpec) -> None:
+    from vactor_cloud import mailkey
+
+    key = keys.mail_seal_key()
+    put(key, codec.encode(key, {"kind": "mail-key"}, {"key": b"f" * mailkey.KEY_BYTES}))
+    found = mailkey.MailKeys(vc.get_runtime().store, KEY)
+    assert _sync.sync(found.load(create=True)) is None
+
+
+# -- sub-task checkpoints -----------------------------------------------------------------------
+def _triple(x: int) -> int:
+    return 3 * x
+
+
+@vc.virtual_actor
+class Batch:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def work(self, n: int) -> int:
+        (tripled,) = vc.subtask(_triple).map([n])
+        self.total += tripled
+        return self.total
+
+
+def test_a_forged_sub_task_checkpoint_is_not_used_and_does_not_fail_every_run_of_the_call(
+    signed: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A keyed call's id (so its checkpoints' keys) follows from its key; a timer's from the
+    timer. A forger who put an unsigned checkpoint at its position made every run of that
+    call fail with IntegrityError, for good (each retry met it again). A checkpoint that does
+    not verify is now not used, as one written for another child: the child runs again, its
+    result not memoized, with a warning."""
+    import pickle
+    import uuid
+
+    from vactor_cloud.subtask import _fingerprint
+
+    handle = Batch.get_or_create("batch")
+    call_id = uuid.uuid5(uuid.NAMESPACE_URL, "batch/k").hex
+    key = keys.task_key("batch", call_id, 0)
+    meta = {"kind": "task", "call_id": call_id, "method": "work", "position": 0, "serializer": "pickle"}
+    meta |= {"fingerprint": _fingerprint(_triple, (2,), {}), "time": time.time()}
+    put(key, codec.encode(key, meta, {"result": pickle.dumps(999)}))
+    with caplog.at_level("WARNING", logger="vactor_cloud"):
+        assert handle.work.options(idempotency_key="k").run(2) == 6
+    assert key in caplog.text and "not signed" in caplog.text
+    assert handle.work.options(idempotency_key="k").run(2) == 6  # recorded: applied once
+    assert handle.work.run(1) == 9
