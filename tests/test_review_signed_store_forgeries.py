@@ -290,6 +290,7 @@ def test_a_forged_idempotency_checkpoint_is_refused_and_never_replays_or_reappli
         handle.ring.options(idempotency_key="key-000-" + "x" * 40).run()
     assert caught.value.key == newest
     assert handle.count.run() == 60
+    assert handle.ring.run() == 61  # an unkeyed call does not read the table
 
 
 # -- the folder lease ---------------------------------------------------------------------------
