@@ -23,7 +23,7 @@ from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
 
-pytestmark = pytest.mark.vactor_lanes("memory", "local")
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
 
 KEY = b"k" * 32
 
@@ -131,6 +131,18 @@ def test_an_old_signed_heartbeat_put_back_holds_nothing(signed: StoreSpec) -> No
     put(keys.timer_runner_key("old"), replayed)
     me = timer_runner.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
     assert _sync.sync(me.refresh()) == ("me",)
+
+
+def test_an_unsigned_heartbeat_long_expired_is_deleted_on_a_signed_store(signed: StoreSpec) -> None:
+    """Left by a runner from before the store had a key (or by an earlier release): not
+    counted, and once expired for longer than its lease, removed as a signed one is (it was
+    kept and read again every lease, for good)."""
+    store = vc.get_runtime().store
+    put(keys.timer_runner_key("before"), heartbeat("before", time.time() - 100))
+    put(keys.timer_runner_key("recent"), heartbeat("recent", time.time() - 1))
+    me = timer_runner.Membership(store, "me", 30.0, "all", KEY)
+    assert _sync.sync(me.refresh()) == ("me",)
+    assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == [keys.timer_runner_key("recent")]
 
 
 # -- timer claims -------------------------------------------------------------------------------
@@ -487,3 +499,23 @@ def test_an_old_signed_failed_call_record_put_back_after_its_resume_does_not_app
     restart(signed)
     vc.get(workflow.resume("purse"), timeout=60)
     assert Purse.get_or_create("purse").view.run() == 5
+
+
+def test_a_forged_step_ahead_of_the_newest_is_met_when_the_actor_reaches_its_number(
+    signed: StoreSpec,
+) -> None:
+    """A forged step three numbers ahead: calls go on (readers probe from HEAD and stop at
+    the first number not there), until the actor reaches its number: then as one at the
+    next number (refused, naming it; nothing applied until it is deleted)."""
+    handle = Alarm.get_or_create("ahead")
+    assert handle.ring.run() == 1
+    log = vc.get_runtime().log("ahead")
+    put(log.step_key(4), unsigned_copy(log.step_key(1), log.step_key(4)))
+    restart(signed)
+    handle = vc.get_actor("ahead")
+    assert handle.ring.run() == 2 and handle.ring.run() == 3
+    with pytest.raises((IntegrityError, CommitOutcomeUnknownError), match="not signed") as caught:
+        handle.ring.run()
+    assert log.step_key(4) in str(caught.value)
+    _sync.sync(vc.get_runtime().store.delete(log.step_key(4)))
+    assert handle.ring.run() == 4 and handle.count.run() == 4

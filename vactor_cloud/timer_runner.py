@@ -329,27 +329,36 @@ class Membership:
             blob = await self.store.get(key)
         except NotFoundError:
             return None
+        trusted = True
+        body: Any
         try:
             body = decode_hint(key, "timer-runner", blob.data, self.signing_key)
-            until, lease, group = (
-                float(body["until"]),
-                float(body.get("lease", self.lease)),
-                body.get("group"),
-            )
-            if not math.isfinite(until) or not math.isfinite(lease):
-                raise ValueError("not finite")
-        except (ValueError, KeyError, TypeError) as exc:  # unreadable: not a live member; look again later
+        except ValueError as exc:
+            # Never a live member. With a signing key: a forger's, or a runner's from before
+            # the store had one (or of an earlier release); that one, still plain JSON and
+            # expired long ago, is removed below as a signed one is.
             if self.signing_key is not None and runner_id not in self._seen:  # (once: then re-read per lease)
                 logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
+            trusted = False
+            try:
+                body = json.loads(blob.data)
+            except ValueError:
+                body = None
+        try:
+            until, lease = float(body["until"]), float(body.get("lease", self.lease))
+            group = body.get("group")
+            if not math.isfinite(until) or not math.isfinite(lease):
+                raise ValueError("not finite")
+        except (ValueError, KeyError, TypeError, AttributeError):  # unreadable: look again later
             return _Seen(-math.inf, None, self.lease, now + self.lease)
-        bound = max(self.lease, min(lease, LONGEST_LEASE))
-        if expiry_too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
-            return _Seen(-math.inf, None, self.lease, now + self.lease)  # not a live member; look again later
         if until <= now and now - until > max(lease, self.lease):
             # dead for longer than its lease: remove it (a runner that comes back writes it again)
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
             return None
+        bound = max(self.lease, min(lease, LONGEST_LEASE))
+        if not trusted or expiry_too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
+            return _Seen(-math.inf, None, self.lease, now + self.lease)  # not a live member; look again later
         return _Seen(
             until, group if isinstance(group, str) else None, lease, until if until > now else now + lease
         )
