@@ -519,3 +519,19 @@ def test_a_forged_step_ahead_of_the_newest_is_met_when_the_actor_reaches_its_num
     assert log.step_key(4) in str(caught.value)
     _sync.sync(vc.get_runtime().store.delete(log.step_key(4)))
     assert handle.ring.run() == 4 and handle.count.run() == 4
+
+
+# -- class bodies -------------------------------------------------------------------------------
+def test_a_forged_class_body_is_stored_again_by_the_next_writer_that_has_the_class(signed: StoreSpec) -> None:
+    handle = Alarm.get_or_create("body")
+    handle.ring.run()
+    (body_key,) = [
+        k for k in _sync.sync(vc.get_runtime().store.list(keys.actor_prefix("body"))) if keys.is_class_key(k)
+    ]
+    put(body_key, unsigned_copy(body_key, body_key))
+    restart(signed)
+    assert vc.get_actor("body").ring.run() == 2
+    deadline = time.monotonic() + 30
+    while not _is_signed(raw_get(body_key)) and time.monotonic() < deadline:  # (in the background)
+        time.sleep(0.01)
+    assert codec.decode(body_key, raw_get(body_key), signing_key=KEY).meta["kind"] == "class"
