@@ -71,6 +71,7 @@ from vactor_cloud.batch import CallContext, current_call
 from vactor_cloud.core import run_detached
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    FormatVersionError,
     IntegrityError,
     NotFoundError,
     PreconditionFailedError,
@@ -171,7 +172,11 @@ class Subtask(Generic[P, R]):
         todo = list(range(len(calls)))
         unmemoized: set[int] = set()
         if memo is not None:
-            for index, (fingerprint, value) in memo.load().items():
+            for index, found in memo.load().items():
+                if found is None:  # does not verify (a warning said so): not used
+                    unmemoized.add(index)
+                    continue
+                fingerprint, value = found
                 if fingerprint == fingerprints[index]:
                     results[index] = value
                     todo.remove(index)
@@ -209,7 +214,10 @@ class Subtask(Generic[P, R]):
             if stored is not None and memo is not None:
                 # Another run of this call checkpointed this position first: its result counts,
                 # if it was written for this child (as for a checkpoint found before running).
-                fingerprint, value = memo.decode(index, stored)
+                found = memo.decode(index, stored)
+                if found is None:  # does not verify (a warning said so): this child's result counts
+                    continue
+                fingerprint, value = found
                 if fingerprint == fingerprints[index]:
                     results[index] = value
                 else:
@@ -675,7 +683,7 @@ class _Memo:
     def key(self, index: int) -> str:
         return task_key(self.context.actor_id, self.context.call_id, self.first + index)
 
-    def load(self) -> dict[int, tuple[str, Any]]:
+    def load(self) -> dict[int, tuple[str, Any] | None]:
         """Checkpoints already written for this launch, by index: ``(fingerprint, value)``. One
         an earlier actor under the id wrote (a keyed call's id is the same on the next actor
         after a delete) is not this call's: left out, and replaced when this run stores its own."""
@@ -716,9 +724,25 @@ class _Memo:
         blobs = await asyncio.gather(*(read(i, k) for i, k in found))
         return {index: data for index, data in blobs if data is not None}
 
-    def decode(self, index: int, data: bytes) -> tuple[str, Any]:
+    def decode(self, index: int, data: bytes) -> tuple[str, Any] | None:
+        """(fingerprint, result) of the checkpoint ``data``; ``None`` (with a warning) for one
+        that does not verify: damaged, or not signed with the store's key (a forger's, who can
+        write the bucket). It is not used, as one written for another child: the child runs
+        again and its result is not memoized. Refused (``IntegrityError``), it failed every
+        run of the call for good (a keyed call's or a timer's id, so its checkpoints' keys,
+        is known beforehand); unused, it costs a run of the child, as a deleted one would."""
         key = self.key(index)
-        envelope = codec.decode(key, data, signing_key=self.signing_key)
+        try:
+            envelope = codec.decode(key, data, signing_key=self.signing_key)
+        except FormatVersionError:
+            raise  # (a newer release's checkpoint: "upgrade")
+        except IntegrityError as exc:
+            logger.warning(
+                "sub-task checkpoint %s cannot be used (%s); running the child again without memoizing it",
+                key,
+                exc.reason,
+            )
+            return None
         meta = envelope.meta
         if (
             meta.get("kind") != "task"

@@ -17,6 +17,11 @@ How runners split the work (``split=``), without a coordinator:
 * ``"none"``: this runner fires every due timer (of its shard): one runner
   per shard, or a lone tick.
 
+With a signing key, heartbeats and claims are signed envelopes (:func:`encode_hint`), and one
+that does not verify for its own key counts for nothing: a forger who can write the bucket
+cannot hold actors' timers off. Due-index entries are not signed: empty names, they decide
+nothing (docs/security.md).
+
 None of them is what makes firing exactly once: the actor's step is. A
 ``FIRE`` call removes its timer in the step that applies it, so a second
 runner, a retry or a stale index entry finds the timer gone.
@@ -57,7 +62,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vactor_cloud import _sync, keys
+from vactor_cloud import _sync, codec, keys
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.core import call_cycle
 from vactor_cloud.deletion import deleted_error, is_deleted
@@ -65,6 +70,7 @@ from vactor_cloud.errors import (
     ActorDeletedError,
     ActorNotFoundError,
     AlreadyExistsError,
+    IntegrityError,
     NotFoundError,
     PreconditionFailedError,
     StorageError,
@@ -218,6 +224,34 @@ def _split_of(split: str | None, claims: bool | None) -> Split:
     return split
 
 
+# -- heartbeats and claims as stored ---------------------------------------------------------------
+def encode_hint(key: str, kind: str, body: dict[str, Any], signing_key: bytes | None) -> bytes:
+    """A heartbeat or claim as stored: plain JSON, or with a signing key an envelope signed for
+    ``key`` (``meta``: ``kind`` and ``body``), so that one forged or copied from another key
+    is not believed."""
+    if signing_key is None:
+        return json.dumps(body).encode()
+    return codec.encode(key, {"kind": kind, **body}, signing_key=signing_key)
+
+
+def decode_hint(key: str, kind: str, data: bytes, signing_key: bytes | None) -> dict[str, Any]:
+    """What :func:`encode_hint` wrote at ``key``; ``ValueError`` for anything else: with a
+    signing key, an unsigned one (forged, or plain JSON of a release before it signed them),
+    one signed for another key or with another key, or one of another kind."""
+    if signing_key is None:
+        body = json.loads(data)
+    else:
+        try:
+            body = codec.decode(key, data, signing_key=signing_key).meta
+        except IntegrityError as exc:
+            raise ValueError(str(exc)) from exc
+        if body.get("kind") != kind:
+            raise ValueError(f"{key}: holds a {body.get('kind')!r} object, not a {kind!r}")
+    if not isinstance(body, dict):
+        raise ValueError(f"{key}: not a JSON object")
+    return body
+
+
 # -- membership: heartbeats and rendezvous hashing ------------------------------------------------
 
 
@@ -254,7 +288,9 @@ class Membership:
     refresh. A heartbeat that expired more than its lease ago is deleted.
     """
 
-    def __init__(self, store: ObjectStore, runner_id: str, lease: float, group: str) -> None:
+    def __init__(
+        self, store: ObjectStore, runner_id: str, lease: float, group: str, signing_key: bytes | None = None
+    ) -> None:
         validate_runner_id(runner_id)  # (only '/' was refused: ".r" was written on S3, not locally)
         if not math.isfinite(lease) or lease <= 0:
             raise ValueError(f"the lease must be a positive number of seconds, got {lease!r}")
@@ -262,6 +298,8 @@ class Membership:
         self.runner_id = runner_id
         self.lease = lease
         self.group = group
+        #: signs this runner's heartbeat; the others' must carry its signature to count
+        self.signing_key = signing_key
         self.key = keys.timer_runner_key(runner_id)
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
@@ -283,7 +321,7 @@ class Membership:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        await self.store.put(self.key, json.dumps(body).encode())
+        await self.store.put(self.key, encode_hint(self.key, "timer-runner", body, self.signing_key))
 
     async def leave(self) -> None:
         """Delete the heartbeat (graceful stop): the others take this runner's actors at their next poll."""
@@ -296,25 +334,36 @@ class Membership:
             blob = await self.store.get(key)
         except NotFoundError:
             return None
+        trusted = True
+        body: Any
         try:
-            body = json.loads(blob.data)
-            until, lease, group = (
-                float(body["until"]),
-                float(body.get("lease", self.lease)),
-                body.get("group"),
-            )
+            body = decode_hint(key, "timer-runner", blob.data, self.signing_key)
+        except ValueError as exc:
+            # Never a live member. With a signing key: a forger's, or a runner's from before
+            # the store had one (or of an earlier release); that one, still plain JSON and
+            # expired long ago, is removed below as a signed one is.
+            if self.signing_key is not None and runner_id not in self._seen:  # (once: then re-read per lease)
+                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
+            trusted = False
+            try:
+                body = json.loads(blob.data)
+            except ValueError:
+                body = None
+        try:
+            until, lease = float(body["until"]), float(body.get("lease", self.lease))
+            group = body.get("group")
             if not math.isfinite(until) or not math.isfinite(lease):
                 raise ValueError("not finite")
-        except (ValueError, KeyError, TypeError):  # unreadable: not a live member; look again later
+        except (ValueError, KeyError, TypeError, AttributeError):  # unreadable: look again later
             return _Seen(-math.inf, None, self.lease, now + self.lease)
-        bound = max(self.lease, min(lease, LONGEST_LEASE))
-        if expiry_too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
-            return _Seen(-math.inf, None, self.lease, now + self.lease)  # not a live member; look again later
         if until <= now and now - until > max(lease, self.lease):
             # dead for longer than its lease: remove it (a runner that comes back writes it again)
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
             return None
+        bound = max(self.lease, min(lease, LONGEST_LEASE))
+        if not trusted or expiry_too_far_ahead(until, now, bound, f"timer runner {runner_id!r}'s heartbeat"):
+            return _Seen(-math.inf, None, self.lease, now + self.lease)  # not a live member; look again later
         return _Seen(
             until, group if isinstance(group, str) else None, lease, until if until > now else now + lease
         )
@@ -361,10 +410,13 @@ class Membership:
 # -- claims ---------------------------------------------------------------------------------------
 
 
-async def claim_actor(store: ObjectStore, actor_id: str, runner: str, lease: float) -> bool:
-    """Take this runner's lease on ``actor_id``'s due timers; False if another runner holds one."""
+async def claim_actor(
+    store: ObjectStore, actor_id: str, runner: str, lease: float, signing_key: bytes | None = None
+) -> bool:
+    """Take this runner's lease on ``actor_id``'s due timers; False if another runner holds one
+    (with ``signing_key``, one signed for this actor's claim: any other is taken over)."""
     key = keys.timer_claim_key(actor_id)
-    body = json.dumps({"runner": runner, "until": time.time() + lease}).encode()
+    body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
     for _ in range(2):
         try:
             await store.put(key, body, mode="create")
@@ -376,7 +428,7 @@ async def claim_actor(store: ObjectStore, actor_id: str, runner: str, lease: flo
         except NotFoundError:
             continue  # released meanwhile: try to create it again
         try:
-            held = json.loads(blob.data)
+            held = decode_hint(key, "timer-claim", blob.data, signing_key)
             until, now = float(held["until"]), time.time()
             live = (
                 until > now
@@ -449,7 +501,8 @@ def _fire_actor(
     store = runtime.store
     report = TickReport()
     try:
-        if lease is not None and not runtime.run(claim_actor(store, actor_id, runner, lease)):
+        signing_key = runtime.settings.signing_key
+        if lease is not None and not runtime.run(claim_actor(store, actor_id, runner, lease, signing_key)):
             report.claimed_elsewhere += 1
             return report, []
     except VactorError as exc:
@@ -598,7 +651,9 @@ class TimerRunner:
         self.coalesce = coalesce
         group = "all" if shard is None else f"{shard[0]}/{shard[1]}"
         self.membership = (
-            Membership(self.runtime.store, self.runner_id, lease, group) if split == "runners" else None
+            Membership(self.runtime.store, self.runner_id, lease, group, self.runtime.settings.signing_key)
+            if split == "runners"
+            else None
         )
 
     # -- pieces shared by tick and run ---------------------------------------------------------
