@@ -1,0 +1,185 @@
+"""A hostile review of inputs at the edges: ids, method defaults and sizes. Each case pins a
+guarantee an outside reviewer tried to break.
+
+* Actor ids are compared as they are spelt (code points): the NFC and NFD forms of one text
+  are two actors on every lane, each listed by ``vactor ls`` as written.
+* A method's mutable default (``def add(self, x, seen=[])``) is a fresh copy for every call:
+  a default one call mutated leaked into the next call, and into other actors' calls, so a
+  call's result depended on which process ran it (a posted call is folded by another).
+* An envelope around a large state is built with one copy of it, and read back with one.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+import pytest
+from cli_harness import Vactor
+
+import vactor_cloud as vc
+from vactor_cloud import workflow
+from vactor_cloud.cli import EXIT_OK
+from vactor_cloud.testing.lanes import StoreSpec
+
+#: a sentinel default, compared by identity: never copied
+_MISSING: Any = object()
+
+
+@vc.virtual_actor
+class Defaults:
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        self.calls = 0
+
+    def add(self, x: int, seen: list[int] = []) -> list[int]:  # noqa: B006 - the point of the test
+        seen.append(x)
+        self.calls += 1
+        return seen
+
+    def keyword(self, x: int, *, table: dict[str, int] = {}) -> dict[str, int]:  # noqa: B006
+        table[str(x)] = x
+        return table
+
+    def positional(self, x: int, marks: set[int] = set(), /) -> list[int]:  # noqa: B006
+        marks.add(x)
+        return sorted(marks)
+
+    def fail_after(self, x: int, seen: list[int] = []) -> None:  # noqa: B006
+        seen.append(x)
+        raise ValueError("after mutating its default")
+
+    def sentinel(self, value: Any = _MISSING) -> bool:
+        return value is _MISSING
+
+    @vc.virtual_actor.readonly
+    def peek(self, x: int, seen: list[int] = []) -> list[int]:  # noqa: B006
+        seen.append(x)
+        return seen
+
+
+@workflow.virtual_actor
+class Chain:
+    def __init__(self) -> None:
+        self.out: list[int] = []
+
+    def go(self, x: int) -> Any:
+        return self.keep.step(x)
+
+    def keep(self, x: int, seen: list[int] = []) -> list[int]:  # noqa: B006
+        seen.append(x)
+        self.out = list(seen)
+        return seen
+
+    def pair(self, first: int, more: list[int] = [], /) -> list[int]:  # noqa: B006
+        more.append(first)
+        return more
+
+
+@vc.virtual_actor
+class Box:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    @vc.virtual_actor.readonly
+    def get(self) -> str:
+        return self.tag
+
+
+# -- actor ids: one spelling, one actor ------------------------------------------------------------
+
+NFC = unicodedata.normalize("NFC", "caf\u00e9")
+NFD = unicodedata.normalize("NFD", "caf\u00e9")
+#: ids an outside reviewer tries: each its own actor on every lane, listed as written
+ODD_IDS = [NFC, NFD, " lead", "trail ", "%41", "A", "%2F", "#frag", "q?x=1", "*", "a+", "ab+", "ab.c", "x.."]
+ODD_IDS += ["-x", "a\u00a0b", "\ufeffbom", "\uffff", "\U0010ffff", "\u2028", "\x85"]
+
+
+def test_nfc_and_nfd_spellings_and_url_like_ids_are_distinct_actors_listed_as_written(
+    actor_store: StoreSpec,
+) -> None:
+    """Ids are not normalized (Unicode, case, percent-escapes): two spellings are two actors,
+    whatever the backend, and each comes back from the listing as written."""
+    assert NFC != NFD
+    for index, actor_id in enumerate(ODD_IDS):
+        Box.get_or_create(actor_id, f"t{index}")
+    for index, actor_id in enumerate(ODD_IDS):
+        assert vc.get_actor(actor_id).get.run() == f"t{index}", actor_id
+    listed = [info.actor_id for info in vc.list_actors()]
+    assert sorted(listed) == sorted(ODD_IDS)
+
+
+def test_vactor_ls_json_gives_back_nfc_and_nfd_ids_as_written(vactor: Vactor, store: str) -> None:
+    vc.init(store)
+    Box.get_or_create(NFC, "composed")
+    Box.get_or_create(NFD, "decomposed")
+    vc.shutdown()
+    result = vactor("ls", "--json")
+    assert result.code == EXIT_OK, result
+    listed = {entry["actor_id"] for entry in json.loads(result.out)}
+    assert listed == {NFC, NFD}
+    for actor_id, tag in ((NFC, "composed"), (NFD, "decomposed")):
+        shown = vactor("show", "--json", actor_id)
+        assert shown.code == EXIT_OK, shown
+        assert tag in shown.out, shown.out
+
+
+# -- mutable defaults: a fresh copy per call --------------------------------------------------------
+
+
+def test_a_mutable_default_does_not_leak_across_calls_or_actors(actor_store: StoreSpec) -> None:
+    """A default list one call appended to was the next call's default, on this actor and on
+    every other actor of the class in this process (not in another process: a posted call
+    folded elsewhere saw another list). Each call now gets a copy of the default as defined."""
+    first, second = Defaults.get_or_create("d1"), Defaults.get_or_create("d2")
+    assert first.add.run(1) == [1]
+    assert first.add.run(2) == [2]
+    assert second.add.run(3) == [3]
+    assert first.keyword.run(4) == {"4": 4}
+    assert second.keyword.run(5) == {"5": 5}
+    assert first.positional.run(6) == [6]
+    assert first.positional.run(7) == [7]
+    assert first.peek.run(8) == [8]
+    assert first.peek.run(9) == [9]
+    with pytest.raises(ValueError, match="after mutating"):
+        first.fail_after.run(10)
+    assert first.fail_after.run_async(11).exception(30) is not None
+    assert first.add.run(12) == [12]
+
+
+def test_a_method_run_as_a_workflow_step_gets_a_fresh_default_too(actor_store: StoreSpec) -> None:
+    chain = Chain.get_or_create("w")
+    assert chain.go.run(1) == [1]
+    assert chain.go.run(2) == [2]
+    assert Chain.get_or_create("w2").go.run(3) == [3]
+
+
+def test_a_call_omitting_a_required_positional_only_argument_still_fails_to_bind(
+    actor_store: StoreSpec,
+) -> None:
+    chain = Chain.get_or_create("p")
+    assert chain.pair.run(1) == [1]
+    assert chain.pair.run(2) == [2]
+    with pytest.raises(TypeError, match="pair"):
+        chain.pair.run()
+
+
+def test_an_argument_given_is_passed_as_given_and_a_sentinel_default_keeps_its_identity(
+    actor_store: StoreSpec,
+) -> None:
+    handle = Defaults.get_or_create("d")
+    assert handle.add.run(1, [0]) == [0, 1]
+    assert handle.add.run(2, seen=[5]) == [5, 2]
+    assert handle.keyword.run(3, table={"a": 1}) == {"a": 1, "3": 3}
+    assert handle.positional.run(4, {9}) == [4, 9]
+    assert handle.sentinel.run() is True
+    assert handle.sentinel.run(None) is False
+
+
+def test_the_class_itself_keeps_python_semantics_outside_actors() -> None:
+    """The decorator leaves the class untouched: called directly, a default is Python's own."""
+    plain = Defaults.cls()
+    assert plain.add(1) == [1]
+    assert plain.add(2) == [1, 2]
+    Defaults.cls.add.__defaults__[0].clear()  # type: ignore[attr-defined]
