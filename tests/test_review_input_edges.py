@@ -6,12 +6,14 @@ guarantee an outside reviewer tried to break.
 * A method's mutable default (``def add(self, x, seen=[])``) is a fresh copy for every call:
   a default one call mutated leaked into the next call, and into other actors' calls, so a
   call's result depended on which process ran it (a posted call is folded by another).
-* An envelope around a large state is built with one copy of it, and read back with one.
+* An envelope around a large state is built with one copy of it, and read back with one;
+  the local store reads a large object with one copy of it (docs/concepts.md, "Large states").
 """
 
 from __future__ import annotations
 
 import json
+import tracemalloc
 import unicodedata
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from cli_harness import Vactor
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import codec, workflow
 from vactor_cloud.cli import EXIT_OK
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -183,3 +185,54 @@ def test_the_class_itself_keeps_python_semantics_outside_actors() -> None:
     assert plain.add(1) == [1]
     assert plain.add(2) == [1, 2]
     Defaults.cls.add.__defaults__[0].clear()  # type: ignore[attr-defined]
+
+
+# -- sizes: one copy of a large state per envelope -------------------------------------------------
+
+_MB = 2**20
+
+
+def _peak_allocated(run: Any) -> tuple[Any, int]:
+    """``run()``'s result and the most bytes it held allocated at once beyond what it returned
+    and what was allocated before (``tracemalloc``: a count, not a timing)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak - before
+
+
+@pytest.mark.parametrize("signing_key", [None, b"k" * 32], ids=["checksum", "signed"])
+def test_an_envelope_of_a_large_part_is_built_and_read_with_one_copy_of_it(signing_key: bytes | None) -> None:
+    """Encoding a 16 MB state joined its parts (one copy), then appended the digest to that
+    (a second); decoding sliced the digest off (a copy) and then the part out of that (a
+    second). A commit of a large state held two transient copies more than it needs to, and
+    so did every cold read of it. Now: the envelope is the only copy made, and so is the part."""
+    key = "actors/big/steps/00000000000000000001"
+    part = bytes(16 * _MB)
+    data, encode_peak = _peak_allocated(
+        lambda: codec.encode(key, {"kind": "step"}, {"state": part}, signing_key=signing_key)
+    )
+    assert len(data) > len(part)
+    assert encode_peak < 1.25 * len(part), f"encode held {encode_peak / _MB:.1f} MB for a 16 MB part"
+    envelope, decode_peak = _peak_allocated(lambda: codec.decode(key, data, signing_key=signing_key))
+    assert envelope.parts["state"] == part and envelope.meta["kind"] == "step"
+    assert type(envelope.parts["state"]) is bytes
+    assert decode_peak < 1.25 * len(part), f"decode held {decode_peak / _MB:.1f} MB for a 16 MB part"
+
+
+def test_the_local_store_reads_a_large_object_with_one_copy_of_it(tmp_path: Any) -> None:
+    """A read took the file whole (its 16-byte version token and the object), then sliced the
+    token off: a second copy of the object, held with the first."""
+    from vactor_cloud import _sync
+    from vactor_cloud.storage import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    part = bytes(16 * _MB)
+    _sync.sync(store.put("actors/big/steps/00000000000000000001", part))
+    blob, peak = _peak_allocated(lambda: _sync.sync(store.get("actors/big/steps/00000000000000000001")))
+    assert blob.data == part
+    assert peak < 1.25 * len(part), f"the read held {peak / _MB:.1f} MB for a 16 MB object"

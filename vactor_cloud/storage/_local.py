@@ -301,23 +301,27 @@ class LocalStore(ObjectStore):
             size = status.st_size
             if small and size > _INLINE_BYTES:
                 return None
+            # The token first, then the object: slicing the token off a whole read would copy
+            # the object (a large state) once more.
+            token = os.read(fd, _TOKEN)
             chunks: list[bytes] = []
-            while chunk := os.read(fd, size + 1 if not chunks else 1 << 20):
-                chunks.append(chunk)
-            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if len(token) == _TOKEN:
+                while chunk := os.read(fd, size - _TOKEN + 1 if not chunks else 1 << 20):
+                    chunks.append(chunk)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except NotFoundError:
             raise
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         finally:
             os.close(fd)
-        if len(raw) < _TOKEN:
+        if len(token) < _TOKEN:
             raise TruncatedObjectError(
-                f"{self.url}/{key}: {len(raw)} bytes, shorter than the {_TOKEN}-byte write token: "
+                f"{self.url}/{key}: {len(token)} bytes, shorter than the {_TOKEN}-byte write token: "
                 "a write torn by a crash, or a file vactor_cloud did not write (no version)",
                 key,
             )
-        return Blob(raw[_TOKEN:], raw[:_TOKEN].hex())
+        return Blob(data, token.hex())
 
     def _read_version(self, key: str) -> str | None:
         try:
