@@ -22,7 +22,7 @@ from cli_harness import Vactor
 
 import vactor_cloud as vc
 from vactor_cloud import codec, workflow
-from vactor_cloud.cli import EXIT_OK
+from vactor_cloud.cli import EXIT_OK, EXIT_USAGE
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: a sentinel default, compared by identity: never copied
@@ -125,6 +125,38 @@ def test_vactor_ls_json_gives_back_nfc_and_nfd_ids_as_written(vactor: Vactor, st
         shown = vactor("show", "--json", actor_id)
         assert shown.code == EXIT_OK, shown
         assert tag in shown.out, shown.out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("history", "-x"), ("show", "-x"), ("call", "-x", "get"), ("--json", "show", "-x")],
+    ids=["history", "show", "call", "option-first"],
+)
+def test_an_id_starting_with_a_dash_is_refused_with_how_to_name_it(
+    vactor: Vactor, store: str, argv: tuple[str, ...]
+) -> None:
+    """``vactor ls`` lists an actor ``-x``; ``vactor history -x`` said only "the following
+    arguments are required: ID" (argparse took the id for an option). The error says how:
+    after ``--``, as ``vactor history -- -x``."""
+    vc.init(store)
+    Box.get_or_create("-x", "dashed")
+    vc.shutdown()
+    assert "-x" in vactor("ls").out
+    refused = vactor(*argv)
+    assert refused.code == EXIT_USAGE, refused
+    assert "'--'" in refused.err and "-- -x" in refused.err, refused.err
+    assert len(refused.err.splitlines()) == 1, refused.err
+    command = [word for word in argv if word != "--json"]
+    shown = vactor(*command[:1], "--", *command[1:])
+    assert shown.code == EXIT_OK, shown
+    assert "dashed" in shown.out, shown.out
+
+
+def test_a_usage_error_without_a_dashed_word_gets_no_dash_hint(vactor: Vactor, store: str) -> None:
+    for argv in (("history",), ("call", "a"), ("ls", "--limit", "-1"), ("--storage=/nowhere", "show")):
+        refused = vactor(*argv)
+        assert refused.code == EXIT_USAGE, refused
+        assert "'--'" not in refused.err, refused.err
 
 
 # -- mutable defaults: a fresh copy per call --------------------------------------------------------
