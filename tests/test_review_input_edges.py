@@ -268,3 +268,35 @@ def test_the_local_store_reads_a_large_object_with_one_copy_of_it(tmp_path: Any)
     blob, peak = _peak_allocated(lambda: _sync.sync(store.get("actors/big/steps/00000000000000000001")))
     assert blob.data == part
     assert peak < 1.25 * len(part), f"the read held {peak / _MB:.1f} MB for a 16 MB object"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["actors/mail/gc", "actors/mail/steps/00000000000000000001", "timers/00000001700000000000-3/mail/tick"],
+    ids=["gc", "step", "timer-index"],
+)
+def test_an_actor_named_mail_has_its_objects_synced_like_any_other(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """The local store writes an actor's mailbox (``actors/<id>/mail/<post>``) without fsync: a
+    post lives for milliseconds. It took any key whose second-to-last component is ``mail``
+    for a post, so an actor named ``mail`` had its retention watermark (``actors/mail/gc``)
+    and its timers' due-index entries written unsynced too: lost or torn by a power cut."""
+    from vactor_cloud import _sync
+    from vactor_cloud.storage import _local, open_store
+
+    synced: list[int] = []
+    real_fsync = _local.os.fsync
+    monkeypatch.setattr(_local.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store = open_store(str(tmp_path / "store"))
+    _sync.sync(store.put("actors/other/gc", b"warm the layout marker"))
+    synced.clear()
+    _sync.sync(store.put(key.replace("mail", "elsewhere"), b"x"))
+    expected = len(synced)
+    synced.clear()
+    _sync.sync(store.put(key, b"x"))
+    assert expected >= 1 and len(synced) == expected, (key, expected, synced)
+    synced.clear()
+    _sync.sync(store.put("actors/mail/mail/0123456789ab", b"a post"))
+    assert synced == []  # (a post of the actor named mail: unsynced, as every post)
+    assert _sync.sync(store.get(key)).data == b"x"

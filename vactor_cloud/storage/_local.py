@@ -36,9 +36,11 @@ split (a last segment that would be ``.`` or ``..`` takes the chunk before it).
 
 Mailboxes are the exception: the last component of a key whose parent
 component is ``mail`` (an actor's posted calls, ``actors/<id>/mail/<name>``)
-is stored whole, one file in the ``mail`` directory, and written without
-fsync. Such keys are few at a time and short-lived (a post is written,
-folded into a step and deleted within milliseconds), so the directory stays
+is stored whole, one file in the ``mail`` directory, and a post is written
+without fsync (only a post: an actor named ``mail`` has its ``HEAD`` and
+``gc`` stored whole too, synced as any other object). Posts are few at a
+time and short-lived (a post is written, folded into a step and deleted
+within milliseconds), so the directory stays
 small enough to read whole, and a post matters only while the process that
 wrote it waits on this machine (a crash of the machine ends that process
 too; a post that reads back damaged after one is never applied). Chains
@@ -99,8 +101,10 @@ _CHUNK = 2
 _CHAIN = "+"
 #: writes of a key whose chain directory a concurrent delete keeps pruning
 _WRITE_ATTEMPTS = 50
-#: a key component with this name stores the component after it whole, unsynced (see above)
+#: a key component with this name stores the component after it whole; unsynced, under
+#: ``actors/<id>/`` (see above)
 _MAILBOX = "mail"
+_ACTORS = f"{ACTORS_DIR}/"
 #: bytes one readdir reads at once (the C library's getdents buffer: glibc 32 KB, musl 2 KB)
 _ONE_READDIR = 32768 if platform.libc_ver()[0] == "glibc" else 2048
 #: bytes of a directory entry besides its name (struct linux_dirent64, rounded up)
@@ -280,9 +284,12 @@ class LocalStore(ObjectStore):
 
     @staticmethod
     def _ephemeral(key: str) -> bool:
-        """A mailbox key: written without fsync (see the module's docstring)."""
+        """A post in an actor's mailbox, ``actors/<id>/mail/<name>``: written without fsync (see
+        the module's docstring). Only that key: an actor may be named ``mail`` (its ``gc``,
+        its timers' due-index entries ``timers/<due>/mail/<key>`` are no posts)."""
         head, _, _ = key.rpartition("/")
-        return head.rpartition("/")[2] == _MAILBOX
+        owner, _, box = head.rpartition("/")
+        return box == _MAILBOX and owner.startswith(_ACTORS) and "/" not in owner[len(_ACTORS) :]
 
     # -- sync implementations: on the calling thread, the IO loop or a worker thread -
     def _read(self, key: str, *, small: bool = False) -> Blob | None:
