@@ -300,3 +300,21 @@ def test_an_actor_named_mail_has_its_objects_synced_like_any_other(
     _sync.sync(store.put("actors/mail/mail/0123456789ab", b"a post"))
     assert synced == []  # (a post of the actor named mail: unsynced, as every post)
     assert _sync.sync(store.get(key)).data == b"x"
+
+
+@pytest.mark.parametrize("other", ["a", NFD], ids=["case", "normalization"])
+def test_an_object_of_an_id_differing_only_in_case_or_form_names_the_file_system(other: str) -> None:
+    """On a case-insensitive or normalizing file system (macOS's APFS) the local store cannot
+    hold "A" beside "a", nor NFC beside NFD: the second id's reads find the first's objects,
+    refused as "copied from another actor's keys", which sent the operator looking for a copy.
+    The refusal says what is likelier: the file system does not tell the two ids apart."""
+    from vactor_cloud.errors import IntegrityError
+
+    first = "A" if other == "a" else NFC
+    data = codec.encode(f"actors/{first}/steps/00000000000000000000", {"kind": "step"})
+    with pytest.raises(IntegrityError, match="file system") as info:
+        codec.decode(f"actors/{other}/steps/00000000000000000000", data)
+    assert repr(first) in str(info.value) and repr(other) in str(info.value)
+    with pytest.raises(IntegrityError, match="copied from another actor") as copied:
+        codec.decode("actors/b/steps/00000000000000000000", data)
+    assert "file system" not in str(copied.value)

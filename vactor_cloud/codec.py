@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import struct
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,11 @@ def encode(
     return b"".join([*pieces, _digest_of(key, pieces, signing_key)])
 
 
+def _folded(actor_id: str) -> str:
+    """``actor_id`` as a case-insensitive, normalizing file system compares names."""
+    return unicodedata.normalize("NFD", actor_id).casefold()
+
+
 def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelope:
     """Check and unwrap an object read from ``key``.
 
@@ -157,6 +163,14 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
     if owner is not None and owner != actor_id_of(key):
         here = actor_id_of(key)
         where = f"not {here!r}" if here is not None else "read from a key outside actors/"
+        if here is not None and isinstance(owner, str) and _folded(owner) == _folded(here):
+            raise IntegrityError(
+                key,
+                f"belongs to actor {owner!r}, {where}: the two ids differ only in case or Unicode "
+                "form, which this store's file system does not tell apart (case-insensitive or "
+                "normalizing, as macOS's is): they are two actors, and cannot both be stored here; "
+                "use another id, or a store on a case-sensitive file system",
+            )
         raise IntegrityError(
             key,
             f"belongs to actor {owner!r}, {where}: an object copied from another actor's keys "
