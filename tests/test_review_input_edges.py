@@ -2,10 +2,14 @@
 guarantee an outside reviewer tried to break.
 
 * Actor ids are compared as they are spelt (code points): the NFC and NFD forms of one text
-  are two actors on every lane, each listed by ``vactor ls`` as written.
-* A method's mutable default (``def add(self, x, seen=[])``) is a fresh copy for every call:
-  a default one call mutated leaked into the next call, and into other actors' calls, so a
-  call's result depended on which process ran it (a posted call is folded by another).
+  are two actors on every lane, each listed by ``vactor ls`` as written; one starting with
+  ``-`` is named after ``--`` on the command line (and the usage error says so); on a file
+  system that does not tell two ids apart, the refusal says that; an actor named ``mail``
+  is synced like any other on the local store.
+* A method's (and ``__init__``'s) mutable default (``def add(self, x, seen=[])``) is a fresh
+  copy for every call: a default one call mutated leaked into the next call, and into other
+  actors' calls and states, so a call's result depended on which process ran it (a posted
+  call is folded by another).
 * An envelope around a large state is built with one copy of it, and read back with one;
   the local store reads a large object with one copy of it (docs/concepts.md, "Large states").
 """
@@ -77,6 +81,19 @@ class Chain:
     def pair(self, first: int, more: list[int] = [], /) -> list[int]:  # noqa: B006
         more.append(first)
         return more
+
+
+@vc.virtual_actor
+class Journal:
+    def __init__(self, lines: list[str] = [], *, tags: dict[str, int] = {}) -> None:  # noqa: B006
+        lines.append("created")
+        tags["n"] = tags.get("n", 0) + 1
+        self.lines = lines
+        self.tags = tags
+
+    @vc.virtual_actor.readonly
+    def get(self) -> tuple[list[str], dict[str, int]]:
+        return self.lines, self.tags
 
 
 @vc.virtual_actor
@@ -180,6 +197,15 @@ def test_a_mutable_default_does_not_leak_across_calls_or_actors(actor_store: Sto
         first.fail_after.run(10)
     assert first.fail_after.run_async(11).exception(30) is not None
     assert first.add.run(12) == [12]
+
+
+def test_a_mutable_default_of_init_does_not_leak_into_other_actors_states(actor_store: StoreSpec) -> None:
+    """``__init__`` mutating its default list: each actor created in this process stored the
+    lines of every creation before it (["created", "created"] for the second), a leak into
+    durable state. Each creation gets the default as defined."""
+    assert Journal.get_or_create("j1").get.run() == (["created"], {"n": 1})
+    assert Journal.get_or_create("j2").get.run() == (["created"], {"n": 1})
+    assert Journal.get_or_create("j3", ["given"]).get.run() == (["given", "created"], {"n": 1})
 
 
 def test_a_method_run_as_a_workflow_step_gets_a_fresh_default_too(actor_store: StoreSpec) -> None:

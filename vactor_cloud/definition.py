@@ -9,6 +9,7 @@ same way as the local one.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import copyreg
 import hashlib
@@ -192,6 +193,7 @@ class ActorDefinition:
         self.serializer = serializer
         self.restores = cls if has_set else None
         self.methods: dict[str, MethodInfo] = _collect_methods(cls, self.name)
+        _note_init_defaults(cls)
         #: what a durable timer may call: the public writer methods
         self.writer_names: frozenset[str] = frozenset(
             name for name, info in self.methods.items() if not info.readonly
@@ -630,12 +632,21 @@ def _note_fresh_defaults(function: Callable[..., Any], signature: inspect.Signat
             _FRESH_DEFAULTS[function] = fresh
 
 
+def _note_init_defaults(cls: type) -> None:
+    """Note the mutable defaults of the class's own ``__init__`` (not ``object``'s)."""
+    init = getattr(cls, "__init__", None)
+    if isinstance(init, types.FunctionType):
+        with contextlib.suppress(TypeError, ValueError):
+            _note_fresh_defaults(init, inspect.signature(init))
+
+
 def with_fresh_defaults(
     method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The arguments to call the bound ``method`` of an actor with: ``args`` and ``kwargs``
-    given a fresh copy of each mutable default they omit (see :class:`FreshDefaults`)."""
-    function = getattr(method, "__func__", None)
+    """The arguments to call ``method`` of an actor with (a bound method, or a class's
+    ``__init__`` as the class holds it): ``args`` and ``kwargs`` given a fresh copy of each
+    mutable default they omit (see :class:`FreshDefaults`)."""
+    function = getattr(method, "__func__", method)
     fresh = _FRESH_DEFAULTS.get(function) if isinstance(function, types.FunctionType) else None
     return (args, kwargs) if fresh is None else fresh.fill(args, kwargs)
 
