@@ -344,3 +344,43 @@ def test_an_object_of_an_id_differing_only_in_case_or_form_names_the_file_system
     with pytest.raises(IntegrityError, match="copied from another actor") as copied:
         codec.decode("actors/b/steps/00000000000000000000", data)
     assert "file system" not in str(copied.value)
+
+
+@vc.virtual_actor
+class Tick:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def test_vactor_history_of_a_compacted_actor_says_older_steps_were_compacted(
+    vactor: Vactor, store: str
+) -> None:
+    """After many calls and a compaction, ``vactor history`` ended at the oldest step left (8 of
+    10) with nothing said: it read as an actor created at step 8. A line on stderr says the
+    older steps were compacted; stdout (one line per call) is unchanged."""
+    vc.init(store, settings=vc.Settings(fresh_window=0.0))
+    tick = Tick.get_or_create("t")
+    for _ in range(10):
+        tick.incr.run()
+    assert tick.compact(keep_last=3, min_age=0).watermark == 8
+    vc.shutdown()
+    shown = vactor("history", "t")
+    assert shown.code == EXIT_OK, shown
+    assert [line.split()[0] for line in shown.out.splitlines()[1:]] == ["10", "9", "8"]
+    assert "compacted" in shown.err and "8" in shown.err, shown.err
+    limited = vactor("history", "t", "--limit", "2")
+    assert "compacted" not in limited.err, limited.err  # (older steps shown by --limit all)
+
+
+def test_vactor_history_of_an_uncompacted_actor_says_nothing_of_compaction(
+    vactor: Vactor, store: str
+) -> None:
+    vc.init(store)
+    Tick.get_or_create("t").incr.run()
+    vc.shutdown()
+    shown = vactor("history", "t")
+    assert shown.code == EXIT_OK and shown.err == "", shown
