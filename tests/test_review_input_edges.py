@@ -129,6 +129,57 @@ def test_nfc_and_nfd_spellings_and_url_like_ids_are_distinct_actors_listed_as_wr
     assert sorted(listed) == sorted(ODD_IDS)
 
 
+@vc.virtual_actor
+class Inbox:
+    def __init__(self) -> None:
+        self.total = 0
+
+    @vc.virtual_actor.on_event("paid")
+    def on_paid(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+    def later(self) -> None:
+        pass
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.total
+
+
+#: 255 bytes of UTF-8 (4-byte characters): the longest actor id, event id; a timer key at 200
+LONGEST_ID = "\U0001f600" * 63 + "xyz"
+LONGEST_EVENT_ID = "\u00e9" * 127 + "e"
+LONGEST_TIMER_KEY = "\U0001f600" * 50
+
+
+def test_ids_at_their_byte_limits_work_and_are_listed_on_every_lane(actor_store: StoreSpec) -> None:
+    """The longest key vactor_cloud writes (``actors/<id>/inbox/<event_id>``, both at 255 bytes
+    of 4-byte and 2-byte characters) and a timer key at its 200-byte limit: stored, applied,
+    listed and cancelled alike on every lane; one byte more is refused up front naming the limit."""
+    from vactor_cloud.errors import InvalidActorIdError
+    from vactor_cloud.events import process_events, send_event
+
+    assert len(LONGEST_ID.encode()) == len(LONGEST_EVENT_ID.encode()) == 255
+    assert len(LONGEST_TIMER_KEY.encode()) == 200
+    handle = Inbox.get_or_create(LONGEST_ID)
+    send_event(LONGEST_ID, "paid", 5, event_id=LONGEST_EVENT_ID)
+    send_event(LONGEST_ID, "paid", 5, event_id=LONGEST_EVENT_ID)  # (the same event: applied once)
+    assert process_events(LONGEST_ID) == 1
+    assert handle.get.run() == 5
+    handle.later.options(delay=3600, timer_key=LONGEST_TIMER_KEY).run()
+    assert [timer["key"] for timer in handle.timers()] == [LONGEST_TIMER_KEY]
+    assert handle.cancel_timer(LONGEST_TIMER_KEY) is True
+    assert handle.timers() == []
+    assert [info.actor_id for info in vc.list_actors()] == [LONGEST_ID]
+    with pytest.raises(InvalidActorIdError, match="255"):
+        Inbox.get_or_create(LONGEST_ID + "a")
+    with pytest.raises(ValueError, match="255"):
+        send_event(LONGEST_ID, "paid", 1, event_id=LONGEST_EVENT_ID + "a")
+    with pytest.raises(ValueError, match="200"):
+        handle.later.options(delay=3600, timer_key=LONGEST_TIMER_KEY + "a").run()
+
+
 def test_vactor_ls_json_gives_back_nfc_and_nfd_ids_as_written(vactor: Vactor, store: str) -> None:
     vc.init(store)
     Box.get_or_create(NFC, "composed")
