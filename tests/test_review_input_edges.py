@@ -435,3 +435,26 @@ def test_vactor_history_of_an_uncompacted_actor_says_nothing_of_compaction(
     vc.shutdown()
     shown = vactor("history", "t")
     assert shown.code == EXIT_OK and shown.err == "", shown
+
+
+@vc.virtual_actor
+class Heavy:
+    def __init__(self, size: int) -> None:
+        self.blob = bytes(size)
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+
+@pytest.mark.parametrize("store_lane", ["memory", "local"], indirect=True)
+def test_a_commit_beside_a_large_state_holds_two_copies_of_it_at_most(actor_store: StoreSpec) -> None:
+    """A call that changes a counter beside 16 MB of state pickles the state (one copy) and wraps
+    it in its step (a second); the envelope copied it a third time (the digest appended). (The
+    S3 store adds one of its own: its object is a version token followed by the step.)"""
+    heavy = Heavy.get_or_create("heavy", 16 * _MB)
+    heavy.bump.run()  # (warm: the actor cached, its first commit's own costs paid)
+    result, peak = _peak_allocated(heavy.bump.run)
+    assert result == 2
+    assert peak < 2.5 * 16 * _MB, f"a commit held {peak / _MB:.1f} MB beside a 16 MB state"
