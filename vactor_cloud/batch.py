@@ -629,7 +629,8 @@ def apply_batch(
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
                 result = thaw(frozen, where=where)
                 if key is not None:  # the table's own copy, read back from its encoding
-                    kept = recorded_outcome(Outcome(True, value), serializer)
+                    method = f"{definition.name}.{body.method}"
+                    kept = recorded_outcome(Outcome(True, value), serializer, method=method, where=where)
             except BaseException as exc:
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
