@@ -17,6 +17,7 @@ guarantee an outside reviewer tried to break.
 from __future__ import annotations
 
 import json
+import sys
 import tracemalloc
 import unicodedata
 from typing import Any
@@ -493,3 +494,34 @@ def test_a_large_result_recorded_for_an_idempotency_key_is_warned_about_once(
     warned = [r.getMessage() for r in caplog.records if "idempotency" in r.getMessage()]
     assert len(warned) == 1, warned
     assert "export()" in warned[0] and "'exp'" in warned[0] and "dedup_window" in warned[0], warned[0]
+
+
+#: ids that print like other ids: a zero-width space, a no-break space, a line separator, an
+#: invisible tag character, a soft hyphen
+LOOKALIKE_IDS = {"e\u200bf": "e\\u200bf", "g\u00a0h": "g\\xa0h", "a\u2028b": "a\\u2028b"}
+LOOKALIKE_IDS |= {"t\U000e0041g": "t\\U000e0041g", "s\u00adh": "s\\xadh"}
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "piped"])
+def test_vactor_ls_escapes_invisible_characters_so_lookalike_ids_differ(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    """Ids with a zero-width space, a no-break space, a line separator (which splits a row for
+    ``str.splitlines``), an invisible tag character or a soft hyphen printed as they are: an
+    actor ``e\\u200bf`` showed as ``ef``, beside the actor ``ef``. Every character ``repr`` would
+    escape (not ``str.isprintable``) is shown as ``repr`` shows it; ``--json`` keeps the ids."""
+    vc.init(store)
+    for actor_id in [*LOOKALIKE_IDS, "ef", "gh"]:
+        Box.get_or_create(actor_id, "x")
+    vc.shutdown()
+    if terminal:
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+        monkeypatch.setenv("COLUMNS", "200")
+        monkeypatch.setenv("NO_COLOR", "1")
+    shown = vactor("ls")
+    assert shown.code == EXIT_OK, shown
+    for actor_id, escaped in LOOKALIKE_IDS.items():
+        assert actor_id not in shown.out and escaped in shown.out, (actor_id, shown.out)
+    assert "\u2028" not in shown.out and "\u200b" not in shown.out, shown.out
+    listed = vactor("ls", "--json")
+    assert {entry["actor_id"] for entry in json.loads(listed.out)} == {*LOOKALIKE_IDS, "ef", "gh"}
