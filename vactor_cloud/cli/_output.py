@@ -51,7 +51,11 @@ def printable(text: str) -> str:
     """
     if text.isprintable():
         return text
-    return "".join(c if c == "\n" or c.isprintable() else _escaped(c) for c in text)
+    # (line by line: a long text, a state shown, has its printable lines checked in C)
+    return "\n".join(
+        line if line.isprintable() else "".join(c if c.isprintable() else _escaped(c) for c in line)
+        for line in text.split("\n")
+    )
 
 
 def _escaped(character: str) -> str:
