@@ -525,3 +525,29 @@ def test_vactor_ls_escapes_invisible_characters_so_lookalike_ids_differ(
     assert "\u2028" not in shown.out and "\u200b" not in shown.out, shown.out
     listed = vactor("ls", "--json")
     assert {entry["actor_id"] for entry in json.loads(listed.out)} == {*LOOKALIKE_IDS, "ef", "gh"}
+
+
+def test_stale_temp_files_are_swept_inside_a_chain_directory_starting_with_a_dot(tmp_path: Any) -> None:
+    """The event id ``ab.cd`` is stored as ``ab+/.c+/d``: a writer killed while writing it leaves
+    its temp file in ``.c+``, a directory the sweep of an actor's stale temp files skipped (it
+    skipped every directory starting with ``.``, taking them for the store's own), so that
+    file stayed for ever."""
+    import os
+    import time
+
+    from vactor_cloud import _sync
+    from vactor_cloud.storage import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    key = "actors/a/inbox/ab.cd"
+    _sync.sync(store.put(key, b"event"))
+    directory = os.path.dirname(store._fspath(key))  # type: ignore[attr-defined]
+    assert os.path.basename(directory) == ".c+"
+    stale = os.path.join(directory, ".tmp-killedwriter0")
+    with open(stale, "wb") as f:
+        f.write(b"half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert _sync.sync(store.remove_stale_temp_files("actors/a/", older_than=3600)) == 1
+    assert not os.path.exists(stale)
+    assert _sync.sync(store.get(key)).data == b"event"

@@ -623,7 +623,9 @@ class LocalStore(ObjectStore):
         cutoff = time.time() - older_than
         removed = 0
         for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            # (the locks' directory only: a directory starting with "." below an actor is a chain's,
+            # the rest of a key component, "ab.cd" being ab+/.c+/d)
+            dirnames[:] = [d for d in dirnames if d != _LOCKS]
             for name in filenames:
                 if not name.startswith(_TMP):
                     continue
