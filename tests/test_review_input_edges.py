@@ -11,7 +11,10 @@ guarantee an outside reviewer tried to break.
   actors' calls and states, so a call's result depended on which process ran it (a posted
   call is folded by another).
 * An envelope around a large state is built with one copy of it, and read back with one;
-  the local store reads a large object with one copy of it (docs/concepts.md, "Large states").
+  the local store reads a large object with one copy of it (docs/concepts.md, "Large states");
+  a keyed call's large recorded result is warned about; ``vactor history`` of a compacted
+  actor says the older steps were compacted; ``vactor ls`` escapes invisible characters.
+* The local store sweeps stale temp files inside chain directories starting with ``.``.
 """
 
 from __future__ import annotations
