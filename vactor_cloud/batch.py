@@ -63,7 +63,7 @@ from vactor_cloud.dedup import (
     recorded_outcome,
     safe_repr,
 )
-from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step
+from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
@@ -356,11 +356,12 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
         _count_applying(context, 1)
     try:
         frozen = call.frozen
+        method = _method_of(instance, call.method)
         if frozen is not None and frozen.data is None and frozen.value == _NO_ARGUMENTS:
-            result = _method_of(instance, call.method)()
+            args, kwargs = with_fresh_defaults(method, (), {})
         else:
-            args, kwargs = call.arguments()
-            result = _method_of(instance, call.method)(*args, **kwargs)
+            args, kwargs = with_fresh_defaults(method, *call.arguments())
+        result = method(*args, **kwargs)
         if type(result) in _SCALARS:
             return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):
@@ -628,7 +629,8 @@ def apply_batch(
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
                 result = thaw(frozen, where=where)
                 if key is not None:  # the table's own copy, read back from its encoding
-                    kept = recorded_outcome(Outcome(True, value), serializer)
+                    method = f"{definition.name}.{body.method}"
+                    kept = recorded_outcome(Outcome(True, value), serializer, method=method, where=where)
             except BaseException as exc:
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None

@@ -28,7 +28,8 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +60,21 @@ class Envelope:
 _META_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def digest(key: str, body: bytes, signing_key: bytes | None) -> bytes:
+def digest(key: str, body: bytes | memoryview, signing_key: bytes | None) -> bytes:
     """An envelope's digest of ``body``: SHA-256, or with a signing key an HMAC bound to ``key``."""
-    if signing_key is None:
-        return hashlib.sha256(body).digest()
-    mac = hmac.new(signing_key, key.encode("utf-8") + b"\0", hashlib.sha256)
-    mac.update(body)
-    return mac.digest()
+    return _digest_of(key, (body,), signing_key)
+
+
+def _digest_of(key: str, pieces: Iterable[bytes | memoryview], signing_key: bytes | None) -> bytes:
+    """:func:`digest` of the concatenation of ``pieces``, without making it."""
+    mac: Any = (
+        hashlib.sha256()
+        if signing_key is None
+        else hmac.new(signing_key, key.encode("utf-8") + b"\0", hashlib.sha256)
+    )
+    for piece in pieces:
+        mac.update(piece)
+    return bytes(mac.digest())
 
 
 def encode(
@@ -86,10 +95,15 @@ def encode(
     full_meta["parts"] = [[name, len(data)] for name, data in parts.items()]
     meta_bytes = _META_ENCODER.encode(full_meta).encode("utf-8")
     flags = _SIGNED if signing_key is not None else 0
-    body = b"".join([_HEADER.pack(_MAGIC, version, flags, len(meta_bytes)), meta_bytes, *parts.values()])
-    if signing_key is None:
-        return body + hashlib.sha256(body).digest()
-    return body + digest(key, body, signing_key)
+    # One copy of the parts (a state may be hundreds of MB): digested piece by piece, then
+    # joined once with the digest, not joined and then copied again to append it.
+    pieces = [_HEADER.pack(_MAGIC, version, flags, len(meta_bytes)), meta_bytes, *parts.values()]
+    return b"".join([*pieces, _digest_of(key, pieces, signing_key)])
+
+
+def _folded(actor_id: str) -> str:
+    """``actor_id`` as a case-insensitive, normalizing file system compares names."""
+    return unicodedata.normalize("NFD", actor_id).casefold()
 
 
 def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelope:
@@ -104,7 +118,9 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
     magic, version, flags, meta_len = _HEADER.unpack_from(data)
     if magic != _MAGIC:
         raise IntegrityError(key, "not a vactor_cloud object (bad magic)")
-    body, stored = data[:-_DIGEST], data[-_DIGEST:]
+    # A view, not a slice: a slice of a large object would copy it (its parts are copied once, below).
+    whole = memoryview(data)
+    body, stored = whole[:-_DIGEST], bytes(whole[-_DIGEST:])
     signed = bool(flags & _SIGNED)
     # Whatever format the header names: unchecked, it may be damaged or forged (an unsigned
     # object claiming a newer format must not pass for one where every object is signed),
@@ -135,7 +151,7 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
     if end > len(body):
         raise IntegrityError(key, "truncated metadata")
     try:
-        meta = json.loads(body[_HEADER.size : end].decode("utf-8"))
+        meta = json.loads(str(body[_HEADER.size : end], "utf-8"))
         if not isinstance(meta, dict):
             raise TypeError(f"metadata is a JSON {type(meta).__name__}, not an object")
         layout = [(str(name), int(size)) for name, size in meta.pop("parts")]
@@ -147,6 +163,14 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
     if owner is not None and owner != actor_id_of(key):
         here = actor_id_of(key)
         where = f"not {here!r}" if here is not None else "read from a key outside actors/"
+        if here is not None and isinstance(owner, str) and _folded(owner) == _folded(here):
+            raise IntegrityError(
+                key,
+                f"belongs to actor {owner!r}, {where}: the two ids differ only in case or Unicode "
+                "form, which this store's file system does not tell apart (case-insensitive or "
+                "normalizing, as macOS's is): they are two actors, and cannot both be stored here; "
+                "use another id, or a store on a case-sensitive file system",
+            )
         raise IntegrityError(
             key,
             f"belongs to actor {owner!r}, {where}: an object copied from another actor's keys "
@@ -155,7 +179,7 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
     parts: dict[str, bytes] = {}
     offset = end
     for name, size in layout:
-        parts[name] = body[offset : offset + size]
+        parts[name] = bytes(body[offset : offset + size])
         offset += size
     if offset != len(body):
         raise IntegrityError(key, "part lengths do not match the object size")

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import pickle
 import sys
 import uuid
@@ -76,6 +77,8 @@ from vactor_cloud.errors import (
     VirtualActorNotInitializedError,
 )
 from vactor_cloud.state import expect_serializer
+
+logger = logging.getLogger("vactor_cloud")
 
 if TYPE_CHECKING:
     from vactor_cloud.log import ActorLog, StepRecord
@@ -310,24 +313,43 @@ def _decode(data: bytes, serializer: str) -> list[Any]:
     return list(bytecode.loads(data))
 
 
-def recorded_outcome(outcome: Outcome, serializer: str) -> Outcome:
+#: a recorded result larger than this (encoded) is warned about (:func:`recorded_outcome`)
+LARGE_RECORDED_RESULT = 1 << 20
+#: the methods (``module:Class.method``) whose large recorded result this process warned about
+_WARNED_LARGE: set[str] = set()
+
+
+def recorded_outcome(outcome: Outcome, serializer: str, *, method: str = "", where: str = "") -> Outcome:
     """``outcome`` as the table will give it back: encoded as the table encodes it, then
     decoded. So the table never holds an object a caller holds, and never a row that a
     later load of the table could not rebuild.
 
     A result that cannot make the trip raises ``StateSerializationError`` (while its call
     can still be excluded); an exception that cannot is recorded as a :class:`RecordedError`
-    naming it (:func:`recorded_exception`).
+    naming it (:func:`recorded_exception`). A result over :data:`LARGE_RECORDED_RESULT` is
+    warned about, once per ``method`` in a process (``where`` names the call): the table
+    writes it again at each checkpoint while its key is in the window.
     """
     if not outcome.ok:
         return Outcome(False, recorded_exception(outcome.value, serializer))
     try:
-        value = _decode(_encode([("", 0.0, True, outcome.value)], serializer), serializer)[0][3]
+        encoded = _encode([("", 0.0, True, outcome.value)], serializer)
+        value = _decode(encoded, serializer)[0][3]
     except Exception as exc:
         raise StateSerializationError(
             f"cannot record the result of an idempotent call: {exc}; "
             "idempotent calls must return results that can be serialized and read back"
         ) from exc
+    if len(encoded) > LARGE_RECORDED_RESULT and method not in _WARNED_LARGE:
+        _WARNED_LARGE.add(method)
+        logger.warning(
+            "the result of %s is %.1f MB, recorded for its idempotency key: the idempotency table "
+            "writes it again in each of its checkpoints (about one per 2 KB of keys recorded) for "
+            "as long as the key is in the window (Settings.dedup_window). Return something small "
+            "instead (where the data is, a digest). Said once per method in a process",
+            where or "an idempotent call",
+            len(encoded) / (1 << 20),
+        )
     return Outcome(True, value)
 
 

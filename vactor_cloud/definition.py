@@ -8,6 +8,9 @@ same way as the local one.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import copy
 import copyreg
 import hashlib
 import importlib
@@ -19,6 +22,7 @@ import pickle
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,10 +39,12 @@ __all__ = [
     "PROCESS_ONLY_MODULES",
     "RESERVED_METHOD_NAMES",
     "ActorDefinition",
+    "FreshDefaults",
     "MethodInfo",
     "lookup_local_class",
     "mark_event_handler",
     "mark_readonly",
+    "with_fresh_defaults",
 ]
 
 logger = logging.getLogger("vactor_cloud")
@@ -193,6 +199,7 @@ class ActorDefinition:
         self.serializer = serializer
         self.restores = cls if has_set else None
         self.methods: dict[str, MethodInfo] = _collect_methods(cls, self.name)
+        _note_init_defaults(cls)
         #: what a durable timer may call: the public writer methods
         self.writer_names: frozenset[str] = frozenset(
             name for name, info in self.methods.items() if not info.readonly
@@ -540,6 +547,7 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
                 signature = inspect.signature(function)
             except (TypeError, ValueError):
                 continue
+            _note_fresh_defaults(function, signature)
             methods[name] = MethodInfo(
                 name=name,
                 function=function,
@@ -550,6 +558,103 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
                 owner=owner,
             )
     return methods
+
+
+#: Defaults of these types are copied for each call a handle makes (:class:`FreshDefaults`).
+#: Other defaults are passed as they are: an immutable value needs no copy, and a sentinel
+#: (``_MISSING = object()``) is compared by identity.
+MUTABLE_DEFAULT_TYPES = (list, dict, set, bytearray, collections.deque)
+
+
+@dataclass(frozen=True, slots=True)
+class FreshDefaults:
+    """The mutable defaults of one method, as they were when the class was decorated.
+
+    Python evaluates a default once, when ``def`` runs: a method that mutates its default
+    (``def add(self, x, seen=[])``) hands what one call left to the next call, on every
+    actor of the class in this process, and not on those of another process (which folds
+    the calls posted to it). A call made through a handle that omits such an argument is
+    given a deep copy of the default as defined instead.
+    """
+
+    #: (default, whether mutable) of every positional-only parameter, up to the last one with a
+    #: mutable default (``inspect.Parameter.empty`` for one with none: a call cannot omit it)
+    positional_only: tuple[tuple[Any, bool], ...]
+    #: (index after ``self``, name, default) of positional-or-keyword parameters
+    positional: tuple[tuple[int, str, Any], ...]
+    #: (name, default) of keyword-only parameters
+    keyword: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, signature: inspect.Signature) -> FreshDefaults | None:
+        """The mutable defaults of a method of this ``signature`` (``self`` first), or ``None``."""
+        only: list[tuple[Any, bool]] = []
+        last_only = -1
+        positional: list[tuple[int, str, Any]] = []
+        keyword: list[tuple[str, Any]] = []
+        for index, parameter in enumerate(list(signature.parameters.values())[1:]):
+            default = parameter.default
+            mutable = isinstance(default, MUTABLE_DEFAULT_TYPES)
+            if mutable:
+                try:
+                    default = copy.deepcopy(default)  # as defined, whatever a direct call does later
+                except Exception:
+                    mutable = False  # (a default that cannot be copied is passed as it is)
+            if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+                only.append((default, mutable))
+                last_only = index if mutable else last_only
+            elif mutable and parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                positional.append((index, parameter.name, default))
+            elif mutable and parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                keyword.append((parameter.name, default))
+        if last_only < 0 and not positional and not keyword:
+            return None
+        return cls(tuple(only[: last_only + 1]), tuple(positional), tuple(keyword))
+
+    def fill(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``args`` and a new ``kwargs``, with a fresh copy of every mutable default they omit."""
+        kwargs = dict(kwargs)
+        omitted = self.positional_only[len(args) :]
+        # (one omitted with no default: the call cannot bind, and fails as it is)
+        if omitted and all(default is not inspect.Parameter.empty for default, _ in omitted):
+            args = (*args, *(copy.deepcopy(default) if mutable else default for default, mutable in omitted))
+        for index, name, default in self.positional:
+            if index >= len(args) and name not in kwargs:
+                kwargs[name] = copy.deepcopy(default)
+        for name, default in self.keyword:
+            if name not in kwargs:
+                kwargs[name] = copy.deepcopy(default)
+        return args, kwargs
+
+
+#: a method's function -> its mutable defaults as defined (only methods that have some)
+_FRESH_DEFAULTS: weakref.WeakKeyDictionary[Callable[..., Any], FreshDefaults] = weakref.WeakKeyDictionary()
+
+
+def _note_fresh_defaults(function: Callable[..., Any], signature: inspect.Signature) -> None:
+    if isinstance(function, types.FunctionType) and function not in _FRESH_DEFAULTS:
+        fresh = FreshDefaults.of(signature)
+        if fresh is not None:
+            _FRESH_DEFAULTS[function] = fresh
+
+
+def _note_init_defaults(cls: type) -> None:
+    """Note the mutable defaults of the class's own ``__init__`` (not ``object``'s)."""
+    init = getattr(cls, "__init__", None)
+    if isinstance(init, types.FunctionType):
+        with contextlib.suppress(TypeError, ValueError):
+            _note_fresh_defaults(init, inspect.signature(init))
+
+
+def with_fresh_defaults(
+    method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments to call ``method`` of an actor with (a bound method, or a class's
+    ``__init__`` as the class holds it): ``args`` and ``kwargs`` given a fresh copy of each
+    mutable default they omit (see :class:`FreshDefaults`)."""
+    function = getattr(method, "__func__", method)
+    fresh = _FRESH_DEFAULTS.get(function) if isinstance(function, types.FunctionType) else None
+    return (args, kwargs) if fresh is None else fresh.fill(args, kwargs)
 
 
 def _arity(signature: inspect.Signature) -> tuple[int, int] | None:

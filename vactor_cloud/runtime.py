@@ -36,7 +36,7 @@ from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore, CommitHook
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import ActorDefinition, with_fresh_defaults
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
     ActorDefinitionError,
@@ -958,6 +958,10 @@ class Runtime:
         init_args = ", ".join(
             [summarize(a) for a in args] + [f"{k}={summarize(v)}" for k, v in kwargs.items()]
         )
+        # A mutable default of __init__ fresh for each creation, as for any method (FreshDefaults).
+        # (getattr: mypy refuses __init__ read from a class object)
+        init = getattr(definition.cls, "__init__")  # noqa: B009
+        args, kwargs = with_fresh_defaults(init, args, kwargs)
         instance = definition.cls(*args, **kwargs)
         state = dumps_state(
             capture_state(instance),

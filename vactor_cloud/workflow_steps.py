@@ -79,6 +79,7 @@ from vactor_cloud import _sync, bytecode, codec
 from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
 from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
+from vactor_cloud.definition import with_fresh_defaults
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, failure_key
@@ -290,7 +291,9 @@ def _run_dag(root: StepNode, instance: Any, context: CallContext | None) -> Any:
         for node in ready:
             if isinstance(node.target, MethodStep):
                 method = getattr(instance, node.target.method)
-                value = method(*_replace(node.args, results), **_replace(node.kwargs, results))
+                arguments = _replace(node.args, results), _replace(node.kwargs, results)
+                args, kwargs = with_fresh_defaults(method, *arguments)
+                value = method(*args, **kwargs)
                 results[id(node)] = _finish(value, instance, context)
         pending = [n for n in pending if id(n) not in results]
     return results[id(root)]

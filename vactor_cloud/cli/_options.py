@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
+import copy
 import json
 import math
 import os
@@ -66,6 +68,38 @@ class CliError(Exception):
         self.code = code
 
 
+#: the command line being parsed, and the parser of the whole command (for :meth:`CliParser.error`)
+_PARSING: contextvars.ContextVar[tuple[Sequence[str], argparse.ArgumentParser] | None] = (
+    contextvars.ContextVar("vactor_parsing", default=None)
+)
+
+
+def _known_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and of its subcommands."""
+    known = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                known |= _known_options(sub)
+    return known
+
+
+def _dashed_word(argv: Sequence[str], root: argparse.ArgumentParser) -> str | None:
+    """The first word of ``argv`` before any ``--`` that starts with ``-`` but is no option (nor a
+    negative number): an actor id argparse took for an option (``vactor history -x``)."""
+    known = _known_options(root)
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-") or word == "-" or word.split("=", 1)[0] in known or word[:2] in known:
+            continue
+        try:
+            float(word)
+        except ValueError:
+            return word
+    return None
+
+
 #: the options given so far, noted in the namespace being parsed (as argparse notes the
 #: arguments it did not recognize there)
 _GIVEN = "_vactor_given_options"
@@ -106,6 +140,10 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
             vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, []).extend(extras)
 
 
+class _NotPlainly(Exception):
+    """A plain parse (:meth:`CliParser._parse_plainly`) found a usage error: parse intermixed."""
+
+
 class CliParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line, ``vactor: error: ...``, exit 2, and
     whose options that take one value refuse a second (:class:`_StoreOnce`).
@@ -132,6 +170,10 @@ class CliParser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         if not self.intermixed or self._intermixing:
             return super().parse_known_args(args, namespace)
+        if args is not None and "--" in args:
+            plain = self._parse_plainly(args, namespace)
+            if plain is not None:
+                return plain
         # parse_known_intermixed_args calls parse_known_args twice (options, then positionals)
         self._intermixing = True
         try:
@@ -139,10 +181,42 @@ class CliParser(argparse.ArgumentParser):
         finally:
             self._intermixing = False
 
+    #: set while :meth:`_parse_plainly` tries: a usage error is then :class:`_NotPlainly`, not an exit
+    _trying = False
+
+    def _parse_plainly(
+        self, args: Sequence[str], namespace: argparse.Namespace | None
+    ) -> tuple[argparse.Namespace, list[str]] | None:
+        """``args`` parsed as plain argparse does, if that takes every word, else None.
+
+        Python 3.11's intermixed parsing loses a ``--`` that comes before the first positional:
+        ``vactor call -- -x get`` read ``-x`` as an option (and an actor ``-x``, which
+        ``vactor ls`` lists, could not be called). Plain parsing honours it; it only fails to
+        take options between positionals, which the intermixed parse is then left to."""
+        trial = copy.deepcopy(namespace) if namespace is not None else argparse.Namespace()
+        self._trying = True
+        try:
+            parsed, extras = super().parse_known_args(args, trial)
+        except _NotPlainly:
+            return None
+        finally:
+            self._trying = False
+        if extras:
+            return None
+        if namespace is None:
+            return parsed, extras
+        vars(namespace).update(vars(parsed))  # (a subcommand's namespace is the caller's own)
+        return namespace, extras
+
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
+        argv = list(sys.argv[1:] if args is None else args)
+        token = _PARSING.set((argv, self))
+        try:
+            parsed, extras = self.parse_known_args(argv, namespace)
+        finally:
+            _PARSING.reset(token)
         vars(parsed).pop(_GIVEN, None)
         if extras:  # said by the command's parser, whose --help lists the options it takes
             self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
@@ -158,8 +232,14 @@ class CliParser(argparse.ArgumentParser):
         return self
 
     def error(self, message: str) -> NoReturn:
+        if self._trying:
+            raise _NotPlainly(message)
         where = self.prog.removeprefix("vactor").strip()
         hint = f"vactor {where} --help" if where else "vactor --help"
+        parsing = _PARSING.get()
+        dashed = _dashed_word(*parsing) if parsing is not None else None
+        if dashed is not None and where:
+            message += f"; if {dashed} is an actor id, give it after '--': vactor {where} -- {dashed}"
         sys.stderr.write(f"vactor: error: {message} (see {hint})\n")
         raise SystemExit(EXIT_USAGE)
 

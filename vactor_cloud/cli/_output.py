@@ -36,22 +36,33 @@ __all__ = [
 ]
 
 
-#: what a terminal takes for a command rather than text: C0 controls but the newline (ESC starts
-#: sequences that set the title, clear the screen or, OSC 52, write the clipboard), DEL, C1
-#: controls (U+009B is an 8-bit CSI), and the bidi embeddings, overrides and isolates (which
-#: reorder what is shown: "Trojan Source"). Ids, idempotency keys, call summaries (the repr a
-#: caller's object chose) and class names come from storage, written by anyone who can write it.
-_UNPRINTABLE = {
-    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-    for code in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-    if code != 0x0A
-}
-
-
 def printable(text: str) -> str:
-    """``text`` with what a terminal would obey instead of show (``_UNPRINTABLE``) escaped as repr
-    escapes it (``\\x1b``, ``\\u202e``); newlines are kept."""
-    return text.translate(_UNPRINTABLE)
+    """``text`` with every character that ``repr`` would escape (``str.isprintable`` is false)
+    escaped as ``repr`` escapes it (``\\x1b``, ``\\u202e``, ``\\u200b``); newlines are kept.
+
+    What a terminal takes for a command rather than text: C0 controls (ESC starts sequences
+    that set the title, clear the screen or, OSC 52, write the clipboard), DEL, C1 controls
+    (U+009B is an 8-bit CSI), the bidi embeddings, overrides and isolates (which reorder what
+    is shown: "Trojan Source"); and what a terminal shows as nothing, or as another character:
+    zero-width and other format characters, invisible tag characters, line and paragraph
+    separators, spaces other than ' ' (an id ``e\\u200bf`` would show as the id ``ef``). Ids,
+    idempotency keys, call summaries (the repr a caller's object chose) and class names come
+    from storage, written by anyone who can write it.
+    """
+    if text.isprintable():
+        return text
+    # (line by line: a long text, a state shown, has its printable lines checked in C)
+    return "\n".join(
+        line if line.isprintable() else "".join(c if c.isprintable() else _escaped(c) for c in line)
+        for line in text.split("\n")
+    )
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 @dataclass

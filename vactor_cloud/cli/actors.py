@@ -205,6 +205,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     if more:  # (one read past the steps shown: not among them)
         damaged = [(step, exc) for step, exc in damaged if step > entries[-1].step]
     code = _print_history(args, out, entries, more)
+    oldest = entries[-1].step if entries else 0
+    if not more and oldest > 0 and not out.json and not any(step < oldest for step, _ in damaged):
+        # every step left is shown, and the first is not the creation: retention deleted the rest
+        print(f"(steps before {oldest} were compacted: deleted by retention)", file=sys.stderr)
     if damaged:
         _raise_damaged_steps(args.actor_id, damaged)
     return code

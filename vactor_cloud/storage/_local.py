@@ -36,9 +36,11 @@ split (a last segment that would be ``.`` or ``..`` takes the chunk before it).
 
 Mailboxes are the exception: the last component of a key whose parent
 component is ``mail`` (an actor's posted calls, ``actors/<id>/mail/<name>``)
-is stored whole, one file in the ``mail`` directory, and written without
-fsync. Such keys are few at a time and short-lived (a post is written,
-folded into a step and deleted within milliseconds), so the directory stays
+is stored whole, one file in the ``mail`` directory, and a post is written
+without fsync (only a post: an actor named ``mail`` has its ``HEAD`` and
+``gc`` stored whole too, synced as any other object). Posts are few at a
+time and short-lived (a post is written, folded into a step and deleted
+within milliseconds), so the directory stays
 small enough to read whole, and a post matters only while the process that
 wrote it waits on this machine (a crash of the machine ends that process
 too; a post that reads back damaged after one is never applied). Chains
@@ -99,8 +101,10 @@ _CHUNK = 2
 _CHAIN = "+"
 #: writes of a key whose chain directory a concurrent delete keeps pruning
 _WRITE_ATTEMPTS = 50
-#: a key component with this name stores the component after it whole, unsynced (see above)
+#: a key component with this name stores the component after it whole; unsynced, under
+#: ``actors/<id>/`` (see above)
 _MAILBOX = "mail"
+_ACTORS = f"{ACTORS_DIR}/"
 #: bytes one readdir reads at once (the C library's getdents buffer: glibc 32 KB, musl 2 KB)
 _ONE_READDIR = 32768 if platform.libc_ver()[0] == "glibc" else 2048
 #: bytes of a directory entry besides its name (struct linux_dirent64, rounded up)
@@ -280,9 +284,12 @@ class LocalStore(ObjectStore):
 
     @staticmethod
     def _ephemeral(key: str) -> bool:
-        """A mailbox key: written without fsync (see the module's docstring)."""
+        """A post in an actor's mailbox, ``actors/<id>/mail/<name>``: written without fsync (see
+        the module's docstring). Only that key: an actor may be named ``mail`` (its ``gc``,
+        its timers' due-index entries ``timers/<due>/mail/<key>`` are no posts)."""
         head, _, _ = key.rpartition("/")
-        return head.rpartition("/")[2] == _MAILBOX
+        owner, _, box = head.rpartition("/")
+        return box == _MAILBOX and owner.startswith(_ACTORS) and "/" not in owner[len(_ACTORS) :]
 
     # -- sync implementations: on the calling thread, the IO loop or a worker thread -
     def _read(self, key: str, *, small: bool = False) -> Blob | None:
@@ -301,23 +308,27 @@ class LocalStore(ObjectStore):
             size = status.st_size
             if small and size > _INLINE_BYTES:
                 return None
+            # The token first, then the object: slicing the token off a whole read would copy
+            # the object (a large state) once more.
+            token = os.read(fd, _TOKEN)
             chunks: list[bytes] = []
-            while chunk := os.read(fd, size + 1 if not chunks else 1 << 20):
-                chunks.append(chunk)
-            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if len(token) == _TOKEN:
+                while chunk := os.read(fd, size - _TOKEN + 1 if not chunks else 1 << 20):
+                    chunks.append(chunk)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except NotFoundError:
             raise
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
         finally:
             os.close(fd)
-        if len(raw) < _TOKEN:
+        if len(token) < _TOKEN:
             raise TruncatedObjectError(
-                f"{self.url}/{key}: {len(raw)} bytes, shorter than the {_TOKEN}-byte write token: "
+                f"{self.url}/{key}: {len(token)} bytes, shorter than the {_TOKEN}-byte write token: "
                 "a write torn by a crash, or a file vactor_cloud did not write (no version)",
                 key,
             )
-        return Blob(raw[_TOKEN:], raw[:_TOKEN].hex())
+        return Blob(data, token.hex())
 
     def _read_version(self, key: str) -> str | None:
         try:
@@ -612,7 +623,9 @@ class LocalStore(ObjectStore):
         cutoff = time.time() - older_than
         removed = 0
         for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            # (the locks' directory only: a directory starting with "." below an actor is a chain's,
+            # the rest of a key component, "ab.cd" being ab+/.c+/d)
+            dirnames[:] = [d for d in dirnames if d != _LOCKS]
             for name in filenames:
                 if not name.startswith(_TMP):
                     continue
