@@ -406,8 +406,8 @@ def test_advisory_a_lease_of_another_length_never_renewed_nor_released(
 
 def test_advisory_a_compaction_that_leaves_head_behind(spec: StoreSpec, room: Through) -> None:
     """ADVISORY (Retention: HEAD moved to the newest step first). A clean-room compaction whose
-    HEAD stays below the watermark it raises: the library lists the log instead (with a
-    warning) and reads and writes the newest step."""
+    HEAD stays below the watermark it raises: the library lists the log instead (a debug
+    line, no warning) and reads and writes the newest step."""
     init(spec)
     ledger = Ledger.get_or_create("behind")
     for item in ("a", "b", "c"):

@@ -84,6 +84,8 @@ WAYS: dict[str, Callable[[vc.ActorHandle[Shelf], str], Any]] = {
     "get_actor, then a call": lambda held, actor: vc.get_actor(actor).add.run("d"),
     "get_actor, then a read-only call": lambda held, actor: vc.get_actor(actor).get.run(),
     "history": lambda held, actor: held.history(),
+    "delete_actor": lambda held, actor: vc.delete_actor(actor),
+    "compact": lambda held, actor: held.compact(keep_last=1, min_age=3600.0),
 }
 
 
