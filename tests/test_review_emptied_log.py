@@ -27,6 +27,7 @@ from store_helpers import init, raw_get, raw_put
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud.cli.bench_harness import RequestTrace, sequential_round_trips
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -235,3 +236,24 @@ def test_a_head_restored_with_its_step_below_the_watermark_is_warned_about(
     warned = [r for r in caplog.records if "HEAD names step 1" in r.getMessage()]
     assert warned and warned[0].levelno == logging.WARNING, caplog.text
     assert "restored or replayed" in warned[0].getMessage()
+
+
+def test_creating_a_new_id_reads_gc_beside_its_listing_in_the_same_round_trips(spec: StoreSpec) -> None:
+    """What the check costs a brand-new id (docs/retention.md says it): ``gc`` read beside the
+    LIST of ``steps/``, 6 requests in 4 round trips (5 in 4 before); HEAD moves kept out."""
+    init(spec, head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0)
+    trace = RequestTrace(vc.get_runtime().store, latency=0.02)
+    with trace.installed():
+        Shelf.get_or_create("brand-new")
+    kinds = sorted((r.kind, r.key.removeprefix("actors/brand-new/").split("/")[0]) for r in trace.on_path())
+    assert kinds == sorted(
+        [
+            ("get", "HEAD"),
+            ("list", "steps"),
+            ("get", "gc"),
+            ("put", "class"),
+            ("list", "inbox"),
+            ("put", "steps"),
+        ]
+    )
+    assert sequential_round_trips(trace.on_path()) == 4
