@@ -285,9 +285,10 @@ def test_rule_breaker_a_compaction_that_deletes_the_newest_step_loses_the_actor(
     spec: StoreSpec, room: Through, rule: str
 ) -> None:
     """RULE BREAKER (Retention: never the newest step). A clean-room compaction that passes
-    the newest step too leaves a ``gc`` and no step: the library takes the id for one that
-    holds no actor, and ``get_or_create`` makes it anew at step 0, below the watermark, its
-    history gone. Keeping the newest step, the actor is read whole."""
+    the newest step too leaves a ``gc`` and no step: the actor's history is gone, and the
+    library says so (``StepsMissingError``, naming the watermark and the remedies) rather
+    than make the actor anew below the watermark (it did: its state read empty, its commits
+    failed the retention check). Keeping the newest step, the actor is read whole."""
     init(spec)
     ledger = Ledger.get_or_create("emptied")
     for item in ("a", "b", "c"):
@@ -304,7 +305,12 @@ def test_rule_breaker_a_compaction_that_deletes_the_newest_step_loses_the_actor(
         for n in range(4):
             room.delete(step_key("emptied", n))
     init(spec)
-    assert Ledger.get_or_create("emptied").get.run() == (["a", "b", "c"] if rule == "kept" else [])
+    if rule == "kept":
+        assert Ledger.get_or_create("emptied").get.run() == ["a", "b", "c"]
+    else:
+        with pytest.raises(vc.StepsMissingError, match="watermark 4"):
+            Ledger.get_or_create("emptied")
+        assert room.list("actors/emptied/steps/") == []  # nothing made below the watermark
 
 
 class _Tokenless(LocalFiles):
@@ -400,8 +406,8 @@ def test_advisory_a_lease_of_another_length_never_renewed_nor_released(
 
 def test_advisory_a_compaction_that_leaves_head_behind(spec: StoreSpec, room: Through) -> None:
     """ADVISORY (Retention: HEAD moved to the newest step first). A clean-room compaction whose
-    HEAD stays below the watermark it raises: the library lists the log instead (with a
-    warning) and reads and writes the newest step."""
+    HEAD stays below the watermark it raises: the library lists the log instead (a debug
+    line, no warning) and reads and writes the newest step."""
     init(spec)
     ledger = Ledger.get_or_create("behind")
     for item in ("a", "b", "c"):

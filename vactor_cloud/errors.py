@@ -69,6 +69,7 @@ __all__ = [
     "StateProtocolError",
     "StateSerializationError",
     "StepNotFoundError",
+    "StepsMissingError",
     "StorageError",
     "StorageNotChosenError",
     "StorageTimeoutError",
@@ -300,6 +301,38 @@ class IntegrityError(VactorError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.key, self.reason))
+
+
+class StepsMissingError(IntegrityError):
+    """The actor's steps are gone while its retention watermark (``gc``) remains.
+
+    Left by steps deleted by hand, a compaction that deleted the newest step too, or a
+    restore from a backup that brought ``gc`` back without the steps. The id holds neither
+    the old actor nor room for a new one (a step 0 made there would lie below the
+    watermark), so nothing is created: the message names the remedies.
+    """
+
+    def __init__(
+        self, actor_id: str, watermark: int, newest: int | None, gc_key: str, steps_prefix: str
+    ) -> None:
+        found = "no step" if newest is None else f"no step at or above it (the newest is {newest})"
+        super().__init__(
+            steps_prefix,
+            f"actor {actor_id!r} has a retention watermark {watermark} ({gc_key}) and {found}: its "
+            "steps were deleted (by hand, by a compaction that deleted the newest step, or by a "
+            "restore that brought back the watermark without them); nothing was created in its "
+            "place. Restore the steps from a backup (the newest at least) to get the actor back; "
+            f"or, to start the id afresh with its history gone, delete {gc_key} and whatever is "
+            f"left under {steps_prefix}",
+        )
+        self.actor_id = actor_id
+        self.watermark = watermark
+        self.newest = newest
+        self.gc_key = gc_key
+        self.steps_prefix = steps_prefix
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.actor_id, self.watermark, self.newest, self.gc_key, self.steps_prefix))
 
 
 class FormatVersionError(IntegrityError):

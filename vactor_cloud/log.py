@@ -41,6 +41,7 @@ from vactor_cloud.errors import (
     RateLimitedError,
     RetryableStorageError,
     StepNotFoundError,
+    StepsMissingError,
     StorageError,
     StorageTimeoutError,
     TruncatedObjectError,
@@ -730,35 +731,80 @@ class ActorLog:
 
     async def load_latest_and_head(self, head: Head | None) -> tuple[StepRecord | None, Head | None]:
         """:meth:`load_latest`, and HEAD as it is after it: ``head``, unless it named a step past
-        the newest one (see :meth:`_pull_back_head`); ``None`` when that is not known."""
+        the newest one (see :meth:`_pull_back_head`); ``None`` when that is not known.
+
+        :class:`StepsMissingError` when the log holds no step at or above the retention
+        watermark (every step deleted while ``gc`` stayed): never ``None``, which would let
+        ``get_or_create`` make the actor anew below the watermark."""
         if head is not None:
             # The watermark beside the steps (no extra round trip): HEAD moves forward only and
-            # a compaction moves it to the newest step before raising the watermark, so a HEAD
-            # below the watermark was restored or replayed (a signed HEAD of this actor passes
-            # its HMAC), and the object at its number, if any, is a late put's leftover (a crash
-            # kept it from deleting it), no step of the history: taken for the newest, a reader
-            # got an old state and a writer's commit landed on a freed number no reader lists.
+            # this library's compaction moves it to the newest step before raising the watermark;
+            # another implementation's may leave it behind (an advisory rule). A HEAD below the
+            # watermark is not used: the object at its number, if any, is no step of the history
+            # (a HEAD restored or replayed onto an old step, or a late put's leftover a crash kept
+            # from deleting): taken for the newest, a reader got an old state and a writer's
+            # commit landed on a freed number no reader lists.
             at_head, after_head, watermark = await asyncio.gather(
                 self.read_step(head.step), self.read_step(head.step + 1), self._watermark_or_none()
             )
             if watermark is None or head.step < watermark:
                 if watermark is not None:
-                    logger.warning(
-                        "actor %r: HEAD names step %d, below the retention watermark %d (restored "
-                        "or replayed); finding the newest step by listing",
-                        self.actor_id,
-                        head.step,
-                        watermark,
-                    )
+                    self._note_head_below(head.step, watermark, stray=at_head is not None)
                 at_head = None  # (unreadable watermark: the listing needs none; whoever needs it says so)
             # HEAD's own step gone means a compaction passed after we read HEAD: what
             # lies past it may be a below-watermark leftover, so take the listing path.
             if at_head is not None:
                 return (await self.probe_from(after_head))[0] if after_head is not None else at_head, head
-        newest = await self._list_latest()
+            newest = await self._list_latest()
+        else:
+            # No HEAD (a new id, or one whose HEAD is gone): the watermark beside the listing,
+            # in its round trip, tells an id that never held an actor from one whose steps
+            # were deleted while its gc stayed.
+            newest, watermark = await asyncio.gather(self._list_latest(), self._watermark_or_none())
+        if watermark and (newest is None or newest.step < watermark):
+            await self._refuse_missing_steps()
+            newest = await self._list_latest()  # (the first look raced a compaction: look again)
         if head is not None and newest is not None and newest.step < head.step:
             return newest, await self._pull_back_head(head, newest)
         return newest, head
+
+    def _note_head_below(self, step: int, watermark: int, *, stray: bool) -> None:
+        """Say that HEAD names a step below the watermark: normal (debug) when that step is gone,
+        as a compaction that does not move HEAD first leaves it; a warning when an object is
+        still there, no step of the history (HEAD restored or replayed with it)."""
+        if stray:
+            logger.warning(
+                "actor %r: HEAD names step %d, below the retention watermark %d, and an object is "
+                "still at that number: not a step of the history (HEAD restored or replayed, or a "
+                "late put's leftover); finding the newest step by listing",
+                self.actor_id,
+                step,
+                watermark,
+            )
+        else:
+            logger.debug(
+                "actor %r: HEAD names step %d, below the retention watermark %d (left behind by a "
+                "compaction that did not move it first); finding the newest step by listing",
+                self.actor_id,
+                step,
+                watermark,
+            )
+
+    async def _refuse_missing_steps(self) -> None:
+        """Raise :class:`StepsMissingError` if no step remains at or above the watermark; return
+        if one does (the first look raced a compaction).
+
+        Read in order, the watermark first: a compaction raises it only to a step that exists
+        and never deletes that step, so a listing begun after the watermark was read that finds
+        no step at or above it means the steps were deleted out of band. (Only on this failure
+        path: a sound log never comes here.)"""
+        watermark = await self.read_gc()
+        if watermark == 0 or await self.list_steps(after=watermark - 1, limit=1):
+            return
+        below = await self.list_steps()
+        raise StepsMissingError(
+            self.actor_id, watermark, below[-1] if below else None, self.gc_key, self.steps_prefix
+        )
 
     async def _watermark_or_none(self) -> int | None:
         """The watermark; ``None`` when it cannot be read now (damaged, a failed request)."""

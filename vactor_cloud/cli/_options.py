@@ -255,12 +255,13 @@ def integrity_advice(exc: BaseException) -> str:
     """What ``vactor`` adds to an ``IntegrityError``'s message: what to do about that object.
 
     Nothing where the message says it already (a newer format: upgrade; signed, with no key
-    given: set ``$VACTOR_SIGNING_KEY``); the signing key to check where a signature does not
-    match or is missing (one key for every object: every object fails alike); else restoring it.
+    given: set ``$VACTOR_SIGNING_KEY``; an actor's steps missing: restore them or start
+    afresh); the signing key to check where a signature does not match or is missing (one key
+    for every object: every object fails alike); else restoring it.
     """
-    from vactor_cloud.errors import FormatVersionError, IntegrityError
+    from vactor_cloud.errors import FormatVersionError, IntegrityError, StepsMissingError
 
-    if not isinstance(exc, IntegrityError) or isinstance(exc, FormatVersionError):
+    if not isinstance(exc, IntegrityError) or isinstance(exc, FormatVersionError | StepsMissingError):
         return ""
     reason = str(getattr(exc, "reason", ""))
     if "VACTOR_SIGNING_KEY" in reason:
