@@ -1,0 +1,136 @@
+"""Process lifecycle (review h111): what a forked child inherits, what exit and SIGTERM leave.
+
+1. A child forked while another thread of the parent held a local store's per-key ``flock``
+   kept a copy of that lock's file descriptor, which nothing in the child closes: the lock
+   stayed held as long as the child lived, and the next if-match write of that key (a HEAD
+   move), in the parent or in the child, waited for ever.
+2. An ``ActorFuture`` made in the parent and waited for in a forked child: the child ran the
+   parent's queued call itself (applied twice, once by each process), or waited on the
+   parent's threads, which do not exist there. It is refused at once.
+3. A child forked while the parent is mid-call uses the library on a fresh runtime, and sends
+   no request on a connection the parent opened (moto: botocore's pool is the child's own).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vactor_cloud.storage import IfMatch, LocalStore
+
+HANG = 30.0  # (a bound on a hang, not a measure)
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _fork_then(child: Callable[[], bytes | None], parent: Callable[[], None], hang: float) -> bytes:
+    """Fork here; the parent runs ``parent()``, then lets the child run ``child()`` (a byte on a
+    pipe), whose report (``b"ok"`` for None, or its exception's repr) comes back. A child with
+    no answer ``hang`` seconds after being let go is killed: never waited on for ever."""
+    go_read, go_write = os.pipe()
+
+    def in_the_child() -> bytes | None:
+        os.close(go_write)
+        ready, _, _ = select.select([go_read], [], [], hang)
+        return child() if ready else b"<never let go>"
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            said = in_the_child()
+            os.write(write_end, (b"ok" if said is None else said)[:1000])
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode()[:1000])
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    os.close(go_read)
+    ready: list[int] = []
+    try:
+        try:
+            parent()
+        finally:
+            os.write(go_write, b"g")
+            os.close(go_write)
+        ready, _, _ = select.select([read_end], [], [], hang)
+        return os.read(read_end, 1024) if ready else b"<no answer from the child>"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+# -- 1. a local store's per-key flock -----------------------------------------------------------------
+
+
+@pytest.fixture
+def local_store(tmp_path: Any) -> LocalStore:
+    store = LocalStore(tmp_path / "store")
+    store.put_now("actors/a/head", b"one", mode="create")
+    return store
+
+
+def _finishes_within(fn: Callable[[], object], seconds: float) -> tuple[bool, object]:
+    """Run ``fn`` on a daemon thread: (whether it returned within ``seconds``, what it returned)."""
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return (not worker.is_alive(), result[0] if result else None)
+
+
+def test_a_key_lock_held_at_a_fork_is_released_when_the_parent_lets_it_go(local_store: LocalStore) -> None:
+    """Before: the child's copy of the lock's descriptor kept the ``flock`` held after the
+    parent's thread released it; the parent's if-match write waited for as long as the child
+    lived, and so did the child's own."""
+    key = "actors/a/head"
+    parent_wrote: list[tuple[bool, object]] = []
+
+    def parent_writes_after_releasing() -> None:
+        version = local_store._read_version(key)
+        assert version is not None
+        parent_wrote.append(
+            _finishes_within(lambda: local_store.put_now(key, b"two", mode=IfMatch(version)), HANG / 3)
+        )
+
+    def child_writes() -> bytes:
+        version = local_store._read_version(key)
+        assert version is not None
+        finished, _ = _finishes_within(
+            lambda: local_store.put_now(key, b"three", mode=IfMatch(version)), HANG / 3
+        )
+        return b"ok" if finished else b"<the child's write waited for the lock>"
+
+    release = threading.Event()
+
+    def hold_the_key_lock() -> None:
+        with local_store._key_lock(key):
+            held.set()
+            release.wait(HANG)
+
+    held = threading.Event()
+    holder = threading.Thread(target=hold_the_key_lock, daemon=True)
+    holder.start()
+    assert held.wait(HANG)
+
+    def parent() -> None:
+        release.set()
+        holder.join(HANG)
+        parent_writes_after_releasing()
+
+    # The fork happens while the holder thread holds the lock (``_fork_then`` forks first).
+    report = _fork_then(child_writes, parent, HANG)
+    assert parent_wrote == [(True, parent_wrote[0][1])], "the parent's if-match write waited for the lock"
+    assert report == b"ok"
+    assert local_store.get_now(key).data == b"three"
