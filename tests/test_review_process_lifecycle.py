@@ -17,12 +17,15 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from child_processes import fork_and_report
 
+import vactor_cloud as vc
 from vactor_cloud.storage import IfMatch, LocalStore
+from vactor_cloud.testing.lanes import StoreSpec
 
 HANG = 30.0  # (a bound on a hang, not a measure)
 
@@ -134,3 +137,74 @@ def test_a_key_lock_held_at_a_fork_is_released_when_the_parent_lets_it_go(local_
     assert parent_wrote == [(True, parent_wrote[0][1])], "the parent's if-match write waited for the lock"
     assert report == b"ok"
     assert local_store.get_now(key).data == b"three"
+
+
+# -- 2. a future of the parent's, waited for in a forked child -------------------------------------------
+
+_entered = threading.Event()
+_gate = threading.Event()
+
+
+@vc.virtual_actor
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, amount: int) -> int:
+        self.n += amount
+        return self.n
+
+    def hold(self) -> int:
+        """Keeps the runtime's one pool thread busy until the test opens the gate."""
+        _entered.set()
+        _gate.wait(HANG)
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.n
+
+
+@pytest.fixture
+def one_worker(store_spec: StoreSpec) -> Iterator[None]:
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    _entered.clear()
+    _gate.clear()
+    try:
+        yield
+    finally:
+        _gate.set()
+        vc.shutdown()
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+@pytest.mark.usefixtures("one_worker")
+def test_a_future_of_the_parent_waited_for_in_a_forked_child_is_refused_not_run_there() -> None:
+    """Before: the child's ``result()`` found the call queued on the parent's core with nobody
+    applying it, and applied it itself; the parent's pool applied it too (on a shared store:
+    twice, the parent's result 2). A child waiting for a call the parent's runtime is applying
+    waited for threads that do not exist there."""
+    blocker, counted = Counter.get_or_create("blocker"), Counter.get_or_create("counted")
+    held = blocker.hold.run_async()
+    assert _entered.wait(HANG)
+    future = counted.add.run_async(1)  # queued: the pool's one thread is held
+
+    def wait_in_the_child() -> bytes:
+        finished, outcome = _finishes_within(lambda: _outcome(future.result), HANG / 3)
+        return outcome if finished and isinstance(outcome, bytes) else b"<the child waited>"
+
+    report = fork_and_report(wait_in_the_child, HANG)
+    _gate.set()
+    assert held.result(HANG) == 0
+    assert future.result(HANG) == 1
+    assert counted.peek.run() == 1
+    assert report.startswith(b"RuntimeError"), report
+    assert b"forked" in report and b"parent" in report, report
+
+
+def _outcome(fn: Callable[[], object]) -> bytes:
+    try:
+        return repr(fn()).encode()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".encode()
