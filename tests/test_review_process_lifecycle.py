@@ -13,18 +13,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import select
+import selectors
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from child_processes import fork_and_report
+from child_processes import fork_and_report, held_by_another_thread
 
 import vactor_cloud as vc
-from vactor_cloud.storage import IfMatch, LocalStore
+from vactor_cloud import _sync
+from vactor_cloud.storage import IfMatch, LocalStore, open_store
 from vactor_cloud.testing.lanes import StoreSpec
 
 HANG = 30.0  # (a bound on a hang, not a measure)
@@ -208,3 +213,97 @@ def _outcome(fn: Callable[[], object]) -> bytes:
         return repr(fn()).encode()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}".encode()
+
+
+# -- 3. a child forked mid-call ------------------------------------------------------------------------
+
+
+def _socket_inodes() -> set[int]:
+    """The inodes of this process's open sockets."""
+    inodes = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                inodes.add(os.fstat(int(name)).st_ino)
+    return inodes
+
+
+def _unheard_by_the_io_loop() -> set[int]:
+    """The descriptors the IO loop's selector has registered that its epoll instance no longer
+    watches (``/proc/self/fdinfo``: one ``tfd:`` line per descriptor watched)."""
+    selector = getattr(_sync.get_loop(), "_selector", None)
+    if not isinstance(selector, selectors.EpollSelector):
+        return set()
+    with open(f"/proc/self/fdinfo/{selector.fileno()}") as info:
+        watched = {int(line.split()[1]) for line in info if line.startswith("tfd:")}
+    return set(selector.get_map()) - watched
+
+
+@contextlib.contextmanager
+def _sockets_sent_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[int]]:
+    """The inodes of the sockets this process sends on within the block."""
+    used: set[int] = set()
+    for name in ("send", "sendall"):
+        original = getattr(socket.socket, name)
+
+        def sending(sock: socket.socket, *args: Any, _original: Any = original) -> Any:
+            with contextlib.suppress(OSError):
+                used.add(os.fstat(sock.fileno()).st_ino)
+            return _original(sock, *args)
+
+        monkeypatch.setattr(socket.socket, name, sending)
+    yield used
+
+
+@pytest.mark.vactor_lanes("memory", "local", "moto")
+@pytest.mark.parametrize("transport", ["default", "s3fs"])
+def test_a_child_forked_mid_call_works_on_a_fresh_runtime_and_connections_of_its_own(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    """The parent runs a method (its actor held), and other threads hold the per-object locks a
+    fork copies held (the actor's core, the runtime, the store's transport and request pool).
+    The child, on the same store object, calls that actor and another, and shuts its runtime
+    down, without waiting on any of them and without sending a byte on a socket the parent
+    opened (botocore's pool of keep-alive connections is the child's own)."""
+    if transport != "default" and not store_spec.url.startswith("s3://"):
+        pytest.skip("the S3 store's transports")
+    vc.shutdown()
+    os.environ.update(store_spec.env)
+    options = store_spec.options if transport == "default" else {**store_spec.options, "transport": transport}
+    vc.init(open_store(store_spec.url, **options))  # a store object: the child has the parent's
+    _entered.clear()
+    _gate.clear()
+    try:
+        mid, other = Counter.get_or_create("mid"), Counter.get_or_create("other")
+        assert mid.add.run(1) == 1 and other.add.run(1) == 1  # (connections kept alive, on S3)
+        held = mid.hold.run_async()
+        assert _entered.wait(HANG)
+        runtime = vc.get_runtime()
+        transport = getattr(runtime.store, "_transport", None)
+        locks = [runtime._lock, runtime._cores["mid"]._mutex, runtime._cores["other"]._mutex]
+        locks += [lock for lock in (getattr(transport, "_lock", None),) if lock is not None]
+        pool = getattr(transport, "_pool", None)
+        locks += [pool._lock] if pool is not None else []
+
+        def in_the_child() -> bytes:
+            inherited = _socket_inodes()
+            with _sockets_sent_on(monkeypatch) as used:
+                said = (mid.add.run(10), other.add.run(1), mid.peek.run())
+                vc.shutdown()
+                gc.collect()  # (what the child dropped of the parent's: an s3fs session, its connector)
+            shared = used & inherited
+            return repr(said).encode() if not shared else f"sent on the parent's sockets {shared}".encode()
+
+        with contextlib.ExitStack() as holding:
+            for lock in locks:
+                holding.enter_context(held_by_another_thread(lock, HANG))
+            report = fork_and_report(in_the_child, HANG)
+    finally:
+        _gate.set()
+    assert _unheard_by_the_io_loop() == set()
+    shared_store = store_spec.url.split(":", 1)[0] != "memory"
+    assert report == b"(11, 2, 11)", report
+    assert held.result(HANG) in (1, 11)
+    assert mid.peek.run() == (11 if shared_store else 1)
+    assert other.peek.run() == (2 if shared_store else 1)
+    vc.shutdown()
