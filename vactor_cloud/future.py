@@ -28,7 +28,9 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     ``fut.result(timeout)`` blocks a thread; ``await fut`` suspends a coroutine.
     A thread that blocks on it does the call's work itself when nobody else
-    is (caller runs), so waiting never depends on a free pool thread.
+    is (caller runs), so waiting never depends on a free pool thread. It is waited for in
+    the process that made it: a forked child's copy of one not settled at the fork raises
+    ``RuntimeError``.
     """
 
     #: runs the call's pending work on the waiting thread: ``help(timeout)``
