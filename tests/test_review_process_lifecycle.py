@@ -307,3 +307,46 @@ def test_a_child_forked_mid_call_works_on_a_fresh_runtime_and_connections_of_its
     assert mid.peek.run() == (11 if shared_store else 1)
     assert other.peek.run() == (2 if shared_store else 1)
     vc.shutdown()
+
+
+# -- 4. a multiprocessing child forked from a busy parent ------------------------------------------------
+
+
+def _fire_and_forget(actor_id: str, calls: int) -> None:
+    """(A forked multiprocessing child) Calls never waited for: its exit applies them."""
+    counter = Counter.get_or_create(actor_id)
+    for _ in range(calls):
+        counter.add.run_async(1)
+
+
+@pytest.mark.vactor_lanes("local", "moto")
+def test_calls_a_forked_multiprocessing_child_never_waited_for_are_applied_at_its_exit(
+    store_spec: StoreSpec,
+) -> None:
+    """multiprocessing's ``"fork"`` children end with ``os._exit``, after ``threading``'s exit
+    hooks (not ``atexit``'s): the runtime's own exit hook, there, lets the child's queued calls
+    finish. Forked while the parent runs a method and has calls queued behind it."""
+    import multiprocessing
+
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    _entered.clear()
+    _gate.clear()
+    try:
+        counted = Counter.get_or_create("fired")
+        held = Counter.get_or_create("busy").hold.run_async()
+        assert _entered.wait(HANG)
+        queued = counted.add.run_async(100)  # queued behind the parent's one busy pool thread
+        child = multiprocessing.get_context("fork").Process(target=_fire_and_forget, args=("fired", 20))
+        child.start()
+        child.join(HANG)
+        if child.is_alive():
+            child.kill()
+            child.join(HANG)
+        assert child.exitcode == 0
+    finally:
+        _gate.set()
+    assert held.result(HANG) == 0
+    assert queued.result(HANG) == 120  # (the child's twenty applied first: the parent's pool was held)
+    assert counted.peek.run() == 120
+    vc.shutdown()
