@@ -9,6 +9,10 @@
    parent's threads, which do not exist there. It is refused at once.
 3. A child forked while the parent is mid-call uses the library on a fresh runtime, and sends
    no request on a connection the parent opened (moto: botocore's pool is the child's own).
+   With the s3fs transport, the child's copy of the parent's IO loop woke the parent's (a byte
+   on the self-pipe they share), and closing a connection of it there would have taken the
+   socket out of the parent's epoll: the copy now has an epoll and no self-pipe of its own.
+4. A multiprocessing ``"fork"`` child's calls never waited for are applied at its exit.
 """
 
 from __future__ import annotations
