@@ -259,7 +259,7 @@ def _sockets_sent_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[int]]:
     yield used
 
 
-@pytest.mark.vactor_lanes("memory", "local", "moto")
+@pytest.mark.vactor_lanes("memory", "local", "moto", "fakegcs")
 @pytest.mark.parametrize("transport", ["default", "s3fs"])
 def test_a_child_forked_mid_call_works_on_a_fresh_runtime_and_connections_of_its_own(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, transport: str
