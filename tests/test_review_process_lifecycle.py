@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -232,10 +233,10 @@ def _socket_inodes() -> set[int]:
     return inodes
 
 
-def _unheard_by_the_io_loop() -> set[int]:
-    """The descriptors the IO loop's selector has registered that its epoll instance no longer
-    watches (``/proc/self/fdinfo``: one ``tfd:`` line per descriptor watched)."""
-    selector = getattr(_sync.get_loop(), "_selector", None)
+def _unheard_by_the_io_loop(loop: asyncio.AbstractEventLoop | None = None) -> set[int]:
+    """The descriptors the IO loop's selector (or ``loop``'s) has registered that its epoll
+    instance no longer watches (``/proc/self/fdinfo``: one ``tfd:`` line per descriptor watched)."""
+    selector = getattr(loop or _sync.get_loop(), "_selector", None)
     if not isinstance(selector, selectors.EpollSelector):
         return set()
     with open(f"/proc/self/fdinfo/{selector.fileno()}") as info:
@@ -257,6 +258,25 @@ def _sockets_sent_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[int]]:
 
         monkeypatch.setattr(socket.socket, name, sending)
     yield used
+
+
+def test_a_forked_childs_copy_of_a_loop_not_running_closes_without_touching_the_parents() -> None:
+    """A loop not running (the IO loop between its start and ``run_forever``) is closed in the
+    child when its copy is collected there. Without the cut-off, that close took the parent's
+    self-pipe out of the epoll instance the two share: the parent's loop no longer woke for
+    work handed to it from other threads."""
+    loop = asyncio.new_event_loop()
+    try:
+        assert _unheard_by_the_io_loop(loop) == set()
+
+        def close_the_copy() -> None:
+            _sync._cut_off_from_the_parent(loop)  # (what the at-fork hook does to the IO loop)
+            loop.close()
+
+        assert fork_and_report(close_the_copy, HANG) == b"ok"
+        assert _unheard_by_the_io_loop(loop) == set()
+    finally:
+        loop.close()
 
 
 @pytest.mark.vactor_lanes("memory", "local", "moto", "fakegcs")

@@ -145,13 +145,15 @@ def _cut_off_from_the_parent(loop: asyncio.AbstractEventLoop) -> None:
     the parent's, closed as it is collected here) removed the socket from the parent's epoll
     interest list (the parent's loop never heard that connection again), and scheduling on the
     loop from a thread (``call_soon_threadsafe``) woke the parent's. The copy gets an empty epoll
-    instance of the child's own, and no self-pipe to write to."""
+    instance of the child's own, and its end of the self-pipe is closed (asyncio's wake-up write
+    then fails quietly). Both closes drop the child's descriptors only: the parent's stay open."""
     selector = getattr(loop, "_selector", None)
     if isinstance(selector, selectors.EpollSelector):
         shared, selector._selector = selector._selector, select.epoll()  # type: ignore[attr-defined]
-        shared.close()  # (the child's descriptor only: the parent's instance lives on)
-    if getattr(loop, "_csock", None) is not None:
-        loop._csock = None  # type: ignore[attr-defined]  # (``_write_to_self`` then writes nothing)
+        shared.close()
+    wake = getattr(loop, "_csock", None)
+    if wake is not None:
+        wake.close()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
