@@ -129,9 +129,10 @@ def encode_component(name: str) -> list[str]:
 #: keeps open: the lock stayed held for as long as the child lived (nothing there closes it),
 #: and every if-match write of the key waited, the parent's and the child's. The child closes
 #: its copies; ``_lock_files_guard``, held across the fork, keeps a descriptor from being
-#: opened but not yet listed then.
+#: opened but not yet listed then (reentrant: a signal handler that forks, run on a thread
+#: holding it, must not wait for itself).
 _lock_files: set[int] = set()
-_lock_files_guard = threading.Lock()
+_lock_files_guard = threading.RLock()
 
 
 def _open_lock_file(path: str | os.PathLike[str], flags: int) -> int:
@@ -153,7 +154,7 @@ def _close_lock_files_in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)  # (never ``LOCK_UN``: that would release the parent's lock too)
     _lock_files.clear()
-    _lock_files_guard = threading.Lock()
+    _lock_files_guard = threading.RLock()
 
 
 def _hold_lock_files_guard() -> None:
