@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import select
 import selectors
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 from child_processes import fork_and_report, held_by_another_thread
+from garbage import full_collection
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -314,7 +314,7 @@ def test_a_child_forked_mid_call_works_on_a_fresh_runtime_and_connections_of_its
             with _sockets_sent_on(monkeypatch) as used:
                 said = (mid.add.run(10), other.add.run(1), mid.peek.run())
                 vc.shutdown()
-                gc.collect()  # (what the child dropped of the parent's: an s3fs session, its connector)
+                full_collection()  # (what the child dropped of the parent's: an s3fs session, its connector)
             shared = used & inherited
             return repr(said).encode() if not shared else f"sent on the parent's sockets {shared}".encode()
 
