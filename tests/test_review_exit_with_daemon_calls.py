@@ -6,6 +6,11 @@ error::ResourceWarning``, on the local store and on an S3 emulator: the exit end
 bound, every call the thread was told had committed is in the store afterwards (and at most
 one more: the call cut by the exit, which the thread hears as ``RuntimeShutdownError``), and
 the exit says nothing else (no unclosed socket or file).
+
+Not on the GCS emulator: there gcsfs's own finalizer of a session, run by ``weakref``'s exit
+hook before vactor_cloud's exit callback closes the store, closes the connections from the
+wrong thread (a ``RuntimeError`` and unclosed-transport warnings under ``-X dev``); and a call
+cut by the exit may fail with ``RetryableStorageError`` (not sent) instead.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.lanes import StoreSpec
 
 SCRIPT = """
 import json
@@ -96,11 +101,10 @@ def _run(script: Path, spec: StoreSpec, acks: Path, what: str) -> subprocess.Com
     )
 
 
+@pytest.mark.vactor_lanes("local", "moto")  # (GCS: gcsfs's own exit finalizer still warns, see the docstring)
 def test_a_daemon_thread_calling_at_exit_loses_no_acknowledged_call_and_leaves_nothing_open(
-    tmp_path: Path, store_spec: StoreSpec, store_lane: Lane
+    tmp_path: Path, store_spec: StoreSpec
 ) -> None:
-    if not store_lane.multiprocess:
-        pytest.skip(f"{store_lane.name} stores live in one process")
     script = tmp_path / "daemon_calls_at_exit.py"
     script.write_text(SCRIPT)
     acks = tmp_path / "acks"
