@@ -494,3 +494,34 @@ def test_a_token_file_that_is_not_a_credentials_file_is_a_storage_error_naming_i
             await store.close()
 
     run(scenario())
+
+
+# -- a store closed under a request (review h111) -------------------------------------------------------
+def test_a_request_whose_session_was_closed_under_it_fails_as_a_storage_error_not_sent(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown (at exit: a daemon thread's call on the runtime being closed) closed the
+    store's aiohttp session between a request taking it and sending on it: aiohttp's own
+    ``RuntimeError('Session is closed')`` reached the caller, past the storage boundary."""
+
+    async def scenario() -> None:
+        async with opened(spec) as store:
+            assert isinstance(store, GCSStore)
+            await store.put("k", b"v")
+            taken = GCSStore._filesystem
+
+            async def closed_under_it(self: GCSStore) -> Any:
+                fs = await taken(self)
+                await self.close()  # (a shutdown's, meanwhile, on the same loop)
+                return fs
+
+            monkeypatch.setattr(GCSStore, "_filesystem", closed_under_it)
+            with pytest.raises(RetryableStorageError, match="not sent"):
+                await store.get("k")
+            with pytest.raises(RetryableStorageError, match="not sent"):
+                await store.put("k2", b"v", mode="create")  # (nothing sent: no doubt to report)
+            monkeypatch.undo()
+            assert (await store.get("k")).data == b"v"
+            assert await store.head("k2") is None
+
+    run(scenario())

@@ -13,6 +13,8 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import select
+import selectors
 import threading
 import time
 import types
@@ -128,10 +130,30 @@ def wait_futures(futures: Collection[concurrent.futures.Future[Any]], timeout: f
 
 def _reset_after_fork() -> None:
     global _loop, _thread, _thread_ident, _lock
+    if _loop is not None:
+        _cut_off_from_the_parent(_loop)
     _loop = None
     _thread = None
     _thread_ident = None
     _lock = threading.Lock()
+
+
+def _cut_off_from_the_parent(loop: asyncio.AbstractEventLoop) -> None:
+    """(In a forked child) The child's copy of the parent's IO loop, which never runs here, shares
+    two kernel objects with the parent's: its epoll instance and its self-pipe. Through them the
+    child disturbed the parent: closing a transport of that loop (an aiohttp connection pool of
+    the parent's, closed as it is collected here) removed the socket from the parent's epoll
+    interest list (the parent's loop never heard that connection again), and scheduling on the
+    loop from a thread (``call_soon_threadsafe``) woke the parent's. The copy gets an empty epoll
+    instance of the child's own, and its end of the self-pipe is closed (asyncio's wake-up write
+    then fails quietly). Both closes drop the child's descriptors only: the parent's stay open."""
+    selector = getattr(loop, "_selector", None)
+    if isinstance(selector, selectors.EpollSelector):
+        shared, selector._selector = selector._selector, select.epoll()  # type: ignore[attr-defined]
+        shared.close()
+    wake = getattr(loop, "_csock", None)
+    if wake is not None:
+        wake.close()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

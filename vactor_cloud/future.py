@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -27,7 +28,9 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     ``fut.result(timeout)`` blocks a thread; ``await fut`` suspends a coroutine.
     A thread that blocks on it does the call's work itself when nobody else
-    is (caller runs), so waiting never depends on a free pool thread.
+    is (caller runs), so waiting never depends on a free pool thread. It is waited for in
+    the process that made it: a forked child's copy of one not settled at the fork raises
+    ``RuntimeError``.
     """
 
     #: runs the call's pending work on the waiting thread: ``help(timeout)``
@@ -35,6 +38,24 @@ class ActorFuture(concurrent.futures.Future[T]):
     #: a read-only call: a waiter that does not run it itself (``await``, a bounded wait) has it
     #: run on a thread of its own rather than leave it to the pool, which writes may keep busy
     _read_only = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: the process that made it: its call runs on that process's threads, waited for there only
+        self._pid = os.getpid()
+
+    def _refuse_in_a_forked_child(self) -> None:
+        """``RuntimeError`` if this is a forked child's copy of a future of the parent's, not
+        settled at the fork. Its call is the parent's: waited for here, the child applied it
+        itself (and the parent too: twice), or waited for the parent's threads, which do not
+        exist in the child."""
+        if self._pid != os.getpid() and not self.done():
+            raise RuntimeError(
+                f"this future was made in process {self._pid}, the parent of this forked child, "
+                "before its call settled: the call is the parent's to run (it may still be applied "
+                "there) and cannot be waited for here. Wait for it before forking, or make the call "
+                "in the child (with an idempotency key if it must apply once)"
+            )
 
     def __reduce__(self) -> Any:
         # concurrent.futures' own refusal names only its lock ("cannot pickle '_thread.RLock'").
@@ -94,11 +115,13 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     def result(self, timeout: float | None = None) -> T:
         started = time.monotonic()
+        self._refuse_in_a_forked_child()
         self._wait_helping(timeout)
         return super().result(self._waited(timeout, started))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         started = time.monotonic()
+        self._refuse_in_a_forked_child()
         self._wait_helping(timeout)
         return super().exception(self._waited(timeout, started))
 
@@ -117,6 +140,7 @@ class ActorFuture(concurrent.futures.Future[T]):
         # Not asyncio.wrap_future: it copies the outcome into an asyncio future, which refuses
         # StopIteration (the await would then hang). Here the awaiting coroutine is only woken,
         # and reads the outcome itself.
+        self._refuse_in_a_forked_child()
         if not self.done() and self._help is not None and _method_running():
             # Awaited in an async actor method, which runs to completion on its caller's thread,
             # on an event loop of its own: as a blocking wait there would, do the call's work

@@ -368,6 +368,15 @@ class GCSStore(ObjectStore):
                 return _Response(response.status, response.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            if not fs._session.closed:
+                raise
+            # close() (a shutdown: at exit, a daemon thread's call on the runtime being closed)
+            # closed the session after this request took it: aiohttp sent nothing
+            raise RetryableStorageError(
+                f"{self.url}: the store was closed before this request could be sent (a shutdown): "
+                "it was not sent; retry it"
+            ) from exc
 
     async def _auth_headers(self, fs: GCSFileSystem, headers: dict[str, str] | None) -> dict[str, str]:
         """gcsfs's headers for one request, with an access token that is not about to expire.

@@ -7,7 +7,8 @@ numbers and mtimes can be). Writes go to a temp file that is fsynced first:
 * create: ``os.link(temp, target)`` fails atomically if the target exists;
 * overwrite: ``os.replace(temp, target)``;
 * if-match: under an ``flock`` on a per-key lock file, compare the token,
-  then ``os.replace``.
+  then ``os.replace`` (a child forked meanwhile closes its copy of the lock
+  file's descriptor, which would otherwise keep the lock held: ``_lock_files``).
 
 A reader therefore sees a whole old object or a whole new one; a file cut
 short of its token (an unsynced mailbox write torn by a machine crash) reads
@@ -125,6 +126,54 @@ def encode_component(name: str) -> list[str]:
         # then ends in "." and so can never be mistaken for a chain.
         cut -= _CHUNK
     return [name[i : i + _CHUNK] + _CHAIN for i in range(0, cut, _CHUNK)] + [name[cut:]]
+
+
+#: descriptors of the per-key lock files this process holds (or is about to hold) an ``flock``
+#: through. An ``flock`` belongs to the open file, which a forked child's copy of the descriptor
+#: keeps open: the lock stayed held for as long as the child lived (nothing there closes it),
+#: and every if-match write of the key waited, the parent's and the child's. The child closes
+#: its copies; ``_lock_files_guard``, held across the fork, keeps a descriptor from being
+#: opened but not yet listed then (reentrant: a signal handler that forks, run on a thread
+#: holding it, must not wait for itself).
+_lock_files: set[int] = set()
+_lock_files_guard = threading.RLock()
+
+
+def _open_lock_file(path: str | os.PathLike[str], flags: int) -> int:
+    with _lock_files_guard:
+        fd = os.open(path, flags, 0o644)
+        _lock_files.add(fd)
+    return fd
+
+
+def _close_lock_file(fd: int) -> None:
+    with _lock_files_guard:
+        _lock_files.discard(fd)
+        os.close(fd)
+
+
+def _close_lock_files_in_child() -> None:
+    global _lock_files_guard  # (held across the fork by the forking thread: ``_lock_files_guard.acquire``)
+    for fd in _lock_files:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # (never ``LOCK_UN``: that would release the parent's lock too)
+    _lock_files.clear()
+    _lock_files_guard = threading.RLock()
+
+
+def _hold_lock_files_guard() -> None:
+    _lock_files_guard.acquire()  # (the global, not a bound method: a child has a new one, and may fork too)
+
+
+def _release_lock_files_guard() -> None:
+    _lock_files_guard.release()
+
+
+os.register_at_fork(
+    before=_hold_lock_files_guard,
+    after_in_parent=_release_lock_files_guard,
+    after_in_child=_close_lock_files_in_child,
+)
 
 
 class ListingStats:
@@ -439,7 +488,7 @@ class LocalStore(ObjectStore):
         us: a window of a few system calls, against the whole check-and-rename before.)"""
         name = hashlib.sha256(key.encode()).hexdigest()
         try:
-            fd = os.open(self.root / _LOCKS / name, os.O_RDWR)
+            fd = _open_lock_file(self.root / _LOCKS / name, os.O_RDWR)
         except FileNotFoundError:
             yield
             return
@@ -447,19 +496,19 @@ class LocalStore(ObjectStore):
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            _close_lock_file(fd)
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:
         locks = self.root / _LOCKS
         locks.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(key.encode()).hexdigest()
-        fd = os.open(locks / name, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(locks / name, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            _close_lock_file(fd)
 
     @staticmethod
     def _sync_dir(path: str | Path) -> None:

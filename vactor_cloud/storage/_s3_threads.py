@@ -417,4 +417,24 @@ class BotocoreTransport:
                     )
         finally:  # (cancelled: the caller's own deadline passed) the connections are closed all the same
             if client is not None:
-                client.close()
+                _close_connections(client)
+
+
+def _close_connections(client: Any) -> None:
+    """Close ``client``'s connections now. botocore's ``close()`` only empties urllib3's pool
+    manager; urllib3 (2.x) leaves each pool's sockets to a finalizer run when the pool is
+    collected, or by ``weakref``'s exit hook. A store closed by vactor_cloud's own exit callback
+    (a runtime that a daemon thread's call started late) ran after that hook: its sockets were
+    left open to the interpreter's end, each a ``ResourceWarning`` under ``-X dev``."""
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    managers = [getattr(session, "_manager", None), *getattr(session, "_proxy_managers", {}).values()]
+    for manager in managers:
+        pools: Any = getattr(manager, "pools", None)
+        if pools is None:
+            continue
+        with contextlib.suppress(Exception):  # (another urllib3: botocore's close below still runs)
+            for key in pools.keys():  # noqa: SIM118 - urllib3 refuses iteration; keys() is a copy
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+    client.close()
