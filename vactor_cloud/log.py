@@ -24,6 +24,7 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -1093,6 +1094,7 @@ class ActorLog:
 
 #: keys under steps/ naming no step that this process has warned about (once each; bounded)
 _STRAYS_SEEN: set[str] = set()
+os.register_at_fork(after_in_child=_STRAYS_SEEN.clear)  # (a child warns once too)
 
 
 def retry_pause(attempt: int) -> float:
