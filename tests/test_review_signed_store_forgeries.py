@@ -238,8 +238,9 @@ def test_a_forged_step_at_the_next_number_stops_calls_with_an_integrity_error_na
     for fresh in (False, True):  # a writer whose cache holds step 1 (its put loses), a new process
         if fresh:
             restart(signed)
-        # (the warm writer says CommitOutcomeUnknownError: its create met an object it cannot
-        # read, which on S3 may be its own retried put, damaged; not applied all the same)
+        # (a warm writer on S3 says CommitOutcomeUnknownError: its create met an object it
+        # cannot read, which there may be its own retried put, damaged; not applied all the
+        # same. tests/test_review_forged_step_outcome.py pins which store says which)
         with pytest.raises((IntegrityError, CommitOutcomeUnknownError), match="not signed") as caught:
             vc.get_actor("squat").ring.options(idempotency_key="once").run()
         assert log.step_key(2) in str(caught.value)
