@@ -434,8 +434,9 @@ def test_an_old_signed_event_put_back_within_the_dedup_window_is_not_applied_aga
 @pytest.mark.xfail(
     strict=True,
     reason="an event is deduplicated by the idempotency table alone: a signed event object put "
-    "back at its own key once its id left the dedup window is applied again (needs a per-sender "
-    "floor of applied events, as posts have)",
+    "back at its own key once its id left the dedup window is applied again. No bounded record "
+    "(a floor per sender, a time floor, the step first seen at) tells it from an honest event "
+    "waiting: docs/security.md#an-old-event-put-back-past-the-window says why and what to do",
 )
 def test_an_old_signed_event_put_back_past_the_dedup_window_is_not_applied_again(signed: StoreSpec) -> None:
     from vactor_cloud.events import process_events, send_event
