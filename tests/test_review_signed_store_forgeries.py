@@ -238,8 +238,9 @@ def test_a_forged_step_at_the_next_number_stops_calls_with_an_integrity_error_na
     for fresh in (False, True):  # a writer whose cache holds step 1 (its put loses), a new process
         if fresh:
             restart(signed)
-        # (the warm writer says CommitOutcomeUnknownError: its create met an object it cannot
-        # read, which on S3 may be its own retried put, damaged; not applied all the same)
+        # (a warm writer on S3 says CommitOutcomeUnknownError: its create met an object it
+        # cannot read, which there may be its own retried put, damaged; not applied all the
+        # same. tests/test_review_forged_step_outcome.py pins which store says which)
         with pytest.raises((IntegrityError, CommitOutcomeUnknownError), match="not signed") as caught:
             vc.get_actor("squat").ring.options(idempotency_key="once").run()
         assert log.step_key(2) in str(caught.value)
@@ -433,8 +434,9 @@ def test_an_old_signed_event_put_back_within_the_dedup_window_is_not_applied_aga
 @pytest.mark.xfail(
     strict=True,
     reason="an event is deduplicated by the idempotency table alone: a signed event object put "
-    "back at its own key once its id left the dedup window is applied again (needs a per-sender "
-    "floor of applied events, as posts have)",
+    "back at its own key once its id left the dedup window is applied again. No bounded record "
+    "(a floor per sender, a time floor, the step first seen at) tells it from an honest event "
+    "waiting: docs/security.md#an-old-event-put-back-past-the-window says why and what to do",
 )
 def test_an_old_signed_event_put_back_past_the_dedup_window_is_not_applied_again(signed: StoreSpec) -> None:
     from vactor_cloud.events import process_events, send_event

@@ -84,6 +84,7 @@ from vactor_cloud.log import (
     ActorLog,
     CallRecord,
     ClassRef,
+    ForeignStepError,
     Head,
     StepCompactedError,
     StepRecord,
@@ -1592,13 +1593,19 @@ class ActorCore(Folder):
         c.put_started = time.monotonic()
         c.put_sent = True
         c.earlier, self._unanswered = self._unanswered, record.writer
-        if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
-            rest = self.log.put_step_now(record, data)
-            if rest is not None:  # the key was taken: read it back, on the loop
-                env.run(rest)
-        else:
-            put = self.log.put_step(record, data)
-            env.run(tracing.commit_attempt(put, self.actor_id, record.step, c.attempts + 1))
+        try:
+            if self.log.store.inline and not record.dedup_checkpoint and not tracing.live():
+                rest = self.log.put_step_now(record, data)
+                if rest is not None:  # the key was taken: read it back, on the loop
+                    env.run(rest)
+            else:
+                put = self.log.put_step(record, data)
+                env.run(tracing.commit_attempt(put, self.actor_id, record.step, c.attempts + 1))
+        except ForeignStepError:
+            # Certainly not landed: a failure before any put, as a damaged read is.
+            c.put_sent = False
+            self._unanswered = c.earlier
+            raise
         self._unanswered = ""
         # Timed at the put's *end*: a put can stall (network, client retries)
         # past fresh_window and land after a compaction deleted its number.

@@ -51,6 +51,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import os
 import pickle
 import sys
 import uuid
@@ -317,6 +318,8 @@ def _decode(data: bytes, serializer: str) -> list[Any]:
 LARGE_RECORDED_RESULT = 1 << 20
 #: the methods (``module:Class.method``) whose large recorded result this process warned about
 _WARNED_LARGE: set[str] = set()
+# (a forked child is another process, with a log of its own: it warns once too)
+os.register_at_fork(after_in_child=_WARNED_LARGE.clear)
 
 
 def recorded_outcome(outcome: Outcome, serializer: str, *, method: str = "", where: str = "") -> Outcome:

@@ -380,6 +380,7 @@ def _picklable(value: Any) -> bool:
 
 #: (module, names) already reported missing in this process
 _REPORTED: set[tuple[str, tuple[str, ...]]] = set()
+os.register_at_fork(after_in_child=_REPORTED.clear)  # (a forked child warns once too)
 
 
 def _restore_function(func: types.FunctionType, state: tuple[Any, ...]) -> None:

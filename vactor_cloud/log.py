@@ -24,6 +24,7 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -281,6 +282,13 @@ class StepTakenError(Exception):
         self.winner = winner
 
 
+class ForeignStepError(IntegrityError):
+    """Our create of a step met an object that was there before it and cannot be read (forged,
+    or damaged at rest), on a store whose "already exists" proves our request wrote nothing:
+    our calls were certainly not applied (where our own put may have landed, the outcome is
+    :class:`CommitOutcomeUnknownError` instead)."""
+
+
 class StepCompactedError(Exception):
     """Another writer committed the step we tried to write, and a compaction deleted it since.
 
@@ -517,6 +525,9 @@ class ActorLog:
             # Before the step: a committed step never names a checkpoint that is not there.
             await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
         last_error: StorageError | IntegrityError | None = None
+        #: whether the object at our number may be our own put: not while every create of ours
+        #: was answered "already exists" by a store whose answer proves it wrote nothing
+        maybe_ours = failed is not None or not self.store.definite_create_conflicts
         for attempt in range(_AMBIGUOUS_RETRIES):
             try:
                 if attempt == 0 and failed is not None:
@@ -527,12 +538,11 @@ class ActorLog:
                 return attempt == 0
             except AlreadyExistsError:
                 pass
-            except RetryableStorageError as exc:
-                last_error = exc
             except StorageError as exc:
                 # The request may have been applied before the error reached
                 # us (a lost response). Only reading the key can tell.
                 last_error = exc
+                maybe_ours = True
             try:
                 existing = await self.read_step(record.step)
             except (StorageError, IntegrityError) as exc:
@@ -560,6 +570,13 @@ class ActorLog:
                 "the call was not applied by this attempt",
                 key,
             )
+        if isinstance(last_error, IntegrityError) and not maybe_ours:
+            # Someone else's object (a forged step, one damaged at rest): ours never landed.
+            raise ForeignStepError(
+                key,
+                f"{last_error.reason}; it took step {record.step} before our create, so the "
+                "calls were not applied: delete or restore the object (docs/security.md)",
+            ) from last_error
         if isinstance(last_error, IntegrityError):
             # The step at our number never read back whole: it may be ours (committed).
             raise CommitOutcomeUnknownError(
@@ -1093,6 +1110,7 @@ class ActorLog:
 
 #: keys under steps/ naming no step that this process has warned about (once each; bounded)
 _STRAYS_SEEN: set[str] = set()
+os.register_at_fork(after_in_child=_STRAYS_SEEN.clear)  # (a child warns once too)
 
 
 def retry_pause(attempt: int) -> float:

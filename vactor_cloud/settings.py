@@ -30,6 +30,14 @@ RECOMMENDED_KEY_BYTES = 32
 _short_key_warned = False
 
 
+def _forget_short_key_warning() -> None:
+    global _short_key_warned  # a forked child is another process, with a log of its own
+    _short_key_warned = False
+
+
+os.register_at_fork(after_in_child=_forget_short_key_warning)
+
+
 def _warn_short_key(length: int) -> None:
     """A signing key shorter than :data:`RECOMMENDED_KEY_BYTES` is taken (refusing it would lock
     its users out of the stores it signed) with one warning per process; the key is not logged."""
