@@ -1,0 +1,102 @@
+"""Clock skew between processes, from a review (review-h115): one process's wall clock ahead
+or behind by seconds or minutes (within ``lease.CLOCK_SKEW``), where a comparison crosses
+machines. Each test says whether it failed on the code it was written against (a defect,
+fixed) or pins a guarantee that already held (then it names what was broken by hand to see it
+fail). The older clock tests are in test_review_clocks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_review_deleted_leftovers import Till
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, inbox
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+_real_time = time.time
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    vc.shutdown()
+    store_spec.init(settings=vc.Settings(storage=""))
+    yield store_spec
+    vc.shutdown()
+
+
+def _inbox_deletes_lost(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on (until ``monkeypatch`` is undone) no inbox object is deleted: the writer
+    that applies an event dies between its commit and the event's delete."""
+    delete_many = store.delete_many
+
+    async def lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    monkeypatch.setattr(store, "delete_many", lost)
+
+
+# -- an event the deleted actor applied, sent from a clock ahead -----------------------------------
+@pytest.mark.parametrize("ahead", [2.0, 120.0])
+def test_an_event_sent_from_a_clock_ahead_and_applied_is_not_applied_again_by_the_next_actor(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ahead: float
+) -> None:
+    """Defect (failed before the fix: the next actor's total was 30, the old actor's payment
+    counted again). The delete's clean-up (and the next creation) deletes the inbox objects of
+    events the deleted actor applied that a writer dying after its commit left behind; it told
+    them from an event sent again for the next actor by the sender's stamp, ``e.time <=
+    base.time`` (the old actor's last step): two clocks. An event from a sender whose clock
+    ran ahead by seconds, applied in the actor's last step, was stamped after that step, left,
+    and applied again by the next actor. Now an event stamped after the step but within
+    ``CLOCK_SKEW`` of it is looked up by its call id in the actor's last steps: applied there,
+    it goes; an event sent again for the next actor (another call id) stays."""
+    store = vc.get_runtime().store
+    old = Till.get_or_create("till-skew")
+    monkeypatch.setattr(inbox, "_clock", inbox._SenderClock())  # (a sending process of its own)
+    monkeypatch.setattr(time, "time", lambda: _real_time() + ahead)
+    vc.send_event("till-skew", "pay", {"amount": 30}, event_id="e1")
+    monkeypatch.setattr(time, "time", _real_time)
+    with monkeypatch.context() as patch:
+        _inbox_deletes_lost(store, patch)
+        old.process_events()
+    assert old.total.run() == 30
+    assert _sync.sync(store.list("actors/till-skew/inbox/")) == ["actors/till-skew/inbox/e1"]
+    assert vc.delete_actor("till-skew") is True
+    new = Till.get_or_create("till-skew")
+    new.process_events()
+    assert new.total.run() == 0
+    assert _sync.sync(store.list("actors/till-skew/inbox/")) == []
+
+
+@pytest.mark.parametrize("skew", [0.0, -2.0, -120.0], ids=["honest", "2s-behind", "2min-behind"])
+def test_an_event_sent_again_for_the_next_actor_is_applied_by_it_whatever_its_senders_clock(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """Defect for a clock behind (failed before the fix, "2min-behind" and "2s-behind": the
+    next actor's total was 0, the event deleted unapplied); the honest clock pins what held.
+    The old actor applied ``e1`` (its object deleted after the commit, as normally); ``e1`` is
+    sent again, and the actor deleted before any fold: that object is no event the old actor
+    applied, and waits for the next actor like any event sent before its creation. The
+    clean-up told it by its stamp against the old actor's last step: from a sender whose
+    clock ran behind, it was stamped before that step and deleted unapplied. Told by its call
+    id now (none of the old actor's steps applied this object), it stays, whatever the
+    sender's clock reads (within ``CLOCK_SKEW``)."""
+    store = vc.get_runtime().store
+    old = Till.get_or_create("till-again")
+    vc.send_event("till-again", "pay", {"amount": 30}, event_id="e1")
+    old.process_events()
+    assert old.total.run() == 30
+    assert _sync.sync(store.list("actors/till-again/inbox/")) == []
+    monkeypatch.setattr(inbox, "_clock", inbox._SenderClock())  # (a sending process of its own)
+    monkeypatch.setattr(time, "time", lambda: _real_time() + skew)
+    vc.send_event("till-again", "pay", {"amount": 7}, event_id="e1")
+    monkeypatch.setattr(time, "time", _real_time)
+    assert vc.delete_actor("till-again") is True
+    new = Till.get_or_create("till-again")
+    new.process_events()
+    assert new.total.run() == 7
