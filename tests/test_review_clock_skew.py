@@ -100,3 +100,43 @@ def test_an_event_sent_again_for_the_next_actor_is_applied_by_it_whatever_its_se
     new = Till.get_or_create("till-again")
     new.process_events()
     assert new.total.run() == 7
+
+
+# -- idempotency keys, retried by a process whose clock runs ahead ---------------------------------
+@vc.virtual_actor
+class Ledger:
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+    def add(self, entry: str) -> int:
+        self.entries.append(entry)
+        return len(self.entries)
+
+    @vc.virtual_actor.readonly
+    def all(self) -> list[str]:
+        return list(self.entries)
+
+
+@pytest.mark.parametrize("ahead", [2.0, 60.0, 299.0])
+def test_a_retry_within_the_age_window_by_a_clock_ahead_is_not_applied_twice(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ahead: float
+) -> None:
+    """Defect (failed before the fix for 60 s and 299 s ahead: "k0" applied twice). The window
+    keeps a key among the newest ``max_keys`` or younger than ``max_age``, the age being the
+    retrying committer's clock minus the recording one's. A key recorded 590 s ago (its
+    recorder's clock set back by that: no test waits) and retried by a process whose clock
+    runs a minute ahead, in a window of 600 s, read 650 s old: past the newest ``max_keys``,
+    dropped, its call applied again inside the window. Keys are now kept ``min(max_age,
+    CLOCK_SKEW)`` longer by the committer's clock: a retry within ``max_age`` is answered
+    whatever the clocks read, as long as they are within that of each other."""
+    spec.init(settings=vc.Settings(storage="", dedup_window=(1, 600.0)))
+    ledger = Ledger.get_or_create("ledger")
+    monkeypatch.setattr(time, "time", lambda: _real_time() - 590.0)  # recorded 590 s ago
+    assert ledger.add.options(idempotency_key="k0").run("k0") == 1
+    assert ledger.add.options(idempotency_key="k1").run("k1") == 2  # k0 no longer the newest
+    monkeypatch.setattr(time, "time", lambda: _real_time() + ahead)  # the retrier's clock
+    assert ledger.add.options(idempotency_key="k0").run("k0") == 1
+    assert ledger.add.run("plain") == 3  # (a commit by that clock: the table it writes keeps k0)
+    monkeypatch.setattr(time, "time", _real_time)
+    assert ledger.add.options(idempotency_key="k0").run("k0") == 1
+    assert ledger.all.run() == ["k0", "k1", "plain"]
