@@ -6,15 +6,17 @@ fail). The older clock tests are in test_review_clocks."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from test_review_deleted_leftovers import Till
+from timer_workers import Alarm
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, inbox
+from vactor_cloud import _sync, inbox, keys, timer_runner
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -140,3 +142,34 @@ def test_a_retry_within_the_age_window_by_a_clock_ahead_is_not_applied_twice(
     monkeypatch.setattr(time, "time", _real_time)
     assert ledger.add.options(idempotency_key="k0").run("k0") == 1
     assert ledger.all.run() == ["k0", "k1", "plain"]
+
+
+# -- timers: a dead runner's heartbeat stamped ahead -----------------------------------------------
+def test_a_dead_runners_heartbeat_stamped_minutes_ahead_holds_its_share_only_until_it_expires(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin (held; made to fail by ``Membership._read`` returning a live heartbeat as live
+    and never to be read again, ``_Seen(math.inf, ..., math.inf)``): a runner whose clock
+    ran 200 s ahead wrote its heartbeat (expiry: its clock plus a 30 s lease) and died.
+    Within ``lease + CLOCK_SKEW`` of the reader's clock it counts as live, and the actor
+    rendezvous hashing gives it is fired by no one; but only until that expiry by the
+    reader's clock (its lease plus its skew), after which a tick fires the timer once, and
+    never again."""
+    ghost_id = "ghost-ahead"
+    actor_id = next(
+        f"a{i}" for i in range(1000) if timer_runner.owner_of(f"a{i}", (ghost_id, "me")) == ghost_id
+    )
+    store = vc.get_runtime().store
+    alarm = Alarm.get_or_create(actor_id)
+    assert alarm.arm.run(["t"], 0.0) == 1
+    written = _real_time()
+    ghost = {"runner": ghost_id, "until": written + 200.0 + 30.0, "lease": 30.0, "group": "all"}
+    _sync.sync(store.put(keys.timer_runner_key(ghost_id), json.dumps(ghost).encode()))
+    assert vc.fire_due_timers(runner_id="me").fired == 0  # its share, while it reads live
+    shift = [200.0]
+    monkeypatch.setattr(time, "time", lambda: _real_time() + shift[0])
+    assert vc.fire_due_timers(runner_id="me").fired == 0  # still (30 s before its expiry)
+    shift[0] = 231.0 + (_real_time() - written)
+    assert vc.fire_due_timers(runner_id="me").fired == 1  # expired: the share is ours
+    assert vc.fire_due_timers(runner_id="me").fired == 0
+    assert Alarm.get_or_create(actor_id).counts.run() == {"t": 1}
