@@ -7,6 +7,7 @@ fail). The older clock tests are in test_review_clocks."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -173,3 +174,37 @@ def test_a_dead_runners_heartbeat_stamped_minutes_ahead_holds_its_share_only_unt
     assert vc.fire_due_timers(runner_id="me").fired == 1  # expired: the share is ours
     assert vc.fire_due_timers(runner_id="me").fired == 0
     assert Alarm.get_or_create(actor_id).counts.run() == {"t": 1}
+
+
+# -- local store: a temp-file sweep by a clock stepped hours ahead ---------------------------------
+@pytest.mark.vactor_lanes("local")
+def test_a_temp_sweep_by_a_clock_stepped_hours_ahead_during_a_commit_loses_no_call(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin (held; made to fail by ``ActorLog.put_step_now`` raising its first put's
+    ``StorageError`` instead of reading the step back and putting again): a compaction's
+    sweep removes ``.tmp-*`` files older than an hour by its clock. One running on this
+    machine just after its clock was stepped two hours ahead (a VM resumed from suspend)
+    removes a writer's temp file between its write and its link. The writer's put fails
+    ("write failed"): nothing landed, the log reads the step back, finds none and puts it
+    again; the call commits once."""
+    from vactor_cloud.storage import _local
+
+    ledger = Ledger.get_or_create("swept")
+    assert ledger.add.run("a") == 1
+    store = vc.get_runtime().store
+    real_link = os.link
+    swept: list[int] = []
+
+    def link_after_a_sweep(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if "/st+/ep+/s/" in str(dst) and not swept:
+            with monkeypatch.context() as stepped:
+                stepped.setattr(time, "time", lambda: _real_time() + 2 * 3600.0)
+                swept.append(store._sweep_temp("actors/swept/", 3600.0))
+        real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(_local.os, "link", link_after_a_sweep)
+    assert ledger.add.run("b") == 2
+    monkeypatch.undo()
+    assert swept == [1], "the sweep did not remove the writer's temp file"
+    assert ledger.all.run() == ["a", "b"]
