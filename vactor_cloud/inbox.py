@@ -973,7 +973,8 @@ async def forget_applied_events(log: ActorLog, base: StepRecord) -> int:
     recorded = [e for e in events if table.get(e.dedup_key) is not None]
     near = [e for e in recorded if abs(e.time - base.time) <= CLOCK_SKEW]
     found, complete = await _applied_in_last_steps(log, base, near) if near else (set(), False)
-    told = {e.key for e in near} if complete else set()  # (by call id alone: not in found, not applied)
+    # Every step that could have applied them read: one whose call id none holds is another event.
+    told = {e.key for e in near} if complete else set()
     applied = [e.key for e in recorded if e.call_id in found or (e.time <= base.time and e.key not in told)]
     if applied:
         await log.store.delete_many(applied)
