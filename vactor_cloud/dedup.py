@@ -20,7 +20,11 @@ only when a call carries a key or an event is folded.
 
 Retention window: an entry is kept while it is among the newest
 ``max_keys`` entries *or* younger than ``max_age`` seconds, whichever keeps
-more. Past the window a repeated key runs the method again.
+more. Past the window a repeated key runs the method again. An entry's age is
+the committing process's clock minus the recording one's: it is kept
+``min(max_age, CLOCK_SKEW)`` longer than ``max_age`` by that measure
+(:func:`kept_for`), so that a committer whose clock runs ahead by up to that
+does not forget a key still inside the window.
 
 Recorded outcomes are held by value: what the table records is decoded
 from its own encoding when the call is recorded (:func:`recorded_outcome`),
@@ -77,6 +81,7 @@ from vactor_cloud.errors import (
     VactorError,
     VirtualActorNotInitializedError,
 )
+from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.state import expect_serializer
 
 logger = logging.getLogger("vactor_cloud")
@@ -101,6 +106,18 @@ __all__ = [
 
 #: (max_keys, max_age_seconds)
 DEFAULT_WINDOW = (10_000, 24 * 3600.0)
+
+
+def kept_for(max_age: float) -> float:
+    """How old (by the committer's clock, against the recorder's) an entry outside the newest
+    ``max_keys`` may be and stay: ``max_age``, plus the skew between those clocks that
+    ``max_age`` must survive, ``CLOCK_SKEW`` (a window shorter than that: ``max_age``, so 0
+    stays 0). Aged by ``max_age`` alone, a retry a moment after the key was recorded, by a
+    process whose clock runs a minute ahead, found a key recorded ``max_age`` minus 10 s ago
+    forgotten, and its call applied twice inside the window."""
+    return max_age + min(max_age, CLOCK_SKEW)
+
+
 #: a table or delta a step may carry before the commit writes a checkpoint instead
 DELTA_MAX_BYTES = 2048
 
@@ -268,13 +285,15 @@ class DedupTable:
         self.changed = True
 
     def trimmed(self, window: tuple[int, float], now: float) -> dict[str, tuple[float, Outcome]]:
-        """The entries inside the window: the newest ``max_keys``, and any younger than ``max_age``."""
+        """The entries inside the window: the newest ``max_keys``, and any younger than
+        ``kept_for(max_age)``."""
         max_keys, max_age = window
+        kept = kept_for(max_age)
         keep_from = max(0, len(self.entries) - max_keys)
         return {
             k: (t, o)
             for i, (k, (t, o)) in enumerate(self.entries.items())
-            if i >= keep_from or now - t <= max_age
+            if i >= keep_from or now - t <= kept
         }
 
     def dump(self, serializer: str, window: tuple[int, float], now: float) -> bytes:
@@ -523,7 +542,7 @@ class StepDedup:
         if window is not None:
             max_keys, max_age = window
             newer = self._newer_than(key, checkpoint)
-            if newer is not None and newer >= max_keys and now - entry[0] > max_age:
+            if newer is not None and newer >= max_keys and now - entry[0] > kept_for(max_age):
                 return None
         return entry[1]
 
