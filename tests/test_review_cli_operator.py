@@ -1,0 +1,84 @@
+"""The ``vactor`` command as an operator of a store of many actors uses it (review h117): its
+tables with long and wide ids, on a terminal and piped.
+
+Each test failed before the fix its docstring names. Everything runs in this process on local
+stores under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+from actors import Shelf
+from cli_harness import Vactor
+from rich.cells import cell_len
+
+import vactor_cloud as vc
+from vactor_cloud.cli import EXIT_OK
+
+#: ids a terminal shows wider (CJK, emoji: two columns a character) or narrower (a combining
+#: accent: none) than their ``len``
+WIDE_IDS = ("日本語のアクター", "emoji-🎉🎉", "e\u0301-accent", "plain")
+
+
+def _create(store: str, *actor_ids: str) -> None:
+    vc.init(store)
+    try:
+        for actor_id in actor_ids:
+            Shelf.get_or_create(actor_id)
+    finally:
+        vc.shutdown()
+
+
+def _column_starts(line: str) -> list[int]:
+    """The display column at which each field of a plain table's line starts."""
+    starts: list[int] = []
+    shown = 0
+    previous = " "
+    for character in line:
+        if character != " " and previous == " ":
+            starts.append(shown)
+        shown += cell_len(character)
+        previous = character
+    return starts
+
+
+@pytest.mark.parametrize("command", [("ls",), ("compact", "--all", "--keep-last", "1")])
+def test_piped_tables_stay_aligned_with_wide_and_combining_characters(
+    vactor: Vactor, store: str, command: tuple[str, ...]
+) -> None:
+    """docs/cli.md: piped output is aligned text. Before, columns were padded by ``len``: an id
+    of CJK characters or emoji (two columns each on a terminal) pushed its row's other columns
+    right of the header's, and a combining accent (no column) pulled them left. Now padding
+    counts the columns a terminal shows."""
+    _create(store, *WIDE_IDS)
+    result = vactor(*command)
+    assert result.code == EXIT_OK, result
+    lines = result.out.splitlines()
+    assert len(lines) == 1 + len(WIDE_IDS), result.out
+    header = _column_starts(lines[0])
+    for line in lines[1:]:
+        assert _column_starts(line)[: len(header)] == header, (lines[0], line)
+
+
+def test_ls_on_a_narrow_terminal_keeps_every_column_of_an_id_longer_than_the_width(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``vactor ls`` on a terminal narrower than an id (``COLUMNS=80``, an id of 120
+    characters) printed the ACTOR column alone, the id cut at the terminal's edge: its columns
+    kept the width of their widest cell as a minimum, which rich honoured by dropping CLASS,
+    STEP and CHANGED. Now the widest columns give way, and a long id wraps in its cell."""
+    long_id = "a" * 110 + "-tail"
+    _create(store, long_id, "short")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = vactor("ls")
+    assert result.code == EXIT_OK, result
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", result.out)  # (NO_COLOR keeps bold)
+    assert all(name in shown for name in ("ACTOR", "CLASS", "STEP", "CHANGED")), result.out
+    assert "-tail" in shown, shown  # the id's end is shown (wrapped), not cut
+    assert "actors:Shelf" in shown and "UTC" in shown, shown
+    assert max(cell_len(line) for line in shown.splitlines()) <= 80, shown
