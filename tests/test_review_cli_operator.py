@@ -7,8 +7,10 @@ stores under ``tmp_path``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
+from typing import Any
 
 import pytest
 from actors import Shelf
@@ -17,6 +19,7 @@ from rich.cells import cell_len
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_OK
+from vactor_cloud.storage import ObjectStore
 
 #: ids a terminal shows wider (CJK, emoji: two columns a character) or narrower (a combining
 #: accent: none) than their ``len``
@@ -82,3 +85,46 @@ def test_ls_on_a_narrow_terminal_keeps_every_column_of_an_id_longer_than_the_wid
     assert "-tail" in shown, shown  # the id's end is shown (wrapped), not cut
     assert "actors:Shelf" in shown and "UTC" in shown, shown
     assert max(cell_len(line) for line in shown.splitlines()) <= 80, shown
+
+
+# -- events without --actor on a store of many actors -------------------------------------------
+
+
+def test_events_ls_looks_at_many_actors_inboxes_at_once(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``vactor events ls`` (and ``drain``) without ``--actor`` asked each actor's inbox
+    for a key one actor after another: on S3 (tens of ms a LIST) a bucket of thousands of actors
+    was minutes of silence before the first line. The inboxes are now asked a page of actors at
+    a time. Pinned by ordering, not time: each inbox's LIST waits (2 s at most) until another is
+    in flight, which one after another never is."""
+    _create(store, "a", "b", "c")
+    in_flight = 0
+    most = 0
+    two_at_once = asyncio.Event()
+    gave_up = False
+    listing = ObjectStore.list
+
+    async def list_waiting_for_another(self: ObjectStore, prefix: str, **kwargs: Any) -> list[str]:
+        nonlocal in_flight, most, gave_up
+        if not prefix.endswith("/inbox/"):
+            return await listing(self, prefix, **kwargs)
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            if in_flight >= 2:
+                two_at_once.set()
+            if not gave_up:
+                try:
+                    await asyncio.wait_for(two_at_once.wait(), 2.0)
+                except TimeoutError:
+                    gave_up = True
+            return await listing(self, prefix, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(ObjectStore, "list", list_waiting_for_another)
+    result = vactor("events", "ls", "--json")
+    assert result.code == EXIT_OK, result
+    assert result.json() == []
+    assert most >= 2, "the inboxes were asked one after another"
