@@ -200,7 +200,8 @@ async def _ls(actors: list[str] | None) -> tuple[list[EventRow], list[str]]:
 
 
 async def _drain_one(actor_id: str) -> dict[str, Any]:
-    """Apply ``actor_id``'s pending events; its line of ``vactor events drain``."""
+    """Apply ``actor_id``'s pending events; its line of ``vactor events drain`` (the same keys
+    for every actor: docs/cli.md, JSON documents)."""
     store = get_runtime().store
     try:
         applied = await _process(actor_id)
@@ -218,10 +219,24 @@ async def _drain_one(actor_id: str) -> dict[str, Any]:
                 "text": text,
             }
         text = f"{actor_id}: not created yet, {left} {waits} for it"
-        return {"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text}
+        return {
+            "actor": actor_id,
+            "created": False,
+            "deleted": False,
+            "applied": 0,
+            "left": left,
+            "text": text,
+        }
     left = len(await list_inbox(store, actor_id))
     text = f"{actor_id}: applied {applied}, {left} left in the inbox"
-    return {"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text}
+    return {
+        "actor": actor_id,
+        "created": True,
+        "deleted": False,
+        "applied": applied,
+        "left": left,
+        "text": text,
+    }
 
 
 #: what the first Ctrl-C of ``vactor events drain`` waits for
