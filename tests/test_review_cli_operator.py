@@ -217,3 +217,43 @@ def test_every_json_document_has_the_keys_docs_cli_md_lists(vactor: Vactor, stor
         assert objects, command
         for value in objects:
             assert keys <= set(value) <= keys | optional, (command, sorted(value), sorted(keys))
+
+
+# -- Ctrl-C while a long command lists the actors ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "lister", "command", "said"),
+    [
+        ("actors", "_all_actor_ids", ("compact", "--all", "--keep-last", "1"), "nothing was compacted"),
+        ("timers", "_every_actor_id", ("timers", "repair"), "nothing was repaired"),
+    ],
+)
+def test_ctrl_c_while_listing_the_actors_says_nothing_was_done_yet(
+    vactor: Vactor,
+    store: str,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    lister: str,
+    command: tuple[str, ...],
+    said: str,
+) -> None:
+    """``compact --all`` and ``timers repair`` first list every actor (seconds on a bucket of
+    thousands, before the first progress line). Before, a Ctrl-C then said ``vactor: error:
+    interrupted`` alone, where a Ctrl-C later says how many actors were done: now it says that
+    none was (exit 130, as before)."""
+    import importlib
+
+    from vactor_cloud.cli import EXIT_INTERRUPTED
+
+    _create(store, "a", "b")
+
+    def ctrl_c_as_it_lists() -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"vactor_cloud.cli.{module}"), lister, ctrl_c_as_it_lists)
+    result = vactor(*command)
+    assert result.code == EXIT_INTERRUPTED, result
+    assert result.err.strip().splitlines() == [
+        f"vactor: error: interrupted while listing the actors: {said}"
+    ], result.err

@@ -445,7 +445,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
         )
     init_runtime(args)
     out = Output.for_args(args)
-    ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
+    try:
+        ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
+    except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
+        raise CliError(
+            "interrupted while listing the actors: nothing was compacted", EXIT_INTERRUPTED
+        ) from None
     if args.actor_id is not None:
         # ActorNotFoundError before any work; not loading the class, which compaction does not need
         # (a deleted actor's old steps are what a compaction removes)
