@@ -162,17 +162,35 @@ class Output:
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Aligned columns, two spaces apart; multi-line cells continue on indented lines."""
     split_rows = [[cell.split("\n") for cell in row] for row in rows]
-    widths = _widths([len(c) for c in columns], split_rows)
+    widths = _widths([shown_width(c) for c in columns], split_rows)
     return "\n".join(_aligned(columns, split_rows, widths, header=True))
 
 
-def _widths(widths: list[int], split_rows: Sequence[Sequence[Sequence[str]]]) -> list[int]:
-    """``widths`` grown to fit every column of ``split_rows`` but the last (never padded)."""
+def _widths(
+    widths: list[int], split_rows: Sequence[Sequence[Sequence[str]]], *, last: bool = False
+) -> list[int]:
+    """``widths`` grown to fit every column of ``split_rows`` but the last (never padded in
+    plain text; ``last``: that one too, for a rich table's columns of fixed widths)."""
     widths = list(widths)
     for row in split_rows:
-        for i, lines in enumerate(row[:-1]):
-            widths[i] = max(widths[i], *(len(line) for line in lines))
+        for i, lines in enumerate(row if last else row[:-1]):
+            widths[i] = max(widths[i], *(shown_width(line) for line in lines))
     return widths
+
+
+def shown_width(text: str) -> int:
+    """The columns a terminal gives ``text``: two for a CJK character or an emoji, none for a
+    combining accent (``len`` counts one for each, and columns padded by it go out of line)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _padded(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` columns as a terminal shows them."""
+    return text + " " * (width - shown_width(text))
 
 
 def _aligned(
@@ -182,12 +200,12 @@ def _aligned(
     *,
     header: bool,
 ) -> list[str]:
-    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()] if header else []
+    out = ["  ".join(_padded(c, w) for c, w in zip(columns, widths, strict=True)).rstrip()] if header else []
     for row in split_rows:
         height = max(len(lines) for lines in row)
         for n in range(height):
             cells = [lines[n] if n < len(lines) else "" for lines in row]
-            out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+            out.append("  ".join(_padded(c, w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return out
 
 
@@ -202,7 +220,7 @@ class TableStream:
     def __init__(self, out: Output, columns: Sequence[str]) -> None:
         self.out = out
         self.columns = tuple(columns)
-        self.widths = [len(c) for c in columns]
+        self.widths = [shown_width(c) for c in columns]
         self.rows = 0
 
     def page(self, rows: Sequence[Sequence[str]]) -> None:
@@ -211,7 +229,7 @@ class TableStream:
             return
         cells = [[printable(cell) for cell in row] for row in rows]
         split_rows = [[cell.split("\n") for cell in row] for row in cells]
-        self.widths = _widths(self.widths, split_rows)
+        self.widths = _widths(self.widths, split_rows, last=self.out.rich)
         if self.out.rich:
             self._rich_page(cells)
         else:
@@ -232,11 +250,26 @@ class TableStream:
             header_style="bold cyan",
             pad_edge=False,
         )
-        for name, width in zip(self.columns, self.widths, strict=True):
-            table.add_column(Text(name), style=_RICH_STYLES.get(name), overflow="fold", min_width=width)
+        console = self.out.console()
+        # (a column and the next are 3 apart: padding, divider, padding)
+        room = console.width - 3 * (len(self.columns) - 1)
+        for name, width in zip(self.columns, _fitted(self.widths, room), strict=True):
+            table.add_column(Text(name), style=_RICH_STYLES.get(name), overflow="fold", width=width)
         for row in cells:
             table.add_row(*(Text(cell) for cell in row))  # Text: brackets are not markup
-        self.out.console().print(table)
+        console.print(table)
+
+
+def _fitted(widths: Sequence[int], room: int) -> list[int]:
+    """``widths`` with the widest shrunk, a column at a time, until they fit in ``room`` columns.
+
+    They are the columns' minimum widths, which rich honours first: a minimum wider than the
+    terminal (an id longer than it is wide) left room for no other column, and rich dropped
+    them all. Shrunk, a cell longer than its column wraps in it (``overflow="fold"``)."""
+    fitted = list(widths)
+    while sum(fitted) > room and max(fitted) > 1:
+        fitted[fitted.index(max(fitted))] -= 1
+    return fitted
 
 
 #: the style of a rich table's column, by its name

@@ -20,6 +20,7 @@ has no events waiting for it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
 from dataclasses import dataclass
@@ -91,8 +92,8 @@ async def _actors_with_events(actors: list[str] | None) -> list[str]:
     """The named actors, or every actor whose inbox holds an event.
 
     Without a name this pages through the actor ids (one listing that skips
-    each actor's steps) and asks each inbox for one key: never a LIST of
-    every object under ``actors/``.
+    each actor's steps) and asks each inbox for one key, those of up to
+    ``_PROBE_CONCURRENCY`` actors at once: never a LIST of every object under ``actors/``.
     """
     store = get_runtime().store
     if actors is not None:
@@ -106,10 +107,28 @@ async def _actors_with_events(actors: list[str] | None) -> list[str]:
                     raise ActorDeletedError(actor, store.describe(), record.step)
         return named
     found: list[str] = []
+    page: list[str] = []
     async for actor_id in iter_actor_ids(store):
-        if await store.list(inbox_prefix(actor_id), limit=1):
-            found.append(actor_id)
-    return found
+        page.append(actor_id)
+        if len(page) == _PROBE_CONCURRENCY:
+            found += await _with_events(store, page)
+            page = []
+    return found + await _with_events(store, page)
+
+
+async def _with_events(store: ObjectStore, actor_ids: list[str]) -> list[str]:
+    """Those of ``actor_ids`` whose inbox holds an event, their inboxes asked at once."""
+
+    async def has_events(actor_id: str) -> bool:
+        return bool(await store.list(inbox_prefix(actor_id), limit=1))
+
+    flags = await asyncio.gather(*(has_events(actor_id) for actor_id in actor_ids))
+    return [actor_id for actor_id, flag in zip(actor_ids, flags, strict=True) if flag]
+
+
+#: inboxes asked at once when every actor's is (one LIST each): a bucket of thousands of actors is
+#: not a round trip per actor, one after another, before the first line
+_PROBE_CONCURRENCY = 32
 
 
 #: events read at a time by ``ls``: only their ids, names and times are kept
@@ -181,7 +200,8 @@ async def _ls(actors: list[str] | None) -> tuple[list[EventRow], list[str]]:
 
 
 async def _drain_one(actor_id: str) -> dict[str, Any]:
-    """Apply ``actor_id``'s pending events; its line of ``vactor events drain``."""
+    """Apply ``actor_id``'s pending events; its line of ``vactor events drain`` (the same keys
+    for every actor: docs/cli.md, JSON documents)."""
     store = get_runtime().store
     try:
         applied = await _process(actor_id)
@@ -199,10 +219,24 @@ async def _drain_one(actor_id: str) -> dict[str, Any]:
                 "text": text,
             }
         text = f"{actor_id}: not created yet, {left} {waits} for it"
-        return {"actor": actor_id, "created": False, "applied": 0, "left": left, "text": text}
+        return {
+            "actor": actor_id,
+            "created": False,
+            "deleted": False,
+            "applied": 0,
+            "left": left,
+            "text": text,
+        }
     left = len(await list_inbox(store, actor_id))
     text = f"{actor_id}: applied {applied}, {left} left in the inbox"
-    return {"actor": actor_id, "created": True, "applied": applied, "left": left, "text": text}
+    return {
+        "actor": actor_id,
+        "created": True,
+        "deleted": False,
+        "applied": applied,
+        "left": left,
+        "text": text,
+    }
 
 
 #: what the first Ctrl-C of ``vactor events drain`` waits for

@@ -162,10 +162,6 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
 
     One such actor fails the read of its whole slice: that slice is repaired again an actor at a
     time, so that the others' entries are written (as ``compact --all`` goes on past an actor)."""
-    store = get_runtime().store
-
-    async def every_actor() -> list[str]:
-        return [actor_id async for actor_id in iter_actor_ids(store)]
 
     def repair_alone(part: list[str]) -> int:
         count = 0
@@ -176,7 +172,12 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
                 failed.append(actor_error(actor_id, exc))
         return count
 
-    ids = actor_ids if actor_ids is not None else _sync.sync(every_actor())
+    try:
+        ids = actor_ids if actor_ids is not None else _sync.sync(_every_actor_id())
+    except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
+        raise CliError(
+            "interrupted while listing the actors: nothing was repaired", EXIT_INTERRUPTED
+        ) from None
     failed: list[str] = []
     count = done = 0
     try:
@@ -197,6 +198,10 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
             EXIT_INTERRUPTED,
         ) from None
     return count, failed
+
+
+async def _every_actor_id() -> list[str]:
+    return [actor_id async for actor_id in iter_actor_ids(get_runtime().store)]
 
 
 #: the errors of one actor that ``timers repair`` goes on past: a damaged object (a torn write, a
