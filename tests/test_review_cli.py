@@ -286,6 +286,7 @@ def test_an_interrupted_compact_all_says_how_far_it_got(
     assert len(line) == 1 and "Traceback" not in result.err, result.err
     assert "interrupted after compacting 2 of 4 actors" in line[0], line
     assert "run it again to finish" in line[0], line
+    assert "the actors being compacted at the time (up to 8)" in line[0], line  # 8 at once
 
 
 # -- vactor doctor on a stalled endpoint: bounded as every other command ------------------------------

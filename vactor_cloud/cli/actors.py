@@ -504,8 +504,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
         # Safe to stop anywhere (docs/retention.md): an actor interrupted half-way keeps some steps
         # below its watermark, which the next compaction deletes.
         raise CliError(
-            f"interrupted after compacting {done} of {len(ids)} actors; an actor interrupted half-way "
-            "keeps some old steps until its next compaction: run it again to finish",
+            f"interrupted after compacting {done} of {len(ids)} actors; the actors being compacted "
+            f"at the time (up to {_COMPACT_CONCURRENCY}) may keep some old steps until their next "
+            "compaction: run it again to finish",
             EXIT_INTERRUPTED,
         ) from None
     for actor_id, error in failed:
