@@ -5,13 +5,21 @@ reviewer tried to break.
   old ``_marker = []`` sentinel idiom), or holding one (``[_MISSING]``), keeps that identity:
   the fresh copy per call (``with_fresh_defaults``) copies what the ``def`` line wrote, not a
   module object the method's body names.
+* A forked child's at-fork reset forgets the parent's IO loop even when cutting the child's copy
+  of it off from the parent's kernel objects fails.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import select
 from typing import Any
 
+import pytest
+
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: a sentinel in the old idiom: an empty list, compared by identity
@@ -55,3 +63,50 @@ def test_a_named_module_object_as_a_default_keeps_its_identity(actor_store: Stor
     assert lookup.first_given.run([None]) is False
     assert lookup.add.run(1) == [1]
     assert lookup.add.run(2) == [2]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_whose_loop_copy_cannot_be_cut_off_still_gets_its_own_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The at-fork reset gives the child's copy of the parent's loop an epoll of its own first;
+    ``select.epoll()`` failing there (out of descriptors, EMFILE) ended the reset before it
+    forgot the parent's loop: the child's every call waited for a loop thread it does not
+    have (here: its ``sync`` timed out). A failed cut-off now leaves the reset whole."""
+    assert _sync.sync(_answer(), timeout=30) == 42
+
+    def no_descriptors() -> Any:
+        raise OSError(errno.EMFILE, "Too many open files (injected)")
+
+    monkeypatch.setattr(select, "epoll", no_descriptors)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            monkeypatch.undo()
+            ok = _sync.sync(_answer(), timeout=10) == 42
+            os.write(write_end, b"ok" if ok else b"wrong")
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode()[:500])
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    monkeypatch.undo()
+    ready: list[Any] = []
+    try:
+        ready, _, _ = select.select([read_end], [], [], 60)
+        report = os.read(read_end, 1024) if ready else b"<no answer from the child within 60 s>"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert report == b"ok"
+    assert _sync.sync(_answer(), timeout=30) == 42
+
+
+async def _answer() -> int:
+    return 42
