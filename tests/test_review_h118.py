@@ -7,10 +7,12 @@ reviewer tried to break.
   module object the method's body names.
 * A forked child's at-fork reset forgets the parent's IO loop even when cutting the child's copy
   of it off from the parent's kernel objects fails.
+* ``vactor events``' inbox probes, 32 at once: one failing leaves none of the others running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import select
@@ -20,6 +22,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud.errors import StorageError
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: a sentinel in the old idiom: an empty list, compared by identity
@@ -110,3 +113,37 @@ def test_a_child_whose_loop_copy_cannot_be_cut_off_still_gets_its_own_loop(
 
 async def _answer() -> int:
     return 42
+
+
+def test_a_failed_inbox_probe_leaves_no_other_probe_running() -> None:
+    """``vactor events ls``/``drain`` ask 32 inboxes at once: one LIST failing raised at once
+    while the other LISTs of its batch ran on, orphans nobody waited for (still running as the
+    command reported its error and shut the runtime down). They are cancelled and waited for
+    now, before the first failure is raised."""
+    from vactor_cloud.cli import events
+
+    running: set[str] = set()
+
+    class Store:
+        async def list(self, prefix: str, limit: int) -> list[str]:
+            running.add(prefix)
+            try:
+                if "bad" in prefix:
+                    for _ in range(3 if "bad1" in prefix else 0):  # (bad2 fails first)
+                        await asyncio.sleep(0)
+                    raise StorageError(f"{prefix}: refused (injected)", prefix)
+                await asyncio.Event().wait()  # (a slow LIST: never answers)
+                return []
+            finally:
+                running.discard(prefix)
+
+    async def probe() -> tuple[str, set[str]]:
+        try:
+            await events._with_events(Store(), ["slow1", "bad1", "slow2", "bad2"])  # type: ignore[arg-type]
+        except StorageError as exc:
+            return str(exc), set(running)
+        return "no error", set(running)
+
+    error, left = asyncio.run(asyncio.wait_for(probe(), 30))
+    assert "bad2" in error
+    assert left == set()
