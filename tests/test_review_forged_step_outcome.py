@@ -19,7 +19,7 @@ from store_helpers import init, raw_get, raw_put
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
-from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError
+from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError, StorageError
 from vactor_cloud.testing.lanes import StoreSpec
 
 KEY = b"k" * 32
@@ -80,3 +80,31 @@ def test_a_warm_writer_beaten_by_a_forged_step_on_s3_leaves_the_outcome_open(sig
     with pytest.raises(CommitOutcomeUnknownError, match="not signed") as caught:
         handle.add.run()
     assert forged in str(caught.value)
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_first_put_that_failed_then_met_an_unreadable_step_leaves_the_outcome_open(
+    signed: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where "already exists" is definite, it proves only that *that* request wrote nothing: a
+    first create that failed (a timeout, a lost answer) may have written the object a retry then
+    meets and cannot read. Its calls may be applied: ``CommitOutcomeUnknownError``, never the
+    "not applied" of a forged step (``ForeignStepError``)."""
+    handle = Tally.get_or_create("own")
+    assert handle.add.run() == 1  # cached at step 1
+    store = vc.get_runtime().store
+    target = vc.get_runtime().log("own").step_key(2)
+    calls: list[str] = []
+    put_now = store.put_now  # (the warm commit's first create, on the calling thread)
+
+    def failing_first(key: str, data: bytes, **options: object) -> object:
+        calls.append(key)
+        if key == target:  # (landed, and damaged: an unsigned copy; then the answer fails)
+            _forge_next_step("own")
+            raise StorageError(f"{key}: the connection was reset (injected)", key)
+        return put_now(key, data, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "put_now", failing_first)
+    with pytest.raises(CommitOutcomeUnknownError, match="may or may not have been applied"):
+        handle.add.run()
+    assert calls == [target]

@@ -130,12 +130,17 @@ def wait_futures(futures: Collection[concurrent.futures.Future[Any]], timeout: f
 
 def _reset_after_fork() -> None:
     global _loop, _thread, _thread_ident, _lock
-    if _loop is not None:
-        _cut_off_from_the_parent(_loop)
-    _loop = None
+    parents, _loop = _loop, None
     _thread = None
     _thread_ident = None
     _lock = threading.Lock()
+    if parents is not None:
+        # After the reset: a cut-off that fails (no descriptor left for an epoll, an event loop
+        # without these internals) must not leave the child waiting on the parent's loop.
+        try:
+            _cut_off_from_the_parent(parents)
+        except Exception as exc:
+            logger.debug("forked child: the parent's IO loop copy kept its kernel objects: %r", exc)
 
 
 def _cut_off_from_the_parent(loop: asyncio.AbstractEventLoop) -> None:

@@ -565,6 +565,8 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
 #: Other defaults are passed as they are: an immutable value needs no copy, and a sentinel
 #: (``_MISSING = object()``) is compared by identity.
 MUTABLE_DEFAULT_TYPES = (list, dict, set, bytearray, collections.deque)
+#: kinds of module object that ``copy.deepcopy`` never copies anyway (:func:`_named_objects`)
+_ATOMIC = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,10 +587,14 @@ class FreshDefaults:
     positional: tuple[tuple[int, str, Any], ...]
     #: (name, default) of keyword-only parameters
     keyword: tuple[tuple[str, Any], ...]
+    #: the module objects the method's body names, by id: a copy keeps them (:func:`_named_objects`)
+    named: dict[int, Any]
 
     @classmethod
-    def of(cls, signature: inspect.Signature) -> FreshDefaults | None:
-        """The mutable defaults of a method of this ``signature`` (``self`` first), or ``None``."""
+    def of(cls, signature: inspect.Signature, named: dict[int, Any]) -> FreshDefaults | None:
+        """The mutable defaults of a method of this ``signature`` (``self`` first), or ``None``;
+        a default that is one of the ``named`` objects is no mutable default (it is shared on
+        purpose: ``if default is _marker``)."""
         only: list[tuple[Any, bool]] = []
         last_only = -1
         positional: list[tuple[int, str, Any]] = []
@@ -598,9 +604,10 @@ class FreshDefaults:
             mutable = isinstance(default, MUTABLE_DEFAULT_TYPES)
             if mutable:
                 try:
-                    default = copy.deepcopy(default)  # as defined, whatever a direct call does later
+                    default = copy.deepcopy(default, dict(named))  # as defined, whatever a call does later
                 except Exception:
                     mutable = False  # (a default that cannot be copied is passed as it is)
+                mutable = mutable and default is not parameter.default
             if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
                 only.append((default, mutable))
                 last_only = index if mutable else last_only
@@ -610,7 +617,7 @@ class FreshDefaults:
                 keyword.append((parameter.name, default))
         if last_only < 0 and not positional and not keyword:
             return None
-        return cls(tuple(only[: last_only + 1]), tuple(positional), tuple(keyword))
+        return cls(tuple(only[: last_only + 1]), tuple(positional), tuple(keyword), named)
 
     def fill(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``args`` and a new ``kwargs``, with a fresh copy of every mutable default they omit."""
@@ -618,23 +625,46 @@ class FreshDefaults:
         omitted = self.positional_only[len(args) :]
         # (one omitted with no default: the call cannot bind, and fails as it is)
         if omitted and all(default is not inspect.Parameter.empty for default, _ in omitted):
-            args = (*args, *(copy.deepcopy(default) if mutable else default for default, mutable in omitted))
+            args = (*args, *(self._copy(default) if mutable else default for default, mutable in omitted))
         for index, name, default in self.positional:
             if index >= len(args) and name not in kwargs:
-                kwargs[name] = copy.deepcopy(default)
+                kwargs[name] = self._copy(default)
         for name, default in self.keyword:
             if name not in kwargs:
-                kwargs[name] = copy.deepcopy(default)
+                kwargs[name] = self._copy(default)
         return args, kwargs
+
+    def _copy(self, default: Any) -> Any:
+        """A deep copy of ``default`` holding the very module objects the method names."""
+        return copy.deepcopy(default, dict(self.named) if self.named else None)
 
 
 #: a method's function -> its mutable defaults as defined (only methods that have some)
 _FRESH_DEFAULTS: weakref.WeakKeyDictionary[Callable[..., Any], FreshDefaults] = weakref.WeakKeyDictionary()
 
 
+def _named_objects(function: types.FunctionType) -> dict[int, Any]:
+    """The objects of its module that ``function`` (or the one it wraps, ``functools.wraps``)
+    names in its body, by id. A default that is one, or holds one, is compared by identity
+    (``_marker = []`` and ``if default is _marker``; ``opts=[_MISSING]`` and
+    ``opts[0] is _MISSING``): copied, the call took the other branch."""
+    named: dict[int, Any] = {}
+    for each in {function, inspect.unwrap(function)}:
+        if not isinstance(each, types.FunctionType):
+            continue
+        codes = [each.__code__]
+        while codes:
+            code = codes.pop()
+            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+            for value in (each.__globals__[n] for n in code.co_names if n in each.__globals__):
+                if not isinstance(value, _ATOMIC):
+                    named[id(value)] = value  # (held: its id names no other object while kept)
+    return named
+
+
 def _note_fresh_defaults(function: Callable[..., Any], signature: inspect.Signature) -> None:
     if isinstance(function, types.FunctionType) and function not in _FRESH_DEFAULTS:
-        fresh = FreshDefaults.of(signature)
+        fresh = FreshDefaults.of(signature, _named_objects(function))
         if fresh is not None:
             _FRESH_DEFAULTS[function] = fresh
 

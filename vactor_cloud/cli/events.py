@@ -122,8 +122,22 @@ async def _with_events(store: ObjectStore, actor_ids: list[str]) -> list[str]:
     async def has_events(actor_id: str) -> bool:
         return bool(await store.list(inbox_prefix(actor_id), limit=1))
 
-    flags = await asyncio.gather(*(has_events(actor_id) for actor_id in actor_ids))
-    return [actor_id for actor_id, flag in zip(actor_ids, flags, strict=True) if flag]
+    if not actor_ids:
+        return []
+    probes = [asyncio.ensure_future(has_events(actor_id)) for actor_id in actor_ids]
+    try:
+        await asyncio.wait(probes, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        # One failed (or we were cancelled): the rest are stopped and waited for, no orphans left
+        # running on the loop as the command reports the error.
+        for probe in probes:
+            probe.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+    for probe in probes:  # (of those that failed before the rest were stopped, the first listed)
+        error = None if probe.cancelled() else probe.exception()
+        if error is not None:
+            raise error
+    return [actor_id for actor_id, probe in zip(actor_ids, probes, strict=True) if probe.result()]
 
 
 #: inboxes asked at once when every actor's is (one LIST each): a bucket of thousands of actors is
