@@ -519,3 +519,25 @@ def test_a_storage_option_that_json_made_a_number_says_how_to_pass_a_string(vact
     result = vactor("--storage", "s3://bucket/prefix", "-o", "config_kwargs=5", "ls")
     assert result.code == EXIT_USAGE and "must be a mapping, got int" in result.err, result
     assert "quote a string" not in result.err
+
+
+def test_an_interrupted_second_pass_of_compact_says_every_actor_was_compacted_once(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the second pass (the wait of the writers' ``fresh_window``) said "interrupted
+    after compacting 3 of 3 actors; the actors being compacted at the time may keep some old
+    steps": none was being compacted. It says the second pass was cut and what stays."""
+    from vactor_cloud.cli import actors
+
+    _seed(store, "m1", "m2", "m3")
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # Ctrl-C during the second pass's wait
+
+    monkeypatch.setattr(actors, "_compact_unproven_again", interrupted)
+    result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == EXIT_INTERRUPTED, result
+    line = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
+    assert len(line) == 1 and "Traceback" not in result.err, result.err
+    assert "interrupted in the second pass, after compacting all 3 actors once" in line[0], line
+    assert "being compacted at the time" not in line[0], line

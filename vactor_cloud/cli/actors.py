@@ -480,6 +480,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     failed: list[tuple[str, Exception]] = []
     done = 0
+    second_pass = False
     try:
         with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
             for at in range(0, len(ids), _COMPACT_CONCURRENCY):
@@ -499,10 +500,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
                         reports.append(outcome)
                     done += 1
                     advance(actor_id)
+        second_pass = True
         reports = _compact_unproven_again(reports, compact_one, fresh_window)
     except KeyboardInterrupt:
         # Safe to stop anywhere (docs/retention.md): an actor interrupted half-way keeps some steps
         # below its watermark, which the next compaction deletes.
+        if second_pass:
+            raise CliError(
+                f"interrupted in the second pass, after compacting all {len(ids)} actors once; the "
+                "last steps held for want of the writers' evidence stay until the next compaction: "
+                "run it again to delete them",
+                EXIT_INTERRUPTED,
+            ) from None
         raise CliError(
             f"interrupted after compacting {done} of {len(ids)} actors; the actors being compacted "
             f"at the time (up to {_COMPACT_CONCURRENCY}) may keep some old steps until their next "
