@@ -531,7 +531,7 @@ def test_an_interrupted_second_pass_of_compact_says_every_actor_was_compacted_on
 
     _seed(store, "m1", "m2", "m3")
 
-    def interrupted(*_args: Any, **_kwargs: Any) -> Any:
+    def interrupted(*_args: object, **_kwargs: object) -> list[object]:
         raise KeyboardInterrupt  # Ctrl-C during the second pass's wait
 
     monkeypatch.setattr(actors, "_compact_unproven_again", interrupted)
