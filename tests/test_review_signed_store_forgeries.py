@@ -406,11 +406,22 @@ def test_a_forged_event_is_never_applied_and_holds_the_inbox_back_for_a_few_read
 
 # -- failed-call records (workflow.resume) ------------------------------------------------------
 def test_a_forged_failed_call_record_is_refused_by_resume_and_runs_nothing(signed: StoreSpec) -> None:
+    """A record well formed in every way but its signature (the kind and the ``call.json`` part
+    a real one has): refused for being unsigned. (Before, the forged record was of another kind
+    with no call part, refused as "not a failed-call record" even with the signature check
+    gone, so the test could not fail.)"""
     handle = Alarm.get_or_create("resumed")
     key = keys.failure_key("resumed", "c" * 32)
-    meta = {"kind": "failed", "call_id": "c" * 32, "method": "ring", "time": time.time()}
-    put(key, codec.encode(key, meta, {"args": json.dumps([[], {}]).encode()}))
-    with pytest.raises(IntegrityError) as caught:
+    meta = {
+        "kind": "failed-call",
+        "actor": "resumed",
+        "call_id": "c" * 32,
+        "method": "ring",
+        "time": time.time(),
+    }
+    call = json.dumps({"method": "ring", "args": [], "kwargs": {}}).encode()
+    put(key, codec.encode(key, meta, {"call.json": call}))
+    with pytest.raises(IntegrityError, match="not signed") as caught:
         workflow.resume("resumed").result(60)
     assert caught.value.key == key
     assert handle.count.run() == 0
