@@ -541,3 +541,21 @@ def test_an_interrupted_second_pass_of_compact_says_every_actor_was_compacted_on
     assert len(line) == 1 and "Traceback" not in result.err, result.err
     assert "interrupted in the second pass, after compacting all 3 actors once" in line[0], line
     assert "being compacted at the time" not in line[0], line
+
+
+def test_ls_start_after_lists_the_page_after_an_id(vactor: Vactor, store: str) -> None:
+    """An operator paging through a store of thousands of actors had ``--limit`` and no way to
+    ask for the next page (the library's ``list_actors(start_after=...)`` had it; the command
+    refused the option). ``--start-after ID`` lists the actors after ID, in key order."""
+    _seed(store, "p1", "p2", "p3", "p4", "q1")
+    first = vactor("ls", "p", "--limit", "2", "--json")
+    assert first.code == 0, first
+    page = [a["actor_id"] for a in json.loads(first.out)]
+    assert page == ["p1", "p2"], page
+    after = vactor("ls", "p", "--limit", "2", "--start-after", page[-1], "--json")
+    assert after.code == 0, after
+    assert [a["actor_id"] for a in json.loads(after.out)] == ["p3", "p4"], after.out
+    last = vactor("ls", "--start-after", "p4", "--json")
+    assert [a["actor_id"] for a in json.loads(last.out)] == ["q1"], last.out
+    table = vactor("ls", "--start-after", "p3")
+    assert table.code == 0 and "p4" in table.out and "p3" not in table.out, table

@@ -64,7 +64,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     # Printed as listed: a page (up to 32 actors, described concurrently) at a time, and only
     # that page held; the listing is closed however the printing ends (| head, Ctrl-C).
-    with contextlib.closing(iter_actors(args.prefix, limit=args.limit, on_damaged=on_damaged)) as pages:
+    listing = iter_actors(args.prefix, start_after=args.start_after, limit=args.limit, on_damaged=on_damaged)
+    with contextlib.closing(listing) as pages:
         if out.json:
             listed = 0
             with out.json_array() as array:
@@ -73,7 +74,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                         array.add(info.to_json())
                     listed += len(page)
                     array.flush()
-            below = "" if listed or count or args.prefix else _stores_below_hint()
+            below = "" if listed or count or args.prefix or args.start_after else _stores_below_hint()
             if below:  # (stdout stays the JSON list; the hint alone, no "no actors", on stderr)
                 print(f"no actors under {_describe_storage()}{below}", file=sys.stderr)
         else:
@@ -82,7 +83,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 table.page([(i.actor_id, i.class_name, str(i.step), when(i.time)) for i in page])
             if not table.rows and not count:
                 where = f" with prefix {args.prefix!r}" if args.prefix else ""
-                below = "" if args.prefix else _stores_below_hint()
+                where += f" after {args.start_after!r}" if args.start_after else ""
+                below = "" if args.prefix or args.start_after else _stores_below_hint()
                 print(f"no actors{where} under {_describe_storage()}{memory_hint()}{below}", file=sys.stderr)
     if count:
         raise errors_error(damaged, "actors could not be read", count=count)
@@ -712,6 +714,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only ids starting with PREFIX")
     p.add_argument(
         "--limit", type=positive_int, default=None, metavar="N", help="list at most N actors (N >= 1)"
+    )
+    p.add_argument(
+        "--start-after",
+        type=actor_id_arg,
+        default=None,
+        metavar="ID",
+        help="only ids after ID, in key order: the next page after a --limit listing's last id",
     )
     p.set_defaults(func=cmd_ls)
 
