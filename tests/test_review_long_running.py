@@ -113,9 +113,15 @@ def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(
     deadline = time.monotonic() + 30
     while not all(core.idle for core in runtime._all_cores()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    busy = [core.actor_id for core in runtime._all_cores() if not core.idle]
     Answers.get_or_create("answers-last").answer.run(1)
     full_collection()
-    assert _record_bytes_held(runtime) <= 2 * bound
+    held = _record_bytes_held(runtime)
+    # (what a failure needs to be told apart: cores still busy after the wait, or evicted
+    # cores' records kept alive, or no eviction at all; one full-suite run of 2026-12-06 held
+    # all twelve, 2,400,744 bytes, and it did not come back in 30 runs alone or under load)
+    cached = sorted(core.actor_id for core in runtime._all_cores())
+    assert held <= 2 * bound, (held, {"busy after the wait": busy, "cached": cached})
 
 
 @pytest.mark.usefixtures("runtime_off")
