@@ -106,17 +106,24 @@ def get_actor_despite_faults(actor_id: str, tries: int) -> vc.ActorHandle[Any]:
     return vc.get_actor(actor_id)
 
 
-def fork_and_report(use: Callable[[], bytes | None], hang: float) -> bytes:
+def fork_and_report(
+    use: Callable[[], bytes | None], hang: float, *, parent: Callable[[], None] | None = None
+) -> bytes:
     """Fork; the child runs ``use`` and reports what it returned (``b"ok"`` for ``None``), or
-    its exception's ``repr``. A child with no answer within ``hang`` seconds is reported as
-    ``b"<no answer from the child>"`` and killed: it is never waited on for ever."""
+    its exception's ``repr``. With ``parent``, the child waits until the parent has run
+    ``parent()`` (however it ended) before it runs ``use``. A child with no answer within
+    ``hang`` seconds (of being let go) is reported as ``b"<no answer from the child>"`` and
+    killed: it is never waited on for ever."""
+    go_read, go_write = os.pipe()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
             os.close(read_end)
-            said = use()
+            os.close(go_write)
+            let_go, _, _ = select.select([go_read], [], [], hang)
+            said = use() if let_go else b"<never let go>"
             os.write(write_end, (b"ok" if said is None else said)[:1000])
             code = 0
         except BaseException as exc:
@@ -124,8 +131,15 @@ def fork_and_report(use: Callable[[], bytes | None], hang: float) -> bytes:
         finally:
             os._exit(code)
     os.close(write_end)
+    os.close(go_read)
     ready: list[int] = []
     try:
+        try:
+            if parent is not None:
+                parent()
+        finally:
+            os.write(go_write, b"g")
+            os.close(go_write)
         ready, _, _ = select.select([read_end], [], [], hang)
         return os.read(read_end, 1024) if ready else b"<no answer from the child>"
     finally:

@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import selectors
-import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -44,45 +42,9 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 def _fork_then(child: Callable[[], bytes | None], parent: Callable[[], None], hang: float) -> bytes:
-    """Fork here; the parent runs ``parent()``, then lets the child run ``child()`` (a byte on a
-    pipe), whose report (``b"ok"`` for None, or its exception's repr) comes back. A child with
-    no answer ``hang`` seconds after being let go is killed: never waited on for ever."""
-    go_read, go_write = os.pipe()
-
-    def in_the_child() -> bytes | None:
-        os.close(go_write)
-        ready, _, _ = select.select([go_read], [], [], hang)
-        return child() if ready else b"<never let go>"
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_end)
-            said = in_the_child()
-            os.write(write_end, (b"ok" if said is None else said)[:1000])
-            code = 0
-        except BaseException as exc:
-            os.write(write_end, repr(exc).encode()[:1000])
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    os.close(go_read)
-    ready: list[int] = []
-    try:
-        try:
-            parent()
-        finally:
-            os.write(go_write, b"g")
-            os.close(go_write)
-        ready, _, _ = select.select([read_end], [], [], hang)
-        return os.read(read_end, 1024) if ready else b"<no answer from the child>"
-    finally:
-        os.close(read_end)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    """Fork here; the parent runs ``parent()``, then lets the child run ``child()``, whose report
+    (``b"ok"`` for None, or its exception's repr) comes back (``child_processes.fork_and_report``)."""
+    return fork_and_report(child, hang, parent=parent)
 
 
 # -- 1. a local store's per-key flock -----------------------------------------------------------------
