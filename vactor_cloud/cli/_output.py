@@ -141,6 +141,42 @@ class Output:
         return TableStream(self, columns)
 
     @contextlib.contextmanager
+    def rows_as_done(
+        self,
+        columns: Sequence[str],
+        cells: Callable[[Any], Sequence[str]],
+        to_json: Callable[[Any], Any],
+        *,
+        held: bool,
+    ) -> Iterator[Callable[[Sequence[Any]], None]]:
+        """A function printing results as they are done: rows of one table (:meth:`table_stream`,
+        ``cells`` of each) or, under ``--json``, elements of the one array (:meth:`json_array`,
+        ``to_json`` of each; unterminated if the block raises, as ``ls``'s).
+
+        ``held``: the rows wait for the end of the block (a progress bar drawn on the same
+        terminal would be written into); then also when it raises, so that what was done is
+        shown above the error."""
+        if self.json:
+            with self.json_array() as array:
+
+                def add_elements(results: Sequence[Any]) -> None:
+                    for result in results:
+                        array.add(to_json(result))
+                    array.flush()
+
+                yield add_elements
+            return
+        table = self.table_stream(columns)
+        if not held:
+            yield lambda results: table.page([cells(result) for result in results])
+            return
+        waiting: list[Sequence[str]] = []
+        try:
+            yield lambda results: waiting.extend(cells(result) for result in results)
+        finally:
+            table.page(waiting)
+
+    @contextlib.contextmanager
     def json_array(self) -> Iterator[JsonArray]:
         """A JSON array written an element at a time, closed (``]``) when the block ends. Not
         when it raises: a listing that failed half-way leaves an unterminated array, which no
