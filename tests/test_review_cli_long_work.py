@@ -12,6 +12,7 @@ index before printing its first row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -23,6 +24,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from actors import Tally
@@ -73,6 +75,14 @@ _CHILD = textwrap.dedent(
         return await real_list(store, prefix, start_after, limit)
 
     LocalStore._list = held_lister
+    # (a held LIST must not end at the request's own timeout, 10 s, on a loaded machine)
+    import vactor_cloud.runtime
+    real_init = vactor_cloud.runtime.init
+
+    def patient_init(*args, **kwargs):
+        return real_init(*args, **kwargs, settings=vactor_cloud.Settings(timeout={hold}, deadline={hold}))
+
+    vactor_cloud.runtime.init = patient_init
     from vactor_cloud.cli import main
     sys.argv = ["vactor", *sys.argv[5:]]
     sys.exit(main())
@@ -109,43 +119,52 @@ def store(seeded: Path, tmp_path: Path) -> str:
 class Child:
     """The console script running in a subprocess; its stdout and stderr read line by line."""
 
-    def __init__(self, tmp_path: Path, argv: list[str], *, held_actor: str = "", held_list: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        argv: list[str],
+        *,
+        held_actor: str = "",
+        held_list: str = "",
+        stderr_terminal: bool = False,
+    ) -> None:
         self.ready = tmp_path / "ready"
         self.release_file = tmp_path / "release"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        env.pop("COLUMNS", None)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "COLUMNS": "150"}
+        terminal = None
+        if stderr_terminal:  # (its reader: the pseudo-terminal's other end, read as text lines)
+            import pty
+
+            master, terminal = pty.openpty()
+            self._terminal: Any = os.fdopen(master, "r", encoding="utf-8", errors="replace")
+        child = [sys.executable, "-c", _CHILD, str(self.ready), str(self.release_file), held_actor, held_list]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _CHILD,
-                str(self.ready),
-                str(self.release_file),
-                held_actor,
-                held_list,
-                *argv,
-            ],
+            [*child, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if terminal is None else terminal,
             text=True,
             env=env,
         )
+        if terminal is not None:
+            os.close(terminal)
         self.out: list[str] = []
         self.err: list[str] = []
         self._lines: dict[str, queue.Queue[str]] = {"out": queue.Queue(), "err": queue.Queue()}
-        assert self.process.stdout is not None and self.process.stderr is not None
+        assert self.process.stdout is not None
+        err = self.process.stderr if terminal is None else self._terminal
         self._readers = [
             threading.Thread(target=self._read, args=(self.process.stdout, self.out, "out"), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.err, "err"), daemon=True),
+            threading.Thread(target=self._read, args=(err, self.err, "err"), daemon=True),
         ]
         for reader in self._readers:
             reader.start()
 
-    def _read(self, stream: object, into: list[str], name: str) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            into.append(line)
-            self._lines[name].put(line)
+    def _read(self, stream: Any, into: list[str], name: str) -> None:
+        with contextlib.suppress(OSError):  # (a pseudo-terminal whose other end closed: EIO)
+            for line in stream:
+                into.append(line)
+                self._lines[name].put(line)
 
     def wait_for_line(self, name: str, text: str) -> str:
         """The first line of stdout (``out``) or stderr (``err``) holding ``text``, read within WAIT."""
@@ -240,6 +259,21 @@ def test_compact_all_json_writes_its_first_reports_while_it_still_compacts_and_s
     assert sorted(r["actor_id"] for r in reports) == [f"a-{n:04d}" for n in range(ACTORS)]
     assert {r["deleted_steps"] for r in reports} == {2}
     assert not [line for line in child.err if line.startswith("vactor:")], child
+
+
+def test_compact_all_counts_the_actors_it_lists_on_a_terminal_before_it_compacts(
+    store: str, tmp_path: Path, children: list[Child]
+) -> None:
+    """Listing 10,000 actors takes a while (on S3, a LIST per 64 keys) before the first
+    compaction; on a terminal nothing was shown meanwhile. Now a count, on stderr."""
+    child = Child(tmp_path, ["--storage", store, *COMPACT_ALL], held_list="actors/", stderr_terminal=True)
+    children.append(child)
+    child.wait_held()
+    said = child.wait_for_line("err", "listing the actors under")
+    assert child.process.poll() is None, child
+    assert "so far" in said, child
+    assert child.finish() == EXIT_OK, child
+    assert len(child.out) == ACTORS + 1, child
 
 
 # -- Ctrl-C and SIGTERM: the compactions in flight finish, and it says what it did -----------------------

@@ -26,6 +26,7 @@ __all__ = [
     "Output",
     "TableStream",
     "json_fallback",
+    "listing_count",
     "note",
     "plain_table",
     "printable",
@@ -452,6 +453,28 @@ def when(timestamp: float, *, one_field: bool = False) -> str:
     a column of piped output that others follow (``awk`` splits on spaces)."""
     moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ" if one_field else "%Y-%m-%d %H:%M:%S UTC")
+
+
+@contextlib.contextmanager
+def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
+    """While the actors are listed before long work (``compact --all``: thousands of them, seconds
+    or minutes): ``label`` and how many so far, on stderr when it is a terminal (cleared when the
+    block ends); nothing otherwise. The function yielded counts one; any thread may call it."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(label, markup=False),  # (a store's URL: not rich markup)
+        TextColumn("{task.completed} so far"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda: bar.advance(task)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from vactor_cloud.cli._options import (
     positive_int,
     stores_below_hint,
 )
-from vactor_cloud.cli._output import Output, note, printable, progress, when
+from vactor_cloud.cli._output import Output, listing_count, note, printable, progress, when
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -407,11 +407,16 @@ def _actor_method(handle: Any, name: str) -> Any:
     )
 
 
-async def _all_actor_ids() -> list[str]:
+async def _all_actor_ids(found: Callable[[], None] = lambda: None) -> list[str]:
+    """Every actor id of the store, in key order; ``found()`` for each as it is listed."""
     from vactor_cloud.history import iter_actor_ids
     from vactor_cloud.runtime import get_runtime
 
-    return [actor_id async for actor_id in iter_actor_ids(get_runtime().store)]
+    ids: list[str] = []
+    async for actor_id in iter_actor_ids(get_runtime().store):
+        ids.append(actor_id)
+        found()
+    return ids
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -450,7 +455,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
     init_runtime(args)
     out = Output.for_args(args)
     try:
-        ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
+        if args.all:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
+            listing = f"listing the actors under {_describe_storage()}:"
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+                ids = _sync.sync(_all_actor_ids(found))
+        else:
+            ids = [args.actor_id]
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         raise CliError(
             "interrupted while listing the actors: nothing was compacted", EXIT_INTERRUPTED

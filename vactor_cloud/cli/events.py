@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, printable, progress, when
+from vactor_cloud.cli._output import Output, listing_count, printable, progress, when
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
@@ -88,7 +89,9 @@ class EventRow:
         return (self.actor, self.event_id, self.name, sent, self.status)
 
 
-async def _actors_with_events(actors: list[str] | None) -> list[str]:
+async def _actors_with_events(
+    actors: list[str] | None, looked_at: Callable[[], None] = lambda: None
+) -> list[str]:
     """The named actors, or every actor whose inbox holds an event.
 
     Without a name this pages through the actor ids (one listing that skips
@@ -109,6 +112,7 @@ async def _actors_with_events(actors: list[str] | None) -> list[str]:
     found: list[str] = []
     page: list[str] = []
     async for actor_id in iter_actor_ids(store):
+        looked_at()
         page.append(actor_id)
         if len(page) == _PROBE_CONCURRENCY:
             found += await _with_events(store, page)
@@ -270,8 +274,11 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[list[dict[str, Any]],
     one commit per actor, long on a large bucket."""
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
-    ids = _sync.sync(_actors_with_events(actors))
     bar = sys.stderr.isatty() and not out.json
+    # (every actor's inbox asked, on a bucket of thousands: on a terminal, counted meanwhile)
+    looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
+    with listing_count(looking, enabled=bar and actors is None) as looked_at:
+        ids = _sync.sync(_actors_with_events(actors, looked_at))
     # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
     # they would be written into it)
     shown = 0

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vactor_cloud import _sync
@@ -47,7 +48,7 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output, note, printable, progress
+from vactor_cloud.cli._output import Output, listing_count, note, printable, progress
 from vactor_cloud.errors import ActorDefinitionError, IntegrityError
 from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.runtime import get_runtime, shutdown
@@ -173,7 +174,12 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
         return count
 
     try:
-        ids = actor_ids if actor_ids is not None else _sync.sync(_every_actor_id())
+        if actor_ids is not None:
+            ids = actor_ids
+        else:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
+            listing = f"listing the actors under {get_runtime().store.describe()}:"
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+                ids = _sync.sync(_every_actor_id(found))
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         raise CliError(
             "interrupted while listing the actors: nothing was repaired", EXIT_INTERRUPTED
@@ -249,8 +255,13 @@ def _ls_cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
     )
 
 
-async def _every_actor_id() -> list[str]:
-    return [actor_id async for actor_id in iter_actor_ids(get_runtime().store)]
+async def _every_actor_id(found: Callable[[], None]) -> list[str]:
+    """Every actor id of the store, in key order; ``found()`` for each as it is listed."""
+    ids: list[str] = []
+    async for actor_id in iter_actor_ids(get_runtime().store):
+        ids.append(actor_id)
+        found()
+    return ids
 
 
 #: the errors of one actor that ``timers repair`` goes on past: a damaged object (a torn write, a
