@@ -69,9 +69,15 @@ _CHILD = textwrap.dedent(
     from vactor_cloud.storage import LocalStore
     real_list = LocalStore._list
 
+    # held_list "PREFIX": its LISTs past the first page are held; "PREFIX#N": its Nth LIST
+    held_prefix, _, held_call = held_list.partition("#")
+    calls = []
+
     async def held_lister(store, prefix, start_after, limit):
-        if held_list and prefix == held_list and start_after is not None:
-            await wait_for_release()
+        if held_prefix and prefix == held_prefix:
+            calls.append(prefix)
+            if (len(calls) == int(held_call)) if held_call else start_after is not None:
+                await wait_for_release()
         return await real_list(store, prefix, start_after, limit)
 
     LocalStore._list = held_lister
@@ -370,3 +376,64 @@ def test_timers_ls_json_writes_its_first_entries_before_it_has_read_the_whole_in
     entries = json.loads("".join(child.out))
     assert [e["key"] for e in entries] == [f"t{n}" for n in range(300)]
     assert set(entries[0]) == {"due", "late_s", "actor", "key", "gen"}
+
+
+# -- events: ls prints as it reads; drain under SIGTERM says how far it got ---------------------------
+
+
+def _send_events(store: str, actor_ids: list[str]) -> None:
+    vc.init(store)
+    try:
+        for actor_id in actor_ids:
+            vc.send_event(actor_id, "ping", {"n": 1}, event_id=f"e-{actor_id}")
+    finally:
+        vc.shutdown()
+
+
+def test_events_ls_prints_the_first_actors_events_before_every_inbox_is_asked(
+    store: str, tmp_path: Path, children: list[Child]
+) -> None:
+    """Before, every actor's inbox was asked (a LIST each) and every event read before the
+    first row: on a bucket of thousands, minutes of nothing. Held at the sixth LIST of actors/,
+    past the first 32 actors (a page of inboxes asked at once)."""
+    _send_events(store, ["a-0000", "a-0001", "a-0150"])
+    child = Child(tmp_path, ["--storage", store, "events", "ls"], held_list="actors/#6")
+    children.append(child)
+    child.wait_held()
+    child.wait_for_line("out", "e-a-0000")
+    assert child.process.poll() is None, child
+    assert child.finish() == EXIT_OK, child
+    assert child.out[0].split()[:4] == ["ACTOR", "EVENT", "NAME", "SENT"], child
+    assert [line.split()[1] for line in child.out[1:]] == ["e-a-0000", "e-a-0001", "e-a-0150"], child
+
+
+def test_events_ls_json_stays_one_array_of_the_same_keys(
+    store: str, tmp_path: Path, children: list[Child]
+) -> None:
+    _send_events(store, ["a-0000", "a-0150"])
+    child = Child(tmp_path, ["--storage", store, "events", "ls", "--json"], held_list="actors/#6")
+    children.append(child)
+    child.wait_held()
+    child.wait_for_line("out", '"event_id": "e-a-0000"')
+    assert child.process.poll() is None, child
+    assert child.finish() == EXIT_OK, child
+    rows = json.loads("".join(child.out))
+    assert [r["event_id"] for r in rows] == ["e-a-0000", "e-a-0150"]
+    assert set(rows[0]) == {"actor", "event_id", "name", "sent", "status"}
+
+
+def test_sigterm_during_events_drain_says_how_many_actors_were_drained(
+    store: str, tmp_path: Path, children: list[Child]
+) -> None:
+    """SIGTERM killed ``events drain`` without a word (exit -15); it is Ctrl-C now."""
+    _send_events(store, ["a-0000", "a-0001", "a-0002", "a-0003"])
+    # (a-0002's inbox: its first LIST is the probe, its second the drain's)
+    child = Child(tmp_path, ["--storage", store, "events", "drain"], held_list="actors/a-0002/inbox/#2")
+    children.append(child)
+    child.wait_held()
+    child.process.send_signal(signal.SIGTERM)
+    assert child.process.wait(WAIT) == EXIT_INTERRUPTED, child
+    child.finish()
+    assert any("vactor: stopping" in line for line in child.err), child
+    last = [line for line in child.err if line.startswith("vactor: error:")]
+    assert len(last) == 1 and "interrupted after draining 2 of 4 actors" in last[0], child
