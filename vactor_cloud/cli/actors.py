@@ -494,17 +494,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
     failed: list[tuple[str, Exception]] = []
     done = 0
     second_pass = False
+    bar = sys.stderr.isatty() and not out.json
     # The first Ctrl-C (or SIGTERM) lets the compactions in flight finish, then stops; a second
     # one stops at once. Their rows are printed as each batch is done (under a progress bar on the
     # terminal that shows them, at its end); an actor a second pass may compact again waits for it.
     interrupts = SettledInterrupts(
         f"vactor: stopping: the compactions in flight (up to {_COMPACT_CONCURRENCY}) finish, then "
         "it says what it did; Ctrl-C again stops at once",
-        lambda: _compact_stopped_at_once(done, len(ids)),
+        lambda: _compact_stopped_at_once(done, len(ids), shown=not (bar and out.rich)),
     )
     settled = False
     unproven: list[Any] = []  # first-pass reports whose actors the second pass compacts again
-    bar = sys.stderr.isatty() and not out.json
     with (
         out.rows_as_done(_COMPACT_COLUMNS, _report_cells, _report_json, held=bar and out.rich) as show,
         interrupts.installed(),
@@ -513,32 +513,35 @@ def cmd_compact(args: argparse.Namespace) -> int:
             with progress(len(ids), "compacting", enabled=bar) as advance:
                 for at in range(0, len(ids), _COMPACT_CONCURRENCY):
                     part = ids[at : at + _COMPACT_CONCURRENCY]
-                    with interrupts.in_flight():
-                        outcomes = compact_some(part)
-                    finished: list[Any] = []
-                    for actor_id, outcome in zip(part, outcomes, strict=True):
-                        if isinstance(outcome, ActorNotFoundError):
-                            if not args.all:
+                    with interrupts.in_flight():  # (a batch: compacted, counted and printed)
+                        finished: list[Any] = []
+                        for actor_id, outcome in zip(part, compact_some(part), strict=True):
+                            if isinstance(outcome, ActorNotFoundError):
+                                if not args.all:
+                                    raise outcome
+                                # objects, no step (a creation never committed): `vactor ls` skips it too
+                            elif isinstance(outcome, VactorError | StorageError):
+                                if not args.all:
+                                    raise outcome
+                                failed.append(
+                                    (actor_id, outcome)
+                                )  # one damaged actor does not stop the others
+                            elif isinstance(outcome, BaseException):
                                 raise outcome
-                            # objects but no step (a creation that never committed): `vactor ls` skips it too
-                        elif isinstance(outcome, VactorError | StorageError):
-                            if not args.all:
-                                raise outcome
-                            failed.append((actor_id, outcome))  # one damaged actor does not stop the others
-                        elif isinstance(outcome, BaseException):
-                            raise outcome
-                        elif getattr(outcome, "held_unproven", 0):
-                            unproven.append(outcome)
-                        else:
-                            finished.append(outcome)
-                        done += 1
-                        advance(actor_id)
-                    reports += finished
-                    show(finished)
+                            elif getattr(outcome, "held_unproven", 0):
+                                unproven.append(outcome)
+                            else:
+                                finished.append(outcome)
+                            done += 1
+                            advance(actor_id)
+                        reports += finished
+                        show(finished)
                     if interrupts.requested.is_set() and done < len(ids):
                         settled = True
                         raise KeyboardInterrupt
             second_pass = True
+            if interrupts.requested.is_set() and unproven:  # (not its wait: stopping was asked)
+                raise KeyboardInterrupt
 
             def compact_again(actor_id: str) -> Any:
                 if interrupts.requested.is_set():  # (stopping after the one in flight)
@@ -624,11 +627,13 @@ def _report_cells(report: Any) -> tuple[str, str, str, str]:
     )
 
 
-def _compact_stopped_at_once(done: int, total: int) -> str:
-    """What ``vactor compact`` stopped at once (a second Ctrl-C or SIGTERM) leaves: its last line."""
+def _compact_stopped_at_once(done: int, total: int, *, shown: bool) -> str:
+    """What ``vactor compact`` stopped at once (a second Ctrl-C or SIGTERM) leaves: its last line
+    (``shown``: the rows of those compacted were printed, not held for the end of a progress bar)."""
+    rows = "their rows are printed" if shown else "vactor ls and history show them"
     return (
-        f"vactor: error: stopped at once after compacting {done} of {total} actors (their rows are "
-        f"printed); the compactions cut short (up to {_COMPACT_CONCURRENCY}) may keep some old steps "
+        f"vactor: error: stopped at once after compacting {done} of {total} actors ({rows}); "
+        f"the compactions cut short (up to {_COMPACT_CONCURRENCY}) may keep some old steps "
         "below their watermark, which the next compaction deletes (nothing a writer acknowledged is "
         "lost): run it again to finish"
     )
