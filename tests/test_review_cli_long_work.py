@@ -133,7 +133,10 @@ class Child:
         held_actor: str = "",
         held_list: str = "",
         stderr_terminal: bool = False,
+        stdout_lines: int | None = None,
     ) -> None:
+        #: the reader of stdout leaves (closes it) after this many lines, as ``| head -N`` does
+        self.stdout_lines = stdout_lines
         self.ready = tmp_path / "ready"
         self.release_file = tmp_path / "release"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "COLUMNS": "150"}
@@ -171,6 +174,9 @@ class Child:
             for line in stream:
                 into.append(line)
                 self._lines[name].put(line)
+                if name == "out" and self.stdout_lines is not None and len(into) >= self.stdout_lines:
+                    stream.close()  # (the reader left: the child's next write finds no reader)
+                    return
 
     def wait_for_line(self, name: str, text: str) -> str:
         """The first line of stdout (``out``) or stderr (``err``) holding ``text``, read within WAIT."""
@@ -280,6 +286,22 @@ def test_compact_all_counts_the_actors_it_lists_on_a_terminal_before_it_compacts
     assert "so far" in said, child
     assert child.finish() == EXIT_OK, child
     assert len(child.out) == ACTORS + 1, child
+
+
+def test_compact_all_whose_reader_left_compacts_every_actor_all_the_same(
+    store: str, tmp_path: Path, children: list[Child]
+) -> None:
+    """``vactor compact --all | head -2``: the reader leaves after the first rows. The work the
+    command was asked for is not its output: it goes on, quietly, and compacts every actor
+    (exit 0), as its progress lines on stderr do when their reader leaves. (Printing as it goes
+    first made the second batch's rows a BrokenPipeError, which ended the command there, exit 0.)"""
+    child = Child(tmp_path, ["--storage", store, *COMPACT_ALL], held_actor=HELD_ACTOR, stdout_lines=2)
+    children.append(child)
+    child.wait_held()
+    child.wait_for_line("out", "a-0000")
+    assert child.finish() == EXIT_OK, child
+    assert not [line for line in child.err if line.startswith("vactor:")], child
+    assert _steps_left(store, f"a-{ACTORS - 1:04d}") == 1, child  # the last actor compacted too
 
 
 # -- Ctrl-C and SIGTERM: the compactions in flight finish, and it says what it did -----------------------

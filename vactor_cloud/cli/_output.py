@@ -149,6 +149,7 @@ class Output:
         to_json: Callable[[Any], Any],
         *,
         held: bool,
+        work_goes_on: bool = False,
     ) -> Iterator[Callable[[Sequence[Any]], None]]:
         """A function printing results as they are done: rows of one table (:meth:`table_stream`,
         ``cells`` of each) or, under ``--json``, elements of the one array (:meth:`json_array`,
@@ -156,7 +157,29 @@ class Output:
 
         ``held``: the rows wait for the end of the block (a progress bar drawn on the same
         terminal would be written into); then also when it raises, so that what was done is
-        shown above the error."""
+        shown above the error.
+
+        ``work_goes_on``: the results are of work the command was asked to do, not of a reading
+        (``compact --all``): when their reader leaves (``| head``), the rest go nowhere and the
+        work goes on, where a listing stops (its ``BrokenPipeError`` reaches ``main``: exit 0)."""
+        found = self.stream
+        if work_goes_on:
+            self.stream = _ReaderMayLeave(found)  # type: ignore[assignment]  # (a text stream: write, flush, the rest its own)
+        try:
+            with self._rows_as_done(columns, cells, to_json, held=held) as show:
+                yield show
+        finally:
+            self.stream = found
+
+    @contextlib.contextmanager
+    def _rows_as_done(
+        self,
+        columns: Sequence[str],
+        cells: Callable[[Any], Sequence[str]],
+        to_json: Callable[[Any], Any],
+        *,
+        held: bool,
+    ) -> Iterator[Callable[[Sequence[Any]], None]]:
         if self.json:
             with self.json_array() as array:
 
@@ -194,6 +217,33 @@ class Output:
             return
         with contextlib.redirect_stdout(sys.stderr):
             yield
+
+
+class _ReaderMayLeave:
+    """A stream whose reader may leave (``| head``): from the first write it refuses
+    (``BrokenPipeError``) on, what is written goes nowhere, and nothing fails."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.left = False
+
+    def write(self, text: str) -> int:
+        if not self.left:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.left = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.left = True
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, ...: the stream's
+        return getattr(self._stream, name)
 
 
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

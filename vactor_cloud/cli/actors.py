@@ -506,7 +506,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
     settled = False
     unproven: list[Any] = []  # first-pass reports whose actors the second pass compacts again
     with (
-        out.rows_as_done(_COMPACT_COLUMNS, _report_cells, _report_json, held=bar and out.rich) as show,
+        out.rows_as_done(
+            _COMPACT_COLUMNS, _report_cells, _report_json, held=bar and out.rich, work_goes_on=True
+        ) as show,
         interrupts.installed(),
     ):
         try:
