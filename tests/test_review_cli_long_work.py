@@ -459,3 +459,20 @@ def test_sigterm_during_events_drain_says_how_many_actors_were_drained(
     assert any("vactor: stopping" in line for line in child.err), child
     last = [line for line in child.err if line.startswith("vactor: error:")]
     assert len(last) == 1 and "interrupted after draining 2 of 4 actors" in last[0], child
+
+
+def test_events_drain_whose_reader_left_drains_every_actor_all_the_same(
+    store: str, tmp_path: Path, children: list[Child]
+) -> None:
+    """``vactor events drain | head -1``: the line of the third actor drained met a
+    BrokenPipeError, which ended the drain there (exit 0, the rest not drained). The lines after
+    the reader left go nowhere now, and every actor is drained (its progress lines on stderr say)."""
+    _send_events(store, ["a-0000", "a-0001", "a-0002", "a-0003"])
+    drain = ["--storage", store, "events", "drain"]
+    child = Child(tmp_path, drain, held_list="actors/a-0002/inbox/#2", stdout_lines=1)
+    children.append(child)
+    child.wait_held()
+    child.wait_for_line("out", "a-0000")
+    assert child.finish() == EXIT_OK, child
+    assert any(line.startswith("draining 4/4 a-0003") for line in child.err), child
+    assert not [line for line in child.err if line.startswith("vactor:")], child

@@ -160,14 +160,20 @@ class Output:
         shown above the error.
 
         ``work_goes_on``: the results are of work the command was asked to do, not of a reading
-        (``compact --all``): when their reader leaves (``| head``), the rest go nowhere and the
-        work goes on, where a listing stops (its ``BrokenPipeError`` reaches ``main``: exit 0)."""
-        found = self.stream
-        if work_goes_on:
-            self.stream = _ReaderMayLeave(found)  # type: ignore[assignment]  # (a text stream: write, flush, the rest its own)
-        try:
+        (:meth:`reader_may_leave`)."""
+        with self.reader_may_leave() if work_goes_on else contextlib.nullcontext():
             with self._rows_as_done(columns, cells, to_json, held=held) as show:
                 yield show
+
+    @contextlib.contextmanager
+    def reader_may_leave(self) -> Iterator[None]:
+        """For the block, what is printed is of work the command was asked to do (``compact
+        --all``, ``events drain``): when its reader leaves (``| head``), the rest goes nowhere and
+        the work goes on, where a listing stops (its ``BrokenPipeError`` reaches ``main``)."""
+        found = self.stream
+        self.stream = _ReaderMayLeave(found)  # type: ignore[assignment]  # (write, flush; the rest its own)
+        try:
+            yield
         finally:
             self.stream = found
 

@@ -318,7 +318,7 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[list[dict[str, Any]],
     # they would be written into it)
     shown = 0
     try:
-        with progress(len(ids), "draining", enabled=bar) as advance:
+        with out.reader_may_leave(), progress(len(ids), "draining", enabled=bar) as advance:
             for actor_id in ids:
                 try:
                     line = _sync.sync(_drain_one(actor_id))
