@@ -2,8 +2,10 @@
 
 Shared by the commands whose work in flight is an actor's method body, which nothing can stop
 (``vactor timers run`` and ``tick``, ``vactor events drain``): waiting for it is the safe
-default, and a user who cannot wait presses Ctrl-C again. Each command says, in its own words,
-what the first Ctrl-C waits for and what stopping at once leaves.
+default, and a user who cannot wait presses Ctrl-C again. :class:`SettledInterrupts` does the
+same for work that comes in short batches worth finishing (``vactor compact --all``). Each
+command says, in its own words, what the first Ctrl-C waits for and what stopping at once
+leaves. :func:`sigterm_as_interrupt` makes SIGTERM do, while any command runs, what Ctrl-C does.
 """
 
 from __future__ import annotations
