@@ -161,9 +161,11 @@ class Output:
 
         ``work_goes_on``: the results are of work the command was asked to do, not of a reading
         (:meth:`reader_may_leave`)."""
-        with self.reader_may_leave() if work_goes_on else contextlib.nullcontext():
-            with self._rows_as_done(columns, cells, to_json, held=held) as show:
-                yield show
+        with (
+            self.reader_may_leave() if work_goes_on else contextlib.nullcontext(),
+            self._rows_as_done(columns, cells, to_json, held=held) as show,
+        ):
+            yield show
 
     @contextlib.contextmanager
     def reader_may_leave(self) -> Iterator[None]:
