@@ -248,7 +248,7 @@ def test_ctrl_c_while_listing_the_actors_says_nothing_was_done_yet(
 
     _create(store, "a", "b")
 
-    def ctrl_c_as_it_lists() -> Any:
+    def ctrl_c_as_it_lists(*_counted: object) -> Any:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(importlib.import_module(f"vactor_cloud.cli.{module}"), lister, ctrl_c_as_it_lists)

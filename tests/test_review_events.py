@@ -243,7 +243,7 @@ def test_events_ls_holds_no_backlogs_payloads(spec: StoreSpec) -> None:
         send_event("listed", "n", {"n": n, "pad": "x" * size}, event_id=f"n{n:04d}")
     tracemalloc.start()
     try:
-        rows, errors = _sync.sync(events_cli._ls(["listed"]))
+        rows, errors = _sync.sync(events_cli._ls_page(["listed"]))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -401,7 +401,7 @@ def test_events_ls_lists_an_inbox_object_that_cannot_be_read(store_spec: StoreSp
     _OrderKeeper.get_or_create("ls-damaged")
     _sync.sync(vc.get_runtime().store.put(inbox_key("ls-damaged", "bad"), b"not an event", mode="create"))
     send_event("ls-damaged", "ping", 0, event_id="e0")
-    rows, errors = _sync.sync(events_cli._ls(["ls-damaged"]))
+    rows, errors = _sync.sync(events_cli._ls_page(["ls-damaged"]))
     assert errors == []
     by_id = {row.event_id: row for row in rows}
     assert by_id["e0"].status == "pending"

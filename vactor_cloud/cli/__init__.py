@@ -18,7 +18,7 @@ Exit codes (also in ``vactor --help``):
 3      not found: no such actor, or the step was compacted / not written
 4      storage: unreachable, credentials refused, bucket missing
 5      ``doctor``: the store lacks a guarantee vactor_cloud needs
-130    interrupted (Ctrl-C)
+130    interrupted (Ctrl-C, or SIGTERM while a command runs)
 =====  =================================================================
 
 Every subcommand takes the same ``--storage``, ``-o`` and ``--json`` (one
@@ -45,6 +45,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from vactor_cloud.cli._interrupts import sigterm_as_interrupt
 from vactor_cloud.cli._options import (
     EXIT_DOCTOR,
     EXIT_ERROR,
@@ -310,7 +311,13 @@ def _main(argv: Sequence[str] | None, refused: list[BrokenPipeError]) -> int:
         long_running = args.command == "timers" and getattr(args, "timers_command", None) == "run"
         # (main() called in a program: the command runs on a runtime of its own, the program's untouched)
         # The logging is set around the runtime: what its shutdown logs (a HEAD advance) is the command's.
-        with cli_logging(debug, warnings=long_running), own_runtime(), args.output.stdout_for_json():
+        # SIGTERM (kill, a container's stop) as Ctrl-C: what was done and what remains is said
+        with (
+            sigterm_as_interrupt(),
+            cli_logging(debug, warnings=long_running),
+            own_runtime(),
+            args.output.stdout_for_json(),
+        ):
             return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code, debug)

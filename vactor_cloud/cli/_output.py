@@ -26,6 +26,7 @@ __all__ = [
     "Output",
     "TableStream",
     "json_fallback",
+    "listing_count",
     "note",
     "plain_table",
     "printable",
@@ -141,6 +142,73 @@ class Output:
         return TableStream(self, columns)
 
     @contextlib.contextmanager
+    def rows_as_done(
+        self,
+        columns: Sequence[str],
+        cells: Callable[[Any], Sequence[str]],
+        to_json: Callable[[Any], Any],
+        *,
+        held: bool,
+        work_goes_on: bool = False,
+    ) -> Iterator[Callable[[Sequence[Any]], None]]:
+        """A function printing results as they are done: rows of one table (:meth:`table_stream`,
+        ``cells`` of each) or, under ``--json``, elements of the one array (:meth:`json_array`,
+        ``to_json`` of each; unterminated if the block raises, as ``ls``'s).
+
+        ``held``: the rows wait for the end of the block (a progress bar drawn on the same
+        terminal would be written into); then also when it raises, so that what was done is
+        shown above the error.
+
+        ``work_goes_on``: the results are of work the command was asked to do, not of a reading
+        (:meth:`reader_may_leave`)."""
+        with (
+            self.reader_may_leave() if work_goes_on else contextlib.nullcontext(),
+            self._rows_as_done(columns, cells, to_json, held=held) as show,
+        ):
+            yield show
+
+    @contextlib.contextmanager
+    def reader_may_leave(self) -> Iterator[None]:
+        """For the block, what is printed is of work the command was asked to do (``compact
+        --all``, ``events drain``): when its reader leaves (``| head``), the rest goes nowhere and
+        the work goes on, where a listing stops (its ``BrokenPipeError`` reaches ``main``)."""
+        found = self.stream
+        self.stream = _ReaderMayLeave(found)  # type: ignore[assignment]  # (write, flush; the rest its own)
+        try:
+            yield
+        finally:
+            self.stream = found
+
+    @contextlib.contextmanager
+    def _rows_as_done(
+        self,
+        columns: Sequence[str],
+        cells: Callable[[Any], Sequence[str]],
+        to_json: Callable[[Any], Any],
+        *,
+        held: bool,
+    ) -> Iterator[Callable[[Sequence[Any]], None]]:
+        if self.json:
+            with self.json_array() as array:
+
+                def add_elements(results: Sequence[Any]) -> None:
+                    for result in results:
+                        array.add(to_json(result))
+                    array.flush()
+
+                yield add_elements
+            return
+        table = self.table_stream(columns)
+        if not held:
+            yield lambda results: table.page([cells(result) for result in results])
+            return
+        waiting: list[Sequence[str]] = []
+        try:
+            yield lambda results: waiting.extend(cells(result) for result in results)
+        finally:
+            table.page(waiting)
+
+    @contextlib.contextmanager
     def json_array(self) -> Iterator[JsonArray]:
         """A JSON array written an element at a time, closed (``]``) when the block ends. Not
         when it raises: a listing that failed half-way leaves an unterminated array, which no
@@ -157,6 +225,33 @@ class Output:
             return
         with contextlib.redirect_stdout(sys.stderr):
             yield
+
+
+class _ReaderMayLeave:
+    """A stream whose reader may leave (``| head``): from the first write it refuses
+    (``BrokenPipeError``) on, what is written goes nowhere, and nothing fails."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.left = False
+
+    def write(self, text: str) -> int:
+        if not self.left:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.left = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.left = True
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, ...: the stream's
+        return getattr(self._stream, name)
 
 
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -416,6 +511,28 @@ def when(timestamp: float, *, one_field: bool = False) -> str:
     a column of piped output that others follow (``awk`` splits on spaces)."""
     moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ" if one_field else "%Y-%m-%d %H:%M:%S UTC")
+
+
+@contextlib.contextmanager
+def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
+    """While the actors are listed before long work (``compact --all``: thousands of them, seconds
+    or minutes): ``label`` and how many so far, on stderr when it is a terminal (cleared when the
+    block ends); nothing otherwise. The function yielded counts one; any thread may call it."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(label, markup=False),  # (a store's URL: not rich markup)
+        TextColumn("{task.completed} so far"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda: bar.advance(task)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from vactor_cloud.cli._interrupts import SettledInterrupts
 from vactor_cloud.cli._options import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -36,7 +37,7 @@ from vactor_cloud.cli._options import (
     positive_int,
     stores_below_hint,
 )
-from vactor_cloud.cli._output import Output, note, printable, progress, when
+from vactor_cloud.cli._output import Output, listing_count, note, printable, progress, when
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -406,11 +407,16 @@ def _actor_method(handle: Any, name: str) -> Any:
     )
 
 
-async def _all_actor_ids() -> list[str]:
+async def _all_actor_ids(found: Callable[[], None] = lambda: None) -> list[str]:
+    """Every actor id of the store, in key order; ``found()`` for each as it is listed."""
     from vactor_cloud.history import iter_actor_ids
     from vactor_cloud.runtime import get_runtime
 
-    return [actor_id async for actor_id in iter_actor_ids(get_runtime().store)]
+    ids: list[str] = []
+    async for actor_id in iter_actor_ids(get_runtime().store):
+        ids.append(actor_id)
+        found()
+    return ids
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -449,7 +455,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
     init_runtime(args)
     out = Output.for_args(args)
     try:
-        ids = _sync.sync(_all_actor_ids()) if args.all else [args.actor_id]
+        if args.all:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
+            listing = f"listing the actors under {_describe_storage()}:"
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+                ids = _sync.sync(_all_actor_ids(found))
+        else:
+            ids = [args.actor_id]
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         raise CliError(
             "interrupted while listing the actors: nothing was compacted", EXIT_INTERRUPTED
@@ -483,43 +494,91 @@ def cmd_compact(args: argparse.Namespace) -> int:
     failed: list[tuple[str, Exception]] = []
     done = 0
     second_pass = False
-    try:
-        with progress(len(ids), "compacting", enabled=sys.stderr.isatty() and not out.json) as advance:
-            for at in range(0, len(ids), _COMPACT_CONCURRENCY):
-                part = ids[at : at + _COMPACT_CONCURRENCY]
-                for actor_id, outcome in zip(part, compact_some(part), strict=True):
-                    if isinstance(outcome, ActorNotFoundError):
-                        if not args.all:
-                            raise outcome
-                        # objects but no step (a creation that never committed): `vactor ls` skips it too
-                    elif isinstance(outcome, VactorError | StorageError):
-                        if not args.all:
-                            raise outcome
-                        failed.append((actor_id, outcome))  # one damaged actor does not stop the others
-                    elif isinstance(outcome, BaseException):
-                        raise outcome
-                    else:
-                        reports.append(outcome)
-                    done += 1
-                    advance(actor_id)
-        second_pass = True
-        reports = _compact_unproven_again(reports, compact_one, fresh_window)
-    except KeyboardInterrupt:
-        # Safe to stop anywhere (docs/retention.md): an actor interrupted half-way keeps some steps
-        # below its watermark, which the next compaction deletes.
-        if second_pass:
+    bar = sys.stderr.isatty() and not out.json
+    # The first Ctrl-C (or SIGTERM) lets the compactions in flight finish, then stops; a second
+    # one stops at once. Their rows are printed as each batch is done (under a progress bar on the
+    # terminal that shows them, at its end); an actor a second pass may compact again waits for it.
+    interrupts = SettledInterrupts(
+        f"vactor: stopping: the compactions in flight (up to {_COMPACT_CONCURRENCY}) finish, then "
+        "it says what it did; Ctrl-C again stops at once",
+        lambda: _compact_stopped_at_once(done, len(ids), shown=not (bar and out.rich)),
+    )
+    settled = False
+    unproven: list[Any] = []  # first-pass reports whose actors the second pass compacts again
+    with (
+        out.rows_as_done(
+            _COMPACT_COLUMNS, _report_cells, _report_json, held=bar and out.rich, work_goes_on=True
+        ) as show,
+        interrupts.installed(),
+    ):
+        try:
+            with progress(len(ids), "compacting", enabled=bar) as advance:
+                for at in range(0, len(ids), _COMPACT_CONCURRENCY):
+                    part = ids[at : at + _COMPACT_CONCURRENCY]
+                    with interrupts.in_flight():  # (a batch: compacted, counted and printed)
+                        finished: list[Any] = []
+                        for actor_id, outcome in zip(part, compact_some(part), strict=True):
+                            if isinstance(outcome, ActorNotFoundError):
+                                if not args.all:
+                                    raise outcome
+                                # objects, no step (a creation never committed): `vactor ls` skips it too
+                            elif isinstance(outcome, VactorError | StorageError):
+                                if not args.all:
+                                    raise outcome
+                                failed.append(
+                                    (actor_id, outcome)
+                                )  # one damaged actor does not stop the others
+                            elif isinstance(outcome, BaseException):
+                                raise outcome
+                            elif getattr(outcome, "held_unproven", 0):
+                                unproven.append(outcome)
+                            else:
+                                finished.append(outcome)
+                            done += 1
+                            advance(actor_id)
+                        reports += finished
+                        show(finished)
+                    if interrupts.requested.is_set() and done < len(ids):
+                        settled = True
+                        raise KeyboardInterrupt
+            second_pass = True
+            if interrupts.requested.is_set() and unproven:  # (not its wait: stopping was asked)
+                raise KeyboardInterrupt
+
+            def compact_again(actor_id: str) -> Any:
+                if interrupts.requested.is_set():  # (stopping after the one in flight)
+                    raise KeyboardInterrupt
+                with interrupts.in_flight():
+                    return compact_one(actor_id)
+
+            unproven = _compact_unproven_again(unproven, compact_again, fresh_window)
+            reports += unproven
+            show(unproven)
+            unproven = []
+        except KeyboardInterrupt:
+            # Safe to stop anywhere (docs/retention.md): an actor interrupted half-way keeps some steps
+            # below its watermark, which the next compaction deletes.
+            show(unproven)  # (as the first pass left them: their last steps held)
+            if second_pass:
+                raise CliError(
+                    f"interrupted in the second pass, after compacting all {len(ids)} actors once; the "
+                    "last steps held for want of the writers' evidence (the rows printed last) may stay "
+                    "until the next compaction: run it again to delete them",
+                    EXIT_INTERRUPTED,
+                ) from None
+            if settled:
+                raise CliError(
+                    f"interrupted after compacting {done} of {len(ids)} actors (the compactions in "
+                    f"flight finished; their rows are printed); the other {len(ids) - done} were not "
+                    "touched: run it again to finish",
+                    EXIT_INTERRUPTED,
+                ) from None
             raise CliError(
-                f"interrupted in the second pass, after compacting all {len(ids)} actors once; the "
-                "last steps held for want of the writers' evidence stay until the next compaction: "
-                "run it again to delete them",
+                f"interrupted after compacting {done} of {len(ids)} actors; the actors being compacted "
+                f"at the time (up to {_COMPACT_CONCURRENCY}) may keep some old steps until their next "
+                "compaction: run it again to finish",
                 EXIT_INTERRUPTED,
             ) from None
-        raise CliError(
-            f"interrupted after compacting {done} of {len(ids)} actors; the actors being compacted "
-            f"at the time (up to {_COMPACT_CONCURRENCY}) may keep some old steps until their next "
-            "compaction: run it again to finish",
-            EXIT_INTERRUPTED,
-        ) from None
     for actor_id, error in failed:
         print(printable(f"vactor: error: {actor_error(actor_id, error)}"), file=sys.stderr)
     if failed:
@@ -540,27 +599,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
                 ),
                 file=sys.stderr,
             )
-    if out.json:
-        out.emit_json([_report_json(r) for r in reports])
-        return code
-    if not reports:
-        if not failed:
-            where = f"{_describe_storage()}: nothing to compact{memory_hint()}"
-            print(f"no actors under {where}", file=sys.stderr)
-        return code
-    rows = [
-        (
-            str(getattr(r, "actor_id", "?")),
-            str(getattr(r, "deleted_steps", "?")),
-            f"{getattr(r, 'watermark', '?')}..{getattr(r, 'newest', '?')}",
-            str(getattr(r, "held_by_min_age", 0)),
-        )
-        for r in reports
-    ]
-    # one word a header (piped output is read by awk); HELD: kept only because of --min-age
-    out.table(None, ("ACTOR", "DELETED", "KEPT", "HELD"), rows)
+    if not reports and not failed and not out.json:
+        where = f"{_describe_storage()}: nothing to compact{memory_hint()}"
+        print(f"no actors under {where}", file=sys.stderr)
     held = sum(getattr(r, "held_by_min_age", 0) for r in reports)
-    if held:  # else a first compaction of young actors deletes nothing, unexplained
+    if held and not out.json:  # else a first compaction of young actors deletes nothing, unexplained
         print(
             f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
             f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
@@ -569,6 +612,33 @@ def cmd_compact(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return code
+
+
+#: the columns of ``vactor compact``'s table, one word each (piped output is read by awk); HELD: the
+#: steps kept only because of --min-age
+_COMPACT_COLUMNS = ("ACTOR", "DELETED", "KEPT", "HELD")
+
+
+def _report_cells(report: Any) -> tuple[str, str, str, str]:
+    """A compaction report's row of the table (``_COMPACT_COLUMNS``)."""
+    return (
+        str(getattr(report, "actor_id", "?")),
+        str(getattr(report, "deleted_steps", "?")),
+        f"{getattr(report, 'watermark', '?')}..{getattr(report, 'newest', '?')}",
+        str(getattr(report, "held_by_min_age", 0)),
+    )
+
+
+def _compact_stopped_at_once(done: int, total: int, *, shown: bool) -> str:
+    """What ``vactor compact`` stopped at once (a second Ctrl-C or SIGTERM) leaves: its last line
+    (``shown``: the rows of those compacted were printed, not held for the end of a progress bar)."""
+    rows = "their rows are printed" if shown else "vactor ls and history show them"
+    return (
+        f"vactor: error: stopped at once after compacting {done} of {total} actors ({rows}); "
+        f"the compactions cut short (up to {_COMPACT_CONCURRENCY}) may keep some old steps "
+        "below their watermark, which the next compaction deletes (nothing a writer acknowledged is "
+        "lost): run it again to finish"
+    )
 
 
 #: actors ``vactor compact --all`` compacts at once: each is a few round trips to the store, spent

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, printable, progress, when
+from vactor_cloud.cli._output import Output, listing_count, printable, progress, when
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
@@ -88,12 +89,22 @@ class EventRow:
         return (self.actor, self.event_id, self.name, sent, self.status)
 
 
-async def _actors_with_events(actors: list[str] | None) -> list[str]:
-    """The named actors, or every actor whose inbox holds an event.
+async def _actors_with_events(
+    actors: list[str] | None, looked_at: Callable[[], None] = lambda: None
+) -> list[str]:
+    """The named actors, or every actor whose inbox holds an event (:func:`_pages_with_events`)."""
+    return [actor_id async for page in _pages_with_events(actors, looked_at) for actor_id in page]
+
+
+async def _pages_with_events(
+    actors: list[str] | None, looked_at: Callable[[], None] = lambda: None
+) -> AsyncGenerator[list[str], None]:
+    """The named actors (one page), or every actor whose inbox holds an event, a page at a time.
 
     Without a name this pages through the actor ids (one listing that skips
     each actor's steps) and asks each inbox for one key, those of up to
     ``_PROBE_CONCURRENCY`` actors at once: never a LIST of every object under ``actors/``.
+    ``looked_at()`` for each actor asked.
     """
     store = get_runtime().store
     if actors is not None:
@@ -105,15 +116,16 @@ async def _actors_with_events(actors: list[str] | None) -> list[str]:
                 record = await newest_step_async(actor)
                 if is_deleted(record):
                     raise ActorDeletedError(actor, store.describe(), record.step)
-        return named
-    found: list[str] = []
+        yield named
+        return
     page: list[str] = []
     async for actor_id in iter_actor_ids(store):
+        looked_at()
         page.append(actor_id)
         if len(page) == _PROBE_CONCURRENCY:
-            found += await _with_events(store, page)
+            yield await _with_events(store, page)
             page = []
-    return found + await _with_events(store, page)
+    yield await _with_events(store, page)
 
 
 async def _with_events(store: ObjectStore, actor_ids: list[str]) -> list[str]:
@@ -168,11 +180,38 @@ _DELETED = "waiting: actor deleted, for the next actor created under its id"
 _DAMAGED = "damaged: read failed its integrity check (cut short, altered, or not signed with this key); kept"
 
 
-async def _ls(actors: list[str] | None) -> tuple[list[EventRow], list[str]]:
+def _ls(actors: list[str] | None, out: Output) -> list[str]:
+    """``vactor events ls``: the rows of each page of actors with events (up to 32), printed as it
+    is read (on a bucket of thousands, the first rows come after their inboxes, not everyone's);
+    the actors that could not be read."""
+    errors: list[str] = []
+    listed = 0
+    pages = _pages_with_events(actors)
+
+    async def next_page() -> list[str] | None:
+        return await anext(pages, None)
+
+    columns = ("ACTOR", "EVENT", "NAME", "SENT", "STATUS")
+    try:
+        with out.rows_as_done(columns, EventRow.cells, lambda row: row.__dict__, held=False) as show:
+            while (page := _sync.sync(next_page())) is not None:
+                rows, page_errors = _sync.sync(_ls_page(page))
+                show(rows)
+                listed += len(rows)
+                errors += page_errors
+    finally:
+        with contextlib.suppress(Exception):  # (the listing closed however the printing ended)
+            _sync.sync(pages.aclose())
+    if not listed and not errors and not out.json:  # (else an actor not read may have some: said)
+        print(f"no pending events under {get_runtime().store.describe()}{memory_hint()}", file=sys.stderr)
+    return errors
+
+
+async def _ls_page(actor_ids: list[str]) -> tuple[list[EventRow], list[str]]:
     runtime = get_runtime()
     rows: list[EventRow] = []
     errors: list[str] = []
-    for actor_id in await _actors_with_events(actors):
+    for actor_id in actor_ids:
         try:
             keys = await list_inbox(runtime.store, actor_id)
             damaged: list[str] = []
@@ -270,13 +309,16 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[list[dict[str, Any]],
     one commit per actor, long on a large bucket."""
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
-    ids = _sync.sync(_actors_with_events(actors))
     bar = sys.stderr.isatty() and not out.json
+    # (every actor's inbox asked, on a bucket of thousands: on a terminal, counted meanwhile)
+    looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
+    with listing_count(looking, enabled=bar and actors is None) as looked_at:
+        ids = _sync.sync(_actors_with_events(actors, looked_at))
     # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
     # they would be written into it)
     shown = 0
     try:
-        with progress(len(ids), "draining", enabled=bar) as advance:
+        with out.reader_may_leave(), progress(len(ids), "draining", enabled=bar) as advance:
             for actor_id in ids:
                 try:
                     line = _sync.sync(_drain_one(actor_id))
@@ -328,16 +370,7 @@ def _run(args: argparse.Namespace, out: Output) -> list[str]:
     actors that could not be read or drained."""
     try:
         if args.events_command == "ls":
-            rows, errors = _sync.sync(_ls(args.actor))
-            if out.json:
-                out.emit_json([row.__dict__ for row in rows])
-            elif rows:
-                out.table(None, ("ACTOR", "EVENT", "NAME", "SENT", "STATUS"), [row.cells() for row in rows])
-            elif not errors:  # (else an actor that could not be read may have some: the error says)
-                print(
-                    f"no pending events under {get_runtime().store.describe()}{memory_hint()}",
-                    file=sys.stderr,
-                )
+            errors = _ls(args.actor, out)
         else:
             lines, errors = _drain(args.actor, out)
             if out.json:

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vactor_cloud import _sync
@@ -47,7 +48,7 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output, note, printable, progress
+from vactor_cloud.cli._output import Output, listing_count, note, printable, progress
 from vactor_cloud.errors import ActorDefinitionError, IntegrityError
 from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.runtime import get_runtime, shutdown
@@ -59,7 +60,7 @@ from vactor_cloud.timer_runner import (
     repair_timer_index,
     run_timers,
 )
-from vactor_cloud.timers import list_index
+from vactor_cloud.timers import IndexEntry, list_index
 
 __all__ = ["add_commands", "run"]
 
@@ -173,7 +174,12 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
         return count
 
     try:
-        ids = actor_ids if actor_ids is not None else _sync.sync(_every_actor_id())
+        if actor_ids is not None:
+            ids = actor_ids
+        else:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
+            listing = f"listing the actors under {get_runtime().store.describe()}:"
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+                ids = _sync.sync(_every_actor_id(found))
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         raise CliError(
             "interrupted while listing the actors: nothing was repaired", EXIT_INTERRUPTED
@@ -200,8 +206,62 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
     return count, failed
 
 
-async def _every_actor_id() -> list[str]:
-    return [actor_id async for actor_id in iter_actor_ids(get_runtime().store)]
+#: due-index entries ``vactor timers ls`` reads, and prints, at a time
+_LS_PAGE = 256
+
+#: the columns of ``vactor timers ls``: one field each (awk), headed as every other table
+_LS_COLUMNS = ("DUE", "LATE", "ACTOR", "KEY", "GEN")
+
+
+def _ls(out: Output) -> None:
+    """``vactor timers ls``: the due index, earliest first, printed a page at a time as it is read
+    (an index of a million entries is neither held nor waited for before the first row)."""
+    store = get_runtime().store
+    listed = 0
+    after: str | None = None
+    with out.rows_as_done(_LS_COLUMNS, _ls_cells, lambda row: row, held=False) as show:
+        while True:
+            entries = _sync.sync(list_index(store, limit=_LS_PAGE, start_after=after))
+            now = time.time()  # (lateness as of the page's reading)
+            show([_ls_row(entry, now) for entry in entries])
+            listed += len(entries)
+            if len(entries) < _LS_PAGE:
+                break
+            after = entries[-1].object_key
+    if not listed and not out.json:  # as ls and events ls: no header over nothing, on stdout
+        where = store.describe()
+        print(f"no pending timers in the index under {where}{memory_hint()}", file=sys.stderr)
+
+
+def _ls_row(entry: IndexEntry, now: float) -> dict[str, Any]:
+    """An entry of ``vactor timers ls --json`` (docs/cli.md, JSON documents)."""
+    return {
+        "due": entry.due_ms / 1000,
+        "late_s": round(now - entry.due_ms / 1000, 3),
+        "actor": entry.actor_id,
+        "key": entry.key,
+        # the step that scheduled the occurrence; None: an entry named before generations
+        "gen": entry.gen,
+    }
+
+
+def _ls_cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    return (
+        _utc(row["due"]),
+        f"{row['late_s']:+.3f}s",  # -: not due yet
+        str(row["actor"]),
+        str(row["key"]),
+        "-" if row["gen"] is None else str(row["gen"]),
+    )
+
+
+async def _every_actor_id(found: Callable[[], None]) -> list[str]:
+    """Every actor id of the store, in key order; ``found()`` for each as it is listed."""
+    ids: list[str] = []
+    async for actor_id in iter_actor_ids(get_runtime().store):
+        ids.append(actor_id)
+        found()
+    return ids
 
 
 #: the errors of one actor that ``timers repair`` goes on past: a damaged object (a torn write, a
@@ -292,40 +352,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.print(_summary_line(summary))
         elif command == "ls":
-            entries = _sync.sync(list_index(get_runtime().store))
-            now = time.time()
-            rows: list[dict[str, Any]] = [
-                {
-                    "due": e.due_ms / 1000,
-                    "late_s": round(now - e.due_ms / 1000, 3),
-                    "actor": e.actor_id,
-                    "key": e.key,
-                    # the step that scheduled the occurrence; None: an entry named before generations
-                    "gen": e.gen,
-                }
-                for e in entries
-            ]
-            if out.json:
-                out.emit_json(rows)
-            elif rows:
-                out.table(
-                    None,
-                    # one field a column (awk), headed as every other table
-                    ["DUE", "LATE", "ACTOR", "KEY", "GEN"],
-                    [
-                        [
-                            _utc(r["due"]),
-                            f"{r['late_s']:+.3f}s",  # -: not due yet
-                            str(r["actor"]),
-                            str(r["key"]),
-                            "-" if r["gen"] is None else str(r["gen"]),
-                        ]
-                        for r in rows
-                    ],
-                )
-            else:  # as ls and events ls: no header over nothing, on stdout
-                where = get_runtime().store.describe()
-                print(f"no pending timers in the index under {where}{memory_hint()}", file=sys.stderr)
+            _ls(out)
         else:
             for actor_id in args.actor or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
