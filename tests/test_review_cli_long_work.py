@@ -476,3 +476,21 @@ def test_events_drain_whose_reader_left_drains_every_actor_all_the_same(
     assert child.finish() == EXIT_OK, child
     assert any(line.startswith("draining 4/4 a-0003") for line in child.err), child
     assert not [line for line in child.err if line.startswith("vactor:")], child
+
+
+def test_plain_progress_says_the_first_and_last_item_and_at_most_one_line_each_interval(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Piped, a long command's progress went to stderr a line per actor: a cron job compacting
+    10,000 actors logged 10,000 lines. Now the first, the last, and one per interval between."""
+    from vactor_cloud.cli._output import progress
+
+    with progress(500, "compacting", enabled=False, every=3600.0) as advance:
+        for i in range(500):
+            advance(f"a-{i}")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["compacting 1/500 a-0", "compacting 500/500 a-499"], lines
+    with progress(3, "draining", enabled=False, every=0.0) as advance:
+        for i in range(3):
+            advance(f"b-{i}")
+    assert capsys.readouterr().err.splitlines() == [f"draining {i + 1}/3 b-{i}" for i in range(3)]

@@ -53,18 +53,17 @@ def _with_events(url: str, *actor_ids: str) -> None:
 # -- vactor events drain: a long operation shows progress, and says how far an interrupt got ------
 
 
-def test_events_drain_prints_one_progress_line_per_actor_when_piped(vactor: Vactor, store: str) -> None:
+def test_events_drain_prints_its_progress_when_piped(vactor: Vactor, store: str) -> None:
     """``events drain`` without ``--actor`` walks every actor, one commit each (on S3, a fraction of
     a second an actor: an hour for ten thousand). Before, it printed nothing until it was done;
     it now shows its progress as ``compact --all`` does (a bar on a terminal, lines when piped)."""
     _with_events(store, "t1", "t2", "t3")
     result = vactor("events", "drain")
     assert result.code == EXIT_OK, result.err
-    assert [line.split()[:2] for line in result.err.splitlines()] == [
-        ["draining", "1/3"],
-        ["draining", "2/3"],
-        ["draining", "3/3"],
-    ], result.err
+    # the first actor and the last, and between them at most a line every 2 s
+    said = [line.split()[:2] for line in result.err.splitlines()]
+    assert said[0] == ["draining", "1/3"] and said[-1] == ["draining", "3/3"], result.err
+    assert said in ([said[0], said[-1]], [said[0], ["draining", "2/3"], said[-1]]), result.err
     assert result.out.splitlines() == [f"{a}: applied 1, 0 left in the inbox" for a in ("t1", "t2", "t3")]
 
 
@@ -143,7 +142,7 @@ def test_timers_run_says_at_once_what_it_runs_on_and_how_to_stop_it(store: str) 
 # -- vactor timers repair: it walks every actor, so it shows its progress -------------------------
 
 
-def test_timers_repair_prints_one_progress_line_per_actor_when_piped(vactor: Vactor, store: str) -> None:
+def test_timers_repair_prints_its_progress_when_piped(vactor: Vactor, store: str) -> None:
     """``timers repair`` without ``--actor`` reads the newest step of every actor. Before, it
     printed nothing until the end (and listed every object under ``actors/``, steps included,
     before the first read); it now pages through the ids and shows its progress as
@@ -157,11 +156,10 @@ def test_timers_repair_prints_one_progress_line_per_actor_when_piped(vactor: Vac
     result = vactor("timers", "repair")
     assert result.code == EXIT_OK, result.err
     assert result.out.strip() == "indexed 3 pending timers"
-    assert [line.split()[:2] for line in result.err.splitlines()] == [
-        ["repairing", "1/3"],
-        ["repairing", "2/3"],
-        ["repairing", "3/3"],
-    ], result.err
+    # the first actor and the last, and between them at most a line every 2 s
+    said = [line.split()[:2] for line in result.err.splitlines()]
+    assert said[0] == ["repairing", "1/3"] and said[-1] == ["repairing", "3/3"], result.err
+    assert said in ([said[0], said[-1]], [said[0], ["repairing", "2/3"], said[-1]]), result.err
 
 
 # -- vactor timers ls: one field per column when piped, headers as every other table's --------------

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -35,6 +36,9 @@ __all__ = [
     "streams_watched",
     "when",
 ]
+
+#: seconds between two plain progress lines (stderr not a terminal): besides the first and last
+PLAIN_PROGRESS_EVERY = 2.0
 
 
 def printable(text: str) -> str:
@@ -536,8 +540,12 @@ def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
 
 
 @contextlib.contextmanager
-def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar on stderr (when it is a terminal), else one line per item done."""
+def progress(
+    total: int, label: str, *, enabled: bool, every: float = PLAIN_PROGRESS_EVERY
+) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr (when it is a terminal), else a line ``LABEL DONE/TOTAL
+    ITEM`` for the first item done, the last, and between them at most one each ``every``
+    seconds (a cron job's log of 10,000 actors holds a few lines a minute, not 10,000)."""
     if enabled:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -558,10 +566,14 @@ def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str
             yield advance
         return
     done = 0
+    said = -math.inf
 
     def advance_plain(item: str) -> None:
-        nonlocal done
+        nonlocal done, said
         done += 1
-        note(f"{label} {done}/{total} {item}")
+        now = time.monotonic()
+        if done == 1 or done >= total or now - said >= every:
+            said = now
+            note(f"{label} {done}/{total} {item}")
 
     yield advance_plain
