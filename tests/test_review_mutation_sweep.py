@@ -1,0 +1,112 @@
+"""Guarantees of the commit path that no test held (review h121: a mutation sweep).
+
+Each test here kills a mutation of ``log.py``, ``dedup.py``, ``compaction.py``,
+``deletion.py`` or ``incarnation.py`` that the rest of the suite let through: it fails with
+the mutation applied and passes without. The mutation each one holds is named in its
+docstring. Stores are driven directly through :class:`ActorLog` where the premise (a put
+answered late, a watermark at an exact number) cannot be produced on cue by a runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from vactor_cloud.compaction import raise_watermark
+from vactor_cloud.errors import StorageError
+from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+T = TypeVar("T")
+
+
+def _record(step: int, writer: str) -> StepRecord:
+    return StepRecord(
+        step=step,
+        parent=None if step == 0 else step - 1,
+        class_ref=ClassRef("0" * 64, "tests.Sweep"),
+        serializer="json",
+        state=b"{}",
+        writer=writer,
+        time=time.time(),
+    )
+
+
+def _on_a_log(store_spec: StoreSpec, body: Callable[[ActorLog], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = store_spec.open()
+        try:
+            return await body(ActorLog(store, "sweep"))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _commit(log: ActorLog, steps: range) -> None:
+    for step in steps:
+        await log.put_step(_record(step, f"w{step}"))
+
+
+def test_a_late_put_of_the_step_the_watermark_names_is_a_commit(store_spec: StoreSpec) -> None:
+    """A writer whose put answered late (past ``fresh_window``) asks the watermark; a compaction
+    that ran meanwhile may have raised it to exactly the writer's step, the oldest step kept.
+    That step is committed history. (Mutation: ``step >= min_step`` read ``step > min_step`` in
+    ``resolve_late_commit``, and the committed call failed with a ``ValueError``.)"""
+
+    async def body(log: ActorLog) -> bool:
+        await _commit(log, range(3))
+        mine = _record(3, "late-writer")
+        await log.put_step(mine)
+        assert await raise_watermark(log, 3) == 3
+        return await log.resolve_late_commit(mine)
+
+    assert _on_a_log(store_spec, body) is True
+
+
+class _LoseOneStepPut:
+    """Fails the next create of ``key`` before it lands (a connection reset before sending)."""
+
+    def __init__(self, store: ObjectStore, key: str) -> None:
+        self.store, self.key, self.armed = store, key, True
+        self.original = store.put
+
+    async def put(self, key: str, data: bytes, **kwargs: Any) -> str:
+        if self.armed and key == self.key:
+            self.armed = False
+            raise StorageError(f"{key}: simulated reset before sending", key)
+        return await self.original(key, data, **kwargs)
+
+
+def test_a_failed_put_at_the_watermark_number_is_retried(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create whose request failed (it may have landed) and whose step is not there when read
+    back, at a number the watermark has reached but not passed: no compaction took it, so the
+    create is sent again and commits. (Mutation: ``step >= min_step`` read ``step > min_step``
+    in ``_compacted_step_was_ours``, and the commit failed with a ``ValueError``.) The premise
+    needs a watermark at a number not written yet, which a compaction never makes (it raises the
+    watermark only to a step that exists): a gc object written for the test."""
+
+    async def body(log: ActorLog) -> bool:
+        await _commit(log, range(3))
+        await raise_watermark(log, 2)
+        # The gc object as a compaction of another copy of the log wrote it: min_step 3.
+        gc = await log.read_watermark()
+        data = encode_gc(log.gc_key, GcWatermark(3, recorded_from=3), time.time(), log.signing_key)
+        await log.store.put(log.gc_key, data, mode=IfMatch(gc.version or ""))
+        lose = _LoseOneStepPut(log.store, log.step_key(3))
+        monkeypatch.setattr(log.store, "put", lose.put)
+        mine = _record(3, "retrying-writer")
+        await log.put_step(mine)
+        stored = await log.read_step(3)
+        return stored is not None and stored.writer == "retrying-writer"
+
+    assert _on_a_log(store_spec, body) is True
