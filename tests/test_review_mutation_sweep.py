@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from vactor_cloud.compaction import raise_watermark
-from vactor_cloud.errors import StorageError
+from vactor_cloud.errors import RetryableStorageError, StorageError
 from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -108,5 +108,73 @@ def test_a_failed_put_at_the_watermark_number_is_retried(
         await log.put_step(mine)
         stored = await log.read_step(3)
         return stored is not None and stored.writer == "retrying-writer"
+
+    assert _on_a_log(store_spec, body) is True
+
+
+def test_head_is_not_moved_back_by_a_writer_that_knows_it_is_ahead(store_spec: StoreSpec) -> None:
+    """``advance_head`` to a step behind the HEAD it knows leaves HEAD where it is (forward
+    only: a reader starting at HEAD never starts before a step it could have started after).
+    (Mutation: the ``current.step >= step`` check dropped; HEAD went back to 2.)"""
+
+    async def body(log: ActorLog) -> tuple[int, int]:
+        await _commit(log, range(6))
+        ref = _record(5, "w5").class_ref
+        at_five = await log.advance_head(5, ref, None)
+        answered = await log.advance_head(2, ref, at_five)
+        stored = await log.read_head()
+        assert stored is not None
+        return answered.step, stored.step
+
+    assert _on_a_log(store_spec, body) == (5, 5)
+
+
+def test_head_is_not_moved_back_by_a_writer_whose_view_of_it_is_stale(store_spec: StoreSpec) -> None:
+    """Two writers move HEAD: one to 9 while the other, which read HEAD at 3, moves it to 6. The
+    second's put is conditional on the version it read, so it fails, it reads HEAD again, finds
+    9 and leaves it. (Mutation: the if-match replaced by an overwrite; HEAD went back to 6.)"""
+
+    async def body(log: ActorLog) -> tuple[int, int]:
+        await _commit(log, range(10))
+        ref = _record(9, "w9").class_ref
+        stale = await log.advance_head(3, ref, None)
+        await log.advance_head(9, ref, stale)
+        answered = await log.advance_head(6, ref, stale)
+        stored = await log.read_head()
+        assert stored is not None
+        return answered.step, stored.step
+
+    assert _on_a_log(store_spec, body) == (9, 9)
+
+
+class _FailReads:
+    """Fails the next ``times`` reads of ``key`` in transit (a reset connection)."""
+
+    def __init__(self, store: ObjectStore, key: str, times: int) -> None:
+        self.key, self.times = key, times
+        self.original = store.get
+
+    async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == self.key and self.times > 0:
+            self.times -= 1
+            raise RetryableStorageError(f"{key}: simulated reset", key)
+        return await self.original(key, *args, **kwargs)
+
+
+def test_a_late_commit_survives_a_failed_read_of_the_watermark(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a late put, the watermark is read to learn whether the step is history; one read
+    of it failing in transit is retried, not reported: the step is written, and an error here
+    tells its caller the call may not have happened (a retry without a key applies it twice).
+    (Mutation: no retry in ``_read_watermark_after_commit``; the committed call ended in
+    ``CommitOutcomeUnknownError``.)"""
+
+    async def body(log: ActorLog) -> bool:
+        await _commit(log, range(3))
+        mine = _record(3, "late-writer")
+        await log.put_step(mine)
+        monkeypatch.setattr(log.store, "get", _FailReads(log.store, log.gc_key, 1).get)
+        return await log.resolve_late_commit(mine)
 
     assert _on_a_log(store_spec, body) is True
