@@ -10,6 +10,7 @@ answered late, a watermark at an exact number) cannot be produced on cue by a ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,7 +18,9 @@ from typing import Any, TypeVar
 import pytest
 
 from vactor_cloud.compaction import raise_watermark
+from vactor_cloud.dedup import DedupTable, Outcome, StepDedup
 from vactor_cloud.errors import RetryableStorageError, StorageError
+from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -178,3 +181,42 @@ def test_a_late_commit_survives_a_failed_read_of_the_watermark(
         return await log.resolve_late_commit(mine)
 
     assert _on_a_log(store_spec, body) is True
+
+
+def _step_with_table(step: int, table: bytes) -> StepRecord:
+    return dataclasses.replace(_record(step, f"w{step}"), dedup=table)
+
+
+def test_a_key_recorded_again_after_it_left_the_window_counts_as_the_newest() -> None:
+    """A key past the window runs again and is recorded again: it is then the newest entry,
+    so the next commits keep it among the newest ``max_keys``. (Mutation: ``_merge`` kept a key
+    found in an earlier layer at its old place with the new value; the next step's table held
+    it as the oldest, and a retry a moment later, inside the window by count, ran the call a
+    second time.)"""
+    window = (2, 0.0)
+    old = {key: (0.0, Outcome(True, f"first {key}")) for key in ("a", "b", "c")}
+    base = _step_with_table(1, DedupTable(old).dump("json", (10, 0.0), now=0.0))  # a wider window then
+    table = StepDedup(None, base)
+    assert table.load_without_io()
+    assert table.get("a", window=window, now=10.0) is None  # two newer keys, and old: runs again
+    table.record("a", Outcome(True, "second a"), 10.0)
+    fields = table.fields("json", window, 10.0, 2)
+    assert fields.base is None  # (small: the whole table, in the step)
+    after = StepDedup(None, _step_with_table(2, fields.data))
+    assert after.load_without_io()
+    recorded = after.get("a", window=window, now=11.0)
+    assert recorded is not None and recorded.value == "second a"
+
+
+@pytest.mark.parametrize("value", [True, False, -1, 2.0, "3", None])
+def test_an_incarnation_that_is_no_step_number_is_refused_or_taken_for_none(value: object) -> None:
+    """A record beside the steps naming an incarnation that is no step number (a bool, a
+    negative number, a float, a string: damaged, or written by hand) is not judged by it: the
+    readers of records (compaction ageing a sub-task checkpoint, a delete clearing failed-call
+    records) are told ``ValueError`` and treat it as no actor's; a step's ``extra`` holding one
+    is the id's first actor. (Mutations: ``born_in`` and ``born_of`` without the bool and sign
+    checks; ``True`` passed for incarnation 1 and ``-1`` for one before every actor.)"""
+    with pytest.raises(ValueError, match="no step number"):
+        born_in({BORN: value})
+    assert born_of({BORN: value}) == 0
+    assert born_in({BORN: 7}) == born_of({BORN: 7}) == 7
