@@ -220,3 +220,33 @@ def test_an_incarnation_that_is_no_step_number_is_refused_or_taken_for_none(valu
         born_in({BORN: value})
     assert born_of({BORN: value}) == 0
     assert born_in({BORN: 7}) == born_of({BORN: 7}) == 7
+
+
+def test_a_load_that_raced_a_compaction_to_the_newest_step_finds_that_step(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load whose listing answered from before a compaction (``keep_last=1``: the watermark
+    raised to the newest step, every step below it deleted) finds its newest step below the
+    watermark, and looks again: the step at the watermark is there, and is the newest. (Mutation:
+    the second look listed from after the watermark step, ``after=watermark`` for
+    ``after=watermark - 1``, found nothing, and the load said ``StepsMissingError``: the actor's
+    steps were deleted out of band.)"""
+
+    async def body(log: ActorLog) -> int | None:
+        await _commit(log, range(5))
+        stale = await log.read_step(2)
+        assert await raise_watermark(log, 4) == 4
+        await log.store.delete_many([log.step_key(n) for n in range(4)])
+        looks: list[int] = []
+        original = ActorLog._list_latest
+
+        async def list_latest(self: ActorLog) -> StepRecord | None:
+            looks.append(1)
+            return stale if len(looks) == 1 else await original(self)
+
+        monkeypatch.setattr(ActorLog, "_list_latest", list_latest)
+        newest, _ = await log.load_latest_and_head(None)
+        assert len(looks) == 2, "the load did not look again"
+        return None if newest is None else newest.step
+
+    assert _on_a_log(store_spec, body) == 4
