@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pickle
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,9 +21,11 @@ import pytest
 
 from vactor_cloud.compaction import raise_watermark
 from vactor_cloud.dedup import DedupTable, Outcome, StepDedup
+from vactor_cloud.deletion import _pending_posts
 from vactor_cloud.errors import RetryableStorageError, StorageError
 from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -250,3 +254,28 @@ def test_a_load_that_raced_a_compaction_to_the_newest_step_finds_that_step(
         return None if newest is None else newest.step
 
     assert _on_a_log(store_spec, body) == 4
+
+
+def test_a_delete_folds_no_post_behind_a_damaged_one(store_spec: StoreSpec) -> None:
+    """The posts a tombstone fails (and moves the cursor past) end at the first one that cannot
+    be read: its sender is unknown, and a later post of that sender folded past it would move
+    the sender's cursor past the damaged one's seq, so that, readable again, it counted as
+    applied with no outcome recorded. (Mutation: ``_pending_posts`` passed over the damaged post
+    and folded the next.)"""
+
+    async def body(log: ActorLog) -> tuple[list[int], list[str]]:
+        await _commit(log, range(1))
+        base = await log.read_step(0)
+        assert base is not None
+        sender = PostBox(log.store, log.actor_id, log.signing_key)
+        posts = []
+        for n in range(2):
+            call = PostedCall("add", pickle.dumps(((n,), {})), uuid.uuid4().hex)
+            posts.append(await sender.send(sender.prepare((call,))))
+        # The first post damaged at rest (its bytes replaced): it fails its decode.
+        await log.store.put(posts[0].key, b"damaged", mode="overwrite")
+        box = PostBox(log.store, log.actor_id, log.signing_key)
+        pending, done = await _pending_posts(box, base, time.time())
+        return [post.seq for post in pending], done
+
+    assert _on_a_log(store_spec, body) == ([], [])
