@@ -11,20 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import pickle
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from actors import Tally
+from store_helpers import init
 
-from vactor_cloud.compaction import raise_watermark
+import vactor_cloud as vc
+from vactor_cloud import _sync, codec
+from vactor_cloud.compaction import compact, raise_watermark
 from vactor_cloud.dedup import DedupTable, Outcome, StepDedup
-from vactor_cloud.deletion import _pending_posts
-from vactor_cloud.errors import RetryableStorageError, StorageError
+from vactor_cloud.deletion import _pending_posts, is_deleted
+from vactor_cloud.errors import (
+    ActorDeletedError,
+    FormatVersionError,
+    IntegrityError,
+    RetryableStorageError,
+    StorageError,
+)
 from vactor_cloud.incarnation import BORN, born_in, born_of
-from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, Head, StepCompactedError, StepRecord, encode_gc
 from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -279,3 +291,123 @@ def test_a_delete_folds_no_post_behind_a_damaged_one(store_spec: StoreSpec) -> N
         return [post.seq for post in pending], done
 
     assert _on_a_log(store_spec, body) == ([], [])
+
+
+def _in_the_next_format(key: str, data: bytes) -> bytes:
+    """``data`` (an object at ``key``) as a newer release would write it: verifying, its header
+    naming the next format."""
+    found = codec.decode(key, data)
+    out = bytearray(codec.encode(key, dict(found.meta), dict(found.parts)))
+    struct.pack_into(">H", out, 4, codec.FORMAT_VERSION + 1)
+    body = bytes(out[: -hashlib.sha256().digest_size])
+    return body + codec.digest(key, body, None)
+
+
+def test_a_head_in_a_newer_format_is_refused_not_replaced(store_spec: StoreSpec) -> None:
+    """HEAD written by a newer release says "upgrade" (``FormatVersionError``) to a reader and
+    to a writer moving it, and stays as it was: it is not a damaged HEAD, which the next move
+    would replace. (Mutation: ``FormatVersionError`` caught with the damaged-HEAD errors; the
+    older release ignored the newer HEAD and overwrote it.)"""
+
+    async def body(log: ActorLog) -> None:
+        await _commit(log, range(3))
+        head = await log.advance_head(2, _record(2, "w2").class_ref, None)
+        newer = _in_the_next_format(log.head_key, (await log.store.get(log.head_key)).data)
+        await log.store.put(log.head_key, newer, mode=IfMatch(head.version))
+        with pytest.raises(FormatVersionError, match="upgrade"):
+            await log.read_head()
+        with pytest.raises(FormatVersionError, match="upgrade"):
+            await log.advance_head(3, head.class_ref, None)
+        assert (await log.store.get(log.head_key)).data == newer
+
+    _on_a_log(store_spec, body)
+
+
+def test_a_class_object_holding_another_body_than_its_hash_names_is_refused(store_spec: StoreSpec) -> None:
+    """A class object is content-addressed: one whose body is not the one its name hashes (a
+    body written under another class's hash, on a store without a signing key anyone could
+    write so) is refused, never loaded for that class. (Mutation: the hash check in
+    ``_class_body`` dropped; ``read_class`` returned the other body.)"""
+    mine, theirs = b"class body one", b"class body two"
+    sha = hashlib.sha256(mine).hexdigest()
+
+    async def body(log: ActorLog) -> None:
+        key = log.class_key(sha)
+        await log.store.put(key, log._class_object(key, theirs, "tests.Sweep", None), mode="create")
+        with pytest.raises(IntegrityError, match="content hash"):
+            await log.read_class(sha)
+        assert await log.restore_class(sha, mine, "tests.Sweep", None) is not None  # repaired
+        assert (await log.read_class(sha))[0] == mine
+
+    _on_a_log(store_spec, body)
+
+
+def _newest_is_a_tombstone(actor_id: str) -> bool:
+    log = vc.get_runtime().log(actor_id)
+    newest = _sync.sync(log.load_latest(None))
+    return newest is not None and is_deleted(newest)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_delete_whose_tombstone_lost_to_a_step_compacted_since_tries_again(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tombstone put told ``StepCompactedError`` (another writer's step held the number, and a
+    compaction deleted it since) was not committed: the delete reads the newest step and puts
+    its tombstone after it. (Mutation: ``StepCompactedError`` taken for a commit; the delete said
+    True, and the actor went on taking calls.)"""
+    init(store_spec)
+    handle = Tally.get_or_create("t")
+    handle.incr.run()
+    original = ActorLog.put_step
+    refused: list[int] = []
+
+    async def put_step(self: ActorLog, record: StepRecord, data: bytes | None = None) -> bool:
+        if is_deleted(record) and not refused:
+            refused.append(record.step)
+            raise StepCompactedError(record.step)
+        return await original(self, record, data)
+
+    monkeypatch.setattr(ActorLog, "put_step", put_step)
+    assert vc.delete_actor("t") is True
+    assert refused, "the premise did not happen"
+    assert _newest_is_a_tombstone("t")
+    with pytest.raises(ActorDeletedError):
+        handle.incr.run()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_delete_built_on_a_step_compacted_meanwhile_is_not_taken_for_a_delete(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete that read the log (step 2), then stalled while the actor committed on and a
+    compaction (``keep_last=1``) freed every number below the newest, creates its tombstone at
+    a freed number: the put succeeds, and is no commit. Its put ended past ``fresh_window``
+    after it read the log, so it asks the watermark, learns another writer's step was there,
+    and puts its tombstone after the newest step. (Mutation: that check skipped; the delete said
+    True, its tombstone a stray below the watermark, and the actor went on taking calls.)"""
+    init(store_spec, fresh_window=0.0)
+    handle = Tally.get_or_create("t")
+    for _ in range(5):
+        handle.incr.run()
+    log = vc.get_runtime().log("t")
+    stale = _sync.sync(log.read_step(2))
+    report = _sync.sync(compact(log, keep_last=1, min_age=0.0, fresh_window=0.0))
+    assert report.watermark == 5
+    original = ActorLog.load_latest_and_head
+    served: list[int] = []
+
+    async def load_latest_and_head(
+        self: ActorLog, head: Head | None
+    ) -> tuple[StepRecord | None, Head | None]:
+        if not served:
+            served.append(2)
+            return stale, None
+        return await original(self, head)
+
+    monkeypatch.setattr(ActorLog, "load_latest_and_head", load_latest_and_head)
+    assert vc.delete_actor("t") is True
+    assert served, "the premise did not happen"
+    assert _newest_is_a_tombstone("t")
+    with pytest.raises(ActorDeletedError):
+        handle.incr.run()
