@@ -411,3 +411,32 @@ def test_a_delete_built_on_a_step_compacted_meanwhile_is_not_taken_for_a_delete(
     assert _newest_is_a_tombstone("t")
     with pytest.raises(ActorDeletedError):
         handle.incr.run()
+
+
+def test_a_load_from_a_head_left_far_behind_answers_the_newest_step(store_spec: StoreSpec) -> None:
+    """HEAD left many steps behind (its writers' moves failed, or a crash): the load probes past
+    it, and after two hits lists to jump to the end, answering the newest step listed. (Mutation:
+    the probe answered the step it had reached, not the newest of the listing; a read started
+    after step 9 was acknowledged saw step 2's state.)"""
+
+    async def body(log: ActorLog) -> int | None:
+        await _commit(log, range(10))
+        head = await log.advance_head(0, _record(0, "w0").class_ref, None)
+        newest = await log.load_latest(head)
+        return None if newest is None else newest.step
+
+    assert _on_a_log(store_spec, body) == 9
+
+
+def test_a_key_with_max_keys_newer_entries_and_past_the_age_is_outside_the_window() -> None:
+    """The window keeps a key while it is among the newest ``max_keys`` or younger than
+    ``max_age``: one with ``max_keys`` entries recorded after it, and older, is past it, and a
+    retry with it runs the call again. (Mutation: ``newer >= max_keys`` read ``newer >
+    max_keys``; the table answered for ``max_keys + 1`` keys.)"""
+    entries = {key: (0.0, Outcome(True, key)) for key in ("a", "b", "c")}
+    table = StepDedup(None, _step_with_table(1, DedupTable(entries).dump("json", (10, 0.0), now=0.0)))
+    assert table.load_without_io()
+    window = (2, 0.0)
+    assert table.get("a", window=window, now=10.0) is None
+    kept = table.get("b", window=window, now=10.0)
+    assert kept is not None and kept.value == "b"
