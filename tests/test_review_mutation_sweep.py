@@ -37,7 +37,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, Head, StepCompactedError, StepRecord, encode_gc
-from vactor_cloud.posting import PostBox, PostedCall
+from vactor_cloud.posting import POST_FLOOR, PostBox, PostedCall
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -440,3 +440,52 @@ def test_a_key_with_max_keys_newer_entries_and_past_the_age_is_outside_the_windo
     assert table.get("a", window=window, now=10.0) is None
     kept = table.get("b", window=window, now=10.0)
     assert kept is not None and kept.value == "b"
+
+
+@vc.virtual_actor
+class Shelf:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def put(self, item: str) -> list[str]:
+        self.items.append(item)
+        return list(self.items)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_each_retry_answered_from_the_table_gets_its_own_copy(store_spec: StoreSpec) -> None:
+    """Retries of a keyed call are answered from the idempotency table, each with its own copy
+    of the recorded result: one caller changing what it got changes neither the table nor what
+    the next retry gets. (The result is large: the table lives in a checkpoint this process
+    keeps decoded, shared by every commit on the actor.) (Mutation: ``delivered`` returned the
+    recorded outcome itself; the second retry got the list the first retry's caller had changed.)"""
+    init(store_spec)
+    shelf = Shelf.get_or_create("s")
+    item = "x" * 3000  # past DELTA_MAX_BYTES: the table goes to a checkpoint
+    first = shelf.put.options(idempotency_key="k").run(item)
+    assert vc.get_runtime().log("s").dedup_cache is not None, "the premise did not happen"
+    again = shelf.put.options(idempotency_key="k").run(item)
+    assert first == again == [item]
+    again.append("changed by a caller")
+    third = shelf.put.options(idempotency_key="k").run(item)
+    assert third == [item]
+
+
+def test_a_delete_folds_no_post_dated_at_the_post_floor(store_spec: StoreSpec) -> None:
+    """The post floor is the time of a dropped sender's entry, and every post of that sender
+    the cursor recorded applied is dated at or before it: a post dated exactly at the floor may
+    be a copy of an applied one. A delete's tombstone does not fail it again (nor move the
+    cursor for it): it is stale, deleted. (Mutation: ``post.time <= floor`` read ``<``.)"""
+
+    async def body(log: ActorLog) -> tuple[list[str], list[str], str]:
+        await _commit(log, range(1))
+        sender = PostBox(log.store, log.actor_id, log.signing_key)
+        call = PostedCall("add", pickle.dumps(((0,), {})), uuid.uuid4().hex)
+        post = await sender.send(sender.prepare((call,)))
+        base = dataclasses.replace(_record(1, "w1"), extra={POST_FLOOR: post.time})
+        box = PostBox(log.store, log.actor_id, log.signing_key)
+        pending, done = await _pending_posts(box, base, post.time + 1.0)
+        return [p.key for p in pending], done, post.key
+
+    pending, done, key = _on_a_log(store_spec, body)
+    assert (pending, done) == ([], [key])
