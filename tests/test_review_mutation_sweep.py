@@ -522,3 +522,24 @@ def test_compaction_raises_the_watermark_before_it_deletes_a_step(
 
     order = _on_a_log(store_spec, body)
     assert order[0] == "gc" and order.count("step") == 4, order
+
+
+def test_the_window_counts_this_commits_keys_above_a_delta_entry(store_spec: StoreSpec) -> None:
+    """In a table kept as a checkpoint and a delta, a key in the delta has above it the delta's
+    later entries and the keys this commit recorded: with ``max_keys`` of those, and older than
+    the age, it is past the window. (Mutation: ``_newer_than`` left this commit's keys out for a
+    delta entry; the key stayed in the window one place per key recorded before it in the batch.)"""
+    window = (2, 0.0)
+
+    async def body(log: ActorLog) -> tuple[bool, bool]:
+        name = f"{1:020d}-sweep"
+        await log.put_dedup_checkpoint(name, DedupTable().dump("json", window, 0.0), "json")
+        entries = {key: (0.0, Outcome(True, key)) for key in ("a", "b")}
+        delta = DedupTable(entries).dump("json", (10, 0.0), now=0.0)
+        base = dataclasses.replace(_record(2, "w2"), dedup=delta, dedup_base=name)
+        table = await StepDedup(log, base, "json").load()
+        table.record("c", Outcome(True, "c"), 10.0)
+        forgotten = [table.get(key, window=window, now=10.0) is None for key in ("a", "b")]
+        return forgotten[0], forgotten[1]
+
+    assert _on_a_log(store_spec, body) == (True, False)
