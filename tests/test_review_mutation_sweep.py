@@ -543,3 +543,20 @@ def test_the_window_counts_this_commits_keys_above_a_delta_entry(store_spec: Sto
         return forgotten[0], forgotten[1]
 
     assert _on_a_log(store_spec, body) == (True, False)
+
+
+def test_the_watermark_is_never_lowered_by_a_compaction_that_chose_a_lower_one(store_spec: StoreSpec) -> None:
+    """Two compactions race: one raised the watermark to 8 after the other chose 5. The second
+    leaves 8 and answers it: lowered, steps 5 to 7, deleted by the first, would lie above the
+    watermark, missing, and a stalled writer's late put at one of those numbers would pass for
+    history. (Mutation: the forward-only check in ``raise_watermark`` dropped; the watermark went
+    back to 5 and the record of the writers the first compaction passed was cut.)"""
+
+    async def body(log: ActorLog) -> tuple[int, int, str | None]:
+        await _commit(log, range(10))
+        assert await raise_watermark(log, 8) == 8
+        answered = await raise_watermark(log, 5)
+        after = await log.read_watermark()
+        return answered, after.min_step, after.compacted.get(7)
+
+    assert _on_a_log(store_spec, body) == (8, 8, "w7")
