@@ -560,3 +560,31 @@ def test_the_watermark_is_never_lowered_by_a_compaction_that_chose_a_lower_one(s
         return answered, after.min_step, after.compacted.get(7)
 
     assert _on_a_log(store_spec, body) == (8, 8, "w7")
+
+
+def test_a_watermark_raised_meanwhile_is_not_overwritten_by_a_stale_raise(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction that read the watermark (3), then lost the race to another that raised it
+    to 8, writes its 5 conditionally on the version it read: refused, it reads 8 again and
+    leaves it. (Mutation: the if-match replaced by an overwrite; the watermark went back to 5.)"""
+
+    async def body(log: ActorLog) -> tuple[int, int]:
+        await _commit(log, range(10))
+        await raise_watermark(log, 3)
+        stale = await log.read_watermark()
+        await raise_watermark(log, 8)  # the other compaction, after ours read
+        original = ActorLog.read_watermark
+        served: list[int] = []
+
+        async def read_watermark(self: ActorLog) -> GcWatermark:
+            if not served:
+                served.append(stale.min_step)
+                return stale
+            return await original(self)
+
+        monkeypatch.setattr(ActorLog, "read_watermark", read_watermark)
+        answered = await raise_watermark(log, 5)
+        return answered, (await log.read_watermark()).min_step
+
+    assert _on_a_log(store_spec, body) == (8, 8)
