@@ -5,9 +5,19 @@ docstring) that the rest of the suite let pass, and fails with that change appli
 from __future__ import annotations
 
 import time
+import uuid
 
 from vactor_cloud import posting
-from vactor_cloud.posting import POST_CURSOR, POST_FLOOR, SENDER_TTL, Post, advance_cursor
+from vactor_cloud.posting import (
+    POST_CURSOR,
+    POST_FLOOR,
+    SENDER_TTL,
+    Post,
+    PostBox,
+    PostSender,
+    advance_cursor,
+)
+from vactor_cloud.storage import MemoryStore
 
 
 def test_the_post_cursor_never_moves_a_sender_back() -> None:
@@ -32,3 +42,40 @@ def test_the_post_floor_never_goes_down() -> None:
     out = advance_cursor(extra, [], now)
     assert POST_CURSOR not in out
     assert posting.floor_of(out) == floor
+
+
+def _box(sender: PostSender | None = None) -> PostBox:
+    return PostBox(MemoryStore(f"mutations-{uuid.uuid4().hex}"), "a", None, sender=sender)
+
+
+def test_a_new_postbox_of_our_sender_names_its_post_after_our_pending_one() -> None:
+    """A core evicted with a post pending (dated ahead of this clock: it observed a step writer
+    whose clock runs ahead) is followed by a new core whose PostBox starts from this clock: its
+    first post must still sort after the pending one, or a folder, applying posts in key order,
+    applies the later post first and then deletes the pending one unapplied (its seq is below
+    the cursor). (Mutation: ``PostBox.follow`` doing nothing.)"""
+    sender = PostSender()
+    old = _box(sender)
+    old.observe(time.time() + 60.0, 0.0)  # a writer's clock a minute ahead: our posts dated by it
+    pending = old.prepare(())
+    new = _box(sender)
+    new.follow(pending)
+    later = new.prepare(())
+    assert later.seq > pending.seq
+    assert later.key > pending.key
+
+
+def test_a_post_read_damaged_stops_the_fold_until_both_count_and_time_ran_out() -> None:
+    """A post whose reads fail stops the fold (its sender's later posts must not pass it) until
+    its reads failed ``DAMAGED_READS`` times in a row *and* over ``DAMAGED_SECONDS``: many quick
+    failures (a burst of damage in transit) or a few slow ones are not enough to skip it.
+    (Mutation: ``or`` for ``and`` in ``PostBox.waits_for``.)"""
+    box = _box()
+    now = time.monotonic()
+    key = "actors/a/mail/k"
+    box.unreadable[key] = (posting.DAMAGED_READS, now, now)  # many failures, just now
+    assert box.waits_for(key)
+    box.unreadable[key] = (2, now - 10 * posting.DAMAGED_SECONDS, now)  # few, over a long time
+    assert box.waits_for(key)
+    box.unreadable[key] = (posting.DAMAGED_READS, now - 10 * posting.DAMAGED_SECONDS, now)
+    assert not box.waits_for(key)
