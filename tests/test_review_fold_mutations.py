@@ -4,10 +4,16 @@ docstring) that the rest of the suite let pass, and fails with that change appli
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
-from vactor_cloud import posting
+import pytest
+from test_combining import pending_posts
+from test_review_clocks import _a_post_applied_and_left_behind
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, posting
 from vactor_cloud.posting import (
     POST_CURSOR,
     POST_FLOOR,
@@ -18,6 +24,9 @@ from vactor_cloud.posting import (
     advance_cursor,
 )
 from vactor_cloud.storage import MemoryStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
 def test_the_post_cursor_never_moves_a_sender_back() -> None:
@@ -79,3 +88,32 @@ def test_a_post_read_damaged_stops_the_fold_until_both_count_and_time_ran_out() 
     assert box.waits_for(key)
     box.unreadable[key] = (posting.DAMAGED_READS, now - 10 * posting.DAMAGED_SECONDS, now)
     assert not box.waits_for(key)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_left_behind_dated_exactly_at_the_post_floor_is_not_applied_again(
+    store_spec: StoreSpec,
+) -> None:
+    """The floor is "dated at *or before*": a cursor entry's time is the post's own time when
+    the folder's clock ran behind the poster's (``advance_cursor`` takes the later), so once the
+    entry is dropped the floor equals the applied post's time to the millisecond, and a copy
+    left behind (its folder died before deleting it) is dated exactly at the floor.
+    (Mutation: ``written < floor`` for ``written <= floor`` in ``Folder._fold_posts``.)"""
+    log, key = _a_post_applied_and_left_behind(store_spec)
+    core = vc.get_runtime().core("a")
+    three = core.record
+    assert three is not None and three.step == 3
+    ours = vc.get_runtime().post_sender.id
+    cursor = {s: e for s, e in three.extra[POST_CURSOR].items() if s == ours}
+    written = posting.identity(key)
+    assert written is not None
+    extra = {**three.extra, POST_CURSOR: cursor, POST_FLOOR: written}
+    four = dataclasses.replace(
+        three, step=4, parent=3, writer="dropped-the-entry", extra=extra, posted=b"", carried=b""
+    )
+    _sync.sync(core.log.put_step(four))
+    assert pending_posts("a") == [key]  # still there, young by this process's clock
+    log.add.run("me/2")  # loses to step 4, posts, folds what is pending
+    applied = log.applied.run()
+    assert applied.count("early/0") == 1, applied
+    assert applied.count("me/2") == 1, applied
