@@ -5,15 +5,18 @@ docstring) that the rest of the suite let pass, and fails with that change appli
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import uuid
 
 import pytest
-from test_combining import pending_posts
+from actors import OrderLog
+from test_combining import commit_behind_its_back, pending_posts, wait_for
 from test_review_clocks import _a_post_applied_and_left_behind
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import (
     POST_CURSOR,
     POST_FLOOR,
@@ -117,3 +120,34 @@ def test_a_post_left_behind_dated_exactly_at_the_post_floor_is_not_applied_again
     applied = log.applied.run()
     assert applied.count("early/0") == 1, applied
     assert applied.count("me/2") == 1, applied
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_holder_whose_renewal_finds_the_lease_taken_over_folds_no_more(store_spec: StoreSpec) -> None:
+    """The lease is advisory (exactly-once never depends on it), but it is what keeps two
+    processes from folding at once, each losing half its puts to the other: a renewal that
+    finds the lease written by another process since (its if-match fails) ends our folding.
+    (Mutation: ``Folder._renew_lease`` keeping on after ``write`` answered None.)"""
+    # long, and never idle: no renewal, release or lapse of its own while the test looks (a
+    # holder that kept folding gives the lease up as its last quarter begins: 450 s, past HANG)
+    seconds = 600.0
+    store_spec.init(
+        settings=vc.Settings(storage="", combine_after=1, combine_window=3600.0, lease_seconds=seconds)
+    )
+    runtime = vc.get_runtime()
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    commit_behind_its_back("a")
+    log.add.run("me/1")  # lost, posted, took the lease
+    core = runtime.core("a")
+    assert core._held_until > time.monotonic(), "me/1 did not take the folder lease"
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    taken = _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, seconds, 2))
+    assert taken is not None  # another process took the lease over (its clock says ours ran out)
+    record = core.record
+    assert record is not None
+    core._held_until = time.monotonic() + 0.4 * seconds  # past half-life: renew now
+    core._renew_lease(record.step)
+    assert wait_for(lambda: core._held_until == -math.inf), "the holder kept folding"
+    assert not core._holding()
+    assert _sync.sync(leases.read()).holder == "f" * 16
