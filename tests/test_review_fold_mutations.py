@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 from actors import OrderLog
-from test_combining import commit_behind_its_back, pending_posts, wait_for
+from test_combining import HANG, commit_behind_its_back, pending_posts, wait_for
 from test_review_clocks import _a_post_applied_and_left_behind
+from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, posting
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.core import ActorCore
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
+from vactor_cloud.log import ActorLog
 from vactor_cloud.posting import (
     POST_CURSOR,
     POST_FLOOR,
@@ -25,6 +33,7 @@ from vactor_cloud.posting import (
     PostBox,
     PostSender,
     advance_cursor,
+    encode_outcomes,
 )
 from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -151,3 +160,56 @@ def test_a_holder_whose_renewal_finds_the_lease_taken_over_folds_no_more(store_s
     assert wait_for(lambda: core._held_until == -math.inf), "the holder kept folding"
     assert not core._holding()
     assert _sync.sync(leases.read()).holder == "f" * 16
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_each_call_of_a_posted_batch_gets_its_own_outcome_from_another_process_fold(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of two calls posted together and folded by another process: each caller gets the
+    outcome the step records under its own call id, never its neighbour's. (Mutation: the
+    poster's ``_deliver_posted`` looking every call up by the batch's first id: every posting
+    test posts one call per batch, or folds its own post.)"""
+    store_spec.init(
+        settings=vc.Settings(storage="", combine_after=1, combine_window=60.0, commit_timeout=20.0)
+    )
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    _hold_lease_elsewhere("a")
+    commit_behind_its_back("a")  # step 2: our next put loses, we post and wait
+    real_poll = ActorCore._poll_steps
+    folded = threading.Event()
+
+    def poll(self: ActorCore, *args: Any, **kwargs: Any) -> bool:
+        if not folded.is_set():  # the holder folds our post in step 3, a result per call
+            folded.set()
+            runtime = vc.get_runtime()
+            log_ = ActorLog(runtime.store, "a", signing_key=runtime.settings.signing_key)
+            box = PostBox(runtime.store, "a", runtime.settings.signing_key)
+            (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+            two = _sync.sync(log_.read_step(2))
+            assert two is not None
+            outcomes = {c.call_id: Outcome(True, f"result of {c.call_id}") for c in post.calls}
+            three = dataclasses.replace(
+                two,
+                step=3,
+                parent=2,
+                writer="folder",
+                extra=advance_cursor(two.extra, [post], time.time()),
+                posted=encode_outcomes(outcomes),
+            )
+            _sync.sync(log_.put_step(three))
+        return real_poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(ActorCore, "_poll_steps", poll)
+    core = vc.get_runtime().core("a")
+    calls = [
+        PendingCall.by_value(
+            "add", (f"me/{i}",), {}, readonly=False, future=ActorFuture(), call_id=f"{i}" * 32
+        )
+        for i in (1, 2)
+    ]
+    core._enqueue(calls[0])  # queued together: one batch, one post
+    core.call(calls[1])
+    assert folded.is_set(), "the batch was not posted"
+    assert [c.future.result(HANG) for c in calls] == [f"result of {c.call_id}" for c in calls]
