@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import threading
 import time
 import uuid
@@ -25,12 +26,14 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
+from vactor_cloud.poster import Posted
 from vactor_cloud.posting import (
     POST_CURSOR,
     POST_FLOOR,
     SENDER_TTL,
     Post,
     PostBox,
+    PostedCall,
     PostSender,
     advance_cursor,
     encode_outcomes,
@@ -213,3 +216,26 @@ def test_each_call_of_a_posted_batch_gets_its_own_outcome_from_another_process_f
     core.call(calls[1])
     assert folded.is_set(), "the batch was not posted"
     assert [c.future.result(HANG) for c in calls] == [f"result of {c.call_id}" for c in calls]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_pending_post_is_never_applied_only_when_no_write_may_land_and_it_is_gone(
+    store_spec: StoreSpec,
+) -> None:
+    """After our own fold did not apply our pending post (it stopped at a damaged post before
+    it, say), the batch behind it may pass it only if the post will never apply: not while its
+    object is still in the mail (a later fold applies it, after the batch that passed it: out
+    of order), nor while a write of it in doubt may still land. (Mutations: either check
+    dropped from ``Poster._never_applied``; every posting test passed.)"""
+    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=60.0))
+    OrderLog.get_or_create("a").add.run("me/0")
+    runtime = vc.get_runtime()
+    core = runtime.core("a")
+    box = PostBox(runtime.store, "a", runtime.settings.signing_key, sender=runtime.post_sender)
+    call = PostedCall("add", pickle.dumps((("me/1",), {})), uuid.uuid4().hex)
+    there = _sync.sync(box.send(box.prepare((call,))))
+    assert not core._never_applied(Posted(there, 1))  # in the mail: a fold applies it yet
+    gone = box.prepare((call,))  # never written...
+    assert core._never_applied(Posted(gone, 1))
+    in_doubt = Posted(gone, 1, doubt=True, may_land_until=time.monotonic() + 60.0)
+    assert not core._never_applied(in_doubt)  # ...unless a write of it may still land
