@@ -23,6 +23,7 @@ from vactor_cloud import _sync, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
+from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
@@ -34,6 +35,7 @@ from vactor_cloud.posting import (
     Post,
     PostBox,
     PostedCall,
+    PostInDoubtError,
     PostSender,
     advance_cursor,
     encode_outcomes,
@@ -239,3 +241,40 @@ def test_a_pending_post_is_never_applied_only_when_no_write_may_land_and_it_is_g
     assert core._never_applied(Posted(gone, 1))
     in_doubt = Posted(gone, 1, doubt=True, may_land_until=time.monotonic() + 60.0)
     assert not core._never_applied(in_doubt)  # ...unless a write of it may still land
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_in_doubt_is_remembered_under_the_name_it_may_exist_by(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``send`` found the post's name taken by another's post, wrote it again under a new name,
+    and could not tell whether that landed: ``PostInDoubtError.post`` is the post under the new
+    name. The poster must keep that one as its pending post (what ``call_outcome`` asks the
+    store about, and its next batch follows), not the one it asked ``send`` to write, whose
+    key holds another sender's post or nothing. (Mutation: ``Poster._post`` ignoring
+    ``exc.post``; every posting test passed.)"""
+    store_spec.init(
+        settings=vc.Settings(storage="", combine_after=1, combine_window=60.0, commit_timeout=0.5)
+    )
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    _hold_lease_elsewhere("a")  # nobody folds while the test looks
+    commit_behind_its_back("a")  # step 2: our next put loses, we post
+    asked: list[Post] = []
+    moved: list[Post] = []
+
+    async def send_in_doubt(self: PostBox, post: Post) -> Post:
+        asked.append(post)
+        again = self.prepare(post.calls)  # a new name (its seq is not the point here)
+        again = dataclasses.replace(again, seq=post.seq)
+        moved.append(again)
+        raise PostInDoubtError(f"{again.key}: in doubt (injected)", again.key, again)
+
+    monkeypatch.setattr(PostBox, "send_now", lambda self, post: False)
+    monkeypatch.setattr(PostBox, "send", send_in_doubt)
+    with pytest.raises(CallPendingError):
+        log.add.run("me/1")
+    assert asked and moved and asked[0].key != moved[0].key
+    pending = vc.get_runtime().pending_posts["a"]
+    assert pending.doubt
+    assert pending.post.key == moved[0].key
