@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
-from test_combining import HANG, commit_behind_its_back, pending_posts, wait_for
+from test_combining import (
+    HANG,
+    commit_behind_its_back,
+    foreign_box,
+    init_switchable,
+    pending_posts,
+    post_adds,
+    wait_for,
+)
 from test_review_clocks import _a_post_applied_and_left_behind
 from test_review_posting import _hold_lease_elsewhere
 
@@ -23,7 +31,7 @@ from vactor_cloud import _sync, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError
+from vactor_cloud.errors import CallPendingError, IntegrityError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
@@ -278,3 +286,63 @@ def test_a_post_in_doubt_is_remembered_under_the_name_it_may_exist_by(
     pending = vc.get_runtime().pending_posts["a"]
     assert pending.doubt
     assert pending.post.key == moved[0].key
+
+
+@vc.virtual_actor
+class EventOrder:
+    """Appends each call's token and each ``token`` event's payload, in commit order."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.on_event("token")
+    def on_token(self, payload: str) -> None:
+        self.tokens.append(payload)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our call was posted and given up on (``CallPendingError``); internal calls (here the
+    inbox's ``process_events`` marker) cannot be posted and must not pass it: they wait until
+    it is applied, folding themselves once the lease is free. A fold that stops at a post read
+    damaged (in transit) before ours applies nothing of ours: the internal calls must wait for
+    a later fold to apply it, not commit first. (Mutation: ``_wait_behind_our_post`` taking
+    every fold of its own for one that settled our post, ``_never_applied`` or not. Events are
+    no calls of this process: the inbox's fold applies ``event/2`` in whichever step comes
+    first, before our post here, with or without the mutation.)"""
+    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)  # posts read by GET
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    actor = EventOrder.get_or_create("a")
+    actor.add.run("me/0")  # step 1
+    _hold_lease_elsewhere("a")  # nobody folds until it is given up
+    post_adds(foreign_box("a"), ["other/0"])  # before ours in the mail
+    commit_behind_its_back("a")  # step 2: our next put loses, we post and wait
+    with pytest.raises(CallPendingError):
+        actor.add.run("me/1")
+    vc.send_event("a", "token", "event/2")
+    damaged: list[str] = []
+
+    def damage_the_first_read(operation: str, key: str) -> Exception | None:
+        if operation == "get" and "/mail/" in key and not damaged:
+            damaged.append(key)
+            return IntegrityError(key, "injected: damaged in transit")
+        return None
+
+    store.fail = damage_the_first_read
+    runtime = vc.get_runtime()
+    leases = LeaseStore(runtime.store, "a", runtime.settings.signing_key)
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 0.0, 2)) is not None  # given up
+    actor.process_events()  # its marker waits behind me/1, folding itself
+    assert damaged, "no post was read damaged: the test did not exercise a stopped fold"
+    applied = actor.applied.run()
+    assert sorted(applied) == ["event/2", "me/0", "me/1", "other/0"], applied  # me/1 first, then the marker
