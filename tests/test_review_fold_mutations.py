@@ -31,8 +31,9 @@ from vactor_cloud import _sync, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError, IntegrityError
+from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.poster import Posted
@@ -346,3 +347,30 @@ def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(
     assert damaged, "no post was read damaged: the test did not exercise a stopped fold"
     applied = actor.applied.run()
     assert sorted(applied) == ["event/2", "me/0", "me/1", "other/0"], applied  # me/1 first, then the marker
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_event_whose_put_failed_before_landing_is_put_again_not_taken_for_stored(
+    store_spec: StoreSpec,
+) -> None:
+    """``put_event``: an attempt that failed (the answer lost, or the request never sent) is
+    resolved by reading the key back; found absent, the event never landed and is put again.
+    Taken for stored, ``send_event`` returned an id for an event that is nowhere. (Mutation:
+    ``put_event`` returning when the read-back finds nothing; every event test passed.)"""
+    store = init_switchable(store_spec)
+    actor = EventOrder.get_or_create("a")
+    actor.add.run("me/0")
+    failed: list[str] = []
+
+    def fail_the_first_inbox_put(operation: str, key: str) -> Exception | None:
+        if operation == "put" and "/inbox/" in key and not failed:
+            failed.append(key)
+            return RetryableStorageError("injected: the put failed before it landed", key)
+        return None
+
+    store.fail = fail_the_first_inbox_put
+    vc.send_event("a", "token", "event/1", event_id="e1")
+    assert failed, "no inbox put failed: the test did not exercise the read-back"
+    assert _sync.sync(store.inner.list(inbox_prefix("a"))) == [failed[0]]
+    assert actor.process_events() == 1
+    assert actor.applied.run() == ["me/0", "event/1"]
