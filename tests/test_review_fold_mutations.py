@@ -4,6 +4,7 @@ docstring) that the rest of the suite let pass, and fails with that change appli
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import pickle
@@ -27,7 +28,7 @@ from test_review_clocks import _a_post_applied_and_left_behind
 from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, events, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
@@ -374,3 +375,35 @@ def test_an_event_whose_put_failed_before_landing_is_put_again_not_taken_for_sto
     assert _sync.sync(store.inner.list(inbox_prefix("a"))) == [failed[0]]
     assert actor.process_events() == 1
     assert actor.applied.run() == ["me/0", "event/1"]
+
+
+class _NotAStorageError(Exception):
+    """What no wait may poll through: neither a storage error nor a damaged read."""
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_a_wait_for_an_event_raises_what_is_no_storage_error_at_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, twin: str
+) -> None:
+    """A wait polls through transient storage errors and reads damaged in transit; anything
+    else (a defect, a class that does not load) reaches its caller at once, not a
+    ``TimeoutError`` after ``timeout`` (nor no answer, with no timeout), nor after more looks.
+    (Mutation: ``_Blips.absorb`` taking every exception for a damaged read: raised at the
+    third look; every event test passed.)"""
+    store_spec.init()
+    EventOrder.get_or_create("a").add.run("me/0")
+
+    looks: list[int] = []
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        looks.append(1)
+        raise _NotAStorageError("injected")
+
+    monkeypatch.setattr(events, "applied_event", broken)
+    with pytest.raises(_NotAStorageError):
+        if twin == "sync":
+            events.wait_for_event("a", "token", timeout=HANG)
+        else:
+            asyncio.run(events.wait_for_event_async("a", "token", timeout=HANG))
+    assert len(looks) == 1  # not polled again (as a damaged read is, twice)
