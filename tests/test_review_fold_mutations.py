@@ -407,3 +407,23 @@ def test_a_wait_for_an_event_raises_what_is_no_storage_error_at_once(
         else:
             asyncio.run(events.wait_for_event_async("a", "token", timeout=HANG))
     assert len(looks) == 1  # not polled again (as a damaged read is, twice)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_events_one_process_sends_apply_in_send_order_when_its_clock_steps_back(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inbox order is (sender time, sender, seq): a process's clock stepped back between two
+    sends (NTP) must not put its second event first. The sender's time is made monotonic per
+    process. (Mutation: ``_SenderClock.stamp`` taking ``time.time()`` as it reads; every
+    event test passed.)"""
+    store_spec.init()
+    actor = EventOrder.get_or_create("a")
+    actor.add.run("me/0")
+    vc.send_event("a", "token", "event/1")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 120.0)  # stepped back two minutes
+    vc.send_event("a", "token", "event/2")
+    monkeypatch.setattr(time, "time", real)
+    assert actor.process_events() == 2
+    assert actor.applied.run() == ["me/0", "event/1", "event/2"]
