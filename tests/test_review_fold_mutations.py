@@ -487,3 +487,54 @@ def test_an_event_first_seen_by_a_paged_listing_waits_for_its_senders_earlier_on
     applied = actor.applied.run()
     assert sorted(applied) == ["event/1", "event/2", "me/0", "me/1"], applied
     assert applied.index("event/1") < applied.index("event/2"), applied
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_poster_whose_first_look_lands_past_the_applying_step_walks_back_to_its_outcome(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poster's first look skips the step being built when it posted: it reads the one
+    after. When that step shows our post applied (the cursor is cumulative) but records no
+    outcome of ours and carries none (step 3 applied it; step 4 folded something else), the
+    outcome is found by walking back, not taken for compacted (``CommitOutcomeUnknownError``).
+    (Mutation: ``_poll_steps`` delivering from the step it read whatever it records; killed
+    before only by the multi-process hammer test, now and then.)"""
+    store_spec.init(
+        settings=vc.Settings(storage="", combine_after=1, combine_window=60.0, commit_timeout=20.0)
+    )
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")  # step 1
+    _hold_lease_elsewhere("a")
+    commit_behind_its_back("a")  # step 2: our next put loses, we post and wait
+    real_poll = ActorCore._poll_steps
+    folded = threading.Event()
+
+    def poll(self: ActorCore, *args: Any, **kwargs: Any) -> bool:
+        if not folded.is_set():  # the holder folds our post in step 3, then commits step 4
+            folded.set()
+            runtime = vc.get_runtime()
+            log_ = ActorLog(runtime.store, "a", signing_key=runtime.settings.signing_key)
+            box = PostBox(runtime.store, "a", runtime.settings.signing_key)
+            (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+            two = _sync.sync(log_.read_step(2))
+            assert two is not None
+            outcomes = {c.call_id: Outcome(True, "from step 3") for c in post.calls}
+            three = dataclasses.replace(
+                two,
+                step=3,
+                parent=2,
+                writer="folder",
+                extra=advance_cursor(two.extra, [post], time.time()),
+                posted=encode_outcomes(outcomes),
+            )
+            _sync.sync(log_.put_step(three))
+            other = {uuid.uuid4().hex: Outcome(True, "theirs")}
+            four = dataclasses.replace(
+                three, step=4, parent=3, writer="folder", posted=encode_outcomes(other), carried=b""
+            )
+            _sync.sync(log_.put_step(four))
+        return real_poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(ActorCore, "_poll_steps", poll)
+    assert log.add.run("me/1") == "from step 3"
+    assert folded.is_set(), "the call was not posted"
