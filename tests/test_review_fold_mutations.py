@@ -38,7 +38,7 @@ from vactor_cloud.future import ActorFuture
 from vactor_cloud.inbox import ActorInbox, encode_event, put_event, serialize_payload
 from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import ActorLog
+from vactor_cloud.log import OUTCOMES_MAGIC, ActorLog
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import (
     POST_CURSOR,
@@ -538,3 +538,17 @@ def test_a_poster_whose_first_look_lands_past_the_applying_step_walks_back_to_it
     monkeypatch.setattr(ActorCore, "_poll_steps", poll)
     assert log.add.run("me/1") == "from step 3"
     assert folded.is_set(), "the call was not posted"
+
+
+def test_a_steps_outcomes_naming_one_call_twice_are_malformed() -> None:
+    """A step's outcomes part holds one outcome per call id. One naming a call twice (damaged,
+    or written by a defect) is refused whole (``IntegrityError``), not read with one of the
+    two taken for the call's outcome. (Mutation: ``_parse_outcomes`` without its duplicate
+    check; every test passed.)"""
+    one = posting.encode_outcomes({"c" * 32: Outcome(True, "first")})
+    two = posting.encode_outcomes({"c" * 32: Outcome(False, ValueError("second"))})
+    header = len(OUTCOMES_MAGIC) + 4  # the magic, then the count
+    both = one[: len(OUTCOMES_MAGIC)] + (2).to_bytes(4, "big") + one[header:] + two[header:]
+    with pytest.raises(IntegrityError):
+        posting.decode_outcomes(both, "actors/a/steps/3")
+    assert posting.decode_outcomes(one)["c" * 32] == Outcome(True, "first")  # (the layout above)
