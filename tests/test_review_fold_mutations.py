@@ -30,6 +30,7 @@ from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, events, posting
+from vactor_cloud import inbox as inbox_module
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
@@ -552,3 +553,24 @@ def test_a_steps_outcomes_naming_one_call_twice_are_malformed() -> None:
     with pytest.raises(IntegrityError):
         posting.decode_outcomes(both, "actors/a/steps/3")
     assert posting.decode_outcomes(one)["c" * 32] == Outcome(True, "first")  # (the layout above)
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_process_events_applies_a_backlog_longer_than_one_commit(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, twin: str
+) -> None:
+    """``process_events`` applies every pending event, in order, however many commits that
+    takes (``MAX_EVENTS_PER_COMMIT`` each), and says how many. (Mutation: the async twin's
+    ``_process`` folding one round only; every event test passed.)"""
+    monkeypatch.setattr(inbox_module, "MAX_EVENTS_PER_COMMIT", 3)
+    store_spec.init()
+    actor = EventOrder.get_or_create("a")
+    actor.add.run("me/0")
+    for i in range(8):
+        vc.send_event("a", "token", f"event/{i}")
+    if twin == "sync":
+        assert events.process_events("a") == 8
+    else:
+        assert asyncio.run(events.process_events_async("a")) == 8
+    assert actor.applied.run() == ["me/0", *(f"event/{i}" for i in range(8))]
