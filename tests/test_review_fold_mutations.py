@@ -34,7 +34,7 @@ from vactor_cloud import inbox as inbox_module
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import CallPendingError, IntegrityError, RetryableStorageError
+from vactor_cloud.errors import CallPendingError, FormatVersionError, IntegrityError, RetryableStorageError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.inbox import ActorInbox, encode_event, put_event, serialize_payload
 from vactor_cloud.keys import inbox_prefix
@@ -574,3 +574,26 @@ def test_process_events_applies_a_backlog_longer_than_one_commit(
     else:
         assert asyncio.run(events.process_events_async("a")) == 8
     assert actor.applied.run() == ["me/0", *(f"event/{i}" for i in range(8))]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_call_outcome_raises_a_newer_format_at_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``call_outcome`` retries reads damaged in transit; a step of a newer format
+    (``FormatVersionError``, an ``IntegrityError``) reads the same however often it is read:
+    raised at the first try, not read twice more with pauses. (Mutation: ``call_outcome``
+    without its own ``except FormatVersionError``: it took the damaged path, raised at the
+    third try; every test passed.)"""
+    store_spec.init()
+    OrderLog.get_or_create("a").add.run("me/0")
+    tries: list[int] = []
+
+    def newer(self: ActorCore, call_id: str, scan: int) -> Outcome:
+        tries.append(1)
+        raise FormatVersionError("actors/a/steps/1", "upgrade vactor_cloud")
+
+    monkeypatch.setattr(ActorCore, "_look_up_outcome", newer)
+    with pytest.raises(FormatVersionError):
+        vc.get_actor("a").call_outcome("c" * 32)
+    assert len(tries) == 1
