@@ -282,7 +282,7 @@ def test_a_read_after_a_posted_call_returned_sees_it_with_a_long_fresh_window(
     assert len(record.calls) == (1 if other is None else 2)
     if dropped:
         # (Not until ``core.idle``: a lease holder is idle between two rounds of serving, and
-        # evicted then, its next round keeps it alive until its lease goes idle.)
+        # evicted then, its next round and the lease release it starts keep it alive a moment.)
         wait_until_quiet(runtime)
         gone = weakref.ref(core)
         del core
