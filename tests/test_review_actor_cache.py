@@ -713,6 +713,69 @@ def test_an_evicted_lease_holder_releases_its_lease_at_its_next_round_and_goes_w
         vc.shutdown()
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_a_process_holding_the_leases_of_many_actors_keeps_no_more_cores_than_its_cache_while_others_post(
+    store_spec: StoreSpec, doubled_cores: list[tuple[str, int]]
+) -> None:
+    """Six contended actors through a cache of two: this process took each one's folder lease
+    (a lost race), and another process posts to all six all the time. Each holder the cache
+    evicts gives its lease up at its next round and goes: while the other process still posts,
+    no more cores than the cache holds are alive (each evicted holder kept its state, and
+    served, until 60 s after the last post it folded, for good while others posted). Every
+    call applies once, in its caller's order."""
+    init_switchable(store_spec, max_cached_actors=2, combine_window=60.0, lease_seconds=30.0)
+    runtime = vc.get_runtime()
+    actors = [f"held-{i}" for i in range(6)]
+    made: dict[str, dict[str, list[str]]] = {a: {"me": ["me/0", "me/1"], "other": []} for a in actors}
+    for actor in actors:
+        OrderLog.get_or_create(actor).add.run("me/0")
+        commit_behind_its_back(actor)
+        assert OrderLog.get_or_create(actor).add.run("me/1") > 0  # lost: took the lease and folded
+    other = Runtime(
+        Settings(
+            storage=store_spec.url,
+            storage_options=store_spec.options,
+            combine_after=1,
+            combine_window=60.0,
+            lease_seconds=30.0,
+        )
+    )
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def post_from_the_other_process() -> None:
+        try:
+            for actor in actors:
+                other.load(actor)._lease_for_fold()  # held by us: its calls post (else it folds)
+            while not stop.is_set():
+                for actor in actors:
+                    token = f"other/{len(made[actor]['other'])}"
+                    made[actor]["other"].append(token)
+                    call = add_call(token)
+                    other.core(actor).call(call)
+                    call.future.result(HANG)
+        except BaseException as exc:
+            failures.append(exc)
+
+    poster = threading.Thread(target=post_from_the_other_process)
+    poster.start()
+    try:
+        wait_until(lambda: all(len(m["other"]) > 2 for m in made.values()) or bool(failures), "no posts")
+        wait_until(lambda: len(cores_of(runtime)) <= 2, "evicted lease holders kept alive while others post")
+        assert poster.is_alive() and not failures, failures
+    finally:
+        stop.set()
+        poster.join(HANG)
+    try:
+        assert not failures, failures
+        for actor in actors:
+            check_once_in_order(applied_tokens(other, actor), made[actor])
+        assert doubled_cores == []
+    finally:
+        other.close()
+        vc.shutdown()
+
+
 @vc.virtual_actor
 class Raiser:
     def __init__(self) -> None:
