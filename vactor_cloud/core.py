@@ -440,7 +440,8 @@ class ActorCore(Folder):
         """No queued or running writes, nobody waiting: safe to evict.
 
         (A post of ours still pending is the runtime's to remember, not the core's: the
-        actor's next batch, on whatever core, posts after it.)
+        actor's next batch, on whatever core, posts after it. A folder-lease holder between
+        two rounds of serving others is idle too: evicted, its next round gives the lease up.)
         """
         return self._drainer is None and not self._queue and not self._waiters
 
