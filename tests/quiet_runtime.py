@@ -3,11 +3,10 @@
 ``ActorCore.idle`` (no write queued or running, nobody waiting) is what the cache evicts by; it
 is not "nothing of the runtime's refers to the core". A folder-lease holder is idle between two
 rounds of serving others' posts (its next round queued on the pool, or waiting for a CPU on a
-loaded host), is evicted so, and goes on serving, kept alive by that next round, until its lease
-goes idle (``Settings.combine_window`` after the last post of another process it folded); a
+loaded host), and is evicted so; that next round still refers to it, gives the lease up, and a
 background coroutine then releases the lease, referring to the core until it is done. A test
 that waited until every core was ``idle`` and then counted what was alive met, on a loaded
-host, every such holder alive: its wait ended between two rounds.
+host, such a holder alive: its wait ended between two rounds.
 """
 
 from __future__ import annotations

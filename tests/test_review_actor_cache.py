@@ -34,7 +34,7 @@ from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.future import ActorFuture
-from vactor_cloud.lease import LeaseStore
+from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec
@@ -282,7 +282,7 @@ def test_a_read_after_a_posted_call_returned_sees_it_with_a_long_fresh_window(
     assert len(record.calls) == (1 if other is None else 2)
     if dropped:
         # (Not until ``core.idle``: a lease holder is idle between two rounds of serving, and
-        # evicted then, its next round keeps it alive until its lease goes idle.)
+        # evicted then, its next round and the lease release it starts keep it alive a moment.)
         wait_until_quiet(runtime)
         gone = weakref.ref(core)
         del core
@@ -554,13 +554,17 @@ def test_many_contended_actors_with_events_and_timers_leave_counts_bounded_by_th
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_an_evicted_lease_holder_goes_on_folding_is_taken_back_and_releases_its_lease_at_shutdown(
+def test_an_evicted_lease_holder_gives_its_lease_up_is_taken_back_if_called_meanwhile_and_leaves_no_lease(
     store_spec: StoreSpec, doubled_cores: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``idle`` ignores the folder lease: a holder between two rounds of serving others is
-    evicted. Its pool task keeps it alive and folding: another process's posts are still
-    applied; the actor's next call here gets that same core back (one sender, one folder,
-    not two); shutdown, which knows evicted cores still alive, releases its lease."""
+    evicted. Its next round serves no more: it gives the lease up and releases it in the
+    background (it went on folding, here until 60 s after the last post it folded). The actor's
+    next call here while that release is in flight (it refers to the core) gets that same core
+    back (one sender, one folder, not two); losing a race, it takes the lease again and folds
+    the post waiting meanwhile, and the stale release leaves that new lease alone. Evicted
+    again, it gives the lease up again; shutdown, which waits for releases in flight, leaves
+    no valid lease. Every call applies once."""
     store = init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
     runtime = vc.get_runtime()
     OrderLog.get_or_create("cold").add.run("cold/0")
@@ -579,21 +583,197 @@ def test_an_evicted_lease_holder_goes_on_folding_is_taken_back_and_releases_its_
         serve(core)
 
     monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+    releasing, go = threading.Event(), threading.Event()
+    release = ActorCore._release_lease
+
+    async def held_release(core: ActorCore, lease: Lease | None) -> None:
+        releasing.set()
+        deadline = time.monotonic() + HANG
+        while not go.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await release(core, lease)
+
+    monkeypatch.setattr(ActorCore, "_release_lease", held_release)
 
     def evict_the_holder() -> None:
         evict.set()
         wait_until(lambda: "hot" not in runtime._cores, "the serving holder was never evicted")
 
     evict_the_holder()
+    assert releasing.wait(HANG), "the evicted holder never gave its lease up"
+    assert not holder._holding()
     post_adds(foreign_box("hot"), ["other/0"])
-    wait_until(lambda: "other/0" in applied_tokens(runtime, "hot"), "the evicted holder stopped folding")
-    assert runtime.core("hot") is holder  # taken back
+    assert runtime.core("hot") is holder  # taken back while its release is in flight
+    commit_behind_its_back("hot")
+    OrderLog.get_or_create("hot").add.run("me/2")  # lost: took the lease again and folded
     assert holder._holding()
+    go.set()
+    wait_until(lambda: holder._releasing is not None and holder._releasing.done(), "the release hung")
+    lease = _sync.sync(LeaseStore(store.inner, "hot", None).read())
+    assert lease.valid() and lease.holder == runtime.post_sender.id  # the stale release left it
     evict_the_holder()
+    wait_until(lambda: not holder._holding(), "the holder evicted again kept its lease")
+    tokens = applied_tokens(runtime, "hot")
+    check_once_in_order(tokens, {"me": ["me/0", "me/1", "me/2"], "other": ["other/0"]})
     vc.shutdown()
     assert doubled_cores == []
     lease = _sync.sync(LeaseStore(store.inner, "hot", None).read())
     assert not lease.valid() and lease.holder == runtime.post_sender.id
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_evicted_lease_holder_releases_its_lease_at_its_next_round_and_goes_while_others_post(
+    store_spec: StoreSpec, doubled_cores: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``idle`` ignores the folder lease: a holder between two rounds of serving others is
+    evicted. Its pool task kept it alive and folding, its state outside ``max_cache_bytes``,
+    until its lease went idle (``combine_window``, here 60 s, after the last post of another
+    process it folded): another process posting all the time kept it for good, and a process
+    holding the leases of many contended actors kept all their states. Evicted, the holder now
+    serves no further round: it releases its lease, as an idle one does, and goes; the other
+    process's poster takes the lease over and folds. Every call applies once, in its order."""
+    init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    runtime = vc.get_runtime()
+    OrderLog.get_or_create("cold").add.run("cold/0")
+    OrderLog.get_or_create("hot").add.run("me/0")
+    commit_behind_its_back("hot")
+    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
+    assert runtime.core("hot")._holding()
+    holder = weakref.ref(runtime.core("hot"))
+    other = Runtime(
+        Settings(
+            storage=store_spec.url,
+            storage_options=store_spec.options,
+            combine_after=1,
+            combine_window=60.0,
+            lease_seconds=30.0,
+        )
+    )
+    try:
+        # The other process has seen our lease: its calls post, and our holder folds them.
+        assert not other.load("hot")._lease_for_fold()
+        evict, evicted = threading.Event(), threading.Event()
+        rounds_after_eviction = 0
+        serve = ActorCore._serve
+
+        def evicted_between_rounds(core: ActorCore) -> None:
+            nonlocal rounds_after_eviction
+            if core.env is runtime and core.actor_id == "hot":
+                if evict.is_set() and not evicted.is_set():
+                    runtime.core("cold")  # the cache holds one: "hot", between rounds (idle), goes
+                    evicted.set()
+                if evicted.is_set():
+                    rounds_after_eviction += 1
+            serve(core)
+
+        monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+        made: list[str] = []
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def post_from_the_other_process() -> None:
+            try:
+                after = 0
+                while after < 20 and not stop.is_set():
+                    token = f"other/{len(made)}"
+                    made.append(token)
+                    call = add_call(token)
+                    other.core("hot").call(call)
+                    call.future.result(HANG)
+                    if evicted.is_set():
+                        after += 1
+                    elif len(made) == 3:
+                        evict.set()  # our holder folded a few: evicted at its next round
+            except BaseException as exc:
+                failures.append(exc)
+
+        poster = threading.Thread(target=post_from_the_other_process)
+        poster.start()
+        try:
+            poster.join(4 * HANG)
+        finally:
+            stop.set()
+            poster.join(HANG)
+        assert not failures, failures
+        assert evicted.is_set() and len(made) >= 23
+        # It folded nothing past the round it was evicted between (the one queued then).
+        assert rounds_after_eviction <= 2, f"the evicted holder served {rounds_after_eviction} rounds"
+
+        def holder_gone() -> bool:
+            full_collection()
+            return holder() is None
+
+        wait_until(holder_gone, "the evicted holder stayed alive")
+        lease = _sync.sync(LeaseStore(vc.get_runtime().store, "hot", None).read())
+        assert not (lease.valid() and lease.holder == runtime.post_sender.id)
+        check_once_in_order(applied_tokens(other, "hot"), {"me": ["me/0", "me/1"], "other": made})
+        assert doubled_cores == []
+    finally:
+        other.close()
+        vc.shutdown()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_process_holding_the_leases_of_many_actors_keeps_no_more_cores_than_its_cache_while_others_post(
+    store_spec: StoreSpec, doubled_cores: list[tuple[str, int]]
+) -> None:
+    """Six contended actors through a cache of two: this process took each one's folder lease
+    (a lost race), and another process posts to all six all the time. Each holder the cache
+    evicts gives its lease up at its next round and goes: while the other process still posts,
+    no more cores than the cache holds are alive (each evicted holder kept its state, and
+    served, until 60 s after the last post it folded, for good while others posted). Every
+    call applies once, in its caller's order."""
+    init_switchable(store_spec, max_cached_actors=2, combine_window=60.0, lease_seconds=30.0)
+    runtime = vc.get_runtime()
+    actors = [f"held-{i}" for i in range(6)]
+    made: dict[str, dict[str, list[str]]] = {a: {"me": ["me/0", "me/1"], "other": []} for a in actors}
+    for actor in actors:
+        OrderLog.get_or_create(actor).add.run("me/0")
+        commit_behind_its_back(actor)
+        assert OrderLog.get_or_create(actor).add.run("me/1") > 0  # lost: took the lease and folded
+    other = Runtime(
+        Settings(
+            storage=store_spec.url,
+            storage_options=store_spec.options,
+            combine_after=1,
+            combine_window=60.0,
+            lease_seconds=30.0,
+        )
+    )
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def post_from_the_other_process() -> None:
+        try:
+            for actor in actors:
+                other.load(actor)._lease_for_fold()  # held by us: its calls post (else it folds)
+            while not stop.is_set():
+                for actor in actors:
+                    token = f"other/{len(made[actor]['other'])}"
+                    made[actor]["other"].append(token)
+                    call = add_call(token)
+                    other.core(actor).call(call)
+                    call.future.result(HANG)
+        except BaseException as exc:
+            failures.append(exc)
+
+    poster = threading.Thread(target=post_from_the_other_process)
+    poster.start()
+    try:
+        wait_until(lambda: all(len(m["other"]) > 2 for m in made.values()) or bool(failures), "no posts")
+        wait_until(lambda: len(cores_of(runtime)) <= 2, "evicted lease holders kept alive while others post")
+        assert poster.is_alive() and not failures, failures
+    finally:
+        stop.set()
+        poster.join(HANG)
+    try:
+        assert not failures, failures
+        for actor in actors:
+            check_once_in_order(applied_tokens(other, actor), made[actor])
+        assert doubled_cores == []
+    finally:
+        other.close()
+        vc.shutdown()
 
 
 @vc.virtual_actor

@@ -163,6 +163,11 @@ class CoreEnv(CombiningEnv, Protocol):
         """Around a thread's hold of the actor (shutdown waits for it to end)."""
         ...
 
+    def in_cache(self, core: ActorCore) -> bool:
+        """Whether ``core`` is its actor's core in the cache: False once it was evicted (until
+        a call takes it back). A lease holder that is not serves others no more."""
+        ...
+
 
 #: per thread: actor ids whose writer method runs on this thread while it waits for (or
 #: runs) another call, outermost first (the innermost running writer is ``current_call()``)
@@ -435,7 +440,8 @@ class ActorCore(Folder):
         """No queued or running writes, nobody waiting: safe to evict.
 
         (A post of ours still pending is the runtime's to remember, not the core's: the
-        actor's next batch, on whatever core, posts after it.)
+        actor's next batch, on whatever core, posts after it. A folder-lease holder between
+        two rounds of serving others is idle too: evicted, its next round gives the lease up.)
         """
         return self._drainer is None and not self._queue and not self._waiters
 
@@ -1080,7 +1086,9 @@ class ActorCore(Folder):
         wait) per pool task: the next round is queued behind whatever else waits for the pool.
         Serving a loop on one task kept the thread for as long as other processes posted, and
         with ``max_workers`` contended actors pool work (``run_async`` waited on with a timeout,
-        or awaited) waited all that time. Ends when the lease is given up, or at shutdown."""
+        or awaited) waited all that time. Ends when the lease is given up, or at shutdown;
+        and at the first round after the cache evicted the core, which gives the lease up: a
+        holder serving on kept its state out of the cache's count for as long as others posted."""
         with self._mutex:
             self._serve_queued = False
         with self.env.working():
@@ -1100,6 +1108,11 @@ class ActorCore(Folder):
         empty, stuck = self._serve_backoff
         again = False
         try:
+            if self._held_until != -math.inf and not self.env.in_cache(self):
+                # Evicted between two rounds: serving on would keep the actor's state alive
+                # outside the cache's bounds for as long as other processes post. Give the lease
+                # up, as an idle holder does (their posters take it over), and let the core go.
+                self._give_up_lease()
             if self._holding() and not self.env.closed:
                 again = True
                 batch = self._claim_batch(self.env.settings.max_batch)

@@ -6,7 +6,8 @@ Under contention one process at a time holds the folder lease: it lists the acto
 applies every pending post in post order (its own calls among them) and commits them in one
 step that advances the post cursor. While this process's callers are quiet, a pool thread
 keeps folding for the others (``ActorCore._serve``, a mode of the core's drain) until the
-lease is idle and given up.
+lease is idle and given up, or until the cache evicts the core (the lease is given up then too:
+the others' posters take it over, so that the actor's state is not kept outside the cache).
 
 :class:`Folder` is a part of :class:`~vactor_cloud.core.ActorCore` (a mixin, over the
 poster's side :class:`~vactor_cloud.poster.Poster`: it shares the core's commit loop and

@@ -806,6 +806,10 @@ class Runtime:
                 counters.evicted(actor_id)
                 self._cached_bytes -= core._weight
 
+    def in_cache(self, core: ActorCore) -> bool:
+        with self._lock:
+            return self._cores.get(core.actor_id) is core
+
     def cached(self) -> tuple[int, int]:
         """(actors, bytes) held in the cache now."""
         with self._lock:
