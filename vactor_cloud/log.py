@@ -7,6 +7,7 @@ Object layout under the store root (DESIGN.md §3)::
     actors/<id>/HEAD             advisory pointer to a recent step; forward-only, by if-match
     actors/<id>/gc               retention low-watermark {"min_step": M} and whose steps it deleted
     actors/<id>/dedup/<N:020d>-<token>   idempotency-table checkpoint, create-only, named by a step
+    actors/<id>/dedup/outcomes/<N:020d>-<sha256>   a large recorded outcome, named by checkpoints
 
 The step log is the truth. Writing ``steps/N+1`` with a create-only put is
 the linearization point of a commit: exactly one writer can succeed. HEAD is
@@ -193,6 +194,10 @@ class StepRecord:
     dedup_base: str | None = None
     #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
     dedup_checkpoint: bytes = b""
+    #: writing side only: the outcome objects that checkpoint names (format 3 if any)
+    dedup_named: tuple[str, ...] = ()
+    #: writing side only: of those, the ones to put before it, (name, part ``outcome``)
+    dedup_outcomes: tuple[tuple[str, bytes], ...] = ()
     #: metadata of features layered on top (events applied, tasks used, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -497,6 +502,7 @@ class ActorLog:
         needs a dedup checkpoint first must go through :meth:`put_step`.
         """
         assert not record.dedup_checkpoint, "a step with a dedup checkpoint goes through put_step"
+        assert not record.dedup_outcomes, "a step with outcome objects goes through put_step"
         key = self.step_key(record.step)
         if data is None:
             data = self.encode_step(record)
@@ -522,8 +528,13 @@ class ActorLog:
         key = self.step_key(record.step)
         data = taken if taken is not None else encoded if encoded is not None else self.encode_step(record)
         if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
-            # Before the step: a committed step never names a checkpoint that is not there.
-            await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
+            # Before the step: a committed step never names a checkpoint that is not there,
+            # nor a checkpoint an outcome object.
+            for name, outcome in record.dedup_outcomes:
+                await self.put_dedup_outcome(name, outcome, record.serializer)
+            await self.put_dedup_checkpoint(
+                record.dedup_base, record.dedup_checkpoint, record.serializer, record.dedup_named
+            )
         last_error: StorageError | IntegrityError | None = None
         #: whether the object at our number may be our own put: not while every create of ours
         #: was answered "already exists" by a store whose answer proves it wrote nothing
@@ -880,15 +891,18 @@ class ActorLog:
         return pulled
 
     # -- idempotency checkpoints ------------------------------------------------
-    async def put_dedup_checkpoint(self, name: str, table: bytes, serializer: str) -> None:
-        """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer)."""
+    async def put_dedup_checkpoint(
+        self, name: str, table: bytes, serializer: str, outcomes: tuple[str, ...] = ()
+    ) -> None:
+        """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer).
+        ``outcomes``: the outcome objects its table names (meta ``outcomes``): format 3, which
+        readers of format 2 refuse rather than take a row naming one for the outcome."""
         key = self.dedup_key(name)
+        meta: dict[str, Any] = {"kind": "dedup", "serializer": serializer}
+        if outcomes:
+            meta["outcomes"] = list(outcomes)
         data = codec.encode(
-            key,
-            {"kind": "dedup", "serializer": serializer},
-            {"table": table},
-            signing_key=self.signing_key,
-            version=2,
+            key, meta, {"table": table}, signing_key=self.signing_key, version=3 if outcomes else 2
         )
         # Unique to this writer: an object found at the key after an ambiguous
         # failure is our own earlier attempt.
@@ -909,7 +923,52 @@ class ActorLog:
 
     async def list_dedup_checkpoints(self) -> list[str]:
         """Names of the checkpoint objects, oldest first."""
-        return [k[len(self.dedup_prefix) :] for k in await self.store.list(self.dedup_prefix)]
+        names = [k[len(self.dedup_prefix) :] for k in await self.store.list(self.dedup_prefix)]
+        return [name for name in names if "/" not in name]
+
+    async def read_dedup_checkpoint_outcomes(self, name: str) -> set[str]:
+        """The outcome objects checkpoint ``dedup/<name>`` names (its meta ``outcomes``)."""
+        key = self.dedup_key(name)
+        env = codec.decode(key, (await self.store.get(key)).data, signing_key=self.signing_key)
+        named = env.meta.get("outcomes", [])
+        if env.meta.get("kind") != "dedup" or not isinstance(named, list):
+            raise IntegrityError(key, "not an idempotency checkpoint")
+        return {str(n) for n in named}
+
+    # -- large recorded outcomes -------------------------------------------------
+    def dedup_outcome_key(self, name: str) -> str:
+        return f"{self.dedup_prefix}outcomes/{name}"
+
+    async def list_dedup_outcomes(self) -> list[str]:
+        """Names of the outcome objects (``<N:020d>-<sha256>``), oldest first."""
+        prefix = self.dedup_outcome_key("")
+        return [k[len(prefix) :] for k in await self.store.list(prefix)]
+
+    def _outcome_object(self, key: str, outcome: bytes, serializer: str) -> bytes:
+        meta = {"kind": "outcome", "serializer": serializer}
+        return codec.encode(key, meta, {"outcome": outcome}, signing_key=self.signing_key, version=3)
+
+    async def put_dedup_outcome(self, name: str, outcome: bytes, serializer: str) -> None:
+        """Write the outcome object ``dedup/outcomes/<name>`` (create-only). Its name is its
+        content's: one already there (another commit's of the same step, or our own put whose
+        answer was lost) is taken once it is read back and holds what the name says."""
+        key = self.dedup_outcome_key(name)
+        if await self._put_own(key, self._outcome_object(key, outcome, serializer)):
+            return
+        await self.read_dedup_outcome(name)  # raises unless it holds what its name says
+
+    async def read_dedup_outcome(self, name: str) -> tuple[bytes, str]:
+        """Outcome object ``dedup/outcomes/<name>``: its part ``outcome`` (one row, decoded by
+        ``vactor_cloud.dedup``) and serializer. ``IntegrityError`` for one that does not verify,
+        or whose content is not what its name is the SHA-256 of (forged, or another's)."""
+        key = self.dedup_outcome_key(name)
+        env = codec.decode(key, (await self.store.get(key)).data, signing_key=self.signing_key)
+        outcome = env.parts.get("outcome")
+        if env.meta.get("kind") != "outcome" or outcome is None:
+            raise IntegrityError(key, "not an outcome object")
+        if hashlib.sha256(outcome).hexdigest() != name.rpartition("-")[2]:
+            raise IntegrityError(key, "its content is not the one its name is the SHA-256 of")
+        return outcome, str(env.meta.get("serializer", ""))
 
     # -- HEAD ------------------------------------------------------------------
     async def read_head(self) -> Head | None:
