@@ -56,7 +56,8 @@ class Export:
 
 
 def init(spec: StoreSpec, **settings: Any) -> Runtime:
-    vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, fresh_window=0.0, **settings))
+    settings = {"fresh_window": 0.0, **settings}
+    vc.init(spec.url, **spec.options, settings=Settings(storage=spec.url, **settings))
     return vc.get_runtime()
 
 
@@ -309,3 +310,83 @@ def test_a_checkpoint_of_the_previous_format_holding_a_large_result_is_read_and_
     x = restart(spec)
     assert x.export.options(idempotency_key="big").run("c") == "a" * _BIG
     assert x.count.run() == 9
+
+
+def _requests(run: Any) -> list[tuple[str, str]]:
+    from vactor_cloud.cli.bench_harness import RequestTrace
+
+    with RequestTrace(vc.get_runtime().store).installed() as t:
+        run()
+    return [(r.kind, r.key.split("/actors/x/", 1)[-1].split("x/", 1)[-1]) for r in t.requests]
+
+
+def test_a_large_keyed_commit_puts_its_outcome_its_checkpoint_and_its_step(spec: StoreSpec) -> None:
+    """One PUT more than a checkpoint commit: the outcome object, then the checkpoint naming
+    it, then the step. A retry of its key reads the object (the checkpoint is cached)."""
+    init(spec, head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0)
+    x = Export.get_or_create("x")
+    x.small.options(idempotency_key="warm").run(0)
+    step = newest().step
+    done = _requests(lambda: x.export.options(idempotency_key="big").run("a"))
+    [name] = outcome_objects()
+    base = newest().dedup_base
+    assert done == [
+        ("put", f"dedup/outcomes/{name}"),
+        ("put", f"dedup/{base}"),
+        ("put", f"steps/{step + 1:020d}"),
+    ]
+    assert name.startswith(f"{step + 1:020d}-")
+    again = _requests(lambda: x.export.options(idempotency_key="big").run("b"))
+    # (and probes the next step, as any call that commits nothing: answered from the newest)
+    assert again == [("get", f"dedup/outcomes/{name}"), ("get", f"steps/{step + 2:020d}")]
+    # A small keyed commit after it: one PUT, as ever.
+    assert _requests(lambda: x.small.options(idempotency_key="s").run(1)) == [
+        ("put", f"steps/{step + 2:020d}")
+    ]
+
+
+@vc.virtual_actor(serializer="json")
+class JsonExport:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def export(self, fill: str) -> list[str]:
+        self.runs += 1
+        return [fill * _BIG]
+
+    def fail(self, fill: str) -> None:
+        raise KeyError(fill * _BIG)
+
+
+def test_a_json_actor_and_a_signed_store_keep_large_outcomes_by_value(spec: StoreSpec) -> None:
+    vc.init(
+        spec.url, **spec.options, signing_key=b"s" * 32, settings=Settings(storage=spec.url, fresh_window=0.0)
+    )
+    x = JsonExport.get_or_create("x")
+    assert x.export.options(idempotency_key="a").run("j") == ["j" * _BIG]
+    with pytest.raises(KeyError):
+        x.fail.options(idempotency_key="f").run("k")
+    assert len(outcome_objects()) == 2
+    log = the_log()
+    [name, _] = outcome_objects()
+    key = log.dedup_outcome_key(name)
+    assert _sync.sync(log.store.get(key)).data[6:8] == b"\x00\x01"  # signed (flag bit 0)
+    vc.shutdown()
+    vc.init(
+        spec.url, **spec.options, signing_key=b"s" * 32, settings=Settings(storage=spec.url, fresh_window=0.0)
+    )
+    x = vc.get_actor("x")
+    assert x.export.options(idempotency_key="a").run("q") == ["j" * _BIG]
+    with pytest.raises(KeyError) as raised:
+        x.fail.options(idempotency_key="f").run("q")
+    assert raised.value.args == ("k" * _BIG,)
+    # An unsigned object put under the name is refused by a signed reader.
+    unsigned = codec.encode(key, {"kind": "outcome", "serializer": "json"}, {"outcome": b"[]"}, version=3)
+    _sync.sync(log.store.delete(key))
+    _sync.sync(log.store.put(key, unsigned, mode="create"))
+    vc.shutdown()
+    vc.init(
+        spec.url, **spec.options, signing_key=b"s" * 32, settings=Settings(storage=spec.url, fresh_window=0.0)
+    )
+    with pytest.raises(IntegrityError):
+        vc.get_actor("x").export.options(idempotency_key="a").run("q")
