@@ -50,6 +50,11 @@ class Export:
         self.runs += 1
         return f"{i}{_TAG}"
 
+    @vc.virtual_actor.on_event("dump")
+    def on_dump(self, fill: str) -> str:
+        self.runs += 1
+        return fill * _BIG
+
     @vc.virtual_actor.readonly
     def count(self) -> int:
         return self.runs
@@ -390,3 +395,20 @@ def test_a_json_actor_and_a_signed_store_keep_large_outcomes_by_value(spec: Stor
     )
     with pytest.raises(IntegrityError):
         vc.get_actor("x").export.options(idempotency_key="a").run("q")
+
+
+def test_a_large_event_outcome_is_waited_for_by_value_and_the_event_applied_once(spec: StoreSpec) -> None:
+    from vactor_cloud.events import send_event
+
+    init(spec)
+    x = Export.get_or_create("x")
+    send_event("x", "dump", "v", event_id="d1")
+    x.process_events()
+    assert len(outcome_objects()) == 1
+    assert x.wait_for_event("dump", timeout=30, event_id="d1") == "v" * _BIG
+    x = restart(spec)
+    assert x.wait_for_event("dump", timeout=30) == "v" * _BIG  # the newest "dump", by its name
+    send_event("x", "dump", "w", event_id="d1")  # sent again: applied once
+    x.process_events()
+    assert x.wait_for_event("dump", timeout=30, event_id="d1") == "v" * _BIG
+    assert x.count.run() == 1
