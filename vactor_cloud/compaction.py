@@ -633,19 +633,16 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
     if floor is None:
         return 0
     # One listing of dedup/: the checkpoints, and the outcome objects under dedup/outcomes/.
-    names = [key[len(log.dedup_prefix) :] for key in await log.store.list(log.dedup_prefix)]
-    checkpoints = [name for name in names if "/" not in name]
+    listed = await log.store.list(log.dedup_prefix)
+    checkpoints = [key[len(log.dedup_prefix) :] for key in listed if "/" not in key[len(log.dedup_prefix) :]]
     doomed = [name for name in checkpoints if name < floor]
     # In any order: no kept step names them.
     await log.store.delete_many([log.dedup_key(name) for name in doomed])
-    outcomes = [name.removeprefix(_OUTCOMES) for name in names if name.startswith(_OUTCOMES)]
+    into = len(log.dedup_outcomes_prefix)
+    outcomes = [key[into:] for key in listed if key.startswith(log.dedup_outcomes_prefix)]
     kept = [name for name in checkpoints if name >= floor]
     await _delete_unnamed_outcomes(log, watermark, kept, outcomes)
     return len(doomed)
-
-
-#: where the outcome objects are, under ``dedup/``
-_OUTCOMES = "outcomes/"
 
 
 async def _delete_unnamed_outcomes(

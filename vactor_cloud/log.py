@@ -408,6 +408,7 @@ class ActorLog:
     __slots__ = (
         "actor_id",
         "dedup_cache",
+        "dedup_outcomes_prefix",
         "dedup_prefix",
         "gc_key",
         "head_key",
@@ -426,6 +427,7 @@ class ActorLog:
         self.head_key = keys.head_key(actor_id)
         self.gc_key = keys.gc_key(actor_id)
         self.dedup_prefix = keys.dedup_prefix(actor_id)
+        self.dedup_outcomes_prefix = keys.dedup_outcomes_prefix(actor_id)
         #: the newest idempotency checkpoint this process decoded: (name, table), owned by dedup.py
         self.dedup_cache: tuple[str, Any] | None = None
 
@@ -937,11 +939,11 @@ class ActorLog:
 
     # -- large recorded outcomes -------------------------------------------------
     def dedup_outcome_key(self, name: str) -> str:
-        return f"{self.dedup_prefix}outcomes/{name}"
+        return f"{self.dedup_outcomes_prefix}{name}"
 
     async def list_dedup_outcomes(self) -> list[str]:
         """Names of the outcome objects (``<N:020d>-<sha256>``), oldest first."""
-        prefix = self.dedup_outcome_key("")
+        prefix = self.dedup_outcomes_prefix
         return [k[len(prefix) :] for k in await self.store.list(prefix)]
 
     def _outcome_object(self, key: str, outcome: bytes, serializer: str) -> bytes:
