@@ -711,7 +711,8 @@ class StepDedup:
         ``step``: a compaction deletes only objects of steps below its watermark, and a step
         at or above it that commits names only those or its base's."""
         checkpoint = self._need()
-        known = {o.digest: o.name for _, o in checkpoint.entries.values() if isinstance(o, OutcomeRef)}
+        refs = checkpoint.entries.values() if serializer == self._serializer else ()
+        known = {o.digest: o.name for _, o in refs if isinstance(o, OutcomeRef)}
         writes: dict[str, bytes] = {}
         result: dict[str, tuple[float, Outcome]] = {}
         for key, (when, outcome) in merged.items():
