@@ -412,3 +412,14 @@ def test_a_large_event_outcome_is_waited_for_by_value_and_the_event_applied_once
     x.process_events()
     assert x.wait_for_event("dump", timeout=30, event_id="d1") == "v" * _BIG
     assert x.count.run() == 1
+
+
+def test_a_large_keyed_result_is_weighed_once_in_the_actor_cache(spec: StoreSpec) -> None:
+    """The actor's cache weight (``max_cache_bytes``) counts the result once: the bytes of the
+    outcome object its step wrote. The decoded checkpoint the process keeps names it only
+    (before: the new checkpoint's bytes and the decoded checkpoint each held it)."""
+    init(spec)
+    x = Export.get_or_create("x")
+    x.export.options(idempotency_key="big").run("a")
+    weight = vc.get_runtime().core("x")._weight
+    assert _BIG < weight < 1.5 * _BIG, weight
