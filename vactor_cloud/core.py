@@ -1574,6 +1574,7 @@ class ActorCore(Folder):
             dedup_base=result.dedup.base,
             dedup_checkpoint=result.dedup.checkpoint,
             dedup_named=result.dedup.named,
+            dedup_by_value_at_most=result.dedup.by_value_at_most,
             dedup_outcomes=result.dedup.outcomes,
             extra=extra,
             posted=posted_part,

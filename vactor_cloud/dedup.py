@@ -464,6 +464,9 @@ class DedupFields:
     checkpoint: bytes = b""
     #: the outcome objects ``checkpoint`` names (its meta ``outcomes``: format 3 if any)
     named: tuple[str, ...] = ()
+    #: no row ``checkpoint`` holds by value is encoded larger (its meta ``by_value_at_most``);
+    #: None: its rows were not looked through (an older writer's table, carried unread)
+    by_value_at_most: int | None = None
     #: of those, the ones to write before it: (name, part ``outcome``)
     outcomes: tuple[tuple[str, bytes], ...] = ()
 
@@ -566,9 +569,10 @@ class StepDedup:
             return self
         if self._log is None or self._base_name is None:
             raise RuntimeError("a step whose table is a delta needs its ActorLog to load the checkpoint")
-        data, stored = await self._log.read_dedup_checkpoint(self._base_name)
+        data, stored, at_most = await self._log.read_dedup_checkpoint_rows(self._base_name)
         serializer = expect_serializer(stored, self._serializer, f"idempotency checkpoint {self._base_name}")
-        checkpoint = _Checkpoint(DedupTable.load(data, serializer).entries, len(data))
+        small = at_most is not None and at_most <= OUTCOME_OBJECT_BYTES
+        checkpoint = _Checkpoint(DedupTable.load(data, serializer).entries, len(data), small=small)
         self._log.dedup_cache = (self._base_name, checkpoint)
         self._use(checkpoint)
         return self
@@ -698,7 +702,14 @@ class StepDedup:
         if self._log is not None:
             # Unique to this commit: if the step loses, nobody ever names it.
             self._log.dedup_cache = (name, _Checkpoint(merged, len(table), small=True))
-        return DedupFields(b"", name, table, tuple(named), tuple(writes.items()))
+        return DedupFields(
+            b"",
+            name,
+            table,
+            named=tuple(named),
+            outcomes=tuple(writes.items()),
+            by_value_at_most=OUTCOME_OBJECT_BYTES,
+        )
 
     def _by_reference(
         self, merged: dict[str, tuple[float, Outcome]], serializer: str, step: int

@@ -194,8 +194,11 @@ class StepRecord:
     dedup_base: str | None = None
     #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
     dedup_checkpoint: bytes = b""
-    #: writing side only: the outcome objects that checkpoint names (format 3 if any)
-    dedup_named: tuple[str, ...] = ()
+    #: writing side only: the outcome objects that checkpoint names (format 3 if any); None:
+    #: its rows were not looked through for large outcomes (an older writer's table, unread)
+    dedup_named: tuple[str, ...] | None = None
+    #: writing side only: no row that checkpoint holds by value is encoded larger (None: unknown)
+    dedup_by_value_at_most: int | None = None
     #: writing side only: of those, the ones to put before it, (name, part ``outcome``)
     dedup_outcomes: tuple[tuple[str, bytes], ...] = ()
     #: metadata of features layered on top (events applied, tasks used, ...)
@@ -535,7 +538,11 @@ class ActorLog:
             for name, outcome in record.dedup_outcomes:
                 await self.put_dedup_outcome(name, outcome, record.serializer)
             await self.put_dedup_checkpoint(
-                record.dedup_base, record.dedup_checkpoint, record.serializer, record.dedup_named
+                record.dedup_base,
+                record.dedup_checkpoint,
+                record.serializer,
+                record.dedup_named,
+                record.dedup_by_value_at_most,
             )
         last_error: StorageError | IntegrityError | None = None
         #: whether the object at our number may be our own put: not while every create of ours
@@ -894,15 +901,23 @@ class ActorLog:
 
     # -- idempotency checkpoints ------------------------------------------------
     async def put_dedup_checkpoint(
-        self, name: str, table: bytes, serializer: str, outcomes: tuple[str, ...] = ()
+        self,
+        name: str,
+        table: bytes,
+        serializer: str,
+        outcomes: tuple[str, ...] | None = None,
+        by_value_at_most: int | None = None,
     ) -> None:
         """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer).
-        ``outcomes``: the outcome objects its table names (meta ``outcomes``): format 3, which
-        readers of format 2 refuse rather than take a row naming one for the outcome."""
+        ``outcomes``: the outcome objects its table names (meta ``outcomes``): any, format 3,
+        which readers of format 2 refuse rather than take a row naming one for the outcome.
+        ``by_value_at_most``: no row it holds by value is encoded larger (None: not known)."""
         key = self.dedup_key(name)
         meta: dict[str, Any] = {"kind": "dedup", "serializer": serializer}
         if outcomes:
             meta["outcomes"] = list(outcomes)
+        if by_value_at_most is not None:
+            meta["by_value_at_most"] = by_value_at_most
         data = codec.encode(
             key, meta, {"table": table}, signing_key=self.signing_key, version=3 if outcomes else 2
         )
@@ -916,12 +931,20 @@ class ActorLog:
         ``NotFoundError`` once compacted away (only a reader of a step older
         than the retention watermark can ask for such a one).
         """
+        table, serializer, _ = await self.read_dedup_checkpoint_rows(name)
+        return table, serializer
+
+    async def read_dedup_checkpoint_rows(self, name: str) -> tuple[bytes, str, int | None]:
+        """:meth:`read_dedup_checkpoint`, and its meta ``by_value_at_most``: no row it holds by
+        value is encoded larger (None: not known, as in a checkpoint of an earlier release)."""
         key = self.dedup_key(name)
         blob = await self.store.get(key)
         env = codec.decode(key, blob.data, signing_key=self.signing_key)
         if env.meta.get("kind") != "dedup" or "table" not in env.parts:
             raise IntegrityError(key, "not an idempotency checkpoint")
-        return env.parts["table"], str(env.meta.get("serializer", "pickle"))
+        at_most = env.meta.get("by_value_at_most")
+        known = at_most if isinstance(at_most, int) and not isinstance(at_most, bool) else None
+        return env.parts["table"], str(env.meta.get("serializer", "pickle")), known
 
     async def list_dedup_checkpoints(self) -> list[str]:
         """Names of the checkpoint objects, oldest first."""
