@@ -451,3 +451,33 @@ def test_a_checkpoint_this_release_wrote_is_not_looked_through_again_by_another_
     assert len(checkpoint_sizes()) > before  # a checkpoint written on the one read
     assert 0 < len(encoded) < 40, len(encoded)  # (of 160 rows)
     assert outcome_objects() == []
+
+
+def test_a_forged_object_under_the_name_a_commit_writes_fails_the_commit_and_applies_nothing(
+    spec: StoreSpec,
+) -> None:
+    """Create-only meets "already exists": the object there is read back, and taken only if it
+    holds what its name is the SHA-256 of. A forged one fails the commit (``IntegrityError``
+    naming it), nothing applied; once it is deleted, the call goes through."""
+    init(spec)
+    x = Export.get_or_create("x")
+    log = the_log()
+    data = _encoded("a" * _BIG)
+    name = f"{newest().step + 1:020d}-{hashlib.sha256(data).hexdigest()}"
+    key = log.dedup_outcome_key(name)
+    forged = codec.encode(
+        key,
+        {"kind": "outcome", "serializer": "pickle"},
+        {"outcome": b"junk"},
+        signing_key=log.signing_key,
+        version=3,
+    )
+    _sync.sync(log.store.put(key, forged, mode="create"))
+    with pytest.raises(IntegrityError, match=name):
+        x.export.options(idempotency_key="big").run("a")
+    assert x.count.run() == 0
+    _sync.sync(log.store.delete(key))
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
+    assert x.count.run() == 1

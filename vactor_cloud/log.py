@@ -194,9 +194,8 @@ class StepRecord:
     dedup_base: str | None = None
     #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
     dedup_checkpoint: bytes = b""
-    #: writing side only: the outcome objects that checkpoint names (format 3 if any); None:
-    #: its rows were not looked through for large outcomes (an older writer's table, unread)
-    dedup_named: tuple[str, ...] | None = None
+    #: writing side only: the outcome objects that checkpoint names (format 3 if any)
+    dedup_named: tuple[str, ...] = ()
     #: writing side only: no row that checkpoint holds by value is encoded larger (None: unknown)
     dedup_by_value_at_most: int | None = None
     #: writing side only: of those, the ones to put before it, (name, part ``outcome``)
@@ -905,7 +904,7 @@ class ActorLog:
         name: str,
         table: bytes,
         serializer: str,
-        outcomes: tuple[str, ...] | None = None,
+        outcomes: tuple[str, ...] = (),
         by_value_at_most: int | None = None,
     ) -> None:
         """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer).
@@ -980,7 +979,11 @@ class ActorLog:
         key = self.dedup_outcome_key(name)
         if await self._put_own(key, self._outcome_object(key, outcome, serializer)):
             return
-        await self.read_dedup_outcome(name)  # raises unless it holds what its name says
+        _, stored = await self.read_dedup_outcome(name)  # raises unless it holds what its name says
+        if stored != serializer:
+            raise IntegrityError(
+                key, f"an outcome object stored with serializer {stored!r}, not {serializer!r}"
+            )
 
     async def read_dedup_outcome(self, name: str) -> tuple[bytes, str]:
         """Outcome object ``dedup/outcomes/<name>``: its part ``outcome`` (one row, decoded by
