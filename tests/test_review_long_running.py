@@ -11,6 +11,7 @@ import time
 
 import pytest
 from garbage import full_collection
+from quiet_runtime import late_serving_rounds, wait_until_quiet
 
 import vactor_cloud as vc
 from vactor_cloud import batch, events, poster, posting, timers
@@ -77,20 +78,27 @@ def _record_bytes_held(runtime: Runtime) -> int:
 
 
 @pytest.mark.usefixtures("runtime_off")
-@pytest.mark.parametrize("older_busy", [False, True], ids=["", "older-busy"])
+@pytest.mark.parametrize("load", ["", "older-busy", "rounds-late"])
 def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, older_busy: bool
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, load: str
 ) -> None:
     """A step that folds posted calls carries their outcomes (``StepRecord.posted``), and the
     actor's cached step keeps them; the cache weighed only the state and the idempotency table,
     so ``max_cache_bytes`` did not bound them: 12 actors whose posted call returned 200 KB held
     2.4 MB of outcomes against a 1 MB bound, a few bytes of state each.
 
-    ``older_busy``: the earlier actors' cores are busy (their lease-holder rounds still run, as
+    ``older-busy``: the earlier actors' cores are busy (their lease-holder rounds still run, as
     on a loaded host) while each new actor is created, so the cache, over its bound, evicts the
-    new core at once, the only idle one."""
+    new core at once, the only idle one. ``rounds-late``: each lease holder's next round starts
+    late, as on a loaded host (see ``quiet_runtime``): the holders are idle between rounds while
+    they still serve, evicted so, and alive until their lease goes idle. The test waited until
+    every core was idle, a moment that came at once: it then counted those holders, still
+    serving, and failed with all twelve alive (2,400,744 bytes), as a full-suite run did once.
+    It waits until the runtime is quiet now: nothing serves, no task runs."""
     creating: list[str] = []
-    if older_busy:
+    if load == "rounds-late":
+        late_serving_rounds(monkeypatch)
+    if load == "older-busy":
         idle = ActorCore.idle.fget
         assert idle is not None
         monkeypatch.setattr(
@@ -108,20 +116,16 @@ def test_folded_outcomes_a_cached_step_holds_count_against_max_cache_bytes(
         creating.clear()
         _answer_folded(store_spec, actor)
     runtime = vc.get_runtime()
-    # Each was the folder lease holder, serving others' posts for a while (busy, not evictable):
-    # once they are all idle, the next actor's load evicts down to the bound.
-    deadline = time.monotonic() + 30
-    while not all(core.idle for core in runtime._all_cores()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    busy = [core.actor_id for core in runtime._all_cores() if not core.idle]
+    # Each holds the folder lease and serves others' posts until it goes idle (combine_window),
+    # evicted or not: once nothing serves, the next actor's load evicts down to the bound.
+    wait_until_quiet(runtime)
     Answers.get_or_create("answers-last").answer.run(1)
+    wait_until_quiet(runtime)
     full_collection()
     held = _record_bytes_held(runtime)
-    # (what a failure needs to be told apart: cores still busy after the wait, or evicted
-    # cores' records kept alive, or no eviction at all; one full-suite run of 2026-12-06 held
-    # all twelve, 2,400,744 bytes, and it did not come back in 30 runs alone or under load)
-    cached = sorted(core.actor_id for core in runtime._all_cores())
-    assert held <= 2 * bound, (held, {"busy after the wait": busy, "cached": cached})
+    with runtime._lock:
+        cached, evicted = sorted(runtime._cores), sorted(runtime._evicted)
+    assert held <= bound and runtime.cached()[1] <= bound, (held, runtime.cached(), cached, evicted)
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -183,6 +183,11 @@ class WorkerPool:
         """Tasks waiting for a thread."""
         return len(self._tasks)
 
+    def running(self) -> int:
+        """Tasks a thread has taken and not yet let go of: one counts until its thread dropped
+        its function (and what that refers to), a little after its future is done."""
+        return self._running
+
     # -- the threads ----------------------------------------------------------------------
     def _room(self) -> int:
         """(Lock held) Tasks that may start now."""
