@@ -53,6 +53,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_crash",
         "test_chaos",
         "test_idempotency",
+        "test_dedup_outcome_objects",
         "test_examples",
         "test_review_backends",
         "test_review_storage_faults",

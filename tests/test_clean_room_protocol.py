@@ -59,6 +59,16 @@ class Plain:
         return self.total
 
 
+@vc.virtual_actor
+class Echo:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def echo(self, value: str) -> str:
+        self.runs += 1
+        return value
+
+
 class Recording(FaultyStore):
     """The library's store, with the keys it GETs written down."""
 
@@ -532,3 +542,22 @@ def test_the_clean_room_refuses_what_the_doc_says_to_refuse() -> None:
     with pytest.raises(Refused):
         decode("actors/a/gc", signed, signing_key=b"k")  # the MAC binds the key
     assert decode("actors/a/HEAD", signed, signing_key=b"k").meta["kind"] == "head"
+
+
+def test_the_clean_room_reads_a_large_outcome_its_table_names(spec: StoreSpec, room: Through) -> None:
+    """protocol.md "Outcome objects": a keyed result over 64 KB is held by an object the
+    checkpoint names (a five-element row, format 3); read from the spec, it is the result."""
+    init(spec)
+    echo = Echo.get_or_create("echo")
+    value = "v" * 100_000
+    assert echo.echo.options(idempotency_key="big").run(value) == value
+    assert echo.echo.options(idempotency_key="small").run("s") == "s"
+    vc.shutdown()
+    for log in logs(spec, room, "echo"):
+        newest = log.newest()
+        assert newest is not None and newest.obj.version == 2
+        checkpoint = log.read(f"actors/echo/dedup/{newest.meta['dedup_base']}")
+        assert checkpoint is not None and checkpoint.version == 3
+        assert len(checkpoint.meta["outcomes"]) == 1
+        rows = log.dedup_table(newest)
+        assert [(row[0], row[2], row[3]) for row in rows] == [("big", True, value), ("small", True, "s")]

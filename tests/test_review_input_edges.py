@@ -474,29 +474,31 @@ class Exporter:
         return bytes(size)
 
 
-def test_a_large_result_recorded_for_an_idempotency_key_is_warned_about_once(
-    actor_store: StoreSpec, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_large_results_recorded_for_idempotency_keys_are_written_once_not_in_every_checkpoint(
+    actor_store: StoreSpec,
 ) -> None:
     """A keyed call's result is recorded in the idempotency table, and the table is written again
     whole at each checkpoint (about one per 2 KB of keys) while the key is in the window: a 5 MB
-    result followed by 119 small keyed calls wrote 42 MB of checkpoints, silently. A result
-    recorded past 1 MB logs a warning (once per method in a process) saying so; an unkeyed
-    call's result is recorded nowhere and warns of nothing."""
-    import logging
+    result followed by 119 small keyed calls wrote 42 MB of checkpoints (a warning said so, once
+    per method in a process). A result over ``dedup.OUTCOME_OBJECT_BYTES`` is written once, as
+    an object the checkpoints name: two 2 MB results and a run of small keyed calls write
+    about 4 MB in all."""
+    from vactor_cloud import _sync, dedup
 
-    from vactor_cloud import dedup
-
-    monkeypatch.setattr(dedup, "_WARNED_LARGE", set())  # (once per process: the other lanes' run)
     exporter = Exporter.get_or_create("exp")
-    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
-        assert len(exporter.export.run(2 * _MB)) == 2 * _MB
-        assert not [r for r in caplog.records if "idempotency" in r.getMessage()]
-        assert len(exporter.export.options(idempotency_key="k1").run(2 * _MB)) == 2 * _MB
-        assert len(exporter.export.options(idempotency_key="k2").run(2 * _MB)) == 2 * _MB
-        assert len(exporter.export.options(idempotency_key="k3").run(10)) == 10
-    warned = [r.getMessage() for r in caplog.records if "idempotency" in r.getMessage()]
-    assert len(warned) == 1, warned
-    assert "export()" in warned[0] and "'exp'" in warned[0] and "dedup_window" in warned[0], warned[0]
+    runtime = vc.get_runtime()
+    assert len(exporter.export.options(idempotency_key="k1").run(2 * _MB)) == 2 * _MB
+    assert len(exporter.export.options(idempotency_key="k2").run(2 * _MB + 1)) == 2 * _MB + 1
+    for i in range(40):
+        assert len(exporter.export.options(idempotency_key=f"s{i}").run(600)) == 600
+    log = runtime.log("exp")
+    checkpoints = _sync.sync(log.list_dedup_checkpoints())
+    assert len(checkpoints) >= 5
+    sizes = [len(_sync.sync(log.store.get(log.dedup_key(name))).data) for name in checkpoints]
+    assert max(sizes) < dedup.OUTCOME_OBJECT_BYTES, sizes
+    assert len(_sync.sync(log.list_dedup_outcomes())) == 2
+    assert len(exporter.export.options(idempotency_key="k1").run(1)) == 2 * _MB
+    assert exporter.export.options(idempotency_key="k1").run(1) == bytes(2 * _MB)
 
 
 #: ids that print like other ids: a zero-width space, a no-break space, a line separator, an

@@ -629,8 +629,7 @@ def apply_batch(
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
                 result = thaw(frozen, where=where)
                 if key is not None:  # the table's own copy, read back from its encoding
-                    method = f"{definition.name}.{body.method}"
-                    kept = recorded_outcome(Outcome(True, value), serializer, method=method, where=where)
+                    kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None

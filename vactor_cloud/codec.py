@@ -40,8 +40,9 @@ __all__ = ["FORMAT_VERSION", "Envelope", "decode", "digest", "encode"]
 
 #: the newest format this version reads. Objects are written in the oldest format that can
 #: hold them (1), so older readers keep reading everything but steps whose idempotency
-#: table is a delta on a checkpoint object (2), which they refuse instead of misreading.
-FORMAT_VERSION = 2
+#: table is a delta on a checkpoint object (2), and checkpoints that name outcome objects
+#: and those objects (3), which they refuse instead of misreading.
+FORMAT_VERSION = 3
 _MAGIC = b"VACT"
 _HEADER = struct.Struct(">4sHHI")
 _DIGEST = 32

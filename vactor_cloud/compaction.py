@@ -632,9 +632,51 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
         floor = oldest.dedup_base
     if floor is None:
         return 0
-    doomed = [name for name in await log.list_dedup_checkpoints() if name < floor]
+    # One listing of dedup/: the checkpoints, and the outcome objects under dedup/outcomes/.
+    listed = await log.store.list(log.dedup_prefix)
+    checkpoints = [key[len(log.dedup_prefix) :] for key in listed if "/" not in key[len(log.dedup_prefix) :]]
+    doomed = [name for name in checkpoints if name < floor]
     # In any order: no kept step names them.
     await log.store.delete_many([log.dedup_key(name) for name in doomed])
+    into = len(log.dedup_outcomes_prefix)
+    outcomes = [key[into:] for key in listed if key.startswith(log.dedup_outcomes_prefix)]
+    kept = [name for name in checkpoints if name >= floor]
+    await _delete_unnamed_outcomes(log, watermark, kept, outcomes)
+    return len(doomed)
+
+
+async def _delete_unnamed_outcomes(
+    log: ActorLog, watermark: int, kept: list[str], outcomes: list[str]
+) -> int:
+    """Delete the outcome objects (``dedup/outcomes/<N:020d>-<sha256>``) of steps below the
+    watermark that none of the ``kept`` checkpoints (those at or above the floor) names.
+
+    Listed after the watermark was raised, so no step that commits from now on is below it.
+    Such a step's checkpoint names objects its base checkpoint names (listed here, or, written
+    since, by the same rule) or new ones of its own step: at or above the watermark, not
+    deleted here. So an object this deletes is named by no step that is or will be kept,
+    whichever commits race it (``test_a_compaction_racing_a_commit_that_names_an_existing_outcome``).
+    """
+    below = f"{watermark:020d}"
+    candidates = {name for name in outcomes if name[:20] < below}
+    if not candidates:
+        return 0
+    named: set[str] = set()
+    for name in kept:
+        try:
+            named |= await log.read_dedup_checkpoint_outcomes(name)
+        except (StorageError, IntegrityError) as exc:
+            # What it names is unknown (gone: another compaction's; damaged; a newer format):
+            # keep them all (the next compaction tries again).
+            logger.warning(
+                "actor %r: compaction keeps the outcome objects: checkpoint %s cannot be read (%s)",
+                log.actor_id,
+                name,
+                exc,
+            )
+            return 0
+    doomed = sorted(candidates - named)
+    await log.store.delete_many([log.dedup_outcome_key(name) for name in doomed])
     return len(doomed)
 
 

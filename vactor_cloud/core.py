@@ -454,7 +454,7 @@ class ActorCore(Folder):
             # idempotency checkpoint our own commit wrote, the post cursor and the timer table
             # (by entry: about the size of a cursor entry, and of a timer without payload)
             weight += len(record.posted) + len(record.carried) + len(record.legacy)
-            weight += len(record.dedup_checkpoint)
+            weight += len(record.dedup_checkpoint) + sum(len(o) for _, o in record.dedup_outcomes)
             extra = record.extra
             if extra:
                 cursor, timers = extra.get(POST_CURSOR), extra.get(TIMERS)
@@ -1586,6 +1586,9 @@ class ActorCore(Folder):
             dedup=result.dedup.data,
             dedup_base=result.dedup.base,
             dedup_checkpoint=result.dedup.checkpoint,
+            dedup_named=result.dedup.named,
+            dedup_by_value_at_most=result.dedup.by_value_at_most,
+            dedup_outcomes=result.dedup.outcomes,
             extra=extra,
             posted=posted_part,
             legacy=legacy,

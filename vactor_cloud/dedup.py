@@ -18,6 +18,15 @@ on the window: an unkeyed commit carries the delta's bytes over without
 reading them, and the checkpoint is read (once per process and checkpoint)
 only when a call carries a key or an event is folded.
 
+Large outcomes (:data:`OUTCOME_OBJECT_BYTES`): an outcome whose encoding is larger is
+written once, by the commit whose checkpoint first holds it, as an immutable object
+``dedup/outcomes/<step>-<sha256>`` (:func:`outcome_bytes`), and the checkpoint names it
+(:class:`OutcomeRef`; such a checkpoint is format 3, which older readers refuse). So later
+checkpoints carry its name, not its bytes. A later commit recording the same bytes names
+the object its own base checkpoint names, else writes one of its own step. Such an outcome
+is read (one GET) only when a call with its key comes again (:meth:`StepDedup.fetch`); the
+decoded table a process keeps holds the name alone.
+
 Retention window: an entry is kept while it is among the newest
 ``max_keys`` entries *or* younger than ``max_age`` seconds, whichever keeps
 more. Past the window a repeated key runs the method again. An entry's age is
@@ -53,9 +62,8 @@ gives them (tuples as lists, dict keys as strings).
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
-import logging
-import os
 import pickle
 import sys
 import uuid
@@ -84,8 +92,6 @@ from vactor_cloud.errors import (
 from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.state import expect_serializer
 
-logger = logging.getLogger("vactor_cloud")
-
 if TYPE_CHECKING:
     from vactor_cloud.log import ActorLog, StepRecord
 
@@ -93,13 +99,16 @@ __all__ = [
     "DEFAULT_WINDOW",
     "DELTA_MAX_BYTES",
     "NOT_OUTCOMES",
+    "OUTCOME_OBJECT_BYTES",
     "DedupFields",
     "DedupTable",
     "Outcome",
+    "OutcomeRef",
     "RecordedError",
     "StepDedup",
     "delivered",
     "is_outcome",
+    "outcome_bytes",
     "recorded_exception",
     "recorded_outcome",
 ]
@@ -259,6 +268,25 @@ class Outcome:
             future.set_exception(self.value)
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomeRef(Outcome):
+    """An entry of a table whose outcome is the object ``dedup/outcomes/<name>`` (``value``
+    is None): read with :meth:`StepDedup.fetch` before it is given to anyone."""
+
+    name: str = ""
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 (hex) of the object's part ``outcome``: the name's end."""
+        return self.name.rpartition("-")[2]
+
+    def unwrap(self) -> Any:
+        raise RuntimeError(f"the outcome object {self.name} was not read (StepDedup.fetch)")
+
+    def settle(self, future: Future[Any]) -> None:
+        raise RuntimeError(f"the outcome object {self.name} was not read (StepDedup.fetch)")
+
+
 class DedupTable:
     """Idempotency key -> (time, Outcome), in insertion order."""
 
@@ -270,11 +298,8 @@ class DedupTable:
     def load(cls, data: bytes, serializer: str) -> DedupTable:
         if not data:
             return cls()
-        if serializer == "json":
-            raw = json.loads(data.decode("utf-8"))
-            return cls({k: (t, Outcome(ok, v if ok else _exception_from_json(v))) for k, t, ok, v in raw})
-        loaded = bytecode.loads(data)
-        return cls({k: (t, Outcome(ok, v)) for k, t, ok, v in loaded})
+        rows = json.loads(data.decode("utf-8")) if serializer == "json" else bytecode.loads(data)
+        return cls({row[0]: (row[1], _outcome_of_row(row, serializer)) for row in rows})
 
     def get(self, key: str) -> Outcome | None:
         entry = self.entries.get(key)
@@ -300,30 +325,75 @@ class DedupTable:
         return _serialize(self.trimmed(window, now).items(), serializer)
 
 
-def _encode(rows: list[tuple[str, float, bool, Any]], serializer: str) -> bytes:
+def _outcome_of_row(row: Any, serializer: str) -> Outcome:
+    """A row ``[key, time, ok, value]``, or ``[key, time, ok, null, name]`` naming an outcome
+    object (format 3 checkpoints only), as the table holds it."""
+    ok = row[2]
+    if len(row) == 5:
+        return OutcomeRef(bool(ok), None, str(row[4]))
+    value = row[3]
+    return Outcome(ok, value if ok or serializer != "json" else _exception_from_json(value))
+
+
+#: a row of a table: ``(key, time, ok, value)``, or ``(key, time, ok, None, name)``
+_Row = tuple[Any, ...]
+
+
+def _row(key: str, when: float, outcome: Outcome) -> _Row:
+    if isinstance(outcome, OutcomeRef):
+        return (key, when, outcome.ok, None, outcome.name)
+    return (key, when, outcome.ok, outcome.value)
+
+
+def _encode(rows: list[_Row], serializer: str) -> bytes:
     if serializer == "json":
-        plain = [(k, t, ok, v if ok else _exception_to_json(v)) for k, t, ok, v in rows]
+        plain = [row if row[2] or len(row) == 5 else (*row[:3], _exception_to_json(row[3])) for row in rows]
         return json.dumps(plain, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return bytecode.dumps(rows)
 
 
 def _serialize(entries: Iterable[tuple[str, tuple[float, Outcome]]], serializer: str) -> bytes:
-    rows = [(k, t, o.ok, o.value) for k, (t, o) in entries]
+    rows = [_row(k, t, o) for k, (t, o) in entries]
     try:
         return _encode(rows, serializer)
     except Exception:
         pass
     # Outcomes are checked when recorded (recorded_outcome), so this is a row from elsewhere
     # (an older table, an event): it alone is recorded as a stand-in, not the commit failed.
-    safe: list[tuple[str, float, bool, Any]] = []
-    for k, t, ok, v in rows:
+    safe: list[_Row] = []
+    for row in rows:
         try:
-            _encode([(k, t, ok, v)], serializer)
-            safe.append((k, t, ok, v))
+            _encode([row], serializer)
+            safe.append(row)
         except Exception as exc:
+            k, t, _, v = row
             what = f"{_type_name(v)} (it cannot be recorded: {exc})"
             safe.append((k, t, False, RecordedError(_type_name(v), what)))
     return _encode(safe, serializer)
+
+
+#: an outcome encoded larger than this is stored once, as an object the table names
+#: (``dedup/outcomes/<step>-<sha256>``), rather than in every checkpoint while its key is
+#: in the window. (Past the 2 KB of a delta, so such an outcome is only ever in a checkpoint.)
+OUTCOME_OBJECT_BYTES = 64 * 1024
+
+
+def outcome_bytes(outcome: Outcome, serializer: str) -> bytes:
+    """What an outcome object holds (its part ``outcome``): a table of the one row
+    ``("", 0.0, ok, value)``, encoded as a table is; its SHA-256 ends the object's name."""
+    return _serialize([("", (0.0, outcome))], serializer)
+
+
+def outcome_from_bytes(data: bytes, serializer: str, where: str) -> Outcome:
+    """The outcome an object's part ``outcome`` holds (its digest checked by its reader);
+    ``IntegrityError`` unless it is the one row :func:`outcome_bytes` writes."""
+    try:
+        entries = DedupTable.load(data, serializer).entries
+    except Exception as exc:
+        raise IntegrityError(where, f"not an outcome: {exc}") from None
+    if list(entries) != [""] or isinstance(entries[""][1], OutcomeRef):
+        raise IntegrityError(where, "not one outcome")
+    return entries[""][1]
 
 
 def _decode(data: bytes, serializer: str) -> list[Any]:
@@ -333,24 +403,14 @@ def _decode(data: bytes, serializer: str) -> list[Any]:
     return list(bytecode.loads(data))
 
 
-#: a recorded result larger than this (encoded) is warned about (:func:`recorded_outcome`)
-LARGE_RECORDED_RESULT = 1 << 20
-#: the methods (``module:Class.method``) whose large recorded result this process warned about
-_WARNED_LARGE: set[str] = set()
-# (a forked child is another process, with a log of its own: it warns once too)
-os.register_at_fork(after_in_child=_WARNED_LARGE.clear)
-
-
-def recorded_outcome(outcome: Outcome, serializer: str, *, method: str = "", where: str = "") -> Outcome:
+def recorded_outcome(outcome: Outcome, serializer: str) -> Outcome:
     """``outcome`` as the table will give it back: encoded as the table encodes it, then
     decoded. So the table never holds an object a caller holds, and never a row that a
     later load of the table could not rebuild.
 
     A result that cannot make the trip raises ``StateSerializationError`` (while its call
     can still be excluded); an exception that cannot is recorded as a :class:`RecordedError`
-    naming it (:func:`recorded_exception`). A result over :data:`LARGE_RECORDED_RESULT` is
-    warned about, once per ``method`` in a process (``where`` names the call): the table
-    writes it again at each checkpoint while its key is in the window.
+    naming it (:func:`recorded_exception`).
     """
     if not outcome.ok:
         return Outcome(False, recorded_exception(outcome.value, serializer))
@@ -362,16 +422,6 @@ def recorded_outcome(outcome: Outcome, serializer: str, *, method: str = "", whe
             f"cannot record the result of an idempotent call: {exc}; "
             "idempotent calls must return results that can be serialized and read back"
         ) from exc
-    if len(encoded) > LARGE_RECORDED_RESULT and method not in _WARNED_LARGE:
-        _WARNED_LARGE.add(method)
-        logger.warning(
-            "the result of %s is %.1f MB, recorded for its idempotency key: the idempotency table "
-            "writes it again in each of its checkpoints (about one per 2 KB of keys recorded) for "
-            "as long as the key is in the window (Settings.dedup_window). Return something small "
-            "instead (where the data is, a digest). Said once per method in a process",
-            where or "an idempotent call",
-            len(encoded) / (1 << 20),
-        )
     return Outcome(True, value)
 
 
@@ -412,6 +462,13 @@ class DedupFields:
     base: str | None = None
     #: a checkpoint to write at ``base`` before the step (empty: ``base`` already exists)
     checkpoint: bytes = b""
+    #: the outcome objects ``checkpoint`` names (its meta ``outcomes``: format 3 if any)
+    named: tuple[str, ...] = ()
+    #: no row ``checkpoint`` holds by value is encoded larger (its meta ``by_value_at_most``);
+    #: None: its rows were not looked through (an older writer's table, carried unread)
+    by_value_at_most: int | None = None
+    #: of those, the ones to write before it: (name, part ``outcome``)
+    outcomes: tuple[tuple[str, bytes], ...] = ()
 
 
 #: what one decoded entry of a table costs beyond its encoded bytes, roughly (its key in two
@@ -421,14 +478,19 @@ _ENTRY_BYTES = 256
 
 class _Checkpoint:
     """A decoded checkpoint: entries in order and each key's position (shared, never mutated);
-    ``size``: the bytes it holds, roughly (``encoded``: its length encoded)."""
+    ``size``: the bytes it holds, roughly (``encoded``: its length encoded). ``small``: known
+    to hold no outcome by value that is over :data:`OUTCOME_OBJECT_BYTES` (one this process
+    wrote; one read is looked through once, when a checkpoint is written on it)."""
 
-    __slots__ = ("entries", "position", "size")
+    __slots__ = ("entries", "position", "size", "small")
 
-    def __init__(self, entries: dict[str, tuple[float, Outcome]], encoded: int = 0) -> None:
+    def __init__(
+        self, entries: dict[str, tuple[float, Outcome]], encoded: int = 0, *, small: bool = False
+    ) -> None:
         self.entries = entries
         self.position = {key: i for i, key in enumerate(entries)}
         self.size = encoded + _ENTRY_BYTES * len(entries)
+        self.small = small or encoded <= OUTCOME_OBJECT_BYTES
 
 
 def cached_bytes(log: ActorLog) -> int:
@@ -464,6 +526,8 @@ class StepDedup:
         self._checkpoint: _Checkpoint | None = None
         self._delta: dict[str, tuple[float, Outcome]] = {}
         self._added: dict[str, tuple[float, Outcome]] = {}
+        #: outcome objects read (:meth:`fetch`), by name
+        self._fetched: dict[str, Outcome] = {}
 
     @property
     def loaded(self) -> bool:
@@ -474,9 +538,29 @@ class StepDedup:
         return bool(self._added)
 
     async def prepare(self, keys: Iterable[str | None]) -> StepDedup:
-        """Load the table if any of ``keys`` (the calls' idempotency keys) is set."""
-        if any(key is not None for key in keys):
+        """Load the table if any of ``keys`` (the calls' idempotency keys) is set, and read
+        the outcome objects their entries name."""
+        wanted = [key for key in keys if key is not None]
+        if wanted:
             await self.load()
+            await self.fetch(wanted)
+        return self
+
+    async def fetch(self, keys: Iterable[str]) -> StepDedup:
+        """Read the outcome objects the entries of ``keys`` name (once each), so that
+        :meth:`get` gives their outcomes. The table must be loaded."""
+        checkpoint = self._need()
+        for key in keys:
+            entry = self._entry(key, checkpoint)
+            ref = None if entry is None else entry[1]
+            if isinstance(ref, OutcomeRef) and ref.name not in self._fetched:
+                if self._log is None:
+                    raise RuntimeError("a table naming outcome objects needs its ActorLog to read them")
+                data, stored = await self._log.read_dedup_outcome(ref.name)
+                where = f"outcome object {ref.name}"
+                self._fetched[ref.name] = outcome_from_bytes(
+                    data, expect_serializer(stored, self._serializer, where), where
+                )
         return self
 
     async def load(self) -> StepDedup:
@@ -485,9 +569,10 @@ class StepDedup:
             return self
         if self._log is None or self._base_name is None:
             raise RuntimeError("a step whose table is a delta needs its ActorLog to load the checkpoint")
-        data, stored = await self._log.read_dedup_checkpoint(self._base_name)
+        data, stored, at_most = await self._log.read_dedup_checkpoint_rows(self._base_name)
         serializer = expect_serializer(stored, self._serializer, f"idempotency checkpoint {self._base_name}")
-        checkpoint = _Checkpoint(DedupTable.load(data, serializer).entries, len(data))
+        small = at_most is not None and at_most <= OUTCOME_OBJECT_BYTES
+        checkpoint = _Checkpoint(DedupTable.load(data, serializer).entries, len(data), small=small)
         self._log.dedup_cache = (self._base_name, checkpoint)
         self._use(checkpoint)
         return self
@@ -498,7 +583,8 @@ class StepDedup:
             return True
         if self._base_name is None:
             # Format 1: the step holds the whole table (small, or from an older writer).
-            self._checkpoint = _Checkpoint(DedupTable.load(self._base_data, self._serializer).entries)
+            entries = DedupTable.load(self._base_data, self._serializer).entries
+            self._checkpoint = _Checkpoint(entries, len(self._base_data))
             return True
         cached = None if self._log is None else self._log.dedup_cache
         if cached is not None and cached[0] == self._base_name:
@@ -534,7 +620,8 @@ class StepDedup:
         return None
 
     def get(self, key: str, *, window: tuple[int, float] | None = None, now: float = 0.0) -> Outcome | None:
-        """The outcome recorded for ``key``; with ``window``, only if still inside it at ``now``."""
+        """The outcome recorded for ``key``; with ``window``, only if still inside it at ``now``.
+        One held as an object must have been read (:meth:`fetch`, :meth:`prepare`)."""
         checkpoint = self._need()
         entry = self._entry(key, checkpoint)
         if entry is None:
@@ -544,15 +631,25 @@ class StepDedup:
             newer = self._newer_than(key, checkpoint)
             if newer is not None and newer >= max_keys and now - entry[0] > kept_for(max_age):
                 return None
-        return entry[1]
+        outcome = entry[1]
+        if isinstance(outcome, OutcomeRef):
+            fetched = self._fetched.get(outcome.name)
+            if fetched is None:
+                raise RuntimeError(f"StepDedup: fetch([{key!r}]) before reading its outcome object")
+            return fetched
+        return outcome
 
-    def newest(self, prefix: str) -> Outcome | None:
-        """The outcome of the most recently recorded key starting with ``prefix``."""
+    def holds(self, key: str) -> bool:
+        """Whether ``key`` is recorded (its outcome unread)."""
+        return self._entry(key, self._need()) is not None
+
+    def newest_key(self, prefix: str) -> str | None:
+        """The most recently recorded key starting with ``prefix``."""
         checkpoint = self._need()
         for entries in (self._added, self._delta, checkpoint.entries):
             for key in reversed(entries):
                 if key.startswith(prefix):
-                    return entries[key][1]
+                    return key
         return None
 
     def keys(self, prefix: str) -> set[str]:
@@ -599,11 +696,50 @@ class StepDedup:
                 return DedupFields(delta, self._base_name)
             merged = DedupTable(_merge(checkpoint.entries, self._delta, self._added)).trimmed(window, now)
         name = _checkpoint_name(step)
+        merged, writes = self._by_reference(merged, serializer, step)
         table = _serialize(merged.items(), serializer)
+        named = sorted({o.name for _, o in merged.values() if isinstance(o, OutcomeRef)})
         if self._log is not None:
             # Unique to this commit: if the step loses, nobody ever names it.
-            self._log.dedup_cache = (name, _Checkpoint(merged, len(table)))
-        return DedupFields(b"", name, table)
+            self._log.dedup_cache = (name, _Checkpoint(merged, len(table), small=True))
+        return DedupFields(
+            b"",
+            name,
+            table,
+            named=tuple(named),
+            outcomes=tuple(writes.items()),
+            by_value_at_most=OUTCOME_OBJECT_BYTES,
+        )
+
+    def _by_reference(
+        self, merged: dict[str, tuple[float, Outcome]], serializer: str, step: int
+    ) -> tuple[dict[str, tuple[float, Outcome]], dict[str, bytes]]:
+        """``merged`` with each outcome over :data:`OUTCOME_OBJECT_BYTES` held by value
+        replaced by a reference, and the objects to write for them (name: part ``outcome``).
+
+        The same bytes as an object the base checkpoint names: that object (kept while the
+        base step is, and by compaction while any kept checkpoint names it). Else a new one of
+        ``step``: a compaction deletes only objects of steps below its watermark, and a step
+        at or above it that commits names only those or its base's."""
+        checkpoint = self._need()
+        refs = checkpoint.entries.values() if serializer == self._serializer else ()
+        known = {o.digest: o.name for _, o in refs if isinstance(o, OutcomeRef)}
+        writes: dict[str, bytes] = {}
+        result: dict[str, tuple[float, Outcome]] = {}
+        for key, (when, outcome) in merged.items():
+            looked_through = key not in self._added and key not in self._delta and checkpoint.small
+            result[key] = (when, outcome)
+            if isinstance(outcome, OutcomeRef) or looked_through:
+                continue
+            data = outcome_bytes(outcome, serializer)
+            if len(data) > OUTCOME_OBJECT_BYTES:
+                digest = hashlib.sha256(data).hexdigest()
+                name = known.get(digest)
+                if name is None:
+                    name = known[digest] = f"{step:020d}-{digest}"
+                    writes[name] = data
+                result[key] = (when, OutcomeRef(outcome.ok, None, name))
+        return result, writes
 
 
 def _merge(*layers: dict[str, tuple[float, Outcome]]) -> dict[str, tuple[float, Outcome]]:

@@ -302,10 +302,12 @@ async def applied_event(
     table this process decoded stays cached, and is what the next caller reads.
     """
     table = await StepDedup(log, record, serializer).load()
-    if event_id is not None:
-        outcome = table.get(event_dedup_key(name, event_id))
-    else:
-        outcome = table.newest(event_dedup_key(name, ""))
+    key: str | None = event_dedup_key(name, event_id if event_id is not None else "")
+    if event_id is None:
+        key = table.newest_key(event_dedup_key(name, ""))
+    if key is None:
+        return None
+    outcome = (await table.fetch([key])).get(key)
     return None if outcome is None else delivered(outcome)
 
 

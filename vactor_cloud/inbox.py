@@ -758,7 +758,7 @@ class ActorInbox:
         #: that a commit's worth of them never holds back the events behind them
         excluded: list[InboxEvent] = []
         for event in fold_order(self._known.values()):
-            if table.get(event.dedup_key) is not None:
+            if table.holds(event.dedup_key):
                 if event.key in held:
                     # Read before this fold, and applied since (by another process, or a
                     # writer that died before deleting it): what is at its key now may be
@@ -970,7 +970,7 @@ async def forget_applied_events(log: ActorLog, base: StepRecord) -> int:
     table = await StepDedup(log, base, serializer).load()
     ids = {key.rpartition("\x00")[2] for key in table.keys(EVENT_KEY_PREFIX)}
     events = await read_events(log.store, [k for k in keys if k[len(prefix) :] in ids], log.signing_key)
-    recorded = [e for e in events if table.get(e.dedup_key) is not None]
+    recorded = [e for e in events if table.holds(e.dedup_key)]
     near = [e for e in recorded if abs(e.time - base.time) <= CLOCK_SKEW]
     found, complete = await _applied_in_last_steps(log, base, near) if near else (set(), False)
     # Every step that could have applied them read: one whose call id none holds is another event.

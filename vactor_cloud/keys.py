@@ -5,6 +5,7 @@
     actors/<id>/HEAD                         advisory pointer to a recent step; forward-only
     actors/<id>/gc                           retention low-watermark
     actors/<id>/dedup/<N:020d>-<token>       idempotency-table checkpoints, create-only
+    actors/<id>/dedup/outcomes/<N:020d>-<sha256>   large recorded outcomes, create-only
     actors/<id>/inbox/<event_id>             external events, create-only
     actors/<id>/tasks/<call_id>/<pos:06d>    memoized sub-task results
     actors/<id>/mail/<name>                  calls posted under contention, create-only
@@ -34,6 +35,7 @@ __all__ = [
     "actor_id_of",
     "actor_prefix",
     "class_key",
+    "dedup_outcomes_prefix",
     "dedup_prefix",
     "failure_key",
     "gc_key",
@@ -221,6 +223,12 @@ def lease_key(actor_id: str) -> str:
 def dedup_prefix(actor_id: str) -> str:
     """Idempotency-table checkpoints (``vactor_cloud.dedup``): ``dedup/<N:020d>-<token>``."""
     return f"{actor_prefix(actor_id)}dedup/"
+
+
+def dedup_outcomes_prefix(actor_id: str) -> str:
+    """Large recorded outcomes the checkpoints name (``vactor_cloud.dedup``), content-addressed
+    and of the step that first wrote them: ``dedup/outcomes/<N:020d>-<sha256>``."""
+    return f"{dedup_prefix(actor_id)}outcomes/"
 
 
 #: The longest key this layout spells (UTF-8 bytes), every name at its limit (``vactor_cloud.ids``):

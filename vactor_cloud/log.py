@@ -7,6 +7,7 @@ Object layout under the store root (DESIGN.md §3)::
     actors/<id>/HEAD             advisory pointer to a recent step; forward-only, by if-match
     actors/<id>/gc               retention low-watermark {"min_step": M} and whose steps it deleted
     actors/<id>/dedup/<N:020d>-<token>   idempotency-table checkpoint, create-only, named by a step
+    actors/<id>/dedup/outcomes/<N:020d>-<sha256>   a large recorded outcome, named by checkpoints
 
 The step log is the truth. Writing ``steps/N+1`` with a create-only put is
 the linearization point of a commit: exactly one writer can succeed. HEAD is
@@ -193,6 +194,12 @@ class StepRecord:
     dedup_base: str | None = None
     #: writing side only, never encoded: a new checkpoint for ``dedup_base``, put before the step
     dedup_checkpoint: bytes = b""
+    #: writing side only: the outcome objects that checkpoint names (format 3 if any)
+    dedup_named: tuple[str, ...] = ()
+    #: writing side only: no row that checkpoint holds by value is encoded larger (None: unknown)
+    dedup_by_value_at_most: int | None = None
+    #: writing side only: of those, the ones to put before it, (name, part ``outcome``)
+    dedup_outcomes: tuple[tuple[str, bytes], ...] = ()
     #: metadata of features layered on top (events applied, tasks used, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -403,6 +410,7 @@ class ActorLog:
     __slots__ = (
         "actor_id",
         "dedup_cache",
+        "dedup_outcomes_prefix",
         "dedup_prefix",
         "gc_key",
         "head_key",
@@ -421,6 +429,7 @@ class ActorLog:
         self.head_key = keys.head_key(actor_id)
         self.gc_key = keys.gc_key(actor_id)
         self.dedup_prefix = keys.dedup_prefix(actor_id)
+        self.dedup_outcomes_prefix = keys.dedup_outcomes_prefix(actor_id)
         #: the newest idempotency checkpoint this process decoded: (name, table), owned by dedup.py
         self.dedup_cache: tuple[str, Any] | None = None
 
@@ -497,6 +506,7 @@ class ActorLog:
         needs a dedup checkpoint first must go through :meth:`put_step`.
         """
         assert not record.dedup_checkpoint, "a step with a dedup checkpoint goes through put_step"
+        assert not record.dedup_outcomes, "a step with outcome objects goes through put_step"
         key = self.step_key(record.step)
         if data is None:
             data = self.encode_step(record)
@@ -522,8 +532,17 @@ class ActorLog:
         key = self.step_key(record.step)
         data = taken if taken is not None else encoded if encoded is not None else self.encode_step(record)
         if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
-            # Before the step: a committed step never names a checkpoint that is not there.
-            await self.put_dedup_checkpoint(record.dedup_base, record.dedup_checkpoint, record.serializer)
+            # Before the step: a committed step never names a checkpoint that is not there,
+            # nor a checkpoint an outcome object.
+            for name, outcome in record.dedup_outcomes:
+                await self.put_dedup_outcome(name, outcome, record.serializer)
+            await self.put_dedup_checkpoint(
+                record.dedup_base,
+                record.dedup_checkpoint,
+                record.serializer,
+                record.dedup_named,
+                record.dedup_by_value_at_most,
+            )
         last_error: StorageError | IntegrityError | None = None
         #: whether the object at our number may be our own put: not while every create of ours
         #: was answered "already exists" by a store whose answer proves it wrote nothing
@@ -880,15 +899,26 @@ class ActorLog:
         return pulled
 
     # -- idempotency checkpoints ------------------------------------------------
-    async def put_dedup_checkpoint(self, name: str, table: bytes, serializer: str) -> None:
-        """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer)."""
+    async def put_dedup_checkpoint(
+        self,
+        name: str,
+        table: bytes,
+        serializer: str,
+        outcomes: tuple[str, ...] = (),
+        by_value_at_most: int | None = None,
+    ) -> None:
+        """Write the checkpoint ``dedup/<name>`` (create-only; the name is unique to its writer).
+        ``outcomes``: the outcome objects its table names (meta ``outcomes``): any, format 3,
+        which readers of format 2 refuse rather than take a row naming one for the outcome.
+        ``by_value_at_most``: no row it holds by value is encoded larger (None: not known)."""
         key = self.dedup_key(name)
+        meta: dict[str, Any] = {"kind": "dedup", "serializer": serializer}
+        if outcomes:
+            meta["outcomes"] = list(outcomes)
+        if by_value_at_most is not None:
+            meta["by_value_at_most"] = by_value_at_most
         data = codec.encode(
-            key,
-            {"kind": "dedup", "serializer": serializer},
-            {"table": table},
-            signing_key=self.signing_key,
-            version=2,
+            key, meta, {"table": table}, signing_key=self.signing_key, version=3 if outcomes else 2
         )
         # Unique to this writer: an object found at the key after an ambiguous
         # failure is our own earlier attempt.
@@ -900,16 +930,73 @@ class ActorLog:
         ``NotFoundError`` once compacted away (only a reader of a step older
         than the retention watermark can ask for such a one).
         """
+        table, serializer, _ = await self.read_dedup_checkpoint_rows(name)
+        return table, serializer
+
+    async def read_dedup_checkpoint_rows(self, name: str) -> tuple[bytes, str, int | None]:
+        """:meth:`read_dedup_checkpoint`, and its meta ``by_value_at_most``: no row it holds by
+        value is encoded larger (None: not known, as in a checkpoint of an earlier release)."""
         key = self.dedup_key(name)
         blob = await self.store.get(key)
         env = codec.decode(key, blob.data, signing_key=self.signing_key)
         if env.meta.get("kind") != "dedup" or "table" not in env.parts:
             raise IntegrityError(key, "not an idempotency checkpoint")
-        return env.parts["table"], str(env.meta.get("serializer", "pickle"))
+        at_most = env.meta.get("by_value_at_most")
+        known = at_most if isinstance(at_most, int) and not isinstance(at_most, bool) else None
+        return env.parts["table"], str(env.meta.get("serializer", "pickle")), known
 
     async def list_dedup_checkpoints(self) -> list[str]:
         """Names of the checkpoint objects, oldest first."""
-        return [k[len(self.dedup_prefix) :] for k in await self.store.list(self.dedup_prefix)]
+        names = [k[len(self.dedup_prefix) :] for k in await self.store.list(self.dedup_prefix)]
+        return [name for name in names if "/" not in name]
+
+    async def read_dedup_checkpoint_outcomes(self, name: str) -> set[str]:
+        """The outcome objects checkpoint ``dedup/<name>`` names (its meta ``outcomes``)."""
+        key = self.dedup_key(name)
+        env = codec.decode(key, (await self.store.get(key)).data, signing_key=self.signing_key)
+        named = env.meta.get("outcomes", [])
+        if env.meta.get("kind") != "dedup" or not isinstance(named, list):
+            raise IntegrityError(key, "not an idempotency checkpoint")
+        return {str(n) for n in named}
+
+    # -- large recorded outcomes -------------------------------------------------
+    def dedup_outcome_key(self, name: str) -> str:
+        return f"{self.dedup_outcomes_prefix}{name}"
+
+    async def list_dedup_outcomes(self) -> list[str]:
+        """Names of the outcome objects (``<N:020d>-<sha256>``), oldest first."""
+        prefix = self.dedup_outcomes_prefix
+        return [k[len(prefix) :] for k in await self.store.list(prefix)]
+
+    def _outcome_object(self, key: str, outcome: bytes, serializer: str) -> bytes:
+        meta = {"kind": "outcome", "serializer": serializer}
+        return codec.encode(key, meta, {"outcome": outcome}, signing_key=self.signing_key, version=3)
+
+    async def put_dedup_outcome(self, name: str, outcome: bytes, serializer: str) -> None:
+        """Write the outcome object ``dedup/outcomes/<name>`` (create-only). Its name is its
+        content's: one already there (another commit's of the same step, or our own put whose
+        answer was lost) is taken once it is read back and holds what the name says."""
+        key = self.dedup_outcome_key(name)
+        if await self._put_own(key, self._outcome_object(key, outcome, serializer)):
+            return
+        _, stored = await self.read_dedup_outcome(name)  # raises unless it holds what its name says
+        if stored != serializer:
+            raise IntegrityError(
+                key, f"an outcome object stored with serializer {stored!r}, not {serializer!r}"
+            )
+
+    async def read_dedup_outcome(self, name: str) -> tuple[bytes, str]:
+        """Outcome object ``dedup/outcomes/<name>``: its part ``outcome`` (one row, decoded by
+        ``vactor_cloud.dedup``) and serializer. ``IntegrityError`` for one that does not verify,
+        or whose content is not what its name is the SHA-256 of (forged, or another's)."""
+        key = self.dedup_outcome_key(name)
+        env = codec.decode(key, (await self.store.get(key)).data, signing_key=self.signing_key)
+        outcome = env.parts.get("outcome")
+        if env.meta.get("kind") != "outcome" or outcome is None:
+            raise IntegrityError(key, "not an outcome object")
+        if hashlib.sha256(outcome).hexdigest() != name.rpartition("-")[2]:
+            raise IntegrityError(key, "its content is not the one its name is the SHA-256 of")
+        return outcome, str(env.meta.get("serializer", ""))
 
     # -- HEAD ------------------------------------------------------------------
     async def read_head(self) -> Head | None:

@@ -107,12 +107,30 @@ class Log:
             checkpoint = self.read(f"actors/{self.actor}/dedup/{step.meta['dedup_base']}")
             if checkpoint is None:
                 raise Refused("a step names a missing checkpoint")
-            table = step.loads(checkpoint.parts["table"]) + table
+            table = [self.by_value(step, row) for row in step.loads(checkpoint.parts["table"])] + table
         merged: dict[str, list[Any]] = {}
         for row in table:  # a key in both: the later entry, in its place
             merged.pop(row[0], None)
             merged[row[0]] = list(row)
         return list(merged.values())
+
+    def by_value(self, step: Step, row: list[Any]) -> list[Any]:
+        """A checkpoint's row; one naming an outcome object ([key, time, ok, null, name], format
+        3: "Outcome objects") as the row [key, time, ok, value] the object holds."""
+        if len(row) != 5:
+            return list(row)
+        obj = self.read(f"actors/{self.actor}/dedup/outcomes/{row[4]}")
+        if obj is None:
+            raise Refused(f"a checkpoint names a missing outcome object {row[4]}")
+        part = obj.parts["outcome"]
+        if hashlib.sha256(part).hexdigest() != row[4].rpartition("-")[2] or obj.meta["kind"] != "outcome":
+            raise Refused(f"outcome object {row[4]}: not what its name is the SHA-256 of")
+        if obj.meta["serializer"] != step.meta["serializer"]:
+            raise Refused(f"outcome object {row[4]}: another serializer")
+        [(key, _, ok, value)] = step.loads(part)
+        if key != "":
+            raise Refused(f"outcome object {row[4]}: not one outcome")
+        return [row[0], row[1], ok, value]
 
     def compact(self, keep_last: int) -> int:
         """Retention (protocol.md, "Retention"): HEAD to the newest step L, the ``gc`` watermark

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"VACT"
-KNOWN_VERSIONS = (1, 2)
+KNOWN_VERSIONS = (1, 2, 3)
 SIGNED = 1
 DIGEST = 32
 
