@@ -481,3 +481,40 @@ def test_a_forged_object_under_the_name_a_commit_writes_fails_the_commit_and_app
     x = restart(spec)
     assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
     assert x.count.run() == 1
+
+
+@pytest.mark.parametrize("where", ["/dedup/outcomes/", "/dedup/0"])
+@pytest.mark.parametrize("how", ["fail_before", "timeout_before"])
+def test_a_failed_put_before_the_step_is_retried_as_a_step_never_sent(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, where: str, how: str
+) -> None:
+    """The outcome object and the checkpoint are put before the step. One of those puts failing
+    (nothing written, past that put's own retries) was taken for a failure of the step's own
+    put: not retried, the call
+    failed with the bare error (a timeout said the calls "may or may not have been applied")
+    and counted as an outcome unknown, though no step was ever sent. It is now retried as a
+    failure before the put, and the call applied once."""
+    from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+
+    init(spec)
+    x = Export.get_or_create("x")
+    store = vc.get_runtime().store
+    real = store.put
+    failed: list[str] = []
+
+    async def failing_once(key: str, data: bytes, mode: Any = None) -> Any:
+        if where in key and len(failed) < 6:  # more than one attempt's own retries of that put
+            failed.append(key)
+            if how == "fail_before":
+                raise RetryableStorageError(f"{key}: connection refused (nothing written)", key)
+            raise StorageTimeoutError(f"{key}: no answer (nothing written)", key, write_in_flight=True)
+        return await real(key, data, mode=mode)
+
+    monkeypatch.setattr(store, "put", failing_once)
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    assert failed
+    assert x.count.run() == 1
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
+    assert x.count.run() == 1
+    every_named_outcome_exists()

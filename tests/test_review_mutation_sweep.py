@@ -12,7 +12,7 @@ review h121 has the table):
 * equivalent: a step's ``kind`` check (every other kind lacks a step's fields, and a key is
   bound by the digest); ``StepDedup.record`` without its pop and a table written in another
   serializer than its checkpoint (unreachable: one ``now`` per batch, one serializer per
-  class); ``StepDedup.mark``/``rollback`` (no callers); ``_recorded_before`` with ``<=``
+  class); ``StepDedup.mark``/``rollback`` (no callers: since removed); ``_recorded_before`` with ``<=``
   (no record is born at a tombstone's number); the same post twice in a delete's fold (failed
   twice alike); ``find_step``'s ``step < watermark`` (``oldest`` is at least the watermark);
 * tuning: ``_pull_back_head`` by overwrite (HEAD is a hint, and the probe after it moves HEAD

@@ -1606,6 +1606,10 @@ class ActorCore(Folder):
         # Encoded before the put counts as sent: an error here (a MemoryError) is of a step
         # never sent, and the call fails as not applied, not with its outcome unknown.
         data = self.log.encode_step(record)
+        if record.dedup_checkpoint:
+            # What the step names, put before it: a failure here is of a step never sent
+            # (retried as any failure before the put), not a commit with its outcome unknown.
+            env.run(self.log.put_step_prerequisites(record))
         c.put_started = time.monotonic()
         c.put_sent = True
         c.earlier, self._unanswered = self._unanswered, record.writer
@@ -1615,7 +1619,7 @@ class ActorCore(Folder):
                 if rest is not None:  # the key was taken: read it back, on the loop
                     env.run(rest)
             else:
-                put = self.log.put_step(record, data)
+                put = self.log.put_step(record, data, prerequisites=False)
                 env.run(tracing.commit_attempt(put, self.actor_id, record.step, c.attempts + 1))
         except ForeignStepError:
             # Certainly not landed: a failure before any put, as a damaged read is.

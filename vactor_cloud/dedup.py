@@ -667,14 +667,6 @@ class StepDedup:
         self._added.pop(key, None)
         self._added[key] = (when, outcome)
 
-    def mark(self) -> int:
-        """A point to :meth:`rollback` to: entries recorded after it are forgotten."""
-        return len(self._added)
-
-    def rollback(self, mark: int) -> None:
-        for key in list(self._added)[mark:]:
-            del self._added[key]
-
     def fields(self, serializer: str, window: tuple[int, float], now: float, step: int) -> DedupFields:
         """What step ``step`` carries of the table, in ``serializer``; may start a checkpoint."""
         if not self._added:

@@ -474,7 +474,9 @@ class ActorLog:
         failure here (a ``MemoryError``, say) is one of a call never sent, not applied."""
         return record.encode(self.step_key(record.step), self.signing_key)
 
-    async def put_step(self, record: StepRecord, data: bytes | None = None) -> bool:
+    async def put_step(
+        self, record: StepRecord, data: bytes | None = None, *, prerequisites: bool = True
+    ) -> bool:
         """Commit ``record`` with a create-only put: the linearization point.
 
         Returns normally when *our* object is at ``steps/N`` — including when
@@ -492,8 +494,10 @@ class ActorLog:
         compacted: returns), another writer's (:class:`StepCompactedError`:
         not applied, retry), or undecidable (:class:`CommitOutcomeUnknownError`).
         ``data``: the record's bytes (:meth:`encode_step`), when already built.
+        ``prerequisites``: False when the caller already put what the step names
+        (:meth:`put_step_prerequisites`).
         """
-        return await self._put_step(record, None, encoded=data)
+        return await self._put_step(record, None, encoded=data, prerequisites=prerequisites)
 
     def put_step_now(self, record: StepRecord, data: bytes | None = None) -> Coroutine[Any, Any, bool] | None:
         """:meth:`put_step`'s first create, done on the calling thread through the store's
@@ -518,20 +522,11 @@ class ActorLog:
             return self._put_step(record, data, failed=exc)
         return None
 
-    async def _put_step(
-        self,
-        record: StepRecord,
-        taken: bytes | None,
-        *,
-        failed: StorageError | None = None,
-        encoded: bytes | None = None,
-    ) -> bool:
-        """``taken``: the step's bytes, whose first create already met an existing object
-        (or, with ``failed``, whose first create failed so: it may have landed); ``encoded``:
-        the step's bytes, not yet sent."""
-        key = self.step_key(record.step)
-        data = taken if taken is not None else encoded if encoded is not None else self.encode_step(record)
-        if taken is None and record.dedup_checkpoint and record.dedup_base is not None:
+    async def put_step_prerequisites(self, record: StepRecord) -> None:
+        """Put what ``record`` names that must exist before it: its idempotency checkpoint, and
+        the outcome objects that checkpoint names (nothing for most steps). A failure here is of
+        a step not yet sent: a committer retries it as it retries any failure before its put."""
+        if record.dedup_checkpoint and record.dedup_base is not None:
             # Before the step: a committed step never names a checkpoint that is not there,
             # nor a checkpoint an outcome object.
             for name, outcome in record.dedup_outcomes:
@@ -543,6 +538,24 @@ class ActorLog:
                 record.dedup_named,
                 record.dedup_by_value_at_most,
             )
+
+    async def _put_step(
+        self,
+        record: StepRecord,
+        taken: bytes | None,
+        *,
+        failed: StorageError | None = None,
+        encoded: bytes | None = None,
+        prerequisites: bool = True,
+    ) -> bool:
+        """``taken``: the step's bytes, whose first create already met an existing object
+        (or, with ``failed``, whose first create failed so: it may have landed); ``encoded``:
+        the step's bytes, not yet sent; ``prerequisites``: False once the caller put them
+        (:meth:`put_step_prerequisites`)."""
+        key = self.step_key(record.step)
+        data = taken if taken is not None else encoded if encoded is not None else self.encode_step(record)
+        if taken is None and prerequisites:
+            await self.put_step_prerequisites(record)
         last_error: StorageError | IntegrityError | None = None
         #: whether the object at our number may be our own put: not while every create of ours
         #: was answered "already exists" by a store whose answer proves it wrote nothing
