@@ -58,14 +58,15 @@ def _conditional_put(client: Any, bucket: str, key: str) -> None:
     client.put_object(Bucket=bucket, Key=key, Body=b"x" * 40, IfNoneMatch="*")
 
 
-def _worker(endpoint: str, bucket: str, k: int, start: float, duration: float, out: Any) -> None:
+def _worker(endpoint: str, bucket: str, k: int, start: Any, duration: float, ready: Any, out: Any) -> None:
     client = _client(endpoint)
     me = uuid.uuid4().hex[:12]
     _conditional_put(client, bucket, f"warm/{me}")  # connection and service model loaded before the start
-    while time.time() < start:
+    ready.put(me)
+    while start.value == 0.0 or time.time() < start.value:
         time.sleep(0.001)
     calls = 0
-    end = start + duration
+    end = start.value + duration
     while time.time() < end and calls < _MAX_CALLS:
         key = f"w/{me}/{calls}"
         _conditional_put(client, bucket, key)
@@ -80,14 +81,17 @@ def run_once(endpoint: str, processes: int, k: int, duration: float) -> float:
     bucket = f"floor-{uuid.uuid4().hex[:16]}"
     _client(endpoint).create_bucket(Bucket=bucket)
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    start = time.time() + 3.0 + 0.2 * processes
+    out, ready = ctx.Queue(), ctx.Queue()
+    start = ctx.Value("d", 0.0)
     procs = [
-        ctx.Process(target=_worker, args=(endpoint, bucket, k, start, duration, out), daemon=True)
+        ctx.Process(target=_worker, args=(endpoint, bucket, k, start, duration, ready, out), daemon=True)
         for _ in range(processes)
     ]
     for proc in procs:
         proc.start()
+    for _ in procs:  # every process started, connected and warm before the clock starts
+        ready.get(timeout=300)
+    start.value = time.time() + 0.1
     total = sum(out.get(timeout=duration + 120) for _ in procs)
     for proc in procs:
         proc.join(30)
