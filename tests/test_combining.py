@@ -2491,13 +2491,14 @@ def test_bench_contention_script_takes_settings_and_think_time(tmp_path: Path) -
     assert calls_per_second <= 2 * 1000 / 20, row  # two processes, at most one call per 20 ms each
 
 
-class _PagedMail(Switchable):
-    """Mailbox listings of several pages: the first listing that could see ``hidden`` misses it
-    (the post landed behind the page cursor while the listing ran) and sees the sender's
-    next post, which landed ahead of it."""
+class PagedListing(Switchable):
+    """Listings of several pages of one kind of folder (``/mail/``, ``/inbox/``): the first
+    listing that could see ``hidden`` misses it (the object landed behind the page cursor
+    while the listing ran) and sees what landed ahead of it."""
 
-    def __init__(self, inner: ObjectStore) -> None:
+    def __init__(self, inner: ObjectStore, folder: str = "/mail/") -> None:
         super().__init__(inner)
+        self.folder = folder
         self.hidden: str | None = None
 
     def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
@@ -2505,7 +2506,7 @@ class _PagedMail(Switchable):
 
     async def _around(self, operation: str, key: str, run: Any, **batch: Any) -> Any:
         result = await super()._around(operation, key, run, **batch)
-        if operation == "list" and key.endswith("/mail/") and self.hidden is not None:
+        if operation == "list" and key.endswith(self.folder) and self.hidden is not None:
             kept = [k for k in result if k != self.hidden]
             if len(kept) < len(result):
                 self.hidden = None  # once
@@ -2524,7 +2525,7 @@ def test_a_paged_mail_listing_that_missed_a_senders_first_post_applies_both_in_o
     for the next one, and its sender's later posts behind it."""
     spec_store = init_switchable(store_spec, combine_window=60.0)
     runtime = vc.get_runtime()
-    paged = _PagedMail(spec_store.inner)
+    paged = PagedListing(spec_store.inner)
     runtime.store = paged
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")

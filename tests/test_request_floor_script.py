@@ -12,9 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_request_floor_script_prints_a_row_per_process_count_and_requests_per_call_and_both_denominators() -> (
-    None
-):
+def test_request_floor_script_prints_its_rows_and_both_denominators() -> None:
     pytest.importorskip("moto.server", reason="the script starts a moto server of its own")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     argv = ["--processes", "1,2", "--requests", "2", "--duration", "0.3", "--repeats", "1"]
