@@ -1,0 +1,167 @@
+"""A hostile review of large keyed outcomes stored as objects, and of the puts a step's
+prerequisites make before the step's own put (h126).
+
+Each test attacks one guarantee: an outcome object of a deleted incarnation is never taken
+for the new one's; a prerequisite put that landed though its answer was lost, or a race lost
+after the prerequisites landed, applies the call once and leaves no step naming a missing
+object; the threshold is "over 64 KB" exactly; many large results in one batch are one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from test_dedup_outcome_objects import (
+    _BIG,
+    Export,
+    every_named_outcome_exists,
+    init,
+    outcome_objects,
+    restart,
+    the_log,
+)
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, dedup
+from vactor_cloud.compaction import compact
+from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.log import ActorLog
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+def _compact() -> None:
+    _sync.sync(compact(the_log(), keep_last=1, min_age=0.0, fresh_window=0.0))
+
+
+def test_a_new_incarnation_never_answers_a_key_from_the_deleted_ones_outcome_object(spec: StoreSpec) -> None:
+    """A keyed call recorded a large result in an object; the actor is deleted and made anew
+    under its id. The same key on the new incarnation runs the method (the old table is gone
+    with the old incarnation), and compaction then deletes the old incarnation's object."""
+    init(spec)
+    x = Export.get_or_create("x")
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    old = outcome_objects()
+    assert len(old) == 1
+    assert vc.delete_actor("x") is True
+    x = Export.get_or_create("x")
+    assert x.export.options(idempotency_key="big").run("b") == "b" * _BIG
+    assert x.count.run() == 1
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("c") == "b" * _BIG
+    assert x.count.run() == 1
+    every_named_outcome_exists()
+    for _ in range(3):
+        x.small.options(idempotency_key=None).run(0)
+    _compact()
+    assert old[0] not in outcome_objects()
+    every_named_outcome_exists()
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("d") == "b" * _BIG
+
+
+@pytest.mark.parametrize("where", ["/dedup/outcomes/", "/dedup/0"])
+def test_a_prerequisite_put_that_landed_but_timed_out_applies_the_call_once(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The outcome object's (or the checkpoint's) put lands but its answer is lost, past that
+    put's own retries: the next attempt (same step number) meets the object already there,
+    and the call is applied once, answered by value, and nothing named is missing."""
+    init(spec)
+    x = Export.get_or_create("x")
+    store = vc.get_runtime().store
+    real = store.put
+    lost: list[str] = []
+
+    async def landing_unanswered(key: str, data: bytes, mode: Any = None) -> Any:
+        version = await real(key, data, mode=mode)
+        if where in key and len(lost) < 6:
+            lost.append(key)
+            raise StorageTimeoutError(f"{key}: no answer (it landed)", key, write_in_flight=True)
+        return version
+
+    monkeypatch.setattr(store, "put", landing_unanswered)
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    assert lost
+    monkeypatch.setattr(store, "put", real)
+    assert x.count.run() == 1
+    every_named_outcome_exists()
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
+    assert x.count.run() == 1
+
+
+def test_a_race_lost_after_the_prerequisites_landed_applies_once_and_names_nothing_missing(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the prerequisites' puts and the step's put, another process commits the step
+    number: the commit retries on the next number with a new object name; the first object is
+    named by no step, and a compaction deletes it once below the watermark."""
+    init(spec)
+    x = Export.get_or_create("x")
+    x.small.run(0)
+    real = ActorLog.put_step_prerequisites
+    raced: list[int] = []
+
+    async def then_lose(self: ActorLog, record: Any) -> None:
+        await real(self, record)
+        if not raced:
+            raced.append(record.step)
+            mine = vc.get_runtime().core("x").record
+            assert mine is not None and mine.step + 1 == record.step
+            theirs = dataclasses.replace(mine, step=record.step, parent=mine.step, writer="someone-else")
+            await self.put_step(theirs)
+
+    monkeypatch.setattr(ActorLog, "put_step_prerequisites", then_lose)
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    monkeypatch.setattr(ActorLog, "put_step_prerequisites", real)
+    assert raced
+    # The loser's object (named for the number it lost) is there, named by no step.
+    names = outcome_objects()
+    assert any(name.startswith(f"{raced[0]:020d}-") for name in names), names
+    every_named_outcome_exists()
+    for i in range(3):
+        x.small.run(i)
+    _compact()
+    assert not any(name.startswith(f"{raced[0]:020d}-") for name in outcome_objects())
+    every_named_outcome_exists()
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
+    assert x.count.run() == 5
+
+
+def _fill_encoded_to(size: int) -> str:
+    """A string whose keyed outcome encodes to exactly ``size`` bytes."""
+    length = size
+    for _ in range(8):
+        got = len(dedup.outcome_bytes(dedup.Outcome(True, "q" * length), "pickle"))
+        if got == size:
+            return "q" * length
+        length += size - got
+    raise AssertionError(f"no string encodes to {size} bytes")
+
+
+@vc.virtual_actor
+class Sized:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def put(self, value: str) -> str:
+        self.runs += 1
+        return value
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_an_outcome_at_the_threshold_is_held_by_value_and_one_byte_over_as_an_object(
+    spec: StoreSpec, delta: int
+) -> None:
+    """Over 64 KB encoded goes to an object; 64 KB exactly, or one byte under, stays by value."""
+    init(spec)
+    value = _fill_encoded_to(dedup.OUTCOME_OBJECT_BYTES + delta)
+    a = Sized.get_or_create("x")
+    assert a.put.options(idempotency_key="k").run(value) == value
+    assert len(outcome_objects()) == (1 if delta > 0 else 0)
+    a = restart(spec)
+    assert a.put.options(idempotency_key="k").run("other") == value
+    every_named_outcome_exists()
