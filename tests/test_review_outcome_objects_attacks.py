@@ -9,7 +9,9 @@ object; the threshold is "over 64 KB" exactly; many large results in one batch a
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -165,3 +167,92 @@ def test_an_outcome_at_the_threshold_is_held_by_value_and_one_byte_over_as_an_ob
     a = restart(spec)
     assert a.put.options(idempotency_key="k").run("other") == value
     every_named_outcome_exists()
+
+
+@vc.virtual_actor
+class Many:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def hold(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def big(self, fill: str) -> str:
+        self.runs += 1
+        return fill * _BIG
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.runs
+
+
+def test_many_large_results_in_one_batch_are_one_object_per_content_each_key_answered_once(
+    spec: StoreSpec,
+) -> None:
+    """Twelve keyed calls queued behind a slow one commit together: six contents, so six
+    objects (keys of one content share one, within the step as across steps); every key is
+    answered by value, in this process and a new one, and no method runs twice."""
+    init(spec)
+    m = Many.get_or_create("x")
+    held = m.hold.run_async(0.3)
+    futures = [m.big.options(idempotency_key=f"k{i}").run_async(str(i % 6)) for i in range(12)]
+    held.result(30)
+    assert [f.result(30) for f in futures] == [str(i % 6) * _BIG for i in range(12)]
+    assert len(outcome_objects()) == 6
+    every_named_outcome_exists()
+    m = restart(spec)
+    assert [m.big.options(idempotency_key=f"k{i}").run("z") for i in range(12)] == [
+        str(i % 6) * _BIG for i in range(12)
+    ]
+    assert m.count.run() == 12  # none ran twice
+    # (the batch path: some step applied several of the large results at once)
+    assert max(len(entry.calls) for entry in m.history()) >= 2
+
+
+def test_two_compactions_at_once_racing_a_commit_leave_every_named_outcome(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two compactions run at once (each lists dedup/ and decides), while keyed commits go on
+    recording large results, one of a content an older object holds: no kept step names a
+    deleted object, and every key still in the window is answered by value."""
+    init(spec, dedup_window=(3, 0.0))
+    x = Export.get_or_create("x")
+    x.export.options(idempotency_key="first").run("r")
+    for i in range(6):
+        x.small.options(idempotency_key=f"s{i}").run(i)
+    store = vc.get_runtime().store
+    real = store.list
+    dedup_prefix = the_log().dedup_prefix
+    listed: list[int] = []
+
+    async def listing(prefix: str, **kwargs: Any) -> Any:
+        got = await real(prefix, **kwargs)
+        if prefix == dedup_prefix and len(listed) < 2:
+            listed.append(1)
+            which = len(listed)
+            tokens = ["r", "n"] if which == 1 else ["r", "m"]
+            for n, fill in enumerate(tokens):
+                call = x.export.options(idempotency_key=f"race{which}-{n}")
+                assert await asyncio.to_thread(call.run, fill) == fill * _BIG
+        return got
+
+    monkeypatch.setattr(store, "list", listing)
+
+    async def both() -> None:
+        log = the_log()
+        await asyncio.gather(
+            compact(log, keep_last=1, min_age=0.0, fresh_window=0.0),
+            compact(log, keep_last=1, min_age=0.0, fresh_window=0.0),
+        )
+
+    _sync.sync(both())
+    monkeypatch.setattr(store, "list", real)
+    assert len(listed) == 2
+    every_named_outcome_exists()
+    _compact()
+    every_named_outcome_exists()
+    x = restart(spec, dedup_window=(3, 0.0))
+    runs = x.count.run()
+    for key, fill in [("race2-0", "r"), ("race2-1", "m")]:
+        assert x.export.options(idempotency_key=key).run("q") == fill * _BIG
+    assert x.count.run() == runs
