@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from typing import Any
 
@@ -256,3 +257,35 @@ def test_two_compactions_at_once_racing_a_commit_leave_every_named_outcome(
     for key, fill in [("race2-0", "r"), ("race2-1", "m")]:
         assert x.export.options(idempotency_key=key).run("q") == fill * _BIG
     assert x.count.run() == runs
+
+
+def test_a_shutdown_that_begins_while_the_prerequisites_are_put_lets_the_step_commit(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime begins to shut down while a step's prerequisites (its outcome object and
+    checkpoint) are put: shutdown waits for the running commit attempt, whose step's put then
+    goes (it is refused only once the runtime stopped, and then as not sent): the call commits,
+    once, and the key answers by value in the next runtime."""
+    init(spec)
+    x = Export.get_or_create("x")
+    runtime = vc.get_runtime()
+    real = ActorLog.put_step_prerequisites
+    stopping: list[threading.Thread] = []
+
+    async def then_stop(self: ActorLog, record: Any) -> None:
+        await real(self, record)
+        if not stopping:
+            stopping.append(threading.Thread(target=vc.shutdown))
+            stopping[0].start()
+            while not runtime.closed:
+                await asyncio.sleep(0.001)
+
+    monkeypatch.setattr(ActorLog, "put_step_prerequisites", then_stop)
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    stopping[0].join(60)
+    assert runtime.stopped
+    monkeypatch.setattr(ActorLog, "put_step_prerequisites", real)
+    x = restart(spec)
+    assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
+    assert x.count.run() == 1
+    every_named_outcome_exists()
