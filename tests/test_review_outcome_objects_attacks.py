@@ -289,3 +289,35 @@ def test_a_shutdown_that_begins_while_the_prerequisites_are_put_lets_the_step_co
     assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
     assert x.count.run() == 1
     every_named_outcome_exists()
+
+
+def test_a_deleted_actors_applied_event_with_a_large_outcome_is_not_applied_again_by_the_next(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event whose outcome went to an object (its checkpoint format 3) was applied, and its
+    inbox object left (the writer died before deleting it). The actor is deleted: the clean-up
+    reads the last live step's table (naming the object) to know the event applied, and
+    deletes the inbox object; the actor made anew under the id does not apply it again."""
+    from vactor_cloud.events import send_event
+    from vactor_cloud.keys import inbox_prefix
+
+    init(spec)
+    x = Export.get_or_create("x")
+    store = vc.get_runtime().store
+    real = store.delete_many
+    prefix = inbox_prefix("x")
+
+    async def keeping_the_inbox(keys: list[str]) -> Any:
+        return await real([k for k in keys if not k.startswith(prefix)])
+
+    monkeypatch.setattr(store, "delete_many", keeping_the_inbox)
+    send_event("x", "dump", "v", event_id="d1")
+    x.process_events()
+    assert x.wait_for_event("dump", timeout=30, event_id="d1") == "v" * _BIG
+    assert len(outcome_objects()) == 1
+    monkeypatch.setattr(store, "delete_many", real)
+    assert _sync.sync(store.list(prefix)), "the inbox object was deleted: the test sets nothing up"
+    assert vc.delete_actor("x") is True
+    x = Export.get_or_create("x")
+    x.process_events()
+    assert x.count.run() == 0
