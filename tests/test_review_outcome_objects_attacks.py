@@ -28,9 +28,12 @@ from test_dedup_outcome_objects import (
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, dedup
+from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.compaction import compact
 from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.log import ActorLog
+from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -321,3 +324,36 @@ def test_a_deleted_actors_applied_event_with_a_large_outcome_is_not_applied_agai
     x = Export.get_or_create("x")
     x.process_events()
     assert x.count.run() == 0
+
+
+def test_a_stale_process_whose_cached_table_names_an_object_another_compacted_catches_up(
+    spec: StoreSpec,
+) -> None:
+    """This process (fresh_window: it trusts its cache a while) holds the actor's table naming
+    a large outcome's object. Another process records more keys, the large one leaves the
+    window, and compacts: the object goes. This process's keyed call on that key reads the
+    object its stale table names (gone): it must catch up and answer as the newest state
+    says (the key out of the window: the method runs), not fail with NotFoundError."""
+    init(spec, dedup_window=(3, 0.0), fresh_window=60.0)
+    x = Export.get_or_create("x")
+    assert x.export.options(idempotency_key="old").run("o") == "o" * _BIG
+    other = Runtime(Settings(storage=spec.url, storage_options=spec.options, dedup_window=(3, 0.0)))
+    try:
+        for i in range(12):
+            pending = PendingCall.by_value(
+                "small",
+                (i,),
+                {},
+                readonly=False,
+                future=ActorFuture(),
+                call_id="",
+                options=CallOptions(idempotency_key=f"s{i}"),
+            )
+            other.core("x").call(pending)
+            pending.future.result(60)
+        _sync.sync(compact(other.log("x"), keep_last=1, min_age=0.0, fresh_window=0.0))
+        assert outcome_objects() == [], "the object was not compacted: the test sets nothing up"
+    finally:
+        other.close()
+    assert x.export.options(idempotency_key="old").run("p") == "p" * _BIG
+    assert x.count.run() == 14
