@@ -10,6 +10,7 @@ again or posts. Nothing hangs; every call of either process applies once, in its
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -25,6 +26,9 @@ from test_review_actor_cache import (
 )
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.core import ActorCore
+from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec
@@ -92,3 +96,48 @@ def test_two_contended_actors_alternating_through_a_cache_of_one_apply_every_cal
         check_once_in_order(applied_tokens(other, actor), {"me": mine[actor], "other": theirs[actor]})
     other.close()
     del runtime
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_shutdown_while_an_evicted_holders_release_is_in_flight_waits_for_it_and_leaves_no_lease(
+    store_spec: StoreSpec, doubled_cores: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evicted holder gives its lease up at its next round; its release (in the
+    background) is slow. Shutdown begins meanwhile: it waits for that release (the core is no
+    longer in the cache, nor holding) and ends; no valid lease of ours is left behind, and
+    nothing hangs."""
+    store = init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    runtime = vc.get_runtime()
+    OrderLog.get_or_create("cold").add.run("cold/0")
+    OrderLog.get_or_create("hot").add.run("me/0")
+    commit_behind_its_back("hot")
+    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
+    holder = runtime.core("hot")
+    assert holder._holding()
+    evict = threading.Event()
+    serve = ActorCore._serve
+
+    def evicted_between_rounds(core: ActorCore) -> None:
+        if core is holder and evict.is_set():
+            evict.clear()
+            runtime.core("cold")  # the cache holds one: "hot", between rounds (idle), goes
+        serve(core)
+
+    monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+    releasing = threading.Event()
+    release = ActorCore._release_lease
+
+    async def slow_release(core: ActorCore, lease: Lease | None) -> None:
+        releasing.set()
+        await asyncio.sleep(0.3)
+        await release(core, lease)
+
+    monkeypatch.setattr(ActorCore, "_release_lease", slow_release)
+    evict.set()
+    wait_until(lambda: "hot" not in runtime._cores, "the serving holder was never evicted")
+    assert releasing.wait(HANG), "the evicted holder never gave its lease up"
+    vc.shutdown()
+    assert runtime.finished_closing
+    lease = _sync.sync(LeaseStore(store.inner, "hot", None).read())
+    assert not lease.valid() and lease.holder == runtime.post_sender.id
+    assert doubled_cores == []
