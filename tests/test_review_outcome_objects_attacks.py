@@ -357,3 +357,33 @@ def test_a_stale_process_whose_cached_table_names_an_object_another_compacted_ca
         other.close()
     assert x.export.options(idempotency_key="old").run("p") == "p" * _BIG
     assert x.count.run() == 14
+
+
+def test_a_compaction_between_a_commits_outcome_object_and_its_checkpoint_keeps_the_object(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit put its new outcome object (named for its own step, N+1) and not yet the
+    checkpoint naming it, when a compaction lists dedup/: no kept checkpoint names the object
+    yet, but it is of a step at or above the watermark, so it stays (deleted, the step would
+    name a missing object and the key's retry fail with NotFoundError)."""
+    init(spec, dedup_window=(3, 0.0))
+    x = Export.get_or_create("x")
+    for i in range(4):
+        x.small.options(idempotency_key=f"s{i}").run(i)
+    real = ActorLog.put_dedup_checkpoint
+    compacted: list[int] = []
+
+    async def compact_first(self: ActorLog, *args: Any, **kwargs: Any) -> Any:
+        if not compacted and await self.list_dedup_outcomes():
+            compacted.append(1)
+            await compact(self, keep_last=1, min_age=0.0, fresh_window=0.0)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ActorLog, "put_dedup_checkpoint", compact_first)
+    assert x.export.options(idempotency_key="big").run("a") == "a" * _BIG
+    monkeypatch.setattr(ActorLog, "put_dedup_checkpoint", real)
+    assert compacted
+    every_named_outcome_exists()
+    x = restart(spec, dedup_window=(3, 0.0))
+    assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
+    assert x.count.run() == 5
