@@ -387,3 +387,34 @@ def test_a_compaction_between_a_commits_outcome_object_and_its_checkpoint_keeps_
     x = restart(spec, dedup_window=(3, 0.0))
     assert x.export.options(idempotency_key="big").run("b") == "a" * _BIG
     assert x.count.run() == 5
+
+
+def test_a_runtime_stopped_once_the_prerequisites_landed_refuses_the_step_as_not_applied(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime stops (a shutdown whose wait ran out) just as a step's prerequisites landed:
+    the step's put is refused, never sent. The call was told CommitOutcomeUnknownError ("the
+    write of step N was sent ... may or may not have been applied") since the put counted as
+    sent before the refusal: it is told it was not applied (RuntimeShutdownError), as a put
+    refused at the attempt's start is, and a retry with its key applies it once."""
+    from vactor_cloud.errors import CommitOutcomeUnknownError, RuntimeShutdownError
+
+    init(spec)
+    x = Export.get_or_create("x")
+    runtime = vc.get_runtime()
+    real = ActorLog.put_step_prerequisites
+
+    async def then_stopped(self: ActorLog, record: Any) -> None:
+        await real(self, record)
+        runtime.stopped = True  # (as close() sets it once its wait for running work ran out)
+
+    monkeypatch.setattr(ActorLog, "put_step_prerequisites", then_stopped)
+    with pytest.raises(RuntimeShutdownError) as raised:
+        x.export.options(idempotency_key="big").run("a")
+    assert not isinstance(raised.value, CommitOutcomeUnknownError), raised.value
+    assert "not applied" in str(raised.value)
+    monkeypatch.setattr(ActorLog, "put_step_prerequisites", real)
+    x = restart(spec)
+    assert x.count.run() == 0
+    assert x.export.options(idempotency_key="big").run("b") == "b" * _BIG
+    assert x.count.run() == 1
