@@ -1610,6 +1610,8 @@ class ActorCore(Folder):
             # What the step names, put before it: a failure here is of a step never sent
             # (retried as any failure before the put), not a commit with its outcome unknown.
             env.run(self.log.put_step_prerequisites(record))
+            if env.stopped:  # (stopped meanwhile: the put below would be refused, never sent)
+                raise env.step_put_refused_error()
         c.put_started = time.monotonic()
         c.put_sent = True
         c.earlier, self._unanswered = self._unanswered, record.writer
