@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from combined_workers import Ledger, drive
+from quiet_runtime import late_serving_rounds
 from store_helpers import retune
 from test_combining import (
     HANG,
@@ -440,13 +441,17 @@ def test_one_id_used_as_an_event_id_and_as_an_idempotency_key_applies_both_once(
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("late_rounds", [False, True])
 def test_call_outcome_after_the_applying_step_was_compacted_reads_the_copy_its_successor_carries(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, late_rounds: bool
 ) -> None:
     """A fold's step carries its parent's outcomes (``carried_outcomes``) so that a poster
     reading it need not read the parent. ``call_outcome`` read only each step's own outcomes:
     once compaction had deleted the applying step it answered "compacted, unknown" while the
-    next step, kept, held the result."""
+    next step, kept, held the result. (``late_rounds``: the holder's rounds of serving start
+    late, as on a loaded host.)"""
+    if late_rounds:
+        late_serving_rounds(monkeypatch)
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
     log, raised = give_up_on_a_post(store)
     # The outage ends; the lease holder's round of serving folds me/1 alone (result 2). Not
