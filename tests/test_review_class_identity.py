@@ -7,8 +7,10 @@ passed on the code they were written against; the others failed before their fix
 from __future__ import annotations
 
 import pickle
+import time
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from test_combining import commit_behind_its_back, foreign_box, init_switchable
 from test_review_warm_after_delete import WARM, Basket, Tally, Till, as_a, as_b, warm_till
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, posting
 from vactor_cloud.class_tag import class_tag
 from vactor_cloud.posting import PostedCall
 from vactor_cloud.testing.lanes import StoreSpec
@@ -121,14 +123,32 @@ def test_a_read_at_a_step_of_the_earlier_actor_does_not_teach_its_class(spec: St
     assert vc.get_actor("ci-at-step").add.run(5) == 2
 
 
+def _in_one_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every post is named in one millisecond (10 s ahead: no step's clock reads later), the
+    first with the highest random part, every later one with the lowest: a post of another
+    sender made before ours sorts after it unless ours is named after it."""
+    frozen = time.time() + 10.0
+    draws = iter([(1 << 15) - 1])
+    monkeypatch.setattr(posting, "time", SimpleNamespace(time=lambda: frozen, monotonic=time.monotonic))
+    monkeypatch.setattr(posting.secrets, "randbits", lambda bits: next(draws, 0))
+
+
+@pytest.mark.parametrize("one_millisecond", [False, True])
 def test_held_a_post_mixing_calls_of_both_classes_applies_its_own_and_records_no_refused_key(
-    spec: StoreSpec,
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, one_millisecond: bool
 ) -> None:
     """Held: one post of three calls, folded in one step on the ``Tally`` the id holds now:
     ``add`` made for the earlier ``OrderLog`` (keyed ``k``), one made for ``Tally``, and one
     for ``OrderLog`` again. The fold answers both stale calls ``ActorClassChangedError`` and
     applies the other in its place; the refused key is not recorded: a retry of ``k`` through
-    the ``Tally`` runs there (it was not applied anywhere)."""
+    the ``Tally`` runs there (it was not applied anywhere).
+
+    ``one_millisecond``: the foreign post and ours were named in one millisecond, where a
+    random part orders them (ours went first in 1 of about 20 runs on a loaded host: ``me/1``
+    answered 101); this process names its next post after the foreign one, as it would
+    after any earlier post it had read."""
+    if one_millisecond:
+        _in_one_millisecond(monkeypatch)
     init_switchable(spec, combine_window=60.0, fresh_window=WARM)  # (a cache probed first lost no race)
     OrderLog.get_or_create("mixed").add.run("me/0")
     assert vc.delete_actor("mixed") is True
@@ -140,7 +160,8 @@ def test_held_a_post_mixing_calls_of_both_classes_applies_its_own_and_records_no
         PostedCall("add", pickle.dumps((("stale/1",), {})), uuid.uuid4().hex, for_class=old),
     )
     box = foreign_box("mixed")
-    _sync.sync(box.send(box.prepare(calls)))
+    sent = _sync.sync(box.send(box.prepare(calls)))
+    vc.get_runtime().core("mixed")._posts().follow(sent)  # ours is named after it
     commit_behind_its_back("mixed")  # our next commit loses the race, posts, and folds
     assert tally.add.run("me/1") == 102
     assert tally.applied.run() == ["same/0", "me/1"]

@@ -21,13 +21,16 @@ from typing import Any
 
 import pytest
 from combined_workers import Ledger, drive
+from quiet_runtime import late_serving_rounds
+from store_helpers import retune
 from test_combining import (
+    HANG,
     commit_behind_its_back,
     foreign_box,
     give_up_on_a_post,
-    heal_and_fold,
     init_switchable,
     pending_posts,
+    wait_for_no_posts,
 )
 
 import vactor_cloud as vc
@@ -438,16 +441,26 @@ def test_one_id_used_as_an_event_id_and_as_an_idempotency_key_applies_both_once(
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("late_rounds", [False, True])
 def test_call_outcome_after_the_applying_step_was_compacted_reads_the_copy_its_successor_carries(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, late_rounds: bool
 ) -> None:
     """A fold's step carries its parent's outcomes (``carried_outcomes``) so that a poster
     reading it need not read the parent. ``call_outcome`` read only each step's own outcomes:
     once compaction had deleted the applying step it answered "compacted, unknown" while the
-    next step, kept, held the result."""
+    next step, kept, held the result. (``late_rounds``: the holder's rounds of serving start
+    late, as on a loaded host.)"""
+    if late_rounds:
+        late_serving_rounds(monkeypatch)
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
     log, raised = give_up_on_a_post(store)
-    assert heal_and_fold(store, log) == 3  # a fold applies me/1 (result 2), the next me/2
+    # The outage ends; the lease holder's round of serving folds me/1 alone (result 2). Not
+    # me/2 at once: on a loaded host that round came late and me/2's fold applied both, in
+    # one step (the newest, whose own outcomes then held me/1's: see ``late_serving_rounds``).
+    store.fail = lambda op, key: None
+    retune(commit_timeout=HANG)
+    assert wait_for_no_posts("a") == []
+    assert log.add.run("me/2") == 3  # the next step applies me/2
     core = vc.get_runtime().core("a")
     newest = core.record
     assert newest is not None
