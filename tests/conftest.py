@@ -53,7 +53,6 @@ EVERY_LANE_MODULES = frozenset(
         "test_crash",
         "test_chaos",
         "test_idempotency",
-        "test_dedup_outcome_objects",
         "test_examples",
         "test_review_backends",
         "test_review_storage_faults",
