@@ -58,6 +58,37 @@ EVERY_LANE_MODULES = frozenset(
         "test_review_storage_faults",
     }
 )
+#: Modules whose subject is the runtime's own logic above the store interface, with no request
+#: pattern of their own worth a real S3 server: the API's and the user's edges, class identity,
+#: the actor cache, delete under injected faults, outcome objects, emptied logs, the clean
+#: room's rules. They run on memory and local; on moto each test cost 2-4 times its local time
+#: in CPU (botocore and the server, per request) and these 20 modules 350 s of the suite's
+#: 2,780 test-seconds, for nothing the conformance suite, the backend files and the
+#: many-process modules that stay on moto do not already pin there.
+ABOVE_THE_STORE_MODULES = frozenset(
+    {
+        "test_review_actor_cache",
+        "test_delete_faults",
+        "test_review_warm_after_delete",
+        "test_dedup_outcome_objects",
+        "test_review_outcome_objects_attacks",
+        "test_review_limits",
+        "test_review_emptied_log",
+        "test_review_infra_outcomes",
+        "test_review_input_edges",
+        "test_review_user_edges",
+        "test_review_api",
+        "test_review_pickled_handles",
+        "test_review_class_identity",
+        "test_review_refusal_gaps",
+        "test_review_deleted_leftovers",
+        "test_call_edges",
+        "test_hostile_review",
+        "test_ray_variants",
+        "test_clean_room_rules",
+        "test_clean_room_events_timers",
+    }
+)
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
 CONFORMANCE_ONLY_LANES = frozenset({"fakegcs", "localstack"})
 #: Contention combining's many-process scenarios (SIGKILL at each point, every process a
@@ -127,7 +158,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         trimmed = not full_matrix and (
             (lane in CONFORMANCE_ONLY_LANES and module not in EVERY_LANE_MODULES)
             or (module == "test_cli" and lane == "moto" and name not in CLI_ON_MOTO)
-            or (lane == "moto" and name in LOCAL_PROCESSES_ONLY)
+            or (lane == "moto" and (name in LOCAL_PROCESSES_ONLY or module in ABOVE_THE_STORE_MODULES))
         )
         if trimmed or _unselected_lane(item, selected):
             dropped.append(item)
