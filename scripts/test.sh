@@ -5,13 +5,14 @@
 #   bash scripts/test.sh --quick         # day to day: lint, types, memory and local lanes only
 #   bash scripts/test.sh -k conformance  # other arguments go to pytest
 #   VACTOR_LANES=memory,local bash scripts/test.sh
-#   VACTOR_TEST_WORKERS=1 bash scripts/test.sh   # pytest in one process (default: 4, pytest-xdist)
+#   VACTOR_TEST_WORKERS=1 bash scripts/test.sh   # pytest in one process (default: 5, pytest-xdist)
 #
 # Works on a clean checkout with nothing running: creates .venv if missing,
 # installs the package with its dev extras (skipped while pyproject.toml is
 # unchanged since the last install), starts a LocalStack of its own (host mode,
 # 127.0.0.1, a free port, state in this run's temporary directory) in the
-# background while ruff and mypy run, and stops exactly that process on exit.
+# background while ruff, mypy and the tests run (the LocalStack lane waits for it at its
+# first test), and stops exactly that process on exit.
 # With CI=true, a lane whose server cannot start fails its tests instead of
 # skipping them (this repository's pytest option vactor_strict_lanes = "ci").
 set -euo pipefail
@@ -70,6 +71,7 @@ cleanup() {
   fi
   if [[ -n "$LS_PID" ]] && kill -0 "$LS_PID" 2>/dev/null; then
     # start-host.sh is still waiting for LocalStack: stop waiting; stop-host.sh stops the server.
+    pkill -P "$LS_PID" 2>/dev/null || true
     kill "$LS_PID" 2>/dev/null || true
     wait "$LS_PID" 2>/dev/null || true
   fi
@@ -97,7 +99,15 @@ elif [[ -f localstack/start-host.sh ]]; then
   export PORT VACTOR_LOCALSTACK_STATE="$WORK/localstack"
   PORT="$(free_port)"
   say "starting LocalStack on 127.0.0.1:$PORT in the background (log: $LS_ERR)"
-  bash localstack/start-host.sh >"$LS_OUT" 2>"$LS_ERR" &
+  # The tests start while it boots: the LocalStack lane waits for it at its first test in each
+  # worker (vactor_cloud/testing/_localstack.py), until the starter writes how it ended here.
+  export VACTOR_LOCALSTACK_ENDPOINT="http://127.0.0.1:$PORT" VACTOR_LOCALSTACK_STARTING="$WORK/localstack.status"
+  (
+    rc=0
+    bash localstack/start-host.sh >"$LS_OUT" 2>"$LS_ERR" || rc=$?
+    { echo "exit $rc; the last lines of its output:"; tail -n 10 "$LS_ERR"; } >"$WORK/localstack.status.new"
+    mv "$WORK/localstack.status.new" "$VACTOR_LOCALSTACK_STARTING"
+  ) &
   LS_PID=$!
 else
   say "localstack/start-host.sh not found: the localstack lane will be unavailable"
@@ -152,25 +162,6 @@ pytest_workers() {
   fi
 }
 
-attach_localstack() {
-  if [[ -z "$LS_PID" ]]; then
-    return 0
-  fi
-  local rc=0
-  wait "$LS_PID" || rc=$?
-  LS_PID=""
-  local line
-  line="$(grep -E '^VACTOR_LOCALSTACK_ENDPOINT=' "$LS_OUT" | tail -n 1 || true)"
-  if [[ $rc -eq 0 && -n "$line" ]]; then
-    export VACTOR_LOCALSTACK_ENDPOINT="${line#VACTOR_LOCALSTACK_ENDPOINT=}"
-    say "LocalStack at $VACTOR_LOCALSTACK_ENDPOINT"
-  else
-    # Not fatal here: the localstack lane reports itself unavailable (a failure under CI=true).
-    say "LocalStack did not start (exit $rc); last lines of its output:"
-    tail -n 20 "$LS_ERR" >&2 || true
-  fi
-}
-
 stage "venv + pip install -e .[dev]" make_venv
 # Collect once in the background while lint and the type checkers run on one core: it
 # writes pytest's rewritten test modules to __pycache__, which every worker then loads.
@@ -182,22 +173,13 @@ fi
 stage "ruff check" "$PY" -m ruff check .
 stage "ruff format --check" "$PY" -m ruff format --check .
 stage "mypy --strict" "$PY" -m mypy
-MAIN_PYTEST_ARGS=()
-if [[ -n "$LS_PID" ]]; then
-  # Users' type checkers on tests/typing and the examples (mypy with the plugin, pyright): CPU
-  # work that fits in the time LocalStack takes to boot, so it runs then, not in the pytest stage.
-  stage "typing checks (tests/test_typing.py)" "$PY" -m pytest -q -p no:cacheprovider tests/test_typing.py
-  MAIN_PYTEST_ARGS+=(--ignore=tests/test_typing.py)
-fi
-stage "wait for LocalStack" attach_localstack
 if [[ -n "$WARM_PID" ]]; then
   wait "$WARM_PID" || true # only a cache: a failure here shows again in the pytest stage
   WARM_PID=""
 fi
 # shellcheck disable=SC2046 # the worker option is two words or none
 # --durations: the slowest tests in every log, for keeping the suite within its 10 minutes.
-stage "pytest" "$PY" -m pytest $(pytest_workers) --durations=25 ${MAIN_PYTEST_ARGS[@]+"${MAIN_PYTEST_ARGS[@]}"} \
-  ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
+stage "pytest" "$PY" -m pytest $(pytest_workers) --durations=25 ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
 if [[ $QUICK -eq 0 && -f mkdocs.yml ]]; then
   stage "mkdocs build --strict" "$PY" -m mkdocs build --strict --site-dir "$WORK/site"
 fi

@@ -72,3 +72,52 @@ def test_test_script_has_a_quick_path_and_skips_an_unchanged_install() -> None:
     assert '"--quick"' in script and "VACTOR_LANES=memory,local" in script
     assert "pip skipped" in script
     assert (REPO / ".ci" / "run").read_text().strip().endswith('exec bash scripts/test.sh "$@"')
+
+
+def test_the_localstack_lane_waits_for_a_localstack_still_starting_and_reports_how_its_starter_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/test.sh starts the tests while LocalStack boots: a lane whose endpoint is not
+    healthy yet waits while ``$VACTOR_LOCALSTACK_STARTING`` names a status file not yet written,
+    attaches once it is healthy, and once the starter ended without it says how (not "not
+    healthy" alone). Without the variable it does not wait at all (a user's own LocalStack)."""
+    from vactor_cloud.testing import _localstack
+    from vactor_cloud.testing.lanes import LaneUnavailable
+
+    looks: list[float] = []
+    up_after = 3  # unhealthy for three looks, then up
+
+    def health(endpoint: str, timeout: float = 5.0) -> str:
+        looks.append(time.monotonic())
+        return "running" if len(looks) > up_after else "unreachable (ConnectionRefusedError)"
+
+    monkeypatch.setattr(_localstack, "health_of_s3", health)
+    monkeypatch.setattr(_localstack.time, "sleep", lambda seconds: None)
+    monkeypatch.setenv(_localstack.ENDPOINT_VARIABLE, "http://127.0.0.1:1")
+    status = tmp_path / "localstack.status"
+    monkeypatch.setenv(_localstack.STARTING_VARIABLE, str(status))
+    lane = _localstack.LocalStackLane()
+    lane.start()
+    assert lane.endpoint == "http://127.0.0.1:1" and len(looks) == up_after + 1
+
+    # The starter ended, LocalStack never came up: the error carries what the starter said.
+    looks.clear()
+    up_after = 10**6
+    status.write_text("exit 1; the last lines of its output:\nno Python 3.13 found\n")
+    with pytest.raises(LaneUnavailable, match=r"(?s)exit 1.*no Python 3.13 found"):
+        _localstack.LocalStackLane().start()
+    assert len(looks) == 2  # one look, then one more once the status was read
+
+    # No starter at work: one look, no wait.
+    looks.clear()
+    monkeypatch.delenv(_localstack.STARTING_VARIABLE)
+    with pytest.raises(LaneUnavailable, match="not healthy"):
+        _localstack.LocalStackLane().start()
+    assert len(looks) == 1
+
+    # A starter that never ends: the wait is bounded.
+    looks.clear()
+    monkeypatch.setenv(_localstack.STARTING_VARIABLE, str(tmp_path / "never"))
+    monkeypatch.setattr(_localstack, "BOOT_WAIT", 0.0)
+    with pytest.raises(LaneUnavailable, match="still starting"):
+        _localstack.LocalStackLane().start()

@@ -5,21 +5,34 @@ virtualenv, or Docker, and takes a while): ``bash localstack/start-host.sh``
 starts it on 127.0.0.1 and prints the ``VACTOR_LOCALSTACK_ENDPOINT=...``
 line to export. Without that variable, or when the endpoint is not healthy,
 ``start()`` raises :class:`LaneUnavailable` saying so.
+
+While a starter is still at work, ``$VACTOR_LOCALSTACK_STARTING`` names the
+file it will write its exit status to (``scripts/test.sh`` sets it: the
+tests start while LocalStack boots, and the first LocalStack test of each
+worker waits for it, up to ``BOOT_WAIT`` seconds, rather than the whole run
+waiting before its first test).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
+from pathlib import Path
 
 from vactor_cloud.testing._moto import S3EmulatorLane
 from vactor_cloud.testing.lanes import LaneUnavailable
 
-__all__ = ["ENDPOINT_VARIABLE", "LocalStackLane"]
+__all__ = ["ENDPOINT_VARIABLE", "STARTING_VARIABLE", "LocalStackLane"]
 
 #: The environment variable naming the LocalStack endpoint, e.g. ``http://127.0.0.1:4566``.
 ENDPOINT_VARIABLE = "VACTOR_LOCALSTACK_ENDPOINT"
+
+#: Set while LocalStack is being started: the file its starter writes ``<exit status> <log path>`` to.
+STARTING_VARIABLE = "VACTOR_LOCALSTACK_STARTING"
+#: Seconds a lane waits for a LocalStack still starting (its first install and boot take a minute or two).
+BOOT_WAIT = 300.0
 
 _HOW_TO_START = (
     "start it with `bash localstack/start-host.sh` (or `docker compose -f localstack/docker-compose.yml "
@@ -44,10 +57,10 @@ class LocalStackLane(S3EmulatorLane):
             raise LaneUnavailable(
                 f"{ENDPOINT_VARIABLE} is not set: no LocalStack to attach to; {_HOW_TO_START}"
             )
-        state = health_of_s3(endpoint)
-        if state not in ("available", "running"):
+        state, starter = _wait_for_boot(endpoint, os.environ.get(STARTING_VARIABLE, "").strip())
+        if not _healthy(state):
             raise LaneUnavailable(
-                f"LocalStack at {endpoint} is not healthy (s3: {state}); {_HOW_TO_START}, "
+                f"LocalStack at {endpoint} is not healthy (s3: {state}){starter}; {_HOW_TO_START}, "
                 "or look at its log (localstack.log in the state directory)"
             )
         self.endpoint = endpoint
@@ -70,3 +83,24 @@ def health_of_s3(endpoint: str, timeout: float = 5.0) -> str:
     if not isinstance(services, dict):
         return "no services in the health report"
     return str(services.get("s3", "not enabled"))
+
+
+def _healthy(state: str) -> bool:
+    return state in ("available", "running")
+
+
+def _wait_for_boot(endpoint: str, status_file: str) -> tuple[str, str]:
+    """The endpoint's S3 state, once healthy or once no starter is at work any more; and what the
+    starter said, if it ended without LocalStack healthy (for the error)."""
+    deadline = time.monotonic() + BOOT_WAIT
+    while True:
+        state = health_of_s3(endpoint)
+        if _healthy(state) or not status_file:
+            return state, ""
+        status = Path(status_file)
+        if status.exists():  # the starter ended: its answer is final (one more look: it may just be up)
+            state = health_of_s3(endpoint)
+            return state, f"; its starter ended with: {status.read_text().strip() or 'nothing'}"
+        if time.monotonic() >= deadline:
+            return state, f"; still starting after {BOOT_WAIT:.0f} s"
+        time.sleep(0.5)
