@@ -26,7 +26,7 @@ import pytest
 from actors import OrderLog
 from garbage import full_collection
 from quiet_runtime import late_serving_rounds, wait_until_quiet
-from test_combining import commit_behind_its_back, foreign_box, init_switchable, post_adds
+from test_combining import Switchable, commit_behind_its_back, foreign_box, init_switchable, post_adds
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, events, posting
@@ -553,6 +553,48 @@ def test_many_contended_actors_with_events_and_timers_leave_counts_bounded_by_th
     assert loop_tasks() <= tasks_before
 
 
+def holding_hot_through_a_cache_of_one(store_spec: StoreSpec) -> Switchable:
+    """``vc.init`` with a cache of one, holding the folder lease of ``hot`` (its call ``me/1``
+    lost a race, took the lease and folded), ``cold`` called once before it."""
+    store = init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    OrderLog.get_or_create("cold").add.run("cold/0")
+    OrderLog.get_or_create("hot").add.run("me/0")
+    commit_behind_its_back("hot")
+    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
+    return store
+
+
+def a_posting_process(store_spec: StoreSpec) -> Runtime:
+    """Another process on the same store: it posts at its first lost race, with long leases."""
+    return Runtime(
+        Settings(
+            storage=store_spec.url,
+            storage_options=store_spec.options,
+            combine_after=1,
+            combine_window=60.0,
+            lease_seconds=30.0,
+        )
+    )
+
+
+def evicted_between_rounds_once_set(
+    monkeypatch: pytest.MonkeyPatch, runtime: Runtime, holder: ActorCore
+) -> threading.Event:
+    """An event: once set, ``holder`` (``hot``, in ``runtime``'s cache of one) is evicted at the
+    start of its next serving round (the cache takes ``cold`` in); once per setting."""
+    evict = threading.Event()
+    serve = ActorCore._serve
+
+    def evicted_between_rounds(core: ActorCore) -> None:
+        if core is holder and evict.is_set():
+            evict.clear()
+            runtime.core("cold")  # the cache holds one: "hot", between rounds (idle), goes
+        serve(core)
+
+    monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+    return evict
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_an_evicted_lease_holder_gives_its_lease_up_is_taken_back_if_called_meanwhile_and_leaves_no_lease(
     store_spec: StoreSpec, doubled_cores: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
@@ -565,24 +607,11 @@ def test_an_evicted_lease_holder_gives_its_lease_up_is_taken_back_if_called_mean
     the post waiting meanwhile, and the stale release leaves that new lease alone. Evicted
     again, it gives the lease up again; shutdown, which waits for releases in flight, leaves
     no valid lease. Every call applies once."""
-    store = init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    store = holding_hot_through_a_cache_of_one(store_spec)
     runtime = vc.get_runtime()
-    OrderLog.get_or_create("cold").add.run("cold/0")
-    OrderLog.get_or_create("hot").add.run("me/0")
-    commit_behind_its_back("hot")
-    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
     holder = runtime.core("hot")
     assert holder._holding()
-    evict = threading.Event()
-    serve = ActorCore._serve
-
-    def evicted_between_rounds(core: ActorCore) -> None:
-        if core is holder and evict.is_set():
-            evict.clear()
-            runtime.core("cold")  # the cache holds one: "hot", between rounds (idle), goes
-        serve(core)
-
-    monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+    evict = evicted_between_rounds_once_set(monkeypatch, runtime, holder)
     releasing, go = threading.Event(), threading.Event()
     release = ActorCore._release_lease
 
@@ -632,23 +661,11 @@ def test_an_evicted_lease_holder_releases_its_lease_at_its_next_round_and_goes_w
     holding the leases of many contended actors kept all their states. Evicted, the holder now
     serves no further round: it releases its lease, as an idle one does, and goes; the other
     process's poster takes the lease over and folds. Every call applies once, in its order."""
-    init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    holding_hot_through_a_cache_of_one(store_spec)
     runtime = vc.get_runtime()
-    OrderLog.get_or_create("cold").add.run("cold/0")
-    OrderLog.get_or_create("hot").add.run("me/0")
-    commit_behind_its_back("hot")
-    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
     assert runtime.core("hot")._holding()
     holder = weakref.ref(runtime.core("hot"))
-    other = Runtime(
-        Settings(
-            storage=store_spec.url,
-            storage_options=store_spec.options,
-            combine_after=1,
-            combine_window=60.0,
-            lease_seconds=30.0,
-        )
-    )
+    other = a_posting_process(store_spec)
     try:
         # The other process has seen our lease: its calls post, and our holder folds them.
         assert not other.load("hot")._lease_for_fold()
@@ -731,15 +748,7 @@ def test_a_process_holding_the_leases_of_many_actors_keeps_no_more_cores_than_it
         OrderLog.get_or_create(actor).add.run("me/0")
         commit_behind_its_back(actor)
         assert OrderLog.get_or_create(actor).add.run("me/1") > 0  # lost: took the lease and folded
-    other = Runtime(
-        Settings(
-            storage=store_spec.url,
-            storage_options=store_spec.options,
-            combine_after=1,
-            combine_window=60.0,
-            lease_seconds=30.0,
-        )
-    )
+    other = a_posting_process(store_spec)
     failures: list[BaseException] = []
     stop = threading.Event()
 

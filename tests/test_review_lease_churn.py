@@ -18,10 +18,13 @@ from actors import OrderLog
 from test_combining import commit_behind_its_back, init_switchable
 from test_review_actor_cache import (
     HANG,
+    a_posting_process,
     add_call,
     applied_tokens,
     check_once_in_order,
     doubled_cores,
+    evicted_between_rounds_once_set,
+    holding_hot_through_a_cache_of_one,
     wait_until,
 )
 
@@ -29,8 +32,6 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.runtime import Runtime
-from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 __all__ = ["doubled_cores"]  # (a fixture, used by name)
@@ -50,15 +51,7 @@ def test_two_contended_actors_alternating_through_a_cache_of_one_apply_every_cal
         OrderLog.get_or_create(actor).add.run("me/0")
         commit_behind_its_back(actor)
         assert OrderLog.get_or_create(actor).add.run("me/1") > 0  # lost: took the lease and folded
-    other = Runtime(
-        Settings(
-            storage=store_spec.url,
-            storage_options=store_spec.options,
-            combine_after=1,
-            combine_window=60.0,
-            lease_seconds=30.0,
-        )
-    )
+    other = a_posting_process(store_spec)
     theirs: dict[str, list[str]] = {a: [] for a in actors}
     failures: list[BaseException] = []
     stop = threading.Event()
@@ -106,24 +99,11 @@ def test_a_shutdown_while_an_evicted_holders_release_is_in_flight_waits_for_it_a
     background) is slow. Shutdown begins meanwhile: it waits for that release (the core is no
     longer in the cache, nor holding) and ends; no valid lease of ours is left behind, and
     nothing hangs."""
-    store = init_switchable(store_spec, max_cached_actors=1, combine_window=60.0, lease_seconds=30.0)
+    store = holding_hot_through_a_cache_of_one(store_spec)
     runtime = vc.get_runtime()
-    OrderLog.get_or_create("cold").add.run("cold/0")
-    OrderLog.get_or_create("hot").add.run("me/0")
-    commit_behind_its_back("hot")
-    assert OrderLog.get_or_create("hot").add.run("me/1") > 0  # lost: took the lease and folded
     holder = runtime.core("hot")
     assert holder._holding()
-    evict = threading.Event()
-    serve = ActorCore._serve
-
-    def evicted_between_rounds(core: ActorCore) -> None:
-        if core is holder and evict.is_set():
-            evict.clear()
-            runtime.core("cold")  # the cache holds one: "hot", between rounds (idle), goes
-        serve(core)
-
-    monkeypatch.setattr(ActorCore, "_serve", evicted_between_rounds)
+    evict = evicted_between_rounds_once_set(monkeypatch, runtime, holder)
     releasing = threading.Event()
     release = ActorCore._release_lease
 
