@@ -141,6 +141,15 @@ def wait_for_no_posts(actor_id: str, seconds: float = HANG) -> list[str]:
     return left
 
 
+def a_fold_of(parent: StepRecord, posts: list[Post], posted: bytes, **changes: Any) -> StepRecord:
+    """Another process's fold on top of ``parent``: the next step, applying ``posts`` (the post
+    cursor advanced past them) with the outcomes ``posted``; ``changes`` set further fields."""
+    changes.setdefault("extra", advance_cursor(parent.extra, posts, time.time()))
+    return dataclasses.replace(
+        parent, step=parent.step + 1, parent=parent.step, writer="folder", posted=posted, **changes
+    )
+
+
 def fold_the_post_at_step_3(store: Switchable, log_: ActorLog) -> StepRecord:
     """Another process's fold: step 3 applies the one pending post (outcome "from step 3")."""
     box = PostBox(store.inner, "a", vc.get_runtime().settings.signing_key)
@@ -148,14 +157,7 @@ def fold_the_post_at_step_3(store: Switchable, log_: ActorLog) -> StepRecord:
     (call,) = post.calls
     two = _sync.sync(log_.read_step(2))
     assert two is not None
-    three = dataclasses.replace(
-        two,
-        step=3,
-        parent=2,
-        writer="folder",
-        extra=advance_cursor(two.extra, [post], time.time()),
-        posted=encode_outcomes({call.call_id: Outcome(True, "from step 3")}),
-    )
+    three = a_fold_of(two, [post], encode_outcomes({call.call_id: Outcome(True, "from step 3")}))
     _sync.sync(log_.put_step(three))
     return three
 

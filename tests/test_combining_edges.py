@@ -6,7 +6,6 @@ from __future__ import annotations
 import copyreg
 import dataclasses
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ from actors import OrderLog
 from store_helpers import retune
 from test_combining import (
     HANG,
+    a_fold_of,
     commit_behind_its_back,
     foreign_box,
     init_switchable,
@@ -31,7 +31,7 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, RetryableStorageError, StorageTimeoutError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
-from vactor_cloud.posting import PostBox, advance_cursor, encode_outcomes
+from vactor_cloud.posting import PostBox, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
 
@@ -55,15 +55,7 @@ def _fold_our_post_elsewhere(actor_id: str, value: Any) -> int:
     (call,) = post.calls
     newest = _sync.sync(log_.load_latest(None))
     assert newest is not None
-    folded = dataclasses.replace(
-        newest,
-        step=newest.step + 1,
-        parent=newest.step,
-        writer="folder",
-        extra=advance_cursor(newest.extra, [post], time.time()),
-        posted=encode_outcomes({call.call_id: Outcome(True, value)}),
-        carried=b"",
-    )
+    folded = a_fold_of(newest, [post], encode_outcomes({call.call_id: Outcome(True, value)}), carried=b"")
     _sync.sync(log_.put_step(folded))
     _sync.sync(box.delete([post.key]))
     return folded.step

@@ -18,6 +18,7 @@ from actors import OrderLog
 from test_combining import (
     HANG,
     PagedListing,
+    a_fold_of,
     commit_behind_its_back,
     foreign_box,
     init_switchable,
@@ -208,14 +209,7 @@ def test_each_call_of_a_posted_batch_gets_its_own_outcome_from_another_process_f
             two = _sync.sync(log_.read_step(2))
             assert two is not None
             outcomes = {c.call_id: Outcome(True, f"result of {c.call_id}") for c in post.calls}
-            three = dataclasses.replace(
-                two,
-                step=3,
-                parent=2,
-                writer="folder",
-                extra=advance_cursor(two.extra, [post], time.time()),
-                posted=encode_outcomes(outcomes),
-            )
+            three = a_fold_of(two, [post], encode_outcomes(outcomes))
             _sync.sync(log_.put_step(three))
         return real_poll(self, *args, **kwargs)
 
@@ -499,14 +493,7 @@ def test_a_poster_whose_first_look_lands_past_the_applying_step_walks_back_to_it
             two = _sync.sync(log_.read_step(2))
             assert two is not None
             outcomes = {c.call_id: Outcome(True, "from step 3") for c in post.calls}
-            three = dataclasses.replace(
-                two,
-                step=3,
-                parent=2,
-                writer="folder",
-                extra=advance_cursor(two.extra, [post], time.time()),
-                posted=encode_outcomes(outcomes),
-            )
+            three = a_fold_of(two, [post], encode_outcomes(outcomes))
             _sync.sync(log_.put_step(three))
             other = {uuid.uuid4().hex: Outcome(True, "theirs")}
             four = dataclasses.replace(

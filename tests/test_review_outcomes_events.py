@@ -14,6 +14,7 @@ import pytest
 from actors import OrderLog
 from test_combining import (
     Switchable,
+    a_fold_of,
     add_while_another_process_folds,
     commit_behind_its_back,
     give_up_on_a_post,
@@ -171,13 +172,8 @@ def _fold_the_pending_post_by_hand(store: Switchable, result: Any, *, arm: str |
             arm, time.time(), "add", encode_arguments(("timer",), {}, "pickle"), gen=newest.step + 1
         )
         extra[TIMERS] = {timer.key: timer.to_json()}
-    folded = dataclasses.replace(
-        newest,
-        step=newest.step + 1,
-        parent=newest.step,
-        writer="folder",
-        extra=extra,
-        posted=encode_outcomes({c.call_id: Outcome(True, result) for c in post.calls}),
+    folded = a_fold_of(
+        newest, [post], encode_outcomes({c.call_id: Outcome(True, result) for c in post.calls}), extra=extra
     )
     _sync.sync(log_.put_step(folded))
     _sync.sync(box.delete([post.key]))
@@ -224,14 +220,7 @@ def test_a_timer_armed_by_a_posted_call_whose_folder_died_before_indexing_it_fir
         armed = Timer("later", due, "add", encode_arguments(("timer",), {}, "pickle"), gen=3)
         extra = advance_cursor(two.extra, [post], time.time())
         extra[TIMERS] = {armed.key: armed.to_json()}
-        three = dataclasses.replace(
-            two,
-            step=3,
-            parent=2,
-            writer="folder",
-            extra=extra,
-            posted=encode_outcomes({call.call_id: Outcome(True, 3)}),
-        )
+        three = a_fold_of(two, [post], encode_outcomes({call.call_id: Outcome(True, 3)}), extra=extra)
         _sync.sync(log_.put_step(three))  # ... and the folder dies here: no index entry
 
     assert add_while_another_process_folds(log, posted, folded, fold_and_die_before_indexing) == 3

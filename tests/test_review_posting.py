@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import commit_behind_its_back, foreign_box, init_switchable, pending_posts
+from test_combining import a_fold_of, commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, compaction, posting
@@ -134,15 +134,7 @@ def fold_the_post_at_step_2(store: Any, key: str) -> None:
     assert one is not None
     state = pickle.loads(one.state)
     state["tokens"] = [*state["tokens"], "A/0"]
-    two = dataclasses.replace(
-        one,
-        step=2,
-        parent=1,
-        writer="folder",
-        state=pickle.dumps(state),
-        extra=advance_cursor(one.extra, [post], time.time()),
-        posted=encode_outcomes({call.call_id: Outcome(True, 2)}),
-    )
+    two = a_fold_of(one, [post], encode_outcomes({call.call_id: Outcome(True, 2)}), state=pickle.dumps(state))
     _sync.sync(log_.put_step(two))
     _sync.sync(store.delete(key))
 
@@ -205,14 +197,7 @@ def _fold_with_a_result_this_process_cannot_load(
             outcomes = {ids["ours"]: Outcome(True, "from step 3"), ids["theirs"]: Outcome(True, 7)}
             if unloadable is not None:
                 outcomes[ids[unloadable]] = Outcome(True, module.Receipt())
-            three = dataclasses.replace(
-                two,
-                step=3,
-                parent=2,
-                writer="folder",
-                extra=advance_cursor(two.extra, [post], time.time()),
-                posted=encode(outcomes),
-            )
+            three = a_fold_of(two, [post], encode(outcomes))
             _sync.sync(log_.put_step(three))
             del sys.modules[module.__name__]  # this process has no such module
         return real_poll(self, *args, **kwargs)
