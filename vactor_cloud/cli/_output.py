@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 __all__ = [
+    "Advance",
     "JsonArray",
     "Output",
     "TableStream",
@@ -539,10 +540,23 @@ def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
+class Advance:
+    """What :func:`progress` yields: ``advance(item)`` counts one item done (``item`` names it);
+    ``advance.grow(count)`` adds ``count`` items to the total (``timers tick`` lists the index a
+    slice at a time: the total grows as it is listed)."""
+
+    def __init__(self, done: Callable[[str], None], grown: Callable[[int], None]) -> None:
+        self._done = done
+        self.grow = grown
+
+    def __call__(self, item: str) -> None:
+        self._done(item)
+
+
 @contextlib.contextmanager
 def progress(
     total: int, label: str, *, enabled: bool, every: float = PLAIN_PROGRESS_EVERY
-) -> Iterator[Callable[[str], None]]:
+) -> Iterator[Advance]:
     """A rich progress bar on stderr (when it is a terminal), else a line ``LABEL DONE/TOTAL
     ITEM`` for the first item done, the last, and between them at most one each ``every``
     seconds (a cron job's log of 10,000 actors holds a few lines a minute, not 10,000)."""
@@ -559,11 +573,17 @@ def progress(
             console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(label, total=total, item="")
+            grown = total
 
             def advance(item: str) -> None:
                 bar.update(task, advance=1, item=printable(item))
 
-            yield advance
+            def grow(count: int) -> None:
+                nonlocal grown
+                grown += count
+                bar.update(task, total=grown)
+
+            yield Advance(advance, grow)
         return
     done = 0
     said = -math.inf
@@ -576,4 +596,8 @@ def progress(
             said = now
             note(f"{label} {done}/{total} {item}")
 
-    yield advance_plain
+    def grow_plain(count: int) -> None:
+        nonlocal total
+        total += count
+
+    yield Advance(advance_plain, grow_plain)

@@ -1,0 +1,119 @@
+"""``vactor timers tick`` on long work (review-h130): its progress, and what Ctrl-C or SIGTERM leaves.
+
+Before, ``tick`` said nothing until its totals (a backlog of thousands of due timers: minutes of
+silence), and its first Ctrl-C (or SIGTERM) let every fire of the slice it had listed run (up to
+20,000, queued behind the 16 in flight), then said only that the timers not fired stay due.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cli_harness import Vactor
+from gated_timer_workers import GatedAlarm
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK
+from vactor_cloud.timers import list_index
+
+TESTS = Path(__file__).resolve().parent
+
+#: every wait on the child is bounded by this (a gated fire alone would hold it 120 s)
+WAIT = 60.0
+#: actors with a due timer; the tick fires 16 at once
+ACTORS = 40
+IN_FLIGHT = 16
+
+
+@vc.virtual_actor
+class Chime:
+    def __init__(self) -> None:
+        self.rung = 0
+
+    def arm(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("ring", after=0, key="k")
+
+    def ring(self) -> None:
+        self.rung += 1
+
+
+def test_a_piped_tick_says_its_progress_on_stderr_first_and_last(vactor: Vactor, store: str) -> None:
+    vc.init(store)
+    try:
+        for n in range(3):
+            Chime.get_or_create(f"c{n}").arm.run()
+    finally:
+        vc.shutdown()
+    result = vactor("timers", "tick", "--split", "none")
+    assert result.code == EXIT_OK, result
+    lines = result.err.splitlines()
+    assert lines[0].startswith("firing 1/3 c"), result.err
+    assert lines[-1].startswith("firing 3/3 c"), result.err
+    assert "fired=3" in result.out, result.out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_an_interrupted_tick_finishes_the_fires_in_flight_only_and_says_how_many_fired_and_are_left(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    store = str(tmp_path / "store")
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    gate.touch()
+    vc.init(store)
+    try:
+        for n in range(ACTORS):
+            GatedAlarm.get_or_create(f"g{n:02d}").arm.run("k", str(gate), str(started))
+    finally:
+        vc.shutdown()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", "tick", "--split", "none"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while not started.exists() or len(started.read_text().splitlines()) < IN_FLIGHT:
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(err)
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        while not any("stopping" in line for line in err):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(err)
+            time.sleep(0.05)
+        gate.unlink()  # the fires in flight finish
+        code = proc.wait(WAIT)
+        reader.join(WAIT)
+        out = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    said = "".join(err)
+    assert code == EXIT_INTERRUPTED, said
+    assert "Traceback" not in said, said
+    assert len(started.read_text().splitlines()) == IN_FLIGHT, said  # no fire started after the signal
+    (last,) = [line for line in err if line.startswith("vactor: error:")]
+    assert f"interrupted after firing {IN_FLIGHT} of the {ACTORS} due timers it listed" in last, said
+    assert f"the other {ACTORS - IN_FLIGHT} stay due" in last and "vactor timers tick" in last, said
+    assert f"fired={IN_FLIGHT}" in out, out  # its totals, as when it ends
+    vc.init(store)
+    try:
+        left = _sync.sync(list_index(vc.get_runtime().store))
+        assert len(left) == ACTORS - IN_FLIGHT
+    finally:
+        vc.shutdown()
