@@ -7,6 +7,7 @@ silence), and its first Ctrl-C (or SIGTERM) let every fire of the slice it had l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,3 +118,39 @@ def test_an_interrupted_tick_finishes_the_fires_in_flight_only_and_says_how_many
         assert len(left) == ACTORS - IN_FLIGHT
     finally:
         vc.shutdown()
+
+
+# -- events drain --json writes each actor's element as it is drained --------------------------------
+
+
+def test_events_drain_json_writes_each_actors_element_as_it_is_drained(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``events drain --json`` held every actor's line and wrote the array at the end: a drain of
+    thousands of actors (a commit each) showed nothing for minutes, and one interrupted wrote
+    nothing at all. Now the one array, an element as each actor is drained (as ``compact --all``)."""
+    from vactor_cloud.cli import events
+
+    vc.init(store)
+    try:
+        for n in range(3):
+            Chime.get_or_create(f"c{n}")
+            vc.send_event(f"c{n}", "ping", {}, event_id=f"e{n}")
+    finally:
+        vc.shutdown()
+    before_last: list[str] = []
+    real = events._drain_one
+
+    async def drain_one(actor_id: str) -> dict[str, object]:
+        if actor_id == "c2":
+            before_last.append(capsys.readouterr().out)
+        return await real(actor_id)
+
+    monkeypatch.setattr(events, "_drain_one", drain_one)
+    result = vactor("events", "drain", "--json")
+    assert result.code == EXIT_OK, result
+    (written,) = before_last
+    assert '"actor": "c0"' in written and '"actor": "c1"' in written, written
+    lines = json.loads(written + result.out)
+    assert [line["actor"] for line in lines] == ["c0", "c1", "c2"]
+    assert set(lines[0]) == {"actor", "created", "deleted", "applied", "left", "text"}
