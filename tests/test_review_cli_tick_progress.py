@@ -154,3 +154,38 @@ def test_events_drain_json_writes_each_actors_element_as_it_is_drained(
     lines = json.loads(written + result.out)
     assert [line["actor"] for line in lines] == ["c0", "c1", "c2"]
     assert set(lines[0]) == {"actor", "created", "deleted", "applied", "left", "text"}
+
+
+# -- piped, the listing before long work says how far it got -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compact", "--all", "--keep-last", "1", "--min-age", "0", "--force"],
+        ["timers", "repair"],
+        ["events", "drain"],
+    ],
+    ids=["compact", "repair", "drain"],
+)
+def test_a_piped_listing_before_long_work_says_how_many_it_listed_at_each_interval(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """Piped (a cron job's log), ``compact --all``, ``timers repair`` and ``events drain`` said
+    nothing while they listed every actor (on S3, a LIST per 64 keys; drain, one per inbox too):
+    on a bucket of a million actors, minutes of silence before the first progress line. On a
+    terminal the count was shown already; piped, a line now at most each interval (0 here: one
+    per actor listed)."""
+    from vactor_cloud.cli import _output
+
+    vc.init(store)
+    try:
+        for n in range(3):
+            Chime.get_or_create(f"c{n}").arm.run()
+    finally:
+        vc.shutdown()
+    monkeypatch.setattr(_output, "PLAIN_PROGRESS_EVERY", 0.0)
+    result = vactor(*command)
+    assert result.code == EXIT_OK, result
+    counts = [line for line in result.err.splitlines() if "so far" in line]
+    assert counts and counts[-1].endswith(" 3 so far"), result.err

@@ -519,12 +519,32 @@ def when(timestamp: float, *, one_field: bool = False) -> str:
 
 
 @contextlib.contextmanager
-def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
+def listing_count(
+    label: str, *, enabled: bool, plain: bool = False, every: float | None = None
+) -> Iterator[Callable[[], None]]:
     """While the actors are listed before long work (``compact --all``: thousands of them, seconds
     or minutes): ``label`` and how many so far, on stderr when it is a terminal (cleared when the
-    block ends); nothing otherwise. The function yielded counts one; any thread may call it."""
+    block ends); else, with ``plain``, a line ``LABEL N so far`` on stderr at most each ``every``
+    seconds (default :data:`PLAIN_PROGRESS_EVERY`; none for a listing shorter than that: a cron
+    job's log of a small bucket is not told of it); nothing otherwise. The function yielded
+    counts one; one thread at a time may call it."""
     if not enabled:
-        yield lambda: None
+        if not plain:
+            yield lambda: None
+            return
+        interval = PLAIN_PROGRESS_EVERY if every is None else every
+        count = 0
+        said = time.monotonic()
+
+        def found_plain() -> None:
+            nonlocal count, said
+            count += 1
+            now = time.monotonic()
+            if now - said >= interval:
+                said = now
+                note(f"{label} {count} so far")
+
+        yield found_plain
         return
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -554,12 +574,12 @@ class Advance:
 
 
 @contextlib.contextmanager
-def progress(
-    total: int, label: str, *, enabled: bool, every: float = PLAIN_PROGRESS_EVERY
-) -> Iterator[Advance]:
+def progress(total: int, label: str, *, enabled: bool, every: float | None = None) -> Iterator[Advance]:
     """A rich progress bar on stderr (when it is a terminal), else a line ``LABEL DONE/TOTAL
     ITEM`` for the first item done, the last, and between them at most one each ``every``
-    seconds (a cron job's log of 10,000 actors holds a few lines a minute, not 10,000)."""
+    seconds (default :data:`PLAIN_PROGRESS_EVERY`: a cron job's log of 10,000 actors holds a few
+    lines a minute, not 10,000)."""
+    interval = PLAIN_PROGRESS_EVERY if every is None else every
     if enabled:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -592,7 +612,7 @@ def progress(
         nonlocal done, said
         done += 1
         now = time.monotonic()
-        if done == 1 or done >= total or now - said >= every:
+        if done == 1 or done >= total or now - said >= interval:
             said = now
             note(f"{label} {done}/{total} {item}")
 

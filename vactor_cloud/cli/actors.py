@@ -373,7 +373,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     try:
         if args.all:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
             listing = f"listing the actors under {_describe_storage()}:"
-            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
                 ids = _sync.sync(_all_actor_ids(found))
         else:
             ids = [args.actor_id]

@@ -313,7 +313,7 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
     bar = sys.stderr.isatty() and not out.json
     # (every actor's inbox asked, on a bucket of thousands: on a terminal, counted meanwhile)
     looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
-    with listing_count(looking, enabled=bar and actors is None) as looked_at:
+    with listing_count(looking, enabled=bar and actors is None, plain=actors is None) as looked_at:
         ids = _sync.sync(_actors_with_events(actors, looked_at))
     # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
     # they would be written into it)

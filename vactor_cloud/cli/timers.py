@@ -178,7 +178,7 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
             ids = actor_ids
         else:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
             listing = f"listing the actors under {get_runtime().store.describe()}:"
-            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
                 ids = _sync.sync(_every_actor_id(found))
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         raise CliError(
