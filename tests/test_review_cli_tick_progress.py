@@ -189,3 +189,27 @@ def test_a_piped_listing_before_long_work_says_how_many_it_listed_at_each_interv
     assert result.code == EXIT_OK, result
     counts = [line for line in result.err.splitlines() if "so far" in line]
     assert counts and counts[-1].endswith(" 3 so far"), result.err
+
+
+def test_fire_due_timers_stopped_before_it_starts_fires_none_and_counts_them_left(store: str) -> None:
+    """(The library under ``vactor timers tick``) ``stop`` set: no fire starts; ``left`` counts
+    the due timers listed, which stay in the index; ``on_due`` was told of them, ``on_done`` of none."""
+    vc.init(store)
+    try:
+        for n in range(3):
+            Chime.get_or_create(f"c{n}").arm.run()
+        stop = threading.Event()
+        stop.set()
+        due: list[int] = []
+        done: list[str] = []
+        report = vc.fire_due_timers(
+            split="none", stop=stop, on_due=due.append, on_done=lambda actor_id, n: done.append(actor_id)
+        )
+        assert (report.fired, report.left, report.due) == (0, 3, 3), report
+        assert due == [3] and done == []
+        assert len(_sync.sync(list_index(vc.get_runtime().store))) == 3
+        report = vc.fire_due_timers(split="none", on_done=lambda actor_id, n: done.append(actor_id))
+        assert (report.fired, report.left) == (3, 0), report
+        assert sorted(done) == ["c0", "c1", "c2"]
+    finally:
+        vc.shutdown()
