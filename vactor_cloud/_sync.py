@@ -33,6 +33,7 @@ __all__ = [
     "sync",
     "until_stopped",
     "wait_aside",
+    "wait_first",
     "wait_futures",
 ]
 
@@ -126,6 +127,20 @@ def wait_futures(futures: Collection[concurrent.futures.Future[Any]], timeout: f
     return interruptible_wait(
         lambda timeout: not concurrent.futures.wait(futures, timeout).not_done, timeout, forever=None
     )
+
+
+def wait_first(futures: Collection[concurrent.futures.Future[Any]]) -> set[concurrent.futures.Future[Any]]:
+    """Those of ``futures`` done, once one is (``concurrent.futures.wait(futures,
+    return_when=FIRST_COMPLETED)``, no end). On the main thread, in slices
+    (:func:`interruptible_wait`)."""
+    done: set[concurrent.futures.Future[Any]] = set()
+
+    def some_done(timeout: float | None) -> bool:
+        done.update(concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED).done)
+        return bool(done)
+
+    interruptible_wait(some_done, None, forever=None)
+    return done
 
 
 def _reset_after_fork() -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "history",
     "iter_actor_ids",
     "iter_actors",
+    "iter_history",
     "list_actors",
     "list_actors_async",
     "raw_state_at",
@@ -55,6 +56,9 @@ __all__ = [
 
 #: steps read concurrently while walking the log backwards
 _READ_AHEAD = 16
+#: history entries read (and, by ``vactor history``, printed) at a time: the watermark is read
+#: once per page
+_HISTORY_PAGE = 64
 #: actors described concurrently while listing
 _DESCRIBE_CONCURRENCY = 32
 _ACTORS = "actors/"
@@ -233,14 +237,16 @@ OnDamagedStep = Callable[[int, IntegrityError], None]
 _DAMAGED = object()
 
 
-async def _history(
+async def _history_pages(
     log: ActorLog, limit: int | None, on_damaged: OnDamagedStep | None = None
-) -> list[HistoryEntry]:
+) -> AsyncGenerator[list[HistoryEntry], None]:
+    """The entries of :func:`history`, newest first, a page (up to ``_HISTORY_PAGE``) at a
+    time: only that page is held (``vactor history --limit all`` of a million steps)."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     newest = await _newest(log)
-    entries = [HistoryEntry.from_record(newest)]
-    damaged: list[tuple[int, IntegrityError]] = []
+    want = newest.step + 1 if limit is None else min(limit, newest.step + 1)
+    damaged: list[tuple[int, IntegrityError]] = []  # (of the page being read)
 
     async def read(step: int) -> object:
         try:
@@ -251,31 +257,54 @@ async def _history(
             damaged.append((step, exc))
             return _DAMAGED
 
-    want = newest.step + 1 if limit is None else min(limit, newest.step + 1)
+    page = [HistoryEntry.from_record(newest)]
+    given = 0
     next_step = newest.step - 1
-    while len(entries) < want and next_step >= 0:
-        count = min(_READ_AHEAD, want - len(entries), next_step + 1)
-        steps = range(next_step, next_step - count, -1)
-        records = await asyncio.gather(*(read(s) for s in steps))
-        found = list(itertools.takewhile(lambda r: r is not None, records))
-        # (compaction deletes the oldest steps first: past a missing one nothing older remains)
-        entries.extend(HistoryEntry.from_record(r) for r in found if isinstance(r, StepRecord))
-        if len(found) < len(records):
-            break
-        next_step -= count
-    floor = 0
-    if len(entries) > 1 or damaged:
-        # Below the retention watermark nothing is history: a stalled writer's late put may
-        # re-create a freed number (a stray), and a compaction may leave steps it has not
-        # deleted yet. Read after the steps: a stray exists only once a compaction raised the
-        # watermark past it, so this read sees that (one read before could predate it).
-        floor = await log.read_gc()
-        entries = [e for e in entries if e.step >= floor or e.step == newest.step]
-    for step, exc in sorted(damaged, reverse=True):
-        if step >= floor:
-            assert on_damaged is not None  # (else read() raised)
-            on_damaged(step, exc)
-    return entries[:want]
+    ended = next_step < 0
+    while given < want:
+        damaged.clear()
+        read_any = False
+        while not ended and given + len(page) < want and len(page) < _HISTORY_PAGE:
+            count = min(_READ_AHEAD, _HISTORY_PAGE - len(page), want - given - len(page), next_step + 1)
+            steps = range(next_step, next_step - count, -1)
+            records = await asyncio.gather(*(read(s) for s in steps))
+            read_any = True
+            found = list(itertools.takewhile(lambda r: r is not None, records))
+            # (compaction deletes the oldest steps first: past a missing one nothing older remains)
+            page.extend(HistoryEntry.from_record(r) for r in found if isinstance(r, StepRecord))
+            next_step -= count
+            ended = len(found) < len(records) or next_step < 0
+        if read_any:
+            # Below the retention watermark nothing is history: a stalled writer's late put may
+            # re-create a freed number (a stray), and a compaction may leave steps it has not
+            # deleted yet. Read after the page's steps: a stray exists only once a compaction
+            # raised the watermark past it, so this read sees that (one read before could
+            # predate it). Every step older than the watermark is below it too: the end.
+            floor = await log.read_gc()
+            kept = [e for e in page if e.step >= floor or e.step == newest.step]
+            ended = ended or len(kept) < len(page) or next_step < floor
+            page = kept
+            for step, exc in sorted(damaged, reverse=True):
+                if step >= floor:
+                    assert on_damaged is not None  # (else read() raised)
+                    on_damaged(step, exc)
+        page = page[: want - given]
+        if page:
+            yield page
+            given += len(page)
+        if ended:
+            return
+        page = []
+
+
+async def _history(
+    log: ActorLog, limit: int | None, on_damaged: OnDamagedStep | None = None
+) -> list[HistoryEntry]:
+    pages = _history_pages(log, limit, on_damaged)
+    try:
+        return [entry async for page in pages for entry in page]
+    finally:
+        await pages.aclose()
 
 
 def history(
@@ -293,8 +322,36 @@ def history(
     The newest step is read first: damaged, it raises whatever ``on_damaged``.
     """
     runtime = _runtime()
-    hint = "read fewer steps at a time (limit=...), or raise Settings.deadline"
-    return runtime.run(_history(_log(runtime, actor_id), limit, on_damaged), hint=hint)
+    return runtime.run(_history(_log(runtime, actor_id), limit, on_damaged), hint=_HISTORY_HINT)
+
+
+_HISTORY_HINT = "read fewer steps at a time (limit=..., or iter_history), or raise Settings.deadline"
+
+
+def iter_history(
+    actor_id: str, limit: int | None = None, *, on_damaged: OnDamagedStep | None = None
+) -> Generator[list[HistoryEntry], None, None]:
+    """The entries of :func:`history` (same arguments, same order), yielded a page (up to 64)
+    at a time as they are read: each page read within ``Settings.deadline`` (not the whole
+    history), and only one page held at a time. ``vactor history`` prints with it.
+
+    ``on_damaged`` is called for a page's damaged steps before that page is yielded. Stopping
+    early (``break``, an exception) closes the reading."""
+    runtime = _runtime()
+    pages = _history_pages(_log(runtime, actor_id), limit, on_damaged)
+
+    async def next_page() -> list[HistoryEntry] | None:
+        return await anext(pages, None)
+
+    try:
+        while True:
+            page = runtime.run(next_page(), hint=_HISTORY_HINT)
+            if page is None:
+                return
+            yield page
+    finally:
+        with contextlib.suppress(Exception):  # (a runtime shut down meanwhile: nothing to close)
+            runtime.run(pages.aclose())
 
 
 def raw_state_at(actor_id: str, step: int | None = None) -> tuple[StepRecord, Any]:

@@ -171,6 +171,8 @@ class TickReport:
     errors_dropped: int = 0
     #: the largest lateness trimmed from ``lateness`` (totals only): ``max_lateness`` stays whole
     lateness_dropped_max: float | None = None
+    #: due entries a stopped tick (its ``stop`` set) listed and did not fire: they stay due
+    left: int = 0
 
     @property
     def error_count(self) -> int:
@@ -193,6 +195,7 @@ class TickReport:
         self.errors += other.errors
         self.lateness += other.lateness
         self.errors_dropped += other.errors_dropped
+        self.left += other.left
         self._note_dropped(other.lateness_dropped_max)
 
     def _note_dropped(self, lateness: float | None) -> None:
@@ -731,12 +734,24 @@ class TimerRunner:
         return _fire_actor(self.runtime, self.runner_id, lease, actor_id, entries)
 
     # -- one pass ------------------------------------------------------------------------------
-    def tick(self) -> TickReport:
+    def tick(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        on_due: Callable[[int], None] | None = None,
+        on_done: Callable[[str, int], None] | None = None,
+    ) -> TickReport:
         """Fire every timer due now that this runner owns, each exactly once; what was done.
 
         With ``split="runners"`` the tick registers itself for its duration
         (heartbeat written first, deleted at the end), so that concurrent
         ticks and long-running runners split the actors with it.
+
+        Once ``stop`` is set, no fire starts: those in flight finish, and the tick returns,
+        counting in ``left`` the due entries it listed and did not fire (they stay due).
+        ``on_due(n)`` is called as each slice of the index is listed, with the entries due
+        that this runner fires; ``on_done(actor_id, n)`` as each actor's fire ends, with its
+        entries (on the thread that called ``tick``).
         """
         self._join()
         stalled = False
@@ -757,9 +772,9 @@ class TimerRunner:
                 except StorageTimeoutError:
                     stalled = True
                     raise
-                self._fire_slice(entries, report, elsewhere)
+                self._fire_slice(entries, report, elsewhere, stop=stop, on_due=on_due, on_done=on_done)
                 report._trim()  # (a figure per timer fired: the newest, as run()'s totals keep)
-                if len(entries) < _MAX_LISTED:
+                if len(entries) < _MAX_LISTED or (stop is not None and stop.is_set()):
                     return report
                 after = entries[-1].object_key
         finally:
@@ -773,9 +788,18 @@ class TimerRunner:
             else:
                 self._leave()
 
-    def _fire_slice(self, entries: list[IndexEntry], report: TickReport, elsewhere: set[str]) -> None:
+    def _fire_slice(
+        self,
+        entries: list[IndexEntry],
+        report: TickReport,
+        elsewhere: set[str],
+        *,
+        stop: threading.Event | None = None,
+        on_due: Callable[[int], None] | None = None,
+        on_done: Callable[[str, int], None] | None = None,
+    ) -> None:
         """Fire the listed ``entries`` this runner owns (a tick's slice); counted in ``report``,
-        the actors another runner owns added to ``elsewhere``."""
+        the actors another runner owns added to ``elsewhere``; see :meth:`tick` for the rest."""
         report.listed += len(entries)
         groups: dict[str, list[IndexEntry]] = {}
         for entry in entries:
@@ -787,19 +811,42 @@ class TimerRunner:
             groups.setdefault(entry.actor_id, []).append(entry)
             report.due += 1
         report.assigned_elsewhere = len(elsewhere)
-        if groups:
-            workers = min(self.concurrency, len(groups))
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers")
-            fire = carry_runtime(self._fire)
-            try:
-                fires = [pool.submit(fire, actor_id, group) for actor_id, group in groups.items()]
-                # (on the main thread in slices: a timer method may take long, and a signal's
-                # handler runs meanwhile)
-                _sync.wait_futures(fires)
-                for done in fires:
-                    report.merge(done.result()[0])
-            finally:
-                _stopped(pool, cancel=False)
+        if not groups:
+            return
+        if on_due is not None:
+            on_due(sum(len(group) for group in groups.values()))
+        workers = min(self.concurrency, len(groups))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="vactor-timers")
+        fire = carry_runtime(self._fire)
+
+        def fire_unless_stopped(actor_id: str, group: list[IndexEntry]) -> TickReport | None:
+            if stop is not None and stop.is_set():  # (queued when it came: left due)
+                return None
+            return fire(actor_id, group)[0]
+
+        finished_all = False
+        try:
+            fires = {pool.submit(fire_unless_stopped, a, g): (a, len(g)) for a, g in groups.items()}
+            # (on the main thread in slices: a timer method may take long, and a signal's
+            # handler runs meanwhile)
+            pending = set(fires)
+            while pending:
+                finished = _sync.wait_first(pending)
+                pending -= finished
+                for done in finished:  # (one that raised raises below, once all are done)
+                    if on_done is not None and done.exception() is None and done.result() is not None:
+                        on_done(*fires[done])
+            for done, (_, count) in fires.items():  # (in the order listed)
+                actor_report = done.result()
+                if actor_report is None:
+                    report.left += count
+                else:
+                    report.merge(actor_report)
+            finished_all = True
+        finally:
+            # (interrupted, a KeyboardInterrupt: the fires in flight finish, the queued ones are
+            # not started; they stay due)
+            _stopped(pool, cancel=not finished_all)
 
     # -- long-running ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_tick: Callable[[TickReport], Any] | None = None) -> TickReport:
@@ -1029,6 +1076,9 @@ def fire_due_timers(
     shard: tuple[int, int] | None = None,
     split: Split | None = None,
     claims: bool | None = None,
+    stop: threading.Event | None = None,
+    on_due: Callable[[int], None] | None = None,
+    on_done: Callable[[str, int], None] | None = None,
 ) -> TickReport:
     """Fire every timer due now, each exactly once, and return what was done.
 
@@ -1038,7 +1088,9 @@ def fire_due_timers(
     other live runners of its group; ``split="none"`` takes every due timer
     (``claims=False``, as before), ``split="claims"`` claims each actor
     (``claims=True``). ``shard=(i, n)`` keeps only the actors whose id hashes
-    to ``i`` of ``n`` (e.g. one Dask task per shard).
+    to ``i`` of ``n`` (e.g. one Dask task per shard). ``stop`` ends the pass early (the fires
+    in flight finish; the report's ``left`` counts the due timers not fired, which stay due);
+    ``on_due`` and ``on_done`` follow its progress: see :meth:`TimerRunner.tick`.
     """
     runner = TimerRunner(
         runtime,
@@ -1048,7 +1100,7 @@ def fire_due_timers(
         concurrency=concurrency,
         runner_id=runner_id,
     )
-    return runner.tick()
+    return runner.tick(stop=stop, on_due=on_due, on_done=on_done)
 
 
 def run_timers(

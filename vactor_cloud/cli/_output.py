@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 __all__ = [
+    "Advance",
     "JsonArray",
     "Output",
     "TableStream",
@@ -518,12 +519,32 @@ def when(timestamp: float, *, one_field: bool = False) -> str:
 
 
 @contextlib.contextmanager
-def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
+def listing_count(
+    label: str, *, enabled: bool, plain: bool = False, every: float | None = None
+) -> Iterator[Callable[[], None]]:
     """While the actors are listed before long work (``compact --all``: thousands of them, seconds
     or minutes): ``label`` and how many so far, on stderr when it is a terminal (cleared when the
-    block ends); nothing otherwise. The function yielded counts one; any thread may call it."""
+    block ends); else, with ``plain``, a line ``LABEL N so far`` on stderr at most each ``every``
+    seconds (default :data:`PLAIN_PROGRESS_EVERY`; none for a listing shorter than that: a cron
+    job's log of a small bucket is not told of it); nothing otherwise. The function yielded
+    counts one; one thread at a time may call it."""
     if not enabled:
-        yield lambda: None
+        if not plain:
+            yield lambda: None
+            return
+        interval = PLAIN_PROGRESS_EVERY if every is None else every
+        count = 0
+        said = time.monotonic()
+
+        def found_plain() -> None:
+            nonlocal count, said
+            count += 1
+            now = time.monotonic()
+            if now - said >= interval:
+                said = now
+                note(f"{label} {count} so far")
+
+        yield found_plain
         return
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -539,13 +560,26 @@ def listing_count(label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
+class Advance:
+    """What :func:`progress` yields: ``advance(item)`` counts one item done (``item`` names it);
+    ``advance.grow(count)`` adds ``count`` items to the total (``timers tick`` lists the index a
+    slice at a time: the total grows as it is listed)."""
+
+    def __init__(self, done: Callable[[str], None], grown: Callable[[int], None]) -> None:
+        self._done = done
+        self.grow = grown
+
+    def __call__(self, item: str) -> None:
+        self._done(item)
+
+
 @contextlib.contextmanager
-def progress(
-    total: int, label: str, *, enabled: bool, every: float = PLAIN_PROGRESS_EVERY
-) -> Iterator[Callable[[str], None]]:
+def progress(total: int, label: str, *, enabled: bool, every: float | None = None) -> Iterator[Advance]:
     """A rich progress bar on stderr (when it is a terminal), else a line ``LABEL DONE/TOTAL
     ITEM`` for the first item done, the last, and between them at most one each ``every``
-    seconds (a cron job's log of 10,000 actors holds a few lines a minute, not 10,000)."""
+    seconds (default :data:`PLAIN_PROGRESS_EVERY`: a cron job's log of 10,000 actors holds a few
+    lines a minute, not 10,000)."""
+    interval = PLAIN_PROGRESS_EVERY if every is None else every
     if enabled:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -559,11 +593,17 @@ def progress(
             console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(label, total=total, item="")
+            grown = total
 
             def advance(item: str) -> None:
                 bar.update(task, advance=1, item=printable(item))
 
-            yield advance
+            def grow(count: int) -> None:
+                nonlocal grown
+                grown += count
+                bar.update(task, total=grown)
+
+            yield Advance(advance, grow)
         return
     done = 0
     said = -math.inf
@@ -572,8 +612,12 @@ def progress(
         nonlocal done, said
         done += 1
         now = time.monotonic()
-        if done == 1 or done >= total or now - said >= every:
+        if done == 1 or done >= total or now - said >= interval:
             said = now
             note(f"{label} {done}/{total} {item}")
 
-    yield advance_plain
+    def grow_plain(count: int) -> None:
+        nonlocal total
+        total += count
+
+    yield Advance(advance_plain, grow_plain)

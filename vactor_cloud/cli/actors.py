@@ -28,7 +28,6 @@ from vactor_cloud.cli._options import (
     common_parent,
     errors_error,
     init_runtime,
-    integrity_advice,
     limit_arg,
     memory_hint,
     non_negative_float,
@@ -38,6 +37,7 @@ from vactor_cloud.cli._options import (
     stores_below_hint,
 )
 from vactor_cloud.cli._output import Output, listing_count, note, printable, progress, when
+from vactor_cloud.cli.history import cmd_history
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
 
@@ -167,90 +167,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     out.print("state:")
     # compact: a list of 500 numbers fills a few lines, not 500
     out.print(pprint.pformat(state, indent=2, width=100, sort_dicts=False, compact=True))
-    return EXIT_OK
-
-
-#: calls shown per step on a terminal (a group commit may hold hundreds); piped output shows all
-RICH_CALLS_PER_STEP = 10
-
-
-def _call_text(call: Any) -> str:
-    from vactor_cloud.history import HistoryEntry
-
-    text = HistoryEntry.call_text(call)
-    # One line per call (a summary is the repr a caller's object chose; a cell's own lines are
-    # the calls of its step); the other control characters are escaped where it is printed.
-    return text.replace("\n", "\\n")
-
-
-def _call_lines(entry: Any, cap: int | None = None) -> list[str]:
-    """One text per call of ``entry`` (``["-"]`` for none); past ``cap``, one ``… N more`` line."""
-    lines = [_call_text(call) for call in entry.calls] or ["-"]
-    if cap is not None and len(lines) > cap:
-        lines = [*lines[:cap], f"… {len(lines) - cap} more (--json shows all)"]
-    return lines
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    from vactor_cloud.history import history
-
-    init_runtime(args)
-    out = Output.for_args(args)
-    limit: int | None = args.limit
-    # A step that cannot be read is named (exit 1) and the others shown: this is the command
-    # that tells what happened to the actor.
-    damaged: list[tuple[int, Exception]] = []
-    # one step more than shown: whether older steps exist (compaction may have left none)
-    entries = history(  # --limit 0: none, no hint
-        args.actor_id, limit + 1 if limit else limit, on_damaged=lambda step, exc: damaged.append((step, exc))
-    )
-    more = bool(limit) and len(entries) > (limit or 0)
-    entries = entries[:limit]
-    if more:  # (one read past the steps shown: not among them)
-        damaged = [(step, exc) for step, exc in damaged if step > entries[-1].step]
-    code = _print_history(args, out, entries, more)
-    oldest = entries[-1].step if entries else 0
-    if not more and oldest > 0 and not out.json and not any(step < oldest for step, _ in damaged):
-        # every step left is shown, and the first is not the creation: retention deleted the rest
-        print(f"(steps before {oldest} were compacted: deleted by retention)", file=sys.stderr)
-    if damaged:
-        _raise_damaged_steps(args.actor_id, damaged)
-    return code
-
-
-def _raise_damaged_steps(actor_id: str, damaged: list[tuple[int, Exception]]) -> None:
-    """The one error line (exit 1) of ``history`` for the steps it could not read."""
-    step, exc = damaged[0]
-    others = f" (as are {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-    raise CliError(
-        f"step {step} of {actor_id!r} cannot be read and is left out{others}: {exc}{integrity_advice(exc)}",
-        EXIT_ERROR,
-    )
-
-
-def _print_history(args: argparse.Namespace, out: Output, entries: list[Any], more: bool) -> int:
-    if out.json:
-        out.emit_json([e.to_json() for e in entries])
-        return EXIT_OK
-    if not entries:  # (--limit 0) as ls on an empty store: no header over nothing, on stdout
-        text = f"no steps shown (--limit 0); vactor history {args.actor_id} shows the newest 20"
-        print(printable(text), file=sys.stderr)
-        return EXIT_OK
-    if out.rich:  # one row per step, its calls stacked in the cell (at most RICH_CALLS_PER_STEP)
-        rows = [
-            (str(e.step), when(e.time), e.writer[:8], "\n".join(_call_lines(e, RICH_CALLS_PER_STEP)))
-            for e in entries
-        ]
-    else:  # piped: one line per call, a group commit's step, time and writer repeated on each
-        rows = [
-            (str(e.step), when(e.time, one_field=True), e.writer[:8], line)
-            for e in entries
-            for line in _call_lines(e)
-        ]
-    title = f"{args.actor_id}  ({entries[0].class_name})" if entries else args.actor_id
-    out.table(title if out.rich else None, ("STEP", "TIME", "WRITER", "CALLS"), rows)
-    if more:
-        print(f"(newest {len(entries)}; --limit all shows all)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -457,7 +373,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     try:
         if args.all:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
             listing = f"listing the actors under {_describe_storage()}:"
-            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
                 ids = _sync.sync(_all_actor_ids(found))
         else:
             ids = [args.actor_id]

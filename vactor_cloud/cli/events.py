@@ -303,47 +303,54 @@ _STOPPED_AT_ONCE = (
 )
 
 
-def _drain(actors: list[str] | None, out: Output) -> tuple[list[dict[str, Any]], list[str]]:
+def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
     """Drain the actors one by one, with a progress bar on a terminal (one line per actor on
-    stderr when piped) and each actor's line printed as it is done: without ``--actor`` this is
-    one commit per actor, long on a large bucket."""
-    lines: list[dict[str, Any]] = []
+    stderr when piped) and each actor's line printed as it is done (``--json``: each element of
+    the one array, left unterminated if it is stopped): without ``--actor`` this is one commit
+    per actor, long on a large bucket. How many actors it drained, and the errors of the others."""
+    drained = 0
     errors: list[str] = []
     bar = sys.stderr.isatty() and not out.json
     # (every actor's inbox asked, on a bucket of thousands: on a terminal, counted meanwhile)
     looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
-    with listing_count(looking, enabled=bar and actors is None) as looked_at:
+    with listing_count(looking, enabled=bar and actors is None, plain=actors is None) as looked_at:
         ids = _sync.sync(_actors_with_events(actors, looked_at))
     # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
     # they would be written into it)
-    shown = 0
+    waiting: list[str] = []
     try:
-        with out.reader_may_leave(), progress(len(ids), "draining", enabled=bar) as advance:
+        with (
+            out.reader_may_leave(),
+            out.json_array() if out.json else contextlib.nullcontext() as array,
+            progress(len(ids), "draining", enabled=bar) as advance,
+        ):
             for actor_id in ids:
                 try:
                     line = _sync.sync(_drain_one(actor_id))
                 except (VactorError, OSError) as exc:
                     errors.append(actor_error(actor_id, exc))
                 else:
-                    lines.append(line)
-                    if not out.json and not bar:
+                    drained += 1
+                    if array is not None:
+                        array.add(line)
+                        array.flush()
+                    elif bar:
+                        waiting.append(line["text"])
+                    else:
                         out.print(line["text"])
-                        shown += 1
                 advance(actor_id)
     except KeyboardInterrupt:
-        if not out.json:
-            for line in lines[shown:]:
-                out.print(line["text"])
+        for text in waiting:
+            out.print(text)
         raise CliError(
-            f"interrupted after draining {len(lines) + len(errors)} of {len(ids)} actors; the events not "
+            f"interrupted after draining {drained + len(errors)} of {len(ids)} actors; the events not "
             "yet applied wait in their inboxes (each is applied once, whoever applies it): run it again "
             "to finish",
             EXIT_INTERRUPTED,
         ) from None
-    if not out.json:
-        for line in lines[shown:]:
-            out.print(line["text"])
-    return lines, errors
+    for text in waiting:
+        out.print(text)
+    return drained, errors
 
 
 def run(args: argparse.Namespace) -> int:
@@ -372,10 +379,8 @@ def _run(args: argparse.Namespace, out: Output) -> list[str]:
         if args.events_command == "ls":
             errors = _ls(args.actor, out)
         else:
-            lines, errors = _drain(args.actor, out)
-            if out.json:
-                out.emit_json(lines)
-            elif not lines and not errors:
+            drained, errors = _drain(args.actor, out)
+            if not drained and not errors and not out.json:
                 where = get_runtime().store.describe()
                 print(f"no pending events under {where}: nothing to drain{memory_hint()}", file=sys.stderr)
     finally:

@@ -33,7 +33,7 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor
-from vactor_cloud.cli._interrupts import second_interrupt_stops_at_once, stop_at_once
+from vactor_cloud.cli._interrupts import SettledInterrupts, stop_at_once
 from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -178,7 +178,7 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
             ids = actor_ids
         else:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
             listing = f"listing the actors under {get_runtime().store.describe()}:"
-            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json) as found:
+            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
                 ids = _sync.sync(_every_actor_id(found))
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         raise CliError(
@@ -277,6 +277,58 @@ STOPPED_AT_ONCE = (
 )
 
 
+def _tick(
+    args: argparse.Namespace, shard: tuple[int, int] | None, split: Any, out: Output
+) -> tuple[TickReport, bool]:
+    """``vactor timers tick``: one pass over the due timers, its progress on stderr (a bar on a
+    terminal; piped, a line for the first and the last fire and at most one every 2 s between).
+    The first Ctrl-C or SIGTERM starts no other fire: those in flight finish, then it prints its
+    totals and says how many fired and how many stay due (exit 130); a second stops at once.
+    Its report, and whether it was stopped so."""
+    interrupts = SettledInterrupts(
+        "vactor: stopping: the fires in flight finish, no other starts; Ctrl-C again stops at once",
+        lambda: STOPPED_AT_ONCE,
+    )
+    try:
+        with (
+            interrupts.installed(),
+            interrupts.in_flight(),
+            progress(0, "firing", enabled=sys.stderr.isatty() and not out.json) as advance,
+        ):
+
+            def done(actor_id: str, entries: int) -> None:
+                for _ in range(entries):
+                    advance(actor_id)
+
+            report = fire_due_timers(
+                lease=args.lease,
+                shard=shard,
+                split=split,
+                stop=interrupts.requested,
+                on_due=advance.grow,
+                on_done=done,
+            )
+    except KeyboardInterrupt:  # (off the main thread, where the signal is not this command's)
+        raise CliError(
+            "interrupted: the timers fired so far fired once; those not fired stay due "
+            "(a fire in flight either committed or did not): run vactor timers tick again",
+            EXIT_INTERRUPTED,
+        ) from None
+    return report, interrupts.requested.is_set()
+
+
+def _tick_interrupted(report: TickReport) -> CliError:
+    """The error line (exit 130) of a tick that a Ctrl-C or SIGTERM stopped."""
+    left = f"the other {report.left} stay due" if report.left else "none was left unfired"
+    failed = f"; {report.error_count} could not be fired (they stay due too)" if report.error_count else ""
+    return CliError(
+        f"interrupted after firing {report.fired} of the {report.due} due timers it listed: {left}"
+        f"{failed} (each fire in flight finished; any due timers past those listed stay due too): "
+        "run vactor timers tick again",
+        EXIT_INTERRUPTED,
+    )
+
+
 def _run_until_stopped(args: argparse.Namespace, shard: tuple[int, int] | None, split: Any) -> TickReport:
     """``vactor timers run``: fire timers until SIGTERM or SIGINT, whose handlers it sets for that
     time only: those it found are restored when it returns (``main()`` called in a user's
@@ -329,19 +381,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         command = args.timers_command
         if command in ("tick", "run"):
+            stopped = False
             if command == "tick":
-                try:
-                    with second_interrupt_stops_at_once(
-                        "vactor: stopping: the fires in flight finish; Ctrl-C again stops at once",
-                        STOPPED_AT_ONCE,
-                    ):
-                        report = fire_due_timers(lease=args.lease, shard=shard, split=split)
-                except KeyboardInterrupt:
-                    raise CliError(
-                        "interrupted: the timers fired so far fired once; those not fired stay due "
-                        "(a fire in flight either committed or did not): run vactor timers tick again",
-                        EXIT_INTERRUPTED,
-                    ) from None
+                report, stopped = _tick(args, shard, split, out)
             else:
                 report = _run_until_stopped(args, shard, split)
             # with what to do about each, as other commands say it (a damaged step, a class not loadable here)
@@ -351,6 +393,8 @@ def run(args: argparse.Namespace) -> int:
                 out.emit_json(summary)
             else:
                 out.print(_summary_line(summary))
+            if stopped:
+                raise _tick_interrupted(report)
         elif command == "ls":
             _ls(out)
         else:
