@@ -1738,6 +1738,17 @@ class ActorCore(Folder):
                 exc.key,
                 write_in_flight=True,
             )
+        elif not c.put_sent and isinstance(exc, StorageTimeoutError):
+            # No step was sent: nothing of the calls applied. The bare error did not say so (the
+            # deadline's: "stalled"), or said the opposite of a write that was not the call's:
+            # a checkpoint's or an outcome object's put, its own timeout "may have been applied".
+            reported = StorageTimeoutError(
+                f"actor {self.actor_id!r}: the commit did not finish within the deadline before its "
+                f"step's write was sent: the calls were not applied and can be retried ({exc})",
+                exc.key,
+                write_in_flight=False,
+            )
+            reported.__cause__ = exc
         fail_calls(batch, reported)
         return "done"
 
