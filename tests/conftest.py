@@ -83,6 +83,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_refusal_gaps",
         "test_review_deleted_leftovers",
         "test_review_step_prerequisites",
+        "test_review_folding_round_errors",
         "test_call_edges",
         "test_hostile_review",
         "test_ray_variants",

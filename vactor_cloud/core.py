@@ -1150,6 +1150,12 @@ class ActorCore(Folder):
         except Exception as exc:  # a defect or a closed store: the next caller takes over
             again = False
             logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
+            if not self.env.stopped and self._held_until != -math.inf:
+                # Serving ends here: give the lease up, as an idle holder does. Kept, it was
+                # read as held by the other processes' posters, who waited for it to expire
+                # (``lease_seconds``) for a fold that no longer came. (Once stopped, the
+                # shutdown releases it: a release started now would be refused.)
+                self._give_up_lease()
         finally:
             self._serve_backoff = (empty, stuck) if again else (0, 0)
             with self._mutex:
