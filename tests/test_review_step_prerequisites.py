@@ -25,6 +25,7 @@ from prerequisite_workers import BIG, Exporter, export_killed_after
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.compaction import compact
+from vactor_cloud.errors import NotFoundError
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore, HoldEvery
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -193,4 +194,30 @@ def test_a_stalled_put_before_the_step_ends_by_the_deadline_as_not_applied(spec:
     assert isinstance(raised.value.__cause__, vc.StorageTimeoutError)
     assert x.count.run() == 0
     assert x.export.options(idempotency_key="big").run("b") == "b" * BIG
+    assert x.count.run() == 1
+
+
+def test_a_keyed_retry_whose_outcome_object_was_deleted_says_what_happened(spec: StoreSpec) -> None:
+    """The large outcome object of an applied keyed call, deleted out of band (nothing of the
+    library deletes one a kept checkpoint names): the retry fails, is not run again, and its
+    error names the object and the call, says the call was applied once and its result is lost.
+    Before, the bare ``NotFoundError`` of the object's key."""
+    init(spec)
+    x = Exporter.get_or_create("x")
+    call = x.export.options(idempotency_key="big").run_async("a")
+    assert call.result(60) == "a" * BIG
+    log = the_log()
+    (name,) = [n for n in dedup_objects() if n.startswith("outcomes/")]
+    _sync.sync(log.store.delete(log.dedup_prefix + name))
+    vc.shutdown()
+    init(spec)
+    x = vc.get_actor("x")
+    with pytest.raises(NotFoundError) as raised:
+        x.export.options(idempotency_key="big").run("b")
+    message = str(raised.value)
+    assert name.removeprefix("outcomes/") in message, message
+    assert "big" in message, message
+    assert "applied once" in message and "result is lost" in message, message
+    assert "not run again" in message, message
+    assert raised.value.key == log.dedup_prefix + name
     assert x.count.run() == 1
