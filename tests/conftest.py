@@ -85,6 +85,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_step_prerequisites",
         "test_review_folding_round_errors",
         "test_review_class_tag_collision",
+        "test_review_delete_under_a_folder",
         "test_call_edges",
         "test_hostile_review",
         "test_ray_variants",
