@@ -84,6 +84,10 @@ def test_an_interrupt_in_a_put_before_the_step_reaches_the_caller_and_applies_no
     with pytest.raises(kind) as raised:
         x.export.options(idempotency_key="big").run("a")
     assert raised.value is store.exc
+    # Before, its note said the call "may or may not have been applied (a step put already sent
+    # may land)": no step put was sent. It says the call was not applied.
+    notes = [n for n in getattr(raised.value, "__notes__", ()) if n.startswith("vactor_cloud:")]
+    assert len(notes) == 1 and "before its step's write was sent: not applied" in notes[0], notes
     assert store.armed is None  # (the injected one, not another)
     assert x.count.run() == 0
     # The actor goes on: the retry with the same key runs the call (once), another call too.

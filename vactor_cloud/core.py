@@ -1057,7 +1057,9 @@ class ActorCore(Folder):
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
-                if batch and not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
+                if batch and not isinstance(exc, Exception) and not _noted(exc, self.actor_id):
+                    # Ctrl-C, a signal handler's SystemExit (the commit's own note, when it has
+                    # one, knows more: see _commit_attempts)
                     exc.add_note(_interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
@@ -1210,6 +1212,11 @@ class ActorCore(Folder):
             # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
             # post stays, and any process's fold may still apply it.
             if c.posted is None:
+                if not c.put_sent and not isinstance(exc, Exception) and c.batch:
+                    # No step of this batch was sent (an attempt whose put went out either
+                    # committed, lost definitely, or ended the commit): nothing applied. The
+                    # drain's note said "may or may not", and a caller looked at history.
+                    exc.add_note(_not_sent_note(self.actor_id, c.batch))
                 raise
             self._interrupted_after_posting(c.posted, c.batch)
             if not isinstance(exc, Exception):
@@ -1993,6 +2000,21 @@ class ActorCore(Folder):
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+def _not_sent_note(actor_id: str, batch: list[PendingCall]) -> str:
+    """What an interrupt that stopped a commit before its step's put was sent tells its catcher."""
+    methods = ", ".join(sorted({call.method for call in batch}))
+    return (
+        f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor {actor_id!r} "
+        f"({methods}) before its step's write was sent: not applied; they can be called again"
+    )
+
+
+def _noted(exc: BaseException, actor_id: str) -> bool:
+    """Whether ``exc`` carries a commit's note about ``actor_id`` already."""
+    head = "vactor_cloud: this interrupted the commit of "
+    return any(n.startswith(head) and f"to actor {actor_id!r} " in n for n in getattr(exc, "__notes__", ()))
 
 
 def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
