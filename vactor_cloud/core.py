@@ -1057,7 +1057,9 @@ class ActorCore(Folder):
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
-                if batch and not isinstance(exc, Exception):  # Ctrl-C, a signal handler's SystemExit
+                if batch and not isinstance(exc, Exception) and not _noted(exc, self.actor_id):
+                    # Ctrl-C, a signal handler's SystemExit (the commit's own note, when it has
+                    # one, knows more: see _commit_attempts)
                     exc.add_note(_interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
@@ -1150,6 +1152,12 @@ class ActorCore(Folder):
         except Exception as exc:  # a defect or a closed store: the next caller takes over
             again = False
             logger.debug("actor %r: folding for others stopped: %s", self.actor_id, exc)
+            if not self.env.stopped and self._held_until != -math.inf:
+                # Serving ends here: give the lease up, as an idle holder does. Kept, it was
+                # read as held by the other processes' posters, who waited for it to expire
+                # (``lease_seconds``) for a fold that no longer came. (Once stopped, the
+                # shutdown releases it: a release started now would be refused.)
+                self._give_up_lease()
         finally:
             self._serve_backoff = (empty, stuck) if again else (0, 0)
             with self._mutex:
@@ -1204,6 +1212,11 @@ class ActorCore(Folder):
             # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
             # post stays, and any process's fold may still apply it.
             if c.posted is None:
+                if not c.put_sent and not isinstance(exc, Exception) and c.batch:
+                    # No step of this batch was sent (an attempt whose put went out either
+                    # committed, lost definitely, or ended the commit): nothing applied. The
+                    # drain's note said "may or may not", and a caller looked at history.
+                    exc.add_note(_not_sent_note(self.actor_id, c.batch))
                 raise
             self._interrupted_after_posting(c.posted, c.batch)
             if not isinstance(exc, Exception):
@@ -1738,6 +1751,17 @@ class ActorCore(Folder):
                 exc.key,
                 write_in_flight=True,
             )
+        elif not c.put_sent and isinstance(exc, StorageTimeoutError):
+            # No step was sent: nothing of the calls applied. The bare error did not say so (the
+            # deadline's: "stalled"), or said the opposite of a write that was not the call's:
+            # a checkpoint's or an outcome object's put, its own timeout "may have been applied".
+            reported = StorageTimeoutError(
+                f"actor {self.actor_id!r}: the commit did not finish within the deadline before its "
+                f"step's write was sent: the calls were not applied and can be retried ({exc})",
+                exc.key,
+                write_in_flight=False,
+            )
+            reported.__cause__ = exc
         fail_calls(batch, reported)
         return "done"
 
@@ -1976,6 +2000,21 @@ class ActorCore(Folder):
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+def _not_sent_note(actor_id: str, batch: list[PendingCall]) -> str:
+    """What an interrupt that stopped a commit before its step's put was sent tells its catcher."""
+    methods = ", ".join(sorted({call.method for call in batch}))
+    return (
+        f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor {actor_id!r} "
+        f"({methods}) before its step's write was sent: not applied; they can be called again"
+    )
+
+
+def _noted(exc: BaseException, actor_id: str) -> bool:
+    """Whether ``exc`` carries a commit's note about ``actor_id`` already."""
+    head = "vactor_cloud: this interrupted the commit of "
+    return any(n.startswith(head) and f"to actor {actor_id!r} " in n for n in getattr(exc, "__notes__", ()))
 
 
 def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:

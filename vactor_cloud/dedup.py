@@ -82,6 +82,7 @@ from vactor_cloud.errors import (
     CommitOutcomeUnknownError,
     IntegrityError,
     NestedCallPendingError,
+    NotFoundError,
     RuntimeShutdownError,
     StateSerializationError,
     StorageError,
@@ -556,7 +557,10 @@ class StepDedup:
             if isinstance(ref, OutcomeRef) and ref.name not in self._fetched:
                 if self._log is None:
                     raise RuntimeError("a table naming outcome objects needs its ActorLog to read them")
-                data, stored = await self._log.read_dedup_outcome(ref.name)
+                try:
+                    data, stored = await self._log.read_dedup_outcome(ref.name)
+                except NotFoundError as exc:
+                    raise _outcome_object_gone(key, ref.name, exc) from exc
                 where = f"outcome object {ref.name}"
                 self._fetched[ref.name] = outcome_from_bytes(
                     data, expect_serializer(stored, self._serializer, where), where
@@ -745,3 +749,16 @@ def _merge(*layers: dict[str, tuple[float, Outcome]]) -> dict[str, tuple[float, 
 
 def _checkpoint_name(step: int) -> str:
     return f"{step:020d}-{uuid.uuid4().hex[:16]}"
+
+
+def _outcome_object_gone(key: str, name: str, missing: NotFoundError) -> NotFoundError:
+    """What a retry of ``key`` hears when the outcome object ``name`` its row names is gone.
+    Nothing of vactor_cloud deletes one a kept checkpoint names: it was deleted out of band."""
+    return NotFoundError(
+        f"the call with idempotency key {key!r} was applied once before, and its recorded outcome "
+        f"is the outcome object {name} ({missing.key}), which is gone (deleted out of band: "
+        "compaction deletes none that a kept checkpoint names): its result is lost. The call is "
+        "not run again (a retry with this key fails so until the key leaves the idempotency "
+        "window; a call with a new key runs it again)",
+        missing.key,
+    )

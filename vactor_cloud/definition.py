@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import cloudpickle
 
 from vactor_cloud.bytecode import BYTECODE
+from vactor_cloud.class_tag import class_tag
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.log import ClassRef
@@ -57,6 +58,8 @@ _OPTIONS = "__vactor_options__"
 
 #: import name ("module:qualname") -> the actor class defined in this process
 _REGISTRY: dict[str, ActorDefinition] = {}
+#: class tag -> the import name of the class defined in this process that has it (one each)
+_TAGS: dict[str, str] = {}
 _PICKLE_LOCK = threading.Lock()
 
 
@@ -229,7 +232,21 @@ class ActorDefinition:
         return definition
 
     def register(self) -> None:
-        _REGISTRY[self.name] = self
+        """Make this the class of its name in this process. ``ActorDefinitionError`` if another
+        class defined here has the same tag (``vactor_cloud.class_tag``: 4 bytes of a hash of
+        the name, what a posted call carries): a fold would take a call made for the one for a
+        call of the other, and apply it to the wrong class."""
+        tag = class_tag(self.name)
+        other = _TAGS.setdefault(tag, self.name)  # (atomic: two threads defining classes)
+        if other == self.name:
+            _REGISTRY[self.name] = self
+            return
+        raise ActorDefinitionError(
+            f"{self.name}: its class tag {tag} (4 bytes of a hash of the name, carried by the calls "
+            f"it posts under contention) is the tag of {other}, defined in this process too: a "
+            "call made for one could be applied to an actor of the other. Rename one of the "
+            "two classes (or move it to another module)"
+        )
 
     # -- the class body as stored --------------------------------------------------
     def body(self) -> tuple[ClassRef, bytes]:
