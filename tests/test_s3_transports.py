@@ -10,6 +10,7 @@ thread pool, ``fork``, and the cold-start promise (no aiohttp, no s3fs).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import subprocess
 import sys
@@ -315,6 +316,41 @@ def test_responses_keep_their_timestamps_as_sent_not_parsed(spec: StoreSpec) -> 
         assert listed["Contents"] and all(
             isinstance(item["LastModified"], str) for item in listed["Contents"]
         )
+
+    asyncio.run(body())
+
+
+def test_other_clients_of_the_transports_session_parse_timestamps_as_botocore_does(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the store's own client keeps timestamps as strings: a client the same session makes
+    later (STS, for an assumed role's credentials, whose expiry is a timestamp) parses them."""
+    import botocore.session
+
+    sessions: list[Any] = []
+    create = botocore.session.Session.create_client
+
+    def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sessions.append(self)
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(botocore.session.Session, "create_client", recorded)
+
+    async def body() -> None:
+        store = spec.open()
+        assert isinstance(store, S3Store)
+        try:
+            await store.put("k", b"v", mode="create")
+            head = await store._transport.call("head_object", {"Key": store._object_key("k")})
+            assert isinstance(head["LastModified"], str)
+            other = sessions[0].create_client("s3", **store._transport._arguments)  # type: ignore[attr-defined]
+            try:
+                again = other.head_object(Bucket=store.bucket, Key=store._object_key("k"))
+            finally:
+                other.close()
+            assert isinstance(again["LastModified"], datetime.datetime)
+        finally:
+            await store.close()
 
     asyncio.run(body())
 

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import botocore.exceptions
+import botocore.parsers
 import botocore.session
 
 __all__ = ["BotocoreTransport", "botocore_client_arguments"]
@@ -386,8 +387,16 @@ class BotocoreTransport:
         session.register_component("data_loader", _shared_loader(session))
         # The store reads no timestamp of an answer (versions are ETags); botocore parsed each
         # with dateutil: a GET's and a HEAD's LastModified, every listed key's, every request.
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-        client = session.create_client("s3", **self._arguments)
+        # Only this client's: others the session makes later (STS, for an assumed role's
+        # credentials) parse theirs as botocore does.
+        shared = session.get_component("response_parser_factory")
+        parsers = botocore.parsers.ResponseParserFactory()
+        parsers.set_parser_defaults(timestamp_parser=str)
+        session.register_component("response_parser_factory", parsers)
+        try:
+            client = session.create_client("s3", **self._arguments)
+        finally:
+            session.register_component("response_parser_factory", shared)
         client.meta.events.register("needs-retry.s3", self._note_failure)
         client.meta.events.register_first("before-send.s3", _refuse_abandoned)
         _user_agent_built_once(client)
