@@ -10,6 +10,7 @@ thread pool, ``fork``, and the cold-start promise (no aiohttp, no s3fs).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import subprocess
 import sys
@@ -294,3 +295,109 @@ def test_a_forked_child_builds_its_own_client_and_threads(spec: StoreSpec) -> No
             await store.close()
 
     assert asyncio.run(parent_reads()) == b"c"
+
+
+# -- what a request costs the client's CPU ----------------------------------------------
+def test_responses_keep_their_timestamps_as_sent_not_parsed(spec: StoreSpec) -> None:
+    """The store reads no timestamp of a response (versions are ETags, write times its own), and
+    botocore parsed each one with dateutil: every GET and HEAD (``LastModified``), and every key
+    of a listing (the folder's LIST of ``mail/``), on every request."""
+
+    async def body() -> None:
+        store = spec.open()
+        assert isinstance(store, S3Store)
+        try:
+            await store.put("k", b"v", mode="create")
+            head = await store._transport.call("head_object", {"Key": store._object_key("k")})
+            listed = await store._transport.call("list_objects_v2", {"Prefix": store.prefix})
+        finally:
+            await store.close()
+        assert isinstance(head["LastModified"], str)
+        assert listed["Contents"] and all(
+            isinstance(item["LastModified"], str) for item in listed["Contents"]
+        )
+
+    asyncio.run(body())
+
+
+def test_other_clients_of_the_transports_session_parse_timestamps_as_botocore_does(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the store's own client keeps timestamps as strings: a client the same session makes
+    later (STS, for an assumed role's credentials, whose expiry is a timestamp) parses them."""
+    import botocore.session
+
+    sessions: list[Any] = []
+    create = botocore.session.Session.create_client
+
+    def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sessions.append(self)
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(botocore.session.Session, "create_client", recorded)
+
+    async def body() -> None:
+        store = spec.open()
+        assert isinstance(store, S3Store)
+        try:
+            await store.put("k", b"v", mode="create")
+            head = await store._transport.call("head_object", {"Key": store._object_key("k")})
+            assert isinstance(head["LastModified"], str)
+            other = sessions[0].create_client("s3", **store._transport._arguments)  # type: ignore[attr-defined]
+            try:
+                again = other.head_object(Bucket=store.bucket, Key=store._object_key("k"))
+            finally:
+                other.close()
+            assert isinstance(again["LastModified"], datetime.datetime)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_the_user_agent_is_built_once_per_set_of_features(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore builds the User-Agent header twice per request (when the request is made, and again
+    before it is signed, for the features the request used), each a dozen strings sanitized
+    character by character: the same string every time for the same features. Built once per
+    set of features, and what is sent is what botocore would send."""
+    from botocore.useragent import UserAgentString
+
+    built: list[str] = []
+    build = UserAgentString.to_string
+
+    def counted(self: UserAgentString) -> str:
+        built.append(build(self))
+        return built[-1]
+
+    monkeypatch.setattr(UserAgentString, "to_string", counted)
+    sent: list[str] = []
+
+    async def body() -> None:
+        store = spec.open()
+        assert isinstance(store, S3Store)
+        try:
+            await store.put("first", b"v")  # the client is built (before it, none to watch)
+            client = store._transport.client()  # type: ignore[attr-defined]
+            client.meta.events.register(
+                "before-send.s3", lambda request, **_: sent.append(_text(request.headers["User-Agent"]))
+            )
+            for i in range(5):
+                await store.put(f"k{i}", b"v", mode="create")
+                await store.get(f"k{i}")
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    assert len(sent) == 10
+    # Twice per request before (22 builds for these 11 requests). A request's features grow
+    # while it is made (a put's two sets, a get's two); a retry may add one: fewer than one
+    # build per request, whatever the host's load.
+    assert len(built) < 11
+    assert set(sent) <= set(built)
+    assert all("Botocore/" in ua for ua in sent)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import botocore.exceptions
+import botocore.parsers
 import botocore.session
 
 __all__ = ["BotocoreTransport", "botocore_client_arguments"]
@@ -289,6 +290,45 @@ def _refuse_abandoned(**_: Any) -> None:
         raise RequestAbandoned("the request's caller stopped waiting for it: not sent again")
 
 
+#: the most User-Agent strings a client keeps (one per set of features its requests use: a few)
+_USER_AGENTS = 32
+
+
+def _user_agent_built_once(client: Any) -> None:
+    """Make ``client`` build its User-Agent header once per set of features, not twice per request.
+
+    botocore builds the header when a request is made and again before it is signed (to name
+    the features the request used: retry mode, checksums), each time from a dozen components
+    sanitized character by character: about a twentieth of a request's client CPU, for the same
+    string every time. The string depends on the client's settings, fixed when it was made, and
+    on those features: kept by them. Where botocore's internals differ (another version), its
+    own build stays as it is.
+    """
+    creator: Any = getattr(client, "_user_agent_creator", None)
+    build = getattr(creator, "to_string", None)
+    if build is None or not hasattr(creator, "_client_features"):
+        return
+    try:
+        from botocore.context import get_context  # noqa: PLC0415 - (botocore >= 1.35)
+    except ImportError:
+        return
+    built: dict[frozenset[str], str] = {}
+
+    def to_string() -> str:
+        context = get_context()
+        features = frozenset(getattr(context, "features", None) or ()) | frozenset(
+            creator._client_features or ()
+        )
+        agent = built.get(features)
+        if agent is None:
+            agent = build()
+            if len(built) < _USER_AGENTS:
+                built[features] = agent
+        return agent
+
+    creator.to_string = to_string
+
+
 class BotocoreTransport:
     """One S3 request at a time per thread, with a botocore client built once per process."""
 
@@ -345,9 +385,21 @@ class BotocoreTransport:
         # a second client costs milliseconds and no second copy. A session is per client:
         # its credentials and configuration are read from the environment of the moment.
         session.register_component("data_loader", _shared_loader(session))
-        client = session.create_client("s3", **self._arguments)
+        # The store reads no timestamp of an answer (versions are ETags); botocore parsed each
+        # with dateutil: a GET's and a HEAD's LastModified, every listed key's, every request.
+        # Only this client's: others the session makes later (STS, for an assumed role's
+        # credentials) parse theirs as botocore does.
+        shared = session.get_component("response_parser_factory")
+        parsers = botocore.parsers.ResponseParserFactory()
+        parsers.set_parser_defaults(timestamp_parser=str)
+        session.register_component("response_parser_factory", parsers)
+        try:
+            client = session.create_client("s3", **self._arguments)
+        finally:
+            session.register_component("response_parser_factory", shared)
         client.meta.events.register("needs-retry.s3", self._note_failure)
         client.meta.events.register_first("before-send.s3", _refuse_abandoned)
+        _user_agent_built_once(client)
         return client
 
     def _note_failure(self, caught_exception: BaseException | None = None, **_: Any) -> None:
