@@ -69,6 +69,9 @@ cleanup() {
   if [[ -n "${WARM_PID:-}" ]]; then
     kill "$WARM_PID" 2>/dev/null || true
   fi
+  if [[ -n "${TYPING_PID:-}" ]]; then
+    kill "$TYPING_PID" 2>/dev/null || true
+  fi
   if [[ -n "$LS_PID" ]] && kill -0 "$LS_PID" 2>/dev/null; then
     # start-host.sh is still waiting for LocalStack: stop waiting; stop-host.sh stops the server.
     pkill -P "$LS_PID" 2>/dev/null || true
@@ -177,9 +180,30 @@ if [[ -n "$WARM_PID" ]]; then
   wait "$WARM_PID" || true # only a cache: a failure here shows again in the pytest stage
   WARM_PID=""
 fi
+TYPING_PID=""
+MAIN_PYTEST_ARGS=()
+if [[ -z "${PYTEST_ARGS[*]:-}" ]]; then
+  # Users' type checkers on tests/typing and the examples (mypy with the plugin, pyright): about
+  # 25 s of CPU in three long tests. Among the tests they could start last and hold the run's
+  # end; started now, beside them, they end early. Their result is reported after the tests.
+  "$PY" -m pytest -q -p no:cacheprovider tests/test_typing.py >"$WORK/typing.log" 2>&1 &
+  TYPING_PID=$!
+  MAIN_PYTEST_ARGS+=(--ignore=tests/test_typing.py)
+fi
+typing_checks() {
+  if ! wait "$TYPING_PID"; then
+    cat "$WORK/typing.log" >&2
+    return 1
+  fi
+  tail -n 1 "$WORK/typing.log" >&2
+}
 # shellcheck disable=SC2046 # the worker option is two words or none
 # --durations: the slowest tests in every log, for keeping the suite within its 10 minutes.
-stage "pytest" "$PY" -m pytest $(pytest_workers) --durations=25 ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
+stage "pytest" "$PY" -m pytest $(pytest_workers) --durations=25 ${MAIN_PYTEST_ARGS[@]+"${MAIN_PYTEST_ARGS[@]}"} \
+  ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
+if [[ -n "$TYPING_PID" ]]; then
+  stage "typing checks (tests/test_typing.py, run beside the tests)" typing_checks
+fi
 if [[ $QUICK -eq 0 && -f mkdocs.yml ]]; then
   stage "mkdocs build --strict" "$PY" -m mkdocs build --strict --site-dir "$WORK/site"
 fi
