@@ -1,0 +1,68 @@
+"""Review h131: what an interrupt's note tells the caller of a commit stopped before its step's
+put was sent (``core._not_sent_note``). "Not applied" is said only when nothing that may apply
+the calls was sent: a post of the batch sent before the interrupt (its put landed, or may
+have) is folded by another process later, and a caller told "not applied" calls again and
+applies its call twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_combining import (
+    a_fold_of,
+    add_while_another_process_folds,
+    fold_the_post_at_step_3,
+    hold_step_reads_until_folded,
+    posting_behind_anothers_lease,
+)
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.log import ActorLog
+from vactor_cloud.posting import PostBox, encode_outcomes
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_after_the_first_attempt_posted_the_batch_does_not_say_not_applied(
+    store_spec: StoreSpec, kind: type[BaseException]
+) -> None:
+    # A call posts and another process folds it: the actor is contended, and the next call
+    # posts at once (before any attempt of its commit: ``_choose_way``).
+    store, log, runtime, _leases = posting_behind_anothers_lease(store_spec)
+    posted, folded = hold_step_reads_until_folded(store)
+    log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
+    assert add_while_another_process_folds(
+        log, posted, folded, lambda: fold_the_post_at_step_3(store, log_)
+    ) == ("from step 3")
+    box = PostBox(store.inner, "a", runtime.settings.signing_key)
+    _sync.sync(box.delete(_sync.sync(box.keys())))  # (applied: its folder deleted it)
+    inner_around = store._around
+    interrupt = kind()
+
+    async def post_lands_then_interrupt(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        result = await inner_around(operation, key, run, **kw)
+        if operation == "put" and "/mail/" in key:
+            store._around = inner_around  # (once)
+            raise interrupt
+        return result
+
+    store._around = post_lands_then_interrupt  # type: ignore[method-assign]
+    with pytest.raises(BaseException) as raised:
+        log.add.run("me/2")
+    assert raised.value is interrupt, repr(raised.value)
+    notes = [n for n in getattr(raised.value, "__notes__", ()) if n.startswith("vactor_cloud:")]
+    assert len(notes) == 1 and "after they were posted" in notes[0], notes
+    assert not any("write was sent: not applied" in n for n in notes), notes
+    # The post landed: another process's fold applies the call. "Not applied" was wrong.
+    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+    (call,) = post.calls
+    three = _sync.sync(log_.read_step(3))
+    assert three is not None
+    four = a_fold_of(three, [post], encode_outcomes({call.call_id: Outcome(True, 3)}))
+    _sync.sync(log_.put_step(four))
+    vc.shutdown()
