@@ -26,13 +26,12 @@ from vactor_cloud.posting import PostBox, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 
-@pytest.mark.usefixtures("runtime_off")
-@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
-def test_an_interrupt_after_the_first_attempt_posted_the_batch_does_not_say_not_applied(
-    store_spec: StoreSpec, kind: type[BaseException]
-) -> None:
-    # A call posts and another process folds it: the actor is contended, and the next call
-    # posts at once (before any attempt of its commit: ``_choose_way``).
+def contended_and_post_raises(
+    store_spec: StoreSpec, exc: BaseException
+) -> tuple[Any, Any, ActorLog, PostBox]:
+    """Actor "a" contended (a call posted and another process folded it: the next call posts at
+    once, before any attempt of its commit, ``_choose_way``); the next post's put lands, then
+    raises ``exc``. The handle, the runtime, the log and the post box (another process's view)."""
     store, log, runtime, _leases = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
@@ -42,27 +41,40 @@ def test_an_interrupt_after_the_first_attempt_posted_the_batch_does_not_say_not_
     box = PostBox(store.inner, "a", runtime.settings.signing_key)
     _sync.sync(box.delete(_sync.sync(box.keys())))  # (applied: its folder deleted it)
     inner_around = store._around
-    interrupt = kind()
 
-    async def post_lands_then_interrupt(operation: str, key: str, run: Any, **kw: Any) -> Any:
+    async def post_lands_then_raises(operation: str, key: str, run: Any, **kw: Any) -> Any:
         result = await inner_around(operation, key, run, **kw)
         if operation == "put" and "/mail/" in key:
             store._around = inner_around  # (once)
-            raise interrupt
+            raise exc
         return result
 
-    store._around = post_lands_then_interrupt  # type: ignore[method-assign]
-    with pytest.raises(BaseException) as raised:
-        log.add.run("me/2")
-    assert raised.value is interrupt, repr(raised.value)
-    notes = [n for n in getattr(raised.value, "__notes__", ()) if n.startswith("vactor_cloud:")]
-    assert len(notes) == 1 and "after they were posted" in notes[0], notes
-    assert not any("write was sent: not applied" in n for n in notes), notes
-    # The post landed: another process's fold applies the call. "Not applied" was wrong.
+    store._around = post_lands_then_raises  # type: ignore[method-assign]
+    return log, runtime, log_, box
+
+
+def fold_the_post(log_: ActorLog, box: PostBox) -> None:
+    """Another process's fold applies the one post (at step 4): the post had landed."""
     (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
     (call,) = post.calls
     three = _sync.sync(log_.read_step(3))
     assert three is not None
     four = a_fold_of(three, [post], encode_outcomes({call.call_id: Outcome(True, 3)}))
     _sync.sync(log_.put_step(four))
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_after_the_first_attempt_posted_the_batch_does_not_say_not_applied(
+    store_spec: StoreSpec, kind: type[BaseException]
+) -> None:
+    interrupt = kind()
+    log, _runtime, log_, box = contended_and_post_raises(store_spec, interrupt)
+    with pytest.raises(BaseException) as raised:
+        log.add.run("me/2")
+    assert raised.value is interrupt, repr(raised.value)
+    notes = [n for n in getattr(raised.value, "__notes__", ()) if n.startswith("vactor_cloud:")]
+    assert len(notes) == 1 and "after they were posted" in notes[0], notes
+    assert not any("write was sent: not applied" in n for n in notes), notes
+    fold_the_post(log_, box)  # "Not applied" was wrong: the post is applied
     vc.shutdown()
