@@ -31,7 +31,8 @@ def contended_and_post_raises(
 ) -> tuple[Any, Any, ActorLog, PostBox]:
     """Actor "a" contended (a call posted and another process folded it: the next call posts at
     once, before any attempt of its commit, ``_choose_way``); the next post's put lands, then
-    raises ``exc``. The handle, the runtime, the log and the post box (another process's view)."""
+    raises ``exc`` (None: it does not). The handle, the runtime, the log and the post box
+    (another process's view)."""
     store, log, runtime, _leases = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
@@ -49,7 +50,8 @@ def contended_and_post_raises(
             raise exc
         return result
 
-    store._around = post_lands_then_raises  # type: ignore[method-assign]
+    if exc is not None:
+        store._around = post_lands_then_raises  # type: ignore[method-assign]
     return log, runtime, log_, box
 
 
@@ -77,4 +79,27 @@ def test_an_interrupt_after_the_first_attempt_posted_the_batch_does_not_say_not_
     assert len(notes) == 1 and "after they were posted" in notes[0], notes
     assert not any("write was sent: not applied" in n for n in notes), notes
     fold_the_post(log_, box)  # "Not applied" was wrong: the post is applied
+    vc.shutdown()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_error_while_the_commit_chooses_its_way_reaches_the_caller_as_itself(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception before the commit's first attempt (here the post's preparation, e.g. its
+    calls' pickling) reached the caller as ``AttributeError: '_Commit' object has no attribute
+    'put_sent'``, raised by the handler that was to note it."""
+    log, *_ = contended_and_post_raises(store_spec, None)
+    error = ValueError("cannot prepare the post")
+    prepare = PostBox.prepare
+
+    def fails_once(self: PostBox, calls: Any) -> Any:
+        monkeypatch.setattr(PostBox, "prepare", prepare)
+        raise error
+
+    monkeypatch.setattr(PostBox, "prepare", fails_once)
+    with pytest.raises(ValueError) as raised:
+        log.add.run("me/2")
+    assert raised.value is error
+    assert "me/2" not in log.applied.run()
     vc.shutdown()
