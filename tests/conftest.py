@@ -67,6 +67,11 @@ EVERY_LANE_MODULES = frozenset(
 #: backend files and the many-process modules that stay on moto do not already pin there.
 ABOVE_THE_STORE_MODULES = frozenset(
     {
+        "test_review_h131_class_tags",
+        "test_review_h131_lease_give_up",
+        "test_review_h131_tick_stop",
+        "test_review_h131_history_pages",
+        "test_review_h131_commit_notes",
         "test_review_actor_cache",
         "test_delete_faults",
         "test_review_warm_after_delete",

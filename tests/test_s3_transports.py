@@ -401,3 +401,55 @@ def test_the_user_agent_is_built_once_per_set_of_features(
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _components(agent: str) -> frozenset[str]:
+    """A User-Agent header's components, the features' (``m/a,b``) as a set (botocore joins a set)."""
+    return frozenset(
+        "m/" + ",".join(sorted(part[2:].split(","))) if part.startswith("m/") else part
+        for part in agent.split(" ")
+    )
+
+
+def test_the_user_agent_of_concurrent_requests_is_what_botocore_builds_for_each(spec: StoreSpec) -> None:
+    """(Review h131) Requests in flight on several of the transport's threads at once, of kinds
+    whose features differ (create, overwrite, get, head, list, delete): each sends the
+    User-Agent botocore builds for that request's features at that moment, not another
+    request's (the cache is keyed by them; each thread's features are its own)."""
+    from botocore.useragent import UserAgentString
+
+    mismatched: list[tuple[str, str]] = []
+    seen: list[str] = []
+
+    async def body() -> None:
+        store = spec.open()
+        assert isinstance(store, S3Store)
+        try:
+            await store.put("first", b"v")
+            client = store._transport.client()  # type: ignore[attr-defined]
+            creator = client._user_agent_creator
+
+            def check(request: Any, **_: Any) -> None:
+                sent = _text(request.headers["User-Agent"])
+                fresh = UserAgentString.to_string(creator)  # (botocore's own build, not the cache)
+                seen.append(sent)
+                if _components(sent) != _components(fresh):
+                    mismatched.append((sent, fresh))
+
+            client.meta.events.register("before-send.s3", check)
+
+            async def one(i: int) -> None:
+                await store.put(f"k{i}", b"v" * i, mode="create")
+                await store.put(f"k{i}", b"w")
+                await store.get(f"k{i}")
+                await store.head(f"k{i}")
+                await store.list("k")
+                await store.delete(f"k{i}")
+
+            await asyncio.gather(*(one(i) for i in range(8)))
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    assert len(seen) >= 48
+    assert not mismatched, mismatched[:3]

@@ -1212,10 +1212,17 @@ class ActorCore(Folder):
             # Interrupted (Ctrl-C, a signal handler's exception) once the batch was posted: the
             # post stays, and any process's fold may still apply it.
             if c.posted is None:
-                if not c.put_sent and not isinstance(exc, Exception) and c.batch:
+                if (
+                    not c.put_sent
+                    and not isinstance(exc, Exception)
+                    and c.batch
+                    and all(call.posted is None for call in c.batch)
+                ):
                     # No step of this batch was sent (an attempt whose put went out either
-                    # committed, lost definitely, or ended the commit): nothing applied. The
-                    # drain's note said "may or may not", and a caller looked at history.
+                    # committed, lost definitely, or ended the commit), nor a post of it (one
+                    # interrupted while it was written may have landed: ``Poster._post``):
+                    # nothing applied. The drain's note said "may or may not", and a caller
+                    # looked at history.
                     exc.add_note(_not_sent_note(self.actor_id, c.batch))
                 raise
             self._interrupted_after_posting(c.posted, c.batch)
@@ -2130,7 +2137,9 @@ class _Commit:
     others_wait: bool = False
     #: an attempt ran the calls' bodies (their effects outside the actor's state are done)
     ran: bool = False
-    put_sent: bool = dataclasses.field(init=False)
+    #: the newest attempt sent its step's put (False before the first attempt: an exception
+    #: while the way is chosen, ``_choose_way``, is of a commit that sent no step)
+    put_sent: bool = False
     #: the calls the attempt applies: the batch, or the folded posts' and ours
     calls: list[PendingCall] = dataclasses.field(init=False)
     folded: list[Post] = dataclasses.field(init=False)

@@ -1,0 +1,86 @@
+"""Review h131: the folder lease given up by a serving round that ended on an unexpected
+exception (``ActorCore._serve_round`` -> ``_give_up_lease``) is released in the background. A
+release that arrives late, after this process took the lease again for its next fold, must
+not clear the newer lease (the release is conditional on the version it gave up)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from actors import OrderLog
+from test_combining import commit_behind_its_back, init_switchable
+from test_review_actor_cache import HANG
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.core import ActorCore
+from vactor_cloud.lease import LeaseStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+class RoundDefect(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_late_release_of_a_given_up_lease_does_not_clear_the_lease_taken_again(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
+    runtime = vc.get_runtime()
+    hot = OrderLog.get_or_create("hot")
+    hot.add.run("me/0")
+    commit_behind_its_back("hot")
+    assert hot.add.run("me/1") > 0  # lost: took the lease and folded
+    holder = runtime.core("hot")
+    assert holder._holding()
+    leases = LeaseStore(store.inner, "hot", None)
+    given_up = _sync.sync(leases.read())
+    assert given_up.valid()
+    # The release's put is held until the lease was taken again.
+    release_held = threading.Event()
+    retaken = threading.Event()
+    inner_around = store._around
+
+    async def hold_the_release(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and key.endswith("/lease") and not release_held.is_set():
+            release_held.set()
+            while not retaken.is_set():
+                await asyncio.sleep(0.002)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = hold_the_release  # type: ignore[method-assign]
+    armed = threading.Event()
+    ended = threading.Event()
+    gather = ActorCore._gather_posts
+
+    def defect_once(core: ActorCore, wake: threading.Event | None = None) -> None:
+        if core is holder and armed.is_set():
+            armed.clear()
+            ended.set()
+            raise RoundDefect("injected")
+        gather(core, wake)
+
+    monkeypatch.setattr(ActorCore, "_gather_posts", defect_once)
+    armed.set()
+    assert ended.wait(HANG), "no serving round ran"
+    assert release_held.wait(HANG), "the lease was not given up"
+    assert not holder._holding()
+    # This process takes the lease again (its own, still valid in the store), and folds.
+    assert holder._lease_for_fold()
+    retaken_lease = _sync.sync(leases.read())
+    assert retaken_lease.valid() and retaken_lease.version != given_up.version
+    retaken.set()
+    releasing = holder._releasing
+    assert releasing is not None
+    releasing.result(HANG)
+    # The late release was refused: the newer lease stands, and this process holds it.
+    lease = _sync.sync(leases.read())
+    assert lease.valid() and lease.holder == runtime.post_sender.id, lease
+    assert holder._holding() and holder._lease is not None and holder._lease.version == lease.version
+    assert hot.add.run("me/2") > 0
+    assert hot.applied.run()[-1] == "me/2"
+    vc.shutdown()
