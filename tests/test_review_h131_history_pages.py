@@ -12,7 +12,6 @@ watermark read after each page.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import random
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from actors import Tally
+from garbage import full_collection
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -258,5 +258,5 @@ def test_iter_history_stopped_early_or_after_shutdown_closes_its_reading_and_rai
     with pytest.raises(vc.RuntimeShutdownError):
         next(pages)
     pages.close()
-    gc.collect()
+    full_collection()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]

@@ -58,20 +58,31 @@ def rings(ids: list[str]) -> list[int]:
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_stop_set_amid_the_fires_leaves_the_rest_due_for_the_next_tick(store_spec: StoreSpec) -> None:
+def test_stop_set_amid_the_fires_leaves_the_rest_due_for_the_next_tick(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = armed(store_spec)
     stop = threading.Event()
     done: list[str] = []
+    real = timer_runner.TimerRunner._fire
 
-    def first_done_stops(actor_id: str, n: int) -> None:
-        done.append(actor_id)
-        stop.set()
+    def first_fire_stops(self: Any, actor_id: str, entries: Any) -> Any:
+        try:
+            return real(self, actor_id, entries)
+        finally:
+            stop.set()  # (in the pool's one thread: set before it takes up the next queued fire)
 
-    report = vc.fire_due_timers(split="none", concurrency=1, stop=stop, on_done=first_done_stops)
-    # (the one fire in flight when stop was set finishes: the second, started as the first ended)
-    fired = report.fired
-    assert 1 <= fired <= 2 and (report.left, report.due) == (ACTORS - fired, ACTORS), report
-    assert len(done) == fired and sum(rings(ids)) == fired
+    monkeypatch.setattr(timer_runner.TimerRunner, "_fire", first_fire_stops)
+    report = vc.fire_due_timers(
+        split="none", concurrency=1, stop=stop, on_done=lambda actor_id, n: done.append(actor_id)
+    )
+    # (Set from on_done, on the calling thread, the stop came after the pool's thread had taken
+    # up more fires on a loaded host: 4 of 4 fired in a CI-like run. Set at the end of the first
+    # fire, it is seen by every fire queued behind it.)
+    assert (report.fired, report.left, report.due) == (1, ACTORS - 1, ACTORS), report
+    assert len(done) == 1 and sum(rings(ids)) == 1
+    monkeypatch.setattr(timer_runner.TimerRunner, "_fire", real)
+    fired = 1
     report = vc.fire_due_timers(split="none", on_done=lambda actor_id, n: done.append(actor_id))
     assert (report.fired, report.left) == (ACTORS - fired, 0), report
     assert sorted(done) == ids and rings(ids) == [1] * ACTORS
