@@ -260,3 +260,13 @@ def test_iter_history_stopped_early_or_after_shutdown_closes_its_reading_and_rai
     pages.close()
     full_collection()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_a_bad_limit_is_refused_at_the_call_not_at_the_first_page() -> None:
+    """``history(limit=-1)`` raises at the call; ``iter_history`` and ``iter_actors`` raised
+    only at the first ``next()`` (generator functions), where a caller that built the
+    iterator in one place and read it in another met it far from its cause."""
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        history_module.iter_history("t", limit=-1)
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        history_module.iter_actors(limit=0)

@@ -23,7 +23,7 @@ import datetime
 import itertools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vactor_cloud.core import writers_on_this_thread
 from vactor_cloud.definition import check_at_step, check_step_number
@@ -337,15 +337,29 @@ def iter_history(
 
     ``on_damaged`` is called for a page's damaged steps before that page is yielded. Stopping
     early (``break``, an exception) closes the reading."""
+    if limit is not None and limit < 0:  # (at the call, as history() does, not at the first page)
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
     runtime = _runtime()
-    pages = _history_pages(_log(runtime, actor_id), limit, on_damaged)
+    return _pages_on_the_loop(
+        runtime, _history_pages(_log(runtime, actor_id), limit, on_damaged), _HISTORY_HINT
+    )
 
-    async def next_page() -> list[HistoryEntry] | None:
+
+_Page = TypeVar("_Page")
+
+
+def _pages_on_the_loop(
+    runtime: Runtime, pages: AsyncGenerator[_Page, None], hint: str
+) -> Generator[_Page, None, None]:
+    """``pages``, each read on the runtime's loop within ``Settings.deadline`` (``hint`` says
+    what to do when one is not); closed there when the caller stops early."""
+
+    async def next_page() -> _Page | None:
         return await anext(pages, None)
 
     try:
         while True:
-            page = runtime.run(next_page(), hint=_HISTORY_HINT)
+            page = runtime.run(next_page(), hint=hint)
             if page is None:
                 return
             yield page
@@ -595,20 +609,9 @@ def iter_actors(
     runtime = get_runtime()
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    pages = _actor_pages(runtime, prefix, start_after, limit, on_damaged)
-
-    async def next_page() -> list[ActorInfo] | None:
-        return await anext(pages, None)
-
-    try:
-        while True:
-            page = runtime.run(next_page(), hint=_LIST_HINT)
-            if page is None:
-                return
-            yield page
-    finally:
-        with contextlib.suppress(Exception):  # (a runtime shut down meanwhile: nothing to close)
-            runtime.run(pages.aclose())
+    return _pages_on_the_loop(
+        runtime, _actor_pages(runtime, prefix, start_after, limit, on_damaged), _LIST_HINT
+    )
 
 
 def list_actors(
