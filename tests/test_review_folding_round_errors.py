@@ -32,6 +32,24 @@ class RoundDefect(Exception):
     pass
 
 
+def a_serving_round_ended_by_a_defect(monkeypatch: pytest.MonkeyPatch, holder: ActorCore) -> bool:
+    """``holder``'s next serving round raises :class:`RoundDefect` (once); whether one did
+    within ``HANG``."""
+    armed, ended = threading.Event(), threading.Event()
+    gather = ActorCore._gather_posts
+
+    def defect_once(core: ActorCore, wake: threading.Event | None = None) -> None:
+        if core is holder and armed.is_set():
+            armed.clear()
+            ended.set()
+            raise RoundDefect("injected")
+        gather(core, wake)
+
+    monkeypatch.setattr(ActorCore, "_gather_posts", defect_once)
+    armed.set()
+    return ended.wait(HANG)
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_serving_round_ended_by_a_defect_gives_the_folder_lease_up_at_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -45,20 +63,7 @@ def test_a_serving_round_ended_by_a_defect_gives_the_folder_lease_up_at_once(
     assert holder._holding()
     leases = LeaseStore(store.inner, "hot", None)
     assert _sync.sync(leases.read()).valid()
-    armed = threading.Event()
-    ended = threading.Event()
-    gather = ActorCore._gather_posts
-
-    def defect_once(core: ActorCore, wake: threading.Event | None = None) -> None:
-        if core is holder and armed.is_set():
-            armed.clear()
-            ended.set()
-            raise RoundDefect("injected")
-        gather(core, wake)
-
-    monkeypatch.setattr(ActorCore, "_gather_posts", defect_once)
-    armed.set()
-    assert ended.wait(HANG), "no serving round ran"
+    assert a_serving_round_ended_by_a_defect(monkeypatch, holder), "no serving round ran"
     wait_until(lambda: not _sync.sync(leases.read()).valid(), "the lease was not given up", seconds=5.0)
     lease = _sync.sync(leases.read())
     assert lease.holder == runtime.post_sender.id

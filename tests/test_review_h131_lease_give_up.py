@@ -13,16 +13,12 @@ import pytest
 from actors import OrderLog
 from test_combining import commit_behind_its_back, init_switchable
 from test_review_actor_cache import HANG
+from test_review_folding_round_errors import a_serving_round_ended_by_a_defect
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.core import ActorCore
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
-
-
-class RoundDefect(Exception):
-    pass
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -53,20 +49,7 @@ def test_a_late_release_of_a_given_up_lease_does_not_clear_the_lease_taken_again
         return await inner_around(operation, key, run, **kw)
 
     store._around = hold_the_release  # type: ignore[method-assign]
-    armed = threading.Event()
-    ended = threading.Event()
-    gather = ActorCore._gather_posts
-
-    def defect_once(core: ActorCore, wake: threading.Event | None = None) -> None:
-        if core is holder and armed.is_set():
-            armed.clear()
-            ended.set()
-            raise RoundDefect("injected")
-        gather(core, wake)
-
-    monkeypatch.setattr(ActorCore, "_gather_posts", defect_once)
-    armed.set()
-    assert ended.wait(HANG), "no serving round ran"
+    assert a_serving_round_ended_by_a_defect(monkeypatch, holder), "no serving round ran"
     assert release_held.wait(HANG), "the lease was not given up"
     assert not holder._holding()
     # This process takes the lease again (its own, still valid in the store), and folds.
