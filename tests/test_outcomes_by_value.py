@@ -304,6 +304,49 @@ def test_mutating_a_keyed_result_does_not_change_what_a_retry_returns(actor_stor
     assert len(again) == 40, "a retry returned the first caller's mutated list"
 
 
+def test_each_wait_for_one_future_gets_its_own_copy_of_the_result(actor_store: StoreSpec) -> None:
+    # As ``ray.get`` of one reference twice: two waiters (threads of a program, or one caller
+    # that reads the result again) never share the list, whichever of them reads first.
+    a = Acct.get_or_create("one-future-two-waits")
+    future = a.add.run_async("x")
+    first = vc.get(future)
+    first.append("the first waiter's own")
+    assert vc.get(future) == ["x"], "a second wait got the first waiter's mutated list"
+    assert future.result() == ["x"]
+    assert future.result() is not future.result()
+
+
+def test_a_done_callback_and_the_caller_do_not_share_the_result(actor_store: StoreSpec) -> None:
+    a = Acct.get_or_create("callback-and-caller")
+    seen: list[list[Any]] = []
+    done = threading.Event()
+
+    def mutate(f: Any) -> None:
+        got = f.result()
+        got.append("the callback's own")
+        seen.append(got)
+        done.set()
+
+    future = a.add.run_async("y")
+    future.add_done_callback(mutate)
+    got = future.result(30)
+    assert done.wait(30)
+    assert got == ["y"] or seen[0] == ["y"], "the callback and the caller shared one list"
+    assert future.result() == ["y"]
+
+
+def test_an_awaited_future_and_a_later_result_do_not_share_the_result(actor_store: StoreSpec) -> None:
+    a = Acct.get_or_create("awaited-then-result")
+    future = a.add.run_async("z")
+
+    async def main() -> list[Any]:
+        return await future
+
+    awaited = asyncio.run(main())
+    awaited.append("the coroutine's own")
+    assert future.result() == ["z"], "result() after an await got the awaiter's mutated list"
+
+
 # -- asyncio -------------------------------------------------------------------------------
 def test_an_async_writer_method_runs_when_called_from_inside_an_event_loop(actor_store: StoreSpec) -> None:
     a = Acct.get_or_create("async-in-loop")

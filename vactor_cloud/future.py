@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 
 from vactor_cloud import read_room
 from vactor_cloud._sync import in_loop_thread, interruptible_wait, wait_futures
+from vactor_cloud.byvalue import Frozen, freeze, thaw
 from vactor_cloud.runtime_scope import carry_runtime
 
 __all__ = ["ActorFuture", "CallFuture", "Waker", "get", "install_actor_held_probe", "install_method_probe"]
@@ -38,6 +39,9 @@ class ActorFuture(concurrent.futures.Future[T]):
     #: a read-only call: a waiter that does not run it itself (``await``, a bounded wait) has it
     #: run on a thread of its own rather than leave it to the pool, which writes may keep busy
     _read_only = False
+    #: the result as it was first handed out, kept by value for later readers (``_by_value``)
+    _kept: Frozen | None = None
+    _handed_out = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -117,7 +121,24 @@ class ActorFuture(concurrent.futures.Future[T]):
         started = time.monotonic()
         self._refuse_in_a_forked_child()
         self._wait_helping(timeout)
-        return super().result(self._waited(timeout, started))
+        return self._by_value(super().result(self._waited(timeout, started)))
+
+    def _by_value(self, value: T) -> T:
+        """Each read of the result gets its own copy, as each ``ray.get`` of one reference does:
+        the first the delivered object, each later one (another waiter, a done callback, the
+        same caller again) a copy of it as it was delivered, whatever the first did to its own.
+        Only a result read more than once costs more than the one copy every call's result is
+        (a pickle at the first read, an unpickle at each later one; nothing for scalars)."""
+        with self._condition:
+            if not self._handed_out:
+                self._handed_out = True
+                try:
+                    self._kept = freeze(value)
+                except TypeError:  # it was read back from a pickle, so this is all but unheard of
+                    self._kept = None
+                return value
+            kept = self._kept
+        return value if kept is None else thaw(kept)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         started = time.monotonic()
@@ -178,7 +199,7 @@ class ActorFuture(concurrent.futures.Future[T]):
                 "the call raised StopIteration, which cannot be raised through an await; it is this "
                 "error's __cause__ (fut.result() raises it as it is)"
             ) from error
-        return concurrent.futures.Future.result(self, 0)
+        return self._by_value(concurrent.futures.Future.result(self, 0))
 
 
 class Waker:
