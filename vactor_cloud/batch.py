@@ -303,6 +303,31 @@ def _forget_applying_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_applying_after_fork)
 
+#: forks this process's line has been through: one more in each forked child (``_forked``)
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+def _refuse_in_a_forked_child(forks: int, actor_id: str, call: PendingCall) -> None:
+    """In a child that the body of ``call`` forked (``os.fork()`` in a method, then returned in
+    the child too), stop the batch: it is the parent's, which applies and commits it. Let the
+    child commit it as well and the call was applied twice, the child's commit racing the
+    parent's (the loser ran the body again on the winner's step)."""
+    if _forks != forks:
+        raise RuntimeError(
+            f"{call.method}() of actor {actor_id!r} forked (os.fork()) and returned in the child "
+            "process too: the call is the parent's, which applies it; this child applied and "
+            "committed nothing, and must not call it again (it would apply twice). End the child "
+            "inside the method (os._exit()), or start processes outside actor methods"
+        )
+
 
 def applying(actor_id: str) -> frozenset[int]:
     """The incarnations (``vactor_cloud.incarnation``) of ``actor_id`` a writer method of
@@ -572,6 +597,7 @@ def apply_batch(
     now = time.time()
     timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
     born = born_of(base.extra)
+    forks = _forks
     for call in calls:
         if call.for_class is not None and not made_for(call.for_class, definition.name):
             # (before its key: the table is the new actor's, and records nothing of it)
@@ -623,6 +649,7 @@ def apply_batch(
                 _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
+                _refuse_in_a_forked_child(forks, actor_id, body)
                 where = f"{body.method}() of actor {actor_id!r}"
                 frozen = freeze(value, where=where)
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
@@ -631,6 +658,7 @@ def apply_batch(
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
+                _refuse_in_a_forked_child(forks, actor_id, body)
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
                 del edits.ops[consumed:]
