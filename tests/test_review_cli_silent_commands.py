@@ -1,0 +1,152 @@
+"""The ``vactor`` commands that were still silent, or held their output back (review-h132).
+
+``compact ID`` said nothing while it deleted an actor's old steps (a 0/1 bar on a terminal);
+``doctor`` printed its checks only at the end; ``events ls ID`` read every event of the inbox
+before its first row; ``compact --all`` kept every actor's report for its summary; ``timers
+tick`` left a "firing 0/0" bar on a terminal when nothing was due. Each test looks at what was
+printed while the work still ran (by a hook at the moment of interest), not at timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from actors import Tally
+from cli_harness import Vactor
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK
+from vactor_cloud.compaction import compact
+
+#: the actor's steps: compacted to the newest, 39 old ones go, in batches of 16, 16 and 7
+STEPS = 40
+FORCED = ["--keep-last", "1", "--min-age", "0", "--force"]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local store holding one actor, ``long``, of STEPS steps (made once: copied per test)."""
+    root = tmp_path_factory.mktemp("silent-commands") / "store"
+    vc.init(str(root))
+    try:
+        tally = Tally.get_or_create("long")
+        for _ in range(STEPS - 1):
+            tally.incr.run()
+    finally:
+        vc.shutdown()
+    return root
+
+
+@pytest.fixture
+def long_actor(store: str, seeded: Path) -> str:
+    shutil.copytree(seeded, store, dirs_exist_ok=True)
+    return "long"
+
+
+def _interrupt_at_the_steps_delete(monkeypatch: pytest.MonkeyPatch, number: int, signum: int) -> None:
+    """At the ``number``-th ``delete_many`` of steps, before it is sent: send ``signum`` to the
+    main thread and hold that delete (until the interrupt cancels it; a minute at most)."""
+    from vactor_cloud.storage import LocalStore
+
+    real = LocalStore.delete_many
+    calls = 0
+
+    async def delete_many(store: Any, keys: Any) -> Any:
+        nonlocal calls
+        keys = list(keys)
+        if keys and "/steps/" in keys[0]:
+            calls += 1
+            if calls == number:
+                signal.pthread_kill(threading.main_thread().ident or 0, signum)
+                await asyncio.sleep(60)
+        return await real(store, keys)
+
+    monkeypatch.setattr(LocalStore, "delete_many", delete_many)
+
+
+# -- 1. compact ID: the steps deleted so far -----------------------------------------------------------
+
+
+def test_compaction_tells_its_hook_the_steps_deleted_as_each_batch_lands(long_actor: str, store: str) -> None:
+    told: list[tuple[int, int]] = []
+    vc.init(store)
+    try:
+        log = vc.get_runtime().log(long_actor)
+        report = _sync.sync(
+            compact(log, 1, min_age=0, fresh_window=0, on_deleted=lambda n, of: told.append((n, of)))
+        )
+    finally:
+        vc.shutdown()
+    assert report.deleted_steps == STEPS - 1
+    assert told == [(16, 39), (32, 39), (39, 39)], told
+
+
+def test_compact_of_one_actor_says_the_steps_deleted_first_and_last_when_piped(
+    vactor: Vactor, long_actor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, ``vactor compact ID`` said ``compacting 1/1 long`` once it had deleted every step
+    (an actor of a million steps: minutes of nothing). Now the steps deleted: the first batch,
+    the last, and at most one line each interval between (an hour here: none between)."""
+    from vactor_cloud.cli import _output
+
+    monkeypatch.setattr(_output, "PLAIN_PROGRESS_EVERY", 3600.0)
+    result = vactor("compact", long_actor, *FORCED)
+    assert result.code == EXIT_OK, result
+    assert result.err.splitlines() == ["deleting steps 16/39 long", "deleting steps 39/39 long"], result.err
+    assert result.out.splitlines()[1].split()[:2] == ["long", "39"], result.out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_an_interrupted_compact_of_one_actor_stops_and_says_how_many_steps_it_deleted(
+    vactor: Vactor, long_actor: str, store: str, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals
+) -> None:
+    """Ctrl-C (or SIGTERM) on ``vactor compact ID`` waited for the whole compaction ("the
+    compactions in flight finish"), then exited 0: an actor of a million steps could not be
+    stopped. It stops now (safe anywhere: the steps left below the watermark are deleted by the
+    next compaction) and says how far it got, exit 130."""
+    _interrupt_at_the_steps_delete(monkeypatch, 3, signum)
+    result = vactor("compact", long_actor, *FORCED)
+    assert result.code == EXIT_INTERRUPTED, result
+    last = [line for line in result.err.splitlines() if line.startswith("vactor: error:")]
+    assert len(last) == 1 and "Traceback" not in result.err, result.err
+    assert "interrupted after deleting 32 of the 39 old steps of actor 'long'" in last[0], last
+    assert "run it again to finish" in last[0], last
+    vc.init(store)
+    try:
+        left = _sync.sync(vc.get_runtime().log(long_actor).list_steps())
+    finally:
+        vc.shutdown()
+    assert len(left) >= 1 and left[-1] == STEPS - 1, left  # the newest stays, whatever was cut short
+    result = vactor("compact", long_actor, *FORCED)  # and the next run finishes the job
+    assert result.code == EXIT_OK, result
+    vc.init(store)
+    try:
+        assert _sync.sync(vc.get_runtime().log(long_actor).list_steps()) == [STEPS - 1]
+    finally:
+        vc.shutdown()
+
+
+# -- 5. a bar whose total stays 0 is not left on the terminal ------------------------------------------
+
+
+def test_a_progress_bar_whose_total_stays_0_is_not_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """``vactor timers tick`` with nothing due left ``firing 0/0`` on the terminal (its total grows
+    as the index is listed, from 0). Shown once the total is above 0; never, if it stays 0."""
+    from vactor_cloud.cli._output import progress
+
+    capsys.readouterr()
+    with progress(0, "firing", enabled=True):
+        pass
+    assert "0/0" not in capsys.readouterr().err
+    with progress(0, "firing", enabled=True) as advance:
+        advance.grow(2)
+        advance("a")
+        advance.many(1, "b")
+    assert "2/2" in capsys.readouterr().err
