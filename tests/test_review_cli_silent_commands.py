@@ -150,3 +150,38 @@ def test_a_progress_bar_whose_total_stays_0_is_not_shown(capsys: pytest.CaptureF
         advance("a")
         advance.many(1, "b")
     assert "2/2" in capsys.readouterr().err
+
+
+# -- 4. compact --all keeps running totals, not every actor's report ---------------------------------
+
+
+def test_compact_all_holds_no_report_of_the_batches_it_printed(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compact --all`` kept every actor's report for its summary (the HELD line, the
+    unresumable calls, the count of those compacted): memory grew with the bucket. Counted when
+    the last actor is compacted: the reports alive then are at most a batch's (8)."""
+    import gc
+
+    from vactor_cloud import compaction
+
+    vc.init(store)
+    try:
+        for n in range(24):
+            Tally.get_or_create(f"a-{n:02d}").incr.run()
+    finally:
+        vc.shutdown()
+    alive: list[int] = []
+    real = compaction.compact
+
+    async def counting_compact(log: Any, *args: Any, **kwargs: Any) -> Any:
+        if log.actor_id == "a-23":
+            alive.append(sum(isinstance(o, compaction.CompactionReport) for o in gc.get_objects()))
+        return await real(log, *args, **kwargs)
+
+    monkeypatch.setattr(compaction, "compact", counting_compact)
+    result = vactor("compact", "--all", *FORCED)
+    assert result.code == EXIT_OK, result
+    assert len(result.out.splitlines()) == 25, result.out
+    (count,) = alive
+    assert count <= 8, count
