@@ -185,3 +185,32 @@ def test_compact_all_holds_no_report_of_the_batches_it_printed(
     assert len(result.out.splitlines()) == 25, result.out
     (count,) = alive
     assert count <= 8, count
+
+
+# -- 2. doctor prints each check as it is done -------------------------------------------------------
+
+
+def test_doctor_prints_each_check_as_it_is_done(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vactor doctor`` printed its checks at the end: on a stalled endpoint, up to ~20 s of
+    nothing, then everything. What stdout held when the third check's request (the read back)
+    was sent: the rows of the first two. The exit code and the verdict as before."""
+    from vactor_cloud.storage import LocalStore
+
+    real = LocalStore.get
+    before_read: list[str] = []
+
+    async def get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if "_vactor_doctor/" in key and not before_read:
+            before_read.append(capsys.readouterr().out)
+        return await real(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", get)
+    result = vactor("doctor", store)
+    assert result.code == EXIT_OK, result
+    (before,) = before_read
+    assert [line.split()[:2] for line in before.splitlines()] == [["ok", "write"], ["ok", "atomic"]], before
+    rows = (before + result.out).splitlines()
+    assert [row.split()[1] for row in rows[:6]] == ["write", "atomic", "read", "if-match", "if-match", "list"]
+    assert rows[-1].endswith("every guarantee vactor_cloud needs holds"), rows
