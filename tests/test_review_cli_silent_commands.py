@@ -214,3 +214,46 @@ def test_doctor_prints_each_check_as_it_is_done(
     rows = (before + result.out).splitlines()
     assert [row.split()[1] for row in rows[:6]] == ["write", "atomic", "read", "if-match", "if-match", "list"]
     assert rows[-1].endswith("every guarantee vactor_cloud needs holds"), rows
+
+
+# -- 3. events ls of one actor: a page of its inbox at a time ----------------------------------------
+
+
+#: events in the inbox: pages of 128, 128 and 44
+EVENTS = 300
+
+
+def test_events_ls_of_one_actor_prints_its_first_events_before_it_reads_the_last(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vactor events ls --actor ID`` listed, read and sorted every event of the inbox before its
+    first row: an inbox of a million events was held whole, and waited for. Now a page of keys
+    at a time, in key (event id) order: stdout holds the first page's rows when the last event
+    is read."""
+    from vactor_cloud.storage import LocalStore
+
+    vc.init(store)
+    try:
+        Tally.get_or_create("inbox")
+        for n in range(EVENTS):
+            vc.send_event("inbox", "ping", {"n": n}, event_id=f"e-{n:03d}")
+    finally:
+        vc.shutdown()
+    real = LocalStore.get
+    before_last: list[str] = []
+
+    async def get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.endswith(f"/inbox/e-{EVENTS - 1:03d}"):
+            before_last.append(capsys.readouterr().out)
+        return await real(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", get)
+    result = vactor("events", "ls", "--actor", "inbox")
+    assert result.code == EXIT_OK, result
+    (before,) = before_last
+    lines = before.splitlines()
+    assert lines and lines[0].split()[:4] == ["ACTOR", "EVENT", "NAME", "SENT"], before
+    assert [line.split()[1] for line in lines[1:3]] == ["e-000", "e-001"], before
+    everything = (before + result.out).splitlines()
+    assert [line.split()[1] for line in everything[1:]] == [f"e-{n:03d}" for n in range(EVENTS)]
+    assert {line.split(maxsplit=4)[4][:16] for line in everything[1:]} == {"kept: no handler"}
