@@ -110,7 +110,9 @@ async def _pages_with_events(
     if actors is not None:
         named = list(dict.fromkeys(actors))
         for actor in named:
-            if await anext(_inbox_pages(store, actor), None) is None:
+            async with contextlib.aclosing(_inbox_pages(store, actor)) as pages:
+                has_events = await anext(pages, None) is not None  # (its first page, not all of it)
+            if not has_events:
                 # ActorNotFoundError (exit 3): neither the actor nor its events; read without the
                 # class (which only events need), as a deleted actor says so
                 record = await newest_step_async(actor)
