@@ -67,6 +67,7 @@ EVERY_LANE_MODULES = frozenset(
 #: backend files and the many-process modules that stay on moto do not already pin there.
 ABOVE_THE_STORE_MODULES = frozenset(
     {
+        "test_review_cli_silent_commands",
         "test_review_h131_class_tags",
         "test_review_h131_lease_give_up",
         "test_review_h131_tick_stop",

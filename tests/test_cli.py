@@ -187,7 +187,7 @@ def test_compact_keeps_the_newest_steps_and_history_says_so(store: StoreSpec) ->
     result = vactor(store, "compact", "t1", "--keep-last", "2", "--min-age", "0", "--force")
     assert result.code == EXIT_OK, result.err
     assert result.out.splitlines()[1].split()[:3] == ["t1", "2", "2..3"]
-    assert "compacting 1/1 t1" in result.err  # the progress, one line per actor when piped
+    assert "deleting steps 2/2 t1" in result.err  # the progress: the steps deleted, when piped
     assert [e["step"] for e in vactor(store, "history", "t1", "--json").json()] == [3, 2]  # type: ignore[index]
     gone = vactor(store, "show", "t1", "--step", "0")
     assert gone.code == EXIT_NOT_FOUND

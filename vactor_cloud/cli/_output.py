@@ -562,23 +562,26 @@ def listing_count(
 
 class Advance:
     """What :func:`progress` yields: ``advance(item)`` counts one item done (``item`` names it);
-    ``advance.grow(count)`` adds ``count`` items to the total (``timers tick`` lists the index a
-    slice at a time: the total grows as it is listed)."""
+    ``advance.many(count, item)`` counts ``count`` of them (``compact ID``: a batch of steps
+    deleted); ``advance.grow(count)`` adds ``count`` items to the total (``timers tick`` lists
+    the index a slice at a time: the total grows as it is listed)."""
 
-    def __init__(self, done: Callable[[str], None], grown: Callable[[int], None]) -> None:
-        self._done = done
+    def __init__(self, done: Callable[[int, str], None], grown: Callable[[int], None]) -> None:
+        self.many = done
         self.grow = grown
 
     def __call__(self, item: str) -> None:
-        self._done(item)
+        self.many(1, item)
 
 
 @contextlib.contextmanager
 def progress(total: int, label: str, *, enabled: bool, every: float | None = None) -> Iterator[Advance]:
     """A rich progress bar on stderr (when it is a terminal), else a line ``LABEL DONE/TOTAL
-    ITEM`` for the first item done, the last, and between them at most one each ``every``
+    ITEM`` for the first items done, the last, and between them at most one each ``every``
     seconds (default :data:`PLAIN_PROGRESS_EVERY`: a cron job's log of 10,000 actors holds a few
-    lines a minute, not 10,000)."""
+    lines a minute, not 10,000). The bar is shown only while its total is above 0: a total
+    that is only known as the work goes (``timers tick``, ``compact ID``) and stays 0 (nothing
+    due, nothing to delete) leaves no "0/0" bar on the terminal."""
     interval = PLAIN_PROGRESS_EVERY if every is None else every
     if enabled:
         from rich.console import Console
@@ -592,27 +595,28 @@ def progress(total: int, label: str, *, enabled: bool, every: float | None = Non
             TextColumn("{task.fields[item]}", markup=False),  # an actor id, not rich markup
             console=Console(stderr=True),
         ) as bar:
-            task = bar.add_task(label, total=total, item="")
+            task = bar.add_task(label, total=total, item="", visible=total > 0)
             grown = total
 
-            def advance(item: str) -> None:
-                bar.update(task, advance=1, item=printable(item))
+            def advance(count: int, item: str) -> None:
+                bar.update(task, advance=count, item=printable(item))
 
             def grow(count: int) -> None:
                 nonlocal grown
                 grown += count
-                bar.update(task, total=grown)
+                bar.update(task, total=grown, visible=grown > 0)
 
             yield Advance(advance, grow)
         return
     done = 0
     said = -math.inf
 
-    def advance_plain(item: str) -> None:
+    def advance_plain(count: int, item: str) -> None:
         nonlocal done, said
-        done += 1
+        first = done == 0
+        done += count
         now = time.monotonic()
-        if done == 1 or done >= total or now - said >= interval:
+        if first or done >= total or now - said >= interval:
             said = now
             note(f"{label} {done}/{total} {item}")
 

@@ -12,7 +12,7 @@ import inspect
 import pprint
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from vactor_cloud.cli._interrupts import SettledInterrupts
@@ -337,7 +337,6 @@ async def _all_actor_ids(found: Callable[[], None] = lambda: None) -> list[str]:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from vactor_cloud import _sync
-    from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
     from vactor_cloud.history import newest_step
     from vactor_cloud.runtime import get_runtime
 
@@ -396,16 +395,138 @@ def cmd_compact(args: argparse.Namespace) -> int:
         )
     # --force (no writer running: no cache to outlive) passes the guard ``compact`` keeps
     options: dict[str, Any] = {"min_age": min_age, "fresh_window": min(fresh_window, min_age)}
-    reports: list[Any] = []
 
-    def compact_one(actor_id: str) -> Any:
-        return _sync.sync(compaction.compact(runtime.log(actor_id), args.keep_last, **options))
+    def compact_one(actor_id: str, on_deleted: Callable[[int, int], None] | None = None) -> Any:
+        log = runtime.log(actor_id)
+        return _sync.sync(compaction.compact(log, args.keep_last, **options, on_deleted=on_deleted))
 
     def compact_some(part: list[str]) -> list[Any]:
         """The reports of ``part``'s actors, compacted at once (an exception for those that failed)."""
         return _sync.sync(
             _gathered([compaction.compact(runtime.log(a), args.keep_last, **options) for a in part])
         )
+
+    totals = _Compacted()
+    failed: list[tuple[str, Exception]] = []
+    if args.all:
+        failed = _compact_all(ids, compact_one, compact_some, fresh_window, out, totals)
+    else:
+        totals.add([_compact_the_actor(args.actor_id, compact_one, fresh_window, out)])
+    for actor_id, error in failed:
+        print(printable(f"vactor: error: {actor_error(actor_id, error)}"), file=sys.stderr)
+    if failed:
+        print(
+            f"vactor: error: {len(failed)} of {len(failed) + totals.actors} actors could not be "
+            "compacted (above); the others were",
+            file=sys.stderr,
+        )
+    code = EXIT_ERROR if failed else EXIT_OK
+    # (the library's warning on them is a log record, which the command does not print)
+    for actor_id, call_id in totals.unresumable:
+        print(
+            printable(
+                f"vactor: warning: actor {actor_id!r}: the failure record of call {call_id} "
+                "was older than --min-age and compaction removed it: workflow.resume can no longer "
+                "run that call; run it again as a new call if it is still wanted"
+            ),
+            file=sys.stderr,
+        )
+    if not totals.actors and not failed and not out.json:
+        where = f"{_describe_storage()}: nothing to compact{memory_hint()}"
+        print(f"no actors under {where}", file=sys.stderr)
+    held = totals.held
+    if held and not out.json:  # else a first compaction of young actors deletes nothing, unexplained
+        print(
+            f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
+            f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
+            f"--min-age (at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
+            "given with --fresh-window, unless --force with no writer running)",
+            file=sys.stderr,
+        )
+    return code
+
+
+@dataclasses.dataclass
+class _Compacted:
+    """What ``vactor compact`` says at its end, summed as the actors are compacted: not their
+    reports, which ``--all`` over a million actors held every one of until then."""
+
+    actors: int = 0
+    #: steps kept only because of --min-age (the HELD column's sum)
+    held: int = 0
+    #: (actor id, call id) of the calls no longer resumable: each is named at the end
+    unresumable: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def add(self, reports: Sequence[Any]) -> None:
+        for report in reports:
+            self.actors += 1
+            self.held += getattr(report, "held_by_min_age", 0)
+            self.unresumable += [(report.actor_id, c) for c in getattr(report, "unresumable", ())]
+
+
+def _compact_the_actor(
+    actor_id: str, compact_one: Callable[..., Any], fresh_window: float, out: Output
+) -> Any:
+    """``vactor compact ID``: its report, printed; meanwhile the steps deleted so far (a bar on
+    a terminal, shown once there are steps to delete; piped, a line on stderr for the first batch
+    deleted, the last, and at most one every ``PLAIN_PROGRESS_EVERY`` between). Ctrl-C or SIGTERM
+    stops it at once, saying how far it got: a compaction is safe to stop anywhere (the steps it
+    leaves below the raised watermark are deleted by the next one), and an actor of a million
+    steps is minutes of deletes, which the first Ctrl-C of ``--all`` would wait for."""
+    bar = sys.stderr.isatty() and not out.json
+    deleted = [0, 0]  # the steps deleted so far, of how many (0: not known yet)
+    report = None
+    with out.rows_as_done(
+        _COMPACT_COLUMNS, _report_cells, _report_json, held=bar and out.rich, work_goes_on=True
+    ) as show:
+        try:
+            with progress(0, "deleting steps", enabled=bar) as advance:
+
+                def on_deleted(done: int, total: int) -> None:  # (on the IO loop, as each batch lands)
+                    if not deleted[1]:
+                        advance.grow(total)
+                    advance.many(done - deleted[0], actor_id)
+                    deleted[:] = [done, total]
+
+                report = compact_one(actor_id, on_deleted)
+            if getattr(report, "held_unproven", 0):
+                report = _compact_unproven_again([report], compact_one, fresh_window)[0]
+        except KeyboardInterrupt:
+            if report is not None:
+                show([report])  # (as the first pass left it: its last steps held)
+                raise CliError(
+                    f"interrupted in the second pass, after compacting actor {actor_id!r} once; the "
+                    "last steps held for want of the writers' evidence may stay until the next "
+                    "compaction: run it again to delete them",
+                    EXIT_INTERRUPTED,
+                ) from None
+            so_far = (
+                f"after deleting {deleted[0]} of the {deleted[1]} old steps"
+                if deleted[1]
+                else "before deleting any step"
+            )
+            raise CliError(
+                f"interrupted {so_far} of actor {actor_id!r}; a compaction is safe to stop anywhere "
+                "(nothing a writer acknowledged is lost): the old steps left below its watermark are "
+                "deleted by the next compaction: run it again to finish",
+                EXIT_INTERRUPTED,
+            ) from None
+        show([report])
+    return report
+
+
+def _compact_all(
+    ids: list[str],
+    compact_one: Callable[[str], Any],
+    compact_some: Callable[[list[str]], list[Any]],
+    fresh_window: float,
+    out: Output,
+    totals: _Compacted,
+) -> list[tuple[str, Exception]]:
+    """``vactor compact --all`` of ``ids``: up to ``_COMPACT_CONCURRENCY`` at once, each batch's
+    rows printed as it is done and added to ``totals``; the actors that could not be compacted,
+    each with its error (one damaged actor does not stop the others)."""
+    from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
 
     failed: list[tuple[str, Exception]] = []
     done = 0
@@ -435,15 +556,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
                         finished: list[Any] = []
                         for actor_id, outcome in zip(part, compact_some(part), strict=True):
                             if isinstance(outcome, ActorNotFoundError):
-                                if not args.all:
-                                    raise outcome
-                                # objects, no step (a creation never committed): `vactor ls` skips it too
+                                pass  # objects, no step (a creation never committed): `ls` skips it too
                             elif isinstance(outcome, VactorError | StorageError):
-                                if not args.all:
-                                    raise outcome
-                                failed.append(
-                                    (actor_id, outcome)
-                                )  # one damaged actor does not stop the others
+                                failed.append((actor_id, outcome))
                             elif isinstance(outcome, BaseException):
                                 raise outcome
                             elif getattr(outcome, "held_unproven", 0):
@@ -452,7 +567,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
                                 finished.append(outcome)
                             done += 1
                             advance(actor_id)
-                        reports += finished
+                        totals.add(finished)
                         show(finished)
                     if interrupts.requested.is_set() and done < len(ids):
                         settled = True
@@ -468,7 +583,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
                     return compact_one(actor_id)
 
             unproven = _compact_unproven_again(unproven, compact_again, fresh_window)
-            reports += unproven
+            totals.add(unproven)
             show(unproven)
             unproven = []
         except KeyboardInterrupt:
@@ -495,39 +610,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
                 "compaction: run it again to finish",
                 EXIT_INTERRUPTED,
             ) from None
-    for actor_id, error in failed:
-        print(printable(f"vactor: error: {actor_error(actor_id, error)}"), file=sys.stderr)
-    if failed:
-        print(
-            f"vactor: error: {len(failed)} of {len(failed) + len(reports)} actors could not be "
-            "compacted (above); the others were",
-            file=sys.stderr,
-        )
-    code = EXIT_ERROR if failed else EXIT_OK
-    # (the library's warning on them is a log record, which the command does not print)
-    for report in reports:
-        for call_id in getattr(report, "unresumable", ()):
-            print(
-                printable(
-                    f"vactor: warning: actor {report.actor_id!r}: the failure record of call {call_id} "
-                    "was older than --min-age and compaction removed it: workflow.resume can no longer "
-                    "run that call; run it again as a new call if it is still wanted"
-                ),
-                file=sys.stderr,
-            )
-    if not reports and not failed and not out.json:
-        where = f"{_describe_storage()}: nothing to compact{memory_hint()}"
-        print(f"no actors under {where}", file=sys.stderr)
-    held = sum(getattr(r, "held_by_min_age", 0) for r in reports)
-    if held and not out.json:  # else a first compaction of young actors deletes nothing, unexplained
-        print(
-            f"{held} {'step' if held == 1 else 'steps'} younger than --min-age {min_age:g} s "
-            f"(HELD) kept; a later run deletes {'it' if held == 1 else 'them'}, or pass a smaller "
-            f"--min-age (at least {compaction.MIN_AGE_FLOOR:g} s and the writers' fresh_window, "
-            "given with --fresh-window, unless --force with no writer running)",
-            file=sys.stderr,
-        )
-    return code
+    return failed
 
 
 #: the columns of ``vactor compact``'s table, one word each (piped output is read by awk); HELD: the

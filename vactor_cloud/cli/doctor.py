@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,9 @@ class Check:
     detail: str
 
 
-async def _doctor_checks(url: str, options: dict[str, Any]) -> list[Check]:
-    """Try every guarantee the commit protocol relies on, on a scratch key, and clean up.
+async def _doctor_checks(url: str, options: dict[str, Any], done: Callable[[Check], None]) -> list[Check]:
+    """Try every guarantee the commit protocol relies on, on a scratch key, and clean up;
+    ``done(check)`` as each check is done (on the IO loop).
 
     On a local directory the checks run in a scratch directory of their own in it
     (``.vactor-doctor-*``, a name the store never lists), removed at the end: the lock file an
@@ -48,14 +50,16 @@ async def _doctor_checks(url: str, options: dict[str, Any]) -> list[Check]:
     local = local_path(url)
     scratch = None if local is None else os.path.join(local, f".vactor-doctor-{uuid.uuid4().hex}")
     try:
-        return await _checks_on(open_store(scratch or url, **options), Settings().timeout)
+        return await _checks_on(open_store(scratch or url, **options), Settings().timeout, done)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
-    """The checks of :func:`_doctor_checks` on ``store``, each request bounded by ``timeout``."""
+async def _checks_on(store: ObjectStore, timeout: float, done: Callable[[Check], None]) -> list[Check]:
+    """The checks of :func:`_doctor_checks` on ``store``, each request bounded by ``timeout``;
+    ``done(check)`` as each is done (a stalled endpoint is 10 s a request: the rows before it
+    are shown meanwhile)."""
     from vactor_cloud.errors import AlreadyExistsError, PreconditionFailedError
     from vactor_cloud.storage import IfMatch
 
@@ -65,6 +69,10 @@ async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
     key = f"_vactor_doctor/{uuid.uuid4().hex}/probe"
     checks: list[Check] = []
 
+    def record(check: Check) -> None:
+        checks.append(check)
+        done(check)
+
     def payload(n: int) -> bytes:
         # Unique bytes per write: ETag versions are content digests on S3.
         return f"vactor doctor {n} {uuid.uuid4().hex}".encode()
@@ -72,13 +80,13 @@ async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
     first, second = payload(1), payload(2)
     try:
         v1 = await store.put(key, first, mode="create")
-        checks.append(Check("write", True, f"created a scratch object {key}"))
+        record(Check("write", True, f"created a scratch object {key}"))
         try:
             await store.put(key, second, mode="create")
         except AlreadyExistsError:
-            checks.append(Check("atomic create", True, "a second create-only put was refused"))
+            record(Check("atomic create", True, "a second create-only put was refused"))
         else:
-            checks.append(
+            record(
                 Check(
                     "atomic create",
                     False,
@@ -88,7 +96,7 @@ async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
                 )
             )
         blob = await store.get(key)
-        checks.append(
+        record(
             Check(
                 "read back",
                 blob.data == first,
@@ -99,7 +107,7 @@ async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
         )
         v_now = blob.version
         v2 = await store.put(key, payload(3), mode=IfMatch(v_now))
-        checks.append(
+        record(
             Check(
                 "if-match (current version)",
                 v2 != v_now,
@@ -111,9 +119,9 @@ async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
         try:
             await store.put(key, payload(4), mode=IfMatch(v1 if v1 != v2 else v_now))
         except PreconditionFailedError:
-            checks.append(Check("if-match (stale version)", True, "a put with a stale version was refused"))
+            record(Check("if-match (stale version)", True, "a put with a stale version was refused"))
         else:
-            checks.append(
+            record(
                 Check(
                     "if-match (stale version)",
                     False,
@@ -123,7 +131,7 @@ async def _checks_on(store: ObjectStore, timeout: float) -> list[Check]:
                 )
             )
         listed = key in await store.list(key.rsplit("/", 1)[0] + "/")
-        checks.append(
+        record(
             Check("list", listed, "a fresh write is listed" if listed else "a fresh write is not listed yet")
         )
     finally:
@@ -144,7 +152,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     out = Output.for_args(args)
     try:
         check_storage_options(url, options)
-        checks = _sync.sync(_doctor_checks(url, options))
+        # each check's row as it is done: a stalled endpoint is 10 s a request (the JSON at the end)
+        checks = _sync.sync(_doctor_checks(url, options, (lambda c: None) if out.json else _row_printer(out)))
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     ok = all(c.ok for c in checks)
@@ -153,17 +162,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if out.json:
         out.emit_json({"url": url, "ok": ok, "checks": [c.__dict__ for c in checks], "stats": stats})
     else:
-        mark = {True: "ok  ", False: "FAIL"}
-        if out.rich:
-            from rich.markup import escape
-
-            console = out.console()
-            for c in checks:
-                style = "green" if c.ok else "bold red"
-                console.print(f"[{style}]{mark[c.ok]}[/]  {c.name:<28} {escape(c.detail)}")
-        else:
-            for c in checks:
-                out.print(f"{mark[c.ok]}  {c.name:<28} {c.detail}")
         # Only the counters that moved: a block of zeros reads as something to look at.
         moved = {name: value for name, value in stats.items() if value}
         if not moved:
@@ -179,6 +177,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
         out.print(verdict)
     return EXIT_OK if ok else EXIT_DOCTOR
+
+
+def _row_printer(out: Output) -> Callable[[Check], None]:
+    """What prints a check's row (``ok    NAME    DETAIL``, ``FAIL`` in red on a terminal), flushed."""
+    mark = {True: "ok  ", False: "FAIL"}
+
+    def print_row(check: Check) -> None:
+        if out.rich:
+            from rich.markup import escape
+
+            style = "green" if check.ok else "bold red"
+            out.console().print(f"[{style}]{mark[check.ok]}[/]  {check.name:<28} {escape(check.detail)}")
+        else:
+            out.print(f"{mark[check.ok]}  {check.name:<28} {check.detail}")
+        out.stream.flush()
+
+    return print_row
 
 
 def add_commands(sub: Any) -> None:

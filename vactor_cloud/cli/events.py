@@ -45,7 +45,7 @@ from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids, newest_step_async
-from vactor_cloud.inbox import InboxEvent, inbox_prefix, list_inbox, read_events, refusal
+from vactor_cloud.inbox import InboxEvent, event_keys, inbox_prefix, list_inbox, read_events, refusal
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.storage import ObjectStore
 
@@ -110,7 +110,9 @@ async def _pages_with_events(
     if actors is not None:
         named = list(dict.fromkeys(actors))
         for actor in named:
-            if not await list_inbox(store, actor):
+            async with contextlib.aclosing(_inbox_pages(store, actor)) as pages:
+                has_events = await anext(pages, None) is not None  # (its first page, not all of it)
+            if not has_events:
                 # ActorNotFoundError (exit 3): neither the actor nor its events; read without the
                 # class (which only events need), as a deleted actor says so
                 record = await newest_step_async(actor)
@@ -157,21 +159,31 @@ async def _with_events(store: ObjectStore, actor_ids: list[str]) -> list[str]:
 _PROBE_CONCURRENCY = 32
 
 
-#: events read at a time by ``ls``: only their ids, names and times are kept
+#: inbox keys listed and events read at a time by ``ls``: a page's ids, names and times are kept
 _LS_SLICE = 128
+
+
+async def _inbox_pages(store: ObjectStore, actor_id: str) -> AsyncGenerator[list[str], None]:
+    """The keys of ``actor_id``'s events (:func:`~vactor_cloud.inbox.list_inbox`), in key order,
+    a LIST of up to ``_LS_SLICE`` keys at a time; pages without an event key are passed over."""
+    prefix = inbox_prefix(actor_id)
+    after: str | None = None
+    while True:
+        listed = await store.list(prefix, start_after=after, limit=_LS_SLICE)
+        keys = event_keys(prefix, listed)
+        if keys:
+            yield keys
+        if len(listed) < _LS_SLICE:
+            return
+        after = listed[-1]
 
 
 async def _read_without_payloads(
     store: ObjectStore, keys: list[str], signing_key: bytes | None, damaged: list[str]
 ) -> list[InboxEvent]:
-    """The events at ``keys``, in inbox order, without their payloads (a slice read at a time):
-    a backlog's payloads are never all held, as in a process's inbox. Keys of objects read
-    damaged go to ``damaged``."""
-    events: list[InboxEvent] = []
-    for at in range(0, len(keys), _LS_SLICE):
-        for event in await read_events(store, keys[at : at + _LS_SLICE], signing_key, damaged):
-            events.append(event.without_payload())
-    return sorted(events, key=lambda e: e.order)
+    """The events at ``keys`` still present, without their payloads: a backlog's payloads are
+    never all held, as in a process's inbox. Keys of objects read damaged go to ``damaged``."""
+    return [event.without_payload() for event in await read_events(store, keys, signing_key, damaged)]
 
 
 #: the status of an event of a deleted actor (``vactor_cloud.delete_actor``)
@@ -181,21 +193,23 @@ _DAMAGED = "damaged: read failed its integrity check (cut short, altered, or not
 
 
 def _ls(actors: list[str] | None, out: Output) -> list[str]:
-    """``vactor events ls``: the rows of each page of actors with events (up to 32), printed as it
-    is read (on a bucket of thousands, the first rows come after their inboxes, not everyone's);
-    the actors that could not be read."""
+    """``vactor events ls``: the rows of each page of an inbox (up to 128 events, in key order),
+    printed as it is read, the actors with events asked a page (up to 32) at a time: on a bucket
+    of thousands, the first rows come after their inboxes, not everyone's; of an inbox of a
+    million events, after its first page (and no more than a page is held). The actors that
+    could not be read."""
     errors: list[str] = []
     listed = 0
-    pages = _pages_with_events(actors)
+    pages = _event_rows(actors)
 
-    async def next_page() -> list[str] | None:
+    async def next_page() -> tuple[list[EventRow], list[str]] | None:
         return await anext(pages, None)
 
     columns = ("ACTOR", "EVENT", "NAME", "SENT", "STATUS")
     try:
         with out.rows_as_done(columns, EventRow.cells, lambda row: row.__dict__, held=False) as show:
             while (page := _sync.sync(next_page())) is not None:
-                rows, page_errors = _sync.sync(_ls_page(page))
+                rows, page_errors = page
                 show(rows)
                 listed += len(rows)
                 errors += page_errors
@@ -207,49 +221,59 @@ def _ls(actors: list[str] | None, out: Output) -> list[str]:
     return errors
 
 
-async def _ls_page(actor_ids: list[str]) -> tuple[list[EventRow], list[str]]:
+async def _event_rows(actors: list[str] | None) -> AsyncGenerator[tuple[list[EventRow], list[str]], None]:
+    """The rows of ``vactor events ls``, a page of an inbox at a time, with the errors of the
+    actors that could not be read (each an error of its own: the others are still listed)."""
+    async with contextlib.aclosing(_pages_with_events(actors)) as pages:
+        async for page in pages:
+            for actor_id in page:
+                try:
+                    async with contextlib.aclosing(_actor_rows(actor_id)) as rows:
+                        async for some in rows:
+                            yield some, []
+                except (VactorError, OSError) as exc:
+                    yield [], [actor_error(actor_id, exc)]
+
+
+async def _actor_rows(actor_id: str) -> AsyncGenerator[list[EventRow], None]:
+    """The rows of ``actor_id``'s events, a page of its inbox at a time, in key (event id) order:
+    the order they are applied in is in the objects (``InboxEvent.order``), which only reading
+    the whole inbox would give. Whether the actor exists (or was deleted) is read once, at its
+    first page holding an event."""
     runtime = get_runtime()
-    rows: list[EventRow] = []
-    errors: list[str] = []
-    for actor_id in actor_ids:
-        try:
-            keys = await list_inbox(runtime.store, actor_id)
+    state: str | None = None  # a status of every event: not created, deleted; "": asked of each
+    core = record = None
+    async with contextlib.aclosing(_inbox_pages(runtime.store, actor_id)) as pages:
+        async for keys in pages:
             damaged: list[str] = []
             events = await _read_without_payloads(runtime.store, keys, runtime.settings.signing_key, damaged)
-            rows += [
-                EventRow(actor_id, key.rsplit("/", 1)[-1], "?", None, _DAMAGED) for key in sorted(damaged)
-            ]
-            if not events:
-                continue
-            core = runtime.core(actor_id)
-            try:
-                await core.ensure_loaded()
-                record = await core.revalidate()
-            except ActorNotFoundError:
-                rows += [
-                    EventRow(actor_id, e.event_id, e.name, e.time, "waiting: actor not created")
-                    for e in events
-                ]
-                continue
-            if is_deleted(record):  # (it applies none: they wait for a creation, as above)
-                rows += [EventRow(actor_id, e.event_id, e.name, e.time, _DELETED) for e in events]
-                continue
-            assert core.definition is not None
+            rows = [EventRow(actor_id, key.rsplit("/", 1)[-1], "?", None, _DAMAGED) for key in damaged]
+            if events and state is None:
+                core = runtime.core(actor_id)
+                try:
+                    await core.ensure_loaded()
+                    record = await core.revalidate()
+                    # (a deleted actor applies none: they wait for a creation, as for none)
+                    state = _DELETED if is_deleted(record) else ""
+                except ActorNotFoundError:
+                    state = "waiting: actor not created"
             for e in events:
-                if (
-                    await applied_event(
-                        core.log, record, e.name, e.event_id, serializer=core.definition.serializer
-                    )
-                    is not None
-                ):
-                    status = "applied (inbox cleanup pending)"
-                else:
-                    reason = refusal(e, core.definition)
-                    status = "pending" if reason is None else f"kept: {reason}"
-                rows.append(EventRow(actor_id, e.event_id, e.name, e.time, status))
-        except (VactorError, OSError) as exc:
-            errors.append(actor_error(actor_id, exc))
-    return rows, errors
+                rows.append(
+                    EventRow(actor_id, e.event_id, e.name, e.time, state or await _status(core, record, e))
+                )
+            yield sorted(rows, key=lambda row: row.event_id)
+
+
+async def _status(core: Any, record: Any, event: InboxEvent) -> str:
+    """An event's status in ``vactor events ls``, its actor loaded (``core``) at ``record``."""
+    assert core.definition is not None
+    applied = await applied_event(
+        core.log, record, event.name, event.event_id, serializer=core.definition.serializer
+    )
+    if applied is not None:
+        return "applied (inbox cleanup pending)"
+    reason = refusal(event, core.definition)
+    return "pending" if reason is None else f"kept: {reason}"
 
 
 async def _drain_one(actor_id: str) -> dict[str, Any]:
