@@ -242,7 +242,7 @@ async def compact(
         log, committed, undecided, _actor_now(started, newest.time) - min_age, min_age
     )
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
-    await _delete_dedup_checkpoints(log, watermark)
+    await _delete_dedup_checkpoints(log, watermark, newest)
     return CompactionReport(
         actor_id=log.actor_id,
         newest=newest.step,
@@ -599,13 +599,22 @@ async def _delete_tasks(
     return len(doomed), unresumable
 
 
-async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
-    """Delete the idempotency checkpoints older than the one the oldest kept step names.
+async def _delete_dedup_checkpoints(log: ActorLog, watermark: int, newest: StepRecord | None = None) -> int:
+    """Delete the idempotency checkpoints that no kept step names, nor any step to come,
+    below the newest step (``newest``, as the compaction read it first; ``None``: not known).
 
-    A step names the checkpoint it was written on, and names only grow along
-    the chain (each is ``<step>-<token>`` of the commit that wrote it), so
-    every kept step names that one or a newer one. Older checkpoints were
-    named only by deleted steps, or by none (a commit that lost its race).
+    A step names the checkpoint it was written on, and names only grow along the chain: the
+    checkpoint ``<n>-<token>`` is first named, if ever, by step ``n`` (the commit that wrote
+    it), and a commit names its parent's or a new one of its own number. So every kept step
+    names the oldest kept step's (the floor) or a newer one, and the older checkpoints were
+    named only by deleted steps, or by none (a commit that lost its race). And a step ``k``
+    naming ``<j>-<t>`` tells that steps ``j..k`` all name it: every other checkpoint of a number
+    from ``j`` to ``k`` is a lost race's, named by no step now or later (``_named_by_none``).
+    Known so: the floor's numbers and the newest's, and those of a number at which the
+    listing holds two checkpoints or more (its step read: a lost race is seldom). Checkpoints
+    above the newest step stay (a commit in flight puts its checkpoint before its step); so
+    does a lone checkpoint of a number between those known (a lost race whose winner wrote
+    none: it goes once the watermark passes it).
     """
     try:
         oldest = await log.read_step(watermark)
@@ -625,24 +634,88 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
         # checkpoint newer than the one the kept steps name. Read after the step, so a stray
         # read shows here. That compaction deletes the old checkpoints; we leave them.
         return 0
-    if oldest is None or oldest.dedup_base is None:
-        # No kept step names a checkpoint older than the watermark step itself.
-        floor = f"{watermark:020d}" if oldest is not None else None
-    else:
-        floor = oldest.dedup_base
-    if floor is None:
+    if oldest is None:
         return 0
+    # No kept step names a checkpoint older than the watermark step itself.
+    floor = f"{watermark:020d}" if oldest.dedup_base is None else oldest.dedup_base
     # One listing of dedup/: the checkpoints, and the outcome objects under dedup/outcomes/.
     listed = await log.store.list(log.dedup_prefix)
     checkpoints = [key[len(log.dedup_prefix) :] for key in listed if "/" not in key[len(log.dedup_prefix) :]]
-    doomed = [name for name in checkpoints if name < floor]
+    #: steps read, by number: the checkpoint each names
+    names: dict[int, str | None] = {watermark: oldest.dedup_base}
+    if newest is not None and newest.step > watermark:
+        names[newest.step] = newest.dedup_base
+    names |= await _names_at_shared_numbers(log, checkpoints, names, watermark)
+    doomed = [name for name in checkpoints if name < floor or _named_by_none(name, names)]
     # In any order: no kept step names them.
     await log.store.delete_many([log.dedup_key(name) for name in doomed])
     into = len(log.dedup_outcomes_prefix)
     outcomes = [key[into:] for key in listed if key.startswith(log.dedup_outcomes_prefix)]
-    kept = [name for name in checkpoints if name >= floor]
+    gone = set(doomed)
+    kept = [name for name in checkpoints if name not in gone]
     await _delete_unnamed_outcomes(log, watermark, kept, outcomes)
     return len(doomed)
+
+
+async def _names_at_shared_numbers(
+    log: ActorLog, checkpoints: list[str], known: Mapping[int, str | None], watermark: int
+) -> dict[int, str | None]:
+    """The checkpoint step ``n`` names, for each number ``n`` above the watermark and below the
+    newest step known at which ``checkpoints`` holds two or more that ``known`` does not settle
+    (two commits of step ``n`` that each wrote one: one lost its race). One GET each; a step that
+    cannot be read settles nothing. None at all once another compaction raised the watermark
+    meanwhile: a step read may be a stray (a stalled writer's late put at a number it deleted),
+    and what the stray names decides nothing."""
+    top = max(known)
+    counts: dict[int, int] = {}
+    for name in checkpoints:
+        number = _checkpoint_number(name)
+        if number is not None and watermark < number < top and not _settled(number, known):
+            counts[number] = counts.get(number, 0) + 1
+    shared = sorted(number for number, count in counts.items() if count > 1)
+    if not shared:
+        return {}
+
+    async def named_at(step: int) -> tuple[int, str | None] | None:
+        try:
+            record = await log.read_step(step)
+        except IntegrityError:
+            return None
+        return None if record is None else (step, record.dedup_base)
+
+    read = [found for found in await asyncio.gather(*map(named_at, shared)) if found is not None]
+    if watermark < await log.read_gc():
+        return {}
+    return dict(read)
+
+
+def _settled(number: int, names: Mapping[int, str | None]) -> bool:
+    """Whether a step of ``names`` tells which checkpoint of ``number``, if any, is named."""
+    return any(_tells_of(step, name, number) for step, name in names.items())
+
+
+def _named_by_none(checkpoint: str, names: Mapping[int, str | None]) -> bool:
+    """Whether the steps read (``names``: step -> the checkpoint it names) tell that no step
+    names ``checkpoint``, now or later: it is of a number from ``j`` to ``k`` where step ``k``
+    names another checkpoint ``<j>-...`` (or none: ``j = k``)."""
+    number = _checkpoint_number(checkpoint)
+    return number is not None and any(
+        _tells_of(step, name, number) and checkpoint != name for step, name in names.items()
+    )
+
+
+def _tells_of(step: int, name: str | None, number: int) -> bool:
+    """Whether step ``step``, naming checkpoint ``name`` (None: none), tells which checkpoint of
+    ``number`` is named: ``number`` is from ``name``'s number to ``step`` (steps that all name
+    ``name``), or ``step`` itself when it names none."""
+    first = step if name is None else _checkpoint_number(name)
+    return first is not None and first <= number <= step
+
+
+def _checkpoint_number(name: str) -> int | None:
+    """``N`` of a checkpoint named ``<N:020d>-<token>``; None for any other name."""
+    number, dash = name[:20], name[20:21]
+    return int(number) if dash == "-" and number.isdigit() and number.isascii() else None
 
 
 async def _delete_unnamed_outcomes(
