@@ -651,9 +651,7 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int, newest: StepR
     await log.store.delete_many([log.dedup_key(name) for name in doomed])
     into = len(log.dedup_outcomes_prefix)
     outcomes = [key[into:] for key in listed if key.startswith(log.dedup_outcomes_prefix)]
-    gone = set(doomed)
-    kept = [name for name in checkpoints if name not in gone]
-    await _delete_unnamed_outcomes(log, watermark, kept, outcomes)
+    await _delete_unnamed_outcomes(log, watermark, oldest.dedup_base, outcomes)
     return len(doomed)
 
 
@@ -719,32 +717,37 @@ def _checkpoint_number(name: str) -> int | None:
 
 
 async def _delete_unnamed_outcomes(
-    log: ActorLog, watermark: int, kept: list[str], outcomes: list[str]
+    log: ActorLog, watermark: int, floor: str | None, outcomes: list[str]
 ) -> int:
     """Delete the outcome objects (``dedup/outcomes/<N:020d>-<sha256>``) of steps below the
-    watermark that none of the ``kept`` checkpoints (those at or above the floor) names.
+    watermark that the floor checkpoint (the one the watermark step names; None: it names
+    none) does not name. One GET, of the floor, when there are such objects; none otherwise.
 
-    Listed after the watermark was raised, so no step that commits from now on is below it.
-    Such a step's checkpoint names objects its base checkpoint names (listed here, or, written
-    since, by the same rule) or new ones of its own step: at or above the watermark, not
-    deleted here. So an object this deletes is named by no step that is or will be kept,
+    A checkpoint names only objects its base checkpoint names or new ones of its own step
+    number. Every checkpoint a kept step names descends from the floor (written on it, or on one
+    written on it, ...), at a step number at or above the watermark: of the objects below the
+    watermark it names only some the floor names. (A step naming none: the checkpoints written
+    on it, or later, name none below the watermark.) Listed after the watermark was raised, so
+    no step that commits from now on is below it, and such a step's checkpoint descends from
+    the floor in turn: an object this deletes is named by no step that is or will be kept,
     whichever commits race it (``test_a_compaction_racing_a_commit_that_names_an_existing_outcome``).
+    The checkpoints no step names (a lost race's) name what they will: no step reads them.
     """
     below = f"{watermark:020d}"
     candidates = {name for name in outcomes if name[:20] < below}
     if not candidates:
         return 0
     named: set[str] = set()
-    for name in kept:
+    if floor is not None:
         try:
-            named |= await log.read_dedup_checkpoint_outcomes(name)
+            named = await log.read_dedup_checkpoint_outcomes(floor)
         except (StorageError, IntegrityError) as exc:
-            # What it names is unknown (gone: another compaction's; damaged; a newer format):
+            # What it names is unknown (gone: deleted out of band; damaged; a newer format):
             # keep them all (the next compaction tries again).
             logger.warning(
                 "actor %r: compaction keeps the outcome objects: checkpoint %s cannot be read (%s)",
                 log.actor_id,
-                name,
+                floor,
                 exc,
             )
             return 0
