@@ -16,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
-from test_combining import init_switchable
+from test_combining import Switchable, init_switchable
 from test_review_actor_cache import HANG
 from test_review_folding_round_errors import RoundDefect
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
+from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.lanes import StoreSpec
@@ -141,3 +143,35 @@ def test_shutdown_does_not_clear_a_lease_another_process_took_after_ours_was_giv
     runtime.close(timeout=0.3)
     lease = _sync.sync(leases.read())
     assert lease.holder == "another-process" and lease.valid() and lease.version == theirs.version
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_lease_whose_release_failed_is_released_by_the_shutdown(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background release of a given-up lease fails (the store refused the put): before,
+    the lease was forgotten, and stayed held for ``lease_seconds`` after the shutdown."""
+    runtime, holder, leases = a_holder(store_spec)
+    store = runtime.store
+    assert isinstance(store, Switchable)
+    refused = threading.Event()
+    inner_around = store._around
+
+    async def refuse_the_release(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and key.endswith("/lease") and not refused.is_set():
+            refused.set()
+            raise RetryableStorageError("refused (injected)", key)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = refuse_the_release  # type: ignore[method-assign]
+    a_round_ended_by_a_defect(monkeypatch, holder)
+    holder.wake()
+    assert refused.wait(HANG), "the lease was not given up"
+    releasing = holder._releasing
+    assert releasing is not None
+    releasing.result(HANG)
+    assert _sync.sync(leases.read()).valid()  # the release failed: still held in the store
+    vc.shutdown()
+    lease = _sync.sync(leases.read())
+    assert lease.holder == runtime.post_sender.id
+    assert not lease.valid(), f"the lease stayed held for {lease.expires - time.time():.1f} s more"

@@ -274,6 +274,8 @@ class Folder(Poster):
                 if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
                     self._held_until = -math.inf
                     self._lease = None
+                    if self._unreleased is lease:
+                        self._unreleased = None  # (nothing of ours left to release)
                 elif self._held_until != -math.inf:
                     self._lease = mine
                     self._held_until = started + seconds
@@ -322,9 +324,10 @@ class Folder(Poster):
         in flight: landing, it releases what it renewed). Until the release lands, the lease is
         ``_unreleased``: a shutdown that refuses the background release (it began just now)
         releases it itself."""
-        self._held_until = -math.inf
+        # (Recorded first: a shutdown on the IO loop that sees the lease given up finds it here.)
         if self._ours(self._lease):
             self._unreleased = self._lease
+        self._held_until = -math.inf
         if not self._renewing:
             self._start_release()
 
