@@ -16,6 +16,7 @@ checkpoint before its step) are kept.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.compaction import compact
-from vactor_cloud.log import ActorLog
+from vactor_cloud.log import ActorLog, StepRecord
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -107,3 +108,43 @@ def test_one_compaction_deletes_every_orphan_checkpoint_below_the_newest_step(sp
     # Every key still answers from the table, once.
     for i in range(40):
         assert purse.pay.options(idempotency_key=f"pay-{i}").run(1, tag="retry") == f"{i + 1}:{i}{_TAG}"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_step_read_at_a_shared_number_decides_nothing_once_the_watermark_passed_it(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compaction reads the step of a number at which two checkpoints are listed. Another
+    compaction raised the watermark past that number meanwhile and deleted the step, and a
+    stalled writer's late put re-created it (a stray, naming the lost race's checkpoint): what
+    the stray names must not get the checkpoint the kept steps name deleted."""
+    init(spec)
+    purse = Purse.get_or_create("p")
+    for i in range(40):
+        purse.pay.options(idempotency_key=f"pay-{i}").run(1, tag=f"{i}{_TAG}")
+    for _ in range(3):
+        purse.touch.run()
+    log = vc.get_runtime().log("p")
+    floor, middle, _top = checkpoints(log)[-3:]
+    shared = int(middle[:20])
+    orphan = orphan_beside(log, middle, "f" * 16)
+    newest = newest_step(log)
+    read_step, read_gc = ActorLog.read_step, ActorLog.read_gc
+    stray_read: list[int] = []
+
+    async def stray_at_the_shared_number(self: ActorLog, step: int) -> StepRecord | None:
+        record = await read_step(self, step)
+        if self.actor_id == "p" and step == shared and record is not None:
+            stray_read.append(step)
+            return dataclasses.replace(record, writer="stalled", dedup_base=orphan)
+        return record
+
+    async def raised_once_the_stray_was_read(self: ActorLog) -> int:
+        gc = await read_gc(self)
+        return max(gc, shared + 1) if stray_read else gc
+
+    monkeypatch.setattr(ActorLog, "read_step", stray_at_the_shared_number)
+    monkeypatch.setattr(ActorLog, "read_gc", raised_once_the_stray_was_read)
+    _sync.sync(compact(log, keep_last=newest - int(floor[:20]), min_age=0.0, fresh_window=0.0))
+    assert stray_read, "the step at the shared number was not read"
+    assert middle in checkpoints(log)
