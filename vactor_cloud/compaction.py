@@ -681,7 +681,9 @@ async def _names_at_shared_numbers(
             return None
         return None if record is None else (step, record.dedup_base)
 
-    read = [found for found in await asyncio.gather(*map(named_at, shared)) if found is not None]
+    read: list[tuple[int, str | None]] = []
+    for chunk in _chunks(shared, _PARALLEL):
+        read += [found for found in await asyncio.gather(*map(named_at, chunk)) if found is not None]
     if watermark < await log.read_gc():
         return {}
     return dict(read)
