@@ -252,7 +252,7 @@ async def compact(
         log, committed, undecided, _actor_now(started, newest.time) - min_age, min_age
     )
     await log.store.remove_stale_temp_files(log.prefix, older_than=max(STALE_TEMP_AGE, min_age))
-    await _delete_dedup_checkpoints(log, watermark)
+    await _delete_dedup_checkpoints(log, watermark, newest)
     return CompactionReport(
         actor_id=log.actor_id,
         newest=newest.step,
@@ -609,13 +609,22 @@ async def _delete_tasks(
     return len(doomed), unresumable
 
 
-async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
-    """Delete the idempotency checkpoints older than the one the oldest kept step names.
+async def _delete_dedup_checkpoints(log: ActorLog, watermark: int, newest: StepRecord | None = None) -> int:
+    """Delete the idempotency checkpoints that no kept step names, nor any step to come,
+    below the newest step (``newest``, as the compaction read it first; ``None``: not known).
 
-    A step names the checkpoint it was written on, and names only grow along
-    the chain (each is ``<step>-<token>`` of the commit that wrote it), so
-    every kept step names that one or a newer one. Older checkpoints were
-    named only by deleted steps, or by none (a commit that lost its race).
+    A step names the checkpoint it was written on, and names only grow along the chain: the
+    checkpoint ``<n>-<token>`` is first named, if ever, by step ``n`` (the commit that wrote
+    it), and a commit names its parent's or a new one of its own number. So every kept step
+    names the oldest kept step's (the floor) or a newer one, and the older checkpoints were
+    named only by deleted steps, or by none (a commit that lost its race). And a step ``k``
+    naming ``<j>-<t>`` tells that steps ``j..k`` all name it: every other checkpoint of a number
+    from ``j`` to ``k`` is a lost race's, named by no step now or later (``_named_by_none``).
+    Known so: the floor's numbers and the newest's, and those of a number at which the
+    listing holds two checkpoints or more (its step read: a lost race is seldom). Checkpoints
+    above the newest step stay (a commit in flight puts its checkpoint before its step); so
+    does a lone checkpoint of a number between those known (a lost race whose winner wrote
+    none: it goes once the watermark passes it).
     """
     try:
         oldest = await log.read_step(watermark)
@@ -635,53 +644,122 @@ async def _delete_dedup_checkpoints(log: ActorLog, watermark: int) -> int:
         # checkpoint newer than the one the kept steps name. Read after the step, so a stray
         # read shows here. That compaction deletes the old checkpoints; we leave them.
         return 0
-    if oldest is None or oldest.dedup_base is None:
-        # No kept step names a checkpoint older than the watermark step itself.
-        floor = f"{watermark:020d}" if oldest is not None else None
-    else:
-        floor = oldest.dedup_base
-    if floor is None:
+    if oldest is None:
         return 0
+    # No kept step names a checkpoint older than the watermark step itself.
+    floor = f"{watermark:020d}" if oldest.dedup_base is None else oldest.dedup_base
     # One listing of dedup/: the checkpoints, and the outcome objects under dedup/outcomes/.
     listed = await log.store.list(log.dedup_prefix)
     checkpoints = [key[len(log.dedup_prefix) :] for key in listed if "/" not in key[len(log.dedup_prefix) :]]
-    doomed = [name for name in checkpoints if name < floor]
+    #: steps read, by number: the checkpoint each names
+    names: dict[int, str | None] = {watermark: oldest.dedup_base}
+    if newest is not None and newest.step > watermark:
+        names[newest.step] = newest.dedup_base
+    names |= await _names_at_shared_numbers(log, checkpoints, names, watermark)
+    doomed = [name for name in checkpoints if name < floor or _named_by_none(name, names)]
     # In any order: no kept step names them.
     await log.store.delete_many([log.dedup_key(name) for name in doomed])
     into = len(log.dedup_outcomes_prefix)
     outcomes = [key[into:] for key in listed if key.startswith(log.dedup_outcomes_prefix)]
-    kept = [name for name in checkpoints if name >= floor]
-    await _delete_unnamed_outcomes(log, watermark, kept, outcomes)
+    await _delete_unnamed_outcomes(log, watermark, oldest.dedup_base, outcomes)
     return len(doomed)
 
 
+async def _names_at_shared_numbers(
+    log: ActorLog, checkpoints: list[str], known: Mapping[int, str | None], watermark: int
+) -> dict[int, str | None]:
+    """The checkpoint step ``n`` names, for each number ``n`` above the watermark and below the
+    newest step known at which ``checkpoints`` holds two or more that ``known`` does not settle
+    (two commits of step ``n`` that each wrote one: one lost its race). One GET each; a step that
+    cannot be read settles nothing. None at all once another compaction raised the watermark
+    meanwhile: a step read may be a stray (a stalled writer's late put at a number it deleted),
+    and what the stray names decides nothing."""
+    top = max(known)
+    counts: dict[int, int] = {}
+    for name in checkpoints:
+        number = _checkpoint_number(name)
+        if number is not None and watermark < number < top and not _settled(number, known):
+            counts[number] = counts.get(number, 0) + 1
+    shared = sorted(number for number, count in counts.items() if count > 1)
+    if not shared:
+        return {}
+
+    async def named_at(step: int) -> tuple[int, str | None] | None:
+        try:
+            record = await log.read_step(step)
+        except IntegrityError:
+            return None
+        return None if record is None else (step, record.dedup_base)
+
+    read: list[tuple[int, str | None]] = []
+    for chunk in _chunks(shared, _PARALLEL):
+        read += [found for found in await asyncio.gather(*map(named_at, chunk)) if found is not None]
+    if watermark < await log.read_gc():
+        return {}
+    return dict(read)
+
+
+def _settled(number: int, names: Mapping[int, str | None]) -> bool:
+    """Whether a step of ``names`` tells which checkpoint of ``number``, if any, is named."""
+    return any(_tells_of(step, name, number) for step, name in names.items())
+
+
+def _named_by_none(checkpoint: str, names: Mapping[int, str | None]) -> bool:
+    """Whether the steps read (``names``: step -> the checkpoint it names) tell that no step
+    names ``checkpoint``, now or later: it is of a number from ``j`` to ``k`` where step ``k``
+    names another checkpoint ``<j>-...`` (or none: ``j = k``)."""
+    number = _checkpoint_number(checkpoint)
+    return number is not None and any(
+        _tells_of(step, name, number) and checkpoint != name for step, name in names.items()
+    )
+
+
+def _tells_of(step: int, name: str | None, number: int) -> bool:
+    """Whether step ``step``, naming checkpoint ``name`` (None: none), tells which checkpoint of
+    ``number`` is named: ``number`` is from ``name``'s number to ``step`` (steps that all name
+    ``name``), or ``step`` itself when it names none."""
+    first = step if name is None else _checkpoint_number(name)
+    return first is not None and first <= number <= step
+
+
+def _checkpoint_number(name: str) -> int | None:
+    """``N`` of a checkpoint named ``<N:020d>-<token>``; None for any other name."""
+    number, dash = name[:20], name[20:21]
+    return int(number) if dash == "-" and number.isdigit() and number.isascii() else None
+
+
 async def _delete_unnamed_outcomes(
-    log: ActorLog, watermark: int, kept: list[str], outcomes: list[str]
+    log: ActorLog, watermark: int, floor: str | None, outcomes: list[str]
 ) -> int:
     """Delete the outcome objects (``dedup/outcomes/<N:020d>-<sha256>``) of steps below the
-    watermark that none of the ``kept`` checkpoints (those at or above the floor) names.
+    watermark that the floor checkpoint (the one the watermark step names; None: it names
+    none) does not name. One GET, of the floor, when there are such objects; none otherwise.
 
-    Listed after the watermark was raised, so no step that commits from now on is below it.
-    Such a step's checkpoint names objects its base checkpoint names (listed here, or, written
-    since, by the same rule) or new ones of its own step: at or above the watermark, not
-    deleted here. So an object this deletes is named by no step that is or will be kept,
+    A checkpoint names only objects its base checkpoint names or new ones of its own step
+    number. Every checkpoint a kept step names descends from the floor (written on it, or on one
+    written on it, ...), at a step number at or above the watermark: of the objects below the
+    watermark it names only some the floor names. (A step naming none: the checkpoints written
+    on it, or later, name none below the watermark.) Listed after the watermark was raised, so
+    no step that commits from now on is below it, and such a step's checkpoint descends from
+    the floor in turn: an object this deletes is named by no step that is or will be kept,
     whichever commits race it (``test_a_compaction_racing_a_commit_that_names_an_existing_outcome``).
+    The checkpoints no step names (a lost race's) name what they will: no step reads them.
     """
     below = f"{watermark:020d}"
     candidates = {name for name in outcomes if name[:20] < below}
     if not candidates:
         return 0
     named: set[str] = set()
-    for name in kept:
+    if floor is not None:
         try:
-            named |= await log.read_dedup_checkpoint_outcomes(name)
+            named = await log.read_dedup_checkpoint_outcomes(floor)
         except (StorageError, IntegrityError) as exc:
-            # What it names is unknown (gone: another compaction's; damaged; a newer format):
+            # What it names is unknown (gone: deleted out of band; damaged; a newer format):
             # keep them all (the next compaction tries again).
             logger.warning(
                 "actor %r: compaction keeps the outcome objects: checkpoint %s cannot be read (%s)",
                 log.actor_id,
-                name,
+                floor,
                 exc,
             )
             return 0

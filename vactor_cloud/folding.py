@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from vactor_cloud import counters
 from vactor_cloud.batch import CallOptions, PendingCall
@@ -60,9 +60,11 @@ class Folder(Poster):
         "_lease_read_at",
         "_leases",
         "_releasing",
+        "_renewal",
         "_renewing",
         "_streak",
         "_streak_pace",
+        "_unreleased",
     )
 
     if TYPE_CHECKING:
@@ -85,8 +87,12 @@ class Folder(Poster):
         self._held_until = -math.inf
         self._foreign_at = -math.inf
         self._renewing = False
-        #: our release of the folder lease, while it runs in the background
+        #: our release of the folder lease, and our renewal of it, while they run in the background
         self._releasing: Future[None] | None = None
+        self._renewal: Future[None] | None = None
+        #: a lease of ours given up whose release has not landed (not run yet, refused because
+        #: shutdown began, failed, or waiting for a renewal in flight): shutdown releases it
+        self._unreleased: Lease | None = None
         #: the lease holder's group commit: the wall time of its last fold that applied another
         #: process's post, and how long after such a fold the posts of the next one come in
         #: (moving average): the next fold lists no sooner than that, so that it gathers them
@@ -245,6 +251,7 @@ class Folder(Poster):
             self._lease = None
             return False
         self._lease = mine
+        self._unreleased = None  # (replaced by this take: its release would be refused)
         self._held_until = started + self.env.settings.lease_seconds
         self._foreign_at = started
         counters.count("leases_taken")
@@ -267,6 +274,8 @@ class Folder(Poster):
                 if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
                     self._held_until = -math.inf
                     self._lease = None
+                    if self._unreleased is lease:
+                        self._unreleased = None  # (nothing of ours left to release)
                 elif self._held_until != -math.inf:
                     self._lease = mine
                     self._held_until = started + seconds
@@ -280,7 +289,9 @@ class Folder(Poster):
             finally:
                 self._renewing = False
 
-        self.env.background(renew())
+        self._renewal = self.env.background(renew())
+        if self._renewal.done():  # refused (shutdown began): it never runs
+            self._renewing = False
 
     async def _release_lease(self, lease: Lease | None) -> None:
         """Give the folder lease ``lease`` up (expires = 0), so that contended processes need
@@ -288,8 +299,9 @@ class Folder(Poster):
 
         ``lease`` is the one given up, taken when the release was started: the process may
         take the lease again before this begins (a loaded host, an eager store), and read
-        here, that newer lease was released and forgotten."""
-        if lease is None or self._postbox is None or lease.holder != self._postbox.sender:
+        here, that newer lease was released and forgotten. A release that fails stays for
+        the shutdown to try again (``_unreleased``)."""
+        if not self._ours(lease):
             return
         step = self.record.step if self.record is not None else -1
         try:
@@ -297,19 +309,34 @@ class Folder(Poster):
         except (StorageError, IntegrityError) as exc:
             logger.debug("actor %r: releasing the folder lease failed: %s", self.actor_id, exc)
             released = None
+        else:
+            # Released, or written since (by another process, or a later take of ours): done.
+            if self._unreleased is lease:
+                self._unreleased = None
         if self._lease is lease:  # (not if we took the lease again meanwhile)
             self._lease = released
 
+    def _ours(self, lease: Lease | None) -> TypeGuard[Lease]:
+        return lease is not None and self._postbox is not None and lease.holder == self._postbox.sender
+
     def _give_up_lease(self) -> None:
         """Fold no more with the lease, and release it in the background (unless a renewal is
-        in flight: landing, it releases what it renewed)."""
+        in flight: landing, it releases what it renewed). Until the release lands, the lease is
+        ``_unreleased``: a shutdown that refuses the background release (it began just now)
+        releases it itself."""
+        # (Recorded first: a shutdown on the IO loop that sees the lease given up finds it here.)
+        if self._ours(self._lease):
+            self._unreleased = self._lease
         self._held_until = -math.inf
         if not self._renewing:
             self._start_release()
 
     def _start_release(self) -> None:
         """Release the folder lease in the background; shutdown waits for it."""
-        self._releasing = self.env.background(self._release_lease(self._lease))
+        lease = self._lease
+        if self._ours(lease):
+            self._unreleased = lease
+        self._releasing = self.env.background(self._release_lease(lease))
 
     @property
     def leased(self) -> bool:
@@ -317,15 +344,23 @@ class Folder(Poster):
         return self._postbox is not None
 
     async def shutdown_lease(self) -> None:
-        """At shutdown: release the folder lease if we hold it (or wait for a release in
-        flight)."""
+        """At shutdown: release the folder lease if we hold it, or if we gave it up and its
+        release has not landed (the shutdown refused it, having begun just before the give-up;
+        it failed; a renewal in flight was to release it), once what runs of the renewal and
+        of a release has ended. By if-match on the version of ours given up: a lease written
+        since, by another process or by a later take of ours, is left as it is."""
         if self._held_until != -math.inf:
             self._held_until = -math.inf
-            await self._release_lease(self._lease)
-        releasing, self._releasing = self._releasing, None
-        if releasing is not None and not releasing.done():
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(releasing)
+            if self._ours(self._lease):
+                self._unreleased = self._lease
+        for running in (self._renewal, self._releasing):
+            if running is not None and not running.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(running)
+        self._renewal = self._releasing = None
+        unreleased, self._unreleased = self._unreleased, None
+        if unreleased is not None:
+            await self._release_lease(unreleased)
 
     async def flush_deletes(self) -> None:
         """At shutdown, last: finish deleting applied posts (``PostBox.flush``)."""
