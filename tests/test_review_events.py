@@ -3,6 +3,7 @@ hostile review (review-h19): each test failed on the code it was written against
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import tracemalloc
@@ -231,6 +232,17 @@ def test_two_processes_draining_a_backlog_past_what_one_commit_holds_apply_each_
 
 
 # -- vactor events ls on a backlog -------------------------------------------------------------------
+async def _ls_rows(actors: list[str]) -> tuple[list[Any], list[str]]:
+    """Every row ``vactor events ls`` prints for ``actors`` (read a page at a time), and its errors."""
+    rows: list[Any] = []
+    errors: list[str] = []
+    async with contextlib.aclosing(events_cli._event_rows(actors)) as pages:
+        async for some, failed in pages:
+            rows += some
+            errors += failed
+    return rows, errors
+
+
 @pytest.mark.vactor_lanes("memory", "local")
 def test_events_ls_holds_no_backlogs_payloads(spec: StoreSpec) -> None:
     """The inbox of a process holds payloads for one commit's worth of events only (bf6f091); the
@@ -243,7 +255,7 @@ def test_events_ls_holds_no_backlogs_payloads(spec: StoreSpec) -> None:
         send_event("listed", "n", {"n": n, "pad": "x" * size}, event_id=f"n{n:04d}")
     tracemalloc.start()
     try:
-        rows, errors = _sync.sync(events_cli._ls_page(["listed"]))
+        rows, errors = _sync.sync(_ls_rows(["listed"]))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -401,7 +413,7 @@ def test_events_ls_lists_an_inbox_object_that_cannot_be_read(store_spec: StoreSp
     _OrderKeeper.get_or_create("ls-damaged")
     _sync.sync(vc.get_runtime().store.put(inbox_key("ls-damaged", "bad"), b"not an event", mode="create"))
     send_event("ls-damaged", "ping", 0, event_id="e0")
-    rows, errors = _sync.sync(events_cli._ls_page(["ls-damaged"]))
+    rows, errors = _sync.sync(_ls_rows(["ls-damaged"]))
     assert errors == []
     by_id = {row.event_id: row for row in rows}
     assert by_id["e0"].status == "pending"
