@@ -14,7 +14,9 @@ not offer:
 * ``list`` pages through the objects list API itself (``prefix`` +
   ``startOffset``) and never consults fsspec's listing cache;
 * reads return the bytes with the generation they were read at
-  (``x-goog-generation``), from one request.
+  (``x-goog-generation``), from one request, and only when their MD5 is the one GCS
+  sends for the object (``x-goog-hash``): an answer without ``Content-Length`` whose
+  connection closed early looks whole to aiohttp, and is retried instead.
 
 Errors are translated once, here, from the HTTP status of the request we
 sent (gcsfs would turn every 412 into ``FileExistsError``):
@@ -75,6 +77,7 @@ from gcsfs.core import GCSFileSystem
 from gcsfs.credentials import GoogleCredentials
 from gcsfs.retry import HttpError, NonRetryableError
 from google.auth.exceptions import GoogleAuthError, TransportError
+from multidict import CIMultiDictProxy
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -120,7 +123,7 @@ class _Response:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -422,11 +425,14 @@ class GCSStore(ObjectStore):
         ok: frozenset[int] = frozenset({200}),
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
+        check: Callable[[_Response], str | None] | None = None,
     ) -> _Response:
         """Send a request; return it when its status is in ``ok`` or a 4xx the caller handles.
 
         Transient failures of idempotent requests are repeated with jittered
-        backoff; what remains becomes a vactor_cloud error.
+        backoff; what remains becomes a vactor_cloud error. ``check`` says what is wrong
+        with an answer in ``ok`` that did not arrive whole (``None``: nothing): a transient
+        failure too.
         """
         attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
@@ -444,6 +450,10 @@ class GCSStore(ObjectStore):
                 # Credential refresh and socket errors outside aiohttp's own tree.
                 raise StorageError(f"{self.url}/{key}: {op} failed: {exc}", key) from exc
             else:
+                problem = check(response) if check is not None and response.status in ok else None
+                if problem is not None:
+                    detail, cause = problem, None
+                    continue
                 if response.status in ok or response.status in (404, 412):
                     return response
                 if response.status in _RATE_LIMIT_STATUSES:
@@ -486,7 +496,13 @@ class GCSStore(ObjectStore):
     async def _get(self, key: str) -> Blob:
         fs = await self._filesystem()
         response = await self._request(
-            "get", key, "GET", self._object_url(fs, key), params={"alt": "media"}, idempotent=True
+            "get",
+            key,
+            "GET",
+            self._object_url(fs, key),
+            params={"alt": "media"},
+            idempotent=True,
+            check=_not_the_object,
         )
         if response.status == 404:
             raise NotFoundError(f"{self.url}/{key}: no such object (or no such bucket)", key)
@@ -659,6 +675,33 @@ def _retry_after(value: str | None) -> float:
     return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), _MOST_ASKED)
 
 
+def _md5(data: bytes) -> str:
+    """The MD5 of ``data`` as GCS writes it (``md5Hash``, ``x-goog-hash: md5=``): base64."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _not_the_object(response: _Response) -> str | None:
+    """Why the body of a download is not the object GCS describes, or ``None``.
+
+    An answer delimited by its connection's close (no ``Content-Length``, no chunks: an
+    HTTP/1.0 hop, a proxy) that lost its end looks whole to aiohttp: GCS's ``x-goog-hash``
+    (the object's MD5; one header per hash, or both in one) tells. Not for an object stored
+    compressed (``x-goog-stored-content-encoding: gzip``, written by another tool), which GCS
+    serves decompressed with the stored bytes' hash; nor without an MD5 (a composite object:
+    vactor_cloud writes none)."""
+    if response.headers.get("x-goog-stored-content-encoding", "identity") != "identity":
+        return None
+    for header in response.headers.getall("x-goog-hash", ()):
+        for part in header.split(","):
+            name, _, value = part.strip().partition("=")
+            if name == "md5" and value.strip() != _md5(response.body):
+                return (
+                    f"{len(response.body)} bytes arrived whose MD5 is not the object's (x-goog-hash "
+                    f"md5={value.strip()}): the answer was cut short or changed on the way"
+                )
+    return None
+
+
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
     """A multipart/related upload body: the object's metadata, then its bytes."""
     boundary = secrets.token_hex(16)
@@ -666,8 +709,7 @@ def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
         boundary = secrets.token_hex(16)
     # With md5Hash in the metadata GCS refuses a body damaged on the way
     # instead of storing it.
-    digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-    metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "md5Hash": digest})
+    metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "md5Hash": _md5(data)})
     head = (
         f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
         f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"

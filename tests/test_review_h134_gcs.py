@@ -1,0 +1,120 @@
+"""The GCS store under a hostile review (review-h134): reads whose body is cut short where
+nothing tells the HTTP client so, endpoints spelt as people spell them, and what the emulator
+lane can check of listings, deletes and lost answers.
+
+Loopback servers written here answer what fake-gcs-server never would; the tests that need
+the emulator itself run on the ``fakegcs`` lane only. No timing assertions: what may hang is
+bounded by ``HANG``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+
+import pytest
+
+from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.storage._gcs import GCSStore
+
+#: the longest any operation here may take before it is called a hang
+HANG = 60.0
+OBJECT = b"VACT" + bytes(range(256)) * 4
+
+
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _loopback_store(port: int) -> GCSStore:
+    store = GCSStore("bucket/p", endpoint_url=f"http://127.0.0.1:{port}", token="anon", project="p")
+    store.request_timeout = HANG
+    return store
+
+
+async def _serve(answer: bytes) -> tuple[asyncio.Server, list[int]]:
+    """A server that reads each request's head and writes ``answer``, then closes the
+    connection; the list counts the requests."""
+    requests: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(1)
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), requests
+
+
+def _media_answer(body: bytes, *, whole: bytes, extra: bytes = b"", one_header: bool = True) -> bytes:
+    """A 200 answer to ``alt=media`` as GCS sends it, but delimited by the connection's close
+    (no Content-Length, no chunks): ``body`` sent, ``whole`` the object GCS describes, its
+    hashes in one ``x-goog-hash`` header (fake-gcs-server) or one header each (GCS)."""
+    md5 = _md5(whole).encode()
+    hashes = (
+        b"x-goog-hash: crc32c=AAAAAA==,md5=" + md5 + b"\r\n"
+        if one_header
+        else b"x-goog-hash: crc32c=AAAAAA==\r\nx-goog-hash: md5=" + md5 + b"\r\n"
+    )
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nx-goog-generation: 5\r\n"
+        + hashes
+        + extra
+        + b"Connection: close\r\n\r\n"
+        + body
+    )
+
+
+def _read_through(answer: bytes) -> tuple[bytes | BaseException, int]:
+    """What ``get`` returned (or raised) against a server answering ``answer``, and how many
+    requests it sent."""
+
+    async def scenario() -> tuple[bytes | BaseException, int]:
+        server, requests = await _serve(answer)
+        store = _loopback_store(server.sockets[0].getsockname()[1])
+        try:
+            async with asyncio.timeout(HANG):
+                try:
+                    outcome: bytes | BaseException = (await store.get("k")).data
+                except RetryableStorageError as exc:
+                    outcome = exc
+        finally:
+            await store.close()
+            server.close()
+            await server.wait_closed()
+        return outcome, len(requests)
+
+    return asyncio.run(scenario())
+
+
+# -- (1) a body cut short with nothing in HTTP to tell ------------------------------------------
+@pytest.mark.parametrize("one_header", [True, False], ids=["hashes-in-one-header", "a-header-per-hash"])
+def test_a_gcs_read_cut_short_on_a_connection_delimited_answer_is_retried_never_returned_as_data(
+    one_header: bool,
+) -> None:
+    """A 200 answer without Content-Length whose connection closes after part of the object (a
+    proxy that dropped it, an HTTP/1.0 hop): aiohttp sees a whole answer. GCS says what the
+    object's MD5 is (``x-goog-hash``): the part is a transient failure, retried, then a
+    :class:`RetryableStorageError`; never the part as the object. Before: ``get`` returned the
+    first 10 bytes as the object (the contract: a reader never sees a part)."""
+    outcome, requests = _read_through(_media_answer(OBJECT[:10], whole=OBJECT, one_header=one_header))
+    assert isinstance(outcome, RetryableStorageError), outcome
+    assert not isinstance(outcome, StorageTimeoutError)
+    assert "MD5" in str(outcome) and "k" in str(outcome)
+    assert requests == 3  # a read is repeated on a transient failure, a few times
+
+
+def test_a_gcs_read_of_the_whole_object_on_a_connection_delimited_answer_is_returned() -> None:
+    """The same answer with the whole object: the check refuses only what does not match."""
+    assert _read_through(_media_answer(OBJECT, whole=OBJECT)) == (OBJECT, 1)
+
+
+def test_a_gcs_read_of_an_object_stored_gzipped_is_not_checked_against_the_stored_bytes_md5() -> None:
+    """An object stored with ``Content-Encoding: gzip`` (written by another tool) is served
+    decompressed; its ``x-goog-hash`` is the stored bytes', not what arrives: not a mismatch."""
+    answer = _media_answer(
+        OBJECT, whole=b"the gzipped bytes", extra=b"x-goog-stored-content-encoding: gzip\r\n"
+    )
+    assert _read_through(answer) == (OBJECT, 1)
