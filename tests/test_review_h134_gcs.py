@@ -16,6 +16,7 @@ import pytest
 
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.storage._gcs import GCSStore
+from vactor_cloud.testing.lanes import StoreSpec
 
 #: the longest any operation here may take before it is called a hang
 HANG = 60.0
@@ -118,3 +119,47 @@ def test_a_gcs_read_of_an_object_stored_gzipped_is_not_checked_against_the_store
         OBJECT, whole=b"the gzipped bytes", extra=b"x-goog-stored-content-encoding: gzip\r\n"
     )
     assert _read_through(answer) == (OBJECT, 1)
+
+
+# -- (2) endpoints spelt as people spell them -----------------------------------------------------
+def _round_trip(store: GCSStore) -> tuple[str | None, bytes, list[str]]:
+    async def scenario() -> tuple[str | None, bytes, list[str]]:
+        try:
+            async with asyncio.timeout(HANG):
+                version = await store.put("actors/a/HEAD", b"x", mode="create")
+                assert await store.head("actors/a/HEAD") == version
+                return version, (await store.get("actors/a/HEAD")).data, await store.list("actors/")
+        finally:
+            await store.close()
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.vactor_lanes("fakegcs")
+@pytest.mark.parametrize("given_as", ["endpoint_url", "STORAGE_EMULATOR_HOST"])
+def test_an_endpoint_written_with_a_trailing_slash_reaches_the_bucket(
+    store_spec: StoreSpec, given_as: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``http://host:4443/``: every request went to ``//storage/v1/...``, which the server
+    answers 404, so a bucket that exists was reported missing ("put failed: bucket ... does
+    not exist", and ``init`` refused the store) and an object that exists headed ``None``."""
+    endpoint = str(store_spec.options["endpoint_url"])
+    options = {k: v for k, v in store_spec.options.items() if k != "endpoint_url"}
+    if given_as == "endpoint_url":
+        options["endpoint_url"] = endpoint + "/"
+    else:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint + "/")
+    store = GCSStore(store_spec.url.removeprefix("gs://"), **options)
+    version, data, listed = _round_trip(store)
+    assert version and data == b"x" and listed == ["actors/a/HEAD"]
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:4443", "localhost:4443", "ftp://127.0.0.1:4443", "http://"])
+def test_an_endpoint_url_that_is_no_http_url_is_refused_when_the_store_is_opened(endpoint: str) -> None:
+    """``endpoint_url="localhost:4443"`` (as ``STORAGE_EMULATOR_HOST`` may be written, where
+    gcsfs adds ``http://``): every request failed in aiohttp's URL check, a transient failure
+    retried three times, then "retry later" (``RetryableStorageError``), which the runtime
+    retries until its deadline: a mistake in the configuration, refused at once instead."""
+    with pytest.raises(ValueError, match="endpoint_url") as info:
+        GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
+    assert "http://" in str(info.value) and repr(endpoint) in str(info.value)

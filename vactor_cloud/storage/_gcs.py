@@ -66,7 +66,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 # Before gcsfs is imported: it reads this variable once, at import time.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -213,6 +213,8 @@ class GCSStore(ObjectStore):
         super().__init__(f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}")
         self.max_key_bytes = OBJECT_KEY_BYTES - (len(self.prefix.encode("utf-8")) + 1 if self.prefix else 0)
         self._options: dict[str, Any] = dict(options)
+        if isinstance(self._options.get("endpoint_url"), str):
+            self._options["endpoint_url"] = _checked_endpoint(self.url, self._options["endpoint_url"])
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
         _check_token_file(self.url, self._options.get("token"))
@@ -332,7 +334,7 @@ class GCSStore(ObjectStore):
 
     def _object_url(self, fs: GCSFileSystem, key: str) -> str:
         return (
-            f"{fs._location}/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(self._name(key), safe='')}"
+            f"{_location(fs)}/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(self._name(key), safe='')}"
         )
 
     async def _send(
@@ -548,7 +550,7 @@ class GCSStore(ObjectStore):
             "put",
             key,
             "POST",
-            f"{fs._location}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o",
+            f"{_location(fs)}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o",
             params=params,
             headers={"Content-Type": content_type},
             data=body,
@@ -569,7 +571,7 @@ class GCSStore(ObjectStore):
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         fs = await self._filesystem()
-        url = f"{fs._location}/storage/v1/b/{quote(self.bucket, safe='')}/o"
+        url = f"{_location(fs)}/storage/v1/b/{quote(self.bucket, safe='')}/o"
         root = f"{self.prefix}/" if self.prefix else ""
         params = {"prefix": root + prefix, "fields": "items(name),nextPageToken"}
         if start_after is not None:
@@ -631,6 +633,28 @@ class GCSStore(ObjectStore):
             idempotent=True,
             ok=frozenset({200, 204}),
         )
+
+
+def _location(fs: GCSFileSystem) -> str:
+    """The endpoint's URL the request paths follow: gcsfs's, without the trailing ``/`` an
+    ``endpoint_url`` or ``STORAGE_EMULATOR_HOST`` may be written with (``//storage/v1/...``
+    is no GCS path: every bucket looked missing)."""
+    location: str = fs._location
+    return location.rstrip("/")
+
+
+def _checked_endpoint(url: str, endpoint: str) -> str:
+    """``endpoint`` (the ``endpoint_url`` option) without a trailing ``/``; ``ValueError`` for
+    one that is no ``http(s)://host`` URL (``localhost:4443``): aiohttp refuses it at every
+    request, which looked like a transient failure ("retry later") until the deadline."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        example = f" (endpoint_url='http://{endpoint}'?)" if "://" not in endpoint else ""
+        raise ValueError(
+            f"{url}: endpoint_url={endpoint!r} is not an http:// or https:// URL with a host{example}; "
+            "STORAGE_EMULATOR_HOST may leave out the http://, endpoint_url may not"
+        )
+    return endpoint.rstrip("/")
 
 
 def _on_daemon_thread(
