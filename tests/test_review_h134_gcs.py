@@ -14,7 +14,8 @@ import hashlib
 
 import pytest
 
-from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
+from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
+from vactor_cloud.storage import IfMatch
 from vactor_cloud.storage._gcs import GCSStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -163,3 +164,71 @@ def test_an_endpoint_url_that_is_no_http_url_is_refused_when_the_store_is_opened
     with pytest.raises(ValueError, match="endpoint_url") as info:
         GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
     assert "http://" in str(info.value) and repr(endpoint) in str(info.value)
+
+
+# -- (3) a JSON answer cut short ------------------------------------------------------------------
+def _json_answer(body: bytes) -> bytes:
+    """A 200 JSON answer delimited by the connection's close, ``body`` all that arrives."""
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body
+
+
+def _outcome(answer: bytes, operation: str) -> tuple[object, int]:
+    """What ``operation`` (on key ``k``) returned or raised against a server answering
+    ``answer``, and how many requests it sent."""
+
+    async def scenario() -> tuple[object, int]:
+        server, requests = await _serve(answer)
+        store = _loopback_store(server.sockets[0].getsockname()[1])
+        calls = {
+            "head": lambda: store.head("k"),
+            "list": lambda: store.list("k/"),
+            "create": lambda: store.put("k", b"x", mode="create"),
+            "if-match": lambda: store.put("k", b"x", mode=IfMatch("5")),
+        }
+        try:
+            async with asyncio.timeout(HANG):
+                try:
+                    outcome: object = await calls[operation]()
+                except StorageError as exc:
+                    outcome = exc
+        finally:
+            await store.close()
+            server.close()
+            await server.wait_closed()
+        return outcome, len(requests)
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("operation", ["head", "list"])
+def test_a_gcs_metadata_or_listing_answer_cut_short_is_retried_as_a_transient_failure(operation: str) -> None:
+    """``{"generation": "12`` then the connection closes (a 200 without Content-Length cut
+    short): a read like any other whose answer did not arrive whole, repeated, then a
+    :class:`RetryableStorageError`. Before: a plain ``StorageError`` ("unexpected GCS
+    answer") at once, which the runtime does not retry."""
+    outcome, requests = _outcome(_json_answer(b'{"items": [{"name": "p/k/1"}, {"na'), operation)
+    assert isinstance(outcome, RetryableStorageError), outcome
+    assert requests == 3
+
+
+@pytest.mark.parametrize("operation", ["create", "if-match"])
+def test_a_gcs_conditional_upload_whose_answer_is_cut_short_says_the_write_may_have_landed(
+    operation: str,
+) -> None:
+    """The server wrote the object and its answer lost its end: the write may have landed, as
+    after any lost answer (a :class:`RetryableStorageError` saying so; the commit path reads
+    the key back). Never repeated here. Before: a plain ``StorageError`` ("unexpected GCS
+    answer ... not JSON"), silent about the write."""
+    outcome, requests = _outcome(_json_answer(b'{"kind": "storage#object", "generation": "17'), operation)
+    assert isinstance(outcome, RetryableStorageError), outcome
+    assert "may or may not have been applied" in str(outcome)
+    assert requests == 1
+
+
+def test_a_gcs_answer_that_is_no_json_at_all_is_not_taken_for_one_cut_short() -> None:
+    """A 200 page that does not say it is JSON (a proxy's or portal's page) is no GCS answer:
+    a :class:`StorageError` at once, not retried as if it could pass."""
+    page = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html>sign in</html>"
+    outcome, requests = _outcome(page, "head")
+    assert isinstance(outcome, StorageError) and not isinstance(outcome, RetryableStorageError), outcome
+    assert requests == 1

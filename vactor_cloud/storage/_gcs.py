@@ -29,7 +29,8 @@ sent (gcsfs would turn every 412 into ``FileExistsError``):
                          the object; nothing written), as S3's 409
 429, 503                 :class:`RateLimitedError` (GCS allows about one
                          write per second to one object)
-timeouts, 5xx, resets    :class:`RetryableStorageError`
+5xx, resets, cut short   :class:`RetryableStorageError` (timeouts too; a
+                         conditional put's says it may have been applied)
 token refresh refused    :class:`AuthenticationError` (the token
                          endpoint could not be reached:
                          :class:`RetryableStorageError`)
@@ -118,21 +119,32 @@ _LIST_PAGE = 1000
 _TOKEN_REFRESH_AHEAD: float = getattr(gcsfs_credentials, "LOCAL_REFRESH_BUFFER", 300)
 
 
+#: :attr:`_Response._parsed` before the body was parsed
+_UNPARSED: Any = object()
+
+
 class _Response:
     """The parts of an HTTP response this module looks at, read while the connection was open."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("_parsed", "body", "headers", "status")
 
     def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self._parsed: Any = _UNPARSED
+
+    def parsed(self) -> Any:
+        """The body as JSON, parsed once; ``ValueError`` if it is not JSON."""
+        if self._parsed is _UNPARSED:
+            try:
+                self._parsed = json.loads(self.body)
+            except ValueError as exc:
+                raise ValueError(f"GCS answered HTTP {self.status} with a body that is not JSON") from exc
+        return self._parsed
 
     def json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.body)
-        except ValueError as exc:
-            raise ValueError(f"GCS answered HTTP {self.status} with a body that is not JSON") from exc
+        data = self.parsed()
         if not isinstance(data, dict):
             raise ValueError(f"GCS answered HTTP {self.status} with JSON that is not an object")
         return data
@@ -520,7 +532,13 @@ class GCSStore(ObjectStore):
     async def _head(self, key: str) -> str | None:
         fs = await self._filesystem()
         response = await self._request(
-            "head", key, "GET", self._object_url(fs, key), params={"fields": "generation"}, idempotent=True
+            "head",
+            key,
+            "GET",
+            self._object_url(fs, key),
+            params={"fields": "generation"},
+            idempotent=True,
+            check=_not_whole_json,
         )
         if response.status == 404:
             return None
@@ -555,6 +573,7 @@ class GCSStore(ObjectStore):
             headers={"Content-Type": content_type},
             data=body,
             idempotent=mode == "overwrite",
+            check=_not_whole_json,
         )
         if response.status == 412:
             if mode == "create":
@@ -584,7 +603,9 @@ class GCSStore(ObjectStore):
             page = min(_LIST_PAGE, limit - len(keys) + 1) if limit is not None else _LIST_PAGE
             params["maxResults"] = str(page)
             requests += 1
-            response = await self._request("list", prefix, "GET", url, params=params, idempotent=True)
+            response = await self._request(
+                "list", prefix, "GET", url, params=params, idempotent=True, check=_not_whole_json
+            )
             if response.status == 404:
                 raise StorageError(f"{self.url}: list failed: bucket {self.bucket!r} does not exist", prefix)
             try:
@@ -723,6 +744,19 @@ def _not_the_object(response: _Response) -> str | None:
                     f"{len(response.body)} bytes arrived whose MD5 is not the object's (x-goog-hash "
                     f"md5={value.strip()}): the answer was cut short or changed on the way"
                 )
+    return None
+
+
+def _not_whole_json(response: _Response) -> str | None:
+    """Why an answer that says it is JSON did not arrive whole (it does not parse: a
+    ``Content-Length``-less answer whose connection closed early), or ``None``. A body that
+    does not say it is JSON (a proxy's page) is no GCS answer: not a transient failure."""
+    if not response.headers.get("Content-Type", "").startswith("application/json"):
+        return None
+    try:
+        response.parsed()
+    except ValueError as exc:
+        return f"{exc} ({len(response.body)} bytes): the answer was cut short or changed on the way"
     return None
 
 
