@@ -13,11 +13,15 @@ import base64
 import hashlib
 
 import pytest
+from actors import Shelf
+from test_review_backends import _upstream
 
+import vactor_cloud as vc
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 from vactor_cloud.storage import IfMatch
 from vactor_cloud.storage._gcs import GCSStore
-from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.proxy import DroppingProxy
 
 #: the longest any operation here may take before it is called a hang
 HANG = 60.0
@@ -232,3 +236,42 @@ def test_a_gcs_answer_that_is_no_json_at_all_is_not_taken_for_one_cut_short() ->
     outcome, requests = _outcome(page, "head")
     assert isinstance(outcome, StorageError) and not isinstance(outcome, RetryableStorageError), outcome
     assert requests == 1
+
+
+# -- (4) the runtime through a proxy that cuts reads short ----------------------------------------
+class FirstReads:
+    """Chooses the first download of each object's bytes (``alt=media``: steps, HEAD, leases,
+    class objects) that reaches the proxy; its next read passes."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, method: str, target: str) -> bool:
+        if method != "GET" or "alt=media" not in target or target in self.seen:
+            return False
+        self.seen.add(target)
+        return True
+
+
+@pytest.mark.vactor_lanes("fakegcs")
+@pytest.mark.usefixtures("runtime_off")
+def test_calls_through_a_proxy_cutting_each_first_read_short_see_every_commit_and_no_damage(
+    store_lane: Lane, store_spec: StoreSpec
+) -> None:
+    """The first read of every object arrives cut short, with nothing in HTTP to say so: each
+    process (a fresh runtime: nothing cached) reads the actor's state and adds one; every
+    value is the count of the adds before it, and no call fails or reports a damaged object.
+    Before: the half was returned as the object, and the call failed on it as on a damaged
+    one."""
+    store_spec.init()
+    assert Shelf.get_or_create("shelf").add.run() == 1
+    vc.shutdown()
+    with DroppingProxy(_upstream(store_lane), drop_share=1.0, targets=FirstReads(), cut_short=True) as proxy:
+        routed = proxy.route(store_spec)
+        for expected in range(1, 6):
+            routed.init(settings=vc.Settings(timeout=10.0, deadline=30.0))
+            shelf = vc.get_actor("shelf")
+            assert shelf.value.run() == expected
+            assert shelf.add.run() == expected + 1
+            vc.shutdown()
+    assert proxy.stats.dropped > 0, proxy.stats.seen
