@@ -170,6 +170,13 @@ def test_an_endpoint_url_that_is_no_http_url_is_refused_when_the_store_is_opened
     assert "http://" in str(info.value) and repr(endpoint) in str(info.value)
 
 
+def test_an_empty_endpoint_url_still_means_the_default_endpoint() -> None:
+    """``endpoint_url=""`` (an unset variable passed on) was gcsfs's default endpoint: still
+    so, not refused by the check above."""
+    store = GCSStore("bucket/p", endpoint_url="", token="anon", project="p")
+    assert store._options["endpoint_url"] == ""
+
+
 # -- (3) a JSON answer cut short ------------------------------------------------------------------
 def _json_answer(body: bytes) -> bytes:
     """A 200 JSON answer delimited by the connection's close, ``body`` all that arrives."""

@@ -225,8 +225,9 @@ class GCSStore(ObjectStore):
         super().__init__(f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}")
         self.max_key_bytes = OBJECT_KEY_BYTES - (len(self.prefix.encode("utf-8")) + 1 if self.prefix else 0)
         self._options: dict[str, Any] = dict(options)
-        if isinstance(self._options.get("endpoint_url"), str):
-            self._options["endpoint_url"] = _checked_endpoint(self.url, self._options["endpoint_url"])
+        endpoint = self._options.get("endpoint_url")
+        if isinstance(endpoint, str) and endpoint:  # ("": gcsfs's default endpoint, as before)
+            self._options["endpoint_url"] = _checked_endpoint(self.url, endpoint)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
         _check_token_file(self.url, self._options.get("token"))
