@@ -14,6 +14,8 @@ import hashlib
 
 import pytest
 from actors import Shelf
+from aiohttp import web
+from loopback_gcs import gcs_answering
 from test_review_backends import _upstream
 
 import vactor_cloud as vc
@@ -282,3 +284,36 @@ def test_calls_through_a_proxy_cutting_each_first_read_short_see_every_commit_an
             assert shelf.add.run() == expected + 1
             vc.shutdown()
     assert proxy.stats.dropped > 0, proxy.stats.seen
+
+
+# -- (5) a deadline that ran out while the server kept refusing -----------------------------------
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_gcs_read_whose_deadline_ends_while_the_server_keeps_failing_says_what_it_answered(
+    status: int,
+) -> None:
+    """Every GET answered ``status`` with ``Retry-After: 2``; the request's deadline (3 s) ends
+    during the pause before its next try. The timeout said "got no answer ...: is the endpoint
+    reachable?", of an endpoint that had answered, and hid the answer; it now names it."""
+    hits: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        hits.append(request.method)
+        error = {"error": {"code": status, "message": "Backend Error (test)"}}
+        return web.json_response(error, status=status, headers={"Retry-After": "2"})
+
+    async def scenario() -> StorageTimeoutError:
+        async with gcs_answering(answer) as endpoint:
+            store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
+            store.request_timeout = 3.0
+            try:
+                async with asyncio.timeout(HANG):
+                    with pytest.raises(StorageTimeoutError) as info:
+                        await store.get("k")
+            finally:
+                await store.close()
+        return info.value
+
+    timed_out = asyncio.run(scenario())
+    assert hits, "no request reached the server"
+    assert f"HTTP {status}" in str(timed_out) and "Backend Error (test)" in str(timed_out), timed_out
+    assert "reachable" not in str(timed_out)

@@ -65,6 +65,7 @@ import os
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote, urlsplit
@@ -240,6 +241,8 @@ class GCSStore(ObjectStore):
         self._fs_build_pid = 0
         #: the access-token refresh in flight, on a thread of its own (see :meth:`_auth_headers`)
         self._token_refresh: asyncio.Future[None] | None = None
+        #: when a request last failed and was tried again, and why (see :meth:`_stall_advice`)
+        self._last_failure: tuple[float, str] | None = None
 
     # -- connection ---------------------------------------------------------
     async def _filesystem(self) -> GCSFileSystem:
@@ -310,6 +313,13 @@ class GCSStore(ObjectStore):
             return (
                 "it was still waiting for an access token from the token endpoint: check the "
                 "credentials (token=... or GOOGLE_APPLICATION_CREDENTIALS) and the network to it"
+            )
+        failure = self._last_failure
+        if failure is not None and time.monotonic() - failure[0] <= timeout:
+            # An endpoint that answered (503, 500) was not one that could not be reached.
+            return (
+                f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
+                "retry later, and check the endpoint if it lasts"
             )
         return super()._stall_advice(timeout)
 
@@ -451,8 +461,10 @@ class GCSStore(ObjectStore):
         """
         attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
+        detail = ""  # why the last attempt failed
         for attempt in range(attempts):
             if attempt:
+                self._last_failure = (time.monotonic(), detail)
                 await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
@@ -483,7 +495,7 @@ class GCSStore(ObjectStore):
                     # Harmless to repeat (GCS's advice for 429 and 503: retry with backoff),
                     # after the pause asked for, within the request's deadline.
                     asked = _retry_after(response.headers.get("Retry-After"))
-                    detail, cause = str(rate_limited), None
+                    detail, cause = f"HTTP {response.status}: {response.error_message() or 'slow down'}", None
                     continue
                 if response.status == 409:
                     # GCS: a concurrent change to the object kept this one from committing
