@@ -291,7 +291,7 @@ def test_calls_through_a_proxy_cutting_each_first_read_short_see_every_commit_an
 def test_a_gcs_read_whose_deadline_ends_while_the_server_keeps_failing_says_what_it_answered(
     status: int,
 ) -> None:
-    """Every GET answered ``status`` with ``Retry-After: 2``; the request's deadline (3 s) ends
+    """Every GET answered ``status`` with ``Retry-After: 2``; the request's deadline (1.5 s) ends
     during the pause before its next try. The timeout said "got no answer ...: is the endpoint
     reachable?", of an endpoint that had answered, and hid the answer; it now names it."""
     hits: list[str] = []
@@ -304,7 +304,7 @@ def test_a_gcs_read_whose_deadline_ends_while_the_server_keeps_failing_says_what
     async def scenario() -> StorageTimeoutError:
         async with gcs_answering(answer) as endpoint:
             store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
-            store.request_timeout = 3.0
+            store.request_timeout = 1.5
             try:
                 async with asyncio.timeout(HANG):
                     with pytest.raises(StorageTimeoutError) as info:
