@@ -56,6 +56,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_examples",
         "test_review_backends",
         "test_review_storage_faults",
+        "test_review_h134_gcs",
     }
 )
 #: Modules whose subject is the runtime's own logic above the store interface, with no request

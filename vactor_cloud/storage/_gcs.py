@@ -14,7 +14,9 @@ not offer:
 * ``list`` pages through the objects list API itself (``prefix`` +
   ``startOffset``) and never consults fsspec's listing cache;
 * reads return the bytes with the generation they were read at
-  (``x-goog-generation``), from one request.
+  (``x-goog-generation``), from one request, and only when their MD5 is the one GCS
+  sends for the object (``x-goog-hash``): an answer without ``Content-Length`` whose
+  connection closed early looks whole to aiohttp, and is retried instead.
 
 Errors are translated once, here, from the HTTP status of the request we
 sent (gcsfs would turn every 412 into ``FileExistsError``):
@@ -27,7 +29,8 @@ sent (gcsfs would turn every 412 into ``FileExistsError``):
                          the object; nothing written), as S3's 409
 429, 503                 :class:`RateLimitedError` (GCS allows about one
                          write per second to one object)
-timeouts, 5xx, resets    :class:`RetryableStorageError`
+5xx, resets, cut short   :class:`RetryableStorageError` (timeouts too; a
+                         conditional put's says it may have been applied)
 token refresh refused    :class:`AuthenticationError` (the token
                          endpoint could not be reached:
                          :class:`RetryableStorageError`)
@@ -62,9 +65,10 @@ import os
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 # Before gcsfs is imported: it reads this variable once, at import time.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -75,6 +79,7 @@ from gcsfs.core import GCSFileSystem
 from gcsfs.credentials import GoogleCredentials
 from gcsfs.retry import HttpError, NonRetryableError
 from google.auth.exceptions import GoogleAuthError, TransportError
+from multidict import CIMultiDictProxy
 
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -115,21 +120,32 @@ _LIST_PAGE = 1000
 _TOKEN_REFRESH_AHEAD: float = getattr(gcsfs_credentials, "LOCAL_REFRESH_BUFFER", 300)
 
 
+#: :attr:`_Response._parsed` before the body was parsed
+_UNPARSED: Any = object()
+
+
 class _Response:
     """The parts of an HTTP response this module looks at, read while the connection was open."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("_parsed", "body", "headers", "status")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self._parsed: Any = _UNPARSED
+
+    def parsed(self) -> Any:
+        """The body as JSON, parsed once; ``ValueError`` if it is not JSON."""
+        if self._parsed is _UNPARSED:
+            try:
+                self._parsed = json.loads(self.body)
+            except ValueError as exc:
+                raise ValueError(f"GCS answered HTTP {self.status} with a body that is not JSON") from exc
+        return self._parsed
 
     def json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.body)
-        except ValueError as exc:
-            raise ValueError(f"GCS answered HTTP {self.status} with a body that is not JSON") from exc
+        data = self.parsed()
         if not isinstance(data, dict):
             raise ValueError(f"GCS answered HTTP {self.status} with JSON that is not an object")
         return data
@@ -210,6 +226,9 @@ class GCSStore(ObjectStore):
         super().__init__(f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}")
         self.max_key_bytes = OBJECT_KEY_BYTES - (len(self.prefix.encode("utf-8")) + 1 if self.prefix else 0)
         self._options: dict[str, Any] = dict(options)
+        endpoint = self._options.get("endpoint_url")
+        if isinstance(endpoint, str) and endpoint:  # ("": gcsfs's default endpoint, as before)
+            self._options["endpoint_url"] = _checked_endpoint(self.url, endpoint)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
         _check_token_file(self.url, self._options.get("token"))
@@ -222,6 +241,8 @@ class GCSStore(ObjectStore):
         self._fs_build_pid = 0
         #: the access-token refresh in flight, on a thread of its own (see :meth:`_auth_headers`)
         self._token_refresh: asyncio.Future[None] | None = None
+        #: when a request last failed and was tried again, and why (see :meth:`_stall_advice`)
+        self._last_failure: tuple[float, str] | None = None
 
     # -- connection ---------------------------------------------------------
     async def _filesystem(self) -> GCSFileSystem:
@@ -293,6 +314,13 @@ class GCSStore(ObjectStore):
                 "it was still waiting for an access token from the token endpoint: check the "
                 "credentials (token=... or GOOGLE_APPLICATION_CREDENTIALS) and the network to it"
             )
+        failure = self._last_failure
+        if failure is not None and time.monotonic() - failure[0] <= timeout:
+            # An endpoint that answered (503, 500) was not one that could not be reached.
+            return (
+                f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
+                "retry later, and check the endpoint if it lasts"
+            )
         return super()._stall_advice(timeout)
 
     def _refusal_hint(self, status: int) -> str:
@@ -329,7 +357,7 @@ class GCSStore(ObjectStore):
 
     def _object_url(self, fs: GCSFileSystem, key: str) -> str:
         return (
-            f"{fs._location}/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(self._name(key), safe='')}"
+            f"{_location(fs)}/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(self._name(key), safe='')}"
         )
 
     async def _send(
@@ -422,16 +450,21 @@ class GCSStore(ObjectStore):
         ok: frozenset[int] = frozenset({200}),
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
+        check: Callable[[_Response], str | None] | None = None,
     ) -> _Response:
         """Send a request; return it when its status is in ``ok`` or a 4xx the caller handles.
 
         Transient failures of idempotent requests are repeated with jittered
-        backoff; what remains becomes a vactor_cloud error.
+        backoff; what remains becomes a vactor_cloud error. ``check`` says what is wrong
+        with an answer in ``ok`` that did not arrive whole (``None``: nothing): a transient
+        failure too.
         """
         attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
+        detail = ""  # why the last attempt failed
         for attempt in range(attempts):
             if attempt:
+                self._last_failure = (time.monotonic(), detail)
                 await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
@@ -444,6 +477,10 @@ class GCSStore(ObjectStore):
                 # Credential refresh and socket errors outside aiohttp's own tree.
                 raise StorageError(f"{self.url}/{key}: {op} failed: {exc}", key) from exc
             else:
+                problem = check(response) if check is not None and response.status in ok else None
+                if problem is not None:
+                    detail, cause = problem, None
+                    continue
                 if response.status in ok or response.status in (404, 412):
                     return response
                 if response.status in _RATE_LIMIT_STATUSES:
@@ -458,7 +495,7 @@ class GCSStore(ObjectStore):
                     # Harmless to repeat (GCS's advice for 429 and 503: retry with backoff),
                     # after the pause asked for, within the request's deadline.
                     asked = _retry_after(response.headers.get("Retry-After"))
-                    detail, cause = str(rate_limited), None
+                    detail, cause = f"HTTP {response.status}: {response.error_message() or 'slow down'}", None
                     continue
                 if response.status == 409:
                     # GCS: a concurrent change to the object kept this one from committing
@@ -486,7 +523,13 @@ class GCSStore(ObjectStore):
     async def _get(self, key: str) -> Blob:
         fs = await self._filesystem()
         response = await self._request(
-            "get", key, "GET", self._object_url(fs, key), params={"alt": "media"}, idempotent=True
+            "get",
+            key,
+            "GET",
+            self._object_url(fs, key),
+            params={"alt": "media"},
+            idempotent=True,
+            check=_not_the_object,
         )
         if response.status == 404:
             raise NotFoundError(f"{self.url}/{key}: no such object (or no such bucket)", key)
@@ -502,7 +545,13 @@ class GCSStore(ObjectStore):
     async def _head(self, key: str) -> str | None:
         fs = await self._filesystem()
         response = await self._request(
-            "head", key, "GET", self._object_url(fs, key), params={"fields": "generation"}, idempotent=True
+            "head",
+            key,
+            "GET",
+            self._object_url(fs, key),
+            params={"fields": "generation"},
+            idempotent=True,
+            check=_not_whole_json,
         )
         if response.status == 404:
             return None
@@ -532,11 +581,12 @@ class GCSStore(ObjectStore):
             "put",
             key,
             "POST",
-            f"{fs._location}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o",
+            f"{_location(fs)}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o",
             params=params,
             headers={"Content-Type": content_type},
             data=body,
             idempotent=mode == "overwrite",
+            check=_not_whole_json,
         )
         if response.status == 412:
             if mode == "create":
@@ -553,7 +603,7 @@ class GCSStore(ObjectStore):
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         fs = await self._filesystem()
-        url = f"{fs._location}/storage/v1/b/{quote(self.bucket, safe='')}/o"
+        url = f"{_location(fs)}/storage/v1/b/{quote(self.bucket, safe='')}/o"
         root = f"{self.prefix}/" if self.prefix else ""
         params = {"prefix": root + prefix, "fields": "items(name),nextPageToken"}
         if start_after is not None:
@@ -566,7 +616,9 @@ class GCSStore(ObjectStore):
             page = min(_LIST_PAGE, limit - len(keys) + 1) if limit is not None else _LIST_PAGE
             params["maxResults"] = str(page)
             requests += 1
-            response = await self._request("list", prefix, "GET", url, params=params, idempotent=True)
+            response = await self._request(
+                "list", prefix, "GET", url, params=params, idempotent=True, check=_not_whole_json
+            )
             if response.status == 404:
                 raise StorageError(f"{self.url}: list failed: bucket {self.bucket!r} does not exist", prefix)
             try:
@@ -617,6 +669,28 @@ class GCSStore(ObjectStore):
         )
 
 
+def _location(fs: GCSFileSystem) -> str:
+    """The endpoint's URL the request paths follow: gcsfs's, without the trailing ``/`` an
+    ``endpoint_url`` or ``STORAGE_EMULATOR_HOST`` may be written with (``//storage/v1/...``
+    is no GCS path: every bucket looked missing)."""
+    location: str = fs._location
+    return location.rstrip("/")
+
+
+def _checked_endpoint(url: str, endpoint: str) -> str:
+    """``endpoint`` (the ``endpoint_url`` option) without a trailing ``/``; ``ValueError`` for
+    one that is no ``http(s)://host`` URL (``localhost:4443``): aiohttp refuses it at every
+    request, which looked like a transient failure ("retry later") until the deadline."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        example = f" (endpoint_url='http://{endpoint}'?)" if "://" not in endpoint else ""
+        raise ValueError(
+            f"{url}: endpoint_url={endpoint!r} is not an http:// or https:// URL with a host{example}; "
+            "STORAGE_EMULATOR_HOST may leave out the http://, endpoint_url may not"
+        )
+    return endpoint.rstrip("/")
+
+
 def _on_daemon_thread(
     loop: asyncio.AbstractEventLoop, work: Callable[[], _T], name: str
 ) -> asyncio.Future[_T]:
@@ -659,6 +733,46 @@ def _retry_after(value: str | None) -> float:
     return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), _MOST_ASKED)
 
 
+def _md5(data: bytes) -> str:
+    """The MD5 of ``data`` as GCS writes it (``md5Hash``, ``x-goog-hash: md5=``): base64."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _not_the_object(response: _Response) -> str | None:
+    """Why the body of a download is not the object GCS describes, or ``None``.
+
+    An answer delimited by its connection's close (no ``Content-Length``, no chunks: an
+    HTTP/1.0 hop, a proxy) that lost its end looks whole to aiohttp: GCS's ``x-goog-hash``
+    (the object's MD5; one header per hash, or both in one) tells. Not for an object stored
+    compressed (``x-goog-stored-content-encoding: gzip``, written by another tool), which GCS
+    serves decompressed with the stored bytes' hash; nor without an MD5 (a composite object:
+    vactor_cloud writes none)."""
+    if response.headers.get("x-goog-stored-content-encoding", "identity") != "identity":
+        return None
+    for header in response.headers.getall("x-goog-hash", ()):
+        for part in header.split(","):
+            name, _, value = part.strip().partition("=")
+            if name == "md5" and value.strip() != _md5(response.body):
+                return (
+                    f"{len(response.body)} bytes arrived whose MD5 is not the object's (x-goog-hash "
+                    f"md5={value.strip()}): the answer was cut short or changed on the way"
+                )
+    return None
+
+
+def _not_whole_json(response: _Response) -> str | None:
+    """Why an answer that says it is JSON did not arrive whole (it does not parse: a
+    ``Content-Length``-less answer whose connection closed early), or ``None``. A body that
+    does not say it is JSON (a proxy's page) is no GCS answer: not a transient failure."""
+    if not response.headers.get("Content-Type", "").startswith("application/json"):
+        return None
+    try:
+        response.parsed()
+    except ValueError as exc:
+        return f"{exc} ({len(response.body)} bytes): the answer was cut short or changed on the way"
+    return None
+
+
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
     """A multipart/related upload body: the object's metadata, then its bytes."""
     boundary = secrets.token_hex(16)
@@ -666,8 +780,7 @@ def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
         boundary = secrets.token_hex(16)
     # With md5Hash in the metadata GCS refuses a body damaged on the way
     # instead of storing it.
-    digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-    metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "md5Hash": digest})
+    metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "md5Hash": _md5(data)})
     head = (
         f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
         f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"

@@ -19,7 +19,10 @@ through it.
 
 With ``replace_with`` (a whole HTTP answer, such as a 500 ``InternalError``)
 the chosen answers are replaced by it instead of dropped: a server error
-reported for a write that was applied.
+reported for a write that was applied. With ``cut_short``, a chosen answer of
+known length is sent without its ``Content-Length`` and only its first half,
+then the connection closed: an answer that lost its end where nothing in HTTP
+tells the client (a proxy or an HTTP/1.0 hop that dropped the length).
 
 ``hold(method, target)`` chooses requests whose answer is held back, once
 the server has applied them, until :meth:`DroppingProxy.release` (a late
@@ -88,6 +91,7 @@ class DroppingProxy:
         hold: Callable[[str, str], bool] | None = None,
         rewrite: Callable[[str, str], str] | None = None,
         replace_with: bytes | None = None,
+        cut_short: bool = False,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -100,6 +104,8 @@ class DroppingProxy:
         self.rewrite = rewrite
         #: when set, a chosen answer is replaced by these bytes (a whole HTTP answer) instead of dropped
         self.replace_with = replace_with
+        #: when set, a chosen answer of known length loses its length and its second half
+        self.cut_short = cut_short
         #: set when an answer ``hold`` chose is being held back
         self.held = threading.Event()
         self._released = threading.Event()
@@ -261,6 +267,10 @@ class DroppingProxy:
             # The server applied the request and answered; the client never hears of it.
             self.stats.dropped += 1
             self.stats.dropped_targets.append(f"{method} {target}")
+            if self.cut_short and "content-length" in answer_headers:
+                client_w.write(_without_length(answer) + body[: len(body) // 2])
+                await client_w.drain()
+                return False
             if self.replace_with is None:
                 return False
             answer, body = self.replace_with, b""
@@ -306,6 +316,17 @@ def _parse_headers(head: bytes) -> dict[str, str]:
         if sep:
             headers[name.strip().lower()] = value.strip()
     return headers
+
+
+def _without_length(head: bytes) -> bytes:
+    """An answer's head without ``Content-Length``, saying the connection closes: its body then
+    ends where the connection does."""
+    lines = [
+        line
+        for line in head[:-4].split(b"\r\n")
+        if not line.lower().startswith((b"content-length:", b"connection:"))
+    ]
+    return b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n"
 
 
 def _parse_request(head: bytes) -> tuple[str, str, dict[str, str]]:
