@@ -291,20 +291,22 @@ def test_calls_through_a_proxy_cutting_each_first_read_short_see_every_commit_an
 def test_a_gcs_read_whose_deadline_ends_while_the_server_keeps_failing_says_what_it_answered(
     status: int,
 ) -> None:
-    """Every GET answered ``status`` with ``Retry-After: 2``; the request's deadline (1.5 s) ends
-    during the pause before its next try. The timeout said "got no answer ...: is the endpoint
-    reachable?", of an endpoint that had answered, and hid the answer; it now names it."""
+    """Every GET answered ``status`` with ``Retry-After: 8`` (the store waits 2 s of it at most);
+    the request's deadline (3 s) ends during the pause before its next try (3 s, not less: the
+    first answer must come within it on a loaded host, or the timeout rightly says there was
+    none). The timeout said "got no answer ...: is the endpoint reachable?", of an endpoint
+    that had answered, and hid the answer; it now names it."""
     hits: list[str] = []
 
     async def answer(request: web.Request) -> web.StreamResponse:
         hits.append(request.method)
         error = {"error": {"code": status, "message": "Backend Error (test)"}}
-        return web.json_response(error, status=status, headers={"Retry-After": "2"})
+        return web.json_response(error, status=status, headers={"Retry-After": "8"})
 
     async def scenario() -> StorageTimeoutError:
         async with gcs_answering(answer) as endpoint:
             store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
-            store.request_timeout = 1.5
+            store.request_timeout = 3.0
             try:
                 async with asyncio.timeout(HANG):
                     with pytest.raises(StorageTimeoutError) as info:
