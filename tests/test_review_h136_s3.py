@@ -106,3 +106,38 @@ def test_a_get_cut_short_without_content_length_is_never_returned_as_the_object(
     assert isinstance(outcome, RetryableStorageError), outcome
     assert "cut short" in str(outcome) and "applied" not in str(outcome), outcome
     assert len(seen) == 3, seen
+
+
+_SLOW_DOWN_BODY = b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code><Message>Please reduce.</Message></Error>"
+#: S3's answer to a request it throttles (botocore retries it)
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+    + f"Content-Length: {len(_SLOW_DOWN_BODY)}\r\n\r\n".encode()
+    + _SLOW_DOWN_BODY
+)
+
+
+def test_a_listing_answered_slow_down_until_its_deadline_names_the_answer_not_an_unreachable_endpoint(
+    store_lane: Lane, store_spec: StoreSpec, transport: str
+) -> None:
+    """Every listing answered 503 ``SlowDown`` (botocore retries it) until the deadline (3 s):
+    the timeout asked "is the endpoint reachable?" of an endpoint that answered each time; it
+    names the answer now."""
+    with DroppingProxy(
+        _upstream(store_lane), drop_share=1.0, targets=_listing, replace_with=SLOW_DOWN
+    ) as proxy:
+        routed = proxy.route(store_spec)
+
+        async def read() -> object:
+            store = open_store(routed.url, **{**routed.options, "transport": transport})
+            store.request_timeout = 3.0
+            try:
+                return await store.list("k/")
+            except StorageError as exc:
+                return exc
+            finally:
+                await store.close()
+
+        outcome = asyncio.run(read())
+    assert isinstance(outcome, StorageTimeoutError), outcome
+    assert "SlowDown" in str(outcome) and "reachable" not in str(outcome), outcome
