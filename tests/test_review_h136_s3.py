@@ -108,7 +108,10 @@ def test_a_get_cut_short_without_content_length_is_never_returned_as_the_object(
     assert len(seen) == 3, seen
 
 
-_SLOW_DOWN_BODY = b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code><Message>Please reduce.</Message></Error>"
+_SLOW_DOWN_BODY = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n"
+    b"<Error><Code>SlowDown</Code><Message>Please reduce.</Message></Error>"
+)
 #: S3's answer to a request it throttles (botocore retries it)
 SLOW_DOWN = (
     b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
