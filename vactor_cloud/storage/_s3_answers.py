@@ -35,9 +35,14 @@ def _mark_unreadable(
     operation_model: Any, response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
 ) -> None:
     """botocore's ``before-parse``: mark an answer whose body is no whole XML document.
-    Streamed bodies (``GetObject``'s) are not read here: their checksums judge them."""
+
+    Only a server error's: botocore's own handler (registered first) has made a 200 it could
+    not parse a 500 by then, and a successful answer's body (a listing page: a thousand
+    keys) is not parsed a third time. Streamed bodies (``GetObject``'s) are not read here:
+    their checksums judge them."""
     body = response_dict.get("body")
-    if not isinstance(body, bytes) or not body:
+    status = response_dict.get("status_code")
+    if not isinstance(body, bytes) or not body or not isinstance(status, int) or status < 500:
         return
     try:
         parser = XMLParser()
