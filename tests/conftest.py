@@ -126,6 +126,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_nested_pending",
         "test_workflow_steps",
         "test_stats",
+        "test_review_h136_compact_listing",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -188,6 +188,7 @@ async def compact(
     min_age: float = DEFAULT_MIN_AGE,
     fresh_window: float = Settings.fresh_window,
     on_deleted: Callable[[int, int], None] | None = None,
+    on_listed: Callable[[str, int, int], None] | None = None,
 ) -> CompactionReport:
     """Delete the steps of ``log``'s actor older than its ``keep_last`` newest.
 
@@ -208,6 +209,12 @@ async def compact(
     lands: the steps deleted so far, of ``total`` to delete (an actor of a million steps
     takes minutes; ``vactor compact ID`` shows the count). It runs on the event loop, so it
     must not block; it adds no request, and nothing else changes with it.
+
+    ``on_listed(phase, done, total)``, if given, tells of the work before the first delete,
+    alike: ``("listing old steps", found, 0)`` after each page of the listing (the old steps
+    found so far; their total is known only when it ends), then, for an actor with sub-task
+    checkpoints, ``("reading old steps", read, total)`` as each batch of them is read (the
+    calls they committed).
     """
     keep_last, min_age = validate_compaction_args(keep_last, min_age, fresh_window=fresh_window)
     started = time.time()
@@ -232,11 +239,11 @@ async def compact(
     kept = await _kept_for_its_clean_up(log, newest, max(target, current)) if is_deleted(newest) else target
     watermark = await raise_watermark(log, max(min(target, kept), current))
 
-    doomed = await _steps_below(log, watermark)
+    doomed = await _steps_below(log, watermark, on_listed)
     tasks = await _task_calls(log)
     committed_calls: dict[str, int] = {}
     if tasks and doomed:
-        committed_calls = await _calls_in(log, doomed, (await log.read_watermark()).compacted)
+        committed_calls = await _calls_in(log, doomed, (await log.read_watermark()).compacted, on_listed)
     # Oldest first, a chunk at a time (a chunk's deletes land in any order): while this
     # runs, the remaining steps stay contiguous but for the chunk being deleted.
     deleted = 0
@@ -393,20 +400,30 @@ async def _written_before(log: ActorLog, step: int, cutoff: float, top: int) -> 
     return False
 
 
-async def _steps_below(log: ActorLog, watermark: int) -> list[int]:
-    """Every existing step number below ``watermark``, ascending (LIST, page by page)."""
+async def _steps_below(
+    log: ActorLog, watermark: int, on_listed: Callable[[str, int, int], None] | None = None
+) -> list[int]:
+    """Every existing step number below ``watermark``, ascending (LIST, page by page; each
+    told to ``on_listed``: see :func:`compact`)."""
     found: list[int] = []
     after: int | None = None
     while True:
         page = await log.list_steps(after=after, limit=_PAGE)
         below = [step for step in page if step < watermark]
         found.extend(below)
+        if on_listed is not None:
+            on_listed("listing old steps", len(found), 0)
         if len(page) < _PAGE or len(below) < len(page):
             return found
         after = page[-1]
 
 
-async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, str]) -> dict[str, int]:
+async def _calls_in(
+    log: ActorLog,
+    steps: list[int],
+    committed_by: Mapping[int, str],
+    on_listed: Callable[[str, int, int], None] | None = None,
+) -> dict[str, int]:
     """Call ids committed in ``steps``, each with the latest incarnation that committed it
     (``vactor_cloud.incarnation``; a step that cannot be read contributes none).
 
@@ -426,10 +443,14 @@ async def _calls_in(log: ActorLog, steps: list[int], committed_by: Mapping[int, 
         return [call.call_id for call in record.calls], born_of(record.extra)
 
     found: dict[str, int] = {}
+    read = 0
     for chunk in _chunks(steps, _PARALLEL):
         for ids, born in await asyncio.gather(*(calls_of(step) for step in chunk)):
             for call_id in ids:
                 found[call_id] = max(born, found.get(call_id, 0))
+        read += len(chunk)
+        if on_listed is not None:
+            on_listed("reading old steps", read, len(steps))
     return found
 
 

@@ -564,11 +564,19 @@ class Advance:
     """What :func:`progress` yields: ``advance(item)`` counts one item done (``item`` names it);
     ``advance.many(count, item)`` counts ``count`` of them (``compact ID``: a batch of steps
     deleted); ``advance.grow(count)`` adds ``count`` items to the total (``timers tick`` lists
-    the index a slice at a time: the total grows as it is listed)."""
+    the index a slice at a time: the total grows as it is listed); ``advance.phase(label,
+    total)`` starts counting afresh, under ``label``, of ``total`` items (``None``: not known;
+    ``compact ID`` lists and reads old steps before it deletes them)."""
 
-    def __init__(self, done: Callable[[int, str], None], grown: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        done: Callable[[int, str], None],
+        grown: Callable[[int], None],
+        phase: Callable[[str, int | None], None],
+    ) -> None:
         self.many = done
         self.grow = grown
+        self.phase = phase
 
     def __call__(self, item: str) -> None:
         self.many(1, item)
@@ -581,7 +589,9 @@ def progress(total: int, label: str, *, enabled: bool, every: float | None = Non
     seconds (default :data:`PLAIN_PROGRESS_EVERY`: a cron job's log of 10,000 actors holds a few
     lines a minute, not 10,000). The bar is shown only while its total is above 0: a total
     that is only known as the work goes (``timers tick``, ``compact ID``) and stays 0 (nothing
-    due, nothing to delete) leaves no "0/0" bar on the terminal."""
+    due, nothing to delete) leaves no "0/0" bar on the terminal. A phase of unknown total shows
+    ``N/?`` on the bar; piped, a line ``LABEL N so far ITEM`` at most each ``every`` seconds, none
+    before the first interval has passed (as :func:`listing_count`)."""
     interval = PLAIN_PROGRESS_EVERY if every is None else every
     if enabled:
         from rich.console import Console
@@ -606,17 +616,27 @@ def progress(total: int, label: str, *, enabled: bool, every: float | None = Non
                 grown += count
                 bar.update(task, total=grown, visible=grown > 0)
 
-            yield Advance(advance, grow)
+            def phase(label: str, total: int | None) -> None:
+                nonlocal grown
+                grown = total or 0
+                bar.update(task, description=label, completed=0, total=total, visible=total != 0)
+
+            yield Advance(advance, grow, phase)
         return
     done = 0
     said = -math.inf
+    counting = False  # a phase of unknown total
 
     def advance_plain(count: int, item: str) -> None:
         nonlocal done, said
         first = done == 0
         done += count
         now = time.monotonic()
-        if first or done >= total or now - said >= interval:
+        if counting:
+            if now - said >= interval:
+                said = now
+                note(f"{label} {done} so far {item}")
+        elif first or done >= total or now - said >= interval:
             said = now
             note(f"{label} {done}/{total} {item}")
 
@@ -624,4 +644,9 @@ def progress(total: int, label: str, *, enabled: bool, every: float | None = Non
         nonlocal total
         total += count
 
-    yield Advance(advance_plain, grow_plain)
+    def phase_plain(new_label: str, new_total: int | None) -> None:
+        nonlocal label, total, done, said, counting
+        label, total, done, counting = new_label, new_total or 0, 0, new_total is None
+        said = time.monotonic() if counting else -math.inf
+
+    yield Advance(advance_plain, grow_plain, phase_plain)

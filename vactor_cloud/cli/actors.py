@@ -396,9 +396,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
     # --force (no writer running: no cache to outlive) passes the guard ``compact`` keeps
     options: dict[str, Any] = {"min_age": min_age, "fresh_window": min(fresh_window, min_age)}
 
-    def compact_one(actor_id: str, on_deleted: Callable[[int, int], None] | None = None) -> Any:
+    def compact_one(
+        actor_id: str,
+        on_deleted: Callable[[int, int], None] | None = None,
+        on_listed: Callable[[str, int, int], None] | None = None,
+    ) -> Any:
         log = runtime.log(actor_id)
-        return _sync.sync(compaction.compact(log, args.keep_last, **options, on_deleted=on_deleted))
+        return _sync.sync(
+            compaction.compact(log, args.keep_last, **options, on_deleted=on_deleted, on_listed=on_listed)
+        )
 
     def compact_some(part: list[str]) -> list[Any]:
         """The reports of ``part``'s actors, compacted at once (an exception for those that failed)."""
@@ -481,14 +487,23 @@ def _compact_the_actor(
     ) as show:
         try:
             with progress(0, "deleting steps", enabled=bar) as advance:
+                shown: list[Any] = ["", 0]  # the phase shown, and its items counted so far
 
-                def on_deleted(done: int, total: int) -> None:  # (on the IO loop, as each batch lands)
-                    if not deleted[1]:
-                        advance.grow(total)
-                    advance.many(done - deleted[0], actor_id)
+                def tell(phase: str, done: int, total: int | None) -> None:  # (on the IO loop)
+                    if shown[0] != phase:
+                        advance.phase(phase, total)
+                        shown[:] = [phase, 0]
+                    advance.many(done - shown[1], actor_id)
+                    shown[1] = done
+
+                def on_listed(phase: str, done: int, total: int) -> None:
+                    tell(phase, done, total or None)  # (listing: 0, a total not known yet)
+
+                def on_deleted(done: int, total: int) -> None:  # (as each batch lands)
+                    tell("deleting steps", done, total)
                     deleted[:] = [done, total]
 
-                report = compact_one(actor_id, on_deleted)
+                report = compact_one(actor_id, on_deleted, on_listed)
             if getattr(report, "held_unproven", 0):
                 report = _compact_unproven_again([report], compact_one, fresh_window)[0]
         except KeyboardInterrupt:

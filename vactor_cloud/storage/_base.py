@@ -152,7 +152,10 @@ class ObjectStore(abc.ABC):
     #: Whether ``AlreadyExistsError`` from a create proves that *this* request wrote nothing.
     #: True when the backend never retries a request internally (local, memory); an HTTP
     #: client that retries after a lost response can meet its own first attempt and report
-    #: it as "already exists", so S3 and GCS say False.
+    #: it as "already exists", so S3 says False; GCS too (see ``GCSStore``: a hop between
+    #: may repeat an upload). After a conflict the step is read back either way; the flag
+    #: decides only whose a step is that reads back damaged, or that is gone below the
+    #: watermark with no record of its writer.
     definite_create_conflicts: bool = False
     #: The most keys one delete request can carry: 1 where the backend has no batch delete
     #: (each key its own DELETE), 1000 on S3 (DeleteObjects). A test may lower it on an

@@ -190,6 +190,14 @@ class GCSStore(ObjectStore):
 
     #: one objects.list page (for a listing that is no :class:`Listing`; ours say how many pages)
     snapshot_list_keys = _LIST_PAGE
+    #: False (the default), though neither this store (a create is sent once: ``idempotent``
+    #: is False for it) nor aiohttp (it resends only its idempotent methods, not POST) repeats
+    #: an upload: a hop between (a gateway or proxy that retries on a reset, as some do for
+    #: every method) may, and a 412 would then be our own write. What True would save is
+    #: little: the runtime reads the step back after any conflict (for the winner's record);
+    #: the flag only decides whose a step is that reads back damaged or was compacted since,
+    #: where a wrong "not ours" would apply the calls twice (review-h136).
+    definite_create_conflicts = False
     #: :class:`gcsfs.GCSFileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {

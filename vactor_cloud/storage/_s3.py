@@ -69,6 +69,7 @@ from vactor_cloud.storage._base import (
     PutMode,
     repeated_page_token,
 )
+from vactor_cloud.storage._s3_answers import UNREADABLE, RetriedAnswer, UnreadableAnswer
 
 __all__ = ["S3Store"]
 
@@ -127,6 +128,8 @@ _DAMAGED_BODY: tuple[type[BaseException], ...] = tuple(
     if hasattr(botocore.exceptions, name)
 )
 #: (RequestTimeout: a 400 that botocore's own retry modes take for transient)
+#: the requests that change nothing: their failures never speak of a write that may have landed
+_READS = frozenset({"get_object", "head_object", "list_objects_v2"})
 _RETRYABLE_CODES = frozenset(
     {"InternalError", "ServiceUnavailable", "500", "503", "RequestTimeout", "RequestTimeoutException"}
 )
@@ -282,6 +285,18 @@ class S3Store(ObjectStore):
         failure = self._transport.last_failure
         if failure is None or time.monotonic() - failure[0] > timeout:
             return super()._stall_advice(timeout)
+        if isinstance(failure[1], UnreadableAnswer):
+            # It answered every time: what it said did not arrive whole.
+            return (
+                f"its answers arrived meanwhile but were tried again ({failure[1]}); if it keeps "
+                f"happening, something between this process and {self._endpoint()} truncates "
+                "responses (a proxy, an HTTP/1.0 hop that drops Content-Length)"
+            )
+        if isinstance(failure[1], RetriedAnswer):
+            return (
+                f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
+                "retry later, and check the endpoint if it lasts"
+            )
         return (
             f"this endpoint's requests failed meanwhile ({type(failure[1]).__name__}: {failure[1]}): "
             "is the endpoint reachable?"
@@ -470,7 +485,7 @@ class S3Store(ObjectStore):
         operation = method.replace("_", " ")
         client_error = _client_error(exc)
         if client_error is not None:
-            return self._translate_response(client_error, key, where, operation, mode)
+            return self._translate_response(client_error, key, where, operation, mode, method in _READS)
         # s3fs translates a ClientError into a builtin and keeps the original as the
         # cause; if a future s3fs drops the cause, its builtins still tell enough.
         if isinstance(exc, FileExistsError) and mode == "create":
@@ -514,14 +529,14 @@ class S3Store(ObjectStore):
             # Transport failures (reset, truncated body, timeout) are transient by nature.
             return RetryableStorageError(
                 f"{where}: {operation} failed talking to {self._endpoint()}: {type(exc).__name__}: {exc}; "
-                "check the endpoint (AWS_ENDPOINT_URL), the network and that the server is running; "
-                "a write may or may not have been applied",
+                "check the endpoint (AWS_ENDPOINT_URL), the network and that the server is running"
+                + ("" if method in _READS else "; a write may or may not have been applied"),
                 key,
             )
         return StorageError(f"{where}: {operation} failed: {type(exc).__name__}: {exc}", key)
 
     def _translate_response(
-        self, error: Any, key: str, where: str, operation: str, mode: PutMode | None
+        self, error: Any, key: str, where: str, operation: str, mode: PutMode | None, read: bool
     ) -> StorageError:
         response = getattr(error, "response", None) or {}
         details = response.get("Error") or {}
@@ -594,10 +609,20 @@ class S3Store(ObjectStore):
                 f"s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket) ({said})",
                 key,
             )
-        if code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500):
+        unreadable = response.get(UNREADABLE)
+        if unreadable:
+            # botocore made a 500 of a 200 it could not parse: no server error at all.
             return RetryableStorageError(
-                f"{where}: {operation} failed on the server side; it may or may not have been applied, "
-                f"retry after a pause ({said})",
+                f"{where}: {operation}: {unreadable}, tried {retried + 1} time(s); retried as a "
+                "transient failure. If it keeps happening, something between this process and "
+                f"{self._endpoint()} truncates responses (a proxy, an HTTP/1.0 hop that drops "
+                "Content-Length)" + ("" if read else "; the write may or may not have been applied"),
+                key,
+            )
+        if code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500):
+            applied = "" if read else "; it may or may not have been applied"
+            return RetryableStorageError(
+                f"{where}: {operation} failed on the server side{applied}, retry after a pause ({said})",
                 key,
             )
         return StorageError(f"{where}: {operation} failed ({said})", key)

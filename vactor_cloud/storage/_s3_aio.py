@@ -25,6 +25,8 @@ import aiohttp
 import botocore.exceptions
 import s3fs
 
+from vactor_cloud.storage._s3_answers import watch_answers
+
 __all__ = ["S3fsTransport"]
 
 
@@ -65,7 +67,7 @@ class S3fsTransport:
     )
     #: an answer whose body arrived cut short (aiohttp's; botocore's are the store's own)
     damaged_body_errors: tuple[type[BaseException], ...] = (aiohttp.ClientPayloadError,)
-    #: s3fs retries out of sight (see ``Transport.last_failure``)
+    #: see ``Transport.last_failure``: what botocore retried (s3fs's own retries stay out of sight)
     last_failure: tuple[float, BaseException] | None = None
 
     def __init__(self, bucket: str, options: Mapping[str, Any]) -> None:
@@ -116,11 +118,17 @@ class S3fsTransport:
         fs = self._filesystem()
         await self._client_ready(fs)
         _send_each_request_once(fs._s3)  # (at once: a flag once done)
+        if not getattr(fs._s3, "_vactor_watched", False):
+            watch_answers(fs._s3, self._note_failure)
+            fs._s3._vactor_watched = True
         response: dict[str, Any] = await fs._call_s3(method, Bucket=self.bucket, **params)
         if method == "get_object":
             async with response["Body"] as body:
                 response["Body"] = await body.read()
         return response
+
+    def _note_failure(self, at: float, failure: BaseException) -> None:
+        self.last_failure = (at, failure)
 
     @staticmethod
     def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:

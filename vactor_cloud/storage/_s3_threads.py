@@ -44,6 +44,8 @@ import botocore.exceptions
 import botocore.parsers
 import botocore.session
 
+from vactor_cloud.storage._s3_answers import watch_answers
+
 __all__ = ["BotocoreTransport", "botocore_client_arguments"]
 
 logger = logging.getLogger("vactor_cloud")
@@ -397,15 +399,15 @@ class BotocoreTransport:
             client = session.create_client("s3", **self._arguments)
         finally:
             session.register_component("response_parser_factory", shared)
-        client.meta.events.register("needs-retry.s3", self._note_failure)
+        watch_answers(client, self._note_failure)
         client.meta.events.register_first("before-send.s3", _refuse_abandoned)
         _user_agent_built_once(client)
         return client
 
-    def _note_failure(self, caught_exception: BaseException | None = None, **_: Any) -> None:
-        """botocore's retry check, before each retry it may make: keep the error it caught."""
-        if caught_exception is not None and not isinstance(caught_exception, RequestAbandoned):
-            self.last_failure = (time.monotonic(), caught_exception)
+    def _note_failure(self, at: float, failure: BaseException) -> None:
+        """Before each retry botocore may make: keep what failed (see :func:`watch_answers`)."""
+        if not isinstance(failure, RequestAbandoned):
+            self.last_failure = (at, failure)
 
     # -- requests -----------------------------------------------------------------------
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""What botocore retried on its own, told to the S3 store: answers it could not read.
+
+botocore reads a 200 answer whose XML is not a whole document (cut short in transit: a
+proxy or an HTTP/1.0 hop that dropped its ``Content-Length`` and closed the connection
+early) as a server error, a 500 of its own making, and retries it. Its error then says
+"500 Internal Server Error", and a request that runs out of time meanwhile looks like one
+that got no answer. :func:`watch_answers` registers two handlers on a botocore (or
+aiobotocore) client: one marks such an answer in the parsed response (under
+:data:`UNREADABLE`, which the store's error translation reads), one keeps the newest
+failure botocore retries (the transport's ``last_failure``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+from xml.etree.ElementTree import ParseError, XMLParser
+
+__all__ = ["UNREADABLE", "RetriedAnswer", "UnreadableAnswer", "retried_failure", "watch_answers"]
+
+#: the key, in a parsed answer, that describes an answer whose XML could not be read
+UNREADABLE = "VactorUnreadableAnswer"
+
+
+class RetriedAnswer(Exception):
+    """An answer botocore retried (a server error, a throttle): the endpoint did answer."""
+
+
+class UnreadableAnswer(RetriedAnswer):
+    """An answer botocore retried because its body was no whole XML document."""
+
+
+def _mark_unreadable(
+    operation_model: Any, response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """botocore's ``before-parse``: mark an answer whose body is no whole XML document.
+
+    Only a server error's: botocore's own handler (registered first) has made a 200 it could
+    not parse a 500 by then, and a successful answer's body (a listing page: a thousand
+    keys) is not parsed a third time. Streamed bodies (``GetObject``'s) are not read here:
+    their checksums judge them."""
+    body = response_dict.get("body")
+    status = response_dict.get("status_code")
+    if not isinstance(body, bytes) or not body or not isinstance(status, int) or status < 500:
+        return
+    try:
+        parser = XMLParser()
+        parser.feed(body)
+        parser.close()
+    except ParseError:
+        customized_response_dict[UNREADABLE] = (
+            f"the answer to {operation_model.name} arrived cut short or unreadable "
+            f"({len(body)} bytes that are no whole XML document)"
+        )
+
+
+def retried_failure(caught_exception: BaseException | None, response: Any) -> BaseException | None:
+    """What made botocore consider a retry: the error it caught, an answer it could not read,
+    a server error or throttle it was given; ``None`` for a success."""
+    if caught_exception is not None:
+        return caught_exception
+    if not isinstance(response, tuple) or len(response) != 2 or not isinstance(response[1], dict):
+        return None
+    parsed = response[1]
+    if parsed.get(UNREADABLE):
+        return UnreadableAnswer(parsed[UNREADABLE])
+    status = (parsed.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if isinstance(status, int) and (status >= 500 or status == 429):
+        error = parsed.get("Error") or {}
+        return RetriedAnswer(f"S3 said {status} {error.get('Code', '')}: {error.get('Message', '')}")
+    return None
+
+
+def watch_answers(client: Any, note: Callable[[float, BaseException], None]) -> None:
+    """Mark unreadable answers on ``client`` and call ``note(time, failure)`` before each retry
+    botocore may make (``RequestAbandoned``-like failures are the caller's to skip)."""
+
+    def needs_retry(caught_exception: BaseException | None = None, response: Any = None, **_: Any) -> None:
+        failure = retried_failure(caught_exception, response)
+        if failure is not None:
+            note(time.monotonic(), failure)
+
+    client.meta.events.register("before-parse.s3", _mark_unreadable)
+    client.meta.events.register("needs-retry.s3", needs_retry)
