@@ -189,6 +189,8 @@ class PendingCall:
         """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``, which
         hands back an ``Exception``, not an interrupt: Ctrl-C in the body still stops the caller)."""
         if self.options.catch_exceptions and (outcome.ok or isinstance(outcome.value, Exception)):
+            if not outcome.ok and isinstance(self.future, ActorFuture):
+                self.future._caught = True  # (before it settles: a done callback reads it)
             outcome = Outcome(True, (outcome.value, None) if outcome.ok else (None, outcome.value))
         outcome.settle(self.future)
         if isinstance(self.future, ActorFuture):

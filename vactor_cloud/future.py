@@ -42,6 +42,10 @@ class ActorFuture(concurrent.futures.Future[T]):
     #: the result as it was first handed out, kept by value for later readers (``_by_value``)
     _kept: Frozen | None = None
     _handed_out = False
+    #: the result is ``(None, error)``, an exception ``catch_exceptions=True`` hands back as a
+    #: value: handed out as a raised one is, the same exception to every reader (a copy lost
+    #: its traceback and cause, or could not be read back at all)
+    _caught = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -129,16 +133,27 @@ class ActorFuture(concurrent.futures.Future[T]):
         same caller again) a copy of it as it was delivered, whatever the first did to its own.
         Only a result read more than once costs more than the one copy every call's result is
         (a pickle at the first read, an unpickle at each later one; nothing for scalars)."""
+        if self._caught:
+            return value
         with self._condition:
             if not self._handed_out:
                 self._handed_out = True
                 try:
+                    # (a read-only method's result is handed over as it is: it may not pickle)
                     self._kept = freeze(value)
-                except TypeError:  # it was read back from a pickle, so this is all but unheard of
+                except TypeError:
                     self._kept = None
                 return value
             kept = self._kept
-        return value if kept is None else thaw(kept)
+        if kept is None:
+            return value  # nothing to copy it by: the object itself, as a future hands it out
+        try:
+            return thaw(kept)
+        except TypeError:
+            # It pickles but cannot be read back (a read-only method's result, never round-
+            # tripped): the object itself, as the first read got it; not the copy's error.
+            self._kept = None
+            return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         started = time.monotonic()
