@@ -1,0 +1,129 @@
+"""Review h135: the guard that stops a forked child from committing its parent's batch
+(``batch._refuse_in_a_forked_child``) must not stop the ways a method starts processes that
+never return into it: ``multiprocessing`` with the fork start method (the child runs its target
+and exits) and ``subprocess`` (fork and exec). And a method run by ``run_async`` on a pool
+thread that forks and returns in the child too is applied once, the child's copy of the future
+failed with the guard's error. Every child path ends in ``os._exit``."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    pytest.mark.vactor_lanes("memory", "local", "moto"),
+]
+
+HANG = 60.0
+#: gates a forking method waits at, by actor id
+GATES: dict[str, threading.Event] = {}
+
+
+def _child_target(write: int) -> None:
+    os.write(write, b"the target ran")
+
+
+@vc.virtual_actor
+class Spawner:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def start_process(self, write: int) -> int:
+        self.n += 1
+        child = multiprocessing.get_context("fork").Process(target=_child_target, args=(write,))
+        child.start()
+        child.join(HANG)
+        return child.exitcode if child.exitcode is not None else -1
+
+    def run_subprocess(self) -> str:
+        self.n += 1
+        # (preexec_fn: Python's fork here runs the at-fork handlers, in the child and this process)
+        command = [sys.executable, "-c", "print('hi')"]
+        done = subprocess.run(command, capture_output=True, check=True, timeout=HANG, preexec_fn=os.setpgrp)
+        return done.stdout.decode().strip()
+
+    def fork_after_gate(self) -> tuple[str, int]:
+        here = sys.modules[__name__]
+        assert here.GATES[vc.current_call().actor_id].wait(HANG)  # type: ignore[union-attr]
+        self.n += 1
+        return ("child" if os.fork() == 0 else "parent", self.n)
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.n
+
+
+def _read_all(read: int) -> bytes:
+    said = b""
+    while True:
+        ready, _, _ = select.select([read], [], [], HANG)
+        assert ready, "the child neither answered nor ended"
+        chunk = os.read(read, 4096)
+        if not chunk:
+            return said
+        said += chunk
+
+
+def test_a_method_that_starts_a_forked_multiprocessing_child_is_applied_once(actor_store: StoreSpec) -> None:
+    a = Spawner.get_or_create("mp-fork")
+    read, write = os.pipe()
+    try:
+        assert a.start_process.run(write) == 0
+    finally:
+        os.close(write)
+    try:
+        assert _read_all(read) == b"the target ran"
+    finally:
+        os.close(read)
+    assert a.count.run() == 1
+
+
+def test_a_method_that_runs_a_subprocess_is_applied_once(actor_store: StoreSpec) -> None:
+    a = Spawner.get_or_create("subprocess")
+    assert a.run_subprocess.run() == "hi"
+    assert a.run_subprocess.run_async().result(HANG) == "hi"
+    assert a.count.run() == 2
+
+
+def test_a_method_run_async_that_forks_is_applied_once_and_the_childs_future_fails(
+    actor_store: StoreSpec,
+) -> None:
+    a = Spawner.get_or_create("fork-on-pool")
+    gate = GATES["fork-on-pool"] = threading.Event()
+    parent = os.getpid()
+    read, write = os.pipe()
+
+    def in_the_child(f: Any) -> None:
+        if os.getpid() == parent:
+            return
+        try:
+            error = f.exception(0)
+            os.write(write, f"{type(error).__name__}: {error}".encode()[:4000])
+        finally:
+            os._exit(0)
+
+    future = a.fork_after_gate.run_async()
+    future.add_done_callback(in_the_child)
+    gate.set()
+    try:
+        got = future.result(HANG)
+    finally:
+        os.close(write)
+    try:
+        said = _read_all(read).decode()
+    finally:
+        os.close(read)
+    assert got == ("parent", 1)
+    assert said.startswith("RuntimeError: fork_after_gate() of actor 'fork-on-pool' forked"), said
+    assert a.count.run() == 1
