@@ -2,8 +2,8 @@
 (``batch._refuse_in_a_forked_child``) must not stop the ways a method starts processes that
 never return into it: ``multiprocessing`` with the fork start method (the child runs its target
 and exits) and ``subprocess`` (fork and exec). And a method run by ``run_async`` on a pool
-thread that forks and returns in the child too is applied once, the child's copy of the future
-failed with the guard's error. Every child path ends in ``os._exit``."""
+thread, or in a fold of the lease holder, that forks and returns in the child too is applied
+once, the child told why. Every child path ends in ``os._exit``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 import pytest
+from test_combining import commit_behind_its_back, init_switchable
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -127,3 +128,46 @@ def test_a_method_run_async_that_forks_is_applied_once_and_the_childs_future_fai
     assert got == ("parent", 1)
     assert said.startswith("RuntimeError: fork_after_gate() of actor 'fork-on-pool' forked"), said
     assert a.count.run() == 1
+
+
+@vc.virtual_actor
+class FoldedForker:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def fork_and_count(self) -> tuple[str, int]:
+        self.n += 1
+        return ("child" if os.fork() == 0 else "parent", self.n)
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.n
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_method_that_forks_in_a_fold_is_applied_once(store_spec: StoreSpec) -> None:
+    # The call loses its race, so the process takes the folder lease and applies it in a fold
+    # (its body runs inside the lease holder's commit): the child must stop there as well.
+    init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
+    a = FoldedForker.get_or_create("fold-forker")
+    assert a.count.run() == 0
+    commit_behind_its_back("fold-forker")
+    read, write = os.pipe()
+    try:
+        got = a.fork_and_count.run()
+    except BaseException as exc:  # only the child gets here
+        os.write(write, f"{type(exc).__name__}: {exc}\n".encode()[:4000])
+        os._exit(0)
+    if got[0] == "child":
+        os.write(write, f"returned {got!r}\n".encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        said = _read_all(read).decode()
+    finally:
+        os.close(read)
+    assert got == ("parent", 1)
+    assert "fork_and_count() of actor 'fold-forker' forked" in said, said
+    assert a.count.run() == 1
+    assert vc.get_runtime().core("fold-forker")._holding(), "the call was not applied in a fold"
+    vc.shutdown()
