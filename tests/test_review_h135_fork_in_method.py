@@ -7,6 +7,7 @@ once, the child told why. Every child path ends in ``os._exit``."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
@@ -59,6 +60,10 @@ class Spawner:
         assert here.GATES[vc.current_call().actor_id].wait(HANG)  # type: ignore[union-attr]
         self.n += 1
         return ("child" if os.fork() == 0 else "parent", self.n)
+
+    def fork_now(self) -> str:
+        self.n += 1
+        return "child" if os.fork() == 0 else "parent"
 
     @vc.virtual_actor.readonly
     def count(self) -> int:
@@ -171,3 +176,62 @@ def test_a_method_that_forks_in_a_fold_is_applied_once(store_spec: StoreSpec) ->
     assert a.count.run() == 1
     assert vc.get_runtime().core("fold-forker")._holding(), "the call was not applied in a fold"
     vc.shutdown()
+
+
+@vc.virtual_actor
+class Outer:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def call_a_forker(self, inner: str) -> tuple[str, int]:
+        # The inner call forks; in the child it fails (the guard), and this body swallows that
+        # and returns: the outer call must not commit in the child either.
+        self.n += 1
+        here = os.getpid()
+        with contextlib.suppress(RuntimeError):
+            Spawner.get_or_create(inner).fork_now.run()
+        return ("child" if os.getpid() != here else "parent", self.n)
+
+    async def fork_async(self) -> tuple[str, int]:
+        self.n += 1
+        return ("child" if os.fork() == 0 else "parent", self.n)
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.n
+
+
+def _run_in_both(call: Any) -> tuple[Any, str]:
+    """``call()`` where it forks: the parent's result, and what the child said (its result, or
+    the error its call raised)."""
+    read, write = os.pipe()
+    try:
+        got = call()
+    except BaseException as exc:  # only the child gets here
+        os.write(write, f"{type(exc).__name__}: {exc}\n".encode()[:4000])
+        os._exit(0)
+    if isinstance(got, tuple) and got[0] == "child":
+        os.write(write, f"returned {got!r}\n".encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        return got, _read_all(read).decode()
+    finally:
+        os.close(read)
+
+
+def test_a_nested_call_that_forks_leaves_the_outer_call_applied_once(actor_store: StoreSpec) -> None:
+    outer = Outer.get_or_create("outer")
+    got, said = _run_in_both(lambda: outer.call_a_forker.run("inner-forker"))
+    assert got == ("parent", 1)
+    assert said.startswith("RuntimeError: call_a_forker() of actor 'outer' forked"), said
+    assert outer.count.run() == 1
+    assert Spawner.get_or_create("inner-forker").count.run() == 1
+
+
+def test_an_async_method_that_forks_is_applied_once(actor_store: StoreSpec) -> None:
+    outer = Outer.get_or_create("async-forker")
+    got, said = _run_in_both(outer.fork_async.run)
+    assert got == ("parent", 1)
+    assert said.startswith("RuntimeError: fork_async() of actor 'async-forker' forked"), said
+    assert outer.count.run() == 1
