@@ -131,3 +131,39 @@ def test_threads_reading_one_future_at_once_each_get_their_own_copy(actor_store:
     done, _ = concurrent.futures.wait([future], 5)
     assert done == {future}
     assert [f.result() for f in concurrent.futures.as_completed([future], 5)] == [[1]]
+
+
+def test_a_writers_result_is_not_pickled_again_at_its_first_read(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The method's result was pickled as it returned (and read back for the caller): the future
+    # keeps that pickle for later reads. Pickled again at the first read, a large result cost
+    # twice on every run_async.
+    from vactor_cloud import future as future_module
+
+    pickled: list[object] = []
+    freeze = future_module.freeze
+
+    def counted(value: Any, *args: Any, **kwargs: Any) -> Any:
+        pickled.append(value)
+        return freeze(value, *args, **kwargs)
+
+    monkeypatch.setattr(future_module, "freeze", counted)
+    a = Copies.get_or_create("not-pickled-again")
+    future = a.listed.run_async()
+    first = vc.get(future)
+    assert pickled == [], "the first read pickled the result again"
+    first.append("the first reader's own")
+    assert future.result() == [1]
+    assert future.result() is not future.result()
+
+
+def test_a_keyed_retry_answered_from_the_table_reads_its_own_result(actor_store: StoreSpec) -> None:
+    # The retry's future is settled with the recorded outcome, not a run's: its later reads are
+    # copies of that outcome.
+    a = Copies.get_or_create("keyed-table")
+    assert a.listed.options(idempotency_key="k").run() == [1]
+    future = a.listed.options(idempotency_key="k").run_async()
+    first = vc.get(future)
+    first.append("mine")
+    assert future.result() == [1]

@@ -657,6 +657,8 @@ def apply_batch(
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
                 result = thaw(frozen, where=where)
+                if isinstance(call.future, ActorFuture):
+                    call.future.copies_from(result, frozen)  # (its later reads: no pickle more)
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
