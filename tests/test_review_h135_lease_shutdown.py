@@ -6,6 +6,7 @@ as it was (nothing cleared that the stalled writes might not have replaced)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 from test_combining import Switchable
 from test_review_actor_cache import HANG
-from test_review_h133_lease_at_shutdown import a_holder
+from test_review_h133_lease_at_shutdown import LEASE_SECONDS, a_holder
 
 from vactor_cloud import _sync
+from vactor_cloud.folding import Folder
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -49,3 +51,48 @@ def test_a_shutdown_beside_a_renewal_stalled_by_the_store_ends_within_its_timeou
     store._around = inner_around  # type: ignore[method-assign]
     after = _sync.sync(leases.read())
     assert after.version == before.version and after.holder == runtime.post_sender.id
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_give_up_landing_beside_a_renewal_is_not_undone_by_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renewal lands on the IO loop while a fold thread gives the lease up: the renewal
+    read ``_held_until`` (still held), then the give-up ran (a renewal in flight: it leaves the
+    release to it), then the renewal stored its new end. The lease was held again, with nobody
+    folding, and never released (posters of other processes waited for it to expire)."""
+    runtime, holder, leases = a_holder(store_spec)
+    slot = Folder.__dict__["_held_until"]
+    began, gave_up = threading.Event(), threading.Event()
+
+    def give_up() -> None:
+        holder._give_up_lease()
+        gave_up.set()
+
+    def read_then_give_up(core: Any) -> float:
+        seen = slot.__get__(core)
+        if core is holder and _sync.in_loop_thread() and core._renewing and not began.is_set():
+            # As if the fold thread gave the lease up just after this read: on a thread of its
+            # own, given a second (a give-up that must wait for the renewal's landing waits
+            # all of it, and goes on once the renewal let it).
+            began.set()
+            threading.Thread(target=give_up).start()
+            gave_up.wait(1.0)
+        return seen
+
+    monkeypatch.setattr(Folder, "_held_until", property(read_then_give_up, slot.__set__))
+    # Past half its length (a fold renews it), not in its last quarter (the serving round would
+    # give it up itself)
+    holder._held_until = time.monotonic() + LEASE_SECONDS / 3
+    assert holder.record is not None
+    holder._renew_lease(holder.record.step)
+    assert gave_up.wait(HANG), "the renewal did not land"
+    deadline = time.monotonic() + HANG
+    while holder._renewing or (holder._releasing is not None and not holder._releasing.done()):
+        assert time.monotonic() < deadline, "the renewal or the release did not end"
+        time.sleep(0.01)
+    monkeypatch.undo()
+    assert holder._held_until == -math.inf, "the renewal undid the give-up: the lease is held again"
+    lease = _sync.sync(leases.read())
+    assert lease.expires == 0, "the lease given up was not released"
+    runtime.close()
