@@ -1,7 +1,10 @@
-"""Review h135: ``Folder.shutdown_lease`` (h133) waits for a renewal of the folder lease in flight
-before it releases the lease. On a store that stalls the lease's writes, the shutdown still ends
-within ``close(timeout)`` (the renewal is cancelled past it), and the lease, never written, stays
-as it was (nothing cleared that the stalled writes might not have replaced)."""
+"""Review h135: the folder lease's renewal beside a give-up and a shutdown.
+
+``Folder.shutdown_lease`` (h133) waits for a renewal in flight before it releases the lease. On a
+store that stalls the lease's writes, the shutdown still ends within ``close(timeout)`` (the
+renewal is cancelled past it), and the lease, never written, stays as it was. A give-up beside a
+renewal leaves the release to the renewal's landing: that landing must neither undo the give-up
+(hold the lease again) nor, failing, leave the lease held."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from test_review_actor_cache import HANG
 from test_review_h133_lease_at_shutdown import LEASE_SECONDS, a_holder
 
 from vactor_cloud import _sync
+from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.folding import Folder
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -95,4 +99,38 @@ def test_a_give_up_landing_beside_a_renewal_is_not_undone_by_it(
     assert holder._held_until == -math.inf, "the renewal undid the give-up: the lease is held again"
     lease = _sync.sync(leases.read())
     assert lease.expires == 0, "the lease given up was not released"
+    runtime.close()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_lease_given_up_while_its_renewal_fails_is_released(store_spec: StoreSpec) -> None:
+    """A give-up beside a renewal in flight leaves the release to the renewal; the renewal
+    then failed (the store refused its put) and released nothing: the lease stayed held, with
+    nobody folding, until it expired or the process shut down."""
+    runtime, holder, leases = a_holder(store_spec)
+    store = runtime.store
+    assert isinstance(store, Switchable)
+    sent, given_up = threading.Event(), threading.Event()
+    inner_around = store._around
+
+    async def refuse_the_renewal(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and key.endswith("/lease") and not sent.is_set():
+            sent.set()
+            await asyncio.to_thread(given_up.wait, HANG)
+            raise RetryableStorageError("refused (injected)", key)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = refuse_the_renewal  # type: ignore[method-assign]
+    holder._held_until = time.monotonic() + LEASE_SECONDS / 3  # (as in the test above)
+    assert holder.record is not None
+    holder._renew_lease(holder.record.step)
+    assert sent.wait(HANG), "the renewal was not sent"
+    holder._give_up_lease()
+    given_up.set()
+    deadline = time.monotonic() + HANG
+    while holder._renewing or (holder._releasing is not None and not holder._releasing.done()):
+        assert time.monotonic() < deadline, "the renewal or the release did not end"
+        time.sleep(0.01)
+    lease = _sync.sync(leases.read())
+    assert lease.expires == 0, "the lease given up was not released after its renewal failed"
     runtime.close()

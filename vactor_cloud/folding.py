@@ -294,6 +294,12 @@ class Folder(Poster):
                     self._renewing = False
             except (StorageError, IntegrityError) as exc:
                 logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
+                with self._lease_turn:
+                    if self._held_until == -math.inf and self._lease is lease:
+                        # Given up meanwhile, its release left to us: release what we renewed
+                        # from (by if-match: if the renewal landed all the same, it is refused).
+                        release = lease
+                    self._renewing = False
             finally:
                 self._renewing = False
             if release is not None:
