@@ -74,6 +74,8 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h133_lease_at_shutdown",
         "test_review_h133_orphan_checkpoints",
         "test_review_h133_outcome_reads",
+        "test_review_h135_future_copies",
+        "test_review_h135_lease_shutdown",
         "test_review_h131_tick_stop",
         "test_review_h131_history_pages",
         "test_review_h131_commit_notes",

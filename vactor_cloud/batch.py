@@ -189,6 +189,8 @@ class PendingCall:
         """Complete the caller's future with ``outcome`` (shaped by ``catch_exceptions``, which
         hands back an ``Exception``, not an interrupt: Ctrl-C in the body still stops the caller)."""
         if self.options.catch_exceptions and (outcome.ok or isinstance(outcome.value, Exception)):
+            if not outcome.ok and isinstance(self.future, ActorFuture):
+                self.future._caught = True  # (before it settles: a done callback reads it)
             outcome = Outcome(True, (outcome.value, None) if outcome.ok else (None, outcome.value))
         outcome.settle(self.future)
         if isinstance(self.future, ActorFuture):
@@ -655,6 +657,8 @@ def apply_batch(
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
                 # The caller's copy, read back now: a result that cannot be fails this call alone.
                 result = thaw(frozen, where=where)
+                if isinstance(call.future, ActorFuture):
+                    call.future.copies_from(result, frozen)  # (its later reads: no pickle more)
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:

@@ -58,6 +58,7 @@ class Folder(Poster):
         "_last_commit_at",
         "_lease",
         "_lease_read_at",
+        "_lease_turn",
         "_leases",
         "_releasing",
         "_renewal",
@@ -87,6 +88,9 @@ class Folder(Poster):
         self._held_until = -math.inf
         self._foreign_at = -math.inf
         self._renewing = False
+        #: held while a give-up (a fold thread) or a renewal landing (the IO loop) moves the
+        #: lease's state (``_held_until``, ``_renewing``): the one before the other, never between
+        self._lease_turn = threading.Lock()
         #: our release of the folder lease, and our renewal of it, while they run in the background
         self._releasing: Future[None] | None = None
         self._renewal: Future[None] | None = None
@@ -268,26 +272,38 @@ class Folder(Poster):
         self._renewing = True
 
         async def renew() -> None:
+            release: Lease | None = None
             try:
                 started = time.monotonic()
                 mine = await self._lease_store().write(lease, lease.holder, seconds, step)
-                if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
-                    self._held_until = -math.inf
-                    self._lease = None
-                    if self._unreleased is lease:
-                        self._unreleased = None  # (nothing of ours left to release)
-                elif self._held_until != -math.inf:
-                    self._lease = mine
-                    self._held_until = started + seconds
-                else:
-                    # Given up meanwhile (idle, or it neared its end): nobody folds with the
-                    # lease we just extended, so release it rather than leave it to posters.
-                    self._lease = mine
-                    self._start_release()
+                # (A give-up between the check and the new end was undone by it: held again,
+                # nobody folding, never released.)
+                with self._lease_turn:
+                    if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
+                        self._held_until = -math.inf
+                        self._lease = None
+                        if self._unreleased is lease:
+                            self._unreleased = None  # (nothing of ours left to release)
+                    elif self._held_until != -math.inf:
+                        self._lease = mine
+                        self._held_until = started + seconds
+                    else:
+                        # Given up meanwhile (idle, or it neared its end): nobody folds with the
+                        # lease we just extended, so release it rather than leave it to posters.
+                        self._lease = release = mine
+                    self._renewing = False
             except (StorageError, IntegrityError) as exc:
                 logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
+                with self._lease_turn:
+                    if self._held_until == -math.inf and self._lease is lease:
+                        # Given up meanwhile, its release left to us: release what we renewed
+                        # from (by if-match: if the renewal landed all the same, it is refused).
+                        release = lease
+                    self._renewing = False
             finally:
                 self._renewing = False
+            if release is not None:
+                self._start_release(release)
 
         self._renewal = self.env.background(renew())
         if self._renewal.done():  # refused (shutdown began): it never runs
@@ -324,16 +340,19 @@ class Folder(Poster):
         in flight: landing, it releases what it renewed). Until the release lands, the lease is
         ``_unreleased``: a shutdown that refuses the background release (it began just now)
         releases it itself."""
-        # (Recorded first: a shutdown on the IO loop that sees the lease given up finds it here.)
-        if self._ours(self._lease):
-            self._unreleased = self._lease
-        self._held_until = -math.inf
-        if not self._renewing:
-            self._start_release()
+        with self._lease_turn:
+            lease = self._lease
+            # (Recorded first: a shutdown on the IO loop that sees the lease given up finds it here.)
+            if self._ours(lease):
+                self._unreleased = lease
+            self._held_until = -math.inf
+            if self._renewing:
+                return
+        self._start_release(lease)
 
-    def _start_release(self) -> None:
-        """Release the folder lease in the background; shutdown waits for it."""
-        lease = self._lease
+    def _start_release(self, lease: Lease | None) -> None:
+        """Release the folder lease ``lease`` in the background; shutdown waits for it. (Named,
+        not read from ``_lease`` here: a take of ours since, on a fold thread, is not released.)"""
         if self._ours(lease):
             self._unreleased = lease
         self._releasing = self.env.background(self._release_lease(lease))

@@ -42,6 +42,12 @@ class ActorFuture(concurrent.futures.Future[T]):
     #: the result as it was first handed out, kept by value for later readers (``_by_value``)
     _kept: Frozen | None = None
     _handed_out = False
+    #: the result is ``(None, error)``, an exception ``catch_exceptions=True`` hands back as a
+    #: value: handed out as a raised one is, the same exception to every reader (a copy lost
+    #: its traceback and cause, or could not be read back at all)
+    _caught = False
+    #: the result its call's run delivers, and the pickle it was read back from (``copies_from``)
+    _pristine: tuple[object, Frozen] | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,22 +129,57 @@ class ActorFuture(concurrent.futures.Future[T]):
         self._wait_helping(timeout)
         return self._by_value(super().result(self._waited(timeout, started)))
 
+    def copies_from(self, result: object, frozen: Frozen) -> None:
+        """(For :mod:`vactor_cloud.batch`) ``result``, if it is what this future is settled with,
+        was read back from ``frozen``: later reads copy it from there, and the first read pickles
+        nothing (a writer's result is pickled as the method returns; pickled again at the first
+        read, a large result cost twice). A run whose outcome is not delivered (a lost race, a
+        retry answered from the table) leaves another object: ``_by_value`` tells by identity."""
+        self._pristine = (result, frozen)
+
+    def set_result(self, result: T) -> None:
+        if self._pristine is not None and self._pristine[0] is not result:
+            self._pristine = None  # (another run's, or another outcome: not held on to)
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._pristine = None
+        super().set_exception(exception)
+
     def _by_value(self, value: T) -> T:
         """Each read of the result gets its own copy, as each ``ray.get`` of one reference does:
         the first the delivered object, each later one (another waiter, a done callback, the
         same caller again) a copy of it as it was delivered, whatever the first did to its own.
         Only a result read more than once costs more than the one copy every call's result is
-        (a pickle at the first read, an unpickle at each later one; nothing for scalars)."""
+        (an unpickle at each later read, of the pickle a writer's result was copied from as its
+        method returned, or, for a read-only method's, of one made at the first read; nothing
+        for scalars)."""
+        if self._caught:
+            return value
         with self._condition:
             if not self._handed_out:
                 self._handed_out = True
+                pristine, self._pristine = self._pristine, None
+                if pristine is not None and pristine[0] is value:
+                    self._kept = pristine[1]
+                    return value
                 try:
+                    # (a read-only method's result is handed over as it is: it may not pickle)
                     self._kept = freeze(value)
-                except TypeError:  # it was read back from a pickle, so this is all but unheard of
+                except TypeError:
                     self._kept = None
                 return value
             kept = self._kept
-        return value if kept is None else thaw(kept)
+        if kept is None:
+            return value  # nothing to copy it by: the object itself, as a future hands it out
+        try:
+            copy: T = thaw(kept)
+        except TypeError:
+            # It pickles but cannot be read back (a read-only method's result, never round-
+            # tripped): the object itself, as the first read got it; not the copy's error.
+            self._kept = None
+            return value
+        return copy
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         started = time.monotonic()
