@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import select
 import subprocess
 import sys
 import threading
 from typing import Any
 
 import pytest
+from forking import HANG, read_until_closed, run_in_both
 from test_combining import commit_behind_its_back, init_switchable
 
 import vactor_cloud as vc
@@ -27,7 +27,6 @@ pytestmark = [
     pytest.mark.vactor_lanes("memory", "local", "moto"),
 ]
 
-HANG = 60.0
 #: gates a forking method waits at, by actor id
 GATES: dict[str, threading.Event] = {}
 
@@ -70,17 +69,6 @@ class Spawner:
         return self.n
 
 
-def _read_all(read: int) -> bytes:
-    said = b""
-    while True:
-        ready, _, _ = select.select([read], [], [], HANG)
-        assert ready, "the child neither answered nor ended"
-        chunk = os.read(read, 4096)
-        if not chunk:
-            return said
-        said += chunk
-
-
 def test_a_method_that_starts_a_forked_multiprocessing_child_is_applied_once(actor_store: StoreSpec) -> None:
     a = Spawner.get_or_create("mp-fork")
     read, write = os.pipe()
@@ -89,7 +77,7 @@ def test_a_method_that_starts_a_forked_multiprocessing_child_is_applied_once(act
     finally:
         os.close(write)
     try:
-        assert _read_all(read) == b"the target ran"
+        assert read_until_closed(read) == b"the target ran"
     finally:
         os.close(read)
     assert a.count.run() == 1
@@ -127,7 +115,7 @@ def test_a_method_run_async_that_forks_is_applied_once_and_the_childs_future_fai
     finally:
         os.close(write)
     try:
-        said = _read_all(read).decode()
+        said = read_until_closed(read).decode()
     finally:
         os.close(read)
     assert got == ("parent", 1)
@@ -157,20 +145,7 @@ def test_a_method_that_forks_in_a_fold_is_applied_once(store_spec: StoreSpec) ->
     a = FoldedForker.get_or_create("fold-forker")
     assert a.count.run() == 0
     commit_behind_its_back("fold-forker")
-    read, write = os.pipe()
-    try:
-        got = a.fork_and_count.run()
-    except BaseException as exc:  # only the child gets here
-        os.write(write, f"{type(exc).__name__}: {exc}\n".encode()[:4000])
-        os._exit(0)
-    if got[0] == "child":
-        os.write(write, f"returned {got!r}\n".encode())
-        os._exit(0)
-    os.close(write)
-    try:
-        said = _read_all(read).decode()
-    finally:
-        os.close(read)
+    got, said = run_in_both(a.fork_and_count.run)
     assert got == ("parent", 1)
     assert "fork_and_count() of actor 'fold-forker' forked" in said, said
     assert a.count.run() == 1
@@ -201,28 +176,9 @@ class Outer:
         return self.n
 
 
-def _run_in_both(call: Any) -> tuple[Any, str]:
-    """``call()`` where it forks: the parent's result, and what the child said (its result, or
-    the error its call raised)."""
-    read, write = os.pipe()
-    try:
-        got = call()
-    except BaseException as exc:  # only the child gets here
-        os.write(write, f"{type(exc).__name__}: {exc}\n".encode()[:4000])
-        os._exit(0)
-    if isinstance(got, tuple) and got[0] == "child":
-        os.write(write, f"returned {got!r}\n".encode())
-        os._exit(0)
-    os.close(write)
-    try:
-        return got, _read_all(read).decode()
-    finally:
-        os.close(read)
-
-
 def test_a_nested_call_that_forks_leaves_the_outer_call_applied_once(actor_store: StoreSpec) -> None:
     outer = Outer.get_or_create("outer")
-    got, said = _run_in_both(lambda: outer.call_a_forker.run("inner-forker"))
+    got, said = run_in_both(lambda: outer.call_a_forker.run("inner-forker"))
     assert got == ("parent", 1)
     assert said.startswith("RuntimeError: call_a_forker() of actor 'outer' forked"), said
     assert outer.count.run() == 1
@@ -231,7 +187,7 @@ def test_a_nested_call_that_forks_leaves_the_outer_call_applied_once(actor_store
 
 def test_an_async_method_that_forks_is_applied_once(actor_store: StoreSpec) -> None:
     outer = Outer.get_or_create("async-forker")
-    got, said = _run_in_both(outer.fork_async.run)
+    got, said = run_in_both(outer.fork_async.run)
     assert got == ("parent", 1)
     assert said.startswith("RuntimeError: fork_async() of actor 'async-forker' forked"), said
     assert outer.count.run() == 1
