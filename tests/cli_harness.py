@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ __all__ = [
     "Result",
     "SilentListener",
     "Vactor",
+    "copy_long_actor",
     "offline_aws_env",
     "one_line_error",
+    "seed_long_actor",
     "store",
     "vactor",
 ]
@@ -113,3 +116,24 @@ def argparse_spelling(help_text: str) -> str:
     (``-o, --storage-option KEY=VALUE``; 3.11 and 3.12 give the short one its metavar too:
     ``-o KEY=VALUE, --storage-option KEY=VALUE``): the page shows one of them."""
     return re.sub(r"(?m)^(\s+-\w) (\S+), (--[\w-]+) \2$", r"\1, \3 \2", help_text)
+
+
+def seed_long_actor(root: Path, steps: int) -> Path:
+    """``root`` made a local store holding one actor, ``long`` (``actors.Tally``), of ``steps``
+    steps: made once per module, copied for each test (``copy_long_actor``)."""
+    from actors import Tally
+
+    vc.init(str(root))
+    try:
+        tally = Tally.get_or_create("long")
+        for _ in range(steps - 1):
+            tally.incr.run()
+    finally:
+        vc.shutdown()
+    return root
+
+
+def copy_long_actor(seeded: Path, store: str) -> str:
+    """The actor ``long`` of ``seeded`` (``seed_long_actor``), copied into the store at ``store``."""
+    shutil.copytree(seeded, store, dirs_exist_ok=True)
+    return "long"

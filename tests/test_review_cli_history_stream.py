@@ -10,16 +10,13 @@ first rows were printed by then. Not by timing.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from actors import Tally
-from cli_harness import BrokenStream, Vactor
+from cli_harness import BrokenStream, Vactor, copy_long_actor, seed_long_actor
 
-import vactor_cloud as vc
 from vactor_cloud import history as history_module
 from vactor_cloud.cli import EXIT_INTERRUPTED, EXIT_OK
 from vactor_cloud.log import ActorLog
@@ -30,22 +27,12 @@ STEPS = 130
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local store holding one actor, ``long``, of STEPS steps (made once: copied per test)."""
-    root = tmp_path_factory.mktemp("history-stream") / "store"
-    vc.init(str(root))
-    try:
-        tally = Tally.get_or_create("long")
-        for _ in range(STEPS - 1):
-            tally.incr.run()
-    finally:
-        vc.shutdown()
-    return root
+    return seed_long_actor(tmp_path_factory.mktemp("history-stream") / "store", STEPS)
 
 
 @pytest.fixture
 def long_actor(store: str, seeded: Path) -> str:
-    shutil.copytree(seeded, store, dirs_exist_ok=True)
-    return "long"
+    return copy_long_actor(seeded, store)
 
 
 @pytest.fixture

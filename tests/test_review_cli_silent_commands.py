@@ -10,7 +10,6 @@ printed while the work still ran (by a hook at the moment of interest), not at t
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import threading
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from actors import Tally
-from cli_harness import Vactor
+from cli_harness import Vactor, copy_long_actor, seed_long_actor
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -32,22 +31,12 @@ FORCED = ["--keep-last", "1", "--min-age", "0", "--force"]
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local store holding one actor, ``long``, of STEPS steps (made once: copied per test)."""
-    root = tmp_path_factory.mktemp("silent-commands") / "store"
-    vc.init(str(root))
-    try:
-        tally = Tally.get_or_create("long")
-        for _ in range(STEPS - 1):
-            tally.incr.run()
-    finally:
-        vc.shutdown()
-    return root
+    return seed_long_actor(tmp_path_factory.mktemp("silent-commands") / "store", STEPS)
 
 
 @pytest.fixture
 def long_actor(store: str, seeded: Path) -> str:
-    shutil.copytree(seeded, store, dirs_exist_ok=True)
-    return "long"
+    return copy_long_actor(seeded, store)
 
 
 def _interrupt_at_the_steps_delete(monkeypatch: pytest.MonkeyPatch, number: int, signum: int) -> None:

@@ -6,13 +6,11 @@ shows it. In-process on a local store; no timings."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from actors import Tally
-from cli_harness import Vactor
+from cli_harness import Vactor, copy_long_actor, seed_long_actor
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, compaction
@@ -27,22 +25,12 @@ FORCED = ["--keep-last", "1", "--min-age", "0", "--force"]
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local store holding one actor, ``long``, of STEPS steps (made once: copied per test)."""
-    root = tmp_path_factory.mktemp("compact-listing") / "store"
-    vc.init(str(root))
-    try:
-        tally = Tally.get_or_create("long")
-        for _ in range(STEPS - 1):
-            tally.incr.run()
-    finally:
-        vc.shutdown()
-    return root
+    return seed_long_actor(tmp_path_factory.mktemp("compact-listing") / "store", STEPS)
 
 
 @pytest.fixture
 def long_actor(store: str, seeded: Path) -> str:
-    shutil.copytree(seeded, store, dirs_exist_ok=True)
-    return "long"
+    return copy_long_actor(seeded, store)
 
 
 def _with_a_task_checkpoint(store: str, actor_id: str) -> None:
