@@ -10,14 +10,13 @@ import threading
 from typing import Any
 
 import pytest
-from actors import OrderLog
-from test_combining import commit_behind_its_back, init_switchable
+from test_combining import Switchable
 from test_review_actor_cache import HANG
 from test_review_folding_round_errors import a_serving_round_ended_by_a_defect
+from test_review_h133_lease_at_shutdown import a_holder
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -25,15 +24,10 @@ from vactor_cloud.testing.lanes import StoreSpec
 def test_a_late_release_of_a_given_up_lease_does_not_clear_the_lease_taken_again(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
-    runtime = vc.get_runtime()
-    hot = OrderLog.get_or_create("hot")
-    hot.add.run("me/0")
-    commit_behind_its_back("hot")
-    assert hot.add.run("me/1") > 0  # lost: took the lease and folded
-    holder = runtime.core("hot")
-    assert holder._holding()
-    leases = LeaseStore(store.inner, "hot", None)
+    runtime, holder, leases = a_holder(store_spec)
+    store = runtime.store
+    assert isinstance(store, Switchable)
+    hot = vc.get_actor("hot")
     given_up = _sync.sync(leases.read())
     assert given_up.valid()
     # The release's put is held until the lease was taken again.
