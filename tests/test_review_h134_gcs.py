@@ -75,26 +75,10 @@ def _media_answer(body: bytes, *, whole: bytes, extra: bytes = b"", one_header: 
     )
 
 
-def _read_through(answer: bytes) -> tuple[bytes | BaseException, int]:
-    """What ``get`` returned (or raised) against a server answering ``answer``, and how many
-    requests it sent."""
-
-    async def scenario() -> tuple[bytes | BaseException, int]:
-        server, requests = await _serve(answer)
-        store = _loopback_store(server.sockets[0].getsockname()[1])
-        try:
-            async with asyncio.timeout(HANG):
-                try:
-                    outcome: bytes | BaseException = (await store.get("k")).data
-                except RetryableStorageError as exc:
-                    outcome = exc
-        finally:
-            await store.close()
-            server.close()
-            await server.wait_closed()
-        return outcome, len(requests)
-
-    return asyncio.run(scenario())
+def _read_through(answer: bytes) -> tuple[object, int]:
+    """What ``get`` returned (the object's bytes) or raised against a server answering
+    ``answer``, and how many requests it sent."""
+    return _outcome(answer, "get")
 
 
 # -- (1) a body cut short with nothing in HTTP to tell ------------------------------------------
@@ -192,7 +176,12 @@ def _outcome(answer: bytes, operation: str) -> tuple[object, int]:
     async def scenario() -> tuple[object, int]:
         server, requests = await _serve(answer)
         store = _loopback_store(server.sockets[0].getsockname()[1])
+
+        async def get() -> bytes:
+            return (await store.get("k")).data
+
         calls = {
+            "get": get,
             "head": lambda: store.head("k"),
             "list": lambda: store.list("k/"),
             "create": lambda: store.put("k", b"x", mode="create"),
