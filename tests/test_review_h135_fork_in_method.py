@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from forking import HANG, read_until_closed, run_in_both
 from test_combining import commit_behind_its_back, init_switchable
+from test_review_fork_in_method import Forker
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -123,26 +124,12 @@ def test_a_method_run_async_that_forks_is_applied_once_and_the_childs_future_fai
     assert a.count.run() == 1
 
 
-@vc.virtual_actor
-class FoldedForker:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def fork_and_count(self) -> tuple[str, int]:
-        self.n += 1
-        return ("child" if os.fork() == 0 else "parent", self.n)
-
-    @vc.virtual_actor.readonly
-    def count(self) -> int:
-        return self.n
-
-
 @pytest.mark.usefixtures("runtime_off")
 def test_a_method_that_forks_in_a_fold_is_applied_once(store_spec: StoreSpec) -> None:
     # The call loses its race, so the process takes the folder lease and applies it in a fold
     # (its body runs inside the lease holder's commit): the child must stop there as well.
     init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
-    a = FoldedForker.get_or_create("fold-forker")
+    a = Forker.get_or_create("fold-forker")
     assert a.count.run() == 0
     commit_behind_its_back("fold-forker")
     got, said = run_in_both(a.fork_and_count.run)

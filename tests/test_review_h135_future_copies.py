@@ -10,28 +10,17 @@ a value is the same exception at every read, as a raised one is (its traceback a
 from __future__ import annotations
 
 import concurrent.futures
-import copyreg
 import threading
 from typing import Any
 
 import pytest
+from test_outcomes_by_value import (  # the fixture: autouse, here too
+    TwoArgError,
+    _exceptions_pickle_as_python_does,  # noqa: F401
+)
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
-
-
-class TwoArgError(Exception):
-    """Pickles, but cannot be unpickled (``__init__`` takes two arguments)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@pytest.fixture(autouse=True)
-def _exceptions_pickle_as_python_does() -> None:
-    # (tblib, installed by a Dask test in this process, makes every exception class round-trip)
-    copyreg.dispatch_table.pop(TwoArgError, None)
 
 
 class Unloadable:
