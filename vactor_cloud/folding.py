@@ -278,19 +278,26 @@ class Folder(Poster):
                 mine = await self._lease_store().write(lease, lease.holder, seconds, step)
                 # (A give-up between the check and the new end was undone by it: held again,
                 # nobody folding, never released.)
+                # (A lease no longer ``_lease`` was replaced by a take of ours since, given up
+                # and taken again on a fold thread: this landing speaks not for that take.)
                 with self._lease_turn:
+                    current = self._lease is lease
                     if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
-                        self._held_until = -math.inf
-                        self._lease = None
+                        if current:
+                            self._held_until = -math.inf
+                            self._lease = None
                         if self._unreleased is lease:
                             self._unreleased = None  # (nothing of ours left to release)
                     elif self._held_until != -math.inf:
-                        self._lease = mine
-                        self._held_until = started + seconds
+                        if current:
+                            self._lease = mine
+                            self._held_until = started + seconds
                     else:
                         # Given up meanwhile (idle, or it neared its end): nobody folds with the
                         # lease we just extended, so release it rather than leave it to posters.
-                        self._lease = release = mine
+                        release = mine
+                        if current:
+                            self._lease = mine
                     self._renewing = False
             except (StorageError, IntegrityError) as exc:
                 logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
