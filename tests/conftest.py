@@ -130,6 +130,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_workflow_steps",
         "test_stats",
         "test_review_h136_compact_listing",
+        "test_review_h137_compact_hooks",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
