@@ -58,16 +58,16 @@ def give_up_only_once_shutdown_began(monkeypatch: pytest.MonkeyPatch, holder: Ac
     reached, shutdown_began, given_up = threading.Event(), threading.Event(), threading.Event()
     give_up, shutdown_lease = ActorCore._give_up_lease, ActorCore.shutdown_lease
 
-    def give_up_late(core: ActorCore) -> None:
+    def give_up_late(core: ActorCore, *judged: float) -> None:  # (judged: see _give_up_lease)
         if core is holder and not reached.is_set():
             reached.set()
             assert shutdown_began.wait(HANG), "the shutdown did not reach the lease"
             try:
-                give_up(core)
+                give_up(core, *judged)
             finally:
                 given_up.set()
             return
-        give_up(core)
+        give_up(core, *judged)
 
     async def shutdown_after_the_give_up(core: ActorCore) -> None:
         if core is holder and reached.is_set():
