@@ -167,8 +167,11 @@ def test_a_lease_whose_release_failed_is_released_by_the_shutdown(
     a_round_ended_by_a_defect(monkeypatch, holder)
     holder.wake()
     assert refused.wait(HANG), "the lease was not given up"
-    releasing = holder._releasing
-    assert releasing is not None
+    # (The release may fail on the IO loop before _start_release has stored its future.)
+    deadline = time.monotonic() + HANG
+    while (releasing := holder._releasing) is None:
+        assert time.monotonic() < deadline, "the release was not started"
+        time.sleep(0.01)
     releasing.result(HANG)
     assert _sync.sync(leases.read()).valid()  # the release failed: still held in the store
     vc.shutdown()
