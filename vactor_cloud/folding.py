@@ -281,9 +281,10 @@ class Folder(Poster):
                 # (A give-up between the check and the new end was undone by it: held again,
                 # nobody folding, never released.)
                 # (A lease no longer ``_lease`` was replaced by a take of ours since, given up
-                # and taken again on a fold thread: this landing speaks not for that take.)
+                # and taken again on a fold thread: this landing speaks not for that take. The
+                # lease it wrote, read back meanwhile by a take that lost to it, is its own.)
                 with self._lease_turn:
-                    current = self._lease is lease
+                    current = self._lease is lease or (mine is not None and self._lease == mine)
                     if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
                         if current:
                             self._held_until = -math.inf
