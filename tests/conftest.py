@@ -76,6 +76,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h133_outcome_reads",
         "test_review_h135_future_copies",
         "test_review_h135_lease_shutdown",
+        "test_review_h137_lease_take",
         "test_review_h131_tick_stop",
         "test_review_h131_history_pages",
         "test_review_h131_commit_notes",
@@ -129,6 +130,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_workflow_steps",
         "test_stats",
         "test_review_h136_compact_listing",
+        "test_review_h137_compact_hooks",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -220,10 +220,11 @@ class Folder(Poster):
         """
         now = time.monotonic()
         settings = self.env.settings
-        if now >= self._held_until - 0.25 * settings.lease_seconds:
+        held_until = self._held_until
+        if now >= held_until - 0.25 * settings.lease_seconds:
             return False
         if not mid_fold and now - self._foreign_at > settings.combine_window:
-            self._give_up_lease()
+            self._give_up_lease(held_until)  # (not a take or renewal since: see there)
             return False
         return True
 
@@ -254,9 +255,10 @@ class Folder(Poster):
             logger.debug("actor %r: the folder lease could not be read or taken: %s", self.actor_id, exc)
             self._lease = None
             return False
-        self._lease = mine
-        self._unreleased = None  # (replaced by this take: its release would be refused)
-        self._held_until = started + self.env.settings.lease_seconds
+        with self._lease_turn:  # (a give-up judged on the end before it leaves this take be)
+            self._lease = mine
+            self._unreleased = None  # (replaced by this take: its release would be refused)
+            self._held_until = started + self.env.settings.lease_seconds
         self._foreign_at = started
         counters.count("leases_taken")
         return True
@@ -278,19 +280,27 @@ class Folder(Poster):
                 mine = await self._lease_store().write(lease, lease.holder, seconds, step)
                 # (A give-up between the check and the new end was undone by it: held again,
                 # nobody folding, never released.)
+                # (A lease no longer ``_lease`` was replaced by a take of ours since, given up
+                # and taken again on a fold thread: this landing speaks not for that take. The
+                # lease it wrote, read back meanwhile by a take that lost to it, is its own.)
                 with self._lease_turn:
+                    current = self._lease is lease or (mine is not None and self._lease == mine)
                     if mine is None:  # taken over (it had expired, or a clock disagrees): fold no more
-                        self._held_until = -math.inf
-                        self._lease = None
+                        if current:
+                            self._held_until = -math.inf
+                            self._lease = None
                         if self._unreleased is lease:
                             self._unreleased = None  # (nothing of ours left to release)
                     elif self._held_until != -math.inf:
-                        self._lease = mine
-                        self._held_until = started + seconds
+                        if current:
+                            self._lease = mine
+                            self._held_until = started + seconds
                     else:
                         # Given up meanwhile (idle, or it neared its end): nobody folds with the
                         # lease we just extended, so release it rather than leave it to posters.
-                        self._lease = release = mine
+                        release = mine
+                        if current:
+                            self._lease = mine
                     self._renewing = False
             except (StorageError, IntegrityError) as exc:
                 logger.debug("actor %r: renewing the folder lease failed: %s", self.actor_id, exc)
@@ -335,12 +345,15 @@ class Folder(Poster):
     def _ours(self, lease: Lease | None) -> TypeGuard[Lease]:
         return lease is not None and self._postbox is not None and lease.holder == self._postbox.sender
 
-    def _give_up_lease(self) -> None:
+    def _give_up_lease(self, judged: float | None = None) -> None:
         """Fold no more with the lease, and release it in the background (unless a renewal is
         in flight: landing, it releases what it renewed). Until the release lands, the lease is
         ``_unreleased``: a shutdown that refuses the background release (it began just now)
-        releases it itself."""
+        releases it itself. ``judged``: the lease's end the give-up was decided on; if the
+        lease was taken again or renewed since (another thread), it is kept."""
         with self._lease_turn:
+            if judged is not None and self._held_until != judged:
+                return
             lease = self._lease
             # (Recorded first: a shutdown on the IO loop that sees the lease given up finds it here.)
             if self._ours(lease):
@@ -395,7 +408,8 @@ class Folder(Poster):
         if held_until == -math.inf:
             return
         if time.monotonic() >= held_until - 0.25 * self.env.settings.lease_seconds:
-            self._give_up_lease()
+            # (Judged on ``held_until``: a drainer that came meanwhile may have taken it again.)
+            self._give_up_lease(held_until)
 
     def _gather_posts(self, wake: threading.Event | None = None) -> None:
         """Group commit: a fold lists the posts no sooner than the other processes usually post

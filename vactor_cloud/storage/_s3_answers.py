@@ -36,13 +36,15 @@ def _mark_unreadable(
 ) -> None:
     """botocore's ``before-parse``: mark an answer whose body is no whole XML document.
 
-    Only a server error's: botocore's own handler (registered first) has made a 200 it could
-    not parse a 500 by then, and a successful answer's body (a listing page: a thousand
-    keys) is not parsed a third time. Streamed bodies (``GetObject``'s) are not read here:
-    their checksums judge them."""
+    Only a 500's: botocore's own handler (registered first) has made a 200 it could not
+    parse a 500 by then, and a successful answer's body (a listing page: a thousand keys) is
+    not parsed a third time. Not an HTML page: a proxy's own error answer (its 500, 502,
+    503), whole but no XML, is a server error, not S3's answer cut short. Streamed bodies
+    (``GetObject``'s) are not read here: their checksums judge them."""
     body = response_dict.get("body")
-    status = response_dict.get("status_code")
-    if not isinstance(body, bytes) or not body or not isinstance(status, int) or status < 500:
+    if not isinstance(body, bytes) or not body or response_dict.get("status_code") != 500:
+        return
+    if body[:64].lstrip().lower().startswith((b"<!doctype html", b"<html")):
         return
     try:
         parser = XMLParser()
