@@ -67,19 +67,24 @@ def orphan_beside(log: ActorLog, name: str, token: str) -> str:
     return orphan
 
 
-def checkpoints(log: ActorLog) -> list[str]:
-    return _sync.sync(log.list_dedup_checkpoints())
-
-
-@pytest.mark.usefixtures("runtime_off")
-def test_one_compaction_deletes_every_orphan_checkpoint_below_the_newest_step(spec: StoreSpec) -> None:
+def a_purse_of_checkpoints(spec: StoreSpec) -> ActorLog:
+    """The log of an actor ``p`` whose keyed calls wrote several idempotency checkpoints."""
     init(spec)
     purse = Purse.get_or_create("p")
     for i in range(40):
         purse.pay.options(idempotency_key=f"pay-{i}").run(1, tag=f"{i}{_TAG}")
     for _ in range(3):
         purse.touch.run()
-    log = vc.get_runtime().log("p")
+    return vc.get_runtime().log("p")
+
+
+def checkpoints(log: ActorLog) -> list[str]:
+    return _sync.sync(log.list_dedup_checkpoints())
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_one_compaction_deletes_every_orphan_checkpoint_below_the_newest_step(spec: StoreSpec) -> None:
+    log = a_purse_of_checkpoints(spec)
     real = checkpoints(log)
     assert len(real) >= 3, real
     floor, middle, top = real[-3:]
@@ -106,6 +111,7 @@ def test_one_compaction_deletes_every_orphan_checkpoint_below_the_newest_step(sp
     assert not outlived, f"orphans outlived the compaction: {outlived}"
     assert left == [floor, middle, top, in_flight]
     # Every key still answers from the table, once.
+    purse = vc.get_actor("p")
     for i in range(40):
         assert purse.pay.options(idempotency_key=f"pay-{i}").run(1, tag="retry") == f"{i + 1}:{i}{_TAG}"
 
@@ -118,13 +124,7 @@ def test_a_step_read_at_a_shared_number_decides_nothing_once_the_watermark_passe
     compaction raised the watermark past that number meanwhile and deleted the step, and a
     stalled writer's late put re-created it (a stray, naming the lost race's checkpoint): what
     the stray names must not get the checkpoint the kept steps name deleted."""
-    init(spec)
-    purse = Purse.get_or_create("p")
-    for i in range(40):
-        purse.pay.options(idempotency_key=f"pay-{i}").run(1, tag=f"{i}{_TAG}")
-    for _ in range(3):
-        purse.touch.run()
-    log = vc.get_runtime().log("p")
+    log = a_purse_of_checkpoints(spec)
     floor, middle, _top = checkpoints(log)[-3:]
     shared = int(middle[:20])
     orphan = orphan_beside(log, middle, "f" * 16)
