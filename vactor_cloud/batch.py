@@ -319,16 +319,23 @@ os.register_at_fork(after_in_child=_count_fork)
 
 def _refuse_in_a_forked_child(forks: int, actor_id: str, call: PendingCall) -> None:
     """In a child that the body of ``call`` forked (``os.fork()`` in a method, then returned in
-    the child too), stop the batch: it is the parent's, which applies and commits it. Let the
-    child commit it as well and the call was applied twice, the child's commit racing the
-    parent's (the loser ran the body again on the winner's step)."""
+    the child too), end the child at once: the batch is the parent's, which applies and
+    commits it. Let the child commit it as well and the call was applied twice, the child's
+    commit racing the parent's (the loser ran the body again on the winner's step). Nor can the
+    child unwind to its caller: on the way it runs the parent's runtime (locks another thread
+    of the parent held at the fork, an IO loop the child does not have), where it could hang
+    for good. So it says why on stderr and exits with status 70, running nothing more."""
     if _forks != forks:
-        raise RuntimeError(
-            f"{call.method}() of actor {actor_id!r} forked (os.fork()) and returned in the child "
-            "process too: the call is the parent's, which applies it; this child applied and "
-            "committed nothing, and must not call it again (it would apply twice). End the child "
-            "inside the method (os._exit()), or start processes outside actor methods"
+        message = (
+            f"vactor_cloud: {call.method}() of actor {actor_id!r} forked (os.fork()) and returned "
+            f"in the child process {os.getpid()} too: the call is the parent's, which applies it; "
+            "this child committed nothing and exits now (status 70), as it cannot go on inside "
+            "the parent's runtime. End the child inside the method (os._exit()), or start "
+            "processes outside actor methods\n"
         )
+        with contextlib.suppress(OSError):
+            os.write(2, message.encode("utf-8", "replace"))
+        os._exit(70)
 
 
 def applying(actor_id: str) -> frozenset[int]:
