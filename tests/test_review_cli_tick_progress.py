@@ -47,6 +47,10 @@ class Chime:
     def ring(self) -> None:
         self.rung += 1
 
+    @vc.virtual_actor.readonly
+    def rings(self) -> int:
+        return self.rung
+
 
 def test_a_piped_tick_says_its_progress_on_stderr_first_and_last(vactor: Vactor, store: str) -> None:
     vc.init(store)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from test_review_cli_tick_progress import Chime
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, timer_runner
@@ -20,29 +21,11 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local")
 ACTORS = 4
 
 
-@vc.virtual_actor
-class Bell:
-    def __init__(self) -> None:
-        self.rung = 0
-
-    def arm(self) -> None:
-        call = vc.current_call()
-        assert call is not None
-        call.schedule("ring", after=0, key="k")
-
-    def ring(self) -> None:
-        self.rung += 1
-
-    @vc.virtual_actor.readonly
-    def rings(self) -> int:
-        return self.rung
-
-
 def armed(spec: StoreSpec) -> list[str]:
     spec.init()
     ids = [f"b{n}" for n in range(ACTORS)]
     for actor_id in ids:
-        Bell.get_or_create(actor_id).arm.run()
+        Chime.get_or_create(actor_id).arm.run()
     # (each timer's index entry is written after its commit, in the background; due in whole ms)
     give_up = time.monotonic() + 30
     while time.monotonic() < give_up:
@@ -54,7 +37,7 @@ def armed(spec: StoreSpec) -> list[str]:
 
 
 def rings(ids: list[str]) -> list[int]:
-    return [Bell.get_or_create(actor_id).rings.run() for actor_id in ids]
+    return [Chime.get_or_create(actor_id).rings.run() for actor_id in ids]
 
 
 @pytest.mark.usefixtures("runtime_off")
