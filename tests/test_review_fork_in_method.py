@@ -32,6 +32,14 @@ class Forker:
         self.n += 1
         return ("child" if os.fork() == 0 else "parent", self.n)
 
+    def fork_then_exit(self) -> str:
+        # The child raises SystemExit (a BaseException) out of the body: caught by the batch as
+        # any exception is, it must end the child there too, not unwind through the runtime.
+        self.n += 1
+        if os.fork() == 0:
+            raise SystemExit(3)
+        return "parent"
+
     @vc.virtual_actor.readonly
     def count(self) -> int:
         return self.n
@@ -47,4 +55,15 @@ def test_a_method_that_forks_is_applied_once_and_the_child_says_why(
     err = capfd.readouterr().err
     assert "vactor_cloud: fork_and_count() of actor 'forker' forked (os.fork())" in err, err
     assert "committed nothing and exits now (status 70)" in err
+    assert a.count.run() == 1
+
+
+def test_a_forked_child_whose_body_raises_a_base_exception_ends_at_the_guard_too(
+    actor_store: StoreSpec, capfd: pytest.CaptureFixture[str]
+) -> None:
+    a = Forker.get_or_create("forker-exits")
+    got, said = run_in_both(a.fork_then_exit.run)
+    assert got == "parent"
+    assert said == "", f"the child went on after the fork: {said}"  # (SystemExit reached run())
+    assert "fork_then_exit() of actor 'forker-exits' forked" in capfd.readouterr().err
     assert a.count.run() == 1

@@ -317,7 +317,7 @@ def _count_fork() -> None:
 os.register_at_fork(after_in_child=_count_fork)
 
 
-def _refuse_in_a_forked_child(forks: int, actor_id: str, call: PendingCall) -> None:
+def _end_a_forked_child(forks: int, actor_id: str, call: PendingCall) -> None:
     """In a child that the body of ``call`` forked (``os.fork()`` in a method, then returned in
     the child too), end the child at once: the batch is the parent's, which applies and
     commits it. Let the child commit it as well and the call was applied twice, the child's
@@ -658,7 +658,7 @@ def apply_batch(
                 _step_status("RUNNING", actor_id, call)
             try:
                 value = _invoke(instance, body, context)
-                _refuse_in_a_forked_child(forks, actor_id, body)
+                _end_a_forked_child(forks, actor_id, body)
                 where = f"{body.method}() of actor {actor_id!r}"
                 frozen = freeze(value, where=where)
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
@@ -669,7 +669,7 @@ def apply_batch(
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
-                _refuse_in_a_forked_child(forks, actor_id, body)
+                _end_a_forked_child(forks, actor_id, body)
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
                 del edits.ops[consumed:]
