@@ -1,0 +1,171 @@
+"""Reads cut short on the way (review-h142): an S3-compatible endpoint or a proxy that sends
+neither ``Content-Length`` nor a checksum and closes early hands over a part of an object as
+the whole. The envelope's digest refuses the part; that refusal was raised at once as
+``IntegrityError`` ("checksum mismatch: the object is corrupt"), telling the user their data
+was corrupt when a read was. Such a read is now made again (a fresh GET, three in all) before
+the object is called damaged, and the error then says how often it was read.
+
+Stores here cut reads short by hand (:class:`CutsFirstReads`) or through the fault store; no
+timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from actors import Shelf
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.checked_read import READS
+from vactor_cloud.errors import DamagedObjectError, IntegrityError
+from vactor_cloud.log import ActorLog, GcWatermark, encode_gc
+from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
+from vactor_cloud.testing.lanes import StoreSpec
+
+_GET = frozenset({"get"})
+
+
+class CutsFirstReads(ObjectStore):
+    """Forwards to ``inner``; the first ``cuts`` reads of each key (``get`` and ``get_now``)
+    return the object's first half, as a body cut short where nothing in HTTP said so would."""
+
+    def __init__(self, inner: ObjectStore, cuts: int = 1) -> None:
+        super().__init__(inner.url)
+        self.take_capabilities_of(inner)
+        self.inner = inner
+        self.cuts = cuts
+        self.reads: dict[str, int] = {}
+
+    def _cut(self, key: str, blob: Blob) -> Blob:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        if self.reads[key] <= self.cuts:
+            return Blob(blob.data[: len(blob.data) // 2], blob.version)
+        return blob
+
+    @property
+    def inline(self) -> bool:
+        return self.inner.inline
+
+    def get_now(self, key: str) -> Blob:
+        self.requests.add("get")
+        return self._cut(key, self.inner.get_now(key))
+
+    async def _get(self, key: str) -> Blob:
+        return self._cut(key, await self.inner.get(key))
+
+    async def _head(self, key: str) -> str | None:
+        return await self.inner.head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await self.inner.put(key, data, mode=mode)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> builtins.list[str]:
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    async def _delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+
+def _shelf_with_history(spec: StoreSpec, actor_id: str, adds: int) -> None:
+    """Actor ``actor_id`` (a ``Shelf``) with ``adds`` adds committed, compacted to its newest two
+    steps (so that it has a ``gc`` watermark); the runtime shut down after."""
+    spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
+    shelf = Shelf.get_or_create(actor_id)
+    for _ in range(adds):
+        shelf.add.run()
+    shelf.compact(keep_last=2, min_age=0)
+    vc.shutdown()
+
+
+# -- (1) through the runtime -------------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_step_read_cut_short_once_is_read_again_and_the_call_sees_every_commit(
+    store_spec: StoreSpec,
+) -> None:
+    """A fresh process whose first read of every step arrives cut short: its calls see the
+    committed state and commit on it. Before: the first call raised ``IntegrityError``
+    ("checksum mismatch: the object is corrupt") of an object that was whole."""
+    _shelf_with_history(store_spec, "shelf", 3)
+    store_spec.init()
+    faulty = install(
+        FaultConfig((FaultRule("truncate_read", operations=_GET, key_contains="/steps/", at=(1,)),))
+    )
+    shelf = vc.get_actor("shelf")
+    assert shelf.value.run() == 3
+    assert shelf.add.run() == 4
+    assert faulty.injected["truncate_read"] == 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_step_damaged_at_rest_is_refused_after_three_reads_and_says_so(store_spec: StoreSpec) -> None:
+    """Every read of the newest step arrives damaged (as it is stored so): refused as damaged,
+    after three GETs of it, and the error says it was read three times with the same failure."""
+    _shelf_with_history(store_spec, "shelf", 3)
+    store_spec.init()
+    newest = "/steps/00000000000000000003"
+    faulty = install(
+        FaultConfig((FaultRule("corrupt_read", operations=_GET, key_contains=newest, probability=1.0),))
+    )
+    with pytest.raises(IntegrityError) as info:
+        vc.get_actor("shelf").value.run()
+    assert isinstance(info.value, DamagedObjectError), info.value
+    assert info.value.key.endswith(newest), info.value.key
+    assert f"read {READS} times, failing the same each time" in str(info.value), info.value
+    assert faulty.injected["corrupt_read"] % READS == 0, faulty.injected
+
+
+# -- (2) each reader of the log -----------------------------------------------------------------
+def _in_loop(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return _sync.sync(make())
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("reader", ["step", "step on the calling thread", "watermark", "class"])
+def test_each_log_reader_reads_an_object_cut_short_once_again_with_one_more_get(
+    store_spec: StoreSpec, reader: str
+) -> None:
+    """Each of the log's readers, over a store cutting the first read of every key short:
+    what it returns is what a whole read returns, for exactly one more GET."""
+    _shelf_with_history(store_spec, "shelf", 3)
+    store_spec.init()
+    runtime = vc.get_runtime()
+    whole = ActorLog(runtime.store, "shelf", signing_key=runtime.settings.signing_key)
+    cutting = CutsFirstReads(runtime.store)
+    log = ActorLog(cutting, "shelf", signing_key=runtime.settings.signing_key)
+    newest = _in_loop(lambda: whole.read_step(3))
+    assert newest is not None
+    reads: dict[str, Callable[[ActorLog], Any]] = {
+        "step": lambda it: _in_loop(lambda: it.read_step(3)),
+        "step on the calling thread": lambda it: it.read_step_now(3) if it.store.inline else None,
+        "watermark": lambda it: _in_loop(it.read_watermark),
+        "class": lambda it: _in_loop(lambda: it.read_class(newest.class_ref.sha)),
+    }
+    if reader == "step on the calling thread" and not runtime.store.inline:
+        pytest.skip("the lane's store answers on its IO loop only")
+    expected = reads[reader](whole)
+    assert reads[reader](log) == expected
+    assert cutting.requests["get"] == 2, cutting.requests.snapshot()
+
+
+def test_an_object_whose_reads_are_cut_short_every_time_is_refused_after_three_reads() -> None:
+    """Cut short on every read: after :data:`READS` GETs, a ``DamagedObjectError`` saying so
+    (cut at other lengths each time, it names the first failure too)."""
+
+    async def scenario() -> tuple[IntegrityError, int]:
+        inner = MemoryStore(name="h142-every-read-cut")
+        store = CutsFirstReads(inner, cuts=READS)
+        log = ActorLog(store, "a")
+        # (any reader: the watermark's is the plainest)
+        await inner.put(log.gc_key, encode_gc(log.gc_key, GcWatermark(1), 0.0, None))
+        with pytest.raises(IntegrityError) as info:
+            await log.read_watermark()
+        return info.value, store.requests["get"]
+
+    error, gets = asyncio.run(scenario())
+    assert gets == READS
+    assert f"read {READS} times" in str(error), error
