@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from actors import Shelf
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, codec
 from vactor_cloud.checked_read import READS
+from vactor_cloud.compaction import _checkpoint_meta
+from vactor_cloud.deletion import forget_failed_calls
 from vactor_cloud.errors import DamagedObjectError, IntegrityError
-from vactor_cloud.log import ActorLog, GcWatermark, encode_gc
+from vactor_cloud.incarnation import BORN
+from vactor_cloud.keys import failure_key
+from vactor_cloud.lease import Lease, LeaseStore
+from vactor_cloud.log import ActorLog, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.mailkey import MailKeys
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.workflow_steps import has_failures
 
 _GET = frozenset({"get"})
 
@@ -169,3 +178,80 @@ def test_an_object_whose_reads_are_cut_short_every_time_is_refused_after_three_r
     error, gets = asyncio.run(scenario())
     assert gets == READS
     assert f"read {READS} times" in str(error), error
+
+
+# -- (3) the other readers whose answer decides what is kept, deleted or taken ---------------------
+#: a failed-call record of the actor born at step 5 (after a delete whose tombstone was step 3)
+_FAILED_KEY = failure_key("a", "c1")
+
+
+def _failed_record(born: int) -> bytes:
+    return codec.encode(_FAILED_KEY, {"kind": "failed-call", BORN: born}, {"call": b"x"})
+
+
+def _tombstone(step: int) -> StepRecord:
+    """A stand-in for a tombstone record: only its number is read."""
+    return cast(StepRecord, SimpleNamespace(step=step))
+
+
+async def _forget_keeps_the_next_actors_record(store: ObjectStore, inner: ObjectStore) -> object:
+    await inner.put(_FAILED_KEY, _failed_record(born=5))
+    forgotten = await forget_failed_calls(store, "a", deleted=_tombstone(3))
+    return forgotten, await inner.head(_FAILED_KEY) is not None
+
+
+async def _failures_of_this_actor(store: ObjectStore, inner: ObjectStore) -> object:
+    await inner.put(_FAILED_KEY, _failed_record(born=3))  # an earlier actor's
+    return await has_failures(store, "a", born=5)
+
+
+async def _checkpoint_meta_read(store: ObjectStore, inner: ObjectStore) -> object:
+    await inner.put(_FAILED_KEY, _failed_record(born=5))
+    meta = await _checkpoint_meta(ActorLog(store, "a"), _FAILED_KEY)
+    return None if meta is None else meta[BORN]
+
+
+async def _lease_read(store: ObjectStore, inner: ObjectStore) -> object:
+    held = await LeaseStore(inner, "a", None).write(Lease("", 0.0, -1, "", None), "holder", 60.0, 7)
+    assert held is not None
+    seen = await LeaseStore(store, "a", None).read()
+    return seen.holder, seen.step, seen.version == held.version
+
+
+async def _mail_key_read(store: ObjectStore, inner: ObjectStore) -> object:
+    made = await MailKeys(inner, None).load(create=True)
+    return await MailKeys(store, None).load(create=False) == made
+
+
+CUT_ONCE_READERS: dict[
+    str, tuple[Callable[[ObjectStore, ObjectStore], Coroutine[Any, Any, object]], object]
+] = {
+    # (what each returned of a read cut short before: the record deleted, the earlier
+    # actor's record counted as FAILED, the checkpoint taken for unreadable, the held lease
+    # taken for free, no mail key)
+    "forget_failed_calls keeps the next actor's record": (_forget_keeps_the_next_actors_record, (0, True)),
+    "has_failures passes over an earlier actor's record": (_failures_of_this_actor, False),
+    "compaction reads a checkpoint's incarnation": (_checkpoint_meta_read, 5),
+    "a held lease is seen held": (_lease_read, ("holder", 7, True)),
+    "the mail key is read": (_mail_key_read, True),
+}
+
+
+@pytest.mark.parametrize("reader", list(CUT_ONCE_READERS))
+def test_a_reader_whose_answer_decides_what_is_kept_reads_an_object_cut_short_again(reader: str) -> None:
+    """Each of these took a read cut short for an object damaged at rest and acted on it:
+    ``forget_failed_calls`` deleted the record of the actor now under the id, ``has_failures``
+    reported it FAILED for an earlier actor's record, compaction took a later actor's sub-task
+    checkpoint for unreadable (and deleted it with a committed call's), a held lease was taken
+    for free, and posts went without the mail key. Now what a whole read gives, for one GET more."""
+    scenario, expected = CUT_ONCE_READERS[reader]
+
+    async def run() -> tuple[object, int]:
+        inner = MemoryStore(name=f"h142-{uuid.uuid4().hex}")
+        store = CutsFirstReads(inner)
+        outcome = await scenario(store, inner)
+        return outcome, store.requests["get"]
+
+    outcome, gets = asyncio.run(run())
+    assert outcome == expected
+    assert gets == 2

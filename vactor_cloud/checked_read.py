@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from vactor_cloud import codec
 from vactor_cloud.errors import DamagedObjectError, IntegrityError, TruncatedObjectError
 from vactor_cloud.storage import Blob, ObjectStore
 
-__all__ = ["READS", "read_checked", "read_checked_now"]
+__all__ = ["READS", "read_checked", "read_checked_now", "read_envelope"]
 
 T = TypeVar("T")
 #: how many times an object is read (GETs) before bytes that do not verify are its own
@@ -45,6 +46,11 @@ async def read_checked(store: ObjectStore, key: str, check: Callable[[Blob], T])
             failures.append(exc)
             if len(failures) >= READS:
                 raise read_every_time(failures) from exc
+
+
+async def read_envelope(store: ObjectStore, key: str, signing_key: bytes | None) -> codec.Envelope:
+    """The envelope of the object at ``key`` (:func:`codec.decode`), by :func:`read_checked`."""
+    return await read_checked(store, key, lambda blob: codec.decode(key, blob.data, signing_key=signing_key))
 
 
 def read_checked_now(store: ObjectStore, key: str, check: Callable[[Blob], T]) -> T:
