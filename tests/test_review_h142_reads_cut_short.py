@@ -14,11 +14,14 @@ import asyncio
 import builtins
 import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import cloudpickle
 import pytest
 from actors import Shelf
+from subtask_workers import Trainer, events
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -27,7 +30,7 @@ from vactor_cloud.compaction import _checkpoint_meta
 from vactor_cloud.deletion import forget_failed_calls
 from vactor_cloud.errors import DamagedObjectError, IntegrityError
 from vactor_cloud.incarnation import BORN
-from vactor_cloud.keys import failure_key
+from vactor_cloud.keys import failure_key, task_key
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.mailkey import MailKeys
@@ -40,17 +43,21 @@ _GET = frozenset({"get"})
 
 
 class CutsFirstReads(ObjectStore):
-    """Forwards to ``inner``; the first ``cuts`` reads of each key (``get`` and ``get_now``)
-    return the object's first half, as a body cut short where nothing in HTTP said so would."""
+    """Forwards to ``inner``; the first ``cuts`` reads of each key (``get`` and ``get_now``;
+    of keys containing ``only``) return the object's first half, as a body cut short where
+    nothing in HTTP said so would."""
 
-    def __init__(self, inner: ObjectStore, cuts: int = 1) -> None:
+    def __init__(self, inner: ObjectStore, cuts: int = 1, only: str = "") -> None:
         super().__init__(inner.url)
         self.take_capabilities_of(inner)
         self.inner = inner
         self.cuts = cuts
+        self.only = only
         self.reads: dict[str, int] = {}
 
     def _cut(self, key: str, blob: Blob) -> Blob:
+        if self.only not in key:
+            return blob
         self.reads[key] = self.reads.get(key, 0) + 1
         if self.reads[key] <= self.cuts:
             return Blob(blob.data[: len(blob.data) // 2], blob.version)
@@ -255,3 +262,31 @@ def test_a_reader_whose_answer_decides_what_is_kept_reads_an_object_cut_short_ag
     outcome, gets = asyncio.run(run())
     assert outcome == expected
     assert gets == 2
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_sub_task_checkpoint_read_cut_short_once_is_still_used(
+    store_spec: StoreSpec, tmp_path: Path
+) -> None:
+    """A call re-run finds its first child's checkpoint (a result only the checkpoint holds,
+    777), whose first read arrives cut short: the checkpoint is used, the child not run again.
+    Before: "cannot be used", the child ran again and its result went unmemoized."""
+    store_spec.init()
+    log = str(tmp_path / "events")
+    trainer = Trainer.get_or_create("t")
+    assert trainer.fan_out.options(idempotency_key="k1").run(2, log) == [0, 1]
+    runtime = vc.get_runtime()
+    done = task_key("t", uuid.uuid5(uuid.NAMESPACE_URL, "t/k1").hex, 0)
+    meta = codec.decode(done, _sync.sync(runtime.store.get(done)).data).meta
+    key = task_key("t", uuid.uuid5(uuid.NAMESPACE_URL, "t/k2").hex, 0)
+    _sync.sync(
+        runtime.store.put(key, codec.encode(key, meta, {"result": cloudpickle.dumps(777)}), mode="create")
+    )
+    runtime.store = cutting = CutsFirstReads(runtime.store, only="/tasks/")
+    assert trainer.fan_out.options(idempotency_key="k2").run(2, log) == [777, 1]
+    assert cutting.reads == {key: 2}
+    assert sorted(e["index"] for e in events(log, "start")) == [
+        0,
+        1,
+        1,
+    ]  # (the second call: its child 1 only)
