@@ -32,7 +32,7 @@ from vactor_cloud.errors import DamagedObjectError, IntegrityError
 from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import failure_key, task_key
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.log import ActorLog, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.mailkey import MailKeys
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
@@ -290,3 +290,67 @@ def test_a_sub_task_checkpoint_read_cut_short_once_is_still_used(
         1,
         1,
     ]  # (the second call: its child 1 only)
+
+
+# -- (4) over HTTP: an S3-compatible endpoint that sends neither a length nor a checksum -------
+def _s3_object_answer(body: bytes) -> bytes:
+    """A 200 answer to a GetObject with ``body``, delimited by the connection's close: no
+    ``Content-Length``, no ``x-amz-checksum-*`` (what an endpoint or a proxy that dropped them
+    sends); botocore has nothing to tell a body cut short from a whole one."""
+    return (
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nETag: "e1"\r\n'
+        b"Connection: close\r\n\r\n" + body
+    )
+
+
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
+def test_a_step_read_over_http_cut_short_once_by_an_endpoint_sending_no_length_nor_checksum_is_read_again(
+    transport: str,
+) -> None:
+    """The first GET of a step answers its first half and closes the connection; the second
+    answers it whole. ``read_step`` returns the step, after two GETs. Before: "checksum
+    mismatch: the object is corrupt"."""
+    pytest.importorskip("s3fs" if transport == "s3fs" else "botocore")
+    from vactor_cloud.storage._s3 import S3Store
+
+    source = MemoryStore(name=f"h142-{uuid.uuid4().hex}")
+
+    async def scenario() -> tuple[object, int]:
+        log = ActorLog(source, "a")
+        step = StepRecord(0, None, ClassRef("0" * 64, "tests.H"), "json", b"{}", "w", 0.0)
+        stored = b"t" * 16 + log.encode_step(step)  # (16 bytes: the S3 store's write token)
+        answers = [_s3_object_answer(stored[: len(stored) // 2]), _s3_object_answer(stored)]
+        requests: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            requests.append(await reader.readline())
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            writer.write(answers[min(len(requests), len(answers)) - 1])
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        store = S3Store(
+            "bucket/p",
+            transport=transport,
+            endpoint_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+            key="k",
+            secret="s",
+            client_kwargs={"region_name": "us-east-1"},
+            config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}},
+        )
+        store.request_timeout = 60.0
+        try:
+            async with asyncio.timeout(60.0):
+                record = await ActorLog(store, "a").read_step(0)
+                outcome: object = None if record is None else record.step
+        except IntegrityError as exc:
+            outcome = exc
+        finally:
+            await store.close()
+            server.close()
+            await server.wait_closed()
+        return outcome, len(requests)
+
+    assert asyncio.run(scenario()) == (0, 2)
