@@ -255,6 +255,9 @@ class GCSStore(ObjectStore):
         self._token_refresh: asyncio.Future[None] | None = None
         #: when a request last failed and was tried again, and why (see :meth:`_stall_advice`)
         self._last_failure: tuple[float, str] | None = None
+        #: when a request last failed on an answer (a status, a body cut short) and was tried
+        #: again, and what the answer was (see :meth:`_answered_meanwhile`)
+        self._last_answer: tuple[float, str] | None = None
 
     # -- connection ---------------------------------------------------------
     async def _filesystem(self) -> GCSFileSystem:
@@ -328,12 +331,21 @@ class GCSStore(ObjectStore):
             )
         failure = self._last_failure
         if failure is not None and time.monotonic() - failure[0] <= timeout:
-            # An endpoint that answered (503, 500) was not one that could not be reached.
             return (
                 f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
                 "retry later, and check the endpoint if it lasts"
             )
         return super()._stall_advice(timeout)
+
+    def _answered_meanwhile(self, timeout: float) -> str | None:
+        answered = self._last_answer
+        if answered is None or time.monotonic() - answered[0] > timeout:
+            return None
+        # An endpoint that answered (503, 500, a body cut short) was not one that could not be reached.
+        return (
+            f"the last answer was {answered[1]} (each tried again); retry later, and check the "
+            "endpoint if it lasts"
+        )
 
     def _refusal_hint(self, status: int) -> str:
         """What to do about a refused request: :func:`_hint`, unless the request went without
@@ -476,6 +488,7 @@ class GCSStore(ObjectStore):
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
         detail = ""  # why the last attempt failed
         unwritten = False  # whether the last attempt certainly wrote nothing (a damaged upload refused)
+        answered = False  # whether the last attempt's failure was an answer (not one in transit)
         for attempt in range(_IDEMPOTENT_ATTEMPTS):
             if attempt and not (idempotent or unwritten):
                 attempts = attempt
@@ -483,10 +496,14 @@ class GCSStore(ObjectStore):
             unwritten = False
             if attempt:
                 self._last_failure = (time.monotonic(), detail)
+                if answered:
+                    self._last_answer = (time.monotonic(), detail)
                 await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
+                answered = True
             except _Transient as exc:
+                answered = False
                 detail = exc.detail
                 cause: BaseException | None = exc.__cause__
             except StorageError:
