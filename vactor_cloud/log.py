@@ -27,12 +27,12 @@ import json
 import logging
 import os
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vactor_cloud import codec, counters, keys
-from vactor_cloud.checked_read import read_checked, read_checked_now
+from vactor_cloud.checked_read import read_checked, read_checked_now, read_envelope
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -49,7 +49,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage import Blob, IfMatch, ObjectStore
+from vactor_cloud.storage import IfMatch, ObjectStore
 
 __all__ = [
     "OUTCOMES_MAGIC",
@@ -949,7 +949,7 @@ class ActorLog:
         """:meth:`read_dedup_checkpoint`, and its meta ``by_value_at_most``: no row it holds by
         value is encoded larger (None: not known, as in a checkpoint of an earlier release)."""
         key = self.dedup_key(name)
-        env = await read_checked(self.store, key, self._decoded(key))
+        env = await read_envelope(self.store, key, self.signing_key)
         if env.meta.get("kind") != "dedup" or "table" not in env.parts:
             raise IntegrityError(key, "not an idempotency checkpoint")
         at_most = env.meta.get("by_value_at_most")
@@ -964,7 +964,7 @@ class ActorLog:
     async def read_dedup_checkpoint_outcomes(self, name: str) -> set[str]:
         """The outcome objects checkpoint ``dedup/<name>`` names (its meta ``outcomes``)."""
         key = self.dedup_key(name)
-        env = await read_checked(self.store, key, self._decoded(key))
+        env = await read_envelope(self.store, key, self.signing_key)
         named = env.meta.get("outcomes", [])
         if env.meta.get("kind") != "dedup" or not isinstance(named, list):
             raise IntegrityError(key, "not an idempotency checkpoint")
@@ -1001,7 +1001,7 @@ class ActorLog:
         ``vactor_cloud.dedup``) and serializer. ``IntegrityError`` for one that does not verify,
         or whose content is not what its name is the SHA-256 of (forged, or another's)."""
         key = self.dedup_outcome_key(name)
-        env = await read_checked(self.store, key, self._decoded(key))
+        env = await read_envelope(self.store, key, self.signing_key)
         outcome = env.parts.get("outcome")
         if env.meta.get("kind") != "outcome" or outcome is None:
             raise IntegrityError(key, "not an outcome object")
@@ -1162,9 +1162,8 @@ class ActorLog:
         """The verified body of the class object ``sha``, and whose bytecode it holds (None: a
         body stored by reference, or by a release that did not record it)."""
         key = self.class_key(sha)
-        body, env = await read_checked(
-            self.store, key, lambda blob: self._class_body_and_envelope(key, sha, blob.data)
-        )
+        # (one GET: its caller reads a body that does not verify again, runtime._read_class_body)
+        body, env = self._class_body_and_envelope(key, sha, (await self.store.get(key)).data)
         python = env.meta.get("python")
         return body, python if isinstance(python, str) else None
 
@@ -1181,10 +1180,6 @@ class ActorLog:
         if hashlib.sha256(body).hexdigest() != sha:
             raise IntegrityError(key, "class body does not match its content hash")
         return body, env
-
-    def _decoded(self, key: str) -> Callable[[Blob], codec.Envelope]:
-        """The check :func:`read_checked` makes of an object read from ``key``: its envelope."""
-        return lambda blob: codec.decode(key, blob.data, signing_key=self.signing_key)
 
     async def restore_class(self, sha: str, body: bytes, name: str, bytecode: str | None) -> str | None:
         """Make sure the class body ``sha`` is stored whole (``body``: this process's own, whose
