@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vactor_cloud.errors import FormatVersionError, IntegrityError
+from vactor_cloud.errors import DamagedObjectError, FormatVersionError, IntegrityError
 from vactor_cloud.keys import actor_id_of
 
 __all__ = ["FORMAT_VERSION", "Envelope", "decode", "digest", "encode"]
@@ -112,10 +112,13 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
 
     Raises :class:`IntegrityError` (naming ``key``) for anything corrupt,
     truncated, unsigned when a signing key is configured, or signed with
-    another key; :class:`FormatVersionError` for a newer format.
+    another key; :class:`FormatVersionError` for a newer format. Bytes that fail
+    the length or digest check raise its :class:`DamagedObjectError`, the one
+    failure a body cut short or damaged on the way also gives (read it again:
+    :mod:`vactor_cloud.checked_read`).
     """
     if len(data) < _HEADER.size + _DIGEST:
-        raise IntegrityError(key, f"truncated object ({len(data)} bytes)")
+        raise DamagedObjectError(key, f"truncated object ({len(data)} bytes)")
     magic, version, flags, meta_len = _HEADER.unpack_from(data)
     if magic != _MAGIC:
         raise IntegrityError(key, "not a vactor_cloud object (bad magic)")
@@ -137,7 +140,7 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         # damaged header does not: a version byte damaged in transit is not "upgrade" (a HEAD
         # in a newer format must not be overwritten; a damaged one is repaired).
         if not hmac.compare_digest(stored, digest(key, body, signing_key)):
-            raise IntegrityError(
+            raise DamagedObjectError(
                 key, f"checksum mismatch: the object is corrupt (its header names format {version})"
             )
         raise FormatVersionError(
@@ -147,7 +150,9 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         )
     if not hmac.compare_digest(stored, digest(key, body, signing_key)):
         what = "signature" if signed else "checksum"
-        raise IntegrityError(key, f"{what} mismatch: the object is corrupt, was altered, or uses another key")
+        raise DamagedObjectError(
+            key, f"{what} mismatch: the object is corrupt, was altered, or uses another key"
+        )
     end = _HEADER.size + meta_len
     if end > len(body):
         raise IntegrityError(key, "truncated metadata")

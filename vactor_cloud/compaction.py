@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from vactor_cloud import codec
+from vactor_cloud.checked_read import read_envelope
 from vactor_cloud.deletion import forget_by_last_step, is_deleted, last_live_step
 from vactor_cloud.errors import (
     ActorNotFoundError,
@@ -798,8 +798,8 @@ def _aged_by(actor_id: str, call_id: str, keys: list[str]) -> str:
 async def _checkpoint_meta(log: ActorLog, key: str) -> dict[str, Any] | None:
     """The meta of a checkpoint or failure record; None if gone or unreadable."""
     try:
-        blob = await log.store.get(key)
-        return codec.decode(key, blob.data, signing_key=log.signing_key).meta
+        # (read again if it does not verify: one taken for unreadable is deleted as aged)
+        return (await read_envelope(log.store, key, log.signing_key)).meta
     except (NotFoundError, IntegrityError):
         return None
 

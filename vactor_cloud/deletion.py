@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from vactor_cloud import codec
+from vactor_cloud.checked_read import read_envelope
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
     ActorDeletedError,
@@ -603,8 +603,9 @@ async def _recorded_before(store: ObjectStore, key: str, signing_key: bytes | No
     (or does not verify: no actor's record); False once it is gone, and for a record in a newer
     release's format (it verifies, its incarnation is unknown here: the next actor's, maybe)."""
     try:
-        meta = codec.decode(key, (await store.get(key)).data, signing_key=signing_key).meta
-        return born_in(meta) < step
+        # (read again if it does not verify: a read cut short would delete the record of the
+        # actor now under the id)
+        return born_in((await read_envelope(store, key, signing_key)).meta) < step
     except (NotFoundError, FormatVersionError):
         return False
     except (IntegrityError, ValueError):

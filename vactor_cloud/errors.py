@@ -23,6 +23,7 @@ and ``except LookupError`` keep working::
     │   └── CallPendingError        a posted call was not applied yet when its caller stopped waiting
     ├── NestedCallPendingError      a call the method made is in doubt; this call was not applied
     ├── IntegrityError
+    │   ├── DamagedObjectError      its bytes do not verify: cut short, altered, another key
     │   ├── FormatVersionError      a newer vactor_cloud wrote this object
     │   └── TruncatedObjectError    (also a StorageError) shorter than the store's own header
     └── StorageError                (OSError)
@@ -54,6 +55,7 @@ __all__ = [
     "CommitConflictError",
     "CommitOutcomeUnknownError",
     "ConflictError",
+    "DamagedObjectError",
     "FormatVersionError",
     "IntegrityError",
     "InvalidActorIdError",
@@ -333,6 +335,15 @@ class StepsMissingError(IntegrityError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.actor_id, self.watermark, self.newest, self.gc_key, self.steps_prefix))
+
+
+class DamagedObjectError(IntegrityError):
+    """The bytes read do not verify: cut short, or not matching their checksum or signature.
+
+    Damaged at rest, altered, signed with another key, or cut short or damaged on the way (a
+    body that ended early where nothing in HTTP said so). Only reading again tells the last
+    from the others, so the runtime reads such an object again, a few times, before it raises
+    this (its message then says how often it was read)."""
 
 
 class FormatVersionError(IntegrityError):

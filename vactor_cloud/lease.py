@@ -28,8 +28,10 @@ import time
 from dataclasses import dataclass
 
 from vactor_cloud import codec
+from vactor_cloud.checked_read import read_checked
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    DamagedObjectError,
     FormatVersionError,
     IntegrityError,
     NotFoundError,
@@ -37,7 +39,7 @@ from vactor_cloud.errors import (
     StorageError,
 )
 from vactor_cloud.keys import lease_key
-from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage import Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["CLOCK_SKEW", "LONGEST_LEASE", "Lease", "LeaseStore", "expiry_too_far_ahead"]
 
@@ -103,11 +105,25 @@ class LeaseStore:
         self.signing_key = signing_key
 
     async def read(self) -> Lease:
-        """The lease as stored now (one GET); an absent or unreadable lease is free to take."""
+        """The lease as stored now (one GET); an absent or unreadable lease is free to take.
+        One that does not verify is read again first (:func:`read_checked`): a read cut short
+        on the way would take a held lease for free."""
+        seen: list[Blob] = []
+
+        def lease_of(blob: Blob) -> Lease:
+            seen.append(blob)
+            return self._lease_of(blob)
+
         try:
-            blob = await self.store.get(self.key)
+            return await read_checked(self.store, self.key, lease_of)
         except NotFoundError:
             return _ABSENT
+        except DamagedObjectError:
+            return Lease("", 0.0, -1, "", seen[-1].version)  # (unreadable: see _lease_of)
+
+    def _lease_of(self, blob: Blob) -> Lease:
+        """The lease ``blob`` holds; free if it is unreadable. ``DamagedObjectError`` for bytes
+        that do not verify (read again, then free)."""
         try:
             meta = codec.decode(self.key, blob.data, signing_key=self.signing_key).meta
             if meta.get("kind") != "lease":
@@ -122,7 +138,7 @@ class LeaseStore:
                 if expiry_too_far_ahead(expires, time.time(), length, what):
                     expires = 0.0  # free: replaced by if-match on its version, as an expired one
             return Lease(str(meta["holder"]), expires, int(meta["step"]), str(meta["token"]), blob.version)
-        except FormatVersionError:
+        except (FormatVersionError, DamagedObjectError):
             raise
         except (IntegrityError, KeyError, ValueError, TypeError, OverflowError):  # (int() of Infinity)
             # A hint: an unreadable lease is replaced (by if-match on its version), never trusted.

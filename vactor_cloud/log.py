@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vactor_cloud import codec, counters, keys
+from vactor_cloud.checked_read import read_checked, read_checked_now, read_envelope
 from vactor_cloud.errors import (
     ActorNotFoundError,
     AlreadyExistsError,
@@ -448,19 +449,17 @@ class ActorLog:
         """The step, or ``None`` if it does not exist (never written, or compacted)."""
         key = self.step_key(step)
         try:
-            blob = await self.store.get(key)
+            return await read_checked(self.store, key, lambda blob: self._step_record(key, step, blob.data))
         except NotFoundError:
             return None
-        return self._step_record(key, step, blob.data)
 
     def read_step_now(self, step: int) -> StepRecord | None:
         """:meth:`read_step` on the calling thread (only where ``store.inline``)."""
         key = self.step_key(step)
         try:
-            blob = self.store.get_now(key)
+            return read_checked_now(self.store, key, lambda blob: self._step_record(key, step, blob.data))
         except NotFoundError:
             return None
-        return self._step_record(key, step, blob.data)
 
     def _step_record(self, key: str, step: int, data: bytes) -> StepRecord:
         """The record stored at ``key``, which must be step ``step`` (a forged or moved object is not)."""
@@ -950,8 +949,7 @@ class ActorLog:
         """:meth:`read_dedup_checkpoint`, and its meta ``by_value_at_most``: no row it holds by
         value is encoded larger (None: not known, as in a checkpoint of an earlier release)."""
         key = self.dedup_key(name)
-        blob = await self.store.get(key)
-        env = codec.decode(key, blob.data, signing_key=self.signing_key)
+        env = await read_envelope(self.store, key, self.signing_key)
         if env.meta.get("kind") != "dedup" or "table" not in env.parts:
             raise IntegrityError(key, "not an idempotency checkpoint")
         at_most = env.meta.get("by_value_at_most")
@@ -966,7 +964,7 @@ class ActorLog:
     async def read_dedup_checkpoint_outcomes(self, name: str) -> set[str]:
         """The outcome objects checkpoint ``dedup/<name>`` names (its meta ``outcomes``)."""
         key = self.dedup_key(name)
-        env = codec.decode(key, (await self.store.get(key)).data, signing_key=self.signing_key)
+        env = await read_envelope(self.store, key, self.signing_key)
         named = env.meta.get("outcomes", [])
         if env.meta.get("kind") != "dedup" or not isinstance(named, list):
             raise IntegrityError(key, "not an idempotency checkpoint")
@@ -1003,7 +1001,7 @@ class ActorLog:
         ``vactor_cloud.dedup``) and serializer. ``IntegrityError`` for one that does not verify,
         or whose content is not what its name is the SHA-256 of (forged, or another's)."""
         key = self.dedup_outcome_key(name)
-        env = codec.decode(key, (await self.store.get(key)).data, signing_key=self.signing_key)
+        env = await read_envelope(self.store, key, self.signing_key)
         outcome = env.parts.get("outcome")
         if env.meta.get("kind") != "outcome" or outcome is None:
             raise IntegrityError(key, "not an outcome object")
@@ -1110,9 +1108,11 @@ class ActorLog:
 
     async def read_watermark(self) -> GcWatermark:
         """The ``gc`` object: the watermark, its version, and whose steps it deleted."""
+        key = self.gc_key
         try:
-            blob = await self.store.get(self.gc_key)
-            return decode_gc(self.gc_key, blob.data, blob.version, self.signing_key)
+            return await read_checked(
+                self.store, key, lambda blob: decode_gc(key, blob.data, blob.version, self.signing_key)
+            )
         except NotFoundError:
             return GcWatermark(0)
         except FormatVersionError:
@@ -1162,20 +1162,24 @@ class ActorLog:
         """The verified body of the class object ``sha``, and whose bytecode it holds (None: a
         body stored by reference, or by a release that did not record it)."""
         key = self.class_key(sha)
-        blob = await self.store.get(key)
-        body = self._class_body(key, sha, blob.data)
-        python = codec.decode(key, blob.data, signing_key=self.signing_key).meta.get("python")
+        # (one GET: its caller reads a body that does not verify again, runtime._read_class_body)
+        body, env = self._class_body_and_envelope(key, sha, (await self.store.get(key)).data)
+        python = env.meta.get("python")
         return body, python if isinstance(python, str) else None
 
     def _class_body(self, key: str, sha: str, data: bytes) -> bytes:
         """The verified body of the class object ``data`` read from ``key``; ``IntegrityError``."""
+        return self._class_body_and_envelope(key, sha, data)[0]
+
+    def _class_body_and_envelope(self, key: str, sha: str, data: bytes) -> tuple[bytes, codec.Envelope]:
+        """:meth:`_class_body`, and the object's envelope (its meta names the bytecode)."""
         env = codec.decode(key, data, signing_key=self.signing_key)
         body = env.parts.get("body")
         if body is None:
             raise IntegrityError(key, "class object has no body")
         if hashlib.sha256(body).hexdigest() != sha:
             raise IntegrityError(key, "class body does not match its content hash")
-        return body
+        return body, env
 
     async def restore_class(self, sha: str, body: bytes, name: str, bytecode: str | None) -> str | None:
         """Make sure the class body ``sha`` is stored whole (``body``: this process's own, whose

@@ -27,6 +27,7 @@ import time
 import weakref
 
 from vactor_cloud import _sync, codec
+from vactor_cloud.checked_read import read_checked
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.keys import mail_seal_key
 from vactor_cloud.storage import ObjectStore
@@ -109,7 +110,7 @@ class MailKeys:
         self._tried_at, self._absent = time.monotonic(), False
         try:
             try:
-                self._key = _decode((await store.get(mail_seal_key())).data, self.signing_key)
+                self._key = await _read(store, self.signing_key)
             except NotFoundError:
                 if not create:
                     self._absent = True
@@ -119,7 +120,7 @@ class MailKeys:
                     await store.put(mail_seal_key(), _encode(key, self.signing_key), mode="create")
                     self._key = key
                 except StorageError:  # another's (or ours, its answer lost): read the one there
-                    self._key = _decode((await store.get(mail_seal_key())).data, self.signing_key)
+                    self._key = await _read(store, self.signing_key)
         except (StorageError, IntegrityError) as exc:
             _unreadable(exc)
         return self._key
@@ -127,6 +128,11 @@ class MailKeys:
     def load_now(self, *, create: bool) -> bytes | None:
         """:meth:`load` from a thread that is not the IO loop's (a fold on the local store)."""
         return _sync.sync(self.load(create=create)) if self._due(create) else self._key
+
+
+async def _read(store: ObjectStore, signing_key: bytes | None) -> bytes:
+    """The key stored, read again if it does not verify (a read cut short on the way)."""
+    return await read_checked(store, mail_seal_key(), lambda blob: _decode(blob.data, signing_key))
 
 
 def _unreadable(exc: BaseException) -> None:

@@ -68,9 +68,11 @@ import cloudpickle
 
 from vactor_cloud import _sync, codec
 from vactor_cloud.batch import CallContext, current_call
+from vactor_cloud.checked_read import read_checked
 from vactor_cloud.core import run_detached
 from vactor_cloud.errors import (
     AlreadyExistsError,
+    DamagedObjectError,
     FormatVersionError,
     IntegrityError,
     NotFoundError,
@@ -84,7 +86,7 @@ from vactor_cloud.keys import task_key, tasks_prefix
 from vactor_cloud.runtime import get_runtime, init
 from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
-from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage import Blob, IfMatch, ObjectStore, PutMode
 
 __all__ = ["ExecutorSpec", "Subtask", "actor_serializer", "subtask", "task_key", "tasks_prefix"]
 
@@ -716,10 +718,27 @@ class _Memo:
         found = [(wanted[k], k) for k in keys if k in wanted]
 
         async def read(index: int, key: str) -> tuple[int, bytes | None]:
+            seen: list[bytes] = []
+
+            def verified(blob: Blob) -> bytes:
+                # Checked here, then decoded by ``decode``: bytes that do not verify are read
+                # again (one read cut short is not a damaged checkpoint, whose child would run
+                # again, its result unmemoized). Whatever else is wrong, ``decode`` says.
+                seen.append(blob.data)
+                try:
+                    codec.decode(key, blob.data, signing_key=self.signing_key)
+                except DamagedObjectError:
+                    raise
+                except IntegrityError:
+                    pass
+                return blob.data
+
             try:
-                return index, (await self.objects.get(key)).data
+                return index, await read_checked(self.objects, key, verified)
             except NotFoundError:  # compacted meanwhile: run the child again
                 return index, None
+            except DamagedObjectError:
+                return index, seen[-1]  # (so every time: ``decode`` says so)
 
         blobs = await asyncio.gather(*(read(i, k) for i, k in found))
         return {index: data for index, data in blobs if data is not None}

@@ -79,6 +79,7 @@ from vactor_cloud import _sync, bytecode, codec
 from vactor_cloud.actor import ActorClass, VirtualActorDecorator
 from vactor_cloud.batch import CallContext, PendingCall
 from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
+from vactor_cloud.checked_read import read_envelope
 from vactor_cloud.definition import with_fresh_defaults
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.incarnation import BORN, born_in
@@ -601,7 +602,7 @@ async def list_failures(
 
     async def read(key: str) -> FailedCall | None:
         try:
-            envelope = codec.decode(key, (await store.get(key)).data, signing_key=signing_key)
+            envelope = await read_envelope(store, key, signing_key)
         except NotFoundError:  # resumed or compacted meanwhile
             return None
         meta = envelope.meta
@@ -657,7 +658,7 @@ async def has_failures(
 
     async def ours(key: str) -> bool:
         try:
-            envelope = codec.decode(key, (await store.get(key)).data, signing_key=signing_key)
+            envelope = await read_envelope(store, key, signing_key)
             return _record_born(key, envelope.meta) >= born
         except NotFoundError:  # resumed or compacted meanwhile
             return False

@@ -12,9 +12,10 @@ import inspect
 import pprint
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
+from vactor_cloud.cli._chunks import IdChunks
 from vactor_cloud.cli._interrupts import SettledInterrupts
 from vactor_cloud.cli._options import (
     EXIT_ERROR,
@@ -36,7 +37,7 @@ from vactor_cloud.cli._options import (
     positive_int,
     stores_below_hint,
 )
-from vactor_cloud.cli._output import Output, listing_count, note, printable, progress, when
+from vactor_cloud.cli._output import Advance, Output, listing_count, note, printable, progress, when
 from vactor_cloud.cli.history import cmd_history
 
 __all__ = ["add_commands", "cmd_call", "cmd_compact", "cmd_delete", "cmd_history", "cmd_ls", "cmd_show"]
@@ -323,16 +324,15 @@ def _actor_method(handle: Any, name: str) -> Any:
     )
 
 
-async def _all_actor_ids(found: Callable[[], None] = lambda: None) -> list[str]:
-    """Every actor id of the store, in key order; ``found()`` for each as it is listed."""
+async def _all_actor_ids(found: Callable[[], None] = lambda: None) -> AsyncIterator[list[str]]:
+    """Every actor id of the store, in key order, each as a page of its own (for :class:`IdChunks`);
+    ``found()`` for each as it is listed."""
     from vactor_cloud.history import iter_actor_ids
     from vactor_cloud.runtime import get_runtime
 
-    ids: list[str] = []
     async for actor_id in iter_actor_ids(get_runtime().store):
-        ids.append(actor_id)
         found()
-    return ids
+        yield [actor_id]
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -369,14 +369,22 @@ def cmd_compact(args: argparse.Namespace) -> int:
         )
     init_runtime(args)
     out = Output.for_args(args)
+    chunks: IdChunks | None = None
     try:
         if args.all:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
+            # A chunk of ids at a time, each listed once the one before is compacted: ten million
+            # ids held at once are gigabytes (the first, counted on a terminal while it is listed)
             listing = f"listing the actors under {_describe_storage()}:"
+            chunks = IdChunks(_all_actor_ids)
             with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
-                ids = _sync.sync(_all_actor_ids(found))
+                chunks.found = found
+                ids = chunks.next()
+            chunks.found = lambda: None
         else:
             ids = [args.actor_id]
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
+        if chunks is not None:
+            chunks.close()
         raise CliError(
             "interrupted while listing the actors: nothing was compacted", EXIT_INTERRUPTED
         ) from None
@@ -414,8 +422,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     totals = _Compacted()
     failed: list[tuple[str, Exception]] = []
-    if args.all:
-        failed = _compact_all(ids, compact_one, compact_some, fresh_window, out, totals)
+    if chunks is not None:
+        try:
+            failed = _compact_all(ids, chunks, compact_one, compact_some, fresh_window, out, totals)
+        finally:
+            chunks.close()
     else:
         totals.add([_compact_the_actor(args.actor_id, compact_one, fresh_window, out)])
     for actor_id, error in failed:
@@ -531,16 +542,18 @@ def _compact_the_actor(
 
 
 def _compact_all(
-    ids: list[str],
+    first: list[str],
+    chunks: IdChunks,
     compact_one: Callable[[str], Any],
     compact_some: Callable[[list[str]], list[Any]],
     fresh_window: float,
     out: Output,
     totals: _Compacted,
 ) -> list[tuple[str, Exception]]:
-    """``vactor compact --all`` of ``ids``: up to ``_COMPACT_CONCURRENCY`` at once, each batch's
-    rows printed as it is done and added to ``totals``; the actors that could not be compacted,
-    each with its error (one damaged actor does not stop the others)."""
+    """``vactor compact --all`` of ``first`` (the first chunk of ``chunks``) and of the chunks
+    after it, each listed once the one before is compacted: up to ``_COMPACT_CONCURRENCY`` actors
+    at once, each batch's rows printed as it is done and added to ``totals``; the actors that
+    could not be compacted, each with its error (one damaged actor does not stop the others)."""
     from vactor_cloud.errors import ActorNotFoundError, StorageError, VactorError
 
     failed: list[tuple[str, Exception]] = []
@@ -553,7 +566,7 @@ def _compact_all(
     interrupts = SettledInterrupts(
         f"vactor: stopping: the compactions in flight (up to {_COMPACT_CONCURRENCY}) finish, then "
         "it says what it did; Ctrl-C again stops at once",
-        lambda: _compact_stopped_at_once(done, len(ids), shown=not (bar and out.rich)),
+        lambda: _compact_stopped_at_once(chunks.of_listed(done), shown=not (bar and out.rich)),
     )
     settled = False
     unproven: list[Any] = []  # first-pass reports whose actors the second pass compacts again
@@ -564,9 +577,8 @@ def _compact_all(
         interrupts.installed(),
     ):
         try:
-            with progress(len(ids), "compacting", enabled=bar) as advance:
-                for at in range(0, len(ids), _COMPACT_CONCURRENCY):
-                    part = ids[at : at + _COMPACT_CONCURRENCY]
+            with progress(len(first), "compacting", enabled=bar) as advance:
+                for part in _batches(first, chunks, advance, _COMPACT_CONCURRENCY):
                     with interrupts.in_flight():  # (a batch: compacted, counted and printed)
                         finished: list[Any] = []
                         for actor_id, outcome in zip(part, compact_some(part), strict=True):
@@ -584,7 +596,7 @@ def _compact_all(
                             advance(actor_id)
                         totals.add(finished)
                         show(finished)
-                    if interrupts.requested.is_set() and done < len(ids):
+                    if interrupts.requested.is_set() and (done < chunks.listed or not chunks.complete):
                         settled = True
                         raise KeyboardInterrupt
             second_pass = True
@@ -607,20 +619,23 @@ def _compact_all(
             show(unproven)  # (as the first pass left them: their last steps held)
             if second_pass:
                 raise CliError(
-                    f"interrupted in the second pass, after compacting all {len(ids)} actors once; the "
+                    f"interrupted in the second pass, after compacting all {chunks.listed} actors once; the "
                     "last steps held for want of the writers' evidence (the rows printed last) may stay "
                     "until the next compaction: run it again to delete them",
                     EXIT_INTERRUPTED,
                 ) from None
+            others = f"the other {chunks.listed - done}" + (
+                "" if chunks.complete else " listed so far, and those after them,"
+            )
             if settled:
                 raise CliError(
-                    f"interrupted after compacting {done} of {len(ids)} actors (the compactions in "
-                    f"flight finished; their rows are printed); the other {len(ids) - done} were not "
+                    f"interrupted after compacting {chunks.of_listed(done)} (the compactions in "
+                    f"flight finished; their rows are printed); {others} were not "
                     "touched: run it again to finish",
                     EXIT_INTERRUPTED,
                 ) from None
             raise CliError(
-                f"interrupted after compacting {done} of {len(ids)} actors; the actors being compacted "
+                f"interrupted after compacting {chunks.of_listed(done)}; the actors being compacted "
                 f"at the time (up to {_COMPACT_CONCURRENCY}) may keep some old steps until their next "
                 "compaction: run it again to finish",
                 EXIT_INTERRUPTED,
@@ -643,16 +658,29 @@ def _report_cells(report: Any) -> tuple[str, str, str, str]:
     )
 
 
-def _compact_stopped_at_once(done: int, total: int, *, shown: bool) -> str:
+def _compact_stopped_at_once(done_of: str, *, shown: bool) -> str:
     """What ``vactor compact`` stopped at once (a second Ctrl-C or SIGTERM) leaves: its last line
-    (``shown``: the rows of those compacted were printed, not held for the end of a progress bar)."""
+    (``done_of``: ``"96 of 200 actors"``; ``shown``: the rows of those compacted were printed, not held
+    for the end of a progress bar)."""
     rows = "their rows are printed" if shown else "vactor ls and history show them"
     return (
-        f"vactor: error: stopped at once after compacting {done} of {total} actors ({rows}); "
+        f"vactor: error: stopped at once after compacting {done_of} ({rows}); "
         f"the compactions cut short (up to {_COMPACT_CONCURRENCY}) may keep some old steps "
         "below their watermark, which the next compaction deletes (nothing a writer acknowledged is "
         "lost): run it again to finish"
     )
+
+
+def _batches(first: list[str], chunks: IdChunks, advance: Advance, size: int) -> Iterator[list[str]]:
+    """``first``, then the chunks after it (each listed once the one before is used up, the
+    progress ``advance`` grown by as many), in batches of ``size`` ids."""
+    chunk = first
+    while chunk:
+        for at in range(0, len(chunk), size):
+            yield chunk[at : at + size]
+        chunk = chunks.next()
+        if chunk:
+            advance.grow(len(chunk))
 
 
 #: actors ``vactor compact --all`` compacts at once: each is a few round trips to the store, spent

@@ -23,11 +23,12 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud import _sync
+from vactor_cloud.cli._chunks import IdChunks
 from vactor_cloud.cli._interrupts import second_interrupt_stops_at_once
 from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
@@ -40,7 +41,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Output, listing_count, printable, progress, when
+from vactor_cloud.cli._output import Advance, Output, listing_count, printable, progress, when
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
@@ -87,13 +88,6 @@ class EventRow:
         """The row of ``vactor events ls``; the time without spaces, one field for ``awk``."""
         sent = "-" if self.sent is None else when(self.sent, one_field=True)
         return (self.actor, self.event_id, self.name, sent, self.status)
-
-
-async def _actors_with_events(
-    actors: list[str] | None, looked_at: Callable[[], None] = lambda: None
-) -> list[str]:
-    """The named actors, or every actor whose inbox holds an event (:func:`_pages_with_events`)."""
-    return [actor_id async for page in _pages_with_events(actors, looked_at) for actor_id in page]
 
 
 async def _pages_with_events(
@@ -332,13 +326,26 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
     stderr when piped) and each actor's line printed as it is done (``--json``: each element of
     the one array, left unterminated if it is stopped): without ``--actor`` this is one commit
     per actor, long on a large bucket. How many actors it drained, and the errors of the others."""
+    bar = sys.stderr.isatty() and not out.json
+    # A chunk of the actors with events at a time, each listed once the one before is drained:
+    # ten million ids held at once are gigabytes (every actor's inbox asked, on a bucket of
+    # thousands: on a terminal, counted meanwhile while the first chunk is listed)
+    chunks = IdChunks(lambda looked_at: _pages_with_events(actors, looked_at))
+    looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
+    try:
+        with listing_count(looking, enabled=bar and actors is None, plain=actors is None) as looked_at:
+            chunks.found = looked_at
+            ids = chunks.next()
+        chunks.found = lambda: None
+        return _drain_chunks(ids, chunks, out, bar)
+    finally:
+        chunks.close()
+
+
+def _drain_chunks(first: list[str], chunks: IdChunks, out: Output, bar: bool) -> tuple[int, list[str]]:
+    """:func:`_drain` of ``first`` (the first chunk of ``chunks``) and the chunks after it."""
     drained = 0
     errors: list[str] = []
-    bar = sys.stderr.isatty() and not out.json
-    # (every actor's inbox asked, on a bucket of thousands: on a terminal, counted meanwhile)
-    looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
-    with listing_count(looking, enabled=bar and actors is None, plain=actors is None) as looked_at:
-        ids = _sync.sync(_actors_with_events(actors, looked_at))
     # under a bar the lines wait for its end (printed while it is drawn, on the same terminal,
     # they would be written into it)
     waiting: list[str] = []
@@ -346,9 +353,9 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
         with (
             out.reader_may_leave(),
             out.json_array() if out.json else contextlib.nullcontext() as array,
-            progress(len(ids), "draining", enabled=bar) as advance,
+            progress(len(first), "draining", enabled=bar) as advance,
         ):
-            for actor_id in ids:
+            for actor_id in _one_by_one(first, chunks, advance):
                 try:
                     line = _sync.sync(_drain_one(actor_id))
                 except (VactorError, OSError) as exc:
@@ -367,7 +374,7 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
         for text in waiting:
             out.print(text)
         raise CliError(
-            f"interrupted after draining {drained + len(errors)} of {len(ids)} actors; the events not "
+            f"interrupted after draining {chunks.of_listed(drained + len(errors))}; the events not "
             "yet applied wait in their inboxes (each is applied once, whoever applies it): run it again "
             "to finish",
             EXIT_INTERRUPTED,
@@ -375,6 +382,17 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
     for text in waiting:
         out.print(text)
     return drained, errors
+
+
+def _one_by_one(first: list[str], chunks: IdChunks, advance: Advance) -> Iterator[str]:
+    """The ids of ``first``, then of the chunks after it (each listed once the one before is used
+    up, the progress ``advance`` grown by as many)."""
+    chunk = first
+    while chunk:
+        yield from chunk
+        chunk = chunks.next()
+        if chunk:
+            advance.grow(len(chunk))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -345,9 +345,14 @@ class ObjectStore(abc.ABC):
         except TimeoutError:
             counters.storage_timeout(what, key, timeout)
             outcome = " (the write may or may not have been applied)" if write else ""
+            answered = self._answered_meanwhile(timeout)
+            told = (
+                f"got no answer within {timeout:g} s{outcome}: {self._stall_advice(timeout)}"
+                if answered is None
+                else f"gave up after {timeout:g} s{outcome}; {answered}"
+            )
             raise StorageTimeoutError(
-                f"{what} {key} on {self.describe()} got no answer within {timeout:g} s{outcome}: "
-                f"{self._stall_advice(timeout)} (Settings.timeout sets this limit)",
+                f"{what} {key} on {self.describe()} {told} (Settings.timeout sets this limit)",
                 key,
                 write_in_flight=write,
             ) from None
@@ -387,8 +392,16 @@ class ObjectStore(abc.ABC):
         limit = self.snapshot_list_keys
         return limit is None or len(keys) < limit
 
+    def _answered_meanwhile(self, timeout: float) -> str | None:
+        """What the endpoint answered to this store's requests that were tried again within the
+        last ``timeout`` s (a 503, a throttle, an answer cut short), and what to do about it: the
+        end of the message of a request that then ran out of time, which was answered, only not
+        well. ``None``: nothing answered meanwhile, or the backend cannot tell (the message then
+        says the request got no answer, and ends with :meth:`_stall_advice`)."""
+        return None
+
     def _stall_advice(self, timeout: float) -> str:
-        """What to check about a request that timed out, its message's end: the endpoint, unless
+        """What to check about a request that timed out unanswered, its message's end: the endpoint, unless
         the backend knows better (what the request was still waiting for, what failed
         meanwhile). One advice: a wait for credentials is not an unreachable endpoint."""
         return "is the endpoint reachable?"

@@ -63,6 +63,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import threading
 import time
@@ -111,6 +112,9 @@ _T = TypeVar("_T")
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
+#: GCS's 400 to an upload whose bytes do not match the hash its metadata gave ("Provided MD5
+#: hash ... doesn't match calculated MD5 hash ..."): damaged on the way, nothing written
+_DAMAGED_UPLOAD = re.compile(r"\b(MD5|CRC32C)\b.*\bmatch", re.IGNORECASE | re.DOTALL)
 #: the longest ``Retry-After`` pause honoured before a repeated request (the request's deadline
 #: bounds the whole anyway)
 _MOST_ASKED = 2.0
@@ -251,6 +255,9 @@ class GCSStore(ObjectStore):
         self._token_refresh: asyncio.Future[None] | None = None
         #: when a request last failed and was tried again, and why (see :meth:`_stall_advice`)
         self._last_failure: tuple[float, str] | None = None
+        #: when a request last failed on an answer (a status, a body cut short) and was tried
+        #: again, and what the answer was (see :meth:`_answered_meanwhile`)
+        self._last_answer: tuple[float, str] | None = None
 
     # -- connection ---------------------------------------------------------
     async def _filesystem(self) -> GCSFileSystem:
@@ -324,12 +331,21 @@ class GCSStore(ObjectStore):
             )
         failure = self._last_failure
         if failure is not None and time.monotonic() - failure[0] <= timeout:
-            # An endpoint that answered (503, 500) was not one that could not be reached.
             return (
                 f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
                 "retry later, and check the endpoint if it lasts"
             )
         return super()._stall_advice(timeout)
+
+    def _answered_meanwhile(self, timeout: float) -> str | None:
+        answered = self._last_answer
+        if answered is None or time.monotonic() - answered[0] > timeout:
+            return None
+        # An endpoint that answered (503, 500, a body cut short) was not one that could not be reached.
+        return (
+            f"the last answer was {answered[1]} (each tried again); retry later, and check the "
+            "endpoint if it lasts"
+        )
 
     def _refusal_hint(self, status: int) -> str:
         """What to do about a refused request: :func:`_hint`, unless the request went without
@@ -465,18 +481,29 @@ class GCSStore(ObjectStore):
         Transient failures of idempotent requests are repeated with jittered
         backoff; what remains becomes a vactor_cloud error. ``check`` says what is wrong
         with an answer in ``ok`` that did not arrive whole (``None``: nothing): a transient
-        failure too.
+        failure too. An upload GCS refused because its body arrived damaged (400, hash
+        mismatch) wrote nothing: repeated too, whatever ``idempotent`` says.
         """
-        attempts = _IDEMPOTENT_ATTEMPTS if idempotent else 1
+        attempts = _IDEMPOTENT_ATTEMPTS
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
         detail = ""  # why the last attempt failed
-        for attempt in range(attempts):
+        unwritten = False  # whether the last attempt certainly wrote nothing (a damaged upload refused)
+        answered = False  # whether the last attempt's failure was an answer (not one in transit)
+        for attempt in range(_IDEMPOTENT_ATTEMPTS):
+            if attempt and not (idempotent or unwritten):
+                attempts = attempt
+                break
+            unwritten = False
             if attempt:
                 self._last_failure = (time.monotonic(), detail)
+                if answered:
+                    self._last_answer = (time.monotonic(), detail)
                 await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
+                answered = True
             except _Transient as exc:
+                answered = False
                 detail = exc.detail
                 cause: BaseException | None = exc.__cause__
             except StorageError:
@@ -498,7 +525,7 @@ class GCSStore(ObjectStore):
                         "per second to one object: back off and retry",
                         key,
                     )
-                    if attempt + 1 == attempts:
+                    if attempt + 1 == attempts or not idempotent:
                         raise rate_limited
                     # Harmless to repeat (GCS's advice for 429 and 503: retry with backoff),
                     # after the pause asked for, within the request's deadline.
@@ -514,6 +541,16 @@ class GCSStore(ObjectStore):
                         "request, retry after a pause",
                         key,
                     )
+                if response.status == 400 and _DAMAGED_UPLOAD.search(response.error_message()):
+                    # GCS checked the body against the md5Hash sent with it (``_multipart``)
+                    # and refused it: damaged on the way, nothing written. Sent again, safely,
+                    # a create-only or if-match upload too.
+                    detail = (
+                        f"HTTP 400: {response.error_message()} (the upload's body was damaged on "
+                        "the way; GCS wrote nothing)"
+                    )
+                    cause, unwritten = None, True
+                    continue
                 if response.status not in _TRANSIENT_STATUSES:
                     raise _status_error(response.status)(
                         f"{self.url}/{key}: {op} failed with HTTP {response.status}: "
@@ -521,7 +558,7 @@ class GCSStore(ObjectStore):
                         key,
                     )
                 detail, cause = f"HTTP {response.status}: {response.error_message()}", None
-        what = "" if idempotent else " (the write may or may not have been applied)"
+        what = "" if idempotent or unwritten else " (the write may or may not have been applied)"
         raise RetryableStorageError(
             f"{self.url}/{key}: {op} failed after {attempts} attempt(s): {detail}{what}; retry later",
             key,

@@ -281,22 +281,28 @@ class S3Store(ObjectStore):
             or "AWS S3"
         )
 
+    def _answered_meanwhile(self, timeout: float) -> str | None:
+        failure = self._transport.last_failure
+        if failure is None or time.monotonic() - failure[0] > timeout:
+            return None
+        if isinstance(failure[1], UnreadableAnswer):
+            # It answered every time: what it said did not arrive whole.
+            return (
+                f"its answers arrived but not whole, and were tried again (the last: {failure[1]}); "
+                f"if it keeps happening, something between this process and {self._endpoint()} "
+                "truncates responses (a proxy, an HTTP/1.0 hop that drops Content-Length)"
+            )
+        if isinstance(failure[1], RetriedAnswer):
+            return (
+                f"the last answer was {failure[1]} (each tried again); retry later, and check the "
+                "endpoint if it lasts"
+            )
+        return None  # (a failure in transit: nothing answered)
+
     def _stall_advice(self, timeout: float) -> str:
         failure = self._transport.last_failure
         if failure is None or time.monotonic() - failure[0] > timeout:
             return super()._stall_advice(timeout)
-        if isinstance(failure[1], UnreadableAnswer):
-            # It answered every time: what it said did not arrive whole.
-            return (
-                f"its answers arrived meanwhile but were tried again ({failure[1]}); if it keeps "
-                f"happening, something between this process and {self._endpoint()} truncates "
-                "responses (a proxy, an HTTP/1.0 hop that drops Content-Length)"
-            )
-        if isinstance(failure[1], RetriedAnswer):
-            return (
-                f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
-                "retry later, and check the endpoint if it lasts"
-            )
         return (
             f"this endpoint's requests failed meanwhile ({type(failure[1]).__name__}: {failure[1]}): "
             "is the endpoint reachable?"

@@ -1,0 +1,119 @@
+"""What a request that ran out of ``Settings.timeout`` says (review-h142): when the endpoint
+answered meanwhile (503 ``SlowDown``, a GCS 503, answers tried again by the client), the
+message began "got no answer within N s" before naming the answer, which contradicted
+itself. It now says it gave up after N s and what the last answer was; "got no answer" (and
+"is the endpoint reachable?") only when nothing answered. What it says of a write that may
+have been applied is kept.
+
+Loopback servers answer every request alike; no timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+from loopback_gcs import gcs_answering
+
+from vactor_cloud.errors import StorageTimeoutError
+from vactor_cloud.storage._gcs import GCSStore
+
+#: the longest any operation here may take before it is called a hang
+HANG = 60.0
+#: the request timeout: long enough for a first answer on a loaded host, short for the suite
+TIMEOUT = 3.0
+_SLOW_DOWN_BODY = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n"
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+#: S3's answer to a request it throttles (botocore retries it), closing the connection
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_SLOW_DOWN_BODY)}\r\n\r\n".encode()
+    + _SLOW_DOWN_BODY
+)
+
+
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
+@pytest.mark.parametrize("operation", ["get", "create"])
+def test_an_s3_request_answered_slow_down_until_its_timeout_says_it_gave_up_and_names_the_answer(
+    transport: str, operation: str
+) -> None:
+    """Every request answered 503 ``SlowDown``; botocore retries until the request's timeout.
+    Before: "GET k on s3://bucket/p got no answer within 3 s: requests to it failed meanwhile
+    and were tried again (the last: S3 said 503 SlowDown ...)"."""
+    pytest.importorskip("s3fs" if transport == "s3fs" else "botocore")
+    from vactor_cloud.storage._s3 import S3Store
+
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readline())
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(SLOW_DOWN)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> StorageTimeoutError:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        store = S3Store(
+            "bucket/p",
+            transport=transport,
+            endpoint_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+            key="k",
+            secret="s",
+            client_kwargs={"region_name": "us-east-1"},
+            # (retried by botocore until the request's timeout, whatever its backoff)
+            config_kwargs={"retries": {"max_attempts": 1000, "mode": "standard"}},
+        )
+        store.request_timeout = TIMEOUT
+        try:
+            async with asyncio.timeout(HANG):
+                with pytest.raises(StorageTimeoutError) as info:
+                    if operation == "get":
+                        await store.get("k")
+                    else:
+                        await store.put("k", b"x", mode="create")
+        finally:
+            await store.close()
+            server.close()
+            await server.wait_closed()
+        return info.value
+
+    timed_out = asyncio.run(scenario())
+    message = str(timed_out)
+    assert len(requests) >= 2, requests
+    assert f"gave up after {TIMEOUT:g} s" in message and "the last answer was" in message, message
+    assert "SlowDown" in message, message
+    assert "no answer" not in message and "reachable" not in message, message
+    assert ("may or may not have been applied" in message) is (operation == "create"), message
+    assert timed_out.write_in_flight is (operation == "create")
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_gcs_read_answered_503_until_its_timeout_says_it_gave_up_and_names_the_answer(status: int) -> None:
+    """Every GET answered ``status``; the store repeats it (after ``Retry-After``) until the
+    request's timeout. Before: "GET k on gs://bucket/p got no answer within 3 s: requests to
+    it failed meanwhile and were tried again (the last: HTTP 503: ...)"."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        error = {"error": {"code": status, "message": "Backend Error (test)"}}
+        return web.json_response(error, status=status, headers={"Retry-After": "8"})
+
+    async def scenario() -> StorageTimeoutError:
+        async with gcs_answering(answer) as endpoint:
+            store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
+            store.request_timeout = TIMEOUT
+            try:
+                async with asyncio.timeout(HANG):
+                    with pytest.raises(StorageTimeoutError) as info:
+                        await store.get("k")
+            finally:
+                await store.close()
+        return info.value
+
+    message = str(asyncio.run(scenario()))
+    assert f"gave up after {TIMEOUT:g} s" in message, message
+    assert f"the last answer was HTTP {status}: Backend Error (test)" in message, message
+    assert "no answer" not in message and "reachable" not in message, message
