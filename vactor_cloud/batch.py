@@ -317,21 +317,26 @@ def _count_fork() -> None:
 os.register_at_fork(after_in_child=_count_fork)
 
 
-def _end_a_forked_child(forks: int, actor_id: str, call: PendingCall) -> None:
-    """In a child that the body of ``call`` forked (``os.fork()`` in a method, then returned in
-    the child too), end the child at once: the batch is the parent's, which applies and
-    commits it. Let the child commit it as well and the call was applied twice, the child's
-    commit racing the parent's (the loser ran the body again on the winner's step). Nor can the
-    child unwind to its caller: on the way it runs the parent's runtime (locks another thread
-    of the parent held at the fork, an IO loop the child does not have), where it could hang
-    for good. So it says why on stderr and exits with status 70, running nothing more."""
+def _end_a_forked_child(forks: int, context: CallContext) -> None:
+    """In a child that the body of a call forked (``os.fork()`` in a method, writer or read-only,
+    then returned or raised in the child too), end the child at once: the call is the parent's,
+    which applies and commits it (or answers the read). Let the child commit the batch as well
+    and the call was applied twice, the child's commit racing the parent's (the loser ran the
+    body again on the winner's step). Nor can the child unwind to its caller: on the way it
+    runs the parent's runtime (locks another thread of the parent held at the fork, an IO loop
+    the child does not have), where it could hang for good; forked on a pool thread, the
+    child's only thread, it went back to the pool's wait for work and never ended. So it says
+    why on stderr and exits with status 70, running nothing more."""
     if _forks != forks:
+        if context.readonly:
+            what = "the read-only call is the parent's, which answers it; this child"
+        else:
+            what = "the call is the parent's, which applies it; this child committed nothing and"
         message = (
-            f"vactor_cloud: {call.method}() of actor {actor_id!r} forked (os.fork()) and returned "
-            f"in the child process {os.getpid()} too: the call is the parent's, which applies it; "
-            "this child committed nothing and exits now (status 70), as it cannot go on inside "
-            "the parent's runtime. End the child inside the method (os._exit()), or start "
-            "processes outside actor methods\n"
+            f"vactor_cloud: {context.method}() of actor {context.actor_id!r} forked (os.fork()) and "
+            f"returned in the child process {os.getpid()} too: {what} exits now (status 70), as it "
+            "cannot go on inside the parent's runtime. End the child inside the method "
+            "(os._exit()), or start processes outside actor methods\n"
         )
         with contextlib.suppress(OSError):
             os.write(2, message.encode("utf-8", "replace"))
@@ -384,6 +389,7 @@ def _method_of(instance: Any, name: str) -> Any:
 
 
 def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
+    forks = _forks
     previous = getattr(_local, "call", None)
     _local.call = context
     if not context.readonly:
@@ -400,6 +406,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
             return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):
             result = _run_coroutine(result, context)
+        _end_a_forked_child(forks, context)  # (before a sub-workflow it returned runs in the child)
         # A result that is a sub-workflow (workflow_steps.StepNode) is run now; its result is the call's.
         resolve = getattr(type(result), "__vactor_continue__", None)
         if resolve is not None:
@@ -416,6 +423,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
             raise
         raise _nested_in_doubt(doubts, context) from group
     finally:
+        _end_a_forked_child(forks, context)  # (first: a forked child runs nothing more)
         _local.call = previous
         if not context.readonly:
             _count_applying(context, -1)
@@ -606,7 +614,6 @@ def apply_batch(
     now = time.time()
     timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
     born = born_of(base.extra)
-    forks = _forks
     for call in calls:
         if call.for_class is not None and not made_for(call.for_class, definition.name):
             # (before its key: the table is the new actor's, and records nothing of it)
@@ -657,8 +664,7 @@ def apply_batch(
             if call.options.name is not None:
                 _step_status("RUNNING", actor_id, call)
             try:
-                value = _invoke(instance, body, context)
-                _end_a_forked_child(forks, actor_id, body)
+                value = _invoke(instance, body, context)  # (a child it forked ends there)
                 where = f"{body.method}() of actor {actor_id!r}"
                 frozen = freeze(value, where=where)
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
@@ -669,7 +675,6 @@ def apply_batch(
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
-                _end_a_forked_child(forks, actor_id, body)
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
                 del edits.ops[consumed:]
