@@ -65,6 +65,7 @@ from vactor_cloud.dedup import (
 )
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
+from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -305,42 +306,18 @@ def _forget_applying_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_applying_after_fork)
 
-#: forks this process's line has been through: one more in each forked child (``_forked``)
-_forks = 0
-
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
-
 
 def _end_a_forked_child(forks: int, context: CallContext) -> None:
     """In a child that the body of a call forked (``os.fork()`` in a method, writer or read-only,
-    then returned or raised in the child too), end the child at once: the call is the parent's,
-    which applies and commits it (or answers the read). Let the child commit the batch as well
-    and the call was applied twice, the child's commit racing the parent's (the loser ran the
-    body again on the winner's step). Nor can the child unwind to its caller: on the way it
-    runs the parent's runtime (locks another thread of the parent held at the fork, an IO loop
-    the child does not have), where it could hang for good; forked on a pool thread, the
-    child's only thread, it went back to the pool's wait for work and never ended. So it says
-    why on stderr and exits with status 70, running nothing more."""
-    if _forks != forks:
-        if context.readonly:
-            what = "the read-only call is the parent's, which answers it; this child"
-        else:
-            what = "the call is the parent's, which applies it; this child committed nothing and"
-        message = (
-            f"vactor_cloud: {context.method}() of actor {context.actor_id!r} forked (os.fork()) and "
-            f"returned in the child process {os.getpid()} too: {what} exits now (status 70), as it "
-            "cannot go on inside the parent's runtime. End the child inside the method "
-            "(os._exit()), or start processes outside actor methods\n"
-        )
-        with contextlib.suppress(OSError):
-            os.write(2, message.encode("utf-8", "replace"))
-        os._exit(70)
+    then returned or raised in the child too), end the child at once (``fork_guard``): the call
+    is the parent's, which applies and commits it (or answers the read). Let the child commit
+    the batch as well and the call was applied twice, the child's commit racing the parent's
+    (the loser ran the body again on the winner's step)."""
+    if context.readonly:
+        whose = "the read-only call is the parent's, which answers it; this child"
+    else:
+        whose = "the call is the parent's, which applies it; this child committed nothing and"
+    end_a_forked_child(forks, f"{context.method}() of actor {context.actor_id!r}", whose)
 
 
 def applying(actor_id: str) -> frozenset[int]:
@@ -389,7 +366,7 @@ def _method_of(instance: Any, name: str) -> Any:
 
 
 def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
-    forks = _forks
+    forks = forks_now()
     previous = getattr(_local, "call", None)
     _local.call = context
     if not context.readonly:
