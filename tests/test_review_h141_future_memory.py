@@ -10,11 +10,11 @@ copy; still one pickle per result, made by the batch.
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import tracemalloc
 from typing import Any
 
 import pytest
+from garbage import full_collection
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -44,14 +44,14 @@ class Large:
 def _held_by_settled_futures(make: Any, count: int) -> tuple[float, list[Any]]:
     """How many results' worth of memory ``count`` settled, unread futures made by ``make()``
     hold (traced between before they were made and after they settled), and the futures."""
-    gc.collect()
+    full_collection()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         futures = [make() for _ in range(count)]
         done, _ = concurrent.futures.wait(futures, 60)
         assert len(done) == count
-        gc.collect()
+        full_collection()
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
