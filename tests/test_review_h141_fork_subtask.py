@@ -10,7 +10,10 @@ sentinels) meant for the worker. Each child here is ended by the test if still r
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import os
+import sys
 import threading
 import time
 
@@ -25,26 +28,30 @@ pytestmark = [
     pytest.mark.vactor_lanes("memory", "local"),
 ]
 
+#: the process pools of the actors that fork in them, by actor id
+POOLS: dict[str, concurrent.futures.ProcessPoolExecutor] = {}
+
 #: set once the forking child of ``fork_on_a_pool_thread`` started
 STARTED = threading.Event()
 
 
 def fork_on_a_pool_thread(index: int) -> tuple[str, int]:
-    """Child 0 forks (on a pool thread: the first queued, it is the first a pool thread takes,
-    and the waiting method thread runs the newest not started); child 1 waits for it."""
+    """Child 0 forks, on a pool thread: the first queued, it is the first a pool thread takes,
+    and the waiting method thread runs the newest not started, child 1, which waits for it.
+    (A pool thread that took 0 and has not marked it running yet may lose it to the method
+    thread: then it forks there, and its child ends at the same guard.)"""
     if index == 1:
         assert STARTED.wait(HANG)
         return ("other", 0)
     STARTED.set()
-    if not threading.current_thread().name.startswith("vactor-subtask"):
-        return ("not on a pool thread", 0)
     child = os.fork()
     return ("child", os.getpid()) if child == 0 else ("parent", child)
 
 
-def fork_in_a_worker(_: int) -> tuple[str, int]:
+def fork_in_a_worker(_: int) -> tuple[str, int, int]:
+    worker = os.getpid()
     child = os.fork()
-    return ("child", os.getpid()) if child == 0 else ("parent", child)
+    return ("child", os.getpid(), worker) if child == 0 else ("parent", child, worker)
 
 
 @vc.virtual_actor
@@ -56,9 +63,10 @@ class Launcher:
         self.n += 1
         return vc.subtask(fork_on_a_pool_thread, executor="thread").map([0, 1])
 
-    def on_processes(self) -> list[tuple[str, int]]:
+    def on_processes(self) -> list[tuple[str, int, int]]:
         self.n += 1
-        return vc.subtask(fork_in_a_worker, executor="process").map([0])
+        pool = sys.modules[__name__].POOLS[vc.current_call().actor_id]  # type: ignore[union-attr]
+        return vc.subtask(fork_in_a_worker, executor=pool).map([0])
 
     @vc.virtual_actor.readonly
     def count(self) -> int:
@@ -92,16 +100,27 @@ def _state(pid: int) -> str | None:
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_a_sub_task_that_forks_in_a_worker_process_ends_the_child(actor_store: StoreSpec) -> None:
     # The grandchild is the worker's child: not ours to reap. It must end (a zombie or gone).
+    # A pool of the test's own: a grandchild left running (before) is killed with the worker it
+    # wedged (it held the pool's call queue), and the broken pool is let go, not waited for.
+    pool = POOLS["subtask-process-fork"] = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    )
     a = Launcher.get_or_create("subtask-process-fork")
     got = a.on_processes.run()
-    assert got[0][0] == "parent", got
-    grandchild = got[0][1]
+    _, grandchild, worker = got[0]  # (the grandchild's own pid, if its result came back)
     deadline = time.monotonic() + HANG / 3
     try:
+        # Before: the method got the grandchild's result, ('child', pid, worker), which it
+        # sent back on the worker's result queue, in the worker's place.
+        assert got[0][0] == "parent", got
         while _state(grandchild) not in ("Z", "X", None) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _state(grandchild) in ("Z", "X", None), "the worker's forked child is still running"
+        pool.shutdown()
     finally:
         if _state(grandchild) not in ("Z", "X", None):
             os.kill(grandchild, 9)
+            os.kill(worker, 9)
+            pool.shutdown(wait=False, cancel_futures=True)
+        del POOLS["subtask-process-fork"]
     assert a.count.run() == 1
