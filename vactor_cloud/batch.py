@@ -313,6 +313,8 @@ def _end_a_forked_child(forks: int, context: CallContext) -> None:
     is the parent's, which applies and commits it (or answers the read). Let the child commit
     the batch as well and the call was applied twice, the child's commit racing the parent's
     (the loser ran the body again on the winner's step)."""
+    if forks_now() == forks:
+        return  # (the common case: nothing formatted)
     if context.readonly:
         whose = "the read-only call is the parent's, which answers it; this child"
     else:

@@ -478,6 +478,8 @@ def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
 def _end_a_forked_child(forks: int, fn: Callable[..., Any]) -> None:
     """In a child that ``fn`` forked and returned in (on a pool thread, the child's only one, it
     went back to the pool's wait for work for good), end it at once (``fork_guard``)."""
+    if forks_now() == forks:
+        return  # (the common case: nothing formatted)
     whose = "its result is the parent's, which checkpoints it for the call; this child"
     end_a_forked_child(forks, f"the sub-task {_function_name(fn)}", whose)
 
