@@ -5,8 +5,11 @@ what the child said through a pipe, bounded by ``HANG``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,3 +46,26 @@ def run_in_both(call: Callable[[], Any]) -> tuple[Any, str]:
         return got, read_until_closed(read).decode()
     finally:
         os.close(read)
+
+
+def reaped(pid: int, within: float = HANG / 3) -> int:
+    """The exit status of the child ``pid``, reaped (no zombie left). A child still running
+    after ``within`` seconds is killed and reaped before the test fails: none outlives it."""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.02)
+    except BaseException:
+        _kill(pid)
+        raise
+    _kill(pid)
+    raise AssertionError(f"the child {pid} was still running after {within} s (killed)")
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -65,6 +65,7 @@ from vactor_cloud.dedup import (
 )
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
+from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -305,37 +306,20 @@ def _forget_applying_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_applying_after_fork)
 
-#: forks this process's line has been through: one more in each forked child (``_forked``)
-_forks = 0
 
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
-
-
-def _end_a_forked_child(forks: int, actor_id: str, call: PendingCall) -> None:
-    """In a child that the body of ``call`` forked (``os.fork()`` in a method, then returned in
-    the child too), end the child at once: the batch is the parent's, which applies and
-    commits it. Let the child commit it as well and the call was applied twice, the child's
-    commit racing the parent's (the loser ran the body again on the winner's step). Nor can the
-    child unwind to its caller: on the way it runs the parent's runtime (locks another thread
-    of the parent held at the fork, an IO loop the child does not have), where it could hang
-    for good. So it says why on stderr and exits with status 70, running nothing more."""
-    if _forks != forks:
-        message = (
-            f"vactor_cloud: {call.method}() of actor {actor_id!r} forked (os.fork()) and returned "
-            f"in the child process {os.getpid()} too: the call is the parent's, which applies it; "
-            "this child committed nothing and exits now (status 70), as it cannot go on inside "
-            "the parent's runtime. End the child inside the method (os._exit()), or start "
-            "processes outside actor methods\n"
-        )
-        with contextlib.suppress(OSError):
-            os.write(2, message.encode("utf-8", "replace"))
-        os._exit(70)
+def _end_a_forked_child(forks: int, context: CallContext) -> None:
+    """In a child that the body of a call forked (``os.fork()`` in a method, writer or read-only,
+    then returned or raised in the child too), end the child at once (``fork_guard``): the call
+    is the parent's, which applies and commits it (or answers the read). Let the child commit
+    the batch as well and the call was applied twice, the child's commit racing the parent's
+    (the loser ran the body again on the winner's step)."""
+    if forks_now() == forks:
+        return  # (the common case: nothing formatted)
+    if context.readonly:
+        whose = "the read-only call is the parent's, which answers it; this child"
+    else:
+        whose = "the call is the parent's, which applies it; this child committed nothing and"
+    end_a_forked_child(forks, f"{context.method}() of actor {context.actor_id!r}", whose)
 
 
 def applying(actor_id: str) -> frozenset[int]:
@@ -384,6 +368,7 @@ def _method_of(instance: Any, name: str) -> Any:
 
 
 def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
+    forks = forks_now()
     previous = getattr(_local, "call", None)
     _local.call = context
     if not context.readonly:
@@ -400,6 +385,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
             return result  # neither a coroutine nor a sub-workflow
         if inspect.iscoroutine(result):
             result = _run_coroutine(result, context)
+        _end_a_forked_child(forks, context)  # (before a sub-workflow it returned runs in the child)
         # A result that is a sub-workflow (workflow_steps.StepNode) is run now; its result is the call's.
         resolve = getattr(type(result), "__vactor_continue__", None)
         if resolve is not None:
@@ -416,6 +402,7 @@ def _invoke(instance: Any, call: PendingCall, context: CallContext) -> Any:
             raise
         raise _nested_in_doubt(doubts, context) from group
     finally:
+        _end_a_forked_child(forks, context)  # (first: a forked child runs nothing more)
         _local.call = previous
         if not context.readonly:
             _count_applying(context, -1)
@@ -606,7 +593,6 @@ def apply_batch(
     now = time.time()
     timers = TimerTable(base.extra, serializer, definition.writer_names, step=base.step + 1)
     born = born_of(base.extra)
-    forks = _forks
     for call in calls:
         if call.for_class is not None and not made_for(call.for_class, definition.name):
             # (before its key: the table is the new actor's, and records nothing of it)
@@ -657,8 +643,7 @@ def apply_batch(
             if call.options.name is not None:
                 _step_status("RUNNING", actor_id, call)
             try:
-                value = _invoke(instance, body, context)
-                _end_a_forked_child(forks, actor_id, body)
+                value = _invoke(instance, body, context)  # (a child it forked ends there)
                 where = f"{body.method}() of actor {actor_id!r}"
                 frozen = freeze(value, where=where)
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
@@ -669,7 +654,6 @@ def apply_batch(
                 if key is not None:  # the table's own copy, read back from its encoding
                     kept = recorded_outcome(Outcome(True, value), serializer)
             except BaseException as exc:
-                _end_a_forked_child(forks, actor_id, body)
                 # Drop the call's partial mutations: restore the snapshot taken before it.
                 instance = None
                 del edits.ops[consumed:]

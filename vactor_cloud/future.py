@@ -46,7 +46,8 @@ class ActorFuture(concurrent.futures.Future[T]):
     #: value: handed out as a raised one is, the same exception to every reader (a copy lost
     #: its traceback and cause, or could not be read back at all)
     _caught = False
-    #: the result its call's run delivers, and the pickle it was read back from (``copies_from``)
+    #: the result its call's run delivers, and the pickle it was read back from (``copies_from``),
+    #: until it settles: then the future holds the pickle alone (``_Pickled``)
     _pristine: tuple[object, Frozen] | None = None
 
     def __init__(self) -> None:
@@ -130,17 +131,27 @@ class ActorFuture(concurrent.futures.Future[T]):
         return self._by_value(super().result(self._waited(timeout, started)))
 
     def copies_from(self, result: object, frozen: Frozen) -> None:
-        """(For :mod:`vactor_cloud.batch`) ``result``, if it is what this future is settled with,
-        was read back from ``frozen``: later reads copy it from there, and the first read pickles
-        nothing (a writer's result is pickled as the method returns; pickled again at the first
-        read, a large result cost twice). A run whose outcome is not delivered (a lost race, a
-        retry answered from the table) leaves another object: ``_by_value`` tells by identity."""
-        self._pristine = (result, frozen)
+        """(For :mod:`vactor_cloud.batch`) ``result``, if it is what this future is settled with
+        (or, for ``catch_exceptions=True``, ``(result, None)``), was read back from ``frozen``:
+        the settled future holds ``frozen`` alone, and each read, the first too, unpickles its
+        own copy of it. A writer's result is so pickled once, as its method returns, and held
+        once: before, the future held the object read back as well, so every unread future of a
+        large result held it twice. A run whose outcome is not delivered (a lost race, a retry
+        answered from the table) leaves another object: ``set_result`` tells by identity."""
+        if not self.done():
+            self._pristine = (result, frozen)
 
     def set_result(self, result: T) -> None:
-        if self._pristine is not None and self._pristine[0] is not result:
-            self._pristine = None  # (another run's, or another outcome: not held on to)
-        super().set_result(result)
+        pristine, self._pristine = self._pristine, None
+        held: object = result
+        if pristine is not None and pristine[1].data is not None:
+            read_back, frozen = pristine
+            if held is read_back:
+                held = _Pickled(frozen, type(read_back).__name__, paired=False)
+            elif type(held) is tuple and len(held) == 2 and held[0] is read_back and held[1] is None:
+                # catch_exceptions=True: (result, None), each read its own pair
+                held = _Pickled(frozen, "tuple", paired=True)
+        super().set_result(held)  # type: ignore[arg-type]
 
     def set_exception(self, exception: BaseException | None) -> None:
         self._pristine = None
@@ -148,21 +159,20 @@ class ActorFuture(concurrent.futures.Future[T]):
 
     def _by_value(self, value: T) -> T:
         """Each read of the result gets its own copy, as each ``ray.get`` of one reference does:
-        the first the delivered object, each later one (another waiter, a done callback, the
-        same caller again) a copy of it as it was delivered, whatever the first did to its own.
-        Only a result read more than once costs more than the one copy every call's result is
-        (an unpickle at each later read, of the pickle a writer's result was copied from as its
-        method returned, or, for a read-only method's, of one made at the first read; nothing
-        for scalars)."""
+        each one (another waiter, a done callback, the same caller again) gets the result as it
+        was delivered, whatever an earlier reader did to its own. A writer's result is held as
+        the pickle it was copied from as its method returned (``copies_from``): each read
+        unpickles its copy. Any other (a read-only method's result, one answered from the
+        idempotency table) is held as it is: the first read gets the object, each later one an
+        unpickle of a pickle made at the first read (nothing for scalars)."""
+        if isinstance(value, _Pickled):
+            own: T = value.copy()
+            return own
         if self._caught:
             return value
         with self._condition:
             if not self._handed_out:
                 self._handed_out = True
-                pristine, self._pristine = self._pristine, None
-                if pristine is not None and pristine[0] is value:
-                    self._kept = pristine[1]
-                    return value
                 try:
                     # (a read-only method's result is handed over as it is: it may not pickle)
                     self._kept = freeze(value)
@@ -180,6 +190,13 @@ class ActorFuture(concurrent.futures.Future[T]):
             self._kept = None
             return value
         return copy
+
+    def __repr__(self) -> str:
+        with self._condition:
+            held = self._result if self._state == _FINISHED else None
+        if type(held) is _Pickled:  # (not "returned _Pickled": the result's own type)
+            return f"<{type(self).__name__} at {id(self):#x} state=finished returned {held.kind}>"
+        return super().__repr__()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         started = time.monotonic()
@@ -241,6 +258,26 @@ class ActorFuture(concurrent.futures.Future[T]):
                 "error's __cause__ (fut.result() raises it as it is)"
             ) from error
         return self._by_value(concurrent.futures.Future.result(self, 0))
+
+
+class _Pickled:
+    """A writer's result as its settled future holds it: the pickle its caller's copy was read
+    back from as the method returned (``ActorFuture.copies_from``), of which each read
+    unpickles a copy of its own; ``paired``: ``catch_exceptions=True``'s ``(result, None)``."""
+
+    __slots__ = ("frozen", "kind", "paired")
+
+    def __init__(self, frozen: Frozen, kind: str, *, paired: bool) -> None:
+        self.frozen = frozen
+        #: the result's type name, for the future's ``repr``
+        self.kind = kind
+        self.paired = paired
+
+    def copy(self) -> Any:
+        # (It read back once as the method returned: TypeError here only for a pickle whose
+        # reading depends on what changed since, a class removed from its module...)
+        value = thaw(self.frozen)
+        return (value, None) if self.paired else value
 
 
 class Waker:

@@ -81,6 +81,7 @@ from vactor_cloud.errors import (
     RuntimeShutdownError,
     StateSerializationError,
 )
+from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import task_key, tasks_prefix
 from vactor_cloud.runtime import get_runtime, init
@@ -467,10 +468,22 @@ def _first_done(futures: Iterable[Future[Any]], timeout: float | None) -> set[Fu
 
 
 def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Success | _Failure:
+    forks = forks_now()
     try:
         return _Success(fn(*args, **kwargs))
     except Exception as exc:
         return _Failure(exc)
+    finally:
+        _end_a_forked_child(forks, fn)
+
+
+def _end_a_forked_child(forks: int, fn: Callable[..., Any]) -> None:
+    """In a child that ``fn`` forked and returned in (on a pool thread, the child's only one, it
+    went back to the pool's wait for work for good), end it at once (``fork_guard``)."""
+    if forks_now() == forks:
+        return  # (the common case: nothing formatted)
+    whose = "its result is the parent's, which checkpoints it for the call; this child"
+    end_a_forked_child(forks, f"the sub-task {_function_name(fn)}", whose)
 
 
 def _unpack(raw: Any) -> _Success | _Failure:
@@ -488,10 +501,14 @@ def _run_child(payload: bytes) -> bytes:
     """
     recipe, fn, args, kwargs = cloudpickle.loads(payload)
     _adopt_runtime(recipe)
+    forks = forks_now()
     try:
         value = fn(*args, **kwargs)
     except Exception as exc:
         return _pack_failure(exc)
+    finally:
+        # (a child forked here went back to the worker's loop, taking the worker's work)
+        _end_a_forked_child(forks, fn)
     try:
         return bytes(cloudpickle.dumps((True, value)))
     except Exception as exc:
