@@ -75,6 +75,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h133_orphan_checkpoints",
         "test_review_h133_outcome_reads",
         "test_review_h135_future_copies",
+        "test_review_h138_execution_model",
         "test_review_h135_lease_shutdown",
         "test_review_h137_lease_take",
         "test_review_h131_tick_stop",

@@ -1,0 +1,182 @@
+"""Review h138: a mutation sweep of the execution model (core, batch, future, byvalue, handle).
+
+Each test here holds a guarantee that a small, plausible change to the code broke while every
+other test still passed (the mutation is named in the test's docstring):
+
+* a body's retries (``options(max_retries=N)``) run it at most N + 1 times, an interrupt
+  (``KeyboardInterrupt``, ``SystemExit``) never again, and each run gets its own fresh copy of
+  the arguments (a run that mutated its argument and raised leaves the next run nothing);
+* a call that raises a ``BaseException`` in a group commit is excluded alone: its batch-mates
+  run once, are applied and get their own results;
+* callers of one idempotency key answered from the table in one batch get their own copies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
+
+#: bodies run, by (actor id, label)
+RUNS: Counter[tuple[str, str]] = Counter()
+#: gates that hold a writer inside its method, by actor id
+GATES: dict[str, threading.Event] = {}
+ENTERED: dict[str, threading.Event] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counts() -> None:
+    RUNS.clear()
+
+
+def _count(label: str) -> int:
+    call = vc.current_call()
+    assert call is not None
+    RUNS[(call.actor_id, label)] += 1
+    return RUNS[(call.actor_id, label)]
+
+
+@vc.virtual_actor
+class Sweep:
+    def __init__(self) -> None:
+        self.val = 0
+        self.kept: list[Any] = []
+
+    def hold(self) -> None:
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        ENTERED[actor_id].set()
+        assert GATES[actor_id].wait(60), "the test never released the writer"
+
+    def bump(self, label: str, amount: int) -> int:
+        _count(label)
+        self.val += amount
+        return self.val
+
+    def interrupt(self, label: str, kind: str) -> None:
+        _count(label)
+        self.val += 1000
+        raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[kind]()
+
+    def always_fails(self, label: str) -> None:
+        _count(label)
+        self.val += 1000
+        raise ValueError(label)
+
+    def fails_first(self, label: str, items: list[Any]) -> int:
+        """Mutates its argument, then raises on its first run only."""
+        items.append("this run's")
+        if _count(label) == 1:
+            raise ValueError("first run")
+        self.kept = items
+        return len(items)
+
+    def listed(self, label: str) -> list[Any]:
+        _count(label)
+        return [self.val, "fresh"]
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.val
+
+
+def _hold(actor_id: str) -> tuple[vc.ActorFuture[Any], threading.Event]:
+    """Start a writer that stays inside its method until the returned event is set: the calls
+    made meanwhile queue behind it and are applied as one group commit."""
+    GATES[actor_id] = threading.Event()
+    ENTERED[actor_id] = threading.Event()
+    held = vc.get_actor(actor_id).hold.run_async()
+    assert ENTERED[actor_id].wait(30), "the held writer never started"
+    return held, GATES[actor_id]
+
+
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt"])
+def test_an_interrupt_in_a_group_commit_fails_its_own_call_only(actor_store: StoreSpec, kind: str) -> None:
+    """Mutation: ``apply_batch`` catching ``Exception`` instead of ``BaseException`` around the
+    body. The interrupt then escaped the batch: every batch-mate failed with it (the caller of
+    each heard an interrupt it never raised) and nothing of theirs was applied."""
+    actor_id = f"interrupt-batch-{kind}"
+    box = Sweep.get_or_create(actor_id)
+    held, gate = _hold(actor_id)
+    before = box.bump.run_async("before", 1)
+    raising = box.interrupt.run_async("raising", kind)
+    after = box.bump.run_async("after", 10)
+    gate.set()
+    held.result(60)
+    assert before.result(60) == 1
+    assert isinstance(raising.exception(60), SystemExit | KeyboardInterrupt)
+    assert after.result(60) == 11
+    assert box.value.run() == 11  # the raising call's own change was dropped
+    assert [RUNS[(actor_id, label)] for label in ("before", "raising", "after")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt"])
+def test_max_retries_never_runs_a_body_again_after_an_interrupt(actor_store: StoreSpec, kind: str) -> None:
+    """Mutation: dropping ``isinstance(exc, Exception)`` from the retry test in ``apply_batch``:
+    a Ctrl-C in the body ran it again (and again), instead of stopping its caller."""
+    actor_id = f"interrupt-retries-{kind}"
+    box = Sweep.get_or_create(actor_id)
+    with pytest.raises(SystemExit if kind == "SystemExit" else KeyboardInterrupt):
+        box.interrupt.options(max_retries=3).run("raising", kind)
+    assert RUNS[(actor_id, "raising")] == 1
+    assert box.value.run() == 0
+    assert box.bump.run("after", 1) == 1  # still usable
+
+
+def test_max_retries_runs_a_raising_body_exactly_one_more_time_per_retry(actor_store: StoreSpec) -> None:
+    """Mutation: ``range(max_retries + 2)``: a body that kept raising ran once more than asked."""
+    box = Sweep.get_or_create("retries-count")
+    with pytest.raises(ValueError, match="always"):
+        box.always_fails.options(max_retries=2).run("always")
+    assert RUNS[("retries-count", "always")] == 3
+    with pytest.raises(ValueError, match="never retried"):
+        box.always_fails.run("never retried")
+    assert RUNS[("retries-count", "never retried")] == 1
+    assert box.value.run() == 0
+
+
+def test_each_retry_of_a_body_gets_a_fresh_copy_of_its_arguments(actor_store: StoreSpec) -> None:
+    """Mutation: ``PendingCall.arguments`` thawing the pickled arguments once and handing that
+    copy to every run: a run that mutated its argument and then raised left the mutation to the
+    retry (which then saw ``[..., "this run's", "this run's"]``)."""
+    box = Sweep.get_or_create("retry-arguments")
+    given = ["caller's"]
+    assert box.fails_first.options(max_retries=1).run("fails first", given) == 2
+    assert RUNS[("retry-arguments", "fails first")] == 2
+    assert given == ["caller's"]
+
+
+def test_callers_of_one_key_answered_from_the_table_in_one_batch_get_their_own_copies(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``dedup.delivered`` handing out the recorded outcome itself: the calls of one
+    key answered from the table in the same batch all got the table's object, and one caller's
+    change to its result was every other's."""
+    actor_id = "keyed-batch-copies"
+    box = Sweep.get_or_create(actor_id)
+    held, gate = _hold(actor_id)
+    futures = [box.listed.options(idempotency_key="k").run_async("keyed") for _ in range(3)]
+    gate.set()
+    held.result(60)
+    results = [f.result(60) for f in futures]
+    assert RUNS[(actor_id, "keyed")] == 1
+    assert results == [[0, "fresh"]] * 3
+    results[1].append("the second caller's own")
+    assert results[2] == [0, "fresh"]
+    assert results[0] == [0, "fresh"]
+
+
+def test_a_raising_call_alone_leaves_nothing_to_the_next_commit(actor_store: StoreSpec) -> None:
+    """Mutation: ``_attempt_base`` no longer taking the live instance (``core._live``) out of
+    the cache. A call that raised ran on that instance, mutated it and committed nothing; the
+    next commit built on the mutated instance and stored the raising call's changes."""
+    box = Sweep.get_or_create("raising-alone")
+    assert box.bump.run("warm", 1) == 1  # (a commit of this process: its instance is kept live)
+    with pytest.raises(ValueError, match="raises"):
+        box.always_fails.run("raises")
+    assert box.bump.run("next", 10) == 11
+    assert box.value.run() == 11
