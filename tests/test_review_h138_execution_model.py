@@ -13,13 +13,17 @@ other test still passed (the mutation is named in the test's docstring):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from typing import Any
 
 import pytest
+from store_helpers import other_process, retune
+from test_delete_actor import call_on
 
 import vactor_cloud as vc
+from vactor_cloud import workflow
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: bodies run, by (actor id, label)
@@ -46,6 +50,7 @@ class Sweep:
     def __init__(self) -> None:
         self.val = 0
         self.kept: list[Any] = []
+        self.opened = False
 
     def hold(self) -> None:
         actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
@@ -78,6 +83,21 @@ class Sweep:
     def listed(self, label: str) -> list[Any]:
         _count(label)
         return [self.val, "fresh"]
+
+    def open_gate(self) -> None:
+        self.opened = True
+
+    def enter(self, label: str) -> int:
+        _count(label)
+        if not self.opened:
+            raise PermissionError("the gate is closed")
+        self.val += 1
+        return self.val
+
+    async def leave(self, kind: str) -> None:
+        self.val += 1000
+        await asyncio.sleep(0)
+        raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[kind]()
 
     @vc.virtual_actor.readonly
     def value(self) -> int:
@@ -180,3 +200,80 @@ def test_a_raising_call_alone_leaves_nothing_to_the_next_commit(actor_store: Sto
         box.always_fails.run("raises")
     assert box.bump.run("next", 10) == 11
     assert box.value.run() == 11
+
+
+def test_a_call_that_raised_on_a_cached_step_another_process_passed_runs_on_the_newest(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``_answers_from_newest`` always True. A call that raised (committing nothing)
+    on a cached step trusted within ``fresh_window`` was answered so, though another process
+    had committed since: the caller heard an error of a state that was no longer the actor's
+    (no put told, as one does for a call that commits)."""
+    retune(fresh_window=3600.0)  # (the cache stays trusted however loaded the host)
+    box = Sweep.get_or_create("gate")
+    box.bump.run("warm", 0)  # cached here: the gate closed
+    other = other_process(actor_store)
+    try:
+        call_on(other, "gate", "open_gate")
+    finally:
+        other.close()
+    assert box.enter.run("enter") == 1
+
+
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt"])
+def test_an_interrupt_in_an_async_method_called_inside_an_event_loop_reaches_its_caller(
+    actor_store: StoreSpec, kind: str
+) -> None:
+    """Mutation: the helper thread that runs an ``async def`` method for a caller that already
+    runs an event loop (``batch._run_coroutine``) catching ``Exception`` only. The interrupt
+    ended the helper with no outcome, and the caller got an ``IndexError`` of the runtime's."""
+    box = Sweep.get_or_create(f"async-interrupt-{kind}")
+
+    async def caller() -> None:
+        box.leave.run(kind)  # (blocks this loop, as documented: the method runs on a helper)
+
+    with pytest.raises(SystemExit if kind == "SystemExit" else KeyboardInterrupt):
+        asyncio.run(caller())
+    assert box.value.run() == 0
+    assert box.bump.run("after", 1) == 1
+
+
+def test_an_actor_is_running_while_its_writer_runs_and_not_after(actor_store: StoreSpec) -> None:
+    """Mutation: ``batch._invoke`` no longer counting a writer's run down as it ends
+    (``_count_applying(context, -1)``): every actor a writer had run on stayed RUNNING
+    (``workflow.get_status``, ``list_all``) for the rest of the process."""
+    actor_id = "running-status"
+    box = Sweep.get_or_create(actor_id)
+    held, gate = _hold(actor_id)
+    try:
+        assert workflow.get_status(actor_id) == workflow.RUNNING
+    finally:
+        gate.set()
+    held.result(60)
+    with pytest.raises(ValueError, match="raised"):
+        box.always_fails.run("raised")
+    assert box.bump.run("after", 1) == 1
+    assert workflow.get_status(actor_id) == workflow.SUCCESSFUL
+
+
+def test_a_done_callback_raising_system_exit_leaves_the_next_callbacks_to_run(
+    actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mutation: ``future._run_callbacks`` (callbacks moved off the thread that holds the actor,
+    which settles a writer's future) catching ``Exception`` only: a callback raising
+    ``SystemExit`` ended that thread quietly, and the callbacks after it never ran."""
+    box = Sweep.get_or_create("callback-exit")
+    held, gate = _hold("callback-exit")
+    future = box.bump.run_async("queued", 1)
+    ran = threading.Event()
+
+    def leaves(_: object) -> None:
+        raise SystemExit(3)
+
+    future.add_done_callback(leaves)
+    future.add_done_callback(lambda _: ran.set())
+    gate.set()
+    held.result(60)
+    assert future.result(60) == 1
+    assert ran.wait(30), "the callback after the one that raised SystemExit never ran"
+    assert any("exception calling callback" in r.getMessage() for r in caplog.records)
