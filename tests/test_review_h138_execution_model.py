@@ -277,3 +277,23 @@ def test_a_done_callback_raising_system_exit_leaves_the_next_callbacks_to_run(
     assert future.result(60) == 1
     assert ran.wait(30), "the callback after the one that raised SystemExit never ran"
     assert any("exception calling callback" in r.getMessage() for r in caplog.records)
+
+
+def test_a_call_cancelled_in_the_middle_of_a_queue_is_never_applied(actor_store: StoreSpec) -> None:
+    """Mutation: ``ActorCore._claim_batch`` taking a call into the batch whether or not its
+    claim succeeded. The queue drops a cancelled call at once only at its ends (or once the
+    cancelled calls may be half of it, ``CallQueue``); one cancelled in the middle of a long
+    queue waits there for the drainer, whose claim must refuse it: it ran and was applied,
+    behind the back of a caller told it was cancelled."""
+    actor_id = "cancel-middle"
+    box = Sweep.get_or_create(actor_id)
+    held, gate = _hold(actor_id)
+    futures = [box.bump.run_async(f"queued {i}", 10**i) for i in range(5)]
+    assert futures[2].cancel()
+    gate.set()
+    held.result(60)
+    for i in (0, 1, 3, 4):
+        assert futures[i].exception(60) is None
+    assert futures[2].cancelled()
+    assert RUNS[(actor_id, "queued 2")] == 0
+    assert box.value.run() == 11011
