@@ -14,6 +14,7 @@ other test still passed (the mutation is named in the test's docstring):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections import Counter
 from typing import Any
@@ -24,6 +25,8 @@ from test_delete_actor import call_on
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
+from vactor_cloud.batch import PendingCall, deliver_all
+from vactor_cloud.dedup import Outcome
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: bodies run, by (actor id, label)
@@ -297,3 +300,20 @@ def test_a_call_cancelled_in_the_middle_of_a_queue_is_never_applied(actor_store:
     assert futures[2].cancelled()
     assert RUNS[(actor_id, "queued 2")] == 0
     assert box.value.run() == 11011
+
+
+def test_deliver_all_settles_every_call_before_it_raises_a_callbacks_base_exception() -> None:
+    """Mutation: ``batch.deliver_all`` raising a done callback's ``BaseException`` at once. The
+    calls after that one's were left unsettled, their callers waiting for good. (A user's
+    callback on an ``ActorFuture`` runs off the thread that holds the actor, so only a plain
+    future's callback reaches ``deliver_all`` now: this holds its own promise.)"""
+    futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(3)]
+    calls = [PendingCall("m", (), {}, False, f, f"call-{i}") for i, f in enumerate(futures)]
+
+    def leave(_: object) -> None:
+        raise SystemExit("raised by a done callback")
+
+    futures[0].add_done_callback(leave)
+    with pytest.raises(SystemExit, match="done callback"):
+        deliver_all([(call, Outcome(True, i)) for i, call in enumerate(calls)])
+    assert [f.result(0) for f in futures] == [0, 1, 2]
