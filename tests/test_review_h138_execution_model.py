@@ -102,6 +102,16 @@ class Sweep:
         await asyncio.sleep(0)
         raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[kind]()
 
+    def relay(self, other: str) -> int:
+        """Calls ``other``'s ``call_back``, which calls this actor back (a cycle)."""
+        self.val += 1
+        return int(vc.get_actor(other).call_back.run(vc.current_call().actor_id))  # type: ignore[union-attr]
+
+    def call_back(self, first: str) -> int:
+        """Calls ``first`` without waiting (no cycle yet), then waits for that call."""
+        self.val += 1
+        return int(vc.get_actor(first).bump.run_async("called back", 1).result())
+
     @vc.virtual_actor.readonly
     def value(self) -> int:
         return self.val
@@ -317,3 +327,34 @@ def test_deliver_all_settles_every_call_before_it_raises_a_callbacks_base_except
     with pytest.raises(SystemExit, match="done callback"):
         deliver_all([(call, Outcome(True, i)) for i, call in enumerate(calls)])
     assert [f.result(0) for f in futures] == [0, 1, 2]
+
+
+def test_waiting_on_this_thread_for_a_call_back_into_its_own_writer_is_refused_at_once(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: ``ActorCore.help`` no longer asking ``call_cycle``: A's writer calls B on this
+    thread, B's method calls A with ``run_async`` (allowed: nothing waits yet) and then waits
+    for it. That wait is for A's writer, further up this same thread: it waited the busy bound
+    (``max(deadline, commit_timeout)``, set far beyond this test's wait) for ``ActorBusyError``."""
+    store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
+    try:
+        Sweep.get_or_create("cycle-a")
+        Sweep.get_or_create("cycle-b")
+        outcome: list[BaseException | object] = []
+
+        def call() -> None:
+            try:
+                outcome.append(vc.get_actor("cycle-a").relay.run("cycle-b"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), "A -> B -> A on one thread: still waiting after 20 s"
+        assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
+        assert "cycle-a -> cycle-b -> cycle-a" in str(outcome[0]), outcome[0]
+        assert vc.get_actor("cycle-a").value.run() == 0
+        assert vc.get_actor("cycle-b").value.run() == 0
+    finally:
+        vc.shutdown()
