@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 from store_helpers import other_process, retune
 from test_delete_actor import call_on
+from test_idempotency import LostResponseStore
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
 from vactor_cloud.batch import PendingCall, deliver_all
+from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -358,3 +360,29 @@ def test_waiting_on_this_thread_for_a_call_back_into_its_own_writer_is_refused_a
         assert vc.get_actor("cycle-b").value.run() == 0
     finally:
         vc.shutdown()
+
+
+def test_a_step_put_that_landed_unseen_is_not_retried_on_top_of_itself(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``_storage_failed`` retrying a storage error whatever ``c.put_sent`` says. The
+    step put landed, its answer was lost and no read-back could tell (the reads failed too);
+    once the store answered again, the retry found that step, took it for another writer's,
+    and ran the batch again on top of it: the call applied twice (with no key to tell)."""
+    runtime = vc.get_runtime()
+    store = LostResponseStore(runtime.store)
+    runtime.store = store  # (before the actor's core exists: its log uses it)
+    box = Sweep.get_or_create("landed-unseen")
+    real = ActorCore._storage_failed
+
+    def blip_ends(self: ActorCore, c: Any, exc: Any) -> Any:
+        store.blind = False  # the store answers again from the commit's next request on
+        return real(self, c, exc)
+
+    monkeypatch.setattr(ActorCore, "_storage_failed", blip_ends)
+    store.armed = store.blind = True
+    with pytest.raises(vc.StorageError):  # (no read told whether the step landed)
+        box.bump.run("landed", 40)
+    assert store.lost_key is not None
+    assert box.value.run() == 40
+    assert RUNS[("landed-unseen", "landed")] == 1
