@@ -386,3 +386,58 @@ def test_a_step_put_that_landed_unseen_is_not_retried_on_top_of_itself(
     assert store.lost_key is not None
     assert box.value.run() == 40
     assert RUNS[("landed-unseen", "landed")] == 1
+
+
+#: a read's entry and its release, by actor id (``Large.entered_then_held``)
+READ_ENTERED: dict[str, threading.Event] = {}
+READ_RELEASED: dict[str, threading.Event] = {}
+MB = 1024 * 1024
+
+
+@vc.virtual_actor
+class Large:
+    def __init__(self) -> None:
+        self.blob = bytes(MB)
+
+    @vc.virtual_actor.readonly
+    def size(self) -> int:
+        return len(self.blob)
+
+    @vc.virtual_actor.readonly
+    def entered_then_held(self) -> int:
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        READ_ENTERED[actor_id].set()
+        assert READ_RELEASED[actor_id].wait(60), "the outer read never released this one"
+        return len(self.blob)
+
+    @vc.virtual_actor.readonly
+    def hand_on_then_nest(self) -> int:
+        """Hands a read on (``run_async``: it runs on this read's spare, and stays there until
+        released), then reads the actor on this thread (nested), then releases the first."""
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        handle = vc.get_actor(actor_id)
+        READ_ENTERED[actor_id], READ_RELEASED[actor_id] = threading.Event(), threading.Event()
+        handed = handle.entered_then_held.run_async()
+        assert READ_ENTERED[actor_id].wait(60), "the handed-on read never started"
+        nested = int(handle.size.run())
+        READ_RELEASED[actor_id].set()
+        return int(handed.result()) + nested + len(self.blob)
+
+
+def test_a_nested_read_never_waits_for_the_spare_its_own_read_lent(store_spec: StoreSpec) -> None:
+    """Mutation: ``ReadRoom.taken`` without rule 3 (a read nested in a running read on its
+    thread takes no room and never waits). Every test still passed: a nested read ran on its
+    read's spare. Here the spare is taken by a read the outer one handed on, which waits for
+    the outer one: the nested read waited for it, up to ``Settings.deadline``."""
+    store_spec.init(settings=vc.Settings(max_read_bytes=MB + MB // 2, deadline=600.0))
+    try:
+        big = Large.get_or_create("nest-behind-spare")
+        outcome: list[object] = []
+        thread = threading.Thread(target=lambda: outcome.append(big.hand_on_then_nest.run()), daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), "the nested read still waits for the spare its read lent"
+        assert outcome == [3 * MB]
+    finally:
+        READ_RELEASED.get("nest-behind-spare", threading.Event()).set()
+        vc.shutdown()
