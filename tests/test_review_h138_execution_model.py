@@ -85,6 +85,13 @@ class Sweep:
         self.kept = items
         return len(items)
 
+    def keep(self, item: Any = None, *, named: Any = None) -> None:
+        self.kept.append(item if named is None else named)
+
+    @vc.virtual_actor.readonly
+    def kept_items(self) -> list[Any]:
+        return self.kept
+
     def listed(self, label: str) -> list[Any]:
         _count(label)
         return [self.val, "fresh"]
@@ -441,3 +448,23 @@ def test_a_nested_read_never_waits_for_the_spare_its_own_read_lent(store_spec: S
     finally:
         READ_RELEASED.get("nest-behind-spare", threading.Event()).set()
         vc.shutdown()
+
+
+@pytest.mark.parametrize("how", ["keyword", "positional"])
+def test_an_argument_mutated_after_run_async_reaches_the_actor_as_it_was_given(
+    actor_store: StoreSpec, how: str
+) -> None:
+    """Mutations: ``freeze_arguments`` looking at the positional arguments only, and ``_atomic``
+    taking any tuple for immutable. The argument was not copied at the call: a caller's change
+    after ``run_async`` (a queued call) was applied and stored."""
+    actor_id = f"alias-{how}"
+    # A keyword argument's value; a tuple holding a list.
+    given: Any = ["x"] if how == "keyword" else ("x", ["y"])
+    box = Sweep.get_or_create(actor_id)
+    held, gate = _hold(actor_id)
+    future = box.keep.run_async(named=given) if how == "keyword" else box.keep.run_async(given)
+    (given if how == "keyword" else given[1]).append("changed after the call")
+    gate.set()
+    vc.get([held, future], timeout=60)
+    expected = ["x"] if how == "keyword" else ["x", ["y"]]
+    assert [list(item) for item in box.kept_items.run()] == [expected]
