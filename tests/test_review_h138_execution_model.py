@@ -468,3 +468,22 @@ def test_an_argument_mutated_after_run_async_reaches_the_actor_as_it_was_given(
     vc.get([held, future], timeout=60)
     expected = ["x"] if how == "keyword" else ["x", ["y"]]
     assert [list(item) for item in box.kept_items.run()] == [expected]
+
+
+def test_a_group_commit_applies_at_most_max_batch_calls(store_spec: StoreSpec) -> None:
+    """Mutation: ``_claim_batch`` taking every queued call, whatever ``Settings.max_batch`` says.
+    No test failed; one step then held every call queued behind a slow writer (its state, its
+    call records, each result held until the put), however many there were."""
+    store_spec.init(settings=vc.Settings(max_batch=2))
+    try:
+        actor_id = "max-batch"
+        box = Sweep.get_or_create(actor_id)
+        held, gate = _hold(actor_id)
+        futures = [box.bump.run_async(f"queued {i}", 1) for i in range(5)]
+        gate.set()
+        held.result(60)
+        assert [f.result(60) for f in futures] == [1, 2, 3, 4, 5]
+        sizes = [len(entry.calls) for entry in box.history() if entry.step > 0]
+        assert sum(sizes) == 6 and max(sizes) <= 2, sizes
+    finally:
+        vc.shutdown()
