@@ -20,11 +20,14 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from interrupts import Interrupted, InterruptOnce
 from store_helpers import other_process, retune
 from test_delete_actor import call_on
 from test_idempotency import LostResponseStore
 
 import vactor_cloud as vc
+from vactor_cloud import core as core_module
+from vactor_cloud import handle as handle_module
 from vactor_cloud import workflow
 from vactor_cloud.batch import PendingCall, deliver_all
 from vactor_cloud.core import ActorCore
@@ -485,5 +488,83 @@ def test_a_group_commit_applies_at_most_max_batch_calls(store_spec: StoreSpec) -
         assert [f.result(60) for f in futures] == [1, 2, 3, 4, 5]
         sizes = [len(entry.calls) for entry in box.history() if entry.step > 0]
         assert sum(sizes) == 6 and max(sizes) <= 2, sizes
+    finally:
+        vc.shutdown()
+
+
+@pytest.mark.parametrize("way", ["run", "run_async"])
+def test_ctrl_c_while_queued_behind_another_threads_writer_withdraws_the_call(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """Mutation: ``ActorCore._help`` no longer withdrawing its call when an interrupt lands in
+    its wait behind another thread's writer (only adding the note). ``run()`` still withdrew it
+    (``ActorCore.call`` takes it back too); ``run_async(...).result()``, whose wait helps the
+    same way, did not: the caller got the interrupt, and the call, still queued, was applied
+    by that thread behind its back."""
+    actor_id = f"ctrl-c-queued-{way}"
+    box = Sweep.get_or_create(actor_id)
+    held, gate = _hold(actor_id)
+    interrupted_wait = InterruptOnce(core_module.interruptible_wait)
+    monkeypatch.setattr(core_module, "interruptible_wait", interrupted_wait)
+    try:
+        with pytest.raises(Interrupted):
+            if way == "run":
+                box.bump.run("interrupted", 1)
+            else:
+                box.bump.run_async("interrupted", 1).result()
+    finally:
+        gate.set()
+    assert interrupted_wait.fired
+    held.result(60)
+    assert box.bump.run("next", 10) == 10
+    assert RUNS[(actor_id, "interrupted")] == 0
+
+
+#: events of ``SlowInit.__init__``, by actor id: entered, and allowed to return
+INIT_ENTERED: dict[str, threading.Event] = {}
+INIT_OPENED: dict[str, threading.Event] = {}
+
+
+@vc.virtual_actor
+class SlowInit:
+    def __init__(self, actor_id: str) -> None:
+        INIT_ENTERED[actor_id].set()
+        assert INIT_OPENED[actor_id].wait(60), "the test never let the creation finish"
+        self.applied: list[str] = []
+
+    def add(self, label: str) -> int:
+        self.applied.append(label)
+        return len(self.applied)
+
+    @vc.virtual_actor.readonly
+    def added(self) -> list[str]:
+        return self.applied
+
+
+def test_ctrl_c_as_a_run_is_queued_behind_the_pending_creation_withdraws_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``ActorMethod._run`` no longer cancelling a call queued behind this process's
+    pending creation when an interrupt reaches it. The waits withdraw it themselves
+    (``_help_after_creation``), so only an interrupt landing just as the call was queued
+    (handled as ``_after_creation`` returned) shows it: the call was applied once the creation
+    committed, behind its caller's back."""
+    store_spec.init(settings=vc.Settings(wait_for_init=False))
+    try:
+        actor_id = "slow-init"
+        INIT_ENTERED[actor_id], INIT_OPENED[actor_id] = threading.Event(), threading.Event()
+        slow = SlowInit.get_or_create(actor_id, actor_id)
+        assert INIT_ENTERED[actor_id].wait(60)
+        queued_then_interrupted = InterruptOnce(handle_module.ActorMethod._after_creation, after=True)
+        monkeypatch.setattr(handle_module.ActorMethod, "_after_creation", queued_then_interrupted)
+        try:
+            with pytest.raises(Interrupted):
+                slow.add.run("interrupted")
+        finally:
+            INIT_OPENED[actor_id].set()
+        assert queued_then_interrupted.fired
+        slow.ready().result(60)
+        assert slow.add.run("next") == 1
+        assert slow.added.run() == ["next"]
     finally:
         vc.shutdown()
