@@ -568,3 +568,38 @@ def test_ctrl_c_as_a_run_is_queued_behind_the_pending_creation_withdraws_it(
         assert slow.added.run() == ["next"]
     finally:
         vc.shutdown()
+
+
+def test_a_wait_with_a_timeout_runs_no_writer_body_itself(store_spec: StoreSpec) -> None:
+    """Mutation: ``ActorFuture._wait_helping`` running the call on the waiting thread whatever
+    the timeout. ``fut.result(timeout)`` then ran a method body (that cannot be stopped half
+    way) and waited as long as it took, past its timeout; here, for good: the body waits for
+    the test, which waits for the timeout (docs/concepts.md: with a timeout it waits for the pool)."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    try:
+        busy_id, queued_id = "pool-busy", "queued-behind-pool"
+        Sweep.get_or_create(busy_id)
+        Sweep.get_or_create(queued_id)
+        held, busy_gate = _hold(busy_id)  # the one pool thread
+        GATES[queued_id], ENTERED[queued_id] = threading.Event(), threading.Event()
+        queued = vc.get_actor(queued_id).hold.run_async()  # waits for the pool
+        outcome: list[BaseException | object] = []
+
+        def wait_briefly() -> None:
+            try:
+                outcome.append(queued.result(0.5))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait_briefly, daemon=True)
+        waiter.start()
+        waiter.join(20)
+        alive = waiter.is_alive()
+        busy_gate.set()
+        GATES[queued_id].set()
+        assert not alive, "result(0.5) ran the held body itself and waited for it"
+        assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError), outcome
+        held.result(60)
+        assert queued.result(60) is None
+    finally:
+        vc.shutdown()
