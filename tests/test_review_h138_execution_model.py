@@ -1,14 +1,26 @@
-"""Review h138: a mutation sweep of the execution model (core, batch, future, byvalue, handle).
+"""Review h138: a mutation sweep of the execution model (core, batch, future, byvalue, handle,
+read_room, call_queue).
 
-Each test here holds a guarantee that a small, plausible change to the code broke while every
-other test still passed (the mutation is named in the test's docstring):
+Each test here holds a guarantee that a small, plausible change to the code broke while the
+tests that should have caught it still passed (the mutation is named in each docstring):
 
-* a body's retries (``options(max_retries=N)``) run it at most N + 1 times, an interrupt
-  (``KeyboardInterrupt``, ``SystemExit``) never again, and each run gets its own fresh copy of
-  the arguments (a run that mutated its argument and raised leaves the next run nothing);
-* a call that raises a ``BaseException`` in a group commit is excluded alone: its batch-mates
-  run once, are applied and get their own results;
-* callers of one idempotency key answered from the table in one batch get their own copies.
+* by value: a keyword argument (or a list inside a tuple) is copied at the call; each retry of
+  a body gets a fresh copy of its arguments; callers of one key answered from the table in one
+  batch get their own copies;
+* run once: ``max_retries`` runs a body at most N + 1 times and never again after an interrupt;
+  a cancelled call, wherever it sits in the queue, never runs; a step put that landed unseen is
+  not run again on top of itself; the live instance a raising call ran on is not reused;
+* every exception reaches its caller: an interrupt in a group commit fails its own call only,
+  one in an ``async def`` method run on a helper thread reaches its caller, a done callback's
+  ``SystemExit`` leaves the other callbacks and calls settled; Ctrl-C while queued withdraws;
+* nothing hangs: a same-thread wait closing a cycle is refused naming it, a nested read never
+  waits for its own read's spare, a wait with a timeout runs no body itself;
+* bounds and answers: ``max_batch`` bounds a group commit, a raise on a stale cached step runs
+  again on the newest, an actor is RUNNING only while its writer runs.
+
+(Two were also caught elsewhere, less directly: the stale-step raise by
+``test_review_warm_after_delete`` in its delete case, the callbacks' ``SystemExit`` by
+``test_review_hangs`` through the thread-exception check of its teardown.)
 """
 
 from __future__ import annotations
