@@ -15,7 +15,10 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    C ``test_a_read_of_a_state_larger_than_the_room_runs``.
 3. **Nested.** A read made in the context of a running read, on its thread, takes no room and
    never waits: its caller's room covers it, and would otherwise keep it waiting for itself.
-   W ``test_a_read_inside_a_read_of_a_large_state_does_not_wait_for_room_it_holds``.
+   W ``test_a_read_inside_a_read_of_a_large_state_does_not_wait_for_room_it_holds``; with its
+   read's spare taken by a read it handed on, which waits for it: h138
+   (``tests/test_review_h138_execution_model.py``)
+   ``test_a_nested_read_never_waits_for_the_spare_its_own_read_lent``.
 4. **Spare.** A running read may wait for a read it cannot run in its own context on its
    thread: one made with ``run_async`` inside it, one made in its context on another thread
    (the helper thread of an ``async def`` method, ``asyncio.to_thread``), or one made inside a
