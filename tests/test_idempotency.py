@@ -236,8 +236,11 @@ def test_lost_commit_response_then_caller_retry_applies_once(actor_store: StoreS
     store.armed = True
     store.blind = True
     # The writer cannot tell whether its put landed: the caller sees an error...
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageError) as caught:
         account.deposit.options(idempotency_key="pay-1").run(40, tag="first")
+    # ...and is told so: the bare read error said nothing of the write sent before it.
+    notes = getattr(caught.value, "__notes__", [])
+    assert any("may or may not have been applied" in note for note in notes), notes
     store.blind = False
     # ...and retries with the same key (a serverless platform would): the
     # recorded result comes back and the deposit is not applied again.

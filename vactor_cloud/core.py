@@ -1769,6 +1769,11 @@ class ActorCore(Folder):
                 write_in_flight=False,
             )
             reported.__cause__ = exc
+        elif c.put_sent and not _noted_sent(exc, self.actor_id):
+            # The step's put was sent, and what stopped us came after (a read back of it that
+            # failed, its own answer lost): raised as it is, for what callers catch, but told
+            # that the calls may have been applied (a bare "read failed" said nothing of it).
+            exc.add_note(_sent_note(self.actor_id, c.record.step))
         fail_calls(batch, reported)
         return "done"
 
@@ -2007,6 +2012,23 @@ class ActorCore(Folder):
         if record is None or (self.head is not None and self.head.step >= record.step):
             return
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
+
+
+def _sent_note(actor_id: str, step: int) -> str:
+    """What a storage error that ended a commit after its step's put was sent tells its catcher."""
+    return (
+        f"vactor_cloud: the write of step {step} of actor {actor_id!r} was sent before this "
+        "error: the calls may or may not have been applied (look at handle.history(), or use "
+        "an idempotency key, before calling again)"
+    )
+
+
+def _noted_sent(exc: BaseException, actor_id: str) -> bool:
+    """Whether ``exc`` carries :func:`_sent_note` about ``actor_id`` already."""
+    return any(
+        n.startswith("vactor_cloud: the write of step ") and f" of actor {actor_id!r} was sent " in n
+        for n in getattr(exc, "__notes__", ())
+    )
 
 
 def _not_sent_note(actor_id: str, batch: list[PendingCall]) -> str:
