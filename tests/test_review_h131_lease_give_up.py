@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -36,7 +37,14 @@ def test_a_late_release_of_a_given_up_lease_does_not_clear_the_lease_taken_again
     inner_around = store._around
 
     async def hold_the_release(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        if operation == "put" and key.endswith("/lease") and not release_held.is_set():
+        # (A renewal's put is not held: one in flight at the give-up releases the lease as it
+        # lands, by the same release this holds, started once it ended.)
+        if (
+            operation == "put"
+            and key.endswith("/lease")
+            and not holder._renewing
+            and not release_held.is_set()
+        ):
             release_held.set()
             while not retaken.is_set():
                 await asyncio.sleep(0.002)
@@ -51,6 +59,10 @@ def test_a_late_release_of_a_given_up_lease_does_not_clear_the_lease_taken_again
     retaken_lease = _sync.sync(leases.read())
     assert retaken_lease.valid() and retaken_lease.version != given_up.version
     retaken.set()
+    # (Stored by the thread that started the release, which the IO loop may have run first.)
+    deadline = time.monotonic() + HANG
+    while holder._releasing is None and time.monotonic() < deadline:
+        time.sleep(0.002)
     releasing = holder._releasing
     assert releasing is not None
     releasing.result(HANG)
