@@ -74,3 +74,51 @@ def test_the_run_that_lost_a_checkpoint_race_returns_the_winners_result(actor_st
     launcher = Launcher.get_or_create("race")
     assert launcher.race.run() == "the winner's result"
     assert launcher.view.run() == ["the winner's result"]
+
+
+_computed: list[int] = []
+_blink_after_children: list[bool] = []
+
+
+def square(x: int) -> int:
+    _computed.append(x)
+    return x * x
+
+
+@vc.virtual_actor
+class Squares:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, x: int) -> int:
+        value = vc.subtask(square).run(x)
+        if _blink_after_children:
+            _blink_after_children.pop()
+            raise ConnectionError("blinked after the child finished")
+        self.total += value
+        return self.total
+
+
+def test_a_checkpoint_compacted_between_its_listing_and_its_read_is_computed_again(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If compaction removed a call's checkpoints, "a re-run computes the children again": also
+    one listed and gone by the time it is read. Its read's ``NotFoundError`` passed on failed
+    the call (and each run again that listed it meanwhile) instead."""
+    from vactor_cloud.errors import NotFoundError
+
+    _computed.clear()
+    _blink_after_children[:] = [True]
+    store = vc.get_runtime().store
+    real_get = store.get
+    gone: list[str] = []
+
+    async def get(key: str) -> Any:
+        if "/tasks/" in key and not gone:  # the retry's read: compacted since its listing
+            gone.append(key)
+            raise NotFoundError(key)
+        return await real_get(key)
+
+    monkeypatch.setattr(store, "get", get)
+    assert Squares.get_or_create("sq").add.options(max_retries=1).run(3) == 9
+    assert gone and _computed == [3, 3]
