@@ -4,12 +4,13 @@ without it."""
 
 from __future__ import annotations
 
+import threading
 import time
 import types
 from typing import Any
 
 import pytest
-from store_helpers import other_process
+from store_helpers import other_process, retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, batch
@@ -102,3 +103,37 @@ def test_a_timer_whose_method_raised_system_exit_stays_pending_beside_one_fired_
     assert report.fired == 1 and len(report.errors) == 1, report
     assert alarm.view.run() == ["ring"]
     assert [t["key"] for t in alarm.timers()] == ["bail"] and _index_keys() == ["bail"]
+
+
+_init_may_end = threading.Event()
+
+
+@vc.virtual_actor
+class SlowToMake:
+    def __init__(self) -> None:
+        assert _init_may_end.wait(30)
+        self.rang = 0
+
+    def ring(self) -> None:
+        self.rang += 1
+
+
+def test_cancel_timer_while_this_process_creates_the_actor_waits_for_the_creation(
+    actor_store: StoreSpec,
+) -> None:
+    """With ``wait_for_init=False`` a writer call made while this process's creation of the
+    actor is pending waits for it, and ``cancel_timer`` documents that it then "sends the cancel
+    the usual way". It was sent to an actor not created yet, and raised ``ActorNotFoundError``
+    (found while checking a mutation of ``_none_to_cancel`` that nothing caught)."""
+    retune(wait_for_init=False)
+    _init_may_end.clear()
+    release = threading.Timer(0.5, _init_may_end.set)
+    release.start()
+    try:
+        handle = SlowToMake.get_or_create("slow")
+        assert vc.get_runtime().creating("slow") is not None  # (the case under test)
+        assert handle.cancel_timer("none-such") is False
+        assert handle.timers() == []
+    finally:
+        release.cancel()
+        _init_may_end.set()
