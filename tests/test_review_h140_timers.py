@@ -13,10 +13,10 @@ import pytest
 from store_helpers import other_process, retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, batch
+from vactor_cloud import _sync, batch, keys
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import scheduling_call
+from vactor_cloud.timer_runner import encode_hint, owner_of, scheduling_call
 from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -137,3 +137,21 @@ def test_cancel_timer_while_this_process_creates_the_actor_waits_for_the_creatio
     finally:
         release.cancel()
         _init_may_end.set()
+
+
+def test_a_runner_whose_heartbeat_expired_moments_ago_owns_no_actor(actor_store: StoreSpec) -> None:
+    """A runner killed without a word keeps its share "until its heartbeat expires". Counted
+    live until its heartbeat was deleted (expired for longer than its lease), its actors waited
+    twice as long: here a heartbeat expired a second ago (lease 30 s) held its actor's timer."""
+    store = vc.get_runtime().store
+    actor_id = next(
+        f"ghosted-{n}" for n in range(1000) if owner_of(f"ghosted-{n}", ["tick", "ghost"]) == "ghost"
+    )
+    alarm = Alarm.get_or_create(actor_id)
+    alarm.ring.options(at=time.time() - 5.0, timer_key="late").run("late")
+    key = keys.timer_runner_key("ghost")
+    body = {"runner": "ghost", "until": time.time() - 1.0, "lease": 30.0, "group": "all"}
+    _sync.sync(store.put(key, encode_hint(key, "timer-runner", body, None)))
+    report = vc.fire_due_timers(runner_id="tick")
+    assert (report.fired, report.assigned_elsewhere) == (1, 0), report
+    assert alarm.view.run() == ["late"]
