@@ -155,3 +155,18 @@ def test_a_runner_whose_heartbeat_expired_moments_ago_owns_no_actor(actor_store:
     report = vc.fire_due_timers(runner_id="tick")
     assert (report.fired, report.assigned_elsewhere) == (1, 0), report
     assert alarm.view.run() == ["late"]
+
+
+def test_an_expired_claim_of_a_runner_that_died_is_taken_over(actor_store: StoreSpec) -> None:
+    """With ``split="claims"``, "a runner killed after its claim delays that actor until the
+    lease expires", and no longer. A claim not taken over once expired (the if-match put
+    skipped) held the actor's timers for good, and no test on memory or local noticed."""
+    store = vc.get_runtime().store
+    alarm = Alarm.get_or_create("claimed")
+    alarm.ring.options(at=time.time() - 5.0, timer_key="late").run("late")
+    key = keys.timer_claim_key("claimed")
+    claim = {"runner": "dead", "until": time.time() - 1.0}
+    _sync.sync(store.put(key, encode_hint(key, "timer-claim", claim, None), mode="create"))
+    report = vc.fire_due_timers(split="claims")
+    assert (report.fired, report.claimed_elsewhere) == (1, 0), report
+    assert alarm.view.run() == ["late"]
