@@ -1224,6 +1224,12 @@ def cancel_timer(actor_id: str, key: str, *, runtime: Runtime | None = None) -> 
     of the newest step, no commit, when nothing of this process may still schedule it).
     ``ActorDeletedError`` if the actor was deleted (its timers went with it)."""
     runtime = runtime or get_runtime()
+    # As a writer call made through a handle: behind this process's pending creation of the
+    # actor (``wait_for_init=False``), and failing with its exception. Sent at once, the cancel
+    # met no actor (``ActorNotFoundError``).
+    failed = runtime.wait_created(actor_id)
+    if failed is not None:
+        raise failed
     if _none_to_cancel(runtime, actor_id, key):
         return False
     call = PendingCall(CANCEL, (key,), {}, False, ActorFuture(), uuid.uuid4().hex)
