@@ -139,6 +139,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h142_cli_chunks",
         "test_review_h144_cli_chunks",
         "test_review_h144_timeout_log",
+        "test_review_h144_fork_in_init",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
