@@ -140,6 +140,10 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h137_compact_hooks",
         "test_review_h142_reads_cut_short",
         "test_review_h142_cli_chunks",
+        "test_review_h144_cli_chunks",
+        "test_review_h144_timeout_log",
+        "test_review_h144_fork_in_init",
+        "test_review_h144_repair_listing",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

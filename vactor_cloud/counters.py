@@ -50,7 +50,8 @@ COUNTERS: dict[str, str] = {
     "reads": "read-only calls run",
     "folded_events": "external events applied by committed steps",
     "evictions": "idle actors dropped from the cache (max_cached_actors / max_cache_bytes)",
-    "storage_timeouts": "storage requests that got no answer within Settings.timeout",
+    "storage_timeouts": "storage requests that ran out of Settings.timeout (unanswered, or answered "
+    "only with failures tried again)",
     "deadline_timeouts": "operations that did not finish within Settings.deadline",
     "posted_calls": "calls a writer that lost a race posted for any writer to fold into its commit",
     "folded_calls": "posted calls (this process's or others') applied by steps this process committed",
@@ -152,9 +153,15 @@ def evicted(actor_id: str) -> None:
     logger.debug("actor %r: evicted from the cache", actor_id)
 
 
-def storage_timeout(what: str, key: str, timeout: float) -> None:
+def storage_timeout(what: str, key: str, timeout: float, answered: str | None = None) -> None:
+    """A request that ran out of ``timeout``; ``answered``: what the endpoint answered meanwhile
+    (each answer a failure tried again), ``None`` when nothing did. The line says what the
+    error says: it gave up after the timeout, or it got no answer."""
     count("storage_timeouts")
-    logger.warning("%s %s: no answer within %g s (Settings.timeout)", what, key, timeout)
+    if answered is None:
+        logger.warning("%s %s: got no answer within %g s (Settings.timeout)", what, key, timeout)
+    else:
+        logger.warning("%s %s: gave up after %g s (Settings.timeout); %s", what, key, timeout, answered)
 
 
 def deadline_timeout(where: str, deadline: float) -> None:

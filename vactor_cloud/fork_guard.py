@@ -1,5 +1,6 @@
 """The end of a child forked by the program's code that vactor runs: an actor method, writer or
-read-only, or a sub-task's function (``os.fork()`` there, returning or raising in the child too).
+read-only, an actor's ``__init__`` at its creation, or a sub-task's function (``os.fork()``
+there, returning or raising in the child too).
 
 Whatever runs such code does so for the parent: the call is the parent's to apply (or answer),
 the sub-task's result the parent's to checkpoint. The child cannot go back to what called the
@@ -49,8 +50,8 @@ def end_a_forked_child(forks: int, what: str, whose: str) -> None:
     message = (
         f"vactor_cloud: {what} forked (os.fork()) and returned in the child process {os.getpid()} "
         f"too: {whose} exits now (status {STATUS}), as it cannot go on inside the parent's runtime. "
-        "End the child where it was forked (os._exit()), or start processes outside actor methods "
-        "and sub-tasks\n"
+        "End the child where it was forked (os._exit()), or start processes outside actor methods, "
+        "__init__ and sub-tasks\n"
     )
     with contextlib.suppress(OSError):
         os.write(2, message.encode("utf-8", "replace"))

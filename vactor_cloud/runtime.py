@@ -48,6 +48,7 @@ from vactor_cloud.errors import (
     RuntimeShutdownError,
     StorageTimeoutError,
 )
+from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.log import ActorLog, ClassRef, Head, retry_pause
@@ -966,7 +967,11 @@ class Runtime:
         # (getattr: mypy refuses __init__ read from a class object)
         init = getattr(definition.cls, "__init__")  # noqa: B009
         args, kwargs = with_fresh_defaults(init, args, kwargs)
-        instance = definition.cls(*args, **kwargs)
+        forks = forks_now()
+        try:
+            instance = definition.cls(*args, **kwargs)
+        finally:
+            _end_a_child_forked_in_init(forks, actor_id, definition)
         state = dumps_state(
             capture_state(instance),
             definition.serializer,
@@ -1263,6 +1268,19 @@ def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> Acto
         f"get_or_create never changes an actor's class; call the existing actor with "
         f"vc.get_actor({actor_id!r}), or choose another id for a new {requested.cls.__qualname__}"
     )
+
+
+def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefinition) -> None:
+    """In a child that ``__init__`` forked (``os.fork()`` there, then returned or raised in the
+    child too), end the child at once (``fork_guard``), on the caller's thread as on a pool's
+    (``wait_for_init=False``): the creation is the parent's, which commits step 0. Let the child
+    go on and it would commit through a runtime whose threads it does not have, then return to
+    its caller as though it were the parent."""
+    if forks_now() == forks:
+        return  # (the common case: nothing formatted)
+    what = f"the __init__ of actor {actor_id!r} ({definition.cls.__qualname__})"
+    whose = "the creation is the parent's, which commits it; this child created nothing and"
+    end_a_forked_child(forks, what, whose)
 
 
 def _check_class(actor_id: str, found: ActorDefinition | None, requested: ActorDefinition) -> None:

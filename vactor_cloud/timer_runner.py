@@ -78,6 +78,7 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
 from vactor_cloud.runtime import Runtime, get_runtime, join_threads
@@ -1136,33 +1137,43 @@ def run_timers(
 # -- repair ---------------------------------------------------------------------------------------
 
 
+#: actor ids ``repair_timer_index()`` of every actor lists, then repairs, at a time: a chunk is
+#: about a megabyte of ids, however many actors the store holds
+_REPAIR_CHUNK = 10_000
+
+
 def repair_timer_index(actor_ids: Iterable[str] | None = None, *, runtime: Runtime | None = None) -> int:
     """Write the due-index entry of every pending timer (of ``actor_ids``, default every actor).
 
     For entries lost to a crash between a commit and its index write.
-    Without ``actor_ids`` it lists every key under ``actors/``: a job for a
-    schedule, not a request path. Returns how many timers were (re)indexed.
+    Without ``actor_ids`` it pages through the actor ids (a LIST per page, an actor
+    with many steps skipped in one) and repairs them 10,000 at a time, each chunk
+    listed once the one before is repaired: a job for a schedule, not a request
+    path. Returns how many timers were (re)indexed.
     """
     runtime = runtime or get_runtime()
-
-    async def actors() -> list[str]:
-        found: dict[str, None] = {}
-        for key in await runtime.store.list(keys.ACTORS):
-            actor_id = keys.actor_id_of(key)
-            if actor_id is not None and keys.step_of(key) is not None:
-                found[actor_id] = None
-        return list(found)
 
     async def read_extra(actor_id: str) -> dict[str, Any]:
         try:
             record = await runtime.core(actor_id).revalidate()
-        except ActorNotFoundError:
+        except ActorNotFoundError:  # (objects but no step: a creation never committed)
             return {}
         return record.extra
 
+    async def repair_every_actor() -> int:
+        written = 0
+        chunk: list[str] = []
+        async for actor_id in iter_actor_ids(runtime.store):
+            chunk.append(actor_id)
+            if len(chunk) >= _REPAIR_CHUNK:
+                written += await repair_index(runtime.store, chunk, read_extra)
+                chunk = []
+        return written + await repair_index(runtime.store, chunk, read_extra)
+
     async def repair() -> int:
-        ids = list(actor_ids) if actor_ids is not None else await actors()
-        return await repair_index(runtime.store, ids, read_extra)
+        if actor_ids is None:
+            return await repair_every_actor()
+        return await repair_index(runtime.store, list(actor_ids), read_extra)
 
     return runtime.run(repair())
 

@@ -28,11 +28,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.actor import get_actor
+from vactor_cloud.cli._chunks import IdChunks
 from vactor_cloud.cli._interrupts import SettledInterrupts, stop_at_once
 from vactor_cloud.cli._options import (
     EXIT_INTERRUPTED,
@@ -157,9 +158,10 @@ _REPAIR_SLICE = 256
 
 def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
     """``repair_timer_index`` of ``actor_ids`` (default: every actor, paged through by id rather than
-    by listing every object under ``actors/``), a slice at a time, with a progress bar on a
-    terminal (one line per actor on stderr when piped): how many timers were indexed, and an
-    error line per actor that could not be read (damaged, or its class not loadable here).
+    by listing every object under ``actors/``, a chunk of ids at a time: see :class:`IdChunks`), a
+    slice at a time, with a progress bar on a terminal (one line per actor on stderr when piped):
+    how many timers were indexed, and an error line per actor that could not be read (damaged, or
+    its class not loadable here).
 
     One such actor fails the read of its whole slice: that slice is repaired again an actor at a
     time, so that the others' entries are written (as ``compact --all`` goes on past an actor)."""
@@ -173,14 +175,22 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
                 failed.append(actor_error(actor_id, exc))
         return count
 
+    chunks: IdChunks | None = None
     try:
         if actor_ids is not None:
             ids = actor_ids
         else:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
+            # A chunk of ids at a time, each listed once the one before is repaired: ten million
+            # ids held at once are gigabytes (the first, counted on a terminal while it is listed)
             listing = f"listing the actors under {get_runtime().store.describe()}:"
+            chunks = IdChunks(_every_actor_id)
             with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
-                ids = _sync.sync(_every_actor_id(found))
+                chunks.found = found
+                ids = chunks.next()
+            chunks.found = lambda: None
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
+        if chunks is not None:
+            chunks.close()
         raise CliError(
             "interrupted while listing the actors: nothing was repaired", EXIT_INTERRUPTED
         ) from None
@@ -188,21 +198,29 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
     count = done = 0
     try:
         with progress(len(ids), "repairing", enabled=sys.stderr.isatty() and not out.json) as advance:
-            for at in range(0, len(ids), _REPAIR_SLICE):
-                part = ids[at : at + _REPAIR_SLICE]
-                try:
-                    count += repair_timer_index(part)
-                except _ACTOR_UNREADABLE:
-                    count += repair_alone(part)  # (writing an entry again is harmless)
-                done += len(part)
-                for actor_id in part:
-                    advance(actor_id)
+            chunk = ids
+            while chunk:
+                for at in range(0, len(chunk), _REPAIR_SLICE):
+                    part = chunk[at : at + _REPAIR_SLICE]
+                    try:
+                        count += repair_timer_index(part)
+                    except _ACTOR_UNREADABLE:
+                        count += repair_alone(part)  # (writing an entry again is harmless)
+                    done += len(part)
+                    for actor_id in part:
+                        advance(actor_id)
+                chunk = [] if chunks is None else chunks.next()
+                advance.grow(len(chunk))
     except KeyboardInterrupt:
+        of = f"{done} of {len(ids)} actors" if chunks is None else chunks.of_listed(done)
         raise CliError(
-            f"interrupted after repairing {done} of {len(ids)} actors ({count} timers indexed); "
+            f"interrupted after repairing {of} ({count} timers indexed); "
             "repairing an actor again is harmless: run it again to finish",
             EXIT_INTERRUPTED,
         ) from None
+    finally:
+        if chunks is not None:
+            chunks.close()
     return count, failed
 
 
@@ -255,13 +273,12 @@ def _ls_cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
     )
 
 
-async def _every_actor_id(found: Callable[[], None]) -> list[str]:
-    """Every actor id of the store, in key order; ``found()`` for each as it is listed."""
-    ids: list[str] = []
+async def _every_actor_id(found: Callable[[], None] = lambda: None) -> AsyncIterator[list[str]]:
+    """Every actor id of the store, in key order, each as a page of its own (for :class:`IdChunks`);
+    ``found()`` for each as it is listed."""
     async for actor_id in iter_actor_ids(get_runtime().store):
-        ids.append(actor_id)
         found()
-    return ids
+        yield [actor_id]
 
 
 #: the errors of one actor that ``timers repair`` goes on past: a damaged object (a torn write, a

@@ -343,9 +343,9 @@ class ObjectStore(abc.ABC):
             async with asyncio.timeout(timeout):
                 return await request
         except TimeoutError:
-            counters.storage_timeout(what, key, timeout)
-            outcome = " (the write may or may not have been applied)" if write else ""
             answered = self._answered_meanwhile(timeout)
+            counters.storage_timeout(what, key, timeout, answered)
+            outcome = " (the write may or may not have been applied)" if write else ""
             told = (
                 f"got no answer within {timeout:g} s{outcome}: {self._stall_advice(timeout)}"
                 if answered is None
