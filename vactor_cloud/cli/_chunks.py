@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from vactor_cloud import _sync
 
-__all__ = ["CHUNK", "IdChunks"]
+__all__ = ["CHUNK", "IdChunks", "every_actor_id"]
 
 #: the ids a chunk holds (at least, but for the last): 10,000 ids are about a megabyte, and a
 #: few minutes of work for the commands that ask for them
@@ -73,3 +73,14 @@ async def _take(pages: AsyncIterator[list[str]], size: int) -> tuple[list[str], 
             return chunk, True
         chunk.extend(page)
     return chunk, False
+
+
+async def every_actor_id(found: Callable[[], None] = lambda: None) -> AsyncIterator[list[str]]:
+    """Every actor id of the store, in key order, each as a page of its own (for :class:`IdChunks`);
+    ``found()`` for each as it is listed."""
+    from vactor_cloud.history import iter_actor_ids
+    from vactor_cloud.runtime import get_runtime
+
+    async for actor_id in iter_actor_ids(get_runtime().store):
+        found()
+        yield [actor_id]
