@@ -95,6 +95,28 @@ ANSWERS = [
         True,
         id="404-if-match-retried",
     ),
+    # a conditional put botocore sent again after an answer it lost, refused because a conditional
+    # write to the key was in flight: that write may be its own first attempt
+    pytest.param(
+        409,
+        "ConditionalRequestConflict",
+        "put_object",
+        IfMatch('"e"'),
+        1,
+        RetryableStorageError,
+        True,
+        id="409-if-match-retried",
+    ),
+    pytest.param(
+        409,
+        "ConditionalRequestConflict",
+        "put_object",
+        "create",
+        1,
+        RetryableStorageError,
+        True,
+        id="409-create-retried",
+    ),
     # transient: the caller retries (a write's may have landed)
     pytest.param(
         409, "ConditionalRequestConflict", "put_object", "create", 0, ConflictError, False, id="409"
