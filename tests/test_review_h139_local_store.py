@@ -1,21 +1,25 @@
-"""The local store makes every write but a post durable before it is acknowledged (review h139).
+"""The local store makes every write but a post durable before it acknowledges it, and says
+when a delete failed (review h139).
 
-A mutation sweep of ``_local.py`` (review h139) found no test that failed when the temp
-file's ``fsync`` before its link or rename was dropped, nor when the directory's ``fsync``
-after it was: the only test watching ``fsync`` checked that posts skip it. Without them a
-step acknowledged as committed may be gone, or empty, after a power cut. These tests record
-the system calls of each put mode, in order, and hold both.
+In a mutation sweep of ``_local.py`` (review h139), dropping the temp file's ``fsync`` before its
+link or rename, or the directory's after it, or moving the file's after the rename, was caught
+only indirectly: by tests that inject a failing ``fsync`` and then miss the failure. These
+tests hold the order itself (file synced, then linked or renamed, then the directory synced:
+otherwise a step acknowledged as committed may be gone, or empty, after a power cut). A
+delete whose ``unlink`` failed was reported done by no test at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from vactor_cloud.errors import StorageError
 from vactor_cloud.storage import IfMatch, LocalStore
 
 #: a key synced as any object is (a step), and one that is not (a post)
@@ -72,3 +76,28 @@ def test_a_put_made_inline_syncs_alike(tmp_path: Path, monkeypatch: pytest.Monke
     calls = _record_durability_calls(monkeypatch)
     store.put_now(STEP, b"step", mode="create")
     assert calls.index("fsync file") < calls.index("link") < calls.index("fsync dir"), calls
+
+
+def test_a_delete_the_file_system_refuses_is_reported_and_the_object_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed mutation: ``_remove``'s ``OSError`` (a read-only remount, an I/O error) swallowed:
+    the delete was reported done and the object stayed (a post folded again, a step a
+    compaction believes gone)."""
+    store = LocalStore(tmp_path)
+    asyncio.run(store.put(STEP, b"kept"))
+    real_unlink = os.unlink
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        if not os.path.basename(path).startswith("."):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(StorageError, match="delete failed") as caught:
+        asyncio.run(store.delete(STEP))
+    assert caught.value.key == STEP
+    with pytest.raises(StorageError, match="delete failed"):
+        asyncio.run(store.delete_many([STEP]))
+    monkeypatch.undo()
+    assert asyncio.run(store.get(STEP)).data == b"kept"
