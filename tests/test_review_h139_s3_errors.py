@@ -12,6 +12,7 @@ reach this translation on both transports.)
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import botocore.exceptions
@@ -27,6 +28,7 @@ from vactor_cloud.errors import (
     RateLimitedError,
     RetryableStorageError,
     StorageError,
+    TruncatedObjectError,
 )
 from vactor_cloud.storage import IfMatch, PutMode
 from vactor_cloud.storage._s3 import S3Store
@@ -178,3 +180,21 @@ def test_a_body_cut_short_is_transient_not_definite() -> None:
     failure = botocore.exceptions.IncompleteReadError(actual_bytes=10, expected_bytes=100)
     error = _translate(failure, "get_object", None)
     assert type(error) is RetryableStorageError, f"{type(error).__name__}: {error}"
+
+
+@pytest.mark.parametrize("size", [0, 1, 15])
+def test_an_object_shorter_than_the_write_token_is_refused_not_read_as_empty(size: int) -> None:
+    """Killed mutation: ``_get_once``'s length check dropped: an object of fewer than 16 bytes
+    (which vactor_cloud never writes: every put starts with its write token; another tool's, or
+    one cut short at rest) was returned as an empty object at its ETag."""
+    store = S3Store("bucket/prefix", key="k", secret="s", endpoint_url="http://127.0.0.1:9")
+
+    async def answer(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        assert method == "get_object" and params["Key"] == "prefix/actors/a/HEAD"
+        return {"Body": b"x" * size, "ETag": '"e"'}
+
+    store._transport.call = answer  # type: ignore[method-assign]
+    with pytest.raises(TruncatedObjectError) as caught:
+        asyncio.run(store.get("actors/a/HEAD"))
+    assert caught.value.key == "actors/a/HEAD"
+    assert "write token" in str(caught.value)
