@@ -198,3 +198,33 @@ def test_an_object_shorter_than_the_write_token_is_refused_not_read_as_empty(siz
         asyncio.run(store.get("actors/a/HEAD"))
     assert caught.value.key == "actors/a/HEAD"
     assert "write token" in str(caught.value)
+
+
+OPERATIONS = {
+    "get": lambda store: store.get("k"),
+    "head": lambda store: store.head("k"),
+    "list": lambda store: store.list("p/"),
+    "create": lambda store: store.put("k", b"x", mode="create"),
+    "if-match": lambda store: store.put("k", b"x", mode=IfMatch('"e"')),
+    "overwrite": lambda store: store.put("k", b"x"),
+    "delete": lambda store: store.delete("k"),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_reads_are_tried_again_after_a_server_error_and_writes_are_not(operation: str) -> None:
+    """Killed mutations: a put sent through the reads' retry loop (a create whose first attempt
+    landed, tried again, meets its own object: only the commit protocol, which knows what it
+    wrote, may decide); reads no longer tried again (a transient failure fails the call)."""
+    store = S3Store("bucket/prefix", key="k", secret="s", endpoint_url="http://127.0.0.1:9")
+    sent: list[str] = []
+
+    async def answer(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        sent.append(method)
+        raise _client_error(500, "InternalError", method)
+
+    store._transport.call = answer  # type: ignore[method-assign]
+    with pytest.raises(RetryableStorageError):
+        asyncio.run(OPERATIONS[operation](store))
+    reads = operation in ("get", "head", "list")
+    assert len(sent) == (3 if reads else 1), sent
