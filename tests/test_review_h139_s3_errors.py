@@ -2,12 +2,13 @@
 (review h139).
 
 A mutation sweep of ``_s3.py`` (review h139) found classifications no test held: every 4xx
-taken for transient, a 5xx without a code S3 names taken for definite, a retried if-match's
-412 taken for a definite refusal, a transport failure of a write no longer saying the write
-may have landed. The table below runs the store's one translation (``S3Store._translate``)
-over botocore's own exceptions, as a request would raise them, without a server: each row
-names what it holds. (The stubbed-server tests in ``test_s3_backend.py`` hold that requests
-reach this translation on both transports.)
+taken for transient, a retried if-match's 412 taken for a definite refusal, a transport failure
+of a write no longer saying the write may have landed, puts sent through the reads' retries, a
+foreign object shorter than the write token read as empty. (It also found a 409 to a retried
+conditional put saying nothing was written: fixed.) The table below runs the store's one
+translation (``S3Store._translate``) over botocore's own exceptions, as a request would raise
+them, without a server: each row names what it holds. (The stubbed-server tests in
+``test_s3_backend.py`` hold that requests reach this translation on both transports.)
 """
 
 from __future__ import annotations
@@ -140,10 +141,10 @@ def test_each_answer_is_classed_definite_or_transient(
     status: int, code: str, method: str, mode: PutMode | None, retried: int, expected: type, landed: bool
 ) -> None:
     """Killed mutations: ``status >= 500`` as ``>= 400`` (400-put, 400-get: a definite refusal
-    retried until the deadline); the ``status >= 500`` clause dropped (502-put, 504-get, 599-list:
-    a server error without a known code taken for definite); the retried if-match clause dropped
-    (412-if-match-retried: its own first attempt reported as another writer's win); the 404 of an
-    if-match taken for a missing object (404-if-match)."""
+    retried until the deadline); the retried if-match clause dropped (412-if-match-retried: its
+    own first attempt reported as another writer's win). Also killed elsewhere, on the moto lane:
+    the ``status >= 500`` clause dropped (502-put, 504-get, 599-list), the 404 of an if-match
+    taken for a missing object (404-if-match)."""
     error = _translate(_client_error(status, code, method, retried=retried), method, mode)
     assert type(error) is expected, f"{status} {code} on {method}: {type(error).__name__}: {error}"
     assert error.key == "actors/a/HEAD"
