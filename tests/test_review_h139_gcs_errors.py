@@ -2,9 +2,10 @@
 
 A mutation sweep of ``_gcs.py`` (review h139) found classifications no test held: a 400
 taken for transient (repeated, then "retry later" for a request that can never pass), a 502
-or a 503 taken for definite, a 412 of an if-match reported as "already exists", a delete's
-refusal swallowed. Each row below sends one request to a loopback server answering every
-request with one status, and checks the error's class and the number of requests sent.
+taken for definite, a delete's refusal swallowed. The rows for 503 and for a 412 repeat kills
+that ``test_gcs_backend`` makes too, to keep the table whole. Each row below sends one request
+to a loopback server answering every request with one status, and checks the error's class and
+the number of requests sent.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def test_a_server_error_is_transient_and_repeated_only_where_that_is_harmless(
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_rate_limit_is_raised_as_one_after_the_attempts_allowed(status: int, operation: str) -> None:
-    """Killed mutation: 503 dropped from the rate-limit statuses (a plain transient error:
-    the caller's backoff for a hot object never starts)."""
+    """(Also killed by ``test_gcs_backend``) 503 dropped from the rate-limit statuses (a plain
+    transient error: the caller's backoff for a hot object never starts)."""
     error, sent = _outcome(status, operation)
     assert type(error) is RateLimitedError, f"{status} on {operation}: {error!r}"
     assert sent == ATTEMPTS[operation], f"{operation} answered {status} was sent {sent} times"
@@ -119,8 +120,8 @@ def test_a_rate_limit_is_raised_as_one_after_the_attempts_allowed(status: int, o
     [("create", AlreadyExistsError), ("if-match", PreconditionFailedError)],
 )
 def test_a_412_says_which_condition_failed(operation: str, expected: type[StorageError]) -> None:
-    """Killed mutation: the 412 of an if-match raised as ``AlreadyExistsError`` (a CAS loser
-    taken for a create's: callers handle the two differently)."""
+    """(Also killed by ``test_gcs_backend``) the 412 of an if-match raised as
+    ``AlreadyExistsError`` (a CAS loser taken for a create's: callers handle the two differently)."""
     error, sent = _outcome(412, operation)
     assert type(error) is expected and sent == 1, repr(error)
 
