@@ -50,6 +50,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_runtime_api",
         "test_execution_model",
         "test_wire_faults",
+        "test_review_h139_listing",
         "test_crash",
         "test_chaos",
         "test_idempotency",

@@ -196,7 +196,10 @@ class S3Store(ObjectStore):
       reading the object back.
     * ``put(mode=IfMatch(etag))`` is a compare-and-swap on the ETag.
       :class:`ConflictError` (S3's 409 ``ConditionalRequestConflict``) means a
-      concurrent conditional write was in flight: retry after a pause.
+      concurrent conditional write was in flight: retry after a pause. A 409 to
+      a request botocore sent again after an answer it lost is no such proof (the
+      write in flight may be its own first attempt): a
+      :class:`RetryableStorageError` saying the write may have been applied.
     * ``list`` is a fresh ``ListObjectsV2`` every time.
     * ``delete_many`` is one ``DeleteObjects`` (quiet mode) per 1000 keys; a
       key the response reports as not deleted raises :class:`StorageError`
@@ -574,7 +577,18 @@ class S3Store(ObjectStore):
                     key,
                 )
             return StorageError(f"{where}: {operation}: unexpected precondition failure ({said})", key)
-        if code == "ConditionalRequestConflict" or (status == 409 and mode is not None):
+        conflict = code == "ConditionalRequestConflict" or (status == 409 and mode is not None)
+        if conflict and retried:
+            # botocore sent it again after an answer it did not get (a read timeout, a reset):
+            # the conditional write in flight that S3 refused this one for may be its own first
+            # attempt, which may land. Not "nothing was written".
+            return RetryableStorageError(
+                f"{where}: {operation}: the answer to an attempt was lost and a retry of it met a "
+                "conditional write to this key still in flight, perhaps that first attempt: the "
+                f"write may or may not have been applied; re-read the object ({said})",
+                key,
+            )
+        if conflict:
             return ConflictError(
                 f"{where}: a concurrent conditional write to this key was in flight; "
                 f"nothing was written by this request, retry after a pause ({said})",

@@ -53,6 +53,7 @@ from vactor_cloud.errors import (
     StorageError,
 )
 from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import Listing
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 __all__ = ["StoreConformance", "run_on_store"]
@@ -455,6 +456,23 @@ class StoreConformance:
             assert await store.list("steps/", start_after=keys[2], limit=4) == keys[3:7]
             assert await store.list("steps/", limit=100) == keys
             assert await store.list("steps/", start_after=keys[10], limit=5) == keys[11:]
+
+        run_on_store(store_spec, body)
+
+    def test_a_listing_after_a_key_asks_the_store_to_start_there(self, store_spec: StoreSpec) -> None:
+        # A listing costs what it returns (a log or a mailbox listed from its newest entry): a
+        # page of one key after the sixth is one request, not one per key before it (S3's
+        # StartAfter, GCS's startOffset). Listings made without requests (memory, local) list
+        # no Listing and have nothing to count.
+        keys = [f"from/{n:02d}" for n in range(8)]
+
+        async def body(store: ObjectStore) -> None:
+            for key in keys:
+                await store.put(key, b"")
+            listed = await store.list("from/", start_after=keys[5], limit=1)
+            assert listed == [keys[6]]
+            if isinstance(listed, Listing):
+                assert listed.requests == 1, f"{listed.requests} requests for one key"
 
         run_on_store(store_spec, body)
 
