@@ -3,8 +3,9 @@ came back out of the method: code that forks and ends its child itself is untouc
 
 A method that forks, ends its child there (``os._exit``) and waits for it returns normally in
 the parent, writer or read-only, plain or ``async``, called directly or nested inside another
-actor's method; ``multiprocessing`` with the fork start method and ``subprocess.run`` inside a
-method work as they do anywhere. Each child is reaped here (by the method, or by the test).
+actor's method, and so does a sub-task's function; ``multiprocessing`` with the fork start
+method and ``subprocess.run`` inside a method work as they do anywhere. Each child is reaped
+here (by the method, or by the test).
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class Forker:
         self.codes.append(done.returncode)
         return done.stdout.strip()
 
+    def by_sub_tasks(self, statuses: list[int]) -> list[int]:
+        found = vc.subtask(_fork_and_wait, executor="thread").map(statuses)
+        self.codes.extend(found)
+        return found
+
     def nested(self, other: str, status: int) -> int:
         return Forker.get_or_create(other).fork_and_wait.run(status)
 
@@ -107,6 +113,12 @@ def test_a_nested_call_whose_method_ends_its_own_child_returns(actor_store: Stor
     outer = Forker.get_or_create("outer")
     assert outer.nested.run("inner", 9) == 9
     assert Forker.get_or_create("inner").seen.run() == [9]
+
+
+def test_sub_tasks_that_end_their_own_children_return_in_the_parent(actor_store: StoreSpec) -> None:
+    f = Forker.get_or_create("sub-tasks")
+    assert f.by_sub_tasks.run([3, 4, 5]) == [3, 4, 5]
+    assert f.seen.run() == [3, 4, 5]
 
 
 def test_multiprocessing_fork_and_subprocess_inside_methods_work(actor_store: StoreSpec) -> None:
