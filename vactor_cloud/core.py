@@ -1769,10 +1769,12 @@ class ActorCore(Folder):
                 write_in_flight=False,
             )
             reported.__cause__ = exc
-        elif c.put_sent and not _noted_sent(exc, self.actor_id):
+        elif c.put_sent and not isinstance(exc, StorageTimeoutError) and not _noted_sent(exc, self.actor_id):
             # The step's put was sent, and what stopped us came after (a read back of it that
             # failed, its own answer lost): raised as it is, for what callers catch, but told
             # that the calls may have been applied (a bare "read failed" said nothing of it).
+            # Not a timeout of a write (its own words say it: "may or may not have been
+            # applied"; a read's was made so above).
             exc.add_note(_sent_note(self.actor_id, c.record.step))
         fail_calls(batch, reported)
         return "done"

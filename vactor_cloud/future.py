@@ -274,9 +274,17 @@ class _Pickled:
         self.paired = paired
 
     def copy(self) -> Any:
-        # (It read back once as the method returned: TypeError here only for a pickle whose
-        # reading depends on what changed since, a class removed from its module...)
-        value = thaw(self.frozen)
+        # It read back once as the method returned: TypeError here only for a pickle whose
+        # reading depends on what changed since (a class removed from its module by a reload).
+        # Not thaw's own words, which in the batch mean a call failed and not applied.
+        try:
+            value = thaw(self.frozen)
+        except TypeError as exc:
+            raise TypeError(
+                f"the call was applied and returned a {self.kind}, read back as the method "
+                "returned; reading this read's copy of it back fails now (something its "
+                f"unpickling needs changed since): do not call again for it ({exc.__cause__!r})"
+            ) from exc
         return (value, None) if self.paired else value
 
 

@@ -735,30 +735,35 @@ class _Memo:
         found = [(wanted[k], k) for k in keys if k in wanted]
 
         async def read(index: int, key: str) -> tuple[int, bytes | None]:
-            seen: list[bytes] = []
-
-            def verified(blob: Blob) -> bytes:
-                # Checked here, then decoded by ``decode``: bytes that do not verify are read
-                # again (one read cut short is not a damaged checkpoint, whose child would run
-                # again, its result unmemoized). Whatever else is wrong, ``decode`` says.
-                seen.append(blob.data)
-                try:
-                    codec.decode(key, blob.data, signing_key=self.signing_key)
-                except DamagedObjectError:
-                    raise
-                except IntegrityError:
-                    pass
-                return blob.data
-
             try:
-                return index, await read_checked(self.objects, key, verified)
+                return index, (await self._read(key)).data
             except NotFoundError:  # compacted meanwhile: run the child again
                 return index, None
-            except DamagedObjectError:
-                return index, seen[-1]  # (so every time: ``decode`` says so)
 
         blobs = await asyncio.gather(*(read(i, k) for i, k in found))
         return {index: data for index, data in blobs if data is not None}
+
+    async def _read(self, key: str) -> Blob:
+        """The checkpoint at ``key`` as read, to be decoded by ``decode``: bytes that do not
+        verify are read again first (``read_checked``: one read cut short is not a damaged
+        checkpoint, whose child would run again, its result unmemoized); so every time, the
+        last read (``decode`` says so). ``NotFoundError`` if it is gone."""
+        seen: list[Blob] = []
+
+        def verified(blob: Blob) -> Blob:
+            seen.append(blob)
+            try:
+                codec.decode(key, blob.data, signing_key=self.signing_key)
+            except DamagedObjectError:
+                raise
+            except IntegrityError:
+                pass  # (whatever else is wrong, ``decode`` says)
+            return blob
+
+        try:
+            return await read_checked(self.objects, key, verified)
+        except DamagedObjectError:
+            return seen[-1]
 
     def decode(self, index: int, data: bytes) -> tuple[str, Any] | None:
         """(fingerprint, result) of the checkpoint ``data``; ``None`` (with a warning) for one
@@ -837,7 +842,9 @@ class _Memo:
                 # earlier actor's under the id: replaced, by the version read (a run of this
                 # call racing us replaces it first, and then its checkpoint counts).
                 try:
-                    found = await self.objects.get(key)
+                    # (read again if it does not verify: the winner's result, read cut short,
+                    # was taken for none written, and this run went on with its own)
+                    found = await self._read(key)
                 except NotFoundError:  # (the one replaced gone meanwhile, compacted: create it)
                     if attempt == _WRITE_ATTEMPTS - 1:
                         raise

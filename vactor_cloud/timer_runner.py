@@ -64,12 +64,14 @@ from typing import Any, Literal
 
 from vactor_cloud import _sync, codec, keys
 from vactor_cloud.batch import CallOptions, PendingCall
+from vactor_cloud.checked_read import read_checked
 from vactor_cloud.core import call_cycle
 from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import (
     ActorDeletedError,
     ActorNotFoundError,
     AlreadyExistsError,
+    DamagedObjectError,
     IntegrityError,
     NotFoundError,
     PreconditionFailedError,
@@ -83,7 +85,7 @@ from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
 from vactor_cloud.runtime import Runtime, get_runtime, join_threads
 from vactor_cloud.runtime_scope import carry_runtime
-from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.storage import Blob, IfMatch, ObjectStore
 from vactor_cloud.timers import (
     CANCEL,
     FIRE,
@@ -428,11 +430,12 @@ async def claim_actor(
         except AlreadyExistsError:
             pass
         try:
-            blob = await store.get(key)
+            blob, held = await _read_claim(store, key, signing_key)
         except NotFoundError:
             continue  # released meanwhile: try to create it again
         try:
-            held = decode_hint(key, "timer-claim", blob.data, signing_key)
+            if held is None:
+                raise ValueError(key)
             until, now = float(held["until"]), time.time()
             live = (
                 until > now
@@ -449,6 +452,32 @@ async def claim_actor(
         except (PreconditionFailedError, NotFoundError):
             return False
     return False
+
+
+async def _read_claim(
+    store: ObjectStore, key: str, signing_key: bytes | None
+) -> tuple[Blob, dict[str, Any] | None]:
+    """The claim at ``key`` as read, and what it holds (None: unreadable, so taken over). Read
+    again first if it fails as a read cut short on the way would (``read_checked``): a live
+    claim read so was taken for unreadable, and taken from the runner holding it."""
+    seen: list[Blob] = []
+
+    def hint(blob: Blob) -> dict[str, Any]:
+        seen.append(blob)
+        try:
+            return decode_hint(key, "timer-claim", blob.data, signing_key)
+        except ValueError as exc:
+            if isinstance(exc.__cause__, DamagedObjectError):  # (signed: its digest)
+                raise exc.__cause__ from None
+            if isinstance(exc, json.JSONDecodeError):  # (plain: a whole one always parses)
+                raise DamagedObjectError(key, str(exc)) from exc
+            raise
+
+    try:
+        held: dict[str, Any] | None = await read_checked(store, key, hint)
+    except (DamagedObjectError, ValueError):
+        held = None
+    return seen[-1], held
 
 
 async def release_actor(store: ObjectStore, actor_id: str) -> None:
