@@ -21,6 +21,7 @@ from typing import Any, cast
 import cloudpickle
 import pytest
 from actors import Shelf
+from loopback_s3 import s3_answering
 from subtask_workers import Trainer, events
 
 import vactor_cloud as vc
@@ -313,8 +314,6 @@ def test_a_step_read_over_http_cut_short_once_by_an_endpoint_sending_no_length_n
     answers it whole. ``read_step`` returns the step, after two GETs. Before: "checksum
     mismatch: the object is corrupt"."""
     pytest.importorskip("s3fs" if transport == "s3fs" else "botocore")
-    from vactor_cloud.storage._s3 import S3Store
-
     source = MemoryStore(name=f"h142-{uuid.uuid4().hex}")
 
     async def scenario() -> tuple[object, int]:
@@ -322,37 +321,17 @@ def test_a_step_read_over_http_cut_short_once_by_an_endpoint_sending_no_length_n
         step = StepRecord(0, None, ClassRef("0" * 64, "tests.H"), "json", b"{}", "w", 0.0)
         stored = b"t" * 16 + log.encode_step(step)  # (16 bytes: the S3 store's write token)
         answers = [_s3_object_answer(stored[: len(stored) // 2]), _s3_object_answer(stored)]
-        requests: list[bytes] = []
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            requests.append(await reader.readline())
-            while (await reader.readline()) not in (b"\r\n", b""):
-                pass
-            writer.write(answers[min(len(requests), len(answers)) - 1])
-            await writer.drain()
-            writer.close()
+        def answer(n: int) -> bytes:
+            return answers[min(n, len(answers)) - 1]
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        store = S3Store(
-            "bucket/p",
-            transport=transport,
-            endpoint_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
-            key="k",
-            secret="s",
-            client_kwargs={"region_name": "us-east-1"},
-            config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}},
-        )
-        store.request_timeout = 60.0
-        try:
-            async with asyncio.timeout(60.0):
-                record = await ActorLog(store, "a").read_step(0)
-                outcome: object = None if record is None else record.step
-        except IntegrityError as exc:
-            outcome = exc
-        finally:
-            await store.close()
-            server.close()
-            await server.wait_closed()
+        async with s3_answering(answer, transport=transport, retries=1, timeout=60.0) as (store, requests):
+            try:
+                async with asyncio.timeout(60.0):
+                    record = await ActorLog(store, "a").read_step(0)
+                    outcome: object = None if record is None else record.step
+            except IntegrityError as exc:
+                outcome = exc
         return outcome, len(requests)
 
     assert asyncio.run(scenario()) == (0, 2)

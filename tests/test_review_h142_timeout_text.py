@@ -14,6 +14,7 @@ import asyncio
 import pytest
 from aiohttp import web
 from loopback_gcs import gcs_answering
+from loopback_s3 import s3_answering
 
 from vactor_cloud.errors import StorageTimeoutError
 from vactor_cloud.storage._gcs import GCSStore
@@ -43,47 +44,24 @@ def test_an_s3_request_answered_slow_down_until_its_timeout_says_it_gave_up_and_
     Before: "GET k on s3://bucket/p got no answer within 3 s: requests to it failed meanwhile
     and were tried again (the last: S3 said 503 SlowDown ...)"."""
     pytest.importorskip("s3fs" if transport == "s3fs" else "botocore")
-    from vactor_cloud.storage._s3 import S3Store
-
-    requests: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        requests.append(await reader.readline())
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass
-        writer.write(SLOW_DOWN)
-        await writer.drain()
-        writer.close()
+    seen: list[bytes] = []
 
     async def scenario() -> StorageTimeoutError:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        store = S3Store(
-            "bucket/p",
-            transport=transport,
-            endpoint_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
-            key="k",
-            secret="s",
-            client_kwargs={"region_name": "us-east-1"},
-            # (retried by botocore until the request's timeout, whatever its backoff)
-            config_kwargs={"retries": {"max_attempts": 1000, "mode": "standard"}},
-        )
-        store.request_timeout = TIMEOUT
-        try:
+        # (retried by botocore until the request's timeout, whatever its backoff)
+        answering = s3_answering(lambda n: SLOW_DOWN, transport=transport, retries=1000, timeout=TIMEOUT)
+        async with answering as (store, requests):
             async with asyncio.timeout(HANG):
                 with pytest.raises(StorageTimeoutError) as info:
                     if operation == "get":
                         await store.get("k")
                     else:
                         await store.put("k", b"x", mode="create")
-        finally:
-            await store.close()
-            server.close()
-            await server.wait_closed()
+            seen.extend(requests)
         return info.value
 
     timed_out = asyncio.run(scenario())
     message = str(timed_out)
-    assert len(requests) >= 2, requests
+    assert len(seen) >= 2, seen
     assert f"gave up after {TIMEOUT:g} s" in message and "the last answer was" in message, message
     assert "SlowDown" in message, message
     assert "no answer" not in message and "reachable" not in message, message
