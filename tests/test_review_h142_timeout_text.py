@@ -13,11 +13,10 @@ import asyncio
 
 import pytest
 from aiohttp import web
-from loopback_gcs import gcs_answering
+from loopback_gcs import timed_out_get
 from loopback_s3 import s3_answering
 
 from vactor_cloud.errors import StorageTimeoutError
-from vactor_cloud.storage._gcs import GCSStore
 
 #: the longest any operation here may take before it is called a hang
 HANG = 60.0
@@ -79,19 +78,7 @@ def test_a_gcs_read_answered_503_until_its_timeout_says_it_gave_up_and_names_the
         error = {"error": {"code": status, "message": "Backend Error (test)"}}
         return web.json_response(error, status=status, headers={"Retry-After": "8"})
 
-    async def scenario() -> StorageTimeoutError:
-        async with gcs_answering(answer) as endpoint:
-            store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
-            store.request_timeout = TIMEOUT
-            try:
-                async with asyncio.timeout(HANG):
-                    with pytest.raises(StorageTimeoutError) as info:
-                        await store.get("k")
-            finally:
-                await store.close()
-        return info.value
-
-    message = str(asyncio.run(scenario()))
+    message = str(timed_out_get(answer, TIMEOUT))
     assert f"gave up after {TIMEOUT:g} s" in message, message
     assert f"the last answer was HTTP {status}: Backend Error (test)" in message, message
     assert "no answer" not in message and "reachable" not in message, message

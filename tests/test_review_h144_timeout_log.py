@@ -13,37 +13,14 @@ import logging
 
 import pytest
 from aiohttp import web
-from loopback_gcs import Handler, gcs_answering
+from loopback_gcs import timed_out_get
 
 from vactor_cloud import counters
-from vactor_cloud.errors import StorageTimeoutError
-from vactor_cloud.storage._gcs import GCSStore
 
 #: the longest any operation here may take before it is called a hang
 HANG = 60.0
 #: the request timeout: long enough for a first answer on a loaded host, short for the suite
 TIMEOUT = 3.0
-
-
-def _timed_out_get(answer: Handler, release: asyncio.Event | None = None) -> StorageTimeoutError:
-    """A GET of ``k`` on a loopback GCS server serving with ``answer``, run out of ``TIMEOUT``
-    (``release`` set once it has, before the server stops)."""
-
-    async def scenario() -> StorageTimeoutError:
-        async with gcs_answering(answer) as endpoint:
-            store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
-            store.request_timeout = TIMEOUT
-            try:
-                async with asyncio.timeout(HANG):
-                    with pytest.raises(StorageTimeoutError) as info:
-                        await store.get("k")
-            finally:
-                if release is not None:
-                    release.set()
-                await store.close()
-        return info.value
-
-    return asyncio.run(scenario())
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -64,7 +41,7 @@ def test_the_log_line_of_a_timeout_the_endpoint_answered_says_it_gave_up_and_nam
 
     before = counters.stats()["storage_timeouts"]
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
-        _timed_out_get(answer)
+        timed_out_get(answer, TIMEOUT)
     assert counters.stats()["storage_timeouts"] == before + 1
     (line,) = [line for line in _warnings(caplog) if "Settings.timeout" in line]
     assert line.startswith("GET k: ") and f"gave up after {TIMEOUT:g} s" in line, line
@@ -84,7 +61,7 @@ def test_the_log_line_of_a_timeout_nothing_answered_says_so(caplog: pytest.LogCa
         return web.Response(status=500)
 
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
-        timed_out = _timed_out_get(silent, release)
+        timed_out = timed_out_get(silent, TIMEOUT, release)
     assert "got no answer" in str(timed_out), timed_out
     (line,) = [line for line in _warnings(caplog) if "Settings.timeout" in line]
     assert line == f"GET k: got no answer within {TIMEOUT:g} s (Settings.timeout)", line
