@@ -195,7 +195,13 @@ class ObjectStore(abc.ABC):
         return await self._bounded(self._get(key), "GET", key)
 
     async def head(self, key: str) -> str | None:
-        """The object's current version, or ``None`` if it does not exist."""
+        """The object's current version, or ``None`` if it does not exist.
+
+        An object too short to be one this store wrote (torn by a crash: shorter than the
+        write token the local store puts in front of every object, and keeps its version in)
+        has no version there: ``TruncatedObjectError``, as ``get`` raises; an if-match never
+        matches it, an overwrite replaces it, a delete removes it. S3 and GCS keep versions
+        beside the bytes: their ``head`` returns one, and ``get`` refuses the bytes."""
         self._check_key(key)
         self.requests.add("head")
         return await self._bounded(self._head(key), "HEAD", key)
