@@ -85,6 +85,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h145_heartbeat_cut_short",
         "test_review_h145_deadline_text",
         "test_review_h145_torn_head",
+        "test_review_h145_timeout_passed_through",
         "test_review_h143_sent_note",
         "test_review_h138_execution_model",
         "test_review_h135_lease_shutdown",

@@ -350,10 +350,13 @@ class ObjectStore(abc.ABC):
         try:
             if timeout is None:
                 return await request
+            scope = asyncio.timeout(timeout)
             try:
-                async with asyncio.timeout(timeout):
+                async with scope:
                     return await request
-            except TimeoutError:
+            except TimeoutError as exc:
+                if isinstance(exc, StorageTimeoutError) and not scope.expired():
+                    raise  # (a wrapped store's own, told and counted: not this request's)
                 answered = self._answered_meanwhile(timeout)
                 counters.storage_timeout(what, key, timeout, answered)
                 outcome = " (the write may or may not have been applied)" if write else ""
