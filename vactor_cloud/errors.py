@@ -419,7 +419,8 @@ class RateLimitedError(RetryableStorageError):
 
 class StorageTimeoutError(RetryableStorageError, TimeoutError):
     """A storage request (``Settings.timeout``) or a whole operation (``Settings.deadline``)
-    took too long: the endpoint is stalled or unreachable.
+    took too long: the endpoint stalled, is unreachable, or kept failing (its message says
+    what it last answered, when something did).
 
     ``write_in_flight`` is True when a write had been sent and not answered:
     only then may it have been applied (its message says so).

@@ -632,9 +632,15 @@ class Runtime:
     def _deadline_error(self, hint: str) -> StorageTimeoutError:
         deadline = self.settings.deadline
         counters.deadline_timeout(self.store.describe(), deadline)
+        # What the store's requests met meanwhile, when it saw something fail: an endpoint
+        # answering 503 or SlowDown until the deadline is not "stalled or unreachable".
+        trouble = self.store.trouble_meanwhile(deadline)
+        why = (
+            ": the store was too slow, kept failing, or is unreachable" if trouble is None else f"; {trouble}"
+        )
         return StorageTimeoutError(
             f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
-            "(Settings.deadline): the store is stalled or unreachable" + (f"; {hint}" if hint else ""),
+            f"(Settings.deadline){why}" + (f"; {hint}" if hint else ""),
         )
 
     def spawn(

@@ -258,6 +258,33 @@ def decode_hint(key: str, kind: str, data: bytes, signing_key: bytes | None) -> 
     return body
 
 
+async def read_hint(
+    store: ObjectStore, key: str, kind: str, signing_key: bytes | None
+) -> tuple[Blob, dict[str, Any] | None, ValueError | DamagedObjectError | None]:
+    """The heartbeat or claim at ``key`` as read, what it holds, and why not (what holds
+    None: unreadable, never a live runner or claim). Read again first if it fails as a read
+    cut short on the way would (``read_checked``): a live one read so was taken for
+    unreadable, a claim taken from the runner holding it, a runner counted dead for a lease."""
+    seen: list[Blob] = []
+
+    def hint(blob: Blob) -> dict[str, Any]:
+        seen.append(blob)
+        try:
+            return decode_hint(key, kind, blob.data, signing_key)
+        except ValueError as exc:
+            if isinstance(exc.__cause__, DamagedObjectError):  # (signed: its digest)
+                raise exc.__cause__ from None
+            if isinstance(exc, json.JSONDecodeError):  # (plain: a whole one always parses)
+                raise DamagedObjectError(key, str(exc)) from exc
+            raise
+
+    try:
+        held = await read_checked(store, key, hint)
+    except (DamagedObjectError, ValueError) as exc:
+        return seen[-1], None, exc
+    return seen[-1], held, None
+
+
 # -- membership: heartbeats and rendezvous hashing ------------------------------------------------
 
 
@@ -337,19 +364,17 @@ class Membership:
     async def _read(self, runner_id: str, now: float) -> _Seen | None:
         key = keys.timer_runner_key(runner_id)
         try:
-            blob = await self.store.get(key)
+            blob, read, failure = await read_hint(self.store, key, "timer-runner", self.signing_key)
         except NotFoundError:
             return None
         trusted = True
-        body: Any
-        try:
-            body = decode_hint(key, "timer-runner", blob.data, self.signing_key)
-        except ValueError as exc:
+        body: Any = read
+        if failure is not None:
             # Never a live member. With a signing key: a forger's, or a runner's from before
             # the store had one (or of an earlier release); that one, still plain JSON and
             # expired long ago, is removed below as a signed one is.
             if self.signing_key is not None and runner_id not in self._seen:  # (once: then re-read per lease)
-                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
+                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, failure)
             trusted = False
             try:
                 body = json.loads(blob.data)
@@ -430,7 +455,7 @@ async def claim_actor(
         except AlreadyExistsError:
             pass
         try:
-            blob, held = await _read_claim(store, key, signing_key)
+            blob, held, _ = await read_hint(store, key, "timer-claim", signing_key)
         except NotFoundError:
             continue  # released meanwhile: try to create it again
         try:
@@ -452,32 +477,6 @@ async def claim_actor(
         except (PreconditionFailedError, NotFoundError):
             return False
     return False
-
-
-async def _read_claim(
-    store: ObjectStore, key: str, signing_key: bytes | None
-) -> tuple[Blob, dict[str, Any] | None]:
-    """The claim at ``key`` as read, and what it holds (None: unreadable, so taken over). Read
-    again first if it fails as a read cut short on the way would (``read_checked``): a live
-    claim read so was taken for unreadable, and taken from the runner holding it."""
-    seen: list[Blob] = []
-
-    def hint(blob: Blob) -> dict[str, Any]:
-        seen.append(blob)
-        try:
-            return decode_hint(key, "timer-claim", blob.data, signing_key)
-        except ValueError as exc:
-            if isinstance(exc.__cause__, DamagedObjectError):  # (signed: its digest)
-                raise exc.__cause__ from None
-            if isinstance(exc, json.JSONDecodeError):  # (plain: a whole one always parses)
-                raise DamagedObjectError(key, str(exc)) from exc
-            raise
-
-    try:
-        held: dict[str, Any] | None = await read_checked(store, key, hint)
-    except (DamagedObjectError, ValueError):
-        held = None
-    return seen[-1], held
 
 
 async def release_actor(store: ObjectStore, actor_id: str) -> None:

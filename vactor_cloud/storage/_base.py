@@ -13,12 +13,13 @@ import abc
 import asyncio
 import builtins
 import collections
+import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias, TypeVar
 
 from vactor_cloud import counters
-from vactor_cloud.errors import StorageError, StorageTimeoutError
+from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 
 __all__ = ["OBJECT_KEY_BYTES", "Blob", "IfMatch", "Listing", "ObjectStore", "PutMode", "RequestCounter"]
 
@@ -173,6 +174,8 @@ class ObjectStore(abc.ABC):
     #: The longest key (UTF-8 bytes, relative to the root) this store can hold; None: no limit
     #: that matters here. S3 and GCS take object keys of up to 1,024 bytes, their prefix included.
     max_key_bytes: int | None = None
+    #: when a request of this store last failed transiently, and how (see :meth:`trouble_meanwhile`)
+    _failed_lately: tuple[float, RetryableStorageError] | None = None
 
     def __init__(self, url: str) -> None:
         self.url: str = url
@@ -192,7 +195,13 @@ class ObjectStore(abc.ABC):
         return await self._bounded(self._get(key), "GET", key)
 
     async def head(self, key: str) -> str | None:
-        """The object's current version, or ``None`` if it does not exist."""
+        """The object's current version, or ``None`` if it does not exist.
+
+        An object too short to be one this store wrote (torn by a crash: shorter than the
+        write token the local store puts in front of every object, and keeps its version in)
+        has no version there: ``TruncatedObjectError``, as ``get`` raises; an if-match never
+        matches it, an overwrite replaces it, a delete removes it. S3 and GCS keep versions
+        beside the bytes: their ``head`` returns one, and ``get`` refuses the bytes."""
         self._check_key(key)
         self.requests.add("head")
         return await self._bounded(self._head(key), "HEAD", key)
@@ -335,27 +344,52 @@ class ObjectStore(abc.ABC):
 
     async def _bounded(self, request: Awaitable[_T], what: str, key: str, *, write: bool = False) -> _T:
         """Await one request within ``request_timeout`` (a plain function, not a context
-        manager: this runs on every request and the generator machinery costs CPU)."""
+        manager: this runs on every request and the generator machinery costs CPU). A
+        transient failure is noted for :meth:`trouble_meanwhile`."""
         timeout = self.request_timeout
-        if timeout is None:
-            return await request
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:
                 return await request
-        except TimeoutError:
-            answered = self._answered_meanwhile(timeout)
-            counters.storage_timeout(what, key, timeout, answered)
-            outcome = " (the write may or may not have been applied)" if write else ""
-            told = (
-                f"got no answer within {timeout:g} s{outcome}: {self._stall_advice(timeout)}"
-                if answered is None
-                else f"gave up after {timeout:g} s{outcome}; {answered}"
-            )
-            raise StorageTimeoutError(
-                f"{what} {key} on {self.describe()} {told} (Settings.timeout sets this limit)",
-                key,
-                write_in_flight=write,
-            ) from None
+            scope = asyncio.timeout(timeout)
+            try:
+                async with scope:
+                    return await request
+            except TimeoutError as exc:
+                if isinstance(exc, StorageTimeoutError) and not scope.expired():
+                    raise  # (a wrapped store's own, told and counted: not this request's)
+                answered = self._answered_meanwhile(timeout)
+                counters.storage_timeout(what, key, timeout, answered)
+                outcome = " (the write may or may not have been applied)" if write else ""
+                told = (
+                    f"got no answer within {timeout:g} s{outcome}: {self._stall_advice(timeout)}"
+                    if answered is None
+                    else f"gave up after {timeout:g} s{outcome}; {answered}"
+                )
+                raise StorageTimeoutError(
+                    f"{what} {key} on {self.describe()} {told} (Settings.timeout sets this limit)",
+                    key,
+                    write_in_flight=write,
+                ) from None
+        except RetryableStorageError as exc:
+            self._failed_lately = (time.monotonic(), exc)
+            raise
+
+    def trouble_meanwhile(self, within: float) -> str | None:
+        """What this store's requests met in the last ``within`` seconds, for the message of
+        an operation that ran out of time (``Settings.deadline``) meanwhile: what the endpoint
+        answered to requests tried again (a 503, a throttle, answers cut short), else the last
+        transient failure a request raised (a caller may have tried it again). ``None``:
+        nothing failed that this store saw (it was only slow, or never answered)."""
+        answered = self._answered_meanwhile(within)
+        if answered is not None:
+            return answered
+        failed = self._failed_lately
+        if failed is None or time.monotonic() - failed[0] > within:
+            return None
+        return (
+            f"requests to it failed meanwhile (the last: {failed[1]}); retry later, and check the "
+            "endpoint if it lasts"
+        )
 
     def _check_key(self, key: str) -> None:
         """Refuse a key no backend can store alike: ``""`` names no object, and ``"/k"`` would

@@ -112,6 +112,7 @@ _T = TypeVar("_T")
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
+_MAY_HAVE_BEEN_APPLIED = " (the write may or may not have been applied)"
 #: GCS's 400 to an upload whose bytes do not match the hash its metadata gave ("Provided MD5
 #: hash ... doesn't match calculated MD5 hash ..."): damaged on the way, nothing written
 _DAMAGED_UPLOAD = re.compile(r"\b(MD5|CRC32C)\b.*\bmatch", re.IGNORECASE | re.DOTALL)
@@ -483,12 +484,19 @@ class GCSStore(ObjectStore):
         with an answer in ``ok`` that did not arrive whole (``None``: nothing): a transient
         failure too. An upload GCS refused because its body arrived damaged (400, hash
         mismatch) wrote nothing: repeated too, whatever ``idempotent`` says.
+
+        A write (put, delete) that ends on an error after an attempt whose outcome is unknown
+        (a 5xx, an answer lost or cut short) says it may or may not have been applied: any of
+        its attempts may have been, a repeated overwrite or delete's too (a 429, or a damaged
+        upload refused, wrote nothing).
         """
         attempts = _IDEMPOTENT_ATTEMPTS
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
         detail = ""  # why the last attempt failed
         unwritten = False  # whether the last attempt certainly wrote nothing (a damaged upload refused)
         answered = False  # whether the last attempt's failure was an answer (not one in transit)
+        writes = op in ("put", "delete")
+        maybe_applied = False  # whether an attempt of this write may have been applied, unanswered
         for attempt in range(_IDEMPOTENT_ATTEMPTS):
             if attempt and not (idempotent or unwritten):
                 attempts = attempt
@@ -503,7 +511,7 @@ class GCSStore(ObjectStore):
                 response = await self._send(method, url, params=params, headers=headers, data=data)
                 answered = True
             except _Transient as exc:
-                answered = False
+                answered, maybe_applied = False, True
                 detail = exc.detail
                 cause: BaseException | None = exc.__cause__
             except StorageError:
@@ -514,15 +522,17 @@ class GCSStore(ObjectStore):
             else:
                 problem = check(response) if check is not None and response.status in ok else None
                 if problem is not None:
-                    detail, cause = problem, None
+                    detail, cause, maybe_applied = problem, None, True
                     continue
                 if response.status in ok or response.status in (404, 412):
                     return response
                 if response.status in _RATE_LIMIT_STATUSES:
+                    maybe_applied = maybe_applied or response.status >= 500  # (a 429 is a refusal)
                     rate_limited = RateLimitedError(
                         f"{self.url}/{key}: {op} refused with HTTP {response.status} "
                         f"({response.error_message() or 'slow down'}); GCS allows about one write "
-                        "per second to one object: back off and retry",
+                        "per second to one object: back off and retry"
+                        + (_MAY_HAVE_BEEN_APPLIED if writes and maybe_applied else ""),
                         key,
                     )
                     if attempt + 1 == attempts or not idempotent:
@@ -558,7 +568,8 @@ class GCSStore(ObjectStore):
                         key,
                     )
                 detail, cause = f"HTTP {response.status}: {response.error_message()}", None
-        what = "" if idempotent or unwritten else " (the write may or may not have been applied)"
+                maybe_applied = True
+        what = _MAY_HAVE_BEEN_APPLIED if writes and maybe_applied else ""
         raise RetryableStorageError(
             f"{self.url}/{key}: {op} failed after {attempts} attempt(s): {detail}{what}; retry later",
             key,

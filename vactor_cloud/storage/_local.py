@@ -372,14 +372,20 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
         if len(token) < _TOKEN:
-            raise TruncatedObjectError(
-                f"{self.url}/{key}: {len(token)} bytes, shorter than the {_TOKEN}-byte write token: "
-                "a write torn by a crash, or a file vactor_cloud did not write (no version)",
-                key,
-            )
+            raise self._torn(key, len(token))
         return Blob(data, token.hex())
 
+    def _torn(self, key: str, length: int) -> TruncatedObjectError:
+        return TruncatedObjectError(
+            f"{self.url}/{key}: {length} bytes, shorter than the {_TOKEN}-byte write token: "
+            "a write torn by a crash, or a file vactor_cloud did not write (no version)",
+            key,
+        )
+
     def _read_version(self, key: str) -> str | None:
+        """The version (write token) of the object at ``key``; None: no object. A file too
+        short to hold its token has none: ``TruncatedObjectError``, as its ``get`` raises (its
+        first bytes as hex were no version a write handed out: ``""`` for every empty file)."""
         try:
             with open(self._fspath(key), "rb") as f:
                 token = f.read(_TOKEN)
@@ -387,6 +393,8 @@ class LocalStore(ObjectStore):
             return None
         except OSError as exc:
             raise StorageError(f"{self.url}/{key}: read failed: {exc}", key) from exc
+        if len(token) < _TOKEN:
+            raise self._torn(key, len(token))
         return token.hex()
 
     def _write_temp(self, target: str, data: bytes, sync: bool = True) -> tuple[str, str]:
@@ -456,9 +464,14 @@ class LocalStore(ObjectStore):
                     os.replace(temp, target)
             else:
                 with self._key_lock(key):
-                    current = self._read_version(key)
-                    if current != mode.version:
+                    try:
+                        current = self._read_version(key)
+                    except TruncatedObjectError:
+                        current = None
+                        found = "a torn object, which has no version (an overwrite or a delete replaces it)"
+                    else:
                         found = "no object" if current is None else f"version {current}"
+                    if current != mode.version:
                         raise PreconditionFailedError(
                             f"{self.url}/{key}: expected version {mode.version}, found {found}", key
                         )

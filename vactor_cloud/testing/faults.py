@@ -234,6 +234,10 @@ class FaultyStore(ObjectStore):
     def describe(self) -> str:
         return self.inner.describe()
 
+    def trouble_meanwhile(self, within: float) -> str | None:
+        # (the wrapped store's first: what its endpoint answered; then the faults injected here)
+        return self.inner.trouble_meanwhile(within) or super().trouble_meanwhile(within)
+
     async def close(self) -> None:
         await self.inner.close()
 

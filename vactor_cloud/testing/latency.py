@@ -73,6 +73,9 @@ class LatencyStore(ObjectStore):
     def describe(self) -> str:
         return f"{self.inner.describe()} (+{self.latency.describe()} per request)"
 
+    def trouble_meanwhile(self, within: float) -> str | None:
+        return self.inner.trouble_meanwhile(within)
+
     async def close(self) -> None:
         await self.inner.close()
 
