@@ -78,6 +78,7 @@ from vactor_cloud.errors import (
     StorageError,
     StorageTimeoutError,
     VactorError,
+    VirtualActorNotInitializedError,
 )
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.history import iter_actor_ids
@@ -1251,8 +1252,15 @@ def scheduling_call(
 
 
 def list_timers(actor_id: str, *, runtime: Runtime | None = None) -> list[dict[str, Any]]:
-    """The actor's pending timers in its newest committed step, earliest first."""
+    """The actor's pending timers in its newest committed step, earliest first.
+
+    ``VirtualActorNotInitializedError`` while this process creates the actor
+    (``Settings(wait_for_init=False)``), as a read-only call made then: there is no committed
+    step to read yet (``handle.ready()`` waits for it)."""
     runtime = runtime or get_runtime()
+    if runtime.creating(actor_id) is not None:
+        # (Read now, it met no actor: ActorNotFoundError, as though none were coming.)
+        raise VirtualActorNotInitializedError(actor_id, runtime.store.describe())
     core = runtime.load(actor_id)
     record = runtime.run(core.revalidate())
     timers = pending_timers(record.extra)
