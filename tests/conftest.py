@@ -149,6 +149,8 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h144_timeout_log",
         "test_review_h144_fork_in_init",
         "test_review_h144_repair_listing",
+        "test_review_h146_cancel_in_creation",
+        "test_review_h146_fork_init",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

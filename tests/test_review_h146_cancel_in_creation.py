@@ -30,13 +30,15 @@ class Gated:
     def ring(self) -> None:
         self.rang += 1
 
-    def schedule_and_cancel(self) -> Any:
-        self.ring.options(delay=3600, timer_key="t")
-        return vc.get_actor(self.actor_id).cancel_timer("t")
+    def schedule(self) -> None:
+        vc.current_call().schedule("ring", after=3600, key="t")
 
-    @property
-    def actor_id(self) -> str:
-        return "inside"
+    def cancel_through_a_handle(self, actor_id: str, key: str) -> Any:
+        return vc.get_actor(actor_id).cancel_timer(key)
+
+    @vc.virtual_actor.readonly
+    def cancel_while_reading(self, actor_id: str, key: str) -> Any:
+        return vc.get_actor(actor_id).cancel_timer(key)
 
 
 def _release_after(seconds: float) -> threading.Timer:
@@ -75,3 +77,75 @@ def test_timers_during_the_pending_creation_is_a_read_before_init(actor_store: S
         _init_may_end.set()
     handle.ready().result(30)
     assert handle.timers() == []
+
+
+@pytest.mark.parametrize("key", ["t", "none-such"])
+def test_cancel_timer_through_a_handle_inside_a_writer_of_the_actor_is_refused(
+    actor_store: StoreSpec, key: str
+) -> None:
+    """No deadlock: the cancel would wait for the writer it runs in (``current_call().cancel_timer``
+    is the way there); inside a read-only method it commits as from outside."""
+    _init_may_end.set()
+    handle = Gated.get_or_create("inside")
+    handle.schedule.run()
+    with pytest.raises(vc.ReentrantCallError, match="call cycle inside -> inside"):
+        handle.cancel_through_a_handle.run_async("inside", key).result(20)
+    assert [t["key"] for t in handle.timers()] == ["t"]
+    assert handle.cancel_while_reading.run_async("inside", key).result(20) is (key == "t")
+    assert [t["key"] for t in handle.timers()] == ([] if key == "t" else ["t"])
+
+
+@vc.virtual_actor
+class CancelsInInit:
+    def __init__(self, actor_id: str) -> None:
+        try:
+            self.got = repr(vc.get_actor(actor_id).cancel_timer("t"))
+        except Exception as exc:
+            self.got = type(exc).__name__
+
+    @vc.virtual_actor.readonly
+    def value(self) -> str:
+        return self.got
+
+
+@pytest.mark.parametrize(
+    ("wait_for_init", "error"), [(True, "ActorNotFoundError"), (False, "ReentrantCallError")]
+)
+def test_cancel_timer_of_the_actor_in_its_own_init_fails_as_a_writer_call_there(
+    actor_store: StoreSpec, wait_for_init: bool, error: str
+) -> None:
+    """As ``handle.method.run()`` there: no actor yet (waiting for the creation), or a creation
+    on this very thread (``wait_for_init=False``) that it would wait for, for good."""
+    retune(wait_for_init=wait_for_init)
+    handle = CancelsInInit.get_or_create("in-init", "in-init")
+    handle.ready().result(20)
+    assert handle.value.run() == error
+
+
+def test_cancel_timer_waiting_for_a_creation_while_the_runtime_shuts_down(
+    actor_store: StoreSpec,
+) -> None:
+    """The creation ends after the shutdown began: the cancel, behind it, reads the store before
+    the runtime stopped (no timer: False) or says the runtime shut down; it does not hang."""
+    retune(wait_for_init=False)
+    _init_may_end.clear()
+    got: list[Any] = []
+    handle = Gated.get_or_create("shut")
+
+    def cancel() -> None:
+        try:
+            got.append(handle.cancel_timer("t"))
+        except BaseException as exc:
+            got.append(exc)
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    release = threading.Timer(0.3, _init_may_end.set)
+    release.start()
+    try:
+        vc.shutdown()
+    finally:
+        _init_may_end.set()
+        canceller.join(20)
+    assert not canceller.is_alive()
+    assert len(got) == 1 and (got[0] is False or isinstance(got[0], vc.RuntimeShutdownError)), got
