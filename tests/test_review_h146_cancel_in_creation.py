@@ -149,3 +149,21 @@ def test_cancel_timer_waiting_for_a_creation_while_the_runtime_shuts_down(
         canceller.join(20)
     assert not canceller.is_alive()
     assert len(got) == 1 and (got[0] is False or isinstance(got[0], vc.RuntimeShutdownError)), got
+
+
+@pytest.mark.parametrize("read", ["history", "state_at"])
+def test_history_and_state_at_during_the_pending_creation_are_reads_before_init(
+    actor_store: StoreSpec, read: str
+) -> None:
+    """As ``timers()`` and a read-only call: no committed step yet, and one is coming."""
+    retune(wait_for_init=False)
+    _init_may_end.clear()
+    try:
+        handle = Gated.get_or_create("pending-read")
+        assert vc.get_runtime().creating("pending-read") is not None
+        with pytest.raises(vc.VirtualActorNotInitializedError):
+            handle.history() if read == "history" else handle.state_at(0)
+    finally:
+        _init_may_end.set()
+    handle.ready().result(30)
+    assert len(handle.history()) == 1 and handle.state_at(0).rang == 0
