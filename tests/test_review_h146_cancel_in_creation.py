@@ -167,3 +167,19 @@ def test_history_and_state_at_during_the_pending_creation_are_reads_before_init(
         _init_may_end.set()
     handle.ready().result(30)
     assert len(handle.history()) == 1 and handle.state_at(0).rang == 0
+
+
+def test_a_background_creation_that_fails_with_nobody_waiting_is_logged(
+    actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``wait_for_init=False`` an ``__init__`` exception reaches the calls made while the
+    creation is pending; one that fails before any is made (or with none made) reached nobody:
+    every later call finds no actor (``ActorNotFoundError``), and the reason was said nowhere."""
+    retune(wait_for_init=False)
+    _init_may_end.set()
+    with caplog.at_level("WARNING", logger="vactor_cloud"):
+        Gated.get_or_create("unheard", True)
+        vc.get_runtime().wait_created("unheard")
+    said = [r.getMessage() for r in caplog.records if "unheard" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "ValueError: the creation failed" in said[0], said
