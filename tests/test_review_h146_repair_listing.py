@@ -41,13 +41,13 @@ def test_repair_of_every_actor_is_bounded_by_the_deadline_a_chunk_at_a_time(
     """``Settings.deadline`` bounds an operation; the repair of every actor is a job of many
     (a bucket of millions of actors takes minutes). It ran as one operation, every chunk under
     one deadline: past it, ``StorageTimeoutError`` on any store big enough to page through
-    (here some 15 LISTs of 0.1 s each under a deadline of 0.5 s; a chunk takes one or two)."""
+    (here some 15 LISTs of 0.1 s each under a deadline of 1 s; a chunk takes one or two)."""
     ids = [f"a-{n:03d}" for n in range(60)]
     _seed(ids)
     monkeypatch.setattr(timer_runner, "_REPAIR_CHUNK", 4)
     monkeypatch.setattr(history, "_ID_PAGE", 16)
     _slow_listing(monkeypatch, 0.1)
-    retune(deadline=0.5)
+    retune(deadline=1.0)
     written = timer_runner.repair_timer_index()
     retune(deadline=30.0)
     assert written == len(ids)
