@@ -153,6 +153,10 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h144_timeout_log",
         "test_review_h144_fork_in_init",
         "test_review_h144_repair_listing",
+        "test_review_h146_cancel_in_creation",
+        "test_review_h146_cli_chunk_edges",
+        "test_review_h146_fork_init",
+        "test_review_h146_repair_listing",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -330,13 +330,23 @@ class ActorHandle(Generic[T_co]):
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Committed steps, newest first (see :func:`vactor_cloud.history.history`)."""
+        self._refuse_before_init()
         return history(self.actor_id, limit)
 
     def state_at(self, step: int) -> T_co:
         """A read-only instance as it was after ``step`` (see :func:`vactor_cloud.history.state_at`):
         of the actor's class (``T_co``), as type checkers see it."""
+        self._refuse_before_init()
         state: T_co = state_at(self.actor_id, step)
         return state
+
+    def _refuse_before_init(self) -> None:
+        """``VirtualActorNotInitializedError`` while this process creates the actor
+        (``Settings(wait_for_init=False)``), as for a read-only call then: no step is committed
+        yet, and one is coming. (Read, the store said ``ActorNotFoundError``: none coming.)"""
+        runtime = self._runtime()
+        if runtime.creating(self.actor_id) is not None:
+            raise VirtualActorNotInitializedError(self.actor_id, runtime.store.describe())
 
     def compact(self, keep_last: int, *, min_age: float = DEFAULT_MIN_AGE) -> CompactionReport:
         """Delete steps older than the ``keep_last`` newest (see :mod:`vactor_cloud.compaction`).

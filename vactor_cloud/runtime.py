@@ -1043,6 +1043,8 @@ class Runtime:
                 self._create(definition, actor_id, frozen)
             except BaseException as exc:
                 error = exc
+                if not isinstance(exc, RuntimeShutdownError):
+                    _say_creation_failed(actor_id, definition, exc)
             finish(error)
 
         def shut_down(error: BaseException) -> None:
@@ -1287,6 +1289,20 @@ def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefi
     what = f"the __init__ of actor {actor_id!r} ({definition.cls.__qualname__})"
     whose = "the creation is the parent's, which commits it; this child created nothing and"
     end_a_forked_child(forks, what, whose)
+
+
+def _say_creation_failed(actor_id: str, definition: ActorDefinition, error: BaseException) -> None:
+    """Log a creation ``create_nowait`` started that failed: its exception reaches the calls made
+    while it was pending, and nothing else; one that failed before any was made (or with none
+    made) was said nowhere, and every later call found no actor (``ActorNotFoundError``)."""
+    logger.warning(
+        "vactor_cloud: the creation of actor %r (%s, get_or_create with wait_for_init=False) "
+        "failed: %s: %s; calls made while it was pending raise it, later ones find no actor",
+        actor_id,
+        definition.name,
+        type(error).__name__,
+        error,
+    )
 
 
 def _check_class(actor_id: str, found: ActorDefinition | None, requested: ActorDefinition) -> None:

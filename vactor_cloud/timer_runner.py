@@ -57,7 +57,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +78,7 @@ from vactor_cloud.errors import (
     StorageError,
     StorageTimeoutError,
     VactorError,
+    VirtualActorNotInitializedError,
 )
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.history import iter_actor_ids
@@ -1165,9 +1166,9 @@ def run_timers(
 # -- repair ---------------------------------------------------------------------------------------
 
 
-#: actor ids ``repair_timer_index()`` of every actor lists, then repairs, at a time: a chunk is
-#: about a megabyte of ids, however many actors the store holds
-_REPAIR_CHUNK = 10_000
+#: actor ids ``repair_timer_index()`` of every actor lists, then repairs, at a time, each in an
+#: operation of its own (``Settings.deadline`` bounds each: some 50 LISTs, then a read of each)
+_REPAIR_CHUNK = 1_000
 
 
 def repair_timer_index(actor_ids: Iterable[str] | None = None, *, runtime: Runtime | None = None) -> int:
@@ -1175,9 +1176,10 @@ def repair_timer_index(actor_ids: Iterable[str] | None = None, *, runtime: Runti
 
     For entries lost to a crash between a commit and its index write.
     Without ``actor_ids`` it pages through the actor ids (a LIST per page, an actor
-    with many steps skipped in one) and repairs them 10,000 at a time, each chunk
-    listed once the one before is repaired: a job for a schedule, not a request
-    path. Returns how many timers were (re)indexed.
+    with many steps skipped in one) and repairs them 1,000 at a time, each chunk
+    listed once the one before is repaired, and each listing and each repair an
+    operation of its own (``Settings.deadline`` bounds each, not the whole job): a
+    job for a schedule, not a request path. Returns how many timers were (re)indexed.
     """
     runtime = runtime or get_runtime()
 
@@ -1188,22 +1190,32 @@ def repair_timer_index(actor_ids: Iterable[str] | None = None, *, runtime: Runti
             return {}
         return record.extra
 
-    async def repair_every_actor() -> int:
-        written = 0
-        chunk: list[str] = []
-        async for actor_id in iter_actor_ids(runtime.store):
-            chunk.append(actor_id)
-            if len(chunk) >= _REPAIR_CHUNK:
-                written += await repair_index(runtime.store, chunk, read_extra)
-                chunk = []
-        return written + await repair_index(runtime.store, chunk, read_extra)
+    if actor_ids is not None:
+        return runtime.run(repair_index(runtime.store, list(actor_ids), read_extra))
+    # Run as one operation, the job had one deadline for every actor: past it (a bucket of a
+    # few thousand actors), StorageTimeoutError, every time.
+    ids = iter_actor_ids(runtime.store)
+    written = 0
+    try:
+        while True:
+            chunk = runtime.run(_next_ids(ids, _REPAIR_CHUNK))
+            written += runtime.run(repair_index(runtime.store, chunk, read_extra))
+            if len(chunk) < _REPAIR_CHUNK:
+                return written
+    finally:
+        with contextlib.suppress(Exception):  # (one cut short mid-page is still running)
+            runtime.run(ids.aclose())
 
-    async def repair() -> int:
-        if actor_ids is None:
-            return await repair_every_actor()
-        return await repair_index(runtime.store, list(actor_ids), read_extra)
 
-    return runtime.run(repair())
+async def _next_ids(ids: AsyncIterator[str], count: int) -> list[str]:
+    """The next ``count`` ids of ``ids``, or what is left."""
+    chunk: list[str] = []
+    while len(chunk) < count:
+        actor_id = await anext(ids, None)
+        if actor_id is None:
+            break
+        chunk.append(actor_id)
+    return chunk
 
 
 # -- handle operations ----------------------------------------------------------------------------
@@ -1250,8 +1262,15 @@ def scheduling_call(
 
 
 def list_timers(actor_id: str, *, runtime: Runtime | None = None) -> list[dict[str, Any]]:
-    """The actor's pending timers in its newest committed step, earliest first."""
+    """The actor's pending timers in its newest committed step, earliest first.
+
+    ``VirtualActorNotInitializedError`` while this process creates the actor
+    (``Settings(wait_for_init=False)``), as a read-only call made then: there is no committed
+    step to read yet (``handle.ready()`` waits for it)."""
     runtime = runtime or get_runtime()
+    if runtime.creating(actor_id) is not None:
+        # (Read now, it met no actor: ActorNotFoundError, as though none were coming.)
+        raise VirtualActorNotInitializedError(actor_id, runtime.store.describe())
     core = runtime.load(actor_id)
     record = runtime.run(core.revalidate())
     timers = pending_timers(record.extra)
