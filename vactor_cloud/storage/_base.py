@@ -174,8 +174,10 @@ class ObjectStore(abc.ABC):
     #: The longest key (UTF-8 bytes, relative to the root) this store can hold; None: no limit
     #: that matters here. S3 and GCS take object keys of up to 1,024 bytes, their prefix included.
     max_key_bytes: int | None = None
-    #: when a request of this store last failed transiently, and how (see :meth:`trouble_meanwhile`)
-    _failed_lately: tuple[float, RetryableStorageError] | None = None
+    #: when a request of this store last failed transiently, and how (see :meth:`trouble_meanwhile`):
+    #: its text only, not the exception (whose traceback holds the frames that raised it, and
+    #: what they hold: an evicted actor's core and state, for as long as the store lives)
+    _failed_lately: tuple[float, str] | None = None
 
     def __init__(self, url: str) -> None:
         self.url: str = url
@@ -371,7 +373,7 @@ class ObjectStore(abc.ABC):
                     write_in_flight=write,
                 ) from None
         except RetryableStorageError as exc:
-            self._failed_lately = (time.monotonic(), exc)
+            self._failed_lately = (time.monotonic(), str(exc))
             raise
 
     def trouble_meanwhile(self, within: float) -> str | None:
