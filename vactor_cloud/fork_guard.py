@@ -48,8 +48,9 @@ def end_a_forked_child(forks: int, what: str, whose: str) -> None:
     if _forks == forks:
         return
     message = (
-        f"vactor_cloud: {what} forked (os.fork()) and returned in the child process {os.getpid()} "
-        f"too: {whose} exits now (status {STATUS}), as it cannot go on inside the parent's runtime. "
+        f"vactor_cloud: {what} forked (os.fork()) and came back (returned or raised) in the child "
+        f"process {os.getpid()} too: {whose} exits now (status {STATUS}), as it cannot go on "
+        "inside the parent's runtime. "
         "End the child where it was forked (os._exit()), or start processes outside actor methods, "
         "__init__ and sub-tasks\n"
     )

@@ -1287,7 +1287,10 @@ def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefi
     if forks_now() == forks:
         return  # (the common case: nothing formatted)
     what = f"the __init__ of actor {actor_id!r} ({definition.cls.__qualname__})"
-    whose = "the creation is the parent's, which commits it; this child created nothing and"
+    whose = (
+        "the creation is the parent's, which commits it if its __init__ returns; this child "
+        "created nothing and"
+    )
     end_a_forked_child(forks, what, whose)
 
 
