@@ -44,9 +44,9 @@ class Tally:
         return self.total
 
 
-def _deadline_error(store_spec: StoreSpec, rule: FaultRule) -> vc.StorageTimeoutError:
-    store_spec.init(settings=vc.Settings(storage="", deadline=DEADLINE, timeout=10.0))
-    install(FaultConfig(seed=1, rules=(rule,)))
+def _first_call_on_a_thread() -> list[BaseException]:
+    """Call ``Tally`` "t" on a thread of its own, bounded by ``HANG``: what it raised (empty if
+    nothing)."""
     box: list[BaseException] = []
 
     def call() -> None:
@@ -59,6 +59,13 @@ def _deadline_error(store_spec: StoreSpec, rule: FaultRule) -> vc.StorageTimeout
     thread.start()
     thread.join(HANG)
     assert not thread.is_alive(), "the call hangs"
+    return box
+
+
+def _deadline_error(store_spec: StoreSpec, rule: FaultRule) -> vc.StorageTimeoutError:
+    store_spec.init(settings=vc.Settings(storage="", deadline=DEADLINE, timeout=10.0))
+    install(FaultConfig(seed=1, rules=(rule,)))
+    box = _first_call_on_a_thread()
     assert box and isinstance(box[0], vc.StorageTimeoutError), box
     assert "Settings.deadline" in str(box[0]), str(box[0])
     return box[0]
@@ -96,18 +103,7 @@ def test_a_deadline_passed_while_gcs_kept_answering_503_names_the_last_answer() 
     with _gcs_answering_503() as endpoint:
         store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
         vc.init(settings=vc.Settings(storage=store, deadline=DEADLINE, timeout=10.0))
-        box: list[BaseException] = []
-
-        def call() -> None:
-            try:
-                Tally.get_or_create("t").add.run(1)
-            except BaseException as exc:
-                box.append(exc)
-
-        thread = threading.Thread(target=call, daemon=True)
-        thread.start()
-        thread.join(HANG)
-        assert not thread.is_alive(), "the call hangs"
+        box = _first_call_on_a_thread()
         vc.shutdown()
     assert box and isinstance(box[0], vc.StorageTimeoutError), box
     message = str(box[0])
