@@ -69,7 +69,7 @@ from vactor_cloud.storage._base import (
     PutMode,
     repeated_page_token,
 )
-from vactor_cloud.storage._s3_answers import UNREADABLE, RetriedAnswer, UnreadableAnswer
+from vactor_cloud.storage._s3_answers import UNREADABLE, NothingSent, RetriedAnswer, UnreadableAnswer
 
 __all__ = ["S3Store"]
 
@@ -532,6 +532,14 @@ class S3Store(ObjectStore):
                 f"({type(exc).__name__}: {exc}); retried as a transient failure. If it keeps "
                 f"happening, something between this process and {self._endpoint()} truncates or "
                 "alters responses (a proxy, a faulty network device)",
+                key,
+            )
+        if isinstance(exc, NothingSent):
+            # No attempt could connect: nothing was sent, so a write did not land.
+            return RetryableStorageError(
+                f"{where}: {operation} could not connect to {self._endpoint()}: {exc}; check the "
+                "endpoint (AWS_ENDPOINT_URL), the network and that the server is running"
+                + ("" if method in _READS else "; nothing was sent, so nothing was written"),
                 key,
             )
         if isinstance(exc, self._transport_errors):

@@ -44,7 +44,7 @@ import botocore.exceptions
 import botocore.parsers
 import botocore.session
 
-from vactor_cloud.storage._s3_answers import watch_answers
+from vactor_cloud.storage._s3_answers import NOT_CONNECTED, Attempts, watch_answers, watch_attempts
 
 __all__ = ["BotocoreTransport", "botocore_client_arguments"]
 
@@ -121,8 +121,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _LOADER: Any = None
 
-#: the request a pool thread is running: ``stopped``, the event set when its caller stopped waiting
+#: the request a pool thread is running: ``stopped``, the event set when its caller stopped
+#: waiting; ``attempts``, what its attempts met (:class:`Attempts`)
 _RUNNING = threading.local()
+
+
+def _running_attempts() -> Attempts | None:
+    return getattr(_RUNNING, "attempts", None)
 
 
 class RequestAbandoned(Exception):
@@ -400,6 +405,7 @@ class BotocoreTransport:
         finally:
             session.register_component("response_parser_factory", shared)
         watch_answers(client, self._note_failure)
+        watch_attempts(client, _running_attempts)
         client.meta.events.register_first("before-send.s3", _refuse_abandoned)
         _user_agent_built_once(client)
         return client
@@ -427,10 +433,13 @@ class BotocoreTransport:
         if self._extra:
             params = {**self._extra_parameters(client, method), **params}
         _RUNNING.stopped = stopped
+        attempts = _RUNNING.attempts = Attempts()
         try:
             response: dict[str, Any] = getattr(client, method)(Bucket=self.bucket, **params)
+        except NOT_CONNECTED as exc:
+            raise attempts.outcome(exc) from None  # (``NothingSent``'s cause is ``exc``)
         finally:
-            _RUNNING.stopped = None
+            _RUNNING.stopped = _RUNNING.attempts = None
         if method == "get_object":
             body = response["Body"]
             try:
