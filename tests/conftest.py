@@ -159,6 +159,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_repair_listing",
         "test_review_h149_codec",
         "test_review_h149_refused_connection",
+        "test_review_h149_deadline_reason",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

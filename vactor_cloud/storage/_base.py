@@ -13,6 +13,7 @@ import abc
 import asyncio
 import builtins
 import collections
+import contextvars
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,17 @@ from typing import ClassVar, Literal, TypeAlias, TypeVar
 from vactor_cloud import counters
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 
-__all__ = ["OBJECT_KEY_BYTES", "Blob", "IfMatch", "Listing", "ObjectStore", "PutMode", "RequestCounter"]
+__all__ = [
+    "OBJECT_KEY_BYTES",
+    "OPERATION",
+    "Blob",
+    "IfMatch",
+    "Listing",
+    "ObjectStore",
+    "OperationTrouble",
+    "PutMode",
+    "RequestCounter",
+]
 
 _T = TypeVar("_T")
 
@@ -78,6 +89,25 @@ class RequestCounter:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._counts)
+
+
+class OperationTrouble:
+    """What the requests of one operation (a piece of work ``Settings.deadline`` bounds) met:
+    ``last``, when the last of them failed transiently and how (its text), or ``None``. Told
+    apart from the failures of the store's other requests (another operation's) for the
+    message of an operation that ran out of time (:meth:`ObjectStore.trouble_meanwhile`)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[float, str] | None = None
+
+
+#: the operation the requests made here belong to: set by the runtime around each operation it
+#: bounds (the tasks started in it inherit it); ``None``: none
+OPERATION: contextvars.ContextVar[OperationTrouble | None] = contextvars.ContextVar(
+    "vactor_operation", default=None
+)
 
 
 #: the request methods (and their ``_``-prefixed hooks) that :attr:`ObjectStore.inline` bypasses
@@ -373,25 +403,39 @@ class ObjectStore(abc.ABC):
                     write_in_flight=write,
                 ) from None
         except RetryableStorageError as exc:
-            self._failed_lately = (time.monotonic(), str(exc))
+            failure = self._failed_lately = (time.monotonic(), str(exc))
+            operation = OPERATION.get()
+            if operation is not None:
+                operation.last = failure
             raise
 
-    def trouble_meanwhile(self, within: float) -> str | None:
-        """What this store's requests met in the last ``within`` seconds, for the message of
-        an operation that ran out of time (``Settings.deadline``) meanwhile: what the endpoint
-        answered to requests tried again (a 503, a throttle, answers cut short), else the last
-        transient failure a request raised (a caller may have tried it again). ``None``:
-        nothing failed that this store saw (it was only slow, or never answered)."""
+    def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
+        """What the requests met in the last ``within`` seconds, for the message of
+        ``operation``, which ran out of time (``Settings.deadline``) meanwhile: the last
+        transient failure of its own requests; else what the endpoint answered to requests
+        tried again (a 503, a throttle, answers cut short: this store cannot tell whose); else
+        the last transient failure of the store's other requests, said to be theirs (an
+        operation that only waited did not meet it). ``None``: nothing failed that this store
+        saw (it was only slow, or never answered)."""
+        now = time.monotonic()
+        mine = operation.last if operation is not None else None
+        if mine is not None and now - mine[0] <= within:
+            return (
+                f"its requests failed meanwhile (the last: {mine[1]}); retry later, and check the "
+                "endpoint if it lasts"
+            )
         answered = self._answered_meanwhile(within)
         if answered is not None:
-            return answered
+            return f"the store's requests (this operation's or others') met failures meanwhile: {answered}"
         failed = self._failed_lately
-        if failed is None or time.monotonic() - failed[0] > within:
+        if failed is None or now - failed[0] > within:
             return None
-        return (
-            f"requests to it failed meanwhile (the last: {failed[1]}); retry later, and check the "
-            "endpoint if it lasts"
+        whose = (
+            "requests to the store (any operation's) failed meanwhile"
+            if operation is None
+            else "none of its requests failed, but other requests to the store failed meanwhile"
         )
+        return f"{whose} (the last: {failed[1]}); retry later, and check the endpoint if it lasts"
 
     def _check_key(self, key: str) -> None:
         """Refuse a key no backend can store alike: ``""`` names no object, and ``"/k"`` would
