@@ -160,6 +160,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h149_codec",
         "test_review_h149_refused_connection",
         "test_review_h149_deadline_reason",
+        "test_review_h149_cli_compact_interrupt",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
