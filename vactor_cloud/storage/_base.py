@@ -25,12 +25,14 @@ from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTime
 __all__ = [
     "OBJECT_KEY_BYTES",
     "OPERATION",
+    "REQUEST",
     "Blob",
     "IfMatch",
     "Listing",
     "ObjectStore",
     "OperationTrouble",
     "PutMode",
+    "RequestAnswers",
     "RequestCounter",
 ]
 
@@ -107,6 +109,25 @@ class OperationTrouble:
 #: bounds (the tasks started in it inherit it); ``None``: none
 OPERATION: contextvars.ContextVar[OperationTrouble | None] = contextvars.ContextVar(
     "vactor_operation", default=None
+)
+
+
+class RequestAnswers:
+    """What the endpoint answered to the attempts of one request that were tried again:
+    ``last``, when and what (a backend's own record: its text, the client's error), or
+    ``None``. For the message of that request if it then runs out of ``Settings.timeout``
+    (:meth:`ObjectStore._answered_meanwhile`): another request's answers are not its own."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[float, object] | None = None
+
+
+#: the request being sent (set by a store around each request it bounds by its timeout; a
+#: backend that tries a request again notes the answers in it); ``None``: none
+REQUEST: contextvars.ContextVar[RequestAnswers | None] = contextvars.ContextVar(
+    "vactor_request", default=None
 )
 
 
@@ -383,13 +404,15 @@ class ObjectStore(abc.ABC):
             if timeout is None:
                 return await request
             scope = asyncio.timeout(timeout)
+            answers = RequestAnswers()
+            entered = REQUEST.set(answers)  # (``request`` runs in this task's context)
             try:
                 async with scope:
                     return await request
             except TimeoutError as exc:
                 if isinstance(exc, StorageTimeoutError) and not scope.expired():
                     raise  # (a wrapped store's own, told and counted: not this request's)
-                answered = self._answered_meanwhile(timeout)
+                answered = self._answered_meanwhile(timeout, answers)
                 counters.storage_timeout(what, key, timeout, answered)
                 outcome = " (the write may or may not have been applied)" if write else ""
                 told = (
@@ -402,6 +425,8 @@ class ObjectStore(abc.ABC):
                     key,
                     write_in_flight=write,
                 ) from None
+            finally:
+                REQUEST.reset(entered)
         except RetryableStorageError as exc:
             failure = self._failed_lately = (time.monotonic(), str(exc))
             operation = OPERATION.get()
@@ -472,12 +497,14 @@ class ObjectStore(abc.ABC):
         limit = self.snapshot_list_keys
         return limit is None or len(keys) < limit
 
-    def _answered_meanwhile(self, timeout: float) -> str | None:
-        """What the endpoint answered to this store's requests that were tried again within the
-        last ``timeout`` s (a 503, a throttle, an answer cut short), and what to do about it: the
-        end of the message of a request that then ran out of time, which was answered, only not
-        well. ``None``: nothing answered meanwhile, or the backend cannot tell (the message then
-        says the request got no answer, and ends with :meth:`_stall_advice`)."""
+    def _answered_meanwhile(self, timeout: float, request: RequestAnswers | None = None) -> str | None:
+        """What the endpoint answered to ``request``'s attempts that were tried again (a 503, a
+        throttle, an answer cut short), or with ``request`` ``None`` to any of this store's
+        requests, within the last ``timeout`` s, and what to do about it: the end of the message
+        of a request that then ran out of time, which was answered, only not well (or, for
+        :meth:`trouble_meanwhile`, what the store's requests met). ``None``: nothing answered
+        meanwhile, or the backend cannot tell (the message then says the request got no
+        answer, and ends with :meth:`_stall_advice`)."""
         return None
 
     def _stall_advice(self, timeout: float) -> str:

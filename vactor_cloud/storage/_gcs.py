@@ -99,11 +99,13 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.storage._base import (
     OBJECT_KEY_BYTES,
+    REQUEST,
     Blob,
     IfMatch,
     Listing,
     ObjectStore,
     PutMode,
+    RequestAnswers,
     repeated_page_token,
 )
 
@@ -347,13 +349,13 @@ class GCSStore(ObjectStore):
         failure = self._last_failure
         if failure is not None and time.monotonic() - failure[0] <= timeout:
             return (
-                f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
-                "retry later, and check the endpoint if it lasts"
+                "requests to the store (this one's or others') failed meanwhile and were tried "
+                f"again (the last: {failure[1]}); retry later, and check the endpoint if it lasts"
             )
         return super()._stall_advice(timeout)
 
-    def _answered_meanwhile(self, timeout: float) -> str | None:
-        answered = self._last_answer
+    def _answered_meanwhile(self, timeout: float, request: RequestAnswers | None = None) -> str | None:
+        answered = self._last_answer if request is None else request.last
         if answered is None or time.monotonic() - answered[0] > timeout:
             return None
         # An endpoint that answered (503, 500, a body cut short) was not one that could not be reached.
@@ -523,6 +525,9 @@ class GCSStore(ObjectStore):
                 self._last_failure = (time.monotonic(), detail)
                 if answered:
                     self._last_answer = (time.monotonic(), detail)
+                    request = REQUEST.get()  # (this request's own, for its timeout's message)
+                    if request is not None:
+                        request.last = self._last_answer
                 await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)

@@ -26,6 +26,7 @@ import aiohttp
 import botocore.exceptions
 import s3fs
 
+from vactor_cloud.storage._base import REQUEST
 from vactor_cloud.storage._s3_answers import NOT_CONNECTED, Attempts, watch_answers, watch_attempts
 
 #: what the attempts of the request running in this task met (botocore's handlers run in it)
@@ -143,6 +144,9 @@ class S3fsTransport:
 
     def _note_failure(self, at: float, failure: BaseException) -> None:
         self.last_failure = (at, failure)
+        answers = REQUEST.get()  # (botocore's handlers run in the request's task)
+        if answers is not None:
+            answers.last = self.last_failure
 
     @staticmethod
     def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:
