@@ -169,3 +169,12 @@ def test_an_s3_write_answered_500_then_refused_still_says_it_may_have_landed(
     assert isinstance(error, RetryableStorageError), repr(error)
     assert MAY_HAVE_LANDED in str(error), str(error)
     assert NOTHING_WRITTEN not in str(error), str(error)
+
+
+def test_a_gcs_overwrite_refused_429_then_unreachable_says_nothing_was_written() -> None:
+    """A 429 is a refusal (nothing written), and the attempts after it were not sent."""
+    body = b'{"error": {"code": 429, "message": "slow down (test)"}}'
+    with _answering_once("429 Too Many Requests", body, "application/json") as port:
+        error = _error(_gcs(port), WRITES["overwrite"])
+    assert isinstance(error, RetryableStorageError), repr(error)
+    assert NOTHING_WRITTEN in str(error) and MAY_HAVE_LANDED not in str(error), str(error)

@@ -119,8 +119,9 @@ _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
 _MAY_HAVE_BEEN_APPLIED = " (the write may or may not have been applied)"
-#: a write none of whose attempts was sent (each found no connection)
-_NOTHING_WRITTEN = " (no attempt could connect: nothing was written)"
+#: a write whose last attempt could not connect, none before it applied (refused: a 429, a
+#: damaged upload; or not sent either)
+_NOTHING_WRITTEN = " (nothing was written: none of its attempts was applied)"
 #: aiohttp's failures to connect: raised before a byte of the request is sent (a connection
 #: refused, a host not found, a connect timeout, a TLS handshake refused)
 _NOT_CONNECTED: tuple[type[BaseException], ...] = (
