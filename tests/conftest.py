@@ -157,6 +157,11 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_cli_chunk_edges",
         "test_review_h146_fork_init",
         "test_review_h146_repair_listing",
+        "test_review_h149_codec",
+        "test_review_h149_refused_connection",
+        "test_review_h149_deadline_reason",
+        "test_review_h149_cli_compact_interrupt",
+        "test_review_h149_timeout_answers",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

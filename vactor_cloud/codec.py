@@ -6,7 +6,7 @@ Layout (all integers big-endian)::
 
 ``meta["parts"]`` lists ``[name, length]`` of the binary parts that follow the
 meta, in order. ``digest`` is SHA-256 over everything before it, or, when the
-object is signed (flag bit 0), HMAC-SHA256 with the signing key over the
+object is signed (flag bit 0, the only flag this library sets), HMAC-SHA256 with the signing key over the
 object's key, a NUL byte, and everything before the digest, so a signed
 object cannot be replayed under another key.
 
@@ -17,9 +17,11 @@ from one actor's keys to another's (a ``gc``, ``HEAD``, checkpoint, post,
 event...). Objects written before it was recorded carry none and are read as
 before. It catches mistakes, not forgeries: only signing authenticates.
 
-Decoding checks magic, format version, lengths and the digest *before*
+Decoding checks magic, format version, flags, lengths and the digest *before*
 anything is parsed further, so corrupt, truncated, unsigned or foreign
-objects are refused without ever being unpickled.
+objects are refused without ever being unpickled. A format above
+:data:`FORMAT_VERSION`, or a flag bit other than bit 0, is a newer writer's:
+refused ("upgrade"), not misread; format 0 was never written.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
 
     Raises :class:`IntegrityError` (naming ``key``) for anything corrupt,
     truncated, unsigned when a signing key is configured, or signed with
-    another key; :class:`FormatVersionError` for a newer format. Bytes that fail
+    another key, or in format 0 (none writes it); :class:`FormatVersionError` for a newer
+    format or a flag bit this version does not know (a newer writer's). Bytes that fail
     the length or digest check raise its :class:`DamagedObjectError`, the one
     failure a body cut short or damaged on the way also gives (read it again:
     :mod:`vactor_cloud.checked_read`).
@@ -135,23 +138,34 @@ def decode(key: str, data: bytes, *, signing_key: bytes | None = None) -> Envelo
         raise IntegrityError(
             key, "object is signed; pass signing_key= to init() or set $VACTOR_SIGNING_KEY to read it"
         )
-    if version > FORMAT_VERSION:
+    # A flag bit this reader does not know is a meaning a newer writer gave the object (this
+    # library sets bit 0 alone): read as if unset, the object would be misread.
+    unknown = flags & ~_SIGNED
+    if version > FORMAT_VERSION or unknown:
+        newer = f"format {version}" if version > FORMAT_VERSION else f"flag bits 0x{unknown:04x}"
         # Every format ends with this digest of the body, so a newer object verifies and a
         # damaged header does not: a version byte damaged in transit is not "upgrade" (a HEAD
         # in a newer format must not be overwritten; a damaged one is repaired).
         if not hmac.compare_digest(stored, digest(key, body, signing_key)):
             raise DamagedObjectError(
-                key, f"checksum mismatch: the object is corrupt (its header names format {version})"
+                key, f"checksum mismatch: the object is corrupt (its header names {newer})"
             )
-        raise FormatVersionError(
-            key,
-            f"written in storage format {version}, this vactor_cloud reads up to "
-            f"{FORMAT_VERSION}: upgrade vactor_cloud (pip install -U vactor_cloud)",
+        written = (
+            f"written in storage format {version}, this vactor_cloud reads up to {FORMAT_VERSION}"
+            if version > FORMAT_VERSION
+            else f"its header sets flag bits 0x{unknown:04x}, which this vactor_cloud does not know "
+            "(a newer one wrote it)"
         )
+        raise FormatVersionError(key, f"{written}: upgrade vactor_cloud (pip install -U vactor_cloud)")
     if not hmac.compare_digest(stored, digest(key, body, signing_key)):
         what = "signature" if signed else "checksum"
         raise DamagedObjectError(
             key, f"{what} mismatch: the object is corrupt, was altered, or uses another key"
+        )
+    if version == 0:
+        # (verified: not a version field damaged on the way, but bytes no vactor_cloud wrote)
+        raise IntegrityError(
+            key, "its header names storage format 0, which no vactor_cloud writes (formats start at 1)"
         )
     end = _HEADER.size + meta_len
     if end > len(body):

@@ -164,6 +164,10 @@ def storage_timeout(what: str, key: str, timeout: float, answered: str | None = 
         logger.warning("%s %s: gave up after %g s (Settings.timeout); %s", what, key, timeout, answered)
 
 
-def deadline_timeout(where: str, deadline: float) -> None:
+def deadline_timeout(where: str, deadline: float, why: str = "") -> None:
+    """An operation that ran out of ``Settings.deadline``; ``why``: what its error says met it
+    (its text after "(Settings.deadline)", separator included)."""
     count("deadline_timeouts")
-    logger.warning("an operation on %s did not finish within %g s (Settings.deadline)", where, deadline)
+    logger.warning(
+        "an operation on %s did not finish within %g s (Settings.deadline)%s", where, deadline, why
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -59,6 +60,7 @@ from vactor_cloud.runtime_scope import carry_runtime, own
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.state import capture_state, dumps_state
 from vactor_cloud.storage import MemoryStore, ObjectStore, check_storage_options, open_store
+from vactor_cloud.storage._base import OPERATION, OperationTrouble
 from vactor_cloud.worker_pool import WorkerPool
 
 __all__ = [
@@ -547,8 +549,13 @@ class Runtime:
             raise self._stopped_error()
         token = self._work.token()
         handed = False
+        operation = OperationTrouble()
+        entered: contextvars.Token[OperationTrouble | None] | None = None
         try:
             self._work.begin(threading.get_ident(), token=token)  # (in the ``try``: ``_Work.token``)
+            # The requests of ``coro`` are this operation's: the loop runs it in a copy of this
+            # thread's context (``call_soon_threadsafe``), which ``OPERATION`` is set in.
+            entered = OPERATION.set(operation)
             handed = True  # (``sync`` has ``coro`` from here: it runs it or closes it)
             return _sync.sync(
                 coro, timeout=deadline, eager=self._eager, tracker=self._in_flight, settle=settle
@@ -556,7 +563,7 @@ class Runtime:
         except _sync.BridgeCancelled:
             raise self._stopped_error() from None
         except _sync.BridgeTimeout:
-            raise self._deadline_error(hint) from None
+            raise self._deadline_error(hint, operation) from None
         except asyncio.CancelledError:
             # Raised by ``coro`` itself (nobody cancelled its task here): shutdown's, if it
             # cancelled what ``coro`` awaited; else a store request's own, which goes on up.
@@ -568,6 +575,8 @@ class Runtime:
                 coro.close()
             raise
         finally:
+            if entered is not None:
+                OPERATION.reset(entered)
             self._work.end(token)
 
     async def bounded(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
@@ -587,18 +596,21 @@ class Runtime:
         if mine and task is not None:
             self._tasks.add(task)
         scope = asyncio.timeout(self.settings.deadline)
+        operation = OperationTrouble()
+        entered = OPERATION.set(operation)  # (in this task's context: its requests, its tasks')
         try:
             async with scope:
                 return await coro
         except TimeoutError:
             if not scope.expired():
                 raise  # the operation's own (a request's StorageTimeoutError)
-            raise self._deadline_error(hint) from None
+            raise self._deadline_error(hint, operation) from None
         except asyncio.CancelledError:
             if task is not None and task in self._cut:  # (as ``run`` says, cut off the same way)
                 raise self._stopped_error() from None
             raise
         finally:
+            OPERATION.reset(entered)
             self._work.end(token)
             if mine and task is not None:
                 self._tasks.discard(task)
@@ -629,15 +641,16 @@ class Runtime:
             self._cut.add(task)
             task.cancel()
 
-    def _deadline_error(self, hint: str) -> StorageTimeoutError:
+    def _deadline_error(self, hint: str, operation: OperationTrouble) -> StorageTimeoutError:
         deadline = self.settings.deadline
-        counters.deadline_timeout(self.store.describe(), deadline)
-        # What the store's requests met meanwhile, when it saw something fail: an endpoint
-        # answering 503 or SlowDown until the deadline is not "stalled or unreachable".
-        trouble = self.store.trouble_meanwhile(deadline)
+        # What the operation's requests (or the store's others) met meanwhile, when the store
+        # saw something fail: an endpoint answering 503 or SlowDown until the deadline is not
+        # "stalled or unreachable". The warning logged says it too.
+        trouble = self.store.trouble_meanwhile(deadline, operation)
         why = (
             ": the store was too slow, kept failing, or is unreachable" if trouble is None else f"; {trouble}"
         )
+        counters.deadline_timeout(self.store.describe(), deadline, why)
         return StorageTimeoutError(
             f"an operation on {self.store.describe()} did not finish within {deadline:g} s "
             f"(Settings.deadline){why}" + (f"; {hint}" if hint else ""),

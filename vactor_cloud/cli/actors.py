@@ -562,6 +562,7 @@ def _compact_all(
         lambda: _compact_stopped_at_once(chunks.of_listed(done), shown=not (bar and out.rich)),
     )
     settled = False
+    compacting = False  # whether a batch was handed out and not finished (else: between two)
     unproven: list[Any] = []  # first-pass reports whose actors the second pass compacts again
     with (
         out.rows_as_done(
@@ -572,6 +573,7 @@ def _compact_all(
         try:
             with progress(len(first), "compacting", enabled=bar) as advance:
                 for part in _batches(first, chunks, advance, _COMPACT_CONCURRENCY):
+                    compacting = True
                     with interrupts.in_flight():  # (a batch: compacted, counted and printed)
                         finished: list[Any] = []
                         for actor_id, outcome in zip(part, compact_some(part), strict=True):
@@ -589,6 +591,7 @@ def _compact_all(
                             advance(actor_id)
                         totals.add(finished)
                         show(finished)
+                    compacting = False
                     if interrupts.requested.is_set() and (done < chunks.listed or not chunks.complete):
                         settled = True
                         raise KeyboardInterrupt
@@ -617,14 +620,24 @@ def _compact_all(
                     "until the next compaction: run it again to delete them",
                     EXIT_INTERRUPTED,
                 ) from None
-            others = f"the other {chunks.listed - done}" + (
-                "" if chunks.complete else " listed so far, and those after them,"
-            )
+            left = chunks.listed - done
+            if chunks.complete:
+                others = f"the other {left}"
+            elif left:
+                others = f"the other {left} listed so far, and those after them,"
+            else:  # ("the other 0 listed so far, and those after them")
+                others = "those not listed yet"
             if settled:
                 raise CliError(
                     f"interrupted after compacting {chunks.of_listed(done)} (the compactions in "
                     f"flight finished; their rows are printed); {others} were not "
                     "touched: run it again to finish",
+                    EXIT_INTERRUPTED,
+                ) from None
+            if not compacting:  # (listing the next chunk, or handing out the next batch)
+                raise CliError(
+                    f"interrupted after compacting {chunks.of_listed(done)}, between two batches "
+                    f"(none was being compacted); {others} were not touched: run it again to finish",
                     EXIT_INTERRUPTED,
                 ) from None
             raise CliError(

@@ -13,6 +13,7 @@ import abc
 import asyncio
 import builtins
 import collections
+import contextvars
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,19 @@ from typing import ClassVar, Literal, TypeAlias, TypeVar
 from vactor_cloud import counters
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 
-__all__ = ["OBJECT_KEY_BYTES", "Blob", "IfMatch", "Listing", "ObjectStore", "PutMode", "RequestCounter"]
+__all__ = [
+    "OBJECT_KEY_BYTES",
+    "OPERATION",
+    "REQUEST",
+    "Blob",
+    "IfMatch",
+    "Listing",
+    "ObjectStore",
+    "OperationTrouble",
+    "PutMode",
+    "RequestAnswers",
+    "RequestCounter",
+]
 
 _T = TypeVar("_T")
 
@@ -78,6 +91,44 @@ class RequestCounter:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._counts)
+
+
+class OperationTrouble:
+    """What the requests of one operation (a piece of work ``Settings.deadline`` bounds) met:
+    ``last``, when the last of them failed transiently and how (its text), or ``None``. Told
+    apart from the failures of the store's other requests (another operation's) for the
+    message of an operation that ran out of time (:meth:`ObjectStore.trouble_meanwhile`)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[float, str] | None = None
+
+
+#: the operation the requests made here belong to: set by the runtime around each operation it
+#: bounds (the tasks started in it inherit it); ``None``: none
+OPERATION: contextvars.ContextVar[OperationTrouble | None] = contextvars.ContextVar(
+    "vactor_operation", default=None
+)
+
+
+class RequestAnswers:
+    """What the endpoint answered to the attempts of one request that were tried again:
+    ``last``, when and what (a backend's own record: its text, the client's error), or
+    ``None``. For the message of that request if it then runs out of ``Settings.timeout``
+    (:meth:`ObjectStore._answered_meanwhile`): another request's answers are not its own."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[float, object] | None = None
+
+
+#: the request being sent (set by a store around each request it bounds by its timeout; a
+#: backend that tries a request again notes the answers in it); ``None``: none
+REQUEST: contextvars.ContextVar[RequestAnswers | None] = contextvars.ContextVar(
+    "vactor_request", default=None
+)
 
 
 #: the request methods (and their ``_``-prefixed hooks) that :attr:`ObjectStore.inline` bypasses
@@ -353,13 +404,15 @@ class ObjectStore(abc.ABC):
             if timeout is None:
                 return await request
             scope = asyncio.timeout(timeout)
+            answers = RequestAnswers()
+            entered = REQUEST.set(answers)  # (``request`` runs in this task's context)
             try:
                 async with scope:
                     return await request
             except TimeoutError as exc:
                 if isinstance(exc, StorageTimeoutError) and not scope.expired():
                     raise  # (a wrapped store's own, told and counted: not this request's)
-                answered = self._answered_meanwhile(timeout)
+                answered = self._answered_meanwhile(timeout, answers)
                 counters.storage_timeout(what, key, timeout, answered)
                 outcome = " (the write may or may not have been applied)" if write else ""
                 told = (
@@ -372,26 +425,42 @@ class ObjectStore(abc.ABC):
                     key,
                     write_in_flight=write,
                 ) from None
+            finally:
+                REQUEST.reset(entered)
         except RetryableStorageError as exc:
-            self._failed_lately = (time.monotonic(), str(exc))
+            failure = self._failed_lately = (time.monotonic(), str(exc))
+            operation = OPERATION.get()
+            if operation is not None:
+                operation.last = failure
             raise
 
-    def trouble_meanwhile(self, within: float) -> str | None:
-        """What this store's requests met in the last ``within`` seconds, for the message of
-        an operation that ran out of time (``Settings.deadline``) meanwhile: what the endpoint
-        answered to requests tried again (a 503, a throttle, answers cut short), else the last
-        transient failure a request raised (a caller may have tried it again). ``None``:
-        nothing failed that this store saw (it was only slow, or never answered)."""
+    def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
+        """What the requests met in the last ``within`` seconds, for the message of
+        ``operation``, which ran out of time (``Settings.deadline``) meanwhile: the last
+        transient failure of its own requests; else what the endpoint answered to requests
+        tried again (a 503, a throttle, answers cut short: this store cannot tell whose); else
+        the last transient failure of the store's other requests, said to be theirs (an
+        operation that only waited did not meet it). ``None``: nothing failed that this store
+        saw (it was only slow, or never answered)."""
+        now = time.monotonic()
+        mine = operation.last if operation is not None else None
+        if mine is not None and now - mine[0] <= within:
+            return (
+                f"its requests failed meanwhile (the last: {mine[1]}); retry later, and check the "
+                "endpoint if it lasts"
+            )
         answered = self._answered_meanwhile(within)
         if answered is not None:
-            return answered
+            return f"the store's requests (this operation's or others') met failures meanwhile: {answered}"
         failed = self._failed_lately
-        if failed is None or time.monotonic() - failed[0] > within:
+        if failed is None or now - failed[0] > within:
             return None
-        return (
-            f"requests to it failed meanwhile (the last: {failed[1]}); retry later, and check the "
-            "endpoint if it lasts"
+        whose = (
+            "requests to the store (any operation's) failed meanwhile"
+            if operation is None
+            else "none of its requests failed, but other requests to the store failed meanwhile"
         )
+        return f"{whose} (the last: {failed[1]}); retry later, and check the endpoint if it lasts"
 
     def _check_key(self, key: str) -> None:
         """Refuse a key no backend can store alike: ``""`` names no object, and ``"/k"`` would
@@ -428,12 +497,14 @@ class ObjectStore(abc.ABC):
         limit = self.snapshot_list_keys
         return limit is None or len(keys) < limit
 
-    def _answered_meanwhile(self, timeout: float) -> str | None:
-        """What the endpoint answered to this store's requests that were tried again within the
-        last ``timeout`` s (a 503, a throttle, an answer cut short), and what to do about it: the
-        end of the message of a request that then ran out of time, which was answered, only not
-        well. ``None``: nothing answered meanwhile, or the backend cannot tell (the message then
-        says the request got no answer, and ends with :meth:`_stall_advice`)."""
+    def _answered_meanwhile(self, timeout: float, request: RequestAnswers | None = None) -> str | None:
+        """What the endpoint answered to ``request``'s attempts that were tried again (a 503, a
+        throttle, an answer cut short), or with ``request`` ``None`` to any of this store's
+        requests, within the last ``timeout`` s, and what to do about it: the end of the message
+        of a request that then ran out of time, which was answered, only not well (or, for
+        :meth:`trouble_meanwhile`, what the store's requests met). ``None``: nothing answered
+        meanwhile, or the backend cannot tell (the message then says the request got no
+        answer, and ends with :meth:`_stall_advice`)."""
         return None
 
     def _stall_advice(self, timeout: float) -> str:

@@ -30,7 +30,10 @@ sent (gcsfs would turn every 412 into ``FileExistsError``):
 429, 503                 :class:`RateLimitedError` (GCS allows about one
                          write per second to one object)
 5xx, resets, cut short   :class:`RetryableStorageError` (timeouts too; a
-                         conditional put's says it may have been applied)
+                         write's says it may have been applied)
+no connection            :class:`RetryableStorageError` (refused, no such
+                         host, connect timeout: nothing sent, so sent
+                         again; a write's says nothing was written)
 token refresh refused    :class:`AuthenticationError` (the token
                          endpoint could not be reached:
                          :class:`RetryableStorageError`)
@@ -44,7 +47,8 @@ token endpoint), and within the request's deadline.
 Reads, listings, deletes and overwrites are retried a few times on transient
 failures (429 and 503 too, after the ``Retry-After`` pause, at most 2 s)
 because repeating them is harmless; conditional puts are never
-retried here: a retried create whose first response was lost would meet its
+retried here (but after an attempt that sent nothing: one that could not connect, an
+upload refused as damaged): a retried create whose first response was lost would meet its
 own object, and only the caller (which can recognise its own write) can
 resolve that.
 
@@ -95,11 +99,13 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.storage._base import (
     OBJECT_KEY_BYTES,
+    REQUEST,
     Blob,
     IfMatch,
     Listing,
     ObjectStore,
     PutMode,
+    RequestAnswers,
     repeated_page_token,
 )
 
@@ -113,6 +119,15 @@ _TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 _IDEMPOTENT_ATTEMPTS = 3
 _MAY_HAVE_BEEN_APPLIED = " (the write may or may not have been applied)"
+#: a write whose last attempt could not connect, none before it applied (refused: a 429, a
+#: damaged upload; or not sent either)
+_NOTHING_WRITTEN = " (nothing was written: none of its attempts was applied)"
+#: aiohttp's failures to connect: raised before a byte of the request is sent (a connection
+#: refused, a host not found, a connect timeout, a TLS handshake refused)
+_NOT_CONNECTED: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    *((aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()),
+)
 #: GCS's 400 to an upload whose bytes do not match the hash its metadata gave ("Provided MD5
 #: hash ... doesn't match calculated MD5 hash ..."): damaged on the way, nothing written
 _DAMAGED_UPLOAD = re.compile(r"\b(MD5|CRC32C)\b.*\bmatch", re.IGNORECASE | re.DOTALL)
@@ -167,11 +182,13 @@ class _Response:
 
 
 class _Transient(Exception):
-    """A failure after which an idempotent request may be repeated."""
+    """A failure after which an idempotent request may be repeated; ``sent``: whether the
+    request may have reached the server (False: no connection was made, nothing was sent)."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, sent: bool = True) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.sent = sent
 
 
 class GCSStore(ObjectStore):
@@ -333,13 +350,13 @@ class GCSStore(ObjectStore):
         failure = self._last_failure
         if failure is not None and time.monotonic() - failure[0] <= timeout:
             return (
-                f"requests to it failed meanwhile and were tried again (the last: {failure[1]}); "
-                "retry later, and check the endpoint if it lasts"
+                "requests to the store (this one's or others') failed meanwhile and were tried "
+                f"again (the last: {failure[1]}); retry later, and check the endpoint if it lasts"
             )
         return super()._stall_advice(timeout)
 
-    def _answered_meanwhile(self, timeout: float) -> str | None:
-        answered = self._last_answer
+    def _answered_meanwhile(self, timeout: float, request: RequestAnswers | None = None) -> str | None:
+        answered = self._last_answer if request is None else request.last
         if answered is None or time.monotonic() - answered[0] > timeout:
             return None
         # An endpoint that answered (503, 500, a body cut short) was not one that could not be reached.
@@ -419,6 +436,8 @@ class GCSStore(ObjectStore):
             ) as response:
                 body = await response.read()
                 return _Response(response.status, response.headers, body)
+        except _NOT_CONNECTED as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}", sent=False) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         except RuntimeError as exc:
@@ -488,7 +507,8 @@ class GCSStore(ObjectStore):
         A write (put, delete) that ends on an error after an attempt whose outcome is unknown
         (a 5xx, an answer lost or cut short) says it may or may not have been applied: any of
         its attempts may have been, a repeated overwrite or delete's too (a 429, or a damaged
-        upload refused, wrote nothing).
+        upload refused, wrote nothing). One none of whose attempts could connect (nothing sent)
+        says nothing was written; such an attempt is repeated too, whatever ``idempotent`` says.
         """
         attempts = _IDEMPOTENT_ATTEMPTS
         asked = 0.0  # the pause the server asked for (Retry-After), if it did
@@ -506,12 +526,16 @@ class GCSStore(ObjectStore):
                 self._last_failure = (time.monotonic(), detail)
                 if answered:
                     self._last_answer = (time.monotonic(), detail)
+                    request = REQUEST.get()  # (this request's own, for its timeout's message)
+                    if request is not None:
+                        request.last = self._last_answer
                 await asyncio.sleep(max(asked, random.uniform(0.05, 0.2) * 2**attempt))
             try:
                 response = await self._send(method, url, params=params, headers=headers, data=data)
                 answered = True
             except _Transient as exc:
-                answered, maybe_applied = False, True
+                # (not sent: nothing written, and safe to send again, a conditional upload too)
+                answered, maybe_applied, unwritten = False, maybe_applied or exc.sent, not exc.sent
                 detail = exc.detail
                 cause: BaseException | None = exc.__cause__
             except StorageError:
@@ -569,7 +593,11 @@ class GCSStore(ObjectStore):
                     )
                 detail, cause = f"HTTP {response.status}: {response.error_message()}", None
                 maybe_applied = True
-        what = _MAY_HAVE_BEEN_APPLIED if writes and maybe_applied else ""
+        what = ""
+        if writes and maybe_applied:
+            what = _MAY_HAVE_BEEN_APPLIED
+        elif writes and unwritten and not answered:  # (the last attempt could not connect)
+            what = _NOTHING_WRITTEN
         raise RetryableStorageError(
             f"{self.url}/{key}: {op} failed after {attempts} attempt(s): {detail}{what}; retry later",
             key,

@@ -67,9 +67,10 @@ from vactor_cloud.storage._base import (
     Listing,
     ObjectStore,
     PutMode,
+    RequestAnswers,
     repeated_page_token,
 )
-from vactor_cloud.storage._s3_answers import UNREADABLE, RetriedAnswer, UnreadableAnswer
+from vactor_cloud.storage._s3_answers import UNREADABLE, NothingSent, RetriedAnswer, UnreadableAnswer
 
 __all__ = ["S3Store"]
 
@@ -145,7 +146,8 @@ class Transport(Protocol):
     #: exception types, besides botocore's, that mean an answer's body arrived cut short
     damaged_body_errors: tuple[type[BaseException], ...]
     #: (monotonic time, error) of the newest attempt the client failed and retried on its
-    #: own, if the transport sees them; named when a request then runs out of time
+    #: own, if the transport sees them; named when a request then runs out of time (each
+    #: request's own are noted in its ``storage._base.REQUEST`` too)
     last_failure: tuple[float, BaseException] | None
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -284,8 +286,8 @@ class S3Store(ObjectStore):
             or "AWS S3"
         )
 
-    def _answered_meanwhile(self, timeout: float) -> str | None:
-        failure = self._transport.last_failure
+    def _answered_meanwhile(self, timeout: float, request: RequestAnswers | None = None) -> str | None:
+        failure = self._transport.last_failure if request is None else request.last
         if failure is None or time.monotonic() - failure[0] > timeout:
             return None
         if isinstance(failure[1], UnreadableAnswer):
@@ -532,6 +534,14 @@ class S3Store(ObjectStore):
                 f"({type(exc).__name__}: {exc}); retried as a transient failure. If it keeps "
                 f"happening, something between this process and {self._endpoint()} truncates or "
                 "alters responses (a proxy, a faulty network device)",
+                key,
+            )
+        if isinstance(exc, NothingSent):
+            # No attempt could connect: nothing was sent, so a write did not land.
+            return RetryableStorageError(
+                f"{where}: {operation} could not connect to {self._endpoint()}: {exc}; check the "
+                "endpoint (AWS_ENDPOINT_URL), the network and that the server is running"
+                + ("" if method in _READS else "; nothing was sent, so nothing was written"),
                 key,
             )
         if isinstance(exc, self._transport_errors):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,13 @@ import aiohttp
 import botocore.exceptions
 import s3fs
 
-from vactor_cloud.storage._s3_answers import watch_answers
+from vactor_cloud.storage._base import REQUEST
+from vactor_cloud.storage._s3_answers import NOT_CONNECTED, Attempts, watch_answers, watch_attempts
+
+#: what the attempts of the request running in this task met (botocore's handlers run in it)
+_ATTEMPTS: contextvars.ContextVar[Attempts | None] = contextvars.ContextVar(
+    "vactor_s3_attempts", default=None
+)
 
 __all__ = ["S3fsTransport"]
 
@@ -120,8 +127,16 @@ class S3fsTransport:
         _send_each_request_once(fs._s3)  # (at once: a flag once done)
         if not getattr(fs._s3, "_vactor_watched", False):
             watch_answers(fs._s3, self._note_failure)
+            watch_attempts(fs._s3, _ATTEMPTS.get)
             fs._s3._vactor_watched = True
-        response: dict[str, Any] = await fs._call_s3(method, Bucket=self.bucket, **params)
+        attempts = Attempts()  # (s3fs's own retries of the request too)
+        token = _ATTEMPTS.set(attempts)
+        try:
+            response: dict[str, Any] = await fs._call_s3(method, Bucket=self.bucket, **params)
+        except NOT_CONNECTED as exc:
+            raise attempts.outcome(exc) from None  # (``NothingSent``'s cause is ``exc``)
+        finally:
+            _ATTEMPTS.reset(token)
         if method == "get_object":
             async with response["Body"] as body:
                 response["Body"] = await body.read()
@@ -129,6 +144,9 @@ class S3fsTransport:
 
     def _note_failure(self, at: float, failure: BaseException) -> None:
         self.last_failure = (at, failure)
+        answers = REQUEST.get()  # (botocore's handlers run in the request's task)
+        if answers is not None:
+            answers.last = self.last_failure
 
     @staticmethod
     def _abandon(fs: Any, loop: asyncio.AbstractEventLoop | None) -> None:

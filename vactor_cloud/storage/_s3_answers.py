@@ -7,7 +7,9 @@ early) as a server error, a 500 of its own making, and retries it. Its error the
 that got no answer. :func:`watch_answers` registers two handlers on a botocore (or
 aiobotocore) client: one marks such an answer in the parsed response (under
 :data:`UNREADABLE`, which the store's error translation reads), one keeps the newest
-failure botocore retries (the transport's ``last_failure``).
+failure botocore retries (the transport's ``last_failure``). :func:`watch_attempts` tells
+whether any attempt of a request may have been sent: a request none of whose attempts could
+connect sent nothing, and its write cannot have landed (:class:`NothingSent`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,54 @@ from collections.abc import Callable
 from typing import Any
 from xml.etree.ElementTree import ParseError, XMLParser
 
-__all__ = ["UNREADABLE", "RetriedAnswer", "UnreadableAnswer", "retried_failure", "watch_answers"]
+import botocore.exceptions
+
+__all__ = [
+    "NOT_CONNECTED",
+    "UNREADABLE",
+    "Attempts",
+    "NothingSent",
+    "RetriedAnswer",
+    "UnreadableAnswer",
+    "retried_failure",
+    "watch_answers",
+    "watch_attempts",
+]
 
 #: the key, in a parsed answer, that describes an answer whose XML could not be read
 UNREADABLE = "VactorUnreadableAnswer"
+
+
+#: botocore's (and aiobotocore's) failures to connect: raised before a byte of the request is
+#: sent (a connection refused, a host not found, a connect timeout)
+NOT_CONNECTED: tuple[type[BaseException], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+)
+
+
+class NothingSent(Exception):
+    """No attempt of a request could connect (its cause: the last one's failure): nothing of it
+    was sent, so a write did not land."""
+
+
+class Attempts:
+    """Whether any attempt of one request (botocore's retries, s3fs's) may have been sent: one
+    that failed otherwise than to connect, or was answered."""
+
+    __slots__ = ("maybe_sent",)
+
+    def __init__(self) -> None:
+        self.maybe_sent = False
+
+    def outcome(self, failure: BaseException) -> BaseException:
+        """What the request that raised ``failure`` (its last attempt's) raises: a
+        :class:`NothingSent` when no attempt was sent, else ``failure``."""
+        if isinstance(failure, NOT_CONNECTED) and not self.maybe_sent:
+            nothing = NothingSent(f"{type(failure).__name__}: {failure}")
+            nothing.__cause__ = failure
+            return nothing
+        return failure
 
 
 class RetriedAnswer(Exception):
@@ -84,4 +130,16 @@ def watch_answers(client: Any, note: Callable[[float, BaseException], None]) -> 
             note(time.monotonic(), failure)
 
     client.meta.events.register("before-parse.s3", _mark_unreadable)
+    client.meta.events.register("needs-retry.s3", needs_retry)
+
+
+def watch_attempts(client: Any, running: Callable[[], Attempts | None]) -> None:
+    """After each attempt of a request of ``client``, mark the request's :class:`Attempts`
+    (``running()``: the request running here, ``None`` if none) sent unless it could not connect."""
+
+    def needs_retry(caught_exception: BaseException | None = None, **_: Any) -> None:
+        attempts = running()
+        if attempts is not None and not isinstance(caught_exception, NOT_CONNECTED):
+            attempts.maybe_sent = True
+
     client.meta.events.register("needs-retry.s3", needs_retry)

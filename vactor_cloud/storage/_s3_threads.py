@@ -44,7 +44,8 @@ import botocore.exceptions
 import botocore.parsers
 import botocore.session
 
-from vactor_cloud.storage._s3_answers import watch_answers
+from vactor_cloud.storage._base import REQUEST, RequestAnswers
+from vactor_cloud.storage._s3_answers import NOT_CONNECTED, Attempts, watch_answers, watch_attempts
 
 __all__ = ["BotocoreTransport", "botocore_client_arguments"]
 
@@ -121,8 +122,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _LOADER: Any = None
 
-#: the request a pool thread is running: ``stopped``, the event set when its caller stopped waiting
+#: the request a pool thread is running: ``stopped``, the event set when its caller stopped
+#: waiting; ``attempts``, what its attempts met (:class:`Attempts`); ``answers``, where the
+#: failures botocore retries are noted for it (its ``storage._base.REQUEST``, or None)
 _RUNNING = threading.local()
+
+
+def _running_attempts() -> Attempts | None:
+    return getattr(_RUNNING, "attempts", None)
 
 
 class RequestAbandoned(Exception):
@@ -400,21 +407,27 @@ class BotocoreTransport:
         finally:
             session.register_component("response_parser_factory", shared)
         watch_answers(client, self._note_failure)
+        watch_attempts(client, _running_attempts)
         client.meta.events.register_first("before-send.s3", _refuse_abandoned)
         _user_agent_built_once(client)
         return client
 
     def _note_failure(self, at: float, failure: BaseException) -> None:
-        """Before each retry botocore may make: keep what failed (see :func:`watch_answers`)."""
+        """Before each retry botocore may make: keep what failed (see :func:`watch_answers`),
+        for the store and for the request (on its thread)."""
         if not isinstance(failure, RequestAbandoned):
             self.last_failure = (at, failure)
+            answers = getattr(_RUNNING, "answers", None)
+            if answers is not None:
+                answers.last = self.last_failure
 
     # -- requests -----------------------------------------------------------------------
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One request on a pool thread; ``get_object``'s body comes back read, as bytes."""
         pool = self._pool_here()
         stopped = threading.Event()
-        future = pool.submit(lambda: self._request(method, params, stopped))
+        answers = REQUEST.get()  # (the request's, set in this task: carried to its thread)
+        future = pool.submit(lambda: self._request(method, params, stopped, answers))
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -422,15 +435,20 @@ class BotocoreTransport:
             pool.abandon(future)  # (a job not started yet was cancelled and never runs)
             raise
 
-    def _request(self, method: str, params: dict[str, Any], stopped: threading.Event) -> dict[str, Any]:
+    def _request(
+        self, method: str, params: dict[str, Any], stopped: threading.Event, answers: RequestAnswers | None
+    ) -> dict[str, Any]:
         client = self.client()
         if self._extra:
             params = {**self._extra_parameters(client, method), **params}
-        _RUNNING.stopped = stopped
+        _RUNNING.stopped, _RUNNING.answers = stopped, answers
+        attempts = _RUNNING.attempts = Attempts()
         try:
             response: dict[str, Any] = getattr(client, method)(Bucket=self.bucket, **params)
+        except NOT_CONNECTED as exc:
+            raise attempts.outcome(exc) from None  # (``NothingSent``'s cause is ``exc``)
         finally:
-            _RUNNING.stopped = None
+            _RUNNING.stopped = _RUNNING.attempts = _RUNNING.answers = None
         if method == "get_object":
             body = response["Body"]
             try:

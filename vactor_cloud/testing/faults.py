@@ -96,6 +96,7 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
+from vactor_cloud.storage._base import OperationTrouble
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -234,9 +235,9 @@ class FaultyStore(ObjectStore):
     def describe(self) -> str:
         return self.inner.describe()
 
-    def trouble_meanwhile(self, within: float) -> str | None:
+    def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
         # (the wrapped store's first: what its endpoint answered; then the faults injected here)
-        return self.inner.trouble_meanwhile(within) or super().trouble_meanwhile(within)
+        return self.inner.trouble_meanwhile(within, operation) or super().trouble_meanwhile(within, operation)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
+from vactor_cloud.storage._base import OperationTrouble
 
 __all__ = ["Latency", "LatencyStore", "install"]
 
@@ -73,8 +74,8 @@ class LatencyStore(ObjectStore):
     def describe(self) -> str:
         return f"{self.inner.describe()} (+{self.latency.describe()} per request)"
 
-    def trouble_meanwhile(self, within: float) -> str | None:
-        return self.inner.trouble_meanwhile(within)
+    def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
+        return self.inner.trouble_meanwhile(within, operation)
 
     async def close(self) -> None:
         await self.inner.close()
