@@ -52,7 +52,7 @@ from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
 from vactor_cloud.read_room import Read, current_read
-from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
+from vactor_cloud.runtime import Creation, Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -195,7 +195,7 @@ class ActorHandle(Generic[T_co]):
     ``T_co`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("_class", "_class_name", "_origin", "actor_id")
+    __slots__ = ("_class", "_class_name", "_creation", "_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id: str = actor_id
@@ -206,12 +206,18 @@ class ActorHandle(Generic[T_co]):
         self._class: ActorDefinition | None = None
         #: (an unpickled handle) the name of the class it was made for, as ``_class`` is
         self._class_name: str | None = None
+        #: the background creation (``wait_for_init=False``) that gave this handle: ``ready()``
+        #: raises its exception if it failed, however long after (as Ray's did)
+        self._creation: Creation | None = None
 
     @classmethod
-    def _of_class(cls, actor_id: str, definition: ActorDefinition) -> ActorHandle[Any]:
-        """A handle made for the class ``definition``."""
+    def _of_class(
+        cls, actor_id: str, definition: ActorDefinition, creation: Creation | None = None
+    ) -> ActorHandle[Any]:
+        """A handle made for the class ``definition`` (by ``creation``, when it was one)."""
         handle: ActorHandle[Any] = cls(actor_id)
         handle._class = definition
+        handle._creation = creation
         return handle
 
     def _made_for(self) -> str | None:
@@ -288,16 +294,21 @@ class ActorHandle(Generic[T_co]):
     def ready(self) -> ActorFuture[None]:
         """A future that resolves once the actor exists and its ``__init__`` has committed
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
-        or the exception of this process's pending creation of it if that failed."""
+        or the exception of the creation this handle came from (``get_or_create`` with
+        ``wait_for_init=False``), or of this process's creation of it pending at this call,
+        if that failed."""
         future: ActorFuture[None] = ActorFuture()
         runtime = self._runtime()
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
+        # Looked up now, not when the check runs: by then the failure may have been recorded in
+        # full, the creation unlisted, and the check met no actor (ActorNotFoundError).
+        creation = runtime.creation_listed(self.actor_id) or self._creation
 
         def check() -> None:
             if next(claims) != 0 or not future.set_running_or_notify_cancel():
                 return
             try:
-                failed = runtime.wait_created(self.actor_id)
+                failed = runtime.wait_created(self.actor_id, creation)
                 if failed is not None:
                     raise failed
                 runtime.load(self.actor_id)
@@ -738,8 +749,9 @@ class ActorMethod(Generic[P, R]):
 
     def _after_creation(self, runtime: Runtime, call: PendingCall) -> bool:
         """While this process creates the actor without waiting: a writer is queued behind the
-        creation (and fails with its exception), a read-only call fails (Ray's behaviour). False
-        when no such creation is pending: the caller goes on as usual."""
+        creation (and fails with its exception, or is submitted, if it has settled since the
+        look), a read-only call fails (Ray's behaviour). False when no such creation is
+        pending: the caller goes on as usual."""
         creation = runtime.creating(self._actor_id)
         if creation is None:
             return False
@@ -756,7 +768,8 @@ class ActorMethod(Generic[P, R]):
             elif call.claim():
                 call.future.set_exception(error)
 
-        return creation.defer(submit)
+        creation.defer(submit)
+        return True
 
     def _make_call(
         self,

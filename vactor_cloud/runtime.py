@@ -439,12 +439,22 @@ class Creation:
         """True for exactly one caller (``next`` on a count is atomic): who runs (or fails) it."""
         return next(self._claims) == 0
 
-    def defer(self, fn: Callable[[BaseException | None], None]) -> bool:
-        """Run ``fn(error)`` once the creation settled; False (``fn`` not kept) if it already has."""
+    def defer(self, fn: Callable[[BaseException | None], None]) -> None:
+        """Run ``fn(error)`` once the creation settled: now, if it has. (A caller that saw it
+        pending and then found it settled went on as though none were pending: a writer call
+        met no actor, ``ActorNotFoundError``, where it should have raised the failure.)"""
         with self.lock:
             if not self.settled:
                 self.deferred.append(fn)
-            return not self.settled
+                return
+        fn(self.error)
+
+    def wait(self) -> BaseException | None:
+        """Wait for the creation to settle (running it on this thread if no thread has started
+        it); its exception, if it failed."""
+        self.start()
+        _sync.interruptible_wait(self.done.wait, None, forever=None)
+        return self.error
 
     def settle(self, error: BaseException | None) -> None:
         with self.lock:
@@ -1008,17 +1018,18 @@ class Runtime:
 
     def create_nowait(
         self, definition: ActorDefinition, actor_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    ) -> Creation | None:
         """Start :meth:`create` on a pool thread unless the actor exists; return at once (Ray's way).
 
         See :meth:`creating` for what calls do until it commits. The arguments are copied
-        here, before this returns (later changes to them do not reach the actor).
+        here, before this returns (later changes to them do not reach the actor). Returns the
+        creation (this one, or one of this process's already pending), None if the actor exists.
         """
         frozen = freeze_arguments(args, kwargs)
         with contextlib.suppress(ActorNotFoundError):
             core = self.load(actor_id)
             _check_class(actor_id, core.definition, definition)
-            return
+            return None
         creation = Creation(definition)
         with self._lock:
             pending = self._creations.get(actor_id)
@@ -1026,13 +1037,14 @@ class Runtime:
                 self._creations[actor_id] = creation
         if pending is not None:
             _check_class(actor_id, pending.definition, definition)
-            return
+            return pending
 
         def finish(error: BaseException | None) -> None:
             creation.settle(error)
             with self._lock:
                 if self._creations.get(actor_id) is creation:
                     del self._creations[actor_id]
+            creation.start = _nothing_to_start  # (lets go of the arguments: handles keep it)
             creation.done.set()
 
         def start() -> None:
@@ -1055,25 +1067,30 @@ class Runtime:
         # waiting for a creation queued behind it and its like would wait for it forever.
         creation.start = start
         self.spawn(start, on_shutdown=shut_down)
+        return creation
 
     def creating(self, actor_id: str) -> Creation | None:
         """This process's pending creation of ``actor_id`` (``create_nowait``), if any."""
         creation = self._creations.get(actor_id)
         return None if creation is None or creation.settled else creation
 
-    def wait_created(self, actor_id: str) -> BaseException | None:
+    def creation_listed(self, actor_id: str) -> Creation | None:
+        """This process's creation of ``actor_id`` (``create_nowait``) that has not been recorded
+        in full yet: pending, or settled a moment ago (:meth:`creating` says None for that one)."""
+        return self._creations.get(actor_id)
+
+    def wait_created(self, actor_id: str, creation: Creation | None = None) -> BaseException | None:
         """Wait for this process's pending creation of ``actor_id``, if any (running it on this
-        thread if no thread has started it); its exception, if it failed.
+        thread if no thread has started it); its exception, if it failed. ``creation``: that
+        creation, looked up earlier by the caller (it may have been recorded in full since).
 
         ``ReentrantCallError`` when the creation runs on this thread (this is its ``__init__``, or
         one it waits for): the wait would be for itself, for good."""
-        creation = self._creations.get(actor_id)
+        creation = creation or self._creations.get(actor_id)
         if creation is None:
             return None
         self.refuse_own_creation(actor_id, "wait for its creation")
-        creation.start()
-        _sync.interruptible_wait(creation.done.wait, None, forever=None)
-        return creation.error
+        return creation.wait()
 
     def refuse_own_creation(self, actor_id: str, what: str) -> None:
         """``ReentrantCallError`` if this thread runs the creation of ``actor_id`` (see
@@ -1294,13 +1311,19 @@ def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefi
     end_a_forked_child(forks, what, whose)
 
 
+def _nothing_to_start() -> None:
+    """(``Creation.start`` once the creation has settled.)"""
+
+
 def _say_creation_failed(actor_id: str, definition: ActorDefinition, error: BaseException) -> None:
     """Log a creation ``create_nowait`` started that failed: its exception reaches the calls made
-    while it was pending, and nothing else; one that failed before any was made (or with none
-    made) was said nowhere, and every later call found no actor (``ActorNotFoundError``)."""
+    while it was pending and ``ready()`` on the handles it gave, and nothing else; one that
+    failed before any was made (or with none made) was said nowhere, and every later call
+    found no actor (``ActorNotFoundError``)."""
     logger.warning(
         "vactor_cloud: the creation of actor %r (%s, get_or_create with wait_for_init=False) "
-        "failed: %s: %s; calls made while it was pending raise it, later ones find no actor",
+        "failed: %s: %s; calls made while it was pending, and ready() on the handles it gave, "
+        "raise it; later calls find no actor",
         actor_id,
         definition.name,
         type(error).__name__,

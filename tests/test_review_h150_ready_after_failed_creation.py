@@ -1,0 +1,103 @@
+"""Review h150: ``handle.ready()`` and writer calls against a creation that ran in the background
+(``Settings(wait_for_init=False)``) and failed. Whatever the order of the failure being recorded
+and the check, they raise the creation's exception: never ``ActorNotFoundError`` (which says
+nothing of why), never ready, never a hang. The orders are forced by holding the check back
+(a stand-in ``spawn``) or by settling the creation between a call's look and its queueing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from store_helpers import retune
+
+import vactor_cloud as vc
+from vactor_cloud.runtime import Creation, Runtime
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@vc.virtual_actor
+class FailsToInit:
+    def __init__(self, fail: bool = True) -> None:
+        if fail:
+            raise ValueError("the creation failed")
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+def _hold_spawned(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, count: int) -> list[Callable[[], None]]:
+    """The next ``count`` tasks this runtime spawns are kept (in the list returned), not run."""
+    held: list[Callable[[], None]] = []
+    spawn_for_real = runtime.spawn
+
+    def spawn(fn: Callable[[], None], on_shutdown: Any = None, *, read: bool = False) -> None:
+        if len(held) < count:
+            held.append(fn)
+        else:
+            spawn_for_real(fn, on_shutdown, read=read)
+
+    monkeypatch.setattr(runtime, "spawn", spawn)
+    return held
+
+
+def test_ready_asked_while_the_creation_runs_raises_its_failure_recorded_before_the_check(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 2)
+    FailsToInit.get_or_create("a")
+    assert runtime.creating("a") is not None
+    ready = vc.get_actor("a").ready()  # (a handle that did not start the creation)
+    start_creation, check = held
+    start_creation()  # the creation fails, and its failure is recorded in full ...
+    assert runtime.wait_created("a") is None  # (... gone: nothing pending to wait for)
+    check()  # ... before ready()'s check runs
+    with pytest.raises(ValueError, match="the creation failed"):
+        ready.result(timeout=10)
+
+
+def test_ready_on_the_handle_of_a_failed_creation_raises_its_failure_every_time(
+    actor_store: StoreSpec,
+) -> None:
+    retune(wait_for_init=False)
+    handle = FailsToInit.get_or_create("b")
+    runtime = vc.get_runtime()
+    runtime.wait_created("b")  # the background creation has failed and been recorded
+    assert runtime.creating("b") is None
+    for _ in range(2):
+        with pytest.raises(ValueError, match="the creation failed"):
+            vc.get(handle.ready(), timeout=10)
+
+
+def test_a_writer_call_made_while_the_creation_runs_raises_its_failure_settled_before_queueing(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 1)
+    handle = FailsToInit.get_or_create("c")
+    (start_creation,) = held
+    defer = Creation.defer
+
+    def failing_then_defer(creation: Creation, fn: Any) -> Any:
+        start_creation()  # the creation fails between the call's look and its queueing
+        return defer(creation, fn)
+
+    monkeypatch.setattr(Creation, "defer", failing_then_defer)
+    with pytest.raises(ValueError, match="the creation failed"):
+        vc.get(handle.add.run_async(1), timeout=10)
+
+
+def test_a_creation_that_succeeds_still_reports_ready(actor_store: StoreSpec) -> None:
+    retune(wait_for_init=False)
+    handle = FailsToInit.get_or_create("d", False)
+    vc.get(handle.ready(), timeout=10)
+    vc.get(handle.ready(), timeout=10)
+    assert handle.add.run(2) == 2
