@@ -159,6 +159,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_repair_listing",
         "test_review_h150_ready_after_failed_creation",
         "test_review_h150_repair_failures",
+        "test_review_h150_resume_stray_step",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
