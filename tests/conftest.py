@@ -160,6 +160,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h150_ready_after_failed_creation",
         "test_review_h150_repair_failures",
         "test_review_h150_resume_stray_step",
+        "test_review_h150_fork_in_thread",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
@@ -240,6 +241,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+@pytest.fixture
+def forked_children_reaped() -> Iterator[list[int]]:
+    """The children ``os.fork`` makes in the test, reaped after it (``forking.children_reaped``)."""
+    from forking import children_reaped
+
+    with children_reaped() as forked:
+        yield forked
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ from vactor_cloud.dedup import (
 )
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
-from vactor_cloud.fork_guard import end_a_forked_child, forks_now
+from vactor_cloud.fork_guard import GuardedExecutor, end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -480,7 +480,7 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
     thread's context variables and ``current_call()``, while this one waits.
     """
     if asyncio._get_running_loop() is None:
-        return asyncio.run(coro)
+        return asyncio.run(_on_a_guarded_executor(coro, context))
     outcome: list[Outcome] = []
     copied = contextvars.copy_context()
     #: the helper's loop and the task running the method, once it runs
@@ -490,7 +490,7 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
         task = asyncio.current_task()
         assert task is not None
         running.append((asyncio.get_running_loop(), task))
-        return await coro
+        return await _on_a_guarded_executor(coro, context)
 
     #: set as the helper ends (waited for rather than joined: a ``join`` interrupted by a
     #: signal handler's exception takes a running thread for stopped, on CPython 3.11)
@@ -518,6 +518,17 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
         raise
     helper.join()
     return outcome[0].unwrap()
+
+
+async def _on_a_guarded_executor(coro: Any, context: CallContext) -> Any:
+    """Await an async method's coroutine, on a loop (its own, made by ``asyncio.run``) whose
+    default executor ends a child forked in a function it runs in a thread, as a child that
+    came back inside the method is ended (``fork_guard.GuardedExecutor``)."""
+    executor = GuardedExecutor(
+        lambda forks: _end_a_forked_child(forks, context), f"vactor-async {context.method}"
+    )
+    asyncio.get_running_loop().set_default_executor(executor)
+    return await coro
 
 
 #: how long an interrupted async method's helper thread is waited for once its task is cancelled
