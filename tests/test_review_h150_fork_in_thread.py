@@ -69,3 +69,35 @@ def test_a_child_forked_in_a_readers_thread_ends(
     assert child > 0
     assert reaped(child) == STATUS, "the child did not end at the guard"
     assert "the read-only call is the parent's" in capfd.readouterr().err
+
+
+@vc.virtual_actor
+class ForksInItsCoroutine:
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def fork_here(self) -> int:
+        self.n += 1
+        return os.fork()
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.n
+
+
+def test_a_child_forked_in_an_async_method_run_beside_the_callers_loop_ends_at_the_guard(
+    actor_store: StoreSpec, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Called from inside ``async def`` (a loop running on the caller's thread), the method's
+    coroutine runs on a helper thread of its own: the forked child's only thread, which ended
+    quietly there (status 0, nothing said) rather than at the guard, as on the caller's thread."""
+    handle = ForksInItsCoroutine.get_or_create("coroutine-beside-a-loop")
+
+    async def main() -> int:
+        return handle.fork_here.run()
+
+    child = asyncio.run(main())
+    assert child > 0
+    assert reaped(child) == STATUS, "the child did not end at the guard"
+    assert "fork_here() of actor 'coroutine-beside-a-loop'" in capfd.readouterr().err
+    assert handle.count.run() == 1

@@ -523,12 +523,18 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
 async def _on_a_guarded_executor(coro: Any, context: CallContext) -> Any:
     """Await an async method's coroutine, on a loop (its own, made by ``asyncio.run``) whose
     default executor ends a child forked in a function it runs in a thread, as a child that
-    came back inside the method is ended (``fork_guard.GuardedExecutor``)."""
+    came back inside the method is ended (``fork_guard.GuardedExecutor``). A child forked by
+    the coroutine itself ends as it returns: on a helper thread (``_run_coroutine``), the
+    child's only one, it went on to end that thread, the child with it (status 0, unsaid)."""
     executor = GuardedExecutor(
         lambda forks: _end_a_forked_child(forks, context), f"vactor-async {context.method}"
     )
     asyncio.get_running_loop().set_default_executor(executor)
-    return await coro
+    forks = forks_now()
+    try:
+        return await coro
+    finally:
+        _end_a_forked_child(forks, context)
 
 
 #: how long an interrupted async method's helper thread is waited for once its task is cancelled
