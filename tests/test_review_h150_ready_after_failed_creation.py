@@ -101,3 +101,33 @@ def test_a_creation_that_succeeds_still_reports_ready(actor_store: StoreSpec) ->
     vc.get(handle.ready(), timeout=10)
     vc.get(handle.ready(), timeout=10)
     assert handle.add.run(2) == 2
+
+
+#: what ``ready()`` of its own actor raised in ``ReadyInInit.__init__``
+SAID_IN_INIT: list[BaseException] = []
+
+
+@vc.virtual_actor
+class ReadyInInit:
+    def __init__(self, actor_id: str) -> None:
+        try:
+            vc.get(vc.get_actor(actor_id).ready(), timeout=5)
+        except Exception as exc:
+            SAID_IN_INIT.append(exc)
+        self.n = 0
+
+    @vc.virtual_actor.readonly
+    def value(self) -> int:
+        return self.n
+
+
+def test_ready_of_its_own_actor_in_a_background_init_is_refused_at_once(actor_store: StoreSpec) -> None:
+    """Asked in the ``__init__`` of the creation (on a pool thread), ``ready()``'s check ran on
+    another pool thread, waiting for the creation, which waited for it: a timeout (waited for
+    without one, the waiter helped only if it claimed the check first: else a hang)."""
+    retune(wait_for_init=False)
+    SAID_IN_INIT.clear()
+    handle = ReadyInInit.get_or_create("self-ready", "self-ready")
+    vc.get(handle.ready(), timeout=30)
+    assert [type(e) for e in SAID_IN_INIT] == [vc.ReentrantCallError], SAID_IN_INIT
+    assert handle.value.run() == 0

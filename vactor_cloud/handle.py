@@ -296,13 +296,22 @@ class ActorHandle(Generic[T_co]):
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
         or the exception of the creation this handle came from (``get_or_create`` with
         ``wait_for_init=False``), or of this process's creation of it pending at this call,
-        if that failed."""
+        if that failed; ``ReentrantCallError`` when asked in its own ``__init__`` (or one
+        that creation waits for): waited for there, it would wait for itself."""
         future: ActorFuture[None] = ActorFuture()
         runtime = self._runtime()
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
         # Looked up now, not when the check runs: by then the failure may have been recorded in
         # full, the creation unlisted, and the check met no actor (ActorNotFoundError).
         creation = runtime.creation_listed(self.actor_id) or self._creation
+        try:
+            # Asked in the creation's own __init__ (or one it waits for), the check, run on
+            # another thread, waited for the creation, which waited for the check: refused now.
+            runtime.refuse_own_creation(self.actor_id, "wait until it is ready")
+        except ReentrantCallError as exc:
+            future.set_running_or_notify_cancel()
+            future.set_exception(exc)
+            return future
 
         def check() -> None:
             if next(claims) != 0 or not future.set_running_or_notify_cancel():
