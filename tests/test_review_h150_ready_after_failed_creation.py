@@ -131,3 +131,27 @@ def test_ready_of_its_own_actor_in_a_background_init_is_refused_at_once(actor_st
     vc.get(handle.ready(), timeout=30)
     assert [type(e) for e in SAID_IN_INIT] == [vc.ReentrantCallError], SAID_IN_INIT
     assert handle.value.run() == 0
+
+
+def test_a_run_made_while_the_creation_runs_raises_its_failure_recorded_in_full_after_its_look(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run()`` looked for the pending creation twice: to pick its future, then to queue the
+    call. Failed and unlisted in between, the second look found none and the call met no
+    actor (``ActorNotFoundError``)."""
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 1)
+    add = FailsToInit.get_or_create("e").add  # (the handle's look for the method, before)
+    (start_creation,) = held
+    looked = runtime.creating
+
+    def failing_after_the_first_look(actor_id: str) -> Any:
+        creation = looked(actor_id)
+        if creation is not None:
+            start_creation()  # fails and is recorded in full (unlisted) right after this look
+        return creation
+
+    monkeypatch.setattr(runtime, "creating", failing_after_the_first_look)
+    with pytest.raises(ValueError, match="the creation failed"):
+        add.run(1)

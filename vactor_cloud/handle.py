@@ -680,18 +680,19 @@ class ActorMethod(Generic[P, R]):
         runtime = get_runtime()
         # The future stays here (nobody else waits on it): a light one, unless a creation
         # is pending, whose queued calls are helped along by whoever waits on their futures.
-        creating = runtime.creating(self._actor_id) is not None
-        call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture(), waits=True)
+        # (One look: failed and unlisted before a second, the call met no actor.)
+        creating = runtime.creating(self._actor_id)
+        call = self._make_call(args, kwargs, CallFuture() if creating is None else ActorFuture(), waits=True)
         core = runtime.core(self._actor_id)
         if current_call() is None:  # not inside an actor method: no writer of ours to keep listed
             return self._run(runtime, core, call, creating)
         with WaitingInsideWriter():  # a call back into this writer's actor is refused meanwhile
             return self._run(runtime, core, call, creating)
 
-    def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: bool) -> R:
-        if creating:
+    def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: Creation | None) -> R:
+        if creating is not None:
             try:
-                if self._after_creation(runtime, call):
+                if self._after_creation(runtime, call, creating):
                     if isinstance(call.future, ActorFuture):
                         call.future._help = functools.partial(
                             _help_after_creation, runtime, core, call.future
@@ -756,12 +757,12 @@ class ActorMethod(Generic[P, R]):
             core.submit(call)
         return future
 
-    def _after_creation(self, runtime: Runtime, call: PendingCall) -> bool:
+    def _after_creation(self, runtime: Runtime, call: PendingCall, creation: Creation | None = None) -> bool:
         """While this process creates the actor without waiting: a writer is queued behind the
         creation (and fails with its exception, or is submitted, if it has settled since the
         look), a read-only call fails (Ray's behaviour). False when no such creation is
-        pending: the caller goes on as usual."""
-        creation = runtime.creating(self._actor_id)
+        pending: the caller goes on as usual. ``creation``: the one the caller found pending."""
+        creation = creation or runtime.creating(self._actor_id)
         if creation is None:
             return False
         if call.readonly:
