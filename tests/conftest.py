@@ -161,6 +161,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h150_repair_failures",
         "test_review_h150_resume_stray_step",
         "test_review_h150_fork_in_thread",
+        "test_review_h150_fork_in_state_hooks",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

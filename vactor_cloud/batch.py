@@ -597,6 +597,41 @@ def apply_batch(
     ``table`` is ``base``'s idempotency table, loaded (``StepDedup.prepare``)
     when a call carries a key; None: only a table that needs no I/O to read.
     """
+    forks = forks_now()
+    try:
+        return _apply_batch(definition, actor_id, base, live, calls, runtime, dedup_window, table)
+    finally:
+        _end_a_child_forked_by_the_class(
+            forks, actor_id, "calls", "the calls are the parent's, which applies them"
+        )
+
+
+def _end_a_child_forked_by_the_class(forks: int, actor_id: str, what: str, whose: str) -> None:
+    """In a child forked by the actor's class's code that runs for its calls outside their
+    bodies (``__setstate__`` rebuilding the state, ``__getstate__`` and the pickling of the
+    state or a result after), end it at once, as one the body forked (``_end_a_forked_child``):
+    it went on and committed the calls a second time, then returned to the caller."""
+    if forks_now() == forks:
+        return
+    end_a_forked_child(
+        forks,
+        f"the class of actor {actor_id!r}, running for its {what} (__getstate__, __setstate__ "
+        "or the pickling of its state or a result),",
+        f"{whose}; this child committed nothing and",
+    )
+
+
+def _apply_batch(
+    definition: ActorDefinition,
+    actor_id: str,
+    base: StepRecord,
+    live: Any,
+    calls: list[PendingCall],
+    runtime: Any,
+    dedup_window: tuple[int, float],
+    table: StepDedup | None,
+) -> BatchResult:
+    """(``apply_batch``'s work.)"""
     # The class decides the encoding: a stored "pickle" on a json actor is refused before decoding.
     serializer = expect_serializer(
         base.serializer, definition.serializer, f"actor {actor_id!r} step {base.step}"
@@ -910,7 +945,12 @@ def run_readonly(
     serializer = expect_serializer(
         record.serializer, definition.serializer, f"actor {actor_id!r} step {record.step}"
     )
-    instance = restore_instance(definition.cls, loads_state(record.state, serializer))
+    forks = forks_now()
+    try:
+        instance = restore_instance(definition.cls, loads_state(record.state, serializer))
+    finally:
+        whose = "the read-only call is the parent's, which answers it"
+        _end_a_child_forked_by_the_class(forks, actor_id, "read", whose)
     _step_status("RUNNING", actor_id, call)
     try:
         result = _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))

@@ -988,12 +988,15 @@ class Runtime:
             instance = definition.cls(*args, **kwargs)
         finally:
             _end_a_child_forked_in_init(forks, actor_id, definition)
-        state = dumps_state(
-            capture_state(instance),
-            definition.serializer,
-            restore=definition.restores,
-            actor=(actor_id, definition.cls),
-        )
+        try:
+            state = dumps_state(
+                capture_state(instance),
+                definition.serializer,
+                restore=definition.restores,
+                actor=(actor_id, definition.cls),
+            )
+        finally:
+            _end_a_child_forked_in_init(forks, actor_id, definition, "__getstate__ (or its state's pickling)")
         created = self.run(core.create(definition, state, init_args[:200]))
         if created:
             # (A delete of the id here left in doubt is settled: the actor this made is new, and
@@ -1295,15 +1298,18 @@ def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> Acto
     )
 
 
-def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefinition) -> None:
+def _end_a_child_forked_in_init(
+    forks: int, actor_id: str, definition: ActorDefinition, part: str = "__init__"
+) -> None:
     """In a child that ``__init__`` forked (``os.fork()`` there, then returned or raised in the
     child too), end the child at once (``fork_guard``), on the caller's thread as on a pool's
     (``wait_for_init=False``): the creation is the parent's, which commits step 0. Let the child
     go on and it would commit through a runtime whose threads it does not have, then return to
-    its caller as though it were the parent."""
+    its caller as though it were the parent. ``part``: the class's code that ran (the state's
+    capture after ``__init__`` is the class's code too)."""
     if forks_now() == forks:
         return  # (the common case: nothing formatted)
-    what = f"the __init__ of actor {actor_id!r} ({definition.cls.__qualname__})"
+    what = f"the {part} of actor {actor_id!r} ({definition.cls.__qualname__})"
     whose = (
         "the creation is the parent's, which commits it if its __init__ returns; this child "
         "created nothing and"
