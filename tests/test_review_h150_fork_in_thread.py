@@ -10,7 +10,9 @@ applies once."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import threading
 
 import pytest
 from forking import reaped
@@ -101,3 +103,28 @@ def test_a_child_forked_in_an_async_method_run_beside_the_callers_loop_ends_at_t
     assert reaped(child) == STATUS, "the child did not end at the guard"
     assert "fork_here() of actor 'coroutine-beside-a-loop'" in capfd.readouterr().err
     assert handle.count.run() == 1
+
+
+@vc.virtual_actor
+class KeepsItsExecutor:
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def thread_names(self) -> tuple[str, str]:
+        first = await asyncio.to_thread(lambda: threading.current_thread().name)
+        mine = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="mine")
+        asyncio.get_running_loop().set_default_executor(mine)
+        second = await asyncio.to_thread(lambda: threading.current_thread().name)
+        return first, second
+
+    async def own_executor_first(self) -> str:
+        mine = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="mine")
+        asyncio.get_running_loop().set_default_executor(mine)
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+
+def test_an_async_method_keeps_a_default_executor_it_sets(actor_store: StoreSpec) -> None:
+    handle = KeepsItsExecutor.get_or_create("own-executor")
+    first, second = handle.thread_names.run()
+    assert first.startswith("vactor-async thread_names") and second.startswith("mine"), (first, second)
+    assert handle.own_executor_first.run().startswith("mine")
