@@ -13,6 +13,7 @@ import pytest
 from store_helpers import retune
 
 import vactor_cloud as vc
+from vactor_cloud.core import ActorCore
 from vactor_cloud.runtime import Creation, Runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -155,3 +156,32 @@ def test_a_run_made_while_the_creation_runs_raises_its_failure_recorded_in_full_
     monkeypatch.setattr(runtime, "creating", failing_after_the_first_look)
     with pytest.raises(ValueError, match="the creation failed"):
         add.run(1)
+
+
+def test_an_interrupt_while_the_creation_hands_over_its_queued_calls_leaves_none_waiting(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A creation that settles hands each call queued behind it to the actor, then says it is
+    done. An interrupt (Ctrl-C) taken in one hand-over, on the thread that ran the creation,
+    stopped it there: the calls after it were never handed over, the creation never said done,
+    and every wait for it (their callers, ``ready()``, a delete) hung for good."""
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 1)
+    handle = FailsToInit.get_or_create("f", False)
+    (start_creation,) = held
+    first, second = handle.add.run_async(1), handle.add.run_async(2)
+    submit = ActorCore.submit
+    interrupts = [KeyboardInterrupt()]
+
+    def submit_then_interrupted(core: ActorCore, call: Any) -> None:
+        submit(core, call)
+        if interrupts:
+            raise interrupts.pop()  # (taken just after the first call was handed over)
+
+    monkeypatch.setattr(ActorCore, "submit", submit_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        start_creation()
+    monkeypatch.setattr(ActorCore, "submit", submit)
+    assert vc.get([first, second], timeout=10) == [1, 3]
+    vc.get(handle.ready(), timeout=10)

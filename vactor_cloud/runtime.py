@@ -457,11 +457,20 @@ class Creation:
         return self.error
 
     def settle(self, error: BaseException | None) -> None:
+        """Run every deferred function (in order, under the lock: a ``defer`` after waits for
+        them), then raise the first exception one raised (an interrupt taken in a hand-over
+        stopped the rest, whose callers waited for good)."""
+        raised: BaseException | None = None
         with self.lock:
             self.settled, self.error = True, error
-            for fn in self.deferred:
-                fn(error)
-            self.deferred.clear()
+            deferred, self.deferred = self.deferred, []
+            for fn in deferred:
+                try:
+                    fn(error)
+                except BaseException as exc:
+                    raised = raised or exc
+        if raised is not None:
+            raise raised
 
 
 def _check_key_room(store: ObjectStore) -> None:
@@ -1043,12 +1052,14 @@ class Runtime:
             return pending
 
         def finish(error: BaseException | None) -> None:
-            creation.settle(error)
-            with self._lock:
-                if self._creations.get(actor_id) is creation:
-                    del self._creations[actor_id]
-            creation.start = _nothing_to_start  # (lets go of the arguments: handles keep it)
-            creation.done.set()
+            try:
+                creation.settle(error)
+            finally:  # (an interrupt in a hand-over: done all the same, or its waiters hang)
+                with self._lock:
+                    if self._creations.get(actor_id) is creation:
+                        del self._creations[actor_id]
+                creation.start = _nothing_to_start  # (lets go of the arguments: handles keep it)
+                creation.done.set()
 
         def start() -> None:
             if not creation.claim():
