@@ -185,3 +185,18 @@ def test_an_interrupt_while_the_creation_hands_over_its_queued_calls_leaves_none
     monkeypatch.setattr(ActorCore, "submit", submit)
     assert vc.get([first, second], timeout=10) == [1, 3]
     vc.get(handle.ready(), timeout=10)
+
+
+def test_ready_on_the_handle_of_a_failed_creation_resolves_once_the_actor_was_created_since(
+    actor_store: StoreSpec,
+) -> None:
+    """The failure is why there is no actor; once one was created under the id (a later
+    ``get_or_create`` here, or another process), ``ready()`` says what is true: it is ready."""
+    retune(wait_for_init=False)
+    failed = FailsToInit.get_or_create("h")
+    with pytest.raises(ValueError, match="the creation failed"):
+        vc.get(failed.ready(), timeout=10)
+    retune(wait_for_init=True)
+    FailsToInit.get_or_create("h", False)
+    vc.get(failed.ready(), timeout=10)
+    assert failed.add.run(1) == 1

@@ -35,6 +35,7 @@ from vactor_cloud.definition import (
 from vactor_cloud.errors import (
     ActorClassChangedError,
     ActorDeletedError,
+    ActorNotFoundError,
     ReentrantCallError,
     StorageNotChosenError,
     VirtualActorNotInitializedError,
@@ -294,10 +295,11 @@ class ActorHandle(Generic[T_co]):
     def ready(self) -> ActorFuture[None]:
         """A future that resolves once the actor exists and its ``__init__`` has committed
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
-        or the exception of the creation this handle came from (``get_or_create`` with
-        ``wait_for_init=False``), or of this process's creation of it pending at this call,
-        if that failed; ``ReentrantCallError`` when asked in its own ``__init__`` (or one
-        that creation waits for): waited for there, it would wait for itself."""
+        or, instead, the exception of the creation this handle came from (``get_or_create``
+        with ``wait_for_init=False``), or of this process's creation of it pending at this
+        call, if that failed (every time, until an actor is created under the id);
+        ``ReentrantCallError`` when asked in its own ``__init__`` (or one that creation waits
+        for): waited for there, it would wait for itself."""
         future: ActorFuture[None] = ActorFuture()
         runtime = self._runtime()
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
@@ -318,9 +320,13 @@ class ActorHandle(Generic[T_co]):
                 return
             try:
                 failed = runtime.wait_created(self.actor_id, creation)
-                if failed is not None:
-                    raise failed
-                runtime.load(self.actor_id)
+                try:
+                    runtime.load(self.actor_id)
+                except ActorNotFoundError:
+                    # The failure is why there is none (an actor created since is ready).
+                    if failed is not None:
+                        raise failed from None
+                    raise
             except BaseException as exc:
                 future.set_exception(exc)
             else:
