@@ -527,27 +527,31 @@ async def _on_a_guarded_executor(coro: Any, context: CallContext) -> Any:
     came back inside the method is ended (``fork_guard.GuardedExecutor``). A child forked by
     the coroutine itself ends as it returns: on a helper thread (``_run_coroutine``), the
     child's only one, it went on to end that thread, the child with it (status 0, unsaid)."""
-    _guard_the_default_executor(asyncio.get_running_loop(), context)
+    unhook = _guard_the_default_executor(asyncio.get_running_loop(), context)
     forks = forks_now()
     try:
         return await coro
     finally:
         _end_a_forked_child(forks, context)
+        unhook()  # (if unused: the hooks and the loop would hold each other until a collection)
 
 
-def _guard_the_default_executor(loop: asyncio.AbstractEventLoop, context: CallContext) -> None:
+def _guard_the_default_executor(loop: asyncio.AbstractEventLoop, context: CallContext) -> Callable[[], None]:
     """Make ``loop``'s default executor a ``GuardedExecutor`` when the method first uses it
     (``run_in_executor(None, ...)``, which ``asyncio.to_thread`` calls), unless the method set
     one of its own first. Set up front, every async call paid for it: ``asyncio.run`` shuts a
     default executor down on a thread of its own, started even for one never used (some
     0.4 ms a call). ``loop`` is the call's own (``asyncio.run``'s): its methods are hooked on
-    the instance, and unhooked at the first use."""
+    the instance, and unhooked at the first use, or by the function returned."""
     run_in_executor = loop.run_in_executor
     set_default_executor = loop.set_default_executor
+    hooked = [True]  # (the loop's thread alone reads and clears it)
 
     def unhook() -> None:
-        delattr(loop, "run_in_executor")  # (back to the class's methods)
-        delattr(loop, "set_default_executor")
+        if hooked:
+            hooked.clear()
+            delattr(loop, "run_in_executor")  # (back to the class's methods)
+            delattr(loop, "set_default_executor")
 
     def first_run_in_executor(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
         if executor is None:
@@ -562,6 +566,7 @@ def _guard_the_default_executor(loop: asyncio.AbstractEventLoop, context: CallCo
 
     setattr(loop, "run_in_executor", first_run_in_executor)  # noqa: B010
     setattr(loop, "set_default_executor", set_the_methods_own)  # noqa: B010
+    return unhook
 
 
 #: how long an interrupted async method's helper thread is waited for once its task is cancelled
