@@ -162,6 +162,11 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h149_deadline_reason",
         "test_review_h149_cli_compact_interrupt",
         "test_review_h149_timeout_answers",
+        "test_review_h150_ready_after_failed_creation",
+        "test_review_h150_repair_failures",
+        "test_review_h150_resume_stray_step",
+        "test_review_h150_fork_in_thread",
+        "test_review_h150_fork_in_state_hooks",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
@@ -242,6 +247,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+@pytest.fixture
+def forked_children_reaped() -> Iterator[list[int]]:
+    """The children ``os.fork`` makes in the test, reaped after it (``forking.children_reaped``)."""
+    from forking import children_reaped
+
+    with children_reaped() as forked:
+        yield forked
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: how long the parent waits for a child's word before calling it a hang
@@ -63,6 +63,34 @@ def reaped(pid: int, within: float = HANG / 3) -> int:
         raise
     _kill(pid)
     raise AssertionError(f"the child {pid} was still running after {within} s (killed)")
+
+
+@contextlib.contextmanager
+def children_reaped() -> Iterator[list[int]]:
+    """Within the block, ``os.fork`` notes each child it makes (forked in a method's body, the
+    parent never learns its id: nothing waited for it, and it stayed a zombie until the test
+    process ended); after it, each is reaped (:func:`reaped`), unless the test reaped it."""
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid > 0:
+            forked.append(pid)
+        return pid
+
+    os.fork = fork
+    try:
+        yield forked
+    finally:
+        os.fork = real_fork
+        for pid in forked:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue  # reaped by the test (its id may be another process's by now)
+            if not done:
+                reaped(pid)  # (still ours, unreaped: killed if it does not end)
 
 
 def _kill(pid: int) -> None:

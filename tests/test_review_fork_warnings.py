@@ -22,6 +22,7 @@ from vactor_cloud import definition, log, settings
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
     pytest.mark.vactor_lanes("memory"),
+    pytest.mark.usefixtures("forked_children_reaped"),  # (no zombie left: see forking.children_reaped)
 ]
 
 HANG = 30.0  # (a bound on a hang, not a measure)

@@ -28,6 +28,7 @@ from vactor_cloud.testing.lanes import StoreSpec
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
     pytest.mark.vactor_lanes("memory", "local"),
+    pytest.mark.usefixtures("forked_children_reaped"),  # (no zombie left: see forking.children_reaped)
 ]
 
 #: gates a forking method waits at, by actor id

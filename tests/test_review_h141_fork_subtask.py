@@ -26,6 +26,7 @@ from vactor_cloud.testing.lanes import StoreSpec
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
     pytest.mark.vactor_lanes("memory", "local"),
+    pytest.mark.usefixtures("forked_children_reaped"),  # (no zombie left: see forking.children_reaped)
 ]
 
 #: the process pools of the actors that fork in them, by actor id

@@ -95,9 +95,9 @@ class ActorClass(Generic[C_co], _ClassObject):
         runtime = get_runtime()
         if runtime.settings.wait_for_init:
             runtime.create(self.definition, actor_id, args, kwargs)
-        else:
-            runtime.create_nowait(self.definition, actor_id, args, kwargs)
-        return ActorHandle._of_class(actor_id, self.definition)
+            return ActorHandle._of_class(actor_id, self.definition)
+        creation = runtime.create_nowait(self.definition, actor_id, args, kwargs)
+        return ActorHandle._of_class(actor_id, self.definition, creation)
 
     async def get_or_create_async(
         self: ActorClass[Callable[P, T]], actor_id: str, /, *args: P.args, **kwargs: P.kwargs

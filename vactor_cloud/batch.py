@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import itertools
 import logging
@@ -65,7 +66,7 @@ from vactor_cloud.dedup import (
 )
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
-from vactor_cloud.fork_guard import end_a_forked_child, forks_now
+from vactor_cloud.fork_guard import GuardedExecutor, end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -480,7 +481,7 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
     thread's context variables and ``current_call()``, while this one waits.
     """
     if asyncio._get_running_loop() is None:
-        return asyncio.run(coro)
+        return asyncio.run(_on_a_guarded_executor(coro, context))
     outcome: list[Outcome] = []
     copied = contextvars.copy_context()
     #: the helper's loop and the task running the method, once it runs
@@ -490,7 +491,7 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
         task = asyncio.current_task()
         assert task is not None
         running.append((asyncio.get_running_loop(), task))
-        return await coro
+        return await _on_a_guarded_executor(coro, context)
 
     #: set as the helper ends (waited for rather than joined: a ``join`` interrupted by a
     #: signal handler's exception takes a running thread for stopped, on CPython 3.11)
@@ -518,6 +519,54 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
         raise
     helper.join()
     return outcome[0].unwrap()
+
+
+async def _on_a_guarded_executor(coro: Any, context: CallContext) -> Any:
+    """Await an async method's coroutine, on a loop (its own, made by ``asyncio.run``) whose
+    default executor ends a child forked in a function it runs in a thread, as a child that
+    came back inside the method is ended (``fork_guard.GuardedExecutor``). A child forked by
+    the coroutine itself ends as it returns: on a helper thread (``_run_coroutine``), the
+    child's only one, it went on to end that thread, the child with it (status 0, unsaid)."""
+    unhook = _guard_the_default_executor(asyncio.get_running_loop(), context)
+    forks = forks_now()
+    try:
+        return await coro
+    finally:
+        _end_a_forked_child(forks, context)
+        unhook()  # (if unused: the hooks and the loop would hold each other until a collection)
+
+
+def _guard_the_default_executor(loop: asyncio.AbstractEventLoop, context: CallContext) -> Callable[[], None]:
+    """Make ``loop``'s default executor a ``GuardedExecutor`` when the method first uses it
+    (``run_in_executor(None, ...)``, which ``asyncio.to_thread`` calls), unless the method set
+    one of its own first. Set up front, every async call paid for it: ``asyncio.run`` shuts a
+    default executor down on a thread of its own, started even for one never used (some
+    0.4 ms a call). ``loop`` is the call's own (``asyncio.run``'s): its methods are hooked on
+    the instance, and unhooked at the first use, or by the function returned."""
+    run_in_executor = loop.run_in_executor
+    set_default_executor = loop.set_default_executor
+    hooked = [True]  # (the loop's thread alone reads and clears it)
+
+    def unhook() -> None:
+        if hooked:
+            hooked.clear()
+            delattr(loop, "run_in_executor")  # (back to the class's methods)
+            delattr(loop, "set_default_executor")
+
+    def first_run_in_executor(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+        if executor is None:
+            unhook()
+            ending = functools.partial(_end_a_forked_child, context=context)
+            set_default_executor(GuardedExecutor(ending, f"vactor-async {context.method}"))
+        return run_in_executor(executor, func, *args)
+
+    def set_the_methods_own(executor: Any) -> None:
+        unhook()
+        set_default_executor(executor)
+
+    setattr(loop, "run_in_executor", first_run_in_executor)  # noqa: B010
+    setattr(loop, "set_default_executor", set_the_methods_own)  # noqa: B010
+    return unhook
 
 
 #: how long an interrupted async method's helper thread is waited for once its task is cancelled
@@ -580,6 +629,41 @@ def apply_batch(
     ``table`` is ``base``'s idempotency table, loaded (``StepDedup.prepare``)
     when a call carries a key; None: only a table that needs no I/O to read.
     """
+    forks = forks_now()
+    try:
+        return _apply_batch(definition, actor_id, base, live, calls, runtime, dedup_window, table)
+    finally:
+        _end_a_child_forked_by_the_class(
+            forks, actor_id, "calls", "the calls are the parent's, which applies them"
+        )
+
+
+def _end_a_child_forked_by_the_class(forks: int, actor_id: str, what: str, whose: str) -> None:
+    """In a child forked by the actor's class's code that runs for its calls outside their
+    bodies (``__setstate__`` rebuilding the state, ``__getstate__`` and the pickling of the
+    state or a result after), end it at once, as one the body forked (``_end_a_forked_child``):
+    it went on and committed the calls a second time, then returned to the caller."""
+    if forks_now() == forks:
+        return
+    end_a_forked_child(
+        forks,
+        f"the class of actor {actor_id!r}, running for its {what} (__getstate__, __setstate__ "
+        "or the pickling of its state or a result),",
+        f"{whose}; this child committed nothing and",
+    )
+
+
+def _apply_batch(
+    definition: ActorDefinition,
+    actor_id: str,
+    base: StepRecord,
+    live: Any,
+    calls: list[PendingCall],
+    runtime: Any,
+    dedup_window: tuple[int, float],
+    table: StepDedup | None,
+) -> BatchResult:
+    """(``apply_batch``'s work.)"""
     # The class decides the encoding: a stored "pickle" on a json actor is refused before decoding.
     serializer = expect_serializer(
         base.serializer, definition.serializer, f"actor {actor_id!r} step {base.step}"
@@ -893,7 +977,12 @@ def run_readonly(
     serializer = expect_serializer(
         record.serializer, definition.serializer, f"actor {actor_id!r} step {record.step}"
     )
-    instance = restore_instance(definition.cls, loads_state(record.state, serializer))
+    forks = forks_now()
+    try:
+        instance = restore_instance(definition.cls, loads_state(record.state, serializer))
+    finally:
+        whose = "the read-only call is the parent's, which answers it"
+        _end_a_child_forked_by_the_class(forks, actor_id, "read", whose)
     _step_status("RUNNING", actor_id, call)
     try:
         result = _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))

@@ -35,6 +35,7 @@ from vactor_cloud.definition import (
 from vactor_cloud.errors import (
     ActorClassChangedError,
     ActorDeletedError,
+    ActorNotFoundError,
     ReentrantCallError,
     StorageNotChosenError,
     VirtualActorNotInitializedError,
@@ -52,7 +53,7 @@ from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
 from vactor_cloud.read_room import Read, current_read
-from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
+from vactor_cloud.runtime import Creation, Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -195,7 +196,7 @@ class ActorHandle(Generic[T_co]):
     ``T_co`` is the actor's class, for type checkers.
     """
 
-    __slots__ = ("_class", "_class_name", "_origin", "actor_id")
+    __slots__ = ("_class", "_class_name", "_creation", "_origin", "actor_id")
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id: str = actor_id
@@ -206,12 +207,18 @@ class ActorHandle(Generic[T_co]):
         self._class: ActorDefinition | None = None
         #: (an unpickled handle) the name of the class it was made for, as ``_class`` is
         self._class_name: str | None = None
+        #: the background creation (``wait_for_init=False``) that gave this handle: ``ready()``
+        #: raises its exception if it failed, however long after (as Ray's did)
+        self._creation: Creation | None = None
 
     @classmethod
-    def _of_class(cls, actor_id: str, definition: ActorDefinition) -> ActorHandle[Any]:
-        """A handle made for the class ``definition``."""
+    def _of_class(
+        cls, actor_id: str, definition: ActorDefinition, creation: Creation | None = None
+    ) -> ActorHandle[Any]:
+        """A handle made for the class ``definition`` (by ``creation``, when it was one)."""
         handle: ActorHandle[Any] = cls(actor_id)
         handle._class = definition
+        handle._creation = creation
         return handle
 
     def _made_for(self) -> str | None:
@@ -288,19 +295,38 @@ class ActorHandle(Generic[T_co]):
     def ready(self) -> ActorFuture[None]:
         """A future that resolves once the actor exists and its ``__init__`` has committed
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
-        or the exception of this process's pending creation of it if that failed."""
+        or, instead, the exception of the creation this handle came from (``get_or_create``
+        with ``wait_for_init=False``), or of this process's creation of it pending at this
+        call, if that failed (every time, until an actor is created under the id);
+        ``ReentrantCallError`` when asked in its own ``__init__`` (or one that creation waits
+        for): waited for there, it would wait for itself."""
         future: ActorFuture[None] = ActorFuture()
         runtime = self._runtime()
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
+        # Looked up now, not when the check runs: by then the failure may have been recorded in
+        # full, the creation unlisted, and the check met no actor (ActorNotFoundError).
+        creation = runtime.creation_listed(self.actor_id) or self._creation
+        try:
+            # Asked in the creation's own __init__ (or one it waits for), the check, run on
+            # another thread, waited for the creation, which waited for the check: refused now.
+            runtime.refuse_own_creation(self.actor_id, "wait until it is ready")
+        except ReentrantCallError as exc:
+            future.set_running_or_notify_cancel()
+            future.set_exception(exc)
+            return future
 
         def check() -> None:
             if next(claims) != 0 or not future.set_running_or_notify_cancel():
                 return
             try:
-                failed = runtime.wait_created(self.actor_id)
-                if failed is not None:
-                    raise failed
-                runtime.load(self.actor_id)
+                failed = runtime.wait_created(self.actor_id, creation)
+                try:
+                    runtime.load(self.actor_id)
+                except ActorNotFoundError:
+                    # The failure is why there is none (an actor created since is ready).
+                    if failed is not None:
+                        raise failed from None
+                    raise
             except BaseException as exc:
                 future.set_exception(exc)
             else:
@@ -660,18 +686,19 @@ class ActorMethod(Generic[P, R]):
         runtime = get_runtime()
         # The future stays here (nobody else waits on it): a light one, unless a creation
         # is pending, whose queued calls are helped along by whoever waits on their futures.
-        creating = runtime.creating(self._actor_id) is not None
-        call = self._make_call(args, kwargs, ActorFuture() if creating else CallFuture(), waits=True)
+        # (One look: failed and unlisted before a second, the call met no actor.)
+        creating = runtime.creating(self._actor_id)
+        call = self._make_call(args, kwargs, CallFuture() if creating is None else ActorFuture(), waits=True)
         core = runtime.core(self._actor_id)
         if current_call() is None:  # not inside an actor method: no writer of ours to keep listed
             return self._run(runtime, core, call, creating)
         with WaitingInsideWriter():  # a call back into this writer's actor is refused meanwhile
             return self._run(runtime, core, call, creating)
 
-    def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: bool) -> R:
-        if creating:
+    def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: Creation | None) -> R:
+        if creating is not None:
             try:
-                if self._after_creation(runtime, call):
+                if self._after_creation(runtime, call, creating):
                     if isinstance(call.future, ActorFuture):
                         call.future._help = functools.partial(
                             _help_after_creation, runtime, core, call.future
@@ -736,11 +763,12 @@ class ActorMethod(Generic[P, R]):
             core.submit(call)
         return future
 
-    def _after_creation(self, runtime: Runtime, call: PendingCall) -> bool:
+    def _after_creation(self, runtime: Runtime, call: PendingCall, creation: Creation | None = None) -> bool:
         """While this process creates the actor without waiting: a writer is queued behind the
-        creation (and fails with its exception), a read-only call fails (Ray's behaviour). False
-        when no such creation is pending: the caller goes on as usual."""
-        creation = runtime.creating(self._actor_id)
+        creation (and fails with its exception, or is submitted, if it has settled since the
+        look), a read-only call fails (Ray's behaviour). False when no such creation is
+        pending: the caller goes on as usual. ``creation``: the one the caller found pending."""
+        creation = creation or runtime.creating(self._actor_id)
         if creation is None:
             return False
         if call.readonly:
@@ -756,7 +784,8 @@ class ActorMethod(Generic[P, R]):
             elif call.claim():
                 call.future.set_exception(error)
 
-        return creation.defer(submit)
+        creation.defer(submit)
+        return True
 
     def _make_call(
         self,

@@ -441,19 +441,38 @@ class Creation:
         """True for exactly one caller (``next`` on a count is atomic): who runs (or fails) it."""
         return next(self._claims) == 0
 
-    def defer(self, fn: Callable[[BaseException | None], None]) -> bool:
-        """Run ``fn(error)`` once the creation settled; False (``fn`` not kept) if it already has."""
+    def defer(self, fn: Callable[[BaseException | None], None]) -> None:
+        """Run ``fn(error)`` once the creation settled: now, if it has. (A caller that saw it
+        pending and then found it settled went on as though none were pending: a writer call
+        met no actor, ``ActorNotFoundError``, where it should have raised the failure.)"""
         with self.lock:
             if not self.settled:
                 self.deferred.append(fn)
-            return not self.settled
+                return
+        fn(self.error)
+
+    def wait(self) -> BaseException | None:
+        """Wait for the creation to settle (running it on this thread if no thread has started
+        it); its exception, if it failed."""
+        self.start()
+        _sync.interruptible_wait(self.done.wait, None, forever=None)
+        return self.error
 
     def settle(self, error: BaseException | None) -> None:
+        """Run every deferred function (in order, under the lock: a ``defer`` after waits for
+        them), then raise the first exception one raised (an interrupt taken in a hand-over
+        stopped the rest, whose callers waited for good)."""
+        raised: BaseException | None = None
         with self.lock:
             self.settled, self.error = True, error
-            for fn in self.deferred:
-                fn(error)
-            self.deferred.clear()
+            deferred, self.deferred = self.deferred, []
+            for fn in deferred:
+                try:
+                    fn(error)
+                except BaseException as exc:
+                    raised = raised or exc
+        if raised is not None:
+            raise raised
 
 
 def _check_key_room(store: ObjectStore) -> None:
@@ -991,12 +1010,15 @@ class Runtime:
             instance = definition.cls(*args, **kwargs)
         finally:
             _end_a_child_forked_in_init(forks, actor_id, definition)
-        state = dumps_state(
-            capture_state(instance),
-            definition.serializer,
-            restore=definition.restores,
-            actor=(actor_id, definition.cls),
-        )
+        try:
+            state = dumps_state(
+                capture_state(instance),
+                definition.serializer,
+                restore=definition.restores,
+                actor=(actor_id, definition.cls),
+            )
+        finally:
+            _end_a_child_forked_in_init(forks, actor_id, definition, "__getstate__ (or its state's pickling)")
         created = self.run(core.create(definition, state, init_args[:200]))
         if created:
             # (A delete of the id here left in doubt is settled: the actor this made is new, and
@@ -1021,17 +1043,18 @@ class Runtime:
 
     def create_nowait(
         self, definition: ActorDefinition, actor_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    ) -> Creation | None:
         """Start :meth:`create` on a pool thread unless the actor exists; return at once (Ray's way).
 
         See :meth:`creating` for what calls do until it commits. The arguments are copied
-        here, before this returns (later changes to them do not reach the actor).
+        here, before this returns (later changes to them do not reach the actor). Returns the
+        creation (this one, or one of this process's already pending), None if the actor exists.
         """
         frozen = freeze_arguments(args, kwargs)
         with contextlib.suppress(ActorNotFoundError):
             core = self.load(actor_id)
             _check_class(actor_id, core.definition, definition)
-            return
+            return None
         creation = Creation(definition)
         with self._lock:
             pending = self._creations.get(actor_id)
@@ -1039,14 +1062,17 @@ class Runtime:
                 self._creations[actor_id] = creation
         if pending is not None:
             _check_class(actor_id, pending.definition, definition)
-            return
+            return pending
 
         def finish(error: BaseException | None) -> None:
-            creation.settle(error)
-            with self._lock:
-                if self._creations.get(actor_id) is creation:
-                    del self._creations[actor_id]
-            creation.done.set()
+            try:
+                creation.settle(error)
+            finally:  # (an interrupt in a hand-over: done all the same, or its waiters hang)
+                with self._lock:
+                    if self._creations.get(actor_id) is creation:
+                        del self._creations[actor_id]
+                creation.start = _nothing_to_start  # (lets go of the arguments: handles keep it)
+                creation.done.set()
 
         def start() -> None:
             if not creation.claim():
@@ -1068,25 +1094,30 @@ class Runtime:
         # waiting for a creation queued behind it and its like would wait for it forever.
         creation.start = start
         self.spawn(start, on_shutdown=shut_down)
+        return creation
 
     def creating(self, actor_id: str) -> Creation | None:
         """This process's pending creation of ``actor_id`` (``create_nowait``), if any."""
         creation = self._creations.get(actor_id)
         return None if creation is None or creation.settled else creation
 
-    def wait_created(self, actor_id: str) -> BaseException | None:
+    def creation_listed(self, actor_id: str) -> Creation | None:
+        """This process's creation of ``actor_id`` (``create_nowait``) that has not been recorded
+        in full yet: pending, or settled a moment ago (:meth:`creating` says None for that one)."""
+        return self._creations.get(actor_id)
+
+    def wait_created(self, actor_id: str, creation: Creation | None = None) -> BaseException | None:
         """Wait for this process's pending creation of ``actor_id``, if any (running it on this
-        thread if no thread has started it); its exception, if it failed.
+        thread if no thread has started it); its exception, if it failed. ``creation``: that
+        creation, looked up earlier by the caller (it may have been recorded in full since).
 
         ``ReentrantCallError`` when the creation runs on this thread (this is its ``__init__``, or
         one it waits for): the wait would be for itself, for good."""
-        creation = self._creations.get(actor_id)
+        creation = creation or self._creations.get(actor_id)
         if creation is None:
             return None
         self.refuse_own_creation(actor_id, "wait for its creation")
-        creation.start()
-        _sync.interruptible_wait(creation.done.wait, None, forever=None)
-        return creation.error
+        return creation.wait()
 
     def refuse_own_creation(self, actor_id: str, what: str) -> None:
         """``ReentrantCallError`` if this thread runs the creation of ``actor_id`` (see
@@ -1291,15 +1322,18 @@ def _other_class(actor_id: str, stored: str, requested: ActorDefinition) -> Acto
     )
 
 
-def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefinition) -> None:
+def _end_a_child_forked_in_init(
+    forks: int, actor_id: str, definition: ActorDefinition, part: str = "__init__"
+) -> None:
     """In a child that ``__init__`` forked (``os.fork()`` there, then returned or raised in the
     child too), end the child at once (``fork_guard``), on the caller's thread as on a pool's
     (``wait_for_init=False``): the creation is the parent's, which commits step 0. Let the child
     go on and it would commit through a runtime whose threads it does not have, then return to
-    its caller as though it were the parent."""
+    its caller as though it were the parent. ``part``: the class's code that ran (the state's
+    capture after ``__init__`` is the class's code too)."""
     if forks_now() == forks:
         return  # (the common case: nothing formatted)
-    what = f"the __init__ of actor {actor_id!r} ({definition.cls.__qualname__})"
+    what = f"the {part} of actor {actor_id!r} ({definition.cls.__qualname__})"
     whose = (
         "the creation is the parent's, which commits it if its __init__ returns; this child "
         "created nothing and"
@@ -1307,13 +1341,19 @@ def _end_a_child_forked_in_init(forks: int, actor_id: str, definition: ActorDefi
     end_a_forked_child(forks, what, whose)
 
 
+def _nothing_to_start() -> None:
+    """(``Creation.start`` once the creation has settled.)"""
+
+
 def _say_creation_failed(actor_id: str, definition: ActorDefinition, error: BaseException) -> None:
     """Log a creation ``create_nowait`` started that failed: its exception reaches the calls made
-    while it was pending, and nothing else; one that failed before any was made (or with none
-    made) was said nowhere, and every later call found no actor (``ActorNotFoundError``)."""
+    while it was pending and ``ready()`` on the handles it gave, and nothing else; one that
+    failed before any was made (or with none made) was said nowhere, and every later call
+    found no actor (``ActorNotFoundError``)."""
     logger.warning(
         "vactor_cloud: the creation of actor %r (%s, get_or_create with wait_for_init=False) "
-        "failed: %s: %s; calls made while it was pending raise it, later ones find no actor",
+        "failed: %s: %s; calls made while it was pending, and ready() on the handles it gave, "
+        "raise it; later calls find no actor",
         actor_id,
         definition.name,
         type(error).__name__,

@@ -53,7 +53,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Container, Iterator
+from collections.abc import Container, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -655,8 +655,25 @@ async def write_entries(store: ObjectStore, actor_id: str, timers: list[Timer]) 
         with contextlib.suppress(AlreadyExistsError):
             await store.put(timer.index_key(actor_id), b"", mode="create")
 
-    await asyncio.gather(*(one(t) for t in timers))
+    failures = [e for e in await _each_to_its_end([one(t) for t in timers]) if e is not None]
+    if failures:
+        raise _first_to_raise(failures)
     _memory.add(store, actor_id, {(t.key, t.due_ms, t.gen) for t in timers})
+
+
+async def _each_to_its_end(coroutines: list[Coroutine[Any, Any, None]]) -> list[BaseException | None]:
+    """Run ``coroutines`` together until every one has ended; the exception of each, or None.
+
+    (``gather`` raised the first failure at once and left the others running behind the
+    caller, which had heard the failure: their requests went on, their errors unheard.)
+    Cancelled, it cancels them all."""
+    outcomes = await asyncio.gather(*coroutines, return_exceptions=True)
+    return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+
+def _first_to_raise(failures: list[BaseException]) -> BaseException:
+    """Of several failures, the one to raise: an interrupt or cancellation before any error."""
+    return next((e for e in failures if not isinstance(e, Exception)), failures[0])
 
 
 async def index_after_commit(
@@ -732,7 +749,9 @@ def armed_unindexed(store: ObjectStore, actor_id: str, extra: dict[str, Any], af
 async def repair_index(store: ObjectStore, actor_ids: list[str], read_extra: Any) -> int:
     """Write the index entries of every pending timer of ``actor_ids``; how many were written.
 
-    ``read_extra(actor_id)`` returns the newest step's ``extra`` (awaitable).
+    ``read_extra(actor_id)`` returns the newest step's ``extra`` (awaitable). An actor whose
+    repair fails does not stop the others': every one ends before this raises one of the
+    failures, with a note naming each actor that failed (``_repair_failed``).
     """
     written = 0
     gate = asyncio.Semaphore(32)
@@ -746,5 +765,27 @@ async def repair_index(store: ObjectStore, actor_ids: list[str], read_extra: Any
                 await write_entries(store, actor_id, timers)
                 written += len(timers)
 
-    await asyncio.gather(*(one(a) for a in actor_ids))
+    outcomes = await _each_to_its_end([one(a) for a in actor_ids])
+    failed = [(a, e) for a, e in zip(actor_ids, outcomes, strict=True) if e is not None]
+    if failed:
+        raise _repair_failed(failed, len(actor_ids), written)
     return written
+
+
+#: actors a failed repair names at most (then how many more)
+_NAMED = 10
+
+
+def _repair_failed(failed: list[tuple[str, BaseException]], total: int, written: int) -> BaseException:
+    """The error of a repair in which the actors ``failed`` failed, the others of ``total``
+    repaired: one of theirs (its type kept: a caller tells a damaged actor from a storage
+    error by it), with a note naming them all and saying what was done."""
+    error = _first_to_raise([e for _, e in failed])
+    named = ", ".join(f"{a!r} ({type(e).__name__})" for a, e in failed[:_NAMED])
+    more = f" and {len(failed) - _NAMED} more" if len(failed) > _NAMED else ""
+    error.add_note(
+        f"repairing the timer index failed for {len(failed)} of {total} actors: {named}{more}; "
+        f"the other {total - len(failed)} of {total} actors were repaired ({written} timers "
+        "indexed); repairing an actor again is harmless"
+    )
+    return error
