@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import threading
 import time
 from typing import Any
 
@@ -39,6 +40,29 @@ class Chime:
     @vc.virtual_actor.readonly
     def log(self) -> list[Any]:
         return list(self.heard)
+
+    def hold(self) -> None:
+        HELD.set()
+        assert RELEASE.wait(60), "the test never released the writer"
+
+    @vc.virtual_actor.on_event("exit")
+    def on_exit(self, payload: Any) -> None:
+        EXITS.append(payload)
+        raise SystemExit("a handler that exits")
+
+
+#: a writer of Chime is inside ``hold``; it leaves once RELEASE is set
+HELD = threading.Event()
+RELEASE = threading.Event()
+#: payloads of the ``exit`` events whose handler ran (and raised SystemExit)
+EXITS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    HELD.clear()
+    RELEASE.clear()
+    EXITS.clear()
 
 
 def _inbox_ids(actor_id: str) -> list[str]:
@@ -126,3 +150,60 @@ def test_an_event_with_an_infinite_sequence_number_is_read_as_damaged() -> None:
     key, data = _event_object("a", "e1", seq=float("inf"))
     with pytest.raises(IntegrityError, match="malformed"):
         inbox.decode_event(key, data, None)
+
+
+# -- applying -------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_wait_times_out_while_a_writer_method_runs(store_spec: StoreSpec) -> None:
+    """docs/events.md: ``wait_for_event`` raises ``TimeoutError`` after ``timeout`` "also while
+    a writer method of the actor runs: applying events waits behind it, but the wait does
+    not". (Mutation: ``_process_here`` waiting for its commit after ``help`` gave up at the
+    timeout: the wait ended only when the writer did; every event and wait test passed.)"""
+    store_spec.init()
+    chime = Chime.get_or_create("a")
+    writer = threading.Thread(target=chime.hold.run)
+    writer.start()
+    assert HELD.wait(30)
+    released_by_test = threading.Timer(10.0, RELEASE.set)  # (a wait that does not end, ended)
+    released_by_test.start()
+    try:
+        with pytest.raises(TimeoutError):
+            events.wait_for_event("a", "ring", timeout=0.3)
+        assert not RELEASE.is_set(), "the wait ended only once the writer method returned"
+    finally:
+        released_by_test.cancel()
+        RELEASE.set()
+        writer.join(60)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_process_events_stops_after_a_full_fold_that_applied_nothing(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold that chose a commit's worth of events and applied none of them (every handler
+    raised SystemExit: excluded, kept) would only repeat itself: ``process_events`` stops (each
+    excluded event is tried once more, after the others, then left). (Mutation: ``more_to_do``
+    asking only whether the fold was full: 1,000 folds, every handler run 1,000 times.)"""
+    store_spec.init()
+    monkeypatch.setattr(inbox, "MAX_EVENTS_PER_COMMIT", 2)
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "exit", 1, event_id="x1")
+    vc.send_event("a", "exit", 2, event_id="x2")
+    assert chime.process_events() == 0
+    assert sorted(EXITS) == [1, 1, 2, 2]  # newly excluded: folded once more, then left
+    assert _inbox_ids("a") == ["x1", "x2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_events_the_creation_listed_are_applied_by_the_first_writer_call(store_spec: StoreSpec) -> None:
+    """An event sent with ``create=True`` by another process waits for the actor; creating it
+    lists the inbox once (beside the creation), and the first writer call applies the event
+    before its own call, in the same commit (docs/events.md: "applied at the first commit
+    after someone creates it"). (Mutation: ``wants_fold`` ignoring the events it holds: the
+    first commits did not look at them until the listing went stale, 15 s on.)"""
+    store_spec.init()
+    vc.send_event("a", "ring", "early", event_id="e1", create=True)
+    store_spec.init()  # another process: it never sent the actor an event
+    chime = Chime.get_or_create("a")
+    assert chime.add.run("first call") == 2
+    assert chime.log.run() == ["early", "first call"]
