@@ -11,15 +11,19 @@ import json
 import pickle
 import threading
 import time
+import uuid
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from store_helpers import raw_put, retune
+from store_helpers import init, other_process, raw_put, retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, events, inbox, keys
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.errors import IntegrityError, RetryableStorageError
-from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
+from vactor_cloud.runtime import Runtime
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, install
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -326,3 +330,43 @@ def test_events_after_one_that_could_not_be_read_again_wait_for_it(
     chime.add.run("y")  # e3 and e4 chosen; reading e3 again fails: both wait
     chime.process_events()
     assert chime.log.run() == ["e1", "e2", "x", "y", "e3", "e4"]
+
+
+def _process_on(runtime: Runtime, actor_id: str) -> int:
+    """``process_events`` (one fold) of ``actor_id`` by ``runtime``, another process's."""
+    future: Future[int] = Future()
+    runtime.core(actor_id).submit(PendingCall(inbox.PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+    applied = future.result(60)
+    _sync.sync(runtime.core(actor_id).inbox.wait_deleted())  # type: ignore[union-attr]
+    return applied
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_cached_event_another_process_applied_past_the_window_is_not_applied_again(
+    store_spec: StoreSpec,
+) -> None:
+    """docs/events.md: "A cached event is folded only while nobody else has committed since the
+    listing that found it ... Otherwise the commit lists the inbox again first": another process
+    may have applied and deleted it, and past the dedup window nothing else stops a second
+    application. Listing again failing, the cache is dropped, not folded. (Mutations:
+    ``_cache_trusted`` always true; the failed listing keeping the cache: ``e1`` applied
+    twice; every event test passed. On the local lane a listing is no single moment, and
+    ``e1`` waits unconfirmed there anyway.)"""
+    init(store_spec, dedup_window=(1, 0.0))  # (the table remembers the newest event only)
+    chime = Chime.get_or_create("a")
+    chime.add.run("a0")
+    vc.send_event("a", "ring", "e1", event_id="e1")
+    core = vc.get_runtime().core("a")
+    _sync.sync(core.inbox._refresh())  # type: ignore[union-attr]  # listed here, not applied
+    other = other_process(store_spec, dedup_window=(1, 0.0))
+    try:
+        assert _process_on(other, "a") == 1
+        key, data = inbox.encode_event("a", "e2", "ring", json.dumps("e2").encode(), "json", None)
+        _sync.sync(inbox.put_event(other.store, key, data, name="ring", signing_key=None))
+        assert _process_on(other, "a") == 1  # e1 leaves the dedup window
+    finally:
+        other.close()
+    lists = FaultConfig(seed=1, rules=(FaultRule("fail_before", frozenset({"list"}), "/inbox/", 1.0),))
+    core.inbox.store = FaultyStore(core.inbox.store, lists)  # type: ignore[union-attr]
+    assert chime.add.run("a1") == 4
+    assert chime.log.run() == ["a0", "e1", "e2", "a1"]
