@@ -370,3 +370,24 @@ def test_a_cached_event_another_process_applied_past_the_window_is_not_applied_a
     core.inbox.store = FaultyStore(core.inbox.store, lists)  # type: ignore[union-attr]
     assert chime.add.run("a1") == 4
     assert chime.log.run() == ["a0", "e1", "e2", "a1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_event_deleted_unapplied_and_its_id_sent_again_under_another_name_is_the_new_one(
+    store_spec: StoreSpec,
+) -> None:
+    """An event nobody handles stays in the inbox; an operator deletes it (``aws s3 rm``) and the
+    id is sent again under a name the class handles: a new event (docs/events.md: the inbox key
+    holds one event). A listing forgets what it no longer lists, and the next one reads the key
+    anew.
+    (Mutation: the listing keeping known events it no longer lists: the old, unhandled event
+    stood for the key, and the new one was never applied.)"""
+    store_spec.init()
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "unhandled", "old", event_id="x1")
+    assert chime.process_events() == 0 and _inbox_ids("a") == ["x1"]
+    _sync.sync(vc.get_runtime().store.delete(keys.inbox_key("a", "x1")))
+    assert chime.process_events() == 0  # (a listing in between: see the module's docstring)
+    vc.send_event("a", "ring", "new", event_id="x1")
+    assert chime.process_events() == 1
+    assert chime.log.run() == ["new"] and _inbox_ids("a") == []
