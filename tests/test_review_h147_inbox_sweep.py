@@ -21,7 +21,7 @@ from store_helpers import init, other_process, raw_put, retune
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, events, inbox, keys
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.errors import IntegrityError, RetryableStorageError
+from vactor_cloud.errors import IntegrityError, PermissionDeniedError, RetryableStorageError
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, install
 from vactor_cloud.testing.lanes import StoreSpec
@@ -391,3 +391,29 @@ def test_an_event_deleted_unapplied_and_its_id_sent_again_under_another_name_is_
     vc.send_event("a", "ring", "new", event_id="x1")
     assert chime.process_events() == 1
     assert chime.log.run() == ["new"] and _inbox_ids("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_send_the_store_refuses_raises_the_refusal_at_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put refused for lack of permission wrote nothing: ``send_event`` raises the
+    ``PermissionDeniedError`` after one attempt, not an ``EventInDoubtError`` after five with
+    backoff (nothing is in doubt). (Mutation: ``put_event`` not singling it out of
+    ``StorageError``.)"""
+    store_spec.init()
+    Chime.get_or_create("a")
+    store = vc.get_runtime().store
+    puts: list[str] = []
+    real_put = store.put
+
+    async def refusing_put(key: str, data: bytes, **kwargs: Any) -> Any:
+        if "/inbox/" in key:
+            puts.append(key)
+            raise PermissionDeniedError("AccessDenied: s3:PutObject", key)
+        return await real_put(key, data, **kwargs)
+
+    monkeypatch.setattr(store, "put", refusing_put)
+    with pytest.raises(PermissionDeniedError, match="AccessDenied"):
+        vc.send_event("a", "ring", "refused", event_id="e1")
+    assert puts == [keys.inbox_key("a", "e1")]
