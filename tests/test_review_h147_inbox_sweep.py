@@ -417,3 +417,50 @@ def test_a_send_the_store_refuses_raises_the_refusal_at_once(
     with pytest.raises(PermissionDeniedError, match="AccessDenied"):
         vc.send_event("a", "ring", "refused", event_id="e1")
     assert puts == [keys.inbox_key("a", "e1")]
+
+
+@vc.virtual_actor
+class Purse:
+    def __init__(self) -> None:
+        self.paid = 0
+
+    @vc.virtual_actor.on_event("pay")
+    def on_pay(self, payload: int) -> int:
+        self.paid += payload
+        return self.paid
+
+    @vc.virtual_actor.readonly
+    def total(self) -> int:
+        return self.paid
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_applied_event_left_behind_whose_step_was_compacted_is_not_applied_by_the_next_actor(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete's clean-up looks an event stamped near the last step up by its call id in the
+    last steps; when those reads are cut short (the step that applied it compacted), it tells
+    only what it found, and the event stamped before the last step goes by its stamp
+    (docs/events.md). (Mutation: ``_applied_in_last_steps`` calling a lookback cut short by a
+    compacted step complete: the event was taken for one sent again for the next actor, kept,
+    and the next actor applied the payment again.)"""
+    init(store_spec, fresh_window=0.0)
+    store = vc.get_runtime().store
+    old = Purse.get_or_create("p")
+    vc.send_event("p", "pay", 30, event_id="e1")
+    with monkeypatch.context() as patch:
+        delete_many = store.delete_many
+
+        async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+            return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+        patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
+        assert old.process_events() == 1
+        vc.send_event("p", "pay", 5, event_id="e2")
+        assert old.process_events() == 1
+    old.compact(1, min_age=0)  # the step that applied e1 goes
+    assert _inbox_ids("p") == ["e1", "e2"]
+    assert vc.delete_actor("p") is True
+    new = Purse.get_or_create("p")
+    new.process_events()
+    assert new.total.run() == 0 and _inbox_ids("p") == []
