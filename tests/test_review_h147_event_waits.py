@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from typing import Any
 
 import pytest
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import events, mailkey
-from vactor_cloud.errors import DamagedObjectError, FormatVersionError, RetryableStorageError
+from vactor_cloud import _sync, codec, events, mailkey
+from vactor_cloud.errors import DamagedObjectError, FormatVersionError, IntegrityError, RetryableStorageError
+from vactor_cloud.keys import mail_seal_key
+from vactor_cloud.storage import MemoryStore
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 HANG = 60.0
@@ -156,3 +160,78 @@ def test_the_key_id_is_the_documented_digest_and_tells_keys_apart() -> None:
     expected = hashlib.blake2b(b"", key=one, digest_size=4, person=b"vactor-mail-kid").digest()
     assert mailkey.key_id(one) == expected
     assert mailkey.key_id(one) != mailkey.key_id(other)
+
+
+# -- the mail key object ----------------------------------------------------------------------------
+def _key_object(meta: dict[str, Any], key: bytes, signing_key: bytes | None = None) -> bytes:
+    return codec.encode(mail_seal_key(), meta, {"key": key}, signing_key=signing_key)
+
+
+@pytest.mark.parametrize(
+    ("meta", "key"),
+    [({"kind": "mail-key"}, b"s" * 16), ({"kind": "mail-key"}, b"l" * 64), ({"kind": "step"}, b"k" * 32)],
+    ids=["short", "long", "another-kind"],
+)
+def test_a_mail_key_object_of_another_length_or_kind_is_not_taken(meta: dict[str, Any], key: bytes) -> None:
+    """The key is 32 bytes in an object of kind ``mail-key``; anything else at its name is
+    damaged (a process then writes bare names, docs/protocol.md), never a key to seal with.
+    (Mutations: ``_decode`` not checking the length; not checking the kind.)"""
+    store = MemoryStore(f"mail-{uuid.uuid4().hex}")
+    _sync.sync(store.put(mail_seal_key(), _key_object(meta, key)))
+    with pytest.raises(IntegrityError, match="not a mail key"):
+        mailkey._decode(_sync.sync(store.get(mail_seal_key())).data, None)
+    assert _sync.sync(mailkey.MailKeys(store, None).load(create=True)) is None
+
+
+def test_a_failed_load_of_the_mail_key_is_not_tried_again_for_a_while() -> None:
+    """docs/protocol.md: a process that cannot read the mail key writes bare names and tries
+    again after ``RETRY_AFTER`` (30 s), not at every post (one GET more per post, against a
+    store already failing). (Mutations: ``_due`` always due for a poster; the time of the
+    failed try not kept.)"""
+    inner = MemoryStore(f"mail-{uuid.uuid4().hex}")
+    rule = FaultRule("fail_before", frozenset({"get", "put"}), mail_seal_key(), 1.0, retryable=False)
+    store = FaultyStore(inner, FaultConfig(seed=1, rules=(rule,)))
+    keys_ = mailkey.MailKeys(store, None)
+    assert _sync.sync(keys_.load(create=True)) is None
+    tried = sum(store.injected.values())
+    assert tried >= 1
+    assert _sync.sync(keys_.load(create=True)) is None
+    assert keys_.load_now(create=True) is None
+    assert sum(store.injected.values()) == tried
+
+
+def test_a_poster_makes_the_mail_key_at_once_after_a_reader_found_none() -> None:
+    """A folder (a reader) that found no mail key makes none; a poster of the same process
+    right after makes it at once, not 30 s later (its posts kept bare names meanwhile).
+    (Mutations: ``_due`` not asking whether the last try found none; the finding not kept.)"""
+    store = MemoryStore(f"mail-{uuid.uuid4().hex}")
+    keys_ = mailkey.MailKeys(store, None)
+    assert _sync.sync(keys_.load(create=False)) is None
+    made = _sync.sync(keys_.load(create=True))
+    assert made is not None and mailkey._decode(_sync.sync(store.get(mail_seal_key())).data, None) == made
+
+
+def test_a_mail_key_read_cut_short_on_the_way_is_read_again() -> None:
+    """A read of the mail key cut short in transit is read again at once (``read_checked``),
+    not taken for a damaged key (bare names for 30 s). (Mutation: ``_read`` by a plain GET.)"""
+    inner = MemoryStore(f"mail-{uuid.uuid4().hex}")
+    made = _sync.sync(mailkey.MailKeys(inner, None).load(create=True))
+    rule = FaultRule("truncate_read", frozenset({"get"}), mail_seal_key(), at=(1,))
+    store = FaultyStore(inner, FaultConfig(seed=1, rules=(rule,)))
+    assert made is not None and _sync.sync(mailkey.MailKeys(store, None).load(create=False)) == made
+    assert sum(store.injected.values()) == 1
+
+
+def test_the_mail_key_of_a_signed_store_is_signed_and_read_by_other_processes() -> None:
+    """Every object of a signed store is signed, the mail key too: another process with the
+    signing key reads the key this one made. And a process's keys are per signing key: the
+    same store object under another key does not reuse them. (Mutations: ``_encode`` not
+    signing; ``mail_keys`` reusing the keys loaded under another signing key.)"""
+    signing = b"s" * 32
+    name = f"mail-{uuid.uuid4().hex}"
+    store = MemoryStore(name)
+    made = _sync.sync(mailkey.mail_keys(store, signing).load(create=True))
+    assert made is not None
+    assert _sync.sync(mailkey.MailKeys(MemoryStore(name), signing).load(create=False)) == made
+    unsigned = mailkey.mail_keys(store, None)
+    assert unsigned.signing_key is None and unsigned is not mailkey.mail_keys(store, signing)
