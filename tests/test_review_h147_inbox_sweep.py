@@ -464,3 +464,23 @@ def test_an_applied_event_left_behind_whose_step_was_compacted_is_not_applied_by
     new = Purse.get_or_create("p")
     new.process_events()
     assert new.total.run() == 0 and _inbox_ids("p") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_excluded_event_deleted_and_its_id_sent_again_is_applied_in_inbox_order(
+    store_spec: StoreSpec,
+) -> None:
+    """An event whose handler exits is excluded (kept, chosen after the others); an operator
+    deletes it, and its id is sent again as another event, followed by a later one. The new
+    event is no excluded one: it applies in inbox order, first. (Mutation: the listing not
+    forgetting the exclusions of keys it no longer lists: the new event went after ``e2``.)"""
+    store_spec.init()
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "exit", "old", event_id="x1")
+    assert chime.process_events() == 0 and _inbox_ids("a") == ["x1"]
+    _sync.sync(vc.get_runtime().store.delete(keys.inbox_key("a", "x1")))
+    assert chime.process_events() == 0  # (a listing in between: see the module's docstring)
+    vc.send_event("a", "ring", "x1 again", event_id="x1")
+    vc.send_event("a", "ring", "e2", event_id="e2")
+    assert chime.process_events() == 2
+    assert chime.log.run() == ["x1 again", "e2"]
