@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from store_helpers import init, other_process, raw_put, retune
+from test_review_events import _PagedListings
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, events, inbox, keys
@@ -484,3 +485,22 @@ def test_an_excluded_event_deleted_and_its_id_sent_again_is_applied_in_inbox_ord
     vc.send_event("a", "ring", "e2", event_id="e2")
     assert chime.process_events() == 2
     assert chime.log.run() == ["x1 again", "e2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_process_events_applies_what_a_paged_listing_held_back_in_the_same_call(
+    store_spec: StoreSpec,
+) -> None:
+    """A listing of several pages missed a sender's first event and saw its second; the fold's
+    second listing sees the first only now, so both wait for a third (docs/events.md). That
+    is work ``process_events`` saw: it folds again and applies both in this call, not at some
+    later commit. (Mutation: the fold not asking for another when senders wait: this call
+    applied nothing, and the events waited for the next listing.)"""
+    store_spec.init()
+    runtime = vc.get_runtime()
+    runtime.store = _PagedListings(runtime.store, hidden="b-first")
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "ring", "first", event_id="b-first")
+    vc.send_event("a", "ring", "second", event_id="y-second")
+    assert chime.process_events() == 2
+    assert chime.log.run() == ["first", "second"]
