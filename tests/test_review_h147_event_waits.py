@@ -1,13 +1,12 @@
 """Review h147: a mutation sweep of the event inbox and signed mail (events, inbox, mailkey).
 
-This module holds the tests of ``wait_for_event``'s polling and of the mail key's cipher; the
+This module holds the tests of ``wait_for_event``'s polling and of the mail key object; the
 sweep's table is in ``test_review_h147_inbox_sweep``. Each test names the mutation it kills.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from typing import Any
 
@@ -19,7 +18,6 @@ from vactor_cloud import _sync, codec, events, mailkey
 from vactor_cloud.errors import DamagedObjectError, FormatVersionError, IntegrityError, RetryableStorageError
 from vactor_cloud.keys import mail_seal_key
 from vactor_cloud.storage import MemoryStore
-from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 HANG = 60.0
@@ -134,34 +132,6 @@ def test_damaged_reads_apart_from_each_other_do_not_end_a_wait(
     assert len(looks) == 7
 
 
-# -- the mail key's cipher, as docs/protocol.md and mailkey.py define it --------------------------
-def test_the_seal_is_the_documented_keystream() -> None:
-    """Block ``i`` of the keystream is ``BLAKE2b-512(nonce || u32be(i), key, person)``: an
-    implementation in another language reads sealed names by that definition. (Mutations:
-    the block counter left out of the hash input, every block then the same; the
-    personalization left out. A round trip cannot tell either: seal is its own inverse.)"""
-    key, nonce = bytes(range(32)), b"n" * mailkey.NONCE_BYTES
-    data = bytes(range(150))  # three blocks, the last one short
-    person = b"vactor-post-name"
-    stream = b"".join(
-        hashlib.blake2b(nonce + i.to_bytes(4, "big"), key=key, digest_size=64, person=person).digest()
-        for i in range(3)
-    )
-    sealed = mailkey.seal(key, nonce, data)
-    assert sealed == bytes(a ^ b for a, b in zip(data, stream, strict=False))
-    assert mailkey.seal(key, nonce, sealed) == data
-
-
-def test_the_key_id_is_the_documented_digest_and_tells_keys_apart() -> None:
-    """``key_id`` is ``BLAKE2b-32(b"", key=key, person=b"vactor-mail-kid")``: a reader holding
-    another key (the key object deleted and made anew) tells a name sealed with the old one by
-    it. (Mutation: the key left out of the digest: every key had the same id.)"""
-    one, other = b"1" * 32, b"2" * 32
-    expected = hashlib.blake2b(b"", key=one, digest_size=4, person=b"vactor-mail-kid").digest()
-    assert mailkey.key_id(one) == expected
-    assert mailkey.key_id(one) != mailkey.key_id(other)
-
-
 # -- the mail key object ----------------------------------------------------------------------------
 def _key_object(meta: dict[str, Any], key: bytes, signing_key: bytes | None = None) -> bytes:
     return codec.encode(mail_seal_key(), meta, {"key": key}, signing_key=signing_key)
@@ -181,45 +151,6 @@ def test_a_mail_key_object_of_another_length_or_kind_is_not_taken(meta: dict[str
     with pytest.raises(IntegrityError, match="not a mail key"):
         mailkey._decode(_sync.sync(store.get(mail_seal_key())).data, None)
     assert _sync.sync(mailkey.MailKeys(store, None).load(create=True)) is None
-
-
-def test_a_failed_load_of_the_mail_key_is_not_tried_again_for_a_while() -> None:
-    """docs/protocol.md: a process that cannot read the mail key writes bare names and tries
-    again after ``RETRY_AFTER`` (30 s), not at every post (one GET more per post, against a
-    store already failing). (Mutations: ``_due`` always due for a poster; the time of the
-    failed try not kept.)"""
-    inner = MemoryStore(f"mail-{uuid.uuid4().hex}")
-    rule = FaultRule("fail_before", frozenset({"get", "put"}), mail_seal_key(), 1.0, retryable=False)
-    store = FaultyStore(inner, FaultConfig(seed=1, rules=(rule,)))
-    keys_ = mailkey.MailKeys(store, None)
-    assert _sync.sync(keys_.load(create=True)) is None
-    tried = sum(store.injected.values())
-    assert tried >= 1
-    assert _sync.sync(keys_.load(create=True)) is None
-    assert keys_.load_now(create=True) is None
-    assert sum(store.injected.values()) == tried
-
-
-def test_a_poster_makes_the_mail_key_at_once_after_a_reader_found_none() -> None:
-    """A folder (a reader) that found no mail key makes none; a poster of the same process
-    right after makes it at once, not 30 s later (its posts kept bare names meanwhile).
-    (Mutations: ``_due`` not asking whether the last try found none; the finding not kept.)"""
-    store = MemoryStore(f"mail-{uuid.uuid4().hex}")
-    keys_ = mailkey.MailKeys(store, None)
-    assert _sync.sync(keys_.load(create=False)) is None
-    made = _sync.sync(keys_.load(create=True))
-    assert made is not None and mailkey._decode(_sync.sync(store.get(mail_seal_key())).data, None) == made
-
-
-def test_a_mail_key_read_cut_short_on_the_way_is_read_again() -> None:
-    """A read of the mail key cut short in transit is read again at once (``read_checked``),
-    not taken for a damaged key (bare names for 30 s). (Mutation: ``_read`` by a plain GET.)"""
-    inner = MemoryStore(f"mail-{uuid.uuid4().hex}")
-    made = _sync.sync(mailkey.MailKeys(inner, None).load(create=True))
-    rule = FaultRule("truncate_read", frozenset({"get"}), mail_seal_key(), at=(1,))
-    store = FaultyStore(inner, FaultConfig(seed=1, rules=(rule,)))
-    assert made is not None and _sync.sync(mailkey.MailKeys(store, None).load(create=False)) == made
-    assert sum(store.injected.values()) == 1
 
 
 def test_the_mail_key_of_a_signed_store_is_signed_and_read_by_other_processes() -> None:
