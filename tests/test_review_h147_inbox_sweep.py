@@ -121,6 +121,16 @@ def test_a_payload_one_byte_past_the_limit_is_refused_and_one_at_it_is_taken() -
         inbox.serialize_payload("x" * (limit - 1), "json")
 
 
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_a_json_payload_that_is_no_json_is_refused_before_anything_is_written(number: float) -> None:
+    """A json payload is plain data that any reader (another language, ``vactor events ls
+    --json``) parses: NaN and the infinities are no JSON, so they are refused as
+    ``StateSerializationError`` before the put, as the state of a json actor is. (Mutation:
+    ``serialize_payload`` with ``allow_nan=True``: ``NaN`` was stored.)"""
+    with pytest.raises(vc.StateSerializationError, match="cannot serialize the event payload"):
+        inbox.serialize_payload({"amount": number}, "json")
+
+
 @pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("twin", ["sync", "async"])
 def test_a_wait_raises_a_failing_inbox_listing_once_it_lasts_the_deadline(
