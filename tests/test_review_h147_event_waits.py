@@ -116,17 +116,20 @@ def test_a_wait_ends_when_storage_errors_last_the_deadline(
 
 @pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("twin", ["sync", "async"])
+@pytest.mark.parametrize("clean", ["not-applied-yet", "actor-not-created-yet"])
 def test_damaged_reads_apart_from_each_other_do_not_end_a_wait(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, twin: str
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, twin: str, clean: str
 ) -> None:
     """Three damaged reads *in a row* end a wait; three with clean looks between them do not
-    (each clean look starts the count again), and the wait returns the event's result.
-    (Mutation: the wait not clearing its count after a clean look: it raised the third
-    damaged read; every event test passed.)"""
+    (each clean look starts the count again: one that found the event not applied yet, or the
+    actor not created yet), and the wait returns the event's result. (Mutations: the wait not
+    clearing its count after a clean look, or after one that found no actor: it raised the
+    third damaged read; every event test passed.)"""
     store_spec.init()
     Bell.get_or_create("a").add.run("me")
     damaged = [DamagedObjectError("step", f"cut {n}") for n in range(3)]
-    looks = _looks(monkeypatch, [damaged[0], None, damaged[1], None, damaged[2], None])
+    between = None if clean == "not-applied-yet" else vc.ActorNotFoundError("a", "the store")
+    looks = _looks(monkeypatch, [damaged[0], between, damaged[1], between, damaged[2], between])
     vc.send_event("a", "ring", "ding")
     assert _wait(twin, "a", "ring", HANG) == "ding"
     assert len(looks) == 7

@@ -4,7 +4,7 @@ mailkey.py).
 Guarantees held: an event sent once is applied once (also sent again by its id, across
 compaction and the actor's deletion), a forged or unsigned event on a signed store is refused,
 a damaged inbox object is not taken for an event, events apply in the documented order, and
-``process_events``/``wait_for_event`` page through a backlog and stop (or raise) cleanly. 93
+``process_events``/``wait_for_event`` page through a backlog and stop (or raise) cleanly. 99
 hand-made mutations, one at a time, against the event tests (test_events, test_review_events,
 test_review_signed_store_forgeries, test_clean_room_events_timers, test_review_outcomes_events,
 test_review_delete_races, test_review_deleted_leftovers, test_review_clock_skew,
@@ -33,6 +33,9 @@ events.py (E)                                              killed by
  E17 _unhandled saying "no handler" for handled names       review_user_edges ..._does_not_handle_says_so
  E18 applied_event without event_id: no newest lookup       events ..._returns_handler_result_or_raises
  E19 process_events' reentrancy refusal dropped            h147 (as E16: the core's refusal has other words)
+ E21 _wait_here not checking for a runtime shut down        equivalent: the poll raises RuntimeShutdownError,
+                                                            turned into the same error
+ E23 a look finding no actor not clearing the count        h147 damaged_reads_apart... (actor-not-created)
 inbox.py (I)
  I1  fold_order losing a sender's own order (no max)        review_limits ..._keeps_each_senders_order
  I2  fold_order ignoring ``seen`` (clock ahead)             review_limits ..._clock_runs_ahead_is_not_starved
@@ -102,6 +105,11 @@ inbox.py (I)
  I58 exclusions kept for keys no longer listed              h147 an_excluded_event_deleted_and_its_id...
  I59 read-back refused: raised, not taken for the event     review_outcomes_events ..._not_read_it...
  I60 EventInDoubtError swallowed                            review_outcomes_events ..._names_the_event_id
+ I61 _send_deletes one key a round                         h147 ..._deleted_a_batch_per_request...
+ I62 read_events not sorting                               equivalent: every caller orders (fold_order)
+                                                            or does not need an order
+ I64 listing re-reading keys being deleted                 review_memory ..._one_commits_worth_of_payloads
+ I68 clean-up reading every event listed                   h147 ..._clean_up_reads_no_event_its_actor...
 mailkey.py (M)
  M1  keystream without the block counter                    inline_posts ..._byte_for_byte...
  M2  keystream without the personalization                  (same)
@@ -634,3 +642,56 @@ def test_process_events_applies_what_a_paged_listing_held_back_in_the_same_call(
     vc.send_event("a", "ring", "second", event_id="y-second")
     assert chime.process_events() == 2
     assert chime.log.run() == ["first", "second"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_applied_events_are_deleted_a_batch_per_request_where_the_store_deletes_many(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/events.md: the deletes of applied events go "one ``delete_many`` round in flight per
+    actor (one ``DeleteObjects`` on S3 ...)": a store that deletes many keys a request gets them
+    in one. (Mutation: ``_send_deletes`` taking one key a round: a request per event on S3.)"""
+    store_spec.init()
+    store = vc.get_runtime().store
+    monkeypatch.setattr(store, "delete_batch", 1000)
+    rounds: list[list[str]] = []
+    delete_many = store.delete_many
+
+    async def counted(keys_: list[str], *args: Any, **kwargs: Any) -> Any:
+        rounds.append(list(keys_))
+        return await delete_many(keys_, *args, **kwargs)
+
+    monkeypatch.setattr(store, "delete_many", counted)
+    chime = Chime.get_or_create("a")
+    for n in range(5):
+        vc.send_event("a", "ring", n, event_id=f"e{n}")
+    assert chime.process_events() == 5
+    inbox_rounds = [r for r in rounds if any("/inbox/" in k for k in r)]
+    assert [len(r) for r in inbox_rounds] == [5] and _inbox_ids("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_deletes_clean_up_reads_no_event_its_actor_never_applied(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean-up of a deleted actor's inbox reads only the events whose ids its last table
+    holds ("a backlog waiting unapplied is not read"); the others wait for the next actor.
+    (Mutation: ``forget_applied_events`` reading every event listed.)"""
+    store_spec.init()
+    store = vc.get_runtime().store
+    chime = Chime.get_or_create("a")
+    for n in range(3):
+        vc.send_event("a", "unhandled", n, event_id=f"w{n}")
+    vc.send_event("a", "ring", "applied", event_id="e1")
+    assert chime.process_events() == 1
+    reads: list[str] = []
+    get = store.get
+
+    async def counted(key: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(key)
+        return await get(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "get", counted)
+    assert vc.delete_actor("a") is True
+    assert [k for k in reads if "/inbox/" in k] == []
+    assert _inbox_ids("a") == ["w0", "w1", "w2"]
