@@ -155,6 +155,8 @@ from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, install
 from vactor_cloud.testing.lanes import StoreSpec
 
+_real_time = time.time
+
 
 @vc.virtual_actor
 class Chime:
@@ -695,3 +697,42 @@ def test_the_deletes_clean_up_reads_no_event_its_actor_never_applied(
     assert vc.delete_actor("a") is True
     assert [k for k in reads if "/inbox/" in k] == []
     assert _inbox_ids("a") == ["w0", "w1", "w2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_send_remembers_the_actors_it_sent_to_most_recently(store_spec: StoreSpec) -> None:
+    """``send_event`` remembers the ``max_cached_actors`` actors it *used* most recently (one it
+    sends to often is not forgotten for one it found once since): a send to it is one PUT.
+    (Mutation: a hit not moving the actor to the recent end: the oldest found went first, and
+    the next send read HEAD and the newest step again.)"""
+    store_spec.init()
+    for actor_id in ("a", "b", "c"):
+        Chime.get_or_create(actor_id)
+    init(store_spec, max_cached_actors=2)  # another process: it knows none of them
+    store = vc.get_runtime().store
+    for actor_id in ("a", "b", "a", "c"):
+        vc.send_event(actor_id, "ring", actor_id, create=False)
+    store.requests.reset()
+    vc.send_event("a", "ring", "again")
+    assert store.requests.snapshot() == {"put": 1}
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_deletes_clean_up_keeps_an_id_sent_again_under_another_name(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id applied as one event and sent again under another name is another event
+    (docs/events.md); waiting when the actor is deleted, it stays for the next actor, however
+    long before the last step its sender stamped it. (Mutation: ``forget_applied_events``
+    taking every event whose id the table holds, whatever its name: deleted unapplied.)"""
+    store_spec.init()
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "ring", "applied", event_id="e1")
+    assert chime.process_events() == 1 and _inbox_ids("a") == []
+    with monkeypatch.context() as patch:
+        patch.setattr(inbox, "_clock", inbox._SenderClock())  # (a sending process of its own)
+        patch.setattr(time, "time", lambda: _real_time() - 600.0)  # its clock ten minutes behind
+        vc.send_event("a", "unhandled", "another event", event_id="e1")
+    chime.add.run("last step")
+    assert vc.delete_actor("a") is True
+    assert _inbox_ids("a") == ["e1"]
