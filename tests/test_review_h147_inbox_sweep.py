@@ -736,3 +736,20 @@ def test_the_deletes_clean_up_keeps_an_id_sent_again_under_another_name(
     chime.add.run("last step")
     assert vc.delete_actor("a") is True
     assert _inbox_ids("a") == ["e1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_event_excluded_then_applied_leaves_no_exclusion_for_its_id_sent_again(
+    store_spec: StoreSpec,
+) -> None:
+    """An event excluded once (its handler exited) and applied by the next fold is done: its id
+    sent again under another name is a new event, applied in inbox order, not chosen after
+    the others as an excluded one. (Mutation: ``_delete`` not dropping the key's exclusion.)"""
+    store_spec.init()
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "exit-once", "once", event_id="x1")
+    assert chime.process_events() == 1 and _inbox_ids("a") == []
+    vc.send_event("a", "ring", "x1 again", event_id="x1")
+    vc.send_event("a", "ring", "e2", event_id="e2")
+    assert chime.process_events() == 2
+    assert chime.log.run() == ["once", "x1 again", "e2"]
