@@ -4,7 +4,7 @@ mailkey.py).
 Guarantees held: an event sent once is applied once (also sent again by its id, across
 compaction and the actor's deletion), a forged or unsigned event on a signed store is refused,
 a damaged inbox object is not taken for an event, events apply in the documented order, and
-``process_events``/``wait_for_event`` page through a backlog and stop (or raise) cleanly. 99
+``process_events``/``wait_for_event`` page through a backlog and stop (or raise) cleanly. 107
 hand-made mutations, one at a time, against the event tests (test_events, test_review_events,
 test_review_signed_store_forgeries, test_clean_room_events_timers, test_review_outcomes_events,
 test_review_delete_races, test_review_deleted_leftovers, test_review_clock_skew,
@@ -36,6 +36,8 @@ events.py (E)                                              killed by
  E21 _wait_here not checking for a runtime shut down        equivalent: the poll raises RuntimeShutdownError,
                                                             turned into the same error
  E23 a look finding no actor not clearing the count        h147 damaged_reads_apart... (actor-not-created)
+ E24 _actor_exists not moving a hit to the recent end      h147 send_remembers_the_actors_it_sent_to...
+ E25 a wait on a deleted actor: no note                    delete_actor ..._of_a_deleted_actor_ends_with...
 inbox.py (I)
  I1  fold_order losing a sender's own order (no max)        review_limits ..._keeps_each_senders_order
  I2  fold_order ignoring ``seen`` (clock ahead)             review_limits ..._clock_runs_ahead_is_not_starved
@@ -110,6 +112,12 @@ inbox.py (I)
                                                             or does not need an order
  I64 listing re-reading keys being deleted                 review_memory ..._one_commits_worth_of_payloads
  I68 clean-up reading every event listed                   h147 ..._clean_up_reads_no_event_its_actor...
+ I70 put_event raising a read-back cut short               review_outcomes_events (as I60)
+ I71 listing not stamping ``_listed_at`` (always stale)    events ..._warm_commit_does_not_list
+ I73 a forgotten applied event not folded again            review_events (as E7)
+ I75 ActorInbox.finish not awaiting its tasks              h147 shutdown_waits_for_the_deletes...
+ I76 _delete keeping the key's exclusion                   h147 ..._excluded_then_applied_leaves_no...
+ I77 clean-up taking ids applied under another name        h147 ..._clean_up_keeps_an_id_sent_again...
 mailkey.py (M)
  M1  keystream without the block counter                    inline_posts ..._byte_for_byte...
  M2  keystream without the personalization                  (same)
@@ -753,3 +761,21 @@ def test_an_event_excluded_then_applied_leaves_no_exclusion_for_its_id_sent_agai
     vc.send_event("a", "ring", "e2", event_id="e2")
     assert chime.process_events() == 2
     assert chime.log.run() == ["once", "x1 again", "e2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_waits_for_the_deletes_of_applied_events(store_spec: StoreSpec) -> None:
+    """A writer call's commit applies the pending events and deletes them in the background;
+    ``vc.shutdown()`` waits for that background work (``ActorInbox.finish``), so no applied
+    event is left in the inbox for the next fold to find. (Mutation: ``finish`` not awaiting
+    the tasks: the deletes in flight were cut off at shutdown.)"""
+    store_spec.init()
+    slow = FaultRule("delay", frozenset({"delete"}), "/inbox/", 1.0, delay=0.3)
+    install(FaultConfig(seed=1, rules=(slow,)))
+    chime = Chime.get_or_create("a")
+    for n in range(3):
+        vc.send_event("a", "ring", n, event_id=f"e{n}")
+    assert chime.add.run("x") == 4  # the events, then the call; their deletes go on behind it
+    vc.shutdown()
+    store_spec.init()
+    assert _inbox_ids("a") == []
