@@ -779,3 +779,29 @@ def test_shutdown_waits_for_the_deletes_of_applied_events(store_spec: StoreSpec)
     vc.shutdown()
     store_spec.init()
     assert _inbox_ids("a") == []
+
+
+class _ListsAGhost(FaultyStore):
+    """Inbox listings that name an event deleted before its read (applied by another process
+    between the LIST and the GET)."""
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        result = await super()._around(operation, key, run, batch=batch)
+        if operation == "list" and key.endswith("/inbox/"):
+            result = sorted([*result, f"{key}ghost"])
+        return result
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_event_gone_between_the_listing_and_its_read_is_passed_over(store_spec: StoreSpec) -> None:
+    """An event listed and deleted before it is read was applied by another process: the read
+    finds nothing, and the listing goes on with the others (``read_event`` answers ``None``).
+    (Mutation: ``read_event`` raising ``NotFoundError``: every listing failed, and
+    ``process_events`` with it.)"""
+    store_spec.init()
+    runtime = vc.get_runtime()
+    runtime.store = _ListsAGhost(runtime.store, FaultConfig())
+    chime = Chime.get_or_create("a")
+    vc.send_event("a", "ring", "real", event_id="e1")
+    assert chime.process_events() == 1
+    assert chime.log.run() == ["real"]
