@@ -169,3 +169,22 @@ def test_the_mail_key_of_a_signed_store_is_signed_and_read_by_other_processes() 
     assert _sync.sync(mailkey.MailKeys(MemoryStore(name), signing).load(create=False)) == made
     unsigned = mailkey.mail_keys(store, None)
     assert unsigned.signing_key is None and unsigned is not mailkey.mail_keys(store, signing)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_wait_polls_at_least_once_a_second(store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/events.md: a wait "polls with a backoff up to 1 s": however long it has waited, the
+    event is seen within a second of being applicable. (Mutation: the backoff not capped: the
+    pause doubled for ever, 40 s after a dozen polls.)"""
+    store_spec.init()
+    Bell.get_or_create("a").add.run("me")
+    pauses: list[float] = []
+
+    def counted(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 12:
+            vc.send_event("a", "ring", "late")
+
+    monkeypatch.setattr(events._sync, "sleep", counted)
+    assert events.wait_for_event("a", "ring", timeout=None) == "late"
+    assert len(pauses) >= 12 and max(pauses) <= 1.0

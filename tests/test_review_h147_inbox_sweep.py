@@ -4,7 +4,7 @@ mailkey.py).
 Guarantees held: an event sent once is applied once (also sent again by its id, across
 compaction and the actor's deletion), a forged or unsigned event on a signed store is refused,
 a damaged inbox object is not taken for an event, events apply in the documented order, and
-``process_events``/``wait_for_event`` page through a backlog and stop (or raise) cleanly. 107
+``process_events``/``wait_for_event`` page through a backlog and stop (or raise) cleanly. 110
 hand-made mutations, one at a time, against the event tests (test_events, test_review_events,
 test_review_signed_store_forgeries, test_clean_room_events_timers, test_review_outcomes_events,
 test_review_delete_races, test_review_deleted_leftovers, test_review_clock_skew,
@@ -38,6 +38,8 @@ events.py (E)                                              killed by
  E23 a look finding no actor not clearing the count        h147 damaged_reads_apart... (actor-not-created)
  E24 _actor_exists not moving a hit to the recent end      h147 send_remembers_the_actors_it_sent_to...
  E25 a wait on a deleted actor: no note                    delete_actor ..._of_a_deleted_actor_ends_with...
+ E26 send ignoring ``create=True``                          events ..._sent_with_create_waits_for_the_actor
+ E29 the wait's backoff not capped at 1 s                  h147 a_wait_polls_at_least_once_a_second
 inbox.py (I)
  I1  fold_order losing a sender's own order (no max)        review_limits ..._keeps_each_senders_order
  I2  fold_order ignoring ``seen`` (clock ahead)             review_limits ..._clock_runs_ahead_is_not_starved
@@ -118,6 +120,7 @@ inbox.py (I)
  I75 ActorInbox.finish not awaiting its tasks              h147 shutdown_waits_for_the_deletes...
  I76 _delete keeping the key's exclusion                   h147 ..._excluded_then_applied_leaves_no...
  I77 clean-up taking ids applied under another name        h147 ..._clean_up_keeps_an_id_sent_again...
+ I78 read_event raising NotFoundError                      h147 ..._gone_between_the_listing_and_its_read...
 mailkey.py (M)
  M1  keystream without the block counter                    inline_posts ..._byte_for_byte...
  M2  keystream without the personalization                  (same)
