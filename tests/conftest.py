@@ -159,6 +159,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_repair_listing",
         "test_review_h147_event_waits",
         "test_review_h147_inbox_sweep",
+        "test_review_h147_listing_overlap",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
