@@ -65,8 +65,10 @@ inbox.py (I)
  I22 wants_fold ignoring the events held                    h147 ..._the_creation_listed_are_applied...
  I23 _list_confirmed listing once                           events ..._next_writer_call[local] (memory
                                                             listings are one moment)
- I24 _unconfirmed reset by every listing                    NOT KILLED: differs only when a background
-                                                            listing and a fold's overlap; no test
+ I24 _unconfirmed reset by every listing                    equivalent now: it differed only when two
+                                                            listings overlapped, which let a stale one
+                                                            drop events (DEFECT, fixed: listings take
+                                                            turns; test_review_h147_listing_overlap)
  I25 listing keeping events it no longer lists              h147 ..._deleted_unapplied_and_its_id_sent_again
  I26 damaged object never read again                        h147 ..._read_damaged_three_times_is_read_again
  I27 _waiting_on_damaged always False                       review_events (damaged-once)
