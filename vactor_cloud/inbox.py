@@ -457,6 +457,7 @@ class ActorInbox:
         "_known",
         "_listed_at",
         "_listed_step",
+        "_listing",
         "_listing_error",
         "_refold",
         "_seen_clock",
@@ -519,6 +520,8 @@ class ActorInbox:
         #: behind its cursor, unseen. Applied (with their sender's later events) once a listing
         #: begun after that saw them too
         self._unconfirmed: dict[str, float] = {}
+        #: held by the listing in progress: this process's listings of the inbox take turns
+        self._listing = asyncio.Lock()
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -588,6 +591,14 @@ class ActorInbox:
             await self._refresh()
 
     async def _refresh(self) -> None:
+        # One listing at a time (the periodic one and a fold's): a listing that began before
+        # another ended may have missed, behind its cursor, an event that one found; ending
+        # after it, it took that event for gone and dropped it, and the sender's later events
+        # went first.
+        async with self._listing:
+            await self._refresh_now()
+
+    async def _refresh_now(self) -> None:
         started = time.monotonic()
         self._signalled = False
         prefix = inbox_prefix(self.actor_id)
@@ -601,7 +612,8 @@ class ActorInbox:
         present = set(keys)
         # Confirmed: seen by a listing that ended before this one began (every event its sender
         # sent before it had landed by then, so this listing saw them), or by this one if it
-        # was one moment. (Listings may overlap: the background one and a fold's.)
+        # was one moment. (This process's listings take turns, see ``_refresh``: every earlier
+        # one ended before this one began; ``first > started`` would hold for none.)
         self._unconfirmed = (
             {}
             if snapshot
