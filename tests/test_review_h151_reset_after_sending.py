@@ -1,0 +1,147 @@
+"""A write whose request was sent in full, then met a reset connection, may have landed (review h151).
+
+h149 made a write none of whose attempts could connect say "nothing was written". On the s3fs
+transport aiobotocore turns every aiohttp ``ClientConnectionError`` into botocore's
+``EndpointConnectionError``, a reset connection after the request was sent (``ClientOSError``,
+"Connection reset by peer") among them: such a write was said to have sent nothing, and a
+create-only put of a step that the server had applied read as certainly not written (a caller
+told so calls again: the call applied twice). A server that reads each request in full and
+resets its connection without answering: every backend's write error says it may have landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from vactor_cloud.errors import RetryableStorageError, StorageError
+from vactor_cloud.storage import IfMatch, ObjectStore
+from vactor_cloud.storage._gcs import GCSStore
+from vactor_cloud.storage._s3 import S3Store
+
+MAY_HAVE_LANDED = "may or may not have been applied"
+NOTHING_WRITTEN = "nothing was written"
+WRITES: dict[str, Callable[[ObjectStore], Awaitable[Any]]] = {
+    "create": lambda store: store.put("k", b"x", mode="create"),
+    "if-match": lambda store: store.put("k", b"x", mode=IfMatch("7")),
+    "overwrite": lambda store: store.put("k", b"x"),
+    "delete": lambda store: store.delete("k"),
+}
+
+
+def _read_request(connection: socket.socket) -> int:
+    """Read one request in full (head and body); how many requests' bytes it held (1)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return 0
+        received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    fields = {
+        name.strip().lower(): value.strip().lower()
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    }
+    if fields.get(b"expect") == b"100-continue":
+        connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    length = int(fields.get(b"content-length", b"0"))
+    while len(rest) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return 1
+
+
+@contextlib.contextmanager
+def _resetting_after_each_request() -> Iterator[tuple[int, list[int]]]:
+    """A port whose server reads each request in full, then resets the connection (RST, no
+    answer): the request reached the server, which may have applied it. Yields the port and
+    the list the count of requests received is kept in."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    port = int(listener.getsockname()[1])
+    received = [0]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(10)
+                with contextlib.suppress(OSError):
+                    received[0] += _read_request(connection)
+                # (SO_LINGER 0: close sends a reset, not a FIN)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port, received
+    finally:
+        stop.set()
+        thread.join(30)
+        listener.close()
+
+
+def _gcs(port: int) -> GCSStore:
+    return GCSStore("bucket/p", endpoint_url=f"http://127.0.0.1:{port}", token="anon", project="p")
+
+
+def _s3(port: int, transport: str) -> S3Store:
+    options: dict[str, Any] = {
+        "key": "k",
+        "secret": "s",
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "config_kwargs": {"retries": {"total_max_attempts": 2, "mode": "standard"}},
+    }
+    if transport == "s3fs":
+        pytest.importorskip("s3fs")
+        options["transport"] = "s3fs"
+    return S3Store("bucket/p", **options)
+
+
+STORES: dict[str, Callable[[int], ObjectStore]] = {
+    "gcs": _gcs,
+    "s3-botocore": lambda port: _s3(port, "botocore"),
+    "s3-s3fs": lambda port: _s3(port, "s3fs"),
+}
+
+
+def _error(store: ObjectStore, operation: Callable[[ObjectStore], Awaitable[Any]]) -> StorageError:
+    async def scenario() -> StorageError:
+        try:
+            await operation(store)
+        except StorageError as exc:
+            return exc
+        finally:
+            await store.close()
+        raise AssertionError("the write to a server that answers nothing succeeded")
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("operation", sorted(WRITES))
+@pytest.mark.parametrize("backend", sorted(STORES))
+def test_a_write_sent_then_reset_says_it_may_have_landed(backend: str, operation: str) -> None:
+    """Before (s3fs transport): "...could not connect to ...: EndpointConnectionError ...
+    ClientOSError ... Connection reset by peer ...; nothing was sent, so nothing was written"."""
+    with _resetting_after_each_request() as (port, received):
+        error = _error(STORES[backend](port), WRITES[operation])
+    assert received[0] >= 1, "the server received no request"
+    assert isinstance(error, RetryableStorageError), repr(error)
+    message = str(error)
+    assert NOTHING_WRITTEN not in message, message
+    assert MAY_HAVE_LANDED in message, message
