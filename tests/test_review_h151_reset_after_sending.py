@@ -145,3 +145,59 @@ def test_a_write_sent_then_reset_says_it_may_have_landed(backend: str, operation
     message = str(error)
     assert NOTHING_WRITTEN not in message, message
     assert MAY_HAVE_LANDED in message, message
+
+
+@contextlib.contextmanager
+def _answering_then_gone() -> Iterator[tuple[int, list[int]]]:
+    """A port whose server answers the first request (204, the connection kept open), reads
+    the second on the same connection, then stops listening and drops it: the second request
+    reached the server; a new connection is refused."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = int(listener.getsockname()[1])
+    received = [0]
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(10)
+            received[0] += _read_request(connection)
+            connection.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            with contextlib.suppress(OSError):
+                received[0] += _read_request(connection)
+            listener.close()  # (from here on, connections are refused)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port, received
+    finally:
+        thread.join(30)
+        listener.close()
+
+
+def test_a_gcs_delete_sent_on_a_kept_connection_then_refused_says_it_may_have_landed() -> None:
+    """aiohttp sends a DELETE (an idempotent method) once more by itself when its kept-alive
+    connection closes before the answer; that second send found no connection
+    (ClientConnectorError), and the attempt was taken for one that sent nothing: "nothing was
+    written" (before), though the server had received the delete."""
+
+    async def scenario(port: int) -> StorageError:
+        store = _gcs(port)
+        try:
+            await store.delete("k")  # (answered: the connection stays open for the next)
+            try:
+                await store.delete("k")
+            except StorageError as exc:
+                return exc
+        finally:
+            await store.close()
+        raise AssertionError("the second delete succeeded")
+
+    with _answering_then_gone() as (port, received):
+        error = asyncio.run(scenario(port))
+    assert received[0] == 2, received
+    assert isinstance(error, RetryableStorageError), repr(error)
+    assert NOTHING_WRITTEN not in str(error), str(error)
+    assert MAY_HAVE_LANDED in str(error), str(error)

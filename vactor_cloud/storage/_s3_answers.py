@@ -15,6 +15,7 @@ connect sent nothing, and its write cannot have landed (:class:`NothingSent`).
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,19 +51,11 @@ NOT_CONNECTED: tuple[type[BaseException], ...] = (
 
 def _connect_failures() -> tuple[type[BaseException], ...]:
     """The transports' own errors, kept by an ``EndpointConnectionError`` (its ``error``), of a
-    connection that was never made: urllib3's (botocore), aiohttp's (aiobotocore, s3fs's), a
-    host name that did not resolve."""
-    failures: list[type[BaseException]] = [urllib3.exceptions.NewConnectionError, socket.gaierror]
-    try:
-        import aiohttp  # noqa: PLC0415 - (s3fs's: not imported for the botocore transport)
-    except ImportError:  # (the botocore transport alone)
-        pass
-    else:
-        failures.append(aiohttp.ClientConnectorError)
-    return tuple(failures)
-
-
-_CONNECT_FAILURES = _connect_failures()
+    connection that was never made: urllib3's (botocore), aiohttp's (aiobotocore, s3fs's: looked
+    up only once imported, which the botocore transport never does), a host not resolved."""
+    aiohttp = sys.modules.get("aiohttp")
+    aiohttp_failures = () if aiohttp is None else (aiohttp.ClientConnectorError,)
+    return (urllib3.exceptions.NewConnectionError, socket.gaierror, *aiohttp_failures)
 
 
 def could_not_connect(failure: BaseException | None) -> bool:
@@ -74,7 +67,7 @@ def could_not_connect(failure: BaseException | None) -> bool:
         return True  # (a timeout while connecting: urllib3's, or aiohttp's "Connection timeout")
     if not isinstance(failure, botocore.exceptions.EndpointConnectionError):
         return False
-    return isinstance(failure.kwargs.get("error"), _CONNECT_FAILURES)
+    return isinstance(failure.kwargs.get("error"), _connect_failures())
 
 
 class NothingSent(Exception):
