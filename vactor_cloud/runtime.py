@@ -1357,7 +1357,7 @@ def _say_creation_failed(actor_id: str, definition: ActorDefinition, error: Base
         actor_id,
         definition.name,
         type(error).__name__,
-        error,
+        str(error),  # (not the error: a record kept by a handler kept its frames, and their locals)
     )
 
 
