@@ -57,3 +57,23 @@ def test_the_arguments_of_a_failed_creation_are_freed_once_its_handle_is_dropped
     del handle
     gc.collect()
     assert _GIVEN[0]() is None, "the failed creation's argument is still held"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ready_on_a_handle_whose_creation_failed_on_another_store_says_there_is_no_actor() -> None:
+    """A handle's failed creation speaks for the store it ran on: after ``init`` of another
+    store, which has no such actor, ``ready()`` raised that creation's failure (before) where
+    the store in use has no actor at all."""
+    vc.init(settings=vc.Settings(storage="memory://h151-first", wait_for_init=False))
+    try:
+        handle = RefusesItsArgument.get_or_create("moved", Blob())
+        with pytest.raises(ValueError, match="the creation failed"):
+            handle.ready().result(30)
+    finally:
+        vc.shutdown()
+    vc.init(settings=vc.Settings(storage="memory://h151-second", wait_for_init=False))
+    try:
+        with pytest.raises(vc.ActorNotFoundError):
+            handle.ready().result(30)
+    finally:
+        vc.shutdown()

@@ -221,6 +221,14 @@ class ActorHandle(Generic[T_co]):
         handle._creation = creation
         return handle
 
+    def _creation_on(self, runtime: Runtime) -> Creation | None:
+        """The creation this handle came from, if it ran on ``runtime``'s store: after ``init``
+        of another store, its failure is not why that one has no actor."""
+        creation = self._creation
+        if creation is None or creation.store != runtime.store.describe():
+            return None
+        return creation
+
     def _made_for(self) -> str | None:
         """The name (``module:QualName``) of the class the handle was made for, or None."""
         return self._class.name if self._class is not None else self._class_name
@@ -296,8 +304,9 @@ class ActorHandle(Generic[T_co]):
         """A future that resolves once the actor exists and its ``__init__`` has committed
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
         or, instead, the exception of the creation this handle came from (``get_or_create``
-        with ``wait_for_init=False``), or of this process's creation of it pending at this
-        call, if that failed (every time, until an actor is created under the id);
+        with ``wait_for_init=False``, on the store in use), or of this process's creation of
+        it pending at this call, if that failed (every time, until an actor is created under
+        the id);
         ``ReentrantCallError`` when asked in its own ``__init__`` (or one that creation waits
         for): waited for there, it would wait for itself."""
         future: ActorFuture[None] = ActorFuture()
@@ -305,7 +314,7 @@ class ActorHandle(Generic[T_co]):
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
         # Looked up now, not when the check runs: by then the failure may have been recorded in
         # full, the creation unlisted, and the check met no actor (ActorNotFoundError).
-        creation = runtime.creation_listed(self.actor_id) or self._creation
+        creation = runtime.creation_listed(self.actor_id) or self._creation_on(runtime)
         try:
             # Asked in the creation's own __init__ (or one it waits for), the check, run on
             # another thread, waited for the creation, which waited for the check: refused now.
