@@ -12,12 +12,18 @@ capture, held the failure too: it now carries the failure's text.)"""
 from __future__ import annotations
 
 import gc
+import sys
+import threading
+import time
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from store_helpers import retune
 
 import vactor_cloud as vc
+from vactor_cloud.core import ActorCore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -77,3 +83,92 @@ def test_ready_on_a_handle_whose_creation_failed_on_another_store_says_there_is_
             handle.ready().result(30)
     finally:
         vc.shutdown()
+
+
+@vc.virtual_actor
+class Appends:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def add(self, k: int) -> list[int]:
+        self.seen.append(k)
+        return list(self.seen)
+
+    @vc.virtual_actor.readonly
+    def order(self) -> list[int]:
+        return self.seen
+
+
+@pytest.mark.parametrize("way", ["run_async", "run"])
+def test_a_call_made_while_the_creation_hands_over_its_queued_calls_applies_after_them(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """One thread's calls apply in its order. Calls made while a background creation was pending
+    are queued behind it, and handed over to the actor as it settles; a call made once it had
+    settled, while the hand-over went on, saw no creation pending (``creating()``: settled) and
+    went to the actor at once, ahead of the calls still being handed over (before: [4, 1, 2,
+    3])."""
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held: list[Callable[[], None]] = []
+    spawn_for_real = runtime.spawn
+
+    def spawn(fn: Callable[[], None], on_shutdown: Any = None, *, read: bool = False) -> None:
+        if not held:
+            held.append(fn)  # (the creation: started below, on a thread of the test's)
+        else:
+            spawn_for_real(fn, on_shutdown, read=read)
+
+    monkeypatch.setattr(runtime, "spawn", spawn)
+    handle = Appends.get_or_create("ordered")
+    queued = [handle.add.run_async(k) for k in (1, 2, 3)]
+    handing_over, sent = threading.Event(), threading.Event()
+    submit_for_real = ActorCore.submit
+    creation_thread: list[int] = []
+    caller = threading.get_ident()
+
+    def submit(core: ActorCore, call: Any) -> None:
+        if threading.get_ident() in creation_thread and not handing_over.is_set():
+            handing_over.set()  # (the first queued call's hand-over: the creation has settled)
+            # until the later call was sent to the actor, or waits in Creation.defer
+            deadline = time.monotonic() + 30
+            while not sent.is_set() and not _waits_in(caller, "defer") and time.monotonic() < deadline:
+                time.sleep(0.01)
+        submit_for_real(core, call)
+        if threading.get_ident() == caller:
+            sent.set()
+
+    call_for_real = ActorCore.call
+
+    def call_here(core: ActorCore, call: Any) -> None:
+        sent.set()  # (the caller's: the creation's thread hands over with submit)
+        call_for_real(core, call)
+
+    monkeypatch.setattr(ActorCore, "submit", submit)
+    monkeypatch.setattr(ActorCore, "call", call_here)
+
+    def create() -> None:
+        creation_thread.append(threading.get_ident())
+        held[0]()
+
+    creating = threading.Thread(target=create)
+    creating.start()
+    assert handing_over.wait(30), "the creation did not hand its queued calls over"
+    if way == "run_async":
+        handle.add.run_async(4).result(30)  # (made after the three, by the same thread)
+    else:
+        handle.add.run(4)
+    creating.join(30)
+    for future in queued:
+        future.result(30)
+    assert handle.order.run() == [1, 2, 3, 4]
+
+
+def _waits_in(thread: int, function: str) -> bool:
+    """Whether ``thread`` is inside a call of a function named ``function`` now."""
+    frame = sys._current_frames().get(thread)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False

@@ -695,9 +695,13 @@ class ActorMethod(Generic[P, R]):
         runtime = get_runtime()
         # The future stays here (nobody else waits on it): a light one, unless a creation
         # is pending, whose queued calls are helped along by whoever waits on their futures.
-        # (One look: failed and unlisted before a second, the call met no actor.)
-        creating = runtime.creating(self._actor_id)
+        # (One look: failed and unlisted before a second, the call met no actor.) A creation
+        # settled and still listed may still be handing its queued calls over: a writer goes
+        # after them (``_after_creation``), a read on as usual.
+        creating = runtime.creation_listed(self._actor_id)
         call = self._make_call(args, kwargs, CallFuture() if creating is None else ActorFuture(), waits=True)
+        if creating is not None and creating.settled and call.readonly:
+            creating = None
         core = runtime.core(self._actor_id)
         if current_call() is None:  # not inside an actor method: no writer of ours to keep listed
             return self._run(runtime, core, call, creating)
@@ -776,10 +780,16 @@ class ActorMethod(Generic[P, R]):
         """While this process creates the actor without waiting: a writer is queued behind the
         creation (and fails with its exception, or is submitted, if it has settled since the
         look), a read-only call fails (Ray's behaviour). False when no such creation is
-        pending: the caller goes on as usual. ``creation``: the one the caller found pending."""
-        creation = creation or runtime.creating(self._actor_id)
+        pending: the caller goes on as usual. ``creation``: the one the caller found pending.
+
+        A writer also goes behind a creation that has settled but is still listed: it may still
+        be handing the calls queued behind it over to the actor, and a call made now, sent to
+        the actor at once, went ahead of them (one thread's calls applied out of order); its
+        ``defer`` waits for the hand-over. A read goes on as usual then."""
         if creation is None:
-            return False
+            creation = runtime.creation_listed(self._actor_id)
+            if creation is None or (creation.settled and call.readonly):
+                return False
         if call.readonly:
             if call.claim():
                 call.future.set_exception(
