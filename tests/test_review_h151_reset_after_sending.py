@@ -61,10 +61,11 @@ def _read_request(connection: socket.socket) -> int:
 
 
 @contextlib.contextmanager
-def _resetting_after_each_request() -> Iterator[tuple[int, list[int]]]:
+def _resetting_after_each_request(once: bool = False) -> Iterator[tuple[int, list[int]]]:
     """A port whose server reads each request in full, then resets the connection (RST, no
     answer): the request reached the server, which may have applied it. Yields the port and
-    the list the count of requests received is kept in."""
+    the list the count of requests received is kept in. ``once``: after the first request,
+    connections are refused (the listener closed)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -85,6 +86,10 @@ def _resetting_after_each_request() -> Iterator[tuple[int, list[int]]]:
                     received[0] += _read_request(connection)
                 # (SO_LINGER 0: close sends a reset, not a FIN)
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if once:
+                    listener.close()
+            if once:
+                return
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -198,6 +203,20 @@ def test_a_gcs_delete_sent_on_a_kept_connection_then_refused_says_it_may_have_la
     with _answering_then_gone() as (port, received):
         error = asyncio.run(scenario(port))
     assert received[0] == 2, received
+    assert isinstance(error, RetryableStorageError), repr(error)
+    assert NOTHING_WRITTEN not in str(error), str(error)
+    assert MAY_HAVE_LANDED in str(error), str(error)
+
+
+@pytest.mark.parametrize("operation", sorted(WRITES))
+@pytest.mark.parametrize("backend", sorted(STORES))
+def test_a_write_sent_then_reset_then_refused_says_it_may_have_landed(backend: str, operation: str) -> None:
+    """The first attempt reached the server and was reset; the next ones found no connection.
+    The last attempt's failure is a refused connection, but the first one was sent. Before
+    (s3fs transport): "nothing was sent, so nothing was written"."""
+    with _resetting_after_each_request(once=True) as (port, received):
+        error = _error(STORES[backend](port), WRITES[operation])
+    assert received[0] == 1, received
     assert isinstance(error, RetryableStorageError), repr(error)
     assert NOTHING_WRITTEN not in str(error), str(error)
     assert MAY_HAVE_LANDED in str(error), str(error)
