@@ -172,3 +172,28 @@ def _waits_in(thread: int, function: str) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+@vc.virtual_actor
+class FailsWithACause:
+    def __init__(self) -> None:
+        try:
+            {}["setting"]
+        except KeyError as exc:
+            raise ValueError("the creation failed") from exc
+
+    def touch(self) -> None:
+        pass
+
+
+def test_ready_raises_a_failed_creations_exception_with_its_cause(actor_store: StoreSpec) -> None:
+    """``ready()`` raised the creation's exception ``from None`` (in place of the load's
+    ``ActorNotFoundError``): that set the shared exception's ``__cause__`` to None, so its own
+    cause (the ``KeyError`` ``__init__`` raised it from) was gone from it, for ``ready()`` and
+    for every call failed with it."""
+    retune(wait_for_init=False)
+    handle = FailsWithACause.get_or_create("caused")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="the creation failed") as raised:
+            handle.ready().result(30)
+        assert isinstance(raised.value.__cause__, KeyError), repr(raised.value.__cause__)

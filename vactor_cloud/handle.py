@@ -332,10 +332,12 @@ class ActorHandle(Generic[T_co]):
                 try:
                     runtime.load(self.actor_id)
                 except ActorNotFoundError:
-                    # The failure is why there is none (an actor created since is ready).
-                    if failed is not None:
-                        raise failed from None
-                    raise
+                    if failed is None:
+                        raise
+                    # The failure is why there is none (an actor created since is ready): given
+                    # as it is (raised here ``from None``, it lost its own cause, for everyone).
+                    future.set_exception(failed)
+                    return
             except BaseException as exc:
                 future.set_exception(exc)
             else:
