@@ -220,3 +220,24 @@ def test_a_write_sent_then_reset_then_refused_says_it_may_have_landed(backend: s
     assert isinstance(error, RetryableStorageError), repr(error)
     assert NOTHING_WRITTEN not in str(error), str(error)
     assert MAY_HAVE_LANDED in str(error), str(error)
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", ["botocore", "s3fs"])
+def test_a_write_that_never_connected_keeps_the_connection_error_as_its_cause(transport: str) -> None:
+    """``NothingSent`` is documented to have the last attempt's failure as its cause; the
+    transports raised it ``from None``, which set its ``__cause__`` to None: the chain of the
+    error ended at ``NothingSent``, botocore's error gone from the traceback (before)."""
+    error = _error(_s3(_closed_port(), transport), WRITES["create"])
+    causes = []
+    cause: BaseException | None = error
+    while cause is not None:
+        causes.append(type(cause).__name__)
+        cause = cause.__cause__
+    assert "NothingSent" in causes and "EndpointConnectionError" in causes, causes

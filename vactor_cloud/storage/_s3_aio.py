@@ -137,7 +137,7 @@ class S3fsTransport:
             outcome = attempts.outcome(exc)
             if outcome is exc:
                 raise
-            raise outcome from None  # (``NothingSent``'s cause is ``exc``)
+            raise outcome from exc  # (``NothingSent``: its cause is ``exc``)
         finally:
             _ATTEMPTS.reset(token)
         if method == "get_object":

@@ -449,7 +449,7 @@ class BotocoreTransport:
             outcome = attempts.outcome(exc)
             if outcome is exc:
                 raise
-            raise outcome from None  # (``NothingSent``'s cause is ``exc``)
+            raise outcome from exc  # (``NothingSent``: its cause is ``exc``)
         finally:
             _RUNNING.stopped = _RUNNING.attempts = _RUNNING.answers = None
         if method == "get_object":
