@@ -159,6 +159,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_repair_listing",
         "test_review_h149_codec",
         "test_review_h149_refused_connection",
+        "test_review_h151_async_executor",
         "test_review_h151_failed_creation_memory",
         "test_review_h151_reset_after_sending",
         "test_review_h149_deadline_reason",
