@@ -364,6 +364,7 @@ class ActorCore(Folder):
         "_live",
         "_load_failed",
         "_load_lock",
+        "_load_queued",
         "_loads_begun",
         "_lost_at",
         "_mutex",
@@ -418,6 +419,10 @@ class ActorCore(Folder):
         #: loads begun (IO loop), and the number and error of the last one if it failed
         self._loads_begun = 0
         self._load_failed: tuple[int, Exception] | None = None
+        #: callers of ``ensure_loaded`` waiting for the load lock: a failed load is kept for them
+        #: alone (its traceback holds the frames of every caller it went up through, and their
+        #: locals: kept in a cached core, it held them for good)
+        self._load_queued = 0
         #: the writer id of our step put whose answer never came (Ctrl-C stopped the commit, or
         #: its outcome stayed unknown): if it landed, the next commit meets it as its own step
         self._unanswered = ""
@@ -521,7 +526,13 @@ class ActorCore(Folder):
         if record is not None and self.definition is not None:
             return record
         came_after = self._loads_begun
-        async with self._lock():
+        lock = self._lock()
+        self._load_queued += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._load_queued -= 1
+        try:
             record = self.record
             if record is not None and self.definition is not None:
                 return record
@@ -530,18 +541,23 @@ class ActorCore(Folder):
                 # A load begun after this caller came failed: its answer is this caller's too,
                 # and the next waiter's (each caller that waited behind a load of an actor whose
                 # class body is damaged loaded again in its turn: three reads of the body, with
-                # pauses, per caller). The first caller that came after it clears it.
-                self._load_failed = failed
+                # pauses, per caller). The first caller that came after it clears it, or the
+                # last that waited for it.
+                if self._load_queued:
+                    self._load_failed = failed
                 raise failed[1]
             self._loads_begun += 1
             number = self._loads_begun
             try:
                 record = await self._load()
             except Exception as exc:
-                self._load_failed = (number, exc)
+                if self._load_queued:  # (for those waiting: none other will come for it)
+                    self._load_failed = (number, exc)
                 raise
             self._load_failed = None
             return record
+        finally:
+            lock.release()
 
     async def _load(self) -> StepRecord:
         """``ensure_loaded``'s load itself (the caller holds the load lock)."""

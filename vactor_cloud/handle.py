@@ -221,6 +221,14 @@ class ActorHandle(Generic[T_co]):
         handle._creation = creation
         return handle
 
+    def _creation_on(self, runtime: Runtime) -> Creation | None:
+        """The creation this handle came from, if it ran on ``runtime``'s store: after ``init``
+        of another store, its failure is not why that one has no actor."""
+        creation = self._creation
+        if creation is None or creation.store != runtime.store.describe():
+            return None
+        return creation
+
     def _made_for(self) -> str | None:
         """The name (``module:QualName``) of the class the handle was made for, or None."""
         return self._class.name if self._class is not None else self._class_name
@@ -296,8 +304,9 @@ class ActorHandle(Generic[T_co]):
         """A future that resolves once the actor exists and its ``__init__`` has committed
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
         or, instead, the exception of the creation this handle came from (``get_or_create``
-        with ``wait_for_init=False``), or of this process's creation of it pending at this
-        call, if that failed (every time, until an actor is created under the id);
+        with ``wait_for_init=False``, on the store in use), or of this process's creation of
+        it pending at this call, if that failed (every time, until an actor is created under
+        the id);
         ``ReentrantCallError`` when asked in its own ``__init__`` (or one that creation waits
         for): waited for there, it would wait for itself."""
         future: ActorFuture[None] = ActorFuture()
@@ -305,7 +314,7 @@ class ActorHandle(Generic[T_co]):
         claims = itertools.count()  # the pool thread and a waiter may both try: one checks
         # Looked up now, not when the check runs: by then the failure may have been recorded in
         # full, the creation unlisted, and the check met no actor (ActorNotFoundError).
-        creation = runtime.creation_listed(self.actor_id) or self._creation
+        creation = runtime.creation_listed(self.actor_id) or self._creation_on(runtime)
         try:
             # Asked in the creation's own __init__ (or one it waits for), the check, run on
             # another thread, waited for the creation, which waited for the check: refused now.
@@ -323,10 +332,12 @@ class ActorHandle(Generic[T_co]):
                 try:
                     runtime.load(self.actor_id)
                 except ActorNotFoundError:
-                    # The failure is why there is none (an actor created since is ready).
-                    if failed is not None:
-                        raise failed from None
-                    raise
+                    if failed is None:
+                        raise
+                    # The failure is why there is none (an actor created since is ready): given
+                    # as it is (raised here ``from None``, it lost its own cause, for everyone).
+                    future.set_exception(failed)
+                    return
             except BaseException as exc:
                 future.set_exception(exc)
             else:
@@ -686,9 +697,13 @@ class ActorMethod(Generic[P, R]):
         runtime = get_runtime()
         # The future stays here (nobody else waits on it): a light one, unless a creation
         # is pending, whose queued calls are helped along by whoever waits on their futures.
-        # (One look: failed and unlisted before a second, the call met no actor.)
-        creating = runtime.creating(self._actor_id)
+        # (One look: failed and unlisted before a second, the call met no actor.) A creation
+        # settled and still listed may still be handing its queued calls over: a writer goes
+        # after them (``_after_creation``), a read on as usual.
+        creating = runtime.creation_listed(self._actor_id)
         call = self._make_call(args, kwargs, CallFuture() if creating is None else ActorFuture(), waits=True)
+        if creating is not None and creating.settled and call.readonly:
+            creating = None
         core = runtime.core(self._actor_id)
         if current_call() is None:  # not inside an actor method: no writer of ours to keep listed
             return self._run(runtime, core, call, creating)
@@ -767,10 +782,16 @@ class ActorMethod(Generic[P, R]):
         """While this process creates the actor without waiting: a writer is queued behind the
         creation (and fails with its exception, or is submitted, if it has settled since the
         look), a read-only call fails (Ray's behaviour). False when no such creation is
-        pending: the caller goes on as usual. ``creation``: the one the caller found pending."""
-        creation = creation or runtime.creating(self._actor_id)
+        pending: the caller goes on as usual. ``creation``: the one the caller found pending.
+
+        A writer also goes behind a creation that has settled but is still listed: it may still
+        be handing the calls queued behind it over to the actor, and a call made now, sent to
+        the actor at once, went ahead of them (one thread's calls applied out of order); its
+        ``defer`` waits for the hand-over. A read goes on as usual then."""
         if creation is None:
-            return False
+            creation = runtime.creation_listed(self._actor_id)
+            if creation is None or (creation.settled and call.readonly):
+                return False
         if call.readonly:
             if call.claim():
                 call.future.set_exception(

@@ -423,10 +423,12 @@ class Creation:
     submitted (or failed with the creation's exception) when it settles.
     """
 
-    __slots__ = ("_claims", "deferred", "definition", "done", "error", "lock", "settled", "start")
+    __slots__ = ("_claims", "deferred", "definition", "done", "error", "lock", "settled", "start", "store")
 
-    def __init__(self, definition: ActorDefinition) -> None:
+    def __init__(self, definition: ActorDefinition, store: str = "") -> None:
         self.definition = definition
+        #: the store it creates the actor in (``describe()``): its failure speaks for that one alone
+        self.store = store
         self.lock = threading.Lock()
         self.deferred: list[Callable[[BaseException | None], None]] = []
         self.settled = False
@@ -1055,7 +1057,7 @@ class Runtime:
             core = self.load(actor_id)
             _check_class(actor_id, core.definition, definition)
             return None
-        creation = Creation(definition)
+        creation = Creation(definition, self.store.describe())
         with self._lock:
             pending = self._creations.get(actor_id)
             if pending is None:
@@ -1357,7 +1359,7 @@ def _say_creation_failed(actor_id: str, definition: ActorDefinition, error: Base
         actor_id,
         definition.name,
         type(error).__name__,
-        error,
+        str(error),  # (not the error: a record kept by a handler kept its frames, and their locals)
     )
 
 

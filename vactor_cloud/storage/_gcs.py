@@ -322,7 +322,7 @@ class GCSStore(ObjectStore):
             # Concurrent first calls would otherwise each open a session and leak all but one.
             async with self._session_lock:
                 if fs._session is None:
-                    await fs._set_session()
+                    _send_each_request_once(await fs._set_session())
         return fs
 
     def _stall_advice(self, timeout: float) -> str:
@@ -751,6 +751,18 @@ class GCSStore(ObjectStore):
             idempotent=True,
             ok=frozenset({200, 204}),
         )
+
+
+def _send_each_request_once(session: aiohttp.ClientSession) -> None:
+    """Keep aiohttp from sending a DELETE (or a GET) again by itself.
+
+    aiohttp (3.10 on) sends a request of an idempotent method once more when its kept-alive
+    connection closes before the answer, out of this store's sight. A delete the server had
+    received, sent again to a connection refused, read as an attempt that sent nothing
+    (``ClientConnectorError``): "nothing was written". The store's own retries remain (each
+    attempt seen). aiohttp has no public switch (as ``_s3_aio._send_each_request_once``).
+    """
+    session._retry_connection = False
 
 
 def _location(fs: GCSFileSystem) -> str:

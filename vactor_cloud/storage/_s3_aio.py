@@ -134,7 +134,10 @@ class S3fsTransport:
         try:
             response: dict[str, Any] = await fs._call_s3(method, Bucket=self.bucket, **params)
         except NOT_CONNECTED as exc:
-            raise attempts.outcome(exc) from None  # (``NothingSent``'s cause is ``exc``)
+            outcome = attempts.outcome(exc)
+            if outcome is exc:
+                raise
+            raise outcome from exc  # (``NothingSent``: its cause is ``exc``)
         finally:
             _ATTEMPTS.reset(token)
         if method == "get_object":

@@ -14,12 +14,15 @@ connect sent nothing, and its write cannot have landed (:class:`NothingSent`).
 
 from __future__ import annotations
 
+import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 from xml.etree.ElementTree import ParseError, XMLParser
 
 import botocore.exceptions
+import urllib3.exceptions
 
 __all__ = [
     "NOT_CONNECTED",
@@ -28,6 +31,7 @@ __all__ = [
     "NothingSent",
     "RetriedAnswer",
     "UnreadableAnswer",
+    "could_not_connect",
     "retried_failure",
     "watch_answers",
     "watch_attempts",
@@ -37,12 +41,33 @@ __all__ = [
 UNREADABLE = "VactorUnreadableAnswer"
 
 
-#: botocore's (and aiobotocore's) failures to connect: raised before a byte of the request is
-#: sent (a connection refused, a host not found, a connect timeout)
+#: botocore's (and aiobotocore's) errors a failure to connect is raised as; not every one of
+#: them was (see :func:`could_not_connect`)
 NOT_CONNECTED: tuple[type[BaseException], ...] = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
 )
+
+
+def _connect_failures() -> tuple[type[BaseException], ...]:
+    """The transports' own errors, kept by an ``EndpointConnectionError`` (its ``error``), of a
+    connection that was never made: urllib3's (botocore), aiohttp's (aiobotocore, s3fs's: looked
+    up only once imported, which the botocore transport never does), a host not resolved."""
+    aiohttp = sys.modules.get("aiohttp")
+    aiohttp_failures = () if aiohttp is None else (aiohttp.ClientConnectorError,)
+    return (urllib3.exceptions.NewConnectionError, socket.gaierror, *aiohttp_failures)
+
+
+def could_not_connect(failure: BaseException | None) -> bool:
+    """Whether ``failure``, an attempt's, is a connection that was never made: nothing of the
+    attempt was sent. aiobotocore raises ``EndpointConnectionError`` for every aiohttp
+    ``ClientConnectionError``, a connection reset after the request was sent among them
+    (``ClientOSError``): only one whose own error is a failure to connect counts."""
+    if isinstance(failure, botocore.exceptions.ConnectTimeoutError):
+        return True  # (a timeout while connecting: urllib3's, or aiohttp's "Connection timeout")
+    if not isinstance(failure, botocore.exceptions.EndpointConnectionError):
+        return False
+    return isinstance(failure.kwargs.get("error"), _connect_failures())
 
 
 class NothingSent(Exception):
@@ -62,7 +87,7 @@ class Attempts:
     def outcome(self, failure: BaseException) -> BaseException:
         """What the request that raised ``failure`` (its last attempt's) raises: a
         :class:`NothingSent` when no attempt was sent, else ``failure``."""
-        if isinstance(failure, NOT_CONNECTED) and not self.maybe_sent:
+        if could_not_connect(failure) and not self.maybe_sent:
             nothing = NothingSent(f"{type(failure).__name__}: {failure}")
             nothing.__cause__ = failure
             return nothing
@@ -139,7 +164,7 @@ def watch_attempts(client: Any, running: Callable[[], Attempts | None]) -> None:
 
     def needs_retry(caught_exception: BaseException | None = None, **_: Any) -> None:
         attempts = running()
-        if attempts is not None and not isinstance(caught_exception, NOT_CONNECTED):
+        if attempts is not None and not could_not_connect(caught_exception):
             attempts.maybe_sent = True
 
     client.meta.events.register("needs-retry.s3", needs_retry)

@@ -446,7 +446,10 @@ class BotocoreTransport:
         try:
             response: dict[str, Any] = getattr(client, method)(Bucket=self.bucket, **params)
         except NOT_CONNECTED as exc:
-            raise attempts.outcome(exc) from None  # (``NothingSent``'s cause is ``exc``)
+            outcome = attempts.outcome(exc)
+            if outcome is exc:
+                raise
+            raise outcome from exc  # (``NothingSent``: its cause is ``exc``)
         finally:
             _RUNNING.stopped = _RUNNING.attempts = _RUNNING.answers = None
         if method == "get_object":
