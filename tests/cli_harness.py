@@ -19,7 +19,8 @@ import pytest
 from silent_listener import SilentListener
 
 import vactor_cloud as vc
-from vactor_cloud.cli import main
+from vactor_cloud import history
+from vactor_cloud.cli import _chunks, main
 
 __all__ = [
     "BrokenStream",
@@ -27,6 +28,7 @@ __all__ = [
     "SilentListener",
     "Vactor",
     "copy_long_actor",
+    "interrupt_the_second_chunk_listing",
     "offline_aws_env",
     "one_line_error",
     "seed_long_actor",
@@ -137,3 +139,21 @@ def copy_long_actor(seeded: Path, store: str) -> str:
     """The actor ``long`` of ``seeded`` (``seed_long_actor``), copied into the store at ``store``."""
     shutil.copytree(seeded, store, dirs_exist_ok=True)
     return "long"
+
+
+def interrupt_the_second_chunk_listing(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Make the commands that list every actor ``chunk`` ids at a time (``timers repair``,
+    ``compact --all``, ``events drain``) see Ctrl-C while they list their second chunk: the
+    first listing completes, the second is cut short."""
+    monkeypatch.setattr(_chunks, "CHUNK", chunk)
+    monkeypatch.setattr(history, "_ID_PAGE", chunk)
+    real = _chunks.IdChunks.next
+    calls: list[int] = []
+
+    def next_then_interrupt(self: _chunks.IdChunks) -> list[str]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(_chunks.IdChunks, "next", next_then_interrupt)

@@ -5,11 +5,10 @@ exactly a chunk of actors, and a Ctrl-C while the next chunk is listed."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from actors import Tally
-from cli_harness import Vactor
+from cli_harness import Vactor, interrupt_the_second_chunk_listing
 
 import vactor_cloud as vc
 from vactor_cloud import history
@@ -50,19 +49,7 @@ def test_a_ctrl_c_while_the_next_chunk_is_listed(
     store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
 ) -> None:
     _seed(store)
-    monkeypatch.setattr(_chunks, "CHUNK", 3)
-    monkeypatch.setattr(history, "_ID_PAGE", 3)
-    real = _chunks.IdChunks.next
-    calls: list[int] = []  # (the first listing completes; the second is cut short)
-
-    def next_then_interrupt(self: Any) -> list[str]:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        chunk: list[str] = real(self)
-        return chunk
-
-    monkeypatch.setattr(_chunks.IdChunks, "next", next_then_interrupt)
+    interrupt_the_second_chunk_listing(monkeypatch, 3)
     result = vactor(*argv)
     assert result.code == EXIT_INTERRUPTED, result
     (line,) = [line for line in result.err.splitlines() if line.startswith("vactor: ")]

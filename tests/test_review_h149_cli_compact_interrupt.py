@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 from actors import Tally
-from cli_harness import Vactor
+from cli_harness import Vactor, interrupt_the_second_chunk_listing
 
 import vactor_cloud as vc
-from vactor_cloud import history
-from vactor_cloud.cli import EXIT_INTERRUPTED, _chunks
+from vactor_cloud.cli import EXIT_INTERRUPTED
 from vactor_cloud.cli import actors as actors_cli
 
 pytestmark = pytest.mark.vactor_lanes("local")
@@ -50,19 +49,7 @@ def test_interrupted_while_the_next_chunk_is_listed_says_no_actor_was_being_comp
     compacted at the time (up to 8) may keep some old steps until their next compaction". (And
     where it said what was untouched, "the other 0 listed so far, and those after them".)"""
     _seed(store)
-    monkeypatch.setattr(_chunks, "CHUNK", 2)
-    monkeypatch.setattr(history, "_ID_PAGE", 2)
-    real = _chunks.IdChunks.next
-    calls: list[int] = []  # (the first listing completes; the second is cut short)
-
-    def next_then_interrupt(self: Any) -> list[str]:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        chunk: list[str] = real(self)
-        return chunk
-
-    monkeypatch.setattr(_chunks.IdChunks, "next", next_then_interrupt)
+    interrupt_the_second_chunk_listing(monkeypatch, 2)
     line = _last_line(vactor(*COMPACT))
     assert "interrupted after compacting 2 of the 2 actors listed so far" in line, line
     assert "being compacted at the time" not in line, line
