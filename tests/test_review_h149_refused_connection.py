@@ -10,7 +10,6 @@ Against a closed port on 127.0.0.1, and a server that answers once and closes it
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import threading
@@ -18,31 +17,24 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from raw_endpoints import (
+    MAY_HAVE_LANDED,
+    NOTHING_WRITTEN,
+    STORES,
+    WRITES,
+    closed_port,
+    error_of,
+    gcs_at,
+    s3_at,
+)
 
-from vactor_cloud.errors import RetryableStorageError, StorageError
-from vactor_cloud.storage import IfMatch, ObjectStore
-from vactor_cloud.storage._gcs import GCSStore
-from vactor_cloud.storage._s3 import S3Store
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.storage import ObjectStore
 
-MAY_HAVE_LANDED = "may or may not have been applied"
-NOTHING_WRITTEN = "nothing was written"
-WRITES: dict[str, Callable[[ObjectStore], Awaitable[Any]]] = {
-    "create": lambda store: store.put("k", b"x", mode="create"),
-    "if-match": lambda store: store.put("k", b"x", mode=IfMatch("7")),
-    "overwrite": lambda store: store.put("k", b"x"),
-    "delete": lambda store: store.delete("k"),
-}
 READS: dict[str, Callable[[ObjectStore], Awaitable[Any]]] = {
     "get": lambda store: store.get("k"),
     "list": lambda store: store.list("p/"),
 }
-
-
-def _closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -88,49 +80,12 @@ def _answering_once(status_line: str, body: bytes, content_type: str) -> Iterato
         thread.join(30)
 
 
-def _gcs(port: int) -> GCSStore:
-    return GCSStore("bucket/p", endpoint_url=f"http://127.0.0.1:{port}", token="anon", project="p")
-
-
-def _s3(port: int, transport: str = "botocore", attempts: int = 2) -> S3Store:
-    options: dict[str, Any] = {
-        "key": "k",
-        "secret": "s",
-        "endpoint_url": f"http://127.0.0.1:{port}",
-        "config_kwargs": {"retries": {"total_max_attempts": attempts, "mode": "standard"}},
-    }
-    if transport == "s3fs":
-        pytest.importorskip("s3fs")
-        options["transport"] = "s3fs"
-    return S3Store("bucket/p", **options)
-
-
-def _error(store: ObjectStore, operation: Callable[[ObjectStore], Awaitable[Any]]) -> StorageError:
-    async def scenario() -> StorageError:
-        try:
-            await operation(store)
-        except StorageError as exc:
-            return exc
-        finally:
-            await store.close()
-        raise AssertionError("the request against a closed port succeeded")
-
-    return asyncio.run(scenario())
-
-
-STORES: dict[str, Callable[[int], ObjectStore]] = {
-    "gcs": _gcs,
-    "s3-botocore": _s3,
-    "s3-s3fs": lambda port: _s3(port, "s3fs"),
-}
-
-
 @pytest.mark.parametrize("operation", sorted(WRITES))
 @pytest.mark.parametrize("backend", sorted(STORES))
 def test_a_write_to_a_closed_port_says_nothing_was_written(backend: str, operation: str) -> None:
     """Before: "... (the write may or may not have been applied)" (GCS), "; a write may or may
     not have been applied" (S3)."""
-    error = _error(STORES[backend](_closed_port()), WRITES[operation])
+    error = error_of(STORES[backend](closed_port()), WRITES[operation])
     assert isinstance(error, RetryableStorageError), repr(error)
     message = str(error)
     assert MAY_HAVE_LANDED not in message, message
@@ -140,7 +95,7 @@ def test_a_write_to_a_closed_port_says_nothing_was_written(backend: str, operati
 @pytest.mark.parametrize("operation", sorted(READS))
 @pytest.mark.parametrize("backend", sorted(STORES))
 def test_a_read_from_a_closed_port_speaks_of_no_write(backend: str, operation: str) -> None:
-    error = _error(STORES[backend](_closed_port()), READS[operation])
+    error = error_of(STORES[backend](closed_port()), READS[operation])
     assert isinstance(error, RetryableStorageError), repr(error)
     assert "applied" not in str(error) and "written" not in str(error), str(error)
 
@@ -150,7 +105,7 @@ def test_a_gcs_write_answered_500_then_refused_still_says_it_may_have_landed(ope
     """The first attempt was sent (and may have been applied); the next found no connection."""
     body = b'{"error": {"code": 500, "message": "backend error (test)"}}'
     with _answering_once("500 Internal Server Error", body, "application/json") as port:
-        error = _error(_gcs(port), WRITES[operation])
+        error = error_of(gcs_at(port), WRITES[operation])
     assert isinstance(error, RetryableStorageError), repr(error)
     assert MAY_HAVE_LANDED in str(error), str(error)
     assert NOTHING_WRITTEN not in str(error), str(error)
@@ -165,7 +120,7 @@ def test_an_s3_write_answered_500_then_refused_still_says_it_may_have_landed(
     refused connection's, but the first attempt was sent."""
     body = b"<Error><Code>InternalError</Code><Message>backend error (test)</Message></Error>"
     with _answering_once("500 Internal Server Error", body, "application/xml") as port:
-        error = _error(_s3(port, transport, attempts=3), WRITES[operation])
+        error = error_of(s3_at(port, transport, attempts=3), WRITES[operation])
     assert isinstance(error, RetryableStorageError), repr(error)
     assert MAY_HAVE_LANDED in str(error), str(error)
     assert NOTHING_WRITTEN not in str(error), str(error)
@@ -175,6 +130,6 @@ def test_a_gcs_overwrite_refused_429_then_unreachable_says_nothing_was_written()
     """A 429 is a refusal (nothing written), and the attempts after it were not sent."""
     body = b'{"error": {"code": 429, "message": "slow down (test)"}}'
     with _answering_once("429 Too Many Requests", body, "application/json") as port:
-        error = _error(_gcs(port), WRITES["overwrite"])
+        error = error_of(gcs_at(port), WRITES["overwrite"])
     assert isinstance(error, RetryableStorageError), repr(error)
     assert NOTHING_WRITTEN in str(error) and MAY_HAVE_LANDED not in str(error), str(error)

@@ -16,24 +16,21 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from raw_endpoints import (
+    MAY_HAVE_LANDED,
+    NOTHING_WRITTEN,
+    STORES,
+    WRITES,
+    closed_port,
+    error_of,
+    gcs_at,
+    s3_at,
+)
 
 from vactor_cloud.errors import RetryableStorageError, StorageError
-from vactor_cloud.storage import IfMatch, ObjectStore
-from vactor_cloud.storage._gcs import GCSStore
-from vactor_cloud.storage._s3 import S3Store
-
-MAY_HAVE_LANDED = "may or may not have been applied"
-NOTHING_WRITTEN = "nothing was written"
-WRITES: dict[str, Callable[[ObjectStore], Awaitable[Any]]] = {
-    "create": lambda store: store.put("k", b"x", mode="create"),
-    "if-match": lambda store: store.put("k", b"x", mode=IfMatch("7")),
-    "overwrite": lambda store: store.put("k", b"x"),
-    "delete": lambda store: store.delete("k"),
-}
 
 
 def _read_request(connection: socket.socket) -> int:
@@ -101,50 +98,13 @@ def _resetting_after_each_request(once: bool = False) -> Iterator[tuple[int, lis
         listener.close()
 
 
-def _gcs(port: int) -> GCSStore:
-    return GCSStore("bucket/p", endpoint_url=f"http://127.0.0.1:{port}", token="anon", project="p")
-
-
-def _s3(port: int, transport: str) -> S3Store:
-    options: dict[str, Any] = {
-        "key": "k",
-        "secret": "s",
-        "endpoint_url": f"http://127.0.0.1:{port}",
-        "config_kwargs": {"retries": {"total_max_attempts": 2, "mode": "standard"}},
-    }
-    if transport == "s3fs":
-        pytest.importorskip("s3fs")
-        options["transport"] = "s3fs"
-    return S3Store("bucket/p", **options)
-
-
-STORES: dict[str, Callable[[int], ObjectStore]] = {
-    "gcs": _gcs,
-    "s3-botocore": lambda port: _s3(port, "botocore"),
-    "s3-s3fs": lambda port: _s3(port, "s3fs"),
-}
-
-
-def _error(store: ObjectStore, operation: Callable[[ObjectStore], Awaitable[Any]]) -> StorageError:
-    async def scenario() -> StorageError:
-        try:
-            await operation(store)
-        except StorageError as exc:
-            return exc
-        finally:
-            await store.close()
-        raise AssertionError("the write to a server that answers nothing succeeded")
-
-    return asyncio.run(scenario())
-
-
 @pytest.mark.parametrize("operation", sorted(WRITES))
 @pytest.mark.parametrize("backend", sorted(STORES))
 def test_a_write_sent_then_reset_says_it_may_have_landed(backend: str, operation: str) -> None:
     """Before (s3fs transport): "...could not connect to ...: EndpointConnectionError ...
     ClientOSError ... Connection reset by peer ...; nothing was sent, so nothing was written"."""
     with _resetting_after_each_request() as (port, received):
-        error = _error(STORES[backend](port), WRITES[operation])
+        error = error_of(STORES[backend](port), WRITES[operation])
     assert received[0] >= 1, "the server received no request"
     assert isinstance(error, RetryableStorageError), repr(error)
     message = str(error)
@@ -189,7 +149,7 @@ def test_a_gcs_delete_sent_on_a_kept_connection_then_refused_says_it_may_have_la
     written" (before), though the server had received the delete."""
 
     async def scenario(port: int) -> StorageError:
-        store = _gcs(port)
+        store = gcs_at(port)
         try:
             await store.delete("k")  # (answered: the connection stays open for the next)
             try:
@@ -215,18 +175,11 @@ def test_a_write_sent_then_reset_then_refused_says_it_may_have_landed(backend: s
     The last attempt's failure is a refused connection, but the first one was sent. Before
     (s3fs transport): "nothing was sent, so nothing was written"."""
     with _resetting_after_each_request(once=True) as (port, received):
-        error = _error(STORES[backend](port), WRITES[operation])
+        error = error_of(STORES[backend](port), WRITES[operation])
     assert received[0] == 1, received
     assert isinstance(error, RetryableStorageError), repr(error)
     assert NOTHING_WRITTEN not in str(error), str(error)
     assert MAY_HAVE_LANDED in str(error), str(error)
-
-
-def _closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("transport", ["botocore", "s3fs"])
@@ -234,7 +187,7 @@ def test_a_write_that_never_connected_keeps_the_connection_error_as_its_cause(tr
     """``NothingSent`` is documented to have the last attempt's failure as its cause; the
     transports raised it ``from None``, which set its ``__cause__`` to None: the chain of the
     error ended at ``NothingSent``, botocore's error gone from the traceback (before)."""
-    error = _error(_s3(_closed_port(), transport), WRITES["create"])
+    error = error_of(s3_at(closed_port(), transport), WRITES["create"])
     causes = []
     cause: BaseException | None = error
     while cause is not None:
