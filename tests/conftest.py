@@ -157,6 +157,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_cli_chunk_edges",
         "test_review_h146_fork_init",
         "test_review_h146_repair_listing",
+        "test_review_h148_compaction_sweep",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

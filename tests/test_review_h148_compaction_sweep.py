@@ -1,0 +1,125 @@
+"""Review h148: a mutation sweep of compaction, deletion and the idempotency table.
+
+(The table of mutations is filled in at the end of the sweep.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from vactor_cloud.compaction import raise_watermark
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, ClassRef, GcWatermark, StepRecord
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+T = TypeVar("T")
+
+
+def _record(step: int, writer: str) -> StepRecord:
+    return StepRecord(
+        step=step,
+        parent=None if step == 0 else step - 1,
+        class_ref=ClassRef("0" * 64, "tests.Sweep"),
+        serializer="json",
+        state=b"{}",
+        writer=writer,
+        time=time.time(),
+    )
+
+
+def _on_a_log(store_spec: StoreSpec, body: Callable[[ActorLog], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = store_spec.open()
+        try:
+            return await body(ActorLog(store, "sweep"))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _commit(log: ActorLog, steps: range) -> None:
+    for step in steps:
+        await log.put_step(_record(step, f"w{step}"))
+
+
+def test_the_watermark_record_keeps_the_newest_writers_not_the_oldest(store_spec: StoreSpec) -> None:
+    """Two compactions pass 600 steps, more than ``GC_RECORDED_STEPS`` (512): the record keeps
+    the writers of the newest 512, so a writer whose put of step 590 answered only after the
+    second compaction learns its call committed. (Mutation: ``sorted(recorded)[:512]``, the
+    oldest kept; the late writer's number was not recorded and its committed call was told
+    ``CommitOutcomeUnknownError``.)"""
+
+    async def body(log: ActorLog) -> tuple[bool, int, bool]:
+        await _commit(log, range(601))
+        await raise_watermark(log, 300)
+        await raise_watermark(log, 600)
+        gc = await log.read_watermark()
+        late = _record(590, "w590")
+        return await log.resolve_late_commit(late), len(gc.compacted), 599 in gc.compacted
+
+    assert _on_a_log(store_spec, body) == (True, GC_RECORDED_STEPS, True)
+
+
+def test_a_first_watermark_is_created_not_overwritten_over_one_raised_meanwhile(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction that read no ``gc`` object (none yet), then lost the race to another that
+    created it at 8, creates its 5 create-only: refused, it reads 8 again and leaves it.
+    (Mutation: the create replaced by an overwrite; the watermark went back to 5, and a writer
+    stalled at 6 could re-create a deleted step and be told it committed.)"""
+
+    async def body(log: ActorLog) -> tuple[int, int]:
+        await _commit(log, range(10))
+        absent = await log.read_watermark()
+        assert absent.version is None
+        await raise_watermark(log, 8)  # the other compaction, after ours read
+        original = ActorLog.read_watermark
+        served: list[int] = []
+
+        async def read_watermark(self: ActorLog) -> GcWatermark:
+            if not served:
+                served.append(absent.min_step)
+                return absent
+            return await original(self)
+
+        monkeypatch.setattr(ActorLog, "read_watermark", read_watermark)
+        answered = await raise_watermark(log, 5)
+        return answered, (await log.read_watermark()).min_step
+
+    assert _on_a_log(store_spec, body) == (8, 8)
+
+
+def test_a_watermark_put_whose_answer_was_lost_is_read_again_not_raised(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The put raising the watermark lands and its answer is lost (a transient error: it may
+    have landed). The compaction reads the watermark again, finds its own value, and goes on.
+    (Mutation: ``RetryableStorageError`` not among the errors retried; a transient fault of one
+    request failed the compaction.)"""
+
+    async def body(log: ActorLog) -> tuple[int, int]:
+        await _commit(log, range(10))
+        original = log.store.put
+        lost: list[str] = []
+
+        async def put(key: str, data: bytes, **kwargs: Any) -> str:
+            version = await original(key, data, **kwargs)
+            if key == log.gc_key and not lost:
+                lost.append(key)
+                raise RetryableStorageError(f"{key}: simulated answer lost", key)
+            return version
+
+        monkeypatch.setattr(log.store, "put", put)
+        answered = await raise_watermark(log, 6)
+        assert lost == [log.gc_key]
+        return answered, (await log.read_watermark()).min_step
+
+    assert _on_a_log(store_spec, body) == (6, 6)
