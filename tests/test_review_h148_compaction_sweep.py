@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from vactor_cloud import codec
 from vactor_cloud.compaction import compact, raise_watermark
 from vactor_cloud.errors import RetryableStorageError
-from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, ClassRef, GcWatermark, StepRecord
+from vactor_cloud.incarnation import BORN
+from vactor_cloud.keys import tasks_prefix
+from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, GcWatermark, StepRecord
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -144,3 +148,34 @@ def test_a_damaged_step_is_judged_by_its_successor_not_taken_for_old(store_spec:
         return report.watermark, await log.list_steps()
 
     assert _on_a_log(store_spec, body) == (3, list(range(3, 10)))
+
+
+def test_checkpoints_without_a_readable_time_or_incarnation_are_kept(store_spec: StoreSpec) -> None:
+    """Steps 0-8 are an hour old, 9 new; step 1 committed call ``c1`` as the actor born at 0,
+    and from step 3 on the actor is a later one (born 3). ``min_age`` 100 s. Left beside them:
+    a checkpoint of ``c1`` naming an incarnation that is no step number (a later actor's, maybe:
+    it is aged, and it is new), one of call ``c2`` (never committed) naming no time, and one of
+    ``c3`` (never committed) an hour old. Only ``c3``'s goes. (Mutations: ``_later_than`` taking
+    an unreadable incarnation for the committing actor's, and ``_delete_tasks`` deleting a
+    checkpoint without a time as aged: each deleted a checkpoint a running call may need.)"""
+
+    async def body(log: ActorLog) -> tuple[int, list[str]]:
+        now = time.time()
+        for step in range(10):
+            record = _record(step, f"w{step}", now - 3600 if step < 9 else now)
+            calls = (CallRecord("place", "c1", True, record.time),) if step == 1 else ()
+            extra = {BORN: 3} if step >= 3 else {}
+            await log.put_step(dataclasses.replace(record, calls=calls, extra=extra))
+        checkpoints = {
+            "c1": {"time": now, BORN: "three"},
+            "c2": {BORN: 3},
+            "c3": {"time": now - 3600, BORN: 3},
+        }
+        for call_id, meta in checkpoints.items():
+            key = f"{tasks_prefix(log.actor_id, call_id)}0"
+            await log.store.put(key, codec.encode(key, meta, {"result": b"x"}))
+        report = await compact(log, 1, min_age=100.0, fresh_window=0.0)
+        left = await log.store.list(tasks_prefix(log.actor_id))
+        return report.watermark, sorted(key.rsplit("/", 2)[1] for key in left)
+
+    assert _on_a_log(store_spec, body) == (8, ["c1", "c2"])
