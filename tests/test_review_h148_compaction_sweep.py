@@ -18,7 +18,7 @@ from vactor_cloud import codec
 from vactor_cloud.compaction import compact, raise_watermark
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.incarnation import BORN
-from vactor_cloud.keys import tasks_prefix
+from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, GcWatermark, StepRecord
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -155,9 +155,11 @@ def test_checkpoints_without_a_readable_time_or_incarnation_are_kept(store_spec:
     and from step 3 on the actor is a later one (born 3). ``min_age`` 100 s. Left beside them:
     a checkpoint of ``c1`` naming an incarnation that is no step number (a later actor's, maybe:
     it is aged, and it is new), one of call ``c2`` (never committed) naming no time, and one of
-    ``c3`` (never committed) an hour old. Only ``c3``'s goes. (Mutations: ``_later_than`` taking
+    ``c3`` (never committed) an hour old, and one of ``c4`` as old beside the record of its
+failure a moment ago (it may be resumed: it is aged by that record). Only ``c3``'s goes. (Mutations: ``_later_than`` taking
     an unreadable incarnation for the committing actor's, and ``_delete_tasks`` deleting a
-    checkpoint without a time as aged: each deleted a checkpoint a running call may need.)"""
+    checkpoint without a time as aged, ``_aged_by`` passing over the failure record: each deleted
+a checkpoint a running or resumable call needs.)"""
 
     async def body(log: ActorLog) -> tuple[int, list[str]]:
         now = time.time()
@@ -170,12 +172,36 @@ def test_checkpoints_without_a_readable_time_or_incarnation_are_kept(store_spec:
             "c1": {"time": now, BORN: "three"},
             "c2": {BORN: 3},
             "c3": {"time": now - 3600, BORN: 3},
+            "c4": {"time": now - 3600, BORN: 3},
         }
         for call_id, meta in checkpoints.items():
             key = f"{tasks_prefix(log.actor_id, call_id)}0"
             await log.store.put(key, codec.encode(key, meta, {"result": b"x"}))
+        failed = failure_key(log.actor_id, "c4")
+        await log.store.put(failed, codec.encode(failed, {"time": now, BORN: 3}, {"error": b"x"}))
         report = await compact(log, 1, min_age=100.0, fresh_window=0.0)
         left = await log.store.list(tasks_prefix(log.actor_id))
         return report.watermark, sorted(key.rsplit("/", 2)[1] for key in left)
 
-    assert _on_a_log(store_spec, body) == (8, ["c1", "c2"])
+    assert _on_a_log(store_spec, body) == (8, ["c1", "c2", "c4", "c4"])
+
+
+def test_a_compaction_repeated_at_once_does_not_take_the_newest_step_for_seen_long_ago(
+    store_spec: StoreSpec,
+) -> None:
+    """An idle actor's steps, two hours old by our clock, were written two hours before the newest
+    step too, not ``fresh_window`` (an hour) before it: nothing the writers recorded shows that a
+    writer that validated an hour ago has ended its put. A compaction keeps them; repeated at
+    once in the same process it keeps them too: this process has not yet seen the newest step
+    exist ``fresh_window`` long. (Mutation: ``_seen_long_enough`` taking any newest step seen
+    before for proven, whenever seen; the second compaction deleted them a moment after the
+    first.)"""
+
+    async def body(log: ActorLog) -> list[tuple[int, int]]:
+        old = time.time() - 7200
+        for step in range(6):
+            await log.put_step(_record(step, f"w{step}", old))
+        reports = [await compact(log, 1, min_age=3600.0, fresh_window=3600.0) for _ in range(2)]
+        return [(report.watermark, report.held_unproven) for report in reports]
+
+    assert _on_a_log(store_spec, body) == [(0, 5), (0, 5)]
