@@ -205,3 +205,24 @@ def test_a_compaction_repeated_at_once_does_not_take_the_newest_step_for_seen_lo
         return [(report.watermark, report.held_unproven) for report in reports]
 
     assert _on_a_log(store_spec, body) == [(0, 5), (0, 5)]
+
+
+def test_the_newest_step_is_proven_from_when_it_was_first_seen_not_last(store_spec: StoreSpec) -> None:
+    """An idle actor compacted three times by one process, ``fresh_window`` (0.2 s) apart in
+    all but less than that between the second and the third: the third has seen the newest
+    step exist ``fresh_window`` long (since the first) and deletes the steps below it.
+    (Mutation: ``_seen_long_enough`` noting the time again at each compaction; the steps stayed
+    for as long as compactions came less than ``fresh_window`` apart. A slow machine only
+    widens the gaps: the third compaction is proven whatever they are.)"""
+
+    async def body(log: ActorLog) -> list[int]:
+        old = time.time() - 7200
+        for step in range(6):
+            await log.put_step(_record(step, f"w{step}", old))
+        watermarks = [(await compact(log, 1, min_age=0.2, fresh_window=0.2)).watermark]
+        for _ in range(2):
+            await asyncio.sleep(0.12)
+            watermarks.append((await compact(log, 1, min_age=0.2, fresh_window=0.2)).watermark)
+        return watermarks
+
+    assert _on_a_log(store_spec, body)[::2] == [0, 5]
