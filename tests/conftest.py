@@ -159,6 +159,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_repair_listing",
         "test_review_h148_compaction_sweep",
         "test_review_h148_incarnations",
+        "test_review_h148_outcomes",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
