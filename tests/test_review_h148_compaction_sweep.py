@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -20,6 +22,7 @@ from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, GcWatermark, StepRecord
+from vactor_cloud.storage import open_store
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -226,3 +229,29 @@ def test_the_newest_step_is_proven_from_when_it_was_first_seen_not_last(store_sp
         return watermarks
 
     assert _on_a_log(store_spec, body)[::2] == [0, 5]
+
+
+def test_a_temp_file_younger_than_min_age_is_left_to_its_stalled_writer(tmp_path: Path) -> None:
+    """A local store: a writer stalled two hours inside its put holds its temp file (``.tmp-*``)
+    in the steps' directory. A compaction with ``min_age`` three hours (past any stall it
+    allows for) leaves it: that writer may yet link it into place; a temp file four hours old
+    goes. (Mutation: temp files swept by ``STALE_TEMP_AGE``, an hour, alone; the stalled
+    writer's file was removed from under it.)"""
+
+    async def body() -> list[str]:
+        store = open_store(str(tmp_path / "store"))
+        try:
+            log = ActorLog(store, "temp-files")
+            await _commit(log, range(3))
+            directory = os.path.dirname(store._fspath(log.step_key(2)))  # type: ignore[attr-defined]
+            for name, age in ((".tmp-stalled", 7200), (".tmp-killed", 4 * 3600)):
+                path = os.path.join(directory, name)
+                with open(path, "wb") as f:
+                    f.write(b"half")
+                os.utime(path, (time.time() - age, time.time() - age))
+            await compact(log, 1, min_age=3 * 3600.0, fresh_window=0.0)
+            return sorted(name for name in os.listdir(directory) if name.startswith(".tmp-"))
+        finally:
+            await store.close()
+
+    assert asyncio.run(body()) == [".tmp-stalled"]
