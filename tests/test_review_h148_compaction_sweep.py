@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import pickle
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,12 @@ import pytest
 
 from vactor_cloud import codec
 from vactor_cloud.compaction import compact, raise_watermark
+from vactor_cloud.deletion import _pending_posts
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, GcWatermark, StepRecord
+from vactor_cloud.posting import PostBox, PostedCall, advance_cursor
 from vactor_cloud.storage import open_store
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -255,3 +258,23 @@ def test_a_temp_file_younger_than_min_age_is_left_to_its_stalled_writer(tmp_path
             await store.close()
 
     assert asyncio.run(body()) == [".tmp-stalled"]
+
+
+def test_a_delete_fails_no_post_its_base_step_applied(store_spec: StoreSpec) -> None:
+    """A post the newest step applied (its sender's cursor past it) whose object is not deleted
+    yet (the fold's clean-up runs after its commit): a delete's tombstone leaves it applied, and
+    deletes it as stale; failed again with ``ActorDeletedError``, its poster was told "deleted"
+    of a call applied. (Mutation: the ``applied`` check dropped from ``_pending_posts``.)"""
+
+    async def body(log: ActorLog) -> tuple[list[str], list[str], str]:
+        await _commit(log, range(1))
+        sender = PostBox(log.store, log.actor_id, log.signing_key)
+        call = PostedCall("add", pickle.dumps(((0,), {})), uuid.uuid4().hex)
+        post = await sender.send(sender.prepare((call,)))
+        base = dataclasses.replace(_record(1, "w1"), extra=advance_cursor({}, [post], post.time))
+        box = PostBox(log.store, log.actor_id, log.signing_key)
+        pending, done = await _pending_posts(box, base, post.time + 1.0)
+        return [p.key for p in pending], done, post.key
+
+    pending, done, key = _on_a_log(store_spec, body)
+    assert (pending, done) == ([], [key])
