@@ -158,6 +158,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h146_fork_init",
         "test_review_h146_repair_listing",
         "test_review_h148_compaction_sweep",
+        "test_review_h148_dedup_table",
         "test_review_h148_incarnations",
         "test_review_h148_outcomes",
     }

@@ -1,0 +1,61 @@
+"""Review h148 (mutation sweep of compaction, deletion and the idempotency table): the table's
+window and layers, driven directly. See ``test_review_h148_compaction_sweep`` for the sweep's
+table."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from vactor_cloud.dedup import DedupTable, Outcome, StepDedup
+from vactor_cloud.lease import CLOCK_SKEW
+from vactor_cloud.log import ClassRef, StepRecord
+
+
+def _step_with_table(step: int, table: bytes) -> StepRecord:
+    record = StepRecord(
+        step=step,
+        parent=None if step == 0 else step - 1,
+        class_ref=ClassRef("0" * 64, "tests.Sweep"),
+        serializer="json",
+        state=b"{}",
+        writer=f"w{step}",
+        time=time.time(),
+    )
+    return dataclasses.replace(record, dedup=table)
+
+
+def test_an_entry_past_max_age_by_less_than_the_clock_skew_stays_in_the_window() -> None:
+    """A key recorded ``max_age`` + 60 s ago by the recorder's clock, with a newer key beside it
+    (``max_keys`` 1): the committer's clock may run up to ``CLOCK_SKEW`` ahead of the
+    recorder's, so the key is kept and a retry is answered from the table. (Mutation:
+    ``kept_for`` without its skew margin; the key was dropped when the table was written, and
+    the retry ran the call a second time inside the window.)"""
+    max_age = 2 * CLOCK_SKEW
+    now = 10_000.0
+    table = DedupTable(
+        {
+            "old": (now - max_age - 60.0, Outcome(True, "old")),
+            "new": (now, Outcome(True, "new")),
+        }
+    )
+    assert set(table.trimmed((1, max_age), now)) == {"old", "new"}
+    step = StepDedup(None, _step_with_table(1, table.dump("json", (1, max_age), now)))
+    assert step.load_without_io()
+    found = step.get("old", window=(1, max_age), now=now)
+    assert found is not None and found.value == "old"
+
+
+def test_a_key_recorded_again_is_answered_with_its_newest_outcome() -> None:
+    """A key past the window (two newer keys, old) runs again and is recorded again in this
+    commit while the table read still holds its first entry: asked again (a retry in the same
+    batch), it is answered with the second outcome. (Mutation: ``_entry`` looking in the table
+    read before the entries of this commit; the retry got the first run's outcome.)"""
+    window = (2, 0.0)
+    old = {key: (0.0, Outcome(True, f"first {key}")) for key in ("a", "b", "c")}
+    table = StepDedup(None, _step_with_table(1, DedupTable(old).dump("json", (10, 0.0), now=0.0)))
+    assert table.load_without_io()
+    assert table.get("a", window=window, now=10.0) is None
+    table.record("a", Outcome(True, "second a"), 10.0)
+    found = table.get("a", window=window, now=10.0)
+    assert found is not None and found.value == "second a"
