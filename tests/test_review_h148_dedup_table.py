@@ -59,3 +59,17 @@ def test_a_key_recorded_again_is_answered_with_its_newest_outcome() -> None:
     table.record("a", Outcome(True, "second a"), 10.0)
     found = table.get("a", window=window, now=10.0)
     assert found is not None and found.value == "second a"
+
+
+def test_keys_recorded_in_this_commit_count_as_newer_than_the_table_read() -> None:
+    """The table read holds ``a`` (old); this commit records two keys. With a window of two keys
+    and no age, ``a`` has two newer keys and is past the window: a call with it runs again, as
+    the window promises. (Mutation: ``_newer_than`` counting for a key of the table read only
+    the keys after it there; ``a`` was answered from the table past its window, while the table
+    this commit writes drops it.)"""
+    old = {"a": (0.0, Outcome(True, "first a"))}
+    table = StepDedup(None, _step_with_table(1, DedupTable(old).dump("json", (10, 0.0), now=0.0)))
+    assert table.load_without_io()
+    table.record("b", Outcome(True, "b"), 10.0)
+    table.record("c", Outcome(True, "c"), 10.0)
+    assert table.get("a", window=(2, 0.0), now=10.0) is None
