@@ -344,3 +344,34 @@ def test_an_interrupt_in_a_delete_clean_up_reaches_the_delete_caller(
         return await log.list_steps()
 
     assert _on_a_log(store_spec, body) == [0, 1, 2]
+
+
+def test_a_delete_that_lost_to_another_delete_still_cleans_up(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deletes race for step 2; the other's tombstone lands first, and its process dies before
+    its clean-up. Ours, told the step is taken by a tombstone, says "deleted already" (None) and
+    does the clean-up that delete may not have: the deleted actor's failed-call record goes.
+    (Mutation: the lost race answered None at once, without the clean-up a delete finding the
+    actor deleted does; the record was left for the next actor under the id.)"""
+
+    async def body(log: ActorLog) -> tuple[StepRecord | None, list[str], list[int]]:
+        await _commit(log, range(2))
+        record_key = failure_key(log.actor_id, "c")
+        await log.store.put(record_key, codec.encode(record_key, {"time": time.time(), BORN: 0}, {}))
+        put_step = ActorLog.put_step
+
+        async def lose_to_another_delete(self: ActorLog, record: StepRecord) -> Any:
+            if deletion.is_deleted(record) and record.writer != "other":
+                base = await self.read_step(record.step - 1)
+                assert base is not None
+                other = deletion._tombstone(self, base, [], time.time(), "other-key")
+                await put_step(self, dataclasses.replace(other, writer="other"))
+            return await put_step(self, record)
+
+        monkeypatch.setattr(ActorLog, "put_step", lose_to_another_delete)
+        answered = await delete(log, Settings(), keep=lambda task: None)
+        left = await log.store.list(tasks_prefix(log.actor_id))
+        return answered, left, await log.list_steps()
+
+    assert _on_a_log(store_spec, body) == (None, [], [0, 1, 2])
