@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from vactor_cloud import codec
+from vactor_cloud import codec, deletion
 from vactor_cloud.compaction import compact, raise_watermark
-from vactor_cloud import deletion
 from vactor_cloud.deletion import _DeleterLease, _pending_posts, delete, forget_failed_calls
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.incarnation import BORN
@@ -163,12 +162,12 @@ def test_checkpoints_without_a_readable_time_or_incarnation_are_kept(store_spec:
     """Steps 0-8 are an hour old, 9 new; step 1 committed call ``c1`` as the actor born at 0,
     and from step 3 on the actor is a later one (born 3). ``min_age`` 100 s. Left beside them:
     a checkpoint of ``c1`` naming an incarnation that is no step number (a later actor's, maybe:
-    it is aged, and it is new), one of call ``c2`` (never committed) naming no time, and one of
+    it is aged, and it is new), one of call ``c2`` (never committed) naming no time, one of
     ``c3`` (never committed) an hour old, and one of ``c4`` as old beside the record of its
-failure a moment ago (it may be resumed: it is aged by that record). Only ``c3``'s goes. (Mutations: ``_later_than`` taking
-    an unreadable incarnation for the committing actor's, and ``_delete_tasks`` deleting a
-    checkpoint without a time as aged, ``_aged_by`` passing over the failure record: each deleted
-a checkpoint a running or resumable call needs.)"""
+    failure a moment ago (it may be resumed: it is aged by that record). Only ``c3``'s goes.
+    (Mutations: ``_later_than`` taking an unreadable incarnation for the committing actor's,
+    ``_delete_tasks`` deleting a checkpoint without a time as aged, ``_aged_by`` passing over
+    the failure record: each deleted a checkpoint a running or resumable call needs.)"""
 
     async def body(log: ActorLog) -> tuple[int, list[str]]:
         now = time.time()
