@@ -374,3 +374,32 @@ def test_a_delete_that_lost_to_another_delete_still_cleans_up(
         return answered, left, await log.list_steps()
 
     assert _on_a_log(store_spec, body) == (None, [], [0, 1, 2])
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["step-read", "step-damaged"])
+def test_a_damaged_step_at_a_shared_number_settles_nothing(store_spec: StoreSpec, damaged: bool) -> None:
+    """Steps 4-6 name checkpoint ``4-a`` (step 4 wrote it), 7-9 name ``7-b``; a commit of step 4
+    that lost its race left ``4-z``. A compaction to watermark 2 reads step 4 (two checkpoints
+    of its number): ``4-z`` is a lost race's and goes, ``4-a`` stays. Step 4 damaged at rest
+    tells nothing: both stay. (Mutation: a step that does not verify taken for one naming no
+    checkpoint; ``4-a``, which kept steps 5 and 6 name, was deleted: a kept step whose table
+    is gone.)"""
+    names = {4: f"{4:020d}-aaaaaaaaaaaaaaaa", 7: f"{7:020d}-bbbbbbbbbbbbbbbb"}
+    lost = f"{4:020d}-zzzzzzzzzzzzzzzz"
+
+    async def body(log: ActorLog) -> list[str]:
+        for step in range(10):
+            base = names[7] if step >= 7 else names[4] if step >= 4 else None
+            await log.put_step(dataclasses.replace(_record(step, f"w{step}"), dedup_base=base))
+        for name in (*names.values(), lost):
+            await log.store.put(log.dedup_key(name), b"a checkpoint (never read here)")
+        if damaged:
+            key = log.step_key(4)
+            data = (await log.store.get(key)).data
+            await log.store.put(key, data[: len(data) // 2])
+        report = await compact(log, 8, min_age=0.0, fresh_window=0.0)
+        assert report.watermark == 2
+        return sorted(await log.list_dedup_checkpoints())
+
+    kept = [names[4], lost, names[7]] if damaged else [names[4], names[7]]
+    assert _on_a_log(store_spec, body) == kept
