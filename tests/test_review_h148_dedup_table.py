@@ -4,12 +4,27 @@ table."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
+import json
 import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import pytest
+
+from vactor_cloud import bytecode, dedup
 from vactor_cloud.dedup import DedupTable, Outcome, StepDedup
+from vactor_cloud.errors import IntegrityError
 from vactor_cloud.lease import CLOCK_SKEW
-from vactor_cloud.log import ClassRef, StepRecord
+from vactor_cloud.log import ActorLog, ClassRef, StepRecord
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+T = TypeVar("T")
 
 
 def _step_with_table(step: int, table: bytes) -> StepRecord:
@@ -73,3 +88,52 @@ def test_keys_recorded_in_this_commit_count_as_newer_than_the_table_read() -> No
     table.record("b", Outcome(True, "b"), 10.0)
     table.record("c", Outcome(True, "c"), 10.0)
     assert table.get("a", window=(2, 0.0), now=10.0) is None
+
+
+def _on_a_log(store_spec: StoreSpec, body: Callable[[ActorLog], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = store_spec.open()
+        try:
+            return await body(ActorLog(store, f"table-{uuid.uuid4().hex[:8]}"))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_a_checkpoint_stored_under_another_serializer_is_refused_undecoded(store_spec: StoreSpec) -> None:
+    """A json actor's step names a checkpoint whose metadata says ``pickle`` (forged, or another
+    class's): the table is refused (``IntegrityError``) before a byte of it is decoded: a json
+    actor never unpickles. (Mutation: ``StepDedup.load`` decoding by the serializer the
+    checkpoint names; the pickled table was loaded.)"""
+
+    async def body(log: ActorLog) -> None:
+        name = f"{1:020d}-{uuid.uuid4().hex[:16]}"
+        await log.put_dedup_checkpoint(name, bytecode.dumps([("k", 0.0, True, "unpickled")]), "pickle")
+        step = dataclasses.replace(_step_with_table(2, b""), dedup_base=name)
+        with pytest.raises(IntegrityError, match="serializer"):
+            await StepDedup(log, step, "json").load()
+
+    _on_a_log(store_spec, body)
+
+
+def test_an_outcome_object_stored_under_another_serializer_is_refused_undecoded(
+    store_spec: StoreSpec,
+) -> None:
+    """A json actor's checkpoint names an outcome object whose metadata says ``pickle`` (its name
+    the SHA-256 of its bytes, as any): a retry with the key is refused (``IntegrityError``)
+    before the object is decoded. (Mutation: ``StepDedup.fetch`` decoding by the serializer the
+    object names; the pickled outcome was returned.)"""
+
+    async def body(log: ActorLog) -> None:
+        outcome = dedup.outcome_bytes(Outcome(True, "unpickled"), "pickle")
+        target = f"{1:020d}-{hashlib.sha256(outcome).hexdigest()}"
+        await log.put_dedup_outcome(target, outcome, "pickle")
+        table = json.dumps([["k", 0.0, True, None, target]]).encode()
+        name = f"{1:020d}-{uuid.uuid4().hex[:16]}"
+        await log.put_dedup_checkpoint(name, table, "json", outcomes=(target,))
+        step = dataclasses.replace(_step_with_table(2, b""), dedup_base=name)
+        with pytest.raises(IntegrityError, match="serializer"):
+            await StepDedup(log, step, "json").prepare(["k"])
+
+    _on_a_log(store_spec, body)
