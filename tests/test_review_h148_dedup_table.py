@@ -137,3 +137,30 @@ def test_an_outcome_object_stored_under_another_serializer_is_refused_undecoded(
             await StepDedup(log, step, "json").prepare(["k"])
 
     _on_a_log(store_spec, body)
+
+
+def test_keys_of_one_batch_are_inside_a_window_without_age() -> None:
+    """A window of one key and no age (``(1, 0.0)``): one batch records ``k1`` then ``k2`` (one
+    ``now``); a second call with ``k1`` in that batch is answered from the table: an entry 0 s
+    old is not past an age of 0. (Mutation: the age test ``>=`` for ``>``; the second call with
+    ``k1`` ran the method again in the same batch.)"""
+    table = StepDedup(None, _step_with_table(1, b""))
+    assert table.load_without_io()
+    table.record("k1", Outcome(True, "one"), 10.0)
+    table.record("k2", Outcome(True, "two"), 10.0)
+    found = table.get("k1", window=(1, 0.0), now=10.0)
+    assert found is not None and found.value == "one"
+
+
+def test_a_table_held_in_the_step_is_cut_to_the_window() -> None:
+    """A step holding the whole table (small, no checkpoint) with three old keys; this commit
+    records a fourth with a window of two keys and no age: the next step holds the newest two
+    only. (Mutation: the merged table not cut to the window; it grew with every key until its
+    first checkpoint, which held them all.)"""
+    old = {key: (0.0, Outcome(True, key)) for key in ("a", "b", "c")}
+    table = StepDedup(None, _step_with_table(1, DedupTable(old).dump("json", (10, 0.0), now=0.0)))
+    assert table.load_without_io()
+    table.record("d", Outcome(True, "d"), 10.0)
+    fields = table.fields("json", (2, 0.0), 10.0, 2)
+    assert fields.base is None
+    assert list(DedupTable.load(fields.data, "json").entries) == ["c", "d"]
