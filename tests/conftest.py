@@ -72,6 +72,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_cli_silent_commands",
         "test_review_h153_creation_hand_over",
         "test_review_h153_handle_copy",
+        "test_review_h153_repair_shared_failure",
         "test_review_h131_class_tags",
         "test_review_h131_lease_give_up",
         "test_review_h133_lease_at_shutdown",
