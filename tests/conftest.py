@@ -167,6 +167,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h151_reset_after_sending",
         "test_review_h149_deadline_reason",
         "test_review_h149_cli_compact_interrupt",
+        "test_review_h153_cli_compact_after_the_last_batch",
         "test_review_h149_timeout_answers",
         "test_review_h150_ready_after_failed_creation",
         "test_review_h150_repair_failures",
