@@ -15,11 +15,16 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from store_helpers import retune
+from test_review_h150_ready_after_failed_creation import _hold_spawned
 
+import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
+from vactor_cloud.core import ActorCore
 from vactor_cloud.runtime import Creation
+from vactor_cloud.testing.lanes import StoreSpec
 
-pytestmark = pytest.mark.vactor_lanes("memory")
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
 @contextmanager
@@ -83,3 +88,42 @@ def test_an_interrupt_in_a_hand_over_still_hands_over_the_others_and_is_raised_f
     with pytest.raises(KeyboardInterrupt):
         creation.settle(None)
     assert handed == [0, 1, 2]
+
+
+@vc.virtual_actor
+class Adder:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+def test_the_calls_queued_behind_a_background_creation_all_apply_when_an_interrupt_lands_between_hand_overs(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: three writer calls queued behind the creation; the interrupt lands on the
+    thread that ran the creation, after the first was handed over to the actor."""
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 1)
+    handle = Adder.get_or_create("h")
+    (start_creation,) = held
+    calls = [handle.add.run_async(k) for k in (1, 2, 3)]
+    submit = ActorCore.submit
+    submitted: list[int] = []
+
+    def counted(core: ActorCore, call: Any) -> None:
+        submit(core, call)
+        submitted.append(1)
+
+    monkeypatch.setattr(ActorCore, "submit", counted)
+    with (
+        _interrupt_at_the_next_runtime_line_once(lambda: len(submitted) == 1) as raised,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        start_creation()
+    assert raised == [1]
+    assert vc.get(calls, timeout=10) == [1, 3, 6]  # before: the 2nd and 3rd never finished
+    vc.get(handle.ready(), timeout=10)
