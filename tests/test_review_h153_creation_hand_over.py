@@ -8,6 +8,7 @@ hand-over returned)."""
 
 from __future__ import annotations
 
+import linecache
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from store_helpers import retune
 from test_review_h150_ready_after_failed_creation import _hold_spawned
 
 import vactor_cloud as vc
+from vactor_cloud import handle as handle_module
 from vactor_cloud import runtime as runtime_module
 from vactor_cloud.core import ActorCore
 from vactor_cloud.runtime import Creation
@@ -127,3 +129,44 @@ def test_the_calls_queued_behind_a_background_creation_all_apply_when_an_interru
     assert raised == [1]
     assert vc.get(calls, timeout=10) == [1, 3, 6]  # before: the 2nd and 3rd never finished
     vc.get(handle.ready(), timeout=10)
+
+
+def test_an_interrupt_in_a_hand_over_before_the_call_reaches_the_actor_fails_that_call_with_it(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt landing in a hand-over before it gave the call to the actor (as it looks the
+    actor's core up) left that call with no outcome: its caller waited for good. It is withdrawn
+    now, failed with the interrupt (never applied later); the calls after it apply."""
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 1)
+    handle = Adder.get_or_create("i")
+    (start_creation,) = held
+    calls = [handle.add.run_async(k) for k in (1, 2, 3)]
+    raised: list[int] = []
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and not raised and "runtime.core(" in _source_line(frame):
+            raised.append(1)
+            raise KeyboardInterrupt  # (the first hand-over, as it looks the core up)
+        return local
+
+    def hand_overs(frame: FrameType, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        return local if code.co_filename == handle_module.__file__ and code.co_name == "submit" else None
+
+    before = sys.gettrace()
+    sys.settrace(hand_overs)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start_creation()
+    finally:
+        sys.settrace(before)
+    assert raised == [1]
+    with pytest.raises(KeyboardInterrupt):  # before: TimeoutError (the call had no outcome)
+        calls[0].result(timeout=10)
+    assert vc.get(calls[1:], timeout=10) == [2, 5]
+
+
+def _source_line(frame: FrameType) -> str:
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)

@@ -814,11 +814,23 @@ class ActorMethod(Generic[P, R]):
                 )
             return True
 
+        handing = [False]  # (set as the call is given to the actor: ``core.submit`` answers for it then)
+
         def submit(error: BaseException | None) -> None:
-            if error is None:
-                runtime.core(self._actor_id).submit(call)
-            elif call.claim():
-                call.future.set_exception(error)
+            # Interrupted (Ctrl-C) before the call reached the actor, as the core was looked up,
+            # the call was left with no outcome: its caller waited for good. It is withdrawn,
+            # failed with the interrupt (never applied behind its caller's back).
+            try:
+                if error is None:
+                    core = runtime.core(self._actor_id)
+                    handing[0] = True
+                    core.submit(call)
+                elif call.claim():
+                    call.future.set_exception(error)
+            except BaseException as exc:
+                if not handing[0] and call.claim():
+                    call.future.set_exception(exc)
+                raise
 
         creation.defer(submit)
         return True
