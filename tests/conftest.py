@@ -70,6 +70,9 @@ EVERY_LANE_MODULES = frozenset(
 ABOVE_THE_STORE_MODULES = frozenset(
     {
         "test_review_cli_silent_commands",
+        "test_review_h153_creation_hand_over",
+        "test_review_h153_handle_copy",
+        "test_review_h153_repair_shared_failure",
         "test_review_h131_class_tags",
         "test_review_h131_lease_give_up",
         "test_review_h133_lease_at_shutdown",
@@ -164,6 +167,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h151_reset_after_sending",
         "test_review_h149_deadline_reason",
         "test_review_h149_cli_compact_interrupt",
+        "test_review_h153_cli_compact_after_the_last_batch",
         "test_review_h149_timeout_answers",
         "test_review_h150_ready_after_failed_creation",
         "test_review_h150_repair_failures",

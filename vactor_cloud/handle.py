@@ -304,7 +304,8 @@ class ActorHandle(Generic[T_co]):
         """A future that resolves once the actor exists and its ``__init__`` has committed
         (Ray's ``actor.ready()``); ``ActorNotFoundError`` through it if there is no such actor,
         or, instead, the exception of the creation this handle came from (``get_or_create``
-        with ``wait_for_init=False``, on the store in use), or of this process's creation of
+        with ``wait_for_init=False``, on the store in use; a copy of the handle too, not a
+        pickled one), or of this process's creation of
         it pending at this call, if that failed (every time, until an actor is created under
         the id);
         ``ReentrantCallError`` when asked in its own ``__init__`` (or one that creation waits
@@ -398,6 +399,20 @@ class ActorHandle(Generic[T_co]):
         """Async twin of :meth:`compact`; awaitable from any event loop."""
         coro = compact_actor(self.actor_id, keep_last, min_age=min_age)
         return await asyncio.wrap_future(_sync.submit(get_runtime().bounded(coro, hint=_COMPACT_AGAIN)))
+
+    def __copy__(self) -> Self:
+        """The same reference as this one, its creation kept: ``ready()`` on a copy raises the
+        failure of the creation that gave this handle, as on this one. (``copy`` went through
+        ``__reduce__``, a pickle's way, which cannot carry it to another process: the copy's
+        ``ready()`` raised ``ActorNotFoundError``.)"""
+        handle = type(self)(self.actor_id)
+        for name in ActorHandle.__slots__:
+            setattr(handle, name, getattr(self, name))
+        return handle
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # (Nothing in it to copy deeply: an id, and the class and creation it shares with this.)
+        return self.__copy__()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The store this process uses, or uses again after ``shutdown()``: pickled after a
@@ -799,11 +814,23 @@ class ActorMethod(Generic[P, R]):
                 )
             return True
 
+        handing = [False]  # (set as the call is given to the actor: ``core.submit`` answers for it then)
+
         def submit(error: BaseException | None) -> None:
-            if error is None:
-                runtime.core(self._actor_id).submit(call)
-            elif call.claim():
-                call.future.set_exception(error)
+            # Interrupted (Ctrl-C) before the call reached the actor, as the core was looked up,
+            # the call was left with no outcome: its caller waited for good. It is withdrawn,
+            # failed with the interrupt (never applied behind its caller's back).
+            try:
+                if error is None:
+                    core = runtime.core(self._actor_id)
+                    handing[0] = True
+                    core.submit(call)
+                elif call.claim():
+                    call.future.set_exception(error)
+            except BaseException as exc:
+                if not handing[0] and call.claim():
+                    call.future.set_exception(exc)
+                raise
 
         creation.defer(submit)
         return True

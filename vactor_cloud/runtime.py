@@ -464,17 +464,32 @@ class Creation:
         """Run every deferred function (in order, under the lock: a ``defer`` after waits for
         them), then raise the first exception one raised (an interrupt taken in a hand-over
         stopped the rest, whose callers waited for good)."""
-        raised: BaseException | None = None
         with self.lock:
             self.settled, self.error = True, error
             deferred, self.deferred = self.deferred, []
-            for fn in deferred:
-                try:
-                    fn(error)
-                except BaseException as exc:
-                    raised = raised or exc
+            raised = _run_each(deferred, error)
         if raised is not None:
             raise raised
+
+
+def _run_each(
+    fns: list[Callable[[BaseException | None], None]], error: BaseException | None
+) -> BaseException | None:
+    """Call each of ``fns`` with ``error``, in order, whatever one raises; the first exception.
+
+    The loop itself runs inside the ``try``: an interrupt (Ctrl-C) lands where Python code goes
+    on, also as the loop goes back for the next function, and one taken there, outside the
+    ``try``, stopped the rest. The iterator is shared by the passes: an interrupt taken between
+    two calls neither skips the next function nor calls the last one again."""
+    rest = iter(fns)
+    raised: BaseException | None = None
+    while True:
+        try:
+            for fn in rest:
+                fn(error)
+            return raised
+        except BaseException as exc:
+            raised = raised or exc
 
 
 def _check_key_room(store: ObjectStore) -> None:

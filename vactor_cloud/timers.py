@@ -779,8 +779,12 @@ _NAMED = 10
 def _repair_failed(failed: list[tuple[str, BaseException]], total: int, written: int) -> BaseException:
     """The error of a repair in which the actors ``failed`` failed, the others of ``total``
     repaired: one of theirs (its type kept: a caller tells a damaged actor from a storage
-    error by it), with a note naming them all and saying what was done."""
-    error = _first_to_raise([e for _, e in failed])
+    error by it), with a note naming them all and saying what was done.
+
+    The note goes on a copy (``_own_copy``): one failure can be raised to several callers (a
+    core's failed load, to each caller that waited behind it), and two repairs of one actor
+    at once each added theirs to it (two notes on each, one naming the other's actors)."""
+    error = _own_copy(_first_to_raise([e for _, e in failed]))
     named = ", ".join(f"{a!r} ({type(e).__name__})" for a, e in failed[:_NAMED])
     more = f" and {len(failed) - _NAMED} more" if len(failed) > _NAMED else ""
     error.add_note(
@@ -789,3 +793,25 @@ def _repair_failed(failed: list[tuple[str, BaseException]], total: int, written:
         "indexed); repairing an actor again is harmless"
     )
     return error
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A copy of ``error`` to add notes to: its type, arguments, attributes, notes so far, cause,
+    context and traceback, made without calling its ``__init__`` (whose parameters its ``args``
+    need not match). ``error`` itself if it cannot be copied so (a class of unusual ``__new__``
+    or with slots): then the note goes on it, as before."""
+    cls = type(error)
+    try:
+        copied = cls.__new__(cls, *error.args)
+        copied.args = error.args
+        copied.__dict__.update(vars(error))
+        if isinstance(error, OSError) and isinstance(copied, OSError):  # (not in ``args`` alone)
+            for name in ("errno", "strerror", "filename", "filename2"):
+                if getattr(error, name) is not None:  # (one set to None shows in its message)
+                    setattr(copied, name, getattr(error, name))
+    except Exception:
+        return error
+    copied.__notes__ = list(getattr(error, "__notes__", ()))  # (its own list: not the one shared)
+    copied.__cause__, copied.__context__ = error.__cause__, error.__context__
+    copied.__suppress_context__ = error.__suppress_context__
+    return copied.with_traceback(error.__traceback__)

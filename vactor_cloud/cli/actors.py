@@ -621,6 +621,11 @@ def _compact_all(
                     EXIT_INTERRUPTED,
                 ) from None
             left = chunks.listed - done
+            if chunks.complete and not left:  # (after the last batch: there is no "other")
+                raise CliError(
+                    _interrupted_after_the_last_batch(chunks.listed, len(failed), held=bool(unproven)),
+                    EXIT_INTERRUPTED,
+                ) from None
             if chunks.complete:
                 others = f"the other {left}"
             elif left:
@@ -675,6 +680,25 @@ def _compact_stopped_at_once(done_of: str, *, shown: bool) -> str:
         "below their watermark, which the next compaction deletes (nothing a writer acknowledged is "
         "lost): run it again to finish"
     )
+
+
+def _interrupted_after_the_last_batch(listed: int, failed: int, *, held: bool) -> str:
+    """What ``vactor compact --all`` did, interrupted once every actor listed was compacted
+    (the listing had ended): the first pass is done, but for the ``failed`` actors; ``held``: it
+    held some last steps for want of the writers' evidence, and the second pass, for those,
+    did not run. (There is no "other" left untouched to speak of.)"""
+    done = f"interrupted after compacting all {listed} actors"
+    if failed:
+        done = f"interrupted after trying all {listed} actors ({failed} could not be compacted)"
+    if held:
+        return (
+            f"{done} once, before the second pass: the last steps held for want of the writers' "
+            "evidence (the rows printed last) may stay until the next compaction: run it again "
+            "to delete them"
+        )
+    if failed:
+        return f"{done}: none was left to try; run it again for those that failed"
+    return f"{done}: none was left to compact"
 
 
 def _batches(first: list[str], chunks: IdChunks, advance: Advance, size: int) -> Iterator[list[str]]:
