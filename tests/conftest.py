@@ -173,6 +173,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h147_event_waits",
         "test_review_h147_inbox_sweep",
         "test_review_h147_listing_overlap",
+        "test_review_h154_listing_turns",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
