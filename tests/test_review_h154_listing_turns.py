@@ -5,6 +5,8 @@ on the code it was written against, or pins what the review found held."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
@@ -16,6 +18,7 @@ from store_helpers import other_process
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
@@ -148,3 +151,62 @@ def process_on(runtime: Any, actor_id: str) -> int:
     applied = future.result(60)
     _sync.sync(runtime.core(actor_id).inbox.wait_deleted())
     return applied
+
+
+class _HeldListing(FaultyStore):
+    """The next inbox listing, once ``hold`` is set, waits until ``release`` (2 s at most),
+    then fails (``fail``) or answers."""
+
+    def __init__(self, inner: Any, fail: bool) -> None:
+        super().__init__(inner, FaultConfig())
+        self.fail = fail
+        self.hold = False
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if operation != "list" or not key.endswith("/inbox/") or not self.hold:
+            return await super()._around(operation, key, run, batch=batch)
+        self.hold = False
+        self.holding.set()
+        give_up = time.monotonic() + 2.0
+        while not self.release.is_set() and time.monotonic() < give_up:
+            await asyncio.sleep(0.005)
+        if self.fail:
+            raise RetryableStorageError("the periodic listing failed (injected)")
+        return await super()._around(operation, key, run, batch=batch)
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+def test_a_fold_waiting_for_a_periodic_listing_that_fails_or_is_cancelled_lists_and_applies(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """Pins what the review found held: the periodic listing a fold waits for (listings take
+    turns) ends in a storage error, or is cancelled (shutdown, eviction) while the fold waits:
+    the turn passes on, the fold lists itself, and ``process_events`` applies the event (the
+    periodic listing's error is its own: logged, not the caller's)."""
+    Till.get_or_create("t")
+    vc.shutdown()
+    actor_store.init()
+    runtime = vc.get_runtime()
+    held = _HeldListing(runtime.store, fail=ending == "failed")
+    runtime.store = held
+    box = runtime.core("t").inbox
+    send_event("t", "paid", 30, event_id="evt-1")
+    held.hold = True
+    periodic = _sync.submit(box._quiet_refresh())  # type: ignore[attr-defined]  # (as _list_in_background)
+    assert held.holding.wait(30)
+    refresh = inbox.ActorInbox._refresh
+
+    async def end_it_then_refresh(self: inbox.ActorInbox) -> None:
+        if ending == "cancelled":
+            periodic.cancel()
+        held.release.set()
+        await refresh(self)
+
+    monkeypatch.setattr(inbox.ActorInbox, "_refresh", end_it_then_refresh)
+    assert process_events("t") == 1
+    monkeypatch.undo()
+    with contextlib.suppress(concurrent.futures.CancelledError):
+        periodic.result(30)
+    assert vc.get_actor("t").view.run() == [("paid", 30)]
