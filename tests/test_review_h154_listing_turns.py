@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import math
 import threading
 import time
 import uuid
@@ -210,3 +211,53 @@ def test_a_fold_waiting_for_a_periodic_listing_that_fails_or_is_cancelled_lists_
     with contextlib.suppress(concurrent.futures.CancelledError):
         periodic.result(30)
     assert vc.get_actor("t").view.run() == [("paid", 30)]
+
+
+@vc.virtual_actor
+class Counter:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+    @vc.virtual_actor.readonly
+    def get(self) -> int:
+        return self.total
+
+
+def test_a_commit_that_lists_the_inbox_itself_starts_no_periodic_listing_beside_it(
+    actor_store: StoreSpec,
+) -> None:
+    """Defect (failed before the fix: 2 LISTs, and a follow-up commit's GET). A commit whose
+    listing was stale and whose cached events were untrusted (another process committed since
+    the listing) started the periodic listing beside itself, then listed itself: since
+    listings take turns, it waited for the periodic one to end before making its own, two
+    LISTs one after the other on the commit's path. Its own listing is the fresh one: it
+    starts no other."""
+    quiet = vc.Settings(
+        storage=actor_store.url, head_interval=3600.0, fresh_window=600.0, inbox_interval=3600.0
+    )
+    vc.shutdown()
+    vc.init(actor_store.url, settings=quiet, **actor_store.options)
+    runtime = vc.get_runtime()
+    counting = FaultyStore(runtime.store, FaultConfig())
+    runtime.store = counting
+    counter = Counter.get_or_create("c")
+    send_event("c", "nobody-handles-this", 1, event_id="kept")  # stays cached, and in the inbox
+    assert counter.add.run(1) == 1  # lists: the event is cached
+    other = other_process(actor_store, inbox_interval=3600.0)
+    try:
+        future: ActorFuture[int] = ActorFuture()
+        other.core("c").submit(PendingCall("add", (5,), {}, False, future, uuid.uuid4().hex))
+        assert future.result(30) == 6  # another process commits: the cache is not trusted now
+    finally:
+        other.close()
+    assert counter.get.run() == 6  # (this process learns of that step)
+    box = runtime.core("c").inbox
+    box._listed_at = -math.inf  # type: ignore[attr-defined]  # the listing is stale now
+    lists = counting.seen["list"]
+    assert counter.add.run(1) == 7
+    _sync.sync(box.finish())  # type: ignore[attr-defined]  # (a periodic listing started ends)
+    assert counting.seen["list"] - lists == 1

@@ -753,7 +753,8 @@ class ActorInbox:
                 self._signalled = True
                 self._listing_error = exc
                 logger.warning("could not list the inbox of %r: %s", self.actor_id, exc)
-        elif self._stale():
+        elif self._stale() and not (self._known and not self._cache_trusted(base)):
+            # (Not when this fold lists below: it would wait for that listing, then list again)
             self._list_in_background()
         if self._known and not self._cache_trusted(base):
             # Others committed since our listing (or it predates loading): what we
