@@ -261,3 +261,54 @@ def test_a_commit_that_lists_the_inbox_itself_starts_no_periodic_listing_beside_
     assert counter.add.run(1) == 7
     _sync.sync(box.finish())  # type: ignore[attr-defined]  # (a periodic listing started ends)
     assert counting.seen["list"] - lists == 1
+
+
+class _PagedHeldListing(_HeldListing):
+    """Every listing is one of several pages (as the local store's, and S3's past 1,000 keys)."""
+
+    def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
+        return not keys
+
+
+def test_a_fold_waits_for_one_periodic_listing_not_for_its_confirming_one_too(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pins the bound docs/events.md gives (a commit that must list waits for one listing at
+    most). The periodic listing is of several pages and finds an event: it lists again at once
+    to confirm it (``_list_confirmed``). A fold that asked for its turn meanwhile lists before
+    that second one (turns go in the order asked for), and its listing confirms the event."""
+    Till.get_or_create("t")
+    vc.shutdown()
+    actor_store.init()
+    runtime = vc.get_runtime()
+    held = _PagedHeldListing(runtime.store, fail=False)
+    runtime.store = held
+    box = runtime.core("t").inbox
+    held.hold = True
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def periodic_listing() -> None:
+        tasks.append(asyncio.current_task())
+        await box._list_confirmed()  # type: ignore[attr-defined]  # (as _list_in_background)
+
+    periodic = _sync.submit(periodic_listing())
+    assert held.holding.wait(30)
+    send_event("t", "paid", 30, event_id="evt-1")  # (the held listing, still to answer, finds it)
+    turns: list[str] = []
+    refresh, refresh_now = inbox.ActorInbox._refresh, inbox.ActorInbox._refresh_now
+
+    async def release_then_refresh(self: inbox.ActorInbox) -> None:
+        held.release.set()
+        await refresh(self)
+
+    async def note_the_turn(self: inbox.ActorInbox) -> None:
+        turns.append("periodic" if asyncio.current_task() is tasks[0] else "fold")
+        await refresh_now(self)
+
+    monkeypatch.setattr(inbox.ActorInbox, "_refresh", release_then_refresh)
+    monkeypatch.setattr(inbox.ActorInbox, "_refresh_now", note_the_turn)
+    assert process_events("t") == 1
+    periodic.result(30)
+    monkeypatch.undo()
+    assert turns == ["fold", "periodic"]
+    assert vc.get_actor("t").view.run() == [("paid", 30)]
