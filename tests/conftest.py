@@ -181,6 +181,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h148_dedup_table",
         "test_review_h148_incarnations",
         "test_review_h148_outcomes",
+        "test_review_h154_listing_turns",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -454,6 +454,8 @@ class ActorInbox:
         "_excluded",
         "_filled",
         "_fold_base",
+        "_fold_began",
+        "_fresh",
         "_known",
         "_listed_at",
         "_listed_step",
@@ -497,6 +499,11 @@ class ActorInbox:
         self._listed_step = -1
         #: the base step of the fold in progress (settle moves ``_listed_step`` past our own commit)
         self._fold_base = -1
+        #: when (monotonic) the fold in progress (or the last one) began
+        self._fold_began = math.inf
+        #: pending events read by a listing that began after ``_fold_began``: after the fold's
+        #: base was read (the others may have been applied since, see ``fold``)
+        self._fresh: set[str] = set()
         self._signalled = False
         self._listing_error: BaseException | None = None
         #: the last fold left known events for the next one (``more_to_do``): fold once more
@@ -634,12 +641,15 @@ class ActorInbox:
                 self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged
             ):
                 self._known[event.key] = dataclasses.replace(event, seen=seen)
+                if started >= self._fold_began:
+                    self._fresh.add(event.key)
                 self._damaged.pop(event.key, None)
                 if not snapshot:
                     self._unconfirmed.setdefault(event.key, ended)
             for key in damaged:
                 self._damaged[key] = (self._damaged.get(key, (0, 0.0))[0] + 1, started)
             self._trim()
+        self._fresh.intersection_update(self._known)
         self._listed_at = started
         # Known *after* the listing: a step that applied a listed event is at or below
         # it, so its dedup entry is in that step's table (the fold checks it there).
@@ -728,8 +738,11 @@ class ActorInbox:
         """
         calls = [c for c in batch if c.method not in _MARKERS]
         forced = any(c.method == PROCESS_EVENTS for c in batch)
-        #: held before this fold listed: what is at such a key now may be another event
-        held = set(self._known)
+        # What a listing that began before this fold read (this fold may wait for one in
+        # flight: listings take turns) is not fresh: what is at such a key now may be another
+        # event (see below).
+        self._fold_began = time.monotonic()
+        self._fresh = set()
         self._listing_error = None
         self._refold = False
         self._filled = False
@@ -740,7 +753,8 @@ class ActorInbox:
                 self._signalled = True
                 self._listing_error = exc
                 logger.warning("could not list the inbox of %r: %s", self.actor_id, exc)
-        elif self._stale():
+        elif self._stale() and not (self._known and not self._cache_trusted(base)):
+            # (Not when this fold lists below: it would wait for that listing, then list again)
             self._list_in_background()
         if self._known and not self._cache_trusted(base):
             # Others committed since our listing (or it predates loading): what we
@@ -771,14 +785,16 @@ class ActorInbox:
         excluded: list[InboxEvent] = []
         for event in fold_order(self._known.values()):
             if table.holds(event.dedup_key):
-                if event.key in held:
-                    # Read before this fold, and applied since (by another process, or a
-                    # writer that died before deleting it): what is at its key now may be
-                    # another event (an id is remembered with its name, and its key is free
-                    # again once the applied object is deleted). Forgotten, not deleted: the
-                    # next listing reads the key again if it is still there.
+                if event.key not in self._fresh:
+                    # Read by a listing that began before this fold (before it, or the periodic
+                    # one it waited for), and applied since (by another process, or a writer
+                    # that died before deleting it): what is at its key now may be another
+                    # event (an id is remembered with its name, and its key is free again once
+                    # the applied object is deleted). Forgotten, not deleted: the next listing
+                    # (the next commit makes one) reads the key again if it is still there.
                     self._known.pop(event.key, None)
                     self._refold = True
+                    self._signalled = True
                 else:
                     # Read by this fold's listing: applied by an earlier commit whose writer
                     # did not get to delete it.
