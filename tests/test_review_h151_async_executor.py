@@ -3,7 +3,7 @@ behind, whatever the method does with it (runs functions in threads, raises, set
 
 Each async call runs on a loop of its own (``asyncio.run``); the method's first
 ``run_in_executor(None, ...)`` (``asyncio.to_thread``) makes that loop's default executor a
-``fork_guard.GuardedExecutor``, which ``asyncio.run`` shuts down as the call ends. An executor
+``guarded_executor.GuardedExecutor``, which ``asyncio.run`` shuts down as the call ends. An executor
 left running per call would leave threads behind, one more set per call."""
 
 from __future__ import annotations

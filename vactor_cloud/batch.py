@@ -66,7 +66,7 @@ from vactor_cloud.dedup import (
 )
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
-from vactor_cloud.fork_guard import GuardedExecutor, end_a_forked_child, forks_now
+from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import CallRecord, StepRecord
@@ -524,7 +524,7 @@ def _run_coroutine(coro: Any, context: CallContext) -> Any:
 async def _on_a_guarded_executor(coro: Any, context: CallContext) -> Any:
     """Await an async method's coroutine, on a loop (its own, made by ``asyncio.run``) whose
     default executor ends a child forked in a function it runs in a thread, as a child that
-    came back inside the method is ended (``fork_guard.GuardedExecutor``). A child forked by
+    came back inside the method is ended (``guarded_executor.GuardedExecutor``). A child forked by
     the coroutine itself ends as it returns: on a helper thread (``_run_coroutine``), the
     child's only one, it went on to end that thread, the child with it (status 0, unsaid)."""
     unhook = _guard_the_default_executor(asyncio.get_running_loop(), context)
@@ -555,6 +555,10 @@ def _guard_the_default_executor(loop: asyncio.AbstractEventLoop, context: CallCo
 
     def first_run_in_executor(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
         if executor is None:
+            # (imported only now, when asyncio would import ThreadPoolExecutor: see why in
+            # ``guarded_executor``'s docstring)
+            from vactor_cloud.guarded_executor import GuardedExecutor  # noqa: PLC0415
+
             unhook()
             ending = functools.partial(_end_a_forked_child, context=context)
             set_default_executor(GuardedExecutor(ending, f"vactor-async {context.method}"))

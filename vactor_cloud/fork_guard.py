@@ -12,21 +12,15 @@ at once, running nothing more. Code that forks and ends its child itself (``os._
 
 Usage: ``forks = forks_now()`` before running the code, ``end_a_forked_child(forks, ...)``
 after it (in a ``finally``). An async method's functions run in threads (``asyncio.to_thread``,
-``run_in_executor(None, ...)``) run on a :class:`GuardedExecutor`, which does so for each.
+``run_in_executor(None, ...)``) run on a ``guarded_executor.GuardedExecutor``, which does so for each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
 
-__all__ = ["STATUS", "GuardedExecutor", "end_a_forked_child", "forks_now"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
+__all__ = ["STATUS", "end_a_forked_child", "forks_now"]
 
 #: the exit status of a child ended here (``EX_SOFTWARE``)
 STATUS = 70
@@ -64,27 +58,3 @@ def end_a_forked_child(forks: int, what: str, whose: str) -> None:
     with contextlib.suppress(OSError):
         os.write(2, message.encode("utf-8", "replace"))
     os._exit(STATUS)
-
-
-class GuardedExecutor(ThreadPoolExecutor):
-    """The default executor of the event loop an async actor method runs on: ``end_child(forks)``
-    (:func:`end_a_forked_child` with what the method is) after each function it runs.
-
-    A function run in a thread (``asyncio.to_thread``) that forks and returns in the child left
-    the child's only thread, the executor's worker, handing the result to a loop the child does
-    not have and then waiting for the executor's next work, for good: a process hung for ever.
-    """
-
-    def __init__(self, end_child: Callable[[int], None], thread_name_prefix: str) -> None:
-        super().__init__(thread_name_prefix=thread_name_prefix)
-        self._end_child = end_child
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        return super().submit(self._guarded, fn, *args, **kwargs)
-
-    def _guarded(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        forks = forks_now()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._end_child(forks)
