@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import threading
 
 import pytest
+from garbage import full_collection
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -57,7 +57,7 @@ def _call(handle: vc.ActorHandle[UsesThreads], method: str) -> None:
 def _threads_after(handle: vc.ActorHandle[UsesThreads], method: str, calls: int) -> int:
     for _ in range(calls):
         _call(handle, method)
-    gc.collect()
+    full_collection()
     return threading.active_count()
 
 

@@ -11,7 +11,6 @@ capture, held the failure too: it now carries the failure's text.)"""
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from garbage import full_collection
 from store_helpers import retune
 
 import vactor_cloud as vc
@@ -61,7 +61,7 @@ def test_the_arguments_of_a_failed_creation_are_freed_once_its_handle_is_dropped
         handle.ready().result(30)  # (a second time: the failed load met again)
     assert len(_GIVEN) == 1
     del handle
-    gc.collect()
+    full_collection()
     assert _GIVEN[0]() is None, "the failed creation's argument is still held"
 
 
