@@ -87,7 +87,9 @@ def pretend_to_hold_the_lease() -> None:
 
 def commit_behind_its_back(actor_id: str) -> None:
     """Another writer commits the next step (this process's cache stays fresh): its next commit loses."""
-    core = get_runtime().core(actor_id)
+    # (loaded if it must be: with a cache of one, an evicted lease holder of another actor, at
+    # its next round, may have taken this core's place a moment; it comes back without its step)
+    core = get_runtime().load(actor_id)
     mine = core.record
     assert mine is not None
     theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="someone-else")
