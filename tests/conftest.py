@@ -167,6 +167,9 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h150_resume_stray_step",
         "test_review_h150_fork_in_thread",
         "test_review_h150_fork_in_state_hooks",
+        "test_review_h152_lease_store",
+        "test_review_h152_state_capture",
+        "test_review_h152_names_and_classes",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
