@@ -162,7 +162,7 @@ def test_a_lost_answer_is_resolved_by_reading_the_token_back(store_spec: StoreSp
     for ours. Landed, it is ours (and renewable by its version); not landed, the error reaches
     the caller, who does not believe it holds the lease."""
 
-    async def body(store: ObjectStore) -> Lease | None | Exception:
+    async def body(store: ObjectStore) -> Lease | Exception | None:
         wrong = _AnswersWrongly(store, RetryableStorageError("lost", lease_key(ACTOR)), lands=lands)
         leases = LeaseStore(cast(ObjectStore, wrong), ACTOR, None)
         try:
