@@ -13,8 +13,8 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import state as state_module
-from vactor_cloud.errors import StateSerializationError
-from vactor_cloud.state import dumps_state, restore_instance
+from vactor_cloud.errors import IntegrityError, StateSerializationError
+from vactor_cloud.state import dumps_state, expect_serializer, restore_instance
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -135,3 +135,43 @@ def test_a_json_actor_runs_its_next_call_on_the_state_as_stored(actor_store: Sto
     actor_store.init()
     with pytest.raises(KeyError):
         Tallies.get_or_create("h152-tallies").bump.run("a")
+
+
+class _RebuildsBadly:
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())
+
+
+class Number(int, _RebuildsBadly):
+    """An ``int`` whose rebuilding code comes from a Python base after the C one in its MRO."""
+
+
+def test_rebuilding_code_of_a_base_after_a_builtin_in_the_mro_is_noticed() -> None:
+    """Mutation: ``_rebuilds`` stopping at the first base implemented in C (``break`` for
+    ``continue``). ``Number(int, _RebuildsBadly)`` pickles by its mixin's ``__reduce__`` and
+    never loads: taken for a class without rebuilding code, its state was stored unchecked."""
+    with pytest.raises(StateSerializationError, match="does not unpickle"):
+        dumps_state({"n": Number(5)}, "pickle")
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "json"])
+def test_a_state_nested_too_deep_is_refused_with_a_clear_error(serializer: str) -> None:
+    """Mutation: ``RecursionError`` not among the failures a state's serialization is refused
+    for. A state nested deeper than the recursion limit reached its caller as a bare
+    ``RecursionError`` instead of ``StateSerializationError`` saying what could not be stored."""
+    nested: list[object] = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(StateSerializationError, match="cannot serialize"):
+        dumps_state({"tree": nested}, serializer)
+
+
+def test_a_stored_serializer_other_than_the_class_s_is_refused_before_decoding() -> None:
+    """Mutation: ``expect_serializer`` not raising on a mismatch (it answers the class's
+    serializer anyway). A step of a json actor whose metadata says ``"pickle"`` (forged, or a
+    class whose serializer changed) was then decoded as json, failing with whatever the bytes
+    gave, or read as another state: it is an ``IntegrityError`` naming the object, raised
+    before any byte is decoded."""
+    assert expect_serializer("json", "json", "actors/a/steps/1") == "json"
+    with pytest.raises(IntegrityError, match="refused without decoding"):
+        expect_serializer("pickle", "json", "actors/a/steps/1")
