@@ -11,7 +11,15 @@ from __future__ import annotations
 import pytest
 
 from vactor_cloud.ids import MAX_ID_BYTES, validate_idempotency_key
-from vactor_cloud.keys import actor_id_of, class_key, is_class_key, timer_index_entry, timer_index_key
+from vactor_cloud.keys import (
+    actor_id_of,
+    class_key,
+    is_class_key,
+    timer_index_entry,
+    timer_index_key,
+    timer_runner_key,
+    timer_runner_of,
+)
 
 
 def test_an_idempotency_key_longer_than_the_limit_is_refused() -> None:
@@ -45,7 +53,8 @@ def test_a_class_key_is_one_under_an_actors_folder_only() -> None:
 
 
 def test_only_the_due_index_spelling_is_an_entry() -> None:
-    """Mutation: ``timer_index_entry`` accepting a generation spelt with leading zeros. The
+    """Mutations: ``timer_index_entry`` accepting a generation spelt with leading zeros, a due
+    time not of 20 ASCII digits, or a key of more than three parts after ``timers/``. The
     entry ``timers/<due>-007/a/k`` was parsed as generation 7; its deletion rebuilt the key
     ``...-7/a/k``, deleted nothing, and the stray entry was listed, and fired, again and again."""
     key = timer_index_key(5, "a", "k", 7)
@@ -53,3 +62,17 @@ def test_only_the_due_index_spelling_is_an_entry() -> None:
     assert timer_index_entry(timer_index_key(5, "a", "k")) == (5, "a", "k", None)
     assert timer_index_entry(key.replace("-7/", "-007/")) is None
     assert timer_index_entry(key.replace("-7/", "-/")) is None
+    # a key with a part more: taken for the entry of (a, k), deleting it would delete that one
+    assert timer_index_entry(f"{key}/more") is None
+    # a due time of other digits, or fewer: rebuilt, another key
+    assert timer_index_entry("timers/5/a/k") is None
+    assert timer_index_entry(f"timers/{chr(0x661) * 20}/a/k") is None
+
+
+def test_a_heartbeat_key_names_a_runner_only_directly_under_its_folder() -> None:
+    """Mutation: ``timer_runner_of`` accepting a key with a ``/`` after the folder. A stray
+    object at ``timer-runners/a/b`` was counted as a live runner ``a/b`` (an id no runner can
+    have), and the actors split among the runners gave it a share nobody served."""
+    assert timer_runner_of(timer_runner_key("r1")) == "r1"
+    assert timer_runner_of("timer-runners/a/b") is None
+    assert timer_runner_of("timer-runners/") is None
