@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+import vactor_cloud as vc
+from vactor_cloud.definition import ActorDefinition, check_step_number
 from vactor_cloud.ids import MAX_ID_BYTES, validate_idempotency_key
 from vactor_cloud.keys import (
     actor_id_of,
@@ -20,6 +22,9 @@ from vactor_cloud.keys import (
     timer_runner_key,
     timer_runner_of,
 )
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
 def test_an_idempotency_key_longer_than_the_limit_is_refused() -> None:
@@ -76,3 +81,104 @@ def test_a_heartbeat_key_names_a_runner_only_directly_under_its_folder() -> None
     assert timer_runner_of(timer_runner_key("r1")) == "r1"
     assert timer_runner_of("timer-runners/a/b") is None
     assert timer_runner_of("timer-runners/") is None
+
+
+@vc.virtual_actor
+class Positional:
+    """``__init__`` with a positional-only parameter without a default before one with a
+    mutable default."""
+
+    def __init__(self, name: str, tags: list[str] = [], /) -> None:  # noqa: B006
+        self.name = name
+        self.tags = tags
+
+    @vc.virtual_actor.readonly
+    def label(self) -> str:
+        return f"{self.name}:{self.tags}"
+
+
+def test_a_creation_omitting_a_required_positional_only_argument_fails(actor_store: StoreSpec) -> None:
+    """Mutation: ``FreshDefaults.fill`` appending the defaults of omitted positional-only
+    parameters when one of them has none. ``Positional.get_or_create(id)`` (``name`` omitted)
+    then ran ``__init__`` with ``inspect.Parameter.empty`` for ``name`` and stored the actor,
+    instead of failing as Python does (``TypeError``: a missing argument)."""
+    with pytest.raises(TypeError):
+        Positional.get_or_create("h152-positional").ready()
+    made = Positional.get_or_create("h152-positional-2", "n")
+    assert made.label.run() == "n:[]"
+
+
+@vc.virtual_actor
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, by: int, note: str = "") -> int:
+        self.n += by
+        return self.n
+
+
+@vc.virtual_actor
+class UsesCounter:
+    """A class whose stored body holds a copy of ``Counter``'s definition (its method names it)."""
+
+    def make(self, actor_id: str) -> str:
+        return Counter.get_or_create(actor_id).actor_id
+
+
+def test_a_call_with_an_unknown_keyword_is_refused_before_it_is_queued() -> None:
+    """Mutation: ``MethodInfo.check_arguments`` taking the fast path (positional count only) for
+    a call with keywords too. ``add(1, bogus=2)`` was queued (posted, under contention: written
+    to the store) and failed only when run, far from the caller's line."""
+    info = Counter.definition.methods["add"]
+    info.check_arguments((1,), {})
+    info.check_arguments((1,), {"note": "x"})
+    with pytest.raises(TypeError, match=r"add\(\): .*bogus"):
+        info.check_arguments((1,), {"bogus": 2})
+
+
+def test_a_stored_body_does_not_depend_on_whether_a_class_it_uses_was_stored_first() -> None:
+    """Mutation: ``ActorDefinition.__getstate__`` keeping this process's cached body and hash.
+    The body of ``UsesCounter`` (which holds ``Counter``'s definition) then held ``Counter``'s
+    own bytes once this process had stored ``Counter``: the same unchanged class got another
+    hash in every process, each storing its own copy."""
+    Counter.definition._ref = Counter.definition._body = None
+    before = ActorDefinition(UsesCounter.cls).body()
+    Counter.definition.body()  # (stored, as a first call on a Counter would)
+    after = ActorDefinition(UsesCounter.cls).body()
+    assert before == after, "the body changed with what this process had stored before"
+
+
+def test_a_bool_is_no_step_number() -> None:
+    """Mutation: ``check_step_number`` without its ``bool`` check. ``at_step=True`` (a flag
+    passed where a number belongs) was taken for step 1."""
+    check_step_number(0)
+    check_step_number(7)
+    for bad in (True, False, -1, 1.0, "1"):
+        with pytest.raises(ValueError, match="a step number"):
+            check_step_number(bad)
+
+
+class _Sizable:
+    def size(self) -> int:
+        return 1
+
+    def helper(self) -> int:
+        return 2
+
+
+class Fixed(_Sizable):
+    size = 3  # (a method of the base, overridden by a constant)
+
+    @staticmethod
+    def helper() -> int:  # (overridden by a static method: no actor method)
+        return 4
+
+
+def test_a_method_overridden_by_a_non_method_leaves_the_method_table() -> None:
+    """Mutation: ``_collect_methods`` keeping a base's method that the class overrides with a
+    constant or a static method. ``handle.size`` was then an actor method whose call ran
+    ``self.size(...)`` on an ``int``, failing far from the class's line."""
+    methods = ActorDefinition(Fixed).methods
+    assert "size" not in methods and "helper" not in methods
+    assert set(ActorDefinition(_Sizable).methods) == {"size", "helper"}
