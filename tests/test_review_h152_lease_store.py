@@ -27,6 +27,13 @@ without reading it again (``test_review_h142_reads_cut_short``), every write a c
 * a lease of a newer format read as free (and overwritten):
   ``test_a_lease_of_a_newer_format_is_not_taken_for_free``.
 
+Also five of the delete's lease (``deletion._DeleterLease``, against the delete modules): a
+take's lost answer not noted, and the release's retry dropped, killed by ``test_delete_faults``;
+the release, unsure of its take, not checking whose lease it found, killed by
+``test_a_delete_unsure_of_its_take_releases_only_a_lease_in_its_own_name``; left: renewal at
+the full length instead of half (tuning: the delete's lease is a hint for progress), and
+``hand_over`` not clearing the original (both then release one version: the second refused).
+
 Left, equivalent: ``Lease.valid`` ignoring its ``now`` (no caller passes one); the ``kind``
 check (no other object carries a lease's fields, and a signature binds its key).
 """
@@ -41,9 +48,11 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from vactor_cloud import codec
+from vactor_cloud.deletion import _DeleterLease
 from vactor_cloud.errors import FormatVersionError, PreconditionFailedError, RetryableStorageError
 from vactor_cloud.keys import lease_key
 from vactor_cloud.lease import _ABSENT, CLOCK_SKEW, Lease, LeaseStore
+from vactor_cloud.settings import Settings
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -220,3 +229,21 @@ def test_another_process_take_is_not_believed_ours(store_spec: StoreSpec) -> Non
     a, b, stored = _run(store_spec, body)
     assert a is not None and stored.holder == "a"
     assert b is None, "a take refused by the store was believed ours"
+
+
+def test_a_delete_unsure_of_its_take_releases_only_a_lease_in_its_own_name(store_spec: StoreSpec) -> None:
+    """Mutation (``deletion._DeleterLease.release``): a take whose answer was lost (``maybe``)
+    read back and released without checking whose lease it found. The delete then released
+    the lease another process had taken meanwhile, and was folding under: posters took it over
+    while its holder still folded (progress lost to churn, every poster racing it)."""
+
+    async def body(store: ObjectStore) -> Lease:
+        leases = LeaseStore(store, ACTOR, None)
+        deleter = _DeleterLease(leases, "deleter", Settings())
+        deleter.maybe = True  # (its take's answer lost, and its read back failed too)
+        assert await leases.write(_ABSENT, "folder", 30, 1) is not None  # (the take did not land)
+        await deleter.release(2)
+        return await leases.read()
+
+    stored = _run(store_spec, body)
+    assert stored.valid() and stored.holder == "folder", "a delete released another process's lease"
