@@ -3,21 +3,22 @@
 table and fresh defaults). Each test fails with the mutation its docstring names applied;
 the table of the sweep (mutation: killed by / why left) is below.
 
-The sweep (50 mutations, run against the names, class identity, API and input-edge modules on
-memory and local). Killed by the suite already: ids (a backslash, a leading dot, the byte
-limit off by one, a NUL-led idempotency key, control characters in event names, the timer
-key's own limit, runner and event ids unchecked, a lone surrogate; DEL only by
+The sweep (54 mutations, run against the names, class identity, API and input-edge modules on
+memory and local). Killed by the suite already: ids (a backslash, a leading dot, the byte limit
+off by one, a NUL-led idempotency key, control characters in event names, the timer key's own
+limit, runner and event ids unchecked, lone surrogates; DEL and a non-str id only by
 ``test_integrity``, outside the subset); step keys of other digits or lengths; the class tag
-and its collision check; a call's class not checked in a fold, a batch or a read, calls made
-for no class (``test_review_class_identity``, ``test_clean_room_protocol``); fresh defaults
-(``test_review_input_edges``; a named object's identity by ``test_review_h118``); the state
-protocol checks at decoration; a class redefined; reserved names; ``__mp_main__``
-(``test_main_script_children``). Survivors, each killed by a test here: an idempotency key
-of any length; ``actor_id_of``, ``is_class_key``, ``timer_index_entry`` (leading zeros, other
-digits, a part more) and ``timer_runner_of`` taking keys the layout never writes; defaults
-appended for an omitted positional-only parameter without one; the arity fast path with
-keywords; a definition's copy keeping its cached body; a bool as a step number; a base's
-method overridden by a non-method kept; ``at_step`` passed to a reader taking ``**fields``.
+(its key, ``tag_of``) and its collision check; a call's class not checked in a fold, a batch or
+a read, calls made for no class (``test_review_class_identity``, ``test_clean_room_protocol``);
+fresh defaults (``test_review_input_edges``; a named object's identity by
+``test_review_h118``); the state protocol checks at decoration; a class redefined; reserved
+names; ``__mp_main__`` (``test_main_script_children``). Survivors, each killed by a test here:
+an idempotency key of any length; ``actor_id_of``, ``is_class_key``, ``timer_index_entry``
+(leading zeros, other digits, a part more) and ``timer_runner_of`` taking keys the layout never
+writes; defaults appended for an omitted positional-only parameter without one; the arity fast
+path with keywords; a definition's copy keeping its cached body; a bool as a step number; a
+base's method overridden by a non-method kept; ``at_step`` passed to a reader taking
+``**fields``.
 
 Left, equivalent: ``"."``/``".."`` (refused as a leading dot anyway); ``made_for`` without
 its ``None`` case (every caller checks ``None`` first) or its ``:`` test (a name never equals
