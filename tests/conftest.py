@@ -182,6 +182,9 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h148_incarnations",
         "test_review_h148_outcomes",
         "test_review_h154_listing_turns",
+        "test_review_h152_lease_store",
+        "test_review_h152_state_capture",
+        "test_review_h152_names_and_classes",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

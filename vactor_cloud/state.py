@@ -183,9 +183,10 @@ def dumps_instance_state(
 ) -> tuple[bytes, Any]:
     """The state of the actor ``instance`` serialized (see :func:`dumps_state`), and the
     instance the actor's next call runs on: the one read back from those bytes whenever they
-    were read back (the class defines ``__setstate__``, or the state holds an object that
-    rebuilds itself), as another process, or this one after evicting the actor, would restore
-    it; else ``instance`` itself (its ``__dict__`` of plain objects pickles faithfully).
+    were read back (the class defines ``__setstate__``, the state holds an object that
+    rebuilds itself, or the serializer is json), as another process, or this one after
+    evicting the actor, would restore it; else ``instance`` itself (its ``__dict__`` of plain
+    objects pickles faithfully).
 
     Kept instead, ``instance`` carried what ``__getstate__`` leaves out (``self.scratch = ...``)
     into the next calls of this process only: what a call saw depended on the cache.
@@ -209,7 +210,8 @@ def _dumps_read_back(
     try:
         if serializer == "json":
             data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode("utf-8")
-            if actor is not None and json.loads(data) != state:
+            loaded = json.loads(data) if actor is not None else None
+            if actor is not None and loaded != state:
                 # json.dumps writes the key 1 as "1" and a tuple as a list: the cached instance
                 # kept {1: ...} while every reader and other process got {"1": ...}, and a call
                 # there adding 1 again stored "1" twice (one value lost on load).
@@ -218,7 +220,11 @@ def _dumps_read_back(
                     "a str as a str, and a tuple as a list"
                 )
             if not check:
-                return data, None
+                # The next call runs on what was read back, as every other process will: json
+                # reads a defaultdict, an IntEnum or a str subclass back as plain data that
+                # compares equal, and a cached instance that kept them ran calls (a defaultdict's
+                # missing key) that fail everywhere else.
+                return data, None if actor is None else restore_instance(actor[1], loaded)
         elif _plain(state):
             # Plain data pickles to the same bytes with or without cloudpickle (whose
             # hooks see only functions, classes and the like), minus cloudpickle's setup;
