@@ -29,6 +29,9 @@ from vactor_cloud.testing.lanes import StoreSpec
 
 #: the deadline under test: short for the suite, long enough for a first request when loaded
 DEADLINE = 1.5
+#: the 503 test's: its first request is answered well within it on a loaded host, and the store's
+#: last try (after two pauses of 2 s, the most of the 8 s asked for it waits) comes after it
+GCS_DEADLINE = 3.5
 #: the longest any operation here may take before it is called a hang
 HANG = 60.0
 EVERY_OPERATION = frozenset({"get", "head", "put", "list", "delete"})
@@ -102,7 +105,10 @@ def test_a_deadline_passed_while_gcs_kept_answering_503_names_the_last_answer() 
     did not finish within 1.5 s (Settings.deadline): the store is stalled or unreachable"."""
     with _gcs_answering_503() as endpoint:
         store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
-        vc.init(settings=vc.Settings(storage=store, deadline=DEADLINE, timeout=10.0))
+        # (a deadline the first 503 comes back well within, even on a loaded host: with the
+        # module's 1.5 s, a first request answered late ran out before any answer, 2 of 4 runs
+        # beside six busy loops, and the message rightly said so)
+        vc.init(settings=vc.Settings(storage=store, deadline=GCS_DEADLINE, timeout=10.0))
         box = _first_call_on_a_thread()
         vc.shutdown()
     assert box and isinstance(box[0], vc.StorageTimeoutError), box
