@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from store_helpers import other_process
+from test_review_events import Till
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox
@@ -26,30 +27,6 @@ from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
-
-
-@vc.virtual_actor
-class Till:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, Any]] = []
-
-    @vc.virtual_actor.on_event("paid")
-    def on_paid(self, payload: Any) -> int:
-        self.seen.append(("paid", payload))
-        return len(self.seen)
-
-    @vc.virtual_actor.on_event("refunded")
-    def on_refunded(self, payload: Any) -> int:
-        self.seen.append(("refunded", payload))
-        return len(self.seen)
-
-    def add(self, item: Any) -> int:
-        self.seen.append(("add", item))
-        return len(self.seen)
-
-    @vc.virtual_actor.readonly
-    def view(self) -> list[tuple[str, Any]]:
-        return self.seen
 
 
 class _HeldEventRead(FaultyStore):
