@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from test_review_mutation_sweep import first_watermark_read_answers
 
 from vactor_cloud import codec, deletion
 from vactor_cloud.compaction import compact, raise_watermark
@@ -94,7 +95,7 @@ from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, GcWatermark, StepRecord
+from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, advance_cursor
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import open_store
@@ -165,16 +166,7 @@ def test_a_first_watermark_is_created_not_overwritten_over_one_raised_meanwhile(
         absent = await log.read_watermark()
         assert absent.version is None
         await raise_watermark(log, 8)  # the other compaction, after ours read
-        original = ActorLog.read_watermark
-        served: list[int] = []
-
-        async def read_watermark(self: ActorLog) -> GcWatermark:
-            if not served:
-                served.append(absent.min_step)
-                return absent
-            return await original(self)
-
-        monkeypatch.setattr(ActorLog, "read_watermark", read_watermark)
+        first_watermark_read_answers(monkeypatch, absent)
         answered = await raise_watermark(log, 5)
         return answered, (await log.read_watermark()).min_step
 

@@ -5,10 +5,10 @@ sweep's table."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from actors import Orders, order_children
+from test_review_incarnation_keys import spec
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -19,12 +19,7 @@ from vactor_cloud.testing.lanes import StoreSpec
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
-@pytest.fixture
-def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
-    vc.shutdown()
-    store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
-    yield store_spec
-    vc.shutdown()
+__all__ = ["spec"]  # (a fixture, used by name)
 
 
 def test_a_compaction_whose_probe_meets_a_later_actors_watermark_reads_the_checkpoints(

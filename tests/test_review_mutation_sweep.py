@@ -587,17 +587,23 @@ def test_a_watermark_raised_meanwhile_is_not_overwritten_by_a_stale_raise(
         await raise_watermark(log, 3)
         stale = await log.read_watermark()
         await raise_watermark(log, 8)  # the other compaction, after ours read
-        original = ActorLog.read_watermark
-        served: list[int] = []
-
-        async def read_watermark(self: ActorLog) -> GcWatermark:
-            if not served:
-                served.append(stale.min_step)
-                return stale
-            return await original(self)
-
-        monkeypatch.setattr(ActorLog, "read_watermark", read_watermark)
+        first_watermark_read_answers(monkeypatch, stale)
         answered = await raise_watermark(log, 5)
         return answered, (await log.read_watermark()).min_step
 
     assert _on_a_log(store_spec, body) == (8, 8)
+
+
+def first_watermark_read_answers(monkeypatch: pytest.MonkeyPatch, seen: GcWatermark) -> None:
+    """The next ``read_watermark`` answers ``seen`` (what a compaction read before another raised
+    the watermark); the reads after it read the store."""
+    original = ActorLog.read_watermark
+    served: list[int] = []
+
+    async def read_watermark(self: ActorLog) -> GcWatermark:
+        if not served:
+            served.append(seen.min_step)
+            return seen
+        return await original(self)
+
+    monkeypatch.setattr(ActorLog, "read_watermark", read_watermark)
