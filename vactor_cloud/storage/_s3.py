@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import os
 import random
 import secrets
@@ -56,6 +57,7 @@ from vactor_cloud.errors import (
     RateLimitedError,
     RetryableStorageError,
     StorageError,
+    StorageTimeoutError,
     TruncatedObjectError,
 )
 from vactor_cloud.storage._base import (
@@ -80,6 +82,10 @@ _PAGE = 1000
 _DELETE_BATCH = 1000
 #: tries of a read (get, head, list) that fails in transit
 _READ_ATTEMPTS = 3
+#: the most seconds a client's build may take (botocore's S3 model, endpoint rules and
+#: credentials; never less than one request's timeout): it runs before a request's own
+#: timeout starts (see ``S3Store._bounded``)
+CLIENT_BUILD_LIMIT = 30.0
 T = TypeVar("T")
 #: random bytes in front of every object, so that ETags never repeat
 _TOKEN = 16
@@ -152,6 +158,14 @@ class Transport(Protocol):
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """``method`` (``put_object``, ...) with ``Bucket`` and ``params``; ``get_object``'s body as bytes."""
+        ...
+
+    def needs_client(self) -> bool:
+        """No client is built for this process and event loop yet."""
+        ...
+
+    async def build_client_here(self) -> None:
+        """Build the client for this process and event loop; raises what the build raises."""
         ...
 
     async def close(self) -> None: ...
@@ -316,6 +330,36 @@ class S3Store(ObjectStore):
     def _object_key(self, key: str) -> str:
         self._check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _bounded(self, request: Awaitable[T], what: str, key: str, *, write: bool = False) -> T:
+        """The request within its timeout, once the client is built: a build (a fraction of a
+        second, seconds on a loaded machine or a small serverless instance at a cold start)
+        made the first request time out having sent nothing, and a write say it may have
+        been applied."""
+        if self._transport.needs_client():
+            try:
+                await self._build_client(what, key)
+            except BaseException:
+                if inspect.iscoroutine(request):
+                    request.close()  # (never started)
+                raise
+        return await super()._bounded(request, what, key, write=write)
+
+    async def _build_client(self, what: str, key: str) -> None:
+        limit = max(CLIENT_BUILD_LIMIT, self.request_timeout or 0.0)
+        try:
+            async with asyncio.timeout(limit):
+                await self._transport.build_client_here()
+        except TimeoutError:
+            raise StorageTimeoutError(
+                f"{what} {key} on {self.describe()}: building the S3 client (botocore's service "
+                f"model, endpoint rules and credentials) took more than {limit:g} s, so nothing "
+                "was sent; is this machine overloaded, or are credentials looked up from a slow "
+                "source (an instance metadata endpoint)? Configure credentials explicitly",
+                key,
+            ) from None
+        except Exception:  # (the request builds it again, and says why it failed as it always did)
+            pass
 
     async def _call(self, method: str, key: str, mode: PutMode | None = None, **params: Any) -> Any:
         """One S3 request; every failure leaves here as a :class:`StorageError`."""

@@ -103,6 +103,14 @@ class S3fsTransport:
             self._client_task = None
         return self._fs
 
+    def needs_client(self) -> bool:
+        """No client built on the running loop yet (see ``Transport.build_client_here``)."""
+        fs = self._fs
+        return fs is None or fs._s3 is None or self._loop is not asyncio.get_running_loop()
+
+    async def build_client_here(self) -> None:
+        await self._client_ready(self._filesystem())
+
     async def _client_ready(self, fs: Any) -> None:
         """Build the botocore client once, beyond any one request's timeout.
 

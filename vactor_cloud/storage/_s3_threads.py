@@ -377,6 +377,15 @@ class BotocoreTransport:
                     self._pid = pid
         return self._pool
 
+    def needs_client(self) -> bool:
+        """No client built in this process yet (see ``Transport.build_client_here``)."""
+        return self._client is None or self._pid != os.getpid()
+
+    async def build_client_here(self) -> None:
+        """Build the client on a pool thread (a build cut short by its limit goes on there,
+        and the next request finds it done)."""
+        await asyncio.wrap_future(self._pool_here().submit(self.client))
+
     def client(self) -> Any:
         """The botocore S3 client, built on first use (under a lock, on the calling thread)."""
         client = self._client
