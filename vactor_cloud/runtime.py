@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import contextvars
 import functools
+import inspect
 import itertools
 import logging
 import os
@@ -464,12 +465,44 @@ class Creation:
         """Run every deferred function (in order, under the lock: a ``defer`` after waits for
         them), then raise the first exception one raised (an interrupt taken in a hand-over
         stopped the rest, whose callers waited for good)."""
+        if error is not None:
+            _forget_locals(error)
         with self.lock:
             self.settled, self.error = True, error
             deferred, self.deferred = self.deferred, []
             raised = _run_each(deferred, error)
         if raised is not None:
             raise raised
+
+
+#: the code flags of a frame that may be suspended, not finished (see ``_forget_locals``)
+_SUSPENDABLE = (
+    inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+)
+
+
+def _forget_locals(error: BaseException) -> None:
+    """Clear the locals of the finished frames ``error`` (and each exception chained to it)
+    passed through: a failed creation is kept (``ready()`` raises it for as long as its handle
+    lives), and ``__init__``'s frame held the arguments it was given. The traceback still
+    prints, line by line."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            # Not a generator's or a coroutine's frame: clearing one still suspended would
+            # close it (before Python 3.13). A frame still running is left as it is.
+            if not frame.f_code.co_flags & _SUSPENDABLE:
+                with contextlib.suppress(RuntimeError):
+                    frame.clear()
+            tb = tb.tb_next
+        pending += (exc.__cause__, exc.__context__)
 
 
 def _run_each(
