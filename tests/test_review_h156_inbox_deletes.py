@@ -1,0 +1,89 @@
+"""Inbox deletes that cannot delete a newer event (review-h156).
+
+An event id's key is not unique per send: once an event left the inbox, its id may be sent
+again (here: as another event, under another name, which the dedup table does not know). A
+delete of the applied object that lands after that (a transport's retry of a DELETE whose
+first attempt landed, or a delete that landed late after another's) deleted the new event
+unapplied: an acknowledged send lost. Deletes of inbox objects are now conditional on the
+version that was applied. Each test failed on the code it was written against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, inbox
+from vactor_cloud.events import process_events, send_event
+from vactor_cloud.testing.faults import FaultConfig, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto", "fakegcs")
+
+
+@vc.virtual_actor
+class Ledger:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    @vc.virtual_actor.on_event("paid")
+    def on_paid(self, payload: Any) -> None:
+        self.seen.append(("paid", payload))
+
+    @vc.virtual_actor.on_event("refunded")
+    def on_refunded(self, payload: Any) -> None:
+        self.seen.append(("refunded", payload))
+
+    @vc.virtual_actor.readonly
+    def view(self) -> list[tuple[str, Any]]:
+        return self.seen
+
+
+class _ResentDuringDelete(FaultyStore):
+    """The first delete of an inbox key meets a send of another event under its id: ``retry``
+    (the DELETE lands, its answer is lost, the event is sent again, the transport sends the
+    DELETE again) or ``late`` (another process deletes the applied object and the event is sent
+    again, then this delete lands)."""
+
+    def __init__(self, inner: Any, how: str, actor_id: str) -> None:
+        super().__init__(inner, FaultConfig())
+        self.how = how
+        self.actor_id = actor_id
+        self.resent = False
+
+    async def _resend(self, key: str) -> None:
+        self.resent = True
+        event_id = key.rsplit("/", 1)[1]
+        payload = inbox.serialize_payload(2, "json")
+        new_key, data = inbox.encode_event(self.actor_id, event_id, "refunded", payload, "json", None)
+        assert new_key == key
+        await self.inner.put(key, data, mode="create")
+
+    async def _around(self, operation: str, key: str, run: Any, *, batch: tuple[str, ...] = ()) -> Any:
+        if operation != "delete" or self.resent or "/inbox/" not in key:
+            return await super()._around(operation, key, run, batch=batch)
+        if self.how == "late":
+            await self.inner.delete(key)  # another process's delete of the applied object
+            await self._resend(key)
+            return await super()._around(operation, key, run, batch=batch)
+        await super()._around(operation, key, run, batch=batch)  # landed; its answer is lost
+        await self._resend(key)
+        return await super()._around(operation, key, run, batch=batch)  # the transport's retry
+
+
+@pytest.mark.parametrize("how", ["retry", "late"])
+def test_a_delete_landing_after_the_id_was_sent_again_leaves_the_new_event(
+    actor_store: StoreSpec, how: str
+) -> None:
+    runtime = vc.get_runtime()
+    store = runtime.store = _ResentDuringDelete(runtime.store, how, "led")
+    ledger = Ledger.get_or_create("led")
+    send_event("led", "paid", 1, event_id="evt-x")
+    assert process_events("led") == 1
+    _sync.sync(runtime.core("led").inbox.wait_deleted())  # type: ignore[attr-defined]
+    assert store.resent
+    # The second event was acknowledged (its create-only put landed): it must be applied.
+    assert process_events("led") == 1
+    assert ledger.view.run() == [("paid", 1), ("refunded", 2)]
