@@ -89,6 +89,7 @@ from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.storage._base import Listing
 
 __all__ = [
     "MAX_EVENTS_PER_COMMIT",
@@ -633,6 +634,17 @@ class ActorInbox:
         )
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
+        versions = listed.versions if isinstance(listed, Listing) else None
+        if versions is not None:
+            # An object at another version than the one read is another event under the key
+            # (the one held was deleted unapplied, by hand, and the id sent again): read anew.
+            # (Listings of the local store name no versions: such a swap stays unseen there.)
+            for replaced in [
+                k for k, e in self._known.items() if e.version and versions.get(k, e.version) != e.version
+            ]:
+                del self._known[replaced]
+                self._excluded.discard(replaced)
+                self._unconfirmed.pop(replaced, None)
         for gone in [k for k in self._damaged if k not in present]:
             del self._damaged[gone]
         self._excluded &= present

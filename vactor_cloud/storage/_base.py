@@ -61,13 +61,19 @@ PutMode: TypeAlias = Literal["create", "overwrite"] | IfMatch
 
 class Listing(builtins.list[str]):
     """The keys a listing found, and how many requests (pages) it took to find them: a
-    backend whose listings may take several returns one (see :meth:`ObjectStore.listed_at_one_moment`)."""
+    backend whose listings may take several returns one (see :meth:`ObjectStore.listed_at_one_moment`).
 
-    __slots__ = ("requests",)
+    ``versions``: each listed object's version as the listing saw it, where the backend's
+    listing names them at no cost (S3's ETags, GCS's generations, the memory store's); ``None``
+    where it does not (the local store: a version is inside its file). A reader holding what it
+    read at a key tells by them that the object there was replaced since (the inbox)."""
 
-    def __init__(self, keys: Iterable[str], requests: int) -> None:
+    __slots__ = ("requests", "versions")
+
+    def __init__(self, keys: Iterable[str], requests: int, versions: dict[str, str] | None = None) -> None:
         super().__init__(keys)
         self.requests: int = requests
+        self.versions: dict[str, str] | None = versions
 
 
 class RequestCounter:

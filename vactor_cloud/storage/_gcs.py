@@ -697,11 +697,12 @@ class GCSStore(ObjectStore):
         fs = await self._filesystem()
         url = f"{_location(fs)}/storage/v1/b/{quote(self.bucket, safe='')}/o"
         root = f"{self.prefix}/" if self.prefix else ""
-        params = {"prefix": root + prefix, "fields": "items(name),nextPageToken"}
+        params = {"prefix": root + prefix, "fields": "items(name,generation),nextPageToken"}
         if start_after is not None:
             # startOffset is inclusive: the key itself is filtered out below.
             params["startOffset"] = root + start_after
         keys: list[str] = []
+        versions: dict[str, str] = {}
         requests = 0
         tokens: set[str] = set()
         while limit is None or len(keys) < limit:
@@ -730,6 +731,8 @@ class GCSStore(ObjectStore):
                 # (a server ignoring prefix or startOffset hands keys nobody asked for)
                 if name.startswith(params["prefix"]) and (start_after is None or key > start_after):
                     keys.append(key)
+                    if item.get("generation"):
+                        versions[key] = str(item["generation"])
             token = listing.get("nextPageToken")
             if not token:
                 break
@@ -740,7 +743,10 @@ class GCSStore(ObjectStore):
         # GCS lists in UTF-8 byte order, which is code-point order: sorting
         # only guards against an emulator that pages differently.
         keys.sort()
-        return Listing(keys if limit is None else keys[:limit], requests)
+        listed = keys if limit is None else keys[:limit]
+        # (every object's generation, or none: a server that leaves some out names no versions)
+        named = versions if len(versions) == len(keys) else None
+        return Listing(listed, requests, named)
 
     # No batch delete (``delete_many`` sends one DELETE per key, a few in flight): gcsfs's
     # batch (``_rm_files``, JSON API batch requests) gets 400 for every part from

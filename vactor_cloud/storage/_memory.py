@@ -12,7 +12,7 @@ import os
 import threading
 
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import Blob, IfMatch, Listing, ObjectStore, PutMode
 
 __all__ = ["MemoryStore"]
 
@@ -116,6 +116,7 @@ class MemoryStore(ObjectStore):
 
     def _list_now(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         out: list[str] = []
+        versions: dict[str, str] = {}
         with _LOCK:
             keys = self._space.keys
             index = bisect.bisect_left(keys, prefix)
@@ -126,8 +127,9 @@ class MemoryStore(ObjectStore):
                 if not key.startswith(prefix):
                     break
                 out.append(key)
+                versions[key] = self._objects[key].version
                 index += 1
-        return out
+        return Listing(out, 1, versions)
 
     async def _delete(self, key: str) -> None:
         with _LOCK:

@@ -387,6 +387,7 @@ class S3Store(ObjectStore):
         if start_after is not None:
             params["StartAfter"] = base + start_after
         keys: list[str] = []
+        versions: dict[str, str] = {}
         requests = 0
         tokens: set[str] = set()
         wanted = base + prefix
@@ -402,6 +403,8 @@ class S3Store(ObjectStore):
                 # emulator or a proxy, would hand a reader keys it did not ask for)
                 if name.startswith(wanted) and (start_after is None or name[len(base) :] > start_after):
                     keys.append(name[len(base) :])
+                    if item.get("ETag"):
+                        versions[name[len(base) :]] = str(item["ETag"])
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
@@ -412,7 +415,10 @@ class S3Store(ObjectStore):
         # S3 lists in UTF-8 byte order, which is code-point order: sorting is a no-op
         # on a conforming server and a safety net on an emulator that is not.
         keys.sort()
-        return Listing(keys if limit is None else keys[:limit], requests)
+        listed = keys if limit is None else keys[:limit]
+        # (every object's ETag, or none: a server that leaves some out names no versions)
+        named = versions if len(versions) == len(keys) else None
+        return Listing(listed, requests, named)
 
     async def stores_below(self) -> list[str] | None:
         """One LIST of the root with ``/actors/`` as the delimiter: each common prefix
