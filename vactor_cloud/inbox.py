@@ -31,7 +31,9 @@ Exactly once: applying an event is an idempotent call whose key is
 ``event_dedup_key(name, event_id)``; its outcome (the handler's result or
 exception) goes into the step's idempotency table in the same create-only
 put that commits its effect. Inbox objects are deleted only after that
-commit. A writer that dies between the commit and the deletes leaves
+commit, and only while still at the version applied (``ObjectStore.delete_unchanged``:
+the id may be sent again once the object is gone, and a late or retried delete must not
+take the new event with it). A writer that dies between the commit and the deletes leaves
 objects behind that the next fold finds in the table and deletes without
 applying them again. Within the dedup window (see ``dedup.py``) an event id
 is applied at most once even if it is sent again after its object was
