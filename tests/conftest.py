@@ -52,6 +52,7 @@ EVERY_LANE_MODULES = frozenset(
         "test_wire_faults",
         "test_review_h139_listing",
         "test_review_h156_inbox_deletes",
+        "test_review_h156_store_deletes",
         "test_crash",
         "test_chaos",
         "test_idempotency",

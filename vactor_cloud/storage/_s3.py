@@ -709,6 +709,8 @@ def _left_in_place(exc: BaseException) -> bool:
     response = getattr(error, "response", None) or {}
     code = str((response.get("Error") or {}).get("Code", ""))
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if code == "NoSuchBucket":  # (a 404 too: the bucket is gone, not the object)
+        return False
     return status in (404, 412) or code in _NOT_FOUND_CODES or code in _CHANGED_CODES
 
 

@@ -1,0 +1,87 @@
+"""``ObjectStore.delete_unchanged`` against the emulators the lanes start (review-h156): what
+they do with a delete's condition, and failures a conditional delete must not take for "left
+in place"."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pytest
+
+from vactor_cloud.errors import NotFoundError, StorageError
+from vactor_cloud.storage import ObjectStore, open_store
+from vactor_cloud.storage._s3 import S3Store
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+def _run(spec: StoreSpec, body: Any, **extra: Any) -> Any:
+    async def main() -> Any:
+        store = open_store(spec.url, **{**spec.options, **extra})
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.vactor_lanes("moto")
+def test_a_conditional_delete_in_a_missing_bucket_fails_as_a_delete_does(store_spec: StoreSpec) -> None:
+    """A 404 answers a conditional delete of an object that is gone (nothing to delete), but S3
+    says NoSuchBucket with a 404 too: taken for "gone", the inbox's deletes in a bucket removed
+    under it succeeded silently. (Failed before: ``_left_in_place`` looked at the status only.)"""
+    missing = store_spec.url.replace("s3://", "s3://no-such-bucket-h156-", 1).split("/", 3)
+    url = "/".join(missing[:3])
+
+    async def body(store: ObjectStore) -> None:
+        for versions in ({"k": '"abc"'}, {"k": '"abc"', "j": '"def"'}):
+            with pytest.raises(StorageError) as info:
+                await store.delete_unchanged(versions)
+            assert not isinstance(info.value, NotFoundError)
+            assert "no-such-bucket-h156" in str(info.value)
+        # (DeleteObject with If-Match: the hook a store without batches, delete_batch 1, sends)
+        assert isinstance(store, S3Store)
+        with pytest.raises(StorageError) as info:
+            await store._delete_unchanged("k", '"abc"')
+        assert not isinstance(info.value, NotFoundError)
+        assert "does not exist" in str(info.value)
+
+    _run(StoreSpec(url, store_spec.options, store_spec.env), body)
+
+
+@pytest.mark.vactor_lanes("fakegcs")
+def test_fake_gcs_server_ignores_a_deletes_generation_so_the_store_reads_it_first(
+    store_spec: StoreSpec,
+) -> None:
+    """Pins why a GCS store on an emulator endpoint says ``conditional_deletes`` False: the
+    emulator deletes an object whose generation is not the one a DELETE's ifGenerationMatch
+    names (GCS answers 412). Should an emulator honour it, this fails: the flag may then follow."""
+
+    async def body(store: ObjectStore) -> tuple[bool, str | None]:
+        await store.put("k", b"x", mode="create")
+        return store.conditional_deletes, await store.head("k")
+
+    conditional, version = _run(store_spec, body)
+    assert conditional is False and version is not None
+    endpoint = store_spec.env.get("STORAGE_EMULATOR_HOST") or store_spec.options["endpoint_url"]
+    bucket, _, prefix = store_spec.url.removeprefix("gs://").partition("/")
+    name = f"{prefix}/k" if prefix else "k"
+    wrong = str(int(version) + 1)
+    url = f"{endpoint}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}?ifGenerationMatch={wrong}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30) as answer:
+        assert answer.status in (200, 204)  # (GCS: 412)
+    assert _run(store_spec, lambda store: store.head("k")) is None
+
+
+def test_a_gcs_store_on_googles_endpoint_deletes_conditionally_and_on_another_reads_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    assert open_store("gs://b-h156").conditional_deletes is True
+    assert open_store("gs://b-h156", endpoint_url="https://storage.googleapis.com").conditional_deletes
+    assert not open_store("gs://b-h156", endpoint_url="http://127.0.0.1:4443").conditional_deletes
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
+    assert not open_store("gs://b-h156").conditional_deletes
