@@ -121,3 +121,20 @@ def test_a_cached_event_replaced_under_its_key_is_read_again_by_the_next_listing
     _replace_by_hand(runtime.store, "swap", "evt-s")
     assert process_events("swap") == 1
     assert ledger.view.run() == [("refunded", 2)]
+
+
+def test_a_listing_that_names_versions_reads_no_held_event_again(actor_store: StoreSpec) -> None:
+    """(Pin.) The versions a listing names are the ones a read returns (S3's ETag, quoted alike;
+    GCS's generation): were they written differently, every listing dropped every held event
+    and read it again, a GET per pending event per listing."""
+    runtime = vc.get_runtime()
+    Ledger.get_or_create("held")
+    for n in range(3):
+        send_event("held", "paid", n, event_id=f"evt-{n}")
+    held = runtime.core("held").inbox  # type: ignore[attr-defined]
+    _sync.sync(held._refresh())
+    assert len(held._known) == 3
+    before = runtime.store.requests["get"]
+    _sync.sync(held._refresh())
+    assert runtime.store.requests["get"] == before
+    assert len(held._known) == 3
