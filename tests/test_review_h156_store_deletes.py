@@ -85,3 +85,63 @@ def test_a_gcs_store_on_googles_endpoint_deletes_conditionally_and_on_another_re
     assert not open_store("gs://b-h156", endpoint_url="http://127.0.0.1:4443").conditional_deletes
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
     assert not open_store("gs://b-h156").conditional_deletes
+
+
+def _refusing_conditions(store: Any, per_object: bool = False) -> list[str]:
+    """Make ``store``'s endpoint refuse a delete's condition as a server without conditional
+    deletes does (501 NotImplemented: LocalStack on a general-purpose bucket, older MinIO); with
+    ``per_object``, a DeleteObjects is answered with that error for each object instead."""
+    import botocore.exceptions
+
+    real = store._transport.call
+    refused: list[str] = []
+
+    async def call(method: str, params: dict[str, Any]) -> Any:
+        conditional = "IfMatch" in params or any(
+            "ETag" in item for item in (params.get("Delete") or {}).get("Objects", ())
+        )
+        if method in ("delete_object", "delete_objects") and conditional:
+            refused.append(method)
+            if per_object and method == "delete_objects":
+                objects = params["Delete"]["Objects"]
+                return {"Errors": [{"Key": item["Key"], "Code": "NotImplemented"} for item in objects]}
+            raise botocore.exceptions.ClientError(
+                {
+                    "Error": {
+                        "Code": "NotImplemented",
+                        "Message": "A header you provided implies functionality that is not implemented",
+                    },
+                    "ResponseMetadata": {"HTTPStatusCode": 501},
+                },
+                "DeleteObjects" if method == "delete_objects" else "DeleteObject",
+            )
+        return await real(method, params)
+
+    store._transport.call = call
+    return refused
+
+
+@pytest.mark.vactor_lanes("moto")
+@pytest.mark.parametrize("per_object", [False, True], ids=["request", "each-object"])
+def test_a_server_refusing_conditional_deletes_gets_the_version_read_first(
+    store_spec: StoreSpec, per_object: bool
+) -> None:
+    """A server that refuses a delete's condition (501) failed every inbox delete: applied events
+    piled up in the inbox, and once out of the dedup window were applied again. The store now
+    says ``conditional_deletes`` False from then on and reads each version before deleting (the
+    fallback: narrows the window only). (Failed before: StorageError.)"""
+
+    async def body(store: ObjectStore) -> None:
+        refused = _refusing_conditions(store, per_object)
+        first = await store.put("k", b"a", mode="create")
+        other = await store.put("j", b"b", mode="create")
+        await store.delete_unchanged({"k": first, "j": other})
+        assert refused and store.conditional_deletes is False
+        assert await store.list("") == []
+        again = await store.put("k", b"a", mode="create")
+        await store.delete_unchanged({"k": first})  # (a late one: the new object stays)
+        assert await store.head("k") == again
+        await store.delete_unchanged({"k": again})
+        assert await store.head("k") is None
+
+    _run(store_spec, body)
