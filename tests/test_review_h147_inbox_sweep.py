@@ -668,7 +668,7 @@ def test_process_events_applies_what_a_paged_listing_held_back_in_the_same_call(
 def test_applied_events_are_deleted_a_batch_per_request_where_the_store_deletes_many(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """docs/events.md: the deletes of applied events go "one ``delete_many`` round in flight per
+    """docs/events.md: the deletes of applied events go "one ``delete_unchanged`` round in flight per
     actor (one ``DeleteObjects`` on S3 ...)": a store that deletes many keys a request gets them
     in one. (Mutation: ``_send_deletes`` taking one key a round: a request per event on S3.)"""
     store_spec.init()
