@@ -5,6 +5,7 @@ in place"."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -145,3 +146,55 @@ def test_a_server_refusing_conditional_deletes_gets_the_version_read_first(
         assert await store.head("k") is None
 
     _run(store_spec, body)
+
+
+class _FirstDeleteObjects:
+    """A proxy target: the first ``DeleteObjects`` (``POST /<bucket>?delete``) only."""
+
+    def __init__(self) -> None:
+        self.taken = False
+
+    def __call__(self, method: str, target: str) -> bool:
+        if not self.taken and method == "POST" and "?delete" in target:
+            self.taken = True
+            return True
+        return False
+
+
+@pytest.mark.vactor_lanes("moto")
+@pytest.mark.parametrize("how", ["delete_many", "delete_unchanged"])
+def test_a_retried_delete_whose_first_attempt_landed_leaves_the_object_created_in_between(
+    store_spec: StoreSpec, store_lane: Any, how: str
+) -> None:
+    """At the wire: a DeleteObjects lands, its answer is held back while the key is created
+    again by another client, then lost; botocore sends the request again. Unconditional
+    (``delete_many``, what the inbox sent before), the retry deletes the new object: pinned
+    here as the hazard. Conditional (``delete_unchanged``), the retry meets another ETag and
+    leaves it."""
+    from vactor_cloud.testing.proxy import DroppingProxy
+
+    upstream = getattr(store_lane, "endpoint", "")
+    first = _FirstDeleteObjects()
+    held = _FirstDeleteObjects()
+    with DroppingProxy(upstream, drop_share=1.0, targets=first, hold=held) as proxy:
+        routed = proxy.route(store_spec)
+        version = _run(store_spec, lambda store: store.put("k", b"old", mode="create"))
+
+        async def delete(store: ObjectStore) -> None:
+            # (two keys: a batch, which S3 sends as DeleteObjects)
+            if how == "delete_many":
+                await store.delete_many(["k", "other"])
+            else:
+                await store.delete_unchanged({"k": version, "other": '"x"'})
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            sent = pool.submit(_run, routed, delete)
+            assert proxy.held.wait(60)
+            assert _run(store_spec, lambda store: store.head("k")) is None  # the first attempt landed
+            _run(store_spec, lambda store: store.put("k", b"new", mode="create"))
+            proxy.release()
+            sent.result(timeout=60)
+        retried = [s for s in proxy.stats.seen if s.startswith("POST") and "?delete" in s]
+        assert len(retried) == 2 and proxy.stats.dropped == 1
+    after = _run(store_spec, lambda store: store.head("k"))
+    assert (after is None) if how == "delete_many" else (after is not None)
