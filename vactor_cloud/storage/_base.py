@@ -191,6 +191,9 @@ class ObjectStore(abc.ABC):
       yields a version never returned before for that key (no ABA).
     * ``list`` reads the store itself, never a cache: another machine may
       have written a moment ago.
+    * ``delete_unchanged({key: v})`` deletes the object only while it is at
+      version ``v``: atomically where :attr:`conditional_deletes` says so,
+      else after reading its version (a write in between is lost).
 
     Public methods count requests in ``requests`` and delegate to the
     ``_``-prefixed methods backends implement.
