@@ -51,6 +51,8 @@ EVERY_LANE_MODULES = frozenset(
         "test_execution_model",
         "test_wire_faults",
         "test_review_h139_listing",
+        "test_review_h156_inbox_deletes",
+        "test_review_h156_store_deletes",
         "test_crash",
         "test_chaos",
         "test_idempotency",

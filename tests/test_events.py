@@ -318,6 +318,12 @@ class KillOnInboxDelete(ObjectStore):
             os.kill(os.getpid(), signal.SIGKILL)
         await self.inner.delete(key)
 
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        # (the inbox's deletes are conditional on the version applied: review-h156)
+        if "/inbox/" in key:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await self.inner.delete_unchanged({key: version})
+
 
 def _doomed_drainer(spec: StoreSpec, actor_id: str, mode: str, started: Any) -> None:
     spec.init()

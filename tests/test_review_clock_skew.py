@@ -41,7 +41,13 @@ def _inbox_deletes_lost(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     async def lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
         return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
 
+    delete_unchanged = store.delete_unchanged
+
+    async def unchanged_lost(versions: dict[str, str]) -> Any:  # (the inbox's deletes)
+        return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
+
     monkeypatch.setattr(store, "delete_many", lost)
+    monkeypatch.setattr(store, "delete_unchanged", unchanged_lost)
 
 
 # -- an event the deleted actor applied, sent from a clock ahead -----------------------------------

@@ -94,15 +94,20 @@ def paid_30_with_leftovers(actor_id: str, monkeypatch: pytest.MonkeyPatch) -> vc
     and a failed call (its record)."""
     store = vc.get_runtime().store
     delete_many = store.delete_many
+    delete_unchanged = store.delete_unchanged
 
     async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
         return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+        return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
 
     handle = Ledger.get_or_create(actor_id)
     handle.arm.run("renewal", 86400.0)
     vc.send_event(actor_id, "pay", {"amount": 30}, event_id="e1")
     with monkeypatch.context() as patch:
         patch.setattr(store, "delete_many", inbox_deletes_lost)
+        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
         handle.process_events()
     assert handle.total.run() == 30
     with pytest.raises(RuntimeError, match="payout 1 is down"):
@@ -326,11 +331,16 @@ def test_a_delete_again_with_lost_answers_cleans_up_and_leaves_what_is_not_its_o
     vc.send_event("ledger-6", "pay", {"amount": 1}, event_id="e3")
     with monkeypatch.context() as patch:  # (its inbox object left too, then replaced)
         delete_many = runtime.store.delete_many
+        delete_unchanged = runtime.store.delete_unchanged
 
         async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
             return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
 
+        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
+
         patch.setattr(runtime.store, "delete_many", inbox_deletes_lost)
+        patch.setattr(runtime.store, "delete_unchanged", inbox_unchanged_deletes_lost)
         vc.get_actor("ledger-6").process_events()
     delete_dying_after_the_tombstone("ledger-6", monkeypatch)
     (failed,) = leftovers(runtime, "ledger-6")["failed"]

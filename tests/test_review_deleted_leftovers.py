@@ -508,14 +508,19 @@ def pay_30_leaving_its_inbox_object(actor_id: str, monkeypatch: pytest.MonkeyPat
     writer left: it died between its commit and the deletes of the events it applied."""
     store = vc.get_runtime().store
     delete_many = store.delete_many
+    delete_unchanged = store.delete_unchanged
 
     async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
         return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+        return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
 
     old = Till.get_or_create(actor_id)
     vc.send_event(actor_id, "pay", {"amount": 30}, event_id="e1")
     with monkeypatch.context() as patch:
         patch.setattr(store, "delete_many", inbox_deletes_lost)
+        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
         old.process_events()
     return old
 

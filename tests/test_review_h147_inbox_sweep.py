@@ -604,11 +604,16 @@ def test_an_applied_event_left_behind_whose_step_was_compacted_is_not_applied_by
     vc.send_event("p", "pay", 30, event_id="e1")
     with monkeypatch.context() as patch:
         delete_many = store.delete_many
+        delete_unchanged = store.delete_unchanged
 
         async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
             return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
 
+        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
+
         patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
+        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
         assert old.process_events() == 1
         vc.send_event("p", "pay", 5, event_id="e2")
         assert old.process_events() == 1
@@ -663,7 +668,7 @@ def test_process_events_applies_what_a_paged_listing_held_back_in_the_same_call(
 def test_applied_events_are_deleted_a_batch_per_request_where_the_store_deletes_many(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """docs/events.md: the deletes of applied events go "one ``delete_many`` round in flight per
+    """docs/events.md: the deletes of applied events go "one ``delete_unchanged`` round in flight per
     actor (one ``DeleteObjects`` on S3 ...)": a store that deletes many keys a request gets them
     in one. (Mutation: ``_send_deletes`` taking one key a round: a request per event on S3.)"""
     store_spec.init()
@@ -671,12 +676,18 @@ def test_applied_events_are_deleted_a_batch_per_request_where_the_store_deletes_
     monkeypatch.setattr(store, "delete_batch", 1000)
     rounds: list[list[str]] = []
     delete_many = store.delete_many
+    delete_unchanged = store.delete_unchanged
 
     async def counted(keys_: list[str], *args: Any, **kwargs: Any) -> Any:
         rounds.append(list(keys_))
         return await delete_many(keys_, *args, **kwargs)
 
+    async def counted_unchanged(versions: dict[str, str]) -> Any:  # (the inbox's deletes, h156)
+        rounds.append(list(versions))
+        return await delete_unchanged(versions)
+
     monkeypatch.setattr(store, "delete_many", counted)
+    monkeypatch.setattr(store, "delete_unchanged", counted_unchanged)
     chime = Chime.get_or_create("a")
     for n in range(5):
         vc.send_event("a", "ring", n, event_id=f"e{n}")

@@ -308,17 +308,23 @@ def test_a_deleted_actors_applied_event_with_a_large_outcome_is_not_applied_agai
     x = Export.get_or_create("x")
     store = vc.get_runtime().store
     real = store.delete_many
+    real_unchanged = store.delete_unchanged
     prefix = inbox_prefix("x")
 
     async def keeping_the_inbox(keys: list[str]) -> Any:
         return await real([k for k in keys if not k.startswith(prefix)])
 
+    async def keeping_the_inbox_unchanged(versions: dict[str, str]) -> Any:  # (the inbox's deletes)
+        return await real_unchanged({k: v for k, v in versions.items() if not k.startswith(prefix)})
+
     monkeypatch.setattr(store, "delete_many", keeping_the_inbox)
+    monkeypatch.setattr(store, "delete_unchanged", keeping_the_inbox_unchanged)
     send_event("x", "dump", "v", event_id="d1")
     x.process_events()
     assert x.wait_for_event("dump", timeout=30, event_id="d1") == "v" * _BIG
     assert len(outcome_objects()) == 1
     monkeypatch.setattr(store, "delete_many", real)
+    monkeypatch.setattr(store, "delete_unchanged", real_unchanged)
     assert _sync.sync(store.list(prefix)), "the inbox object was deleted: the test sets nothing up"
     assert vc.delete_actor("x") is True
     x = Export.get_or_create("x")

@@ -31,7 +31,9 @@ Exactly once: applying an event is an idempotent call whose key is
 ``event_dedup_key(name, event_id)``; its outcome (the handler's result or
 exception) goes into the step's idempotency table in the same create-only
 put that commits its effect. Inbox objects are deleted only after that
-commit. A writer that dies between the commit and the deletes leaves
+commit, and only while still at the version applied (``ObjectStore.delete_unchanged``:
+the id may be sent again once the object is gone, and a late or retried delete must not
+take the new event with it). A writer that dies between the commit and the deletes leaves
 objects behind that the next fold finds in the table and deletes without
 applying them again. Within the dedup window (see ``dedup.py``) an event id
 is applied at most once even if it is sent again after its object was
@@ -89,6 +91,7 @@ from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.storage import ObjectStore
+from vactor_cloud.storage._base import Listing
 
 __all__ = [
     "MAX_EVENTS_PER_COMMIT",
@@ -156,6 +159,9 @@ class InboxEvent:
     size: int = 0
     #: this process's clock (wall, made monotonic) when it first listed the event: see ``fold_order``
     seen: float = math.inf
+    #: the version of the object it was read from: its delete is conditional on it (another
+    #: event sent under the id once this one is gone is a new object, which stays)
+    version: str = ""
 
     def without_payload(self) -> InboxEvent:
         """This event held for its place in the order only."""
@@ -280,7 +286,7 @@ def encode_event(
     return key, codec.encode(key, meta, {"payload": payload}, signing_key=signing_key)
 
 
-def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent:
+def decode_event(key: str, data: bytes, signing_key: bytes | None, version: str = "") -> InboxEvent:
     env = codec.decode(key, data, signing_key=signing_key)
     meta = env.meta
     try:
@@ -296,6 +302,7 @@ def decode_event(key: str, data: bytes, signing_key: bytes | None) -> InboxEvent
             time=float(meta["time"]),
             sender=sys.intern(str(meta["sender"])),
             seq=int(meta["seq"]),
+            version=version,
         )
     except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (int() of Infinity)
         raise IntegrityError(key, f"malformed event object: {exc}") from None
@@ -399,7 +406,7 @@ async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) ->
         blob = await store.get(key)
     except NotFoundError:
         return None
-    return decode_event(key, blob.data, signing_key)
+    return decode_event(key, blob.data, signing_key, blob.version)
 
 
 async def read_events(
@@ -511,8 +518,9 @@ class ActorInbox:
         #: the last fold chose a commit's worth of events: more may be pending
         self._filled = False
         self._deleting: set[str] = set()
-        #: applied events waiting for the delete request in flight (see ``_send_deletes``)
-        self._doomed: list[str] = []
+        #: applied events waiting for the delete request in flight (see ``_send_deletes``): each
+        #: key with the version that was applied
+        self._doomed: list[tuple[str, str]] = []
         self._sender: asyncio.Task[None] | None = None
         #: pending events whose handler raised what is no outcome (``dedup.is_outcome``:
         #: SystemExit, a StorageError): excluded, kept in the inbox, chosen after the others
@@ -628,6 +636,17 @@ class ActorInbox:
         )
         for gone in [k for k in self._known if k not in present]:
             del self._known[gone]
+        versions = listed.versions if isinstance(listed, Listing) else None
+        if versions is not None:
+            # An object at another version than the one read is another event under the key
+            # (the one held was deleted unapplied, by hand, and the id sent again): read anew.
+            # (Listings of the local store name no versions: such a swap stays unseen there.)
+            for replaced in [
+                k for k, e in self._known.items() if e.version and versions.get(k, e.version) != e.version
+            ]:
+                del self._known[replaced]
+                self._excluded.discard(replaced)
+                self._unconfirmed.pop(replaced, None)
         for gone in [k for k in self._damaged if k not in present]:
             del self._damaged[gone]
         self._excluded &= present
@@ -798,7 +817,7 @@ class ActorInbox:
                 else:
                     # Read by this fold's listing: applied by an earlier commit whose writer
                     # did not get to delete it.
-                    self._delete([event.key])
+                    self._delete([event])
                 continue
             if event.key in self._unconfirmed or event.sender in waiting:
                 waiting.add(event.sender)
@@ -877,7 +896,7 @@ class ActorInbox:
         if result.state is not None and self._listed_step == self._fold_base:
             # Our own commit on top of the listed step: the cache stays trusted.
             self._listed_step = self._fold_base + 1
-        applied = [e.key for e in self._known.values() if e.dedup_key in applied_keys]
+        applied = [e for e in self._known.values() if e.dedup_key in applied_keys]
         counters.count("folded_events", len(applied))
         self._delete(applied)
         self._note_excluded(calls, result)
@@ -905,16 +924,19 @@ class ActorInbox:
                 self._excluded.add(key)
                 self._refold = True
 
-    def _delete(self, keys: list[str]) -> None:
-        """Delete applied events in the background (a failure only leaves them for the next fold)."""
-        keys = [k for k in keys if k not in self._deleting]
-        if not keys:
+    def _delete(self, events: list[InboxEvent]) -> None:
+        """Delete applied events in the background (a failure only leaves them for the next fold),
+        each only while its object is still at the version read (``ObjectStore.delete_unchanged``:
+        a delete landing late, or a retry of one that landed, must not delete another event sent
+        under the id since)."""
+        events = [e for e in events if e.key not in self._deleting]
+        if not events:
             return
-        for key in keys:
-            self._known.pop(key, None)
-            self._excluded.discard(key)
-            self._deleting.add(key)
-        self._doomed.extend(keys)
+        for event in events:
+            self._known.pop(event.key, None)
+            self._excluded.discard(event.key)
+            self._deleting.add(event.key)
+        self._doomed.extend((e.key, e.version) for e in events)
         if self._sender is not None and not self._sender.done():
             return  # the sender in flight sends these next
         task = self._sender = asyncio.get_running_loop().create_task(self._send_deletes())
@@ -933,9 +955,10 @@ class ActorInbox:
         try:
             while self._doomed:
                 size = store.delete_batch if store.delete_batch > 1 else max(1, store.delete_parallel)
-                keys, self._doomed = self._doomed[:size], self._doomed[size:]
+                doomed, self._doomed = self._doomed[:size], self._doomed[size:]
+                keys = [key for key, _ in doomed]
                 try:
-                    await store.delete_many(keys)
+                    await store.delete_unchanged(dict(doomed))
                 except StorageError as exc:
                     # (left in the inbox: the next fold finds them applied and deletes them)
                     logger.warning(
@@ -945,7 +968,7 @@ class ActorInbox:
                     self._deleting.difference_update(keys)
         finally:
             # Cancelled (shutdown): what was not sent is listed again by whoever comes next.
-            self._deleting.difference_update(self._doomed)
+            self._deleting.difference_update(key for key, _ in self._doomed)
             self._doomed = []
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -1003,9 +1026,14 @@ async def forget_applied_events(log: ActorLog, base: StepRecord) -> int:
     found, complete = await _applied_in_last_steps(log, base, near) if near else (set(), False)
     # Every step that could have applied them read: one whose call id none holds is another event.
     told = {e.key for e in near} if complete else set()
-    applied = [e.key for e in recorded if e.call_id in found or (e.time <= base.time and e.key not in told)]
+    applied = {
+        e.key: e.version
+        for e in recorded
+        if e.call_id in found or (e.time <= base.time and e.key not in told)
+    }
     if applied:
-        await log.store.delete_many(applied)
+        # (each only while at the version read: an event sent again meanwhile stays)
+        await log.store.delete_unchanged(applied)
     return len(applied)
 
 

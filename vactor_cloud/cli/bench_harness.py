@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -207,16 +207,35 @@ class RequestTrace:
 
         return traced
 
+    def _wrap_delete_unchanged(self) -> Callable[[Mapping[str, str]], Coroutine[Any, Any, None]]:
+        method = type(self.store).delete_unchanged
+
+        async def traced(versions: Mapping[str, str]) -> None:
+            versions = dict(versions)
+            started = time.perf_counter()
+            try:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                await method(self.store, versions)
+            finally:
+                ended = time.perf_counter()
+                with self._lock:
+                    # One row per key, as kind "delete" (as ``delete_many``'s).
+                    self.requests.extend(Request("delete", key, started, ended) for key in versions)
+
+        return traced
+
     @contextlib.contextmanager
     def installed(self) -> Iterator[RequestTrace]:
         kinds = ("get", "head", "put", "list", "delete")
         for kind in kinds:
             setattr(self.store, kind, self._wrap(kind))
         self.store.delete_many = self._wrap_delete_many()  # type: ignore[method-assign,assignment]
+        self.store.delete_unchanged = self._wrap_delete_unchanged()  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
-            for kind in (*kinds, "delete_many"):
+            for kind in (*kinds, "delete_many", "delete_unchanged"):
                 with contextlib.suppress(AttributeError):
                     delattr(self.store, kind)
 

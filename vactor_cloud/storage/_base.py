@@ -5,6 +5,8 @@ create-only put, a compare-and-swap put, sorted listing, delete. Everything
 the actor runtime needs for its commit protocol is expressed with these.
 ``delete_many`` is the one convenience: a backend with a batch request (S3's
 DeleteObjects) sends fewer requests for it; the others delete key by key.
+``delete_unchanged`` deletes objects only while they are at a given version
+(the inbox's deletes: a key written again since must keep the new object).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import builtins
 import collections
 import contextvars
 import time
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias, TypeVar
 
@@ -59,13 +61,19 @@ PutMode: TypeAlias = Literal["create", "overwrite"] | IfMatch
 
 class Listing(builtins.list[str]):
     """The keys a listing found, and how many requests (pages) it took to find them: a
-    backend whose listings may take several returns one (see :meth:`ObjectStore.listed_at_one_moment`)."""
+    backend whose listings may take several returns one (see :meth:`ObjectStore.listed_at_one_moment`).
 
-    __slots__ = ("requests",)
+    ``versions``: each listed object's version as the listing saw it, where the backend's
+    listing names them at no cost (S3's ETags, GCS's generations, the memory store's); ``None``
+    where it does not (the local store: a version is inside its file). A reader holding what it
+    read at a key tells by them that the object there was replaced since (the inbox)."""
 
-    def __init__(self, keys: Iterable[str], requests: int) -> None:
+    __slots__ = ("requests", "versions")
+
+    def __init__(self, keys: Iterable[str], requests: int, versions: dict[str, str] | None = None) -> None:
         super().__init__(keys)
         self.requests: int = requests
+        self.versions: dict[str, str] | None = versions
 
 
 class RequestCounter:
@@ -132,7 +140,7 @@ REQUEST: contextvars.ContextVar[RequestAnswers | None] = contextvars.ContextVar(
 
 
 #: the request methods (and their ``_``-prefixed hooks) that :attr:`ObjectStore.inline` bypasses
-_REQUESTS = frozenset({"get", "put", "list", "delete", "delete_many", "head"})
+_REQUESTS = frozenset({"get", "put", "list", "delete", "delete_many", "delete_unchanged", "head"})
 _PLAIN_CLASSES: dict[tuple[type, type], bool] = {}
 #: the longest object key S3 and GCS accept (UTF-8 bytes), a store's own prefix included
 OBJECT_KEY_BYTES = 1024
@@ -156,6 +164,7 @@ CAPABILITIES = (
     "definite_create_conflicts",
     "delete_batch",
     "delete_parallel",
+    "conditional_deletes",
     "snapshot_list_keys",
     "max_key_bytes",
 )
@@ -182,6 +191,9 @@ class ObjectStore(abc.ABC):
       yields a version never returned before for that key (no ABA).
     * ``list`` reads the store itself, never a cache: another machine may
       have written a moment ago.
+    * ``delete_unchanged({key: v})`` deletes the object only while it is at
+      version ``v``: atomically where :attr:`conditional_deletes` says so,
+      else after reading its version (a write in between is lost).
 
     Public methods count requests in ``requests`` and delegate to the
     ``_``-prefixed methods backends implement.
@@ -217,6 +229,12 @@ class ObjectStore(abc.ABC):
     #: :attr:`delete_batch` keys): the bound a caller deleting thousands of keys puts on the
     #: connections it holds.
     delete_parallel: int = 16
+    #: Whether :meth:`delete_unchanged` is one atomic compare-and-delete on the backend (memory
+    #: and local stores; S3's ``If-Match``/``ETag`` delete; GCS's ``ifGenerationMatch``). False
+    #: where the server ignores the condition (fake-gcs-server): each key's version is then read
+    #: right before its delete, which narrows the window in which a key written again meanwhile
+    #: loses its new object, but does not close it.
+    conditional_deletes: bool = False
     #: For a listing that is no :class:`Listing` (which says how many requests it took): one
     #: that returned fewer keys than this was made by one request, at one moment (see
     #: :meth:`listed_at_one_moment`). None: every listing is one moment (the memory store
@@ -341,14 +359,38 @@ class ObjectStore(abc.ABC):
         of that order.
         """
         unique = list(dict.fromkeys(keys))
-        if not unique:
-            return
         for key in unique:  # all of them before any request: a bad key deletes nothing
             self._check_key(key)
+        await self._in_batches(unique, self._delete_batch)
+
+    async def delete_unchanged(self, versions: Mapping[str, str]) -> None:
+        """Delete each object of ``versions`` (key to version) only if it is still at that
+        version; one at another version, or missing, is left as it is (no error).
+
+        Batched, bounded, counted and failing as :meth:`delete_many` (S3: one DeleteObjects
+        carrying each object's ETag; GCS: a DELETE with ``ifGenerationMatch`` per key). Atomic
+        per key where :attr:`conditional_deletes` says so; elsewhere the version is read (one
+        HEAD, counted) right before the delete. For objects whose key may be written again once
+        they are gone (an inbox's events): a delete that lands late, or a transport's retry of
+        one whose first attempt landed, then leaves the new object in place."""
+        items = dict(versions)
+        for key in items:
+            self._check_key(key)
+        await self._in_batches(
+            builtins.list(items), lambda batch: self._delete_unchanged_batch({k: items[k] for k in batch})
+        )
+
+    async def _in_batches(
+        self, unique: builtins.list[str], send: Callable[[builtins.list[str]], Awaitable[None]]
+    ) -> None:
+        """Send ``send`` for ``unique`` in batches of :attr:`delete_batch`, at most
+        :attr:`delete_parallel` in flight (see :meth:`delete_many`)."""
+        if not unique:
+            return
         size = max(1, self.delete_batch)
         batches = [unique[i : i + size] for i in range(0, len(unique), size)]
         if len(batches) == 1:
-            await self._delete_batch(batches[0])
+            await send(batches[0])
             return
         # A few senders taking batches one after the other, not a task per batch: deleting
         # a hundred thousand keys holds what ``delete_parallel`` requests need, no more.
@@ -364,7 +406,7 @@ class ObjectStore(abc.ABC):
                     # its own timeout too, a round after the other (an hour for thousands).
                     return
                 try:
-                    await self._delete_batch(batch)
+                    await send(batch)
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # the others go on: every key is tried once
@@ -382,6 +424,13 @@ class ObjectStore(abc.ABC):
         self.requests.add("delete")
         what = "DELETE" if len(keys) == 1 else f"DELETE of {len(keys)} keys, the first"
         await self._bounded(self._delete_many(keys), what, keys[0], write=True)
+
+    async def _delete_unchanged_batch(self, versions: dict[str, str]) -> None:
+        """One conditional delete request (counted and bounded) for at most ``delete_batch`` keys."""
+        self.requests.add("delete")
+        first = next(iter(versions))
+        what = "DELETE" if len(versions) == 1 else f"DELETE of {len(versions)} keys, the first"
+        await self._bounded(self._delete_many_unchanged(versions), what, first, write=True)
 
     async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
         """Remove this backend's own leftovers of interrupted writes under ``prefix``.
@@ -542,5 +591,29 @@ class ObjectStore(abc.ABC):
             return
         outcomes = await asyncio.gather(*(self._delete(key) for key in keys), return_exceptions=True)
         for outcome in outcomes:  # none left running behind the error
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        """Delete ``key`` if it is at ``version``. This default, for a backend whose server
+        ignores a delete's condition (:attr:`conditional_deletes` False), reads the version
+        first (one more request, counted as a ``"head"``): a write landing between that read and
+        the delete is still lost. Backends that can compare and delete atomically override it."""
+        self.requests.add("head")
+        if await self._head(key) == version:
+            await self._delete(key)
+
+    async def _delete_many_unchanged(self, versions: dict[str, str]) -> None:
+        """:meth:`_delete_unchanged` for ``versions`` (at most :attr:`delete_batch` keys) in one
+        request; the default runs it for each key, concurrently (as :meth:`_delete_many`)."""
+        if len(versions) == 1:
+            [(key, version)] = versions.items()
+            await self._delete_unchanged(key, version)
+            return
+        outcomes = await asyncio.gather(
+            *(self._delete_unchanged(key, version) for key, version in versions.items()),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome

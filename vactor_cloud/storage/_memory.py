@@ -12,7 +12,7 @@ import os
 import threading
 
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
-from vactor_cloud.storage._base import Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import Blob, IfMatch, Listing, ObjectStore, PutMode
 
 __all__ = ["MemoryStore"]
 
@@ -46,6 +46,7 @@ class MemoryStore(ObjectStore):
     """
 
     definite_create_conflicts = True
+    conditional_deletes = True
 
     def __init__(self, name: str = "default") -> None:
         super().__init__(f"memory://{name}")
@@ -115,6 +116,7 @@ class MemoryStore(ObjectStore):
 
     def _list_now(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         out: list[str] = []
+        versions: dict[str, str] = {}
         with _LOCK:
             keys = self._space.keys
             index = bisect.bisect_left(keys, prefix)
@@ -125,12 +127,21 @@ class MemoryStore(ObjectStore):
                 if not key.startswith(prefix):
                     break
                 out.append(key)
+                versions[key] = self._objects[key].version
                 index += 1
-        return out
+        return Listing(out, 1, versions)
 
     async def _delete(self, key: str) -> None:
         with _LOCK:
             if self._objects.pop(key, None) is not None:
+                keys = self._space.keys
+                del keys[bisect.bisect_left(keys, key)]
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        with _LOCK:  # (compared and deleted at one moment)
+            current = self._objects.get(key)
+            if current is not None and current.version == version:
+                del self._objects[key]
                 keys = self._space.keys
                 del keys[bisect.bisect_left(keys, key)]
 

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import errno
 import inspect
+import logging
 import os
 import random
 import secrets
@@ -87,10 +88,16 @@ _READ_ATTEMPTS = 3
 #: timeout starts (see ``S3Store._bounded``)
 CLIENT_BUILD_LIMIT = 30.0
 T = TypeVar("T")
+logger = logging.getLogger("vactor_cloud")
+
 #: random bytes in front of every object, so that ETags never repeat
 _TOKEN = 16
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+#: a conditional request's answer when the object has another version
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
+#: an endpoint's answer to a condition it does not implement (a delete's If-Match or ETag)
+_REFUSED_CODES = frozenset({"NotImplemented", "501"})
 _THROTTLE_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 )
@@ -234,6 +241,8 @@ class S3Store(ObjectStore):
     """
 
     delete_batch = _DELETE_BATCH
+    #: S3 (since 2024) and moto (5.x) honour a delete's ``If-Match`` and DeleteObjects' ETags
+    conditional_deletes = True
     #: one ListObjectsV2 page (for a listing that is no :class:`Listing`; ours say how many pages)
     snapshot_list_keys = _PAGE
     #: :class:`s3fs.S3FileSystem`'s options (``asynchronous``, ``skip_instance_cache``: set by the store)
@@ -427,6 +436,7 @@ class S3Store(ObjectStore):
         if start_after is not None:
             params["StartAfter"] = base + start_after
         keys: list[str] = []
+        versions: dict[str, str] = {}
         requests = 0
         tokens: set[str] = set()
         wanted = base + prefix
@@ -442,6 +452,8 @@ class S3Store(ObjectStore):
                 # emulator or a proxy, would hand a reader keys it did not ask for)
                 if name.startswith(wanted) and (start_after is None or name[len(base) :] > start_after):
                     keys.append(name[len(base) :])
+                    if item.get("ETag"):
+                        versions[name[len(base) :]] = str(item["ETag"])
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
@@ -452,7 +464,10 @@ class S3Store(ObjectStore):
         # S3 lists in UTF-8 byte order, which is code-point order: sorting is a no-op
         # on a conforming server and a safety net on an emulator that is not.
         keys.sort()
-        return Listing(keys if limit is None else keys[:limit], requests)
+        listed = keys if limit is None else keys[:limit]
+        # (every object's ETag, or none: a server that leaves some out names no versions)
+        named = versions if len(versions) == len(keys) else None
+        return Listing(listed, requests, named)
 
     async def stores_below(self) -> list[str] | None:
         """One LIST of the root with ``/actors/`` as the delimiter: each common prefix
@@ -509,6 +524,81 @@ class S3Store(ObjectStore):
         ]
         if errors:
             raise self._batch_error(errors, objects)
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        # If-Match: S3 answers 412 when the object has another ETag, 404 when it is gone (both:
+        # left as it is, as asked); botocore's retry of an attempt that landed meets a 404 too.
+        if not self.conditional_deletes:
+            await self._delete_read_first({key: version})
+            return
+        try:
+            await self._transport.call("delete_object", {"Key": self._object_key(key), "IfMatch": version})
+        except Exception as exc:
+            if _condition_refused(exc):
+                self._conditions_refused(exc)
+                await self._delete_read_first({key: version})
+            elif not _left_in_place(exc):
+                raise self._translate(exc, key, "delete_object", None) from exc
+
+    async def _delete_many_unchanged(self, versions: dict[str, str]) -> None:
+        # DeleteObjects with an ETag per object: one whose ETag differs is answered
+        # PreconditionFailed, one gone NoSuchKey (both left as they are, as asked).
+        if len(versions) > _DELETE_BATCH:
+            raise ValueError(f"DeleteObjects takes at most {_DELETE_BATCH} keys, got {len(versions)}")
+        if not self.conditional_deletes:
+            await self._delete_read_first(versions)
+            return
+        objects = {self._object_key(key): key for key in versions}
+        first = next(iter(versions))
+        request = {
+            "Objects": [{"Key": name, "ETag": versions[key]} for name, key in objects.items()],
+            "Quiet": True,
+        }
+        try:
+            response = await self._transport.call("delete_objects", {"Delete": request})
+        except Exception as exc:
+            if not _condition_refused(exc):
+                raise self._translate(exc, first, "delete_objects", None) from exc
+            self._conditions_refused(exc)
+            await self._delete_read_first(versions)
+            return
+        errors = [
+            error
+            for error in response.get("Errors") or ()
+            if str(error.get("Code", "")) not in _NOT_FOUND_CODES
+            and str(error.get("Code", "")) not in _CHANGED_CODES
+        ]
+        refused = [error for error in errors if str(error.get("Code", "")) in _REFUSED_CODES]
+        if refused:
+            self._conditions_refused(refused[0])
+            named = [objects.get(str(error.get("Key", ""))) for error in refused]
+            await self._delete_read_first({key: versions[key] for key in named if key is not None})
+            errors = [error for error in errors if error not in refused]
+        if errors:
+            raise self._batch_error(errors, objects)
+
+    def _conditions_refused(self, said: object) -> None:
+        """The endpoint refused a delete's condition (it has no conditional deletes): from now
+        on this store reads each version right before deleting, which narrows the window in
+        which an object written again meanwhile is deleted, but does not close it."""
+        if self.conditional_deletes:
+            self.conditional_deletes = False
+            logger.warning(
+                "%s: the endpoint refuses conditional deletes (%s); deleting after reading each "
+                "object's version instead (an object written again between the read and the delete "
+                "is lost: use an endpoint with conditional deletes, as S3 has)",
+                self.url,
+                said,
+            )
+
+    async def _delete_read_first(self, versions: dict[str, str]) -> None:
+        """The fallback of an endpoint without conditional deletes: a HEAD of each key (counted),
+        then one unconditional delete request for those still at their version."""
+        keys = list(versions)
+        current = await asyncio.gather(*(self.head(key) for key in keys))
+        doomed = [key for key, now in zip(keys, current, strict=True) if now == versions[key]]
+        if doomed:
+            await self._delete_many(doomed)
 
     def _batch_error(self, errors: list[dict[str, Any]], objects: dict[str, str]) -> StorageError:
         """The error for the keys a DeleteObjects answered as not deleted (the others were)."""
@@ -700,6 +790,31 @@ class S3Store(ObjectStore):
                 key,
             )
         return StorageError(f"{where}: {operation} failed ({said})", key)
+
+
+def _condition_refused(exc: BaseException) -> bool:
+    """Whether a conditional delete failed because the endpoint does not implement the condition."""
+    error = _client_error(exc)
+    if error is None:
+        return False
+    response = getattr(error, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code", ""))
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code in _REFUSED_CODES or status == 501
+
+
+def _left_in_place(exc: BaseException) -> bool:
+    """Whether a conditional delete's failure says the object was not at the version asked for
+    (412 PreconditionFailed) or not there at all (404): nothing to delete, no error."""
+    error = _client_error(exc)
+    if error is None:
+        return False
+    response = getattr(error, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code", ""))
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if code == "NoSuchBucket":  # (a 404 too: the bucket is gone, not the object)
+        return False
+    return status in (404, 412) or code in _NOT_FOUND_CODES or code in _CHANGED_CODES
 
 
 def _client_error(exc: BaseException) -> Any:

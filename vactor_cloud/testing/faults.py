@@ -351,6 +351,17 @@ class FaultyStore(ObjectStore):
             return
         await self._around("delete", keys[0], lambda: self.inner.delete_many(keys), batch=tuple(keys))
 
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        await self._around("delete", key, lambda: self.inner.delete_unchanged({key: version}))
+
+    async def _delete_many_unchanged(self, versions: dict[str, str]) -> None:
+        if len(versions) == 1:  # the wrapped store has no batch delete: exactly a delete
+            [(key, version)] = versions.items()
+            await self._delete_unchanged(key, version)
+            return
+        keys = tuple(versions)
+        await self._around("delete", keys[0], lambda: self.inner.delete_unchanged(versions), batch=keys)
+
 
 class _Hold(FaultyStore):
     """What :class:`HoldOne` and :class:`HoldEvery` share: which requests they hold, for how

@@ -110,6 +110,12 @@ class LatencyStore(ObjectStore):
     async def _delete_many(self, keys: builtins.list[str]) -> None:
         await self._delayed(lambda: self.inner.delete_many(keys))
 
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        await self._delayed(lambda: self.inner.delete_unchanged({key: version}))
+
+    async def _delete_many_unchanged(self, versions: dict[str, str]) -> None:
+        await self._delayed(lambda: self.inner.delete_unchanged(versions))
+
 
 def install(latency: Latency) -> LatencyStore:
     """Wrap the current vactor_cloud runtime's store in a :class:`LatencyStore` and return it.

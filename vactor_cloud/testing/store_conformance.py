@@ -20,7 +20,9 @@ spaces; sorted listing with ``start_after`` and ``limit`` that reads the store,
 not a cache; create-only puts with exactly one winner among racing threads
 and racing processes; compare-and-swap puts that refuse stale versions and
 missing keys; versions that are never reused (no ABA); no torn reads; deletes
-of many keys at once (missing ones fine, one counted request per batch); and
+of many keys at once (missing ones fine, one counted request per batch); deletes
+conditional on each object's version (``delete_unchanged``: an object written
+again since stays, also against a delete sent twice and racing deleters); and
 errors from :mod:`vactor_cloud.errors` that name the key; and empty or absolute
 (``/``-led) keys refused alike, before any request.
 """
@@ -99,6 +101,51 @@ async def _race_create(
     except Exception as exc:
         return _Outcome(who, "error", repr(exc), type(exc).__name__)
     return _Outcome(who, "won", version)
+
+
+async def _conditional_deletes(store: ObjectStore) -> bool:
+    return store.conditional_deletes
+
+
+def _head_of(key: str) -> Callable[[ObjectStore], Awaitable[str | None]]:
+    async def head(store: ObjectStore) -> str | None:
+        return await store.head(key)
+
+    return head
+
+
+def _race_deletes_and_a_create(spec: StoreSpec, key: str, *, deleters: int, timeout: float) -> str:
+    """Create ``key``; then ``deleters`` threads each delete it twice on its first version while
+    another creates it again as soon as it is gone; the version that one wrote."""
+
+    async def create(store: ObjectStore) -> str:
+        return await store.put(key, b"v1", mode="create")
+
+    first = run_on_store(spec, create)
+    start = threading.Barrier(deleters + 1)
+
+    async def delete_twice(store: ObjectStore) -> None:
+        await store.head(f"{key}.warmup")
+        await asyncio.to_thread(start.wait, timeout)
+        for _ in range(2):
+            await store.delete_unchanged({key: first})
+
+    async def create_again(store: ObjectStore) -> str:
+        await asyncio.to_thread(start.wait, timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return await store.put(key, b"v2", mode="create")
+            except AlreadyExistsError:
+                await asyncio.sleep(0)
+        raise AssertionError(f"{key} was never deleted")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=deleters + 1) as pool:
+        done = [pool.submit(run_on_store, spec, delete_twice) for _ in range(deleters)]
+        second = pool.submit(run_on_store, spec, create_again).result(timeout=timeout)
+        for future in done:
+            future.result(timeout=timeout)
+    return second
 
 
 def _payload_of(who: int) -> bytes:
@@ -330,6 +377,71 @@ class StoreConformance:
             assert await store.list("") == []
 
         run_on_store(store_spec, body)
+
+    def test_delete_unchanged_deletes_only_objects_still_at_their_version(
+        self, store_spec: StoreSpec
+    ) -> None:
+        async def body(store: ObjectStore) -> None:
+            per_request = self._small_batches(store)
+            same = await store.put("cond/same", b"a")
+            old = await store.put("cond/overwritten", b"b")
+            await store.put("cond/overwritten", b"b")  # (same bytes: a new version all the same)
+            gone = await store.put("cond/created-again", b"c", mode="create")
+            await store.delete("cond/created-again")
+            again = await store.put("cond/created-again", b"c", mode="create")
+            kept = await store.put("cond/not-asked", b"d")
+            before = store.requests.snapshot()
+            asked = {
+                "cond/same": same,
+                "cond/overwritten": old,
+                "cond/created-again": gone,
+                "cond/never": same,
+                "cond/torn-version": "not-a-version",
+            }
+            await store.delete_unchanged(asked)
+            after = store.requests.snapshot()
+            assert await store.head("cond/same") is None
+            assert await store.head("cond/overwritten") not in (None, old)
+            assert await store.head("cond/created-again") == again
+            assert await store.head("cond/not-asked") == kept
+            assert await store.list("cond/") == ["cond/created-again", "cond/not-asked", "cond/overwritten"]
+            # one "delete" per request sent (and where the store reads versions first, a HEAD each)
+            assert after.get("delete", 0) - before.get("delete", 0) == -(-len(asked) // per_request)
+            heads = after.get("head", 0) - before.get("head", 0)
+            assert heads == 0 if store.conditional_deletes else heads <= len(asked)
+            settled = store.requests.snapshot()
+            await store.delete_unchanged({})  # nothing: no request
+            assert store.requests.snapshot() == settled
+
+        run_on_store(store_spec, body)
+
+    def test_delete_unchanged_sent_again_leaves_the_object_created_in_between(
+        self, store_spec: StoreSpec
+    ) -> None:
+        # A transport's retry of a delete whose first attempt landed, after the key was written
+        # again (an inbox event id sent again): the retry must not delete the new object.
+        async def body(store: ObjectStore) -> None:
+            first = await store.put("retry/k", b"one", mode="create")
+            await store.delete_unchanged({"retry/k": first})
+            assert await store.head("retry/k") is None
+            second = await store.put("retry/k", b"one", mode="create")
+            await store.delete_unchanged({"retry/k": first})
+            assert await store.head("retry/k") == second
+            assert (await store.get("retry/k")).data == b"one"
+
+        run_on_store(store_spec, body)
+
+    def test_racing_conditional_deletes_never_delete_an_object_created_meanwhile(
+        self, store_spec: StoreSpec
+    ) -> None:
+        # Deleters of one version, each sending its delete twice, and a writer creating the key
+        # again as soon as it is gone: every round ends with the writer's object in place.
+        if not run_on_store(store_spec, _conditional_deletes):
+            pytest.skip("the store reads a version before deleting (conditional_deletes False): narrows only")
+        for round_ in range(8):
+            key = f"race/deletes/{round_}"
+            second = _race_deletes_and_a_create(store_spec, key, deleters=4, timeout=self.wait_timeout)
+            assert run_on_store(store_spec, _head_of(key)) == second, round_
 
     def test_delete_many_of_nothing_sends_no_request(self, store_spec: StoreSpec) -> None:
         async def body(store: ObjectStore) -> None:
