@@ -98,6 +98,8 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
 #: an endpoint's answer to a condition it does not implement (a delete's If-Match or ETag)
 _REFUSED_CODES = frozenset({"NotImplemented", "501"})
+#: an ETag no object has (S3's are quoted hex digests): the probe of ``S3Store._conditions_hold``
+_NO_SUCH_ETAG = '"vactor-probe"'
 _THROTTLE_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 )
@@ -294,6 +296,9 @@ class S3Store(ObjectStore):
         self._transport = open_transport(bucket, options)
         self._transport_errors = (*self._transport.transport_errors, OSError)
         self._damaged_body = (*_DAMAGED_BODY, *self._transport.damaged_body_errors)
+        #: the kinds of conditional delete (``"one"``: DeleteObject's If-Match, ``"many"``:
+        #: DeleteObjects' ETags) this store has seen the endpoint honour (``_conditions_hold``)
+        self._conditions_seen: set[str] = set()
 
     async def close(self) -> None:
         """Close the connections; the store must not be used afterwards."""
@@ -528,7 +533,7 @@ class S3Store(ObjectStore):
     async def _delete_unchanged(self, key: str, version: str) -> None:
         # If-Match: S3 answers 412 when the object has another ETag, 404 when it is gone (both:
         # left as it is, as asked); botocore's retry of an attempt that landed meets a 404 too.
-        if not self.conditional_deletes:
+        if not await self._conditions_hold("one", key):
             await self._delete_read_first({key: version})
             return
         try:
@@ -545,11 +550,11 @@ class S3Store(ObjectStore):
         # PreconditionFailed, one gone NoSuchKey (both left as they are, as asked).
         if len(versions) > _DELETE_BATCH:
             raise ValueError(f"DeleteObjects takes at most {_DELETE_BATCH} keys, got {len(versions)}")
-        if not self.conditional_deletes:
+        first = next(iter(versions))
+        if not await self._conditions_hold("many", first):
             await self._delete_read_first(versions)
             return
         objects = {self._object_key(key): key for key in versions}
-        first = next(iter(versions))
         request = {
             "Objects": [{"Key": name, "ETag": versions[key]} for name, key in objects.items()],
             "Quiet": True,
@@ -577,6 +582,44 @@ class S3Store(ObjectStore):
         if errors:
             raise self._batch_error(errors, objects)
 
+    async def _conditions_hold(self, kind: str, near: str) -> bool:
+        """Whether this endpoint honours the condition of a delete of ``kind`` (see
+        ``_conditions_seen``). Before it is first trusted, a key that does not exist is deleted
+        under a condition (one request, counted as a ``"probe"``): an endpoint honouring it says
+        the key is not there (or not at that ETag); one ignoring it says it was deleted, as
+        LocalStack does for DeleteObjects' ETags, deleting every object whatever its version.
+        A failure in transit decides nothing (raised: the next delete asks again)."""
+        if not self.conditional_deletes or kind in self._conditions_seen:
+            return self.conditional_deletes
+        probe = self._object_key(f".vactor-probes/{secrets.token_hex(8)}")  # (never written)
+        self.requests.add("probe")
+        ignored: object = None
+        try:
+            if kind == "one":
+                await self._transport.call("delete_object", {"Key": probe, "IfMatch": _NO_SUCH_ETAG})
+                ignored = "DeleteObject with If-Match deleted a key that does not exist"
+            else:
+                condition = {"Objects": [{"Key": probe, "ETag": _NO_SUCH_ETAG}], "Quiet": True}
+                response = await self._transport.call("delete_objects", {"Delete": condition})
+                codes = {str(error.get("Code", "")) for error in response.get("Errors") or ()}
+                if not codes & (_NOT_FOUND_CODES | _CHANGED_CODES):
+                    refused = codes & _REFUSED_CODES
+                    ignored = (
+                        f"DeleteObjects answered {sorted(refused)[0]}"
+                        if refused
+                        else "DeleteObjects with an ETag deleted a key that does not exist"
+                    )
+        except Exception as exc:
+            if _condition_refused(exc):
+                ignored = exc
+            elif not _left_in_place(exc):
+                raise self._translate(exc, near, "delete_object", None) from exc
+        if ignored is not None:
+            self._conditions_refused(ignored)
+        else:
+            self._conditions_seen.add(kind)
+        return self.conditional_deletes
+
     def _conditions_refused(self, said: object) -> None:
         """The endpoint refused a delete's condition (it has no conditional deletes): from now
         on this store reads each version right before deleting, which narrows the window in
@@ -584,7 +627,7 @@ class S3Store(ObjectStore):
         if self.conditional_deletes:
             self.conditional_deletes = False
             logger.warning(
-                "%s: the endpoint refuses conditional deletes (%s); deleting after reading each "
+                "%s: the endpoint refuses or ignores conditional deletes (%s); deleting after reading each "
                 "object's version instead (an object written again between the read and the delete "
                 "is lost: use an endpoint with conditional deletes, as S3 has)",
                 self.url,
