@@ -104,6 +104,10 @@ async def _race_create(
 
 
 async def _conditional_deletes(store: ObjectStore) -> bool:
+    """Whether ``store``'s conditional deletes are atomic, once it has made one: a store may
+    find out at its first that the endpoint ignores the condition (an S3 store's probe)."""
+    version = await store.put("race/deletes/probe", b"x")
+    await store.delete_unchanged({"race/deletes/probe": version})
     return store.conditional_deletes
 
 
