@@ -482,10 +482,10 @@ _SUSPENDABLE = (
 
 
 def _forget_locals(error: BaseException) -> None:
-    """Clear the locals of the finished frames ``error`` (and each exception chained to it)
-    passed through: a failed creation is kept (``ready()`` raises it for as long as its handle
-    lives), and ``__init__``'s frame held the arguments it was given. The traceback still
-    prints, line by line."""
+    """Clear the locals of the finished frames ``error`` (and each exception chained to it, and
+    each member of a group) passed through: a failed creation is kept (``ready()`` raises it
+    for as long as its handle lives), and ``__init__``'s frame held the arguments it was given.
+    The traceback still prints, line by line."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -503,6 +503,8 @@ def _forget_locals(error: BaseException) -> None:
                     frame.clear()
             tb = tb.tb_next
         pending += (exc.__cause__, exc.__context__)
+        if isinstance(exc, BaseExceptionGroup):  # (each member has a traceback of its own)
+            pending += exc.exceptions
 
 
 def _run_each(

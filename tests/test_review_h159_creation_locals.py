@@ -1,0 +1,59 @@
+"""Hostile review (h159) of the failed creation's locals clearing (``runtime._forget_locals``).
+
+A failure that is an exception group holds its members, each with its own traceback: the
+frames they passed through (and their locals, the arguments) were left held."""
+
+from __future__ import annotations
+
+import weakref
+
+import pytest
+from garbage import full_collection
+from store_helpers import retune
+
+import vactor_cloud as vc
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory")
+
+_GIVEN: list[weakref.ref[object]] = []
+
+
+class Blob:
+    def __init__(self) -> None:
+        self.data = bytearray(1000)
+
+
+def _check(blob: Blob) -> None:
+    raise ValueError(f"refused a blob of {len(blob.data)} bytes")
+
+
+@vc.virtual_actor
+class RefusesInAGroup:
+    def __init__(self, blob: Blob) -> None:
+        _GIVEN.append(weakref.ref(blob))
+        problems: list[Exception] = []
+        try:
+            _check(blob)
+        except ValueError as exc:
+            problems.append(exc)
+        raise ExceptionGroup("the creation failed", problems)
+
+    def touch(self) -> None:
+        pass
+
+
+def test_a_failed_creation_raising_an_exception_group_holds_not_its_arguments(
+    actor_store: StoreSpec,
+) -> None:
+    """Before: ``_check``'s frame (in the member's traceback) kept the argument alive."""
+    retune(wait_for_init=False)
+    _GIVEN.clear()
+    handle = RefusesInAGroup.get_or_create("grouped", Blob())
+    with pytest.raises(ExceptionGroup) as first:
+        handle.ready().result(30)
+    assert first.group_contains(ValueError, match="refused a blob")
+    del first
+    full_collection()
+    assert len(_GIVEN) == 1
+    assert _GIVEN[0]() is None, "a member of the failed creation's group holds its argument"
