@@ -5,7 +5,9 @@ frames they passed through (and their locals, the arguments) were left held."""
 
 from __future__ import annotations
 
+import traceback
 import weakref
+from collections.abc import Iterator
 
 import pytest
 from garbage import full_collection
@@ -57,3 +59,36 @@ def test_a_failed_creation_raising_an_exception_group_holds_not_its_arguments(
     full_collection()
     assert len(_GIVEN) == 1
     assert _GIVEN[0]() is None, "a member of the failed creation's group holds its argument"
+
+
+def _checked_one_by_one(blob: Blob) -> Iterator[int]:
+    yield len(blob.data)
+    raise ValueError("refused the blob's second part")
+
+
+@vc.virtual_actor
+class RefusesFromAGenerator:
+    def __init__(self, blob: Blob) -> None:
+        _GIVEN.append(weakref.ref(blob))
+        self.sizes = list(_checked_one_by_one(blob))
+
+    def touch(self) -> None:
+        pass
+
+
+def test_a_failed_creation_raising_out_of_a_generator_holds_not_its_arguments(
+    actor_store: StoreSpec,
+) -> None:
+    """A generator the failure left is finished: its frame (in the traceback, holding the
+    argument) is cleared too. Before: generators' frames were all passed over, finished or not."""
+    retune(wait_for_init=False)
+    _GIVEN.clear()
+    handle = RefusesFromAGenerator.get_or_create("generated", Blob())
+    with pytest.raises(ValueError, match="second part") as first:
+        handle.ready().result(30)
+    text = "".join(traceback.format_exception(first.value))
+    assert "_checked_one_by_one" in text, text
+    del first
+    full_collection()
+    assert len(_GIVEN) == 1
+    assert _GIVEN[0]() is None, "a finished generator's frame in the failure holds the argument"

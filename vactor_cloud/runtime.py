@@ -494,14 +494,16 @@ def _forget_locals(error: BaseException) -> None:
             continue
         seen.add(id(exc))
         tb = exc.__traceback__
+        left = False  # whether the exception left the frame (the traceback's first one caught it)
         while tb is not None:
             frame = tb.tb_frame
-            # Not a generator's or a coroutine's frame: clearing one still suspended would
-            # close it (before Python 3.13). A frame still running is left as it is.
-            if not frame.f_code.co_flags & _SUSPENDABLE:
+            # A generator's or a coroutine's frame only if the exception left it (finished it):
+            # clearing one still suspended (in the handler that caught it) would close it
+            # (before Python 3.13). A frame still running is left as it is.
+            if left or not frame.f_code.co_flags & _SUSPENDABLE:
                 with contextlib.suppress(RuntimeError):
                     frame.clear()
-            tb = tb.tb_next
+            tb, left = tb.tb_next, True
         pending += (exc.__cause__, exc.__context__)
         if isinstance(exc, BaseExceptionGroup):  # (each member has a traceback of its own)
             pending += exc.exceptions
