@@ -48,6 +48,7 @@ def test_a_request_whose_build_is_cancelled_or_times_out_leaves_no_coroutine_una
             except Exception as exc:  # (the build finished meanwhile: a plain answer)
                 timed_out = exc
             await asyncio.sleep(0.7)  # every build done
+            store.request_timeout = 30.0  # (the last requests are no race against the clock)
             await store.put("h159/after", b"VACT sent")
             return timed_out, cancelled, (await store.get("h159/after")).data
         finally:
@@ -61,3 +62,30 @@ def test_a_request_whose_build_is_cancelled_or_times_out_leaves_no_coroutine_una
     assert error is not None
     assert data == b"VACT sent"
     assert _never_awaited(caught) == []
+
+
+def test_one_store_on_a_second_event_loop_builds_its_client_there_and_deletes_conditionally(
+    store_spec: StoreSpec, transport: str
+) -> None:
+    """A store used from one ``asyncio.run`` then another: the client is built again for the
+    second loop (ahead of the request's timeout), and the probe is not sent again."""
+    store = open_store(store_spec.url, **{**store_spec.options, "transport": transport})
+
+    async def round_(name: str) -> dict[str, int]:
+        before = store.requests.snapshot()
+        first = await store.put(f"h159/loops/{name}", b"VACT one", mode="create")
+        await store.delete_unchanged({f"h159/loops/{name}": first})
+        again = await store.put(f"h159/loops/{name}", b"VACT two", mode="create")
+        await store.delete_unchanged({f"h159/loops/{name}": first})  # (late: leaves the new one)
+        assert await store.head(f"h159/loops/{name}") == again
+        after = store.requests.snapshot()
+        return {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after}
+
+    async def last() -> None:
+        await store.close()
+
+    first = asyncio.run(round_("a"))
+    second = asyncio.run(round_("b"))
+    asyncio.run(last())
+    assert first.get("probe", 0) == 1 and second.get("probe", 0) == 0, (first, second)
+    assert store.conditional_deletes is True
