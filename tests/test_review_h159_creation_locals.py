@@ -92,3 +92,26 @@ def test_a_failed_creation_raising_out_of_a_generator_holds_not_its_arguments(
     full_collection()
     assert len(_GIVEN) == 1
     assert _GIVEN[0]() is None, "a finished generator's frame in the failure holds the argument"
+
+
+def test_forgetting_locals_ends_on_a_cycle_of_contexts_and_nested_groups() -> None:
+    """Exceptions chained in a cycle, and a group holding itself through a member's context:
+    each is visited once (no endless walk), and each finished frame is cleared."""
+    from vactor_cloud.runtime import _forget_locals
+
+    def fail(blob: Blob) -> ValueError:
+        try:
+            raise ValueError(len(blob.data))
+        except ValueError as exc:
+            return exc
+
+    blob = Blob()
+    held = weakref.ref(blob)
+    first, second = fail(blob), fail(blob)
+    first.__context__, second.__context__ = second, first
+    group = ExceptionGroup("outer", [ExceptionGroup("inner", [first]), second])
+    first.__cause__ = group
+    del blob
+    _forget_locals(group)
+    full_collection()
+    assert held() is None
