@@ -482,10 +482,10 @@ _SUSPENDABLE = (
 
 
 def _forget_locals(error: BaseException) -> None:
-    """Clear the locals of the finished frames ``error`` (and each exception chained to it)
-    passed through: a failed creation is kept (``ready()`` raises it for as long as its handle
-    lives), and ``__init__``'s frame held the arguments it was given. The traceback still
-    prints, line by line."""
+    """Clear the locals of the finished frames ``error`` (and each exception chained to it, and
+    each member of a group) passed through: a failed creation is kept (``ready()`` raises it
+    for as long as its handle lives), and ``__init__``'s frame held the arguments it was given.
+    The traceback still prints, line by line."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -494,15 +494,19 @@ def _forget_locals(error: BaseException) -> None:
             continue
         seen.add(id(exc))
         tb = exc.__traceback__
+        left = False  # whether the exception left the frame (the traceback's first one caught it)
         while tb is not None:
             frame = tb.tb_frame
-            # Not a generator's or a coroutine's frame: clearing one still suspended would
-            # close it (before Python 3.13). A frame still running is left as it is.
-            if not frame.f_code.co_flags & _SUSPENDABLE:
+            # A generator's or a coroutine's frame only if the exception left it (finished it):
+            # clearing one still suspended (in the handler that caught it) would close it
+            # (before Python 3.13). A frame still running is left as it is.
+            if left or not frame.f_code.co_flags & _SUSPENDABLE:
                 with contextlib.suppress(RuntimeError):
                     frame.clear()
-            tb = tb.tb_next
+            tb, left = tb.tb_next, True
         pending += (exc.__cause__, exc.__context__)
+        if isinstance(exc, BaseExceptionGroup):  # (each member has a traceback of its own)
+            pending += exc.exceptions
 
 
 def _run_each(
