@@ -127,3 +127,57 @@ def test_open_store_unused_names_no_probe() -> None:
     """Nothing is probed before a conditional delete is asked for (a store only read sends none)."""
     store = open_store("s3://probe-bucket/p", endpoint_url="http://127.0.0.1:9", key="k", secret="s")
     assert store.requests.snapshot() == {}
+
+
+def test_a_probe_refused_by_a_policy_turns_the_store_to_the_fallback_not_to_failing_deletes(
+    store_spec: StoreSpec,
+) -> None:
+    """A policy denying deletes of the probe's key (an IAM statement scoped to ``actors/``, say)
+    answered every conditional delete with the probe's AccessDenied: the inbox's applied events
+    were never deleted, and once past the dedup window they apply again. Such a refusal now
+    decides as a condition ignored would: the read-first fallback, logged once."""
+
+    async def body(store: Any) -> None:
+        real = store._transport.call
+
+        async def call(method: str, params: dict[str, Any]) -> Any:
+            if method == "delete_objects" and ".vactor-probe" in str(params["Delete"]["Objects"]):
+                return {"Errors": [{"Key": params["Delete"]["Objects"][0]["Key"], "Code": "AccessDenied"}]}
+            return await real(method, params)
+
+        store._transport.call = call
+        first = await store.put("k", b"x", mode="create")
+        other = await store.put("j", b"y", mode="create")
+        await store.delete_unchanged({"k": first, "j": other})
+        assert await store.list("") == []
+        assert store.conditional_deletes is False
+
+    _run(store_spec, body)
+
+
+def test_a_probe_request_denied_outright_turns_the_store_to_the_fallback(store_spec: StoreSpec) -> None:
+    """The same, with the whole probe request refused (403) rather than its one key."""
+    import botocore.exceptions
+
+    async def body(store: Any) -> None:
+        real = store._transport.call
+
+        async def call(method: str, params: dict[str, Any]) -> Any:
+            if method == "delete_objects" and ".vactor-probe" in str(params["Delete"]["Objects"]):
+                raise botocore.exceptions.ClientError(
+                    {
+                        "Error": {"Code": "AccessDenied", "Message": "denied"},
+                        "ResponseMetadata": {"HTTPStatusCode": 403},
+                    },
+                    "DeleteObjects",
+                )
+            return await real(method, params)
+
+        store._transport.call = call
+        first = await store.put("k", b"x", mode="create")
+        other = await store.put("j", b"y", mode="create")
+        await store.delete_unchanged({"k": first, "j": other})
+        assert await store.list("") == []
+        assert store.conditional_deletes is False
+
+    _run(store_spec, body)

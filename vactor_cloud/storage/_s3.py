@@ -588,7 +588,8 @@ class S3Store(ObjectStore):
         under a condition (one request, counted as a ``"probe"``): an endpoint honouring it says
         the key is not there (or not at that ETag); one ignoring it says it was deleted, as
         LocalStack does for DeleteObjects' ETags, deleting every object whatever its version.
-        A failure in transit decides nothing (raised: the next delete asks again)."""
+        A failure (in transit, a missing bucket) decides nothing (raised: the next delete asks
+        again); a refusal of the probe itself (AccessDenied) decides for the fallback."""
         if not self.conditional_deletes or kind in self._conditions_seen:
             return self.conditional_deletes
         probe = self._object_key(f".vactor-probes/{secrets.token_hex(8)}")  # (never written)
@@ -610,10 +611,14 @@ class S3Store(ObjectStore):
                         else "DeleteObjects with an ETag deleted a key that does not exist"
                     )
         except Exception as exc:
-            if _condition_refused(exc):
-                ignored = exc
-            elif not _left_in_place(exc):
-                raise self._translate(exc, near, "delete_object", None) from exc
+            if not (_condition_refused(exc) or _left_in_place(exc)):
+                error = self._translate(exc, near, "delete_object", None)
+                if not isinstance(error, PermissionDeniedError):
+                    raise error from exc
+                # A policy denying the probe's key: not knowing, the deletes read first, rather
+                # than fail for good (an applied event never deleted is applied again once past
+                # the dedup window).
+            ignored = None if _left_in_place(exc) else exc
         if ignored is not None:
             self._conditions_refused(ignored)
         else:
