@@ -67,3 +67,86 @@ def test_a_key_under_a_mail_component_is_one_file_at_any_depth(tmp_path: Path, k
     run(store.put(key, b"x", mode="create"))
     assert store._path(key).name == key.rsplit("/", 1)[1]
     assert store._path(key).parent.name == "il"  # "mail" itself is chained: ma+/il
+
+
+def test_a_local_put_of_an_unknown_mode_is_a_value_error_and_writes_nothing(tmp_path: Path) -> None:
+    """Killed mutation: the local ``_write`` without its mode check (the unknown mode then went
+    the if-match way and failed on ``mode.version``, an ``AttributeError``, after a temp file
+    and a lock file were made). The suite checked the memory store only."""
+    store = LocalStore(tmp_path)
+    run(store.put("k", b"original", mode="create"))
+    with pytest.raises(ValueError, match="unknown put mode"):
+        run(store.put("k", b"clobbered", mode="create_only"))  # type: ignore[arg-type]
+    assert run(store.get("k")).data == b"original"
+    assert not (tmp_path / ".vactor-locks").exists()
+
+
+# -- a writer killed mid-write --------------------------------------------------------------
+
+_WRITER = """
+import sys
+from vactor_cloud.errors import AlreadyExistsError
+from vactor_cloud.storage import LocalStore
+store = LocalStore(sys.argv[1])
+size = int(sys.argv[2])
+first = int(sys.argv[3])
+for i in range(first, first + 100000):
+    fill = i % 251
+    store.put_now("crash/over", bytes([fill]) * size)
+    store.put_now(f"crash/new-{i:07d}", bytes([fill]) * size, mode="create")
+    try:
+        store.put_now("crash/once", b"forged" * size, mode="create")
+    except AlreadyExistsError:
+        pass
+    else:
+        raise SystemExit("a create overwrote crash/once")
+    if i == first:
+        print("writing", flush=True)
+"""
+
+
+def _whole(data: bytes, size: int) -> bool:
+    return len(data) == size and data == bytes(data[:1]) * size
+
+
+def test_a_writer_killed_mid_write_leaves_whole_objects_and_no_listed_leftover(tmp_path: Path) -> None:
+    """A process killed (SIGKILL) at any moment of its writes leaves every object whole (the old
+    bytes or the new), a created object untouched, and temp files that are never listed, never
+    block a create, and are swept by ``remove_stale_temp_files``. (Guards the temp-file-then-
+    link/rename write against a write made in place.)"""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    size = 1 << 20
+    store = LocalStore(tmp_path)
+    store.put_now("crash/once", b"first", mode="create")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for round in range(10):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), str(size), str(round * 100000)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == b"writing\n"
+            time.sleep(random.uniform(0.0, 0.05))
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait(30)
+        assert child.returncode == -signal.SIGKILL
+        keys = store.list_now("crash/")
+        assert "crash/over" in keys and "crash/once" in keys
+        assert all(".tmp" not in key for key in keys), keys
+        for key in keys:
+            data = store.get_now(key).data
+            assert data == b"first" if key == "crash/once" else _whole(data, size), key
+    run(store.put("crash/after", b"x", mode="create"))
+    run(store.remove_stale_temp_files("crash/", older_than=0))
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert store.get_now("crash/once").data == b"first"
+    assert _whole(store.get_now("crash/over").data, size)
