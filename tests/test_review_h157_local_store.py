@@ -150,3 +150,18 @@ def test_a_writer_killed_mid_write_leaves_whole_objects_and_no_listed_leftover(t
     assert not [p for p in tmp_path.rglob(".tmp-*")]
     assert store.get_now("crash/once").data == b"first"
     assert _whole(store.get_now("crash/over").data, size)
+
+
+def test_a_temp_file_beside_a_chained_key_is_never_listed(tmp_path: Path) -> None:
+    """Killed mutation: ``_entries`` without its skip of ``.tmp-*`` names inside a chain
+    directory. A write's temp file sits beside its target, and most keys' last segments live in
+    a chain directory (``steps/…12345`` is ``…/23+/45``): a listing made during a write, or
+    after a writer was killed, showed ``…0123.tmp-<hex>``, a key nobody wrote."""
+    store = LocalStore(tmp_path)
+    key = f"actors/abc/steps/{12345:020d}"
+    run(store.put(key, b"x", mode="create"))
+    chain = store._path(key).parent
+    assert chain.name.endswith("+")
+    (chain / ".tmp-0123456789abcdef").write_bytes(b"a killed writer's")
+    assert run(store.list("actors/abc/")) == [key]
+    assert run(store.list("actors/abc/steps/", start_after=key[:-3])) == [key]
