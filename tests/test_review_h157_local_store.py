@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from vactor_cloud.errors import AlreadyExistsError, StorageError
-from vactor_cloud.storage import LocalStore
+from vactor_cloud.storage import LocalStore, MemoryStore, ObjectStore
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def test_a_local_put_of_an_unknown_mode_is_a_value_error_and_writes_nothing(tmp_
 _WRITER = """
 import sys
 from vactor_cloud.errors import AlreadyExistsError
-from vactor_cloud.storage import LocalStore
+from vactor_cloud.storage import LocalStore, MemoryStore, ObjectStore
 store = LocalStore(sys.argv[1])
 size = int(sys.argv[2])
 first = int(sys.argv[3])
@@ -165,3 +165,13 @@ def test_a_temp_file_beside_a_chained_key_is_never_listed(tmp_path: Path) -> Non
     (chain / ".tmp-0123456789abcdef").write_bytes(b"a killed writer's")
     assert run(store.list("actors/abc/")) == [key]
     assert run(store.list("actors/abc/steps/", start_after=key[:-3])) == [key]
+
+
+@pytest.mark.parametrize("opener", [lambda root: LocalStore(root), lambda root: MemoryStore(f"h157-{root.name}")])
+def test_a_listing_of_limit_zero_returns_no_key(tmp_path: Path, opener: Callable[[Path], ObjectStore]) -> None:
+    """Killed mutation: the local store's ``limit <= 0`` as ``limit < 0`` (its walk appended a
+    key before it compared the count with the limit: ``limit=0`` returned one key)."""
+    store = opener(tmp_path)
+    run(store.put("a/k", b"x", mode="create"))
+    assert run(store.list("a/", limit=0)) == []
+    assert run(store.list("", limit=0)) == []
