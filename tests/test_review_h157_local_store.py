@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -219,3 +220,33 @@ def test_a_key_that_is_no_utf8_text_is_refused_not_aliased(
         assert info.value.key == forged
     assert store.requests.snapshot() == {"put": 1}
     assert run(store.get("k/é")).data == b"one"
+
+
+def test_the_temp_file_sweep_removes_only_old_temp_files_under_its_prefix(tmp_path: Path) -> None:
+    """Killed mutations of ``_sweep_temp``: the age check reversed or dropped (a write in
+    progress lost its temp file), the ``.tmp-`` name check dropped (objects as old as the
+    cutoff were deleted), and the walk started at the root, not the prefix's directory (another
+    actor's leftovers, outside the prefix, removed)."""
+    store = LocalStore(tmp_path)
+    mine, other = f"actors/mine/steps/{7:020d}", f"actors/other/steps/{7:020d}"
+    for key in (mine, other):
+        run(store.put(key, b"state", mode="create"))
+    old = time.time() - 7200
+
+    def leftover(key: str, name: str, *, aged: bool) -> Path:
+        path = store._path(key).parent / name
+        path.write_bytes(b"half")
+        if aged:
+            os.utime(path, (old, old))
+        return path
+
+    stale = leftover(mine, ".tmp-killedwriter0", aged=True)
+    in_progress = leftover(mine, ".tmp-writing00000", aged=False)
+    elsewhere = leftover(other, ".tmp-killedwriter1", aged=True)
+    for key in (mine, other):
+        os.utime(store._path(key), (old, old))  # objects as old as the leftovers
+    assert run(store.remove_stale_temp_files("actors/mine/", older_than=3600)) == 1
+    assert not stale.exists()
+    assert in_progress.exists(), "a write in progress lost its temp file"
+    assert elsewhere.exists(), "a leftover outside the prefix was removed"
+    assert run(store.get(mine)).data == run(store.get(other)).data == b"state"
