@@ -250,3 +250,37 @@ def test_the_temp_file_sweep_removes_only_old_temp_files_under_its_prefix(tmp_pa
     assert in_progress.exists(), "a write in progress lost its temp file"
     assert elsewhere.exists(), "a leftover outside the prefix was removed"
     assert run(store.get(mine)).data == run(store.get(other)).data == b"state"
+
+
+# -- listings at one moment -----------------------------------------------------------------
+
+
+def _mailbox_of(store: LocalStore, count: int, name_length: int) -> list[str]:
+    keys = [f"actors/abc/mail/{i:0{name_length}d}" for i in range(count)]
+    for key in keys:
+        store.put_now(key, b"post", mode="create")
+    return store.list_now("actors/abc/mail/")
+
+
+def test_a_mailbox_listing_is_one_moment_only_while_its_names_fit_one_readdir(tmp_path: Path) -> None:
+    """Killed mutation: ``listed_at_one_moment`` answering yes for any chunked mailbox listing,
+    whatever its size. A directory larger than one ``getdents`` buffer is read by several
+    calls, and a post created between two of them may be missed while a later one is seen:
+    the reader must then list again before it trusts the order."""
+    store = LocalStore(tmp_path)
+    small = _mailbox_of(store, 3, 20)
+    assert store.listed_at_one_moment("actors/abc/mail/", small)
+    large = _mailbox_of(store, 400, 40)  # 400 * (32 + 40) bytes: over a quarter of 32 KB
+    assert not store.listed_at_one_moment("actors/abc/mail/", large)
+
+
+def test_a_mailbox_listing_of_a_flat_root_is_not_one_moment(tmp_path: Path) -> None:
+    """Killed mutation: ``listed_at_one_moment`` without its chunked-layout check. A root of the
+    flat layout (earlier versions) lists a mailbox by the ordered walk from the root, directory
+    after directory: never one moment."""
+    (tmp_path / "actors" / "old-one").mkdir(parents=True)
+    (tmp_path / "actors" / "old-one" / "HEAD").write_bytes(bytes(16) + b"head")
+    store = LocalStore(tmp_path)
+    keys = _mailbox_of(store, 2, 10)
+    assert (tmp_path / "actors" / "abc" / "mail").is_dir()  # (flat: stored as the keys read)
+    assert not store.listed_at_one_moment("actors/abc/mail/", keys)
