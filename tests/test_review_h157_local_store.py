@@ -284,3 +284,16 @@ def test_a_mailbox_listing_of_a_flat_root_is_not_one_moment(tmp_path: Path) -> N
     keys = _mailbox_of(store, 2, 10)
     assert (tmp_path / "actors" / "abc" / "mail").is_dir()  # (flat: stored as the keys read)
     assert not store.listed_at_one_moment("actors/abc/mail/", keys)
+
+
+def test_a_root_of_an_unknown_layout_is_refused_not_misread(tmp_path: Path) -> None:
+    """Killed mutation: ``_layout_chunked`` without its check of the marker's text. A root a
+    later version laid out otherwise (``chunked-3``) was read and written as ``chunked-2``:
+    its objects missing, new ones written where that version never looks."""
+    (tmp_path / ".vactor-layout").write_bytes(b"chunked-3\n")
+    store = LocalStore(tmp_path)
+    with pytest.raises(StorageError, match="unknown directory layout"):
+        run(store.put("actors/a/HEAD", b"x"))
+    with pytest.raises(StorageError, match="unknown directory layout"):
+        run(store.list("actors/"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".vactor-layout"]
