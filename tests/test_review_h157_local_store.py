@@ -297,3 +297,32 @@ def test_a_root_of_an_unknown_layout_is_refused_not_misread(tmp_path: Path) -> N
     with pytest.raises(StorageError, match="unknown directory layout"):
         run(store.list("actors/"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".vactor-layout"]
+
+
+# -- finding stores ---------------------------------------------------------------------------
+
+
+def test_a_flat_root_holding_actors_is_a_store(tmp_path: Path) -> None:
+    """Killed mutation: ``holds_no_store`` without its look for the keys' first components. A
+    root of the flat layout (no marker, an ``actors`` directory) was said to hold no store,
+    and every command refused it."""
+    (tmp_path / "flat" / "actors" / "a").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("notes")
+    (tmp_path / "empty").mkdir()
+    roots = {"actors", "timers"}
+    assert not LocalStore.holds_no_store(tmp_path / "flat", roots)
+    assert LocalStore.holds_no_store(tmp_path / "docs", roots)
+    assert not LocalStore.holds_no_store(tmp_path / "empty", roots)
+
+
+def test_stores_below_a_directory_are_named_up_to_their_bound_in_name_order(tmp_path: Path) -> None:
+    """Killed mutation: ``directories_holding_a_store`` without its stop at ``STORES_BELOW``
+    (a directory of thousands of stores was read whole for a hint)."""
+    from vactor_cloud.storage._base import STORES_BELOW
+
+    for i in range(STORES_BELOW + 3):
+        LocalStore(tmp_path / f"store-{i:02d}").put_now("actors/a/HEAD", b"x")
+    (tmp_path / "not-a-store").mkdir()
+    found = LocalStore.directories_holding_a_store(tmp_path)
+    assert found == [tmp_path / f"store-{i:02d}" for i in range(STORES_BELOW)]
