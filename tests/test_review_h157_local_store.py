@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from vactor_cloud.errors import AlreadyExistsError, StorageError
-from vactor_cloud.storage import LocalStore, MemoryStore, ObjectStore
+from vactor_cloud.storage import Blob, LocalStore, MemoryStore, ObjectStore
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ def test_a_local_put_of_an_unknown_mode_is_a_value_error_and_writes_nothing(tmp_
 _WRITER = """
 import sys
 from vactor_cloud.errors import AlreadyExistsError
-from vactor_cloud.storage import LocalStore, MemoryStore, ObjectStore
+from vactor_cloud.storage import LocalStore
 store = LocalStore(sys.argv[1])
 size = int(sys.argv[2])
 first = int(sys.argv[3])
@@ -326,3 +326,32 @@ def test_stores_below_a_directory_are_named_up_to_their_bound_in_name_order(tmp_
     (tmp_path / "not-a-store").mkdir()
     found = LocalStore.directories_holding_a_store(tmp_path)
     assert found == [tmp_path / f"store-{i:02d}" for i in range(STORES_BELOW)]
+
+
+# -- the memory store and the store contract --------------------------------------------------
+
+
+@pytest.mark.parametrize("opener", OPENERS)
+def test_a_put_keeps_the_bytes_it_was_given_not_the_buffer(
+    tmp_path: Path, opener: Callable[[Path], ObjectStore]
+) -> None:
+    """Killed mutations: ``put`` (``ObjectStore``) and ``put_now`` (``MemoryStore``) without their
+    ``bytes(data)`` copy. The memory store then kept the caller's ``bytearray``: changed after
+    the put, the stored object changed with it, under the same version."""
+    store = opener(tmp_path)
+    buffer = bytearray(b"state one")
+    version = run(store.put("k/async", buffer, mode="create"))
+    store.put_now("k/now", buffer, mode="create")
+    buffer[:5] = b"XXXXX"
+    assert run(store.get("k/async")) == Blob(b"state one", version)
+    assert store.get_now("k/now").data == b"state one"
+
+
+def test_a_memory_put_now_refuses_a_key_no_backend_can_store(tmp_path: Path) -> None:
+    """Killed mutation: ``MemoryStore.put_now`` without its ``_check_key`` (the runtime's inline
+    writes then stored ``/k``, which S3 would store as another object and a directory
+    refuses)."""
+    store = _memory_store(tmp_path)
+    with pytest.raises(StorageError, match="invalid key"):
+        store.put_now("/k", b"x")
+    assert store.list_now("") == []
