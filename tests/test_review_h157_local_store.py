@@ -213,6 +213,7 @@ def test_a_key_that_is_no_utf8_text_is_refused_not_aliased(
         lambda: store.head(forged),
         lambda: store.delete(forged),
         lambda: store.delete_many(["k/x", forged]),
+        lambda: store.delete_unchanged({"k/x": "1", forged: "1"}),
     ):
         with pytest.raises(StorageError, match="UTF-8") as info:
             run(request())
