@@ -356,3 +356,23 @@ def test_a_memory_put_now_refuses_a_key_no_backend_can_store(tmp_path: Path) -> 
     with pytest.raises(StorageError, match="invalid key"):
         store.put_now("/k", b"x")
     assert store.list_now("") == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_held_the_memory_store_s_lock_can_use_it(tmp_path: Path) -> None:
+    """Killed mutation: ``_memory``'s fork hook (a new ``_LOCK`` in the child) not registered.
+    A child forked while another thread of the parent was inside a memory-store request
+    inherited the lock held, by a thread it does not have: its first request waited for ever."""
+    from child_processes import fork_and_report, held_by_another_thread
+
+    from vactor_cloud.storage import _memory
+
+    store = _memory_store(tmp_path)
+
+    def in_the_child() -> bytes:
+        store.put_now("k", b"child", mode="create")
+        return store.get_now("k").data
+
+    with held_by_another_thread(_memory._LOCK, 10.0):
+        report = fork_and_report(in_the_child, 10.0)
+    assert report == b"child"
