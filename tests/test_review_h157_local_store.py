@@ -376,3 +376,19 @@ def test_a_child_forked_while_another_thread_held_the_memory_store_s_lock_can_us
     with held_by_another_thread(_memory._LOCK, 10.0):
         report = fork_and_report(in_the_child, 10.0)
     assert report == b"child"
+
+
+@pytest.mark.parametrize("opener", OPENERS)
+def test_a_key_named_twice_in_delete_many_is_deleted_by_one_request(
+    tmp_path: Path, opener: Callable[[Path], ObjectStore]
+) -> None:
+    """Killed mutation: ``delete_many`` without its ``dict.fromkeys`` (the keys as given): a
+    caller's repeated keys each cost a request of their own (on S3, a batch naming one key
+    twice)."""
+    store = opener(tmp_path)
+    for key in ("d/a", "d/b"):
+        run(store.put(key, b"x", mode="create"))
+    store.requests.reset()
+    run(store.delete_many(["d/a", "d/a", "d/b", "d/a"]))
+    assert store.requests["delete"] == 2
+    assert run(store.list("d/")) == []
