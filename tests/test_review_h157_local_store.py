@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from vactor_cloud.errors import AlreadyExistsError, StorageError
+from vactor_cloud.errors import AlreadyExistsError, StorageError, StorageTimeoutError
 from vactor_cloud.storage import Blob, LocalStore, MemoryStore, ObjectStore
+from vactor_cloud.storage._base import OperationTrouble, PutMode
 
 T = TypeVar("T")
 
@@ -392,3 +393,55 @@ def test_a_key_named_twice_in_delete_many_is_deleted_by_one_request(
     run(store.delete_many(["d/a", "d/a", "d/b", "d/a"]))
     assert store.requests["delete"] == 2
     assert run(store.list("d/")) == []
+
+
+class _Stalling(MemoryStore):
+    """Every request waits far longer than the store's ``request_timeout``."""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        await asyncio.sleep(30)
+        return await super()._put(key, data, mode)
+
+    async def _get(self, key: str) -> Blob:
+        await asyncio.sleep(30)
+        return await super()._get(key)
+
+    async def _delete(self, key: str) -> None:
+        await asyncio.sleep(30)
+        await super()._delete(key)
+
+
+@pytest.mark.parametrize(
+    ("request_made", "a_write"),
+    [
+        (lambda store: store.put("k", b"x"), True),
+        (lambda store: store.delete("k"), True),
+        (lambda store: store.delete_many(["k", "j"]), True),
+        (lambda store: store.get("k"), False),
+    ],
+    ids=["put", "delete", "delete_many", "get"],
+)
+def test_a_write_that_timed_out_says_it_may_have_been_applied_and_a_read_does_not(
+    tmp_path: Path, request_made: Callable[[ObjectStore], Coroutine[Any, Any, object]], a_write: bool
+) -> None:
+    """Killed mutations: ``put`` and ``_delete_batch`` bounded without ``write=True``. Their
+    timeout then said nothing of the write having maybe landed, and ``write_in_flight`` was
+    False: a caller that trusts it takes an unanswered put for one never applied."""
+    store = _Stalling(f"h157-stall-{tmp_path.name}")
+    store.request_timeout = 0.05
+    with pytest.raises(StorageTimeoutError) as info:
+        run(request_made(store))
+    assert info.value.write_in_flight is a_write
+    assert ("may or may not have been applied" in str(info.value)) is a_write
+
+
+def test_an_operation_s_own_failure_is_told_only_within_the_window(tmp_path: Path) -> None:
+    """Killed mutation: ``trouble_meanwhile`` without its age check of the operation's own
+    last failure: a failure from long before the deadline's window was told as the reason."""
+    store = _memory_store(tmp_path)
+    operation = OperationTrouble()
+    operation.last = (time.monotonic() - 100.0, "an old 503")
+    assert store.trouble_meanwhile(10.0, operation) is None
+    operation.last = (time.monotonic() - 1.0, "a recent 503")
+    told = store.trouble_meanwhile(10.0, operation)
+    assert told is not None and "a recent 503" in told
