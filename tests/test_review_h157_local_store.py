@@ -20,7 +20,7 @@ import pytest
 
 from vactor_cloud.errors import AlreadyExistsError, StorageError, StorageTimeoutError
 from vactor_cloud.storage import Blob, LocalStore, MemoryStore, ObjectStore
-from vactor_cloud.storage._base import OperationTrouble, PutMode
+from vactor_cloud.storage._base import Listing, OperationTrouble, PutMode
 
 T = TypeVar("T")
 
@@ -445,3 +445,22 @@ def test_an_operation_s_own_failure_is_told_only_within_the_window(tmp_path: Pat
     operation.last = (time.monotonic() - 1.0, "a recent 503")
     told = store.trouble_meanwhile(10.0, operation)
     assert told is not None and "a recent 503" in told
+    # (and the store's other requests' failures: killed mutation, that window's check dropped)
+    store._failed_lately = (time.monotonic() - 100.0, "another's old 503")
+    assert store.trouble_meanwhile(10.0, OperationTrouble()) is None
+    store._failed_lately = (time.monotonic() - 1.0, "another's recent 503")
+    told = store.trouble_meanwhile(10.0, OperationTrouble())
+    assert told is not None and "another's recent 503" in told
+
+
+def test_a_listing_is_one_moment_only_if_one_request_below_the_snapshot_size_made_it(tmp_path: Path) -> None:
+    """Killed mutations of ``ObjectStore.listed_at_one_moment``: a :class:`Listing` of two
+    requests taken for one (``requests <= 2``), and a plain listing of exactly
+    ``snapshot_list_keys`` keys taken for one request (``<=`` for ``<``: a page that full may
+    have more behind it)."""
+    store = _memory_store(tmp_path)
+    assert store.listed_at_one_moment("p/", Listing(["p/a"], 1))
+    assert not store.listed_at_one_moment("p/", Listing(["p/a", "p/b"], 2))
+    store.snapshot_list_keys = 3
+    assert store.listed_at_one_moment("p/", ["p/a", "p/b"])
+    assert not store.listed_at_one_moment("p/", ["p/a", "p/b", "p/c"])
