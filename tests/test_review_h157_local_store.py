@@ -464,3 +464,26 @@ def test_a_listing_is_one_moment_only_if_one_request_below_the_snapshot_size_mad
     store.snapshot_list_keys = 3
     assert store.listed_at_one_moment("p/", ["p/a", "p/b"])
     assert not store.listed_at_one_moment("p/", ["p/a", "p/b", "p/c"])
+
+
+class _FailingDelete(MemoryStore):
+    """Its ``_delete`` of ``d/bad`` fails; batches of several keys go through the default
+    ``_delete_many`` (no batch request of its own)."""
+
+    delete_batch = 4
+
+    async def _delete(self, key: str) -> None:
+        if key == "d/bad":
+            raise StorageError(f"{self.url}/{key}: injected delete failure", key)
+        await super()._delete(key)
+
+
+def test_a_failed_delete_in_a_batch_of_the_default_delete_many_is_raised(tmp_path: Path) -> None:
+    """Killed mutation: the default ``_delete_many`` (a batch of several keys, each its own
+    ``_delete``) without its check of the outcomes: a failed delete was reported done."""
+    store = _FailingDelete(f"h157-failing-{tmp_path.name}")
+    for key in ("d/a", "d/bad", "d/c"):
+        run(store.put(key, b"x", mode="create"))
+    with pytest.raises(StorageError, match="injected delete failure"):
+        run(store.delete_many(["d/a", "d/bad", "d/c"]))
+    assert run(store.list("d/")) == ["d/bad"]
