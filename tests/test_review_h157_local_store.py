@@ -30,9 +30,9 @@ the timeout/deadline text modules; survivors then against every module naming th
 * ``_base`` (19): killed by the suite: ``/k`` accepted, ``get``/``delete`` without key checks,
   keys checked lazily in ``delete_many``, no stop after a timeout, bug-before-storage-error
   order, senders unbounded, a wrapped store's timeout re-labelled, operation failures not
-  noted, the instance-wrap check of ``inline``, failures dropped in ``delete_many``; killed
-  here: ``put``'s copy, ``delete_many``'s de-duplication, ``write=True`` of ``put`` and of a
-  delete batch, both ``trouble_meanwhile`` windows, ``listed_at_one_moment``'s ``<= 1`` and
+  noted, the instance-wrap check of ``inline``, failures dropped in ``delete_many``, a delete
+  batch's ``write=True``; killed here: ``put``'s copy, ``delete_many``'s de-duplication,
+  ``put``'s ``write=True``, both ``trouble_meanwhile`` windows, ``listed_at_one_moment``'s ``<= 1`` and
   ``<``, the default ``_delete_many`` dropping failures.
 * An in-place (non-atomic) overwrite is caught by the killed-writer test in about one run of
   three (a kill must land mid-copy); a temp file listed, every run.
@@ -466,9 +466,10 @@ class _Stalling(MemoryStore):
 def test_a_write_that_timed_out_says_it_may_have_been_applied_and_a_read_does_not(
     tmp_path: Path, request_made: Callable[[ObjectStore], Coroutine[Any, Any, object]], a_write: bool
 ) -> None:
-    """Killed mutations: ``put`` and ``_delete_batch`` bounded without ``write=True``. Their
-    timeout then said nothing of the write having maybe landed, and ``write_in_flight`` was
-    False: a caller that trusts it takes an unanswered put for one never applied."""
+    """Killed mutation: ``put`` bounded without ``write=True`` (``_delete_batch``'s, which
+    ``test_delete_many`` holds too). Its timeout then said nothing of the write having maybe
+    landed, and ``write_in_flight`` was False: a caller that trusts it takes an unanswered put
+    for one never applied."""
     store = _Stalling(f"h157-stall-{tmp_path.name}")
     store.request_timeout = 0.05
     with pytest.raises(StorageTimeoutError) as info:
