@@ -512,13 +512,24 @@ class ObjectStore(abc.ABC):
         return f"{whose} (the last: {failed[1]}); retry later, and check the endpoint if it lasts"
 
     def _check_key(self, key: str) -> None:
-        """Refuse a key no backend can store alike: ``""`` names no object, and ``"/k"`` would
-        be another object on S3 and GCS (``prefix//k``) than in a directory. Checked here, for
+        """Refuse a key no backend can store alike: ``""`` names no object, ``"/k"`` would
+        be another object on S3 and GCS (``prefix//k``) than in a directory, and a key that is
+        no UTF-8 text (lone surrogates) cannot be sent to S3 or GCS and is another key's file in
+        a directory. Checked here, for
         every backend, before a request is counted or sent (and by the ``*_now`` methods)."""
         if not key or key[0] == "/":
             raise StorageError(
                 f"{self.url}: invalid key {key!r}: keys are non-empty and relative (no leading '/')", key
             )
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                # (lone surrogates: S3 and GCS cannot send them; a directory stores "\udcc3\udca9"
+                # under the bytes of "é", another key's file)
+                raise StorageError(
+                    f"{self.url}: invalid key {key!r}: keys are UTF-8 text (no lone surrogates)", key
+                ) from None
 
     def describe(self) -> str:
         """A short human-readable name for messages."""
