@@ -455,7 +455,9 @@ def test_runners_that_disagree_about_who_is_alive_fire_each_timer_once(
     """Each of two runners believes it is alone: both fire every actor's timers."""
     init_from_spec(shared)
     expected = _arm([f"disagree-{i}" for i in range(8)], 4, 4.0)
-    until = time.time() + 12
+    # Past the timers' due time (4 s: both processes have started by then), each runner stops
+    # once the due index is empty: a later stop (it was 12 s) fires nothing more.
+    until = time.time() + 6
     procs = [
         process_context.Process(
             target=long_runner_process, args=(shared, name, until, 5.0, 0.2, None, [name])
