@@ -392,6 +392,8 @@ def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_h
     ``DAMAGED_SECONDS``, never applied, and our call goes through. (Posts read by GET here:
     none carries itself in its name; forged names: test_posting.py.)"""
     monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
+    # (1 s, not 2: the skip then waits for DAMAGED_READS reads, about 1.5 s at the 100 ms pauses)
+    monkeypatch.setattr(posting, "DAMAGED_SECONDS", 1.0)
     reads = frozenset({"get"})
     if damage == "at rest":
         rule = FaultRule("corrupt_read", operations=reads, key_contains="/mail/", probability=1.0)
@@ -455,6 +457,7 @@ def test_a_post_damaged_in_transit_until_it_was_skipped_is_applied_by_a_later_cl
     forgotten: its next read, ``DAMAGED_SECONDS`` later, is clean, and the post applies
     once (it used to stay skipped while listed)."""
     monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
+    monkeypatch.setattr(posting, "DAMAGED_SECONDS", 1.0)  # (the skip's wait: 2 s of the suite's time)
     store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")

@@ -27,6 +27,7 @@ from store_helpers import init, other_process, retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud import actor as actor_module
 from vactor_cloud.deletion import _pending_posts
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.keys import posts_prefix
@@ -236,9 +237,10 @@ def test_a_delete_on_a_stalled_endpoint_ends_by_its_deadline_and_a_second_one_te
     init(spec)
     OrderLog.get_or_create("log-6").add.run("a")
     vc.shutdown()
-    # (deadline 3 s: at 1.5 s a CI run's loaded moto lane took the whole deadline for the
-    # delete's own requests, and the committed delete said StorageTimeoutError.)
-    runtime = init(spec, deadline=3.0, lease_seconds=600.0)
+    # (deadline 2 s: at 1.5 s a CI run's loaded moto lane took the whole deadline for the
+    # delete's own requests, and the committed delete said StorageTimeoutError; 3 s then. The
+    # module runs on memory and local only now, whose requests cost a fraction of moto's.)
+    runtime = init(spec, deadline=2.0, lease_seconds=600.0)
     store = HoldOne(runtime.store, operation, fragment, answer_first=answer_first, timeout=120.0)
     runtime.store = store
     if fragment == "/mail/":
@@ -437,6 +439,9 @@ def test_a_cancelled_delete_actor_async_whose_lease_release_stalls_still_ends_so
     """Cancelled while it holds the folder lease, the delete gives the lease back; when that
     release never answers, the cancel reaches the awaiter all the same, without waiting for
     it (nor for ``Settings.deadline``, which ends it later)."""
+    # The cancel waits for the delete to stop at most this long (actor._SETTLE, 5 s): the stalled
+    # release never ends within it, so the test waited all of it.
+    monkeypatch.setattr(actor_module, "_SETTLE", 1.0)
     init(spec)
     OrderLog.get_or_create("log-9").add.run("a")
     vc.shutdown()

@@ -434,7 +434,7 @@ def test_a_delete_after_a_get_or_create_that_did_not_wait_deletes_what_it_create
 
     deleter = threading.Thread(target=delete)
     deleter.start()
-    deleter.join(5)  # (without the fix it is over by now: an id with no step yet)
+    deleter.join(1.5)  # (without the fix it is over by now: an id with no step yet, a few requests)
     _gate.set()
     deleter.join(120)
     assert outcome == [True]

@@ -296,25 +296,46 @@ def test_doctor_of_a_stalled_endpoint_fails_within_the_request_timeout() -> None
     """Every request of the runtime is bounded by ``Settings.timeout`` (10 s); ``doctor`` opened
     its store without that bound and waited for botocore's own read timeouts and retries:
     163 s against an endpoint that accepts connections and never answers, where ``vactor ls``
-    took 10 s. Now its requests are bounded alike (a put, then the cleanup's delete)."""
+    took 10 s. Now its requests are bounded alike (a put, then the cleanup's delete).
+
+    The child's ``Settings()`` has ``timeout=2`` (doctor reads it when it runs): the bound is
+    the setting's, and the test waits 4 s rather than 20 for it. Without the bound, doctor
+    waits out botocore's 60 s read timeouts and retries, far past the hang guard."""
     pytest.importorskip("boto3")
     env = offline_aws_env()
     listener = SilentListener()
     try:
         endpoint = f"endpoint_url=http://127.0.0.1:{listener.port}"
         done = subprocess.run(
-            [sys.executable, "-m", "vactor_cloud", "doctor", "s3://bucket/p", "-o", endpoint],
+            [sys.executable, "-c", _DOCTOR_WITH_A_SHORT_TIMEOUT, "doctor", "s3://bucket/p", "-o", endpoint],
             env=env,
             capture_output=True,
             text=True,
-            timeout=90,  # a hang guard: 2 requests of 10 s each, on a busy machine
+            timeout=90,  # a hang guard: 2 requests of 2 s each, on a busy machine
             check=False,
         )
     finally:
         listener.close()
     result = Result(done.returncode, done.stdout, done.stderr)
     assert result.code == EXIT_STORAGE, result
-    assert "got no answer within 10 s" in one_line_error(result)
+    assert "got no answer within 2 s" in one_line_error(result)
+
+
+#: ``python -m vactor_cloud`` whose ``Settings()`` default to ``timeout=2`` (a subclass, in the
+#: module ``doctor`` imports the class from when it runs; every other module keeps the class itself)
+_DOCTOR_WITH_A_SHORT_TIMEOUT = """
+import dataclasses, sys
+import vactor_cloud.settings
+
+@dataclasses.dataclass(frozen=True)
+class ShortTimeout(vactor_cloud.settings.Settings):
+    timeout: float = 2.0
+
+vactor_cloud.settings.Settings = ShortTimeout
+from vactor_cloud.cli import main
+sys.argv[0] = "vactor"
+raise SystemExit(main())
+"""
 
 
 # -- -o SETTING=...: the error speaks of the command, not of init() -----------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
+from store_helpers import retune
 from test_combining import (
     HANG,
     PagedListing,
@@ -326,8 +327,10 @@ def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(
     _hold_lease_elsewhere("a")  # nobody folds until it is given up
     post_adds(foreign_box("a"), ["other/0"])  # before ours in the mail
     commit_behind_its_back("a")  # step 2: our next put loses, we post and wait
+    retune(commit_timeout=1.5)  # (the wait for a fold nobody makes: 1.5 s, not the 5 s below)
     with pytest.raises(CallPendingError):
         actor.add.run("me/1")
+    retune(commit_timeout=5.0)
     vc.send_event("a", "token", "event/2")
     damaged: list[str] = []
 

@@ -50,10 +50,19 @@ class Recorder(FaultyStore):
         self._match: Callable[[str, str], bool] | None = None
         self._slow: Callable[[str, str], bool] | None = None
         self._seconds = 0.0
+        #: set by ``heal()``: the slow requests still waiting end their wait at once
+        self._healed = threading.Event()
 
     def slow_down(self, match: Callable[[str, str], bool], seconds: float) -> None:
-        """Requests ``match`` accepts each take ``seconds`` longer (a slow store)."""
+        """Requests ``match`` accepts each take ``seconds`` longer (a slow store), until ``heal()``."""
+        self._healed.clear()
         self._slow, self._seconds = match, seconds
+
+    def heal(self) -> None:
+        """No request is slow any more, nor those still waiting out their ``seconds``: once a
+        test has seen what it checks, the runtime's shutdown need not wait for them."""
+        self._slow = None
+        self._healed.set()
 
     def hold(self, match: Callable[[str, str], bool]) -> None:
         self.entered.clear()
@@ -64,7 +73,9 @@ class Recorder(FaultyStore):
         self.log.append((operation, key))
         slow = self._slow
         if slow is not None and slow(operation, key):
-            await asyncio.sleep(self._seconds)
+            until = time.monotonic() + self._seconds
+            while not self._healed.is_set() and time.monotonic() < until:
+                await asyncio.sleep(0.01)
         match = self._match
         if match is not None and match(operation, key):
             self.entered.set()
@@ -334,6 +345,10 @@ def raises_past_the_deadline(fn: Callable[[], Any], hint: str) -> None:
     assert not thread.is_alive(), "the operation hangs"
     assert box and isinstance(box[0], vc.StorageTimeoutError), f"not bounded by Settings.deadline: {box}"
     assert "Settings.deadline" in str(box[0]) and hint in str(box[0]), str(box[0])
+    # Checked: the requests still slow (a shutdown would wait up to SLOW for them) end now.
+    store = vc.get_runtime().store
+    assert isinstance(store, Recorder), store
+    store.heal()
 
 
 @pytest.mark.usefixtures("runtime_off")

@@ -378,14 +378,19 @@ def test_index_entries_naming_no_possible_actor_are_ignored_not_an_error_every_t
     Alarm.get_or_create("alarm").arm.run()
     store = vc.get_runtime().store
     due = 1_000_000_000_000
-    for bad in ("a\x01b", "a\\b", "x" * 300):
-        _sync.sync(store.put(f"timers/{due:020d}-1/{bad}/k", b"", mode="create"))
+    bad_keys = [f"timers/{due:020d}-1/{bad}/k" for bad in ("a\x01b", "a\\b", "x" * 300)]
+    for key in bad_keys:
+        _sync.sync(store.put(key, b"", mode="create"))
     assert [e.actor_id for e in _sync.sync(list_index(store))] == ["alarm"]
     runner = TimerRunner(split="none")
     report = runner.tick()
     assert report.errors == [] and report.fired == 1
     assert vc.get_actor("alarm").count.run() == 1
     assert runner.tick().errors == []
+    # Deleted one at a time here: the moto lane's drop of the bucket deletes in batches, whose
+    # XML moto cannot parse with the control character in it (retried, 4-5 s, then given up).
+    for key in bad_keys:
+        _sync.sync(store.delete(key))
 
 
 @pytest.mark.parametrize("runner_id", [".r", "..", "r\nx", "r" * 256, "r\\x"])

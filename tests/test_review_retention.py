@@ -537,7 +537,7 @@ def test_vactor_compact_deletes_an_idle_actors_last_steps_in_one_run(store: str,
         _age_all_steps(vc.get_runtime().core("idle").log, 7200.0)
     finally:
         vc.shutdown()
-    result = vactor("compact", "idle", "--keep-last", "1", "--min-age", "3600", "--fresh-window", "5")
+    result = vactor("compact", "idle", "--keep-last", "1", "--min-age", "3600", "--fresh-window", "1")
     assert result.code == 0, result.err
     _header, row = result.out.splitlines()
     assert row.split() == ["idle", "3", "3..3", "0"], result.out
