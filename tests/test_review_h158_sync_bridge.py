@@ -1,0 +1,135 @@
+"""Review h158: a mutation sweep of ``_sync.py`` (the sync bridge over the IO loop: its waits in
+slices, ``wait_aside``, ``wait_futures``, ``until_stopped``, ``sync``'s timeout and owner cancel).
+
+Table (mutation, killed by a test here or elsewhere, or why it is equivalent):
+
+(filled in below from the sweep's table)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+from vactor_cloud import _sync
+
+
+class Boom(Exception):
+    pass
+
+
+def test_an_error_of_a_function_waited_aside_reaches_the_main_thread() -> None:
+    """Mutation: ``wait_aside`` on the main thread without ``raise failed[0]``: an error of the
+    join it ran on its helper thread was dropped, and the caller went on as if it returned."""
+    assert threading.current_thread() is threading.main_thread()
+
+    def fail() -> None:
+        raise Boom("from the helper thread")
+
+    with pytest.raises(Boom, match="from the helper thread"):
+        _sync.wait_aside(fail, 10)
+
+
+def test_a_function_waited_aside_past_its_timeout_says_so_and_carries_on() -> None:
+    release = threading.Event()
+    ended = threading.Event()
+
+    def slow() -> None:
+        release.wait(30)
+        ended.set()
+
+    try:
+        assert _sync.wait_aside(slow, 0.05) is False
+        assert not ended.is_set()
+    finally:
+        release.set()
+    assert ended.wait(10)
+
+
+def test_futures_waited_for_with_one_not_done_time_out() -> None:
+    """Mutation: ``wait_futures`` answering whether any finished, not all: a subtask's writes
+    (and a timer runner's deletes) were taken for done when only one was."""
+    done: concurrent.futures.Future[int] = concurrent.futures.Future()
+    done.set_result(1)
+    pending: concurrent.futures.Future[int] = concurrent.futures.Future()
+    for on_main in (True, False):
+        answers: list[bool] = []
+        if on_main:
+            answers.append(_sync.wait_futures([done, pending], 0.05))
+        else:
+            thread = threading.Thread(
+                target=lambda kept=answers: kept.append(_sync.wait_futures([done, pending], 0.05))
+            )
+            thread.start()
+            thread.join(10)
+        assert answers == [False]
+    pending.set_result(2)
+    assert _sync.wait_futures([done, pending], 10)
+
+
+def test_a_wait_for_the_first_of_futures_returns_the_done_ones() -> None:
+    done: concurrent.futures.Future[int] = concurrent.futures.Future()
+    pending: concurrent.futures.Future[int] = concurrent.futures.Future()
+    threading.Timer(0.3, lambda: done.set_result(1)).start()
+    assert _sync.wait_first([done, pending]) == {done}
+
+
+def test_a_cancelled_until_stopped_stops_its_coroutine_before_the_cancel_goes_on() -> None:
+    """Mutation: ``until_stopped`` cancelled without cancelling its task on the IO loop: the
+    coroutine (a delete) ran on after its caller heard "cancelled"."""
+    stopped = threading.Event()
+    started = threading.Event()
+
+    async def work() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped.set()
+
+    async def caller() -> bool:
+        task = asyncio.ensure_future(_sync.until_stopped(work(), 10))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return stopped.is_set()
+
+    assert asyncio.run(caller()) is True
+
+
+def test_a_coroutine_that_raises_cancelled_error_itself_reaches_until_stopped_s_caller_so() -> None:
+    """Mutation: ``until_stopped``'s ``finish`` taking a task that ended cancelled for a result
+    (None): the caller got None from a delete that never finished."""
+
+    async def cancelled_inside() -> int:
+        await asyncio.sleep(0)
+        raise asyncio.CancelledError
+
+    async def caller() -> object:
+        try:
+            return await _sync.until_stopped(cancelled_inside(), 1)
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(caller()) == "cancelled"
+
+
+def test_a_timed_out_sync_call_raises_bridge_timeout_and_runs_its_finally() -> None:
+    finished = threading.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            finished.set()
+
+    tracker: set[_sync._Waiter] = set()
+    with pytest.raises(_sync.BridgeTimeout):
+        _sync.sync(slow(), timeout=0.05, tracker=tracker)
+    assert finished.is_set()
+    assert not tracker, "a timed-out call stays in its owner's tracker"
