@@ -185,6 +185,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h158_checked_reads",
         "test_review_h158_read_room",
         "test_review_h158_sync_bridge",
+        "test_review_h158_worker_pool",
         "test_review_h152_lease_store",
         "test_review_h152_state_capture",
         "test_review_h152_names_and_classes",

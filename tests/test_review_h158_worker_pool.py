@@ -1,0 +1,135 @@
+"""Review h158: a mutation sweep of ``worker_pool.py`` (the bounded pools ``run_async`` calls
+run on), driven on a ``WorkerPool`` directly.
+
+Table (mutation, killed by a test here or elsewhere, or why it is equivalent):
+
+(filled in below from the sweep's table)
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vactor_cloud.worker_pool import WorkerPool
+
+HANG = 30.0
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    pause = threading.Event()
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError("the condition never held")
+
+
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_base_exception_of_a_task_reaches_its_future_unchanged(kind: type[BaseException]) -> None:
+    """Mutation: ``_Task.run`` catching ``Exception`` only: a method's ``sys.exit()`` ended the
+    pool's thread and left the call's future pending for ever (its caller hung)."""
+    pool = WorkerPool(1, "h158-pool")
+
+    def raises() -> None:
+        raise kind("from the task")
+
+    try:
+        future = pool.submit(raises)
+        error = future.exception(HANG)
+        assert type(error) is kind
+        assert pool.submit(lambda: "next").result(HANG) == "next"
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_task_back_from_its_wait_counts_against_the_bound_again() -> None:
+    """Mutation: ``waiting()`` not giving the place back at its end: each wait a task had ever
+    made raised the bound by one for good (as many tasks at once as waits so far)."""
+    pool = WorkerPool(1, "h158-pool")
+    lock = threading.Lock()
+    now = [0]
+    most = [0]
+    release = threading.Event()
+
+    def waits_once() -> None:
+        with pool.waiting():
+            pass
+
+    def counted() -> None:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        release.wait(HANG)
+        with lock:
+            now[0] -= 1
+
+    try:
+        pool.submit(waits_once).result(HANG)
+        futures = [pool.submit(counted) for _ in range(3)]
+        _wait_until(lambda: now[0] >= 1)
+        threading.Event().wait(0.2)  # (room for a second task to start, were there a place)
+        assert most[0] == 1
+        release.set()
+        for future in futures:
+            future.result(HANG)
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+
+
+def test_an_idle_thread_holds_nothing_of_the_task_it_ran() -> None:
+    """Mutation: ``_work`` without ``del task``: a thread waiting for its next task held the last
+    one's function, and what its arguments refer to (a large state), up to ``idle`` seconds."""
+
+    class Payload:
+        pass
+
+    pool = WorkerPool(1, "h158-pool", idle=HANG)
+    payload = Payload()
+    kept = weakref.ref(payload)
+
+    def task(held: Any = payload) -> int:
+        return 1
+
+    try:
+        assert pool.submit(task).result(HANG) == 1
+        del task, payload
+        _wait_until(lambda: pool.running() == 0)
+        gc.collect()
+        assert kept() is None
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_shutdown_ends_idle_threads_at_once() -> None:
+    """Mutation: ``shutdown`` without waking the idle threads: ``shutdown(wait=True)`` (and a
+    runtime's close) waited out their ``idle`` seconds."""
+    pool = WorkerPool(2, "h158-pool", idle=HANG)
+    assert [pool.submit(lambda: 1).result(HANG) for _ in range(2)] == [1, 1]
+    _wait_until(lambda: pool.running() == 0)
+    closer = threading.Thread(target=pool.shutdown, daemon=True)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive(), "shutdown waits for idle threads to time out"
+    assert pool.threads() == []
+
+
+def test_no_more_threads_than_the_bound_while_tasks_queue() -> None:
+    pool = WorkerPool(2, "h158-pool")
+    release = threading.Event()
+    try:
+        futures = [pool.submit(lambda: release.wait(HANG)) for _ in range(6)]
+        _wait_until(lambda: pool.running() == 2)
+        threading.Event().wait(0.1)
+        assert len(pool.threads()) <= 2 and pool.queued() == 4
+        release.set()
+        assert all(future.result(HANG) for future in futures)
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
