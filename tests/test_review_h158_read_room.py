@@ -15,9 +15,12 @@ mutation                                                                 killed 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
+from interrupts import Interrupted
 
+from vactor_cloud import read_room
 from vactor_cloud.read_room import ReadRoom, current_read, lent_while_waiting
 
 #: a wait long enough never to end in a passing test
@@ -226,3 +229,42 @@ def _hold_on_spare(room: ReadRoom, inside: object) -> str:
     with room.taken(10, LONG, "b", "m", inside=inside):  # type: ignore[arg-type]
         RELEASE.wait(LONG)
     return "ran"
+
+
+class _InterruptedAsSet:
+    """Stands for ``read_room._current``: its first ``set`` on the main thread sets, then raises
+    :class:`Interrupted` (Ctrl-C handled just as the call returned)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.fired = False
+
+    def get(self) -> Any:
+        return self.real.get()
+
+    def set(self, value: Any) -> Any:
+        token = self.real.set(value)
+        if not self.fired and threading.current_thread() is threading.main_thread():
+            self.fired = True
+            raise Interrupted
+        return token
+
+    def reset(self, token: Any) -> None:
+        self.real.reset(token)
+
+
+def test_ctrl_c_as_a_read_begins_leaves_neither_its_room_taken_nor_it_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C lands as ``taken`` makes its read the current one, after it took room: the read
+    gave back nothing (its room held for the runtime's life: every later read that did not fit
+    beside it waited ``Settings.deadline``), and stayed this thread's current read (every later
+    read on the thread was "nested" in it, and took no room at all)."""
+    interrupted = _InterruptedAsSet(read_room._current)
+    monkeypatch.setattr(read_room, "_current", interrupted)
+    room = ReadRoom(10)
+    with pytest.raises(Interrupted), room.taken(10, LONG, "a", "m"):
+        raise AssertionError("the read ran")  # pragma: no cover
+    assert interrupted.fired
+    assert current_read() is None
+    assert not room.would_wait(10), "the interrupted read still holds its room"

@@ -183,45 +183,51 @@ class ReadRoom:
         # (a read whose context another thread's read carried here: that read may wait for it)
         inside = inside or _current.get()
         changed = self._changed
-        with changed:
-            if not self._fits(size) and self._spare(inside, writers) is None:
-                self.waiting += 1
-                try:
-                    if not interruptible_wait(  # (in slices on the main thread: up to the deadline)
-                        lambda timeout: changed.wait_for(
-                            lambda: self._fits(size) or self._spare(inside, writers) is not None, timeout
-                        ),
-                        wait,
-                        forever=None,
-                    ):
-                        logger.warning(
-                            "read-only call %s() of actor %r waited %g s for room to restore its "
-                            "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
-                            "it runs anyway",
-                            method,
-                            actor_id,
-                            wait,
-                            self._size,
-                            self._running,
-                        )
-                finally:
-                    self.waiting -= 1
-            lender = None if self._fits(size) else self._spare(inside, writers)
-            read = Read(self, 0 if lender else size, lender)
-            if lender is None:
-                self._used += size
-                self._running += 1
-            else:
-                lender.borrower = read
-        token = _current.set(read)
+        outer = _current.get()
+        read: Read | None = None
         try:
+            with changed:
+                if not self._fits(size) and self._spare(inside, writers) is None:
+                    self.waiting += 1
+                    try:
+                        if not interruptible_wait(  # (in slices on the main thread: up to the deadline)
+                            lambda timeout: changed.wait_for(
+                                lambda: self._fits(size) or self._spare(inside, writers) is not None, timeout
+                            ),
+                            wait,
+                            forever=None,
+                        ):
+                            logger.warning(
+                                "read-only call %s() of actor %r waited %g s for room to restore its "
+                                "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
+                                "it runs anyway",
+                                method,
+                                actor_id,
+                                wait,
+                                self._size,
+                                self._running,
+                            )
+                    finally:
+                        self.waiting -= 1
+                lender = None if self._fits(size) else self._spare(inside, writers)
+                read = Read(self, 0 if lender else size, lender)
+                if lender is None:
+                    self._used += size
+                    self._running += 1
+                else:
+                    lender.borrower = read
+            # (In the ``try``: Ctrl-C landing once the room is taken, as the read becomes the
+            # current one, gives the room back and leaves the context as it was.)
+            _current.set(read)
             yield
         finally:
-            _current.reset(token)
-            with changed:
-                read.ended = True
-                self._give_back(read)
-                changed.notify_all()
+            if _current.get() is read:
+                _current.set(outer)
+            if read is not None:
+                with changed:
+                    read.ended = True
+                    self._give_back(read)
+                    changed.notify_all()
 
     def _give_back(self, read: Read | None) -> None:
         """(Under the lock) Give back what ``read`` runs on (room, or its lender's spare) once it
