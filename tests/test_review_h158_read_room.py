@@ -225,8 +225,8 @@ def test_a_nested_read_would_not_wait_even_with_its_reads_spare_lent() -> None:
             borrower.join(10)
 
 
-def _hold_on_spare(room: ReadRoom, inside: object) -> str:
-    with room.taken(10, LONG, "b", "m", inside=inside):  # type: ignore[arg-type]
+def _hold_on_spare(room: ReadRoom, inside: object, size: int = 10) -> str:
+    with room.taken(size, LONG, "b", "m", inside=inside):  # type: ignore[arg-type]
         RELEASE.wait(LONG)
     return "ran"
 
@@ -268,3 +268,29 @@ def test_ctrl_c_as_a_read_begins_leaves_neither_its_room_taken_nor_it_current(
     assert interrupted.fired
     assert current_read() is None
     assert not room.would_wait(10), "the interrupted read still holds its room"
+
+
+def test_a_read_that_fits_takes_room_rather_than_its_reads_spare() -> None:
+    """Mutation: a read taking its read's spare whenever free, though it fitted in the room: it
+    ran unaccounted, and the room took one more read than it had room for (the spare is for a
+    read that would otherwise wait)."""
+    room = ReadRoom(10)
+    reads: list[Any] = []
+
+    def outer() -> str:
+        with room.taken(5, LONG, "a", "m"):
+            reads.append(current_read())
+            RELEASE.wait(LONG)
+        return "ran"
+
+    holders = [_in_thread(outer)[0]]
+    _wait_until(lambda: bool(reads))
+    holders.append(_in_thread(lambda: _hold_on_spare(room, reads[0], size=5))[0])
+    try:
+        _wait_until(lambda: room.would_wait(5) or reads[0].borrower is not None)
+        assert reads[0].borrower is None, "a read that fitted ran on its read's spare"
+        assert room.would_wait(5)
+    finally:
+        RELEASE.set()
+        for thread in holders:
+            thread.join(10)
