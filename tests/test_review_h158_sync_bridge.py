@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from typing import Any
 
 import pytest
+from interrupts import Interrupted
 
 from vactor_cloud import _sync
 
@@ -133,3 +135,32 @@ def test_a_timed_out_sync_call_raises_bridge_timeout_and_runs_its_finally() -> N
         _sync.sync(slow(), timeout=0.05, tracker=tracker)
     assert finished.is_set()
     assert not tracker, "a timed-out call stays in its owner's tracker"
+
+
+def test_ctrl_c_while_a_timed_out_call_stops_leaves_it_out_of_its_tracker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C lands while ``sync`` waits for a call that ran out of time to stop (its cancel's
+    ``finally`` blocks): the interrupt reaches the caller, and the call leaves its owner's
+    tracker. Failed before: the call stayed in the tracker (one more for every such interrupt,
+    for the owner's life), since only the ends of the timeout path took it out."""
+    real = _sync.interruptible_wait
+    calls: list[float | None] = []
+
+    def timed_out_then_interrupted(wait: Any, timeout: float | None, **kwargs: Any) -> bool:
+        calls.append(timeout)
+        if len(calls) == 1:
+            return False  # the call's own timeout ran out
+        if len(calls) == 2:
+            raise Interrupted  # Ctrl-C while the cancelled coroutine stops
+        return real(wait, timeout, **kwargs)
+
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(_sync, "interruptible_wait", timed_out_then_interrupted)
+    tracker: set[_sync._Waiter] = set()
+    with pytest.raises(Interrupted):
+        _sync.sync(slow(), timeout=0.05, tracker=tracker)
+    assert len(calls) == 2
+    assert not tracker, "the interrupted call stays in its owner's tracker"

@@ -434,7 +434,12 @@ def sync(
     if not finished:
         loop.call_soon_threadsafe(waiter.cancel)
         # The task may finish between the timeout and the cancel: then its outcome stands.
-        stopped = interruptible_wait(waiter.done.acquire, 5.0)  # (its finally blocks run)
+        try:
+            stopped = interruptible_wait(waiter.done.acquire, 5.0)  # (its finally blocks run)
+        except BaseException:  # (Ctrl-C meanwhile: it reaches the caller, the call leaves the tracker)
+            if tracker is not None:
+                tracker.discard(waiter)
+            raise
         if not stopped or (waiter.cancelled and not waiter.stopped):
             if tracker is not None:
                 tracker.discard(waiter)
