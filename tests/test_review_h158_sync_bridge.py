@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -164,3 +165,70 @@ def test_ctrl_c_while_a_timed_out_call_stops_leaves_it_out_of_its_tracker(
         _sync.sync(slow(), timeout=0.05, tracker=tracker)
     assert len(calls) == 2
     assert not tracker, "the interrupted call stays in its owner's tracker"
+
+
+async def _answer() -> int:
+    await asyncio.sleep(0)
+    return 42
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["task", "eager"])
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_base_exception_of_a_coroutine_reaches_the_sync_caller_and_the_loop_carries_on(
+    kind: type[BaseException], eager: bool
+) -> None:
+    """Mutations: an eager start catching ``Exception`` only (a ``sys.exit()`` before the first
+    suspension went out of the loop's callback: the caller waited for ever); the IO loop's thread
+    ending once a task's ``SystemExit`` went out of ``run_forever`` (every later call hung)."""
+
+    async def raises(before_suspending: bool) -> None:
+        if not before_suspending:
+            await asyncio.sleep(0)
+        raise kind("from the coroutine")
+
+    for before in (True, False):
+        with pytest.raises(kind) as err:
+            _sync.sync(raises(before), timeout=10, eager=eager)
+        assert type(err.value) is kind
+    assert _sync.sync(_answer(), timeout=10) == 42
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["task", "eager"])
+def test_a_timed_out_call_is_cancelled_wherever_it_suspended(eager: bool) -> None:
+    """Mutation: ``_resume`` sending ``None`` where the task threw in its cancellation: an eager
+    call that ran out of time carried on (its ``finally`` never ran), and the caller heard
+    ``BridgeTimeout`` only after the 5 s it gives a cancelled call to stop."""
+    finished = threading.Event()
+
+    async def slow() -> None:
+        end = time.monotonic() + 3
+        try:
+            while time.monotonic() < end:  # (suspending on no future: a cancel is thrown in)
+                await asyncio.sleep(0)
+        finally:
+            finished.set()
+
+    with pytest.raises(_sync.BridgeTimeout):
+        _sync.sync(slow(), timeout=0.05, eager=eager)
+    assert finished.wait(2)
+
+
+def test_a_call_its_owner_cancelled_before_it_started_never_runs() -> None:
+    """Mutation: ``_Waiter.start`` without ``_refuse``: a call its owner cancelled (shutdown) as
+    it was tracked, before its start was queued, ran all the same (its caller got its result,
+    from an owner already shut down)."""
+    ran: list[str] = []
+
+    async def work() -> str:
+        ran.append("ran")
+        return "ran"
+
+    class CancelledAsAdded(set[_sync._Waiter]):
+        def add(self, waiter: _sync._Waiter) -> None:
+            super().add(waiter)
+            _sync.cancel(self)  # (the owner shuts down just then)
+
+    with pytest.raises(_sync.BridgeCancelled):
+        _sync.sync(work(), timeout=10, tracker=CancelledAsAdded())
+    assert ran == []
+    assert _sync.sync(_answer(), timeout=10) == 42
