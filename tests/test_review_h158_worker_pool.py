@@ -133,3 +133,26 @@ def test_no_more_threads_than_the_bound_while_tasks_queue() -> None:
     finally:
         release.set()
         pool.shutdown(wait=True)
+
+
+def test_a_wait_inside_a_wait_keeps_the_outer_wait_handing_its_place_on() -> None:
+    """Mutation: ``waiting()`` taking a thread already waiting for its own: the inner wait's end
+    took the thread out of the waiters while the outer wait went on, and the work queued behind
+    it waited for that outer wait (a poster's ``commit_timeout``)."""
+    pool = WorkerPool(1, "h158-pool")
+    behind_ran = threading.Event()
+
+    def waits_twice() -> bool:
+        with pool.waiting():
+            with pool.waiting():
+                pass
+            behind = pool.submit(behind_ran.set)  # (queued behind this task, which still waits)
+            seen = behind_ran.wait(5)
+        if seen:
+            behind.result(HANG)
+        return seen
+
+    try:
+        assert pool.submit(waits_twice).result(HANG) is True, "the work behind the outer wait never ran"
+    finally:
+        pool.shutdown(wait=True)
