@@ -156,3 +156,17 @@ def test_a_wait_inside_a_wait_keeps_the_outer_wait_handing_its_place_on() -> Non
         assert pool.submit(waits_twice).result(HANG) is True, "the work behind the outer wait never ran"
     finally:
         pool.shutdown(wait=True)
+
+
+def test_a_thread_within_the_bound_stays_for_the_next_task() -> None:
+    """Mutation: a thread ending when the pool has as many threads as its bound (``>=`` for
+    ``>``): every thread ended after each task, and each ``run_async`` call started a thread."""
+    pool = WorkerPool(1, "h158-pool", idle=HANG)
+    try:
+        assert pool.submit(lambda: 1).result(HANG) == 1
+        first = pool.threads()
+        _wait_until(lambda: pool.running() == 0)
+        assert pool.submit(lambda: 2).result(HANG) == 2
+        assert pool.threads() == first and len(first) == 1
+    finally:
+        pool.shutdown(wait=True)
