@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import time
 from typing import Any
 
 import pytest
+from forking import reaped
 from interrupts import Interrupted
 
 from vactor_cloud import _sync
@@ -232,3 +234,19 @@ def test_a_call_its_owner_cancelled_before_it_started_never_runs() -> None:
         _sync.sync(work(), timeout=10, tracker=CancelledAsAdded())
     assert ran == []
     assert _sync.sync(_answer(), timeout=10) == 42
+
+
+def test_a_child_forked_while_the_loop_was_being_started_starts_its_own() -> None:
+    """Mutation: the at-fork reset keeping the parent's ``_lock``: a child forked while another
+    thread of the parent held it (starting the IO loop) found it held by a thread it does not
+    have, and its first call waited for ever."""
+    assert _sync.sync(_answer(), timeout=10) == 42
+    with _sync._lock:  # (as a thread in ``get_loop`` holds it)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 3
+            try:
+                code = 0 if _sync.sync(_answer(), timeout=10) == 42 else 1
+            finally:
+                os._exit(code)
+    assert reaped(pid, within=20) == 0
