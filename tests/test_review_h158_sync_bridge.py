@@ -250,3 +250,18 @@ def test_a_child_forked_while_the_loop_was_being_started_starts_its_own() -> Non
             finally:
                 os._exit(code)
     assert reaped(pid, within=20) == 0
+
+
+def test_a_submitted_coroutine_that_ends_cancelled_settles_its_future_cancelled() -> None:
+    """Mutation: ``_Handover._settle`` without ``self.future.cancel()`` for a task that ended
+    cancelled: a coroutine whose task was cancelled by someone else (or that raised
+    ``CancelledError`` itself) left its future pending for ever (its ``set_result`` raised in
+    the loop's callback), and whoever waited on it hung."""
+
+    async def cancelled_inside() -> None:
+        await asyncio.sleep(0)
+        raise asyncio.CancelledError
+
+    future = _sync.submit(cancelled_inside())
+    concurrent.futures.wait([future], 10)
+    assert future.cancelled()
