@@ -265,3 +265,23 @@ def test_a_submitted_coroutine_that_ends_cancelled_settles_its_future_cancelled(
     future = _sync.submit(cancelled_inside())
     concurrent.futures.wait([future], 10)
     assert future.cancelled()
+
+
+def test_a_forked_child_cuts_its_copy_of_the_io_loop_off_from_the_parents() -> None:
+    """Mutation: the at-fork reset without ``_cut_off_from_the_parent`` (which the h118 and
+    process-lifecycle tests call themselves): the child's copy of the IO loop kept the parent's
+    epoll instance and self-pipe, through which it disturbed the parent's loop."""
+    parents = _sync.get_loop()
+    epoll = parents._selector._selector.fileno()  # type: ignore[attr-defined]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 3
+        try:
+            own_epoll = parents._selector._selector.fileno() != epoll  # type: ignore[attr-defined]
+            pipe_closed = parents._csock.fileno() == -1  # type: ignore[attr-defined]
+            code = 0 if own_epoll and pipe_closed else 1
+        finally:
+            os._exit(code)
+    assert reaped(pid, within=20) == 0
+    assert parents._csock.fileno() != -1  # type: ignore[attr-defined]
+    assert _sync.sync(_answer(), timeout=10) == 42
