@@ -21,7 +21,7 @@ any ``IntegrityError`` retried (a newer format read 3 times)           ..._other
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pytest
@@ -38,7 +38,7 @@ class ScriptedStore:
 
     inline = True
 
-    def __init__(self, answers: list[Blob | Exception]) -> None:
+    def __init__(self, answers: Sequence[Blob | Exception]) -> None:
         self.answers = list(answers)
         self.gets = 0
 
