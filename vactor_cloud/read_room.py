@@ -10,7 +10,10 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    state's stored size before it restores it, ``Settings.max_read_bytes`` in all per runtime,
    and gives it back when it ends. Past the room it waits for a read to end, never for a
    write. W ``test_reads_at_once_of_a_large_state_restore_at_most_about_the_cache_budget``,
-   C ``test_a_past_view_takes_read_room_while_it_is_restored``.
+   C ``test_a_past_view_takes_read_room_while_it_is_restored``. A read interrupted (Ctrl-C)
+   once it took room gives it back, and is no longer its thread's current read: h158
+   (``tests/test_review_h158_read_room.py``)
+   ``test_ctrl_c_as_a_read_begins_leaves_neither_its_room_taken_nor_it_current``.
 2. **Alone.** A read runs when no other read holds room, however large its state.
    C ``test_a_read_of_a_state_larger_than_the_room_runs``.
 3. **Nested.** A read made in the context of a running read, on its thread, takes no room and
