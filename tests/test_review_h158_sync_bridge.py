@@ -285,3 +285,46 @@ def test_a_forked_child_cuts_its_copy_of_the_io_loop_off_from_the_parents() -> N
     assert reaped(pid, within=20) == 0
     assert parents._csock.fileno() != -1  # type: ignore[attr-defined]
     assert _sync.sync(_answer(), timeout=10) == 42
+
+
+class _LoopInterruptedAtCancel:
+    """Stands for the IO loop: the second callback the main thread asks it to queue (after the
+    call's start: the cancel of a call that ran out of time) is not queued, :class:`Interrupted`
+    raised instead (Ctrl-C as ``call_soon_threadsafe`` was entered)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queued = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            self.queued += 1
+            if self.queued == 2:
+                raise Interrupted
+        return self.loop.call_soon_threadsafe(callback, *args)
+
+
+def test_ctrl_c_as_a_timed_out_call_is_cancelled_still_cancels_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands as ``sync`` queues the cancel of a call that ran out of time: the interrupt
+    reaches the caller, the coroutine is cancelled all the same (its ``finally`` runs) and the
+    call leaves its owner's tracker. Failed before: the cancel was never queued, the coroutine
+    ran on unseen on the loop, and the call stayed tracked."""
+    stopped = threading.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped.set()
+
+    loop = _LoopInterruptedAtCancel(_sync.get_loop())
+    monkeypatch.setattr(_sync, "get_loop", lambda: loop)
+    tracker: set[_sync._Waiter] = set()
+    with pytest.raises(Interrupted):
+        _sync.sync(slow(), timeout=0.05, tracker=tracker)
+    assert loop.queued >= 2
+    assert stopped.wait(5), "the timed-out coroutine runs on after the interrupt"
+    assert not tracker
