@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from interrupts import Interrupted
 
 from vactor_cloud.worker_pool import WorkerPool
 
@@ -169,4 +170,41 @@ def test_a_thread_within_the_bound_stays_for_the_next_task() -> None:
         assert pool.submit(lambda: 2).result(HANG) == 2
         assert pool.threads() == first and len(first) == 1
     finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_thread_whose_start_was_given_up_runs_nothing_even_if_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C lands as ``Thread.start`` returns, the thread started: ``submit`` gives the thread
+    up (it never counts) and raises. Mutation: ``_work`` without its check that it still counts:
+    that thread went on to take tasks, uncounted, and stayed as one more thread than the bound."""
+    pool = WorkerPool(1, "h158-pool", idle=HANG)
+    given_up = threading.Event()
+    real_start = threading.Thread.start
+    armed = [True]
+
+    def started_then_interrupted(thread: threading.Thread) -> None:
+        if armed and threading.current_thread() is threading.main_thread():
+            armed.clear()
+            work = thread._target  # type: ignore[attr-defined]
+
+            def late() -> None:  # (reaches the pool's loop only once submit gave it up)
+                given_up.wait(HANG)
+                work()
+
+            thread._target = late  # type: ignore[attr-defined]
+            real_start(thread)
+            raise Interrupted
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", started_then_interrupted)
+    try:
+        with pytest.raises(Interrupted):
+            pool.submit(lambda: "lost")
+        given_up.set()
+        assert pool.submit(lambda: "next").result(HANG) == "next"
+        _wait_until(lambda: len(pool.threads()) <= 1, 5)
+    finally:
+        given_up.set()
         pool.shutdown(wait=True)
