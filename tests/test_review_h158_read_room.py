@@ -1,15 +1,34 @@
 """Review h158: a mutation sweep of ``read_room.py`` (room for the states read-only calls
 restore at once), driven directly: a ``ReadRoom`` and threads standing for the reads.
 
-The reads-beside-writes/compaction tests and h138 hold the rules through actors; these hold
-the room's bookkeeping, where those passed with the mutation applied (table: mutation, killed by
-a test here, or why it changes nothing a user can see):
+The reads-beside-writes/compaction tests (W, C) and h138 hold the rules through actors; these
+hold the room's bookkeeping where those passed with the mutation applied. Table (mutation:
+survived the W/C/h138 tests?, killed by):
 
-=======================================================================  ======================
-mutation                                                                 killed by / equivalent
-=======================================================================  ======================
-(filled in below from the sweep's table)
-=======================================================================  ======================
+* R1 ``_fits`` without "no read holds room" (rule 2): killed, C larger-than-the-room
+* R2 ``<`` for ``<=`` in ``_fits``: survived; ``..._fills_the_room_exactly_does_not_wait``
+* R3 ``_spare`` taking a spare already lent: killed, C fans-out
+* R4 ``_spare`` taking an ended read's spare: survived; ``..._that_ended_lends_no_spare``
+* R5 ``_spare`` taking another room's read: survived; ``..._of_another_runtime_lends_no_spare``
+* R6 ``would_wait`` without rule 3: survived; ``..._nested_read_would_not_wait_...``
+* R7 ``taken`` without rule 3: killed, h138 nested read
+* R8 ``inside`` not taken from the context: killed, C threads-carry-a-read's-context
+* R9 ``waiting`` not counted down: survived; ``..._waited_and_ended_leave_no_count_behind``
+* R10 ``_give_back`` while a borrower still runs: killed, C fans-out
+* R11 ``_running`` not counted down: killed, C larger-than-the-room (and here)
+* R12 no ``notify_all`` as a spare is lent: killed, C spare-lent-after-it-began (and here)
+* R13 ``_nested`` without its thread check: killed, C threads-carry (and here)
+* R14 no ``notify_all`` as a read ends: killed, W cache budget
+* R15 a read that fits taking a spare: survived; ``..._fits_takes_room_rather_than_...``
+* R16 the wait's deadline dropped: killed, C runs-at-the-deadline
+* R17 lenders tried in the other order: survived, equivalent (any free spare of a read that
+  waits for this one keeps the bound of one per lender; which one is taken is not visible)
+* R18 an actor's lender list kept once empty: survived; ``..._leaves_no_lender_list``
+
+And one defect (not a mutation): Ctrl-C landing as a read became the current one (its room
+taken) left the room taken for good and the read current on its thread, every later read
+there "nested" in it and taking no room:
+``test_ctrl_c_as_a_read_begins_leaves_neither_its_room_taken_nor_it_current`` (fixed).
 """
 
 from __future__ import annotations
