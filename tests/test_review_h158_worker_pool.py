@@ -1,9 +1,28 @@
 """Review h158: a mutation sweep of ``worker_pool.py`` (the bounded pools ``run_async`` calls
 run on), driven on a ``WorkerPool`` directly.
 
-Table (mutation, killed by a test here or elsewhere, or why it is equivalent):
+Table (mutation: survived ``test_review_pool``, ``test_review_queues``, the exit tests and
+``test_shutdown_async_work``?, killed by):
 
-(filled in below from the sweep's table)
+* P1 ``_Task.run`` catching ``Exception`` only: survived; ``..._base_exception_of_a_task_...``
+* P2 an interrupted ``submit`` leaving its task queued: killed, pool interrupted-submit
+* P3 no refusal after shutdown: killed, pool shut-down-refuses
+* P4 ``waiting()`` re-entered by a waiting thread: survived; ``..._wait_inside_a_wait_...``
+* P5 ``waiting()`` not giving its place back: killed, pool hands-its-place (and here)
+* P6 ``_room`` without the waiters: killed, pool thread-started-beside
+* P7 ``room < 0`` for ``room <= 0``: survived, equivalent (a thread woken without room finds
+  none in ``_next_task`` and waits again)
+* P8 no thread bound in ``_place_for_a_task``: killed, exit-with-daemon-calls
+* P9 ``>=`` for ``>`` as a thread looks for work: killed, pool (and here)
+* P10 ``_running`` not counted down: killed, pool
+* P11 ``shutdown(cancel_futures=True)`` cancelling nothing: killed, pool
+* P12 ``shutdown`` not waking idle threads: killed, pool (and ``..._ends_idle_threads_...``)
+* P13 ``_start`` keeping a thread given up: killed, pool interrupted-submit
+* P14 ``_work`` not checking it still counts: survived; ``..._start_was_given_up_...``
+* P15 ``queued`` not set back on withdrawal: killed, pool Ctrl-C as a thread starts
+* P16 threads being started not counted as coming: survived, equivalent (a thread more may
+  start in a race, within the bound; it takes the next task or ends after ``idle``)
+* P17 ``_work`` holding its last task: survived; ``..._idle_thread_holds_nothing_...``
 """
 
 from __future__ import annotations
