@@ -3,20 +3,18 @@ as a body cut short would, read again up to ``READS`` GETs in all).
 
 The h142/h143/h145 tests reach it through the stores (a step, a lease, a checkpoint cut short
 once), on the async ``read_checked`` path, with ``DamagedObjectError`` only. These hold it
-directly, with a scripted store, where those passed with the mutation applied:
+directly, with a scripted store, on both paths. Table (mutation: survived the h142, h143, h145
+cut-short tests and ``test_integrity``?, killed by):
 
-=====================================================================  =========================
-mutation                                                               killed by (this module)
-=====================================================================  =========================
-``read_checked_now`` gives up after 4 GETs (``>`` for ``>=``)          ..._read_three_times_in_all
-no retry of ``TruncatedObjectError`` (a torn token read cut short)     ..._truncated_once_...
-the error raised for always-torn bytes is ``DamagedObjectError``       ..._keeps_its_kind
-the error raised is the first failure's, not the last's                ..._names_the_last_...
-"the same each time" said of failures that differed                   ..._names_the_last_...
-any ``IntegrityError`` retried (a newer format read 3 times)           ..._other_integrity_...
-=====================================================================  =========================
-
-(Killed already by the h142 tests: ``read_checked`` giving up after 4 GETs.)
+* C1 ``read_checked`` giving up after 4 GETs: killed, h142 damaged-at-rest
+* C2 ``read_checked_now`` giving up after 4 GETs: survived; ``..._read_three_times_in_all``
+* C3 ``TruncatedObjectError`` not read again: survived; ``..._truncated_once_on_the_way_...``
+* C4 an always-torn object's error a ``DamagedObjectError``: survived; ``..._keeps_its_kind``
+* C5 the error built from the first failure: survived; ``..._names_the_last_and_says_the_first``
+* C6 "the same each time" said of failures that differed: survived; the same test
+* C7 ``read_checked`` retrying any ``IntegrityError``: killed, ``test_integrity`` newer format
+* C8 ``read_checked_now`` retrying any ``IntegrityError``: survived;
+  ``..._other_integrity_errors_are_raised_after_one_read``
 """
 
 from __future__ import annotations
