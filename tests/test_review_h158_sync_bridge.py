@@ -328,3 +328,14 @@ def test_ctrl_c_as_a_timed_out_call_is_cancelled_still_cancels_it(monkeypatch: p
     assert loop.queued >= 2
     assert stopped.wait(5), "the timed-out coroutine runs on after the interrupt"
     assert not tracker
+
+
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_base_exception_of_a_submitted_coroutine_reaches_its_future(kind: type[BaseException]) -> None:
+    async def raises() -> None:
+        await asyncio.sleep(0)
+        raise kind("from the coroutine")
+
+    error = _sync.submit(raises()).exception(10)
+    assert type(error) is kind
+    assert _sync.sync(_answer(), timeout=10) == 42
