@@ -339,3 +339,29 @@ def test_a_base_exception_of_a_submitted_coroutine_reaches_its_future(kind: type
     error = _sync.submit(raises()).exception(10)
     assert type(error) is kind
     assert _sync.sync(_answer(), timeout=10) == 42
+
+
+def test_a_call_its_owner_cancels_as_its_timeout_runs_out_says_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: the timeout path taking every cancelled call for its own timeout: a call its
+    owner cancelled (shutdown) just as its timeout ran out raised ``BridgeTimeout``, which its
+    caller took for a slow store rather than its owner's shutdown (``BridgeCancelled``)."""
+    real = _sync.interruptible_wait
+    tracker: set[_sync._Waiter] = set()
+    calls: list[float | None] = []
+
+    def owner_cancels_as_it_times_out(wait: Any, timeout: float | None, **kwargs: Any) -> bool:
+        calls.append(timeout)
+        if len(calls) == 1:
+            _sync.cancel(tracker)  # (the owner shuts down just as the timeout runs out)
+            return False
+        return real(wait, timeout, **kwargs)
+
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(_sync, "interruptible_wait", owner_cancels_as_it_times_out)
+    with pytest.raises(_sync.BridgeCancelled):
+        _sync.sync(slow(), timeout=0.05, tracker=tracker)
+    assert not tracker
