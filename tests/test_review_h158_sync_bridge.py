@@ -1,9 +1,50 @@
 """Review h158: a mutation sweep of ``_sync.py`` (the sync bridge over the IO loop: its waits in
-slices, ``wait_aside``, ``wait_futures``, ``until_stopped``, ``sync``'s timeout and owner cancel).
+slices, ``wait_aside``, ``wait_futures``, ``submit``, ``until_stopped``, ``sync``'s timeout,
+interrupt and owner cancel, the at-fork reset).
 
-Table (mutation, killed by a test here or elsewhere, or why it is equivalent):
+Table (mutation: survived ``test_sync_bridge``, ``test_review_main_thread_waits``,
+``test_review_own_runtime_waits``, ``test_review_store_base_exceptions``, h145 timeout and
+``test_review_cancellation``?, killed by):
 
-(filled in below from the sweep's table)
+* S1 ``interruptible_wait`` ignoring its end: killed, main-thread-waits
+* S2 ``wait_aside`` dropping its function's error: survived; ``..._waited_aside_reaches_...``
+* S3 ``wait_futures`` true once any is done: killed, own-runtime-waits (and here)
+* S4 the at-fork reset keeping ``_lock``: survived; ``..._forked_while_the_loop_was_being_...``
+* S5 the at-fork reset not cutting the loop off: survived (the h118 and process-lifecycle
+  tests call the cut-off themselves); ``..._cuts_its_copy_of_the_io_loop_off_...``
+* S6 the IO loop's thread ending after a task's ``SystemExit``: killed, store-base-exceptions
+* S7 ``in_loop_thread`` always false: killed, sync-bridge
+* S8 ``cancel`` not marking the call stopped: survived; ``..._owner_cancelled_before_...``
+* S9 an interrupted ``submit`` not withdrawing: survived those; killed by ``test_review_pool``
+* S10 ``_Handover.start`` not looking for a cancelled future: survived, equivalent (the future's
+  done callback cancels the task before its first step; ``_settle`` tells the waiters)
+* S11 ``_settle`` not cancelling the future of a cancelled task: survived;
+  ``..._submitted_coroutine_that_ends_cancelled_...``
+* S12 ``until_stopped`` not cancelling its task: survived; ``..._cancelled_until_stopped_...``
+* S13 an owner's cancel at the timeout taken for the timeout: survived;
+  ``..._owner_cancels_as_its_timeout_runs_out_...``
+* S14 a cancelled call after the timeout not raising ``BridgeTimeout``: killed, main-thread-waits
+* S15 a timed-out call left in its tracker: survived; ``..._timed_out_sync_call_raises_...``
+* S16 no settle after an interrupt: killed, sync-bridge
+* S17 an interrupt not withdrawing the call: killed, sync-bridge
+* S18 a coroutine's own ``CancelledError`` taken for a cancel: killed, store-base-exceptions
+* S19 an eager start catching ``Exception`` only: killed, store-base-exceptions (and here)
+* S20 ``start`` not refusing a call cancelled before it: survived; ``..._before_it_started_...``
+* S21 ``cancel`` not marking the cancel as asked: killed, main-thread-waits
+* S22 ``withdraw`` of a started call closing it too: killed, sync-bridge
+* S23 ``_resume`` sending where a cancel is thrown: survived; ``..._cancelled_wherever_...``
+* S24 no wait for a timed-out call to stop: killed, main-thread-waits
+* S25 ``wait_aside`` inline on the main thread: killed, main-thread-waits
+* S26 the error kept on the waiter (a cycle): killed, sync-bridge
+* S28 ``until_stopped`` answering None for a cancelled task: survived;
+  ``..._raises_cancelled_error_itself_reaches_until_stopped_...``
+* S29 ``sleep(0)`` in slices on the main thread: survived, equivalent (one wait of 0 s)
+* S30 a refused coroutine left unclosed: killed, sync-bridge
+
+And two defects (not mutations): Ctrl-C while ``sync`` waited for a timed-out call to stop
+left the call in its owner's tracker, and Ctrl-C as it queued that call's cancel left the
+coroutine running unseen: ``test_ctrl_c_while_a_timed_out_call_stops_leaves_it_out_of_its_tracker``,
+``test_ctrl_c_as_a_timed_out_call_is_cancelled_still_cancels_it`` (both fixed).
 """
 
 from __future__ import annotations
