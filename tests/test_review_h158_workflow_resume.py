@@ -9,6 +9,7 @@ workflow tests (``test_review_workflow``, ``test_workflow_steps``, h140, retenti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ class Publisher:
 
 
 @pytest.fixture
-def broken(tmp_path: Path) -> Path:
+def broken(tmp_path: Path) -> Iterator[Path]:
     flag = tmp_path / "broken"
     flag.touch()
     BROKEN[:] = [flag]
