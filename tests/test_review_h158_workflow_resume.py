@@ -1,10 +1,18 @@
-"""Review h158: mutations of ``workflow.resume``'s memory of re-runs (``workflow.py``) that the
-workflow tests (``test_review_workflow``, ``test_workflow_steps``, h140, retention) let pass:
+"""Review h158: mutations of ``workflow.resume``'s memory of re-runs (``workflow.py``), run
+against the workflow tests (``test_review_workflow``, ``test_workflow_steps``, h140, retention),
+then the survivors against every test module that calls ``resume``:
 
-* W6 a re-run that failed again remembered as done: a later resume (the cause fixed) gave the
-  old failure instead of running the call: ``test_a_call_failing_again_on_resume_runs_on_the_next``;
 * W1 the re-runs remembered as done unbounded (one future per call ever resumed, for the
-  process's life): ``test_the_reruns_remembered_as_done_stay_within_their_bound``.
+  process's life): survived all; ``test_the_reruns_remembered_as_done_stay_within_their_bound``
+* W2 a settled re-run left among those running: killed, retention
+* W4 ``_post_pending`` without its second look at the newest step: killed (only) by
+  ``test_review_combined``'s random three-process model
+* W6 a re-run that failed again remembered as done (a later resume gave the old failure
+  instead of running the call): killed by that same model test only;
+  ``test_a_call_failing_again_on_resume_runs_on_the_next``
+* W7 a re-run answered before its record's delete: killed, ``test_review_callers``
+* W8 the at-fork hook keeping the parent's running re-runs: killed, ``test_review_hangs``
+* W10 a posted call whose record is gone taken for one to run: killed, ``test_review_combined``
 """
 
 from __future__ import annotations
