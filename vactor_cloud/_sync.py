@@ -432,9 +432,19 @@ def sync(
             interruptible_wait(waiter.done.acquire, settle)
         raise
     if not finished:
-        loop.call_soon_threadsafe(waiter.cancel)
         # The task may finish between the timeout and the cancel: then its outcome stands.
-        stopped = interruptible_wait(waiter.done.acquire, 5.0)  # (its finally blocks run)
+        try:
+            loop.call_soon_threadsafe(waiter.cancel)
+            stopped = interruptible_wait(waiter.done.acquire, 5.0)  # (its finally blocks run)
+        except BaseException:
+            # Ctrl-C meanwhile (even as the cancel was being queued): it reaches the caller, the
+            # call leaves the tracker, and the cancel is queued (again: a second is harmless)
+            # rather than the coroutine carrying on unseen.
+            if tracker is not None:
+                tracker.discard(waiter)
+            with contextlib.suppress(RuntimeError):  # (the loop is closed: it runs nothing more)
+                loop.call_soon_threadsafe(waiter.cancel)
+            raise
         if not stopped or (waiter.cancelled and not waiter.stopped):
             if tracker is not None:
                 tracker.discard(waiter)

@@ -10,7 +10,10 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    state's stored size before it restores it, ``Settings.max_read_bytes`` in all per runtime,
    and gives it back when it ends. Past the room it waits for a read to end, never for a
    write. W ``test_reads_at_once_of_a_large_state_restore_at_most_about_the_cache_budget``,
-   C ``test_a_past_view_takes_read_room_while_it_is_restored``.
+   C ``test_a_past_view_takes_read_room_while_it_is_restored``. A read interrupted (Ctrl-C)
+   once it took room gives it back, and is no longer its thread's current read: h158
+   (``tests/test_review_h158_read_room.py``)
+   ``test_ctrl_c_as_a_read_begins_leaves_neither_its_room_taken_nor_it_current``.
 2. **Alone.** A read runs when no other read holds room, however large its state.
    C ``test_a_read_of_a_state_larger_than_the_room_runs``.
 3. **Nested.** A read made in the context of a running read, on its thread, takes no room and
@@ -183,45 +186,51 @@ class ReadRoom:
         # (a read whose context another thread's read carried here: that read may wait for it)
         inside = inside or _current.get()
         changed = self._changed
-        with changed:
-            if not self._fits(size) and self._spare(inside, writers) is None:
-                self.waiting += 1
-                try:
-                    if not interruptible_wait(  # (in slices on the main thread: up to the deadline)
-                        lambda timeout: changed.wait_for(
-                            lambda: self._fits(size) or self._spare(inside, writers) is not None, timeout
-                        ),
-                        wait,
-                        forever=None,
-                    ):
-                        logger.warning(
-                            "read-only call %s() of actor %r waited %g s for room to restore its "
-                            "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
-                            "it runs anyway",
-                            method,
-                            actor_id,
-                            wait,
-                            self._size,
-                            self._running,
-                        )
-                finally:
-                    self.waiting -= 1
-            lender = None if self._fits(size) else self._spare(inside, writers)
-            read = Read(self, 0 if lender else size, lender)
-            if lender is None:
-                self._used += size
-                self._running += 1
-            else:
-                lender.borrower = read
-        token = _current.set(read)
+        outer = _current.get()
+        read: Read | None = None
         try:
+            with changed:
+                if not self._fits(size) and self._spare(inside, writers) is None:
+                    self.waiting += 1
+                    try:
+                        if not interruptible_wait(  # (in slices on the main thread: up to the deadline)
+                            lambda timeout: changed.wait_for(
+                                lambda: self._fits(size) or self._spare(inside, writers) is not None, timeout
+                            ),
+                            wait,
+                            forever=None,
+                        ):
+                            logger.warning(
+                                "read-only call %s() of actor %r waited %g s for room to restore its "
+                                "state (Settings.max_read_bytes, %d bytes, taken by %d other read(s)): "
+                                "it runs anyway",
+                                method,
+                                actor_id,
+                                wait,
+                                self._size,
+                                self._running,
+                            )
+                    finally:
+                        self.waiting -= 1
+                lender = None if self._fits(size) else self._spare(inside, writers)
+                read = Read(self, 0 if lender else size, lender)
+                if lender is None:
+                    self._used += size
+                    self._running += 1
+                else:
+                    lender.borrower = read
+            # (In the ``try``: Ctrl-C landing once the room is taken, as the read becomes the
+            # current one, gives the room back and leaves the context as it was.)
+            _current.set(read)
             yield
         finally:
-            _current.reset(token)
-            with changed:
-                read.ended = True
-                self._give_back(read)
-                changed.notify_all()
+            if _current.get() is read:
+                _current.set(outer)
+            if read is not None:
+                with changed:
+                    read.ended = True
+                    self._give_back(read)
+                    changed.notify_all()
 
     def _give_back(self, read: Read | None) -> None:
         """(Under the lock) Give back what ``read`` runs on (room, or its lender's spare) once it
