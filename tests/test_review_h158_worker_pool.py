@@ -27,13 +27,13 @@ Table (mutation: survived ``test_review_pool``, ``test_review_queues``, the exit
 
 from __future__ import annotations
 
-import gc
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from garbage import full_collection
 from interrupts import Interrupted
 
 from vactor_cloud.worker_pool import WorkerPool
@@ -121,7 +121,7 @@ def test_an_idle_thread_holds_nothing_of_the_task_it_ran() -> None:
         assert pool.submit(task).result(HANG) == 1
         del task, payload
         _wait_until(lambda: pool.running() == 0)
-        gc.collect()
+        full_collection()
         assert kept() is None
     finally:
         pool.shutdown(wait=True)

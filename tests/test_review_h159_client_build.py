@@ -5,10 +5,10 @@ coroutine is closed (no "never awaited" warning); the next request builds the cl
 from __future__ import annotations
 
 import asyncio
-import gc
 import warnings
 
 import pytest
+from garbage import full_collection
 from test_s3_client_build import _slow_build
 
 from vactor_cloud.errors import StorageTimeoutError
@@ -57,7 +57,7 @@ def test_a_request_whose_build_is_cancelled_or_times_out_leaves_no_coroutine_una
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         error, cancelled, data = asyncio.run(scenario())
-        gc.collect()
+        full_collection()
     assert cancelled
     assert error is not None
     assert data == b"VACT sent"
