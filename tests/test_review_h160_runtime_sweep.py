@@ -169,3 +169,49 @@ def test_an_actor_running_a_method_stays_in_the_cache_while_others_fill_it(store
         GATES["busy"].set()
     assert vc.get(future, timeout=HANG) == 1
     assert held.get.run() == 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_actor_growing_past_the_cache_bytes_evicts_idle_ones_at_once(store_spec: StoreSpec) -> None:
+    """Mutation: ``weigh`` no longer evicted when an actor's new weight took the cache past
+    ``max_cache_bytes`` (only a new actor's arrival did): a process calling one actor whose
+    state grew held every idle actor it had cached, past its bound, for good."""
+    store_spec.init(settings=vc.Settings(max_cache_bytes=200_000))
+    for i in range(4):  # (about 40 kB cached each: the state, and the step it was read from)
+        Grows.get_or_create(f"small-{i}").grow.run(20_000)
+    runtime = runtime_module.get_runtime()
+    assert runtime.cached()[0] == 4
+    grower = Grows.get_or_create("grower")
+    grower.grow.run(60_000)  # (about 120 kB: past the bound with the four idle ones)
+    assert runtime.cached()[1] <= 200_000, runtime.cached()
+    assert grower.size.run() == 60_000
+
+
+@vc.virtual_actor
+class Grows:
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+
+    def grow(self, size: int) -> None:
+        self.blobs.append(b"x" * size)
+
+    @vc.virtual_actor.readonly
+    def size(self) -> int:
+        return sum(len(b) for b in self.blobs)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_cache_evicts_the_least_recently_called_actor_not_the_first_loaded(store_spec: StoreSpec) -> None:
+    """Mutation: ``core()`` no longer moved an actor it found to the end of the cache's order
+    (``move_to_end`` dropped): the cache evicted the actor loaded first, however often it was
+    called since (its state reloaded from the store at its next call), not the idle one."""
+    store_spec.init(settings=vc.Settings(max_cached_actors=3))
+    for name in ("first", "second", "third"):
+        Swept.get_or_create(name).add.run(1)
+    Swept.get_or_create("first").add.run(1)  # the first is now the most recently called
+    runtime = runtime_module.get_runtime()
+    first = runtime.core("first")
+    Swept.get_or_create("fourth").add.run(1)
+    assert runtime.in_cache(first), "the most recently called actor was evicted"
+    assert runtime.cached()[0] == 3
+    assert vc.get_actor("second").get.run() == 1  # (evicted: its next call reloads it)
