@@ -6,6 +6,7 @@ TABLE
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import weakref
@@ -13,11 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 from garbage import full_collection
-from store_helpers import retune
+from store_helpers import other_process, retune
 
 import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
+from vactor_cloud.actor import delete_actor_async
+from vactor_cloud.batch import PendingCall
 from vactor_cloud.errors import RuntimeShutdownError
+from vactor_cloud.future import ActorFuture
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -215,3 +219,167 @@ def test_the_cache_evicts_the_least_recently_called_actor_not_the_first_loaded(s
     assert runtime.in_cache(first), "the most recently called actor was evicted"
     assert runtime.cached()[0] == 3
     assert vc.get_actor("second").get.run() == 1  # (evicted: its next call reloads it)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_evicted_actor_taken_back_counts_its_bytes_again(store_spec: StoreSpec) -> None:
+    """Mutation: ``core()`` took an evicted core still referenced back into the cache without
+    adding its weight again: the byte count fell below what the cache holds, by that actor's
+    state, at each take-back, and ``max_cache_bytes`` bounded less and less."""
+    store_spec.init(settings=vc.Settings(max_cached_actors=2))
+    Grows.get_or_create("kept").grow.run(20_000)
+    runtime = runtime_module.get_runtime()
+    kept = runtime.core("kept")  # referenced: evicted, it is taken back, not loaded again
+    for name in ("other-1", "other-2"):
+        Swept.get_or_create(name).add.run(1)
+    assert not runtime.in_cache(kept)
+    assert Grows.get_or_create("kept").size.run() == 20_000
+    assert runtime.core("kept") is kept and runtime.in_cache(kept)
+    held = sum(core._weight for core in runtime._all_cores() if runtime.in_cache(core))
+    assert runtime.cached()[1] == held > 20_000
+
+
+@pytest.mark.xfail(strict=True, reason="spawn lost the core behind carry_runtime: fixed next")
+def test_a_call_queued_on_a_closed_runtime_of_an_own_runtime_scope_fails_at_once() -> None:
+    """A defect (not a mutation): ``spawn`` looked for the core whose queued calls a refused
+    drain must fail on ``fn.__self__`` after ``carry_runtime`` had wrapped ``fn``; under
+    ``own_runtime()`` (the ``vactor`` command's ``main()``) the wrapper has none, so a writer
+    call queued on a core of a runtime closed meanwhile was never settled: its caller waited
+    for good. It fails with ``RuntimeShutdownError``, as on the process's runtime."""
+    with runtime_module.own_runtime():
+        vc.init("memory://h160-own-closed")
+        Swept.get_or_create("late").add.run(1)
+        runtime = runtime_module.get_runtime()
+        core = runtime.core("late")
+        runtime.close()
+        call = PendingCall.by_value("add", (1,), {}, readonly=False, future=ActorFuture(), call_id="")
+        core.submit(call)
+        try:
+            call.future.result(HANG)
+        except RuntimeShutdownError:
+            pass
+        except concurrent.futures.TimeoutError:
+            pytest.fail("hang: the call queued on the closed runtime was never settled")
+        else:
+            pytest.fail("the call was applied on a closed runtime")
+
+
+# -- creations -----------------------------------------------------------------------------------
+@vc.virtual_actor
+class GatedInit:
+    def __init__(self, gate: str) -> None:
+        ENTERED[gate].set()
+        assert GATES[gate].wait(HANG), "the test never released the creation"
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+@vc.virtual_actor
+class OtherKind:
+    def __init__(self) -> None:
+        self.n = 100
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+def _gate(name: str) -> None:
+    GATES[name], ENTERED[name] = threading.Event(), threading.Event()
+
+
+def test_a_background_creation_after_another_process_deleted_the_actor_creates_it_again(actor_store: StoreSpec) -> None:
+    """Mutation: ``load`` took a core whose cached step is the tombstone for an existing actor
+    (``is_deleted`` not asked): ``get_or_create(wait_for_init=False)`` after another process
+    deleted the actor (a call here met its tombstone) found the actor there, started no creation, and every call then raised
+    ``ActorDeletedError``. It creates the actor anew, as a blocking creation does."""
+    Swept.get_or_create("again").add.run(5)
+    other = other_process(actor_store)
+    try:
+        other.run(delete_actor_async("again"))
+    finally:
+        other.close()
+    with pytest.raises(vc.ActorDeletedError):  # (this process's core now holds the tombstone)
+        vc.get_actor("again").add.run(1)
+    retune(wait_for_init=False)
+    handle = Swept.get_or_create("again")
+    handle.ready().result(HANG)
+    assert handle.add.run(1) == 1
+
+
+def test_a_second_background_creation_of_another_class_while_one_is_pending_is_refused(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``create_nowait`` handed a pending creation to a caller asking for another
+    class without comparing them: ``get_or_create`` of ``OtherKind`` returned a handle to the
+    ``GatedInit`` being created. Refused (``ActorDefinitionError``), as for an existing actor."""
+    retune(wait_for_init=False)
+    _gate("pending-kind")
+    first = GatedInit.get_or_create("pending-kind", "pending-kind")
+    try:
+        assert ENTERED["pending-kind"].wait(HANG)
+        with pytest.raises(vc.ActorDefinitionError, match="GatedInit"):
+            OtherKind.get_or_create("pending-kind")
+    finally:
+        GATES["pending-kind"].set()
+    first.ready().result(HANG)
+    assert first.add.run(2) == 2
+
+
+def test_a_creation_started_while_the_runtime_closes_is_refused_and_never_made(store: StoreSpec) -> None:
+    """Mutation: ``_create`` no longer refused once ``close`` had begun (``closed``): a creation
+    started while the shutdown waited for a running method ran ``__init__`` and committed its
+    actor on a runtime being shut down. It fails with ``RuntimeShutdownError``, not applied."""
+    actor = Swept.get_or_create("closing")
+    _gate("closing")
+    future = actor.hold.run_async()
+    assert ENTERED["closing"].wait(HANG)
+    runtime = runtime_module.get_runtime()
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": 60.0}, daemon=True)
+    closer.start()
+    try:
+        while not runtime.closed:
+            closer.join(0.001)
+        with pytest.raises(RuntimeShutdownError):
+            Swept.get_or_create("made-while-closing")
+    finally:
+        GATES["closing"].set()
+    assert vc.get(future, timeout=HANG) == 1
+    closer.join(HANG)
+    assert not closer.is_alive()
+    vc.shutdown()  # (the next call starts a new runtime on the store)
+    with pytest.raises(vc.ActorNotFoundError):
+        vc.get_actor("made-while-closing").add.run(1)
+
+
+def test_a_creation_that_lost_the_race_to_another_class_is_refused(actor_store: StoreSpec) -> None:
+    """Mutation: a creation whose step 0 lost the race to another process no longer compared
+    the winner's class with its own (``stored != definition.name`` dropped): ``get_or_create``
+    of ``GatedInit`` returned, and its handle called an ``OtherKind``."""
+    _gate("raced")
+    made: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            GatedInit.get_or_create("raced", "raced")
+            made.append(None)
+        except BaseException as exc:
+            made.append(exc)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    try:
+        assert ENTERED["raced"].wait(HANG)
+        other = other_process(actor_store)
+        try:
+            other.create(OtherKind.definition, "raced", (), {})
+        finally:
+            other.close()
+    finally:
+        GATES["raced"].set()
+    creator.join(HANG)
+    assert len(made) == 1 and isinstance(made[0], vc.ActorDefinitionError), made
+    assert vc.get_actor("raced").add.run(1) == 101
