@@ -6,6 +6,7 @@ TABLE
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -22,6 +23,7 @@ from vactor_cloud.actor import delete_actor_async
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.errors import RuntimeShutdownError
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -383,3 +385,88 @@ def test_a_creation_that_lost_the_race_to_another_class_is_refused(actor_store: 
     creator.join(HANG)
     assert len(made) == 1 and isinstance(made[0], vc.ActorDefinitionError), made
     assert vc.get_actor("raced").add.run(1) == 101
+
+
+# -- shutdown past its timeout --------------------------------------------------------------------
+class StallingStore(MemoryStore):
+    """Puts of keys naming ``stall`` wait, once ``armed``, until ``released`` (or cancelled)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.armed = threading.Event()
+        self.stalled = threading.Event()
+        self.released = threading.Event()
+
+    async def _put(self, key: str, data: bytes, mode: object) -> str:
+        if self.armed.is_set() and "stall" in key and not key.endswith("/HEAD"):
+            self.stalled.set()
+            while not self.released.is_set():
+                await asyncio.sleep(0.01)
+        return await super()._put(key, data, mode)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_shutdown_out_of_time_cancels_a_stalled_request_and_joins_its_threads() -> None:
+    """Mutations: past its timeout, ``_close`` no longer cancelled the storage requests in flight
+    (``_sync.cancel(self._in_flight)`` dropped): a call whose step put stalled waited on after
+    the shutdown returned, its request still made; and ``_close`` no longer joined the pools'
+    threads: the shutdown returned with them running. The call fails (not applied, or in doubt),
+    no thread of the pools is left."""
+    store = StallingStore("h160-stall")
+    vc.init(store)
+    actor = Swept.get_or_create("stall")
+    actor.add.run(1)
+    runtime = runtime_module.get_runtime()
+    store.armed.set()
+    future = actor.add.run_async(1)
+    try:
+        assert store.stalled.wait(HANG)
+        threads = [*runtime.executor.threads(), *runtime.read_executor.threads()]
+        assert threads
+        runtime.close(timeout=0.2)
+        assert not [t for t in threads if t.is_alive()], "the shutdown left its pools' threads running"
+        with pytest.raises((RuntimeShutdownError, vc.CommitOutcomeUnknownError)):
+            future.result(HANG)
+    finally:
+        store.released.set()
+
+
+# -- the process's runtime -------------------------------------------------------------------------
+@pytest.mark.usefixtures("runtime_off")
+def test_threads_starting_the_runtime_at_once_all_get_the_one_runtime() -> None:
+    """Mutation: ``get_runtime`` no longer looked again under its lock (``if _runtime is None``
+    dropped): threads whose first use came at once each started a runtime, all but the last
+    left running, never shut down (their HEAD moves, leases and threads)."""
+    vc.init("memory://h160-first-use")
+    vc.shutdown()  # (the next use starts the runtime)
+    barrier = threading.Barrier(8)
+    got: list[runtime_module.Runtime] = []
+
+    def first_use() -> None:
+        barrier.wait(HANG)
+        got.append(runtime_module.get_runtime())
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG)
+    started = {id(runtime): runtime for runtime in got}
+    for runtime in started.values():
+        if runtime is not runtime_module.current_runtime():
+            runtime.close()
+    assert len(got) == 8 and len(started) == 1, f"{len(started)} runtimes started"
+
+
+def test_a_call_after_shutdown_starts_a_fresh_runtime_on_the_same_store(store: StoreSpec) -> None:
+    """Mutation: ``shutdown()`` closed the runtime but left it the process's (``_runtime`` kept):
+    every later call failed with ``RuntimeShutdownError`` where the docs promise that the next
+    call starts a new runtime, on the store ``init()`` chose."""
+    actor = Swept.get_or_create("after")
+    actor.add.run(2)
+    before = runtime_module.get_runtime()
+    vc.shutdown()
+    assert actor.add.run(3) == 5
+    after = runtime_module.get_runtime()
+    assert after is not before and not after.closed
+    assert after.store.describe() == before.store.describe()
