@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Iterator
 
 import pytest
+from forking import read_until_closed
 from garbage import full_collection
 from store_helpers import other_process, retune
 
@@ -470,3 +472,53 @@ def test_a_call_after_shutdown_starts_a_fresh_runtime_on_the_same_store(store: S
     after = runtime_module.get_runtime()
     assert after is not before and not after.closed
     assert after.store.describe() == before.store.describe()
+
+
+def test_a_child_forked_under_own_runtime_starts_a_runtime_of_its_own() -> None:
+    """Mutation: ``_OwnRuntime.get`` no longer noticed a forked child (its pid): the child used
+    its copy of the parent's runtime, whose IO loop and pool threads it does not have, and
+    whose close is the parent's. The child starts one of its own, on the same settings."""
+    with runtime_module.own_runtime():
+        vc.init("memory://h160-own-fork")
+        Swept.get_or_create("forked").add.run(1)
+        parent = runtime_module.get_runtime()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                mine = runtime_module.get_runtime()
+                said = b"own" if mine is not parent and mine.store.describe() == parent.store.describe() else b"parent's"
+                os.write(write, said)
+            finally:
+                os._exit(0)
+        os.close(write)
+        try:
+            said = read_until_closed(read)
+        finally:
+            os.close(read)
+            os.waitpid(pid, 0)
+    assert said == b"own", f"the forked child used the {said.decode()} runtime"
+
+
+def test_a_forked_child_leaves_its_copy_of_the_parents_runtime(store: StoreSpec) -> None:
+    """Mutation: the fork hook (``_after_fork_in_child``) no longer dropped the process's runtime:
+    a forked child's calls went through its copy of the parent's, whose threads it does not
+    have, and its shutdown (or exit) closed what is the parent's. The child starts its own."""
+    Swept.get_or_create("forked-plain").add.run(1)
+    parent = runtime_module.get_runtime()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            left = runtime_module.current_runtime()
+            os.write(write, b"none" if left is None else b"parent's")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        said = read_until_closed(read)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert said == b"none", f"the forked child kept the {said.decode()} runtime"
+    assert runtime_module.get_runtime() is parent and not parent.closed
