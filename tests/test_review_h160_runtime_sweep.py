@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -522,3 +523,52 @@ def test_a_forked_child_leaves_its_copy_of_the_parents_runtime(store: StoreSpec)
         os.waitpid(pid, 0)
     assert said == b"none", f"the forked child kept the {said.decode()} runtime"
     assert runtime_module.get_runtime() is parent and not parent.closed
+
+
+# -- HEAD moves ------------------------------------------------------------------------------------
+def _head_step(actor_id: str) -> int:
+    runtime = runtime_module.get_runtime()
+    head = runtime.run(runtime.core(actor_id).log.read_head())
+    return -1 if head is None else head.step
+
+
+def _wait_for_head(actor_id: str, step: int) -> int:
+    deadline = time.monotonic() + HANG
+    while (seen := _head_step(actor_id)) < step and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return seen
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_head_moves_once_it_lags_head_lag_steps_behind(store_spec: StoreSpec) -> None:
+    """Mutation: ``HeadFlusher._due`` moved HEAD only past ``head_lag_steps`` steps behind, not
+    at them (``>`` for ``>=``): with the delay far off, HEAD stayed one step short of the lag
+    the setting names (readers probing one step more each)."""
+    store_spec.init(settings=vc.Settings(head_interval=0.01, head_max_delay=3600.0, head_lag_steps=3))
+    actor = Swept.get_or_create("lagging")
+    assert _wait_for_head("lagging", 0) == 0  # (a missing HEAD is written at once)
+    for _ in range(2):
+        actor.add.run(1)
+    assert _head_step("lagging") == 0  # two steps behind: not due yet
+    actor.add.run(1)
+    assert _wait_for_head("lagging", 3) == 3, "HEAD did not move at head_lag_steps behind"
+
+
+def test_a_runtime_that_stopped_runs_no_operation_handed_to_it(store: StoreSpec) -> None:
+    """Mutation: ``Runtime.run`` no longer refused once the runtime had stopped: an operation
+    handed to it by code that still held it (a call's thread, a handle's core) ran on the IO
+    loop, its storage requests made to a store the shutdown had closed."""
+    Swept.get_or_create("stopped").add.run(1)
+    runtime = runtime_module.get_runtime()
+    core = runtime.core("stopped")
+    runtime.close()
+    assert runtime.stopped
+    ran: list[int] = []
+
+    async def operation() -> None:
+        ran.append(1)
+        await core.log.read_head()
+
+    with pytest.raises(RuntimeShutdownError, match="was shut down"):
+        runtime.run(operation())
+    assert not ran, "an operation ran on a stopped runtime"
