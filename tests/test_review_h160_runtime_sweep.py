@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from forking import read_until_closed
@@ -26,6 +27,7 @@ from vactor_cloud.actor import delete_actor_async
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.errors import RuntimeShutdownError
 from vactor_cloud.future import ActorFuture
+from vactor_cloud.runtime import CreationTurns
 from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -572,3 +574,58 @@ def test_a_runtime_that_stopped_runs_no_operation_handed_to_it(store: StoreSpec)
     with pytest.raises(RuntimeShutdownError, match="was shut down"):
         runtime.run(operation())
     assert not ran, "an operation ran on a stopped runtime"
+
+
+# -- creations of one id at once ---------------------------------------------------------------------
+INIT_RUNS: list[str] = []
+
+
+@vc.virtual_actor
+class Counted:
+    def __init__(self) -> None:
+        INIT_RUNS.append(vc.current_call().actor_id if vc.current_call() else "")
+        time.sleep(0.01)
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+def test_a_thread_whose_look_missed_a_creation_ending_runs_not_init_again(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``CreationTurns.turn`` no longer noticed a creation that ended between a
+    thread's look for the actor and its turn (``missed`` false): that thread took a turn of
+    its own and ran ``__init__`` again (its step 0 then lost to the first: work thrown away,
+    side effects done twice). The window is forced: the second thread asks for its turn only
+    once the first creation ended. ``__init__`` runs once."""
+    INIT_RUNS.clear()
+    original = CreationTurns.turn
+    first = threading.Lock()
+
+    def late_turn(self: CreationTurns, actor_id: str, looked: int) -> Any:
+        if not first.acquire(blocking=False):  # (not the first thread: after its creation ended)
+            deadline = time.monotonic() + HANG
+            while self.ended == looked and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return original(self, actor_id, looked)
+
+    monkeypatch.setattr(CreationTurns, "turn", late_turn)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def create() -> None:
+        try:
+            barrier.wait(HANG)
+            Counted.get_or_create("missed")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG)
+    assert not errors, errors
+    assert len(INIT_RUNS) == 1, f"__init__ ran {len(INIT_RUNS)} times"
