@@ -15,7 +15,7 @@ scope not ended (M44); finish_queued_calls skipped at exit (M46); keep() on a st
 __getstate__ at a creation (M60); the fallen-back store warning (M63); the exit's wait for
 queued calls (M64).
 
-Killed by the tests here (20): _others counting this thread's own work, shutdown() in a method
+Killed by the tests here (21): _others counting this thread's own work, shutdown() in a method
 waits 30 s for itself (M02); _Work.end not waking a shutdown off the main thread (M03);
 _forget_locals not following __context__ (M07); weigh not evicting (M15b); busy actors evicted
 (M17); LRU order lost (move_to_end dropped, M20); a take-back not counting its bytes (M21);
@@ -25,9 +25,10 @@ timeout (M36); the pools' threads not joined (M37); get_runtime not looking agai
 lock (M41); shutdown() keeping the closed runtime as the process's (M42); own_runtime's
 forked child keeping the parent's runtime (M43); the fork hook keeping it (M45); HEAD's lag
 ``>`` for ``>=`` (M50); run() on a stopped runtime (M52); CreationTurns' missed look (M55);
-the exit waiting for executors' idle workers (M62).
+the exit waiting for executors' idle workers (M62); _waits_for seeing direct cycles only,
+two creations across threads waiting for each other for good (M56).
 
-Survived, argued equivalent or left (16): spawn's on_shutdown called after the task ran (M10:
+Survived, argued equivalent or left (15): spawn's on_shutdown called after the task ran (M10:
 every on_shutdown claims first); spawn ending the work of a task queued as an interrupt landed
 (M11: needs a Ctrl-C inside WorkerPool.submit after a thread took the task; left); _fail_queued
 without claim (M12: settle skips done futures; a queued call is claimed by nobody);
@@ -44,9 +45,7 @@ fixed); the exit not joining the program's threads (M47: their later calls start
 the atexit hook shuts down; a thread calling 200 times across the exit lost none); a cancelled
 HEAD flush not putting its moves back (M48), HEAD's known step moved backwards (M49), a lazy
 move staying lazy (M51): HEAD is a hint, cost only; ``bounded`` taking a request's own
-TimeoutError for the operation's deadline (M53: the message only; not pinned); _waits_for
-seeing direct cycles only (M56: an indirect cycle across threads would deadlock; not pinned
-in time).
+TimeoutError for the operation's deadline (M53: the message only; not pinned).
 
 A defect found on the way (not a mutation): ``spawn`` took the core whose queued calls a
 refused drain fails from ``fn.__self__`` after ``carry_runtime`` had wrapped ``fn``: under
@@ -726,3 +725,61 @@ def test_the_exit_waits_not_for_an_idle_thread_pool(store_spec: StoreSpec, tmp_p
         pytest.fail("hang: the exit waited for the thread pool's idle workers")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "pool", "ran"], out.stdout + out.stderr
+
+
+@vc.virtual_actor
+class CycleA:
+    def __init__(self) -> None:
+        CycleB.get_or_create("cycle-b")
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+@vc.virtual_actor
+class CycleB:
+    def __init__(self) -> None:
+        if not GATES["cycle"].is_set():  # (the first creation, on its own thread: held)
+            ENTERED["cycle"].set()
+            assert GATES["cycle"].wait(HANG), "the test never released the creation"
+        CycleA.get_or_create("cycle-a")
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+def test_creations_waiting_for_each_other_across_threads_are_refused_not_hung(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``CreationTurns`` saw a cycle only when the creation waited for ran on this very
+    thread (``_waits_for`` reduced to ``running[0] == me``): B's ``__init__`` (thread 2) creating
+    A, whose ``__init__`` (thread 1) waits for B's creation, waited for thread 1, which waited for
+    thread 2: both hung for good. One of them is refused (``ReentrantCallError``) and both end."""
+    _gate("cycle")
+    raised: dict[str, BaseException | None] = {}
+
+    def create(name: str, make: Any) -> None:
+        try:
+            make()
+            raised[name] = None
+        except BaseException as exc:
+            raised[name] = exc
+
+    second = threading.Thread(target=create, args=("b", lambda: CycleB.get_or_create("cycle-b")), daemon=True)
+    second.start()
+    assert ENTERED["cycle"].wait(HANG)
+    turns = runtime_module.get_runtime()._turns
+    first = threading.Thread(target=create, args=("a", lambda: CycleA.get_or_create("cycle-a")), daemon=True)
+    first.start()
+    deadline = time.monotonic() + HANG
+    while not turns._waiting and time.monotonic() < deadline:  # (thread 1 waits for B's creation)
+        time.sleep(0.001)
+    GATES["cycle"].set()
+    first.join(HANG)
+    second.join(HANG)
+    assert not first.is_alive() and not second.is_alive(), "hang: the creations wait for each other"
+    assert any(isinstance(exc, vc.ReentrantCallError) for exc in raised.values()), raised
