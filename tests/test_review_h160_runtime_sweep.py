@@ -1,8 +1,8 @@
 """Review h160: a mutation sweep of the runtime (``runtime.py``, ``runtime_scope.py``,
-``fork_guard.py``, ``guarded_executor.py``): 62 hand-made mutations, each run against the
+``fork_guard.py``, ``guarded_executor.py``): 63 hand-made mutations, each run against the
 runtime's test files on the memory and local lanes (-x).
 
-Killed by the suite already (26): wait_done returning at once (M01); defer appending after the
+Killed by the suite already (25): wait_done returning at once (M01); defer appending after the
 settle (M04); settle not forgetting locals (M05); generator frames cleared while suspended
 (M06); groups' members not followed (M08); _run_each raising the last exception (M09); weigh
 counting a core not cached (M14); the count bound off by one (M16); an evicted core not kept
@@ -28,7 +28,7 @@ forked child keeping the parent's runtime (M43); the fork hook keeping it (M45);
 the exit waiting for executors' idle workers (M62); _waits_for seeing direct cycles only,
 two creations across threads waiting for each other for good (M56).
 
-Survived, argued equivalent or left (15): spawn's on_shutdown called after the task ran (M10:
+Survived, argued equivalent or left (17): spawn's on_shutdown called after the task ran (M10:
 every on_shutdown claims first); spawn ending the work of a task queued as an interrupt landed
 (M11: needs a Ctrl-C inside WorkerPool.submit after a thread took the task; left); _fail_queued
 without claim (M12: settle skips done futures; a queued call is claimed by nobody);
