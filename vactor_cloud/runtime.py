@@ -740,6 +740,10 @@ class Runtime:
         settles what ``fn`` would have, if the runtime shuts down before ``fn`` starts (or has
         shut down already)."""
         token = self._work.token()
+        # (Whose task it is, taken before ``carry_runtime`` wraps it: the wrapper of a core's
+        # drain has no ``__self__``, and a drain the pool refused under ``own_runtime()`` left
+        # the core's queued calls unsettled, their callers waiting for good.)
+        owner = getattr(fn, "__self__", None)
         fn = carry_runtime(fn)
 
         def run() -> None:
@@ -770,7 +774,6 @@ class Runtime:
             error = self._shutdown_error()
             if on_shutdown is not None:
                 on_shutdown(error)
-            owner = getattr(fn, "__self__", None)
             if isinstance(owner, ActorCore):
                 self._fail_queued(owner, error)
             return
