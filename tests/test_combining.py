@@ -2167,7 +2167,9 @@ def test_processes_hammering_one_actor_apply_each_acknowledged_call_once_in_proc
 ) -> None:
     OrderLog.get_or_create("hot")
     vc.shutdown()
-    workers = {f"p{i}": (40, None, None) for i in range(4)}
+    # 20 calls each (40 until h162): a cursor check off by one (a post whose seq the cursor
+    # holds applied again) fails it on local and moto, as at 40
+    workers = {f"p{i}": (20, None, None) for i in range(4)}
     logs, codes = _run_hammers(process_context, shared, tmp_path, "hot", workers, POSTING)
     assert set(codes.values()) == {0}, codes
     applied = _applied(shared, "hot")

@@ -197,8 +197,12 @@ def test_two_processes_draining_a_backlog_past_what_one_commit_holds_apply_each_
     """Each drainer holds payloads for the first 256 pending events only and reads the others
     again when due (the bounded backlog); racing another drainer, the events it holds are
     applied by the other, deleted, and its re-reads find them gone. Every event is applied
-    once, in send order, and the inbox ends empty."""
-    count = 600
+    once, in send order, and the inbox ends empty. 400 events: past one commit's 256 far enough
+    that a drainer's second commit re-reads events the other one has applied meanwhile (with
+    300, nobody's re-read found an event gone); 600 until h162, the sends (one request each)
+    most of the test's time on S3."""
+    count = 400
+    assert count > inbox.MAX_EVENTS_PER_COMMIT
     Tape.get_or_create("tape")
     for n in range(count):
         send_event("tape", "n", {"n": n, "pad": "x" * 200}, event_id=f"n{n:04d}")
@@ -271,8 +275,10 @@ def test_process_events_goes_on_past_a_commit_that_applied_fewer_than_it_chose(s
     applied fewer than 256 events, taking that for the end of the inbox. A commit applies fewer
     than it chose when a handler raises SystemExit (excluded: the event stays, docs/events.md)
     or an event held without its payload is gone when read again: with such an event first,
-    299 pending, it applied 255 and left 44 in the inbox."""
+    299 pending, it applied 255 and left 44 in the inbox. So 300 events, the stop first (400
+    until h162: the sends, one request each, were most of the time on S3)."""
     count = 300
+    assert count - 1 > inbox.MAX_EVENTS_PER_COMMIT
     Tape.get_or_create("long")
     send_event("long", "stop", None, event_id="a-stop")
     for n in range(1, count):

@@ -60,13 +60,16 @@ def test_a_second_process_reads_the_actor_by_id(
 def test_eight_processes_share_one_actor_without_losing_an_increment(
     shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext
 ) -> None:
+    # 25 calls each (50 until h162): step puts that overwrite instead of create-only lose
+    # most increments at 20 (42 of 160 on moto), on local and moto alike
+    calls = 25
     Counter.get_or_create("c", 0)
-    run_all(process_context, workers.increment_many, [(shared, "c", 50)] * 8)
-    assert vc.get_actor("c").value.run() == 400
+    run_all(process_context, workers.increment_many, [(shared, "c", calls)] * 8)
+    assert vc.get_actor("c").value.run() == 8 * calls
     records = chain("c")
     assert_gapless(records)
     # Group commit may fold several calls of one process into one step; none is lost or doubled.
-    assert sum(len(r.calls) for r in records[1:]) == 400
+    assert sum(len(r.calls) for r in records[1:]) == 8 * calls
 
 
 def test_reads_see_committed_values_that_never_go_backwards(
