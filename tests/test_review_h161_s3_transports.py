@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import time
 from typing import Any
@@ -106,3 +107,93 @@ def test_the_user_agents_kept_are_bounded() -> None:
         assert len(cache) <= 32
     finally:
         client.close()
+
+
+def test_no_more_jobs_are_set_aside_than_the_pool_has_threads() -> None:
+    """Mutation: :meth:`_DaemonPool.abandon` without its bound (every stalled request set aside
+    started a thread in its place: a silent endpoint met by request after request grew the
+    pool without end)."""
+    pool = _DaemonPool(1, "h161-bound", idle=60)
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def job() -> None:
+        started.release()
+        release.wait(30)
+
+    futures = [pool.submit(job)]
+    try:
+        assert started.acquire(timeout=10)
+        pool.abandon(futures[0])
+        futures.append(pool.submit(job))  # in the first one's place
+        assert started.acquire(timeout=10)
+        pool.abandon(futures[1])  # the pool's one place for a set-aside job is taken
+        futures.append(pool.submit(job))
+        assert not started.acquire(timeout=0.3)  # waits for a thread: no third one
+    finally:
+        release.set()
+    for future in futures:
+        future.result(10)
+    pool.shutdown()
+
+
+def test_an_idle_thread_stays_for_a_job_being_submitted() -> None:
+    """Mutation: an idle thread left when the jobs pending were as many as the threads (a job
+    counted by ``submit``, which then started no thread, and not yet queued when the last
+    thread's wait ran out: nobody ever took it, its caller waited to its deadline)."""
+    pool = _DaemonPool(1, "h161-idle", idle=0.05)
+    assert pool.submit(lambda: 1).result(10) == 1
+    with pool._lock:  # ``submit`` between its count and its put: no new thread is needed
+        pool._pending += 1
+    time.sleep(0.3)  # the thread's wait for work runs out several times meanwhile
+    future: concurrent.futures.Future[int] = concurrent.futures.Future()
+    pool._jobs.put((future, lambda: 2))
+    assert future.result(10) == 2
+    pool.shutdown()
+
+
+# -- the botocore transport -------------------------------------------------------------------
+def _transport() -> BotocoreTransport:
+    return BotocoreTransport("bucket", {"key": "AK", "secret": "SK", "endpoint_url": "http://127.0.0.1:9"})
+
+
+def test_an_abandoned_request_is_not_the_stores_last_failure() -> None:
+    """Mutation: the transport noted its own refusal to send an abandoned request as the
+    failure botocore retried (a later timeout said "the last failure: the request's caller
+    stopped waiting", not what the endpoint did)."""
+    from vactor_cloud.storage._s3_threads import RequestAbandoned
+
+    transport = _transport()
+    transport._note_failure(1.0, RequestAbandoned("gone"))
+    assert transport.last_failure is None
+    refused = ConnectionRefusedError(111, "refused")
+    transport._note_failure(2.0, refused)
+    assert transport.last_failure == (2.0, refused)
+
+
+def test_a_forked_child_needs_its_own_client() -> None:
+    """Mutation: ``needs_client`` ignored the process (a forked child with the parent's client
+    object built its own within its first request's timeout, not before it: a build slower
+    than ``Settings.timeout`` made that request fail having sent nothing)."""
+    transport = _transport()
+    transport._client = object()
+    transport._pid = os.getpid()
+    assert not transport.needs_client()
+    transport._pid = os.getpid() + 1  # (as a forked child sees the parent's)
+    assert transport.needs_client()
+
+
+def test_closing_a_forked_childs_copy_leaves_the_parents_client_alone() -> None:
+    """Mutation: ``close()`` in a forked child went on with the parent's pool and client (it
+    waited ``_CLOSE_WAIT`` for threads that do not exist there, and closed the connections)."""
+    closed: list[str] = []
+
+    class Client:
+        def close(self) -> None:
+            closed.append("closed")
+
+    transport = _transport()
+    transport._client = Client()
+    transport._pid = os.getpid() + 1
+    asyncio.run(transport.close())
+    assert closed == [] and transport._client is None
