@@ -75,6 +75,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h157_local_store",
         "test_review_h161_s3_answers",
         "test_review_h161_s3_transports",
+        "test_review_h161_open_store",
         "test_review_h153_creation_hand_over",
         "test_review_h159_creation_locals",
         "test_review_h153_handle_copy",
