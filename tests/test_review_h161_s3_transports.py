@@ -137,6 +137,24 @@ def test_no_more_jobs_are_set_aside_than_the_pool_has_threads() -> None:
     pool.shutdown()
 
 
+class _SlowToEnd(_DaemonPool):
+    """A pool whose threads take a moment to end after their last line (as a loaded host's do)."""
+
+    def _work(self) -> None:
+        super()._work()
+        time.sleep(0.3)
+
+
+def test_join_returns_once_the_threads_have_ended_not_only_finished_their_work() -> None:
+    """Mutation: ``join`` returned when the threads said they were done, without joining them
+    (after ``vc.shutdown()`` a thread of the store still ran)."""
+    pool = _SlowToEnd(2, "h161-ending", idle=60)
+    assert [pool.submit(lambda: 1).result(10) for _ in range(2)] == [1, 1]
+    pool.shutdown()
+    assert asyncio.run(pool.join(10)) is True
+    assert not [t for t in threading.enumerate() if t.name.startswith("h161-ending-")]
+
+
 def test_an_idle_thread_stays_for_a_job_being_submitted() -> None:
     """Mutation: an idle thread left when the jobs pending were as many as the threads (a job
     counted by ``submit``, which then started no thread, and not yet queued when the last
@@ -197,3 +215,135 @@ def test_closing_a_forked_childs_copy_leaves_the_parents_client_alone() -> None:
     transport._pid = os.getpid() + 1
     asyncio.run(transport.close())
     assert closed == [] and transport._client is None
+
+
+# -- the s3fs transport ---------------------------------------------------------------------
+class _SlowBuild:
+    """A stand-in for ``s3fs.S3FileSystem`` whose client build takes ``delay`` seconds and
+    fails the first ``failures`` times."""
+
+    _s3creator = None
+
+    def __init__(self, delay: float = 0.0, failures: int = 0) -> None:
+        self._s3: Any = None
+        self.delay = delay
+        self.failures = failures
+        self.builds = 0
+        self.cancelled = 0
+
+    async def set_session(self) -> Any:
+        self.builds += 1
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.builds <= self.failures:
+            raise OSError("no credentials")
+        self._s3 = object()
+        return self._s3
+
+
+def _s3fs_transport() -> Any:
+    pytest.importorskip("s3fs")
+    from vactor_cloud.storage._s3_aio import S3fsTransport
+
+    return S3fsTransport("bucket", {"key": "AK", "secret": "SK", "endpoint_url": "http://127.0.0.1:9"})
+
+
+def test_s3fs_a_failed_client_build_is_tried_again_by_the_next_request() -> None:
+    """Mutation: a build that failed stayed the store's build (every later request raised the
+    first one's error, though the credentials or the network had come back)."""
+    transport = _s3fs_transport()
+    fs = _SlowBuild(failures=1)
+
+    async def body() -> None:
+        with pytest.raises(OSError, match="no credentials"):
+            await transport._client_ready(fs)
+        await transport._client_ready(fs)
+
+    asyncio.run(body())
+    assert fs.builds == 2 and fs._s3 is not None
+
+
+def test_s3fs_a_request_cut_short_leaves_the_client_build_to_finish_for_the_next() -> None:
+    """Mutation: the build awaited without ``shield`` (a request cancelled by its timeout
+    cancelled the build: under a timeout shorter than the build no request ever got a client)."""
+    transport = _s3fs_transport()
+    fs = _SlowBuild(delay=0.3)
+
+    async def body() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(transport._client_ready(fs), 0.05)
+        await transport._client_ready(fs)
+
+    asyncio.run(body())
+    assert (fs.builds, fs.cancelled) == (1, 0)
+
+
+def test_s3fs_close_cancels_a_client_build_still_running() -> None:
+    """Mutation: ``close()`` left the build task running (it opened a client, and its
+    connections, for a store already closed)."""
+    transport = _s3fs_transport()
+    fs = _SlowBuild(delay=30)
+
+    async def body() -> None:
+        transport._fs, transport._loop = fs, asyncio.get_running_loop()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(transport._client_ready(fs), 0.05)
+        await transport.close()
+        await asyncio.sleep(0.05)  # (the cancellation is delivered)
+        assert fs.cancelled == 1  # (before asyncio.run's own cancelling of what is left)
+
+    asyncio.run(body())
+    assert fs._s3 is None
+
+
+def test_s3fs_each_store_and_each_event_loop_has_its_own_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutations: fsspec's instance cache left on (two stores with the same options shared one
+    filesystem: closing one closed the other's connections); the filesystem kept across event
+    loops; the old loop's filesystem not closed when another loop's replaced it."""
+    from vactor_cloud.storage._s3_aio import S3fsTransport
+
+    first, second = _s3fs_transport(), _s3fs_transport()
+    abandoned: list[Any] = []
+    monkeypatch.setattr(S3fsTransport, "_abandon", staticmethod(lambda fs, loop: abandoned.append(fs)))
+
+    async def filesystems() -> tuple[Any, Any]:
+        return first._filesystem(), second._filesystem()
+
+    one, two = asyncio.run(filesystems())
+    assert one is not two
+    again, _ = asyncio.run(filesystems())  # another event loop: another filesystem
+    assert again is not one
+    assert one in abandoned and two in abandoned
+
+
+def test_s3fs_a_session_opened_before_the_switch_sends_each_request_once() -> None:
+    """Mutation: aiohttp's resend switched off only in sessions opened after the switch (one
+    already open, a PUT whose connection closed before its answer was sent again unseen)."""
+    pytest.importorskip("s3fs")
+    from vactor_cloud.storage._s3_aio import _send_each_request_once
+
+    class Session:
+        _retry_connection = True
+
+    opened = Session()
+
+    class Http:
+        _sessions = {"proxy": opened}
+
+        async def _get_session(self, proxy_url: Any) -> Session:
+            return Session()
+
+    class Endpoint:
+        http_session = Http()
+
+    class Client:
+        _endpoint = Endpoint()
+
+    client = Client()
+    _send_each_request_once(client)
+    assert opened._retry_connection is False
+    later = asyncio.run(client._endpoint.http_session._get_session(None))
+    assert later._retry_connection is False
