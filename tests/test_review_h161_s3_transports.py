@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -347,3 +348,43 @@ def test_s3fs_a_session_opened_before_the_switch_sends_each_request_once() -> No
     assert opened._retry_connection is False
     later = asyncio.run(client._endpoint.http_session._get_session(None))
     assert later._retry_connection is False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_child_forked_while_a_thread_set_a_transport_up_sets_up_its_own() -> None:
+    """Mutation: the setup lock not made anew in a forked child (forked while another thread
+    held it, the child's first request waited forever for a lock no thread of its own held)."""
+    from vactor_cloud.storage import _s3_threads
+
+    transport = _transport()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _s3_threads._SETUP:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            code = 1
+            try:
+                signal.alarm(5)  # (the mutation's deadlock: killed by the alarm)
+                transport._pool_here()
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join(10)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "the forked child hung"
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
