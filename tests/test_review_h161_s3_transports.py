@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import http.server
 import os
 import signal
 import threading
@@ -388,3 +389,49 @@ def test_a_child_forked_while_a_thread_set_a_transport_up_sets_up_its_own() -> N
         assert time.monotonic() < deadline, "the forked child hung"
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class _Answers200(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # (keep-alive: the connection stays in the client's pool)
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("ETag", '"e"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_close_closes_the_clients_connections_not_only_forgets_them() -> None:
+    """Mutation: ``close()`` left the connections to botocore's ``client.close()`` (urllib3 2.x
+    only forgets its pools there: their sockets stayed open until collected, a
+    ``ResourceWarning`` each under ``-X dev``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers200)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    transport = BotocoreTransport(
+        "bucket",
+        {
+            "key": "AK",
+            "secret": "SK",
+            "endpoint_url": f"http://127.0.0.1:{server.server_address[1]}",
+            "client_kwargs": {"region_name": "us-east-1"},
+        },
+    )
+
+    async def body() -> list[Any]:
+        answer = await transport.call("head_object", {"Key": "k"})
+        assert answer["ETag"] == '"e"'
+        manager = transport.client()._endpoint.http_session._manager
+        pools = [manager.pools.get(key) for key in manager.pools.keys()]  # noqa: SIM118
+        await transport.close()
+        return pools
+
+    try:
+        pools = asyncio.run(body())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert pools and all(pool.pool is None for pool in pools)  # (urllib3's pool, closed)
