@@ -392,9 +392,19 @@ def test_a_child_forked_while_a_thread_set_a_transport_up_sets_up_its_own() -> N
 
 
 class _Answers200(http.server.BaseHTTPRequestHandler):
+    """HEAD: 200; on a key named ``slow-*`` only once ``server.release`` is set (then 503)."""
+
     protocol_version = "HTTP/1.1"  # (keep-alive: the connection stays in the client's pool)
 
     def do_HEAD(self) -> None:
+        server: Any = self.server
+        server.heads.append(self.path)
+        if "slow-" in self.path:
+            server.release.wait(10)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("ETag", '"e"')
         self.send_header("Content-Length", "0")
@@ -404,22 +414,80 @@ class _Answers200(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_close_closes_the_clients_connections_not_only_forgets_them() -> None:
-    """Mutation: ``close()`` left the connections to botocore's ``client.close()`` (urllib3 2.x
-    only forgets its pools there: their sockets stayed open until collected, a
-    ``ResourceWarning`` each under ``-X dev``)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers200)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    transport = BotocoreTransport(
+def _serve() -> Any:
+    server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers200)
+    server.heads, server.release = [], threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _served_transport(server: Any, **config: Any) -> BotocoreTransport:
+    return BotocoreTransport(
         "bucket",
         {
             "key": "AK",
             "secret": "SK",
             "endpoint_url": f"http://127.0.0.1:{server.server_address[1]}",
             "client_kwargs": {"region_name": "us-east-1"},
+            "config_kwargs": {"retries": {"mode": "standard", "max_attempts": 3}, **config},
         },
     )
+
+
+def test_a_request_whose_caller_stopped_waiting_is_not_sent_again() -> None:
+    """Mutations: the ``before-send`` refusal made a no-op, or ``call`` not telling the thread
+    its caller left (botocore retried the request behind its caller's back: a write said "not
+    applied" by its timeout could land afterwards)."""
+    server = _serve()
+    transport = _served_transport(server)
+
+    async def body() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
+        server.release.set()  # the one attempt is answered 503, which botocore retries
+        deadline = time.monotonic() + 20
+        while transport._pool is not None and transport._pool._pending:  # the request ends
+            assert time.monotonic() < deadline, "the request never ended"
+            await asyncio.sleep(0.05)
+        await transport.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+    assert server.heads == ["/bucket/slow-1"]
+
+
+def test_a_request_stalled_after_its_caller_left_does_not_hold_the_transports_pool() -> None:
+    """Mutation: ``call`` not setting its job aside when its caller left (on a pool of one
+    thread, a request stalled in a silent socket kept every later request waiting)."""
+    server = _serve()
+    transport = _served_transport(server, max_pool_connections=1)
+
+    async def body() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
+        answer = await asyncio.wait_for(transport.call("head_object", {"Key": "k"}), 5)
+        assert answer["ETag"] == '"e"'
+        server.release.set()
+        await transport.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_close_closes_the_clients_connections_not_only_forgets_them() -> None:
+    """Mutation: ``close()`` left the connections to botocore's ``client.close()`` (urllib3 2.x
+    only forgets its pools there: their sockets stayed open until collected, a
+    ``ResourceWarning`` each under ``-X dev``)."""
+    server = _serve()
+    transport = _served_transport(server)
 
     async def body() -> list[Any]:
         answer = await transport.call("head_object", {"Key": "k"})
