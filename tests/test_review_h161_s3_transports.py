@@ -139,6 +139,28 @@ def test_no_more_jobs_are_set_aside_than_the_pool_has_threads() -> None:
     pool.shutdown()
 
 
+def test_a_thread_freed_by_a_set_aside_job_takes_the_queued_work() -> None:
+    """Mutation: a thread whose set-aside job ended left whenever the pool was full, not only
+    when a thread had been started in its place (a job queued meanwhile waited for another
+    thread, perhaps stalled, while this one ended)."""
+    pool = _DaemonPool(2, "h161-freed", idle=60)
+    first_done, second_done = threading.Event(), threading.Event()
+    first = pool.submit(lambda: first_done.wait(30))
+    second = pool.submit(lambda: second_done.wait(30))
+    try:
+        _wait_running(first)
+        _wait_running(second)
+        queued = pool.submit(lambda: 3)  # both threads busy: it waits
+        pool.abandon(first)  # (its caller left; none was started in its place)
+        first_done.set()
+        assert queued.result(10) == 3  # the second still runs
+    finally:
+        first_done.set()
+        second_done.set()
+    second.result(10)
+    pool.shutdown()
+
+
 class _SlowToEnd(_DaemonPool):
     """A pool whose threads take a moment to end after their last line (as a loaded host's do)."""
 
