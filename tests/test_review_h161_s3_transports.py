@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import http.server
 import os
 import signal
@@ -589,3 +590,32 @@ def test_s3fs_close_on_its_own_loop_has_closed_the_session_when_it_returns() -> 
         assert exited == ["closed"]
 
     asyncio.run(body())
+
+
+def test_close_waits_for_a_stalled_request_its_bound_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: ``close()`` waited for the request threads without its bound (a request
+    stalled in a silent socket, its caller still waiting, held ``vc.shutdown()`` for botocore's
+    read timeout and retries: a minute and more)."""
+    from vactor_cloud.storage import _s3_threads
+
+    monkeypatch.setattr(_s3_threads, "_CLOSE_WAIT", 0.2)
+    server = _serve()
+    transport = _served_transport(server)
+
+    async def body() -> None:
+        stalled = asyncio.ensure_future(transport.call("head_object", {"Key": "slow-1"}))
+        deadline = time.monotonic() + 10
+        while not server.heads:  # the request is in the server's hands
+            assert time.monotonic() < deadline, "the request never arrived"
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(transport.close(), 5)
+        server.release.set()
+        with contextlib.suppress(Exception):
+            await stalled
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
