@@ -30,15 +30,16 @@ the fork ones; the slow-build test of ``test_stalled_endpoint`` left out: it fai
   back), ``call`` not setting its job aside, a new thread's count ignoring set-aside jobs,
   ``abandon`` setting aside a job not running or without its bound, ``join`` joining no
   thread (the defect), a freed thread ending whenever the pool is full, ``close`` without its
-  bound, connections left to ``client.close()``, the setup lock kept across ``fork``. Killed
-  here, not run against the suite: an idle thread leaving with a job being submitted, an
-  abandoned request noted as the last failure, ``needs_client`` ignoring the process,
-  ``close`` in a forked child closing the parent's client, ``username``, the cache's bound.
-* ``_s3_answers`` (14). Killed by the suite: every attempt marked sent, no ``before-parse``
-  mark. Killed here (``test_review_h161_s3_answers``), not run against the suite: a connect
-  timeout, ``gaierror`` and aiohttp's ``ClientConnectorError`` not counted as unsent, any
-  ``EndpointConnectionError`` counted unsent, ``maybe_sent`` ignored, ``NothingSent``'s cause
-  unset, the unreadable mark on a 503 or an HTML page, ``>= 500`` as ``> 500``, 429 dropped,
+  bound, connections left to ``client.close()``, the setup lock kept across ``fork``, an idle
+  thread leaving with a job being submitted, an abandoned request noted as the last failure,
+  ``needs_client`` ignoring the process, ``close`` in a forked child closing the parent's
+  client, ``username``, the User-Agent cache's bound.
+* ``_s3_answers`` (14). Killed by the suite (and here): every attempt marked sent, no
+  ``before-parse`` mark, any ``EndpointConnectionError`` counted unsent, aiohttp's
+  ``ClientConnectorError`` not counted unsent, ``maybe_sent`` ignored, the unreadable mark on
+  an HTML page. Killed here (``test_review_h161_s3_answers``; the suite let them through): a
+  connect timeout and ``gaierror`` not counted as unsent, ``NothingSent``'s cause unset, the
+  unreadable mark on a 503; not run against the suite: ``>= 500`` as ``> 500``, 429 dropped,
   the unreadable answer or the caught exception not returned.
 * ``_s3_aio`` (11). Killed by the suite: aiohttp's resend left on in new sessions, one
   filesystem across loops, fsspec's instance cache, a request's answers not noted. Killed
