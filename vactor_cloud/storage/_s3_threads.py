@@ -179,6 +179,10 @@ class _DaemonPool:
         #: the job each thread runs now (absent: none)
         self._job_of: dict[threading.Thread, concurrent.futures.Future[Any]] = {}
         self._all_ended: concurrent.futures.Future[None] | None = None
+        #: (once :meth:`shutdown` was called) the threads that ran their last line, for
+        #: :meth:`join` to wait until each has ended
+        self._closing = False
+        self._ended: list[threading.Thread] = []
 
     def submit(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -214,6 +218,7 @@ class _DaemonPool:
         """Let every thread end once it has taken the jobs queued before this."""
         with self._lock:
             threads = self._threads
+            self._closing = True
         for _ in range(threads):
             self._jobs.put(None)
 
@@ -233,8 +238,9 @@ class _DaemonPool:
         except TimeoutError:
             return False
         with self._lock:
-            ending = [t for t in self._alive if self._job_of.get(t) not in self._abandoned]
+            ending, self._ended = self._ended, []
         # Each has run its last line (the future says so): join returns as the thread ends.
+        # (Only those: the threads still alive run a job whose caller stopped waiting.)
         for thread in ending:
             thread.join(max(until - time.monotonic(), 0.0))
         return True
@@ -251,7 +257,10 @@ class _DaemonPool:
             self._take_jobs()
         finally:
             with self._lock:
-                self._alive.discard(threading.current_thread())
+                me = threading.current_thread()
+                self._alive.discard(me)
+                if self._closing:
+                    self._ended.append(me)
                 self._settle_join()
 
     def _take_jobs(self) -> None:
