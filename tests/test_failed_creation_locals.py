@@ -21,7 +21,8 @@ from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
-#: a weak reference to each argument an ``__init__`` below was given
+#: a weak reference to each argument an ``__init__`` below was given (shared with the
+#: h159 and h160 modules, which import it with ``Blob`` and ``_check``)
 _GIVEN: list[weakref.ref[object]] = []
 
 

@@ -12,22 +12,12 @@ from collections.abc import Iterator
 import pytest
 from garbage import full_collection
 from store_helpers import retune
+from test_failed_creation_locals import _GIVEN, Blob, _check
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory")
-
-_GIVEN: list[weakref.ref[object]] = []
-
-
-class Blob:
-    def __init__(self) -> None:
-        self.data = bytearray(1000)
-
-
-def _check(blob: Blob) -> None:
-    raise ValueError(f"refused a blob of {len(blob.data)} bytes")
 
 
 @vc.virtual_actor

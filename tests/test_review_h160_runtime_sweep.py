@@ -71,6 +71,7 @@ import pytest
 from forking import read_until_closed
 from garbage import full_collection
 from store_helpers import other_process, retune
+from test_failed_creation_locals import _GIVEN, Blob, _check
 
 import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
@@ -166,18 +167,6 @@ def test_a_shutdown_on_another_thread_returns_once_the_running_method_ends(store
 
 
 # -- a failed background creation keeps none of its arguments -----------------------------------
-_GIVEN: list[weakref.ref[object]] = []
-
-
-class Blob:
-    def __init__(self) -> None:
-        self.data = bytearray(1000)
-
-
-def _check(blob: Blob) -> None:
-    raise ValueError(f"refused a blob of {len(blob.data)} bytes")
-
-
 @vc.virtual_actor
 class RefusesInAHandler:
     def __init__(self, blob: Blob) -> None:

@@ -129,34 +129,15 @@ def test_open_store_unused_names_no_probe() -> None:
     assert store.requests.snapshot() == {}
 
 
+@pytest.mark.parametrize("refused", ["its-key", "the-request"])
 def test_a_probe_refused_by_a_policy_turns_the_store_to_the_fallback_not_to_failing_deletes(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, refused: str
 ) -> None:
     """A policy denying deletes of the probe's key (an IAM statement scoped to ``actors/``, say)
     answered every conditional delete with the probe's AccessDenied: the inbox's applied events
     were never deleted, and once past the dedup window they apply again. Such a refusal now
-    decides as a condition ignored would: the read-first fallback, logged once."""
-
-    async def body(store: Any) -> None:
-        real = store._transport.call
-
-        async def call(method: str, params: dict[str, Any]) -> Any:
-            if method == "delete_objects" and ".vactor-probe" in str(params["Delete"]["Objects"]):
-                return {"Errors": [{"Key": params["Delete"]["Objects"][0]["Key"], "Code": "AccessDenied"}]}
-            return await real(method, params)
-
-        store._transport.call = call
-        first = await store.put("k", b"x", mode="create")
-        other = await store.put("j", b"y", mode="create")
-        await store.delete_unchanged({"k": first, "j": other})
-        assert await store.list("") == []
-        assert store.conditional_deletes is False
-
-    _run(store_spec, body)
-
-
-def test_a_probe_request_denied_outright_turns_the_store_to_the_fallback(store_spec: StoreSpec) -> None:
-    """The same, with the whole probe request refused (403) rather than its one key."""
+    decides as a condition ignored would: the read-first fallback, logged once. Refused as the
+    answer for its one key, or as the whole request's (403: this case failed before)."""
     import botocore.exceptions
 
     async def body(store: Any) -> None:
@@ -164,6 +145,10 @@ def test_a_probe_request_denied_outright_turns_the_store_to_the_fallback(store_s
 
         async def call(method: str, params: dict[str, Any]) -> Any:
             if method == "delete_objects" and ".vactor-probe" in str(params["Delete"]["Objects"]):
+                if refused == "its-key":
+                    return {
+                        "Errors": [{"Key": params["Delete"]["Objects"][0]["Key"], "Code": "AccessDenied"}]
+                    }
                 raise botocore.exceptions.ClientError(
                     {
                         "Error": {"Code": "AccessDenied", "Message": "denied"},
