@@ -4,29 +4,18 @@ in place"."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import urllib.parse
 import urllib.request
 from typing import Any
 
 import pytest
+from test_s3_backend import with_store as _run
 
 from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.storage import ObjectStore, open_store
 from vactor_cloud.storage._s3 import S3Store
 from vactor_cloud.testing.lanes import StoreSpec
-
-
-def _run(spec: StoreSpec, body: Any, **extra: Any) -> Any:
-    async def main() -> Any:
-        store = open_store(spec.url, **{**spec.options, **extra})
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
 
 
 @pytest.mark.vactor_lanes("moto")

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from forking import read_until_closed
+from forking import read_until_closed, reaped
 from garbage import full_collection
 from store_helpers import other_process, retune
 from test_failed_creation_locals import _GIVEN, Blob, _check
@@ -547,7 +547,7 @@ def test_a_child_forked_under_own_runtime_starts_a_runtime_of_its_own() -> None:
             said = read_until_closed(read)
         finally:
             os.close(read)
-            os.waitpid(pid, 0)
+            reaped(pid)  # (bounded: a hung child is killed)
     assert said == b"own", f"the forked child used the {said.decode()} runtime"
 
 
@@ -570,7 +570,7 @@ def test_a_forked_child_leaves_its_copy_of_the_parents_runtime(store: StoreSpec)
         said = read_until_closed(read)
     finally:
         os.close(read)
-        os.waitpid(pid, 0)
+        reaped(pid)  # (bounded: a hung child is killed)
     assert said == b"none", f"the forked child kept the {said.decode()} runtime"
     assert runtime_module.get_runtime() is parent and not parent.closed
 

@@ -71,9 +71,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from forking import reaped
 
 pytest.importorskip("botocore")
 
@@ -456,14 +458,7 @@ def test_a_child_forked_while_a_thread_set_a_transport_up_sets_up_its_own() -> N
     finally:
         release.set()
         holder.join(10)
-    deadline = time.monotonic() + 30
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        assert time.monotonic() < deadline, "the forked child hung"
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert reaped(pid, 30) == 0  # (a hung child is killed, not left behind)
 
 
 class _Answers200(http.server.BaseHTTPRequestHandler):
@@ -489,11 +484,18 @@ class _Answers200(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve() -> Any:
+@contextlib.contextmanager
+def _serving() -> Iterator[Any]:
+    """A loopback HTTP server answering as ``_Answers200`` does, released and shut at the end."""
     server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers200)
     server.heads, server.release = [], threading.Event()
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
 
 
 def _served_transport(server: Any, **config: Any) -> BotocoreTransport:
@@ -513,70 +515,56 @@ def test_a_request_whose_caller_stopped_waiting_is_not_sent_again() -> None:
     """Mutations: the ``before-send`` refusal made a no-op, or ``call`` not telling the thread
     its caller left (botocore retried the request behind its caller's back: a write said "not
     applied" by its timeout could land afterwards)."""
-    server = _serve()
-    transport = _served_transport(server)
+    with _serving() as server:
+        transport = _served_transport(server)
 
-    async def body() -> None:
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
-        server.release.set()  # the one attempt is answered 503, which botocore retries
-        deadline = time.monotonic() + 20
-        while transport._pool is not None and transport._pool._pending:  # the request ends
-            assert time.monotonic() < deadline, "the request never ended"
-            await asyncio.sleep(0.05)
-        await transport.close()
+        async def body() -> None:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
+            server.release.set()  # the one attempt is answered 503, which botocore retries
+            deadline = time.monotonic() + 20
+            while transport._pool is not None and transport._pool._pending:  # the request ends
+                assert time.monotonic() < deadline, "the request never ended"
+                await asyncio.sleep(0.05)
+            await transport.close()
 
-    try:
         asyncio.run(body())
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
     assert server.heads == ["/bucket/slow-1"]
 
 
 def test_a_request_stalled_after_its_caller_left_does_not_hold_the_transports_pool() -> None:
     """Mutation: ``call`` not setting its job aside when its caller left (on a pool of one
     thread, a request stalled in a silent socket kept every later request waiting)."""
-    server = _serve()
-    transport = _served_transport(server, max_pool_connections=1)
+    with _serving() as server:
+        transport = _served_transport(server, max_pool_connections=1)
 
-    async def body() -> None:
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
-        answer = await asyncio.wait_for(transport.call("head_object", {"Key": "k"}), 5)
-        assert answer["ETag"] == '"e"'
-        server.release.set()
-        await transport.close()
+        async def body() -> None:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
+            answer = await asyncio.wait_for(transport.call("head_object", {"Key": "k"}), 5)
+            assert answer["ETag"] == '"e"'
+            server.release.set()
+            await transport.close()
 
-    try:
         asyncio.run(body())
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 def test_close_closes_the_clients_connections_not_only_forgets_them() -> None:
     """Mutation: ``close()`` left the connections to botocore's ``client.close()`` (urllib3 2.x
     only forgets its pools there: their sockets stayed open until collected, a
     ``ResourceWarning`` each under ``-X dev``)."""
-    server = _serve()
-    transport = _served_transport(server)
+    with _serving() as server:
+        transport = _served_transport(server)
 
-    async def body() -> list[Any]:
-        answer = await transport.call("head_object", {"Key": "k"})
-        assert answer["ETag"] == '"e"'
-        manager = transport.client()._endpoint.http_session._manager
-        pools = [manager.pools.get(key) for key in manager.pools.keys()]  # noqa: SIM118
-        await transport.close()
-        return pools
+        async def body() -> list[Any]:
+            answer = await transport.call("head_object", {"Key": "k"})
+            assert answer["ETag"] == '"e"'
+            manager = transport.client()._endpoint.http_session._manager
+            pools = [manager.pools.get(key) for key in manager.pools.keys()]  # noqa: SIM118
+            await transport.close()
+            return pools
 
-    try:
         pools = asyncio.run(body())
-    finally:
-        server.shutdown()
-        server.server_close()
     assert pools and all(pool.pool is None for pool in pools)  # (urllib3's pool, closed)
 
 
@@ -610,23 +598,18 @@ def test_close_waits_for_a_stalled_request_its_bound_at_most(monkeypatch: pytest
     from vactor_cloud.storage import _s3_threads
 
     monkeypatch.setattr(_s3_threads, "_CLOSE_WAIT", 0.2)
-    server = _serve()
-    transport = _served_transport(server)
+    with _serving() as server:
+        transport = _served_transport(server)
 
-    async def body() -> None:
-        stalled = asyncio.ensure_future(transport.call("head_object", {"Key": "slow-1"}))
-        deadline = time.monotonic() + 10
-        while not server.heads:  # the request is in the server's hands
-            assert time.monotonic() < deadline, "the request never arrived"
-            await asyncio.sleep(0.02)
-        await asyncio.wait_for(transport.close(), 5)
-        server.release.set()
-        with contextlib.suppress(Exception):
-            await stalled
+        async def body() -> None:
+            stalled = asyncio.ensure_future(transport.call("head_object", {"Key": "slow-1"}))
+            deadline = time.monotonic() + 10
+            while not server.heads:  # the request is in the server's hands
+                assert time.monotonic() < deadline, "the request never arrived"
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(transport.close(), 5)
+            server.release.set()
+            with contextlib.suppress(Exception):
+                await stalled
 
-    try:
         asyncio.run(body())
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()

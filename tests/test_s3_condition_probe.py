@@ -14,27 +14,15 @@ Runs on the moto lane (which honours conditions); LocalStack's way is played at 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from test_s3_backend import with_store as _run
 
 from vactor_cloud.storage import ObjectStore, open_store
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("moto")
-
-
-def _run(spec: StoreSpec, body: Callable[[ObjectStore], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = spec.open()
-        try:
-            await body(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
 
 
 def _ignoring_batch_conditions(store: Any) -> list[str]:
