@@ -260,8 +260,14 @@ class ObjectStore(abc.ABC):
 
     def take_capabilities_of(self, inner: ObjectStore) -> None:
         """Say what ``inner`` can hold and how it answers (each of :data:`CAPABILITIES`): for a
-        wrapper (injected faults, added latency) that forwards every request to it."""
+        wrapper (injected faults, added latency) that forwards every request to it. Copied now,
+        but for one a store may learn once built (:attr:`conditional_deletes`: the S3 store's
+        first conditional delete may find the endpoint ignoring the condition): a wrapper that
+        defines it as a property reading ``inner``'s is left to follow it (a copy said True for
+        ever)."""
         for name in CAPABILITIES:
+            if isinstance(getattr(type(self), name, None), property):
+                continue
             setattr(self, name, getattr(inner, name))
 
     # -- public API -------------------------------------------------------
