@@ -10,6 +10,12 @@ numbers and mtimes can be). Writes go to a temp file that is fsynced first:
   then ``os.replace`` (a child forked meanwhile closes its copy of the lock
   file's descriptor, which would otherwise keep the lock held: ``_lock_files``).
 
+Deletes, conditional and plain, unlink under an ``flock`` on one of 64 lock
+files chosen by the key's hash (a conditional one compares the token under it
+too): a plain delete and a create of the key again landing between a
+conditional delete's compare and its unlink would have it unlink the new
+object. (About 8 µs a delete: 22 µs to 31 µs for a post's, median.)
+
 A listing names the versions of the objects this store object read (their
 keys, the identity of each file read (inode, size, ctime, mtime) and its
 token, remembered): a ``stat`` of each tells whether the file is still the
@@ -803,10 +809,13 @@ class LocalStore(ObjectStore):
     def _remove(self, key: str) -> None:
         path = self._fspath(key)
         # Under the key's lock if an if-match writer ever used one for it: a delete between its
-        # version check and its rename would be undone (the object brought back).
+        # version check and its rename would be undone (the object brought back). And under the
+        # conditional deletes' lock of its stripe: between one's compare and its unlink, this
+        # delete and a create of the key again would have it unlink the new object.
         try:
             with (
                 self._key_lock_if_used(key),
+                self._delete_lock(key),
                 contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError),
             ):
                 os.unlink(path)
@@ -841,9 +850,12 @@ class LocalStore(ObjectStore):
         of one key take turns (a lock file per key, as ``_key_lock`` makes, would leave a file
         behind for every event ever deleted)."""
         stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _DELETE_STRIPES
-        locks = self.root / _LOCKS
-        locks.mkdir(parents=True, exist_ok=True)
-        fd = _open_lock_file(locks / f"deletes-{stripe:02d}", os.O_RDWR | os.O_CREAT)
+        path = f"{self._root}/{_LOCKS}/deletes-{stripe:02d}"
+        try:
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+        except FileNotFoundError:  # (the locks' directory, made once: every delete takes a lock)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
