@@ -76,6 +76,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h166_local_listing_versions",
         "test_review_h166_wrapper_capabilities",
         "test_review_h166_local_delete_locks",
+        "test_review_h166_runtime_bounds",
         "test_review_h160_runtime_sweep",
         "test_review_h161_s3_answers",
         "test_review_h161_s3_transports",
