@@ -30,10 +30,10 @@ two creations across threads waiting for each other for good (M56).
 
 Survived, argued equivalent or left (17): spawn's on_shutdown called after the task ran (M10:
 every on_shutdown claims first); spawn ending the work of a task queued as an interrupt landed
-(M11: needs a Ctrl-C inside WorkerPool.submit after a thread took the task; left); _fail_queued
+(M11: pinned since by test_review_h166_runtime_bounds); _fail_queued
 without claim (M12: settle skips done futures; a queued call is claimed by nobody);
 head_moved once stopped (M13: every path to it goes through run/bounded, refused once
-stopped); the byte bound off by one (M15: one byte; not pinned); finish deleting another
+stopped); the byte bound off by one (M15: pinned since by test_review_h166_runtime_bounds); finish deleting another
 creation's entry (M24: an id's entry is that creation until its finish); shut_down without
 claim (M26: a second settle finds nothing deferred; ready() decides on the stored actor);
 creating() returning a settled creation (M27: the instant between settle and unlisting);
