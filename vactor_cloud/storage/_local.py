@@ -265,7 +265,6 @@ class LocalStore(ObjectStore):
         #: ``_VERSIONS_READ``, the oldest read forgotten first. (Not forgotten on a delete: a
         #: reader may still hold what it read, and must see another object written there.)
         self._versions_read: dict[str, tuple[_FileIdentity, str]] = {}
-        self._versions_read_guard = threading.Lock()
 
     # -- layout -------------------------------------------------------------
     @staticmethod
@@ -421,11 +420,16 @@ class LocalStore(ObjectStore):
         return Blob(data, version)
 
     def _remember_version(self, key: str, identity: _FileIdentity, version: str) -> None:
-        with self._versions_read_guard:
-            self._versions_read.pop(key, None)  # (to the end: the oldest is forgotten first)
-            self._versions_read[key] = (identity, version)
-            if len(self._versions_read) > _VERSIONS_READ:
-                del self._versions_read[next(iter(self._versions_read))]
+        # No lock: one held by another thread as this process forks stayed held in the child,
+        # whose first read then waited for good. Each dict operation is atomic; two threads
+        # forgetting the oldest at once (one finds it gone), or one iterating as another
+        # inserts, are harmless: the bound is kept within a few entries.
+        remembered = self._versions_read
+        remembered.pop(key, None)  # (to the end: the oldest is forgotten first)
+        remembered[key] = (identity, version)
+        if len(remembered) > _VERSIONS_READ:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del remembered[next(iter(remembered))]
 
     def _listed_versions(self, keys: list[str], paths: dict[str, str]) -> dict[str, str]:
         """The versions of those of ``keys`` this store read (``_versions_read``), for a
@@ -448,8 +452,7 @@ class LocalStore(ObjectStore):
                 if _identity(os.stat(path, follow_symlinks=False)) != identity:
                     version = self._read_version_remembered(key, path)
             except (OSError, TruncatedObjectError):  # (deleted meanwhile, torn: no version)
-                with self._versions_read_guard:
-                    remembered.pop(key, None)
+                remembered.pop(key, None)
                 continue
             versions[key] = version
         return versions
