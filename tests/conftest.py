@@ -73,6 +73,10 @@ ABOVE_THE_STORE_MODULES = frozenset(
     {
         "test_review_cli_silent_commands",
         "test_review_h157_local_store",
+        "test_review_h166_local_listing_versions",
+        "test_review_h166_wrapper_capabilities",
+        "test_review_h166_local_delete_locks",
+        "test_review_h166_runtime_bounds",
         "test_review_h160_runtime_sweep",
         "test_review_h161_s3_answers",
         "test_review_h161_s3_transports",

@@ -30,22 +30,22 @@ two creations across threads waiting for each other for good (M56).
 
 Survived, argued equivalent or left (17): spawn's on_shutdown called after the task ran (M10:
 every on_shutdown claims first); spawn ending the work of a task queued as an interrupt landed
-(M11: needs a Ctrl-C inside WorkerPool.submit after a thread took the task; left); _fail_queued
-without claim (M12: settle skips done futures; a queued call is claimed by nobody);
-head_moved once stopped (M13: every path to it goes through run/bounded, refused once
-stopped); the byte bound off by one (M15: one byte; not pinned); finish deleting another
-creation's entry (M24: an id's entry is that creation until its finish); shut_down without
-claim (M26: a second settle finds nothing deferred; ready() decides on the stored actor);
-creating() returning a settled creation (M27: the instant between settle and unlisting);
-the lost race's class compared by name (M30: _check_class after ensure_exists says the same);
-close in a forked child (M31: the child reaches no runtime of its parent's, reset at fork);
-a second close redoing the first (M32: each step is idempotent); close's second _fail_queued
-(M35: a call queued once close began is failed by spawn's refusal, since the defect below is
-fixed); the exit not joining the program's threads (M47: their later calls start a runtime
-the atexit hook shuts down; a thread calling 200 times across the exit lost none); a cancelled
-HEAD flush not putting its moves back (M48), HEAD's known step moved backwards (M49), a lazy
-move staying lazy (M51): HEAD is a hint, cost only; ``bounded`` taking a request's own
-TimeoutError for the operation's deadline (M53: the message only; not pinned).
+(M11: pinned since by test_review_h166_runtime_bounds); _fail_queued without claim (M12: settle
+skips done futures; a queued call is claimed by nobody); head_moved once stopped (M13: every
+path to it goes through run/bounded, refused once stopped); the byte bound off by one (M15:
+pinned since by test_review_h166_runtime_bounds); finish deleting another creation's entry
+(M24: an id's entry is that creation until its finish); shut_down without claim (M26: a second
+settle finds nothing deferred; ready() decides on the stored actor); creating() returning a
+settled creation (M27: the instant between settle and unlisting); the lost race's class
+compared by name (M30: _check_class after ensure_exists says the same); close in a forked child
+(M31: the child reaches no runtime of its parent's, reset at fork); a second close redoing the
+first (M32: each step is idempotent); close's second _fail_queued (M35: a call queued once
+close began is failed by spawn's refusal, since the defect below is fixed); the exit not
+joining the program's threads (M47: their later calls start a runtime the atexit hook shuts
+down; a thread calling 200 times across the exit lost none); a cancelled HEAD flush not putting
+its moves back (M48), HEAD's known step moved backwards (M49), a lazy move staying lazy (M51):
+HEAD is a hint, cost only; ``bounded`` taking a request's own TimeoutError for the operation's
+deadline (M53: the message only; not pinned).
 
 A defect found on the way (not a mutation): ``spawn`` took the core whose queued calls a
 refused drain fails from ``fn.__self__`` after ``carry_runtime`` had wrapped ``fn``: under

@@ -640,7 +640,7 @@ class ActorInbox:
         if versions is not None:
             # An object at another version than the one read is another event under the key
             # (the one held was deleted unapplied, by hand, and the id sent again): read anew.
-            # (Listings of the local store name no versions: such a swap stays unseen there.)
+            # (The local store's listings name the versions of the objects it read: the held ones.)
             for replaced in [
                 k for k, e in self._known.items() if e.version and versions.get(k, e.version) != e.version
             ]:

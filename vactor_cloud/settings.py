@@ -137,7 +137,8 @@ class Settings:
     #: idle actors cached per process (their newest step and live instance); the least recently used go
     max_cached_actors: int = 10_000
     #: ...and at most about this many bytes of cached state (with the folded calls' outcomes its step
-    #: carries, and decoded idempotency tables) in all
+    #: carries, and decoded idempotency tables) in all (exactly this many is within it: an eviction
+    #: stops there)
     max_cache_bytes: int = 128 * 1024 * 1024
     #: read-only calls running at once restore private copies of their actors' states of at most
     #: about this many bytes in all (stored size); a read past it waits for one to end (one alone

@@ -63,10 +63,16 @@ class Listing(builtins.list[str]):
     """The keys a listing found, and how many requests (pages) it took to find them: a
     backend whose listings may take several returns one (see :meth:`ObjectStore.listed_at_one_moment`).
 
-    ``versions``: each listed object's version as the listing saw it, where the backend's
-    listing names them at no cost (S3's ETags, GCS's generations, the memory store's); ``None``
-    where it does not (the local store: a version is inside its file). A reader holding what it
-    read at a key tells by them that the object there was replaced since (the inbox)."""
+    ``versions``: listed objects' versions as the listing saw them, the same versions ``get``
+    returns: every listed object's where the backend's listing names them at no cost (S3's
+    ETags, GCS's generations, the memory store's); on the local store (a version is inside its
+    file) those of the objects this store object read, checked by a ``stat`` of each file
+    against the one read (a file replaced since is opened for its version), not one open per
+    key. ``None``: the listing names none. A reader holding what it read at a key tells by them
+    that the object there was replaced since (the inbox); a key left out is one it cannot tell
+    of. (The local store's one miss: a file replaced within one tick of the filesystem's clock
+    by one of the same size that took over the freed inode number is listed at the old
+    version.)"""
 
     __slots__ = ("requests", "versions")
 
@@ -254,8 +260,14 @@ class ObjectStore(abc.ABC):
 
     def take_capabilities_of(self, inner: ObjectStore) -> None:
         """Say what ``inner`` can hold and how it answers (each of :data:`CAPABILITIES`): for a
-        wrapper (injected faults, added latency) that forwards every request to it."""
+        wrapper (injected faults, added latency) that forwards every request to it. Copied now,
+        but for one a store may learn once built (:attr:`conditional_deletes`: the S3 store's
+        first conditional delete may find the endpoint ignoring the condition): a wrapper that
+        defines it as a property reading ``inner``'s is left to follow it (a copy said True for
+        ever)."""
         for name in CAPABILITIES:
+            if isinstance(getattr(type(self), name, None), property):
+                continue
             setattr(self, name, getattr(inner, name))
 
     # -- public API -------------------------------------------------------

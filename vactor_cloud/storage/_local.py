@@ -10,6 +10,22 @@ numbers and mtimes can be). Writes go to a temp file that is fsynced first:
   then ``os.replace`` (a child forked meanwhile closes its copy of the lock
   file's descriptor, which would otherwise keep the lock held: ``_lock_files``).
 
+Deletes, conditional and plain, unlink (and overwrites and if-match writes
+rename) under an ``flock`` on one of 64 lock files chosen by the key's hash (a
+conditional delete compares the token under it too): a plain delete and a
+create of the key again, an overwrite or an if-match write landing between a
+conditional delete's compare and its unlink would have it unlink the new
+object. (About 8 µs a request: a post's delete from 22 µs to 31 µs, median.)
+Creates take none: a link cannot replace a file.
+
+A listing names the versions of the objects this store object read (their
+keys, the identity of each file read (inode, size, ctime, mtime) and its
+token, remembered): a ``stat`` of each tells whether the file is still the
+one read; one replaced since (a new inode, a new ctime) is opened for its
+token. The token stays the one version there is (``get``, ``head``,
+if-match and conditional deletes compare it); the identity only saves a
+listing an open per key (see ``Listing.versions`` for its one miss).
+
 A reader therefore sees a whole old object or a whole new one; a file cut
 short of its token (an unsynced mailbox write torn by a machine crash) reads
 as :class:`~vactor_cloud.errors.TruncatedObjectError`, never as data. Keys
@@ -88,7 +104,15 @@ from vactor_cloud.errors import (
     StorageError,
     TruncatedObjectError,
 )
-from vactor_cloud.storage._base import ACTORS_DIR, STORES_BELOW, Blob, IfMatch, ObjectStore, PutMode
+from vactor_cloud.storage._base import (
+    ACTORS_DIR,
+    STORES_BELOW,
+    Blob,
+    IfMatch,
+    Listing,
+    ObjectStore,
+    PutMode,
+)
 
 __all__ = ["LocalStore"]
 
@@ -116,6 +140,8 @@ _DIRENT = 32
 _INLINE_BYTES = 256 * 1024
 #: listings of at most this many keys (or of a mailbox) run on the IO loop itself
 _INLINE_LIST = 1000
+#: the most objects whose version a store remembers from reading them (``LocalStore._versions_read``)
+_VERSIONS_READ = 16384
 
 
 def encode_component(name: str) -> list[str]:
@@ -192,6 +218,14 @@ class ListingStats:
 
 _R = TypeVar("_R")
 
+#: what tells one file from another at a path without opening it: inode, device, size, ctime and
+#: mtime (every write renames or links a fresh temp file into place: a new inode, a new ctime)
+_FileIdentity = tuple[int, int, int, int, int]
+
+
+def _identity(status: os.stat_result) -> _FileIdentity:
+    return (status.st_ino, status.st_dev, status.st_size, status.st_ctime_ns, status.st_mtime_ns)
+
 
 async def _off_loop(function: Callable[..., _R], *args: Any) -> _R:
     """``function(*args)`` on the loop's default executor; on the loop itself once the
@@ -226,6 +260,11 @@ class LocalStore(ObjectStore):
         super().__init__(f"file://{self.root}")
         self._chunked: bool | None = None
         self.listing = ListingStats()
+        #: key -> (the identity of the file read there, its version): the objects this store
+        #: read, whose versions its listings name (``_listed_versions``); at most
+        #: ``_VERSIONS_READ``, the oldest read forgotten first. (Not forgotten on a delete: a
+        #: reader may still hold what it read, and must see another object written there.)
+        self._versions_read: dict[str, tuple[_FileIdentity, str]] = {}
 
     # -- layout -------------------------------------------------------------
     @staticmethod
@@ -376,7 +415,63 @@ class LocalStore(ObjectStore):
             os.close(fd)
         if len(token) < _TOKEN:
             raise self._torn(key, len(token))
-        return Blob(data, token.hex())
+        version = token.hex()
+        self._remember_version(key, _identity(status), version)
+        return Blob(data, version)
+
+    def _remember_version(self, key: str, identity: _FileIdentity, version: str) -> None:
+        # No lock: one held by another thread as this process forks stayed held in the child,
+        # whose first read then waited for good. Each dict operation is atomic; two threads
+        # forgetting the oldest at once (one finds it gone), or one iterating as another
+        # inserts, are harmless: the bound is kept within a few entries.
+        remembered = self._versions_read
+        remembered.pop(key, None)  # (to the end: the oldest is forgotten first)
+        remembered[key] = (identity, version)
+        if len(remembered) > _VERSIONS_READ:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del remembered[next(iter(remembered))]
+
+    def _listed_versions(self, keys: list[str], paths: dict[str, str]) -> dict[str, str]:
+        """The versions of those of ``keys`` this store read (``_versions_read``), for a
+        listing that found their files at ``paths``: a file whose identity (a ``stat``, no
+        open) is still the one read is at the version read; another one's version is read
+        from it (an object replaced since). Others are left out: a reader holds none of them,
+        and a token read per key would make every listing cost an open per key. (A file
+        replaced within one tick of the filesystem's clock by one of the same size that took
+        over the freed inode number keeps the identity read: it is listed at the old version,
+        the one case a replacement is missed.)"""
+        remembered = self._versions_read
+        versions: dict[str, str] = {}
+        for key in keys if paths else ():
+            read = remembered.get(key)
+            path = paths.get(key)
+            if read is None or path is None:
+                continue
+            identity, version = read
+            try:
+                if _identity(os.stat(path, follow_symlinks=False)) != identity:
+                    version = self._read_version_remembered(key, path)
+            except (OSError, TruncatedObjectError):  # (deleted meanwhile, torn: no version)
+                remembered.pop(key, None)
+                continue
+            versions[key] = version
+        return versions
+
+    def _read_version_remembered(self, key: str, path: str) -> str:
+        """The version of the file at ``path``, remembered with the identity of the file it was
+        read from (the same descriptor: a file renamed into place meanwhile cannot pair one
+        file's identity with another's token)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            status = os.fstat(fd)
+            token = os.read(fd, _TOKEN)
+        finally:
+            os.close(fd)
+        if len(token) < _TOKEN:
+            raise self._torn(key, len(token))
+        version = token.hex()
+        self._remember_version(key, _identity(status), version)
+        return version
 
     def _torn(self, key: str, length: int) -> TruncatedObjectError:
         return TruncatedObjectError(
@@ -462,11 +557,13 @@ class LocalStore(ObjectStore):
                     raise AlreadyExistsError(f"{self.url}/{key}: already exists", key) from None
             elif mode == "overwrite":
                 # Under the key's lock if an if-match writer ever used one: an overwrite between
-                # its version check and its rename would be lost.
-                with self._key_lock_if_used(key):
+                # its version check and its rename would be lost. And under the conditional
+                # deletes' lock of its stripe (so is an if-match): between one's compare and its
+                # unlink, the object written would be unlinked.
+                with self._key_lock_if_used(key), self._delete_lock(key):
                     os.replace(temp, target)
             else:
-                with self._key_lock(key):
+                with self._key_lock(key), self._delete_lock(key):
                     try:
                         current = self._read_version(key)
                     except TruncatedObjectError:
@@ -542,11 +639,13 @@ class LocalStore(ObjectStore):
         prefix: str,
         start_after: str | None,
         chunked: bool,
+        paths: dict[str, str],
     ) -> list[tuple[str, bool, str, bool]]:
         """One directory's entries as ``(key prefix, is file, path, in chain)``, sorted and pruned.
 
         A file's key prefix is its key; a directory's is what every key under
-        it starts with.
+        it starts with. ``paths`` gets the path of each file whose version this store
+        remembers (``_listed_versions``).
         """
         out: list[tuple[str, bool, str, bool]] = []
         self.listing.directories += 1
@@ -575,6 +674,8 @@ class LocalStore(ObjectStore):
             if is_file:
                 if not lower.startswith(prefix) or (start_after is not None and lower <= start_after):
                     continue
+                if lower in self._versions_read:
+                    paths[lower] = entry.path
             else:
                 if not (lower.startswith(prefix) or prefix.startswith(lower)):
                     continue
@@ -592,6 +693,7 @@ class LocalStore(ObjectStore):
         prefix: str,
         start_after: str | None,
         chunked: bool,
+        paths: dict[str, str],
     ) -> Iterator[str]:
         """Keys under ``directory`` in key order, reading subdirectories only when reached.
 
@@ -603,7 +705,7 @@ class LocalStore(ObjectStore):
         """
         heap: list[tuple[str, int, Iterator[str]]] = []
         for index, (lower, is_file, path, chain) in enumerate(
-            self._entries(directory, decoded, in_chain, prefix, start_after, chunked)
+            self._entries(directory, decoded, in_chain, prefix, start_after, chunked, paths)
         ):
             if lower > prefix and not lower.startswith(prefix):
                 break  # sorted: nothing from here on carries the prefix
@@ -615,7 +717,9 @@ class LocalStore(ObjectStore):
                 else:
                     heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
             children = (
-                iter((lower,)) if is_file else self._walk(path, lower, chain, prefix, start_after, chunked)
+                iter((lower,))
+                if is_file
+                else self._walk(path, lower, chain, prefix, start_after, chunked, paths)
             )
             first = next(children, None)
             if first is not None:
@@ -628,30 +732,36 @@ class LocalStore(ObjectStore):
             else:
                 heapq.heapreplace(heap, (following, heap[0][1], heap[0][2]))
 
-    def _scan(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+    def _scan(self, prefix: str, start_after: str | None, limit: int | None) -> Listing:
         try:
-            return self._scan_directories(prefix, start_after, limit)
+            paths: dict[str, str] = {}
+            keys = self._scan_directories(prefix, start_after, limit, paths)
+            return Listing(keys, 1, self._listed_versions(keys, paths))
         except StorageError:
             raise
         except OSError as exc:  # (an I/O error, a directory made unreadable)
             raise StorageError(f"{self.url}/{prefix}: listing failed: {exc}", prefix) from exc
 
-    def _scan_directories(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+    def _scan_directories(
+        self, prefix: str, start_after: str | None, limit: int | None, paths: dict[str, str]
+    ) -> list[str]:
         chunked = self._layout_chunked()
         keys: list[str] = []
         if limit is not None and limit <= 0:
             return keys
         if chunked and prefix.endswith(f"/{_MAILBOX}/"):
-            mailbox = self._scan_mailbox(prefix, start_after, limit)
+            mailbox = self._scan_mailbox(prefix, start_after, limit, paths)
             if mailbox is not None:
                 return mailbox
-        for key in self._walk(str(self.root), "", False, prefix, start_after, chunked):
+        for key in self._walk(str(self.root), "", False, prefix, start_after, chunked, paths):
             keys.append(key)
             if limit is not None and len(keys) >= limit:
                 break
         return keys
 
-    def _scan_mailbox(self, prefix: str, start_after: str | None, limit: int | None) -> list[str] | None:
+    def _scan_mailbox(
+        self, prefix: str, start_after: str | None, limit: int | None, paths: dict[str, str]
+    ) -> list[str] | None:
         """A listing of the mailbox ``prefix`` (``.../mail/``) from its one directory, without
         walking the chains above it (they hold nothing else under this prefix); None when
         the directory holds something other than files (then the ordered walk lists it)."""
@@ -679,6 +789,8 @@ class LocalStore(ObjectStore):
             key = prefix + name
             if start_after is None or key > start_after:
                 keys.append(key)
+                if key in self._versions_read:
+                    paths[key] = entry.path
         keys.sort()
         return keys if limit is None else keys[:limit]
 
@@ -704,10 +816,13 @@ class LocalStore(ObjectStore):
     def _remove(self, key: str) -> None:
         path = self._fspath(key)
         # Under the key's lock if an if-match writer ever used one for it: a delete between its
-        # version check and its rename would be undone (the object brought back).
+        # version check and its rename would be undone (the object brought back). And under the
+        # conditional deletes' lock of its stripe: between one's compare and its unlink, this
+        # delete and a create of the key again would have it unlink the new object.
         try:
             with (
                 self._key_lock_if_used(key),
+                self._delete_lock(key),
                 contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError),
             ):
                 os.unlink(path)
@@ -742,9 +857,12 @@ class LocalStore(ObjectStore):
         of one key take turns (a lock file per key, as ``_key_lock`` makes, would leave a file
         behind for every event ever deleted)."""
         stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _DELETE_STRIPES
-        locks = self.root / _LOCKS
-        locks.mkdir(parents=True, exist_ok=True)
-        fd = _open_lock_file(locks / f"deletes-{stripe:02d}", os.O_RDWR | os.O_CREAT)
+        path = f"{self._root}/{_LOCKS}/deletes-{stripe:02d}"
+        try:
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+        except FileNotFoundError:  # (the locks' directory, made once: every delete takes a lock)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

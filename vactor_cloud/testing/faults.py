@@ -235,6 +235,15 @@ class FaultyStore(ObjectStore):
     def describe(self) -> str:
         return self.inner.describe()
 
+    @property
+    def conditional_deletes(self) -> bool:
+        """The wrapped store's, as it learns it (see ``take_capabilities_of``)."""
+        return self.inner.conditional_deletes
+
+    @conditional_deletes.setter
+    def conditional_deletes(self, value: bool) -> None:
+        self.inner.conditional_deletes = value
+
     def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
         # (the wrapped store's first: what its endpoint answered; then the faults injected here)
         return self.inner.trouble_meanwhile(within, operation) or super().trouble_meanwhile(within, operation)

@@ -74,6 +74,15 @@ class LatencyStore(ObjectStore):
     def describe(self) -> str:
         return f"{self.inner.describe()} (+{self.latency.describe()} per request)"
 
+    @property
+    def conditional_deletes(self) -> bool:
+        """The wrapped store's, as it learns it (see ``take_capabilities_of``)."""
+        return self.inner.conditional_deletes
+
+    @conditional_deletes.setter
+    def conditional_deletes(self, value: bool) -> None:
+        self.inner.conditional_deletes = value
+
     def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
         return self.inner.trouble_meanwhile(within, operation)
 

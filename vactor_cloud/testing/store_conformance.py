@@ -17,7 +17,8 @@ What is proved, for every backend (the contract in
 :class:`vactor_cloud.storage.ObjectStore`): whole-object round trips for
 binary, empty and multi-megabyte objects and for keys with unicode and
 spaces; sorted listing with ``start_after`` and ``limit`` that reads the store,
-not a cache; create-only puts with exactly one winner among racing threads
+not a cache, naming the versions of the objects read (a replaced one's new
+version); create-only puts with exactly one winner among racing threads
 and racing processes; compare-and-swap puts that refuse stale versions and
 missing keys; versions that are never reused (no ABA); no torn reads; deletes
 of many keys at once (missing ones fine, one counted request per batch); deletes
@@ -623,6 +624,35 @@ class StoreConformance:
                 await other.delete("p/1")
                 assert await store.list("p/") == ["p/2"]
                 assert await store.head("p/1") is None
+            finally:
+                await other.close()
+
+        run_on_store(store_spec, body)
+
+    def test_a_listed_version_changes_when_its_object_is_replaced(self, store_spec: StoreSpec) -> None:
+        # docs/events.md: a reader holding what it read at a key (the inbox, an event) tells by a
+        # listing's versions (at least those of the objects this store read) that the object
+        # there was replaced since (deleted by another client and written again, same bytes),
+        # and that one left alone was not. The local store's listings named no versions.
+        async def body(store: ObjectStore) -> None:
+            other = store_spec.open()
+            try:
+                await store.put("held/a", b"same")
+                await store.put("held/b", b"same")
+                read = {key: (await store.get(key)).version for key in ("held/a", "held/b")}
+                listed = await store.list("held/")
+                assert isinstance(listed, Listing) and listed.versions is not None
+                assert {key: listed.versions.get(key) for key in listed} == read
+                await other.delete("held/a")
+                again = await other.put("held/a", b"same", mode="create")
+                for _ in range(2):  # (the second: what the first learnt is still right)
+                    listed = await store.list("held/")
+                    assert isinstance(listed, Listing) and listed.versions is not None
+                    assert again != read["held/a"]
+                    assert {key: listed.versions.get(key) for key in listed} == {
+                        "held/a": again,
+                        "held/b": read["held/b"],
+                    }
             finally:
                 await other.close()
 
