@@ -73,6 +73,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
     {
         "test_review_cli_silent_commands",
         "test_review_h157_local_store",
+        "test_review_h165_call_queue",
         "test_review_h165_child_reports",
         "test_review_h160_runtime_sweep",
         "test_review_h161_s3_answers",
