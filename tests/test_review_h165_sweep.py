@@ -274,3 +274,70 @@ def test_a_posted_batchs_commit_error_is_pending_not_unknown(caplog: pytest.LogC
     assert (stats["commit_errors"], stats["outcome_unknown"]) == (1, 0)
     [record] = caplog.records
     assert record.levelno == logging.WARNING and "they are pending" in record.getMessage()
+
+
+# -- definition: a method's kind is its own class's word, as the MRO says ------------------------
+
+
+class _Base:
+    def __init__(self) -> None:
+        self.count = 0
+
+    @vc.virtual_actor.readonly
+    def look(self) -> int:
+        return self.count
+
+    def bump(self) -> int:
+        self.count += 1
+        return self.count
+
+    def ping(self) -> str:
+        return "base"
+
+
+@vc.virtual_actor
+class Overriding(_Base):
+    def look(self) -> int:  # a writer now: what it changes is committed
+        self.count += 10
+        return self.count
+
+    @vc.virtual_actor.readonly
+    def bump(self) -> int:  # read-only now: what it changes is discarded
+        self.count += 100
+        return self.count
+
+    @staticmethod
+    def ping() -> str:  # no actor method any more (a handle calls only methods taking self)
+        return "static"
+
+
+def test_an_override_takes_its_kind_from_the_subclass_not_the_base(actor_store: StoreSpec) -> None:
+    """A base's read-only method overridden by a writer writes; a base's writer overridden by a
+    read-only method does not. (Mutation: the MRO walked from the subclass down, so the base's
+    kind won: the writer override ran read-only and its change was silently lost.)"""
+    actor = Overriding.get_or_create("o")
+    assert actor.look.run() == 10
+    assert actor.look.run() == 20  # committed: the second call saw the first's change
+    assert actor.bump.run() == 120
+    assert actor.bump.run() == 120  # discarded: read-only
+    assert sorted(call.method for entry in actor.history() for call in entry.calls) == ["__init__", "look", "look"]
+
+
+def test_a_base_method_shadowed_by_a_staticmethod_is_no_actor_method(actor_store: StoreSpec) -> None:
+    """(Mutation: the base's method kept in the table when a subclass shadows it with a
+    staticmethod: ``h.ping`` ran a method the class no longer has.)"""
+    actor = Overriding.get_or_create("o")
+    with pytest.raises(AttributeError, match="ping"):
+        actor.ping  # noqa: B018
+
+
+def test_an_async_generator_method_is_refused_at_definition() -> None:
+    """(Mutation: only plain generators refused: an ``async def`` with ``yield`` was accepted, and
+    each call ran none of its body.)"""
+
+    class Streams:
+        async def numbers(self) -> Any:
+            yield 1
+
+    with pytest.raises(vc.ActorDefinitionError, match="numbers are generators"):
+        vc.virtual_actor(Streams)
