@@ -69,7 +69,7 @@ class Ledger:
     def __init__(self) -> None:
         self.total = 0
 
-    def addEntry(self, amount: int) -> int:  # noqa: N802 (a user's camelCase name)
+    def addEntry(self, amount: int) -> int:  # (a user's camelCase name)
         self.total += amount
         return self.total
 
@@ -77,7 +77,7 @@ class Ledger:
         return -1
 
     @vc.virtual_actor.readonly
-    def Total(self) -> int:  # noqa: N802
+    def Total(self) -> int:
         return self.total
 
 
@@ -320,7 +320,8 @@ def test_an_override_takes_its_kind_from_the_subclass_not_the_base(actor_store: 
     assert actor.look.run() == 20  # committed: the second call saw the first's change
     assert actor.bump.run() == 120
     assert actor.bump.run() == 120  # discarded: read-only
-    assert sorted(call.method for entry in actor.history() for call in entry.calls) == ["__init__", "look", "look"]
+    methods = sorted(call.method for entry in actor.history() for call in entry.calls)
+    assert methods == ["__init__", "look", "look"]
 
 
 def test_a_base_method_shadowed_by_a_staticmethod_is_no_actor_method(actor_store: StoreSpec) -> None:

@@ -1,0 +1,72 @@
+"""Each line marked ``# E:`` and a text must be reported by mypy (with the plugin) with that
+text; nothing else may be reported. A dataclass actor (``@dataclass`` under ``@virtual_actor``):
+``get_or_create`` takes the parameters of the ``__init__`` the dataclass makes (made by the
+dataclasses plugin after this plugin's hook ran: every argument was "too many" before)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar, assert_type
+
+import vactor_cloud as vc
+
+T = TypeVar("T")
+
+
+@vc.virtual_actor
+@dataclass
+class Tally:
+    n: int = 0
+    names: list[str] = field(default_factory=list)
+
+    def add(self, name: str) -> int:
+        self.names.append(name)
+        return len(self.names)
+
+
+@vc.virtual_actor
+@dataclass(kw_only=True)
+class Levels:
+    level: int
+    tag: str = "x"
+
+
+@vc.virtual_actor
+@dataclass
+class Holder(Generic[T]):
+    item: T
+
+    @vc.virtual_actor.readonly
+    def get(self) -> T:
+        return self.item
+
+
+@vc.virtual_actor
+@dataclass
+class NamedTally(Tally):
+    label: str = ""
+
+
+def right() -> None:
+    assert_type(Tally.get_or_create("t", 3, ["a"]), vc.ActorHandle[Tally])
+    assert_type(Tally.get_or_create("t", n=3).add.run("b"), int)
+    assert_type(Levels.get_or_create("l", level=2, tag="y"), vc.ActorHandle[Levels])
+    assert_type(Holder.get_or_create("h", 3), vc.ActorHandle[Holder[int]])
+    assert_type(Holder.get_or_create("h", "s").get.run(at_step=1), str)
+    assert_type(NamedTally.get_or_create("n", 1, [], "label"), vc.ActorHandle[NamedTally])
+
+
+async def right_async() -> None:
+    assert_type(await Tally.get_or_create_async("t", 3), vc.ActorHandle[Tally])
+
+
+def wrong() -> None:
+    Tally.get_or_create("t", "three")  # E: Argument 2 to "get_or_create" of "Tally" has incompatible
+    Tally.get_or_create("t", 1, [], 5)  # E: Too many arguments for "get_or_create" of "Tally"
+    Levels.get_or_create("l", 2)  # E: Too many positional arguments for "get_or_create" of "Levels"
+    Levels.get_or_create("l")  # E: Missing named argument "level" for "get_or_create" of "Levels"
+    NamedTally.get_or_create("n", 1, [], 2)  # E: Argument 4 to "get_or_create" of "NamedTally"
+
+
+async def wrong_async() -> None:
+    await Tally.get_or_create_async("t", n="3")  # E: Argument "n" to "get_or_create_async" of "Tally"
