@@ -1,12 +1,14 @@
 """Each line marked ``# E:`` and a text must be reported by mypy (with the plugin) with that
 text; nothing else may be reported. A dataclass actor (``@dataclass`` under ``@virtual_actor``):
 ``get_or_create`` takes the parameters of the ``__init__`` the dataclass makes (made by the
-dataclasses plugin after this plugin's hook ran: every argument was "too many" before)."""
+dataclasses plugin after this plugin's hook ran: every argument was "too many" before). And
+what the plugin adds leaves the class's own alone: a class attribute named ``cls`` keeps its
+type inside the class (``Account.cls`` outside is the ActorClass's, the class)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar, assert_type
+from typing import ClassVar, Generic, TypeVar, assert_type
 
 import vactor_cloud as vc
 
@@ -47,6 +49,14 @@ class NamedTally(Tally):
     label: str = ""
 
 
+@vc.virtual_actor
+class Styled:
+    cls: ClassVar[str] = "bold"
+
+    def css(self) -> str:
+        return self.cls.upper()
+
+
 def right() -> None:
     assert_type(Tally.get_or_create("t", 3, ["a"]), vc.ActorHandle[Tally])
     assert_type(Tally.get_or_create("t", n=3).add.run("b"), int)
@@ -54,6 +64,9 @@ def right() -> None:
     assert_type(Holder.get_or_create("h", 3), vc.ActorHandle[Holder[int]])
     assert_type(Holder.get_or_create("h", "s").get.run(at_step=1), str)
     assert_type(NamedTally.get_or_create("n", 1, [], "label"), vc.ActorHandle[NamedTally])
+    # Dunders read through the decorated name are the ActorClass's, as at runtime: no error.
+    assert_type(Tally.__module__, str)
+    assert_type(Tally.__doc__, str | None)
 
 
 async def right_async() -> None:
