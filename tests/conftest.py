@@ -75,6 +75,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h157_local_store",
         "test_review_h165_call_queue",
         "test_review_h165_child_reports",
+        "test_review_h165_sweep",
         "test_review_h160_runtime_sweep",
         "test_review_h161_s3_answers",
         "test_review_h161_s3_transports",
