@@ -74,7 +74,7 @@ P14  dunders through the decorated name reported              yes       h165 typ
 P15  a static FuncDef taken for a method                       yes       equivalent (below)
 P16  the class's own ``cls`` attribute overwritten             yes       h165 typing case (``cls``)
 P17  an unannotated ``__init__``'s parameters dropped          no        typing (negatives)
-P18  (the fix) a dataclass's late ``__init__`` not read        no        h165 typing case (dataclass)
+P18  (the fix) a dataclass's late ``__init__`` not read        no        h165 typing case (generated init)
 H1   ``run_async`` returns ``ActorFuture[Any]``                no        typing (negatives)
 H2   ``catch_exceptions=True`` returns ``Any``                 no        typing (positives)
 ==== ======================================================== ========= =========================
@@ -88,10 +88,11 @@ signature shows ``at_step`` after ``**kwargs``, calls are checked the same. P15,
 static or class method a ``Decorator`` node (fresh and from its cache); a static ``FuncDef`` is
 ``__new__``, private anyway.
 
-A real defect, fixed: the mypy plugin gave a dataclass actor (``@dataclass`` under
-``@virtual_actor``) a ``get_or_create`` with no parameters but the id (every argument "too
-many", a false error on correct code): ``tests/typing/negative_plugin_dataclass.py``; P18
-(the late ``__init__`` not read) is killed by it.
+A real defect, fixed: the mypy plugin gave a dataclass or attrs actor (``@dataclass`` or
+``@attrs.define`` under ``@virtual_actor``) a ``get_or_create`` with no parameters but the id
+(every argument "too many", a false error on correct code):
+``tests/typing/negative_plugin_generated_init.py``; P18 (the late ``__init__`` not read) is
+killed by it.
 
 The call queue's and the child reports' tests are modules of their own
 (``test_review_h165_call_queue``, ``test_review_h165_child_reports``).

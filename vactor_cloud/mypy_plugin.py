@@ -13,9 +13,10 @@ What it adds, because Python's type system cannot say it:
   ``get_or_create(actor_id, <__init__'s parameters>) -> ActorHandle[Cls]``
   and ``get_or_create_async`` (the same, awaited), as the runtime does. A generic
   class's type variables are inferred from the arguments, as for ``Cls(...)``:
-  ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``. A dataclass's ``__init__``
-  (``@dataclass`` under ``@virtual_actor``) is made by mypy's dataclasses plugin after this
-  hook ran: its parameters are read when ``get_or_create`` is called.
+  ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``. A dataclass's or an attrs
+  class's ``__init__`` (``@dataclass`` or ``@attrs.define`` under ``@virtual_actor``) is made by
+  mypy's own plugin for it after this hook ran: its parameters are read when
+  ``get_or_create`` is called.
 * ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
   without self>, <its return type>]``; an ``async def`` method's return type
   is its result (the runtime awaits it). A name that is not a public method
@@ -91,7 +92,8 @@ _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
 #: the key of an actor class's ``TypeInfo.metadata`` this plugin writes: ``{"readonly": [names]}``
 _METADATA = "vactor_cloud"
 #: set in that metadata when ``__init__`` is made by another plugin's hook after this one's
-#: (``@dataclass`` under ``@virtual_actor``): the constructors' parameters are then read at each call
+#: (``@dataclass`` or ``@attrs.define`` under ``@virtual_actor``): the constructors' parameters
+#: are then read at each call
 _LATE_INIT = "late_init"
 #: what ``ActorClass`` has at runtime besides dunders (the decorated name is one)
 _ACTOR_CLASS_ATTRIBUTES = frozenset({*_CONSTRUCTORS, "cls", "definition", "methods", "name", "serializer"})
@@ -172,12 +174,17 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
     return True
 
 
+#: (the metadata key mypy's plugin sets on a class it will transform, the one it sets once done):
+#: the dataclasses plugin's and the attrs plugin's (``@attrs.define``), which make ``__init__``
+_INIT_MAKERS = (("dataclass_tag", "dataclass"), ("attrs_tag", "attrs"))
+
+
 def _init_made_later(info: TypeInfo) -> bool:
-    """Whether the class's ``__init__`` is yet to be made by the dataclasses plugin: its hook runs
-    after this one (decorators are hooked top down, ``@virtual_actor`` first), so the class has
-    none of its own yet and its base's (``object``'s: no parameters) was taken for it."""
-    tagged, made = "dataclass_tag" in info.metadata, "dataclass" in info.metadata
-    return tagged and not made and "__init__" not in info.names
+    """Whether the class's ``__init__`` is yet to be made by the dataclasses or attrs plugin: its
+    hook runs after this one (decorators are hooked top down, ``@virtual_actor`` first), so the
+    class has none of its own yet and its base's (``object``'s: no parameters) was taken for it."""
+    pending = any(tag in info.metadata and made not in info.metadata for tag, made in _INIT_MAKERS)
+    return pending and "__init__" not in info.names
 
 
 _ANY = AnyType(TypeOfAny.special_form)

@@ -1,7 +1,8 @@
 """Each line marked ``# E:`` and a text must be reported by mypy (with the plugin) with that
-text; nothing else may be reported. A dataclass actor (``@dataclass`` under ``@virtual_actor``):
-``get_or_create`` takes the parameters of the ``__init__`` the dataclass makes (made by the
-dataclasses plugin after this plugin's hook ran: every argument was "too many" before). And
+text; nothing else may be reported. A dataclass or attrs actor (``@dataclass`` or
+``@attrs.define`` under ``@virtual_actor``): ``get_or_create`` takes the parameters of the
+``__init__`` it makes (made by mypy's dataclasses or attrs plugin after this plugin's hook ran:
+every argument was "too many" before). And
 what the plugin adds leaves the class's own alone: a class attribute named ``cls`` keeps its
 type inside the class (``Account.cls`` outside is the ActorClass's, the class)."""
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar, assert_type
+
+import attrs
 
 import vactor_cloud as vc
 
@@ -50,6 +53,17 @@ class NamedTally(Tally):
 
 
 @vc.virtual_actor
+@attrs.define
+class Meter:
+    reading: float
+    unit: str = "kWh"
+
+    def add(self, amount: float) -> float:
+        self.reading += amount
+        return self.reading
+
+
+@vc.virtual_actor
 class Styled:
     cls: ClassVar[str] = "bold"
 
@@ -64,6 +78,7 @@ def right() -> None:
     assert_type(Holder.get_or_create("h", 3), vc.ActorHandle[Holder[int]])
     assert_type(Holder.get_or_create("h", "s").get.run(at_step=1), str)
     assert_type(NamedTally.get_or_create("n", 1, [], "label"), vc.ActorHandle[NamedTally])
+    assert_type(Meter.get_or_create("m", 1.5, unit="MWh").add.run(2), float)
     # Dunders read through the decorated name are the ActorClass's, as at runtime: no error.
     assert_type(Tally.__module__, str)
     assert_type(Tally.__doc__, str | None)
@@ -78,6 +93,8 @@ def wrong() -> None:
     Tally.get_or_create("t", 1, [], 5)  # E: Too many arguments for "get_or_create" of "Tally"
     Levels.get_or_create("l", 2)  # E: Too many positional arguments for "get_or_create" of "Levels"
     Levels.get_or_create("l")  # E: Missing named argument "level" for "get_or_create" of "Levels"
+    Meter.get_or_create("m", "1.5")  # E: Argument 2 to "get_or_create" of "Meter" has incompatible
+    Meter.get_or_create("m")  # E: Missing positional argument "reading" in call to "get_or_create" of "Meter"
     NamedTally.get_or_create("n", 1, [], 2)  # E: Argument 4 to "get_or_create" of "NamedTally"
 
 
