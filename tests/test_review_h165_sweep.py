@@ -1,7 +1,7 @@
 """Review h165: a mutation sweep of the small modules (bytecode, method_select, call_queue,
 child_reports, tracing, counters), the mypy plugin and the typed handle.
 
-Sixty-nine hand-made mutations, one at a time, each run against the tests that cover the
+Seventy-one hand-made mutations, one at a time, each run against the tests that cover the
 module (memory and local lanes). "killed" names the test that failed; "h165" means a test
 written here (this module unless another is named) because the mutation survived.
 
@@ -38,6 +38,8 @@ T5   the proxy provider taken for a configured one             yes       h165 (p
 T6   ``except Exception`` (a cancelled commit: no outcome)     yes       h165 (span outcome)
 T7   the error's exception and status not recorded             yes       h165 (span outcome)
 T8   a configured provider not remembered (asked each time)    yes       h165 (provider)
+X1   core: the inline put taken with spans live (no commit span) no        stats (otel spans)
+X2   core: the read's ``actor_span`` dropped                   no        stats (otel spans)
 K1   committed(): folded calls counted 1 per step              no        stats
 K2   the lock not replaced in a forked child (a hang)          yes       h165 (fork)
 K3   count(): ``n`` ignored                                    no        stats (folded events)
