@@ -13,7 +13,10 @@ What it adds, because Python's type system cannot say it:
   ``get_or_create(actor_id, <__init__'s parameters>) -> ActorHandle[Cls]``
   and ``get_or_create_async`` (the same, awaited), as the runtime does. A generic
   class's type variables are inferred from the arguments, as for ``Cls(...)``:
-  ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``.
+  ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``. A dataclass's or an attrs
+  class's ``__init__`` (``@dataclass`` or ``@attrs.define`` under ``@virtual_actor``) is made by
+  mypy's own plugin for it after this hook ran: its parameters are read when
+  ``get_or_create`` is called.
 * ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
   without self>, <its return type>]``; an ``async def`` method's return type
   is its result (the runtime awaits it). A name that is not a public method
@@ -59,12 +62,13 @@ from mypy.nodes import (
     TypeInfo,
     Var,
 )
-from mypy.plugin import AttributeContext, ClassDefContext, Plugin
+from mypy.plugin import AttributeContext, ClassDefContext, MethodSigContext, Plugin
 from mypy.plugins.common import add_attribute_to_class, add_method_to_class
 from mypy.subtypes import find_member
 from mypy.types import (
     AnyType,
     CallableType,
+    FunctionLike,
     Instance,
     Overloaded,
     Parameters,
@@ -87,6 +91,10 @@ _FUTURE = "vactor_cloud.future.ActorFuture"
 _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
 #: the key of an actor class's ``TypeInfo.metadata`` this plugin writes: ``{"readonly": [names]}``
 _METADATA = "vactor_cloud"
+#: set in that metadata when ``__init__`` is made by another plugin's hook after this one's
+#: (``@dataclass`` or ``@attrs.define`` under ``@virtual_actor``): the constructors' parameters
+#: are then read at each call
+_LATE_INIT = "late_init"
 #: what ``ActorClass`` has at runtime besides dunders (the decorated name is one)
 _ACTOR_CLASS_ATTRIBUTES = frozenset({*_CONSTRUCTORS, "cls", "definition", "methods", "name", "serializer"})
 
@@ -103,6 +111,15 @@ class VactorPlugin(Plugin):
         if info is None or _METADATA not in info.metadata or name in _ACTOR_CLASS_ATTRIBUTES:
             return None  # (other plugins' hooks for the attribute, if any, then apply)
         return lambda ctx: _actor_class_attribute(ctx, info, name)
+
+    def get_method_signature_hook(self, fullname: str) -> Callable[[MethodSigContext], FunctionLike] | None:
+        owner, _, name = fullname.rpartition(".")
+        if name not in _CONSTRUCTORS:
+            return None
+        info = self._type_info(owner)
+        if info is None or not info.metadata.get(_METADATA, {}).get(_LATE_INIT):
+            return None
+        return lambda ctx: _constructor_with_late_init(ctx, info)
 
     def get_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
         prefix, _, name = fullname.rpartition(".")
@@ -152,7 +169,39 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
             overwrite_existing=True,
         )
     info.metadata[_METADATA] = {"readonly": sorted(_readonly_methods(info))}
+    if _init_made_later(info):
+        info.metadata[_METADATA][_LATE_INIT] = True
     return True
+
+
+#: (the metadata key mypy's plugin sets on a class it will transform, the one it sets once done):
+#: the dataclasses plugin's and the attrs plugin's (``@attrs.define``), which make ``__init__``
+_INIT_MAKERS = (("dataclass_tag", "dataclass"), ("attrs_tag", "attrs"))
+
+
+def _init_made_later(info: TypeInfo) -> bool:
+    """Whether the class's ``__init__`` is yet to be made by the dataclasses or attrs plugin: its
+    hook runs after this one (decorators are hooked top down, ``@virtual_actor`` first), so the
+    class has none of its own yet and its base's (``object``'s: no parameters) was taken for it."""
+    pending = any(tag in info.metadata and made not in info.metadata for tag, made in _INIT_MAKERS)
+    return pending and "__init__" not in info.names
+
+
+_ANY = AnyType(TypeOfAny.special_form)
+
+
+def _constructor_with_late_init(ctx: MethodSigContext, info: TypeInfo) -> FunctionLike:
+    """``Cls.get_or_create``'s signature with the parameters of ``__init__`` as it is now (made
+    since the decorator's hook ran): the actor id, then those."""
+    signature = ctx.default_signature
+    if not isinstance(signature, CallableType) or not signature.arg_types:
+        return signature
+    arguments = _init_arguments(info)
+    return signature.copy_modified(
+        arg_types=[signature.arg_types[0], *(a.type_annotation or _ANY for a in arguments)],
+        arg_kinds=[signature.arg_kinds[0], *(a.kind for a in arguments)],
+        arg_names=[signature.arg_names[0], *(a.variable.name for a in arguments)],
+    )
 
 
 def _actor_class_attribute(ctx: AttributeContext, info: TypeInfo, name: str) -> Type:
