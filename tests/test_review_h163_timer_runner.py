@@ -1,0 +1,211 @@
+"""Review h163: a mutation sweep of the timer runner (``timer_runner.py``).
+
+TABLE
+
+Each test here failed with the mutation named in its docstring applied to the library, and
+passes without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import types
+import uuid
+from typing import Any
+
+import pytest
+
+from vactor_cloud import keys, timer_runner
+from vactor_cloud.errors import AlreadyExistsError
+from vactor_cloud.storage import Blob, MemoryStore, PutMode
+from vactor_cloud.timer_runner import Membership, TickReport, claim_actor, decode_hint, encode_hint
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+SIGNING_KEY = b"k" * 32
+
+
+def _store() -> MemoryStore:
+    return MemoryStore(name=f"h163-{uuid.uuid4().hex}")
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The runner module's wall clock, set by the test (``clock[0]``)."""
+    now = [time.time()]
+    monkeypatch.setattr(
+        timer_runner, "time", types.SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+    )
+    return now
+
+
+def _put_heartbeat(store: MemoryStore, runner: str, until: float, lease: float) -> None:
+    body = {"runner": runner, "until": until, "lease": lease, "group": "all"}
+    asyncio.run(store.put(keys.timer_runner_key(runner), json.dumps(body).encode()))
+
+
+def _owned_by(runner: str, runners: tuple[str, ...]) -> str:
+    """An actor id that rendezvous hashing gives ``runner`` among ``runners``."""
+    return next(f"a{i}" for i in range(1000) if timer_runner.owner_of(f"a{i}", runners) == runner)
+
+
+def _heartbeats(store: MemoryStore) -> list[str]:
+    return [r for k in asyncio.run(store.list(keys.TIMER_RUNNERS)) if (r := keys.timer_runner_of(k))]
+
+
+# -- heartbeats and claims as stored ------------------------------------------------------------
+def test_a_signed_claim_at_a_heartbeat_s_key_is_no_heartbeat() -> None:
+    """Mutation: ``decode_hint``'s check of the signed object's kind dropped. An object signed
+    for the heartbeat's key but of another kind (``timer-claim``) was read as a heartbeat."""
+    key = keys.timer_runner_key("r")
+    claim = encode_hint(key, "timer-claim", {"runner": "r", "until": 1e9}, SIGNING_KEY)
+    with pytest.raises(ValueError, match="timer-claim"):
+        decode_hint(key, "timer-runner", claim, SIGNING_KEY)
+    assert decode_hint(key, "timer-claim", claim, SIGNING_KEY)["until"] == 1e9
+
+
+# -- membership ---------------------------------------------------------------------------------
+def test_a_dead_heartbeat_is_removed_only_once_expired_for_its_own_longer_lease(clock: list[float]) -> None:
+    """Mutation: ``Membership._read`` removing a heartbeat expired for longer than the smaller
+    of the two leases (the reader's, the writer's), not the larger. A runner of a 60 s lease,
+    expired 5 s ago, was deleted by a reader of a 1 s lease: its owner, back from a pause,
+    only rewrote it at its next renewal."""
+    store = _store()
+    _put_heartbeat(store, "slow", clock[0] - 5.0, 60.0)
+    me = Membership(store, "me", 1.0, "all")
+    assert asyncio.run(me.refresh()) == ("me",)
+    assert _heartbeats(store) == ["slow"]  # expired, not for a whole lease of its own
+    clock[0] += 61.0  # (read again a lease after it was read expired)
+    assert asyncio.run(me.refresh()) == ("me",)
+    assert _heartbeats(store) == []
+
+
+def test_a_heartbeat_declaring_a_huge_lease_and_a_far_expiry_is_not_counted(clock: list[float]) -> None:
+    """Mutation: the bound on how far ahead a heartbeat may expire taken from the lease it
+    declares, uncapped (not ``min(lease, LONGEST_LEASE)``). A heartbeat saying "lease 10^9 s,
+    expires in 10^8 s" (a forger on an unsigned store, a clock gone wild) was a live runner
+    holding its share of the actors for three years."""
+    store = _store()
+    _put_heartbeat(store, "wild", clock[0] + 1e8, 1e9)
+    assert asyncio.run(Membership(store, "me", 30.0, "all").refresh()) == ("me",)
+
+
+def test_a_heartbeat_read_midway_through_its_life_is_read_again_when_it_expires(clock: list[float]) -> None:
+    """Mutation: another runner's heartbeat read again a whole lease after it was read, not
+    when its known expiry passes. Read 1.5 s into a 2 s lease, then renewed by its runner, it
+    was not read again at its expiry: the live runner was counted dead for 1.5 s, its share
+    fired twice over."""
+    store = _store()
+    other = Membership(store, "other", 2.0, "all")
+    me = Membership(store, "me", 30.0, "all")
+    asyncio.run(other.beat())
+    clock[0] += 1.5
+    assert asyncio.run(me.refresh()) == ("me", "other")
+    clock[0] += 0.3
+    asyncio.run(other.beat())  # renewed (expires 2 s from now)
+    clock[0] += 0.3  # past the expiry read first
+    assert asyncio.run(me.refresh()) == ("me", "other")
+
+
+def test_an_actor_s_owner_is_worked_out_again_when_the_view_of_the_runners_changes() -> None:
+    """Mutation: ``Membership.refresh`` keeping the owners it worked out for the previous view.
+    A runner alone, asked about an actor, kept firing it after a runner that ranks first for it
+    joined (both fired it), and one that left took the dead runner's actors only on restart."""
+    store = _store()
+    me = Membership(store, "me", 30.0, "all")
+    actor_id = _owned_by("other", ("me", "other"))
+    assert me.owns(actor_id)  # alone
+    other = Membership(store, "other", 30.0, "all")
+    asyncio.run(other.beat())
+    assert asyncio.run(me.refresh()) == ("me", "other")
+    assert not me.owns(actor_id)
+    asyncio.run(other.leave())
+    assert asyncio.run(me.refresh()) == ("me",)
+    assert me.owns(actor_id)
+
+
+# -- claims -------------------------------------------------------------------------------------
+def test_a_runner_s_own_claim_does_not_keep_it_off_the_actor() -> None:
+    """Mutation: ``claim_actor`` counting a live claim of its own runner as another's. A claim
+    whose create landed and whose answer was lost (the put retried, met ``AlreadyExists``) kept
+    its own runner off the actor until the claim expired."""
+    store = _store()
+    assert asyncio.run(claim_actor(store, "a", "me", 30.0))
+    assert asyncio.run(claim_actor(store, "a", "me", 30.0))
+    assert not asyncio.run(claim_actor(store, "a", "other", 30.0))
+
+
+def test_a_claim_expiring_further_ahead_than_the_lease_and_the_clock_skew_is_taken_over() -> None:
+    """Mutation: ``claim_actor``'s bound on a claim's expiry dropped. A claim saying it holds
+    for a year (a clock gone wild, a forger on an unsigned store) kept every runner off the
+    actor's timers for that year (docs/timers.md: taken over, with a warning)."""
+    store = _store()
+    claim = json.dumps({"runner": "wild", "until": time.time() + 365 * 86400}).encode()
+    asyncio.run(store.put(keys.timer_claim_key("a"), claim))
+    assert asyncio.run(claim_actor(store, "a", "me", 30.0))
+    held = json.loads(asyncio.run(store.get(keys.timer_claim_key("a"))).data)
+    assert held["runner"] == "me"
+
+
+class _RacedTakeOver(MemoryStore):
+    """Between a runner's read of an expired claim and its take-over, another runner takes it
+    over (``taken``), or its holder releases it (``released``)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(name=f"h163-{uuid.uuid4().hex}")
+        self.what = what
+        self.done = False
+
+    async def get(self, key: str, **kwargs: Any) -> Blob:
+        blob = await super().get(key, **kwargs)
+        if key.startswith(keys.TIMER_CLAIMS) and not self.done:
+            self.done = True
+            if self.what == "taken":
+                rival = {"runner": "rival", "until": time.time() + 30}
+                await super().put(key, json.dumps(rival).encode())
+        return blob
+
+    async def put(self, key: str, data: bytes, mode: PutMode = "overwrite", **kwargs: Any) -> Any:
+        released = self.what == "released" and not self.done and mode == "create"
+        if key.startswith(keys.TIMER_CLAIMS) and released:
+            self.done = True
+            try:
+                return await super().put(key, data, mode=mode, **kwargs)
+            except AlreadyExistsError:
+                await super().delete(key)
+                raise
+        return await super().put(key, data, mode=mode, **kwargs)
+
+
+def test_two_runners_taking_over_one_expired_claim_do_not_both_hold_it() -> None:
+    """Mutations: ``claim_actor``'s take-over an unconditional put (not if-match on the
+    version read), or its lost if-match counted as won. Two runners that read one expired
+    claim both took it and fired the actor side by side (what claims are to prevent)."""
+    store = _RacedTakeOver("taken")
+    expired = {"runner": "dead", "until": time.time() - 1}
+    asyncio.run(store.put(keys.timer_claim_key("a"), json.dumps(expired).encode()))
+    assert not asyncio.run(claim_actor(store, "a", "me", 30.0))
+    assert json.loads(asyncio.run(store.get(keys.timer_claim_key("a"))).data)["runner"] == "rival"
+
+
+def test_a_claim_released_between_the_create_and_the_read_is_created_again() -> None:
+    """Mutation: ``claim_actor`` giving up when the claim it failed to create is gone when
+    read (released meanwhile). The actor, free, was left unfired by this runner's tick."""
+    store = _RacedTakeOver("released")
+    held = {"runner": "other", "until": time.time() + 30}
+    asyncio.run(store.put(keys.timer_claim_key("a"), json.dumps(held).encode()))
+    assert asyncio.run(claim_actor(store, "a", "me", 30.0))
+    assert json.loads(asyncio.run(store.get(keys.timer_claim_key("a"))).data)["runner"] == "me"
+
+
+# -- reports ------------------------------------------------------------------------------------
+def test_a_long_running_runner_s_totals_keep_the_newest_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: ``TickReport._trim`` cutting the newest errors, not the oldest. A runner's
+    totals showed the errors of its first hour, not the ones of now (docs/timers.md: the newest
+    1,000)."""
+    monkeypatch.setattr(timer_runner, "_TOTAL_ERRORS", 2)
+    report = TickReport(errors=["e1", "e2", "e3", "e4"])
+    report._trim()
+    assert (report.errors, report.error_count) == (["e3", "e4"], 4)
