@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import types
 import uuid
@@ -17,14 +18,84 @@ from typing import Any
 
 import pytest
 
-from vactor_cloud import keys, timer_runner
+import vactor_cloud as vc
+from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.errors import AlreadyExistsError
 from vactor_cloud.storage import Blob, MemoryStore, PutMode
+from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TickReport, claim_actor, decode_hint, encode_hint
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 SIGNING_KEY = b"k" * 32
+
+#: how many more times ``Bell.ring`` raises ``SystemExit`` (a call excluded: the timer stays due)
+EXITS = [0]
+
+
+@vc.virtual_actor
+class Bell:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def ring(self) -> int:
+        if EXITS[0] > 0:
+            EXITS[0] -= 1
+            raise SystemExit(3)
+        self.rang += 1
+        return self.rang
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.rang
+
+
+def _arm_due(actor_id: str, key: str = "k") -> Any:
+    """The actor ``actor_id``, with a timer ``key`` due now (scheduled from outside)."""
+    bell = Bell.get_or_create(actor_id)
+    assert bell.ring.options(at=time.time() - 1.0, timer_key=key).run() == key
+    return bell
+
+
+class _Ticks:
+    """A long-running runner on a thread, its listings counted (``on_tick``)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.stop = options.pop("stop", None) or threading.Event()
+        self.reports: list[TickReport] = []
+        self.ticked = threading.Condition()
+        self.total: TickReport | None = None
+
+        def run() -> None:
+            self.total = timer_runner.run_timers(stop=self.stop, on_tick=self._on_tick, **options)
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def _on_tick(self, report: TickReport) -> None:
+        with self.ticked:
+            self.reports.append(report)
+            self.ticked.notify_all()
+
+    def wait_for(self, ticks: int, until: Any = lambda: False) -> None:
+        """Wait (30 s at most) for ``ticks`` listings, or for ``until()`` once one has listed."""
+        deadline = time.monotonic() + 30
+        with self.ticked:
+            while len(self.reports) < ticks and not (self.reports and until()):
+                assert time.monotonic() < deadline, "the runner did not list"
+                self.ticked.wait(0.05)
+
+    def end(self) -> TickReport:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive() and self.total is not None
+        return self.total
+
+
+@pytest.fixture(autouse=True)
+def _no_exits() -> Any:
+    yield
+    EXITS[0] = 0
 
 
 def _store() -> MemoryStore:
@@ -209,3 +280,92 @@ def test_a_long_running_runner_s_totals_keep_the_newest_errors(monkeypatch: pyte
     report = TickReport(errors=["e1", "e2", "e3", "e4"])
     report._trim()
     assert (report.errors, report.error_count) == (["e3", "e4"], 4)
+
+
+# -- claims: a tick ------------------------------------------------------------------------------
+def test_a_claiming_tick_leaves_an_actor_another_runner_holds_and_releases_its_own(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutations: ``_fire_actor`` firing an actor whose claim another runner holds (counted
+    ``claimed_elsewhere`` all the same), and never releasing its own claim. The first fired
+    side by side with the holder; the second kept every other runner off a fired actor for a
+    lease (docs/timers.md: "deleted after firing")."""
+    store = vc.get_runtime().store
+    held = _arm_due("held")
+    assert _sync.sync(claim_actor(store, "held", "other", 30.0))
+    report = vc.fire_due_timers(split="claims", runner_id="me")
+    assert (report.fired, report.claimed_elsewhere) == (0, 1)
+    assert held.count.run() == 0
+    free = _arm_due("free")
+    report = vc.fire_due_timers(split="claims", runner_id="me")
+    assert (report.fired, report.claimed_elsewhere) == (1, 1)
+    assert free.count.run() == 1
+    assert _sync.sync(store.list(keys.TIMER_CLAIMS)) == [keys.timer_claim_key("held")]
+
+
+# -- a long-running runner -------------------------------------------------------------------------
+def test_a_long_running_runner_fires_again_a_timer_whose_fire_was_excluded(actor_store: StoreSpec) -> None:
+    """Mutation: ``_fire_held`` keeping a fired group's entries held once its fire ended. A
+    timer whose first fire was excluded (its method raised ``SystemExit``: it stays due) was
+    never listed again by that runner: lost until it restarted (docs/timers.md: "tried again
+    at the next tick")."""
+    EXITS[0] = 1
+    bell = _arm_due("flaky")
+    ticks = _Ticks(poll=0.05, runner_id="me")
+    try:
+        ticks.wait_for(1000, until=lambda: bell.count.run() == 1)
+    finally:
+        total = ticks.end()
+    assert bell.count.run() == 1 and bell.timers() == []
+    assert (total.fired, total.error_count) == (1, 1)
+
+
+def test_a_long_running_runner_logs_an_error_met_at_every_poll_once(
+    actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mutation: ``_warn_once`` logging every error it is given. A timer that cannot be fired
+    logged one warning a poll, for ever (docs/timers.md: "logged as a warning ... the first
+    time")."""
+    EXITS[0] = 10**9
+    _arm_due("stuck")
+    ticks = _Ticks(poll=0.05, runner_id="me")
+    try:
+        ticks.wait_for(4, until=lambda: False)
+        ticks.wait_for(1000, until=lambda: sum(r.error_count for r in ticks.reports) >= 3)
+    finally:
+        total = ticks.end()
+    assert total.error_count >= 3
+    warned = [r for r in caplog.records if "stuck/k" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+
+
+class _RecordedWaits(threading.Event):
+    """A stop event that records how long each thread waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[tuple[str, float | None]] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append((threading.current_thread().name, timeout))
+        return super().wait(timeout)
+
+
+def test_a_long_running_runner_renews_its_heartbeat_well_within_its_lease(actor_store: StoreSpec) -> None:
+    """Mutation: the heartbeat renewed every 1.5 leases, not every lease/3. Its heartbeat
+    expired between renewals: the other runners counted it dead and fired its share too."""
+    stop = _RecordedWaits()
+    ticks = _Ticks(stop=stop, poll=0.05, runner_id="me", lease=3.0)
+    try:
+        ticks.wait_for(2)
+    finally:
+        ticks.end()
+    renewals = [timeout for name, timeout in stop.waits if name == "vactor-timer-heartbeat"]
+    assert renewals and all(t is not None and t <= 1.0 for t in renewals), renewals
+
+
+def test_a_runner_refuses_a_shard_past_its_count() -> None:
+    """Mutation: ``TimerRunner`` accepting ``shard=(n, n)``: no actor hashes to it, so the
+    runner fired nothing, silently."""
+    with pytest.raises(ValueError, match="shard"):
+        timer_runner.TimerRunner(runtime=types.SimpleNamespace(), shard=(2, 2))  # type: ignore[arg-type]
