@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 import types
@@ -369,3 +370,16 @@ def test_a_runner_refuses_a_shard_past_its_count() -> None:
     runner fired nothing, silently."""
     with pytest.raises(ValueError, match="shard"):
         timer_runner.TimerRunner(runtime=types.SimpleNamespace(), shard=(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lease", [0.0, -30.0, math.nan, math.inf])
+def test_a_claiming_runner_refuses_a_lease_that_holds_nothing(actor_store: StoreSpec, lease: float) -> None:
+    """Defect (found by the mutation ``lease <= 0`` to ``lease < 0`` in ``Membership``, which
+    only ``split="runners"`` reaches): ``split="claims"`` took any lease. A claim of a lease of
+    0, or negative, or NaN expired as written (``until > now`` is false), so every claiming
+    runner took every other's claim over: claims held nothing, silently; an infinite one was
+    taken for one expiring too far ahead, the same. The command line refused these already
+    (``--lease``); the Python API now does too, whatever the split."""
+    for split in ("claims", "runners", "none"):
+        with pytest.raises(ValueError, match="lease"):
+            vc.fire_due_timers(split=split, lease=lease)  # type: ignore[arg-type]

@@ -673,6 +673,9 @@ class TimerRunner:
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
         if not math.isfinite(poll) or poll <= 0:
             raise ValueError(f"poll must be a positive number of seconds, got {poll!r}")
+        # (a claim of a lease of 0, negative or NaN expired as written: claims held nothing)
+        if not math.isfinite(lease) or lease <= 0:
+            raise ValueError(f"the lease must be a positive number of seconds, got {lease!r}")
         self.runtime = runtime or get_runtime()
         self.split = split
         self.lease = lease
