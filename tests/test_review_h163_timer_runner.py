@@ -67,8 +67,10 @@ class _Ticks:
         self.ticked = threading.Condition()
         self.total: TickReport | None = None
 
+        runner = timer_runner.TimerRunner(**options)
+
         def run() -> None:
-            self.total = timer_runner.run_timers(stop=self.stop, on_tick=self._on_tick, **options)
+            self.total = runner.run(self.stop, self._on_tick)
 
         self.thread = threading.Thread(target=run)
         self.thread.start()
@@ -383,3 +385,77 @@ def test_a_claiming_runner_refuses_a_lease_that_holds_nothing(actor_store: Store
     for split in ("claims", "runners", "none"):
         with pytest.raises(ValueError, match="lease"):
             vc.fire_due_timers(split=split, lease=lease)  # type: ignore[arg-type]
+
+
+def test_membership_refuses_a_lease_that_holds_nothing() -> None:
+    """Mutation: ``Membership`` taking a lease of 0 (``lease < 0`` refused, not ``<= 0``): its
+    heartbeat expired as written, a live runner that no other runner ever counted."""
+    with pytest.raises(ValueError, match="lease"):
+        Membership(_store(), "me", 0.0, "all")
+
+
+def _arm_later(actor_id: str, after: float) -> Any:
+    bell = Bell.get_or_create(actor_id)
+    assert bell.ring.options(delay=after, timer_key="k").run() == "k"
+    return bell
+
+
+def test_a_long_running_runner_fires_each_held_entry_when_it_falls_due_not_with_an_earlier_one(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``_dispatch`` popping every held entry once the earliest is due, not only the
+    due ones. The later timer's fire, applied early, fired nothing (never early) and its entry
+    waited for the next listing: a poll late (30 s here), not on time."""
+    first, second = _arm_later("first", 0.3), _arm_later("second", 1.5)
+    ticks = _Ticks(poll=30.0, runner_id="me")
+    try:
+        ticks.wait_for(1, until=lambda: second.count.run() == 1)
+        deadline = time.monotonic() + 20  # (the next listing is 30 s away)
+        while second.count.run() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        total = ticks.end()
+    assert (first.count.run(), second.count.run()) == (1, 1)
+    assert (total.fired, total.stale) == (2, 0)
+
+
+def test_a_long_running_runner_holds_an_entry_listed_again_before_it_is_due_once(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``_take`` not skipping the entries it holds already. Listed every poll
+    (0.05 s) while due in 0.6 s, the entry was pushed once a listing: a group of a dozen
+    ``FIRE`` calls for one timer, all but one stale (work, and stale counts, that were not)."""
+    bell = _arm_later("often", 0.6)
+    ticks = _Ticks(poll=0.05, runner_id="me")
+    try:
+        ticks.wait_for(1000, until=lambda: bell.count.run() == 1)
+    finally:
+        total = ticks.end()
+    assert (total.fired, total.stale, total.due) == (1, 0, 1)
+
+
+def test_a_long_running_runner_leaves_a_held_entry_to_a_runner_that_joined_and_owns_it(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutations: ``_dispatch`` not asking again, as a held entry falls due, whether this
+    runner still owns its actor; and ``_list_loop`` never listing the runners. A runner that
+    joined (and ranks first for the actor) after the entry was held saw it fired by the old
+    owner as well (work done twice: the step still fires once)."""
+    store = vc.get_runtime().store
+    actor_id = _owned_by("other", ("me", "other"))
+    bell = _arm_later(actor_id, 1.5)
+    other = Membership(store, "other", 30.0, "all")
+    # (the runners listed every 0.1 s; the entry, due within the horizon, held at once)
+    ticks = _Ticks(poll=0.05, runner_id="me", lease=1.0, horizon=10.0)
+    try:
+        ticks.wait_for(1)
+        assert ticks.reports[0].due == 1  # held, this runner alone
+        _sync.sync(other.beat())
+        ticks.wait_for(1000, until=lambda: ticks.reports[-1].runners == 2)
+        time.sleep(max(0.0, bell.timers()[0]["due"] + 0.5 - time.time()))
+        ticks.wait_for(len(ticks.reports) + 1)
+    finally:
+        total = ticks.end()
+        _sync.sync(other.leave())
+    assert bell.count.run() == 0 and total.fired == 0
+    assert vc.fire_due_timers(runner_id="me").fired == 1
