@@ -22,9 +22,10 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.errors import AlreadyExistsError
-from vactor_cloud.storage import Blob, MemoryStore, PutMode
+from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TickReport, claim_actor, decode_hint, encode_hint
+from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -459,3 +460,80 @@ def test_a_long_running_runner_leaves_a_held_entry_to_a_runner_that_joined_and_o
         _sync.sync(other.leave())
     assert bell.count.run() == 0 and total.fired == 0
     assert vc.fire_due_timers(runner_id="me").fired == 1
+
+
+class _SlowIndex(ObjectStore):
+    """Wraps a store: a listing of the due index answers ``list_delay`` seconds after it read
+    (what it lists is as of its start), a delete of an entry lands after ``delete_delay``."""
+
+    def __init__(self, inner: ObjectStore, list_delay: float, delete_delay: float) -> None:
+        super().__init__(inner.url)
+        self.inner = inner
+        self.list_delay = list_delay
+        self.delete_delay = delete_delay
+
+    async def _get(self, key: str) -> Blob:
+        return await self.inner.get(key)
+
+    async def _head(self, key: str) -> str | None:
+        return await self.inner.head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await self.inner.put(key, data, mode=mode)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await self.inner.list(prefix, start_after=start_after, limit=limit)
+        if prefix.startswith(keys.TIMER_INDEX):
+            await asyncio.sleep(self.list_delay)
+        return listed
+
+    async def _delete(self, key: str) -> None:
+        if key.startswith(keys.TIMER_INDEX):
+            await asyncio.sleep(self.delete_delay)
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _slow_index(list_delay: float, delete_delay: float) -> _SlowIndex:
+    runtime = vc.get_runtime()
+    store = _SlowIndex(runtime.store, list_delay, delete_delay)
+    runtime.store = store  # before any actor core exists, so every log uses it
+    return store
+
+
+def test_a_fired_entry_listed_again_while_its_delete_is_in_flight_is_not_fired_again(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutations: ``_fire_held`` letting go of a fired group's entries before their deletes
+    finished, and ``_take`` taking an entry whose delete finished after its listing began. A
+    listing meanwhile found the fired entry still there and fired it again: a ``FIRE`` that
+    found its timer gone, a probe, a stale count (never a second firing: the step holds)."""
+    _slow_index(list_delay=0.2, delete_delay=0.4)
+    bell = _arm_later("listed-again", 0.5)
+    ticks = _Ticks(poll=0.05, runner_id="me", horizon=10.0)
+    try:
+        ticks.wait_for(1000, until=lambda: bell.count.run() == 1)
+        time.sleep(1.0)  # (the delete lands, and listings that began before it end)
+        ticks.wait_for(len(ticks.reports) + 2)
+    finally:
+        total = ticks.end()
+    assert (total.fired, total.stale, bell.count.run()) == (1, 0, 1)
+
+
+def test_a_stopped_runner_returns_once_the_deletes_of_its_fired_entries_landed(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``TimerRunner.run`` not waiting for the deletes of fired entries in flight
+    when stopped. It returned with them still to land (the process then ending cut them off:
+    the entries were met, and probed, by the next runner)."""
+    store = _slow_index(list_delay=0.0, delete_delay=0.5)
+    bell = _arm_later("last", 0.2)
+    ticks = _Ticks(poll=0.05, runner_id="me")
+    try:
+        ticks.wait_for(1000, until=lambda: bell.count.run() == 1)
+    finally:
+        total = ticks.end()
+    assert total.fired == 1
+    assert _sync.sync(list_index(store)) == []
