@@ -21,7 +21,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, timer_runner
-from vactor_cloud.errors import AlreadyExistsError
+from vactor_cloud.errors import AlreadyExistsError, StorageError
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TickReport, claim_actor, decode_hint, encode_hint
@@ -537,3 +537,30 @@ def test_a_stopped_runner_returns_once_the_deletes_of_its_fired_entries_landed(
         total = ticks.end()
     assert total.fired == 1
     assert _sync.sync(list_index(store)) == []
+
+
+class _RunnersUnlisted(_SlowIndex):
+    """Wraps a store: every listing of the runners' heartbeats fails (a 503, say)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, 0.0, 0.0)
+        self.failed = 0
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if prefix.startswith(keys.TIMER_RUNNERS):
+            self.failed += 1
+            raise StorageError("injected: listing the runners failed", prefix)
+        return await super()._list(prefix, start_after, limit)
+
+
+def test_a_tick_whose_listing_of_the_runners_fails_fires_with_the_view_it_had(actor_store: StoreSpec) -> None:
+    """Mutation: the tick's listing of the runners and of the due index made to fail together
+    (``gather`` without ``return_exceptions``). A failed listing of the heartbeats, a hint,
+    failed the whole tick: no due timer fired while the runners' prefix could not be listed."""
+    runtime = vc.get_runtime()
+    store = _RunnersUnlisted(runtime.store)
+    runtime.store = store
+    bell = _arm_due("listed")
+    report = vc.fire_due_timers(runner_id="me")
+    assert store.failed >= 1
+    assert (report.fired, report.errors, bell.count.run()) == (1, [], 1)
