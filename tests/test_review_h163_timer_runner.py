@@ -576,3 +576,36 @@ def test_a_tick_drops_the_entry_of_an_actor_that_never_was(actor_store: StoreSpe
     assert (report.fired, report.stale, report.errors) == (0, 1, [])
     assert _sync.sync(list_index(store)) == []
     assert vc.fire_due_timers(runner_id="me").stale == 0
+
+
+class _EntryDeleteFails(_SlowIndex):
+    """Wraps a store: the first delete of a due-index entry fails (a 500, say)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, 0.0, 0.0)
+        self.failed = 0
+
+    async def _delete(self, key: str) -> None:
+        if key.startswith(keys.TIMER_INDEX) and not self.failed:
+            self.failed += 1
+            raise StorageError("injected: the delete failed", key)
+        await super()._delete(key)
+
+
+def test_a_fired_timer_whose_entry_delete_fails_is_no_error_and_its_entry_goes_next_tick(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``_delete_entries`` letting a failed delete of an entry raise. A timer that
+    fired, its entry's delete failing, was reported as an error of its actor (``vactor timers
+    tick`` exiting 1 for it) though nothing was left to do: the entry, met again, is stale."""
+    runtime = vc.get_runtime()
+    store = _EntryDeleteFails(runtime.store)
+    runtime.store = store
+    bell = _arm_due("undeleted")
+    report = vc.fire_due_timers(runner_id="me")
+    assert store.failed == 1
+    assert (report.fired, report.errors, bell.count.run()) == (1, [], 1)
+    assert len(_sync.sync(list_index(store))) == 1
+    again = vc.fire_due_timers(runner_id="me")
+    assert (again.fired, again.stale, again.errors) == (0, 1, [])
+    assert _sync.sync(list_index(store)) == [] and bell.count.run() == 1
