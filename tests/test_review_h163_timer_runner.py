@@ -609,3 +609,19 @@ def test_a_fired_timer_whose_entry_delete_fails_is_no_error_and_its_entry_goes_n
     again = vc.fire_due_timers(runner_id="me")
     assert (again.fired, again.stale, again.errors) == (0, 1, [])
     assert _sync.sync(list_index(store)) == [] and bell.count.run() == 1
+
+
+def test_a_stopped_tick_lists_no_slice_past_the_one_it_stopped_in(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``tick`` not looking at ``stop`` between slices of the index. Stopped (Ctrl-C,
+    SIGTERM), a tick over a backlog listed every slice left, starting no fire in any: a
+    backlog of millions took that many LISTs to stop (docs/timers.md: it returns)."""
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 2)
+    bells = [_arm_due(f"backlog-{i}") for i in range(5)]
+    stop = threading.Event()
+    stop.set()
+    report = vc.fire_due_timers(runner_id="me", stop=stop)
+    assert (report.listed, report.left, report.fired) == (2, 2, 0)
+    assert [b.count.run() for b in bells] == [0] * 5
+    assert vc.fire_due_timers(runner_id="me").fired == 5
