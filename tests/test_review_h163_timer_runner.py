@@ -116,7 +116,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-def _put_heartbeat(store: MemoryStore, runner: str, until: float, lease: float) -> None:
+def _put_heartbeat(store: ObjectStore, runner: str, until: float, lease: float) -> None:
     body = {"runner": runner, "until": until, "lease": lease, "group": "all"}
     asyncio.run(store.put(keys.timer_runner_key(runner), json.dumps(body).encode()))
 
@@ -126,7 +126,7 @@ def _owned_by(runner: str, runners: tuple[str, ...]) -> str:
     return next(f"a{i}" for i in range(1000) if timer_runner.owner_of(f"a{i}", runners) == runner)
 
 
-def _heartbeats(store: MemoryStore) -> list[str]:
+def _heartbeats(store: ObjectStore) -> list[str]:
     return [r for k in asyncio.run(store.list(keys.TIMER_RUNNERS)) if (r := keys.timer_runner_of(k))]
 
 
@@ -385,7 +385,7 @@ def test_a_claiming_runner_refuses_a_lease_that_holds_nothing(actor_store: Store
     (``--lease``); the Python API now does too, whatever the split."""
     for split in ("claims", "runners", "none"):
         with pytest.raises(ValueError, match="lease"):
-            vc.fire_due_timers(split=split, lease=lease)  # type: ignore[arg-type]
+            vc.fire_due_timers(split=split, lease=lease)
 
 
 def test_membership_refuses_a_lease_that_holds_nothing() -> None:
@@ -625,3 +625,60 @@ def test_a_stopped_tick_lists_no_slice_past_the_one_it_stopped_in(
     assert (report.listed, report.left, report.fired) == (2, 2, 0)
     assert [b.count.run() for b in bells] == [0] * 5
     assert vc.fire_due_timers(runner_id="me").fired == 5
+
+
+def test_a_long_running_runner_holds_at_most_a_slice_of_the_index(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``_list_loop`` listing on past a slice while it holds a slice already. Its heap
+    took every entry due within the horizon: after an outage, the whole backlog at once
+    (docs/timers.md: "at most 20,000 held")."""
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 2)
+    for i in range(5):
+        _arm_later(f"held-{i}", 20.0)
+    ticks = _Ticks(poll=30.0, runner_id="me", horizon=60.0)
+    try:
+        ticks.wait_for(1)
+    finally:
+        ticks.end()
+    assert (ticks.reports[0].listed, ticks.reports[0].due) == (2, 2)
+
+
+def test_merged_reports_add_up_what_their_ticks_left() -> None:
+    """Mutation: ``TickReport.merge`` dropping ``left``. Reports of stopped ticks merged into
+    one (shards' ticks, say) said no timer was left due."""
+    report = TickReport(left=2)
+    report.merge(TickReport(left=3, fired=1))
+    assert (report.left, report.fired) == (5, 1)
+
+
+def test_a_long_running_runner_whose_dispatcher_raises_ends_its_threads_and_raises(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``TimerRunner.run`` not setting ``stop`` when its dispatcher raised (a
+    ``KeyboardInterrupt`` on the main thread, say). It then waited for ever for its listing
+    and heartbeat threads, which only end once ``stop`` is set."""
+
+    def broken(self: Any, stop: threading.Event, state: Any, pool: Any) -> None:
+        raise RuntimeError("the dispatcher broke")
+
+    monkeypatch.setattr(timer_runner.TimerRunner, "_dispatch", broken)
+    stop = threading.Event()
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            timer_runner.TimerRunner(poll=0.05, runner_id="me").run(stop)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    try:
+        assert not thread.is_alive(), "the runner never returned"
+        assert [str(e) for e in raised] == ["the dispatcher broke"]
+        assert _heartbeats(vc.get_runtime().store) == []
+    finally:
+        stop.set()
+        thread.join(30)
