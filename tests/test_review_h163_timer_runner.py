@@ -682,3 +682,40 @@ def test_a_long_running_runner_whose_dispatcher_raises_ends_its_threads_and_rais
     finally:
         stop.set()
         thread.join(30)
+
+
+class _ClaimTakenOverMidFire(_SlowIndex):
+    """Wraps a store: as the firing step of the actor is put, its claim is found taken over by
+    another runner (this runner's fire outlasted its lease; the other took the expired claim)."""
+
+    def __init__(self, inner: ObjectStore, actor_id: str) -> None:
+        super().__init__(inner, 0.0, 0.0)
+        self.claim = keys.timer_claim_key(actor_id)
+        self.armed = False
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if self.armed and "/steps/" in key:
+            self.armed = False
+            rival = {"runner": "rival", "until": time.time() + 30}
+            await self.inner.put(self.claim, json.dumps(rival).encode())
+        return await super()._put(key, data, mode)
+
+
+def test_a_runner_whose_claim_was_taken_over_mid_fire_leaves_the_new_holder_s_claim(
+    actor_store: StoreSpec,
+) -> None:
+    """Defect: a claiming runner deleted the actor's claim after firing whatever it held by
+    then. One whose fire outlasted its lease, its claim taken over by another runner meanwhile,
+    deleted that runner's live claim: a third could claim the actor while the second fired it
+    (work done twice; the step still fires once). The release is now a delete of the claim only
+    while it is still at the version this runner put (``delete_unchanged``)."""
+    runtime = vc.get_runtime()
+    store = _ClaimTakenOverMidFire(runtime.store, "outlasted")
+    runtime.store = store
+    bell = _arm_due("outlasted")
+    store.armed = True
+    report = vc.fire_due_timers(split="claims", runner_id="me")
+    assert (report.fired, bell.count.run()) == (1, 1)
+    held = json.loads(_sync.sync(store.get(keys.timer_claim_key("outlasted"))).data)
+    assert held["runner"] == "rival"
+    assert not _sync.sync(claim_actor(store, "outlasted", "third", 30.0))
