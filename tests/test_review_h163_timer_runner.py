@@ -719,3 +719,48 @@ def test_a_runner_whose_claim_was_taken_over_mid_fire_leaves_the_new_holder_s_cl
     held = json.loads(_sync.sync(store.get(keys.timer_claim_key("outlasted"))).data)
     assert held["runner"] == "rival"
     assert not _sync.sync(claim_actor(store, "outlasted", "third", 30.0))
+
+
+#: ``Gate.ring`` says it entered, then waits for ``OPEN`` (30 s at most)
+ENTERED = threading.Event()
+OPEN = threading.Event()
+
+
+@vc.virtual_actor
+class Gate:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def ring(self) -> None:
+        ENTERED.set()
+        assert OPEN.wait(30)
+        self.rang += 1
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.rang
+
+
+def test_a_stopped_long_running_runner_finishes_the_fire_in_flight_and_starts_no_queued_one(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``TimerRunner.run`` letting its pool run the queued fires when stopped.
+    Stopped (SIGTERM at a rollout), a runner one fire at a time behind a backlog went on
+    firing all of it before it returned (docs/timers.md: fires in flight finish, queued ones
+    are left to the next runner)."""
+    ENTERED.clear()
+    OPEN.clear()
+    gates = [Gate.get_or_create(f"gate-{i}") for i in range(3)]
+    for gate in gates:
+        assert gate.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    ticks = _Ticks(poll=0.05, runner_id="me", concurrency=1)
+    try:
+        assert ENTERED.wait(30)
+        ticks.stop.set()
+        time.sleep(0.2)  # (the dispatcher sees it)
+        OPEN.set()
+    finally:
+        OPEN.set()
+        total = ticks.end()
+    assert total.fired == 1 and sorted(g.count.run() for g in gates) == [0, 0, 1]
+    assert vc.fire_due_timers(runner_id="me").fired == 2
