@@ -764,3 +764,32 @@ def test_a_stopped_long_running_runner_finishes_the_fire_in_flight_and_starts_no
         total = ticks.end()
     assert total.fired == 1 and sorted(g.count.run() for g in gates) == [0, 0, 1]
     assert vc.fire_due_timers(runner_id="me").fired == 2
+
+
+def test_a_tick_interrupted_amid_its_fires_starts_no_queued_one(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``_fire_slice`` letting its pool run the queued fires once interrupted (a
+    ``KeyboardInterrupt`` in its wait). Ctrl-C on a tick one fire at a time behind a backlog
+    went on firing all of it (docs/timers.md: starts no other fire, lets those in flight
+    finish)."""
+    ENTERED.clear()
+    OPEN.clear()
+    gates = [Gate.get_or_create(f"gate-{i}") for i in range(3)]
+    for gate in gates:
+        assert gate.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+
+    def interrupted(pending: Any) -> Any:
+        assert ENTERED.wait(30)
+        threading.Timer(0.2, OPEN.set).start()  # (the fire in flight ends once interrupted)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(timer_runner._sync, "wait_first", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vc.fire_due_timers(runner_id="me", concurrency=1)
+    finally:
+        OPEN.set()
+    monkeypatch.undo()
+    assert sorted(g.count.run() for g in gates) == [0, 0, 1]
+    assert vc.fire_due_timers(runner_id="me").fired == 2
