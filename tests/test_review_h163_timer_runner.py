@@ -793,3 +793,18 @@ def test_a_tick_interrupted_amid_its_fires_starts_no_queued_one(
     monkeypatch.undo()
     assert sorted(g.count.run() for g in gates) == [0, 0, 1]
     assert vc.fire_due_timers(runner_id="me").fired == 2
+
+
+def test_the_older_claims_flag_still_picks_its_split(actor_store: StoreSpec) -> None:
+    """Mutation: ``_split_of`` reading ``claims=True`` as ``split="none"`` and ``claims=False``
+    as ``"claims"``. A program written for the older flag got the other split: its claiming
+    runners took no claim (or its lone runner claimed each actor)."""
+    store = vc.get_runtime().store
+    bell = _arm_due("flagged")
+    assert _sync.sync(claim_actor(store, "flagged", "other", 30.0))
+    claiming = vc.fire_due_timers(claims=True, runner_id="me")
+    assert (claiming.fired, claiming.claimed_elsewhere) == (0, 1)
+    alone = vc.fire_due_timers(claims=False, runner_id="me")
+    assert (alone.fired, alone.claimed_elsewhere, bell.count.run()) == (1, 0, 1)
+    with pytest.raises(ValueError, match="contradicts"):
+        vc.fire_due_timers(claims=False, split="claims")
