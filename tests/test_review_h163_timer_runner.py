@@ -808,3 +808,44 @@ def test_the_older_claims_flag_still_picks_its_split(actor_store: StoreSpec) -> 
     assert (alone.fired, alone.claimed_elsewhere, bell.count.run()) == (1, 0, 1)
     with pytest.raises(ValueError, match="contradicts"):
         vc.fire_due_timers(claims=False, split="claims")
+
+
+@vc.virtual_actor
+class Arming:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def arm_and_wait(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("ring", after=0.0, key="k")
+        ENTERED.set()
+        assert OPEN.wait(30)
+
+    def ring(self) -> None:
+        self.rang += 1
+
+
+def test_a_cancel_made_while_this_process_s_call_arming_the_timer_runs_cancels_it(
+    actor_store: StoreSpec,
+) -> None:
+    """Mutation: ``_none_to_cancel`` not asking whether this process has a call to the actor in
+    flight. A cancel made while a call of this process that arms the timer ran read the newest
+    step, found no timer, returned False with no commit; the call then committed the timer, and
+    it fired after the cancel returned (docs/timers.md: such calls apply before the cancel)."""
+    ENTERED.clear()
+    OPEN.clear()
+    arming = Arming.get_or_create("arming")
+    arming.ring.options(delay=3600, timer_key="other").run()  # (created, and warm)
+    running = arming.arm_and_wait.run_async()
+    try:
+        assert ENTERED.wait(30)
+        result: list[bool] = []
+        canceller = threading.Thread(target=lambda: result.append(arming.cancel_timer("k")))
+        canceller.start()
+        time.sleep(0.2)
+    finally:
+        OPEN.set()
+    running.result(30)
+    canceller.join(30)
+    assert result == [True] and [t["key"] for t in arming.timers()] == ["other"]
