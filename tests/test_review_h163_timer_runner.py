@@ -849,3 +849,13 @@ def test_a_cancel_made_while_this_process_s_call_arming_the_timer_runs_cancels_i
     running.result(30)
     canceller.join(30)
     assert result == [True] and [t["key"] for t in arming.timers()] == ["other"]
+
+
+def test_cancelling_a_timer_of_a_deleted_actor_says_it_was_deleted(actor_store: StoreSpec) -> None:
+    """Mutation: ``_none_to_cancel`` not checking whether the newest step is a tombstone. A
+    cancel on a deleted actor returned False, as for an actor without that timer, where
+    docs/timers.md promises ``ActorDeletedError`` (as ``timers()`` and calls raise)."""
+    bell = _arm_later("doomed", 3600.0)
+    assert vc.delete_actor("doomed") is True
+    with pytest.raises(vc.ActorDeletedError):
+        bell.cancel_timer("k")
