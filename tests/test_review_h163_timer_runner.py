@@ -948,3 +948,40 @@ def test_cancelling_a_timer_of_a_deleted_actor_says_it_was_deleted(actor_store: 
     assert vc.delete_actor("doomed") is True
     with pytest.raises(vc.ActorDeletedError):
         bell.cancel_timer("k")
+
+
+def test_a_long_running_runner_whose_fire_raises_unexpectedly_fires_the_timer_later(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: ``_fire_held`` catching only ``VactorError``. A fire that raised anything else
+    (a bug, a ``RuntimeError`` of a library underneath) ended its pool task with the group's
+    entries held: the runner never listed them again, and the timer waited for its restart."""
+    real = timer_runner._fire_actor
+    raised: list[str] = []
+
+    def once_broken(*args: Any, **kwargs: Any) -> Any:
+        if not raised:
+            raised.append("once")
+            raise RuntimeError("a bug, once")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timer_runner, "_fire_actor", once_broken)
+    bell = _arm_due("unlucky")
+    ticks = _Ticks(poll=0.05, runner_id="me")
+    try:
+        ticks.wait_for(1000, until=lambda: bell.count.run() == 1)
+    finally:
+        total = ticks.end()
+    assert raised == ["once"] and bell.count.run() == 1
+    assert total.fired == 1 and any("a bug, once" in e for e in total.errors)
+
+
+def test_a_tick_stopped_before_an_actor_s_fire_reports_no_fire_of_it_done(actor_store: StoreSpec) -> None:
+    """Mutation: ``_fire_slice`` calling ``on_done`` for an actor whose fire the stop skipped.
+    The command's progress said its timers were done; they were left due."""
+    _arm_due("skipped")
+    stop = threading.Event()
+    stop.set()
+    done: list[tuple[str, int]] = []
+    report = vc.fire_due_timers(runner_id="me", stop=stop, on_done=lambda a, n: done.append((a, n)))
+    assert (report.left, report.fired, done) == (1, 0, [])
