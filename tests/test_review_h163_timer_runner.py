@@ -1,10 +1,10 @@
 """Review h163: a mutation sweep of the timer runner (``timer_runner.py``).
 
 Each test here failed with the mutation named in its docstring applied to the library, and
-passes without it. 75 hand-made mutations, one at a time, each run against the timer tests
-(test_timers, test_review_timers, _h140_timers, _timers_stop, _h145_heartbeat_cut_short,
-_signed_store_forgeries, _clock_skew, _h131_tick_stop, _deleted_leftovers,
-_h146_cancel_in_creation; memory and local; ``-k`` timer/runner/tick/heartbeat/claim/fire/
+passes without it. 75 hand-made mutations (M67, M69, M73 unused), one at a time, each run
+against the timer tests (test_timers, test_review_timers, _h140_timers, _timers_stop,
+_h145_heartbeat_cut_short, _signed_store_forgeries, _clock_skew, _h131_tick_stop,
+_deleted_leftovers, _h146_cancel_in_creation; memory and local; ``-k`` timer/runner/tick/heartbeat/claim/fire/
 due/cancel/schedul). "new" = killed by a test of this module; "(n/r)" = the existing subset
 was not run against it (time), only this module's test.
 
@@ -76,7 +76,16 @@ was not run against it (time), only this module's test.
  M63   claims= flag read backwards                                   survived -> new
  M64   recheck ``<`` for ``<=``                                      equivalent (10)
  M65   totals trim keeps the oldest errors                           new (n/r)
-SECOND
+ M66   _fire_round: a failed commit raises out of the round          deleted_leftovers
+ M68   runners' listing failure fails the tick's index listing       new (n/r)
+ M70   _list_loop: a listing error ends the listing thread           test_timers (stalled)
+ M71   _fire_held catches VactorError only                           survived -> new
+ M72   run: queued fires run when stopped                            new (n/r)
+ M74   claim_actor: one attempt (released meanwhile: given up)       new (n/r)
+ M75   tick: heartbeat deleted on a stalled store                    test_review_timers
+ M76   on_done for an actor the stop skipped                         h131 (and new)
+ M77   tombstone met mid-fire: entry kept                            deleted_leftovers
+ M78   probe: stale entries not deleted                              test_timers (stale)
 =====  ============================================================  =======================
 
 (1) ``live`` is sorted and weights are 64-bit BLAKE2b: a tie needs a collision, and max()
