@@ -67,14 +67,14 @@ was not run against it (time), only this module's test.
  M54   TickReport.merge drops left                                   survived -> new
  M55   scheduling: idempotency key's call id random                  equivalent (8)
  M56   cancel: this process's call in flight not checked             survived -> new
- M57   cancel: this process's pending posts not checked              survived, left (9)
+ M57   cancel: this process's pending posts not checked              survived -> new
  M58   cancel: tombstone not checked                                 survived -> new
  M59   list_timers: pending creation not refused                     h146
  M60   _warn_once: every error logged                                new (n/r)
  M61   run: stop not set when the dispatcher raises (hang)           survived -> new
  M62   fire_due_timers drops lease                                   test_timers (expired)
  M63   claims= flag read backwards                                   survived -> new
- M64   recheck ``<`` for ``<=``                                      equivalent (10)
+ M64   recheck ``<`` for ``<=``                                      equivalent (9)
  M65   totals trim keeps the oldest errors                           new (n/r)
  M66   _fire_round: a failed commit raises out of the round          deleted_leftovers
  M68   runners' listing failure fails the tick's index listing       new (n/r)
@@ -99,9 +99,8 @@ was not run against it (time), only this module's test.
     has a later generation); the memory is bounded by its actor limit. (6) ``_in_shard`` is
     checked before every ``_mine``. (7) cost only: forgetting a name, or re-writing an entry
     create-only, costs a PUT, never an entry. (8) a retried schedule is deduplicated by its
-    idempotency key in the table; the derived call id only names a post. (9) needs a post of
-    this process under contention still unapplied (``CallPendingError``): not written in
-    time. (10) a recheck due exactly now is read a refresh later (one poll).
+    idempotency key in the table; the derived call id only names a post. (9) a recheck due
+    exactly now is read a refresh later (one poll).
 """
 
 from __future__ import annotations
@@ -116,6 +115,10 @@ import uuid
 from typing import Any
 
 import pytest
+from combining_workers import commit_behind_its_back
+from store_helpers import retune
+from test_combining import init_switchable
+from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, timer_runner
@@ -994,3 +997,44 @@ def test_a_tick_stopped_before_an_actor_s_fire_reports_no_fire_of_it_done(actor_
     done: list[tuple[str, int]] = []
     report = vc.fire_due_timers(runner_id="me", stop=stop, on_done=lambda a, n: done.append((a, n)))
     assert (report.left, report.fired, done) == (1, 0, [])
+
+
+@vc.virtual_actor
+class Posting:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def touch(self) -> None:
+        pass
+
+    def arm(self) -> None:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("ring", after=3600.0, key="k")
+
+    def ring(self) -> None:
+        self.rang += 1
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_cancel_made_while_a_post_of_ours_arming_the_timer_is_unapplied_cancels_it(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: ``_none_to_cancel`` not asking whether this process has a post to the actor
+    not applied yet. A call arming the timer, posted under contention, its caller told
+    ``CallPendingError``, was still to apply; a cancel then read the newest step, found no
+    timer, returned False with no commit, and the post applied later armed the timer for good
+    (docs/timers.md: such a post applies before the cancel)."""
+    init_switchable(store_spec, combine_window=60.0)
+    posting = Posting.get_or_create("posted")
+    posting.touch.run()
+    retune(commit_timeout=0.5)
+    _hold_lease_elsewhere("posted")  # a stalled folder: our contended call posts and waits
+    commit_behind_its_back("posted")
+    with pytest.raises(vc.CallPendingError):
+        posting.arm.run()
+    assert "posted" in vc.get_runtime().pending_posts
+    _hold_lease_elsewhere("posted", 0.0)  # the folder is gone: the post may be folded
+    retune(commit_timeout=30.0)
+    assert posting.cancel_timer("k") is True
+    assert posting.timers() == []
