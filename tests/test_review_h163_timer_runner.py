@@ -545,7 +545,7 @@ def test_a_long_running_runner_leaves_a_held_entry_to_a_runner_that_joined_and_o
     owner as well (work done twice: the step still fires once)."""
     store = vc.get_runtime().store
     actor_id = _owned_by("other", ("me", "other"))
-    bell = _arm_later(actor_id, 1.5)
+    bell = _arm_later(actor_id, 4.0)  # (room for the view to change first on a loaded host)
     other = Membership(store, "other", 30.0, "all")
     # (the runners listed every 0.1 s; the entry, due within the horizon, held at once)
     ticks = _Ticks(poll=0.05, runner_id="me", lease=1.0, horizon=10.0)
