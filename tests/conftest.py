@@ -201,6 +201,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h158_read_room",
         "test_review_h158_sync_bridge",
         "test_review_h158_worker_pool",
+        "test_review_h163_timer_runner",
         "test_review_h158_workflow_resume",
         "test_review_h152_lease_store",
         "test_review_h152_state_capture",

@@ -444,15 +444,15 @@ class Membership:
 
 async def claim_actor(
     store: ObjectStore, actor_id: str, runner: str, lease: float, signing_key: bytes | None = None
-) -> bool:
-    """Take this runner's lease on ``actor_id``'s due timers; False if another runner holds one
-    (with ``signing_key``, one signed for this actor's claim: any other is taken over)."""
+) -> str | None:
+    """Take this runner's lease on ``actor_id``'s due timers: the version of the claim put (for
+    :func:`release_actor`); None if another runner holds one (with ``signing_key``, one signed
+    for this actor's claim: any other is taken over)."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
     for _ in range(2):
         try:
-            await store.put(key, body, mode="create")
-            return True
+            return await store.put(key, body, mode="create")
         except AlreadyExistsError:
             pass
         try:
@@ -471,18 +471,19 @@ async def claim_actor(
         except (ValueError, KeyError, TypeError):
             live = False  # unreadable: treat as expired
         if live:
-            return False
+            return None
         try:
-            await store.put(key, body, mode=IfMatch(blob.version))
-            return True
+            return await store.put(key, body, mode=IfMatch(blob.version))
         except (PreconditionFailedError, NotFoundError):
-            return False
-    return False
+            return None
+    return None
 
 
-async def release_actor(store: ObjectStore, actor_id: str) -> None:
+async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None:
+    """Delete this runner's claim on ``actor_id`` (put at ``version``), unless another runner
+    took it over meanwhile (this runner's fire outlasted its lease): that one's is left."""
     try:
-        await store.delete(keys.timer_claim_key(actor_id))
+        await store.delete_unchanged({keys.timer_claim_key(actor_id): version})
     except StorageError as exc:  # the lease expires by itself
         logger.debug("could not release the timer claim on %r: %s", actor_id, exc)
 
@@ -533,11 +534,14 @@ def _fire_actor(
     """
     store = runtime.store
     report = TickReport()
+    claim: str | None = None
     try:
         signing_key = runtime.settings.signing_key
-        if lease is not None and not runtime.run(claim_actor(store, actor_id, runner, lease, signing_key)):
-            report.claimed_elsewhere += 1
-            return report, []
+        if lease is not None:
+            claim = runtime.run(claim_actor(store, actor_id, runner, lease, signing_key))
+            if claim is None:
+                report.claimed_elsewhere += 1
+                return report, []
     except VactorError as exc:
         report.errors.append(TickError(f"{actor_id}: claim: {exc}", exc))
         return report, []
@@ -599,9 +603,9 @@ def _fire_actor(
     except VactorError as exc:
         report.errors.append(TickError(f"{actor_id}: {exc}", exc))
     finally:
-        if lease is not None:
+        if claim is not None:
             with contextlib.suppress(VactorError):
-                runtime.run(release_actor(store, actor_id))
+                runtime.run(release_actor(store, actor_id, claim))
     return report, done
 
 
@@ -673,6 +677,9 @@ class TimerRunner:
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
         if not math.isfinite(poll) or poll <= 0:
             raise ValueError(f"poll must be a positive number of seconds, got {poll!r}")
+        # (a claim of a lease of 0, negative or NaN expired as written: claims held nothing)
+        if not math.isfinite(lease) or lease <= 0:
+            raise ValueError(f"the lease must be a positive number of seconds, got {lease!r}")
         self.runtime = runtime or get_runtime()
         self.split = split
         self.lease = lease
