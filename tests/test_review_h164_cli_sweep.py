@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from cli_harness import Vactor, one_line_error
 
-from vactor_cloud.cli import EXIT_USAGE
+import vactor_cloud as vc
+from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_USAGE
 
 pytestmark = pytest.mark.vactor_lanes("local")
 
@@ -43,3 +44,47 @@ def test_a_storage_option_key_given_twice_is_refused(
     line = one_line_error(result)
     assert "given twice" in line and "-o" in line, line
     assert os.listdir(store) == []
+
+
+@vc.virtual_actor
+class Lantern:
+    def __init__(self) -> None:
+        self.lit = 0
+
+    def light(self, times: int = 1) -> int:
+        self.lit += times
+        return self.lit
+
+    @vc.virtual_actor.readonly
+    def level(self) -> int:
+        return self.lit
+
+
+def _seed(store: str, *ids: str, calls: int = 1) -> None:
+    vc.init(store)
+    try:
+        for actor_id in ids:
+            for _ in range(calls):
+                Lantern.get_or_create(actor_id).light.run()
+    finally:
+        vc.shutdown()
+
+
+def _answer_with(monkeypatch: pytest.MonkeyPatch, typed: str) -> None:
+    """``vactor delete`` asks on a terminal; the user types ``typed``."""
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: typed)
+
+
+def test_an_id_with_spaces_around_it_can_be_confirmed(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vactor delete 'lamp '`` (an id is one word of the command line as it is, a trailing
+    space included) asked for the id and compared the answer stripped: typed back exactly,
+    ``'lamp '`` became ``'lamp'``, "not the id 'lamp '", and the actor could not be deleted
+    but with ``--yes``. The answer is now taken as typed, or stripped."""
+    _seed(store, " lamp ")
+    _answer_with(monkeypatch, " lamp ")
+    done = vactor("delete", " lamp ")
+    assert done.code == 0, done
+    assert vactor("show", " lamp ").code == EXIT_NOT_FOUND
