@@ -13,13 +13,17 @@ TABLE
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 from cli_harness import Vactor, one_line_error
+from test_review_cli_new_user import _damage_newest_step
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_NOT_FOUND, EXIT_USAGE
+from vactor_cloud.cli import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE
+from vactor_cloud.cli._output import printable
+from vactor_cloud.storage import MemoryStore
 
 pytestmark = pytest.mark.vactor_lanes("local")
 
@@ -88,3 +92,87 @@ def test_an_id_with_spaces_around_it_can_be_confirmed(
     done = vactor("delete", " lamp ")
     assert done.code == 0, done
     assert vactor("show", " lamp ").code == EXIT_NOT_FOUND
+
+
+def test_a_first_delete_with_an_idempotency_key_still_asks(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the retry of a delete that committed skips the question (it deletes nothing). A
+    first ``vactor delete ID --idempotency-key KEY`` deletes: it asks, and without a terminal
+    needs ``--yes``. (Mutation: ``retry = key is not None``, any key skipping the question:
+    deleted unasked.)"""
+    _seed(store, "lamp")
+    refused = vactor("delete", "lamp", "--idempotency-key", "k-1")  # (stdin is not a terminal)
+    assert refused.code == EXIT_USAGE, refused
+    assert "--yes" in one_line_error(refused)
+    _answer_with(monkeypatch, "not-lamp")
+    declined = vactor("delete", "lamp", "--idempotency-key", "k-1")
+    assert declined.code == EXIT_ERROR, declined
+    assert "not deleted" in one_line_error(declined)
+    assert vactor("show", "lamp").code == 0
+
+
+@pytest.mark.parametrize("typed", ["", "   "])
+def test_no_answer_at_the_question_deletes_nothing(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch, typed: str
+) -> None:
+    """Enter alone (or spaces) at ``Type the id to confirm:`` is no answer: nothing is deleted,
+    exit 1. (Mutation: an empty answer let through as a confirmation: deleted.)"""
+    _seed(store, "lamp")
+    _answer_with(monkeypatch, typed)
+    declined = vactor("delete", "lamp")
+    assert declined.code == EXIT_ERROR, declined
+    assert "not deleted" in one_line_error(declined)
+    assert vactor("show", "lamp").code == 0
+
+
+def test_an_actor_named_twice_is_listed_and_drained_once(store: str, vactor: Vactor) -> None:
+    """``vactor events ls --actor a --actor a`` (a script building its list) shows a's events
+    once, and ``drain`` reports a once. (Mutation: the names not deduplicated: each event row,
+    and the drain's line, twice.)"""
+    vc.init(store)
+    try:
+        Lantern.get_or_create("a")
+        vc.send_event("a", "ping", 1, event_id="a-1")
+    finally:
+        vc.shutdown()
+    listed = vactor("events", "ls", "--actor", "a", "--actor", "a", "--json")
+    assert listed.code == 0, listed
+    assert [row["event_id"] for row in listed.json()] == ["a-1"]  # type: ignore[index,union-attr]
+    drained = vactor("events", "drain", "--actor", "a", "--actor", "a", "--json")
+    assert drained.code == 0, drained
+    assert [line["actor"] for line in drained.json()] == ["a"]  # type: ignore[index,union-attr]
+
+
+def test_ls_counts_every_damaged_actor_in_its_error_line(store: str, vactor: Vactor) -> None:
+    """``vactor ls`` keeps only the first damaged actor's error, and counts the others: its line
+    says how many could not be read, and the readable ones are listed. (Mutation: ``errors_error``
+    ignoring the count it is given: "the first" alone, as if one actor were damaged.)"""
+    _seed(store, "ok", "torn-1", "torn-2")
+    for actor_id in ("torn-1", "torn-2"):
+        _damage_newest_step(store, actor_id)
+    result = vactor("ls")
+    assert result.code == EXIT_ERROR, result
+    assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["ok"], result.out
+    line = one_line_error(result)
+    assert "2 actors could not be read; the first: torn-1: " in line, line
+
+
+@pytest.mark.parametrize("character", ["\x85", "\x9b", "\xa0", "\xad", "\u202e", "\u200b", "\U000e0041"])
+def test_printable_escapes_as_repr_does(character: str) -> None:
+    """docs/cli.md: text from storage is printed "with every character Python's repr escapes
+    escaped as it escapes them": ``\\x9b`` (an 8-bit CSI), not ``\\u009b``. (Mutation: the
+    ``\\xNN`` form kept for ASCII only: a Latin-1 control or space came out as ``\\u00NN``.)"""
+    text = f"id{character}x"
+    assert printable(text) == repr(text)[1:-1]
+
+
+def test_doctor_leaves_no_scratch_object_behind_on_a_bucket(vactor: Vactor) -> None:
+    """docs/cli.md: ``doctor`` "leaves nothing behind". On a bucket (here ``memory://``, which
+    this process shares with the command) its probe object is deleted at the end. (Mutation: the
+    probe's delete dropped: on a local directory the scratch directory's removal hid it.)"""
+    name = f"h164-doctor-{uuid.uuid4().hex}"
+    result = vactor("doctor", f"memory://{name}")
+    assert result.code == 0, result
+    assert "every guarantee vactor_cloud needs holds" in result.out, result.out
+    assert MemoryStore(name)._objects == {}
