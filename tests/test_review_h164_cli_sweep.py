@@ -176,3 +176,13 @@ def test_doctor_leaves_no_scratch_object_behind_on_a_bucket(vactor: Vactor) -> N
     assert result.code == 0, result
     assert "every guarantee vactor_cloud needs holds" in result.out, result.out
     assert MemoryStore(name)._objects == {}
+
+
+@pytest.mark.parametrize("shard", ["2/2", "3/2", "0/0", "1", "a/2"])
+def test_a_shard_out_of_range_is_a_usage_error(store: str, vactor: Vactor, shard: str) -> None:
+    """``--shard I/N`` needs 0 <= I < N: ``2/2`` is a usage error naming the option (exit 2),
+    before any timer is listed. (Mutation: ``I <= N`` accepted: the library's ValueError reached
+    ``main`` as an unexpected error, exit 1, "run with --debug for the traceback".)"""
+    result = vactor("timers", "tick", "--shard", shard)
+    assert result.code == EXIT_USAGE, result
+    assert f"--shard {shard!r}" in one_line_error(result)
