@@ -186,3 +186,16 @@ def test_a_shard_out_of_range_is_a_usage_error(store: str, vactor: Vactor, shard
     result = vactor("timers", "tick", "--shard", shard)
     assert result.code == EXIT_USAGE, result
     assert f"--shard {shard!r}" in one_line_error(result)
+
+
+def test_compact_of_an_actor_and_all_is_refused_and_compacts_nothing(store: str, vactor: Vactor) -> None:
+    """``vactor compact ID --all`` names one actor and every actor: a usage error, nothing
+    compacted. (Mutation: only "neither" refused: ``--all`` won and every actor was compacted,
+    not the one named.)"""
+    _seed(store, "one", "other", calls=3)
+    argv = ("compact", "one", "--all", "--keep-last", "1", "--min-age", "0", "--force")
+    result = vactor(*argv)
+    assert result.code == EXIT_USAGE, result
+    assert "not both" in one_line_error(result)
+    steps = vactor("history", "other", "--json").json()
+    assert [entry["step"] for entry in steps] == [3, 2, 1, 0]  # type: ignore[index,union-attr]
