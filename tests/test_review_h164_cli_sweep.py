@@ -13,8 +13,10 @@ TABLE
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
@@ -22,6 +24,7 @@ from test_review_cli_new_user import _damage_newest_step
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE
+from vactor_cloud.cli import actors as actors_cli
 from vactor_cloud.cli._output import printable
 from vactor_cloud.storage import MemoryStore
 
@@ -199,3 +202,30 @@ def test_compact_of_an_actor_and_all_is_refused_and_compacts_nothing(store: str,
     assert "not both" in one_line_error(result)
     steps = vactor("history", "other", "--json").json()
     assert [entry["step"] for entry in steps] == [3, 2, 1, 0]  # type: ignore[index,union-attr]
+
+
+def test_a_programs_own_sigterm_handler_is_kept_through_main(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/cli.md: "A program that called ``main()`` and set its own SIGTERM handler keeps it":
+    while the command runs and after. (Mutation: the check for a handler of the program's
+    dropped: the command's replaced it, and SIG_DFL was left after.)"""
+    seen: list[object] = []
+    real = actors_cli.init_runtime
+
+    def noting_the_handler(args: Any, **kwargs: Any) -> Any:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return real(args, **kwargs)
+
+    def programs_own(signum: int, frame: object) -> None:
+        pass
+
+    monkeypatch.setattr(actors_cli, "init_runtime", noting_the_handler)
+    found = signal.signal(signal.SIGTERM, programs_own)
+    try:
+        result = vactor("ls")
+        seen.append(signal.getsignal(signal.SIGTERM))
+    finally:
+        signal.signal(signal.SIGTERM, found)
+    assert result.code == 0, result
+    assert seen == [programs_own, programs_own]
