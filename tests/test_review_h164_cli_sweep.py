@@ -23,7 +23,8 @@ from cli_harness import Vactor, one_line_error
 from test_review_cli_new_user import _damage_newest_step
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE
+from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
+from vactor_cloud.cli import _interrupts as interrupts_cli
 from vactor_cloud.cli import actors as actors_cli
 from vactor_cloud.cli._output import printable
 from vactor_cloud.storage import MemoryStore
@@ -229,3 +230,27 @@ def test_a_programs_own_sigterm_handler_is_kept_through_main(
         signal.signal(signal.SIGTERM, found)
     assert result.code == 0, result
     assert seen == [programs_own, programs_own]
+
+
+def test_a_second_ctrl_c_while_the_first_is_honoured_stops_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``events drain``'s Ctrl-C: the first says what it waits for and raises KeyboardInterrupt
+    (the event being applied finishes in the shutdown); a second one meanwhile stops at once,
+    saying what that leaves. (Mutation: the second taken as the first: another
+    KeyboardInterrupt, and the wait goes on.)"""
+    stopped: list[str] = []
+
+    def recorded(left: str) -> None:
+        stopped.append(left)
+        raise SystemExit(EXIT_INTERRUPTED)
+
+    monkeypatch.setattr(interrupts_cli, "stop_at_once", recorded)
+    with interrupts_cli.second_interrupt_stops_at_once("stopping", "what is left"):
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        second: BaseException | None = None
+        try:  # (a KeyboardInterrupt left to pytest would end the session)
+            signal.raise_signal(signal.SIGINT)
+        except BaseException as exc:  # noqa: BLE001 - which one is what this test asks
+            second = exc
+    assert isinstance(second, SystemExit), repr(second)
+    assert stopped == ["what is left"]
