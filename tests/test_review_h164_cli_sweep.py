@@ -254,3 +254,25 @@ def test_a_second_ctrl_c_while_the_first_is_honoured_stops_at_once(monkeypatch: 
             second = exc
     assert isinstance(second, SystemExit), repr(second)
     assert stopped == ["what is left"]
+
+
+def test_compact_all_interrupted_in_its_last_batch_says_so_and_exits_130(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM) while ``compact --all`` compacts its last batch (a store of 8 actors
+    or fewer: its only one) said ``vactor: stopping: ... then it says what it did`` and then
+    nothing: the command went on as if not interrupted, exit 0. It now says, as interrupted after
+    the last batch, that every actor was compacted, exit 130, the rows printed."""
+    _seed(store, "c1", "c2", "c3", calls=2)
+    real = actors_cli._gathered
+
+    async def interrupted_meanwhile(coroutines: list[Any]) -> list[Any]:
+        os.kill(os.getpid(), signal.SIGINT)  # (the main thread's handler: the batch finishes)
+        return await real(coroutines)
+
+    monkeypatch.setattr(actors_cli, "_gathered", interrupted_meanwhile)
+    result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == EXIT_INTERRUPTED, result
+    assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["c1", "c2", "c3"], result.out
+    lines = [line for line in result.err.splitlines() if line.startswith("vactor: error: ")]
+    assert lines == ["vactor: error: interrupted after compacting all 3 actors: none was left to compact"]

@@ -592,7 +592,8 @@ def _compact_all(
                         totals.add(finished)
                         show(finished)
                     compacting = False
-                    if interrupts.requested.is_set() and (done < chunks.listed or not chunks.complete):
+                    # (also after the last batch: a Ctrl-C is answered, not taken for none)
+                    if interrupts.requested.is_set():
                         settled = True
                         raise KeyboardInterrupt
             second_pass = True
