@@ -276,3 +276,15 @@ def test_compact_all_interrupted_in_its_last_batch_says_so_and_exits_130(
     assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["c1", "c2", "c3"], result.out
     lines = [line for line in result.err.splitlines() if line.startswith("vactor: error: ")]
     assert lines == ["vactor: error: interrupted after compacting all 3 actors: none was left to compact"]
+
+
+def test_compact_all_exits_1_when_an_actor_could_not_be_compacted(store: str, vactor: Vactor) -> None:
+    """``compact --all`` goes on past an actor it cannot compact (a damaged object), names it,
+    compacts the others, and exits 1. (Mutation: the exit code 0 whatever failed: a cron job's
+    compaction failing every night unseen.)"""
+    _seed(store, "fine", "torn", calls=3)
+    _damage_newest_step(store, "torn")
+    result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == EXIT_ERROR, result
+    assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["fine"], result.out
+    assert "vactor: error: 1 of 2 actors could not be compacted" in result.err, result.err
