@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,19 @@ def test_compact_all_exits_1_when_an_actor_could_not_be_compacted(store: str, va
     assert result.code == EXIT_ERROR, result
     assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["fine"], result.out
     assert "vactor: error: 1 of 2 actors could not be compacted" in result.err, result.err
+
+
+def test_history_json_shows_no_count_on_a_terminals_stderr(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``history`` counts the steps it reads on stderr when that is a terminal and stdout is not
+    (its rows are the progress otherwise); under ``--json`` it draws nothing, as the other
+    commands' counts: a script's stderr is the user's terminal, its stdout the document.
+    (Mutation: ``--json`` left out of the condition: a spinner on stderr under ``--json``.)"""
+    _seed(store, "lamp", calls=3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = vactor("history", "lamp", "--json")
+    assert result.code == 0, result
+    assert [entry["step"] for entry in result.json()] == [3, 2, 1, 0]  # type: ignore[index,union-attr]
+    assert result.err == "", result.err
