@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from cli_harness import Vactor, one_line_error
-from test_review_cli_new_user import _damage_newest_step
+from test_review_cli_new_user import _damage_newest_step, _damage_step
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
@@ -305,3 +305,16 @@ def test_history_json_shows_no_count_on_a_terminals_stderr(
     assert result.code == 0, result
     assert [entry["step"] for entry in result.json()] == [3, 2, 1, 0]  # type: ignore[index,union-attr]
     assert result.err == "", result.err
+
+
+def test_history_does_not_call_a_damaged_first_step_compacted(store: str, vactor: Vactor) -> None:
+    """A damaged step 0 is named, and the oldest step shown (1) is not said to follow compacted
+    steps: step 0 is there, unreadable. (Mutation: the check for a damaged step below the oldest
+    shown dropped: "(steps before 1 were compacted: deleted by retention)" under the error.)"""
+    _seed(store, "lamp", calls=3)
+    _damage_step(store, "lamp", 0)
+    result = vactor("history", "lamp")
+    assert result.code == EXIT_ERROR, result
+    assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["3", "2", "1"], result.out
+    assert "compacted" not in result.err, result.err
+    assert "step 0 of 'lamp' cannot be read" in one_line_error(result)
