@@ -12,6 +12,7 @@ TABLE
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
 from vactor_cloud.cli import _interrupts as interrupts_cli
 from vactor_cloud.cli import actors as actors_cli
+from vactor_cloud.cli import events as events_cli
 from vactor_cloud.cli._output import printable
 from vactor_cloud.storage import MemoryStore
 
@@ -318,3 +320,50 @@ def test_history_does_not_call_a_damaged_first_step_compacted(store: str, vactor
     assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["3", "2", "1"], result.out
     assert "compacted" not in result.err, result.err
     assert "step 0 of 'lamp' cannot be read" in one_line_error(result)
+
+
+def test_the_second_pass_adds_its_deletes_to_the_first_ones(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An actor whose last steps the first pass held for want of the writers' evidence is
+    compacted again; its row counts the steps both passes deleted. (Mutation: the second pass's
+    count alone: the first pass's deletes vanished from the table and the JSON.)"""
+    _seed(store, "lamp", calls=4)
+    real = actors_cli._gathered
+
+    async def first_pass_held(coroutines: list[Any]) -> list[Any]:
+        return [dataclasses.replace(report, held_unproven=1) for report in await real(coroutines)]
+
+    monkeypatch.setattr(actors_cli, "_gathered", first_pass_held)
+    argv = ("compact", "--all", "--keep-last", "1", "--min-age", "0", "--fresh-window", "0", "--force")
+    result = vactor(*argv, "--json")
+    assert result.code == 0, result
+    assert [(r["actor_id"], r["deleted_steps"]) for r in result.json()] == [("lamp", 4)]  # type: ignore[index,union-attr]
+
+
+def test_events_drain_goes_on_past_an_actor_whose_drain_failed_with_an_os_error(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain that fails for one actor (an ``OSError``: a connection reset) is named, and the
+    other actors are drained, exit 1. (Mutation: only ``VactorError`` caught: the OSError ended
+    the command, the actors after it left undrained.)"""
+    vc.init(store)
+    try:
+        for actor_id in ("a", "b"):
+            Lantern.get_or_create(actor_id)
+            vc.send_event(actor_id, "ping", 1, event_id=f"{actor_id}-1")
+    finally:
+        vc.shutdown()
+    real = events_cli._process
+
+    async def reset_for_a(actor_id: str) -> Any:
+        if actor_id == "a":
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return await real(actor_id)
+
+    monkeypatch.setattr(events_cli, "_process", reset_for_a)
+    result = vactor("events", "drain")
+    assert result.code == EXIT_ERROR, result
+    assert result.out.startswith("b: "), result.out
+    errors = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
+    assert errors == ["vactor: error: a: [Errno 104] Connection reset by peer"], result.err
