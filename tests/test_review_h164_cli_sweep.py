@@ -253,7 +253,7 @@ def test_a_second_ctrl_c_while_the_first_is_honoured_stops_at_once(monkeypatch: 
         second: BaseException | None = None
         try:  # (a KeyboardInterrupt left to pytest would end the session)
             signal.raise_signal(signal.SIGINT)
-        except BaseException as exc:  # noqa: BLE001 - which one is what this test asks
+        except BaseException as exc:  # (which one is what this test asks)
             second = exc
     assert isinstance(second, SystemExit), repr(second)
     assert stopped == ["what is left"]
