@@ -25,11 +25,14 @@ from cli_harness import Vactor, one_line_error
 from test_review_cli_new_user import _damage_newest_step, _damage_step
 
 import vactor_cloud as vc
-from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE
+from vactor_cloud import history as history_module
+from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_STORAGE, EXIT_USAGE
 from vactor_cloud.cli import _interrupts as interrupts_cli
 from vactor_cloud.cli import actors as actors_cli
 from vactor_cloud.cli import events as events_cli
 from vactor_cloud.cli._output import printable
+from vactor_cloud.errors import NotFoundError
+from vactor_cloud.keys import class_key
 from vactor_cloud.storage import MemoryStore
 
 pytestmark = pytest.mark.vactor_lanes("local")
@@ -367,3 +370,28 @@ def test_events_drain_goes_on_past_an_actor_whose_drain_failed_with_an_os_error(
     assert result.out.startswith("b: "), result.out
     errors = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
     assert errors == ["vactor: error: a: [Errno 104] Connection reset by peer"], result.err
+
+
+@pytest.mark.parametrize(
+    ("key", "code", "advice"),
+    [
+        ("actors/lamp/HEAD", EXIT_STORAGE, "check --storage"),
+        (class_key("lamp", "ab12"), EXIT_ERROR, "PYTHONPATH"),
+    ],
+)
+def test_an_object_missing_is_the_stores_error_but_a_class_body_missing_is_the_classs(
+    store: str, vactor: Vactor, monkeypatch: pytest.MonkeyPatch, key: str, code: int, advice: str
+) -> None:
+    """A ``NotFoundError`` reaching ``main`` is the store's (exit 4, check the storage URL, the
+    credentials), but for a stored class body: the store answered, the class is what is missing
+    (exit 1, put its module on PYTHONPATH). (Mutation: the class-key test negated: each said
+    the other's advice.)"""
+    _seed(store, "lamp")
+
+    def missing(actor_id: str) -> Any:
+        raise NotFoundError(f"{key}: no such object", key)
+
+    monkeypatch.setattr(history_module, "newest_step", missing)
+    result = vactor("delete", "lamp", "--yes")
+    assert result.code == code, result
+    assert advice in one_line_error(result)
