@@ -13,6 +13,8 @@ TABLE
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 import signal
 import sys
@@ -30,7 +32,7 @@ from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_
 from vactor_cloud.cli import _interrupts as interrupts_cli
 from vactor_cloud.cli import actors as actors_cli
 from vactor_cloud.cli import events as events_cli
-from vactor_cloud.cli._output import printable
+from vactor_cloud.cli._output import Output, printable
 from vactor_cloud.errors import NotFoundError
 from vactor_cloud.keys import class_key
 from vactor_cloud.storage import MemoryStore
@@ -395,3 +397,14 @@ def test_an_object_missing_is_the_stores_error_but_a_class_body_missing_is_the_c
     result = vactor("delete", "lamp", "--yes")
     assert result.code == code, result
     assert advice in one_line_error(result)
+
+
+@pytest.mark.parametrize("character", ["\x9b", "\u202e", "\u200b"])
+def test_json_escapes_what_a_terminal_would_obey(character: str) -> None:
+    """JSON allows a C1 control or a bidi override raw in a string; ``--json`` read on a
+    terminal would have it obeyed. Such a document is written escaped (``\\u202e``; its other
+    non-ASCII too, as ``json.dumps`` does). (Mutation: the check dropped: written raw.)"""
+    out = Output(json=True, rich=False, stream=io.StringIO())
+    text = out.json_text({"id": f"é{character}"})
+    assert text == json.dumps({"id": f"é{character}"}), text
+    assert character not in text
