@@ -3,11 +3,51 @@ parser, the output, the chunked listings, the interrupts, and every command but 
 
 Each test here holds a guarantee that a small, plausible change to the CLI broke while the
 CLI tests (``tests/test_cli*.py``, ``tests/test_review_cli*.py`` and the h142-h153 CLI
-modules) still passed; the mutation is named in its docstring. One is a defect found on the
-way, fixed: ``-o KEY=A ... -o KEY=B`` silently kept B (an option given twice, which every
-other option refuses).
+modules) still passed; the mutation is named in its docstring. Three are defects found on the
+way, fixed: ``-o KEY=A ... -o KEY=B`` silently kept B (an option given twice, which every other
+option refuses); ``vactor delete ' lamp '`` could not be confirmed (the answer was stripped);
+``compact --all`` interrupted during its last batch said "stopping: ... then it says what it
+did", then nothing, exit 0 (it now says every actor was compacted, exit 130).
 
-TABLE
+The sweep (TABLE_COUNT mutations, one at a time; "killed" names the first test that failed; the
+first 13 ran against every CLI module above, the others against those of their module):
+
+* ``__init__``: multi-line error joined (killed: test_review_cli's multi-line message); no
+  command exit 2 (test_cli's help); help on stderr (test_cli_user_pass); InvalidActorIdError
+  exit 2 -> 1 (survived, equivalent: every id the command line gives is refused at parse,
+  exit 2; only a method's own raise reaches ``main``); ``is_class_key`` negated (here: the
+  one failure in the sweep was a bench timing test under load); interrupted exit 130 -> 1;
+  a broken pipe not on our streams taken for ``| head`` (test_review_cli_open_items);
+  traceback without --debug.
+* ``_options``: an option twice accepted (test_review_cli_small_defects); unrecognized args
+  dropped; ``--`` ignored by the dashed-word hint; ``-o`` not JSON-parsed; settings as ``-o``
+  accepted; a directory holding no store accepted (small_defects); URL and --storage both
+  accepted; ``--limit 0`` refused; ``--step 0`` refused (test_cli); ``errors_error``
+  ignoring its count (survived: here).
+* ``_output``: ``\\xNN`` for ASCII only (survived: here); C1/bidi raw in JSON (survived:
+  here); non-JSON dict keys kept (test_review_cli); ``[]`` not written for an empty array;
+  an array closed after an error; header on every page; columns shrinking back
+  (test_review_cli's events table); a reader that left failing the work (long_work); stdout's
+  broken pipe not noted (test_review_cli_streams); --json not redirecting prints (test_cli).
+* ``_chunks``: ``listed`` not summed (h142). ``_interrupts``: a second Ctrl-C not stopping
+  at once (survived: here); a program's SIGTERM handler replaced (test_cli_user_pass; here
+  also while the command runs).
+* ``actors``: a keyed first delete not asking, an empty answer confirming (survived: here);
+  a batch slice losing actors (long_work); compact ID --all accepted (here); failed actors
+  exit 0 (here; also test_review_cli_new_user, outside its module's files); the second
+  pass's count alone (survived: here); the after-the-last-batch check (survived: the defect
+  above); ls damaged exit 0 (test_review_cli); a method's KeyboardInterrupt told from Ctrl-C
+  (test_review_cli).
+* ``history``: no look-ahead step (test_review_cli); the count under --json (survived: here);
+  a damaged step 0 called compacted (survived: here).
+* ``events``: names not deduplicated (survived: here); the last page of actors dropped
+  (test_review_cli); a deleted ``--actor`` not exit 3 (test_delete_surfaces, outside its
+  module's files); an OSError ending the drain (survived: here).
+* ``timers``: ``--shard 2/2`` accepted (survived: here); a slice's other actors unrepaired
+  (test_review_cli_new_user); ``repair --actor`` of no actor exit 0 (test_cli_edges); the
+  tick's stop event ignored (test_review_cli_tick_progress).
+* ``doctor``: the scratch directory left (small_defects); the probe object left on a bucket
+  (survived: here).
 """
 
 from __future__ import annotations
@@ -408,3 +448,15 @@ def test_json_escapes_what_a_terminal_would_obey(character: str) -> None:
     text = out.json_text({"id": f"é{character}"})
     assert text == json.dumps({"id": f"é{character}"}), text
     assert character not in text
+
+
+def test_the_dash_hint_is_not_given_for_an_id_already_after_the_double_dash(vactor: Vactor) -> None:
+    """A usage error's hint "if -x is an actor id, give it after '--'" is for a dashed word
+    argparse took for an option; one after ``--`` already is an id, and the hint would tell the
+    user to do what they did. (Mutation: the words after ``--`` looked at too.)"""
+    result = vactor("history", "--limit", "1", "--limit", "2", "--", "-x")
+    assert result.code == EXIT_USAGE, result
+    line = one_line_error(result)
+    assert "given twice" in line and "after '--'" not in line, line
+    dashed = vactor("history", "-x")
+    assert "give it after '--': vactor history -- -x" in one_line_error(dashed)
