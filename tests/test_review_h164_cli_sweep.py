@@ -9,45 +9,47 @@ option refuses); ``vactor delete ' lamp '`` could not be confirmed (the answer w
 ``compact --all`` interrupted during its last batch said "stopping: ... then it says what it
 did", then nothing, exit 0 (it now says every actor was compacted, exit 130).
 
-The sweep (TABLE_COUNT mutations, one at a time; "killed" names the first test that failed; the
-first 13 ran against every CLI module above, the others against those of their module):
+The sweep (56 mutations, one at a time; "killed" names the first test that failed, "here" a
+test of this module; the first 12 ran against every CLI test module named above, the others,
+for time, against those of their module's commands: three of their survivors were killed by
+files outside those, named below):
 
-* ``__init__``: multi-line error joined (killed: test_review_cli's multi-line message); no
-  command exit 2 (test_cli's help); help on stderr (test_cli_user_pass); InvalidActorIdError
-  exit 2 -> 1 (survived, equivalent: every id the command line gives is refused at parse,
-  exit 2; only a method's own raise reaches ``main``); ``is_class_key`` negated (here: the
-  one failure in the sweep was a bench timing test under load); interrupted exit 130 -> 1;
-  a broken pipe not on our streams taken for ``| head`` (test_review_cli_open_items);
-  traceback without --debug.
-* ``_options``: an option twice accepted (test_review_cli_small_defects); unrecognized args
-  dropped; ``--`` ignored by the dashed-word hint; ``-o`` not JSON-parsed; settings as ``-o``
-  accepted; a directory holding no store accepted (small_defects); URL and --storage both
-  accepted; ``--limit 0`` refused; ``--step 0`` refused (test_cli); ``errors_error``
-  ignoring its count (survived: here).
-* ``_output``: ``\\xNN`` for ASCII only (survived: here); C1/bidi raw in JSON (survived:
-  here); non-JSON dict keys kept (test_review_cli); ``[]`` not written for an empty array;
-  an array closed after an error; header on every page; columns shrinking back
-  (test_review_cli's events table); a reader that left failing the work (long_work); stdout's
-  broken pipe not noted (test_review_cli_streams); --json not redirecting prints (test_cli).
+* ``__init__``: multi-line error not joined (killed: test_review_cli); no command exit 2 -> 1
+  (test_cli's help); help on stdout (test_cli_user_pass); InvalidActorIdError exit 2 -> 1
+  (survived, equivalent: every id the command line gives is refused at parse, exit 2; only a
+  method's own raise reaches ``main``); ``is_class_key`` negated (here; its one failure in
+  the sweep was a bench timing test under load); Ctrl-C exit 130 -> 1 (test_cli_edges); a
+  broken pipe not on our streams taken for ``| head`` (test_review_cli_open_items); a
+  traceback without --debug (test_cli).
+* ``_options``: an option twice accepted; a directory holding no store accepted; URL and
+  --storage both accepted (test_review_cli_small_defects); unrecognized args dropped, ``-o``
+  not JSON-parsed, settings as ``-o`` accepted (test_review_cli); words after ``--`` given the
+  dash hint (survived: here); ``--limit 0`` refused, ``--step 0`` refused (test_cli);
+  ``errors_error`` ignoring its count (survived: here).
+* ``_output``: ``\\xNN`` for ASCII only, C1/bidi raw in JSON (survived: here); non-JSON dict
+  keys kept, a header on every page, columns shrinking back (test_review_cli); no ``[]`` for
+  none (test_cli); an array closed after an error (test_review_cli_history_stream); a reader
+  that left failing the work (test_review_cli_long_work); a refused write not noted
+  (test_review_cli_streams); --json not redirecting prints (test_cli).
 * ``_chunks``: ``listed`` not summed (h142). ``_interrupts``: a second Ctrl-C not stopping
   at once (survived: here); a program's SIGTERM handler replaced (test_cli_user_pass; here
   also while the command runs).
-* ``actors``: a keyed first delete not asking, an empty answer confirming (survived: here);
-  a batch slice losing actors (long_work); compact ID --all accepted (here); failed actors
-  exit 0 (here; also test_review_cli_new_user, outside its module's files); the second
-  pass's count alone (survived: here); the after-the-last-batch check (survived: the defect
-  above); ls damaged exit 0 (test_review_cli); a method's KeyboardInterrupt told from Ctrl-C
-  (test_review_cli).
-* ``history``: no look-ahead step (test_review_cli); the count under --json (survived: here);
-  a damaged step 0 called compacted (survived: here).
+* ``actors``: a first keyed delete not asking, an empty answer confirming (survived: here);
+  a batch slice losing actors (long_work); compact ID --all accepted (not run: no test named
+  it; here); failed actors exit 0 (here; also test_review_cli_new_user, outside its module's
+  files); the second pass's count alone (survived: here); the after-the-last-batch check
+  (survived: the defect above); ls of a damaged actor exit 0, a method's KeyboardInterrupt
+  taken for Ctrl-C (test_review_cli); ``None`` printed (test_cli_user_pass).
+* ``history``: no look-ahead step, ``>=`` for ``>`` in the page cut (test_review_cli); a count
+  under --json (survived: here); a damaged step 0 called compacted (survived: here).
 * ``events``: names not deduplicated (survived: here); the last page of actors dropped
   (test_review_cli); a deleted ``--actor`` not exit 3 (test_delete_surfaces, outside its
   module's files); an OSError ending the drain (survived: here).
 * ``timers``: ``--shard 2/2`` accepted (survived: here); a slice's other actors unrepaired
-  (test_review_cli_new_user); ``repair --actor`` of no actor exit 0 (test_cli_edges); the
-  tick's stop event ignored (test_review_cli_tick_progress).
+  (test_review_cli_new_user, outside its module's files); ``repair --actor`` of no actor
+  exit 0 (test_cli_edges); the tick's stop event ignored (test_review_cli_tick_progress).
 * ``doctor``: the scratch directory left (small_defects); the probe object left on a bucket
-  (survived: here).
+  (survived: here); rows mixed into --json (test_cli).
 """
 
 from __future__ import annotations
