@@ -355,12 +355,17 @@ def common_parent() -> argparse.ArgumentParser:
 
 
 def parse_storage_options(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """``-o KEY=VALUE`` pairs as a dict; each VALUE is JSON when it parses, else the string."""
+    """``-o KEY=VALUE`` pairs as a dict; each VALUE is JSON when it parses, else the string.
+
+    A KEY given twice is refused (``vactor -o endpoint_url=A ls -o endpoint_url=B`` worked on
+    B, silently), as every option that takes one value refuses a second."""
     options: dict[str, Any] = {}
     for pair in pairs or ():
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise CliError(f"-o {pair!r}: expected KEY=VALUE, e.g. -o endpoint_url=http://127.0.0.1:9000", 2)
+        if key in options:  # (the values are not echoed: one may be a secret)
+            raise CliError(f"-o {key}=... given twice; give each KEY once", EXIT_USAGE)
         try:
             options[key] = json.loads(raw)
         except ValueError:

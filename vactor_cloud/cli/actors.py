@@ -592,7 +592,8 @@ def _compact_all(
                         totals.add(finished)
                         show(finished)
                     compacting = False
-                    if interrupts.requested.is_set() and (done < chunks.listed or not chunks.complete):
+                    # (also after the last batch: a Ctrl-C is answered, not taken for none)
+                    if interrupts.requested.is_set():
                         settled = True
                         raise KeyboardInterrupt
             second_pass = True
@@ -809,7 +810,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
             raise CliError(
                 f"interrupted: nothing deleted; actor {actor_id!r} is as it was", EXIT_INTERRUPTED
             ) from None
-        if answer.strip() != actor_id:
+        # as typed, or stripped (a stray space): an id with spaces around it is confirmed as typed
+        if actor_id not in (answer, answer.strip()):
             raise CliError(
                 f"not deleted: the answer {answer.strip()!r} is not the id {actor_id!r}", EXIT_ERROR
             )
