@@ -97,6 +97,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 from vactor_cloud.storage._base import OperationTrouble
+from vactor_cloud.testing._forwarding import ForwardingStore
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -209,7 +210,7 @@ class _InjectedFault:
         self.rng = rng
 
 
-class FaultyStore(ObjectStore):
+class FaultyStore(ForwardingStore):
     """Forwards every operation to ``inner`` and injects the faults ``config`` describes.
 
     Guarantee: apart from the injected faults it behaves exactly like
@@ -218,13 +219,11 @@ class FaultyStore(ObjectStore):
     """
 
     def __init__(self, inner: ObjectStore, config: FaultConfig) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
         # What the wrapped store can hold and how it answers (the runtime and the conformance
         # suite read these): a wrapper of a directory cannot hold "a" and "a/b" either, no
         # injected fault turns a landed write into "already exists" (the inner store's word
         # holds), and one decision is made per request the wrapped store would send.
-        self.take_capabilities_of(inner)
+        super().__init__(inner)
         self.config = config
         self._rng = random.Random(config.seed)
         self._matched = [0] * len(config.rules)
@@ -234,15 +233,6 @@ class FaultyStore(ObjectStore):
 
     def describe(self) -> str:
         return self.inner.describe()
-
-    @property
-    def conditional_deletes(self) -> bool:
-        """The wrapped store's, as it learns it (see ``take_capabilities_of``)."""
-        return self.inner.conditional_deletes
-
-    @conditional_deletes.setter
-    def conditional_deletes(self, value: bool) -> None:
-        self.inner.conditional_deletes = value
 
     def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
         # (the wrapped store's first: what its endpoint answered; then the faults injected here)

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 from vactor_cloud.storage._base import OperationTrouble
+from vactor_cloud.testing._forwarding import ForwardingStore
 
 __all__ = ["Latency", "LatencyStore", "install"]
 
@@ -61,27 +62,16 @@ class Latency:
         return ms if not self.jitter else f"{ms} +- {self.jitter * 1e3:g} ms"
 
 
-class LatencyStore(ObjectStore):
+class LatencyStore(ForwardingStore):
     """Forwards every operation to ``inner`` half a round trip late, and answers half a round trip later."""
 
     def __init__(self, inner: ObjectStore, latency: Latency, *, seed: int | None = None) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
+        super().__init__(inner)
         self.latency = latency
-        self.take_capabilities_of(inner)
         self._rng = random.Random(seed)
 
     def describe(self) -> str:
         return f"{self.inner.describe()} (+{self.latency.describe()} per request)"
-
-    @property
-    def conditional_deletes(self) -> bool:
-        """The wrapped store's, as it learns it (see ``take_capabilities_of``)."""
-        return self.inner.conditional_deletes
-
-    @conditional_deletes.setter
-    def conditional_deletes(self, value: bool) -> None:
-        self.inner.conditional_deletes = value
 
     def trouble_meanwhile(self, within: float, operation: OperationTrouble | None = None) -> str | None:
         return self.inner.trouble_meanwhile(within, operation)
