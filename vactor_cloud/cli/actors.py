@@ -210,8 +210,12 @@ def cmd_call(args: argparse.Namespace) -> int:
     try:
         with _sigint_noted() as interrupted:
             result = method.run(*positional, **kwargs)
-    except vc.VactorError:
-        raise
+    except vc.VactorError as exc:
+        if not _raised_in(exc, method._info.function):
+            raise  # the call's own: its kind's exit code (not found, usage, storage ...)
+        # The body's (a nested call's error it let through): the method raised, exit 1; its
+        # kind's code would say the called actor, or the command, was wrong.
+        raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     except KeyboardInterrupt as exc:
         if not interrupted:  # the method raised it: a raising call is not applied
             raise CliError(
@@ -246,6 +250,18 @@ def cmd_call(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+def _raised_in(exc: BaseException, function: Any) -> bool:
+    """Whether ``exc`` came out of ``function``'s body: a frame of its code is in the traceback
+    (the runtime hands the body's own exception object to the caller, traceback and all)."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code is code:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 @contextlib.contextmanager
