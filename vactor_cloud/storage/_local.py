@@ -16,7 +16,8 @@ conditional delete compares the token under it too): a plain delete and a
 create of the key again, an overwrite or an if-match write landing between a
 conditional delete's compare and its unlink would have it unlink the new
 object. (About 8 µs a request: a post's delete from 22 µs to 31 µs, median.)
-Creates take none: a link cannot replace a file.
+Creates take none: a link cannot replace a file; nor does a plain delete that
+finds no file there (nothing to race with).
 
 A listing names the versions of the objects this store object read (their
 keys, the identity of each file read (inode, size, ctime, mtime) and its
@@ -823,6 +824,12 @@ class LocalStore(ObjectStore):
 
     def _remove(self, key: str) -> None:
         path = self._fspath(key)
+        if not os.path.lexists(path):
+            # Nothing there: done as of this look, with nothing to race (no lock taken, no
+            # lock directory made: a delete in a missing root made it, and failed on a
+            # read-only mount).
+            self._prune(path)
+            return
         # Under the key's lock if an if-match writer ever used one for it: a delete between its
         # version check and its rename would be undone (the object brought back). And under the
         # conditional deletes' lock of its stripe: between one's compare and its unlink, this
