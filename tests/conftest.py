@@ -207,6 +207,8 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h152_lease_store",
         "test_review_h152_state_capture",
         "test_review_h152_names_and_classes",
+        "test_review_h167_local_versions_read",
+        "test_review_h167_local_plain_deletes",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -16,7 +16,7 @@ What it adds, because Python's type system cannot say it:
   ``Box.get_or_create("b", 3)`` is ``ActorHandle[Box[int]]``. A dataclass's or an attrs
   class's ``__init__`` (``@dataclass`` or ``@attrs.define`` under ``@virtual_actor``) is made by
   mypy's own plugin for it after this hook ran: its parameters are read when
-  ``get_or_create`` is called.
+  ``get_or_create`` is called or read on the class (``make = Tally.get_or_create``).
 * ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
   without self>, <its return type>]``; an ``async def`` method's return type
   is its result (the runtime awaits it). A name that is not a public method
@@ -108,6 +108,13 @@ class VactorPlugin(Plugin):
     def get_class_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
         owner, _, name = fullname.rpartition(".")
         info = self._type_info(owner)
+        if info is not None and name in _CONSTRUCTORS:
+            # ``Cls.get_or_create`` read (called or not: ``make = Cls.get_or_create``, a callback):
+            # a late ``__init__``'s parameters, as ``get_method_signature_hook`` gives a call
+            # made otherwise (on an instance). Else only direct calls had them.
+            late = _late_init_definer(info, name)
+            if late is not None:
+                return lambda ctx: _constructor_attribute_with_late_init(ctx, late)
         if info is None or _METADATA not in info.metadata or name in _ACTOR_CLASS_ATTRIBUTES:
             return None  # (other plugins' hooks for the attribute, if any, then apply)
         return lambda ctx: _actor_class_attribute(ctx, info, name)
@@ -190,10 +197,30 @@ def _init_made_later(info: TypeInfo) -> bool:
 _ANY = AnyType(TypeOfAny.special_form)
 
 
+def _late_init_definer(info: TypeInfo, name: str) -> TypeInfo | None:
+    """The class of ``info``'s MRO that defines the constructor ``name``, if its ``__init__`` was
+    made late (``_LATE_INIT``); else None."""
+    definer = next((base for base in info.mro if name in base.names), None)
+    if definer is None or not definer.metadata.get(_METADATA, {}).get(_LATE_INIT):
+        return None
+    return definer
+
+
+def _constructor_attribute_with_late_init(ctx: AttributeContext, info: TypeInfo) -> Type:
+    """``Cls.get_or_create`` read on the class, with a late ``__init__``'s parameters."""
+    attribute = get_proper_type(ctx.default_attr_type)
+    if not isinstance(attribute, CallableType):
+        return ctx.default_attr_type
+    return _with_late_init(attribute, info)
+
+
 def _constructor_with_late_init(ctx: MethodSigContext, info: TypeInfo) -> FunctionLike:
+    return _with_late_init(ctx.default_signature, info)
+
+
+def _with_late_init(signature: FunctionLike, info: TypeInfo) -> FunctionLike:
     """``Cls.get_or_create``'s signature with the parameters of ``__init__`` as it is now (made
     since the decorator's hook ran): the actor id, then those."""
-    signature = ctx.default_signature
     if not isinstance(signature, CallableType) or not signature.arg_types:
         return signature
     arguments = _init_arguments(info)
