@@ -269,6 +269,13 @@ class LocalStore(ObjectStore):
         #: reader may still hold what it read, and must see another object written there.)
         self._versions_read: dict[str, tuple[_FileIdentity, str]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy elsewhere (a worker process) has read nothing: what this one remembers (up to
+        # some 9 MB) stays here.
+        state = self.__dict__.copy()
+        state["_versions_read"] = {}
+        return state
+
     # -- layout -------------------------------------------------------------
     @staticmethod
     def holds_no_store(root: str | os.PathLike[str], root_names: Collection[str]) -> bool:
