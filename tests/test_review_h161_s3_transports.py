@@ -75,6 +75,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from child_processes import held_by_another_thread
 from forking import reaped
 
 pytest.importorskip("botocore")
@@ -435,17 +436,7 @@ def test_a_child_forked_while_a_thread_set_a_transport_up_sets_up_its_own() -> N
     from vactor_cloud.storage import _s3_threads
 
     transport = _transport()
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with _s3_threads._SETUP:
-            held.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with held_by_another_thread(_s3_threads._SETUP, 10):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through its exit code
             code = 1
@@ -455,9 +446,6 @@ def test_a_child_forked_while_a_thread_set_a_transport_up_sets_up_its_own() -> N
                 code = 0
             finally:
                 os._exit(code)
-    finally:
-        release.set()
-        holder.join(10)
     assert reaped(pid, 30) == 0  # (a hung child is killed, not left behind)
 
 

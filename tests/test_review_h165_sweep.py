@@ -107,13 +107,13 @@ import contextlib
 import logging
 import os
 import pickle
-import threading
 import types
 from collections.abc import Iterator
 from typing import Any
 
 import forking
 import pytest
+from child_processes import held_by_another_thread
 
 import vactor_cloud as vc
 from vactor_cloud import bytecode, counters, tracing
@@ -309,17 +309,7 @@ def test_spans_are_skipped_until_a_tracer_provider_is_configured_then_it_stays(
 def test_a_child_forked_while_another_thread_counts_can_count() -> None:
     """The child of a fork made while another thread held the counters' lock counts (its own
     lock). (Mutation: the lock not replaced after a fork: the child's first count hung.)"""
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with counters._lock:
-            holding.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert holding.wait(60)
+    with held_by_another_thread(counters._lock, 60):
         pid = os.fork()
         if pid == 0:
             code = 3
@@ -329,9 +319,6 @@ def test_a_child_forked_while_another_thread_counts_can_count() -> None:
             finally:
                 os._exit(code)
         assert forking.reaped(pid, within=15) == 0
-    finally:
-        release.set()
-        thread.join()
 
 
 @pytest.mark.parametrize(
