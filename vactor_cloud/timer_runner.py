@@ -447,7 +447,11 @@ async def claim_actor(
 ) -> str | None:
     """Take this runner's lease on ``actor_id``'s due timers: the version of the claim put (for
     :func:`release_actor`); None if another runner holds one (with ``signing_key``, one signed
-    for this actor's claim: any other is taken over)."""
+    for this actor's claim: any other is taken over).
+
+    A put whose answer was lost (an error, a timeout, a 412 or 409 that a retry of it met)
+    may have landed: the claim is read back, and if it holds this put's bytes it is this
+    runner's, at the version read. Else the put's error is raised (412: None)."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
     for _ in range(2):
@@ -455,10 +459,14 @@ async def claim_actor(
             return await store.put(key, body, mode="create")
         except AlreadyExistsError:
             pass
+        except StorageError as exc:
+            return await _own_claim_or_raise(store, key, body, exc)
         try:
             blob, held, _ = await read_hint(store, key, "timer-claim", signing_key)
         except NotFoundError:
             continue  # released meanwhile: try to create it again
+        if blob.data == body:  # (our create landed; its retry met it)
+            return blob.version
         try:
             if held is None:
                 raise ValueError(key)
@@ -475,8 +483,29 @@ async def claim_actor(
         try:
             return await store.put(key, body, mode=IfMatch(blob.version))
         except (PreconditionFailedError, NotFoundError):
-            return None
+            return await _own_claim(store, key, body)
+        except StorageError as exc:
+            return await _own_claim_or_raise(store, key, body, exc)
     return None
+
+
+async def _own_claim(store: ObjectStore, key: str, body: bytes) -> str | None:
+    """The version of the claim at ``key`` if it holds ``body`` (this put's bytes: a time and a
+    runner id, never written twice); None if it does not or cannot be read."""
+    try:
+        blob = await read_checked(store, key, lambda blob: blob)
+    except (StorageError, DamagedObjectError):
+        return None
+    return blob.version if blob.data == body else None
+
+
+async def _own_claim_or_raise(store: ObjectStore, key: str, body: bytes, error: StorageError) -> str:
+    """:func:`_own_claim` after the put of ``body`` at ``key`` failed with ``error``: raised
+    if the claim there is not this put's."""
+    version = await _own_claim(store, key, body)
+    if version is None:
+        raise error
+    return version
 
 
 async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None:

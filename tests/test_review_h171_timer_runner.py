@@ -1,0 +1,175 @@
+"""Review h171: edges of the timer runner left open (a claim put whose answer was lost, a
+renewal stalled past the heartbeat's period, a heartbeat every read of which is torn).
+
+Each test failed before its fix (named in its docstring) and passes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from store_helpers import retune
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud.errors import PreconditionFailedError, StorageError, TruncatedObjectError
+from vactor_cloud.storage import Blob, IfMatch, MemoryStore, ObjectStore, PutMode
+from vactor_cloud.testing.faults import FaultConfig, FaultKind, FaultRule, FaultyStore
+from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timer_runner import Membership, claim_actor
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@vc.virtual_actor
+class Chime:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def ring(self) -> int:
+        self.rang += 1
+        return self.rang
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.rang
+
+
+def _arm_due(actor_id: str) -> Any:
+    """The actor ``actor_id``, with a timer due now (scheduled from outside)."""
+    chime = Chime.get_or_create(actor_id)
+    assert chime.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    return chime
+
+
+def _store() -> MemoryStore:
+    return MemoryStore(name=f"h171-{uuid.uuid4().hex}")
+
+
+def _claim_faults(inner: ObjectStore, kind: FaultKind, at: tuple[int, ...] = (1,)) -> FaultyStore:
+    """``inner``, the ``at``-th puts of a timer claim faulting with ``kind``."""
+    rule = FaultRule(kind, key_contains=keys.TIMER_CLAIMS, at=at)
+    return FaultyStore(inner, FaultConfig(rules=(rule,)))
+
+
+def _held(store: ObjectStore, actor_id: str) -> tuple[dict[str, Any], str]:
+    blob = asyncio.run(store.get(keys.timer_claim_key(actor_id)))
+    return json.loads(blob.data), blob.version
+
+
+def _put_claim(store: ObjectStore, actor_id: str, runner: str, until: float) -> None:
+    claim = json.dumps({"runner": runner, "until": until}).encode()
+    asyncio.run(store.put(keys.timer_claim_key(actor_id), claim))
+
+
+# -- 1. a claim put whose answer was lost -----------------------------------------------------------
+@pytest.mark.parametrize("kind", ["lost_response", "timeout_after", "conflict_after"])
+def test_a_claim_whose_create_landed_and_whose_answer_was_lost_is_the_runner_s_own(kind: FaultKind) -> None:
+    """Before: ``claim_actor`` let the error of a create-only claim put that had landed
+    propagate; the tick counted an error for the actor, left its due timers, and the claim,
+    naming this runner, kept every other runner (and the next tick, a runner of another id)
+    off them for a lease. Now the claim is read back: this runner's own, its version."""
+    store = _claim_faults(_store(), kind)
+    version = asyncio.run(claim_actor(store, "a", "me", 30.0))
+    held, stored = _held(store, "a")
+    assert (version, held["runner"]) == (stored, "me")
+    assert asyncio.run(claim_actor(store, "a", "other", 30.0)) is None
+
+
+class _TakeOverAnswered(ObjectStore):
+    """Wraps a store: the first if-match put of a timer claim is applied, then answered with
+    ``error`` (a retry of it meeting its own write: 412; or the answer lost)."""
+
+    def __init__(self, inner: ObjectStore, error: type[StorageError]) -> None:
+        super().__init__(inner.url)
+        self.inner = inner
+        self.error = error
+        self.answered = False
+
+    async def _get(self, key: str) -> Blob:
+        return await self.inner.get(key)
+
+    async def _head(self, key: str) -> str | None:
+        return await self.inner.head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version = await self.inner.put(key, data, mode=mode)
+        if isinstance(mode, IfMatch) and key.startswith(keys.TIMER_CLAIMS) and not self.answered:
+            self.answered = True
+            raise self.error(f"injected: the take-over of {key} landed, its answer did not", key)
+        return version
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    async def _delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.mark.parametrize("error", [PreconditionFailedError, StorageError])
+def test_a_take_over_of_an_expired_claim_whose_answer_was_lost_is_the_runner_s_own(
+    error: type[StorageError],
+) -> None:
+    """Before: an if-match take-over of an expired claim that landed, answered 412 (its retry
+    meeting its own write) or not at all, was counted "claimed elsewhere" (or an error): this
+    runner left the actor for a lease that it held itself."""
+    store = _TakeOverAnswered(_store(), error)
+    _put_claim(store.inner, "a", "dead", time.time() - 1)
+    version = asyncio.run(claim_actor(store, "a", "me", 30.0))
+    assert store.answered
+    held, stored = _held(store.inner, "a")
+    assert (version, held["runner"]) == (stored, "me")
+
+
+def test_a_claim_put_that_failed_before_landing_still_raises() -> None:
+    """The read back finds no claim of this runner: the put's error reaches the tick."""
+    store = _claim_faults(_store(), "fail_before")
+    with pytest.raises(StorageError, match="before it was sent"):
+        asyncio.run(claim_actor(store, "a", "me", 30.0))
+    assert asyncio.run(store.list(keys.TIMER_CLAIMS)) == []
+
+
+def test_a_take_over_lost_to_another_runner_while_its_own_answer_was_lost_is_not_the_runner_s() -> None:
+    """A take-over whose answer was lost, and another runner's claim there when read back:
+    "claimed elsewhere", never this runner's (two runners firing the actor side by side)."""
+
+    class Raced(_TakeOverAnswered):
+        async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+            if isinstance(mode, IfMatch) and key.startswith(keys.TIMER_CLAIMS) and not self.answered:
+                self.answered = True
+                await self.inner.put(key, data, mode=mode)
+                rival = json.dumps({"runner": "rival", "until": time.time() + 30}).encode()
+                await self.inner.put(key, rival)
+                raise PreconditionFailedError("injected: a retry met the rival's claim", key)
+            return await self.inner.put(key, data, mode=mode)
+
+    store = Raced(_store(), PreconditionFailedError)
+    _put_claim(store.inner, "a", "dead", time.time() - 1)
+    assert asyncio.run(claim_actor(store, "a", "me", 30.0)) is None
+    assert _held(store.inner, "a")[0]["runner"] == "rival"
+
+
+def test_a_claiming_tick_whose_claim_answer_was_lost_fires_the_timer_once_with_two_runners(
+    actor_store: StoreSpec,
+) -> None:
+    """Before: the tick reported ``ACTOR: claim: ...`` and fired nothing; its claim, naming a
+    runner id no later tick has, held the timer off every runner for the lease. Now the tick
+    fires it, releases its claim (by its version), and a second runner finds nothing to fire."""
+    runtime = vc.get_runtime()
+    runtime.store = _claim_faults(runtime.store, "lost_response")
+    chime = _arm_due("lost-claim")
+    first = vc.fire_due_timers(split="claims", runner_id="one")
+    assert (first.fired, first.claimed_elsewhere, first.errors) == (1, 0, [])
+    second = vc.fire_due_timers(split="claims", runner_id="two")
+    assert (second.fired, second.errors) == (0, [])
+    assert chime.count.run() == 1
+    assert _sync.sync(runtime.store.list(keys.TIMER_CLAIMS)) == []
