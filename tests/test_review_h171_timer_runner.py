@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
-from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud import _sync, keys
 from vactor_cloud.errors import PreconditionFailedError, StorageError, TruncatedObjectError
 from vactor_cloud.storage import Blob, IfMatch, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultKind, FaultRule, FaultyStore
@@ -173,3 +171,45 @@ def test_a_claiming_tick_whose_claim_answer_was_lost_fires_the_timer_once_with_t
     assert (second.fired, second.errors) == (0, [])
     assert chime.count.run() == 1
     assert _sync.sync(runtime.store.list(keys.TIMER_CLAIMS)) == []
+
+
+# -- 3. a heartbeat every read of which is torn ---------------------------------------------------
+class _TornHeartbeat(_TakeOverAnswered):
+    """Wraps a store: every read of runner ``torn``'s heartbeat is torn (shorter than the write
+    token: a local store's file cut by a crash), as each of the three reads is."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, StorageError)
+        self.torn_reads = 0
+
+    async def _get(self, key: str) -> Blob:
+        if key == keys.timer_runner_key("torn"):
+            self.torn_reads += 1
+            raise TruncatedObjectError(f"injected: {key} is shorter than its write token", key)
+        return await self.inner.get(key)
+
+
+def test_a_heartbeat_torn_at_every_read_counts_for_nothing_and_the_others_are_still_seen() -> None:
+    """Before: ``Membership._read`` let the ``TruncatedObjectError`` of a heartbeat torn at each
+    of its three reads out of ``refresh``, which failed as a whole at every poll: the runner
+    kept the view it had for as long as the torn object stayed (nobody deletes one it cannot
+    read). A runner that left or died after that was never dropped, its actors' timers left
+    unfired for good; one that joined was never seen. Now the torn one counts for nothing (as
+    an unreadable one), is read again a lease later, and the others are seen as they come and go."""
+    store = _TornHeartbeat(_store())
+    me = Membership(store, "me", 30.0, "all")
+    other = Membership(store, "other", 30.0, "all")
+    asyncio.run(other.beat())
+    assert asyncio.run(me.refresh()) == ("me", "other")
+    asyncio.run(store.inner.put(keys.timer_runner_key("torn"), b"x"))
+    assert asyncio.run(me.refresh()) == ("me", "other")
+    assert store.torn_reads >= 1
+    asyncio.run(other.leave())
+    assert asyncio.run(me.refresh()) == ("me",)
+    assert me.owns("any-actor")
+    late = Membership(store, "late", 30.0, "all")
+    asyncio.run(late.beat())
+    assert asyncio.run(me.refresh()) == ("late", "me")
+    reads = store.torn_reads
+    asyncio.run(me.refresh())
+    assert store.torn_reads == reads  # (read again once a lease has passed, not at every refresh)

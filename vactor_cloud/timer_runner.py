@@ -77,6 +77,7 @@ from vactor_cloud.errors import (
     PreconditionFailedError,
     StorageError,
     StorageTimeoutError,
+    TruncatedObjectError,
     VactorError,
     VirtualActorNotInitializedError,
 )
@@ -368,6 +369,14 @@ class Membership:
             blob, read, failure = await read_hint(self.store, key, "timer-runner", self.signing_key)
         except NotFoundError:
             return None
+        except TruncatedObjectError as exc:
+            # Torn at each read (a local store's file cut by a crash): unreadable, never a live
+            # member; looked at again a lease later. Raised, it failed the whole refresh at
+            # every poll, and the runner kept its old view while the torn object stayed: a
+            # runner that left then was never dropped, its actors' timers left unfired.
+            if runner_id not in self._seen:
+                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
+            return _Seen(-math.inf, None, self.lease, now + self.lease)
         trusted = True
         body: Any = read
         if failure is not None:
