@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
+from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys
+from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.errors import PreconditionFailedError, StorageError, TruncatedObjectError
 from vactor_cloud.storage import Blob, IfMatch, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultKind, FaultRule, FaultyStore
@@ -213,3 +215,93 @@ def test_a_heartbeat_torn_at_every_read_counts_for_nothing_and_the_others_are_st
     reads = store.torn_reads
     asyncio.run(me.refresh())
     assert store.torn_reads == reads  # (read again once a lease has passed, not at every refresh)
+
+
+# -- 2. a renewal stalled past the heartbeat's period ---------------------------------------------
+class _StalledRenewal(_TakeOverAnswered):
+    """Wraps a store: the second put of runner ``me``'s heartbeat (its first renewal) gets no
+    answer until ``release`` is set (a silent endpoint, no request timeout)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, StorageError)
+        self.release = threading.Event()
+        self.beats = 0
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key == keys.timer_runner_key("me"):
+            self.beats += 1
+            while self.beats == 2 and not self.release.is_set():
+                await asyncio.sleep(0.01)
+        return await self.inner.put(key, data, mode=mode)
+
+
+def test_a_heartbeat_renewal_stalled_past_its_period_does_not_let_the_heartbeat_expire(
+    actor_store: StoreSpec,
+) -> None:
+    """Before: a renewal of a long-running runner's heartbeat was bounded by
+    ``Settings.deadline`` alone (30 s by default: longer than a third of the default lease, and
+    than the lease here), and the next renewal waited lease/3 after it ended: one stalled
+    renewal let the heartbeat expire while the runner went on firing its share, and the others
+    fired it too (work done twice). Now each renewal is cut off at lease/3 and renewals start
+    every lease/3: one stalled renewal is followed by another before the heartbeat expires."""
+    runtime = vc.get_runtime()
+    retune(deadline=30.0)
+    store = _StalledRenewal(runtime.store)
+    runtime.store = store
+    stop = threading.Event()
+    runner = timer_runner.TimerRunner(split="runners", lease=3.0, poll=0.05, runner_id="me")
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    lapsed: list[float] = []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            try:
+                until = json.loads(asyncio.run(store.inner.get(keys.timer_runner_key("me"))).data)["until"]
+            except StorageError:  # (not written yet)
+                until = None
+            if until is not None and until <= time.time():
+                lapsed.append(time.time() - until)
+                break
+            time.sleep(0.05)
+    finally:
+        store.release.set()
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert lapsed == [], f"the heartbeat expired {lapsed[0]:.2f} s before it was renewed"
+    assert store.beats >= 3, store.beats
+
+
+class _LateClaim(_TakeOverAnswered):
+    """Wraps a store: the first put of a timer claim lands ``delay`` seconds late."""
+
+    def __init__(self, inner: ObjectStore, delay: float) -> None:
+        super().__init__(inner, StorageError)
+        self.delay = delay
+        self.claims = 0
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key.startswith(keys.TIMER_CLAIMS):
+            self.claims += 1
+            if self.claims == 1:
+                await asyncio.sleep(self.delay)
+        return await self.inner.put(key, data, mode=mode)
+
+
+def test_a_claim_that_would_land_after_its_lease_is_cut_off_and_its_actor_not_fired_on_it(
+    actor_store: StoreSpec,
+) -> None:
+    """Before: a claim put was bounded by ``Settings.deadline`` alone (30 s by default, as long
+    as the default lease): one answered after the lease was a claim expired as taken, which
+    another runner could take over meanwhile, and the actor was fired on it all the same.
+    Now taking a claim is cut off at lease/3: an error of that actor, fired at the next tick."""
+    runtime = vc.get_runtime()
+    retune(deadline=30.0)
+    chime = _arm_due("late-claim")
+    runtime.store = _LateClaim(runtime.store, 3.5)
+    late = vc.fire_due_timers(split="claims", lease=3.0, runner_id="me")
+    assert late.fired == 0, "fired on a claim that had expired when it was taken"
+    assert [str(e) for e in late.errors if "timer claim" in e and "cut off" in e] == late.errors != []
+    again = vc.fire_due_timers(split="claims", lease=3.0, runner_id="me")
+    assert (again.fired, again.errors, chime.count.run()) == (1, [], 1)

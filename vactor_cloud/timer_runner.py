@@ -57,10 +57,10 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from vactor_cloud import _sync, codec, keys
 from vactor_cloud.batch import CallOptions, PendingCall
@@ -120,6 +120,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vactor_cloud")
+_T = TypeVar("_T")
 
 #: seconds a runner's heartbeat (or claim) holds: a runner killed without a word is replaced after this
 DEFAULT_LEASE = 30.0
@@ -526,6 +527,30 @@ async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None
         logger.debug("could not release the timer claim on %r: %s", actor_id, exc)
 
 
+async def _within(coro: Coroutine[Any, Any, _T], seconds: float, key: str, what: str) -> _T:
+    """``coro``, cut off past ``seconds`` (``StorageTimeoutError``: its write may or may not have
+    landed): a heartbeat's renewal or a claim bounded by the lease's budget, not by
+    ``Settings.deadline`` alone (30 s by default: a claim put that answered after the lease
+    was a claim expired as taken, and the actor was fired beside the runner that took it over)."""
+    # (a task of its own, waited for by ``asyncio.wait``: ``asyncio.timeout`` needs a current
+    # task, and ``Runtime.run`` starts a coroutine's first step eagerly, outside any)
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.wait({task}, timeout=seconds)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if not task.cancelled():
+        return task.result()
+    raise StorageTimeoutError(
+        f"{what} ({key}) took more than {seconds:g} s, a third of the lease: cut off (it may or "
+        "may not have been written), tried again later",
+        key,
+        write_in_flight=True,
+    )
+
+
 # -- firing one actor's entries -------------------------------------------------------------------
 
 
@@ -576,7 +601,8 @@ def _fire_actor(
     try:
         signing_key = runtime.settings.signing_key
         if lease is not None:
-            claim = runtime.run(claim_actor(store, actor_id, runner, lease, signing_key))
+            taking = claim_actor(store, actor_id, runner, lease, signing_key)
+            claim = runtime.run(_within(taking, lease / 3, keys.timer_claim_key(actor_id), "a timer claim"))
             if claim is None:
                 report.claimed_elsewhere += 1
                 return report, []
@@ -970,10 +996,18 @@ class TimerRunner:
         return total
 
     def _renew(self, stop: threading.Event) -> None:
-        assert self.membership is not None
-        while not stop.wait(self.lease / 3):
+        """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
+        renewal cut off at lease/3: bounded by ``Settings.deadline`` alone (30 s by default,
+        more than a third of the default lease) and followed lease/3 after it ended, one
+        stalled renewal let the heartbeat expire while this runner went on firing its share."""
+        membership = self.membership
+        assert membership is not None
+        period = self.lease / 3
+        due = time.monotonic() + period
+        while not stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + period, time.monotonic())
             try:
-                self.runtime.run(self.membership.beat())
+                self.runtime.run(_within(membership.beat(), period, membership.key, "a heartbeat renewal"))
             except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
                 logger.warning("timer runner %s: could not renew its heartbeat: %s", self.runner_id, exc)
 
