@@ -305,3 +305,49 @@ def test_a_claim_that_would_land_after_its_lease_is_cut_off_and_its_actor_not_fi
     assert [str(e) for e in late.errors if "timer claim" in e and "cut off" in e] == late.errors != []
     again = vc.fire_due_timers(split="claims", lease=3.0, runner_id="me")
     assert (again.fired, again.errors, chime.count.run()) == (1, [], 1)
+
+
+@vc.virtual_actor
+class SlowChime:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def ring(self) -> int:
+        time.sleep(2.0)  # (longer than the tick's lease below)
+        self.rang += 1
+        return self.rang
+
+
+def _lapses_while(store: ObjectStore, runner_id: str, busy: threading.Thread) -> list[float]:
+    """How long past its expiry ``runner_id``'s heartbeat was seen while ``busy`` runs (the
+    first lapse; a heartbeat not written yet, or deleted at the end, is no lapse)."""
+    while busy.is_alive():
+        try:
+            until = json.loads(asyncio.run(store.get(keys.timer_runner_key(runner_id))).data)["until"]
+        except StorageError:
+            until = None
+        if until is not None and until <= time.time() and busy.is_alive():
+            return [time.time() - until]
+        time.sleep(0.05)
+    return []
+
+
+def test_a_tick_longer_than_its_lease_keeps_its_heartbeat_for_its_duration(actor_store: StoreSpec) -> None:
+    """Before: a tick (``split="runners"``) wrote its heartbeat once and never renewed it: one
+    lasting longer than its lease (a backlog, a slow method) was counted gone by the other
+    runners while it fired its share, and they fired that share too (work done twice;
+    docs/timers.md: "registers itself ... for its duration"). Now it renews its heartbeat as
+    a long-running runner does, and stops renewing before it deletes it."""
+    store = vc.get_runtime().store
+    chime = SlowChime.get_or_create("slow")
+    assert chime.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    reports: list[Any] = []
+    tick = threading.Thread(target=lambda: reports.append(vc.fire_due_timers(lease=1.5, runner_id="ticking")))
+    tick.start()
+    try:
+        lapsed = _lapses_while(store, "ticking", tick)
+    finally:
+        tick.join(30)
+    assert not tick.is_alive() and reports[0].fired == 1
+    assert lapsed == [], f"the tick's heartbeat expired {lapsed[0]:.2f} s before it ended"
+    assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []

@@ -856,6 +856,7 @@ class TimerRunner:
         """
         self._join()
         stalled = False
+        renewing = self._renewing()
         try:
             report = TickReport()
             due_by_ms = time.time() * 1000
@@ -879,6 +880,7 @@ class TimerRunner:
                     return report
                 after = entries[-1].object_key
         finally:
+            renewing()  # (ended before the heartbeat is deleted: a renewal then wrote it again)
             if stalled:  # a third request timeout in a row would tell nothing new
                 logger.warning(
                     "timer runner %s: the store did not answer; its heartbeat is left to expire "
@@ -994,6 +996,24 @@ class TimerRunner:
             total.merge(state.since)
             total._trim()
         return total
+
+    def _renewing(self) -> Callable[[], None]:
+        """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
+        while it fired its share, and the others fired that share too) until the function
+        returned is called, which waits for a renewal in flight (cut off at lease/3)."""
+        if self.membership is None:
+            return lambda: None
+        done = threading.Event()
+        renewer = threading.Thread(
+            target=carry_runtime(self._renew), args=(done,), name="vactor-timer-heartbeat", daemon=True
+        )
+        renewer.start()
+
+        def stop() -> None:
+            done.set()
+            join_threads([renewer], None)
+
+        return stop
 
     def _renew(self, stop: threading.Event) -> None:
         """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
