@@ -7,6 +7,7 @@ Each test that failed before its fix says so in its docstring.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -90,6 +91,12 @@ class Courier:
         self.sent += 1
         return self.sent
 
+    async def forward_async_later(self, to: str) -> int:
+        await asyncio.sleep(0)  # (raised once the coroutine has been suspended and resumed)
+        vc.get_actor(to)
+        self.sent += 1
+        return self.sent
+
     @_with_wraps
     def forward_wrapped(self, to: str) -> int:
         vc.get_actor(to)
@@ -126,6 +133,7 @@ class Courier:
     "method",
     [
         "forward_async",
+        "forward_async_later",
         "forward_wrapped",
         "forward_unwrapped",
         "forward_checked",
