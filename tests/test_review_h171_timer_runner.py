@@ -351,3 +351,57 @@ def test_a_tick_longer_than_its_lease_keeps_its_heartbeat_for_its_duration(actor
     assert not tick.is_alive() and reports[0].fired == 1
     assert lapsed == [], f"the tick's heartbeat expired {lapsed[0]:.2f} s before it ended"
     assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []
+
+
+class _RenewalLandingLate(_TakeOverAnswered):
+    """Wraps a store: the second put of runner ``me``'s heartbeat (its first renewal) lands
+    ``delay`` seconds late, even once its caller stopped waiting (a local store's write on its
+    thread, a request the server applies after the client gave up on it)."""
+
+    def __init__(self, inner: ObjectStore, delay: float) -> None:
+        super().__init__(inner, StorageError)
+        self.delay = delay
+        self.beats = 0
+        self.landed = threading.Event()
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key == keys.timer_runner_key("me"):
+            self.beats += 1
+            if self.beats == 2:
+                return await asyncio.shield(self._late(key, data, mode))
+        return await self.inner.put(key, data, mode=mode)
+
+    async def _late(self, key: str, data: bytes, mode: PutMode) -> str:
+        await asyncio.sleep(self.delay)
+        try:
+            return await self.inner.put(key, data, mode=mode)
+        finally:
+            self.landed.set()
+
+
+def test_a_renewal_cut_off_and_landing_after_the_runner_stopped_leaves_no_heartbeat(
+    actor_store: StoreSpec,
+) -> None:
+    """A renewal cut off at lease/3 is no longer waited for, but its write may still land: the
+    runner's graceful stop lets the renewals it sent land first, then deletes its heartbeat.
+    Deleted first, the heartbeat came back, and held the stopped runner's share of the actors
+    off the others for a lease (as a runner killed without a word)."""
+    runtime = vc.get_runtime()
+    store = _RenewalLandingLate(runtime.store, 0.6)
+    runtime.store = store
+    stop = threading.Event()
+    runner = timer_runner.TimerRunner(split="runners", lease=0.9, poll=0.05, runner_id="me")
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while store.beats < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.beats >= 2, "the runner did not renew its heartbeat"
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert store.landed.wait(10)
+    time.sleep(0.1)
+    assert asyncio.run(store.inner.list(keys.TIMER_RUNNERS)) == []

@@ -291,6 +291,19 @@ async def read_hint(
 # -- membership: heartbeats and rendezvous hashing ------------------------------------------------
 
 
+def _settled_write(writes: set[asyncio.Future[str]]) -> Callable[[asyncio.Future[str]], None]:
+    """The done-callback of a renewal no longer waited for: forgotten, its error taken (and
+    logged at debug: the renewal that stopped waiting for it said it failed)."""
+
+    def settled(write: asyncio.Future[str]) -> None:
+        writes.discard(write)
+        error = None if write.cancelled() else write.exception()
+        if error is not None:
+            logger.debug("a heartbeat renewal failed after it was no longer waited for: %s", error)
+
+    return settled
+
+
 def _weight(actor_id: str, runner_id: str) -> int:
     digest = hashlib.blake2b(f"{actor_id}\0{runner_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
@@ -341,14 +354,18 @@ class Membership:
         self._lock = threading.Lock()
         self._live: tuple[str, ...] = (runner_id,)
         self._owners: dict[str, str] = {}
+        #: (IO loop) renewals no longer waited for, still in flight (``beat(within=...)``)
+        self._writes: set[asyncio.Future[str]] = set()
 
     @property
     def live(self) -> tuple[str, ...]:
         """The runners this one believes alive in its group, itself included (sorted)."""
         return self._live
 
-    async def beat(self) -> None:
-        """Write (or renew) the heartbeat."""
+    async def beat(self, within: float | None = None) -> None:
+        """Write (or renew) the heartbeat; ``within``: stop waiting for the write after that
+        many seconds (``StorageTimeoutError``), leaving it to land or fail by itself
+        (:meth:`leave` waits for it first)."""
         body = {
             "runner": self.runner_id,
             "until": time.time() + self.lease,
@@ -357,10 +374,29 @@ class Membership:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        await self.store.put(self.key, encode_hint(self.key, "timer-runner", body, self.signing_key))
+        data = encode_hint(self.key, "timer-runner", body, self.signing_key)
+        if within is None:
+            await self.store.put(self.key, data)
+            return
+        write = asyncio.ensure_future(self.store.put(self.key, data))
+        self._writes.add(write)
+        write.add_done_callback(_settled_write(self._writes))
+        done, _ = await asyncio.wait({write}, timeout=within)
+        if not done:
+            raise StorageTimeoutError(
+                f"a heartbeat renewal ({self.key}) took more than {within:g} s, a third of the lease: "
+                "no longer waited for (it may still land), renewed again in turn",
+                self.key,
+                write_in_flight=True,
+            )
+        write.result()
 
     async def leave(self) -> None:
-        """Delete the heartbeat (graceful stop): the others take this runner's actors at their next poll."""
+        """Delete the heartbeat (graceful stop): the others take this runner's actors at their
+        next poll. Renewals no longer waited for land (or fail) first: one landing after the
+        delete wrote the heartbeat again, and the others counted this runner live for a lease."""
+        if self._writes:
+            await asyncio.wait(set(self._writes))
         with contextlib.suppress(NotFoundError):
             await self.store.delete(self.key)
 
@@ -529,9 +565,9 @@ async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None
 
 async def _within(coro: Coroutine[Any, Any, _T], seconds: float, key: str, what: str) -> _T:
     """``coro``, cut off past ``seconds`` (``StorageTimeoutError``: its write may or may not have
-    landed): a heartbeat's renewal or a claim bounded by the lease's budget, not by
-    ``Settings.deadline`` alone (30 s by default: a claim put that answered after the lease
-    was a claim expired as taken, and the actor was fired beside the runner that took it over)."""
+    landed): the taking of a claim bounded by the lease's budget, not by ``Settings.deadline``
+    alone (30 s by default: a claim put that answered after the lease was a claim expired as
+    taken, and the actor was fired beside the runner that took it over)."""
     # (a task of its own, waited for by ``asyncio.wait``: ``asyncio.timeout`` needs a current
     # task, and ``Runtime.run`` starts a coroutine's first step eagerly, outside any)
     task = asyncio.ensure_future(coro)
@@ -1027,7 +1063,7 @@ class TimerRunner:
         while not stop.wait(max(0.0, due - time.monotonic())):
             due = max(due + period, time.monotonic())
             try:
-                self.runtime.run(_within(membership.beat(), period, membership.key, "a heartbeat renewal"))
+                self.runtime.run(membership.beat(within=period))
             except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
                 logger.warning("timer runner %s: could not renew its heartbeat: %s", self.runner_id, exc)
 
