@@ -916,7 +916,9 @@ class TimerRunner:
                     return report
                 after = entries[-1].object_key
         finally:
-            renewing()  # (ended before the heartbeat is deleted: a renewal then wrote it again)
+            # (ended before the heartbeat is deleted: a renewal then wrote it again; on a
+            # stalled store, not waited for: the heartbeat is left to expire)
+            renewing(not stalled)
             if stalled:  # a third request timeout in a row would tell nothing new
                 logger.warning(
                     "timer runner %s: the store did not answer; its heartbeat is left to expire "
@@ -1033,21 +1035,22 @@ class TimerRunner:
             total._trim()
         return total
 
-    def _renewing(self) -> Callable[[], None]:
+    def _renewing(self) -> Callable[[bool], None]:
         """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
         while it fired its share, and the others fired that share too) until the function
-        returned is called, which waits for a renewal in flight (cut off at lease/3)."""
+        returned is called, which (given True) waits for a renewal in flight (lease/3 at most)."""
         if self.membership is None:
-            return lambda: None
+            return lambda wait: None
         done = threading.Event()
         renewer = threading.Thread(
             target=carry_runtime(self._renew), args=(done,), name="vactor-timer-heartbeat", daemon=True
         )
         renewer.start()
 
-        def stop() -> None:
+        def stop(wait: bool) -> None:
             done.set()
-            join_threads([renewer], None)
+            if wait:
+                join_threads([renewer], None)
 
         return stop
 
