@@ -563,14 +563,14 @@ async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None
         logger.debug("could not release the timer claim on %r: %s", actor_id, exc)
 
 
-async def _within(coro: Coroutine[Any, Any, _T], seconds: float, key: str, what: str) -> _T:
-    """``coro``, cut off past ``seconds`` (``StorageTimeoutError``: its write may or may not have
+async def _within(start: Callable[[], Coroutine[Any, Any, _T]], seconds: float, key: str, what: str) -> _T:
+    """``start()``, cut off past ``seconds`` (``StorageTimeoutError``: its write may or may not have
     landed): the taking of a claim bounded by the lease's budget, not by ``Settings.deadline``
     alone (30 s by default: a claim put that answered after the lease was a claim expired as
     taken, and the actor was fired beside the runner that took it over)."""
     # (a task of its own, waited for by ``asyncio.wait``: ``asyncio.timeout`` needs a current
     # task, and ``Runtime.run`` starts a coroutine's first step eagerly, outside any)
-    task = asyncio.ensure_future(coro)
+    task = asyncio.ensure_future(start())  # (made here: one made before, never run, was never awaited)
     try:
         await asyncio.wait({task}, timeout=seconds)
     finally:
@@ -637,7 +637,7 @@ def _fire_actor(
     try:
         signing_key = runtime.settings.signing_key
         if lease is not None:
-            taking = claim_actor(store, actor_id, runner, lease, signing_key)
+            taking = functools.partial(claim_actor, store, actor_id, runner, lease, signing_key)
             claim = runtime.run(_within(taking, lease / 3, keys.timer_claim_key(actor_id), "a timer claim"))
             if claim is None:
                 report.claimed_elsewhere += 1
