@@ -209,6 +209,8 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h152_names_and_classes",
         "test_review_h167_local_versions_read",
         "test_review_h167_local_plain_deletes",
+        "test_review_h171_timer_runner",
+        "test_review_h171_cli",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -57,10 +57,10 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from vactor_cloud import _sync, codec, keys
 from vactor_cloud.batch import CallOptions, PendingCall
@@ -77,6 +77,7 @@ from vactor_cloud.errors import (
     PreconditionFailedError,
     StorageError,
     StorageTimeoutError,
+    TruncatedObjectError,
     VactorError,
     VirtualActorNotInitializedError,
 )
@@ -119,6 +120,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vactor_cloud")
+_T = TypeVar("_T")
 
 #: seconds a runner's heartbeat (or claim) holds: a runner killed without a word is replaced after this
 DEFAULT_LEASE = 30.0
@@ -289,6 +291,19 @@ async def read_hint(
 # -- membership: heartbeats and rendezvous hashing ------------------------------------------------
 
 
+def _settled_write(writes: set[asyncio.Future[str]]) -> Callable[[asyncio.Future[str]], None]:
+    """The done-callback of a renewal no longer waited for: forgotten, its error taken (and
+    logged at debug: the renewal that stopped waiting for it said it failed)."""
+
+    def settled(write: asyncio.Future[str]) -> None:
+        writes.discard(write)
+        error = None if write.cancelled() else write.exception()
+        if error is not None:
+            logger.debug("a heartbeat renewal failed after it was no longer waited for: %s", error)
+
+    return settled
+
+
 def _weight(actor_id: str, runner_id: str) -> int:
     digest = hashlib.blake2b(f"{actor_id}\0{runner_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
@@ -339,14 +354,18 @@ class Membership:
         self._lock = threading.Lock()
         self._live: tuple[str, ...] = (runner_id,)
         self._owners: dict[str, str] = {}
+        #: (IO loop) renewals no longer waited for, still in flight (``beat(within=...)``)
+        self._writes: set[asyncio.Future[str]] = set()
 
     @property
     def live(self) -> tuple[str, ...]:
         """The runners this one believes alive in its group, itself included (sorted)."""
         return self._live
 
-    async def beat(self) -> None:
-        """Write (or renew) the heartbeat."""
+    async def beat(self, within: float | None = None) -> None:
+        """Write (or renew) the heartbeat; ``within``: stop waiting for the write after that
+        many seconds (``StorageTimeoutError``), leaving it to land or fail by itself
+        (:meth:`leave` waits for it first)."""
         body = {
             "runner": self.runner_id,
             "until": time.time() + self.lease,
@@ -355,10 +374,29 @@ class Membership:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        await self.store.put(self.key, encode_hint(self.key, "timer-runner", body, self.signing_key))
+        data = encode_hint(self.key, "timer-runner", body, self.signing_key)
+        if within is None:
+            await self.store.put(self.key, data)
+            return
+        write = asyncio.ensure_future(self.store.put(self.key, data))
+        self._writes.add(write)
+        write.add_done_callback(_settled_write(self._writes))
+        done, _ = await asyncio.wait({write}, timeout=within)
+        if not done:
+            raise StorageTimeoutError(
+                f"a heartbeat renewal ({self.key}) took more than {within:g} s, a third of the lease: "
+                "no longer waited for (it may still land), renewed again in turn",
+                self.key,
+                write_in_flight=True,
+            )
+        write.result()
 
     async def leave(self) -> None:
-        """Delete the heartbeat (graceful stop): the others take this runner's actors at their next poll."""
+        """Delete the heartbeat (graceful stop): the others take this runner's actors at their
+        next poll. Renewals no longer waited for land (or fail) first: one landing after the
+        delete wrote the heartbeat again, and the others counted this runner live for a lease."""
+        if self._writes:
+            await asyncio.wait(set(self._writes))
         with contextlib.suppress(NotFoundError):
             await self.store.delete(self.key)
 
@@ -368,6 +406,14 @@ class Membership:
             blob, read, failure = await read_hint(self.store, key, "timer-runner", self.signing_key)
         except NotFoundError:
             return None
+        except TruncatedObjectError as exc:
+            # Torn at each read (a local store's file cut by a crash): unreadable, never a live
+            # member; looked at again a lease later. Raised, it failed the whole refresh at
+            # every poll, and the runner kept its old view while the torn object stayed: a
+            # runner that left then was never dropped, its actors' timers left unfired.
+            if runner_id not in self._seen:
+                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
+            return _Seen(-math.inf, None, self.lease, now + self.lease)
         trusted = True
         body: Any = read
         if failure is not None:
@@ -447,7 +493,11 @@ async def claim_actor(
 ) -> str | None:
     """Take this runner's lease on ``actor_id``'s due timers: the version of the claim put (for
     :func:`release_actor`); None if another runner holds one (with ``signing_key``, one signed
-    for this actor's claim: any other is taken over)."""
+    for this actor's claim: any other is taken over).
+
+    A put whose answer was lost (an error, a timeout, a 412 or 409 that a retry of it met)
+    may have landed: the claim is read back, and if it holds this put's bytes it is this
+    runner's, at the version read. Else the put's error is raised (412: None)."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
     for _ in range(2):
@@ -455,10 +505,14 @@ async def claim_actor(
             return await store.put(key, body, mode="create")
         except AlreadyExistsError:
             pass
+        except StorageError as exc:
+            return await _own_claim_or_raise(store, key, body, exc)
         try:
             blob, held, _ = await read_hint(store, key, "timer-claim", signing_key)
         except NotFoundError:
             continue  # released meanwhile: try to create it again
+        if blob.data == body:  # (our create landed; its retry met it)
+            return blob.version
         try:
             if held is None:
                 raise ValueError(key)
@@ -475,8 +529,29 @@ async def claim_actor(
         try:
             return await store.put(key, body, mode=IfMatch(blob.version))
         except (PreconditionFailedError, NotFoundError):
-            return None
+            return await _own_claim(store, key, body)
+        except StorageError as exc:
+            return await _own_claim_or_raise(store, key, body, exc)
     return None
+
+
+async def _own_claim(store: ObjectStore, key: str, body: bytes) -> str | None:
+    """The version of the claim at ``key`` if it holds ``body`` (this put's bytes: a time and a
+    runner id, never written twice); None if it does not or cannot be read."""
+    try:
+        blob = await read_checked(store, key, lambda blob: blob)
+    except (StorageError, DamagedObjectError):
+        return None
+    return blob.version if blob.data == body else None
+
+
+async def _own_claim_or_raise(store: ObjectStore, key: str, body: bytes, error: StorageError) -> str:
+    """:func:`_own_claim` after the put of ``body`` at ``key`` failed with ``error``: raised
+    if the claim there is not this put's."""
+    version = await _own_claim(store, key, body)
+    if version is None:
+        raise error
+    return version
 
 
 async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None:
@@ -486,6 +561,30 @@ async def release_actor(store: ObjectStore, actor_id: str, version: str) -> None
         await store.delete_unchanged({keys.timer_claim_key(actor_id): version})
     except StorageError as exc:  # the lease expires by itself
         logger.debug("could not release the timer claim on %r: %s", actor_id, exc)
+
+
+async def _within(start: Callable[[], Coroutine[Any, Any, _T]], seconds: float, key: str, what: str) -> _T:
+    """``start()``, cut off past ``seconds`` (``StorageTimeoutError``: its write may or may not have
+    landed): the taking of a claim bounded by the lease's budget, not by ``Settings.deadline``
+    alone (30 s by default: a claim put that answered after the lease was a claim expired as
+    taken, and the actor was fired beside the runner that took it over)."""
+    # (a task of its own, waited for by ``asyncio.wait``: ``asyncio.timeout`` needs a current
+    # task, and ``Runtime.run`` starts a coroutine's first step eagerly, outside any)
+    task = asyncio.ensure_future(start())  # (made here: one made before, never run, was never awaited)
+    try:
+        await asyncio.wait({task}, timeout=seconds)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if not task.cancelled():
+        return task.result()
+    raise StorageTimeoutError(
+        f"{what} ({key}) took more than {seconds:g} s, a third of the lease: cut off (it may or "
+        "may not have been written), tried again later",
+        key,
+        write_in_flight=True,
+    )
 
 
 # -- firing one actor's entries -------------------------------------------------------------------
@@ -538,7 +637,8 @@ def _fire_actor(
     try:
         signing_key = runtime.settings.signing_key
         if lease is not None:
-            claim = runtime.run(claim_actor(store, actor_id, runner, lease, signing_key))
+            taking = functools.partial(claim_actor, store, actor_id, runner, lease, signing_key)
+            claim = runtime.run(_within(taking, lease / 3, keys.timer_claim_key(actor_id), "a timer claim"))
             if claim is None:
                 report.claimed_elsewhere += 1
                 return report, []
@@ -792,6 +892,7 @@ class TimerRunner:
         """
         self._join()
         stalled = False
+        renewing = self._renewing()
         try:
             report = TickReport()
             due_by_ms = time.time() * 1000
@@ -815,6 +916,9 @@ class TimerRunner:
                     return report
                 after = entries[-1].object_key
         finally:
+            # (ended before the heartbeat is deleted: a renewal then wrote it again; on a
+            # stalled store, not waited for: the heartbeat is left to expire)
+            renewing(not stalled)
             if stalled:  # a third request timeout in a row would tell nothing new
                 logger.warning(
                     "timer runner %s: the store did not answer; its heartbeat is left to expire "
@@ -931,11 +1035,38 @@ class TimerRunner:
             total._trim()
         return total
 
+    def _renewing(self) -> Callable[[bool], None]:
+        """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
+        while it fired its share, and the others fired that share too) until the function
+        returned is called, which (given True) waits for a renewal in flight (lease/3 at most)."""
+        if self.membership is None:
+            return lambda wait: None
+        done = threading.Event()
+        renewer = threading.Thread(
+            target=carry_runtime(self._renew), args=(done,), name="vactor-timer-heartbeat", daemon=True
+        )
+        renewer.start()
+
+        def stop(wait: bool) -> None:
+            done.set()
+            if wait:
+                join_threads([renewer], None)
+
+        return stop
+
     def _renew(self, stop: threading.Event) -> None:
-        assert self.membership is not None
-        while not stop.wait(self.lease / 3):
+        """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
+        renewal cut off at lease/3: bounded by ``Settings.deadline`` alone (30 s by default,
+        more than a third of the default lease) and followed lease/3 after it ended, one
+        stalled renewal let the heartbeat expire while this runner went on firing its share."""
+        membership = self.membership
+        assert membership is not None
+        period = self.lease / 3
+        due = time.monotonic() + period
+        while not stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + period, time.monotonic())
             try:
-                self.runtime.run(self.membership.beat())
+                self.runtime.run(membership.beat(within=period))
             except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
                 logger.warning("timer runner %s: could not renew its heartbeat: %s", self.runner_id, exc)
 

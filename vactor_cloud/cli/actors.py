@@ -12,6 +12,7 @@ import inspect
 import pprint
 import signal
 import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -255,13 +256,35 @@ def cmd_call(args: argparse.Namespace) -> int:
 def _raised_in(exc: BaseException, function: Any) -> bool:
     """Whether ``exc`` came out of ``function``'s body: a frame of its code is in the traceback
     (the runtime hands the body's own exception object to the caller, traceback and all)."""
-    code = getattr(inspect.unwrap(function), "__code__", None)
+    codes = _codes_of(function)
     frame = exc.__traceback__
     while frame is not None:
-        if frame.tb_frame.f_code is code:
+        if frame.tb_frame.f_code in codes:
             return True
         frame = frame.tb_next
     return False
+
+
+def _codes_of(function: Any) -> set[types.CodeType]:
+    """The code a method runs as its own: each function of its chain of decorators
+    (``__wrapped__``: a decorator's code that raises is the method's too), and a callable
+    object's ``__call__``."""
+    codes: set[types.CodeType] = set()
+    seen: set[int] = set()
+    todo = [function]
+    while todo and len(seen) < 64:  # (a bound on odd chains of callables)
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        item = getattr(item, "__func__", item)  # (a bound method)
+        code = getattr(item, "__code__", None)
+        if isinstance(code, types.CodeType):
+            codes.add(code)
+        elif not isinstance(item, type) and callable(item):
+            todo.append(type(item).__call__)
+        todo.append(getattr(item, "__wrapped__", None))
+    return codes
 
 
 @contextlib.contextmanager

@@ -409,9 +409,12 @@ def run(args: argparse.Namespace) -> int:
         elif command == "ls":
             _ls(out)
         else:
-            for actor_id in args.actor or ():
+            # (an actor named twice is repaired once, in the order first named: twice, it was
+            # counted twice)
+            actors = None if args.actor is None else list(dict.fromkeys(args.actor))
+            for actor_id in actors or ():
                 get_actor(actor_id)  # ActorNotFoundError (exit 3) rather than "indexed 0"
-            count, errors = _repair(args.actor, out)
+            count, errors = _repair(actors, out)
             if out.json:
                 out.emit_json({"indexed": count})
             else:
