@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     target = Target(choice.url, choice.options, dict(getattr(args, "storage_env", None) or {}), latency)
-    total = _steps_for(profile, groups)
+    total = _steps_for(profile, groups, target.multiprocess)
     interactive = sys.stderr.isatty()
     with (
         Progress(

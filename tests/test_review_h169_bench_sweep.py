@@ -1,0 +1,548 @@
+"""Review h169: a mutation sweep of the benchmark code (``vactor bench``: ``cli/bench.py``,
+``cli/bench_harness.py``; ``timer_bench.py``).
+
+The rows are what ``docs/performance.md`` rests on, so a wrong median, ratio, share or count
+is a defect. Each row's arithmetic is driven here with its measurements replaced by figures of
+the test's (the drivers, the child processes, the timers' child), so that a mutation of the
+arithmetic changes a figure the test knows; the lifecycle (children ended, errors raised) with
+fake processes and a fake boto3 client.
+
+Defects found (each test failed before its fix):
+
+* a writer process of the processes row was left running when another failed or at Ctrl-C /
+  SIGTERM (it went on committing into the prefix the cleanup deletes) -> every started child is
+  killed and reaped; a report that never came was a bare ``queue.Empty``, now a one-line error;
+* the boto3 baseline dropped a worker thread's exception (printed, the thread gone, the baseline
+  slower, the ratio better) -> the first one is raised once every thread is joined;
+* the timers row judged p99, doubled and unfired only: index entries left behind and runner
+  errors still made it "ok" (timer_bench reported five errors, no count) -> both make a MISS and
+  are in the note; timer_bench prints ``error_count``;
+* timer_bench's requests per timer missed the requests sent by ``put_now`` / ``get_now`` /
+  ``list_now`` (every commit on a local store) and by ``delete_many`` / ``delete_unchanged``
+  (the index entries and the claims) -> each counted;
+* timer_bench's percentiles were one rank high (``int(p * n)``: p99 of 100 figures was the
+  largest; the per-runner p50 the upper middle) -> nearest rank; its runners were not killed
+  when one failed or hung past the 60 s join;
+* rows judged on the unrounded figure (RSS, cold start, timers): "<= 100 MB | 100.0 MB | MISS"
+  -> judged on the shown figure, as the other rows;
+* the progress total counted the processes and cold start repeats on ``memory://``, where each
+  is one "n/a" row with no step (the bar ended at 10/13) -> not counted there.
+
+The table (M: mutation; killed by / equivalent because):
+
+ 1 _median: statistics.median -> mean -- arithmetic tests (3 repeats)
+ 2 warm: requests == 1 -> <= 1 -- smoke (exact counts) / equivalent: 0 never
+ 3 warm: ratio commits/raws swapped -- equivalent to test? killed: test_warm_ratio
+ 4 cold: listed = max -> min -- test_cold_row_figures
+ 5 cold: depth <= 4 -> < 4 -- test_cold_row_figures
+ 6 cold: median of depths -> first -- test_cold_row_figures
+ 7 one actor: lib / cas -> cas / lib -- test_one_actor_row_figures
+ 8 one actor: _median(ratios) -> ratios[-1] -- test_one_actor_row_figures
+ 9 one actor: >= 20 -> > 20 -- test_one_actor_row_figures (20.0)
+10 fan-out: lib / raw -> lib / (raw + 1) -- test_fan_out_row_figures
+11 fan-out: >= 0.7 -> > 0.7 -- test_fan_out_row_figures (0.70)
+12 processes: aggregate sum(many) -> max(many) -- test_processes_row_figures
+13 processes: share min -> max -- test_processes_row_figures
+14 processes: share / sum -> / len -- test_processes_row_figures
+15 processes: alone_rate from many -- test_processes_row_figures
+16 processes: share >= 1/16 dropped -- test_processes_row_figures (share 0.05)
+17 _processes: kill of children on failure dropped -- test_a_failed_or_interrupted_writer_ends_every_child
+18 _processes: queue.Empty not turned into CliError -- test_no_report_in_time_is_a_one_line_error
+19 _boto3_cas_loop: worker exception dropped -- test_an_error_in_a_boto3_worker_reaches_the_row
+20 _boto3_cas_loop: 412 not retried (raise) -- test_the_boto3_baseline_retries_a_lost_race
+21 store cpu: commit - put swapped -- test_store_cpu_row_figures
+22 store cpu: judged off memory -- test_store_cpu_row_figures
+23 rss: scaled * rss_actors / 10,000 -- test_rss_row_is_scaled_and_judged_on_its_shown_figure
+24 rss: judged unrounded -- test_rss_row_is_scaled_and_judged_on_its_shown_figure
+25 cold start: ours / bare swapped -- test_cold_start_row_figures
+26 cold start: judged on file:// -- test_cold_start_row_figures
+27 timers: index_left ignored -- test_the_timers_row_misses_on_what_timer_bench_found
+28 timers: error_count ignored -- test_the_timers_row_misses_on_what_timer_bench_found
+29 timers: doubled ignored -- test_the_timers_row_misses_on_what_timer_bench_found
+30 timers: p99 <= 2.0 -> < 2.0 -- test_the_timers_row_misses_on_what_timer_bench_found
+31 timer_bench percentile int(p*n) (one rank high) -- test_timer_bench_percentiles_are_nearest_rank
+32 timer_bench: put_now / delete_many not counted -- test_timer_bench_counts_every_request_path
+33 timer_bench: runners not killed in the finally -- test_timer_bench_stops_its_runners
+34 _steps_for counts n/a rows on memory -- test_the_progress_total_is_the_steps_taken
+35 PlainProgress: emits on every advance -- test_plain_progress_says_each_group_once
+36 PlainProgress.finish: last group not emitted -- test_plain_progress_says_each_group_once
+37 sequential_round_trips: <= -> < -- test_round_trips_chain_only_what_ended_before
+38 sequential_round_trips: 1 + max -> max -- test_round_trips_chain_only_what_ended_before
+39 RequestTrace.on_path keeps HEAD puts -- test_on_path_leaves_out_head_moves_only
+40 RequestTrace delete_many: one row for all keys -- test_request_trace_rows_per_deleted_key
+41 _check_latency: negative accepted -- test_latency_store (existing) -> survived:
+   test_a_negative_or_infinite_latency_is_a_usage_error
+42 --rows "," (no group) accepted -- test_an_empty_rows_list_is_a_usage_error
+43 _delete_prefix: prefix dropped (deletes the store) -- test_raw_puts_leave_nothing_but_their_own
+44 _shown: digits ignored -- arithmetic tests (ratios at x.xx5)
+45 run_bench: cleanup skipped without keep -- test_bench_smoke (local: nothing left)
+46 run_bench: kept() not called with keep -- test_review_newcomer (existing)
+47 Target.sub memory: stem dropped -- test_review_cli_new_user (existing)
+
+(3: the warm ratio is covered by test_warm_ratio_is_commit_over_put; 2: a commit that sent no
+request on the critical path cannot happen, so ``<= 1`` and ``== 1`` read the same figures.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import queue
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud import timer_bench
+from vactor_cloud.cli import bench_harness as harness
+from vactor_cloud.cli._options import CliError
+from vactor_cloud.cli.bench import PlainProgress
+from vactor_cloud.storage import MemoryStore
+
+#: three repeats (a median of three differs from the mean, the first and the last)
+PROFILE = harness.Profile(
+    "t", repeats=3, samples=3, duration=0.5, long_steps=12, rss_actors=1000, processes=2
+)
+
+
+@pytest.fixture
+def memory_runtime() -> Iterator[str]:
+    name = f"h169-{uuid.uuid4().hex[:8]}"
+    vc.init(f"memory://{name}")
+    try:
+        yield name
+    finally:
+        vc.shutdown()
+        MemoryStore.wipe(name)
+
+
+def _bench(url: str = "file:///nowhere/h169") -> harness.Bench:
+    return harness.Bench(harness.Target(url), PROFILE, "h169", lambda _label: None)
+
+
+def _feed(values: list[Any]) -> Any:
+    """A function returning ``values`` one after the other, whatever its arguments."""
+    it = iter(values)
+    return lambda *_args, **_kwargs: next(it)
+
+
+def _afeed(values: list[Any]) -> Any:
+    it = iter(values)
+
+    async def next_value(*_args: Any, **_kwargs: Any) -> Any:
+        return next(it)
+
+    return next_value
+
+
+# -- each row computes what the docs say --------------------------------------------------------
+def test_processes_row_figures(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Aggregate calls/s of the many ÷ one process alone, both of the same repeat; the slowest
+    process's share of the calls; medians over the repeats; judged on share >= 1/16 too."""
+    counts = [
+        [100],
+        [30, 10],  # ratio 0.40, share 0.25
+        [50],
+        [40, 40],  # ratio 1.60, share 0.50
+        [80],
+        [76, 4],  # ratio 1.00, share 0.05
+    ]
+    monkeypatch.setattr(harness, "_processes", _feed(counts))
+    row = _bench().processes_row()
+    assert row.value == "1.00, min share 0.250"
+    assert row.ok is True
+    assert "one process alone 160 calls/s" in row.note  # median of 200, 100, 160 calls/s
+    monkeypatch.setattr(harness, "_processes", _feed([[100], [96, 4]] * 3))
+    row = _bench().processes_row()
+    assert row.value == "1.00, min share 0.040" and row.ok is False
+
+
+def test_one_actor_row_figures(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harness, "_drive", _afeed([1000.0, 4000.0, 2000.0]))
+    monkeypatch.setattr(harness, "_store_cas_loop", _afeed([100.0, 100.0, 100.0]))
+    row = _bench().one_actor_row()
+    assert row.value == "20.0" and row.ok is True  # median of 10, 40, 20; ">= 20" holds at 20.0
+    assert row.note.startswith("2000 calls/s vs 100/s")
+
+
+def test_fan_out_row_figures(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harness, "_drive", _afeed([70.0, 10.0, 90.0]))
+    monkeypatch.setattr(harness, "_raw_puts", _afeed([100.0, 100.0, 100.0]))
+    row = _bench().fan_out_row()
+    assert row.value == "0.70" and row.ok is True  # median of 0.7, 0.1, 0.9
+    assert row.note.startswith("70 calls/s vs 100 PUTs/s")
+
+
+def test_store_cpu_row_figures(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commit CPU and raw PUT CPU, each the median of its repeats; the difference shown; the
+    target judged on memory:// only."""
+    monkeypatch.setattr(harness, "_cpu_per_call", _feed([150e-6, 30e-6, 120e-6, 40e-6, 90e-6, 20e-6]))
+    row = _bench().store_cpu_row()
+    assert row.value == "120 us" and row.ok is None
+    assert "raw create-only PUT 30 us CPU, commit - PUT 90 us" in row.note
+    monkeypatch.setattr(harness, "_cpu_per_call", _feed([100.4e-6, 1e-6] * 3))
+    row = _bench(f"memory://{memory_runtime}").store_cpu_row()
+    assert row.value == "100 us" and row.ok is True
+
+
+def test_cold_row_figures(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trips: the median over the repeats; a LIST of steps in any repeat is a MISS."""
+    runs = [
+        {"round_trips": 4, "step_lists": 0, "elapsed_us": 3000},
+        {"round_trips": 9, "step_lists": 1, "elapsed_us": 1000},
+        {"round_trips": 3, "step_lists": 0, "elapsed_us": 2000},
+    ]
+    monkeypatch.setattr(harness, "_cold_call_fresh_runtime", _feed(runs))
+    row = _bench(f"memory://{memory_runtime}").cold_row()
+    assert row.value == "4" and row.ok is False
+    assert "LIST of steps: 1; 2 ms" in row.note
+    monkeypatch.setattr(
+        harness, "_cold_call_fresh_runtime", _feed([dict(runs[0], round_trips=n) for n in (4, 5, 1)])
+    )
+    row = _bench(f"memory://{memory_runtime}").cold_row()
+    assert row.value == "4" and row.ok is True
+
+
+class _Pool:
+    def __init__(self, values: Iterator[float]) -> None:
+        self.values = values
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def apply_async(self, *_args: Any) -> Any:
+        value = next(self.values)
+
+        class Answer:
+            def get(self, _timeout: float) -> float:
+                return value
+
+        return Answer()
+
+
+def test_rss_row_is_scaled_and_judged_on_its_shown_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Growth per 10,000 actors (a run of 1,000 scaled by 10), judged on the figure it prints."""
+    growths = iter([3.0, 10.004, 50.0])
+
+    class Context:
+        def Pool(self, _n: int) -> _Pool:
+            return _Pool(growths)
+
+    monkeypatch.setattr(harness.multiprocessing, "get_context", lambda _method: Context())
+    row = _bench().rss_row()
+    assert row.value == "100.0 MB" and row.ok is True, row
+    assert "measured 10.0 MB, scaled to 10,000" in row.note
+
+
+def test_cold_start_row_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ours ÷ a bare one-PUT script, of the same repeat; judged on S3 only, on the shown figure."""
+    monkeypatch.setattr(harness, "_time_child", _feed([1.504, 1.0, 3.0, 1.0, 1.2, 1.0]))
+    row = _bench("s3://bucket/prefix").cold_start_row()
+    assert row.value == "1.50" and row.ok is True, row
+    assert "vactor_cloud 1504 ms, boto3 put_object 1000 ms" in row.note
+    monkeypatch.setattr(harness, "_time_child", _feed([2.0, 1.0] * 3))
+    assert _bench("file:///x").cold_start_row().ok is None
+
+
+def _timer_row(monkeypatch: pytest.MonkeyPatch, **figures: Any) -> harness.Row:
+    row = {
+        "lateness_p99_s": 0.5,
+        "lateness_p50_s": 0.1,
+        "requests_per_timer": 3.0,
+        "fired": 40,
+        "doubled": 0,
+        "unfired_when_runners_stopped": 0,
+        "index_left": 0,
+        "error_count": 0,
+        "errors": [],
+        **figures,
+    }
+    row = {name: figure for name, figure in row.items() if figure is not ...}
+    done = subprocess.CompletedProcess(["timer_bench"], 0, "warning\n" + json.dumps(row) + "\n", "")
+    monkeypatch.setattr(harness, "_run_captured", lambda *_args: done)
+    return harness._timers_row(harness.Target("file:///nowhere/h169"), harness.PROFILES["tiny"])
+
+
+def test_the_timers_row_misses_on_what_timer_bench_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _timer_row(monkeypatch).ok is True
+    assert _timer_row(monkeypatch, lateness_p99_s=2.0004).ok is True  # shown "2.000 s"
+    assert _timer_row(monkeypatch, lateness_p99_s=2.001).ok is False
+    assert _timer_row(monkeypatch, doubled=1).ok is False
+    assert _timer_row(monkeypatch, unfired_when_runners_stopped=1).ok is False
+    left = _timer_row(monkeypatch, index_left=3)
+    assert left.ok is False and "3 index entries left" in left.note
+    failed = _timer_row(monkeypatch, error_count=7, errors=["alarm-1: boom"])
+    assert failed.ok is False and "7 runner errors (first: alarm-1: boom)" in failed.note
+    assert _timer_row(monkeypatch, error_count=...).value == "error"  # (no such figure printed)
+
+
+# -- lifecycle: children ended, errors raised -------------------------------------------------------
+class _Child:
+    """A writer process that runs until it is killed."""
+
+    def __init__(self, target: Any, args: tuple[Any, ...]) -> None:
+        self.alive = False
+        self.killed = False
+        self.joined = False
+        self.exitcode: int | None = None
+
+    def start(self) -> None:
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def kill(self) -> None:
+        self.killed, self.alive, self.exitcode = True, False, -9
+
+    def join(self, _timeout: float | None = None) -> None:
+        self.joined = True
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.children: list[_Child] = []
+        self.Event = threading.Event
+        self.Queue = queue.Queue
+
+    def Process(self, target: Any, args: tuple[Any, ...]) -> _Child:
+        child = _Child(target, args)
+        self.children.append(child)
+        return child
+
+
+@pytest.mark.parametrize(
+    "failure", [ChildProcessError("a bench process exited with code 3"), KeyboardInterrupt()]
+)
+def test_a_failed_or_interrupted_writer_ends_every_child(
+    failure: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One writer failed (or Ctrl-C / SIGTERM while the row waited): the others went on
+    committing for the rest of their duration, into the prefix the cleanup was deleting."""
+    context = _Context()
+    monkeypatch.setattr(harness.multiprocessing, "get_context", lambda _method: context)
+    monkeypatch.setattr(harness, "_wait_ready", lambda _procs, _seconds: None)
+
+    def take(*_args: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(harness, "take_report", take)
+    with pytest.raises((CliError, KeyboardInterrupt)):
+        harness._processes(harness.Target("file:///x"), "a", 3, 0.1)
+    assert [(c.killed, c.joined) for c in context.children] == [(True, True)] * 3
+
+
+def test_no_report_in_time_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def take(*_args: Any) -> Any:
+        raise queue.Empty
+
+    monkeypatch.setattr(harness, "take_report", take)
+    with pytest.raises(CliError, match=r"did not report within 30 s; the bench stops"):
+        harness._taken(queue.Queue(), 30, [])
+
+
+class _Boto3Client:
+    """GET and PUT If-Match on one object; ``failing`` puts raise a ClientError of that code."""
+
+    def __init__(self, codes: list[str]) -> None:
+        self.codes = codes
+        self.lock = threading.Lock()
+
+    def get_object(self, **_kwargs: Any) -> dict[str, Any]:
+        return {"Body": io.BytesIO(json.dumps({"n": 0}).encode()), "ETag": '"e"'}
+
+    def put_object(self, **kwargs: Any) -> None:
+        import botocore.exceptions
+
+        with self.lock:
+            code = self.codes.pop(0) if "IfMatch" in kwargs and self.codes else None
+        if code is not None:
+            raise botocore.exceptions.ClientError({"Error": {"Code": code}}, "PutObject")
+
+    def delete_object(self, **_kwargs: Any) -> None:
+        return None
+
+
+def test_an_error_in_a_boto3_worker_reaches_the_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker thread's error was printed by the thread and dropped: the baseline went on with
+    one thread fewer, slower, and the row's ratio looked better."""
+    import boto3
+    import botocore.exceptions
+
+    monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: _Boto3Client(["AccessDenied"]))
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.2)
+
+
+def test_the_boto3_baseline_retries_a_lost_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    monkeypatch.setattr(
+        boto3, "client", lambda *_args, **_kwargs: _Boto3Client(["PreconditionFailed", "412"])
+    )
+    assert harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.1) > 0
+
+
+def test_timer_bench_stops_its_runners() -> None:
+    """A runner still alive after its report and the 60 s join (hung), or the others of one that
+    failed: killed and reaped, never left to the interpreter's exit (which waits for them)."""
+    context = _Context()
+    children = [context.Process(None, ()) for _ in range(3)]
+    for child in children[:2]:
+        child.start()
+        child.pid = 1  # type: ignore[attr-defined]
+    children[2].pid = None  # type: ignore[attr-defined]  # (never started)
+    timer_bench._stopped(children)
+    assert [(c.killed, c.joined) for c in children] == [(True, True), (True, True), (False, False)]
+
+
+# -- timer_bench's figures ----------------------------------------------------------------------------
+def test_timer_bench_percentiles_are_nearest_rank() -> None:
+    figures = [float(i) for i in range(1, 101)]
+    assert timer_bench._percentile(figures, 0.99) == 99.0  # int(0.99 * 100) took the 100th
+    assert timer_bench._percentile(figures, 0.5) == 50.0
+    assert timer_bench._percentile(figures, 0.29) == 29.0
+    assert timer_bench._percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert timer_bench._percentile([7.0], 0.99) == 7.0
+    assert timer_bench._percentile([], 0.99) is None
+
+
+def test_timer_bench_counts_every_request_path() -> None:
+    """``put_now`` (a commit on a local or memory store), ``delete_many`` (the index entries) and
+    ``delete_unchanged`` (the claims) sent requests the count did not see."""
+    name = f"h169-count-{uuid.uuid4().hex[:8]}"
+    store = MemoryStore(name)
+    try:
+        counts = timer_bench._count_requests(store)
+
+        async def requests() -> None:
+            await store.put("a/timers/1", b"x")
+            version = await store.put("a/timer-claims/1", b"x")
+            await store.delete_many(["a/timers/1"])
+            await store.delete_unchanged({"a/timer-claims/1": version})
+            await store.list("a/")
+
+        store.put_now("a/steps/1", b"x", mode="create")
+        store.get_now("a/steps/1")
+        store.list_now("a/")
+        asyncio.run(requests())
+        assert sum(counts.values()) == store.requests.total() == 8
+        assert counts["put step"] == 1 and counts["delete index"] == 1 and counts["delete claim"] == 1
+    finally:
+        MemoryStore.wipe(name)
+
+
+# -- progress, traces ------------------------------------------------------------------------------
+def test_the_progress_total_is_the_steps_taken(memory_runtime: str) -> None:
+    """On memory:// the processes and cold start rows are "n/a" at once: no steps were taken for
+    them, yet the total counted their repeats (the bar ended at 10/13)."""
+    taken: list[str] = []
+    groups = ("processes", "cold_start", "cpu")
+    profile = harness.Profile(
+        "t", repeats=2, samples=1, duration=0.01, long_steps=12, rss_actors=10, processes=2
+    )
+    rows = harness.run_bench(
+        harness.Target(f"memory://{memory_runtime}"), profile, progress=taken.append, groups=groups
+    )
+    assert [row.ok for row in rows if row.value == "n/a"] == [None, None]
+    assert len(taken) == harness._steps_for(profile, groups, multiprocess=False) == 2
+    assert harness._steps_for(profile, groups) == 6
+
+
+def test_plain_progress_says_each_group_once() -> None:
+    said: list[str] = []
+    progress = PlainProgress(5, said.append)
+    for label in ("warm", "warm", "cold", "cold", "cpu"):
+        progress.advance(label)
+    progress.finish()
+    assert [line.split(" done ")[0] for line in said] == ["bench: warm", "bench: cold", "bench: cpu"]
+    assert "(2/5 steps" in said[0] and "(5/5 steps" in said[2]
+
+
+def test_round_trips_chain_only_what_ended_before() -> None:
+    request = harness.Request
+    # a then (b, c together, both after a) then d after c: 3; e touching d's end starts after it
+    trace = [
+        request("get", "a", 0.0, 1.0),
+        request("get", "b", 1.0, 2.0),
+        request("get", "c", 1.5, 3.0),
+        request("put", "d", 3.0, 4.0),
+    ]
+    assert harness.sequential_round_trips(trace) == 3
+    assert harness.sequential_round_trips(trace[:1]) == 1
+    assert harness.sequential_round_trips([]) == 0
+
+
+def test_on_path_leaves_out_head_moves_only() -> None:
+    trace = harness.RequestTrace(MemoryStore(f"h169-{uuid.uuid4().hex[:8]}"))
+    request = harness.Request
+    trace.requests = [
+        request("put", "x/HEAD", 0, 1),
+        request("get", "x/HEAD", 0, 1),
+        request("put", "x/steps/1", 0, 1),
+    ]
+    assert [(r.kind, r.key) for r in trace.on_path()] == [("get", "x/HEAD"), ("put", "x/steps/1")]
+
+
+def test_request_trace_rows_per_deleted_key() -> None:
+    name = f"h169-trace-{uuid.uuid4().hex[:8]}"
+    store = MemoryStore(name)
+    try:
+        trace = harness.RequestTrace(store)
+
+        async def deletes() -> None:
+            version = await store.put("c", b"x")
+            await store.delete_many(["a", "b"])
+            await store.delete_unchanged({"c": version})
+
+        with trace.installed():
+            asyncio.run(deletes())
+        assert [(r.kind, r.key) for r in trace.requests] == [
+            ("put", "c"),
+            ("delete", "a"),
+            ("delete", "b"),
+            ("delete", "c"),
+        ]
+        assert "delete_many" not in vars(store)  # uninstalled
+    finally:
+        MemoryStore.wipe(name)
+
+
+def test_raw_puts_leave_nothing_but_their_own(memory_runtime: str) -> None:
+    store = vc.get_runtime().store
+
+    async def run() -> list[str]:
+        await store.put("keep/1", b"x")
+        rate = await harness._raw_puts(store, "fanraw/r", b"x", 0.05)
+        assert rate > 0
+        return await store.list("")
+
+    assert asyncio.run(run()) == ["keep/1"]
+
+
+# -- usage errors ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("latency", ["-1", "inf", "5,-2", "1,2,3", "nan"])
+def test_a_negative_or_infinite_latency_is_a_usage_error(latency: str) -> None:
+    from vactor_cloud.cli import bench
+
+    with pytest.raises(CliError) as refused:
+        bench._check_latency(latency)
+    assert refused.value.code == 2 and "\n" not in str(refused.value)
+
+
+def test_an_empty_rows_list_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from vactor_cloud.cli import main as vactor
+
+    with pytest.raises(SystemExit) as refused:
+        vactor(["bench", "memory://h169-rows", "--rows", " , "])
+    assert refused.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--rows" in line
