@@ -142,6 +142,7 @@ def _runner(
             "fired": total.fired,
             "stale": total.stale,
             "lateness": total.lateness,
+            "max_lateness": total.max_lateness,
             "errors": [str(error) for error in total.errors[:5]],
             "error_count": total.error_count,
             "requests": counts,
@@ -171,6 +172,56 @@ def _stopped(procs: Sequence[Any]) -> None:
     for proc in procs:
         if proc.pid is not None:
             proc.join(5)
+
+
+def _summary(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    counts: dict[str, int],
+    left: int,
+    arm_seconds: float,
+) -> dict[str, Any]:
+    """The printed row, from the runners' reports (``results``), how many times each timer rang
+    (``counts``, by timer key) and the index entries ``left``."""
+    fired = sum(r["fired"] for r in results)
+    lateness = sorted(x for r in results for x in r["lateness"])
+    requests: dict[str, int] = {}
+    for r in results:
+        for k, v in r["requests"].items():
+            requests[k] = requests.get(k, 0) + v
+    tops = [r["max_lateness"] for r in results if r["max_lateness"] is not None]
+    return {
+        "backend": args.url.split(":", 1)[0] if "://" in args.url else "local",
+        "timers": args.timers,
+        "actors": args.actors,
+        "runners": args.runners,
+        "poll_s": args.poll,
+        "sharded": args.sharded,
+        "split": args.split,
+        "arm_s": round(arm_seconds, 2),
+        "fired": fired,
+        "stale_met": sum(r.get("stale", 0) for r in results),
+        "doubled": sum(1 for c in counts.values() if c > 1),
+        "unfired_when_runners_stopped": args.timers - len(counts),
+        "index_left": left,
+        "lateness_p50_s": _rounded(_percentile(lateness, 0.5)),
+        "lateness_p99_s": _rounded(_percentile(lateness, 0.99)),
+        "lateness_max_s": max(tops) if tops else None,
+        "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
+        "requests": requests,
+        "errors": [e for r in results for e in r["errors"]][:5],
+        "error_count": sum(r["error_count"] for r in results),
+        # per runner: timers fired, median lateness, how many runners it saw alive (-> ticks)
+        "per_runner": [
+            {
+                "fired": r["fired"],
+                "p50_s": _rounded(_percentile(sorted(r["lateness"]), 0.5)),
+                "views": r["views"],
+            }
+            for r in results
+        ],
+        "cpus": os.cpu_count(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,54 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (a runner still alive here is hung, or the others of one that failed: none is left behind)
         _stopped(procs)
 
-    fired = sum(r["fired"] for r in results)
-    lateness = sorted(x for r in results for x in r["lateness"])
-    requests: dict[str, int] = {}
-    for r in results:
-        for k, v in r["requests"].items():
-            requests[k] = requests.get(k, 0) + v
     left = len(_sync.sync(list_index(vc.get_runtime().store)))
     counts: dict[str, int] = {}
     for actor_id in per_actor:
         counts.update(vc.get_actor(actor_id).counts.run())
-    doubled = sum(1 for c in counts.values() if c > 1)
-    unfired = args.timers - len(counts)
-
-    row = {
-        "backend": args.url.split(":", 1)[0] if "://" in args.url else "local",
-        "timers": args.timers,
-        "actors": args.actors,
-        "runners": args.runners,
-        "poll_s": args.poll,
-        "sharded": args.sharded,
-        "split": args.split,
-        "arm_s": round(arm_seconds, 2),
-        "fired": fired,
-        "stale_met": sum(r.get("stale", 0) for r in results),
-        "doubled": doubled,
-        "unfired_when_runners_stopped": unfired,
-        "index_left": left,
-        "lateness_p50_s": _rounded(_percentile(lateness, 0.5)),
-        "lateness_p99_s": _rounded(_percentile(lateness, 0.99)),
-        "lateness_max_s": lateness[-1] if lateness else None,
-        "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
-        "requests": requests,
-        "errors": [e for r in results for e in r["errors"]][:5],
-        "error_count": sum(r["error_count"] for r in results),
-        # per runner: timers fired, median lateness, how many runners it saw alive (-> ticks)
-        "per_runner": [
-            {
-                "fired": r["fired"],
-                "p50_s": _rounded(_percentile(sorted(r["lateness"]), 0.5)),
-                "views": r["views"],
-            }
-            for r in results
-        ],
-        "cpus": os.cpu_count(),
-    }
+    row = _summary(args, results, counts, left, arm_seconds)
     print(json.dumps(row))
     vc.shutdown()
-    return 0 if doubled == 0 and unfired == 0 and left == 0 else 1
+    return 0 if row["doubled"] == 0 and row["unfired_when_runners_stopped"] == 0 and left == 0 else 1
 
 
 if __name__ == "__main__":
