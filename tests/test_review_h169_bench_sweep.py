@@ -636,3 +636,25 @@ def test_timer_bench_summary_figures() -> None:
     assert row["lateness_max_s"] == 9.0  # (a figure trimmed from a runner's list still counts)
     assert (row["lateness_p50_s"], row["lateness_p99_s"]) == (0.3, 0.5)
     assert [r["p50_s"] for r in row["per_runner"]] == [0.2, 0.4]
+
+
+def test_a_cleanup_that_failed_says_where_the_objects_stay(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deletion of the bench's prefix at the end was in ``suppress(Exception)``: a store that
+    refused it left every object the bench wrote, and nothing said so (nor where)."""
+    from vactor_cloud.cli import main as vactor
+    from vactor_cloud.errors import StorageError
+
+    async def refused(*_args: Any) -> None:
+        raise StorageError("the store said no")
+
+    monkeypatch.setattr(harness, "_delete_prefix", refused)
+    name = f"h169-left-{uuid.uuid4().hex[:8]}"
+    try:
+        assert vactor(["bench", f"memory://{name}", "--profile", "tiny", "--rows", "cpu", "--json"]) == 0
+    finally:
+        MemoryStore.wipe(name)
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "could not delete" in line]
+    assert f"memory://{name}-vactor-bench-" in line and "the store said no" in line, err

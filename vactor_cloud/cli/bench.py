@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             keep=args.keep,
             groups=groups,
             kept=lambda url: note(f"bench: kept the objects it wrote under {url} (--keep)"),
+            not_deleted=lambda url, exc: note(
+                f"bench: could not delete the objects it wrote under {url}: {exc}"
+            ),
         )
         if not interactive:
             plain.finish()

@@ -1176,10 +1176,12 @@ def run_bench(
     keep: bool = False,
     groups: Sequence[str] = ROW_GROUPS,
     kept: Callable[[str], None] | None = None,
+    not_deleted: Callable[[str, Exception], None] | None = None,
 ) -> list[Row]:
     """Run the rows of ``groups`` (default: all) against ``target`` and return the table rows.
 
-    With ``keep``, ``kept`` is called with the URL of the prefix left behind (also when interrupted).
+    With ``keep``, ``kept`` is called with the URL of the prefix left behind (also when interrupted);
+    without, ``not_deleted`` with that URL and the error when deleting what it holds failed.
     """
     run_id = uuid.uuid4().hex[:10]
     scoped = target.sub(f"vactor-bench-{run_id}")
@@ -1222,9 +1224,12 @@ def run_bench(
         # (An interrupted row's coroutine was cancelled and waited for by _run_on_loop: none
         # of its writes lands after this.)
         if not keep:
-            with contextlib.suppress(Exception):
+            try:
                 scoped.init()
                 _run_on_loop(_delete_prefix(get_runtime().store))
+            except Exception as exc:  # (the rows stand; where their objects stay is said)
+                if not_deleted is not None:
+                    not_deleted(scoped.url, exc)
         elif kept is not None:
             kept(scoped.url)
         vc.shutdown()
