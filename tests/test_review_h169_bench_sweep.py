@@ -658,3 +658,43 @@ def test_a_cleanup_that_failed_says_where_the_objects_stay(
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "could not delete" in line]
     assert f"memory://{name}-vactor-bench-" in line and "the store said no" in line, err
+
+
+def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or SIGTERM) while the boto3 baseline waited for its threads: they went on with
+    GET + PUT to the end of the row's duration, writing the object again after the bench's
+    cleanup had deleted its prefix. They now stop at their next round before the interrupt
+    goes on."""
+    import time
+
+    import boto3
+
+    from vactor_cloud import _sync
+
+    client = _Boto3Client([])
+    puts: list[int] = []
+    put_object = client.put_object
+
+    def counted_put(**kwargs: Any) -> None:
+        puts.append(1)
+        time.sleep(0.001)
+        put_object(**kwargs)
+
+    client.put_object = counted_put  # type: ignore[method-assign]
+
+    class Interrupted:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(_sync, name)
+
+        @staticmethod
+        def wait_aside(*_args: Any, **_kwargs: Any) -> Any:
+            time.sleep(0.05)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: client)
+    monkeypatch.setattr(harness, "_sync", Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 4, 5.0)
+    before = len(puts)
+    time.sleep(0.3)
+    assert len(puts) == before

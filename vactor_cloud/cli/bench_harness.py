@@ -934,9 +934,12 @@ def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) ->
     #: what ended a worker early: raised here once every worker is joined (a thread's exception
     #: was printed and dropped, and the baseline, short of that thread, made the ratio look better)
     failures: list[BaseException] = []
+    #: set at an interrupt: each worker stops at its next round (else it went on writing the
+    #: object to the row's end, after the bench's cleanup had deleted its prefix)
+    interrupted = threading.Event()
 
     def worker(w: int) -> None:
-        while time.perf_counter() < deadline and not failures:
+        while time.perf_counter() < deadline and not failures and not interrupted.is_set():
             got = client.get_object(Bucket=bucket, Key=key)
             state = json.loads(got["Body"].read())
             state["n"] += 1
@@ -959,12 +962,21 @@ def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) ->
 
     started = time.perf_counter()
     workers = [threading.Thread(target=guarded, args=(w,)) for w in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
-        # handler runs meanwhile, and an interrupt does not mark a running thread ended)
-        _sync.wait_aside(functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join")
+    try:
+        for t in workers:
+            t.start()
+        for t in workers:
+            # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
+            # handler runs meanwhile, and an interrupt does not mark a running thread ended)
+            _sync.wait_aside(
+                functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join"
+            )
+    except BaseException:
+        interrupted.set()
+        for t in workers:
+            if t.is_alive():  # (one round of GET + PUT at most; started ones only)
+                t.join(30)
+        raise
     elapsed = time.perf_counter() - started
     with contextlib.suppress(Exception):
         client.delete_object(Bucket=bucket, Key=key)
