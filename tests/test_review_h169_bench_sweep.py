@@ -698,3 +698,53 @@ def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.Mon
     before = len(puts)
     time.sleep(0.3)
     assert len(puts) == before
+
+
+def test_the_timers_child_is_ended_with_its_runner_processes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timers row's child (timer_bench) starts runner processes of its own. Interrupted (or
+    timed out), the row killed the child only: its runners, orphaned, went on polling and
+    committing until their own end (the window and more), into the prefix the cleanup deleted.
+    The child's whole process group is killed now. (A grandchild ``sleep`` stands for a runner.)"""
+    import os
+    import sys
+    import time
+
+    from vactor_cloud import _sync
+
+    said = tmp_path / "grandchild"
+    script = (
+        "import subprocess, time\n"
+        "p = subprocess.Popen(['sleep', '20'])\n"
+        f"open({str(said)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(20)\n"
+    )
+
+    class Interrupted:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(_sync, name)
+
+        @staticmethod
+        def interruptible_wait(*_args: Any, **_kwargs: Any) -> Any:
+            deadline = time.monotonic() + 30
+            while not (said.exists() and said.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "_sync", Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        harness._run_captured([sys.executable, "-c", script], dict(os.environ), 60)
+    grandchild = int(said.read_text())
+    deadline = time.monotonic() + 10
+    while _running(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(grandchild)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -771,8 +772,10 @@ def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subpr
     wait in slices on the main thread (``_sync.interruptible_wait``): ``run``'s one ``select``
     on the child's pipes lasts until the child ends, and SIGTERM's handler, taken by another
     thread, waited for it. The child is killed if the wait is interrupted or times out (as
-    ``run`` does)."""
-    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    ``run`` does), and so is every process it started (its own session and process group: the
+    timers row's runner processes, which would go on writing into the bench's prefix)."""
+    popen = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with popen(args, env=env, start_new_session=True) as proc:
         outputs: list[tuple[str, str]] = []
 
         def ended(timeout: float | None) -> bool:
@@ -786,10 +789,18 @@ def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subpr
             if not _sync.interruptible_wait(ended, timeout, forever=None):
                 raise subprocess.TimeoutExpired(args, timeout)
         except BaseException:
+            _kill_group(proc.pid)
             proc.kill()
             raise
+    _kill_group(proc.pid)  # (any process of the child's left behind it)
     stdout, stderr = outputs[0]
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL every process of the process group ``group`` (none left: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def _time_child(script: str, target: Target) -> float:
