@@ -673,10 +673,15 @@ def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.Mon
 
     client = _Boto3Client([])
     puts: list[int] = []
+    #: puts sent once the interrupt was raised: one round each at most (the one in flight)
+    late: list[int] = []
+    raised = threading.Event()
     put_object = client.put_object
 
     def counted_put(**kwargs: Any) -> None:
         puts.append(1)
+        if raised.is_set():
+            late.append(1)
         time.sleep(0.001)
         put_object(**kwargs)
 
@@ -689,6 +694,7 @@ def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.Mon
         @staticmethod
         def wait_aside(*_args: Any, **_kwargs: Any) -> Any:
             time.sleep(0.05)
+            raised.set()
             raise KeyboardInterrupt
 
     monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: client)
@@ -698,6 +704,7 @@ def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.Mon
     before = len(puts)
     time.sleep(0.3)
     assert len(puts) == before
+    assert len(late) <= 4, len(late)  # (not one thread going on to the row's end)
 
 
 def test_the_timers_child_is_ended_with_its_runner_processes(
@@ -748,3 +755,175 @@ def _running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_cold_call_on_a_memory_store_shows_the_protocols_round_trips(memory_runtime: str) -> None:
+    """A store that answers at once gets 5 ms per request in the cold row, so that requests sent
+    together overlap: without it every request is its own round trip (7 here, not <= 4)."""
+    harness.BenchCounter.get_or_create("cold").incr.run()
+    harness.Target(f"memory://{memory_runtime}").init()  # a fresh runtime, as a new process's
+    figures = harness._cold_call("cold")
+    assert figures["round_trips"] <= 4 < figures["requests"], figures
+    assert figures["step_lists"] == 0
+
+
+class _Reporting:
+    """A writer process on a thread of this process: ``exitcode`` 0 once its writer returned."""
+
+    def __init__(self, target: Any, args: tuple[Any, ...]) -> None:
+        self.exitcode: int | None = None
+
+        def run() -> None:
+            target(*args)
+            self.exitcode = 0
+
+        self.thread = threading.Thread(target=run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def kill(self) -> None:
+        return None
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+
+def test_a_writer_that_reported_and_ended_is_not_taken_for_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first writer reports and exits; the second reports 1.5 s later. The row waits for the
+    second among the writers yet to report only: the first one's exit is no failure."""
+    import time
+
+    class Context:
+        Event = threading.Event
+        Queue = queue.Queue
+        Process = _Reporting
+
+    def writer(_target: Any, _actor_id: str, start: Any, _duration: float, results: Any, index: int) -> None:
+        assert start.wait(30)
+        if index == 1:
+            time.sleep(1.5)
+        results.put((index, 10 + index))
+
+    monkeypatch.setattr(harness.multiprocessing, "get_context", lambda _method: Context())
+    monkeypatch.setattr(harness, "_process_writer", writer)
+    monkeypatch.setattr(harness, "_wait_ready", lambda _procs, _seconds: None)
+    assert harness._processes(harness.Target("file:///x"), "a", 2, 0.1) == [10, 11]
+
+
+def test_the_wait_for_writers_to_load_ends_when_one_died(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock starts after the writers had time to load; one that died ends that wait at once
+    (its failure is then said within a second), not after the whole 3 s + 0.5 s a process."""
+    slept: list[float] = []
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return sum(slept)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+    class Proc:
+        def __init__(self, alive: bool) -> None:
+            self.alive = alive
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+    monkeypatch.setattr(harness, "time", FakeTime)
+    harness._wait_ready([Proc(True), Proc(False)], 5.0)
+    assert slept == []
+    harness._wait_ready([Proc(True), Proc(True)], 1.0)
+    assert sum(slept) == pytest.approx(1.0, abs=0.11)
+
+
+class _CountingStore:
+    """Enough of an ObjectStore for the raw baselines: counts the requests in flight at once."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.in_flight = 0
+        self.peak = 0
+        self.version = 0
+
+    async def _request(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.005)
+        self.in_flight -= 1
+
+    async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> str:
+        await self._request()
+        self.objects[key] = data
+        self.version += 1
+        return str(self.version)
+
+    async def get(self, key: str) -> Any:
+        await self._request()
+
+        class Blob:
+            pass
+
+        blob = Blob()
+        blob.data = self.objects[key]  # type: ignore[attr-defined]
+        blob.version = str(self.version)  # type: ignore[attr-defined]
+        return blob
+
+    async def list(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    async def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+
+def test_the_raw_baselines_run_at_the_rows_concurrency() -> None:
+    """The fan-out row's raw PUTs and the one-actor row's CAS loop: 64 in flight, as the rows
+    say (the library side is driven at 64 too); one at a time would flatter the library."""
+    store = _CountingStore()
+    assert asyncio.run(harness._raw_puts(store, "raw", b"x", 0.05)) > 0  # type: ignore[arg-type]
+    assert store.peak == harness._CONCURRENCY == 64
+    assert store.objects == {}  # (its objects deleted again)
+    store = _CountingStore()
+    assert asyncio.run(harness._store_cas_loop(store, "cas", 0.05)) > 0  # type: ignore[arg-type]
+    assert store.peak == 64
+
+
+def test_sigterm_interrupts_the_bench_and_only_while_it_runs() -> None:
+    """SIGTERM raises KeyboardInterrupt inside (the bench cleans up, exit 130); the handler the
+    process had before is back afterwards."""
+    import os
+    import signal
+
+    from vactor_cloud.cli import bench
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), bench._sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(5)  # (the handler runs at the next bytecode; never this long)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_cold_call_counts_a_listing_of_the_steps(
+    memory_runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cold row's MISS on a LIST of the log's steps rests on this count (the inbox's listing,
+    once per process, is not one)."""
+    from vactor_cloud import _sync
+
+    store = vc.get_runtime().store
+
+    class Handle:
+        class incr:
+            @staticmethod
+            def run() -> None:
+                _sync.sync(store.list("actors/a/steps/"))
+                _sync.sync(store.list("actors/a/inbox/"))
+
+    monkeypatch.setattr(vc, "get_actor", lambda _actor_id: Handle())
+    figures = harness._cold_call("a")
+    assert (figures["lists"], figures["step_lists"], figures["requests"]) == (2, 1, 2)
