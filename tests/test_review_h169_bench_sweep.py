@@ -1,86 +1,75 @@
 """Review h169: a mutation sweep of the benchmark code (``vactor bench``: ``cli/bench.py``,
 ``cli/bench_harness.py``; ``timer_bench.py``).
 
-The rows are what ``docs/performance.md`` rests on, so a wrong median, ratio, share or count
-is a defect. Each row's arithmetic is driven here with its measurements replaced by figures of
-the test's (the drivers, the child processes, the timers' child), so that a mutation of the
-arithmetic changes a figure the test knows; the lifecycle (children ended, errors raised) with
-fake processes and a fake boto3 client.
+The rows are what ``docs/performance.md`` rests on, so a wrong median, ratio, share or count is
+a defect. Each row's arithmetic is driven here with its measurements replaced by the test's
+figures (the drivers, the child processes, the timers' child), so that a mutation of the
+arithmetic changes a figure the test knows; the lifecycle with fake processes, threads and a
+fake boto3 client.
 
 Defects found (each test failed before its fix):
 
-* a writer process of the processes row was left running when another failed or at Ctrl-C /
-  SIGTERM (it went on committing into the prefix the cleanup deletes) -> every started child is
-  killed and reaped; a report that never came was a bare ``queue.Empty``, now a one-line error;
-* the boto3 baseline dropped a worker thread's exception (printed, the thread gone, the baseline
-  slower, the ratio better) -> the first one is raised once every thread is joined;
-* the timers row judged p99, doubled and unfired only: index entries left behind and runner
-  errors still made it "ok" (timer_bench reported five errors, no count) -> both make a MISS and
-  are in the note; timer_bench prints ``error_count``;
-* timer_bench's requests per timer missed the requests sent by ``put_now`` / ``get_now`` /
-  ``list_now`` (every commit on a local store) and by ``delete_many`` / ``delete_unchanged``
-  (the index entries and the claims) -> each counted;
-* timer_bench's percentiles were one rank high (``int(p * n)``: p99 of 100 figures was the
-  largest; the per-runner p50 the upper middle) -> nearest rank; its runners were not killed
-  when one failed or hung past the 60 s join;
-* rows judged on the unrounded figure (RSS, cold start, timers): "<= 100 MB | 100.0 MB | MISS"
-  -> judged on the shown figure, as the other rows;
-* the progress total counted the processes and cold start repeats on ``memory://``, where each
-  is one "n/a" row with no step (the bar ended at 10/13) -> not counted there.
+* the processes row left its writer processes running when one failed or at Ctrl-C / SIGTERM
+  (committing on into the prefix the cleanup deletes): every started one is killed and reaped;
+  a report that never came was a bare ``queue.Empty``, now a one-line error;
+* the boto3 baseline dropped a worker thread's exception (the baseline slower, the ratio
+  better): raised after the join; interrupted, its threads ran on to the row's end: stopped;
+* the timers row's child was killed alone: its runner processes, orphaned, ran on to the end
+  of their window: the child's process group is killed;
+* the timers row was "ok" with index entries left or runner errors (timer_bench printed five
+  errors, no count): both make a MISS, in the note; ``error_count`` printed;
+* timer_bench's requests per timer left out ``delete_many`` / ``delete_unchanged`` (the index
+  entries' and the claims' deletes); its percentiles were one rank high (``int(p * n)``); its
+  max lateness ignored the figures a runner trimmed; its runners were not killed when one
+  failed or hung past the join;
+* RSS, cold start and timers rows were judged on the unrounded figure ("100.0 MB | MISS");
+* the progress total counted the processes and cold start repeats on ``memory://`` (n/a rows);
+* a failed deletion of the bench's prefix was suppressed unsaid: it is said, with the prefix.
 
-The table (M: mutation; killed by / equivalent because):
+Mutations (S: survived the existing bench tests; "(d)": the test of a defect above). Each was
+run against this module and test_latency_store, then those it missed against the existing
+bench tests (test_bench_smoke, test_cli_edges, test_review_main_thread_waits, ... -k bench):
 
- 1 _median: statistics.median -> mean -- arithmetic tests (3 repeats)
- 2 warm: requests == 1 -> <= 1 -- smoke (exact counts) / equivalent: 0 never
- 3 warm: ratio commits/raws swapped -- equivalent to test? killed: test_warm_ratio
- 4 cold: listed = max -> min -- test_cold_row_figures
- 5 cold: depth <= 4 -> < 4 -- test_cold_row_figures
- 6 cold: median of depths -> first -- test_cold_row_figures
- 7 one actor: lib / cas -> cas / lib -- test_one_actor_row_figures
- 8 one actor: _median(ratios) -> ratios[-1] -- test_one_actor_row_figures
- 9 one actor: >= 20 -> > 20 -- test_one_actor_row_figures (20.0)
-10 fan-out: lib / raw -> lib / (raw + 1) -- test_fan_out_row_figures
-11 fan-out: >= 0.7 -> > 0.7 -- test_fan_out_row_figures (0.70)
-12 processes: aggregate sum(many) -> max(many) -- test_processes_row_figures
-13 processes: share min -> max -- test_processes_row_figures
-14 processes: share / sum -> / len -- test_processes_row_figures
-15 processes: alone_rate from many -- test_processes_row_figures
-16 processes: share >= 1/16 dropped -- test_processes_row_figures (share 0.05)
-17 _processes: kill of children on failure dropped -- test_a_failed_or_interrupted_writer_ends_every_child
-18 _processes: queue.Empty not turned into CliError -- test_no_report_in_time_is_a_one_line_error
-19 _boto3_cas_loop: worker exception dropped -- test_an_error_in_a_boto3_worker_reaches_the_row
-20 _boto3_cas_loop: 412 not retried (raise) -- test_the_boto3_baseline_retries_a_lost_race
-21 store cpu: commit - put swapped -- test_store_cpu_row_figures
-22 store cpu: judged off memory -- test_store_cpu_row_figures
-23 rss: scaled * rss_actors / 10,000 -- test_rss_row_is_scaled_and_judged_on_its_shown_figure
-24 rss: judged unrounded -- test_rss_row_is_scaled_and_judged_on_its_shown_figure
-25 cold start: ours / bare swapped -- test_cold_start_row_figures
-26 cold start: judged on file:// -- test_cold_start_row_figures
-27 timers: index_left ignored -- test_the_timers_row_misses_on_what_timer_bench_found
-28 timers: error_count ignored -- test_the_timers_row_misses_on_what_timer_bench_found
-29 timers: doubled ignored -- test_the_timers_row_misses_on_what_timer_bench_found
-30 timers: p99 <= 2.0 -> < 2.0 -- test_the_timers_row_misses_on_what_timer_bench_found
-31 timer_bench percentile int(p*n) (one rank high) -- test_timer_bench_percentiles_are_nearest_rank
-32 timer_bench: put_now / delete_many not counted -- test_timer_bench_counts_every_request_path
-33 timer_bench: runners not killed in the finally -- test_timer_bench_stops_its_runners
-34 _steps_for counts n/a rows on memory -- test_the_progress_total_is_the_steps_taken
-35 PlainProgress: emits on every advance -- test_plain_progress_says_each_group_once
-36 PlainProgress.finish: last group not emitted -- test_plain_progress_says_each_group_once
-37 sequential_round_trips: <= -> < -- test_round_trips_chain_only_what_ended_before
-38 sequential_round_trips: 1 + max -> max -- test_round_trips_chain_only_what_ended_before
-39 RequestTrace.on_path keeps HEAD puts -- test_on_path_leaves_out_head_moves_only
-40 RequestTrace delete_many: one row for all keys -- test_request_trace_rows_per_deleted_key
-41 _check_latency: negative accepted -- test_latency_store (existing) -> survived:
-   test_a_negative_or_infinite_latency_is_a_usage_error
-42 --rows "," (no group) accepted -- test_an_empty_rows_list_is_a_usage_error
-43 _delete_prefix: prefix dropped (deletes the store) -- test_raw_puts_leave_nothing_but_their_own
-44 _shown: digits ignored -- arithmetic tests (ratios at x.xx5)
-45 run_bench: cleanup skipped without keep -- test_bench_smoke (local: nothing left)
-46 run_bench: kept() not called with keep -- test_review_newcomer (existing)
-47 Target.sub memory: stem dropped -- test_review_cli_new_user (existing)
-
-(3: the warm ratio is covered by test_warm_ratio_is_commit_over_put; 2: a commit that sent no
-request on the critical path cannot happen, so ``<= 1`` and ``== 1`` read the same figures.)
+ 1 median -> mean: processes_row_figures     |  40 latency < 0 accepted: negative_latency
+ 2 warm requests == 1 -> <= 1: S, equivalent  |  41 --rows "," accepted: empty_rows_list
+   (a commit sends >= 1 request on its path)  |  42 raw PUTs delete the store: raw_puts_leave
+ 3 warm ratio inverted: S, warm_ratio         |  43 _shown unrounded: store_cpu_row_figures
+ 4 warm judged unrounded: S, warm_ratio       |  44 cleanup with --keep: test_cli_edges
+ 5 cold listed max -> min: cold_row_figures   |  45 kept() dropped: test_review_newcomer
+ 6 cold depth <= 4 -> < 4: cold_row_figures   |  46 memory sub-URL stem dropped: S, cleanup_failed
+ 7 cold median -> first: S, cold_row_figures  |  47 interrupted row not cancelled: test_cli_edges
+ 8 one actor ratio inverted: one_actor_row    |  48 cancelled task cancelled again: test_cli_edges
+ 9 one actor >= 20 -> > 20: one_actor_row     |  49 timers child not killed: S, timers_child (d)
+10 fan-out raw + 1: fan_out_row_figures       |  50 SIGTERM handler not restored: S, sigterm
+11 fan-out >= 0.7 -> > 0.7: fan_out_row       |  51 step LISTs not counted: S, counts_a_listing
+12 aggregate max(many): processes_row         |  52 doubled c > 2: S, summary_figures
+13 share max(many): processes_row             |  53 unfired 0: summary_figures
+14 alone rate from many: processes_row        |  54 error count of the five: summary_figures
+15 share >= 1/16 dropped: processes_row       |  56 writer count + 1: S, writer_reports_the_calls
+16 children not ended: writer_ends_every (d)  |  57 _drive counts 2 a call: S, drive_counts
+17 queue.Empty bare: no_report_in_time (d)    |  58 requests per runner: summary_figures
+18 worker error dropped: boto3_worker (d)     |  59 max of kept lateness: summary_figures (d)
+19 412 not retried: retries_a_lost_race       |  60 ChildProcessError bare: writer_ends_every
+20 commit - PUT inverted: store_cpu_row       |  61 group kill dropped: timers_child (d)
+21 store CPU judged off memory: store_cpu_row |  62 interrupt event unset: interrupted_boto3 (d)
+22 RSS scale inverted: rss_row                |  63 not_deleted unsaid: cleanup_failed (d)
+23 RSS unrounded: rss_row (d)                 |  64 no 5 ms on memory: cold_call_on_a_memory
+24 cold start inverted: cold_start_row        |  65 reported writer still awaited: reported_and_ended
+25 cold start judged off S3: cold_start_row   |  66 dead writer not seen: writers_to_load
+26 index_left ignored: timers_row_misses (d)  |  67 raw PUTs 1 in flight: raw_baselines
+27 error_count ignored: timers_row_misses (d) |  68 _write_steps AlreadyExists raised: S,
+28 doubled ignored: timers_row_misses         |     equivalent (each step is taken by one
+29 p99 < 2.0: timers_row_misses               |     worker from one shared iterator)
+30 percentile int(p n) + 1: nearest_rank (d)  |  71 three latency parts: negative_latency
+31 put_now not counted: counts_every_request  |  72 _ended without join: writer_ends_every
+32 runners not killed: stops_its_runners (d)  |  73 _stopped without join: stops_its_runners
+33 n/a rows in the total: progress_total (d)  |  74 delete_many wrapper left: rows_per_deleted
+34 progress on every advance: plain_progress  |  75 --quick ignored: quick_picks
+35 last group unsaid: plain_progress          |  76 runner counts 5 errors: every_error_it_met
+36 round trips <= -> <: round_trips_chain     |
+37 1 + max -> max: round_trips_chain          |  (55 was a typo of 56; 69, 70 are 50, 51
+38 HEAD gets dropped: on_path_leaves_out      |  again on the new code)
+39 one row per delete_many: rows_per_deleted  |
 """
 
 from __future__ import annotations
@@ -927,3 +916,30 @@ def test_a_cold_call_counts_a_listing_of_the_steps(
     monkeypatch.setattr(vc, "get_actor", lambda _actor_id: Handle())
     figures = harness._cold_call("a")
     assert (figures["lists"], figures["step_lists"], figures["requests"]) == (2, 1, 2)
+
+
+def test_quick_picks_the_quick_profile_and_profile_overrides_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from vactor_cloud.cli import main as vactor
+
+    for flags, profile in ((["--quick"], "quick"), (["--quick", "--profile", "tiny"], "tiny"), ([], "full")):
+        name = f"h169-profile-{uuid.uuid4().hex[:8]}"
+        try:
+            assert vactor(["bench", f"memory://{name}", *flags, "--rows", "processes", "--json"]) == 0
+        finally:
+            MemoryStore.wipe(name)
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["profile"] == profile and shown["latency_ms"] is None
+        assert [row["value"] for row in shown["rows"]] == ["n/a"]
+
+
+def test_a_runner_reports_every_error_it_met(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner sends its first five errors and the count of all of them (the row's MISS and
+    its note rest on the count)."""
+    from vactor_cloud.timer_runner import TickReport
+
+    errors = [f"actor-{i}: boom" for i in range(7)]
+    monkeypatch.setattr(timer_bench, "run_timers", lambda **_kwargs: TickReport(fired=3, errors=list(errors)))
+    out: queue.Queue[dict[str, Any]] = queue.Queue()
+    timer_bench._runner(0, f"memory://{memory_runtime}", 1.0, 0.0, out, None, "runners", {})
+    report = out.get_nowait()
+    assert (report["fired"], report["error_count"], report["errors"]) == (3, 7, errors[:5])
