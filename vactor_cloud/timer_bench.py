@@ -75,9 +75,10 @@ def _category(key: str) -> str:
     return key.rstrip("/").rsplit("/", 1)[-1] if "/inbox" in key or key.endswith("HEAD") else "other"
 
 
-#: the store's methods that send one request each, and the kind each is counted as: the
-#: synchronous ones too (the local and memory stores commit with ``put_now``), and one batch of
-#: a ``delete_many`` or ``delete_unchanged`` (S3: up to 1,000 keys a request; elsewhere one)
+#: the store's methods that send one request each, and the kind each is counted as: one batch
+#: of a ``delete_many`` or ``delete_unchanged`` (S3: up to 1,000 keys a request; elsewhere one),
+#: which go by ``_delete``, not ``delete``; the synchronous ones too (unused while the store is
+#: wrapped: wrapping its methods turns ``inline`` off)
 _COUNTED = {
     "get": "get",
     "head": "head",
