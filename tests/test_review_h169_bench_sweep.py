@@ -693,7 +693,9 @@ def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.Mon
     before = len(puts)
     time.sleep(0.3)
     assert len(puts) == before
-    assert len(late) <= 4, len(late)  # (not one thread going on to the row's end)
+    # (about one round each, a few more while the interrupt reaches the except under the GIL;
+    # going on to the row's end, they sent over a thousand)
+    assert len(late) < 100, len(late)
 
 
 def test_the_timers_child_is_ended_with_its_runner_processes(
