@@ -211,6 +211,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h167_local_plain_deletes",
         "test_review_h171_timer_runner",
         "test_review_h171_cli",
+        "test_review_h169_bench_sweep",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -635,7 +635,7 @@ def test_the_benchs_timers_row_lets_a_signal_handler_run_while_its_child_runs(
 
     flag = tmp_path / "answered"
     figures = {"lateness_p99_s": 0.1, "lateness_p50_s": 0.05, "requests_per_timer": 3, "doubled": 0}
-    figures["unfired_when_runners_stopped"] = 0
+    figures.update(unfired_when_runners_stopped=0, index_left=0, error_count=0, errors=[])
     # (its row: "fired" is 1 if the flag, made once the handler ran, came while it held)
     row_line = json.dumps({**figures, "fired": "FIRED"}).replace('"FIRED"', "$fired").replace('"', '\\"')
     child = tmp_path / "python"

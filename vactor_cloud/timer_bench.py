@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -74,17 +75,37 @@ def _category(key: str) -> str:
     return key.rstrip("/").rsplit("/", 1)[-1] if "/inbox" in key or key.endswith("HEAD") else "other"
 
 
-def _count_requests(store: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for kind in ("get", "head", "put", "list", "delete"):
-        method = getattr(store, kind)
+#: the store's methods that send one request each, and the kind each is counted as: one batch
+#: of a ``delete_many`` or ``delete_unchanged`` (S3: up to 1,000 keys a request; elsewhere one),
+#: which go by ``_delete``, not ``delete``; the synchronous ones too (unused while the store is
+#: wrapped: wrapping its methods turns ``inline`` off)
+_COUNTED = {
+    "get": "get",
+    "head": "head",
+    "put": "put",
+    "list": "list",
+    "delete": "delete",
+    "get_now": "get",
+    "put_now": "put",
+    "list_now": "list",
+    "_delete_batch": "delete",
+    "_delete_unchanged_batch": "delete",
+}
 
-        def wrapped(key: str, *args: Any, _m: Any = method, _k: str = kind, **kwargs: Any) -> Any:
-            label = f"{_k} {_category(key)}"
+
+def _count_requests(store: Any) -> dict[str, int]:
+    """Count ``store``'s requests from now on by kind and object ("put step", "delete claim", ...)."""
+    counts: dict[str, int] = {}
+    for name, kind in _COUNTED.items():
+        method = getattr(store, name)
+
+        def wrapped(key: Any, *args: Any, _m: Any = method, _k: str = kind, **kwargs: Any) -> Any:
+            first = key if isinstance(key, str) else next(iter(key))  # (a batch: its first key)
+            label = f"{_k} {_category(first)}"
             counts[label] = counts.get(label, 0) + 1
             return _m(key, *args, **kwargs)
 
-        setattr(store, kind, wrapped)
+        setattr(store, name, wrapped)
     return counts
 
 
@@ -116,18 +137,92 @@ def _runner(
         poll=poll, stop=stop, lease=30.0, on_tick=on_tick, shard=shard, split=cast(Split, split)
     )
     vc.shutdown()
-    errors = total.errors[:5]
     out.put(
         {
             "index": index,
             "fired": total.fired,
             "stale": total.stale,
             "lateness": total.lateness,
-            "errors": errors,
+            "max_lateness": total.max_lateness,
+            "errors": [str(error) for error in total.errors[:5]],
+            "error_count": total.error_count,
             "requests": counts,
             "views": views,
         }
     )
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of ``ordered`` (sorted): the smallest figure with at least
+    ``fraction`` of them at or below it (p99 of 100 figures: the 99th; ``None``: no figures)."""
+    if not ordered:
+        return None
+    rank = math.ceil(round(fraction * len(ordered), 9))  # (0.29 * 100 is 28.999999999999996)
+    return ordered[min(len(ordered), max(rank, 1)) - 1]
+
+
+def _rounded(figure: float | None) -> float | None:
+    return None if figure is None else round(figure, 3)
+
+
+def _stopped(procs: Sequence[Any]) -> None:
+    """Kill each started runner of ``procs`` still alive and reap it (5 s at most each)."""
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            proc.kill()
+    for proc in procs:
+        if proc.pid is not None:
+            proc.join(5)
+
+
+def _summary(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    counts: dict[str, int],
+    left: int,
+    arm_seconds: float,
+) -> dict[str, Any]:
+    """The printed row, from the runners' reports (``results``), how many times each timer rang
+    (``counts``, by timer key) and the index entries ``left``."""
+    fired = sum(r["fired"] for r in results)
+    lateness = sorted(x for r in results for x in r["lateness"])
+    requests: dict[str, int] = {}
+    for r in results:
+        for k, v in r["requests"].items():
+            requests[k] = requests.get(k, 0) + v
+    tops = [r["max_lateness"] for r in results if r["max_lateness"] is not None]
+    return {
+        "backend": args.url.split(":", 1)[0] if "://" in args.url else "local",
+        "timers": args.timers,
+        "actors": args.actors,
+        "runners": args.runners,
+        "poll_s": args.poll,
+        "sharded": args.sharded,
+        "split": args.split,
+        "arm_s": round(arm_seconds, 2),
+        "fired": fired,
+        "stale_met": sum(r.get("stale", 0) for r in results),
+        "doubled": sum(1 for c in counts.values() if c > 1),
+        "unfired_when_runners_stopped": args.timers - len(counts),
+        "index_left": left,
+        "lateness_p50_s": _rounded(_percentile(lateness, 0.5)),
+        "lateness_p99_s": _rounded(_percentile(lateness, 0.99)),
+        "lateness_max_s": max(tops) if tops else None,
+        "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
+        "requests": requests,
+        "errors": [e for r in results for e in r["errors"]][:5],
+        "error_count": sum(r["error_count"] for r in results),
+        # per runner: timers fired, median lateness, how many runners it saw alive (-> ticks)
+        "per_runner": [
+            {
+                "fired": r["fired"],
+                "p50_s": _rounded(_percentile(sorted(r["lateness"]), 0.5)),
+                "views": r["views"],
+            }
+            for r in results
+        ],
+        "cpus": os.cpu_count(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,66 +282,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for i in range(args.runners)
     ]
-    for p in procs:
-        p.start()
     results = []
-    waiting = list(procs)
-    for _ in procs:
-        results.append(take_report(out, until - time.time() + 600, waiting))
-        waiting.remove(procs[results[-1]["index"]])
-    for p in procs:
-        p.join(60)
+    try:
+        for p in procs:
+            p.start()
+        waiting = list(procs)
+        for _ in procs:
+            results.append(take_report(out, until - time.time() + 600, waiting))
+            waiting.remove(procs[results[-1]["index"]])
+        for p in procs:
+            p.join(60)
+    finally:
+        # (a runner still alive here is hung, or the others of one that failed: none is left behind)
+        _stopped(procs)
 
-    fired = sum(r["fired"] for r in results)
-    lateness = sorted(x for r in results for x in r["lateness"])
-    requests: dict[str, int] = {}
-    for r in results:
-        for k, v in r["requests"].items():
-            requests[k] = requests.get(k, 0) + v
     left = len(_sync.sync(list_index(vc.get_runtime().store)))
     counts: dict[str, int] = {}
     for actor_id in per_actor:
         counts.update(vc.get_actor(actor_id).counts.run())
-    doubled = sum(1 for c in counts.values() if c > 1)
-    unfired = args.timers - len(counts)
-
-    def pct(p: float) -> float | None:
-        return round(lateness[min(len(lateness) - 1, int(p * len(lateness)))], 3) if lateness else None
-
-    row = {
-        "backend": args.url.split(":", 1)[0] if "://" in args.url else "local",
-        "timers": args.timers,
-        "actors": args.actors,
-        "runners": args.runners,
-        "poll_s": args.poll,
-        "sharded": args.sharded,
-        "split": args.split,
-        "arm_s": round(arm_seconds, 2),
-        "fired": fired,
-        "stale_met": sum(r.get("stale", 0) for r in results),
-        "doubled": doubled,
-        "unfired_when_runners_stopped": unfired,
-        "index_left": left,
-        "lateness_p50_s": pct(0.5),
-        "lateness_p99_s": pct(0.99),
-        "lateness_max_s": lateness[-1] if lateness else None,
-        "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
-        "requests": requests,
-        "errors": [e for r in results for e in r["errors"]][:5],
-        # per runner: timers fired, median lateness, how many runners it saw alive (-> ticks)
-        "per_runner": [
-            {
-                "fired": r["fired"],
-                "p50_s": round(sorted(r["lateness"])[len(r["lateness"]) // 2], 3) if r["lateness"] else None,
-                "views": r["views"],
-            }
-            for r in results
-        ],
-        "cpus": os.cpu_count(),
-    }
+    row = _summary(args, results, counts, left, arm_seconds)
     print(json.dumps(row))
     vc.shutdown()
-    return 0 if doubled == 0 and unfired == 0 and left == 0 else 1
+    return 0 if row["doubled"] == 0 and row["unfired_when_runners_stopped"] == 0 and left == 0 else 1
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     target = Target(choice.url, choice.options, dict(getattr(args, "storage_env", None) or {}), latency)
-    total = _steps_for(profile, groups)
+    total = _steps_for(profile, groups, target.multiprocess)
     interactive = sys.stderr.isatty()
     with (
         Progress(
@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             keep=args.keep,
             groups=groups,
             kept=lambda url: note(f"bench: kept the objects it wrote under {url} (--keep)"),
+            not_deleted=lambda url, exc: note(
+                f"bench: could not delete the objects it wrote under {url}: {exc}"
+            ),
         )
         if not interactive:
             plain.finish()

@@ -26,7 +26,9 @@ import gc
 import json
 import multiprocessing
 import os
+import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -682,7 +684,7 @@ class Bench:
             "RSS growth after touching 10,000 actors",
             "<= 100 MB",
             f"{scaled:.1f} MB",
-            scaled <= 100,
+            _shown(scaled, 1) <= 100,
             note,
         )
 
@@ -708,7 +710,7 @@ class Bench:
             COLD_START_ROW,
             "<= 1.5 (s3)",
             f"{ratio:.2f}",
-            ratio <= 1.5 if self.target.scheme in ("s3", "s3a") else None,
+            _shown(ratio, 2) <= 1.5 if self.target.scheme in ("s3", "s3a") else None,
             f"new process: vactor_cloud {_median(ours) * 1e3:.0f} ms, "
             f"{baseline} {_median(bare) * 1e3:.0f} ms",
         )
@@ -741,18 +743,28 @@ def _timers_row(target: Target, profile: Profile) -> Row:
     try:
         row = json.loads(done.stdout.strip().splitlines()[-1])
         p99 = float(row["lateness_p99_s"])
+        # every timer applied once, the index emptied, no runner's error: else a MISS, whatever p99
+        complete = (
+            row["doubled"] == 0
+            and row["unfired_when_runners_stopped"] == 0
+            and row["index_left"] == 0
+            and row["error_count"] == 0
+        )
     except (IndexError, ValueError, KeyError, TypeError):
         failed = f"timer_bench exited {done.returncode}: {done.stderr[-300:]}"
         return Row(TIMERS_ROW, goal, "error", False, failed)
-    complete = row["doubled"] == 0 and row["unfired_when_runners_stopped"] == 0
     note = (
         f"{timers:,} timers / {actors:,} actors due within {window:g} s, {runners} runners: "
         f"p50 {row['lateness_p50_s']} s, {row['requests_per_timer']} requests per timer, "
         f"{row['fired']} fired, {row['doubled']} doubled"
     )
+    if row["index_left"] or row["error_count"]:
+        note += f", {row['index_left']} index entries left, {row['error_count']} runner errors"
+        if row.get("errors"):
+            note += f" (first: {row['errors'][0]})"
     if target.latency is not None:
         note += "; without the injected latency"
-    return Row(TIMERS_ROW, goal, f"{p99:.3f} s", p99 <= 2.0 and complete, note)
+    return Row(TIMERS_ROW, goal, f"{p99:.3f} s", _shown(p99, 3) <= 2.0 and complete, note)
 
 
 def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -760,8 +772,10 @@ def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subpr
     wait in slices on the main thread (``_sync.interruptible_wait``): ``run``'s one ``select``
     on the child's pipes lasts until the child ends, and SIGTERM's handler, taken by another
     thread, waited for it. The child is killed if the wait is interrupted or times out (as
-    ``run`` does)."""
-    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    ``run`` does), and so is every process it started (its own session and process group: the
+    timers row's runner processes, which would go on writing into the bench's prefix)."""
+    popen = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with popen(args, env=env, start_new_session=True) as proc:
         outputs: list[tuple[str, str]] = []
 
         def ended(timeout: float | None) -> bool:
@@ -775,10 +789,18 @@ def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subpr
             if not _sync.interruptible_wait(ended, timeout, forever=None):
                 raise subprocess.TimeoutExpired(args, timeout)
         except BaseException:
+            _kill_group(proc.pid)
             proc.kill()
             raise
+    _kill_group(proc.pid)  # (any process of the child's left behind it)
     stdout, stderr = outputs[0]
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL every process of the process group ``group`` (none left: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def _time_child(script: str, target: Target) -> float:
@@ -920,9 +942,15 @@ def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) ->
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps({"n": 0, "payload": _PAYLOAD}).encode())
     deadline = time.perf_counter() + duration
     counts = [0] * threads
+    #: what ended a worker early: raised here once every worker is joined (a thread's exception
+    #: was printed and dropped, and the baseline, short of that thread, made the ratio look better)
+    failures: list[BaseException] = []
+    #: set at an interrupt: each worker stops at its next round (else it went on writing the
+    #: object to the row's end, after the bench's cleanup had deleted its prefix)
+    interrupted = threading.Event()
 
     def worker(w: int) -> None:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not failures and not interrupted.is_set():
             got = client.get_object(Bucket=bucket, Key=key)
             state = json.loads(got["Body"].read())
             state["n"] += 1
@@ -937,17 +965,34 @@ def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) ->
                 raise
             counts[w] += 1
 
+    def guarded(w: int) -> None:
+        try:
+            worker(w)
+        except BaseException as exc:
+            failures.append(exc)
+
     started = time.perf_counter()
-    workers = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
-        # handler runs meanwhile, and an interrupt does not mark a running thread ended)
-        _sync.wait_aside(functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join")
+    workers = [threading.Thread(target=guarded, args=(w,)) for w in range(threads)]
+    try:
+        for t in workers:
+            t.start()
+        for t in workers:
+            # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
+            # handler runs meanwhile, and an interrupt does not mark a running thread ended)
+            _sync.wait_aside(
+                functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join"
+            )
+    except BaseException:
+        interrupted.set()
+        for t in workers:
+            if t.is_alive():  # (one round of GET + PUT at most; started ones only)
+                t.join(30)
+        raise
     elapsed = time.perf_counter() - started
     with contextlib.suppress(Exception):
         client.delete_object(Bucket=bucket, Key=key)
+    if failures:
+        raise failures[0]
     return sum(counts) / elapsed
 
 
@@ -1033,24 +1078,38 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
         ctx.Process(target=_process_writer, args=(target, actor_id, start, duration, results, i))
         for i in range(count)
     ]
+    started: list[Any] = []
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+        time.sleep(0)
+        # Give every child time to import and load the actor before the clock starts.
+        _wait_ready(procs, 3.0 + count * 0.5)
+        start.set()
+        counts = [0] * count
+        waiting = list(procs)
+        for _ in range(count):
+            index, done = _taken(results, duration + 120, waiting)
+            counts[index] = done
+            waiting.remove(procs[index])
+        for proc in procs:
+            # (in slices on the main thread, as the queue's wait: SIGTERM's handler runs meanwhile)
+            _sync.interruptible_wait(lambda timeout, p=proc: _joined(p, timeout), 60, forever=None)
+    finally:
+        # A child still running (the others, when one failed; every one, at Ctrl-C or SIGTERM)
+        # would go on committing into the prefix the bench's cleanup deletes: none outlives the row.
+        _ended(started)
+    return counts
+
+
+def _ended(procs: Sequence[Any]) -> None:
+    """Kill each of ``procs`` (started ones) still alive, and reap it (5 s at most each)."""
     for proc in procs:
-        proc.start()
-    time.sleep(0)
-    # Give every child time to import and load the actor before the clock starts.
-    _wait_ready(procs, 3.0 + count * 0.5)
-    start.set()
-    counts = [0] * count
-    waiting = list(procs)
-    for _ in range(count):
-        index, done = _taken(results, duration + 120, waiting)
-        counts[index] = done
-        waiting.remove(procs[index])
-    for proc in procs:
-        # (in slices on the main thread, as the queue's wait: SIGTERM's handler runs meanwhile)
-        _sync.interruptible_wait(lambda timeout, p=proc: _joined(p, timeout), 60, forever=None)
         if proc.is_alive():
             proc.kill()
-    return counts
+    for proc in procs:
+        proc.join(5)
 
 
 def _taken(results: Any, timeout: float, procs: Sequence[Any]) -> Any:
@@ -1059,6 +1118,8 @@ def _taken(results: Any, timeout: float, procs: Sequence[Any]) -> Any:
         return take_report(results, timeout, procs)
     except ChildProcessError as exc:
         raise CliError(f"{exc}; the bench stops") from None
+    except queue.Empty:
+        raise CliError(f"a bench process did not report within {timeout:.0f} s; the bench stops") from None
 
 
 def _joined(proc: Any, timeout: float | None) -> bool:
@@ -1138,14 +1199,15 @@ def run_bench(
     keep: bool = False,
     groups: Sequence[str] = ROW_GROUPS,
     kept: Callable[[str], None] | None = None,
+    not_deleted: Callable[[str, Exception], None] | None = None,
 ) -> list[Row]:
     """Run the rows of ``groups`` (default: all) against ``target`` and return the table rows.
 
-    With ``keep``, ``kept`` is called with the URL of the prefix left behind (also when interrupted).
+    With ``keep``, ``kept`` is called with the URL of the prefix left behind (also when interrupted);
+    without, ``not_deleted`` with that URL and the error when deleting what it holds failed.
     """
     run_id = uuid.uuid4().hex[:10]
     scoped = target.sub(f"vactor-bench-{run_id}")
-    steps = _steps_for(profile, groups)
     advance = progress or (lambda _label: None)
     rows: list[Row] = []
     try:
@@ -1185,22 +1247,32 @@ def run_bench(
         # (An interrupted row's coroutine was cancelled and waited for by _run_on_loop: none
         # of its writes lands after this.)
         if not keep:
-            with contextlib.suppress(Exception):
+            try:
                 scoped.init()
                 _run_on_loop(_delete_prefix(get_runtime().store))
+            except Exception as exc:  # (the rows stand; where their objects stay is said)
+                if not_deleted is not None:
+                    not_deleted(scoped.url, exc)
         elif kept is not None:
             kept(scoped.url)
         vc.shutdown()
         if not keep and scoped.scheme == "file":
             # The local store's lock files are not objects: the directory is ours to remove.
             shutil.rmtree(scoped.url.removeprefix("file://"), ignore_errors=True)
-    assert steps > 0
     return rows
 
 
-def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS) -> int:
-    """Progress steps: one per repeat of each row group, plus the long actor's setup."""
-    per_repeat = len([g for g in groups if g != "timers" and (g != "processes" or profile.processes)])
+#: row groups that need a store other processes reach: on ``memory://`` each is one "n/a" row
+#: at once (no repeats, no progress steps)
+_OTHER_PROCESSES_GROUPS = ("processes", "cold_start")
+
+
+def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS, multiprocess: bool = True) -> int:
+    """Progress steps: one per repeat of each row group that runs (on a store of one process,
+    ``multiprocess`` false, not those of :data:`_OTHER_PROCESSES_GROUPS`), plus the long
+    actor's setup, plus one for the timers row."""
+    skipped = ("timers",) if multiprocess else ("timers", *_OTHER_PROCESSES_GROUPS)
+    per_repeat = len([g for g in groups if g not in skipped])
     return profile.repeats * per_repeat + (1 if "long" in groups else 0) + (1 if "timers" in groups else 0)
 
 
