@@ -318,7 +318,7 @@ def test_a_failed_or_interrupted_writer_ends_every_child(
     committing for the rest of their duration, into the prefix the cleanup was deleting."""
     context = _Context()
     monkeypatch.setattr(harness.multiprocessing, "get_context", lambda _method: context)
-    monkeypatch.setattr(harness, "_wait_ready", lambda _procs, _seconds: None)
+    monkeypatch.setattr(harness, "_wait_ready", lambda *_args: None)
 
     def take(*_args: Any) -> Any:
         raise failure
@@ -575,7 +575,11 @@ def test_a_writer_process_reports_the_calls_it_made(memory_runtime: str) -> None
     start = threading.Event()
     start.set()
     results: queue.Queue[tuple[int, int]] = queue.Queue()
-    harness._process_writer(harness.Target(f"memory://{memory_runtime}"), actor_id, start, 0.2, results, 5)
+    ready: queue.Queue[int] = queue.Queue()
+    harness._process_writer(
+        harness.Target(f"memory://{memory_runtime}"), actor_id, start, 0.2, results, 5, ready
+    )
+    assert ready.get_nowait() == 5  # (said it had loaded, before its window)
     index, done = results.get_nowait()
     vc.init(f"memory://{memory_runtime}")
     assert index == 5 and done > 0
@@ -793,7 +797,9 @@ def test_a_writer_that_reported_and_ended_is_not_taken_for_a_failure(monkeypatch
         Queue = queue.Queue
         Process = _Reporting
 
-    def writer(_target: Any, _actor_id: str, start: Any, _duration: float, results: Any, index: int) -> None:
+    def writer(
+        _target: Any, _actor_id: str, start: Any, _duration: float, results: Any, index: int, _ready: Any
+    ) -> None:
         assert start.wait(30)
         if index == 1:
             time.sleep(1.5)
@@ -801,7 +807,7 @@ def test_a_writer_that_reported_and_ended_is_not_taken_for_a_failure(monkeypatch
 
     monkeypatch.setattr(harness.multiprocessing, "get_context", lambda _method: Context())
     monkeypatch.setattr(harness, "_process_writer", writer)
-    monkeypatch.setattr(harness, "_wait_ready", lambda _procs, _seconds: None)
+    monkeypatch.setattr(harness, "_wait_ready", lambda *_args: None)
     assert harness._processes(harness.Target("file:///x"), "a", 2, 0.1) == [10, 11]
 
 

@@ -552,7 +552,9 @@ def test_the_benchs_wait_for_its_writer_processes_lets_a_signal_handler_run(
     started = threading.Event()
     held: list[bool] = []
 
-    def writer(_target: Any, _actor_id: str, start: Any, _duration: float, results: Any, index: int) -> None:
+    def writer(
+        _target: Any, _actor_id: str, start: Any, _duration: float, results: Any, index: int, _ready: Any
+    ) -> None:
         assert start.wait(HANG)
         started.set()
         held.append(_answered.wait(HELD))
@@ -570,7 +572,7 @@ def test_the_benchs_wait_for_its_writer_processes_lets_a_signal_handler_run(
 
     monkeypatch.setattr(multiprocessing, "get_context", lambda _method: Context())
     monkeypatch.setattr(bench_harness, "_process_writer", writer)
-    monkeypatch.setattr(bench_harness, "_wait_ready", lambda _procs, _seconds: None)
+    monkeypatch.setattr(bench_harness, "_wait_ready", lambda *_args: None)
     counts, seen = _handler_ran_while_waiting(
         "_processes",
         lambda: bench_harness._processes(None, "bench", 1, 0.1),  # type: ignore[arg-type]

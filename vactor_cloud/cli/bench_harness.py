@@ -1054,13 +1054,21 @@ def _cold_call(actor_id: str, delayed: bool = False) -> dict[str, int]:
     }
 
 
+#: seconds the processes row waits for its writers to load (each says when it has), and a
+#: writer for the row's start: one slower to load than the others started its window late,
+#: overlapped less, and flattered the aggregate (a fixed 3 s + 0.5 s per process, before)
+_READY_LIMIT = 120.0
+
+
 def _process_writer(
-    target: Target, actor_id: str, start: Any, duration: float, results: Any, index: int
+    target: Target, actor_id: str, start: Any, duration: float, results: Any, index: int, ready: Any
 ) -> None:
     target.init()
     handle = vc.get_actor(actor_id)
     handle.value.run()
-    start.wait(60)
+    ready.put(index)
+    if not start.wait(_READY_LIMIT + 60):
+        return  # (the row gave up: no report, nothing written)
     deadline = time.perf_counter() + duration
     done = 0
     while time.perf_counter() < deadline:
@@ -1074,8 +1082,9 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     results = ctx.Queue()
+    ready = ctx.Queue()
     procs = [
-        ctx.Process(target=_process_writer, args=(target, actor_id, start, duration, results, i))
+        ctx.Process(target=_process_writer, args=(target, actor_id, start, duration, results, i, ready))
         for i in range(count)
     ]
     started: list[Any] = []
@@ -1084,8 +1093,8 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
             proc.start()
             started.append(proc)
         time.sleep(0)
-        # Give every child time to import and load the actor before the clock starts.
-        _wait_ready(procs, 3.0 + count * 0.5)
+        # Every child has imported and loaded the actor before the clock starts.
+        _wait_ready(procs, _READY_LIMIT, ready)
         start.set()
         counts = [0] * count
         waiting = list(procs)
@@ -1127,10 +1136,18 @@ def _joined(proc: Any, timeout: float | None) -> bool:
     return not proc.is_alive()
 
 
-def _wait_ready(procs: list[Any], seconds: float) -> None:
+def _wait_ready(procs: list[Any], seconds: float, ready: Any = None) -> None:
+    """Wait until each of ``procs`` put its index on ``ready`` (with None: ``seconds`` go by),
+    ``seconds`` at most, and no longer once one of them died (its failure is said next)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and all(p.is_alive() for p in procs):
-        time.sleep(0.1)
+    waiting = len(procs)
+    while waiting and time.monotonic() < deadline and all(p.is_alive() for p in procs):
+        if ready is None:
+            time.sleep(0.1)
+            continue
+        with contextlib.suppress(queue.Empty):
+            ready.get(timeout=0.1)
+            waiting -= 1
 
 
 def _rss_in_child(target: Target, prefix: str, count: int) -> float:
