@@ -209,6 +209,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h152_names_and_classes",
         "test_review_h167_local_versions_read",
         "test_review_h167_local_plain_deletes",
+        "test_review_h170_batch_sweep",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).
