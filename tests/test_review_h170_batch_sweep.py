@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
+import forking
 import pytest
+from child_processes import held_by_another_thread
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import batch, workflow
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory")
@@ -21,6 +25,11 @@ class Named:
 
     def __repr__(self) -> str:
         return "caf\udce9"
+
+
+#: gates that hold a writer inside ``Summed.hold``, by actor id
+ENTERED: dict[str, threading.Event] = {}
+RELEASE: dict[str, threading.Event] = {}
 
 
 def helper() -> int:
@@ -48,6 +57,16 @@ class Summed:
     def incr(self) -> int:
         self.n += 1
         return self.n
+
+    def hold(self) -> None:
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        ENTERED[actor_id].set()
+        assert RELEASE[actor_id].wait(60), "the test never released the writer"
+
+    def relay(self, other: str) -> str:
+        """Calls another actor's writer, then says which call it runs in."""
+        vc.get_actor(other).incr.run()
+        return vc.current_call().actor_id  # type: ignore[union-attr]
 
     def attribute_of_a_method(self) -> Any:
         return self.incr.bogus  # type: ignore[attr-defined]
@@ -163,3 +182,48 @@ def test_an_actor_is_running_during_a_writer_and_not_during_a_read(store_spec: S
     assert actor.status_in_a_writer.run() == "RUNNING"
     assert actor.status_in_a_read.run() == "SUCCESSFUL"
     assert workflow.get_status("running-only-in-writers") == workflow.SUCCESSFUL
+
+
+def test_a_child_forked_while_a_writer_runs_sees_no_writer_running(store_spec: StoreSpec) -> None:
+    """Mutation: ``_forget_applying_after_fork`` keeping the parent's counts: in a child forked
+    while a writer ran on another thread of the parent, the actor looked RUNNING for the
+    child's life (none of its threads runs that writer)."""
+    store_spec.init()
+    actor_id = "running-forgotten-in-a-child"
+    actor = Summed.get_or_create(actor_id)
+    ENTERED[actor_id], RELEASE[actor_id] = threading.Event(), threading.Event()
+    held = actor.hold.run_async()
+    try:
+        assert ENTERED[actor_id].wait(30)
+        assert batch.applying(actor_id) == frozenset({0})
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if batch.applying(actor_id) == frozenset() else 1)
+        assert forking.reaped(pid, within=15) == 0
+    finally:
+        RELEASE[actor_id].set()
+    held.result(timeout=30)
+    assert batch.applying(actor_id) == frozenset()
+
+
+def test_a_child_forked_while_another_thread_counts_writers_can_count() -> None:
+    """Mutation: ``_forget_applying_after_fork`` not making the lock anew: a child forked while
+    another thread held it hung at its first writer (or its first ``get_status``)."""
+    with held_by_another_thread(batch._applying_lock, 60):
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                code = 0 if batch.applying("anyone") == frozenset() else 1
+            finally:
+                os._exit(code)
+        assert forking.reaped(pid, within=15) == 0
+
+
+def test_a_method_is_still_its_own_call_after_a_nested_call_returns(store_spec: StoreSpec) -> None:
+    """Mutation: ``_invoke`` ending with ``current_call()`` None rather than the call it
+    replaced: a nested call run on the caller's thread left the method outside any call."""
+    store_spec.init()
+    Summed.get_or_create("nested-callee")
+    outer = Summed.get_or_create("nested-caller")
+    assert outer.relay.run("nested-callee") == "nested-caller"
