@@ -5,13 +5,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import forking
 import pytest
 from child_processes import held_by_another_thread
+from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud import batch, workflow
@@ -227,3 +231,52 @@ def test_a_method_is_still_its_own_call_after_a_nested_call_returns(store_spec: 
     Summed.get_or_create("nested-callee")
     outer = Summed.get_or_create("nested-caller")
     assert outer.relay.run("nested-callee") == "nested-caller"
+
+
+@vc.virtual_actor
+class Stubborn:
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def ignore_cancellation(self, token: str) -> int:
+        """Runs until the test opens its gate, swallowing every cancellation meanwhile."""
+        ENTERED[token].set()
+        for _ in range(6000):
+            if RELEASE[token].is_set():
+                break
+            try:
+                await asyncio.sleep(0.005)
+            except asyncio.CancelledError:
+                continue
+        self.n += 1
+        return self.n
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_on_an_async_method_that_ignores_its_cancellation_returns_and_says_so(
+    store_spec: StoreSpec,
+    ctrl_c: Callable[[threading.Event], None],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Mutations: ``_stop_helper`` waiting with no deadline (the interrupted caller hung for as
+    long as the method ignored its cancellation), and its warning logged when the helper had
+    stopped rather than when it had not (silent about the thread left running)."""
+    monkeypatch.setattr(batch, "_HELPER_STOP_WAIT", 0.3)
+    store_spec.init()
+    actor = Stubborn.get_or_create("stubborn")
+    token = "stubborn"
+    ENTERED[token], RELEASE[token] = threading.Event(), threading.Event()
+    ctrl_c(ENTERED[token])
+
+    async def inside_a_loop() -> int:
+        return actor.ignore_cancellation.run(token)  # type: ignore[no-any-return]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="vactor_cloud"), pytest.raises(Interrupted):
+            asyncio.run(inside_a_loop())
+        assert not RELEASE[token].is_set()
+        warned = [r.getMessage() for r in caplog.records if "did not stop within" in r.getMessage()]
+        assert warned and "ignore_cancellation() of actor 'stubborn'" in warned[0], caplog.text
+    finally:
+        RELEASE[token].set()
