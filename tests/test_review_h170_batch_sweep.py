@@ -72,6 +72,15 @@ class Summed:
         vc.get_actor(other).incr.run()
         return vc.current_call().actor_id  # type: ignore[union-attr]
 
+    def run_of_a_method(self) -> Any:
+        return self.incr.run()  # type: ignore[attr-defined]
+
+    def relay_run_of_a_method(self, other: str) -> Any:
+        return vc.get_actor(other).run_of_a_method.run()
+
+    async def whose_call(self) -> str:
+        return vc.current_call().actor_id  # type: ignore[union-attr]
+
     def attribute_of_a_method(self) -> Any:
         return self.incr.bogus  # type: ignore[attr-defined]
 
@@ -280,3 +289,60 @@ def test_ctrl_c_on_an_async_method_that_ignores_its_cancellation_returns_and_say
         assert warned and "ignore_cancellation() of actor 'stubborn'" in warned[0], caplog.text
     finally:
         RELEASE[token].set()
+
+
+def test_a_self_call_error_passed_on_by_a_caller_of_the_same_class_has_its_note_once(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: ``_note_self_call`` adding its note however often the error passes: an actor
+    relaying another's ``self.incr.run()`` error (same class, same error object) said it twice."""
+    store_spec.init()
+    Summed.get_or_create("self-call-inner")
+    outer = Summed.get_or_create("self-call-outer")
+    with pytest.raises(AttributeError) as raised:
+        outer.relay_run_of_a_method.run("self-call-inner")
+    notes = getattr(raised.value, "__notes__", [])
+    assert len(notes) == 1 and "call self.incr(...)" in notes[0], notes
+
+
+def test_an_async_method_run_from_inside_an_event_loop_knows_its_call(store_spec: StoreSpec) -> None:
+    """Mutation: ``_run_coroutine``'s helper thread not made the call's (``_local.call``): an
+    ``async def`` method called from inside a running loop saw ``current_call()`` None."""
+    store_spec.init()
+    actor = Summed.get_or_create("async-own-call")
+
+    async def inside_a_loop() -> str:
+        return actor.whose_call.run()  # type: ignore[no-any-return]
+
+    assert asyncio.run(inside_a_loop()) == "async-own-call"
+    assert actor.whose_call.run() == "async-own-call"
+
+
+def test_step_status_is_logged_for_a_named_call_only(
+    store_spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mutation: ``_step_status`` logging whether or not the call was given a name: every call
+    logged ``Step status`` lines at INFO, with ``@None`` for a name."""
+    store_spec.init()
+    actor = Summed.get_or_create("step-status-named")
+    with caplog.at_level(logging.INFO, logger="vactor_cloud"):
+        actor.incr.run()
+        actor.status_in_a_read.run()
+        assert not [r for r in caplog.records if "Step status" in r.getMessage()], caplog.text
+        actor.incr.options(name="counted").run()
+    lines = [r.getMessage() for r in caplog.records if "Step status" in r.getMessage()]
+    assert lines == [
+        "Step status [RUNNING]\t[step-status-named@counted]",
+        "Step status [SUCCESSFUL]\t[step-status-named@counted]",
+    ], lines
+
+
+def test_an_actor_created_again_after_a_delete_is_running_during_its_writer(store_spec: StoreSpec) -> None:
+    """Mutation: the writer's call context made without the incarnation (``born``): the actor
+    created again under a deleted one's id never looked RUNNING while its writer ran."""
+    store_spec.init()
+    actor_id = "running-after-a-delete"
+    Summed.get_or_create(actor_id).incr.run()
+    vc.delete_actor(actor_id)
+    again = Summed.get_or_create(actor_id)
+    assert again.status_in_a_writer.run() == "RUNNING"
