@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -30,6 +31,9 @@ class Named:
     def __repr__(self) -> str:
         return "caf\udce9"
 
+
+#: a context variable the caller of an async method sets
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("CALLER", default="unset")
 
 #: gates that hold a writer inside ``Summed.hold``, by actor id
 ENTERED: dict[str, threading.Event] = {}
@@ -80,6 +84,10 @@ class Summed:
 
     async def whose_call(self) -> str:
         return vc.current_call().actor_id  # type: ignore[union-attr]
+
+    async def callers_variable(self) -> str:
+        await asyncio.sleep(0)
+        return CALLER.get()
 
     def attribute_of_a_method(self) -> Any:
         return self.incr.bogus  # type: ignore[attr-defined]
@@ -346,3 +354,18 @@ def test_an_actor_created_again_after_a_delete_is_running_during_its_writer(stor
     vc.delete_actor(actor_id)
     again = Summed.get_or_create(actor_id)
     assert again.status_in_a_writer.run() == "RUNNING"
+
+
+def test_an_async_method_run_from_inside_an_event_loop_sees_the_callers_context_variables(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: ``_run_coroutine`` running the helper's loop in the helper thread's own context
+    (``copied.run`` dropped): the method saw none of the calling thread's context variables."""
+    store_spec.init()
+    actor = Summed.get_or_create("async-context-variables")
+
+    async def inside_a_loop() -> str:
+        CALLER.set("the caller's")
+        return actor.callers_variable.run()  # type: ignore[no-any-return]
+
+    assert asyncio.run(inside_a_loop()) == "the caller's"
