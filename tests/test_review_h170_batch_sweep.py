@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,9 @@ class Named:
 
 #: a context variable the caller of an async method sets
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("CALLER", default="unset")
+
+#: the loops ``Summed.note_the_loop`` ran on
+LOOPS: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
 #: gates that hold a writer inside ``Summed.hold``, by actor id
 ENTERED: dict[str, threading.Event] = {}
@@ -84,6 +89,11 @@ class Summed:
 
     async def whose_call(self) -> str:
         return vc.current_call().actor_id  # type: ignore[union-attr]
+
+    async def note_the_loop(self) -> int:
+        LOOPS.append(weakref.ref(asyncio.get_running_loop()))
+        self.n += 1
+        return self.n
 
     async def callers_variable(self) -> str:
         await asyncio.sleep(0)
@@ -369,3 +379,21 @@ def test_an_async_method_run_from_inside_an_event_loop_sees_the_callers_context_
         return actor.callers_variable.run()  # type: ignore[no-any-return]
 
     assert asyncio.run(inside_a_loop()) == "the caller's"
+
+
+def test_the_loop_of_an_async_call_that_used_no_executor_is_freed_as_the_call_ends(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: ``_on_a_guarded_executor`` not unhooking an unused executor guard: the hooks set
+    on the call's loop and the loop held each other, each call's loop (and what it refers to)
+    kept until the next garbage collection."""
+    store_spec.init()
+    actor = Summed.get_or_create("async-loop-freed")
+    actor.note_the_loop.run()
+    LOOPS.clear()
+    gc.disable()
+    try:
+        assert actor.note_the_loop.run() == 2
+        assert len(LOOPS) == 1 and LOOPS[0]() is None, "the call's loop outlived it"
+    finally:
+        gc.enable()
