@@ -397,3 +397,21 @@ def test_the_loop_of_an_async_call_that_used_no_executor_is_freed_as_the_call_en
         assert len(LOOPS) == 1 and LOOPS[0]() is None, "the call's loop outlived it"
     finally:
         gc.enable()
+
+
+def test_a_writer_running_on_one_actor_leaves_another_actor_not_running(store_spec: StoreSpec) -> None:
+    """Mutation: ``applying`` answering for every actor (its ``actor == actor_id`` dropped):
+    while a writer of one actor ran, every actor of the process looked RUNNING."""
+    store_spec.init()
+    busy, idle = "running-busy", "running-idle"
+    Summed.get_or_create(idle).incr.run()
+    actor = Summed.get_or_create(busy)
+    ENTERED[busy], RELEASE[busy] = threading.Event(), threading.Event()
+    held = actor.hold.run_async()
+    try:
+        assert ENTERED[busy].wait(30)
+        assert workflow.get_status(busy) == workflow.RUNNING
+        assert workflow.get_status(idle) == workflow.SUCCESSFUL
+    finally:
+        RELEASE[busy].set()
+    held.result(timeout=30)
