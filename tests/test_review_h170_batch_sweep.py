@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -415,3 +416,18 @@ def test_a_writer_running_on_one_actor_leaves_another_actor_not_running(store_sp
     finally:
         RELEASE[busy].set()
     held.result(timeout=30)
+
+
+def test_a_fired_timer_whose_method_raised_a_long_message_is_reported_within_200_characters(
+    store_spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mutation: ``_fire_report`` not cutting the error at 200 characters: a runner logged (and
+    carried) a 1,000-character ``repr`` for a timer whose method raised it."""
+    store_spec.init()
+    actor = Summed.get_or_create("timer-long-error")
+    actor.fail.options(at=time.time() - 1, timer_key="long").run("m" * 1000)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        assert vc.fire_due_timers().fired == 1
+    [raised] = [r for r in caplog.records if r.getMessage().startswith("timer long of")]
+    error = raised.args[2]  # type: ignore[index]
+    assert error.startswith("ValueError('mmm") and len(error) <= 200, len(error)
