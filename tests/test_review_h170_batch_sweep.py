@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import forking
@@ -81,6 +82,10 @@ class Summed:
         """Calls another actor's writer, then says which call it runs in."""
         vc.get_actor(other).incr.run()
         return vc.current_call().actor_id  # type: ignore[union-attr]
+
+    def keep_fields(self, **fields: Any) -> int:
+        self.n += len(fields)
+        return self.n
 
     def run_of_a_method(self) -> Any:
         return self.incr.run()  # type: ignore[attr-defined]
@@ -431,3 +436,29 @@ def test_a_fired_timer_whose_method_raised_a_long_message_is_reported_within_200
     [raised] = [r for r in caplog.records if r.getMessage().startswith("timer long of")]
     error = raised.args[2]  # type: ignore[index]
     assert error.startswith("ValueError('mmm") and len(error) <= 200, len(error)
+
+
+def _posted_by_a_stand_in(method: str, *args: Any, **kwargs: Any) -> batch.PendingCall:
+    """A call as a stand-in of an earlier release posted it: made as a writer's, arguments as given."""
+    return batch.PendingCall.by_value(
+        method, args, kwargs, readonly=False, future=Future(), call_id="c", for_class=Summed.definition.name
+    )
+
+
+@pytest.mark.parametrize("pickled", [False, True], ids=["plain", "pickled"])
+def test_a_stand_in_call_given_at_step_is_refused_as_a_handle_of_the_class_refuses_it(pickled: bool) -> None:
+    """Mutations of ``_at_step_of_a_stand_in``: the pickle's look for ``at_step`` negated (a call
+    whose arguments were pickled passed ``at_step`` to the method); ``at_step_is_an_option``
+    not asked (a writer taking ``**fields`` refused its own keyword); the check's
+    ``ValueError`` dropped (a writer given ``at_step`` ran, and committed, as if without it)."""
+    methods = Summed.definition.methods
+    extra = ([1],) if pickled else ()  # (a list: the arguments are pickled, not kept as they are)
+    writer = batch._at_step_of_a_stand_in(methods["take"], _posted_by_a_stand_in("take", *extra, at_step=1))
+    assert isinstance(writer, ValueError) and "take() is a writer method; at_step=" in str(writer), writer
+    read = batch._at_step_of_a_stand_in(
+        methods["status_in_a_read"], _posted_by_a_stand_in("status_in_a_read", *extra, at_step=1)
+    )
+    assert isinstance(read, ValueError) and "unpickled where its class was not defined" in str(read), read
+    own = _posted_by_a_stand_in("keep_fields", at_step=1, other=[1])
+    assert batch._at_step_of_a_stand_in(methods["keep_fields"], own) is None  # its own keyword
+    assert batch._at_step_of_a_stand_in(methods["take"], _posted_by_a_stand_in("take", *extra)) is None
