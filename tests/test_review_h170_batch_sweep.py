@@ -24,6 +24,7 @@ from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud import batch, workflow
+from vactor_cloud.state import dumps_instance_state
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory")
@@ -113,6 +114,10 @@ class Summed:
 
     def status_in_a_writer(self) -> str:
         return str(workflow.get_status(vc.current_call().actor_id))  # type: ignore[union-attr]
+
+    @vc.virtual_actor.readonly
+    def running_here(self) -> list[int]:
+        return sorted(batch.applying(vc.current_call().actor_id))  # type: ignore[union-attr]
 
     @vc.virtual_actor.readonly
     def status_in_a_read(self) -> str:
@@ -462,3 +467,14 @@ def test_a_stand_in_call_given_at_step_is_refused_as_a_handle_of_the_class_refus
     own = _posted_by_a_stand_in("keep_fields", at_step=1, other=[1])
     assert batch._at_step_of_a_stand_in(methods["keep_fields"], own) is None  # its own keyword
     assert batch._at_step_of_a_stand_in(methods["take"], _posted_by_a_stand_in("take", *extra)) is None
+
+
+def test_a_stand_in_call_of_a_read_only_method_runs_as_a_read() -> None:
+    """Mutation: ``_no_writer_of_the_class`` running a stand-in's call of a read-only method
+    with a writer's context: the actor looked RUNNING while the read ran (and a fork in it was
+    told the call was a writer's)."""
+    definition = Summed.definition
+    state, _ = dumps_instance_state(definition.cls(), definition.serializer, definition.restores, "stand-in-read")
+    call = _posted_by_a_stand_in("running_here")
+    outcome = batch._no_writer_of_the_class(definition, "stand-in-read", call, state, definition.serializer, None)
+    assert outcome.ok and outcome.value == [], outcome
