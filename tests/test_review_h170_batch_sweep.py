@@ -24,6 +24,7 @@ from interrupts import Interrupted
 
 import vactor_cloud as vc
 from vactor_cloud import batch, workflow
+from vactor_cloud.history import HistoryEntry
 from vactor_cloud.state import dumps_instance_state
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -478,3 +479,15 @@ def test_a_stand_in_call_of_a_read_only_method_runs_as_a_read() -> None:
     call = _posted_by_a_stand_in("running_here")
     outcome = batch._no_writer_of_the_class(definition, "stand-in-read", call, state, definition.serializer, None)
     assert outcome.ok and outcome.value == [], outcome
+
+
+def test_a_fired_timers_call_is_recorded_as_the_timers_firing(store_spec: StoreSpec) -> None:
+    """Mutation: the fired call's key the timer's own key, not ``timer_dedup_key(key, due)``:
+    history told the firing apart from no other call (no ``timer fired: key=... due ...``)."""
+    store_spec.init()
+    actor = Summed.get_or_create("timer-fired-in-history")
+    actor.incr.options(at=time.time() - 1, timer_key="tick").run()
+    assert vc.fire_due_timers().fired == 1
+    call = _newest_call(actor)
+    assert call.method == "incr" and call.name == "timer tick", call
+    assert HistoryEntry.call_text(call).startswith("timer fired: key='tick' due "), HistoryEntry.call_text(call)
