@@ -475,9 +475,10 @@ def test_a_stand_in_call_of_a_read_only_method_runs_as_a_read() -> None:
     with a writer's context: the actor looked RUNNING while the read ran (and a fork in it was
     told the call was a writer's)."""
     definition = Summed.definition
-    state, _ = dumps_instance_state(definition.cls(), definition.serializer, definition.restores, "stand-in-read")
+    actor_id, serializer = "stand-in-read", definition.serializer
+    state, _ = dumps_instance_state(definition.cls(), serializer, definition.restores, actor_id)
     call = _posted_by_a_stand_in("running_here")
-    outcome = batch._no_writer_of_the_class(definition, "stand-in-read", call, state, definition.serializer, None)
+    outcome = batch._no_writer_of_the_class(definition, actor_id, call, state, serializer, None)
     assert outcome.ok and outcome.value == [], outcome
 
 
@@ -490,4 +491,43 @@ def test_a_fired_timers_call_is_recorded_as_the_timers_firing(store_spec: StoreS
     assert vc.fire_due_timers().fired == 1
     call = _newest_call(actor)
     assert call.method == "incr" and call.name == "timer tick", call
-    assert HistoryEntry.call_text(call).startswith("timer fired: key='tick' due "), HistoryEntry.call_text(call)
+    text = HistoryEntry.call_text(call)
+    assert text.startswith("timer fired: key='tick' due "), text
+
+
+# -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
+
+
+def test_a_call_with_an_integer_too_long_for_a_string_is_applied_and_summarised(
+    store_spec: StoreSpec,
+) -> None:
+    """Defect (found by the sweep): an ``int`` of more digits than ``str()`` converts
+    (``sys.get_int_max_str_digits()``, 4,300) as an argument, a result or a creation argument,
+    bare or in a list, raised ``ValueError`` from its history summary: the call, applied by its
+    method, failed at the commit with an error that was not its own, and so did its batch-mates
+    and the creation. Summarised now without converting it."""
+    store_spec.init()
+    huge = 10**5000
+    actor = Summed.get_or_create("summary-huge-int")
+    assert actor.give.run(huge) == huge
+    call = _newest_call(actor)
+    assert call.args == call.result == "<int of 16610 bits>", call
+    assert actor.take.run([huge, 1]) == 1
+    assert _newest_call(actor).args == "[<int of 16610 bits>, 1]"
+    assert actor.incr.run() == 3
+    created = Created.get_or_create("summary-huge-int-created", huge)
+    assert created.history()[-1].calls[0].args == "<int of 16610 bits>"
+
+
+@vc.virtual_actor
+class Created:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_a_summary_of_a_value_whose_repr_raises_names_its_type() -> None:
+    """reprlib catches a raising ``__repr__`` only for a type it has no method for: one named
+    like a builtin it summarises (``int``, ``list``, ...) raised out of the summary."""
+    named_like_int = type("int", (), {"__repr__": lambda self: 1 / 0})
+    assert batch.summarize(named_like_int()) == "<int (repr failed)>"
+    assert batch.summarize([named_like_int(), 2]) == "[<int (repr failed)>, 2]"
