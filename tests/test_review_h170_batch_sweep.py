@@ -495,6 +495,45 @@ def test_a_fired_timers_call_is_recorded_as_the_timers_firing(store_spec: StoreS
     assert text.startswith("timer fired: key='tick' due "), text
 
 
+@vc.virtual_actor(serializer="json")
+class JsonTally:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def hold(self) -> None:
+        actor_id = vc.current_call().actor_id  # type: ignore[union-attr]
+        ENTERED[actor_id].set()
+        assert RELEASE[actor_id].wait(60), "the test never released the writer"
+
+    def take(self, *items: Any) -> int:
+        self.n += len(items)
+        return self.n
+
+
+def test_a_timer_scheduled_from_outside_with_arguments_its_actor_cannot_store_fails_alone(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: ``_timer_marker`` catching ``ValueError`` only: the scheduling call whose
+    arguments a json actor cannot store (``StateSerializationError``, a ``TypeError``) raised out
+    of its batch, failing the batch-mate committed with it too."""
+    store_spec.init()
+    actor_id = "timer-unstorable-arguments"
+    actor = JsonTally.get_or_create(actor_id)
+    ENTERED[actor_id], RELEASE[actor_id] = threading.Event(), threading.Event()
+    held = actor.hold.run_async()
+    try:
+        assert ENTERED[actor_id].wait(30)
+        unstorable = actor.take.options(at=time.time() + 100, timer_key="t").run_async({1, 2})
+        mate = actor.take.run_async(1, 2)
+    finally:
+        RELEASE[actor_id].set()
+    held.result(timeout=30)
+    with pytest.raises(vc.StateSerializationError, match="cannot store the timer's arguments"):
+        unstorable.result(timeout=30)
+    assert mate.result(timeout=30) == 2
+    assert actor.timers() == []
+
+
 # -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
 
 
