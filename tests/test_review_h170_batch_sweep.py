@@ -534,6 +534,19 @@ def test_a_timer_scheduled_from_outside_with_arguments_its_actor_cannot_store_fa
     assert actor.timers() == []
 
 
+def test_a_timer_scheduled_from_outside_twice_with_one_idempotency_key_is_one_timer(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutation: a scheduling call's outcome not recorded under its idempotency key: scheduling
+    retried with the same key (no timer key given) made a second timer, and the retry got
+    another timer's key."""
+    store_spec.init()
+    actor = Summed.get_or_create("timer-scheduled-once")
+    first = actor.incr.options(delay=100, idempotency_key="once").run()
+    again = actor.incr.options(delay=100, idempotency_key="once").run()
+    assert again == first and [t["key"] for t in actor.timers()] == [first]
+
+
 # -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
 
 
