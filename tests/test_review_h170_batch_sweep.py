@@ -80,11 +80,6 @@ class Summed:
         ENTERED[actor_id].set()
         assert RELEASE[actor_id].wait(60), "the test never released the writer"
 
-    def relay(self, other: str) -> str:
-        """Calls another actor's writer, then says which call it runs in."""
-        vc.get_actor(other).incr.run()
-        return vc.current_call().actor_id  # type: ignore[union-attr]
-
     def keep_fields(self, **fields: Any) -> int:
         self.n += len(fields)
         return self.n
@@ -94,9 +89,6 @@ class Summed:
 
     def relay_run_of_a_method(self, other: str) -> Any:
         return vc.get_actor(other).run_of_a_method.run()
-
-    async def whose_call(self) -> str:
-        return vc.current_call().actor_id  # type: ignore[union-attr]
 
     async def note_the_loop(self) -> int:
         LOOPS.append(weakref.ref(asyncio.get_running_loop()))
@@ -263,15 +255,6 @@ def test_a_child_forked_while_another_thread_counts_writers_can_count() -> None:
         assert forking.reaped(pid, within=15) == 0
 
 
-def test_a_method_is_still_its_own_call_after_a_nested_call_returns(store_spec: StoreSpec) -> None:
-    """Mutation: ``_invoke`` ending with ``current_call()`` None rather than the call it
-    replaced: a nested call run on the caller's thread left the method outside any call."""
-    store_spec.init()
-    Summed.get_or_create("nested-callee")
-    outer = Summed.get_or_create("nested-caller")
-    assert outer.relay.run("nested-callee") == "nested-caller"
-
-
 @vc.virtual_actor
 class Stubborn:
     def __init__(self) -> None:
@@ -333,19 +316,6 @@ def test_a_self_call_error_passed_on_by_a_caller_of_the_same_class_has_its_note_
         outer.relay_run_of_a_method.run("self-call-inner")
     notes = getattr(raised.value, "__notes__", [])
     assert len(notes) == 1 and "call self.incr(...)" in notes[0], notes
-
-
-def test_an_async_method_run_from_inside_an_event_loop_knows_its_call(store_spec: StoreSpec) -> None:
-    """Mutation: ``_run_coroutine``'s helper thread not made the call's (``_local.call``): an
-    ``async def`` method called from inside a running loop saw ``current_call()`` None."""
-    store_spec.init()
-    actor = Summed.get_or_create("async-own-call")
-
-    async def inside_a_loop() -> str:
-        return actor.whose_call.run()  # type: ignore[no-any-return]
-
-    assert asyncio.run(inside_a_loop()) == "async-own-call"
-    assert actor.whose_call.run() == "async-own-call"
 
 
 def test_step_status_is_logged_for_a_named_call_only(
@@ -532,19 +502,6 @@ def test_a_timer_scheduled_from_outside_with_arguments_its_actor_cannot_store_fa
         unstorable.result(timeout=30)
     assert mate.result(timeout=30) == 2
     assert actor.timers() == []
-
-
-def test_a_timer_scheduled_from_outside_twice_with_one_idempotency_key_is_one_timer(
-    store_spec: StoreSpec,
-) -> None:
-    """Mutation: a scheduling call's outcome not recorded under its idempotency key: scheduling
-    retried with the same key (no timer key given) made a second timer, and the retry got
-    another timer's key."""
-    store_spec.init()
-    actor = Summed.get_or_create("timer-scheduled-once")
-    first = actor.incr.options(delay=100, idempotency_key="once").run()
-    again = actor.incr.options(delay=100, idempotency_key="once").run()
-    assert again == first and [t["key"] for t in actor.timers()] == [first]
 
 
 # -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
