@@ -504,6 +504,25 @@ def test_a_timer_scheduled_from_outside_with_arguments_its_actor_cannot_store_fa
     assert actor.timers() == []
 
 
+def test_a_timer_scheduled_from_outside_is_shown_with_its_arguments_as_a_call_shows_them(
+    store_spec: StoreSpec,
+) -> None:
+    """Mutations of the scheduling call's summary: ``_schedule_summary`` not used (its arguments
+    summarised as one tuple and one dict, which reprlib cuts at 6 items and 4 keys: history
+    showed ``take(0, 1, 2, 3, 4, 5, ...)``); a one-argument tuple written ``(5)``."""
+    store_spec.init()
+    actor = Summed.get_or_create("timer-scheduled-arguments")
+    actor.take.options(delay=100, timer_key="many").run(*range(8))
+    many = _newest_call(actor)
+    assert many.args.startswith("'take', args=(0, 1, 2, 3, 4, 5, 6, 7), kwargs={}, at="), many.args
+    assert HistoryEntry.call_text(many).startswith("timer scheduled: take(0, 1, 2, 3, 4, 5, 6, 7) key='many'")
+    actor.keep_fields.options(delay=100, timer_key="named").run(a=1, b=2, c=3, d=4, e=5)
+    named = _newest_call(actor)
+    assert "kwargs={'a': 1, 'b': 2, 'c': 3, 'd': 4, 'e': 5}, at=" in named.args, named.args
+    actor.take.options(delay=100, timer_key="one").run(5)
+    assert _newest_call(actor).args.startswith("'take', args=(5,), kwargs={}, at="), _newest_call(actor).args
+
+
 # -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
 
 
