@@ -108,6 +108,18 @@ class Summed:
     def status_in_a_writer(self) -> str:
         return str(workflow.get_status(vc.current_call().actor_id))  # type: ignore[union-attr]
 
+    def plan(self) -> tuple[Any, ...]:
+        """Schedules, looks, cancels and looks again, within one call."""
+        call = vc.current_call()
+        assert call is not None
+        key = call.schedule(self.incr, after=100, key="a")
+        seen = {k: t.method for k, t in call.pending_timers().items()}
+        return key, seen, call.cancel_timer("a"), call.cancel_timer("missing"), call.pending_timers()
+
+    @vc.virtual_actor.readonly
+    def plan_in_a_read(self) -> str:
+        return vc.current_call().schedule("incr", after=100)  # type: ignore[union-attr]
+
     @vc.virtual_actor.readonly
     def running_here(self) -> list[int]:
         return sorted(batch.applying(vc.current_call().actor_id))  # type: ignore[union-attr]
@@ -521,6 +533,19 @@ def test_a_timer_scheduled_from_outside_is_shown_with_its_arguments_as_a_call_sh
     assert "kwargs={'a': 1, 'b': 2, 'c': 3, 'd': 4, 'e': 5}, at=" in named.args, named.args
     actor.take.options(delay=100, timer_key="one").run(5)
     assert _newest_call(actor).args.startswith("'take', args=(5,), kwargs={}, at="), _newest_call(actor).args
+
+
+def test_a_call_schedules_sees_and_cancels_its_own_timers(store_spec: StoreSpec) -> None:
+    """Mutations of ``CallContext``: a method given as a function scheduled under its ``repr``
+    (refused: no writer of that name); ``pending_timers`` without the call's own changes;
+    ``cancel_timer`` True for a key with no timer; a read-only call's ``schedule`` failing as an
+    ``AttributeError`` on ``None`` rather than saying it is read-only."""
+    store_spec.init()
+    actor = Summed.get_or_create("call-context-timers")
+    assert actor.plan.run() == ("a", {"a": "incr"}, True, False, {})
+    assert actor.timers() == []
+    with pytest.raises(RuntimeError, match=r"plan_in_a_read\(\) is read-only: only writer methods"):
+        actor.plan_in_a_read.run()
 
 
 # -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
