@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import forking
@@ -47,6 +47,19 @@ LOOPS: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 #: gates that hold a writer inside ``Summed.hold``, by actor id
 ENTERED: dict[str, threading.Event] = {}
 RELEASE: dict[str, threading.Event] = {}
+
+
+#: set by the sub-task that only its waiting method can run (the pool's one thread waits for it)
+CHILD_RAN = threading.Event()
+
+
+def _child(i: int) -> int:
+    """Child 0 holds the pool's only thread until child 1 ran (on the method's waiting thread)."""
+    if i == 0:
+        assert CHILD_RAN.wait(30), "the waiting method never ran the queued child"
+    else:
+        CHILD_RAN.set()
+    return i
 
 
 def helper() -> int:
@@ -83,6 +96,11 @@ class Summed:
     def keep_fields(self, **fields: Any) -> int:
         self.n += len(fields)
         return self.n
+
+    def launch(self) -> str:
+        """Launches sub-tasks (one of which this thread runs), then says which call it is in."""
+        assert vc.subtask(_child).map(range(2)) == [0, 1]
+        return vc.current_call().actor_id  # type: ignore[union-attr]
 
     def run_of_a_method(self) -> Any:
         return self.incr.run()  # type: ignore[attr-defined]
@@ -546,6 +564,21 @@ def test_a_call_schedules_sees_and_cancels_its_own_timers(store_spec: StoreSpec)
     assert actor.timers() == []
     with pytest.raises(RuntimeError, match=r"plan_in_a_read\(\) is read-only: only writer methods"):
         actor.plan_in_a_read.run()
+
+
+def test_a_method_whose_thread_ran_a_sub_task_is_still_its_own_call(store_spec: StoreSpec) -> None:
+    """Mutation: ``swap_current_call`` returning the context it set, not the one it replaced: a
+    method whose waiting thread ran a queued sub-task (``core.run_detached``, caller runs) was
+    left outside any call (``current_call()`` None) once the sub-task returned."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="h170-subtask")
+    CHILD_RAN.clear()
+    store_spec.init(subtask_executor=pool)
+    try:
+        assert Summed.get_or_create("sub-task-caller-runs").launch.run() == "sub-task-caller-runs"
+        assert CHILD_RAN.is_set()
+    finally:
+        vc.shutdown()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- defect: a summary that raised failed the call (and its batch-mates) --------------------------
