@@ -97,7 +97,32 @@ __all__ = [
     "swap_current_call",
 ]
 
-_summary = reprlib.Repr()
+
+class _Summary(reprlib.Repr):
+    """``reprlib.Repr`` for history's summaries, which never raises on a value (a summary that
+    raised failed the commit of a call its method had applied, and of its batch-mates): an
+    ``int`` too long for ``str()`` (``sys.get_int_max_str_digits()``) is told by its size, and
+    a ``__repr__`` that raises (reprlib catches it only for types it has no method for: not
+    for one named ``int`` or ``list``) by its type."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        try:
+            return super().repr1(x, level)
+        except Exception:
+            return f"<{type(x).__name__} (repr failed)>"
+
+    def repr_int(self, x: int, level: int) -> str:
+        if isinstance(x, int) and x.bit_length() > _LONGEST_INT_WITHOUT_A_LOOK:
+            with contextlib.suppress(ValueError):
+                return super().repr_int(x, level)
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+#: bits of an ``int`` surely within any ``str()`` limit (at least 640 digits: CPython's floor)
+_LONGEST_INT_WITHOUT_A_LOOK = 2000
+
+_summary = _Summary()
 _summary.maxstring = 60
 _summary.maxother = 60
 _summary.maxlevel = 2
@@ -919,6 +944,8 @@ def _summarize(value: Any) -> str:
     """``_summary.repr(value)``; the common short scalars without reprlib's dispatch."""
     kind = type(value)
     if kind in _PLAIN_REPR:
+        if kind is int and value.bit_length() > _LONGEST_INT_WITHOUT_A_LOOK:
+            return _summary.repr(value)  # (too long to keep, maybe too long for ``str()``)
         text = repr(value)
         if len(text) <= _summary.maxlong and len(text) <= _summary.maxother:
             return text
