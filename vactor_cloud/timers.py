@@ -331,7 +331,8 @@ class FireReport:
     ok: bool = True
     error: str | None = None
     #: not fired because the timer is pending but not due yet (by the applying process's clock):
-    #: its due time, so that a runner keeps an entry that is still the timer's own
+    #: its due time. Informative only: a runner decides whether to keep the entry by the
+    #: newest step's timers, never by this (kept: reports recorded in older steps carry it)
     pending_due_ms: int | None = None
     #: not fired (and not ``ok``) because the actor's class has no writer method of the name the
     #: timer calls (a later version renamed or removed it): the timer stays pending, as an event
