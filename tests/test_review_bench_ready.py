@@ -13,39 +13,15 @@ import threading
 from typing import Any
 
 import pytest
+from test_review_h169_bench_sweep import _Reporting
 
 from vactor_cloud.cli import bench_harness as harness
-
-
-class _Thread:
-    """A writer process on a thread of this process (exit code 0 once its writer returned)."""
-
-    def __init__(self, target: Any, args: tuple[Any, ...]) -> None:
-        self.exitcode: int | None = None
-
-        def run() -> None:
-            target(*args)
-            self.exitcode = 0
-
-        self.thread = threading.Thread(target=run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def is_alive(self) -> bool:
-        return self.thread.is_alive()
-
-    def kill(self) -> None:
-        return None
-
-    def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
 
 
 class _Context:
     Event = threading.Event
     Queue = queue.Queue
-    Process = _Thread
+    Process = _Reporting  # (a writer process on a thread of this process)
 
 
 def test_the_clock_starts_after_the_slowest_writer_loaded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, keys, timer_runner
 from vactor_cloud.errors import PreconditionFailedError, StorageError, TruncatedObjectError
 from vactor_cloud.storage import Blob, IfMatch, MemoryStore, ObjectStore, PutMode
+from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.faults import FaultConfig, FaultKind, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, claim_actor
@@ -82,21 +83,14 @@ def test_a_claim_whose_create_landed_and_whose_answer_was_lost_is_the_runner_s_o
     assert asyncio.run(claim_actor(store, "a", "other", 30.0)) is None
 
 
-class _TakeOverAnswered(ObjectStore):
+class _TakeOverAnswered(ForwardingStore):
     """Wraps a store: the first if-match put of a timer claim is applied, then answered with
     ``error`` (a retry of it meeting its own write: 412; or the answer lost)."""
 
     def __init__(self, inner: ObjectStore, error: type[StorageError]) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
+        super().__init__(inner)
         self.error = error
         self.answered = False
-
-    async def _get(self, key: str) -> Blob:
-        return await self.inner.get(key)
-
-    async def _head(self, key: str) -> str | None:
-        return await self.inner.head(key)
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         version = await self.inner.put(key, data, mode=mode)
@@ -104,15 +98,6 @@ class _TakeOverAnswered(ObjectStore):
             self.answered = True
             raise self.error(f"injected: the take-over of {key} landed, its answer did not", key)
         return version
-
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        return await self.inner.list(prefix, start_after=start_after, limit=limit)
-
-    async def _delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @pytest.mark.parametrize("error", [PreconditionFailedError, StorageError])
