@@ -497,7 +497,8 @@ async def claim_actor(
 
     A put whose answer was lost (an error, a timeout, a 412 or 409 that a retry of it met)
     may have landed: the claim is read back, and if it holds this put's bytes it is this
-    runner's, at the version read. Else the put's error is raised (412: None)."""
+    runner's, at the version read. Else the put's error is raised (412: None). A claim torn
+    by a crash (``TruncatedObjectError``) is deleted and created anew."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
     for _ in range(2):
@@ -511,6 +512,15 @@ async def claim_actor(
             blob, held, _ = await read_hint(store, key, "timer-claim", signing_key)
         except NotFoundError:
             continue  # released meanwhile: try to create it again
+        except TruncatedObjectError:
+            # Torn by a crash (a local store's unsynced file): unreadable, so expired, and of no
+            # version an if-match could name, nor the conditional delete of its runner's
+            # release. Left, it failed every claim of the actor, its timers never fired.
+            # Removed (unconditionally: two runners meeting it at once may both take the
+            # actor this once, work done twice, never a second firing), then created.
+            with contextlib.suppress(NotFoundError):
+                await store.delete(key)
+            continue
         if blob.data == body:  # (our create landed; its retry met it)
             return blob.version
         try:
