@@ -19,7 +19,7 @@ import vactor_cloud as vc
 from vactor_cloud import keys
 from vactor_cloud.storage import LocalStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import claim_actor
+from vactor_cloud.timer_runner import Membership, claim_actor
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -82,3 +82,20 @@ def test_a_claiming_tick_fires_the_timers_of_an_actor_whose_claim_is_torn(
     assert (report.fired, report.errors) == (1, [])
     assert bell.count.run() == 1
     assert asyncio.run(store.list(keys.TIMER_CLAIMS)) == []
+
+
+# -- a torn heartbeat --------------------------------------------------------------------------
+def test_a_heartbeat_torn_by_a_crash_is_removed_not_read_at_every_tick_for_ever(tmp_path: Path) -> None:
+    """Before: a heartbeat torn by a crash counted for no live runner but stayed (only one
+    that reads as expired is removed, and a torn one has no expiry to read): every tick (a
+    Membership of its own) read it three times and warned about it, for as long as nobody
+    removed it by hand. Now it is removed when met (a live runner's renewal, an overwrite,
+    writes it again within lease/3, and is seen then)."""
+    store = LocalStore(tmp_path)
+    live = Membership(store, "live", 30.0, "all")
+    asyncio.run(live.beat())
+    _tear(store, keys.timer_runner_key("dead"))
+    assert asyncio.run(Membership(store, "me", 30.0, "all").refresh()) == ("live", "me")
+    assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == [keys.timer_runner_key("live")]
+    asyncio.run(live.beat())
+    assert asyncio.run(Membership(store, "me", 30.0, "all").refresh()) == ("live", "me")

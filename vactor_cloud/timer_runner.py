@@ -408,12 +408,20 @@ class Membership:
             return None
         except TruncatedObjectError as exc:
             # Torn at each read (a local store's file cut by a crash): unreadable, never a live
-            # member; looked at again a lease later. Raised, it failed the whole refresh at
-            # every poll, and the runner kept its old view while the torn object stayed: a
-            # runner that left then was never dropped, its actors' timers left unfired.
-            if runner_id not in self._seen:
-                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
-            return _Seen(-math.inf, None, self.lease, now + self.lease)
+            # member. Raised, it failed the whole refresh at every poll, and the runner kept its
+            # old view while the torn object stayed: a runner that left then was never dropped,
+            # its actors' timers left unfired. Removed (it has no expiry to read, so no other
+            # removal meets it: every tick read it three times and warned, for good); a live
+            # runner's next renewal writes it again, within lease/3. Left (the delete failed):
+            # looked at again a lease later.
+            logger.warning("timer runner %r's heartbeat is not counted, and removed: %s", runner_id, exc)
+            try:
+                await self.store.delete(key)
+            except NotFoundError:
+                pass
+            except StorageError:
+                return _Seen(-math.inf, None, self.lease, now + self.lease)
+            return None
         trusted = True
         body: Any = read
         if failure is not None:
