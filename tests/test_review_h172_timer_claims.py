@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import vactor_cloud as vc
 from vactor_cloud import keys
 from vactor_cloud.storage import LocalStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import Membership, claim_actor
+from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -99,3 +100,33 @@ def test_a_heartbeat_torn_by_a_crash_is_removed_not_read_at_every_tick_for_ever(
     assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == [keys.timer_runner_key("live")]
     asyncio.run(live.beat())
     assert asyncio.run(Membership(store, "me", 30.0, "all").refresh()) == ("live", "me")
+
+
+# -- a tick's heartbeat renewer ------------------------------------------------------------------
+def _renewers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "vactor-timer-heartbeat"]
+
+
+def test_no_tick_leaves_its_renewer_or_its_heartbeat_behind_however_it_ends(actor_store: StoreSpec) -> None:
+    """(Passed already.) A tick (``split="runners"``) starts a thread that renews its heartbeat:
+    after many ticks, ended normally, by an exception of a callback or by a KeyboardInterrupt,
+    no renewer thread is left and no heartbeat stays."""
+    store = vc.get_runtime().store
+    before = {t.ident for t in _renewers()}
+
+    def interrupted(count: int) -> None:
+        raise KeyboardInterrupt
+
+    def failing(count: int) -> None:
+        raise RuntimeError("a callback's own error")
+
+    for round_ in range(12):
+        Bell.get_or_create(f"ticked-{round_}").ring.options(at=time.time() - 1.0, timer_key="k").run()
+        on_due = (None, interrupted, failing)[round_ % 3]
+        runner = TimerRunner(split="runners", lease=0.6, runner_id=f"ticking-{round_}")
+        try:
+            runner.tick(on_due=on_due)
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            assert on_due is not None, exc
+    assert [t for t in _renewers() if t.ident not in before] == []
+    assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []
