@@ -18,7 +18,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import keys
-from vactor_cloud.storage import LocalStore
+from vactor_cloud.storage import Blob, LocalStore, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
 
@@ -130,3 +130,82 @@ def test_no_tick_leaves_its_renewer_or_its_heartbeat_behind_however_it_ends(acto
             assert on_due is not None, exc
     assert [t for t in _renewers() if t.ident not in before] == []
     assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []
+
+
+class _ClaimLandingLate(ObjectStore):
+    """Wraps a store: the first put of a timer claim lands ``delay`` seconds late, even once
+    its caller was cut off (a request the server applies after the client gave up on it)."""
+
+    def __init__(self, inner: ObjectStore, delay: float) -> None:
+        super().__init__(inner.url)
+        self.inner = inner
+        self.delay = delay
+        self.claims = 0
+        self.landed = threading.Event()
+
+    async def _get(self, key: str) -> Blob:
+        return await self.inner.get(key)
+
+    async def _head(self, key: str) -> str | None:
+        return await self.inner.head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key.startswith(keys.TIMER_CLAIMS):
+            self.claims += 1
+            if self.claims == 1:
+                return await asyncio.shield(self._late(key, data, mode))
+        return await self.inner.put(key, data, mode=mode)
+
+    async def _late(self, key: str, data: bytes, mode: PutMode) -> str:
+        await asyncio.sleep(self.delay)
+        try:
+            return await self.inner.put(key, data, mode=mode)
+        finally:
+            self.landed.set()
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    async def _delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def test_a_claim_cut_off_that_lands_all_the_same_holds_the_actor_for_its_lease_at_most(
+    actor_store: StoreSpec,
+) -> None:
+    """(Passed already; docs/timers.md, ``claims``.) A claim put cut off at lease/3 that lands
+    afterwards holds the actor off the other runners until its lease expires, and no longer;
+    the runner that put it (by its id) takes it back at once."""
+    runtime = vc.get_runtime()
+    bell = Bell.get_or_create("late-landing")
+    assert bell.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    store = _ClaimLandingLate(runtime.store, 1.2)
+    runtime.store = store
+    lease = 3.0  # (cut off at 1 s; landed at 1.2 s, held until 3 s)
+    cut = vc.fire_due_timers(split="claims", lease=lease, runner_id="me")
+    assert cut.fired == 0 and any("cut off" in e for e in cut.errors), cut.errors
+    assert store.landed.wait(10)
+    assert _holder(store.inner, "late-landing") == "me"
+    other = vc.fire_due_timers(split="claims", lease=lease, runner_id="other")
+    assert (other.fired, other.claimed_elsewhere) == (0, 1)
+    time.sleep(lease)
+    after = vc.fire_due_timers(split="claims", lease=lease, runner_id="other")
+    assert (after.fired, after.errors, bell.count.run()) == (1, [], 1)
+
+
+def test_the_runner_whose_cut_off_claim_landed_takes_it_back_at_once(actor_store: StoreSpec) -> None:
+    """(Passed already.) The runner whose cut-off claim landed meets it as its own (its id)
+    and takes it over at its next tick: fired once, the claim released."""
+    runtime = vc.get_runtime()
+    bell = Bell.get_or_create("late-landing-mine")
+    assert bell.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    store = _ClaimLandingLate(runtime.store, 0.5)
+    runtime.store = store
+    assert vc.fire_due_timers(split="claims", lease=1.2, runner_id="me").fired == 0
+    assert store.landed.wait(10)
+    again = vc.fire_due_timers(split="claims", lease=1.2, runner_id="me")
+    assert (again.fired, again.errors, bell.count.run()) == (1, [], 1)
+    assert asyncio.run(store.inner.list(keys.TIMER_CLAIMS)) == []
