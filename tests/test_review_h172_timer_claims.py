@@ -1,7 +1,7 @@
-"""Review h172: the timer runner's claims and heartbeats after h171's changes (a claim torn by
-a crash, a heartbeat renewal still in flight when the runner stops).
+"""Review h172: the timer runner after h171's changes: a claim or a heartbeat torn by a crash,
+a tick's heartbeat renewer, a claim put cut off at lease/3 that lands all the same.
 
-Each test failed before its fix (named in its docstring) and passes with it.
+A test that failed before its fix names it in its docstring; one that passed already says so.
 """
 
 from __future__ import annotations
