@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import keys
+from vactor_cloud.errors import StorageError
 from vactor_cloud.storage import Blob, LocalStore, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
@@ -209,3 +211,86 @@ def test_the_runner_whose_cut_off_claim_landed_takes_it_back_at_once(actor_store
     again = vc.fire_due_timers(split="claims", lease=1.2, runner_id="me")
     assert (again.fired, again.errors, bell.count.run()) == (1, [], 1)
     assert asyncio.run(store.inner.list(keys.TIMER_CLAIMS)) == []
+
+
+# -- the first renewal after a slow heartbeat write ------------------------------------------------
+class _SlowFirstBeat(ObjectStore):
+    """Wraps a store: the first put of runner ``me``'s heartbeat (the tick's join) answers
+    ``delay`` seconds late."""
+
+    def __init__(self, inner: ObjectStore, delay: float) -> None:
+        super().__init__(inner.url)
+        self.inner = inner
+        self.delay = delay
+        self.beats = 0
+
+    async def _get(self, key: str) -> Blob:
+        return await self.inner.get(key)
+
+    async def _head(self, key: str) -> str | None:
+        return await self.inner.head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version = await self.inner.put(key, data, mode=mode)
+        if key == keys.timer_runner_key("me"):
+            self.beats += 1
+            if self.beats == 1:
+                await asyncio.sleep(self.delay)
+        return version
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    async def _delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@vc.virtual_actor
+class SlowBell:
+    def __init__(self) -> None:
+        self.rang = 0
+
+    def ring(self) -> int:
+        time.sleep(1.5)  # (the tick outlasts its heartbeat's first expiry)
+        self.rang += 1
+        return self.rang
+
+
+def _first_lapse(store: ObjectStore, runner_id: str, busy: threading.Thread) -> float | None:
+    """How long past its expiry ``runner_id``'s heartbeat was first seen while ``busy`` runs."""
+    while busy.is_alive():
+        try:
+            until = json.loads(asyncio.run(store.get(keys.timer_runner_key(runner_id))).data)["until"]
+        except StorageError:  # (not written yet, or deleted at the end)
+            until = None
+        if until is not None and until <= time.time() and busy.is_alive():
+            return time.time() - until
+        time.sleep(0.02)
+    return None
+
+
+def test_a_heartbeat_written_slowly_is_renewed_before_it_expires(actor_store: StoreSpec) -> None:
+    """Before: the renewals of a tick (and of ``run``) started lease/3 after the heartbeat's
+    first write returned, but that write holds an expiry counted from before it was sent: one
+    answered after 2/3 of the lease (a slow store at start) was renewed only after it had
+    expired, and the other runners counted the runner gone meanwhile (its share fired twice
+    over). Now the renewals are scheduled from when the first write was sent: the first one
+    is due at once."""
+    runtime = vc.get_runtime()
+    retune(deadline=30.0)
+    bell = SlowBell.get_or_create("slow-first-beat")
+    assert bell.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    store = _SlowFirstBeat(runtime.store, 1.0)
+    runtime.store = store
+    reports: list[Any] = []
+    tick = threading.Thread(target=lambda: reports.append(vc.fire_due_timers(lease=1.2, runner_id="me")))
+    tick.start()
+    try:
+        lapse = _first_lapse(store.inner, "me", tick)
+    finally:
+        tick.join(30)
+    assert not tick.is_alive() and reports[0].fired == 1
+    assert lapse is None, f"the heartbeat expired {lapse:.2f} s before it was renewed"

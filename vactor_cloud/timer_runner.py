@@ -908,9 +908,10 @@ class TimerRunner:
         that this runner fires; ``on_done(actor_id, n)`` as each actor's fire ends, with its
         entries (on the thread that called ``tick``).
         """
+        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
         self._join()
         stalled = False
-        renewing = self._renewing()
+        renewing = self._renewing(joined)
         try:
             report = TickReport()
             due_by_ms = time.time() * 1000
@@ -1021,9 +1022,10 @@ class TimerRunner:
         listing, with what happened since the previous one.
         """
         state = _RunState()
+        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
         self._join()
         renewer = threading.Thread(
-            target=carry_runtime(self._renew), args=(stop,), name="vactor-timer-heartbeat", daemon=True
+            target=carry_runtime(self._renew), args=(stop, joined), name="vactor-timer-heartbeat", daemon=True
         )
         lister = threading.Thread(
             target=carry_runtime(self._list_loop),
@@ -1053,15 +1055,16 @@ class TimerRunner:
             total._trim()
         return total
 
-    def _renewing(self) -> Callable[[bool], None]:
+    def _renewing(self, joined: float) -> Callable[[bool], None]:
         """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
         while it fired its share, and the others fired that share too) until the function
-        returned is called, which (given True) waits for a renewal in flight (lease/3 at most)."""
+        returned is called, which (given True) waits for a renewal in flight (lease/3 at most);
+        ``joined``: when the heartbeat's first write was sent (monotonic), see :meth:`_renew`."""
         if self.membership is None:
             return lambda wait: None
         done = threading.Event()
         renewer = threading.Thread(
-            target=carry_runtime(self._renew), args=(done,), name="vactor-timer-heartbeat", daemon=True
+            target=carry_runtime(self._renew), args=(done, joined), name="vactor-timer-heartbeat", daemon=True
         )
         renewer.start()
 
@@ -1072,15 +1075,18 @@ class TimerRunner:
 
         return stop
 
-    def _renew(self, stop: threading.Event) -> None:
+    def _renew(self, stop: threading.Event, joined: float) -> None:
         """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
         renewal cut off at lease/3: bounded by ``Settings.deadline`` alone (30 s by default,
         more than a third of the default lease) and followed lease/3 after it ended, one
-        stalled renewal let the heartbeat expire while this runner went on firing its share."""
+        stalled renewal let the heartbeat expire while this runner went on firing its share.
+        The first is due lease/3 after ``joined``, when the first write was sent (monotonic):
+        counted from when that write returned, one answered after 2/3 of the lease was renewed
+        only once it had expired."""
         membership = self.membership
         assert membership is not None
         period = self.lease / 3
-        due = time.monotonic() + period
+        due = joined + period
         while not stop.wait(max(0.0, due - time.monotonic())):
             due = max(due + period, time.monotonic())
             try:
