@@ -294,3 +294,28 @@ def test_a_heartbeat_written_slowly_is_renewed_before_it_expires(actor_store: St
         tick.join(30)
     assert not tick.is_alive() and reports[0].fired == 1
     assert lapse is None, f"the heartbeat expired {lapse:.2f} s before it was renewed"
+
+
+def test_a_long_running_runner_s_heartbeat_written_slowly_is_renewed_before_it_expires(
+    actor_store: StoreSpec,
+) -> None:
+    """As for a tick, for ``TimerRunner.run`` (failed before: its renewals were scheduled from
+    when the first write returned)."""
+    runtime = vc.get_runtime()
+    retune(deadline=30.0)
+    store = _SlowFirstBeat(runtime.store, 1.0)
+    runtime.store = store
+    stop = threading.Event()
+    runner = TimerRunner(split="runners", lease=1.2, poll=0.05, runner_id="me")
+    running = threading.Thread(target=runner.run, args=(stop,))
+    running.start()
+    stopper = threading.Timer(2.5, stop.set)
+    stopper.start()
+    try:
+        lapse = _first_lapse(store.inner, "me", running)
+    finally:
+        stop.set()
+        stopper.cancel()
+        running.join(30)
+    assert not running.is_alive()
+    assert lapse is None, f"the heartbeat expired {lapse:.2f} s before it was renewed"
