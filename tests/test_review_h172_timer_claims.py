@@ -283,10 +283,10 @@ def test_a_heartbeat_written_slowly_is_renewed_before_it_expires(actor_store: St
     retune(deadline=30.0)
     bell = SlowBell.get_or_create("slow-first-beat")
     assert bell.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
-    store = _SlowFirstBeat(runtime.store, 1.0)
+    store = _SlowFirstBeat(runtime.store, 1.4)  # (answered after 7/9 of the lease)
     runtime.store = store
     reports: list[Any] = []
-    tick = threading.Thread(target=lambda: reports.append(vc.fire_due_timers(lease=1.2, runner_id="me")))
+    tick = threading.Thread(target=lambda: reports.append(vc.fire_due_timers(lease=1.8, runner_id="me")))
     tick.start()
     try:
         lapse = _first_lapse(store.inner, "me", tick)
@@ -303,13 +303,13 @@ def test_a_long_running_runner_s_heartbeat_written_slowly_is_renewed_before_it_e
     when the first write returned)."""
     runtime = vc.get_runtime()
     retune(deadline=30.0)
-    store = _SlowFirstBeat(runtime.store, 1.0)
+    store = _SlowFirstBeat(runtime.store, 1.4)  # (answered after 7/9 of the lease)
     runtime.store = store
     stop = threading.Event()
-    runner = TimerRunner(split="runners", lease=1.2, poll=0.05, runner_id="me")
+    runner = TimerRunner(split="runners", lease=1.8, poll=0.05, runner_id="me")
     running = threading.Thread(target=runner.run, args=(stop,))
     running.start()
-    stopper = threading.Timer(2.5, stop.set)
+    stopper = threading.Timer(3.0, stop.set)
     stopper.start()
     try:
         lapse = _first_lapse(store.inner, "me", running)
