@@ -20,7 +20,8 @@ from store_helpers import retune
 import vactor_cloud as vc
 from vactor_cloud import keys
 from vactor_cloud.errors import StorageError
-from vactor_cloud.storage import Blob, LocalStore, ObjectStore, PutMode
+from vactor_cloud.storage import LocalStore, ObjectStore, PutMode
+from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
 
@@ -134,22 +135,15 @@ def test_no_tick_leaves_its_renewer_or_its_heartbeat_behind_however_it_ends(acto
     assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []
 
 
-class _ClaimLandingLate(ObjectStore):
+class _ClaimLandingLate(ForwardingStore):
     """Wraps a store: the first put of a timer claim lands ``delay`` seconds late, even once
     its caller was cut off (a request the server applies after the client gave up on it)."""
 
     def __init__(self, inner: ObjectStore, delay: float) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
+        super().__init__(inner)
         self.delay = delay
         self.claims = 0
         self.landed = threading.Event()
-
-    async def _get(self, key: str) -> Blob:
-        return await self.inner.get(key)
-
-    async def _head(self, key: str) -> str | None:
-        return await self.inner.head(key)
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         if key.startswith(keys.TIMER_CLAIMS):
@@ -164,15 +158,6 @@ class _ClaimLandingLate(ObjectStore):
             return await self.inner.put(key, data, mode=mode)
         finally:
             self.landed.set()
-
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        return await self.inner.list(prefix, start_after=start_after, limit=limit)
-
-    async def _delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def test_a_claim_cut_off_that_lands_all_the_same_holds_the_actor_for_its_lease_at_most(
@@ -214,21 +199,14 @@ def test_the_runner_whose_cut_off_claim_landed_takes_it_back_at_once(actor_store
 
 
 # -- the first renewal after a slow heartbeat write ------------------------------------------------
-class _SlowFirstBeat(ObjectStore):
+class _SlowFirstBeat(ForwardingStore):
     """Wraps a store: the first put of runner ``me``'s heartbeat (the tick's join) answers
     ``delay`` seconds late."""
 
     def __init__(self, inner: ObjectStore, delay: float) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
+        super().__init__(inner)
         self.delay = delay
         self.beats = 0
-
-    async def _get(self, key: str) -> Blob:
-        return await self.inner.get(key)
-
-    async def _head(self, key: str) -> str | None:
-        return await self.inner.head(key)
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
         version = await self.inner.put(key, data, mode=mode)
@@ -237,15 +215,6 @@ class _SlowFirstBeat(ObjectStore):
             if self.beats == 1:
                 await asyncio.sleep(self.delay)
         return version
-
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        return await self.inner.list(prefix, start_after=start_after, limit=limit)
-
-    async def _delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @vc.virtual_actor
