@@ -214,6 +214,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h169_bench_sweep",
         "test_review_bench_ready",
         "test_review_h170_batch_sweep",
+        "test_review_h172_timer_claims",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

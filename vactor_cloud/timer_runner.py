@@ -408,12 +408,20 @@ class Membership:
             return None
         except TruncatedObjectError as exc:
             # Torn at each read (a local store's file cut by a crash): unreadable, never a live
-            # member; looked at again a lease later. Raised, it failed the whole refresh at
-            # every poll, and the runner kept its old view while the torn object stayed: a
-            # runner that left then was never dropped, its actors' timers left unfired.
-            if runner_id not in self._seen:
-                logger.warning("timer runner %r's heartbeat is not counted: %s", runner_id, exc)
-            return _Seen(-math.inf, None, self.lease, now + self.lease)
+            # member. Raised, it failed the whole refresh at every poll, and the runner kept its
+            # old view while the torn object stayed: a runner that left then was never dropped,
+            # its actors' timers left unfired. Removed (it has no expiry to read, so no other
+            # removal meets it: every tick read it three times and warned, for good); a live
+            # runner's next renewal writes it again, within lease/3. Left (the delete failed):
+            # looked at again a lease later.
+            logger.warning("timer runner %r's heartbeat is not counted, and removed: %s", runner_id, exc)
+            try:
+                await self.store.delete(key)
+            except NotFoundError:
+                pass
+            except StorageError:
+                return _Seen(-math.inf, None, self.lease, now + self.lease)
+            return None
         trusted = True
         body: Any = read
         if failure is not None:
@@ -497,7 +505,8 @@ async def claim_actor(
 
     A put whose answer was lost (an error, a timeout, a 412 or 409 that a retry of it met)
     may have landed: the claim is read back, and if it holds this put's bytes it is this
-    runner's, at the version read. Else the put's error is raised (412: None)."""
+    runner's, at the version read. Else the put's error is raised (412: None). A claim torn
+    by a crash (``TruncatedObjectError``) is deleted and created anew."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
     for _ in range(2):
@@ -511,6 +520,15 @@ async def claim_actor(
             blob, held, _ = await read_hint(store, key, "timer-claim", signing_key)
         except NotFoundError:
             continue  # released meanwhile: try to create it again
+        except TruncatedObjectError:
+            # Torn by a crash (a local store's unsynced file): unreadable, so expired, and of no
+            # version an if-match could name, nor the conditional delete of its runner's
+            # release. Left, it failed every claim of the actor, its timers never fired.
+            # Removed (unconditionally: two runners meeting it at once may both take the
+            # actor this once, work done twice, never a second firing), then created.
+            with contextlib.suppress(NotFoundError):
+                await store.delete(key)
+            continue
         if blob.data == body:  # (our create landed; its retry met it)
             return blob.version
         try:
@@ -890,9 +908,10 @@ class TimerRunner:
         that this runner fires; ``on_done(actor_id, n)`` as each actor's fire ends, with its
         entries (on the thread that called ``tick``).
         """
+        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
         self._join()
         stalled = False
-        renewing = self._renewing()
+        renewing = self._renewing(joined)
         try:
             report = TickReport()
             due_by_ms = time.time() * 1000
@@ -1003,9 +1022,10 @@ class TimerRunner:
         listing, with what happened since the previous one.
         """
         state = _RunState()
+        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
         self._join()
         renewer = threading.Thread(
-            target=carry_runtime(self._renew), args=(stop,), name="vactor-timer-heartbeat", daemon=True
+            target=carry_runtime(self._renew), args=(stop, joined), name="vactor-timer-heartbeat", daemon=True
         )
         lister = threading.Thread(
             target=carry_runtime(self._list_loop),
@@ -1035,15 +1055,16 @@ class TimerRunner:
             total._trim()
         return total
 
-    def _renewing(self) -> Callable[[bool], None]:
+    def _renewing(self, joined: float) -> Callable[[bool], None]:
         """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
         while it fired its share, and the others fired that share too) until the function
-        returned is called, which (given True) waits for a renewal in flight (lease/3 at most)."""
+        returned is called, which (given True) waits for a renewal in flight (lease/3 at most);
+        ``joined``: when the heartbeat's first write was sent (monotonic), see :meth:`_renew`."""
         if self.membership is None:
             return lambda wait: None
         done = threading.Event()
         renewer = threading.Thread(
-            target=carry_runtime(self._renew), args=(done,), name="vactor-timer-heartbeat", daemon=True
+            target=carry_runtime(self._renew), args=(done, joined), name="vactor-timer-heartbeat", daemon=True
         )
         renewer.start()
 
@@ -1054,15 +1075,18 @@ class TimerRunner:
 
         return stop
 
-    def _renew(self, stop: threading.Event) -> None:
+    def _renew(self, stop: threading.Event, joined: float) -> None:
         """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
         renewal cut off at lease/3: bounded by ``Settings.deadline`` alone (30 s by default,
         more than a third of the default lease) and followed lease/3 after it ended, one
-        stalled renewal let the heartbeat expire while this runner went on firing its share."""
+        stalled renewal let the heartbeat expire while this runner went on firing its share.
+        The first is due lease/3 after ``joined``, when the first write was sent (monotonic):
+        counted from when that write returned, one answered after 2/3 of the lease was renewed
+        only once it had expired."""
         membership = self.membership
         assert membership is not None
         period = self.lease / 3
-        due = time.monotonic() + period
+        due = joined + period
         while not stop.wait(max(0.0, due - time.monotonic())):
             due = max(due + period, time.monotonic())
             try:
