@@ -499,6 +499,23 @@ def _served_transport(server: Any, **config: Any) -> BotocoreTransport:
     )
 
 
+async def _left_once_sent(transport: BotocoreTransport, server: Any, key: str) -> None:
+    """A HEAD of ``key`` (held by ``server``) whose caller stops waiting once the server has it.
+
+    Not after a fixed 0.2 s: the request's thread builds the client first (a third of a second
+    cold, and longer on a loaded host), and a caller gone by then left a request never sent, so
+    the server saw no HEAD at all and the tests below failed, or pinned nothing."""
+    request = asyncio.ensure_future(transport.call("head_object", {"Key": key}))
+    give_up = time.monotonic() + 60
+    while f"/bucket/{key}" not in server.heads:
+        assert not request.done(), request
+        assert time.monotonic() < give_up, "the request never reached the server"
+        await asyncio.sleep(0.01)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+
 def test_a_request_whose_caller_stopped_waiting_is_not_sent_again() -> None:
     """Mutations: the ``before-send`` refusal made a no-op, or ``call`` not telling the thread
     its caller left (botocore retried the request behind its caller's back: a write said "not
@@ -507,8 +524,7 @@ def test_a_request_whose_caller_stopped_waiting_is_not_sent_again() -> None:
         transport = _served_transport(server)
 
         async def body() -> None:
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
+            await _left_once_sent(transport, server, "slow-1")
             server.release.set()  # the one attempt is answered 503, which botocore retries
             deadline = time.monotonic() + 20
             while transport._pool is not None and transport._pool._pending:  # the request ends
@@ -527,8 +543,7 @@ def test_a_request_stalled_after_its_caller_left_does_not_hold_the_transports_po
         transport = _served_transport(server, max_pool_connections=1)
 
         async def body() -> None:
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(transport.call("head_object", {"Key": "slow-1"}), 0.2)
+            await _left_once_sent(transport, server, "slow-1")
             answer = await asyncio.wait_for(transport.call("head_object", {"Key": "k"}), 5)
             assert answer["ETag"] == '"e"'
             server.release.set()

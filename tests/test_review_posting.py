@@ -534,7 +534,7 @@ def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark
     stray's result. A step below the watermark is no step of the history: the result of the
     call is compacted, and ``call_outcome`` says so (``CommitOutcomeUnknownError``).
     (Compaction's ``min_age=0`` here, past a short ``fresh_window``; a real one waits far longer.)"""
-    init_switchable(store_spec, combine_window=60.0, fresh_window=0.3)
+    init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1
     retune(commit_timeout=0.5, deadline=0.5)  # (after the setup: a loaded host's may pass 0.5 s)
@@ -543,6 +543,9 @@ def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark
     with pytest.raises(CallPendingError) as raised:
         log.add.run("me/1")
     (call_id,) = raised.value.call_ids
+    # Short from here on, not before: with 0.3 s from the start, a loaded host's setup outlasted
+    # it, me/1 read the actor afresh before its put, found step 2 and committed: no race lost.
+    retune(fresh_window=0.3)
     runtime = vc.get_runtime()
     log_ = ActorLog(runtime.store, "a", signing_key=runtime.settings.signing_key)
     box = PostBox(runtime.store, "a", runtime.settings.signing_key)
@@ -578,6 +581,7 @@ def test_call_outcome_never_takes_a_result_from_a_stray_step_below_the_watermark
             log_.step_key(3), stray.encode(log_.step_key(3), runtime.settings.signing_key), mode="create"
         )
     )
+    retune(deadline=vc.Settings.deadline)  # (0.5 s was me/1's; this walks back through 5 steps)
     with pytest.raises(CommitOutcomeUnknownError):
         vc.get_actor("a").call_outcome(call_id)
 

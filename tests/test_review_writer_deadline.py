@@ -8,8 +8,9 @@ a stalled store took about 50 s, where ``Settings.deadline`` (30 s) says "retrie
 Now the retries stop once the commit is ``deadline`` old (or, after a lost race, once its
 failures in a row are); a lost race or a posted batch are retried as before.
 
-The store here fails every read of the actor after a pause, as a stalled one answers late; the
-test counts attempts, not seconds: a loaded host makes the pauses longer and the attempts fewer.
+The store here fails every read of the actor after a pause, as a stalled one answers late (the
+first at once, so that the retry the test needs is made on a loaded host too); the test counts
+attempts, not seconds: a loaded host makes the pauses longer and the attempts fewer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import counters
@@ -44,7 +46,9 @@ class Tally:
 
 
 class StalledReads(FaultyStore):
-    """Every read of an actor's objects fails as a timed-out request, ``PAUSE`` after it was sent."""
+    """Every read of an actor's objects fails as a timed-out request, ``PAUSE`` after it was sent
+    (the first one at once: after ``PAUSE``, a loaded host's scheduling could take the rest of the
+    deadline, and the first failure came too late for any retry)."""
 
     def __init__(self, inner: Any) -> None:
         super().__init__(inner, FaultConfig())
@@ -58,19 +62,21 @@ class StalledReads(FaultyStore):
         healed = self.heal_after is not None and self.failed >= self.heal_after
         if self.stalled and not healed and operation in ("get", "head", "list") and key.startswith("actors/"):
             self.failed += 1
-            await asyncio.sleep(PAUSE)
+            await asyncio.sleep(PAUSE if self.failed > 1 else 0.0)
             raise StorageTimeoutError(f"{key}: no answer within the timeout (injected)", key)
         return await run()
 
 
 def _cached_then_stalled(spec: StoreSpec, actor_id: str, deadline: float) -> StalledReads:
     """``actor_id`` loaded in this process's cache, which every commit checks first
-    (``fresh_window=0``: a probe read before the put); then every read of it stalls."""
-    spec.init(settings=vc.Settings(storage="", deadline=deadline, timeout=5.0, fresh_window=0.0))
+    (``fresh_window=0``: a probe read before the put); then every read of it stalls, and calls
+    have ``deadline`` (the setup had it too, and a loaded host's get_or_create ran past 0.3 s)."""
+    spec.init(settings=vc.Settings(storage="", timeout=5.0, fresh_window=0.0))
     runtime = vc.get_runtime()
     store = StalledReads(runtime.store)
     runtime.store = store
     assert Tally.get_or_create(actor_id).add.run() == 1
+    retune(deadline=deadline)
     store.stalled = True
     counters.reset()
     return store
