@@ -362,7 +362,7 @@ def test_where_one_request_deletes_many_a_folds_posts_go_at_once_and_later_folds
     post_adds(foreign_box("a"), ["other/0"])
     commit_behind_its_back("a")  # our next commit loses the race, posts, and folds
     log.add.run("me/1")
-    assert store.held.wait(10.0), "the first fold's posts were not deleted"
+    assert store.held.wait(60.0), "the first fold's posts were not deleted"
     first = set(store.sent[0])
     post_adds(foreign_box("a"), ["other/1"])
     log.add.run("me/2")  # folds other/1 (our lease): its delete waits for the one in flight

@@ -188,7 +188,7 @@ def _stall_a_writer_across_a_compaction(
     pausing.hold()
     armed_at = time.monotonic()
     held = handle.incr.run_async(1)
-    assert pausing.held.wait(10), "the writer never reached its put"
+    assert pausing.held.wait(60), "the writer never reached its put"
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     for expected in range(3, 8):
         assert call_on(other, "t", "incr", 1) == expected
@@ -266,7 +266,7 @@ def test_put_answered_after_its_step_was_compacted_is_not_applied_twice(spec: St
     pausing.hold()
     armed_at = time.monotonic()
     held = handle.incr.run_async(1)
-    assert pausing.held.wait(10), "the writer never reached its put"
+    assert pausing.held.wait(60), "the writer never reached its put"
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     try:
         # Step 3 is the held writer's commit: the others build on it.
@@ -296,7 +296,7 @@ def test_watermark_is_read_after_the_probe_of_a_stale_cache(spec: StoreSpec) -> 
     core.validated_at = -math.inf  # the cache is stale: the next commit revalidates
     pausing.hold("get", "/steps/00000000000000000003")
     held = handle.incr.run_async(1)
-    assert pausing.held.wait(10), "the writer never probed"
+    assert pausing.held.wait(60), "the writer never probed"
     other = Runtime(Settings(storage=spec.url, storage_options=spec.options, fresh_window=0.0))
     try:
         for expected in range(3, 8):
@@ -326,7 +326,7 @@ def _lose_a_create_to_a_compaction(spec: StoreSpec, *, forget: bool) -> tuple[Ac
         assert call_on(other, "t", "incr", 1) == expected
     pausing.hold("get", "/steps/00000000000000000003")  # the read-back after "already exists"
     held = handle.incr.run_async(1)
-    assert pausing.held.wait(10), "the writer never read its step back"
+    assert pausing.held.wait(60), "the writer never read its step back"
     report = _sync.sync(compact(other.log("t"), keep_last=2, min_age=0, fresh_window=0.0))
     assert report.watermark == 6
     if forget:
