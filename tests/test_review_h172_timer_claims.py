@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from store_helpers import retune
+from test_review_h171_timer_runner import Chime as Bell
 
 import vactor_cloud as vc
 from vactor_cloud import keys
@@ -26,20 +27,6 @@ from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
-
-
-@vc.virtual_actor
-class Bell:
-    def __init__(self) -> None:
-        self.rang = 0
-
-    def ring(self) -> int:
-        self.rang += 1
-        return self.rang
-
-    @vc.virtual_actor.readonly
-    def count(self) -> int:
-        return self.rang
 
 
 def _tear(store: LocalStore, key: str) -> None:
