@@ -76,10 +76,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import queue
 import subprocess
 import threading
+import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -360,6 +362,14 @@ class _Boto3Client:
         return None
 
 
+def _ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows' clock (``time.perf_counter``) moves 1 ms each time it is read: a row's window
+    then ends after so many looks at it, not after so much of the host's time (a short window
+    on a loaded host passed before a worker ran, and the row made no call)."""
+    ticks = itertools.count()
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 1000))
+
+
 def test_an_error_in_a_boto3_worker_reaches_the_row(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker thread's error was printed by the thread and dropped: the baseline went on with
     one thread fewer, slower, and the row's ratio looked better."""
@@ -367,6 +377,7 @@ def test_an_error_in_a_boto3_worker_reaches_the_row(monkeypatch: pytest.MonkeyPa
     import botocore.exceptions
 
     monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: _Boto3Client(["AccessDenied"]))
+    _ticking_clock(monkeypatch)
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
         harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.2)
 
@@ -377,6 +388,7 @@ def test_the_boto3_baseline_retries_a_lost_race(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(
         boto3, "client", lambda *_args, **_kwargs: _Boto3Client(["PreconditionFailed", "412"])
     )
+    _ticking_clock(monkeypatch)
     assert harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.1) > 0
 
 
@@ -507,8 +519,9 @@ def test_request_trace_rows_per_deleted_key() -> None:
         MemoryStore.wipe(name)
 
 
-def test_raw_puts_leave_nothing_but_their_own(memory_runtime: str) -> None:
+def test_raw_puts_leave_nothing_but_their_own(memory_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store = vc.get_runtime().store
+    _ticking_clock(monkeypatch)
 
     async def run() -> list[str]:
         await store.put("keep/1", b"x")
@@ -847,12 +860,17 @@ class _CountingStore:
         self.in_flight = 0
         self.peak = 0
         self.version = 0
+        #: the clock the rows read (``time.perf_counter``): 1 ms per request answered, so that
+        #: every worker starts before the row's window ends however loaded the host is (on
+        #: the host's clock, a 0.05 s window passed before any worker ran: 0 puts, in a run)
+        self.clock = 0.0
 
     async def _request(self) -> None:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         await asyncio.sleep(0.005)
         self.in_flight -= 1
+        self.clock += 0.001
 
     async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> str:
         await self._request()
@@ -878,10 +896,11 @@ class _CountingStore:
         self.objects.pop(key, None)
 
 
-def test_the_raw_baselines_run_at_the_rows_concurrency() -> None:
+def test_the_raw_baselines_run_at_the_rows_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fan-out row's raw PUTs and the one-actor row's CAS loop: 64 in flight, as the rows
     say (the library side is driven at 64 too); one at a time would flatter the library."""
     store = _CountingStore()
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: store.clock))
     assert asyncio.run(harness._raw_puts(store, "raw", b"x", 0.05)) > 0  # type: ignore[arg-type]
     assert store.peak == harness._CONCURRENCY == 64
     assert store.objects == {}  # (its objects deleted again)

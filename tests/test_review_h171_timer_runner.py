@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -338,21 +339,23 @@ def test_a_tick_longer_than_its_lease_keeps_its_heartbeat_for_its_duration(actor
     assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []
 
 
-class _RenewalLandingLate(_TakeOverAnswered):
-    """Wraps a store: the second put of runner ``me``'s heartbeat (its first renewal) lands
-    ``delay`` seconds late, even once its caller stopped waiting (a local store's write on its
-    thread, a request the server applies after the client gave up on it)."""
+class PutLandingLate(ForwardingStore):
+    """Wraps a store: the ``nth`` put of a key ``matches`` accepts lands ``delay`` seconds late,
+    even once its caller stopped waiting (a local store's write on its thread, a request the
+    server applies after the client gave up on it); ``puts`` counts the puts it matched."""
 
-    def __init__(self, inner: ObjectStore, delay: float) -> None:
-        super().__init__(inner, StorageError)
+    def __init__(self, inner: ObjectStore, delay: float, matches: Callable[[str], bool], nth: int) -> None:
+        super().__init__(inner)
         self.delay = delay
-        self.beats = 0
+        self.matches = matches
+        self.nth = nth
+        self.puts = 0
         self.landed = threading.Event()
 
     async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        if key == keys.timer_runner_key("me"):
-            self.beats += 1
-            if self.beats == 2:
+        if self.matches(key):
+            self.puts += 1
+            if self.puts == self.nth:
                 return await asyncio.shield(self._late(key, data, mode))
         return await self.inner.put(key, data, mode=mode)
 
@@ -372,7 +375,8 @@ def test_a_renewal_cut_off_and_landing_after_the_runner_stopped_leaves_no_heartb
     Deleted first, the heartbeat came back, and held the stopped runner's share of the actors
     off the others for a lease (as a runner killed without a word)."""
     runtime = vc.get_runtime()
-    store = _RenewalLandingLate(runtime.store, 0.6)
+    # (the second put of runner me's heartbeat: its first renewal)
+    store = PutLandingLate(runtime.store, 0.6, keys.timer_runner_key("me").__eq__, 2)
     runtime.store = store
     stop = threading.Event()
     runner = timer_runner.TimerRunner(split="runners", lease=0.9, poll=0.05, runner_id="me")
@@ -380,9 +384,9 @@ def test_a_renewal_cut_off_and_landing_after_the_runner_stopped_leaves_no_heartb
     thread.start()
     try:
         deadline = time.monotonic() + 20
-        while store.beats < 2 and time.monotonic() < deadline:
+        while store.puts < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert store.beats >= 2, "the runner did not renew its heartbeat"
+        assert store.puts >= 2, "the runner did not renew its heartbeat"
     finally:
         stop.set()
         thread.join(30)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from store_helpers import retune
 from test_review_h171_timer_runner import Chime as Bell
+from test_review_h171_timer_runner import PutLandingLate
 
 import vactor_cloud as vc
 from vactor_cloud import keys
@@ -27,6 +28,10 @@ from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+def _is_claim(key: str) -> bool:
+    return key.startswith(keys.TIMER_CLAIMS)
 
 
 def _tear(store: LocalStore, key: str) -> None:
@@ -122,31 +127,6 @@ def test_no_tick_leaves_its_renewer_or_its_heartbeat_behind_however_it_ends(acto
     assert asyncio.run(store.list(keys.TIMER_RUNNERS)) == []
 
 
-class _ClaimLandingLate(ForwardingStore):
-    """Wraps a store: the first put of a timer claim lands ``delay`` seconds late, even once
-    its caller was cut off (a request the server applies after the client gave up on it)."""
-
-    def __init__(self, inner: ObjectStore, delay: float) -> None:
-        super().__init__(inner)
-        self.delay = delay
-        self.claims = 0
-        self.landed = threading.Event()
-
-    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        if key.startswith(keys.TIMER_CLAIMS):
-            self.claims += 1
-            if self.claims == 1:
-                return await asyncio.shield(self._late(key, data, mode))
-        return await self.inner.put(key, data, mode=mode)
-
-    async def _late(self, key: str, data: bytes, mode: PutMode) -> str:
-        await asyncio.sleep(self.delay)
-        try:
-            return await self.inner.put(key, data, mode=mode)
-        finally:
-            self.landed.set()
-
-
 def test_a_claim_cut_off_that_lands_all_the_same_holds_the_actor_for_its_lease_at_most(
     actor_store: StoreSpec,
 ) -> None:
@@ -156,7 +136,7 @@ def test_a_claim_cut_off_that_lands_all_the_same_holds_the_actor_for_its_lease_a
     runtime = vc.get_runtime()
     bell = Bell.get_or_create("late-landing")
     assert bell.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
-    store = _ClaimLandingLate(runtime.store, 1.2)
+    store = PutLandingLate(runtime.store, 1.2, _is_claim, 1)  # (the first claim put)
     runtime.store = store
     lease = 3.0  # (cut off at 1 s; landed at 1.2 s, held until 3 s)
     cut = vc.fire_due_timers(split="claims", lease=lease, runner_id="me")
@@ -176,7 +156,7 @@ def test_the_runner_whose_cut_off_claim_landed_takes_it_back_at_once(actor_store
     runtime = vc.get_runtime()
     bell = Bell.get_or_create("late-landing-mine")
     assert bell.ring.options(at=time.time() - 1.0, timer_key="k").run() == "k"
-    store = _ClaimLandingLate(runtime.store, 0.5)
+    store = PutLandingLate(runtime.store, 0.5, _is_claim, 1)  # (the first claim put)
     runtime.store = store
     assert vc.fire_due_timers(split="claims", lease=1.2, runner_id="me").fired == 0
     assert store.landed.wait(10)
