@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,17 @@ enough.wait(60)
 #: how long the child may take, start to exit (a hang bound, not a measure)
 HANG = 120
 
+#: asyncio's debug mode (on under ``-X dev``) reports each callback or task step that held the
+#: loop over 0.1 s: on a loaded host (CI runs 7 test workers on 2 cores) a step waiting for a CPU
+#: is reported, as in a full run on 2026-12-07 ("Executing <Task ...> took 0.103 seconds"). That
+#: is the host's load, not something the exit left open: such lines alone are not counted.
+SLOW_STEP = re.compile(r"^Executing <.*> took \d+\.\d+ seconds$")
+
+
+def said_at_exit(stderr: str) -> list[str]:
+    """What the child wrote to stderr, but for asyncio's reports of slow steps."""
+    return [line for line in stderr.splitlines() if not SLOW_STEP.match(line)]
+
 
 def _run(script: Path, spec: StoreSpec, acks: Path, what: str) -> subprocess.CompletedProcess[str]:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,4 +132,11 @@ def test_a_daemon_thread_calling_at_exit_loses_no_acknowledged_call_and_leaves_n
         set((tmp_path / "acks.failed").read_text().split()) if (tmp_path / "acks.failed").exists() else set()
     )
     assert failed <= {"RuntimeShutdownError"}
-    assert made.stderr == ""
+    assert said_at_exit(made.stderr) == []
+
+
+def test_only_asyncios_slow_step_reports_are_not_counted() -> None:
+    slow = "Executing <Task pending name='Task-3' coro=<f() running at x.py:1>> took 0.103 seconds"
+    unclosed = "ResourceWarning: unclosed <socket.socket fd=5>"
+    assert said_at_exit(f"{slow}\n{unclosed}\n") == [unclosed]
+    assert said_at_exit(f"{slow}\nTraceback: took 0.1 seconds\n") == ["Traceback: took 0.1 seconds"]
