@@ -812,22 +812,24 @@ def give_up_on_a_post(
     return log, raised.value
 
 
-def give_up_when_the_fold_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """For :func:`give_up_on_a_post` under a long ``commit_timeout``: the posted call's deadline
-    passes the moment the store refuses the step put of its own fold, once (it took the free
-    folder lease: this process holds it when its caller gets CallPendingError, and its rounds of
-    serving fold the post once the store heals, with no other call).
+def give_up_when_the_fold_is_refused(monkeypatch: pytest.MonkeyPatch, refusals: int = 1) -> None:
+    """For a posted call under a long ``commit_timeout`` (:func:`give_up_on_a_post`): its
+    deadline passes the moment the store fails the step put of its own fold for the
+    ``refusals``-th time (it took the free folder lease: this process holds it when its caller
+    gets CallPendingError, and its rounds of serving fold the post once the store heals, with
+    no other call). Once: later commits are left alone.
 
-    Under a short ``commit_timeout`` (0.3 s) that held only while requests were quick: with
+    Under a short ``commit_timeout`` (0.3 s, 1 s) that held only while requests were quick: with
     0.1 s per request the deadline passed while the call's post was written, it gave up
     before trying the lease, nobody held it, and the post waited for the next call."""
     storage_failed = ActorCore._storage_failed
-    refused: list[bool] = []
+    failed: list[bool] = []
 
     def deadline_passes_at_the_refusal(core: ActorCore, c: Any, exc: Exception) -> Any:
-        if c.fold and c.posted is not None and not refused:
-            refused.append(True)
-            c.give_up_at = -math.inf
+        if c.fold and c.posted is not None and len(failed) < refusals:
+            failed.append(True)
+            if len(failed) == refusals:
+                c.give_up_at = -math.inf
         return storage_failed(core, c, exc)
 
     monkeypatch.setattr(ActorCore, "_storage_failed", deadline_passes_at_the_refusal)
