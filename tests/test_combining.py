@@ -812,6 +812,29 @@ def give_up_on_a_post(
     return log, raised.value
 
 
+def give_up_when_the_fold_is_refused(monkeypatch: pytest.MonkeyPatch, refusals: int = 1) -> None:
+    """For a posted call under a long ``commit_timeout`` (:func:`give_up_on_a_post`): its
+    deadline passes the moment the store fails the step put of its own fold for the
+    ``refusals``-th time (it took the free folder lease: this process holds it when its caller
+    gets CallPendingError, and its rounds of serving fold the post once the store heals, with
+    no other call). Once: later commits are left alone.
+
+    Under a short ``commit_timeout`` (0.3 s, 1 s) that held only while requests were quick: with
+    0.1 s per request the deadline passed while the call's post was written, it gave up
+    before trying the lease, nobody held it, and the post waited for the next call."""
+    storage_failed = ActorCore._storage_failed
+    failed: list[bool] = []
+
+    def deadline_passes_at_the_refusal(core: ActorCore, c: Any, exc: Exception) -> Any:
+        if c.fold and c.posted is not None and len(failed) < refusals:
+            failed.append(True)
+            if len(failed) == refusals:
+                c.give_up_at = -math.inf
+        return storage_failed(core, c, exc)
+
+    monkeypatch.setattr(ActorCore, "_storage_failed", deadline_passes_at_the_refusal)
+
+
 def heal_and_fold(store: Switchable, log: Any) -> Any:
     """The outage of :func:`give_up_on_a_post` is over: ``me/2`` posts behind the pending post
     and folds both; its result. Not under the outage's short ``commit_timeout``: on a loaded
@@ -1184,9 +1207,12 @@ def test_a_renewal_landing_after_the_holder_gave_the_lease_up_is_released(
     """The holder's renewal is in flight when it gives the lease up (idle, or its folding
     stopped as the lease neared its end). The renewal lands and extends a lease nobody folds
     with: it must be released then, not left valid for posters to wait on."""
-    window = 0.3 if given_up == "idle" else 60.0
+    # Neither comes before the test says so: a 0.3 s window (idle) and a 1 s lease (nearly
+    # lapsed) ran out during me/1 on a slow store (0.1 s per request), and the holder's serving
+    # had ended before the renewal below began. Idle is made below (no foreign post ever).
+    seconds = 30.0
     store_spec.init(
-        settings=vc.Settings(storage="", combine_after=1, combine_window=window, lease_seconds=1.0)
+        settings=vc.Settings(storage="", combine_after=1, combine_window=60.0, lease_seconds=seconds)
     )
     runtime = vc.get_runtime()
     store = runtime.store = LeaseGate(runtime.store)
@@ -1199,12 +1225,16 @@ def test_a_renewal_landing_after_the_holder_gave_the_lease_up_is_released(
     assert record is not None
     store.held.set()
     try:
-        core._held_until = time.monotonic() + 0.4  # past half-life: renew now (its write waits)
+        # past half-life: renew now (its write waits); idle, 4.5 s before the last quarter
+        # begins; else 0.3 s before (nearly lapsed)
+        left = 0.4 if given_up == "idle" else 0.26
+        core._held_until = time.monotonic() + left * seconds
         core._renew_lease(record.step)
         if given_up == "idle":
             core._foreign_at = -math.inf  # no other process's post for combine_window: idle
         assert wait_for(lambda: store.waiting == 1), "the renewal did not start"
-        # ...and meanwhile the holder gives the lease up (within 0.15 s: its margin)
+        # ...and meanwhile the holder gives the lease up (idle at its next round, or once the
+        # lease's last quarter begins)
         assert wait_for(lambda: core._held_until == -math.inf), "the holder kept the lease"
     finally:
         store.held.clear()  # the renewal lands
@@ -1325,15 +1355,19 @@ def test_shutdown_waits_for_the_idle_lease_release_in_flight(store_spec: StoreSp
     """The lease was given up as idle and its release is still in flight when the process
     shuts down: shutdown waits for it (it closed the store under it, and the lease stayed
     valid for posters to wait on)."""
-    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=0.3))
+    # (lease_seconds: idle, not nearly lapsed, is what gives it up: see the next test but one)
+    store_spec.init(settings=vc.Settings(storage="", combine_after=1, combine_window=0.3, lease_seconds=30.0))
     runtime = vc.get_runtime()
-    store = runtime.store = LeaseGate(runtime.store)
+    store = runtime.store = LeaseGate(runtime.store, passes=1)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
-    log.add.run("me/1")  # lost, posted, took the lease
+    # The take passes, the next lease write (the release) waits: gated before the call, as a
+    # fold on a slow store (0.1 s per request) outlasts combine_window, and the holder gave the
+    # lease up as idle the moment its call ended, before a gate set after the call.
     store.held.set()
     try:
+        log.add.run("me/1")  # lost, posted, took the lease
         assert wait_for(lambda: store.waiting == 1), "the idle lease was not released"
         stopping = threading.Thread(target=vc.shutdown)
         stopping.start()
@@ -1400,14 +1434,16 @@ def test_a_commit_while_the_idle_lease_release_is_in_flight_races_and_pays_one_p
         settings=vc.Settings(storage="", combine_after=1, combine_window=0.3, lease_seconds=30.0, **quiet)
     )
     runtime = vc.get_runtime()
-    store = runtime.store = LeaseGate(runtime.store)
+    store = runtime.store = LeaseGate(runtime.store, passes=1)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
-    log.add.run("me/1")  # lost, posted, folded: this process took the lease
     core = runtime.core("a")
-    store.held.set()  # from now on the lease's writes (the idle release) wait
+    # From now on the lease's writes after the take (the idle release) wait: gated before the
+    # call, which on a slow store outlasts combine_window and gives the lease up as it ends.
+    store.held.set()
     try:
+        log.add.run("me/1")  # lost, posted, folded: this process took the lease
         assert wait_for(lambda: store.waiting == 1), "the idle lease was not released"
         time.sleep(0.4)  # the combine window passed too
         for _ in range(3):

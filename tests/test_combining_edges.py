@@ -17,6 +17,7 @@ from test_combining import (
     a_fold_of,
     commit_behind_its_back,
     foreign_box,
+    give_up_when_the_fold_is_refused,
     init_switchable,
     pending_posts,
     post_adds,
@@ -224,7 +225,7 @@ def test_a_batch_with_an_internal_call_does_not_pass_a_pending_post_of_ours(
 # -- 4. call_outcome says "never" while the fold's step put that carries the call is in flight ------
 @pytest.mark.usefixtures("runtime_off")
 def test_call_outcome_does_not_say_never_while_a_step_put_carrying_the_call_may_still_land(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Our post's every write failed (it never landed: ``PostInDoubtError``), so our own fold
     puts our calls in directly (the post is not listed). That fold's step put times out with the
@@ -234,7 +235,11 @@ def test_call_outcome_does_not_say_never_while_a_step_put_carrying_the_call_may_
     by the post object alone: the in-flight step put carries it, and lands a moment later (the
     protocol's own premise: a put may land after its deadline). The call is then applied after
     ``call_outcome`` said never: a caller retrying on that answer applies it twice."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=1.0, fresh_window=60.0)
+    # The caller gives up at the second failure of its fold's step put (the timeout, then a
+    # later attempt's refusal), not at a 1 s commit_timeout: on a slow store (0.1 s per
+    # request) the post's failing writes used that up before the fold's step put was sent.
+    give_up_when_the_fold_is_refused(monkeypatch, refusals=2)
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=HANG, fresh_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")  # step 1
     commit_behind_its_back("a")  # step 2: our next put loses, we post
@@ -249,13 +254,16 @@ def test_call_outcome_does_not_say_never_while_a_step_put_carrying_the_call_may_
             if not held:
                 held.append(run)  # sent, not answered: it lands later
                 raise StorageTimeoutError("injected: the step put timed out", key, write_in_flight=True)
+            refused_later.append(key)
             raise RetryableStorageError("injected: the step put failed before it was sent", key)
         return await inner_around(operation, key, run, **kw)
 
+    refused_later: list[str] = []
     store._around = stall_then_refuse  # type: ignore[method-assign]
     with pytest.raises(CallPendingError) as raised:
         log.add.run("me/1")
     assert held, "the fold's step put was never sent"
+    assert refused_later, "no later attempt's step put was refused"
     said: Any
     try:
         said = vc.get_actor("a").call_outcome(raised.value.call_ids[0])

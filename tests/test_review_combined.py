@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing.context
 import os
 import pickle
@@ -28,6 +29,7 @@ from test_combining import (
     commit_behind_its_back,
     foreign_box,
     give_up_on_a_post,
+    give_up_when_the_fold_is_refused,
     init_switchable,
     pending_posts,
     wait_for_no_posts,
@@ -452,8 +454,14 @@ def test_call_outcome_after_the_applying_step_was_compacted_reads_the_copy_its_s
     late, as on a loaded host.)"""
     if late_rounds:
         late_serving_rounds(monkeypatch)
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    # The call gives up as the lease holder whose fold was refused, however slow the store:
+    # not at a 0.3 s commit_timeout, which a store at 0.1 s per request passed before the
+    # call tried the lease (nothing folded me/1 then). Nor does the lease near its end
+    # before the holder's round (2 s: a loaded host's late round on a slow store).
+    give_up_when_the_fold_is_refused(monkeypatch)
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=HANG, lease_seconds=HANG)
     log, raised = give_up_on_a_post(store)
+    assert vc.get_runtime().core("a")._held_until != -math.inf, "this process holds the folder lease"
     # The outage ends; the lease holder's round of serving folds me/1 alone (result 2). Not
     # me/2 at once: on a loaded host that round came late and me/2's fold applied both, in
     # one step (the newest, whose own outcomes then held me/1's: see ``late_serving_rounds``).
