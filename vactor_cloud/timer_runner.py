@@ -590,11 +590,19 @@ async def _within(start: Callable[[], Coroutine[Any, Any, _T]], seconds: float, 
     # task, and ``Runtime.run`` starts a coroutine's first step eagerly, outside any)
     task = asyncio.ensure_future(start())  # (made here: one made before, never run, was never awaited)
     try:
-        await asyncio.wait({task}, timeout=seconds)
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        try:
+            await asyncio.wait({task}, timeout=seconds)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+    except BaseException:
+        # Cancelled (the runtime shut down, Ctrl-C, the operation's deadline) as the task
+        # ended, or again while it waited above for the task it cancelled: nobody else takes
+        # the task's outcome. Left, a failed one's exception went to the loop ("Task exception
+        # was never retrieved") and a put that landed went unseen.
+        _abandoned(task, key, what)
+        raise
     if not task.cancelled():
         return task.result()
     raise StorageTimeoutError(
@@ -603,6 +611,30 @@ async def _within(start: Callable[[], Coroutine[Any, Any, _T]], seconds: float, 
         key,
         write_in_flight=True,
     )
+
+
+def _abandoned(task: asyncio.Future[Any], key: str, what: str) -> None:
+    """Take the outcome of :func:`_within`'s ``task``, which its caller no longer waits for
+    (now, or when it ends), and log it (debug). A claim that landed so holds the actor for its
+    lease at most, as one cut off that lands: its runner takes it back at its next tick."""
+
+    def taken(task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            logger.debug("%s (%s) failed after its tick stopped waiting for it: %s", what, key, error)
+        else:
+            logger.debug(
+                "%s (%s) landed after its tick stopped waiting for it: it holds for its lease at most",
+                what,
+                key,
+            )
+
+    if task.done():
+        taken(task)
+    else:
+        task.add_done_callback(taken)
 
 
 # -- firing one actor's entries -------------------------------------------------------------------
