@@ -153,7 +153,7 @@ def _runner(
     )
 
 
-def _percentile(ordered: Sequence[float], fraction: float) -> float | None:
+def nearest_rank(ordered: Sequence[float], fraction: float) -> float | None:
     """The nearest-rank percentile of ``ordered`` (sorted): the smallest figure with at least
     ``fraction`` of them at or below it (p99 of 100 figures: the 99th; ``None``: no figures)."""
     if not ordered:
@@ -206,8 +206,8 @@ def _summary(
         "doubled": sum(1 for c in counts.values() if c > 1),
         "unfired_when_runners_stopped": args.timers - len(counts),
         "index_left": left,
-        "lateness_p50_s": _rounded(_percentile(lateness, 0.5)),
-        "lateness_p99_s": _rounded(_percentile(lateness, 0.99)),
+        "lateness_p50_s": _rounded(nearest_rank(lateness, 0.5)),
+        "lateness_p99_s": _rounded(nearest_rank(lateness, 0.99)),
         "lateness_max_s": max(tops) if tops else None,
         "requests_per_timer": round(sum(requests.values()) / max(fired, 1), 2),
         "requests": requests,
@@ -217,7 +217,7 @@ def _summary(
         "per_runner": [
             {
                 "fired": r["fired"],
-                "p50_s": _rounded(_percentile(sorted(r["lateness"]), 0.5)),
+                "p50_s": _rounded(nearest_rank(sorted(r["lateness"]), 0.5)),
                 "views": r["views"],
             }
             for r in results
