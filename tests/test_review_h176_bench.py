@@ -173,8 +173,8 @@ def test_fan_out_row_with_raw_puts_of_0_is_a_miss(
 def test_processes_row_with_one_process_alone_of_0_calls_is_a_miss(
     memory_runtime: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: "nan, min share 0.250 | MISS": a MISS, but "nan" said nothing of why (one
-    process alone made no call in its window)."""
+    """Before: the repeat's ratio was ``nan``, and the median of [nan, 1.0, 1.0] (a nan sorts
+    anywhere) was 1.00: "1.00, min share 0.250 | ok", one process alone having made no call."""
     monkeypatch.setattr(harness, "_processes", _feed([[0], [30, 10], [50], [40, 40], [80], [76, 4]]))
     _missed_for_no_baseline(_bench().processes_row())
 
