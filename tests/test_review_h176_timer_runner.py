@@ -9,13 +9,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from store_helpers import retune
 
+import vactor_cloud as vc
+from vactor_cloud import keys
 from vactor_cloud.errors import StorageError
+from vactor_cloud.storage import ObjectStore, PutMode
+from vactor_cloud.testing._forwarding import ForwardingStore
+from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import _within
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
 # -- _within cancelled while its claim task finishes -----------------------------------------------
@@ -90,3 +100,111 @@ def test_a_claim_that_lands_under_a_cancelled_within_is_logged(caplog: pytest.Lo
     assert cancelled and seen == []
     landed = [r.getMessage() for r in caplog.records if "landed" in r.getMessage()]
     assert landed and "timer-claims/a" in landed[0], caplog.text
+
+
+# -- a tick's heartbeat renewals -------------------------------------------------------------------
+class _CountingStarts:
+    """Counts the threads started (``threading.Thread.start``) while installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        start = threading.Thread.start
+
+        def counted(thread: threading.Thread) -> None:
+            self.names.append(thread.name)
+            start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", counted)
+
+
+def test_a_tick_shorter_than_a_third_of_its_lease_starts_no_thread_and_renews_nothing(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every tick (``split="runners"``) started a heartbeat renewer thread and joined
+    it at its end, though most end long before the first renewal is due (lease/3): an empty
+    tick cost about 1 ms more wall time for it. Now the renewals are timed on the IO loop: a
+    tick that ends first starts no thread, and writes its heartbeat once (then deletes it)."""
+    runtime = vc.get_runtime()
+    counting = _CountingPuts(runtime.store, keys.timer_runner_key("short"))
+    runtime.store = counting
+    vc.fire_due_timers(runner_id="short")  # (the IO loop and the runtime's pools up already)
+    counting.puts = 0
+    starts = _CountingStarts(monkeypatch)
+    report = vc.fire_due_timers(runner_id="short", lease=600.0)
+    assert (report.fired, report.errors) == (0, [])
+    assert starts.names == []
+    assert counting.puts == 1
+    assert asyncio.run(counting.inner.list(keys.TIMER_RUNNERS)) == []
+
+
+class _CountingPuts(ForwardingStore):
+    """Wraps a store: counts the puts of ``key``."""
+
+    def __init__(self, inner: ObjectStore, key: str) -> None:
+        super().__init__(inner)
+        self.key = key
+        self.puts = 0
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key == self.key:
+            self.puts += 1
+        return await self.inner.put(key, data, mode=mode)
+
+
+class _StallingFirstRenewal(ForwardingStore):
+    """Wraps a store: counts the puts of runner ``long``'s heartbeat; the second (the tick's
+    first renewal) answers only once ``released`` is set (60 s at most); ``enough`` is set at
+    the ``enough_at``-th put."""
+
+    def __init__(self, inner: ObjectStore, enough_at: int) -> None:
+        super().__init__(inner)
+        self.puts = 0
+        self.enough_at = enough_at
+        self.enough = threading.Event()
+        self.released = threading.Event()
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key != keys.timer_runner_key("long"):
+            return await self.inner.put(key, data, mode=mode)
+        self.puts += 1
+        if self.puts >= self.enough_at:
+            self.enough.set()
+        if self.puts == 2:
+            for _ in range(6000):  # (60 s at most)
+                if self.released.is_set():
+                    break
+                await asyncio.sleep(0.01)
+        return await self.inner.put(key, data, mode=mode)
+
+
+_RENEWALS: list[_StallingFirstRenewal] = []
+
+
+@vc.virtual_actor
+class Patient:
+    def wait_for_renewals(self) -> bool:
+        store = _RENEWALS[-1]
+        seen = store.enough.wait(60)  # (the tick lasts until its renewals are seen, or 60 s)
+        store.released.set()
+        return seen
+
+
+def test_a_tick_renews_every_third_of_its_lease_for_as_long_as_it_lasts_past_a_stalled_renewal(
+    actor_store: StoreSpec,
+) -> None:
+    """(Passed already, with the thread; pins the renewals now timed on the IO loop.) A tick
+    lasting many periods (its timer's method waits until it has seen them) renews its
+    heartbeat again and again, a renewal that stalls cut off at lease/3 and followed by the
+    next: the join and four renewals, the first stalled until the end. (Mutations: a renewal
+    not timing the next, or not cut off at lease/3, leave the method waiting its 60 s.)"""
+    runtime = vc.get_runtime()
+    retune(deadline=120.0)  # (longer than the method's wait: only the cut-off ends the stall)
+    patient = Patient.get_or_create("patient")
+    assert patient.wait_for_renewals.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    store = _StallingFirstRenewal(runtime.store, enough_at=5)
+    _RENEWALS.append(store)
+    runtime.store = store
+    report = vc.fire_due_timers(runner_id="long", lease=0.6)
+    assert (report.fired, report.errors) == (1, [])
+    assert store.enough.is_set(), f"{store.puts} heartbeat puts (the join and its renewals)"
+    assert asyncio.run(store.inner.list(keys.TIMER_RUNNERS)) == []

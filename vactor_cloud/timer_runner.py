@@ -1088,24 +1088,16 @@ class TimerRunner:
         return total
 
     def _renewing(self, joined: float) -> Callable[[bool], None]:
-        """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
-        while it fired its share, and the others fired that share too) until the function
-        returned is called, which (given True) waits for a renewal in flight (lease/3 at most);
-        ``joined``: when the heartbeat's first write was sent (monotonic), see :meth:`_renew`."""
+        """Renew the heartbeat (a tick's: one outlasting its lease was counted gone while it
+        fired its share, and the others fired that share too) until the function returned is
+        called, which (given True) waits for a renewal in flight (lease/3 at most); ``joined``:
+        when the heartbeat's first write was sent (monotonic), see :meth:`_renew`. Timed on the
+        IO loop (:class:`_TickRenewals`), not on a thread of the tick's own: most ticks end
+        before the first renewal is due, and a thread started and joined per tick cost each
+        about 1 ms."""
         if self.membership is None:
             return lambda wait: None
-        done = threading.Event()
-        renewer = threading.Thread(
-            target=carry_runtime(self._renew), args=(done, joined), name="vactor-timer-heartbeat", daemon=True
-        )
-        renewer.start()
-
-        def stop(wait: bool) -> None:
-            done.set()
-            if wait:
-                join_threads([renewer], None)
-
-        return stop
+        return _TickRenewals(self.runtime, self.membership, self.runner_id, joined).stop
 
     def _renew(self, stop: threading.Event, joined: float) -> None:
         """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
@@ -1255,6 +1247,77 @@ class TimerRunner:
             state.warned.update(new)
         for error in new:
             logger.warning("timer runner %s: %s", self.runner_id, error)
+
+
+class _TickRenewals:
+    """A tick's heartbeat renewals, as :meth:`TimerRunner._renew` makes them (every lease/3
+    from ``joined``, when the first write was sent; each cut off at lease/3), timed by a timer
+    of the IO loop: nothing runs, and no thread exists, until the first renewal is due. Each
+    renewal is work of the runtime (:meth:`Runtime.bounded`: refused once it stopped, and
+    waited for, then cancelled, by its shutdown), as a ``Runtime.run`` of the thread was."""
+
+    def __init__(self, runtime: Runtime, membership: Membership, runner_id: str, joined: float) -> None:
+        self._runtime = runtime
+        self._membership = membership
+        self._runner_id = runner_id
+        self._period = membership.lease / 3
+        self._loop = _sync.get_loop()
+        self._lock = threading.Lock()
+        # (under ``_lock``: the tick's thread stops what the loop's callbacks start)
+        self._due = joined + self._period
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        #: settles when the renewal in flight ends (None: none in flight)
+        self._flight: concurrent.futures.Future[None] | None = None
+        self._loop.call_soon_threadsafe(self._arm)
+
+    def _arm(self) -> None:
+        """(IO loop) Time the next renewal, unless stopped."""
+        with self._lock:
+            if not self._stopped:
+                self._timer = self._loop.call_later(max(0.0, self._due - time.monotonic()), self._renew)
+
+    def _renew(self) -> None:
+        """(IO loop) The renewal's time came: start it, unless stopped meanwhile."""
+        flight: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._timer = None
+            if self._stopped:
+                return
+            self._due = max(self._due + self._period, time.monotonic())  # (from its start)
+            self._flight = flight
+        task = self._loop.create_task(self._beat())
+        task.add_done_callback(functools.partial(self._ended, flight))
+
+    async def _beat(self) -> None:
+        try:
+            await self._runtime.bounded(self._membership.beat(within=self._period))
+        except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
+            logger.warning("timer runner %s: could not renew its heartbeat: %s", self._runner_id, exc)
+
+    def _ended(self, flight: concurrent.futures.Future[None], task: asyncio.Task[None]) -> None:
+        """(IO loop) A renewal ended: time the next one, and tell a stop waiting for it."""
+        if not task.cancelled() and task.exception() is not None:  # (not a VactorError: a fault)
+            logger.warning(
+                "timer runner %s: renewing its heartbeat failed: %r", self._runner_id, task.exception()
+            )
+        with self._lock:
+            self._flight = None
+        self._arm()
+        flight.set_result(None)
+
+    def stop(self, wait: bool) -> None:
+        """No renewal starts from now; ``wait``: the one in flight, if any, ends first (a
+        renewal landing after the heartbeat's delete wrote it again)."""
+        with self._lock:
+            self._stopped = True
+            timer, flight = self._timer, self._flight
+            self._timer = None
+        if timer is not None:
+            with contextlib.suppress(RuntimeError):  # (the loop closed: it runs nothing more)
+                self._loop.call_soon_threadsafe(timer.cancel)  # (a handle is the loop's to cancel)
+        if wait and flight is not None:
+            _sync.wait_futures([flight])
 
 
 #: errors a long-running runner remembers having logged (then it forgets them all, and may log
