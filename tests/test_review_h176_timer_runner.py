@@ -207,4 +207,75 @@ def test_a_tick_renews_every_third_of_its_lease_for_as_long_as_it_lasts_past_a_s
     report = vc.fire_due_timers(runner_id="long", lease=0.6)
     assert (report.fired, report.errors) == (1, [])
     assert store.enough.is_set(), f"{store.puts} heartbeat puts (the join and its renewals)"
+    puts = store.puts
+    time.sleep(0.6)  # (three periods: a renewal left timed after the tick would have put again)
+    assert store.puts == puts
     assert asyncio.run(store.inner.list(keys.TIMER_RUNNERS)) == []
+
+
+class _CountingBeats(ForwardingStore):
+    """Wraps a store: counts the puts of runner ``shut``'s heartbeat."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.puts = 0
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key == keys.timer_runner_key("shut"):
+            self.puts += 1
+        return await self.inner.put(key, data, mode=mode)
+
+
+_HELD = threading.Event()
+_FIRING = threading.Event()
+
+
+@vc.virtual_actor
+class Holder:
+    def hold(self) -> bool:
+        _FIRING.set()
+        return _HELD.wait(60)
+
+
+def _renewal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "renew" in r.getMessage()]
+
+
+def test_a_tick_whose_runtime_is_shut_down_under_it_ends_and_renews_no_more(
+    actor_store: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(Passed already, with the thread.) The runtime shut down while a tick fires (its method
+    held past the shutdown's timeout): the tick ends, and no renewal is tried after it (each
+    would be refused, and said so in the log), nor any thread left. (Mutation: a stop that
+    leaves the renewals timed: a warning every period.)"""
+    runtime = vc.get_runtime()
+    holder = Holder.get_or_create("held")
+    assert holder.hold.options(at=time.time() - 1.0, timer_key="k").run() == "k"
+    store = _CountingBeats(runtime.store)
+    runtime.store = store
+    _HELD.clear()
+    _FIRING.clear()
+    before = {t.ident for t in threading.enumerate() if t.name == "vactor-timer-heartbeat"}
+    ended: list[BaseException | object] = []
+
+    def tick() -> None:
+        try:
+            ended.append(vc.fire_due_timers(runner_id="shut", lease=0.6))
+        except BaseException as exc:
+            ended.append(exc)
+
+    ticking = threading.Thread(target=tick)
+    ticking.start()
+    try:
+        assert _FIRING.wait(60)
+        runtime.close(timeout=0.5)  # (the fire outlasts it: cut off)
+    finally:
+        _HELD.set()
+        ticking.join(60)
+    assert not ticking.is_alive() and ended, ended
+    puts, tried = store.puts, len(_renewal_lines(caplog))
+    time.sleep(0.6)  # (three periods: a renewal timer left armed would have tried again)
+    assert store.puts == puts
+    assert _renewal_lines(caplog)[tried:] == []
+    left = [t for t in threading.enumerate() if t.name == "vactor-timer-heartbeat" and t.ident not in before]
+    assert left == []
