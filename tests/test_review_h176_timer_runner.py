@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +22,12 @@ from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import keys
-from vactor_cloud.errors import StorageError
-from vactor_cloud.storage import ObjectStore, PutMode
+from vactor_cloud.checked_read import READS
+from vactor_cloud.errors import StorageError, TruncatedObjectError
+from vactor_cloud.storage import Blob, LocalStore, ObjectStore, PutMode
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import _within
+from vactor_cloud.timer_runner import Membership, _within, claim_actor
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -104,7 +108,8 @@ def test_a_claim_that_lands_under_a_cancelled_within_is_logged(caplog: pytest.Lo
 
 # -- a tick's heartbeat renewals -------------------------------------------------------------------
 class _CountingStarts:
-    """Counts the threads started (``threading.Thread.start``) while installed."""
+    """Counts the threads started (``threading.Thread.start``) while installed (the IO loop's
+    executor may start one for a synced write of the local store: see ``of_the_tick``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.names: list[str] = []
@@ -115,6 +120,10 @@ class _CountingStarts:
             start(thread)
 
         monkeypatch.setattr(threading.Thread, "start", counted)
+
+    def of_the_tick(self) -> list[str]:
+        """The threads the tick started itself (its renewer and the helper joining it, its pools)."""
+        return [name for name in self.names if name.startswith(("vactor-timer", "vactor-close"))]
 
 
 def test_a_tick_shorter_than_a_third_of_its_lease_starts_no_thread_and_renews_nothing(
@@ -132,7 +141,7 @@ def test_a_tick_shorter_than_a_third_of_its_lease_starts_no_thread_and_renews_no
     starts = _CountingStarts(monkeypatch)
     report = vc.fire_due_timers(runner_id="short", lease=600.0)
     assert (report.fired, report.errors) == (0, [])
-    assert starts.names == []
+    assert starts.of_the_tick() == []
     assert counting.puts == 1
     assert asyncio.run(counting.inner.list(keys.TIMER_RUNNERS)) == []
 
@@ -279,3 +288,67 @@ def test_a_tick_whose_runtime_is_shut_down_under_it_ends_and_renews_no_more(
     assert _renewal_lines(caplog)[tried:] == []
     left = [t for t in threading.enumerate() if t.name == "vactor-timer-heartbeat" and t.ident not in before]
     assert left == []
+
+
+# -- a torn heartbeat or claim replaced between its reads and its delete ---------------------------
+def _tear(store: LocalStore, key: str) -> None:
+    """Leave the file of ``key`` empty: written unsynced and cut by a machine crash (shorter
+    than the local store's write token: ``TruncatedObjectError``, no version)."""
+    path = store._fspath(key, writing=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_bytes(b"")
+
+
+class _ReplacedAfterTornReads(ForwardingStore):
+    """Wraps a local store: once every read of ``key`` has found it torn (the third), ``then``
+    runs (another runner writes it whole: a renewal, a claim taken), and the read fails."""
+
+    def __init__(self, inner: LocalStore, key: str, then: Callable[[LocalStore], Awaitable[Any]]) -> None:
+        super().__init__(inner)
+        self.key = key
+        self.then = then
+        self.torn_reads = 0
+
+    async def _get(self, key: str) -> Blob:
+        try:
+            return await self.inner.get(key)
+        except TruncatedObjectError:
+            if key == self.key:
+                self.torn_reads += 1
+                if self.torn_reads == READS:
+                    await self.then(self.inner)
+            raise
+
+
+def test_a_torn_heartbeat_its_runner_renewed_meanwhile_is_kept_and_counted(tmp_path: Path) -> None:
+    """Before: a heartbeat every read of which found torn was deleted unconditionally (a torn
+    local file has no version a conditional delete could name): its runner's renewal landing
+    after the reads was deleted, and the live runner counted gone (its share fired by the
+    others too) until its next renewal. Now the object is looked at again (HEAD) before the
+    delete: whole by then, it is read again and counted; only one still torn is deleted."""
+    inner = LocalStore(tmp_path)
+    key = keys.timer_runner_key("owner")
+    _tear(inner, key)
+    renewal = Membership(inner, "owner", 30.0, "all")
+    store = _ReplacedAfterTornReads(inner, key, lambda _store: renewal.beat())
+    assert asyncio.run(Membership(store, "me", 30.0, "all").refresh()) == ("me", "owner")
+    assert asyncio.run(inner.list(keys.TIMER_RUNNERS)) == [key]
+
+
+def test_a_torn_claim_another_runner_took_meanwhile_is_left_to_it(tmp_path: Path) -> None:
+    """Before: a claim every read of which found torn was deleted unconditionally and created
+    anew: another runner that had met the torn claim first, removed it and taken its own
+    between this runner's reads and its delete, lost its claim to this one, and both fired
+    the actor's timers (work twice). Now the claim is looked at again (HEAD): whole by then,
+    it is judged as any claim (live: the actor is left to its holder)."""
+    inner = LocalStore(tmp_path)
+    key = keys.timer_claim_key("a")
+    _tear(inner, key)
+
+    async def other_takes_it(s: LocalStore) -> None:
+        await s.delete(key)
+        assert await claim_actor(s, "a", "other", 30.0) is not None
+
+    store = _ReplacedAfterTornReads(inner, key, other_takes_it)
+    assert asyncio.run(claim_actor(store, "a", "me", 30.0)) is None
+    assert json.loads(asyncio.run(inner.get(key)).data)["runner"] == "other"

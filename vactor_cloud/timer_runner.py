@@ -400,28 +400,14 @@ class Membership:
         with contextlib.suppress(NotFoundError):
             await self.store.delete(self.key)
 
-    async def _read(self, runner_id: str, now: float) -> _Seen | None:
+    async def _read(self, runner_id: str, now: float, again: bool = True) -> _Seen | None:
         key = keys.timer_runner_key(runner_id)
         try:
             blob, read, failure = await read_hint(self.store, key, "timer-runner", self.signing_key)
         except NotFoundError:
             return None
         except TruncatedObjectError as exc:
-            # Torn at each read (a local store's file cut by a crash): unreadable, never a live
-            # member. Raised, it failed the whole refresh at every poll, and the runner kept its
-            # old view while the torn object stayed: a runner that left then was never dropped,
-            # its actors' timers left unfired. Removed (it has no expiry to read, so no other
-            # removal meets it: every tick read it three times and warned, for good); a live
-            # runner's next renewal writes it again, within lease/3. Left (the delete failed):
-            # looked at again a lease later.
-            logger.warning("timer runner %r's heartbeat is not counted, and removed: %s", runner_id, exc)
-            try:
-                await self.store.delete(key)
-            except NotFoundError:
-                pass
-            except StorageError:
-                return _Seen(-math.inf, None, self.lease, now + self.lease)
-            return None
+            return await self._torn(runner_id, now, exc, again)
         trusted = True
         body: Any = read
         if failure is not None:
@@ -453,6 +439,37 @@ class Membership:
         return _Seen(
             until, group if isinstance(group, str) else None, lease, until if until > now else now + lease
         )
+
+    async def _torn(self, runner_id: str, now: float, exc: TruncatedObjectError, again: bool) -> _Seen | None:
+        """The heartbeat of ``runner_id`` torn at each read (a local store's file cut by a
+        crash): unreadable, never a live member. Raised, it failed the whole refresh at every
+        poll, and the runner kept its old view while the torn object stayed: a runner that left
+        then was never dropped, its actors' timers left unfired. Looked at again first (HEAD):
+        whole by then (its runner's renewal replaced it since the reads, or it is whole at rest
+        and only its reads were cut on the way), it is read again (``again``: once) and counted
+        as read. Still torn, it is removed (it has no expiry to read, so no other removal meets
+        it: every tick read it three times and warned, for good); a live runner's next renewal
+        writes it again, within lease/3. Left (a request failed): looked at again a lease later."""
+        key = keys.timer_runner_key(runner_id)
+        unreadable = _Seen(-math.inf, None, self.lease, now + self.lease)
+        try:
+            torn = await _still_torn(self.store, key)
+            if torn is None:
+                return None
+            if not torn:
+                return await self._read(runner_id, now, again=False) if again else unreadable
+            logger.warning("timer runner %r's heartbeat is not counted, and removed: %s", runner_id, exc)
+            # Unconditionally: a torn file has no version a conditional delete could name. A
+            # renewal landing between the HEAD above and this delete goes with it (not one
+            # landing during the reads: that one the HEAD sees); the runner's next renewal
+            # writes it again, lease/3 later, and meanwhile the others may fire its share
+            # too: work done twice, never a timer fired twice.
+            await self.store.delete(key)
+        except NotFoundError:
+            pass
+        except StorageError:
+            return unreadable
+        return None
 
     async def refresh(self) -> tuple[str, ...]:
         """List the heartbeats, read the new and the expiring ones; the live runners of this group."""
@@ -509,7 +526,7 @@ async def claim_actor(
     by a crash (``TruncatedObjectError``) is deleted and created anew."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
-    for _ in range(2):
+    for attempt in range(_CLAIM_ROUNDS):
         try:
             return await store.put(key, body, mode="create")
         except AlreadyExistsError:
@@ -524,10 +541,18 @@ async def claim_actor(
             # Torn by a crash (a local store's unsynced file): unreadable, so expired, and of no
             # version an if-match could name, nor the conditional delete of its runner's
             # release. Left, it failed every claim of the actor, its timers never fired.
-            # Removed (unconditionally: two runners meeting it at once may both take the
-            # actor this once, work done twice, never a second firing), then created.
-            with contextlib.suppress(NotFoundError):
-                await store.delete(key)
+            # Looked at again first (HEAD): whole by then (another runner removed it and took
+            # its claim since the reads; or it is whole at rest, its reads cut on the way), it
+            # is judged as any claim, in the next round (the last round raises). Still torn, it
+            # is removed, then created: unconditionally, as it has no version; a claim another
+            # runner took between the HEAD and the delete goes with it, and both take the actor
+            # this once: work done twice, never a second firing.
+            torn = await _still_torn(store, key)
+            if torn is False and attempt == _CLAIM_ROUNDS - 1:
+                raise
+            if torn:
+                with contextlib.suppress(NotFoundError):
+                    await store.delete(key)
             continue
         if blob.data == body:  # (our create landed; its retry met it)
             return blob.version
@@ -551,6 +576,22 @@ async def claim_actor(
         except StorageError as exc:
             return await _own_claim_or_raise(store, key, body, exc)
     return None
+
+
+#: rounds of :func:`claim_actor` (create, else read and judge the claim there)
+_CLAIM_ROUNDS = 2
+
+
+async def _still_torn(store: ObjectStore, key: str) -> bool | None:
+    """After every read of ``key`` found it torn: whether it still is (one HEAD). True: torn
+    at rest (a local store's file cut by a crash: no version); False: whole now (written
+    again since the reads, or whole at rest and only its reads were cut on the way); None:
+    gone."""
+    try:
+        version = await store.head(key)
+    except TruncatedObjectError:
+        return True
+    return None if version is None else False
 
 
 async def _own_claim(store: ObjectStore, key: str, body: bytes) -> str | None:
