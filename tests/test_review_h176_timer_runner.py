@@ -7,6 +7,7 @@ A test that failed before its fix names it in its docstring; one that passed alr
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -27,7 +28,7 @@ from vactor_cloud.errors import StorageError, TruncatedObjectError
 from vactor_cloud.storage import Blob, LocalStore, ObjectStore, PutMode
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import Membership, _within, claim_actor
+from vactor_cloud.timer_runner import Membership, TimerRunner, _within, claim_actor
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -352,3 +353,53 @@ def test_a_torn_claim_another_runner_took_meanwhile_is_left_to_it(tmp_path: Path
     store = _ReplacedAfterTornReads(inner, key, other_takes_it)
     assert asyncio.run(claim_actor(store, "a", "me", 30.0)) is None
     assert json.loads(asyncio.run(inner.get(key)).data)["runner"] == "other"
+
+
+class _HeldFirstBeat(ForwardingStore):
+    """Wraps a store: the first put of runner ``early``'s heartbeat is held until ``release``
+    is set (60 s at most); ``renewed`` is set at a later put of it (a renewal)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.puts = 0
+        self.release = threading.Event()
+        self.renewed = threading.Event()
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if key == keys.timer_runner_key("early"):
+            self.puts += 1
+            if self.puts == 1:
+                for _ in range(6000):  # (60 s at most)
+                    if self.release.is_set():
+                        break
+                    await asyncio.sleep(0.01)
+            else:
+                self.renewed.set()
+        return await self.inner.put(key, data, mode=mode)
+
+
+@pytest.mark.parametrize("how", ["tick", "run"])
+def test_a_heartbeat_is_renewed_while_its_first_write_is_still_in_flight(
+    actor_store: StoreSpec, how: str
+) -> None:
+    """Before: the renewals (a tick's, a long-running runner's) were started once the first
+    write returned, though timed from when it was sent: a first write answered after 2/3 of
+    the lease left its first renewal a third of the lease or less to land (h172's slow-first-
+    beat tests lapsed by a few ms under load). Now they start before it: a renewal is sent
+    while the first write is held."""
+    runtime = vc.get_runtime()
+    retune(deadline=120.0)
+    store = _HeldFirstBeat(runtime.store)
+    runtime.store = store
+    stop = threading.Event()
+    runner = TimerRunner(split="runners", lease=0.6, poll=0.05, runner_id="early")
+    busy = threading.Thread(target=runner.tick if how == "tick" else functools.partial(runner.run, stop))
+    busy.start()
+    try:
+        renewed = store.renewed.wait(60)
+    finally:
+        store.release.set()
+        stop.set()
+        busy.join(60)
+    assert not busy.is_alive()
+    assert renewed, "no renewal was sent while the first write was in flight"

@@ -981,11 +981,14 @@ class TimerRunner:
         that this runner fires; ``on_done(actor_id, n)`` as each actor's fire ends, with its
         entries (on the thread that called ``tick``).
         """
-        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
-        self._join()
+        # The renewals are timed from before the heartbeat's first write (its expiry counts from
+        # then) and go on while it is in flight: started once it returned, a first write
+        # answered late (after 2/3 of the lease) left its first renewal too little time to land.
+        joined = time.monotonic()
         stalled = False
         renewing = self._renewing(joined)
         try:
+            self._join()
             report = TickReport()
             due_by_ms = time.time() * 1000
             after: str | None = None
@@ -1095,8 +1098,7 @@ class TimerRunner:
         listing, with what happened since the previous one.
         """
         state = _RunState()
-        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
-        self._join()
+        joined = time.monotonic()  # (renewals from here, beside the first write: see ``tick``)
         renewer = threading.Thread(
             target=carry_runtime(self._renew), args=(stop, joined), name="vactor-timer-heartbeat", daemon=True
         )
@@ -1110,6 +1112,7 @@ class TimerRunner:
         try:
             if self.membership is not None:
                 renewer.start()
+            self._join()
             lister.start()
             self._dispatch(stop, state, pool)
         finally:
