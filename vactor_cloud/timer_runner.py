@@ -986,8 +986,11 @@ class TimerRunner:
         # answered late (after 2/3 of the lease) left its first renewal too little time to land.
         joined = time.monotonic()
         stalled = False
-        renewing = self._renewing(joined)
+        # (begun in the ``try``: an interrupt just after they began stops them in the
+        # ``finally``; left, they renewed the heartbeat for the process's life)
+        renewing: Callable[[bool], None] = _no_renewals
         try:
+            renewing = self._renewing(joined)
             self._join()
             report = TickReport()
             due_by_ms = time.time() * 1000
@@ -1291,6 +1294,10 @@ class TimerRunner:
             state.warned.update(new)
         for error in new:
             logger.warning("timer runner %s: %s", self.runner_id, error)
+
+
+def _no_renewals(wait: bool) -> None:
+    """The stop of renewals never begun."""
 
 
 class _TickRenewals:
