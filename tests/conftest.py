@@ -215,6 +215,9 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_bench_ready",
         "test_review_h170_batch_sweep",
         "test_review_h172_timer_claims",
+        "test_review_h176_timer_runner",
+        "test_review_h176_bench",
+        "test_review_h176_cli",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

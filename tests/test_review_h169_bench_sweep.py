@@ -408,12 +408,12 @@ def test_timer_bench_stops_its_runners() -> None:
 # -- timer_bench's figures ----------------------------------------------------------------------------
 def test_timer_bench_percentiles_are_nearest_rank() -> None:
     figures = [float(i) for i in range(1, 101)]
-    assert timer_bench._percentile(figures, 0.99) == 99.0  # int(0.99 * 100) took the 100th
-    assert timer_bench._percentile(figures, 0.5) == 50.0
-    assert timer_bench._percentile(figures, 0.29) == 29.0
-    assert timer_bench._percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
-    assert timer_bench._percentile([7.0], 0.99) == 7.0
-    assert timer_bench._percentile([], 0.99) is None
+    assert timer_bench.nearest_rank(figures, 0.99) == 99.0  # int(0.99 * 100) took the 100th
+    assert timer_bench.nearest_rank(figures, 0.5) == 50.0
+    assert timer_bench.nearest_rank(figures, 0.29) == 29.0
+    assert timer_bench.nearest_rank([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert timer_bench.nearest_rank([7.0], 0.99) == 7.0
+    assert timer_bench.nearest_rank([], 0.99) is None
 
 
 def test_timer_bench_counts_every_request_path() -> None:

@@ -74,7 +74,7 @@ def _look_up(to: str) -> None:
 
 class _Forwarder:
     """A callable object as a method (called without the actor's ``self``, as Python calls one;
-    taking no argument: the library reads its first parameter as ``self``)."""
+    before h176 the library read its first parameter as ``self``, so this one takes none)."""
 
     def __call__(self) -> int:
         vc.get_actor("nobody-here")

@@ -464,7 +464,7 @@ def _unpicklable_parts(cls: type) -> list[str]:
     for attr, value in vars(cls).items():
         if attr.startswith("__") and attr.endswith("__"):
             continue
-        function = getattr(value, "__func__", value)
+        function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
         if isinstance(function, types.FunctionType):
             for name in function.__code__.co_names:
                 if name in function.__globals__ and not _picklable(function.__globals__[name]):
@@ -562,7 +562,7 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
                 methods.pop(name, None)
                 continue
             try:
-                signature = inspect.signature(function)
+                signature = _as_a_method(function, inspect.signature(function))
             except (TypeError, ValueError):
                 continue
             _note_fresh_defaults(function, signature)
@@ -576,6 +576,23 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
                 owner=owner,
             )
     return methods
+
+
+def _as_a_method(function: Callable[..., Any], signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` of a class attribute ``function`` with the instance first, as every
+    method's is read (``self`` then the call's arguments). A callable object that is no
+    descriptor (no ``__get__``: an instance of a class with ``__call__``, a
+    ``functools.partial``) is called as it is, ``instance.name(*args)`` passing no ``self``:
+    its signature gets a place for one, or its first parameter was taken for ``self``, and a
+    call passing it was refused (``too many positional arguments``) while one leaving it out
+    was sent and failed in the actor."""
+    if hasattr(type(function), "__get__"):  # a function, or a descriptor: bound to the instance
+        return signature
+    name = "self"
+    while name in signature.parameters:
+        name = f"_{name}"
+    instance = inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY)
+    return signature.replace(parameters=[instance, *signature.parameters.values()])
 
 
 #: Defaults of these types are copied for each call a handle makes (:class:`FreshDefaults`).
@@ -700,7 +717,10 @@ def with_fresh_defaults(
     """The arguments to call ``method`` of an actor with (a bound method, or a class's
     ``__init__`` as the class holds it): ``args`` and ``kwargs`` given a fresh copy of each
     mutable default they omit (see :class:`FreshDefaults`)."""
-    function = getattr(method, "__func__", method)
+    # (``isinstance``, not ``getattr(method, "__func__", method)``: a method that is a callable
+    # object whose ``__getattr__`` raises another error than ``AttributeError`` raised it from
+    # every call, as though the method had)
+    function = method.__func__ if isinstance(method, types.MethodType) else method
     fresh = _FRESH_DEFAULTS.get(function) if isinstance(function, types.FunctionType) else None
     return (args, kwargs) if fresh is None else fresh.fill(args, kwargs)
 

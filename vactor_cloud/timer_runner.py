@@ -400,28 +400,14 @@ class Membership:
         with contextlib.suppress(NotFoundError):
             await self.store.delete(self.key)
 
-    async def _read(self, runner_id: str, now: float) -> _Seen | None:
+    async def _read(self, runner_id: str, now: float, again: bool = True) -> _Seen | None:
         key = keys.timer_runner_key(runner_id)
         try:
             blob, read, failure = await read_hint(self.store, key, "timer-runner", self.signing_key)
         except NotFoundError:
             return None
         except TruncatedObjectError as exc:
-            # Torn at each read (a local store's file cut by a crash): unreadable, never a live
-            # member. Raised, it failed the whole refresh at every poll, and the runner kept its
-            # old view while the torn object stayed: a runner that left then was never dropped,
-            # its actors' timers left unfired. Removed (it has no expiry to read, so no other
-            # removal meets it: every tick read it three times and warned, for good); a live
-            # runner's next renewal writes it again, within lease/3. Left (the delete failed):
-            # looked at again a lease later.
-            logger.warning("timer runner %r's heartbeat is not counted, and removed: %s", runner_id, exc)
-            try:
-                await self.store.delete(key)
-            except NotFoundError:
-                pass
-            except StorageError:
-                return _Seen(-math.inf, None, self.lease, now + self.lease)
-            return None
+            return await self._torn(runner_id, now, exc, again)
         trusted = True
         body: Any = read
         if failure is not None:
@@ -453,6 +439,37 @@ class Membership:
         return _Seen(
             until, group if isinstance(group, str) else None, lease, until if until > now else now + lease
         )
+
+    async def _torn(self, runner_id: str, now: float, exc: TruncatedObjectError, again: bool) -> _Seen | None:
+        """The heartbeat of ``runner_id`` torn at each read (a local store's file cut by a
+        crash): unreadable, never a live member. Raised, it failed the whole refresh at every
+        poll, and the runner kept its old view while the torn object stayed: a runner that left
+        then was never dropped, its actors' timers left unfired. Looked at again first (HEAD):
+        whole by then (its runner's renewal replaced it since the reads, or it is whole at rest
+        and only its reads were cut on the way), it is read again (``again``: once) and counted
+        as read. Still torn, it is removed (it has no expiry to read, so no other removal meets
+        it: every tick read it three times and warned, for good); a live runner's next renewal
+        writes it again, within lease/3. Left (a request failed): looked at again a lease later."""
+        key = keys.timer_runner_key(runner_id)
+        unreadable = _Seen(-math.inf, None, self.lease, now + self.lease)
+        try:
+            torn = await _still_torn(self.store, key)
+            if torn is None:
+                return None
+            if not torn:
+                return await self._read(runner_id, now, again=False) if again else unreadable
+            logger.warning("timer runner %r's heartbeat is not counted, and removed: %s", runner_id, exc)
+            # Unconditionally: a torn file has no version a conditional delete could name. A
+            # renewal landing between the HEAD above and this delete goes with it (not one
+            # landing during the reads: that one the HEAD sees); the runner's next renewal
+            # writes it again, lease/3 later, and meanwhile the others may fire its share
+            # too: work done twice, never a timer fired twice.
+            await self.store.delete(key)
+        except NotFoundError:
+            pass
+        except StorageError:
+            return unreadable
+        return None
 
     async def refresh(self) -> tuple[str, ...]:
         """List the heartbeats, read the new and the expiring ones; the live runners of this group."""
@@ -509,7 +526,7 @@ async def claim_actor(
     by a crash (``TruncatedObjectError``) is deleted and created anew."""
     key = keys.timer_claim_key(actor_id)
     body = encode_hint(key, "timer-claim", {"runner": runner, "until": time.time() + lease}, signing_key)
-    for _ in range(2):
+    for attempt in range(_CLAIM_ROUNDS):
         try:
             return await store.put(key, body, mode="create")
         except AlreadyExistsError:
@@ -524,10 +541,18 @@ async def claim_actor(
             # Torn by a crash (a local store's unsynced file): unreadable, so expired, and of no
             # version an if-match could name, nor the conditional delete of its runner's
             # release. Left, it failed every claim of the actor, its timers never fired.
-            # Removed (unconditionally: two runners meeting it at once may both take the
-            # actor this once, work done twice, never a second firing), then created.
-            with contextlib.suppress(NotFoundError):
-                await store.delete(key)
+            # Looked at again first (HEAD): whole by then (another runner removed it and took
+            # its claim since the reads; or it is whole at rest, its reads cut on the way), it
+            # is judged as any claim, in the next round (the last round raises). Still torn, it
+            # is removed, then created: unconditionally, as it has no version; a claim another
+            # runner took between the HEAD and the delete goes with it, and both take the actor
+            # this once: work done twice, never a second firing.
+            torn = await _still_torn(store, key)
+            if torn is False and attempt == _CLAIM_ROUNDS - 1:
+                raise
+            if torn:
+                with contextlib.suppress(NotFoundError):
+                    await store.delete(key)
             continue
         if blob.data == body:  # (our create landed; its retry met it)
             return blob.version
@@ -551,6 +576,22 @@ async def claim_actor(
         except StorageError as exc:
             return await _own_claim_or_raise(store, key, body, exc)
     return None
+
+
+#: rounds of :func:`claim_actor` (create, else read and judge the claim there)
+_CLAIM_ROUNDS = 2
+
+
+async def _still_torn(store: ObjectStore, key: str) -> bool | None:
+    """After every read of ``key`` found it torn: whether it still is (one HEAD). True: torn
+    at rest (a local store's file cut by a crash: no version); False: whole now (written
+    again since the reads, or whole at rest and only its reads were cut on the way); None:
+    gone."""
+    try:
+        version = await store.head(key)
+    except TruncatedObjectError:
+        return True
+    return None if version is None else False
 
 
 async def _own_claim(store: ObjectStore, key: str, body: bytes) -> str | None:
@@ -590,11 +631,19 @@ async def _within(start: Callable[[], Coroutine[Any, Any, _T]], seconds: float, 
     # task, and ``Runtime.run`` starts a coroutine's first step eagerly, outside any)
     task = asyncio.ensure_future(start())  # (made here: one made before, never run, was never awaited)
     try:
-        await asyncio.wait({task}, timeout=seconds)
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        try:
+            await asyncio.wait({task}, timeout=seconds)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+    except BaseException:
+        # Cancelled (the runtime shut down, Ctrl-C, the operation's deadline) as the task
+        # ended, or again while it waited above for the task it cancelled: nobody else takes
+        # the task's outcome. Left, a failed one's exception went to the loop ("Task exception
+        # was never retrieved") and a put that landed went unseen.
+        _abandoned(task, key, what)
+        raise
     if not task.cancelled():
         return task.result()
     raise StorageTimeoutError(
@@ -603,6 +652,30 @@ async def _within(start: Callable[[], Coroutine[Any, Any, _T]], seconds: float, 
         key,
         write_in_flight=True,
     )
+
+
+def _abandoned(task: asyncio.Future[Any], key: str, what: str) -> None:
+    """Take the outcome of :func:`_within`'s ``task``, which its caller no longer waits for
+    (now, or when it ends), and log it (debug). A claim that landed so holds the actor for its
+    lease at most, as one cut off that lands: its runner takes it back at its next tick."""
+
+    def taken(task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            logger.debug("%s (%s) failed after its tick stopped waiting for it: %s", what, key, error)
+        else:
+            logger.debug(
+                "%s (%s) landed after its tick stopped waiting for it: it holds for its lease at most",
+                what,
+                key,
+            )
+
+    if task.done():
+        taken(task)
+    else:
+        task.add_done_callback(taken)
 
 
 # -- firing one actor's entries -------------------------------------------------------------------
@@ -908,11 +981,17 @@ class TimerRunner:
         that this runner fires; ``on_done(actor_id, n)`` as each actor's fire ends, with its
         entries (on the thread that called ``tick``).
         """
-        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
-        self._join()
+        # The renewals are timed from before the heartbeat's first write (its expiry counts from
+        # then) and go on while it is in flight: started once it returned, a first write
+        # answered late (after 2/3 of the lease) left its first renewal too little time to land.
+        joined = time.monotonic()
         stalled = False
-        renewing = self._renewing(joined)
+        # (begun in the ``try``: an interrupt just after they began stops them in the
+        # ``finally``; left, they renewed the heartbeat for the process's life)
+        renewing: Callable[[bool], None] = _no_renewals
         try:
+            renewing = self._renewing(joined)
+            self._join()
             report = TickReport()
             due_by_ms = time.time() * 1000
             after: str | None = None
@@ -1022,8 +1101,7 @@ class TimerRunner:
         listing, with what happened since the previous one.
         """
         state = _RunState()
-        joined = time.monotonic()  # (the heartbeat's expiry counts from before its write)
-        self._join()
+        joined = time.monotonic()  # (renewals from here, beside the first write: see ``tick``)
         renewer = threading.Thread(
             target=carry_runtime(self._renew), args=(stop, joined), name="vactor-timer-heartbeat", daemon=True
         )
@@ -1037,6 +1115,7 @@ class TimerRunner:
         try:
             if self.membership is not None:
                 renewer.start()
+            self._join()
             lister.start()
             self._dispatch(stop, state, pool)
         finally:
@@ -1056,24 +1135,16 @@ class TimerRunner:
         return total
 
     def _renewing(self, joined: float) -> Callable[[bool], None]:
-        """Renew the heartbeat on a thread (a tick's: one outlasting its lease was counted gone
-        while it fired its share, and the others fired that share too) until the function
-        returned is called, which (given True) waits for a renewal in flight (lease/3 at most);
-        ``joined``: when the heartbeat's first write was sent (monotonic), see :meth:`_renew`."""
+        """Renew the heartbeat (a tick's: one outlasting its lease was counted gone while it
+        fired its share, and the others fired that share too) until the function returned is
+        called, which (given True) waits for a renewal in flight (lease/3 at most); ``joined``:
+        when the heartbeat's first write was sent (monotonic), see :meth:`_renew`. Timed on the
+        IO loop (:class:`_TickRenewals`), not on a thread of the tick's own: most ticks end
+        before the first renewal is due, and a thread started and joined per tick cost each
+        about 1 ms."""
         if self.membership is None:
             return lambda wait: None
-        done = threading.Event()
-        renewer = threading.Thread(
-            target=carry_runtime(self._renew), args=(done, joined), name="vactor-timer-heartbeat", daemon=True
-        )
-        renewer.start()
-
-        def stop(wait: bool) -> None:
-            done.set()
-            if wait:
-                join_threads([renewer], None)
-
-        return stop
+        return _TickRenewals(self.runtime, self.membership, self.runner_id, joined).stop
 
     def _renew(self, stop: threading.Event, joined: float) -> None:
         """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
@@ -1223,6 +1294,81 @@ class TimerRunner:
             state.warned.update(new)
         for error in new:
             logger.warning("timer runner %s: %s", self.runner_id, error)
+
+
+def _no_renewals(wait: bool) -> None:
+    """The stop of renewals never begun."""
+
+
+class _TickRenewals:
+    """A tick's heartbeat renewals, as :meth:`TimerRunner._renew` makes them (every lease/3
+    from ``joined``, when the first write was sent; each cut off at lease/3), timed by a timer
+    of the IO loop: nothing runs, and no thread exists, until the first renewal is due. Each
+    renewal is work of the runtime (:meth:`Runtime.bounded`: refused once it stopped, and
+    waited for, then cancelled, by its shutdown), as a ``Runtime.run`` of the thread was."""
+
+    def __init__(self, runtime: Runtime, membership: Membership, runner_id: str, joined: float) -> None:
+        self._runtime = runtime
+        self._membership = membership
+        self._runner_id = runner_id
+        self._period = membership.lease / 3
+        self._loop = _sync.get_loop()
+        self._lock = threading.Lock()
+        # (under ``_lock``: the tick's thread stops what the loop's callbacks start)
+        self._due = joined + self._period
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        #: settles when the renewal in flight ends (None: none in flight)
+        self._flight: concurrent.futures.Future[None] | None = None
+        self._loop.call_soon_threadsafe(self._arm)
+
+    def _arm(self) -> None:
+        """(IO loop) Time the next renewal, unless stopped."""
+        with self._lock:
+            if not self._stopped:
+                self._timer = self._loop.call_later(max(0.0, self._due - time.monotonic()), self._renew)
+
+    def _renew(self) -> None:
+        """(IO loop) The renewal's time came: start it, unless stopped meanwhile."""
+        flight: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._timer = None
+            if self._stopped:
+                return
+            self._due = max(self._due + self._period, time.monotonic())  # (from its start)
+            self._flight = flight
+        task = self._loop.create_task(self._beat())
+        task.add_done_callback(functools.partial(self._ended, flight))
+
+    async def _beat(self) -> None:
+        try:
+            await self._runtime.bounded(self._membership.beat(within=self._period))
+        except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
+            logger.warning("timer runner %s: could not renew its heartbeat: %s", self._runner_id, exc)
+
+    def _ended(self, flight: concurrent.futures.Future[None], task: asyncio.Task[None]) -> None:
+        """(IO loop) A renewal ended: time the next one, and tell a stop waiting for it."""
+        if not task.cancelled() and task.exception() is not None:  # (not a VactorError: a fault)
+            logger.warning(
+                "timer runner %s: renewing its heartbeat failed: %r", self._runner_id, task.exception()
+            )
+        with self._lock:
+            self._flight = None
+        self._arm()
+        flight.set_result(None)
+
+    def stop(self, wait: bool) -> None:
+        """No renewal starts from now; ``wait``: the one in flight, if any, ends first (a
+        renewal landing after the heartbeat's delete wrote it again)."""
+        with self._lock:
+            self._stopped = True
+            timer, flight = self._timer, self._flight
+            self._timer = None
+        if timer is not None:
+            with contextlib.suppress(RuntimeError):  # (the loop closed: it runs nothing more)
+                self._loop.call_soon_threadsafe(timer.cancel)  # (a handle is the loop's to cancel)
+        if wait and flight is not None:
+            _sync.wait_futures([flight])
 
 
 #: errors a long-running runner remembers having logged (then it forgets them all, and may log

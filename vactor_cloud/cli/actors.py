@@ -277,14 +277,24 @@ def _codes_of(function: Any) -> set[types.CodeType]:
         if item is None or id(item) in seen:
             continue
         seen.add(id(item))
-        item = getattr(item, "__func__", item)  # (a bound method)
-        code = getattr(item, "__code__", None)
+        item = _looked_up(item, "__func__") or item  # (a bound method)
+        code = _looked_up(item, "__code__")
         if isinstance(code, types.CodeType):
             codes.add(code)
         elif not isinstance(item, type) and callable(item):
             todo.append(type(item).__call__)
-        todo.append(getattr(item, "__wrapped__", None))
+        todo.append(_looked_up(item, "__wrapped__"))
     return codes
+
+
+def _looked_up(item: Any, name: str) -> Any:
+    """``item.name``, or None: a user's object whose ``__getattr__`` raises another error than
+    ``AttributeError`` (``KeyError``, ``LookupError``) made the command report that error, its
+    own lookup's, as the method's, in place of what the method raised."""
+    try:
+        return getattr(item, name, None)
+    except Exception:
+        return None
 
 
 @contextlib.contextmanager

@@ -271,6 +271,29 @@ def _p50(samples: list[float]) -> float:
     return _median(samples)
 
 
+def _ratio(measured: float, baseline: float) -> float | None:
+    """``measured / baseline``; None for a baseline of no calls (no ratio: it was ``inf``,
+    judged "ok" against a lower bound, or ``nan``, which a median sorted anywhere)."""
+    return measured / baseline if baseline > 0 else None
+
+
+def _known(ratios: list[float | None]) -> list[float]:
+    return [ratio for ratio in ratios if ratio is not None]
+
+
+def _no_baseline_row(name: str, goal: str, baseline: str, ratios: list[float | None]) -> Row:
+    """The row of a ratio whose baseline made no call in some repeat: a MISS that says so."""
+    zero = ratios.count(None)
+    return Row(
+        name,
+        goal,
+        "no baseline",
+        False,
+        f"{baseline} made 0 calls in {zero} of {len(ratios)} repeats: no ratio to judge; see "
+        "whether the store answers (vactor doctor) and run the row again",
+    )
+
+
 def _run_on_loop(coro: Awaitable[Any]) -> Any:
     """Run ``coro`` on the IO loop and wait for it. Interrupted (SIGINT, or SIGTERM as the CLI
     maps it), the coroutine is cancelled and waited for (at most 10 s) before the interrupt
@@ -439,7 +462,8 @@ class Bench:
         p = self.profile
         handle = BenchCounter.get_or_create(_actor_id(self.run_id, "hot"))
         handle.incr.run()
-        ratios: list[float] = []
+        name = "one actor, one process, 64 concurrent writers: commits/s / GET + If-Match loop commits/s"
+        ratios: list[float | None] = []
         lib_rates: list[float] = []
         cas_rates: list[float] = []
         for i in range(p.repeats):
@@ -450,16 +474,18 @@ class Bench:
                 cas = _run_on_loop(_store_cas_loop(get_runtime().store, f"cas/{self.run_id}-{i}", p.duration))
             lib_rates.append(lib)
             cas_rates.append(cas)
-            ratios.append(lib / cas if cas else float("inf"))
+            ratios.append(_ratio(lib, cas))
             self.advance("one actor")
-        ratio = _median(ratios)
         how = (
             "boto3 GET + If-Match PUT, 64 threads"
             if self.is_s3 and self.target.latency is None
             else "ObjectStore get + put(IfMatch), 64 tasks"
         )
+        if None in ratios:
+            return _no_baseline_row(name, ">= 20", f"the CAS loop ({how})", ratios)
+        ratio = _median(_known(ratios))
         return Row(
-            "one actor, one process, 64 concurrent writers: commits/s / GET + If-Match loop commits/s",
+            name,
             ">= 20",
             f"{ratio:.1f}",
             _shown(ratio, 1) >= 20,
@@ -473,7 +499,8 @@ class Bench:
         vc.get([h.incr.run_async() for h in handles])
         store = get_runtime().store
         _, data = _step_bytes("raw/", b"x" * 1100)
-        ratios: list[float] = []
+        name = "200 actors, 64 in flight: calls/s / raw create-only PUTs/s at the same concurrency"
+        ratios: list[float | None] = []
         lib_rates: list[float] = []
         raw_rates: list[float] = []
         threads_before = threading.active_count()
@@ -486,11 +513,13 @@ class Bench:
             raw = _run_on_loop(_raw_puts(store, f"fanraw/{self.run_id}-{i}", data, p.duration))
             lib_rates.append(lib)
             raw_rates.append(raw)
-            ratios.append(lib / raw if raw else float("inf"))
+            ratios.append(_ratio(lib, raw))
             self.advance("fan-out")
-        ratio = _median(ratios)
+        if None in ratios:
+            return _no_baseline_row(name, ">= 0.7", "the raw create-only PUTs", ratios)
+        ratio = _median(_known(ratios))
         return Row(
-            "200 actors, 64 in flight: calls/s / raw create-only PUTs/s at the same concurrency",
+            name,
             ">= 0.7",
             f"{ratio:.2f}",
             _shown(ratio, 2) >= 0.7,
@@ -501,15 +530,11 @@ class Bench:
     # many processes ------------------------------------------------------------------------------
     def processes_row(self) -> Row:
         p = self.profile
+        name = f"{p.processes} processes on one actor: aggregate / one process alone"
+        goal = ">= 0.5, each >= 1/16"
         if not self.target.multiprocess:
-            return Row(
-                f"{p.processes} processes on one actor: aggregate / one process alone",
-                ">= 0.5, each >= 1/16",
-                "n/a",
-                None,
-                "memory:// lives in one process",
-            )
-        ratios: list[float] = []
+            return Row(name, goal, "n/a", None, "memory:// lives in one process")
+        ratios: list[float | None] = []
         shares: list[float] = []
         alone_rates: list[float] = []
         for i in range(p.repeats):
@@ -520,14 +545,16 @@ class Bench:
             aggregate = sum(many) / p.duration
             alone_rate = alone[0] / p.duration
             alone_rates.append(alone_rate)
-            ratios.append(aggregate / alone_rate if alone_rate else float("nan"))
+            ratios.append(_ratio(aggregate, alone_rate))
             shares.append(min(many) / sum(many) if sum(many) else 0.0)
             self.advance("processes")
-        ratio = _median(ratios)
+        if None in ratios:
+            return _no_baseline_row(name, goal, "one process alone", ratios)
+        ratio = _median(_known(ratios))
         share = _median(shares)
         return Row(
-            f"{p.processes} processes on one actor: aggregate / one process alone",
-            ">= 0.5, each >= 1/16",
+            name,
+            goal,
             f"{ratio:.2f}, min share {share:.3f}",
             _shown(ratio, 2) >= 0.5 and _shown(share, 3) >= 1 / 16,
             f"one process alone {_median(alone_rates):.0f} calls/s (sequential calls per process)",
