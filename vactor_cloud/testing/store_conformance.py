@@ -48,7 +48,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from vactor_cloud import keys
 from vactor_cloud._sync import sync
+from vactor_cloud.ids import MAX_ID_BYTES
 from vactor_cloud.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -56,6 +58,7 @@ from vactor_cloud.errors import (
     StorageError,
 )
 from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
+from vactor_cloud.keys import LONGEST_KEY
 from vactor_cloud.storage._base import Listing
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
@@ -224,6 +227,9 @@ class StoreConformance:
             version = await store.put("dir/obj", b"hello")
             assert isinstance(version, str) and version
             blob = await store.get("dir/obj")
+            # bytes, not a bytearray or a memoryview (equal to bytes, but mutable, unhashable,
+            # or without bytes' methods): what the runtime decodes, hashes and keeps
+            assert type(blob.data) is bytes, type(blob.data)
             assert blob.data == b"hello"
             assert blob.version == version
             assert await store.head("dir/obj") == version
@@ -281,8 +287,9 @@ class StoreConformance:
             "punct/a+b=c&d;e,f@g!h'(i)~*$",
             "percent/%20%2F%zz",
             "dots/a.b..c",
+            "query/a?b=c&d#e?f",
         ],
-        ids=["spaces", "unicode", "punctuation", "percent", "dots"],
+        ids=["spaces", "unicode", "punctuation", "percent", "dots", "query"],
     )
     def test_unusual_keys_round_trip_and_list_verbatim(self, store_spec: StoreSpec, key: str) -> None:
         async def body(store: ObjectStore) -> None:
@@ -297,17 +304,43 @@ class StoreConformance:
 
         run_on_store(store_spec, body)
 
-    def test_overwrite_replaces_bytes_and_version(self, store_spec: StoreSpec) -> None:
+    def test_keys_as_long_as_the_runtime_writes_round_trip_distinct(self, store_spec: StoreSpec) -> None:
+        # vactor_cloud writes keys of up to keys.LONGEST_KEY bytes (an inbox event of an actor,
+        # both ids at their 255-byte limit). A store that cuts long keys or components (a file
+        # name limit met silently) would make two such keys one object; one that refuses them
+        # must say so in max_key_bytes (the runtime then refuses the store up front).
         async def body(store: ObjectStore) -> None:
-            first = await store.put("k", b"one")
-            second = await store.put("k", b"two, longer")
-            assert second != first
-            blob = await store.get("k")
-            assert blob.data == b"two, longer"
-            assert blob.version == second
-            third = await store.put("k", b"3")
-            assert (await store.get("k")).data == b"3"
-            assert third not in (first, second)
+            room = min(LONGEST_KEY, store.max_key_bytes or LONGEST_KEY)
+            actor_id = "é" * 127 + "i"  # 255 bytes, two-byte characters but the last
+            event_id = "e" * (MAX_ID_BYTES - 1)  # and a last character: 255 bytes
+            over = len(keys.inbox_key(actor_id, event_id).encode()) + 1 - room
+            event_id = event_id[: len(event_id) - max(0, over)]
+            # two keys that differ in their last byte only
+            pair = [keys.inbox_key(actor_id, event_id + last) for last in "12"]
+            assert [len(key.encode()) for key in pair] == [room, room]
+            versions = [await store.put(key, key.encode(), mode="create") for key in pair]
+            for key, version in zip(pair, versions, strict=True):
+                blob = await store.get(key)
+                assert (blob.data, blob.version) == (key.encode(), version)
+            assert await store.list(keys.ACTORS) == pair
+            await store.delete(pair[0])
+            assert await store.list(keys.ACTORS) == pair[1:]
+            assert (await store.get(pair[1])).data == pair[1].encode()
+
+        run_on_store(store_spec, body)
+
+    def test_overwrite_replaces_bytes_and_version(self, store_spec: StoreSpec) -> None:
+        # Read after every write: a store that answered the bytes of one write with the
+        # version of an earlier one (a version cached at the first read) would have every
+        # compare-and-swap of the runtime's fail, or one against the wrong object succeed.
+        async def body(store: ObjectStore) -> None:
+            written: list[str] = []
+            for data in (b"one", b"two, longer", b"3"):
+                written.append(await store.put("k", data))
+                blob = await store.get("k")
+                assert (blob.data, blob.version) == (data, written[-1])
+                assert await store.head("k") == written[-1]
+            assert len(set(written)) == len(written), f"a version was reused: {written}"
 
         run_on_store(store_spec, body)
 
@@ -315,11 +348,15 @@ class StoreConformance:
         async def body(store: ObjectStore) -> None:
             await store.put("a/doomed", b"x")
             await store.put("a/kept", b"y")
+            # keys the deleted one is a prefix of stay (steps/1 and steps/10; "a/b" under "a")
+            kept = ["a/doomed-not", "a/doomed0", *(["a/doomed/under"] if store.nested_keys else [])]
+            for key in kept:
+                await store.put(key, b"z")
             await store.delete("a/doomed")
             assert await store.head("a/doomed") is None
             with pytest.raises(NotFoundError):
                 await store.get("a/doomed")
-            assert await store.list("a/") == ["a/kept"]
+            assert await store.list("a/") == sorted(["a/kept", *kept])
 
         run_on_store(store_spec, body)
 
@@ -395,6 +432,8 @@ class StoreConformance:
             await store.delete("cond/created-again")
             again = await store.put("cond/created-again", b"c", mode="create")
             kept = await store.put("cond/not-asked", b"d")
+            # asked at a version this store never gave (a torn record): it stays
+            unparsed = await store.put("cond/torn-version", b"e")
             before = store.requests.snapshot()
             asked = {
                 "cond/same": same,
@@ -409,7 +448,13 @@ class StoreConformance:
             assert await store.head("cond/overwritten") not in (None, old)
             assert await store.head("cond/created-again") == again
             assert await store.head("cond/not-asked") == kept
-            assert await store.list("cond/") == ["cond/created-again", "cond/not-asked", "cond/overwritten"]
+            assert await store.head("cond/torn-version") == unparsed
+            assert await store.list("cond/") == [
+                "cond/created-again",
+                "cond/not-asked",
+                "cond/overwritten",
+                "cond/torn-version",
+            ]
             # one "delete" per request sent (and where the store reads versions first, a HEAD each)
             assert after.get("delete", 0) - before.get("delete", 0) == -(-len(asked) // per_request)
             heads = after.get("head", 0) - before.get("head", 0)
@@ -569,6 +614,11 @@ class StoreConformance:
             assert await store.list("steps/", start_after="steps/00000000000000000004x") == keys[5:]
             assert await store.list("steps/", start_after=keys[-1]) == []
             assert await store.list("steps/", start_after="steps/") == keys
+            # start_after sorting before the prefix lists from its start (list_actors' cursor
+            # "actors/<start_after>0" does, under a longer prefix); after it, nothing
+            assert await store.list("steps/", start_after="steps") == keys
+            assert await store.list("steps/", start_after="a", limit=2) == keys[:2]
+            assert await store.list("steps/", start_after="steps0") == []
             assert await store.list("steps/", limit=3) == keys[:3]
             assert await store.list("steps/", start_after=keys[2], limit=4) == keys[3:7]
             assert await store.list("steps/", limit=100) == keys

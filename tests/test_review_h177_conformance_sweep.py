@@ -1,0 +1,956 @@
+"""A mutation sweep of the shipped store conformance suite (``vactor_cloud.testing.store_conformance``).
+
+The suite is worth what it catches: a store that breaks the contract (``ObjectStore``'s
+docstrings, docs/protocol.md "Store requirements") must fail it. Each mutant below is the memory
+store (or the local store) with one break a third-party backend plausibly has; each test runs
+the suite's named case against it, programmatically, and asserts that the case fails, and the
+controls assert that the plain stores pass the same cases through the same harness.
+
+``python tests/test_review_h177_conformance_sweep.py`` runs the whole suite against every mutant
+and prints which cases fail (the table below was made so).
+
+TABLE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import itertools
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import unicodedata
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from _pytest.outcomes import Skipped
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    PreconditionFailedError,
+    RetryableStorageError,
+    StorageError,
+)
+from vactor_cloud.storage import IfMatch, LocalStore, MemoryStore, ObjectStore, PutMode
+from vactor_cloud.storage import _memory
+from vactor_cloud.storage._base import Blob, Listing
+from vactor_cloud.testing.lanes import Lane, StoreSpec
+from vactor_cloud.testing.store_conformance import StoreConformance, _dict_model_machine
+
+#: the longest any one case may run against a mutant before it counts as hung (a failure too)
+CASE_TIMEOUT = 120.0
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+class _SweepSuite(StoreConformance):
+    """The suite as shipped, but for waits bounded shorter and a dict model that saves no
+    failing examples (a mutant's would be replayed against the real stores) nor shrinks them."""
+
+    wait_timeout = 30.0
+
+    @staticmethod
+    def _run_dict_model(store: ObjectStore) -> None:
+        run_state_machine_as_test(
+            _dict_model_machine(store),
+            settings=settings(
+                max_examples=20,
+                stateful_step_count=12,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+
+
+class _OneProcessLane(Lane):
+    name = "sweep"
+    multiprocess = False
+
+
+@dataclass(frozen=True)
+class MutantSpec(StoreSpec):
+    """A store spec that opens ``kind`` (a memory or local store class, mutated or not)."""
+
+    kind: type[ObjectStore] = MemoryStore
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def open(self) -> ObjectStore:
+        if issubclass(self.kind, LocalStore):
+            return self.kind(self.url.removeprefix("file://"))
+        return self.kind(self.url.removeprefix("memory://"))  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case of the suite: a test method and its parameters (``pytest.mark.parametrize``)."""
+
+    method: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        if not self.params:
+            return self.method
+        return f"{self.method}[{'-'.join(str(value) for _, value in self.params)}]"
+
+
+def conformance_cases() -> list[Case]:
+    """Every case the suite holds, each parametrization its own."""
+    cases: list[Case] = []
+    for method in sorted(name for name in dir(StoreConformance) if name.startswith("test_")):
+        grids: list[list[tuple[tuple[str, Any], ...]]] = []
+        for mark in getattr(getattr(StoreConformance, method), "pytestmark", []):
+            if mark.name != "parametrize":
+                continue
+            argnames, values = mark.args[0], mark.args[1]
+            names = [n.strip() for n in argnames.split(",")] if isinstance(argnames, str) else list(argnames)
+            rows = [value if len(names) > 1 else (value,) for value in values]
+            grids.append([tuple(zip(names, row, strict=True)) for row in rows])
+        for combo in itertools.product(*grids):
+            cases.append(Case(method, tuple(pair for part in combo for pair in part)))
+    return cases
+
+
+def case_named(name: str) -> Case:
+    matches = [case for case in conformance_cases() if case.name == name]
+    assert len(matches) == 1, f"no conformance case named {name!r}"
+    return matches[0]
+
+
+
+def _new_spec(kind: type[ObjectStore], scratch: str) -> MutantSpec:
+    if issubclass(kind, LocalStore):
+        return MutantSpec(f"file://{scratch}/{uuid.uuid4().hex}", kind=kind)
+    return MutantSpec(f"memory://sweep-h177-{uuid.uuid4().hex}", kind=kind)
+
+
+def _call_case(kind: type[ObjectStore], case: Case, scratch: str) -> str | None:
+    spec = _new_spec(kind, scratch)
+    available: dict[str, Any] = {
+        "store_spec": spec,
+        "store_lane": _OneProcessLane(),
+        "spawn_context": multiprocessing.get_context("spawn"),
+        **dict(case.params),
+    }
+    method = getattr(_SweepSuite(), case.method)
+    wanted = inspect.signature(method).parameters
+    try:
+        method(**{name: value for name, value in available.items() if name in wanted})
+    except Skipped:
+        return None
+    except BaseException as exc:  # (pytest.fail's Failed is no Exception)  # noqa: BLE001
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        if not issubclass(kind, LocalStore):
+            MemoryStore.wipe(spec.url.removeprefix("memory://"))
+    return None
+
+
+def run_case(kind: type[ObjectStore], case: Case) -> str | None:
+    """Run ``case`` against a fresh store of ``kind``: ``None`` if it passed (or skipped), else
+    what failed. Bounded: a case still running after :data:`CASE_TIMEOUT` s failed (hung)."""
+    scratch = tempfile.mkdtemp(prefix="h177-sweep-")
+    outcome: list[str | None] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_call_case(kind, case, scratch)), name=f"sweep-{case.name}", daemon=True
+    )
+    worker.start()
+    worker.join(CASE_TIMEOUT)
+    if worker.is_alive():
+        return f"hung: still running after {CASE_TIMEOUT:g} s"
+    shutil.rmtree(scratch, ignore_errors=True)
+    return outcome[0]
+
+
+# -- mutants -------------------------------------------------------------------------------------
+# Each is the memory store (or the local store) with one break of the contract; its docstring
+# says which. They override the ``_``-prefixed hooks, so the plain requests go through them
+# (``inline`` is then False: no ``*_now`` shortcut bypasses a mutation).
+
+_GAP = 0.02  # the window a mutant leaves between a check and the write it guards (a race)
+
+
+def _locked() -> Any:
+    return _memory._LOCK
+
+
+class _Mutant(MemoryStore):
+    def _raw(self) -> dict[str, Blob]:
+        return self._objects
+
+    async def _plain_put(self, key: str, data: bytes) -> str:
+        return await MemoryStore._put(self, key, data, "overwrite")
+
+
+# put mode "create"
+class CreateOverwrites(_Mutant):
+    """create-only put overwrites an existing object"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await super()._put(key, data, "overwrite" if mode == "create" else mode)
+
+
+class CreateConflictIsPreconditionFailed(_Mutant):
+    """a create conflict raised as PreconditionFailedError, not AlreadyExistsError"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except AlreadyExistsError as exc:
+            raise PreconditionFailedError(str(exc), key) from None
+
+
+class CreateConflictIsRetryable(_Mutant):
+    """a create conflict raised as RetryableStorageError (a 409 taken for a transient one)"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except AlreadyExistsError as exc:
+            raise RetryableStorageError(str(exc), key) from None
+
+
+class CreateConflictIsPlainError(_Mutant):
+    """a create conflict raised as a plain RuntimeError"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except AlreadyExistsError as exc:
+            raise RuntimeError(str(exc)) from None
+
+
+class CreateConflictNamesNoKey(_Mutant):
+    """a create conflict that does not name the key"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except AlreadyExistsError:
+            raise AlreadyExistsError("the object already exists") from None
+
+
+class CreateConflictStillWrites(_Mutant):
+    """a refused create has written its bytes all the same"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except AlreadyExistsError:
+            await self._plain_put(key, data)
+            raise
+
+
+class CreateNotAtomic(_Mutant):
+    """create checks that the key is free, then writes (racing creators both win)"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if mode != "create":
+            return await super()._put(key, data, mode)
+        if await self._head(key) is not None:
+            raise AlreadyExistsError(f"{self.url}/{key}: already exists", key)
+        time.sleep(_GAP)
+        return await self._plain_put(key, data)
+
+
+# put mode IfMatch
+class IfMatchIgnored(_Mutant):
+    """an if-match put overwrites whatever the version"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await super()._put(key, data, "overwrite" if isinstance(mode, IfMatch) else mode)
+
+
+class IfMatchOnMissingKeyCreates(_Mutant):
+    """an if-match put on a missing key creates it"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if isinstance(mode, IfMatch) and await self._head(key) is None:
+            return await self._plain_put(key, data)
+        return await super()._put(key, data, mode)
+
+
+class IfMatchAcceptsAnyPastVersion(_Mutant):
+    """an if-match put succeeds against any version the key ever had (a stale one too)"""
+
+    past: dict[str, set[str]] = {}
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        history = self.past.setdefault(f"{self.url}/{key}", set())
+        if isinstance(mode, IfMatch) and mode.version in history and await self._head(key) is not None:
+            mode = "overwrite"
+        version = await super()._put(key, data, mode)
+        history.add(version)
+        return version
+
+
+class IfMatchConflictIsAlreadyExists(_Mutant):
+    """an if-match conflict raised as AlreadyExistsError"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except PreconditionFailedError as exc:
+            raise AlreadyExistsError(str(exc), key) from None
+
+
+class IfMatchConflictIsRetryable(_Mutant):
+    """an if-match conflict raised as RetryableStorageError"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        try:
+            return await super()._put(key, data, mode)
+        except PreconditionFailedError as exc:
+            raise RetryableStorageError(str(exc), key) from None
+
+
+class IfMatchNotAtomic(_Mutant):
+    """if-match reads the version, then writes (racing writers of one version both win)"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if not isinstance(mode, IfMatch):
+            return await super()._put(key, data, mode)
+        if await self._head(key) != mode.version:
+            raise PreconditionFailedError(f"{self.url}/{key}: version moved", key)
+        time.sleep(_GAP)
+        return await self._plain_put(key, data)
+
+
+# versions
+class PutReturnsOldVersion(_Mutant):
+    """put answers the version the object had before (the new one is stored)"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        before = await self._head(key)
+        version = await super()._put(key, data, mode)
+        return before if before is not None else version
+
+
+class VersionIsContentHash(_Mutant):
+    """versions are a digest of the bytes (S3's plain ETag): A, B, A again repeats a version"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        with _locked():
+            current = self._objects.get(key)
+            if mode == "create" and current is not None:
+                raise AlreadyExistsError(f"{self.url}/{key}: already exists", key)
+            if isinstance(mode, IfMatch) and (current is None or current.version != mode.version):
+                raise PreconditionFailedError(f"{self.url}/{key}: version moved", key)
+            if current is None:
+                import bisect
+
+                bisect.insort(self._space.keys, key)
+            self._objects[key] = Blob(data, digest)
+        return digest
+
+
+class VersionRestartsAfterDelete(_Mutant):
+    """versions count the writes of a key, from 1 again once it is deleted"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        await super()._put(key, data, mode)
+        with _locked():
+            current = self._objects[key]
+            count = self._space.__dict__ if False else None  # (no per-space state: a class dict)
+            del count
+            writes = _WRITES.setdefault(f"{self.url}/{key}", 0) + 1
+            _WRITES[f"{self.url}/{key}"] = writes
+            self._objects[key] = Blob(current.data, f"w{writes}")
+        return f"w{writes}"
+
+    async def _delete(self, key: str) -> None:
+        _WRITES.pop(f"{self.url}/{key}", None)
+        await super()._delete(key)
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        await super()._delete_unchanged(key, version)
+        if await self._head(key) is None:
+            _WRITES.pop(f"{self.url}/{key}", None)
+
+
+_WRITES: dict[str, int] = {}
+
+
+class VersionCountedPerClient(_Mutant):
+    """versions counted by each store object from 1 (two clients hand out the same ones)"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._count = itertools.count(1)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        with _locked():
+            current = self._objects.get(key)
+            if mode == "create" and current is not None:
+                raise AlreadyExistsError(f"{self.url}/{key}: already exists", key)
+            if isinstance(mode, IfMatch) and (current is None or current.version != mode.version):
+                raise PreconditionFailedError(f"{self.url}/{key}: version moved", key)
+            if current is None:
+                import bisect
+
+                bisect.insort(self._space.keys, key)
+            version = f"c{next(self._count)}"
+            self._objects[key] = Blob(data, version)
+        return version
+
+
+class VersionIsAnInt(_Mutant):
+    """put answers its version as an int"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return int(await super()._put(key, data, mode))  # type: ignore[return-value]
+
+
+# get and head
+class HeadVersionDiffersFromGet(_Mutant):
+    """head's version is spelt otherwise than get's (a quoted ETag on one, bare on the other)"""
+
+    async def _head(self, key: str) -> str | None:
+        version = await super()._head(key)
+        return None if version is None else f'"{version}"'
+
+
+class HeadOfMissingRaises(_Mutant):
+    """head of a missing key raises NotFoundError instead of answering None"""
+
+    async def _head(self, key: str) -> str | None:
+        version = await super()._head(key)
+        if version is None:
+            raise NotFoundError(f"{self.url}/{key}: no such object", key)
+        return version
+
+
+class GetAnswersFirstVersion(_Mutant):
+    """get answers the current bytes with the key's first version"""
+
+    first: dict[str, str] = {}
+
+    async def _get(self, key: str) -> Blob:
+        blob = await super()._get(key)
+        version = self.first.setdefault(f"{self.url}/{key}", blob.version)
+        return Blob(blob.data, version)
+
+
+class GetCutShortPastOneMiB(_Mutant):
+    """get of an object over 1 MiB returns all but its last byte (a partial read)"""
+
+    async def _get(self, key: str) -> Blob:
+        blob = await super()._get(key)
+        return Blob(blob.data[:-1], blob.version) if len(blob.data) > 1 << 20 else blob
+
+
+class PutTruncatesPastFourMiB(_Mutant):
+    """put keeps the first 4 MiB of a larger object"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await super()._put(key, data[: 4 << 20], mode)
+
+
+class GetOfMissingIsEmpty(_Mutant):
+    """get of a missing key answers b'' instead of NotFoundError"""
+
+    async def _get(self, key: str) -> Blob:
+        try:
+            return await super()._get(key)
+        except NotFoundError:
+            return Blob(b"", "0")
+
+
+class GetOfMissingIsRetryable(_Mutant):
+    """get of a missing key raises RetryableStorageError (a 404 taken for a transient one)"""
+
+    async def _get(self, key: str) -> Blob:
+        try:
+            return await super()._get(key)
+        except NotFoundError as exc:
+            raise RetryableStorageError(str(exc), key) from None
+
+
+class GetOfMissingIsBuiltin(_Mutant):
+    """get of a missing key raises the builtin FileNotFoundError"""
+
+    async def _get(self, key: str) -> Blob:
+        try:
+            return await super()._get(key)
+        except NotFoundError as exc:
+            raise FileNotFoundError(str(exc)) from None
+
+
+class _BackendNotFound(NotFoundError):
+    def __init__(self, key: str, status: int) -> None:
+        super().__init__(f"{key}: HTTP {status}", key)
+        self.status = status
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, self.status, "extra"))
+
+
+class NotFoundDoesNotPickle(_Mutant):
+    """a backend's own NotFoundError subclass that does not survive pickling"""
+
+    async def _get(self, key: str) -> Blob:
+        try:
+            return await super()._get(key)
+        except NotFoundError:
+            raise _BackendNotFound(key, 404) from None
+
+
+class TornRead(_Mutant):
+    """get reads an object in two halves, a write may land between them"""
+
+    async def _get(self, key: str) -> Blob:
+        first = await super()._get(key)
+        time.sleep(_GAP / 4)
+        second = await super()._get(key)
+        half = len(first.data) // 2
+        return Blob(first.data[:half] + second.data[half:], second.version)
+
+
+class BytesDecodedAsText(_Mutant):
+    """object bytes pass through a text decode (invalid UTF-8 replaced)"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await super()._put(key, data.decode("utf-8", "replace").encode(), mode)
+
+
+class NewlinesNormalized(_Mutant):
+    """CRLF in object bytes stored as LF (a text-mode write)"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await super()._put(key, data.replace(b"\r\n", b"\n"), mode)
+
+
+class EmptyObjectNotListed(_Mutant):
+    """an empty object is stored but left out of listings"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, None)
+        kept = [key for key in listed if self._objects.get(key, Blob(b"x", "")).data]
+        return kept if limit is None else kept[:limit]
+
+
+class GetAnswersBytearray(_Mutant):
+    """get answers a bytearray, not bytes"""
+
+    async def _get(self, key: str) -> Blob:
+        blob = await super()._get(key)
+        return Blob(bytearray(blob.data), blob.version)  # type: ignore[arg-type]
+
+
+class GetAnswersMemoryview(_Mutant):
+    """get answers a memoryview of the bytes, not bytes"""
+
+    async def _get(self, key: str) -> Blob:
+        blob = await super()._get(key)
+        return Blob(memoryview(blob.data), blob.version)  # type: ignore[arg-type]
+
+
+# keys
+class _KeyMapping(_Mutant):
+    """Stores every key as ``_stored(key)``: the break is in that mapping."""
+
+    def _stored(self, key: str) -> str:
+        raise NotImplementedError
+
+    async def _get(self, key: str) -> Blob:
+        return await super()._get(self._stored(key))
+
+    async def _head(self, key: str) -> str | None:
+        return await super()._head(self._stored(key))
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        return await super()._put(self._stored(key), data, mode)
+
+    async def _delete(self, key: str) -> None:
+        await super()._delete(self._stored(key))
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        await super()._delete_unchanged(self._stored(key), version)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        after = None if start_after is None else self._stored(start_after)
+        return await super()._list(self._stored(prefix), after, limit)
+
+
+class KeySpacesReplaced(_KeyMapping):
+    """keys stored with spaces as '+' (a form-encoded URL)"""
+
+    def _stored(self, key: str) -> str:
+        return key.replace(" ", "+")
+
+
+class KeyNormalizedNFD(_KeyMapping):
+    """keys stored decomposed (NFD: a normalizing file system)"""
+
+    def _stored(self, key: str) -> str:
+        return unicodedata.normalize("NFD", key)
+
+
+class KeyPercentDecoded(_KeyMapping):
+    """keys percent-decoded once (a URL built without quoting)"""
+
+    def _stored(self, key: str) -> str:
+        return urllib.parse.unquote(key)
+
+
+class KeyCutAtQueryCharacters(_KeyMapping):
+    """keys cut at '?' or '#' (a URL built without quoting: the rest is a query or fragment)"""
+
+    def _stored(self, key: str) -> str:
+        return key.split("?", 1)[0].split("#", 1)[0] or key
+
+
+class KeyCaseFolded(_KeyMapping):
+    """keys stored lower-cased (a case-insensitive backend)"""
+
+    def _stored(self, key: str) -> str:
+        return key.lower()
+
+
+class KeyComponentsCutAt200Bytes(_KeyMapping):
+    """each key component cut to 200 bytes (a file-name limit met silently)"""
+
+    def _stored(self, key: str) -> str:
+        parts = [part.encode()[:200].decode(errors="ignore") for part in key.split("/")]
+        return "/".join(parts)
+
+
+class LongKeysRefused(_Mutant):
+    """keys over 300 bytes refused with StorageError, while max_key_bytes claims no limit"""
+
+    def _refuse_long(self, key: str) -> None:
+        if len(key.encode()) > 300:
+            raise StorageError(f"{self.url}/{key[:20]}...: key too long", key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        self._refuse_long(key)
+        return await super()._put(key, data, mode)
+
+
+class NestedKeysClaimedButRefused(_Mutant):
+    """nested_keys True, but a key cannot be both an object and a prefix of others"""
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        listed = await super()._list(key + "/", None, 1)
+        parents = ["/".join(key.split("/")[:n]) for n in range(1, key.count("/") + 1)]
+        if listed or any(await super()._head(parent) is not None for parent in parents):
+            raise StorageError(f"{self.url}/{key}: a file and a directory of one name", key)
+        return await super()._put(key, data, mode)
+
+
+class LocalNestedKeysClaimed(LocalStore):
+    """the local store claiming nested_keys True (a filesystem cannot hold "a" and "a/b")"""
+
+    nested_keys = True
+
+
+# list
+class ListIgnoresStartAfter(_Mutant):
+    """list ignores start_after"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await super()._list(prefix, None, limit)
+
+
+class ListIncludesStartAfter(_Mutant):
+    """list includes the key start_after names"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, limit)
+        if start_after is not None and await self._head(start_after) is not None and start_after.startswith(prefix):
+            listed = [start_after, *listed]
+            listed = listed if limit is None else listed[:limit]
+        return listed
+
+
+class ListUnsorted(_Mutant):
+    """list answers keys in reverse order"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return list(reversed(await super()._list(prefix, start_after, limit)))
+
+
+class ListInWriteOrder(_Mutant):
+    """list answers keys in the order they were first written (a hash map's order)"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = set(await super()._list(prefix, start_after, None))
+        ordered = [key for key in list(self._objects) if key in listed]
+        return ordered if limit is None else ordered[:limit]
+
+
+class ListIgnoresLimit(_Mutant):
+    """list ignores limit"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await super()._list(prefix, start_after, None)
+
+
+class ListLimitOneOver(_Mutant):
+    """list answers one key more than limit"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return await super()._list(prefix, start_after, None if limit is None else limit + 1)
+
+
+class ListIgnoresPrefix(_Mutant):
+    """list answers every key from the prefix on, under it or not"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        keys = [key for key in self._space.keys if key >= prefix and (start_after is None or key > start_after)]
+        return keys if limit is None else keys[:limit]
+
+
+class ListPrefixAsDirectory(_Mutant):
+    """list of "a" answers only keys under "a/" (a directory, not a string prefix)"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        directory = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        return await super()._list(directory, start_after, limit)
+
+
+class ListDropsLastPage(_Mutant):
+    """list pages of 5 keys and drops the last page when it is not full"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, limit)
+        if limit is not None and len(listed) == limit:
+            return listed
+        return listed[: len(listed) // 5 * 5] if len(listed) > 5 else listed
+
+
+class ListRepeatsAKey(_Mutant):
+    """list answers the first key of a page twice"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, limit)
+        return [listed[0], *listed] if len(listed) > 1 and limit is None else listed
+
+
+class ListFromOwnCache(_Mutant):
+    """list answers from the keys this store object wrote and deleted (a client-side cache)"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._seen: set[str] = set()
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version = await super()._put(key, data, mode)
+        self._seen.add(key)
+        return version
+
+    async def _delete(self, key: str) -> None:
+        await super()._delete(key)
+        self._seen.discard(key)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        keys = sorted(k for k in self._seen if k.startswith(prefix) and (start_after is None or k > start_after))
+        return keys if limit is None else keys[:limit]
+
+
+class ListNamesNoVersions(_Mutant):
+    """list names no versions (a plain list)"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        return list(await super()._list(prefix, start_after, limit))
+
+
+class ListNamesFirstVersions(_Mutant):
+    """list names each key's version as first listed (a cache that outlives a replacement)"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._listed: dict[str, str] = {}
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, limit)
+        assert isinstance(listed, Listing) and listed.versions is not None
+        versions = {key: self._listed.setdefault(key, version) for key, version in listed.versions.items()}
+        return Listing(listed, listed.requests, versions)
+
+
+class ListShowsStoreOwnFiles(_Mutant):
+    """list answers the store's own bookkeeping key (a layout marker) as an object"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = list(await super()._list(prefix, start_after, limit))
+        if ".vactor-layout".startswith(prefix) and (start_after is None or start_after < ".vactor-layout"):
+            listed = sorted([".vactor-layout", *listed])
+        return listed if limit is None else listed[:limit]
+
+
+class ListStartAfterBeforePrefixFindsNothing(_Mutant):
+    """list with start_after sorting before the prefix answers nothing (start_after taken as a
+    key under the prefix)"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if start_after is not None and not start_after.startswith(prefix):
+            return Listing([], 1, {})
+        return await super()._list(prefix, start_after, limit)
+
+
+class ListPagesButClaimsOneMoment(_Mutant):
+    """list reads pages of 2 keys, releasing the store between them, and says one request
+    (listed_at_one_moment True): a write meanwhile is seen without one made before it"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        found: list[str] = []
+        versions: dict[str, str] = {}
+        after = start_after
+        while limit is None or len(found) < limit:
+            page = await super()._list(prefix, after, 2 if limit is None else min(2, limit - len(found)))
+            if not page:
+                break
+            assert isinstance(page, Listing) and page.versions is not None
+            found.extend(page)
+            versions.update(page.versions)
+            after = page[-1]
+            time.sleep(0.0005)
+        return Listing(found, 1, versions)
+
+
+# delete
+class DeleteOfMissingRaises(_Mutant):
+    """delete of a missing key raises NotFoundError"""
+
+    async def _delete(self, key: str) -> None:
+        if await self._head(key) is None:
+            raise NotFoundError(f"{self.url}/{key}: no such object", key)
+        await super()._delete(key)
+
+
+class DeleteDoesNothing(_Mutant):
+    """delete answers but deletes nothing"""
+
+    async def _delete(self, key: str) -> None:
+        return None
+
+
+class DeleteTakesAPrefix(_Mutant):
+    """delete of "k" deletes every key starting with "k" (a recursive remove)"""
+
+    async def _delete(self, key: str) -> None:
+        for doomed in await super()._list(key, None, None):
+            await super()._delete(doomed)
+
+
+class DeleteManySkipsTheLastKey(_Mutant):
+    """delete_many's batch request leaves its last key"""
+
+    delete_batch = 3
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        for key in keys[:-1] if len(keys) > 1 else keys:
+            await self._delete(key)
+
+
+class DeleteManyOnlyTheFirstKey(_Mutant):
+    """delete_batch claims batches, but the batch request deletes its first key only"""
+
+    delete_batch = 1000
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        await self._delete(keys[0])
+
+
+class DeleteManyStopsAtAMissingKey(_Mutant):
+    """delete_many's batch stops at the first key already gone"""
+
+    delete_batch = 3
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            if await self._head(key) is None:
+                return
+            await self._delete(key)
+
+
+class DeleteUnchangedIgnoresVersion(_Mutant):
+    """delete_unchanged deletes whatever the version"""
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        await self._delete(key)
+
+
+class DeleteUnchangedDeletesNothing(_Mutant):
+    """delete_unchanged deletes nothing"""
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        return None
+
+
+class DeleteUnchangedOfMissingRaises(_Mutant):
+    """delete_unchanged of a missing key raises NotFoundError"""
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        if await self._head(key) is None:
+            raise NotFoundError(f"{self.url}/{key}: no such object", key)
+        await super()._delete_unchanged(key, version)
+
+
+class DeleteUnchangedOfOtherVersionRaises(_Mutant):
+    """delete_unchanged of an object at another version raises PreconditionFailedError"""
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        current = await self._head(key)
+        if current is not None and current != version:
+            raise PreconditionFailedError(f"{self.url}/{key}: at {current}", key)
+        await super()._delete_unchanged(key, version)
+
+
+class DeleteUnchangedNotAtomicClaimed(_Mutant):
+    """conditional_deletes True, but the version is read, then the object deleted"""
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        if await self._head(key) == version:
+            time.sleep(_GAP)
+            await self._delete(key)
+
+
+class DeleteUnchangedUnreadableVersionMatchesAll(_Mutant):
+    """delete_unchanged takes a version it cannot parse for a wildcard"""
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        if not version.isdigit():
+            await self._delete(key)
+            return
+        await super()._delete_unchanged(key, version)
+
+
+MUTANTS: list[type[ObjectStore]] = [
+    obj
+    for obj in list(globals().values())
+    if isinstance(obj, type)
+    and issubclass(obj, ObjectStore)
+    and obj.__module__ == __name__
+    and not obj.__name__.startswith("_")
+]
+
+
+def sweep(kinds: list[type[ObjectStore]]) -> Iterator[tuple[str, list[str]]]:
+    """Run the whole suite against each of ``kinds``: its name and the cases that failed."""
+    cases = conformance_cases()
+    for kind in kinds:
+        yield kind.__name__, [case.name for case in cases if run_case(kind, case) is not None]
+
+
+if __name__ == "__main__":
+    chosen = [kind for kind in MUTANTS if len(sys.argv) < 2 or kind.__name__ in sys.argv[1:]]
+    for name, failed in sweep(chosen):
+        print(f"{name}: {', '.join(failed) if failed else 'SURVIVED'}", flush=True)
