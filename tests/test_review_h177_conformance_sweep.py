@@ -14,7 +14,7 @@ TABLE
 
 from __future__ import annotations
 
-import asyncio
+import bisect
 import hashlib
 import inspect
 import itertools
@@ -27,11 +27,10 @@ import time
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from _pytest.outcomes import Skipped
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
@@ -43,8 +42,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.storage import IfMatch, LocalStore, MemoryStore, ObjectStore, PutMode
-from vactor_cloud.storage import _memory
+from vactor_cloud.storage import IfMatch, LocalStore, MemoryStore, ObjectStore, PutMode, _memory
 from vactor_cloud.storage._base import Blob, Listing
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 from vactor_cloud.testing.store_conformance import StoreConformance, _dict_model_machine
@@ -132,7 +130,6 @@ def case_named(name: str) -> Case:
     return matches[0]
 
 
-
 def _new_spec(kind: type[ObjectStore], scratch: str) -> MutantSpec:
     if issubclass(kind, LocalStore):
         return MutantSpec(f"file://{scratch}/{uuid.uuid4().hex}", kind=kind)
@@ -153,7 +150,7 @@ def _call_case(kind: type[ObjectStore], case: Case, scratch: str) -> str | None:
         method(**{name: value for name, value in available.items() if name in wanted})
     except Skipped:
         return None
-    except BaseException as exc:  # (pytest.fail's Failed is no Exception)  # noqa: BLE001
+    except BaseException as exc:  # (pytest.fail's Failed is no Exception)
         return f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:
         if not issubclass(kind, LocalStore):
@@ -353,8 +350,6 @@ class VersionIsContentHash(_Mutant):
             if isinstance(mode, IfMatch) and (current is None or current.version != mode.version):
                 raise PreconditionFailedError(f"{self.url}/{key}: version moved", key)
             if current is None:
-                import bisect
-
                 bisect.insort(self._space.keys, key)
             self._objects[key] = Blob(data, digest)
         return digest
@@ -367,10 +362,7 @@ class VersionRestartsAfterDelete(_Mutant):
         await super()._put(key, data, mode)
         with _locked():
             current = self._objects[key]
-            count = self._space.__dict__ if False else None  # (no per-space state: a class dict)
-            del count
-            writes = _WRITES.setdefault(f"{self.url}/{key}", 0) + 1
-            _WRITES[f"{self.url}/{key}"] = writes
+            writes = _WRITES[f"{self.url}/{key}"] = _WRITES.get(f"{self.url}/{key}", 0) + 1
             self._objects[key] = Blob(current.data, f"w{writes}")
         return f"w{writes}"
 
@@ -402,8 +394,6 @@ class VersionCountedPerClient(_Mutant):
             if isinstance(mode, IfMatch) and (current is None or current.version != mode.version):
                 raise PreconditionFailedError(f"{self.url}/{key}: version moved", key)
             if current is None:
-                import bisect
-
                 bisect.insort(self._space.keys, key)
             version = f"c{next(self._count)}"
             self._objects[key] = Blob(data, version)
@@ -673,7 +663,11 @@ class ListIncludesStartAfter(_Mutant):
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
         listed = await super()._list(prefix, start_after, limit)
-        if start_after is not None and await self._head(start_after) is not None and start_after.startswith(prefix):
+        if (
+            start_after is not None
+            and await self._head(start_after) is not None
+            and start_after.startswith(prefix)
+        ):
             listed = [start_after, *listed]
             listed = listed if limit is None else listed[:limit]
         return listed
@@ -713,7 +707,9 @@ class ListIgnoresPrefix(_Mutant):
     """list answers every key from the prefix on, under it or not"""
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        keys = [key for key in self._space.keys if key >= prefix and (start_after is None or key > start_after)]
+        keys = [
+            key for key in self._space.keys if key >= prefix and (start_after is None or key > start_after)
+        ]
         return keys if limit is None else keys[:limit]
 
 
@@ -760,7 +756,9 @@ class ListFromOwnCache(_Mutant):
         self._seen.discard(key)
 
     async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        keys = sorted(k for k in self._seen if k.startswith(prefix) and (start_after is None or k > start_after))
+        keys = sorted(
+            k for k in self._seen if k.startswith(prefix) and (start_after is None or k > start_after)
+        )
         return keys if limit is None else keys[:limit]
 
 

@@ -50,15 +50,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from vactor_cloud import keys
 from vactor_cloud._sync import sync
-from vactor_cloud.ids import MAX_ID_BYTES
 from vactor_cloud.errors import (
     AlreadyExistsError,
     NotFoundError,
     PreconditionFailedError,
     StorageError,
 )
-from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
+from vactor_cloud.ids import MAX_ID_BYTES
 from vactor_cloud.keys import LONGEST_KEY
+from vactor_cloud.storage import IfMatch, ObjectStore, PutMode
 from vactor_cloud.storage._base import Listing
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
@@ -151,6 +151,34 @@ def _race_deletes_and_a_create(spec: StoreSpec, key: str, *, deleters: int, time
     with concurrent.futures.ThreadPoolExecutor(max_workers=deleters + 1) as pool:
         done = [pool.submit(run_on_store, spec, delete_twice) for _ in range(deleters)]
         second = pool.submit(run_on_store, spec, create_again).result(timeout=timeout)
+        for future in done:
+            future.result(timeout=timeout)
+    return second
+
+
+def _race_deletes_and_an_overwrite(
+    spec: StoreSpec, key: str, *, deleters: int, delay: float, timeout: float
+) -> str:
+    """Write ``key``; then ``deleters`` threads each delete it twice on that version while
+    another overwrites it ``delay`` s after they start; the version the overwrite answered."""
+    first = run_on_store(spec, lambda store: store.put(key, b"v1"))
+    start = threading.Barrier(deleters + 1)
+
+    async def delete_twice(store: ObjectStore) -> None:
+        await store.head(f"{key}.warmup")
+        await asyncio.to_thread(start.wait, timeout)
+        for _ in range(2):
+            await store.delete_unchanged({key: first})
+
+    async def overwrite(store: ObjectStore) -> str:
+        await store.head(f"{key}.warmup")
+        await asyncio.to_thread(start.wait, timeout)
+        await asyncio.sleep(delay)
+        return await store.put(key, b"v2")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=deleters + 1) as pool:
+        done = [pool.submit(run_on_store, spec, delete_twice) for _ in range(deleters)]
+        second = pool.submit(run_on_store, spec, overwrite).result(timeout=timeout)
         for future in done:
             future.result(timeout=timeout)
     return second
@@ -493,6 +521,25 @@ class StoreConformance:
             second = _race_deletes_and_a_create(store_spec, key, deleters=4, timeout=self.wait_timeout)
             assert run_on_store(store_spec, _head_of(key)) == second, round_
 
+    def test_racing_conditional_deletes_never_delete_an_object_written_meanwhile(
+        self, store_spec: StoreSpec
+    ) -> None:
+        # Deleters of one version, each sending its delete twice, and a writer overwriting the
+        # key meanwhile: whichever lands first, the writer's object is there at the end (a
+        # delete first: the overwrite creates it again; the overwrite first: the deletes find
+        # another version). A store that reads the version and then deletes (claiming
+        # conditional_deletes all the same) deletes the new object when the write lands in
+        # between. The write starts a little later each round, to meet such a window wherever
+        # it is; no round's outcome depends on when it lands.
+        if not run_on_store(store_spec, _conditional_deletes):
+            pytest.skip("the store reads a version before deleting (conditional_deletes False): narrows only")
+        for round_ in range(8):
+            key = f"race/overwrite/{round_}"
+            second = _race_deletes_and_an_overwrite(
+                store_spec, key, deleters=4, delay=round_ * 0.002, timeout=self.wait_timeout
+            )
+            assert run_on_store(store_spec, _head_of(key)) == second, round_
+
     def test_delete_many_of_nothing_sends_no_request(self, store_spec: StoreSpec) -> None:
         async def body(store: ObjectStore) -> None:
             await store.put("k", b"x")
@@ -642,6 +689,69 @@ class StoreConformance:
                 assert listed.requests == 1, f"{listed.requests} requests for one key"
 
         run_on_store(store_spec, body)
+
+    #: pairs the writer of the one-moment listing test writes while the lister lists
+    one_moment_pairs: int = 40
+
+    def test_a_listing_reported_as_one_moment_never_shows_a_write_without_an_earlier_one(
+        self, store_spec: StoreSpec
+    ) -> None:
+        # docs/protocol.md: of two objects written one after the other, a listing the store
+        # reports as one moment (listed_at_one_moment) never holds the second without the
+        # first; the inbox and the mailbox trust such a listing at once. A writer writes pairs,
+        # the first of each sorting before every second ("0-i", then "1-i"), while a lister
+        # lists: a listing read in pieces that passed "0-i" before it was written and reached
+        # "1-i" after shows the second alone, and must not be reported as one moment. (A
+        # mailbox prefix: the local store reports its mailbox listings as one moment.)
+        prefix = "moment/mail/"
+        pairs = self.one_moment_pairs
+        filler = [f"{prefix}0-{n:04d}" for n in range(pairs)] + [f"{prefix}1-{n:04d}" for n in range(pairs)]
+        listing = threading.Event()
+        written = threading.Event()
+
+        async def fill(store: ObjectStore) -> None:
+            for at in range(0, len(filler), 20):
+                await asyncio.gather(*(store.put(key, b"") for key in filler[at : at + 20]))
+
+        async def write(store: ObjectStore) -> None:
+            try:
+                await asyncio.to_thread(listing.wait, self.wait_timeout)
+                for n in range(pairs, 2 * pairs):
+                    await store.put(f"{prefix}0-{n:04d}", b"")
+                    await store.put(f"{prefix}1-{n:04d}", b"")
+                    await asyncio.sleep(0.001)  # (spread over the listings, not a condition)
+            finally:
+                written.set()
+
+        async def list_meanwhile(store: ObjectStore) -> int:
+            checked = 0
+            deadline = time.monotonic() + self.wait_timeout
+            while time.monotonic() < deadline:
+                done = written.is_set()
+                listed = await store.list(prefix)
+                listing.set()
+                if store.listed_at_one_moment(prefix, listed):
+                    checked += 1
+                    present = set(listed)
+                    alone = [
+                        key
+                        for key in listed
+                        if key.startswith(f"{prefix}1-") and f"{prefix}0-{key[-4:]}" not in present
+                    ]
+                    assert not alone, (
+                        f"a listing reported as one moment holds {alone[:3]} without the objects "
+                        "written before them"
+                    )
+                if done:
+                    break
+            return checked
+
+        run_on_store(store_spec, fill)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            lister = pool.submit(run_on_store, store_spec, list_meanwhile)
+            writer = pool.submit(run_on_store, store_spec, write)
+            writer.result(timeout=self.wait_timeout)
+            lister.result(timeout=self.wait_timeout)
 
     def test_a_listing_of_several_pages_is_not_reported_as_one_moment(self, store_spec: StoreSpec) -> None:
         # docs/protocol.md: one request is one moment, a listing of several is not, and readers
@@ -898,11 +1008,16 @@ class StoreConformance:
         size = self.large_size
         key = "torn/object"
         writer_done = threading.Event()
+        # The writer starts once the reader is reading: on a fast store (in memory) all the
+        # writes were over before the reader's first read, which then saw the last one whole
+        # whatever the store did with a read that a write lands in.
+        reading = threading.Event()
         run_on_store(store_spec, lambda store: store.put(key, _uniform(1, size)))
 
         async def write(store: ObjectStore) -> int:
             version = await store.head(key)
             assert version is not None
+            await asyncio.to_thread(reading.wait, self.wait_timeout)
             try:
                 for i in range(2, 2 + self.torn_read_writes):
                     mode: PutMode = IfMatch(version) if i % 2 else "overwrite"
@@ -915,15 +1030,19 @@ class StoreConformance:
             fills: list[int] = []
             deadline = time.monotonic() + self.wait_timeout
             # One more read after the writer finished, so at least one read always happens.
-            while True:
-                finished = writer_done.is_set()
-                blob = await store.get(key)
-                assert _is_uniform(blob.data, size), (
-                    f"torn read: {len(blob.data)} bytes, first {blob.data[:1]!r}, last {blob.data[-1:]!r}"
-                )
-                fills.append(blob.data[0])
-                if finished or time.monotonic() > deadline:
-                    return fills
+            try:
+                while True:
+                    finished = writer_done.is_set()
+                    blob = await store.get(key)
+                    reading.set()
+                    assert _is_uniform(blob.data, size), (
+                        f"torn read: {len(blob.data)} bytes, first {blob.data[:1]!r}, last {blob.data[-1:]!r}"
+                    )
+                    fills.append(blob.data[0])
+                    if finished or time.monotonic() > deadline:
+                        return fills
+            finally:
+                reading.set()  # (a reader that failed does not hold the writer back)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             reader = pool.submit(run_on_store, store_spec, read)
