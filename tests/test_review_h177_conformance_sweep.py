@@ -535,6 +535,15 @@ class EmptyObjectNotListed(_Mutant):
         return kept if limit is None else kept[:limit]
 
 
+class HeadOfEmptyIsNone(_Mutant):
+    """head of an empty object answers None (its bytes taken for its existence)"""
+
+    async def _head(self, key: str) -> str | None:
+        with _locked():
+            blob = self._objects.get(key)
+        return blob.version if blob is not None and blob.data else None
+
+
 class GetAnswersBytearray(_Mutant):
     """get answers a bytearray, not bytes"""
 
@@ -619,6 +628,21 @@ class KeyComponentsCutAt200Bytes(_KeyMapping):
     def _stored(self, key: str) -> str:
         parts = [part.encode()[:200].decode(errors="ignore") for part in key.split("/")]
         return "/".join(parts)
+
+
+class KeyComponentsTrimmed(_KeyMapping):
+    """spaces at either end of a key component trimmed (a file system or a form field)"""
+
+    def _stored(self, key: str) -> str:
+        return "/".join(part.strip(" ") or part for part in key.split("/"))
+
+
+class PutSkipsTheKeyCheck(_Mutant):
+    """put overridden whole (not its hook): an absolute key is stored, not refused"""
+
+    async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        self.requests.add("put")
+        return await self._put(key.lstrip("/") or "root", bytes(data), mode)
 
 
 class LongKeysRefused(_Mutant):

@@ -316,8 +316,9 @@ class StoreConformance:
             "percent/%20%2F%zz",
             "dots/a.b..c",
             "query/a?b=c&d#e?f",
+            "edges/ both ends /trailing ",
         ],
-        ids=["spaces", "unicode", "punctuation", "percent", "dots", "query"],
+        ids=["spaces", "unicode", "punctuation", "percent", "dots", "query", "edges"],
     )
     def test_unusual_keys_round_trip_and_list_verbatim(self, store_spec: StoreSpec, key: str) -> None:
         async def body(store: ObjectStore) -> None:
