@@ -847,6 +847,54 @@ class ListPagesButClaimsOneMoment(_Mutant):
         return Listing(found, 1, versions)
 
 
+class ListPageBoundaryKeyLost(_Mutant):
+    """list reads pages of 3 keys, each next page starting one key too far (a continuation
+    token taken for the next page's first key)"""
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, limit)
+        return [key for n, key in enumerate(listed) if n % 4 != 3]
+
+
+# inline requests (memory and local: the runtime's step commits, post reads and listings)
+class InlineCreateOverwrites(_Mutant):
+    """put_now (the runtime's step commit) overwrites on mode="create"; put keeps the contract"""
+
+    def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        return super().put_now(key, data, mode="overwrite" if mode == "create" else mode)
+
+
+class InlineIfMatchIgnored(_Mutant):
+    """put_now ignores IfMatch"""
+
+    def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        return super().put_now(key, data, mode="overwrite" if isinstance(mode, IfMatch) else mode)
+
+
+class InlineGetAnswersFirstVersion(_Mutant):
+    """get_now answers the current bytes with the key's first version"""
+
+    first: dict[str, str] = {}
+
+    def get_now(self, key: str) -> Blob:
+        blob = super().get_now(key)
+        return Blob(blob.data, self.first.setdefault(f"{self.url}/{key}", blob.version))
+
+
+class InlineListIgnoresStartAfter(_Mutant):
+    """list_now ignores start_after"""
+
+    def list_now(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        return super().list_now(prefix, limit=limit)
+
+
+class LocalInlineCreateOverwrites(LocalStore):
+    """the local store whose put_now overwrites on mode "create"."""
+
+    def put_now(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> str:
+        return super().put_now(key, data, mode="overwrite" if mode == "create" else mode)
+
+
 # delete
 class DeleteOfMissingRaises(_Mutant):
     """delete of a missing key raises NotFoundError"""

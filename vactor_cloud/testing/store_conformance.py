@@ -333,6 +333,51 @@ class StoreConformance:
 
         run_on_store(store_spec, body)
 
+    def test_inline_requests_keep_the_contract_of_the_requests_they_stand_for(
+        self, store_spec: StoreSpec
+    ) -> None:
+        # Where a store is ``inline`` (memory, local), the runtime commits its steps and posts
+        # with ``put_now(mode="create")``, reads with ``get_now`` and lists posts with
+        # ``list_now``: each must keep the contract of the request it stands for, and share
+        # its objects and versions (a subclass overriding one of them alone would otherwise
+        # pass every other case here).
+        async def body(store: ObjectStore) -> None:
+            if not store.inline:
+                return
+            first = store.put_now("inline/k", b"1", mode="create")
+            with pytest.raises(AlreadyExistsError):
+                store.put_now("inline/k", b"lost", mode="create")
+            for blob in (store.get_now("inline/k"), await store.get("inline/k")):
+                assert (blob.data, blob.version) == (b"1", first)
+            second = store.put_now("inline/k", b"2", mode=IfMatch(first))
+            assert second != first
+            with pytest.raises(PreconditionFailedError):
+                store.put_now("inline/k", b"stale", mode=IfMatch(first))
+            with pytest.raises(PreconditionFailedError):
+                store.put_now("inline/missing", b"x", mode=IfMatch(first))
+            third = store.put_now("inline/k", b"3")
+            assert third not in (first, second)
+            assert await store.head("inline/k") == third
+            blob = store.get_now("inline/k")
+            assert type(blob.data) is bytes
+            assert (blob.data, blob.version) == (b"3", third)
+            with pytest.raises(NotFoundError):
+                store.get_now("inline/missing")
+            later = [f"inline/l/{n:02d}" for n in range(6)]
+            for key in reversed(later):
+                store.put_now(key, b"")
+            for start_after, limit in (
+                (None, None),
+                ("inline/l/01", None),
+                ("inline/l/01", 2),
+                ("inline", 3),
+            ):
+                listed = store.list_now("inline/l/", start_after=start_after, limit=limit)
+                assert listed == await store.list("inline/l/", start_after=start_after, limit=limit)
+                assert listed == [k for k in later if start_after is None or k > start_after][:limit]
+
+        run_on_store(store_spec, body)
+
     def test_keys_as_long_as_the_runtime_writes_round_trip_distinct(self, store_spec: StoreSpec) -> None:
         # vactor_cloud writes keys of up to keys.LONGEST_KEY bytes (an inbox event of an actor,
         # both ids at their 255-byte limit). A store that cuts long keys or components (a file
