@@ -15,17 +15,22 @@ independent clients would.
 
 What is proved, for every backend (the contract in
 :class:`vactor_cloud.storage.ObjectStore`): whole-object round trips for
-binary, empty and multi-megabyte objects and for keys with unicode and
-spaces; sorted listing with ``start_after`` and ``limit`` that reads the store,
-not a cache, naming the versions of the objects read (a replaced one's new
-version); create-only puts with exactly one winner among racing threads
+binary, empty and multi-megabyte objects, as ``bytes``, each read answering the
+version of the write it reads, and for keys with unicode, spaces (at a
+component's ends too), ``%``, ``?`` and ``#``, and keys as long as the runtime
+writes; sorted listing with ``start_after`` (before the prefix too) and
+``limit`` that reads the store, not a cache, naming the versions of the objects
+read (a replaced one's new version), and never reported as one moment when it
+shows a write without one made before it; create-only puts with exactly one winner among racing threads
 and racing processes; compare-and-swap puts that refuse stale versions and
 missing keys; versions that are never reused (no ABA); no torn reads; deletes
 of many keys at once (missing ones fine, one counted request per batch); deletes
 conditional on each object's version (``delete_unchanged``: an object written
-again since stays, also against a delete sent twice and racing deleters); and
-errors from :mod:`vactor_cloud.errors` that name the key; and empty or absolute
-(``/``-led) keys refused alike, before any request.
+again since stays, also against a delete sent twice and racing deleters, and an
+overwrite racing them); deletes that leave the keys their key is a prefix of;
+errors from :mod:`vactor_cloud.errors` that name the key; empty or absolute
+(``/``-led) keys refused alike, before any request; and, where a store is
+``inline``, its synchronous requests keeping the contract of the async ones.
 """
 
 from __future__ import annotations
