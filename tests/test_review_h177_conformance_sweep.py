@@ -1169,6 +1169,48 @@ class LocalInlineCreateOverwrites(LocalStore):
         return super().put_now(key, data, mode="overwrite" if mode == "create" else mode)
 
 
+# keys that only prefix others ("p/q" while "p/q/r" exists: a directory on a filesystem)
+def _prefixes_others(store: MemoryStore, key: str) -> bool:
+    return any(other.startswith(f"{key}/") for other in list(store._objects))
+
+
+class HeadOfAPrefixAnswersAVersion(_Mutant):
+    """head of a key that only prefixes others answers a version (a directory's stat)"""
+
+    async def _head(self, key: str) -> str | None:
+        version = await super()._head(key)
+        return "directory" if version is None and _prefixes_others(self, key) else version
+
+
+class GetOfAPrefixIsNoNotFound(_Mutant):
+    """get of a key that only prefixes others raises StorageError, not NotFoundError
+    (a filesystem's IsADirectoryError passed on as it is)"""
+
+    async def _get(self, key: str) -> Blob:
+        if _prefixes_others(self, key) and await super()._head(key) is None:
+            raise StorageError(f"{self.url}/{key}: is a directory", key)
+        return await super()._get(key)
+
+
+class DeleteOfAPrefixRaises(_Mutant):
+    """delete of a key that only prefixes others raises StorageError (rmdir of a full one)"""
+
+    async def _delete(self, key: str) -> None:
+        if _prefixes_others(self, key) and await super()._head(key) is None:
+            raise StorageError(f"{self.url}/{key}: directory not empty", key)
+        await super()._delete(key)
+
+
+class StaleTempRemovalDeletesObjects(_Mutant):
+    """remove_stale_temp_files removes every object under the prefix older than the age"""
+
+    async def remove_stale_temp_files(self, prefix: str, *, older_than: float) -> int:
+        doomed = await super()._list(prefix, None, None)
+        for key in doomed:
+            await super()._delete(key)
+        return len(doomed)
+
+
 # delete
 class DeleteOfMissingRaises(_Mutant):
     """delete of a missing key raises NotFoundError"""
@@ -1366,6 +1408,10 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "InlineGetAnswersFirstVersion": ("inline_requests_keep_the_contract_of_the_requests_they_stand_for",),
     "InlineListIgnoresStartAfter": ("inline_requests_keep_the_contract_of_the_requests_they_stand_for",),
     "LocalInlineCreateOverwrites": ("inline_requests_keep_the_contract_of_the_requests_they_stand_for",),
+    "HeadOfAPrefixAnswersAVersion": ("a_key_that_only_prefixes_others_names_no_object",),
+    "GetOfAPrefixIsNoNotFound": ("a_key_that_only_prefixes_others_names_no_object",),
+    "DeleteOfAPrefixRaises": ("a_key_that_only_prefixes_others_names_no_object",),
+    "StaleTempRemovalDeletesObjects": ("removing_stale_temp_files_never_touches_an_object",),
     "DeleteOfMissingRaises": ("delete_many_of_missing_and_repeated_keys_is_not_an_error",),
     "DeleteDoesNothing": ("a_listed_version_changes_when_its_object_is_replaced",),
     "DeleteTakesAPrefix": ("delete_removes_object",),

@@ -27,7 +27,9 @@ missing keys; versions that are never reused (no ABA); no torn reads; deletes
 of many keys at once (missing ones fine, one counted request per batch); deletes
 conditional on each object's version (``delete_unchanged``: an object written
 again since stays, also against a delete sent twice and racing deleters, and an
-overwrite racing them); deletes that leave the keys their key is a prefix of;
+overwrite racing them); deletes that leave the keys their key is a prefix of; a
+key that only prefixes others (a directory on a filesystem) named as no object;
+``remove_stale_temp_files`` never removing an object;
 errors from :mod:`vactor_cloud.errors` that name the key; empty or absolute
 (``/``-led) keys refused alike, before any request; and, where a store is
 ``inline``, its synchronous requests keeping the contract of the async ones.
@@ -436,6 +438,37 @@ class StoreConformance:
             with pytest.raises(NotFoundError):
                 await store.get("a/doomed")
             assert await store.list("a/") == sorted(["a/kept", *kept])
+
+        run_on_store(store_spec, body)
+
+    def test_a_key_that_only_prefixes_others_names_no_object(self, store_spec: StoreSpec) -> None:
+        # "p/q" while only "p/q/r" exists: a directory on a filesystem, nothing on S3 and GCS.
+        # Every request treats it as a missing object (the runtime heads and reads keys whose
+        # longer relatives exist), and none touches the object under it.
+        async def body(store: ObjectStore) -> None:
+            version = await store.put("p/q/r", b"under")
+            assert await store.head("p/q") is None
+            with pytest.raises(NotFoundError):
+                await store.get("p/q")
+            with pytest.raises(PreconditionFailedError):
+                await store.put("p/q", b"x", mode=IfMatch(version))
+            await store.delete("p/q")
+            await store.delete_many(["p/q", "p"])
+            await store.delete_unchanged({"p/q": version, "p": version})
+            assert await store.list("p") == ["p/q/r"]
+            blob = await store.get("p/q/r")
+            assert (blob.data, blob.version) == (b"under", version)
+
+        run_on_store(store_spec, body)
+
+    def test_removing_stale_temp_files_never_touches_an_object(self, store_spec: StoreSpec) -> None:
+        # Compaction calls it under each actor's prefix: only a backend's own leftovers of
+        # interrupted writes go, however old the objects are.
+        async def body(store: ObjectStore) -> None:
+            versions = {key: await store.put(key, b"x") for key in ("t/a", "t/b/c", "t-other")}
+            assert await store.remove_stale_temp_files("t/", older_than=0.0) == 0
+            assert await store.remove_stale_temp_files("", older_than=0.0) == 0
+            assert {key: await store.head(key) for key in versions} == versions
 
         run_on_store(store_spec, body)
 
