@@ -1211,6 +1211,66 @@ class StaleTempRemovalDeletesObjects(_Mutant):
         return len(doomed)
 
 
+class LocalClaimsEveryListingOneMoment(LocalStore):
+    """the local store reporting every listing as one moment (it walks directories one after
+    another: only a mailbox, one directory, is read at once)"""
+
+    def listed_at_one_moment(self, prefix: str, keys: list[str]) -> bool:
+        return True
+
+
+class GetFromOwnCache(_Mutant):
+    """get answers what this store object read or wrote at the key before (a client cache)"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._cache: dict[str, Blob] = {}
+
+    async def _get(self, key: str) -> Blob:
+        if key not in self._cache:
+            self._cache[key] = await super()._get(key)
+        return self._cache[key]
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        version = await super()._put(key, data, mode)
+        self._cache[key] = Blob(data, version)
+        return version
+
+
+class HeadFromOwnCache(_Mutant):
+    """head answers the version this store object last saw at the key (a client cache)"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._seen: dict[str, str] = {}
+
+    async def _head(self, key: str) -> str | None:
+        if key in self._seen:
+            return self._seen[key]
+        return await super()._head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        self._seen[key] = await super()._put(key, data, mode)
+        return self._seen[key]
+
+    async def _delete(self, key: str) -> None:
+        await super()._delete(key)
+        self._seen.pop(key, None)
+
+
+class DeleteUnchangedBatchChecksTheFirstKeyOnly(_Mutant):
+    """a batch conditional delete (delete_batch 3) compares the first key's version only and
+    deletes every key of the batch when it matches"""
+
+    delete_batch = 3
+
+    async def _delete_many_unchanged(self, versions: dict[str, str]) -> None:
+        first, version = next(iter(versions.items()))
+        if await self._head(first) == version:
+            for key in versions:
+                await self._delete(key)
+
+
 # delete
 class DeleteOfMissingRaises(_Mutant):
     """delete of a missing key raises NotFoundError"""
@@ -1412,6 +1472,12 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "GetOfAPrefixIsNoNotFound": ("a_key_that_only_prefixes_others_names_no_object",),
     "DeleteOfAPrefixRaises": ("a_key_that_only_prefixes_others_names_no_object",),
     "StaleTempRemovalDeletesObjects": ("removing_stale_temp_files_never_touches_an_object",),
+    "LocalClaimsEveryListingOneMoment": ("a_listing_of_several_pages_is_not_reported_as_one_moment",),
+    "GetFromOwnCache": ("reader_never_sees_a_partial_object", "delete_removes_object"),
+    "HeadFromOwnCache": ("list_sees_writes_and_deletes_of_another_client",),
+    "DeleteUnchangedBatchChecksTheFirstKeyOnly": (
+        "delete_unchanged_deletes_only_objects_still_at_their_version",
+    ),
     "DeleteOfMissingRaises": ("delete_many_of_missing_and_repeated_keys_is_not_an_error",),
     "DeleteDoesNothing": ("a_listed_version_changes_when_its_object_is_replaced",),
     "DeleteTakesAPrefix": ("delete_removes_object",),

@@ -786,7 +786,8 @@ class StoreConformance:
         # the first of each sorting before every second ("0-i", then "1-i"), while a lister
         # lists: a listing read in pieces that passed "0-i" before it was written and reached
         # "1-i" after shows the second alone, and must not be reported as one moment. (A
-        # mailbox prefix: the local store reports its mailbox listings as one moment.)
+        # mailbox prefix: the local store reports its mailbox listings as one moment, and
+        # those only.)
         prefix = "moment/mail/"
         pairs = self.one_moment_pairs
         filler = [f"{prefix}0-{n:04d}" for n in range(pairs)] + [f"{prefix}1-{n:04d}" for n in range(pairs)]
