@@ -223,6 +223,32 @@ def _create_in_process(
     results.put(outcome)
 
 
+class _ReadCount:
+    """The reads a reader has finished, for a writer that waits for the next one."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._reads = 0
+        self._over = False
+
+    def one_more(self) -> None:
+        with self._changed:
+            self._reads += 1
+            self._changed.notify_all()
+
+    def over(self) -> None:
+        with self._changed:
+            self._over = True
+            self._changed.notify_all()
+
+    def wait_for_one_more(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the reader finishes a read it had not finished
+        when called, or stops reading."""
+        with self._changed:
+            target = self._reads + 1
+            self._changed.wait_for(lambda: self._reads >= target or self._over, timeout)
+
+
 def _uniform(fill: int, size: int) -> bytes:
     return bytes([fill]) * size
 
@@ -264,7 +290,7 @@ class StoreConformance:
             blob = await store.get("dir/obj")
             # bytes, not a bytearray or a memoryview (equal to bytes, but mutable, unhashable,
             # or without bytes' methods): what the runtime decodes, hashes and keeps
-            assert type(blob.data) is bytes, type(blob.data)
+            assert isinstance(blob.data, bytes), type(blob.data)
             assert blob.data == b"hello"
             assert blob.version == version
             assert await store.head("dir/obj") == version
@@ -366,7 +392,7 @@ class StoreConformance:
             assert third not in (first, second)
             assert await store.head("inline/k") == third
             blob = store.get_now("inline/k")
-            assert type(blob.data) is bytes
+            assert isinstance(blob.data, bytes), type(blob.data)
             assert (blob.data, blob.version) == (b"3", third)
             with pytest.raises(NotFoundError):
                 store.get_now("inline/missing")
@@ -1093,18 +1119,19 @@ class StoreConformance:
         size = self.large_size
         key = "torn/object"
         writer_done = threading.Event()
-        # The writer starts once the reader is reading: on a fast store (in memory) all the
-        # writes were over before the reader's first read, which then saw the last one whole
-        # whatever the store did with a read that a write lands in.
-        reading = threading.Event()
+        # Each write waits for the reader to finish one more read, so the writes are spread
+        # over the reads, not over before one (on a fast store, in memory, they all were:
+        # the reader then saw the last one whole whatever the store did with a read that a
+        # write lands in).
+        reads = _ReadCount()
         run_on_store(store_spec, lambda store: store.put(key, _uniform(1, size)))
 
         async def write(store: ObjectStore) -> int:
             version = await store.head(key)
             assert version is not None
-            await asyncio.to_thread(reading.wait, self.wait_timeout)
             try:
                 for i in range(2, 2 + self.torn_read_writes):
+                    await asyncio.to_thread(reads.wait_for_one_more, self.wait_timeout)
                     mode: PutMode = IfMatch(version) if i % 2 else "overwrite"
                     version = await store.put(key, _uniform(i, size), mode=mode)
             finally:
@@ -1119,7 +1146,7 @@ class StoreConformance:
                 while True:
                     finished = writer_done.is_set()
                     blob = await store.get(key)
-                    reading.set()
+                    reads.one_more()
                     assert _is_uniform(blob.data, size), (
                         f"torn read: {len(blob.data)} bytes, first {blob.data[:1]!r}, last {blob.data[-1:]!r}"
                     )
@@ -1127,7 +1154,7 @@ class StoreConformance:
                     if finished or time.monotonic() > deadline:
                         return fills
             finally:
-                reading.set()  # (a reader that failed does not hold the writer back)
+                reads.over()  # (a reader that failed does not hold the writer back)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             reader = pool.submit(run_on_store, store_spec, read)
