@@ -6,22 +6,22 @@ store (or the local store) with one break a third-party backend plausibly has; e
 the suite's named case against it, programmatically, and asserts that the case fails, and the
 controls assert that the plain stores pass the same cases through the same harness.
 
-``python tests/test_review_h177_conformance_sweep.py`` runs the whole suite against every mutant
-and prints which cases fail (the table below was made so).
-
-The table (``python tests/test_review_h177_conformance_sweep.py``, 2026-12-07, every case of
-the suite against every mutant; cases named without their ``test_``). ``*``: the mutant passed
-the whole suite as it was before this review (main at c191228); the case that now catches it
-was added or strengthened here. Every mutant now fails at least one case; none is equivalent
-(each breaks a clause of the contract or a claim the runtime relies on).
+``PYTHONPATH=. python tests/test_review_h177_conformance_sweep.py [MUTANT...]`` runs every case of the suite
+against every mutant (or those named) and prints which cases fail: so the table below was made
+(2026-12-07; cases named without their ``test_``). ``*``: the mutant passed the whole suite as
+it was before this review (main at c191228), 21 of 87; the case that now catches it was added
+or strengthened here. (Two of them were caught by the old suite in some runs, not others: the
+torn read, whose writer could finish before the reader read, and the non-atomic conditional
+delete, whose race the deleters could run in step.) Every mutant now fails at least one case;
+none is equivalent (each breaks a clause of the contract or a claim the runtime relies on).
 
   CreateOverwrites: create-only put overwrites an existing object
     -> killed by 5: create_refuses_existing_key_and_keeps_its_bytes;
        errors_are_vactor_errors_naming_the_key; large_object_round_trips[create]; +2 more
   CreateConflictIsPreconditionFailed: a create conflict raised as PreconditionFailedError, not
     AlreadyExistsError
-    -> killed by 5: create_refuses_existing_key_and_keeps_its_bytes;
-       errors_are_vactor_errors_naming_the_key; large_object_round_trips[create]; +2 more
+    -> killed by 6: create_refuses_existing_key_and_keeps_its_bytes;
+       errors_are_vactor_errors_naming_the_key; large_object_round_trips[create]; +3 more
   CreateConflictIsRetryable: a create conflict raised as RetryableStorageError (a 409 taken for
     a transient one)
     -> killed by 6: create_refuses_existing_key_and_keeps_its_bytes;
@@ -39,20 +39,21 @@ was added or strengthened here. Every mutant now fails at least one case; none i
   CreateNotAtomic: create checks that the key is free, then writes (racing creators both win)
     -> killed by 1: racing_threads_create_exactly_one_winner
   IfMatchIgnored: an if-match put overwrites whatever the version
-    -> killed by 5: errors_are_vactor_errors_naming_the_key; if_match_on_missing_key_is_refused;
-       if_match_with_stale_version_is_refused; +2 more
+    -> killed by 7: a_key_that_only_prefixes_others_names_no_object;
+       errors_are_vactor_errors_naming_the_key; if_match_on_missing_key_is_refused; +4 more
   IfMatchOnMissingKeyCreates: an if-match put on a missing key creates it
-    -> killed by 2: if_match_on_missing_key_is_refused; store_behaves_like_a_dict_model
+    -> killed by 2: a_key_that_only_prefixes_others_names_no_object;
+       if_match_on_missing_key_is_refused
   IfMatchAcceptsAnyPastVersion: an if-match put succeeds against any version the key ever had (a
     stale one too)
     -> killed by 4: errors_are_vactor_errors_naming_the_key;
        if_match_with_stale_version_is_refused; racing_if_match_writers_exactly_one_wins; +1 more
   IfMatchConflictIsAlreadyExists: an if-match conflict raised as AlreadyExistsError
-    -> killed by 6: errors_are_vactor_errors_naming_the_key; if_match_on_missing_key_is_refused;
-       if_match_with_stale_version_is_refused; +3 more
+    -> killed by 7: a_key_that_only_prefixes_others_names_no_object;
+       errors_are_vactor_errors_naming_the_key; if_match_on_missing_key_is_refused; +4 more
   IfMatchConflictIsRetryable: an if-match conflict raised as RetryableStorageError
-    -> killed by 5: errors_are_vactor_errors_naming_the_key; if_match_on_missing_key_is_refused;
-       if_match_with_stale_version_is_refused; +2 more
+    -> killed by 6: a_key_that_only_prefixes_others_names_no_object;
+       errors_are_vactor_errors_naming_the_key; if_match_on_missing_key_is_refused; +3 more
   IfMatchNotAtomic: if-match reads the version, then writes (racing writers of one version both
     win)
     -> killed by 1: racing_if_match_writers_exactly_one_wins
@@ -75,17 +76,17 @@ was added or strengthened here. Every mutant now fails at least one case; none i
        racing_conditional_deletes_never_delete_an_object_created_meanwhile;
        racing_conditional_deletes_never_delete_an_object_written_meanwhile; +1 more
   VersionIsAnInt: put answers its version as an int
-    -> killed by 27: a_listed_version_changes_when_its_object_is_replaced;
-       create_refuses_existing_key_and_keeps_its_bytes;
-       delete_unchanged_deletes_only_objects_still_at_their_version; +24 more
+    -> killed by 29: a_key_that_only_prefixes_others_names_no_object;
+       a_listed_version_changes_when_its_object_is_replaced;
+       create_refuses_existing_key_and_keeps_its_bytes; +26 more
   HeadVersionDiffersFromGet: head's version is spelt otherwise than get's (a quoted ETag on one,
     bare on the other)
-    -> killed by 15: delete_unchanged_deletes_only_objects_still_at_their_version;
+    -> killed by 16: delete_unchanged_deletes_only_objects_still_at_their_version;
        delete_unchanged_sent_again_leaves_the_object_created_in_between;
-       empty_object_exists_and_reads_empty; +12 more
+       empty_object_exists_and_reads_empty; +13 more
   HeadOfMissingRaises: head of a missing key raises NotFoundError instead of answering None
-    -> killed by 17: delete_many_deletes_every_key_and_nothing_else; delete_removes_object;
-       delete_unchanged_deletes_only_objects_still_at_their_version; +14 more
+    -> killed by 18: a_key_that_only_prefixes_others_names_no_object;
+       delete_many_deletes_every_key_and_nothing_else; delete_removes_object; +15 more
 * GetAnswersFirstVersion: get answers the current bytes with the key's first version
     -> killed by 1: overwrite_replaces_bytes_and_version
   GetCutShortPastOneMiB: get of an object over 1 MiB returns all but its last byte (a partial
@@ -96,15 +97,15 @@ was added or strengthened here. Every mutant now fails at least one case; none i
     -> killed by 4: large_object_round_trips[overwrite]; large_object_round_trips[create];
        large_object_round_trips[if-match]; +1 more
   GetOfMissingIsEmpty: get of a missing key answers b'' instead of NotFoundError
-    -> killed by 3: delete_removes_object; errors_are_vactor_errors_naming_the_key;
-       store_behaves_like_a_dict_model
+    -> killed by 4: a_key_that_only_prefixes_others_names_no_object; delete_removes_object;
+       errors_are_vactor_errors_naming_the_key; +1 more
   GetOfMissingIsRetryable: get of a missing key raises RetryableStorageError (a 404 taken for a
     transient one)
-    -> killed by 3: delete_removes_object; errors_are_vactor_errors_naming_the_key;
-       store_behaves_like_a_dict_model
+    -> killed by 4: a_key_that_only_prefixes_others_names_no_object; delete_removes_object;
+       errors_are_vactor_errors_naming_the_key; +1 more
   GetOfMissingIsBuiltin: get of a missing key raises the builtin FileNotFoundError
-    -> killed by 3: delete_removes_object; errors_are_vactor_errors_naming_the_key;
-       store_behaves_like_a_dict_model
+    -> killed by 4: a_key_that_only_prefixes_others_names_no_object; delete_removes_object;
+       errors_are_vactor_errors_naming_the_key; +1 more
   NotFoundDoesNotPickle: a backend's own NotFoundError subclass that does not survive pickling
     -> killed by 1: errors_are_vactor_errors_naming_the_key
 * TornRead: get reads an object in two halves, a write may land between them
@@ -156,9 +157,9 @@ was added or strengthened here. Every mutant now fails at least one case; none i
     -> killed by 1: keys_as_long_as_the_runtime_writes_round_trip_distinct
   NestedKeysClaimedButRefused: nested_keys True, but a key cannot be both an object and a prefix
     of others
-    -> killed by 44: a_listed_version_changes_when_its_object_is_replaced;
-       a_listing_after_a_key_asks_the_store_to_start_there;
-       a_listing_of_several_pages_is_not_reported_as_one_moment; +41 more
+    -> killed by 46: a_key_that_only_prefixes_others_names_no_object;
+       a_listed_version_changes_when_its_object_is_replaced;
+       a_listing_after_a_key_asks_the_store_to_start_there; +43 more
   LocalNestedKeysClaimed: the local store claiming nested_keys True (a filesystem cannot hold
     "a" and "a/b")
     -> killed by 2: delete_removes_object; key_and_keys_under_it_coexist
@@ -210,13 +211,14 @@ was added or strengthened here. Every mutant now fails at least one case; none i
        delete_many_deletes_every_key_and_nothing_else;
        delete_many_of_missing_and_repeated_keys_is_not_an_error; +18 more
 * ListStartAfterBeforePrefixFindsNothing: list with start_after sorting before the prefix
-    answers nothing (start_after taken as a
+    answers nothing (start_after taken as a key under the prefix)
     -> killed by 1: list_start_after_and_limit
 * ListPagesButClaimsOneMoment: list reads pages of 2 keys, releasing the store between them, and
-    says one request
+    says one request (listed_at_one_moment True): a write meanwhile is seen without one made
+    before it
     -> killed by 1: a_listing_reported_as_one_moment_never_shows_a_write_without_an_earlier_one
   ListPageBoundaryKeyLost: list reads pages of 3 keys, each next page starting one key too far
-    (a continuation
+    (a continuation token taken for the next page's first key)
     -> killed by 8: a_listed_version_changes_when_its_object_is_replaced;
        a_listing_reported_as_one_moment_never_shows_a_write_without_an_earlier_one;
        delete_removes_object; +5 more
@@ -231,14 +233,41 @@ was added or strengthened here. Every mutant now fails at least one case; none i
     -> killed by 1: inline_requests_keep_the_contract_of_the_requests_they_stand_for
 * LocalInlineCreateOverwrites: the local store whose put_now overwrites on mode "create".
     -> killed by 1: inline_requests_keep_the_contract_of_the_requests_they_stand_for
+* HeadOfAPrefixAnswersAVersion: head of a key that only prefixes others answers a version (a
+    directory's stat)
+    -> killed by 2: a_key_that_only_prefixes_others_names_no_object; delete_removes_object
+* GetOfAPrefixIsNoNotFound: get of a key that only prefixes others raises StorageError, not
+    NotFoundError (a filesystem's IsADirectoryError passed on as it is)
+    -> killed by 2: a_key_that_only_prefixes_others_names_no_object; delete_removes_object
+* DeleteOfAPrefixRaises: delete of a key that only prefixes others raises StorageError (rmdir of
+    a full one)
+    -> killed by 1: a_key_that_only_prefixes_others_names_no_object
+* StaleTempRemovalDeletesObjects: remove_stale_temp_files removes every object under the prefix
+    older than the age
+    -> killed by 1: removing_stale_temp_files_never_touches_an_object
+  LocalClaimsEveryListingOneMoment: the local store reporting every listing as one moment (it
+    walks directories one after another: only a mailbox, one directory, is read at once)
+    -> killed by 1: a_listing_of_several_pages_is_not_reported_as_one_moment
+  GetFromOwnCache: get answers what this store object read or wrote at the key before (a client
+    cache)
+    -> killed by 2: delete_removes_object; reader_never_sees_a_partial_object
+  HeadFromOwnCache: head answers the version this store object last saw at the key (a client
+    cache)
+    -> killed by 3: delete_unchanged_deletes_only_objects_still_at_their_version;
+       delete_unchanged_sent_again_leaves_the_object_created_in_between;
+       list_sees_writes_and_deletes_of_another_client
+  DeleteUnchangedBatchChecksTheFirstKeyOnly: a batch conditional delete (delete_batch 3)
+    compares the first key's version only and deletes every key of the batch when it matches
+    -> killed by 1: delete_unchanged_deletes_only_objects_still_at_their_version
   DeleteOfMissingRaises: delete of a missing key raises NotFoundError
-    -> killed by 3: delete_many_of_missing_and_repeated_keys_is_not_an_error;
-       delete_missing_is_not_an_error; store_behaves_like_a_dict_model
+    -> killed by 4: a_key_that_only_prefixes_others_names_no_object;
+       delete_many_of_missing_and_repeated_keys_is_not_an_error; delete_missing_is_not_an_error;
+       +1 more
   DeleteDoesNothing: delete answers but deletes nothing
     -> killed by 20: a_listed_version_changes_when_its_object_is_replaced;
        create_after_delete_succeeds; delete_many_deletes_every_key_and_nothing_else; +17 more
 * DeleteTakesAPrefix: delete of "k" deletes every key starting with "k" (a recursive remove)
-    -> killed by 1: delete_removes_object
+    -> killed by 2: a_key_that_only_prefixes_others_names_no_object; delete_removes_object
   DeleteManySkipsTheLastKey: delete_many's batch request leaves its last key
     -> killed by 2: delete_many_deletes_every_key_and_nothing_else;
        delete_many_takes_the_keys_vactor_cloud_writes_verbatim
@@ -258,14 +287,14 @@ was added or strengthened here. Every mutant now fails at least one case; none i
        delete_unchanged_sent_again_leaves_the_object_created_in_between;
        racing_conditional_deletes_never_delete_an_object_created_meanwhile
   DeleteUnchangedOfMissingRaises: delete_unchanged of a missing key raises NotFoundError
-    -> killed by 3: delete_unchanged_deletes_only_objects_still_at_their_version;
-       racing_conditional_deletes_never_delete_an_object_created_meanwhile;
-       racing_conditional_deletes_never_delete_an_object_written_meanwhile
+    -> killed by 4: a_key_that_only_prefixes_others_names_no_object;
+       delete_unchanged_deletes_only_objects_still_at_their_version;
+       racing_conditional_deletes_never_delete_an_object_created_meanwhile; +1 more
   DeleteUnchangedOfOtherVersionRaises: delete_unchanged of an object at another version raises
     PreconditionFailedError
-    -> killed by 3: delete_unchanged_deletes_only_objects_still_at_their_version;
+    -> killed by 4: delete_unchanged_deletes_only_objects_still_at_their_version;
        delete_unchanged_sent_again_leaves_the_object_created_in_between;
-       racing_conditional_deletes_never_delete_an_object_created_meanwhile
+       racing_conditional_deletes_never_delete_an_object_created_meanwhile; +1 more
 * DeleteUnchangedNotAtomicClaimed: conditional_deletes True, but the version is read, then the
     object deleted
     -> killed by 2: racing_conditional_deletes_never_delete_an_object_created_meanwhile;
