@@ -9,7 +9,7 @@ controls assert that the plain stores pass the same cases through the same harne
 ``PYTHONPATH=. python tests/test_review_h177_conformance_sweep.py [MUTANT...]`` runs every case of the suite
 against every mutant (or those named) and prints which cases fail: so the table below was made
 (2026-12-07; cases named without their ``test_``). ``*``: the mutant passed the whole suite as
-it was before this review (main at c191228), 21 of 87; the case that now catches it was added
+it was before this review (main at c191228), 22 of 88; the case that now catches it was added
 or strengthened here. (Two of them were caught by the old suite in some runs, not others: the
 torn read, whose writer could finish before the reader read, and the non-atomic conditional
 delete, whose race the deleters could run in step.) Every mutant now fails at least one case;
@@ -204,6 +204,9 @@ none is equivalent (each breaks a clause of the contract or a claim the runtime 
     -> killed by 1: a_listed_version_changes_when_its_object_is_replaced
   ListNamesFirstVersions: list names each key's version as first listed (a cache that outlives a
     replacement)
+    -> killed by 1: a_listed_version_changes_when_its_object_is_replaced
+* ListNamesStaleVersionsOfObjectsNotRead: a listing names, for objects this store object never
+    read, the version it first listed (right for the objects it read, as the local store's are)
     -> killed by 1: a_listed_version_changes_when_its_object_is_replaced
   ListShowsStoreOwnFiles: list answers the store's own bookkeeping key (a layout marker) as an
     object
@@ -1110,6 +1113,29 @@ class ListNamesFirstVersions(_Mutant):
         return Listing(listed, listed.requests, versions)
 
 
+class ListNamesStaleVersionsOfObjectsNotRead(_Mutant):
+    """a listing names, for objects this store object never read, the version it first listed
+    (right for the objects it read, as the local store's are)"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._read: set[str] = set()
+        self._listed: dict[str, str] = {}
+
+    async def _get(self, key: str) -> Blob:
+        self._read.add(key)
+        return await super()._get(key)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        listed = await super()._list(prefix, start_after, limit)
+        assert isinstance(listed, Listing) and listed.versions is not None
+        versions = {
+            key: version if key in self._read else self._listed.setdefault(key, version)
+            for key, version in listed.versions.items()
+        }
+        return Listing(listed, listed.requests, versions)
+
+
 class ListShowsStoreOwnFiles(_Mutant):
     """list answers the store's own bookkeeping key (a layout marker) as an object"""
 
@@ -1486,6 +1512,7 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "ListFromOwnCache": ("a_listed_version_changes_when_its_object_is_replaced",),
     "ListNamesNoVersions": ("a_listed_version_changes_when_its_object_is_replaced",),
     "ListNamesFirstVersions": ("a_listed_version_changes_when_its_object_is_replaced",),
+    "ListNamesStaleVersionsOfObjectsNotRead": ("a_listed_version_changes_when_its_object_is_replaced",),
     "ListShowsStoreOwnFiles": ("a_listed_version_changes_when_its_object_is_replaced",),
     "ListStartAfterBeforePrefixFindsNothing": ("list_start_after_and_limit",),
     "ListPagesButClaimsOneMoment": (
