@@ -9,7 +9,7 @@ controls assert that the plain stores pass the same cases through the same harne
 ``PYTHONPATH=. python tests/test_review_h177_conformance_sweep.py [MUTANT...]`` runs every case of the suite
 against every mutant (or those named) and prints which cases fail: so the table below was made
 (2026-12-07; cases named without their ``test_``). ``*``: the mutant passed the whole suite as
-it was before this review (main at c191228), 22 of 88; the case that now catches it was added
+it was before this review (main at c191228), 22 of 89; the case that now catches it was added
 or strengthened here. (Two of them were caught by the old suite in some runs, not others: the
 torn read, whose writer could finish before the reader read, and the non-atomic conditional
 delete, whose race the deleters could run in step.) Every mutant now fails at least one case;
@@ -262,6 +262,12 @@ none is equivalent (each breaks a clause of the contract or a claim the runtime 
   DeleteUnchangedBatchChecksTheFirstKeyOnly: a batch conditional delete (delete_batch 3)
     compares the first key's version only and deletes every key of the batch when it matches
     -> killed by 1: delete_unchanged_deletes_only_objects_still_at_their_version
+  WritesSentLater: a plain overwrite answers at once and reaches the store with this store
+    object's next request (a write-behind client): this client reads its own writes, others do
+    not yet
+    -> killed by 18: a_key_that_only_prefixes_others_names_no_object;
+       a_listed_version_changes_when_its_object_is_replaced;
+       delete_many_of_missing_and_repeated_keys_is_not_an_error; +15 more
   DeleteOfMissingRaises: delete of a missing key raises NotFoundError
     -> killed by 4: a_key_that_only_prefixes_others_names_no_object;
        delete_many_of_missing_and_repeated_keys_is_not_an_error; delete_missing_is_not_an_error;
@@ -1326,6 +1332,40 @@ class DeleteUnchangedBatchChecksTheFirstKeyOnly(_Mutant):
                 await self._delete(key)
 
 
+class WritesSentLater(_Mutant):
+    """a plain overwrite answers at once and reaches the store with this store object's next
+    request (a write-behind client): this client reads its own writes, others do not yet"""
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+        self._behind: dict[str, bytes] = {}
+
+    async def _send_behind(self) -> None:
+        behind, self._behind = self._behind, {}
+        for key, data in behind.items():
+            await super()._put(key, data, "overwrite")
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if mode == "overwrite":
+            await self._send_behind()
+            self._behind[key] = data
+            return f"behind-{uuid.uuid4().hex}"
+        await self._send_behind()
+        return await super()._put(key, data, mode)
+
+    async def _get(self, key: str) -> Blob:
+        await self._send_behind()
+        return await super()._get(key)
+
+    async def _head(self, key: str) -> str | None:
+        await self._send_behind()
+        return await super()._head(key)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        await self._send_behind()
+        return await super()._list(prefix, start_after, limit)
+
+
 # delete
 class DeleteOfMissingRaises(_Mutant):
     """delete of a missing key raises NotFoundError"""
@@ -1534,6 +1574,7 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "DeleteUnchangedBatchChecksTheFirstKeyOnly": (
         "delete_unchanged_deletes_only_objects_still_at_their_version",
     ),
+    "WritesSentLater": ("list_sees_writes_and_deletes_of_another_client",),
     "DeleteOfMissingRaises": ("delete_many_of_missing_and_repeated_keys_is_not_an_error",),
     "DeleteDoesNothing": ("a_listed_version_changes_when_its_object_is_replaced",),
     "DeleteTakesAPrefix": ("delete_removes_object",),
