@@ -834,28 +834,28 @@ class StoreConformance:
             finally:
                 written.set()
 
-        async def list_meanwhile(store: ObjectStore) -> int:
-            checked = 0
+        async def list_meanwhile(store: ObjectStore) -> None:
             deadline = time.monotonic() + self.wait_timeout
-            while time.monotonic() < deadline:
-                done = written.is_set()
-                listed = await store.list(prefix)
-                listing.set()
-                if store.listed_at_one_moment(prefix, listed):
-                    checked += 1
-                    present = set(listed)
-                    alone = [
-                        key
-                        for key in listed
-                        if key.startswith(f"{prefix}1-") and f"{prefix}0-{key[-4:]}" not in present
-                    ]
-                    assert not alone, (
-                        f"a listing reported as one moment holds {alone[:3]} without the objects "
-                        "written before them"
-                    )
-                if done:
-                    break
-            return checked
+            try:
+                while time.monotonic() < deadline:
+                    done = written.is_set()
+                    listed = await store.list(prefix)
+                    listing.set()
+                    if store.listed_at_one_moment(prefix, listed):
+                        present = set(listed)
+                        alone = [
+                            key
+                            for key in listed
+                            if key.startswith(f"{prefix}1-") and f"{prefix}0-{key[-4:]}" not in present
+                        ]
+                        assert not alone, (
+                            f"a listing reported as one moment holds {alone[:3]} without the "
+                            "objects written before them"
+                        )
+                    if done:
+                        return
+            finally:
+                listing.set()  # (a lister that failed does not hold the writer back)
 
         run_on_store(store_spec, fill)
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
