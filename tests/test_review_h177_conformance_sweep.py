@@ -9,7 +9,7 @@ controls assert that the plain stores pass the same cases through the same harne
 ``PYTHONPATH=. python tests/test_review_h177_conformance_sweep.py [MUTANT...]`` runs every case of the suite
 against every mutant (or those named) and prints which cases fail: so the table below was made
 (2026-12-07; cases named without their ``test_``). ``*``: the mutant passed the whole suite as
-it was before this review (main at c191228), 22 of 89; the case that now catches it was added
+it was before this review (main at c191228), 23 of 90; the case that now catches it was added
 or strengthened here. (Two of them were caught by the old suite in some runs, not others: the
 torn read, whose writer could finish before the reader read, and the non-atomic conditional
 delete, whose race the deleters could run in step.) Every mutant now fails at least one case;
@@ -152,6 +152,9 @@ none is equivalent (each breaks a clause of the contract or a claim the runtime 
     -> killed by 4: empty_and_absolute_keys_are_refused_before_any_request[];
        empty_and_absolute_keys_are_refused_before_any_request[/];
        empty_and_absolute_keys_are_refused_before_any_request[/abs]; +1 more
+* KeyCheckWithoutUtf8: the key check overridden (a backend adding a rule of its own) without the
+    base class's UTF-8 check: a key with a lone surrogate is stored
+    -> killed by 1: keys_that_are_no_utf8_text_are_refused_before_any_request
 * LongKeysRefused: keys over 300 bytes refused with StorageError, while max_key_bytes claims no
     limit
     -> killed by 1: keys_as_long_as_the_runtime_writes_round_trip_distinct
@@ -957,6 +960,17 @@ class PutSkipsTheKeyCheck(_Mutant):
         return await self._put(key.lstrip("/") or "root", bytes(data), mode)
 
 
+class KeyCheckWithoutUtf8(_Mutant):
+    """the key check overridden (a backend adding a rule of its own) without the base class's
+    UTF-8 check: a key with a lone surrogate is stored"""
+
+    def _check_key(self, key: str) -> None:
+        if not key or key[0] == "/":
+            raise StorageError(
+                f"{self.url}: invalid key {key!r}: keys are non-empty and relative (no leading '/')", key
+            )
+
+
 class LongKeysRefused(_Mutant):
     """keys over 300 bytes refused with StorageError, while max_key_bytes claims no limit"""
 
@@ -1575,6 +1589,7 @@ KILLERS: dict[str, tuple[str, ...]] = {
         "delete_unchanged_deletes_only_objects_still_at_their_version",
     ),
     "WritesSentLater": ("list_sees_writes_and_deletes_of_another_client",),
+    "KeyCheckWithoutUtf8": ("keys_that_are_no_utf8_text_are_refused_before_any_request",),
     "DeleteOfMissingRaises": ("delete_many_of_missing_and_repeated_keys_is_not_an_error",),
     "DeleteDoesNothing": ("a_listed_version_changes_when_its_object_is_replaced",),
     "DeleteTakesAPrefix": ("delete_removes_object",),

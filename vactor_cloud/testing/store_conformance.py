@@ -30,8 +30,8 @@ again since stays, also against a delete sent twice and racing deleters, and an
 overwrite racing them); deletes that leave the keys their key is a prefix of; a
 key that only prefixes others (a directory on a filesystem) named as no object;
 ``remove_stale_temp_files`` never removing an object;
-errors from :mod:`vactor_cloud.errors` that name the key; empty or absolute
-(``/``-led) keys refused alike, before any request; and, where a store is
+errors from :mod:`vactor_cloud.errors` that name the key; empty, absolute
+(``/``-led) and non-UTF-8 (lone surrogate) keys refused alike, before any request; and, where a store is
 ``inline``, its synchronous requests keeping the contract of the async ones.
 """
 
@@ -680,6 +680,28 @@ class StoreConformance:
                 await store.put(key, b"x")
             await store.delete_many(doomed)
             assert await store.list("") == sorted(kept)
+
+        run_on_store(store_spec, body)
+
+    def test_keys_that_are_no_utf8_text_are_refused_before_any_request(self, store_spec: StoreSpec) -> None:
+        # A lone surrogate cannot be sent to S3 or GCS, and a directory would store
+        # "\udcc3\udca9" under the bytes of "é", another key's file: refused alike everywhere.
+        key = "bad/\udcc3\udca9"
+
+        async def body(store: ObjectStore) -> None:
+            for request in (
+                lambda: store.get(key),
+                lambda: store.head(key),
+                lambda: store.put(key, b"x"),
+                lambda: store.put(key, b"x", mode="create"),
+                lambda: store.delete(key),
+                lambda: store.delete_many([key]),
+                lambda: store.delete_unchanged({key: "1"}),
+            ):
+                with pytest.raises(StorageError, match="keys are UTF-8 text"):
+                    await request()
+            assert store.requests.total() == 0, store.requests.snapshot()
+            assert await store.list("") == []
 
         run_on_store(store_spec, body)
 
