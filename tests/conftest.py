@@ -76,6 +76,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h157_local_store",
         "test_review_h166_local_listing_versions",
         "test_review_h166_wrapper_capabilities",
+        "test_review_h177_conformance_sweep",
         "test_review_h166_local_delete_locks",
         "test_review_h166_runtime_bounds",
         "test_review_h165_call_queue",
