@@ -141,6 +141,7 @@ class Poster:
         def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None: ...
         def _lease_for_fold(self) -> bool: ...
         def _contended(self) -> bool: ...
+        def _fold_given_up_posts_soon(self) -> None: ...
 
     def __init__(self) -> None:
         #: when this process last posted a batch for lost races: contended until combine_window later
@@ -725,6 +726,10 @@ class Poster:
         unsure = False
         if posted is not None and not applied(newest.extra, posted.post.sender, posted.post.seq):
             if self.env.run(self.env.store.head(posted.post.key)) is not None:
+                # Still pending: with no live folder (our caller gave up before it tried the
+                # lease, or the holder died since), nothing else would fold it until the
+                # actor's next call. The answer stays "pending, ask again".
+                self._fold_given_up_posts_soon()
                 raise CallPendingError(self.actor_id, [call_id])
             newest = self.env.run(self.revalidate())  # applied just before its post was deleted?
             if not applied(newest.extra, posted.post.sender, posted.post.seq):
