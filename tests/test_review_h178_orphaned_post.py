@@ -11,6 +11,7 @@ when the holder that would have folded it dies after our post (its lease expires
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -131,3 +132,42 @@ def test_a_call_given_up_behind_a_holder_that_died_is_folded_once_the_lease_expi
     assert applying.writer != "someone-else"
     assert applying.time >= expires[0]
     assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_lease_taken_to_fold_a_given_up_post_is_released_at_shutdown(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease ``call_outcome``'s fold took is kept while serving (a long ``combine_window``
+    here): shutdown releases it, and does not hang on the rounds of serving."""
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    assert ask_until_known(call_id)[0] == 2
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    held = _sync.sync(leases.read())
+    assert held.valid() and held.holder == vc.get_runtime().post_sender.id
+    vc.shutdown()
+    assert not _sync.sync(leases.read()).valid()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_given_up_post_is_folded_when_taking_the_lease_outlasts_combine_window(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a slow store the lease's put may take longer than ``combine_window``: the fold-only
+    commit that follows must not find the fresh lease idle and give it up before it folds (then
+    every ask took the lease and gave it up again, and nothing was ever folded)."""
+    window = 0.2
+    store = init_switchable(store_spec, combine_window=window)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    around = store._around
+
+    async def slow_lease_puts(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and key.endswith("/lease"):
+            await asyncio.sleep(window + 0.1)  # a put slower than combine_window
+        return await around(operation, key, run, **kw)
+
+    store._around = slow_lease_puts  # type: ignore[method-assign]
+    assert ask_until_known(call_id)[0] == 2

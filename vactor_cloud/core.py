@@ -1243,6 +1243,9 @@ class ActorCore(Folder):
             # expires and the next ask takes it.)
             if self.env.closed or not self._lease_for_fold():
                 return
+            # A post waits for this fold: not idle, however long the take took (taken after
+            # combine_window, the fold-only commit gave the lease up before it folded).
+            self._foreign_at = time.monotonic()
             self._commit([])  # a fold-only commit: ours among the pending posts, in post order
         except Exception as exc:  # a defect or a closed store: the next ask tries again
             logger.debug("actor %r: folding a given-up post stopped: %s", self.actor_id, exc)

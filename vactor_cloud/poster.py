@@ -672,7 +672,8 @@ class Poster:
     def call_outcome(self, call_id: str, scan: int = 1000) -> Outcome:
         """The outcome of a call posted under contention whose caller stopped waiting.
 
-        ``CallPendingError`` while it may still be applied; ``LookupError``
+        ``CallPendingError`` while it may still be applied (its post still there, and no live
+        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``); ``LookupError``
         when it was not applied and never will be, or is not found among the
         newest ``scan`` steps (nor known to this process). A read that fails
         transiently is retried until ``Settings.deadline``; then
