@@ -12,8 +12,10 @@ when the holder that would have folded it dies after our post (its lease expires
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -171,3 +173,20 @@ def test_a_given_up_post_is_folded_when_taking_the_lease_outlasts_combine_window
 
     store._around = slow_lease_puts  # type: ignore[method-assign]
     assert ask_until_known(call_id)[0] == 2
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_given_up_post_is_folded_by_a_new_core_after_the_cache_evicted_the_old_one(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The actor evicted (a cache of one, another actor touched) between the give-up and the ask:
+    a new core, with no step, class or postbox of its own yet, folds the post."""
+    init_switchable(store_spec, max_cached_actors=1)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    gone = weakref.ref(vc.get_runtime().core("a"))
+    OrderLog.get_or_create("b").add.run("b/0")  # "a" leaves the cache
+    gc.collect()
+    assert gone() is None, "the evicted core is still alive: the ask would reuse it"
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
