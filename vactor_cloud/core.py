@@ -91,7 +91,14 @@ from vactor_cloud.log import (
     StepTakenError,
 )
 from vactor_cloud.poster import CombiningEnv, Posted
-from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
+from vactor_cloud.posting import (
+    POST_CURSOR,
+    Post,
+    advance_cursor,
+    applied,
+    encode_outcomes,
+    legacy_outcomes,
+)
 from vactor_cloud.read_room import Read, ReadRoom, lent_while_waiting
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
@@ -368,6 +375,7 @@ class ActorCore(Folder):
         "_loads_begun",
         "_lost_at",
         "_mutex",
+        "_orphans_queued",
         "_put_seconds",
         "_queue",
         "_serve_backoff",
@@ -436,6 +444,9 @@ class ActorCore(Folder):
         self._serving = False
         self._serve_queued = False
         self._serve_backoff = (0, 0)
+        #: a pool task that folds a given-up post of ours nobody folds is queued (see
+        #: ``_fold_given_up_posts_soon``): ``call_outcome`` queues no other
+        self._orphans_queued = False
         self._wake: threading.Event | None = None
         self.inbox = inbox(self)
 
@@ -1182,6 +1193,73 @@ class ActorCore(Folder):
             self._release_nearly_lapsed_lease()
             if self._release(serve=again):
                 self.env.spawn(self._drain_from_pool)
+
+    def _fold_given_up_posts_soon(self) -> None:
+        """(``call_outcome`` found a post of ours whose caller gave up still pending) Queue a
+        pool task that folds the pending posts if nobody else holds the folder lease.
+
+        A call that gave up (``CallPendingError``) before it tried the lease (its
+        ``commit_timeout`` passed while its post was written), or whose lease holder died
+        since, left a post nobody folds: without this, it waited for the actor's next
+        mutating call, and ``call_outcome``, asked again and again, said pending all that
+        time. Not on the caller's thread: ``call_outcome`` stays a read (ask again later).
+        Nothing is queued while this process works on the actor (a drain or a round of
+        serving folds it, ours among the pending posts), nor when another process is known to
+        fold (``_other_folds``: a lease of theirs read lately), nor once shutdown began."""
+        if self.env.closed or self._other_folds():
+            return
+        with self._mutex:
+            if self._orphans_queued or self._drainer is not None or self._serving or self._serve_queued:
+                return
+            self._orphans_queued = True
+        try:
+            self.env.spawn(self._fold_given_up_posts)
+        except BaseException:
+            with self._mutex:  # (refused or interrupted: none is queued; the next ask queues one)
+                self._orphans_queued = False
+            raise
+
+    @_holds_actor
+    def _fold_given_up_posts(self) -> None:
+        """(A pool task: ``_fold_given_up_posts_soon``) Holding the actor, take the folder lease
+        if it is free and fold every pending post; the holder's rounds of serving go on after
+        (``_release``) and give the lease up once idle, as after any fold."""
+        with self._mutex:
+            self._orphans_queued = False
+            if self._drainer is not None or self._serving:
+                return  # (this process works on the actor: that folds our post)
+            self._drainer = threading.get_ident()
+        try:
+            with self.env.working():
+                self._fold_unless_another_does()
+        finally:
+            if self._release():
+                self.env.spawn(self._drain_from_pool)
+
+    def _fold_unless_another_does(self) -> None:
+        pending = self._outstanding
+        try:
+            # (A lease another process holds: its folds apply our post; if it dies, its lease
+            # expires and the next ask takes it.)
+            if self.env.closed or not self._lease_for_fold():
+                return
+            # A post waits for this fold: not idle, however long the take took (taken after
+            # combine_window, the fold-only commit gave the lease up before it folded).
+            self._foreign_at = time.monotonic()
+            self._commit([])  # a fold-only commit: ours among the pending posts, in post order
+        except Exception as exc:  # a defect or a closed store: the next ask tries again
+            logger.debug("actor %r: folding a given-up post stopped: %s", self.actor_id, exc)
+            if not self.env.stopped and self._held_until != -math.inf:
+                self._give_up_lease()  # (as serving gives it up: posters must not wait for it)
+            return
+        record = self.record
+        if (
+            pending is not None
+            and self._outstanding is pending
+            and record is not None
+            and applied(record.extra, pending.post.sender, pending.post.seq)
+        ):
+            self._outstanding = None  # applied: our next batch need not post behind it
 
     # -- writes (the holder's thread) ---------------------------------------------------------
     def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None:

@@ -358,7 +358,9 @@ class ActorHandle(Generic[T_co]):
         """The result of a call whose caller got ``CallPendingError`` (it was posted under
         contention and not applied while its caller waited); its exception is re-raised.
 
-        ``CallPendingError`` again while it may still be applied; ``LookupError``
+        ``CallPendingError`` again while it may still be applied: ask again after a pause (if
+        no process folds the post, this one takes the free folder lease in the background and
+        folds it: no other call is needed). ``LookupError``
         when it was not applied and never will be (and for an actor whose serializer is
         ``"json"``: its calls are never posted). ``error.call_ids`` names the calls.
         Reads that fail transiently are retried until ``Settings.deadline``; then

@@ -141,6 +141,7 @@ class Poster:
         def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None: ...
         def _lease_for_fold(self) -> bool: ...
         def _contended(self) -> bool: ...
+        def _fold_given_up_posts_soon(self) -> None: ...
 
     def __init__(self) -> None:
         #: when this process last posted a batch for lost races: contended until combine_window later
@@ -671,7 +672,8 @@ class Poster:
     def call_outcome(self, call_id: str, scan: int = 1000) -> Outcome:
         """The outcome of a call posted under contention whose caller stopped waiting.
 
-        ``CallPendingError`` while it may still be applied; ``LookupError``
+        ``CallPendingError`` while it may still be applied (its post still there, and no live
+        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``); ``LookupError``
         when it was not applied and never will be, or is not found among the
         newest ``scan`` steps (nor known to this process). A read that fails
         transiently is retried until ``Settings.deadline``; then
@@ -725,6 +727,10 @@ class Poster:
         unsure = False
         if posted is not None and not applied(newest.extra, posted.post.sender, posted.post.seq):
             if self.env.run(self.env.store.head(posted.post.key)) is not None:
+                # Still pending: with no live folder (our caller gave up before it tried the
+                # lease, or the holder died since), nothing else would fold it until the
+                # actor's next call. The answer stays "pending, ask again".
+                self._fold_given_up_posts_soon()
                 raise CallPendingError(self.actor_id, [call_id])
             newest = self.env.run(self.revalidate())  # applied just before its post was deleted?
             if not applied(newest.extra, posted.post.sender, posted.post.seq):
