@@ -2469,7 +2469,13 @@ def test_compaction_beside_posters_loses_and_duplicates_nothing(
     applied = handle.applied.run()
     vc.shutdown()
     assert check_once_and_in_order(logs.values(), applied) == []
-    assert not any(log.errors for log in logs.values()), {w: log.errors for w, log in logs.items()}
+    # A poster slower than min_age (0.2 s) to read the step that applied its call finds that
+    # step compacted, and its caller is told so: CommitOutcomeUnknownError ("applied, but the
+    # step holding its outcome has been compacted", docs/protocol.md), never a loss or a double
+    # (checked above). How often depends on the host's speed: none on a quiet one, some in each
+    # of 3 of 3 runs beside two busy loops with 0.1 s per request. Any other error is a defect.
+    errors = {token: kind for log in logs.values() for token, kind in log.errors.items()}
+    assert set(errors.values()) <= {"CommitOutcomeUnknownError"}, errors
     assert deleted > 0, "no compaction deleted anything while the posters ran"
     assert _posted_calls(logs) > 0, "nothing was posted: the test did not exercise posting"
 

@@ -235,8 +235,14 @@ def test_racing_runner_processes_fire_each_timer_exactly_once(
     expected = _arm([f"race-{i}" for i in range(12)], 5, 1.0)
     vc.shutdown()
     until = time.time() + 6
+    # The claims' lease: a runner must take a claim within a third of it, and taking one that
+    # exists (cut off, or another runner's, expired) is three requests in a row. With 0.5 s
+    # (0.17 s for the three) a loaded host's requests never fit: every claim was cut off, and
+    # the runners fired nothing for their 96 s (6 of 6 runs with two busy loops beside and
+    # 0.1 s per request). Runners that race still meet (each lists every actor's entries).
+    lease = 3.0
     codes = run_to_end(
-        process_context.Process(target=runner_process, args=(shared, until, 0.5, None)) for _ in range(4)
+        process_context.Process(target=runner_process, args=(shared, until, lease, None)) for _ in range(4)
     )
     assert codes == [0, 0, 0, 0]
     init_from_spec(shared)
