@@ -1,0 +1,219 @@
+"""Attacks on the background fold ``call_outcome`` queues for a given-up post nobody folds
+(``ActorCore._fold_given_up_posts_soon``): asks from many threads with user calls running, a
+delete while the post is pending, the task racing shutdown and the cache."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from actors import OrderLog
+from test_combining import HANG, init_switchable, wait_for_no_posts
+from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
+
+import vactor_cloud as vc
+from vactor_cloud import _sync
+from vactor_cloud.core import ActorCore
+from vactor_cloud.errors import CallPendingError, RetryableStorageError
+from vactor_cloud.lease import LeaseStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_asks_from_many_threads_while_user_calls_run_apply_each_call_once_in_order(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    outcomes: list[Any] = []
+    errors: list[BaseException] = []
+    stop_at = time.monotonic() + HANG
+
+    def ask() -> None:
+        try:
+            outcomes.append(ask_until_known(call_id)[0])
+            for _ in range(20):  # asked again once known: the same answer, nothing queued
+                outcomes.append(vc.get_actor("a").call_outcome(call_id))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def write(who: str) -> None:
+        try:
+            for i in range(15):
+                if time.monotonic() > stop_at:
+                    return
+                with contextlib.suppress(CallPendingError):  # (the log's content tells)
+                    log.add.run(f"{who}/{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    threads += [threading.Thread(target=write, args=(f"w{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG * 2)
+        assert not thread.is_alive(), "a thread hung"
+    assert errors == []
+    assert set(outcomes) == {2}
+    applied = log.applied.run()
+    assert applied[:2] == ["me/0", "me/1"]  # the pending post first: later calls of ours wait behind it
+    assert len(applied) == len(set(applied))  # each once
+    for who in ("w0", "w1"):
+        mine = [t for t in applied if t.startswith(who + "/")]
+        assert mine == sorted(mine, key=lambda t: int(t.split("/")[1]))
+    core = vc.get_runtime().core("a")
+    assert not core._orphans_queued
+    assert wait_for_no_posts("a") == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_given_up_post_of_an_actor_deleted_since_is_told_never_applied(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted while its post is pending: the fold applies nothing to the tombstone, and the
+    ask must come to an answer (never applied), not pending for good."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    vc.delete_actor("a")
+    with pytest.raises(LookupError):
+        ask_until_known(call_id)
+
+
+class HeldFoldTask:
+    """Holds each queued ``_fold_given_up_posts`` task at its start until ``let_go``; ``ended``
+    is set once a task ran to its end."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.ended = threading.Event()
+        original = ActorCore._fold_given_up_posts
+
+        def held(core: ActorCore) -> None:
+            self.started.set()
+            assert self.gate.wait(HANG), "the test never let the task go"
+            try:
+                original(core)
+            finally:
+                self.ended.set()
+
+        monkeypatch.setattr(ActorCore, "_fold_given_up_posts", held)
+
+    def let_go(self) -> None:
+        self.gate.set()
+        assert self.ended.wait(HANG), "the fold task did not end"
+
+
+def ask_once(call_id: str) -> None:
+    with pytest.raises(CallPendingError):
+        vc.get_actor("a").call_outcome(call_id)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_task_queued_on_a_core_the_cache_evicted_since_folds_and_then_lets_the_lease_go(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued, then the core evicted (idle meanwhile): the task folds the post on it (the
+    runtime hands the same core out again while it lives, so no second core folds beside it),
+    and its serving, outside the cache, gives the lease up rather than holding the state on."""
+    store = init_switchable(store_spec, max_cached_actors=1, combine_window=30.0, lease_seconds=60.0)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    old = vc.get_runtime().core("a")
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    OrderLog.get_or_create("b").add.run("b/0")  # "a" leaves the cache
+    assert not vc.get_runtime().in_cache(old)
+    held.let_go()
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    deadline = time.monotonic() + HANG
+    while _sync.sync(leases.read()).valid() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _sync.sync(leases.read()).valid(), "an evicted core kept the folder lease"
+    assert vc.get_runtime().core("a") is old  # (reused while alive: one core per actor)
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    runtime = vc.get_runtime()
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    ended = threading.Event()
+    stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
+    stopping.start()
+    deadline = time.monotonic() + HANG
+    while not runtime.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.closed
+    held.let_go()
+    stopping.join(HANG)
+    assert ended.is_set(), "shutdown did not end"
+    leases = LeaseStore(store.inner, "a", runtime.settings.signing_key)
+    assert not _sync.sync(leases.read()).valid()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def _step_put(operation: str, key: str) -> bool:
+    return operation == "put" and "/steps/" in key
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_task_whose_step_puts_fail_is_tried_again_and_applies_the_post_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec, commit_timeout=0.5)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    failures = [0]
+
+    def refuse_step_puts(operation: str, key: str) -> Exception | None:
+        if _step_put(operation, key) and failures[0] < 40:
+            failures[0] += 1
+            return RetryableStorageError(f"injected: {key}")
+        return None
+
+    store.fail = refuse_step_puts
+    assert ask_until_known(call_id)[0] == 2
+    assert failures[0] > 0
+    assert log.applied.run() == ["me/0", "me/1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_task_whose_step_put_answers_are_lost_applies_the_post_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    around = store._around
+    lost = [0]
+
+    async def lose_answers(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        answer = await around(operation, key, run, **kw)
+        if _step_put(operation, key) and lost[0] < 3:
+            lost[0] += 1
+            raise RetryableStorageError(f"injected: the answer to {key} was lost")
+        return answer
+
+    store._around = lose_answers  # type: ignore[method-assign]
+    assert ask_until_known(call_id)[0] == 2
+    assert lost[0] > 0
+    assert log.applied.run() == ["me/0", "me/1"]
