@@ -217,3 +217,45 @@ def test_a_fold_task_whose_step_put_answers_are_lost_applies_the_post_once(
     assert ask_until_known(call_id)[0] == 2
     assert lost[0] > 0
     assert log.applied.run() == ["me/0", "me/1"]
+
+
+class InterruptedAsTheFlagIsSet:
+    """A core's mutex whose ``with`` block, the first time it ends with ``_orphans_queued`` just
+    set, raises ``KeyboardInterrupt`` as it is left (Ctrl-C landing as the lock's ``__exit__``
+    returns: a signal's handler runs after a call returns)."""
+
+    def __init__(self, core: ActorCore) -> None:
+        self.core = core
+        self.lock = threading.Lock()
+        self.fired = False
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.was = self.core._orphans_queued
+
+    def __exit__(self, *exc: object) -> None:
+        now = self.core._orphans_queued
+        self.lock.release()
+        if not self.fired and now and not self.was:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_as_call_outcome_queues_the_fold_leaves_a_later_ask_free_to_queue_one(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted just after it marked a fold queued, before it queued it: the mark stayed
+    set with no task to clear it, and every later ask queued nothing (pending for good)."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    core = vc.get_runtime().core("a")
+    mutex = InterruptedAsTheFlagIsSet(core)
+    core._mutex = mutex  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        vc.get_actor("a").call_outcome(call_id)
+    assert mutex.fired
+    assert not core._orphans_queued, "marked queued with no task queued"
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
