@@ -12,13 +12,19 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
-from test_combining import HANG, init_switchable, wait_for_no_posts
-from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
+from test_combining import HANG, fold_the_post_at_step_3, init_switchable, wait_for_no_posts
+from test_review_h178_orphaned_post import (
+    _FOREIGN,
+    ask_until_known,
+    give_up_at_the_first_lost_race,
+    give_up_on_me_1,
+)
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
+from vactor_cloud.keys import steps_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -259,3 +265,48 @@ def test_ctrl_c_as_call_outcome_queues_the_fold_leaves_a_later_ask_free_to_queue
     assert not core._orphans_queued, "marked queued with no task queued"
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1"]
+
+
+def steps_of_a(store: Any) -> list[str]:
+    return _sync.sync(store.inner.list(steps_prefix("a")))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_lease_another_process_took_after_the_ask_is_left_to_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken between the ask (nobody folded) and the task's lease read: the task folds
+    nothing and writes nothing; once that lease lapses unrenewed, a later ask folds the post."""
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
+    assert theirs is not None
+    steps = steps_of_a(store)
+    held.let_go()
+    assert steps_of_a(store) == steps  # nothing committed by us
+    assert _sync.sync(leases.read()) == theirs  # their lease left alone
+    assert not vc.get_runtime().core("a")._orphans_queued
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_another_process_folded_while_the_task_waited_is_not_applied_again_nor_stepped(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
+    steps = steps_of_a(store)
+    held.let_go()
+    assert steps_of_a(store) == steps, "the task committed a step with nothing to fold"
+    assert ask_until_known(call_id)[0] == "from step 3"
