@@ -310,3 +310,64 @@ def test_a_post_another_process_folded_while_the_task_waited_is_not_applied_agai
     held.let_go()
     assert steps_of_a(store) == steps, "the task committed a step with nothing to fold"
     assert ask_until_known(call_id)[0] == "from step 3"
+
+
+@vc.virtual_actor(serializer="json")
+class JsonLog:
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def add(self, token: str) -> int:
+        self.tokens.append(token)
+        return len(self.tokens)
+
+    @vc.virtual_actor.readonly
+    def applied(self) -> list[str]:
+        return list(self.tokens)
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("again_as", ["pickle", "json"])
+def test_a_given_up_post_of_an_actor_deleted_and_created_again_is_never_applied_to_the_new_one(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, again_as: str
+) -> None:
+    """The post of the actor the id held before a delete: the fold an ask queues, on the new
+    actor (a json one reads no pickled post), applies nothing of it; the ask says never."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    vc.delete_actor("a")
+    new: Any = OrderLog.get_or_create("a") if again_as == "pickle" else JsonLog.get_or_create("a")
+    new.add.run("new/0")
+    with pytest.raises(LookupError):
+        ask_until_known(call_id)
+    new.add.run("new/1")
+    assert new.applied.run() == ["new/0", "new/1"]
+
+
+def compact_a() -> int:
+    """Compact "a" to its newest step (seen once, then again past ``fresh_window``, 0.2 s
+    here: a step only this process's clock dates is deleted once it has been seen that long);
+    the steps deleted."""
+    vc.get_actor("a").compact(keep_last=1, min_age=0.2)
+    time.sleep(0.3)
+    return vc.get_actor("a").compact(keep_last=1, min_age=0.2).deleted_steps
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_compaction_while_the_fold_task_waits_leaves_the_post_applied_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_switchable(store_spec, fresh_window=0.2)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    assert compact_a() > 0
+    held.let_go()
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
+    compact_a()  # (and after the fold)
+    log.add.run("me/2")
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
