@@ -4,6 +4,7 @@ delete while the post is pending, the task racing shutdown and the cache."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -371,3 +372,44 @@ def test_a_compaction_while_the_fold_task_waits_leaves_the_post_applied_once(
     compact_a()  # (and after the fold)
     log.add.run("me/2")
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_while_the_fold_tasks_step_put_is_answered_late_ends_and_applies_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task's fold step landed, its answer held while shutdown begins: shutdown ends, the
+    lease is not left held, and a new runtime finds the post applied once."""
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    runtime = vc.get_runtime()
+    held, release = threading.Event(), threading.Event()
+    around = store._around
+
+    async def answer_late(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        answer = await around(operation, key, run, **kw)
+        if _step_put(operation, key) and not held.is_set():
+            held.set()  # (the step landed: its answer waits)
+            deadline = time.monotonic() + HANG
+            while not release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        return answer
+
+    store._around = answer_late  # type: ignore[method-assign]
+    ask_once(call_id)
+    assert held.wait(HANG)
+    ended = threading.Event()
+    stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
+    stopping.start()
+    deadline = time.monotonic() + HANG
+    while not runtime.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    stopping.join(HANG)
+    assert ended.is_set(), "shutdown did not end"
+    leases = LeaseStore(store.inner, "a", runtime.settings.signing_key)
+    assert not _sync.sync(leases.read()).valid()
+    init_switchable(store_spec)
+    assert ask_until_known(call_id)[0] == 2
+    assert OrderLog.get_or_create("a").applied.run() == ["me/0", "me/1"]
