@@ -210,3 +210,48 @@ def test_ticks_ending_while_renewals_are_in_flight_leave_no_heartbeat_timer_nor_
     assert renewals_timed() == []
     assert runtime_tasks() - before == set()
     assert _sync.sync(store.inner.list(keys.TIMER_RUNNERS)) == []
+
+
+class RecordingMembership:
+    """A membership whose renewals take 0 to 2 ms and note whether they began after the stop
+    that should have ended them returned, or were still running when it returned."""
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        self.rng = random.Random(1790)
+        self.stopped = False
+        self.running = 0
+        self.begun = 0
+        self.late: list[str] = []
+
+    async def beat(self, within: float | None = None) -> None:
+        if self.stopped:
+            self.late.append("a renewal began after stop(wait=True) returned")
+        self.begun += 1
+        self.running += 1
+        try:
+            await asyncio.sleep(self.rng.random() * 0.002)
+        finally:
+            self.running -= 1
+
+
+def test_stop_racing_renewals_never_lets_one_begin_or_run_on_after_it_returns(actor_store: StoreSpec) -> None:
+    runtime = vc.get_runtime()
+    rng = random.Random(179)
+    deadline = time.monotonic() + HANG
+    rounds = begun = 0
+    while rounds < 300 and time.monotonic() < deadline:
+        membership = RecordingMembership(lease=0.003)  # (a renewal due every ms)
+        renewals = timer_runner._TickRenewals(runtime, membership, "stub", time.monotonic())  # type: ignore[arg-type]
+        renewals.begin()
+        time.sleep(rng.random() * 0.004)
+        renewals.stop(True)
+        running = membership.running
+        membership.stopped = True
+        assert running == 0, "stop(wait=True) returned with a renewal running"
+        time.sleep(0.003)  # (a renewal left timed would begin within this)
+        assert membership.late == []
+        begun += membership.begun
+        rounds += 1
+    assert begun > 0
+    assert renewals_timed() == []
