@@ -413,3 +413,33 @@ def test_shutdown_while_the_fold_tasks_step_put_is_answered_late_ends_and_applie
     init_switchable(store_spec)
     assert ask_until_known(call_id)[0] == 2
     assert OrderLog.get_or_create("a").applied.run() == ["me/0", "me/1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_the_fold_tasks_commit_leaves_the_actor_free_and_a_later_ask_folds(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, interrupt: type[BaseException]
+) -> None:
+    """(A signal handler's exception, or one a done-callback raised, out of the fold-only
+    commit on the pool thread.) The actor is given up, the mark cleared, and the post is folded
+    once, by the rounds after or a later ask's task."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    commit = ActorCore._commit
+    raised: list[bool] = []
+
+    def interrupted_once(core: ActorCore, batch: Any, keys: Any = None) -> None:
+        if not batch and not raised:
+            raised.append(True)
+            raise interrupt
+        commit(core, batch, keys)
+
+    monkeypatch.setattr(ActorCore, "_commit", interrupted_once)
+    assert ask_until_known(call_id)[0] == 2
+    assert raised
+    core = vc.get_runtime().core("a")
+    assert not core._orphans_queued
+    assert log.applied.run() == ["me/0", "me/1"]
+    log.add.run("me/2")
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
