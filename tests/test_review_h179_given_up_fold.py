@@ -443,3 +443,40 @@ def test_an_interrupt_in_the_fold_tasks_commit_leaves_the_actor_free_and_a_later
     assert log.applied.run() == ["me/0", "me/1"]
     log.add.run("me/2")
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_nothing(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the lease (alive: it does not lapse here): asks in a tight loop
+    queue no fold after the first found it held, read the lease about once per lease/4, and
+    never write it."""
+    store = init_switchable(store_spec, lease_seconds=60.0)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 60.0, 2))
+    assert theirs is not None
+    lease_requests: list[str] = []
+    around = store._around
+
+    async def counting(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if key.endswith("/lease"):
+            lease_requests.append(operation)
+        return await around(operation, key, run, **kw)
+
+    store._around = counting  # type: ignore[method-assign]
+    deadline = time.monotonic() + HANG
+    asks = 0
+    while asks < 1000 and time.monotonic() < deadline:
+        ask_once(call_id)
+        asks += 1
+    core = vc.get_runtime().core("a")
+    deadline = time.monotonic() + HANG
+    while (core._orphans_queued or core._drainer is not None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not core._orphans_queued
+    assert "put" not in lease_requests and "delete" not in lease_requests
+    assert len(lease_requests) <= 3, lease_requests
+    assert _sync.sync(leases.read()) == theirs
