@@ -219,6 +219,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h176_timer_runner",
         "test_review_h176_bench",
         "test_review_h176_cli",
+        "test_review_h179_tick_renewals",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

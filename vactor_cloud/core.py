@@ -1208,15 +1208,20 @@ class ActorCore(Folder):
         fold (``_other_folds``: a lease of theirs read lately), nor once shutdown began."""
         if self.env.closed or self._other_folds():
             return
-        with self._mutex:
-            if self._orphans_queued or self._drainer is not None or self._serving or self._serve_queued:
-                return
-            self._orphans_queued = True
+        marked = False
         try:
+            # (The mark is set inside the ``try``: a Ctrl-C landing as the lock is left, before
+            # the task was queued, kept it set with no task to clear it, and no later ask queued
+            # a fold again: pending for good.)
+            with self._mutex:
+                if self._orphans_queued or self._drainer is not None or self._serving or self._serve_queued:
+                    return
+                self._orphans_queued = marked = True
             self.env.spawn(self._fold_given_up_posts)
         except BaseException:
-            with self._mutex:  # (refused or interrupted: none is queued; the next ask queues one)
-                self._orphans_queued = False
+            if marked:
+                with self._mutex:  # (refused or interrupted: none is queued; the next ask queues one)
+                    self._orphans_queued = False
             raise
 
     @_holds_actor

@@ -990,7 +990,12 @@ class TimerRunner:
         # ``finally``; left, they renewed the heartbeat for the process's life)
         renewing: Callable[[bool], None] = _no_renewals
         try:
-            renewing = self._renewing(joined)
+            renewals = self._renewals(joined)
+            if renewals is not None:
+                # (Their stop held before they begin: an interrupt as ``begin`` queued the first
+                # timer on the IO loop, before the stop was ours, left them renewing for good.)
+                renewing = renewals.stop
+                renewals.begin()
             self._join()
             report = TickReport()
             due_by_ms = time.time() * 1000
@@ -1134,17 +1139,17 @@ class TimerRunner:
             total._trim()
         return total
 
-    def _renewing(self, joined: float) -> Callable[[bool], None]:
-        """Renew the heartbeat (a tick's: one outlasting its lease was counted gone while it
-        fired its share, and the others fired that share too) until the function returned is
-        called, which (given True) waits for a renewal in flight (lease/3 at most); ``joined``:
-        when the heartbeat's first write was sent (monotonic), see :meth:`_renew`. Timed on the
-        IO loop (:class:`_TickRenewals`), not on a thread of the tick's own: most ticks end
-        before the first renewal is due, and a thread started and joined per tick cost each
-        about 1 ms."""
+    def _renewals(self, joined: float) -> _TickRenewals | None:
+        """The renewals of a tick's heartbeat (one outlasting its lease was counted gone while
+        it fired its share, and the others fired that share too), from ``begin`` until ``stop``,
+        which (given True) waits for a renewal in flight (lease/3 at most); ``joined``: when the
+        heartbeat's first write was sent (monotonic), see :meth:`_renew`. Timed on the IO loop
+        (:class:`_TickRenewals`), not on a thread of the tick's own: most ticks end before the
+        first renewal is due, and a thread started and joined per tick cost each about 1 ms.
+        None: no membership, nothing to renew."""
         if self.membership is None:
-            return lambda wait: None
-        return _TickRenewals(self.runtime, self.membership, self.runner_id, joined).stop
+            return None
+        return _TickRenewals(self.runtime, self.membership, self.runner_id, joined)
 
     def _renew(self, stop: threading.Event, joined: float) -> None:
         """Renew the heartbeat every lease/3 (from the start of one renewal to the next), each
@@ -1303,7 +1308,8 @@ def _no_renewals(wait: bool) -> None:
 class _TickRenewals:
     """A tick's heartbeat renewals, as :meth:`TimerRunner._renew` makes them (every lease/3
     from ``joined``, when the first write was sent; each cut off at lease/3), timed by a timer
-    of the IO loop: nothing runs, and no thread exists, until the first renewal is due. Each
+    of the IO loop from ``begin`` (apart from it, so that the tick holds ``stop`` before any
+    timer exists): nothing runs, and no thread exists, until the first renewal is due. Each
     renewal is work of the runtime (:meth:`Runtime.bounded`: refused once it stopped, and
     waited for, then cancelled, by its shutdown), as a ``Runtime.run`` of the thread was."""
 
@@ -1320,6 +1326,9 @@ class _TickRenewals:
         self._timer: asyncio.TimerHandle | None = None
         #: settles when the renewal in flight ends (None: none in flight)
         self._flight: concurrent.futures.Future[None] | None = None
+
+    def begin(self) -> None:
+        """Time the first renewal (``stop`` before this: none is)."""
         self._loop.call_soon_threadsafe(self._arm)
 
     def _arm(self) -> None:
