@@ -9,18 +9,15 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from test_review_h169_bench_sweep import _afeed, _feed, memory_runtime
 
-import vactor_cloud as vc
 from vactor_cloud import timer_bench
 from vactor_cloud.cli import bench_harness as harness
-from vactor_cloud.storage import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,33 +103,8 @@ def test_bench_contention_p99_is_nearest_rank() -> None:
 
 
 # -- a baseline of 0 calls -------------------------------------------------------------------------
-@pytest.fixture
-def memory_runtime() -> Iterator[str]:
-    name = f"h176-{uuid.uuid4().hex[:8]}"
-    vc.init(f"memory://{name}")
-    try:
-        yield name
-    finally:
-        vc.shutdown()
-        MemoryStore.wipe(name)
-
-
 def _bench(url: str = "file:///nowhere/h176") -> harness.Bench:
     return harness.Bench(harness.Target(url), PROFILE, "h176", lambda _label: None)
-
-
-def _feed(values: list[Any]) -> Any:
-    it = iter(values)
-    return lambda *_args, **_kwargs: next(it)
-
-
-def _afeed(values: list[Any]) -> Any:
-    it = iter(values)
-
-    async def next_value(*_args: Any, **_kwargs: Any) -> Any:
-        return next(it)
-
-    return next_value
 
 
 def _missed_for_no_baseline(row: harness.Row) -> None:
@@ -141,9 +113,8 @@ def _missed_for_no_baseline(row: harness.Row) -> None:
     assert "0 calls" in row.note, row
 
 
-def test_one_actor_row_with_a_cas_loop_of_0_commits_is_a_miss(
-    memory_runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures(memory_runtime.__name__)
+def test_one_actor_row_with_a_cas_loop_of_0_commits_is_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a CAS loop that committed nothing (every try failed) gave the ratio ``inf``,
     printed "inf | ok" (``inf >= 20``)."""
     monkeypatch.setattr(harness, "_drive", _afeed([1000.0, 4000.0, 2000.0]))
@@ -151,9 +122,8 @@ def test_one_actor_row_with_a_cas_loop_of_0_commits_is_a_miss(
     _missed_for_no_baseline(_bench().one_actor_row())
 
 
-def test_one_actor_row_with_one_repeat_s_baseline_of_0_is_a_miss(
-    memory_runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures(memory_runtime.__name__)
+def test_one_actor_row_with_one_repeat_s_baseline_of_0_is_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: one repeat's ``inf`` among the three moved the median up a place ("ok" on the
     two others' figures and an infinite one)."""
     monkeypatch.setattr(harness, "_drive", _afeed([1000.0, 1900.0, 2000.0]))
@@ -161,27 +131,24 @@ def test_one_actor_row_with_one_repeat_s_baseline_of_0_is_a_miss(
     _missed_for_no_baseline(_bench().one_actor_row())
 
 
-def test_fan_out_row_with_raw_puts_of_0_is_a_miss(
-    memory_runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures(memory_runtime.__name__)
+def test_fan_out_row_with_raw_puts_of_0_is_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: "inf | ok" (``inf >= 0.7``)."""
     monkeypatch.setattr(harness, "_drive", _afeed([70.0, 10.0, 90.0]))
     monkeypatch.setattr(harness, "_raw_puts", _afeed([0.0, 100.0, 100.0]))
     _missed_for_no_baseline(_bench().fan_out_row())
 
 
-def test_processes_row_with_one_process_alone_of_0_calls_is_a_miss(
-    memory_runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures(memory_runtime.__name__)
+def test_processes_row_with_one_process_alone_of_0_calls_is_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the repeat's ratio was ``nan``, and the median of [nan, 1.0, 1.0] (a nan sorts
     anywhere) was 1.00: "1.00, min share 0.250 | ok", one process alone having made no call."""
     monkeypatch.setattr(harness, "_processes", _feed([[0], [30, 10], [50], [40, 40], [80], [76, 4]]))
     _missed_for_no_baseline(_bench().processes_row())
 
 
-def test_rows_with_their_baselines_are_judged_as_before(
-    memory_runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures(memory_runtime.__name__)
+def test_rows_with_their_baselines_are_judged_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """(The figures of h169's tests, unchanged by the fix.)"""
     monkeypatch.setattr(harness, "_drive", _afeed([1000.0, 4000.0, 2000.0, 70.0, 10.0, 90.0]))
     monkeypatch.setattr(harness, "_store_cas_loop", _afeed([100.0, 100.0, 100.0]))
