@@ -7,6 +7,7 @@ batch instead of racing again. These tests pin what happens then.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,9 @@ from vactor_cloud.posting import POST_CURSOR, decode_outcomes
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec
+
+#: how long a wait for what must happen lasts before it is called a hang
+HANG = 60.0
 
 
 @vc.virtual_actor
@@ -94,10 +98,11 @@ def test_an_uncontended_commit_posts_nothing(spec: StoreSpec) -> None:
     assert _posts("quiet") == []
 
 
-def test_a_poster_that_stops_waiting_can_ask_for_its_outcome_later(spec: StoreSpec) -> None:
+def _give_up_on_c(spec: StoreSpec) -> tuple[Any, str]:
+    """A caller that waits almost not at all: its posted call ``add("c")`` is still pending
+    when it gives up (step 2 ``b`` was committed behind its back). Its handle and call id."""
     Tally.get_or_create("slow").add.run("a")
     vc.shutdown()
-    # A caller that waits almost not at all: its posted call is still pending when it gives up.
     spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, max_commit_attempts=1, combine_after=1))
     handle = vc.get_actor("slow")
     handle.get.run()
@@ -106,10 +111,33 @@ def test_a_poster_that_stops_waiting_can_ask_for_its_outcome_later(spec: StoreSp
         handle.add.run("c")
     (call_id,) = pending.value.call_ids
     assert isinstance(pending.value, vc.CommitOutcomeUnknownError)
+    assert len(_posts("slow")) == 1
+    return handle, call_id
+
+
+def test_a_poster_that_stops_waiting_can_ask_for_its_outcome_later(spec: StoreSpec) -> None:
+    """Nobody folds the post (the call gave up before it tried the lease): the ask answers
+    pending and has this process fold it (review h178); asked again, the outcome."""
+    handle, call_id = _give_up_on_c(spec)
     with pytest.raises(CallPendingError):
         handle.call_outcome(call_id)  # its post waits; nobody folded it yet
-    assert len(_posts("slow")) == 1
-    # A runtime that waits long enough posts its own call (it loses a race too) and folds ours.
+    deadline = time.monotonic() + HANG
+    while True:
+        try:
+            outcome = handle.call_outcome(call_id)
+            break
+        except CallPendingError:
+            assert time.monotonic() < deadline, f"call_outcome still pending after {HANG} s"
+            time.sleep(0.05)
+    assert outcome == ["a", "b", "c"]
+    assert vc.get_actor("slow").get.run() == ["a", "b", "c"]  # applied once
+
+
+def test_a_given_up_post_is_folded_by_the_next_runtime_that_loses_a_race(spec: StoreSpec) -> None:
+    """Not asked about (an ask would have this process fold it: see the test above), the post
+    waits; a runtime that waits long enough posts its own call (it loses a race too) and folds
+    ours first."""
+    _, call_id = _give_up_on_c(spec)
     vc.shutdown()
     spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, combine_after=1))
     handle = vc.get_actor("slow")

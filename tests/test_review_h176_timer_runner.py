@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from garbage import full_collection
 from store_helpers import retune
 
 import vactor_cloud as vc
@@ -75,7 +75,7 @@ def _outer_cancelled_as_the_claim_ends(
         return cancelled
 
     cancelled = asyncio.run(main())
-    gc.collect()  # (a task whose exception nobody took says so when collected)
+    full_collection()  # (a task whose exception nobody took says so when collected)
     return seen, cancelled
 
 

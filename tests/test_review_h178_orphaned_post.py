@@ -12,7 +12,6 @@ when the holder that would have folded it dies after our post (its lease expires
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import time
 import weakref
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
+from garbage import full_collection
 from test_combining import HANG, init_switchable, pending_posts, wait_for_no_posts
 
 import vactor_cloud as vc
@@ -186,7 +186,7 @@ def test_a_given_up_post_is_folded_by_a_new_core_after_the_cache_evicted_the_old
     log, call_id = give_up_on_me_1()
     gone = weakref.ref(vc.get_runtime().core("a"))
     OrderLog.get_or_create("b").add.run("b/0")  # "a" leaves the cache
-    gc.collect()
+    full_collection()
     assert gone() is None, "the evicted core is still alive: the ask would reuse it"
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1"]
