@@ -109,3 +109,24 @@ def test_a_call_posted_nowhere_is_still_a_lookup_error_that_says_what_it_means(
     with pytest.raises(LookupError, match=r"no posted call .* nor pending") as raised:
         tally.call_outcome(uuid.uuid4().hex)
     assert not isinstance(raised.value, CallPendingError)
+
+
+def test_more_posts_than_an_ask_reads_none_naming_the_call_is_pending_not_never(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ask reads at most ``_ELSEWHERE_READS`` post bodies: the call may be in one unread, so
+    the answer is pending (ask again), not ``LookupError``; the inbox drained (the ask's
+    background fold), the same unknown call is ``LookupError``."""
+    init_switchable(store_spec, fresh_window=300.0)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    post_adds(foreign_box("a"), ["other/1"])
+    _as_a_new_process(monkeypatch)
+    monkeypatch.setattr(poster, "_ELSEWHERE_READS", 0)
+    unknown = uuid.uuid4().hex
+    with pytest.raises(CallPendingError):
+        handle.call_outcome(unknown)
+    with pytest.raises(LookupError, match="nor pending") as raised:
+        _outcome_once_folded(handle, unknown)
+    assert not isinstance(raised.value, CallPendingError)
+    assert handle.applied.run() == ["me/0", "other/1"]
