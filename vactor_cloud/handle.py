@@ -363,6 +363,15 @@ class ActorHandle(Generic[T_co]):
         folds it: no other call is needed). ``LookupError``
         when it was not applied and never will be (and for an actor whose serializer is
         ``"json"``: its calls are never posted). ``error.call_ids`` names the calls.
+
+        Asked by a process that did not post the call (a serverless function asking in its
+        next invocation), the call is looked for among the newest steps, then among the
+        actor's pending posts (one LIST of its inbox): pending there, ``CallPendingError``
+        as above. ``LookupError`` then means "not found", not a sure "never": the call was
+        never posted, or its post was deleted unapplied, or it was applied in a step older
+        than those walked (or compacted); and a post whose write ended in doubt may still
+        land until its poster's ``Settings.deadline`` has passed since the write. Ask again
+        after that before retrying the call.
         Reads that fail transiently are retried until ``Settings.deadline``; then
         ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later.
         """

@@ -674,8 +674,10 @@ class Poster:
 
         ``CallPendingError`` while it may still be applied (its post still there, and no live
         folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``); ``LookupError``
-        when it was not applied and never will be, or is not found among the
-        newest ``scan`` steps (nor known to this process). A read that fails
+        when it was not applied and never will be, or (a call this process did not post)
+        is neither among the newest ``scan`` steps nor pending in the inbox
+        (``_pending_elsewhere``): then "not found", not a sure "never" (a post in doubt may
+        land until its poster's ``Settings.deadline`` passed). A read that fails
         transiently is retried until ``Settings.deadline``; then
         ``StorageTimeoutError``: not known yet, ask again later. A read damaged
         (``IntegrityError``) is retried twice, then raised (damaged at rest).
@@ -788,7 +790,57 @@ class Poster:
                 else f"call {call_id} was applied, but the step holding its outcome has been compacted"
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
-        raise LookupError(f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps")
+        return self._pending_elsewhere(call_id, newest, scan)
+
+    def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int) -> Outcome:
+        """(A call this process did not post, not among the steps walked down from ``walked``)
+        Whether its post waits in the actor's inbox: a new process asking of a call an earlier
+        one (a serverless invocation) gave up on knows no post of it, and "not found" must not
+        read "never" while the post may still be folded.
+
+        One LIST of the inbox; posts whose names carry them are read from the names, the
+        others with a GET each (at most ``_ELSEWHERE_READS``); then one probe for the newest
+        step, and a walk of the steps committed since ``walked`` (a post applied and deleted
+        after the walk, before the LIST, is found there). Found pending (not applied by the
+        newest step's cursor): ``CallPendingError``, and a background fold is queued as for a
+        post of ours (``ActorCore._fold_given_up_posts_soon``). More posts than are read, none
+        naming the call: pending too (not known; ask again once the inbox drained). Otherwise
+        ``LookupError``: see its message (``call_outcome``)."""
+        box = self._posts()
+        keys = self.env.run(box.keys())
+        unread = [k for k in keys if box.cached(k) is None]
+        posts = [p for k in keys if (p := box.cached(k)) is not None]
+        if unread:
+            posts += self.env.run(box.read(unread[:_ELSEWHERE_READS]))
+        waiting = next((p for p in posts if any(c.call_id == call_id for c in p.calls)), None)
+        newest = self.env.run(self.revalidate())
+        for step in range(newest.step, max(walked.step, newest.step - scan), -1):
+            record = newest if step == newest.step else self.env.run(self.log.read_step(step))
+            if record is None:
+                break  # compacted: older steps are gone too
+            if record.serializer != "pickle":
+                continue  # (a json actor's step: no posted outcome, never unpickled)
+            key = self.log.step_key(record.step)
+            found = decode_outcomes(record.posted, key).get(call_id)
+            if found is None:
+                found = decode_outcomes(record.carried, key).get(call_id)
+            if found is not None:
+                if step != newest.step and self._below_watermark(step):
+                    break  # a stray, not the history's: the step was compacted
+                return found
+        if (waiting is not None and not applied(newest.extra, waiting.sender, waiting.seq)) or (
+            waiting is None and len(unread) > _ELSEWHERE_READS
+        ):
+            if not is_deleted(newest):
+                self._fold_given_up_posts_soon()
+            raise CallPendingError(self.actor_id, [call_id])
+        raise LookupError(
+            f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps nor "
+            "pending in its inbox: to a process that did not post it, this means it was never "
+            "posted (or its post is still being written: a post in doubt may land until its "
+            "poster's Settings.deadline has passed), or its post was deleted unapplied (expired), "
+            "or it was applied in a step older than those walked (or compacted since)"
+        )
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:
         """Before "never": ``CallPendingError`` while a write of ours that carries the call (the
@@ -842,6 +894,10 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 #: derives from the actor id and key), and one process may use two stores in turn
 _GAVE_UP: OrderedDict[tuple[str, str, str], Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
+
+#: posts read (GET) at most by one ``call_outcome`` of a call this process did not post
+#: (``Poster._pending_elsewhere``): those whose names carry them cost no GET
+_ELSEWHERE_READS = 256
 
 #: reads damaged (or malformed) in a row after which ``call_outcome`` raises the IntegrityError:
 #: one cut in transit reads whole the next time; one damaged at rest never does

@@ -1,0 +1,132 @@
+"""``call_outcome`` asked by a process that did not post the call (review h180).
+
+A serverless function gets ``CallPendingError`` in one invocation and asks ``call_outcome`` in
+the next: a new process, to which ``poster._GAVE_UP`` (in-process) knows no post. The ask
+walked the newest steps and, not finding the call there, raised ``LookupError`` ("not applied
+and never will be", the docstring said) while the post still waited in the inbox: a caller
+that retried on that answer applied the call twice once the post was folded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from actors import OrderLog
+from test_combining import HANG, foreign_box, init_switchable, pending_posts, post_adds
+from test_posting import Tally, _give_up_on_c
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, poster
+from vactor_cloud.errors import CallPendingError
+from vactor_cloud.posting import bare
+from vactor_cloud.settings import Settings
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
+
+
+@pytest.fixture
+def spec(store_spec: StoreSpec) -> Iterator[StoreSpec]:
+    """As tests/test_posting.py's (``_give_up_on_c`` wants its settings)."""
+    store_spec.init(settings=Settings(storage=store_spec.url, fresh_window=300.0, combine_after=1))
+    try:
+        yield store_spec
+    finally:
+        vc.shutdown()
+
+
+def _as_a_new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a new process knows of posts given up on: none (``_GAVE_UP`` is module-level)."""
+    monkeypatch.setattr(poster, "_GAVE_UP", OrderedDict())
+
+
+def _outcome_once_folded(handle: Any, call_id: str) -> Any:
+    """Ask until the answer is no longer pending (bounded: a hang fails)."""
+    deadline = time.monotonic() + HANG
+    while True:
+        try:
+            return handle.call_outcome(call_id)
+        except CallPendingError:
+            assert time.monotonic() < deadline, f"call_outcome still pending after {HANG} s"
+            time.sleep(0.05)
+
+
+def test_a_new_runtime_asking_of_a_pending_post_is_told_pending_then_the_outcome(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The post of the call given up on waits (nobody folds it); a new runtime (a new
+    process: no post known) asks: pending, not ``LookupError``; then, folded (the ask queues
+    the background fold), its outcome. Applied once."""
+    _, call_id = _give_up_on_c(spec)
+    vc.shutdown()
+    _as_a_new_process(monkeypatch)
+    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, combine_after=1))
+    handle = vc.get_actor("slow")
+    with pytest.raises(CallPendingError) as pending:
+        handle.call_outcome(call_id)
+    assert pending.value.call_ids == [call_id]
+    assert _outcome_once_folded(handle, call_id) == ["a", "b", "c"]
+    assert handle.get.run() == ["a", "b", "c"]  # applied once
+
+
+@pytest.mark.parametrize("names", [False, True], ids=["body", "name"])
+def test_another_senders_pending_post_is_found_in_the_inbox(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, names: bool
+) -> None:
+    """A post of another process's (its body read, or its name carrying it) is pending: the
+    ask says so; folded by a later call of ours, the ask gives its outcome."""
+    init_switchable(store_spec, fresh_window=300.0)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    box = foreign_box("a")
+    box.names = names
+    if names:
+        _sync.sync(box.mail.load(create=True))
+    (call_id,) = post_adds(box, ["other/1"])
+    (key,) = pending_posts("a")
+    assert bare(key) is not names  # (a bare name: its body is read)
+    _as_a_new_process(monkeypatch)
+    with pytest.raises(CallPendingError):
+        handle.call_outcome(call_id)
+    assert _outcome_once_folded(handle, call_id) == 2
+    assert handle.applied.run() == ["me/0", "other/1"]
+
+
+def test_a_call_posted_nowhere_is_still_a_lookup_error_that_says_what_it_means(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither among the steps walked nor pending: ``LookupError``, whose message says it was
+    looked for in the inbox too (and what "not found" means to a process that did not post)."""
+    store_spec.init(settings=Settings(storage=store_spec.url))
+    tally = Tally.get_or_create("t")
+    tally.add.run("a")
+    _as_a_new_process(monkeypatch)
+    with pytest.raises(LookupError, match=r"no posted call .* nor pending") as raised:
+        tally.call_outcome(uuid.uuid4().hex)
+    assert not isinstance(raised.value, CallPendingError)
+
+
+def test_more_posts_than_an_ask_reads_none_naming_the_call_is_pending_not_never(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ask reads at most ``_ELSEWHERE_READS`` post bodies: the call may be in one unread, so
+    the answer is pending (ask again), not ``LookupError``; the inbox drained (the ask's
+    background fold), the same unknown call is ``LookupError``."""
+    init_switchable(store_spec, fresh_window=300.0)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    post_adds(foreign_box("a"), ["other/1"])
+    _as_a_new_process(monkeypatch)
+    monkeypatch.setattr(poster, "_ELSEWHERE_READS", 0)
+    unknown = uuid.uuid4().hex
+    with pytest.raises(CallPendingError):
+        handle.call_outcome(unknown)
+    with pytest.raises(LookupError, match="nor pending") as raised:
+        _outcome_once_folded(handle, unknown)
+    assert not isinstance(raised.value, CallPendingError)
+    assert handle.applied.run() == ["me/0", "other/1"]
