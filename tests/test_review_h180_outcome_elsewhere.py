@@ -130,3 +130,22 @@ def test_more_posts_than_an_ask_reads_none_naming_the_call_is_pending_not_never(
         _outcome_once_folded(handle, unknown)
     assert not isinstance(raised.value, CallPendingError)
     assert handle.applied.run() == ["me/0", "other/1"]
+
+
+def test_another_senders_post_behind_a_tombstone_comes_to_an_answer(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post made after the actor was deleted (by a process that had not seen the delete): a
+    new process's ask says pending, then comes to an answer (the fold it queues fails the
+    call on the tombstone: ``ActorDeletedError``), not pending for good. (Before: no fold was queued on a
+    tombstone, and the post stayed.)"""
+    init_switchable(store_spec, fresh_window=300.0)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    box = foreign_box("a")
+    vc.delete_actor("a")  # (a post pending then is failed by the delete: ActorDeletedError)
+    (call_id,) = post_adds(box, ["other/1"])  # a process that did not see the delete
+    _as_a_new_process(monkeypatch)
+    with pytest.raises(LookupError) as raised:
+        _outcome_once_folded(vc.get_actor("a"), call_id)
+    assert isinstance(raised.value, vc.ActorDeletedError), raised.value  # (the fold's outcome)
