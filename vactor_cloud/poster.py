@@ -764,12 +764,7 @@ class Poster:
                 live_seen = live_seen or not is_deleted(record)
             if record.serializer != "pickle":
                 continue  # a json actor's step (made after a delete): no posted outcome, never unpickled
-            key = self.log.step_key(record.step)
-            found = decode_outcomes(record.posted, key).get(call_id)
-            if found is None:
-                # Applied by the step below, whose outcomes this fold carries (the applying
-                # step may be compacted by now: the copy is all that is left of them).
-                found = decode_outcomes(record.carried, key).get(call_id)
+            found = self._outcome_in(record, call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted
@@ -791,6 +786,14 @@ class Poster:
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         return self._pending_elsewhere(call_id, newest, scan)
+
+    def _outcome_in(self, record: StepRecord, call_id: str) -> Outcome | None:
+        """The outcome of ``call_id`` that the step ``record`` holds: its own, or (applied by
+        the step below, whose outcomes a fold carries: the applying step may be compacted by
+        now, and the copy is all that is left of them) the copy it carries; None if neither."""
+        key = self.log.step_key(record.step)
+        found = decode_outcomes(record.posted, key).get(call_id)
+        return found if found is not None else decode_outcomes(record.carried, key).get(call_id)
 
     def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int) -> Outcome:
         """(A call this process did not post, not among the steps walked down from ``walked``)
@@ -820,10 +823,7 @@ class Poster:
                 break  # compacted: older steps are gone too
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
-            key = self.log.step_key(record.step)
-            found = decode_outcomes(record.posted, key).get(call_id)
-            if found is None:
-                found = decode_outcomes(record.carried, key).get(call_id)
+            found = self._outcome_in(record, call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
                     break  # a stray, not the history's: the step was compacted
