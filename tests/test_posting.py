@@ -98,6 +98,18 @@ def test_an_uncontended_commit_posts_nothing(spec: StoreSpec) -> None:
     assert _posts("quiet") == []
 
 
+def outcome_once_folded(handle: Any, call_id: str) -> Any:
+    """``handle.call_outcome(call_id)``, asked until it no longer says pending (bounded: a hang
+    fails)."""
+    deadline = time.monotonic() + HANG
+    while True:
+        try:
+            return handle.call_outcome(call_id)
+        except CallPendingError:
+            assert time.monotonic() < deadline, f"call_outcome still pending after {HANG} s"
+            time.sleep(0.05)
+
+
 def _give_up_on_c(spec: StoreSpec) -> tuple[Any, str]:
     """A caller that waits almost not at all: its posted call ``add("c")`` is still pending
     when it gives up (step 2 ``b`` was committed behind its back). Its handle and call id."""
@@ -121,14 +133,7 @@ def test_a_poster_that_stops_waiting_can_ask_for_its_outcome_later(spec: StoreSp
     handle, call_id = _give_up_on_c(spec)
     with pytest.raises(CallPendingError):
         handle.call_outcome(call_id)  # its post waits; nobody folded it yet
-    deadline = time.monotonic() + HANG
-    while True:
-        try:
-            outcome = handle.call_outcome(call_id)
-            break
-        except CallPendingError:
-            assert time.monotonic() < deadline, f"call_outcome still pending after {HANG} s"
-            time.sleep(0.05)
+    outcome = outcome_once_folded(handle, call_id)
     assert outcome == ["a", "b", "c"]
     assert vc.get_actor("slow").get.run() == ["a", "b", "c"]  # applied once
 
