@@ -212,6 +212,38 @@ def test_ticks_ending_while_renewals_are_in_flight_leave_no_heartbeat_timer_nor_
     assert _sync.sync(store.inner.list(keys.TIMER_RUNNERS)) == []
 
 
+class HeldRenewal(ForwardingStore):
+    """Wraps a store so that a tick ends with its first heartbeat renewal in flight: the
+    listing of the due index waits until that renewal's put (the heartbeat's second) has
+    begun, and the put waits for ``release`` before it reaches the store; ``landed`` once it
+    has. (For a lease of 0.3 s: the renewal is due 0.1 s after the join.)"""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.puts = 0
+        self.renewing = threading.Event()
+        self.release = threading.Event()
+        self.landed = threading.Event()
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if not key.startswith(keys.TIMER_RUNNERS):
+            return await self.inner.put(key, data, mode=mode)
+        self.puts += 1
+        if self.puts != 2:
+            return await self.inner.put(key, data, mode=mode)
+        self.renewing.set()
+        assert await asyncio.to_thread(self.release.wait, HANG), "the renewal was never released"
+        try:
+            return await self.inner.put(key, data, mode=mode)
+        finally:
+            self.landed.set()
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if prefix.startswith(keys.TIMER_INDEX):
+            assert await asyncio.to_thread(self.renewing.wait, HANG), "no renewal began"
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+
 class RecordingMembership:
     """A membership whose renewals take 0 to 2 ms and note whether they began after the stop
     that should have ended them returned, or were still running when it returned."""

@@ -1019,18 +1019,24 @@ class TimerRunner:
                     return report
                 after = entries[-1].object_key
         finally:
-            # (ended before the heartbeat is deleted: a renewal then wrote it again; on a
-            # stalled store, not waited for: the heartbeat is left to expire)
-            renewing(not stalled)
-            if stalled:  # a third request timeout in a row would tell nothing new
-                logger.warning(
-                    "timer runner %s: the store did not answer; its heartbeat is left to expire "
-                    "(within %g s)",
-                    self.runner_id,
-                    self.lease,
-                )
-            else:
-                self._leave()
+            try:
+                # (ended before the heartbeat is deleted: a renewal then wrote it again; on a
+                # stalled store, not waited for: the heartbeat is left to expire)
+                renewing(not stalled)
+            finally:
+                # (Left even when Ctrl-C cut that wait short: the heartbeat then stayed a lease,
+                # this runner's share unfired. The renewal still in flight had put its write in
+                # ``Membership._writes`` as it began, before the stop saw it: the leave waits
+                # for that write before the delete.)
+                if stalled:  # a third request timeout in a row would tell nothing new
+                    logger.warning(
+                        "timer runner %s: the store did not answer; its heartbeat is left to expire "
+                        "(within %g s)",
+                        self.runner_id,
+                        self.lease,
+                    )
+                else:
+                    self._leave()
 
     def _fire_slice(
         self,
