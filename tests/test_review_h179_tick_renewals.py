@@ -244,6 +244,44 @@ class HeldRenewal(ForwardingStore):
         return await self.inner.list(prefix, start_after=start_after, limit=limit)
 
 
+def test_a_tick_waits_for_its_renewal_in_flight_before_it_leaves(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above cannot tell the stop's wait from the leave's: ``Membership.leave`` waits
+    for the renewal writes in flight too, and its heartbeat was gone either way (a stop that
+    did not wait passed it). Here the tick ends with a renewal held in flight (h184): the leave
+    must begin after it landed, the stop having waited for it."""
+    vc.fire_due_timers(runner_id="warm")
+    runtime = vc.get_runtime()
+    store = HeldRenewal(runtime.store)
+    runtime.store = store
+    leaving: list[bool] = []  # (whether the renewal had landed as the leave began)
+    leave = timer_runner.Membership.leave
+
+    async def noted(membership: timer_runner.Membership) -> None:
+        leaving.append(store.landed.is_set())
+        store.release.set()  # (a stop that did not wait: the leave must not hang for it)
+        await leave(membership)
+
+    monkeypatch.setattr(timer_runner.Membership, "leave", noted)
+    waits = 0
+
+    def released(futures: Any, timeout: float | None = None) -> bool:
+        nonlocal waits
+        waits += 1
+        store.release.set()
+        return _sync.wait_futures(futures, timeout)
+
+    seen = types.SimpleNamespace(**{n: getattr(_sync, n) for n in dir(_sync) if not n.startswith("__")})
+    seen.wait_futures = released
+    monkeypatch.setattr(timer_runner, "_sync", seen)
+    assert vc.fire_due_timers(runner_id="held", lease=0.3).errors == []
+    assert leaving == [True], "the leave began with the tick's renewal still in flight"
+    assert waits == 1
+    assert _sync.sync(store.inner.list(keys.TIMER_RUNNERS)) == []
+    assert renewals_timed() == []
+
+
 class RecordingMembership:
     """A membership whose renewals take 0 to 2 ms and note whether they began after the stop
     that should have ended them returned, or were still running when it returned."""
