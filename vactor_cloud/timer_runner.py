@@ -1170,7 +1170,7 @@ class TimerRunner:
         period = self.lease / 3
         due = joined + period
         while not stop.wait(max(0.0, due - time.monotonic())):
-            due = max(due + period, time.monotonic())
+            due = _next_renewal(due, period, time.monotonic())
             try:
                 self.runtime.run(membership.beat(within=period))
             except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
@@ -1307,6 +1307,15 @@ class TimerRunner:
             logger.warning("timer runner %s: %s", self.runner_id, error)
 
 
+def _next_renewal(due: float, period: float, now: float) -> float:
+    """When the renewal after one due at ``due`` and starting ``now`` is due (monotonic): a
+    period after ``due``, or after ``now`` when that is past. A late renewal (its timer or
+    thread held up for more than a period: an IO loop blocked) replaces those missed; due
+    ``now`` instead, the next followed it at once, one more heartbeat write back to back."""
+    following = due + period
+    return following if following > now else now + period
+
+
 def _no_renewals(wait: bool) -> None:
     """The stop of renewals never begun."""
 
@@ -1350,7 +1359,7 @@ class _TickRenewals:
             self._timer = None
             if self._stopped:
                 return
-            self._due = max(self._due + self._period, time.monotonic())  # (from its start)
+            self._due = _next_renewal(self._due, self._period, time.monotonic())
             self._flight = flight
         task = self._loop.create_task(self._beat())
         task.add_done_callback(functools.partial(self._ended, flight))
