@@ -63,15 +63,16 @@ def test_a_renewal_made_late_by_a_blocked_loop_is_followed_a_period_later(actor_
     membership.renewals = renewals
     freed: list[float] = []
 
-    def blocking() -> None:
-        """(IO loop) Blocks the loop until the first renewal is more than a period late (a
-        bounded poll of the clock: a condition, not a duration asserted)."""
+    def begun_then_blocked() -> None:
+        """(IO loop) Begins the renewals (their first timer is armed once this returns), then
+        blocks the loop until that renewal is more than a period late (a bounded poll of the
+        clock: a condition, not a duration asserted)."""
+        renewals.begin()
         while time.monotonic() < joined + 2.5 * PERIOD:
             time.sleep(0.01)
         freed.append(time.monotonic())
 
-    renewals.begin()  # (its first timer queued before the block: it comes due while blocked)
-    _sync.get_loop().call_soon_threadsafe(blocking)
+    _sync.get_loop().call_soon_threadsafe(begun_then_blocked)
     try:
         assert membership.renewed.wait(HANG), "no renewal began"
         loop_turned()
