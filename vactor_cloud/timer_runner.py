@@ -1130,15 +1130,21 @@ class TimerRunner:
             lister.start()
             self._dispatch(stop, state, pool)
         finally:
-            stop.set()
-            with state.cond:
-                state.cond.notify_all()
-            _stopped(pool, cancel=True)  # fires in flight finish; queued ones are left
-            with state.cond:
-                deleting = list(state.deleting)
-            _sync.wait_futures(deleting, self.runtime.settings.deadline)
-            join_threads([t for t in (lister, renewer) if t.is_alive()], None)
-            self._leave()
+            try:
+                stop.set()
+                with state.cond:
+                    state.cond.notify_all()
+                _stopped(pool, cancel=True)  # fires in flight finish; queued ones are left
+                with state.cond:
+                    deleting = list(state.deleting)
+                _sync.wait_futures(deleting, self.runtime.settings.deadline)
+                join_threads([t for t in (lister, renewer) if t.is_alive()], None)
+            finally:
+                # (Left even when Ctrl-C cut those waits short, as a tick's end is: kept, the
+                # heartbeat stayed a lease. A renewal the renewer had sent is in
+                # ``Membership._writes``, which the leave waits for; one it sends as the stop
+                # comes, its join cut short, may land after the delete: a lease, as before.)
+                self._leave()
         with state.cond:
             total = state.total
             total.merge(state.since)
