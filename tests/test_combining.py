@@ -879,8 +879,8 @@ def gave_up_then_left_the_cursor(
 def test_a_poster_that_gives_up_gets_call_pending_and_its_call_applies_once_in_order_later(
     store_spec: StoreSpec,
 ) -> None:
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log, raised = give_up_on_a_post(store)
+    store = init_switchable(store_spec, combine_window=60.0)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3)
     assert isinstance(raised, vc.errors.CommitOutcomeUnknownError)
     assert len(raised.call_ids) == 1
     assert len(pending_posts("a")) == 1  # the post waits for a fold
@@ -897,9 +897,9 @@ def test_a_call_given_up_on_is_remembered_without_its_arguments(store_spec: Stor
     """``call_outcome`` keeps up to 10,000 posts whose callers gave up: by count, so each must
     be small, whatever the call's arguments (a megabyte each would be 10 GB). What it needs
     is the post's key, sender and seq; the arguments are in the stored post."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
+    store = init_switchable(store_spec, combine_window=60.0)
     big = "me/1" + "x" * 1_000_000
-    log, raised = give_up_on_a_post(store, lambda log: log.add.run(big))
+    log, raised = give_up_on_a_post(store, lambda log: log.add.run(big), commit_timeout=0.3)
     (call_id,) = raised.call_ids
     remembered = poster._GAVE_UP[(store.url, "a", call_id)]
     assert sum(len(call.arguments) for call in remembered.post.calls) < 1000
@@ -914,8 +914,10 @@ def test_a_keyed_call_given_up_on_in_one_store_says_nothing_of_another_store(sto
     store (a process that works on staging, then on production) has the same id. What this
     process remembers of giving up on it in the first store must not answer for the second:
     there the call committed, and "not applied (and never will be)" would be false."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    _, raised = give_up_on_a_post(store, lambda log: log.add.options(idempotency_key="k").run("me/1"))
+    store = init_switchable(store_spec, combine_window=60.0)
+    _, raised = give_up_on_a_post(
+        store, lambda log: log.add.options(idempotency_key="k").run("me/1"), commit_timeout=0.3
+    )
     (call_id,) = raised.call_ids
     vc.shutdown()
     vc.init(settings=vc.Settings(storage=f"memory://other-{uuid.uuid4().hex}", combine_window=60.0))
@@ -981,8 +983,8 @@ def test_call_outcome_finds_a_call_applied_before_its_sender_left_the_cursor(sto
     the cursor (silent for SENDER_TTL; here a later step without the entry). call_outcome
     must find the outcome in the step that applied it, not answer "not applied (and never
     will be)", which invites a retry that applies the call twice."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    _, raised, _ = gave_up_then_left_the_cursor(store)
+    store = init_switchable(store_spec, combine_window=60.0)
+    _, raised, _ = gave_up_then_left_the_cursor(store, commit_timeout=0.3)
     assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
 
 

@@ -212,6 +212,76 @@ def test_ticks_ending_while_renewals_are_in_flight_leave_no_heartbeat_timer_nor_
     assert _sync.sync(store.inner.list(keys.TIMER_RUNNERS)) == []
 
 
+class HeldRenewal(ForwardingStore):
+    """Wraps a store so that a tick ends with its first heartbeat renewal in flight: the
+    listing of the due index waits until that renewal's put (the heartbeat's second) has
+    begun, and the put waits for ``release`` before it reaches the store; ``landed`` once it
+    has. (For a lease of 0.3 s: the renewal is due 0.1 s after the join.)"""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.puts = 0
+        self.renewing = threading.Event()
+        self.release = threading.Event()
+        self.landed = threading.Event()
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        if not key.startswith(keys.TIMER_RUNNERS):
+            return await self.inner.put(key, data, mode=mode)
+        self.puts += 1
+        if self.puts != 2:
+            return await self.inner.put(key, data, mode=mode)
+        self.renewing.set()
+        assert await asyncio.to_thread(self.release.wait, HANG), "the renewal was never released"
+        try:
+            return await self.inner.put(key, data, mode=mode)
+        finally:
+            self.landed.set()
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if prefix.startswith(keys.TIMER_INDEX):
+            assert await asyncio.to_thread(self.renewing.wait, HANG), "no renewal began"
+        return await self.inner.list(prefix, start_after=start_after, limit=limit)
+
+
+def test_a_tick_waits_for_its_renewal_in_flight_before_it_leaves(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above cannot tell the stop's wait from the leave's: ``Membership.leave`` waits
+    for the renewal writes in flight too, and its heartbeat was gone either way (a stop that
+    did not wait passed it). Here the tick ends with a renewal held in flight (h184): the leave
+    must begin after it landed, the stop having waited for it."""
+    vc.fire_due_timers(runner_id="warm")
+    runtime = vc.get_runtime()
+    store = HeldRenewal(runtime.store)
+    runtime.store = store
+    leaving: list[bool] = []  # (whether the renewal had landed as the leave began)
+    leave = timer_runner.Membership.leave
+
+    async def noted(membership: timer_runner.Membership) -> None:
+        leaving.append(store.landed.is_set())
+        store.release.set()  # (a stop that did not wait: the leave must not hang for it)
+        await leave(membership)
+
+    monkeypatch.setattr(timer_runner.Membership, "leave", noted)
+    waits = 0
+
+    def released(futures: Any, timeout: float | None = None) -> bool:
+        nonlocal waits
+        waits += 1
+        store.release.set()
+        return _sync.wait_futures(futures, timeout)
+
+    seen = types.SimpleNamespace(**{n: getattr(_sync, n) for n in dir(_sync) if not n.startswith("__")})
+    seen.wait_futures = released
+    monkeypatch.setattr(timer_runner, "_sync", seen)
+    assert vc.fire_due_timers(runner_id="held", lease=0.3).errors == []
+    assert leaving == [True], "the leave began with the tick's renewal still in flight"
+    assert waits == 1
+    assert _sync.sync(store.inner.list(keys.TIMER_RUNNERS)) == []
+    assert renewals_timed() == []
+
+
 class RecordingMembership:
     """A membership whose renewals take 0 to 2 ms and note whether they began after the stop
     that should have ended them returned, or were still running when it returned."""

@@ -511,23 +511,33 @@ def _age_all_steps(log: Any, seconds: float) -> None:
 @fast_lanes
 @pytest.mark.usefixtures("runtime_off")
 def test_an_idle_actors_last_steps_go_on_a_compaction_repeated_fresh_window_later(
-    store_spec: StoreSpec,
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pin of the cost of the fix above: steps written in a burst two hours ago (and nothing
     since) are old by the compactor's clock, but no writer's step shows them older than the
     newest by ``fresh_window`` and a clock skew: the first compaction keeps them
     (``held_unproven``). Having seen the newest step exist ``fresh_window`` ago, the same
-    process's next compaction deletes them (its own monotonic clock is the proof)."""
+    process's next compaction deletes them (its own monotonic clock is the proof).
+
+    The compactor's monotonic clock is the test's (h184): it stands still through the first
+    compaction and then moves by exactly ``fresh_window``, so neither outcome hangs on how
+    long the host took (a window of 0.2 s and a 0.25 s sleep before), and one more compaction
+    at less than the window would not pass."""
     store_spec.init(settings=vc.Settings(storage="", fresh_window=0.0))
     tally = Tally.get_or_create("idle")
     for _ in range(3):
         tally.incr.run(1)
     log = vc.get_runtime().core("idle").log
     _age_all_steps(log, 7200.0)
-    first = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=0.2))
+    now = [1000.0]  # (sums of these are exact: 1059.75, 1060.0)
+    monkeypatch.setattr(compaction, "time", types.SimpleNamespace(time=time.time, monotonic=lambda: now[0]))
+    first = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=60.0))
     assert (first.deleted_steps, first.held_unproven) == (0, 3)
-    time.sleep(0.25)
-    second = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=0.2))
+    now[0] += 59.75
+    early = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=60.0))
+    assert (early.deleted_steps, early.held_unproven) == (0, 3)
+    now[0] += 0.25
+    second = _sync.sync(compact(log, keep_last=1, min_age=3600.0, fresh_window=60.0))
     assert (second.deleted_steps, second.held_unproven, second.watermark) == (3, 0, 3)
 
 

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import copy
 import copyreg
+import functools
 import hashlib
 import importlib
 import inspect
@@ -22,6 +23,7 @@ import pickle
 import sys
 import threading
 import types
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -558,6 +560,8 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
             if name.startswith("_"):
                 continue
             function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            if isinstance(value, functools.partialmethod):  # (a descriptor, no callable itself)
+                function = value.__get__(None, klass)  # (a function taking the instance first)
             if not callable(function) or isinstance(value, staticmethod | classmethod | type):
                 methods.pop(name, None)
                 continue
@@ -586,13 +590,27 @@ def _as_a_method(function: Callable[..., Any], signature: inspect.Signature) -> 
     its signature gets a place for one, or its first parameter was taken for ``self``, and a
     call passing it was refused (``too many positional arguments``) while one leaving it out
     was sent and failed in the actor."""
-    if hasattr(type(function), "__get__"):  # a function, or a descriptor: bound to the instance
+    if _binds(function):  # a function, or a descriptor: bound to the instance
         return signature
     name = "self"
     while name in signature.parameters:
         name = f"_{name}"
     instance = inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY)
     return signature.replace(parameters=[instance, *signature.parameters.values()])
+
+
+def _binds(function: Callable[..., Any]) -> bool:
+    """Whether ``instance.name`` binds the class attribute ``function`` to the instance. A
+    ``functools.partial`` has no ``__get__`` up to Python 3.12; 3.13's warns (FutureWarning)
+    and returns the partial unbound, which was taken for a binding one (its first parameter
+    for ``self``: each call refused, "too many positional arguments"); 3.14's binds."""
+    if not hasattr(type(function), "__get__"):
+        return False
+    if not isinstance(function, functools.partial):
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return type(function).__get__(function, object(), object) is not function  # type: ignore[attr-defined]
 
 
 #: Defaults of these types are copied for each call a handle makes (:class:`FreshDefaults`).

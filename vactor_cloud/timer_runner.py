@@ -1019,18 +1019,24 @@ class TimerRunner:
                     return report
                 after = entries[-1].object_key
         finally:
-            # (ended before the heartbeat is deleted: a renewal then wrote it again; on a
-            # stalled store, not waited for: the heartbeat is left to expire)
-            renewing(not stalled)
-            if stalled:  # a third request timeout in a row would tell nothing new
-                logger.warning(
-                    "timer runner %s: the store did not answer; its heartbeat is left to expire "
-                    "(within %g s)",
-                    self.runner_id,
-                    self.lease,
-                )
-            else:
-                self._leave()
+            try:
+                # (ended before the heartbeat is deleted: a renewal then wrote it again; on a
+                # stalled store, not waited for: the heartbeat is left to expire)
+                renewing(not stalled)
+            finally:
+                # (Left even when Ctrl-C cut that wait short: the heartbeat then stayed a lease,
+                # this runner's share unfired. The renewal still in flight had put its write in
+                # ``Membership._writes`` as it began, before the stop saw it: the leave waits
+                # for that write before the delete.)
+                if stalled:  # a third request timeout in a row would tell nothing new
+                    logger.warning(
+                        "timer runner %s: the store did not answer; its heartbeat is left to expire "
+                        "(within %g s)",
+                        self.runner_id,
+                        self.lease,
+                    )
+                else:
+                    self._leave()
 
     def _fire_slice(
         self,
@@ -1124,15 +1130,21 @@ class TimerRunner:
             lister.start()
             self._dispatch(stop, state, pool)
         finally:
-            stop.set()
-            with state.cond:
-                state.cond.notify_all()
-            _stopped(pool, cancel=True)  # fires in flight finish; queued ones are left
-            with state.cond:
-                deleting = list(state.deleting)
-            _sync.wait_futures(deleting, self.runtime.settings.deadline)
-            join_threads([t for t in (lister, renewer) if t.is_alive()], None)
-            self._leave()
+            try:
+                stop.set()
+                with state.cond:
+                    state.cond.notify_all()
+                _stopped(pool, cancel=True)  # fires in flight finish; queued ones are left
+                with state.cond:
+                    deleting = list(state.deleting)
+                _sync.wait_futures(deleting, self.runtime.settings.deadline)
+                join_threads([t for t in (lister, renewer) if t.is_alive()], None)
+            finally:
+                # (Left even when Ctrl-C cut those waits short, as a tick's end is: kept, the
+                # heartbeat stayed a lease. A renewal the renewer had sent is in
+                # ``Membership._writes``, which the leave waits for; one it sends as the stop
+                # comes, its join cut short, may land after the delete: a lease, as before.)
+                self._leave()
         with state.cond:
             total = state.total
             total.merge(state.since)
@@ -1164,7 +1176,7 @@ class TimerRunner:
         period = self.lease / 3
         due = joined + period
         while not stop.wait(max(0.0, due - time.monotonic())):
-            due = max(due + period, time.monotonic())
+            due = _next_renewal(due, period, time.monotonic())
             try:
                 self.runtime.run(membership.beat(within=period))
             except VactorError as exc:  # retried next period; meanwhile others may duplicate our work
@@ -1301,6 +1313,15 @@ class TimerRunner:
             logger.warning("timer runner %s: %s", self.runner_id, error)
 
 
+def _next_renewal(due: float, period: float, now: float) -> float:
+    """When the renewal after one due at ``due`` and starting ``now`` is due (monotonic): a
+    period after ``due``, or after ``now`` when that is past. A late renewal (its timer or
+    thread held up for more than a period: an IO loop blocked) replaces those missed; due
+    ``now`` instead, the next followed it at once, one more heartbeat write back to back."""
+    following = due + period
+    return following if following > now else now + period
+
+
 def _no_renewals(wait: bool) -> None:
     """The stop of renewals never begun."""
 
@@ -1344,7 +1365,7 @@ class _TickRenewals:
             self._timer = None
             if self._stopped:
                 return
-            self._due = max(self._due + self._period, time.monotonic())  # (from its start)
+            self._due = _next_renewal(self._due, self._period, time.monotonic())
             self._flight = flight
         task = self._loop.create_task(self._beat())
         task.add_done_callback(functools.partial(self._ended, flight))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import functools
 import importlib
 import inspect
 import pprint
@@ -281,6 +282,8 @@ def _codes_of(function: Any) -> set[types.CodeType]:
         code = _looked_up(item, "__code__")
         if isinstance(code, types.CodeType):
             codes.add(code)
+        elif isinstance(item, functools.partial):  # (the function it calls: no code of its own)
+            todo.append(item.func)
         elif not isinstance(item, type) and callable(item):
             todo.append(type(item).__call__)
         todo.append(_looked_up(item, "__wrapped__"))
