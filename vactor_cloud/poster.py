@@ -34,6 +34,7 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
+    CallNotFoundError,
     CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
@@ -719,9 +720,11 @@ class Poster:
             # the newest step, not the class this core caches: the id may hold another actor
             # since. A call this process posted went to a pickle actor the id held before a
             # delete: its steps are walked below, the json actor's passed over.)
-            raise LookupError(
-                f"actor {self.actor_id!r} uses the {newest.serializer!r} serializer, whose "
-                f"calls are never posted: no posted call {call_id}"
+            raise CallNotFoundError(
+                self.actor_id,
+                call_id,
+                f"it uses the {newest.serializer!r} serializer, whose calls are never posted: "
+                f"no posted call {call_id}",
             )
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the
@@ -738,9 +741,7 @@ class Poster:
             if not applied(newest.extra, posted.post.sender, posted.post.seq):
                 if posted.post.sender in cursor_of(newest.extra):
                     self._unless_a_write_may_land(posted, call_id)
-                    raise LookupError(
-                        f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
-                    )
+                    raise _never(self.actor_id, call_id)
                 unsure = True
         # A call this process did not post is looked for in the newest actor's steps alone: an
         # earlier actor under the id (before a delete) may hold a call with the same id (a
@@ -777,7 +778,7 @@ class Poster:
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
             self._unless_a_write_may_land(posted, call_id)
-            raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
+            raise _never(self.actor_id, call_id)
         if posted is not None:  # applied (or, unsure, maybe), but the step that tells was compacted
             why = (
                 _cannot_tell(call_id, newest.step)
@@ -834,12 +835,11 @@ class Poster:
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
             raise CallPendingError(self.actor_id, [call_id])
-        raise LookupError(
-            f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps nor "
-            "pending in its inbox: to a process that did not post it, this means it was never "
-            "posted (or its post is still being written: a post in doubt may land until its "
-            "poster's Settings.deadline has passed), or its post was deleted unapplied (expired), "
-            "or it was applied in a step older than those walked (or compacted since)"
+        raise CallNotFoundError(
+            self.actor_id,
+            call_id,
+            f"no posted call {call_id} among the newest {scan} steps nor pending in its inbox "
+            "(asked by a process that did not post it: not found, not a sure never)",
         )
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:
@@ -872,6 +872,13 @@ class Posted:
     #: until when (monotonic) a write that carries our calls may still land (a post or a
     #: step put of ours whose outcome is unknown): ``call_outcome`` does not say "never" before
     may_land_until: float = -math.inf
+
+
+def _never(actor_id: str, call_id: str) -> CallNotFoundError:
+    """The answer of ``call_outcome`` sure that a call of this process was not applied."""
+    return CallNotFoundError(
+        actor_id, call_id, f"call {call_id} was not applied (and never will be)", never=True
+    )
 
 
 def _cannot_tell(call_id: str, step: int) -> str:
