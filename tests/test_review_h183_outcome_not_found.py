@@ -16,13 +16,13 @@ import asyncio
 import dataclasses
 import pickle
 import threading
+import time
 import uuid
 from typing import Any
 
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
-from store_helpers import retune
 from test_combining import (
     Switchable,
     fold_the_post_at_step_3,
@@ -108,24 +108,44 @@ def test_a_call_in_the_last_round_is_pending_then_its_outcome(
     assert handle.applied.run() == ["me/0", "other/1", "other/2", "other/3"]
 
 
+class _ClockPastTheDeadlineAtTheFirstPostRead:
+    """``poster``'s ``time``, whose ``monotonic`` jumps past ``Settings.deadline`` once the
+    first post body is read (a GET of the inbox): the ask's rounds then stop, whatever the
+    host's speed."""
+
+    def __init__(self, store: Any) -> None:
+        self.ahead = 0.0
+        inner_around = store._around
+
+        async def jump(operation: str, key: str, run: Any, **kw: Any) -> Any:
+            if operation == "get" and key.startswith(posts_prefix("a")):
+                self.ahead = vc.get_runtime().settings.deadline + 1.0
+            return await inner_around(operation, key, run, **kw)
+
+        store._around = jump
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def test_posts_left_unread_at_the_deadline_are_not_known_yet_not_pending(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rounds stop at ``Settings.deadline``: posts still unread then, none of those read
     naming the call, say "not known yet, ask again later" (``StorageTimeoutError``, as for a
-    store that did not answer in time), not "pending" (which a call never posted is not).
-    (A deadline shorter than one GET: the first round always runs, the second never.)"""
+    store that did not answer in time), not "pending" (which a call never posted is not)."""
     handle, _ = _three_foreign_posts(store_spec, monkeypatch)
     counts = _count_inbox_requests(vc.get_runtime().store)
-    retune(deadline=1e-9)
-    try:
-        with pytest.raises(StorageTimeoutError, match="ask call_outcome again later") as raised:
-            handle.call_outcome(uuid.uuid4().hex)
-    finally:
-        retune(deadline=30.0)
+    monkeypatch.setattr(poster, "time", _ClockPastTheDeadlineAtTheFirstPostRead(vc.get_runtime().store))
+    with pytest.raises(StorageTimeoutError, match="ask call_outcome again later") as raised:
+        handle.call_outcome(uuid.uuid4().hex)
     assert not isinstance(raised.value, CallPendingError)
-    assert "2 of its 3 posts unread" in str(raised.value)
+    assert "2 of the 3 posts in its inbox unread" in str(raised.value)
     assert counts == {"list": 1, "get": 1}
+    monkeypatch.setattr(poster, "time", time)
     with pytest.raises(vc.CallNotFoundError):  # (time enough: every post read)
         handle.call_outcome(uuid.uuid4().hex)
 

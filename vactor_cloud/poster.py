@@ -46,6 +46,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.incarnation import born_of
+from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.posting import (
@@ -803,20 +804,32 @@ class Poster:
         read "never" while the post may still be folded.
 
         One LIST of the inbox; posts whose names carry them are read from the names, the
-        others with a GET each (at most ``_ELSEWHERE_READS``); then one probe for the newest
-        step, and a walk of the steps committed since ``walked`` (a post applied and deleted
-        after the walk, before the LIST, is found there). Found pending (not applied by the
-        newest step's cursor): ``CallPendingError``, and a background fold is queued as for a
-        post of ours (``ActorCore._fold_given_up_posts_soon``). More posts than are read, none
-        naming the call: pending too (not known; ask again once the inbox drained). Otherwise
-        ``LookupError``: see its message (``call_outcome``)."""
+        others with a GET each, in rounds of ``_ELSEWHERE_READS``, until one names the call
+        or all are read; no round starts once ``Settings.deadline`` has passed since the LIST:
+        ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call
+        that may not exist. Then one probe for the newest step, and a walk of the steps
+        committed since ``walked`` (a post applied and deleted after the walk, before the
+        LIST, is found there). A post naming the call that the newest step's cursor has not
+        applied: ``CallPendingError``, and a background fold is queued as for a post of ours
+        (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
+        step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
+        never "not found". Otherwise ``CallNotFoundError``."""
         box = self._posts()
         keys = self.env.run(box.keys())
+        give_up_at = time.monotonic() + self.env.settings.deadline
         unread = [k for k in keys if box.cached(k) is None]
-        posts = [p for k in keys if (p := box.cached(k)) is not None]
-        if unread:
-            posts += self.env.run(box.read(unread[:_ELSEWHERE_READS]))
-        waiting = next((p for p in posts if any(c.call_id == call_id for c in p.calls)), None)
+        naming = _naming(call_id, [p for k in keys if (p := box.cached(k)) is not None])
+        for start in range(0, len(unread), _ELSEWHERE_READS):
+            if naming:
+                break
+            if start and time.monotonic() >= give_up_at:
+                raise StorageTimeoutError(
+                    f"actor {self.actor_id!r}: {len(unread) - start} of the {len(keys)} posts in "
+                    f"its inbox unread when Settings.deadline passed, none of those read naming "
+                    f"call {call_id}",
+                    posts_prefix(self.actor_id),
+                )
+            naming = _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
         newest = self.env.run(self.revalidate())
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
@@ -829,12 +842,16 @@ class Poster:
                 if step != newest.step and self._below_watermark(step):
                     break  # a stray, not the history's: the step was compacted
                 return found
-        if (waiting is not None and not applied(newest.extra, waiting.sender, waiting.seq)) or (
-            waiting is None and len(unread) > _ELSEWHERE_READS
-        ):
+        if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
             raise CallPendingError(self.actor_id, [call_id])
+        if naming:  # applied (its delete not done yet), in a step older than those read or compacted
+            why = (
+                f"call {call_id} was applied (its post is still listed), but its outcome is in no "
+                f"step of the newest {scan}: the step holding it is older, or has been compacted"
+            )
+            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         raise CallNotFoundError(
             self.actor_id,
             call_id,
@@ -874,6 +891,11 @@ class Posted:
     may_land_until: float = -math.inf
 
 
+def _naming(call_id: str, posts: list[Post]) -> list[Post]:
+    """The posts among ``posts`` that carry the call ``call_id``."""
+    return [p for p in posts if any(c.call_id == call_id for c in p.calls)]
+
+
 def _never(actor_id: str, call_id: str) -> CallNotFoundError:
     """The answer of ``call_outcome`` sure that a call of this process was not applied."""
     return CallNotFoundError(
@@ -902,7 +924,7 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 _GAVE_UP: OrderedDict[tuple[str, str, str], Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
 
-#: posts read (GET) at most by one ``call_outcome`` of a call this process did not post
+#: posts read (GET) per round by a ``call_outcome`` of a call this process did not post
 #: (``Poster._pending_elsewhere``): those whose names carry them cost no GET
 _ELSEWHERE_READS = 256
 
