@@ -675,12 +675,12 @@ class Poster:
         """The outcome of a call posted under contention whose caller stopped waiting.
 
         ``CallPendingError`` while it may still be applied (its post still there, and no live
-        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``); ``LookupError``
-        when it was not applied and never will be, or (a call this process did not post)
-        is neither among the newest ``scan`` steps nor pending in the inbox
-        (``_pending_elsewhere``): then "not found", not a sure "never" (a post in doubt may
-        land until its poster's ``Settings.deadline`` passed). A read that fails
-        transiently is retried until ``Settings.deadline``; then
+        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``);
+        ``CallNotFoundError`` (``never``) when it was not applied and never will be, or (not
+        ``never``: a call this process did not post) is neither among the newest ``scan``
+        steps nor pending in the inbox (``_pending_elsewhere``): then "not found", not a sure
+        "never" (a post in doubt may land until its poster's ``Settings.deadline`` passed). A
+        read that fails transiently is retried until ``Settings.deadline``; then
         ``StorageTimeoutError``: not known yet, ask again later. A read damaged
         (``IntegrityError``) is retried twice, then raised (damaged at rest).
         """
