@@ -38,7 +38,12 @@ from test_review_h180_outcome_elsewhere import _as_a_new_process
 import vactor_cloud as vc
 from vactor_cloud import _sync, poster
 from vactor_cloud.compaction import raise_watermark
-from vactor_cloud.errors import CallPendingError, CommitOutcomeUnknownError, StorageTimeoutError
+from vactor_cloud.errors import (
+    CallPendingError,
+    CommitOutcomeUnknownError,
+    DamagedObjectError,
+    StorageTimeoutError,
+)
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -148,6 +153,30 @@ def test_posts_left_unread_at_the_deadline_are_not_known_yet_not_pending(
     monkeypatch.setattr(poster, "time", time)
     with pytest.raises(vc.CallNotFoundError):  # (time enough: every post read)
         handle.call_outcome(uuid.uuid4().hex)
+
+
+def test_a_post_read_damaged_is_read_again_not_taken_for_absent(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one post, which names the call, reads damaged the first time (in transit): the
+    ask must not say "not found" (a caller retrying on it applies the call twice once the
+    post is folded); read again, it says pending, and then the outcome."""
+    handle, call_ids = _three_foreign_posts(store_spec, monkeypatch)
+    store = vc.get_runtime().store
+    inner_around = store._around
+    damaged: list[str] = []
+
+    async def damage_once(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "get" and key.startswith(posts_prefix("a")) and not damaged:
+            damaged.append(key)
+            raise DamagedObjectError(key, "checksum mismatch (damaged in transit, by the test)")
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = damage_once
+    with pytest.raises(CallPendingError):
+        handle.call_outcome(call_ids[0])
+    assert damaged, "no post was read"
+    assert outcome_once_folded(handle, call_ids[0]) == 2
 
 
 # -- 2. folded between the walk and the inbox's LIST ----------------------------------------------

@@ -813,7 +813,9 @@ class Poster:
         applied: ``CallPendingError``, and a background fold is queued as for a post of ours
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
-        never "not found". Otherwise ``CallNotFoundError``."""
+        never "not found". None naming it, one read damaged that a fold would not skip yet:
+        ``RetryableStorageError`` (``call_outcome`` reads again until its deadline). Otherwise
+        ``CallNotFoundError``."""
         box = self._posts()
         keys = self.env.run(box.keys())
         give_up_at = time.monotonic() + self.env.settings.deadline
@@ -846,6 +848,11 @@ class Poster:
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
             raise CallPendingError(self.actor_id, [call_id])
+        damaged = next((k for k in unread if box.cached(k) is None and box.waits_for(k)), None)
+        if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
+            raise RetryableStorageError(
+                f"{damaged}: a post read damaged, it may name call {call_id}", damaged
+            )
         if naming:  # applied (its delete not done yet), in a step older than those read or compacted
             why = (
                 f"call {call_id} was applied (its post is still listed), but its outcome is in no "
