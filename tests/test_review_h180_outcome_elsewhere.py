@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 import pytest
 from actors import OrderLog
-from test_combining import foreign_box, init_switchable, pending_posts, post_adds, wait_for_no_posts
+from test_combining import foreign_box, init_switchable, pending_posts, post_adds
 from test_posting import Tally, _give_up_on_c, outcome_once_folded, spec
 
 import vactor_cloud as vc
@@ -86,30 +86,6 @@ def test_a_call_posted_nowhere_is_still_a_lookup_error_that_says_what_it_means(
     with pytest.raises(LookupError, match=r"no posted call .* nor pending") as raised:
         tally.call_outcome(uuid.uuid4().hex)
     assert not isinstance(raised.value, CallPendingError)
-
-
-def test_more_posts_than_an_ask_reads_none_naming_the_call_is_pending_not_never(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An ask reads at most ``_ELSEWHERE_READS`` post bodies: the call may be in one unread, so
-    the answer is pending (ask again), not ``LookupError``; the inbox drained (the ask's
-    background fold), the same unknown call is ``LookupError``."""
-    init_switchable(store_spec, fresh_window=300.0)
-    handle = OrderLog.get_or_create("a")
-    handle.add.run("me/0")
-    post_adds(foreign_box("a"), ["other/1"])
-    _as_a_new_process(monkeypatch)
-    monkeypatch.setattr(poster, "_ELSEWHERE_READS", 0)
-    unknown = uuid.uuid4().hex
-    with pytest.raises(CallPendingError):
-        handle.call_outcome(unknown)
-    with pytest.raises(LookupError, match="nor pending") as raised:
-        outcome_once_folded(handle, unknown)
-    assert not isinstance(raised.value, CallPendingError)
-    # (Not found as soon as every post is read, which the fold's own read of the post, cached,
-    # can make so before its step lands: wait for the fold, then look.)
-    assert wait_for_no_posts("a") == []
-    assert handle.applied.run() == ["me/0", "other/1"]
 
 
 def test_another_senders_post_behind_a_tombstone_comes_to_an_answer(

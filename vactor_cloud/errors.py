@@ -8,6 +8,7 @@ and ``except LookupError`` keep working::
     │   ├── VirtualActorNotInitializedError  created, its __init__ not committed yet (Ray's name)
     │   └── ActorDeletedError       deleted (``delete_actor``); ``get_or_create`` makes a new one
     ├── StepNotFoundError           (LookupError) compacted, or not written yet
+    ├── CallNotFoundError           (LookupError) call_outcome found no such posted call
     ├── InvalidActorIdError         (ValueError)
     ├── ActorDefinitionError        (TypeError)
     │   ├── StateProtocolError      (ValueError) only one of __getstate__ / __setstate__
@@ -51,6 +52,7 @@ __all__ = [
     "ActorNotFoundError",
     "AlreadyExistsError",
     "AuthenticationError",
+    "CallNotFoundError",
     "CallPendingError",
     "CommitConflictError",
     "CommitOutcomeUnknownError",
@@ -176,6 +178,41 @@ def _step_not_found(
     actor_id: str, step: int, remaining: tuple[int, int], compacted: bool
 ) -> StepNotFoundError:
     return StepNotFoundError(actor_id, step, remaining, compacted=compacted)
+
+
+class CallNotFoundError(VactorError, LookupError):
+    """``handle.call_outcome(call_id)`` found no posted call ``call_id`` that is applied or
+    pending (a ``LookupError``, as before it had a class of its own).
+
+    ``never`` is True when the process that posted the call is sure it was not applied and
+    never will be: retrying it applies it once. False means "not found" (the asking
+    process did not post it, or the actor's calls are never posted): never posted, its post
+    expired unapplied, applied in a step older than those walked (or compacted), or a post
+    whose write ended in doubt may still land until its poster's ``Settings.deadline`` has
+    passed. ``detail`` says which; the message says what to do.
+    """
+
+    def __init__(self, actor_id: str, call_id: str, detail: str, *, never: bool = False) -> None:
+        advice = (
+            "retrying it applies it once"
+            if never
+            else "if it was posted less than the poster's Settings.deadline (30 s by default) ago, "
+            "ask again after that; still not found, it was never posted, expired unapplied, or "
+            "was applied long ago: retry it with the same idempotency key (applied at most once), "
+            "or unkeyed only if it cannot have been applied"
+        )
+        super().__init__(f"actor {actor_id!r}: {detail}; {advice}")
+        self.actor_id = actor_id
+        self.call_id = call_id
+        self.detail = detail
+        self.never = never
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_call_not_found, (self.actor_id, self.call_id, self.detail, self.never))
+
+
+def _call_not_found(actor_id: str, call_id: str, detail: str, never: bool) -> CallNotFoundError:
+    return CallNotFoundError(actor_id, call_id, detail, never=never)
 
 
 class InvalidActorIdError(VactorError, ValueError):

@@ -360,20 +360,25 @@ class ActorHandle(Generic[T_co]):
 
         ``CallPendingError`` again while it may still be applied: ask again after a pause (if
         no process folds the post, this one takes the free folder lease in the background and
-        folds it: no other call is needed). ``LookupError``
-        when it was not applied and never will be (and for an actor whose serializer is
-        ``"json"``: its calls are never posted). ``error.call_ids`` names the calls.
+        folds it: no other call is needed). ``error.call_ids`` names the calls.
+        ``CallNotFoundError`` (a ``LookupError``) with ``never`` true when it was not applied
+        and never will be (retrying it applies it once).
 
         Asked by a process that did not post the call (a serverless function asking in its
         next invocation), the call is looked for among the newest steps, then among the
-        actor's pending posts (one LIST of its inbox): pending there, ``CallPendingError``
-        as above. ``LookupError`` then means "not found", not a sure "never": the call was
-        never posted, or its post was deleted unapplied, or it was applied in a step older
-        than those walked (or compacted); and a post whose write ended in doubt may still
-        land until its poster's ``Settings.deadline`` has passed since the write. Ask again
-        after that before retrying the call.
+        actor's pending posts (one LIST of its inbox, and a GET per post whose name does not
+        carry it, 256 at a time, until one names the call): pending there,
+        ``CallPendingError`` as above; its post still listed but applied, its outcome in no
+        step read, ``CommitOutcomeUnknownError`` (applied, the outcome gone).
+        ``CallNotFoundError`` with ``never`` false means "not found", not a sure "never": the
+        call was never posted, or its post was deleted unapplied, or it was applied in a step
+        older than those walked (or compacted); and a post whose write ended in doubt may
+        still land until its poster's ``Settings.deadline`` has passed since the write. Ask
+        again after that before retrying the call. So it is too for an actor whose
+        serializer is ``"json"`` (its calls are never posted).
         Reads that fail transiently are retried until ``Settings.deadline``; then
-        ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later.
+        ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later;
+        and so when the inbox holds more posts than are read within ``Settings.deadline``.
         """
         return self._runtime().core(self.actor_id).call_outcome(call_id).unwrap()
 

@@ -34,6 +34,7 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import (
+    CallNotFoundError,
     CallPendingError,
     CommitConflictError,
     CommitOutcomeUnknownError,
@@ -45,6 +46,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.incarnation import born_of
+from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.posting import (
@@ -673,12 +675,12 @@ class Poster:
         """The outcome of a call posted under contention whose caller stopped waiting.
 
         ``CallPendingError`` while it may still be applied (its post still there, and no live
-        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``); ``LookupError``
-        when it was not applied and never will be, or (a call this process did not post)
-        is neither among the newest ``scan`` steps nor pending in the inbox
-        (``_pending_elsewhere``): then "not found", not a sure "never" (a post in doubt may
-        land until its poster's ``Settings.deadline`` passed). A read that fails
-        transiently is retried until ``Settings.deadline``; then
+        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``);
+        ``CallNotFoundError`` (``never``) when it was not applied and never will be, or (not
+        ``never``: a call this process did not post) is neither among the newest ``scan``
+        steps nor pending in the inbox (``_pending_elsewhere``): then "not found", not a sure
+        "never" (a post in doubt may land until its poster's ``Settings.deadline`` passed). A
+        read that fails transiently is retried until ``Settings.deadline``; then
         ``StorageTimeoutError``: not known yet, ask again later. A read damaged
         (``IntegrityError``) is retried twice, then raised (damaged at rest).
         """
@@ -719,9 +721,11 @@ class Poster:
             # the newest step, not the class this core caches: the id may hold another actor
             # since. A call this process posted went to a pickle actor the id held before a
             # delete: its steps are walked below, the json actor's passed over.)
-            raise LookupError(
-                f"actor {self.actor_id!r} uses the {newest.serializer!r} serializer, whose "
-                f"calls are never posted: no posted call {call_id}"
+            raise CallNotFoundError(
+                self.actor_id,
+                call_id,
+                f"it uses the {newest.serializer!r} serializer, whose calls are never posted: "
+                f"no posted call {call_id}",
             )
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the
@@ -738,9 +742,7 @@ class Poster:
             if not applied(newest.extra, posted.post.sender, posted.post.seq):
                 if posted.post.sender in cursor_of(newest.extra):
                     self._unless_a_write_may_land(posted, call_id)
-                    raise LookupError(
-                        f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)"
-                    )
+                    raise _never(self.actor_id, call_id)
                 unsure = True
         # A call this process did not post is looked for in the newest actor's steps alone: an
         # earlier actor under the id (before a delete) may hold a call with the same id (a
@@ -777,7 +779,7 @@ class Poster:
         if unsure and complete:  # no step since we posted applied it
             assert posted is not None
             self._unless_a_write_may_land(posted, call_id)
-            raise LookupError(f"actor {self.actor_id!r}: call {call_id} was not applied (and never will be)")
+            raise _never(self.actor_id, call_id)
         if posted is not None:  # applied (or, unsure, maybe), but the step that tells was compacted
             why = (
                 _cannot_tell(call_id, newest.step)
@@ -802,20 +804,34 @@ class Poster:
         read "never" while the post may still be folded.
 
         One LIST of the inbox; posts whose names carry them are read from the names, the
-        others with a GET each (at most ``_ELSEWHERE_READS``); then one probe for the newest
-        step, and a walk of the steps committed since ``walked`` (a post applied and deleted
-        after the walk, before the LIST, is found there). Found pending (not applied by the
-        newest step's cursor): ``CallPendingError``, and a background fold is queued as for a
-        post of ours (``ActorCore._fold_given_up_posts_soon``). More posts than are read, none
-        naming the call: pending too (not known; ask again once the inbox drained). Otherwise
-        ``LookupError``: see its message (``call_outcome``)."""
+        others with a GET each, in rounds of ``_ELSEWHERE_READS``, until one names the call
+        or all are read; no round starts once ``Settings.deadline`` has passed since the LIST:
+        ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call
+        that may not exist. Then one probe for the newest step, and a walk of the steps
+        committed since ``walked`` (a post applied and deleted after the walk, before the
+        LIST, is found there). A post naming the call that the newest step's cursor has not
+        applied: ``CallPendingError``, and a background fold is queued as for a post of ours
+        (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
+        step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
+        never "not found". None naming it, one read damaged that a fold would not skip yet:
+        ``RetryableStorageError`` (``call_outcome`` reads again until its deadline). Otherwise
+        ``CallNotFoundError``."""
         box = self._posts()
         keys = self.env.run(box.keys())
+        give_up_at = time.monotonic() + self.env.settings.deadline
         unread = [k for k in keys if box.cached(k) is None]
-        posts = [p for k in keys if (p := box.cached(k)) is not None]
-        if unread:
-            posts += self.env.run(box.read(unread[:_ELSEWHERE_READS]))
-        waiting = next((p for p in posts if any(c.call_id == call_id for c in p.calls)), None)
+        naming = _naming(call_id, [p for k in keys if (p := box.cached(k)) is not None])
+        for start in range(0, len(unread), _ELSEWHERE_READS):
+            if naming:
+                break
+            if start and time.monotonic() >= give_up_at:
+                raise StorageTimeoutError(
+                    f"actor {self.actor_id!r}: {len(unread) - start} of the {len(keys)} posts in "
+                    f"its inbox unread when Settings.deadline passed, none of those read naming "
+                    f"call {call_id}",
+                    posts_prefix(self.actor_id),
+                )
+            naming = _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
         newest = self.env.run(self.revalidate())
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
@@ -828,18 +844,26 @@ class Poster:
                 if step != newest.step and self._below_watermark(step):
                     break  # a stray, not the history's: the step was compacted
                 return found
-        if (waiting is not None and not applied(newest.extra, waiting.sender, waiting.seq)) or (
-            waiting is None and len(unread) > _ELSEWHERE_READS
-        ):
+        if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
             raise CallPendingError(self.actor_id, [call_id])
-        raise LookupError(
-            f"actor {self.actor_id!r}: no posted call {call_id} among the newest {scan} steps nor "
-            "pending in its inbox: to a process that did not post it, this means it was never "
-            "posted (or its post is still being written: a post in doubt may land until its "
-            "poster's Settings.deadline has passed), or its post was deleted unapplied (expired), "
-            "or it was applied in a step older than those walked (or compacted since)"
+        damaged = next((k for k in unread if box.cached(k) is None and box.waits_for(k)), None)
+        if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
+            raise RetryableStorageError(
+                f"{damaged}: a post read damaged, it may name call {call_id}", damaged
+            )
+        if naming:  # applied (its delete not done yet), in a step older than those read or compacted
+            why = (
+                f"call {call_id} was applied (its post is still listed), but its outcome is in no "
+                f"step of the newest {scan}: the step holding it is older, or has been compacted"
+            )
+            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
+        raise CallNotFoundError(
+            self.actor_id,
+            call_id,
+            f"no posted call {call_id} among the newest {scan} steps nor pending in its inbox "
+            "(asked by a process that did not post it: not found, not a sure never)",
         )
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:
@@ -874,6 +898,18 @@ class Posted:
     may_land_until: float = -math.inf
 
 
+def _naming(call_id: str, posts: list[Post]) -> list[Post]:
+    """The posts among ``posts`` that carry the call ``call_id``."""
+    return [p for p in posts if any(c.call_id == call_id for c in p.calls)]
+
+
+def _never(actor_id: str, call_id: str) -> CallNotFoundError:
+    """The answer of ``call_outcome`` sure that a call of this process was not applied."""
+    return CallNotFoundError(
+        actor_id, call_id, f"call {call_id} was not applied (and never will be)", never=True
+    )
+
+
 def _cannot_tell(call_id: str, step: int) -> str:
     """Why the outcome of a posted call the cursor forgot is unknown: a step compacted since
     (or a stray where it was) may have applied it, or none did."""
@@ -895,7 +931,7 @@ def _pickle_frozen(call: PendingCall) -> bytes:
 _GAVE_UP: OrderedDict[tuple[str, str, str], Posted] = OrderedDict()
 _GAVE_UP_MAX = 10_000
 
-#: posts read (GET) at most by one ``call_outcome`` of a call this process did not post
+#: posts read (GET) per round by a ``call_outcome`` of a call this process did not post
 #: (``Poster._pending_elsewhere``): those whose names carry them cost no GET
 _ELSEWHERE_READS = 256
 
