@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import pickle
 from collections import Counter
 from typing import Any
 
@@ -17,22 +16,25 @@ import pytest
 from test_combining import (
     HANG,
     fold_the_post_at_step_3,
-    foreign_box,
     init_switchable,
     pending_posts,
     wait_for,
     wait_for_no_posts,
 )
 from test_delete_actor import submit_on
-from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
+from test_review_h178_orphaned_post import (
+    ask_until_known,
+    give_up_at_the_first_lost_race,
+    give_up_on_me_1,
+    post_while_the_fold_commits,
+)
 from test_review_h179_given_up_fold import HeldFoldTask, ask_once
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, folding
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.posting import PostedCall
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -130,18 +132,7 @@ def test_a_post_that_lands_while_the_ask_fold_commits_is_folded_by_the_rounds_af
     store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
     log, call_id = give_up_on_me_1()
-    box = foreign_box("a")
-    around = store._around
-    posted: list[str] = []
-
-    async def post_before_the_step_put(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        if operation == "put" and "/steps/" in key and not posted:
-            posted.append(key)
-            call = PostedCall("add", pickle.dumps((("f/0",), {})), "f0")
-            await box.send(box.prepare((call,)))
-        return await around(operation, key, run, **kw)
-
-    store._around = post_before_the_step_put  # type: ignore[method-assign]
+    posted = post_while_the_fold_commits(store, "f/0")
     assert ask_until_known(call_id)[0] == 2
     assert posted
     assert wait_for_no_posts("a") == []
@@ -190,6 +181,25 @@ def test_a_poster_that_saw_the_ask_folds_lease_takes_it_once_released_and_folds_
         ask_once(call_id)
         assert wait_for(lambda: bool(future)), "the ask's fold never released the lease"
         assert future[0].result(HANG) == 3  # me/0, me/1 (applied by our fold), b/0
+        leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+        assert _sync.sync(leases.read()).holder == other.post_sender.id  # it took the lease
     finally:
         other.close()
     assert log.applied.run() == ["me/0", "me/1", "b/0"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_expired_given_up_post_is_deleted_by_the_ask_fold_and_told_never_applied(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post past its time (``SENDER_TTL / 2`` old: every post, here) gives an idle holder no
+    work, but the ask's fold deletes it unapplied, and the ask then says never: a task that
+    listed it as no work and did nothing left the ask pending for good."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    monkeypatch.setattr(folding, "SENDER_TTL", -1.0)  # (the folder's view: every post expired)
+    with pytest.raises(LookupError):
+        ask_until_known(call_id)
+    assert wait_for_no_posts("a") == []
+    assert log.applied.run() == ["me/0"]
