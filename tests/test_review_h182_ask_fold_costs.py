@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from store_helpers import other_process
 from test_combining import (
     HANG,
     fold_the_post_at_step_3,
@@ -35,7 +36,6 @@ from vactor_cloud import _sync, folding
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: Request counts of this process's own protocol: memory and local suffice (no server's answers
@@ -150,14 +150,7 @@ def test_a_poster_that_saw_the_ask_folds_lease_takes_it_once_released_and_folds_
     store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
     log, call_id = give_up_on_me_1()
-    other = Runtime(
-        Settings(
-            storage=store_spec.url,
-            storage_options=store_spec.options,
-            combine_after=1,
-            commit_timeout=HANG,
-        )
-    )
+    other = other_process(store_spec, combine_after=1, commit_timeout=HANG)
     try:
         assert submit_on(other, "a", "applied", readonly=True).result(HANG) == ["me/0"]  # its cache: step 2
         around = store._around
