@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import time
 import weakref
 from typing import Any
@@ -21,14 +22,14 @@ import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
 from garbage import full_collection
-from test_combining import HANG, init_switchable, pending_posts, wait_for_no_posts
+from test_combining import HANG, Switchable, foreign_box, init_switchable, pending_posts, wait_for_no_posts
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.posting import decode_outcomes
+from vactor_cloud.posting import PostedCall, decode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -72,6 +73,23 @@ def give_up_on_me_1() -> tuple[Any, str]:
     (call_id,) = raised.value.call_ids
     assert len(pending_posts("a")) == 1  # posted, and not applied
     return log, call_id
+
+
+def post_while_the_fold_commits(store: Switchable, token: str) -> list[str]:
+    """Another process posts ``add(token)`` as our first step put goes out (after the fold
+    listed the inbox): the list gets that put's key once the post is written."""
+    box = foreign_box("a")
+    around = store._around
+    posted: list[str] = []
+
+    async def post_first(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "put" and "/steps/" in key and not posted:
+            await box.send(box.prepare((PostedCall("add", pickle.dumps(((token,), {})), token),)))
+            posted.append(key)
+        return await around(operation, key, run, **kw)
+
+    store._around = post_first  # type: ignore[method-assign]
+    return posted
 
 
 def ask_until_known(call_id: str) -> tuple[Any, int]:
@@ -140,12 +158,16 @@ def test_a_call_given_up_behind_a_holder_that_died_is_folded_once_the_lease_expi
 def test_the_lease_taken_to_fold_a_given_up_post_is_released_at_shutdown(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The lease ``call_outcome``'s fold took is kept while serving (a long ``combine_window``
-    here): shutdown releases it, and does not hang on the rounds of serving."""
+    """The lease ``call_outcome``'s fold took is kept while serving (another process's post
+    came during the fold, and a long ``combine_window`` here): shutdown releases it, and does
+    not hang on the rounds of serving."""
     store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
     give_up_at_the_first_lost_race(monkeypatch)
     _, call_id = give_up_on_me_1()
+    posted = post_while_the_fold_commits(store, "f/0")
     assert ask_until_known(call_id)[0] == 2
+    assert posted
+    assert wait_for_no_posts("a") == []  # (f/0 folded by the rounds of serving)
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
     held = _sync.sync(leases.read())
     assert held.valid() and held.holder == vc.get_runtime().post_sender.id

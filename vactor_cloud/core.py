@@ -78,7 +78,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
     VactorError,
 )
-from vactor_cloud.folding import Folder, damaged_pause, doubling_pause, gives_fold_work
+from vactor_cloud.folding import Folder, damaged_pause, doubling_pause
 from vactor_cloud.future import CallFuture, Waker, install_actor_held_probe
 from vactor_cloud.log import (
     ActorLog,
@@ -1155,10 +1155,10 @@ class ActorCore(Folder):
                 if wake.is_set():
                     return  # our callers have calls: they fold now
                 try:
-                    keys = self._post_keys()
+                    keys = self._keys_with_work()
                 except (StorageError, IntegrityError):
-                    keys = None
-                if keys and any(gives_fold_work(self._posts(), k) for k in keys):
+                    keys = []
+                if keys:
                     # (no cached step, after a compaction's forget(): the commit loads it)
                     before = self.record.step if self.record is not None else None
                     self._commit([], keys)
@@ -1226,9 +1226,10 @@ class ActorCore(Folder):
 
     @_holds_actor
     def _fold_given_up_posts(self) -> None:
-        """(A pool task: ``_fold_given_up_posts_soon``) Holding the actor, take the folder lease
-        if it is free and fold every pending post; the holder's rounds of serving go on after
-        (``_release``) and give the lease up once idle, as after any fold."""
+        """(A pool task: ``_fold_given_up_posts_soon``) Holding the actor, list the inbox; if a
+        post waits there, take the folder lease if it is free and fold every pending post, then
+        release the lease unless a listing finds more posts waiting (then the holder's rounds of
+        serving go on, ``_release``, and give it up once idle, as after any fold)."""
         with self._mutex:
             self._orphans_queued = False
             if self._drainer is not None or self._serving:
@@ -1244,14 +1245,24 @@ class ActorCore(Folder):
     def _fold_unless_another_does(self) -> None:
         pending = self._outstanding
         try:
+            if self.env.closed:
+                return
+            # The inbox first (one LIST, the fold's own): a post another process folded since
+            # the ask is gone, and no lease is read or taken for nothing. (Any post is work
+            # here, an expired one too: the fold deletes it, and the ask then says never.)
+            keys = self._post_keys()
+            if not keys:
+                if pending is not None:
+                    self.env.run(self.revalidate())  # (applied? then our next call races)
             # (A lease another process holds: its folds apply our post; if it dies, its lease
             # expires and the next ask takes it.)
-            if self.env.closed or not self._lease_for_fold():
-                return
-            # A post waits for this fold: not idle, however long the take took (taken after
-            # combine_window, the fold-only commit gave the lease up before it folded).
-            self._foreign_at = time.monotonic()
-            self._commit([])  # a fold-only commit: ours among the pending posts, in post order
+            elif self._lease_for_fold():
+                # A post waits for this fold: not idle, however long the take took (taken after
+                # combine_window, the fold-only commit gave the lease up before it folded).
+                self._foreign_at = time.monotonic()
+                # A fold-only commit: ours among the pending posts, in post order.
+                self._commit([], keys)
+                self._release_unless_posts_wait()
         except Exception as exc:  # a defect or a closed store: the next ask tries again
             logger.debug("actor %r: folding a given-up post stopped: %s", self.actor_id, exc)
             if not self.env.stopped and self._held_until != -math.inf:
@@ -1265,6 +1276,16 @@ class ActorCore(Folder):
             and applied(record.extra, pending.post.sender, pending.post.seq)
         ):
             self._outstanding = None  # applied: our next batch need not post behind it
+
+    def _release_unless_posts_wait(self) -> None:
+        """(After the fold an ask queued) The lease is released at once, not after
+        ``combine_window`` of rounds of serving (a LIST every 10 ms: about a hundred for a
+        process that only asked), unless a listing finds posts waiting: then serving goes on
+        as after any fold. A post written after this listing is folded by its poster, who
+        reads the lease again when no step comes (docs/protocol.md)."""
+        held_until = self._held_until
+        if held_until != -math.inf and not self._keys_with_work():
+            self._give_up_lease(held_until)
 
     # -- writes (the holder's thread) ---------------------------------------------------------
     def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None:

@@ -445,6 +445,12 @@ class Folder(Poster):
         box = self._posts()
         return box.keys_now() if self.log.store.inline else self.env.run(box.keys())
 
+    def _keys_with_work(self) -> list[str]:
+        """One LIST of the inbox: its keys if a post there gives a fold work
+        (``gives_fold_work``), else none."""
+        keys = self._post_keys()
+        return keys if any(gives_fold_work(self._posts(), k) for k in keys) else []
+
     def _read_posts(self, keys: list[str]) -> list[Post]:
         box = self._posts()
         return box.read_now(keys) if self.log.store.inline else self.env.run(box.read(keys))
