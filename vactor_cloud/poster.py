@@ -806,8 +806,11 @@ class Poster:
         step, and a walk of the steps committed since ``walked`` (a post applied and deleted
         after the walk, before the LIST, is found there). Found pending (not applied by the
         newest step's cursor): ``CallPendingError``, and a background fold is queued as for a
-        post of ours (``ActorCore._fold_given_up_posts_soon``). More posts than are read, none
-        naming the call: pending too (not known; ask again once the inbox drained). Otherwise
+        post of ours (``ActorCore._fold_given_up_posts_soon``). More posts than are read, or a
+        post whose read failed its digest and that a fold would not skip yet (damaged on the
+        way, maybe: ``PostBox.waits_for``), none naming the call: pending too (not known; ask
+        again). A post taken for forged or damaged at rest is passed over, as a fold passes it
+        over (then, with no other post naming the call, "not found"). Otherwise
         ``LookupError``: see its message (``call_outcome``)."""
         box = self._posts()
         keys = self.env.run(box.keys())
@@ -816,6 +819,10 @@ class Poster:
         if unread:
             posts += self.env.run(box.read(unread[:_ELSEWHERE_READS]))
         waiting = next((p for p in posts if any(c.call_id == call_id for c in p.calls)), None)
+        # A post whose read failed its digest may be the call's: damaged on the way (the next
+        # read is clean and a fold applies it), not at rest, until the fold would skip it too
+        # (``PostBox.waits_for``: forged, or damaged at rest). Not known till then.
+        unsure = any(box.waits_for(k) for k in unread[:_ELSEWHERE_READS])
         newest = self.env.run(self.revalidate())
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
@@ -829,7 +836,7 @@ class Poster:
                     break  # a stray, not the history's: the step was compacted
                 return found
         if (waiting is not None and not applied(newest.extra, waiting.sender, waiting.seq)) or (
-            waiting is None and len(unread) > _ELSEWHERE_READS
+            waiting is None and (unsure or len(unread) > _ELSEWHERE_READS)
         ):
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
