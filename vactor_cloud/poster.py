@@ -95,8 +95,10 @@ class CombiningEnv(Protocol):
         """What a call gets whose body ran and whose step put shutdown refused."""
         ...
 
-    def spawn(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on a pool thread."""
+    def spawn(
+        self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Run ``fn`` on a pool thread (``on_shutdown``: called instead if it never starts)."""
         ...
 
     def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
@@ -810,7 +812,9 @@ class Poster:
         post whose read failed its digest and that a fold would not skip yet (damaged on the
         way, maybe: ``PostBox.waits_for``), none naming the call: pending too (not known; ask
         again). A post taken for forged or damaged at rest is passed over, as a fold passes it
-        over (then, with no other post naming the call, "not found"). Otherwise
+        over (then, with no other post naming the call, "not found"; the failed reads are
+        counted per process: one that asks once is told pending until such a post expired
+        and a fold deleted it). Otherwise
         ``LookupError``: see its message (``call_outcome``)."""
         box = self._posts()
         keys = self.env.run(box.keys())
