@@ -82,10 +82,11 @@ def test_four_processes_asking_at_once_agree_and_the_call_applies_once(
 
 
 #: where the asking child's fold is killed: the lease taken (its PUT answered), the fold's
-#: step put landed (before its post deletes and any caller hears of it), its post deleted
-#: (before the lease is released)
+#: step put about to be sent, or landed (before its post deletes and any caller hears of
+#: it), its post deleted (before the lease is released)
 _KILLS = {
     "lease_taken": FaultRule("crash_after", frozenset({"put"}), "/lease", at=(1,)),
+    "step_unsent": FaultRule("crash_before", frozenset({"put"}), "/steps/", at=(1,)),
     "step_landed": FaultRule("crash_after", frozenset({"put"}), "/steps/", at=(1,)),
     "post_deleted": FaultRule("crash_after", frozenset({"delete"}), "/mail/", at=(1,)),
 }
