@@ -110,7 +110,8 @@ def test_forged_posts_are_never_applied_nor_pending_for_good(
     forged = uuid.uuid4().hex
     _forge(PostBox(store, "a", b"another key, not the store's"), forged, b"another key, not the store's")
     _forge(PostBox(store, "a", None), forged, None)
-    _forge(foreign_box("a"), forged, b"another key", sender=real.sender, seq=1)  # real's first seq
+    # (the real sender's first seq, that of its post below: seqs start at 0)
+    _forge(foreign_box("a"), forged, b"another key", sender=real.sender, seq=0)
     named = foreign_box("a")
     named.names = True
     _sync.sync(named.mail.load(create=True))
