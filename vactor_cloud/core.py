@@ -388,6 +388,7 @@ class ActorCore(Folder):
         "_wake",
         "_weight",
         "actor_id",
+        "asked_fold_idle",
         "definition",
         "env",
         "head",
@@ -447,6 +448,10 @@ class ActorCore(Folder):
         #: a pool task that folds a given-up post of ours nobody folds is queued (see
         #: ``_fold_given_up_posts_soon``): ``call_outcome`` queues no other
         self._orphans_queued = False
+        #: clear while such a task is queued or runs: the exit hook waits for it
+        #: (``Runtime.finish_queued_calls``)
+        self.asked_fold_idle = threading.Event()
+        self.asked_fold_idle.set()
         self._wake: threading.Event | None = None
         self.inbox = inbox(self)
 
@@ -1200,12 +1205,15 @@ class ActorCore(Folder):
 
         A call that gave up (``CallPendingError``) before it tried the lease (its
         ``commit_timeout`` passed while its post was written), or whose lease holder died
-        since, left a post nobody folds: without this, it waited for the actor's next
-        mutating call, and ``call_outcome``, asked again and again, said pending all that
-        time. Not on the caller's thread: ``call_outcome`` stays a read (ask again later).
-        Nothing is queued while this process works on the actor (a drain or a round of
-        serving folds it, ours among the pending posts), nor when another process is known to
-        fold (``_other_folds``: a lease of theirs read lately), nor once shutdown began."""
+        since, left a post nobody folds: without this, it waited for a call to the actor
+        that lost a race (an uncontended commit does not look at the inbox), and
+        ``call_outcome``, asked again and again, said pending all that time. Not on the
+        caller's thread: ``call_outcome`` stays a read (ask again later). A queued fold is
+        waited for by the exit hook (``Runtime.finish_queued_calls``), not by an explicit
+        shutdown, which cancels it. Nothing is queued while this process works on the actor
+        (a drain or a round of serving folds it, ours among the pending posts), nor when
+        another process is known to fold (``_other_folds``: a lease of theirs read lately),
+        nor once shutdown began."""
         if self.env.closed or self._other_folds():
             return
         marked = False
@@ -1217,11 +1225,13 @@ class ActorCore(Folder):
                 if self._orphans_queued or self._drainer is not None or self._serving or self._serve_queued:
                     return
                 self._orphans_queued = marked = True
-            self.env.spawn(self._fold_given_up_posts)
+                self.asked_fold_idle.clear()
+            self.env.spawn(self._fold_given_up_posts, on_shutdown=lambda _: self.asked_fold_idle.set())
         except BaseException:
             if marked:
                 with self._mutex:  # (refused or interrupted: none is queued; the next ask queues one)
                     self._orphans_queued = False
+                    self.asked_fold_idle.set()
             raise
 
     @_holds_actor
@@ -1230,17 +1240,22 @@ class ActorCore(Folder):
         post waits there, take the folder lease if it is free and fold every pending post, then
         release the lease unless a listing finds more posts waiting (then the holder's rounds of
         serving go on, ``_release``, and give it up once idle, as after any fold)."""
-        with self._mutex:
-            self._orphans_queued = False
-            if self._drainer is not None or self._serving:
-                return  # (this process works on the actor: that folds our post)
-            self._drainer = threading.get_ident()
         try:
-            with self.env.working():
-                self._fold_unless_another_does()
+            with self._mutex:
+                self._orphans_queued = False
+                if self._drainer is not None or self._serving:
+                    return  # (this process works on the actor: that folds our post)
+                self._drainer = threading.get_ident()
+            try:
+                with self.env.working():
+                    self._fold_unless_another_does()
+            finally:
+                if self._release():
+                    self.env.spawn(self._drain_from_pool)
         finally:
-            if self._release():
-                self.env.spawn(self._drain_from_pool)
+            with self._mutex:
+                if not self._orphans_queued:  # (else another ask queued the next one meanwhile)
+                    self.asked_fold_idle.set()
 
     def _fold_unless_another_does(self) -> None:
         pending = self._outstanding

@@ -97,8 +97,10 @@ class CombiningEnv(Protocol):
         """What a call gets whose body ran and whose step put shutdown refused."""
         ...
 
-    def spawn(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on a pool thread."""
+    def spawn(
+        self, fn: Callable[[], None], on_shutdown: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Run ``fn`` on a pool thread (``on_shutdown``: called instead if it never starts)."""
         ...
 
     def background(self, coro: Coroutine[Any, Any, T]) -> Future[T]:

@@ -1259,18 +1259,23 @@ class Runtime:
         """Wait until no call made to this runtime is left queued (not started), at most until
         ``until`` (monotonic). The exit hook's: a script that ends with ``run_async`` calls it
         never waited for has them applied, not failed by the shutdown with nobody to hear it.
-        (A call a method makes meanwhile is queued in turn, and waited for too.) In a forked
-        child, whose copy of the parent's runtime runs nothing, returns at once."""
+        (A call a method makes meanwhile is queued in turn, and waited for too.) So too the
+        folds ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``): a process
+        that asks once and exits (a script, a function's invocation) had its fold cancelled
+        before it ran, every time, and its asks said pending for good. In a forked child,
+        whose copy of the parent's runtime runs nothing, returns at once."""
         while not self.closed and os.getpid() == self._pid:
-            pending = [future for core in self._all_cores() for future in core.queued_futures()]
+            cores = self._all_cores()
+            pending = [future for core in cores for future in core.queued_futures()]
+            folding = [core.asked_fold_idle for core in cores if not core.asked_fold_idle.is_set()]
             left = until - time.monotonic()
-            if not pending or left <= 0:
+            if not (pending or folding) or left <= 0:
                 return
 
             def all_done(timeout: float | None, pending: list[Future[Any]] = pending) -> bool:
                 return not wait(pending, timeout).not_done
 
-            _sync.interruptible_wait(all_done, left, forever=None)
+            _sync.interruptible_wait(all_done if pending else folding[0].wait, left, forever=None)
 
     def queued_calls(self) -> list[tuple[str, str]]:
         """(actor id, method) of each call made to this runtime that no thread has started."""

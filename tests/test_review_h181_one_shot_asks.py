@@ -1,0 +1,67 @@
+"""``call_outcome`` asked once by processes that then exit (review h181).
+
+A script, or a function's invocation, asks once and ends: pending, and its ask queued the
+background fold (``ActorCore._fold_given_up_posts_soon``). The exit's shutdown cancelled that
+fold before it ran, so no asker of that kind ever folded the post: asked by one such process
+after another, the call stayed pending for good (an uncontended call to the actor does not
+fold posts either; nor does expiry delete a post nobody folds). The exit hook now lets a
+queued fold run first, as it lets the calls queued with ``run_async`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from actors import OrderLog
+from test_combining import foreign_box, post_adds
+
+import vactor_cloud as vc
+from vactor_cloud.settings import Settings
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("local", "moto")
+
+#: a process that asks once and exits (no shutdown of its own: the exit hook's)
+_ASK_ONCE = """
+import json, sys
+import vactor_cloud as vc
+from vactor_cloud.errors import CallPendingError
+url, options, call_id = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+vc.init(url, **options)
+try:
+    print(repr(vc.get_actor("a").call_outcome(call_id)))
+except CallPendingError:
+    print("pending")
+"""
+
+
+def _ask_once(spec: StoreSpec, call_id: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", _ASK_ONCE, spec.url, json.dumps(spec.options), call_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **spec.env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_processes_that_ask_once_and_exit_get_the_outcome(shared: StoreSpec) -> None:
+    """Another sender's post waits, nobody folds it. A process asks once and exits: pending
+    (its fold ran at its exit). The next such process: the outcome. Applied once."""
+    vc.shutdown()
+    shared.init(settings=Settings(storage=shared.url, fresh_window=300.0, combine_after=1))
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    (call_id,) = post_adds(foreign_box("a"), ["other/1"])
+    vc.shutdown()
+    assert _ask_once(shared, call_id) == "pending"
+    assert _ask_once(shared, call_id) == "2"
+    shared.init()
+    assert vc.get_actor("a").applied.run() == ["me/0", "other/1"]
