@@ -816,8 +816,9 @@ class Poster:
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
         never "not found". None naming it, one read damaged that a fold would not skip yet:
-        ``RetryableStorageError`` (``call_outcome`` reads again until its deadline). Otherwise
-        ``CallNotFoundError``."""
+        ``RetryableStorageError`` (``call_outcome`` reads again until its deadline); one a
+        fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed over,
+        as the fold passes it over. Otherwise ``CallNotFoundError``."""
         box = self._posts()
         keys = self.env.run(box.keys())
         give_up_at = time.monotonic() + self.env.settings.deadline
