@@ -26,6 +26,7 @@ import pytest
 from actors import OrderLog
 from garbage import full_collection
 from quiet_runtime import late_serving_rounds, wait_until_quiet
+from store_helpers import retune
 from test_combining import Switchable, commit_behind_its_back, foreign_box, init_switchable, post_adds
 
 import vactor_cloud as vc
@@ -315,18 +316,18 @@ def test_actors_whose_posted_calls_were_given_up_on_leave_the_cache_and_their_po
     # (The warnings logged name the storage error, whose traceback holds the core's frames;
     # pytest's log capture keeps every record of the test.)
     monkeypatch.setattr(logging.getLogger("vactor_cloud"), "disabled", True)
-    store = init_switchable(
-        store_spec, max_cached_actors=2, commit_timeout=0.3, combine_window=0.05, fresh_window=300.0
-    )
+    store = init_switchable(store_spec, max_cached_actors=2, combine_window=0.05, fresh_window=300.0)
     runtime = vc.get_runtime()
     actors = [f"given-up-{i}" for i in range(8)]
     big = "me/1" + "x" * 10_000
     for actor in actors:
         store.fail = lambda op, key: None
+        retune(commit_timeout=HANG)  # (the setup's: on a loaded emulator it may take longer)
         OrderLog.get_or_create(actor).add.run("me/0")
         core = runtime.core(actor)  # (held: its cached step stays, trusted and stale)
         commit_behind_our_back(runtime, actor)  # the next call loses and posts
         store.fail = refuse_step_puts
+        retune(commit_timeout=0.3)  # the outage's bound, for the call given up on alone
         with pytest.raises(CallPendingError):
             OrderLog.get_or_create(actor).add.run(big)
         del core
@@ -343,7 +344,7 @@ def test_actors_whose_posted_calls_were_given_up_on_leave_the_cache_and_their_po
     # The outage is over: the calls below post behind the pending posts and wait for a fold,
     # which on a loaded emulator takes longer than the outage's 0.3 s (they were given up on too,
     # CallPendingError, in 1 of 3 full runs on moto).
-    runtime.settings = dataclasses.replace(runtime.settings, commit_timeout=HANG)
+    retune(commit_timeout=HANG)
     for actor in actors:
         assert OrderLog.get_or_create(actor).add.run("me/2") == 3  # after the pending post
         assert applied_tokens(runtime, actor) == ["me/0", big, "me/2"]
@@ -372,25 +373,24 @@ def test_a_post_given_up_on_goes_first_after_its_core_went_and_the_clock_stepped
     nothing of the pending post of the old one: with the wall clock stepped back, the next
     post sorted first, was applied, and the pending one, older by seq, was deleted unapplied."""
     monkeypatch.setattr(logging.getLogger("vactor_cloud"), "disabled", True)
-    store = init_switchable(
-        store_spec, max_cached_actors=1, commit_timeout=0.3, combine_window=0.05, fresh_window=300.0
-    )
+    store = init_switchable(store_spec, max_cached_actors=1, combine_window=0.05, fresh_window=300.0)
     runtime = vc.get_runtime()
     actor = OrderLog.get_or_create("a")
     actor.add.run("me/0")
     core = runtime.core("a")
     commit_behind_our_back(runtime, "a")
     store.fail = refuse_step_puts
+    retune(commit_timeout=0.3)  # the outage's bound, for the call given up on alone
     with pytest.raises(CallPendingError):
         actor.add.run("me/1")
     store.fail = lambda op, key: None
+    retune(commit_timeout=HANG)
     del core
     OrderLog.get_or_create("b").add.run("b/0")  # "a" is evicted
     wait_until(lambda: not [c for c in cores_of(runtime) if c.actor_id == "a"], "the core of 'a' stayed")
     monkeypatch.setattr(posting, "time", _SteppedBack(30.0))
     # The outage is over: me/2 posts behind the pending post and folds both, on a loaded
     # emulator in more than the outage's 0.3 s (as in the test above).
-    runtime.settings = dataclasses.replace(runtime.settings, commit_timeout=HANG)
     assert actor.add.run("me/2") == 3
     assert applied_tokens(runtime, "a") == ["me/0", "me/1", "me/2"]
 

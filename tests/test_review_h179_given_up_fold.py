@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
+from store_helpers import retune
 from test_combining import HANG, fold_the_post_at_step_3, init_switchable, wait_for_no_posts
 from test_review_h178_orphaned_post import (
     _FOREIGN,
@@ -186,9 +187,10 @@ def _step_put(operation: str, key: str) -> bool:
 def test_a_fold_task_whose_step_puts_fail_is_tried_again_and_applies_the_post_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = init_switchable(store_spec, commit_timeout=0.5)
+    store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
     log, call_id = give_up_on_me_1()
+    retune(commit_timeout=0.5)  # (after the setup: a loaded host's may pass 0.5 s)
     failures = [0]
 
     def refuse_step_puts(operation: str, key: str) -> Exception | None:

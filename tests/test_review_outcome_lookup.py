@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from combining_workers import commit_behind_its_back
+from store_helpers import retune
 from test_combining import (
+    HANG,
     Switchable,
     foreign_box,
     give_up_on_a_post,
@@ -53,8 +55,8 @@ def _commit_more(log: Any, count: int) -> None:
 def test_call_outcome_finds_an_applied_call_however_many_steps_landed_since(
     store_spec: StoreSpec, later_steps: int
 ) -> None:
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log, raised = give_up_on_a_post(store)
+    store = init_switchable(store_spec, combine_window=60.0)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3)
     assert heal_and_fold(store, log) == 3  # folds the given-up post first: its outcome is 2
     assert wait_for_no_posts("a") == []
     _commit_more(log, later_steps)
@@ -76,10 +78,11 @@ def delete_as_another_process(store: Any) -> None:
 def test_call_outcome_of_a_post_a_delete_failed_says_deleted_however_many_steps_the_next_actor_made(
     store_spec: StoreSpec, later_steps: int
 ) -> None:
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    _, raised = give_up_on_a_post(store)
+    store = init_switchable(store_spec, combine_window=60.0)
+    _, raised = give_up_on_a_post(store, commit_timeout=0.3)
     delete_as_another_process(store)
     store.fail = lambda op, key: None
+    retune(commit_timeout=HANG)  # (0.3 s was the given-up call's alone)
     log = OrderLog.get_or_create("a")
     _commit_more(log, later_steps)
     with pytest.raises(ActorDeletedError):
@@ -205,14 +208,15 @@ def test_call_outcome_of_a_posted_call_after_the_id_holds_a_json_actor_is_not_ne
     (its tombstone failing the call, or after a fold applied it) and a json actor made under the
     id. ``call_outcome`` must tell what became of the call (ActorDeletedError, or its result),
     not LookupError "never posted": the call was posted (and applied, in the second case)."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    log, raised = give_up_on_a_post(store)
+    store = init_switchable(store_spec, combine_window=60.0)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3)
     if deleted_first:
         delete_as_another_process(store)
         store.fail = lambda op, key: None
     else:
         assert heal_and_fold(store, log) == 3  # folds the given-up post first: its outcome is 2
         assert vc.delete_actor("a") is True
+    retune(commit_timeout=HANG)  # (0.3 s was the given-up call's alone)
     JsonCounter.get_or_create("a").add.run("json/0")
     if deleted_first:
         with pytest.raises(ActorDeletedError):

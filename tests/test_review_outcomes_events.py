@@ -14,6 +14,7 @@ import pytest
 from actors import OrderLog
 from store_helpers import retune
 from test_combining import (
+    HANG,
     Switchable,
     a_fold_of,
     add_while_another_process_folds,
@@ -240,10 +241,11 @@ def test_call_outcome_of_a_posted_call_that_armed_a_timer_indexes_it(store_spec:
     """The caller gave up (CallPendingError); a fold applied the call, which armed a timer, and
     died before indexing it. ``call_outcome`` told the result, and the timer stayed unindexed:
     it indexes it, as the poster's wait does."""
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=0.3)
-    _, raised = give_up_on_a_post(store)
+    store = init_switchable(store_spec, combine_window=60.0)
+    _, raised = give_up_on_a_post(store, commit_timeout=0.3)
     # (Our step puts stay refused: this process, the lease holder, would fold the post itself.)
     _fold_the_pending_post_by_hand(store, "folded", arm="later")
+    retune(commit_timeout=HANG)  # (0.3 s was the given-up call's alone)
     assert _sync.sync(list_index(store.inner)) == []
     assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == "folded"
     assert [e.key for e in _sync.sync(list_index(store.inner))] == ["later"]

@@ -308,8 +308,8 @@ def test_held_call_outcome_of_a_post_left_pending_before_a_delete_elsewhere_says
     deletes the actor (and makes it again). The delete took the post and failed it in its
     tombstone: A's ``call_outcome`` says deleted, even with the new actor
     under the id, and the new actor never applies it."""
-    store = init_switchable(spec, combine_window=60.0, commit_timeout=0.3, fresh_window=WARM)
-    log, raised = give_up_on_a_post(store)
+    store = init_switchable(spec, combine_window=60.0, fresh_window=WARM)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3)
     (call_id,) = raised.call_ids
 
     def delete_it() -> None:
@@ -334,8 +334,8 @@ def test_held_call_outcome_of_a_post_applied_before_a_delete_elsewhere_is_its_re
     """Held: A's given-up call ``me/1`` was applied by a later fold (its result 2) before B
     deleted the actor (and made it again): ``call_outcome`` still gives that result, read
     from the deleted actor's step (history until a compaction), not the new actor's."""
-    store = init_switchable(spec, combine_window=60.0, commit_timeout=0.3, fresh_window=WARM)
-    log, raised = give_up_on_a_post(store)
+    store = init_switchable(spec, combine_window=60.0, fresh_window=WARM)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3)
     assert heal_and_fold(store, log) == 3
     (call_id,) = raised.call_ids
 
@@ -549,8 +549,8 @@ def test_call_outcome_after_the_newest_actor_was_deleted_never_answers_from_an_e
     the same question was answered 2, the first actor's outcome, for the newest actor's call
     (its tombstone records no incarnation ("born"), read as 0: the walk went on below the
     tombstone that ended the first actor). A, which posted it, still gets its result."""
-    store = init_switchable(spec, combine_window=60.0, commit_timeout=0.3, fresh_window=WARM)
-    log, raised = give_up_on_a_post(store)
+    store = init_switchable(spec, combine_window=60.0, fresh_window=WARM)
+    log, raised = give_up_on_a_post(store, commit_timeout=0.3)
     assert heal_and_fold(store, log) == 3
     (call_id,) = raised.call_ids
 

@@ -1269,6 +1269,8 @@ class ActorCore(Folder):
             if not keys:
                 if pending is not None:
                     self.env.run(self.revalidate())  # (applied? then our next call races)
+            elif self._deleted_as_applied(keys):
+                pass  # left behind by a folder that died after its step: deleted, nothing to fold
             # (A lease another process holds: its folds apply our post; if it dies, its lease
             # expires and the next ask takes it.)
             elif self._lease_for_fold():

@@ -573,13 +573,27 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
             methods[name] = MethodInfo(
                 name=name,
                 function=function,
-                readonly=bool(getattr(function, _READONLY, False)),
-                event=getattr(function, _EVENT, None),
+                readonly=bool(_mark(value, _READONLY)),
+                event=_mark(value, _EVENT),
                 signature=signature,
                 arity=_arity(signature),
                 owner=owner,
             )
     return methods
+
+
+def _mark(value: Any, attribute: str) -> Any:
+    """The mark ``attribute`` (``readonly``, ``on_event``) of the class attribute ``value``:
+    its own, or else that of the function it wraps, if it is a ``functools.partialmethod``
+    or ``functools.partial`` (outermost first). The function a partialmethod makes for the
+    class has no marks: a read-only one committed a step at each call, and an event
+    handler's event was handled by nothing."""
+    while value is not None:
+        mark = getattr(value, attribute, None)
+        if mark is not None:
+            return mark
+        value = value.func if isinstance(value, functools.partial | functools.partialmethod) else None
+    return None
 
 
 def _as_a_method(function: Callable[..., Any], signature: inspect.Signature) -> inspect.Signature:

@@ -451,6 +451,25 @@ class Folder(Poster):
         keys = self._post_keys()
         return keys if any(gives_fold_work(self._posts(), k) for k in keys) else []
 
+    def _deleted_as_applied(self, keys: list[str]) -> bool:
+        """Whether every post at ``keys`` (a listing) was applied by the newest step (its folder
+        died between that step's put and the posts' delete): then they are deleted, as a fold
+        deletes the stale posts it lists, with no folder lease taken and no step written.
+        Costs the newest step's probe (one GET when nothing changed) and the reads a fold of
+        them would make anyway (cached for it). Safe without the lease: a cursor entry never
+        moves back, so every later step shows these posts applied too (docs/protocol.md, The
+        post cursor). Not for an expired post (its expiry is told by this process's clock)
+        nor one that is not a post: those are the lease holder's fold's to delete."""
+        box = self._posts()
+        if not all(gives_fold_work(box, key) for key in keys):
+            return False
+        newest = self.env.run(self.revalidate())
+        _, _, stale = self._fold_posts(None, [], newest, keys)
+        if sorted(stale) != sorted(keys):
+            return False  # a post to fold (or one unread, damaged, gone): the lease holder's
+        self.env.background(box.delete(stale))
+        return True
+
     def _read_posts(self, keys: list[str]) -> list[Post]:
         box = self._posts()
         return box.read_now(keys) if self.log.store.inline else self.env.run(box.read(keys))

@@ -1,0 +1,89 @@
+"""Review h186: the fold ``call_outcome`` queues (``ActorCore._fold_given_up_posts``) over a post
+another process applied but did not delete (its folder died between its step put and the
+post's delete), in requests.
+
+Before: the task listed the post, took the folder lease (a GET and a PUT), built a fold on its
+cached step (the one before that folder's), lost the put of it to that folder's step, read
+that step, listed and read the post again, found it applied, deleted it and released the
+lease: 12 requests, among them 3 on the lease and a step PUT. Now: the listing, the newest
+step's probe, the post's read, its delete.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_combining import (
+    HANG,
+    Switchable,
+    fold_the_post_at_step_3,
+    foreign_box,
+    init_switchable,
+    pending_posts,
+    post_adds,
+    wait_for_no_posts,
+)
+from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
+from test_review_h179_given_up_fold import HeldFoldTask, ask_once
+from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
+
+import vactor_cloud as vc
+from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.testing.lanes import StoreSpec
+
+#: Request counts of this process's own protocol: memory and local suffice.
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+def applied_elsewhere_once_the_task_is_queued(
+    store: Switchable, monkeypatch: pytest.MonkeyPatch
+) -> tuple[HeldFoldTask, str]:
+    """``me/1`` was posted and given up on; its ask queued the fold task (held); meanwhile
+    another process's fold applied the post at step 3 (outcome "from step 3", the state of
+    step 2 kept) and died before deleting it. The held task, to let go, and me/1's call id."""
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    assert len(pending_posts("a")) == 1
+    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
+    return held, call_id
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_another_process_applied_and_left_is_deleted_without_the_lease_or_a_step(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec)
+    held, call_id = applied_elsewhere_once_the_task_is_queued(store, monkeypatch)
+    with RequestTrace(store).installed() as trace:
+        held.let_go()
+        wait_until_quiet(store)
+    counted = kinds(trace.requests)
+    assert not [r for r in trace.requests if r.key.endswith("/lease")], counted
+    assert not [r for r in trace.requests if r.kind == "put"], counted
+    assert counted[("delete", "mail")] == 1, counted
+    # the listing, the probe (step 3, none at 4), the post's read, its delete
+    assert len(trace.requests) <= 5, counted
+    assert wait_for_no_posts("a") == []
+    assert vc.get_runtime().core("a")._outstanding is None  # applied: our next call need not post
+    assert ask_until_known(call_id)[0] == "from step 3"
+    assert vc.get_actor("a").applied.run() == ["me/0"]  # (not applied again: step 2's state)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_post_left_behind_beside_one_still_pending_is_deleted_and_the_pending_one_folded_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exactly once beside it: another sender's post, not applied, waits too. The task folds
+    it (taking the lease as before) and applies the left-behind post no second time."""
+    store = init_switchable(store_spec)
+    held, call_id = applied_elsewhere_once_the_task_is_queued(store, monkeypatch)
+    post_adds(foreign_box("a"), ["f/0"])
+    with RequestTrace(store).installed() as trace:
+        held.let_go()
+        wait_until_quiet(store)
+    assert [r.kind for r in trace.requests if r.key.endswith("/lease")] == ["get", "put", "put"]
+    assert wait_for_no_posts("a") == []
+    assert ask_until_known(call_id)[0] == "from step 3"
+    assert vc.get_actor("a").applied.run() == ["me/0", "f/0"]
