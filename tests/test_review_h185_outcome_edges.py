@@ -3,6 +3,8 @@
 1. The id deleted and made again: an answer about the actor the call was made to, never
    another actor's call that has the same id (a keyed call's id is derived from the actor id
    and the key), and an old actor's post still listed is never applied to the new actor.
+3. A json actor's "not found" says what fits an actor whose calls are never posted (not "ask
+   again after the poster's deadline").
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from test_combining import (
     wait_for_no_posts,
 )
 from test_posting import Tally, _give_up_on_c, spec
-from test_review_h183_outcome_not_found import _a_new_process
+from test_review_h179_given_up_fold import JsonLog
+from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -92,3 +95,18 @@ def test_an_old_actors_post_still_listed_is_not_the_new_actors_call_and_never_ap
     assert handle.add.run("me/1") == 1
     assert wait_for_no_posts("a") == []
     assert handle.applied.run() == ["me/1"]
+
+
+# -- 3. a json actor's "not found" --------------------------------------------------------------
+def test_a_json_actors_not_found_does_not_say_ask_again(store_spec: StoreSpec) -> None:
+    """A json actor never posts a call: its "not found" is final. The message says so and what
+    to do instead (a call's own outcome, or a retry with its key), not to ask again once a
+    poster's deadline passed (no post of it can land); it survives pickling."""
+    store_spec.init()
+    JsonLog.get_or_create("j").add.run("x")
+    with pytest.raises(vc.CallNotFoundError) as raised:
+        vc.get_actor("j").call_outcome(uuid.uuid4().hex)
+    _is_not_found(raised.value, never=False)
+    message = str(raised.value)
+    assert "never posted" in message and "idempotency key" in message
+    assert "ask again" not in message and "Settings.deadline" not in message

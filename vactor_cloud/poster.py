@@ -726,6 +726,7 @@ class Poster:
                 call_id,
                 f"it uses the {newest.serializer!r} serializer, whose calls are never posted: "
                 f"no posted call {call_id}",
+                advice=_NEVER_POSTED,
             )
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the
@@ -944,6 +945,16 @@ def _never(actor_id: str, call_id: str) -> CallNotFoundError:
     return CallNotFoundError(
         actor_id, call_id, f"call {call_id} was not applied (and never will be)", never=True
     )
+
+
+#: what a "not found" of an actor whose calls are never posted tells its caller: no post of
+#: the call can land later (asking again tells nothing new), and its caller got its outcome
+_NEVER_POSTED = (
+    "call_outcome tells of posted calls alone (a caller got CallPendingError); a call of this "
+    "actor got its outcome or an error from its commit: retry one whose outcome is unknown "
+    "with the same idempotency key (applied at most once), or unkeyed only if it cannot have "
+    "been applied"
+)
 
 
 def _cannot_tell(call_id: str, step: int) -> str:
