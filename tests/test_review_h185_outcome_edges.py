@@ -28,10 +28,13 @@ from test_combining import (
 from test_posting import Tally, _give_up_on_c, spec
 from test_review_h179_given_up_fold import JsonLog
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
+from test_stats import moved
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.dedup import Outcome
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.keys import posts_prefix
 from vactor_cloud.posting import PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -110,3 +113,29 @@ def test_a_json_actors_not_found_does_not_say_ask_again(store_spec: StoreSpec) -
     message = str(raised.value)
     assert "never posted" in message and "idempotency key" in message
     assert "ask again" not in message and "Settings.deadline" not in message
+
+
+# -- 4. the counters ----------------------------------------------------------------------------
+def test_a_call_outcome_read_retried_counts_no_commit_retry(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ask's LIST of the inbox fails once (transiently) and is tried again: the answer
+    comes, and no commit attempt was retried (``commit_retries_transient`` stays)."""
+    init_switchable(store_spec, fresh_window=300.0)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    store = _a_new_process(store_spec, monkeypatch)
+    failed: list[str] = []
+
+    def fail_once(operation: str, key: str) -> Exception | None:
+        if operation == "list" and key.startswith(posts_prefix("a")) and not failed:
+            failed.append(key)
+            return RetryableStorageError("injected: the inbox listing failed", key)
+        return None
+
+    store.fail = fail_once
+    before = vc.stats()
+    with pytest.raises(vc.CallNotFoundError):
+        handle.call_outcome(uuid.uuid4().hex)
+    assert failed, "the ask never listed the inbox"
+    assert "commit_retries_transient" not in moved(before)

@@ -697,7 +697,13 @@ class Poster:
                     damaged += 1
                     if damaged >= _DAMAGED_READS:
                         raise  # damaged at rest (or malformed), not in transit: reading again won't help
-                counters.transient_retry(self.actor_id, exc)
+                # (A read, no commit attempt: not counted in commit_retries_transient.)
+                logger.debug(
+                    "actor %r: call_outcome(%r): a read failed, reading again: %s",
+                    self.actor_id,
+                    call_id,
+                    exc,
+                )
                 self._distrust()
                 pause = retry_pause(attempt)
                 attempt += 1
