@@ -3,6 +3,8 @@
 1. The id deleted and made again: an answer about the actor the call was made to, never
    another actor's call that has the same id (a keyed call's id is derived from the actor id
    and the key), and an old actor's post still listed is never applied to the new actor.
+2. Two processes post the same keyed call (one call id): applied once, every ask answers
+   that one outcome, none says pending for good.
 3. A json actor's "not found" says what fits an actor whose calls are never posted (not "ask
    again after the poster's deadline").
 """
@@ -25,8 +27,9 @@ from test_combining import (
     post_adds,
     wait_for_no_posts,
 )
-from test_posting import Tally, _give_up_on_c, spec
+from test_posting import Tally, _commit_behind_its_back, _give_up_on_c, outcome_once_folded, spec
 from test_review_h179_given_up_fold import JsonLog
+from test_review_h180_outcome_elsewhere import _as_a_new_process
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_stats import moved
 
@@ -98,6 +101,39 @@ def test_an_old_actors_post_still_listed_is_not_the_new_actors_call_and_never_ap
     assert handle.add.run("me/1") == 1
     assert wait_for_no_posts("a") == []
     assert handle.applied.run() == ["me/1"]
+
+
+# -- 2. one keyed call posted by two processes --------------------------------------------------
+@pytest.mark.usefixtures(spec.__name__)
+@pytest.mark.parametrize("theirs", ["pending-beside-ours", "posted-once-ours-applied"])
+def test_a_keyed_call_two_processes_posted_applies_once_and_every_ask_gets_its_outcome(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, theirs: str
+) -> None:
+    """Our keyed call is given up on (its post pending); another process posts a call with the
+    same key (the same call id, other arguments) beside it, or once ours was applied. Our ask
+    and a new process's ask both come to the one outcome (pending until a fold, not for
+    good); the key's call is applied once (the other post's answer is the recorded one)."""
+    handle, call_id = _give_up_on_c(store_spec, key="k")
+    other = (PostedCall("add", pickle.dumps((("c2",), {})), call_id, "k"),)
+    box = foreign_box("slow")
+    if theirs == "pending-beside-ours":
+        _sync.sync(box.send(box.prepare(other)))
+    # (Beside ours, either post may be folded first: the key's first call is the one applied.)
+    outcome = outcome_once_folded(handle, call_id)
+    assert outcome in (["a", "b", "c"], ["a", "b", "c2"])
+    if theirs == "posted-once-ours-applied":
+        assert outcome == ["a", "b", "c"]
+        _sync.sync(box.send(box.prepare(other)))
+    _as_a_new_process(monkeypatch)
+    assert outcome_once_folded(handle, call_id) == outcome  # (from the steps: no fold)
+    vc.shutdown()  # a runtime that loses a race folds what waits (theirs, if left)
+    store_spec.init(settings=vc.Settings(storage=store_spec.url, fresh_window=300.0, combine_after=1))
+    handle = vc.get_actor("slow")
+    handle.get.run()
+    _commit_behind_its_back(store_spec, "slow", "d")
+    assert handle.add.run("e") == [*outcome, "d", "e"]  # the key's call applied once
+    assert wait_for_no_posts("slow") == []
+    assert outcome_once_folded(handle, call_id) == outcome  # (asked once all is folded)
 
 
 # -- 3. a json actor's "not found" --------------------------------------------------------------
