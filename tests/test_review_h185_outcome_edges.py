@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+import threading
 import uuid
 from typing import Any
 
@@ -30,15 +32,15 @@ from test_combining import (
 from test_posting import Tally, _commit_behind_its_back, _give_up_on_c, outcome_once_folded, spec
 from test_review_h179_given_up_fold import JsonLog
 from test_review_h180_outcome_elsewhere import _as_a_new_process
-from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
+from test_review_h183_outcome_not_found import _a_new_process, _is_not_found, _three_foreign_posts
 from test_stats import moved
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.keys import posts_prefix
-from vactor_cloud.posting import PostedCall, encode_outcomes
+from vactor_cloud.posting import PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]
@@ -175,3 +177,66 @@ def test_a_call_outcome_read_retried_counts_no_commit_retry(
         handle.call_outcome(uuid.uuid4().hex)
     assert failed, "the ask never listed the inbox"
     assert "commit_retries_transient" not in moved(before)
+
+
+# -- 5. the rounds of reads, the inbox changing under them --------------------------------------
+def _at_the_first_post_read(store: Any, change: Any) -> threading.Event:
+    """Run ``change()`` (another process's work, off the IO loop) when the ask's rounds first
+    read a post of "a"'s inbox (its LIST done), once; the event says it ran."""
+    inner_around = store._around
+    ran = threading.Event()
+
+    async def change_first(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if operation == "get" and key.startswith(posts_prefix("a")) and not ran.is_set():
+            ran.set()
+            await asyncio.get_running_loop().run_in_executor(None, change)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = change_first
+    return ran
+
+
+def test_posts_folded_while_the_rounds_read_give_the_outcome_from_the_steps(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three posts listed, read one per round, the call in the third; at the first read,
+    another process's fold applies all three (step 2) and deletes them: the rounds read none
+    of them, and the walk of the steps committed since gives the call's outcome (not "not
+    found", on which a caller would retry and apply it twice)."""
+    handle, call_ids = _three_foreign_posts(store_spec, monkeypatch)
+    store = vc.get_runtime().store
+    log_ = vc.get_runtime().core("a").log
+
+    def fold_all() -> None:
+        box = PostBox(store.inner, "a", vc.get_runtime().settings.signing_key)
+        posts = _sync.sync(box.read(_sync.sync(box.keys())))
+        one = _sync.sync(log_.read_step(1))
+        assert one is not None and len(posts) == 3
+        recorded = encode_outcomes({c: Outcome(True, f"folded {c}") for c in call_ids})
+        _sync.sync(log_.put_step(a_fold_of(one, posts, recorded)))
+        _sync.sync(box.delete([p.key for p in posts]))
+
+    ran = _at_the_first_post_read(store, fold_all)
+    assert handle.call_outcome(call_ids[2]) == f"folded {call_ids[2]}"
+    assert ran.is_set(), "the ask read no post"
+    assert pending_posts("a") == []
+
+
+def test_a_post_landing_while_the_rounds_read_is_not_found_then_pending_then_applied_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call's post lands after the ask's LIST, while its rounds read the three listed:
+    "not found", not a sure never (a post may land late); asked again, pending (listed now),
+    then its outcome; applied once."""
+    handle, _ = _three_foreign_posts(store_spec, monkeypatch)
+    call_id = uuid.uuid4().hex
+    box = foreign_box("a")
+    late = (PostedCall("add", pickle.dumps((("late/1",), {})), call_id),)
+    ran = _at_the_first_post_read(vc.get_runtime().store, lambda: _sync.sync(box.send(box.prepare(late))))
+    with pytest.raises(vc.CallNotFoundError) as raised:
+        handle.call_outcome(call_id)
+    assert ran.is_set() and not raised.value.never
+    with pytest.raises(CallPendingError):
+        handle.call_outcome(call_id)
+    assert outcome_once_folded(handle, call_id) == 5
+    assert handle.applied.run() == ["me/0", "other/1", "other/2", "other/3", "late/1"]
