@@ -61,21 +61,37 @@ def _folded_by_another_process(
 
 # -- 1. the id deleted and made again -----------------------------------------------------------
 @pytest.mark.usefixtures(spec.__name__)
-def test_our_keyed_call_failed_by_a_delete_is_not_answered_by_the_next_actors_call_of_its_key(
-    store_spec: StoreSpec,
+@pytest.mark.parametrize("theirs", ["applied-by-the-new-actor", "failed-by-its-delete"])
+@pytest.mark.parametrize("ours", ["pending-at-the-delete", "applied-before-the-delete"])
+def test_our_keyed_call_to_a_deleted_actor_is_not_answered_by_the_next_actors_call_of_its_key(
+    store_spec: StoreSpec, ours: str, theirs: str
 ) -> None:
-    """Our keyed call is given up on, its post pending; the actor is deleted (the tombstone
-    fails the call: ``ActorDeletedError``) and made again, and another process's call with
-    the same key (the same call id) is applied by the new actor. Our ``call_outcome`` is our
-    call's: deleted, not the new actor's result."""
+    """Our keyed call is given up on; its post is still pending when the actor is deleted
+    (the tombstone fails the call: ``ActorDeletedError``), or was applied before. The id is
+    made again, and another process's call with the same key (the same call id) is applied
+    by the new actor, or failed by its delete (a second tombstone records it). Our
+    ``call_outcome`` is our call's, not the later call's."""
     handle, call_id = _give_up_on_c(store_spec, key="k")
     assert call_id == uuid.uuid5(uuid.NAMESPACE_URL, "slow/k").hex
+    if ours == "applied-before-the-delete":
+        assert outcome_once_folded(handle, call_id) == ["a", "b", "c"]
     assert vc.delete_actor("slow")
+    core = vc.get_runtime().core("slow")
+    first_tombstone = core.env.run(core.revalidate()).step
     Tally.get_or_create("slow")
-    theirs = PostedCall("add", pickle.dumps((("z",), {})), call_id, "k")
-    _folded_by_another_process("slow", (theirs,), {call_id: ["z"]})
-    with pytest.raises(vc.ActorDeletedError):
-        handle.call_outcome(call_id)
+    later = (PostedCall("add", pickle.dumps((("z",), {})), call_id, "k"),)
+    if theirs == "applied-by-the-new-actor":
+        _folded_by_another_process("slow", later, {call_id: ["z"]})
+    else:
+        box = foreign_box("slow")
+        _sync.sync(box.send(box.prepare(later)))
+        assert vc.delete_actor("slow")
+    if ours == "applied-before-the-delete":
+        assert handle.call_outcome(call_id) == ["a", "b", "c"]
+    else:
+        with pytest.raises(vc.ActorDeletedError) as raised:
+            handle.call_outcome(call_id)
+        assert raised.value.step == first_tombstone
 
 
 def test_an_old_actors_post_still_listed_is_not_the_new_actors_call_and_never_applied_to_it(
