@@ -839,7 +839,9 @@ class Poster:
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
         never "not found". None naming it, one read damaged that a fold would not skip yet:
         ``RetryableStorageError`` (``call_outcome`` reads again until its deadline). Otherwise
-        ``CallNotFoundError``."""
+        ``CallNotFoundError``. (A post the newest actor's creation had applied, an earlier
+        actor's under the id still listed, names none of the newest actor's calls:
+        ``_to_this_actor``.)"""
         box = self._posts()
         keys = self.env.run(box.keys())
         give_up_at = time.monotonic() + self.env.settings.deadline
