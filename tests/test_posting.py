@@ -110,9 +110,10 @@ def outcome_once_folded(handle: Any, call_id: str) -> Any:
             time.sleep(0.05)
 
 
-def _give_up_on_c(spec: StoreSpec) -> tuple[Any, str]:
-    """A caller that waits almost not at all: its posted call ``add("c")`` is still pending
-    when it gives up (step 2 ``b`` was committed behind its back). Its handle and call id."""
+def _give_up_on_c(spec: StoreSpec, key: str | None = None) -> tuple[Any, str]:
+    """A caller that waits almost not at all: its posted call ``add("c")`` (under the
+    idempotency key ``key``, if given) is still pending when it gives up (step 2 ``b`` was
+    committed behind its back). Its handle and call id."""
     Tally.get_or_create("slow").add.run("a")
     vc.shutdown()
     spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, max_commit_attempts=1, combine_after=1))
@@ -120,7 +121,7 @@ def _give_up_on_c(spec: StoreSpec) -> tuple[Any, str]:
     handle.get.run()
     _commit_behind_its_back(spec, "slow", "b")
     with pytest.raises(CallPendingError) as pending:
-        handle.add.run("c")
+        (handle.add.options(idempotency_key=key) if key else handle.add).run("c")
     (call_id,) = pending.value.call_ids
     assert isinstance(pending.value, vc.CommitOutcomeUnknownError)
     assert len(_posts("slow")) == 1

@@ -189,30 +189,37 @@ class CallNotFoundError(VactorError, LookupError):
     process did not post it, or the actor's calls are never posted): never posted, its post
     expired unapplied, applied in a step older than those walked (or compacted), or a post
     whose write ended in doubt may still land until its poster's ``Settings.deadline`` has
-    passed. ``detail`` says which; the message says what to do.
+    passed. ``detail`` says which; the message says what to do (``advice``, where the
+    default does not fit: an actor whose calls are never posted has no post to wait for).
     """
 
-    def __init__(self, actor_id: str, call_id: str, detail: str, *, never: bool = False) -> None:
-        advice = (
-            "retrying it applies it once"
-            if never
-            else "if it was posted less than the poster's Settings.deadline (30 s by default) ago, "
-            "ask again after that; still not found, it was never posted, expired unapplied, or "
-            "was applied long ago: retry it with the same idempotency key (applied at most once), "
-            "or unkeyed only if it cannot have been applied"
-        )
+    def __init__(
+        self, actor_id: str, call_id: str, detail: str, *, never: bool = False, advice: str | None = None
+    ) -> None:
+        if advice is None:
+            advice = (
+                "retrying it applies it once"
+                if never
+                else "if it was posted less than the poster's Settings.deadline (30 s by default) ago, "
+                "ask again after that; still not found, it was never posted, expired unapplied, or "
+                "was applied long ago: retry it with the same idempotency key (applied at most once), "
+                "or unkeyed only if it cannot have been applied"
+            )
         super().__init__(f"actor {actor_id!r}: {detail}; {advice}")
         self.actor_id = actor_id
         self.call_id = call_id
         self.detail = detail
         self.never = never
+        self.advice = advice
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_call_not_found, (self.actor_id, self.call_id, self.detail, self.never))
+        return (_call_not_found, (self.actor_id, self.call_id, self.detail, self.never, self.advice))
 
 
-def _call_not_found(actor_id: str, call_id: str, detail: str, never: bool) -> CallNotFoundError:
-    return CallNotFoundError(actor_id, call_id, detail, never=never)
+def _call_not_found(
+    actor_id: str, call_id: str, detail: str, never: bool, advice: str | None = None
+) -> CallNotFoundError:
+    return CallNotFoundError(actor_id, call_id, detail, never=never, advice=advice)
 
 
 class InvalidActorIdError(VactorError, ValueError):

@@ -374,8 +374,9 @@ class ActorHandle(Generic[T_co]):
         call was never posted, or its post was deleted unapplied, or it was applied in a step
         older than those walked (or compacted); and a post whose write ended in doubt may
         still land until its poster's ``Settings.deadline`` has passed since the write. Ask
-        again after that before retrying the call. So it is too for an actor whose
-        serializer is ``"json"`` (its calls are never posted).
+        again after that before retrying the call. An actor whose serializer is ``"json"``
+        never posts a call: ``CallNotFoundError`` (``never`` false) for any id, final (no post
+        can land), its message saying so.
         Reads that fail transiently are retried until ``Settings.deadline``; then
         ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later;
         and so when the inbox holds more posts than are read within ``Settings.deadline``.

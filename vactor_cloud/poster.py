@@ -699,7 +699,13 @@ class Poster:
                     damaged += 1
                     if damaged >= _DAMAGED_READS:
                         raise  # damaged at rest (or malformed), not in transit: reading again won't help
-                counters.transient_retry(self.actor_id, exc)
+                # (A read, no commit attempt: not counted in commit_retries_transient.)
+                logger.debug(
+                    "actor %r: call_outcome(%r): a read failed, reading again: %s",
+                    self.actor_id,
+                    call_id,
+                    exc,
+                )
                 self._distrust()
                 pause = retry_pause(attempt)
                 attempt += 1
@@ -728,6 +734,7 @@ class Poster:
                 call_id,
                 f"it uses the {newest.serializer!r} serializer, whose calls are never posted: "
                 f"no posted call {call_id}",
+                advice=_NEVER_POSTED,
             )
         #: not applied by the newest step's cursor, which no longer names our sender: it may
         #: have been applied and the entry dropped since (SENDER_TTL without a post): the
@@ -769,6 +776,8 @@ class Poster:
             if record.serializer != "pickle":
                 continue  # a json actor's step (made after a delete): no posted outcome, never unpickled
             found = self._outcome_in(record, call_id)
+            if found is not None and posted is not None and self._not_ours(record, posted):
+                continue  # a later actor's call with the id (a keyed call's): ours is below
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
                     complete = False  # a stray, not the history's: the step was compacted
@@ -790,6 +799,21 @@ class Poster:
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         return self._pending_elsewhere(call_id, newest, scan)
+
+    def _not_ours(self, record: StepRecord, posted: Posted) -> bool:
+        """(A call this process posted, an outcome of whose id the walk down found in
+        ``record``) Whether the outcome is another call's with the same id (a keyed call's id
+        derives from the actor id and the key), made to an actor under the id that came after
+        ours was applied or failed: the step below ``record`` applied our post already
+        (``record`` a tombstone), or the creation of ``record``'s actor, after our post, carried
+        a cursor that had applied it (the tombstone's). One read, only on an id deleted since
+        our post; a creation step gone (compacted) counts as not ours (the walk then ends at
+        the gap: the outcome is not known)."""
+        below = record.step - 1 if is_deleted(record) else born_of(record.extra)
+        if below <= posted.base_step:
+            return False  # (the actor our post was made to: a later copy of a keyed outcome is equal)
+        earlier = record if below == record.step else self.env.run(self.log.read_step(below))
+        return earlier is None or applied(earlier.extra, posted.post.sender, posted.post.seq)
 
     def _outcome_in(self, record: StepRecord, call_id: str) -> Outcome | None:
         """The outcome of ``call_id`` that the step ``record`` holds: its own, or (applied by
@@ -818,12 +842,16 @@ class Poster:
         never "not found". None naming it, one read damaged that a fold would not skip yet:
         ``RetryableStorageError`` (``call_outcome`` reads again until its deadline); one a
         fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed over,
-        as the fold passes it over. Otherwise ``CallNotFoundError``."""
+        as the fold passes it over. Otherwise ``CallNotFoundError``. (A post the newest
+        actor's creation had applied, an earlier actor's under the id still listed, names none
+        of the newest actor's calls: ``_to_this_actor``.)"""
         box = self._posts()
         keys = self.env.run(box.keys())
         give_up_at = time.monotonic() + self.env.settings.deadline
         unread = [k for k in keys if box.cached(k) is None]
-        naming = _naming(call_id, [p for k in keys if (p := box.cached(k)) is not None])
+        naming = self._to_this_actor(
+            walked, _naming(call_id, [p for k in keys if (p := box.cached(k)) is not None])
+        )
         for start in range(0, len(unread), _ELSEWHERE_READS):
             if naming:
                 break
@@ -834,7 +862,9 @@ class Poster:
                     f"call {call_id}",
                     posts_prefix(self.actor_id),
                 )
-            naming = _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
+            naming = self._to_this_actor(
+                walked, _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
+            )
         newest = self.env.run(self.revalidate())
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
@@ -868,6 +898,21 @@ class Poster:
             f"no posted call {call_id} among the newest {scan} steps nor pending in its inbox "
             "(asked by a process that did not post it: not found, not a sure never)",
         )
+
+    def _to_this_actor(self, walked: StepRecord, posts: list[Post]) -> list[Post]:
+        """``posts`` but those applied (or failed by a delete) before ``walked``'s actor was
+        created: a post of an earlier actor under the id still listed (its folder's delete not
+        done yet) is not the newest actor's call, though its id may be the same (a keyed
+        call's). One read of the creation step, only with such posts on an id made again;
+        gone (compacted), every post is kept (applied, then: never "not found" for a call
+        the cursor applied)."""
+        born = born_of(walked.extra)
+        if not posts or born == 0:
+            return posts
+        creation = walked if walked.step == born else self.env.run(self.log.read_step(born))
+        if creation is None:
+            return posts
+        return [p for p in posts if not applied(creation.extra, p.sender, p.seq)]
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:
         """Before "never": ``CallPendingError`` while a write of ours that carries the call (the
@@ -911,6 +956,16 @@ def _never(actor_id: str, call_id: str) -> CallNotFoundError:
     return CallNotFoundError(
         actor_id, call_id, f"call {call_id} was not applied (and never will be)", never=True
     )
+
+
+#: what a "not found" of an actor whose calls are never posted tells its caller: no post of
+#: the call can land later (asking again tells nothing new), and its caller got its outcome
+_NEVER_POSTED = (
+    "call_outcome tells of posted calls alone (a caller got CallPendingError); a call of this "
+    "actor got its outcome or an error from its commit: retry one whose outcome is unknown "
+    "with the same idempotency key (applied at most once), or unkeyed only if it cannot have "
+    "been applied"
+)
 
 
 def _cannot_tell(call_id: str, step: int) -> str:
