@@ -126,6 +126,17 @@ def ask_once(call_id: str) -> None:
         vc.get_actor("a").call_outcome(call_id)
 
 
+def asked_and_held(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str, HeldFoldTask]:
+    """``me/1`` posted and given up on at the first lost race; its ask queued the fold task,
+    held as it starts. ``a``'s log handle, me/1's call id and the held task, to let go."""
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    return log, call_id, held
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_fold_task_queued_on_a_core_the_cache_evicted_since_folds_and_then_lets_the_lease_go(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -281,11 +292,7 @@ def test_a_lease_another_process_took_after_the_ask_is_left_to_it(
     """Taken between the ask (nobody folded) and the task's lease read: the task folds
     nothing and writes nothing; once that lease lapses unrenewed, a later ask folds the post."""
     store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    log, call_id, held = asked_and_held(monkeypatch)
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
     theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
     assert theirs is not None
@@ -303,11 +310,7 @@ def test_a_post_another_process_folded_while_the_task_waited_is_not_applied_agai
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    _, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    _, call_id, held = asked_and_held(monkeypatch)
     fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
     steps = steps_of_a(store)
     held.let_go()
@@ -362,11 +365,7 @@ def test_a_compaction_while_the_fold_task_waits_leaves_the_post_applied_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     init_switchable(store_spec, fresh_window=0.2)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    log, call_id, held = asked_and_held(monkeypatch)
     assert compact_a() > 0
     held.let_go()
     assert ask_until_known(call_id)[0] == 2

@@ -29,7 +29,7 @@ from test_review_h178_orphaned_post import (
     give_up_on_me_1,
     post_while_the_fold_commits,
 )
-from test_review_h179_given_up_fold import HeldFoldTask, ask_once
+from test_review_h179_given_up_fold import ask_once, asked_and_held
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding
@@ -76,11 +76,7 @@ def test_a_post_another_process_folded_and_deleted_before_the_task_ran_costs_a_l
     the task took the folder lease all the same (a GET and a PUT), folded nothing, and its
     rounds of serving listed the inbox for ``combine_window``, then released it (a PUT)."""
     store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    _, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    _, call_id, held = asked_and_held(monkeypatch)
     (key,) = pending_posts("a")
     fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
     _sync.sync(store.inner.delete(key))  # (the other folder deleted it after its step)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pytest
 from test_combining import (
-    HANG,
     Switchable,
     fold_the_post_at_step_3,
     foreign_box,
@@ -22,8 +21,8 @@ from test_combining import (
     post_adds,
     wait_for_no_posts,
 )
-from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
-from test_review_h179_given_up_fold import HeldFoldTask, ask_once
+from test_review_h178_orphaned_post import ask_until_known
+from test_review_h179_given_up_fold import HeldFoldTask, asked_and_held
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 
 import vactor_cloud as vc
@@ -40,11 +39,7 @@ def applied_elsewhere_once_the_task_is_queued(
     """``me/1`` was posted and given up on; its ask queued the fold task (held); meanwhile
     another process's fold applied the post at step 3 (outcome "from step 3", the state of
     step 2 kept) and died before deleting it. The held task, to let go, and me/1's call id."""
-    give_up_at_the_first_lost_race(monkeypatch)
-    _, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    _, call_id, held = asked_and_held(monkeypatch)
     assert len(pending_posts("a")) == 1
     fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
     return held, call_id
