@@ -68,6 +68,18 @@ def kinds(requests: list[Request]) -> Counter[tuple[str, str]]:
     return Counter((r.kind, r.key.split("/")[2] if r.key.count("/") >= 2 else r.key) for r in requests)
 
 
+def let_go_writing_nothing(store: Any, held: Any) -> tuple[list[Request], Counter[tuple[str, str]]]:
+    """Let the held fold task go and trace its requests until the process is quiet: none may
+    address the lease, none may be a PUT. The requests, and ``kinds`` of them."""
+    with RequestTrace(store).installed() as trace:
+        held.let_go()
+        wait_until_quiet(store)
+    counted = kinds(trace.requests)
+    assert not [r for r in trace.requests if r.key.endswith("/lease")], counted
+    assert not [r for r in trace.requests if r.kind == "put"], counted
+    return trace.requests, counted
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_post_another_process_folded_and_deleted_before_the_task_ran_costs_a_listing_no_lease(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -80,16 +92,11 @@ def test_a_post_another_process_folded_and_deleted_before_the_task_ran_costs_a_l
     (key,) = pending_posts("a")
     fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
     _sync.sync(store.inner.delete(key))  # (the other folder deleted it after its step)
-    with RequestTrace(store).installed() as trace:
-        held.let_go()
-        wait_until_quiet(store)
-    counted = kinds(trace.requests)
-    assert not [r for r in trace.requests if r.key.endswith("/lease")], counted
-    assert not [r for r in trace.requests if r.kind == "put"], counted
+    requests, counted = let_go_writing_nothing(store, held)
     # One LIST (the post is gone); the probe for the newest step (step 3, then none at 4), which
     # tells our post applied: our next call need not post behind it.
     assert counted[("list", "mail")] == 1, counted
-    assert len(trace.requests) <= 4, counted
+    assert len(requests) <= 4, counted
     assert vc.get_runtime().core("a")._outstanding is None
     assert ask_until_known(call_id)[0] == "from step 3"
 

@@ -23,7 +23,7 @@ from test_combining import (
 )
 from test_review_h178_orphaned_post import ask_until_known
 from test_review_h179_given_up_fold import HeldFoldTask, asked_and_held
-from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
+from test_review_h182_ask_fold_costs import let_go_writing_nothing, wait_until_quiet
 
 import vactor_cloud as vc
 from vactor_cloud.cli.bench_harness import RequestTrace
@@ -51,15 +51,10 @@ def test_a_post_another_process_applied_and_left_is_deleted_without_the_lease_or
 ) -> None:
     store = init_switchable(store_spec)
     held, call_id = applied_elsewhere_once_the_task_is_queued(store, monkeypatch)
-    with RequestTrace(store).installed() as trace:
-        held.let_go()
-        wait_until_quiet(store)
-    counted = kinds(trace.requests)
-    assert not [r for r in trace.requests if r.key.endswith("/lease")], counted
-    assert not [r for r in trace.requests if r.kind == "put"], counted
+    requests, counted = let_go_writing_nothing(store, held)
     assert counted[("delete", "mail")] == 1, counted
     # the listing, the probe (step 3, none at 4), the post's read, its delete
-    assert len(trace.requests) <= 5, counted
+    assert len(requests) <= 5, counted
     assert wait_for_no_posts("a") == []
     assert vc.get_runtime().core("a")._outstanding is None  # applied: our next call need not post
     assert ask_until_known(call_id)[0] == "from step 3"
