@@ -757,6 +757,8 @@ class Poster:
         )
         complete = True
         live_seen = False  # (a call not posted here) a step of the newest actor's, not its tombstone
+        #: the lowest step walked whose outcomes hold no outcome of the call (``_pending_elsewhere``)
+        lowest = newest
         for step in range(newest.step, stop, -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
@@ -776,6 +778,7 @@ class Poster:
                 if posted is not None:
                     self._index_armed(newest, posted)
                 return found
+            lowest = record
         if unsure and complete and stop + 1 < newest.step and self._below_watermark(stop + 1):
             complete = False  # a step walked may be a stray, not the history's: compacted
         if unsure and complete:  # no step since we posted applied it
@@ -789,7 +792,7 @@ class Poster:
                 else f"call {call_id} was applied, but the step holding its outcome has been compacted"
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
-        return self._pending_elsewhere(call_id, newest, scan)
+        return self._pending_elsewhere(call_id, newest, scan, lowest)
 
     def _outcome_in(self, record: StepRecord, call_id: str) -> Outcome | None:
         """The outcome of ``call_id`` that the step ``record`` holds: its own, or (applied by
@@ -799,7 +802,7 @@ class Poster:
         found = decode_outcomes(record.posted, key).get(call_id)
         return found if found is not None else decode_outcomes(record.carried, key).get(call_id)
 
-    def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int) -> Outcome:
+    def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int, lowest: StepRecord) -> Outcome:
         """(A call this process did not post, not among the steps walked down from ``walked``)
         Whether its post waits in the actor's inbox: a new process asking of a call an earlier
         one (a serverless invocation) gave up on knows no post of it, and "not found" must not
@@ -815,7 +818,9 @@ class Poster:
         applied: ``CallPendingError``, and a background fold is queued as for a post of ours
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
-        never "not found". None naming it, one read damaged that a fold would not skip yet:
+        never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
+        lowest step the walk down from ``walked`` read, does not apply it): stale, never
+        applied, ``CallNotFoundError``. None naming it, one read damaged that a fold would not skip yet:
         ``RetryableStorageError`` (``call_outcome`` reads again until its deadline). Otherwise
         ``CallNotFoundError``."""
         box = self._posts()
@@ -854,6 +859,21 @@ class Poster:
         if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
             raise RetryableStorageError(
                 f"{damaged}: a post read damaged, it may name call {call_id}", damaged
+            )
+        # A post the cursor passed within the steps walked (the lowest walked does not apply it,
+        # and none of them holds the call's outcome) was never applied by it: stale, it landed
+        # after its sender's later post was applied (a write in doubt), or a fold skipped it
+        # as damaged; a fold deletes it unread. (Dated after the post floor: a sender absent
+        # from the lowest walked cursor was not dropped from it since the post was applied.)
+        floor = floor_of(newest.extra)
+        if naming and all(not applied(lowest.extra, p.sender, p.seq) and p.time > floor for p in naming):
+            raise CallNotFoundError(
+                self.actor_id,
+                call_id,
+                f"call {call_id} was not applied by the steps walked, down to step {lowest.step}, "
+                "which its sender's cursor passed: its post is stale (it landed after its sender's "
+                "later post was applied, or was skipped as damaged), and is deleted unapplied "
+                "(asked by a process that did not post it: not a sure never)",
             )
         if naming:  # applied (its delete not done yet), in a step older than those read or compacted
             why = (
