@@ -1,10 +1,10 @@
-"""Attacks on the ask's background fold at its edges (review h187).
+"""A read-only call while the ask's background fold stalls on the store (review h187).
 
 ``call_outcome`` from a process that did not post queues the fold
-(``ActorCore._fold_given_up_posts_soon``); h181 made the exit hook wait for it
-(``Runtime.finish_queued_calls``, ``ActorCore.asked_fold_idle``). A read-only call of the same
-actor must not wait behind that fold while its request stalls (the seed's "read-only calls
-never wait behind writes").
+(``ActorCore._fold_given_up_posts_soon``), which holds the actor (``_drainer``) while its lease
+take or step put gets no answer. A read-only call of the same actor must not wait behind it
+(the seed's "read-only calls never wait behind writes"). Held at review time; the test fails
+if a read waits for the holder (mutation: ``read()`` waiting while ``_drainer`` is set).
 """
 
 from __future__ import annotations
