@@ -870,10 +870,10 @@ class Poster:
             raise CallNotFoundError(
                 self.actor_id,
                 call_id,
-                f"call {call_id} was not applied by the steps walked, down to step {lowest.step}, "
-                "which its sender's cursor passed: its post is stale (it landed after its sender's "
-                "later post was applied, or was skipped as damaged), and is deleted unapplied "
-                "(asked by a process that did not post it: not a sure never)",
+                f"call {call_id} is in no step walked, down to step {lowest.step}, and its listed "
+                "post is stale: its sender's cursor passed it there without it (it landed after "
+                "its sender's later post was applied, or a fold skipped it as damaged); a fold "
+                "deletes it unread (asked by a process that did not post it: not a sure never)",
             )
         if naming:  # applied (its delete not done yet), in a step older than those read or compacted
             why = (
