@@ -573,13 +573,28 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
             methods[name] = MethodInfo(
                 name=name,
                 function=function,
-                readonly=bool(getattr(function, _READONLY, False)),
-                event=getattr(function, _EVENT, None),
+                readonly=bool(_mark(value, function, _READONLY)),
+                event=_mark(value, function, _EVENT),
                 signature=signature,
                 arity=_arity(signature),
                 owner=owner,
             )
     return methods
+
+
+def _mark(value: Any, function: Any, mark: str) -> Any:
+    """The mark ``mark`` (``virtual_actor.readonly``, ``on_event``) of the class attribute
+    ``value``, collected as ``function``: the function's own; for a ``functools.partial`` or
+    ``partialmethod``, the partial object's (marked after wrapping) or the wrapped function's
+    (marked before). A ``partialmethod`` is collected as the function its ``__get__`` makes,
+    which carries neither: a read-only one was a writer (each call committed a step, and kept
+    what it changed in the instance)."""
+    items = [function]
+    for partial in (value, function):
+        if isinstance(partial, functools.partial | functools.partialmethod):
+            wrapped = partial.func
+            items += [partial, wrapped, getattr(wrapped, "__func__", None)]  # (a static/classmethod's)
+    return next((found for item in items if (found := getattr(item, mark, None)) is not None), None)
 
 
 def _as_a_method(function: Callable[..., Any], signature: inspect.Signature) -> inspect.Signature:
