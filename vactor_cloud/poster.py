@@ -840,15 +840,19 @@ class Poster:
                 )
             naming = _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
         newest = self.env.run(self.revalidate())
+        #: every step from ``lowest`` up to the newest was read (this walk joins the first)
+        joined = newest.step - scan <= walked.step
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
+                joined = False
                 break  # compacted: older steps are gone too
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
             found = self._outcome_in(record, call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
+                    joined = False
                     break  # a stray, not the history's: the step was compacted
                 return found
         if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
@@ -866,7 +870,11 @@ class Poster:
         # as damaged; a fold deletes it unread. (Dated after the post floor: a sender absent
         # from the lowest walked cursor was not dropped from it since the post was applied.)
         floor = floor_of(newest.extra)
-        if naming and all(not applied(lowest.extra, p.sender, p.seq) and p.time > floor for p in naming):
+        if (
+            naming
+            and joined
+            and all(not applied(lowest.extra, p.sender, p.seq) and p.time > floor for p in naming)
+        ):
             raise CallNotFoundError(
                 self.actor_id,
                 call_id,
