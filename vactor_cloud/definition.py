@@ -573,8 +573,8 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
             methods[name] = MethodInfo(
                 name=name,
                 function=function,
-                readonly=bool(_mark(value, _READONLY)),
-                event=_mark(value, _EVENT),
+                readonly=bool(_mark(value, function, _READONLY)),
+                event=_mark(value, function, _EVENT),
                 signature=signature,
                 arity=_arity(signature),
                 owner=owner,
@@ -582,17 +582,23 @@ def _collect_methods(cls: type, owner: str) -> dict[str, MethodInfo]:
     return methods
 
 
-def _mark(value: Any, attribute: str) -> Any:
-    """The mark ``attribute`` (``readonly``, ``on_event``) of the class attribute ``value``:
-    its own, or else that of the function it wraps, if it is a ``functools.partialmethod``
-    or ``functools.partial`` (outermost first). The function a partialmethod makes for the
-    class has no marks: a read-only one committed a step at each call, and an event
-    handler's event was handled by nothing."""
-    while value is not None:
-        mark = getattr(value, attribute, None)
-        if mark is not None:
-            return mark
-        value = value.func if isinstance(value, functools.partial | functools.partialmethod) else None
+def _mark(value: Any, function: Any, attribute: str) -> Any:
+    """The mark ``attribute`` (``virtual_actor.readonly``, ``on_event``) of the class attribute
+    ``value``, collected as ``function``: the function's own; for a ``functools.partial`` or
+    ``partialmethod`` (of a partial...), the partial object's (marked after wrapping), else the
+    wrapped function's (marked before; a static or class method's function too), outermost
+    first. A ``partialmethod`` is collected as the function its ``__get__`` makes, which
+    carries neither: a read-only one was a writer (each call committed a step and kept what it
+    changed in the instance), and an event handler's event was handled by nothing."""
+    todo = [function, value]
+    while todo:
+        item = todo.pop(0)
+        if (found := getattr(item, attribute, None)) is not None:
+            return found
+        if isinstance(item, functools.partial | functools.partialmethod):
+            todo.append(item.func)
+        elif isinstance(item, staticmethod | classmethod):
+            todo.append(item.__func__)
     return None
 
 

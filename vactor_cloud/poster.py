@@ -764,6 +764,8 @@ class Poster:
         )
         complete = True
         live_seen = False  # (a call not posted here) a step of the newest actor's, not its tombstone
+        #: the lowest step walked whose outcomes hold no outcome of the call (``_pending_elsewhere``)
+        lowest = newest
         for step in range(newest.step, stop, -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
@@ -785,6 +787,7 @@ class Poster:
                 if posted is not None:
                     self._index_armed(newest, posted)
                 return found
+            lowest = record
         if unsure and complete and stop + 1 < newest.step and self._below_watermark(stop + 1):
             complete = False  # a step walked may be a stray, not the history's: compacted
         if unsure and complete:  # no step since we posted applied it
@@ -798,7 +801,7 @@ class Poster:
                 else f"call {call_id} was applied, but the step holding its outcome has been compacted"
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
-        return self._pending_elsewhere(call_id, newest, scan)
+        return self._pending_elsewhere(call_id, newest, scan, lowest)
 
     def _not_ours(self, record: StepRecord, posted: Posted) -> bool:
         """(A call this process posted, an outcome of whose id the walk down found in
@@ -823,7 +826,7 @@ class Poster:
         found = decode_outcomes(record.posted, key).get(call_id)
         return found if found is not None else decode_outcomes(record.carried, key).get(call_id)
 
-    def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int) -> Outcome:
+    def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int, lowest: StepRecord) -> Outcome:
         """(A call this process did not post, not among the steps walked down from ``walked``)
         Whether its post waits in the actor's inbox: a new process asking of a call an earlier
         one (a serverless invocation) gave up on knows no post of it, and "not found" must not
@@ -839,10 +842,12 @@ class Poster:
         applied: ``CallPendingError``, and a background fold is queued as for a post of ours
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
-        never "not found". None naming it, one read damaged that a fold would not skip yet:
-        ``RetryableStorageError`` (``call_outcome`` reads again until its deadline); one a
-        fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed over,
-        as the fold passes it over. Otherwise ``CallNotFoundError``. (A post the newest
+        never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
+        lowest step the walk down from ``walked`` read, does not apply it): stale, never
+        applied, ``CallNotFoundError``. None naming it, one read damaged that a fold would not
+        skip yet: ``RetryableStorageError`` (``call_outcome`` reads again until its deadline);
+        one a fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed
+        over, as the fold passes it over. Otherwise ``CallNotFoundError``. (A post the newest
         actor's creation had applied, an earlier actor's under the id still listed, names none
         of the newest actor's calls: ``_to_this_actor``.)"""
         box = self._posts()
@@ -866,15 +871,19 @@ class Poster:
                 walked, _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
             )
         newest = self.env.run(self.revalidate())
+        #: every step from ``lowest`` up to the newest was read (this walk joins the first)
+        joined = newest.step - scan <= walked.step
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
+                joined = False
                 break  # compacted: older steps are gone too
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
             found = self._outcome_in(record, call_id)
             if found is not None:
                 if step != newest.step and self._below_watermark(step):
+                    joined = False
                     break  # a stray, not the history's: the step was compacted
                 return found
         if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
@@ -885,6 +894,25 @@ class Poster:
         if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
             raise RetryableStorageError(
                 f"{damaged}: a post read damaged, it may name call {call_id}", damaged
+            )
+        # A post the cursor passed within the steps walked (the lowest walked does not apply it,
+        # and none of them holds the call's outcome) was never applied by it: stale, it landed
+        # after its sender's later post was applied (a write in doubt), or a fold skipped it
+        # as damaged; a fold deletes it unread. (Dated after the post floor: a sender absent
+        # from the lowest walked cursor was not dropped from it since the post was applied.)
+        floor = floor_of(newest.extra)
+        if (
+            naming
+            and joined
+            and all(not applied(lowest.extra, p.sender, p.seq) and p.time > floor for p in naming)
+        ):
+            raise CallNotFoundError(
+                self.actor_id,
+                call_id,
+                f"call {call_id} is in no step walked, down to step {lowest.step}, and its listed "
+                "post is stale: its sender's cursor passed it there without it (it landed after "
+                "its sender's later post was applied, or a fold skipped it as damaged); a fold "
+                "deletes it unread (asked by a process that did not post it: not a sure never)",
             )
         if naming:  # applied (its delete not done yet), in a step older than those read or compacted
             why = (

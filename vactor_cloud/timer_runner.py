@@ -394,9 +394,13 @@ class Membership:
     async def leave(self) -> None:
         """Delete the heartbeat (graceful stop): the others take this runner's actors at their
         next poll. Renewals no longer waited for land (or fail) first: one landing after the
-        delete wrote the heartbeat again, and the others counted this runner live for a lease."""
+        delete wrote the heartbeat again, and the others counted this runner live for a lease.
+        Waited for a lease at most: each began before this, and its heartbeat's ``until`` is
+        its start plus the lease, so one landing later writes a heartbeat already expired.
+        (Waited for until the leave's ``Settings.deadline``, a stalled one kept a tick that
+        Ctrl-C stopped 30 s, and then no delete was sent.)"""
         if self._writes:
-            await asyncio.wait(set(self._writes))
+            await asyncio.wait(set(self._writes), timeout=self.lease)
         with contextlib.suppress(NotFoundError):
             await self.store.delete(self.key)
 
