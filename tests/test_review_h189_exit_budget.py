@@ -1,0 +1,182 @@
+"""How long a process takes to exit when the store stalls, and Ctrl-C at exit (review h189).
+
+A child process on a local store wraps its store (``HoldOne``) so that one request never gets
+an answer, starts work that sends it (an ask's background fold, whose lease take stalls; a
+``run_async`` call, whose step put lands and whose answer stalls), and returns from its main
+code. Its exit hook waits for that work up to the exit budget (``_EXIT_WAIT``, shortened in the
+child), then shuts the runtime down.
+
+Before, the shutdown then waited up to 30 s more (``Runtime.close``'s own timeout) for the
+work already running: with a 3 s budget the exit took 33 s. And a Ctrl-C during the exit's
+wait printed a line (not naming the ask's fold) and then waited those 30 s all the same. Now
+the exit is bounded by the one budget (plus the close's fixed floor to cancel and release),
+and a Ctrl-C stops the waiting at once. Nothing acknowledged is lost by the cut: a call whose
+commit was acknowledged stays committed; the post left pending is folded by the next process
+that asks, once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+from actors import OrderLog
+from test_combining import foreign_box, post_adds
+from test_posting import outcome_once_folded
+from test_review_ctrl_c_at_exit import _lines_until
+
+import vactor_cloud as vc
+from vactor_cloud.settings import Settings
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = [
+    pytest.mark.vactor_lanes("local"),
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process"),
+]
+
+#: the child: argv = store url, call id, what stalls, exit budget (s). Prints "exiting" from a
+#: threading exit hook that runs just before vactor_cloud's, and "waiting at exit" once its main
+#: thread waits in vactor_cloud's hook (with the stalled request held).
+_CHILD = """
+import sys, threading, time
+import vactor_cloud as vc
+import vactor_cloud.runtime as runtime_module
+from vactor_cloud.errors import CallPendingError
+from vactor_cloud.testing.faults import HoldOne
+
+url, call_id, stall, budget = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+runtime_module._EXIT_WAIT = budget
+vc.init(url)
+runtime = vc.get_runtime()
+fragment, answer_first = {"ask_fold": ("/lease", False), "run_async": ("/steps/", True)}[stall]
+store = runtime.store = HoldOne(runtime.store, "put", fragment, answer_first=answer_first, timeout=3600)
+handle = vc.get_actor("a")
+print("acknowledged", handle.add.run("me/1"), flush=True)  # (committed and answered)
+store.hold()
+if stall == "ask_fold":
+    try:
+        print("outcome", handle.call_outcome(call_id), flush=True)
+    except CallPendingError:
+        print("pending", flush=True)  # (the ask queued the fold, whose lease take stalls)
+else:
+    handle.add.run_async("me/2")  # (never waited for; its step put lands, its answer stalls)
+assert store.held.wait(60), "the stalled request was never sent"
+main = threading.main_thread()
+
+
+def say_when_the_exit_waits():
+    until = time.monotonic() + 60
+    while time.monotonic() < until:
+        frame = sys._current_frames().get(main.ident)
+        while frame is not None and frame.f_code.co_name != "_shutdown_at_exit":
+            frame = frame.f_back
+        if frame is not None:
+            print("waiting at exit", flush=True)
+            return
+        time.sleep(0.01)
+
+
+threading._register_atexit(lambda: print("exiting", flush=True))  # (runs before vactor_cloud's)
+threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
+"""
+
+#: the exit budget the child is given, and how long its exit may take (from its "exiting"): the
+#: budget, the close's floor to cancel and release, and a load margin. Before, 30 s more.
+_BUDGET = 3.0
+_EXIT_BOUND = 20.0
+#: how long the exit may take after a Ctrl-C during its wait (before: 30 s)
+_INTERRUPTED_BOUND = 15.0
+
+
+def _store_with_a_post_nobody_folds(spec: StoreSpec) -> str:
+    """Actor ``a`` (step 1: ``me/0``), and another sender's post ``other/1`` waiting; its call id."""
+    vc.shutdown()
+    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, combine_after=1))
+    OrderLog.get_or_create("a").add.run("me/0")
+    (call_id,) = post_adds(foreign_box("a"), ["other/1"])
+    vc.shutdown()
+    return call_id
+
+
+def _start_child(spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: Path) -> Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", _CHILD, spec.url, call_id, stall, str(budget)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **spec.env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        cwd=cwd,
+    )
+
+
+def _exit_time(child: Popen[str], bound: float) -> tuple[float, str]:
+    """Seconds from now until ``child`` exits (killed past ``bound`` + 60 s), and its stderr."""
+    began = time.monotonic()
+    try:
+        _, err = child.communicate(timeout=bound + 60.0)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        _, err = child.communicate()
+    return time.monotonic() - began, err
+
+
+def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
+    """A new process (this one, a new runtime) asks: the post's outcome. Each call applied once,
+    the acknowledged ``me/1`` among them (and ``me/2``, whose step landed as its answer stalled)."""
+    spec.init()
+    handle = vc.get_actor("a")
+    assert outcome_once_folded(handle, call_id) >= 2
+    applied = handle.applied.run()
+    expected = ["me/0", "me/1", "other/1"] + (["me/2"] if stall == "run_async" else [])
+    assert sorted(applied) == sorted(expected), applied
+
+
+@pytest.mark.parametrize("stall", ["ask_fold", "run_async"])
+def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
+    shared: StoreSpec, tmp_path: Path, stall: str
+) -> None:
+    call_id = _store_with_a_post_nobody_folds(shared)
+    child = _start_child(shared, call_id, stall, _BUDGET, tmp_path)
+    try:
+        seen = _lines_until(child, "exiting")
+        took, err = _exit_time(child, _EXIT_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    print(f"{stall}: the exit took {took:.2f} s (budget {_BUDGET:g} s); stderr: {err!r}")
+    assert "acknowledged 2" in "".join(seen), seen
+    assert took < _EXIT_BOUND, f"the exit took {took:.1f} s with a {_BUDGET:g} s budget: {err}"
+    assert child.returncode == 0, (child.returncode, err)
+    assert "Traceback" not in err, err
+    _then_applied_once(shared, call_id, stall)  # (nothing acknowledged lost; the post folded once)
+
+
+@pytest.mark.parametrize("stall", ["ask_fold", "run_async"])
+def test_ctrl_c_during_the_exit_wait_ends_it_and_names_what_was_abandoned(
+    shared: StoreSpec, tmp_path: Path, stall: str
+) -> None:
+    call_id = _store_with_a_post_nobody_folds(shared)
+    child = _start_child(shared, call_id, stall, 120.0, tmp_path)  # (a budget the test never waits out)
+    try:
+        _lines_until(child, "waiting at exit")
+        child.send_signal(signal.SIGINT)
+        took, err = _exit_time(child, _INTERRUPTED_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    print(f"{stall}: after Ctrl-C the exit took {took:.2f} s; stderr: {err!r}")
+    assert took < _INTERRUPTED_BOUND, f"after a Ctrl-C at exit the exit took {took:.1f} s: {err}"
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud: interrupted at exit")]
+    assert len(lines) == 1, err
+    if stall == "ask_fold":
+        assert "'a'" in lines[0] and "call_outcome" in lines[0], lines[0]  # the fold named, what to do
+    _then_applied_once(shared, call_id, stall)
