@@ -1951,7 +1951,7 @@ def _exit_waited() -> str:
     """What the exit's shutdown logs of the work it cut off (:meth:`Runtime.close`'s ``waited``)."""
     if _exit_interrupted:
         return ""  # (the Ctrl-C's line said what was abandoned)
-    return f"the exit waited {_EXIT_WAIT:g} s (its budget for all it waits for)"
+    return f"the exit's budget ({_EXIT_WAIT:g} s for all it waits for) ran out"
 
 
 def _interrupted_at_exit(runtime: Runtime | None) -> None:
