@@ -1,11 +1,12 @@
 """How long a process takes to exit when the store stalls, and Ctrl-C at exit (review h189).
 
 A child process on a local store wraps its store (``HoldOne``) so that one request never gets
-an answer, starts work that sends it (an ask's background fold, whose lease take stalls; a
-``run_async`` call, whose step put lands and whose answer stalls; or both, with every put of
-the store held, a silent store: ``HoldEvery``), and returns from its main code. Its exit hook
-waits for that work up to the exit budget (``_EXIT_WAIT``, shortened in the child), then shuts
-the runtime down.
+an answer, starts work that sends it, and returns from its main code: an ask's background fold
+whose lease take stalls (``ask_fold``), or which took the lease and whose step put stalls
+(``lease_held``); a ``run_async`` call whose step put lands and whose answer stalls
+(``run_async``); or both, every put of the store held (``silent``: ``HoldEvery``). Its exit
+hook waits for that work up to the exit budget (``_EXIT_WAIT``, shortened in the child), then
+shuts the runtime down.
 
 Before, the shutdown then waited up to 30 s more (``Runtime.close``'s own timeout) for the
 work already running: with a 3 s budget the exit took 30.0-30.1 s (the stalled request's own
@@ -61,7 +62,8 @@ if stall == "silent":
     store = runtime.store = HoldEvery(runtime.store, "put", "", timeout=3600)
     store.ended.set()  # (it holds from the start: not until hold() below)
 else:
-    fragment, answer_first = {"ask_fold": ("/lease", False), "run_async": ("/steps/", True)}[stall]
+    held = {"ask_fold": ("/lease", False), "lease_held": ("/steps/", False), "run_async": ("/steps/", True)}
+    fragment, answer_first = held[stall]
     store = runtime.store = HoldOne(runtime.store, "put", fragment, answer_first=answer_first, timeout=3600)
 handle = vc.get_actor("a")
 print("acknowledged", handle.add.run("me/1"), flush=True)  # (committed and answered)
@@ -70,8 +72,8 @@ if stall != "run_async":
     try:
         print("outcome", handle.call_outcome(call_id), flush=True)
     except CallPendingError:
-        print("pending", flush=True)  # (the ask queued the fold, whose lease take stalls)
-if stall != "ask_fold":
+        print("pending", flush=True)  # (the ask queued the fold, whose request stalls)
+if stall in ("run_async", "silent"):
     handle.add.run_async("me/2")  # (never waited for; its step put lands, its answer stalls)
 assert store.held.wait(60), "the stalled request was never sent"
 main = threading.main_thread()
@@ -97,7 +99,7 @@ threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
 """
 
 #: what stalls in the child (its argv[3]): see the module's docstring
-_STALLS = ["ask_fold", "run_async", "silent"]
+_STALLS = ["ask_fold", "lease_held", "run_async", "silent"]
 #: the exit budget the child is given, and how long its exit may take (from its "exiting"): the
 #: budget, the close's floor to cancel and release, and a load margin. Before, 30 s more.
 _BUDGET = 3.0
