@@ -1995,8 +1995,8 @@ def _abandoned_folds(folds: list[str]) -> list[str]:
     actors = ", ".join(repr(actor_id) for actor_id in folds[:3]) + (" and more" if len(folds) > 3 else "")
     return [
         f"the fold call_outcome queued for {actors} is abandoned: the posts it would fold stay in "
-        "the inbox, folded by the actor's next writer or by call_outcome(call_id) asked from a "
-        "process that lives on"
+        "the inbox, for call_outcome(call_id) asked from a process that lives on to fold (or a "
+        "write to the actor that meets contention)"
     ]
 
 
