@@ -87,6 +87,7 @@ def test_the_exit_hooks_wait_for_the_programs_threads_lets_a_signal_handler_run(
         held: list[bool] = []
         thread = _holding(held)
         monkeypatch.setattr(threading, "enumerate", lambda: [threading.main_thread(), thread])
+        monkeypatch.setattr(runtime_module, "_exit_until", None)  # (the hook sets it: this process's)
         _, seen = _handler_ran_while_waiting("_shutdown_at_exit", runtime_module._shutdown_at_exit)
         thread.join(HANG)
         assert seen == [True]

@@ -1214,7 +1214,7 @@ class Runtime:
         finally:  # (cancelled: close ran out of time) the connections are released all the same
             await self.store.close()
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0, *, waited: str | None = None) -> None:
         """Shut down; once this returns, the runtime makes no storage request and none of its
         threads runs (within ``timeout``: see below), and every call made to it has its outcome.
 
@@ -1229,7 +1229,9 @@ class Runtime:
         still running (which cannot be stopped) is logged. Then leases are released, HEAD
         pointers flushed (``aclose``) and the pool's threads joined, within what is left of
         ``timeout`` (at least a second each). A close interrupted half way (Ctrl-C) is
-        finished by the next one (``shutdown()``, ``init()``, the exit hook)."""
+        finished by the next one (``shutdown()``, ``init()``, the exit hook). ``waited``: who
+        waited how long, as the warning logged past ``timeout`` says it (None: "shutdown waited
+        ``timeout`` s"; "": no warning, as after a Ctrl-C at exit, whose line said it)."""
         if os.getpid() != self._pid:
             return
         until = time.monotonic() + timeout
@@ -1248,7 +1250,8 @@ class Runtime:
             if not _sync.interruptible_wait(closer.wait, max(until - time.monotonic(), 0.0), forever=None):
                 return
         try:
-            self._close(max(until - time.monotonic(), 0.0))
+            waited = f"shutdown waited {timeout:g} s (close(timeout))" if waited is None else waited
+            self._close(max(until - time.monotonic(), 0.0), waited)
             self._closed.set()
         finally:
             with self._lock:
@@ -1281,12 +1284,17 @@ class Runtime:
         """(actor id, method) of each call made to this runtime that no thread has started."""
         return [(core.actor_id, method) for core in self._all_cores() for method in core.queued_methods()]
 
+    def asked_folds(self) -> list[str]:
+        """The actors whose fold a ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``)
+        has not ended: queued, or running."""
+        return [core.actor_id for core in self._all_cores() if not core.asked_fold_idle.is_set()]
+
     @property
     def finished_closing(self) -> bool:
         """Whether a ``close`` has run to its end (not interrupted half way by Ctrl-C)."""
         return self._closed.is_set()
 
-    def _close(self, timeout: float) -> None:
+    def _close(self, timeout: float, waited: str) -> None:
         until = time.monotonic() + timeout
         error = self._shutdown_error()
         # What has not started never starts: pool tasks are cancelled (each settles what it
@@ -1307,14 +1315,7 @@ class Runtime:
                 future.cancel()
             with contextlib.suppress(RuntimeError):  # (the loop closed: nothing runs on it)
                 _sync.get_loop().call_soon_threadsafe(self._cancel_tasks)
-            logger.warning(
-                "vactor_cloud: shutdown waited %g s (close(timeout)) for %d piece(s) of work of the "
-                "runtime on %s still running (a method body, a stalled request): their storage "
-                "requests are cancelled and no new one is made",
-                timeout,
-                left,
-                self.store.describe(),
-            )
+            self._say_cut_off(left, waited)
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=max(until - time.monotonic(), 1.0))
         for core in cores:
@@ -1325,6 +1326,19 @@ class Runtime:
         joined_by = max(until, time.monotonic() + 1.0)
         threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
+
+    def _say_cut_off(self, left: int, waited: str) -> None:
+        """(``_close`` past its timeout) Log the work cut off, and who waited for it how long."""
+        if not waited:
+            return
+        logger.warning(
+            "vactor_cloud: %s for %d piece(s) of work of the runtime on %s still running (a "
+            "method body, a stalled request): their storage requests are cancelled and no new "
+            "one is made",
+            waited,
+            left,
+            self.store.describe(),
+        )
 
 
 def join_threads(threads: list[threading.Thread], until: float | None) -> None:
@@ -1686,15 +1700,21 @@ def shutdown() -> None:
     ``RuntimeShutdownError``, what runs is waited for up to 30 s, HEAD pointers are flushed,
     connections closed); once it returns, nothing of that runtime runs or touches storage,
     even if another thread began shutting it down. A later call starts a fresh runtime."""
-    global _runtime
     scope = _current_own()
     if scope is not None:
         scope.close()
         return
+    _shutdown_by(None)
+
+
+def _shutdown_by(until: float | None) -> None:
+    """``shutdown()`` of the process's runtime; with ``until`` (monotonic: the end of the exit's
+    budget), its closes wait for what runs until then in all, not 30 s each."""
+    global _runtime
     with _runtime_lock:
         old, _runtime = _runtime, None
         closing = _closing_now(old)
-    _close_all(old, closing)
+    _close_all(old, closing, until)
 
 
 #: the live ``own_runtime()`` scopes: a forked child gives each a new lock (another thread of
@@ -1810,18 +1830,26 @@ def _closing_now(old: Runtime | None) -> list[Runtime]:
     return others
 
 
-def _close_all(old: Runtime | None, others: list[Runtime]) -> None:
+def _close_all(old: Runtime | None, others: list[Runtime], until: float | None = None) -> None:
     """Close ``old``, and return once the closes of ``others`` (on other threads) have: a
     shutdown returns when nothing of the runtimes it replaces runs any more, even if another
-    thread began closing them."""
+    thread began closing them. ``until`` (monotonic): when the closes stop waiting for what
+    runs, in all (the exit's budget; None: each waits ``Runtime.close``'s 30 s)."""
+
+    def close(runtime: Runtime) -> None:
+        if until is None:
+            runtime.close()
+        else:
+            runtime.close(max(until - time.monotonic(), 0.0), waited=_exit_waited())
+
     if old is not None:
         try:
-            old.close()
+            close(old)
         finally:
             _closed_now(old)
     for runtime in others:
         # (A second close waits for the first; it finishes one that Ctrl-C interrupted.)
-        runtime.close()
+        close(runtime)
         _closed_now(runtime)
 
 
@@ -1867,19 +1895,28 @@ def _shutdown_at_exit() -> None:
     non-daemon threads only after them: a thread still calling actors then had
     the runtime shut down under it (a call failed with ``RuntimeShutdownError``,
     later ones ran on a new runtime nobody shut down, HEAD left behind). Python
-    waits for those threads anyway; so does this, first (up to ``_EXIT_WAIT``
-    seconds, as shutdown waits for running work). Executors' workers are
+    waits for those threads anyway; so does this, first. Executors' workers are
     not waited for (their own exit hook, after this one, ends them): a call
     they make after this ran is on a runtime ``atexit`` shuts down. Nor are
     the runtime's own pools' threads (daemon threads: the shutdown joins them).
+
+    The whole wait has one budget, ``_EXIT_WAIT`` seconds from here: the threads, the calls
+    queued with ``run_async``, the folds ``call_outcome`` queued, and then the shutdown's wait
+    for what still runs (a call's commit, a fold, a lease renewal) share it; past it, what runs
+    has its requests cancelled, and the shutdown's release of leases, HEAD flush and joins take
+    a second or so each at most. A Ctrl-C during any of it ends the waiting at once
+    (:func:`_interrupted_at_exit`). Before, the shutdown waited up to 30 s more of its own
+    after the budget: a stalled store held the exit 30 s past it, Ctrl-C or not.
     """
+    global _exit_until
     me = threading.current_thread()
     pools = _pool_threads()
     # Bounded as shutdown's wait for running work is: a thread that ends only once the main
     # thread reads as stopped (which Python marks after these hooks) must not hang the exit.
     # (joined as shutdown joins: on the main thread, a signal's handler runs while it waits)
     others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
-    until = time.monotonic() + _EXIT_WAIT
+    _exit_until = until = time.monotonic() + _EXIT_WAIT
+    runtime = _runtime
     try:
         join_threads(others, until)
         # Then the calls the program made and did not wait for (``run_async``): a shutdown
@@ -1891,60 +1928,94 @@ def _shutdown_at_exit() -> None:
         _interrupted_at_exit(_runtime)
     finally:
         try:
-            shutdown()
+            _shutdown_by(_exit_close_until())
         except KeyboardInterrupt:  # (while it waits for the calls running)
-            _interrupted_at_exit(None)
+            _interrupted_at_exit(runtime)
 
 
 #: set by a Ctrl-C that cut the exit's wait short, once said
 _exit_interrupted = False
+#: (monotonic) when the exit's budget ends, once the exit hook began
+_exit_until: float | None = None
+
+
+def _exit_close_until() -> float | None:
+    """Until when the exit's shutdown waits for what runs: the end of its budget; now, once a
+    Ctrl-C cut the exit short; None (``Runtime.close``'s own 30 s) if the exit hook never ran."""
+    if _exit_interrupted:
+        return time.monotonic()
+    return _exit_until
+
+
+def _exit_waited() -> str:
+    """What the exit's shutdown logs of the work it cut off (:meth:`Runtime.close`'s ``waited``)."""
+    if _exit_interrupted:
+        return ""  # (the Ctrl-C's line said what was abandoned)
+    return f"the exit's budget ({_EXIT_WAIT:g} s for all it waits for) ran out"
 
 
 def _interrupted_at_exit(runtime: Runtime | None) -> None:
-    """A Ctrl-C cut the exit's wait short: say, in one line on stderr (no traceback), which
-    calls are abandoned (those queued, not started: the shutdown fails them, unapplied) and how
-    to see what did apply; the exit then goes on (:func:`_shutdown_at_interpreter_exit`)."""
+    """A Ctrl-C cut the exit's wait short: say, in one line on stderr (no traceback), what is
+    abandoned (the calls queued, not started: the shutdown fails them, unapplied; a fold that
+    ``call_outcome`` queued: its posts stay in the inbox) and what the user can do; the exit
+    then goes on without waiting any more (:func:`_shutdown_at_interpreter_exit`)."""
     global _exit_interrupted
     if _exit_interrupted:
         return
     _exit_interrupted = True
     calls = runtime.queued_calls() if runtime is not None else []
-    if calls:
-        counts: dict[tuple[str, str], int] = {}
-        for call in calls:
-            counts[call] = counts.get(call, 0) + 1
-        named = [f"{actor_id!r}.{method} x{n}" for (actor_id, method), n in list(counts.items())[:3]]
-        more = f" and {len(counts) - 3} more" if len(counts) > 3 else ""
-        ids = list(dict.fromkeys(actor_id for actor_id, _ in calls))
-        check = f"vactor history {ids[0]}" + (" (and the other actors named)" if len(ids) > 1 else "")
-        said = (
-            f"{len(calls)} call(s) made and not started are abandoned, not applied: "
-            f"{', '.join(named)}{more}; a call running then may still have committed: {check} "
-            "shows what did"
-        )
-    else:
-        said = (
-            "no call was left queued (one running then may still have committed: vactor history ID "
-            "shows what each actor applied)"
-        )
+    folds = runtime.asked_folds() if runtime is not None else []
+    said = [*_abandoned_calls(calls), *_abandoned_folds(folds)] or ["no call was left queued"]
+    ids = list(dict.fromkeys(actor_id for actor_id, _ in calls)) or ["ID"]
+    others = " (and the other actors named)" if len(ids) > 1 else ""
+    said.append(
+        f"a call running then may still have committed: vactor history {ids[0]}{others} shows what did"
+    )
     with contextlib.suppress(Exception):  # (stderr closed: nothing to say it on)
-        sys.stderr.write(f"vactor_cloud: interrupted at exit (Ctrl-C): {said}\n")
+        sys.stderr.write(f"vactor_cloud: interrupted at exit (Ctrl-C): {'; '.join(said)}\n")
         sys.stderr.flush()
 
 
+def _abandoned_calls(calls: list[tuple[str, str]]) -> list[str]:
+    """(:func:`_interrupted_at_exit`) What it says of the calls left queued, if any."""
+    if not calls:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    for call in calls:
+        counts[call] = counts.get(call, 0) + 1
+    named = [f"{actor_id!r}.{method} x{n}" for (actor_id, method), n in list(counts.items())[:3]]
+    more = f" and {len(counts) - 3} more" if len(counts) > 3 else ""
+    return [f"{len(calls)} call(s) made and not started are abandoned, not applied: {', '.join(named)}{more}"]
+
+
+def _abandoned_folds(folds: list[str]) -> list[str]:
+    """(:func:`_interrupted_at_exit`) What it says of the folds ``call_outcome`` queued, if any."""
+    if not folds:
+        return []
+    actors = ", ".join(repr(actor_id) for actor_id in folds[:3]) + (" and more" if len(folds) > 3 else "")
+    return [
+        f"the fold call_outcome queued for {actors} is abandoned: the posts it would fold stay in "
+        "the inbox, for call_outcome(call_id) asked from a process that lives on to fold (or a "
+        "write to the actor that meets contention)"
+    ]
+
+
 def _shutdown_at_interpreter_exit() -> None:
-    """(atexit) Shut down a runtime left (one started after the threading exit hook). A Ctrl-C
+    """(atexit) Shut down a runtime left (one started after the threading exit hook, or one whose
+    close a Ctrl-C cut short), within what is left of the exit's budget. A Ctrl-C
     that cut the exit's wait short was said in one line (:func:`_interrupted_at_exit`); the
     exit goes on from there: the program's other exit callbacks (``logging``'s flush, its own)
     still run, and its exit status stays what the program made it (ending the process with 130
     here skipped every callback registered before vactor_cloud was imported)."""
+    runtime = _runtime
     try:
-        shutdown()
+        _shutdown_by(_exit_close_until())
     except KeyboardInterrupt:
-        _interrupted_at_exit(None)
+        _interrupted_at_exit(runtime)
 
 
-#: how long the exit hook waits for the process's other non-daemon threads before shutting down
+#: the exit's budget: how long the exit hook and its shutdown wait, in all, for the process's other
+#: non-daemon threads, the calls queued, the folds ``call_outcome`` queued and what still runs
 _EXIT_WAIT = 30.0
 
 

@@ -1,0 +1,201 @@
+"""How long a process takes to exit when the store stalls, and Ctrl-C at exit (review h189).
+
+A child process on a local store wraps its store (``HoldOne``) so that one request never gets
+an answer, starts work that sends it, and returns from its main code: an ask's background fold
+whose lease take stalls (``ask_fold``), or which took the lease and whose step put stalls
+(``lease_held``); a ``run_async`` call whose step put lands and whose answer stalls
+(``run_async``); or both, every put of the store held (``silent``: ``HoldEvery``). Its exit
+hook waits for that work up to the exit budget (``_EXIT_WAIT``, shortened in the child), then
+shuts the runtime down.
+
+Before, the shutdown then waited up to 30 s more (``Runtime.close``'s own timeout) for the
+work already running: with a 3 s budget the exit took 30.0-30.1 s (the stalled request's own
+``Settings.deadline`` ended it first). And a Ctrl-C during the exit's wait printed a line (not
+naming the ask's fold) and then waited those 30 s all the same. Now the exit is bounded by the
+one budget (plus the close's floor to release and flush, a second each at most: 3.03 s, and
+4.03 s with every put silent), and a Ctrl-C stops the waiting at once (0.02-1.06 s). Nothing
+acknowledged is lost by the cut: a call whose commit was acknowledged stays committed; the post
+left pending is folded by the next process that asks, once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+from actors import OrderLog
+from test_combining import foreign_box, post_adds
+from test_posting import outcome_once_folded
+from test_review_ctrl_c_at_exit import _lines_until
+
+import vactor_cloud as vc
+from vactor_cloud.settings import Settings
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = [
+    pytest.mark.vactor_lanes("local"),
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process"),
+]
+
+#: the child: argv = store url, call id, what stalls, exit budget (s). Prints "exiting" from a
+#: threading exit hook that runs just before vactor_cloud's, and "waiting at exit in <wait>" once
+#: its main thread waits in vactor_cloud's hook (the stalled request held): for the queued calls
+#: and asks' folds (``finish_queued_calls``), or in the shutdown for what runs (``wait_done``).
+_CHILD = """
+import sys, threading, time
+import vactor_cloud as vc
+import vactor_cloud.runtime as runtime_module
+from vactor_cloud.errors import CallPendingError
+from vactor_cloud.testing.faults import HoldEvery, HoldOne
+
+url, call_id, stall, budget = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+runtime_module._EXIT_WAIT = budget
+vc.init(url)
+runtime = vc.get_runtime()
+if stall == "silent":
+    store = runtime.store = HoldEvery(runtime.store, "put", "", timeout=3600)
+    store.ended.set()  # (it holds from the start: not until hold() below)
+else:
+    held = {"ask_fold": ("/lease", False), "lease_held": ("/steps/", False), "run_async": ("/steps/", True)}
+    fragment, answer_first = held[stall]
+    store = runtime.store = HoldOne(runtime.store, "put", fragment, answer_first=answer_first, timeout=3600)
+handle = vc.get_actor("a")
+print("acknowledged", handle.add.run("me/1"), flush=True)  # (committed and answered)
+store.hold()
+if stall != "run_async":
+    try:
+        print("outcome", handle.call_outcome(call_id), flush=True)
+    except CallPendingError:
+        print("pending", flush=True)  # (the ask queued the fold, whose request stalls)
+if stall in ("run_async", "silent"):
+    handle.add.run_async("me/2")  # (never waited for; its step put lands, its answer stalls)
+assert store.held.wait(60), "the stalled request was never sent"
+main = threading.main_thread()
+
+
+def say_when_the_exit_waits():
+    until = time.monotonic() + 60
+    while time.monotonic() < until:
+        frame = sys._current_frames().get(main.ident)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        waits = [name for name in names if name in ("finish_queued_calls", "wait_done")]
+        if "_shutdown_at_exit" in names and waits:
+            print("waiting at exit in", waits[0], flush=True)
+            return
+        time.sleep(0.01)
+
+
+threading._register_atexit(lambda: print("exiting", flush=True))  # (runs before vactor_cloud's)
+threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
+"""
+
+#: what stalls in the child (its argv[3]): see the module's docstring
+_STALLS = ["ask_fold", "lease_held", "run_async", "silent"]
+#: the exit budget the child is given, and how long its exit may take (from its "exiting"): the
+#: budget, the close's floor to cancel and release, and a load margin. Before, 30 s more.
+_BUDGET = 3.0
+_EXIT_BOUND = 20.0
+#: how long the exit may take after a Ctrl-C during its wait (before: 30 s)
+_INTERRUPTED_BOUND = 15.0
+
+
+def _store_with_a_post_nobody_folds(spec: StoreSpec) -> str:
+    """Actor ``a`` (step 1: ``me/0``), and another sender's post ``other/1`` waiting; its call id."""
+    vc.shutdown()
+    spec.init(settings=Settings(storage=spec.url, fresh_window=300.0, combine_after=1))
+    OrderLog.get_or_create("a").add.run("me/0")
+    (call_id,) = post_adds(foreign_box("a"), ["other/1"])
+    vc.shutdown()
+    return call_id
+
+
+def _start_child(spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: Path) -> Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", _CHILD, spec.url, call_id, stall, str(budget)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **spec.env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        cwd=cwd,
+    )
+
+
+def _exit_time(child: Popen[str], bound: float) -> tuple[float, str]:
+    """Seconds from now until ``child`` exits (killed past ``bound`` + 60 s), and its stderr."""
+    began = time.monotonic()
+    try:
+        _, err = child.communicate(timeout=bound + 60.0)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        _, err = child.communicate()
+    return time.monotonic() - began, err
+
+
+def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
+    """A new process (this one, a new runtime) asks: the post's outcome. Each call applied once,
+    the acknowledged ``me/1`` among them (and ``me/2``, whose step landed as its answer stalled;
+    held before it was sent on the silent store: not applied)."""
+    spec.init()
+    handle = vc.get_actor("a")
+    assert outcome_once_folded(handle, call_id) >= 2
+    applied = handle.applied.run()
+    expected = ["me/0", "me/1", "other/1"] + (["me/2"] if stall == "run_async" else [])
+    assert sorted(applied) == sorted(expected), applied
+
+
+@pytest.mark.parametrize("stall", _STALLS)
+def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
+    shared: StoreSpec, tmp_path: Path, stall: str
+) -> None:
+    call_id = _store_with_a_post_nobody_folds(shared)
+    child = _start_child(shared, call_id, stall, _BUDGET, tmp_path)
+    try:
+        seen = _lines_until(child, "exiting")
+        took, err = _exit_time(child, _EXIT_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    print(f"{stall}: the exit took {took:.2f} s (budget {_BUDGET:g} s); stderr: {err!r}")
+    assert "acknowledged 2" in "".join(seen), seen
+    assert took < _EXIT_BOUND, f"the exit took {took:.1f} s with a {_BUDGET:g} s budget: {err}"
+    assert child.returncode == 0, (child.returncode, err)
+    assert "Traceback" not in err, err
+    assert f"the exit's budget ({_BUDGET:g} s" in err, err  # (what it cut off, and after how long)
+    _then_applied_once(shared, call_id, stall)  # (nothing acknowledged lost; the post folded once)
+
+
+@pytest.mark.parametrize("stall", _STALLS)
+def test_ctrl_c_during_the_exit_wait_ends_it_and_names_what_was_abandoned(
+    shared: StoreSpec, tmp_path: Path, stall: str
+) -> None:
+    call_id = _store_with_a_post_nobody_folds(shared)
+    child = _start_child(shared, call_id, stall, 120.0, tmp_path)  # (a budget the test never waits out)
+    try:
+        (waiting,) = _lines_until(child, "waiting at exit")[-1:]
+        child.send_signal(signal.SIGINT)
+        took, err = _exit_time(child, _INTERRUPTED_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    print(f"{stall}: after Ctrl-C the exit took {took:.2f} s; stderr: {err!r}")
+    # (the ask's fold is waited for as queued work; the run_async call, running, by the shutdown)
+    where = "wait_done" if stall == "run_async" else "finish_queued_calls"
+    assert waiting.split()[-1] == where, waiting
+    assert took < _INTERRUPTED_BOUND, f"after a Ctrl-C at exit the exit took {took:.1f} s: {err}"
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]  # (its own lines)
+    assert len(lines) == 1 and lines[0].startswith("vactor_cloud: interrupted at exit"), err
+    if stall != "run_async":
+        assert "'a'" in lines[0] and "call_outcome" in lines[0], lines[0]  # the fold named, what to do
+    _then_applied_once(shared, call_id, stall)
