@@ -182,7 +182,7 @@ def _step_not_found(
 
 class CallNotFoundError(VactorError, LookupError):
     """``handle.call_outcome(call_id)`` found no posted call ``call_id`` that is applied or
-    pending (a ``LookupError``, as before it had a class of its own).
+    pending (a ``LookupError``).
 
     ``never`` is True when the process that posted the call is sure it was not applied and
     never will be: retrying it applies it once. False means "not found" (the asking

@@ -355,31 +355,32 @@ class ActorHandle(Generic[T_co]):
         return future
 
     def call_outcome(self, call_id: str) -> Any:
-        """The result of a call whose caller got ``CallPendingError`` (it was posted under
-        contention and not applied while its caller waited); its exception is re-raised.
+        """The outcome of a call whose caller got ``CallPendingError`` (posted under
+        contention, not applied while it waited; ``error.call_ids`` names the calls): its
+        result is returned, or its exception raised (``ActorDeletedError`` if a delete failed
+        the call). Otherwise it raises, saying what to do:
 
-        ``CallPendingError`` again while it may still be applied: ask again after a pause (if
-        no process folds the post, this one takes the free folder lease in the background and
-        folds it: no other call is needed). ``error.call_ids`` names the calls.
-        ``CallNotFoundError`` (a ``LookupError``) with ``never`` true when it was not applied
-        and never will be (retrying it applies it once).
+        * ``CallPendingError``: posted, not applied yet. Ask again after a pause (if no
+          process folds the post, this one folds it in the background: no other call is
+          needed; a process that exits right after asking folds it at its exit).
+        * ``CallNotFoundError`` (a ``LookupError``) with ``never`` true, only in the process
+          that posted the call: not applied, and never will be. Retrying applies it once.
+        * ``CallNotFoundError`` with ``never`` false: not found, not a sure "never". A process
+          that did not post the call (a serverless function's next invocation) looks for it
+          among the newest 1000 steps and the actor's pending posts (one LIST of its inbox);
+          it was never posted, expired unapplied, or was applied long ago, or its post, its
+          write in doubt, may still land until its poster's ``Settings.deadline`` has passed:
+          ask again after that; still not found, retry it with the same idempotency key.
+          Final for an actor whose serializer is ``"json"`` (its calls are never posted).
+        * ``CommitOutcomeUnknownError`` (not a ``CallPendingError``): applied, but the step
+          holding its outcome was compacted (or, its message says, whether it was applied
+          cannot be told). Read the actor's state before calling again.
+        * ``StorageTimeoutError``: the store did not answer within ``Settings.deadline``:
+          not known yet, ask again later.
 
-        Asked by a process that did not post the call (a serverless function asking in its
-        next invocation), the call is looked for among the newest steps, then among the
-        actor's pending posts (one LIST of its inbox, and a GET per post whose name does not
-        carry it, 256 at a time, until one names the call): pending there,
-        ``CallPendingError`` as above; its post still listed but applied, its outcome in no
-        step read, ``CommitOutcomeUnknownError`` (applied, the outcome gone).
-        ``CallNotFoundError`` with ``never`` false means "not found", not a sure "never": the
-        call was never posted, or its post was deleted unapplied, or it was applied in a step
-        older than those walked (or compacted); and a post whose write ended in doubt may
-        still land until its poster's ``Settings.deadline`` has passed since the write. Ask
-        again after that before retrying the call. An actor whose serializer is ``"json"``
-        never posts a call: ``CallNotFoundError`` (``never`` false) for any id, final (no post
-        can land), its message saying so.
-        Reads that fail transiently are retried until ``Settings.deadline``; then
-        ``StorageTimeoutError`` (a ``RetryableStorageError``): not known yet, ask again later;
-        and so when the inbox holds more posts than are read within ``Settings.deadline``.
+        ``CallPendingError`` is a ``CommitOutcomeUnknownError``: catch it first. When each
+        answer is given, and what it costs: docs/protocol.md, "Outcomes and
+        ``CallPendingError``".
         """
         return self._runtime().core(self.actor_id).call_outcome(call_id).unwrap()
 

@@ -674,17 +674,20 @@ class Poster:
                 _GAVE_UP.popitem(last=False)
 
     def call_outcome(self, call_id: str, scan: int = 1000) -> Outcome:
-        """The outcome of a call posted under contention whose caller stopped waiting.
+        """The outcome of a call posted under contention whose caller stopped waiting
+        (docs/protocol.md, "Outcomes and ``CallPendingError``": procedure A for a call this
+        process posted, B for another, and the list of answers).
 
-        ``CallPendingError`` while it may still be applied (its post still there, and no live
-        folder: a fold is queued, see ``ActorCore._fold_given_up_posts_soon``);
-        ``CallNotFoundError`` (``never``) when it was not applied and never will be, or (not
-        ``never``: a call this process did not post) is neither among the newest ``scan``
-        steps nor pending in the inbox (``_pending_elsewhere``): then "not found", not a sure
-        "never" (a post in doubt may land until its poster's ``Settings.deadline`` passed). A
-        read that fails transiently is retried until ``Settings.deadline``; then
+        ``CallPendingError`` while it may still be applied: its post is still there (then a
+        fold is queued unless another process is known to fold, see
+        ``ActorCore._fold_given_up_posts_soon``), or a write of ours that carries it may
+        still land. ``CallNotFoundError`` with ``never`` when it was not applied and never
+        will be; without (a call this process did not post, ``_pending_elsewhere``): "not
+        found", not a sure "never". ``CommitOutcomeUnknownError`` as the outcome when it was
+        applied and the step holding its outcome is gone (or whether it was cannot be told).
+        A try that fails transiently is tried again until ``Settings.deadline``; then
         ``StorageTimeoutError``: not known yet, ask again later. A read damaged
-        (``IntegrityError``) is retried twice, then raised (damaged at rest).
+        (``IntegrityError``) is tried twice more, then raised (damaged at rest).
         """
         deadline = self.env.settings.deadline
         give_up_at = time.monotonic() + deadline
@@ -844,7 +847,8 @@ class Poster:
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
         never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
         lowest step the walk down from ``walked`` read, does not apply it): stale, never
-        applied, ``CallNotFoundError``. None naming it, one read damaged that a fold would not
+        applied, ``CallNotFoundError`` (docs/protocol.md, procedure B, step 7, has every
+        condition). None naming it, one read damaged that a fold would not
         skip yet: ``RetryableStorageError`` (``call_outcome`` reads again until its deadline);
         one a fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed
         over, as the fold passes it over. Otherwise ``CallNotFoundError``. (A post the newest
