@@ -611,9 +611,9 @@ def gives_fold_work(box: PostBox, key: str) -> bool:
     damaged just now): it waits for one, or it was applied and left behind, and the fold
     deletes it.
 
-    (A post known applied used to count as no work: known only once a fold had read it, and
-    then deleted by that fold. A post carried by its name is known from the listing, and one
-    left behind stayed until the next fold with calls.)"""
+    (A post known applied counts as work: a post carried by its name is known applied from the
+    listing alone, without a fold having read and deleted it, and counted as no work, one left
+    behind would stay until the next fold with calls.)"""
     written = identity(key)
     return written is not None and time.time() - written <= SENDER_TTL / 2 and not box.skipped(key)
 

@@ -135,8 +135,8 @@ class ActorFuture(concurrent.futures.Future[T]):
         (or, for ``catch_exceptions=True``, ``(result, None)``), was read back from ``frozen``:
         the settled future holds ``frozen`` alone, and each read, the first too, unpickles its
         own copy of it. A writer's result is so pickled once, as its method returns, and held
-        once: before, the future held the object read back as well, so every unread future of a
-        large result held it twice. A run whose outcome is not delivered (a lost race, a retry
+        once: were the future to hold the object read back as well, every unread future of a
+        large result would hold it twice. A run whose outcome is not delivered (a lost race, a retry
         answered from the table) leaves another object: ``set_result`` tells by identity."""
         if not self.done():
             self._pristine = (result, frozen)

@@ -335,8 +335,8 @@ async def put_event(
     lost, retried, meets its own object, reads it back and is done (a fresh object per
     attempt made the handler run twice). An object already there under the same name is
     this event, sent before (deduplicated: nothing new is stored); under another name it is
-    another event holding the id while it waits: ``ValueError``, nothing stored (it used to
-    be dropped silently). Transient failures are retried a few times; then
+    another event holding the id while it waits: ``ValueError``, nothing stored (never dropped
+    silently). Transient failures are retried a few times; then
     :class:`EventInDoubtError` names the event id to send again with.
     """
     event_id = key.rsplit("/", 1)[1]

@@ -842,8 +842,8 @@ class PostBox:
         """Whether the object at ``post.key`` is this post (not another's, nor none).
 
         A read that arrives damaged tells nothing: it is read again (a few times); still
-        damaged, ``RetryableStorageError`` (unknown). It used to answer "not ours", and the
-        sender wrote its post again under a new name: two copies of one post."""
+        damaged, ``RetryableStorageError`` (unknown), not "not ours", on which the sender would
+        write its post again under a new name: two copies of one post."""
         for attempt in range(_READ_BACKS):
             try:
                 blob = await self.store.get(post.key)

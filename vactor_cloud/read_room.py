@@ -1,9 +1,9 @@
 """ReadRoom: how much state the read-only calls running at once may restore, in all.
 
 A read-only call runs on a private copy of the state, restored for it alone (its result, and
-what it does to ``self``, are its own). Nothing bounded those copies: 32 ``run_async`` reads
-(the read pool) of a 20 MB actor, or as many threads calling ``run()``, held 32 x 20 MB at
-once. The rules, each with the tests that fail without it (W: ``tests/test_review_reads_beside_writes.py``,
+what it does to ``self``, are its own). Unbounded, those copies add up: 32 ``run_async`` reads
+(the read pool) of a 20 MB actor, or as many threads calling ``run()``, would hold 32 x 20 MB
+at once. The rules, each with the tests that fail without it (W: ``tests/test_review_reads_beside_writes.py``,
 C: ``tests/test_review_reads_beside_compaction.py``):
 
 1. **Room.** A read (a read-only call, ``run(at_step=)``, ``state_at``) takes room for its
@@ -11,16 +11,16 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    and gives it back when it ends. Past the room it waits for a read to end, never for a
    write. W ``test_reads_at_once_of_a_large_state_restore_at_most_about_the_cache_budget``,
    C ``test_a_past_view_takes_read_room_while_it_is_restored``. A read interrupted (Ctrl-C)
-   once it took room gives it back, and is no longer its thread's current read: h158
-   (``tests/test_review_h158_read_room.py``)
+   once it took room gives it back, and is no longer its thread's current read:
+   ``tests/test_review_h158_read_room.py``
    ``test_ctrl_c_as_a_read_begins_leaves_neither_its_room_taken_nor_it_current``.
 2. **Alone.** A read runs when no other read holds room, however large its state.
    C ``test_a_read_of_a_state_larger_than_the_room_runs``.
 3. **Nested.** A read made in the context of a running read, on its thread, takes no room and
    never waits: its caller's room covers it, and would otherwise keep it waiting for itself.
    W ``test_a_read_inside_a_read_of_a_large_state_does_not_wait_for_room_it_holds``; with its
-   read's spare taken by a read it handed on, which waits for it: h138
-   (``tests/test_review_h138_execution_model.py``)
+   read's spare taken by a read it handed on, which waits for it:
+   ``tests/test_review_h138_execution_model.py``
    ``test_a_nested_read_never_waits_for_the_spare_its_own_read_lent``.
 4. **Spare.** A running read may wait for a read it cannot run in its own context on its
    thread: one made with ``run_async`` inside it, one made in its context on another thread
@@ -28,8 +28,8 @@ C: ``tests/test_review_reads_beside_compaction.py``):
    writer method of an actor it waits for a call of (``lent_while_waiting``). When there is no
    room, one such read at a time runs on the waiting read's *spare*, without room of its own;
    the read gives its room back once it and the read on its spare have both ended (a spare
-   that outlived its read let threads, each calling a read that hands a ``run_async`` read on
-   and returns, hold a copy each).
+   that outlived its read would let threads, each calling a read that hands a ``run_async``
+   read on and returns, hold a copy each).
    C ``test_reads_a_read_only_method_fans_out_stay_within_the_read_room``,
    C ``test_a_read_waiting_for_a_writer_whose_method_reads_lends_its_room``,
    C ``test_a_read_already_waiting_for_room_takes_the_spare_lent_after_it_began_to_wait``,

@@ -327,13 +327,14 @@ class _Working:
 class CreationTurns:
     """Creations of one actor id in one process, one at a time.
 
-    Threads that call ``get_or_create`` on one new id each ran ``__init__`` (64 threads: 64
-    runs), though one creation alone commits. Now the first runs it and the others wait for
-    its outcome, then look again (created: they get that actor; failed: the next one tries).
+    Of the threads that call ``get_or_create`` on one new id, the first runs ``__init__`` and
+    the others wait for its outcome, then look again (created: they get that actor; failed: the
+    next one tries): one creation alone commits, and without turns 64 threads would run it 64
+    times.
     Turns are per id: a creation inside another's ``__init__`` goes on. One that would wait for
     a creation waiting, through others, for its own thread (an ``__init__`` creating its own
-    actor, directly or through another's ``__init__``; before, the inner creation committed
-    and the outer ``__init__``'s work was thrown away) raises :class:`ReentrantCallError`.
+    actor, directly or through another's ``__init__``) raises :class:`ReentrantCallError`, so
+    that the inner creation cannot commit and the outer ``__init__``'s work be thrown away.
     """
 
     __slots__ = ("_ended", "_lock", "_running", "_waiting")
@@ -1905,8 +1906,8 @@ def _shutdown_at_exit() -> None:
     for what still runs (a call's commit, a fold, a lease renewal) share it; past it, what runs
     has its requests cancelled, and the shutdown's release of leases, HEAD flush and joins take
     a second or so each at most. A Ctrl-C during any of it ends the waiting at once
-    (:func:`_interrupted_at_exit`). Before, the shutdown waited up to 30 s more of its own
-    after the budget: a stalled store held the exit 30 s past it, Ctrl-C or not.
+    (:func:`_interrupted_at_exit`). The shutdown adds no wait of its own past the budget, so
+    that a stalled store cannot hold the exit long past it, Ctrl-C or not.
     """
     global _exit_until
     me = threading.current_thread()

