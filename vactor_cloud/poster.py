@@ -877,11 +877,25 @@ class Poster:
         newest = self.env.run(self.revalidate())
         #: every step from ``lowest`` up to the newest was read (this walk joins the first)
         joined = newest.step - scan <= walked.step
+        # The answer is about ``walked``'s actor, as the first walk's: the steps of an actor
+        # made since (the id deleted and made again: a keyed call of its has the same id) are
+        # passed over, unread, and a tombstone's outcome is taken once the step below it is
+        # ``walked``'s actor's (not an actor made and deleted since).
+        later = newest.step + 1  # the steps from here up are of actors made since the first walk
+        held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
+            if step >= later:
+                continue
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
                 joined = False
                 break  # compacted: older steps are gone too
+            if not is_deleted(record):
+                if born_of(record.extra) > walked.step:
+                    later, held, joined = born_of(record.extra), None, False
+                    continue
+                if held is not None:
+                    return held
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
             found = self._outcome_in(record, call_id)
@@ -889,7 +903,12 @@ class Poster:
                 if step != newest.step and self._below_watermark(step):
                     joined = False
                     break  # a stray, not the history's: the step was compacted
-                return found
+                if not is_deleted(record):
+                    return found
+                held = found if held is None else held
+        else:
+            if held is not None and newest.step - scan <= walked.step:
+                return held  # (the tombstones just above ``walked``: its actor's)
         if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
