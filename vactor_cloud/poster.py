@@ -841,7 +841,8 @@ class Poster:
         ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call
         that may not exist. Then one probe for the newest step, and a walk of the steps
         committed since ``walked`` (a post applied and deleted after the walk, before the
-        LIST, is found there). A post naming the call that the newest step's cursor has not
+        LIST, is found there; the steps of an actor made since are passed over: the answer
+        is about ``walked``'s actor). A post naming the call that the newest step's cursor has not
         applied: ``CallPendingError``, and a background fold is queued as for a post of ours
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
