@@ -36,16 +36,24 @@ def _keyed_add(actor_id: str, key: str, token: str) -> tuple[PostedCall, ...]:
     return (PostedCall("add", pickle.dumps(((token,), {})), call_id, key),)
 
 
-def _made_again_at_the_inbox_listing(store: Switchable, later: tuple[PostedCall, ...]) -> threading.Event:
+def _made_again_at_the_inbox_listing(
+    store: Switchable, later: tuple[PostedCall, ...], *, between: bool
+) -> threading.Event:
     """When the ask lists "a"'s inbox (once): "a" is deleted (its tombstone fails the pending
     posts), made again, and another process's fold applies ``later`` on the new actor
-    (outcome "the new actor's"). The event says it ran."""
+    (outcome "the new actor's"). ``between``: an actor in between, made and deleted, whose
+    tombstone fails ``later`` posted to it first. The event says it ran."""
     inner_around = store._around
     ran = threading.Event()
 
     def delete_and_make_again() -> None:
         assert vc.delete_actor("a")
         OrderLog.get_or_create("a")
+        if between:
+            box = foreign_box("a")
+            _sync.sync(box.send(box.prepare(later)))
+            assert vc.delete_actor("a")
+            OrderLog.get_or_create("a")
         _folded_by_another_process("a", later, {later[0].call_id: "the new actor's"})
 
     async def change_first(operation: str, key: str, run: Any, **kw: Any) -> Any:
@@ -58,14 +66,16 @@ def _made_again_at_the_inbox_listing(store: Switchable, later: tuple[PostedCall,
     return ran
 
 
+@pytest.mark.parametrize("between", [False, True], ids=["made-again", "made-deleted-made-again"])
 def test_the_walk_since_the_first_does_not_answer_with_the_next_actors_keyed_call(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, between: bool
 ) -> None:
     """Another process's keyed call is pending on "a" when a new process asks of it: the
     first walk finds no outcome. Before the ask's LIST, "a" is deleted (the tombstone fails
     the call), made again, and a call of the new actor with the same key (the same id) is
-    applied. The answer is the old call's (``ActorDeletedError`` from the tombstone), not the
-    new actor's outcome."""
+    applied. The answer is the old call's (``ActorDeletedError`` from its tombstone), not the
+    new actor's outcome, nor (an actor made and deleted in between, whose tombstone failed
+    its call of the key) the tombstone of the actor in between."""
     init_switchable(store_spec, fresh_window=300.0)
     OrderLog.get_or_create("a").add.run("me/0")
     ours = _keyed_add("a", "k", "old/1")
@@ -74,7 +84,7 @@ def test_the_walk_since_the_first_does_not_answer_with_the_next_actors_keyed_cal
     store = _a_new_process(store_spec, monkeypatch)
     core = vc.get_runtime().core("a")
     before = core.env.run(core.revalidate()).step
-    ran = _made_again_at_the_inbox_listing(store, _keyed_add("a", "k", "new/1"))
+    ran = _made_again_at_the_inbox_listing(store, _keyed_add("a", "k", "new/1"), between=between)
     with pytest.raises(vc.ActorDeletedError) as raised:
         answer = vc.get_actor("a").call_outcome(ours[0].call_id)
         assert answer != "the new actor's", "answered with the new actor's call of the key"

@@ -881,8 +881,8 @@ class Poster:
         joined = newest.step - scan <= walked.step
         # The answer is about ``walked``'s actor, as the first walk's: the steps of an actor
         # made since (the id deleted and made again: a keyed call of its has the same id) are
-        # passed over, unread, and a tombstone's outcome is taken once the step below it is
-        # ``walked``'s actor's (not an actor made and deleted since).
+        # passed over, unread, and a tombstone's outcome is taken once no step below it, down
+        # to ``walked``, is of an actor made since (not the tombstone of one made and deleted).
         later = newest.step + 1  # the steps from here up are of actors made since the first walk
         held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
@@ -892,12 +892,9 @@ class Poster:
             if record is None:
                 joined = False
                 break  # compacted: older steps are gone too
-            if not is_deleted(record):
-                if born_of(record.extra) > walked.step:
-                    later, held, joined = born_of(record.extra), None, False
-                    continue
-                if held is not None:
-                    return held
+            if not is_deleted(record) and born_of(record.extra) > walked.step:
+                later, held, joined = born_of(record.extra), None, False
+                continue
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
             found = self._outcome_in(record, call_id)
