@@ -50,6 +50,7 @@ from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.posting import (
+    SENDER_TTL,
     Post,
     PostBox,
     PostedCall,
@@ -841,7 +842,8 @@ class Poster:
         ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call
         that may not exist. Then one probe for the newest step, and a walk of the steps
         committed since ``walked`` (a post applied and deleted after the walk, before the
-        LIST, is found there). A post naming the call that the newest step's cursor has not
+        LIST, is found there; the steps of an actor made since are passed over: the answer
+        is about ``walked``'s actor). A post naming the call that the newest step's cursor has not
         applied: ``CallPendingError``, and a background fold is queued as for a post of ours
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
@@ -877,11 +879,22 @@ class Poster:
         newest = self.env.run(self.revalidate())
         #: every step from ``lowest`` up to the newest was read (this walk joins the first)
         joined = newest.step - scan <= walked.step
+        # The answer is about ``walked``'s actor, as the first walk's: the steps of an actor
+        # made since (the id deleted and made again: a keyed call of its has the same id) are
+        # passed over, unread, and a tombstone's outcome is taken once no step below it, down
+        # to ``walked``, is of an actor made since (not the tombstone of one made and deleted).
+        later = newest.step + 1  # the steps from here up are of actors made since the first walk
+        held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
+            if step >= later:
+                continue
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
                 joined = False
                 break  # compacted: older steps are gone too
+            if not is_deleted(record) and born_of(record.extra) > walked.step:
+                later, held, joined = born_of(record.extra), None, False
+                continue
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
             found = self._outcome_in(record, call_id)
@@ -889,7 +902,12 @@ class Poster:
                 if step != newest.step and self._below_watermark(step):
                     joined = False
                     break  # a stray, not the history's: the step was compacted
-                return found
+                if not is_deleted(record):
+                    return found
+                held = found if held is None else held
+        else:
+            if held is not None and newest.step - scan <= walked.step:
+                return held  # (the tombstones just above ``walked``: its actor's)
         if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
             if not is_deleted(newest):
                 self._fold_given_up_posts_soon()
@@ -1002,11 +1020,17 @@ _NEVER_POSTED = (
 
 def _cannot_tell(call_id: str, step: int) -> str:
     """Why the outcome of a posted call the cursor forgot is unknown: a step compacted since
-    (or a stray where it was) may have applied it, or none did."""
+    (or a stray where it was) may have applied it, or none did. A writer drops a sender
+    ``SENDER_TTL`` after its last post by its own clock: that long passed since the post (an
+    ask that late, no clock skew needed), or that writer's clock runs ahead."""
+    ttl = f"{SENDER_TTL / 3600:g} h (SENDER_TTL)"
     return (
-        f"call {call_id} was posted, and a writer whose clock runs an hour or more ahead dropped "
-        "its sender from the cursor: whether a step compacted since applied it cannot be told "
-        f"(by step {step} it is applied, or never will be)"
+        f"call {call_id} was posted, and its sender has left the cursor: a writer drops a sender "
+        f"{ttl} after its last post, by the writer's clock (that long has passed since the post, "
+        "or that writer's clock runs ahead): whether a step compacted since applied it cannot be "
+        f"told (by step {step} it is applied, or never will be); read the actor's state before "
+        f"calling again (applied at most once either way), and ask within {ttl} of a post to be "
+        "told"
     )
 
 
