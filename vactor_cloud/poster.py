@@ -683,7 +683,8 @@ class Poster:
         steps nor pending in the inbox (``_pending_elsewhere``): then "not found", not a sure
         "never" (a post in doubt may land until its poster's ``Settings.deadline`` passed). A
         read that fails transiently is retried until ``Settings.deadline``; then
-        ``StorageTimeoutError``: not known yet, ask again later. A read damaged
+        ``StorageTimeoutError``: not known yet, ask again later (counted in
+        ``deadline_timeouts``, as any operation that did not finish within it). A read damaged
         (``IntegrityError``) is retried twice, then raised (damaged at rest).
         """
         deadline = self.env.settings.deadline
@@ -710,6 +711,11 @@ class Poster:
                 pause = retry_pause(attempt)
                 attempt += 1
                 if time.monotonic() + pause >= give_up_at:
+                    # An operation that did not finish within Settings.deadline: counted and
+                    # logged as the runtime's are (docs/observability.md, deadline_timeouts).
+                    counters.deadline_timeout(
+                        self.env.store.describe(), deadline, f": call_outcome, last: {exc}"
+                    )
                     raise StorageTimeoutError(
                         f"actor {self.actor_id!r}: call_outcome({call_id!r}) could not read the "
                         f"store within Settings.deadline ({deadline:g} s), last: {exc}; whether the "
