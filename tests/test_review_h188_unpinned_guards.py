@@ -3,6 +3,9 @@
 1. ``call_outcome`` that gives up at ``Settings.deadline`` (its reads kept failing) is an
    operation that did not finish within ``Settings.deadline``: it counts ``deadline_timeouts``
    and logs it at WARNING, as docs/observability.md says of that counter (it counted nothing).
+2. The ask's fold deletes posts without the folder lease only when the newest step applied
+   them (``Folder._deleted_as_applied``): a post expired by this process's clock alone is the
+   lease holder's to judge (``gives_fold_work``). Held: no test failed with that guard removed.
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ import uuid
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import init_switchable
+from test_combining import HANG, init_switchable, pending_posts
+from test_review_h178_orphaned_post import (
+    _FOREIGN,
+    ask_until_known,
+    give_up_at_the_first_lost_race,
+    give_up_on_me_1,
+)
+from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
 from test_review_h183_outcome_not_found import _a_new_process
 from test_stats import moved, records
 
 import vactor_cloud as vc
+from vactor_cloud import _sync, folding
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
 from vactor_cloud.keys import posts_prefix
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]
@@ -58,3 +70,30 @@ def test_a_call_outcome_that_gives_up_at_its_deadline_counts_a_deadline_timeout(
     assert failed, "the ask never listed the inbox"
     assert moved(before) == {"deadline_timeouts": 1}
     assert records(caplog, logging.WARNING, "Settings.deadline")
+
+
+# -- 2. the ask fold's lease-less delete ----------------------------------------------------------
+def test_a_post_expired_by_our_clock_alone_under_a_foreign_lease_is_left_to_its_holder(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held. Another process takes the folder lease between the ask and its fold task; to this
+    process's clock (stepped ahead: every post past ``SENDER_TTL / 2``) the post has expired.
+    The task deletes nothing (only a post the newest step applied goes without the lease) and
+    writes nothing; the holder's clock decides. Once the lease lapses, a later ask folds it."""
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
+    assert theirs is not None
+    steps, posts = steps_of_a(store), pending_posts("a")
+    with monkeypatch.context() as ahead:
+        ahead.setattr(folding, "SENDER_TTL", -1.0)  # (our clock's view: every post expired)
+        held.let_go()
+    assert pending_posts("a") == posts  # not deleted by a process that does not hold the lease
+    assert steps_of_a(store) == steps
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
