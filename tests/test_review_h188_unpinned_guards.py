@@ -6,12 +6,17 @@
 2. The ask's fold deletes posts without the folder lease only when the newest step applied
    them (``Folder._deleted_as_applied``): a post expired by this process's clock alone is the
    lease holder's to judge (``gives_fold_work``). Held: no test failed with that guard removed.
+3. Asked of a call it did not post, after the id was deleted and made again, ``call_outcome``
+   walks the newest actor's steps down to its creation (``born_of``), not into the earlier
+   actor's tombstone. Held: no test failed with that bound removed (the tombstone below ends
+   the walk too, one GET later).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import pytest
 from actors import OrderLog
@@ -30,7 +35,7 @@ from test_stats import moved, records
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding
 from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
-from vactor_cloud.keys import posts_prefix
+from vactor_cloud.keys import posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -97,3 +102,31 @@ def test_a_post_expired_by_our_clock_alone_under_a_foreign_lease_is_left_to_its_
     assert steps_of_a(store) == steps
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1"]
+
+
+# -- 3. the walk of a made-again actor's steps ends at its creation ------------------------------
+def test_an_ask_about_an_actor_made_again_reads_no_step_of_the_earlier_actor(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held. "a" is deleted (its tombstone the newest step) and made again; a process that did
+    not post the call asks: not found, and no step at or below the tombstone is read."""
+    init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("first/0")
+    assert vc.delete_actor("a") is True
+    store = _a_new_process(store_spec, monkeypatch)
+    tombstone = max(n for k in steps_of_a(store) if (n := step_of(k)) is not None)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("second/0")
+    read: list[int] = []
+    inner_around = store._around
+
+    async def note_step_reads(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if key.startswith(steps_prefix("a")) and (n := step_of(key)) is not None:
+            read.append(n)
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = note_step_reads
+    with pytest.raises(vc.CallNotFoundError):
+        handle.call_outcome(uuid.uuid4().hex)
+    assert read, "the ask read no step"
+    assert [n for n in read if n <= tombstone] == []
