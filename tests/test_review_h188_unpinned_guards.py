@@ -10,6 +10,10 @@
    walks the newest actor's steps down to its creation (``born_of``), not into the earlier
    actor's tombstone. Held: no test failed with that bound removed (the tombstone below ends
    the walk too, one GET later).
+4. The posts this process gave up on are remembered per process (``poster._GAVE_UP``), not per
+   actor core: after the core was evicted, a call never applied is still told a sure "never"
+   (``never`` true). Held: keyed per core, every test passed (the clock-stepped-back test of
+   test_review_actor_cache pins the runtime's ``pending_posts``, not this).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import HANG, init_switchable, pending_posts
+from test_combining import HANG, init_switchable, pending_posts, wait_for_no_posts
+from test_review_actor_cache import cores_of, wait_until
 from test_review_h178_orphaned_post import (
     _FOREIGN,
     ask_until_known,
@@ -29,7 +34,7 @@ from test_review_h178_orphaned_post import (
     give_up_on_me_1,
 )
 from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
-from test_review_h183_outcome_not_found import _a_new_process
+from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_stats import moved, records
 
 import vactor_cloud as vc
@@ -130,3 +135,24 @@ def test_an_ask_about_an_actor_made_again_reads_no_step_of_the_earlier_actor(
         handle.call_outcome(uuid.uuid4().hex)
     assert read, "the ask read no step"
     assert [n for n in read if n <= tombstone] == []
+
+
+# -- 4. what this process gave up on outlives the actor's core --------------------------------------
+def test_a_call_given_up_on_is_told_never_applied_after_its_core_was_evicted(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held. ``me/1`` is given up on; "a" is evicted (the cache holds one actor); the post
+    expires (every post, to the folders' clock) and the ask's fold deletes it unapplied: the
+    ask says "never" (``never`` true: retrying applies it once), as it did with the core kept."""
+    init_switchable(store_spec, max_cached_actors=1)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    runtime = vc.get_runtime()
+    OrderLog.get_or_create("b").add.run("b/0")  # "a" is evicted
+    wait_until(lambda: not [c for c in cores_of(runtime) if c.actor_id == "a"], "the core of 'a' stayed")
+    monkeypatch.setattr(folding, "SENDER_TTL", -1.0)  # (the folder's view: every post expired)
+    with pytest.raises(LookupError) as raised:
+        ask_until_known(call_id)
+    _is_not_found(raised.value, never=True)
+    assert wait_for_no_posts("a") == []
+    assert log.applied.run() == ["me/0"]
