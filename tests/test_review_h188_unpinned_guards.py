@@ -14,18 +14,23 @@
    actor core: after the core was evicted, a call never applied is still told a sure "never"
    (``never`` true). Held: keyed per core, every test passed (the clock-stepped-back test of
    test_review_actor_cache pins the runtime's ``pending_posts``, not this).
+5. A post that landed after the actor's delete (its tombstone's cursor does not name it) is
+   told pending to a process that did not post it, and no fold is queued for it: a deleted
+   actor has no fold. Held: no test failed with that ``is_deleted`` guard removed.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from typing import Any
 
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import HANG, init_switchable, pending_posts, wait_for_no_posts
+from test_combining import HANG, foreign_box, init_switchable, pending_posts, post_adds, wait_for_no_posts
 from test_review_actor_cache import cores_of, wait_until
 from test_review_h178_orphaned_post import (
     _FOREIGN,
@@ -39,8 +44,8 @@ from test_stats import moved, records
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding
-from vactor_cloud.errors import RetryableStorageError, StorageTimeoutError
-from vactor_cloud.keys import posts_prefix, step_of, steps_prefix
+from vactor_cloud.errors import CallPendingError, RetryableStorageError, StorageTimeoutError
+from vactor_cloud.keys import actor_prefix, posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -156,3 +161,34 @@ def test_a_call_given_up_on_is_told_never_applied_after_its_core_was_evicted(
     _is_not_found(raised.value, never=True)
     assert wait_for_no_posts("a") == []
     assert log.applied.run() == ["me/0"]
+
+
+# -- 5. no fold queued for a deleted actor ----------------------------------------------------------
+def test_an_ask_about_a_post_that_landed_after_the_delete_queues_no_fold(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held. "a" is deleted, then another process's post to it lands (it posted before it
+    saw the delete). A process that did not post it asks: pending (not applied by the
+    tombstone), and nothing more is requested of the actor's objects, not even once the exit
+    hook's wait for queued folds ended (``Runtime.finish_queued_calls``)."""
+    init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    assert vc.delete_actor("a") is True
+    (call_id,) = post_adds(foreign_box("a"), ["late/1"])
+    store = _a_new_process(store_spec, monkeypatch)
+    after_the_answer: list[tuple[str, str]] = []
+    answered = threading.Event()
+    inner_around = store._around
+
+    async def note_requests(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if answered.is_set() and key.startswith(actor_prefix("a")):
+            after_the_answer.append((operation, key))
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = note_requests
+    with pytest.raises(CallPendingError):
+        vc.ActorHandle("a").call_outcome(call_id)
+    answered.set()
+    vc.get_runtime().finish_queued_calls(time.monotonic() + HANG)
+    assert after_the_answer == []
+    assert pending_posts("a") != []  # (left to expire: no fold of a deleted actor)
