@@ -861,7 +861,7 @@ class Poster:
         for start in range(0, len(unread), _ELSEWHERE_READS):
             if naming:
                 break
-            if start and time.monotonic() >= give_up_at:
+            if time.monotonic() >= give_up_at:
                 raise StorageTimeoutError(
                     f"actor {self.actor_id!r}: {len(unread) - start} of the {len(keys)} posts in "
                     f"its inbox unread when Settings.deadline passed, none of those read naming "
