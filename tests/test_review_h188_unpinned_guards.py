@@ -17,6 +17,9 @@
 5. A post that landed after the actor's delete (its tombstone's cursor does not name it) is
    told pending to a process that did not post it, and no fold is queued for it: a deleted
    actor has no fold. Held: no test failed with that ``is_deleted`` guard removed.
+6. An earlier actor's post still listed after the id was made again is not the new actor's
+   call, also when its name carries it (read from the listing, no GET: ``_to_this_actor`` on
+   the posts known from names). Held: test_review_h185's test of it posts bare names only.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
-from store_helpers import retune
+from store_helpers import raw_get, raw_put, retune
 from test_combining import HANG, foreign_box, init_switchable, pending_posts, post_adds, wait_for_no_posts
 from test_review_actor_cache import cores_of, wait_until
 from test_review_h178_orphaned_post import (
@@ -192,3 +195,30 @@ def test_an_ask_about_a_post_that_landed_after_the_delete_queues_no_fold(
     vc.get_runtime().finish_queued_calls(time.monotonic() + HANG)
     assert after_the_answer == []
     assert pending_posts("a") != []  # (left to expire: no fold of a deleted actor)
+
+
+# -- 6. an earlier actor's post carried by its name -------------------------------------------------
+def test_an_old_actors_post_carried_by_its_name_is_not_the_new_actors_call(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's post, its calls sealed in its name, is pending when "a" is deleted (the
+    tombstone fails its call) and still listed after "a" is made again. A new process asking
+    of its call hears "not found" (not a sure never), not "applied": the new actor never had
+    that call (as test_review_h185's bare-named post)."""
+    init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    box = foreign_box("a")
+    box.names = True
+    assert _sync.sync(box.mail.load(create=True)) is not None
+    (call_id,) = post_adds(box, ["other/1"])
+    (key,) = pending_posts("a")
+    assert _sync.sync(box.keys()) == [key] and box.cached(key) is not None  # (carried by its name)
+    data = raw_get(key)
+    assert vc.delete_actor("a")
+    if not pending_posts("a"):
+        raw_put(key, data)  # (the deleter's delete of the post not done yet)
+    handle = OrderLog.get_or_create("a")
+    _a_new_process(store_spec, monkeypatch)
+    with pytest.raises(vc.CallNotFoundError) as raised:
+        handle.call_outcome(call_id)
+    assert not raised.value.never
