@@ -20,10 +20,15 @@
 6. An earlier actor's post still listed after the id was made again is not the new actor's
    call, also when its name carries it (read from the listing, no GET: ``_to_this_actor`` on
    the posts known from names). Held: test_review_h185's test of it posts bare names only.
+7. On an id made again whose creation step is gone (compacted), a post still listed that the
+   newest cursor applied is kept (``_to_this_actor``): "applied, its outcome compacted", never
+   "not found" (on which a caller retries and applies the call twice). Held: dropping such
+   posts passed every test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -33,7 +38,15 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import raw_get, raw_put, retune
-from test_combining import HANG, foreign_box, init_switchable, pending_posts, post_adds, wait_for_no_posts
+from test_combining import (
+    HANG,
+    a_fold_of,
+    foreign_box,
+    init_switchable,
+    pending_posts,
+    post_adds,
+    wait_for_no_posts,
+)
 from test_review_actor_cache import cores_of, wait_until
 from test_review_h178_orphaned_post import (
     _FOREIGN,
@@ -47,9 +60,18 @@ from test_stats import moved, records
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding
-from vactor_cloud.errors import CallPendingError, RetryableStorageError, StorageTimeoutError
+from vactor_cloud.compaction import raise_watermark
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.errors import (
+    CallPendingError,
+    CommitOutcomeUnknownError,
+    RetryableStorageError,
+    StorageTimeoutError,
+)
+from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import actor_prefix, posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import LeaseStore
+from vactor_cloud.posting import PostBox, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]
@@ -222,3 +244,37 @@ def test_an_old_actors_post_carried_by_its_name_is_not_the_new_actors_call(
     with pytest.raises(vc.CallNotFoundError) as raised:
         handle.call_outcome(call_id)
     assert not raised.value.never
+
+
+# -- 7. an actor made again, its creation compacted -----------------------------------------------
+def test_a_post_still_listed_on_an_actor_made_again_whose_creation_is_compacted_is_applied(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "a" is deleted and made again; another process's post is applied by a fold of the new
+    actor and left listed (its delete not done); the next step carries nothing of it, and the
+    steps from the creation to the fold are compacted. A new process asking of the call hears
+    "applied, its outcome compacted" (``CommitOutcomeUnknownError``), not "not found"."""
+    store = init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("first/0")
+    assert vc.delete_actor("a") is True
+    OrderLog.get_or_create("a").add.run("second/0")
+    (call_id,) = post_adds(foreign_box("a"), ["other/1"])
+    core = vc.get_runtime().core("a")
+    log_ = core.log
+    newest = core.env.run(core.revalidate())
+    born = born_of(newest.extra)
+    assert born > 0
+    box = PostBox(store.inner, "a", vc.get_runtime().settings.signing_key)
+    (post,) = _sync.sync(box.read(_sync.sync(box.keys())))
+    fold = a_fold_of(newest, [post], encode_outcomes({call_id: Outcome(True, "folded")}))
+    _sync.sync(log_.put_step(fold))
+    after = dataclasses.replace(fold, step=fold.step + 1, parent=fold.step, posted=b"", carried=b"")
+    _sync.sync(log_.put_step(after))
+    _sync.sync(raise_watermark(log_, after.step))  # a compaction: the watermark first, then the deletes
+    for step in range(born, after.step):
+        _sync.sync(store.inner.delete(log_.step_key(step)))
+    _a_new_process(store_spec, monkeypatch)
+    with pytest.raises(CommitOutcomeUnknownError, match="was applied") as raised:
+        vc.ActorHandle("a").call_outcome(call_id)
+    assert not isinstance(raised.value, CallPendingError)
+    assert len(pending_posts("a")) == 1
