@@ -24,12 +24,17 @@
    newest cursor applied is kept (``_to_this_actor``): "applied, its outcome compacted", never
    "not found" (on which a caller retries and applies the call twice). Held: dropping such
    posts passed every test.
+8. Our keyed call to an actor deleted since, the id made again and another process's call of
+   the key applied there: with the new actor's creation step compacted, the later call's
+   outcome is not taken for ours (``_not_ours``: a creation step gone counts as not ours).
+   Held: counting it ours passed every test.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -47,6 +52,7 @@ from test_combining import (
     post_adds,
     wait_for_no_posts,
 )
+from test_posting import Tally, _give_up_on_c, spec
 from test_review_actor_cache import cores_of, wait_until
 from test_review_h178_orphaned_post import (
     _FOREIGN,
@@ -56,6 +62,7 @@ from test_review_h178_orphaned_post import (
 )
 from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
+from test_review_h185_outcome_edges import _folded_by_another_process
 from test_stats import moved, records
 
 import vactor_cloud as vc
@@ -71,7 +78,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import actor_prefix, posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.posting import PostBox, encode_outcomes
+from vactor_cloud.posting import PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]
@@ -278,3 +285,30 @@ def test_a_post_still_listed_on_an_actor_made_again_whose_creation_is_compacted_
         vc.ActorHandle("a").call_outcome(call_id)
     assert not isinstance(raised.value, CallPendingError)
     assert len(pending_posts("a")) == 1
+
+
+# -- 8. a later actor's keyed call, its creation compacted ----------------------------------------
+@pytest.mark.usefixtures(spec.__name__)
+def test_our_keyed_call_is_not_answered_by_a_later_actors_call_whose_creation_is_compacted(
+    store_spec: StoreSpec,
+) -> None:
+    """Our keyed call is given up on and failed by the actor's delete; the id is made again and
+    another process's call with the key (the same call id) is applied by the new actor (its
+    outcome ``["z"]``); the new actor's steps below that fold, its creation among them, are
+    compacted. Our ``call_outcome`` is not the later call's: not known (the steps between are
+    gone), never ``["z"]``."""
+    handle, call_id = _give_up_on_c(store_spec, key="k")
+    assert vc.delete_actor("slow")
+    Tally.get_or_create("slow")
+    later = (PostedCall("add", pickle.dumps((("z",), {})), call_id, "k"),)
+    _folded_by_another_process("slow", later, {call_id: ["z"]})
+    core = vc.get_runtime().core("slow")
+    newest = core.env.run(core.revalidate())
+    born = born_of(newest.extra)
+    assert 0 < born < newest.step
+    _sync.sync(raise_watermark(core.log, newest.step))  # a compaction: the watermark first, then the deletes
+    for step in range(born, newest.step):
+        _sync.sync(vc.get_runtime().store.delete(core.log.step_key(step)))
+    with pytest.raises(CommitOutcomeUnknownError) as raised:
+        handle.call_outcome(call_id)
+    assert not isinstance(raised.value, CallPendingError)
